@@ -1,0 +1,58 @@
+"""Config parsing: presets, files, --key=value, strict errors. python -m pytest -q tests/test_config.py"""
+import subprocess
+import sys
+
+import pytest
+
+from config import PRESETS, Config, get_config
+from conftest import ROOT
+from utils.errors import UserError
+
+
+def test_defaults_are_the_reference_recipe():
+    c = Config()
+    assert (c.tokenizer, c.block_size, c.n_layer, c.n_head, c.n_embd, c.diffusion_steps) == ("char", 256, 6, 6, 384, 100)
+    assert (c.batch_size, c.max_iters, c.learning_rate, c.schedule) == (64, 5000, 3e-4, "cosine")
+
+
+def test_layers_apply_in_order(tmp_path):
+    f = tmp_path / "exp.py"
+    f.write_text("n_layer = 3\nlearning_rate = 1  # an int is fine for a float\n")
+    c = get_config(["cpu", str(f), "--n_layer=5", "--gen-len", "12", "--resume", "--prompt", "Hi there"])
+    assert c.n_embd == PRESETS["cpu"]["n_embd"] and c.n_layer == 5 and c.learning_rate == 1.0
+    assert c.gen_len == 12 and c.resume is True and c.prompt == "Hi there"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--n_layers=4"], ["unknown config key 'n_layers'", "n_layer"]),
+    (["--batch_size=big"], ["batch_size", "int"]),
+    (["--learning_rate=fast"], ["learning_rate", "float"]),
+    (["--schedule=sqrt"], ["schedule", "cosine"]),
+    (["--n_embd=100", "--n_head=3"], ["n_embd=100"]),
+    (["--temperature=-1"], ["temperature"]),
+    (["--top_p=0"], ["top_p"]),
+    (["--top_k=-2"], ["top_k"]),
+    (["--steps=0"], ["steps must be >= 1"]),
+    (["shakespear_char"], ["did you mean shakespeare_char"]),
+    (["missing.py"], ["config file missing.py not found"]),
+    (["--gen_len"], ["needs a value"]),
+])
+def test_bad_config_is_one_clear_error(argv, words):
+    with pytest.raises(UserError) as e:
+        get_config(argv)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_config_file_typo_is_rejected(tmp_path):
+    f = tmp_path / "exp.py"
+    f.write_text("learnig_rate = 1e-3\n")
+    with pytest.raises(UserError, match="did you mean learning_rate"):
+        get_config([str(f)])
+
+
+def test_cli_exits_2_with_one_line_and_no_traceback():
+    r = subprocess.run([sys.executable, "train.py", "--max_itters=3"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    assert "unknown config key 'max_itters'" in r.stderr and "max_iters" in r.stderr
