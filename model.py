@@ -1,0 +1,170 @@
+"""The network: a transformer with RoPE, parameter-free RMSNorm, relu^2 MLP and no biases.
+
+Bidirectional for masked diffusion (objective='mdlm'), causal for the autoregressive
+baseline (objective='ar'): one code path, one flag. With time_cond='learned' a learned
+Embedding(T+1, n_embd) of the diffusion step t is added to every position's input.
+
+    python -c "from model import *; m = Transformer(ModelArgs(vocab_size=66)); print(m.num_params())"
+    # 10706304: the reference micro-dLLM char model (65 characters + [MASK])
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelArgs:
+    vocab_size: int
+    block_size: int = 256
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    diffusion_steps: int = 100   # T; the time embedding has T+1 rows (t = 0..T)
+    time_cond: str = "learned"   # 'learned' | 'none'
+    causal: bool = False         # True for the AR baseline
+
+    @classmethod
+    def from_config(cls, cfg, vocab_size):
+        return cls(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                   n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps,
+                   time_cond=cfg.time_cond if cfg.objective == "mdlm" else "none", causal=cfg.objective == "ar")
+
+
+def rms_norm(x):
+    return F.rms_norm(x, (x.size(-1),))  # no learnable gain, as in the reference
+
+
+def rope_tables(seq_len, head_dim, base=10000.0):
+    """cos/sin tables of shape (seq_len, head_dim/2) for rotary embeddings (Su et al. 2021)."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    # x: (B, H, L, D); rotate the two halves of each head as pairs
+    d = x.size(-1) // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.n_head, self.causal = a.n_head, a.causal
+        self.qkv = nn.Linear(a.n_embd, 3 * a.n_embd, bias=False)
+        self.proj = nn.Linear(a.n_embd, a.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, kv_cache=None):
+        B, L, C = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # 3x (B, H, L, D)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:  # AR decoding: append this step's keys/values
+            k, v = kv_cache.update(k, v)
+        # causal only when the queries start at position 0 (a cached decode step sees all keys)
+        is_causal = self.causal and q.size(2) == k.size(2) and q.size(2) > 1
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+        return self.proj(y.transpose(1, 2).reshape(B, L, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.fc = nn.Linear(a.n_embd, 4 * a.n_embd, bias=False)
+        self.proj = nn.Linear(4 * a.n_embd, a.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.proj(F.relu(self.fc(x)).square())  # relu^2 (Primer, So et al. 2021)
+
+
+class Block(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.attn, self.mlp = Attention(a), MLP(a)
+
+    def forward(self, x, cos, sin, kv_cache=None):
+        x = x + self.attn(rms_norm(x), cos, sin, kv_cache)
+        return x + self.mlp(rms_norm(x))
+
+
+class KVCache:
+    """Per-layer key/value buffers for AR sampling. Shapes (B, H, max_len, D)."""
+
+    def __init__(self, n_layer, batch, n_head, max_len, head_dim, device, dtype):
+        shape = (batch, n_head, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.pos, self.layer = 0, 0
+
+    def update(self, k, v):
+        i, n, p = self.layer, k.size(2), self.pos
+        self.k[i][:, :, p:p + n] = k
+        self.v[i][:, :, p:p + n] = v
+        self.layer = (i + 1) % len(self.k)
+        if self.layer == 0:  # every layer has written this chunk: advance
+            self.pos = p + n
+        return self.k[i][:, :, :p + n], self.v[i][:, :, :p + n]
+
+
+class Transformer(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        assert a.n_embd % a.n_head == 0 and (a.n_embd // a.n_head) % 2 == 0
+        self.args = a
+        self.tok_emb = nn.Embedding(a.vocab_size, a.n_embd)
+        self.time_emb = nn.Embedding(a.diffusion_steps + 1, a.n_embd) if a.time_cond == "learned" else None
+        self.blocks = nn.ModuleList(Block(a) for _ in range(a.n_layer))
+        self.head = nn.Linear(a.n_embd, a.vocab_size, bias=False)  # untied
+        cos, sin = rope_tables(a.block_size, a.n_embd // a.n_head)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # scaled init of residual projections (GPT-2)
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * a.n_layer))
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, t=None, kv_cache=None, start_pos=0):
+        """idx (B, L) token ids; t (B,) integer diffusion step (ignored if time_cond='none').
+        Returns logits (B, L, V) in float32."""
+        B, L = idx.shape
+        assert start_pos + L <= self.args.block_size, f"sequence of {start_pos + L} exceeds block_size {self.args.block_size}"
+        x = self.tok_emb(idx)
+        if self.time_emb is not None:
+            assert t is not None, "time-conditioned model needs t"
+            x = x + self.time_emb(t)[:, None, :]
+        cos = self.rope_cos[start_pos:start_pos + L][None, None]
+        sin = self.rope_sin[start_pos:start_pos + L][None, None]
+        for block in self.blocks:
+            x = block(x, cos, sin, kv_cache)
+        return self.head(rms_norm(x)).float()
+
+    # ---- accounting: the model owns it
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self, seq_len=None):
+        """Training FLOPs per token: 6 per weight that multiplies (embedding lookups excluded)
+        plus attention's 12 * L * d * ctx (PaLM appendix B; nanoGPT's estimate_mfu)."""
+        a = self.args
+        n = self.num_params() - self.tok_emb.weight.numel()
+        if self.time_emb is not None:
+            n -= self.time_emb.weight.numel()
+        return 6 * n + 12 * a.n_layer * a.n_embd * (seq_len or a.block_size)
+
+    def optimizer_groups(self, weight_decay):
+        """Decay 2-D matmul weights only; embeddings (token, time) are not decayed."""
+        decay = [p for n, p in self.named_parameters() if p.dim() >= 2 and "emb" not in n]
+        other = [p for n, p in self.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]
+        return [dict(params=decay, weight_decay=weight_decay), dict(params=other, weight_decay=0.0)]
+
+    def new_kv_cache(self, batch, device, dtype=torch.float32):
+        a = self.args
+        return KVCache(a.n_layer, batch, a.n_head, a.block_size, a.n_embd // a.n_head, device, dtype)

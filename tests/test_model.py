@@ -1,0 +1,57 @@
+"""Model invariants: parameter counts, attention direction, KV cache. python -m pytest -q tests/test_model.py"""
+import torch
+
+from model import ModelArgs, Transformer
+
+
+def test_reference_char_model_has_exactly_10_706_304_parameters():
+    assert Transformer(ModelArgs(vocab_size=66)).num_params() == 10_706_304
+
+
+def test_parameter_count_formula_bpe_and_ablations():
+    L, d, T = 6, 384, 100
+    blocks = L * (4 * d * d + 8 * d * d)  # attention qkv+proj, MLP 4x up and down; no biases, no norm gains
+    for V in (66, 2048):
+        assert Transformer(ModelArgs(vocab_size=V)).num_params() == blocks + 2 * V * d + (T + 1) * d
+    assert Transformer(ModelArgs(vocab_size=2048)).num_params() == 12_228_480  # the reference's "~12.23M" BPE model
+    assert Transformer(ModelArgs(vocab_size=66, time_cond="none")).num_params() == 10_706_304 - 101 * 384
+
+
+def _tiny(**kw):
+    torch.manual_seed(0)
+    return Transformer(ModelArgs(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, diffusion_steps=10, **kw))
+
+
+def test_bidirectional_model_sees_the_future_and_causal_does_not():
+    x = torch.randint(0, 10, (2, 16))
+    y = x.clone()
+    y[:, 12] = (y[:, 12] + 1) % 10  # perturb a later token
+    t = torch.tensor([3, 7])
+    bi = _tiny()
+    assert not torch.allclose(bi(x, t)[:, :12], bi(y, t)[:, :12])
+    causal = _tiny(causal=True, time_cond="none")
+    torch.testing.assert_close(causal(x)[:, :12], causal(y)[:, :12])
+    assert not torch.allclose(causal(x)[:, 12:], causal(y)[:, 12:])
+
+
+def test_time_conditioning_changes_the_output_only_when_on():
+    x = torch.randint(0, 10, (1, 16))
+    m = _tiny()
+    assert not torch.allclose(m(x, torch.tensor([1])), m(x, torch.tensor([9])))
+    m0 = _tiny(time_cond="none")
+    torch.testing.assert_close(m0(x, torch.tensor([1])), m0(x, torch.tensor([9])))
+
+
+def test_kv_cache_decoding_matches_full_forward():
+    m = _tiny(causal=True, time_cond="none")
+    x = torch.randint(0, 10, (3, 16))
+    cache = m.new_kv_cache(3, "cpu")
+    parts = [m(x[:, :5], kv_cache=cache)] + [m(x[:, i:i + 1], kv_cache=cache, start_pos=i) for i in range(5, 16)]
+    torch.testing.assert_close(torch.cat(parts, 1), m(x), atol=1e-5, rtol=1e-5)
+
+
+def test_flops_per_token_matches_the_6n_plus_attention_estimate():
+    m = Transformer(ModelArgs(vocab_size=66))
+    n = 10_706_304 - 66 * 384 - 101 * 384  # embedding lookups do no matmul
+    assert m.flops_per_token() == 6 * n + 12 * 6 * 384 * 256
+    assert 70e6 < m.flops_per_token() < 72e6  # REFERENCE.md: ~71 MFLOP for the default model
