@@ -1,0 +1,176 @@
+"""The diffusion maths against hand computations and invariants. python -m pytest -q tests/test_diffusion.py"""
+import math
+
+import pytest
+import torch
+
+from diffusion import (Schedule, ar_loss, corrupt, diffusion_loss, filter_logits, sample, sample_tokens,
+                       stratified_times, time_grid)
+
+
+class ConstModel(torch.nn.Module):
+    """Ignores its input: the same logits at every position. Its true NLL is known in closed form."""
+
+    def __init__(self, logits, block_size=64):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor(logits, dtype=torch.float32))
+        self.args = type("A", (), {"block_size": block_size})()
+
+    def forward(self, idx, t=None, **kw):
+        return self.logits.expand(*idx.shape, -1).clone()
+
+
+def test_schedule_endpoints_and_weights_by_hand():
+    s = Schedule(4, "cosine")
+    assert s.alpha[0] == 1 and s.alpha[4] == 0
+    a1, a2 = math.cos(math.pi / 8), math.cos(math.pi / 4)
+    assert s.weight[2].item() == pytest.approx((a1 - a2) / (1 - a2), rel=1e-12)  # 0.74012
+    assert s.weight[1].item() == pytest.approx(1.0)  # alpha(0) = 1
+    lin = Schedule(10, "linear")
+    assert lin.weight[5].item() == pytest.approx(1 / 5)  # (1/T) / (t/T) = 1/t: MDLM's continuous weight
+    # sum_t w(t) (1 - alpha(t)) = alpha(0) - alpha(T) = 1: the bound of a context-free model is its NLL
+    for sch in (s, lin, Schedule(100)):
+        assert (sch.weight[1:] * (1 - sch.alpha[1:])).sum().item() == pytest.approx(1.0)
+
+
+def test_masking_rate_matches_the_schedule():
+    s = Schedule(100)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.zeros(400, 256, dtype=torch.long)
+    for t in (1, 25, 50, 90, 100):
+        xt, m = corrupt(x0, torch.full((400,), t), s, mask_id=7, generator=g)
+        p = 1 - s.alpha[t].item()
+        assert m.float().mean().item() == pytest.approx(p, abs=4 * math.sqrt(p * (1 - p) / m.numel()) + 1e-9)
+        assert ((xt == 7) == m).all()
+
+
+def test_stratified_times_cover_every_stratum():
+    g = torch.Generator().manual_seed(0)
+    assert sorted(stratified_times(100, 100, g).tolist()) == list(range(1, 101))
+    t = stratified_times(8, 100, g)
+    assert [(int(v) - 1) * 8 // 100 for v in t] == list(range(8))  # one draw per eighth of [0, 1)
+    # two ranks with a shared u tile the global batch exactly like one big batch
+    u = torch.tensor(0.3, dtype=torch.float64)
+    both = torch.cat([stratified_times(4, 100, offset=r * 4, total=8, u=u) for r in range(2)])
+    assert both.tolist() == stratified_times(8, 100, u=u).tolist()
+
+
+def test_elbo_equals_hand_computation():
+    model = ConstModel([math.log(0.7), math.log(0.3), 5.0])  # token 2 is [MASK]: its big logit must be ignored
+    x0 = torch.tensor([[0, 1, 0, 0]])
+    s = Schedule(4)
+    loss, nelbo, aux = diffusion_loss(model, x0, s, mask_id=2, t=torch.tensor([2]), generator=torch.Generator().manual_seed(3))
+    m = aux["masked"][0]
+    ce = torch.tensor([-math.log(0.7), -math.log(0.3), -math.log(0.7), -math.log(0.7)])
+    w = (math.cos(math.pi / 8) - math.cos(math.pi / 4)) / (1 - math.cos(math.pi / 4))
+    expected = 4 * w * (ce * m).sum().item() / 4  # T * w(t) * sum over masked / L (not / #masked)
+    assert m.any()
+    assert nelbo.item() == pytest.approx(expected, rel=1e-5)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    masked_ce, _, _ = diffusion_loss(model, x0, s, 2, "masked_ce", t=torch.tensor([2]), generator=torch.Generator().manual_seed(3))
+    assert masked_ce.item() == pytest.approx((ce * m).sum().item() / m.sum().item(), rel=1e-5)
+    all_ce, _, _ = diffusion_loss(model, x0, s, 2, "all_ce", t=torch.tensor([2]), generator=torch.Generator().manual_seed(3))
+    assert all_ce.item() == pytest.approx(ce.mean().item(), rel=1e-5)
+
+
+def test_elbo_estimator_is_unbiased_for_a_model_with_a_closed_form():
+    # a context-free model's bound equals its exact NLL: mean over positions of -log p(x0_i)
+    probs = [0.5, 0.2, 0.3]
+    model = ConstModel([math.log(p) for p in probs] + [0.0])
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 3, (512, 32), generator=g)
+    exact = -torch.log(torch.tensor(probs))[x0].mean(1)  # (B,)
+    s = Schedule(100)
+    est = torch.stack([diffusion_loss(model, x0, s, 3, generator=g)[1] for _ in range(20)]).mean(0)
+    err = (est - exact).mean().item()
+    se = (est - exact).std().item() / math.sqrt(len(est))
+    assert abs(err) < 4 * se, (err, se)
+
+
+def test_ar_loss_equals_hand_computation():
+    model = ConstModel([math.log(0.6), math.log(0.4)])
+    x = torch.tensor([[0, 1, 1, 0]])
+    loss, nll = ar_loss(model, x)  # predicts 1, 1, 0 from 0, 1, 1
+    assert loss.item() == pytest.approx((-2 * math.log(0.4) - math.log(0.6)) / 3, rel=1e-6)
+
+
+def test_float64_sampling_matches_the_target_distribution():
+    p = torch.tensor([0.5, 0.25, 0.15, 0.07, 0.03], dtype=torch.float64)
+    logp = p.log().expand(20000, -1)
+    draws = sample_tokens(logp, 1.0, torch.Generator().manual_seed(0))
+    counts = torch.bincount(draws, minlength=5).double()
+    chi2 = ((counts - 20000 * p) ** 2 / (20000 * p)).sum().item()
+    assert chi2 < 18.47  # chi-square, 4 degrees of freedom, p = 0.001
+
+
+def test_top_k_top_p_and_temperature():
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0]])
+    assert torch.equal(sample_tokens(filter_logits(logits, 1.0, top_k=1), 1.0, torch.Generator().manual_seed(0)), logits.argmax(-1))
+    lp = filter_logits(logits, 1.0, top_p=0.5)  # p = [.61, .22, .14, .03]: the top token alone reaches 0.5
+    assert torch.isinf(lp[0, 1:]).all() and lp[0, 0].item() == pytest.approx(0.0)
+    lp = filter_logits(logits, 1.0, top_p=0.7)
+    assert torch.isfinite(lp[0, :2]).all() and torch.isinf(lp[0, 2:]).all()
+    assert filter_logits(logits, 0.5).exp()[0, 0] > filter_logits(logits, 1.0).exp()[0, 0]
+
+
+def test_time_grid():
+    assert time_grid(100, 100) == list(range(100, -1, -1))
+    g = time_grid(100, 7)
+    assert g[0] == 100 and g[-1] == 0 and all(a > b for a, b in zip(g, g[1:]))
+
+
+class RandomModel(torch.nn.Module):
+    """Logits depend on input and t (so order matters) and strongly prefer [MASK] (which must never win)."""
+
+    def __init__(self, V=12, mask_id=11):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(V, V)
+        self.mask_id = mask_id
+        self.args = type("A", (), {"block_size": 64})()
+
+    def forward(self, idx, t=None, **kw):
+        logits = self.emb(idx) + self.emb(idx.roll(1, 1)) + 0.1 * t[:, None, None]
+        logits[..., self.mask_id] += 100.0
+        return logits
+
+
+def _canvas(B=3, P=6, L=40, V=12):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, V - 1, (B, L), generator=g)
+    gm = torch.zeros(B, L, dtype=torch.bool)
+    gm[:, P:] = True
+    gm[1, 20:25] = False  # an infill-like island of fixed text inside the generated region
+    return x, gm
+
+
+@pytest.mark.parametrize("remask", ["refine", "none"])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_sampler_never_touches_fixed_tokens_and_leaves_no_mask(remask, temperature):
+    model, s = RandomModel(), Schedule(20)
+    x, gm = _canvas()
+    counts = []
+
+    def on_step(info):
+        masked = (info["x"] == 11) & info["gen_mask"]
+        counts.append((masked.sum(1), info["s"]))
+        assert torch.equal(info["x"][~gm], x[~gm])
+        if remask == "none":  # committed tokens are final
+            before = ~info["is_masked_before"] & gm
+            assert torch.equal(info["x"][before], info["prev"][before])
+
+    out, stats = sample(model, x.clone(), gm, s, 11, steps=10, temperature=temperature, remask=remask,
+                        generator=torch.Generator().manual_seed(0), on_step=on_step)
+    assert torch.equal(out[~gm], x[~gm])
+    assert not (out == 11).any() and stats["nfe"] == 10
+    n_gen = gm.sum(1).double()
+    for masked, step_s in counts:  # the schedule's count of still-masked positions, per sample
+        assert torch.equal(masked, torch.round(n_gen * (1 - s.alpha[step_s].item())).long())
+
+
+def test_sampler_is_deterministic_for_a_seed():
+    model, s = RandomModel(), Schedule(20)
+    x, gm = _canvas()
+    run = lambda seed: sample(model, x.clone(), gm, s, 11, steps=20, generator=torch.Generator().manual_seed(seed))[0]
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
