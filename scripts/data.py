@@ -1,0 +1,118 @@
+"""Make a plain-text training corpus: stories joined by "\\n<|endoftext|>\\n" (the format of
+TinyStories-train.txt), or a single document written unchanged (Tiny Shakespeare).
+
+Run from the repo root:
+
+  # 10,000 random TinyStories, streamed from the Hugging Face hub (never downloaded whole)
+  python scripts/data.py --dataset roneneldan/TinyStories --split train --num-stories 10000 --seed 1337 --output data/stories.txt
+  # any streaming text dataset (config name optional)
+  python scripts/data.py --dataset HuggingFaceFW/fineweb-edu --config sample-10BT --text-field text --num-stories 5000 --output data/fineweb.txt
+  # Tiny Shakespeare, downloaded from karpathy/char-rnn and written unchanged
+  python scripts/data.py --dataset tinyshakespeare --output data/shakespeare.txt
+
+  # offline: local files
+  python scripts/data.py --input-file ../shared/data/tinystories_train_head.txt --num-stories 1000 --seed 1337 --output data/stories.txt
+  python scripts/data.py --input-file ../shared/data/tinyshakespeare.txt --output data/shakespeare.txt
+  python scripts/data.py --input-file ../shared/data/tinystories_valid_head.txt --split-blank-lines --output data/valid_paragraphs.txt
+  python scripts/data.py --input-file my_corpus.jsonl --text-field content --output data/mine.txt   # also .json .parquet .csv
+
+Local .txt files are split on "<|endoftext|>" when it occurs, else on blank lines with
+--split-blank-lines, else taken as one document. --num-stories N samples N stories
+uniformly with --seed (output in a seeded random order); 0 (the default) keeps all of
+them in their original order. An existing --output is only replaced with --force.
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.errors import UserError, run_cli  # noqa: E402
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description="Make a plain-text corpus from a Hugging Face dataset or a local file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_argument_group("source (one of)")
+    src.add_argument("--dataset", help="hub dataset name (streamed), e.g. roneneldan/TinyStories; "
+                     "or 'tinyshakespeare' to download Tiny Shakespeare")
+    src.add_argument("--input-file", help="local .txt/.jsonl/.json/.parquet/.csv file instead of the hub")
+    p.add_argument("--config", default=None, help="hub dataset config name, e.g. sample-10BT")
+    p.add_argument("--split", default="train", help="hub dataset split")
+    p.add_argument("--text-field", default="text", help="record field holding the text (hub/json/parquet/csv)")
+    p.add_argument("--num-stories", type=int, default=0, help="how many stories to sample; 0 = all, in order")
+    p.add_argument("--seed", type=int, default=1337, help="sampling / shuffling seed")
+    p.add_argument("--shuffle-buffer", type=int, default=10_000, help="hub streaming shuffle buffer size")
+    p.add_argument("--split-blank-lines", action="store_true",
+                   help="split a .txt without <|endoftext|> into stories on blank lines")
+    p.add_argument("--output", required=True, help="output .txt path")
+    p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    return p.parse_args(argv)
+
+
+def progress(it, total=None, desc="stories"):
+    from tqdm import tqdm
+    # disable=None: no bar when stderr is not a terminal (logs, tests)
+    return tqdm(it, total=total or None, desc=desc, unit=" stories", unit_scale=True,
+                disable=None, dynamic_ncols=True)
+
+
+def quiet_datasets():
+    """`datasets` logs a parse error before raising it; we report it as one line ourselves."""
+    import logging
+    import datasets
+    datasets.utils.logging.set_verbosity(logging.CRITICAL)
+
+
+def main(argv):
+    args = parse_args(argv)
+    # `datasets` imports torch when it is installed (~1 s); nothing here needs it
+    os.environ.setdefault("USE_TORCH", "0")
+    from utils import corpus
+
+    if bool(args.dataset) == bool(args.input_file):
+        raise UserError("pass exactly one source: --dataset NAME (hub) or --input-file PATH (local file)")
+    if args.num_stories < 0:
+        raise UserError(f"--num-stories must be >= 0, got {args.num_stories}: use 0 for all stories")
+    if args.shuffle_buffer < 1:
+        raise UserError(f"--shuffle-buffer must be >= 1, got {args.shuffle_buffer}")
+    corpus.check_output(args.output, args.force)  # fail before any slow work
+
+    t0 = time.time()
+    single = False
+    if args.input_file:
+        fmt = corpus.local_format(args.input_file, args.split_blank_lines)
+        single = fmt == "document"
+        if single and args.num_stories > 1:
+            raise UserError(f"{args.input_file} is one document (no {corpus.SEPARATOR} in it), so "
+                            f"--num-stories does not apply: drop it, or pass --split-blank-lines")
+        if fmt in corpus.DATASETS_BUILDERS.values():
+            quiet_datasets()
+        texts = corpus.iter_local_texts(args.input_file, args.text_field, args.split_blank_lines)
+        if not single:
+            texts = corpus.sample_texts(progress(texts, desc="reading"), args.num_stories, args.seed)
+    elif args.dataset.lower() == "tinyshakespeare":
+        if args.num_stories > 1:
+            raise UserError("Tiny Shakespeare is one document, so --num-stories does not apply: drop it")
+        single = True
+        texts = [corpus.download_tinyshakespeare()]
+    else:
+        texts = corpus.iter_hf_texts(args.dataset, args.split, args.text_field, args.seed,
+                                     args.shuffle_buffer, args.num_stories, config=args.config)
+        texts = progress(texts, total=args.num_stories, desc="streaming")
+
+    stats = corpus.write_corpus(texts, args.output, force=args.force, single_document=single)
+    dt = time.time() - t0
+    if args.num_stories and not single and stats["stories"] < args.num_stories:
+        print(f"note: only {stats['stories']:,} stories available, fewer than --num-stories "
+              f"{args.num_stories:,}", file=sys.stderr)
+    what = "1 document" if single else f"{stats['stories']:,} stories"
+    rate = "" if single else f" ({stats['stories'] / max(dt, 1e-9):,.0f} stories/s)"
+    print(f"wrote {what}, {stats['chars']:,} characters ({stats['distinct_chars']} distinct) "
+          f"to {stats['path']} in {dt:.1f}s{rate}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,331 @@
+"""Tests for scripts/data.py, scripts/train_tokenizer.py, utils/corpus.py and utils/bpe.py.
+
+Run from the repo root (about 15 s on 2 CPU cores, no network needed):
+
+    . .venv/bin/activate && python -m pytest -q tests/test_data_scripts.py
+
+Real corpora are read from ../shared/data (next to the repo) when present; tests that
+need them are skipped otherwise, and tests/fixtures/tiny_stories.txt stands in.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from utils import bpe, corpus  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FIXTURE = REPO / "tests" / "fixtures" / "tiny_stories.txt"
+STORIES_HEAD = SHARED / "tinystories_train_head.txt"
+SHAKESPEARE = SHARED / "tinyshakespeare.txt"
+SEP = corpus.SEPARATOR
+
+needs_shared = pytest.mark.skipif(not STORIES_HEAD.exists() or not SHAKESPEARE.exists(),
+                                  reason=f"real corpora not found in {SHARED}")
+
+
+def run_script(name, *args, env=None, timeout=120):
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, f"scripts/{name}", *map(str, args)], cwd=REPO,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_user_error(r, *needles):
+    """Exit code 2, exactly one line on stderr starting with 'error:', no traceback."""
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def stories_of(path):
+    text = Path(path).read_text(encoding="utf-8")
+    assert text.endswith("\n" + SEP + "\n")
+    return text[: -len(SEP) - 2].split("\n" + SEP + "\n")
+
+
+def fixture_stories():
+    return [s.strip() for s in FIXTURE.read_text(encoding="utf-8").split(SEP) if s.strip()]
+
+
+# ----------------------------------------------------------------------------- data.py: local text
+
+def test_local_txt_all_in_order(tmp_path):
+    out = tmp_path / "all.txt"
+    r = run_script("data.py", "--input-file", FIXTURE, "--output", out)
+    assert r.returncode == 0, r.stderr
+    assert "10 stories" in r.stdout and str(out) in r.stdout
+    assert stories_of(out) == fixture_stories()  # stripped, original order, same format
+
+
+def test_local_txt_sampling_is_seeded(tmp_path):
+    src = fixture_stories()
+    out = tmp_path / "cli.txt"
+    r = run_script("data.py", "--input-file", FIXTURE, "--num-stories", 4, "--seed", 7, "--output", out)
+    assert r.returncode == 0, r.stderr
+    cli = stories_of(out)
+
+    def direct(seed):  # the same logic called directly (faster than a subprocess)
+        return corpus.sample_texts(corpus.iter_local_texts(str(FIXTURE)), 4, seed)
+
+    assert len(cli) == 4 and len(set(cli)) == 4 and all(s in src for s in cli)
+    assert cli == direct(7) == direct(7)
+    assert cli != direct(8)
+
+
+def test_sample_texts_uniform_and_bounded():
+    items = [f"t{i}" for i in range(1000)]
+    a = corpus.sample_texts(iter(items), 50, seed=3)
+    assert a == corpus.sample_texts(iter(items), 50, seed=3) and len(set(a)) == 50
+    assert max(int(t[1:]) for t in a) > 500  # not just the head of the stream
+    assert sorted(corpus.sample_texts(iter(items[:5]), 50, seed=3)) == sorted(items[:5])
+    assert list(corpus.sample_texts(iter(items), 0, seed=3)) == items  # 0 = all, in order
+    with pytest.raises(UserError):
+        corpus.sample_texts(iter(items), -1)
+
+
+def test_split_on_chunk_boundaries(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus, "_CHUNK", 7)  # separators and blank lines straddle chunks
+    p = tmp_path / "c.txt"
+    p.write_text("one\n<|endoftext|>\n\ntwo two\n<|endoftext|>\nthree\n<|endoftext|>\n", encoding="utf-8")
+    assert list(corpus.iter_local_texts(str(p))) == ["one", "two two", "three"]
+    q = tmp_path / "b.txt"
+    q.write_text("para one\nline\n\n\npara two\n  \npara three\n", encoding="utf-8")
+    assert list(corpus.iter_local_texts(str(q), split_blank_lines=True)) == \
+        ["para one\nline", "para two", "para three"]
+    assert list(corpus.iter_local_texts(str(q))) == [q.read_text(encoding="utf-8")]  # one document
+
+
+@needs_shared
+def test_real_tinystories_head_sample(tmp_path):
+    out = tmp_path / "s.txt"
+    r = run_script("data.py", "--input-file", STORIES_HEAD, "--num-stories", 100, "--seed", 1337,
+                   "--output", out)
+    assert r.returncode == 0, r.stderr
+    got = stories_of(out)
+    assert len(got) == 100
+    src = {s.strip() for s in STORIES_HEAD.read_text(encoding="utf-8").split(SEP)}
+    assert set(got) <= src
+    assert "“" in out.read_text(encoding="utf-8")  # Unicode typography survives
+
+
+@needs_shared
+def test_shakespeare_is_one_document_unchanged(tmp_path):
+    out = tmp_path / "shakespeare.txt"
+    r = run_script("data.py", "--input-file", SHAKESPEARE, "--output", out)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == SHAKESPEARE.read_bytes()
+    assert "1 document" in r.stdout and "65 distinct" in r.stdout
+
+
+def test_single_document_fallback_unchanged(tmp_path):
+    src = tmp_path / "doc.txt"
+    src.write_bytes("First Citizen:\r\nBefore we proceed any further, hear me speak.\n\n\nAll:\nSpeak.  \n".encode())
+    out = tmp_path / "out.txt"
+    stats = corpus.write_corpus(corpus.iter_local_texts(str(src)), str(out), single_document=True)
+    assert out.read_bytes() == src.read_bytes() and stats["stories"] == 1
+
+
+# ----------------------------------------------------------------------------- data.py: datasets path
+
+def test_jsonl_and_parquet_through_datasets(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rows = [{"id": i, "content": f"  Story number {i}. “Hi,” she said — it’s fine.\n"} for i in range(12)]
+    jl = tmp_path / "d.jsonl"
+    jl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    pqf = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"id": [r["id"] for r in rows], "content": [r["content"] for r in rows]}), pqf)
+    want = [r["content"].strip() for r in rows]
+
+    out = tmp_path / "j.txt"
+    r = run_script("data.py", "--input-file", jl, "--text-field", "content", "--output", out)
+    assert r.returncode == 0, r.stderr
+    assert stories_of(out) == want
+
+    assert corpus.local_format(str(pqf)) == "parquet"
+    assert list(corpus.iter_local_texts(str(pqf), text_field="content")) == [r["content"] for r in rows]
+    picked = corpus.sample_texts(corpus.iter_local_texts(str(pqf), "content"), 5, seed=1)
+    assert len(picked) == 5 and picked == corpus.sample_texts(
+        corpus.iter_local_texts(str(pqf), "content"), 5, seed=1)
+
+    r = run_script("data.py", "--input-file", pqf, "--output", tmp_path / "x.txt")  # default field 'text'
+    assert_user_error(r, "'text'", "content", "--text-field")
+    assert not (tmp_path / "x.txt").exists()
+
+
+# ----------------------------------------------------------------------------- data.py: errors
+
+def test_refuses_to_overwrite_without_force(tmp_path):
+    out = tmp_path / "out.txt"
+    out.write_text("precious\n", encoding="utf-8")
+    r = run_script("data.py", "--input-file", FIXTURE, "--output", out)
+    assert_user_error(r, "--force", str(out))
+    assert out.read_text(encoding="utf-8") == "precious\n"
+    r = run_script("data.py", "--input-file", FIXTURE, "--output", out, "--force")
+    assert r.returncode == 0, r.stderr
+    assert len(stories_of(out)) == 10
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temp files left
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    seps = tmp_path / "seps.txt"
+    seps.write_text(f"\n{SEP}\n \n{SEP}\n", encoding="utf-8")
+    out = tmp_path / "o.txt"
+    assert_user_error(run_script("data.py", "--input-file", tmp_path / "nope.txt", "--output", out), "not found")
+    with pytest.raises(UserError, match="empty"):
+        corpus.local_format(str(empty))
+    with pytest.raises(UserError, match="no stories"):
+        corpus.write_corpus(corpus.iter_local_texts(str(seps)), str(out))
+    odd = tmp_path / "data.xyz"
+    odd.write_text("x", encoding="utf-8")
+    with pytest.raises(UserError, match="unsupported"):
+        corpus.local_format(str(odd))
+    doc = tmp_path / "doc.txt"
+    doc.write_text("one single document\n", encoding="utf-8")
+    assert_user_error(run_script("data.py", "--input-file", doc, "--num-stories", 5, "--output", out),
+                      "one document", "--num-stories")
+    assert not out.exists()
+
+
+def test_negative_num_and_no_source(tmp_path):
+    out = tmp_path / "o.txt"
+    assert_user_error(run_script("data.py", "--input-file", FIXTURE, "--num-stories", "-3", "--output", out),
+                      "--num-stories")
+    assert_user_error(run_script("data.py", "--output", out), "--input-file")
+    assert not out.exists()
+
+
+def test_hub_path_with_a_fake_hub(monkeypatch):
+    """iter_hf_texts' shuffle/take/text-field logic, with load_dataset replaced (no network)."""
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None, streaming=False):
+        calls.append((name, config, split, streaming))
+        rows = [{"text": f"story {i}", "n": i} for i in range(200)]
+        return datasets.IterableDataset.from_generator(lambda: iter(rows))
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # skips the reachability probe
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    a = list(corpus.iter_hf_texts("some/dataset", "train", "text", seed=5, shuffle_buffer=50, num=20))
+    b = list(corpus.iter_hf_texts("some/dataset", "train", "text", seed=5, shuffle_buffer=50, num=20))
+    assert calls[0] == ("some/dataset", None, "train", True)
+    assert len(a) == 20 and a == b and a != [f"story {i}" for i in range(20)]
+    assert list(corpus.iter_hf_texts("some/dataset", num=0))[:3] == ["story 0", "story 1", "story 2"]
+    with pytest.raises(UserError, match="--text-field"):
+        list(corpus.iter_hf_texts("some/dataset", text_field="content", num=3))
+
+
+def test_hub_error_messages():
+    from datasets.exceptions import DatasetNotFoundError
+    e = corpus._hub_error("no/such", "train", DatasetNotFoundError("Dataset 'no/such' doesn't exist"))
+    assert "not found" in str(e) and "--input-file" in str(e)
+    e = corpus._hub_error("a/b", "train", ConnectionError("Couldn't reach 'a/b' on the Hub (LocalEntryNotFoundError)"))
+    assert str(e).startswith("could not reach the Hugging Face hub for 'a/b' (offline? ConnectionError: "
+                             "LocalEntryNotFoundError)")
+    e = corpus._hub_error("a/b", "tran", ValueError("Bad split: tran. Available splits: ['train']"))
+    assert "--split" in str(e)
+    with pytest.raises(UserError, match="--input-file"):
+        corpus.download_tinyshakespeare(url="http://127.0.0.1:9/input.txt", timeout=5)
+
+
+def test_hub_unreachable_is_fast_one_line(tmp_path):
+    out = tmp_path / "o.txt"
+    args = ("--dataset", "roneneldan/TinyStories", "--split", "train", "--num-stories", 10000,
+            "--seed", 1337, "--output", out)
+    # an endpoint nobody listens on (no network use, deterministic), then offline mode
+    for env in ({"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"},
+                {"HF_HUB_OFFLINE": "1"}):
+        t0 = time.time()
+        r = run_script("data.py", *args, env=env, timeout=90)
+        assert time.time() - t0 < 60
+        line = assert_user_error(r, "could not reach the Hugging Face hub", "roneneldan/TinyStories",
+                                 "--input-file")
+        assert "offline?" in line
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+def real_slice(n_chars=200_000):
+    """~200 KB of TinyStories cut at a story boundary (the fixture when the data is missing)."""
+    if not STORIES_HEAD.exists():
+        return FIXTURE.read_text(encoding="utf-8"), False
+    text = STORIES_HEAD.read_text(encoding="utf-8")
+    cut = text.index(SEP, n_chars) + len(SEP) + 1
+    return text[:cut], True
+
+
+@pytest.fixture(scope="module")
+def tok512():
+    text, real = real_slice()
+    tok = bpe.train_bpe(bpe.split_stories(text), vocab_size=512, min_frequency=2)
+    return tok, text, real
+
+
+def test_tokenizer_vocab_and_special_ids(tok512):
+    tok, text, real = tok512
+    if real:
+        assert tok.get_vocab_size() == 512
+    assert bpe.eot_id(tok) == 0 and bpe.mask_id(tok) == 1
+    assert tok.id_to_token(1) == bpe.MASK_TOKEN
+    assert tok.encode(SEP).ids == [0]
+    assert tok.encode(f"The end.\n{SEP}\nOnce").ids.count(0) == 1
+
+
+def test_tokenizer_round_trip_byte_exact(tok512):
+    tok, text, real = tok512
+    ids = bpe.encode_text(tok, text)
+    assert ids == tok.encode(text).ids  # the batched encoder is exact
+    assert bpe.decode(tok, ids).encode("utf-8") == text.encode("utf-8")
+    assert ids.count(0) == text.count(SEP)
+    if real:
+        assert all(c in text for c in "“”’—\n")
+        assert len(text) / len(ids) > 2.0  # it actually compresses
+    for s in ["", "\t\r\n  x  \n\n", "héllo 🙂 “q” — ’ \x00\x7f", "日本語のテキスト", "a\u200bb"]:
+        assert bpe.decode(tok, tok.encode(s).ids) == s
+
+
+def test_tokenizer_never_emits_mask(tok512):
+    tok, text, _ = tok512
+    m = bpe.mask_id(tok)
+    for s in ["[MASK]", " [MASK]", "[MASK][MASK]", "x[MASK]y", "[[MASK]]", "[ MASK ]", "[mask]",
+              f"{SEP}[MASK]{SEP}", "MASK", "[MASK" * 20, text[:5000] + "[MASK]"]:
+        ids = tok.encode(s).ids
+        assert m not in ids, s
+        assert bpe.decode(tok, ids) == s
+    assert bpe.decode(tok, [m]) == bpe.MASK_TOKEN  # the id itself still decodes
+    assert m not in bpe.encode_text(tok, text)
+
+
+def test_train_tokenizer_cli(tmp_path, tok512):
+    _, text, real = tok512
+    src = tmp_path / "train.txt"
+    src.write_text(text, encoding="utf-8")
+    out = tmp_path / "tok" / "sub" / "tokenizer.json"
+    r = run_script("train_tokenizer.py", "--input", src, "--output", out, "--vocab-size", 300)
+    assert r.returncode == 0, r.stderr
+    assert "vocab size 300" in r.stdout and "chars/token" in r.stdout
+    tok = bpe.load_tokenizer(str(out))
+    assert tok.get_vocab_size() == 300 and bpe.mask_id(tok) == 1
+    assert bpe.mask_id(tok) not in tok.encode("[MASK]").ids
+    before = out.read_bytes()
+    assert_user_error(run_script("train_tokenizer.py", "--input", src, "--output", out), "--force")
+    assert out.read_bytes() == before
+    assert_user_error(run_script("train_tokenizer.py", "--input", tmp_path / "nope.txt", "--output",
+                                 tmp_path / "t.json"), "not found")
+    with pytest.raises(UserError, match="vocab-size"):
+        bpe.train_bpe(["abc"], vocab_size=100)

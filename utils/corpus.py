@@ -1,0 +1,369 @@
+"""Reading text corpora (Hugging Face hub, local files) and writing them as one plain-text file.
+
+The output format is the one of TinyStories-train.txt: every story is stripped and
+followed by "\\n<|endoftext|>\\n". A single-document input (Tiny Shakespeare) is
+written unchanged instead.
+
+Sources:
+  * the hub, streamed (never downloaded whole):   iter_hf_texts(...)
+  * a local .txt / .jsonl / .json / .parquet / .csv:  iter_local_texts(...)
+    (.jsonl/.json/.parquet/.csv go through the same `datasets` streaming code as the hub)
+
+Typical use (this is what scripts/data.py does):
+
+    from utils.corpus import iter_local_texts, sample_texts, write_corpus
+    texts = sample_texts(iter_local_texts("stories.txt"), num=1000, seed=1337)
+    stats = write_corpus(texts, "data/stories.txt", force=False)
+
+Everything that can go wrong because of the input raises utils.errors.UserError
+with a one-line message.
+"""
+import os
+import random
+import re
+import tempfile
+import urllib.error
+import urllib.request
+
+from utils.errors import UserError
+
+SEPARATOR = "<|endoftext|>"
+# what goes between (and after) stories in the output file
+JOINER = "\n" + SEPARATOR + "\n"
+
+TINYSHAKESPEARE_URL = (
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+)
+LOCAL_EXAMPLE = "../shared/data/tinystories_train_head.txt"
+
+# local file extension -> `datasets` packaged builder
+DATASETS_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+TEXT_EXTENSIONS = (".txt", ".text", ".md")
+
+_CHUNK = 1 << 20  # characters read at a time from local text files
+_BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
+
+
+# ----------------------------------------------------------------------------- hub
+
+def _first_line(e, limit=160):
+    s = " ".join(str(e).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _offline_env():
+    truthy = {"1", "true", "yes", "on"}
+    return any(os.environ.get(k, "").strip().lower() in truthy
+               for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _unreachable(name, why):
+    return UserError(
+        f"could not reach the Hugging Face hub for '{name}' (offline? {why}): "
+        f"pass a local file instead, e.g. --input-file {LOCAL_EXAMPLE}")
+
+
+def _probe_hub(name, timeout=5.0):
+    """Fail fast (a few seconds) when the hub cannot be reached at all.
+
+    Without this, `datasets` retries for ~25 s before giving up. Any HTTP answer,
+    even an error status, counts as reachable; urllib honours proxy env variables.
+    """
+    from huggingface_hub import constants
+    req = urllib.request.Request(constants.ENDPOINT.rstrip("/") + "/api/datasets", method="HEAD")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # the server answered
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise _unreachable(name, f"{type(reason).__name__}: {_first_line(reason, 80)}") from None
+
+
+def _hub_error(name, split, e):
+    """Turn an exception raised by `datasets` while talking to the hub into a UserError."""
+    from datasets.exceptions import DatasetNotFoundError
+    kind = type(e).__name__
+    msg = _first_line(e)
+    if isinstance(e, DatasetNotFoundError):
+        return UserError(
+            f"dataset '{name}' was not found on the Hugging Face hub (or it is gated: "
+            f"run `hf auth login`): check --dataset, or pass a local file with --input-file")
+    if "OfflineModeIsEnabled" in msg:
+        return _unreachable(name, "HF_HUB_OFFLINE is set")
+    if isinstance(e, ConnectionError) and "reach" in msg:
+        inner = re.search(r"\((\w+)\)\s*$", msg)  # "Couldn't reach 'x' on the Hub (LocalEntryNotFoundError)"
+        return _unreachable(name, f"{kind}: {inner.group(1)}" if inner else kind)
+    if isinstance(e, ValueError) and "split" in msg.lower():
+        return UserError(f"bad --split '{split}' for dataset '{name}' ({msg}): pass one of its splits")
+    if isinstance(e, (ConnectionError, TimeoutError)) or "Connection" in kind or "Timeout" in kind:
+        return _unreachable(name, f"{kind}: {_first_line(e, 80)}")
+    return UserError(f"loading '{name}' from the Hugging Face hub failed ({kind}: {msg}): "
+                     f"check --dataset/--config/--split, or pass a local file with --input-file")
+
+
+def _texts_from_records(records, text_field, where, on_error):
+    """Yield the `text_field` string of each record; check the field once, on the first record."""
+    it = iter(records)
+    first = True
+    while True:
+        try:
+            rec = next(it)
+        except StopIteration:
+            return
+        except UserError:
+            raise
+        except Exception as e:  # the dataset iterator talks to the network / parses files
+            raise on_error(e) from None
+        if first:
+            first = False
+            if text_field not in rec:
+                fields = ", ".join(sorted(map(str, rec))) or "(none)"
+                raise UserError(f"text field '{text_field}' is not in the records of {where} "
+                                f"(fields: {fields}): pass --text-field NAME")
+        value = rec.get(text_field)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise UserError(f"text field '{text_field}' of {where} holds {type(value).__name__}, "
+                            f"not text: pass --text-field with a string column")
+        yield value
+
+
+def iter_hf_texts(name, split="train", text_field="text", seed=1337, shuffle_buffer=10_000,
+                  num=0, config=None):
+    """Stream texts of a hub dataset: load_dataset(..., streaming=True) -> shuffle -> take(num).
+
+    Connects eagerly (errors are raised by this call), returns an iterator of str.
+    num=0 streams the whole split in its original order (no shuffle). Only the shards
+    needed are read, the dataset is never downloaded whole. Raises UserError quickly
+    (~5 s) when the hub cannot be reached.
+    """
+    if num < 0:
+        raise UserError(f"--num-stories must be >= 0, got {num}: use 0 for all stories")
+    if shuffle_buffer < 1:
+        raise UserError(f"--shuffle-buffer must be >= 1, got {shuffle_buffer}")
+    # short timeouts; read by huggingface_hub when it is first imported
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
+    if not _offline_env():
+        _probe_hub(name)
+    import datasets
+
+    def on_error(e):
+        return _hub_error(name, split, e)
+
+    try:
+        ds = datasets.load_dataset(name, config, split=split, streaming=True)
+        if num:
+            ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer).take(num)
+    except Exception as e:  # only the hub call: map every failure to one line
+        raise on_error(e) from None
+    return _texts_from_records(ds, text_field, f"'{name}'", on_error)
+
+
+def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
+    """Return the Tiny Shakespeare text (1,115,394 characters), fetched with urllib."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            data = r.read()
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise UserError(
+            f"could not download Tiny Shakespeare from {url} ({type(reason).__name__}: "
+            f"{_first_line(reason, 80)}): pass a local file instead, e.g. "
+            f"--input-file ../shared/data/tinyshakespeare.txt") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{url} did not return UTF-8 text: pass a local file with --input-file") from None
+
+
+# ----------------------------------------------------------------------------- local files
+
+def _check_file(path):
+    if not os.path.exists(path):
+        raise UserError(f"input file not found: {path}: check --input-file")
+    if not os.path.isfile(path):
+        raise UserError(f"--input-file {path} is not a regular file: pass a .txt/.jsonl/.json/.parquet/.csv file")
+    if os.path.getsize(path) == 0:
+        raise UserError(f"input file is empty: {path}: pass a file with text in it")
+
+
+def _read_chunks(path):
+    # newline="" keeps \r\n as is, so a single document is written back unchanged
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            while True:
+                chunk = f.read(_CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text ({_first_line(e, 80)}): convert it to UTF-8") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({type(e).__name__}: {_first_line(e, 80)}): check the file") from None
+
+
+def _contains(path, needle):
+    tail = ""
+    for chunk in _read_chunks(path):
+        window = tail + chunk
+        if needle in window:
+            return True
+        tail = window[-(len(needle) - 1):]
+    return False
+
+
+def local_format(path, split_blank_lines=False):
+    """How iter_local_texts reads `path`: 'separator', 'blank-lines', 'document' (one
+    text, written unchanged), or a `datasets` builder name ('json', 'parquet', 'csv')."""
+    _check_file(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext in DATASETS_BUILDERS:
+        return DATASETS_BUILDERS[ext]
+    if ext and ext not in TEXT_EXTENSIONS:
+        raise UserError(f"unsupported input file type '{ext}' ({path}): use "
+                        f".txt, .jsonl, .json, .parquet or .csv")
+    if _contains(path, SEPARATOR):
+        return "separator"
+    return "blank-lines" if split_blank_lines else "document"
+
+
+def _split_stream(chunks, split):
+    """Split a stream of text chunks with `split(buffer) -> parts`; the last part carries over."""
+    buf = ""
+    for chunk in chunks:
+        parts = split(buf + chunk)
+        buf = parts.pop()
+        yield from parts
+    yield buf
+
+
+def iter_local_texts(path, text_field="text", split_blank_lines=False):
+    """Yield the texts of a local file, in file order.
+
+    .txt: split on "<|endoftext|>" if it occurs, else on blank lines if
+    split_blank_lines, else the whole file is one text (unchanged, not stripped).
+    Split pieces are stripped and empty ones dropped. The file type is checked by
+    this call (UserError); the returned iterator reads the file lazily.
+    .jsonl/.json/.parquet/.csv: load_dataset(builder, data_files=path, split='train',
+    streaming=True), field `text_field`.
+    """
+    fmt = local_format(path, split_blank_lines)
+    if fmt == "document":
+        return _iter_document(path)
+    if fmt in ("separator", "blank-lines"):
+        return _iter_pieces(path, fmt)
+    # a datasets builder: the same streaming code path as the hub
+    import datasets
+
+    def on_error(e):
+        return UserError(f"could not read {path} as {fmt} ({type(e).__name__}: {_first_line(e)}): "
+                         f"check the file")
+
+    try:
+        ds = datasets.load_dataset(fmt, data_files=os.path.abspath(path), split="train", streaming=True)
+    except Exception as e:
+        raise on_error(e) from None
+    return _nonempty(_texts_from_records(ds, text_field, path, on_error), f"input file has no records: {path}")
+
+
+def _iter_document(path):
+    text = "".join(_read_chunks(path))
+    if not text.strip():
+        raise UserError(f"input file has no text (only whitespace): {path}")
+    yield text
+
+
+def _iter_pieces(path, fmt):
+    split = (lambda s: s.split(SEPARATOR)) if fmt == "separator" else _BLANK_LINE.split
+    pieces = (p.strip() for p in _split_stream(_read_chunks(path), split))
+    return _nonempty((p for p in pieces if p),
+                     f"input file has no stories (only separators/whitespace): {path}")
+
+
+def _nonempty(it, message):
+    n = 0
+    for x in it:
+        n += 1
+        yield x
+    if n == 0:
+        raise UserError(message)
+
+
+# ----------------------------------------------------------------------------- sampling / writing
+
+def sample_texts(texts, num=0, seed=1337):
+    """Pick `num` texts uniformly at random (reservoir sampling, random.Random(seed)),
+    returned in a seeded random order. num=0 returns `texts` unchanged (all, in order).
+
+    Memory is O(num), not O(corpus). If the corpus has fewer than `num` texts, all of
+    them are returned (shuffled); the caller can compare len() with num.
+    """
+    if num < 0:
+        raise UserError(f"--num-stories must be >= 0, got {num}: use 0 for all stories")
+    if num == 0:
+        return texts
+    rng = random.Random(seed)
+    reservoir = []
+    for i, t in enumerate(texts):
+        if i < num:
+            reservoir.append(t)
+        else:
+            j = rng.randint(0, i)
+            if j < num:
+                reservoir[j] = t
+    rng.shuffle(reservoir)
+    return reservoir
+
+
+def check_output(path, force=False):
+    """UserError if `path` cannot be written: exists without force, or is a directory."""
+    if os.path.isdir(path):
+        raise UserError(f"--output {path} is a directory: pass a file path")
+    if os.path.exists(path) and not force:
+        raise UserError(f"{path} already exists: pass --force to overwrite it")
+
+
+def write_corpus(texts, path, force=False, single_document=False):
+    """Write texts to `path` atomically (temp file in the same dir + os.replace).
+
+    Each text is stripped and followed by "\\n<|endoftext|>\\n"; empty texts are
+    skipped. With single_document=True the one text is written byte for byte as is.
+    Texts are written as they arrive (a stream is never held in memory). Parent
+    directories are created. Returns {'stories', 'chars', 'distinct_chars', 'path'}.
+    """
+    check_output(path, force)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    stories = chars = 0
+    seen = set()
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            for text in texts:
+                if single_document:
+                    if stories:
+                        raise ValueError("single_document=True needs exactly one text")
+                    out = text
+                else:
+                    text = text.strip()
+                    if not text:
+                        continue
+                    out = text + JOINER
+                f.write(out)
+                seen.update(out)
+                chars += len(out)
+                stories += 1
+        if stories == 0:
+            raise UserError("no stories to write (the input had no text): check the input")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return {"stories": stories, "chars": chars, "distinct_chars": len(seen), "path": path}
