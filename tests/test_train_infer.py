@@ -1,0 +1,103 @@
+"""End to end on real text: train a tiny model, check it learns, resume, sample, render the trace.
+python -m pytest -q tests/test_train_infer.py"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from conftest import ROOT, TINY, real_text
+from inference import load_model
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.errors import UserError
+
+
+def _cli(script, *args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, capture_output=True, text=True)
+
+
+def test_training_drives_the_bound_well_below_uniform(tiny_ckpt):
+    rows = [json.loads(l) for l in open(tiny_ckpt.parent / "metrics.jsonl")]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    ckpt = load_checkpoint(tiny_ckpt)
+    V = len(ckpt["tokenizer"]["chars"])  # characters the model can emit ([MASK] excluded)
+    uniform = math.log(V)  # the bound of a uniform guess is ln V nats/char exactly
+    assert evals[-1]["nats_per_token"] < 0.75 * uniform, (evals, uniform)
+    assert evals[-1]["nats_per_token"] < evals[0]["nats_per_token"]
+    assert evals[-1]["se"] > 0 and evals[-1]["bits_per_char"] == pytest.approx(evals[-1]["nats_per_token"] / math.log(2))
+    assert ckpt["iter"] == 300 and ckpt["config"]["max_iters"] == 300
+    assert (tiny_ckpt.parent / "best.pt").is_file()
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tiny_ckpt, tmp_path):
+    model, ckpt = load_model(tiny_ckpt, torch.device("cpu"))
+    x, t = torch.randint(0, 20, (2, 64)), torch.tensor([3, 17])
+    before = model(x, t)
+    save_checkpoint(tmp_path / "copy.pt", ckpt)
+    again, _ = load_model(tmp_path / "copy.pt", torch.device("cpu"))
+    assert torch.equal(before, again(x, t))
+
+
+def test_max_iters_zero_builds_and_exits_without_writing(in_tmp, capsys):
+    train.main([f"--data_path={real_text()}", "--out_dir=out", "--max_iters=0", *TINY])
+    out = capsys.readouterr().out
+    assert "parameters" in out and "block_size" in out and not (in_tmp / "out" / "model.pt").exists()
+
+
+def test_refuses_to_overwrite_then_resumes(tiny_ckpt, in_tmp):
+    out = in_tmp / "run"
+    args = [f"--data_path={real_text()}", f"--out_dir={out}", "--eval_interval=20", "--gen_len=16", *TINY]
+    train.main([*args, "--max_iters=20"])
+    before = (out / "model.pt").read_bytes()
+    with pytest.raises(UserError, match="--resume"):
+        train.main([*args, "--max_iters=20"])
+    assert (out / "model.pt").read_bytes() == before  # nothing lost
+    train.main([*args, "--max_iters=30", "--resume"])
+    ck = load_checkpoint(out / "model.pt")
+    assert ck["iter"] == 30 and ck["config"]["max_iters"] == 30
+
+
+def test_inference_cli_writes_text_mp4_and_gif(tiny_ckpt, tmp_path):
+    video = tmp_path / "media" / "trace.mp4"
+    r = _cli("inference.py", "--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20,
+             "--temperature", 1.0, "--seed", 0, "--viz-video", video, "--trace-every", 2, "--gif-frame-ms", 100)
+    assert r.returncode == 0, r.stderr
+    text = r.stdout.splitlines()[1]
+    assert text.startswith("the ") and len(text) >= 40 and "_" not in text[4:]
+    from PIL import Image
+    import imageio_ffmpeg
+    n_frames = 1 + 20 // 2  # the all-[MASK] start, then every 2nd of 20 steps
+    with Image.open(video.with_suffix(".gif")) as gif:
+        assert gif.n_frames == n_frames
+    hold = math.ceil(1500 / 100)  # the last frame is held 1.5 s: 14 extra frames in the MP4
+    assert imageio_ffmpeg.count_frames_and_secs(str(video))[0] == n_frames + hold - 1
+    # the same seed gives the same text
+    r2 = _cli("inference.py", "--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20, "--seed", 0)
+    assert r2.stdout.splitlines()[1] == text
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--prompt", "qq\u2603"], "not in the model's vocabulary"),
+    (["--gen-len", 500], "exceeds the model's context"),
+    (["--gen-len", 0], "gen_len must be >= 1"),
+    (["--steps", 50], "exceeds diffusion_steps=20"),
+    (["--temperature", -0.5], "temperature"),
+    (["--viz-video", "x.gif"], "should end in .mp4"),
+])
+def test_inference_bad_input_exits_2_with_one_line(tiny_ckpt, args, words):
+    r = _cli("inference.py", "--checkpoint", tiny_ckpt, *args)
+    assert r.returncode == 2 and words in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path):
+    r = _cli("inference.py", "--checkpoint", tmp_path / "nope.pt")
+    assert r.returncode == 2 and "not found" in r.stderr
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    r = _cli("inference.py", "--checkpoint", bad)
+    assert r.returncode == 2 and "corrupt" in r.stderr and "Traceback" not in r.stderr
