@@ -24,9 +24,12 @@ decode(encode(text), skip_special_tokens=False) == text byte for byte (use decod
     save_tokenizer(tok, "artifacts/tokenizer/tokenizer.json")
     tok = load_tokenizer("artifacts/tokenizer/tokenizer.json")
     ids = encode_text(tok, open("data/stories.txt").read()); assert decode(tok, ids) == text
+    for ids, n_chars in encode_chunks(tok, text): ...   # the same ids, ~1M characters at a time
+    sum(char_counts(tok)[i] for i in ids) == len(text)   # characters per token, for bits/char
 """
 import json
 import os
+import re
 import tempfile
 
 from utils.errors import UserError
@@ -131,6 +134,18 @@ def load_tokenizer(path):
     return tok
 
 
+def tokenizer_from_str(text, where="the checkpoint's tokenizer"):
+    """load_tokenizer for the JSON text a checkpoint stores (same checks)."""
+    from tokenizers import Tokenizer
+    try:
+        tok = Tokenizer.from_str(text)
+    except Exception as e:
+        raise UserError(f"cannot read {where} ({type(e).__name__}): it was not written by "
+                        f"scripts/train_tokenizer.py") from None
+    _check(tok, where)
+    return tok
+
+
 def eot_id(tok):
     return tok.token_to_id(EOT_TOKEN)
 
@@ -139,18 +154,84 @@ def mask_id(tok):
     return tok.token_to_id(MASK_TOKEN)
 
 
+# A byte-level pre-token always starts at a " " or "\n" followed by a printable ASCII character:
+# GPT-2's pattern (Radford et al. 2019) cuts a whitespace run W before a non-space into W[:-1] and
+# W[-1] + " word" (or W[-1] = "\n" alone), and nothing follows a non-space with whitespace in one
+# pre-token, so no BPE token crosses that point (fuzz-tested in tests/test_bpe.py). ASCII only:
+# Python's and the Rust regex's ideas of Unicode whitespace may differ.
+_SAFE_CUT = re.compile(r"[ \n](?=[!-~])")
+
+
+def split_for_encoding(text, piece_chars=1 << 12):
+    """Yield pieces of text that encode independently to exactly the ids of the whole text:
+    "<|endoftext|>" on its own (added tokens are matched before pre-tokenization, so tokens
+    never cross one), and, inside longer stretches, a cut at the first safe point (above) after
+    each piece_chars characters. Concatenated, the pieces are the text."""
+    pos = 0
+    while pos < len(text):
+        k = text.find(EOT_TOKEN, pos)
+        end = len(text) if k < 0 else k
+        while end - pos > piece_chars:
+            m = _SAFE_CUT.search(text, pos + piece_chars, end)
+            if m is None:
+                break
+            yield text[pos:m.start()]
+            pos = m.start()
+        if pos < end:
+            yield text[pos:end]
+        if k < 0:
+            return
+        yield EOT_TOKEN
+        pos = k + len(EOT_TOKEN)
+
+
+def encode_chunks(tok, text, chunk_chars=1 << 20):
+    """Yield (ids, n_chars) for consecutive chunks of about chunk_chars characters; each chunk's
+    pieces go through encode_batch (parallel in Rust). The concatenated ids == tok.encode(text).ids."""
+    batch, n = [], 0
+    for piece in split_for_encoding(text):
+        batch.append(piece)
+        n += len(piece)
+        if n >= chunk_chars:
+            yield [i for e in tok.encode_batch(batch, add_special_tokens=False) for i in e.ids], n
+            batch, n = [], 0
+    if batch:
+        yield [i for e in tok.encode_batch(batch, add_special_tokens=False) for i in e.ids], n
+
+
 def encode_text(tok, text):
-    """tok.encode(text).ids for a long text, but multi-threaded: the text is cut at
-    "<|endoftext|>" (where tokenization restarts anyway) and the pieces go through
-    encode_batch. Returns a list of ints."""
-    pieces = text.split(EOT_TOKEN)
-    eot = eot_id(tok)
-    ids = []
-    for i, enc in enumerate(tok.encode_batch(pieces, add_special_tokens=False)):
-        if i:
-            ids.append(eot)
-        ids.extend(enc.ids)
-    return ids
+    """tok.encode(text).ids for a long text, but multi-threaded (see encode_chunks). A list of ints."""
+    return [i for ids, _ in encode_chunks(tok, text) for i in ids]
+
+
+def _symbol_to_byte():
+    """The byte-level alphabet (GPT-2, Radford et al. 2019): the 188 printable Latin-1 bytes stand
+    for themselves; the other 68 (controls, space, 0x7F-0xA0, 0xAD) map, in byte order, to chr(256 + k)."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    table = {chr(b): b for b in printable}
+    for k, b in enumerate(b for b in range(256) if chr(b) not in table):
+        table[chr(256 + k)] = b
+    return table
+
+
+def token_bytes(tok):
+    """The raw bytes of every id (a list indexed by id); special tokens give their text's UTF-8."""
+    sym = _symbol_to_byte()
+    special = {t.content for t in tok.get_added_tokens_decoder().values()}
+    out = []
+    for i in range(tok.get_vocab_size()):
+        s = tok.id_to_token(i)
+        out.append(s.encode("utf-8") if s in special or s == MASK_TOKEN else bytes(sym[c] for c in s))
+    return out
+
+
+def char_counts(tok):
+    """Characters each id adds to decoded text: its bytes that start a UTF-8 character (not
+    0b10xxxxxx). Additive, so a window that cuts a multi-byte character still counts it once,
+    and the counts of encode(text) sum to len(text) exactly. [MASK] counts 0, "<|endoftext|>" 13."""
+    counts = [sum((b & 0xC0) != 0x80 for b in bs) for bs in token_bytes(tok)]
+    counts[mask_id(tok)] = 0
+    return counts
 
 
 def decode(tok, ids):

@@ -3,7 +3,13 @@
 The split is fixed: with one text file, the first (1 - val_fraction) of its characters
 train and the rest validate (nanoGPT's split); with val_path, that file validates.
 Encoded splits are cached under artifacts/data/<name>-<hash>/ keyed by the text, the
-split and the tokenizer, so a second run starts at once.
+split and the tokenizer, so a second run starts at once. BPE text is encoded ~1M characters
+at a time through encode_batch (ids identical to one tok.encode call) with a progress bar
+and the throughput printed. Stories stay packed as they are in the file, separated by
+<|endoftext|>, and windows start anywhere, so most windows span a story boundary
+(packing_stats prints how many, and what padding would waste instead).
+
+    tok, train_ids, val_ids, meta = prepare_data(get_config(["tinystories_bpe"]))
 """
 import hashlib
 import json
@@ -48,19 +54,45 @@ def build_tokenizer(cfg, train_text, val_text):
     return BPETokenizer.from_file(cfg.tokenizer_path)
 
 
-def _encode(tok, text, chunk_chars=1 << 20):
-    """Encode in chunks (BPE: encode_batch, parallel in Rust); cut chunks at newlines so no token spans a cut."""
-    if tok.kind == "char":
-        return np.fromiter((tok.stoi[c] for c in text), dtype=np.int64, count=len(text))
-    pieces, start = [], 0
-    while start < len(text):
-        end = min(len(text), start + chunk_chars)
-        nl = text.rfind("\n", start, end)
-        end = nl + 1 if end < len(text) and nl > start else end
-        pieces.append(text[start:end])
-        start = end
-    ids = tok.encode_batch(pieces)
-    return np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]) if ids else np.zeros(0, np.int64)
+def _encode_to_file(tok, text, path, dtype, desc, verbose):
+    """Encode text chunk by chunk (BPE: encode_batch, parallel in Rust, exactly tok.encode(text))
+    straight into a uint16 file, with a progress bar; returns the number of tokens."""
+    from tqdm import tqdm
+    t0, n_tok = time.time(), 0
+    # disable=None: no bar when stderr is not a terminal (logs, tests)
+    with open(path, "wb") as f, tqdm(total=len(text), desc=f"encoding {desc}", unit="char", unit_scale=True,
+                                     disable=None if verbose else True, leave=False) as bar:
+        for ids, n_chars in tok.encode_chunks(text):
+            np.asarray(ids, dtype=dtype).tofile(f)
+            n_tok += len(ids)
+            bar.update(n_chars)
+    if verbose:
+        dt = max(time.time() - t0, 1e-9)
+        print(f"encoded {desc}: {len(text):,} chars -> {n_tok:,} tokens in {dt:.2f}s "
+              f"({len(text) / dt / 1e6:.2f} M chars/s, {n_tok / dt / 1e6:.2f} M tokens/s)")
+    return n_tok
+
+
+def packing_stats(ids, eot, length):
+    """Stories are packed back to back, separated by <|endoftext|>, and training windows start
+    anywhere (as nanoGPT and the reference do). What that means at context `length`:
+    cross = fraction of window starts whose window holds a separator (spans two stories);
+    pad_waste = the fraction of slots padding would waste if every story started its own
+    window(s) instead (a story of n tokens, separator included, fills ceil(n / length) windows)."""
+    pos = np.flatnonzero(np.asarray(ids) == eot)
+    starts = len(ids) - length  # window starts 0 .. len - length - 1, as get_batch draws them
+    if len(pos) == 0 or starts < 1:
+        return None
+    # a start s is clean if [s, s + length) misses every separator: a gap of g tokens between
+    # separators holds max(g - length + 1, 0) clean starts (the tail is cut at the last start)
+    gaps = np.diff(np.concatenate(([-1], pos, [len(ids)]))) - 1
+    gaps[-1] -= 1  # no window starts at len - length
+    clean = np.maximum(gaps - length + 1, 0).sum()
+    stories = np.diff(np.concatenate(([-1], pos)))  # tokens per story, its separator included
+    windows = np.ceil(stories / length).sum()
+    return dict(block_size=length, stories=int(len(pos)), story_tokens_mean=float(stories.mean()),
+                story_tokens_median=float(np.median(stories)), longer_than_window=float((stories > length).mean()),
+                cross=float(1 - clean / starts), pad_waste=float(1 - stories.sum() / (windows * length)))
 
 
 def prepare_data(cfg, tokenizer=None, verbose=True):
@@ -74,30 +106,42 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
     cache = os.path.join(CACHE_ROOT, f"{name}-{tok.kind}-{key.hexdigest()[:12]}")
     meta_path = os.path.join(cache, "meta.json")
     if not os.path.isfile(meta_path):
-        t0 = time.time()
         dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
         meta = dict(data_path=cfg.data_path, val_path=cfg.val_path, val_fraction=cfg.val_fraction,
                     tokenizer=tok.kind, tokenizer_fingerprint=fingerprint(tok), dtype=np.dtype(dtype).name)
         os.makedirs(cache, exist_ok=True)
         for split, text in (("train", train_text), ("val", val_text)):
-            ids = _encode(tok, text)
             tmp = os.path.join(cache, f"{split}.bin.tmp")
-            ids.astype(dtype).tofile(tmp)
+            meta[f"{split}_tokens"] = _encode_to_file(tok, text, tmp, dtype, split, verbose)
+            meta[f"{split}_chars"] = len(text)
             os.replace(tmp, os.path.join(cache, f"{split}.bin"))
-            meta[f"{split}_tokens"], meta[f"{split}_chars"] = int(len(ids)), len(text)
+        if tok.kind == "bpe":
+            from utils.bpe import eot_id
+            train = np.memmap(os.path.join(cache, "train.bin"), dtype=dtype, mode="r")
+            meta["packing"] = packing_stats(train, eot_id(tok.tok), cfg.block_size)
+            if verbose and meta["packing"]:
+                p = meta["packing"]
+                print(f"packing: {p['stories']:,} stories of {p['story_tokens_mean']:.0f} tokens on average "
+                      f"({p['longer_than_window'] * 100:.0f}% longer than {cfg.block_size}); "
+                      f"{p['cross'] * 100:.0f}% of {cfg.block_size}-token windows span a story boundary; "
+                      f"padding each story instead would waste {p['pad_waste'] * 100:.0f}% of the slots")
         with open(meta_path + ".tmp", "w") as f:
             json.dump(meta, f, indent=1)
         os.replace(meta_path + ".tmp", meta_path)
-        if verbose:
-            n = meta["train_tokens"] + meta["val_tokens"]
-            dt = time.time() - t0
-            print(f"encoded {n:,} tokens in {dt:.1f}s ({(meta['train_chars'] + meta['val_chars']) / max(dt, 1e-9) / 1e6:.2f} M chars/s) -> {cache}")
     with open(meta_path) as f:
         meta = json.load(f)
     train = np.memmap(os.path.join(cache, "train.bin"), dtype=meta["dtype"], mode="r")
     val = np.memmap(os.path.join(cache, "val.bin"), dtype=meta["dtype"], mode="r")
-    meta["chars_per_token"] = meta["val_chars"] / max(meta["val_tokens"], 1)  # for bits/char of val
+    meta["chars_per_token"] = meta["val_chars"] / max(meta["val_tokens"], 1)  # of the whole val split
     return tok, train, val, meta
+
+
+def chars_per_token(tok, windows):
+    """Characters the windows (N, L) decode to, per token (exact: see char_counts). Every window
+    scores the same number of tokens, so (mean nats/token) / this = (ELBO summed over the windows)
+    / (characters they decode to): bits/char over exactly the text that was scored."""
+    counts = torch.tensor(tok.char_counts(), dtype=torch.float64)
+    return (counts[windows].sum() / windows.numel()).item()
 
 
 def check_fits(ids, length, split):

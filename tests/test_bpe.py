@@ -1,0 +1,245 @@
+"""BPE end to end: tokenizer wrapper, chunked data preparation, bits/char accounting, the
+12.23M-parameter formula, a tiny BPE training run, sampling with a trace, and bad input.
+
+    python -m pytest -q tests/test_bpe.py      # ~30 s on 2 CPU cores, offline
+
+Real text comes from ../shared/data/tinystories_train_head.txt (tests/fixtures/tiny_stories.txt
+when it is missing). Tokenizer basics (special ids, literal "[MASK]", the CLI) are in
+tests/test_data_scripts.py; this file covers what is built on them.
+"""
+import contextlib
+import io
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import inference
+import train
+from config import get_config
+from conftest import ROOT, TINY, real_text
+from model import ModelArgs, Transformer
+from utils import bpe
+from utils.data import chars_per_token, packing_stats, prepare_data
+from utils.errors import UserError, run_cli
+from utils.generate import open_trace
+from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint, normalize_prompt
+
+SEP = bpe.EOT_TOKEN
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """~250 KB of real TinyStories cut after a separator, and a vocab-512 tokenizer trained on it."""
+    text = real_text("tinystories_train_head.txt").read_text(encoding="utf-8")
+    if len(text) > 250_000:
+        text = text[:text.index(SEP, 250_000) + len(SEP) + 1]
+    d = tmp_path_factory.mktemp("bpe")
+    path = d / "tokenizer.json"
+    bpe.save_tokenizer(bpe.train_bpe(bpe.split_stories(text), vocab_size=512), str(path))
+    return text, BPETokenizer.from_file(str(path)), path
+
+
+# ----------------------------------------------------------------------------- encoding
+
+def test_wrapper_round_trips_real_text_byte_exactly(corpus):
+    text, tok, _ = corpus
+    ids = tok.encode(text)
+    assert ids == tok.tok.encode(text).ids  # the threaded encoder is the plain one
+    assert tok.decode(ids).encode("utf-8") == text.encode("utf-8")
+    assert [i for chunk, _ in tok.encode_chunks(text, chunk_chars=5000) for i in chunk] == ids
+    assert sum(n for _, n in tok.encode_chunks(text, chunk_chars=5000)) == len(text)
+    # without separators the chunker cuts inside the text: still the same ids
+    flat = text.replace(f"\n{SEP}\n", "\n\n")
+    pieces = list(bpe.split_for_encoding(flat, piece_chars=300))
+    assert "".join(pieces) == flat and len(pieces) > 100
+    assert [i for p in pieces for i in tok.tok.encode(p).ids] == tok.tok.encode(flat).ids
+
+
+def test_safe_cuts_on_random_strings(corpus):
+    """Cut points must never change the ids, whatever the whitespace and punctuation around them."""
+    tok = corpus[1].tok
+    rng = random.Random(0)
+    alphabet = ["a", "Bc", " ", "  ", "\n", "\n\n", ".", "“", "”", "\t", "é", "7", "'s", "'", "\r\n",
+                "\u3000", "\u00a0", SEP, "!?", "-", " the", "\x0b"]
+    for _ in range(500):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        got = [i for p in bpe.split_for_encoding(s, piece_chars=rng.randint(1, 6)) for i in tok.encode(p).ids]
+        assert got == tok.encode(s).ids, repr(s)
+
+
+def test_mask_never_comes_out_of_encode_or_prepared_data(corpus, in_tmp):
+    text, tok, path = corpus
+    tricky = text[:20_000] + "He typed [MASK] and [MASK][MASK].\n" + SEP + "\n[MASK]\n"
+    assert tok.mask_id not in tok.encode(tricky)
+    assert tok.mask_id not in tok.encode(normalize_prompt(tok, "[MASK] upon a time "))
+    (in_tmp / "d.txt").write_text(tricky * 3, encoding="utf-8")
+    cfg = get_config(["--tokenizer=bpe", f"--tokenizer_path={path}", "--data_path=d.txt", "--block_size=64"])
+    _, train_ids, val_ids, meta = prepare_data(cfg, verbose=False)
+    assert train_ids.dtype == np.uint16 and meta["tokenizer_fingerprint"] == fingerprint(tok)
+    assert tok.mask_id not in set(np.unique(train_ids)) | set(np.unique(val_ids))
+    cut = int(len(tricky * 3) * (1 - cfg.val_fraction))  # nanoGPT's split, by characters
+    assert list(train_ids) == tok.encode((tricky * 3)[:cut]) and list(val_ids) == tok.encode((tricky * 3)[cut:])
+
+
+# ----------------------------------------------------------------------------- bits/char accounting
+
+def test_char_counts_are_exact(corpus):
+    text, tok, _ = corpus
+    from tokenizers import pre_tokenizers
+    assert set(bpe._symbol_to_byte()) == set(pre_tokenizers.ByteLevel.alphabet())
+    raw, counts = bpe.token_bytes(tok.tok), tok.char_counts()
+    for i in range(tok.vocab_size):  # every token that decodes on its own decodes to its bytes
+        s = tok.tok.decode([i], skip_special_tokens=False)
+        if "\ufffd" not in s and i != tok.mask_id:
+            assert s.encode("utf-8") == raw[i] and counts[i] == len(s)
+    assert counts[tok.mask_id] == 0 and counts[bpe.eot_id(tok.tok)] == len(SEP)
+    ids = tok.encode(text)
+    assert sum(counts[i] for i in ids) == len(text)  # additive and exact over the whole text
+    # windows: chars_per_token(windows) = characters the windows decode to / tokens (windows that
+    # cut a multi-byte character decode to '\ufffd' and are left out of this comparison)
+    rows = [ids[s:s + 64] for s in range(0, 64 * 60, 64)]
+    rows = [r for r in rows if "\ufffd" not in tok.decode(r)]
+    assert len(rows) > 30
+    decoded = sum(len(tok.decode(r)) for r in rows)
+    assert chars_per_token(tok, torch.tensor(rows)) * 64 * len(rows) == pytest.approx(decoded, rel=1e-12)
+    ch = CharTokenizer.from_text("abc\n")
+    assert chars_per_token(ch, torch.tensor([[0, 1, 2, 3]])) == 1.0
+
+
+def test_packing_stats_against_brute_force():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(2, 50, 400)
+    ids[rng.choice(400, 9, replace=False)] = 0  # 9 separators
+    L = 16
+    starts = range(len(ids) - L)  # as get_batch draws them
+    cross = np.mean([(ids[s:s + L] == 0).any() for s in starts])
+    p = packing_stats(ids, 0, L)
+    assert p["cross"] == pytest.approx(cross) and p["stories"] == 9
+    lens = np.diff(np.concatenate(([-1], np.flatnonzero(ids == 0))))
+    assert p["pad_waste"] == pytest.approx(1 - lens.sum() / (L * np.ceil(lens / L).sum()))
+    assert packing_stats(np.array([5, 0, 5, 5, 0]), 0, 2)["pad_waste"] == pytest.approx(1 - 5 / 6)
+
+
+# ----------------------------------------------------------------------------- model size, prompts, traces
+
+def test_default_bpe_model_has_the_reference_size():
+    cfg = get_config(["tinystories_bpe"])
+    assert (cfg.tokenizer, cfg.n_layer, cfg.n_head, cfg.n_embd) == ("bpe", 6, 6, 384)
+    V, d, L, T = 2048, 384, 6, 100
+    formula = L * 12 * d * d + 2 * V * d + (T + 1) * d  # blocks (qkv, proj, 4x MLP) + emb + head + time emb
+    assert formula == 12_228_480
+    assert Transformer(ModelArgs.from_config(cfg, V)).num_params() == formula
+
+
+def test_prompt_normalisation(corpus):
+    tok = corpus[1]
+    assert normalize_prompt(tok, "Once upon a time \t ") == "Once upon a time"
+    assert normalize_prompt(tok, "cafe\u0301\n") == "caf\u00e9\n"  # NFC; a newline is text
+    assert normalize_prompt(tok, "") == ""
+    with pytest.raises(UserError, match="empty after normalisation"):
+        normalize_prompt(tok, " \t ")
+    assert normalize_prompt(CharTokenizer.from_text("ab "), "a ") == "a "  # char: every character counts
+
+
+def test_bpe_trace_frame_fits_a_full_generation(corpus, tmp_path):
+    text, tok, _ = corpus
+    cfg = get_config(["--tokenizer=bpe", f"--viz_video={tmp_path / 't.mp4'}"])
+    ids = tok.encode(text)
+    cpt = len(text) / len(ids)
+    writer = open_trace(cfg, 256, cpt)
+    for start in range(0, len(ids) - 256, len(ids) // 12):  # real 256-token stretches
+        tokens = [tok.token_text(i) for i in ids[start:start + 256]]
+        assert writer._layout(tokens, ["kept"] * 256)[-1][0] < writer.rows
+
+
+# ----------------------------------------------------------------------------- end to end
+
+@pytest.fixture(scope="module")
+def bpe_run(corpus, tmp_path_factory):
+    """tinystories_bpe at TINY size for 150 iterations on the real slice: (run dir, stdout)."""
+    text, _, tok_path = corpus
+    d = tmp_path_factory.mktemp("bpe_run")
+    (d / "data").mkdir()
+    (d / "data" / "stories.txt").write_text(text, encoding="utf-8")
+    cwd, out, threads = os.getcwd(), io.StringIO(), torch.get_num_threads()
+    os.chdir(d)
+    torch.set_num_threads(1)  # a model this small runs ~2x faster on one thread when the cores are shared
+    try:
+        with contextlib.redirect_stdout(out):
+            train.main(["tinystories_bpe", f"--tokenizer_path={tok_path}", *TINY, "--max_iters=150",
+                        "--eval_interval=15", "--learning_rate=3e-3", "--min_lr=3e-4", "--warmup_iters=20",
+                        "--gen_len=32", "--prompt=Once upon a time "])
+    finally:
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+    return d, out.getvalue()
+
+
+def test_tiny_bpe_run_learns_and_records_its_tokenizer(bpe_run, corpus):
+    d, out = bpe_run
+    assert "encoded train:" in out and "M chars/s" in out and "M tokens/s" in out and "packing:" in out
+    evals = [r for r in map(json.loads, open(d / "artifacts/models/tinystories_bpe/metrics.jsonl")) if r["kind"] == "eval"]
+    bpc = [e["bits_per_char"] for e in evals]
+    assert len(bpc) == 10 and all(math.isfinite(b) for b in bpc)
+    assert bpc[-1] < bpc[0] - 0.1, bpc  # measured: 3.46 at iter 15 -> 3.25 at 150
+    uniform = math.log(511) / math.log(2) / (len(corpus[0]) / len(corpus[1].encode(corpus[0])))
+    assert bpc[-1] < uniform  # below a uniform guess over the 511 real tokens, in bits/char
+    ck = torch.load(d / "artifacts/models/tinystories_bpe/model.pt", weights_only=True)
+    assert ck["tokenizer"]["kind"] == "bpe" and ck["tokenizer_fingerprint"] == fingerprint(corpus[1])
+    assert ck["config"]["prompt"] == "Once upon a time"  # normalised before training started
+
+
+def test_inference_samples_bpe_with_a_token_level_trace(bpe_run):
+    d, _ = bpe_run
+    video = d / "media" / "trace.mp4"
+    args = ["--checkpoint", "artifacts/models/tinystories_bpe/model.pt", "--prompt", "Once upon a time",
+            "--gen-len", 40, "--steps", 20, "--seed", 0, "--viz-video", video, "--trace-every", 4, "--gif-frame-ms", 100]
+    r = subprocess.run([sys.executable, str(ROOT / "inference.py"), *map(str, args)], cwd=d, capture_output=True, text=True,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "bpe vocab 512" in lines[0]
+    assert lines[1].startswith("Once upon a time") and "_" not in lines[1]
+    assert "1 x 40 BPE tokens (--gen-len counts tokens" in r.stdout
+    frames = int(r.stdout.split("trace: ")[1].split(" frames")[0])
+    from PIL import Image
+    with Image.open(video.with_suffix(".gif")) as gif:
+        assert gif.n_frames == frames >= 1 + 20 // 4  # the all-[MASK] start, then every 4th step
+
+
+def _cli_error(capsys, main, argv):
+    """Run an entry point the way its __main__ does; return its one stderr line (exit 2)."""
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, [str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_bad_input_exits_2_and_overwrites_nothing(bpe_run, corpus, capsys, tmp_path, monkeypatch):
+    d, _ = bpe_run
+    monkeypatch.chdir(d)
+    ckpt = "artifacts/models/tinystories_bpe/model.pt"
+    before = (d / ckpt).read_bytes()
+    video = tmp_path / "v.mp4"
+    other = tmp_path / "other.json"
+    bpe.save_tokenizer(bpe.train_bpe(bpe.split_stories(corpus[0][:50_000]), vocab_size=300), str(other))
+    args = ["--checkpoint", ckpt, "--viz-video", video]
+    err = _cli_error(capsys, inference.main, [*args, "--tokenizer_path", tmp_path / "missing.json"])
+    assert "tokenizer not found" in err and "train_tokenizer.py" in err
+    err = _cli_error(capsys, inference.main, [*args, "--tokenizer-path", other])
+    assert "differs from the one" in err and "vocab 300" in err and "vocab 512" in err
+    err = _cli_error(capsys, inference.main, [*args, "--prompt", " \t "])
+    assert "empty after normalisation" in err
+    # training: a missing tokenizer fails before anything in out_dir is touched, even with --overwrite
+    err = _cli_error(capsys, train.main, ["tinystories_bpe", *TINY, "--max_iters=5", "--overwrite",
+                                          f"--tokenizer_path={tmp_path / 'missing.json'}"])
+    assert "tokenizer not found" in err
+    assert (d / ckpt).read_bytes() == before and not video.exists() and not video.with_suffix(".gif").exists()
