@@ -1,4 +1,4 @@
-"""Masked (absorbing-state) diffusion: schedule, forward corruption, losses, ELBO, reverse sampler.
+"""Masked (absorbing-state) diffusion: schedule, forward corruption, losses, ELBO (samplers: sampler.py).
 
 Discrete time t in {0..T}. alpha(t) is the probability that a token is still visible:
 alpha(0) = 1 (clean) and alpha(T) = 0 (all [MASK]). The negative ELBO (an upper bound
@@ -27,6 +27,11 @@ class Schedule:
             alpha = torch.cos(0.5 * math.pi * t / T)
         elif kind == "linear":
             alpha = 1.0 - t / T
+        elif kind == "cosine_offset":
+            # offset s = 0.008 (Nichol & Dhariwal 2021): the slope at t = 0 is no longer zero, so the first
+            # steps mask more (t=1 of 100: 3.2e-4 vs 1.2e-4); divided by its t = 0 value so alpha(0) = 1
+            s = 0.008
+            alpha = torch.cos(0.5 * math.pi * (t / T + s) / (1 + s)) / math.cos(0.5 * math.pi * s / (1 + s))
         else:
             raise ValueError(f"unknown schedule {kind!r}")
         alpha[0], alpha[T] = 1.0, 0.0  # exact endpoints (cos(pi/2) is 6e-17, not 0)
@@ -51,30 +56,50 @@ def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u
     return t.clamp_(1, T).to(device)
 
 
-def corrupt(x0, t, schedule, mask_id, generator=None):
+def corrupt(x0, t, schedule, mask_id, generator=None, span=0):
     """q(xt | x0): every token independently becomes [MASK] with probability 1 - alpha(t).
+    span > 1: block-based masking instead; aligned runs of `span` tokens (random phase per sequence) are
+    masked whole, each with probability 1 - alpha(t), so every token's mask probability is unchanged.
     x0 (B, L) long, t (B,) long. Returns xt (B, L) and the boolean mask (B, L)."""
     p = schedule.mask_prob(t).to(torch.float32)[:, None]  # (B, 1)
-    u = torch.rand(x0.shape, generator=generator, device="cpu").to(x0.device)  # CPU draws: same on any device
+    if span > 1:  # CPU draws: same on any device
+        B, L = x0.shape
+        run = (torch.arange(L)[None, :] + torch.randint(0, span, (B, 1), generator=generator)) // span  # (B, L)
+        u = torch.rand(B, L // span + 2, generator=generator).gather(1, run).to(x0.device)
+    else:
+        u = torch.rand(x0.shape, generator=generator, device="cpu").to(x0.device)
     masked = u < p
     return torch.where(masked, torch.full_like(x0, mask_id), x0), masked
 
 
-def predict_logits(model, xt, t, mask_id):
-    """Model logits (B, L, V) in float32 with the [MASK] logit at -inf: x0 is never [MASK]."""
-    logits = model(xt, t)
+def predict_logits(model, xt, t, mask_id, positions=None):
+    """Model logits (B, L, V) in float32 with the [MASK] logit at -inf: x0 is never [MASK].
+    With positions (B, L) bool, only those rows: (N, V)."""
+    logits = model(xt, t) if positions is None else model(xt, t, positions=positions)
     return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
 
 
-def diffusion_loss(model, x0, schedule, mask_id, loss_type="elbo", generator=None, t=None):
+def diffusion_loss(model, x0, schedule, mask_id, loss_type="elbo", generator=None, t=None, masked_only=False,
+                   mask_blocks=0):
     """One training/eval pass. Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict).
-    The NELBO estimate is returned whatever loss_type is trained, so validation always reports the bound."""
+    The NELBO estimate is returned whatever loss_type is trained, so validation always reports the bound.
+    masked_only: run the output head on masked positions only (same NELBO; aux logits are then (N, V))."""
     B, L = x0.shape
     if t is None:
         t = stratified_times(B, schedule.T, generator, x0.device)
-    xt, masked = corrupt(x0, t, schedule, mask_id, generator)
-    logits = predict_logits(model, xt, t, mask_id)
-    ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
+    # mask_blocks > 1 masks aligned runs whole (corrupt's span). The same weighted sum is then the NELBO of a
+    # run-level absorbing process (a run is one super-token; the factorised denoiser gives -log p(run) = sum
+    # of its CEs; the random phase is a latent with a uniform prior), so it is still an upper bound on
+    # -log p(x0), but for a sampler that reveals whole runs: not the per-token bound, which validation
+    # (utils/metrics.evaluate, mask_blocks=0) always reports.
+    xt, masked = corrupt(x0, t, schedule, mask_id, generator, span=mask_blocks)
+    if masked_only and loss_type != "all_ce":  # unmasked positions carry zero loss: skip their logits
+        logits = predict_logits(model, xt, t, mask_id, positions=masked)  # (N, V)
+        ce_m = F.cross_entropy(logits, x0[masked], reduction="none")  # (N,)
+        ce = torch.zeros(B, L, dtype=ce_m.dtype, device=x0.device).masked_scatter(masked, ce_m)  # (B, L), 0 elsewhere
+    else:
+        logits = predict_logits(model, xt, t, mask_id)
+        ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
     w = (schedule.T * schedule.weight.to(x0.device)[t]).float()  # (B,) importance weight T * w(t)
     nelbo = (w[:, None] * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L
     if loss_type == "elbo":
@@ -95,102 +120,3 @@ def ar_loss(model, x):
     nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="none")
     nll = nll.view(x.size(0), -1).mean(1)
     return nll.mean(), nll.detach()
-
-
-# ----------------------------------------------------------------------------- sampling
-
-def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
-    """Temperature, top-k and top-p (nucleus) on float64 logits (..., V). Returns log-probabilities."""
-    logits = logits.double()
-    if temperature > 0:
-        logits = logits / temperature
-    if top_k and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix whose mass reaches top_p
-        drop[..., 0] = False
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return logits.log_softmax(-1)
-
-
-def sample_tokens(logp, temperature, generator=None):
-    """Draw one token per position from float64 log-probs (..., V); argmax when temperature == 0.
-    float64 matters: float32 categorical sampling quietly lowers the temperature (Zheng et al. 2024)."""
-    if temperature == 0:
-        return logp.argmax(-1)
-    probs = logp.exp().reshape(-1, logp.size(-1))
-    draws = torch.multinomial(probs.cpu(), 1, generator=generator).to(logp.device)
-    return draws.view(logp.shape[:-1])
-
-
-def time_grid(T, steps):
-    """Integer times T = t_0 > t_1 > ... > t_steps = 0 for `steps` reverse steps."""
-    grid = torch.round(torch.linspace(T, 0, steps + 1, dtype=torch.float64)).long()
-    assert len(torch.unique(grid)) == steps + 1, "steps must be <= T"
-    return grid.tolist()
-
-
-@torch.no_grad()
-def sample(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=0, top_p=1.0,
-           remask="refine", generator=None, on_step=None):
-    """Reverse process t = T -> 0 in `steps` steps over a batch.
-
-    x (B, L): the canvas; positions where gen_mask (B, L) is True are generated (start as
-    [MASK]), all others are fixed text and are never changed. After the step t -> s, exactly
-    round(n_gen * (1 - alpha(s))) generated positions stay masked: the least confident ones.
-    remask='refine' (the reference behaviour): a committed token keeps the confidence it was
-    committed with and is re-masked if newer candidates are more confident, so later steps can
-    revise it. remask='none' (LLaDA): committed tokens are final.
-    Candidates are drawn in float64 (argmax at temperature 0); the last step, into t = 0, is a
-    greedy pass over whatever is still masked. on_step(dict) is called after every step.
-    Returns (x, stats) with no [MASK] left in generated positions."""
-    B, L = x.shape
-    gen_mask = gen_mask.bool()
-    x = torch.where(gen_mask, torch.full_like(x, mask_id), x)
-    n_gen = gen_mask.sum(1)  # (B,)
-    conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)
-    grid = time_grid(schedule.T, steps)
-    for i in range(steps):
-        t, s = grid[i], grid[i + 1]
-        is_masked = (x == mask_id) & gen_mask
-        final = s == 0
-        logits = predict_logits(model, x, torch.full((B,), t, device=x.device, dtype=torch.long), mask_id)
-        logp = filter_logits(logits, temperature, top_k, top_p)
-        cand = sample_tokens(logp, 0.0 if final else temperature, generator)
-        cand_conf = logp.gather(-1, cand[..., None]).squeeze(-1).exp()
-        proposal = torch.where(is_masked, cand, x)
-        score = torch.where(is_masked, cand_conf, conf if remask == "refine" else torch.full_like(conf, math.inf))
-        score = score.masked_fill(~gen_mask, math.inf)  # fixed text is never chosen for masking
-        # how many generated positions stay masked after this step, per sample
-        n_masked = torch.round(n_gen.double() * (1.0 - schedule.alpha[s].item())).long()
-        rank = score.argsort(-1).argsort(-1)  # 0 = least confident
-        stay_masked = rank < n_masked[:, None]
-        new_x = torch.where(stay_masked, torch.full_like(x, mask_id), proposal)
-        revealed = is_masked & ~stay_masked
-        remasked = ~is_masked & gen_mask & stay_masked
-        conf = torch.where(revealed, cand_conf, conf)
-        prev, x = x, new_x
-        if on_step is not None:
-            on_step(dict(step=i + 1, t=t, s=s, x=x, prev=prev, revealed=revealed, remasked=remasked,
-                         conf=conf, logp=logp, is_masked_before=is_masked, gen_mask=gen_mask))
-    assert not ((x == mask_id) & gen_mask).any(), "sampler left a [MASK]"
-    return x, dict(nfe=steps)
-
-
-@torch.no_grad()
-def sample_ar(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None):
-    """Autoregressive sampling with a KV cache. prompt (B, P) with P >= 1. Returns (B, P + gen_len)."""
-    B, P = prompt.shape
-    assert P + gen_len <= model.args.block_size, "AR sampling beyond block_size is not supported"
-    cache = model.new_kv_cache(B, prompt.device, next(model.parameters()).dtype)
-    logits = model(prompt, kv_cache=cache)[:, -1]
-    out = [prompt]
-    for i in range(gen_len):
-        nxt = sample_tokens(filter_logits(logits, temperature, top_k, top_p), temperature, generator)
-        out.append(nxt[:, None])
-        if i + 1 < gen_len:
-            logits = model(nxt[:, None], kv_cache=cache, start_pos=P + i)[:, -1]
-    return torch.cat(out, 1)

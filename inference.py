@@ -4,6 +4,11 @@
         --temperature 1.0 --steps 100 --seed 0 --viz-video artifacts/media/diffusion_trace.mp4 \
         --trace-every 1 --gif-frame-ms 180
     python inference.py cpu --viz-video artifacts/media/cpu.mp4   # the cpu preset's checkpoint and prompt
+    python inference.py tinystories_bpe --gen-len 128 --viz-video artifacts/media/bpe.mp4  # BPE: --gen-len in tokens
+    python inference.py cpu --infill "Once upon a time, [___:20] went to the park."     # fill the blanks only
+    python inference.py cpu --prefix_file start.txt --suffix_file end.txt --gen-len 64  # prefix + suffix
+    python inference.py cpu --threshold 0.9 --num-samples 4                             # Fast-dLLM, NFE adaptive
+    python inference.py cpu --block-length 32 --gen-len 512 --remask none --tokens-per-step linear  # semi-AR, past the context
 
 Model, tokenizer and schedule come from the checkpoint; sampling flags (any config.py key in the
 sampling section, or --device/--seed) come from the command line. AR checkpoints sample with a KV cache.
@@ -18,8 +23,9 @@ from model import ModelArgs, Transformer
 from utils.checkpoint import load_checkpoint
 from utils.dist import pick_device
 from utils.errors import UserError, run_cli
-from utils.generate import encode_prompt, generate, generate_with_trace, open_trace
-from utils.tokenizer import BPETokenizer, fingerprint, tokenizer_from_state
+from utils.generate import describe_sampler, generate, generate_with_trace, open_trace
+from utils.infill import build_canvas
+from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
 
 # settings that belong to the trained model: always taken from the checkpoint
 MODEL_KEYS = ("objective", "diffusion_steps", "schedule", "block_size", "n_layer", "n_head", "n_embd",
@@ -31,7 +37,7 @@ def load_model(path, device):
     margs = ModelArgs(**ckpt["model_args"])
     model = Transformer(margs)
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])  # EMA weights when trained with --ema
     except RuntimeError as e:
         raise UserError(f"checkpoint {path} does not match its own model description ({str(e).splitlines()[0][:100]}): the file is damaged")
     return model.to(device).eval(), ckpt
@@ -46,17 +52,18 @@ def main(argv):
     cfg = cfg.__class__(**{**vars(cfg), **{k: getattr(saved, k) for k in MODEL_KEYS}})  # ...except the model's own
     tok = tokenizer_from_state(ckpt["tokenizer"])
     if any(a.startswith(("--tokenizer_path", "--tokenizer-path")) for a in argv):
-        other = BPETokenizer.from_file(cfg.tokenizer_path)
+        other = BPETokenizer.from_file(cfg.tokenizer_path)  # UserError if missing or not ours
         if fingerprint(other) != fingerprint(tok):
-            raise UserError(f"tokenizer {cfg.tokenizer_path} differs from the one {cli.checkpoint} was trained with "
-                            f"(vocab {other.vocab_size} vs {tok.vocab_size}): drop --tokenizer_path to use the checkpoint's own")
-    encode_prompt(tok, cfg.prompt, cfg.gen_len, model.args.block_size)  # validate before any work
-    if tok.kind == "bpe" and cfg.prompt and not cfg.prompt.strip():
-        raise UserError("the prompt is empty after normalisation: give some text, or no --prompt at all")
+            raise UserError(f"tokenizer {cfg.tokenizer_path} (bpe, vocab {other.vocab_size}, fingerprint {fingerprint(other)}) "
+                            f"differs from the one {cli.checkpoint} was trained with ({tok.kind}, vocab {tok.vocab_size}, "
+                            f"fingerprint {fingerprint(tok)}): drop --tokenizer_path to use the checkpoint's own")
+    cfg = cfg.__class__(**{**vars(cfg), "prompt": normalize_prompt(tok, cfg.prompt)})  # BPE: NFC, no trailing spaces
+    canvas = build_canvas(cfg, tok, model.args.block_size, cfg.objective)  # prompt/infill/prefix+suffix, checked
 
     if cfg.viz_video and cfg.objective == "ar":
         raise UserError("--viz-video shows the denoising of a diffusion model; this checkpoint is autoregressive")
-    writer = open_trace(cfg)  # validates the output path before any sampling
+    # validates the output path before any sampling; BPE frames are sized for the whole generation
+    writer = open_trace(cfg, len(canvas), ckpt.get("meta", {}).get("chars_per_token", 4.0))
 
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -65,16 +72,22 @@ def main(argv):
           f"{tok.kind} vocab {tok.vocab_size}; device {device}")
     t0 = time.time()
     if writer is None:
-        texts, out, stats = generate(model, tok, cfg.prompt, cfg.gen_len, cfg, schedule, device, g)
+        texts, out, stats = generate(model, tok, cfg.prompt, cfg.gen_len, cfg, schedule, device, g, canvas=canvas)
     else:
-        texts, out, stats = generate_with_trace(writer, model, tok, cfg.prompt, cfg.gen_len, cfg, schedule, device, g)
+        texts, out, stats = generate_with_trace(writer, model, tok, cfg.prompt, cfg.gen_len, cfg, schedule, device, g,
+                                                canvas=canvas)
     dt = time.time() - t0
-    for i, text in enumerate(texts):
+    per = list(zip(stats["nfe_per_sample"], stats["seconds_per_sample"]))
+    for i, text in enumerate(stats["full_texts"]):
         if len(texts) > 1:
-            print(f"---- sample {i}")
-        print(cfg.prompt + text)
-    n_tok = cfg.gen_len * len(texts)
-    print(f"---- {len(texts)} x {cfg.gen_len} tokens, {stats['nfe']} NFE, {dt:.2f}s ({n_tok / dt:,.0f} tokens/s)")
+            print(f"---- sample {i}: {per[i][0]} NFE, {per[i][1]:.2f}s")
+        print(text)
+    n_tok = canvas.n_gen * len(texts)
+    unit = "BPE tokens (--gen-len counts tokens, not characters)" if tok.kind == "bpe" else "tokens"
+    nfes = [n for n, _ in per]
+    nfe = f"{nfes[0]}" if min(nfes) == max(nfes) else f"{sum(nfes) / len(nfes):.1f} (min {min(nfes)}, max {max(nfes)})"
+    print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample, {stats['nfe']} batched, {dt:.2f}s "
+          f"({n_tok / dt:,.0f} tokens/s); sampler: {describe_sampler(cfg)}")
     if writer is not None:
         res = writer.result
         for w in res.get("warnings", []):

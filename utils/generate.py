@@ -1,22 +1,20 @@
-"""Prompt -> text for both objectives (the diffusion sampler, or AR decoding with a KV cache),
-and the hook that turns the sampler's steps into trace frames (MP4 + GIF)."""
+"""Prompt -> text for both objectives (the diffusion sampler, or AR decoding with a KV cache), for any
+canvas (continuation, infill, prefix + suffix: utils/infill.py), and the hook that turns the sampler's
+steps into trace frames (MP4 + GIF).
+
+    texts, out, stats = generate(model, tok, "Once upon a time", 128, cfg, schedule, device)
+    texts, out, stats = generate(model, tok, "", 0, cfg, schedule, device, canvas=parse_infill("a [___] b", tok))
+"""
+import math
 import os
 import time
+from dataclasses import replace
 
 import torch
 
-from diffusion import sample, sample_ar
+from sampler import sample, sample_ar
 from utils.errors import UserError
-
-
-def encode_prompt(tok, prompt, gen_len, block_size):
-    ids = tok.encode(prompt) if prompt else []
-    if gen_len < 1:
-        raise UserError(f"--gen-len must be >= 1 token, got {gen_len}")
-    if len(ids) + gen_len > block_size:
-        raise UserError(f"prompt ({len(ids)} tokens) + --gen-len {gen_len} = {len(ids) + gen_len} exceeds the model's "
-                        f"context of {block_size} tokens: shorten the prompt or use --gen-len {max(block_size - len(ids), 1)}")
-    return ids
+from utils.infill import build_canvas
 
 
 def ar_start_token(tok):
@@ -28,41 +26,72 @@ def ar_start_token(tok):
     return eot if eot is not None else 0
 
 
+def sampler_options(cfg):
+    """sampler.sample's keyword switches, from a config."""
+    return dict(order=cfg.order, tokens_per_step=cfg.tokens_per_step, remask=cfg.remask, remask_eta=cfg.remask_eta,
+                threshold=cfg.threshold, block_length=cfg.block_length)
+
+
+def describe_sampler(cfg):
+    """One line naming every sampling setting in force."""
+    if cfg.objective == "ar":
+        how = "AR + KV cache"
+    elif cfg.threshold:
+        how = f"threshold {cfg.threshold:g} (NFE adaptive, committed tokens final), order {cfg.order}"
+    else:
+        remask = f"remdm eta={cfg.remask_eta:g}" if cfg.remask == "remdm" else cfg.remask
+        how = f"{cfg.steps} steps, {cfg.tokens_per_step} counts, order {cfg.order}, remask {remask}"
+    blocks = f", blocks of {cfg.block_length}" if cfg.block_length and cfg.objective != "ar" else ""
+    return f"{how}{blocks}, temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}"
+
+
 @torch.no_grad()
-def generate(model, tok, prompt, gen_len, cfg, schedule, device, generator=None, on_step=None, num_samples=None):
-    """Returns (list of generated texts without the prompt, full token tensor (B, L), stats)."""
+def generate(model, tok, prompt, gen_len, cfg, schedule, device, generator=None, on_step=None, num_samples=None,
+             canvas=None):
+    """Continue `prompt` by gen_len tokens, or fill `canvas` (then prompt/gen_len are ignored).
+    Returns (texts: each sample's text after the canvas's leading given text, tokens (B, L), stats); stats
+    adds full_texts (given text verbatim, blanks filled), fills (per sample, per blank), prompt_tokens."""
     B = num_samples or cfg.num_samples
-    ids = encode_prompt(tok, prompt, gen_len, model.args.block_size)
+    if canvas is None:
+        plain = replace(cfg, prompt=prompt, gen_len=gen_len, infill="", prefix_file="", suffix_file="")
+        canvas = build_canvas(plain, tok, model.args.block_size, cfg.objective)
     model.eval()
     t0 = time.time()
     if cfg.objective == "ar":
-        start = ids or [ar_start_token(tok)]
-        if len(start) + gen_len > model.args.block_size:
-            raise UserError(f"--gen-len {gen_len} plus a start token exceeds the context of {model.args.block_size}: use --gen-len {model.args.block_size - 1}")
+        start = canvas.ids[:canvas.prefix_len] or [ar_start_token(tok)]
+        if len(start) + canvas.n_gen > model.args.block_size:
+            raise UserError(f"--gen-len {canvas.n_gen} plus a start token exceeds the context of {model.args.block_size}: "
+                            f"use --gen-len {model.args.block_size - 1}")
         prompt_t = torch.tensor(start, device=device).repeat(B, 1)
-        out = sample_ar(model, prompt_t, gen_len, cfg.temperature, cfg.top_k, cfg.top_p, generator)
-        P, stats = len(start), dict(nfe=gen_len)
+        out = sample_ar(model, prompt_t, canvas.n_gen, cfg.temperature, cfg.top_k, cfg.top_p, generator)
+        P, stats = len(start), dict(nfe=canvas.n_gen, nfe_per_sample=[canvas.n_gen] * B)
+        full = [canvas.prefix + tok.decode(row[P:].tolist()) for row in out]
+        fills = [[f[len(canvas.prefix):]] for f in full]
     else:
-        P = len(ids)
-        x = torch.zeros(B, P + gen_len, dtype=torch.long, device=device)
-        x[:, :P] = torch.tensor(ids, dtype=torch.long, device=device)
-        gen_mask = torch.zeros_like(x, dtype=torch.bool)
-        gen_mask[:, P:] = True
+        x, gen_mask = canvas.tensors(B, device)
         out, stats = sample(model, x, gen_mask, schedule, tok.mask_id, cfg.steps, cfg.temperature, cfg.top_k,
-                            cfg.top_p, generator=generator, on_step=on_step)
+                            cfg.top_p, generator=generator, on_step=on_step, **sampler_options(cfg))
+        P = canvas.prefix_len
+        rows = out.tolist()
+        full = [canvas.render(row, tok) for row in rows]
+        fills = [canvas.fills(row, tok) for row in rows]
     stats["seconds"] = time.time() - t0
-    stats["prompt_tokens"] = P
-    texts = [tok.decode(row[P:].tolist()) for row in out]
-    return texts, out, stats
+    stats.setdefault("seconds_per_sample", [stats["seconds"]] * B)
+    stats.update(prompt_tokens=P, full_texts=full, fills=fills)
+    return [f[len(canvas.prefix):] for f in full], out, stats
 
 
 class TraceHook:
-    """Turns the sampler's per-step info into trace frames for one sample of the batch."""
+    """Turns the sampler's per-step info into trace frames for one sample of the batch: given text (prompt,
+    infill context, suffix) in the 'prompt' state, committed tokens coloured by confidence, re-masked ones
+    marked, and the sample's own NFE and block in the header."""
 
     def __init__(self, writer, tok, every, T, row=0):
         self.writer, self.tok, self.every, self.T, self.row, self.frames = writer, tok, every, T, row, 0
+        self.drawn_done = False
+        self.seen_nfe = 0
 
-    def frame(self, x, gen_mask, revealed, remasked, conf, step, t):
+    def frame(self, x, gen_mask, revealed, remasked, conf, step, t, nfe=None, caption=""):
         ids, gm = x[self.row].tolist(), gen_mask[self.row].tolist()
         rev, rem, cf = revealed[self.row].tolist(), remasked[self.row].tolist(), conf[self.row].tolist()
         tokens, states, confidence = [], [], []
@@ -72,7 +101,8 @@ class TraceHook:
             state = "prompt" if not gm[i] else "remasked" if rem[i] else "mask" if text is None else "new" if rev[i] else "kept"
             states.append(state)
             confidence.append(cf[i] if gm[i] and text is not None else None)
-        self.writer.add_frame(tokens, states, step=step, t=t / self.T, nfe=step, confidence=confidence)
+        self.writer.add_frame(tokens, states, step=step, t=t / self.T, nfe=step if nfe is None else nfe,
+                              confidence=confidence, caption=caption)
         self.frames += 1
 
     def start(self, x, gen_mask):
@@ -80,13 +110,23 @@ class TraceHook:
         self.frame(x.masked_fill(gen_mask, self.tok.mask_id), gen_mask, z, z, torch.zeros(x.shape, dtype=torch.float64), 0, self.T)
 
     def __call__(self, info):
-        last = info["s"] == 0
-        if info["step"] % self.every == 0 or last:
-            self.frame(info["x"], info["gen_mask"], info["revealed"], info["remasked"], info["conf"], info["step"], info["s"])
+        nfe = int(info["nfe"][self.row])
+        if nfe == self.seen_nfe:
+            return  # this sample sat the step out (threshold decoding: it had already finished)
+        self.seen_nfe = nfe
+        done = bool(info["finished"][self.row])  # its final state: always a frame, drawn once
+        if self.drawn_done:
+            return
+        self.drawn_done = done
+        if nfe % self.every == 0 or done:
+            caption = f"block {info['block'] + 1}/{info['n_blocks']}" if info["n_blocks"] > 1 else ""
+            self.frame(info["x"], info["gen_mask"], info["revealed"], info["remasked"], info["conf"], info["step"],
+                       0 if done else int(info["time"][self.row]), nfe=nfe, caption=caption)
 
 
-def open_trace(cfg):
-    """A TraceWriter for cfg.viz_video (GIF beside it), or None. Checks the path before any work."""
+def open_trace(cfg, n_tokens=0, chars_per_token=0.0):
+    """A TraceWriter for cfg.viz_video (GIF beside it), or None. Checks the path before any work.
+    BPE: the frame is sized up front for n_tokens (prompt + generated) of chars_per_token characters."""
     if not cfg.viz_video:
         return None
     if not cfg.viz_video.lower().endswith(".mp4"):
@@ -99,21 +139,35 @@ def open_trace(cfg):
     if not os.access(out_dir, os.W_OK):
         raise UserError(f"{out_dir} is not writable: choose another --viz-video path")
     from utils.trace import TraceWriter
+    cols, rows = (64 if cfg.tokenizer == "char" else 72), None
+    if cfg.tokenizer == "bpe" and n_tokens and chars_per_token:
+        # The final text is unknown when the size is fixed (frames stream to ffmpeg). Each "\n" ends
+        # a row early (TinyStories: one per ~130 chars, wasting ~36 cells), whole tokens wrap: x1.5.
+        rows = math.ceil(1.5 * n_tokens * chars_per_token / cols) + 1
     return TraceWriter(cfg.viz_video, os.path.splitext(cfg.viz_video)[0] + ".gif", frame_ms=cfg.gif_frame_ms,
-                       cols=64 if cfg.tokenizer == "char" else 72,
-                       title=f"micro-dllm  T={cfg.diffusion_steps}  steps={cfg.steps}  temp={cfg.temperature}")
+                       cols=cols, rows=rows,
+                       title=f"micro-dllm  T={cfg.diffusion_steps}  {trace_title(cfg)}")
 
 
-def generate_with_trace(writer, model, tok, prompt, gen_len, cfg, schedule, device, generator=None, on_step=None):
-    """generate() for one sample while recording its trace; returns what generate() returns.
+def trace_title(cfg):
+    """The sampler settings, short enough for a 64-cell header."""
+    how = [f"threshold {cfg.threshold:g}" if cfg.threshold else f"{cfg.steps} steps"]
+    how += [] if cfg.threshold or cfg.tokens_per_step == "schedule" else [cfg.tokens_per_step]
+    how += [] if cfg.order == "confidence" else [cfg.order]
+    how += [] if cfg.threshold or cfg.remask == "refine" else [cfg.remask + (f" {cfg.remask_eta:g}" if cfg.remask == "remdm" else "")]
+    how += [f"block {cfg.block_length}"] if cfg.block_length else []
+    return ", ".join(how + [f"temp {cfg.temperature:g}"])
+
+
+def generate_with_trace(writer, model, tok, prompt, gen_len, cfg, schedule, device, generator=None, on_step=None,
+                        canvas=None):
+    """generate() while recording the trace of sample 0; returns what generate() returns.
     The writer is closed here (its .result says what was written)."""
     hook = TraceHook(writer, tok, cfg.trace_every, cfg.diffusion_steps)
-    ids = encode_prompt(tok, prompt, gen_len, model.args.block_size)
-    x = torch.zeros(1, len(ids) + gen_len, dtype=torch.long)
-    x[:, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-    gen_mask = torch.zeros_like(x, dtype=torch.bool)
-    gen_mask[:, len(ids):] = True
+    if canvas is None:
+        plain = replace(cfg, prompt=prompt, gen_len=gen_len, infill="", prefix_file="", suffix_file="")
+        canvas = build_canvas(plain, tok, model.args.block_size, cfg.objective)
     both = hook if on_step is None else (lambda info: (hook(info), on_step(info)))
     with writer:
-        hook.start(x, gen_mask)
-        return generate(model, tok, prompt, gen_len, cfg, schedule, device, generator, on_step=both)
+        hook.start(*canvas.tensors(1, "cpu"))
+        return generate(model, tok, prompt, gen_len, cfg, schedule, device, generator, on_step=both, canvas=canvas)

@@ -1,0 +1,215 @@
+"""Sampler benchmark: one table, one row per sampler setting (plus AR + KV cache with --ar-checkpoint), one device.
+
+Run from the repo root:
+
+    python scripts/bench_sample.py --checkpoint artifacts/models/cpu/model.pt --ar-checkpoint artifacts/models/cpu_ar/model.pt
+    python scripts/bench_sample.py --checkpoint M.pt --ar-checkpoint A.pt --gen-len 256 --steps 64 --num-samples 1 --device cuda
+    python scripts/bench_sample.py --checkpoint M.pt --only reference,threshold --repeats 1 --gen-len 32   # a quick look
+
+Columns (printed with the table too):
+  NFE       forward passes per sample (mean; adaptive for threshold rows)
+  wall s    median over --repeats of the seconds for the whole batch (after one untimed warm-up)
+  tok/s     generated tokens in the batch / wall s
+  gen-PPL   exp(mean NLL of the generated tokens given the prompt) under the AR checkpoint (same tokenizer
+            required, else exit 2); the AR row is scored by its own model
+  dist-2    unique word bigrams / all word bigrams, pooled over the samples
+  entropy   mean over samples of the entropy (nats) of the sample's own token histogram (low = repetitive)
+Rows marked '=NFE' rerun a fixed-step sampler at the threshold row's mean NFE (equal-NFE comparisons).
+The 'held-out text' row scores real validation windows of the same length (first token as the context).
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from config import config_from_dict, validate  # noqa: E402
+from diffusion import Schedule  # noqa: E402
+from inference import load_model  # noqa: E402
+from utils.data import split_texts  # noqa: E402
+from utils.dist import pick_device  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.generate import ar_start_token, generate  # noqa: E402
+from utils.infill import build_canvas  # noqa: E402
+from utils.metrics import distinct_n, gen_ppl, sample_entropy  # noqa: E402
+from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
+
+PLAIN = dict(order="confidence", tokens_per_step="schedule", remask="refine", threshold=0.0, block_length=0)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2 (run_cli), not argparse's usage block
+        raise UserError(f"{message} (see python scripts/bench_sample.py --help)")
+
+
+def parse_args(argv):
+    p = Parser(description="Benchmark every sampler setting on one checkpoint.",
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="diffusion model.pt")
+    p.add_argument("--ar-checkpoint", default="", help="AR model.pt: the gen-PPL scorer and the AR + KV-cache row")
+    p.add_argument("--prompt", default=None, help="prompt for every sample (default: the checkpoint's)")
+    p.add_argument("--gen-len", type=int, default=256, help="tokens generated per sample")
+    p.add_argument("--steps", type=int, default=64, help="NFE of the fixed-step rows")
+    p.add_argument("--block-length", type=int, default=32, help="block length of the semi-AR rows")
+    p.add_argument("--threshold", type=float, default=0.9, help="confidence threshold of the parallel-decoding rows")
+    p.add_argument("--num-samples", type=int, default=4, help="batch size")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per row (median reported)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--only", default="", help="comma-separated substrings: run only the sampler rows whose name "
+                   "contains one (the AR, equal-NFE and held-out rows follow from the others)")
+    return p.parse_args(argv)
+
+
+def settings(a):
+    b, tau = a.block_length, a.threshold
+    return [
+        ("reference: confidence, refine", {}),
+        ("ancestral-like: random order", dict(order="random", remask="none")),
+        ("LLaDA: confidence, linear", dict(tokens_per_step="linear", remask="none")),
+        ("margin, linear", dict(order="margin", tokens_per_step="linear", remask="none")),
+        ("entropy, linear", dict(order="entropy", tokens_per_step="linear", remask="none")),
+        ("MaskGIT cosine counts", dict(tokens_per_step="cosine", remask="none")),
+        ("ReMDM eta=0.02", dict(remask="remdm", remask_eta=0.02)),
+        (f"semi-AR blocks of {b}, linear", dict(block_length=b, tokens_per_step="linear", remask="none")),
+        (f"threshold {tau:g}", dict(threshold=tau, remask="none")),
+        (f"threshold {tau:g} + blocks of {b}", dict(threshold=tau, remask="none", block_length=b)),
+    ]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def scored_rows(out, n_prompt, tok, device):
+    """(rows, n_prompt) for the AR scorer: an empty prompt gets the AR start token as its one token of context."""
+    if n_prompt:
+        return out, n_prompt
+    start = torch.full((out.size(0), 1), ar_start_token(tok), dtype=torch.long, device=out.device)
+    return torch.cat([start, out], 1), 1
+
+
+def measure(model, tok, cfg, schedule, device, a, scorer):
+    canvas = build_canvas(cfg, tok, model.args.block_size, cfg.objective)
+    times, outs, nfes = [], [], []
+    for r in range(a.repeats + 1):  # run 0 warms up (allocations, kernels) and is not timed
+        g = torch.Generator().manual_seed(a.seed + r)
+        sync(device)
+        t0 = time.perf_counter()
+        _, out, stats = generate(model, tok, "", 0, cfg, schedule, device, g, num_samples=a.num_samples, canvas=canvas)
+        sync(device)
+        if r:
+            times.append(time.perf_counter() - t0)
+            outs.append(out)
+            nfes += stats["nfe_per_sample"]
+    out = torch.cat(outs)
+    P = stats["prompt_tokens"]
+    row = dict(nfe=sum(nfes) / len(nfes), wall=statistics.median(times))
+    row["tps"] = a.num_samples * canvas.n_gen / row["wall"]
+    row.update(quality(out, P, tok, device, scorer))
+    return row
+
+
+def quality(out, P, tok, device, scorer):
+    gen = out[:, P:]
+    res = dict(distinct=distinct_n([tok.decode(r) for r in gen.tolist()], 2), entropy=sample_entropy(gen.tolist()))
+    seqs, n_prompt = scored_rows(out, P, tok, device)
+    if scorer is None or seqs.size(1) - 1 > scorer.args.block_size:
+        res["ppl"] = None  # no scorer, or longer than the scorer's context
+    else:
+        res["ppl"] = gen_ppl(scorer, seqs.to(device), n_prompt)[0]
+    return res
+
+
+def held_out(cfg, tok, a, device, scorer):
+    """The same statistics on real validation windows of gen_len tokens (+1 token of context)."""
+    try:
+        _, val = split_texts(cfg)
+    except UserError as e:
+        return None, str(e).split(":")[0]
+    ids = torch.tensor(tok.encode(val), dtype=torch.long)
+    n, L = a.num_samples * a.repeats, a.gen_len + 1
+    if len(ids) < L:
+        return None, f"validation text shorter than {L} tokens"
+    starts = torch.linspace(0, len(ids) - L, n).long()
+    out = torch.stack([ids[s:s + L] for s in starts.tolist()])
+    return quality(out, 1, tok, device, scorer), None
+
+
+def fmt(v, spec):
+    return format(v, spec) if v is not None else format("n/a", ">" + spec.split(".")[0].lstrip(">").rstrip(",f"))
+
+
+def main(argv):
+    a = parse_args(argv)
+    for name in ("gen_len", "steps", "num_samples", "repeats"):
+        if getattr(a, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    device = pick_device(a.device)
+    model, ckpt = load_model(a.checkpoint, device)
+    cfg = config_from_dict(ckpt["config"])
+    if cfg.objective != "mdlm":
+        raise UserError(f"--checkpoint {a.checkpoint} is an AR model: give a diffusion checkpoint (and the AR one as --ar-checkpoint)")
+    tok = tokenizer_from_state(ckpt["tokenizer"])
+    scorer = None
+    if a.ar_checkpoint:
+        scorer, ar_ckpt = load_model(a.ar_checkpoint, device)
+        if ar_ckpt["config"].get("objective") != "ar":
+            raise UserError(f"--ar-checkpoint {a.ar_checkpoint} is not an AR model (objective={ar_ckpt['config'].get('objective')})")
+        if fingerprint(tokenizer_from_state(ar_ckpt["tokenizer"])) != fingerprint(tok):
+            raise UserError(f"--ar-checkpoint {a.ar_checkpoint} uses another tokenizer than {a.checkpoint}: gen-PPL needs "
+                            f"the same tokens; train the AR baseline on the same data and tokenizer")
+    base = replace(cfg, prompt=cfg.prompt if a.prompt is None else a.prompt, gen_len=a.gen_len, steps=a.steps,
+                   temperature=a.temperature, top_k=0, top_p=1.0, num_samples=a.num_samples, infill="",
+                   prefix_file="", suffix_file="", viz_video="", remask_eta=0.02, **PLAIN)
+    validate(base)
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({torch.get_num_threads()} threads)"
+    print(f"device {dev_name}, float32 weights, float64 sampling; torch {torch.__version__}")
+    print(f"checkpoint {a.checkpoint}: {model.num_params():,} params, T={cfg.diffusion_steps} {cfg.schedule}; "
+          f"{a.num_samples} samples x {a.gen_len} tokens, prompt {base.prompt!r}, temperature {a.temperature:g}, "
+          f"{a.repeats} timed repeats (median)")
+    rows, only = [], [s for s in a.only.split(",") if s]
+    want = lambda name: not only or any(s in name for s in only)  # noqa: E731
+    header = f"{'sampler':<44} {'NFE':>7} {'wall s':>8} {'tok/s':>9} {'gen-PPL':>8} {'dist-2':>7} {'entropy':>8}"
+    print(header + "\n" + "-" * len(header))
+
+    def show(name, r):
+        rows.append((name, r))
+        print(f"{name:<44} {fmt(r.get('nfe'), '7.1f')} {fmt(r.get('wall'), '8.3f')} {fmt(r.get('tps'), '9,.0f')} "
+              f"{fmt(r['ppl'], '8.3f')} {r['distinct']:7.3f} {r['entropy']:8.3f}", flush=True)
+
+    thr_nfe = None
+    for name, over in settings(a):
+        if want(name):
+            r = measure(model, tok, replace(base, **over), schedule, device, a, scorer)
+            show(name, r)
+            if over.get("threshold") and not over.get("block_length"):
+                thr_nfe = r["nfe"]
+    if thr_nfe is not None:  # equal-NFE: the fixed-step samplers given the threshold sampler's budget
+        k = max(1, round(thr_nfe))  # schedule counts need k <= T distinct grid times; linear counts do not
+        ref = (f"=NFE {k}: reference", dict(steps=k)) if k <= cfg.diffusion_steps else \
+            (f"=NFE {k}: confidence, refine, linear", dict(steps=k, tokens_per_step="linear"))
+        for name, over in (ref,
+                           (f"=NFE {k}: LLaDA confidence, linear", dict(steps=k, tokens_per_step="linear", remask="none"))):
+            show(name, measure(model, tok, replace(base, **over), schedule, device, a, scorer))
+    if scorer is not None:
+        show("AR + KV cache (self-scored)", measure(scorer, tok, replace(base, objective="ar"), schedule, device, a, scorer))
+    ref, why = held_out(cfg, tok, a, device, scorer)
+    if ref is not None:
+        show("held-out text", ref)
+    else:
+        print(f"(no held-out row: {why})")
+    if scorer is None:
+        print("(gen-PPL needs --ar-checkpoint)")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,409 @@
+"""Samplers, infilling, semi-AR blocks, threshold decoding, block masking, the sampler benchmark.
+python -m pytest -q tests/test_sampling.py   (the float64 chi-square test lives in tests/test_diffusion.py)"""
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import inference
+from conftest import FIXTURES, ROOT
+from diffusion import Schedule, corrupt, diffusion_loss
+from sampler import position_scores, sample, time_for_fraction
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.errors import UserError, run_cli
+from utils.infill import Canvas, build_canvas, parse_infill
+from utils.tokenizer import CharTokenizer
+
+MASK = 11
+
+
+class ToyModel(torch.nn.Module):
+    """Logits depend on the input and t (so order matters) and strongly prefer [MASK] (which must never win).
+    Refuses inputs longer than its context, like the real model."""
+
+    def __init__(self, V=12, block_size=64):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(V, V)
+        self.args = type("A", (), {"block_size": block_size})()
+
+    def forward(self, idx, t=None, positions=None, **kw):
+        assert idx.size(1) <= self.args.block_size and t is not None and (t >= 1).all()
+        logits = self.emb(idx) + self.emb(idx.roll(1, 1)) + 0.1 * t[:, None, None]
+        logits[..., MASK] += 100.0
+        return logits if positions is None else logits[positions]
+
+
+class PositionModel(torch.nn.Module):
+    """Ignores the tokens: a fixed table of logits per position (L, V), so each position's argmax is known."""
+
+    def __init__(self, L=40, V=12):
+        super().__init__()
+        self.table = torch.randn(L, V, generator=torch.Generator().manual_seed(3))
+        if V > MASK:
+            self.table[:, MASK] = 50.0  # the [MASK] logit is the largest: the sampler must still never emit it
+        self.args = type("A", (), {"block_size": L})()
+
+    def forward(self, idx, t=None, **kw):
+        return self.table[:idx.size(1)].expand(idx.size(0), -1, -1).clone()
+
+
+def _canvas(B=3, P=6, L=40, V=12):
+    """A prompt, a generated region, and (row 1) an island of fixed text inside it: an infill layout."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, V - 1, (B, L), generator=g)
+    gm = torch.zeros(B, L, dtype=torch.bool)
+    gm[:, P:] = True
+    gm[1, 20:25] = False
+    gm[2, L - 4:] = False  # a suffix
+    return x, gm
+
+
+MODES = [dict(), dict(order="margin"), dict(order="entropy"), dict(order="random", remask="none"),
+         dict(tokens_per_step="linear", remask="none"), dict(tokens_per_step="cosine"),
+         dict(remask="remdm", remask_eta=0.3), dict(threshold=0.5), dict(threshold=0.999, order="margin"),
+         dict(block_length=7), dict(block_length=7, threshold=0.9, order="entropy"),
+         dict(block_length=5, remask="remdm", remask_eta=0.3, tokens_per_step="linear")]
+
+
+def _run(model, x, gm, mode, steps=12, temperature=1.0, seed=0, on_step=None, **kw):
+    return sample(model, x.clone(), gm, Schedule(20), MASK, steps, temperature,
+                  generator=torch.Generator().manual_seed(seed), on_step=on_step, **kw, **mode)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: ",".join(f"{k}={v}" for k, v in m.items()) or "reference")
+def test_given_text_never_changes_and_no_mask_is_left(mode, temperature):
+    x, gm = _canvas()
+
+    def on_step(info):
+        assert torch.equal(info["x"][~gm], x[~gm])  # prompt, infill context and suffix, at every step
+        assert not (info["remasked"] & ~gm).any() and not (info["revealed"] & ~gm).any()
+
+    out, stats = _run(ToyModel(), x, gm, mode, temperature=temperature, on_step=on_step)
+    assert torch.equal(out[~gm], x[~gm])
+    assert not (out == MASK).any()
+    assert len(stats["nfe_per_sample"]) == 3 and all(n >= 1 for n in stats["nfe_per_sample"])
+
+
+@pytest.mark.parametrize("mode", MODES[:8] + [dict(block_length=4, remask="none")])
+def test_top_k_1_emits_the_argmax_at_every_position(mode):
+    model = PositionModel()
+    x, gm = _canvas()
+    out, _ = _run(model, x, gm, mode, temperature=1.0, top_k=1)
+    best = model.table.clone()
+    best[:, MASK] = -math.inf  # the [MASK] logit never counts
+    assert torch.equal(out[gm], best.argmax(-1).expand(3, -1)[gm])
+
+
+@pytest.mark.parametrize("tau, block", [(1.0, 0), (0.999, 0), (1.0, 6), (0.01, 0)])
+def test_threshold_decoding_always_terminates(tau, block):
+    x, gm = _canvas()
+    out, stats = _run(ToyModel(), x, gm, dict(threshold=tau, block_length=block))
+    assert not (out == MASK).any()
+    n_gen = gm.sum(1).tolist()
+    assert all(1 <= n <= g for n, g in zip(stats["nfe_per_sample"], n_gen))
+    if tau == 1.0:  # nothing scores above 1: exactly one commit per step
+        assert stats["nfe_per_sample"] == n_gen and stats["nfe"] == max(n_gen)
+    assert all(0 < s <= stats["seconds"] for s in stats["seconds_per_sample"])
+
+
+def test_threshold_commits_many_per_step_when_confident_and_reports_per_sample_nfe():
+    model = PositionModel()
+    model.table[:, 3] = 20.0  # p(3) ~ 1 at every position
+    x, gm = _canvas()
+    gm[0, 30:] = False  # samples of different lengths
+    _, stats = _run(model, x, gm, dict(threshold=0.9))
+    assert stats["nfe_per_sample"] == [1, 1, 1] and stats["nfe"] == 1
+    _, stats = _run(model, x, gm, dict(threshold=0.9, block_length=10))  # one step per block
+    assert stats["nfe_per_sample"] == [math.ceil(n / 10) for n in gm.sum(1).tolist()]
+
+
+@pytest.mark.parametrize("mode", [dict(), dict(order="random", remask="none"), dict(tokens_per_step="linear"),
+                                  dict(remask="remdm", remask_eta=0.3), dict(threshold=0.6)])
+def test_semi_ar_with_one_block_equals_the_plain_sampler(mode):
+    x, gm = _canvas()
+    plain, s0 = _run(ToyModel(), x, gm, mode, seed=4)
+    for bl in (int(gm.sum(1).max()), 1000):
+        one, s1 = _run(ToyModel(), x, gm, dict(mode, block_length=bl), seed=4)
+        assert torch.equal(one, plain) and s1["nfe_per_sample"] == s0["nfe_per_sample"] and s1["blocks"] == 1
+
+
+def test_blocks_decode_left_to_right():
+    x, gm = _canvas()
+    block_of = torch.where(gm, (gm.long().cumsum(1) - 1) // 8, -1)
+    seen = []
+
+    def on_step(info):
+        b, masked = info["block"], (info["x"] == MASK) & gm
+        assert not (masked & (block_of < b) & (block_of >= 0)).any()  # earlier blocks: done
+        assert masked[block_of > b].all()  # later blocks: untouched
+        seen.append(b)
+
+    _run(ToyModel(), x, gm, dict(block_length=8), steps=15, on_step=on_step)
+    assert seen == sorted(seen) and seen[-1] == 4  # 34 generated positions in row 0 -> 5 blocks
+
+
+def test_sliding_window_generates_past_the_context():
+    model = ToyModel(block_size=16)  # asserts every input is <= 16 tokens
+    x, gm = torch.randint(0, 11, (2, 50)), torch.zeros(2, 50, dtype=torch.bool)
+    gm[:, 5:] = True
+    seen, forward = [], model.forward
+    model.forward = lambda idx, t=None, **kw: (seen.append(idx.clone()), forward(idx, t, **kw))[1]
+    out, stats = _run(model, x, gm, dict(block_length=6, remask="none"), steps=16)
+    assert torch.equal(out[:, :5], x[:, :5]) and not (out == MASK).any() and stats["blocks"] == 8
+    # from the third block on, the window is the 16 positions ending at the block: 10 of context, then the block
+    assert len(seen) == 16 and all(idx.size(1) == 16 and not (idx[:, :10] == MASK).any() for idx in seen[4:])
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        _run(model, x, gm, {}, steps=16)
+
+
+@pytest.mark.parametrize("kind, f", [("linear", lambda r: 1 - r), ("cosine", lambda r: math.cos(math.pi / 2 * r))])
+def test_tokens_per_step_counts(kind, f):
+    x, gm = _canvas()
+    n_gen, counts = gm.sum(1).double(), []
+    _run(ToyModel(), x, gm, dict(tokens_per_step=kind), steps=9,
+         on_step=lambda info: counts.append(((info["x"] == MASK) & gm).sum(1)))
+    for i, c in enumerate(counts):
+        assert torch.equal(c, torch.round(n_gen * f((i + 1) / 9)).long())
+
+
+def test_remdm_remasks_committed_tokens_and_keeps_counts_on_schedule():
+    x, gm = _canvas()
+    s, n_gen, remasked = Schedule(20), gm.sum(1).double(), []
+
+    def on_step(info):
+        assert torch.equal(((info["x"] == MASK) & gm).sum(1), torch.round(n_gen * (1 - s.alpha[info["s"]].item())).long())
+        assert not (info["remasked"] & info["is_masked_before"]).any()  # only committed tokens go back
+        remasked.append(info["remasked"].sum().item())
+
+    _run(ToyModel(), x, gm, dict(remask="remdm", remask_eta=0.5), steps=10, on_step=on_step)
+    assert sum(remasked) > 0 and remasked[-1] == 0
+
+
+def test_time_for_fraction_inverts_the_schedule():
+    for kind in ("cosine", "linear"):
+        s = Schedule(20, kind)
+        t = torch.arange(1, 21)
+        assert torch.equal(time_for_fraction(s, 1 - s.alpha[t]), t)
+
+
+def test_position_scores_by_hand():
+    p = torch.tensor([[0.5, 0.3, 0.2]], dtype=torch.float64)
+    cand = torch.tensor([1])
+    conf, score = position_scores(p.log(), cand, "confidence")
+    assert conf.item() == pytest.approx(0.3) and score.item() == pytest.approx(0.3)
+    assert position_scores(p.log(), cand, "margin")[1].item() == pytest.approx(0.2)
+    H = -(0.5 * math.log(0.5) + 0.3 * math.log(0.3) + 0.2 * math.log(0.2))
+    assert position_scores(p.log(), cand, "entropy")[1].item() == pytest.approx(math.exp(-H))
+    lp = torch.tensor([[0.0, -math.inf]], dtype=torch.float64)  # a top-k-filtered row: entropy 0, margin 1
+    assert position_scores(lp, torch.tensor([0]), "entropy")[1].item() == 1.0
+    assert position_scores(lp, torch.tensor([0]), "margin")[1].item() == 1.0
+
+
+# ----------------------------------------------------------------------------- infilling
+
+TOK = CharTokenizer("abcdefghijklmnopqrstuvwxyz .,\n")
+
+
+def test_infill_markers():
+    c = parse_infill("the cat [___] on the mat", TOK)
+    assert c.n_gen == 5 and c.prefix == "the cat " and not c.is_continuation  # one token per marker character
+    assert parse_infill("a [___:12] b [_]", TOK).n_gen == 15
+    assert parse_infill("once upon a [___:3]", TOK).is_continuation
+    for bad, words in (("no blanks here", "has no blank"), ("a [___:0] b", "0 tokens")):
+        with pytest.raises(UserError, match=words):
+            parse_infill(bad, TOK)
+
+
+@pytest.mark.parametrize("tok_kind", ["char", "bpe"])
+def test_infill_output_keeps_every_given_character(tok_kind):
+    if tok_kind == "bpe":
+        pytest.importorskip("tokenizers")
+        from utils.bpe import train_bpe
+        from utils.tokenizer import BPETokenizer
+        tok = BPETokenizer(train_bpe([FIXTURES.joinpath("tiny_stories.txt").read_text()] * 3, vocab_size=300))
+        given = ["  Once up\u00f6n ", " time,\n\tthey  ", "."]
+    else:
+        tok, given = TOK, ["the cat ", " on the mat\n", "."]
+    c = Canvas.from_parts(tok, [given[0], 4, given[1], 3, given[2]])
+    assert c.n_gen == 7
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):  # whatever fills the blanks, the given text comes back verbatim
+        x, gm = c.tensors(1, "cpu")
+        x[gm] = torch.randint(0, tok.vocab_size, (7,), generator=g)
+        x[x == tok.mask_id] = 2
+        text, fills = c.render(x[0].tolist(), tok), c.fills(x[0].tolist(), tok)
+        assert text == given[0] + fills[0] + given[1] + fills[1] + given[2]
+
+
+def test_build_canvas_checks_sizes():
+    from config import Config
+    with pytest.raises(UserError, match="blanks .* exceeds the model's context of 16"):
+        build_canvas(Config(infill="ab [___:20] c"), TOK, 16)
+    with pytest.raises(UserError, match="--block-length"):
+        build_canvas(Config(prompt="ab", gen_len=40, steps=10), TOK, 16)
+    c = build_canvas(Config(prompt="ab", gen_len=40, steps=10, block_length=8), TOK, 16)  # a sliding window
+    assert len(c) == 42
+    with pytest.raises(UserError, match="fewer than the 5 blocks"):
+        build_canvas(Config(prompt="ab", gen_len=40, steps=4, block_length=8), TOK, 16)
+    with pytest.raises(UserError, match="AR model only continues"):
+        build_canvas(Config(infill="a [___] b"), TOK, 64, objective="ar")
+
+
+# ----------------------------------------------------------------------------- block masking at training time
+
+def test_block_masking_masks_whole_runs_at_the_schedules_rate():
+    s, g = Schedule(100), torch.Generator().manual_seed(0)
+    x0 = torch.zeros(300, 64, dtype=torch.long)
+    for t in (10, 50, 90):
+        _, m = corrupt(x0, torch.full((300,), t), s, 7, g, span=4)
+        p = 1 - s.alpha[t].item()
+        # per-token rate p; a row is ~16 independent runs of 4, so sd(mean) ~ sqrt(p(1-p) / (300 * 16))
+        assert m.float().mean().item() == pytest.approx(p, abs=5 * math.sqrt(p * (1 - p) / (300 * 16)))
+        for row in m[:50].tolist():  # some phase makes every aligned run of 4 all-or-nothing
+            assert any(all(row[k] == row[k + 1] for k in range(63) if (k + 1 + ph) % 4) for ph in range(4))
+    # diffusion_loss(mask_blocks=...) is what train.py's --mask_blocks uses: the same runs
+    model = PositionModel(L=64)
+    aux = diffusion_loss(model, x0[:8], s, MASK, generator=g, t=torch.full((8,), 50), mask_blocks=4)[2]
+    for row in aux["masked"].tolist():
+        assert any(all(row[k] == row[k + 1] for k in range(63) if (k + 1 + ph) % 4) for ph in range(4))
+
+
+def test_block_masking_elbo_is_still_unbiased_for_a_context_free_model():
+    probs = [0.5, 0.2, 0.3]
+    model = PositionModel(L=32, V=4)
+    model.table = torch.tensor([math.log(p) for p in probs] + [0.0]).expand(32, -1)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 3, (512, 32), generator=g)
+    exact = -torch.log(torch.tensor(probs))[x0].mean(1)
+    est = torch.stack([diffusion_loss(model, x0, Schedule(100), 3, generator=g, mask_blocks=8)[1] for _ in range(20)]).mean(0)
+    err, se = (est - exact).mean().item(), (est - exact).std().item() / math.sqrt(len(est))
+    assert abs(err) < 4 * se, (err, se)
+
+
+# ----------------------------------------------------------------------------- the CLI (tiny trained model)
+
+def _inference(argv, capsys):
+    """inference.py in-process: (exit code, stdout, stderr)."""
+    try:
+        run_cli(inference.main, [str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _sample_text(stdout):
+    lines = stdout.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("---- ") and "tokens" in line)
+    return "\n".join(lines[1:end])
+
+
+def test_cli_infill_and_prefix_suffix_keep_the_given_text(tiny_ckpt, tmp_path, capsys):
+    code, out, err = _inference(["--checkpoint", tiny_ckpt, "--infill", "the [___:6] and [___] of", "--seed", 1], capsys)
+    assert code == 0, err
+    m = re.fullmatch(r"the (.{6}) and (.{5}) of", _sample_text(out), re.S)
+    assert m and "_" not in m.group(1) + m.group(2)
+    (tmp_path / "pre.txt").write_text("First Citizen:\n")
+    (tmp_path / "suf.txt").write_text("\nSecond Citizen:\n")
+    code, out, err = _inference(["--checkpoint", tiny_ckpt, "--prefix_file", tmp_path / "pre.txt", "--suffix_file",
+                                 tmp_path / "suf.txt", "--gen-len", 20, "--threshold", 0.5, "--num-samples", 2], capsys)
+    assert code == 0, err
+    texts = re.split(r"\n---- sample \d+: \d+ NFE, [\d.]+s\n", out.split("\n---- 2 x")[0])[1:]
+    assert len(texts) == 2
+    for t in texts:
+        assert t.startswith("First Citizen:\n") and t.endswith("\nSecond Citizen:\n") and len(t) == 15 + 20 + 17
+
+
+def test_cli_semi_ar_beyond_the_context(tiny_ckpt, capsys):
+    code, out, err = _inference(["--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 100, "--block-length", 16,
+                                 "--steps", 14, "--tokens-per-step", "linear", "--remask", "none"], capsys)
+    assert code == 0, err
+    assert len(_sample_text(out)) == 104 and "NFE 14 per sample" in out and "blocks of 16" in out
+
+
+class _Frames:
+    """Stands in for TraceWriter: keeps each frame's states, confidences and header."""
+
+    def __init__(self):
+        self.frames = []
+
+    def add_frame(self, tokens, states, step, t, nfe, confidence=None, caption=""):
+        self.frames.append(dict(tokens=tokens, states=states, nfe=nfe, conf=confidence, caption=caption))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+@pytest.mark.parametrize("extra", [dict(remask="remdm", remask_eta=0.5, block_length=4, steps=12),
+                                   dict(threshold=0.3, remask="none")])
+def test_trace_of_an_infill(tiny_ckpt, extra):
+    from dataclasses import replace
+
+    from utils.generate import generate_with_trace
+    model, ckpt = inference.load_model(tiny_ckpt, torch.device("cpu"))
+    from config import config_from_dict
+    cfg = replace(config_from_dict(ckpt["config"]), num_samples=2, trace_every=1, **extra)
+    from utils.tokenizer import tokenizer_from_state
+    tok = tokenizer_from_state(ckpt["tokenizer"])
+    canvas = parse_infill("the [___:5] and [___:4] of", tok)
+    w = _Frames()
+    _, _, stats = generate_with_trace(w, model, tok, "", 0, cfg, Schedule(cfg.diffusion_steps), "cpu",
+                                      torch.Generator().manual_seed(0), canvas=canvas)
+    given = [not g for g in canvas.gen]
+    for f in w.frames:  # infill context is shown as given text in every frame
+        assert [s == "prompt" for s in f["states"]] == given
+        assert all((c is not None) == (s in ("new", "kept")) for c, s in zip(f["conf"], f["states"]))
+    assert w.frames[-1]["nfe"] == stats["nfe_per_sample"][0] and "mask" not in w.frames[-1]["states"]
+    assert [f["nfe"] for f in w.frames] == list(range(len(w.frames)))  # the start frame, then one per step
+    if "remdm" in extra.values():
+        assert any("remasked" in f["states"] for f in w.frames) and any("block 3/3" in f["caption"] for f in w.frames)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--temperature", -1], "temperature"),
+    (["--top-p", 0], "top_p"),
+    (["--top-p", 1.5], "top_p"),
+    (["--top-k", -1], "top_k"),
+    (["--steps", 0], "steps must be >= 1"),
+    (["--threshold", 1.5], "threshold must be in (0, 1]"),
+    (["--threshold", -0.1], "threshold must be in (0, 1]"),
+    (["--order", "best"], "order='best'"),
+    (["--infill", "no blanks at all"], "no blank"),
+    (["--infill", "the [___:80] end"], "exceeds the model's context of 64"),
+    (["--gen-len", 100], "--block-length"),
+    (["--prefix_file", "/nonexistent/p.txt"], "not found"),
+])
+def test_cli_bad_input_exits_2_with_one_line(tiny_ckpt, capsys, args, words):
+    code, out, err = _inference(["--checkpoint", tiny_ckpt, *args], capsys)
+    assert code == 2 and words in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- the benchmark script
+
+def test_bench_sample_runs_and_refuses_another_tokenizer(tiny_ckpt, tmp_path):
+    ck = load_checkpoint(tiny_ckpt)  # the same weights as a causal model: a stand-in AR scorer (plumbing only)
+    ck["config"] = dict(ck["config"], objective="ar", time_cond="none")
+    ck["model_args"] = dict(ck["model_args"], causal=True, time_cond="none")
+    ck["model"] = {k: v for k, v in ck["model"].items() if not k.startswith("time_emb")}
+    save_checkpoint(tmp_path / "ar.pt", ck)
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_sample.py"), "--checkpoint", str(tiny_ckpt), "--ar-checkpoint",
+           str(tmp_path / "ar.pt"), "--gen-len", "16", "--steps", "4", "--num-samples", "2", "--repeats", "1",
+           "--block-length", "8", "--device", "cpu", "--only", "reference,threshold 0.9"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    for row in ("reference: confidence, refine", "threshold 0.9 ", "=NFE", "AR + KV cache", "held-out text", "device cpu"):
+        assert row in r.stdout, r.stdout
+    ck["tokenizer"] = dict(ck["tokenizer"], chars=ck["tokenizer"]["chars"][::-1])
+    save_checkpoint(tmp_path / "other.pt", ck)
+    r = subprocess.run(cmd[:5] + [str(tmp_path / "other.pt")] + cmd[6:], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "another tokenizer" in r.stderr and r.stderr.count("\n") == 1
