@@ -2,7 +2,9 @@
 
 Bidirectional for masked diffusion (objective='mdlm'), causal for the autoregressive
 baseline (objective='ar'): one code path, one flag. With time_cond='learned' a learned
-Embedding(T+1, n_embd) of the diffusion step t is added to every position's input.
+Embedding(T+1, n_embd) of the diffusion step t is added to every position's input; with
+time_cond='adaln' a sinusoidal embedding of t/T sets a per-block shift, scale and gate of the
+normalised activations (adaLN-Zero, DiT: Peebles & Xie 2023).
 
     python -c "from model import *; m = Transformer(ModelArgs(vocab_size=66)); print(m.num_params())"
     # 10706304: the reference micro-dLLM char model (65 characters + [MASK])
@@ -23,7 +25,7 @@ class ModelArgs:
     n_head: int = 6
     n_embd: int = 384
     diffusion_steps: int = 100   # T; the time embedding has T+1 rows (t = 0..T)
-    time_cond: str = "learned"   # 'learned' | 'none'
+    time_cond: str = "learned"   # 'learned' | 'adaln' | 'none'
     causal: bool = False         # True for the AR baseline
 
     @classmethod
@@ -85,9 +87,47 @@ class Block(nn.Module):
         super().__init__()
         self.attn, self.mlp = Attention(a), MLP(a)
 
-    def forward(self, x, cos, sin, kv_cache=None):
-        x = x + self.attn(rms_norm(x), cos, sin, kv_cache)
-        return x + self.mlp(rms_norm(x))
+    def forward(self, x, cos, sin, kv_cache=None, mod=None):
+        if mod is None:
+            x = x + self.attn(rms_norm(x), cos, sin, kv_cache)
+            return x + self.mlp(rms_norm(x))
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mod  # 6x (B, 1, C), from AdaLN
+        x = x + gate_a * self.attn(rms_norm(x) * (1 + scale_a) + shift_a, cos, sin, kv_cache)
+        return x + gate_m * self.mlp(rms_norm(x) * (1 + scale_m) + shift_m)
+
+
+def timestep_embedding(t_frac, dim, max_period=10000.0):
+    """Sinusoidal features (B, dim) of t/T in [0, 1], scaled by 1000 as DiT does for its integer steps.
+    A fraction, not the index: the same features mean the same mask rate whatever T is."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t_frac.device) / half)
+    args = 1000.0 * t_frac.float()[:, None] * freqs[None]  # (B, half)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class AdaLN(nn.Module):
+    """adaLN-Zero time conditioning (DiT, Peebles & Xie 2023): sinusoid(t/T) -> MLP -> c, and from c
+    per block a shift, scale and gate for the attention and MLP inputs, plus a final shift/scale
+    before the head. The modulation layers start at zero, so at init every block is the identity
+    and the output ignores t. Biases here (as in DiT) let the gates be non-zero at any t."""
+
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        d, self.T = a.n_embd, a.diffusion_steps
+        self.mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList(nn.Linear(d, 6 * d) for _ in range(a.n_layer))
+        self.final = nn.Linear(d, 2 * d)
+
+    def zero_init(self):
+        for lin in (*self.blocks, self.final):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, t):
+        """t (B,) integer steps -> (per-block list of 6x (B, 1, C), final (shift, scale) 2x (B, 1, C))."""
+        c = F.silu(self.mlp(timestep_embedding(t / self.T, self.mlp[0].in_features)))  # (B, C)
+        blocks = [lin(c)[:, None].chunk(6, dim=-1) for lin in self.blocks]
+        return blocks, self.final(c)[:, None].chunk(2, dim=-1)
 
 
 class KVCache:
@@ -116,6 +156,7 @@ class Transformer(nn.Module):
         self.args = a
         self.tok_emb = nn.Embedding(a.vocab_size, a.n_embd)
         self.time_emb = nn.Embedding(a.diffusion_steps + 1, a.n_embd) if a.time_cond == "learned" else None
+        self.adaln = AdaLN(a) if a.time_cond == "adaln" else None
         self.blocks = nn.ModuleList(Block(a) for _ in range(a.n_layer))
         self.head = nn.Linear(a.n_embd, a.vocab_size, bias=False)  # untied
         cos, sin = rope_tables(a.block_size, a.n_embd // a.n_head)
@@ -125,26 +166,37 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():  # scaled init of residual projections (GPT-2)
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * a.n_layer))
+        if self.adaln is not None:
+            self.adaln.zero_init()  # after self.apply, which would overwrite it
 
     @staticmethod
     def _init_weights(m):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, t=None, kv_cache=None, start_pos=0):
+    def forward(self, idx, t=None, kv_cache=None, start_pos=0, positions=None):
         """idx (B, L) token ids; t (B,) integer diffusion step (ignored if time_cond='none').
-        Returns logits (B, L, V) in float32."""
+        Returns logits (B, L, V) in float32, or (N, V) for the N True entries of positions (B, L) bool."""
         B, L = idx.shape
         assert start_pos + L <= self.args.block_size, f"sequence of {start_pos + L} exceeds block_size {self.args.block_size}"
         x = self.tok_emb(idx)
         if self.time_emb is not None:
             assert t is not None, "time-conditioned model needs t"
             x = x + self.time_emb(t)[:, None, :]
+        mods, final = [None] * len(self.blocks), None
+        if self.adaln is not None:
+            assert t is not None, "time-conditioned model needs t"
+            mods, final = self.adaln(t)
         cos = self.rope_cos[start_pos:start_pos + L][None, None]
         sin = self.rope_sin[start_pos:start_pos + L][None, None]
-        for block in self.blocks:
-            x = block(x, cos, sin, kv_cache)
-        return self.head(rms_norm(x)).float()
+        for block, mod in zip(self.blocks, mods):
+            x = block(x, cos, sin, kv_cache, mod)
+        x = rms_norm(x)
+        if final is not None:
+            x = x * (1 + final[1]) + final[0]  # adaLN before the head (DiT's final layer)
+        if positions is not None:  # the head only where the loss looks (a large share of FLOPs at a big vocab)
+            x = x[positions]  # (N, C)
+        return self.head(x).float()
 
     # ---- accounting: the model owns it
     def num_params(self):
@@ -157,6 +209,8 @@ class Transformer(nn.Module):
         n = self.num_params() - self.tok_emb.weight.numel()
         if self.time_emb is not None:
             n -= self.time_emb.weight.numel()
+        if self.adaln is not None:  # runs once per sequence, not per token
+            n -= sum(p.numel() for p in self.adaln.parameters())
         return 6 * n + 12 * a.n_layer * a.n_embd * (seq_len or a.block_size)
 
     def optimizer_groups(self, weight_decay):

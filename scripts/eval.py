@@ -1,0 +1,308 @@
+"""Evaluate checkpoints side by side: one table of numbers that can be compared and cited.
+
+Run from the repo root:
+
+    python scripts/eval.py artifacts/models/cpu/model.pt artifacts/models/cpu_ar/model.pt \
+        --ar-checkpoint artifacts/models/cpu_ar/model.pt --json artifacts/eval/cpu.json
+    python scripts/eval.py artifacts/models/cpu/model.pt --ar-checkpoint artifacts/models/cpu_ar/model.pt \
+        --sweep temperature=0.7,0.85,1.0 --json artifacts/eval/cpu_sweep.json     # gen-PPL vs entropy frontier
+    python scripts/eval.py artifacts/models/cpu/model.pt --n-windows 32 --n-t 4 --n-samples 4 --device cpu  # quick look
+
+Per checkpoint: the validation bound (diffusion) or exact NLL (AR) in bits/char +- a standard error,
+estimated with --n-t stratified times per window (more than training's eval uses); nats/token and
+perplexity; masked reconstruction accuracy and entropy per timestep; for --n-samples samples of
+--gen-len tokens after the prompt (or the AR start token): reverse-step token change rate,
+distinct-2/-3, sample entropy and generative perplexity under --ar-checkpoint (an AR model trained
+with the same tokenizer: fingerprints must match, else exit 2); infill recovery of --infill-len
+held-out tokens given prefix and suffix (exact match and token = character accuracy). Columns
+that only mean something for diffusion read n/a for AR checkpoints. Plots: scripts/plot.py.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import replace
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from config import config_from_dict  # noqa: E402
+from diffusion import Schedule  # noqa: E402
+from inference import load_model  # noqa: E402
+from sampler import sample, sample_ar  # noqa: E402
+from utils.data import check_fits, fixed_windows, prepare_data  # noqa: E402
+from utils.dist import pick_device  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.generate import ar_start_token  # noqa: E402
+from utils.metrics import ChangeRate, distinct_n, evaluate, gen_ppl, infill_recovery, sample_entropy  # noqa: E402
+from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
+
+SWEEP_KEYS = {"temperature": float, "steps": int}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2 (run_cli), not argparse's usage block
+        raise UserError(f"{message} (see python scripts/eval.py --help)")
+
+
+def parse_args(argv):
+    p = Parser(description="Evaluate diffusion and AR checkpoints into one table.",
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (diffusion or AR)")
+    p.add_argument("--ar-checkpoint", default="", help="AR checkpoint that scores samples (gen-PPL); same tokenizer")
+    p.add_argument("--split", choices=("val", "train"), default="val", help="which split's fixed windows to score")
+    p.add_argument("--data-path", default="", help="override the checkpoint's data_path (e.g. run from elsewhere)")
+    p.add_argument("--val-path", default=None, help="override the checkpoint's val_path ('' = split data_path)")
+    p.add_argument("--n-windows", type=int, default=128, help="fixed evaluation windows, evenly spaced over the split")
+    p.add_argument("--n-t", type=int, default=8, help="stratified diffusion times per window for the bound")
+    p.add_argument("--batch-size", type=int, default=32, help="windows or samples per forward pass")
+    p.add_argument("--n-samples", type=int, default=16, help="samples for gen-PPL, distinct-n, change rate (0 = skip)")
+    p.add_argument("--gen-len", type=int, default=0, help="tokens per sample; 0 = fill the context after the prompt")
+    p.add_argument("--prompt", default="", help="text every sample starts from; '' = the AR start token (newline/EOT)")
+    p.add_argument("--steps", type=int, default=64, help="reverse diffusion steps (NFE) for samples and infill")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = argmax)")
+    p.add_argument("--infill-len", type=int, default=20, help="held-out span in tokens (nanoDLM: 20 chars); 0 = skip")
+    p.add_argument("--n-infill", type=int, default=64, help="validation windows with one held-out span each")
+    p.add_argument("--infill-temperature", type=float, default=0.0, help="temperature for infilling (0 = most likely fill)")
+    p.add_argument("--sweep", default="", help="e.g. temperature=0.7,0.85,1.0 or steps=16,32,64: gen-PPL and entropy per value")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--json", default="", help="also write every figure here (atomically)")
+    p.add_argument("--force", action="store_true", help="overwrite --json if it exists")
+    a = p.parse_args(argv)
+    for name in ("n_windows", "n_t", "batch_size", "steps", "n_infill"):
+        if getattr(a, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    if a.n_windows < 2:
+        raise UserError("--n-windows must be >= 2 (a standard error needs two windows)")
+    for name in ("n_samples", "gen_len", "infill_len"):
+        if getattr(a, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(a, name)}")
+    if a.temperature < 0 or a.infill_temperature < 0:
+        raise UserError("temperatures must be >= 0 (0 = argmax)")
+    a.sweep_key, a.sweep_values = parse_sweep(a.sweep)
+    if a.sweep and not a.ar_checkpoint:
+        raise UserError("--sweep measures gen-PPL: give the scorer with --ar-checkpoint PATH")
+    if a.json and os.path.exists(a.json) and not a.force:
+        raise UserError(f"{a.json} exists: pass --force to overwrite it, or choose another --json path")
+    return a
+
+
+def parse_sweep(text):
+    if not text:
+        return None, []
+    key, eq, values = text.partition("=")
+    if not eq or key not in SWEEP_KEYS:
+        raise UserError(f"--sweep {text!r} must look like temperature=0.7,0.85,1.0 or steps=16,32,64")
+    try:
+        vals = [SWEEP_KEYS[key](v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--sweep {text!r}: the values must be {SWEEP_KEYS[key].__name__}s separated by commas")
+    if not vals or any(v < 0 or (key == "steps" and v < 1) for v in vals):
+        raise UserError(f"--sweep {text!r}: give one or more values, temperatures >= 0 and steps >= 1")
+    return key, vals
+
+
+def tokens_seen(ckpt):
+    """iter x tokens per optimizer step (batch x block x world x accumulation): what the model trained on.
+    train.py saves the resolved global batch as total_batch_size; older checkpoints ran on one rank."""
+    c = ckpt["config"]
+    per_step = c.get("total_batch_size") or c["batch_size"] * c["block_size"]
+    return int(ckpt["iter"]) * int(per_step)
+
+
+def load_run(path, args, device):
+    """Model, tokenizer, config, and the split's token ids for one checkpoint; every check before any work."""
+    model, ckpt = load_model(path, device)
+    cfg = config_from_dict(ckpt["config"])
+    if args.data_path:
+        cfg = replace(cfg, data_path=args.data_path)
+    if args.val_path is not None:
+        cfg = replace(cfg, val_path=args.val_path)
+    tok = tokenizer_from_state(ckpt["tokenizer"])
+    if cfg.objective == "mdlm" and args.steps > cfg.diffusion_steps:
+        raise UserError(f"--steps {args.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: use --steps {cfg.diffusion_steps}")
+    if args.sweep_key == "steps" and cfg.objective == "mdlm" and max(args.sweep_values) > cfg.diffusion_steps:
+        raise UserError(f"--sweep steps up to {max(args.sweep_values)} exceeds diffusion_steps={cfg.diffusion_steps} of {path}")
+    return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, tok=tok, fp=fingerprint(tok))
+
+
+def draw_samples(run, start, gen_len, n, steps, temperature, batch_size, device, generator, change=None):
+    """n samples of gen_len tokens after the fixed start ids, from either objective. Returns (n, P + gen_len)."""
+    model, cfg, tok = run["model"], run["cfg"], run["tok"]
+    P, out = len(start), []
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+    for i in range(0, n, batch_size):
+        B = min(batch_size, n - i)
+        prompt = torch.tensor(start, dtype=torch.long, device=device).repeat(B, 1)
+        if cfg.objective == "ar":
+            x = sample_ar(model, prompt, gen_len, temperature, generator=generator)
+        else:
+            x = torch.cat([prompt, torch.full((B, gen_len), tok.mask_id, device=device)], 1)
+            gen_mask = torch.zeros_like(x, dtype=torch.bool)
+            gen_mask[:, P:] = True
+            x, _ = sample(model, x, gen_mask, schedule, tok.mask_id, steps, temperature, generator=generator, on_step=change)
+        out.append(x.cpu())
+    return torch.cat(out)
+
+
+def sample_scores(run, samples, P, scorer, args):
+    tok = run["tok"]
+    texts = [tok.decode(row[P:].tolist()) for row in samples]
+    res = dict(distinct_2=distinct_n(texts, 2), distinct_3=distinct_n(texts, 3),
+               sample_entropy=sample_entropy([row[P:] for row in samples]), sample_text=texts[0])
+    if scorer is not None:
+        res["gen_ppl"], res["gen_nll"] = gen_ppl(scorer, samples.to(scorer.head.weight.device), P, args.batch_size)
+    return res
+
+
+def evaluate_run(run, args, scorer, device):
+    model, cfg, tok, ckpt = run["model"], run["cfg"], run["tok"], run["ckpt"]
+    ar = cfg.objective == "ar"
+    t0 = time.time()
+    _, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=False)
+    ids = val_ids if args.split == "val" else train_ids
+    cpt = meta[f"{args.split}_chars"] / max(meta[f"{args.split}_tokens"], 1)  # chars per token of this split
+    L = cfg.block_size
+    check_fits(ids, L + 1, args.split)
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+    windows = fixed_windows(ids, args.n_windows, L + 1 if ar else L)
+    res = evaluate(model, windows, schedule, tok.mask_id, cfg.objective, args.batch_size, device, nullcontext(),
+                   n_t=args.n_t, seed=args.seed, chars_per_token=cpt, details=True)
+    row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, params=model.num_params(),
+               tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]), tokenizer=tok.kind,
+               tokenizer_fingerprint=run["fp"], schedule=cfg.schedule, time_cond=cfg.time_cond, loss_type=cfg.loss_type,
+               chars_per_token=cpt, split=args.split, **res)
+
+    g = torch.Generator().manual_seed(args.seed)
+    start = tok.encode(args.prompt) if args.prompt else [ar_start_token(tok)]
+    gen_len = args.gen_len or L - len(start)
+    if len(start) + gen_len > L or (scorer is not None and len(start) + gen_len - 1 > scorer.args.block_size):
+        raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
+                        f"or of the scorer: use a shorter --gen-len")
+    if args.n_samples:
+        change = None if ar else ChangeRate()
+        samples = draw_samples(run, start, gen_len, args.n_samples, args.steps, args.temperature, args.batch_size,
+                               device, g, change)
+        row.update(sample_scores(run, samples, len(start), scorer, args), gen_len=gen_len, n_samples=args.n_samples)
+        row["change_rate"] = None if ar else change.rate
+    row["sweep"] = []
+    for v in args.sweep_values:
+        if args.sweep_key == "steps" and ar:
+            continue  # an AR model has no step count to vary
+        steps, temp = (v, args.temperature) if args.sweep_key == "steps" else (args.steps, v)
+        samples = draw_samples(run, start, gen_len, max(args.n_samples, 1), steps, temp, args.batch_size, device, g)
+        s = sample_scores(run, samples, len(start), scorer, args)
+        row["sweep"].append(dict(steps=None if ar else steps, temperature=temp, gen_ppl=s["gen_ppl"],
+                                 sample_entropy=s["sample_entropy"], distinct_2=s["distinct_2"]))
+    if args.infill_len and not ar:
+        if args.infill_len >= L:
+            raise UserError(f"--infill-len {args.infill_len} must be shorter than the context {L}")
+        iw = fixed_windows(ids, args.n_infill, L)
+        row.update(infill_recovery(model, iw, schedule, tok.mask_id, args.infill_len, args.steps,
+                                   args.infill_temperature, g, args.batch_size, device))
+    row["seconds"] = time.time() - t0
+    return row
+
+
+def run_name(path):
+    parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return f"{parent}/{os.path.basename(path)}" if parent else os.path.basename(path)
+
+
+def fmt(v, spec):
+    return "n/a" if v is None else format(v, spec)
+
+
+def table(rows, val_entropy):
+    """Metrics down, runs across: easier to read than 15 columns."""
+    def get(r, k, spec):
+        return fmt(r.get(k), spec)
+
+    def bound(r):
+        rel = "=" if r["objective"] == "ar" else "<="
+        return f"{rel} {r['bits_per_char']:.4f} ± {r['bpc_se']:.4f}"
+
+    def ent(r):
+        e = r.get("entropy_by_t")
+        return " ".join(f"{v:.1f}" for _, _, v in e) if e else "n/a"
+
+    lines = [
+        ("run", lambda r: r["name"]),
+        ("objective", lambda r: r["objective"] + ("" if r["objective"] == "ar" else f" ({r['schedule']}, {r['time_cond']})")),
+        ("params", lambda r: f"{r['params']:,}"),
+        ("tokens seen", lambda r: f"{r['tokens_seen']:,}"),
+        ("val NLL/bound bits/char", bound),
+        ("  MC part of the ±", lambda r: get(r, "mc_se", ".4f") if "mc_se" in r else "n/a"),
+        ("nats/token", lambda r: f"{r['nats_per_token']:.4f}"),
+        ("perplexity (per token)", lambda r: f"{r['ppl']:.3f}"),
+        ("masked recon accuracy", lambda r: get(r, "recon_acc", ".4f")),
+        ("entropy by t, low->high", ent),
+        ("reverse-step change rate", lambda r: get(r, "change_rate", ".4f")),
+        ("distinct-2", lambda r: get(r, "distinct_2", ".4f")),
+        ("distinct-3", lambda r: get(r, "distinct_3", ".4f")),
+        (f"sample entropy (val {val_entropy:.3f})" if val_entropy else "sample entropy (nats)",
+         lambda r: get(r, "sample_entropy", ".3f")),
+        ("gen-PPL (AR scorer)", lambda r: get(r, "gen_ppl", ".3f")),
+        ("infill exact match", lambda r: get(r, "infill_exact", ".4f")),
+        ("infill token/char acc", lambda r: get(r, "infill_acc", ".4f")),
+    ]
+    cells = [[label] + [f(r) for r in rows] for label, f in lines]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(rows) + 1)]
+    out = [" | ".join(c[i].ljust(widths[i]) for i in range(len(c))) for c in cells]
+    out.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)  # readers never see half a file
+
+
+def main(argv):
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    torch.manual_seed(args.seed)
+    runs = [load_run(p, args, device) for p in args.checkpoints]
+    scorer = None
+    if args.ar_checkpoint:
+        scorer, sck = load_model(args.ar_checkpoint, device)
+        if sck["config"].get("objective") != "ar":
+            raise UserError(f"--ar-checkpoint {args.ar_checkpoint} is a {sck['config'].get('objective')} model: "
+                            f"give an AR checkpoint (python train.py ... --objective=ar)")
+        sfp = fingerprint(tokenizer_from_state(sck["tokenizer"]))
+        for r in runs:
+            if r["fp"] != sfp:
+                raise UserError(f"tokenizer of {r['path']} ({r['fp']}) differs from the scorer {args.ar_checkpoint}'s "
+                                f"({sfp}): gen-PPL needs an AR scorer trained with the same tokenizer on the same data")
+    print(f"device: {device}; {args.split} split, {args.n_windows} windows x {args.n_t} t; {args.n_samples} samples at "
+          f"steps={args.steps}, temperature={args.temperature}; scorer: {args.ar_checkpoint or 'none'}")
+    rows = []
+    for r in runs:
+        rows.append(evaluate_run(r, args, scorer, device))
+        print(f"  {rows[-1]['name']}: {rows[-1]['seconds']:.1f}s")
+    # the held-out text's own sample entropy, on windows as long as the samples, to read the samples' against
+    r0 = runs[0]
+    _, tr, va, _ = prepare_data(r0["cfg"], r0["tok"], verbose=False)
+    n = rows[0].get("gen_len") or r0["cfg"].block_size
+    val_entropy = sample_entropy(fixed_windows(va if args.split == "val" else tr, max(args.n_samples, 2), n)) if args.n_samples else None
+    print(table(rows, val_entropy))
+    for r in rows:
+        for s in r["sweep"]:
+            print(f"sweep {r['name']}: steps={s['steps']} temperature={s['temperature']}: gen-PPL {s['gen_ppl']:.3f}, "
+                  f"sample entropy {s['sample_entropy']:.3f}, distinct-2 {s['distinct_2']:.3f}")
+    if args.json:
+        settings = {k: v for k, v in vars(args).items()}
+        write_json(args.json, dict(settings=settings, device=str(device), val_sample_entropy=val_entropy, runs=rows))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,195 @@
+"""PNG plots of training runs and evaluations, under artifacts/plots/ (matplotlib, Agg: no screen needed).
+
+Run from the repo root:
+
+    python scripts/plot.py curves artifacts/models/cpu artifacts/models/cpu_ar        # train/val bits/char, runs on one chart
+    python scripts/plot.py entropy artifacts/eval/cpu.json                            # entropy per timestep
+    python scripts/plot.py frontier artifacts/eval/cpu_sweep.json                     # gen-PPL vs sample entropy
+
+`curves` reads each run directory's metrics.jsonl (written by train.py); `entropy` and `frontier`
+read the JSON of scripts/eval.py (`frontier` needs its --sweep). --out names the PNG; an existing
+PNG there is replaced (atomically).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.errors import UserError, run_cli  # noqa: E402
+
+LN2 = math.log(2)
+DEFAULT_OUT = {"curves": "artifacts/plots/curves.png", "entropy": "artifacts/plots/entropy.png",
+               "frontier": "artifacts/plots/frontier.png"}
+
+
+def read_jsonl(path):
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found: give run directories written by train.py (they hold metrics.jsonl)")
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise UserError(f"{path} line {i + 1} is not JSON: the file is damaged")
+    return rows
+
+
+def read_eval_json(path):
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found: write one with python scripts/eval.py CKPT ... --json {path}")
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is not JSON: give a file written by scripts/eval.py --json")
+    if not isinstance(d, dict) or "runs" not in d:
+        raise UserError(f"{path} has no 'runs': give a file written by scripts/eval.py --json")
+    return d
+
+
+def run_label(run_dir):
+    """Directory name plus what the checkpoint says it is (objective, loss), when it can be read."""
+    name = os.path.basename(os.path.normpath(run_dir))
+    ckpt = os.path.join(run_dir, "model.pt")
+    if os.path.isfile(ckpt):
+        try:
+            import torch
+            c = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["config"]
+            return name, c.get("objective", "?"), c.get("loss_type", "elbo")
+        except Exception:
+            pass  # a label is not worth failing for
+    return name, None, None
+
+
+def _figure():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    ax.grid(alpha=0.3)
+    return plt, fig, ax
+
+
+def _save(plt, fig, out):
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp{os.getpid()}"
+    fig.tight_layout()
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+
+
+def plot_curves(run_dirs, out):
+    plt, fig, ax = _figure()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, d in enumerate(run_dirs):
+        rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
+        train = sorted((r for r in rows if r.get("kind") == "train"), key=lambda r: r["iter"])
+        evals = sorted((r for r in rows if r.get("kind") == "eval"), key=lambda r: r["iter"])
+        if not evals:
+            raise UserError(f"{d}/metrics.jsonl has no eval rows: train past one eval_interval first")
+        name, objective, loss_type = run_label(d)
+        ar = objective == "ar"
+        # nats/token -> bits/char with the run's own chars/token (val), read back from an eval row
+        e0 = evals[0]
+        to_bpc = e0["bits_per_char"] / e0["nats_per_token"] if e0["nats_per_token"] else 1 / LN2
+        c = colors[i % len(colors)]
+        tag = f"{name} ({objective})" if objective else name
+        if train:
+            what = "NLL" if ar else ("NELBO estimate" if loss_type == "elbo" else f"{loss_type}, not a bound")
+            ax.plot([r["iter"] for r in train], [r["loss"] * to_bpc for r in train], color=c, alpha=0.5, lw=1,
+                    label=f"{tag} train ({what})")
+        ax.errorbar([r["iter"] for r in evals], [r["bits_per_char"] for r in evals],
+                    yerr=[r.get("bpc_se", 0) for r in evals], color=c, marker="o", ms=4, lw=2, capsize=3,
+                    label=f"{tag} val {'NLL' if ar else 'bound'} ± se")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("bits per character (lower is better)")
+    ax.set_title("Training and validation: diffusion bound vs AR NLL")
+    ax.legend(fontsize=8)
+    _save(plt, fig, out)
+
+
+def plot_entropy(paths, out):
+    plt, fig, ax = _figure()
+    n = 0
+    for p in paths:
+        for r in read_eval_json(p)["runs"]:
+            e = r.get("entropy_by_t")
+            if not e:
+                continue
+            T = e[-1][1]
+            mids = [(lo + hi) / 2 / T for lo, hi, _ in e]
+            ax.plot(mids, [v for _, _, v in e], marker="o", label=f"{r['name']} ({r.get('schedule', '')}, {r.get('time_cond', '')})")
+            n += 1
+    if not n:
+        raise UserError("no diffusion runs with entropy_by_t in " + ", ".join(paths) + ": AR runs have no timesteps")
+    ax.set_xlabel("diffusion time t / T  (more tokens masked to the right)")
+    ax.set_ylabel("mean predictive entropy at masked positions (nats)")
+    ax.set_title("Entropy per timestep")
+    ax.legend(fontsize=8)
+    _save(plt, fig, out)
+
+
+def plot_frontier(paths, out):
+    plt, fig, ax = _figure()
+    n, ref, all_y = 0, None, []
+    for p in paths:
+        d = read_eval_json(p)
+        ref = ref or d.get("val_sample_entropy")
+        for r in d["runs"]:
+            sw = [s for s in r.get("sweep", []) if s.get("gen_ppl") is not None]
+            if not sw:
+                continue
+            key = d["settings"].get("sweep_key") or "temperature"
+            sw.sort(key=lambda s: s["sample_entropy"])
+            xs, ys = [s["sample_entropy"] for s in sw], [s["gen_ppl"] for s in sw]
+            line, = ax.plot(xs, ys, marker="o", label=f"{r['name']} ({r['objective']})")
+            all_y += ys
+            for s, x, y in zip(sw, xs, ys):
+                ax.annotate(f"{key[:4]}={s[key]}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                            color=line.get_color())
+            n += 1
+    if not n:
+        raise UserError("no sweep in " + ", ".join(paths) + ": run scripts/eval.py with --sweep temperature=0.7,0.85,1.0 "
+                        "--ar-checkpoint AR.pt --json FILE")
+    if ref:
+        ax.axvline(ref, color="grey", ls="--", lw=1, label=f"held-out text entropy {ref:.2f}")
+    lo, hi = min(all_y), max(all_y)
+    if hi / lo > 4:  # log only when the spread needs it; plain numbers on the ticks either way
+        ax.set_yscale("log")
+        from matplotlib.ticker import ScalarFormatter
+        for axis_fmt in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis_fmt(ScalarFormatter())
+    ax.margins(0.12)  # room for the point labels
+    ax.set_xlabel("sample entropy (nats, per-sample token histogram; higher = more diverse)")
+    ax.set_ylabel("generative perplexity under the AR scorer (lower = likelier)")
+    ax.set_title("Quality vs diversity: gen-PPL against entropy")
+    ax.legend(fontsize=8)
+    _save(plt, fig, out)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f"{message} (see python scripts/plot.py --help)")
+
+
+def main(argv):
+    p = Parser(description="Plot training curves and evaluations to PNG.")
+    p.add_argument("what", choices=tuple(DEFAULT_OUT), help="curves: run dirs; entropy/frontier: eval.py JSON files")
+    p.add_argument("inputs", nargs="+", help="run directories (curves) or eval.py --json files (entropy, frontier)")
+    p.add_argument("--out", default="", help="PNG path (default artifacts/plots/<what>.png)")
+    a = p.parse_args(argv)
+    out = a.out or DEFAULT_OUT[a.what]
+    if not out.lower().endswith(".png"):
+        raise UserError(f"--out {out} should end in .png")
+    dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier)[a.what](a.inputs, out)
+
+
+if __name__ == "__main__":
+    run_cli(main)
