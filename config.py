@@ -32,12 +32,13 @@ class Config:
     n_layer: int = 6
     n_head: int = 6
     n_embd: int = 384              # head_dim = n_embd / n_head = 64
-    time_cond: str = "learned"     # 'learned' Embedding(T+1, d) added to the input | 'none'
+    time_cond: str = "learned"     # 'learned' Embedding(T+1, d) added to the input | 'adaln' (DiT adaLN-Zero) | 'none'
     # ---- objective
     objective: str = "mdlm"        # 'mdlm' masked diffusion | 'ar' same net, causal, next-token loss
     diffusion_steps: int = 100     # T: discrete time steps of the forward process
-    schedule: str = "cosine"       # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T
+    schedule: str = "cosine"       # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T | 'cosine_offset' (s=0.008)
     loss_type: str = "elbo"        # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
+    mask_blocks: int = 0           # >1: training masks aligned runs of this many tokens whole (semi-AR-like); 0 = per token
     # ---- optimisation
     batch_size: int = 64           # sequences per step
     max_iters: int = 5000          # 0 = build everything, print config and parameter count, exit
@@ -48,6 +49,12 @@ class Config:
     beta1: float = 0.9
     beta2: float = 0.99            # 0.99: small batches (nanoGPT char recipe)
     grad_clip: float = 1.0         # 0 disables
+    total_batch_size: int = 0      # tokens per optimizer step, all ranks; 0 = batch_size*block_size*world; more = accumulate
+    optimizer: str = "adamw"       # 'adamw' | 'muon' (Muon on the blocks' 2-D weights, AdamW on embeddings and head)
+    muon_lr: float = 0.02          # peak Muon LR (same warm-up/cosine shape as learning_rate)
+    muon_momentum: float = 0.95    # Muon's Nesterov momentum
+    ema: float = 0.0               # 0 = off; else the decay (e.g. 0.999) of a weight average used for eval and samples
+    head_on_masked_only: bool = False  # mdlm: output head only at masked positions (same loss; elbo/masked_ce)
     # ---- eval, logging, checkpoints
     eval_interval: int = 250       # steps between validation passes
     eval_iters: int = 20           # validation batches per pass (same batches every time)
@@ -67,11 +74,23 @@ class Config:
     viz_video: str = ""            # MP4 path for the denoising trace (a GIF is written beside it)
     trace_every: int = 1           # record one frame every N steps
     gif_frame_ms: int = 180        # GIF/MP4 frame duration
+    infill: str = ""               # text with blanks to fill: [___] = one token per marker character, [___:N] = N tokens
+    prefix_file: str = ""          # the sample starts with this file's text (instead of --prompt)
+    suffix_file: str = ""          # the sample ends with this file's text; gen_len tokens go between
+    order: str = "confidence"      # reveal first: 'confidence' | 'margin' (top1 - top2) | 'entropy' (low first) | 'random'
+    tokens_per_step: str = "schedule"  # reveals per step: 'schedule' (1 - alpha(t)) | 'linear' (LLaDA) | 'cosine' (MaskGIT)
+    remask: str = "refine"         # 'refine' (reference) | 'none' (LLaDA: committed tokens final) | 'remdm' (ReMDM)
+    remask_eta: float = 0.02       # remask='remdm': probability a committed token is re-masked each step
+    threshold: float = 0.0         # Fast-dLLM: commit every position with confidence > threshold, >= 1 per step; 0 = off
+    block_length: int = 0          # semi-AR: decode left to right in blocks of this many tokens (0 = one block);
+                                   # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
     # ---- system
     device: str = "auto"           # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
     dtype: str = "auto"            # 'auto' (bf16 autocast on CUDA, fp32 elsewhere) | 'float32' | 'bfloat16'
     compile: bool = False          # torch.compile the training model
     seed: int = 1337
+    wandb_log: bool = False        # also log to Weights & Biases (pip install wandb); metrics.jsonl is always written
+    wandb_project: str = "micro-dllm"
 
 
 # Named presets: a dict of overrides on top of the defaults above.
@@ -82,13 +101,31 @@ PRESETS = {
     "tinystories_char": dict(
         data_path="data/tinystories_train.txt", val_path="data/tinystories_valid.txt",
         out_dir="artifacts/models/tinystories_char", prompt="Once upon a time"),
+    # The reference BPE recipe: 10k TinyStories in data/stories.txt (scripts/data.py), a 2,048-token
+    # byte-level BPE (scripts/train_tokenizer.py); the default 6/6/384 model is then 12,228,480 parameters.
+    # Validates on the last 10% of the stories; --gen-len counts BPE tokens.
+    "tinystories_bpe": dict(
+        tokenizer="bpe", data_path="data/stories.txt", tokenizer_path="artifacts/tokenizer/tokenizer.json",
+        out_dir="artifacts/models/tinystories_bpe", checkpoint="artifacts/models/tinystories_bpe/model.pt",
+        prompt="Once upon a time"),
     # Laptop / 2 CPU cores: learns recognisable words in ~10 minutes.
+    # The valid-head file in ../shared/data is in another format (blank-line paragraphs, mojibake), so the
+    # cpu preset validates on the last 10% of the train head instead.
     "cpu": dict(
-        data_path="../shared/data/tinystories_train_head.txt", val_path="../shared/data/tinystories_valid_head.txt",
+        data_path="../shared/data/tinystories_train_head.txt",
         block_size=128, n_layer=4, n_head=4, n_embd=128, batch_size=32, max_iters=2000,
         learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=250, eval_iters=10,
         steps=64, gen_len=128, prompt="Once upon a time", out_dir="artifacts/models/cpu",
         checkpoint="artifacts/models/cpu/model.pt", viz_video="artifacts/media/cpu_trace.mp4"),
+    # The "speed run a 200M+ model" goal: 16 x 1024, ctx 1024, BPE (~206M parameters at a 2,048 vocab).
+    # 0.5M tokens per step: 16 micro-batches of 32 x 1024 on one 80 GB GPU (estimated ~30 GiB), fewer per rank
+    # under torchrun. train.py prints its memory and tokens/s estimates at startup.
+    "gpt200m": dict(
+        tokenizer="bpe", data_path="data/tinystories_train.txt", val_path="data/tinystories_valid.txt",
+        block_size=1024, n_layer=16, n_head=16, n_embd=1024, batch_size=32, total_batch_size=524288,
+        max_iters=2000, learning_rate=3e-4, min_lr=3e-5, warmup_iters=200, beta2=0.95, eval_interval=250,
+        eval_iters=20, compile=True, prompt="Once upon a time", gen_len=256, out_dir="artifacts/models/gpt200m",
+        checkpoint="artifacts/models/gpt200m/model.pt"),
 }
 
 
@@ -168,15 +205,17 @@ def get_config(argv, base=None):
             raise UserError(f"'{arg}' is neither a preset ({', '.join(PRESETS)}){hint} nor a .py config file nor a --key=value flag")
         i += 1
     cfg = replace(cfg, **overrides)
+    if overrides.get("infill") or overrides.get("prefix_file"):  # a text given here replaces a preset's/checkpoint's prompt
+        cfg = replace(cfg, prompt=overrides.get("prompt", ""))
     validate(cfg)
     return cfg
 
 
 def validate(cfg):
     """Reject values that cannot work, before any work is done."""
-    choices = dict(tokenizer=("char", "bpe"), time_cond=("learned", "none"), objective=("mdlm", "ar"),
-                   schedule=("cosine", "linear"), loss_type=("elbo", "masked_ce", "all_ce"),
-                   dtype=("auto", "float32", "bfloat16"))
+    choices = dict(tokenizer=("char", "bpe"), time_cond=("learned", "adaln", "none"), objective=("mdlm", "ar"),
+                   schedule=("cosine", "linear", "cosine_offset"), loss_type=("elbo", "masked_ce", "all_ce"),
+                   dtype=("auto", "float32", "bfloat16"), optimizer=("adamw", "muon"))
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
@@ -199,8 +238,38 @@ def validate(cfg):
         raise UserError(f"top_k must be >= 1, or 0 to turn it off; got {cfg.top_k}")
     if not 0 < cfg.top_p <= 1:
         raise UserError(f"top_p must be in (0, 1], got {cfg.top_p}")
-    if cfg.steps > cfg.diffusion_steps and cfg.objective == "mdlm":
-        raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} or fewer")
+    if cfg.steps > cfg.diffusion_steps and cfg.objective == "mdlm" and cfg.tokens_per_step == "schedule" and not cfg.threshold:
+        raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} "
+                        f"or fewer, or --tokens_per_step=linear (its step count is free)")
+    sampler_choices = dict(order=("confidence", "margin", "entropy", "random"),  # as sampler.py's ORDERS etc.
+                           tokens_per_step=("schedule", "linear", "cosine"), remask=("refine", "none", "remdm"))
+    for key, allowed in sampler_choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    if not 0 <= cfg.threshold <= 1:
+        raise UserError(f"threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {cfg.threshold}")
+    if cfg.threshold and cfg.order == "random":
+        raise UserError("threshold decoding commits by score: use --order confidence, margin or entropy, not random")
+    if cfg.threshold and cfg.remask == "remdm":
+        raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
+    if not 0 <= cfg.remask_eta <= 1:
+        raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
+    if cfg.block_length < 0 or not 0 <= cfg.mask_blocks <= cfg.block_size:
+        raise UserError(f"block_length must be >= 0 and mask_blocks in [0, block_size={cfg.block_size}]; "
+                        f"got {cfg.block_length}, {cfg.mask_blocks}")
+    if cfg.infill and (cfg.prompt or cfg.prefix_file or cfg.suffix_file):
+        raise UserError("--infill holds the whole text (given parts and [___] blanks): drop --prompt/--prefix_file/--suffix_file")
+    if cfg.prompt and cfg.prefix_file:
+        raise UserError("give the start of the sample once: --prompt TEXT or --prefix_file FILE, not both")
+    micro = cfg.batch_size * cfg.block_size  # tokens in one micro-batch of one rank
+    if cfg.total_batch_size < 0 or cfg.total_batch_size % micro:
+        up = max(1, -(-cfg.total_batch_size // micro)) * micro
+        raise UserError(f"total_batch_size={cfg.total_batch_size} is not a multiple of batch_size*block_size = {micro} "
+                        f"tokens: use --total_batch_size={up} (or 0 for no accumulation)")
+    if cfg.muon_lr <= 0 or not 0 <= cfg.muon_momentum < 1:
+        raise UserError(f"muon_lr must be > 0 and muon_momentum in [0, 1), got {cfg.muon_lr}, {cfg.muon_momentum}")
+    if not 0 <= cfg.ema < 1:
+        raise UserError(f"ema must be 0 (off) or a decay in (0, 1) such as 0.999, got {cfg.ema}")
 
 
 def config_to_dict(cfg):

@@ -1,11 +1,16 @@
-"""Device, precision and DDP setup, written out (no wrappers that hide gradient sync).
+"""Device, precision and DDP setup, written out (no wrappers that hide gradient sync), plus the
+pieces train.py derives from them: gradient accumulation, keyed per-step generators, RNG states
+for exact resume, and the startup memory / tokens-per-second estimates.
 
 torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; without them this is a single process.
     torchrun --standalone --nproc_per_node=2 train.py cpu --device=cpu   # gloo on CPU
+    python -c "from utils.dist import grad_accum_steps; print(grad_accum_steps(524288, 16 * 1024, 4))"  # 8
 """
 import os
+import random
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 
 from utils.errors import UserError
@@ -68,3 +73,66 @@ def all_reduce_mean(x, world):
         torch.distributed.all_reduce(x)
         x /= world
     return x
+
+
+def grad_accum_steps(total_batch_size, micro_tokens, world):
+    """Micro-steps per optimizer step so that world * accum * micro_tokens == total_batch_size exactly."""
+    total = total_batch_size or micro_tokens * world
+    if total % (micro_tokens * world):
+        per_rank = total // world if total % world == 0 else None
+        why = (f"world size {world} does not divide total_batch_size={total}" if per_rank is None else
+               f"total_batch_size={total} / world size {world} = {per_rank} tokens per rank is not a multiple of "
+               f"batch_size*block_size = {micro_tokens}")
+        fits = [n for n in range(1, 257) if total % (micro_tokens * n) == 0]
+        raise UserError(f"{why}: run with a world size in {fits[:8]} or set --total_batch_size to a multiple of "
+                        f"{micro_tokens * world}")
+    return total // (micro_tokens * world)
+
+
+def keyed_generator(*key):
+    """A CPU generator seeded from a tuple of ints, e.g. (seed, stream, step, slot). Draws keyed this way
+    carry no state: a resumed run, or the same global batch split differently over ranks and micro-steps,
+    sees the same draws."""
+    entropy = [k & 0xFFFFFFFFFFFFFFFF for k in key]  # SeedSequence wants non-negative ints
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
+
+
+def rng_state():
+    """This process's global RNG states (torch, CUDA, numpy, python) as weights_only-loadable values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                numpy=[kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss], python=random.getstate())
+
+
+def set_rng_state(s):
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    kind, keys, pos, has_gauss, gauss = s["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(s["python"])
+
+
+def all_gather_objects(obj, world):
+    """[obj of rank 0, obj of rank 1, ...] on every rank (a collective: every rank must call it)."""
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def estimate_memory(model, micro_batch, seq_len, bf16, head_frac=1.0, ema=False):
+    """Rough bytes on one rank: (weights, grads, AdamW moments[, EMA]) in fp32 and the activations kept
+    for backward of one micro-batch. Per token and layer a block saves 68 d bytes in fp32 and 50 d
+    under bf16 autocast (counted with torch.autograd.graph.saved_tensors_hooks on CPU; the test checks
+    it); the head saves ~8 bytes per logit, plus ~4 for transient copies. Returns (state, activations)."""
+    a = model.args
+    state = model.num_params() * (4 * 4 + (4 if ema else 0))
+    per_token = a.n_layer * a.n_embd * (50 if bf16 else 68) + 12 * a.vocab_size * head_frac
+    return state, per_token * micro_batch * seq_len
+
+
+def estimate_tokens_per_s(flops_per_token, peak, mfu=0.4):
+    """Training tokens/s at an assumed model-FLOPs utilisation; None without a known peak."""
+    return peak * mfu / flops_per_token if peak else None

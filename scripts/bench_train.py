@@ -1,0 +1,152 @@
+"""Training-step benchmark: ms/iter, tokens/s and MFU for objective=mdlm and objective=ar at the same dims.
+
+    python scripts/bench_train.py                            # the default model (6/6/384, ctx 256, batch 64)
+    python scripts/bench_train.py cpu --iters=5 --repeats=3  # any preset or --key=value of config.py
+    python scripts/bench_train.py cpu --compare_head         # mdlm with the head on all vs only masked positions
+    python scripts/bench_train.py cpu --compare_compile      # every row eager and torch.compile'd
+    python scripts/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
+
+One training step as train.py takes it (forward under the dtype's autocast, backward, clip, optimizer
+step) on random tokens: the speed of a step does not depend on the text. Warm-up iterations (and so
+compilation) are not timed; rows are timed round-robin, so drifting load on a shared machine slows
+them alike, and each reports its median over repeats. MFU counts the model's own flops_per_token (the
+full head, also for the masked-head row, which does less work) against utils/dist.PEAK_FLOPS on CUDA
+and, on CPU, an fp32 matmul rate of the model's own matmul shapes measured between the rounds (median).
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from config import get_config  # noqa: E402
+from diffusion import Schedule, ar_loss, diffusion_loss, stratified_times  # noqa: E402
+from model import ModelArgs, Transformer  # noqa: E402
+from utils.dist import autocast_for, keyed_generator, peak_flops, pick_device  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.optim import build_optimizer  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(a, batch_tokens, device):
+    """One sample of the fp32 matmul rate with the model's shapes: (M x d) @ (d x 3d), (d x d), (d x 4d),
+    (M x 4d) @ (4d x d), (M x d) @ (d x V), M = tokens per step, each repeated up to ~1 GFLOP (small shapes
+    would time the call overhead). Returns FLOP/s over all the shapes."""
+    d, M = a.n_embd, batch_tokens
+    flops, seconds = 0.0, 0.0
+    for k, n in ((d, 3 * d), (d, d), (d, 4 * d), (4 * d, d), (d, a.vocab_size)):
+        x, w = torch.randn(M, k, device=device), torch.randn(k, n, device=device)
+        out = torch.empty(M, n, device=device)
+        calls = max(1, round(1e9 / (2 * M * k * n)))
+        torch.mm(x, w, out=out)  # warm-up
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            torch.mm(x, w, out=out)
+        sync(device)
+        flops += 2 * M * k * n * calls
+        seconds += time.perf_counter() - t0
+    return flops / seconds
+
+
+def make_step(cfg, vocab_size, device):
+    """A closure running one training step of cfg (its objective, compile and head settings), and the model."""
+    torch.manual_seed(cfg.seed)
+    ar = cfg.objective == "ar"
+    model = Transformer(ModelArgs.from_config(cfg, vocab_size)).to(device).train()
+    opt = build_optimizer(model, cfg, device)
+    step_model = torch.compile(model) if cfg.compile else model
+    ctx, _ = autocast_for(device, cfg.dtype)
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+    mask_id = vocab_size - 1
+    B, L = cfg.batch_size, cfg.block_size
+    x = torch.randint(0, mask_id, (B, L + 1 if ar else L), generator=keyed_generator(cfg.seed, 0), device="cpu").to(device)
+
+    def step(i):
+        with ctx:
+            if ar:
+                loss, _ = ar_loss(step_model, x)
+            else:
+                u = torch.rand((), generator=keyed_generator(cfg.seed, 2, i), dtype=torch.float64)
+                t = stratified_times(B, cfg.diffusion_steps, device=device, u=u)
+                loss, _, _ = diffusion_loss(step_model, x, schedule, mask_id, cfg.loss_type, keyed_generator(cfg.seed, 1, i),
+                                            t=t, masked_only=cfg.head_on_masked_only)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step, model
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iters", type=int, default=5, help="timed steps per repeat")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
+    ap.add_argument("--vocab_size", type=int, default=66, help="incl. [MASK]; 66 = Tiny Shakespeare chars, 2048 = BPE")
+    ap.add_argument("--compare_head", action="store_true", help="mdlm with the head on all and on masked positions")
+    ap.add_argument("--compare_compile", action="store_true", help="every row eager and compiled")
+    args, rest = ap.parse_known_args(argv)
+    if min(args.iters, args.repeats) < 1 or args.warmup < 0 or args.vocab_size < 2:
+        raise UserError("--iters and --repeats must be >= 1, --warmup >= 0, --vocab_size >= 2")
+    cfg = get_config(rest)
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 outside autocast, as train.py
+    _, dtype_name = autocast_for(device, cfg.dtype)
+    tokens = cfg.batch_size * cfg.block_size
+    rows = [("ar", replace(cfg, objective="ar")), ("mdlm", cfg)]
+    if args.compare_head:
+        rows = [rows[0], ("mdlm head=all", replace(cfg, head_on_masked_only=False)),
+                ("mdlm head=masked", replace(cfg, head_on_masked_only=True))]
+    if args.compare_compile:
+        rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows for tag, on in (("eager", False), ("compiled", True))]
+
+    a = ModelArgs.from_config(cfg, args.vocab_size)
+    print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab {a.vocab_size}, "
+          f"batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} steps after {args.warmup} warm-up")
+    # rows are timed round-robin, one repeat of each per round (and on CPU one peak sample per round), so
+    # a machine whose load drifts slows every row alike; then the median per row
+    steps = {name: make_step(c, args.vocab_size, device) for name, c in rows}
+    for i in range(args.warmup):
+        for step, _ in steps.values():
+            step(i)
+    times, peaks = {name: [] for name in steps}, []
+    for r in range(args.repeats):
+        if device.type != "cuda":
+            peaks.append(matmul_rate(a, tokens, device))
+        for name, (step, _) in steps.items():
+            sync(device)
+            t0 = time.perf_counter()
+            for i in range(args.iters):
+                step(args.warmup + r * args.iters + i)
+            sync(device)
+            times[name].append((time.perf_counter() - t0) / args.iters)
+    if device.type == "cuda":
+        peak, peak_src = peak_flops(device), f"{torch.cuda.get_device_name(device)} bf16 peak from utils/dist.PEAK_FLOPS"
+    else:
+        peak, peak_src = statistics.median(peaks), "fp32 matmul of the model's shapes, measured between the rounds"
+    print(f"peak: {peak / 1e9:,.1f} GFLOP/s ({peak_src})" if peak else "peak: unknown for this GPU, so no MFU")
+    print(f"{'row':<24} {'ms/iter':>9} {'tokens/s':>11} {'MFU':>7}")
+    results = {}
+    for name, (_, model) in steps.items():
+        sec = results[name] = statistics.median(times[name])
+        mfu = f"{model.flops_per_token() * tokens / sec / peak * 100:6.1f}%" if peak else "     -"
+        print(f"{name:<24} {sec * 1000:9.1f} {tokens / sec:11,.0f} {mfu}")
+    for name, sec in results.items():
+        if name.startswith("mdlm"):
+            ar_name = "ar" + next((s for s in (" eager", " compiled") if name.endswith(s)), "")
+            print(f"time ratio {name} / {ar_name}: {sec / results[ar_name]:.3f}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
