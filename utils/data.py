@@ -111,7 +111,7 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
                     tokenizer=tok.kind, tokenizer_fingerprint=fingerprint(tok), dtype=np.dtype(dtype).name)
         os.makedirs(cache, exist_ok=True)
         for split, text in (("train", train_text), ("val", val_text)):
-            tmp = os.path.join(cache, f"{split}.bin.tmp")
+            tmp = os.path.join(cache, f"{split}.bin.tmp{os.getpid()}")  # per process: concurrent runs never share a temp file
             meta[f"{split}_tokens"] = _encode_to_file(tok, text, tmp, dtype, split, verbose)
             meta[f"{split}_chars"] = len(text)
             os.replace(tmp, os.path.join(cache, f"{split}.bin"))
@@ -125,9 +125,9 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
                       f"({p['longer_than_window'] * 100:.0f}% longer than {cfg.block_size}); "
                       f"{p['cross'] * 100:.0f}% of {cfg.block_size}-token windows span a story boundary; "
                       f"padding each story instead would waste {p['pad_waste'] * 100:.0f}% of the slots")
-        with open(meta_path + ".tmp", "w") as f:
+        with open(f"{meta_path}.tmp{os.getpid()}", "w") as f:
             json.dump(meta, f, indent=1)
-        os.replace(meta_path + ".tmp", meta_path)
+        os.replace(f"{meta_path}.tmp{os.getpid()}", meta_path)
     with open(meta_path) as f:
         meta = json.load(f)
     train = np.memmap(os.path.join(cache, "train.bin"), dtype=meta["dtype"], mode="r")
