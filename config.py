@@ -115,7 +115,7 @@ PRESETS = {
         data_path="../shared/data/tinystories_train_head.txt",
         block_size=128, n_layer=4, n_head=4, n_embd=128, batch_size=32, max_iters=2000,
         learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=250, eval_iters=10,
-        steps=64, gen_len=128, prompt="Once upon a time", out_dir="artifacts/models/cpu",
+        steps=64, gen_len=96, prompt="Once upon a time", out_dir="artifacts/models/cpu",
         checkpoint="artifacts/models/cpu/model.pt", viz_video="artifacts/media/cpu_trace.mp4"),
     # The "speed run a 200M+ model" goal: 16 x 1024, ctx 1024, BPE (~206M parameters at a 2,048 vocab).
     # 0.5M tokens per step: 16 micro-batches of 32 x 1024 on one 80 GB GPU (estimated ~30 GiB), fewer per rank

@@ -50,6 +50,8 @@ def main(argv):
     saved = config_from_dict(ckpt["config"])
     cfg = get_config(argv, base=saved)  # command line over the checkpoint's settings...
     cfg = cfg.__class__(**{**vars(cfg), **{k: getattr(saved, k) for k in MODEL_KEYS}})  # ...except the model's own
+    if not any(a.startswith(("--viz-video", "--viz_video")) for a in argv):
+        cfg = cfg.__class__(**{**vars(cfg), "viz_video": ""})  # write a video only when asked here: never replace one by default
     tok = tokenizer_from_state(ckpt["tokenizer"])
     if any(a.startswith(("--tokenizer_path", "--tokenizer-path")) for a in argv):
         other = BPETokenizer.from_file(cfg.tokenizer_path)  # UserError if missing or not ours
