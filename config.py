@@ -93,6 +93,11 @@ class Config:
     wandb_project: str = "micro-dllm"
 
 
+# The laptop budget shared by the CPU presets: 4/4/128, ctx 128, 2,000 steps x 32 sequences (8.19M tokens).
+_CPU = dict(block_size=128, n_layer=4, n_head=4, n_embd=128, batch_size=32, max_iters=2000,
+            learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=250, eval_iters=10,
+            steps=64, gen_len=96)
+
 # Named presets: a dict of overrides on top of the defaults above.
 PRESETS = {
     # nanoGPT's train_shakespeare_char recipe, diffusion flavour (the reference defaults).
@@ -112,11 +117,14 @@ PRESETS = {
     # The valid-head file in ../shared/data is in another format (blank-line paragraphs, mojibake), so the
     # cpu preset validates on the last 10% of the train head instead.
     "cpu": dict(
-        data_path="../shared/data/tinystories_train_head.txt",
-        block_size=128, n_layer=4, n_head=4, n_embd=128, batch_size=32, max_iters=2000,
-        learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=250, eval_iters=10,
-        steps=64, gen_len=96, prompt="Once upon a time", out_dir="artifacts/models/cpu",
+        data_path="../shared/data/tinystories_train_head.txt", **_CPU,
+        prompt="Once upon a time", out_dir="artifacts/models/cpu",
         checkpoint="artifacts/models/cpu/model.pt", viz_video="artifacts/media/cpu_trace.mp4"),
+    # The same laptop budget on Tiny Shakespeare (the results table's CPU row; ~20 min on 2 cores).
+    "shakespeare_cpu": dict(
+        data_path="../shared/data/tinyshakespeare.txt", **_CPU,
+        prompt="ROMEO:", out_dir="artifacts/models/shakespeare_cpu",
+        checkpoint="artifacts/models/shakespeare_cpu/model.pt", viz_video="artifacts/media/shakespeare_cpu_trace.mp4"),
     # The "speed run a 200M+ model" goal: 16 x 1024, ctx 1024, BPE (~206M parameters at a 2,048 vocab).
     # 0.5M tokens per step: 16 micro-batches of 32 x 1024 on one 80 GB GPU (estimated ~30 GiB), fewer per rank
     # under torchrun. train.py prints its memory and tokens/s estimates at startup.
