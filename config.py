@@ -62,6 +62,10 @@ class Config:
     out_dir: str = "artifacts/models"  # model.pt (latest/final) and best.pt land here
     resume: bool = False           # continue from out_dir/model.pt (step, optimizer, LR schedule)
     overwrite: bool = False        # allow replacing checkpoints already in out_dir
+    keep_last: int = 2             # checkpoints kept: the K newest as model_<iter>.pt (model.pt links the newest) + best.pt;
+                                   # 1 = model.pt and best.pt only
+    skip_nonfinite: int = 0        # steps with a NaN/inf loss or gradient skipped (no update) before training stops;
+                                   # 0 = stop at the first (> 0 costs one host sync per step)
     # ---- sampling (inference.py, and the samples at the end of training)
     checkpoint: str = "artifacts/models/model.pt"
     prompt: str = ""               # text the sample must start with
@@ -234,6 +238,8 @@ def validate(cfg):
             raise UserError(f"{key} must be >= 1, got {getattr(cfg, key)}")
     if cfg.max_iters < 0:
         raise UserError(f"max_iters must be >= 0, got {cfg.max_iters}")
+    if cfg.keep_last < 1 or cfg.skip_nonfinite < 0:
+        raise UserError(f"keep_last must be >= 1 and skip_nonfinite >= 0; got {cfg.keep_last}, {cfg.skip_nonfinite}")
     if cfg.n_embd % cfg.n_head or (cfg.n_embd // cfg.n_head) % 2:
         raise UserError(f"n_embd={cfg.n_embd} must split into n_head={cfg.n_head} heads of even size (RoPE)")
     if not 0 < cfg.val_fraction < 1:

@@ -25,12 +25,13 @@ import torch
 from config import config_to_dict, format_config, get_config
 from diffusion import Schedule, ar_loss, diffusion_loss, stratified_times
 from model import ModelArgs, Transformer
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.checkpoint import load_latest, numbered_checkpoints, save_run_checkpoint
 from utils.data import chars_per_token, check_fits, fixed_windows, get_batch, prepare_data
 from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, estimate_memory, estimate_tokens_per_s,
                         grad_accum_steps, init_distributed, keyed_generator, peak_flops, rng_state, set_rng_state)
 from utils.ema import EMA
 from utils.errors import UserError, run_cli
+from utils.fileio import atomic_open, remove_stale_temps
 from utils.generate import generate, generate_with_trace, open_trace
 from utils.metrics import ChangeRate, distinct_n, evaluate
 from utils.optim import build_optimizer, set_lr
@@ -62,17 +63,21 @@ def main(argv):
     print0 = print if master else (lambda *a, **k: None)
     ckpt_path, best_path = os.path.join(cfg.out_dir, "model.pt"), os.path.join(cfg.out_dir, "best.pt")
     resume_ckpt = None
+    if master:
+        for name in remove_stale_temps(cfg.out_dir):
+            print(f"removed {os.path.join(cfg.out_dir, name)}: a partial write of a killed run")
     if cfg.resume:
-        resume_ckpt = load_checkpoint(ckpt_path)
+        resume_ckpt, resumed_from = load_latest(cfg.out_dir, warn=print0)
         saved = resume_ckpt["config"]
-        # the run's own settings win; only schedule length, intervals and device may change on resume
+        # the run's own settings win; only schedule length, intervals, checkpointing and device may change on resume
         keep = {k: v for k, v in saved.items() if k not in ("max_iters", "eval_interval", "log_interval", "device",
                                                             "resume", "overwrite", "compile", "eval_iters",
-                                                            "head_on_masked_only", "wandb_log", "wandb_project")}
+                                                            "head_on_masked_only", "wandb_log", "wandb_project",
+                                                            "keep_last", "skip_nonfinite")}
         cfg = replace(get_config(argv), **keep)
-    elif os.path.exists(ckpt_path) and not cfg.overwrite and cfg.max_iters > 0:
-        raise UserError(f"{ckpt_path} already exists: pass --resume to continue it, --overwrite to replace it, "
-                        f"or --out_dir=NEW_DIR")
+    elif (os.path.exists(ckpt_path) or numbered_checkpoints(cfg.out_dir)) and not cfg.overwrite and cfg.max_iters > 0:
+        raise UserError(f"{cfg.out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "
+                        f"replace them, or --out_dir=NEW_DIR")
     # gradient accumulation from the global batch in tokens; the resolved total is saved, so a resume on
     # another world size keeps the same global batch
     micro_tokens = cfg.batch_size * cfg.block_size
@@ -136,8 +141,9 @@ def main(argv):
         print0("max_iters=0: built data, tokenizer and model; exiting without training")
         return
     opt = build_optimizer(model, cfg, device)
-    start_iter, best_val = 0, float("inf")
+    start_iter, best_val, skipped = 0, float("inf"), 0
     loss_acc, n_acc = torch.zeros((), device=device), 0  # sum of step losses since the last log line
+    bad_iter = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss (kept on device: no sync)
     if resume_ckpt:
         model.load_state_dict(resume_ckpt["model"])
         base_lrs = [g["base_lr"] for g in opt.param_groups]
@@ -151,9 +157,10 @@ def main(argv):
         if "loop" in resume_ckpt:  # a log window cut by the checkpoint continues where it was
             loss_acc.copy_(resume_ckpt["loop"]["loss_acc"])
             n_acc = resume_ckpt["loop"]["n_acc"]
-        print0(f"resumed from {ckpt_path} at iter {start_iter} (best val {best_val:.4f})")
+            skipped = resume_ckpt["loop"].get("skipped", 0)
+        print0(f"resumed from {resumed_from} at iter {start_iter} (best val {best_val:.4f})")
         if start_iter >= cfg.max_iters:
-            raise UserError(f"{ckpt_path} is already at iter {start_iter} >= max_iters={cfg.max_iters}: raise --max_iters to train further")
+            raise UserError(f"{resumed_from} is already at iter {start_iter} >= max_iters={cfg.max_iters}: raise --max_iters to train further")
     ema = EMA(model, cfg.ema) if cfg.ema else None
     if ema and resume_ckpt and "ema" in resume_ckpt:
         ema.load_state_dict(resume_ckpt["ema"], resume_ckpt["ema_updates"])
@@ -168,19 +175,25 @@ def main(argv):
         """The checkpoint dict (on rank 0; None elsewhere). Every rank must call it: it gathers their RNG states,
         and makes the running loss sum the same on all ranks so that a resume continues the log window exactly."""
         all_reduce_mean(loss_acc, world)
-        if not torch.isfinite(loss_acc):
-            raise UserError(f"loss became {loss_acc.item()} by iter {it}: the last good checkpoint {ckpt_path} is kept; "
-                            f"try a lower --learning_rate or --dtype=float32, then --resume")
+        check_finite(it, loss_acc.item())
         rngs = all_gather_objects(rng_state(), world)
         if not master:
             return None
         out = dict(model=raw_model.state_dict(), optimizer=opt.state_dict(), config=config_to_dict(cfg),
                    model_args=vars(margs), tokenizer=tok.state(), tokenizer_fingerprint=fingerprint(tok),
                    iter=it, best_val=best_val, val=val, meta=meta, rng=rngs,
-                   loop=dict(loss_acc=loss_acc.cpu(), n_acc=n_acc))
+                   loop=dict(loss_acc=loss_acc.cpu(), n_acc=n_acc, skipped=skipped))
         if ema:
             out.update(ema=ema.state_dict(), ema_updates=ema.updates)
         return out
+
+    def check_finite(it, value):
+        """Stop on a non-finite loss (averaged over ranks: all stop together) before anything is saved."""
+        if not math.isfinite(value):
+            step = bad_iter.item() + 1 if bad_iter.item() >= 0 else it
+            raise UserError(f"loss became {value} at iter {step}: stopped; the last good checkpoint in {cfg.out_dir} "
+                            f"is kept. Try a lower --learning_rate, --grad_clip=1, --dtype=float32, or "
+                            f"--skip_nonfinite=N to skip up to N bad steps, then --resume")
 
     def save_checkpoints(it, res):
         """model.pt always; best.pt too when this eval is the best so far (both with the same state)."""
@@ -190,9 +203,9 @@ def main(argv):
             best_val = res["nats_per_token"]
         state = snapshot(it, res)
         if master:
-            if is_best:
-                save_checkpoint(best_path, state)
-            save_checkpoint(ckpt_path, state)
+            for path in save_run_checkpoint(cfg.out_dir, state, cfg.keep_last, is_best):
+                if int(os.path.basename(path)[6:-3]) > it:
+                    print(f"removed {path}: a checkpoint of the run this one replaces")
 
     def run_eval(it, n_t=1, details=False):
         res = evaluate(eval_model, val_windows, schedule, tok.mask_id, cfg.objective, cfg.batch_size, device, ctx,
@@ -236,6 +249,7 @@ def main(argv):
         set_lr(opt, lr / cfg.learning_rate)  # Muon's groups follow the same warm-up and decay from muon_lr
         # stratified t over the global batch of B * accum * world sequences (MDLM): one shared u per step
         u = torch.rand((), generator=keyed_generator(cfg.seed, STREAM_TIME, it), dtype=torch.float64)
+        step_loss = torch.zeros((), device=device)
         for micro in range(accum):
             slot = rank * accum + micro
             x = get_batch(train_ids, cfg.batch_size, window, keyed_generator(cfg.seed, STREAM_DATA, it, slot), device)
@@ -251,22 +265,37 @@ def main(argv):
                                                     keyed_generator(cfg.seed, STREAM_MASK, it, slot), t=t,
                                                     masked_only=cfg.head_on_masked_only, mask_blocks=cfg.mask_blocks)
                 (loss / accum).backward()  # the mean over micro-steps; DDP's all-reduce makes it the global mean
-            loss_acc += loss.detach() / accum
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+            step_loss += loss.detach() / accum
+        norm = None
+        if cfg.grad_clip > 0 or cfg.skip_nonfinite:
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        update = True
+        if cfg.skip_nonfinite:  # one host sync per step; the norm of the all-reduced gradients is the same on every rank
+            ok = (torch.isfinite(step_loss) & torch.isfinite(norm)).float()
+            update = all_reduce_mean(ok, world).item() == 1.0
+            if not update:
+                skipped += 1
+                print0(f"warning: non-finite loss or gradient at iter {it + 1}: step skipped, no update "
+                       f"({skipped} of at most {cfg.skip_nonfinite})")
+                if skipped > cfg.skip_nonfinite:
+                    raise UserError(f"{skipped} steps had a non-finite loss or gradient (the last at iter {it + 1}), more "
+                                    f"than --skip_nonfinite={cfg.skip_nonfinite}: stopped; the last good checkpoint in "
+                                    f"{cfg.out_dir} is kept. Try a lower --learning_rate or --dtype=float32, then --resume")
+        else:
+            bad_iter = torch.where(torch.isfinite(step_loss) | (bad_iter >= 0), bad_iter, it)
+        if update:
+            opt.step()
+            if ema:
+                ema.update(raw_model)
+            loss_acc += step_loss
+            n_acc += 1
         opt.zero_grad(set_to_none=True)
-        if ema:
-            ema.update(raw_model)
-        n_acc += 1
         tokens_since += tokens_per_step
         timed_iters += 1
 
         if (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters:
-            loss_avg = all_reduce_mean(loss_acc / n_acc, world).item()  # one sync per log line, not per step
-            if not math.isfinite(loss_avg):
-                raise UserError(f"loss became {loss_avg} by iter {it + 1}: the last good checkpoint {ckpt_path} is kept; "
-                                f"try a lower --learning_rate or --dtype=float32, then --resume")
+            loss_avg = all_reduce_mean(loss_acc / max(n_acc, 1), world).item()  # one sync per log line, not per step
+            check_finite(it + 1, loss_avg)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             dt = time.time() - t_last
@@ -309,9 +338,8 @@ def trim_metrics(path, upto):
                         keep.append(line.rstrip("\n") + "\n")
                 except (json.JSONDecodeError, KeyError, TypeError):
                     pass
-    with open(path + ".tmp", "w") as f:
+    with atomic_open(path) as f:
         f.writelines(keep)
-    os.replace(path + ".tmp", path)
 
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
     """The end-of-training metrics block and a few samples."""

@@ -17,7 +17,6 @@ Columns (printed with the table too):
 Rows marked '=NFE' rerun a fixed-step sampler at the threshold row's mean NFE (equal-NFE comparisons).
 The 'held-out text' row scores real validation windows of the same length (first token as the context).
 """
-import argparse
 import os
 import statistics
 import sys
@@ -33,7 +32,7 @@ from diffusion import Schedule  # noqa: E402
 from inference import load_model  # noqa: E402
 from utils.data import split_texts  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.generate import ar_start_token, generate  # noqa: E402
 from utils.infill import build_canvas  # noqa: E402
 from utils.metrics import distinct_n, gen_ppl, sample_entropy  # noqa: E402
@@ -42,14 +41,8 @@ from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 PLAIN = dict(order="confidence", tokens_per_step="schedule", remask="refine", threshold=0.0, block_length=0)
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2 (run_cli), not argparse's usage block
-        raise UserError(f"{message} (see python scripts/bench_sample.py --help)")
-
-
 def parse_args(argv):
-    p = Parser(description="Benchmark every sampler setting on one checkpoint.",
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgParser(prog="scripts/bench_sample.py", description="Benchmark every sampler setting on one checkpoint.")
     p.add_argument("--checkpoint", required=True, help="diffusion model.pt")
     p.add_argument("--ar-checkpoint", default="", help="AR model.pt: the gen-PPL scorer and the AR + KV-cache row")
     p.add_argument("--prompt", default=None, help="prompt for every sample (default: the checkpoint's)")

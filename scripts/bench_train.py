@@ -13,7 +13,6 @@ them alike, and each reports its median over repeats. MFU counts the model's own
 full head, also for the masked-head row, which does less work) against utils/dist.PEAK_FLOPS on CUDA
 and, on CPU, an fp32 matmul rate of the model's own matmul shapes measured between the rounds (median).
 """
-import argparse
 import os
 import statistics
 import sys
@@ -27,7 +26,7 @@ from config import get_config  # noqa: E402
 from diffusion import Schedule, ar_loss, diffusion_loss, stratified_times  # noqa: E402
 from model import ModelArgs, Transformer  # noqa: E402
 from utils.dist import autocast_for, keyed_generator, peak_flops, pick_device  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
 
 
@@ -88,7 +87,7 @@ def make_step(cfg, vocab_size, device):
 
 
 def main(argv):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(prog="scripts/bench_train.py", description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=5, help="timed steps per repeat")
     ap.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")

@@ -21,20 +21,18 @@ Local .txt files are split on "<|endoftext|>" when it occurs, else on blank line
 uniformly with --seed (output in a seeded random order); 0 (the default) keeps all of
 them in their original order. An existing --output is only replaced with --force.
 """
-import argparse
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(
-        description="Make a plain-text corpus from a Hugging Face dataset or a local file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgParser(prog="scripts/data.py",
+                  description="Make a plain-text corpus from a Hugging Face dataset or a local file.")
     src = p.add_argument_group("source (one of)")
     src.add_argument("--dataset", help="hub dataset name (streamed), e.g. roneneldan/TinyStories; "
                      "or 'tinyshakespeare' to download Tiny Shakespeare")

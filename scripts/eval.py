@@ -17,9 +17,7 @@ with the same tokenizer: fingerprints must match, else exit 2); infill recovery 
 held-out tokens given prefix and suffix (exact match and token = character accuracy). Columns
 that only mean something for diffusion read n/a for AR checkpoints. Plots: scripts/plot.py.
 """
-import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -36,7 +34,8 @@ from inference import load_model  # noqa: E402
 from sampler import sample, sample_ar  # noqa: E402
 from utils.data import check_fits, fixed_windows, prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
+from utils.fileio import atomic_open  # noqa: E402
 from utils.generate import ar_start_token  # noqa: E402
 from utils.metrics import ChangeRate, distinct_n, evaluate, gen_ppl, infill_recovery, sample_entropy  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
@@ -44,14 +43,8 @@ from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 SWEEP_KEYS = {"temperature": float, "steps": int}
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2 (run_cli), not argparse's usage block
-        raise UserError(f"{message} (see python scripts/eval.py --help)")
-
-
 def parse_args(argv):
-    p = Parser(description="Evaluate diffusion and AR checkpoints into one table.",
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgParser(prog="scripts/eval.py", description="Evaluate diffusion and AR checkpoints into one table.")
     p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (diffusion or AR)")
     p.add_argument("--ar-checkpoint", default="", help="AR checkpoint that scores samples (gen-PPL); same tokenizer")
     p.add_argument("--split", choices=("val", "train"), default="val", help="which split's fixed windows to score")
@@ -259,11 +252,8 @@ def table(rows, val_entropy):
 
 
 def write_json(path, obj):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_open(path) as f:  # readers never see half a file
         json.dump(obj, f, indent=1)
-    os.replace(tmp, path)  # readers never see half a file
 
 
 def main(argv):

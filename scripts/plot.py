@@ -10,7 +10,6 @@ Run from the repo root:
 read the JSON of scripts/eval.py (`frontier` needs its --sweep). --out names the PNG; an existing
 PNG there is replaced (atomically).
 """
-import argparse
 import json
 import math
 import os
@@ -18,7 +17,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
+from utils.fileio import atomic_path  # noqa: E402
 
 LN2 = math.log(2)
 DEFAULT_OUT = {"curves": "artifacts/plots/curves.png", "entropy": "artifacts/plots/entropy.png",
@@ -76,12 +76,10 @@ def _figure():
 
 
 def _save(plt, fig, out):
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.tmp{os.getpid()}"
     fig.tight_layout()
-    fig.savefig(tmp, format="png")
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, out)
     print(f"wrote {out}")
 
 
@@ -174,13 +172,8 @@ def plot_frontier(paths, out):
     _save(plt, fig, out)
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message} (see python scripts/plot.py --help)")
-
-
 def main(argv):
-    p = Parser(description="Plot training curves and evaluations to PNG.")
+    p = ArgParser(prog="scripts/plot.py", description="Plot training curves and evaluations to PNG.")
     p.add_argument("what", choices=tuple(DEFAULT_OUT), help="curves: run dirs; entropy/frontier: eval.py JSON files")
     p.add_argument("inputs", nargs="+", help="run directories (curves) or eval.py --json files (entropy, frontier)")
     p.add_argument("--out", default="", help="PNG path (default artifacts/plots/<what>.png)")

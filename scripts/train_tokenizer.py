@@ -11,19 +11,17 @@ the 256 byte symbols. "[MASK]" is never produced by encoding text, not even the
 literal string "[MASK]" (see utils/bpe.py). Load the result with
 utils.bpe.load_tokenizer(path).
 """
-import argparse
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Train a byte-level BPE tokenizer on a text corpus.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgParser(prog="scripts/train_tokenizer.py", description="Train a byte-level BPE tokenizer on a text corpus.")
     p.add_argument("--input", required=True, help="UTF-8 text, stories separated by <|endoftext|>")
     p.add_argument("--output", default="artifacts/tokenizer/tokenizer.json", help="tokenizer.json path")
     p.add_argument("--vocab-size", type=int, default=2048, help="total vocab size, special tokens included")

@@ -2,7 +2,6 @@
 python -m pytest -q tests/test_train_infer.py"""
 import json
 import math
-import os
 import subprocess
 import sys
 

@@ -5,11 +5,8 @@ Tiny models (smaller than TINY) on real text. Runs that must be killed or launch
 subprocesses with OMP_NUM_THREADS=1; the run they are compared with is train.main in this process (one
 process start less), single-threaded where the comparison is bit-exact.
 """
-import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 
@@ -18,7 +15,7 @@ import torch
 
 import train
 from config import get_config
-from conftest import ROOT, real_text
+from conftest import real_text
 from diffusion import Schedule, diffusion_loss
 from inference import load_model
 from model import ModelArgs, Transformer
@@ -26,53 +23,8 @@ from utils.checkpoint import load_checkpoint
 from utils.dist import estimate_memory, grad_accum_steps, keyed_generator
 from utils.ema import EMA
 from utils.errors import UserError, run_cli
+from runs import B, L, MICRO, finish, popen, rows, run_here, train_args
 from utils.optim import Muon, build_optimizer, orthogonalize
-
-B, L = 8, 32  # micro-batch: 256 tokens
-MICRO = ["--n_layer=1", "--n_head=2", "--n_embd=32", f"--block_size={L}", f"--batch_size={B}", "--diffusion_steps=20",
-         "--steps=4", "--gen_len=8", "--eval_iters=2", "--device=cpu", "--learning_rate=3e-3", "--warmup_iters=5"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-
-
-def _args(out, *extra):
-    return [str(ROOT / "train.py"), f"--data_path={real_text()}", f"--out_dir={out}", *MICRO, *extra]
-
-
-def _popen(args, cwd, torchrun=None):
-    """Each concurrent run gets its own cwd: two processes encoding the same data cache at once would race."""
-    os.makedirs(cwd, exist_ok=True)
-    pre = [sys.executable]
-    if torchrun:
-        with socket.socket() as s:  # a free port for the rendezvous
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        pre += ["-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={torchrun}",
-                "--master_addr=127.0.0.1", f"--master_port={port}"]
-    return subprocess.Popen(pre + args, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(p, timeout=60):
-    out, err = p.communicate(timeout=timeout)
-    assert p.returncode == 0, err[-2000:]
-    return out
-
-
-def _run_here(args, cwd, threads=None):
-    """train.main in this process (saves a process start); threads=1 matches OMP_NUM_THREADS=1 subprocesses."""
-    old_cwd, old_threads = os.getcwd(), torch.get_num_threads()
-    os.chdir(cwd)
-    torch.set_num_threads(threads or old_threads)
-    try:
-        train.main(args[1:])
-    finally:
-        os.chdir(old_cwd)
-        torch.set_num_threads(old_threads)
-
-
-def _rows(out_dir):
-    with open(out_dir / "metrics.jsonl") as f:
-        return [json.loads(line) for line in f]
-
 
 def test_two_rank_ddp_matches_one_rank_with_two_micro_steps(tmp_path):
     """Equivalence tested: global batch 2 x (8 x 32) tokens per step. Run 1 = torchrun, 2 gloo ranks x 1
@@ -81,10 +33,10 @@ def test_two_rank_ddp_matches_one_rank_with_two_micro_steps(tmp_path):
     per step; DDP averages the two ranks' gradients, accumulation averages the two micro-steps'. The logged
     losses and the final weights may differ only by float summation order."""
     common = ["--max_iters=12", "--eval_interval=100", "--log_interval=3", f"--total_batch_size={2 * B * L}"]
-    ddp = _popen(_args(tmp_path / "ddp", *common), tmp_path / "a", torchrun=2)
-    _run_here(_args(tmp_path / "one", *common), tmp_path)  # the single-process run, while the two ranks start
-    assert "world size: 2, 1 micro-step(s)" in _finish(ddp, 120)
-    a, b = [r for r in _rows(tmp_path / "ddp") if r["kind"] == "train"], [r for r in _rows(tmp_path / "one") if r["kind"] == "train"]
+    ddp = popen(train_args(tmp_path / "ddp", *common), tmp_path / "a", torchrun=2)
+    run_here(train_args(tmp_path / "one", *common), tmp_path)  # the single-process run, while the two ranks start
+    assert "world size: 2, 1 micro-step(s)" in finish(ddp, 120)
+    a, b = [r for r in rows(tmp_path / "ddp") if r["kind"] == "train"], [r for r in rows(tmp_path / "one") if r["kind"] == "train"]
     assert [r["iter"] for r in a] == [r["iter"] for r in b] == [3, 6, 9, 12]
     for ra, rb in zip(a, b):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5, abs=1e-6)
@@ -98,7 +50,7 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path):
     evals) and the final weights, EMA included, equal the uninterrupted run's bit for bit. log_interval 7
     does not divide eval_interval 20, so the resumed run also continues a half-full log window."""
     common = ["--max_iters=80", "--eval_interval=20", "--log_interval=7", "--ema=0.9", f"--total_batch_size={2 * B * L}"]
-    killed = _popen(_args(tmp_path / "cut", *common), tmp_path / "b")
+    killed = popen(train_args(tmp_path / "cut", *common), tmp_path / "b")
     ckpt = tmp_path / "cut" / "model.pt"
     deadline = time.time() + 60
     while not ckpt.exists() and killed.poll() is None and time.time() < deadline:
@@ -108,12 +60,12 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path):
     assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     cut_at = load_checkpoint(ckpt)["iter"]
     assert 20 <= cut_at < 80
-    resumed = _popen(_args(tmp_path / "cut", *common, "--resume"), tmp_path / "b")
-    _run_here(_args(tmp_path / "full", *common), tmp_path, threads=1)  # uninterrupted, single-threaded like the others
-    _finish(resumed)
+    resumed = popen(train_args(tmp_path / "cut", *common, "--resume"), tmp_path / "b")
+    run_here(train_args(tmp_path / "full", *common), tmp_path, threads=1)  # uninterrupted, single-threaded like the others
+    finish(resumed)
     keys = ("kind", "iter", "loss", "lr", "nats_per_token")
-    rows_full = [{k: r.get(k) for k in keys} for r in _rows(tmp_path / "full")]
-    rows_cut = [{k: r.get(k) for k in keys} for r in _rows(tmp_path / "cut")]
+    rows_full = [{k: r.get(k) for k in keys} for r in rows(tmp_path / "full")]
+    rows_cut = [{k: r.get(k) for k in keys} for r in rows(tmp_path / "cut")]
     assert rows_cut == rows_full and len(rows_full) == 80 // 7 + 1 + 4  # 11 train rows + the last, 4 evals
     a, b = load_checkpoint(tmp_path / "full" / "model.pt"), load_checkpoint(ckpt)
     for part in ("model", "ema"):
@@ -163,7 +115,7 @@ def test_newton_schulz_gives_an_approximately_orthogonal_update():
 def test_muon_keeps_the_loss_finite_and_falling(in_tmp):
     train.main([f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--max_iters=40", "--eval_interval=100",
                 "--log_interval=10", "--optimizer=muon", "--muon_lr=0.02"])
-    losses = [r["loss"] for r in _rows(in_tmp / "out") if r["kind"] == "train"]
+    losses = [r["loss"] for r in rows(in_tmp / "out") if r["kind"] == "train"]
     assert all(map(lambda v: v == v and abs(v) < 1e6, losses))
     assert losses[-1] < 0.85 * losses[0], losses
     opt = build_optimizer(Transformer(ModelArgs(vocab_size=11, n_layer=1, n_embd=32, n_head=2)),
@@ -220,7 +172,7 @@ def test_accumulation_is_derived_and_bad_splits_are_refused():
 
 def test_bad_total_batch_size_exits_2_with_one_line(in_tmp, capsys):
     with pytest.raises(SystemExit) as exit_:
-        run_cli(train.main, _args(in_tmp / "x", "--max_iters=5", f"--total_batch_size={B * L + 1}")[1:])
+        run_cli(train.main, train_args(in_tmp / "x", "--max_iters=5", f"--total_batch_size={B * L + 1}")[1:])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "total_batch_size=257 is not a multiple" in err and "--total_batch_size=512" in err
     assert err.count("\n") == 1 and "Traceback" not in err and not (in_tmp / "x").exists()
@@ -250,7 +202,7 @@ def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(in_tmp):
     except ImportError:
         pass
     with pytest.raises(UserError, match="pip install wandb"):
-        train.main(_args(in_tmp / "w", "--max_iters=2", "--wandb_log")[1:])
+        train.main(train_args(in_tmp / "w", "--max_iters=2", "--wandb_log")[1:])
     assert "wandb" not in sys.modules
 
 
@@ -258,6 +210,6 @@ def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(in_tmp):
                     reason="a cold inductor compile took 48 s here (2 shared cores), over this file's budget; "
                            "MICRO_DLLM_COMPILE_TEST=1 runs it")
 def test_train_py_with_inductor_compile_runs_end_to_end(in_tmp):
-    train.main(_args(in_tmp / "c", "--max_iters=6", "--log_interval=3", "--compile", "--head_on_masked_only")[1:])
-    losses = [r["loss"] for r in _rows(in_tmp / "c") if r["kind"] == "train"]
+    train.main(train_args(in_tmp / "c", "--max_iters=6", "--log_interval=3", "--compile", "--head_on_masked_only")[1:])
+    losses = [r["loss"] for r in rows(in_tmp / "c") if r["kind"] == "train"]
     assert len(losses) == 2 and all(v == v for v in losses)

@@ -30,9 +30,9 @@ decode(encode(text), skip_special_tokens=False) == text byte for byte (use decod
 import json
 import os
 import re
-import tempfile
 
 from utils.errors import UserError
+from utils.fileio import atomic_open
 
 EOT_TOKEN = "<|endoftext|>"
 MASK_TOKEN = "[MASK]"
@@ -104,19 +104,8 @@ def save_tokenizer(tok, path, force=False):
         raise UserError(f"--output {path} is a directory: pass a file path such as {path}/tokenizer.json")
     if os.path.exists(path) and not force:
         raise UserError(f"{path} already exists: pass --force to overwrite it")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(tok.to_str(pretty=True))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(path) as f:
+        f.write(tok.to_str(pretty=True))
 
 
 def load_tokenizer(path):

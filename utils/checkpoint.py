@@ -2,30 +2,99 @@
 
     save_checkpoint("artifacts/models/model.pt", {...})   # temp file + fsync + os.replace
     ckpt = load_checkpoint("artifacts/models/model.pt")   # torch.load(weights_only=True)
+
+A training run's directory (save_run_checkpoint / load_latest):
+    model.pt          the latest checkpoint (what --resume and inference read)
+    best.pt           the one with the best validation bound so far
+    model_<iter>.pt   with keep_last = K >= 2: the K newest checkpoints; model.pt is a hard link to the newest
+A kill at any moment leaves every one of these either complete or absent: each is written to a temp
+file and renamed into place, and an older checkpoint is deleted only after a newer one is in place.
 """
 import os
 import pickle
+import re
+import shutil
 import zipfile
 
 import torch
 
 from utils.errors import UserError
+from utils.fileio import atomic_path
 
 REQUIRED = ("model", "config", "model_args", "tokenizer", "iter")
+_NUMBERED = re.compile(r"^model_(\d+)\.pt$")
 
 
 def save_checkpoint(path, obj):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _link(src, dst):
+    """dst becomes the same file as src, atomically (a hard link; a copy where links are not supported)."""
+    with atomic_path(dst, fsync=False) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def numbered_checkpoints(out_dir):
+    """[(iter, path)] of the model_<iter>.pt files in out_dir, oldest first."""
+    found = []
+    if os.path.isdir(out_dir):
+        for name in os.listdir(out_dir):
+            m = _NUMBERED.match(name)
+            if m:
+                found.append((int(m[1]), os.path.join(out_dir, name)))
+    return sorted(found)
+
+
+def save_run_checkpoint(out_dir, state, keep_last=1, is_best=False):
+    """Write model.pt (and best.pt when is_best); with keep_last >= 2 also model_<iter>.pt, keeping the
+    keep_last newest. Numbered files from later iters than this one belong to a run that was replaced
+    (--overwrite) or abandoned: they are removed. Returns the paths removed."""
+    latest = os.path.join(out_dir, "model.pt")
+    if keep_last >= 2:
+        numbered = os.path.join(out_dir, f"model_{state['iter']:07d}.pt")
+        save_checkpoint(numbered, state)
+        _link(numbered, latest)
+    else:
+        save_checkpoint(latest, state)
+    if is_best:
+        _link(latest, os.path.join(out_dir, "best.pt"))
+    removed = []
+    older = [p for i, p in numbered_checkpoints(out_dir) if i <= state["iter"]]
+    doomed = [p for i, p in numbered_checkpoints(out_dir) if i > state["iter"]]
+    doomed += older[:-keep_last] if keep_last >= 2 else older
+    for p in doomed:  # only now: a newer complete checkpoint is in place
+        os.remove(p)
+        removed.append(p)
+    return removed
+
+
+def load_latest(out_dir, warn=print):
+    """The newest checkpoint in out_dir that loads: model.pt, or a numbered one that is newer (a kill
+    between writing it and linking model.pt) or that stands in for an unreadable model.pt."""
+    latest = os.path.join(out_dir, "model.pt")
+    ckpt, path, error = None, latest, None
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        ckpt = load_checkpoint(latest)
+    except UserError as e:
+        error = e
+    for it, numbered in reversed(numbered_checkpoints(out_dir)):
+        if ckpt is not None and it <= ckpt["iter"]:
+            break
+        try:
+            ckpt, path = load_checkpoint(numbered), numbered
+        except UserError:
+            continue
+        warn(f"warning: {error}; resuming from {numbered}, the newest complete checkpoint" if error else
+             f"note: {numbered} is newer than {latest}; resuming from it")
+        break
+    if ckpt is None:
+        raise error
+    return ckpt, path
 
 
 def load_checkpoint(path, map_location="cpu"):

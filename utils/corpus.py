@@ -21,11 +21,11 @@ with a one-line message.
 import os
 import random
 import re
-import tempfile
 import urllib.error
 import urllib.request
 
 from utils.errors import UserError
+from utils.fileio import atomic_open
 
 SEPARATOR = "<|endoftext|>"
 # what goes between (and after) stories in the output file
@@ -336,34 +336,23 @@ def write_corpus(texts, path, force=False, single_document=False):
     directories are created. Returns {'stories', 'chars', 'distinct_chars', 'path'}.
     """
     check_output(path, force)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     stories = chars = 0
     seen = set()
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            for text in texts:
-                if single_document:
-                    if stories:
-                        raise ValueError("single_document=True needs exactly one text")
-                    out = text
-                else:
-                    text = text.strip()
-                    if not text:
-                        continue
-                    out = text + JOINER
-                f.write(out)
-                seen.update(out)
-                chars += len(out)
-                stories += 1
+    with atomic_open(path, "w", newline="") as f:
+        for text in texts:
+            if single_document:
+                if stories:
+                    raise ValueError("single_document=True needs exactly one text")
+                out = text
+            else:
+                text = text.strip()
+                if not text:
+                    continue
+                out = text + JOINER
+            f.write(out)
+            seen.update(out)
+            chars += len(out)
+            stories += 1
         if stories == 0:
             raise UserError("no stories to write (the input had no text): check the input")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return {"stories": stories, "chars": chars, "distinct_chars": len(seen), "path": path}

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
+from utils.fileio import atomic_open, atomic_path
 from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint
 
 CACHE_ROOT = os.path.join("artifacts", "data")
@@ -111,10 +112,9 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
                     tokenizer=tok.kind, tokenizer_fingerprint=fingerprint(tok), dtype=np.dtype(dtype).name)
         os.makedirs(cache, exist_ok=True)
         for split, text in (("train", train_text), ("val", val_text)):
-            tmp = os.path.join(cache, f"{split}.bin.tmp{os.getpid()}")  # per process: concurrent runs never share a temp file
-            meta[f"{split}_tokens"] = _encode_to_file(tok, text, tmp, dtype, split, verbose)
+            with atomic_path(os.path.join(cache, f"{split}.bin")) as tmp:  # per process: concurrent runs never share a temp
+                meta[f"{split}_tokens"] = _encode_to_file(tok, text, tmp, dtype, split, verbose)
             meta[f"{split}_chars"] = len(text)
-            os.replace(tmp, os.path.join(cache, f"{split}.bin"))
         if tok.kind == "bpe":
             from utils.bpe import eot_id
             train = np.memmap(os.path.join(cache, "train.bin"), dtype=dtype, mode="r")
@@ -125,9 +125,8 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
                       f"({p['longer_than_window'] * 100:.0f}% longer than {cfg.block_size}); "
                       f"{p['cross'] * 100:.0f}% of {cfg.block_size}-token windows span a story boundary; "
                       f"padding each story instead would waste {p['pad_waste'] * 100:.0f}% of the slots")
-        with open(f"{meta_path}.tmp{os.getpid()}", "w") as f:
+        with atomic_open(meta_path) as f:  # written last: its presence means the cache is complete
             json.dump(meta, f, indent=1)
-        os.replace(f"{meta_path}.tmp{os.getpid()}", meta_path)
     with open(meta_path) as f:
         meta = json.load(f)
     train = np.memmap(os.path.join(cache, "train.bin"), dtype=meta["dtype"], mode="r")

@@ -1,8 +1,12 @@
 """One way to fail on bad input: a one-line message, exit code 2, no traceback.
 
 Entry points wrap their main() with `run_cli(main)`; library code raises UserError
-with a message that names the problem and the fix.
+with a message that names the problem and the fix. run_cli also turns the failures the
+environment causes (a read-only or full disk, memory that is not there) into such a line;
+the atomic writes (utils/fileio.py) make sure they leave no half-written file behind.
 """
+import argparse
+import errno
 import sys
 
 
@@ -10,13 +14,51 @@ class UserError(Exception):
     """Bad input from the user (flag, file, config). Printed as one line, exit 2."""
 
 
+class ArgParser(argparse.ArgumentParser):
+    """argparse for the scripts: a bad flag is one line and exit 2 (through run_cli), not a usage block.
+    Pass prog= the script's path so the hint names it however it was started."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        raise UserError(f"{message} (see python {self.prog} --help)")
+
+
+_WRITE_FIXES = {
+    errno.ENOSPC: "free some space or write somewhere else",
+    errno.EDQUOT: "free some space (disk quota) or write somewhere else",
+    errno.EACCES: "fix the permissions or choose a location you can write",
+    errno.EPERM: "fix the permissions or choose a location you can write",
+    errno.EROFS: "the filesystem is read-only: choose another location",
+}
+
+
+def explain(e):
+    """The one-line message for an environmental failure, or None for a bug (which keeps its traceback)."""
+    if isinstance(e, UserError):
+        return str(e)
+    if isinstance(e, OSError) and e.errno in _WRITE_FIXES:
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror}{where}; {_WRITE_FIXES[e.errno]} (--out_dir, or the script's output flag)"
+    oom = isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
+        isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
+    if oom:
+        return ("out of memory: the requested batch/context does not fit; lower --batch_size, --block_size, "
+                "--num-samples or --gen-len (or raise total_batch_size to accumulate smaller micro-batches)")
+    return None
+
+
 def run_cli(main, argv=None):
     try:
         main(sys.argv[1:] if argv is None else argv)
-    except UserError as e:
-        msg = " ".join(str(e).split())  # always one line
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:
+        msg = explain(e)
+        if msg is None:
+            raise
+        print(f"error: {' '.join(msg.split())}", file=sys.stderr)  # always one line
+        sys.exit(2)

@@ -1,0 +1,189 @@
+"""Crash safety and numerical faults: nothing a kill or a NaN does may cost a run.
+python -m pytest -q tests/test_faults.py
+
+Fault cases: SIGKILL halfway through writing a checkpoint; SIGKILL at random moments (3 kills, then
+finish); a stale partial write removed on resume; model.pt unreadable or older than a numbered
+checkpoint (resume picks the newest complete one); keep-last-K pruning and a replaced run's leftovers;
+a NaN loss that stops training (step named, last good checkpoint untouched); NaN steps skipped up to
+a cap, and the cap exceeded; atomic writes that fail halfway.
+"""
+import hashlib
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train
+from conftest import ROOT
+from runs import ENV, popen, rows, run_here, train_args
+from utils.checkpoint import load_checkpoint, load_latest, numbered_checkpoints
+from utils.errors import UserError
+from utils.fileio import atomic_open, atomic_path, remove_stale_temps
+
+COMMON = ["--max_iters=300", "--eval_interval=10", "--log_interval=7", "--keep_last=2"]
+KEYS = ("kind", "iter", "loss", "lr", "nats_per_token")
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _same_run(a_dir, b_dir):
+    """Two run dirs hold the same training: metric rows and final weights equal bit for bit."""
+    assert [{k: r.get(k) for k in KEYS} for r in rows(a_dir)] == [{k: r.get(k) for k in KEYS} for r in rows(b_dir)]
+    a, b = load_checkpoint(a_dir / "model.pt"), load_checkpoint(b_dir / "model.pt")
+    assert a["iter"] == b["iter"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("full")
+    run_here(train_args(d / "out", *COMMON), d, threads=1)  # single-threaded, like the subprocesses
+    return d / "out"
+
+
+def test_kill_halfway_through_a_checkpoint_write_loses_nothing(tmp_path, uninterrupted, capsys):
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, str(ROOT / "tests" / "kill_mid_save.py"), "3", *train_args(out, *COMMON)],
+                         cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == -signal.SIGKILL, err[-2000:]
+    partial = [n for n in os.listdir(out) if ".tmp" in n]
+    assert partial == [f"model_0000030.pt.tmp{p.pid}"]  # half of the 3rd checkpoint, never renamed into place
+    ckpt, path = load_latest(out)
+    assert ckpt["iter"] == 20 and os.path.samefile(path, out / "model.pt")
+    assert [i for i, _ in numbered_checkpoints(out)] == [10, 20]
+    capsys.readouterr()
+    run_here(train_args(out, *COMMON, "--resume"), tmp_path, threads=1)
+    log = capsys.readouterr().out
+    assert f"removed {out / partial[0]}: a partial write of a killed run" in log
+    assert not [n for n in os.listdir(out) if ".tmp" in n]
+    _same_run(out, uninterrupted)
+
+
+def test_random_kills_then_resume_equal_the_uninterrupted_run(tmp_path, uninterrupted):
+    """Three SIGKILLs at random moments (seeded), each followed by --resume from whatever is on disk."""
+    rng, out, kills = random.Random(7), tmp_path / "out", 0
+    for _ in range(3):
+        started = bool(numbered_checkpoints(out)) or (out / "model.pt").exists()
+        p = popen(train_args(out, *COMMON, *(["--resume"] if started else [])), tmp_path)
+        deadline = time.time() + 60
+        while not (out / "metrics.jsonl").exists() and p.poll() is None and time.time() < deadline:
+            time.sleep(0.005)  # the loop has begun
+        time.sleep(rng.uniform(0.0, 0.6))
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+        kills += p.returncode == -signal.SIGKILL
+        if numbered_checkpoints(out):  # what is on disk after a kill always loads
+            assert load_latest(out)[0]["iter"] % 10 == 0
+    assert kills >= 2, "the runs ended before they could be killed"
+    started = bool(numbered_checkpoints(out))
+    run_here(train_args(out, *COMMON, *(["--resume"] if started else ["--overwrite"])), tmp_path, threads=1)
+    _same_run(out, uninterrupted)
+
+
+def test_keep_last_k_best_and_a_replaced_runs_leftovers(in_tmp, capsys):
+    out = in_tmp / "out"
+    run_here(train_args(out, "--max_iters=50", "--eval_interval=10", "--keep_last=3"), in_tmp)
+    assert [i for i, _ in numbered_checkpoints(out)] == [30, 40, 50]
+    assert os.path.samefile(out / "model.pt", out / "model_0000050.pt")  # a hard link: no second copy
+    best = load_checkpoint(out / "best.pt")
+    assert best["val"]["nats_per_token"] == best["best_val"] == load_checkpoint(out / "model.pt")["best_val"]
+    # a new run into the same dir needs --overwrite; the old run's files stay until the new run has its own
+    with pytest.raises(UserError, match="already holds checkpoints"):
+        train.main(train_args(out, "--max_iters=20")[1:])
+    capsys.readouterr()
+    run_here(train_args(out, "--max_iters=20", "--eval_interval=10", "--keep_last=2", "--overwrite"), in_tmp)
+    log = capsys.readouterr().out
+    assert all(f"removed {out / f'model_00000{i}.pt'}: a checkpoint of the run this one replaces" in log for i in (30, 40, 50))
+    assert [i for i, _ in numbered_checkpoints(out)] == [10, 20]
+    # resume with keep_last=1: model.pt and best.pt only
+    run_here(train_args(out, "--max_iters=30", "--eval_interval=10", "--keep_last=1", "--resume"), in_tmp)
+    assert numbered_checkpoints(out) == [] and load_checkpoint(out / "model.pt")["iter"] == 30
+
+
+def test_resume_reads_the_newest_complete_checkpoint(in_tmp, capsys):
+    out = in_tmp / "out"
+    run_here(train_args(out, "--max_iters=30", "--eval_interval=10", "--keep_last=3"), in_tmp)
+    # killed between writing model_0000030.pt and linking model.pt to it: model.pt is still iter 20
+    os.remove(out / "model.pt")
+    os.link(out / "model_0000020.pt", out / "model.pt")
+    ckpt, path = load_latest(out, warn=print)
+    assert ckpt["iter"] == 30 and path.endswith("model_0000030.pt") and "is newer than" in capsys.readouterr().out
+    # model.pt truncated (a bad copy, a dying disk): the newest numbered checkpoint that loads stands in
+    os.remove(out / "model.pt")
+    (out / "model.pt").write_bytes(open(out / "model_0000030.pt", "rb").read()[:5000])
+    os.remove(out / "model_0000030.pt")
+    ckpt, path = load_latest(out, warn=print)
+    assert ckpt["iter"] == 20 and "corrupt" in capsys.readouterr().out
+    run_here(train_args(out, "--max_iters=40", "--eval_interval=10", "--keep_last=3", "--resume"), in_tmp)
+    assert load_checkpoint(out / "model.pt")["iter"] == 40 and [i for i, _ in numbered_checkpoints(out)] == [20, 30, 40]
+    # nothing loadable at all: the error names model.pt
+    for _, p in numbered_checkpoints(out):
+        open(p, "r+b").truncate(100)
+    with pytest.raises(UserError, match="model.pt is corrupt"):
+        load_latest(out)
+
+
+def _nan_at(monkeypatch, calls):
+    """diffusion_loss returns NaN on these (1-based) training calls: a fault on those exact steps."""
+    real, n = train.diffusion_loss, [0]
+
+    def loss(*args, **kwargs):
+        n[0] += 1
+        out = real(*args, **kwargs)
+        return (out[0] * float("nan"), *out[1:]) if n[0] in calls else out
+    monkeypatch.setattr(train, "diffusion_loss", loss)
+
+
+def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(in_tmp, monkeypatch):
+    out = in_tmp / "out"
+    run_here(train_args(out, "--max_iters=10", "--eval_interval=10", "--keep_last=1"), in_tmp)
+    before = _sha(out / "model.pt"), _sha(out / "best.pt")
+    _nan_at(monkeypatch, {5})
+    with pytest.raises(UserError, match=r"loss became nan at iter 15: stopped; the last good checkpoint .* lower --learning_rate"):
+        train.main(train_args(out, "--max_iters=40", "--eval_interval=10", "--keep_last=1", "--resume")[1:])
+    assert (_sha(out / "model.pt"), _sha(out / "best.pt")) == before  # the NaN weights were never saved
+
+
+def test_nan_steps_are_skipped_up_to_the_cap(in_tmp, monkeypatch, capsys):
+    _nan_at(monkeypatch, {5, 9})
+    run_here(train_args(in_tmp / "a", "--max_iters=20", "--eval_interval=10", "--skip_nonfinite=2"), in_tmp)
+    log = capsys.readouterr().out
+    assert "non-finite loss or gradient at iter 5: step skipped" in log and "at iter 9" in log
+    ck = load_checkpoint(in_tmp / "a" / "model.pt")
+    assert ck["loop"]["skipped"] == 2 and all(torch.isfinite(v).all() for v in ck["model"].values())
+    assert all(s["step"] == 18 for s in ck["optimizer"]["state"].values())  # 20 steps, 2 without an update
+    assert all(math.isfinite(r["loss"]) for r in rows(in_tmp / "a") if r["kind"] == "train")
+    _nan_at(monkeypatch, {3, 4, 6})
+    with pytest.raises(UserError, match=r"3 steps had a non-finite loss or gradient \(the last at iter 6\), more than --skip_nonfinite=2"):
+        train.main(train_args(in_tmp / "b", "--max_iters=20", "--skip_nonfinite=2")[1:])
+
+
+def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path):
+    target = tmp_path / "f.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(target) as f:
+            f.write("half")
+            raise RuntimeError("killed")
+    with pytest.raises(OSError):
+        with atomic_path(target) as tmp:
+            open(tmp, "w").write("new")
+            raise OSError(28, "No space left on device")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["f.json"]
+    with atomic_open(target) as f:
+        f.write("new")
+    assert target.read_text() == "new"
+    # temps of processes that are gone are removed; a live process's are not
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / f"model.pt.tmp{int(dead.stdout)}").write_bytes(b"half")
+    (tmp_path / f"model.pt.tmp{os.getpid()}").write_bytes(b"mine")
+    assert remove_stale_temps(tmp_path) == [f"model.pt.tmp{int(dead.stdout)}"]
+    assert (tmp_path / f"model.pt.tmp{os.getpid()}").exists()

@@ -1,0 +1,68 @@
+"""Writing files so that a crash never leaves half a file where a good one was.
+
+    with atomic_path("out/model.pt") as tmp:       # write tmp any way you like (torch.save, savefig, ...)
+        torch.save(obj, tmp)
+    with atomic_open("out/meta.json", "w") as f:   # or as a file object
+        json.dump(meta, f)
+
+The temp file sits beside the target (same filesystem, so os.replace is an atomic rename) and is
+named NAME.tmp<pid>, so concurrent processes never share one. It is fsynced, then replaces the
+target only if the block finished; on any exception it is removed and the target is untouched.
+A SIGKILL skips the cleanup: remove_stale_temps(dir) deletes the temps of processes that are gone.
+"""
+import os
+import re
+from contextlib import contextmanager
+
+_TEMP = re.compile(r"^(?P<name>.+)\.tmp(?P<pid>\d+)$")
+
+
+@contextmanager
+def atomic_path(path, fsync=True):
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@contextmanager
+def atomic_open(path, mode="w", encoding=None, newline=None, fsync=True):
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
+    with atomic_path(path, fsync=False) as tmp:
+        with open(tmp, mode, encoding=encoding, newline=newline) as f:
+            yield f
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(directory):
+    """Delete NAME.tmp<pid> files left in `directory` by killed processes; returns their names."""
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for name in sorted(os.listdir(directory)):
+        m = _TEMP.match(name)
+        if m and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
+            os.remove(os.path.join(directory, name))
+            removed.append(name)
+    return removed
