@@ -73,7 +73,7 @@ def main(argv):
         keep = {k: v for k, v in saved.items() if k not in ("max_iters", "eval_interval", "log_interval", "device",
                                                             "resume", "overwrite", "compile", "eval_iters",
                                                             "head_on_masked_only", "wandb_log", "wandb_project",
-                                                            "keep_last", "skip_nonfinite")}
+                                                            "keep_last", "skip_nonfinite", "out_dir")}
         cfg = replace(get_config(argv), **keep)
     elif (os.path.exists(ckpt_path) or numbered_checkpoints(cfg.out_dir)) and not cfg.overwrite and cfg.max_iters > 0:
         raise UserError(f"{cfg.out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "

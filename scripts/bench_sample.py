@@ -170,6 +170,10 @@ def main(argv):
           f"{a.num_samples} samples x {a.gen_len} tokens, prompt {base.prompt!r}, temperature {a.temperature:g}, "
           f"{a.repeats} timed repeats (median)")
     rows, only = [], [s for s in a.only.split(",") if s]
+    names = [name for name, _ in settings(a)]
+    unknown = [s for s in only if not any(s in name for name in names)]
+    if unknown:
+        raise UserError(f"--only {','.join(unknown)} matches no sampler row: use parts of these names: {'; '.join(names)}")
     want = lambda name: not only or any(s in name for s in only)  # noqa: E731
     header = f"{'sampler':<44} {'NFE':>7} {'wall s':>8} {'tok/s':>9} {'gen-PPL':>8} {'dist-2':>7} {'entropy':>8}"
     print(header + "\n" + "-" * len(header))

@@ -11,6 +11,7 @@ import hashlib
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,3 +188,11 @@ def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path):
     (tmp_path / f"model.pt.tmp{os.getpid()}").write_bytes(b"mine")
     assert remove_stale_temps(tmp_path) == [f"model.pt.tmp{int(dead.stdout)}"]
     assert (tmp_path / f"model.pt.tmp{os.getpid()}").exists()
+
+
+def test_a_copied_run_resumes_into_its_new_directory(in_tmp):
+    run_here(train_args(in_tmp / "a", "--max_iters=10", "--eval_interval=10"), in_tmp)
+    shutil.copytree(in_tmp / "a", in_tmp / "b")
+    before = _sha(in_tmp / "a" / "model.pt")
+    run_here(train_args(in_tmp / "b", "--max_iters=20", "--eval_interval=10", "--resume"), in_tmp)
+    assert _sha(in_tmp / "a" / "model.pt") == before and load_checkpoint(in_tmp / "b" / "model.pt")["iter"] == 20

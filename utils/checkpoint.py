@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import shutil
+import warnings
 import zipfile
 
 import torch
@@ -93,6 +94,9 @@ def load_latest(out_dir, warn=print):
              f"note: {numbered} is newer than {latest}; resuming from it")
         break
     if ckpt is None:
+        if not os.path.exists(latest) and not numbered_checkpoints(out_dir):
+            raise UserError(f"--resume: no checkpoint in {out_dir}: drop --resume to start a new run, "
+                            f"or point --out_dir at the run to continue")
         raise error
     return ckpt, path
 
@@ -101,9 +105,14 @@ def load_checkpoint(path, map_location="cpu"):
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path} not found: train one with python train.py, or pass --checkpoint PATH")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as e:
-        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        with warnings.catch_warnings():  # torch warns on legacy/foreign files; the error below says it in one line
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"checkpoint {path} holds objects a weights-only load refuses (code or foreign classes; it was not "
+                        f"written by train.py and may be unsafe): nothing in it was run; use a checkpoint from train.py") from None
+    except (zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as e:
+        reason = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
         raise UserError(f"checkpoint {path} is corrupt, truncated or not a micro-dllm checkpoint ({reason}); use another file or retrain")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED):
         raise UserError(f"checkpoint {path} is not a micro-dllm checkpoint (missing keys); use a file written by train.py")

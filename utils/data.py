@@ -145,7 +145,7 @@ def chars_per_token(tok, windows):
 
 def check_fits(ids, length, split):
     if len(ids) < length + 1:
-        raise UserError(f"the {split} split has {len(ids)} tokens, fewer than one window of {length + 1}: "
+        raise UserError(f"the {split} split has {len(ids):,} tokens, too few for one window ({length + 1:,} needed): "
                         f"use more data or a smaller --block_size")
 
 

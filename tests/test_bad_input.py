@@ -1,0 +1,201 @@
+"""Every CLI against bad input: exit 2, one line naming the problem and the fix, no traceback, and no
+existing file changed (nor a temp file left behind). One table; each row runs the CLI's main() in this
+process through run_cli, in a fresh directory holding small real checkpoints and files to be spoiled.
+python -m pytest -q tests/test_bad_input.py
+
+Read-only and full directories are simulated: every write under the named directory (open for writing,
+mkdir, rename, link) raises EACCES or ENOSPC, as the OS would. A checkpoint written by torch's C++
+writer gets as far as its temp file; the rename into place then fails, like a full disk at the end.
+"""
+import builtins
+import errno
+import fnmatch
+import hashlib
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import inference
+import train
+from conftest import FIXTURES, ROOT, real_text
+from runs import MICRO
+from utils import trace
+from utils.errors import run_cli
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+MAINS = {"train.py": lambda: train.main, "inference.py": lambda: inference.main}
+MAINS.update({f"scripts/{n}.py": (lambda n=n: _script(n).main)
+              for n in ("data", "train_tokenizer", "eval", "plot", "bench_train", "bench_sample")})
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A diffusion checkpoint (Tiny Shakespeare chars), an AR checkpoint on other text (another vocab), and
+    spoiled files: empty, too short for a window, truncated, foreign, a pickle that would run code."""
+    d = tmp_path_factory.mktemp("files")
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        common = ["--max_iters=4", "--eval_interval=4", "--log_interval=2", "--keep_last=1", *MICRO]
+        train.main([f"--data_path={real_text()}", "--out_dir=dm", *common])
+        train.main([f"--data_path={FIXTURES / 'tiny_stories.txt'}", "--out_dir=ar", "--objective=ar", *common])
+    finally:
+        os.chdir(cwd)
+    (d / "empty.txt").write_text("")
+    (d / "short.txt").write_text("To be, or not")
+    (d / "text.txt").write_text(real_text().read_text()[:20000])
+    (d / "old.txt").write_text("a file someone cares about\n")
+    good = (d / "dm" / "model.pt").read_bytes()
+    (d / "truncated.pt").write_bytes(good[: len(good) // 2])
+    torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
+    (d / "evil.pt").write_bytes(b"cos\nsystem\n(S'touch PWNED'\ntR.")  # os.system('touch PWNED') if unpickled
+    (d / "not_a_tokenizer.json").write_text('{"hello": 1}')
+    return d
+
+
+def _fail_writes(monkeypatch, root, code, pattern="*"):
+    """Writes under `root` to names matching `pattern` raise OSError(code), as on a read-only or full disk."""
+    root = os.path.abspath(root)
+    err = OSError(code, os.strerror(code))
+
+    def hit(path):
+        p = os.path.abspath(os.fspath(path))
+        return p.startswith(root + os.sep) and fnmatch.fnmatch(os.path.basename(p), pattern)
+
+    def guard(real, is_write=lambda *a, **k: True, arg=0):
+        def wrapped(*a, **k):
+            if hit(a[arg]) and is_write(*a, **k):
+                raise OSError(code, os.strerror(code), os.fspath(a[arg]))
+            return real(*a, **k)
+        return wrapped
+
+    writing = lambda f, mode="r", *a, **k: any(c in mode for c in "wax+")  # noqa: E731
+    monkeypatch.setattr(builtins, "open", guard(builtins.open, writing))
+    monkeypatch.setattr(os, "makedirs", guard(os.makedirs, lambda p, *a, **k: not os.path.isdir(p)))
+    monkeypatch.setattr(os, "mkdir", guard(os.mkdir))
+    for name in ("replace", "rename", "link"):
+        monkeypatch.setattr(os, name, guard(getattr(os, name), arg=1))
+    return err
+
+
+def _spoil(case, monkeypatch, d):
+    """Set up a failing environment; returns the files the CLI may still change (none but a log)."""
+    if case == "readonly":
+        (d / "ro").mkdir()
+        _fail_writes(monkeypatch, d / "ro", errno.EACCES)
+    elif case == "full":  # the disk fills when the resumed run writes its next checkpoint
+        shutil.copytree(d / "dm", d / "run")
+        _fail_writes(monkeypatch, d, errno.ENOSPC, pattern="model*")
+        return {d / "run" / "metrics.jsonl"}  # the resumed run's log rows before the failed save
+    return set()
+
+
+DM, AR = "dm/model.pt", "ar/model.pt"
+T = [f"--data_path={real_text()}", *MICRO, "--max_iters=4", "--eval_interval=2"]
+TABLE = [
+    # (cli, argv, words the one line must hold, spoiler)
+    ("train.py", ["--max_itters=3"], "unknown config key 'max_itters' (did you mean max_iters", None),
+    ("train.py", ["--max_iters=ten"], "--max_iters='ten' is not a valid int", None),
+    ("train.py", ["--schedule=cosine2"], "schedule='cosine2' is not one of", None),
+    ("train.py", ["nope_preset"], "is neither a preset", None),
+    ("train.py", [*T, "--data_path=missing.txt"], "data_path missing.txt not found", None),
+    ("train.py", [*T, "--data_path=empty.txt"], "data_path empty.txt is empty", None),
+    ("train.py", [*T, "--data_path=short.txt"], "too few for one window", None),
+    ("train.py", [*T, "--out_dir=dm"], "dm already holds checkpoints: pass --resume", None),
+    ("train.py", [*T, "--out_dir=none", "--resume"], "--resume: no checkpoint in none", None),
+    ("train.py", [*T, "--out_dir=x", "--prompt=\u2603"], "not in the model's vocabulary", None),
+    ("train.py", [*T, "--out_dir=x", "--total_batch_size=300"], "total_batch_size=300 is not a multiple", None),
+    ("train.py", [*T, "--out_dir=ro/run"], "Permission denied", "readonly"),
+    ("train.py", [*T, "--out_dir=run", "--max_iters=8", "--resume"], "No space left on device", "full"),
+    ("inference.py", ["--checkpoint", DM, "--temperature", "-0.5"], "temperature must be >= 0", None),
+    ("inference.py", ["--checkpoint", DM, "--top-p", "1.5"], "top_p must be in (0, 1]", None),
+    ("inference.py", ["--checkpoint", DM, "--top-p", "0"], "top_p must be in (0, 1]", None),
+    ("inference.py", ["--checkpoint", DM, "--top-k", "-1"], "top_k must be >= 1", None),
+    ("inference.py", ["--checkpoint", DM, "--steps", "0"], "steps must be >= 1", None),
+    ("inference.py", ["--checkpoint", DM, "--threshold", "1.5"], "threshold must be in (0, 1]", None),
+    ("inference.py", ["--checkpoint", DM, "--infill", "no blanks here"], "has no blank", None),
+    ("inference.py", ["--checkpoint", DM, "--infill", "To [___:90] be"], "exceeds the model's context of 32", None),
+    ("inference.py", ["--checkpoint", DM, "--gen-len", "500"], "exceeds the model's context", None),
+    ("inference.py", ["--checkpoint", DM, "--prompt", "caf\u00e9 \u2603"], "not in the model's vocabulary", None),
+    ("inference.py", ["--checkpoint", DM, "--viz-video", "x.gif"], "should end in .mp4", None),
+    ("inference.py", ["--checkpoint", DM, "--prefix_file", "missing.txt"], "--prefix_file missing.txt not found", None),
+    ("inference.py", ["--checkpoint", "missing.pt"], "checkpoint missing.pt not found", None),
+    ("inference.py", ["--checkpoint", "truncated.pt"], "is corrupt, truncated", None),
+    ("inference.py", ["--checkpoint", "foreign.pt"], "not a micro-dllm checkpoint (missing keys)", None),
+    ("inference.py", ["--checkpoint", "evil.pt"], "a weights-only load refuses", None),
+    ("inference.py", ["--checkpoint", DM, "--tokenizer_path", "not_a_tokenizer.json"], "cannot read tokenizer", None),
+    ("inference.py", ["--checkpoint", AR, "--viz-video", "v.mp4"], "this checkpoint is autoregressive", None),
+    ("inference.py", ["--checkpoint", DM, "--num-samples", "1000000000"], "out of memory", None),
+    ("inference.py", ["--checkpoint", DM, "--gen-len", "8", "--viz-video", "ro/v.mp4"], "Permission denied", "readonly"),
+    ("scripts/data.py", ["--input-file", "missing.txt", "--output", "o.txt"], "input file not found", None),
+    ("scripts/data.py", ["--input-file", "empty.txt", "--output", "o.txt"], "input file is empty", None),
+    ("scripts/data.py", ["--input-file", "text.txt", "--output", "old.txt"], "old.txt already exists: pass --force", None),
+    ("scripts/data.py", ["--input-file", "text.txt", "--num-stories", "-1", "--output", "o.txt"], "--num-stories must be >= 0", None),
+    ("scripts/data.py", ["--output", "o.txt"], "--dataset", None),  # no source
+    ("scripts/data.py", ["--input-file", "text.txt", "--output", "ro/o.txt"], "Permission denied", "readonly"),
+    ("scripts/train_tokenizer.py", ["--input", "missing.txt", "--output", "t.json"], "input file not found", None),
+    ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "old.txt"], "already exists: pass --force", None),
+    ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "t.json", "--vocab-size", "5"], "at least 258", None),
+    ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "ro/t.json"], "Permission denied", "readonly"),
+    ("scripts/eval.py", ["missing.pt"], "checkpoint missing.pt not found", None),
+    ("scripts/eval.py", [DM, "--steps", "4", "--ar-checkpoint", DM], "is a mdlm model: give an AR checkpoint", None),
+    ("scripts/eval.py", [DM, "--steps", "4", "--ar-checkpoint", AR], "differs from the scorer", None),
+    ("scripts/eval.py", [DM, "--json", "old.txt"], "old.txt exists: pass --force", None),
+    ("scripts/eval.py", [DM, "--bogus"], "unrecognized arguments: --bogus", None),
+    ("scripts/plot.py", ["curves", "missing_dir"], "missing_dir/metrics.jsonl not found", None),
+    ("scripts/plot.py", ["curves", "dm", "--out", "x.txt"], "should end in .png", None),
+    ("scripts/plot.py", ["frontier", "old.txt"], "old.txt", None),  # not JSON
+    ("scripts/plot.py", ["curves", "dm", "--out", "ro/c.png"], "Permission denied", "readonly"),
+    ("scripts/bench_train.py", ["--iters=0"], "--iters and --repeats must be >= 1", None),
+    ("scripts/bench_train.py", ["--n_layer=x"], "--n_layer='x' is not a valid int", None),
+    ("scripts/bench_sample.py", ["--checkpoint", "missing.pt"], "checkpoint missing.pt not found", None),
+    ("scripts/bench_sample.py", ["--checkpoint", DM, "--steps", "4", "--only", "bogus"], "bogus", None),
+]
+
+
+def _state(d):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(d).rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("cli, argv, words, spoiler", TABLE, ids=[f"{i:02d}-{r[0]}" for i, r in enumerate(TABLE)])
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(cli, argv, words, spoiler, files, tmp_path, monkeypatch,
+                                                             capsys):
+    d = tmp_path / "case"
+    shutil.copytree(files, d)
+    monkeypatch.chdir(d)
+    main = MAINS[cli]()
+    may_change = _spoil(spoiler, monkeypatch, d)
+    before = _state(d)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, [str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert err.startswith("error: ") and err.endswith("\n") and err.count("\n") == 1, err
+    assert words in err and "Traceback" not in err, err
+    monkeypatch.undo()
+    after = _state(d)
+    assert {p: h for p, h in after.items() if p in before and p not in may_change} == \
+        {p: h for p, h in before.items() if p not in may_change}, "an existing file changed"
+    assert not [p for p in after if ".tmp" in p.name], "a temp file was left behind"
+    assert not (d / "PWNED").exists()
+
+
+def test_without_ffmpeg_the_gif_is_written_and_a_warning_says_why(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(trace, "_find_ffmpeg", lambda: None)
+    run_cli(inference.main, ["--checkpoint", str(files / DM), "--gen-len", "8", "--viz-video", "v.mp4"])
+    out = capsys.readouterr()
+    assert (tmp_path / "v.gif").stat().st_size > 0 and not (tmp_path / "v.mp4").exists()
+    assert "no ffmpeg found" in out.out + out.err
