@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
-from utils.fileio import atomic_open, atomic_path
+from utils.fileio import atomic_open, atomic_path, remove_stale_temps
 from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint
 
 CACHE_ROOT = os.path.join("artifacts", "data")
@@ -111,6 +111,7 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
         meta = dict(data_path=cfg.data_path, val_path=cfg.val_path, val_fraction=cfg.val_fraction,
                     tokenizer=tok.kind, tokenizer_fingerprint=fingerprint(tok), dtype=np.dtype(dtype).name)
         os.makedirs(cache, exist_ok=True)
+        remove_stale_temps(cache)  # a killed run's half-encoded split
         for split, text in (("train", train_text), ("val", val_text)):
             with atomic_path(os.path.join(cache, f"{split}.bin")) as tmp:  # per process: concurrent runs never share a temp
                 meta[f"{split}_tokens"] = _encode_to_file(tok, text, tmp, dtype, split, verbose)
