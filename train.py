@@ -355,10 +355,12 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
     else:
         texts, _, stats = generate_with_trace(writer, model, tok, cfg.prompt, gen_len, replace(cfg, num_samples=n),
                                               schedule, device, g, on_step=change)
+    ar = cfg.objective == "ar"
     print("---- final validation metrics")
-    print(f"  val {'NLL' if cfg.objective == 'ar' else 'bound (NELBO)'}: {res['nats_per_token']:.4f} ± {res['se']:.4f} "
-          f"nats/token = {res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char ({res['n_windows']} windows x {res['n_t']} t)")
-    print(f"  perplexity (per token, from the bound): {res['ppl']:.3f}")
+    print(f"  val {'NLL' if ar else 'bound (NELBO)'}: {res['nats_per_token']:.4f} ± {res['se']:.4f} "
+          f"nats/token = {res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char "
+          f"({res['n_windows']} windows{'' if ar else ' x %d t' % res['n_t']})")
+    print(f"  perplexity (per token, {'exact' if ar else 'from the bound'}): {res['ppl']:.3f}")
     if "recon_acc" in res:
         print(f"  masked reconstruction accuracy: {res['recon_acc']:.4f}")
         print("  entropy per timestep (nats, masked positions): " +
