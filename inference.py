@@ -19,28 +19,16 @@ import torch
 
 from config import config_from_dict, get_config
 from diffusion import Schedule
-from model import ModelArgs, Transformer
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_model
 from utils.dist import pick_device
 from utils.errors import UserError, run_cli
-from utils.generate import describe_sampler, generate, generate_with_trace, open_trace
-from utils.infill import build_canvas
+from utils.generate import build_canvas, describe_sampler, generate
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
+from utils.trace import generate_with_trace, open_trace
 
 # settings that belong to the trained model: always taken from the checkpoint
 MODEL_KEYS = ("objective", "diffusion_steps", "schedule", "block_size", "n_layer", "n_head", "n_embd",
               "time_cond", "tokenizer", "data_path", "val_path")
-
-
-def load_model(path, device):
-    ckpt = load_checkpoint(path)
-    margs = ModelArgs(**ckpt["model_args"])
-    model = Transformer(margs)
-    try:
-        model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])  # EMA weights when trained with --ema
-    except RuntimeError as e:
-        raise UserError(f"checkpoint {path} does not match its own model description ({str(e).splitlines()[0][:100]}): the file is damaged")
-    return model.to(device).eval(), ckpt
 
 
 def main(argv):
@@ -74,10 +62,9 @@ def main(argv):
           f"{tok.kind} vocab {tok.vocab_size}; device {device}")
     t0 = time.time()
     if writer is None:
-        texts, out, stats = generate(model, tok, cfg.prompt, cfg.gen_len, cfg, schedule, device, g, canvas=canvas)
+        texts, out, stats = generate(model, tok, canvas, cfg, schedule, device, g)
     else:
-        texts, out, stats = generate_with_trace(writer, model, tok, cfg.prompt, cfg.gen_len, cfg, schedule, device, g,
-                                                canvas=canvas)
+        texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, g)
     dt = time.time() - t0
     per = list(zip(stats["nfe_per_sample"], stats["seconds_per_sample"]))
     for i, text in enumerate(stats["full_texts"]):

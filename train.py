@@ -23,19 +23,19 @@ from dataclasses import replace
 import torch
 
 from config import config_to_dict, format_config, get_config
-from diffusion import Schedule, ar_loss, diffusion_loss, stratified_times
+from diffusion import Schedule, ar_loss, diffusion_loss, evaluate, stratified_times
 from model import ModelArgs, Transformer
-from utils.checkpoint import load_latest, numbered_checkpoints, save_run_checkpoint
-from utils.data import chars_per_token, check_fits, fixed_windows, get_batch, prepare_data
-from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, estimate_memory, estimate_tokens_per_s,
+from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint
+from utils.dataloader import chars_per_token, check_fits, fixed_windows, get_batch, prepare_data
+from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, estimate_tokens_per_s,
                         grad_accum_steps, init_distributed, keyed_generator, peak_flops, rng_state, set_rng_state)
-from utils.ema import EMA
 from utils.errors import UserError, run_cli
 from utils.fileio import atomic_open, remove_stale_temps
-from utils.generate import generate, generate_with_trace, open_trace
-from utils.metrics import ChangeRate, distinct_n, evaluate
-from utils.optim import build_optimizer, set_lr
+from utils.generate import continuation, generate
+from utils.metrics import ChangeRate, distinct_n
+from utils.optim import EMA, build_optimizer, set_lr
 from utils.tokenizer import fingerprint, normalize_prompt, tokenizer_from_state
+from utils.trace import generate_with_trace, open_trace
 
 
 ASSUMED_MFU = 0.4  # for the startup tokens/s estimate only; the log lines report the measured MFU
@@ -126,10 +126,10 @@ def main(argv):
     print0(f"model: {n_params:,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP/token (training), "
            f"{tokens_per_step:,} tokens/step = {world} rank(s) x {accum} micro-step(s) x {cfg.batch_size} x {cfg.block_size}")
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    # memory and speed from the model's own accounting (rough: see utils/dist.estimate_memory)
+    # memory and speed from the model's own accounting (rough: see model.estimate_memory)
     masked_head = cfg.head_on_masked_only and not ar and cfg.loss_type != "all_ce"
     head_frac = (1 - schedule.alpha[1:]).mean().item() if masked_head else 1.0  # E_t[mask rate]
-    state_b, act_b = estimate_memory(model, cfg.batch_size, cfg.block_size, dtype_name == "bfloat16", head_frac, cfg.ema > 0)
+    state_b, act_b = model.estimate_memory(cfg.batch_size, cfg.block_size, dtype_name == "bfloat16", head_frac, cfg.ema > 0)
     peak = peak_flops(device)
     est_tps = estimate_tokens_per_s(model.flops_per_token(), peak, ASSUMED_MFU)
     speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {ASSUMED_MFU:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
@@ -204,7 +204,7 @@ def main(argv):
         state = snapshot(it, res)
         if master:
             for path in save_run_checkpoint(cfg.out_dir, state, cfg.keep_last, is_best):
-                if int(os.path.basename(path)[6:-3]) > it:
+                if iter_of(path) > it:
                     print(f"removed {path}: a checkpoint of the run this one replaces")
 
     def run_eval(it, n_t=1, details=False):
@@ -350,11 +350,12 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
     gen_len = min(cfg.gen_len, cfg.block_size - prompt_len - (cfg.objective == "ar"))
     # the denoising trace of sample 0 (its frame sized for prompt + gen_len tokens)
     writer = open_trace(cfg, prompt_len + gen_len, chars_per_token) if cfg.objective == "mdlm" else None
+    canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
     if writer is None:
-        texts, _, stats = generate(model, tok, cfg.prompt, gen_len, cfg, schedule, device, g, on_step=change, num_samples=n)
+        texts, _, stats = generate(model, tok, canvas, cfg, schedule, device, g, on_step=change, num_samples=n)
     else:
-        texts, _, stats = generate_with_trace(writer, model, tok, cfg.prompt, gen_len, replace(cfg, num_samples=n),
-                                              schedule, device, g, on_step=change)
+        texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule, device, g,
+                                              on_step=change)
     ar = cfg.objective == "ar"
     print("---- final validation metrics")
     print(f"  val {'NLL' if ar else 'bound (NELBO)'}: {res['nats_per_token']:.4f} ± {res['se']:.4f} "

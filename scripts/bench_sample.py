@@ -29,12 +29,11 @@ import torch  # noqa: E402
 
 from config import config_from_dict, validate  # noqa: E402
 from diffusion import Schedule  # noqa: E402
-from inference import load_model  # noqa: E402
-from utils.data import split_texts  # noqa: E402
+from utils.checkpoint import load_model  # noqa: E402
+from utils.dataloader import split_texts  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
-from utils.generate import ar_start_token, generate  # noqa: E402
-from utils.infill import build_canvas  # noqa: E402
+from utils.generate import ar_start_token, build_canvas, generate  # noqa: E402
 from utils.metrics import distinct_n, gen_ppl, sample_entropy  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
@@ -96,7 +95,7 @@ def measure(model, tok, cfg, schedule, device, a, scorer):
         g = torch.Generator().manual_seed(a.seed + r)
         sync(device)
         t0 = time.perf_counter()
-        _, out, stats = generate(model, tok, "", 0, cfg, schedule, device, g, num_samples=a.num_samples, canvas=canvas)
+        _, out, stats = generate(model, tok, canvas, cfg, schedule, device, g, num_samples=a.num_samples)
         sync(device)
         if r:
             times.append(time.perf_counter() - t0)

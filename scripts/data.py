@@ -28,6 +28,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
+from utils.fileio import check_output  # noqa: E402
 
 
 def parse_args(argv):
@@ -68,7 +69,7 @@ def main(argv):
     args = parse_args(argv)
     # `datasets` imports torch when it is installed (~1 s); nothing here needs it
     os.environ.setdefault("USE_TORCH", "0")
-    from utils import corpus
+    from scripts import corpus
 
     if bool(args.dataset) == bool(args.input_file):
         raise UserError("pass exactly one source: --dataset NAME (hub) or --input-file PATH (local file)")
@@ -76,7 +77,7 @@ def main(argv):
         raise UserError(f"--num-stories must be >= 0, got {args.num_stories}: use 0 for all stories")
     if args.shuffle_buffer < 1:
         raise UserError(f"--shuffle-buffer must be >= 1, got {args.shuffle_buffer}")
-    corpus.check_output(args.output, args.force)  # fail before any slow work
+    check_output(args.output, args.force)  # fail before any slow work
 
     t0 = time.time()
     single = False

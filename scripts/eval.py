@@ -29,15 +29,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from config import config_from_dict  # noqa: E402
-from diffusion import Schedule  # noqa: E402
-from inference import load_model  # noqa: E402
+from diffusion import Schedule, evaluate  # noqa: E402
 from sampler import sample, sample_ar  # noqa: E402
-from utils.data import check_fits, fixed_windows, prepare_data  # noqa: E402
+from utils.checkpoint import load_model  # noqa: E402
+from utils.dataloader import check_fits, fixed_windows, prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open  # noqa: E402
+from utils.fileio import atomic_open, check_output  # noqa: E402
 from utils.generate import ar_start_token  # noqa: E402
-from utils.metrics import ChangeRate, distinct_n, evaluate, gen_ppl, infill_recovery, sample_entropy  # noqa: E402
+from utils.metrics import ChangeRate, distinct_n, gen_ppl, infill_recovery, sample_entropy  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
 SWEEP_KEYS = {"temperature": float, "steps": int}
@@ -80,8 +80,8 @@ def parse_args(argv):
     a.sweep_key, a.sweep_values = parse_sweep(a.sweep)
     if a.sweep and not a.ar_checkpoint:
         raise UserError("--sweep measures gen-PPL: give the scorer with --ar-checkpoint PATH")
-    if a.json and os.path.exists(a.json) and not a.force:
-        raise UserError(f"{a.json} exists: pass --force to overwrite it, or choose another --json path")
+    if a.json:
+        check_output(a.json, a.force, "--json")
     return a
 
 

@@ -8,9 +8,10 @@ Run from the repo root:
 The input is split into stories on "<|endoftext|>" (the format scripts/data.py writes).
 --vocab-size counts the two special tokens (id 0 "<|endoftext|>", id 1 "[MASK]") and
 the 256 byte symbols. "[MASK]" is never produced by encoding text, not even the
-literal string "[MASK]" (see utils/bpe.py). Load the result with
-utils.bpe.load_tokenizer(path).
+literal string "[MASK]" (see utils/tokenizer.py). Load the result with
+utils.tokenizer.BPETokenizer.from_file(path).
 """
+import json
 import os
 import sys
 import time
@@ -18,6 +19,52 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
+from utils.fileio import atomic_open, check_output, read_text  # noqa: E402
+from utils.tokenizer import EOT_TOKEN, MASK_TOKEN, SPECIAL_TOKENS, BPETokenizer, check_specials, split_stories  # noqa: E402
+
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # byte alphabet + specials, no merges
+
+
+def _pieces(texts_iter):
+    for text in texts_iter:
+        if EOT_TOKEN in text:
+            yield from split_stories(text)
+        elif text.strip():
+            yield text
+
+
+def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False, length=None):
+    """Train a byte-level BPE tokenizer on an iterable of texts (stories); returns a BPETokenizer.
+
+    vocab_size counts everything: the 2 special tokens, the 256 byte symbols and the
+    merges (the result is smaller only if the corpus runs out of pairs seen at least
+    min_frequency times). Texts that contain "<|endoftext|>" are split on it, so the
+    separator is never learned as ordinary text.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise UserError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 bytes + "
+                        f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
+    if min_frequency < 1:
+        raise UserError(f"--min-frequency must be >= 1, got {min_frequency}")
+    tok = Tokenizer(models.BPE(ignore_merges=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
+    tok.train_from_iterator(_pieces(texts_iter), trainer=trainer, length=length)
+    # the trainer adds every special token as a matched one: [MASK] must not be (see utils/tokenizer.py)
+    spec = json.loads(tok.to_str())
+    spec["added_tokens"] = [a for a in spec["added_tokens"] if a["content"] != MASK_TOKEN]
+    return BPETokenizer(check_specials(Tokenizer.from_str(json.dumps(spec)), "the trained tokenizer"))
+
+
+def save_tokenizer(tok, path, force=False):
+    """Write the tokenizer JSON atomically; parent dirs created; refuse to overwrite without force."""
+    check_output(path, force)
+    with atomic_open(path) as f:
+        f.write(tok.tok.to_str(pretty=True))
 
 
 def parse_args(argv):
@@ -30,55 +77,28 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def read_text(path):
-    if not os.path.isfile(path):
-        raise UserError(f"input file not found: {path}: make one with scripts/data.py or check --input")
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): convert it to UTF-8") from None
-    if not text.strip():
-        raise UserError(f"input file is empty: {path}: pass a file with text in it")
-    return text
-
-
 def main(argv):
     args = parse_args(argv)
-    from utils import bpe
-
-    if args.vocab_size < bpe.MIN_VOCAB_SIZE:
-        raise UserError(f"--vocab-size must be at least {bpe.MIN_VOCAB_SIZE} (256 bytes + 2 special tokens), "
-                        f"got {args.vocab_size}")
-    if args.min_frequency < 1:
-        raise UserError(f"--min-frequency must be >= 1, got {args.min_frequency}")
-    if os.path.isdir(args.output):
-        raise UserError(f"--output {args.output} is a directory: pass a file path such as "
-                        f"{os.path.join(args.output, 'tokenizer.json')}")
-    if os.path.exists(args.output) and not args.force:
-        raise UserError(f"{args.output} already exists: pass --force to overwrite it")
-
-    text = read_text(args.input)
-    stories = bpe.split_stories(text)
+    check_output(args.output, args.force)  # fail before any slow work
+    text = read_text(args.input, "--input", "make one with scripts/data.py", allow_empty=False, newline="")
+    stories = split_stories(text)
     mb = len(text.encode("utf-8")) / 1e6
 
     t0 = time.time()
-    tok = bpe.train_bpe(stories, args.vocab_size, args.min_frequency,
-                        show_progress=sys.stderr.isatty(), length=len(stories))
+    tok = train_bpe(stories, args.vocab_size, args.min_frequency, show_progress=sys.stderr.isatty(), length=len(stories))
     t_train = time.time() - t0
-    bpe.save_tokenizer(tok, args.output, force=args.force)
+    save_tokenizer(tok, args.output, force=args.force)
 
     t0 = time.time()
-    n_tokens = len(bpe.encode_text(tok, text))
+    n_tokens = len(tok.encode(text))
     t_enc = time.time() - t0
 
-    vocab = tok.get_vocab_size()
-    if vocab < args.vocab_size:
-        print(f"note: the corpus only supports {vocab} tokens (< --vocab-size {args.vocab_size}) "
+    if tok.vocab_size < args.vocab_size:
+        print(f"note: the corpus only supports {tok.vocab_size} tokens (< --vocab-size {args.vocab_size}) "
               f"at --min-frequency {args.min_frequency}", file=sys.stderr)
     print(f"trained on {len(stories):,} {'story' if len(stories) == 1 else 'stories'}, {len(text):,} characters ({mb:.2f} MB) "
           f"in {t_train:.2f}s ({mb / max(t_train, 1e-9):.1f} MB/s)")
-    print(f"vocab size {vocab} (<|endoftext|>={bpe.eot_id(tok)}, [MASK]={bpe.mask_id(tok)}); "
+    print(f"vocab size {tok.vocab_size} (<|endoftext|>={tok.eot_id}, [MASK]={tok.mask_id}); "
           f"{n_tokens:,} tokens, {len(text) / max(n_tokens, 1):.2f} chars/token; "
           f"encode {mb / max(t_enc, 1e-9):.1f} MB/s")
     print(f"wrote {args.output}")

@@ -23,7 +23,7 @@ import inference
 import train
 from conftest import FIXTURES, ROOT, real_text
 from runs import MICRO
-from utils import trace
+from utils import video
 from utils.errors import run_cli
 
 
@@ -144,14 +144,14 @@ TABLE = [
     ("scripts/data.py", ["--input-file", "text.txt", "--num-stories", "-1", "--output", "o.txt"], "--num-stories must be >= 0", None),
     ("scripts/data.py", ["--output", "o.txt"], "--dataset", None),  # no source
     ("scripts/data.py", ["--input-file", "text.txt", "--output", "ro/o.txt"], "Permission denied", "readonly"),
-    ("scripts/train_tokenizer.py", ["--input", "missing.txt", "--output", "t.json"], "input file not found", None),
+    ("scripts/train_tokenizer.py", ["--input", "missing.txt", "--output", "t.json"], "--input missing.txt not found", None),
     ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "old.txt"], "already exists: pass --force", None),
     ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "t.json", "--vocab-size", "5"], "at least 258", None),
     ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "ro/t.json"], "Permission denied", "readonly"),
     ("scripts/eval.py", ["missing.pt"], "checkpoint missing.pt not found", None),
     ("scripts/eval.py", [DM, "--steps", "4", "--ar-checkpoint", DM], "is a mdlm model: give an AR checkpoint", None),
     ("scripts/eval.py", [DM, "--steps", "4", "--ar-checkpoint", AR], "differs from the scorer", None),
-    ("scripts/eval.py", [DM, "--json", "old.txt"], "old.txt exists: pass --force", None),
+    ("scripts/eval.py", [DM, "--json", "old.txt"], "old.txt already exists: pass --force", None),
     ("scripts/eval.py", [DM, "--bogus"], "unrecognized arguments: --bogus", None),
     ("scripts/plot.py", ["curves", "missing_dir"], "missing_dir/metrics.jsonl not found", None),
     ("scripts/plot.py", ["curves", "dm", "--out", "x.txt"], "should end in .png", None),
@@ -194,7 +194,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(cli, argv, words, s
 
 def test_without_ffmpeg_the_gif_is_written_and_a_warning_says_why(files, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(trace, "_find_ffmpeg", lambda: None)
+    monkeypatch.setattr(video, "_find_ffmpeg", lambda: None)
     run_cli(inference.main, ["--checkpoint", str(files / DM), "--gen-len", "8", "--viz-video", "v.mp4"])
     out = capsys.readouterr()
     assert (tmp_path / "v.gif").stat().st_size > 0 and not (tmp_path / "v.mp4").exists()

@@ -25,13 +25,14 @@ import train
 from config import get_config
 from conftest import ROOT, TINY, real_text
 from model import ModelArgs, Transformer
-from utils import bpe
-from utils.data import chars_per_token, packing_stats, prepare_data
+from scripts.train_tokenizer import save_tokenizer, train_bpe
+from utils.dataloader import chars_per_token, packing_stats, prepare_data
 from utils.errors import UserError, run_cli
-from utils.generate import open_trace
-from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint, normalize_prompt
+from utils.tokenizer import (EOT_TOKEN, BPETokenizer, CharTokenizer, fingerprint, normalize_prompt, split_for_encoding,
+                             split_stories, symbol_to_byte)
+from utils.trace import open_trace
 
-SEP = bpe.EOT_TOKEN
+SEP = EOT_TOKEN
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def corpus(tmp_path_factory):
         text = text[:text.index(SEP, 250_000) + len(SEP) + 1]
     d = tmp_path_factory.mktemp("bpe")
     path = d / "tokenizer.json"
-    bpe.save_tokenizer(bpe.train_bpe(bpe.split_stories(text), vocab_size=512), str(path))
+    save_tokenizer(train_bpe(split_stories(text), vocab_size=512), str(path))
     return text, BPETokenizer.from_file(str(path)), path
 
 
@@ -57,7 +58,7 @@ def test_wrapper_round_trips_real_text_byte_exactly(corpus):
     assert sum(n for _, n in tok.encode_chunks(text, chunk_chars=5000)) == len(text)
     # without separators the chunker cuts inside the text: still the same ids
     flat = text.replace(f"\n{SEP}\n", "\n\n")
-    pieces = list(bpe.split_for_encoding(flat, piece_chars=300))
+    pieces = list(split_for_encoding(flat, piece_chars=300))
     assert "".join(pieces) == flat and len(pieces) > 100
     assert [i for p in pieces for i in tok.tok.encode(p).ids] == tok.tok.encode(flat).ids
 
@@ -70,7 +71,7 @@ def test_safe_cuts_on_random_strings(corpus):
                 "\u3000", "\u00a0", SEP, "!?", "-", " the", "\x0b"]
     for _ in range(500):
         s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
-        got = [i for p in bpe.split_for_encoding(s, piece_chars=rng.randint(1, 6)) for i in tok.encode(p).ids]
+        got = [i for p in split_for_encoding(s, piece_chars=rng.randint(1, 6)) for i in tok.encode(p).ids]
         assert got == tok.encode(s).ids, repr(s)
 
 
@@ -93,13 +94,13 @@ def test_mask_never_comes_out_of_encode_or_prepared_data(corpus, in_tmp):
 def test_char_counts_are_exact(corpus):
     text, tok, _ = corpus
     from tokenizers import pre_tokenizers
-    assert set(bpe._symbol_to_byte()) == set(pre_tokenizers.ByteLevel.alphabet())
-    raw, counts = bpe.token_bytes(tok.tok), tok.char_counts()
+    assert set(symbol_to_byte()) == set(pre_tokenizers.ByteLevel.alphabet())
+    raw, counts = tok.token_bytes(), tok.char_counts()
     for i in range(tok.vocab_size):  # every token that decodes on its own decodes to its bytes
         s = tok.tok.decode([i], skip_special_tokens=False)
         if "\ufffd" not in s and i != tok.mask_id:
             assert s.encode("utf-8") == raw[i] and counts[i] == len(s)
-    assert counts[tok.mask_id] == 0 and counts[bpe.eot_id(tok.tok)] == len(SEP)
+    assert counts[tok.mask_id] == 0 and counts[tok.eot_id] == len(SEP)
     ids = tok.encode(text)
     assert sum(counts[i] for i in ids) == len(text)  # additive and exact over the whole text
     # windows: chars_per_token(windows) = characters the windows decode to / tokens (windows that
@@ -230,7 +231,7 @@ def test_bad_input_exits_2_and_overwrites_nothing(bpe_run, corpus, capsys, tmp_p
     before = (d / ckpt).read_bytes()
     video = tmp_path / "v.mp4"
     other = tmp_path / "other.json"
-    bpe.save_tokenizer(bpe.train_bpe(bpe.split_stories(corpus[0][:50_000]), vocab_size=300), str(other))
+    save_tokenizer(train_bpe(split_stories(corpus[0][:50_000]), vocab_size=300), str(other))
     args = ["--checkpoint", ckpt, "--viz-video", video]
     err = _cli_error(capsys, inference.main, [*args, "--tokenizer_path", tmp_path / "missing.json"])
     assert "tokenizer not found" in err and "train_tokenizer.py" in err

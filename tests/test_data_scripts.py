@@ -1,4 +1,4 @@
-"""Tests for scripts/data.py, scripts/train_tokenizer.py, utils/corpus.py and utils/bpe.py.
+"""Tests for scripts/data.py, scripts/corpus.py, scripts/train_tokenizer.py and the BPE of utils/tokenizer.py.
 
 Run from the repo root (about 15 s on 2 CPU cores, no network needed):
 
@@ -19,7 +19,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils import bpe, corpus  # noqa: E402
+from scripts import corpus  # noqa: E402
+from scripts.train_tokenizer import train_bpe  # noqa: E402
+from utils.tokenizer import MASK_TOKEN, BPETokenizer, split_stories  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -272,43 +274,43 @@ def real_slice(n_chars=200_000):
 @pytest.fixture(scope="module")
 def tok512():
     text, real = real_slice()
-    tok = bpe.train_bpe(bpe.split_stories(text), vocab_size=512, min_frequency=2)
+    tok = train_bpe(split_stories(text), vocab_size=512, min_frequency=2)
     return tok, text, real
 
 
 def test_tokenizer_vocab_and_special_ids(tok512):
     tok, text, real = tok512
     if real:
-        assert tok.get_vocab_size() == 512
-    assert bpe.eot_id(tok) == 0 and bpe.mask_id(tok) == 1
-    assert tok.id_to_token(1) == bpe.MASK_TOKEN
-    assert tok.encode(SEP).ids == [0]
-    assert tok.encode(f"The end.\n{SEP}\nOnce").ids.count(0) == 1
+        assert tok.vocab_size == tok.tok.get_vocab_size() == 512
+    assert tok.eot_id == 0 and tok.mask_id == 1
+    assert tok.tok.id_to_token(1) == MASK_TOKEN
+    assert tok.tok.encode(SEP).ids == [0]
+    assert tok.tok.encode(f"The end.\n{SEP}\nOnce").ids.count(0) == 1
 
 
 def test_tokenizer_round_trip_byte_exact(tok512):
     tok, text, real = tok512
-    ids = bpe.encode_text(tok, text)
-    assert ids == tok.encode(text).ids  # the batched encoder is exact
-    assert bpe.decode(tok, ids).encode("utf-8") == text.encode("utf-8")
+    ids = tok.encode(text)
+    assert ids == tok.tok.encode(text).ids  # the batched encoder is exact
+    assert tok.decode(ids).encode("utf-8") == text.encode("utf-8")
     assert ids.count(0) == text.count(SEP)
     if real:
         assert all(c in text for c in "“”’—\n")
         assert len(text) / len(ids) > 2.0  # it actually compresses
     for s in ["", "\t\r\n  x  \n\n", "héllo 🙂 “q” — ’ \x00\x7f", "日本語のテキスト", "a\u200bb"]:
-        assert bpe.decode(tok, tok.encode(s).ids) == s
+        assert tok.decode(tok.tok.encode(s).ids) == s
 
 
 def test_tokenizer_never_emits_mask(tok512):
     tok, text, _ = tok512
-    m = bpe.mask_id(tok)
+    m = tok.mask_id
     for s in ["[MASK]", " [MASK]", "[MASK][MASK]", "x[MASK]y", "[[MASK]]", "[ MASK ]", "[mask]",
               f"{SEP}[MASK]{SEP}", "MASK", "[MASK" * 20, text[:5000] + "[MASK]"]:
-        ids = tok.encode(s).ids
+        ids = tok.tok.encode(s).ids
         assert m not in ids, s
-        assert bpe.decode(tok, ids) == s
-    assert bpe.decode(tok, [m]) == bpe.MASK_TOKEN  # the id itself still decodes
-    assert m not in bpe.encode_text(tok, text)
+        assert tok.decode(ids) == s
+    assert tok.tok.decode([m], skip_special_tokens=False) == MASK_TOKEN  # the id itself still decodes
+    assert m not in tok.encode(text)
 
 
 def test_train_tokenizer_cli(tmp_path, tok512):
@@ -319,13 +321,13 @@ def test_train_tokenizer_cli(tmp_path, tok512):
     r = run_script("train_tokenizer.py", "--input", src, "--output", out, "--vocab-size", 300)
     assert r.returncode == 0, r.stderr
     assert "vocab size 300" in r.stdout and "chars/token" in r.stdout
-    tok = bpe.load_tokenizer(str(out))
-    assert tok.get_vocab_size() == 300 and bpe.mask_id(tok) == 1
-    assert bpe.mask_id(tok) not in tok.encode("[MASK]").ids
+    tok = BPETokenizer.from_file(str(out))
+    assert tok.vocab_size == 300 and tok.mask_id == 1
+    assert tok.mask_id not in tok.tok.encode("[MASK]").ids
     before = out.read_bytes()
     assert_user_error(run_script("train_tokenizer.py", "--input", src, "--output", out), "--force")
     assert out.read_bytes() == before
     assert_user_error(run_script("train_tokenizer.py", "--input", tmp_path / "nope.txt", "--output",
                                  tmp_path / "t.json"), "not found")
     with pytest.raises(UserError, match="vocab-size"):
-        bpe.train_bpe(["abc"], vocab_size=100)
+        train_bpe(["abc"], vocab_size=100)

@@ -14,12 +14,11 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, real_text
-from diffusion import Schedule
+from diffusion import Schedule, evaluate
 from model import ModelArgs, Transformer
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
-from utils.metrics import evaluate, gen_ppl, infill_recovery, sample_entropy, span_starts
-from utils.scoring import ar_nll
+from utils.metrics import ar_nll, gen_ppl, infill_recovery, sample_entropy, span_starts
 
 
 def _script(name):

@@ -14,7 +14,7 @@ from diffusion import Schedule, corrupt, diffusion_loss
 from sampler import position_scores, sample, time_for_fraction
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError, run_cli
-from utils.infill import Canvas, build_canvas, parse_infill
+from utils.generate import Canvas, build_canvas, parse_infill
 from utils.tokenizer import CharTokenizer
 
 MASK = 11
@@ -223,9 +223,8 @@ def test_infill_markers():
 def test_infill_output_keeps_every_given_character(tok_kind):
     if tok_kind == "bpe":
         pytest.importorskip("tokenizers")
-        from utils.bpe import train_bpe
-        from utils.tokenizer import BPETokenizer
-        tok = BPETokenizer(train_bpe([FIXTURES.joinpath("tiny_stories.txt").read_text()] * 3, vocab_size=300))
+        from scripts.train_tokenizer import train_bpe
+        tok = train_bpe([FIXTURES.joinpath("tiny_stories.txt").read_text()] * 3, vocab_size=300)
         given = ["  Once up\u00f6n ", " time,\n\tthey  ", "."]
     else:
         tok, given = TOK, ["the cat ", " on the mat\n", "."]
@@ -348,16 +347,17 @@ class _Frames:
 def test_trace_of_an_infill(tiny_ckpt, extra):
     from dataclasses import replace
 
-    from utils.generate import generate_with_trace
-    model, ckpt = inference.load_model(tiny_ckpt, torch.device("cpu"))
+    from utils.checkpoint import load_model
+    from utils.trace import generate_with_trace
+    model, ckpt = load_model(tiny_ckpt, torch.device("cpu"))
     from config import config_from_dict
     cfg = replace(config_from_dict(ckpt["config"]), num_samples=2, trace_every=1, **extra)
     from utils.tokenizer import tokenizer_from_state
     tok = tokenizer_from_state(ckpt["tokenizer"])
     canvas = parse_infill("the [___:5] and [___:4] of", tok)
     w = _Frames()
-    _, _, stats = generate_with_trace(w, model, tok, "", 0, cfg, Schedule(cfg.diffusion_steps), "cpu",
-                                      torch.Generator().manual_seed(0), canvas=canvas)
+    _, _, stats = generate_with_trace(w, model, tok, canvas, cfg, Schedule(cfg.diffusion_steps), "cpu",
+                                      torch.Generator().manual_seed(0))
     given = [not g for g in canvas.gen]
     for f in w.frames:  # infill context is shown as given text in every frame
         assert [s == "prompt" for s in f["states"]] == given

@@ -1,4 +1,4 @@
-"""Tests for the denoising-trace renderer (utils/trace.py): real MP4/GIF files, no mocks of the encoders.
+"""Tests for the denoising-trace renderer (utils/video.py): real MP4/GIF files, no mocks of the encoders.
 
 Run: pytest tests/test_trace.py -q      (a few seconds on 2 CPU cores; MP4 checks skip without ffmpeg)
 """
@@ -9,8 +9,8 @@ import subprocess
 import pytest
 from PIL import Image
 
-from utils import trace
-from utils.trace import STYLE, TraceWriter
+from utils import video as trace
+from utils.video import STYLE, TraceWriter
 
 FFMPEG = trace._find_ffmpeg()
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="no ffmpeg (install imageio-ffmpeg)")

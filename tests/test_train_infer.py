@@ -10,8 +10,7 @@ import torch
 
 import train
 from conftest import ROOT, TINY, real_text
-from inference import load_model
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.checkpoint import load_checkpoint, load_model, save_checkpoint
 from utils.errors import UserError
 
 

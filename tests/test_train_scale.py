@@ -17,14 +17,12 @@ import train
 from config import get_config
 from conftest import real_text
 from diffusion import Schedule, diffusion_loss
-from inference import load_model
 from model import ModelArgs, Transformer
-from utils.checkpoint import load_checkpoint
-from utils.dist import estimate_memory, grad_accum_steps, keyed_generator
-from utils.ema import EMA
+from utils.checkpoint import load_checkpoint, load_model
+from utils.dist import grad_accum_steps, keyed_generator
 from utils.errors import UserError, run_cli
 from runs import B, L, MICRO, finish, popen, rows, run_here, train_args
-from utils.optim import Muon, build_optimizer, orthogonalize
+from utils.optim import EMA, Muon, build_optimizer, orthogonalize
 
 def test_two_rank_ddp_matches_one_rank_with_two_micro_steps(tmp_path):
     """Equivalence tested: global batch 2 x (8 x 32) tokens per step. Run 1 = torchrun, 2 gloo ranks x 1
@@ -190,7 +188,7 @@ def test_memory_estimate_matches_the_saved_activations():
             return t
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             diffusion_loss(m, torch.randint(0, V - 1, (4, 64)), Schedule(20), V - 1, t=torch.tensor([2, 7, 12, 19]))
-        state, act = estimate_memory(m, 4, 64, bf16=False)
+        state, act = m.estimate_memory(4, 64, bf16=False)
         assert state == 16 * m.num_params()
         assert 0.7 * act < sum(saved.values()) < 1.05 * act, (sum(saved.values()), act)
 

@@ -1,7 +1,9 @@
-"""Checkpoints: plain dicts of tensors and Python values, written atomically, read without running code.
+"""Checkpoints: plain dicts of tensors and Python values, written atomically, read without running code;
+and load_model, the one way any script gets a trained model.
 
     save_checkpoint("artifacts/models/model.pt", {...})   # temp file + fsync + os.replace
     ckpt = load_checkpoint("artifacts/models/model.pt")   # torch.load(weights_only=True)
+    model, ckpt = load_model("artifacts/models/model.pt", device)   # eval mode; EMA weights when trained with --ema
 
 A training run's directory (save_run_checkpoint / load_latest):
     model.pt          the latest checkpoint (what --resume and inference read)
@@ -19,6 +21,7 @@ import zipfile
 
 import torch
 
+from model import ModelArgs, Transformer
 from utils.errors import UserError
 from utils.fileio import atomic_path
 
@@ -117,3 +120,20 @@ def load_checkpoint(path, map_location="cpu"):
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED):
         raise UserError(f"checkpoint {path} is not a micro-dllm checkpoint (missing keys); use a file written by train.py")
     return ckpt
+
+
+def load_model(path, device):
+    """(model in eval mode on device, the checkpoint dict) for any checkpoint train.py wrote."""
+    ckpt = load_checkpoint(path)
+    model = Transformer(ModelArgs(**ckpt["model_args"]))
+    try:
+        model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])  # EMA weights when trained with --ema
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {path} does not match its own model description ({str(e).splitlines()[0][:100]}): the file is damaged")
+    return model.to(device).eval(), ckpt
+
+
+def iter_of(path):
+    """The iteration a numbered checkpoint's file name holds (model_<iter>.pt), else None."""
+    m = _NUMBERED.match(os.path.basename(path))
+    return int(m[1]) if m else None

@@ -1,6 +1,6 @@
-"""Device, precision and DDP setup, written out (no wrappers that hide gradient sync), plus the
-pieces train.py derives from them: gradient accumulation, keyed per-step generators, RNG states
-for exact resume, and the startup memory / tokens-per-second estimates.
+"""Where the work runs: device, precision and peak FLOP/s; DDP written out (no wrappers that hide
+gradient sync); and the random draws that make DDP and resume exact: keyed per-step generators and the
+per-rank RNG states a checkpoint carries. Also the derived gradient accumulation.
 
 torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; without them this is a single process.
     torchrun --standalone --nproc_per_node=2 train.py cpu --device=cpu   # gloo on CPU
@@ -120,17 +120,6 @@ def all_gather_objects(obj, world):
     out = [None] * world
     torch.distributed.all_gather_object(out, obj)
     return out
-
-
-def estimate_memory(model, micro_batch, seq_len, bf16, head_frac=1.0, ema=False):
-    """Rough bytes on one rank: (weights, grads, AdamW moments[, EMA]) in fp32 and the activations kept
-    for backward of one micro-batch. Per token and layer a block saves 68 d bytes in fp32 and 50 d
-    under bf16 autocast (counted with torch.autograd.graph.saved_tensors_hooks on CPU; the test checks
-    it); the head saves ~8 bytes per logit, plus ~4 for transient copies. Returns (state, activations)."""
-    a = model.args
-    state = model.num_params() * (4 * 4 + (4 if ema else 0))
-    per_token = a.n_layer * a.n_embd * (50 if bf16 else 68) + 12 * a.vocab_size * head_frac
-    return state, per_token * micro_batch * seq_len
 
 
 def estimate_tokens_per_s(flops_per_token, peak, mfu=0.4):

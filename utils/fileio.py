@@ -1,4 +1,4 @@
-"""Writing files so that a crash never leaves half a file where a good one was.
+"""Files: writes that a crash never leaves half done, and reads and output checks that fail in one line.
 
     with atomic_path("out/model.pt") as tmp:       # write tmp any way you like (torch.save, savefig, ...)
         torch.save(obj, tmp)
@@ -9,10 +9,15 @@ The temp file sits beside the target (same filesystem, so os.replace is an atomi
 named NAME.tmp<pid>, so concurrent processes never share one. It is fsynced, then replaces the
 target only if the block finished; on any exception it is removed and the target is untouched.
 A SIGKILL skips the cleanup: remove_stale_temps(dir) deletes the temps of processes that are gone.
+
+    text = read_text("data/stories.txt", "data_path")   # UTF-8, verbatim; a bad file is one UserError
+    check_output("data/stories.txt", force=False)       # refuse to replace a file without --force
 """
 import os
 import re
 from contextlib import contextmanager
+
+from utils.errors import UserError
 
 _TEMP = re.compile(r"^(?P<name>.+)\.tmp(?P<pid>\d+)$")
 
@@ -66,3 +71,28 @@ def remove_stale_temps(directory):
             os.remove(os.path.join(directory, name))
             removed.append(name)
     return removed
+
+
+def read_text(path, what, fix="", allow_empty=True, newline=None):
+    """The whole UTF-8 text of path, verbatim; every failure is one UserError naming `what` (a flag or key)
+    and, for a missing file, the fix. newline="" keeps "\\r\\n" as written."""
+    try:
+        with open(path, encoding="utf-8", newline=newline) as f:
+            text = f.read()
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserError(f"{what} {path} not found" + (f": {fix}" if fix else "")) from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {path} is not UTF-8 text (byte {e.start}): convert it to UTF-8") from None
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be read ({e.strerror})") from None
+    if not allow_empty and not text.strip():
+        raise UserError(f"{what} {path} is empty: give a file with text in it")
+    return text
+
+
+def check_output(path, force=False, flag="--output"):
+    """UserError unless `path` may be written: not a directory, and not an existing file without --force."""
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a directory: pass a file path")
+    if os.path.exists(path) and not force:
+        raise UserError(f"{path} already exists: pass --force to overwrite it, or choose another {flag} path")

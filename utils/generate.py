@@ -1,12 +1,21 @@
-"""Prompt -> text for both objectives (the diffusion sampler, or AR decoding with a KV cache), for any
-canvas (continuation, infill, prefix + suffix: utils/infill.py), and the hook that turns the sampler's
-steps into trace frames (MP4 + GIF).
+"""What to generate and how: the canvas (given text and blanks, from --prompt, --infill or --prefix_file/
+--suffix_file), then generate(), the glue that fills it with sampler.py's reverse loop (diffusion) or AR
+decoding with a KV cache, and renders the text. The way down: build_canvas -> generate -> sampler.sample.
 
-    texts, out, stats = generate(model, tok, "Once upon a time", 128, cfg, schedule, device)
-    texts, out, stats = generate(model, tok, "", 0, cfg, schedule, device, canvas=parse_infill("a [___] b", tok))
+    python inference.py --checkpoint M.pt --infill "The cat [___] on the mat"     # 5 tokens: one per marker character
+    python inference.py --checkpoint M.pt --infill "Once upon a [___:12]. The end."
+    python inference.py --checkpoint M.pt --prefix_file start.txt --suffix_file end.txt --gen-len 64
+
+Given text is encoded piece by piece and spliced back verbatim around the decoded blanks, so every given
+character comes out exactly as given, for the char and the BPE tokenizer alike. A blank is N [MASK]
+tokens: [___:N] sets N; a bare [___] (any number of underscores) takes one token per character of the
+marker, so for a char model the output lines up with what was typed.
+
+    c = Canvas.from_parts(tok, ["Once upon a ", 12, ". The end."])    # str = given text, int = a blank of N tokens
+    texts, out, stats = generate(model, tok, c, cfg, schedule, device)  # or build_canvas(cfg, tok, block_size)
+    c.render(out[0].tolist(), tok), c.fills(out[0].tolist(), tok)       # the full text; the blanks' texts
 """
-import math
-import os
+import re
 import time
 from dataclasses import replace
 
@@ -14,16 +23,123 @@ import torch
 
 from sampler import sample, sample_ar
 from utils.errors import UserError
-from utils.infill import build_canvas
+from utils.fileio import read_text
 
+BLANK = re.compile(r"\[(_+)(?::(\d+))?\]")  # [___] or [___:12]
+BLANK_HELP = "mark each gap with [___] (one token per marker character) or [___:N] (N tokens)"
+
+
+class Canvas:
+    """Given text and blanks in order: parts are (text, ids) for given text and (None, n) for a blank of n tokens."""
+
+    def __init__(self, parts):
+        self.parts = parts
+        self.ids = [i for text, p in parts for i in (p if text is not None else [0] * p)]
+        self.gen = [text is None for text, p in parts for _ in range(p if text is None else len(p))]
+        self.n_gen = sum(self.gen)
+        first = next(k for k, (text, _) in enumerate(parts) if text is None) if self.n_gen else len(parts)
+        self.prefix = "".join(text for text, _ in parts[:first])  # the given text before the first blank
+        self.prefix_len = sum(len(p) for _, p in parts[:first])  # in tokens
+        self.is_continuation = len(parts) == first + 1  # given text, then one blank: what an AR model can do
+
+    def __len__(self):
+        return len(self.ids)
+
+    @classmethod
+    def from_parts(cls, tok, pieces):
+        """pieces: str (given text) or int (a blank of that many tokens), in order."""
+        parts = []
+        for p in pieces:
+            if isinstance(p, str):
+                if p:  # each piece encoded alone: the ids decode back to exactly this text
+                    parts.append((p, list(tok.encode(p))))
+            elif isinstance(p, int) and not isinstance(p, bool) and p >= 1:
+                parts.append((None, p))
+            else:
+                raise UserError(f"a blank must be a whole number of tokens >= 1, got {p!r}")
+        return cls(parts)
+
+    def tensors(self, batch, device):
+        """x (batch, L) long with the given ids (0 at blanks) and gen_mask (batch, L) bool, True at blanks."""
+        x = torch.tensor(self.ids, dtype=torch.long, device=device).repeat(batch, 1)
+        gm = torch.tensor(self.gen, dtype=torch.bool, device=device).repeat(batch, 1)
+        return x, gm
+
+    def fills(self, row, tok):
+        """The decoded text of each blank, from one generated row (list of ids, length L)."""
+        out, pos = [], 0
+        for text, p in self.parts:
+            n = p if text is None else len(p)
+            if text is None:
+                out.append(tok.decode(row[pos:pos + n]))
+            pos += n
+        return out
+
+    def render(self, row, tok):
+        """The full text: the given pieces verbatim, each blank replaced by its decoded fill."""
+        fills = iter(self.fills(row, tok))
+        return "".join(text if text is not None else next(fills) for text, _ in self.parts)
+
+
+def parse_infill(text, tok):
+    """--infill text -> Canvas. Raises UserError if there is no blank or a blank is empty."""
+    pieces, pos = [], 0
+    for m in BLANK.finditer(text):
+        pieces.append(text[pos:m.start()])
+        n = int(m.group(2)) if m.group(2) is not None else len(m.group(0))
+        if n < 1:
+            raise UserError(f"blank {m.group(0)} asks for 0 tokens: use [___:N] with N >= 1")
+        pieces.append(n)
+        pos = m.end()
+    pieces.append(text[pos:])
+    if len(pieces) == 1:
+        raise UserError(f"--infill text has no blank: {BLANK_HELP}")
+    return Canvas.from_parts(tok, pieces)
+
+
+def build_canvas(cfg, tok, block_size, objective="mdlm"):
+    """The canvas a config asks for, checked against the model before any work."""
+    if cfg.infill:
+        c = parse_infill(cfg.infill, tok)
+    else:
+        # verbatim, trailing newline included: every given character stays
+        prefix = read_text(cfg.prefix_file, "--prefix_file", "give a UTF-8 text file") if cfg.prefix_file else cfg.prompt
+        suffix = read_text(cfg.suffix_file, "--suffix_file", "give a UTF-8 text file") if cfg.suffix_file else ""
+        c = Canvas.from_parts(tok, [prefix, cfg.gen_len, suffix])
+    if objective == "ar" and not c.is_continuation:
+        raise UserError("infilling and --suffix_file need a diffusion checkpoint: an AR model only continues a prompt")
+    if len(c) > block_size and objective == "ar":
+        raise UserError(f"prompt ({c.prefix_len} tokens) + --gen-len {c.n_gen} = {len(c)} exceeds the model's context "
+                        f"of {block_size} tokens: shorten the prompt or use --gen-len {max(block_size - c.prefix_len, 1)}")
+    if len(c) > block_size and not (c.is_continuation and cfg.block_length):
+        what = (f"prompt ({c.prefix_len} tokens) + --gen-len {c.n_gen}" if c.is_continuation else
+                f"given text ({len(c) - c.n_gen} tokens) + blanks ({c.n_gen} tokens)")
+        fix = (f"shorten the prompt, use --gen-len {max(block_size - c.prefix_len, 1)}, or decode in blocks with "
+               f"--block-length {max(1, block_size // 4)}" if c.is_continuation else "shorten the text or the blanks")
+        raise UserError(f"{what} = {len(c)} exceeds the model's context of {block_size} tokens: {fix}")
+    if len(c) > block_size and cfg.block_length >= block_size:
+        raise UserError(f"--block-length {cfg.block_length} leaves no context in a window of {block_size} tokens: "
+                        f"use --block-length {max(1, block_size // 4)}")
+    n_blocks = -(-c.n_gen // cfg.block_length) if cfg.block_length else 1
+    if not cfg.threshold and cfg.steps < n_blocks:
+        raise UserError(f"--steps {cfg.steps} is fewer than the {n_blocks} blocks of --block-length {cfg.block_length}: "
+                        f"use --steps {n_blocks} or more, or a longer --block-length")
+    return c
+
+
+def continuation(cfg, tok, prompt, gen_len, block_size):
+    """The canvas of a plain continuation: prompt, then gen_len tokens (no infill, no prefix/suffix files)."""
+    plain = replace(cfg, prompt=prompt, gen_len=gen_len, infill="", prefix_file="", suffix_file="")
+    return build_canvas(plain, tok, block_size, cfg.objective)
+
+
+# ----------------------------------------------------------------------------- sampling glue
 
 def ar_start_token(tok):
     """An AR model needs one token to condition on when the prompt is empty."""
     if tok.kind == "char":
         return tok.stoi.get("\n", 0)
-    from utils.bpe import EOT_TOKEN
-    eot = tok.tok.token_to_id(EOT_TOKEN)
-    return eot if eot is not None else 0
+    return tok.eot_id if tok.eot_id is not None else 0
 
 
 def sampler_options(cfg):
@@ -46,15 +162,11 @@ def describe_sampler(cfg):
 
 
 @torch.no_grad()
-def generate(model, tok, prompt, gen_len, cfg, schedule, device, generator=None, on_step=None, num_samples=None,
-             canvas=None):
-    """Continue `prompt` by gen_len tokens, or fill `canvas` (then prompt/gen_len are ignored).
+def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None, num_samples=None):
+    """Fill `canvas` (a continuation, infill blanks, prefix + suffix) with either objective's sampler.
     Returns (texts: each sample's text after the canvas's leading given text, tokens (B, L), stats); stats
     adds full_texts (given text verbatim, blanks filled), fills (per sample, per blank), prompt_tokens."""
     B = num_samples or cfg.num_samples
-    if canvas is None:
-        plain = replace(cfg, prompt=prompt, gen_len=gen_len, infill="", prefix_file="", suffix_file="")
-        canvas = build_canvas(plain, tok, model.args.block_size, cfg.objective)
     model.eval()
     t0 = time.time()
     if cfg.objective == "ar":
@@ -79,95 +191,3 @@ def generate(model, tok, prompt, gen_len, cfg, schedule, device, generator=None,
     stats.setdefault("seconds_per_sample", [stats["seconds"]] * B)
     stats.update(prompt_tokens=P, full_texts=full, fills=fills)
     return [f[len(canvas.prefix):] for f in full], out, stats
-
-
-class TraceHook:
-    """Turns the sampler's per-step info into trace frames for one sample of the batch: given text (prompt,
-    infill context, suffix) in the 'prompt' state, committed tokens coloured by confidence, re-masked ones
-    marked, and the sample's own NFE and block in the header."""
-
-    def __init__(self, writer, tok, every, T, row=0):
-        self.writer, self.tok, self.every, self.T, self.row, self.frames = writer, tok, every, T, row, 0
-        self.drawn_done = False
-        self.seen_nfe = 0
-
-    def frame(self, x, gen_mask, revealed, remasked, conf, step, t, nfe=None, caption=""):
-        ids, gm = x[self.row].tolist(), gen_mask[self.row].tolist()
-        rev, rem, cf = revealed[self.row].tolist(), remasked[self.row].tolist(), conf[self.row].tolist()
-        tokens, states, confidence = [], [], []
-        for i, tid in enumerate(ids):
-            text = None if tid == self.tok.mask_id else self.tok.token_text(tid)
-            tokens.append(text)
-            state = "prompt" if not gm[i] else "remasked" if rem[i] else "mask" if text is None else "new" if rev[i] else "kept"
-            states.append(state)
-            confidence.append(cf[i] if gm[i] and text is not None else None)
-        self.writer.add_frame(tokens, states, step=step, t=t / self.T, nfe=step if nfe is None else nfe,
-                              confidence=confidence, caption=caption)
-        self.frames += 1
-
-    def start(self, x, gen_mask):
-        z = torch.zeros_like(gen_mask)
-        self.frame(x.masked_fill(gen_mask, self.tok.mask_id), gen_mask, z, z, torch.zeros(x.shape, dtype=torch.float64), 0, self.T)
-
-    def __call__(self, info):
-        nfe = int(info["nfe"][self.row])
-        if nfe == self.seen_nfe:
-            return  # this sample sat the step out (threshold decoding: it had already finished)
-        self.seen_nfe = nfe
-        done = bool(info["finished"][self.row])  # its final state: always a frame, drawn once
-        if self.drawn_done:
-            return
-        self.drawn_done = done
-        if nfe % self.every == 0 or done:
-            caption = f"block {info['block'] + 1}/{info['n_blocks']}" if info["n_blocks"] > 1 else ""
-            self.frame(info["x"], info["gen_mask"], info["revealed"], info["remasked"], info["conf"], info["step"],
-                       0 if done else int(info["time"][self.row]), nfe=nfe, caption=caption)
-
-
-def open_trace(cfg, n_tokens=0, chars_per_token=0.0):
-    """A TraceWriter for cfg.viz_video (GIF beside it), or None. Checks the path before any work.
-    BPE: the frame is sized up front for n_tokens (prompt + generated) of chars_per_token characters."""
-    if not cfg.viz_video:
-        return None
-    if not cfg.viz_video.lower().endswith(".mp4"):
-        raise UserError(f"--viz-video {cfg.viz_video} should end in .mp4 (a GIF is written beside it)")
-    out_dir = os.path.dirname(cfg.viz_video) or "."
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create {out_dir} for --viz-video ({e.strerror}): choose a writable path")
-    if not os.access(out_dir, os.W_OK):
-        raise UserError(f"{out_dir} is not writable: choose another --viz-video path")
-    from utils.trace import TraceWriter
-    cols, rows = (64 if cfg.tokenizer == "char" else 72), None
-    if cfg.tokenizer == "bpe" and n_tokens and chars_per_token:
-        # The final text is unknown when the size is fixed (frames stream to ffmpeg). Each "\n" ends
-        # a row early (TinyStories: one per ~130 chars, wasting ~36 cells), whole tokens wrap: x1.5.
-        rows = math.ceil(1.5 * n_tokens * chars_per_token / cols) + 1
-    return TraceWriter(cfg.viz_video, os.path.splitext(cfg.viz_video)[0] + ".gif", frame_ms=cfg.gif_frame_ms,
-                       cols=cols, rows=rows,
-                       title=f"micro-dllm  T={cfg.diffusion_steps}  {trace_title(cfg)}")
-
-
-def trace_title(cfg):
-    """The sampler settings, short enough for a 64-cell header."""
-    how = [f"threshold {cfg.threshold:g}" if cfg.threshold else f"{cfg.steps} steps"]
-    how += [] if cfg.threshold or cfg.tokens_per_step == "schedule" else [cfg.tokens_per_step]
-    how += [] if cfg.order == "confidence" else [cfg.order]
-    how += [] if cfg.threshold or cfg.remask == "refine" else [cfg.remask + (f" {cfg.remask_eta:g}" if cfg.remask == "remdm" else "")]
-    how += [f"block {cfg.block_length}"] if cfg.block_length else []
-    return ", ".join(how + [f"temp {cfg.temperature:g}"])
-
-
-def generate_with_trace(writer, model, tok, prompt, gen_len, cfg, schedule, device, generator=None, on_step=None,
-                        canvas=None):
-    """generate() while recording the trace of sample 0; returns what generate() returns.
-    The writer is closed here (its .result says what was written)."""
-    hook = TraceHook(writer, tok, cfg.trace_every, cfg.diffusion_steps)
-    if canvas is None:
-        plain = replace(cfg, prompt=prompt, gen_len=gen_len, infill="", prefix_file="", suffix_file="")
-        canvas = build_canvas(plain, tok, model.args.block_size, cfg.objective)
-    both = hook if on_step is None else (lambda info: (hook(info), on_step(info)))
-    with writer:
-        hook.start(*canvas.tensors(1, "cpu"))
-        return generate(model, tok, prompt, gen_len, cfg, schedule, device, generator, on_step=both, canvas=canvas)

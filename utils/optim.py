@@ -1,4 +1,5 @@
-"""Optimizers: AdamW (the default) or Muon for the hidden weight matrices with AdamW for the rest.
+"""Optimizers: AdamW (the default) or Muon for the hidden weight matrices with AdamW for the rest; and the
+weight EMA (--ema) used for eval and samples.
 
 Muon (Keller Jordan, 2024, "Muon: An optimizer for hidden layers in neural networks",
 kellerjordan.github.io/posts/muon; used in modded-nanogpt and nanochat): SGD with Nesterov
@@ -9,6 +10,8 @@ Embeddings, the output head and anything not 2-D keep AdamW: Muon is for hidden 
     python train.py cpu --optimizer=muon --muon_lr=0.02
     python -c "import torch; from utils.optim import orthogonalize; print(torch.linalg.svdvals(orthogonalize(torch.randn(64, 32))))"
 """
+import copy
+
 import torch
 
 # quintic Newton-Schulz coefficients from the Muon write-up: chosen to push every singular value
@@ -99,3 +102,33 @@ def set_lr(opt, scale):
     """Every group's lr = its base_lr x the schedule's factor (warm-up, cosine decay)."""
     for g in opt.param_groups:
         g["lr"] = g["base_lr"] * scale
+
+
+# ---------------------------------------------------------------------------- EMA of the weights
+# Polyak & Juditsky 1992. python train.py cpu --ema=0.999: eval, best.pt selection and samples use the
+# averaged weights; checkpoints carry them under 'ema' (a plain state_dict) and the update count under
+# 'ema_updates'; utils.checkpoint.load_model prefers 'ema' when it is there.
+
+class EMA:
+    def __init__(self, model, decay):
+        self.decay, self.updates = decay, 0
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)  # its own uncompiled copy
+
+    def rate(self):
+        """The decay used for the next update: ramps up from 0.1 so the average forgets the random
+        init quickly in short runs (TensorFlow's ExponentialMovingAverage num_updates rule)."""
+        n = self.updates
+        return min(self.decay, (1 + n) / (10 + n))
+
+    @torch.no_grad()
+    def update(self, model):
+        d = self.rate()
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1.0 - d)  # e += (1-d)(p-e)
+        self.updates += 1
+
+    def state_dict(self):
+        return self.model.state_dict()
+
+    def load_state_dict(self, weights, updates):
+        self.model.load_state_dict(weights)
+        self.updates = updates

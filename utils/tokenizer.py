@@ -1,18 +1,36 @@
 """Tokenizers with a [MASK] token: characters (vocab read off the data) or byte-level BPE.
 
-Both serialise to plain Python values (`state()`), stored in every checkpoint, so a
-checkpoint is self-contained and loads with torch.load(weights_only=True). Both offer
-encode / encode_chunks (data preparation) / decode (masks shown as "_") / token_text (one
-token, for traces) / char_counts (characters per id, for bits/char).
+Both serialise to plain Python values (`state()`), stored in every checkpoint, so a checkpoint is
+self-contained and loads with torch.load(weights_only=True). Both offer encode / encode_chunks (data
+preparation) / decode (masks shown as "_") / token_text (one token, for traces) / char_counts
+(characters per id, for bits/char). Training a BPE: scripts/train_tokenizer.py.
+
+The BPE (Hugging Face `tokenizers`) has two special tokens:
+  id 0  "<|endoftext|>"  story separator, an *added special token*: the literal text encodes to this id.
+  id 1  "[MASK]"         the diffusion mask: in the vocabulary but deliberately NOT an added token.
+`tokenizers` matches every added token in the raw input first, so were "[MASK]" one, a user text holding
+"[MASK]" would encode to the mask id. Here it has no merge leading to it and the byte-level pre-tokenizer
+splits "[MASK]" into "[", "MASK", "]", so no input text can encode to id 1; the mask id is only ever placed
+by model code. Do not wrap the JSON in a transformers tokenizer with mask_token="[MASK]" (that would add it
+again). Any byte sequence encodes, and decode(encode(text)) == text byte for byte.
 
     tok = BPETokenizer.from_file("artifacts/tokenizer/tokenizer.json")   # or CharTokenizer.from_text(text)
     ids = tok.encode("Once upon a time"); tok.decode(ids); fingerprint(tok)
+    sum(tok.char_counts()[i] for i in tok.encode(text)) == len(text)     # characters per token, exact
 """
 import hashlib
 import json
+import os
+import re
 import unicodedata
 
 from utils.errors import UserError
+
+TOKENIZERS = ("char", "bpe")  # config.tokenizer
+EOT_TOKEN = "<|endoftext|>"
+MASK_TOKEN = "[MASK]"
+SPECIAL_TOKENS = [EOT_TOKEN, MASK_TOKEN]  # ids 0 and 1
+RETRAIN = "retrain it with scripts/train_tokenizer.py"
 
 
 class CharTokenizer:
@@ -57,37 +75,72 @@ class BPETokenizer:
     kind = "bpe"
 
     def __init__(self, tok):
-        from utils import bpe  # imported lazily: char runs need no `tokenizers`
-        self.tok, self._bpe = tok, bpe
-        self.mask_id = bpe.mask_id(tok)
+        """tok: a tokenizers.Tokenizer holding our two special tokens (see check_specials)."""
+        self.tok = tok
+        self.eot_id, self.mask_id = tok.token_to_id(EOT_TOKEN), tok.token_to_id(MASK_TOKEN)
         self.vocab_size = tok.get_vocab_size()  # [MASK] and <|endoftext|> included
 
     @classmethod
-    def from_json(cls, text):
-        from utils.bpe import tokenizer_from_str
-        return cls(tokenizer_from_str(text))
+    def from_json(cls, text, where="the checkpoint's tokenizer"):
+        from tokenizers import Tokenizer  # imported lazily: char runs need no `tokenizers`
+        try:
+            tok = Tokenizer.from_str(text)
+        except Exception as e:
+            raise UserError(f"cannot read {where} ({type(e).__name__}): it was not written by "
+                            f"scripts/train_tokenizer.py") from None
+        return cls(check_specials(tok, where))
 
     @classmethod
     def from_file(cls, path):
-        from utils.bpe import load_tokenizer  # UserError if missing, unreadable or without our specials
-        return cls(load_tokenizer(path))
+        """Load a tokenizer.json written by scripts/train_tokenizer.py (UserError if missing or not ours)."""
+        from tokenizers import Tokenizer
+        if not os.path.isfile(path):
+            raise UserError(f"tokenizer not found: {path}: train one with "
+                            f"python scripts/train_tokenizer.py --input data/stories.txt --output {path}")
+        try:
+            tok = Tokenizer.from_file(path)
+        except Exception as e:
+            raise UserError(f"cannot read tokenizer {path} ({type(e).__name__}): {RETRAIN}") from None
+        return cls(check_specials(tok, path))
 
     def encode(self, text):
-        return self._bpe.encode_text(self.tok, text)  # == tok.encode(text).ids, multi-threaded
-
-    def encode_batch(self, texts):
-        return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
+        """tok.encode(text).ids for a long text, but multi-threaded (see encode_chunks). A list of ints."""
+        return [i for ids, _ in self.encode_chunks(text) for i in ids]
 
     def encode_chunks(self, text, chunk_chars=1 << 20):
-        """(ids, n_chars) per ~chunk_chars of text (for data preparation with a progress bar)."""
-        return self._bpe.encode_chunks(self.tok, text, chunk_chars)
+        """Yield (ids, n_chars) for consecutive chunks of about chunk_chars characters; each chunk's pieces
+        go through encode_batch (parallel in Rust). The concatenated ids == tok.encode(text).ids."""
+        batch, n = [], 0
+        for piece in split_for_encoding(text):
+            batch.append(piece)
+            n += len(piece)
+            if n >= chunk_chars:
+                yield [i for e in self.tok.encode_batch(batch, add_special_tokens=False) for i in e.ids], n
+                batch, n = [], 0
+        if batch:
+            yield [i for e in self.tok.encode_batch(batch, add_special_tokens=False) for i in e.ids], n
+
+    def token_bytes(self):
+        """The raw bytes of every id (a list indexed by id); special tokens give their text's UTF-8."""
+        sym = symbol_to_byte()
+        special = {t.content for t in self.tok.get_added_tokens_decoder().values()}
+        out = []
+        for i in range(self.vocab_size):
+            s = self.tok.id_to_token(i)
+            out.append(s.encode("utf-8") if s in special or s == MASK_TOKEN else bytes(sym[c] for c in s))
+        return out
 
     def char_counts(self):
-        return self._bpe.char_counts(self.tok)
+        """Characters each id adds to decoded text: its bytes that start a UTF-8 character (not 0b10xxxxxx).
+        Additive, so a window that cuts a multi-byte character still counts it once, and the counts of
+        encode(text) sum to len(text) exactly. [MASK] counts 0, "<|endoftext|>" 13."""
+        counts = [sum((b & 0xC0) != 0x80 for b in bs) for bs in self.token_bytes()]
+        counts[self.mask_id] = 0
+        return counts
 
     def decode(self, ids, mask="_"):
         out, run = [], []
-        for i in ids:  # decode runs between masks so byte-level merges stay intact
+        for i in ids:  # decode runs between masks so byte-level merges stay intact; specials are kept
             if i == self.mask_id:
                 out.append(self.tok.decode(run, skip_special_tokens=False)); run = []
                 out.append(mask)
@@ -101,6 +154,64 @@ class BPETokenizer:
 
     def state(self):
         return {"kind": "bpe", "json": self.tok.to_str()}
+
+
+def check_specials(tok, where):
+    """tok itself, if it has <|endoftext|> as an added special token and [MASK] in the vocab but not added."""
+    if tok.token_to_id(EOT_TOKEN) is None or tok.token_to_id(MASK_TOKEN) is None:
+        raise UserError(f"{where} lacks {EOT_TOKEN} or {MASK_TOKEN}: {RETRAIN}")
+    added = {t.content for t in tok.get_added_tokens_decoder().values()}
+    if MASK_TOKEN in added:
+        raise UserError(f"{where} matches the literal text {MASK_TOKEN} as the mask token: {RETRAIN}")
+    if EOT_TOKEN not in added:
+        raise UserError(f"{where} does not treat {EOT_TOKEN} as a special token: {RETRAIN}")
+    return tok
+
+
+def split_stories(text):
+    """Split text on "<|endoftext|>" into pieces, newlines kept, whitespace-only pieces dropped."""
+    return [p for p in text.split(EOT_TOKEN) if p.strip()]
+
+
+# A byte-level pre-token always starts at a " " or "\n" followed by a printable ASCII character:
+# GPT-2's pattern (Radford et al. 2019) cuts a whitespace run W before a non-space into W[:-1] and
+# W[-1] + " word" (or W[-1] = "\n" alone), and nothing follows a non-space with whitespace in one
+# pre-token, so no BPE token crosses that point (fuzz-tested in tests/test_bpe.py). ASCII only:
+# Python's and the Rust regex's ideas of Unicode whitespace may differ.
+_SAFE_CUT = re.compile(r"[ \n](?=[!-~])")
+
+
+def split_for_encoding(text, piece_chars=1 << 12):
+    """Yield pieces of text that encode independently to exactly the ids of the whole text:
+    "<|endoftext|>" on its own (added tokens are matched before pre-tokenization, so tokens
+    never cross one), and, inside longer stretches, a cut at the first safe point (above) after
+    each piece_chars characters. Concatenated, the pieces are the text."""
+    pos = 0
+    while pos < len(text):
+        k = text.find(EOT_TOKEN, pos)
+        end = len(text) if k < 0 else k
+        while end - pos > piece_chars:
+            m = _SAFE_CUT.search(text, pos + piece_chars, end)
+            if m is None:
+                break
+            yield text[pos:m.start()]
+            pos = m.start()
+        if pos < end:
+            yield text[pos:end]
+        if k < 0:
+            return
+        yield EOT_TOKEN
+        pos = k + len(EOT_TOKEN)
+
+
+def symbol_to_byte():
+    """The byte-level alphabet (GPT-2, Radford et al. 2019): the 188 printable Latin-1 bytes stand
+    for themselves; the other 68 (controls, space, 0x7F-0xA0, 0xAD) map, in byte order, to chr(256 + k)."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    table = {chr(b): b for b in printable}
+    for k, b in enumerate(b for b in range(256) if chr(b) not in table):
+        table[chr(256 + k)] = b
+    return table
 
 
 def fingerprint(tokenizer):

@@ -1,4 +1,4 @@
-"""Reading text corpora (Hugging Face hub, local files) and writing them as one plain-text file.
+"""The corpus maker behind scripts/data.py: read text corpora (Hugging Face hub, local files), write one plain-text file.
 
 The output format is the one of TinyStories-train.txt: every story is stripped and
 followed by "\\n<|endoftext|>\\n". A single-document input (Tiny Shakespeare) is
@@ -11,7 +11,7 @@ Sources:
 
 Typical use (this is what scripts/data.py does):
 
-    from utils.corpus import iter_local_texts, sample_texts, write_corpus
+    from scripts.corpus import iter_local_texts, sample_texts, write_corpus
     texts = sample_texts(iter_local_texts("stories.txt"), num=1000, seed=1337)
     stats = write_corpus(texts, "data/stories.txt", force=False)
 
@@ -25,9 +25,10 @@ import urllib.error
 import urllib.request
 
 from utils.errors import UserError
-from utils.fileio import atomic_open
+from utils.fileio import atomic_open, check_output
+from utils.tokenizer import EOT_TOKEN
 
-SEPARATOR = "<|endoftext|>"
+SEPARATOR = EOT_TOKEN  # "<|endoftext|>"
 # what goes between (and after) stories in the output file
 JOINER = "\n" + SEPARATOR + "\n"
 
@@ -317,14 +318,6 @@ def sample_texts(texts, num=0, seed=1337):
                 reservoir[j] = t
     rng.shuffle(reservoir)
     return reservoir
-
-
-def check_output(path, force=False):
-    """UserError if `path` cannot be written: exists without force, or is a directory."""
-    if os.path.isdir(path):
-        raise UserError(f"--output {path} is a directory: pass a file path")
-    if os.path.exists(path) and not force:
-        raise UserError(f"{path} already exists: pass --force to overwrite it")
 
 
 def write_corpus(texts, path, force=False, single_document=False):

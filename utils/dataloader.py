@@ -1,4 +1,5 @@
-"""Text -> token ids, encoded once into uint16 files and memory-mapped (nanoGPT's .bin idea).
+"""The training data loader: text -> token ids, encoded once into uint16 files and memory-mapped
+(nanoGPT's .bin idea), then random training windows and the fixed validation windows.
 
 The split is fixed: with one text file, the first (1 - val_fraction) of its characters
 train and the rest validate (nanoGPT's split); with val_path, that file validates.
@@ -20,31 +21,22 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
-from utils.fileio import atomic_open, atomic_path, remove_stale_temps
+from utils.fileio import atomic_open, atomic_path, read_text, remove_stale_temps
 from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint
 
 CACHE_ROOT = os.path.join("artifacts", "data")
 
 
-def read_text(path, what="data_path"):
-    if not os.path.isfile(path):
-        raise UserError(
-            f"{what} {path} not found: make it with python scripts/data.py --dataset tinyshakespeare --output {path}, "
-            f"or point --{what} at a local text file (e.g. ../shared/data/tinyshakespeare.txt)")
-    with open(path, encoding="utf-8", errors="strict") as f:
-        try:
-            text = f.read()
-        except UnicodeDecodeError as e:
-            raise UserError(f"{what} {path} is not UTF-8 text (byte {e.start}): convert it to UTF-8")
-    if not text.strip():
-        raise UserError(f"{what} {path} is empty: give a text file with training data")
-    return text
+def _read(path, what):
+    return read_text(path, what, f"make it with python scripts/data.py --dataset tinyshakespeare --output {path}, "
+                     f"or point --{what} at a local text file (e.g. ../shared/data/tinyshakespeare.txt)",
+                     allow_empty=False)
 
 
 def split_texts(cfg):
-    train = read_text(cfg.data_path)
+    train = _read(cfg.data_path, "data_path")
     if cfg.val_path:
-        return train, read_text(cfg.val_path, "val_path")
+        return train, _read(cfg.val_path, "val_path")
     cut = int(len(train) * (1 - cfg.val_fraction))
     return train[:cut], train[cut:]
 
@@ -117,9 +109,8 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
                 meta[f"{split}_tokens"] = _encode_to_file(tok, text, tmp, dtype, split, verbose)
             meta[f"{split}_chars"] = len(text)
         if tok.kind == "bpe":
-            from utils.bpe import eot_id
             train = np.memmap(os.path.join(cache, "train.bin"), dtype=dtype, mode="r")
-            meta["packing"] = packing_stats(train, eot_id(tok.tok), cfg.block_size)
+            meta["packing"] = packing_stats(train, tok.eot_id, cfg.block_size)
             if verbose and meta["packing"]:
                 p = meta["packing"]
                 print(f"packing: {p['stories']:,} stories of {p['story_tokens_mean']:.0f} tokens on average "

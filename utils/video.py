@@ -1,0 +1,250 @@
+"""The trace video renderer: frames of the sampler's per-step sequence state, streamed to an MP4 and a GIF.
+
+utils/trace.py calls TraceWriter.add_frame() once per recorded step; each frame is a fixed-size grid
+of monospace cells (one per character, one placeholder per masked position) coloured by state.
+Nothing is accumulated: RGB frames stream to ffmpeg's stdin (rawvideo -> H.264 MP4) and the GIF is
+streamed frame by frame (shared palette, changed rectangle only), so memory stays flat. Both go to
+temp files beside the targets, which they replace only when close() succeeds. Usage:
+    with TraceWriter("out.mp4", "out.gif", title="char MDM") as tw: tw.add_frame(...) per step
+"""
+import importlib.util, math, os, shutil, subprocess, tempfile  # noqa: E401
+from contextlib import suppress
+
+from PIL import GifImagePlugin, Image, ImageChops, ImageDraw, ImageFont
+
+STATES = ("prompt", "mask", "new", "kept", "remasked")
+PAGE, HEAD_INK = (250, 250, 247), (55, 55, 65)
+STYLE = {  # state -> (ink, cell background or None)
+    "prompt": ((80, 80, 88), (222, 226, 234)), "mask": ((170, 170, 170), None),
+    "new": ((15, 15, 15), (255, 186, 30)), "kept": ((25, 30, 55), None), "remasked": ((210, 25, 25), (255, 214, 214))}
+LOW_CONF_INK = (120, 160, 220)  # 'kept' ink fades towards this as confidence -> 0
+# Placeholders and stand-ins for control characters; all in DejaVu Sans Mono (matplotlib ships it).
+GLYPH = dict(mask="_", remask="×", more="…", empty="∅")
+VISIBLE = {i: "¤" for i in [*range(32), *range(127, 160)]} | {ord("\n"): "↵", ord("\t"): "→"}
+NO_FFMPEG = "no ffmpeg found: install imageio-ffmpeg or put ffmpeg on PATH; wrote GIF only"
+
+
+def _find_ffmpeg():
+    """System ffmpeg first (usually the most capable build), else imageio-ffmpeg's bundled one."""
+    try:
+        import imageio_ffmpeg  # noqa: F401  (used only when there is no system ffmpeg)
+        exe = shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # imageio-ffmpeg not installed, or it has no binary for this platform
+        exe = shutil.which("ffmpeg")
+    return exe if exe and os.access(exe, os.X_OK) else None
+
+
+def _load_fonts(size):
+    """(regular, bold) DejaVu Sans Mono; matplotlib's copy is located without importing it."""
+    spec = importlib.util.find_spec("matplotlib")
+    mpl = [os.path.join(p, "mpl-data/fonts/ttf") for p in (spec and spec.submodule_search_locations or [])]
+    for d in ["/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/TTF", "/usr/share/fonts/dejavu",
+              "/Library/Fonts", os.path.expanduser("~/.fonts"), *mpl]:
+        reg, bold = os.path.join(d, "DejaVuSansMono.ttf"), os.path.join(d, "DejaVuSansMono-Bold.ttf")
+        if os.path.isfile(reg):
+            f = ImageFont.truetype(reg, size)
+            return f, (ImageFont.truetype(bold, size) if os.path.isfile(bold) else f)
+    f = ImageFont.load_default(size=size)  # scalable since Pillow 10.1; only reached without DejaVu
+    return f, f
+
+
+def _mix(a, b, w):
+    return tuple(round(x + (y - x) * min(1.0, max(0.0, float(w)))) for x, y in zip(a, b))
+
+
+class TraceWriter:
+    def __init__(self, video_path, gif_path, frame_ms=180, cols=64, title="", font_size=14,
+                 rows=None, hold_ms=1500):
+        """rows: text-grid height (default: estimated at the first frame); hold_ms: last frame's hold."""
+        if frame_ms < 10 or cols < 1:
+            raise ValueError("frame_ms must be >= 10 (GIF timing resolution) and cols >= 1")
+        self.paths = {"mp4": video_path, "gif": gif_path}
+        self.frame_ms, self.cols, self.title, self.rows = int(frame_ms), int(cols), title, rows
+        self.hold_frames = max(1, math.ceil(hold_ms / self.frame_ms))  # slots the last frame fills
+        self.font, self.bold = _load_fonts(font_size)
+        # Glyphs are placed one per cell at this pitch, so even a proportional fallback font lines up.
+        self.adv, self.ch = self.font.getlength("M"), self.font.getbbox("Mg|_")[3] + 4
+        self.m = self.ch // 2  # margin
+        self.size, self.n, self.warnings, self.result = None, 0, [], None
+        self._tmp, self._proc, self._err, self._gif = {}, None, None, None
+        self._last_rgb = self._pending = self._prev = self._pal = None  # at most one frame each
+
+    def _layout(self, tokens, states, conf=None):
+        """[(row, col, glyph, state, conf)]: wrap at cols, short tokens kept whole, break after "\\n"."""
+        cells, r, c = [], 0, 0
+        for i, (tok, st) in enumerate(zip(tokens, states)):
+            chars = [None] if tok is None or st in ("mask", "remasked") else list(tok) or [""]
+            if 0 < c and c + len(chars) > self.cols >= len(chars):
+                r, c = r + 1, 0
+            for ch in chars:
+                if c >= self.cols:
+                    r, c = r + 1, 0
+                g = GLYPH["remask" if st == "remasked" else "mask"] if ch is None else ch.translate(VISIBLE)
+                cells.append((r, c, g or GLYPH["empty"], st, None if conf is None else conf[i]))
+                r, c = (r + 1, 0) if ch == "\n" else (r, c + 1)
+        return cells
+
+    def _fix_size(self, tokens, states):
+        """Fix the frame size (rawvideo needs one): rows for this frame and a generous all-revealed guess."""
+        if self.rows is None:
+            shown = [t for t in tokens if t is not None]
+            # cells per masked position: char-level ~3 (newlines waste row ends), BPE ~6, unknown 4
+            w = 4 if not shown else 3 if all(len(t) <= 1 for t in shown) else 6
+            est = [t if t is not None else "x" * w for t in tokens]
+            need = [self._layout(tokens, states), self._layout(est, ["kept"] * len(est))]
+            self.rows = max([1] + [cells[-1][0] + 1 for cells in need if cells])
+        self.top = self.m + 2 * self.ch + self.m
+        w = 2 * self.m + math.ceil(max(self.cols, 48) * self.adv)  # >= 48 cells: room for the legend
+        h = self.top + self.rows * self.ch + self.m + self.ch + self.m
+        self.size = (w + w % 2, h + h % 2)  # yuv420p needs even dimensions
+
+    def _cell(self, d, y, col, glyph, st, conf=None):
+        ink, bg = STYLE[st]
+        if conf is not None and st == "new":
+            bg = _mix(PAGE, bg, 0.25 + 0.75 * conf)
+        elif conf is not None and st == "kept":
+            ink = _mix(LOW_CONF_INK, ink, conf)
+        x0, x1 = self.m + int(col * self.adv), self.m + int((col + 1) * self.adv)
+        if bg:
+            d.rectangle([x0, y, x1 - 1, y + self.ch - 1], fill=bg)
+        if glyph != " ":
+            d.text((x0, y + 2), glyph, font=self.bold if st == "new" else self.font, fill=ink)
+
+    def render(self, tokens, states, step=0, t=0.0, nfe=0, confidence=None, caption=""):
+        """One frame as an RGB image (the first call fixes the frame size)."""
+        n = len(tokens)
+        if len(states) != n or (confidence is not None and len(confidence) != n) or set(states) - set(STATES):
+            raise ValueError(f"need tokens, states, confidence of equal length and states in {STATES}")
+        if self.size is None:
+            self._fix_size(tokens, states)
+        img = Image.new("RGB", self.size, PAGE)
+        d, fit = ImageDraw.Draw(img), int((self.size[0] - 2 * self.m) / self.adv)
+        d.text((self.m, self.m), self.title[:fit], font=self.bold, fill=HEAD_INK)
+        info = f"step {step}  t={t:.3f}  NFE {nfe}" + (f"  |  {caption}" if caption else "")
+        d.text((self.m, self.m + self.ch), info.replace("\n", " ")[:fit], font=self.font, fill=HEAD_INK)
+        cells = self._layout(tokens, states, confidence)
+        if cells and cells[-1][0] >= self.rows:  # more text than the fixed grid: clip and say so
+            last = (self.rows - 1, self.cols - 1)
+            cells = [c for c in cells if c[0] < self.rows and c[:2] != last]
+            cells.append((*last, GLYPH["more"], "mask", None))
+        for r, c, g, st, cf in cells:
+            self._cell(d, self.top + r * self.ch, c, g, st, cf)
+        y, col = self.size[1] - self.m - self.ch, 0
+        for st, g in zip(STATES, ("a", GLYPH["mask"], "a", "a", GLYPH["remask"])):  # legend
+            self._cell(d, y, col, g, st)
+            d.text((self.m + int((col + 1.5) * self.adv), y + 2), st, font=self.font, fill=HEAD_INK)
+            col += len(st) + 4
+        return img
+
+    def add_frame(self, tokens, states, step, t, nfe, confidence=None, caption=""):
+        if self.result is not None:
+            raise RuntimeError("TraceWriter is already closed")
+        img = self.render(tokens, states, step, t, nfe, confidence, caption)
+        if self.n == 0:
+            self._start()
+        self.n += 1
+        if self._proc is not None:
+            self._last_rgb = img.tobytes()  # kept (one frame) to repeat as the final hold
+            self._ffmpeg(self._last_rgb)
+        if self._gif is not None:
+            if self._pending is not None:  # lag one frame: only close() knows which one is last
+                self._gif_write(self._pending, self.frame_ms)
+            self._pending = img.quantize(palette=self._pal, dither=Image.Dither.NONE)
+
+    def _start(self):
+        for key, path in self.paths.items():
+            if path:  # temp beside the target so os.replace is an atomic rename (not mkstemp: 0600)
+                d, base = os.path.split(os.path.abspath(path))
+                os.makedirs(d, exist_ok=True)
+                self._tmp[key] = os.path.join(d, f".{base}.{os.getpid()}-{id(self):x}.tmp")
+        if "gif" in self._tmp:
+            self._gif = open(self._tmp["gif"], "wb")
+            # One palette for all frames, fitted to every state x confidence (not just the first frame)
+            swatch = self.render(["Mg"] * 30, [s for s in STATES for _ in range(6)],
+                                 confidence=[i / 5 for i in range(6)] * 5)
+            self._pal = swatch.quantize(256, method=Image.Quantize.MEDIANCUT)
+        if "mp4" in self._tmp:
+            (w, h), exe = self.size, _find_ffmpeg()
+            cmd = [exe, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
+                   f"{w}x{h}", "-r", f"1000/{self.frame_ms}", "-i", "-", "-an", "-c:v", "libx264", "-preset",
+                   "veryfast", "-tune", "animation", "-crf", "20", "-pix_fmt", "yuv420p", "-movflags",
+                   "+faststart", "-f", "mp4", self._tmp["mp4"]]
+            if exe:  # stderr to a file, not a pipe: an unread pipe can fill up and stall ffmpeg
+                self._err = tempfile.TemporaryFile()
+                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                              stderr=self._err)
+            else:
+                self.warnings.append(NO_FFMPEG if self._gif else NO_FFMPEG.split(";")[0] + "; wrote nothing")
+                del self._tmp["mp4"]
+
+    def _ffmpeg(self, data=None):
+        """Send frame bytes (None: end the stream and wait). If ffmpeg failed, raise with its stderr."""
+        try:
+            if data is not None:
+                self._proc.stdin.write(data)
+                return
+            self._proc.stdin.close()
+        except OSError:  # broken pipe: ffmpeg died; fall through to wait() and report why
+            pass
+        if self._proc.wait() != 0:
+            self._err.seek(0)
+            tail = self._err.read().decode(errors="replace").strip()[-1500:]
+            self._abort()
+            raise RuntimeError(f"ffmpeg exited with code {self._proc.returncode} "
+                               f"writing {self.paths['mp4']}:\n{tail}")
+
+    def _gif_write(self, p, ms):
+        """Append one GIF frame: the whole image first, then only the rectangle that changed."""
+        idx = Image.frombytes("L", p.size, p.tobytes())  # compare palette indices, not luminance
+        if self._prev is None:
+            hdr, _ = GifImagePlugin.getheader(p, None, {"loop": 0, "duration": ms})
+            self._gif.write(b"".join(hdr))
+            box = (0, 0) + p.size
+        else:  # an unchanged frame still gets a 1x1 patch, so GIF frames == add_frame calls
+            box = ImageChops.difference(self._prev, idx).getbbox() or (0, 0, 1, 1)
+        self._gif.write(b"".join(GifImagePlugin.getdata(p.crop(box), offset=box[:2], duration=ms)))
+        self._prev = idx
+
+    def close(self):
+        """Finish both files, move them into place; returns {'mp4', 'gif', 'frames', 'warnings'}."""
+        if self.result is not None:
+            return self.result
+        try:
+            if self._proc is not None:
+                self._ffmpeg(self._last_rgb * (self.hold_frames - 1))  # hold the last frame
+                self._ffmpeg(None)
+                self._err.close()
+            if self._gif is not None:
+                self._gif_write(self._pending, self.frame_ms * self.hold_frames)
+                self._gif.write(b";")  # GIF trailer
+                self._gif.close()
+            for key, tmp in self._tmp.items():  # replace only once every encode has succeeded
+                os.replace(tmp, self.paths[key])
+            done, self._tmp = self._tmp, {}
+        except BaseException:
+            self._abort()
+            raise
+        self.result = {k: self.paths[k] if k in done else None for k in ("mp4", "gif")}
+        self.result.update(frames=self.n, warnings=self.warnings
+                           + ([] if self.n else ["no frames added: nothing written"]))
+        return self.result
+
+    def _abort(self):
+        """Stop ffmpeg, delete temp files, leave existing outputs untouched. Safe to call twice."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        for f in (self._gif, self._err, self._proc and self._proc.stdin):
+            with suppress(OSError):
+                f and f.close()
+        for tmp in self._tmp.values():
+            with suppress(FileNotFoundError):
+                os.remove(tmp)
+        self._tmp, self._last_rgb, self._pending, self._prev = {}, None, None, None
+        self.result = dict(mp4=None, gif=None, frames=self.n, warnings=self.warnings + ["aborted"])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):  # on error: drop temp files, replace nothing
+        self.close() if exc_type is None else self._abort()
