@@ -14,87 +14,103 @@ Unknown keys and values of the wrong type are rejected (exit 2) with close match
 import ast
 import difflib
 import os
-from dataclasses import dataclass, fields, asdict, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
+from diffusion import LOSS_TYPES, OBJECTIVES, SCHEDULES
+from model import TIME_CONDS
+from sampler import ORDERS, REMASKS, TOKENS_PER_STEP
+from utils.dist import DTYPES
 from utils.errors import UserError
+from utils.optim import OPTIMIZERS
+from utils.tokenizer import TOKENIZERS
+
+
+def trained(default):
+    """A setting of the trained model (or of its data): sampling always takes it from the checkpoint."""
+    return field(default=default, metadata={"trained": True})
+
+
+def resumable(default):
+    """A setting a resumed run may change; every other one comes from the checkpoint it resumes."""
+    return field(default=default, metadata={"resumable": True})
 
 
 @dataclass
 class Config:
     # ---- data
-    data_path: str = "data/tinyshakespeare.txt"  # text file; make one with scripts/data.py
-    val_path: str = ""             # separate validation text; "" = last val_fraction of data_path
-    val_fraction: float = 0.1      # nanoGPT's split: first 90% train, last 10% val
-    tokenizer: str = "char"        # 'char' (vocab from the data + [MASK]) | 'bpe'
+    data_path: str = trained("data/tinyshakespeare.txt")  # text file; make one with scripts/data.py
+    val_path: str = trained("")         # separate validation text; "" = last val_fraction of data_path
+    val_fraction: float = 0.1           # nanoGPT's split: first 90% train, last 10% val
+    tokenizer: str = trained("char")    # 'char' (vocab from the data + [MASK]) | 'bpe'
     tokenizer_path: str = "artifacts/tokenizer/tokenizer.json"  # bpe only (scripts/train_tokenizer.py)
     # ---- model
-    block_size: int = 256          # context length in tokens
-    n_layer: int = 6
-    n_head: int = 6
-    n_embd: int = 384              # head_dim = n_embd / n_head = 64
-    time_cond: str = "learned"     # 'learned' Embedding(T+1, d) added to the input | 'adaln' (DiT adaLN-Zero) | 'none'
+    block_size: int = trained(256)      # context length in tokens
+    n_layer: int = trained(6)
+    n_head: int = trained(6)
+    n_embd: int = trained(384)          # head_dim = n_embd / n_head = 64
+    time_cond: str = trained("learned")  # 'learned' Embedding(T+1, d) added to the input | 'adaln' (DiT adaLN-Zero) | 'none'
     # ---- objective
-    objective: str = "mdlm"        # 'mdlm' masked diffusion | 'ar' same net, causal, next-token loss
-    diffusion_steps: int = 100     # T: discrete time steps of the forward process
-    schedule: str = "cosine"       # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T | 'cosine_offset' (s=0.008)
-    loss_type: str = "elbo"        # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
-    mask_blocks: int = 0           # >1: training masks aligned runs of this many tokens whole (semi-AR-like); 0 = per token
+    objective: str = trained("mdlm")    # 'mdlm' masked diffusion | 'ar' same net, causal, next-token loss
+    diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process
+    schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T | 'cosine_offset' (s=0.008)
+    loss_type: str = "elbo"             # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
+    mask_blocks: int = 0                # >1: training masks aligned runs of this many tokens whole (semi-AR-like); 0 = per token
     # ---- optimisation
-    batch_size: int = 64           # sequences per step
-    max_iters: int = 5000          # 0 = build everything, print config and parameter count, exit
-    learning_rate: float = 3e-4    # peak AdamW LR
-    min_lr: float = 3e-5           # cosine decay floor (LR / 10, as nanoGPT)
-    warmup_iters: int = 100        # linear warm-up steps
-    weight_decay: float = 0.1      # on 2-D weights only
+    batch_size: int = 64                # sequences per step
+    max_iters: int = resumable(5000)    # 0 = build everything, print config and parameter count, exit
+    learning_rate: float = 3e-4         # peak AdamW LR
+    min_lr: float = 3e-5                # cosine decay floor (LR / 10, as nanoGPT)
+    warmup_iters: int = 100             # linear warm-up steps
+    weight_decay: float = 0.1           # on 2-D weights only
     beta1: float = 0.9
-    beta2: float = 0.99            # 0.99: small batches (nanoGPT char recipe)
-    grad_clip: float = 1.0         # 0 disables
-    total_batch_size: int = 0      # tokens per optimizer step, all ranks; 0 = batch_size*block_size*world; more = accumulate
-    optimizer: str = "adamw"       # 'adamw' | 'muon' (Muon on the blocks' 2-D weights, AdamW on embeddings and head)
-    muon_lr: float = 0.02          # peak Muon LR (same warm-up/cosine shape as learning_rate)
-    muon_momentum: float = 0.95    # Muon's Nesterov momentum
-    ema: float = 0.0               # 0 = off; else the decay (e.g. 0.999) of a weight average used for eval and samples
-    head_on_masked_only: bool = False  # mdlm: output head only at masked positions (same loss; elbo/masked_ce)
+    beta2: float = 0.99                 # 0.99: small batches (nanoGPT char recipe)
+    grad_clip: float = 1.0              # 0 disables
+    total_batch_size: int = 0           # tokens per optimizer step, all ranks; 0 = batch_size*block_size*world; more = accumulate
+    optimizer: str = "adamw"            # 'adamw' | 'muon' (Muon on the blocks' 2-D weights, AdamW on embeddings and head)
+    muon_lr: float = 0.02               # peak Muon LR (same warm-up/cosine shape as learning_rate)
+    muon_momentum: float = 0.95         # Muon's Nesterov momentum
+    ema: float = 0.0                    # 0 = off; else the decay (e.g. 0.999) of a weight average used for eval and samples
+    head_on_masked_only: bool = resumable(False)  # mdlm: output head only at masked positions (same loss; elbo/masked_ce)
     # ---- eval, logging, checkpoints
-    eval_interval: int = 250       # steps between validation passes
-    eval_iters: int = 20           # validation batches per pass (same batches every time)
-    log_interval: int = 10         # steps between log lines
-    out_dir: str = "artifacts/models"  # model.pt (latest/final) and best.pt land here
-    resume: bool = False           # continue from out_dir/model.pt (step, optimizer, LR schedule)
-    overwrite: bool = False        # allow replacing checkpoints already in out_dir
-    keep_last: int = 2             # checkpoints kept: the K newest as model_<iter>.pt (model.pt links the newest) + best.pt;
-                                   # 1 = model.pt and best.pt only
-    skip_nonfinite: int = 0        # steps with a NaN/inf loss or gradient skipped (no update) before training stops;
-                                   # 0 = stop at the first (> 0 costs one host sync per step)
+    eval_interval: int = resumable(250)  # steps between validation passes
+    eval_iters: int = resumable(20)     # validation batches per pass (same batches every time)
+    log_interval: int = resumable(10)   # steps between log lines
+    out_dir: str = resumable("artifacts/models")  # model.pt (latest/final) and best.pt land here
+    resume: bool = resumable(False)     # continue from out_dir/model.pt (step, optimizer, LR schedule)
+    overwrite: bool = resumable(False)  # allow replacing checkpoints already in out_dir
+    keep_last: int = resumable(2)       # checkpoints kept: the K newest as model_<iter>.pt (model.pt links the newest) + best.pt;
+                                        # 1 = model.pt and best.pt only
+    skip_nonfinite: int = resumable(0)  # steps with a NaN/inf loss or gradient skipped (no update) before training stops;
+                                        # 0 = stop at the first (> 0 costs one host sync per step)
     # ---- sampling (inference.py, and the samples at the end of training)
     checkpoint: str = "artifacts/models/model.pt"
-    prompt: str = ""               # text the sample must start with
-    gen_len: int = 256             # tokens to generate after the prompt
-    steps: int = 100               # reverse steps (NFE); <= diffusion_steps
-    temperature: float = 1.0       # 0 = argmax; sampled in float64
-    top_k: int = 0                 # 0 = off
-    top_p: float = 1.0             # 1.0 = off
-    num_samples: int = 1           # samples drawn in one batch
-    viz_video: str = ""            # MP4 path for the denoising trace (a GIF is written beside it)
-    trace_every: int = 1           # record one frame every N steps
-    gif_frame_ms: int = 180        # GIF/MP4 frame duration
-    infill: str = ""               # text with blanks to fill: [___] = one token per marker character, [___:N] = N tokens
-    prefix_file: str = ""          # the sample starts with this file's text (instead of --prompt)
-    suffix_file: str = ""          # the sample ends with this file's text; gen_len tokens go between
-    order: str = "confidence"      # reveal first: 'confidence' | 'margin' (top1 - top2) | 'entropy' (low first) | 'random'
-    tokens_per_step: str = "schedule"  # reveals per step: 'schedule' (1 - alpha(t)) | 'linear' (LLaDA) | 'cosine' (MaskGIT)
-    remask: str = "refine"         # 'refine' (reference) | 'none' (LLaDA: committed tokens final) | 'remdm' (ReMDM)
-    remask_eta: float = 0.02       # remask='remdm': probability a committed token is re-masked each step
-    threshold: float = 0.0         # Fast-dLLM: commit every position with confidence > threshold, >= 1 per step; 0 = off
-    block_length: int = 0          # semi-AR: decode left to right in blocks of this many tokens (0 = one block);
-                                   # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
+    prompt: str = ""                    # text the sample must start with
+    gen_len: int = 256                  # tokens to generate after the prompt
+    steps: int = 100                    # reverse steps (NFE); <= diffusion_steps
+    temperature: float = 1.0            # 0 = argmax; sampled in float64
+    top_k: int = 0                      # 0 = off
+    top_p: float = 1.0                  # 1.0 = off
+    num_samples: int = 1                # samples drawn in one batch
+    viz_video: str = ""                 # MP4 path for the denoising trace (a GIF is written beside it)
+    trace_every: int = 1                # record one frame every N steps
+    gif_frame_ms: int = 180             # GIF/MP4 frame duration
+    infill: str = ""                    # text with blanks to fill: [___] = one token per marker character, [___:N] = N tokens
+    prefix_file: str = ""               # the sample starts with this file's text (instead of --prompt)
+    suffix_file: str = ""               # the sample ends with this file's text; gen_len tokens go between
+    order: str = "confidence"           # reveal first: 'confidence' | 'margin' (top1 - top2) | 'entropy' (low first) | 'random'
+    tokens_per_step: str = "schedule"   # reveals per step: 'schedule' (1 - alpha(t)) | 'linear' (LLaDA) | 'cosine' (MaskGIT)
+    remask: str = "refine"              # 'refine' (reference) | 'none' (LLaDA: committed tokens final) | 'remdm' (ReMDM)
+    remask_eta: float = 0.02            # remask='remdm': probability a committed token is re-masked each step
+    threshold: float = 0.0              # Fast-dLLM: commit every position with confidence > threshold, >= 1 per step; 0 = off
+    block_length: int = 0               # semi-AR: decode left to right in blocks of this many tokens (0 = one block);
+                                        # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
     # ---- system
-    device: str = "auto"           # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
-    dtype: str = "auto"            # 'auto' (bf16 autocast on CUDA, fp32 elsewhere) | 'float32' | 'bfloat16'
-    compile: bool = False          # torch.compile the training model
+    device: str = resumable("auto")     # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
+    dtype: str = "auto"                 # 'auto' (bf16 autocast on CUDA, fp32 elsewhere) | 'float32' | 'bfloat16'
+    compile: bool = resumable(False)    # torch.compile the training model
     seed: int = 1337
-    wandb_log: bool = False        # also log to Weights & Biases (pip install wandb); metrics.jsonl is always written
-    wandb_project: str = "micro-dllm"
+    wandb_log: bool = resumable(False)  # also log to Weights & Biases (pip install wandb); metrics.jsonl is always written
+    wandb_project: str = resumable("micro-dllm")
 
 
 # The laptop budget shared by the CPU presets: 4/4/128, ctx 128, 2,000 steps x 32 sequences (8.19M tokens).
@@ -223,12 +239,16 @@ def get_config(argv, base=None):
     return cfg
 
 
+# every choice list, defined once beside the code that implements it
+CHOICES = dict(tokenizer=TOKENIZERS, time_cond=TIME_CONDS, objective=OBJECTIVES, schedule=SCHEDULES, loss_type=LOSS_TYPES,
+               dtype=DTYPES, optimizer=OPTIMIZERS, order=ORDERS, tokens_per_step=TOKENS_PER_STEP, remask=REMASKS)
+TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
+RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
+
+
 def validate(cfg):
     """Reject values that cannot work, before any work is done."""
-    choices = dict(tokenizer=("char", "bpe"), time_cond=("learned", "adaln", "none"), objective=("mdlm", "ar"),
-                   schedule=("cosine", "linear", "cosine_offset"), loss_type=("elbo", "masked_ce", "all_ce"),
-                   dtype=("auto", "float32", "bfloat16"), optimizer=("adamw", "muon"))
-    for key, allowed in choices.items():
+    for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
     positive = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "batch_size", "eval_interval",
@@ -255,11 +275,6 @@ def validate(cfg):
     if cfg.steps > cfg.diffusion_steps and cfg.objective == "mdlm" and cfg.tokens_per_step == "schedule" and not cfg.threshold:
         raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} "
                         f"or fewer, or --tokens_per_step=linear (its step count is free)")
-    sampler_choices = dict(order=("confidence", "margin", "entropy", "random"),  # as sampler.py's ORDERS etc.
-                           tokens_per_step=("schedule", "linear", "cosine"), remask=("refine", "none", "remdm"))
-    for key, allowed in sampler_choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
     if not 0 <= cfg.threshold <= 1:
         raise UserError(f"threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {cfg.threshold}")
     if cfg.threshold and cfg.order == "random":

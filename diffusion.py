@@ -18,6 +18,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+OBJECTIVES = ("mdlm", "ar")  # masked diffusion (diffusion_loss) | the causal baseline (ar_loss)
+SCHEDULES = ("cosine", "linear", "cosine_offset")  # Schedule's kinds
+LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
 LN2 = math.log(2)
 
 

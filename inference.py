@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from config import config_from_dict, get_config
+from config import TRAINED_KEYS, config_from_dict, get_config
 from diffusion import Schedule
 from utils.checkpoint import load_model
 from utils.dist import pick_device
@@ -26,18 +26,13 @@ from utils.generate import build_canvas, describe_sampler, generate
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
 from utils.trace import generate_with_trace, open_trace
 
-# settings that belong to the trained model: always taken from the checkpoint
-MODEL_KEYS = ("objective", "diffusion_steps", "schedule", "block_size", "n_layer", "n_head", "n_embd",
-              "time_cond", "tokenizer", "data_path", "val_path")
-
-
 def main(argv):
     cli = get_config(argv)
     device = pick_device(cli.device)
     model, ckpt = load_model(cli.checkpoint, device)
     saved = config_from_dict(ckpt["config"])
     cfg = get_config(argv, base=saved)  # command line over the checkpoint's settings...
-    cfg = cfg.__class__(**{**vars(cfg), **{k: getattr(saved, k) for k in MODEL_KEYS}})  # ...except the model's own
+    cfg = cfg.__class__(**{**vars(cfg), **{k: getattr(saved, k) for k in TRAINED_KEYS}})  # ...except the model's own
     if not any(a.startswith(("--viz-video", "--viz_video")) for a in argv):
         cfg = cfg.__class__(**{**vars(cfg), "viz_video": ""})  # write a video only when asked here: never replace one by default
     tok = tokenizer_from_state(ckpt["tokenizer"])

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+TIME_CONDS = ("learned", "adaln", "none")  # config.time_cond
+
 
 @dataclass
 class ModelArgs:
@@ -152,7 +154,7 @@ class KVCache:
 class Transformer(nn.Module):
     def __init__(self, a: ModelArgs):
         super().__init__()
-        assert a.n_embd % a.n_head == 0 and (a.n_embd // a.n_head) % 2 == 0
+        assert a.n_embd % a.n_head == 0 and (a.n_embd // a.n_head) % 2 == 0 and a.time_cond in TIME_CONDS
         self.args = a
         self.tok_emb = nn.Embedding(a.vocab_size, a.n_embd)
         self.time_emb = nn.Embedding(a.diffusion_steps + 1, a.n_embd) if a.time_cond == "learned" else None

@@ -94,12 +94,10 @@ def position_scores(logp, cand, order, generator=None):
 
 
 def check_options(steps, temperature, order, tokens_per_step, remask, remask_eta, threshold, block_length):
-    if order not in ORDERS or tokens_per_step not in TOKENS_PER_STEP or remask not in REMASKS:
-        raise ValueError(f"order in {ORDERS}, tokens_per_step in {TOKENS_PER_STEP}, remask in {REMASKS}")
-    if temperature < 0 or not 0 <= remask_eta <= 1 or not 0 <= threshold <= 1 or block_length < 0 or steps < 1:
-        raise ValueError("need temperature >= 0, remask_eta and threshold in [0, 1], block_length >= 0, steps >= 1")
-    if threshold > 0 and (order == "random" or remask == "remdm"):
-        raise ValueError("threshold decoding ranks by a score (not order='random') and never re-masks (not 'remdm')")
+    """The switches' domains, asserted: config.validate gives users the messages (it imports the lists above)."""
+    assert order in ORDERS and tokens_per_step in TOKENS_PER_STEP and remask in REMASKS, (order, tokens_per_step, remask)
+    assert temperature >= 0 and 0 <= remask_eta <= 1 and 0 <= threshold <= 1 and block_length >= 0 and steps >= 1
+    assert not (threshold > 0 and (order == "random" or remask == "remdm")), "threshold ranks by a score, never re-masks"
 
 
 def _window(now, L, W):

@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import torch
 
-from config import config_to_dict, format_config, get_config
+from config import RESUMABLE_KEYS, config_to_dict, format_config, get_config
 from diffusion import Schedule, ar_loss, diffusion_loss, evaluate, stratified_times
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint
@@ -69,11 +69,8 @@ def main(argv):
     if cfg.resume:
         resume_ckpt, resumed_from = load_latest(cfg.out_dir, warn=print0)
         saved = resume_ckpt["config"]
-        # the run's own settings win; only schedule length, intervals, checkpointing and device may change on resume
-        keep = {k: v for k, v in saved.items() if k not in ("max_iters", "eval_interval", "log_interval", "device",
-                                                            "resume", "overwrite", "compile", "eval_iters",
-                                                            "head_on_masked_only", "wandb_log", "wandb_project",
-                                                            "keep_last", "skip_nonfinite", "out_dir")}
+        # the run's own settings win; only the resumable ones (schedule length, intervals, checkpointing, device) change
+        keep = {k: v for k, v in saved.items() if k not in RESUMABLE_KEYS}
         cfg = replace(get_config(argv), **keep)
     elif (os.path.exists(ckpt_path) or numbered_checkpoints(cfg.out_dir)) and not cfg.overwrite and cfg.max_iters > 0:
         raise UserError(f"{cfg.out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "

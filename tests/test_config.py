@@ -56,3 +56,14 @@ def test_cli_exits_2_with_one_line_and_no_traceback():
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
     assert "unknown config key 'max_itters'" in r.stderr and "max_iters" in r.stderr
+
+
+def test_trained_and_resumable_keys_are_field_metadata():
+    from config import CHOICES, RESUMABLE_KEYS, TRAINED_KEYS
+    assert set(TRAINED_KEYS) == {"objective", "diffusion_steps", "schedule", "block_size", "n_layer", "n_head", "n_embd",
+                                 "time_cond", "tokenizer", "data_path", "val_path"}
+    assert set(RESUMABLE_KEYS) == {"max_iters", "eval_interval", "log_interval", "device", "resume", "overwrite", "compile",
+                                   "eval_iters", "head_on_masked_only", "wandb_log", "wandb_project", "keep_last",
+                                   "skip_nonfinite", "out_dir"}
+    from sampler import ORDERS
+    assert CHOICES["order"] is ORDERS and CHOICES["schedule"] == ("cosine", "linear", "cosine_offset")

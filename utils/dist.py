@@ -15,6 +15,8 @@ import torch
 
 from utils.errors import UserError
 
+DTYPES = ("auto", "float32", "bfloat16")  # config.dtype, see autocast_for
+
 # dense bf16 peak FLOP/s per GPU, for MFU; an unknown device gets no MFU rather than a wrong one
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12,
               "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12, "T4": 65e12}
@@ -40,6 +42,7 @@ def pick_device(name):
 
 def autocast_for(device, dtype):
     """bf16 autocast on CUDA by default; fp32 elsewhere (bf16 on these CPUs measured 2.4x slower)."""
+    assert dtype in DTYPES, dtype
     use_bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
     if use_bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16), "bfloat16"

@@ -17,6 +17,7 @@ import torch
 # quintic Newton-Schulz coefficients from the Muon write-up: chosen to push every singular value
 # in (0, 1] towards ~1 in five steps, trading exact convergence (they land in ~[0.7, 1.2]) for speed
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
+OPTIMIZERS = ("adamw", "muon")  # config.optimizer, see build_optimizer
 
 
 def orthogonalize(G, steps=5, eps=1e-7):
@@ -80,6 +81,7 @@ def is_hidden_matrix(name, p):
 
 def build_optimizer(model, cfg, device):
     """AdamW over the model's own groups, or Muon + AdamW. Every group carries base_lr; set_lr scales it."""
+    assert cfg.optimizer in OPTIMIZERS, cfg.optimizer
     if cfg.optimizer == "adamw":
         groups = model.optimizer_groups(cfg.weight_decay)
         for g in groups:
