@@ -54,7 +54,7 @@ class Config:
     diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process
     schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T | 'cosine_offset' (s=0.008)
     loss_type: str = "elbo"             # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
-    mask_blocks: int = 0                # >1: training masks aligned runs of this many tokens whole (semi-AR-like); 0 = per token
+    mask_span: int = 0                  # >1: training masks aligned spans of this many tokens whole (semi-AR-like); 0 = per token
     # ---- optimisation
     batch_size: int = 64                # sequences per step
     max_iters: int = resumable(5000)    # 0 = build everything, print config and parameter count, exit
@@ -66,7 +66,7 @@ class Config:
     beta2: float = 0.99                 # 0.99: small batches (nanoGPT char recipe)
     grad_clip: float = 1.0              # 0 disables
     total_batch_size: int = 0           # tokens per optimizer step, all ranks; 0 = batch_size*block_size*world; more = accumulate
-    optimizer: str = "adamw"            # 'adamw' | 'muon' (Muon on the blocks' 2-D weights, AdamW on embeddings and head)
+    optimizer: str = "adamw"            # 'adamw' | 'muon' (Muon on the layers' 2-D weights, AdamW on embeddings and head)
     muon_lr: float = 0.02               # peak Muon LR (same warm-up/cosine shape as learning_rate)
     muon_momentum: float = 0.95         # Muon's Nesterov momentum
     ema: float = 0.0                    # 0 = off; else the decay (e.g. 0.999) of a weight average used for eval and samples
@@ -102,7 +102,7 @@ class Config:
     remask: str = "refine"              # 'refine' (reference) | 'none' (LLaDA: committed tokens final) | 'remdm' (ReMDM)
     remask_eta: float = 0.02            # remask='remdm': probability a committed token is re-masked each step
     threshold: float = 0.0              # Fast-dLLM: commit every position with confidence > threshold, >= 1 per step; 0 = off
-    block_length: int = 0               # semi-AR: decode left to right in blocks of this many tokens (0 = one block);
+    semi_ar_length: int = 0             # semi-AR: decode left to right, this many tokens at a time (0 = all at once);
                                         # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
     # ---- system
     device: str = resumable("auto")     # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
@@ -155,6 +155,11 @@ PRESETS = {
         eval_iters=20, compile=True, prompt="Once upon a time", gen_len=256, out_dir="artifacts/models/gpt200m",
         checkpoint="artifacts/models/gpt200m/model.pt"),
 }
+
+
+# renamed keys: the old names still work on the command line, in config files and in checkpoints' configs
+ALIASES = {"block_length": "semi_ar_length",  # "block" is the context (block_size) and BD3-LM's --bd3_block
+           "mask_blocks": "mask_span"}
 
 
 def _coerce(name, typ, value):
@@ -212,6 +217,7 @@ def get_config(argv, base=None):
         if arg.startswith("--"):
             key, eq, value = arg[2:].partition("=")
             key = key.replace("-", "_")  # --gen-len == --gen_len
+            key = ALIASES.get(key, key)  # the old name of a renamed key
             _check_key(key, types)
             if not eq:
                 if types[key] is bool and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
@@ -222,7 +228,7 @@ def get_config(argv, base=None):
                     raise UserError(f"--{key} needs a value: e.g. --{key}={_example(types[key])}")
             overrides[key] = _coerce(key, types[key], value)
         elif arg.endswith(".py"):
-            for k, v in _read_config_file(arg).items():
+            for k, v in renamed_keys(_read_config_file(arg)).items():
                 _check_key(k, types)
                 cfg = replace(cfg, **{k: _coerce(k, types[k], v)})
         elif arg in PRESETS:
@@ -283,9 +289,9 @@ def validate(cfg):
         raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
     if not 0 <= cfg.remask_eta <= 1:
         raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
-    if cfg.block_length < 0 or not 0 <= cfg.mask_blocks <= cfg.block_size:
-        raise UserError(f"block_length must be >= 0 and mask_blocks in [0, block_size={cfg.block_size}]; "
-                        f"got {cfg.block_length}, {cfg.mask_blocks}")
+    if cfg.semi_ar_length < 0 or not 0 <= cfg.mask_span <= cfg.block_size:
+        raise UserError(f"semi_ar_length must be >= 0 and mask_span in [0, block_size={cfg.block_size}]; "
+                        f"got {cfg.semi_ar_length}, {cfg.mask_span}")
     if cfg.infill and (cfg.prompt or cfg.prefix_file or cfg.suffix_file):
         raise UserError("--infill holds the whole text (given parts and [___] blanks): drop --prompt/--prefix_file/--suffix_file")
     if cfg.prompt and cfg.prefix_file:
@@ -305,10 +311,15 @@ def config_to_dict(cfg):
     return asdict(cfg)
 
 
+def renamed_keys(d):
+    """d with the old names of renamed keys replaced by the new ones (a config file's, a checkpoint's)."""
+    return {ALIASES.get(k, k): v for k, v in d.items()}
+
+
 def config_from_dict(d):
     """Rebuild a Config from a checkpoint's dict, ignoring keys this version does not know."""
     known = {f.name for f in fields(Config)}
-    return replace(Config(), **{k: v for k, v in d.items() if k in known})
+    return replace(Config(), **{k: v for k, v in renamed_keys(d).items() if k in known})
 
 
 def format_config(cfg):

@@ -68,7 +68,7 @@ def stratum_time(i, u, total, T):
 
 def corrupt(x0, t, schedule, mask_id, generator=None, span=0):
     """q(xt | x0): every token independently becomes [MASK] with probability 1 - alpha(t).
-    span > 1: block-based masking instead; aligned runs of `span` tokens (random phase per sequence) are
+    span > 1: span masking instead; aligned runs of `span` tokens (random phase per sequence) are
     masked whole, each with probability 1 - alpha(t), so every token's mask probability is unchanged.
     x0 (B, L) long, t (B,) long. Returns xt (B, L) and the boolean mask (B, L)."""
     p = schedule.mask_prob(t).to(torch.float32)[:, None]  # (B, 1)
@@ -90,19 +90,19 @@ def predict_logits(model, xt, t, mask_id, positions=None):
 
 
 def diffusion_loss(model, x0, schedule, mask_id, loss_type="elbo", generator=None, t=None, masked_only=False,
-                   mask_blocks=0):
+                   mask_span=0):
     """One training/eval pass. Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict).
     The NELBO estimate is returned whatever loss_type is trained, so validation always reports the bound.
     masked_only: run the output head on masked positions only (same NELBO; aux logits are then (N, V))."""
     B, L = x0.shape
     if t is None:
         t = stratified_times(B, schedule.T, generator, x0.device)
-    # mask_blocks > 1 masks aligned runs whole (corrupt's span). The same weighted sum is then the NELBO of a
+    # mask_span > 1 masks aligned runs whole (corrupt's span). The same weighted sum is then the NELBO of a
     # run-level absorbing process (a run is one super-token; the factorised denoiser gives -log p(run) = sum
     # of its CEs; the random phase is a latent with a uniform prior), so it is still an upper bound on
     # -log p(x0), but for a sampler that reveals whole runs: not the per-token bound, which validation
-    # (utils/metrics.evaluate, mask_blocks=0) always reports.
-    xt, masked = corrupt(x0, t, schedule, mask_id, generator, span=mask_blocks)
+    # (evaluate below, mask_span=0) always reports.
+    xt, masked = corrupt(x0, t, schedule, mask_id, generator, span=mask_span)
     if masked_only and loss_type != "all_ce":  # unmasked positions carry zero loss: skip their logits
         logits = predict_logits(model, xt, t, mask_id, positions=masked)  # (N, V)
         ce_m = F.cross_entropy(logits, x0[masked], reduction="none")  # (N,)

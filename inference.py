@@ -8,7 +8,7 @@
     python inference.py cpu --infill "Once upon a time, [___:20] went to the park."     # fill the blanks only
     python inference.py cpu --prefix_file start.txt --suffix_file end.txt --gen-len 64  # prefix + suffix
     python inference.py cpu --threshold 0.9 --num-samples 4                             # Fast-dLLM, NFE adaptive
-    python inference.py cpu --block-length 32 --gen-len 512 --remask none --tokens-per-step linear  # semi-AR, past the context
+    python inference.py cpu --semi-ar-length 32 --gen-len 512 --remask none --tokens-per-step linear  # semi-AR, past the context
 
 Model, tokenizer and schedule come from the checkpoint; sampling flags (any config.py key in the
 sampling section, or --device/--seed) come from the command line. AR checkpoints sample with a KV cache.

@@ -3,13 +3,14 @@
 Bidirectional for masked diffusion (objective='mdlm'), causal for the autoregressive
 baseline (objective='ar'): one code path, one flag. With time_cond='learned' a learned
 Embedding(T+1, n_embd) of the diffusion step t is added to every position's input; with
-time_cond='adaln' a sinusoidal embedding of t/T sets a per-block shift, scale and gate of the
+time_cond='adaln' a sinusoidal embedding of t/T sets a per-layer shift, scale and gate of the
 normalised activations (adaLN-Zero, DiT: Peebles & Xie 2023).
 
     python -c "from model import *; m = Transformer(ModelArgs(vocab_size=66)); print(m.num_params())"
     # 10706304: the reference micro-dLLM char model (65 characters + [MASK])
 """
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -84,7 +85,9 @@ class MLP(nn.Module):
         return self.proj(F.relu(self.fc(x)).square())  # relu^2 (Primer, So et al. 2021)
 
 
-class Block(nn.Module):
+class Layer(nn.Module):
+    """One transformer layer (a 'block' in nanoGPT): attention then MLP, each pre-normed on a residual."""
+
     def __init__(self, a: ModelArgs):
         super().__init__()
         self.attn, self.mlp = Attention(a), MLP(a)
@@ -109,27 +112,27 @@ def timestep_embedding(t_frac, dim, max_period=10000.0):
 
 class AdaLN(nn.Module):
     """adaLN-Zero time conditioning (DiT, Peebles & Xie 2023): sinusoid(t/T) -> MLP -> c, and from c
-    per block a shift, scale and gate for the attention and MLP inputs, plus a final shift/scale
-    before the head. The modulation layers start at zero, so at init every block is the identity
+    per layer a shift, scale and gate for the attention and MLP inputs, plus a final shift/scale
+    before the head. The modulation layers start at zero, so at init every layer is the identity
     and the output ignores t. Biases here (as in DiT) let the gates be non-zero at any t."""
 
     def __init__(self, a: ModelArgs):
         super().__init__()
         d, self.T = a.n_embd, a.diffusion_steps
         self.mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
-        self.blocks = nn.ModuleList(nn.Linear(d, 6 * d) for _ in range(a.n_layer))
+        self.layers = nn.ModuleList(nn.Linear(d, 6 * d) for _ in range(a.n_layer))
         self.final = nn.Linear(d, 2 * d)
 
     def zero_init(self):
-        for lin in (*self.blocks, self.final):
+        for lin in (*self.layers, self.final):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
     def forward(self, t):
-        """t (B,) integer steps -> (per-block list of 6x (B, 1, C), final (shift, scale) 2x (B, 1, C))."""
+        """t (B,) integer steps -> (per-layer list of 6x (B, 1, C), final (shift, scale) 2x (B, 1, C))."""
         c = F.silu(self.mlp(timestep_embedding(t / self.T, self.mlp[0].in_features)))  # (B, C)
-        blocks = [lin(c)[:, None].chunk(6, dim=-1) for lin in self.blocks]
-        return blocks, self.final(c)[:, None].chunk(2, dim=-1)
+        layers = [lin(c)[:, None].chunk(6, dim=-1) for lin in self.layers]
+        return layers, self.final(c)[:, None].chunk(2, dim=-1)
 
 
 class KVCache:
@@ -159,7 +162,7 @@ class Transformer(nn.Module):
         self.tok_emb = nn.Embedding(a.vocab_size, a.n_embd)
         self.time_emb = nn.Embedding(a.diffusion_steps + 1, a.n_embd) if a.time_cond == "learned" else None
         self.adaln = AdaLN(a) if a.time_cond == "adaln" else None
-        self.blocks = nn.ModuleList(Block(a) for _ in range(a.n_layer))
+        self.layers = nn.ModuleList(Layer(a) for _ in range(a.n_layer))
         self.head = nn.Linear(a.n_embd, a.vocab_size, bias=False)  # untied
         cos, sin = rope_tables(a.block_size, a.n_embd // a.n_head)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -170,6 +173,11 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * a.n_layer))
         if self.adaln is not None:
             self.adaln.zero_init()  # after self.apply, which would overwrite it
+
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        # checkpoints written before the layers were called layers name them blocks.N / adaln.blocks.N
+        state_dict = {re.sub(r"^(adaln\.)?blocks\.", r"\1layers.", k): v for k, v in state_dict.items()}
+        return super().load_state_dict(state_dict, *args, **kwargs)
 
     @staticmethod
     def _init_weights(m):
@@ -185,14 +193,14 @@ class Transformer(nn.Module):
         if self.time_emb is not None:
             assert t is not None, "time-conditioned model needs t"
             x = x + self.time_emb(t)[:, None, :]
-        mods, final = [None] * len(self.blocks), None
+        mods, final = [None] * len(self.layers), None
         if self.adaln is not None:
             assert t is not None, "time-conditioned model needs t"
             mods, final = self.adaln(t)
         cos = self.rope_cos[start_pos:start_pos + L][None, None]
         sin = self.rope_sin[start_pos:start_pos + L][None, None]
-        for block, mod in zip(self.blocks, mods):
-            x = block(x, cos, sin, kv_cache, mod)
+        for layer, mod in zip(self.layers, mods):
+            x = layer(x, cos, sin, kv_cache, mod)
         x = rms_norm(x)
         if final is not None:
             x = x * (1 + final[1]) + final[0]  # adaLN before the head (DiT's final layer)

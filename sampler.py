@@ -7,11 +7,11 @@ and never touches the rest. Its switches, each a key of config.py's sampling sec
     tokens_per_step  how many per step: schedule (the diffusion schedule's 1 - alpha(t)) | linear (LLaDA) | cosine (MaskGIT)
     remask           refine (reference: least confident committed tokens go back to [MASK]) | none (LLaDA) | remdm (ReMDM)
     threshold        Fast-dLLM: commit every masked position scoring above it, at least one per step; NFE adaptive
-    block_length     semi-autoregressive blocks, left to right (LLaDA, BD3-LM); a canvas longer than the
-                     model's context slides a window that keeps the last block_size tokens
+    block_length     (config.py: semi_ar_length) semi-autoregressive blocks, left to right (LLaDA); a canvas
+                     longer than the model's context slides a window that keeps the last block_size tokens
 
     python -c "from sampler import time_grid; print(time_grid(100, 8))"
-    python inference.py --checkpoint artifacts/models/model.pt --threshold 0.9 --block-length 32
+    python inference.py --checkpoint artifacts/models/model.pt --threshold 0.9 --semi-ar-length 32
 """
 import math
 import time

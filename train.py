@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import torch
 
-from config import RESUMABLE_KEYS, config_to_dict, format_config, get_config
+from config import RESUMABLE_KEYS, config_to_dict, format_config, get_config, renamed_keys
 from diffusion import Schedule, ar_loss, diffusion_loss, evaluate, stratified_times
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint
@@ -68,7 +68,7 @@ def main(argv):
             print(f"removed {os.path.join(cfg.out_dir, name)}: a partial write of a killed run")
     if cfg.resume:
         resume_ckpt, resumed_from = load_latest(cfg.out_dir, warn=print0)
-        saved = resume_ckpt["config"]
+        saved = renamed_keys(resume_ckpt["config"])
         # the run's own settings win; only the resumable ones (schedule length, intervals, checkpointing, device) change
         keep = {k: v for k, v in saved.items() if k not in RESUMABLE_KEYS}
         cfg = replace(get_config(argv), **keep)
@@ -260,7 +260,7 @@ def main(argv):
                                              total=cfg.batch_size * accum * world, u=u)
                         loss, _, _ = diffusion_loss(model, x, schedule, tok.mask_id, cfg.loss_type,
                                                     keyed_generator(cfg.seed, STREAM_MASK, it, slot), t=t,
-                                                    masked_only=cfg.head_on_masked_only, mask_blocks=cfg.mask_blocks)
+                                                    masked_only=cfg.head_on_masked_only, mask_span=cfg.mask_span)
                 (loss / accum).backward()  # the mean over micro-steps; DDP's all-reduce makes it the global mean
             step_loss += loss.detach() / accum
         norm = None

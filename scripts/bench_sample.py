@@ -37,7 +37,7 @@ from utils.generate import ar_start_token, build_canvas, generate  # noqa: E402
 from utils.metrics import distinct_n, gen_ppl, sample_entropy  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
-PLAIN = dict(order="confidence", tokens_per_step="schedule", remask="refine", threshold=0.0, block_length=0)
+PLAIN = dict(order="confidence", tokens_per_step="schedule", remask="refine", threshold=0.0, semi_ar_length=0)
 
 
 def parse_args(argv):
@@ -47,7 +47,7 @@ def parse_args(argv):
     p.add_argument("--prompt", default=None, help="prompt for every sample (default: the checkpoint's)")
     p.add_argument("--gen-len", type=int, default=256, help="tokens generated per sample")
     p.add_argument("--steps", type=int, default=64, help="NFE of the fixed-step rows")
-    p.add_argument("--block-length", type=int, default=32, help="block length of the semi-AR rows")
+    p.add_argument("--semi-ar-length", "--block-length", type=int, default=32, help="tokens per block of the semi-AR rows")
     p.add_argument("--threshold", type=float, default=0.9, help="confidence threshold of the parallel-decoding rows")
     p.add_argument("--num-samples", type=int, default=4, help="batch size")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per row (median reported)")
@@ -60,7 +60,7 @@ def parse_args(argv):
 
 
 def settings(a):
-    b, tau = a.block_length, a.threshold
+    b, tau = a.semi_ar_length, a.threshold
     return [
         ("reference: confidence, refine", {}),
         ("ancestral-like: random order", dict(order="random", remask="none")),
@@ -69,9 +69,9 @@ def settings(a):
         ("entropy, linear", dict(order="entropy", tokens_per_step="linear", remask="none")),
         ("MaskGIT cosine counts", dict(tokens_per_step="cosine", remask="none")),
         ("ReMDM eta=0.02", dict(remask="remdm", remask_eta=0.02)),
-        (f"semi-AR blocks of {b}, linear", dict(block_length=b, tokens_per_step="linear", remask="none")),
+        (f"semi-AR blocks of {b}, linear", dict(semi_ar_length=b, tokens_per_step="linear", remask="none")),
         (f"threshold {tau:g}", dict(threshold=tau, remask="none")),
-        (f"threshold {tau:g} + blocks of {b}", dict(threshold=tau, remask="none", block_length=b)),
+        (f"threshold {tau:g} + blocks of {b}", dict(threshold=tau, remask="none", semi_ar_length=b)),
     ]
 
 
@@ -187,7 +187,7 @@ def main(argv):
         if want(name):
             r = measure(model, tok, replace(base, **over), schedule, device, a, scorer)
             show(name, r)
-            if over.get("threshold") and not over.get("block_length"):
+            if over.get("threshold") and not over.get("semi_ar_length"):
                 thr_nfe = r["nfe"]
     if thr_nfe is not None:  # equal-NFE: the fixed-step samplers given the threshold sampler's budget
         k = max(1, round(thr_nfe))  # schedule counts need k <= T distinct grid times; linear counts do not

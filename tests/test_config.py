@@ -67,3 +67,30 @@ def test_trained_and_resumable_keys_are_field_metadata():
                                    "skip_nonfinite", "out_dir"}
     from sampler import ORDERS
     assert CHOICES["order"] is ORDERS and CHOICES["schedule"] == ("cosine", "linear", "cosine_offset")
+
+
+def test_renamed_keys_keep_their_old_names(tmp_path):
+    from config import config_from_dict
+    new = get_config(["--semi-ar-length=8", "--mask_span=4"])
+    assert (new.semi_ar_length, new.mask_span) == (8, 4)
+    assert get_config(["--block-length", "8", "--mask_blocks=4"]) == new  # old flags
+    f = tmp_path / "old.py"
+    f.write_text("block_length = 8\nmask_blocks = 4\n")
+    assert get_config([str(f)]) == new  # old config files
+    old_ckpt_config = {k: v for k, v in vars(new).items() if k not in ("semi_ar_length", "mask_span")}
+    assert config_from_dict(dict(old_ckpt_config, block_length=8, mask_blocks=4)) == new  # old checkpoints
+    with pytest.raises(UserError, match="semi_ar_length must be >= 0"):
+        get_config(["--block_length=-1"])
+
+
+def test_checkpoints_from_before_the_layer_rename_still_load():
+    import torch
+    from model import ModelArgs, Transformer
+    torch.manual_seed(0)
+    a = ModelArgs(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, diffusion_steps=10, time_cond="adaln")
+    m = Transformer(a)
+    old = {k.replace("layers.", "blocks."): v for k, v in m.state_dict().items()}  # adaln.blocks.N and blocks.N
+    assert any(k.startswith("blocks.") for k in old) and any(k.startswith("adaln.blocks.") for k in old)
+    fresh = Transformer(a)
+    fresh.load_state_dict(old)
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in fresh.state_dict().items())

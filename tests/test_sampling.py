@@ -243,12 +243,12 @@ def test_build_canvas_checks_sizes():
     from config import Config
     with pytest.raises(UserError, match="blanks .* exceeds the model's context of 16"):
         build_canvas(Config(infill="ab [___:20] c"), TOK, 16)
-    with pytest.raises(UserError, match="--block-length"):
+    with pytest.raises(UserError, match="--semi-ar-length 4"):
         build_canvas(Config(prompt="ab", gen_len=40, steps=10), TOK, 16)
-    c = build_canvas(Config(prompt="ab", gen_len=40, steps=10, block_length=8), TOK, 16)  # a sliding window
+    c = build_canvas(Config(prompt="ab", gen_len=40, steps=10, semi_ar_length=8), TOK, 16)  # a sliding window
     assert len(c) == 42
     with pytest.raises(UserError, match="fewer than the 5 blocks"):
-        build_canvas(Config(prompt="ab", gen_len=40, steps=4, block_length=8), TOK, 16)
+        build_canvas(Config(prompt="ab", gen_len=40, steps=4, semi_ar_length=8), TOK, 16)
     with pytest.raises(UserError, match="AR model only continues"):
         build_canvas(Config(infill="a [___] b"), TOK, 64, objective="ar")
 
@@ -265,9 +265,9 @@ def test_block_masking_masks_whole_runs_at_the_schedules_rate():
         assert m.float().mean().item() == pytest.approx(p, abs=5 * math.sqrt(p * (1 - p) / (300 * 16)))
         for row in m[:50].tolist():  # some phase makes every aligned run of 4 all-or-nothing
             assert any(all(row[k] == row[k + 1] for k in range(63) if (k + 1 + ph) % 4) for ph in range(4))
-    # diffusion_loss(mask_blocks=...) is what train.py's --mask_blocks uses: the same runs
+    # diffusion_loss(mask_span=...) is what train.py's --mask_span uses: the same runs
     model = PositionModel(L=64)
-    aux = diffusion_loss(model, x0[:8], s, MASK, generator=g, t=torch.full((8,), 50), mask_blocks=4)[2]
+    aux = diffusion_loss(model, x0[:8], s, MASK, generator=g, t=torch.full((8,), 50), mask_span=4)[2]
     for row in aux["masked"].tolist():
         assert any(all(row[k] == row[k + 1] for k in range(63) if (k + 1 + ph) % 4) for ph in range(4))
 
@@ -279,7 +279,7 @@ def test_block_masking_elbo_is_still_unbiased_for_a_context_free_model():
     g = torch.Generator().manual_seed(0)
     x0 = torch.randint(0, 3, (512, 32), generator=g)
     exact = -torch.log(torch.tensor(probs))[x0].mean(1)
-    est = torch.stack([diffusion_loss(model, x0, Schedule(100), 3, generator=g, mask_blocks=8)[1] for _ in range(20)]).mean(0)
+    est = torch.stack([diffusion_loss(model, x0, Schedule(100), 3, generator=g, mask_span=8)[1] for _ in range(20)]).mean(0)
     err, se = (est - exact).mean().item(), (est - exact).std().item() / math.sqrt(len(est))
     assert abs(err) < 4 * se, (err, se)
 
@@ -342,7 +342,7 @@ class _Frames:
         pass
 
 
-@pytest.mark.parametrize("extra", [dict(remask="remdm", remask_eta=0.5, block_length=4, steps=12),
+@pytest.mark.parametrize("extra", [dict(remask="remdm", remask_eta=0.5, semi_ar_length=4, steps=12),
                                    dict(threshold=0.3, remask="none")])
 def test_trace_of_an_infill(tiny_ckpt, extra):
     from dataclasses import replace
@@ -379,7 +379,7 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     (["--order", "best"], "order='best'"),
     (["--infill", "no blanks at all"], "no blank"),
     (["--infill", "the [___:80] end"], "exceeds the model's context of 64"),
-    (["--gen-len", 100], "--block-length"),
+    (["--gen-len", 100], "--semi-ar-length 16"),
     (["--prefix_file", "/nonexistent/p.txt"], "not found"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tiny_ckpt, capsys, args, words):

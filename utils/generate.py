@@ -111,19 +111,19 @@ def build_canvas(cfg, tok, block_size, objective="mdlm"):
     if len(c) > block_size and objective == "ar":
         raise UserError(f"prompt ({c.prefix_len} tokens) + --gen-len {c.n_gen} = {len(c)} exceeds the model's context "
                         f"of {block_size} tokens: shorten the prompt or use --gen-len {max(block_size - c.prefix_len, 1)}")
-    if len(c) > block_size and not (c.is_continuation and cfg.block_length):
+    if len(c) > block_size and not (c.is_continuation and cfg.semi_ar_length):
         what = (f"prompt ({c.prefix_len} tokens) + --gen-len {c.n_gen}" if c.is_continuation else
                 f"given text ({len(c) - c.n_gen} tokens) + blanks ({c.n_gen} tokens)")
         fix = (f"shorten the prompt, use --gen-len {max(block_size - c.prefix_len, 1)}, or decode in blocks with "
-               f"--block-length {max(1, block_size // 4)}" if c.is_continuation else "shorten the text or the blanks")
+               f"--semi-ar-length {max(1, block_size // 4)}" if c.is_continuation else "shorten the text or the blanks")
         raise UserError(f"{what} = {len(c)} exceeds the model's context of {block_size} tokens: {fix}")
-    if len(c) > block_size and cfg.block_length >= block_size:
-        raise UserError(f"--block-length {cfg.block_length} leaves no context in a window of {block_size} tokens: "
-                        f"use --block-length {max(1, block_size // 4)}")
-    n_blocks = -(-c.n_gen // cfg.block_length) if cfg.block_length else 1
+    if len(c) > block_size and cfg.semi_ar_length >= block_size:
+        raise UserError(f"--semi-ar-length {cfg.semi_ar_length} leaves no context in a window of {block_size} tokens: "
+                        f"use --semi-ar-length {max(1, block_size // 4)}")
+    n_blocks = -(-c.n_gen // cfg.semi_ar_length) if cfg.semi_ar_length else 1
     if not cfg.threshold and cfg.steps < n_blocks:
-        raise UserError(f"--steps {cfg.steps} is fewer than the {n_blocks} blocks of --block-length {cfg.block_length}: "
-                        f"use --steps {n_blocks} or more, or a longer --block-length")
+        raise UserError(f"--steps {cfg.steps} is fewer than the {n_blocks} blocks of --semi-ar-length {cfg.semi_ar_length}: "
+                        f"use --steps {n_blocks} or more, or a longer --semi-ar-length")
     return c
 
 
@@ -145,7 +145,7 @@ def ar_start_token(tok):
 def sampler_options(cfg):
     """sampler.sample's keyword switches, from a config."""
     return dict(order=cfg.order, tokens_per_step=cfg.tokens_per_step, remask=cfg.remask, remask_eta=cfg.remask_eta,
-                threshold=cfg.threshold, block_length=cfg.block_length)
+                threshold=cfg.threshold, block_length=cfg.semi_ar_length)
 
 
 def describe_sampler(cfg):
@@ -157,7 +157,7 @@ def describe_sampler(cfg):
     else:
         remask = f"remdm eta={cfg.remask_eta:g}" if cfg.remask == "remdm" else cfg.remask
         how = f"{cfg.steps} steps, {cfg.tokens_per_step} counts, order {cfg.order}, remask {remask}"
-    blocks = f", blocks of {cfg.block_length}" if cfg.block_length and cfg.objective != "ar" else ""
+    blocks = f", blocks of {cfg.semi_ar_length}" if cfg.semi_ar_length and cfg.objective != "ar" else ""
     return f"{how}{blocks}, temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}"
 
 

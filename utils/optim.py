@@ -75,8 +75,8 @@ class Muon(torch.optim.Optimizer):
 
 
 def is_hidden_matrix(name, p):
-    """Muon's share: the 2-D weights inside the transformer blocks (not embeddings, not the head)."""
-    return p.dim() == 2 and name.startswith("blocks.")
+    """Muon's share: the 2-D weights inside the transformer layers (not embeddings, not the head)."""
+    return p.dim() == 2 and name.startswith("layers.")
 
 
 def build_optimizer(model, cfg, device):

@@ -90,7 +90,7 @@ def trace_title(cfg):
     how += [] if cfg.threshold or cfg.tokens_per_step == "schedule" else [cfg.tokens_per_step]
     how += [] if cfg.order == "confidence" else [cfg.order]
     how += [] if cfg.threshold or cfg.remask == "refine" else [cfg.remask + (f" {cfg.remask_eta:g}" if cfg.remask == "remdm" else "")]
-    how += [f"block {cfg.block_length}"] if cfg.block_length else []
+    how += [f"block {cfg.semi_ar_length}"] if cfg.semi_ar_length else []
     return ", ".join(how + [f"temp {cfg.temperature:g}"])
 
 
