@@ -6,11 +6,14 @@
     python train.py cpu --max_iters=0                 # build data, tokenizer, model; print config and params; exit
     python train.py tinystories_bpe                   # BPE (data/stories.txt + artifacts/tokenizer/tokenizer.json), 12.23M params
     python train.py cpu --resume                      # continue from out_dir/model.pt (exactly as if never stopped)
-    python train.py cpu --optimizer=muon --ema=0.999  # Muon for the block matrices; eval and samples use EMA weights
+    python train.py cpu --optimizer=muon --ema=0.999  # Muon for the layer matrices; eval and samples use EMA weights
     python train.py cpu --total_batch_size=16384      # 4 micro-steps of 32 x 128 per optimizer step
     torchrun --standalone --nproc_per_node=4 train.py shakespeare_char   # DDP (NCCL on GPUs)
     torchrun --standalone --nproc_per_node=2 train.py cpu --device=cpu   # DDP on CPU (gloo)
     python train.py gpt200m --max_iters=0             # the ~200M preset: memory and tokens/s estimates, then exit
+
+main reads top to bottom: setup (config, device, DDP) -> load_data -> build (model, optimizer, resume) -> train
+(eval / save / step / log) -> finish (final eval, checkpoint, report). The loop's state is one Run, passed along.
 """
 import json
 import math
@@ -18,28 +21,73 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 
 from config import RESUMABLE_KEYS, config_to_dict, format_config, get_config, renamed_keys
 from diffusion import Schedule, ar_loss, diffusion_loss, evaluate, stratified_times
 from model import ModelArgs, Transformer
-from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint
+from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, get_batch, prepare_data
-from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, estimate_tokens_per_s,
-                        grad_accum_steps, init_distributed, keyed_generator, peak_flops, rng_state, set_rng_state)
+from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, estimate_tokens_per_s, grad_accum_steps,
+                        init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state)
 from utils.errors import UserError, run_cli
-from utils.fileio import atomic_open, remove_stale_temps
+from utils.fileio import remove_stale_temps
 from utils.generate import continuation, generate
 from utils.metrics import ChangeRate, distinct_n
 from utils.optim import EMA, build_optimizer, set_lr
 from utils.tokenizer import fingerprint, normalize_prompt, tokenizer_from_state
 from utils.trace import generate_with_trace, open_trace
 
-
 ASSUMED_MFU = 0.4  # for the startup tokens/s estimate only; the log lines report the measured MFU
-STREAM_DATA, STREAM_MASK, STREAM_TIME = 0, 1, 2  # keys of the per-step generators (see the training loop)
+STREAM_DATA, STREAM_MASK, STREAM_TIME = 0, 1, 2  # keys of the per-step generators (see train_step)
+
+
+@dataclass
+class Env:
+    """Where and how this process trains (fixed after setup)."""
+    rank: int
+    local_rank: int
+    world: int
+    master: bool              # rank 0: logs, evaluates and writes
+    device: torch.device
+    accum: int                # micro-steps per optimizer step
+    ctx: object               # autocast context (bf16 on CUDA) or nullcontext
+    dtype_name: str
+    wandb: object = None      # the wandb module when --wandb_log, else None
+    resume: dict = None       # the checkpoint being resumed, else None
+    resumed_from: str = ""
+
+
+@dataclass
+class Data:
+    tok: object
+    train_ids: object         # np.memmap of token ids
+    val_windows: torch.Tensor  # (N, window): the fixed validation set
+    val_cpt: float            # characters per scored token in val_windows (bits/char)
+    meta: dict
+    window: int               # tokens per training window: block_size, + 1 for AR
+
+
+@dataclass
+class Run:
+    """The model, its optimizer and everything the loop carries from step to step (and saves)."""
+    model: torch.nn.Module    # what the step runs: compiled and/or DDP-wrapped
+    raw_model: Transformer    # uncompiled, unwrapped: state_dict, eval, samples
+    eval_model: Transformer   # the EMA copy when --ema, else raw_model
+    opt: torch.optim.Optimizer
+    ema: EMA
+    margs: ModelArgs
+    schedule: Schedule
+    metrics_path: str
+    start_iter: int = 0
+    best_val: float = float("inf")
+    skipped: int = 0          # steps skipped for a non-finite loss or gradient
+    loss_acc: torch.Tensor = None  # sum of step losses since the last log line (on device: no sync per step)
+    n_acc: int = 0
+    bad_iter: torch.Tensor = None  # first step with a non-finite loss, -1 if none (on device: no sync)
+    t_start: float = 0.0
 
 
 def lr_at(it, cfg):
@@ -56,23 +104,30 @@ def fmt_time(s):
 
 
 def main(argv):
-    # ---------------------------------------------------------------- config, device, dist
+    cfg, env = setup(argv)
+    cfg, data = load_data(cfg, env)
+    run = build(cfg, env, data)
+    if run is None:
+        return  # max_iters=0: built and printed everything
+    train(cfg, env, data, run)
+    finish(cfg, env, data, run)
+
+
+# ---------------------------------------------------------------- config, device, dist
+def setup(argv):
     cfg = get_config(argv)
     rank, local_rank, world, device = init_distributed(cfg.device)
-    master = rank == 0
-    print0 = print if master else (lambda *a, **k: None)
-    ckpt_path, best_path = os.path.join(cfg.out_dir, "model.pt"), os.path.join(cfg.out_dir, "best.pt")
-    resume_ckpt = None
-    if master:
+    resume, resumed_from = None, ""
+    if rank == 0:
         for name in remove_stale_temps(cfg.out_dir):
             print(f"removed {os.path.join(cfg.out_dir, name)}: a partial write of a killed run")
     if cfg.resume:
-        resume_ckpt, resumed_from = load_latest(cfg.out_dir, warn=print0)
-        saved = renamed_keys(resume_ckpt["config"])
+        resume, resumed_from = load_latest(cfg.out_dir, warn=print0)
         # the run's own settings win; only the resumable ones (schedule length, intervals, checkpointing, device) change
-        keep = {k: v for k, v in saved.items() if k not in RESUMABLE_KEYS}
+        keep = {k: v for k, v in renamed_keys(resume["config"]).items() if k not in RESUMABLE_KEYS}
         cfg = replace(get_config(argv), **keep)
-    elif (os.path.exists(ckpt_path) or numbered_checkpoints(cfg.out_dir)) and not cfg.overwrite and cfg.max_iters > 0:
+    elif ((os.path.exists(os.path.join(cfg.out_dir, "model.pt")) or numbered_checkpoints(cfg.out_dir))
+          and not cfg.overwrite and cfg.max_iters > 0):
         raise UserError(f"{cfg.out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "
                         f"replace them, or --out_dir=NEW_DIR")
     # gradient accumulation from the global batch in tokens; the resolved total is saved, so a resume on
@@ -86,7 +141,7 @@ def main(argv):
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever runs outside bf16 autocast
         torch.backends.cudnn.allow_tf32 = True
     wandb = None
-    if cfg.wandb_log and master:
+    if cfg.wandb_log and rank == 0:
         try:
             import wandb  # optional: only imported when asked for
         except ImportError:
@@ -94,13 +149,16 @@ def main(argv):
     print0(f"config:\n{format_config(cfg)}")
     print0(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
            f"dtype: {dtype_name}, world size: {world}, {accum} micro-step(s) per optimizer step")
+    return cfg, Env(rank, local_rank, world, rank == 0, device, accum, ctx, dtype_name, wandb, resume, resumed_from)
 
-    # ---------------------------------------------------------------- data and tokenizer
-    tok = tokenizer_from_state(resume_ckpt["tokenizer"]) if resume_ckpt else None
-    if world > 1 and not master:
+
+# ---------------------------------------------------------------- data and tokenizer
+def load_data(cfg, env):
+    tok = tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
+    if env.world > 1 and not env.master:
         torch.distributed.barrier()  # rank 0 encodes the token cache first; the others then read it
-    tok, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=master)
-    if world > 1 and master:
+    tok, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=env.master)
+    if env.world > 1 and env.master:
         torch.distributed.barrier()
     ar = cfg.objective == "ar"
     window = cfg.block_size + 1 if ar else cfg.block_size  # AR predicts L tokens from a window of L+1
@@ -114,186 +172,159 @@ def main(argv):
     print0(f"data: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, vocab {tok.vocab_size} "
            f"({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token on val "
            f"({val_cpt:.3f} in the {len(val_windows)} eval windows)")
+    return cfg, Data(tok, train_ids, val_windows, val_cpt, meta, window)
 
-    # ---------------------------------------------------------------- model
-    margs = ModelArgs.from_config(cfg, tok.vocab_size)
-    model = Transformer(margs).to(device)
-    n_params = model.num_params()
-    tokens_per_step = micro_tokens * accum * world
-    print0(f"model: {n_params:,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP/token (training), "
-           f"{tokens_per_step:,} tokens/step = {world} rank(s) x {accum} micro-step(s) x {cfg.batch_size} x {cfg.block_size}")
+
+# ---------------------------------------------------------------- model, optimizer, resume
+def build(cfg, env, data):
+    """The model and its estimates; then (unless max_iters=0) the optimizer, EMA and the resumed state."""
+    margs = ModelArgs.from_config(cfg, data.tok.vocab_size)
+    model = Transformer(margs).to(env.device)
+    tokens_per_step = cfg.total_batch_size
+    print0(f"model: {model.num_params():,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP/token (training), "
+           f"{tokens_per_step:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x {cfg.batch_size} x {cfg.block_size}")
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     # memory and speed from the model's own accounting (rough: see model.estimate_memory)
-    masked_head = cfg.head_on_masked_only and not ar and cfg.loss_type != "all_ce"
+    masked_head = cfg.head_on_masked_only and cfg.objective != "ar" and cfg.loss_type != "all_ce"
     head_frac = (1 - schedule.alpha[1:]).mean().item() if masked_head else 1.0  # E_t[mask rate]
-    state_b, act_b = model.estimate_memory(cfg.batch_size, cfg.block_size, dtype_name == "bfloat16", head_frac, cfg.ema > 0)
-    peak = peak_flops(device)
+    state_b, act_b = model.estimate_memory(cfg.batch_size, cfg.block_size, env.dtype_name == "bfloat16", head_frac, cfg.ema > 0)
+    peak = peak_flops(env.device)
     est_tps = estimate_tokens_per_s(model.flops_per_token(), peak, ASSUMED_MFU)
     speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {ASSUMED_MFU:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
-             if est_tps else f"no tokens/s estimate: no peak FLOP/s known for {device} (scripts/bench_train.py measures one)")
+             if est_tps else f"no tokens/s estimate: no peak FLOP/s known for {env.device} (scripts/bench_train.py measures one)")
     print0(f"estimate per rank: ~{(state_b + act_b) / 2**30:.1f} GiB = {state_b / 2**30:.1f} weights+grads+"
            f"{cfg.optimizer}{'+EMA' if cfg.ema else ''} + {act_b / 2**30:.1f} activations of a {cfg.batch_size}x"
            f"{cfg.block_size} micro-batch; {speed}")
     if cfg.max_iters == 0 and not cfg.resume:
         print0("max_iters=0: built data, tokenizer and model; exiting without training")
-        return
-    opt = build_optimizer(model, cfg, device)
-    start_iter, best_val, skipped = 0, float("inf"), 0
-    loss_acc, n_acc = torch.zeros((), device=device), 0  # sum of step losses since the last log line
-    bad_iter = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss (kept on device: no sync)
-    if resume_ckpt:
-        model.load_state_dict(resume_ckpt["model"])
-        base_lrs = [g["base_lr"] for g in opt.param_groups]
-        opt.load_state_dict(resume_ckpt["optimizer"])
-        for g, base in zip(opt.param_groups, base_lrs):  # checkpoints from before base_lr existed lack it
-            g["base_lr"] = base
-        start_iter, best_val = resume_ckpt["iter"], resume_ckpt.get("best_val", best_val)
-        rng = resume_ckpt.get("rng")
-        if isinstance(rng, list) and len(rng) == world:  # global RNGs per rank (the batches are keyed, see below)
-            set_rng_state(rng[rank])
-        if "loop" in resume_ckpt:  # a log window cut by the checkpoint continues where it was
-            loss_acc.copy_(resume_ckpt["loop"]["loss_acc"])
-            n_acc = resume_ckpt["loop"]["n_acc"]
-            skipped = resume_ckpt["loop"].get("skipped", 0)
-        print0(f"resumed from {resumed_from} at iter {start_iter} (best val {best_val:.4f})")
-        if start_iter >= cfg.max_iters:
-            raise UserError(f"{resumed_from} is already at iter {start_iter} >= max_iters={cfg.max_iters}: raise --max_iters to train further")
-    ema = EMA(model, cfg.ema) if cfg.ema else None
-    if ema and resume_ckpt and "ema" in resume_ckpt:
-        ema.load_state_dict(resume_ckpt["ema"], resume_ckpt["ema_updates"])
-    eval_model = ema.model if ema else model  # eval, best.pt selection and samples use the EMA weights when on
-    raw_model = model  # uncompiled, unwrapped: for state_dict, eval and sampling
+        return None
+    run = Run(model=model, raw_model=model, eval_model=model, opt=build_optimizer(model, cfg, env.device), ema=None,
+              margs=margs, schedule=schedule, metrics_path=os.path.join(cfg.out_dir, "metrics.jsonl"),
+              loss_acc=torch.zeros((), device=env.device), bad_iter=torch.full((), -1, device=env.device, dtype=torch.long))
+    if env.resume:
+        resume_state(cfg, env, run)
+    run.ema = EMA(model, cfg.ema) if cfg.ema else None
+    if run.ema and env.resume and "ema" in env.resume:
+        run.ema.load_state_dict(env.resume["ema"], env.resume["ema_updates"])
+    run.eval_model = run.ema.model if run.ema else model  # eval, best.pt selection and samples use the EMA weights when on
     if cfg.compile:
-        model = torch.compile(model)
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
-
-    def snapshot(it, val):
-        """The checkpoint dict (on rank 0; None elsewhere). Every rank must call it: it gathers their RNG states,
-        and makes the running loss sum the same on all ranks so that a resume continues the log window exactly."""
-        all_reduce_mean(loss_acc, world)
-        check_finite(it, loss_acc.item())
-        rngs = all_gather_objects(rng_state(), world)
-        if not master:
-            return None
-        out = dict(model=raw_model.state_dict(), optimizer=opt.state_dict(), config=config_to_dict(cfg),
-                   model_args=vars(margs), tokenizer=tok.state(), tokenizer_fingerprint=fingerprint(tok),
-                   iter=it, best_val=best_val, val=val, meta=meta, rng=rngs,
-                   loop=dict(loss_acc=loss_acc.cpu(), n_acc=n_acc, skipped=skipped))
-        if ema:
-            out.update(ema=ema.state_dict(), ema_updates=ema.updates)
-        return out
-
-    def check_finite(it, value):
-        """Stop on a non-finite loss (averaged over ranks: all stop together) before anything is saved."""
-        if not math.isfinite(value):
-            step = bad_iter.item() + 1 if bad_iter.item() >= 0 else it
-            raise UserError(f"loss became {value} at iter {step}: stopped; the last good checkpoint in {cfg.out_dir} "
-                            f"is kept. Try a lower --learning_rate, --grad_clip=1, --dtype=float32, or "
-                            f"--skip_nonfinite=N to skip up to N bad steps, then --resume")
-
-    def save_checkpoints(it, res):
-        """model.pt always; best.pt too when this eval is the best so far (both with the same state)."""
-        nonlocal best_val
-        is_best = master and res["nats_per_token"] < best_val
-        if is_best:
-            best_val = res["nats_per_token"]
-        state = snapshot(it, res)
-        if master:
-            for path in save_run_checkpoint(cfg.out_dir, state, cfg.keep_last, is_best):
-                if iter_of(path) > it:
-                    print(f"removed {path}: a checkpoint of the run this one replaces")
-
-    def run_eval(it, n_t=1, details=False):
-        res = evaluate(eval_model, val_windows, schedule, tok.mask_id, cfg.objective, cfg.batch_size, device, ctx,
-                       n_t=n_t, seed=cfg.seed, chars_per_token=val_cpt, details=details)
-        what = "NLL" if ar else "bound"
-        print0(f"eval {it}: val {what} {res['nats_per_token']:.4f} ± {res['se']:.4f} nats/token, "
-               f"{res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char{' (EMA weights)' if ema else ''}")
-        return res
-
-    metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
-    if master:
+        run.model = torch.compile(run.model)
+    if env.world > 1:
+        run.model = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+    if env.master:
         os.makedirs(cfg.out_dir, exist_ok=True)
-        trim_metrics(metrics_path, start_iter if cfg.resume else -1)
-        if wandb is not None:
-            wandb.init(project=cfg.wandb_project, name=os.path.basename(os.path.normpath(cfg.out_dir)),
-                       config=config_to_dict(cfg))
+        trim_metrics(run.metrics_path, run.start_iter if cfg.resume else -1)
+        if env.wandb is not None:
+            env.wandb.init(project=cfg.wandb_project, name=os.path.basename(os.path.normpath(cfg.out_dir)),
+                           config=config_to_dict(cfg))
+    return run
 
-    def log_row(**row):
-        if master:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            if wandb is not None:
-                wandb.log({f"{row['kind']}/{k}": v for k, v in row.items() if isinstance(v, (int, float))}, step=row["iter"])
 
-    # ---------------------------------------------------------------- training loop
-    # Every random draw of a step is keyed by (seed, stream, step, slot), slot = rank * accum + micro, its
-    # place in the global batch: the global batch depends only on the seed and step, so a resumed run, or
-    # the same global batch split as 2 ranks x 1 micro-step or 1 rank x 2, sees the same data, masks and t.
-    model.train()
-    flops_step = raw_model.flops_per_token() * tokens_per_step
+def resume_state(cfg, env, run):
+    """Weights, optimizer, step, best val, RNG states and the open log window from the checkpoint."""
+    ck = env.resume
+    run.raw_model.load_state_dict(ck["model"])
+    base_lrs = [g["base_lr"] for g in run.opt.param_groups]
+    run.opt.load_state_dict(ck["optimizer"])
+    for g, base in zip(run.opt.param_groups, base_lrs):  # checkpoints from before base_lr existed lack it
+        g["base_lr"] = base
+    run.start_iter, run.best_val = ck["iter"], ck.get("best_val", run.best_val)
+    rng = ck.get("rng")
+    if isinstance(rng, list) and len(rng) == env.world:  # global RNGs per rank (the batches are keyed, see train_step)
+        set_rng_state(rng[env.rank])
+    if "loop" in ck:  # a log window cut by the checkpoint continues where it was
+        run.loss_acc.copy_(ck["loop"]["loss_acc"])
+        run.n_acc = ck["loop"]["n_acc"]
+        run.skipped = ck["loop"].get("skipped", 0)
+    print0(f"resumed from {env.resumed_from} at iter {run.start_iter} (best val {run.best_val:.4f})")
+    if run.start_iter >= cfg.max_iters:
+        raise UserError(f"{env.resumed_from} is already at iter {run.start_iter} >= max_iters={cfg.max_iters}: "
+                        f"raise --max_iters to train further")
+
+
+# ---------------------------------------------------------------- eval, log, checkpoint
+def run_eval(cfg, env, data, run, it, n_t=1, details=False):
+    res = evaluate(run.eval_model, data.val_windows, run.schedule, data.tok.mask_id, cfg.objective, cfg.batch_size,
+                   env.device, env.ctx, n_t=n_t, seed=cfg.seed, chars_per_token=data.val_cpt, details=details)
+    what = "NLL" if cfg.objective == "ar" else "bound"
+    print0(f"eval {it}: val {what} {res['nats_per_token']:.4f} ± {res['se']:.4f} nats/token, "
+           f"{res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char{' (EMA weights)' if run.ema else ''}")
+    return res
+
+
+def log_row(env, run, **row):
+    """One row of metrics.jsonl (and wandb), on rank 0."""
+    if env.master:
+        with open(run.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if env.wandb is not None:
+            env.wandb.log({f"{row['kind']}/{k}": v for k, v in row.items() if isinstance(v, (int, float))}, step=row["iter"])
+
+
+def check_finite(cfg, run, it, value):
+    """Stop on a non-finite loss (averaged over ranks: all stop together) before anything is saved."""
+    if not math.isfinite(value):
+        step = run.bad_iter.item() + 1 if run.bad_iter.item() >= 0 else it
+        raise UserError(f"loss became {value} at iter {step}: stopped; the last good checkpoint in {cfg.out_dir} "
+                        f"is kept. Try a lower --learning_rate, --grad_clip=1, --dtype=float32, or "
+                        f"--skip_nonfinite=N to skip up to N bad steps, then --resume")
+
+
+def snapshot(cfg, env, data, run, it, val):
+    """The checkpoint dict (on rank 0; None elsewhere). Every rank must call it: it gathers their RNG states,
+    and makes the running loss sum the same on all ranks so that a resume continues the log window exactly."""
+    all_reduce_mean(run.loss_acc, env.world)
+    check_finite(cfg, run, it, run.loss_acc.item())
+    rngs = all_gather_objects(rng_state(), env.world)
+    if not env.master:
+        return None
+    out = dict(model=run.raw_model.state_dict(), optimizer=run.opt.state_dict(), config=config_to_dict(cfg),
+               model_args=vars(run.margs), tokenizer=data.tok.state(), tokenizer_fingerprint=fingerprint(data.tok),
+               iter=it, best_val=run.best_val, val=val, meta=data.meta, rng=rngs,
+               loop=dict(loss_acc=run.loss_acc.cpu(), n_acc=run.n_acc, skipped=run.skipped))
+    if run.ema:
+        out.update(ema=run.ema.state_dict(), ema_updates=run.ema.updates)
+    return out
+
+
+def save_checkpoints(cfg, env, data, run, it, res):
+    """model.pt always; best.pt too when this eval is the best so far (both with the same state)."""
+    is_best = env.master and res["nats_per_token"] < run.best_val
+    if is_best:
+        run.best_val = res["nats_per_token"]
+    state = snapshot(cfg, env, data, run, it, res)
+    if env.master:
+        for path in save_run_checkpoint(cfg.out_dir, state, cfg.keep_last, is_best):
+            if iter_of(path) > it:
+                print(f"removed {path}: a checkpoint of the run this one replaces")
+
+
+# ---------------------------------------------------------------- training loop
+def train(cfg, env, data, run):
+    run.model.train()
+    tokens_per_step = cfg.total_batch_size
+    flops_step = run.raw_model.flops_per_token() * tokens_per_step
+    peak = peak_flops(env.device)
     t_last, tokens_since, timed_iters = time.time(), 0, 0
-    t_train_start, train_time = time.time(), 0.0
-    for it in range(start_iter, cfg.max_iters):
-        if it % cfg.eval_interval == 0 and it > start_iter:
-            res = run_eval(it) if master else None
-            log_row(kind="eval", iter=it, **(res or {}))
-            save_checkpoints(it, res)
+    run.t_start, train_time = time.time(), 0.0
+    for it in range(run.start_iter, cfg.max_iters):
+        if it % cfg.eval_interval == 0 and it > run.start_iter:
+            res = run_eval(cfg, env, data, run, it) if env.master else None
+            log_row(env, run, kind="eval", iter=it, **(res or {}))
+            save_checkpoints(cfg, env, data, run, it, res)
             t_last = time.time()  # the clock stops during eval
 
         lr = lr_at(it, cfg)
-        set_lr(opt, lr / cfg.learning_rate)  # Muon's groups follow the same warm-up and decay from muon_lr
-        # stratified t over the global batch of B * accum * world sequences (MDLM): one shared u per step
-        u = torch.rand((), generator=keyed_generator(cfg.seed, STREAM_TIME, it), dtype=torch.float64)
-        step_loss = torch.zeros((), device=device)
-        for micro in range(accum):
-            slot = rank * accum + micro
-            x = get_batch(train_ids, cfg.batch_size, window, keyed_generator(cfg.seed, STREAM_DATA, it, slot), device)
-            # DDP averages gradients across ranks only on the last micro-step; the others accumulate locally
-            with model.no_sync() if world > 1 and micro < accum - 1 else nullcontext():
-                with ctx:
-                    if ar:
-                        loss, _ = ar_loss(model, x)
-                    else:
-                        t = stratified_times(cfg.batch_size, cfg.diffusion_steps, device=device, offset=slot * cfg.batch_size,
-                                             total=cfg.batch_size * accum * world, u=u)
-                        loss, _, _ = diffusion_loss(model, x, schedule, tok.mask_id, cfg.loss_type,
-                                                    keyed_generator(cfg.seed, STREAM_MASK, it, slot), t=t,
-                                                    masked_only=cfg.head_on_masked_only, mask_span=cfg.mask_span)
-                (loss / accum).backward()  # the mean over micro-steps; DDP's all-reduce makes it the global mean
-            step_loss += loss.detach() / accum
-        norm = None
-        if cfg.grad_clip > 0 or cfg.skip_nonfinite:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        update = True
-        if cfg.skip_nonfinite:  # one host sync per step; the norm of the all-reduced gradients is the same on every rank
-            ok = (torch.isfinite(step_loss) & torch.isfinite(norm)).float()
-            update = all_reduce_mean(ok, world).item() == 1.0
-            if not update:
-                skipped += 1
-                print0(f"warning: non-finite loss or gradient at iter {it + 1}: step skipped, no update "
-                       f"({skipped} of at most {cfg.skip_nonfinite})")
-                if skipped > cfg.skip_nonfinite:
-                    raise UserError(f"{skipped} steps had a non-finite loss or gradient (the last at iter {it + 1}), more "
-                                    f"than --skip_nonfinite={cfg.skip_nonfinite}: stopped; the last good checkpoint in "
-                                    f"{cfg.out_dir} is kept. Try a lower --learning_rate or --dtype=float32, then --resume")
-        else:
-            bad_iter = torch.where(torch.isfinite(step_loss) | (bad_iter >= 0), bad_iter, it)
-        if update:
-            opt.step()
-            if ema:
-                ema.update(raw_model)
-            loss_acc += step_loss
-            n_acc += 1
-        opt.zero_grad(set_to_none=True)
+        set_lr(run.opt, lr / cfg.learning_rate)  # Muon's groups follow the same warm-up and decay from muon_lr
+        train_step(cfg, env, data, run, it)
         tokens_since += tokens_per_step
         timed_iters += 1
 
         if (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters:
-            loss_avg = all_reduce_mean(loss_acc / max(n_acc, 1), world).item()  # one sync per log line, not per step
-            check_finite(it + 1, loss_avg)
-            if device.type == "cuda":
+            loss_avg = all_reduce_mean(run.loss_acc / max(run.n_acc, 1), env.world).item()  # one sync per log line
+            check_finite(cfg, run, it + 1, loss_avg)
+            if env.device.type == "cuda":
                 torch.cuda.synchronize()
             dt = time.time() - t_last
             train_time += dt
@@ -303,40 +334,81 @@ def main(argv):
             print0(f"iter {it + 1}/{cfg.max_iters} | loss {loss_avg:.4f} | lr {lr:.2e} | "
                    f"{dt / timed_iters * 1000:.0f} ms/it | {tps:,.0f} tok/s{mfu} | eta {fmt_time(eta)}")
             sys.stdout.flush()
-            log_row(kind="train", iter=it + 1, loss=loss_avg, lr=lr, tok_per_s=tps, seconds=train_time)
-            loss_acc.zero_(); n_acc = 0; tokens_since = timed_iters = 0
+            log_row(env, run, kind="train", iter=it + 1, loss=loss_avg, lr=lr, tok_per_s=tps, seconds=train_time)
+            run.loss_acc.zero_()
+            run.n_acc = tokens_since = timed_iters = 0
             t_last = time.time()
 
-    # ---------------------------------------------------------------- final eval, checkpoint, metrics
-    res = run_eval(cfg.max_iters, n_t=4, details=True) if master else None
-    if master:
-        log_row(kind="eval", iter=cfg.max_iters, **{k: v for k, v in res.items() if k != "entropy_by_t"})
-    save_checkpoints(cfg.max_iters, res)
-    if not master:
+
+def train_step(cfg, env, data, run, it):
+    """One optimizer step over accum micro-batches; a non-finite step stops training or, with
+    --skip_nonfinite, is skipped (no update).
+    Every random draw of a step is keyed by (seed, stream, step, slot), slot = rank * accum + micro, its
+    place in the global batch: the global batch depends only on the seed and step, so a resumed run, or
+    the same global batch split as 2 ranks x 1 micro-step or 1 rank x 2, sees the same data, masks and t."""
+    accum, world, model = env.accum, env.world, run.model
+    # stratified t over the global batch of B * accum * world sequences (MDLM): one shared u per step
+    u = torch.rand((), generator=keyed_generator(cfg.seed, STREAM_TIME, it), dtype=torch.float64)
+    step_loss = torch.zeros((), device=env.device)
+    for micro in range(accum):
+        slot = env.rank * accum + micro
+        x = get_batch(data.train_ids, cfg.batch_size, data.window, keyed_generator(cfg.seed, STREAM_DATA, it, slot), env.device)
+        # DDP averages gradients across ranks only on the last micro-step; the others accumulate locally
+        with model.no_sync() if world > 1 and micro < accum - 1 else nullcontext():
+            with env.ctx:
+                if cfg.objective == "ar":
+                    loss, _ = ar_loss(model, x)
+                else:
+                    t = stratified_times(cfg.batch_size, cfg.diffusion_steps, device=env.device, offset=slot * cfg.batch_size,
+                                         total=cfg.batch_size * accum * world, u=u)
+                    loss, _, _ = diffusion_loss(model, x, run.schedule, data.tok.mask_id, cfg.loss_type,
+                                                keyed_generator(cfg.seed, STREAM_MASK, it, slot), t=t,
+                                                masked_only=cfg.head_on_masked_only, mask_span=cfg.mask_span)
+            (loss / accum).backward()  # the mean over micro-steps; DDP's all-reduce makes it the global mean
+        step_loss += loss.detach() / accum
+    norm = None
+    if cfg.grad_clip > 0 or cfg.skip_nonfinite:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    update = True
+    if cfg.skip_nonfinite:  # one host sync per step; the norm of the all-reduced gradients is the same on every rank
+        ok = (torch.isfinite(step_loss) & torch.isfinite(norm)).float()
+        update = all_reduce_mean(ok, world).item() == 1.0
+        if not update:
+            run.skipped += 1
+            print0(f"warning: non-finite loss or gradient at iter {it + 1}: step skipped, no update "
+                   f"({run.skipped} of at most {cfg.skip_nonfinite})")
+            if run.skipped > cfg.skip_nonfinite:
+                raise UserError(f"{run.skipped} steps had a non-finite loss or gradient (the last at iter {it + 1}), more "
+                                f"than --skip_nonfinite={cfg.skip_nonfinite}: stopped; the last good checkpoint in "
+                                f"{cfg.out_dir} is kept. Try a lower --learning_rate or --dtype=float32, then --resume")
+    else:
+        run.bad_iter = torch.where(torch.isfinite(step_loss) | (run.bad_iter >= 0), run.bad_iter, it)
+    if update:
+        run.opt.step()
+        if run.ema:
+            run.ema.update(run.raw_model)
+        run.loss_acc += step_loss
+        run.n_acc += 1
+    run.opt.zero_grad(set_to_none=True)
+
+
+# ---------------------------------------------------------------- final eval, checkpoint, metrics
+def finish(cfg, env, data, run):
+    res = run_eval(cfg, env, data, run, cfg.max_iters, n_t=4, details=True) if env.master else None
+    if env.master:
+        log_row(env, run, kind="eval", iter=cfg.max_iters, **{k: v for k, v in res.items() if k != "entropy_by_t"})
+    save_checkpoints(cfg, env, data, run, cfg.max_iters, res)
+    if not env.master:
         torch.distributed.destroy_process_group()
         return
-    print(f"saved {ckpt_path} (best val {best_val:.4f} nats/token in {best_path}); trained {fmt_time(time.time() - t_train_start)}")
-    final_report(eval_model, tok, cfg, schedule, device, res, meta["chars_per_token"])
-    if wandb is not None:
-        wandb.finish()
-    if world > 1:
+    print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best val {run.best_val:.4f} nats/token in "
+          f"{os.path.join(cfg.out_dir, 'best.pt')}); trained {fmt_time(time.time() - run.t_start)}")
+    final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"])
+    if env.wandb is not None:
+        env.wandb.finish()
+    if env.world > 1:
         torch.distributed.destroy_process_group()
 
-
-def trim_metrics(path, upto):
-    """Keep the rows of metrics.jsonl up to iter `upto` (-1: none): a run killed after its last checkpoint
-    has logged rows that the resumed run logs again. Unreadable lines (a row cut by the kill) are dropped."""
-    keep = []
-    if upto >= 0 and os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    if json.loads(line)["iter"] <= upto:
-                        keep.append(line.rstrip("\n") + "\n")
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    pass
-    with atomic_open(path) as f:
-        f.writelines(keep)
 
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
     """The end-of-training metrics block and a few samples."""

@@ -9,9 +9,11 @@ A training run's directory (save_run_checkpoint / load_latest):
     model.pt          the latest checkpoint (what --resume and inference read)
     best.pt           the one with the best validation bound so far
     model_<iter>.pt   with keep_last = K >= 2: the K newest checkpoints; model.pt is a hard link to the newest
+    metrics.jsonl     train.py's log rows; a resumed run first drops the rows logged after its checkpoint (trim_metrics)
 A kill at any moment leaves every one of these either complete or absent: each is written to a temp
 file and renamed into place, and an older checkpoint is deleted only after a newer one is in place.
 """
+import json
 import os
 import pickle
 import re
@@ -23,7 +25,7 @@ import torch
 
 from model import ModelArgs, Transformer
 from utils.errors import UserError
-from utils.fileio import atomic_path
+from utils.fileio import atomic_open, atomic_path
 
 REQUIRED = ("model", "config", "model_args", "tokenizer", "iter")
 _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
@@ -102,6 +104,22 @@ def load_latest(out_dir, warn=print):
                             f"or point --out_dir at the run to continue")
         raise error
     return ckpt, path
+
+
+def trim_metrics(path, upto):
+    """Keep the rows of metrics.jsonl up to iter `upto` (-1: none): a run killed after its last checkpoint
+    has logged rows that the resumed run logs again. Unreadable lines (a row cut by the kill) are dropped."""
+    keep = []
+    if upto >= 0 and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    if json.loads(line)["iter"] <= upto:
+                        keep.append(line.rstrip("\n") + "\n")
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    pass
+    with atomic_open(path) as f:
+        f.writelines(keep)
 
 
 def load_checkpoint(path, map_location="cpu"):

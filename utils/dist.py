@@ -56,6 +56,12 @@ def peak_flops(device):
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
+def print0(*args, **kwargs):
+    """print on rank 0 only (torchrun's RANK; a single process is rank 0)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(*args, **kwargs)
+
+
 def init_distributed(device_name):
     """Returns (rank, local_rank, world_size, device). Starts a process group under torchrun."""
     if "RANK" not in os.environ:
