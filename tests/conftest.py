@@ -1,20 +1,10 @@
-"""Shared test fixtures. Run the suite from the repo root: python -m pytest -q tests"""
+"""Shared fixtures (helpers: tests/helpers.py). Run the suite from the repo root: python -m pytest -q tests
+The fast tier, for the edit-run loop: python -m pytest -q -m "not slow" tests"""
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data"
-FIXTURES = ROOT / "tests" / "fixtures"
-
-
-def real_text(name="tinyshakespeare.txt"):
-    """A real corpus from ../shared/data, else the small in-repo fixture."""
-    p = SHARED / name
-    return p if p.is_file() else FIXTURES / "tiny_stories.txt"
+from helpers import TINY, real_text
 
 
 @pytest.fixture
@@ -22,10 +12,6 @@ def in_tmp(tmp_path, monkeypatch):
     """Run inside a temp dir so artifacts/ (data cache, checkpoints) never touch the repo."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-TINY = ["--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64", "--batch_size=16",
-        "--diffusion_steps=20", "--steps=20", "--eval_iters=4", "--log_interval=50", "--device=cpu"]
 
 
 @pytest.fixture(scope="session")

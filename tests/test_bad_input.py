@@ -11,7 +11,6 @@ import builtins
 import errno
 import fnmatch
 import hashlib
-import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -21,21 +20,13 @@ import torch
 
 import inference
 import train
-from conftest import FIXTURES, ROOT, real_text
-from runs import MICRO
+from helpers import FIXTURES, MICRO, real_text, script
 from utils import video
 from utils.errors import run_cli
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 MAINS = {"train.py": lambda: train.main, "inference.py": lambda: inference.main}
-MAINS.update({f"scripts/{n}.py": (lambda n=n: _script(n).main)
+MAINS.update({f"scripts/{n}.py": (lambda n=n: script(n).main)
               for n in ("data", "train_tokenizer", "eval", "plot", "bench_train", "bench_sample")})
 
 
@@ -168,6 +159,7 @@ def _state(d):
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(d).rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cli, argv, words, spoiler", TABLE, ids=[f"{i:02d}-{r[0]}" for i, r in enumerate(TABLE)])
 def test_bad_input_exits_2_with_one_line_and_changes_nothing(cli, argv, words, spoiler, files, tmp_path, monkeypatch,
                                                              capsys):
@@ -192,6 +184,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(cli, argv, words, s
     assert not (d / "PWNED").exists()
 
 
+@pytest.mark.slow
 def test_without_ffmpeg_the_gif_is_written_and_a_warning_says_why(files, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(video, "_find_ffmpeg", lambda: None)

@@ -23,7 +23,7 @@ import torch
 import inference
 import train
 from config import get_config
-from conftest import ROOT, TINY, real_text
+from helpers import ROOT, TINY, real_text
 from model import ModelArgs, Transformer
 from scripts.train_tokenizer import save_tokenizer, train_bpe
 from utils.dataloader import chars_per_token, packing_stats, prepare_data
@@ -183,6 +183,7 @@ def bpe_run(corpus, tmp_path_factory):
     return d, out.getvalue()
 
 
+@pytest.mark.slow
 def test_tiny_bpe_run_learns_and_records_its_tokenizer(bpe_run, corpus):
     d, out = bpe_run
     assert "encoded train:" in out and "M chars/s" in out and "M tokens/s" in out and "packing:" in out
@@ -197,6 +198,7 @@ def test_tiny_bpe_run_learns_and_records_its_tokenizer(bpe_run, corpus):
     assert ck["config"]["prompt"] == "Once upon a time"  # normalised before training started
 
 
+@pytest.mark.slow
 def test_inference_samples_bpe_with_a_token_level_trace(bpe_run):
     d, _ = bpe_run
     video = d / "media" / "trace.mp4"
@@ -224,6 +226,7 @@ def _cli_error(capsys, main, argv):
     return err
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2_and_overwrites_nothing(bpe_run, corpus, capsys, tmp_path, monkeypatch):
     d, _ = bpe_run
     monkeypatch.chdir(d)

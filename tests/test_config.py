@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from config import PRESETS, Config, get_config
-from conftest import ROOT
+from helpers import ROOT
 from utils.errors import UserError
 
 
@@ -51,6 +51,7 @@ def test_config_file_typo_is_rejected(tmp_path):
         get_config([str(f)])
 
 
+@pytest.mark.slow
 def test_cli_exits_2_with_one_line_and_no_traceback():
     r = subprocess.run([sys.executable, "train.py", "--max_itters=3"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2

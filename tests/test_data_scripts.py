@@ -8,24 +8,18 @@ Real corpora are read from ../shared/data (next to the repo) when present; tests
 need them are skipped otherwise, and tests/fixtures/tiny_stories.txt stands in.
 """
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from helpers import FIXTURES, SHARED, assert_one_line_error, run_script as run
+from scripts import corpus
+from scripts.train_tokenizer import train_bpe
+from utils.errors import UserError
+from utils.tokenizer import MASK_TOKEN, BPETokenizer, split_stories
 
-from scripts import corpus  # noqa: E402
-from scripts.train_tokenizer import train_bpe  # noqa: E402
-from utils.tokenizer import MASK_TOKEN, BPETokenizer, split_stories  # noqa: E402
-from utils.errors import UserError  # noqa: E402
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-FIXTURE = REPO / "tests" / "fixtures" / "tiny_stories.txt"
+FIXTURE = FIXTURES / "tiny_stories.txt"
 STORIES_HEAD = SHARED / "tinystories_train_head.txt"
 SHAKESPEARE = SHARED / "tinyshakespeare.txt"
 SEP = corpus.SEPARATOR
@@ -35,19 +29,12 @@ needs_shared = pytest.mark.skipif(not STORIES_HEAD.exists() or not SHAKESPEARE.e
 
 
 def run_script(name, *args, env=None, timeout=120):
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, f"scripts/{name}", *map(str, args)], cwd=REPO,
-                          env=full_env, capture_output=True, text=True, timeout=timeout)
+    return run(f"scripts/{name}", *args, env=env, timeout=timeout)
 
 
 def assert_user_error(r, *needles):
     """Exit code 2, exactly one line on stderr starting with 'error:', no traceback."""
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+    return assert_one_line_error(r.returncode, r.stderr, *needles).strip()
 
 
 def stories_of(path):
@@ -62,6 +49,7 @@ def fixture_stories():
 
 # ----------------------------------------------------------------------------- data.py: local text
 
+@pytest.mark.slow
 def test_local_txt_all_in_order(tmp_path):
     out = tmp_path / "all.txt"
     r = run_script("data.py", "--input-file", FIXTURE, "--output", out)
@@ -70,6 +58,7 @@ def test_local_txt_all_in_order(tmp_path):
     assert stories_of(out) == fixture_stories()  # stripped, original order, same format
 
 
+@pytest.mark.slow
 def test_local_txt_sampling_is_seeded(tmp_path):
     src = fixture_stories()
     out = tmp_path / "cli.txt"
@@ -108,6 +97,7 @@ def test_split_on_chunk_boundaries(tmp_path, monkeypatch):
     assert list(corpus.iter_local_texts(str(q))) == [q.read_text(encoding="utf-8")]  # one document
 
 
+@pytest.mark.slow
 @needs_shared
 def test_real_tinystories_head_sample(tmp_path):
     out = tmp_path / "s.txt"
@@ -121,6 +111,7 @@ def test_real_tinystories_head_sample(tmp_path):
     assert "“" in out.read_text(encoding="utf-8")  # Unicode typography survives
 
 
+@pytest.mark.slow
 @needs_shared
 def test_shakespeare_is_one_document_unchanged(tmp_path):
     out = tmp_path / "shakespeare.txt"
@@ -140,6 +131,7 @@ def test_single_document_fallback_unchanged(tmp_path):
 
 # ----------------------------------------------------------------------------- data.py: datasets path
 
+@pytest.mark.slow
 def test_jsonl_and_parquet_through_datasets(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
@@ -168,6 +160,7 @@ def test_jsonl_and_parquet_through_datasets(tmp_path):
 
 # ----------------------------------------------------------------------------- data.py: errors
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_without_force(tmp_path):
     out = tmp_path / "out.txt"
     out.write_text("precious\n", encoding="utf-8")
@@ -180,6 +173,7 @@ def test_refuses_to_overwrite_without_force(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temp files left
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("", encoding="utf-8")
@@ -202,6 +196,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_negative_num_and_no_source(tmp_path):
     out = tmp_path / "o.txt"
     assert_user_error(run_script("data.py", "--input-file", FIXTURE, "--num-stories", "-3", "--output", out),
@@ -244,6 +239,7 @@ def test_hub_error_messages():
         corpus.download_tinyshakespeare(url="http://127.0.0.1:9/input.txt", timeout=5)
 
 
+@pytest.mark.slow
 def test_hub_unreachable_is_fast_one_line(tmp_path):
     out = tmp_path / "o.txt"
     args = ("--dataset", "roneneldan/TinyStories", "--split", "train", "--num-stories", 10000,
@@ -313,6 +309,7 @@ def test_tokenizer_never_emits_mask(tok512):
     assert m not in tok.encode(text)
 
 
+@pytest.mark.slow
 def test_train_tokenizer_cli(tmp_path, tok512):
     _, text, real = tok512
     src = tmp_path / "train.txt"

@@ -5,19 +5,8 @@ import pytest
 import torch
 
 from diffusion import Schedule, ar_loss, corrupt, diffusion_loss, stratified_times
+from helpers import ConstModel, ToyModel
 from sampler import filter_logits, sample, sample_tokens, time_grid
-
-
-class ConstModel(torch.nn.Module):
-    """Ignores its input: the same logits at every position. Its true NLL is known in closed form."""
-
-    def __init__(self, logits, block_size=64):
-        super().__init__()
-        self.logits = torch.nn.Parameter(torch.tensor(logits, dtype=torch.float32))
-        self.args = type("A", (), {"block_size": block_size})()
-
-    def forward(self, idx, t=None, **kw):
-        return self.logits.expand(*idx.shape, -1).clone()
 
 
 def test_schedule_endpoints_and_weights_by_hand():
@@ -128,22 +117,6 @@ def test_time_grid():
     assert g[0] == 100 and g[-1] == 0 and all(a > b for a, b in zip(g, g[1:]))
 
 
-class RandomModel(torch.nn.Module):
-    """Logits depend on input and t (so order matters) and strongly prefer [MASK] (which must never win)."""
-
-    def __init__(self, V=12, mask_id=11):
-        super().__init__()
-        torch.manual_seed(0)
-        self.emb = torch.nn.Embedding(V, V)
-        self.mask_id = mask_id
-        self.args = type("A", (), {"block_size": 64})()
-
-    def forward(self, idx, t=None, **kw):
-        logits = self.emb(idx) + self.emb(idx.roll(1, 1)) + 0.1 * t[:, None, None]
-        logits[..., self.mask_id] += 100.0
-        return logits
-
-
 def _canvas(B=3, P=6, L=40, V=12):
     g = torch.Generator().manual_seed(5)
     x = torch.randint(0, V - 1, (B, L), generator=g)
@@ -156,7 +129,7 @@ def _canvas(B=3, P=6, L=40, V=12):
 @pytest.mark.parametrize("remask", ["refine", "none"])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_sampler_never_touches_fixed_tokens_and_leaves_no_mask(remask, temperature):
-    model, s = RandomModel(), Schedule(20)
+    model, s = ToyModel(), Schedule(20)
     x, gm = _canvas()
     counts = []
 
@@ -178,7 +151,7 @@ def test_sampler_never_touches_fixed_tokens_and_leaves_no_mask(remask, temperatu
 
 
 def test_sampler_is_deterministic_for_a_seed():
-    model, s = RandomModel(), Schedule(20)
+    model, s = ToyModel(), Schedule(20)
     x, gm = _canvas()
     run = lambda seed: sample(model, x.clone(), gm, s, 11, steps=20, generator=torch.Generator().manual_seed(seed))[0]
     assert torch.equal(run(1), run(1))

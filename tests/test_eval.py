@@ -1,7 +1,6 @@
 """Evaluation you can trust: scripts/eval.py and scripts/plot.py end to end on tiny checkpoints,
 gen-PPL and infill recovery against hand computations, the adaLN-Zero time conditioning.
 python -m pytest -q tests/test_eval.py"""
-import importlib.util
 import json
 import math
 import os
@@ -13,20 +12,12 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from conftest import ROOT, TINY, real_text
+from helpers import ROOT, TINY, ConstModel, real_text, script as _script
 from diffusion import Schedule, evaluate
 from model import ModelArgs, Transformer
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
 from utils.metrics import ar_nll, gen_ppl, infill_recovery, sample_entropy, span_starts
-
-
-def _script(name):
-    """scripts/ is not a package: load scripts/<name>.py as a module."""
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _train(d, *extra):
@@ -55,6 +46,7 @@ def adaln_ckpt(tmp_path_factory):
 
 # ---------------------------------------------------------------------------------------- eval.py
 
+@pytest.mark.slow
 def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsys):
     ev = _script("eval")
     out = in_tmp / "eval.json"
@@ -92,6 +84,7 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
             assert im.format == "PNG" and im.size[0] > 500
 
 
+@pytest.mark.slow
 def test_mismatched_tokenizer_scorer_exits_2_with_one_line(adaln_ckpt, ar_ckpt, tmp_path):
     ck = load_checkpoint(ar_ckpt)
     ck["tokenizer"] = dict(ck["tokenizer"], chars=ck["tokenizer"]["chars"][::-1])  # same size, other ids
@@ -103,6 +96,7 @@ def test_mismatched_tokenizer_scorer_exits_2_with_one_line(adaln_ckpt, ar_ckpt, 
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, words", [
     (["--n-windows", "1"], "--n-windows must be >= 2"),
     (["--sweep", "topk=3"], "must look like temperature="),
@@ -117,16 +111,9 @@ def test_eval_bad_input_is_one_line_user_error(adaln_ckpt, extra, words):
 
 # ---------------------------------------------------------------------------------------- toys
 
-class ConstAR(torch.nn.Module):
+def ConstAR(probs, block_size=32):
     """The same next-token distribution after every prefix."""
-
-    def __init__(self, probs, block_size=32):
-        super().__init__()
-        self.logits = torch.tensor(probs).log()
-        self.args = ModelArgs(vocab_size=len(probs), block_size=block_size)
-
-    def forward(self, idx, t=None, **kw):
-        return self.logits.expand(*idx.shape, -1).clone()
+    return ConstModel(torch.tensor(probs).log().tolist(), block_size)
 
 
 class Bigram(torch.nn.Module):
@@ -203,6 +190,7 @@ def test_mc_part_of_the_error_bar_is_conservative_but_close():
 
 # ---------------------------------------------------------------------------------------- adaLN
 
+@pytest.mark.slow
 def test_adaln_model_trains_and_its_output_depends_on_t(adaln_ckpt):
     rows = [json.loads(l) for l in open(adaln_ckpt.parent / "metrics.jsonl")]
     train = [r["loss"] for r in rows if r["kind"] == "train"]

@@ -21,8 +21,8 @@ import pytest
 import torch
 
 import train
-from conftest import ROOT
-from runs import ENV, popen, rows, run_here, train_args
+from helpers import ROOT
+from helpers import ENV, popen, rows, run_here, train_args
 from utils.checkpoint import load_checkpoint, load_latest, numbered_checkpoints
 from utils.errors import UserError
 from utils.fileio import atomic_open, atomic_path, remove_stale_temps
@@ -49,6 +49,7 @@ def uninterrupted(tmp_path_factory):
     return d / "out"
 
 
+@pytest.mark.slow
 def test_kill_halfway_through_a_checkpoint_write_loses_nothing(tmp_path, uninterrupted, capsys):
     out = tmp_path / "out"
     p = subprocess.Popen([sys.executable, str(ROOT / "tests" / "kill_mid_save.py"), "3", *train_args(out, *COMMON)],
@@ -68,6 +69,7 @@ def test_kill_halfway_through_a_checkpoint_write_loses_nothing(tmp_path, uninter
     _same_run(out, uninterrupted)
 
 
+@pytest.mark.slow
 def test_random_kills_then_resume_equal_the_uninterrupted_run(tmp_path, uninterrupted):
     """Three SIGKILLs at random moments (seeded), each followed by --resume from whatever is on disk."""
     rng, out, kills = random.Random(7), tmp_path / "out", 0
@@ -89,6 +91,7 @@ def test_random_kills_then_resume_equal_the_uninterrupted_run(tmp_path, uninterr
     _same_run(out, uninterrupted)
 
 
+@pytest.mark.slow
 def test_keep_last_k_best_and_a_replaced_runs_leftovers(in_tmp, capsys):
     out = in_tmp / "out"
     run_here(train_args(out, "--max_iters=50", "--eval_interval=10", "--keep_last=3"), in_tmp)
@@ -109,6 +112,7 @@ def test_keep_last_k_best_and_a_replaced_runs_leftovers(in_tmp, capsys):
     assert numbered_checkpoints(out) == [] and load_checkpoint(out / "model.pt")["iter"] == 30
 
 
+@pytest.mark.slow
 def test_resume_reads_the_newest_complete_checkpoint(in_tmp, capsys):
     out = in_tmp / "out"
     run_here(train_args(out, "--max_iters=30", "--eval_interval=10", "--keep_last=3"), in_tmp)
@@ -143,6 +147,7 @@ def _nan_at(monkeypatch, calls):
     monkeypatch.setattr(train, "diffusion_loss", loss)
 
 
+@pytest.mark.slow
 def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(in_tmp, monkeypatch):
     out = in_tmp / "out"
     run_here(train_args(out, "--max_iters=10", "--eval_interval=10", "--keep_last=1"), in_tmp)
@@ -153,6 +158,7 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(in_tmp, mo
     assert (_sha(out / "model.pt"), _sha(out / "best.pt")) == before  # the NaN weights were never saved
 
 
+@pytest.mark.slow
 def test_nan_steps_are_skipped_up_to_the_cap(in_tmp, monkeypatch, capsys):
     _nan_at(monkeypatch, {5, 9})
     run_here(train_args(in_tmp / "a", "--max_iters=20", "--eval_interval=10", "--skip_nonfinite=2"), in_tmp)
@@ -190,6 +196,7 @@ def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path):
     assert (tmp_path / f"model.pt.tmp{os.getpid()}").exists()
 
 
+@pytest.mark.slow
 def test_a_copied_run_resumes_into_its_new_directory(in_tmp):
     run_here(train_args(in_tmp / "a", "--max_iters=10", "--eval_interval=10"), in_tmp)
     shutil.copytree(in_tmp / "a", in_tmp / "b")

@@ -2,39 +2,19 @@
 python -m pytest -q tests/test_sampling.py   (the float64 chi-square test lives in tests/test_diffusion.py)"""
 import math
 import re
-import subprocess
-import sys
-
 import pytest
 import torch
 
 import inference
-from conftest import FIXTURES, ROOT
+from helpers import FIXTURES, Args, ToyModel, assert_one_line_error, run_cli_here, run_script
 from diffusion import Schedule, corrupt, diffusion_loss
 from sampler import position_scores, sample, time_for_fraction
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.errors import UserError, run_cli
+from utils.errors import UserError
 from utils.generate import Canvas, build_canvas, parse_infill
 from utils.tokenizer import CharTokenizer
 
 MASK = 11
-
-
-class ToyModel(torch.nn.Module):
-    """Logits depend on the input and t (so order matters) and strongly prefer [MASK] (which must never win).
-    Refuses inputs longer than its context, like the real model."""
-
-    def __init__(self, V=12, block_size=64):
-        super().__init__()
-        torch.manual_seed(0)
-        self.emb = torch.nn.Embedding(V, V)
-        self.args = type("A", (), {"block_size": block_size})()
-
-    def forward(self, idx, t=None, positions=None, **kw):
-        assert idx.size(1) <= self.args.block_size and t is not None and (t >= 1).all()
-        logits = self.emb(idx) + self.emb(idx.roll(1, 1)) + 0.1 * t[:, None, None]
-        logits[..., MASK] += 100.0
-        return logits if positions is None else logits[positions]
 
 
 class PositionModel(torch.nn.Module):
@@ -45,7 +25,7 @@ class PositionModel(torch.nn.Module):
         self.table = torch.randn(L, V, generator=torch.Generator().manual_seed(3))
         if V > MASK:
             self.table[:, MASK] = 50.0  # the [MASK] logit is the largest: the sampler must still never emit it
-        self.args = type("A", (), {"block_size": L})()
+        self.args = Args(L)
 
     def forward(self, idx, t=None, **kw):
         return self.table[:idx.size(1)].expand(idx.size(0), -1, -1).clone()
@@ -288,13 +268,7 @@ def test_block_masking_elbo_is_still_unbiased_for_a_context_free_model():
 
 def _inference(argv, capsys):
     """inference.py in-process: (exit code, stdout, stderr)."""
-    try:
-        run_cli(inference.main, [str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli_here(inference.main, argv, capsys)
 
 
 def _sample_text(stdout):
@@ -303,6 +277,7 @@ def _sample_text(stdout):
     return "\n".join(lines[1:end])
 
 
+@pytest.mark.slow
 def test_cli_infill_and_prefix_suffix_keep_the_given_text(tiny_ckpt, tmp_path, capsys):
     code, out, err = _inference(["--checkpoint", tiny_ckpt, "--infill", "the [___:6] and [___] of", "--seed", 1], capsys)
     assert code == 0, err
@@ -319,6 +294,7 @@ def test_cli_infill_and_prefix_suffix_keep_the_given_text(tiny_ckpt, tmp_path, c
         assert t.startswith("First Citizen:\n") and t.endswith("\nSecond Citizen:\n") and len(t) == 15 + 20 + 17
 
 
+@pytest.mark.slow
 def test_cli_semi_ar_beyond_the_context(tiny_ckpt, capsys):
     code, out, err = _inference(["--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 100, "--block-length", 16,
                                  "--steps", 14, "--tokens-per-step", "linear", "--remask", "none"], capsys)
@@ -342,6 +318,7 @@ class _Frames:
         pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [dict(remask="remdm", remask_eta=0.5, semi_ar_length=4, steps=12),
                                    dict(threshold=0.3, remask="none")])
 def test_trace_of_an_infill(tiny_ckpt, extra):
@@ -368,6 +345,7 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
         assert any("remasked" in f["states"] for f in w.frames) and any("block 3/3" in f["caption"] for f in w.frames)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["--temperature", -1], "temperature"),
     (["--top-p", 0], "top_p"),
@@ -390,20 +368,28 @@ def test_cli_bad_input_exits_2_with_one_line(tiny_ckpt, capsys, args, words):
 
 # ----------------------------------------------------------------------------- the benchmark script
 
+@pytest.mark.slow
 def test_bench_sample_runs_and_refuses_another_tokenizer(tiny_ckpt, tmp_path):
     ck = load_checkpoint(tiny_ckpt)  # the same weights as a causal model: a stand-in AR scorer (plumbing only)
     ck["config"] = dict(ck["config"], objective="ar", time_cond="none")
     ck["model_args"] = dict(ck["model_args"], causal=True, time_cond="none")
     ck["model"] = {k: v for k, v in ck["model"].items() if not k.startswith("time_emb")}
     save_checkpoint(tmp_path / "ar.pt", ck)
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench_sample.py"), "--checkpoint", str(tiny_ckpt), "--ar-checkpoint",
-           str(tmp_path / "ar.pt"), "--gen-len", "16", "--steps", "4", "--num-samples", "2", "--repeats", "1",
-           "--block-length", "8", "--device", "cpu", "--only", "reference,threshold 0.9"]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    args = ["--checkpoint", tiny_ckpt, "--ar-checkpoint", tmp_path / "ar.pt", "--gen-len", 16, "--steps", 4,
+            "--num-samples", 2, "--repeats", 1, "--semi-ar-length", 8, "--device", "cpu", "--only", "reference,threshold 0.9"]
+    r = run_script("scripts/bench_sample.py", *args)
     assert r.returncode == 0, r.stderr
-    for row in ("reference: confidence, refine", "threshold 0.9 ", "=NFE", "AR + KV cache", "held-out text", "device cpu"):
-        assert row in r.stdout, r.stdout
+    assert "device cpu" in r.stdout
+    table = {line[:44].strip(): line[44:].split() for line in r.stdout.splitlines()[4:]}  # name -> NFE, wall, tok/s, PPL, ...
+    assert list(table) == ["reference: confidence, refine", "threshold 0.9", "threshold 0.9 + blocks of 8",
+                           *[k for k in table if k.startswith("=NFE")], "AR + KV cache (self-scored)", "held-out text"], r.stdout
+    nfe = {k: float(v[0]) if v[0] != "n/a" else None for k, v in table.items()}
+    assert nfe["reference: confidence, refine"] == 4.0 and nfe["AR + KV cache (self-scored)"] == 16.0  # steps; gen_len
+    assert 1 <= nfe["threshold 0.9"] <= 16 and 2 <= nfe["threshold 0.9 + blocks of 8"] <= 16  # >= 1 step per block
+    k = max(1, round(nfe["threshold 0.9"]))
+    assert [n for name, n in nfe.items() if name.startswith("=NFE")] == [k, k]  # the equal-NFE rows use its budget
+    assert nfe["held-out text"] is None and all(float(v[3]) >= 1 and 0 <= float(v[4]) <= 1 for v in table.values())
     ck["tokenizer"] = dict(ck["tokenizer"], chars=ck["tokenizer"]["chars"][::-1])
     save_checkpoint(tmp_path / "other.pt", ck)
-    r = subprocess.run(cmd[:5] + [str(tmp_path / "other.pt")] + cmd[6:], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 2 and "another tokenizer" in r.stderr and r.stderr.count("\n") == 1
+    r = run_script("scripts/bench_sample.py", *args[:3], tmp_path / "other.pt", *args[4:])
+    assert_one_line_error(r.returncode, r.stderr, "another tokenizer")

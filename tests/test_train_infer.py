@@ -2,22 +2,19 @@
 python -m pytest -q tests/test_train_infer.py"""
 import json
 import math
-import subprocess
-import sys
+import re
 
 import pytest
 import torch
 
 import train
-from conftest import ROOT, TINY, real_text
+from helpers import TINY, real_text, run_script
 from utils.checkpoint import load_checkpoint, load_model, save_checkpoint
 from utils.errors import UserError
 
 
-def _cli(script, *args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, capture_output=True, text=True)
 
-
+@pytest.mark.slow
 def test_training_drives_the_bound_well_below_uniform(tiny_ckpt):
     rows = [json.loads(l) for l in open(tiny_ckpt.parent / "metrics.jsonl")]
     evals = [r for r in rows if r["kind"] == "eval"]
@@ -31,6 +28,7 @@ def test_training_drives_the_bound_well_below_uniform(tiny_ckpt):
     assert (tiny_ckpt.parent / "best.pt").is_file()
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_gives_identical_logits(tiny_ckpt, tmp_path):
     model, ckpt = load_model(tiny_ckpt, torch.device("cpu"))
     x, t = torch.randint(0, 20, (2, 64)), torch.tensor([3, 17])
@@ -43,9 +41,15 @@ def test_checkpoint_round_trip_gives_identical_logits(tiny_ckpt, tmp_path):
 def test_max_iters_zero_builds_and_exits_without_writing(in_tmp, capsys):
     train.main([f"--data_path={real_text()}", "--out_dir=out", "--max_iters=0", *TINY])
     out = capsys.readouterr().out
-    assert "parameters" in out and "block_size" in out and not (in_tmp / "out" / "model.pt").exists()
+    from model import ModelArgs, Transformer
+    vocab = len(set(real_text().read_text())) + 1  # the characters + [MASK]
+    n = Transformer(ModelArgs(vocab_size=vocab, block_size=64, n_layer=2, n_head=2, n_embd=64, diffusion_steps=20)).num_params()
+    assert f"model: {n:,} parameters" in out and re.search(r"^  block_size +\= 64$", out, re.M)  # the resolved config
+    assert f"vocab {vocab} (char, [MASK]={vocab - 1})" in out and "max_iters=0: built data" in out
+    assert not (in_tmp / "out").exists()
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_then_resumes(tiny_ckpt, in_tmp):
     out = in_tmp / "run"
     args = [f"--data_path={real_text()}", f"--out_dir={out}", "--eval_interval=20", "--gen_len=16", *TINY]
@@ -59,9 +63,10 @@ def test_refuses_to_overwrite_then_resumes(tiny_ckpt, in_tmp):
     assert ck["iter"] == 30 and ck["config"]["max_iters"] == 30
 
 
+@pytest.mark.slow
 def test_inference_cli_writes_text_mp4_and_gif(tiny_ckpt, tmp_path):
     video = tmp_path / "media" / "trace.mp4"
-    r = _cli("inference.py", "--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20,
+    r = run_script("inference.py", "--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20,
              "--temperature", 1.0, "--seed", 0, "--viz-video", video, "--trace-every", 2, "--gif-frame-ms", 100)
     assert r.returncode == 0, r.stderr
     text = r.stdout.splitlines()[1]
@@ -74,14 +79,15 @@ def test_inference_cli_writes_text_mp4_and_gif(tiny_ckpt, tmp_path):
     hold = math.ceil(1500 / 100)  # the last frame is held 1.5 s: 14 extra frames in the MP4
     assert imageio_ffmpeg.count_frames_and_secs(str(video))[0] == n_frames + hold - 1
     # the same seed gives the same text
-    r2 = _cli("inference.py", "--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20, "--seed", 0)
+    r2 = run_script("inference.py", "--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20, "--seed", 0)
     assert r2.stdout.splitlines()[1] == text
 
 
+@pytest.mark.slow
 def test_missing_and_corrupt_checkpoints(tmp_path):
-    r = _cli("inference.py", "--checkpoint", tmp_path / "nope.pt")
+    r = run_script("inference.py", "--checkpoint", tmp_path / "nope.pt")
     assert r.returncode == 2 and "not found" in r.stderr
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")
-    r = _cli("inference.py", "--checkpoint", bad)
+    r = run_script("inference.py", "--checkpoint", bad)
     assert r.returncode == 2 and "corrupt" in r.stderr and "Traceback" not in r.stderr

@@ -15,15 +15,16 @@ import torch
 
 import train
 from config import get_config
-from conftest import real_text
+from helpers import real_text
 from diffusion import Schedule, diffusion_loss
 from model import ModelArgs, Transformer
 from utils.checkpoint import load_checkpoint, load_model
 from utils.dist import grad_accum_steps, keyed_generator
 from utils.errors import UserError, run_cli
-from runs import B, L, MICRO, finish, popen, rows, run_here, train_args
+from helpers import B, L, MICRO, finish, popen, rows, run_here, train_args
 from utils.optim import EMA, Muon, build_optimizer, orthogonalize
 
+@pytest.mark.slow
 def test_two_rank_ddp_matches_one_rank_with_two_micro_steps(tmp_path):
     """Equivalence tested: global batch 2 x (8 x 32) tokens per step. Run 1 = torchrun, 2 gloo ranks x 1
     micro-step; run 2 = one process x 2 micro-steps. Each micro-batch's data, mask and t are keyed by its
@@ -43,6 +44,7 @@ def test_two_rank_ddp_matches_one_rank_with_two_micro_steps(tmp_path):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path):
     """SIGKILL right after the first checkpoint lands, then --resume: the metrics rows (train losses, LR,
     evals) and the final weights, EMA included, equal the uninterrupted run's bit for bit. log_interval 7
@@ -71,6 +73,7 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path):
     assert a["ema_updates"] == b["ema_updates"] == 80
 
 
+@pytest.mark.slow
 def test_ema_round_trips_through_a_checkpoint_and_is_what_inference_loads(in_tmp):
     train.main([f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--max_iters=4", "--eval_interval=100",
                 "--log_interval=2", "--ema=0.5"])
@@ -110,6 +113,7 @@ def test_newton_schulz_gives_an_approximately_orthogonal_update():
     torch.testing.assert_close(p.detach(), start - 0.1 * 2 ** 0.5 * orthogonalize(grad))
 
 
+@pytest.mark.slow
 def test_muon_keeps_the_loss_finite_and_falling(in_tmp):
     train.main([f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--max_iters=40", "--eval_interval=100",
                 "--log_interval=10", "--optimizer=muon", "--muon_lr=0.02"])
@@ -204,6 +208,7 @@ def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(in_tmp):
     assert "wandb" not in sys.modules
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("MICRO_DLLM_COMPILE_TEST") != "1",
                     reason="a cold inductor compile took 48 s here (2 shared cores), over this file's budget; "
                            "MICRO_DLLM_COMPILE_TEST=1 runs it")

@@ -1,0 +1,153 @@
+"""What the tests share: paths and real text, the two tiny model sizes, running the CLIs (in this process,
+as subprocesses, under torchrun), and toy models whose answers are known by hand.
+The fixtures (in_tmp, tiny_ckpt) are in conftest.py. Run the suite from the repo root:
+
+    python -m pytest -q tests                # everything (what CI runs)
+    python -m pytest -q -m "not slow" tests  # the fast tier: no trained runs, for the edit-run loop
+
+Subprocesses run with OMP_NUM_THREADS=1; run_here(..., threads=1) is the in-process run to compare
+them with bit for bit (one process start less).
+"""
+import importlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data"
+FIXTURES = ROOT / "tests" / "fixtures"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+
+# Two sizes, for two jobs. TINY learns within a few hundred steps (tests that check a model learned);
+# MICRO is the smallest that runs every code path (plumbing: resume, DDP, faults), where only exactness counts.
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64", "--batch_size=16",
+        "--diffusion_steps=20", "--steps=20", "--eval_iters=4", "--log_interval=50", "--device=cpu"]
+B, L = 8, 32  # MICRO's micro-batch: 256 tokens
+MICRO = ["--n_layer=1", "--n_head=2", "--n_embd=32", f"--block_size={L}", f"--batch_size={B}", "--diffusion_steps=20",
+         "--steps=4", "--gen_len=8", "--eval_iters=2", "--device=cpu", "--learning_rate=3e-3", "--warmup_iters=5"]
+
+
+def real_text(name="tinyshakespeare.txt"):
+    """A real corpus from ../shared/data, else the small in-repo fixture."""
+    p = SHARED / name
+    return p if p.is_file() else FIXTURES / "tiny_stories.txt"
+
+
+# ----------------------------------------------------------------------------- running the CLIs
+
+def script(name):
+    """scripts/<name>.py as a module (its main() runs in this process)."""
+    return importlib.import_module(f"scripts.{name}")
+
+
+def run_cli_here(main, argv, capsys):
+    """An entry point's main() the way its __main__ runs it: (exit code, stdout, stderr)."""
+    from utils.errors import run_cli
+    try:
+        run_cli(main, [str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def run_script(path, *args, cwd=ROOT, env=None, timeout=120):
+    """python <path relative to the repo> ARGS in a subprocess: a CompletedProcess with text output."""
+    return subprocess.run([sys.executable, str(ROOT / path), *map(str, args)], cwd=cwd, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(code, err, *words):
+    """Exit code 2 and exactly one line on stderr, 'error: ...' holding every word, no traceback. Returns it."""
+    assert code == 2, (code, err)
+    assert err.startswith("error: ") and err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err and all(w in err for w in words), (words, err)
+    return err
+
+
+# ----------------------------------------------------------------------------- training runs
+
+def train_args(out, *extra):
+    return [str(ROOT / "train.py"), f"--data_path={real_text()}", f"--out_dir={out}", *MICRO, *extra]
+
+
+def popen(args, cwd, torchrun=None):
+    """Each concurrent run gets its own cwd: two processes encoding the same data cache at once would race."""
+    os.makedirs(cwd, exist_ok=True)
+    pre = [sys.executable]
+    if torchrun:
+        with socket.socket() as s:  # a free port for the rendezvous
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        pre += ["-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={torchrun}",
+                "--master_addr=127.0.0.1", f"--master_port={port}"]
+    return subprocess.Popen(pre + args, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(p, timeout=60):
+    out, err = p.communicate(timeout=timeout)
+    assert p.returncode == 0, err[-2000:]
+    return out
+
+
+def run_here(args, cwd, threads=None):
+    """train.main in this process (saves a process start); threads=1 matches OMP_NUM_THREADS=1 subprocesses."""
+    import train
+    old_cwd, old_threads = os.getcwd(), torch.get_num_threads()
+    os.chdir(cwd)
+    torch.set_num_threads(threads or old_threads)
+    try:
+        train.main([str(a) for a in args[1:]] if str(args[0]).endswith("train.py") else args)
+    finally:
+        os.chdir(old_cwd)
+        torch.set_num_threads(old_threads)
+
+
+def rows(out_dir):
+    with open(Path(out_dir) / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+# ----------------------------------------------------------------------------- toy models
+
+class Args:
+    """The model.args a sampler reads: only the context."""
+
+    def __init__(self, block_size):
+        self.block_size = block_size
+
+
+class ConstModel(torch.nn.Module):
+    """Ignores its input: the same logits at every position. Its true NLL is known in closed form."""
+
+    def __init__(self, logits, block_size=64):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor(logits, dtype=torch.float32))
+        self.args = Args(block_size)
+
+    def forward(self, idx, t=None, **kw):
+        return self.logits.expand(*idx.shape, -1).clone()
+
+
+class ToyModel(torch.nn.Module):
+    """Logits depend on the input and t (so order matters) and strongly prefer [MASK] = mask_id (which must
+    never win). Refuses inputs longer than its context, like the real model."""
+
+    def __init__(self, V=12, block_size=64, mask_id=11):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(V, V)
+        self.mask_id, self.args = mask_id, Args(block_size)
+
+    def forward(self, idx, t=None, positions=None, **kw):
+        assert idx.size(1) <= self.args.block_size and t is not None and (t >= 1).all()
+        logits = self.emb(idx) + self.emb(idx.roll(1, 1)) + 0.1 * t[:, None, None]
+        logits[..., self.mask_id] += 100.0
+        return logits if positions is None else logits[positions]
