@@ -76,6 +76,23 @@ def masked_fraction(tokens_per_step, schedule, grid, i, steps):
     return math.cos(0.5 * math.pi * r)  # MaskGIT (Chang et al. 2022): few tokens early, many late
 
 
+def reveal_plan(n, fractions):
+    """Positions still masked after each step, (B, S) long, for blocks of n (B,) positions: round(n * f_i) for
+    the step's masked fraction f_i (f_S = 0), moved just enough that every step reveals at least one token.
+    Rounding alone leaves empty passes: the cosine schedule keeps all n masked for the first steps (1 - alpha
+    is ~1 near T) and none for the last ones (~0 near 0): 16 tokens in 48 steps ran out 3-9 steps early.
+    Needs S <= n (one token per step at least); a row with fewer positions reveals them as early as it can."""
+    S = len(fractions)
+    f = torch.tensor(fractions, dtype=torch.float64)
+    base = n[:, None] - torch.round(n[:, None].double() * f[None]).long()  # revealed after step i, (B, S)
+    i = torch.arange(1, S + 1)
+    # r_i = max(base_i, r_{i-1} + 1) with r_0 = 0, in closed form; then leave one token for each later step
+    r = i + torch.cummax(base - i, dim=1).values.clamp(min=0)
+    cap = torch.where(n[:, None] >= S, n[:, None] - (S - i), n[:, None])  # short rows: no tokens to spare
+    r = torch.minimum(r, cap)
+    return n[:, None] - r
+
+
 def position_scores(logp, cand, order, generator=None):
     """logp (N, V) float64 filtered log-probs at the N positions being decided, cand (N,) their drawn tokens.
     Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]: higher is revealed first)."""
@@ -120,8 +137,10 @@ def sample(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=
     """Reverse process over a batch. x (B, L): the canvas; positions where gen_mask (B, L) is True are
     generated (start as [MASK]); all others are fixed text and never change.
 
-    Step mode (threshold == 0): `steps` forward passes in all, split over the blocks. After step i of a
-    block with n positions, round(n * f(i)) stay masked (f from tokens_per_step): the lowest-scored ones.
+    Step mode (threshold == 0): `steps` forward passes in all, split over the blocks (fewer where a block
+    has fewer positions than steps: no pass runs that cannot reveal a token). After step i of a block with
+    n positions, round(n * f(i)) stay masked (f from tokens_per_step): the lowest-scored ones; reveal_plan
+    moves these counts just enough that every step reveals at least one token.
     remask='refine' (reference): a committed token keeps the score it was committed with and goes back to
     [MASK] if newer candidates score higher. 'none' (LLaDA): committed tokens are final. 'remdm' (ReMDM,
     Wang et al. 2025): each step every committed token of the block is re-masked with probability
@@ -129,10 +148,10 @@ def sample(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=
     a block's last step (into t = 0) is the reference's greedy pass.
     Threshold mode (Fast-dLLM, Wu et al. 2025): each step commits every masked position of the block whose
     score exceeds `threshold`, at least the best one, so it ends in at most n steps; committed tokens are final.
-    The model is told the grid time t in plain step mode (one block, schedule counts), else the time whose
-    mask rate matches the masked fraction of the generated positions it sees.
-    Every sample takes part in every step of its blocks, except in threshold mode, where a finished sample
-    leaves the batch. on_step(dict) is called after every step with: step, t and s (the block's grid times,
+    The model is told the time t whose mask rate 1 - alpha(t) matches the masked fraction of the whole
+    window it sees (given text counts as visible): what t meant in training.
+    A sample takes part in a step only if the step reveals one of its tokens (in threshold mode: until it
+    is finished). on_step(dict) is called after every step with: step, t and s (the block's grid times,
     None when counts do not follow the grid), time (B,) told the model, x, prev, revealed, remasked, conf,
     is_masked_before, gen_mask (all (B, L)), logp (N, V) at the positions decided, nfe (B,), block, n_blocks,
     last (no [MASK] left anywhere), finished (per sample: it takes part in no further step).
@@ -154,7 +173,6 @@ def sample(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=
     if not threshold and steps < n_blocks:
         raise ValueError(f"{steps} steps cannot decode {n_blocks} blocks: need at least one step per block")
     block_steps = [steps // max(n_blocks, 1) + (b < steps % max(n_blocks, 1)) for b in range(n_blocks)]
-    plain = tokens_per_step == "schedule" and n_blocks == 1 and not threshold
     conf = torch.zeros(B, L, dtype=torch.float64, device=dev)  # p(token) when committed: the trace's colour
     kept = torch.zeros_like(conf)  # its ranking score when committed: what 'refine' compares new candidates with
     nfe = torch.zeros(B, dtype=torch.long)
@@ -163,22 +181,26 @@ def sample(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=
     for b in range(n_blocks):
         now = block_of == b  # (B, L) this block's positions
         lo, hi = _window(now, L, W)
-        S = block_steps[b]
-        grid = time_grid(schedule.T, S) if tokens_per_step == "schedule" and not threshold else None
         n_now = now.sum(1)  # (B,)
+        S = min(block_steps[b], int(n_now.max()))  # no step without a token to reveal
+        grid = time_grid(schedule.T, S) if tokens_per_step == "schedule" and not threshold else None
+        if not threshold:
+            keep_after = reveal_plan(n_now.cpu(), [masked_fraction(tokens_per_step, schedule, grid, j, S)
+                                                   for j in range(S)]).to(dev)  # (B, S)
         i = 0
         while True:
             is_masked = (x == mask_id) & now
             if (i == S) if not threshold else not is_masked.any():
                 break
-            rows = (is_masked if threshold else now).any(1).nonzero().squeeze(1)  # samples in this forward
-            if plain:
-                tm = torch.full((len(rows),), grid[i], dtype=torch.long, device=dev)
-            else:
-                gw = gen_mask[rows, lo:hi]
-                frac = (x[rows, lo:hi] == mask_id).logical_and(gw).sum(1) / gw.sum(1).clamp(min=1)
-                tm = time_for_fraction(schedule, frac)
-            sel = is_masked[rows, lo:hi]  # (R, W): the positions decided this step
+            # the samples in this forward: those with a token to reveal now (no pass that cannot change them)
+            todo = is_masked.sum(1) > keep_after[:, i] if not threshold else is_masked.any(1)
+            rows = todo.nonzero().squeeze(1)
+            # the time index means what it meant in training: the mask rate of the whole window the model
+            # sees (given text counts as visible), not of the generated positions only
+            frac = (x[rows, lo:hi] == mask_id).double().mean(1)
+            tm = time_for_fraction(schedule, frac)
+            dec = is_masked & todo[:, None]  # (B, L) the positions decided this step
+            sel = dec[rows, lo:hi]  # (R, W)
             logits = predict_logits(model, x[rows, lo:hi], tm, mask_id, positions=sel)
             if logits.dim() == 3:  # a model without the positions= shortcut returned (R, W, V)
                 logits = logits[sel]
@@ -186,13 +208,13 @@ def sample(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=
             final = grid is not None and i == S - 1
             cand = sample_tokens(logp, 0.0 if final else temperature, generator)  # (N,)
             c_conf, c_score = position_scores(logp, cand, order, generator)
-            # scatter back to the canvas: rows outside `rows` have nothing masked, so row-major orders agree
+            # scatter back to the canvas (row-major order, as logits[sel] was gathered)
             cand_full = x.clone()
-            cand_full[is_masked] = cand
+            cand_full[dec] = cand
             score_new = torch.full_like(conf, math.inf)  # +inf: never chosen to stay masked
-            score_new[is_masked] = c_score
+            score_new[dec] = c_score
             conf_new = conf.clone()
-            conf_new[is_masked] = c_conf
+            conf_new[dec] = c_conf
             committed = now & ~is_masked
             if threshold:
                 commit = is_masked & (score_new > threshold)
@@ -200,7 +222,7 @@ def sample(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=
                 commit[rows, best[rows]] = True
                 stay = is_masked & ~commit
             else:
-                n_keep = torch.round(n_now.double() * masked_fraction(tokens_per_step, schedule, grid, i, S)).long()
+                n_keep = keep_after[:, i]
                 if remask == "refine":
                     score_new = torch.where(committed, kept, score_new)
                 elif remask == "remdm" and remask_eta > 0:
@@ -210,6 +232,7 @@ def sample(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=
                     forced = (u < remask_eta) & (u.argsort(1).argsort(1) < n_keep[:, None])
                     score_new = score_new.masked_fill(forced, -math.inf)
                 stay = score_new.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
+                stay = torch.where(todo[:, None], stay, is_masked)  # a sample sitting this step out is unchanged
             revealed, remasked = is_masked & ~stay, committed & stay
             prev = x
             x = torch.where(stay, mask_tok, torch.where(revealed, cand_full, x))

@@ -8,7 +8,7 @@ import torch
 import inference
 from helpers import FIXTURES, Args, ToyModel, assert_one_line_error, run_cli_here, run_script
 from diffusion import Schedule, corrupt, diffusion_loss
-from sampler import position_scores, sample, time_for_fraction
+from sampler import position_scores, reveal_plan, sample, time_for_fraction, time_grid
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
 from utils.generate import Canvas, build_canvas, parse_infill
@@ -147,21 +147,65 @@ def test_tokens_per_step_counts(kind, f):
     n_gen, counts = gm.sum(1).double(), []
     _run(ToyModel(), x, gm, dict(tokens_per_step=kind), steps=9,
          on_step=lambda info: counts.append(((info["x"] == MASK) & gm).sum(1)))
+    plan = reveal_plan(gm.sum(1), [f((i + 1) / 9) for i in range(9)])
     for i, c in enumerate(counts):
-        assert torch.equal(c, torch.round(n_gen * f((i + 1) / 9)).long())
+        assert torch.equal(c, plan[:, i])
+        assert (c - torch.round(n_gen * f((i + 1) / 9)).long()).abs().max() <= 1  # on the curve, give or take one
 
 
 def test_remdm_remasks_committed_tokens_and_keeps_counts_on_schedule():
     x, gm = _canvas()
-    s, n_gen, remasked = Schedule(20), gm.sum(1).double(), []
+    s, n_gen, remasked = Schedule(20), gm.sum(1), []
+    plan = reveal_plan(n_gen, [1 - s.alpha[t].item() for t in time_grid(20, 10)[1:]])  # the schedule's counts
 
     def on_step(info):
-        assert torch.equal(((info["x"] == MASK) & gm).sum(1), torch.round(n_gen * (1 - s.alpha[info["s"]].item())).long())
+        assert torch.equal(((info["x"] == MASK) & gm).sum(1), plan[:, info["step"] - 1])
         assert not (info["remasked"] & info["is_masked_before"]).any()  # only committed tokens go back
         remasked.append(info["remasked"].sum().item())
 
     _run(ToyModel(), x, gm, dict(remask="remdm", remask_eta=0.5), steps=10, on_step=on_step)
     assert sum(remasked) > 0 and remasked[-1] == 0
+
+
+def test_reveal_plan_by_hand():
+    # 5 positions, fractions still masked 1, 1, 0.9, 0: rounding alone reveals 0, 0, 1 (4.5 rounds to 4), 4
+    plan = reveal_plan(torch.tensor([5, 2]), [1.0, 1.0, 0.9, 0.0])
+    assert plan[0].tolist() == [4, 3, 2, 0]  # one per step at least, the rest at the end
+    assert plan[1].tolist() == [1, 0, 0, 0]  # 2 positions in 4 steps: revealed as early as possible
+    # already at least one per step: unchanged (linear counts)
+    assert reveal_plan(torch.tensor([8]), [0.75, 0.5, 0.25, 0.0])[0].tolist() == [6, 4, 2, 0]
+
+
+@pytest.mark.parametrize("mode", [dict(remask="none"), dict(), dict(remask="remdm", remask_eta=0.1),
+                                  dict(tokens_per_step="cosine"), dict(block_length=8)], ids=str)
+def test_every_pass_reveals_a_token_and_nfe_counts_the_passes(mode):
+    """16 tokens at 48 steps: 16 passes (the schedule's counts used to run out 3-9 steps early: 48 NFE),
+    and with fewer steps than tokens, every requested step reveals at least one."""
+    x, gm = torch.randint(0, 11, (2, 24)), torch.zeros(2, 24, dtype=torch.bool)
+    gm[:, 8:] = True
+    for steps, nfe in ((48, 16), (12, 12), (16, 16)):
+        before = []
+        out, stats = sample(ToyModel(), x.clone(), gm, Schedule(100), MASK, steps, 1.0,
+                            generator=torch.Generator().manual_seed(0), **mode,
+                            on_step=lambda info: before.append(((info["prev"] == MASK) & gm).sum(1) -
+                                                               ((info["x"] == MASK) & gm).sum(1)))
+        assert stats["nfe"] == nfe == len(before) and stats["nfe_per_sample"] == [nfe, nfe]
+        assert all((d >= 1).all() for d in before) and not (out == MASK).any()
+
+
+def test_the_time_index_is_the_mask_rate_of_the_whole_window():
+    """An infill of 20 tokens in a 128-token window: 15.6 % of what the model sees is masked, so it is told
+    t = 36 of 100 (cosine), not t = 100 (all masked, as the grid of the generated positions would say)."""
+    s, told = Schedule(100), []
+    model = ToyModel(block_size=128)
+    forward = model.forward
+    model.forward = lambda idx, t=None, **kw: (told.append((t.clone(), (idx == MASK).double().mean(1))), forward(idx, t, **kw))[1]
+    x, gm = torch.randint(0, 11, (1, 128)), torch.zeros(1, 128, dtype=torch.bool)
+    gm[:, 60:80] = True
+    sample(model, x, gm, s, MASK, 10, 1.0, generator=torch.Generator().manual_seed(0))
+    assert told[0][0].item() == 36 == time_for_fraction(s, torch.tensor([20 / 128])).item()
+    for t, frac in told:  # every step: the t whose mask rate is nearest the window's masked fraction
+        assert torch.equal(t, time_for_fraction(s, frac))
 
 
 def test_time_for_fraction_inverts_the_schedule():
