@@ -135,9 +135,9 @@ def ar_loss(model, x):
 # ---------------------------------------------------------------------------- validation: the bound with an error bar
 # The bound is estimated per sequence with n_t stratified times t_k = floor((k + u) / n_t * T) + 1
 # (u ~ U[0,1) per sequence), which is unbiased for (1/T) sum_t of the per-t terms; the standard
-# error is the spread of those per-sequence estimates over the fixed validation windows. mc_se is
-# the part of it due to the random t and masks alone, from the differences of neighbouring strata
-# ("collapsed strata", Cochran 1977 §5A.12; conservative: it also counts the drift between strata).
+# error is the spread of those per-sequence estimates over the fixed validation windows. mc_se_max
+# bounds the part of it due to the random t and masks, from the differences of neighbouring strata
+# ("collapsed strata", Cochran 1977 §5A.12): an upper bound, since it also counts the drift between strata.
 
 @torch.no_grad()
 def evaluate(model, windows, schedule, mask_id, objective, batch_size, device, ctx, n_t=1, seed=0,
@@ -189,7 +189,7 @@ def evaluate(model, windows, schedule, mask_id, objective, batch_size, device, c
     out = dict(nats_per_token=mean, se=se, bits_per_char=mean / chars_per_token / LN2,
                bpc_se=se / chars_per_token / LN2, ppl=math.exp(mean), n_windows=len(v), n_t=n_t)
     if mc_var:
-        out["mc_se"] = torch.cat(mc_var).sum().sqrt().item() / len(v)
+        out["mc_se_max"] = torch.cat(mc_var).sum().sqrt().item() / len(v)
     if details and objective == "mdlm":
         out["recon_acc"] = correct / max(n_masked, 1)
         edges = [round(1 + j * T / entropy_bins) for j in range(entropy_bins + 1)]

@@ -171,7 +171,8 @@ def load_data(cfg, env):
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # a bad prompt fails now, not after training
     print0(f"data: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, vocab {tok.vocab_size} "
            f"({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token on val "
-           f"({val_cpt:.3f} in the {len(val_windows)} eval windows)")
+           f"({val_cpt:.3f} in the {len(val_windows)} disjoint eval windows"
+           f"{'' if len(val_windows) == cfg.eval_iters * cfg.batch_size else f', all the split holds of the {cfg.eval_iters * cfg.batch_size} asked'})")
     return cfg, Data(tok, train_ids, val_windows, val_cpt, meta, window)
 
 

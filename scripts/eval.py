@@ -32,7 +32,7 @@ from config import config_from_dict  # noqa: E402
 from diffusion import Schedule, evaluate  # noqa: E402
 from sampler import sample, sample_ar  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
-from utils.dataloader import check_fits, fixed_windows, prepare_data  # noqa: E402
+from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, check_output  # noqa: E402
@@ -159,11 +159,13 @@ def evaluate_run(run, args, scorer, device):
     t0 = time.time()
     _, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=False)
     ids = val_ids if args.split == "val" else train_ids
-    cpt = meta[f"{args.split}_chars"] / max(meta[f"{args.split}_tokens"], 1)  # chars per token of this split
     L = cfg.block_size
     check_fits(ids, L + 1, args.split)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     windows = fixed_windows(ids, args.n_windows, L + 1 if ar else L)
+    # characters per token of exactly the scored tokens (AR scores x[:, 1:]), not of the whole split: BPE
+    # windows decode to a different number of characters per token than the split does (1.07 % off)
+    cpt = chars_per_token(tok, windows[:, 1:] if ar else windows)
     res = evaluate(model, windows, schedule, tok.mask_id, cfg.objective, args.batch_size, device, nullcontext(),
                    n_t=args.n_t, seed=args.seed, chars_per_token=cpt, details=True)
     row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, params=model.num_params(),
@@ -211,7 +213,7 @@ def fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
 
-def table(rows, val_entropy):
+def table(rows, val_entropy, judge="none"):
     """Metrics down, runs across: easier to read than 15 columns."""
     def get(r, k, spec):
         return fmt(r.get(k), spec)
@@ -230,7 +232,7 @@ def table(rows, val_entropy):
         ("params", lambda r: f"{r['params']:,}"),
         ("tokens seen", lambda r: f"{r['tokens_seen']:,}"),
         ("val NLL/bound bits/char", bound),
-        ("  MC part of the ±", lambda r: get(r, "mc_se", ".4f") if "mc_se" in r else "n/a"),
+        ("  MC share of the ±, at most", lambda r: get(r, "mc_se_max", ".4f") if "mc_se_max" in r else "n/a"),
         ("nats/token", lambda r: f"{r['nats_per_token']:.4f}"),
         ("perplexity (per token)", lambda r: f"{r['ppl']:.3f}"),
         ("masked recon accuracy", lambda r: get(r, "recon_acc", ".4f")),
@@ -240,7 +242,7 @@ def table(rows, val_entropy):
         ("distinct-3", lambda r: get(r, "distinct_3", ".4f")),
         (f"sample entropy (val {val_entropy:.3f})" if val_entropy else "sample entropy (nats)",
          lambda r: get(r, "sample_entropy", ".3f")),
-        ("gen-PPL (AR scorer)", lambda r: get(r, "gen_ppl", ".3f")),
+        (f"gen-PPL (judge {judge})", lambda r: get(r, "gen_ppl", ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
         ("infill exact match", lambda r: get(r, "infill_exact", ".4f")),
         ("infill token/char acc", lambda r: get(r, "infill_acc", ".4f")),
     ]
@@ -277,16 +279,20 @@ def main(argv):
     rows = []
     for r in runs:
         rows.append(evaluate_run(r, args, scorer, device))
+        # a model scoring its own samples flatters itself: say so wherever its gen-PPL is shown
+        rows[-1]["judge"] = args.ar_checkpoint or None
+        rows[-1]["self_scored"] = bool(args.ar_checkpoint) and os.path.samefile(r["path"], args.ar_checkpoint)
         print(f"  {rows[-1]['name']}: {rows[-1]['seconds']:.1f}s")
     # the held-out text's own sample entropy, on windows as long as the samples, to read the samples' against
     r0 = runs[0]
     _, tr, va, _ = prepare_data(r0["cfg"], r0["tok"], verbose=False)
     n = rows[0].get("gen_len") or r0["cfg"].block_size
     val_entropy = sample_entropy(fixed_windows(va if args.split == "val" else tr, max(args.n_samples, 2), n)) if args.n_samples else None
-    print(table(rows, val_entropy))
+    print(table(rows, val_entropy, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
     for r in rows:
         for s in r["sweep"]:
-            print(f"sweep {r['name']}: steps={s['steps']} temperature={s['temperature']}: gen-PPL {s['gen_ppl']:.3f}, "
+            print(f"sweep {r['name']}: steps={s['steps']} temperature={s['temperature']}: gen-PPL {s['gen_ppl']:.3f}"
+                  f"{' (self-scored)' if r['self_scored'] else ''}, "
                   f"sample entropy {s['sample_entropy']:.3f}, distinct-2 {s['distinct_2']:.3f}")
     if args.json:
         settings = {k: v for k, v in vars(args).items()}
