@@ -35,7 +35,7 @@ JOINER = "\n" + SEPARATOR + "\n"
 TINYSHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 )
-LOCAL_EXAMPLE = "../shared/data/tinystories_train_head.txt"
+LOCAL_EXAMPLE = "--input-file PATH (a .txt, .jsonl, .json, .parquet or .csv file you have)"
 
 # local file extension -> `datasets` packaged builder
 DATASETS_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -61,7 +61,7 @@ def _offline_env():
 def _unreachable(name, why):
     return UserError(
         f"could not reach the Hugging Face hub for '{name}' (offline? {why}): "
-        f"pass a local file instead, e.g. --input-file {LOCAL_EXAMPLE}")
+        f"pass a local file instead: {LOCAL_EXAMPLE}")
 
 
 def _probe_hub(name, timeout=5.0):
@@ -173,8 +173,8 @@ def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
         reason = getattr(e, "reason", e)
         raise UserError(
             f"could not download Tiny Shakespeare from {url} ({type(reason).__name__}: "
-            f"{_first_line(reason, 80)}): pass a local file instead, e.g. "
-            f"--input-file ../shared/data/tinyshakespeare.txt") from None
+            f"{_first_line(reason, 80)}): no download is needed, it ships with this repository as "
+            f"data/tinyshakespeare.txt (or pass another local file with --input-file PATH)") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -7,13 +7,12 @@ Run from the repo root:
   python scripts/data.py --dataset roneneldan/TinyStories --split train --num-stories 10000 --seed 1337 --output data/stories.txt
   # any streaming text dataset (config name optional)
   python scripts/data.py --dataset HuggingFaceFW/fineweb-edu --config sample-10BT --text-field text --num-stories 5000 --output data/fineweb.txt
-  # Tiny Shakespeare, downloaded from karpathy/char-rnn and written unchanged
-  python scripts/data.py --dataset tinyshakespeare --output data/shakespeare.txt
+  # Tiny Shakespeare, downloaded from karpathy/char-rnn and written unchanged (the repo already ships it in data/)
+  python scripts/data.py --dataset tinyshakespeare --output data/shakespeare_download.txt
 
   # offline: local files
-  python scripts/data.py --input-file ../shared/data/tinystories_train_head.txt --num-stories 1000 --seed 1337 --output data/stories.txt
-  python scripts/data.py --input-file ../shared/data/tinyshakespeare.txt --output data/shakespeare.txt
-  python scripts/data.py --input-file ../shared/data/tinystories_valid_head.txt --split-blank-lines --output data/valid_paragraphs.txt
+  python scripts/data.py --input-file TinyStories-train.txt --num-stories 1000 --seed 1337 --output data/stories.txt
+  python scripts/data.py --input-file my_paragraphs.txt --split-blank-lines --output data/paragraphs.txt
   python scripts/data.py --input-file my_corpus.jsonl --text-field content --output data/mine.txt   # also .json .parquet .csv
 
 Local .txt files are split on "<|endoftext|>" when it occurs, else on blank lines with

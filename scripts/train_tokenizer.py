@@ -3,7 +3,7 @@
 Run from the repo root:
 
   python scripts/train_tokenizer.py --input data/stories.txt --output artifacts/tokenizer/tokenizer.json
-  python scripts/train_tokenizer.py --input ../shared/data/tinystories_train_head.txt --output artifacts/tokenizer/tokenizer.json --vocab-size 4096 --force
+  python scripts/train_tokenizer.py --input data/tinyshakespeare.txt --output artifacts/tokenizer/shakespeare.json --vocab-size 1024
 
 The input is split into stories on "<|endoftext|>" (the format scripts/data.py writes).
 --vocab-size counts the two special tokens (id 0 "<|endoftext|>", id 1 "[MASK]") and

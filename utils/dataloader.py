@@ -27,10 +27,26 @@ from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint
 CACHE_ROOT = os.path.join("artifacts", "data")
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TINYSTORIES = "python scripts/data.py --dataset roneneldan/TinyStories"
+# the command that makes each file a preset reads (a missing one is named with it)
+MAKE_DATA = {
+    "data/tinyshakespeare.txt": "it ships with the repository: restore it with git checkout -- data/tinyshakespeare.txt",
+    "data/stories.txt": f"{_TINYSTORIES} --split train --num-stories 10000 --seed 1337 --output data/stories.txt",
+    "data/tinystories_train.txt": f"{_TINYSTORIES} --split train --output data/tinystories_train.txt",
+    "data/tinystories_valid.txt": f"{_TINYSTORIES} --split validation --output data/tinystories_valid.txt",
+}
+
+
 def _read(path, what):
-    return read_text(path, what, f"make it with python scripts/data.py --dataset tinyshakespeare --output {path}, "
-                     f"or point --{what} at a local text file (e.g. ../shared/data/tinyshakespeare.txt)",
-                     allow_empty=False)
+    if not os.path.isabs(path) and os.path.isfile(os.path.join(REPO, path)) and not os.path.exists(path):
+        fix = f"paths are relative to where you run; run from the repository root ({REPO}) or give --{what}=PATH"
+    elif os.path.normpath(path) in MAKE_DATA:
+        cmd = MAKE_DATA[os.path.normpath(path)]
+        fix = (cmd if cmd.startswith("it ") else f"make it with {cmd} (online)") + f", or give --{what}=ANY_TEXT_FILE"
+    else:
+        fix = f"give --{what}=PATH of a UTF-8 text file (python scripts/data.py makes one from a hub dataset or local file)"
+    return read_text(path, what, fix, allow_empty=False)
 
 
 def split_texts(cfg):
@@ -44,7 +60,7 @@ def split_texts(cfg):
 def build_tokenizer(cfg, train_text, val_text):
     if cfg.tokenizer == "char":
         return CharTokenizer.from_text(train_text + val_text)  # vocab from all the text, as nanoGPT
-    return BPETokenizer.from_file(cfg.tokenizer_path)
+    return BPETokenizer.from_file(cfg.tokenizer_path, text=cfg.data_path)
 
 
 def _encode_to_file(tok, text, path, dtype, desc, verbose):

@@ -91,12 +91,13 @@ class BPETokenizer:
         return cls(check_specials(tok, where))
 
     @classmethod
-    def from_file(cls, path):
-        """Load a tokenizer.json written by scripts/train_tokenizer.py (UserError if missing or not ours)."""
+    def from_file(cls, path, text="data/stories.txt"):
+        """Load a tokenizer.json written by scripts/train_tokenizer.py (UserError if missing or not ours);
+        a missing one is made from `text` (the missing-file message says how)."""
         from tokenizers import Tokenizer
         if not os.path.isfile(path):
             raise UserError(f"tokenizer not found: {path}: train one with "
-                            f"python scripts/train_tokenizer.py --input data/stories.txt --output {path}")
+                            f"python scripts/train_tokenizer.py --input {text} --output {path}")
         try:
             tok = Tokenizer.from_file(path)
         except Exception as e:
