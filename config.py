@@ -13,7 +13,13 @@ Unknown keys and values of the wrong type are rejected (exit 2) with close match
 """
 import ast
 import difflib
+import inspect
+import io
 import os
+import re
+import shutil
+import textwrap
+import tokenize
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from diffusion import LOSS_TYPES, OBJECTIVES, SCHEDULES
@@ -195,7 +201,7 @@ def _example(typ):
 def _check_key(key, known):
     if key not in known:
         close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-        hint = f" (did you mean {', '.join(close)}?)" if close else " (see config.py for the keys)"
+        hint = f" (did you mean {', '.join(close)}?)" if close else " (--help lists the keys)"
         raise UserError(f"unknown config key '{key}'{hint}")
 
 
@@ -330,3 +336,75 @@ def format_config(cfg):
     d = asdict(cfg)
     width = max(len(k) for k in d)
     return "\n".join(f"  {k:<{width}} = {v!r}" for k, v in d.items())
+
+
+# ----------------------------------------------------------------------------- --help, read off this file
+def wants_help(argv):
+    return any(a in ("-h", "--help") for a in argv)
+
+
+def _comments(source):
+    """{line number: comment text} of a source text (tokenize: a '#' inside a string is not a comment)."""
+    toks = tokenize.generate_tokens(io.StringIO(source).readline)
+    return {t.start[0]: t.string.lstrip("#").strip() for t in toks if t.type == tokenize.COMMENT}
+
+
+def _key_docs():
+    """[(section, [(key, comment)])] from the Config class: its '# ---- section' lines and each field's
+    trailing comment (plus comment-only lines under it): the dataclass is the one source of the help."""
+    src = inspect.getsource(Config)
+    comments, lines = _comments(src), src.splitlines()
+    sections, last = [("general", [])], None
+    for n, line in enumerate(lines, 1):
+        m = re.match(r"\s+(\w+)\s*:", line)
+        text = comments.get(n, "")
+        if m and m[1] in {f.name for f in fields(Config)}:
+            last = [m[1], text]
+            sections[-1][1].append(last)
+        elif text.startswith("----"):
+            sections.append((text.strip("- "), []))
+        elif text and last is not None and line.strip().startswith("#"):
+            last[1] += " " + text
+    return [(name, keys) for name, keys in sections if keys]
+
+
+def _preset_docs():
+    """{preset: the comment lines above it in PRESETS}."""
+    src = inspect.getsource(inspect.getmodule(Config))
+    comments, docs, above = _comments(src), {}, []
+    start = src[:src.index("PRESETS = {")].count("\n") + 1
+    for n, line in enumerate(src.splitlines()[start:], start + 1):
+        m = re.match(r'\s+"(\w+)":', line)
+        if m and m[1] in PRESETS:
+            docs[m[1]], above = " ".join(above), []
+        elif line.strip().startswith("#"):
+            above.append(comments.get(n, ""))
+    return docs
+
+
+def help_text(prog, usage, from_checkpoint=False):
+    """The presets, then every key by section: --key=TYPE, its comment, its default. from_checkpoint: the
+    model's keys (trained=...) are marked, since a checkpoint fixes them."""
+    width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+    wrap = lambda text, ind: textwrap.fill(text, width, initial_indent=ind, subsequent_indent=" " * len(ind))  # noqa: E731
+    out = [f"usage: python {prog} {usage}", "",
+           wrap("Layers, later wins: defaults <- presets and .py config files (in order) <- --key=value (or --key "
+                "value; dashes work as underscores; a bare --flag sets a bool). Unknown keys and wrong types are "
+                "refused.", ""), "", "presets:"]
+    docs = _preset_docs()
+    for name in PRESETS:
+        out.append(wrap(docs.get(name, ""), f"  {name:<18}"))
+    types = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}
+    meta = {f.name: f.metadata for f in fields(Config)}
+    defaults = asdict(Config())
+    col = max(len(f"--{k}={t.__name__.upper()}") for k, t in types.items()) + 4
+    for section, keys in _key_docs():
+        out += ["", f"{section}:"]
+        for key, text in keys:
+            tag = " [from the checkpoint]" if from_checkpoint and meta[key].get("trained") else ""
+            listed = key in CHOICES and all(f"'{c}'" in text for c in CHOICES[key])
+            choice = f" (one of {', '.join(CHOICES[key])})" if key in CHOICES and not listed else ""
+            head = f"  --{key}={types[key].__name__.upper()}"
+            out.append(wrap(f"{text}{choice}{'; ' if text or choice else ''}default {defaults[key]!r}{tag}",
+                            f"{head:<{col}}"))
+    return "\n".join(out)

@@ -9,6 +9,7 @@
     python inference.py cpu --prefix_file start.txt --suffix_file end.txt --gen-len 64  # prefix + suffix
     python inference.py cpu --threshold 0.9 --num-samples 4                             # Fast-dLLM, NFE adaptive
     python inference.py cpu --semi-ar-length 32 --gen-len 512 --remask none --tokens-per-step linear  # semi-AR, past the context
+    python inference.py --help                                    # every key, its type, default and meaning
 
 Model, tokenizer and schedule come from the checkpoint; sampling flags (any config.py key in the
 sampling section, or --device/--seed) come from the command line. AR checkpoints sample with a KV cache.
@@ -17,7 +18,7 @@ import time
 
 import torch
 
-from config import TRAINED_KEYS, config_from_dict, get_config
+from config import TRAINED_KEYS, config_from_dict, get_config, help_text, wants_help
 from diffusion import Schedule
 from utils.checkpoint import load_model
 from utils.dist import pick_device
@@ -26,7 +27,13 @@ from utils.generate import build_canvas, describe_sampler, generate
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
 from utils.trace import generate_with_trace, open_trace
 
+USAGE = "[PRESET] [--checkpoint MODEL.pt] [--key=value]..."
+
+
 def main(argv):
+    if wants_help(argv):
+        print(help_text("inference.py", USAGE, from_checkpoint=True))
+        return
     cli = get_config(argv)
     device = pick_device(cli.device)
     model, ckpt = load_model(cli.checkpoint, device)

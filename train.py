@@ -1,7 +1,7 @@
 """Train a masked diffusion LM (or the AR baseline) from scratch.
 
     python train.py                                   # reference recipe: char Tiny Shakespeare, 6/6/384, 5000 iters
-    python train.py cpu                               # laptop preset: ~10 min on 2 CPU cores, local TinyStories
+    python train.py cpu                               # the main job: Tiny Shakespeare (data/), ~15 min on 2 CPU cores
     python train.py cpu --objective=ar                # the autoregressive baseline, same code and budget
     python train.py cpu --max_iters=0                 # build data, tokenizer, model; print config and params; exit
     python train.py tinystories_bpe                   # BPE (data/stories.txt + artifacts/tokenizer/tokenizer.json), 12.23M params
@@ -11,6 +11,7 @@
     torchrun --standalone --nproc_per_node=4 train.py shakespeare_char   # DDP (NCCL on GPUs)
     torchrun --standalone --nproc_per_node=2 train.py cpu --device=cpu   # DDP on CPU (gloo)
     python train.py gpt200m --max_iters=0             # the ~200M preset: memory and tokens/s estimates, then exit
+    python train.py --help                            # the presets, then every key: type, default, meaning
 
 main reads top to bottom: setup (config, device, DDP) -> load_data -> build (model, optimizer, resume) -> train
 (eval / save / step / log) -> finish (final eval, checkpoint, report). The loop's state is one Run, passed along.
@@ -25,7 +26,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from config import RESUMABLE_KEYS, config_to_dict, format_config, get_config, renamed_keys
+from config import RESUMABLE_KEYS, config_to_dict, format_config, get_config, help_text, renamed_keys, wants_help
 from diffusion import Schedule, ar_loss, diffusion_loss, evaluate, stratified_times
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
@@ -104,6 +105,9 @@ def fmt_time(s):
 
 
 def main(argv):
+    if wants_help(argv):
+        print(help_text("train.py", "[PRESET | CONFIG.py]... [--key=value]..."))
+        return
     cfg, env = setup(argv)
     cfg, data = load_data(cfg, env)
     run = build(cfg, env, data)
