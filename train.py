@@ -15,10 +15,12 @@
 
 main reads top to bottom: setup (config, device, DDP) -> load_data -> build (model, optimizer, resume) -> train
 (eval / save / step / log) -> finish (final eval, checkpoint, report). The loop's state is one Run, passed along.
+Ctrl-C stops with one line that names the last checkpoint and the command that resumes it.
 """
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from contextlib import nullcontext
@@ -89,6 +91,8 @@ class Run:
     n_acc: int = 0
     bad_iter: torch.Tensor = None  # first step with a non-finite loss, -1 if none (on device: no sync)
     t_start: float = 0.0
+    saved: str = ""           # the newest complete checkpoint: what a Ctrl-C leaves to --resume
+    saved_iter: int = -1
 
 
 def lr_at(it, cfg):
@@ -113,8 +117,22 @@ def main(argv):
     run = build(cfg, env, data)
     if run is None:
         return  # max_iters=0: built and printed everything
-    train(cfg, env, data, run)
-    finish(cfg, env, data, run)
+    try:
+        train(cfg, env, data, run)
+        finish(cfg, env, data, run)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(interrupted(cfg, run, argv) if env.master else "") from None
+
+
+def interrupted(cfg, run, argv):
+    """What a Ctrl-C leaves behind, in one line."""
+    if run.saved_iter >= cfg.max_iters:
+        return f"training had finished: {run.saved} (iter {run.saved_iter}) is complete; only the report was cut short"
+    if not run.saved:
+        return (f"before the first checkpoint (due at iter {min(cfg.eval_interval, cfg.max_iters)}): none was saved; "
+                f"run the same command to start again")
+    again = shlex.join(["python", "train.py", *argv, *([] if cfg.resume else ["--resume"])])
+    return f"the last checkpoint is {run.saved} (iter {run.saved_iter}); continue it with: {again}"
 
 
 # ---------------------------------------------------------------- config, device, dist
@@ -243,6 +261,7 @@ def resume_state(cfg, env, run):
         run.n_acc = ck["loop"]["n_acc"]
         run.skipped = ck["loop"].get("skipped", 0)
     print0(f"resumed from {env.resumed_from} at iter {run.start_iter} (best val {run.best_val:.4f})")
+    run.saved, run.saved_iter = env.resumed_from, run.start_iter
     if run.start_iter >= cfg.max_iters:
         raise UserError(f"{env.resumed_from} is already at iter {run.start_iter} >= max_iters={cfg.max_iters}: "
                         f"raise --max_iters to train further")
@@ -303,6 +322,7 @@ def save_checkpoints(cfg, env, data, run, it, res):
         for path in save_run_checkpoint(cfg.out_dir, state, cfg.keep_last, is_best):
             if iter_of(path) > it:
                 print(f"removed {path}: a checkpoint of the run this one replaces")
+        run.saved, run.saved_iter = os.path.join(cfg.out_dir, "model.pt"), it
 
 
 # ---------------------------------------------------------------- training loop

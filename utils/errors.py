@@ -4,9 +4,12 @@ Entry points wrap their main() with `run_cli(main)`; library code raises UserErr
 with a message that names the problem and the fix. run_cli also turns the failures the
 environment causes (a read-only or full disk, memory that is not there) into such a line;
 the atomic writes (utils/fileio.py) make sure they leave no half-written file behind.
+Ctrl-C is one line too (exit 130; raise KeyboardInterrupt("what was kept") to say more), and output
+cut short by its reader (`python train.py --help | head`) ends quietly, as cat or grep do (exit 141).
 """
 import argparse
 import errno
+import os
 import sys
 
 
@@ -53,9 +56,14 @@ def explain(e):
 def run_cli(main, argv=None):
     try:
         main(sys.argv[1:] if argv is None else argv)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        sys.stdout.flush()  # a reader that went away shows here, not at exit
+    except KeyboardInterrupt as e:
+        print(f"interrupted{': ' if str(e) else ''}{' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # nowhere to write the rest: point stdout at /dev/null so the flush at exit cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a writer its reader left
     except Exception as e:
         msg = explain(e)
         if msg is None:
