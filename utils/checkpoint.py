@@ -12,6 +12,11 @@ A training run's directory (save_run_checkpoint / load_latest):
     metrics.jsonl     train.py's log rows; a resumed run first drops the rows logged after its checkpoint (trim_metrics)
 A kill at any moment leaves every one of these either complete or absent: each is written to a temp
 file and renamed into place, and an older checkpoint is deleted only after a newer one is in place.
+
+An exported model (scripts/export.py writes it) is a folder: model.safetensors (weights only), config.json
+(model args, tokenizer kind, objective, schedule, the run's config) and tokenizer.json (BPE) or vocab.json
+(char). load_model reads it exactly like the checkpoint it came from:
+    model, ckpt = load_model("artifacts/export/cpu", device)
 """
 import json
 import os
@@ -26,8 +31,11 @@ import torch
 from model import ModelArgs, Transformer
 from utils.errors import UserError
 from utils.fileio import atomic_open, atomic_path
+from utils.tokenizer import fingerprint, tokenizer_from_state
 
-REQUIRED = ("model", "config", "model_args", "tokenizer", "iter")
+REQUIRED = {"model": dict, "config": dict, "model_args": dict, "tokenizer": dict, "iter": int}
+EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_BPE, EXPORT_CHARS = "model.safetensors", "config.json", "tokenizer.json", "vocab.json"
+USE_INSTEAD = "give a model.pt written by train.py or a folder written by scripts/export.py"
 _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
 
 
@@ -124,29 +132,82 @@ def trim_metrics(path, upto):
 
 def load_checkpoint(path, map_location="cpu"):
     if not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise UserError(f"checkpoint {path} is a directory without an exported model in it: {USE_INSTEAD}")
         raise UserError(f"checkpoint {path} not found: train one with python train.py, or pass --checkpoint PATH")
+    if path.endswith(".safetensors"):
+        raise UserError(f"{path} holds an exported model's weights only: pass the folder it is in, "
+                        f"--checkpoint {os.path.dirname(path) or '.'}")
     try:
         with warnings.catch_warnings():  # torch warns on legacy/foreign files; the error below says it in one line
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" not in str(e):  # not a class or function it refused: bytes that are no pickle torch writes
+            raise UserError(_not_a_checkpoint(path, e)) from None
         raise UserError(f"checkpoint {path} holds objects a weights-only load refuses (code or foreign classes; it was not "
                         f"written by train.py and may be unsafe): nothing in it was run; use a checkpoint from train.py") from None
-    except (zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as e:
-        reason = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
-        raise UserError(f"checkpoint {path} is corrupt, truncated or not a micro-dllm checkpoint ({reason}); use another file or retrain")
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED):
-        raise UserError(f"checkpoint {path} is not a micro-dllm checkpoint (missing keys); use a file written by train.py")
+    except Exception as e:  # torch.load on arbitrary bytes fails in many ways (IndexError on /etc/passwd)
+        raise UserError(_not_a_checkpoint(path, e)) from None
+    if not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), t) for k, t in REQUIRED.items()):
+        raise UserError(f"checkpoint {path} is not a micro-dllm checkpoint (missing keys); {USE_INSTEAD}")
+    return ckpt
+
+
+def _not_a_checkpoint(path, e):
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    try:
+        head.decode("utf-8")
+        is_text = b"\0" not in head
+    except UnicodeDecodeError as u:
+        is_text = u.start > len(head) - 4 and b"\0" not in head  # a character cut at the end of the read
+    if is_text:
+        return f"checkpoint {path} is a text file, not a checkpoint: {USE_INSTEAD}"
+    reason = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
+    return f"checkpoint {path} is corrupt, truncated or not a micro-dllm checkpoint ({reason}); use another file or retrain"
+
+
+def load_export(path):
+    """The checkpoint-shaped dict (model = the weights) of a folder written by scripts/export.py."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    missing = [n for n in (EXPORT_WEIGHTS, EXPORT_CONFIG) if not os.path.isfile(os.path.join(path, n))]
+    if missing:
+        raise UserError(f"checkpoint {path} is a directory without {' and '.join(missing)}: {USE_INSTEAD}")
+    try:
+        with open(os.path.join(path, EXPORT_CONFIG), encoding="utf-8") as f:
+            meta = json.load(f)
+        assert isinstance(meta, dict) and all(isinstance(meta.get(k), t) for k, t in REQUIRED.items() if k != "model")
+        tokenizer = meta["tokenizer"]
+        name = EXPORT_BPE if tokenizer.get("kind") == "bpe" else EXPORT_CHARS
+        with open(os.path.join(path, name), encoding="utf-8") as f:
+            tokenizer = dict(kind="bpe", json=f.read()) if name == EXPORT_BPE else dict(kind="char", chars=json.load(f)["chars"])
+        assert isinstance(tokenizer.get("json", tokenizer.get("chars")), str)
+    except FileNotFoundError as e:
+        raise UserError(f"exported model {path} lacks {os.path.basename(e.filename)}: export it again with scripts/export.py") from None
+    except (ValueError, AssertionError, KeyError, TypeError, AttributeError):  # JSONDecodeError and UnicodeDecodeError too
+        raise UserError(f"exported model {path} has an unreadable {EXPORT_CONFIG} or vocabulary: export it again with "
+                        f"scripts/export.py") from None
+    try:
+        weights = load_file(os.path.join(path, EXPORT_WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{os.path.join(path, EXPORT_WEIGHTS)} is corrupt or not a safetensors file "
+                        f"({str(e).splitlines()[0][:80]}): export it again with scripts/export.py") from None
+    ckpt = {**meta, "model": weights, "tokenizer": tokenizer}
+    if fingerprint(tokenizer_from_state(tokenizer)) != meta.get("tokenizer_fingerprint"):
+        raise UserError(f"the tokenizer in {path} is not the one its model was trained with (fingerprints differ): "
+                        f"export it again with scripts/export.py")
     return ckpt
 
 
 def load_model(path, device):
-    """(model in eval mode on device, the checkpoint dict) for any checkpoint train.py wrote."""
-    ckpt = load_checkpoint(path)
-    model = Transformer(ModelArgs(**ckpt["model_args"]))
+    """(model in eval mode on device, the checkpoint dict) for any checkpoint train.py wrote, or an exported folder."""
+    ckpt = load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
     try:
+        model = Transformer(ModelArgs(**ckpt["model_args"]))
         model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])  # EMA weights when trained with --ema
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, ValueError) as e:
         raise UserError(f"checkpoint {path} does not match its own model description ({str(e).splitlines()[0][:100]}): the file is damaged")
     return model.to(device).eval(), ckpt
 

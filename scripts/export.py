@@ -1,0 +1,84 @@
+"""Export a trained model to hand to someone else: the weights only, what they are, and the tokenizer.
+
+Run from the repo root:
+
+    python scripts/export.py artifacts/models/cpu/model.pt artifacts/export/cpu
+    python inference.py --checkpoint artifacts/export/cpu --seed 0     # the same text as from model.pt with --seed 0
+
+OUT_DIR gets:
+    model.safetensors  the weights the checkpoint samples with (the EMA copy when trained with --ema), nothing else:
+                       no optimizer, RNG or loop state (a training checkpoint is ~3x larger)
+    config.json        model_args, tokenizer kind and fingerprint, objective, schedule, diffusion_steps, mask_id,
+                       iter, and the run's full config (its sampling settings are the folder's defaults)
+    tokenizer.json     BPE: the Hugging Face `tokenizers` file (Tokenizer.from_file reads it), or
+    vocab.json         char: {"chars": the characters in id order}; [MASK] is the next id
+The weights load with safetensors, which runs no code. An OUT_DIR that already holds files is only
+written into with --force.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from utils.checkpoint import EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_WEIGHTS, load_model  # noqa: E402
+from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
+from utils.fileio import atomic_open, atomic_path  # noqa: E402
+from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
+
+
+def parse_args(argv):
+    p = ArgParser(prog="scripts/export.py", description="Export a checkpoint's weights (safetensors), config and tokenizer.")
+    p.add_argument("checkpoint", help="a model.pt written by train.py")
+    p.add_argument("out_dir", help="folder to write model.safetensors, config.json and the tokenizer into")
+    p.add_argument("--force", action="store_true", help="write into OUT_DIR even if it holds files")
+    return p.parse_args(argv)
+
+
+def export(ckpt, model, out_dir):
+    """Write the three files; config.json last (a folder without it is no export). Returns their paths."""
+    from safetensors.torch import save_file
+    tok = tokenizer_from_state(ckpt["tokenizer"])
+    cfg = ckpt["config"]
+    meta = dict(format="micro-dllm export 1", model_args=ckpt["model_args"], tokenizer={"kind": tok.kind},
+                tokenizer_fingerprint=fingerprint(tok), objective=cfg.get("objective", "mdlm"),
+                schedule=cfg.get("schedule", "cosine"), diffusion_steps=cfg.get("diffusion_steps"), mask_id=tok.mask_id,
+                iter=int(ckpt["iter"]), ema_weights=ckpt.get("ema") is not None, config=cfg,
+                meta={k: v for k, v in ckpt.get("meta", {}).items() if k == "chars_per_token"})
+    paths = [os.path.join(out_dir, n) for n in (EXPORT_WEIGHTS, EXPORT_BPE if tok.kind == "bpe" else EXPORT_CHARS, EXPORT_CONFIG)]
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(paths[0]) as tmp:
+        save_file(weights, tmp, metadata={"format": "pt"})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates it private; the others are readable too
+    with atomic_open(paths[1]) as f:
+        if tok.kind == "bpe":
+            f.write(ckpt["tokenizer"]["json"])
+        else:
+            json.dump({"chars": "".join(tok.chars)}, f, ensure_ascii=False)
+    with atomic_open(paths[2]) as f:
+        json.dump(meta, f, indent=1)
+    return paths
+
+
+def main(argv):
+    args = parse_args(argv)
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise UserError(f"{args.out_dir} is a file: OUT_DIR must be a folder (it gets three files)")
+    if os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not args.force:
+        raise UserError(f"{args.out_dir} already holds files: pass --force to write into it, or choose another OUT_DIR")
+    if os.path.isdir(args.checkpoint):
+        raise UserError(f"{args.checkpoint} is a folder: export a model.pt written by train.py")
+    model, ckpt = load_model(args.checkpoint, "cpu")
+    paths = export(ckpt, model, args.out_dir)
+    sizes = {os.path.basename(p): os.path.getsize(p) for p in paths}
+    print(f"exported {args.checkpoint} (iter {ckpt['iter']}, {model.num_params():,} parameters"
+          f"{', EMA weights' if ckpt.get('ema') is not None else ''}) to {args.out_dir}: "
+          + ", ".join(f"{n} {s / 1e6:.2f} MB" for n, s in sizes.items())
+          + f" (the checkpoint is {os.path.getsize(args.checkpoint) / 1e6:.2f} MB)")
+    print(f"sample from it: python inference.py --checkpoint {args.out_dir}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
