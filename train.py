@@ -37,7 +37,7 @@ from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, estim
                         init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state)
 from utils.errors import UserError, run_cli
 from utils.fileio import remove_stale_temps
-from utils.generate import continuation, generate
+from utils.generate import StepBar, chain, continuation, generate
 from utils.metrics import ChangeRate, distinct_n
 from utils.optim import EMA, build_optimizer, set_lr
 from utils.tokenizer import fingerprint, normalize_prompt, tokenizer_from_state
@@ -91,6 +91,7 @@ class Run:
     n_acc: int = 0
     bad_iter: torch.Tensor = None  # first step with a non-finite loss, -1 if none (on device: no sync)
     t_start: float = 0.0
+    eval_s: float = 0.0       # seconds the last eval + checkpoint took (the ETA counts the ones to come)
     saved: str = ""           # the newest complete checkpoint: what a Ctrl-C leaves to --resume
     saved_iter: int = -1
 
@@ -326,6 +327,14 @@ def save_checkpoints(cfg, env, data, run, it, res):
 
 
 # ---------------------------------------------------------------- training loop
+def eta_seconds(cfg, env, run, done, step_s):
+    """Time left: the steps, the evals (+ checkpoints) still to come and the final eval (4 t per window).
+    Until one eval is measured, an eval pass is priced as its forward passes: a third of a step's compute."""
+    eval_s = run.eval_s or cfg.eval_iters * step_s / (3 * env.accum)
+    evals_left = (cfg.max_iters - 1) // cfg.eval_interval - (done - 1) // cfg.eval_interval
+    return (cfg.max_iters - done) * step_s + evals_left * eval_s + 4 * eval_s
+
+
 def train(cfg, env, data, run):
     run.model.train()
     tokens_per_step = cfg.total_batch_size
@@ -335,10 +344,12 @@ def train(cfg, env, data, run):
     run.t_start, train_time = time.time(), 0.0
     for it in range(run.start_iter, cfg.max_iters):
         if it % cfg.eval_interval == 0 and it > run.start_iter:
+            t_eval = time.time()
             res = run_eval(cfg, env, data, run, it) if env.master else None
             log_row(env, run, kind="eval", iter=it, **(res or {}))
             save_checkpoints(cfg, env, data, run, it, res)
             t_last = time.time()  # the clock stops during eval
+            run.eval_s = t_last - t_eval
 
         lr = lr_at(it, cfg)
         set_lr(run.opt, lr / cfg.learning_rate)  # Muon's groups follow the same warm-up and decay from muon_lr
@@ -354,7 +365,7 @@ def train(cfg, env, data, run):
             dt = time.time() - t_last
             train_time += dt
             tps = tokens_since / dt
-            eta = (cfg.max_iters - it - 1) * dt / timed_iters
+            eta = eta_seconds(cfg, env, run, it + 1, dt / timed_iters)
             mfu = f" | mfu {flops_step * timed_iters / dt / peak * 100:.1f}%" if peak else ""
             print0(f"iter {it + 1}/{cfg.max_iters} | loss {loss_avg:.4f} | lr {lr:.2e} | "
                    f"{dt / timed_iters * 1000:.0f} ms/it | {tps:,.0f} tok/s{mfu} | eta {fmt_time(eta)}")
@@ -419,6 +430,7 @@ def train_step(cfg, env, data, run, it):
 
 # ---------------------------------------------------------------- final eval, checkpoint, metrics
 def finish(cfg, env, data, run):
+    print0(f"final eval: {len(data.val_windows)} windows x 4 t" + (f", ~{fmt_time(4 * run.eval_s)}" if run.eval_s else ""))
     res = run_eval(cfg, env, data, run, cfg.max_iters, n_t=4, details=True) if env.master else None
     if env.master:
         log_row(env, run, kind="eval", iter=cfg.max_iters, **{k: v for k, v in res.items() if k != "entropy_by_t"})
@@ -445,11 +457,13 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
     # the denoising trace of sample 0 (its frame sized for prompt + gen_len tokens)
     writer = open_trace(cfg, prompt_len + gen_len, chars_per_token) if cfg.objective == "mdlm" else None
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
-    if writer is None:
-        texts, _, stats = generate(model, tok, canvas, cfg, schedule, device, g, on_step=change, num_samples=n)
-    else:
-        texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule, device, g,
-                                              on_step=change)
+    print(f"sampling {n} x {gen_len} tokens" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
+    with StepBar(None if cfg.threshold else cfg.steps, on=cfg.objective == "mdlm") as bar:
+        if writer is None:
+            texts, _, stats = generate(model, tok, canvas, cfg, schedule, device, g, on_step=chain(change, bar), num_samples=n)
+        else:
+            texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule, device,
+                                                  g, on_step=chain(change, bar))
     ar = cfg.objective == "ar"
     print("---- final validation metrics")
     print(f"  val {'NLL' if ar else 'bound (NELBO)'}: {res['nats_per_token']:.4f} ± {res['se']:.4f} "

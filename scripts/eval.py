@@ -16,6 +16,7 @@ distinct-2/-3, sample entropy and generative perplexity under --ar-checkpoint (a
 with the same tokenizer: fingerprints must match, else exit 2); infill recovery of --infill-len
 held-out tokens given prefix and suffix (exact match and token = character accuracy). Columns
 that only mean something for diffusion read n/a for AR checkpoints. Plots: scripts/plot.py.
+A progress bar on a terminal counts the forward passes (bound, samples, sweep, infill) and gives an ETA.
 """
 import json
 import os
@@ -36,7 +37,7 @@ from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare
 from utils.dist import pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, check_output  # noqa: E402
-from utils.generate import ar_start_token  # noqa: E402
+from utils.generate import ar_start_token, chain  # noqa: E402
 from utils.metrics import ChangeRate, distinct_n, gen_ppl, infill_recovery, sample_entropy  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
@@ -124,7 +125,30 @@ def load_run(path, args, device):
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, tok=tok, fp=fingerprint(tok))
 
 
-def draw_samples(run, start, gen_len, n, steps, temperature, batch_size, device, generator, change=None):
+class Progress:
+    """One tqdm bar over every checkpoint's forward passes (stderr, terminals only), with an ETA. Units are
+    batched forward passes: the bound's batches x t draws, and each sampler step (AR: one unit per batch)."""
+
+    def __init__(self, runs, args):
+        from tqdm import tqdm
+        self.bar = tqdm(total=sum(self.work(r, args) for r in runs), desc="eval", unit="pass", disable=None,
+                        dynamic_ncols=True, leave=False)
+
+    @staticmethod
+    def work(run, args):
+        b = lambda n: -(-n // args.batch_size)  # noqa: E731
+        ar = run["cfg"].objective == "ar"
+        per_sample = 1 if ar else args.steps
+        n = b(args.n_windows) * (1 if ar else args.n_t) + b(args.n_samples) * per_sample
+        n += sum(b(max(args.n_samples, 1)) * (1 if ar else v if args.sweep_key == "steps" else args.steps)
+                 for v in args.sweep_values if not (ar and args.sweep_key == "steps"))
+        return n + (0 if ar or not args.infill_len else b(args.n_infill) * args.steps)
+
+    def __call__(self, info=None, n=1):  # an on_step hook, or n units at once
+        self.bar.update(n)
+
+
+def draw_samples(run, start, gen_len, n, steps, temperature, batch_size, device, generator, change=None, bar=None):
     """n samples of gen_len tokens after the fixed start ids, from either objective. Returns (n, P + gen_len)."""
     model, cfg, tok = run["model"], run["cfg"], run["tok"]
     P, out = len(start), []
@@ -134,11 +158,14 @@ def draw_samples(run, start, gen_len, n, steps, temperature, batch_size, device,
         prompt = torch.tensor(start, dtype=torch.long, device=device).repeat(B, 1)
         if cfg.objective == "ar":
             x = sample_ar(model, prompt, gen_len, temperature, generator=generator)
+            if bar:
+                bar(n=1)
         else:
             x = torch.cat([prompt, torch.full((B, gen_len), tok.mask_id, device=device)], 1)
             gen_mask = torch.zeros_like(x, dtype=torch.bool)
             gen_mask[:, P:] = True
-            x, _ = sample(model, x, gen_mask, schedule, tok.mask_id, steps, temperature, generator=generator, on_step=change)
+            x, _ = sample(model, x, gen_mask, schedule, tok.mask_id, steps, temperature, generator=generator,
+                          on_step=chain(change, bar))
         out.append(x.cpu())
     return torch.cat(out)
 
@@ -153,7 +180,7 @@ def sample_scores(run, samples, P, scorer, args):
     return res
 
 
-def evaluate_run(run, args, scorer, device):
+def evaluate_run(run, args, scorer, device, bar):
     model, cfg, tok, ckpt = run["model"], run["cfg"], run["tok"], run["ckpt"]
     ar = cfg.objective == "ar"
     t0 = time.time()
@@ -168,6 +195,7 @@ def evaluate_run(run, args, scorer, device):
     cpt = chars_per_token(tok, windows[:, 1:] if ar else windows)
     res = evaluate(model, windows, schedule, tok.mask_id, cfg.objective, args.batch_size, device, nullcontext(),
                    n_t=args.n_t, seed=args.seed, chars_per_token=cpt, details=True)
+    bar(n=-(-args.n_windows // args.batch_size) * (1 if ar else args.n_t))
     row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, params=model.num_params(),
                tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]), tokenizer=tok.kind,
                tokenizer_fingerprint=run["fp"], schedule=cfg.schedule, time_cond=cfg.time_cond, loss_type=cfg.loss_type,
@@ -182,7 +210,7 @@ def evaluate_run(run, args, scorer, device):
     if args.n_samples:
         change = None if ar else ChangeRate()
         samples = draw_samples(run, start, gen_len, args.n_samples, args.steps, args.temperature, args.batch_size,
-                               device, g, change)
+                               device, g, change, bar)
         row.update(sample_scores(run, samples, len(start), scorer, args), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if ar else change.rate
     row["sweep"] = []
@@ -190,7 +218,7 @@ def evaluate_run(run, args, scorer, device):
         if args.sweep_key == "steps" and ar:
             continue  # an AR model has no step count to vary
         steps, temp = (v, args.temperature) if args.sweep_key == "steps" else (args.steps, v)
-        samples = draw_samples(run, start, gen_len, max(args.n_samples, 1), steps, temp, args.batch_size, device, g)
+        samples = draw_samples(run, start, gen_len, max(args.n_samples, 1), steps, temp, args.batch_size, device, g, bar=bar)
         s = sample_scores(run, samples, len(start), scorer, args)
         row["sweep"].append(dict(steps=None if ar else steps, temperature=temp, gen_ppl=s["gen_ppl"],
                                  sample_entropy=s["sample_entropy"], distinct_2=s["distinct_2"]))
@@ -200,6 +228,7 @@ def evaluate_run(run, args, scorer, device):
         iw = fixed_windows(ids, args.n_infill, L)
         row.update(infill_recovery(model, iw, schedule, tok.mask_id, args.infill_len, args.steps,
                                    args.infill_temperature, g, args.batch_size, device))
+        bar(n=-(-args.n_infill // args.batch_size) * args.steps)
     row["seconds"] = time.time() - t0
     return row
 
@@ -276,13 +305,15 @@ def main(argv):
                                 f"({sfp}): gen-PPL needs an AR scorer trained with the same tokenizer on the same data")
     print(f"device: {device}; {args.split} split, {args.n_windows} windows x {args.n_t} t; {args.n_samples} samples at "
           f"steps={args.steps}, temperature={args.temperature}; scorer: {args.ar_checkpoint or 'none'}")
-    rows = []
-    for r in runs:
-        rows.append(evaluate_run(r, args, scorer, device))
+    rows, bar, t0 = [], Progress(runs, args), time.time()
+    for i, r in enumerate(runs):
+        rows.append(evaluate_run(r, args, scorer, device, bar))
         # a model scoring its own samples flatters itself: say so wherever its gen-PPL is shown
         rows[-1]["judge"] = args.ar_checkpoint or None
         rows[-1]["self_scored"] = bool(args.ar_checkpoint) and os.path.samefile(r["path"], args.ar_checkpoint)
-        print(f"  {rows[-1]['name']}: {rows[-1]['seconds']:.1f}s")
+        left = (time.time() - t0) / (i + 1) * (len(runs) - i - 1)
+        print(f"  {rows[-1]['name']}: {rows[-1]['seconds']:.1f}s" + (f" ({len(runs) - i - 1} to go, ~{left:.0f}s)" if left else ""))
+    bar.bar.close()
     # the held-out text's own sample entropy, on windows as long as the samples, to read the samples' against
     r0 = runs[0]
     _, tr, va, _ = prepare_data(r0["cfg"], r0["tok"], verbose=False)

@@ -135,6 +135,30 @@ def continuation(cfg, tok, prompt, gen_len, block_size):
 
 # ----------------------------------------------------------------------------- sampling glue
 
+class StepBar:
+    """An on_step hook: a tqdm bar over the sampler's steps, with an ETA, on stderr when it is a terminal
+    (and on=True). A context manager: the bar is gone when the block ends, however it ends."""
+
+    def __init__(self, total, on=True, desc="sampling"):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=None if on else True, dynamic_ncols=True)
+
+    def __call__(self, info):
+        self.bar.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+
+def chain(*hooks):
+    """One on_step hook that calls each of the given ones (None ones left out); None if there are none."""
+    hooks = [h for h in hooks if h is not None]
+    return None if not hooks else hooks[0] if len(hooks) == 1 else (lambda info: [h(info) for h in hooks])
+
+
 def ar_start_token(tok):
     """An AR model needs one token to condition on when the prompt is empty."""
     if tok.kind == "char":
