@@ -110,6 +110,9 @@ class Config:
     threshold: float = 0.0              # Fast-dLLM: commit every position with confidence > threshold, >= 1 per step; 0 = off
     semi_ar_length: int = 0             # semi-AR: decode left to right, this many tokens at a time (0 = all at once);
                                         # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
+    live: bool = False                  # redraw the canvas in the terminal at every step (plain text when not a terminal)
+    prompts_file: str = ""              # sample once per line of this file (each line a prompt; blank lines skipped)
+    interactive: bool = False           # read prompts from stdin in a loop until EOF (Ctrl-D)
     # ---- system
     device: str = resumable("auto")     # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
     dtype: str = "auto"                 # 'auto' (bf16 autocast on CUDA, fp32 elsewhere) | 'float32' | 'bfloat16'

@@ -1,11 +1,15 @@
-"""Sample from a trained checkpoint and (optionally) render the denoising trace as MP4 + GIF.
+"""Sample from a trained checkpoint (or an exported folder) and, optionally, watch or record the denoising.
 
     python inference.py --checkpoint artifacts/models/model.pt --prompt "Once upon a time" --gen-len 256 \
         --temperature 1.0 --steps 100 --seed 0 --viz-video artifacts/media/diffusion_trace.mp4 \
         --trace-every 1 --gif-frame-ms 180
     python inference.py cpu --viz-video artifacts/media/cpu.mp4   # the cpu preset's checkpoint and prompt
+    python inference.py cpu --live                                # watch the canvas denoise in the terminal
+    python inference.py cpu --interactive                         # type prompts, one sample each, until Ctrl-D
+    python inference.py cpu --prompts-file prompts.txt            # one sample per line of the file
+    python inference.py --checkpoint artifacts/export/cpu         # a folder written by scripts/export.py
     python inference.py tinystories_bpe --gen-len 128 --viz-video artifacts/media/bpe.mp4  # BPE: --gen-len in tokens
-    python inference.py cpu --infill "Once upon a time, [___:20] went to the park."     # fill the blanks only
+    python inference.py cpu --infill "ROMEO: I [___:20] the night."                     # fill the blanks only
     python inference.py cpu --prefix_file start.txt --suffix_file end.txt --gen-len 64  # prefix + suffix
     python inference.py cpu --threshold 0.9 --num-samples 4                             # Fast-dLLM, NFE adaptive
     python inference.py cpu --semi-ar-length 32 --gen-len 512 --remask none --tokens-per-step linear  # semi-AR, past the context
@@ -13,8 +17,11 @@
 
 Model, tokenizer and schedule come from the checkpoint; sampling flags (any config.py key in the
 sampling section, or --device/--seed) come from the command line. AR checkpoints sample with a KV cache.
+Each prompt starts from --seed, so a prompt gives the same text alone, in a --prompts-file or typed.
 """
+import sys
 import time
+from dataclasses import replace
 
 import torch
 
@@ -23,11 +30,17 @@ from diffusion import Schedule
 from utils.checkpoint import load_model
 from utils.dist import pick_device
 from utils.errors import UserError, run_cli
-from utils.generate import build_canvas, describe_sampler, generate
+from utils.fileio import read_text
+from utils.generate import StepBar, build_canvas, chain, describe_sampler, generate
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
-from utils.trace import generate_with_trace, open_trace
+from utils.trace import LiveView, generate_with_trace, open_trace
 
-USAGE = "[PRESET] [--checkpoint MODEL.pt] [--key=value]..."
+USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
+
+
+def given(argv, key):
+    """Was --key (or --key-with-dashes) on the command line?"""
+    return any(a[2:].partition("=")[0].replace("-", "_") == key for a in argv if a.startswith("--"))
 
 
 def main(argv):
@@ -37,36 +50,100 @@ def main(argv):
     cli = get_config(argv)
     device = pick_device(cli.device)
     model, ckpt = load_model(cli.checkpoint, device)
+    cfg, tok = sampling_config(argv, cli, ckpt)
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+    print(f"checkpoint {cli.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
+          f"{tok.kind} vocab {tok.vocab_size}; device {device}")
+    run = dict(model=model, tok=tok, schedule=schedule, device=device, cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0))
+    if cfg.interactive:
+        interactive(cfg, run)
+    elif cfg.prompts_file:
+        prompts = read_prompts(cfg, tok, model.args.block_size)  # every prompt checked before any sampling
+        for i, prompt in enumerate(prompts):
+            print(f"==== prompt {i + 1}/{len(prompts)}: {prompt!r}")
+            sample_once(replace(cfg, prompt=prompt), run)
+    else:
+        sample_once(cfg, run)
+
+
+def sampling_config(argv, cli, ckpt):
+    """The checkpoint's config under the command line's sampling flags (the model's own keys stay), and the tokenizer."""
     saved = config_from_dict(ckpt["config"])
     cfg = get_config(argv, base=saved)  # command line over the checkpoint's settings...
-    cfg = cfg.__class__(**{**vars(cfg), **{k: getattr(saved, k) for k in TRAINED_KEYS}})  # ...except the model's own
-    if not any(a.startswith(("--viz-video", "--viz_video")) for a in argv):
-        cfg = cfg.__class__(**{**vars(cfg), "viz_video": ""})  # write a video only when asked here: never replace one by default
+    cfg = replace(cfg, **{k: getattr(saved, k) for k in TRAINED_KEYS})  # ...except the model's own
+    if not given(argv, "viz_video"):
+        cfg = replace(cfg, viz_video="")  # write a video only when asked here: never replace one by default
     tok = tokenizer_from_state(ckpt["tokenizer"])
-    if any(a.startswith(("--tokenizer_path", "--tokenizer-path")) for a in argv):
+    if given(argv, "tokenizer_path"):
         other = BPETokenizer.from_file(cfg.tokenizer_path)  # UserError if missing or not ours
         if fingerprint(other) != fingerprint(tok):
             raise UserError(f"tokenizer {cfg.tokenizer_path} (bpe, vocab {other.vocab_size}, fingerprint {fingerprint(other)}) "
                             f"differs from the one {cli.checkpoint} was trained with ({tok.kind}, vocab {tok.vocab_size}, "
                             f"fingerprint {fingerprint(tok)}): drop --tokenizer_path to use the checkpoint's own")
-    cfg = cfg.__class__(**{**vars(cfg), "prompt": normalize_prompt(tok, cfg.prompt)})  # BPE: NFC, no trailing spaces
+    if cfg.objective == "ar" and (cfg.viz_video or cfg.live):
+        raise UserError(f"--{'viz-video' if cfg.viz_video else 'live'} shows the denoising of a diffusion model; "
+                        f"this checkpoint is autoregressive")
+    if cfg.interactive or cfg.prompts_file:
+        what = "--interactive" if cfg.interactive else "--prompts-file"
+        clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", "viz_video") if given(argv, k)]
+        clash += ["prompts_file"] if cfg.interactive and cfg.prompts_file else []
+        if clash:
+            raise UserError(f"{what} supplies the prompts, one sample each: drop --{clash[0].replace('_', '-')}")
+        cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
+    return replace(cfg, prompt=normalize_prompt(tok, cfg.prompt)), tok  # BPE: NFC, no trailing spaces
+
+
+def read_prompts(cfg, tok, block_size):
+    text = read_text(cfg.prompts_file, "--prompts-file", "give a text file with one prompt per line")
+    prompts = [normalize_prompt(tok, line) for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise UserError(f"--prompts-file {cfg.prompts_file} has no prompts: write one prompt per line")
+    for i, p in enumerate(prompts):
+        try:
+            build_canvas(replace(cfg, prompt=p), tok, block_size, cfg.objective)
+        except UserError as e:
+            raise UserError(f"--prompts-file {cfg.prompts_file}, prompt {i + 1}: {e}") from None
+    return prompts
+
+
+def interactive(cfg, run):
+    """Prompts from stdin, one sample each, until EOF; a prompt that cannot work says why and asks again."""
+    tty = sys.stdin.isatty()
+    if tty:
+        print("type a prompt and press Enter (an empty line samples without one); Ctrl-D ends", file=sys.stderr)
+    while True:
+        if tty:
+            print("prompt> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            if tty:
+                print(file=sys.stderr)
+            return
+        try:
+            sample_once(replace(cfg, prompt=normalize_prompt(run["tok"], line.rstrip("\r\n"))), run)
+        except UserError as e:
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.stdout.flush()
+
+
+def sample_once(cfg, run):
+    """One batch of cfg.num_samples samples from cfg's canvas; prints the texts and one line of figures."""
+    model, tok, device = run["model"], run["tok"], run["device"]
     canvas = build_canvas(cfg, tok, model.args.block_size, cfg.objective)  # prompt/infill/prefix+suffix, checked
-
-    if cfg.viz_video and cfg.objective == "ar":
-        raise UserError("--viz-video shows the denoising of a diffusion model; this checkpoint is autoregressive")
     # validates the output path before any sampling; BPE frames are sized for the whole generation
-    writer = open_trace(cfg, len(canvas), ckpt.get("meta", {}).get("chars_per_token", 4.0))
-
+    writer = open_trace(cfg, len(canvas), run["cpt"])
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    print(f"checkpoint {cli.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
-          f"{tok.kind} vocab {tok.vocab_size}; device {device}")
+    live = LiveView(tok, None if cfg.threshold else cfg.steps) if cfg.live else None
+    if live:
+        live.start(*canvas.tensors(1, "cpu"))
     t0 = time.time()
-    if writer is None:
-        texts, out, stats = generate(model, tok, canvas, cfg, schedule, device, g)
-    else:
-        texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, g)
+    with StepBar(None if cfg.threshold else cfg.steps, on=cfg.objective != "ar" and not live) as bar:
+        if writer is None:
+            texts, out, stats = generate(model, tok, canvas, cfg, run["schedule"], device, g, on_step=chain(live, bar))
+        else:
+            texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, run["schedule"], device, g,
+                                                    on_step=chain(live, bar))
     dt = time.time() - t0
     per = list(zip(stats["nfe_per_sample"], stats["seconds_per_sample"]))
     for i, text in enumerate(stats["full_texts"]):

@@ -1,14 +1,20 @@
-"""The denoising trace: the sampler's steps as frames of an MP4 + GIF (rendered by utils/video.py).
+"""The denoising trace: the sampler's steps as frames of an MP4 + GIF (rendered by utils/video.py), or live
+in the terminal (--live).
 
 open_trace checks --viz-video before any work and sizes the frame; TraceHook turns sampler.sample's
 per-step info (its on_step) into frames of one sample; generate_with_trace runs generate() with the hook.
+LiveView is the same hook for the terminal: it redraws sample 0's canvas after every step.
 
     writer = open_trace(cfg, len(canvas), chars_per_token)                 # None without --viz-video
     texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, schedule, device)
     writer.result                                                          # {'mp4', 'gif', 'frames', 'warnings'}
+    live = LiveView(tok, cfg.steps); live.start(*canvas.tensors(1, "cpu")); generate(..., on_step=live)
 """
 import math
 import os
+import shutil
+import sys
+from itertools import groupby
 
 import torch
 
@@ -102,3 +108,62 @@ def generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, gener
     with writer:
         hook.start(*canvas.tensors(1, "cpu"))
         return generate(model, tok, canvas, cfg, schedule, device, generator, on_step=both)
+
+
+# --live: ANSI colours per token state (the video's palette, as near as a terminal gets)
+ANSI = dict(prompt="\x1b[34m", mask="\x1b[90m", new="\x1b[1;30;43m", kept="", remasked="\x1b[1;37;41m")
+
+
+class LiveView:
+    """--live: sample 0's canvas redrawn in place after every sampler step (an on_step hook): given text blue,
+    [MASK] grey '_', tokens revealed this step on yellow, re-masked ones on red. When the stream is not a
+    terminal, every step is printed as plain text instead (a header line, then the canvas)."""
+
+    def __init__(self, tok, steps, stream=None, row=0):
+        self.tok, self.steps, self.row, self.out = tok, steps, row, stream or sys.stdout
+        self.tty, self.lines, self.seen_nfe = self.out.isatty(), 0, 0
+
+    def start(self, x, gen_mask):
+        z = [False] * x.size(1)
+        self.draw(x[0].masked_fill(gen_mask[0], self.tok.mask_id).tolist(), gen_mask[0].tolist(), z, z, "step 0")
+
+    def __call__(self, info):
+        nfe = int(info["nfe"][self.row])
+        if nfe == self.seen_nfe:
+            return  # this sample sat the step out (threshold decoding: it had already finished)
+        self.seen_nfe = nfe
+        r = self.row
+        blocks = f", block {info['block'] + 1}/{info['n_blocks']}" if info["n_blocks"] > 1 else ""
+        self.draw(info["x"][r].tolist(), info["gen_mask"][r].tolist(), info["revealed"][r].tolist(),
+                  info["remasked"][r].tolist(), f"step {nfe}/{self.steps or '?'}{blocks}")
+
+    def draw(self, ids, gen, revealed, remasked, header):
+        cells = []  # (character, state)
+        for i, tid in enumerate(ids):
+            text = None if tid == self.tok.mask_id else self.tok.token_text(tid)
+            state = ("prompt" if not gen[i] else "remasked" if remasked[i] else "mask" if text is None
+                     else "new" if revealed[i] else "kept")
+            cells += [(c, state) for c in ("_" if text is None else text)]
+        n_masked = sum(1 for tid, g in zip(ids, gen) if g and tid == self.tok.mask_id)
+        header = f"{header}: {n_masked} of {sum(gen)} generated positions masked"
+        if not self.tty:
+            self.out.write(f"-- {header}\n{''.join(c for c, _ in cells)}\n")
+            self.out.flush()
+            return
+        cols, rows = shutil.get_terminal_size((80, 24))
+        lines, line = [], []
+        for c, state in cells:  # wrap by hand, so the next frame knows how many lines to go back up
+            if c == "\n" or len(line) >= cols - 1:
+                lines.append(line)
+                line = []
+            if c != "\n":
+                line.append((c, state))
+        lines.append(line)
+        lines = lines[-(rows - 2):]  # taller than the terminal: the end, where the work is
+        paint = lambda s, text: f"{ANSI[s]}{text}\x1b[0m" if ANSI[s] else text  # noqa: E731
+        body = "\n".join("".join(paint(s, "".join(c for c, _ in run)) for s, run in groupby(ln, key=lambda cell: cell[1]))
+                         for ln in lines)
+        up = f"\x1b[{self.lines}F\x1b[J" if self.lines else ""  # back to the first line of the last frame, clear below
+        self.out.write(f"{up}\x1b[1m{header[:cols - 1]}\x1b[0m\n{body}\n")
+        self.out.flush()
+        self.lines = len(lines) + 1
