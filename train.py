@@ -132,7 +132,8 @@ def interrupted(cfg, run, argv):
     if not run.saved:
         return (f"before the first checkpoint (due at iter {min(cfg.eval_interval, cfg.max_iters)}): none was saved; "
                 f"run the same command to start again")
-    again = shlex.join(["python", "train.py", *argv, *([] if cfg.resume else ["--resume"])])
+    prog = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"  # the path it was started by
+    again = shlex.join(["python", prog, *argv, *([] if cfg.resume else ["--resume"])])
     return f"the last checkpoint is {run.saved} (iter {run.saved_iter}); continue it with: {again}"
 
 

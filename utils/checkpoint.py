@@ -135,7 +135,7 @@ def load_checkpoint(path, map_location="cpu"):
         if os.path.isdir(path):
             raise UserError(f"checkpoint {path} is a directory without an exported model in it: {USE_INSTEAD}")
         raise UserError(f"checkpoint {path} not found: train one with python train.py, or pass --checkpoint PATH")
-    if path.endswith(".safetensors"):
+    if str(path).endswith(".safetensors"):
         raise UserError(f"{path} holds an exported model's weights only: pass the folder it is in, "
                         f"--checkpoint {os.path.dirname(path) or '.'}")
     try:
@@ -157,6 +157,8 @@ def load_checkpoint(path, map_location="cpu"):
 def _not_a_checkpoint(path, e):
     with open(path, "rb") as f:
         head = f.read(4096)
+    if not head:
+        return f"checkpoint {path} is empty (a copy or download that never finished?): {USE_INSTEAD}"
     try:
         head.decode("utf-8")
         is_text = b"\0" not in head
