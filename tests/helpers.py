@@ -34,9 +34,12 @@ MICRO = ["--n_layer=1", "--n_head=2", "--n_embd=32", f"--block_size={L}", f"--ba
 
 
 def real_text(name="tinyshakespeare.txt"):
-    """A real corpus from ../shared/data, else the small in-repo fixture."""
-    p = SHARED / name
-    return p if p.is_file() else FIXTURES / "tiny_stories.txt"
+    """A real corpus: the repo's data/ (Tiny Shakespeare ships there), else ../shared/data (the development layout,
+    absent on a fresh clone), else the small in-repo fixture."""
+    for p in (ROOT / "data" / name, SHARED / name):
+        if p.is_file():
+            return p
+    return FIXTURES / "tiny_stories.txt"
 
 
 # ----------------------------------------------------------------------------- running the CLIs

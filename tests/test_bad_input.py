@@ -6,6 +6,7 @@ python -m pytest -q tests/test_bad_input.py
 Read-only and full directories are simulated: every write under the named directory (open for writing,
 mkdir, rename, link) raises EACCES or ENOSPC, as the OS would. A checkpoint written by torch's C++
 writer gets as far as its temp file; the rename into place then fails, like a full disk at the end.
+After the table: Ctrl-C in training (a real SIGINT) and in sampling, and output cut short by its reader.
 """
 import builtins
 import errno
@@ -13,6 +14,9 @@ import fnmatch
 import hashlib
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,20 +24,21 @@ import torch
 
 import inference
 import train
-from helpers import FIXTURES, MICRO, real_text, script
+from helpers import ENV, FIXTURES, MICRO, ROOT, real_text, script
 from utils import video
 from utils.errors import run_cli
 
 
 MAINS = {"train.py": lambda: train.main, "inference.py": lambda: inference.main}
 MAINS.update({f"scripts/{n}.py": (lambda n=n: script(n).main)
-              for n in ("data", "train_tokenizer", "eval", "plot", "bench_train", "bench_sample")})
+              for n in ("data", "train_tokenizer", "eval", "plot", "bench_train", "bench_sample", "export")})
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """A diffusion checkpoint (Tiny Shakespeare chars), an AR checkpoint on other text (another vocab), and
-    spoiled files: empty, too short for a window, truncated, foreign, a pickle that would run code."""
+    """A diffusion checkpoint (Tiny Shakespeare chars) and its export, an AR checkpoint on other text (another
+    vocab), and spoiled files: empty, too short for a window, truncated, foreign, a pickle that would run code, a
+    tokenizer, exports missing a file or with damaged weights."""
     d = tmp_path_factory.mktemp("files")
     cwd = os.getcwd()
     os.chdir(d)
@@ -52,6 +57,16 @@ def files(tmp_path_factory):
     torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
     (d / "evil.pt").write_bytes(b"cos\nsystem\n(S'touch PWNED'\ntR.")  # os.system('touch PWNED') if unpickled
     (d / "not_a_tokenizer.json").write_text('{"hello": 1}')
+    script("train_tokenizer").main(["--input", str(d / "text.txt"), "--output", str(d / "tokenizer.json"),
+                                    "--vocab-size", "300"])
+    script("export").main([str(d / "dm" / "model.pt"), str(d / "exp")])
+    shutil.copytree(d / "exp", d / "exp_novocab")
+    (d / "exp_novocab" / "vocab.json").unlink()
+    shutil.copytree(d / "exp", d / "exp_damaged")
+    w = d / "exp_damaged" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    (d / "empty_dir").mkdir()
+    (d / "prompts.txt").write_text("ROMEO:\ncaf\u00e9 \u2603\n")
     return d
 
 
@@ -107,6 +122,8 @@ TABLE = [
     ("train.py", [*T, "--out_dir=none", "--resume"], "--resume: no checkpoint in none", None),
     ("train.py", [*T, "--out_dir=x", "--prompt=\u2603"], "not in the model's vocabulary", None),
     ("train.py", [*T, "--out_dir=x", "--total_batch_size=300"], "total_batch_size=300 is not a multiple", None),
+    ("train.py", ["--max_iters=0"], "run from the repository root", None),  # data/tinyshakespeare.txt is not here
+    ("train.py", [*T, "--data_path=mine.txt"], "give --data_path=PATH of a UTF-8 text file", None),
     ("train.py", [*T, "--out_dir=ro/run"], "Permission denied", "readonly"),
     ("train.py", [*T, "--out_dir=run", "--max_iters=8", "--resume"], "No space left on device", "full"),
     ("inference.py", ["--checkpoint", DM, "--temperature", "-0.5"], "temperature must be >= 0", None),
@@ -129,6 +146,28 @@ TABLE = [
     ("inference.py", ["--checkpoint", AR, "--viz-video", "v.mp4"], "this checkpoint is autoregressive", None),
     ("inference.py", ["--checkpoint", DM, "--num-samples", "1000000000"], "out of memory", None),
     ("inference.py", ["--checkpoint", DM, "--gen-len", "8", "--viz-video", "ro/v.mp4"], "Permission denied", "readonly"),
+    # anything that is not a checkpoint
+    ("inference.py", ["--checkpoint", "/etc/passwd"], "checkpoint /etc/passwd is a text file, not a checkpoint", None),
+    ("inference.py", ["--checkpoint", "text.txt"], "is a text file, not a checkpoint", None),
+    ("inference.py", ["--checkpoint", "tokenizer.json"], "is a text file, not a checkpoint", None),
+    ("inference.py", ["--checkpoint", "empty.txt"], "checkpoint empty.txt is empty", None),
+    ("inference.py", ["--checkpoint", "dm"], "dm is a directory without model.safetensors and config.json", None),
+    ("inference.py", ["--checkpoint", "empty_dir"], "empty_dir is a directory without an exported model", None),
+    ("inference.py", ["--checkpoint", "exp/model.safetensors"], "pass the folder it is in, --checkpoint exp", None),
+    ("inference.py", ["--checkpoint", "exp_novocab"], "exp_novocab lacks vocab.json", None),
+    ("inference.py", ["--checkpoint", "exp_damaged"], "is corrupt or not a safetensors file", None),
+    ("inference.py", ["--checkpoint", "exp", "--prompt", "caf\u00e9"], "not in the model's vocabulary", None),
+    ("inference.py", ["--checkpoint", DM, "--prompts-file", "missing.txt"], "--prompts-file missing.txt not found", None),
+    ("inference.py", ["--checkpoint", DM, "--prompts-file", "prompts.txt"], "prompts.txt, prompt 2: 2 character(s)", None),
+    ("inference.py", ["--checkpoint", DM, "--prompts-file", "empty.txt"], "has no prompts", None),
+    ("inference.py", ["--checkpoint", DM, "--interactive", "--prompt", "x"], "--interactive supplies the prompts", None),
+    ("inference.py", ["--checkpoint", DM, "--prompts-file", "prompts.txt", "--viz-video", "v.mp4"], "drop --viz-video", None),
+    ("inference.py", ["--checkpoint", AR, "--live"], "--live shows the denoising", None),
+    ("scripts/export.py", ["/etc/passwd", "out"], "is a text file, not a checkpoint", None),
+    ("scripts/export.py", ["dm", "out"], "dm is a folder", None),
+    ("scripts/export.py", [DM, "exp"], "exp already holds files: pass --force", None),
+    ("scripts/export.py", [DM, "old.txt"], "old.txt is a file", None),
+    ("scripts/export.py", [DM, "ro/exp"], "Permission denied", "readonly"),
     ("scripts/data.py", ["--input-file", "missing.txt", "--output", "o.txt"], "input file not found", None),
     ("scripts/data.py", ["--input-file", "empty.txt", "--output", "o.txt"], "input file is empty", None),
     ("scripts/data.py", ["--input-file", "text.txt", "--output", "old.txt"], "old.txt already exists: pass --force", None),
@@ -140,6 +179,8 @@ TABLE = [
     ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "t.json", "--vocab-size", "5"], "at least 258", None),
     ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "ro/t.json"], "Permission denied", "readonly"),
     ("scripts/eval.py", ["missing.pt"], "checkpoint missing.pt not found", None),
+    ("scripts/eval.py", ["/etc/passwd"], "is a text file, not a checkpoint", None),
+    ("scripts/eval.py", ["exp_damaged"], "is corrupt or not a safetensors file", None),
     ("scripts/eval.py", [DM, "--steps", "4", "--ar-checkpoint", DM], "is a mdlm model: give an AR checkpoint", None),
     ("scripts/eval.py", [DM, "--steps", "4", "--ar-checkpoint", AR], "differs from the scorer", None),
     ("scripts/eval.py", [DM, "--json", "old.txt"], "old.txt already exists: pass --force", None),
@@ -151,6 +192,7 @@ TABLE = [
     ("scripts/bench_train.py", ["--iters=0"], "--iters and --repeats must be >= 1", None),
     ("scripts/bench_train.py", ["--n_layer=x"], "--n_layer='x' is not a valid int", None),
     ("scripts/bench_sample.py", ["--checkpoint", "missing.pt"], "checkpoint missing.pt not found", None),
+    ("scripts/bench_sample.py", ["--checkpoint", "tokenizer.json"], "is a text file, not a checkpoint", None),
     ("scripts/bench_sample.py", ["--checkpoint", DM, "--steps", "4", "--only", "bogus"], "bogus", None),
 ]
 
@@ -192,3 +234,56 @@ def test_without_ffmpeg_the_gif_is_written_and_a_warning_says_why(files, tmp_pat
     out = capsys.readouterr()
     assert (tmp_path / "v.gif").stat().st_size > 0 and not (tmp_path / "v.mp4").exists()
     assert "no ffmpeg found" in out.out + out.err
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_training_names_the_last_checkpoint_and_the_command_that_resumes_it(tmp_path):
+    args = [str(ROOT / "train.py"), f"--data_path={real_text()}", "--out_dir=run", *MICRO, "--max_iters=100000",
+            "--eval_interval=5", "--log_interval=5"]
+    p = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    for line in p.stdout:  # a real SIGINT once a checkpoint or two exist
+        if line.startswith("eval 10:"):
+            break
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("interrupted: the last checkpoint is run/model.pt (iter ") and err.rstrip().endswith(" --resume")
+    it = int(err.split("(iter ")[1].split(")")[0])
+    assert it >= 5 and torch.load(tmp_path / "run" / "model.pt", weights_only=True)["iter"] == it
+    # the advice works: the same command with --resume continues from that iter
+    again = err.split("continue it with: ")[1].split()
+    r = subprocess.run([sys.executable, *again[1:], f"--max_iters={it + 5}"], cwd=tmp_path, env=ENV, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and f"resumed from run/model.pt at iter {it}" in r.stdout, r.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_sampling_is_one_line_and_leaves_no_half_video(files, tmp_path, monkeypatch, capsys):
+    from utils import trace
+    real, calls = trace.TraceHook.__call__, []
+
+    def interrupt_at_step_2(self, info):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, info)
+
+    monkeypatch.setattr(trace.TraceHook, "__call__", interrupt_at_step_2)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        run_cli(inference.main, ["--checkpoint", str(files / DM), "--viz-video", "v.mp4"])
+    assert e.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+    assert not list(tmp_path.iterdir())  # no MP4, no GIF, no temp file
+
+
+@pytest.mark.slow
+def test_output_cut_short_by_its_reader_ends_quietly(files):
+    """python inference.py ... | head -1: ~200 KB of samples into a pipe whose reader leaves after one line."""
+    p = subprocess.Popen([sys.executable, str(ROOT / "inference.py"), "--checkpoint", str(files / DM), "--num-samples",
+                          "3000", "--gen-len", "24"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read()
+    p.wait(timeout=120)
+    assert first.startswith(b"checkpoint ") and err == b"" and p.returncode == 141

@@ -23,7 +23,7 @@ import torch
 import inference
 import train
 from config import get_config
-from helpers import ROOT, TINY, real_text
+from helpers import ROOT, TINY, real_text, run_cli_here, script
 from model import ModelArgs, Transformer
 from scripts.train_tokenizer import save_tokenizer, train_bpe
 from utils.dataloader import chars_per_token, packing_stats, prepare_data
@@ -215,6 +215,19 @@ def test_inference_samples_bpe_with_a_token_level_trace(bpe_run):
     from PIL import Image
     with Image.open(video.with_suffix(".gif")) as gif:
         assert gif.n_frames == frames >= 1 + 20 // 4  # the all-[MASK] start, then every 4th step
+
+
+@pytest.mark.slow
+def test_bpe_export_carries_its_tokenizer_and_samples_the_same(bpe_run, tmp_path, capsys):
+    d, _ = bpe_run
+    ckpt, out = d / "artifacts/models/tinystories_bpe/model.pt", tmp_path / "export"
+    assert run_cli_here(script("export").main, [ckpt, out], capsys)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert BPETokenizer.from_file(str(out / "tokenizer.json")).vocab_size == 512  # the Hugging Face file, ours
+    argv = ["--prompt", "Once upon a time", "--gen-len", 20, "--steps", 10, "--seed", 1]
+    a = run_cli_here(inference.main, ["--checkpoint", ckpt, *argv], capsys)[1].splitlines()
+    b = run_cli_here(inference.main, ["--checkpoint", out, *argv], capsys)[1].splitlines()
+    assert a[1:-1] == b[1:-1] and a[1].startswith("Once upon a time")
 
 
 def _cli_error(capsys, main, argv):

@@ -4,8 +4,9 @@ Run from the repo root (about 15 s on 2 CPU cores, no network needed):
 
     . .venv/bin/activate && python -m pytest -q tests/test_data_scripts.py
 
-Real corpora are read from ../shared/data (next to the repo) when present; tests that
-need them are skipped otherwise, and tests/fixtures/tiny_stories.txt stands in.
+Tiny Shakespeare ships in data/. The TinyStories excerpt is read from ../shared/data (the development
+layout, next to the repo) when present; tests that need it are skipped otherwise, and
+tests/fixtures/tiny_stories.txt stands in.
 """
 import json
 import time
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FIXTURES, SHARED, assert_one_line_error, run_script as run
+from config import get_config
+from helpers import FIXTURES, ROOT, SHARED, assert_one_line_error, run_script as run
 from scripts import corpus
 from scripts.train_tokenizer import train_bpe
 from utils.errors import UserError
@@ -21,11 +23,10 @@ from utils.tokenizer import MASK_TOKEN, BPETokenizer, split_stories
 
 FIXTURE = FIXTURES / "tiny_stories.txt"
 STORIES_HEAD = SHARED / "tinystories_train_head.txt"
-SHAKESPEARE = SHARED / "tinyshakespeare.txt"
+SHAKESPEARE = ROOT / "data" / "tinyshakespeare.txt"
 SEP = corpus.SEPARATOR
 
-needs_shared = pytest.mark.skipif(not STORIES_HEAD.exists() or not SHAKESPEARE.exists(),
-                                  reason=f"real corpora not found in {SHARED}")
+needs_shared = pytest.mark.skipif(not STORIES_HEAD.exists(), reason=f"the TinyStories excerpt is not in {SHARED}")
 
 
 def run_script(name, *args, env=None, timeout=120):
@@ -112,7 +113,6 @@ def test_real_tinystories_head_sample(tmp_path):
 
 
 @pytest.mark.slow
-@needs_shared
 def test_shakespeare_is_one_document_unchanged(tmp_path):
     out = tmp_path / "shakespeare.txt"
     r = run_script("data.py", "--input-file", SHAKESPEARE, "--output", out)
@@ -224,6 +224,32 @@ def test_hub_path_with_a_fake_hub(monkeypatch):
     assert list(corpus.iter_hf_texts("some/dataset", num=0))[:3] == ["story 0", "story 1", "story 2"]
     with pytest.raises(UserError, match="--text-field"):
         list(corpus.iter_hf_texts("some/dataset", text_field="content", num=3))
+
+
+def test_a_missing_data_file_names_the_command_that_makes_it(tmp_path, monkeypatch):
+    """Advice that works with only the repo: the presets' files name their scripts/data.py command (the shipped
+    corpus: git checkout), a path that exists in the repo but not here says where to run, any other path the flag."""
+    from utils import dataloader
+
+    def advice(*argv):
+        with pytest.raises(UserError) as e:
+            dataloader.split_texts(get_config(list(argv)))
+        assert "../shared" not in str(e.value)
+        return str(e.value)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dataloader, "REPO", str(tmp_path / "clone"))  # a clone where no data was made yet
+    tinystories = "python scripts/data.py --dataset roneneldan/TinyStories --split "
+    assert f"{tinystories}train --num-stories 10000 --seed 1337 --output data/stories.txt" in advice("tinystories_cpu")
+    assert f"{tinystories}train --num-stories 10000 --seed 1337 --output data/stories.txt" in advice("tinystories_bpe")
+    assert f"{tinystories}train --output data/tinystories_train.txt" in advice("tinystories_char")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tinystories_train.txt").write_text("Once upon a time")
+    assert f"{tinystories}validation --output data/tinystories_valid.txt" in advice("gpt200m")
+    assert "git checkout -- data/tinyshakespeare.txt" in advice("cpu")
+    assert "give --data_path=PATH of a UTF-8 text file" in advice("--data_path=mine.txt")
+    monkeypatch.setattr(dataloader, "REPO", str(ROOT))
+    assert f"run from the repository root ({ROOT})" in advice("cpu")  # run from elsewhere
 
 
 def test_hub_error_messages():

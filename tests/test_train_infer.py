@@ -88,6 +88,6 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
     r = run_script("inference.py", "--checkpoint", tmp_path / "nope.pt")
     assert r.returncode == 2 and "not found" in r.stderr
     bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint at all")
+    bad.write_bytes(b"\x00\x01 not a checkpoint at all")  # bytes; a text file is told it is one
     r = run_script("inference.py", "--checkpoint", bad)
     assert r.returncode == 2 and "corrupt" in r.stderr and "Traceback" not in r.stderr

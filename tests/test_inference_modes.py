@@ -1,0 +1,104 @@
+"""inference.py beyond one prompt: --live (the canvas redrawn each step), --prompts-file, --interactive, and a
+folder written by scripts/export.py in place of the checkpoint. python -m pytest -q tests/test_inference_modes.py"""
+import io
+import json
+import struct
+
+import pytest
+import torch
+
+import inference
+from diffusion import Schedule
+from helpers import ToyModel, run_cli_here, script
+from sampler import sample
+from utils.checkpoint import load_checkpoint, load_model
+from utils.tokenizer import CharTokenizer
+from utils.trace import ANSI, LiveView
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _live(stream, steps=6):
+    tok = CharTokenizer("abcdefghijk")  # 11 characters: [MASK] = 11, the toy model's mask id
+    x = torch.tensor([[0, 1, 2] + [11] * 9])
+    gm = x == 11
+    view = LiveView(tok, steps, stream=stream)
+    view.start(x, gm)
+    sample(ToyModel(), x, gm, Schedule(20), 11, steps, on_step=view)
+    return stream.getvalue()
+
+
+def test_live_prints_every_step_as_plain_text_when_not_a_terminal():
+    out = _live(io.StringIO()).splitlines()
+    assert out[0] == "-- step 0: 9 of 9 generated positions masked" and out[1] == "abc" + "_" * 9
+    assert [line.split(":")[0] for line in out[::2]] == [f"-- step {i}" + ("/6" if i else "") for i in range(7)]
+    assert out[-2].endswith(": 0 of 9 generated positions masked") and "_" not in out[-1] and out[-1].startswith("abc")
+    assert "\x1b" not in "".join(out)
+
+
+def test_live_redraws_in_place_on_a_terminal_with_one_colour_per_state(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "8")  # the 12-token canvas wraps onto two lines
+    out = _live(Terminal())
+    frames = out.split("\x1b[3F\x1b[J")  # back up over the last frame (header + 2 lines), clear below
+    assert len(frames) == 7 and "\x1b[" not in frames[0].replace("\x1b[0m", "").replace("\x1b[1m", "").replace(
+        ANSI["prompt"], "").replace(ANSI["mask"], "")  # the first frame: given text and masks only
+    assert f"{ANSI['prompt']}abc\x1b[0m" in frames[0] and f"{ANSI['mask']}____\x1b[0m" in frames[0]
+    assert sum(ANSI["new"] in f for f in frames[1:]) >= 3  # revealed this step: on yellow
+    assert ANSI["mask"] not in frames[-1]
+
+
+# ----------------------------------------------------------------------------- with a trained model
+
+def _samples(out):
+    """The sample lines of inference's stdout (the header names the checkpoint, the footer times it)."""
+    return [line for line in out.splitlines() if not line.startswith(("checkpoint ", "---- 1 x", "---- 2 x"))]
+
+
+@pytest.mark.slow
+def test_export_holds_weights_only_and_samples_exactly_like_the_checkpoint(tiny_ckpt, tmp_path, capsys):
+    out_dir = tmp_path / "export"
+    code, out, err = run_cli_here(script("export").main, [tiny_ckpt, out_dir], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["config.json", "model.safetensors", "vocab.json"]
+    raw = (out_dir / "model.safetensors").read_bytes()
+    header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+    ckpt = load_checkpoint(tiny_ckpt)
+    assert set(header) - {"__metadata__"} == set(ckpt["model"])  # the weights and nothing else
+    assert len(raw) < 0.5 * tiny_ckpt.stat().st_size  # the checkpoint also carries AdamW's two moments
+    meta = json.loads((out_dir / "config.json").read_text())
+    assert meta["model_args"] == ckpt["model_args"] and meta["tokenizer"] == {"kind": "char"}
+    assert (meta["objective"], meta["schedule"], meta["iter"]) == ("mdlm", "cosine", 300)
+    a, _ = load_model(tiny_ckpt, torch.device("cpu"))
+    b, _ = load_model(out_dir, torch.device("cpu"))
+    x, t = torch.randint(0, 20, (2, 64)), torch.tensor([3, 17])
+    assert torch.equal(a(x, t), b(x, t))
+    argv = ["--prompt", "the ", "--gen-len", 24, "--steps", 20, "--seed", 5, "--num-samples", 2]
+    from_ckpt = run_cli_here(inference.main, ["--checkpoint", tiny_ckpt, *argv], capsys)
+    from_export = run_cli_here(inference.main, ["--checkpoint", out_dir, *argv], capsys)
+    assert from_ckpt[0] == from_export[0] == 0
+    assert _samples(from_ckpt[1]) == _samples(from_export[1]) and len(_samples(from_ckpt[1])) == 4
+
+
+@pytest.mark.slow
+def test_a_prompt_gives_the_same_text_alone_from_a_file_and_typed(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    common = ["--checkpoint", tiny_ckpt, "--gen-len", 16, "--steps", 10, "--seed", 2]
+    alone = [_samples(run_cli_here(inference.main, [*common, "--prompt", p], capsys)[1]) for p in ("the ", "and ")]
+    f = tmp_path / "prompts.txt"
+    f.write_text("the \n\nand \n")  # blank lines are skipped
+    code, out, _ = run_cli_here(inference.main, [*common, "--prompts-file", f], capsys)
+    assert code == 0 and "==== prompt 1/2: 'the '" in out and "==== prompt 2/2: 'and '" in out
+    assert [s for s in _samples(out) if not s.startswith("====")] == alone[0] + alone[1]
+    monkeypatch.setattr("sys.stdin", io.StringIO("the \n\u2603\nand \n"))  # a bad line says why and goes on
+    code, out, err = run_cli_here(inference.main, [*common, "--interactive"], capsys)
+    assert code == 0 and _samples(out) == alone[0] + alone[1]
+    assert err.count("\n") == 1 and err.startswith("error: 1 character(s) not in the model's vocabulary")
+
+
+@pytest.mark.slow
+def test_live_through_the_cli(tiny_ckpt, capsys):
+    code, out, _ = run_cli_here(inference.main, ["--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 16,
+                                                 "--steps", 8, "--live"], capsys)
+    assert code == 0 and out.count("\n-- step ") == 9 and "-- step 8/8: 0 of 16 generated positions masked" in out
