@@ -249,7 +249,9 @@ def get_config(argv, base=None):
         else:
             close = difflib.get_close_matches(arg, list(PRESETS), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise UserError(f"'{arg}' is neither a preset ({', '.join(PRESETS)}){hint} nor a .py config file nor a --key=value flag")
+            data = f": a text to train on goes in --data_path={arg}" if os.path.isfile(arg) else ""
+            raise UserError(f"'{arg}' is neither a preset ({', '.join(PRESETS)}){hint} nor a .py config file nor a "
+                            f"--key=value flag{data}")
         i += 1
     cfg = replace(cfg, **overrides)
     if overrides.get("infill") or overrides.get("prefix_file"):  # a text given here replaces a preset's/checkpoint's prompt

@@ -366,7 +366,7 @@ def train(cfg, env, data, run):
             dt = time.time() - t_last
             train_time += dt
             tps = tokens_since / dt
-            eta = eta_seconds(cfg, env, run, it + 1, dt / timed_iters)
+            eta = eta_seconds(cfg, env, run, it + 1, train_time / (it + 1 - run.start_iter))  # mean step time: steadier
             mfu = f" | mfu {flops_step * timed_iters / dt / peak * 100:.1f}%" if peak else ""
             print0(f"iter {it + 1}/{cfg.max_iters} | loss {loss_avg:.4f} | lr {lr:.2e} | "
                    f"{dt / timed_iters * 1000:.0f} ms/it | {tps:,.0f} tok/s{mfu} | eta {fmt_time(eta)}")

@@ -134,7 +134,8 @@ def load_checkpoint(path, map_location="cpu"):
     if not os.path.isfile(path):
         if os.path.isdir(path):
             raise UserError(f"checkpoint {path} is a directory without an exported model in it: {USE_INSTEAD}")
-        raise UserError(f"checkpoint {path} not found: train one with python train.py, or pass --checkpoint PATH")
+        raise UserError(f"checkpoint {path} not found: train one (python train.py cpu, ~15 min on a laptop CPU; then "
+                        f"python inference.py cpu samples it), or pass --checkpoint PATH")
     if str(path).endswith(".safetensors"):
         raise UserError(f"{path} holds an exported model's weights only: pass the folder it is in, "
                         f"--checkpoint {os.path.dirname(path) or '.'}")

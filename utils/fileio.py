@@ -79,8 +79,10 @@ def read_text(path, what, fix="", allow_empty=True, newline=None):
     try:
         with open(path, encoding="utf-8", newline=newline) as f:
             text = f.read()
-    except (FileNotFoundError, IsADirectoryError):
+    except FileNotFoundError:
         raise UserError(f"{what} {path} not found" + (f": {fix}" if fix else "")) from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a directory: give a text file") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{what} {path} is not UTF-8 text (byte {e.start}): convert it to UTF-8") from None
     except OSError as e:
