@@ -14,6 +14,7 @@ marker, so for a char model the output lines up with what was typed.
     c = Canvas.from_parts(tok, ["Once upon a ", 12, ". The end."])    # str = given text, int = a blank of N tokens
     texts, out, stats = generate(model, tok, c, cfg, schedule, device)  # or build_canvas(cfg, tok, block_size)
     c.render(out[0].tolist(), tok), c.fills(out[0].tolist(), tok)       # the full text; the blanks' texts
+    with StepBar(cfg.steps) as bar: generate(..., on_step=chain(bar, other_hook))   # a progress bar on a terminal
 """
 import re
 import time
