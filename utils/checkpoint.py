@@ -24,7 +24,6 @@ import pickle
 import re
 import shutil
 import warnings
-import zipfile
 
 import torch
 
@@ -181,15 +180,17 @@ def load_export(path):
     try:
         with open(os.path.join(path, EXPORT_CONFIG), encoding="utf-8") as f:
             meta = json.load(f)
-        assert isinstance(meta, dict) and all(isinstance(meta.get(k), t) for k, t in REQUIRED.items() if k != "model")
+        if not isinstance(meta, dict) or any(not isinstance(meta.get(k), t) for k, t in REQUIRED.items() if k != "model"):
+            raise ValueError("missing keys")
         tokenizer = meta["tokenizer"]
         name = EXPORT_BPE if tokenizer.get("kind") == "bpe" else EXPORT_CHARS
         with open(os.path.join(path, name), encoding="utf-8") as f:
             tokenizer = dict(kind="bpe", json=f.read()) if name == EXPORT_BPE else dict(kind="char", chars=json.load(f)["chars"])
-        assert isinstance(tokenizer.get("json", tokenizer.get("chars")), str)
+        if not isinstance(tokenizer.get("json", tokenizer.get("chars")), str):
+            raise ValueError("no vocabulary")
     except FileNotFoundError as e:
         raise UserError(f"exported model {path} lacks {os.path.basename(e.filename)}: export it again with scripts/export.py") from None
-    except (ValueError, AssertionError, KeyError, TypeError, AttributeError):  # JSONDecodeError and UnicodeDecodeError too
+    except (ValueError, KeyError, TypeError, AttributeError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise UserError(f"exported model {path} has an unreadable {EXPORT_CONFIG} or vocabulary: export it again with "
                         f"scripts/export.py") from None
     try:
