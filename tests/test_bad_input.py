@@ -240,8 +240,10 @@ def test_without_ffmpeg_the_gif_is_written_and_a_warning_says_why(files, tmp_pat
 def test_ctrl_c_in_training_names_the_last_checkpoint_and_the_command_that_resumes_it(tmp_path):
     args = [str(ROOT / "train.py"), f"--data_path={real_text()}", "--out_dir=run", *MICRO, "--max_iters=100000",
             "--eval_interval=5", "--log_interval=5"]
+    # SIGINT at its default in the child: a shell starts background jobs (nohup ... &) with it ignored, and a Python
+    # started that way never raises KeyboardInterrupt
     p = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in p.stdout:  # a real SIGINT once a checkpoint or two exist
         if line.startswith("eval 10:"):
             break
