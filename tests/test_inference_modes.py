@@ -53,8 +53,8 @@ def test_live_redraws_in_place_on_a_terminal_with_one_colour_per_state(monkeypat
 # ----------------------------------------------------------------------------- with a trained model
 
 def _samples(out):
-    """The sample lines of inference's stdout (the header names the checkpoint, the footer times it)."""
-    return [line for line in out.splitlines() if not line.startswith(("checkpoint ", "---- 1 x", "---- 2 x"))]
+    """The sample texts of inference's stdout (the header names the checkpoint; '---- ' lines hold timings)."""
+    return [line for line in out.splitlines() if not line.startswith(("checkpoint ", "---- "))]
 
 
 @pytest.mark.slow
@@ -79,7 +79,7 @@ def test_export_holds_weights_only_and_samples_exactly_like_the_checkpoint(tiny_
     from_ckpt = run_cli_here(inference.main, ["--checkpoint", tiny_ckpt, *argv], capsys)
     from_export = run_cli_here(inference.main, ["--checkpoint", out_dir, *argv], capsys)
     assert from_ckpt[0] == from_export[0] == 0
-    assert _samples(from_ckpt[1]) == _samples(from_export[1]) and len(_samples(from_ckpt[1])) == 4
+    assert _samples(from_ckpt[1]) == _samples(from_export[1]) and len(_samples(from_ckpt[1])) == 2
 
 
 @pytest.mark.slow
