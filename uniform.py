@@ -1,0 +1,171 @@
+"""Uniform-state discrete diffusion: forward noise, the exact discrete-time NELBO, its estimator, and the
+ancestral reverse sampler (UDLM, Schiff et al. 2024; Duo, Sahoo et al. 2025; D3PM, Austin et al. 2021).
+
+No [MASK]: with V the real vocabulary (the tokenizer's [MASK] id excluded) and alpha(t) from diffusion.Schedule,
+
+    q(x_t | x_0)     = alpha(t) onehot(x_0) + (1 - alpha(t)) / V           (noise = a uniform random token)
+    q(x_t | x_s)     = b onehot(x_s) + (1 - b) / V,  b = alpha(t) / alpha(s)  (s < t)
+    q(x_s | x_t, x0) = q(x_t | x_s) q(x_s | x0) / q(x_t | x0)
+    p(x_s | x_t)     = sum_x0 pi(x0) q(x_s | x_t, x0),  pi = the model's x0 distribution given (x_t, t)
+
+per position. p is the exact reverse step when pi is the true p(x0 | x_t), so the bound is tight there
+(tests/test_uniform.py). The NELBO, an upper bound on -log p(x0):
+
+    KL(q(x_T | x0) || uniform) + sum_{t=2..T} E_q(x_t|x0) KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t))
+                               + E_q(x_1|x0) [-log pi(x0 | x_1)]
+
+estimated, like mdlm's, with t drawn stratified from 1..T and the term multiplied by T. Derivation: learning.md.
+
+    python -c "from uniform import *; from diffusion import Schedule; print(prior_kl(Schedule(100), 65))"
+"""
+import math
+import time
+
+import torch
+
+from diffusion import predict_logits, stratified_times
+from sampler import filter_logits, sample_tokens, time_grid
+
+
+def real_ids(vocab_size, mask_id, device="cpu"):
+    """The ids noise may draw and the model may predict: every id but [MASK] (last for char, 1 for BPE)."""
+    ids = torch.arange(vocab_size, device=device)
+    return ids[ids != mask_id]
+
+
+def compact(x, real):
+    """Token ids -> positions in `real` (0..V-1), the index space of all the maths below."""
+    table = torch.zeros(int(real.max()) + 2, dtype=torch.long, device=x.device)
+    table[real.to(x.device)] = torch.arange(len(real), device=x.device)
+    return table[x.clamp(max=len(table) - 1)]
+
+
+def uniform_corrupt(x0, t, schedule, real, generator=None):
+    """q(x_t | x0): each token is kept with probability alpha(t), else replaced by a uniform draw from the real
+    vocabulary (which may be x0 again: a token survives with probability alpha + (1 - alpha) / V).
+    x0 (B, L) long, t (B,) long. Draws on the CPU, so a seed gives the same noise on any device."""
+    a = schedule.alpha[t.cpu()].float()[:, None]  # (B, 1)
+    keep = torch.rand(x0.shape, generator=generator) < a
+    noise = real.cpu()[torch.randint(0, len(real), x0.shape, generator=generator)]
+    return torch.where(keep.to(x0.device), x0, noise.to(x0.device))
+
+
+def _log_kernel(a, x, V):
+    """log(a onehot(x) + (1 - a) / V) over j (B, L, V) float64, a (B,): every distribution in this file is one.
+    Read as a function of j: q(x_s = j | x0 = x) with a = alpha(s); q(x_t = x | x_s = j) with a = alpha(t|s);
+    q(x_t = x | x0 = j) with a = alpha(t) (the kernel is symmetric in its two tokens)."""
+    a = a.double()[:, None, None]
+    miss = (torch.log1p(-a) - math.log(V)).expand(*x.shape, V)  # log((1 - a) / V); -inf when a = 1
+    hit = torch.log(a + (1 - a) / V).expand(*x.shape, 1)
+    return miss.scatter(-1, x[..., None], hit)
+
+
+def reverse_log_probs(logp0, xt, a_s, a_t, V):
+    """log p(x_s = j | x_t) for all j, with p = sum_x0 pi(x0) q(x_s | x_t, x0): (B, L, V) float64.
+    logp0 (B, L, V) log pi over the real vocabulary; xt (B, L) compact ids; a_s, a_t (B,) float64, a_s > a_t.
+
+    Writing w(x0) = pi(x0) / q(x_t | x0) and S = sum_x0 w(x0):
+        p(x_s = j | x_t) = q(x_t | x_s = j) * (a_s w(j) + (1 - a_s) / V * S)
+    (the posterior is linear in onehot(x0) once divided by its normaliser q(x_t | x0), which is why the mixture
+    is cheap). Worked in log space so that s = 0 (a_s = 1: p = pi exactly) and tiny pi stay finite."""
+    logp0 = logp0.double()
+    log_a = _log_kernel(a_t / a_s, xt, V)  # log q(x_t | x_s = j), alpha(t | s) = a_t / a_s
+    logw = logp0 - _log_kernel(a_t, xt, V)  # log pi(j) - log q(x_t | x0 = j)
+    as3 = a_s[:, None, None]
+    mix = torch.logaddexp(torch.log(as3) + logw,
+                          torch.log1p(-as3) - math.log(V) + torch.logsumexp(logw, -1, keepdim=True))
+    return log_a + mix
+
+
+def bound_terms(logits_real, x0c, xtc, t, schedule):
+    """The NELBO's step-t term at every position (B, L) float64, for one draw x_t:
+    KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t >= 2, -log pi(x0 | x_1) for t = 1.
+    logits_real (B, L, V) over the real vocabulary; x0c, xtc (B, L) compact ids; t (B,)."""
+    V = logits_real.size(-1)
+    logp0 = logits_real.double().log_softmax(-1)
+    recon = -logp0.gather(-1, x0c[..., None]).squeeze(-1)  # t = 1: p(x0 | x1) = pi
+    alpha = schedule.alpha.to(logits_real.device)
+    a_t = alpha[t]
+    # a stand-in a_s < 1 on rows with t = 1 keeps their (unused) KL finite, so no NaN leaks into the gradient
+    a_s = torch.where(t == 1, torch.full_like(a_t, 0.5), alpha[t - 1])
+    a_t = torch.where(t == 1, torch.full_like(a_t, 0.25), a_t)
+    log_p = reverse_log_probs(logp0, xtc, a_s, a_t, V)
+    # the true posterior, Bayes: log q(x_s=j | x_t, x0) = log q(x_t | x_s=j) + log q(x_s=j | x0) - log q(x_t | x0)
+    log_z = _log_kernel(a_t, xtc, V).gather(-1, x0c[..., None])  # (B, L, 1)
+    log_q = _log_kernel(a_t / a_s, xtc, V) + _log_kernel(a_s, x0c, V) - log_z
+    kl = (log_q.exp() * (log_q - log_p)).sum(-1)  # every q > 0 here (a_s < 1), so no 0 * log 0
+    return torch.where((t == 1)[:, None], recon, kl)
+
+
+def prior_kl(schedule, V):
+    """KL(q(x_T | x0) || uniform) per token, nats: 0 when alpha(T) = 0 (every schedule here), kept for honesty."""
+    a = schedule.alpha[-1].item()
+    if a == 0.0:
+        return 0.0
+    hit = a + (1 - a) / V
+    return hit * math.log(V * hit) + (V - 1) * (1 - a) / V * math.log(1 - a)
+
+
+def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None):
+    """One training/eval pass: (loss, per-sequence NELBO estimate in nats/token (B,), aux).
+    T times the step-t term at a stratified t, summed over positions, plus the prior term, divided by L.
+    aux: t, noised = (x_t != x0) (the positions the noise changed), logits (B, L, V_real), real (the ids)."""
+    B, L = x0.shape
+    if t is None:
+        t = stratified_times(B, schedule.T, generator, x0.device)
+    real = real_ids(model.args.vocab_size, mask_id, x0.device)
+    xt = uniform_corrupt(x0, t, schedule, real, generator)
+    logits = predict_logits(model, xt, t, mask_id).index_select(-1, real)  # (B, L, V): [MASK] never predicted
+    terms = bound_terms(logits, compact(x0, real), compact(xt, real), t, schedule)  # (B, L) float64
+    nelbo = (schedule.T * terms.sum(1) + L * prior_kl(schedule, len(real))) / L
+    return nelbo.float().mean(), nelbo.detach().float(), dict(t=t, noised=xt != x0, logits=logits.detach(), real=real)
+
+
+@torch.no_grad()
+def sample_uniform(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=0, top_p=1.0,
+                   generator=None, on_step=None, on_start=None):
+    """Ancestral reverse process for uniform noise. x (B, L) the canvas; positions where gen_mask is True start
+    as uniform random tokens (x_T) and every one of them is redrawn from p(x_s | x_t) at every step t -> s of
+    time_grid(T, steps); positions outside gen_mask are fixed text, never changed (and seen clean).
+    temperature / top-k / top-p shape pi, the model's x0 distribution, before it enters the posterior; the draw
+    from the posterior is then exact (float64), and temperature 0 takes its argmax. The step into s = 0 draws
+    from pi itself. The model is told the grid time t, the noise level it was trained on.
+    on_start(x) sees the initial noise; on_step(dict) after each step gets step, t, s, time (B,), x, prev, changed,
+    conf (probability of each current token under the step's posterior), gen_mask, nfe, last, and the mdlm
+    sampler's keys (revealed = changed, remasked and is_masked_before all False) so its trace and change-rate
+    hooks work unchanged. Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample)."""
+    t0 = time.perf_counter()
+    B, L = x.shape
+    if L > model.args.block_size:
+        raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {model.args.block_size}")
+    dev, gen_mask = x.device, gen_mask.bool()
+    real = real_ids(model.args.vocab_size, mask_id, dev)
+    V = len(real)
+    noise = real[torch.randint(0, V, (B, L), generator=generator).to(dev)]
+    x = torch.where(gen_mask, noise, x)
+    if on_start is not None:
+        on_start(x)
+    grid = time_grid(schedule.T, steps)
+    alpha = schedule.alpha.to(dev)
+    conf = torch.zeros(B, L, dtype=torch.float64, device=dev)
+    none = torch.zeros_like(gen_mask)
+    for i in range(steps):
+        t, s = grid[i], grid[i + 1]
+        tt = torch.full((B,), t, dtype=torch.long, device=dev)
+        logits = predict_logits(model, x, tt, mask_id).index_select(-1, real)  # (B, L, V)
+        logp0 = filter_logits(logits, temperature, top_k, top_p)  # float64, -inf outside top-k/top-p
+        log_p = reverse_log_probs(logp0, compact(x, real), alpha[torch.full_like(tt, s)], alpha[tt], V)
+        draw = sample_tokens(log_p[gen_mask], temperature, generator)  # (N,) only generated positions
+        prev = x
+        x = x.clone()
+        x[gen_mask] = real[draw]
+        conf = conf.clone()
+        conf[gen_mask] = log_p[gen_mask].gather(-1, draw[:, None]).squeeze(-1).exp()
+        if on_step is not None:
+            changed = (x != prev) & gen_mask
+            on_step(dict(step=i + 1, t=t, s=s, time=tt, x=x, prev=prev, changed=changed, revealed=changed,
+                         remasked=none, is_masked_before=none, conf=conf, gen_mask=gen_mask, logp=log_p[gen_mask],
+                         nfe=torch.full((B,), i + 1), block=0, n_blocks=1, last=i + 1 == steps,
+                         finished=[i + 1 == steps] * B))
+    secs = time.perf_counter() - t0
+    return x, dict(nfe=steps, nfe_per_sample=[steps] * B, seconds=secs, seconds_per_sample=[secs] * B, blocks=1)
