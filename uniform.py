@@ -106,14 +106,15 @@ def prior_kl(schedule, V):
     return hit * math.log(V * hit) + (V - 1) * (1 - a) / V * math.log(1 - a)
 
 
-def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None):
+def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_size=None):
     """One training/eval pass: (loss, per-sequence NELBO estimate in nats/token (B,), aux).
+    vocab_size: the tokenizer's (default model.args.vocab_size; a DDP-wrapped model has no .args).
     T times the step-t term at a stratified t, summed over positions, plus the prior term, divided by L.
     aux: t, noised = (x_t != x0) (the positions the noise changed), logits (B, L, V_real), real (the ids)."""
     B, L = x0.shape
     if t is None:
         t = stratified_times(B, schedule.T, generator, x0.device)
-    real = real_ids(model.args.vocab_size, mask_id, x0.device)
+    real = real_ids(vocab_size or model.args.vocab_size, mask_id, x0.device)
     xt = uniform_corrupt(x0, t, schedule, real, generator)
     logits = predict_logits(model, xt, t, mask_id).index_select(-1, real)  # (B, L, V): [MASK] never predicted
     terms = bound_terms(logits, compact(x0, real), compact(xt, real), t, schedule)  # (B, L) float64
@@ -123,14 +124,14 @@ def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None):
 
 @torch.no_grad()
 def sample_uniform(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=0, top_p=1.0,
-                   generator=None, on_step=None, on_start=None):
+                   generator=None, on_step=None):
     """Ancestral reverse process for uniform noise. x (B, L) the canvas; positions where gen_mask is True start
     as uniform random tokens (x_T) and every one of them is redrawn from p(x_s | x_t) at every step t -> s of
     time_grid(T, steps); positions outside gen_mask are fixed text, never changed (and seen clean).
     temperature / top-k / top-p shape pi, the model's x0 distribution, before it enters the posterior; the draw
     from the posterior is then exact (float64), and temperature 0 takes its argmax. The step into s = 0 draws
     from pi itself. The model is told the grid time t, the noise level it was trained on.
-    on_start(x) sees the initial noise; on_step(dict) after each step gets step, t, s, time (B,), x, prev, changed,
+    on_step(dict) after each step gets step, t, s, time (B,), x, prev (at step 1: the initial noise), changed,
     conf (probability of each current token under the step's posterior), gen_mask, nfe, last, and the mdlm
     sampler's keys (revealed = changed, remasked and is_masked_before all False) so its trace and change-rate
     hooks work unchanged. Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample)."""
@@ -143,8 +144,6 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0
     V = len(real)
     noise = real[torch.randint(0, V, (B, L), generator=generator).to(dev)]
     x = torch.where(gen_mask, noise, x)
-    if on_start is not None:
-        on_start(x)
     grid = time_grid(schedule.T, steps)
     alpha = schedule.alpha.to(dev)
     conf = torch.zeros(B, L, dtype=torch.float64, device=dev)
