@@ -56,7 +56,8 @@ class Config:
     n_embd: int = trained(384)          # head_dim = n_embd / n_head = 64
     time_cond: str = trained("learned")  # 'learned' Embedding(T+1, d) added to the input | 'adaln' (DiT adaLN-Zero) | 'none'
     # ---- objective
-    objective: str = trained("mdlm")    # 'mdlm' masked diffusion | 'ar' same net, causal, next-token loss
+    objective: str = trained("mdlm")    # 'mdlm' masked diffusion | 'uniform' uniform-state diffusion (no [MASK];
+                                        # uniform.py) | 'ar' same net, causal, next-token loss
     diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process
     schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T | 'cosine_offset' (s=0.008)
     loss_type: str = "elbo"             # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
@@ -293,6 +294,8 @@ def validate(cfg):
         raise UserError(f"top_k must be >= 1, or 0 to turn it off; got {cfg.top_k}")
     if not 0 < cfg.top_p <= 1:
         raise UserError(f"top_p must be in (0, 1], got {cfg.top_p}")
+    if cfg.objective == "uniform":
+        check_uniform(cfg)
     if cfg.steps > cfg.diffusion_steps and cfg.objective == "mdlm" and cfg.tokens_per_step == "schedule" and not cfg.threshold:
         raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} "
                         f"or fewer, or --tokens_per_step=linear (its step count is free)")
@@ -320,6 +323,19 @@ def validate(cfg):
         raise UserError(f"muon_lr must be > 0 and muon_momentum in [0, 1), got {cfg.muon_lr}, {cfg.muon_momentum}")
     if not 0 <= cfg.ema < 1:
         raise UserError(f"ema must be 0 (off) or a decay in (0, 1) such as 0.999, got {cfg.ema}")
+
+
+def check_uniform(cfg):
+    """Uniform-state diffusion trains its NELBO on every position and samples ancestrally on the time grid:
+    the masked-diffusion options that would silently do nothing (or something else) are refused."""
+    if cfg.loss_type != "elbo" or cfg.mask_span or cfg.head_on_masked_only:
+        raise UserError("objective=uniform trains its NELBO at every position: use loss_type=elbo, mask_span=0 "
+                        "and head_on_masked_only=false")
+    if cfg.threshold or cfg.semi_ar_length or cfg.remask == "remdm":
+        raise UserError("objective=uniform samples ancestrally (every position redrawn each step): threshold, "
+                        "semi_ar_length and remask=remdm are masked-diffusion samplers; leave them off")
+    if cfg.steps > cfg.diffusion_steps:
+        raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} or fewer")
 
 
 def config_to_dict(cfg):

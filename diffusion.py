@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-OBJECTIVES = ("mdlm", "ar")  # masked diffusion (diffusion_loss) | the causal baseline (ar_loss)
+OBJECTIVES = ("mdlm", "uniform", "ar")  # masked diffusion (diffusion_loss) | uniform-state (uniform.py) | causal (ar_loss)
 SCHEDULES = ("cosine", "linear", "cosine_offset")  # Schedule's kinds
 LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
 LN2 = math.log(2)
@@ -142,9 +142,10 @@ def ar_loss(model, x):
 @torch.no_grad()
 def evaluate(model, windows, schedule, mask_id, objective, batch_size, device, ctx, n_t=1, seed=0,
              chars_per_token=1.0, details=False, entropy_bins=10):
-    """Bound (mdlm) or exact NLL (ar) over fixed windows (N, L) or (N, L+1) for ar.
+    """Bound (mdlm, uniform) or exact NLL (ar) over fixed windows (N, L) or (N, L+1) for ar.
     Returns dict: nats_per_token, se, bits_per_char, bpc_se, ppl (per token) and, with
-    details, recon_acc and entropy_by_t (list of (t_lo, t_hi, mean entropy in nats))."""
+    details, recon_acc and entropy_by_t (list of (t_lo, t_hi, mean entropy in nats)): at the masked
+    positions for mdlm, at the positions the noise changed for uniform."""
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -168,11 +169,17 @@ def evaluate(model, windows, schedule, mask_id, objective, batch_size, device, c
         for k in range(n_t):
             t = stratum_time(k * N + perm[i:i + len(x)], u[:, k], N * n_t, T).to(device)
             with ctx:
-                _, nelbo, aux = diffusion_loss(model, x, schedule, mask_id, generator=g, t=t)
+                if objective == "uniform":
+                    from uniform import uniform_loss  # here, not at the top: uniform.py builds on this module
+                    _, nelbo, aux = uniform_loss(model, x, schedule, mask_id, generator=g, t=t)
+                    m, pred = aux["noised"], aux["real"][aux["logits"].argmax(-1)]
+                else:
+                    _, nelbo, aux = diffusion_loss(model, x, schedule, mask_id, generator=g, t=t)
+                    m, pred = aux["masked"], aux["logits"].argmax(-1)
             ests[:, k] = nelbo.double().cpu()
             if details:
-                m, logits = aux["masked"], aux["logits"]
-                correct += ((logits.argmax(-1) == x) & m).sum().item()
+                logits = aux["logits"]
+                correct += ((pred == x) & m).sum().item()
                 n_masked += m.sum().item()
                 logp = logits.log_softmax(-1)
                 ent = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)  # (B, L)
@@ -190,7 +197,7 @@ def evaluate(model, windows, schedule, mask_id, objective, batch_size, device, c
                bpc_se=se / chars_per_token / LN2, ppl=math.exp(mean), n_windows=len(v), n_t=n_t)
     if mc_var:
         out["mc_se_max"] = torch.cat(mc_var).sum().sqrt().item() / len(v)
-    if details and objective == "mdlm":
+    if details and objective != "ar":
         out["recon_acc"] = correct / max(n_masked, 1)
         edges = [round(1 + j * T / entropy_bins) for j in range(entropy_bins + 1)]
         out["entropy_by_t"] = [(edges[j], edges[j + 1] - 1, (ent_sum[j] / ent_cnt[j]).item() if ent_cnt[j] else float("nan"))

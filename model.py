@@ -1,6 +1,6 @@
 """The network: a transformer with RoPE, parameter-free RMSNorm, relu^2 MLP and no biases.
 
-Bidirectional for masked diffusion (objective='mdlm'), causal for the autoregressive
+Bidirectional for diffusion (objective='mdlm' or 'uniform'), causal for the autoregressive
 baseline (objective='ar'): one code path, one flag. With time_cond='learned' a learned
 Embedding(T+1, n_embd) of the diffusion step t is added to every position's input; with
 time_cond='adaln' a sinusoidal embedding of t/T sets a per-layer shift, scale and gate of the
@@ -35,7 +35,7 @@ class ModelArgs:
     def from_config(cls, cfg, vocab_size):
         return cls(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                    n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps,
-                   time_cond=cfg.time_cond if cfg.objective == "mdlm" else "none", causal=cfg.objective == "ar")
+                   time_cond=cfg.time_cond if cfg.objective != "ar" else "none", causal=cfg.objective == "ar")
 
 
 def rms_norm(x):

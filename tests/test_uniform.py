@@ -1,5 +1,5 @@
-"""Uniform-state diffusion (uniform.py) against brute force, closed forms and invariants.
-OMP_NUM_THREADS=1 python -m pytest -q tests/test_uniform.py"""
+"""Uniform-state diffusion (uniform.py) against brute force, closed forms and invariants, and its wiring.
+OMP_NUM_THREADS=1 python -m pytest -q tests/test_uniform.py   (-m "not slow": the maths only, ~3 s)"""
 import itertools
 import math
 
@@ -258,3 +258,20 @@ def test_sampler_is_deterministic_for_a_seed():
     x, gm = _canvas()
     run = lambda seed: sample_uniform(model, x.clone(), gm, Schedule(20), 1, 10, generator=torch.Generator().manual_seed(seed))[0]
     assert torch.equal(run(1), run(1)) and not torch.equal(run(1), run(2))
+
+
+# ---- wiring: config (train.py, inference.py, scripts/eval.py below)
+
+TINY_U = ["--objective=uniform", "--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=8",
+          "--diffusion_steps=20", "--steps=5", "--gen_len=16", "--eval_iters=2", "--device=cpu", "--learning_rate=3e-3",
+          "--warmup_iters=5", "--log_interval=20"]
+
+
+@pytest.mark.parametrize("flag", ["--loss_type=masked_ce", "--threshold=0.9", "--semi_ar_length=8", "--mask_span=4",
+                                  "--steps=50", "--head_on_masked_only"])
+def test_config_refuses_masked_only_options(flag):
+    from config import get_config
+    from utils.errors import UserError
+    with pytest.raises(UserError):
+        get_config(TINY_U + [flag])
+
