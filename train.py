@@ -3,6 +3,7 @@
     python train.py                                   # reference recipe: char Tiny Shakespeare, 6/6/384, 5000 iters
     python train.py cpu                               # the main job: Tiny Shakespeare (data/), ~15 min on 2 CPU cores
     python train.py cpu --objective=ar                # the autoregressive baseline, same code and budget
+    python train.py shakespeare_cpu --objective=uniform   # uniform-state diffusion (no [MASK]; uniform.py)
     python train.py cpu --max_iters=0                 # build data, tokenizer, model; print config and params; exit
     python train.py tinystories_bpe                   # BPE (data/stories.txt + artifacts/tokenizer/tokenizer.json), 12.23M params
     python train.py cpu --resume                      # continue from out_dir/model.pt (exactly as if never stopped)
@@ -31,6 +32,7 @@ import torch
 from config import RESUMABLE_KEYS, config_to_dict, format_config, get_config, help_text, renamed_keys, wants_help
 from diffusion import Schedule, ar_loss, diffusion_loss, evaluate, stratified_times
 from model import ModelArgs, Transformer
+from uniform import uniform_loss
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, get_batch, prepare_data
 from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, estimate_tokens_per_s, grad_accum_steps,
@@ -398,9 +400,13 @@ def train_step(cfg, env, data, run, it):
                 else:
                     t = stratified_times(cfg.batch_size, cfg.diffusion_steps, device=env.device, offset=slot * cfg.batch_size,
                                          total=cfg.batch_size * accum * world, u=u)
-                    loss, _, _ = diffusion_loss(model, x, run.schedule, data.tok.mask_id, cfg.loss_type,
-                                                keyed_generator(cfg.seed, STREAM_MASK, it, slot), t=t,
-                                                masked_only=cfg.head_on_masked_only, mask_span=cfg.mask_span)
+                    noise_g = keyed_generator(cfg.seed, STREAM_MASK, it, slot)  # the masks, or the uniform noise
+                    if cfg.objective == "uniform":
+                        loss, _, _ = uniform_loss(model, x, run.schedule, data.tok.mask_id, noise_g, t=t,
+                                                  vocab_size=data.tok.vocab_size)
+                    else:
+                        loss, _, _ = diffusion_loss(model, x, run.schedule, data.tok.mask_id, cfg.loss_type, noise_g, t=t,
+                                                    masked_only=cfg.head_on_masked_only, mask_span=cfg.mask_span)
             (loss / accum).backward()  # the mean over micro-steps; DDP's all-reduce makes it the global mean
         step_loss += loss.detach() / accum
     norm = None
@@ -456,7 +462,7 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
     prompt_len = len(tok.encode(cfg.prompt))
     gen_len = min(cfg.gen_len, cfg.block_size - prompt_len - (cfg.objective == "ar"))
     # the denoising trace of sample 0 (its frame sized for prompt + gen_len tokens)
-    writer = open_trace(cfg, prompt_len + gen_len, chars_per_token) if cfg.objective == "mdlm" else None
+    writer = open_trace(cfg, prompt_len + gen_len, chars_per_token) if cfg.objective != "ar" else None
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
     print(f"sampling {n} x {gen_len} tokens" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
     with StepBar(None if cfg.threshold else cfg.steps, on=cfg.objective == "mdlm") as bar:
@@ -472,8 +478,9 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
           f"({res['n_windows']} windows{'' if ar else ' x %d t' % res['n_t']})")
     print(f"  perplexity (per token, {'exact' if ar else 'from the bound'}): {res['ppl']:.3f}")
     if "recon_acc" in res:
-        print(f"  masked reconstruction accuracy: {res['recon_acc']:.4f}")
-        print("  entropy per timestep (nats, masked positions): " +
+        where = "positions the noise changed" if cfg.objective == "uniform" else "masked positions"
+        print(f"  reconstruction accuracy ({where}): {res['recon_acc']:.4f}")
+        print(f"  entropy per timestep (nats, {where}): " +
               "  ".join(f"t{lo}-{hi}:{e:.2f}" for lo, hi, e in res["entropy_by_t"]))
         print(f"  reverse-step token change rate: {change.rate:.4f}")
     print(f"  distinct-2 of {n} samples (prompt excluded): {distinct_n(texts, 2):.4f}; "

@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from config import config_from_dict  # noqa: E402
 from diffusion import Schedule, evaluate  # noqa: E402
 from sampler import sample, sample_ar  # noqa: E402
+from uniform import sample_uniform  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
@@ -118,9 +119,9 @@ def load_run(path, args, device):
     if args.val_path is not None:
         cfg = replace(cfg, val_path=args.val_path)
     tok = tokenizer_from_state(ckpt["tokenizer"])
-    if cfg.objective == "mdlm" and args.steps > cfg.diffusion_steps:
+    if cfg.objective != "ar" and args.steps > cfg.diffusion_steps:
         raise UserError(f"--steps {args.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: use --steps {cfg.diffusion_steps}")
-    if args.sweep_key == "steps" and cfg.objective == "mdlm" and max(args.sweep_values) > cfg.diffusion_steps:
+    if args.sweep_key == "steps" and cfg.objective != "ar" and max(args.sweep_values) > cfg.diffusion_steps:
         raise UserError(f"--sweep steps up to {max(args.sweep_values)} exceeds diffusion_steps={cfg.diffusion_steps} of {path}")
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, tok=tok, fp=fingerprint(tok))
 
@@ -164,8 +165,9 @@ def draw_samples(run, start, gen_len, n, steps, temperature, batch_size, device,
             x = torch.cat([prompt, torch.full((B, gen_len), tok.mask_id, device=device)], 1)
             gen_mask = torch.zeros_like(x, dtype=torch.bool)
             gen_mask[:, P:] = True
-            x, _ = sample(model, x, gen_mask, schedule, tok.mask_id, steps, temperature, generator=generator,
-                          on_step=chain(change, bar))
+            reverse = sample_uniform if cfg.objective == "uniform" else sample
+            x, _ = reverse(model, x, gen_mask, schedule, tok.mask_id, steps, temperature, generator=generator,
+                           on_step=chain(change, bar))
         out.append(x.cpu())
     return torch.cat(out)
 
@@ -227,7 +229,7 @@ def evaluate_run(run, args, scorer, device, bar):
             raise UserError(f"--infill-len {args.infill_len} must be shorter than the context {L}")
         iw = fixed_windows(ids, args.n_infill, L)
         row.update(infill_recovery(model, iw, schedule, tok.mask_id, args.infill_len, args.steps,
-                                   args.infill_temperature, g, args.batch_size, device))
+                                   args.infill_temperature, g, args.batch_size, device, cfg.objective))
         bar(n=-(-args.n_infill // args.batch_size) * args.steps)
     row["seconds"] = time.time() - t0
     return row

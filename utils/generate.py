@@ -23,6 +23,7 @@ from dataclasses import replace
 import torch
 
 from sampler import sample, sample_ar
+from uniform import sample_uniform
 from utils.errors import UserError
 from utils.fileio import read_text
 
@@ -177,6 +178,8 @@ def describe_sampler(cfg):
     """One line naming every sampling setting in force."""
     if cfg.objective == "ar":
         how = "AR + KV cache"
+    elif cfg.objective == "uniform":
+        how = f"{cfg.steps} ancestral uniform-noise steps (every position redrawn each step)"
     elif cfg.threshold:
         how = f"threshold {cfg.threshold:g} (NFE adaptive, committed tokens final), order {cfg.order}"
     else:
@@ -206,8 +209,12 @@ def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=
         fills = [[f[len(canvas.prefix):]] for f in full]
     else:
         x, gen_mask = canvas.tensors(B, device)
-        out, stats = sample(model, x, gen_mask, schedule, tok.mask_id, cfg.steps, cfg.temperature, cfg.top_k,
-                            cfg.top_p, generator=generator, on_step=on_step, **sampler_options(cfg))
+        if cfg.objective == "uniform":
+            out, stats = sample_uniform(model, x, gen_mask, schedule, tok.mask_id, cfg.steps, cfg.temperature, cfg.top_k,
+                                        cfg.top_p, generator=generator, on_step=on_step)
+        else:
+            out, stats = sample(model, x, gen_mask, schedule, tok.mask_id, cfg.steps, cfg.temperature, cfg.top_k,
+                                cfg.top_p, generator=generator, on_step=on_step, **sampler_options(cfg))
         P = canvas.prefix_len
         rows = out.tolist()
         full = [canvas.render(row, tok) for row in rows]

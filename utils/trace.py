@@ -26,10 +26,12 @@ from utils.video import TraceWriter
 class TraceHook:
     """Turns the sampler's per-step info into trace frames for one sample of the batch: given text (prompt,
     infill context, suffix) in the 'prompt' state, committed tokens coloured by confidence, re-masked ones
-    marked, and the sample's own NFE and block in the header."""
+    marked, and the sample's own NFE and block in the header. Uniform noise (noise_start): the first frame is
+    the random canvas the sampler starts from (faded), then each step's changed tokens show as 'new'."""
 
-    def __init__(self, writer, tok, every, T, row=0):
+    def __init__(self, writer, tok, every, T, row=0, noise_start=False):
         self.writer, self.tok, self.every, self.T, self.row, self.frames = writer, tok, every, T, row, 0
+        self.noise_start = noise_start
         self.drawn_done = False
         self.seen_nfe = 0
 
@@ -52,6 +54,9 @@ class TraceHook:
         self.frame(x.masked_fill(gen_mask, self.tok.mask_id), gen_mask, z, z, torch.zeros(x.shape, dtype=torch.float64), 0, self.T)
 
     def __call__(self, info):
+        if self.noise_start and self.frames == 0:  # step 1's prev is the sampler's initial noise x_T
+            z = torch.zeros_like(info["gen_mask"])
+            self.frame(info["prev"], info["gen_mask"], z, z, torch.zeros(z.shape, dtype=torch.float64), 0, self.T)
         nfe = int(info["nfe"][self.row])
         if nfe == self.seen_nfe:
             return  # this sample sat the step out (threshold decoding: it had already finished)
@@ -85,6 +90,10 @@ def open_trace(cfg, n_tokens=0, chars_per_token=0.0):
         # The final text is unknown when the size is fixed (frames stream to ffmpeg). Each "\n" ends
         # a row early (TinyStories: one per ~130 chars, wasting ~36 cells), whole tokens wrap: x1.5.
         rows = math.ceil(1.5 * n_tokens * chars_per_token / cols) + 1
+    elif cfg.objective == "uniform" and n_tokens:
+        # char uniform noise: no [MASK] placeholders to size the grid from, and the newlines move every step;
+        # the renderer's estimate for a masked char canvas (~3 cells per token) holds for the finished text too
+        rows = math.ceil(3 * n_tokens / cols) + 1
     return TraceWriter(cfg.viz_video, os.path.splitext(cfg.viz_video)[0] + ".gif", frame_ms=cfg.gif_frame_ms,
                        cols=cols, rows=rows,
                        title=f"micro-dllm  T={cfg.diffusion_steps}  {trace_title(cfg)}")
@@ -92,6 +101,8 @@ def open_trace(cfg, n_tokens=0, chars_per_token=0.0):
 
 def trace_title(cfg):
     """The sampler settings, short enough for a 64-cell header."""
+    if cfg.objective == "uniform":
+        return f"uniform noise, {cfg.steps} steps, temp {cfg.temperature:g}"
     how = [f"threshold {cfg.threshold:g}" if cfg.threshold else f"{cfg.steps} steps"]
     how += [] if cfg.threshold or cfg.tokens_per_step == "schedule" else [cfg.tokens_per_step]
     how += [] if cfg.order == "confidence" else [cfg.order]
@@ -103,10 +114,12 @@ def trace_title(cfg):
 def generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):
     """generate() while recording the trace of sample 0; returns what generate() returns.
     The writer is closed here (its .result says what was written)."""
-    hook = TraceHook(writer, tok, cfg.trace_every, cfg.diffusion_steps)
+    uniform = cfg.objective == "uniform"
+    hook = TraceHook(writer, tok, cfg.trace_every, cfg.diffusion_steps, noise_start=uniform)
     both = hook if on_step is None else (lambda info: (hook(info), on_step(info)))
     with writer:
-        hook.start(*canvas.tensors(1, "cpu"))
+        if not uniform:  # uniform noise: the start frame is the sampler's own x_T (see TraceHook)
+            hook.start(*canvas.tensors(1, "cpu"))
         return generate(model, tok, canvas, cfg, schedule, device, generator, on_step=both)
 
 
