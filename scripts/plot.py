@@ -5,9 +5,10 @@ Run from the repo root:
     python scripts/plot.py curves artifacts/models/cpu artifacts/models/cpu_ar        # train/val bits/char, runs on one chart
     python scripts/plot.py entropy artifacts/eval/cpu.json                            # entropy per timestep
     python scripts/plot.py frontier artifacts/eval/cpu_sweep.json                     # gen-PPL vs sample entropy
+    python scripts/plot.py nfe artifacts/eval/baby_uniform_vs_mdlm.json               # gen-PPL and entropy vs NFE
 
 `curves` reads each run directory's metrics.jsonl (written by train.py); `entropy` and `frontier`
-read the JSON of scripts/eval.py (`frontier` needs its --sweep). --out names the PNG; an existing
+read the JSON of scripts/eval.py (`frontier` needs its --sweep; `nfe` a --sweep steps=...). --out names the PNG; an existing
 PNG there is replaced (atomically).
 """
 import json
@@ -22,7 +23,7 @@ from utils.fileio import atomic_path  # noqa: E402
 
 LN2 = math.log(2)
 DEFAULT_OUT = {"curves": "artifacts/plots/curves.png", "entropy": "artifacts/plots/entropy.png",
-               "frontier": "artifacts/plots/frontier.png"}
+               "frontier": "artifacts/plots/frontier.png", "nfe": "artifacts/plots/nfe.png"}
 
 
 def read_jsonl(path):
@@ -172,16 +173,61 @@ def plot_frontier(paths, out):
     _save(plt, fig, out)
 
 
+def plot_nfe(paths, out):
+    """gen-PPL (left) and sample entropy (right) against the number of reverse steps, one line per diffusion run,
+    its bound in the legend; AR runs as a dashed level. gen-PPL alone flatters a sampler that repeats itself,
+    so the entropy panel sits beside it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax, ax_e) = plt.subplots(1, 2, figsize=(12, 5), dpi=120)
+    n, ref = 0, None
+    for p in paths:
+        d = read_eval_json(p)
+        ref = ref or d.get("val_sample_entropy")
+        for r in d["runs"]:
+            label = f"{r['name']} ({r['objective']}, {'=' if r['objective'] == 'ar' else '<='} {r['bits_per_char']:.3f} bits/char)"
+            if r["objective"] == "ar":
+                if r.get("gen_ppl") is not None:
+                    ax.axhline(r["gen_ppl"], color="k", ls="--", lw=1, label=label)
+                    ax_e.axhline(r["sample_entropy"], color="k", ls="--", lw=1)
+                continue
+            sw = sorted((s for s in r.get("sweep", []) if s.get("steps") and s.get("gen_ppl") is not None),
+                        key=lambda s: s["steps"])
+            if not sw:
+                continue
+            xs = [s["steps"] for s in sw]
+            line, = ax.plot(xs, [s["gen_ppl"] for s in sw], marker="o", label=label)
+            ax_e.plot(xs, [s["sample_entropy"] for s in sw], marker="o", color=line.get_color())
+            n += 1
+    if not n:
+        raise UserError("no steps sweep in " + ", ".join(paths) + ": run scripts/eval.py with --sweep steps=8,16,32,64 "
+                        "--ar-checkpoint AR.pt --json FILE")
+    if ref:
+        ax_e.axhline(ref, color="grey", ls=":", lw=1, label=f"held-out text {ref:.2f}")
+        ax_e.legend(fontsize=8)
+    for a in (ax, ax_e):
+        a.set_xscale("log", base=2)
+        a.set_xlabel("reverse steps (NFE)")
+        a.grid(alpha=0.3)
+    ax.set_ylabel("generative perplexity under the AR judge (lower = likelier)")
+    ax_e.set_ylabel("sample entropy (nats; too low = repetitive)")
+    ax.set_title("gen-PPL vs NFE")
+    ax_e.set_title("sample entropy vs NFE")
+    ax.legend(fontsize=8)
+    _save(plt, fig, out)
+
+
 def main(argv):
     p = ArgParser(prog="scripts/plot.py", description="Plot training curves and evaluations to PNG.")
-    p.add_argument("what", choices=tuple(DEFAULT_OUT), help="curves: run dirs; entropy/frontier: eval.py JSON files")
+    p.add_argument("what", choices=tuple(DEFAULT_OUT), help="curves: run dirs; entropy/frontier/nfe: eval.py JSON files")
     p.add_argument("inputs", nargs="+", help="run directories (curves) or eval.py --json files (entropy, frontier)")
     p.add_argument("--out", default="", help="PNG path (default artifacts/plots/<what>.png)")
     a = p.parse_args(argv)
     out = a.out or DEFAULT_OUT[a.what]
     if not out.lower().endswith(".png"):
         raise UserError(f"--out {out} should end in .png")
-    dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier)[a.what](a.inputs, out)
+    dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier, nfe=plot_nfe)[a.what](a.inputs, out)
 
 
 if __name__ == "__main__":
