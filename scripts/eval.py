@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from config import config_from_dict  # noqa: E402
 from diffusion import Schedule, evaluate  # noqa: E402
-from sampler import sample, sample_ar  # noqa: E402
+from sampler import ORDERS, sample, sample_ar  # noqa: E402
 from uniform import sample_uniform  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
@@ -60,6 +60,9 @@ def parse_args(argv):
     p.add_argument("--prompt", default="", help="text every sample starts from; '' = the AR start token (newline/EOT)")
     p.add_argument("--steps", type=int, default=64, help="reverse diffusion steps (NFE) for samples and infill")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = argmax)")
+    p.add_argument("--order", choices=ORDERS, default="confidence",
+                   help="mdlm samples: reveal order (random + --remask none = ancestral with fixed counts, MDLM)")
+    p.add_argument("--remask", choices=("refine", "none"), default="refine", help="mdlm samples: refine (reference) | none")
     p.add_argument("--infill-len", type=int, default=20, help="held-out span in tokens (nanoDLM: 20 chars); 0 = skip")
     p.add_argument("--n-infill", type=int, default=64, help="validation windows with one held-out span each")
     p.add_argument("--infill-temperature", type=float, default=0.0, help="temperature for infilling (0 = most likely fill)")
@@ -149,8 +152,10 @@ class Progress:
         self.bar.update(n)
 
 
-def draw_samples(run, start, gen_len, n, steps, temperature, batch_size, device, generator, change=None, bar=None):
-    """n samples of gen_len tokens after the fixed start ids, from either objective. Returns (n, P + gen_len)."""
+def draw_samples(run, start, gen_len, n, steps, temperature, batch_size, device, generator, change=None, bar=None,
+                 mdlm_opts=None):
+    """n samples of gen_len tokens after the fixed start ids, from any objective (mdlm_opts: sampler.sample's
+    order/remask for masked diffusion; uniform has one sampler). Returns (n, P + gen_len)."""
     model, cfg, tok = run["model"], run["cfg"], run["tok"]
     P, out = len(start), []
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
@@ -165,9 +170,12 @@ def draw_samples(run, start, gen_len, n, steps, temperature, batch_size, device,
             x = torch.cat([prompt, torch.full((B, gen_len), tok.mask_id, device=device)], 1)
             gen_mask = torch.zeros_like(x, dtype=torch.bool)
             gen_mask[:, P:] = True
-            reverse = sample_uniform if cfg.objective == "uniform" else sample
-            x, _ = reverse(model, x, gen_mask, schedule, tok.mask_id, steps, temperature, generator=generator,
-                           on_step=chain(change, bar))
+            if cfg.objective == "uniform":
+                x, _ = sample_uniform(model, x, gen_mask, schedule, tok.mask_id, steps, temperature, generator=generator,
+                                      on_step=chain(change, bar))
+            else:
+                x, _ = sample(model, x, gen_mask, schedule, tok.mask_id, steps, temperature, generator=generator,
+                              on_step=chain(change, bar), **(mdlm_opts or {}))
         out.append(x.cpu())
     return torch.cat(out)
 
@@ -209,10 +217,12 @@ def evaluate_run(run, args, scorer, device, bar):
     if len(start) + gen_len > L or (scorer is not None and len(start) + gen_len - 1 > scorer.args.block_size):
         raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
                         f"or of the scorer: use a shorter --gen-len")
+    opts = dict(order=args.order, remask=args.remask)
+    row["sampler"] = dict(ar="AR", uniform="ancestral").get(cfg.objective, f"{args.order}/{args.remask}")
     if args.n_samples:
         change = None if ar else ChangeRate()
         samples = draw_samples(run, start, gen_len, args.n_samples, args.steps, args.temperature, args.batch_size,
-                               device, g, change, bar)
+                               device, g, change, bar, opts)
         row.update(sample_scores(run, samples, len(start), scorer, args), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if ar else change.rate
     row["sweep"] = []
@@ -220,7 +230,8 @@ def evaluate_run(run, args, scorer, device, bar):
         if args.sweep_key == "steps" and ar:
             continue  # an AR model has no step count to vary
         steps, temp = (v, args.temperature) if args.sweep_key == "steps" else (args.steps, v)
-        samples = draw_samples(run, start, gen_len, max(args.n_samples, 1), steps, temp, args.batch_size, device, g, bar=bar)
+        samples = draw_samples(run, start, gen_len, max(args.n_samples, 1), steps, temp, args.batch_size, device, g,
+                               bar=bar, mdlm_opts=opts)
         s = sample_scores(run, samples, len(start), scorer, args)
         row["sweep"].append(dict(steps=None if ar else steps, temperature=temp, gen_ppl=s["gen_ppl"],
                                  sample_entropy=s["sample_entropy"], distinct_2=s["distinct_2"]))
@@ -260,6 +271,7 @@ def table(rows, val_entropy, judge="none"):
     lines = [
         ("run", lambda r: r["name"]),
         ("objective", lambda r: r["objective"] + ("" if r["objective"] == "ar" else f" ({r['schedule']}, {r['time_cond']})")),
+        ("sampler", lambda r: r.get("sampler", "n/a")),
         ("params", lambda r: f"{r['params']:,}"),
         ("tokens seen", lambda r: f"{r['tokens_seen']:,}"),
         ("val NLL/bound bits/char", bound),

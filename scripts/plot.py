@@ -186,7 +186,9 @@ def plot_nfe(paths, out):
         d = read_eval_json(p)
         ref = ref or d.get("val_sample_entropy")
         for r in d["runs"]:
-            label = f"{r['name']} ({r['objective']}, {'=' if r['objective'] == 'ar' else '<='} {r['bits_per_char']:.3f} bits/char)"
+            how = f", {r['sampler']} sampler" if r.get("sampler") and r["objective"] == "mdlm" else ""
+            label = (f"{r['name']} ({r['objective']}{how}, {'=' if r['objective'] == 'ar' else '<='} "
+                     f"{r['bits_per_char']:.3f} bits/char)")
             if r["objective"] == "ar":
                 if r.get("gen_ppl") is not None:
                     ax.axhline(r["gen_ppl"], color="k", ls="--", lw=1, label=label)
