@@ -181,7 +181,7 @@ def plot_nfe(paths, out):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax, ax_e) = plt.subplots(1, 2, figsize=(12, 5), dpi=120)
-    n, ref = 0, None
+    n, ref, nfes = 0, None, set()
     for p in paths:
         d = read_eval_json(p)
         ref = ref or d.get("val_sample_entropy")
@@ -199,6 +199,7 @@ def plot_nfe(paths, out):
             if not sw:
                 continue
             xs = [s["steps"] for s in sw]
+            nfes.update(xs)
             line, = ax.plot(xs, [s["gen_ppl"] for s in sw], marker="o", label=label)
             ax_e.plot(xs, [s["sample_entropy"] for s in sw], marker="o", color=line.get_color())
             n += 1
@@ -208,8 +209,12 @@ def plot_nfe(paths, out):
     if ref:
         ax_e.axhline(ref, color="grey", ls=":", lw=1, label=f"held-out text {ref:.2f}")
         ax_e.legend(fontsize=8)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
     for a in (ax, ax_e):
         a.set_xscale("log", base=2)
+        a.set_xticks(sorted(nfes))  # plain numbers (8, 16, ...), not powers of two
+        a.xaxis.set_major_formatter(ScalarFormatter())
+        a.xaxis.set_minor_formatter(NullFormatter())
         a.set_xlabel("reverse steps (NFE)")
         a.grid(alpha=0.3)
     ax.set_ylabel("generative perplexity under the AR judge (lower = likelier)")
