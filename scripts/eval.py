@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from config import config_from_dict  # noqa: E402
 from diffusion import Schedule, evaluate  # noqa: E402
-from sampler import ORDERS, sample, sample_ar  # noqa: E402
+from sampler import ORDERS, sample, sample_ar, time_grid  # noqa: E402
 from uniform import sample_uniform  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
@@ -66,7 +66,8 @@ def parse_args(argv):
     p.add_argument("--infill-len", type=int, default=20, help="held-out span in tokens (nanoDLM: 20 chars); 0 = skip")
     p.add_argument("--n-infill", type=int, default=64, help="validation windows with one held-out span each")
     p.add_argument("--infill-temperature", type=float, default=0.0, help="temperature for infilling (0 = most likely fill)")
-    p.add_argument("--sweep", default="", help="e.g. temperature=0.7,0.85,1.0 or steps=16,32,64: gen-PPL and entropy per value")
+    p.add_argument("--sweep", default="", help="e.g. temperature=0.7,0.85,1.0 or steps=16,32,64: gen-PPL and entropy per value "
+                   "(steps: also the bound of each K-step chain)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--json", default="", help="also write every figure here (atomically)")
@@ -152,6 +153,32 @@ class Progress:
         self.bar.update(n)
 
 
+class GridSchedule:
+    """The chain a K-step sampler runs: alpha at the times of sampler.time_grid(T, K), as a schedule of K steps.
+    diffusion_loss, uniform_loss and evaluate then score the bound of that K-step reverse process (for mdlm,
+    of ancestral unmasking with independent reveals), which MDLM reports against T; K = T is the usual bound."""
+
+    def __init__(self, schedule, K):
+        self.times = torch.tensor(time_grid(schedule.T, K)[::-1])  # 0 = g_0 < g_1 < ... < g_K = T
+        self.T, self.kind, self.alpha = K, schedule.kind, schedule.alpha[self.times]
+        self.weight = torch.zeros(K + 1, dtype=torch.float64)
+        self.weight[1:] = (self.alpha[:-1] - self.alpha[1:]) / (1.0 - self.alpha[1:])  # mdlm's w for step g_{k-1} -> g_k
+
+    def mask_prob(self, t):
+        return 1.0 - self.alpha.to(t.device)[t]
+
+
+class GridTime(torch.nn.Module):
+    """The model, told the real time g_k when the K-step chain is at its step k (the index it was trained on)."""
+
+    def __init__(self, model, times):
+        super().__init__()
+        self.model, self.times, self.args = model, times, model.args
+
+    def forward(self, idx, t=None, **kw):
+        return self.model(idx, self.times.to(t.device)[t], **kw)
+
+
 def draw_samples(run, start, gen_len, n, steps, temperature, batch_size, device, generator, change=None, bar=None,
                  mdlm_opts=None):
     """n samples of gen_len tokens after the fixed start ids, from any objective (mdlm_opts: sampler.sample's
@@ -235,6 +262,11 @@ def evaluate_run(run, args, scorer, device, bar):
         s = sample_scores(run, samples, len(start), scorer, args)
         row["sweep"].append(dict(steps=None if ar else steps, temperature=temp, gen_ppl=s["gen_ppl"],
                                  sample_entropy=s["sample_entropy"], distinct_2=s["distinct_2"]))
+        if args.sweep_key == "steps":  # and the bound of that K-step chain, on the same windows
+            grid = GridSchedule(schedule, steps)
+            b = evaluate(GridTime(model, grid.times), windows, grid, tok.mask_id, cfg.objective, args.batch_size, device,
+                         nullcontext(), n_t=args.n_t, seed=args.seed, chars_per_token=cpt)
+            row["sweep"][-1].update(bits_per_char=b["bits_per_char"], bpc_se=b["bpc_se"], nats_per_token=b["nats_per_token"])
     if args.infill_len and not ar:
         if args.infill_len >= L:
             raise UserError(f"--infill-len {args.infill_len} must be shorter than the context {L}")
@@ -336,9 +368,11 @@ def main(argv):
     print(table(rows, val_entropy, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
     for r in rows:
         for s in r["sweep"]:
+            bound = f", bound of the {s['steps']}-step chain <= {s['bits_per_char']:.4f} ± {s['bpc_se']:.4f} bits/char" \
+                if "bits_per_char" in s else ""
             print(f"sweep {r['name']}: steps={s['steps']} temperature={s['temperature']}: gen-PPL {s['gen_ppl']:.3f}"
                   f"{' (self-scored)' if r['self_scored'] else ''}, "
-                  f"sample entropy {s['sample_entropy']:.3f}, distinct-2 {s['distinct_2']:.3f}")
+                  f"sample entropy {s['sample_entropy']:.3f}, distinct-2 {s['distinct_2']:.3f}{bound}")
     if args.json:
         settings = {k: v for k, v in vars(args).items()}
         write_json(args.json, dict(settings=settings, device=str(device), val_sample_entropy=val_entropy, runs=rows))

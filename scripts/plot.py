@@ -174,22 +174,23 @@ def plot_frontier(paths, out):
 
 
 def plot_nfe(paths, out):
-    """gen-PPL (left) and sample entropy (right) against the number of reverse steps, one line per diffusion run,
-    its bound in the legend; AR runs as a dashed level. gen-PPL alone flatters a sampler that repeats itself,
-    so the entropy panel sits beside it."""
+    """Against the number of reverse steps K, one line per diffusion run: the bound of the K-step chain (left),
+    gen-PPL (middle), sample entropy (right); AR runs as dashed levels. gen-PPL alone flatters a sampler that
+    repeats itself, so the entropy panel sits beside it. Bounds appear for sweeps that recorded them."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (ax, ax_e) = plt.subplots(1, 2, figsize=(12, 5), dpi=120)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    fig, (ax_b, ax, ax_e) = plt.subplots(1, 3, figsize=(17, 5), dpi=120)
     n, ref, nfes = 0, None, set()
     for p in paths:
         d = read_eval_json(p)
         ref = ref or d.get("val_sample_entropy")
         for r in d["runs"]:
             how = f", {r['sampler']} sampler" if r.get("sampler") and r["objective"] == "mdlm" else ""
-            label = (f"{r['name']} ({r['objective']}{how}, {'=' if r['objective'] == 'ar' else '<='} "
-                     f"{r['bits_per_char']:.3f} bits/char)")
+            label = f"{r['name']} ({r['objective']}{how})"
             if r["objective"] == "ar":
+                ax_b.axhline(r["bits_per_char"], color="k", ls="--", lw=1, label=f"{label}: exact NLL")
                 if r.get("gen_ppl") is not None:
                     ax.axhline(r["gen_ppl"], color="k", ls="--", lw=1, label=label)
                     ax_e.axhline(r["sample_entropy"], color="k", ls="--", lw=1)
@@ -202,6 +203,10 @@ def plot_nfe(paths, out):
             nfes.update(xs)
             line, = ax.plot(xs, [s["gen_ppl"] for s in sw], marker="o", label=label)
             ax_e.plot(xs, [s["sample_entropy"] for s in sw], marker="o", color=line.get_color())
+            bw = [s for s in sw if "bits_per_char" in s]
+            if bw:
+                ax_b.errorbar([s["steps"] for s in bw], [s["bits_per_char"] for s in bw], yerr=[s["bpc_se"] for s in bw],
+                              marker="o", capsize=3, color=line.get_color(), label=f"{label}; T-step <= {r['bits_per_char']:.3f}")
             n += 1
     if not n:
         raise UserError("no steps sweep in " + ", ".join(paths) + ": run scripts/eval.py with --sweep steps=8,16,32,64 "
@@ -209,19 +214,21 @@ def plot_nfe(paths, out):
     if ref:
         ax_e.axhline(ref, color="grey", ls=":", lw=1, label=f"held-out text {ref:.2f}")
         ax_e.legend(fontsize=8)
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-    for a in (ax, ax_e):
+    for a in (ax_b, ax, ax_e):
         a.set_xscale("log", base=2)
         a.set_xticks(sorted(nfes))  # plain numbers (8, 16, ...), not powers of two
         a.xaxis.set_major_formatter(ScalarFormatter())
         a.xaxis.set_minor_formatter(NullFormatter())
-        a.set_xlabel("reverse steps (NFE)")
+        a.set_xlabel("reverse steps K (NFE)")
         a.grid(alpha=0.3)
+    ax_b.set_ylabel("val bits/char: bound of the K-step chain (lower = better)")
     ax.set_ylabel("generative perplexity under the AR judge (lower = likelier)")
     ax_e.set_ylabel("sample entropy (nats; too low = repetitive)")
+    ax_b.set_title("bound vs NFE")
     ax.set_title("gen-PPL vs NFE")
     ax_e.set_title("sample entropy vs NFE")
-    ax.legend(fontsize=8)
+    ax_b.legend(fontsize=7)
+    ax.legend(fontsize=7)
     _save(plt, fig, out)
 
 
