@@ -182,7 +182,7 @@ def plot_nfe(paths, out):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, ScalarFormatter
     fig, (ax_b, ax, ax_e) = plt.subplots(1, 3, figsize=(17, 5), dpi=120)
-    n, ref, nfes = 0, None, set()
+    n, ref, nfes, bounded = 0, None, set(), set()
     for p in paths:
         d = read_eval_json(p)
         ref = ref or d.get("val_sample_entropy")
@@ -204,9 +204,10 @@ def plot_nfe(paths, out):
             line, = ax.plot(xs, [s["gen_ppl"] for s in sw], marker="o", label=label)
             ax_e.plot(xs, [s["sample_entropy"] for s in sw], marker="o", color=line.get_color())
             bw = [s for s in sw if "bits_per_char" in s]
-            if bw:
+            if bw and r["path"] not in bounded:  # one checkpoint's bound does not depend on its sampler: draw it once
+                bounded.add(r["path"])
                 ax_b.errorbar([s["steps"] for s in bw], [s["bits_per_char"] for s in bw], yerr=[s["bpc_se"] for s in bw],
-                              marker="o", capsize=3, color=line.get_color(), label=f"{label}; T-step <= {r['bits_per_char']:.3f}")
+                              marker="o", capsize=3, color=line.get_color(), label=f"{r['name']} ({r['objective']}); T-step <= {r['bits_per_char']:.3f}")
             n += 1
     if not n:
         raise UserError("no steps sweep in " + ", ".join(paths) + ": run scripts/eval.py with --sweep steps=8,16,32,64 "

@@ -300,9 +300,9 @@ def test_plot_nfe_reads_a_steps_sweep(in_tmp):
     import json
     sweep = lambda ppl: [dict(steps=s, temperature=1.0, gen_ppl=ppl / s ** 0.2, sample_entropy=3.0, distinct_2=0.9,
                               bits_per_char=3 + 1 / s, bpc_se=0.03) for s in (8, 16, 32, 64)]
-    runs = [dict(name="u/model.pt", objective="uniform", bits_per_char=3.1, sweep=sweep(9.0)),
-            dict(name="m/model.pt", objective="mdlm", bits_per_char=2.9, sweep=sweep(12.0)),
-            dict(name="a/model.pt", objective="ar", bits_per_char=2.4, gen_ppl=5.0, sample_entropy=3.1, sweep=[])]
+    runs = [dict(path="u", name="u/model.pt", objective="uniform", bits_per_char=3.1, sweep=sweep(9.0)),
+            dict(path="m", name="m/model.pt", objective="mdlm", bits_per_char=2.9, sweep=sweep(12.0)),
+            dict(path="a", name="a/model.pt", objective="ar", bits_per_char=2.4, gen_ppl=5.0, sample_entropy=3.1, sweep=[])]
     (in_tmp / "e.json").write_text(json.dumps(dict(settings={}, val_sample_entropy=3.2, runs=runs)))
     script("plot").main(["nfe", "e.json", "--out", "nfe.png"])
     from PIL import Image
