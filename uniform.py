@@ -107,9 +107,9 @@ def prior_kl(schedule, V):
 
 
 def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_size=None):
-    """One training/eval pass: (loss, per-sequence NELBO estimate in nats/token (B,), aux).
-    vocab_size: the tokenizer's (default model.args.vocab_size; a DDP-wrapped model has no .args).
+    """One training/eval pass: (loss, per-sequence NELBO estimate in nats/token (B,), aux). The estimate is
     T times the step-t term at a stratified t, summed over positions, plus the prior term, divided by L.
+    vocab_size: the tokenizer's (default model.args.vocab_size; a DDP-wrapped model has no .args).
     aux: t, noised = (x_t != x0) (the positions the noise changed), logits (B, L, V_real), real (the ids)."""
     B, L = x0.shape
     if t is None:
