@@ -334,3 +334,20 @@ def test_k_step_chain_bound_is_the_usual_one_at_k_equals_t(objective):
     assert grid.times.tolist() == [0, 5, 10, 15, 20] and torch.equal(grid.alpha, s.alpha[grid.times])
     assert math.isfinite(run(ev.GridTime(model, grid.times), grid))
     assert set(torch.cat(told).tolist()) <= {5, 10, 15, 20}  # real times, never the step index
+
+
+@pytest.mark.slow
+def test_uniform_run_resumes_exactly(tmp_path):
+    """The uniform noise is drawn from the same keyed per-step generator as the masks, so 20 steps + --resume
+    to 40 equal 40 uninterrupted steps bit for bit (losses, evals and weights)."""
+    from helpers import rows, run_here, train_args
+    from utils.checkpoint import load_checkpoint
+    common = ["--objective=uniform", "--eval_interval=10", "--log_interval=5", "--min_lr=3e-3"]  # flat LR: no max_iters in it
+    run_here(train_args(tmp_path / "full", *common, "--max_iters=40"), tmp_path, threads=1)
+    run_here(train_args(tmp_path / "cut", *common, "--max_iters=20"), tmp_path, threads=1)
+    run_here(train_args(tmp_path / "cut", *common, "--max_iters=40", "--resume"), tmp_path, threads=1)
+    keys = ("kind", "iter", "loss", "lr", "nats_per_token")
+    strip = lambda d: [{k: r.get(k) for k in keys} for r in rows(d) if not (r["kind"] == "eval" and r["iter"] == 20)]
+    assert strip(tmp_path / "cut") == strip(tmp_path / "full")  # (the cut run's final eval at 20 used 4 t, not 1)
+    a, b = load_checkpoint(tmp_path / "full" / "model.pt")["model"], load_checkpoint(tmp_path / "cut" / "model.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
