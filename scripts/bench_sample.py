@@ -148,7 +148,9 @@ def main(argv):
     model, ckpt = load_model(a.checkpoint, device)
     cfg = config_from_dict(ckpt["config"])
     if cfg.objective != "mdlm":
-        raise UserError(f"--checkpoint {a.checkpoint} is an AR model: give a diffusion checkpoint (and the AR one as --ar-checkpoint)")
+        what = "an AR model" if cfg.objective == "ar" else f"a {cfg.objective} model (its one sampler: inference.py --steps)"
+        raise UserError(f"--checkpoint {a.checkpoint} is {what}: bench_sample compares masked-diffusion samplers; give an mdlm "
+                        f"checkpoint (and the AR one as --ar-checkpoint)")
     tok = tokenizer_from_state(ckpt["tokenizer"])
     scorer = None
     if a.ar_checkpoint:
