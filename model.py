@@ -1,7 +1,9 @@
 """The network: a transformer with RoPE, parameter-free RMSNorm, relu^2 MLP and no biases.
 
 Bidirectional for diffusion (objective='mdlm' or 'uniform'), causal for the autoregressive
-baseline (objective='ar'): one code path, one flag. With time_cond='learned' a learned
+baseline (objective='ar'): one code path, one flag. Block diffusion (objective='bd3') runs the same
+bidirectional network over [x_t ; x_0] with the attention mask of bd3_attn_mask and RoPE positions
+0..L-1 for both halves (rope_pos=). With time_cond='learned' a learned
 Embedding(T+1, n_embd) of the diffusion step t is added to every position's input; with
 time_cond='adaln' a sinusoidal embedding of t/T sets a per-layer shift, scale and gate of the
 normalised activations (adaLN-Zero, DiT: Peebles & Xie 2023).
@@ -12,6 +14,7 @@ normalised activations (adaLN-Zero, DiT: Peebles & Xie 2023).
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn as nn
@@ -35,7 +38,9 @@ class ModelArgs:
     def from_config(cls, cfg, vocab_size):
         return cls(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                    n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps,
-                   time_cond=cfg.time_cond if cfg.objective != "ar" else "none", causal=cfg.objective == "ar")
+                   # bd3 conditions on nothing but the tokens: each block has its own t, and the count of
+                   # [MASK] in a block tells its rate (BD3-LM trains without time input as well)
+                   time_cond=cfg.time_cond if cfg.objective not in ("ar", "bd3") else "none", causal=cfg.objective == "ar")
 
 
 def rms_norm(x):
@@ -56,6 +61,27 @@ def apply_rope(x, cos, sin):
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
 
 
+@lru_cache(maxsize=16)
+def bd3_attn_mask(L, block, device):
+    """Block-diffusion attention over [x_t ; x_0] (2L, 2L) bool, True = may attend (BD3-LM, Arriola et al. 2025):
+    a noisy query of block b sees its own noisy block (both ways) and the clean blocks < b; a clean query of
+    block b sees the clean blocks <= b (block-causal); no clean query sees a noisy key. Built once per shape."""
+    i = torch.arange(2 * L, device=device)
+    clean, blk = i >= L, (i % L) // block  # (2L,) which half, which block
+    q_clean, k_clean, qb, kb = clean[:, None], clean[None, :], blk[:, None], blk[None, :]
+    noisy_own = ~q_clean & ~k_clean & (qb == kb)
+    noisy_ctx = ~q_clean & k_clean & (kb < qb)
+    clean_causal = q_clean & k_clean & (kb <= qb)
+    return noisy_own | noisy_ctx | clean_causal
+
+
+@lru_cache(maxsize=16)
+def block_causal_mask(L, block, device):
+    """(L, L) bool: the clean-clean quarter of bd3_attn_mask, for running clean blocks alone (decoding's cache)."""
+    blk = torch.arange(L, device=device) // block
+    return blk[None, :] <= blk[:, None]
+
+
 class Attention(nn.Module):
     def __init__(self, a: ModelArgs):
         super().__init__()
@@ -63,15 +89,15 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(a.n_embd, 3 * a.n_embd, bias=False)
         self.proj = nn.Linear(a.n_embd, a.n_embd, bias=False)
 
-    def forward(self, x, cos, sin, kv_cache=None):
+    def forward(self, x, cos, sin, kv_cache=None, attn_mask=None):
         B, L, C = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # 3x (B, H, L, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:  # AR decoding: append this step's keys/values
             k, v = kv_cache.update(k, v)
         # causal only when the queries start at position 0 (a cached decode step sees all keys)
-        is_causal = self.causal and q.size(2) == k.size(2) and q.size(2) > 1
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+        is_causal = self.causal and q.size(2) == k.size(2) and q.size(2) > 1 and attn_mask is None
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         return self.proj(y.transpose(1, 2).reshape(B, L, C))
 
 
@@ -92,12 +118,12 @@ class Layer(nn.Module):
         super().__init__()
         self.attn, self.mlp = Attention(a), MLP(a)
 
-    def forward(self, x, cos, sin, kv_cache=None, mod=None):
+    def forward(self, x, cos, sin, kv_cache=None, mod=None, attn_mask=None):
         if mod is None:
-            x = x + self.attn(rms_norm(x), cos, sin, kv_cache)
+            x = x + self.attn(rms_norm(x), cos, sin, kv_cache, attn_mask)
             return x + self.mlp(rms_norm(x))
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mod  # 6x (B, 1, C), from AdaLN
-        x = x + gate_a * self.attn(rms_norm(x) * (1 + scale_a) + shift_a, cos, sin, kv_cache)
+        x = x + gate_a * self.attn(rms_norm(x) * (1 + scale_a) + shift_a, cos, sin, kv_cache, attn_mask)
         return x + gate_m * self.mlp(rms_norm(x) * (1 + scale_m) + shift_m)
 
 
@@ -184,11 +210,18 @@ class Transformer(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, t=None, kv_cache=None, start_pos=0, positions=None):
+    def forward(self, idx, t=None, kv_cache=None, start_pos=0, positions=None, attn_mask=None, rope_pos=None):
         """idx (B, L) token ids; t (B,) integer diffusion step (ignored if time_cond='none').
+        attn_mask (L, L_keys) bool, True = may attend (block diffusion); rope_pos (L,) long: each column's RoPE
+        position, instead of start_pos..start_pos+L-1 (the two halves of a block-diffusion pass share 0..L/2-1).
         Returns logits (B, L, V) in float32, or (N, V) for the N True entries of positions (B, L) bool."""
         B, L = idx.shape
-        assert start_pos + L <= self.args.block_size, f"sequence of {start_pos + L} exceeds block_size {self.args.block_size}"
+        if rope_pos is None:
+            assert start_pos + L <= self.args.block_size, f"sequence of {start_pos + L} exceeds block_size {self.args.block_size}"
+            cos = self.rope_cos[start_pos:start_pos + L][None, None]
+            sin = self.rope_sin[start_pos:start_pos + L][None, None]
+        else:
+            cos, sin = self.rope_cos[rope_pos][None, None], self.rope_sin[rope_pos][None, None]
         x = self.tok_emb(idx)
         if self.time_emb is not None:
             assert t is not None, "time-conditioned model needs t"
@@ -197,10 +230,8 @@ class Transformer(nn.Module):
         if self.adaln is not None:
             assert t is not None, "time-conditioned model needs t"
             mods, final = self.adaln(t)
-        cos = self.rope_cos[start_pos:start_pos + L][None, None]
-        sin = self.rope_sin[start_pos:start_pos + L][None, None]
         for layer, mod in zip(self.layers, mods):
-            x = layer(x, cos, sin, kv_cache, mod)
+            x = layer(x, cos, sin, kv_cache, mod, attn_mask)
         x = rms_norm(x)
         if final is not None:
             x = x * (1 + final[1]) + final[0]  # adaLN before the head (DiT's final layer)
