@@ -1,0 +1,216 @@
+"""Block diffusion (BD3-LM): the attention mask, the bound against hand computations and its AR / MDLM ends,
+and the block sampler's KV cache against the uncached pass. python -m pytest -q tests/test_bd3.py"""
+import math
+
+import pytest
+import torch
+
+from diffusion import Schedule, diffusion_loss, stratified_times
+from diffusion_bd3 import band_times, bd3_logits, bd3_loss, bd3_times
+from model import ModelArgs, Transformer, bd3_attn_mask, block_causal_mask
+from sampler import sample_ar
+from sampler_bd3 import CachedBlockModel, CleanCache, WindowBlockModel, extend_cache, sample_ar_window, sample_bd3
+
+CPU = torch.device("cpu")
+V, MASK = 11, 10  # 10 tokens + [MASK]
+
+
+def _tiny(block_size=16, **kw):
+    torch.manual_seed(0)
+    return Transformer(ModelArgs(vocab_size=V, block_size=block_size, n_layer=2, n_head=2, n_embd=32,
+                                 diffusion_steps=10, time_cond="none", **kw)).eval()
+
+
+def test_attention_mask_by_hand():
+    # [x_t blocks 0, 1 ; x_0 blocks 0, 1], L = 4, L' = 2; rows attend to columns marked 1
+    want = torch.tensor([[1, 1, 0, 0, 0, 0, 0, 0],   # noisy block 0: itself only
+                         [1, 1, 0, 0, 0, 0, 0, 0],
+                         [0, 0, 1, 1, 1, 1, 0, 0],   # noisy block 1: itself + clean block 0
+                         [0, 0, 1, 1, 1, 1, 0, 0],
+                         [0, 0, 0, 0, 1, 1, 0, 0],   # clean block 0: clean block 0
+                         [0, 0, 0, 0, 1, 1, 0, 0],
+                         [0, 0, 0, 0, 1, 1, 1, 1],   # clean block 1: clean blocks 0, 1
+                         [0, 0, 0, 0, 1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(bd3_attn_mask(4, 2, CPU), want)
+    assert torch.equal(block_causal_mask(4, 2, CPU), want[4:, 4:])
+    assert bd3_attn_mask(4, 2, CPU) is bd3_attn_mask(4, 2, CPU)  # built once per shape
+    assert torch.equal(bd3_attn_mask(4, 1, CPU)[4:, 4:], torch.ones(4, 4).tril().bool())  # L' = 1: causal
+
+
+def test_mask_and_positions_of_a_plain_pass_change_nothing():
+    m, x = _tiny(), torch.randint(0, 10, (2, 16))
+    full = torch.ones(16, 16, dtype=torch.bool)
+    torch.testing.assert_close(m(x, attn_mask=full, rope_pos=torch.arange(16)), m(x))
+
+
+def _two_stream(m, xt, x0, block):
+    return bd3_logits(m, xt, x0, block, MASK)  # (B, L, V)
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_perturbing_clean_block_b_changes_no_noisy_logit_of_blocks_up_to_b(block):
+    m, L = _tiny(), 16
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 10, (2, L), generator=g)
+    xt = torch.where(torch.rand(2, L, generator=g) < 0.5, MASK, x0)
+    base = _two_stream(m, xt, x0, block)
+    for b in range(L // block):
+        y0 = x0.clone()
+        y0[:, b * block:(b + 1) * block] = (y0[:, b * block:(b + 1) * block] + 1) % 10  # the clean half only
+        out = _two_stream(m, xt, y0, block)
+        upto = (b + 1) * block
+        assert torch.equal(out[:, :upto], base[:, :upto]), f"clean block {b} leaked into noisy blocks <= {b}"
+        if upto < L:
+            assert not torch.allclose(out[:, upto:], base[:, upto:]), "later blocks should see clean block b"
+
+
+def test_at_block_1_the_clean_stream_is_causal():
+    m, L = _tiny(), 16
+    x0 = torch.randint(0, 10, (2, L))
+    xt = torch.full_like(x0, MASK)
+    mask, rope = bd3_attn_mask(L, 1, CPU), torch.arange(L).repeat(2)
+    base = m(torch.cat([xt, x0], 1), attn_mask=mask, rope_pos=rope)  # (B, 2L, V): both halves' logits
+    for j in (3, 9, 15):
+        y0 = x0.clone()
+        y0[:, j] = (y0[:, j] + 1) % 10
+        out = m(torch.cat([xt, y0], 1), attn_mask=mask, rope_pos=rope)
+        assert torch.equal(out[:, L:L + j], base[:, L:L + j])  # clean positions before j
+        assert torch.equal(out[:, :j + 1], base[:, :j + 1])  # noisy positions up to j (they see x0 < position)
+
+
+def test_block_1_bound_equals_the_exact_ar_nll_in_expectation():
+    """L' = 1: a masked noisy token sees only clean x0 before it, so its CE is the AR NLL of that token; and
+    E_t[T w(t) 1{masked}] = sum_t w(t)(1 - alpha(t)) = 1. So the bound's mean is the exact NLL."""
+    m, s, L = _tiny(), Schedule(10), 16
+    x0 = torch.randint(0, 10, (4, L), generator=torch.Generator().manual_seed(1))
+    exact_ce = torch.nn.functional.cross_entropy(_two_stream(m, torch.full_like(x0, MASK), x0, 1).reshape(-1, V),
+                                                 x0.reshape(-1), reduction="none").view(4, L)
+    exact = exact_ce.mean().item()
+    reps = x0.repeat(256, 1)  # 1024 rows, stratified t over all 1024 * 16 blocks
+    with torch.no_grad():
+        _, nelbo, aux = bd3_loss(m, reps, s, MASK, 1, generator=torch.Generator().manual_seed(2))
+    masked = aux["masked"]
+    torch.testing.assert_close(aux["ce"][masked], exact_ce.repeat(256, 1)[masked], atol=1e-5, rtol=1e-5)
+    se = nelbo.std().item() / math.sqrt(len(nelbo))
+    assert abs(nelbo.mean().item() - exact) < 4 * se, (nelbo.mean().item(), exact, se)
+    assert 0.5 < exact < 2 * math.log(V)  # a random network: CE near ln 10, not a degenerate 0
+
+
+def test_one_block_is_mdlm():
+    m, s = _tiny(), Schedule(10)
+    x0 = torch.randint(0, 10, (3, 16))
+    t = torch.tensor([2, 5, 9])
+    with torch.no_grad():
+        _, bd3, _ = bd3_loss(m, x0, s, MASK, 16, generator=torch.Generator().manual_seed(4), t=t[:, None])
+        _, mdlm, _ = diffusion_loss(m, x0, s, MASK, generator=torch.Generator().manual_seed(4), t=t)
+    torch.testing.assert_close(bd3, mdlm)
+
+
+class ConstModel(torch.nn.Module):
+    """The same logits everywhere, whatever it sees; honours positions= as Transformer does."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.tensor(logits, dtype=torch.float32)
+
+    def forward(self, idx, t=None, positions=None, **kw):
+        out = self.logits.expand(*idx.shape, -1).clone()
+        return out if positions is None else out[positions]
+
+
+def test_bd3_bound_equals_hand_computation():
+    model = ConstModel([math.log(0.7), math.log(0.3), 5.0])  # token 2 is [MASK]: its big logit is ignored
+    x0, s = torch.tensor([[0, 1, 0, 0]]), Schedule(4)
+    t = torch.tensor([[2, 4]])  # blocks of 2: block 0 at t = 2, block 1 at t = 4 (all masked)
+    _, nelbo, aux = bd3_loss(model, x0, s, 2, 2, t=t, generator=torch.Generator().manual_seed(3))
+    m = aux["masked"][0].double()
+    assert m[2:].all()  # alpha(4) = 0
+    ce = torch.tensor([-math.log(0.7), -math.log(0.3), -math.log(0.7), -math.log(0.7)], dtype=torch.float64)
+    w2 = (math.cos(math.pi / 8) - math.cos(math.pi / 4)) / (1 - math.cos(math.pi / 4))
+    w4 = math.cos(3 * math.pi / 8)  # (alpha(3) - 0) / (1 - 0)
+    want = 4 * (w2 * (ce[:2] * m[:2]).sum() + w4 * (ce[2:] * m[2:]).sum()) / 4  # T * w(t_b), summed, / L
+    assert nelbo.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_block_times_are_stratified_and_band_limited():
+    T, u = 100, torch.tensor(0.37, dtype=torch.float64)
+    t = bd3_times(5, 4, torch.arange(1, T + 1), torch.Generator().manual_seed(0), u=u)
+    assert t.shape == (5, 4)
+    assert sorted(t.flatten().tolist()) == sorted(stratified_times(20, T, u=u).tolist())  # one per twentieth
+    assert len({tuple(r) for r in t.tolist()}) == 5 and any(len(set(r)) > 1 for r in t.tolist())
+    s = Schedule(100)
+    band = band_times(s, 0.3, 0.8)
+    rates = 1 - s.alpha[band]
+    assert rates.min() >= 0.3 and rates.max() <= 0.8
+    # cosine: 1 - cos(pi/2 * t/100) crosses 0.3 between t = 50 and 51 and 0.8 between 87 and 88
+    assert band.tolist() == list(range(51, 88))
+    tb = bd3_times(8, 8, band, torch.Generator().manual_seed(1))
+    assert ((tb >= 51) & (tb <= 87)).all()
+    with pytest.raises(ValueError):
+        band_times(Schedule(4), 0.01, 0.05)
+
+
+def test_clipped_band_weights_are_the_bands_share_of_the_bound():
+    model = ConstModel([math.log(0.5), math.log(0.5), 0.0])
+    s, x0 = Schedule(100), torch.zeros(2000, 8, dtype=torch.long)
+    band = band_times(s, 0.3, 0.8)
+    _, nelbo, _ = bd3_loss(model, x0, s, 2, 4, allowed=band, generator=torch.Generator().manual_seed(0))
+    share = (s.weight[band] * (1 - s.alpha[band])).sum().item()  # the band's part of sum_t w(t)(1 - alpha(t)) = 1
+    assert nelbo.mean().item() == pytest.approx(share * math.log(2), rel=0.03)
+
+
+@pytest.mark.parametrize("block,n_ctx", [(1, 0), (1, 7), (4, 0), (4, 8), (4, 12), (8, 8)])
+def test_cached_block_logits_equal_the_uncached_pass(block, n_ctx):
+    m = _tiny()
+    g = torch.Generator().manual_seed(block + n_ctx)
+    ctx = torch.randint(0, 10, (3, n_ctx), generator=g)
+    blk = torch.where(torch.rand(3, block, generator=g) < 0.5, MASK, torch.randint(0, 10, (3, block), generator=g))
+    window = torch.cat([ctx, blk], 1)
+    ref = WindowBlockModel(m, block, MASK)(window)[:, n_ctx:, :MASK]  # the [MASK] logit: -inf in one, raw in the other
+    kv = CleanCache(m.args.n_layer)
+    if n_ctx > block:  # several clean blocks at once (the prompt), block-causally
+        extend_cache(m, kv, ctx[:, :n_ctx - block], block)
+    if n_ctx:
+        extend_cache(m, kv, ctx[:, n_ctx - block:], block)  # a finished block enters on its own, as in decoding
+    got = CachedBlockModel(m, kv)(window)[:, n_ctx:, :MASK]
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    # a subset of the rows (threshold decoding drops finished samples) finds its own cache rows
+    got2 = CachedBlockModel(m, kv)(window[[2, 0]])[:, n_ctx:, :MASK]
+    torch.testing.assert_close(got2, ref[[2, 0]], atol=1e-5, rtol=1e-5)
+
+
+SAMPLER_OPTIONS = [dict(), dict(remask="none", order="margin", tokens_per_step="linear"),
+                   dict(threshold=0.3, remask="none"), dict(remask="remdm", remask_eta=0.3),
+                   dict(order="random", remask="none", temperature=0.8, top_k=5, top_p=0.9)]
+
+
+@pytest.mark.parametrize("block", [1, 4, 16])
+@pytest.mark.parametrize("opts", SAMPLER_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "reference")
+def test_cached_decode_equals_uncached_past_the_context(block, opts):
+    m, s = _tiny(), Schedule(10)
+    prompt = torch.randint(0, 10, (3, 6), generator=torch.Generator().manual_seed(0))
+    outs = []
+    for cache in (True, False):
+        frames = []
+        out, st = sample_bd3(m, prompt, 40, block, s, MASK, 3, generator=torch.Generator().manual_seed(1), cache=cache,
+                             on_step=lambda info: frames.append(info), **opts)
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1])
+    out = outs[0]
+    assert out.shape == (3, 46) and torch.equal(out[:, :6], prompt) and not (out == MASK).any()
+    for info in frames:  # the trace's view: the whole output, prompt never touched
+        assert info["x"].shape == (3, 46) and torch.equal(info["x"][:, :6], prompt)
+    assert torch.equal(frames[-1]["x"], out) and frames[-1]["last"] and frames[-1]["block"] == frames[-1]["n_blocks"] - 1
+    if not opts.get("threshold"):  # whole blocks up to ceil(46 / L') * L', each min(steps, its generated tokens)
+        end = -(-46 // block) * block
+        assert st["nfe"] == sum(min(3, b + block - max(b, 6)) for b in range(6 // block * block, end, block))
+
+
+def test_ar_window_is_sample_ar_within_the_context_and_slides_past_it():
+    m = _tiny(causal=True)
+    prompt = torch.randint(0, 10, (2, 3))
+    a = sample_ar(m, prompt, 12, generator=torch.Generator().manual_seed(5))
+    b = sample_ar_window(m, prompt, 12, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    long = sample_ar_window(m, prompt, 50, generator=torch.Generator().manual_seed(5))
+    assert long.shape == (2, 53) and torch.equal(long[:, :15], a)
