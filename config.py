@@ -22,7 +22,8 @@ import textwrap
 import tokenize
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from diffusion import LOSS_TYPES, OBJECTIVES, SCHEDULES
+from diffusion import LOSS_TYPES, OBJECTIVES, SCHEDULES, Schedule
+from diffusion_bd3 import band_times
 from model import TIME_CONDS
 from sampler import ORDERS, REMASKS, TOKENS_PER_STEP
 from utils.dist import DTYPES
@@ -58,6 +59,10 @@ class Config:
     # ---- objective
     objective: str = trained("mdlm")    # 'mdlm' masked diffusion | 'uniform' uniform-state diffusion (no [MASK];
                                         # uniform.py) | 'ar' same net, causal, next-token loss
+                                        # | 'bd3' block diffusion (diffusion_bd3.py)
+    bd3_block: int = trained(4)         # bd3: tokens per block L', divides block_size; 1 = AR, block_size = MDLM (BD3-LM)
+    bd3_mask_min: float = 0.0           # bd3 training only: mask rates clipped to [min, max] (BD3-LM's variance fix, e.g.
+    bd3_mask_max: float = 1.0           #   0.3, 0.8); validation always reports the full bound
     diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process
     schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T | 'cosine_offset' (s=0.008)
     loss_type: str = "elbo"             # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
@@ -93,7 +98,7 @@ class Config:
     checkpoint: str = "artifacts/models/model.pt"
     prompt: str = ""                    # text the sample must start with
     gen_len: int = 256                  # tokens to generate after the prompt
-    steps: int = 100                    # reverse steps (NFE); <= diffusion_steps
+    steps: int = 100                    # reverse steps (NFE); <= diffusion_steps. bd3: per block, at most its length
     temperature: float = 1.0            # 0 = argmax; sampled in float64
     top_k: int = 0                      # 0 = off
     top_p: float = 1.0                  # 1.0 = off
@@ -319,6 +324,8 @@ def validate(cfg):
     if cfg.steps > cfg.diffusion_steps and cfg.objective == "mdlm" and cfg.tokens_per_step == "schedule" and not cfg.threshold:
         raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} "
                         f"or fewer, or --tokens_per_step=linear (its step count is free)")
+    if cfg.objective == "bd3":
+        check_bd3(cfg)
     if not 0 <= cfg.threshold <= 1:
         raise UserError(f"threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {cfg.threshold}")
     if cfg.threshold and cfg.order == "random":
@@ -356,6 +363,25 @@ def check_uniform(cfg):
                         "semi_ar_length and remask=remdm are masked-diffusion samplers; leave them off")
     if cfg.steps > cfg.diffusion_steps:
         raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} or fewer")
+
+
+def check_bd3(cfg):
+    """Block diffusion: whole blocks, its own bound and its own blocks at sampling; a non-empty training band."""
+    if not 1 <= cfg.bd3_block <= cfg.block_size or cfg.block_size % cfg.bd3_block:
+        raise UserError(f"bd3_block={cfg.bd3_block} must divide block_size={cfg.block_size}: e.g. --bd3_block=4")
+    if cfg.loss_type != "elbo" or cfg.mask_span:
+        raise UserError("objective=bd3 trains the block-diffusion bound: drop --loss_type and --mask_span")
+    if cfg.semi_ar_length:
+        raise UserError("objective=bd3 decodes in its own blocks of bd3_block tokens: drop --semi_ar_length")
+    if not 0 <= cfg.bd3_mask_min < cfg.bd3_mask_max <= 1:
+        raise UserError(f"need 0 <= bd3_mask_min < bd3_mask_max <= 1, got {cfg.bd3_mask_min}, {cfg.bd3_mask_max}")
+    try:
+        band_times(Schedule(cfg.diffusion_steps, cfg.schedule), cfg.bd3_mask_min, cfg.bd3_mask_max)
+    except ValueError as e:
+        raise UserError(f"bd3_mask_min={cfg.bd3_mask_min}, bd3_mask_max={cfg.bd3_mask_max}: {e}")
+    if min(cfg.steps, cfg.bd3_block) > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold:
+        raise UserError(f"steps per block min(steps, bd3_block) exceeds diffusion_steps={cfg.diffusion_steps}: "
+                        f"use --steps={cfg.diffusion_steps} or --tokens_per_step=linear")
 
 
 def config_to_dict(cfg):

@@ -18,7 +18,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-OBJECTIVES = ("mdlm", "uniform", "ar")  # masked diffusion (diffusion_loss) | uniform-state (uniform.py) | causal (ar_loss)
+from diffusion_bd3 import bd3_loss
+
+OBJECTIVES = ("mdlm", "uniform", "ar", "bd3")  # masked diffusion (diffusion_loss) | uniform-state (uniform.py) | causal
+                                               # (ar_loss) | block diffusion (diffusion_bd3.py)
 SCHEDULES = ("cosine", "linear", "cosine_offset")  # Schedule's kinds
 LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
 LN2 = math.log(2)
@@ -141,8 +144,8 @@ def ar_loss(model, x):
 
 @torch.no_grad()
 def evaluate(model, windows, schedule, mask_id, objective, batch_size, device, ctx, n_t=1, seed=0,
-             chars_per_token=1.0, details=False, entropy_bins=10):
-    """Bound (mdlm, uniform) or exact NLL (ar) over fixed windows (N, L) or (N, L+1) for ar.
+             chars_per_token=1.0, details=False, entropy_bins=10, block=0):
+    """Bound (mdlm, uniform; bd3 with blocks of `block` tokens) or exact NLL (ar) over fixed windows (N, L) or (N, L+1) for ar.
     Returns dict: nats_per_token, se, bits_per_char, bpc_se, ppl (per token) and, with
     details, recon_acc and entropy_by_t (list of (t_lo, t_hi, mean entropy in nats)): at the masked
     positions for mdlm, at the positions the noise changed for uniform."""
@@ -157,6 +160,9 @@ def evaluate(model, windows, schedule, mask_id, objective, batch_size, device, c
     # slices of [0, 1), so even one draw per window covers the time axis evenly (same expectation, far less noise)
     N = len(windows)
     perm = torch.randperm(N, generator=g)
+    if objective == "bd3":  # every block has its own t: a permutation per block position, so blocks are unrelated
+        n_blocks = windows.size(1) // block
+        perm = torch.stack([perm] + [torch.randperm(N, generator=g) for _ in range(n_blocks - 1)], 1)  # (N, n_blocks)
     for i in range(0, len(windows), batch_size):
         x = windows[i:i + batch_size].to(device)
         if objective == "ar":
@@ -165,14 +171,18 @@ def evaluate(model, windows, schedule, mask_id, objective, batch_size, device, c
             per_seq.append(nll.double().cpu())
             continue
         ests = torch.zeros(len(x), n_t, dtype=torch.float64)  # (B, n_t) one estimate per stratum
-        u = torch.rand(len(x), n_t, generator=g, dtype=torch.float64)
+        u = torch.rand(len(x), n_t, *perm.shape[1:], generator=g, dtype=torch.float64)
         for k in range(n_t):
-            t = stratum_time(k * N + perm[i:i + len(x)], u[:, k], N * n_t, T).to(device)
+            t = stratum_time(k * N + perm[i:i + len(x)], u[:, k], N * n_t, T).to(device)  # (B,) or (B, n_blocks)
             with ctx:
                 if objective == "uniform":
                     from uniform import uniform_loss  # here, not at the top: uniform.py builds on this module
                     _, nelbo, aux = uniform_loss(model, x, schedule, mask_id, generator=g, t=t)
                     m, pred = aux["noised"], aux["real"][aux["logits"].argmax(-1)]
+                elif objective == "bd3":
+                    _, nelbo, aux = bd3_loss(model, x, schedule, mask_id, block, generator=g, t=t)
+                    t = aux["t_tok"]  # (B, L): the entropy bins below go by each token's own t
+                    m, pred = aux["masked"], aux["logits"].argmax(-1)
                 else:
                     _, nelbo, aux = diffusion_loss(model, x, schedule, mask_id, generator=g, t=t)
                     m, pred = aux["masked"], aux["logits"].argmax(-1)
@@ -183,9 +193,14 @@ def evaluate(model, windows, schedule, mask_id, objective, batch_size, device, c
                 n_masked += m.sum().item()
                 logp = logits.log_softmax(-1)
                 ent = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)  # (B, L)
-                b = ((t - 1) * entropy_bins // T).cpu()
-                ent_sum.index_add_(0, b, (ent * m).sum(1).double().cpu())
-                ent_cnt.index_add_(0, b, m.sum(1).double().cpu())
+                if t.dim() == 1:
+                    b = ((t - 1) * entropy_bins // T).cpu()
+                    ent_sum.index_add_(0, b, (ent * m).sum(1).double().cpu())
+                    ent_cnt.index_add_(0, b, m.sum(1).double().cpu())
+                else:  # bd3: per token
+                    b = ((t - 1) * entropy_bins // T).flatten().cpu()
+                    ent_sum.index_add_(0, b, (ent * m).flatten().double().cpu())
+                    ent_cnt.index_add_(0, b, m.flatten().double().cpu())
         per_seq.append(ests.mean(1))
         if n_t > 1:  # strata (0,1), (2,3), ...: Var(mean) ~ sum_j d_j^2 / n_t^2, scaled for an odd one out
             d = ests[:, 1:n_t - n_t % 2:2] - ests[:, 0:n_t - n_t % 2:2]  # (B, n_t // 2)

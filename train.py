@@ -4,6 +4,7 @@
     python train.py cpu                               # the main job: Tiny Shakespeare (data/), ~15 min on 2 CPU cores
     python train.py cpu --objective=ar                # the autoregressive baseline, same code and budget
     python train.py shakespeare_cpu --objective=uniform   # uniform-state diffusion (no [MASK]; uniform.py)
+    python train.py cpu --objective=bd3 --bd3_block=4 # block diffusion (BD3-LM): AR over blocks of 4, diffusion inside
     python train.py cpu --max_iters=0                 # build data, tokenizer, model; print config and params; exit
     python train.py tinystories_bpe                   # BPE (data/stories.txt + artifacts/tokenizer/tokenizer.json), 12.23M params
     python train.py cpu --resume                      # continue from out_dir/model.pt (exactly as if never stopped)
@@ -31,6 +32,7 @@ import torch
 
 from config import RESUMABLE_KEYS, config_to_dict, format_config, get_config, help_text, renamed_keys, wants_help
 from diffusion import Schedule, ar_loss, diffusion_loss, evaluate, stratified_times
+from diffusion_bd3 import band_times, bd3_loss, bd3_times
 from model import ModelArgs, Transformer
 from uniform import uniform_loss
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
@@ -203,20 +205,28 @@ def load_data(cfg, env):
 
 
 # ---------------------------------------------------------------- model, optimizer, resume
+def train_flops_per_token(model, cfg):
+    """Training FLOPs per window token. bd3 runs the network over [x_t ; x_0 less its last block]: ~2x the tokens,
+    each attending over ~2x the context (one block: x_t alone)."""
+    seq = 2 * cfg.block_size - cfg.bd3_block if cfg.objective == "bd3" else cfg.block_size
+    return model.flops_per_token(seq) * seq / cfg.block_size, seq
+
+
 def build(cfg, env, data):
     """The model and its estimates; then (unless max_iters=0) the optimizer, EMA and the resumed state."""
     margs = ModelArgs.from_config(cfg, data.tok.vocab_size)
     model = Transformer(margs).to(env.device)
     tokens_per_step = cfg.total_batch_size
-    print0(f"model: {model.num_params():,} parameters, {model.flops_per_token() / 1e6:.1f} MFLOP/token (training), "
+    flops_tok, seq = train_flops_per_token(model, cfg)
+    print0(f"model: {model.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
            f"{tokens_per_step:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x {cfg.batch_size} x {cfg.block_size}")
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     # memory and speed from the model's own accounting (rough: see model.estimate_memory)
     masked_head = cfg.head_on_masked_only and cfg.objective != "ar" and cfg.loss_type != "all_ce"
     head_frac = (1 - schedule.alpha[1:]).mean().item() if masked_head else 1.0  # E_t[mask rate]
-    state_b, act_b = model.estimate_memory(cfg.batch_size, cfg.block_size, env.dtype_name == "bfloat16", head_frac, cfg.ema > 0)
+    state_b, act_b = model.estimate_memory(cfg.batch_size, seq, env.dtype_name == "bfloat16", head_frac, cfg.ema > 0)
     peak = peak_flops(env.device)
-    est_tps = estimate_tokens_per_s(model.flops_per_token(), peak, ASSUMED_MFU)
+    est_tps = estimate_tokens_per_s(flops_tok, peak, ASSUMED_MFU)
     speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {ASSUMED_MFU:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
              if est_tps else f"no tokens/s estimate: no peak FLOP/s known for {env.device} (scripts/bench_train.py measures one)")
     print0(f"estimate per rank: ~{(state_b + act_b) / 2**30:.1f} GiB = {state_b / 2**30:.1f} weights+grads+"
@@ -274,7 +284,8 @@ def resume_state(cfg, env, run):
 # ---------------------------------------------------------------- eval, log, checkpoint
 def run_eval(cfg, env, data, run, it, n_t=1, details=False):
     res = evaluate(run.eval_model, data.val_windows, run.schedule, data.tok.mask_id, cfg.objective, cfg.batch_size,
-                   env.device, env.ctx, n_t=n_t, seed=cfg.seed, chars_per_token=data.val_cpt, details=details)
+                   env.device, env.ctx, n_t=n_t, seed=cfg.seed, chars_per_token=data.val_cpt, details=details,
+                   block=cfg.bd3_block)
     what = "NLL" if cfg.objective == "ar" else "bound"
     print0(f"eval {it}: val {what} {res['nats_per_token']:.4f} ± {res['se']:.4f} nats/token, "
            f"{res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char{' (EMA weights)' if run.ema else ''}")
@@ -341,7 +352,7 @@ def eta_seconds(cfg, env, run, done, step_s):
 def train(cfg, env, data, run):
     run.model.train()
     tokens_per_step = cfg.total_batch_size
-    flops_step = run.raw_model.flops_per_token() * tokens_per_step
+    flops_step = train_flops_per_token(run.raw_model, cfg)[0] * tokens_per_step
     peak = peak_flops(env.device)
     t_last, tokens_since, timed_iters = time.time(), 0, 0
     run.t_start, train_time = time.time(), 0.0
@@ -397,6 +408,8 @@ def train_step(cfg, env, data, run, it):
             with env.ctx:
                 if cfg.objective == "ar":
                     loss, _ = ar_loss(model, x)
+                elif cfg.objective == "bd3":
+                    loss = bd3_step_loss(cfg, env, data, run, x, it, slot, u)
                 else:
                     t = stratified_times(cfg.batch_size, cfg.diffusion_steps, device=env.device, offset=slot * cfg.batch_size,
                                          total=cfg.batch_size * accum * world, u=u)
@@ -433,6 +446,18 @@ def train_step(cfg, env, data, run, it):
         run.loss_acc += step_loss
         run.n_acc += 1
     run.opt.zero_grad(set_to_none=True)
+
+
+def bd3_step_loss(cfg, env, data, run, x, it, slot, u):
+    """Block diffusion's loss on one micro-batch: a t per block, stratified over the global batch's blocks (shared
+    u), drawn from the clipped band if one is set; the keyed mask generator shuffles them and draws the masks."""
+    band = band_times(run.schedule, cfg.bd3_mask_min, cfg.bd3_mask_max)
+    g = keyed_generator(cfg.seed, STREAM_MASK, it, slot)
+    t = bd3_times(cfg.batch_size, cfg.block_size // cfg.bd3_block, band, g, env.device, offset=slot * cfg.batch_size,
+                  total=cfg.batch_size * env.accum * env.world, u=u)
+    loss, _, _ = bd3_loss(run.model, x, run.schedule, data.tok.mask_id, cfg.bd3_block, g, t=t, allowed=band,
+                          masked_only=cfg.head_on_masked_only)
+    return loss
 
 
 # ---------------------------------------------------------------- final eval, checkpoint, metrics
