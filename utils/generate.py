@@ -23,6 +23,7 @@ from dataclasses import replace
 import torch
 
 from sampler import sample, sample_ar
+from sampler_bd3 import sample_bd3
 from uniform import sample_uniform
 from utils.errors import UserError
 from utils.fileio import read_text
@@ -110,6 +111,11 @@ def build_canvas(cfg, tok, block_size, objective="mdlm"):
         c = Canvas.from_parts(tok, [prefix, cfg.gen_len, suffix])
     if objective == "ar" and not c.is_continuation:
         raise UserError("infilling and --suffix_file need a diffusion checkpoint: an AR model only continues a prompt")
+    if objective == "bd3":
+        if not c.is_continuation:
+            raise UserError("infilling and --suffix_file need an mdlm checkpoint: block diffusion (bd3) is autoregressive "
+                            "over blocks and only continues a prompt")
+        return c  # any length: the block sampler slides its window past the context
     if len(c) > block_size and objective == "ar":
         raise UserError(f"prompt ({c.prefix_len} tokens) + --gen-len {c.n_gen} = {len(c)} exceeds the model's context "
                         f"of {block_size} tokens: shorten the prompt or use --gen-len {max(block_size - c.prefix_len, 1)}")
@@ -185,6 +191,9 @@ def describe_sampler(cfg):
     else:
         remask = f"remdm eta={cfg.remask_eta:g}" if cfg.remask == "remdm" else cfg.remask
         how = f"{cfg.steps} steps, {cfg.tokens_per_step} counts, order {cfg.order}, remask {remask}"
+    if cfg.objective == "bd3":
+        how = how.replace(f"{cfg.steps} steps", f"{min(cfg.steps, cfg.bd3_block)} steps per block")
+        how = f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, " + how
     blocks = f", blocks of {cfg.semi_ar_length}" if cfg.semi_ar_length and cfg.objective != "ar" else ""
     return f"{how}{blocks}, temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}"
 
@@ -206,6 +215,14 @@ def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=
         out = sample_ar(model, prompt_t, canvas.n_gen, cfg.temperature, cfg.top_k, cfg.top_p, generator)
         P, stats = len(start), dict(nfe=canvas.n_gen, nfe_per_sample=[canvas.n_gen] * B)
         full = [canvas.prefix + tok.decode(row[P:].tolist()) for row in out]
+        fills = [[f[len(canvas.prefix):]] for f in full]
+    elif cfg.objective == "bd3":
+        prompt_t = torch.tensor(canvas.ids[:canvas.prefix_len], dtype=torch.long, device=device).repeat(B, 1)  # may be empty
+        out, stats = sample_bd3(model, prompt_t, canvas.n_gen, cfg.bd3_block, schedule, tok.mask_id, cfg.steps,
+                                cfg.temperature, cfg.top_k, cfg.top_p, generator=generator, on_step=on_step,
+                                **sampler_options(cfg))
+        P = canvas.prefix_len
+        full = [canvas.render(row, tok) for row in out.tolist()]
         fills = [[f[len(canvas.prefix):]] for f in full]
     else:
         x, gen_mask = canvas.tensors(B, device)

@@ -104,6 +104,8 @@ def trace_title(cfg):
     if cfg.objective == "uniform":
         return f"uniform noise, {cfg.steps} steps, temp {cfg.temperature:g}"
     how = [f"threshold {cfg.threshold:g}" if cfg.threshold else f"{cfg.steps} steps"]
+    if cfg.objective == "bd3":  # steps count per block
+        how = [f"bd3 L'={cfg.bd3_block}", how[0] if cfg.threshold else f"{min(cfg.steps, cfg.bd3_block)} steps/block"]
     how += [] if cfg.threshold or cfg.tokens_per_step == "schedule" else [cfg.tokens_per_step]
     how += [] if cfg.order == "confidence" else [cfg.order]
     how += [] if cfg.threshold or cfg.remask == "refine" else [cfg.remask + (f" {cfg.remask_eta:g}" if cfg.remask == "remdm" else "")]
