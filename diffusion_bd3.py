@@ -45,16 +45,18 @@ def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, tota
 def bd3_logits(model, xt, x0, block, mask_id, positions=None):
     """One block-diffusion pass: logits of the noisy half of [xt ; x0] (B, 2L) under bd3_attn_mask, with the
     [MASK] logit at -inf. Returns (B, L, V), or (N, V) at positions (B, L) bool of the noisy half.
-    The clean half is only the context of later blocks (its logits carry no loss and are never computed); with
-    one block (L' = L) nothing attends to it, so it is skipped: exactly MDLM's pass with time_cond='none'."""
+    The clean half is only the context of later blocks (its logits carry no loss and are never computed), so its
+    last block is left out; with one block (L' = L) all of it is: exactly MDLM's pass with time_cond='none'."""
     B, L = x0.shape
     if block == L:
         logits = model(xt, positions=positions)
     else:
+        # the last clean block is context for no one: drop it (2L - L' columns)
+        n = 2 * L - block
         head = torch.ones_like(x0, dtype=torch.bool) if positions is None else positions
-        rope = torch.arange(L, device=x0.device).repeat(2)  # both halves at positions 0..L-1
-        logits = model(torch.cat([xt, x0], 1), attn_mask=bd3_attn_mask(L, block, x0.device), rope_pos=rope,
-                       positions=torch.cat([head, torch.zeros_like(head)], 1))  # (N, V), row-major over the noisy half
+        rope = torch.arange(L, device=x0.device).repeat(2)[:n]  # both halves at positions 0..L-1
+        logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=bd3_attn_mask(L, block, x0.device)[:n, :n],
+                       rope_pos=rope, positions=torch.cat([head, torch.zeros_like(head[:, block:])], 1))  # (N, V)
         logits = logits if positions is not None else logits.view(B, L, -1)
     return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))  # x0 is never [MASK]
 
