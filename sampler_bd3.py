@@ -181,7 +181,8 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
 def sample_ar_window(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None, keep=None):
     """AR decoding with a KV cache, past the context by the same window as sample_bd3: when the next token does not
     fit, keep the last `keep` tokens (default half the window) and recompute their cache in one pass. Within the
-    context it is sampler.sample_ar step for step. prompt (B, P), P >= 1. Returns (B, P + gen_len)."""
+    context it is sampler.sample_ar step for step: one forward per token (a recompute replaces one).
+    prompt (B, P), P >= 1. Returns (B, P + gen_len)."""
     B, P = prompt.shape
     W = model.args.block_size
     keep = keep or W // 2

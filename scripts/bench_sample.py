@@ -5,9 +5,13 @@ Run from the repo root:
     python scripts/bench_sample.py --checkpoint artifacts/models/cpu/model.pt --ar-checkpoint artifacts/models/cpu_ar/model.pt
     python scripts/bench_sample.py --checkpoint M.pt --ar-checkpoint A.pt --gen-len 256 --steps 64 --num-samples 1 --device cuda
     python scripts/bench_sample.py --checkpoint M.pt --only reference,threshold --repeats 1 --gen-len 32   # a quick look
+    python scripts/bench_sample.py --bd3-checkpoints B1.pt B4.pt --checkpoint M.pt --only semi-AR --ar-checkpoint A.pt \
+        --gen-len 256 --num-samples 1     # block diffusion at each L' beside MDLM and AR, past a 64-token context
 
 Columns (printed with the table too):
-  NFE       forward passes per sample (mean; adaptive for threshold rows)
+  NFE       forward passes per sample (mean; adaptive for threshold rows). bd3: denoising steps + the passes that
+            put finished blocks into the KV cache; AR: one per token (past its context a window recompute
+            replaces one)
   wall s    median over --repeats of the seconds for the whole batch (after one untimed warm-up)
   tok/s     generated tokens in the batch / wall s
   gen-PPL   exp(mean NLL of the generated tokens given the prompt) under the AR checkpoint (same tokenizer
@@ -16,6 +20,8 @@ Columns (printed with the table too):
   entropy   mean over samples of the entropy (nats) of the sample's own token histogram (low = repetitive)
 Rows marked '=NFE' rerun a fixed-step sampler at the threshold row's mean NFE (equal-NFE comparisons).
 The 'held-out text' row scores real validation windows of the same length (first token as the context).
+Samples longer than the scorer's context are scored with a sliding window (utils/metrics.windowed_ar_nll);
+an AR row past its context decodes with sampler_bd3.sample_ar_window (the same window as bd3).
 """
 import os
 import statistics
@@ -33,6 +39,7 @@ from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import split_texts  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
+from sampler_bd3 import sample_ar_window  # noqa: E402
 from utils.generate import ar_start_token, build_canvas, generate  # noqa: E402
 from utils.metrics import distinct_n, gen_ppl, sample_entropy  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
@@ -42,7 +49,10 @@ PLAIN = dict(order="confidence", tokens_per_step="schedule", remask="refine", th
 
 def parse_args(argv):
     p = ArgParser(prog="scripts/bench_sample.py", description="Benchmark every sampler setting on one checkpoint.")
-    p.add_argument("--checkpoint", required=True, help="diffusion model.pt")
+    p.add_argument("--checkpoint", default="", help="masked diffusion (mdlm) model.pt: the sampler rows")
+    p.add_argument("--bd3-checkpoints", nargs="*", default=[], help="block diffusion model.pt files (one per L')")
+    p.add_argument("--bd3-steps", default="0", help="comma-separated reverse steps per block for the bd3 rows; "
+                   "0 = the block's length (one token per step)")
     p.add_argument("--ar-checkpoint", default="", help="AR model.pt: the gen-PPL scorer and the AR + KV-cache row")
     p.add_argument("--prompt", default=None, help="prompt for every sample (default: the checkpoint's)")
     p.add_argument("--gen-len", type=int, default=256, help="tokens generated per sample")
@@ -100,7 +110,7 @@ def measure(model, tok, cfg, schedule, device, a, scorer):
         if r:
             times.append(time.perf_counter() - t0)
             outs.append(out)
-            nfes += stats["nfe_per_sample"]
+            nfes += [n + stats.get("cache_passes", 0) for n in stats["nfe_per_sample"]]
     out = torch.cat(outs)
     P = stats["prompt_tokens"]
     row = dict(nfe=sum(nfes) / len(nfes), wall=statistics.median(times))
@@ -113,11 +123,47 @@ def quality(out, P, tok, device, scorer):
     gen = out[:, P:]
     res = dict(distinct=distinct_n([tok.decode(r) for r in gen.tolist()], 2), entropy=sample_entropy(gen.tolist()))
     seqs, n_prompt = scored_rows(out, P, tok, device)
-    if scorer is None or seqs.size(1) - 1 > scorer.args.block_size:
-        res["ppl"] = None  # no scorer, or longer than the scorer's context
-    else:
-        res["ppl"] = gen_ppl(scorer, seqs.to(device), n_prompt)[0]
+    res["ppl"] = None if scorer is None else gen_ppl(scorer, seqs.to(device), n_prompt)[0]
     return res
+
+
+def measure_ar_window(model, tok, cfg, device, a, scorer):
+    """The AR + KV cache row when prompt + gen_len exceeds the AR model's context: sample_ar_window."""
+    canvas = build_canvas(replace(cfg, objective="mdlm"), tok, 10 ** 9)  # only the prompt's ids are used
+    start = canvas.ids[:canvas.prefix_len] or [ar_start_token(tok)]
+    prompt = torch.tensor(start, device=device).repeat(a.num_samples, 1)
+    times, outs = [], []
+    for r in range(a.repeats + 1):
+        g = torch.Generator().manual_seed(a.seed + r)
+        sync(device)
+        t0 = time.perf_counter()
+        out = sample_ar_window(model, prompt, canvas.n_gen, cfg.temperature, generator=g)
+        sync(device)
+        if r:
+            times.append(time.perf_counter() - t0)
+            outs.append(out)
+    row = dict(nfe=canvas.n_gen, wall=statistics.median(times))  # one pass per token (a recompute replaces one)
+    row["tps"] = a.num_samples * canvas.n_gen / row["wall"]
+    row.update(quality(torch.cat(outs), len(start), tok, device, scorer))
+    return row
+
+
+def bd3_rows(a, tok, device):
+    """(name, model, cfg, overrides) for every bd3 checkpoint and steps-per-block setting, and a threshold row each."""
+    steps = [int(v) for v in a.bd3_steps.split(",") if v.strip()]
+    rows = []
+    for path in a.bd3_checkpoints:
+        model, ckpt = load_model(path, device)
+        cfg = config_from_dict(ckpt["config"])
+        if cfg.objective != "bd3":
+            raise UserError(f"--bd3-checkpoints {path} is a {cfg.objective} model: give block diffusion (objective=bd3) ones")
+        if fingerprint(tokenizer_from_state(ckpt["tokenizer"])) != fingerprint(tok):
+            raise UserError(f"--bd3-checkpoints {path} uses another tokenizer than the other checkpoints")
+        k = cfg.bd3_block
+        for s in sorted({min(s or k, k) for s in steps}):
+            rows.append((f"bd3 L'={k}, {s} steps/block", model, cfg, dict(steps=s)))
+        rows.append((f"bd3 L'={k}, threshold {a.threshold:g}", model, cfg, dict(threshold=a.threshold, remask="none")))
+    return rows
 
 
 def held_out(cfg, tok, a, device, scorer):
@@ -144,11 +190,16 @@ def main(argv):
     for name in ("gen_len", "steps", "num_samples", "repeats"):
         if getattr(a, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    if not a.checkpoint and not a.bd3_checkpoints:
+        raise UserError("give a diffusion checkpoint: --checkpoint MDLM.pt and/or --bd3-checkpoints BD3.pt ...")
     device = pick_device(a.device)
-    model, ckpt = load_model(a.checkpoint, device)
+    first = a.checkpoint or a.bd3_checkpoints[0]
+    model, ckpt = load_model(first, device)
     cfg = config_from_dict(ckpt["config"])
-    if cfg.objective != "mdlm":
+    if a.checkpoint and cfg.objective != "mdlm":
         what = "an AR model" if cfg.objective == "ar" else f"a {cfg.objective} model (its one sampler: inference.py --steps)"
+        if cfg.objective == "bd3":
+            what = "a block-diffusion model (give it as --bd3-checkpoints)"
         raise UserError(f"--checkpoint {a.checkpoint} is {what}: bench_sample compares masked-diffusion samplers; give an mdlm "
                         f"checkpoint (and the AR one as --ar-checkpoint)")
     tok = tokenizer_from_state(ckpt["tokenizer"])
@@ -158,20 +209,22 @@ def main(argv):
         if ar_ckpt["config"].get("objective") != "ar":
             raise UserError(f"--ar-checkpoint {a.ar_checkpoint} is not an AR model (objective={ar_ckpt['config'].get('objective')})")
         if fingerprint(tokenizer_from_state(ar_ckpt["tokenizer"])) != fingerprint(tok):
-            raise UserError(f"--ar-checkpoint {a.ar_checkpoint} uses another tokenizer than {a.checkpoint}: gen-PPL needs "
+            raise UserError(f"--ar-checkpoint {a.ar_checkpoint} uses another tokenizer than {first}: gen-PPL needs "
                             f"the same tokens; train the AR baseline on the same data and tokenizer")
-    base = replace(cfg, prompt=cfg.prompt if a.prompt is None else a.prompt, gen_len=a.gen_len, steps=a.steps,
-                   temperature=a.temperature, top_k=0, top_p=1.0, num_samples=a.num_samples, infill="",
-                   prefix_file="", suffix_file="", viz_video="", remask_eta=0.02, **PLAIN)
+    sampling = dict(prompt=cfg.prompt if a.prompt is None else a.prompt, gen_len=a.gen_len, steps=a.steps,
+                    temperature=a.temperature, top_k=0, top_p=1.0, num_samples=a.num_samples, infill="",
+                    prefix_file="", suffix_file="", viz_video="", remask_eta=0.02, **PLAIN)
+    base = replace(cfg, **sampling)
     validate(base)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+    bd3 = bd3_rows(a, tok, device)
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({torch.get_num_threads()} threads)"
     print(f"device {dev_name}, float32 weights, float64 sampling; torch {torch.__version__}")
-    print(f"checkpoint {a.checkpoint}: {model.num_params():,} params, T={cfg.diffusion_steps} {cfg.schedule}; "
+    print(f"checkpoint {first}: {model.num_params():,} params, T={cfg.diffusion_steps} {cfg.schedule}; "
           f"{a.num_samples} samples x {a.gen_len} tokens, prompt {base.prompt!r}, temperature {a.temperature:g}, "
           f"{a.repeats} timed repeats (median)")
     rows, only = [], [s for s in a.only.split(",") if s]
-    names = [name for name, _ in settings(a)]
+    names = [name for name, _ in settings(a)] if a.checkpoint else []
     unknown = [s for s in only if not any(s in name for name in names)]
     if unknown:
         raise UserError(f"--only {','.join(unknown)} matches no sampler row: use parts of these names: {'; '.join(names)}")
@@ -185,7 +238,7 @@ def main(argv):
               f"{fmt(r['ppl'], '8.3f')} {r['distinct']:7.3f} {r['entropy']:8.3f}", flush=True)
 
     thr_nfe = None
-    for name, over in settings(a):
+    for name, over in settings(a) if a.checkpoint else []:
         if want(name):
             r = measure(model, tok, replace(base, **over), schedule, device, a, scorer)
             show(name, r)
@@ -198,8 +251,15 @@ def main(argv):
         for name, over in (ref,
                            (f"=NFE {k}: LLaDA confidence, linear", dict(steps=k, tokens_per_step="linear", remask="none"))):
             show(name, measure(model, tok, replace(base, **over), schedule, device, a, scorer))
+    for name, bmodel, bcfg, over in bd3:  # block diffusion, one row per L' and steps per block
+        bcfg = replace(bcfg, **{**sampling, **over})
+        show(name, measure(bmodel, tok, bcfg, Schedule(bcfg.diffusion_steps, bcfg.schedule), device, a, scorer))
     if scorer is not None:
-        show("AR + KV cache (self-scored)", measure(scorer, tok, replace(base, objective="ar"), schedule, device, a, scorer))
+        ar_cfg = replace(base, objective="ar")
+        if len(tok.encode(base.prompt)) + a.gen_len <= scorer.args.block_size - 1:
+            show("AR + KV cache (self-scored)", measure(scorer, tok, ar_cfg, schedule, device, a, scorer))
+        else:
+            show("AR + KV cache, sliding window (self-scored)", measure_ar_window(scorer, tok, ar_cfg, device, a, scorer))
     ref, why = held_out(cfg, tok, a, device, scorer)
     if ref is not None:
         show("held-out text", ref)

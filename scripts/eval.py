@@ -7,6 +7,7 @@ Run from the repo root:
     python scripts/eval.py artifacts/models/cpu/model.pt --ar-checkpoint artifacts/models/cpu_ar/model.pt \
         --sweep temperature=0.7,0.85,1.0 --json artifacts/eval/cpu_sweep.json     # gen-PPL vs entropy frontier
     python scripts/eval.py artifacts/models/cpu/model.pt --n-windows 32 --n-t 4 --n-samples 4 --device cpu  # quick look
+    python scripts/eval.py artifacts/models/baby_bd3_4/model.pt artifacts/models/baby_ar/model.pt --n-samples 0 --infill-len 0
 
 Per checkpoint: the validation bound (diffusion) or exact NLL (AR) in bits/char +- a standard error,
 estimated with --n-t stratified times per window (more than training's eval uses); nats/token and
@@ -15,7 +16,9 @@ perplexity; masked reconstruction accuracy and entropy per timestep; for --n-sam
 distinct-2/-3, sample entropy and generative perplexity under --ar-checkpoint (an AR model trained
 with the same tokenizer: fingerprints must match, else exit 2); infill recovery of --infill-len
 held-out tokens given prefix and suffix (exact match and token = character accuracy). Columns
-that only mean something for diffusion read n/a for AR checkpoints. Plots: scripts/plot.py.
+that only mean something for diffusion read n/a for AR checkpoints. Block diffusion (bd3) checkpoints
+report their block-diffusion bound (each block's t stratified over the windows) on the same windows,
+sample block by block (--steps per block) and have no infill row. Plots: scripts/plot.py.
 A progress bar on a terminal counts the forward passes (bound, samples, sweep, infill) and gives an ETA.
 """
 import json
@@ -32,6 +35,7 @@ import torch  # noqa: E402
 from config import config_from_dict  # noqa: E402
 from diffusion import Schedule, evaluate  # noqa: E402
 from sampler import ORDERS, sample, sample_ar, time_grid  # noqa: E402
+from sampler_bd3 import sample_bd3  # noqa: E402
 from uniform import sample_uniform  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
@@ -193,6 +197,9 @@ def draw_samples(run, start, gen_len, n, steps, temperature, batch_size, device,
             x = sample_ar(model, prompt, gen_len, temperature, generator=generator)
             if bar:
                 bar(n=1)
+        elif cfg.objective == "bd3":  # block by block, KV cache; steps per block
+            x, _ = sample_bd3(model, prompt, gen_len, cfg.bd3_block, schedule, tok.mask_id, steps, temperature,
+                              generator=generator, on_step=chain(change, bar), **(mdlm_opts or {}))
         else:
             x = torch.cat([prompt, torch.full((B, gen_len), tok.mask_id, device=device)], 1)
             gen_mask = torch.zeros_like(x, dtype=torch.bool)
@@ -231,11 +238,12 @@ def evaluate_run(run, args, scorer, device, bar):
     # windows decode to a different number of characters per token than the split does (1.07 % off)
     cpt = chars_per_token(tok, windows[:, 1:] if ar else windows)
     res = evaluate(model, windows, schedule, tok.mask_id, cfg.objective, args.batch_size, device, nullcontext(),
-                   n_t=args.n_t, seed=args.seed, chars_per_token=cpt, details=True)
+                   n_t=args.n_t, seed=args.seed, chars_per_token=cpt, details=True, block=cfg.bd3_block)
     bar(n=-(-args.n_windows // args.batch_size) * (1 if ar else args.n_t))
     row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, params=model.num_params(),
                tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]), tokenizer=tok.kind,
                tokenizer_fingerprint=run["fp"], schedule=cfg.schedule, time_cond=cfg.time_cond, loss_type=cfg.loss_type,
+               bd3_block=cfg.bd3_block if cfg.objective == "bd3" else None,
                chars_per_token=cpt, split=args.split, **res)
 
     g = torch.Generator().manual_seed(args.seed)
@@ -267,7 +275,7 @@ def evaluate_run(run, args, scorer, device, bar):
             b = evaluate(GridTime(model, grid.times), windows, grid, tok.mask_id, cfg.objective, args.batch_size, device,
                          nullcontext(), n_t=args.n_t, seed=args.seed, chars_per_token=cpt)
             row["sweep"][-1].update(bits_per_char=b["bits_per_char"], bpc_se=b["bpc_se"], nats_per_token=b["nats_per_token"])
-    if args.infill_len and not ar:
+    if args.infill_len and cfg.objective in ("mdlm", "uniform"):  # AR and bd3 only continue a prompt
         if args.infill_len >= L:
             raise UserError(f"--infill-len {args.infill_len} must be shorter than the context {L}")
         iw = fixed_windows(ids, args.n_infill, L)
@@ -296,13 +304,20 @@ def table(rows, val_entropy, judge="none"):
         rel = "=" if r["objective"] == "ar" else "<="
         return f"{rel} {r['bits_per_char']:.4f} ± {r['bpc_se']:.4f}"
 
+    def objective(r):
+        if r["objective"] == "ar":
+            return "ar"
+        if r["objective"] == "bd3":  # no time conditioning: the block's mask count tells the rate
+            return f"bd3 (L'={r['bd3_block']}, {r['schedule']})"
+        return f"{r['objective']} ({r['schedule']}, {r['time_cond']})"
+
     def ent(r):
         e = r.get("entropy_by_t")
         return " ".join(f"{v:.1f}" for _, _, v in e) if e else "n/a"
 
     lines = [
         ("run", lambda r: r["name"]),
-        ("objective", lambda r: r["objective"] + ("" if r["objective"] == "ar" else f" ({r['schedule']}, {r['time_cond']})")),
+        ("objective", objective),
         ("sampler", lambda r: r.get("sampler", "n/a")),
         ("params", lambda r: f"{r['params']:,}"),
         ("tokens seen", lambda r: f"{r['tokens_seen']:,}"),

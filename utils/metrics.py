@@ -66,11 +66,29 @@ def ar_nll(model, seqs, n_prompt):
 
 
 @torch.no_grad()
+@torch.no_grad()
+def windowed_ar_nll(model, seqs, n_prompt):
+    """ar_nll for sequences longer than the scorer's context W: windows of W + 1 tokens, each token scored once
+    with at least W // 2 tokens of context before it (or all it has), about W // 2 new tokens per window.
+    Returns (B, S - n_prompt) float32, as ar_nll."""
+    B, S = seqs.shape
+    W = model.args.block_size
+    if S - 1 <= W:
+        return ar_nll(model, seqs, n_prompt)
+    parts, done = [], n_prompt  # tokens before `done` are scored, or are the prompt
+    while done < S:
+        s = min(max(0, done - W // 2 - 1), S - W - 1)  # the window [s, s + W] scores tokens done..s+W
+        parts.append(ar_nll(model, seqs[:, s:s + W + 1], done - s))
+        done = s + W + 1
+    return torch.cat(parts, 1)
+
+
 def gen_ppl(scorer, seqs, n_prompt, batch_size=32):
     """Generative perplexity: exp(mean NLL of seqs[:, n_prompt:] given what precedes them) under an
-    AR scorer. seqs (N, S) long, n_prompt >= 1 tokens of context that are not scored.
+    AR scorer. seqs (N, S) long, n_prompt >= 1 tokens of context that are not scored; longer than the scorer's
+    context, each token is scored with at least half that context before it (windowed_ar_nll).
     Returns (gen-PPL, mean NLL in nats/token)."""
-    nll = torch.cat([ar_nll(scorer, seqs[i:i + batch_size], n_prompt) for i in range(0, len(seqs), batch_size)])
+    nll = torch.cat([windowed_ar_nll(scorer, seqs[i:i + batch_size], n_prompt) for i in range(0, len(seqs), batch_size)])
     mean = nll.double().mean().item()
     return math.exp(mean), mean
 
