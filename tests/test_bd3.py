@@ -1,6 +1,8 @@
 """Block diffusion (BD3-LM): the attention mask, the bound against hand computations and its AR / MDLM ends,
-and the block sampler's KV cache against the uncached pass. python -m pytest -q tests/test_bd3.py"""
+the block sampler's KV cache against the uncached pass, and a tiny trained run end to end (slow).
+python -m pytest -q tests/test_bd3.py      (-m "not slow": without the trained run)"""
 import math
+import os
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from diffusion_bd3 import band_times, bd3_logits, bd3_loss, bd3_times
 from model import ModelArgs, Transformer, bd3_attn_mask, block_causal_mask
 from sampler import sample_ar
 from sampler_bd3 import CachedBlockModel, CleanCache, WindowBlockModel, extend_cache, sample_ar_window, sample_bd3
+from helpers import ENV, TINY, real_text, run_script
 
 CPU = torch.device("cpu")
 V, MASK = 11, 10  # 10 tokens + [MASK]
@@ -214,3 +217,72 @@ def test_ar_window_is_sample_ar_within_the_context_and_slides_past_it():
     assert torch.equal(a, b)
     long = sample_ar_window(m, prompt, 50, generator=torch.Generator().manual_seed(5))
     assert long.shape == (2, 53) and torch.equal(long[:, :15], a)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--objective=bd3", "--bd3_block=5"], "must divide block_size"),
+    (["--objective=bd3", "--bd3_block=0"], "must divide block_size"),
+    (["--objective=bd3", "--loss_type=masked_ce"], "block-diffusion bound"),
+    (["--objective=bd3", "--semi_ar_length=8"], "its own blocks"),
+    (["--objective=bd3", "--bd3_mask_min=0.8", "--bd3_mask_max=0.3"], "bd3_mask_min < bd3_mask_max"),
+    (["--objective=bd3", "--bd3_mask_min=0.00001", "--bd3_mask_max=0.0001"], "no diffusion time"),  # t=1 masks 1.2e-4
+])
+def test_bad_bd3_settings_are_refused_before_any_work(argv, words):
+    from config import get_config
+    from utils.errors import UserError
+    with pytest.raises(UserError, match=words):
+        get_config(argv)
+
+
+def test_bd3_only_continues_a_prompt():
+    from config import get_config
+    from utils.errors import UserError
+    from utils.generate import build_canvas
+    from utils.tokenizer import CharTokenizer
+    tok = CharTokenizer.from_text("abc ")
+    cfg = get_config(["--objective=bd3", "--infill=a [___:3] b"])
+    with pytest.raises(UserError, match="only continues a prompt"):
+        build_canvas(cfg, tok, 16, "bd3")
+    long = build_canvas(get_config(["--objective=bd3", "--prompt=ab", "--gen_len=100"]), tok, 16, "bd3")
+    assert len(long) == 102  # past the context: the block sampler slides its window
+
+
+# ----------------------------------------------------------------------------- a tiny trained run, end to end
+
+@pytest.fixture(scope="module")
+def bd3_ckpt(tmp_path_factory):
+    """A tiny bd3 model (blocks of 4) trained for 200 steps on real text."""
+    import train
+    d = tmp_path_factory.mktemp("bd3")
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        train.main([f"--data_path={real_text()}", f"--out_dir={d / 'out'}", "--objective=bd3", "--bd3_block=4",
+                    "--max_iters=200", "--eval_interval=100", "--learning_rate=3e-3", "--min_lr=3e-4", "--warmup_iters=20",
+                    "--gen_len=32", *TINY])
+    finally:
+        os.chdir(cwd)
+    return d / "out" / "model.pt"
+
+
+@pytest.mark.slow
+def test_a_tiny_bd3_run_learns_and_writes_past_its_context(bd3_ckpt, tmp_path):
+    from config import config_from_dict
+    from utils.checkpoint import load_checkpoint, load_model
+    from utils.generate import continuation, generate
+    from utils.tokenizer import tokenizer_from_state
+    ck = load_checkpoint(bd3_ckpt)
+    tok = tokenizer_from_state(ck["tokenizer"])
+    assert ck["val"]["nats_per_token"] < math.log(tok.vocab_size - 1) - 1.0  # well below a uniform guess
+    model, _ = load_model(bd3_ckpt, "cpu")
+    cfg = config_from_dict(ck["config"])
+    canvas = continuation(cfg, tok, "ROMEO:", 150, model.args.block_size)  # 156 tokens from a context of 64
+    texts, out, stats = generate(model, tok, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
+                                 torch.Generator().manual_seed(0), num_samples=2)
+    prompt = torch.tensor(tok.encode("ROMEO:"))
+    assert out.shape == (2, 156) and (out[:, :6] == prompt).all() and not (out == tok.mask_id).any()
+    assert all(f.startswith("ROMEO:") and len(t) == 150 for f, t in zip(stats["full_texts"], texts))
+    r = run_script("inference.py", "--checkpoint", bd3_ckpt, "--prompt", "ROMEO:", "--gen-len", 150, "--trace-every", 8,
+                   "--viz-video", tmp_path / "bd3.mp4", cwd=tmp_path, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert "block diffusion, blocks of 4" in r.stdout and (tmp_path / "bd3.gif").stat().st_size > 0
