@@ -9,11 +9,12 @@ positions 0..block_size-1. When the next block does not fit, the window jumps fo
 `keep` tokens (whole blocks; half the window by default), whose keys/values are recomputed once from scratch.
 So every reverse step sees exactly what the same network sees in training (the noisy last block of a window),
 and the cached decode equals an uncached one (cache=False recomputes the window at every step) at any length.
-Between jumps a finished block costs one more pass of L' tokens to enter the cache.
+A finished block enters the cache in the next block's first step (one pass of 2 L' tokens, no extra forward).
 
     python inference.py --checkpoint artifacts/models/baby_bd3/model.pt --prompt "ROMEO:" --gen-len 600
 """
 import time
+from functools import lru_cache
 
 import torch
 
@@ -24,12 +25,12 @@ from sampler import filter_logits, sample, sample_tokens
 
 class CleanCache:
     """Keys/values of the clean context, per layer (B, H, n, D), and its token ids (B, n). model.Attention calls
-    update(k, v) once per layer with the new columns' keys/values (after RoPE); it gets [cached ; new] back. The
-    new part is kept only while `store` is set (a clean block entering the context), never for a noisy block."""
+    update(k, v) once per layer with the new columns' keys/values (after RoPE); it gets [cached ; new] back. Of
+    the new columns the first `store` (clean blocks entering the context) are kept; a noisy block's never are."""
 
     def __init__(self, n_layer):
         self.k, self.v = [None] * n_layer, [None] * n_layer
-        self.layer, self.store, self.rows = 0, False, None
+        self.layer, self.store, self.rows = 0, 0, None
         self.ids = None
 
     def __len__(self):
@@ -38,53 +39,60 @@ class CleanCache:
     def update(self, k, v):
         i = self.layer
         self.layer = (i + 1) % len(self.k)
+        n = self.store
         if self.k[i] is not None:
+            n += self.k[i].size(2)
             ck, cv = (self.k[i], self.v[i]) if self.rows is None else (self.k[i][self.rows], self.v[i][self.rows])
             k, v = torch.cat([ck, k], 2), torch.cat([cv, v], 2)
         if self.store:
-            self.k[i], self.v[i] = k, v
+            self.k[i], self.v[i] = k[:, :, :n], v[:, :, :n]
         return k, v
 
 
-def extend_cache(model, cache, ids, block):
-    """Append clean ids (B, n), whole blocks right after the cached ones, to the cache: one pass of n tokens.
-    The new blocks attend block-causally among themselves (as the clean half does in training) and to all cached."""
-    n0, n = len(cache), ids.size(1)
-    assert n0 % block == 0 and n % block == 0, "the cache holds whole blocks aligned to the window's start"
-    mask = None
-    if n > block:  # several blocks at once (the prompt, or a window recomputed after a jump)
-        mask = torch.cat([torch.ones(n, n0, dtype=torch.bool, device=ids.device), block_causal_mask(n, block, ids.device)], 1)
-    cache.store = True
-    model(ids, kv_cache=cache, start_pos=n0, attn_mask=mask, positions=torch.zeros_like(ids, dtype=torch.bool))
-    cache.store = False
-    cache.ids = ids if cache.ids is None else torch.cat([cache.ids, ids], 1)
+@lru_cache(maxsize=64)
+def pending_mask(n0, m, block, device):
+    """Attention of one pass over [m pending clean columns ; a noisy block] after n0 cached ones: (m + block,
+    n0 + m + block) bool. The clean columns see the cache and each other block-causally (as the clean half in
+    training), never the noisy block; the noisy block sees everything."""
+    mask = torch.ones(m + block, n0 + m + block, dtype=torch.bool, device=device)
+    mask[:m, n0:n0 + m] = block_causal_mask(m, block, device)
+    mask[:m, n0 + m:] = False
+    return mask
 
 
 class CachedBlockModel:
-    """What sampler.sample calls as its model while it denoises one block: it is handed the window (context + the
-    block) and returns logits for positions inside the block, running only the block through the network
-    against the cached context. sample() may pass a subset of the rows (threshold decoding drops finished
-    samples); the cache rows are found by their context ids (rows with equal ids have equal keys/values)."""
+    """What sampler.sample calls as its model while it denoises one block: it is handed the window (clean context,
+    then the block) and returns logits for positions inside the block, running only the block through the network
+    against the cached context. Context the cache lacks (the prompt, the block finished last, a window recomputed
+    after a jump) rides along in the same pass and enters the cache: no extra forward. sample() may pass a subset
+    of the rows (threshold decoding drops finished samples); their cache rows are found by their context ids
+    (rows with equal ids have equal keys/values)."""
 
-    def __init__(self, model, cache):
-        self.model, self.cache, self.args = model, cache, model.args
+    def __init__(self, model, cache, block):
+        self.model, self.cache, self.block, self.args = model, cache, block, model.args
 
     def __call__(self, idx, t=None, positions=None):
-        n = len(self.cache)
-        if n:
-            ids = self.cache.ids
-            if idx.size(0) != ids.size(0) or not torch.equal(idx[:, :n], ids):
-                same = (idx[:, None, :n] == ids[None]).all(-1)  # (R, B)
-                assert same.any(1).all(), "a row's context is not in the cache"
-                self.cache.rows = same.float().argmax(1)
-        pos = None if positions is None else positions[:, n:]
-        assert positions is None or not positions[:, :n].any(), "only the noisy block is decided"
+        kv, n0 = self.cache, len(self.cache)
+        m = idx.size(1) - self.block - n0  # clean columns not yet cached
+        assert m >= 0 and m % self.block == 0 and n0 % self.block == 0, "the cache holds whole blocks of the window"
+        if n0 and (idx.size(0) != kv.ids.size(0) or not torch.equal(idx[:, :n0], kv.ids)):
+            assert not m, "new context enters the cache with every row"
+            same = (idx[:, None, :n0] == kv.ids[None]).all(-1)  # (R, B)
+            assert same.any(1).all(), "a row's context is not in the cache"
+            kv.rows = same.float().argmax(1)
+        if positions is not None:
+            assert not positions[:, :n0 + m].any(), "only the noisy block is decided"
+            positions = positions[:, n0:]
+        mask = pending_mask(n0, m, self.block, idx.device) if m else None
+        kv.store = m
         try:
-            logits = self.model(idx[:, n:], kv_cache=self.cache, start_pos=n, positions=pos)
+            logits = self.model(idx[:, n0:], kv_cache=kv, start_pos=n0, attn_mask=mask, positions=positions)
         finally:
-            self.cache.rows = None
+            kv.store, kv.rows = 0, None
+        if m:
+            kv.ids = idx[:, n0:n0 + m] if kv.ids is None else torch.cat([kv.ids, idx[:, n0:n0 + m]], 1)
         if positions is None:  # the window's shape, zeros over the context
-            logits = torch.cat([logits.new_zeros(idx.size(0), n, logits.size(-1)), logits], 1)
+            logits = torch.cat([logits.new_zeros(idx.size(0), n0, logits.size(-1)), logits[:, m:]], 1)
         return logits
 
 
@@ -134,8 +142,8 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
     Blocks are whole: the first one may hold the prompt's last tokens (fixed), and the last one is generated in
     full and cut. on_step gets sample()'s dict in the coordinates of the whole output (B, P + gen_len), with
     block / n_blocks / nfe / step counted over the whole generation. cache=False: the uncached reference.
-    Returns (tokens (B, P + gen_len), stats: nfe (batched denoising passes), nfe_per_sample, cache_passes
-    (extra passes that fill the cache), seconds, seconds_per_sample, blocks)."""
+    Returns (tokens (B, P + gen_len), stats: nfe (batched forward passes), nfe_per_sample, seconds,
+    seconds_per_sample, blocks)."""
     B, P = prompt.shape
     W, dev, t0 = model.args.block_size, prompt.device, time.perf_counter()
     if W % block or options.get("block_length"):
@@ -148,16 +156,12 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
     conf_all = torch.zeros(B, total, dtype=torch.float64, device=dev)
     first = P // block * block  # the first block holding a generated position
     n_blocks = (total - first) // block
-    nfe, steps_done, passes, start = torch.zeros(B, dtype=torch.long), 0, 0, 0
-    kv = CleanCache(model.args.n_layer)
-    denoiser = CachedBlockModel(model, kv) if cache else WindowBlockModel(model, block, mask_id)
+    nfe, steps_done, start = torch.zeros(B, dtype=torch.long), 0, 0
+    denoiser = CachedBlockModel(model, CleanCache(model.args.n_layer), block) if cache else WindowBlockModel(model, block, mask_id)
     for b, pos in enumerate(range(first, total, block)):
         if pos - start + block > W:  # the block does not fit: jump, keeping the last `keep` clean tokens
             start = pos - keep
-            kv = denoiser.cache = CleanCache(model.args.n_layer)
-        if cache and len(kv) < pos - start:  # the finished blocks (or the prompt) enter the cache
-            extend_cache(model, kv, out[:, start + len(kv):pos], block)
-            passes += 1
+            denoiser.cache = CleanCache(model.args.n_layer)  # refilled, with the kept tokens, by the block's first step
         lo, hi = start, pos + block
 
         def block_step(info, lo=lo, hi=hi, b=b):
@@ -173,8 +177,8 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
         nfe += torch.tensor(st["nfe_per_sample"])
         steps_done += st["nfe"]
     seconds = time.perf_counter() - t0
-    return out[:, :P + gen_len], dict(nfe=steps_done, nfe_per_sample=nfe.tolist(), cache_passes=passes,
-                                      seconds=seconds, seconds_per_sample=[seconds] * B, blocks=n_blocks)
+    return out[:, :P + gen_len], dict(nfe=steps_done, nfe_per_sample=nfe.tolist(), seconds=seconds,
+                                      seconds_per_sample=[seconds] * B, blocks=n_blocks)
 
 
 @torch.no_grad()

@@ -9,9 +9,8 @@ Run from the repo root:
         --gen-len 256 --num-samples 1     # block diffusion at each L' beside MDLM and AR, past a 64-token context
 
 Columns (printed with the table too):
-  NFE       forward passes per sample (mean; adaptive for threshold rows). bd3: denoising steps + the passes that
-            put finished blocks into the KV cache; AR: one per token (past its context a window recompute
-            replaces one)
+  NFE       forward passes per sample (mean; adaptive for threshold rows). bd3: one per reverse step (a finished
+            block enters the KV cache in the next block's first step); AR: one per token
   wall s    median over --repeats of the seconds for the whole batch (after one untimed warm-up)
   tok/s     generated tokens in the batch / wall s
   gen-PPL   exp(mean NLL of the generated tokens given the prompt) under the AR checkpoint (same tokenizer
@@ -110,7 +109,7 @@ def measure(model, tok, cfg, schedule, device, a, scorer):
         if r:
             times.append(time.perf_counter() - t0)
             outs.append(out)
-            nfes += [n + stats.get("cache_passes", 0) for n in stats["nfe_per_sample"]]
+            nfes += stats["nfe_per_sample"]
     out = torch.cat(outs)
     P = stats["prompt_tokens"]
     row = dict(nfe=sum(nfes) / len(nfes), wall=statistics.median(times))

@@ -11,7 +11,7 @@ from diffusion import Schedule, diffusion_loss, stratified_times
 from diffusion_bd3 import band_times, bd3_logits, bd3_loss, bd3_times
 from model import ModelArgs, Transformer, bd3_attn_mask, block_causal_mask
 from sampler import sample_ar
-from sampler_bd3 import CachedBlockModel, CleanCache, WindowBlockModel, extend_cache, sample_ar_window, sample_bd3
+from sampler_bd3 import CachedBlockModel, CleanCache, WindowBlockModel, sample_ar_window, sample_bd3
 from helpers import ENV, TINY, real_text, run_script
 
 CPU = torch.device("cpu")
@@ -164,22 +164,27 @@ def test_clipped_band_weights_are_the_bands_share_of_the_bound():
 
 @pytest.mark.parametrize("block,n_ctx", [(1, 0), (1, 7), (4, 0), (4, 8), (4, 12), (8, 8)])
 def test_cached_block_logits_equal_the_uncached_pass(block, n_ctx):
-    m = _tiny()
-    g = torch.Generator().manual_seed(block + n_ctx)
-    ctx = torch.randint(0, 10, (3, n_ctx), generator=g)
-    blk = torch.where(torch.rand(3, block, generator=g) < 0.5, MASK, torch.randint(0, 10, (3, block), generator=g))
-    window = torch.cat([ctx, blk], 1)
-    ref = WindowBlockModel(m, block, MASK)(window)[:, n_ctx:, :MASK]  # the [MASK] logit: -inf in one, raw in the other
-    kv = CleanCache(m.args.n_layer)
-    if n_ctx > block:  # several clean blocks at once (the prompt), block-causally
-        extend_cache(m, kv, ctx[:, :n_ctx - block], block)
-    if n_ctx:
-        extend_cache(m, kv, ctx[:, n_ctx - block:], block)  # a finished block enters on its own, as in decoding
-    got = CachedBlockModel(m, kv)(window)[:, n_ctx:, :MASK]
-    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
-    # a subset of the rows (threshold decoding drops finished samples) finds its own cache rows
-    got2 = CachedBlockModel(m, kv)(window[[2, 0]])[:, n_ctx:, :MASK]
-    torch.testing.assert_close(got2, ref[[2, 0]], atol=1e-5, rtol=1e-5)
+    m, g = _tiny(), torch.Generator().manual_seed(block + n_ctx)
+
+    def noisy():
+        return torch.where(torch.rand(3, block, generator=g) < 0.5, MASK, torch.randint(0, 10, (3, block), generator=g))
+
+    def uncached(window):  # the [MASK] logit is -inf in one and raw in the other: compare the rest
+        return WindowBlockModel(m, block, MASK)(window)[:, -block:, :MASK]
+
+    cached = CachedBlockModel(m, CleanCache(m.args.n_layer), block)
+    window = torch.cat([torch.randint(0, 10, (3, n_ctx), generator=g), noisy()], 1)
+    ref = uncached(window)
+    # the first step brings the whole context (a prompt) into the cache in the same pass, later steps read it
+    for rows in ([0, 1, 2], [0, 1, 2], [2, 0]):  # threshold decoding drops finished rows: they find their cache rows
+        torch.testing.assert_close(cached(window[rows])[:, -block:, :MASK], ref[rows], atol=1e-5, rtol=1e-5)
+    assert len(cached.cache) == n_ctx
+    # the block finishes; the next block's first step puts it in the cache
+    done = torch.where(window[:, -block:] == MASK, 3, window[:, -block:])
+    window = torch.cat([window[:, :-block], done, noisy()], 1)
+    if window.size(1) <= m.args.block_size:
+        torch.testing.assert_close(cached(window)[:, -block:, :MASK], uncached(window), atol=1e-5, rtol=1e-5)
+        assert len(cached.cache) == n_ctx + block
 
 
 SAMPLER_OPTIONS = [dict(), dict(remask="none", order="margin", tokens_per_step="linear"),
