@@ -42,6 +42,18 @@ def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, tota
     return allowed[idx[perm]].view(n, n_blocks).to(device)
 
 
+def bd3_columns(L, block):
+    """Columns of the two-stream pass over a window of L: x_t and x_0 less its last block (bd3_logits)."""
+    return 2 * L - block
+
+
+def bd3_flops_per_token(model, L, block):
+    """Training FLOPs per window token of the two-stream pass: the model's per-token count over 2L - L' columns
+    (attention over that many keys: the mask saves no FLOPs in dense SDPA), times (2L - L') / L."""
+    n = bd3_columns(L, block)
+    return model.flops_per_token(n) * n / L
+
+
 def bd3_logits(model, xt, x0, block, mask_id, positions=None):
     """One block-diffusion pass: logits of the noisy half of [xt ; x0] (B, 2L) under bd3_attn_mask, with the
     [MASK] logit at -inf. Returns (B, L, V), or (N, V) at positions (B, L) bool of the noisy half.
@@ -51,8 +63,7 @@ def bd3_logits(model, xt, x0, block, mask_id, positions=None):
     if block == L:
         logits = model(xt, positions=positions)
     else:
-        # the last clean block is context for no one: drop it (2L - L' columns)
-        n = 2 * L - block
+        n = bd3_columns(L, block)  # the last clean block is context for no one: left out
         head = torch.ones_like(x0, dtype=torch.bool) if positions is None else positions
         rope = torch.arange(L, device=x0.device).repeat(2)[:n]  # both halves at positions 0..L-1
         logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=bd3_attn_mask(L, block, x0.device)[:n, :n],

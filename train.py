@@ -32,7 +32,7 @@ import torch
 
 from config import RESUMABLE_KEYS, config_to_dict, format_config, get_config, help_text, renamed_keys, wants_help
 from diffusion import Schedule, ar_loss, diffusion_loss, evaluate, stratified_times
-from diffusion_bd3 import band_times, bd3_loss, bd3_times
+from diffusion_bd3 import band_times, bd3_columns, bd3_flops_per_token, bd3_loss, bd3_times
 from model import ModelArgs, Transformer
 from uniform import uniform_loss
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
@@ -206,10 +206,11 @@ def load_data(cfg, env):
 
 # ---------------------------------------------------------------- model, optimizer, resume
 def train_flops_per_token(model, cfg):
-    """Training FLOPs per window token. bd3 runs the network over [x_t ; x_0 less its last block]: ~2x the tokens,
-    each attending over ~2x the context (one block: x_t alone)."""
-    seq = 2 * cfg.block_size - cfg.bd3_block if cfg.objective == "bd3" else cfg.block_size
-    return model.flops_per_token(seq) * seq / cfg.block_size, seq
+    """(training FLOPs per window token, columns per pass): bd3 runs the network over [x_t ; x_0 less its last
+    block], ~2x the tokens, each attending over ~2x the context (one block: x_t alone)."""
+    if cfg.objective == "bd3":
+        return bd3_flops_per_token(model, cfg.block_size, cfg.bd3_block), bd3_columns(cfg.block_size, cfg.bd3_block)
+    return model.flops_per_token(), cfg.block_size
 
 
 def build(cfg, env, data):

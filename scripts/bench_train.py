@@ -1,10 +1,11 @@
-"""Training-step benchmark: ms/iter, tokens/s and MFU for objective=mdlm and objective=ar at the same dims.
+"""Training-step benchmark: ms/iter, tokens/s and MFU for objective=mdlm and objective=ar (and bd3) at the same dims.
 
     python scripts/bench_train.py                            # the default model (6/6/384, ctx 256, batch 64)
     python scripts/bench_train.py cpu --iters=5 --repeats=3  # any preset or --key=value of config.py
     python scripts/bench_train.py cpu --compare_head         # mdlm with the head on all vs only masked positions
     python scripts/bench_train.py cpu --compare_compile      # every row eager and torch.compile'd
     python scripts/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
+    python scripts/bench_train.py --bd3_blocks=1,4,16,64 --block_size=64 --n_layer=4 --n_head=4 --n_embd=128 --batch_size=12
 
 One training step as train.py takes it (forward under the dtype's autocast, backward, clip, optimizer
 step) on random tokens: the speed of a step does not depend on the text. Warm-up iterations (and so
@@ -24,6 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config import get_config  # noqa: E402
 from diffusion import Schedule, ar_loss, diffusion_loss, stratified_times  # noqa: E402
+from diffusion_bd3 import bd3_flops_per_token, bd3_loss, bd3_times  # noqa: E402
 from model import ModelArgs, Transformer  # noqa: E402
 from utils.dist import autocast_for, keyed_generator, peak_flops, pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
@@ -73,6 +75,11 @@ def make_step(cfg, vocab_size, device):
         with ctx:
             if ar:
                 loss, _ = ar_loss(step_model, x)
+            elif cfg.objective == "bd3":  # the two-stream pass, a t per block
+                g = keyed_generator(cfg.seed, 1, i)
+                t = bd3_times(B, L // cfg.bd3_block, torch.arange(1, cfg.diffusion_steps + 1), g, device)
+                loss, _, _ = bd3_loss(step_model, x, schedule, mask_id, cfg.bd3_block, g, t=t,
+                                      masked_only=cfg.head_on_masked_only)
             else:
                 u = torch.rand((), generator=keyed_generator(cfg.seed, 2, i), dtype=torch.float64)
                 t = stratified_times(B, cfg.diffusion_steps, device=device, u=u)
@@ -94,6 +101,7 @@ def main(argv):
     ap.add_argument("--vocab_size", type=int, default=66, help="incl. [MASK]; 66 = Tiny Shakespeare chars, 2048 = BPE")
     ap.add_argument("--compare_head", action="store_true", help="mdlm with the head on all and on masked positions")
     ap.add_argument("--compare_compile", action="store_true", help="every row eager and compiled")
+    ap.add_argument("--bd3_blocks", default="", help="comma-separated block sizes L': a bd3 row each (e.g. 1,4,16,64)")
     args, rest = ap.parse_known_args(argv)
     if min(args.iters, args.repeats) < 1 or args.warmup < 0 or args.vocab_size < 2:
         raise UserError("--iters and --repeats must be >= 1, --warmup >= 0, --vocab_size >= 2")
@@ -107,6 +115,8 @@ def main(argv):
     if args.compare_head:
         rows = [rows[0], ("mdlm head=all", replace(cfg, head_on_masked_only=False)),
                 ("mdlm head=masked", replace(cfg, head_on_masked_only=True))]
+    for k in (int(v) for v in args.bd3_blocks.split(",") if v.strip()):
+        rows.append((f"bd3 L'={k}", get_config(rest + ["--objective=bd3", f"--bd3_block={k}"])))
     if args.compare_compile:
         rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows for tag, on in (("eager", False), ("compiled", True))]
 
@@ -139,10 +149,12 @@ def main(argv):
     results = {}
     for name, (_, model) in steps.items():
         sec = results[name] = statistics.median(times[name])
-        mfu = f"{model.flops_per_token() * tokens / sec / peak * 100:6.1f}%" if peak else "     -"
+        c = dict(rows)[name]
+        flops = bd3_flops_per_token(model, c.block_size, c.bd3_block) if c.objective == "bd3" else model.flops_per_token()
+        mfu = f"{flops * tokens / sec / peak * 100:6.1f}%" if peak else "     -"
         print(f"{name:<24} {sec * 1000:9.1f} {tokens / sec:11,.0f} {mfu}")
     for name, sec in results.items():
-        if name.startswith("mdlm"):
+        if name.startswith(("mdlm", "bd3")):
             ar_name = "ar" + next((s for s in (" eager", " compiled") if name.endswith(s)), "")
             print(f"time ratio {name} / {ar_name}: {sec / results[ar_name]:.3f}")
 
