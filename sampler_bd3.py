@@ -139,6 +139,7 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
                remask="refine", generator=None, on_step=None, *, keep=None, cache=True, **options):
     """Continue prompt (B, P) by gen_len tokens, block by block. steps: reverse steps per block (at most its number
     of generated tokens); options: sampler.sample's other switches (order, tokens_per_step, remask_eta, threshold).
+    tokens_per_step='schedule' becomes 'linear' (no greedy last step per block; see below).
     Blocks are whole: the first one may hold the prompt's last tokens (fixed), and the last one is generated in
     full and cut. on_step gets sample()'s dict in the coordinates of the whole output (B, P + gen_len), with
     block / n_blocks / nfe / step counted over the whole generation. cache=False: the uncached reference.
@@ -148,6 +149,10 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
     W, dev, t0 = model.args.block_size, prompt.device, time.perf_counter()
     if W % block or options.get("block_length"):
         raise ValueError(f"block {block} must divide the context {W}; semi-AR block_length does not apply to bd3")
+    if options.get("tokens_per_step", "schedule") == "schedule" and not options.get("threshold"):
+        # sample()'s schedule counts end each call with a greedy pass (the reference's step into t = 0): once per
+        # block here, that would make every L'-th token an argmax (every token at L' = 1). Equal counts instead.
+        options = dict(options, tokens_per_step="linear")
     keep = default_keep(W, block) if keep is None else keep
     assert keep % block == 0 and 0 <= keep <= W - block, f"keep={keep} must be whole blocks that leave room for one"
     total = -(-(P + gen_len) // block) * block  # whole blocks

@@ -11,10 +11,11 @@ Run from the repo root:
 Columns (printed with the table too):
   NFE       forward passes per sample (mean; adaptive for threshold rows). bd3: one per reverse step (a finished
             block enters the KV cache in the next block's first step); AR: one per token
-  wall s    median over --repeats of the seconds for the whole batch (after one untimed warm-up)
+  wall s    median over --repeats of the seconds for the whole batch (after one untimed warm-up); the rows are
+            timed round-robin, so a drifting load slows them alike
   tok/s     generated tokens in the batch / wall s
-  gen-PPL   exp(mean NLL of the generated tokens given the prompt) under the AR checkpoint (same tokenizer
-            required, else exit 2); the AR row is scored by its own model
+  gen-PPL   exp(mean NLL of the generated tokens given the prompt) under the AR checkpoint, or under --judge
+            (same tokenizer required, else exit 2); without a judge the AR row is scored by its own model
   dist-2    unique word bigrams / all word bigrams, pooled over the samples
   entropy   mean over samples of the entropy (nats) of the sample's own token histogram (low = repetitive)
 Rows marked '=NFE' rerun a fixed-step sampler at the threshold row's mean NFE (equal-NFE comparisons).
@@ -53,6 +54,8 @@ def parse_args(argv):
     p.add_argument("--bd3-steps", default="0", help="comma-separated reverse steps per block for the bd3 rows; "
                    "0 = the block's length (one token per step)")
     p.add_argument("--ar-checkpoint", default="", help="AR model.pt: the gen-PPL scorer and the AR + KV-cache row")
+    p.add_argument("--judge", default="", help="another AR model.pt to score every row instead (e.g. a larger one); "
+                   "--ar-checkpoint then only samples the AR row")
     p.add_argument("--prompt", default=None, help="prompt for every sample (default: the checkpoint's)")
     p.add_argument("--gen-len", type=int, default=256, help="tokens generated per sample")
     p.add_argument("--steps", type=int, default=64, help="NFE of the fixed-step rows")
@@ -97,25 +100,53 @@ def scored_rows(out, n_prompt, tok, device):
     return torch.cat([start, out], 1), 1
 
 
-def measure(model, tok, cfg, schedule, device, a, scorer):
+def generate_runner(model, tok, cfg, schedule, device, a):
+    """One row's sampler as a call: seed -> (tokens, NFE per sample, prompt tokens, generated tokens per sample)."""
     canvas = build_canvas(cfg, tok, model.args.block_size, cfg.objective)
-    times, outs, nfes = [], [], []
-    for r in range(a.repeats + 1):  # run 0 warms up (allocations, kernels) and is not timed
-        g = torch.Generator().manual_seed(a.seed + r)
-        sync(device)
-        t0 = time.perf_counter()
-        _, out, stats = generate(model, tok, canvas, cfg, schedule, device, g, num_samples=a.num_samples)
-        sync(device)
-        if r:
-            times.append(time.perf_counter() - t0)
-            outs.append(out)
-            nfes += stats["nfe_per_sample"]
-    out = torch.cat(outs)
-    P = stats["prompt_tokens"]
-    row = dict(nfe=sum(nfes) / len(nfes), wall=statistics.median(times))
-    row["tps"] = a.num_samples * canvas.n_gen / row["wall"]
-    row.update(quality(out, P, tok, device, scorer))
-    return row
+
+    def run(seed):
+        _, out, stats = generate(model, tok, canvas, cfg, schedule, device, torch.Generator().manual_seed(seed),
+                                 num_samples=a.num_samples)
+        return out, stats["nfe_per_sample"], stats["prompt_tokens"], canvas.n_gen
+    return run
+
+
+def ar_window_runner(model, tok, cfg, device, a):
+    """The AR + KV cache row when prompt + gen_len exceeds the AR model's context: sample_ar_window."""
+    canvas = build_canvas(replace(cfg, objective="mdlm"), tok, 10 ** 9)  # only the prompt's ids are used
+    start = canvas.ids[:canvas.prefix_len] or [ar_start_token(tok)]
+    prompt = torch.tensor(start, device=device).repeat(a.num_samples, 1)
+
+    def run(seed):
+        out = sample_ar_window(model, prompt, canvas.n_gen, cfg.temperature, generator=torch.Generator().manual_seed(seed))
+        return out, [canvas.n_gen] * a.num_samples, len(start), canvas.n_gen  # one pass per token
+    return run
+
+
+def measure_rows(runners, tok, device, a, scorer):
+    """Time the rows round-robin: one untimed warm-up call each (allocations, kernels), then every round calls
+    each row once, so a shared machine whose load drifts slows all rows alike; median seconds per row."""
+    for run in runners:
+        run(a.seed)
+    times, outs, nfes, sizes = ([[] for _ in runners] for _ in range(4))
+    for r in range(1, a.repeats + 1):
+        for k, run in enumerate(runners):
+            sync(device)
+            t0 = time.perf_counter()
+            out, nfe, P, n_gen = run(a.seed + r)
+            sync(device)
+            times[k].append(time.perf_counter() - t0)
+            outs[k].append(out)
+            nfes[k] += nfe
+            sizes[k] = (P, n_gen)
+    rows = []
+    for k in range(len(runners)):
+        P, n_gen = sizes[k]
+        row = dict(nfe=sum(nfes[k]) / len(nfes[k]), wall=statistics.median(times[k]))
+        row["tps"] = a.num_samples * n_gen / row["wall"]
+        row.update(quality(torch.cat(outs[k]), P, tok, device, scorer))
+        rows.append(row)
+    return rows
 
 
 def quality(out, P, tok, device, scorer):
@@ -124,27 +155,6 @@ def quality(out, P, tok, device, scorer):
     seqs, n_prompt = scored_rows(out, P, tok, device)
     res["ppl"] = None if scorer is None else gen_ppl(scorer, seqs.to(device), n_prompt)[0]
     return res
-
-
-def measure_ar_window(model, tok, cfg, device, a, scorer):
-    """The AR + KV cache row when prompt + gen_len exceeds the AR model's context: sample_ar_window."""
-    canvas = build_canvas(replace(cfg, objective="mdlm"), tok, 10 ** 9)  # only the prompt's ids are used
-    start = canvas.ids[:canvas.prefix_len] or [ar_start_token(tok)]
-    prompt = torch.tensor(start, device=device).repeat(a.num_samples, 1)
-    times, outs = [], []
-    for r in range(a.repeats + 1):
-        g = torch.Generator().manual_seed(a.seed + r)
-        sync(device)
-        t0 = time.perf_counter()
-        out = sample_ar_window(model, prompt, canvas.n_gen, cfg.temperature, generator=g)
-        sync(device)
-        if r:
-            times.append(time.perf_counter() - t0)
-            outs.append(out)
-    row = dict(nfe=canvas.n_gen, wall=statistics.median(times))  # one pass per token (a recompute replaces one)
-    row["tps"] = a.num_samples * canvas.n_gen / row["wall"]
-    row.update(quality(torch.cat(outs), len(start), tok, device, scorer))
-    return row
 
 
 def bd3_rows(a, tok, device):
@@ -202,14 +212,18 @@ def main(argv):
         raise UserError(f"--checkpoint {a.checkpoint} is {what}: bench_sample compares masked-diffusion samplers; give an mdlm "
                         f"checkpoint (and the AR one as --ar-checkpoint)")
     tok = tokenizer_from_state(ckpt["tokenizer"])
-    scorer = None
-    if a.ar_checkpoint:
-        scorer, ar_ckpt = load_model(a.ar_checkpoint, device)
+    ar_model = scorer = None
+    for flag, path in (("--ar-checkpoint", a.ar_checkpoint), ("--judge", a.judge)):
+        if not path:
+            continue
+        m, ar_ckpt = load_model(path, device)
         if ar_ckpt["config"].get("objective") != "ar":
-            raise UserError(f"--ar-checkpoint {a.ar_checkpoint} is not an AR model (objective={ar_ckpt['config'].get('objective')})")
+            raise UserError(f"{flag} {path} is not an AR model (objective={ar_ckpt['config'].get('objective')})")
         if fingerprint(tokenizer_from_state(ar_ckpt["tokenizer"])) != fingerprint(tok):
-            raise UserError(f"--ar-checkpoint {a.ar_checkpoint} uses another tokenizer than {first}: gen-PPL needs "
+            raise UserError(f"{flag} {path} uses another tokenizer than {first}: gen-PPL needs "
                             f"the same tokens; train the AR baseline on the same data and tokenizer")
+        ar_model = m if flag == "--ar-checkpoint" else ar_model
+        scorer = m  # the judge when given, else the AR model
     sampling = dict(prompt=cfg.prompt if a.prompt is None else a.prompt, gen_len=a.gen_len, steps=a.steps,
                     temperature=a.temperature, top_k=0, top_p=1.0, num_samples=a.num_samples, infill="",
                     prefix_file="", suffix_file="", viz_video="", remask_eta=0.02, **PLAIN)
@@ -236,29 +250,34 @@ def main(argv):
         print(f"{name:<44} {fmt(r.get('nfe'), '7.1f')} {fmt(r.get('wall'), '8.3f')} {fmt(r.get('tps'), '9,.0f')} "
               f"{fmt(r['ppl'], '8.3f')} {r['distinct']:7.3f} {r['entropy']:8.3f}", flush=True)
 
-    thr_nfe = None
-    for name, over in settings(a) if a.checkpoint else []:
-        if want(name):
-            r = measure(model, tok, replace(base, **over), schedule, device, a, scorer)
-            show(name, r)
-            if over.get("threshold") and not over.get("semi_ar_length"):
-                thr_nfe = r["nfe"]
-    if thr_nfe is not None:  # equal-NFE: the fixed-step samplers given the threshold sampler's budget
-        k = max(1, round(thr_nfe))  # schedule counts need k <= T distinct grid times; linear counts do not
-        ref = (f"=NFE {k}: reference", dict(steps=k)) if k <= cfg.diffusion_steps else \
-            (f"=NFE {k}: confidence, refine, linear", dict(steps=k, tokens_per_step="linear"))
-        for name, over in (ref,
-                           (f"=NFE {k}: LLaDA confidence, linear", dict(steps=k, tokens_per_step="linear", remask="none"))):
-            show(name, measure(model, tok, replace(base, **over), schedule, device, a, scorer))
+    # every row is timed in the same rounds (mdlm settings, bd3 at each L', AR), so their tok/s compare
+    named = [(name, generate_runner(model, tok, replace(base, **over), schedule, device, a))
+             for name, over in (settings(a) if a.checkpoint else []) if want(name)]
     for name, bmodel, bcfg, over in bd3:  # block diffusion, one row per L' and steps per block
         bcfg = replace(bcfg, **{**sampling, **over})
-        show(name, measure(bmodel, tok, bcfg, Schedule(bcfg.diffusion_steps, bcfg.schedule), device, a, scorer))
-    if scorer is not None:
-        ar_cfg = replace(base, objective="ar")
-        if len(tok.encode(base.prompt)) + a.gen_len <= scorer.args.block_size - 1:
-            show("AR + KV cache (self-scored)", measure(scorer, tok, ar_cfg, schedule, device, a, scorer))
+        named.append((name, generate_runner(bmodel, tok, bcfg, Schedule(bcfg.diffusion_steps, bcfg.schedule), device, a)))
+    if ar_model is not None:
+        ar_cfg, how = replace(base, objective="ar"), "judged" if a.judge else "self-scored"
+        if len(tok.encode(base.prompt)) + a.gen_len <= ar_model.args.block_size - 1:
+            named.append((f"AR + KV cache ({how})", generate_runner(ar_model, tok, ar_cfg, schedule, device, a)))
         else:
-            show("AR + KV cache, sliding window (self-scored)", measure_ar_window(scorer, tok, ar_cfg, device, a, scorer))
+            named.append((f"AR + KV cache, sliding window ({how})", ar_window_runner(ar_model, tok, ar_cfg, device, a)))
+    measured = dict(zip([n for n, _ in named], measure_rows([r for _, r in named], tok, device, a, scorer)))
+    n_mdlm = sum(1 for name, over in (settings(a) if a.checkpoint else []) if want(name))
+    for name in list(measured)[:n_mdlm]:
+        show(name, measured[name])
+    thr = [name for name, over in (settings(a) if a.checkpoint else []) if want(name) and over.get("threshold")
+           and not over.get("semi_ar_length")]
+    if thr:  # equal-NFE: the fixed-step samplers given the threshold sampler's budget
+        k = max(1, round(measured[thr[0]]["nfe"]))  # schedule counts need k <= T distinct grid times; linear counts do not
+        ref = (f"=NFE {k}: reference", dict(steps=k)) if k <= cfg.diffusion_steps else \
+            (f"=NFE {k}: confidence, refine, linear", dict(steps=k, tokens_per_step="linear"))
+        eq = [ref, (f"=NFE {k}: LLaDA confidence, linear", dict(steps=k, tokens_per_step="linear", remask="none"))]
+        runners = [generate_runner(model, tok, replace(base, **over), schedule, device, a) for _, over in eq]
+        for (name, _), r in zip(eq, measure_rows(runners, tok, device, a, scorer)):
+            show(name, r)
+    for name in list(measured)[n_mdlm:]:
+        show(name, measured[name])
     ref, why = held_out(cfg, tok, a, device, scorer)
     if ref is not None:
         show("held-out text", ref)

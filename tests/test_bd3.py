@@ -214,6 +214,16 @@ def test_cached_decode_equals_uncached_past_the_context(block, opts):
         assert st["nfe"] == sum(min(3, b + block - max(b, 6)) for b in range(6 // block * block, end, block))
 
 
+def test_schedule_counts_leave_no_greedy_token_per_block():
+    # sample()'s schedule counts end with a greedy pass; per block of 1 that would be greedy decoding: same text
+    # for every seed. bd3 samples every token instead.
+    m, s = _tiny(), Schedule(10)
+    prompt = torch.randint(0, 10, (1, 4), generator=torch.Generator().manual_seed(0))
+    outs = {tuple(sample_bd3(m, prompt, 12, 1, s, MASK, 1, generator=torch.Generator().manual_seed(k),
+                             tokens_per_step="schedule")[0][0].tolist()) for k in range(4)}
+    assert len(outs) > 1
+
+
 def test_ar_window_is_sample_ar_within_the_context_and_slides_past_it():
     m = _tiny(causal=True)
     prompt = torch.randint(0, 10, (2, 3))

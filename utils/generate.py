@@ -193,6 +193,7 @@ def describe_sampler(cfg):
         how = f"{cfg.steps} steps, {cfg.tokens_per_step} counts, order {cfg.order}, remask {remask}"
     if cfg.objective == "bd3":
         how = how.replace(f"{cfg.steps} steps", f"{min(cfg.steps, cfg.bd3_block)} steps per block")
+        how = how.replace("schedule counts", "linear counts")  # sampler_bd3: no greedy last step per block
         how = f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, " + how
     blocks = f", blocks of {cfg.semi_ar_length}" if cfg.semi_ar_length and cfg.objective != "ar" else ""
     return f"{how}{blocks}, temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}"
