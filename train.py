@@ -4,7 +4,7 @@
     python train.py cpu                               # the main job: Tiny Shakespeare (data/), ~15 min on 2 CPU cores
     python train.py cpu --objective=ar                # the autoregressive baseline, same code and budget
     python train.py shakespeare_cpu --objective=uniform   # uniform-state diffusion (no [MASK]; uniform.py)
-    python train.py cpu --objective=bd3 --bd3_block=4 # block diffusion (BD3-LM): AR over blocks of 4, diffusion inside
+    python train.py baby --objective=bd3 --bd3_block=4  # block diffusion (BD3-LM): AR over blocks of 4, diffusion inside
     python train.py cpu --max_iters=0                 # build data, tokenizer, model; print config and params; exit
     python train.py tinystories_bpe                   # BPE (data/stories.txt + artifacts/tokenizer/tokenizer.json), 12.23M params
     python train.py cpu --resume                      # continue from out_dir/model.pt (exactly as if never stopped)
