@@ -137,21 +137,17 @@ def sample(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=
     """Reverse process over a batch. x (B, L): the canvas; positions where gen_mask (B, L) is True are
     generated (start as [MASK]); all others are fixed text and never change.
 
-    Step mode (threshold == 0): `steps` forward passes in all, split over the blocks (fewer where a block
-    has fewer positions than steps: no pass runs that cannot reveal a token). After step i of a block with
-    n positions, round(n * f(i)) stay masked (f from tokens_per_step): the lowest-scored ones; reveal_plan
-    moves these counts just enough that every step reveals at least one token.
-    remask='refine' (reference): a committed token keeps the score it was committed with and goes back to
-    [MASK] if newer candidates score higher. 'none' (LLaDA): committed tokens are final. 'remdm' (ReMDM,
-    Wang et al. 2025): each step every committed token of the block is re-masked with probability
-    remask_eta (at most as many as stay masked), so counts stay on schedule. With tokens_per_step='schedule'
-    a block's last step (into t = 0) is the reference's greedy pass.
-    Threshold mode (Fast-dLLM, Wu et al. 2025): each step commits every masked position of the block whose
-    score exceeds `threshold`, at least the best one, so it ends in at most n steps; committed tokens are final.
-    The model is told the time t whose mask rate 1 - alpha(t) matches the masked fraction of the whole
-    window it sees (given text counts as visible): what t meant in training.
-    A sample takes part in a step only if the step reveals one of its tokens (in threshold mode: until it
-    is finished). on_step(dict) is called after every step with: step, t and s (the block's grid times,
+    Step mode (threshold == 0): `steps` passes split over the blocks (at most one per position); after step i
+    the lowest-scored round(n * f(i)) of a block's n positions stay masked (f: tokens_per_step; reveal_plan
+    keeps >= 1 reveal per step). remask='refine' (reference): a committed token keeps its commit score and
+    goes back to [MASK] if newer candidates score higher; 'none' (LLaDA): committed tokens are final; 'remdm'
+    (ReMDM, Wang et al. 2025): each committed token is re-masked w.p. remask_eta (at most as many as stay
+    masked). With schedule counts a block's last step (into t = 0) is the reference's greedy pass.
+    Threshold mode (Fast-dLLM, Wu et al. 2025): each step commits every masked position scoring above
+    `threshold`, at least the best one; committed tokens are final.
+    The model is told the t whose 1 - alpha(t) matches the masked fraction of the whole window it sees
+    (given text counts as visible): what t meant in training. A sample takes part in a step only if the
+    step reveals one of its tokens (threshold mode: until it is finished). on_step(dict) is called after every step with: step, t and s (the block's grid times,
     None when counts do not follow the grid), time (B,) told the model, x, prev, revealed, remasked, conf,
     is_masked_before, gen_mask (all (B, L)), logp (N, V) at the positions decided, nfe (B,), block, n_blocks,
     last (no [MASK] left anywhere), finished (per sample: it takes part in no further step).
