@@ -14,16 +14,21 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory):
-    """A tiny diffusion model trained for 300 steps on real text (shared by the slower tests)."""
+def train_tiny(tmp_path_factory, name, *extra):
+    """Train a TINY model on real text in its own temp dir (data cache included); returns its model.pt."""
     import train
-    d = tmp_path_factory.mktemp("tiny")
+    d = tmp_path_factory.mktemp(name)
     cwd = os.getcwd()
     os.chdir(d)
     try:
-        train.main([f"--data_path={real_text()}", f"--out_dir={d / 'out'}", "--max_iters=300", "--eval_interval=150",
-                    "--learning_rate=3e-3", "--min_lr=3e-4", "--warmup_iters=20", "--gen_len=32", *TINY])
+        train.main([f"--data_path={real_text()}", f"--out_dir={d / 'out'}", "--learning_rate=3e-3", "--min_lr=3e-4",
+                    "--warmup_iters=20", "--gen_len=32", *TINY, *extra])
     finally:
         os.chdir(cwd)
     return d / "out" / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """A tiny diffusion model trained for 300 steps on real text (shared by the slower tests)."""
+    return train_tiny(tmp_path_factory, "tiny", "--max_iters=300", "--eval_interval=150")

@@ -2,7 +2,6 @@
 the block sampler's KV cache against the uncached pass, and a tiny trained run end to end (slow).
 python -m pytest -q tests/test_bd3.py      (-m "not slow": without the trained run)"""
 import math
-import os
 
 import pytest
 import torch
@@ -12,7 +11,8 @@ from diffusion_bd3 import band_times, bd3_logits, bd3_loss, bd3_times
 from model import ModelArgs, Transformer, bd3_attn_mask, block_causal_mask
 from sampler import sample_ar
 from sampler_bd3 import CachedBlockModel, CleanCache, WindowBlockModel, sample_ar_window, sample_bd3
-from helpers import ENV, TINY, real_text, run_script
+from helpers import ENV, run_script
+from conftest import train_tiny
 
 CPU = torch.device("cpu")
 V, MASK = 11, 10  # 10 tokens + [MASK]
@@ -267,17 +267,8 @@ def test_bd3_only_continues_a_prompt():
 @pytest.fixture(scope="module")
 def bd3_ckpt(tmp_path_factory):
     """A tiny bd3 model (blocks of 4) trained for 200 steps on real text."""
-    import train
-    d = tmp_path_factory.mktemp("bd3")
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
-        train.main([f"--data_path={real_text()}", f"--out_dir={d / 'out'}", "--objective=bd3", "--bd3_block=4",
-                    "--max_iters=200", "--eval_interval=100", "--learning_rate=3e-3", "--min_lr=3e-4", "--warmup_iters=20",
-                    "--gen_len=32", *TINY])
-    finally:
-        os.chdir(cwd)
-    return d / "out" / "model.pt"
+    return train_tiny(tmp_path_factory, "bd3", "--objective=bd3", "--bd3_block=4", "--max_iters=200",
+                      "--eval_interval=100")
 
 
 @pytest.mark.slow
