@@ -1,0 +1,38 @@
+"""Pinned samples: a seeded tiny run of each objective, then inference.py with a fixed seed; the sample text is
+pinned. A silent change to a sampler, its random draws, the canvas or the checkpoint path fails here, the way
+tests/test_golden.py pins the training losses. If a change is meant to move them, re-pin and say why.
+
+    python -m pytest -q tests/test_pinned_samples.py
+"""
+import pytest
+
+import inference
+from helpers import MICRO, ROOT, run_cli_here, run_here
+
+RUNS = {  # objective -> (extra training flags, sampling flags)
+    "mdlm": ([], ["--steps=8", "--remask=refine"]),
+    "bd3": (["--objective=bd3", "--bd3_block=4"], ["--steps=4"]),
+    "uniform": (["--objective=uniform"], ["--steps=8"]),
+    "ar": (["--objective=ar"], []),
+}
+PINNED = {  # recorded 2026-11-23 on main 6c6252f (before the one-objective-one-file restructuring), torch 2.13.0 CPU
+    "mdlm": 'ROMEO: ia teereo ao e t s t e ',
+    "bd3": 'ROMEO: \n  eroe tS aa s hfaetRs',
+    "uniform": "ROMEO:'JeD,aoshmqXqrUcuU eGJms",
+    "ar": 'ROMEO:T\nu Vit?Ta aroi,BoE_g fh',
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", list(RUNS))
+def test_a_fixed_seed_gives_the_pinned_sample(objective, tmp_path, capsys):
+    train_flags, sample_flags = RUNS[objective]
+    out = tmp_path / "out"
+    run_here(["train.py", f"--data_path={ROOT / 'data' / 'tinyshakespeare.txt'}", f"--out_dir={out}", *MICRO,
+              "--max_iters=40", "--eval_interval=40", "--seed=7", *train_flags], tmp_path, threads=1)
+    capsys.readouterr()
+    code, text, err = run_cli_here(inference.main, [f"--checkpoint={out / 'model.pt'}", "--prompt=ROMEO:", "--gen_len=24",
+                                                    "--seed=3", "--device=cpu", *sample_flags], capsys)
+    assert code == 0, err
+    sample = text.split("\n", 1)[1].split("\n---- ")[0]  # after the checkpoint line
+    assert sample == PINNED[objective], repr(sample)
