@@ -1,30 +1,40 @@
-"""Masked (absorbing-state) diffusion: schedule, forward corruption, losses, the ELBO and its validation
-estimate with a standard error (samplers: sampler.py).
+"""Masked (absorbing-state) diffusion, MDLM: the schedule, the forward corruption, the ELBO and the reverse sampler.
 
-Discrete time t in {0..T}. alpha(t) is the probability that a token is still visible:
-alpha(0) = 1 (clean) and alpha(T) = 0 (all [MASK]). The negative ELBO (an upper bound
-on -log p(x0), Austin et al. 2021; Sahoo et al. 2024, MDLM) is
+Discrete time t in {0..T}. alpha(t) is the probability that a token is still visible: alpha(0) = 1 (clean) and
+alpha(T) = 0 (all [MASK]). The negative ELBO (an upper bound on -log p(x0); Austin et al. 2021; Sahoo et al.
+2024, MDLM eq. 10 in discrete time) is
 
     NELBO = sum_t E_q(xt|x0) [ w(t) * sum_{i masked in xt} -log p(x0_i | xt) ],
     w(t)  = (alpha(t-1) - alpha(t)) / (1 - alpha(t)),
 
-estimated by drawing t uniformly from 1..T and multiplying by T. Per-token figures
-divide by the sequence length L (not by the number of masked tokens).
+estimated by drawing t uniformly from 1..T and multiplying by T. Per-token figures divide by the sequence length
+L (not by the number of masked tokens). The reverse sampler (denoise) fills the positions of a canvas marked in
+gen_mask and never touches the rest; its switches are config.py's sampling keys:
+
+    order            which masked positions are revealed first: confidence | margin | entropy | random
+    tokens_per_step  how many per step: schedule (1 - alpha(t)) | linear (LLaDA) | cosine (MaskGIT)
+    remask           refine (reference: least confident committed tokens go back to [MASK]) | none (LLaDA) | remdm
+    threshold        Fast-dLLM: commit every masked position scoring above it, at least one per step; NFE adaptive
+    block_length     (config.py: semi_ar_length) semi-autoregressive blocks, left to right (LLaDA); a canvas longer
+                     than the model's context slides a window that keeps the last block_size tokens
 
     python -c "from diffusion import Schedule; s = Schedule(100); print(s.alpha[:3], s.weight[1:4])"
+    python inference.py --checkpoint artifacts/models/model.pt --threshold 0.9 --semi-ar-length 32
 """
 import math
+import time
 
 import torch
 import torch.nn.functional as F
 
-from diffusion_bd3 import bd3_loss
+from common import Step, filter_logits, no_mask_logit, reveal_plan, sample_tokens, stratified_times, time_grid
+from utils.errors import UserError
 
-OBJECTIVES = ("mdlm", "uniform", "ar", "bd3")  # masked diffusion (diffusion_loss) | uniform-state (uniform.py) | causal
-                                               # (ar_loss) | block diffusion (diffusion_bd3.py)
 SCHEDULES = ("cosine", "linear", "cosine_offset")  # Schedule's kinds
 LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
-LN2 = math.log(2)
+ORDERS = ("confidence", "margin", "entropy", "random")
+TOKENS_PER_STEP = ("schedule", "linear", "cosine")
+REMASKS = ("refine", "none", "remdm")
 
 
 class Schedule:
@@ -52,23 +62,7 @@ class Schedule:
         return 1.0 - self.alpha.to(t.device)[t]
 
 
-def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u=None):
-    """n times in 1..T, one per stratum of [0, 1): t_i = floor((i + u) / total * T) + 1 with a
-    shared u ~ U[0,1) (antithetic / low-discrepancy t, MDLM). `offset`/`total` place these n
-    draws inside a larger (e.g. multi-rank) batch so the strata cover the global batch; pass the
-    same u on every rank."""
-    total = total or n
-    if u is None:
-        u = torch.rand((), generator=generator, dtype=torch.float64)
-    i = torch.arange(offset, offset + n, dtype=torch.float64)
-    return stratum_time(i, u, total, T).to(device)
-
-
-def stratum_time(i, u, total, T):
-    """The time in 1..T of stratum i (+ offset u in [0, 1)) of `total` equal slices of [0, 1)."""
-    return (torch.floor((i + u) / total * T).long() + 1).clamp_(1, T)
-
-
+# ---------------------------------------------------------------------------- forward process and loss
 def corrupt(x0, t, schedule, mask_id, generator=None, span=0):
     """q(xt | x0): every token independently becomes [MASK] with probability 1 - alpha(t).
     span > 1: span masking instead; aligned runs of `span` tokens (random phase per sequence) are
@@ -89,7 +83,7 @@ def predict_logits(model, xt, t, mask_id, positions=None):
     """Model logits (B, L, V) in float32 with the [MASK] logit at -inf: x0 is never [MASK].
     With positions (B, L) bool, only those rows: (N, V)."""
     logits = model(xt, t) if positions is None else model(xt, t, positions=positions)
-    return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
+    return no_mask_logit(logits, mask_id)
 
 
 def diffusion_loss(model, x0, schedule, mask_id, loss_type="elbo", generator=None, t=None, masked_only=False,
@@ -104,7 +98,7 @@ def diffusion_loss(model, x0, schedule, mask_id, loss_type="elbo", generator=Non
     # run-level absorbing process (a run is one super-token; the factorised denoiser gives -log p(run) = sum
     # of its CEs; the random phase is a latent with a uniform prior), so it is still an upper bound on
     # -log p(x0), but for a sampler that reveals whole runs: not the per-token bound, which validation
-    # (evaluate below, mask_span=0) always reports.
+    # (bound below, mask_span=0) always reports.
     xt, masked = corrupt(x0, t, schedule, mask_id, generator, span=mask_span)
     if masked_only and loss_type != "all_ce":  # unmasked positions carry zero loss: skip their logits
         logits = predict_logits(model, xt, t, mask_id, positions=masked)  # (N, V)
@@ -126,95 +120,247 @@ def diffusion_loss(model, x0, schedule, mask_id, loss_type="elbo", generator=Non
     return loss, nelbo.detach(), dict(t=t, masked=masked, logits=logits.detach(), ce=ce.detach())
 
 
-def ar_loss(model, x):
-    """Next-token loss of the causal baseline. x (B, L+1): predict x[:, 1:] from x[:, :-1].
-    Returns (loss, per-sequence NLL in nats/token (B,))."""
-    logits = model(x[:, :-1])
-    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="none")
-    nll = nll.view(x.size(0), -1).mean(1)
-    return nll.mean(), nll.detach()
+# ---------------------------------------------------------------------------- the reverse sampler
+def time_for_fraction(schedule, frac):
+    """The time t in 1..T whose mask probability 1 - alpha(t) is nearest to frac (B,): what a time-conditioned
+    model is told when the canvas's masked fraction is off the grid (the index must mean the training mask rate)."""
+    mp = 1.0 - schedule.alpha[1:].to(frac.device)  # (T,) increasing in t
+    return (mp[None, :] - frac.double()[:, None]).abs().argmin(1) + 1
 
 
-# ---------------------------------------------------------------------------- validation: the bound with an error bar
-# The bound is estimated per sequence with n_t stratified times t_k = floor((k + u) / n_t * T) + 1
-# (u ~ U[0,1) per sequence), which is unbiased for (1/T) sum_t of the per-t terms; the standard
-# error is the spread of those per-sequence estimates over the fixed validation windows. mc_se_max
-# bounds the part of it due to the random t and masks, from the differences of neighbouring strata
-# ("collapsed strata", Cochran 1977 §5A.12): an upper bound, since it also counts the drift between strata.
+def masked_fraction(tokens_per_step, schedule, grid, i, steps):
+    """Fraction of a block still masked after step i (0-based) of `steps`; 0 after the last step."""
+    r = (i + 1) / steps
+    if tokens_per_step == "schedule":
+        return 1.0 - schedule.alpha[grid[i + 1]].item()
+    if tokens_per_step == "linear":
+        return 1.0 - r  # LLaDA: the same number of tokens every step
+    return math.cos(0.5 * math.pi * r)  # MaskGIT (Chang et al. 2022): few tokens early, many late
+
+
+def position_scores(logp, cand, order, generator=None):
+    """logp (N, V) float64 filtered log-probs at the N positions being decided, cand (N,) their drawn tokens.
+    Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]: higher is revealed first)."""
+    p = logp.exp()
+    conf = p.gather(-1, cand[:, None]).squeeze(-1)
+    if order == "confidence":  # MaskGIT; LLaDA's low-confidence remasking
+        return conf, conf
+    if order == "margin":  # top-1 minus top-2 probability (Kim et al. 2025, "Train for the worst...")
+        top = p.topk(min(2, p.size(-1)), dim=-1).values
+        return conf, top[:, 0] - (top[:, 1] if top.size(1) > 1 else 0.0)
+    if order == "entropy":  # exp(-H): 1 for a certain prediction, 1/V for a uniform one (Dream 7B)
+        ent = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+        return conf, torch.exp(-ent)
+    # random: with schedule counts and remask='none' this is ancestral sampling with the count fixed (MDLM)
+    return conf, torch.rand(len(cand), generator=generator, dtype=torch.float64).to(logp.device)
+
+
+def check_options(steps, temperature, order, tokens_per_step, remask, remask_eta, threshold, block_length):
+    """The switches' domains, asserted: the configurator gives users the messages (it reads the lists above)."""
+    assert order in ORDERS and tokens_per_step in TOKENS_PER_STEP and remask in REMASKS, (order, tokens_per_step, remask)
+    assert temperature >= 0 and 0 <= remask_eta <= 1 and 0 <= threshold <= 1 and block_length >= 0 and steps >= 1
+    assert not (threshold > 0 and (order == "random" or remask == "remdm")), "threshold ranks by a score, never re-masks"
+
+
+def _window(now, L, W):
+    """Columns [lo, hi) the model sees while decoding the block `now` (B, L): the whole canvas when it fits,
+    else the W positions ending at the block's last one (a sliding window keeping the latest context)."""
+    if L <= W:
+        return 0, L
+    cols = now.any(0).nonzero().squeeze(1)
+    first, last = cols.min().item(), cols.max().item() + 1
+    lo = max(0, last - W)
+    if first < lo:
+        raise ValueError(f"a block spans {last - first} positions, more than the model's context of {W}")
+    return lo, lo + W
+
+
+class _Denoiser:
+    """The state of one denoise() call (the canvas, each committed token's confidence and ranking score, the
+    forward passes per sample) and its reverse step."""
+
+    def __init__(self, model, x, gen_mask, schedule, mask_id, temperature, top_k, top_p, remask, generator,
+                 order, remask_eta, threshold):
+        self.model, self.gen_mask, self.schedule, self.mask_id = model, gen_mask, schedule, mask_id
+        self.filt, self.temperature, self.generator = (temperature, top_k, top_p), temperature, generator
+        self.remask, self.order, self.remask_eta, self.threshold = remask, order, remask_eta, threshold
+        B, L = x.shape
+        self.mask_tok = torch.full_like(x, mask_id)
+        self.x = torch.where(gen_mask, self.mask_tok, x)
+        self.conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)  # p(token) when committed: the trace's colour
+        self.kept = torch.zeros_like(self.conf)  # its ranking score when committed: what 'refine' compares new ones with
+        self.nfe = torch.zeros(B, dtype=torch.long)
+
+    def step(self, now, lo, hi, n_keep, todo, greedy):
+        """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,)
+        are decided, `n_keep` (B,) positions of the block stay masked (step mode); greedy: argmax draws.
+        Returns (revealed, remasked, the time told (B,))."""
+        x, mask_id = self.x, self.mask_id
+        is_masked = (x == mask_id) & now
+        rows = todo.nonzero().squeeze(1)
+        # the time index means what it meant in training: the mask rate of the whole window the model sees
+        # (given text counts as visible), not of the generated positions only
+        tm = time_for_fraction(self.schedule, (x[rows, lo:hi] == mask_id).double().mean(1))
+        dec = is_masked & todo[:, None]  # (B, L) the positions decided this step
+        sel = dec[rows, lo:hi]  # (R, W)
+        logits = predict_logits(self.model, x[rows, lo:hi], tm, mask_id, positions=sel)
+        if logits.dim() == 3:  # a model without the positions= shortcut returned (R, W, V)
+            logits = logits[sel]
+        logp = filter_logits(logits, *self.filt)  # (N, V) float64
+        cand = sample_tokens(logp, 0.0 if greedy else self.temperature, self.generator)  # (N,)
+        c_conf, c_score = position_scores(logp, cand, self.order, self.generator)
+        cand_full = x.clone()  # scattered back in row-major order, as logits[sel] was gathered
+        cand_full[dec] = cand
+        score_new = torch.full_like(self.conf, math.inf)  # +inf: never chosen to stay masked
+        score_new[dec] = c_score
+        conf_new = self.conf.clone()
+        conf_new[dec] = c_conf
+        stay = self._stay(is_masked, now & ~is_masked, score_new, rows, todo, n_keep)
+        revealed, remasked = is_masked & ~stay, now & ~is_masked & stay
+        self.x = torch.where(stay, self.mask_tok, torch.where(revealed, cand_full, x))
+        self.conf = torch.where(revealed, conf_new, self.conf).masked_fill(remasked, 0.0)
+        self.kept = torch.where(revealed, score_new, self.kept)
+        self.nfe[rows.cpu()] += 1
+        told = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        told[rows] = tm
+        return revealed, remasked, told
+
+    def _stay(self, is_masked, committed, score, rows, todo, n_keep):
+        """Which positions are [MASK] after the step (B, L)."""
+        if self.threshold:  # Fast-dLLM: every position above the threshold, and at least the best one
+            commit = is_masked & (score > self.threshold)
+            best = score.masked_fill(~is_masked, -1.0).argmax(1)
+            commit[rows, best[rows]] = True
+            return is_masked & ~commit
+        if self.remask == "refine":  # committed tokens compete with the new candidates on their kept score
+            score = torch.where(committed, self.kept, score)
+        elif self.remask == "remdm" and self.remask_eta > 0:
+            B, L = score.shape
+            u = torch.rand(B, L, generator=self.generator, dtype=torch.float64).to(score.device)
+            u = u.masked_fill(~committed, 2.0)
+            # each committed token w.p. eta, at most n_keep: those with the smallest u (a random subset)
+            forced = (u < self.remask_eta) & (u.argsort(1).argsort(1) < n_keep[:, None])
+            score = score.masked_fill(forced, -math.inf)
+        stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
+        return torch.where(todo[:, None], stay, is_masked)  # a sample sitting this step out is unchanged
+
 
 @torch.no_grad()
-def evaluate(model, windows, schedule, mask_id, objective, batch_size, device, ctx, n_t=1, seed=0,
-             chars_per_token=1.0, details=False, entropy_bins=10, block=0):
-    """Bound (mdlm, uniform; bd3 with blocks of `block` tokens) or exact NLL (ar) over fixed windows (N, L) or (N, L+1) for ar.
-    Returns dict: nats_per_token, se, bits_per_char, bpc_se, ppl (per token) and, with
-    details, recon_acc and entropy_by_t (list of (t_lo, t_hi, mean entropy in nats)): at the masked
-    positions for mdlm, at the positions the noise changed for uniform."""
-    was_training = model.training
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    per_seq, mc_var, correct, n_masked = [], [], 0, 0
-    T = schedule.T
-    ent_sum = torch.zeros(entropy_bins, dtype=torch.float64)
-    ent_cnt = torch.zeros(entropy_bins, dtype=torch.float64)
-    # t stratified over all windows too: window w's k-th draw lies in stratum k * N + perm[w] of N * n_t equal
-    # slices of [0, 1), so even one draw per window covers the time axis evenly (same expectation, far less noise)
-    N = len(windows)
-    perm = torch.randperm(N, generator=g)
-    if objective == "bd3":  # every block has its own t: a permutation per block position, so blocks are unrelated
-        n_blocks = windows.size(1) // block
-        perm = torch.stack([perm] + [torch.randperm(N, generator=g) for _ in range(n_blocks - 1)], 1)  # (N, n_blocks)
-    for i in range(0, len(windows), batch_size):
-        x = windows[i:i + batch_size].to(device)
-        if objective == "ar":
-            with ctx:
-                _, nll = ar_loss(model, x)
-            per_seq.append(nll.double().cpu())
-            continue
-        ests = torch.zeros(len(x), n_t, dtype=torch.float64)  # (B, n_t) one estimate per stratum
-        u = torch.rand(len(x), n_t, *perm.shape[1:], generator=g, dtype=torch.float64)
-        for k in range(n_t):
-            t = stratum_time(k * N + perm[i:i + len(x)], u[:, k], N * n_t, T).to(device)  # (B,) or (B, n_blocks)
-            with ctx:
-                if objective == "uniform":
-                    from uniform import uniform_loss  # here, not at the top: uniform.py builds on this module
-                    _, nelbo, aux = uniform_loss(model, x, schedule, mask_id, generator=g, t=t)
-                    m, pred = aux["noised"], aux["real"][aux["logits"].argmax(-1)]
-                elif objective == "bd3":
-                    _, nelbo, aux = bd3_loss(model, x, schedule, mask_id, block, generator=g, t=t)
-                    t = aux["t_tok"]  # (B, L): the entropy bins below go by each token's own t
-                    m, pred = aux["masked"], aux["logits"].argmax(-1)
-                else:
-                    _, nelbo, aux = diffusion_loss(model, x, schedule, mask_id, generator=g, t=t)
-                    m, pred = aux["masked"], aux["logits"].argmax(-1)
-            ests[:, k] = nelbo.double().cpu()
-            if details:
-                logits = aux["logits"]
-                correct += ((pred == x) & m).sum().item()
-                n_masked += m.sum().item()
-                logp = logits.log_softmax(-1)
-                ent = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)  # (B, L)
-                if t.dim() == 1:
-                    b = ((t - 1) * entropy_bins // T).cpu()
-                    ent_sum.index_add_(0, b, (ent * m).sum(1).double().cpu())
-                    ent_cnt.index_add_(0, b, m.sum(1).double().cpu())
-                else:  # bd3: per token
-                    b = ((t - 1) * entropy_bins // T).flatten().cpu()
-                    ent_sum.index_add_(0, b, (ent * m).flatten().double().cpu())
-                    ent_cnt.index_add_(0, b, m.flatten().double().cpu())
-        per_seq.append(ests.mean(1))
-        if n_t > 1:  # strata (0,1), (2,3), ...: Var(mean) ~ sum_j d_j^2 / n_t^2, scaled for an odd one out
-            d = ests[:, 1:n_t - n_t % 2:2] - ests[:, 0:n_t - n_t % 2:2]  # (B, n_t // 2)
-            mc_var.append(d.square().sum(1) * (n_t / (2 * d.size(1))) / n_t ** 2)
-    model.train(was_training)
-    v = torch.cat(per_seq)
-    mean, se = v.mean().item(), (v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan"))
-    out = dict(nats_per_token=mean, se=se, bits_per_char=mean / chars_per_token / LN2,
-               bpc_se=se / chars_per_token / LN2, ppl=math.exp(mean), n_windows=len(v), n_t=n_t)
-    if mc_var:
-        out["mc_se_max"] = torch.cat(mc_var).sum().sqrt().item() / len(v)
-    if details and objective != "ar":
-        out["recon_acc"] = correct / max(n_masked, 1)
-        edges = [round(1 + j * T / entropy_bins) for j in range(entropy_bins + 1)]
-        out["entropy_by_t"] = [(edges[j], edges[j + 1] - 1, (ent_sum[j] / ent_cnt[j]).item() if ent_cnt[j] else float("nan"))
-                               for j in range(entropy_bins)]
-    return out
+def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=0, top_p=1.0,
+            remask="refine", generator=None, on_step=None, *, order="confidence", tokens_per_step="schedule",
+            remask_eta=0.0, threshold=0.0, block_length=0):
+    """Reverse process over a batch. x (B, L): the canvas; positions where gen_mask (B, L) is True are
+    generated (start as [MASK]); all others are fixed text and never change.
+
+    Step mode (threshold == 0): `steps` passes split over the blocks (at most one per position); after step i
+    the lowest-scored round(n * f(i)) of a block's n positions stay masked (f: tokens_per_step; reveal_plan
+    keeps >= 1 reveal per step). remask='refine' (reference): a committed token keeps its commit score and
+    goes back to [MASK] if newer candidates score higher; 'none' (LLaDA): committed tokens are final; 'remdm'
+    (ReMDM, Wang et al. 2025): each committed token is re-masked w.p. remask_eta (at most as many as stay
+    masked). With schedule counts a block's last step (into t = 0) is the reference's greedy pass.
+    Threshold mode (Fast-dLLM, Wu et al. 2025): each step commits every masked position scoring above
+    `threshold`, at least the best one; committed tokens are final.
+    The model is told the t whose 1 - alpha(t) matches the masked fraction of the window it sees. A sample takes
+    part in a step only if the step reveals one of its tokens (threshold mode: until it is finished).
+    on_step(common.Step) is called after every step. Returns (x with no [MASK] at generated positions, stats):
+    nfe (batched forward passes), nfe_per_sample, seconds_per_sample (until the sample's last [MASK] was filled),
+    seconds, blocks."""
+    check_options(steps, temperature, order, tokens_per_step, remask, remask_eta, threshold, block_length)
+    B, L = x.shape
+    W, t0, gen_mask = model.args.block_size, time.perf_counter(), gen_mask.bool()
+    # semi-AR blocks: the k-th generated position of a row (left to right) is in block k // block_length
+    block_of = torch.where(gen_mask, (gen_mask.long().cumsum(1) - 1) // (block_length or L), -1)  # (B, L)
+    last_block = block_of.max(1).values.tolist()  # per sample
+    n_blocks = max(last_block) + 1
+    if L > W and not (block_length and (gen_mask == gen_mask[:1]).all()):
+        raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {W}: decode it in blocks "
+                         f"(block_length) with the same generated positions in every row")
+    if not threshold and steps < n_blocks:
+        raise ValueError(f"{steps} steps cannot decode {n_blocks} blocks: need at least one step per block")
+    block_steps = [steps // max(n_blocks, 1) + (b < steps % max(n_blocks, 1)) for b in range(n_blocks)]
+    d = _Denoiser(model, x, gen_mask, schedule, mask_id, temperature, top_k, top_p, remask, generator, order,
+                  remask_eta, threshold)
+    done_at, step = [0.0] * B, 0
+    for b in range(n_blocks):
+        now = block_of == b  # (B, L) this block's positions
+        lo, hi = _window(now, L, W)
+        n_now = now.sum(1)  # (B,)
+        S = min(block_steps[b], int(n_now.max()))  # no step without a token to reveal
+        grid = time_grid(schedule.T, S) if tokens_per_step == "schedule" and not threshold else None
+        if not threshold:
+            keep_after = reveal_plan(n_now.cpu(), [masked_fraction(tokens_per_step, schedule, grid, j, S)
+                                                   for j in range(S)]).to(x.device)  # (B, S)
+        i = 0
+        while (i < S) if not threshold else ((d.x == mask_id) & now).any():
+            is_masked = (d.x == mask_id) & now
+            # the samples in this forward: those with a token to reveal now (no pass that cannot change them)
+            todo = is_masked.sum(1) > keep_after[:, i] if not threshold else is_masked.any(1)
+            prev = d.x
+            revealed, remasked, told = d.step(now, lo, hi, None if threshold else keep_after[:, i], todo,
+                                              greedy=grid is not None and i == S - 1)
+            step, i = step + 1, i + 1
+            left = ((d.x == mask_id) & gen_mask).any(1).tolist()
+            for r in range(B):
+                if not left[r] and not done_at[r]:
+                    done_at[r] = time.perf_counter() - t0
+            if on_step is not None:
+                on_step(Step(step=step, nfe=d.nfe.clone(), time=told, x=d.x, prev=prev, gen_mask=gen_mask,
+                             revealed=revealed, remasked=remasked, conf=d.conf, block=b, n_blocks=n_blocks,
+                             finished=[not left[r] if threshold else i == S and b >= last_block[r] for r in range(B)]))
+    assert not ((d.x == mask_id) & gen_mask).any(), "sampler left a [MASK]"
+    return d.x, dict(nfe=step, nfe_per_sample=d.nfe.tolist(), seconds_per_sample=done_at,
+                     seconds=time.perf_counter() - t0, blocks=n_blocks)
+
+
+# ---------------------------------------------------------------------------- the objective (objectives.py)
+MODEL = {}  # bidirectional, time input as cfg.time_cond
+WINDOW = 0  # a training window is block_size tokens
+IGNORES = ("bd3_block", "bd3_mask_min", "bd3_mask_max")  # block diffusion's keys
+CONTINUES_ONLY = ANY_LENGTH = NOISE_START = EXACT = False
+TRACE = STEP_CHAIN = True  # a denoising trace; the K-step sampler walks the schedule's grid (scripts/eval.py)
+
+
+def check(cfg, given=()):
+    if cfg.steps > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold:
+        raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} "
+                        f"or fewer, or --tokens_per_step=linear (its step count is free)")
+
+
+def loss(model, x, cfg, schedule, tok, draw):
+    t = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u)
+    return diffusion_loss(model, x, schedule, tok.mask_id, cfg.loss_type, draw.generator, t=t,
+                          masked_only=cfg.head_on_masked_only, mask_span=cfg.mask_span)[0]
+
+
+def eval_times(cfg, L):
+    return 1  # one t per window
+
+
+def bound(model, x, cfg, schedule, tok, t, generator):
+    """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read: the masked positions,
+    the argmax there, the logits, each token's t."""
+    _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, generator=generator, t=t[:, 0])
+    return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=t.expand_as(x))
+
+
+def flops(model, cfg):
+    return model.flops_per_token(), cfg.block_size
+
+
+def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
+    return denoise(model, x, gen_mask, schedule, mask_id, cfg.steps, cfg.temperature, cfg.top_k, cfg.top_p, cfg.remask,
+                   generator, on_step, order=cfg.order, tokens_per_step=cfg.tokens_per_step, remask_eta=cfg.remask_eta,
+                   threshold=cfg.threshold, block_length=cfg.semi_ar_length)
+
+
+def passes(cfg, n_gen, n_prompt=0):
+    return None if cfg.threshold else cfg.steps
+
+
+def describe(cfg):
+    if cfg.threshold:
+        how = f"threshold {cfg.threshold:g} (NFE adaptive, committed tokens final), order {cfg.order}"
+    else:
+        remask = f"remdm eta={cfg.remask_eta:g}" if cfg.remask == "remdm" else cfg.remask
+        how = f"{cfg.steps} steps, {cfg.tokens_per_step} counts, order {cfg.order}, remask {remask}"
+    return how + (f", blocks of {cfg.semi_ar_length}" if cfg.semi_ar_length else "")

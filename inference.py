@@ -25,15 +25,16 @@ from dataclasses import replace
 
 import torch
 
-from config import TRAINED_KEYS, config_from_dict, get_config, help_text, wants_help
+import objectives
+from canvas import build_canvas, generate
+from configurator import TRAINED_KEYS, config_from_dict, get_config, help_text, wants_help
 from diffusion import Schedule
 from utils.checkpoint import load_model
 from utils.dist import pick_device
 from utils.errors import UserError, run_cli
 from utils.fileio import read_text
-from utils.generate import StepBar, build_canvas, chain, describe_sampler, generate
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
-from utils.trace import LiveView, generate_with_trace, open_trace
+from utils.trace import LiveView, StepBar, chain, generate_with_trace, open_trace
 
 USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
 
@@ -80,7 +81,7 @@ def sampling_config(argv, cli, ckpt):
             raise UserError(f"tokenizer {cfg.tokenizer_path} (bpe, vocab {other.vocab_size}, fingerprint {fingerprint(other)}) "
                             f"differs from the one {cli.checkpoint} was trained with ({tok.kind}, vocab {tok.vocab_size}, "
                             f"fingerprint {fingerprint(tok)}): drop --tokenizer_path to use the checkpoint's own")
-    if cfg.objective == "ar" and (cfg.viz_video or cfg.live):
+    if not objectives.get(cfg.objective).TRACE and (cfg.viz_video or cfg.live):
         raise UserError(f"--{'viz-video' if cfg.viz_video else 'live'} shows the denoising of a diffusion model; "
                         f"this checkpoint is autoregressive")
     if cfg.interactive or cfg.prompts_file:
@@ -100,7 +101,7 @@ def read_prompts(cfg, tok, block_size):
         raise UserError(f"--prompts-file {cfg.prompts_file} has no prompts: write one prompt per line")
     for i, p in enumerate(prompts):
         try:
-            build_canvas(replace(cfg, prompt=p), tok, block_size, cfg.objective)
+            build_canvas(replace(cfg, prompt=p), tok, block_size)
         except UserError as e:
             raise UserError(f"--prompts-file {cfg.prompts_file}, prompt {i + 1}: {e}") from None
     return prompts
@@ -129,16 +130,18 @@ def interactive(cfg, run):
 def sample_once(cfg, run):
     """One batch of cfg.num_samples samples from cfg's canvas; prints the texts and one line of figures."""
     model, tok, device = run["model"], run["tok"], run["device"]
-    canvas = build_canvas(cfg, tok, model.args.block_size, cfg.objective)  # prompt/infill/prefix+suffix, checked
+    obj = objectives.get(cfg.objective)
+    canvas = build_canvas(cfg, tok, model.args.block_size)  # prompt/infill/prefix+suffix, checked
     # validates the output path before any sampling; BPE frames are sized for the whole generation
     writer = open_trace(cfg, len(canvas), run["cpt"])
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    live = LiveView(tok, None if cfg.threshold else cfg.steps) if cfg.live else None
+    passes = obj.passes(cfg, canvas.n_gen, canvas.prefix_len)
+    live = LiveView(tok, passes) if cfg.live else None
     if live:
         live.start(*canvas.tensors(1, "cpu"))
     t0 = time.time()
-    with StepBar(None if cfg.threshold else cfg.steps, on=cfg.objective != "ar" and not live) as bar:
+    with StepBar(passes, on=obj.TRACE and not live) as bar:
         if writer is None:
             texts, out, stats = generate(model, tok, canvas, cfg, run["schedule"], device, g, on_step=chain(live, bar))
         else:
@@ -155,13 +158,18 @@ def sample_once(cfg, run):
     nfes = [n for n, _ in per]
     nfe = f"{nfes[0]}" if min(nfes) == max(nfes) else f"{sum(nfes) / len(nfes):.1f} (min {min(nfes)}, max {max(nfes)})"
     print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample, {stats['nfe']} batched, {dt:.2f}s "
-          f"({n_tok / dt:,.0f} tokens/s); sampler: {describe_sampler(cfg)}")
+          f"({n_tok / dt:,.0f} tokens/s); sampler: {describe(cfg)}")
     if writer is not None:
         res = writer.result
         for w in res.get("warnings", []):
             print(f"warning: {w}")
         written = [p for p in (res.get("mp4"), res.get("gif")) if p]
         print(f"trace: {res['frames']} frames -> {', '.join(written)}")
+
+
+def describe(cfg):
+    """One line naming every sampling setting in force."""
+    return f"{objectives.get(cfg.objective).describe(cfg)}, temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}"
 
 
 if __name__ == "__main__":

@@ -1,20 +1,16 @@
 """The network: a transformer with RoPE, parameter-free RMSNorm, relu^2 MLP and no biases.
 
-Bidirectional for diffusion (objective='mdlm' or 'uniform'), causal for the autoregressive
-baseline (objective='ar'): one code path, one flag. Block diffusion (objective='bd3') runs the same
-bidirectional network over [x_t ; x_0] with the attention mask of bd3_attn_mask and RoPE positions
-0..L-1 for both halves (rope_pos=). With time_cond='learned' a learned
-Embedding(T+1, n_embd) of the diffusion step t is added to every position's input; with
-time_cond='adaln' a sinusoidal embedding of t/T sets a per-layer shift, scale and gate of the
-normalised activations (adaLN-Zero, DiT: Peebles & Xie 2023).
+Bidirectional for diffusion, causal (one flag) for the autoregressive baseline. It builds no attention mask and no
+positions: an objective that needs them passes attn_mask= and rope_pos= (block diffusion, bd3.py). With
+time_cond='learned' a learned Embedding(T+1, n_embd) of the diffusion step t is added to every position's input;
+with time_cond='adaln' a sinusoidal embedding of t/T sets a per-layer shift, scale and gate of the normalised
+activations (adaLN-Zero, DiT: Peebles & Xie 2023).
 
     python -c "from model import *; m = Transformer(ModelArgs(vocab_size=66)); print(m.num_params())"
     # 10706304: the reference micro-dLLM char model (65 characters + [MASK])
 """
 import math
-import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn as nn
@@ -35,12 +31,10 @@ class ModelArgs:
     causal: bool = False         # True for the AR baseline
 
     @classmethod
-    def from_config(cls, cfg, vocab_size):
-        return cls(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                   n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps,
-                   # bd3 conditions on nothing but the tokens: each block has its own t, and the count of
-                   # [MASK] in a block tells its rate (BD3-LM trains without time input as well)
-                   time_cond=cfg.time_cond if cfg.objective not in ("ar", "bd3") else "none", causal=cfg.objective == "ar")
+    def from_config(cls, cfg, vocab_size, **fixed):
+        """The model a config describes; `fixed`: what the objective sets itself (objectives.model_args)."""
+        return cls(**{**dict(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                             n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps, time_cond=cfg.time_cond), **fixed})
 
 
 def rms_norm(x):
@@ -59,27 +53,6 @@ def apply_rope(x, cos, sin):
     d = x.size(-1) // 2
     x1, x2 = x[..., :d], x[..., d:]
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
-
-
-@lru_cache(maxsize=16)
-def bd3_attn_mask(L, block, device):
-    """Block-diffusion attention over [x_t ; x_0] (2L, 2L) bool, True = may attend (BD3-LM, Arriola et al. 2025):
-    a noisy query of block b sees its own noisy block (both ways) and the clean blocks < b; a clean query of
-    block b sees the clean blocks <= b (block-causal); no clean query sees a noisy key. Built once per shape."""
-    i = torch.arange(2 * L, device=device)
-    clean, blk = i >= L, (i % L) // block  # (2L,) which half, which block
-    q_clean, k_clean, qb, kb = clean[:, None], clean[None, :], blk[:, None], blk[None, :]
-    noisy_own = ~q_clean & ~k_clean & (qb == kb)
-    noisy_ctx = ~q_clean & k_clean & (kb < qb)
-    clean_causal = q_clean & k_clean & (kb <= qb)
-    return noisy_own | noisy_ctx | clean_causal
-
-
-@lru_cache(maxsize=16)
-def block_causal_mask(L, block, device):
-    """(L, L) bool: the clean-clean quarter of bd3_attn_mask, for running clean blocks alone (decoding's cache)."""
-    blk = torch.arange(L, device=device) // block
-    return blk[None, :] <= blk[:, None]
 
 
 class Attention(nn.Module):
@@ -199,11 +172,6 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * a.n_layer))
         if self.adaln is not None:
             self.adaln.zero_init()  # after self.apply, which would overwrite it
-
-    def load_state_dict(self, state_dict, *args, **kwargs):
-        # checkpoints written before the layers were called layers name them blocks.N / adaln.blocks.N
-        state_dict = {re.sub(r"^(adaln\.)?blocks\.", r"\1layers.", k): v for k, v in state_dict.items()}
-        return super().load_state_dict(state_dict, *args, **kwargs)
 
     @staticmethod
     def _init_weights(m):

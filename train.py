@@ -3,7 +3,7 @@
     python train.py                                   # reference recipe: char Tiny Shakespeare, 6/6/384, 5000 iters
     python train.py cpu                               # the main job: Tiny Shakespeare (data/), ~15 min on 2 CPU cores
     python train.py cpu --objective=ar                # the autoregressive baseline, same code and budget
-    python train.py shakespeare_cpu --objective=uniform   # uniform-state diffusion (no [MASK]; uniform.py)
+    python train.py shakespeare_cpu --objective=uniform --time_cond=learned   # uniform-state diffusion (uniform.py)
     python train.py baby --objective=bd3 --bd3_block=4  # block diffusion (BD3-LM): AR over blocks of 4, diffusion inside
     python train.py cpu --max_iters=0                 # build data, tokenizer, model; print config and params; exit
     python train.py tinystories_bpe                   # BPE (data/stories.txt + artifacts/tokenizer/tokenizer.json), 12.23M params
@@ -30,22 +30,23 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from config import RESUMABLE_KEYS, config_to_dict, format_config, get_config, help_text, renamed_keys, wants_help
-from diffusion import Schedule, ar_loss, diffusion_loss, evaluate, stratified_times
-from diffusion_bd3 import band_times, bd3_columns, bd3_flops_per_token, bd3_loss, bd3_times
+import objectives
+from canvas import continuation, generate
+from common import Draw
+from configurator import RESUMABLE_KEYS, config_to_dict, format_config, get_config, help_text, wants_help
+from diffusion import Schedule
 from model import ModelArgs, Transformer
-from uniform import uniform_loss
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, get_batch, prepare_data
 from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, estimate_tokens_per_s, grad_accum_steps,
                         init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state)
 from utils.errors import UserError, run_cli
 from utils.fileio import remove_stale_temps
-from utils.generate import StepBar, chain, continuation, generate
+from utils.evaluate import evaluate
 from utils.metrics import ChangeRate, distinct_n
 from utils.optim import EMA, build_optimizer, set_lr
 from utils.tokenizer import fingerprint, normalize_prompt, tokenizer_from_state
-from utils.trace import generate_with_trace, open_trace
+from utils.trace import StepBar, chain, generate_with_trace, open_trace
 
 ASSUMED_MFU = 0.4  # for the startup tokens/s estimate only; the log lines report the measured MFU
 STREAM_DATA, STREAM_MASK, STREAM_TIME = 0, 1, 2  # keys of the per-step generators (see train_step)
@@ -152,7 +153,7 @@ def setup(argv):
     if cfg.resume:
         resume, resumed_from = load_latest(cfg.out_dir, warn=print0)
         # the run's own settings win; only the resumable ones (schedule length, intervals, checkpointing, device) change
-        keep = {k: v for k, v in renamed_keys(resume["config"]).items() if k not in RESUMABLE_KEYS}
+        keep = {k: v for k, v in resume["config"].items() if k not in RESUMABLE_KEYS}
         cfg = replace(get_config(argv), **keep)
     elif ((os.path.exists(os.path.join(cfg.out_dir, "model.pt")) or numbered_checkpoints(cfg.out_dir))
           and not cfg.overwrite and cfg.max_iters > 0):
@@ -188,14 +189,14 @@ def load_data(cfg, env):
     tok, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=env.master)
     if env.world > 1 and env.master:
         torch.distributed.barrier()
-    ar = cfg.objective == "ar"
-    window = cfg.block_size + 1 if ar else cfg.block_size  # AR predicts L tokens from a window of L+1
+    extra = objectives.get(cfg.objective).WINDOW
+    window = cfg.block_size + extra  # AR predicts L tokens from a window of L+1
     check_fits(train_ids, window, "train")
     check_fits(val_ids, window, "validation")
     val_windows = fixed_windows(val_ids, cfg.eval_iters * cfg.batch_size, window)
     # bits/char = ELBO summed over the val windows / the characters those windows decode to (per-window
     # counts, exact for BPE too); the scored tokens are x[:, 1:] for AR. 1.0 for char.
-    val_cpt = chars_per_token(tok, val_windows[:, 1:] if ar else val_windows)
+    val_cpt = chars_per_token(tok, val_windows[:, extra:])
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # a bad prompt fails now, not after training
     print0(f"data: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, vocab {tok.vocab_size} "
            f"({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token on val "
@@ -205,25 +206,17 @@ def load_data(cfg, env):
 
 
 # ---------------------------------------------------------------- model, optimizer, resume
-def train_flops_per_token(model, cfg):
-    """(training FLOPs per window token, columns per pass): bd3 runs the network over [x_t ; x_0 less its last
-    block], ~2x the tokens, each attending over ~2x the context (one block: x_t alone)."""
-    if cfg.objective == "bd3":
-        return bd3_flops_per_token(model, cfg.block_size, cfg.bd3_block), bd3_columns(cfg.block_size, cfg.bd3_block)
-    return model.flops_per_token(), cfg.block_size
-
-
 def build(cfg, env, data):
     """The model and its estimates; then (unless max_iters=0) the optimizer, EMA and the resumed state."""
-    margs = ModelArgs.from_config(cfg, data.tok.vocab_size)
+    margs = objectives.model_args(cfg, data.tok.vocab_size)
     model = Transformer(margs).to(env.device)
     tokens_per_step = cfg.total_batch_size
-    flops_tok, seq = train_flops_per_token(model, cfg)
+    flops_tok, seq = objectives.get(cfg.objective).flops(model, cfg)
     print0(f"model: {model.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
            f"{tokens_per_step:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x {cfg.batch_size} x {cfg.block_size}")
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     # memory and speed from the model's own accounting (rough: see model.estimate_memory)
-    masked_head = cfg.head_on_masked_only and cfg.objective != "ar" and cfg.loss_type != "all_ce"
+    masked_head = cfg.head_on_masked_only and cfg.loss_type != "all_ce"  # (an objective without masks ignores both)
     head_frac = (1 - schedule.alpha[1:]).mean().item() if masked_head else 1.0  # E_t[mask rate]
     state_b, act_b = model.estimate_memory(cfg.batch_size, seq, env.dtype_name == "bfloat16", head_frac, cfg.ema > 0)
     peak = peak_flops(env.device)
@@ -284,10 +277,9 @@ def resume_state(cfg, env, run):
 
 # ---------------------------------------------------------------- eval, log, checkpoint
 def run_eval(cfg, env, data, run, it, n_t=1, details=False):
-    res = evaluate(run.eval_model, data.val_windows, run.schedule, data.tok.mask_id, cfg.objective, cfg.batch_size,
-                   env.device, env.ctx, n_t=n_t, seed=cfg.seed, chars_per_token=data.val_cpt, details=details,
-                   block=cfg.bd3_block)
-    what = "NLL" if cfg.objective == "ar" else "bound"
+    res = evaluate(run.eval_model, data.val_windows, cfg, run.schedule, data.tok, cfg.batch_size, env.device, env.ctx,
+                   n_t=n_t, seed=cfg.seed, chars_per_token=data.val_cpt, details=details)
+    what = "NLL" if objectives.get(cfg.objective).EXACT else "bound"
     print0(f"eval {it}: val {what} {res['nats_per_token']:.4f} ± {res['se']:.4f} nats/token, "
            f"{res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char{' (EMA weights)' if run.ema else ''}")
     return res
@@ -353,7 +345,7 @@ def eta_seconds(cfg, env, run, done, step_s):
 def train(cfg, env, data, run):
     run.model.train()
     tokens_per_step = cfg.total_batch_size
-    flops_step = train_flops_per_token(run.raw_model, cfg)[0] * tokens_per_step
+    flops_step = objectives.get(cfg.objective).flops(run.raw_model, cfg)[0] * tokens_per_step
     peak = peak_flops(env.device)
     t_last, tokens_since, timed_iters = time.time(), 0, 0
     run.t_start, train_time = time.time(), 0.0
@@ -397,7 +389,7 @@ def train_step(cfg, env, data, run, it):
     Every random draw of a step is keyed by (seed, stream, step, slot), slot = rank * accum + micro, its
     place in the global batch: the global batch depends only on the seed and step, so a resumed run, or
     the same global batch split as 2 ranks x 1 micro-step or 1 rank x 2, sees the same data, masks and t."""
-    accum, world, model = env.accum, env.world, run.model
+    accum, world, model, obj = env.accum, env.world, run.model, objectives.get(cfg.objective)
     # stratified t over the global batch of B * accum * world sequences (MDLM): one shared u per step
     u = torch.rand((), generator=keyed_generator(cfg.seed, STREAM_TIME, it), dtype=torch.float64)
     step_loss = torch.zeros((), device=env.device)
@@ -407,20 +399,9 @@ def train_step(cfg, env, data, run, it):
         # DDP averages gradients across ranks only on the last micro-step; the others accumulate locally
         with model.no_sync() if world > 1 and micro < accum - 1 else nullcontext():
             with env.ctx:
-                if cfg.objective == "ar":
-                    loss, _ = ar_loss(model, x)
-                elif cfg.objective == "bd3":
-                    loss = bd3_step_loss(cfg, env, data, run, x, it, slot, u)
-                else:
-                    t = stratified_times(cfg.batch_size, cfg.diffusion_steps, device=env.device, offset=slot * cfg.batch_size,
-                                         total=cfg.batch_size * accum * world, u=u)
-                    noise_g = keyed_generator(cfg.seed, STREAM_MASK, it, slot)  # the masks, or the uniform noise
-                    if cfg.objective == "uniform":
-                        loss, _, _ = uniform_loss(model, x, run.schedule, data.tok.mask_id, noise_g, t=t,
-                                                  vocab_size=data.tok.vocab_size)
-                    else:
-                        loss, _, _ = diffusion_loss(model, x, run.schedule, data.tok.mask_id, cfg.loss_type, noise_g, t=t,
-                                                    masked_only=cfg.head_on_masked_only, mask_span=cfg.mask_span)
+                draw = Draw(keyed_generator(cfg.seed, STREAM_MASK, it, slot), u, slot * cfg.batch_size,
+                            cfg.batch_size * accum * world)  # the masks (or noise) and the stratified times
+                loss = obj.loss(model, x, cfg, run.schedule, data.tok, draw)
             (loss / accum).backward()  # the mean over micro-steps; DDP's all-reduce makes it the global mean
         step_loss += loss.detach() / accum
     norm = None
@@ -449,18 +430,6 @@ def train_step(cfg, env, data, run, it):
     run.opt.zero_grad(set_to_none=True)
 
 
-def bd3_step_loss(cfg, env, data, run, x, it, slot, u):
-    """Block diffusion's loss on one micro-batch: a t per block, stratified over the global batch's blocks (shared
-    u), drawn from the clipped band if one is set; the keyed mask generator shuffles them and draws the masks."""
-    band = band_times(run.schedule, cfg.bd3_mask_min, cfg.bd3_mask_max)
-    g = keyed_generator(cfg.seed, STREAM_MASK, it, slot)
-    t = bd3_times(cfg.batch_size, cfg.block_size // cfg.bd3_block, band, g, env.device, offset=slot * cfg.batch_size,
-                  total=cfg.batch_size * env.accum * env.world, u=u)
-    loss, _, _ = bd3_loss(run.model, x, run.schedule, data.tok.mask_id, cfg.bd3_block, g, t=t, allowed=band,
-                          masked_only=cfg.head_on_masked_only)
-    return loss
-
-
 # ---------------------------------------------------------------- final eval, checkpoint, metrics
 def finish(cfg, env, data, run):
     print0(f"final eval: {len(data.val_windows)} windows x 4 t" + (f", ~{fmt_time(4 * run.eval_s)}" if run.eval_s else ""))
@@ -482,29 +451,29 @@ def finish(cfg, env, data, run):
 
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
     """The end-of-training metrics block and a few samples."""
-    g = torch.Generator().manual_seed(cfg.seed)
-    change = ChangeRate()
+    g, obj = torch.Generator().manual_seed(cfg.seed), objectives.get(cfg.objective)
+    change = ChangeRate(tok.mask_id)
     n = max(cfg.num_samples, 4)
     prompt_len = len(tok.encode(cfg.prompt))
-    gen_len = min(cfg.gen_len, cfg.block_size - prompt_len - (cfg.objective == "ar"))
+    gen_len = min(cfg.gen_len, cfg.block_size - prompt_len - obj.WINDOW)
     # the denoising trace of sample 0 (its frame sized for prompt + gen_len tokens)
-    writer = open_trace(cfg, prompt_len + gen_len, chars_per_token) if cfg.objective != "ar" else None
+    writer = open_trace(cfg, prompt_len + gen_len, chars_per_token) if obj.TRACE else None
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
     print(f"sampling {n} x {gen_len} tokens" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
-    with StepBar(None if cfg.threshold else cfg.steps, on=cfg.objective == "mdlm") as bar:
+    with StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:
         if writer is None:
             texts, _, stats = generate(model, tok, canvas, cfg, schedule, device, g, on_step=chain(change, bar), num_samples=n)
         else:
             texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule, device,
                                                   g, on_step=chain(change, bar))
-    ar = cfg.objective == "ar"
+    ar = obj.EXACT
     print("---- final validation metrics")
     print(f"  val {'NLL' if ar else 'bound (NELBO)'}: {res['nats_per_token']:.4f} ± {res['se']:.4f} "
           f"nats/token = {res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char "
           f"({res['n_windows']} windows{'' if ar else ' x %d t' % res['n_t']})")
     print(f"  perplexity (per token, {'exact' if ar else 'from the bound'}): {res['ppl']:.3f}")
     if "recon_acc" in res:
-        where = "positions the noise changed" if cfg.objective == "uniform" else "masked positions"
+        where = "positions the noise changed" if obj.NOISE_START else "masked positions"
         print(f"  reconstruction accuracy ({where}): {res['recon_acc']:.4f}")
         print(f"  entropy per timestep (nats, {where}): " +
               "  ".join(f"t{lo}-{hi}:{e:.2f}" for lo, hi, e in res["entropy_by_t"]))

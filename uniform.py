@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from diffusion import predict_logits, stratified_times
-from sampler import filter_logits, sample_tokens, time_grid
+from common import Step, filter_logits, no_mask_logit, sample_tokens, stratified_times, time_grid
+from utils.errors import UserError
 
 
 def real_ids(vocab_size, mask_id, device="cpu"):
@@ -116,7 +116,7 @@ def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_siz
         t = stratified_times(B, schedule.T, generator, x0.device)
     real = real_ids(vocab_size or model.args.vocab_size, mask_id, x0.device)
     xt = uniform_corrupt(x0, t, schedule, real, generator)
-    logits = predict_logits(model, xt, t, mask_id).index_select(-1, real)  # (B, L, V): [MASK] never predicted
+    logits = no_mask_logit(model(xt, t), mask_id).index_select(-1, real)  # (B, L, V): [MASK] never predicted
     terms = bound_terms(logits, compact(x0, real), compact(xt, real), t, schedule)  # (B, L) float64
     nelbo = (schedule.T * terms.sum(1) + L * prior_kl(schedule, len(real))) / L
     return nelbo.float().mean(), nelbo.detach().float(), dict(t=t, noised=xt != x0, logits=logits.detach(), real=real)
@@ -131,10 +131,9 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0
     temperature / top-k / top-p shape pi, the model's x0 distribution, before it enters the posterior; the draw
     from the posterior is then exact (float64), and temperature 0 takes its argmax. The step into s = 0 draws
     from pi itself. The model is told the grid time t, the noise level it was trained on.
-    on_step(dict) after each step gets step, t, s, time (B,), x, prev (at step 1: the initial noise), changed,
-    conf (probability of each current token under the step's posterior), gen_mask, nfe, last, and the mdlm
-    sampler's keys (revealed = changed, remasked and is_masked_before all False) so its trace and change-rate
-    hooks work unchanged. Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample)."""
+    on_step(common.Step) after each step: revealed = the positions whose token changed (the first step's prev is
+    the initial noise x_T), conf = the probability of each current token under the step's posterior, nothing is
+    ever re-masked. Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample)."""
     t0 = time.perf_counter()
     B, L = x.shape
     if L > model.args.block_size:
@@ -151,7 +150,7 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0
     for i in range(steps):
         t, s = grid[i], grid[i + 1]
         tt = torch.full((B,), t, dtype=torch.long, device=dev)
-        logits = predict_logits(model, x, tt, mask_id).index_select(-1, real)  # (B, L, V)
+        logits = no_mask_logit(model(x, tt), mask_id).index_select(-1, real)  # (B, L, V)
         logp0 = filter_logits(logits, temperature, top_k, top_p)  # float64, -inf outside top-k/top-p
         log_p = reverse_log_probs(logp0, compact(x, real), alpha[torch.full_like(tt, s)], alpha[tt], V)
         draw = sample_tokens(log_p[gen_mask], temperature, generator)  # (N,) only generated positions
@@ -161,10 +160,60 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0
         conf = conf.clone()
         conf[gen_mask] = log_p[gen_mask].gather(-1, draw[:, None]).squeeze(-1).exp()
         if on_step is not None:
-            changed = (x != prev) & gen_mask
-            on_step(dict(step=i + 1, t=t, s=s, time=tt, x=x, prev=prev, changed=changed, revealed=changed,
-                         remasked=none, is_masked_before=none, conf=conf, gen_mask=gen_mask, logp=log_p[gen_mask],
-                         nfe=torch.full((B,), i + 1), block=0, n_blocks=1, last=i + 1 == steps,
-                         finished=[i + 1 == steps] * B))
+            on_step(Step(step=i + 1, nfe=torch.full((B,), i + 1), time=tt, x=x, prev=prev, gen_mask=gen_mask,
+                         revealed=(x != prev) & gen_mask, remasked=none, conf=conf, finished=[i + 1 == steps] * B))
     secs = time.perf_counter() - t0
     return x, dict(nfe=steps, nfe_per_sample=[steps] * B, seconds=secs, seconds_per_sample=[secs] * B, blocks=1)
+
+
+# ---------------------------------------------------------------------------- the objective (objectives.py)
+MODEL = {}  # bidirectional, time input as cfg.time_cond
+WINDOW = 0
+# it trains its NELBO at every position and redraws every position each step: the masked-diffusion switches
+IGNORES = ("loss_type", "mask_span", "head_on_masked_only", "order", "tokens_per_step", "remask", "remask_eta",
+           "threshold", "semi_ar_length", "bd3_block", "bd3_mask_min", "bd3_mask_max")
+NOISE_START = TRACE = STEP_CHAIN = True  # starts from random tokens; walks the schedule's grid
+CONTINUES_ONLY = ANY_LENGTH = EXACT = False
+
+
+def check(cfg, given=()):
+    """Refuses the masked-diffusion keys when given (a preset's values for them are simply not read)."""
+    bad = [k for k in IGNORES if k in given]
+    if bad:
+        raise UserError(f"objective=uniform trains its NELBO at every position and samples ancestrally (every position "
+                        f"redrawn each step): --{bad[0]} is a masked-diffusion key; drop it")
+    if cfg.steps > cfg.diffusion_steps:
+        raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} or fewer")
+
+
+def loss(model, x, cfg, schedule, tok, draw):
+    t = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u)
+    return uniform_loss(model, x, schedule, tok.mask_id, draw.generator, t=t, vocab_size=tok.vocab_size)[0]
+
+
+def eval_times(cfg, L):
+    return 1
+
+
+def bound(model, x, cfg, schedule, tok, t, generator):
+    """The NELBO per window (B,); evaluate's details read the positions the noise changed."""
+    _, nelbo, aux = uniform_loss(model, x, schedule, tok.mask_id, generator=generator, t=t[:, 0], vocab_size=tok.vocab_size)
+    return nelbo, dict(scored=aux["noised"], pred=aux["real"][aux["logits"].argmax(-1)], logits=aux["logits"],
+                       t_tok=t.expand_as(x))
+
+
+def flops(model, cfg):
+    return model.flops_per_token(), cfg.block_size
+
+
+def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
+    return sample_uniform(model, x, gen_mask, schedule, mask_id, cfg.steps, cfg.temperature, cfg.top_k, cfg.top_p,
+                          generator=generator, on_step=on_step)
+
+
+def passes(cfg, n_gen, n_prompt=0):
+    return cfg.steps
+
+
+def describe(cfg):
+    return f"{cfg.steps} ancestral uniform-noise steps (every position redrawn each step)"

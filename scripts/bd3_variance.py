@@ -16,9 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from config import config_from_dict  # noqa: E402
+from configurator import config_from_dict  # noqa: E402
 from diffusion import Schedule  # noqa: E402
-from diffusion_bd3 import band_times, bd3_loss, bd3_times  # noqa: E402
+from bd3 import band_times, bd3_loss, bd3_times  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
@@ -67,7 +67,7 @@ def main(argv):
         raise UserError("--draws must be >= 2 and --batch >= 0")
     model, ckpt = load_model(a.checkpoint, "cpu")
     cfg = config_from_dict(ckpt["config"])
-    if cfg.objective != "bd3":
+    if cfg.objective != "bd3":  # validating the argument: the script measures block diffusion's bands
         raise UserError(f"{a.checkpoint} is a {cfg.objective} model: give a bd3 checkpoint")
     tok = tokenizer_from_state(ckpt["tokenizer"])
     _, train_ids, _, _ = prepare_data(cfg, tok, verbose=False)

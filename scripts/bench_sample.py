@@ -21,7 +21,7 @@ Columns (printed with the table too):
 Rows marked '=NFE' rerun a fixed-step sampler at the threshold row's mean NFE (equal-NFE comparisons).
 The 'held-out text' row scores real validation windows of the same length (first token as the context).
 Samples longer than the scorer's context are scored with a sliding window (utils/metrics.windowed_ar_nll);
-an AR row past its context decodes with sampler_bd3.sample_ar_window (the same window as bd3).
+an AR row past its context decodes with ar.sample_ar_window (the same window as bd3).
 """
 import os
 import statistics
@@ -33,14 +33,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from config import config_from_dict, validate  # noqa: E402
+from ar import sample_ar_window  # noqa: E402
+from canvas import build_canvas, generate, start_token  # noqa: E402
+from configurator import config_from_dict, validate  # noqa: E402
 from diffusion import Schedule  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import split_texts  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
-from sampler_bd3 import sample_ar_window  # noqa: E402
-from utils.generate import ar_start_token, build_canvas, generate  # noqa: E402
 from utils.metrics import distinct_n, gen_ppl, sample_entropy  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
@@ -96,13 +96,13 @@ def scored_rows(out, n_prompt, tok, device):
     """(rows, n_prompt) for the AR scorer: an empty prompt gets the AR start token as its one token of context."""
     if n_prompt:
         return out, n_prompt
-    start = torch.full((out.size(0), 1), ar_start_token(tok), dtype=torch.long, device=out.device)
+    start = torch.full((out.size(0), 1), start_token(tok), dtype=torch.long, device=out.device)
     return torch.cat([start, out], 1), 1
 
 
 def generate_runner(model, tok, cfg, schedule, device, a):
     """One row's sampler as a call: seed -> (tokens, NFE per sample, prompt tokens, generated tokens per sample)."""
-    canvas = build_canvas(cfg, tok, model.args.block_size, cfg.objective)
+    canvas = build_canvas(cfg, tok, model.args.block_size)
 
     def run(seed):
         _, out, stats = generate(model, tok, canvas, cfg, schedule, device, torch.Generator().manual_seed(seed),
@@ -114,7 +114,7 @@ def generate_runner(model, tok, cfg, schedule, device, a):
 def ar_window_runner(model, tok, cfg, device, a):
     """The AR + KV cache row when prompt + gen_len exceeds the AR model's context: sample_ar_window."""
     canvas = build_canvas(replace(cfg, objective="mdlm"), tok, 10 ** 9)  # only the prompt's ids are used
-    start = canvas.ids[:canvas.prefix_len] or [ar_start_token(tok)]
+    start = canvas.ids[:canvas.prefix_len] or [start_token(tok)]
     prompt = torch.tensor(start, device=device).repeat(a.num_samples, 1)
 
     def run(seed):
@@ -164,7 +164,7 @@ def bd3_rows(a, tok, device):
     for path in a.bd3_checkpoints:
         model, ckpt = load_model(path, device)
         cfg = config_from_dict(ckpt["config"])
-        if cfg.objective != "bd3":
+        if cfg.objective != "bd3":  # validating the flag: its rows are block diffusion's
             raise UserError(f"--bd3-checkpoints {path} is a {cfg.objective} model: give block diffusion (objective=bd3) ones")
         if fingerprint(tokenizer_from_state(ckpt["tokenizer"])) != fingerprint(tok):
             raise UserError(f"--bd3-checkpoints {path} uses another tokenizer than the other checkpoints")
@@ -198,24 +198,8 @@ def fmt(v, spec):
     return format(v, spec) if v is not None else format("n/a", ">" + spec.split(".")[0].lstrip(">").rstrip(",f"))
 
 
-def main(argv):
-    a = parse_args(argv)
-    for name in ("gen_len", "steps", "num_samples", "repeats"):
-        if getattr(a, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
-    if not a.checkpoint and not a.bd3_checkpoints:
-        raise UserError("give a diffusion checkpoint: --checkpoint MDLM.pt and/or --bd3-checkpoints BD3.pt ...")
-    device = pick_device(a.device)
-    first = a.checkpoint or a.bd3_checkpoints[0]
-    model, ckpt = load_model(first, device)
-    cfg = config_from_dict(ckpt["config"])
-    if a.checkpoint and cfg.objective != "mdlm":
-        what = "an AR model" if cfg.objective == "ar" else f"a {cfg.objective} model (its one sampler: inference.py --steps)"
-        if cfg.objective == "bd3":
-            what = "a block-diffusion model (give it as --bd3-checkpoints)"
-        raise UserError(f"--checkpoint {a.checkpoint} is {what}: bench_sample compares masked-diffusion samplers; give an mdlm "
-                        f"checkpoint (and the AR one as --ar-checkpoint)")
-    tok = tokenizer_from_state(ckpt["tokenizer"])
+def load_ar_models(a, tok, first, device):
+    """(the AR model of the AR row, the gen-PPL scorer: --judge when given, else the AR model), checked."""
     ar_model = scorer = None
     for flag, path in (("--ar-checkpoint", a.ar_checkpoint), ("--judge", a.judge)):
         if not path:
@@ -227,7 +211,26 @@ def main(argv):
             raise UserError(f"{flag} {path} uses another tokenizer than {first}: gen-PPL needs "
                             f"the same tokens; train the AR baseline on the same data and tokenizer")
         ar_model = m if flag == "--ar-checkpoint" else ar_model
-        scorer = m  # the judge when given, else the AR model
+        scorer = m
+    return ar_model, scorer
+
+
+def main(argv):
+    a = parse_args(argv)
+    for name in ("gen_len", "steps", "num_samples", "repeats"):
+        if getattr(a, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    if not a.checkpoint and not a.bd3_checkpoints:
+        raise UserError("give a diffusion checkpoint: --checkpoint MDLM.pt and/or --bd3-checkpoints BD3.pt ...")
+    device = pick_device(a.device)
+    first = a.checkpoint or a.bd3_checkpoints[0]
+    model, ckpt = load_model(first, device)
+    cfg = config_from_dict(ckpt["config"])
+    if a.checkpoint and cfg.objective != "mdlm":  # its rows are masked diffusion's sampler switches
+        raise UserError(f"--checkpoint {a.checkpoint} is a {cfg.objective} model: bench_sample compares masked-diffusion "
+                        f"samplers; give an mdlm checkpoint (bd3 ones as --bd3-checkpoints, the AR one as --ar-checkpoint)")
+    tok = tokenizer_from_state(ckpt["tokenizer"])
+    ar_model, scorer = load_ar_models(a, tok, first, device)
     sampling = dict(prompt=cfg.prompt if a.prompt is None else a.prompt, gen_len=a.gen_len, steps=a.steps,
                     temperature=a.temperature, top_k=0, top_p=1.0, num_samples=a.num_samples, infill="",
                     prefix_file="", suffix_file="", viz_video="", remask_eta=0.02, **PLAIN)

@@ -1,4 +1,4 @@
-"""Training-step benchmark: ms/iter, tokens/s and MFU for objective=mdlm and objective=ar (and bd3) at the same dims.
+"""Training-step benchmark: ms/iter, tokens/s and MFU of the config's objective beside ar (and bd3 rows) at the same dims.
 
     python scripts/bench_train.py                            # the default model (6/6/384, ctx 256, batch 64)
     python scripts/bench_train.py cpu --iters=5 --repeats=3  # any preset or --key=value of config.py
@@ -23,10 +23,11 @@ from dataclasses import replace
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from config import get_config  # noqa: E402
-from diffusion import Schedule, ar_loss, diffusion_loss, stratified_times  # noqa: E402
-from diffusion_bd3 import bd3_flops_per_token, bd3_loss, bd3_times  # noqa: E402
-from model import ModelArgs, Transformer  # noqa: E402
+import objectives  # noqa: E402
+from common import Draw  # noqa: E402
+from configurator import get_config  # noqa: E402
+from diffusion import Schedule  # noqa: E402
+from model import Transformer  # noqa: E402
 from utils.dist import autocast_for, keyed_generator, peak_flops, pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
@@ -58,33 +59,29 @@ def matmul_rate(a, batch_tokens, device):
     return flops / seconds
 
 
+class Vocab:
+    """What an objective's loss reads of a tokenizer: random tokens need no real one."""
+
+    def __init__(self, vocab_size):
+        self.vocab_size, self.mask_id = vocab_size, vocab_size - 1
+
+
 def make_step(cfg, vocab_size, device):
     """A closure running one training step of cfg (its objective, compile and head settings), and the model."""
     torch.manual_seed(cfg.seed)
-    ar = cfg.objective == "ar"
-    model = Transformer(ModelArgs.from_config(cfg, vocab_size)).to(device).train()
+    obj = objectives.get(cfg.objective)
+    model = Transformer(objectives.model_args(cfg, vocab_size)).to(device).train()
     opt = build_optimizer(model, cfg, device)
     step_model = torch.compile(model) if cfg.compile else model
     ctx, _ = autocast_for(device, cfg.dtype)
-    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    mask_id = vocab_size - 1
-    B, L = cfg.batch_size, cfg.block_size
-    x = torch.randint(0, mask_id, (B, L + 1 if ar else L), generator=keyed_generator(cfg.seed, 0), device="cpu").to(device)
+    schedule, vocab = Schedule(cfg.diffusion_steps, cfg.schedule), Vocab(vocab_size)
+    B, L = cfg.batch_size, cfg.block_size + obj.WINDOW
+    x = torch.randint(0, vocab.mask_id, (B, L), generator=keyed_generator(cfg.seed, 0), device="cpu").to(device)
 
     def step(i):
+        u = torch.rand((), generator=keyed_generator(cfg.seed, 2, i), dtype=torch.float64)
         with ctx:
-            if ar:
-                loss, _ = ar_loss(step_model, x)
-            elif cfg.objective == "bd3":  # the two-stream pass, a t per block
-                g = keyed_generator(cfg.seed, 1, i)
-                t = bd3_times(B, L // cfg.bd3_block, torch.arange(1, cfg.diffusion_steps + 1), g, device)
-                loss, _, _ = bd3_loss(step_model, x, schedule, mask_id, cfg.bd3_block, g, t=t,
-                                      masked_only=cfg.head_on_masked_only)
-            else:
-                u = torch.rand((), generator=keyed_generator(cfg.seed, 2, i), dtype=torch.float64)
-                t = stratified_times(B, cfg.diffusion_steps, device=device, u=u)
-                loss, _, _ = diffusion_loss(step_model, x, schedule, mask_id, cfg.loss_type, keyed_generator(cfg.seed, 1, i),
-                                            t=t, masked_only=cfg.head_on_masked_only)
+            loss = obj.loss(step_model, x, cfg, schedule, vocab, Draw(keyed_generator(cfg.seed, 1, i), u))
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -111,16 +108,16 @@ def main(argv):
         torch.set_float32_matmul_precision("high")  # TF32 outside autocast, as train.py
     _, dtype_name = autocast_for(device, cfg.dtype)
     tokens = cfg.batch_size * cfg.block_size
-    rows = [("ar", replace(cfg, objective="ar")), ("mdlm", cfg)]
+    rows = [("ar", replace(cfg, objective="ar")), (cfg.objective, cfg)]
     if args.compare_head:
-        rows = [rows[0], ("mdlm head=all", replace(cfg, head_on_masked_only=False)),
-                ("mdlm head=masked", replace(cfg, head_on_masked_only=True))]
+        rows = [rows[0], (f"{cfg.objective} head=all", replace(cfg, head_on_masked_only=False)),
+                (f"{cfg.objective} head=masked", replace(cfg, head_on_masked_only=True))]
     for k in (int(v) for v in args.bd3_blocks.split(",") if v.strip()):
         rows.append((f"bd3 L'={k}", get_config(rest + ["--objective=bd3", f"--bd3_block={k}"])))
     if args.compare_compile:
         rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows for tag, on in (("eager", False), ("compiled", True))]
 
-    a = ModelArgs.from_config(cfg, args.vocab_size)
+    a = objectives.model_args(cfg, args.vocab_size)
     print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab {a.vocab_size}, "
           f"batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} steps after {args.warmup} warm-up")
     # rows are timed round-robin, one repeat of each per round (and on CPU one peak sample per round), so
@@ -150,11 +147,11 @@ def main(argv):
     for name, (_, model) in steps.items():
         sec = results[name] = statistics.median(times[name])
         c = dict(rows)[name]
-        flops = bd3_flops_per_token(model, c.block_size, c.bd3_block) if c.objective == "bd3" else model.flops_per_token()
+        flops = objectives.get(c.objective).flops(model, c)[0]
         mfu = f"{flops * tokens / sec / peak * 100:6.1f}%" if peak else "     -"
         print(f"{name:<24} {sec * 1000:9.1f} {tokens / sec:11,.0f} {mfu}")
     for name, sec in results.items():
-        if name.startswith(("mdlm", "bd3")):
+        if not name.startswith("ar"):
             ar_name = "ar" + next((s for s in (" eager", " compiled") if name.endswith(s)), "")
             print(f"time ratio {name} / {ar_name}: {sec / results[ar_name]:.3f}")
 

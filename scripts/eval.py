@@ -32,19 +32,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from config import config_from_dict  # noqa: E402
-from diffusion import Schedule, evaluate  # noqa: E402
-from sampler import ORDERS, sample, sample_ar, time_grid  # noqa: E402
-from sampler_bd3 import sample_bd3  # noqa: E402
-from uniform import sample_uniform  # noqa: E402
+import objectives  # noqa: E402
+from canvas import start_token  # noqa: E402
+from common import time_grid  # noqa: E402
+from configurator import config_from_dict  # noqa: E402
+from diffusion import ORDERS, Schedule  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, check_output  # noqa: E402
-from utils.generate import ar_start_token, chain  # noqa: E402
+from utils.evaluate import evaluate  # noqa: E402
 from utils.metrics import ChangeRate, distinct_n, gen_ppl, infill_recovery, sample_entropy  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
+from utils.trace import chain  # noqa: E402
 
 SWEEP_KEYS = {"temperature": float, "steps": int}
 
@@ -119,7 +120,7 @@ def tokens_seen(ckpt):
 
 
 def load_run(path, args, device):
-    """Model, tokenizer, config, and the split's token ids for one checkpoint; every check before any work."""
+    """Model, tokenizer, config and the sampling config for one checkpoint; every check before any work."""
     model, ckpt = load_model(path, device)
     cfg = config_from_dict(ckpt["config"])
     if args.data_path:
@@ -127,16 +128,26 @@ def load_run(path, args, device):
     if args.val_path is not None:
         cfg = replace(cfg, val_path=args.val_path)
     tok = tokenizer_from_state(ckpt["tokenizer"])
-    if cfg.objective != "ar" and args.steps > cfg.diffusion_steps:
-        raise UserError(f"--steps {args.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: use --steps {cfg.diffusion_steps}")
-    if args.sweep_key == "steps" and cfg.objective != "ar" and max(args.sweep_values) > cfg.diffusion_steps:
-        raise UserError(f"--sweep steps up to {max(args.sweep_values)} exceeds diffusion_steps={cfg.diffusion_steps} of {path}")
-    return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, tok=tok, fp=fingerprint(tok))
+    obj = objectives.get(cfg.objective)
+    # the samplers' settings: --steps, --temperature, --order, --remask; every other switch off
+    scfg = replace(cfg, steps=args.steps, temperature=args.temperature, order=args.order, remask=args.remask,
+                   tokens_per_step="schedule", remask_eta=0.0, threshold=0.0, semi_ar_length=0, top_k=0, top_p=1.0)
+    steps = [args.steps] + (args.sweep_values if args.sweep_key == "steps" else [])
+    if not obj.EXACT and max(steps) > cfg.diffusion_steps:
+        raise UserError(f"--steps {max(steps)} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: use --steps {cfg.diffusion_steps}")
+    return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok))
+
+
+def sample_plan(run, args):
+    """(the start ids every sample continues, tokens generated per sample)."""
+    tok, L = run["tok"], run["cfg"].block_size
+    start = tok.encode(args.prompt) if args.prompt else [start_token(tok)]
+    return start, args.gen_len or L - len(start)
 
 
 class Progress:
     """One tqdm bar over every checkpoint's forward passes (stderr, terminals only), with an ETA. Units are
-    batched forward passes: the bound's batches x t draws, and each sampler step (AR: one unit per batch)."""
+    batched forward passes: the bound's batches x t draws, and every pass each sampler makes."""
 
     def __init__(self, runs, args):
         from tqdm import tqdm
@@ -146,21 +157,24 @@ class Progress:
     @staticmethod
     def work(run, args):
         b = lambda n: -(-n // args.batch_size)  # noqa: E731
-        ar = run["cfg"].objective == "ar"
-        per_sample = 1 if ar else args.steps
-        n = b(args.n_windows) * (1 if ar else args.n_t) + b(args.n_samples) * per_sample
-        n += sum(b(max(args.n_samples, 1)) * (1 if ar else v if args.sweep_key == "steps" else args.steps)
-                 for v in args.sweep_values if not (ar and args.sweep_key == "steps"))
-        return n + (0 if ar or not args.infill_len else b(args.n_infill) * args.steps)
+        obj, cfg, scfg = run["obj"], run["cfg"], run["scfg"]
+        start, gen_len = sample_plan(run, args)
+        n = b(args.n_windows) * (args.n_t if obj.eval_times(cfg, cfg.block_size) else 1)
+        n += b(args.n_samples) * obj.passes(scfg, gen_len, len(start))
+        for v in args.sweep_values:
+            if not (obj.EXACT and args.sweep_key == "steps"):
+                swept = replace(scfg, **{args.sweep_key: v})
+                n += b(max(args.n_samples, 1)) * obj.passes(swept, gen_len, len(start))
+        return n + (0 if obj.CONTINUES_ONLY or not args.infill_len else b(args.n_infill) * obj.passes(scfg, args.infill_len))
 
-    def __call__(self, info=None, n=1):  # an on_step hook, or n units at once
+    def __call__(self, st=None, n=1):  # an on_step hook, or n units at once
         self.bar.update(n)
 
 
 class GridSchedule:
-    """The chain a K-step sampler runs: alpha at the times of sampler.time_grid(T, K), as a schedule of K steps.
-    diffusion_loss, uniform_loss and evaluate then score the bound of that K-step reverse process (for mdlm,
-    of ancestral unmasking with independent reveals), which MDLM reports against T; K = T is the usual bound."""
+    """The chain a K-step sampler runs: alpha at the times of common.time_grid(T, K), as a schedule of K steps.
+    The objective's loss and evaluate then score the bound of that K-step reverse process (for mdlm, of ancestral
+    unmasking with independent reveals), which MDLM reports against T; K = T is the usual bound."""
 
     def __init__(self, schedule, K):
         self.times = torch.tensor(time_grid(schedule.T, K)[::-1])  # 0 = g_0 < g_1 < ... < g_K = T
@@ -183,33 +197,21 @@ class GridTime(torch.nn.Module):
         return self.model(idx, self.times.to(t.device)[t], **kw)
 
 
-def draw_samples(run, start, gen_len, n, steps, temperature, batch_size, device, generator, change=None, bar=None,
-                 mdlm_opts=None):
-    """n samples of gen_len tokens after the fixed start ids, from any objective (mdlm_opts: sampler.sample's
-    order/remask for masked diffusion; uniform has one sampler). Returns (n, P + gen_len)."""
-    model, cfg, tok = run["model"], run["cfg"], run["tok"]
+def draw_samples(run, start, gen_len, n, scfg, batch_size, device, generator, change=None, bar=None):
+    """n samples of gen_len tokens after the fixed start ids from the run's objective with sampling config scfg.
+    Returns (n, P + gen_len)."""
+    model, cfg, tok, obj = run["model"], run["cfg"], run["tok"], run["obj"]
     P, out = len(start), []
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     for i in range(0, n, batch_size):
         B = min(batch_size, n - i)
-        prompt = torch.tensor(start, dtype=torch.long, device=device).repeat(B, 1)
-        if cfg.objective == "ar":
-            x = sample_ar(model, prompt, gen_len, temperature, generator=generator)
-            if bar:
-                bar(n=1)
-        elif cfg.objective == "bd3":  # block by block, KV cache; steps per block
-            x, _ = sample_bd3(model, prompt, gen_len, cfg.bd3_block, schedule, tok.mask_id, steps, temperature,
-                              generator=generator, on_step=chain(change, bar), **(mdlm_opts or {}))
-        else:
-            x = torch.cat([prompt, torch.full((B, gen_len), tok.mask_id, device=device)], 1)
-            gen_mask = torch.zeros_like(x, dtype=torch.bool)
-            gen_mask[:, P:] = True
-            if cfg.objective == "uniform":
-                x, _ = sample_uniform(model, x, gen_mask, schedule, tok.mask_id, steps, temperature, generator=generator,
-                                      on_step=chain(change, bar))
-            else:
-                x, _ = sample(model, x, gen_mask, schedule, tok.mask_id, steps, temperature, generator=generator,
-                              on_step=chain(change, bar), **(mdlm_opts or {}))
+        x = torch.cat([torch.tensor(start, dtype=torch.long, device=device).repeat(B, 1),
+                       torch.full((B, gen_len), tok.mask_id, device=device)], 1)
+        gen_mask = torch.zeros_like(x, dtype=torch.bool)
+        gen_mask[:, P:] = True
+        x, _ = obj.sample(model, x, gen_mask, scfg, schedule, tok.mask_id, generator, on_step=chain(change, bar))
+        if bar and not obj.TRACE:  # no steps reported: its passes at once
+            bar(n=obj.passes(scfg, gen_len, P))
         out.append(x.cpu())
     return torch.cat(out)
 
@@ -224,64 +226,66 @@ def sample_scores(run, samples, P, scorer, args):
     return res
 
 
+def label(cfg, obj):
+    """The objective and what it reads of the block size, schedule and time input."""
+    parts = [f"L'={cfg.bd3_block}"] if "bd3_block" not in obj.IGNORES else []
+    parts += [getattr(cfg, k) for k in ("schedule", "time_cond") if k not in obj.IGNORES]
+    return f"{cfg.objective} ({', '.join(parts)})" if parts else cfg.objective
+
+
 def evaluate_run(run, args, scorer, device, bar):
-    model, cfg, tok, ckpt = run["model"], run["cfg"], run["tok"], run["ckpt"]
-    ar = cfg.objective == "ar"
+    model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
     t0 = time.time()
     _, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=False)
     ids = val_ids if args.split == "val" else train_ids
     L = cfg.block_size
     check_fits(ids, L + 1, args.split)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    windows = fixed_windows(ids, args.n_windows, L + 1 if ar else L)
+    windows = fixed_windows(ids, args.n_windows, L + obj.WINDOW)
     # characters per token of exactly the scored tokens (AR scores x[:, 1:]), not of the whole split: BPE
     # windows decode to a different number of characters per token than the split does (1.07 % off)
-    cpt = chars_per_token(tok, windows[:, 1:] if ar else windows)
-    res = evaluate(model, windows, schedule, tok.mask_id, cfg.objective, args.batch_size, device, nullcontext(),
-                   n_t=args.n_t, seed=args.seed, chars_per_token=cpt, details=True, block=cfg.bd3_block)
-    bar(n=-(-args.n_windows // args.batch_size) * (1 if ar else args.n_t))
-    row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, params=model.num_params(),
-               tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]), tokenizer=tok.kind,
-               tokenizer_fingerprint=run["fp"], schedule=cfg.schedule, time_cond=cfg.time_cond, loss_type=cfg.loss_type,
-               bd3_block=cfg.bd3_block if cfg.objective == "bd3" else None,
+    cpt = chars_per_token(tok, windows[:, obj.WINDOW:])
+    res = evaluate(model, windows, cfg, schedule, tok, args.batch_size, device, n_t=args.n_t, seed=args.seed,
+                   chars_per_token=cpt, details=True)
+    bar(n=-(-args.n_windows // args.batch_size) * (args.n_t if obj.eval_times(cfg, L) else 1))
+    row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
+               exact=obj.EXACT, params=model.num_params(), tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]),
+               tokenizer=tok.kind, tokenizer_fingerprint=run["fp"], schedule=cfg.schedule, time_cond=cfg.time_cond,
+               loss_type=cfg.loss_type, bd3_block=None if "bd3_block" in obj.IGNORES else cfg.bd3_block,
                chars_per_token=cpt, split=args.split, **res)
 
     g = torch.Generator().manual_seed(args.seed)
-    start = tok.encode(args.prompt) if args.prompt else [ar_start_token(tok)]
-    gen_len = args.gen_len or L - len(start)
+    start, gen_len = sample_plan(run, args)
     if len(start) + gen_len > L or (scorer is not None and len(start) + gen_len - 1 > scorer.args.block_size):
         raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
                         f"or of the scorer: use a shorter --gen-len")
-    opts = dict(order=args.order, remask=args.remask)
-    row["sampler"] = dict(ar="AR", uniform="ancestral").get(cfg.objective, f"{args.order}/{args.remask}")
+    row["sampler"] = obj.describe(scfg)
     if args.n_samples:
-        change = None if ar else ChangeRate()
-        samples = draw_samples(run, start, gen_len, args.n_samples, args.steps, args.temperature, args.batch_size,
-                               device, g, change, bar, opts)
+        change = None if obj.EXACT else ChangeRate(tok.mask_id)
+        samples = draw_samples(run, start, gen_len, args.n_samples, scfg, args.batch_size, device, g, change, bar)
         row.update(sample_scores(run, samples, len(start), scorer, args), gen_len=gen_len, n_samples=args.n_samples)
-        row["change_rate"] = None if ar else change.rate
+        row["change_rate"] = None if obj.EXACT else change.rate
     row["sweep"] = []
     for v in args.sweep_values:
-        if args.sweep_key == "steps" and ar:
+        if args.sweep_key == "steps" and obj.EXACT:
             continue  # an AR model has no step count to vary
-        steps, temp = (v, args.temperature) if args.sweep_key == "steps" else (args.steps, v)
-        samples = draw_samples(run, start, gen_len, max(args.n_samples, 1), steps, temp, args.batch_size, device, g,
-                               bar=bar, mdlm_opts=opts)
+        swept = replace(scfg, **{args.sweep_key: v})
+        samples = draw_samples(run, start, gen_len, max(args.n_samples, 1), swept, args.batch_size, device, g, bar=bar)
         s = sample_scores(run, samples, len(start), scorer, args)
-        row["sweep"].append(dict(steps=None if ar else steps, temperature=temp, gen_ppl=s["gen_ppl"],
+        row["sweep"].append(dict(steps=swept.steps, temperature=swept.temperature, gen_ppl=s["gen_ppl"],
                                  sample_entropy=s["sample_entropy"], distinct_2=s["distinct_2"]))
-        if args.sweep_key == "steps":  # and the bound of that K-step chain, on the same windows
-            grid = GridSchedule(schedule, steps)
-            b = evaluate(GridTime(model, grid.times), windows, grid, tok.mask_id, cfg.objective, args.batch_size, device,
-                         nullcontext(), n_t=args.n_t, seed=args.seed, chars_per_token=cpt)
+        if args.sweep_key == "steps" and obj.STEP_CHAIN:  # and the bound of that K-step chain, on the same windows
+            grid = GridSchedule(schedule, swept.steps)
+            b = evaluate(GridTime(model, grid.times), windows, cfg, grid, tok, args.batch_size, device, n_t=args.n_t,
+                         seed=args.seed, chars_per_token=cpt)
             row["sweep"][-1].update(bits_per_char=b["bits_per_char"], bpc_se=b["bpc_se"], nats_per_token=b["nats_per_token"])
-    if args.infill_len and cfg.objective in ("mdlm", "uniform"):  # AR and bd3 only continue a prompt
+    if args.infill_len and not obj.CONTINUES_ONLY:  # AR and bd3 only continue a prompt
         if args.infill_len >= L:
             raise UserError(f"--infill-len {args.infill_len} must be shorter than the context {L}")
         iw = fixed_windows(ids, args.n_infill, L)
-        row.update(infill_recovery(model, iw, schedule, tok.mask_id, args.infill_len, args.steps,
-                                   args.infill_temperature, g, args.batch_size, device, cfg.objective))
-        bar(n=-(-args.n_infill // args.batch_size) * args.steps)
+        row.update(infill_recovery(model, iw, replace(scfg, temperature=args.infill_temperature), schedule, tok.mask_id,
+                                   args.infill_len, g, args.batch_size, device))
+        bar(n=-(-args.n_infill // args.batch_size) * obj.passes(scfg, args.infill_len))
     row["seconds"] = time.time() - t0
     return row
 
@@ -301,15 +305,8 @@ def table(rows, val_entropy, judge="none"):
         return fmt(r.get(k), spec)
 
     def bound(r):
-        rel = "=" if r["objective"] == "ar" else "<="
+        rel = "=" if r["exact"] else "<="
         return f"{rel} {r['bits_per_char']:.4f} ± {r['bpc_se']:.4f}"
-
-    def objective(r):
-        if r["objective"] == "ar":
-            return "ar"
-        if r["objective"] == "bd3":  # no time conditioning: the block's mask count tells the rate
-            return f"bd3 (L'={r['bd3_block']}, {r['schedule']})"
-        return f"{r['objective']} ({r['schedule']}, {r['time_cond']})"
 
     def ent(r):
         e = r.get("entropy_by_t")
@@ -317,7 +314,7 @@ def table(rows, val_entropy, judge="none"):
 
     lines = [
         ("run", lambda r: r["name"]),
-        ("objective", objective),
+        ("objective", lambda r: r["label"]),
         ("sampler", lambda r: r.get("sampler", "n/a")),
         ("params", lambda r: f"{r['params']:,}"),
         ("tokens seen", lambda r: f"{r['tokens_seen']:,}"),

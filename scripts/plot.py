@@ -94,7 +94,7 @@ def plot_curves(run_dirs, out):
         if not evals:
             raise UserError(f"{d}/metrics.jsonl has no eval rows: train past one eval_interval first")
         name, objective, loss_type = run_label(d)
-        ar = objective == "ar"
+        ar = objective == "ar"  # from the run's saved config: AR's curve is an exact NLL, not a bound
         # nats/token -> bits/char with the run's own chars/token (val), read back from an eval row
         e0 = evals[0]
         to_bpc = e0["bits_per_char"] / e0["nats_per_token"] if e0["nats_per_token"] else 1 / LN2
@@ -187,9 +187,10 @@ def plot_nfe(paths, out):
         d = read_eval_json(p)
         ref = ref or d.get("val_sample_entropy")
         for r in d["runs"]:
-            how = f", {r['sampler']} sampler" if r.get("sampler") and r["objective"] == "mdlm" else ""
+            exact = r.get("exact", r["objective"] == "ar")  # JSON written before rows said whether they are exact
+            how = f", {r['sampler']}" if r.get("sampler") and not exact else ""
             label = f"{r['name']} ({r['objective']}{how})"
-            if r["objective"] == "ar":
+            if exact:
                 ax_b.axhline(r["bits_per_char"], color="k", ls="--", lw=1, label=f"{label}: exact NLL")
                 if r.get("gen_ppl") is not None:
                     ax.axhline(r["gen_ppl"], color="k", ls="--", lw=1, label=label)

@@ -120,6 +120,13 @@ def rows(out_dir):
 
 # ----------------------------------------------------------------------------- toy models
 
+class Tok:
+    """What an objective reads of a tokenizer: the [MASK] id and the vocabulary size ([MASK] included)."""
+
+    def __init__(self, mask_id, vocab_size=None):
+        self.mask_id, self.vocab_size = mask_id, vocab_size or mask_id + 1
+
+
 class Args:
     """The model.args a sampler reads: only the context."""
 

@@ -6,11 +6,12 @@ import math
 import pytest
 import torch
 
-from diffusion import Schedule, diffusion_loss, stratified_times
-from diffusion_bd3 import band_times, bd3_logits, bd3_loss, bd3_times
-from model import ModelArgs, Transformer, bd3_attn_mask, block_causal_mask
-from sampler import sample_ar
-from sampler_bd3 import CachedBlockModel, CleanCache, WindowBlockModel, sample_ar_window, sample_bd3
+from ar import sample_ar, sample_ar_window
+from bd3 import (CachedBlockModel, CleanCache, WindowBlockModel, band_times, bd3_attn_mask, bd3_logits, bd3_loss,
+                 bd3_times, block_causal_mask, sample_bd3)
+from common import stratified_times
+from diffusion import Schedule, diffusion_loss
+from model import ModelArgs, Transformer
 from helpers import ENV, run_script
 from conftest import train_tiny
 
@@ -207,8 +208,8 @@ def test_cached_decode_equals_uncached_past_the_context(block, opts):
     out = outs[0]
     assert out.shape == (3, 46) and torch.equal(out[:, :6], prompt) and not (out == MASK).any()
     for info in frames:  # the trace's view: the whole output, prompt never touched
-        assert info["x"].shape == (3, 46) and torch.equal(info["x"][:, :6], prompt)
-    assert torch.equal(frames[-1]["x"], out) and frames[-1]["last"] and frames[-1]["block"] == frames[-1]["n_blocks"] - 1
+        assert info.x.shape == (3, 46) and torch.equal(info.x[:, :6], prompt)
+    assert torch.equal(frames[-1].x, out) and all(frames[-1].finished) and frames[-1].block == frames[-1].n_blocks - 1
     if not opts.get("threshold"):  # whole blocks up to ceil(46 / L') * L', each min(steps, its generated tokens)
         end = -(-46 // block) * block
         assert st["nfe"] == sum(min(3, b + block - max(b, 6)) for b in range(6 // block * block, end, block))
@@ -243,22 +244,22 @@ def test_ar_window_is_sample_ar_within_the_context_and_slides_past_it():
     (["--objective=bd3", "--bd3_mask_min=0.00001", "--bd3_mask_max=0.0001"], "no diffusion time"),  # t=1 masks 1.2e-4
 ])
 def test_bad_bd3_settings_are_refused_before_any_work(argv, words):
-    from config import get_config
+    from configurator import get_config
     from utils.errors import UserError
     with pytest.raises(UserError, match=words):
         get_config(argv)
 
 
 def test_bd3_only_continues_a_prompt():
-    from config import get_config
+    from configurator import get_config
     from utils.errors import UserError
-    from utils.generate import build_canvas
+    from canvas import build_canvas
     from utils.tokenizer import CharTokenizer
     tok = CharTokenizer.from_text("abc ")
     cfg = get_config(["--objective=bd3", "--infill=a [___:3] b"])
     with pytest.raises(UserError, match="only continues a prompt"):
-        build_canvas(cfg, tok, 16, "bd3")
-    long = build_canvas(get_config(["--objective=bd3", "--prompt=ab", "--gen_len=100"]), tok, 16, "bd3")
+        build_canvas(cfg, tok, 16)
+    long = build_canvas(get_config(["--objective=bd3", "--prompt=ab", "--gen_len=100"]), tok, 16)
     assert len(long) == 102  # past the context: the block sampler slides its window
 
 
@@ -273,9 +274,9 @@ def bd3_ckpt(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_tiny_bd3_run_learns_and_writes_past_its_context(bd3_ckpt, tmp_path):
-    from config import config_from_dict
+    from configurator import config_from_dict
     from utils.checkpoint import load_checkpoint, load_model
-    from utils.generate import continuation, generate
+    from canvas import continuation, generate
     from utils.tokenizer import tokenizer_from_state
     ck = load_checkpoint(bd3_ckpt)
     tok = tokenizer_from_state(ck["tokenizer"])

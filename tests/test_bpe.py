@@ -23,7 +23,7 @@ import torch
 
 import inference
 import train
-from config import get_config
+from configurator import get_config
 from helpers import ROOT, TINY, real_text, run_cli_here, script
 from model import ModelArgs, Transformer
 from scripts.train_tokenizer import save_tokenizer, train_bpe
@@ -275,7 +275,7 @@ def test_bad_input_exits_2_and_overwrites_nothing(bpe_run, corpus, capsys, tmp_p
 def test_eval_divides_by_the_characters_of_the_scored_windows(bpe_run):
     """scripts/eval.py's bits/char = bound / (characters the scored windows decode to), not the whole split's
     chars/token, which differs from the windows' (1.07 % on the 10k-story recipe)."""
-    from config import config_from_dict
+    from configurator import config_from_dict
     from helpers import script
     from utils.checkpoint import load_model
     from utils.dataloader import fixed_windows

@@ -6,7 +6,8 @@ from dataclasses import fields
 
 import pytest
 
-from config import PRESETS, Config, get_config
+from config import PRESETS, Config
+from configurator import get_config
 from helpers import ROOT, run_cli_here
 from utils.errors import UserError
 
@@ -62,40 +63,44 @@ def test_cli_exits_2_with_one_line_and_no_traceback():
 
 
 def test_trained_and_resumable_keys_are_field_metadata():
-    from config import CHOICES, RESUMABLE_KEYS, TRAINED_KEYS
+    from configurator import CHOICES, RESUMABLE_KEYS, TRAINED_KEYS
     assert set(TRAINED_KEYS) == {"objective", "diffusion_steps", "schedule", "block_size", "n_layer", "n_head", "n_embd",
                                  "time_cond", "tokenizer", "data_path", "val_path", "bd3_block"}
     assert set(RESUMABLE_KEYS) == {"max_iters", "eval_interval", "log_interval", "device", "resume", "overwrite", "compile",
                                    "eval_iters", "head_on_masked_only", "wandb_log", "wandb_project", "keep_last",
                                    "skip_nonfinite", "out_dir"}
-    from sampler import ORDERS
+    from diffusion import ORDERS
     assert CHOICES["order"] is ORDERS and CHOICES["schedule"] == ("cosine", "linear", "cosine_offset")
 
 
 def test_renamed_keys_keep_their_old_names(tmp_path):
-    from config import config_from_dict
+    from configurator import config_from_dict
     new = get_config(["--semi-ar-length=8", "--mask_span=4"])
     assert (new.semi_ar_length, new.mask_span) == (8, 4)
     assert get_config(["--block-length", "8", "--mask_blocks=4"]) == new  # old flags
     f = tmp_path / "old.py"
     f.write_text("block_length = 8\nmask_blocks = 4\n")
     assert get_config([str(f)]) == new  # old config files
+    from utils.checkpoint import migrate
     old_ckpt_config = {k: v for k, v in vars(new).items() if k not in ("semi_ar_length", "mask_span")}
-    assert config_from_dict(dict(old_ckpt_config, block_length=8, mask_blocks=4)) == new  # old checkpoints
+    old_ckpt = dict(config=dict(old_ckpt_config, block_length=8, mask_blocks=4), model={})
+    assert config_from_dict(migrate(old_ckpt)["config"]) == new  # old checkpoints, through the one migration
     with pytest.raises(UserError, match="semi_ar_length must be >= 0"):
         get_config(["--block_length=-1"])
 
 
-def test_checkpoints_from_before_the_layer_rename_still_load():
+def test_checkpoints_from_before_the_layer_rename_still_load(tmp_path):
     import torch
     from model import ModelArgs, Transformer
+    from utils.checkpoint import load_model, save_checkpoint
     torch.manual_seed(0)
     a = ModelArgs(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, diffusion_steps=10, time_cond="adaln")
     m = Transformer(a)
     old = {k.replace("layers.", "blocks."): v for k, v in m.state_dict().items()}  # adaln.blocks.N and blocks.N
     assert any(k.startswith("blocks.") for k in old) and any(k.startswith("adaln.blocks.") for k in old)
-    fresh = Transformer(a)
-    fresh.load_state_dict(old)
+    save_checkpoint(tmp_path / "old.pt", dict(model=old, config={}, model_args=vars(a), tokenizer=dict(kind="char", chars="ab"),
+                                              iter=0))
+    fresh, _ = load_model(tmp_path / "old.pt", "cpu")  # every load goes through utils.checkpoint.migrate
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in fresh.state_dict().items())
 
 

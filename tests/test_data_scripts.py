@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from config import get_config
+from configurator import get_config
 from helpers import FIXTURES, ROOT, SHARED, assert_one_line_error, run_script as run
 from scripts import corpus
 from scripts.train_tokenizer import train_bpe

@@ -4,9 +4,11 @@ import math
 import pytest
 import torch
 
-from diffusion import Schedule, ar_loss, corrupt, diffusion_loss, stratified_times
+from ar import ar_loss
+from common import filter_logits, reveal_plan, sample_tokens, stratified_times, time_grid
+from diffusion import Schedule, corrupt, diffusion_loss
+from diffusion import denoise as sample
 from helpers import ConstModel, ToyModel
-from sampler import filter_logits, reveal_plan, sample, sample_tokens, time_grid
 
 
 def test_schedule_endpoints_and_weights_by_hand():
@@ -134,12 +136,12 @@ def test_sampler_never_touches_fixed_tokens_and_leaves_no_mask(remask, temperatu
     counts = []
 
     def on_step(info):
-        masked = (info["x"] == 11) & info["gen_mask"]
-        counts.append((masked.sum(1), info["s"]))
-        assert torch.equal(info["x"][~gm], x[~gm])
+        masked = (info.x == 11) & info.gen_mask
+        counts.append(masked.sum(1))
+        assert torch.equal(info.x[~gm], x[~gm])
         if remask == "none":  # committed tokens are final
-            before = ~info["is_masked_before"] & gm
-            assert torch.equal(info["x"][before], info["prev"][before])
+            before = (info.prev != 11) & gm
+            assert torch.equal(info.x[before], info.prev[before])
 
     out, stats = sample(model, x.clone(), gm, s, 11, steps=10, temperature=temperature, remask=remask,
                         generator=torch.Generator().manual_seed(0), on_step=on_step)
@@ -147,8 +149,8 @@ def test_sampler_never_touches_fixed_tokens_and_leaves_no_mask(remask, temperatu
     assert not (out == 11).any() and stats["nfe"] == 10
     n_gen = gm.sum(1)
     plan = reveal_plan(n_gen, [1 - s.alpha[t].item() for t in time_grid(20, 10)[1:]])
-    for i, (masked, step_s) in enumerate(counts):  # the schedule's count of still-masked positions, per sample,
-        assert torch.equal(masked, plan[:, i])     # moved by at most one so that every step reveals a token
+    for i, (masked, step_s) in enumerate(zip(counts, time_grid(20, 10)[1:])):  # the schedule's count of still-masked
+        assert torch.equal(masked, plan[:, i])  # positions, per sample, moved by at most one so every step reveals one
         assert (masked - torch.round(n_gen * (1 - s.alpha[step_s].item())).long()).abs().max() <= 1
 
 

@@ -12,8 +12,10 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from helpers import ROOT, TINY, ConstModel, real_text, script as _script
-from diffusion import Schedule, evaluate
+from config import Config
+from helpers import ROOT, TINY, ConstModel, Tok, real_text, script as _script
+from diffusion import Schedule
+from utils.evaluate import evaluate
 from model import ModelArgs, Transformer
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
@@ -162,12 +164,13 @@ class PositionOracle(torch.nn.Module):
 def test_infill_recovery_on_toys_with_known_answers():
     s = Schedule(10)
     windows = (torch.arange(40) % 7).repeat(6, 1)  # (6, 40) exactly what the oracle predicts
-    res = infill_recovery(PositionOracle(), windows, s, 7, span=5, steps=10, generator=torch.Generator().manual_seed(0))
+    cfg = Config(steps=10, temperature=0.0)
+    res = infill_recovery(PositionOracle(), windows, cfg, s, 7, span=5, generator=torch.Generator().manual_seed(0))
     assert res["infill_exact"] == 1.0 and res["infill_acc"] == 1.0
     # always guessing token 0: right exactly where the held-out span holds a 0
     g = torch.Generator().manual_seed(3)
     windows = torch.randint(0, 2, (50, 40), generator=g)
-    res = infill_recovery(PositionOracle(const=0), windows, s, 7, span=3, steps=10, generator=torch.Generator().manual_seed(1))
+    res = infill_recovery(PositionOracle(const=0), windows, cfg, s, 7, span=3, generator=torch.Generator().manual_seed(1))
     starts = span_starts(50, 40, 3, torch.Generator().manual_seed(1))
     spans = torch.stack([w[a:a + 3] for w, a in zip(windows, starts.tolist())])
     assert res["infill_acc"] == pytest.approx((spans == 0).float().mean().item())
@@ -184,7 +187,7 @@ def test_mc_part_of_the_error_bar_is_conservative_but_close():
     # identical windows: the spread across windows is pure Monte Carlo noise, which mc_se_max bounds from above
     model = ConstAR([0.5, 0.2, 0.3, 1e-9], block_size=32)
     x = torch.randint(0, 3, (1, 32), generator=torch.Generator().manual_seed(0)).repeat(300, 1)
-    res = evaluate(model, x, Schedule(50), 3, "mdlm", 100, "cpu", nullcontext(), n_t=8, seed=0)
+    res = evaluate(model, x, Config(), Schedule(50), Tok(3), 100, "cpu", nullcontext(), n_t=8, seed=0)
     assert 0.8 * res["se"] < res["mc_se_max"] < 1.5 * res["se"], res  # measured ratio 0.95-1.11 over seeds and schedules
     # and the bound of a context-free model is its exact NLL
     exact = -torch.log(torch.tensor([0.5, 0.2, 0.3]))[x[0]].mean().item()

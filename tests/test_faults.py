@@ -137,14 +137,15 @@ def test_resume_reads_the_newest_complete_checkpoint(in_tmp, capsys):
 
 
 def _nan_at(monkeypatch, calls):
-    """diffusion_loss returns NaN on these (1-based) training calls: a fault on those exact steps."""
-    real, n = train.diffusion_loss, [0]
+    """The objective's training loss is NaN on these (1-based) training calls: a fault on those exact steps."""
+    import diffusion
+    real, n = diffusion.loss, [0]
 
     def loss(*args, **kwargs):
         n[0] += 1
         out = real(*args, **kwargs)
-        return (out[0] * float("nan"), *out[1:]) if n[0] in calls else out
-    monkeypatch.setattr(train, "diffusion_loss", loss)
+        return out * float("nan") if n[0] in calls else out
+    monkeypatch.setattr(diffusion, "loss", loss)
 
 
 @pytest.mark.slow

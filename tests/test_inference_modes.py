@@ -10,7 +10,7 @@ import torch
 import inference
 from diffusion import Schedule
 from helpers import ToyModel, run_cli_here, script
-from sampler import sample
+from diffusion import denoise as sample
 from utils.checkpoint import load_checkpoint, load_model
 from utils.tokenizer import CharTokenizer
 from utils.trace import ANSI, LiveView

@@ -8,10 +8,11 @@ import torch
 import inference
 from helpers import FIXTURES, Args, ToyModel, assert_one_line_error, run_cli_here, run_script
 from diffusion import Schedule, corrupt, diffusion_loss
-from sampler import position_scores, reveal_plan, sample, time_for_fraction, time_grid
+from common import reveal_plan, time_grid
+from diffusion import denoise as sample, position_scores, time_for_fraction
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
-from utils.generate import Canvas, build_canvas, parse_infill
+from canvas import Canvas, build_canvas, parse_infill
 from utils.tokenizer import CharTokenizer
 
 MASK = 11
@@ -60,8 +61,8 @@ def test_given_text_never_changes_and_no_mask_is_left(mode, temperature):
     x, gm = _canvas()
 
     def on_step(info):
-        assert torch.equal(info["x"][~gm], x[~gm])  # prompt, infill context and suffix, at every step
-        assert not (info["remasked"] & ~gm).any() and not (info["revealed"] & ~gm).any()
+        assert torch.equal(info.x[~gm], x[~gm])  # prompt, infill context and suffix, at every step
+        assert not (info.remasked & ~gm).any() and not (info.revealed & ~gm).any()
 
     out, stats = _run(ToyModel(), x, gm, mode, temperature=temperature, on_step=on_step)
     assert torch.equal(out[~gm], x[~gm])
@@ -118,7 +119,7 @@ def test_blocks_decode_left_to_right():
     seen = []
 
     def on_step(info):
-        b, masked = info["block"], (info["x"] == MASK) & gm
+        b, masked = info.block, (info.x == MASK) & gm
         assert not (masked & (block_of < b) & (block_of >= 0)).any()  # earlier blocks: done
         assert masked[block_of > b].all()  # later blocks: untouched
         seen.append(b)
@@ -146,7 +147,7 @@ def test_tokens_per_step_counts(kind, f):
     x, gm = _canvas()
     n_gen, counts = gm.sum(1).double(), []
     _run(ToyModel(), x, gm, dict(tokens_per_step=kind), steps=9,
-         on_step=lambda info: counts.append(((info["x"] == MASK) & gm).sum(1)))
+         on_step=lambda info: counts.append(((info.x == MASK) & gm).sum(1)))
     plan = reveal_plan(gm.sum(1), [f((i + 1) / 9) for i in range(9)])
     for i, c in enumerate(counts):
         assert torch.equal(c, plan[:, i])
@@ -159,9 +160,9 @@ def test_remdm_remasks_committed_tokens_and_keeps_counts_on_schedule():
     plan = reveal_plan(n_gen, [1 - s.alpha[t].item() for t in time_grid(20, 10)[1:]])  # the schedule's counts
 
     def on_step(info):
-        assert torch.equal(((info["x"] == MASK) & gm).sum(1), plan[:, info["step"] - 1])
-        assert not (info["remasked"] & info["is_masked_before"]).any()  # only committed tokens go back
-        remasked.append(info["remasked"].sum().item())
+        assert torch.equal(((info.x == MASK) & gm).sum(1), plan[:, info.step - 1])
+        assert not (info.remasked & (info.prev == MASK)).any()  # only committed tokens go back
+        remasked.append(info.remasked.sum().item())
 
     _run(ToyModel(), x, gm, dict(remask="remdm", remask_eta=0.5), steps=10, on_step=on_step)
     assert sum(remasked) > 0 and remasked[-1] == 0
@@ -187,8 +188,8 @@ def test_every_pass_reveals_a_token_and_nfe_counts_the_passes(mode):
         before = []
         out, stats = sample(ToyModel(), x.clone(), gm, Schedule(100), MASK, steps, 1.0,
                             generator=torch.Generator().manual_seed(0), **mode,
-                            on_step=lambda info: before.append(((info["prev"] == MASK) & gm).sum(1) -
-                                                               ((info["x"] == MASK) & gm).sum(1)))
+                            on_step=lambda info: before.append(((info.prev == MASK) & gm).sum(1) -
+                                                               ((info.x == MASK) & gm).sum(1)))
         assert stats["nfe"] == nfe == len(before) and stats["nfe_per_sample"] == [nfe, nfe]
         assert all((d >= 1).all() for d in before) and not (out == MASK).any()
 
@@ -274,7 +275,7 @@ def test_build_canvas_checks_sizes():
     with pytest.raises(UserError, match="fewer than the 5 blocks"):
         build_canvas(Config(prompt="ab", gen_len=40, steps=4, semi_ar_length=8), TOK, 16)
     with pytest.raises(UserError, match="AR model only continues"):
-        build_canvas(Config(infill="a [___] b"), TOK, 64, objective="ar")
+        build_canvas(Config(infill="a [___] b", objective="ar"), TOK, 64)
 
 
 # ----------------------------------------------------------------------------- block masking at training time
@@ -371,7 +372,7 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     from utils.checkpoint import load_model
     from utils.trace import generate_with_trace
     model, ckpt = load_model(tiny_ckpt, torch.device("cpu"))
-    from config import config_from_dict
+    from configurator import config_from_dict
     cfg = replace(config_from_dict(ckpt["config"]), num_samples=2, trace_every=1, **extra)
     from utils.tokenizer import tokenizer_from_state
     tok = tokenizer_from_state(ckpt["tokenizer"])

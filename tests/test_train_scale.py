@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import train
-from config import get_config
+from configurator import get_config
 from helpers import real_text
 from diffusion import Schedule, diffusion_loss
 from model import ModelArgs, Transformer

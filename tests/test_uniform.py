@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from diffusion import Schedule
-from helpers import real_text, script
+from config import Config
+from helpers import Tok, real_text, script
 from uniform import (bound_terms, compact, prior_kl, real_ids, reverse_log_probs, sample_uniform, uniform_corrupt,
                      uniform_loss)
 
@@ -216,9 +217,9 @@ def test_sampler_keeps_fixed_text_and_never_emits_mask(temperature, top_k):
     seen = []
 
     def on_step(info):
-        assert torch.equal(info["x"][~gm], x[~gm])
-        assert not (info["x"] == 1).any()
-        seen.append(info["changed"].sum().item())
+        assert torch.equal(info.x[~gm], x[~gm])
+        assert not (info.x == 1).any()
+        seen.append(info.revealed.sum().item())
 
     out, stats = sample_uniform(model, x.clone(), gm, Schedule(20), 1, steps=8, temperature=temperature, top_k=top_k,
                                 generator=torch.Generator().manual_seed(0), on_step=on_step)
@@ -271,7 +272,7 @@ TINY_U = ["--objective=uniform", "--n_layer=1", "--n_head=2", "--n_embd=32", "--
 @pytest.mark.parametrize("flag", ["--loss_type=masked_ce", "--threshold=0.9", "--semi_ar_length=8", "--mask_span=4",
                                   "--steps=50", "--head_on_masked_only"])
 def test_config_refuses_masked_only_options(flag):
-    from config import get_config
+    from configurator import get_config
     from utils.errors import UserError
     with pytest.raises(UserError):
         get_config(TINY_U + [flag])
@@ -314,7 +315,7 @@ def test_plot_nfe_reads_a_steps_sweep(in_tmp):
 def test_k_step_chain_bound_is_the_usual_one_at_k_equals_t(objective):
     """scripts/eval.py's GridSchedule + GridTime: at K = T the K-step chain is the T-step one (same number, same
     draws); at K < T the model is told the real grid times and the bound is still a finite upper bound."""
-    from diffusion import evaluate
+    from utils.evaluate import evaluate
     ev = script("eval")
     told = []
 
@@ -326,7 +327,8 @@ def test_k_step_chain_bound_is_the_usual_one_at_k_equals_t(objective):
     torch.manual_seed(0)
     model, s = Spy(), Schedule(20)
     windows = torch.randint(0, 5, (12, 16), generator=torch.Generator().manual_seed(1))  # id 5 is [MASK]
-    run = lambda m, sch: evaluate(m, windows, sch, 5, objective, 4, "cpu", torch.no_grad(), n_t=2, seed=3)["nats_per_token"]
+    cfg, tok = Config(objective=objective), Tok(5, 6)
+    run = lambda m, sch: evaluate(m, windows, cfg, sch, tok, 4, "cpu", torch.no_grad(), n_t=2, seed=3)["nats_per_token"]
     grid = ev.GridSchedule(s, 20)
     assert torch.equal(grid.alpha, s.alpha) and run(ev.GridTime(model, grid.times), grid) == run(model, s)
     told.clear()

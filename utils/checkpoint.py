@@ -36,6 +36,19 @@ REQUIRED = {"model": dict, "config": dict, "model_args": dict, "tokenizer": dict
 EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_BPE, EXPORT_CHARS = "model.safetensors", "config.json", "tokenizer.json", "vocab.json"
 USE_INSTEAD = "give a model.pt written by train.py or a folder written by scripts/export.py"
 _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
+RENAMED = {"block_length": "semi_ar_length",  # config keys renamed since: "block" is the context (block_size)
+           "mask_blocks": "mask_span"}         # and BD3-LM's --bd3_block; the old names still work everywhere
+
+
+def migrate(ckpt):
+    """A checkpoint (or an exported folder's dict) as this version writes it: the old names of renamed config keys
+    replaced (RENAMED), and the layers of checkpoints written before they were called layers (blocks.N,
+    adaln.blocks.N) renamed. Every load goes through here."""
+    ckpt["config"] = {RENAMED.get(k, k): v for k, v in ckpt["config"].items()}
+    for key in ("model", "ema"):
+        if ckpt.get(key) is not None:
+            ckpt[key] = {re.sub(r"^(adaln\.)?blocks\.", r"\1layers.", k): v for k, v in ckpt[key].items()}
+    return ckpt
 
 
 def save_checkpoint(path, obj):
@@ -151,7 +164,7 @@ def load_checkpoint(path, map_location="cpu"):
         raise UserError(_not_a_checkpoint(path, e)) from None
     if not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), t) for k, t in REQUIRED.items()):
         raise UserError(f"checkpoint {path} is not a micro-dllm checkpoint (missing keys); {USE_INSTEAD}")
-    return ckpt
+    return migrate(ckpt)
 
 
 def _not_a_checkpoint(path, e):
@@ -198,7 +211,7 @@ def load_export(path):
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{os.path.join(path, EXPORT_WEIGHTS)} is corrupt or not a safetensors file "
                         f"({str(e).splitlines()[0][:80]}): export it again with scripts/export.py") from None
-    ckpt = {**meta, "model": weights, "tokenizer": tokenizer}
+    ckpt = migrate({**meta, "model": weights, "tokenizer": tokenizer})
     if fingerprint(tokenizer_from_state(tokenizer)) != meta.get("tokenizer_fingerprint"):
         raise UserError(f"the tokenizer in {path} is not the one its model was trained with (fingerprints differ): "
                         f"export it again with scripts/export.py")

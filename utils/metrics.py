@@ -1,4 +1,4 @@
-"""Sample metrics (the validation bound is diffusion.evaluate): reverse-step token change rate, distinct-n,
+"""Sample metrics (the validation bound is utils/evaluate.py): reverse-step token change rate, distinct-n,
 sample entropy, generative perplexity under an AR scorer (ar_nll: per-token NLL of a continuation given
 its prefix, under our own AR baseline: same data, same tokenizer, no retokenization), and infill recovery
 of held-out spans. Used by train.py's final report, scripts/eval.py and scripts/bench_sample.py.
@@ -10,21 +10,20 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sampler import sample
-from uniform import sample_uniform
+import objectives
 
 
 class ChangeRate:
-    """Reverse-step token change rate: of the generated positions revealed before a step, the
+    """Reverse-step token change rate: of the generated positions holding a token before a step, the
     fraction whose token differs after it (re-masked or replaced). 0 for samplers that never revisit."""
 
-    def __init__(self):
-        self.changed, self.seen = 0, 0
+    def __init__(self, mask_id):
+        self.mask_id, self.changed, self.seen = mask_id, 0, 0
 
-    def __call__(self, info):
-        prev_revealed = info["gen_mask"] & ~info["is_masked_before"]
-        self.changed += (prev_revealed & (info["prev"] != info["x"])).sum().item()
-        self.seen += prev_revealed.sum().item()
+    def __call__(self, st):
+        held = st.gen_mask & (st.prev != self.mask_id)
+        self.changed += (held & (st.prev != st.x)).sum().item()
+        self.seen += held.sum().item()
 
     @property
     def rate(self):
@@ -66,7 +65,6 @@ def ar_nll(model, seqs, n_prompt):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def windowed_ar_nll(model, seqs, n_prompt):
     """ar_nll for sequences longer than the scorer's context W: windows of W + 1 tokens, each token scored once
     with at least W // 2 tokens of context before it (or all it has), about W // 2 new tokens per window.
@@ -100,11 +98,10 @@ def span_starts(n, L, span, generator):
 
 
 @torch.no_grad()
-def infill_recovery(model, windows, schedule, mask_id, span, steps, temperature=0.0, generator=None,
-                    batch_size=32, device="cpu", objective="mdlm"):
-    """Hold out `span` tokens in each window (N, L), fill them from prefix and suffix with the
-    diffusion sampler, and score: exact match (whole span right) and token accuracy (= character
-    accuracy for the char tokenizer). nanoDLM reports 20-char recovery 0.156 on Shakespeare."""
+def infill_recovery(model, windows, cfg, schedule, mask_id, span, generator=None, batch_size=32, device="cpu"):
+    """Hold out `span` tokens in each window (N, L), fill them from prefix and suffix with cfg's sampler (its
+    objective, steps, temperature and switches), and score: exact match (whole span right) and token accuracy
+    (= character accuracy for the char tokenizer). nanoDLM reports 20-char recovery 0.156 on Shakespeare."""
     N, L = windows.shape
     if span >= L:
         raise ValueError(f"infill span {span} must be shorter than the window {L}")
@@ -113,8 +110,7 @@ def infill_recovery(model, windows, schedule, mask_id, span, steps, temperature=
     hits, exact = 0, 0
     for i in range(0, N, batch_size):
         x, gm = windows[i:i + batch_size].to(device), gen_mask[i:i + batch_size].to(device)
-        reverse = sample_uniform if objective == "uniform" else sample
-        out, _ = reverse(model, x.clone(), gm, schedule, mask_id, steps, temperature, generator=generator)
+        out, _ = objectives.get(cfg.objective).sample(model, x.clone(), gm, cfg, schedule, mask_id, generator)
         right = (out == x) | ~gm  # (B, L) fixed text counts as right, so a row is exact iff its span is
         hits += ((out == x) & gm).sum().item()
         exact += right.all(1).sum().item()

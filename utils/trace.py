@@ -1,14 +1,15 @@
-"""The denoising trace: the sampler's steps as frames of an MP4 + GIF (rendered by utils/video.py), or live
-in the terminal (--live).
+"""Watching the sampler: its steps (common.Step, one per reverse step, the same from every sampler) as frames of an
+MP4 + GIF (rendered by utils/video.py), live in the terminal (--live), or as a progress bar.
 
-open_trace checks --viz-video before any work and sizes the frame; TraceHook turns sampler.sample's
-per-step info (its on_step) into frames of one sample; generate_with_trace runs generate() with the hook.
-LiveView is the same hook for the terminal: it redraws sample 0's canvas after every step.
+open_trace checks --viz-video before any work and sizes the frame; TraceHook turns the steps into frames of one
+sample; generate_with_trace runs generate() with the hook. LiveView is the same hook for the terminal: it redraws
+sample 0's canvas after every step. StepBar is a tqdm bar over the steps; chain joins hooks.
 
     writer = open_trace(cfg, len(canvas), chars_per_token)                 # None without --viz-video
     texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, schedule, device)
     writer.result                                                          # {'mp4', 'gif', 'frames', 'warnings'}
     live = LiveView(tok, cfg.steps); live.start(*canvas.tensors(1, "cpu")); generate(..., on_step=live)
+    with StepBar(cfg.steps) as bar: generate(..., on_step=chain(bar, other_hook))   # a bar on a terminal
 """
 import math
 import os
@@ -18,8 +19,9 @@ from itertools import groupby
 
 import torch
 
+import objectives
+from canvas import generate
 from utils.errors import UserError
-from utils.generate import generate
 from utils.video import TraceWriter
 
 
@@ -53,22 +55,22 @@ class TraceHook:
         z = torch.zeros_like(gen_mask)
         self.frame(x.masked_fill(gen_mask, self.tok.mask_id), gen_mask, z, z, torch.zeros(x.shape, dtype=torch.float64), 0, self.T)
 
-    def __call__(self, info):
+    def __call__(self, st):
         if self.noise_start and self.frames == 0:  # step 1's prev is the sampler's initial noise x_T
-            z = torch.zeros_like(info["gen_mask"])
-            self.frame(info["prev"], info["gen_mask"], z, z, torch.zeros(z.shape, dtype=torch.float64), 0, self.T)
-        nfe = int(info["nfe"][self.row])
+            z = torch.zeros_like(st.gen_mask)
+            self.frame(st.prev, st.gen_mask, z, z, torch.zeros(z.shape, dtype=torch.float64), 0, self.T)
+        nfe = int(st.nfe[self.row])
         if nfe == self.seen_nfe:
             return  # this sample sat the step out (threshold decoding: it had already finished)
         self.seen_nfe = nfe
-        done = bool(info["finished"][self.row])  # its final state: always a frame, drawn once
+        done = bool(st.finished[self.row])  # its final state: always a frame, drawn once
         if self.drawn_done:
             return
         self.drawn_done = done
         if nfe % self.every == 0 or done:
-            caption = f"block {info['block'] + 1}/{info['n_blocks']}" if info["n_blocks"] > 1 else ""
-            self.frame(info["x"], info["gen_mask"], info["revealed"], info["remasked"], info["conf"], info["step"],
-                       0 if done else int(info["time"][self.row]), nfe=nfe, caption=caption)
+            caption = f"block {st.block + 1}/{st.n_blocks}" if st.n_blocks > 1 else ""
+            self.frame(st.x, st.gen_mask, st.revealed, st.remasked, st.conf, st.step,
+                       0 if done else int(st.time[self.row]), nfe=nfe, caption=caption)
 
 
 def open_trace(cfg, n_tokens=0, chars_per_token=0.0):
@@ -90,8 +92,8 @@ def open_trace(cfg, n_tokens=0, chars_per_token=0.0):
         # The final text is unknown when the size is fixed (frames stream to ffmpeg). Each "\n" ends
         # a row early (TinyStories: one per ~130 chars, wasting ~36 cells), whole tokens wrap: x1.5.
         rows = math.ceil(1.5 * n_tokens * chars_per_token / cols) + 1
-    elif cfg.objective == "uniform" and n_tokens:
-        # char uniform noise: no [MASK] placeholders to size the grid from, and the newlines move every step;
+    elif objectives.get(cfg.objective).NOISE_START and n_tokens:
+        # char noise: no [MASK] placeholders to size the grid from, and the newlines move every step;
         # the renderer's estimate for a masked char canvas (~3 cells per token) holds for the finished text too
         rows = math.ceil(3 * n_tokens / cols) + 1
     return TraceWriter(cfg.viz_video, os.path.splitext(cfg.viz_video)[0] + ".gif", frame_ms=cfg.gif_frame_ms,
@@ -101,11 +103,12 @@ def open_trace(cfg, n_tokens=0, chars_per_token=0.0):
 
 def trace_title(cfg):
     """The sampler settings, short enough for a 64-cell header."""
-    if cfg.objective == "uniform":
-        return f"uniform noise, {cfg.steps} steps, temp {cfg.temperature:g}"
+    obj = objectives.get(cfg.objective)
+    if obj.NOISE_START:
+        return f"{cfg.objective} noise, {cfg.steps} steps, temp {cfg.temperature:g}"
     how = [f"threshold {cfg.threshold:g}" if cfg.threshold else f"{cfg.steps} steps"]
-    if cfg.objective == "bd3":  # steps count per block
-        how = [f"bd3 L'={cfg.bd3_block}", how[0] if cfg.threshold else f"{min(cfg.steps, cfg.bd3_block)} steps/block"]
+    if obj.ANY_LENGTH:  # block by block: steps count per block
+        how = [f"{cfg.objective} L'={cfg.bd3_block}", how[0] if cfg.threshold else f"{min(cfg.steps, cfg.bd3_block)} steps/block"]
     how += [] if cfg.threshold or cfg.tokens_per_step == "schedule" else [cfg.tokens_per_step]
     how += [] if cfg.order == "confidence" else [cfg.order]
     how += [] if cfg.threshold or cfg.remask == "refine" else [cfg.remask + (f" {cfg.remask_eta:g}" if cfg.remask == "remdm" else "")]
@@ -116,13 +119,12 @@ def trace_title(cfg):
 def generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):
     """generate() while recording the trace of sample 0; returns what generate() returns.
     The writer is closed here (its .result says what was written)."""
-    uniform = cfg.objective == "uniform"
-    hook = TraceHook(writer, tok, cfg.trace_every, cfg.diffusion_steps, noise_start=uniform)
-    both = hook if on_step is None else (lambda info: (hook(info), on_step(info)))
+    noise = objectives.get(cfg.objective).NOISE_START
+    hook = TraceHook(writer, tok, cfg.trace_every, cfg.diffusion_steps, noise_start=noise)
     with writer:
-        if not uniform:  # uniform noise: the start frame is the sampler's own x_T (see TraceHook)
+        if not noise:  # noise: the start frame is the sampler's own x_T (see TraceHook)
             hook.start(*canvas.tensors(1, "cpu"))
-        return generate(model, tok, canvas, cfg, schedule, device, generator, on_step=both)
+        return generate(model, tok, canvas, cfg, schedule, device, generator, on_step=chain(hook, on_step))
 
 
 # --live: ANSI colours per token state (the video's palette, as near as a terminal gets)
@@ -142,15 +144,15 @@ class LiveView:
         z = [False] * x.size(1)
         self.draw(x[0].masked_fill(gen_mask[0], self.tok.mask_id).tolist(), gen_mask[0].tolist(), z, z, "step 0")
 
-    def __call__(self, info):
-        nfe = int(info["nfe"][self.row])
+    def __call__(self, st):
+        nfe = int(st.nfe[self.row])
         if nfe == self.seen_nfe:
             return  # this sample sat the step out (threshold decoding: it had already finished)
         self.seen_nfe = nfe
         r = self.row
-        blocks = f", block {info['block'] + 1}/{info['n_blocks']}" if info["n_blocks"] > 1 else ""
-        self.draw(info["x"][r].tolist(), info["gen_mask"][r].tolist(), info["revealed"][r].tolist(),
-                  info["remasked"][r].tolist(), f"step {nfe}/{self.steps or '?'}{blocks}")
+        blocks = f", block {st.block + 1}/{st.n_blocks}" if st.n_blocks > 1 else ""
+        self.draw(st.x[r].tolist(), st.gen_mask[r].tolist(), st.revealed[r].tolist(), st.remasked[r].tolist(),
+                  f"step {nfe}/{self.steps or '?'}{blocks}")
 
     def draw(self, ids, gen, revealed, remasked, header):
         cells = []  # (character, state)
@@ -182,3 +184,28 @@ class LiveView:
         self.out.write(f"{up}\x1b[1m{header[:cols - 1]}\x1b[0m\n{body}\n")
         self.out.flush()
         self.lines = len(lines) + 1
+
+
+# ----------------------------------------------------------------------------- progress
+class StepBar:
+    """An on_step hook: a tqdm bar over the sampler's steps, with an ETA, on stderr when it is a terminal
+    (and on=True). A context manager: the bar is gone when the block ends, however it ends."""
+
+    def __init__(self, total, on=True, desc="sampling"):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=None if on else True, dynamic_ncols=True)
+
+    def __call__(self, st):
+        self.bar.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+
+def chain(*hooks):
+    """One on_step hook that calls each of the given ones (None ones left out); None if there are none."""
+    hooks = [h for h in hooks if h is not None]
+    return None if not hooks else hooks[0] if len(hooks) == 1 else (lambda st: [h(st) for h in hooks])

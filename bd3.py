@@ -1,0 +1,377 @@
+"""Block diffusion (BD3-LM, Arriola et al. 2025), end to end: the attention mask, the bound, its per-block times, the
+two-stream training pass, and block-by-block decoding with a KV cache of the clean blocks.
+
+Cut the window into blocks of L' tokens. log p(x) = sum_b log p(x^b | x^<b), and each block's term is bounded by
+the masked-diffusion NELBO of that block alone (diffusion.py), given the clean earlier blocks, with its own t
+(BD3-LM eq. 6):
+
+    -log p(x) <= sum_b E_t_b E_q [ T w(t_b) * sum_{i in block b, masked} -log p(x0_i | x_t^b, x0^<b) ]
+
+One forward pass covers every block: the network reads [x_t ; x_0] (2L tokens) under bd3_attn_mask, and the loss
+sits on the noisy half. L' = 1 is the AR model (in expectation: a masked token sees only the clean tokens before
+it); L' = L is MDLM.
+
+Decoding goes left to right, one block at a time, each block denoised by the masked-diffusion reverse sampler
+(diffusion.denoise, with every one of its switches) against a KV cache of the clean blocks before it, so a reverse
+step costs one block, not the context. Training saw windows of block_size tokens cut into blocks aligned to the
+window's start, so decoding keeps one: the noisy block and the clean context before it sit inside a window of
+block_size tokens, with RoPE positions 0..block_size-1. When the next block does not fit, the window jumps forward
+and keeps only its last `keep` tokens (whole blocks; half the window by default), whose keys/values are recomputed
+once. So every reverse step sees exactly what the network saw in training, and the cached decode equals an
+uncached one (cache=False) at any length. A finished block enters the cache in the next block's first step.
+
+    python train.py baby --objective=bd3 --bd3_block=4
+    python inference.py --checkpoint artifacts/models/baby/model.pt --prompt "ROMEO:" --gen-len 600
+    python -c "from diffusion import Schedule; from bd3 import band_times; print(band_times(Schedule(100), 0.3, 0.8))"
+"""
+import time
+from dataclasses import replace
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from common import Step, no_mask_logit
+from diffusion import Schedule, denoise, describe as describe_steps
+from utils.errors import UserError
+
+
+# ---------------------------------------------------------------------------- attention masks
+@lru_cache(maxsize=16)
+def bd3_attn_mask(L, block, device):
+    """Block-diffusion attention over [x_t ; x_0] (2L, 2L) bool, True = may attend (BD3-LM, Arriola et al. 2025):
+    a noisy query of block b sees its own noisy block (both ways) and the clean blocks < b; a clean query of
+    block b sees the clean blocks <= b (block-causal); no clean query sees a noisy key. Built once per shape."""
+    i = torch.arange(2 * L, device=device)
+    clean, blk = i >= L, (i % L) // block  # (2L,) which half, which block
+    q_clean, k_clean, qb, kb = clean[:, None], clean[None, :], blk[:, None], blk[None, :]
+    noisy_own = ~q_clean & ~k_clean & (qb == kb)
+    noisy_ctx = ~q_clean & k_clean & (kb < qb)
+    clean_causal = q_clean & k_clean & (kb <= qb)
+    return noisy_own | noisy_ctx | clean_causal
+
+
+@lru_cache(maxsize=16)
+def block_causal_mask(L, block, device):
+    """(L, L) bool: the clean-clean quarter of bd3_attn_mask, for running clean blocks alone (decoding's cache)."""
+    blk = torch.arange(L, device=device) // block
+    return blk[None, :] <= blk[:, None]
+
+
+# ---------------------------------------------------------------------------- the bound
+def band_times(schedule, lo=0.0, hi=1.0):
+    """The times t in 1..T whose mask rate 1 - alpha(t) lies in [lo, hi] (long tensor). BD3-LM trains with mask
+    rates clipped to a band [beta, omega] to cut the gradient variance; [0, 1] is every t (the full bound)."""
+    mp = 1.0 - schedule.alpha
+    t = torch.nonzero((mp >= lo - 1e-12) & (mp <= hi + 1e-12)).squeeze(1)
+    t = t[t >= 1]
+    if len(t) == 0:
+        raise ValueError(f"no diffusion time has a mask rate in [{lo}, {hi}] (T={schedule.T}): widen the band")
+    return t
+
+
+def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, total=None, u=None):
+    """A time for every block of n sequences: (n, n_blocks) long. The n * n_blocks draws take one stratum each of
+    [0, 1) out of the global batch's total * n_blocks (shared u, as stratified_times), mapped onto `allowed`, then
+    shuffled over (sequence, block) with `generator` so the blocks of one sequence get unrelated strata."""
+    total = (total or n) * n_blocks
+    if u is None:
+        u = torch.rand((), generator=generator, dtype=torch.float64)
+    i = torch.arange(offset * n_blocks, (offset + n) * n_blocks, dtype=torch.float64)
+    k = len(allowed)
+    idx = torch.floor((i + u) / total * k).long().clamp_(0, k - 1)
+    perm = torch.randperm(len(idx), generator=generator)
+    return allowed[idx[perm]].view(n, n_blocks).to(device)
+
+
+def bd3_columns(L, block):
+    """Columns of the two-stream pass over a window of L: x_t and x_0 less its last block (bd3_logits)."""
+    return 2 * L - block
+
+
+def bd3_flops_per_token(model, L, block):
+    """Training FLOPs per window token of the two-stream pass: the model's per-token count over 2L - L' columns
+    (attention over that many keys: the mask saves no FLOPs in dense SDPA), times (2L - L') / L."""
+    n = bd3_columns(L, block)
+    return model.flops_per_token(n) * n / L
+
+
+def bd3_logits(model, xt, x0, block, mask_id, positions=None):
+    """One block-diffusion pass: logits of the noisy half of [xt ; x0] (B, 2L) under bd3_attn_mask, with the
+    [MASK] logit at -inf. Returns (B, L, V), or (N, V) at positions (B, L) bool of the noisy half.
+    The clean half is only the context of later blocks (its logits carry no loss and are never computed), so its
+    last block is left out; with one block (L' = L) all of it is: exactly MDLM's pass with time_cond='none'."""
+    B, L = x0.shape
+    if block == L:
+        logits = model(xt, positions=positions)
+    else:
+        n = bd3_columns(L, block)  # the last clean block is context for no one: left out
+        head = torch.ones_like(x0, dtype=torch.bool) if positions is None else positions
+        rope = torch.arange(L, device=x0.device).repeat(2)[:n]  # both halves at positions 0..L-1
+        logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=bd3_attn_mask(L, block, x0.device)[:n, :n],
+                       rope_pos=rope, positions=torch.cat([head, torch.zeros_like(head[:, block:])], 1))  # (N, V)
+        logits = logits if positions is not None else logits.view(B, L, -1)
+    return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
+
+
+def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, masked_only=False):
+    """Block-diffusion NELBO of x0 (B, L) with blocks of `block` tokens. t (B, L // block) per-block times, drawn
+    here (stratified over the batch) if None, from `allowed` (band_times; default 1..T). Each block's tokens are
+    masked with probability 1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed
+    that is T * w(t), so the sum over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); with a clipped
+    band it estimates only the band's share of it (train with it, never report it).
+    Returns (loss, per-sequence NELBO in nats/token (B,), dict(t, t_tok (B, L), masked, logits, ce))."""
+    B, L = x0.shape
+    assert L % block == 0, f"block {block} must divide the window {L}"
+    allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
+    if t is None:
+        t = bd3_times(B, L // block, allowed, generator, x0.device)
+    t_tok = t.repeat_interleave(block, 1)  # (B, L) each token's block time
+    p = schedule.mask_prob(t_tok).to(torch.float32)
+    masked = torch.rand(x0.shape, generator=generator, device="cpu").to(x0.device) < p  # CPU draws: same on any device
+    xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
+    if masked_only:  # unmasked positions carry zero loss: skip their logits
+        logits = bd3_logits(model, xt, x0, block, mask_id, positions=masked)  # (N, V)
+        ce = torch.zeros(B, L, device=x0.device).masked_scatter(masked, F.cross_entropy(logits, x0[masked], reduction="none"))
+    else:
+        logits = bd3_logits(model, xt, x0, block, mask_id)
+        ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
+    w = (len(allowed) * schedule.weight.to(x0.device)[t_tok]).float()  # (B, L) importance weight k * w(t_b)
+    nelbo = (w * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L as the MDLM bound
+    return nelbo.mean(), nelbo.detach(), dict(t=t, t_tok=t_tok, masked=masked, logits=logits.detach(), ce=ce.detach())
+
+
+# ---------------------------------------------------------------------------- decoding
+class CleanCache:
+    """Keys/values of the clean context, per layer (B, H, n, D), and its token ids (B, n). model.Attention calls
+    update(k, v) once per layer with the new columns' keys/values (after RoPE); it gets [cached ; new] back. Of
+    the new columns the first `store` (clean blocks entering the context) are kept; a noisy block's never are."""
+
+    def __init__(self, n_layer):
+        self.k, self.v = [None] * n_layer, [None] * n_layer
+        self.layer, self.store, self.rows = 0, 0, None
+        self.ids = None
+
+    def __len__(self):
+        return 0 if self.ids is None else self.ids.size(1)
+
+    def update(self, k, v):
+        i = self.layer
+        self.layer = (i + 1) % len(self.k)
+        n = self.store
+        if self.k[i] is not None:
+            n += self.k[i].size(2)
+            ck, cv = (self.k[i], self.v[i]) if self.rows is None else (self.k[i][self.rows], self.v[i][self.rows])
+            k, v = torch.cat([ck, k], 2), torch.cat([cv, v], 2)
+        if self.store:
+            self.k[i], self.v[i] = k[:, :, :n], v[:, :, :n]
+        return k, v
+
+
+@lru_cache(maxsize=64)
+def pending_mask(n0, m, block, device):
+    """Attention of one pass over [m pending clean columns ; a noisy block] after n0 cached ones: (m + block,
+    n0 + m + block) bool. The clean columns see the cache and each other block-causally (as the clean half in
+    training), never the noisy block; the noisy block sees everything."""
+    mask = torch.ones(m + block, n0 + m + block, dtype=torch.bool, device=device)
+    mask[:m, n0:n0 + m] = block_causal_mask(m, block, device)
+    mask[:m, n0 + m:] = False
+    return mask
+
+
+class CachedBlockModel:
+    """What denoise() calls as its model while it denoises one block: it is handed the window (clean context,
+    then the block) and returns logits for positions inside the block, running only the block through the network
+    against the cached context. Context the cache lacks (the prompt, the block finished last, a window recomputed
+    after a jump) rides along in the same pass and enters the cache: no extra forward. denoise() may pass a subset
+    of the rows (threshold decoding drops finished samples); their cache rows are found by their context ids
+    (rows with equal ids have equal keys/values)."""
+
+    def __init__(self, model, cache, block):
+        self.model, self.cache, self.block, self.args = model, cache, block, model.args
+
+    def __call__(self, idx, t=None, positions=None):
+        kv, n0 = self.cache, len(self.cache)
+        m = idx.size(1) - self.block - n0  # clean columns not yet cached
+        assert m >= 0 and m % self.block == 0 and n0 % self.block == 0, "the cache holds whole blocks of the window"
+        if n0 and (idx.size(0) != kv.ids.size(0) or not torch.equal(idx[:, :n0], kv.ids)):
+            assert not m, "new context enters the cache with every row"
+            same = (idx[:, None, :n0] == kv.ids[None]).all(-1)  # (R, B)
+            assert same.any(1).all(), "a row's context is not in the cache"
+            kv.rows = same.float().argmax(1)
+        if positions is not None:
+            assert not positions[:, :n0 + m].any(), "only the noisy block is decided"
+            positions = positions[:, n0:]
+        mask = pending_mask(n0, m, self.block, idx.device) if m else None
+        kv.store = m
+        try:
+            logits = self.model(idx[:, n0:], kv_cache=kv, start_pos=n0, attn_mask=mask, positions=positions)
+        finally:
+            kv.store, kv.rows = 0, None
+        if m:
+            kv.ids = idx[:, n0:n0 + m] if kv.ids is None else torch.cat([kv.ids, idx[:, n0:n0 + m]], 1)
+        if positions is None:  # the window's shape, zeros over the context
+            logits = torch.cat([logits.new_zeros(idx.size(0), n0, logits.size(-1)), logits[:, m:]], 1)
+        return logits
+
+
+class WindowBlockModel:
+    """The uncached reference: every call runs the two-stream training pass over the whole window
+    ([x_t ; x_0] with the context clean in x_0 and the block noisy in x_t), and keeps the block's logits."""
+
+    def __init__(self, model, block, mask_id):
+        self.model, self.block, self.mask_id, self.args = model, block, mask_id, model.args
+
+    def __call__(self, idx, t=None, positions=None):
+        n = idx.size(1) - self.block
+        xt = torch.cat([torch.full_like(idx[:, :n], self.mask_id), idx[:, n:]], 1)  # noisy context: never read
+        x0 = torch.cat([idx[:, :n], torch.zeros_like(idx[:, n:])], 1)  # clean block: only later blocks read it
+        logits = bd3_logits(self.model, xt, x0, self.block, self.mask_id)  # (R, n + block, V)
+        return logits if positions is None else logits[positions]
+
+
+def default_keep(W, block):
+    """Clean tokens the window keeps when it jumps: half of it in whole blocks (none when a block fills it)."""
+    return min((W // 2) // block * block, W - block)
+
+
+def to_full(st, out, gen_all, conf_all, lo, hi, width, b, n_blocks, step0, nfe0):
+    """denoise()'s Step for the window [lo, hi) -> the same Step over the whole output's first `width` columns
+    (earlier blocks as committed, later ones still [MASK]); steps and NFE counted from the start."""
+    def put(base, w):
+        full = base.clone()
+        full[:, lo:hi] = w
+        return full[:, :width]
+
+    zeros = torch.zeros_like(gen_all)
+    conf_all[:, lo:hi] = st.conf  # the trace colours every committed token by its confidence, old blocks too
+    return replace(st, x=put(out, st.x), prev=put(out, st.prev), revealed=put(zeros, st.revealed),
+                   remasked=put(zeros, st.remasked), gen_mask=gen_all[:, :width], conf=conf_all[:, :width].clone(),
+                   step=step0 + st.step, nfe=nfe0 + st.nfe, block=b, n_blocks=n_blocks,
+                   finished=[f and b == n_blocks - 1 for f in st.finished])
+
+
+@torch.no_grad()
+def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperature=1.0, top_k=0, top_p=1.0,
+               remask="refine", generator=None, on_step=None, *, keep=None, cache=True, **options):
+    """Continue prompt (B, P) by gen_len tokens, block by block. steps: reverse steps per block (at most its number
+    of generated tokens); options: denoise()'s other switches (order, tokens_per_step, remask_eta, threshold).
+    tokens_per_step='schedule' becomes 'linear' (no greedy last step per block; see below).
+    Blocks are whole: the first one may hold the prompt's last tokens (fixed), and the last one is generated in
+    full and cut. on_step gets denoise()'s Step in the coordinates of the whole output (B, P + gen_len), with
+    block / n_blocks / nfe / step counted over the whole generation. cache=False: the uncached reference.
+    Returns (tokens (B, P + gen_len), stats: nfe (batched forward passes), nfe_per_sample, seconds,
+    seconds_per_sample, blocks)."""
+    B, P = prompt.shape
+    W, dev, t0 = model.args.block_size, prompt.device, time.perf_counter()
+    if W % block or options.get("block_length"):
+        raise ValueError(f"block {block} must divide the context {W}; semi-AR block_length does not apply to bd3")
+    if options.get("tokens_per_step", "schedule") == "schedule" and not options.get("threshold"):
+        # denoise()'s schedule counts end each call with a greedy pass (the reference's step into t = 0): once per
+        # block here, that would make every L'-th token an argmax (every token at L' = 1). Equal counts instead.
+        options = dict(options, tokens_per_step="linear")
+    keep = default_keep(W, block) if keep is None else keep
+    assert keep % block == 0 and 0 <= keep <= W - block, f"keep={keep} must be whole blocks that leave room for one"
+    total = -(-(P + gen_len) // block) * block  # whole blocks
+    out = torch.cat([prompt, torch.full((B, total - P), mask_id, dtype=prompt.dtype, device=dev)], 1)
+    gen_all = torch.arange(total, device=dev)[None].expand(B, -1) >= P  # (B, total)
+    conf_all = torch.zeros(B, total, dtype=torch.float64, device=dev)
+    first = P // block * block  # the first block holding a generated position
+    n_blocks = (total - first) // block
+    nfe, steps_done, start = torch.zeros(B, dtype=torch.long), 0, 0
+    denoiser = CachedBlockModel(model, CleanCache(model.args.n_layer), block) if cache else WindowBlockModel(model, block, mask_id)
+    for b, pos in enumerate(range(first, total, block)):
+        if pos - start + block > W:  # the block does not fit: jump, keeping the last `keep` clean tokens
+            start = pos - keep
+            denoiser.cache = CleanCache(model.args.n_layer)  # refilled, with the kept tokens, by the block's first step
+        lo, hi = start, pos + block
+
+        def block_step(st, lo=lo, hi=hi, b=b):
+            if on_step is not None:
+                on_step(to_full(st, out, gen_all, conf_all, lo, hi, P + gen_len, b, n_blocks, steps_done, nfe))
+
+        now = gen_all[:, lo:hi].clone()
+        now[:, :pos - lo] = False  # the context is fixed text to denoise(): only this block is generated
+        n_gen = int(now[0].sum())
+        x, st = denoise(denoiser, out[:, lo:hi], now, schedule, mask_id, min(steps, n_gen), temperature,
+                        top_k, top_p, remask, generator, block_step, **options)
+        out[:, lo:hi] = x
+        nfe += torch.tensor(st["nfe_per_sample"])
+        steps_done += st["nfe"]
+    seconds = time.perf_counter() - t0
+    return out[:, :P + gen_len], dict(nfe=steps_done, nfe_per_sample=nfe.tolist(), seconds=seconds,
+                                      seconds_per_sample=[seconds] * B, blocks=n_blocks)
+
+
+# ---------------------------------------------------------------------------- the objective (objectives.py)
+MODEL = dict(time_cond="none")  # each block has its own t, and the [MASK] count of a block tells its rate
+WINDOW = 0
+IGNORES = ("time_cond", "loss_type", "mask_span", "semi_ar_length")  # its own bound, its own blocks
+CONTINUES_ONLY = ANY_LENGTH = TRACE = True  # continues a prompt block by block, past the context
+NOISE_START = EXACT = STEP_CHAIN = False
+
+
+def check(cfg, given=()):
+    """Refuses the keys it has no use for when given (a preset's values for them are simply not read)."""
+    bad = [k for k in ("loss_type", "mask_span", "time_cond") if k in given]
+    if bad:
+        raise UserError(f"objective=bd3 trains the block-diffusion bound, with no time input: drop --{bad[0]}")
+    if "semi_ar_length" in given:
+        raise UserError("objective=bd3 decodes in its own blocks of bd3_block tokens: drop --semi_ar_length")
+    if not 1 <= cfg.bd3_block <= cfg.block_size or cfg.block_size % cfg.bd3_block:
+        raise UserError(f"bd3_block={cfg.bd3_block} must divide block_size={cfg.block_size}: e.g. --bd3_block=4")
+    if not 0 <= cfg.bd3_mask_min < cfg.bd3_mask_max <= 1:
+        raise UserError(f"need 0 <= bd3_mask_min < bd3_mask_max <= 1, got {cfg.bd3_mask_min}, {cfg.bd3_mask_max}")
+    try:
+        band_times(Schedule(cfg.diffusion_steps, cfg.schedule), cfg.bd3_mask_min, cfg.bd3_mask_max)
+    except ValueError as e:
+        raise UserError(f"bd3_mask_min={cfg.bd3_mask_min}, bd3_mask_max={cfg.bd3_mask_max}: {e}")
+    if min(cfg.steps, cfg.bd3_block) > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold:
+        raise UserError(f"steps per block min(steps, bd3_block) exceeds diffusion_steps={cfg.diffusion_steps}: "
+                        f"use --steps={cfg.diffusion_steps} or --tokens_per_step=linear")
+
+
+def loss(model, x, cfg, schedule, tok, draw):
+    """A t per block, stratified over the global batch's blocks (shared u), from the clipped band if one is set;
+    the keyed generator shuffles them and draws the masks."""
+    band = band_times(schedule, cfg.bd3_mask_min, cfg.bd3_mask_max)
+    t = bd3_times(len(x), cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, offset=draw.offset,
+                  total=draw.total, u=draw.u)
+    return bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, draw.generator, t=t, allowed=band,
+                    masked_only=cfg.head_on_masked_only)[0]
+
+
+def eval_times(cfg, L):
+    return L // cfg.bd3_block  # one t per block
+
+
+def bound(model, x, cfg, schedule, tok, t, generator):
+    _, nelbo, aux = bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, generator=generator, t=t)
+    return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=aux["t_tok"])
+
+
+def flops(model, cfg):
+    return bd3_flops_per_token(model, cfg.block_size, cfg.bd3_block), bd3_columns(cfg.block_size, cfg.bd3_block)
+
+
+def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
+    P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)  # a continuation: given text, then blanks
+    return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, cfg.steps, cfg.temperature,
+                      cfg.top_k, cfg.top_p, generator=generator, on_step=on_step, order=cfg.order,
+                      tokens_per_step=cfg.tokens_per_step, remask=cfg.remask, remask_eta=cfg.remask_eta,
+                      threshold=cfg.threshold)
+
+
+def passes(cfg, n_gen, n_prompt=0):
+    """Forward passes per sample: min(steps, the block's generated tokens) for each block (None: threshold)."""
+    if cfg.threshold:
+        return None
+    k, end = cfg.bd3_block, n_prompt + n_gen
+    return sum(min(cfg.steps, min(b + k, end) - max(b, n_prompt)) for b in range(n_prompt // k * k, end, k))
+
+
+def describe(cfg):
+    steps = describe_steps(replace(cfg, steps=min(cfg.steps, cfg.bd3_block), semi_ar_length=0))
+    steps = steps.replace(f"{min(cfg.steps, cfg.bd3_block)} steps", f"{min(cfg.steps, cfg.bd3_block)} steps per block")
+    steps = steps.replace("schedule counts", "linear counts")  # sample_bd3: no greedy last step per block
+    return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, {steps}"

@@ -1,0 +1,114 @@
+"""What the objectives share, below all of them: time draws and grids, logits filtering, float64 categorical draws,
+reveal plans, and the record each sampler fills once per reverse step. Imports nothing from the project.
+
+    python -c "from common import time_grid, stratified_times; print(time_grid(100, 8), stratified_times(4, 100))"
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+
+LN2 = math.log(2)
+
+
+# ---------------------------------------------------------------------------- time draws (training and evaluation)
+def stratum_time(i, u, total, T):
+    """The time in 1..T of stratum i (+ offset u in [0, 1)) of `total` equal slices of [0, 1)."""
+    return (torch.floor((i + u) / total * T).long() + 1).clamp_(1, T)
+
+
+def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u=None):
+    """n times in 1..T, one per stratum of [0, 1): t_i = floor((i + u) / total * T) + 1 with a shared u ~ U[0,1)
+    (antithetic / low-discrepancy t, MDLM). `offset`/`total` place these n draws inside a larger (e.g. multi-rank)
+    batch so the strata cover the global batch; pass the same u on every rank."""
+    total = total or n
+    if u is None:
+        u = torch.rand((), generator=generator, dtype=torch.float64)
+    i = torch.arange(offset, offset + n, dtype=torch.float64)
+    return stratum_time(i, u, total, T).to(device)
+
+
+@dataclass
+class Draw:
+    """The random draws of one training micro-batch: `generator` (keyed by seed, step and slot) draws the masks or
+    the noise; the times are stratified over the global batch of `total` sequences with one shared `u` per step,
+    this micro-batch holding sequences offset .. offset + B - 1."""
+    generator: torch.Generator = None
+    u: torch.Tensor = None
+    offset: int = 0
+    total: int = None
+
+
+# ---------------------------------------------------------------------------- sampling
+def time_grid(T, steps):
+    """Integer times T = t_0 > t_1 > ... > t_steps = 0 for `steps` reverse steps."""
+    grid = torch.round(torch.linspace(T, 0, steps + 1, dtype=torch.float64)).long()
+    assert len(torch.unique(grid)) == steps + 1, "steps must be <= T"
+    return grid.tolist()
+
+
+def no_mask_logit(logits, mask_id):
+    """Logits with [MASK] at -inf: x0 is never [MASK]."""
+    return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
+
+
+def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
+    """Temperature, top-k and top-p (nucleus) on float64 logits (..., V). Returns log-probabilities."""
+    logits = logits.double()
+    if temperature > 0:
+        logits = logits / temperature
+    if top_k and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix whose mass reaches top_p
+        drop[..., 0] = False
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits.log_softmax(-1)
+
+
+def sample_tokens(logp, temperature, generator=None):
+    """Draw one token per position from float64 log-probs (..., V); argmax when temperature == 0.
+    float64 matters: float32 categorical sampling quietly lowers the temperature (Zheng et al. 2024)."""
+    if temperature == 0 or logp.numel() == 0:
+        return logp.argmax(-1)
+    probs = logp.exp().reshape(-1, logp.size(-1))
+    draws = torch.multinomial(probs.cpu(), 1, generator=generator).to(logp.device)
+    return draws.view(logp.shape[:-1])
+
+
+def reveal_plan(n, fractions):
+    """Positions still masked after each step, (B, S) long, for blocks of n (B,) positions: round(n * f_i) for
+    the step's masked fraction f_i (f_S = 0), moved just enough that every step reveals at least one token.
+    Rounding alone leaves empty passes: the cosine schedule keeps all n masked for the first steps (1 - alpha
+    is ~1 near T) and none for the last ones (~0 near 0): 16 tokens in 48 steps ran out 3-9 steps early.
+    Needs S <= n (one token per step at least); a row with fewer positions reveals them as early as it can."""
+    S = len(fractions)
+    f = torch.tensor(fractions, dtype=torch.float64)
+    base = n[:, None] - torch.round(n[:, None].double() * f[None]).long()  # revealed after step i, (B, S)
+    i = torch.arange(1, S + 1)
+    # r_i = max(base_i, r_{i-1} + 1) with r_0 = 0, in closed form; then leave one token for each later step
+    r = i + torch.cummax(base - i, dim=1).values.clamp(min=0)
+    cap = torch.where(n[:, None] >= S, n[:, None] - (S - i), n[:, None])  # short rows: no tokens to spare
+    r = torch.minimum(r, cap)
+    return n[:, None] - r
+
+
+@dataclass
+class Step:
+    """One reverse step as every sampler reports it to its on_step hook (the trace, --live, the progress bar, the
+    change rate). Tensors are (B, L) over the whole canvas unless noted."""
+    step: int                 # batched forward passes so far
+    nfe: torch.Tensor         # (B,) forward passes each sample has taken part in
+    time: torch.Tensor        # (B,) the time index the model was told (0 for samples sitting the step out)
+    x: torch.Tensor           # the canvas after the step
+    prev: torch.Tensor        # the canvas before it
+    gen_mask: torch.Tensor    # generated positions (the rest is given text, never changed)
+    revealed: torch.Tensor    # positions that took a new token this step
+    remasked: torch.Tensor    # positions sent back to [MASK]
+    conf: torch.Tensor        # float64 probability of each committed token when it was drawn (0 where none)
+    finished: list            # (B,) bool: the sample takes part in no further step
+    block: int = 0            # semi-AR / block-diffusion block being decoded, of n_blocks
+    n_blocks: int = 1

@@ -1,0 +1,275 @@
+"""The command line and config files -> a checked Config: parsing, validation and --help (nanoGPT keeps its
+configurator.py apart from the settings too). config.py holds the keys and presets; this file reads them.
+
+    from configurator import get_config; cfg = get_config(["cpu", "--max_iters=200"])
+    python train.py --help          # the presets, then every key by section (read off config.py's comments)
+"""
+import ast
+import difflib
+import inspect
+import io
+import os
+import re
+import shutil
+import textwrap
+import tokenize
+from dataclasses import asdict, fields, replace
+
+import config
+import objectives
+from config import PRESETS, Config
+from diffusion import LOSS_TYPES, ORDERS, REMASKS, SCHEDULES, TOKENS_PER_STEP
+from model import TIME_CONDS
+from utils.checkpoint import RENAMED
+from utils.dist import DTYPES
+from utils.errors import UserError
+from utils.optim import OPTIMIZERS
+from utils.tokenizer import TOKENIZERS
+
+
+def _coerce(name, typ, value):
+    """Turn a command-line string (or a config-file value) into the field's type."""
+    if isinstance(value, str) and typ is not str:
+        text = value.strip()
+        try:
+            if typ is bool:
+                low = text.lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise UserError(f"--{name}={value!r} is not a valid {typ.__name__}: e.g. --{name}={_example(typ)}")
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not typ:
+        raise UserError(f"{name} must be {typ.__name__}, got {type(value).__name__} {value!r}: e.g. {name}={_example(typ)}")
+    return value
+
+
+def _example(typ):
+    return {bool: "true", int: "100", float: "0.5", str: "text"}[typ]
+
+
+def _check_key(key, known):
+    if key not in known:
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(close)}?)" if close else " (--help lists the keys)"
+        raise UserError(f"unknown config key '{key}'{hint}")
+
+
+def _read_config_file(path):
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path} not found: give a path to a .py file of `key = value` lines, or a preset: {', '.join(PRESETS)}")
+    ns = {}
+    try:
+        with open(path) as f:
+            exec(compile(f.read(), path, "exec"), {}, ns)  # a config file is the user's own Python, as in nanoGPT
+    except Exception as e:
+        raise UserError(f"config file {path} failed to run: {type(e).__name__}: {e}")
+    return {k: v for k, v in ns.items() if not k.startswith("_")}
+
+
+def get_config(argv, base=None):
+    """Resolve defaults (or base) <- presets/config files <- --key=value flags. Returns a checked Config."""
+    return parse(argv, base)[0]
+
+
+def parse(argv, base=None):
+    """(the Config, the keys the user set: by flag or config file, not by a preset)."""
+    types = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}
+    cfg = base if base is not None else Config()
+    overrides, given, i = {}, set(), 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--"):
+            key, eq, value = arg[2:].partition("=")
+            key = key.replace("-", "_")  # --gen-len == --gen_len
+            key = RENAMED.get(key, key)  # the old name of a renamed key
+            _check_key(key, types)
+            if not eq:
+                if types[key] is bool and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+                    value = "true"  # bare --flag
+                elif i + 1 < len(argv):
+                    i, value = i + 1, argv[i + 1]
+                else:
+                    raise UserError(f"--{key} needs a value: e.g. --{key}={_example(types[key])}")
+            overrides[key] = _coerce(key, types[key], value)
+        elif arg.endswith(".py"):
+            for k, v in renamed_keys(_read_config_file(arg)).items():
+                _check_key(k, types)
+                cfg = replace(cfg, **{k: _coerce(k, types[k], v)})
+                given.add(k)
+        elif arg in PRESETS:
+            cfg = replace(cfg, **PRESETS[arg])
+        else:
+            close = difflib.get_close_matches(arg, list(PRESETS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            data = f": a text to train on goes in --data_path={arg}" if os.path.isfile(arg) else ""
+            raise UserError(f"'{arg}' is neither a preset ({', '.join(PRESETS)}){hint} nor a .py config file nor a "
+                            f"--key=value flag{data}")
+        i += 1
+    cfg = replace(cfg, **overrides)
+    if overrides.get("infill") or overrides.get("prefix_file"):  # a text given here replaces a preset's/checkpoint's prompt
+        cfg = replace(cfg, prompt=overrides.get("prompt", ""))
+    given |= set(overrides)
+    validate(cfg, given)
+    return cfg, given
+
+
+# every choice list, defined once beside the code that implements it
+CHOICES = dict(tokenizer=TOKENIZERS, time_cond=TIME_CONDS, objective=objectives.OBJECTIVES, schedule=SCHEDULES,
+               loss_type=LOSS_TYPES, dtype=DTYPES, optimizer=OPTIMIZERS, order=ORDERS, tokens_per_step=TOKENS_PER_STEP,
+               remask=REMASKS)
+TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
+RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
+
+
+def validate(cfg, given=()):
+    """Reject values that cannot work, before any work is done; the objective checks its own keys (given: the keys
+    the user set, which an objective refuses where it has no use for them)."""
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    positive = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "batch_size", "eval_interval",
+                "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every", "gif_frame_ms")
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise UserError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.max_iters < 0:
+        raise UserError(f"max_iters must be >= 0, got {cfg.max_iters}")
+    if cfg.keep_last < 1 or cfg.skip_nonfinite < 0:
+        raise UserError(f"keep_last must be >= 1 and skip_nonfinite >= 0; got {cfg.keep_last}, {cfg.skip_nonfinite}")
+    if cfg.n_embd % cfg.n_head or (cfg.n_embd // cfg.n_head) % 2:
+        raise UserError(f"n_embd={cfg.n_embd} must split into n_head={cfg.n_head} heads of even size (RoPE)")
+    if not 0 < cfg.val_fraction < 1:
+        raise UserError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
+    if cfg.learning_rate <= 0 or cfg.min_lr < 0:
+        raise UserError("learning_rate must be > 0 and min_lr >= 0")
+    if cfg.temperature < 0:
+        raise UserError(f"temperature must be >= 0 (0 = argmax), got {cfg.temperature}")
+    if cfg.top_k < 0:
+        raise UserError(f"top_k must be >= 1, or 0 to turn it off; got {cfg.top_k}")
+    if not 0 < cfg.top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1], got {cfg.top_p}")
+    objectives.get(cfg.objective).check(cfg, given)
+    if not 0 <= cfg.threshold <= 1:
+        raise UserError(f"threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {cfg.threshold}")
+    if cfg.threshold and cfg.order == "random":
+        raise UserError("threshold decoding commits by score: use --order confidence, margin or entropy, not random")
+    if cfg.threshold and cfg.remask == "remdm":
+        raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
+    if not 0 <= cfg.remask_eta <= 1:
+        raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
+    if cfg.semi_ar_length < 0 or not 0 <= cfg.mask_span <= cfg.block_size:
+        raise UserError(f"semi_ar_length must be >= 0 and mask_span in [0, block_size={cfg.block_size}]; "
+                        f"got {cfg.semi_ar_length}, {cfg.mask_span}")
+    if cfg.infill and (cfg.prompt or cfg.prefix_file or cfg.suffix_file):
+        raise UserError("--infill holds the whole text (given parts and [___] blanks): drop --prompt/--prefix_file/--suffix_file")
+    if cfg.prompt and cfg.prefix_file:
+        raise UserError("give the start of the sample once: --prompt TEXT or --prefix_file FILE, not both")
+    micro = cfg.batch_size * cfg.block_size  # tokens in one micro-batch of one rank
+    if cfg.total_batch_size < 0 or cfg.total_batch_size % micro:
+        up = max(1, -(-cfg.total_batch_size // micro)) * micro
+        raise UserError(f"total_batch_size={cfg.total_batch_size} is not a multiple of batch_size*block_size = {micro} "
+                        f"tokens: use --total_batch_size={up} (or 0 for no accumulation)")
+    if cfg.muon_lr <= 0 or not 0 <= cfg.muon_momentum < 1:
+        raise UserError(f"muon_lr must be > 0 and muon_momentum in [0, 1), got {cfg.muon_lr}, {cfg.muon_momentum}")
+    if not 0 <= cfg.ema < 1:
+        raise UserError(f"ema must be 0 (off) or a decay in (0, 1) such as 0.999, got {cfg.ema}")
+
+
+def config_to_dict(cfg):
+    return asdict(cfg)
+
+
+def renamed_keys(d):
+    """d with the old names of renamed keys replaced by the new ones (a config file's)."""
+    return {RENAMED.get(k, k): v for k, v in d.items()}
+
+
+def config_from_dict(d):
+    """Rebuild a Config from a checkpoint's dict (utils.checkpoint.migrate renamed its old keys), ignoring keys this
+    version does not know."""
+    known = {f.name for f in fields(Config)}
+    return replace(Config(), **{k: v for k, v in d.items() if k in known})
+
+
+def format_config(cfg):
+    d = asdict(cfg)
+    width = max(len(k) for k in d)
+    return "\n".join(f"  {k:<{width}} = {v!r}" for k, v in d.items())
+
+
+# ----------------------------------------------------------------------------- --help, read off this file
+def wants_help(argv):
+    return any(a in ("-h", "--help") for a in argv)
+
+
+def _comments(source):
+    """{line number: comment text} of a source text (tokenize: a '#' inside a string is not a comment)."""
+    toks = tokenize.generate_tokens(io.StringIO(source).readline)
+    return {t.start[0]: t.string.lstrip("#").strip() for t in toks if t.type == tokenize.COMMENT}
+
+
+def _key_docs():
+    """[(section, [(key, comment)])] from the Config class: its '# ---- section' lines and each field's
+    trailing comment (plus comment-only lines under it): the dataclass is the one source of the help."""
+    src = inspect.getsource(Config)
+    comments, lines = _comments(src), src.splitlines()
+    sections, last = [("general", [])], None
+    for n, line in enumerate(lines, 1):
+        m = re.match(r"\s+(\w+)\s*:", line)
+        text = comments.get(n, "")
+        if m and m[1] in {f.name for f in fields(Config)}:
+            last = [m[1], text]
+            sections[-1][1].append(last)
+        elif text.startswith("----"):
+            sections.append((text.strip("- "), []))
+        elif text and last is not None and line.strip().startswith("#"):
+            last[1] += " " + text
+    return [(name, keys) for name, keys in sections if keys]
+
+
+def _preset_docs():
+    """{preset: the comment lines above it in PRESETS}."""
+    src = inspect.getsource(config)
+    comments, docs, above = _comments(src), {}, []
+    start = src[:src.index("PRESETS = {")].count("\n") + 1
+    for n, line in enumerate(src.splitlines()[start:], start + 1):
+        m = re.match(r'\s+"(\w+)":', line)
+        if m and m[1] in PRESETS:
+            docs[m[1]], above = " ".join(above), []
+        elif line.strip().startswith("#"):
+            above.append(comments.get(n, ""))
+    return docs
+
+
+def help_text(prog, usage, from_checkpoint=False):
+    """The presets, then every key by section: --key=TYPE, its comment, its default. from_checkpoint: the
+    model's keys (trained=...) are marked, since a checkpoint fixes them."""
+    width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+    wrap = lambda text, ind: textwrap.fill(text, width, initial_indent=ind, subsequent_indent=" " * len(ind))  # noqa: E731
+    out = [f"usage: python {prog} {usage}", "",
+           wrap("Layers, later wins: defaults <- presets and .py config files (in order) <- --key=value (or --key "
+                "value; dashes work as underscores; a bare --flag sets a bool). Unknown keys and wrong types are "
+                "refused.", ""), "", "presets:"]
+    docs = _preset_docs()
+    for name in PRESETS:
+        out.append(wrap(docs.get(name, ""), f"  {name:<18}"))
+    types = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}
+    meta = {f.name: f.metadata for f in fields(Config)}
+    defaults = asdict(Config())
+    col = max(len(f"--{k}={t.__name__.upper()}") for k, t in types.items()) + 4
+    for section, keys in _key_docs():
+        out += ["", f"{section}:"]
+        for key, text in keys:
+            tag = " [from the checkpoint]" if from_checkpoint and meta[key].get("trained") else ""
+            listed = key in CHOICES and all(f"'{c}'" in text for c in CHOICES[key])
+            choice = f" (one of {', '.join(CHOICES[key])})" if key in CHOICES and not listed else ""
+            head = f"  --{key}={types[key].__name__.upper()}"
+            out.append(wrap(f"{text}{choice}{'; ' if text or choice else ''}default {defaults[key]!r}{tag}",
+                            f"{head:<{col}}"))
+    return "\n".join(out)

@@ -1,0 +1,42 @@
+"""The objectives, by name: every entry script gets its objective here, once, and calls the same few functions.
+
+Each module tells its own whole story (forward noise, loss and bound, reverse sampler) and offers:
+
+    MODEL           the ModelArgs it fixes itself (causal attention, no time input)
+    WINDOW          tokens a training window needs beyond block_size (AR: 1, it scores the last L of L + 1)
+    IGNORES         config keys it does not read
+    CONTINUES_ONLY  its samples only continue a prompt (no infill blanks, no suffix)
+    ANY_LENGTH      its sampler writes past the model's context
+    NOISE_START     its reverse process starts from random tokens, not [MASK]
+    EXACT           its score is the exact NLL, not a bound
+    TRACE           it has a denoising trace (MP4/GIF, --live)
+    STEP_CHAIN      its K-step sampler walks the schedule's time grid (so the bound of that chain is defined)
+    check(cfg, given)                                    refuse what cannot apply (given: the keys the user set)
+    loss(model, x, cfg, schedule, tok, draw)             the training loss of one micro-batch (common.Draw)
+    eval_times(cfg, L)                                   independent times per window for the bound (0: exact)
+    bound(model, x, cfg, schedule, tok, t, generator)    per-window nats/token (B,), and what evaluation reads
+    flops(model, cfg)                                    (training FLOPs per window token, columns per pass)
+    sample(model, x, gen_mask, cfg, schedule, mask_id, generator, on_step)   fill the canvas: (tokens, stats)
+    passes(cfg, n_gen, n_prompt)                         forward passes per sample (None: adaptive)
+    describe(cfg)                                        the sampler settings in force, in one line
+
+A fifth objective is one new module and one line below (tests/test_objectives.py registers a toy one).
+
+    python -c "import objectives; print(list(objectives.OBJECTIVES))"
+"""
+import ar
+import bd3
+import diffusion
+import uniform
+from model import ModelArgs
+
+OBJECTIVES = {"mdlm": diffusion, "uniform": uniform, "ar": ar, "bd3": bd3}
+
+
+def get(name):
+    return OBJECTIVES[name]
+
+
+def model_args(cfg, vocab_size):
+    """The network a config trains: its own dimensions, and what its objective fixes (causal, no time input)."""
+    return ModelArgs.from_config(cfg, vocab_size, **get(cfg.objective).MODEL)

@@ -1,0 +1,82 @@
+"""The validation score of any objective over fixed windows, with a standard error: the bound (diffusion) or the
+exact NLL (AR), per token and in bits per character. train.py's evals and scripts/eval.py both call evaluate().
+
+The bound is estimated per window with n_t stratified times t_k = floor((k + u) / n_t * T) + 1 (u ~ U[0,1) per
+window), which is unbiased for (1/T) sum_t of the per-t terms; the standard error is the spread of those per-window
+estimates over the fixed windows. mc_se_max bounds the part of it due to the random t and masks, from the
+differences of neighbouring strata ("collapsed strata", Cochran 1977 §5A.12): an upper bound, since it also counts
+the drift between strata.
+
+    res = evaluate(model, windows, cfg, schedule, tok, batch_size=32, device="cpu", n_t=8, chars_per_token=1.0)
+"""
+import math
+from contextlib import nullcontext
+
+import torch
+
+import objectives
+from common import LN2, stratum_time
+
+
+@torch.no_grad()
+def evaluate(model, windows, cfg, schedule, tok, batch_size, device, ctx=nullcontext(), n_t=1, seed=0,
+             chars_per_token=1.0, details=False, entropy_bins=10):
+    """Score windows (N, L + WINDOW) of token ids with cfg's objective. Returns dict: nats_per_token, se,
+    bits_per_char, bpc_se, ppl (per token), n_windows, n_t, mc_se_max (n_t > 1) and, with details (diffusion
+    only), recon_acc and entropy_by_t (list of (t_lo, t_hi, mean entropy in nats)) at the positions the objective
+    scores (the masked ones; for uniform noise, those the noise changed)."""
+    obj = objectives.get(cfg.objective)
+    was_training = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    per_seq, mc_var, correct, n_scored = [], [], 0, 0
+    T = schedule.T
+    ent_sum = torch.zeros(entropy_bins, dtype=torch.float64)
+    ent_cnt = torch.zeros(entropy_bins, dtype=torch.float64)
+    # t stratified over all windows too: window w's k-th draw lies in stratum k * N + perm[w] of N * n_t equal
+    # slices of [0, 1), so even one draw per window covers the time axis evenly (same expectation, far less noise);
+    # an objective with several times per window (a t per block) gets a permutation per time, so they are unrelated
+    N, k_times = len(windows), obj.eval_times(cfg, windows.size(1))
+    perm = torch.randperm(N, generator=g)[:, None]
+    if k_times > 1:
+        perm = torch.cat([perm] + [torch.randperm(N, generator=g)[:, None] for _ in range(k_times - 1)], 1)  # (N, k)
+    for i in range(0, N, batch_size):
+        x = windows[i:i + batch_size].to(device)
+        if k_times == 0:  # exact: one pass, no times
+            with ctx:
+                nll, _ = obj.bound(model, x, cfg, schedule, tok, None, g)
+            per_seq.append(nll.double().cpu())
+            continue
+        ests = torch.zeros(len(x), n_t, dtype=torch.float64)  # (B, n_t) one estimate per stratum
+        u = torch.rand(len(x), n_t, k_times, generator=g, dtype=torch.float64)
+        for k in range(n_t):
+            t = stratum_time(k * N + perm[i:i + len(x)], u[:, k], N * n_t, T).to(device)  # (B, k_times)
+            with ctx:
+                nelbo, aux = obj.bound(model, x, cfg, schedule, tok, t, g)
+            ests[:, k] = nelbo.double().cpu()
+            if details:
+                m, logits = aux["scored"], aux["logits"]
+                correct += ((aux["pred"] == x) & m).sum().item()
+                n_scored += m.sum().item()
+                logp = logits.log_softmax(-1)
+                ent = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)  # (B, L)
+                b = ((aux["t_tok"] - 1) * entropy_bins // T).flatten().cpu()  # each token's own t
+                ent_sum.index_add_(0, b, (ent * m).flatten().double().cpu())
+                ent_cnt.index_add_(0, b, m.flatten().double().cpu())
+        per_seq.append(ests.mean(1))
+        if n_t > 1:  # strata (0,1), (2,3), ...: Var(mean) ~ sum_j d_j^2 / n_t^2, scaled for an odd one out
+            d = ests[:, 1:n_t - n_t % 2:2] - ests[:, 0:n_t - n_t % 2:2]  # (B, n_t // 2)
+            mc_var.append(d.square().sum(1) * (n_t / (2 * d.size(1))) / n_t ** 2)
+    model.train(was_training)
+    v = torch.cat(per_seq)
+    mean, se = v.mean().item(), (v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan"))
+    out = dict(nats_per_token=mean, se=se, bits_per_char=mean / chars_per_token / LN2,
+               bpc_se=se / chars_per_token / LN2, ppl=math.exp(mean), n_windows=len(v), n_t=n_t)
+    if mc_var:
+        out["mc_se_max"] = torch.cat(mc_var).sum().sqrt().item() / len(v)
+    if details and k_times:
+        out["recon_acc"] = correct / max(n_scored, 1)
+        edges = [round(1 + j * T / entropy_bins) for j in range(entropy_bins + 1)]
+        out["entropy_by_t"] = [(edges[j], edges[j + 1] - 1, (ent_sum[j] / ent_cnt[j]).item() if ent_cnt[j] else float("nan"))
+                               for j in range(entropy_bins)]
+    return out
