@@ -5,6 +5,8 @@ Tiny models (smaller than TINY) on real text. Runs that must be killed or launch
 subprocesses with OMP_NUM_THREADS=1; the run they are compared with is train.main in this process (one
 process start less), single-threaded where the comparison is bit-exact.
 """
+import copy
+import io
 import os
 import signal
 import sys
@@ -22,7 +24,7 @@ from utils.checkpoint import load_checkpoint, load_model
 from utils.dist import grad_accum_steps, keyed_generator
 from utils.errors import UserError, run_cli
 from helpers import B, L, MICRO, finish, popen, rows, run_here, train_args
-from utils.optim import EMA, Muon, build_optimizer, orthogonalize
+from utils.optim import EMA, build_optimizer, set_lr
 
 @pytest.mark.slow
 def test_two_rank_ddp_matches_one_rank_with_two_micro_steps(tmp_path):
@@ -94,23 +96,69 @@ def test_ema_round_trips_through_a_checkpoint_and_is_what_inference_loads(in_tmp
     assert e.rate() == pytest.approx(2 / 11)
 
 
-def test_newton_schulz_gives_an_approximately_orthogonal_update():
+def tiny_muon(*flags):
+    """A 1-layer 32-wide model and its Muon + AdamW optimizer (every group's lr at its base_lr)."""
+    model = Transformer(ModelArgs(vocab_size=11, n_layer=1, n_embd=32, n_head=2))
+    return model, build_optimizer(model, get_config(["--optimizer=muon", *flags]), torch.device("cpu"))
+
+
+def test_muon_step_is_the_approximately_orthogonal_gradient_scaled_by_shape():
+    """One step with zero momentum moves each layer matrix by -lr * sqrt(max(1, rows/cols)) * O, O ~ U V^T of the
+    gradient's SVD (5 Newton-Schulz steps, bf16); no weight decay; the parameters without a gradient stay put."""
     g = torch.Generator().manual_seed(0)
-    for shape in ((64, 32), (32, 96), (64, 64)):
-        G = torch.randn(*shape, generator=g)
-        O = orthogonalize(G)
-        U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    model, opt = tiny_muon("--muon_momentum=0", "--muon_lr=0.1")
+    assert all(gr["weight_decay"] == 0 and gr["lr"] == 0.1 and gr["nesterov"] for gr in opt.muon.param_groups)
+    named = dict(model.named_parameters())
+    fc, down = named["layers.0.mlp.fc.weight"], named["layers.0.mlp.proj.weight"]  # (128, 32) and (32, 128)
+    G = torch.randn(32, 128, generator=g)
+    for p in opt.muon.param_groups[0]["params"]:
+        p.grad = torch.randn(p.shape, generator=g)
+    fc.grad, down.grad = G.T.clone(), G.clone()  # transposes of each other: the same O, transposed
+    start = {n: p.detach().clone() for n, p in named.items()}
+    opt.step()
+    step = {n: start[n] - p.detach() for n, p in named.items()}
+    assert all(not step[n].any() for n, p in named.items() if p.grad is None)
+    # the tall matrix's step is sqrt(128 / 32) = 2 times the wide one's (adjust_lr_fn "original", not "match_rms_adamw")
+    torch.testing.assert_close(step["layers.0.mlp.fc.weight"], 2 * step["layers.0.mlp.proj.weight"].T)
+    for p in opt.muon.param_groups[0]["params"]:
+        n = next(k for k, v in named.items() if v is p)
+        O = step[n] / (0.1 * max(1, p.size(0) / p.size(1)) ** 0.5)
+        U, _, Vh = torch.linalg.svd(p.grad, full_matrices=False)
         polar = U @ Vh  # the exact orthogonal factor that the iteration approximates
-        assert (O * polar).sum() / (O.norm() * polar.norm()) > 0.97
-        if shape[0] != shape[1]:  # a square Gaussian has singular values near 0, which 5 steps cannot lift
+        assert (O * polar).sum() / (O.norm() * polar.norm()) > 0.97, n
+        if p.size(0) != p.size(1):  # a square Gaussian has singular values near 0, which 5 steps cannot lift
             s = torch.linalg.svdvals(O)
-            assert 0.6 < s.min() and s.max() < 1.25, s  # the quintic lands in ~[0.7, 1.2], not exactly 1
-    # one Muon step with zero momentum is p - lr * sqrt(max(1, rows/cols)) * orth(grad)
-    p = torch.nn.Parameter(torch.randn(64, 32, generator=g))
-    p.grad = torch.randn(64, 32, generator=g)
-    start, grad = p.detach().clone(), p.grad.clone()
-    Muon([dict(params=[p], use_muon=True, lr=0.1, momentum=0.0, ns_steps=5, weight_decay=0.0)]).step()
-    torch.testing.assert_close(p.detach(), start - 0.1 * 2 ** 0.5 * orthogonalize(grad))
+            assert 0.6 < s.min() and s.max() < 1.25, (n, s)  # the quintic lands in ~[0.7, 1.2], not exactly 1
+
+
+def test_muon_state_dict_round_trips_exactly():
+    """Steps 4-6 after a save and load (through torch.save, as checkpoints are) equal the uninterrupted ones bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    model, opt = tiny_muon()
+    grads = [[torch.randn(p.shape, generator=g) for p in model.parameters()] for _ in range(6)]
+
+    def steps(model, opt, gs):
+        for grad in gs:
+            for p, gr in zip(model.parameters(), grad):
+                p.grad = gr.clone()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    steps(model, opt, grads[:3])
+    set_lr(opt, 0.5)  # mid-schedule
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    model2 = copy.deepcopy(model)
+    opt2 = build_optimizer(model2, get_config(["--optimizer=muon"]), torch.device("cpu"))
+    opt2.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    cfg = get_config([])
+    assert [gr["lr"] for gr in opt2.param_groups] == [cfg.muon_lr / 2, cfg.learning_rate / 2, cfg.learning_rate / 2]
+    assert [gr["base_lr"] for gr in opt2.param_groups] == [cfg.muon_lr, cfg.learning_rate, cfg.learning_rate]
+    steps(model, opt, grads[3:])
+    steps(model2, opt2, grads[3:])
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters()))
+    assert all(s["step"] == 6 for s in opt2.state_dict()["adamw"]["state"].values())
+    with pytest.raises(UserError, match="before torch.optim.Muon"):  # a checkpoint of the hand-written Muon
+        opt2.load_state_dict(dict(state={}, param_groups=[]))
 
 
 @pytest.mark.slow
@@ -120,11 +168,14 @@ def test_muon_keeps_the_loss_finite_and_falling(in_tmp):
     losses = [r["loss"] for r in rows(in_tmp / "out") if r["kind"] == "train"]
     assert all(map(lambda v: v == v and abs(v) < 1e6, losses))
     assert losses[-1] < 0.85 * losses[0], losses
-    opt = build_optimizer(Transformer(ModelArgs(vocab_size=11, n_layer=1, n_embd=32, n_head=2)),
-                          get_config(["--optimizer=muon"]), torch.device("cpu"))
-    muon, *adam = opt.param_groups
-    assert muon["use_muon"] and len(muon["params"]) == 4  # qkv, proj, fc, mlp proj: 2-D, inside the block
-    assert not any(g["use_muon"] for g in adam) and sum(len(g["params"]) for g in adam) == 3  # tok_emb, time_emb, head
+    model, opt = tiny_muon()
+    names = {p: n for n, p in model.named_parameters()}
+    assert [names[p] for g in opt.muon.param_groups for p in g["params"]] == [  # 2-D, inside the block
+        "layers.0.attn.qkv.weight", "layers.0.attn.proj.weight", "layers.0.mlp.fc.weight", "layers.0.mlp.proj.weight"]
+    decayed, rest = opt.adamw.param_groups
+    assert [names[p] for p in decayed["params"]] == ["head.weight"] and decayed["weight_decay"] == get_config([]).weight_decay
+    assert sorted(names[p] for p in rest["params"]) == ["time_emb.weight", "tok_emb.weight"] and rest["weight_decay"] == 0
+    assert opt.param_groups == opt.muon.param_groups + opt.adamw.param_groups  # what set_lr and train.py see
 
 
 def test_compile_smoke_matches_eager():

@@ -6,72 +6,48 @@ kellerjordan.github.io/posts/muon; used in modded-nanogpt and nanochat): SGD wit
 momentum whose update for each 2-D weight matrix is replaced by the nearest semi-orthogonal
 matrix, U V^T of the update's SVD, computed approximately with a few Newton-Schulz iterations.
 Embeddings, the output head and anything not 2-D keep AdamW: Muon is for hidden layers.
+Both are torch's own (torch.optim.Muon, torch >= 2.9; its Newton-Schulz runs in bf16 on every device);
+MuonAdamW only puts the two behind one object.
 
     python train.py cpu --optimizer=muon --muon_lr=0.02
-    python -c "import torch; from utils.optim import orthogonalize; print(torch.linalg.svdvals(orthogonalize(torch.randn(64, 32))))"
 """
 import copy
 
 import torch
 
-# quintic Newton-Schulz coefficients from the Muon write-up: chosen to push every singular value
-# in (0, 1] towards ~1 in five steps, trading exact convergence (they land in ~[0.7, 1.2]) for speed
-NS_COEFFS = (3.4445, -4.7750, 2.0315)
+from utils.errors import UserError
+
 OPTIMIZERS = ("adamw", "muon")  # config.optimizer, see build_optimizer
 
 
-def orthogonalize(G, steps=5, eps=1e-7):
-    """Approximate U V^T for G = U S V^T (G 2-D) by the quintic iteration X <- a X + b (X X^T) X + c (X X^T)^2 X.
-    bf16 on CUDA (the iteration is robust to it, as in the write-up), fp32 elsewhere (bf16 is slow on CPUs)."""
-    a, b, c = NS_COEFFS
-    X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
-    tall = X.size(0) > X.size(1)
-    if tall:  # iterate on the wide orientation so X X^T is the smaller Gram matrix
-        X = X.T
-    X = X / (X.norm() + eps)  # Frobenius norm >= spectral norm, so all singular values start in [0, 1]
-    for _ in range(steps):
-        A = X @ X.T
-        X = a * X + (b * A + c * A @ A) @ X
-    return (X.T if tall else X).to(G.dtype)
+class MuonAdamW:
+    """torch.optim.Muon on the hidden matrices and torch.optim.AdamW on the rest, as one optimizer for
+    train.py: step, zero_grad, param_groups (Muon's first, each with base_lr) and one state_dict."""
 
+    def __init__(self, muon, adamw):
+        self.muon, self.adamw = muon, adamw
 
-class Muon(torch.optim.Optimizer):
-    """One optimizer, two kinds of group: groups with use_muon=True get the orthogonalised Nesterov
-    momentum update, the others AdamW. One state_dict, so checkpoints and resume need nothing new."""
+    @property
+    def param_groups(self):
+        return self.muon.param_groups + self.adamw.param_groups
 
-    def __init__(self, groups):
-        super().__init__(groups, dict(lr=0.02, weight_decay=0.0))
-
-    @torch.no_grad()
     def step(self):
-        for group in self.param_groups:
-            lr, wd = group["lr"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if group["use_muon"]:
-                    if not state:
-                        state["momentum_buffer"] = torch.zeros_like(p)
-                    buf, mu = state["momentum_buffer"], group["momentum"]
-                    buf.mul_(mu).add_(p.grad)
-                    update = orthogonalize(p.grad.add(buf, alpha=mu), group["ns_steps"])  # Nesterov: g + mu * buf
-                    # a semi-orthogonal update has RMS 1/sqrt(max(rows, cols)); the write-up's sqrt(rows/cols)
-                    # boost for tall matrices makes it 1/sqrt(fan_in) for every shape
-                    scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
-                    p.mul_(1 - lr * wd).add_(update, alpha=-lr * scale)
-                else:  # AdamW (Loshchilov & Hutter 2019) with bias correction
-                    if not state:
-                        state["step"] = 0
-                        state["exp_avg"] = torch.zeros_like(p)
-                        state["exp_avg_sq"] = torch.zeros_like(p)
-                    b1, b2 = group["betas"]
-                    state["step"] += 1
-                    m, v = state["exp_avg"], state["exp_avg_sq"]
-                    m.lerp_(p.grad, 1 - b1)
-                    v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                    denom = (v / (1 - b2 ** state["step"])).sqrt_().add_(group["eps"])
-                    p.mul_(1 - lr * wd).addcdiv_(m, denom, value=-lr / (1 - b1 ** state["step"]))
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none=True):
+        self.muon.zero_grad(set_to_none)
+        self.adamw.zero_grad(set_to_none)
+
+    def state_dict(self):
+        return dict(muon=self.muon.state_dict(), adamw=self.adamw.state_dict())
+
+    def load_state_dict(self, state):
+        if "muon" not in state:  # written by the hand-written Muon this replaced (its momentum is scaled otherwise)
+            raise UserError("the checkpoint's Muon state is from before torch.optim.Muon (micro-dllm 6c6252f and "
+                            "earlier): resume it with that version, or start a new run")
+        self.muon.load_state_dict(state["muon"])
+        self.adamw.load_state_dict(state["adamw"])
 
 
 def is_hidden_matrix(name, p):
@@ -89,15 +65,19 @@ def build_optimizer(model, cfg, device):
         return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     named = list(model.named_parameters())
     hidden = [p for n, p in named if is_hidden_matrix(n, p)]
-    adam = dict(use_muon=False, lr=cfg.learning_rate, base_lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+    # adjust_lr_fn="original" scales each matrix's lr by max(1, rows/cols)**0.5: a semi-orthogonal update has RMS
+    # 1/sqrt(max(rows, cols)), and the boost for tall matrices makes it 1/sqrt(fan_in) for every shape.
+    # Nesterov momentum and the write-up's Newton-Schulz coefficients are torch's defaults; its momentum buffer is
+    # an average, mu b + (1 - mu) g, a scale that the Newton-Schulz normalisation removes.
+    muon = torch.optim.Muon([dict(params=hidden, base_lr=cfg.muon_lr)], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
+                            nesterov=True, weight_decay=0.0, adjust_lr_fn="original")  # no decay, as in the original
     # weight decay as in model.optimizer_groups: on 2-D non-embedding weights (here only the head)
     decayed = [p for n, p in named if not is_hidden_matrix(n, p) and p.dim() >= 2 and "emb" not in n]
     rest = [p for n, p in named if not is_hidden_matrix(n, p) and not (p.dim() >= 2 and "emb" not in n)]
-    groups = [dict(params=hidden, use_muon=True, lr=cfg.muon_lr, base_lr=cfg.muon_lr, momentum=cfg.muon_momentum,
-                   ns_steps=5, weight_decay=0.0),  # no weight decay on Muon's matrices, as in the original
-              dict(params=decayed, weight_decay=cfg.weight_decay, **adam),
-              dict(params=rest, weight_decay=0.0, **adam)]
-    return Muon([g for g in groups if g["params"]])
+    groups = [dict(params=decayed, weight_decay=cfg.weight_decay), dict(params=rest, weight_decay=0.0)]
+    adamw = torch.optim.AdamW([dict(g, base_lr=cfg.learning_rate) for g in groups if g["params"]], lr=cfg.learning_rate,
+                              betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    return MuonAdamW(muon, adamw)
 
 
 def set_lr(opt, scale):
