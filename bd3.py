@@ -210,8 +210,8 @@ class CachedBlockModel:
             kv.store, kv.rows = 0, None
         if m:
             kv.ids = idx[:, n0:n0 + m] if kv.ids is None else torch.cat([kv.ids, idx[:, n0:n0 + m]], 1)
-        if positions is None:  # the window's shape, zeros over the context
-            logits = torch.cat([logits.new_zeros(idx.size(0), n0, logits.size(-1)), logits[:, m:]], 1)
+        if positions is None:  # the window's shape, zeros over the context (cached and riding along)
+            logits = torch.cat([logits.new_zeros(idx.size(0), n0 + m, logits.size(-1)), logits[:, m:]], 1)
         return logits
 
 
@@ -235,7 +235,7 @@ def default_keep(W, block):
     return min((W // 2) // block * block, W - block)
 
 
-def to_full(st, out, gen_all, conf_all, lo, hi, width, b, n_blocks, step0, nfe0):
+def to_full(st, out, gen_all, conf_all, lo, hi, block, width, b, n_blocks, step0, nfe0):
     """denoise()'s Step for the window [lo, hi) -> the same Step over the whole output's first `width` columns
     (earlier blocks as committed, later ones still [MASK]); steps and NFE counted from the start."""
     def put(base, w):
@@ -244,7 +244,7 @@ def to_full(st, out, gen_all, conf_all, lo, hi, width, b, n_blocks, step0, nfe0)
         return full[:, :width]
 
     zeros = torch.zeros_like(gen_all)
-    conf_all[:, lo:hi] = st.conf  # the trace colours every committed token by its confidence, old blocks too
+    conf_all[:, hi - block:hi] = st.conf[:, -block:]  # this block's; the context keeps its blocks' confidences
     return replace(st, x=put(out, st.x), prev=put(out, st.prev), revealed=put(zeros, st.revealed),
                    remasked=put(zeros, st.remasked), gen_mask=gen_all[:, :width], conf=conf_all[:, :width].clone(),
                    step=step0 + st.step, nfe=nfe0 + st.nfe, block=b, n_blocks=n_blocks,
@@ -288,7 +288,7 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
 
         def block_step(st, lo=lo, hi=hi, b=b):
             if on_step is not None:
-                on_step(to_full(st, out, gen_all, conf_all, lo, hi, P + gen_len, b, n_blocks, steps_done, nfe))
+                on_step(to_full(st, out, gen_all, conf_all, lo, hi, block, P + gen_len, b, n_blocks, steps_done, nfe))
 
         now = gen_all[:, lo:hi].clone()
         now[:, :pos - lo] = False  # the context is fixed text to denoise(): only this block is generated
@@ -326,9 +326,7 @@ def check(cfg, given=()):
         band_times(Schedule(cfg.diffusion_steps, cfg.schedule), cfg.bd3_mask_min, cfg.bd3_mask_max)
     except ValueError as e:
         raise UserError(f"bd3_mask_min={cfg.bd3_mask_min}, bd3_mask_max={cfg.bd3_mask_max}: {e}")
-    if min(cfg.steps, cfg.bd3_block) > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold:
-        raise UserError(f"steps per block min(steps, bd3_block) exceeds diffusion_steps={cfg.diffusion_steps}: "
-                        f"use --steps={cfg.diffusion_steps} or --tokens_per_step=linear")
+    # no steps <= T limit: the block sampler's counts are linear (or cosine), never on the schedule's grid
 
 
 def loss(model, x, cfg, schedule, tok, draw):
@@ -366,8 +364,9 @@ def passes(cfg, n_gen, n_prompt=0):
     """Forward passes per sample: min(steps, the block's generated tokens) for each block (None: threshold)."""
     if cfg.threshold:
         return None
-    k, end = cfg.bd3_block, n_prompt + n_gen
-    return sum(min(cfg.steps, min(b + k, end) - max(b, n_prompt)) for b in range(n_prompt // k * k, end, k))
+    k = cfg.bd3_block
+    end = -(-(n_prompt + n_gen) // k) * k  # the last block is generated whole, then cut
+    return sum(min(cfg.steps, b + k - max(b, n_prompt)) for b in range(n_prompt // k * k, end, k))
 
 
 def describe(cfg):

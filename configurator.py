@@ -77,8 +77,9 @@ def get_config(argv, base=None):
     return parse(argv, base)[0]
 
 
-def parse(argv, base=None):
-    """(the Config, the keys the user set: by flag or config file, not by a preset)."""
+def parse(argv, base=None, check=True):
+    """(the Config, the keys the user set: by flag or config file, not by a preset). check=False: keys and types are
+    checked, the values' domains are not (validate)."""
     types = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}
     cfg = base if base is not None else Config()
     overrides, given, i = {}, set(), 0
@@ -115,8 +116,18 @@ def parse(argv, base=None):
     if overrides.get("infill") or overrides.get("prefix_file"):  # a text given here replaces a preset's/checkpoint's prompt
         cfg = replace(cfg, prompt=overrides.get("prompt", ""))
     given |= set(overrides)
-    validate(cfg, given)
+    if check:
+        validate(cfg, given)
     return cfg, given
+
+
+def refuse_changes(cfg, given, saved, what, fix, allowed=()):
+    """What the user asked for is what runs: a key they set (given) to another value than `saved` (a checkpoint's
+    config dict) fixes is refused, in one line naming each key, the value given and the checkpoint's."""
+    bad = [k for k in sorted(given) if k in saved and k not in allowed and getattr(cfg, k) != saved[k]]
+    if bad:
+        pairs = ", ".join(f"{k}={getattr(cfg, k)!r} (the checkpoint's: {saved[k]!r})" for k in bad)
+        raise UserError(f"{what} fixes {', '.join(bad)}: given {pairs}; {fix}")
 
 
 # every choice list, defined once beside the code that implements it

@@ -257,7 +257,7 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
     keeps >= 1 reveal per step). remask='refine' (reference): a committed token keeps its commit score and
     goes back to [MASK] if newer candidates score higher; 'none' (LLaDA): committed tokens are final; 'remdm'
     (ReMDM, Wang et al. 2025): each committed token is re-masked w.p. remask_eta (at most as many as stay
-    masked). With schedule counts a block's last step (into t = 0) is the reference's greedy pass.
+    masked). With schedule counts the last step (into t = 0) is the reference's greedy pass (the last block's only).
     Threshold mode (Fast-dLLM, Wu et al. 2025): each step commits every masked position scoring above
     `threshold`, at least the best one; committed tokens are final.
     The model is told the t whose 1 - alpha(t) matches the masked fraction of the window it sees. A sample takes
@@ -296,8 +296,10 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
             # the samples in this forward: those with a token to reveal now (no pass that cannot change them)
             todo = is_masked.sum(1) > keep_after[:, i] if not threshold else is_masked.any(1)
             prev = d.x
+            # with schedule counts the step into t = 0 is the reference's greedy clean-up: the whole sample's last
+            # step only, never the last of every semi-AR block (that made every block's last token an argmax)
             revealed, remasked, told = d.step(now, lo, hi, None if threshold else keep_after[:, i], todo,
-                                              greedy=grid is not None and i == S - 1)
+                                              greedy=grid is not None and i == S - 1 and b == n_blocks - 1)
             step, i = step + 1, i + 1
             left = ((d.x == mask_id) & gen_mask).any(1).tolist()
             for r in range(B):

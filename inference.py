@@ -27,7 +27,7 @@ import torch
 
 import objectives
 from canvas import build_canvas, generate
-from configurator import TRAINED_KEYS, config_from_dict, get_config, help_text, wants_help
+from configurator import TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, wants_help
 from diffusion import Schedule
 from utils.checkpoint import load_model
 from utils.dist import pick_device
@@ -39,16 +39,11 @@ from utils.trace import LiveView, StepBar, chain, generate_with_trace, open_trac
 USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
 
 
-def given(argv, key):
-    """Was --key (or --key-with-dashes) on the command line?"""
-    return any(a[2:].partition("=")[0].replace("-", "_") == key for a in argv if a.startswith("--"))
-
-
 def main(argv):
     if wants_help(argv):
         print(help_text("inference.py", USAGE, from_checkpoint=True))
         return
-    cli = get_config(argv)
+    cli, _ = parse(argv, check=False)  # where the model is and where to run it; the rest is checked against it
     device = pick_device(cli.device)
     model, ckpt = load_model(cli.checkpoint, device)
     cfg, tok = sampling_config(argv, cli, ckpt)
@@ -70,12 +65,14 @@ def main(argv):
 def sampling_config(argv, cli, ckpt):
     """The checkpoint's config under the command line's sampling flags (the model's own keys stay), and the tokenizer."""
     saved = config_from_dict(ckpt["config"])
-    cfg = get_config(argv, base=saved)  # command line over the checkpoint's settings...
-    cfg = replace(cfg, **{k: getattr(saved, k) for k in TRAINED_KEYS})  # ...except the model's own
-    if not given(argv, "viz_video"):
+    cfg, flags = parse(argv, base=saved)  # command line over the checkpoint's settings, but never the model's own:
+    refuse_changes(cfg, flags & set(TRAINED_KEYS), vars(saved), f"checkpoint {cli.checkpoint}",
+                   "drop those flags (sampling takes them from the checkpoint)")
+    cfg = replace(cfg, **{k: getattr(saved, k) for k in TRAINED_KEYS})  # a preset's model keys do not apply either
+    if "viz_video" not in flags:
         cfg = replace(cfg, viz_video="")  # write a video only when asked here: never replace one by default
     tok = tokenizer_from_state(ckpt["tokenizer"])
-    if given(argv, "tokenizer_path"):
+    if "tokenizer_path" in flags:
         other = BPETokenizer.from_file(cfg.tokenizer_path)  # UserError if missing or not ours
         if fingerprint(other) != fingerprint(tok):
             raise UserError(f"tokenizer {cfg.tokenizer_path} (bpe, vocab {other.vocab_size}, fingerprint {fingerprint(other)}) "
@@ -86,7 +83,7 @@ def sampling_config(argv, cli, ckpt):
                         f"this checkpoint is autoregressive")
     if cfg.interactive or cfg.prompts_file:
         what = "--interactive" if cfg.interactive else "--prompts-file"
-        clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", "viz_video") if given(argv, k)]
+        clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", "viz_video") if k in flags]
         clash += ["prompts_file"] if cfg.interactive and cfg.prompts_file else []
         if clash:
             raise UserError(f"{what} supplies the prompts, one sample each: drop --{clash[0].replace('_', '-')}")

@@ -33,7 +33,8 @@ import torch
 import objectives
 from canvas import continuation, generate
 from common import Draw
-from configurator import RESUMABLE_KEYS, config_to_dict, format_config, get_config, help_text, wants_help
+from configurator import (RESUMABLE_KEYS, config_to_dict, format_config, get_config, help_text, parse, refuse_changes,
+                          wants_help)
 from diffusion import Schedule
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
@@ -72,7 +73,7 @@ class Env:
 class Data:
     tok: object
     train_ids: object         # np.memmap of token ids
-    val_windows: torch.Tensor  # (N, window): the fixed validation set
+    val_windows: torch.Tensor  # (N, block_size + 1): the fixed validation set
     val_cpt: float            # characters per scored token in val_windows (bits/char)
     meta: dict
     window: int               # tokens per training window: block_size, + 1 for AR
@@ -144,7 +145,7 @@ def interrupted(cfg, run, argv):
 
 # ---------------------------------------------------------------- config, device, dist
 def setup(argv):
-    cfg = get_config(argv)
+    cfg, given = parse(argv)
     rank, local_rank, world, device = init_distributed(cfg.device)
     resume, resumed_from = None, ""
     if rank == 0:
@@ -152,7 +153,9 @@ def setup(argv):
             print(f"removed {os.path.join(cfg.out_dir, name)}: a partial write of a killed run")
     if cfg.resume:
         resume, resumed_from = load_latest(cfg.out_dir, warn=print0)
-        # the run's own settings win; only the resumable ones (schedule length, intervals, checkpointing, device) change
+        # the run's own settings; only the resumable ones (schedule length, intervals, checkpointing, device) change
+        refuse_changes(cfg, given, resume["config"], f"--resume: {resumed_from}",
+                       "drop those flags to continue the run, or train a new one in another --out_dir", RESUMABLE_KEYS)
         keep = {k: v for k, v in resume["config"].items() if k not in RESUMABLE_KEYS}
         cfg = replace(get_config(argv), **keep)
     elif ((os.path.exists(os.path.join(cfg.out_dir, "model.pt")) or numbered_checkpoints(cfg.out_dir))
@@ -192,11 +195,12 @@ def load_data(cfg, env):
     extra = objectives.get(cfg.objective).WINDOW
     window = cfg.block_size + extra  # AR predicts L tokens from a window of L+1
     check_fits(train_ids, window, "train")
-    check_fits(val_ids, window, "validation")
-    val_windows = fixed_windows(val_ids, cfg.eval_iters * cfg.batch_size, window)
-    # bits/char = ELBO summed over the val windows / the characters those windows decode to (per-window
-    # counts, exact for BPE too); the scored tokens are x[:, 1:] for AR. 1.0 for char.
-    val_cpt = chars_per_token(tok, val_windows[:, extra:])
+    check_fits(val_ids, cfg.block_size + 1, "validation")
+    # every objective scores the last block_size tokens of the same windows (AR reads the first as context)
+    val_windows = fixed_windows(val_ids, cfg.eval_iters * cfg.batch_size, cfg.block_size + 1)
+    # bits/char = ELBO summed over the val windows / the characters the scored tokens decode to (per-window
+    # counts, exact for BPE too). 1.0 for char.
+    val_cpt = chars_per_token(tok, val_windows[:, 1:])
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # a bad prompt fails now, not after training
     print0(f"data: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, vocab {tok.vocab_size} "
            f"({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token on val "

@@ -133,7 +133,7 @@ def load_run(path, args, device):
     scfg = replace(cfg, steps=args.steps, temperature=args.temperature, order=args.order, remask=args.remask,
                    tokens_per_step="schedule", remask_eta=0.0, threshold=0.0, semi_ar_length=0, top_k=0, top_p=1.0)
     steps = [args.steps] + (args.sweep_values if args.sweep_key == "steps" else [])
-    if not obj.EXACT and max(steps) > cfg.diffusion_steps:
+    if obj.STEP_CHAIN and max(steps) > cfg.diffusion_steps:  # a sampler on the schedule's grid: K <= T
         raise UserError(f"--steps {max(steps)} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: use --steps {cfg.diffusion_steps}")
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok))
 
@@ -241,10 +241,10 @@ def evaluate_run(run, args, scorer, device, bar):
     L = cfg.block_size
     check_fits(ids, L + 1, args.split)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    windows = fixed_windows(ids, args.n_windows, L + obj.WINDOW)
-    # characters per token of exactly the scored tokens (AR scores x[:, 1:]), not of the whole split: BPE
-    # windows decode to a different number of characters per token than the split does (1.07 % off)
-    cpt = chars_per_token(tok, windows[:, obj.WINDOW:])
+    windows = fixed_windows(ids, args.n_windows, L + 1)  # every objective scores the same last L tokens of each
+    # characters per token of exactly the scored tokens, not of the whole split: BPE windows decode to a different
+    # number of characters per token than the split does (1.07 % off)
+    cpt = chars_per_token(tok, windows[:, 1:])
     res = evaluate(model, windows, cfg, schedule, tok, args.batch_size, device, n_t=args.n_t, seed=args.seed,
                    chars_per_token=cpt, details=True)
     bar(n=-(-args.n_windows // args.batch_size) * (args.n_t if obj.eval_times(cfg, L) else 1))
@@ -274,7 +274,9 @@ def evaluate_run(run, args, scorer, device, bar):
         s = sample_scores(run, samples, len(start), scorer, args)
         row["sweep"].append(dict(steps=swept.steps, temperature=swept.temperature, gen_ppl=s["gen_ppl"],
                                  sample_entropy=s["sample_entropy"], distinct_2=s["distinct_2"]))
-        if args.sweep_key == "steps" and obj.STEP_CHAIN:  # and the bound of that K-step chain, on the same windows
+        if args.sweep_key == "steps" and not obj.STEP_CHAIN:  # its sampler does not walk the schedule's grid
+            row["chain"] = f"{cfg.objective}'s sampler runs no chain on the schedule's grid: {obj.describe(swept)}"
+        elif args.sweep_key == "steps":  # the bound of the K-step chain it samples, on the same windows
             grid = GridSchedule(schedule, swept.steps)
             b = evaluate(GridTime(model, grid.times), windows, cfg, grid, tok, args.batch_size, device, n_t=args.n_t,
                          seed=args.seed, chars_per_token=cpt)
@@ -318,20 +320,21 @@ def table(rows, val_entropy, judge="none"):
         ("sampler", lambda r: r.get("sampler", "n/a")),
         ("params", lambda r: f"{r['params']:,}"),
         ("tokens seen", lambda r: f"{r['tokens_seen']:,}"),
-        ("val NLL/bound bits/char", bound),
-        ("  MC share of the ±, at most", lambda r: get(r, "mc_se_max", ".4f") if "mc_se_max" in r else "n/a"),
-        ("nats/token", lambda r: f"{r['nats_per_token']:.4f}"),
+        ("val NLL/bound (bits/char)", bound),
+        ("  MC share of the ±, at most (bits/char)", lambda r: get(r, "mc_bpc_max", ".4f")),
+        ("val NLL/bound (nats/token)", lambda r: f"{r['nats_per_token']:.4f}"),
         ("perplexity (per token)", lambda r: f"{r['ppl']:.3f}"),
-        ("masked recon accuracy", lambda r: get(r, "recon_acc", ".4f")),
-        ("entropy by t, low->high", ent),
-        ("reverse-step change rate", lambda r: get(r, "change_rate", ".4f")),
-        ("distinct-2", lambda r: get(r, "distinct_2", ".4f")),
-        ("distinct-3", lambda r: get(r, "distinct_3", ".4f")),
-        (f"sample entropy (val {val_entropy:.3f})" if val_entropy else "sample entropy (nats)",
+        ("masked recon accuracy (fraction)", lambda r: get(r, "recon_acc", ".4f")),
+        ("entropy by t, low->high (nats)", ent),
+        ("reverse-step change rate (fraction)", lambda r: get(r, "change_rate", ".4f")),
+        ("distinct-2 (fraction)", lambda r: get(r, "distinct_2", ".4f")),
+        ("distinct-3 (fraction)", lambda r: get(r, "distinct_3", ".4f")),
+        (f"sample entropy (nats; val {val_entropy:.3f})" if val_entropy else "sample entropy (nats)",
          lambda r: get(r, "sample_entropy", ".3f")),
-        (f"gen-PPL (judge {judge})", lambda r: get(r, "gen_ppl", ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
-        ("infill exact match", lambda r: get(r, "infill_exact", ".4f")),
-        ("infill token/char acc", lambda r: get(r, "infill_acc", ".4f")),
+        (f"gen-PPL (per token; judge {judge})",
+         lambda r: get(r, "gen_ppl", ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
+        ("infill exact match (fraction)", lambda r: get(r, "infill_exact", ".4f")),
+        ("infill token/char acc (fraction)", lambda r: get(r, "infill_acc", ".4f")),
     ]
     cells = [[label] + [f(r) for r in rows] for label, f in lines]
     widths = [max(len(c[i]) for c in cells) for i in range(len(rows) + 1)]
@@ -380,8 +383,9 @@ def main(argv):
     print(table(rows, val_entropy, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
     for r in rows:
         for s in r["sweep"]:
-            bound = f", bound of the {s['steps']}-step chain <= {s['bits_per_char']:.4f} ± {s['bpc_se']:.4f} bits/char" \
-                if "bits_per_char" in s else ""
+            bound = (f", bound of the {s['steps']}-step chain <= {s['bits_per_char']:.4f} ± {s['bpc_se']:.4f} bits/char"
+                     if "bits_per_char" in s else f", bound of the {s['steps']}-step chain: n/a ({r['chain']})"
+                     if r.get("chain") and s.get("steps") else "")
             print(f"sweep {r['name']}: steps={s['steps']} temperature={s['temperature']}: gen-PPL {s['gen_ppl']:.3f}"
                   f"{' (self-scored)' if r['self_scored'] else ''}, "
                   f"sample entropy {s['sample_entropy']:.3f}, distinct-2 {s['distinct_2']:.3f}{bound}")

@@ -263,6 +263,32 @@ def test_bd3_only_continues_a_prompt():
     assert len(long) == 102  # past the context: the block sampler slides its window
 
 
+def test_the_trace_keeps_every_earlier_blocks_confidences():
+    """Each Step colours every committed token by the probability it was drawn with: earlier blocks keep theirs
+    when the window moves on (they were overwritten with zeros, the colour of 'unsure')."""
+    m, s = _tiny(), Schedule(10)
+    prompt = torch.randint(0, 10, (2, 3), generator=torch.Generator().manual_seed(0))
+    steps = []
+    out, _ = sample_bd3(m, prompt, 37, 4, s, MASK, 4, generator=torch.Generator().manual_seed(1), on_step=steps.append)
+    last = steps[-1]
+    assert last.block == last.n_blocks - 1 and (last.conf[:, 3:] > 0).all() and (last.conf[:, :3] == 0).all()
+
+
+def test_the_cached_block_model_returns_the_windows_width_with_context_riding_along():
+    m = _tiny()
+    idx = torch.randint(0, 10, (2, 12), generator=torch.Generator().manual_seed(0))  # 8 clean tokens, then a block of 4
+    cached = CachedBlockModel(m, CleanCache(m.args.n_layer), 4)(idx)  # nothing cached yet: the context rides along
+    reference = WindowBlockModel(m, 4, MASK)(idx)
+    assert cached.shape == reference.shape == (2, 12, V)
+    assert torch.allclose(cached[:, 8:, :MASK], reference[:, 8:, :MASK], atol=1e-5) and (cached[:, :8] == 0).all()
+
+
+def test_steps_per_block_have_no_limit_of_T():
+    """The block sampler's counts are linear, never on the schedule's grid: steps > T is no error for bd3."""
+    from configurator import get_config
+    assert get_config(["--objective=bd3", "--diffusion_steps=10", "--steps=50", "--bd3_block=16"]).steps == 50
+
+
 # ----------------------------------------------------------------------------- a tiny trained run, end to end
 
 @pytest.fixture(scope="module")
@@ -303,3 +329,32 @@ def test_variance_script_ranks_the_bands(bd3_ckpt, capsys):
     assert code == 0, err
     rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in out.splitlines()[-2:]}
     assert set(rows) == {"0-1", "0.5-1"} and all(v > 0 for r in rows.values() for v in r)
+
+
+@pytest.mark.slow
+def test_eval_sweeps_steps_on_bd3_and_counts_its_passes(bd3_ckpt, tmp_path_factory, capsys, monkeypatch):
+    """scripts/eval.py --sweep steps on a bd3 checkpoint: no crash, the K-step chain row says it does not apply, --steps
+    past T is allowed, and the progress bar's total is the passes the block sampler really runs."""
+    from helpers import run_cli_here, script
+    judge = train_tiny(tmp_path_factory, "bd3_judge", "--objective=ar", "--max_iters=20", "--eval_interval=20")
+    ev = script("eval")
+    counted = {}
+
+    class Counting(ev.Progress):
+        def __init__(self, runs, args):
+            super().__init__(runs, args)
+            counted["total"], counted["done"] = self.bar.total, 0
+
+        def __call__(self, st=None, n=1):
+            counted["done"] += n
+
+    monkeypatch.setattr(ev, "Progress", Counting)
+    code, out, err = run_cli_here(ev.main, [bd3_ckpt, "--ar-checkpoint", judge, "--n-windows", 8, "--n-t", 2, "--n-samples", 2,
+                                            "--gen-len", 22, "--steps", 30, "--sweep", "steps=2,30", "--infill-len", 0,
+                                            "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert "bound of the 2-step chain: n/a" in out and "bound of the 30-step chain: n/a" in out
+    # 1 batch x 2 t for the bound; the start token + 22 tokens are 6 blocks of 4, the first holding the start token and
+    # the last generated whole, then cut (3, 4, 4, 4, 4, 4 generated): 23 passes at 30 steps (one token per step),
+    # 12 at 2 steps per block; not 30 passes per batch
+    assert counted["done"] == counted["total"] == 2 + 23 + 12 + 23

@@ -57,9 +57,9 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
             "--json", str(out), "--sweep", "temperature=0.7,1.0"]
     ev.main(args)
     text = capsys.readouterr().out
-    for label in ("objective", "params", "tokens seen", "val NLL/bound bits/char", "nats/token", "perplexity",
+    for label in ("objective", "params", "tokens seen", "val NLL/bound (bits/char)", "(nats/token)", "perplexity",
                   "masked recon accuracy", "entropy by t", "reverse-step change rate", "distinct-2", "distinct-3",
-                  f"gen-PPL (judge {ar_ckpt.parent.name}/model.pt)", "infill exact match", "infill token/char acc"):
+                  f"gen-PPL (per token; judge {ar_ckpt.parent.name}/model.pt)", "infill exact match", "infill token/char acc"):
         assert label in text, label
     ppl = next(l for l in text.splitlines() if l.startswith("gen-PPL"))
     assert "self-scored" not in ppl.split("|")[1] and "self-scored" in ppl.split("|")[2]  # the judge scoring itself
@@ -233,3 +233,24 @@ def test_fixed_windows_never_overlap():
         assert w.shape == (min(n, 999 // length), length)
         starts = w[:, 0]
         assert (starts[1:] - starts[:-1] >= length).all() and w[-1, -1] <= 998
+
+
+@pytest.mark.parametrize("objective", ["mdlm", "ar"])
+def test_every_objective_scores_the_same_tokens_of_a_window(objective):
+    """Windows of L + 1: each objective scores the last L (AR given the first). A context-free model's score is then
+    the exact NLL of those L tokens; token 3, rare under the model, sits only at each window's first position."""
+    p = [0.5, 0.2, 0.3, 1e-4, 1e-9]  # id 4 is [MASK]
+    model = ConstAR(p, block_size=32)
+    x = torch.randint(0, 3, (64, 33), generator=torch.Generator().manual_seed(0))
+    x[:, 0] = 3
+    res = evaluate(model, x, Config(objective=objective), Schedule(50), Tok(4, 5), 64, "cpu", n_t=4, seed=0)
+    exact = -torch.log(torch.tensor(p))[x[:, 1:]].mean().item()
+    assert abs(res["nats_per_token"] - exact) < 4 * res["se"] + 1e-6, (res, exact)
+
+
+def test_the_mc_share_is_in_the_units_of_its_error_bar():
+    model = ConstAR([0.5, 0.2, 0.3, 1e-9], block_size=32)
+    x = torch.randint(0, 3, (64, 33), generator=torch.Generator().manual_seed(0))
+    res = evaluate(model, x, Config(), Schedule(50), Tok(3), 64, "cpu", n_t=8, seed=0, chars_per_token=4.0)
+    assert res["mc_bpc_max"] == pytest.approx(res["mc_se_max"] / 4.0 / math.log(2))
+    assert res["bpc_se"] == pytest.approx(res["se"] / 4.0 / math.log(2))

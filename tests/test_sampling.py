@@ -438,3 +438,22 @@ def test_bench_sample_runs_and_refuses_another_tokenizer(tiny_ckpt, tmp_path):
     save_checkpoint(tmp_path / "other.pt", ck)
     r = run_script("scripts/bench_sample.py", *args[:3], tmp_path / "other.pt", *args[4:])
     assert_one_line_error(r.returncode, r.stderr, "another tokenizer")
+
+
+@pytest.mark.parametrize("block_length", [4, 8, 16, 0])
+def test_semi_ar_blocks_take_no_greedy_step_but_the_samples_last(block_length, monkeypatch):
+    """With schedule counts, the step into t = 0 is the reference's greedy clean-up: once per sample, never once per
+    semi-AR block (at temperature 1 that made 15 of 60 tokens argmax draws in blocks of 4)."""
+    import diffusion
+    temps, real = [], diffusion.sample_tokens
+
+    def spy(logp, temperature, generator=None):
+        temps.append((temperature, logp.size(0)))
+        return real(logp, temperature, generator)
+    monkeypatch.setattr(diffusion, "sample_tokens", spy)
+    x = torch.zeros(1, 64, dtype=torch.long)
+    gm = torch.zeros(1, 64, dtype=torch.bool)
+    gm[:, 4:] = True
+    _run(ToyModel(block_size=64), x, gm, dict(block_length=block_length), steps=60 if block_length else 20, temperature=1.0)
+    greedy = [n for t, n in temps if t == 0.0]
+    assert len(greedy) <= 1 and sum(greedy) <= 1, temps  # at most the final step, one token

@@ -21,11 +21,14 @@ from common import LN2, stratum_time
 @torch.no_grad()
 def evaluate(model, windows, cfg, schedule, tok, batch_size, device, ctx=nullcontext(), n_t=1, seed=0,
              chars_per_token=1.0, details=False, entropy_bins=10):
-    """Score windows (N, L + WINDOW) of token ids with cfg's objective. Returns dict: nats_per_token, se,
-    bits_per_char, bpc_se, ppl (per token), n_windows, n_t, mc_se_max (n_t > 1) and, with details (diffusion
-    only), recon_acc and entropy_by_t (list of (t_lo, t_hi, mean entropy in nats)) at the positions the objective
-    scores (the masked ones; for uniform noise, those the noise changed)."""
+    """Score windows (N, L + 1) of token ids with cfg's objective: every objective scores the same tokens, the last
+    L of each window (AR given the first, which it needs as context; a diffusion model reads the L alone).
+    Returns dict: nats_per_token, se, bits_per_char, bpc_se, ppl (per token), n_windows, n_t, mc_se_max (nats/token)
+    and mc_bpc_max (bits/char) when n_t > 1 and, with details (diffusion only), recon_acc and entropy_by_t (list of
+    (t_lo, t_hi, mean entropy in nats)) at the positions the objective scores (the masked ones; for uniform noise,
+    those the noise changed). chars_per_token: of the scored tokens, windows[:, 1:]."""
     obj = objectives.get(cfg.objective)
+    windows = windows[:, 1 - obj.WINDOW:].contiguous()  # an AR window keeps its first token as context
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -74,6 +77,7 @@ def evaluate(model, windows, cfg, schedule, tok, batch_size, device, ctx=nullcon
                bpc_se=se / chars_per_token / LN2, ppl=math.exp(mean), n_windows=len(v), n_t=n_t)
     if mc_var:
         out["mc_se_max"] = torch.cat(mc_var).sum().sqrt().item() / len(v)
+        out["mc_bpc_max"] = out["mc_se_max"] / chars_per_token / LN2  # in the units of the ± it is a share of
     if details and k_times:
         out["recon_acc"] = correct / max(n_scored, 1)
         edges = [round(1 + j * T / entropy_bins) for j in range(entropy_bins + 1)]
