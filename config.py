@@ -39,6 +39,7 @@ class Config:
     n_head: int = trained(6)
     n_embd: int = trained(384)          # head_dim = n_embd / n_head = 64
     time_cond: str = trained("learned")  # 'learned' Embedding(T+1, d) added to the input | 'adaln' (DiT adaLN-Zero) | 'none'
+    dropout: float = 0.0                # training only (nanoGPT's key): embeddings, attention, MLP output; off in eval
     # ---- objective
     objective: str = trained("mdlm")    # 'mdlm' masked diffusion (diffusion.py) | 'uniform' uniform-state diffusion (no
                                         # [MASK]; uniform.py) | 'ar' same net, causal, next-token loss (ar.py)

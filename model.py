@@ -29,12 +29,19 @@ class ModelArgs:
     diffusion_steps: int = 100   # T; the time embedding has T+1 rows (t = 0..T)
     time_cond: str = "learned"   # 'learned' | 'adaln' | 'none'
     causal: bool = False         # True for the AR baseline
+    dropout: float = 0.0         # training only: embeddings, attention weights and outputs, MLP output (nanoGPT)
 
     @classmethod
     def from_config(cls, cfg, vocab_size, **fixed):
         """The model a config describes; `fixed`: what the objective sets itself (objectives.model_args)."""
         return cls(**{**dict(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                             n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps, time_cond=cfg.time_cond), **fixed})
+                             n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps, time_cond=cfg.time_cond,
+                             dropout=cfg.dropout), **fixed})
+
+
+def dropout(p):
+    """nn.Dropout(p), off in eval mode; p = 0 builds nothing, so a dropout-free model computes exactly as before."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
 def rms_norm(x):
@@ -58,9 +65,10 @@ def apply_rope(x, cos, sin):
 class Attention(nn.Module):
     def __init__(self, a: ModelArgs):
         super().__init__()
-        self.n_head, self.causal = a.n_head, a.causal
+        self.n_head, self.causal, self.p_attn = a.n_head, a.causal, a.dropout
         self.qkv = nn.Linear(a.n_embd, 3 * a.n_embd, bias=False)
         self.proj = nn.Linear(a.n_embd, a.n_embd, bias=False)
+        self.drop = dropout(a.dropout)
 
     def forward(self, x, cos, sin, kv_cache=None, attn_mask=None):
         B, L, C = x.shape
@@ -70,8 +78,9 @@ class Attention(nn.Module):
             k, v = kv_cache.update(k, v)
         # causal only when the queries start at position 0 (a cached decode step sees all keys)
         is_causal = self.causal and q.size(2) == k.size(2) and q.size(2) > 1 and attn_mask is None
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
-        return self.proj(y.transpose(1, 2).reshape(B, L, C))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                           dropout_p=self.p_attn if self.training else 0.0)  # on the attention weights
+        return self.drop(self.proj(y.transpose(1, 2).reshape(B, L, C)))
 
 
 class MLP(nn.Module):
@@ -79,9 +88,10 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(a.n_embd, 4 * a.n_embd, bias=False)
         self.proj = nn.Linear(4 * a.n_embd, a.n_embd, bias=False)
+        self.drop = dropout(a.dropout)
 
     def forward(self, x):
-        return self.proj(F.relu(self.fc(x)).square())  # relu^2 (Primer, So et al. 2021)
+        return self.drop(self.proj(F.relu(self.fc(x)).square()))  # relu^2 (Primer, So et al. 2021)
 
 
 class Layer(nn.Module):
@@ -161,6 +171,7 @@ class Transformer(nn.Module):
         self.tok_emb = nn.Embedding(a.vocab_size, a.n_embd)
         self.time_emb = nn.Embedding(a.diffusion_steps + 1, a.n_embd) if a.time_cond == "learned" else None
         self.adaln = AdaLN(a) if a.time_cond == "adaln" else None
+        self.drop = dropout(a.dropout)  # on the input embeddings' sum
         self.layers = nn.ModuleList(Layer(a) for _ in range(a.n_layer))
         self.head = nn.Linear(a.n_embd, a.vocab_size, bias=False)  # untied
         cos, sin = rope_tables(a.block_size, a.n_embd // a.n_head)
@@ -198,6 +209,7 @@ class Transformer(nn.Module):
         if self.adaln is not None:
             assert t is not None, "time-conditioned model needs t"
             mods, final = self.adaln(t)
+        x = self.drop(x)
         for layer, mod in zip(self.layers, mods):
             x = layer(x, cos, sin, kv_cache, mod, attn_mask)
         x = rms_norm(x)

@@ -55,3 +55,20 @@ def test_flops_per_token_matches_the_6n_plus_attention_estimate():
     n = 10_706_304 - 66 * 384 - 101 * 384  # embedding lookups do no matmul
     assert m.flops_per_token() == 6 * n + 12 * 6 * 384 * 256
     assert 70e6 < m.flops_per_token() < 72e6  # REFERENCE.md: ~71 MFLOP for the default model
+
+
+def test_dropout_only_in_training_mode():
+    """dropout > 0 makes two training-mode passes differ; in eval mode the model is the dropout-free one."""
+    x, t = torch.randint(0, 10, (2, 16)), torch.tensor([3, 7])
+    drop, plain = _tiny(dropout=0.2), _tiny()
+    plain.load_state_dict(drop.state_dict())  # same weights: nn.Dropout holds none
+    drop.train()
+    assert not torch.allclose(drop(x, t), drop(x, t))
+    drop.eval(), plain.eval()
+    assert torch.equal(drop(x, t), plain(x, t))
+    assert torch.equal(drop(x, t), drop(x, t))
+
+
+def test_dropout_zero_adds_no_module():
+    assert not any(isinstance(m, torch.nn.Dropout) for m in _tiny().modules())
+    assert sum(isinstance(m, torch.nn.Dropout) for m in _tiny(dropout=0.1).modules()) == 1 + 2 * 2  # embeddings; attn + MLP per layer
