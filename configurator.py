@@ -188,6 +188,8 @@ def validate(cfg, given=()):
                         f"tokens: use --total_batch_size={up} (or 0 for no accumulation)")
     if cfg.muon_lr <= 0 or not 0 <= cfg.muon_momentum < 1:
         raise UserError(f"muon_lr must be > 0 and muon_momentum in [0, 1), got {cfg.muon_lr}, {cfg.muon_momentum}")
+    if not 0 <= cfg.dropout < 1:
+        raise UserError(f"dropout must be a probability in [0, 1), e.g. 0.2 (nanoGPT's shakespeare_char); got {cfg.dropout}")
     if not 0 <= cfg.ema < 1:
         raise UserError(f"ema must be 0 (off) or a decay in (0, 1) such as 0.999, got {cfg.ema}")
 

@@ -44,6 +44,7 @@ from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, estim
 from utils.errors import UserError, run_cli
 from utils.fileio import remove_stale_temps
 from utils.evaluate import evaluate
+from utils.init_from import load_weights_into, source_tokenizer
 from utils.metrics import ChangeRate, distinct_n
 from utils.optim import EMA, build_optimizer, set_lr
 from utils.tokenizer import fingerprint, normalize_prompt, tokenizer_from_state
@@ -187,6 +188,8 @@ def setup(argv):
 # ---------------------------------------------------------------- data and tokenizer
 def load_data(cfg, env):
     tok = tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
+    if cfg.init_from and not env.resume:
+        tok = source_tokenizer(cfg.init_from, cfg.tokenizer)  # the source's tokenizer, as --resume does it
     if env.world > 1 and not env.master:
         torch.distributed.barrier()  # rank 0 encodes the token cache first; the others then read it
     tok, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=env.master)
@@ -214,6 +217,8 @@ def build(cfg, env, data):
     """The model and its estimates; then (unless max_iters=0) the optimizer, EMA and the resumed state."""
     margs = objectives.model_args(cfg, data.tok.vocab_size)
     model = Transformer(margs).to(env.device)
+    if cfg.init_from and not env.resume:  # a resumed run has its own weights
+        print0(load_weights_into(model, cfg.init_from, data.tok))
     tokens_per_step = cfg.total_batch_size
     flops_tok, seq = objectives.get(cfg.objective).flops(model, cfg)
     print0(f"model: {model.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
