@@ -364,8 +364,8 @@ def train(cfg, env, data, run):
             res = run_eval(cfg, env, data, run, it) if env.master else None
             log_row(env, run, kind="eval", iter=it, **(res or {}))
             save_checkpoints(cfg, env, data, run, it, res)
-            t_last = time.time()  # the clock stops during eval
-            run.eval_s = t_last - t_eval
+            run.eval_s = time.time() - t_eval
+            t_last += run.eval_s  # the clock stops during eval (the steps before it, since the last log line, still count)
 
         lr = lr_at(it, cfg)
         set_lr(run.opt, lr / cfg.learning_rate)  # Muon's groups follow the same warm-up and decay from muon_lr

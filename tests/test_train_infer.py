@@ -92,3 +92,27 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
     bad.write_bytes(b"\x00\x01 not a checkpoint at all")  # bytes; a text file is told it is one
     r = run_script("inference.py", "--checkpoint", bad)
     assert r.returncode == 2 and "corrupt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_log_clock_counts_steps_and_stops_during_evals(in_tmp, monkeypatch):
+    """ms/it, tok/s, the ETA and metrics.jsonl's seconds count training time only: on a fake clock where a step takes
+    1 s and an eval 100 s, 12 steps are 12 s, also when evals fall between two log lines (eval_interval < log_interval)."""
+    import types
+    clock = [0.0]
+    real_step, real_eval = train.train_step, train.run_eval
+
+    def step(*a, **k):
+        clock[0] += 1.0
+        return real_step(*a, **k)
+
+    def evaluate(*a, **k):
+        clock[0] += 100.0
+        return real_eval(*a, **k)
+    monkeypatch.setattr(train, "train_step", step)
+    monkeypatch.setattr(train, "run_eval", evaluate)
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    from helpers import MICRO, rows
+    train.main([f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--max_iters=12", "--eval_interval=5",
+                "--log_interval=6"])
+    logged = [r["seconds"] for r in rows(in_tmp / "out") if r["kind"] == "train"]
+    assert logged == [6.0, 12.0], logged
