@@ -72,11 +72,7 @@ IGNORES = ("time_cond", "loss_type", "schedule", "diffusion_steps", "mask_span",
            "order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length", "bd3_block",
            "bd3_mask_min", "bd3_mask_max")
 CONTINUES_ONLY = EXACT = True  # continues a prompt; its score is the exact NLL, not a bound
-ANY_LENGTH = NOISE_START = TRACE = STEP_CHAIN = False
-
-
-def check(cfg, given=()):
-    pass  # every sampling key it reads is checked by the configurator
+TRACE = False  # no denoising to watch
 
 
 def loss(model, x, cfg, schedule, tok, draw):
@@ -90,10 +86,6 @@ def eval_times(cfg, L):
 def bound(model, x, cfg, schedule, tok, t, generator):
     """The exact NLL per window (B,) of x[:, 1:] given what precedes each token."""
     return ar_loss(model, x)[1], None
-
-
-def flops(model, cfg):
-    return model.flops_per_token(), cfg.block_size
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):

@@ -305,10 +305,8 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 MODEL = dict(time_cond="none")  # each block has its own t, and the [MASK] count of a block tells its rate
-WINDOW = 0
 IGNORES = ("time_cond", "loss_type", "mask_span", "semi_ar_length")  # its own bound, its own blocks
-CONTINUES_ONLY = ANY_LENGTH = TRACE = True  # continues a prompt block by block, past the context
-NOISE_START = EXACT = STEP_CHAIN = False
+CONTINUES_ONLY = ANY_LENGTH = True  # continues a prompt block by block, past the context
 
 
 def check(cfg, given=()):

@@ -315,11 +315,8 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
-MODEL = {}  # bidirectional, time input as cfg.time_cond
-WINDOW = 0  # a training window is block_size tokens
 IGNORES = ("bd3_block", "bd3_mask_min", "bd3_mask_max")  # block diffusion's keys
-CONTINUES_ONLY = ANY_LENGTH = NOISE_START = EXACT = False
-TRACE = STEP_CHAIN = True  # a denoising trace; the K-step sampler walks the schedule's grid (scripts/eval.py)
+STEP_CHAIN = True  # the K-step sampler walks the schedule's grid (scripts/eval.py scores that chain's bound)
 
 
 def check(cfg, given=()):
@@ -334,19 +331,11 @@ def loss(model, x, cfg, schedule, tok, draw):
                           masked_only=cfg.head_on_masked_only, mask_span=cfg.mask_span)[0]
 
 
-def eval_times(cfg, L):
-    return 1  # one t per window
-
-
 def bound(model, x, cfg, schedule, tok, t, generator):
     """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read: the masked positions,
     the argmax there, the logits, each token's t."""
     _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, generator=generator, t=t[:, 0])
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=t.expand_as(x))
-
-
-def flops(model, cfg):
-    return model.flops_per_token(), cfg.block_size
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):

@@ -1,6 +1,7 @@
 """The objectives, by name: every entry script gets its objective here, once, and calls the same few functions.
 
-Each module tells its own whole story (forward noise, loss and bound, reverse sampler) and offers:
+Each module tells its own whole story (forward noise, loss and bound, reverse sampler) and offers the names
+below; what it leaves out takes DEFAULTS (masked diffusion's answer):
 
     MODEL           the ModelArgs it fixes itself (causal attention, no time input)
     WINDOW          tokens a training window needs beyond block_size (AR: 1, it scores the last L of L + 1)
@@ -24,6 +25,8 @@ A fifth objective is one new module and one line below (tests/test_objectives.py
 
     python -c "import objectives; print(list(objectives.OBJECTIVES))"
 """
+from types import SimpleNamespace
+
 import ar
 import bd3
 import diffusion
@@ -31,10 +34,16 @@ import uniform
 from model import ModelArgs
 
 OBJECTIVES = {"mdlm": diffusion, "uniform": uniform, "ar": ar, "bd3": bd3}
+DEFAULTS = dict(MODEL={}, WINDOW=0, IGNORES=(), CONTINUES_ONLY=False, ANY_LENGTH=False, NOISE_START=False, EXACT=False,
+                TRACE=True, STEP_CHAIN=False, check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
+                flops=lambda model, cfg: (model.flops_per_token(), cfg.block_size))
+INTERFACE = (*DEFAULTS, "loss", "bound", "sample", "passes", "describe")
 
 
 def get(name):
-    return OBJECTIVES[name]
+    """The objective called `name`: its module's interface, DEFAULTS for what the module leaves out."""
+    module = OBJECTIVES[name]
+    return SimpleNamespace(**{**DEFAULTS, **{k: getattr(module, k) for k in INTERFACE if hasattr(module, k)}})
 
 
 def model_args(cfg, vocab_size):

@@ -167,13 +167,10 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0
 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
-MODEL = {}  # bidirectional, time input as cfg.time_cond
-WINDOW = 0
 # it trains its NELBO at every position and redraws every position each step: the masked-diffusion switches
 IGNORES = ("loss_type", "mask_span", "head_on_masked_only", "order", "tokens_per_step", "remask", "remask_eta",
            "threshold", "semi_ar_length", "bd3_block", "bd3_mask_min", "bd3_mask_max")
-NOISE_START = TRACE = STEP_CHAIN = True  # starts from random tokens; walks the schedule's grid
-CONTINUES_ONLY = ANY_LENGTH = EXACT = False
+NOISE_START = STEP_CHAIN = True  # starts from random tokens; walks the schedule's grid
 
 
 def check(cfg, given=()):
@@ -191,19 +188,11 @@ def loss(model, x, cfg, schedule, tok, draw):
     return uniform_loss(model, x, schedule, tok.mask_id, draw.generator, t=t, vocab_size=tok.vocab_size)[0]
 
 
-def eval_times(cfg, L):
-    return 1
-
-
 def bound(model, x, cfg, schedule, tok, t, generator):
     """The NELBO per window (B,); evaluate's details read the positions the noise changed."""
     _, nelbo, aux = uniform_loss(model, x, schedule, tok.mask_id, generator=generator, t=t[:, 0], vocab_size=tok.vocab_size)
     return nelbo, dict(scored=aux["noised"], pred=aux["real"][aux["logits"].argmax(-1)], logits=aux["logits"],
                        t_tok=t.expand_as(x))
-
-
-def flops(model, cfg):
-    return model.flops_per_token(), cfg.block_size
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
