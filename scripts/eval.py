@@ -73,6 +73,8 @@ def parse_args(argv):
     p.add_argument("--infill-temperature", type=float, default=0.0, help="temperature for infilling (0 = most likely fill)")
     p.add_argument("--sweep", default="", help="e.g. temperature=0.7,0.85,1.0 or steps=16,32,64: gen-PPL and entropy per value "
                    "(steps: also the bound of each K-step chain)")
+    p.add_argument("--match-entropy", action="store_true", help="also gen-PPL at the temperature whose sample entropy is "
+                   "within 0.05 nats of held-out text's (bisection over 0.3-2.0; needs --ar-checkpoint and --n-samples)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--json", default="", help="also write every figure here (atomically)")
@@ -89,8 +91,8 @@ def parse_args(argv):
     if a.temperature < 0 or a.infill_temperature < 0:
         raise UserError("temperatures must be >= 0 (0 = argmax)")
     a.sweep_key, a.sweep_values = parse_sweep(a.sweep)
-    if a.sweep and not a.ar_checkpoint:
-        raise UserError("--sweep measures gen-PPL: give the scorer with --ar-checkpoint PATH")
+    if (a.sweep or a.match_entropy) and not a.ar_checkpoint:
+        raise UserError("--sweep and --match-entropy measure gen-PPL: give the scorer with --ar-checkpoint PATH")
     if a.json:
         check_output(a.json, a.force, "--json")
     return a
@@ -226,6 +228,23 @@ def sample_scores(run, samples, P, scorer, args):
     return res
 
 
+def matched(run, start, gen_len, scfg, args, scorer, device, generator, target):
+    """gen-PPL at matched entropy: bisect the temperature until the samples' entropy is within 0.05 nats of the
+    held-out text's (target), 8 tries at most; a low-entropy sampler otherwise looks good for repeating itself."""
+    lo, hi, best = 0.3, 2.0, None
+    for _ in range(8):
+        tau = (lo + hi) / 2
+        samples = draw_samples(run, start, gen_len, args.n_samples, replace(scfg, temperature=tau), args.batch_size,
+                               device, generator)
+        s = sample_scores(run, samples, len(start), scorer, args)
+        if best is None or abs(s["sample_entropy"] - target) < abs(best[1] - target):
+            best = (tau, s["sample_entropy"], s["gen_ppl"])
+        if abs(s["sample_entropy"] - target) <= 0.05:
+            break
+        lo, hi = (tau, hi) if s["sample_entropy"] < target else (lo, tau)
+    return dict(matched_temperature=best[0], matched_entropy=best[1], matched_gen_ppl=best[2])
+
+
 def label(cfg, obj):
     """The objective and what it reads of the block size, schedule and time input."""
     parts = [f"L'={cfg.bd3_block}"] if "bd3_block" not in obj.IGNORES else []
@@ -233,7 +252,7 @@ def label(cfg, obj):
     return f"{cfg.objective} ({', '.join(parts)})" if parts else cfg.objective
 
 
-def evaluate_run(run, args, scorer, device, bar):
+def evaluate_run(run, args, scorer, device, bar, val_entropy=None):
     model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
     t0 = time.time()
     _, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=False)
@@ -265,6 +284,8 @@ def evaluate_run(run, args, scorer, device, bar):
         samples = draw_samples(run, start, gen_len, args.n_samples, scfg, args.batch_size, device, g, change, bar)
         row.update(sample_scores(run, samples, len(start), scorer, args), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
+        if args.match_entropy:
+            row.update(matched(run, start, gen_len, scfg, args, scorer, device, g, val_entropy))
     row["sweep"] = []
     for v in args.sweep_values:
         if args.sweep_key == "steps" and obj.EXACT:
@@ -333,6 +354,8 @@ def table(rows, val_entropy, judge="none"):
          lambda r: get(r, "sample_entropy", ".3f")),
         (f"gen-PPL (per token; judge {judge})",
          lambda r: get(r, "gen_ppl", ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
+        ("gen-PPL at matched entropy (temperature)", lambda r: f"{r['matched_gen_ppl']:.3f} ({r['matched_temperature']:.3f})"
+         if "matched_gen_ppl" in r else "n/a"),
         ("infill exact match (fraction)", lambda r: get(r, "infill_exact", ".4f")),
         ("infill token/char acc (fraction)", lambda r: get(r, "infill_acc", ".4f")),
     ]
@@ -366,20 +389,20 @@ def main(argv):
                                 f"({sfp}): gen-PPL needs an AR scorer trained with the same tokenizer on the same data")
     print(f"device: {device}; {args.split} split, {args.n_windows} windows x {args.n_t} t; {args.n_samples} samples at "
           f"steps={args.steps}, temperature={args.temperature}; scorer: {args.ar_checkpoint or 'none'}")
+    # the held-out text's own sample entropy, on windows as long as the samples, to read the samples' against
+    r0 = runs[0]
+    _, tr, va, _ = prepare_data(r0["cfg"], r0["tok"], verbose=False)
+    n = sample_plan(r0, args)[1]
+    val_entropy = sample_entropy(fixed_windows(va if args.split == "val" else tr, max(args.n_samples, 2), n)) if args.n_samples else None
     rows, bar, t0 = [], Progress(runs, args), time.time()
     for i, r in enumerate(runs):
-        rows.append(evaluate_run(r, args, scorer, device, bar))
+        rows.append(evaluate_run(r, args, scorer, device, bar, val_entropy))
         # a model scoring its own samples flatters itself: say so wherever its gen-PPL is shown
         rows[-1]["judge"] = args.ar_checkpoint or None
         rows[-1]["self_scored"] = bool(args.ar_checkpoint) and os.path.samefile(r["path"], args.ar_checkpoint)
         left = (time.time() - t0) / (i + 1) * (len(runs) - i - 1)
         print(f"  {rows[-1]['name']}: {rows[-1]['seconds']:.1f}s" + (f" ({len(runs) - i - 1} to go, ~{left:.0f}s)" if left else ""))
     bar.bar.close()
-    # the held-out text's own sample entropy, on windows as long as the samples, to read the samples' against
-    r0 = runs[0]
-    _, tr, va, _ = prepare_data(r0["cfg"], r0["tok"], verbose=False)
-    n = rows[0].get("gen_len") or r0["cfg"].block_size
-    val_entropy = sample_entropy(fixed_windows(va if args.split == "val" else tr, max(args.n_samples, 2), n)) if args.n_samples else None
     print(table(rows, val_entropy, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
     for r in rows:
         for s in r["sweep"]:

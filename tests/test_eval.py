@@ -54,7 +54,7 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
     out = in_tmp / "eval.json"
     args = [str(adaln_ckpt), str(ar_ckpt), "--ar-checkpoint", str(ar_ckpt), "--n-windows", "4", "--n-t", "2",
             "--n-samples", "2", "--gen-len", "24", "--steps", "5", "--n-infill", "2", "--device", "cpu",
-            "--json", str(out), "--sweep", "temperature=0.7,1.0"]
+            "--json", str(out), "--sweep", "temperature=0.7,1.0", "--match-entropy"]
     ev.main(args)
     text = capsys.readouterr().out
     for label in ("objective", "params", "tokens seen", "val NLL/bound (bits/char)", "(nats/token)", "perplexity",
@@ -73,6 +73,11 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
     assert ar["bits_per_char"] == pytest.approx(ar["nats_per_token"] / math.log(2))  # char tokenizer: 1 char/token
     assert (dm["self_scored"], ar["self_scored"]) == (False, True) and dm["judge"] == str(ar_ckpt)
     assert dm["gen_ppl"] > 1 and ar["gen_ppl"] > 1 and 0 <= dm["infill_acc"] <= 1 and "infill_acc" not in ar
+    for r in (dm, ar):  # gen-PPL at the temperature whose samples' entropy is nearest held-out text's
+        assert 0.3 <= r["matched_temperature"] <= 2.0 and r["matched_gen_ppl"] > 1
+        gap = abs(r["matched_entropy"] - d["val_sample_entropy"])
+        assert gap <= max(0.05, abs(r["sample_entropy"] - d["val_sample_entropy"])), (gap, r)
+    assert "gen-PPL at matched entropy (temperature)" in text
     assert len(dm["entropy_by_t"]) == 10 and [s["temperature"] for s in dm["sweep"]] == [0.7, 1.0]
     # refuses to overwrite the JSON without --force, and leaves it as it was
     before = out.read_bytes()
