@@ -14,11 +14,13 @@ them alike, and each reports its median over repeats. MFU counts the model's own
 full head, also for the masked-head row, which does less work) against utils/dist.PEAK_FLOPS on CUDA
 and, on CPU, an fp32 matmul rate of the model's own matmul shapes measured between the rounds (median).
 """
+import itertools
 import os
 import statistics
 import sys
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import torch
 
@@ -33,9 +35,16 @@ from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
 
 
-def sync(device):
+def timed(fn, device, calls=1):
+    """(seconds for `calls` calls of fn, the last call's result), the device synchronised on both sides."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0, out
 
 
 def matmul_rate(a, batch_tokens, device):
@@ -49,36 +58,27 @@ def matmul_rate(a, batch_tokens, device):
         out = torch.empty(M, n, device=device)
         calls = max(1, round(1e9 / (2 * M * k * n)))
         torch.mm(x, w, out=out)  # warm-up
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            torch.mm(x, w, out=out)
-        sync(device)
         flops += 2 * M * k * n * calls
-        seconds += time.perf_counter() - t0
+        seconds += timed(lambda: torch.mm(x, w, out=out), device, calls)[0]
     return flops / seconds
 
 
-class Vocab:
-    """What an objective's loss reads of a tokenizer: random tokens need no real one."""
-
-    def __init__(self, vocab_size):
-        self.vocab_size, self.mask_id = vocab_size, vocab_size - 1
-
-
 def make_step(cfg, vocab_size, device):
-    """A closure running one training step of cfg (its objective, compile and head settings), and the model."""
+    """A closure running cfg's next training step (its objective, compile and head settings), and the model."""
     torch.manual_seed(cfg.seed)
     obj = objectives.get(cfg.objective)
     model = Transformer(objectives.model_args(cfg, vocab_size)).to(device).train()
     opt = build_optimizer(model, cfg, device)
     step_model = torch.compile(model) if cfg.compile else model
     ctx, _ = autocast_for(device, cfg.dtype)
-    schedule, vocab = Schedule(cfg.diffusion_steps, cfg.schedule), Vocab(vocab_size)
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+    vocab = SimpleNamespace(vocab_size=vocab_size, mask_id=vocab_size - 1)  # all a loss reads of a tokenizer
     B, L = cfg.batch_size, cfg.block_size + obj.WINDOW
     x = torch.randint(0, vocab.mask_id, (B, L), generator=keyed_generator(cfg.seed, 0), device="cpu").to(device)
+    steps = itertools.count()
 
-    def step(i):
+    def step():
+        i = next(steps)  # 0, 1, 2, ...: the step keys the same draws in every row
         u = torch.rand((), generator=keyed_generator(cfg.seed, 2, i), dtype=torch.float64)
         with ctx:
             loss = obj.loss(step_model, x, cfg, schedule, vocab, Draw(keyed_generator(cfg.seed, 1, i), u))
@@ -123,20 +123,15 @@ def main(argv):
     # rows are timed round-robin, one repeat of each per round (and on CPU one peak sample per round), so
     # a machine whose load drifts slows every row alike; then the median per row
     steps = {name: make_step(c, args.vocab_size, device) for name, c in rows}
-    for i in range(args.warmup):
+    for _ in range(args.warmup):
         for step, _ in steps.values():
-            step(i)
+            step()
     times, peaks = {name: [] for name in steps}, []
-    for r in range(args.repeats):
+    for _ in range(args.repeats):
         if device.type != "cuda":
             peaks.append(matmul_rate(a, tokens, device))
         for name, (step, _) in steps.items():
-            sync(device)
-            t0 = time.perf_counter()
-            for i in range(args.iters):
-                step(args.warmup + r * args.iters + i)
-            sync(device)
-            times[name].append((time.perf_counter() - t0) / args.iters)
+            times[name].append(timed(step, device, args.iters)[0] / args.iters)
     if device.type == "cuda":
         peak, peak_src = peak_flops(device), f"{torch.cuda.get_device_name(device)} bf16 peak from utils/dist.PEAK_FLOPS"
     else:
