@@ -8,7 +8,7 @@ Run from the repo root:
     python scripts/bench_sample.py --bd3-checkpoints B1.pt B4.pt --checkpoint M.pt --only semi-AR --ar-checkpoint A.pt \
         --gen-len 256 --num-samples 1     # block diffusion at each L' beside MDLM and AR, past a 64-token context
 
-Columns (printed with the table too):
+Columns:
   NFE       forward passes per sample (mean; adaptive for threshold rows). bd3: one per reverse step (a finished
             block enters the KV cache in the next block's first step); AR: one per token
   wall s    median over --repeats of the seconds for the whole batch (after one untimed warm-up); the rows are
@@ -26,7 +26,6 @@ an AR row past its context decodes with ar.sample_ar_window (the same window as 
 import os
 import statistics
 import sys
-import time
 from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,6 +36,7 @@ from ar import sample_ar_window  # noqa: E402
 from canvas import build_canvas, generate, start_token  # noqa: E402
 from configurator import config_from_dict, validate  # noqa: E402
 from diffusion import Schedule  # noqa: E402
+from scripts.bench_train import timed  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import split_texts  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
@@ -87,19 +87,6 @@ def settings(a):
     ]
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def scored_rows(out, n_prompt, tok, device):
-    """(rows, n_prompt) for the AR scorer: an empty prompt gets the AR start token as its one token of context."""
-    if n_prompt:
-        return out, n_prompt
-    start = torch.full((out.size(0), 1), start_token(tok), dtype=torch.long, device=out.device)
-    return torch.cat([start, out], 1), 1
-
-
 def generate_runner(model, tok, cfg, schedule, device, a):
     """One row's sampler as a call: seed -> (tokens, NFE per sample, prompt tokens, generated tokens per sample)."""
     canvas = build_canvas(cfg, tok, model.args.block_size)
@@ -128,32 +115,27 @@ def measure_rows(runners, tok, device, a, scorer):
     each row once, so a shared machine whose load drifts slows all rows alike; median seconds per row."""
     for run in runners:
         run(a.seed)
-    times, outs, nfes, sizes = ([[] for _ in runners] for _ in range(4))
+    runs = [[] for _ in runners]  # per row, per round: (seconds, (tokens, NFE per sample, P, n_gen))
     for r in range(1, a.repeats + 1):
         for k, run in enumerate(runners):
-            sync(device)
-            t0 = time.perf_counter()
-            out, nfe, P, n_gen = run(a.seed + r)
-            sync(device)
-            times[k].append(time.perf_counter() - t0)
-            outs[k].append(out)
-            nfes[k] += nfe
-            sizes[k] = (P, n_gen)
+            runs[k].append(timed(lambda: run(a.seed + r), device))
     rows = []
-    for k in range(len(runners)):
-        P, n_gen = sizes[k]
-        row = dict(nfe=sum(nfes[k]) / len(nfes[k]), wall=statistics.median(times[k]))
-        row["tps"] = a.num_samples * n_gen / row["wall"]
-        row.update(quality(torch.cat(outs[k]), P, tok, device, scorer))
-        rows.append(row)
+    for secs, results in (zip(*row) for row in runs):
+        outs, nfes, P, n_gen = zip(*results)
+        nfe = [n for per_round in nfes for n in per_round]
+        row = dict(nfe=sum(nfe) / len(nfe), wall=statistics.median(secs))
+        row["tps"] = a.num_samples * n_gen[-1] / row["wall"]
+        rows.append(row | quality(torch.cat(outs), P[-1], tok, device, scorer))
     return rows
 
 
 def quality(out, P, tok, device, scorer):
     gen = out[:, P:]
     res = dict(distinct=distinct_n([tok.decode(r) for r in gen.tolist()], 2), entropy=sample_entropy(gen.tolist()))
-    seqs, n_prompt = scored_rows(out, P, tok, device)
-    res["ppl"] = None if scorer is None else gen_ppl(scorer, seqs.to(device), n_prompt)[0]
+    if not P:  # an empty prompt: the AR start token is the scorer's one token of context
+        start = torch.full((len(out), 1), start_token(tok), dtype=torch.long, device=out.device)
+        out, P = torch.cat([start, out], 1), 1
+    res["ppl"] = None if scorer is None else gen_ppl(scorer, out.to(device), P)[0]
     return res
 
 
@@ -243,23 +225,22 @@ def main(argv):
     print(f"checkpoint {first}: {model.num_params():,} params, T={cfg.diffusion_steps} {cfg.schedule}; "
           f"{a.num_samples} samples x {a.gen_len} tokens, prompt {base.prompt!r}, temperature {a.temperature:g}, "
           f"{a.repeats} timed repeats (median)")
-    rows, only = [], [s for s in a.only.split(",") if s]
-    names = [name for name, _ in settings(a)] if a.checkpoint else []
+    only = [s for s in a.only.split(",") if s]
+    mdlm = settings(a) if a.checkpoint else []
+    names = [name for name, _ in mdlm]
     unknown = [s for s in only if not any(s in name for name in names)]
     if unknown:
         raise UserError(f"--only {','.join(unknown)} matches no sampler row: use parts of these names: {'; '.join(names)}")
-    want = lambda name: not only or any(s in name for s in only)  # noqa: E731
+    mdlm = [(name, over) for name, over in mdlm if not only or any(s in name for s in only)]
     header = f"{'sampler':<44} {'NFE':>7} {'wall s':>8} {'tok/s':>9} {'gen-PPL':>8} {'dist-2':>7} {'entropy':>8}"
     print(header + "\n" + "-" * len(header))
 
     def show(name, r):
-        rows.append((name, r))
         print(f"{name:<44} {fmt(r.get('nfe'), '7.1f')} {fmt(r.get('wall'), '8.3f')} {fmt(r.get('tps'), '9,.0f')} "
               f"{fmt(r['ppl'], '8.3f')} {r['distinct']:7.3f} {r['entropy']:8.3f}", flush=True)
 
     # every row is timed in the same rounds (mdlm settings, bd3 at each L', AR), so their tok/s compare
-    named = [(name, generate_runner(model, tok, replace(base, **over), schedule, device, a))
-             for name, over in (settings(a) if a.checkpoint else []) if want(name)]
+    named = [(name, generate_runner(model, tok, replace(base, **over), schedule, device, a)) for name, over in mdlm]
     for name, bmodel, bcfg, over in bd3:  # block diffusion, one row per L' and steps per block
         bcfg = replace(bcfg, **{**sampling, **over})
         named.append((name, generate_runner(bmodel, tok, bcfg, Schedule(bcfg.diffusion_steps, bcfg.schedule), device, a)))
@@ -270,11 +251,9 @@ def main(argv):
         else:
             named.append((f"AR + KV cache, sliding window ({how})", ar_window_runner(ar_model, tok, ar_cfg, device, a)))
     measured = dict(zip([n for n, _ in named], measure_rows([r for _, r in named], tok, device, a, scorer)))
-    n_mdlm = sum(1 for name, over in (settings(a) if a.checkpoint else []) if want(name))
-    for name in list(measured)[:n_mdlm]:
+    for name, _ in mdlm:
         show(name, measured[name])
-    thr = [name for name, over in (settings(a) if a.checkpoint else []) if want(name) and over.get("threshold")
-           and not over.get("semi_ar_length")]
+    thr = [name for name, over in mdlm if over.get("threshold") and not over.get("semi_ar_length")]
     if thr:  # equal-NFE: the fixed-step samplers given the threshold sampler's budget
         k = max(1, round(measured[thr[0]]["nfe"]))  # schedule counts need k <= T distinct grid times; linear counts do not
         ref = (f"=NFE {k}: reference", dict(steps=k)) if k <= cfg.diffusion_steps else \
@@ -283,7 +262,7 @@ def main(argv):
         runners = [generate_runner(model, tok, replace(base, **over), schedule, device, a) for _, over in eq]
         for (name, _), r in zip(eq, measure_rows(runners, tok, device, a, scorer)):
             show(name, r)
-    for name in list(measured)[n_mdlm:]:
+    for name in list(measured)[len(mdlm):]:
         show(name, measured[name])
     ref, why = held_out(cfg, tok, a, device, scorer)
     if ref is not None:
