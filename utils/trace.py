@@ -1,10 +1,6 @@
 """Watching the sampler: its steps (common.Step, one per reverse step, the same from every sampler) as frames of an
 MP4 + GIF (rendered by utils/video.py), live in the terminal (--live), or as a progress bar.
 
-open_trace checks --viz-video before any work and sizes the frame; TraceHook turns the steps into frames of one
-sample; generate_with_trace runs generate() with the hook. LiveView is the same hook for the terminal: it redraws
-sample 0's canvas after every step. StepBar is a tqdm bar over the steps; chain joins hooks.
-
     writer = open_trace(cfg, len(canvas), chars_per_token)                 # None without --viz-video
     texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, schedule, device)
     writer.result                                                          # {'mp4', 'gif', 'frames', 'warnings'}
@@ -25,6 +21,15 @@ from utils.errors import UserError
 from utils.video import TraceWriter
 
 
+def token_states(tok, ids, gen, revealed, remasked):
+    """[(text, state)] per position of one sample: text None for [MASK], state one of utils/video.STATES."""
+    cells = []
+    for tid, g, rev, rem in zip(ids, gen, revealed, remasked):
+        text = None if tid == tok.mask_id else tok.token_text(tid)
+        cells.append((text, "prompt" if not g else "remasked" if rem else "mask" if text is None else "new" if rev else "kept"))
+    return cells
+
+
 class TraceHook:
     """Turns the sampler's per-step info into trace frames for one sample of the batch: given text (prompt,
     infill context, suffix) in the 'prompt' state, committed tokens coloured by confidence, re-masked ones
@@ -33,32 +38,24 @@ class TraceHook:
 
     def __init__(self, writer, tok, every, T, row=0, noise_start=False):
         self.writer, self.tok, self.every, self.T, self.row, self.frames = writer, tok, every, T, row, 0
-        self.noise_start = noise_start
-        self.drawn_done = False
-        self.seen_nfe = 0
+        self.noise_start, self.drawn_done, self.seen_nfe = noise_start, False, 0
 
     def frame(self, x, gen_mask, revealed, remasked, conf, step, t, nfe=None, caption=""):
-        ids, gm = x[self.row].tolist(), gen_mask[self.row].tolist()
-        rev, rem, cf = revealed[self.row].tolist(), remasked[self.row].tolist(), conf[self.row].tolist()
-        tokens, states, confidence = [], [], []
-        for i, tid in enumerate(ids):
-            text = None if tid == self.tok.mask_id else self.tok.token_text(tid)
-            tokens.append(text)
-            state = "prompt" if not gm[i] else "remasked" if rem[i] else "mask" if text is None else "new" if rev[i] else "kept"
-            states.append(state)
-            confidence.append(cf[i] if gm[i] and text is not None else None)
-        self.writer.add_frame(tokens, states, step=step, t=t / self.T, nfe=step if nfe is None else nfe,
-                              confidence=confidence, caption=caption)
+        r = self.row
+        cells = token_states(self.tok, x[r].tolist(), gen_mask[r].tolist(), revealed[r].tolist(), remasked[r].tolist())
+        confidence = [c if state != "prompt" and text is not None else None for (text, state), c in zip(cells, conf[r].tolist())]
+        self.writer.add_frame([text for text, _ in cells], [state for _, state in cells], step=step, t=t / self.T,
+                              nfe=step if nfe is None else nfe, confidence=confidence, caption=caption)
         self.frames += 1
 
     def start(self, x, gen_mask):
+        """The first frame: x (B, L) as the sampler starts from it."""
         z = torch.zeros_like(gen_mask)
-        self.frame(x.masked_fill(gen_mask, self.tok.mask_id), gen_mask, z, z, torch.zeros(x.shape, dtype=torch.float64), 0, self.T)
+        self.frame(x, gen_mask, z, z, torch.zeros(x.shape, dtype=torch.float64), 0, self.T)
 
     def __call__(self, st):
         if self.noise_start and self.frames == 0:  # step 1's prev is the sampler's initial noise x_T
-            z = torch.zeros_like(st.gen_mask)
-            self.frame(st.prev, st.gen_mask, z, z, torch.zeros(z.shape, dtype=torch.float64), 0, self.T)
+            self.start(st.prev, st.gen_mask)
         nfe = int(st.nfe[self.row])
         if nfe == self.seen_nfe:
             return  # this sample sat the step out (threshold decoding: it had already finished)
@@ -123,7 +120,8 @@ def generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, gener
     hook = TraceHook(writer, tok, cfg.trace_every, cfg.diffusion_steps, noise_start=noise)
     with writer:
         if not noise:  # noise: the start frame is the sampler's own x_T (see TraceHook)
-            hook.start(*canvas.tensors(1, "cpu"))
+            x, gen_mask = canvas.tensors(1, "cpu")
+            hook.start(x.masked_fill(gen_mask, tok.mask_id), gen_mask)
         return generate(model, tok, canvas, cfg, schedule, device, generator, on_step=chain(hook, on_step))
 
 
@@ -156,10 +154,7 @@ class LiveView:
 
     def draw(self, ids, gen, revealed, remasked, header):
         cells = []  # (character, state)
-        for i, tid in enumerate(ids):
-            text = None if tid == self.tok.mask_id else self.tok.token_text(tid)
-            state = ("prompt" if not gen[i] else "remasked" if remasked[i] else "mask" if text is None
-                     else "new" if revealed[i] else "kept")
+        for text, state in token_states(self.tok, ids, gen, revealed, remasked):
             cells += [(c, state) for c in ("_" if text is None else text)]
         n_masked = sum(1 for tid, g in zip(ids, gen) if g and tid == self.tok.mask_id)
         header = f"{header}: {n_masked} of {sum(gen)} generated positions masked"
