@@ -57,13 +57,10 @@ class TraceHook:
         if self.noise_start and self.frames == 0:  # step 1's prev is the sampler's initial noise x_T
             self.start(st.prev, st.gen_mask)
         nfe = int(st.nfe[self.row])
-        if nfe == self.seen_nfe:
-            return  # this sample sat the step out (threshold decoding: it had already finished)
-        self.seen_nfe = nfe
+        if self.drawn_done or nfe == self.seen_nfe:
+            return  # its final frame is drawn, or it sat the step out (threshold decoding: it had already finished)
         done = bool(st.finished[self.row])  # its final state: always a frame, drawn once
-        if self.drawn_done:
-            return
-        self.drawn_done = done
+        self.seen_nfe, self.drawn_done = nfe, done
         if nfe % self.every == 0 or done:
             caption = f"block {st.block + 1}/{st.n_blocks}" if st.n_blocks > 1 else ""
             self.frame(st.x, st.gen_mask, st.revealed, st.remasked, st.conf, st.step,
