@@ -26,11 +26,10 @@ NO_FFMPEG = "no ffmpeg found: install imageio-ffmpeg or put ffmpeg on PATH; wrot
 
 def _find_ffmpeg():
     """System ffmpeg first (usually the most capable build), else imageio-ffmpeg's bundled one."""
-    try:
-        import imageio_ffmpeg  # noqa: F401  (used only when there is no system ffmpeg)
-        exe = shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception:  # imageio-ffmpeg not installed, or it has no binary for this platform
-        exe = shutil.which("ffmpeg")
+    exe = shutil.which("ffmpeg")
+    with suppress(Exception):  # imageio-ffmpeg not installed, or it has no binary for this platform
+        import imageio_ffmpeg
+        exe = exe or imageio_ffmpeg.get_ffmpeg_exe()
     return exe if exe and os.access(exe, os.X_OK) else None
 
 
@@ -179,13 +178,11 @@ class TraceWriter:
 
     def _ffmpeg(self, data=None):
         """Send frame bytes (None: end the stream and wait). If ffmpeg failed, raise with its stderr."""
-        try:
+        with suppress(OSError):  # broken pipe: ffmpeg died; fall through to wait() and report why
             if data is not None:
                 self._proc.stdin.write(data)
                 return
             self._proc.stdin.close()
-        except OSError:  # broken pipe: ffmpeg died; fall through to wait() and report why
-            pass
         if self._proc.wait() != 0:
             self._err.seek(0)
             tail = self._err.read().decode(errors="replace").strip()[-1500:]
