@@ -4,11 +4,6 @@ The output format is the one of TinyStories-train.txt: every story is stripped a
 followed by "\\n<|endoftext|>\\n". A single-document input (Tiny Shakespeare) is
 written unchanged instead.
 
-Sources:
-  * the hub, streamed (never downloaded whole):   iter_hf_texts(...)
-  * a local .txt / .jsonl / .json / .parquet / .csv:  iter_local_texts(...)
-    (.jsonl/.json/.parquet/.csv go through the same `datasets` streaming code as the hub)
-
 Typical use (this is what scripts/data.py does):
 
     from scripts.corpus import iter_local_texts, sample_texts, write_corpus
@@ -18,6 +13,7 @@ Typical use (this is what scripts/data.py does):
 Everything that can go wrong because of the input raises utils.errors.UserError
 with a one-line message.
 """
+import functools
 import os
 import random
 import re
@@ -113,16 +109,13 @@ def _texts_from_records(records, text_field, where, on_error):
             rec = next(it)
         except StopIteration:
             return
-        except UserError:
-            raise
         except Exception as e:  # the dataset iterator talks to the network / parses files
             raise on_error(e) from None
-        if first:
-            first = False
-            if text_field not in rec:
-                fields = ", ".join(sorted(map(str, rec))) or "(none)"
-                raise UserError(f"text field '{text_field}' is not in the records of {where} "
-                                f"(fields: {fields}): pass --text-field NAME")
+        if first and text_field not in rec:
+            fields = ", ".join(sorted(map(str, rec))) or "(none)"
+            raise UserError(f"text field '{text_field}' is not in the records of {where} "
+                            f"(fields: {fields}): pass --text-field NAME")
+        first = False
         value = rec.get(text_field)
         if value is None:
             continue
@@ -136,25 +129,16 @@ def iter_hf_texts(name, split="train", text_field="text", seed=1337, shuffle_buf
                   num=0, config=None):
     """Stream texts of a hub dataset: load_dataset(..., streaming=True) -> shuffle -> take(num).
 
-    Connects eagerly (errors are raised by this call), returns an iterator of str.
-    num=0 streams the whole split in its original order (no shuffle). Only the shards
-    needed are read, the dataset is never downloaded whole. Raises UserError quickly
-    (~5 s) when the hub cannot be reached.
+    Connects eagerly (errors are raised by this call), returns an iterator of str. num=0 streams
+    the whole split in its original order (no shuffle). scripts/data.py checks num and shuffle_buffer.
     """
-    if num < 0:
-        raise UserError(f"--num-stories must be >= 0, got {num}: use 0 for all stories")
-    if shuffle_buffer < 1:
-        raise UserError(f"--shuffle-buffer must be >= 1, got {shuffle_buffer}")
     # short timeouts; read by huggingface_hub when it is first imported
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
     if not _offline_env():
         _probe_hub(name)
     import datasets
-
-    def on_error(e):
-        return _hub_error(name, split, e)
-
+    on_error = functools.partial(_hub_error, name, split)
     try:
         ds = datasets.load_dataset(name, config, split=split, streaming=True)
         if num:
@@ -196,11 +180,7 @@ def _read_chunks(path):
     # newline="" keeps \r\n as is, so a single document is written back unchanged
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            while True:
-                chunk = f.read(_CHUNK)
-                if not chunk:
-                    return
-                yield chunk
+            yield from iter(lambda: f.read(_CHUNK), "")
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text ({_first_line(e, 80)}): convert it to UTF-8") from None
     except OSError as e:
@@ -321,12 +301,10 @@ def sample_texts(texts, num=0, seed=1337):
 
 
 def write_corpus(texts, path, force=False, single_document=False):
-    """Write texts to `path` atomically (temp file in the same dir + os.replace).
+    """Write texts to `path` atomically, as they arrive (a stream is never held in memory).
 
-    Each text is stripped and followed by "\\n<|endoftext|>\\n"; empty texts are
-    skipped. With single_document=True the one text is written byte for byte as is.
-    Texts are written as they arrive (a stream is never held in memory). Parent
-    directories are created. Returns {'stories', 'chars', 'distinct_chars', 'path'}.
+    Texts are stripped and each followed by JOINER, empty ones skipped; single_document=True writes
+    the one text byte for byte. Returns {'stories', 'chars', 'distinct_chars', 'path'}.
     """
     check_output(path, force)
     stories = chars = 0
