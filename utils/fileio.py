@@ -24,8 +24,7 @@ _TEMP = re.compile(r"^(?P<name>.+)\.tmp(?P<pid>\d+)$")
 
 @contextmanager
 def atomic_path(path, fsync=True):
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         yield tmp
@@ -39,15 +38,10 @@ def atomic_path(path, fsync=True):
 
 
 @contextmanager
-def atomic_open(path, mode="w", encoding=None, newline=None, fsync=True):
-    if "b" not in mode and encoding is None:
-        encoding = "utf-8"
-    with atomic_path(path, fsync=False) as tmp:
-        with open(tmp, mode, encoding=encoding, newline=newline) as f:
+def atomic_open(path, mode="w", newline=None):
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=None if "b" in mode else "utf-8", newline=newline) as f:
             yield f
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
 
 
 def _alive(pid):
