@@ -41,9 +41,8 @@ RENAMED = {"block_length": "semi_ar_length",  # config keys renamed since: "bloc
 
 
 def migrate(ckpt):
-    """A checkpoint (or an exported folder's dict) as this version writes it: the old names of renamed config keys
-    replaced (RENAMED), and the layers of checkpoints written before they were called layers (blocks.N,
-    adaln.blocks.N) renamed. Every load goes through here."""
+    """A checkpoint (or an exported folder's dict) as this version writes it: renamed config keys (RENAMED) and
+    layers (blocks.N, adaln.blocks.N -> layers.N) under their new names. Every load goes through here."""
     ckpt["config"] = {RENAMED.get(k, k): v for k, v in ckpt["config"].items()}
     for key in ("model", "ema"):
         if ckpt.get(key) is not None:
@@ -65,15 +64,16 @@ def _link(src, dst):
             shutil.copyfile(src, tmp)
 
 
+def iter_of(path):
+    """The iteration a numbered checkpoint's file name holds (model_<iter>.pt), else None."""
+    m = _NUMBERED.match(os.path.basename(path))
+    return int(m[1]) if m else None
+
+
 def numbered_checkpoints(out_dir):
     """[(iter, path)] of the model_<iter>.pt files in out_dir, oldest first."""
-    found = []
-    if os.path.isdir(out_dir):
-        for name in os.listdir(out_dir):
-            m = _NUMBERED.match(name)
-            if m:
-                found.append((int(m[1]), os.path.join(out_dir, name)))
-    return sorted(found)
+    names = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    return sorted((iter_of(name), os.path.join(out_dir, name)) for name in names if _NUMBERED.match(name))
 
 
 def save_run_checkpoint(out_dir, state, keep_last=1, is_best=False):
@@ -89,14 +89,12 @@ def save_run_checkpoint(out_dir, state, keep_last=1, is_best=False):
         save_checkpoint(latest, state)
     if is_best:
         _link(latest, os.path.join(out_dir, "best.pt"))
-    removed = []
-    older = [p for i, p in numbered_checkpoints(out_dir) if i <= state["iter"]]
-    doomed = [p for i, p in numbered_checkpoints(out_dir) if i > state["iter"]]
-    doomed += older[:-keep_last] if keep_last >= 2 else older
+    found = numbered_checkpoints(out_dir)
+    older = [p for i, p in found if i <= state["iter"]]
+    doomed = [p for i, p in found if i > state["iter"]] + (older[:-keep_last] if keep_last >= 2 else older)
     for p in doomed:  # only now: a newer complete checkpoint is in place
         os.remove(p)
-        removed.append(p)
-    return removed
+    return doomed
 
 
 def load_latest(out_dir, warn=print):
@@ -155,12 +153,11 @@ def load_checkpoint(path, map_location="cpu"):
         with warnings.catch_warnings():  # torch warns on legacy/foreign files; the error below says it in one line
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "GLOBAL" not in str(e):  # not a class or function it refused: bytes that are no pickle torch writes
-            raise UserError(_not_a_checkpoint(path, e)) from None
-        raise UserError(f"checkpoint {path} holds objects a weights-only load refuses (code or foreign classes; it was not "
-                        f"written by train.py and may be unsafe): nothing in it was run; use a checkpoint from train.py") from None
     except Exception as e:  # torch.load on arbitrary bytes fails in many ways (IndexError on /etc/passwd)
+        if isinstance(e, pickle.UnpicklingError) and "GLOBAL" in str(e):  # a class or function it refused
+            raise UserError(f"checkpoint {path} holds objects a weights-only load refuses (code or foreign classes; it was "
+                            f"not written by train.py and may be unsafe): nothing in it was run; use a checkpoint from "
+                            f"train.py") from None
         raise UserError(_not_a_checkpoint(path, e)) from None
     if not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), t) for k, t in REQUIRED.items()):
         raise UserError(f"checkpoint {path} is not a micro-dllm checkpoint (missing keys); {USE_INSTEAD}")
@@ -227,9 +224,3 @@ def load_model(path, device):
     except (RuntimeError, TypeError, ValueError) as e:
         raise UserError(f"checkpoint {path} does not match its own model description ({str(e).splitlines()[0][:100]}): the file is damaged")
     return model.to(device).eval(), ckpt
-
-
-def iter_of(path):
-    """The iteration a numbered checkpoint's file name holds (model_<iter>.pt), else None."""
-    m = _NUMBERED.match(os.path.basename(path))
-    return int(m[1]) if m else None
