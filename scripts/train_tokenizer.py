@@ -36,10 +36,8 @@ def _pieces(texts_iter):
 def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False, length=None):
     """Train a byte-level BPE tokenizer on an iterable of texts (stories); returns a BPETokenizer.
 
-    vocab_size counts everything: the 2 special tokens, the 256 byte symbols and the
-    merges (the result is smaller only if the corpus runs out of pairs seen at least
-    min_frequency times). Texts that contain "<|endoftext|>" are split on it, so the
-    separator is never learned as ordinary text.
+    The result has fewer than vocab_size tokens (specials and bytes included) only if the corpus runs
+    out of pairs seen min_frequency times. Texts are split on "<|endoftext|>", never learned as text.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     if vocab_size < MIN_VOCAB_SIZE:

@@ -4,11 +4,7 @@
 The split is fixed: with one text file, the first (1 - val_fraction) of its characters
 train and the rest validate (nanoGPT's split); with val_path, that file validates.
 Encoded splits are cached under artifacts/data/<name>-<hash>/ keyed by the text, the
-split and the tokenizer, so a second run starts at once. BPE text is encoded ~1M characters
-at a time through encode_batch (ids identical to one tok.encode call) with a progress bar
-and the throughput printed. Stories stay packed as they are in the file, separated by
-<|endoftext|>, and windows start anywhere, so most windows span a story boundary
-(packing_stats prints how many, and what padding would waste instead).
+split and the tokenizer, so a second run starts at once.
 
     tok, train_ids, val_ids, meta = prepare_data(get_config(["tinystories_bpe"]))
 """
@@ -25,7 +21,6 @@ from utils.fileio import atomic_open, atomic_path, read_text, remove_stale_temps
 from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint
 
 CACHE_ROOT = os.path.join("artifacts", "data")
-
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINYSTORIES = "python scripts/data.py --dataset roneneldan/TinyStories"
@@ -64,8 +59,7 @@ def build_tokenizer(cfg, train_text, val_text):
 
 
 def _encode_to_file(tok, text, path, dtype, desc, verbose):
-    """Encode text chunk by chunk (BPE: encode_batch, parallel in Rust, exactly tok.encode(text))
-    straight into a uint16 file, with a progress bar; returns the number of tokens."""
+    """Encode text with tok.encode_chunks straight into a uint16 file, with a progress bar; returns the token count."""
     from tqdm import tqdm
     t0, n_tok = time.time(), 0
     # disable=None: no bar when stderr is not a terminal (logs, tests)

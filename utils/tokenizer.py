@@ -1,9 +1,7 @@
 """Tokenizers with a [MASK] token: characters (vocab read off the data) or byte-level BPE.
 
 Both serialise to plain Python values (`state()`), stored in every checkpoint, so a checkpoint is
-self-contained and loads with torch.load(weights_only=True). Both offer encode / encode_chunks (data
-preparation) / decode (masks shown as "_") / token_text (one token, for traces) / char_counts
-(characters per id, for bits/char). Training a BPE: scripts/train_tokenizer.py.
+self-contained and loads with torch.load(weights_only=True). Training a BPE: scripts/train_tokenizer.py.
 
 The BPE (Hugging Face `tokenizers`) has two special tokens:
   id 0  "<|endoftext|>"  story separator, an *added special token*: the literal text encodes to this id.
