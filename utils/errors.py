@@ -45,9 +45,8 @@ def explain(e):
     if isinstance(e, OSError) and e.errno in _WRITE_FIXES:
         where = f": {e.filename}" if e.filename else ""
         return f"{e.strerror}{where}; {_WRITE_FIXES[e.errno]} (--out_dir, or the script's output flag)"
-    oom = isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
-        isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
-    if oom:
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
+            isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
         return ("out of memory: the requested batch/context does not fit; lower --batch_size, --block_size, "
                 "--num-samples or --gen-len (or raise total_batch_size to accumulate smaller micro-batches)")
     return None
