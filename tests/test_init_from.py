@@ -11,6 +11,8 @@ from utils.errors import UserError
 from utils.init_from import load_weights_into
 from utils.tokenizer import CharTokenizer, tokenizer_from_state
 
+pytestmark = pytest.mark.slow  # every test reads a trained AR checkpoint
+
 
 @pytest.fixture(scope="module")
 def ar_ckpt(tmp_path_factory):
