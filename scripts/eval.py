@@ -228,16 +228,17 @@ def sample_scores(run, samples, P, scorer, args):
     return res
 
 
-def matched(run, start, gen_len, scfg, args, scorer, device, generator, target):
-    """gen-PPL at matched entropy: bisect the temperature until the samples' entropy is within 0.05 nats of the
-    held-out text's (target), 8 tries at most; a low-entropy sampler otherwise looks good for repeating itself."""
-    lo, hi, best = 0.3, 2.0, None
-    for _ in range(8):
+def matched(run, start, gen_len, scfg, args, scorer, device, generator, target, first):
+    """gen-PPL at matched entropy: from the samples at --temperature (first: their scores), bisect the temperature
+    until the samples' entropy is within 0.05 nats of the held-out text's (target), 8 tries at most; a low-entropy
+    sampler otherwise looks good for repeating itself."""
+    lo, hi, best = 0.3, 2.0, (scfg.temperature, first["sample_entropy"], first["gen_ppl"])
+    for _ in range(0 if abs(best[1] - target) <= 0.05 else 8):
         tau = (lo + hi) / 2
         samples = draw_samples(run, start, gen_len, args.n_samples, replace(scfg, temperature=tau), args.batch_size,
                                device, generator)
         s = sample_scores(run, samples, len(start), scorer, args)
-        if best is None or abs(s["sample_entropy"] - target) < abs(best[1] - target):
+        if abs(s["sample_entropy"] - target) < abs(best[1] - target):
             best = (tau, s["sample_entropy"], s["gen_ppl"])
         if abs(s["sample_entropy"] - target) <= 0.05:
             break
@@ -285,7 +286,7 @@ def evaluate_run(run, args, scorer, device, bar, val_entropy=None):
         row.update(sample_scores(run, samples, len(start), scorer, args), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
         if args.match_entropy:
-            row.update(matched(run, start, gen_len, scfg, args, scorer, device, g, val_entropy))
+            row.update(matched(run, start, gen_len, scfg, args, scorer, device, g, val_entropy, row))
     row["sweep"] = []
     for v in args.sweep_values:
         if args.sweep_key == "steps" and obj.EXACT:
@@ -354,8 +355,8 @@ def table(rows, val_entropy, judge="none"):
          lambda r: get(r, "sample_entropy", ".3f")),
         (f"gen-PPL (per token; judge {judge})",
          lambda r: get(r, "gen_ppl", ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
-        ("gen-PPL at matched entropy (temperature)", lambda r: f"{r['matched_gen_ppl']:.3f} ({r['matched_temperature']:.3f})"
-         if "matched_gen_ppl" in r else "n/a"),
+        ("gen-PPL at matched entropy (temperature, entropy)", lambda r: f"{r['matched_gen_ppl']:.3f} "
+         f"({r['matched_temperature']:.3f}, {r['matched_entropy']:.3f})" if "matched_gen_ppl" in r else "n/a"),
         ("infill exact match (fraction)", lambda r: get(r, "infill_exact", ".4f")),
         ("infill token/char acc (fraction)", lambda r: get(r, "infill_acc", ".4f")),
     ]

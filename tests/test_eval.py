@@ -77,7 +77,7 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
         assert 0.3 <= r["matched_temperature"] <= 2.0 and r["matched_gen_ppl"] > 1
         gap = abs(r["matched_entropy"] - d["val_sample_entropy"])
         assert gap <= max(0.05, abs(r["sample_entropy"] - d["val_sample_entropy"])), (gap, r)
-    assert "gen-PPL at matched entropy (temperature)" in text
+    assert "gen-PPL at matched entropy (temperature, entropy)" in text
     assert len(dm["entropy_by_t"]) == 10 and [s["temperature"] for s in dm["sweep"]] == [0.7, 1.0]
     # refuses to overwrite the JSON without --force, and leaves it as it was
     before = out.read_bytes()
