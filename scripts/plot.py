@@ -6,9 +6,11 @@ Run from the repo root:
     python scripts/plot.py entropy artifacts/eval/cpu.json                            # entropy per timestep
     python scripts/plot.py frontier artifacts/eval/cpu_sweep.json                     # gen-PPL vs sample entropy
     python scripts/plot.py nfe artifacts/eval/baby_uniform_vs_mdlm.json               # gen-PPL and entropy vs NFE
+    python scripts/plot.py epochs artifacts/epochs/summary.json                       # val nats/char vs epochs
 
 `curves` reads each run directory's metrics.jsonl (written by train.py); `entropy` and `frontier`
-read the JSON of scripts/eval.py (`frontier` needs its --sweep; `nfe` a --sweep steps=...). --out names the PNG; an existing
+read the JSON of scripts/eval.py (`frontier` needs its --sweep; `nfe` a --sweep steps=...); `epochs` the
+summary of scripts/epochs.py. --out names the PNG; an existing
 PNG there is replaced (atomically).
 """
 import json
@@ -23,7 +25,7 @@ from utils.fileio import atomic_path  # noqa: E402
 
 LN2 = math.log(2)
 DEFAULT_OUT = {"curves": "artifacts/plots/curves.png", "entropy": "artifacts/plots/entropy.png",
-               "frontier": "artifacts/plots/frontier.png", "nfe": "artifacts/plots/nfe.png"}
+               "frontier": "artifacts/plots/frontier.png", "nfe": "artifacts/plots/nfe.png", "epochs": "artifacts/plots/epochs.png"}
 
 
 def read_jsonl(path):
@@ -234,16 +236,56 @@ def plot_nfe(paths, out):
     _save(plt, fig, out)
 
 
+def plot_epochs(paths, out):
+    """Val nats/char against epochs over the data slice (log x), one line per run (band = ± se), eval.py's figure
+    on best.pt as a star, and each data size's best AR value as a dashed horizontal line."""
+    plt, fig, ax = _figure()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    runs = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise UserError(f"{path} not found: write one with python scripts/epochs.py (--summary-only for runs so far)")
+        with open(path) as f:
+            runs += json.load(f)["runs"]
+    sizes = sorted({r["train_chars"] for r in runs}, reverse=True)
+    styles = ["-", "--", ":", "-."]
+    for i, r in enumerate(runs):
+        if not r["curve"]:
+            continue
+        c, ls = colors[i % len(colors)], styles[sizes.index(r["train_chars"]) % len(styles)]
+        e, y, se = ([p[k] for p in r["curve"]] for k in ("epoch", "nats", "se"))
+        what = "NLL" if r["objective"] == "ar" else "bound"
+        ax.plot(e, y, color=c, ls=ls, lw=1.5, label=f"{r['name']} ({r['objective']}{' ' + ' '.join(r['extra']) if r['extra'] else ''}, "
+                f"{r['train_chars']:,} chars) val {what}")
+        ax.fill_between(e, [a - b for a, b in zip(y, se)], [a + b for a, b in zip(y, se)], color=c, alpha=0.12, lw=0)
+        if r.get("finished"):
+            ax.errorbar([r["final_epoch"]], [r["final_nats"]], yerr=[r["final_se"]], color=c, marker="*", ms=10, capsize=3)
+    for j, size in enumerate(sizes):
+        ar = [r["best_nats"] for r in runs if r["train_chars"] == size and r["objective"] == "ar" and "best_nats" in r]
+        if ar:
+            ax.axhline(min(ar), color="k", ls=styles[j % len(styles)], lw=1, alpha=0.6,
+                       label=f"best AR, {size:,} chars: {min(ar):.3f}")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())  # 1, 10, 100 rather than 10^0
+    ax.set_xlabel("epochs over the training slice (log)")
+    ax.set_ylabel("val nats per character (lower is better)")
+    ax.set_title("Epochs on a fixed slice of Tiny Shakespeare (baby models); ★ = scripts/eval.py on best.pt")
+    ax.set_ylim(top=min(4.0, ax.get_ylim()[1]))
+    ax.legend(fontsize=7)
+    _save(plt, fig, out)
+
+
 def main(argv):
     p = ArgParser(prog="scripts/plot.py", description="Plot training curves and evaluations to PNG.")
-    p.add_argument("what", choices=tuple(DEFAULT_OUT), help="curves: run dirs; entropy/frontier/nfe: eval.py JSON files")
+    p.add_argument("what", choices=tuple(DEFAULT_OUT),
+                   help="curves: run dirs; entropy/frontier/nfe: eval.py JSON files; epochs: scripts/epochs.py summary")
     p.add_argument("inputs", nargs="+", help="run directories (curves) or eval.py --json files (entropy, frontier)")
     p.add_argument("--out", default="", help="PNG path (default artifacts/plots/<what>.png)")
     a = p.parse_args(argv)
     out = a.out or DEFAULT_OUT[a.what]
     if not out.lower().endswith(".png"):
         raise UserError(f"--out {out} should end in .png")
-    dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier, nfe=plot_nfe)[a.what](a.inputs, out)
+    dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier, nfe=plot_nfe, epochs=plot_epochs)[a.what](a.inputs, out)
 
 
 if __name__ == "__main__":
