@@ -266,11 +266,11 @@ def plot_epochs(paths, out):
             ax.axhline(min(ar), color="k", ls=styles[j % len(styles)], lw=1, alpha=0.6,
                        label=f"best AR, {size:,} chars: {min(ar):.3f}")
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())  # 1, 10, 100 rather than 10^0
+    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))  # 1, 10, 100 rather than 10^0
     ax.set_xlabel("epochs over the training slice (log)")
     ax.set_ylabel("val nats per character (lower is better)")
-    ax.set_title("Epochs on a fixed slice of Tiny Shakespeare (baby models); ★ = scripts/eval.py on best.pt")
-    ax.set_ylim(top=min(4.0, ax.get_ylim()[1]))
+    ax.set_title("Baby models on a fixed slice of Tiny Shakespeare (★ = scripts/eval.py on best.pt)", fontsize=10)
+    ax.set_ylim(top=min(3.2, ax.get_ylim()[1]))  # overfit AR runs climb far above: keep the interesting band
     ax.legend(fontsize=7)
     _save(plt, fig, out)
 
