@@ -1,4 +1,4 @@
-"""The epochs study (issue 22): how the validation bound / NLL moves with epochs over a fixed slice of data.
+"""The epochs study: how the validation bound / NLL moves with epochs over a fixed slice of data.
 
 Baby models (4/4/128, ctx 64, batch 12, lr 1e-3) train on the first N characters of nanoGPT's train split
 of Tiny Shakespeare (first 90%) and validate on its last 10%; one long run per model, evaluated every few
