@@ -11,7 +11,7 @@
     python inference.py tinystories_bpe --gen-len 128 --viz-video artifacts/media/bpe.mp4  # BPE: --gen-len in tokens
     python inference.py cpu --infill "ROMEO: I [___:20] the night."                     # fill the blanks only
     python inference.py cpu --prefix_file start.txt --suffix_file end.txt --gen-len 64  # prefix + suffix
-    python inference.py cpu --threshold 0.9 --num-samples 4                             # Fast-dLLM, NFE adaptive
+    python inference.py cpu --threshold 0.9 --order confidence --num-samples 4          # Fast-dLLM, NFE adaptive
     python inference.py cpu --semi-ar-length 32 --gen-len 512 --remask none --tokens-per-step linear  # semi-AR, past the context
     python inference.py --help                                    # every key, its type, default and meaning
 
