@@ -215,9 +215,14 @@ def load_export(path):
     return ckpt
 
 
+def read_checkpoint(path):
+    """The checkpoint dict of a model.pt train.py wrote, or of a folder scripts/export.py wrote."""
+    return load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
+
+
 def load_model(path, device):
     """(model in eval mode on device, the checkpoint dict) for any checkpoint train.py wrote, or an exported folder."""
-    ckpt = load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
+    ckpt = read_checkpoint(path)
     try:
         model = Transformer(ModelArgs(**ckpt["model_args"]))
         model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])  # EMA weights when trained with --ema

@@ -10,11 +10,9 @@ bidirectional), AR -> bd3, mdlm -> bd3, and any objective to itself. A time embe
 at zero, so the converted model first computes exactly what the source did (adaLN is zero-initialised by
 construction); one the target lacks is dropped. Widths, depths, heads or tokenizers that differ are refused.
 """
-import os
-
 import torch.nn as nn
 
-from utils.checkpoint import load_checkpoint, load_export
+from utils.checkpoint import read_checkpoint
 from utils.errors import UserError
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
@@ -22,14 +20,9 @@ SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size")  # must match; block_
 TIME_PREFIXES = ("time_emb.", "adaln.")                      # the time input: what a source or target may lack
 
 
-def read_source(path):
-    """The checkpoint dict of a model.pt written by train.py or a folder written by scripts/export.py."""
-    return load_export(path) if os.path.isdir(path) else load_checkpoint(path)
-
-
 def source_tokenizer(path, kind):
     """The source's tokenizer, which the new run encodes its data with; kind is the run's --tokenizer."""
-    tok = tokenizer_from_state(read_source(path)["tokenizer"])
+    tok = tokenizer_from_state(read_checkpoint(path)["tokenizer"])
     if tok.kind != kind:
         raise UserError(f"--init_from={path} has a {tok.kind} tokenizer, this run asks for --tokenizer={kind}: "
                         f"pass --tokenizer={tok.kind} (--init_from keeps the source's tokenizer)")
@@ -39,7 +32,7 @@ def source_tokenizer(path, kind):
 def load_weights_into(model, path, tok):
     """Copy the source's weights (its EMA weights if it kept them, as load_model does) into model, in place.
     tok is the run's tokenizer; it must be the source's. Returns one line saying what was converted."""
-    ckpt = read_source(path)
+    ckpt = read_checkpoint(path)
     src_args, src_cfg = ckpt["model_args"], ckpt.get("config", {})
     fix = "(--init_from keeps the architecture and the tokenizer: match the source or train from scratch)"
     if fingerprint(tok) != fingerprint(tokenizer_from_state(ckpt["tokenizer"])):
