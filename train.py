@@ -33,8 +33,7 @@ import torch
 import objectives
 from canvas import continuation, generate
 from common import Draw
-from configurator import (RESUMABLE_KEYS, config_to_dict, format_config, get_config, help_text, parse, refuse_changes,
-                          wants_help)
+from configurator import RESUMABLE_KEYS, config_to_dict, format_config, help_text, parse, refuse_changes, wants_help
 from diffusion import Schedule
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
@@ -158,7 +157,7 @@ def setup(argv):
         refuse_changes(cfg, given, resume["config"], f"--resume: {resumed_from}",
                        "drop those flags to continue the run, or train a new one in another --out_dir", RESUMABLE_KEYS)
         keep = {k: v for k, v in resume["config"].items() if k not in RESUMABLE_KEYS}
-        cfg = replace(get_config(argv), **keep)
+        cfg = replace(cfg, **keep)
     elif ((os.path.exists(os.path.join(cfg.out_dir, "model.pt")) or numbered_checkpoints(cfg.out_dir))
           and not cfg.overwrite and cfg.max_iters > 0):
         raise UserError(f"{cfg.out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "

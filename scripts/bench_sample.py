@@ -36,10 +36,9 @@ from ar import sample_ar_window  # noqa: E402
 from canvas import build_canvas, generate, start_token  # noqa: E402
 from configurator import config_from_dict, validate  # noqa: E402
 from diffusion import Schedule  # noqa: E402
-from scripts.bench_train import timed  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import split_texts  # noqa: E402
-from utils.dist import pick_device  # noqa: E402
+from utils.dist import pick_device, timed  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.metrics import distinct_n, gen_ppl, sample_entropy  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402

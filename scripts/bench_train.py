@@ -18,7 +18,6 @@ import itertools
 import os
 import statistics
 import sys
-import time
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -30,21 +29,9 @@ from common import Draw  # noqa: E402
 from configurator import get_config  # noqa: E402
 from diffusion import Schedule  # noqa: E402
 from model import Transformer  # noqa: E402
-from utils.dist import autocast_for, keyed_generator, peak_flops, pick_device  # noqa: E402
+from utils.dist import autocast_for, keyed_generator, peak_flops, pick_device, timed  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
-
-
-def timed(fn, device, calls=1):
-    """(seconds for `calls` calls of fn, the last call's result), the device synchronised on both sides."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0, out
 
 
 def matmul_rate(a, batch_tokens, device):

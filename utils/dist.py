@@ -8,6 +8,7 @@ torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; without them this is a single proc
 """
 import os
 import random
+import time
 from contextlib import nullcontext
 
 import numpy as np
@@ -133,3 +134,15 @@ def all_gather_objects(obj, world):
 def estimate_tokens_per_s(flops_per_token, peak, mfu=0.4):
     """Training tokens/s at an assumed model-FLOPs utilisation; None without a known peak."""
     return peak * mfu / flops_per_token if peak else None
+
+
+def timed(fn, device, calls=1):
+    """(seconds for `calls` calls of fn, the last call's result), the device synchronised on both sides."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0, out
