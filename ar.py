@@ -106,6 +106,11 @@ def loss(model, x, cfg, schedule, tok, draw):
     return mir_loss(model, x, tok.mask_id, cfg.mir_weight, cfg.mir_mask_max, draw.generator)
 
 
+def flops(model, cfg):
+    """Training FLOPs per window token: the masked-input loss is a second forward and backward pass."""
+    return model.flops_per_token() * (2 if cfg.mir_weight else 1), cfg.block_size
+
+
 def eval_times(cfg, L):
     return 0  # exact: no t to draw
 

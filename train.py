@@ -296,6 +296,7 @@ def run_eval(cfg, env, data, run, it, n_t=1, details=False):
 def log_row(env, run, **row):
     """One row of metrics.jsonl (and wandb), on rank 0."""
     if env.master:
+        row.pop("per_window", None)  # eval.py's JSON keeps those; the log keeps the figures
         with open(run.metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if env.wandb is not None:

@@ -1,24 +1,33 @@
-"""The epochs study: how the validation bound / NLL moves with epochs over a fixed slice of data.
+"""The data-constrained study: how the validation bound / NLL moves with epochs over a fixed slice of data, for an AR
+regularised as the literature does it (weight decay x dropout x a masked-input loss) and masked / block diffusion at
+three model sizes.
 
-Baby models (4/4/128, ctx 64, batch 12, lr 1e-3) train on the first N characters of nanoGPT's train split
-of Tiny Shakespeare (first 90%) and validate on its last 10%; one long run per model, evaluated every few
-epochs (train.py's metrics.jsonl), then scripts/eval.py scores best.pt (128 windows x 8 t). Note the LR
-follows one cosine over the whole run, so the value at epoch e is not a run trained for e epochs.
+Baby-shaped models (4 layers, 4 heads, ctx 64, batch 12, lr 1e-3; widths 64/128/184 = 0.20M/0.80M/1.65M params) train
+on the first N characters of nanoGPT's train split of Tiny Shakespeare (first 90%) and validate on its last 10%; one
+long run per model, evaluated every few epochs (train.py's metrics.jsonl), stopped once its best eval is `patience`
+epochs old (a Ctrl-C: best.pt is kept), then scripts/eval.py scores best.pt (128 windows x 8 t; the per-window
+figures pair any two runs). The LR follows one cosine over the planned epochs, so the value at epoch e is not a run
+trained for e epochs. Training FLOPs = train.py's FLOPs per token x tokens seen.
 
 Run from the repo root (one process at a time, one thread each on a shared CPU):
 
     OMP_NUM_THREADS=1 python scripts/epochs.py                      # every run in RUNS, in order (done ones skipped)
-    OMP_NUM_THREADS=1 python scripts/epochs.py --runs mdlm_75k,ar_75k
+    OMP_NUM_THREADS=1 python scripts/epochs.py --runs mdlm_s08_75k,ar_wd0.1_do0.1_75k
     python scripts/epochs.py --summary-only                         # JSON from the run dirs so far, no training
-    python scripts/plot.py epochs artifacts/epochs/summary.json     # the plot
+    python scripts/plot.py epochs artifacts/epochs/summary.json     # the plots: vs epochs, and vs training FLOPs
+    python scripts/plot.py epochs artifacts/epochs/summary.json --x flops --out artifacts/plots/epochs_flops.png
 
 Writes artifacts/epochs/data/{val,train_N}.txt, one run dir per run under artifacts/epochs/runs/ (train log
-train.log, eval.json from scripts/eval.py) and artifacts/epochs/summary.json. A run dir that exists and is
-not finished is refused unless --force (then train.py --overwrite starts it again).
+train.log, eval.json from scripts/eval.py) and artifacts/epochs/summary.json. A run cut short (the driver stopped,
+the session ended) continues with train.py --resume, bit-exact, when the driver is started again; resumed.txt in its
+dir lists the sittings and the summary says so. --force starts it from scratch instead.
 """
+import contextlib
 import json
 import math
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -31,18 +40,34 @@ from utils.fileio import atomic_open  # noqa: E402
 ROOT = "artifacts/epochs"
 TOKENS_PER_STEP = 12 * 64  # the baby preset's batch x ctx: one epoch of N chars = N / 768 steps
 AR, MDLM, BD3 = ["--objective=ar"], ["--objective=mdlm"], ["--objective=bd3", "--bd3_block=4"]
+# model sizes at the baby shape (4 layers, 4 heads, ctx 64): params at Tiny Shakespeare's 66-token vocabulary
+SIZES = {"s02": ["--n_embd=64"], "s08": [], "s16": ["--n_embd=184"]}  # 0.20M, 0.80M, 1.65M
+MIR = ["--mir_weight=0.4", "--mir_mask_max=0.5"]  # AR's masked-input loss (Xu et al. 2026's setting)
+# the best of the AR grid at 75k (fill in once the grid is in, then its size runs mean something)
+AR_BEST = ["--weight_decay=0.1", "--dropout=0.1"]
 
-# name: (objective flags, train chars, epochs, epochs between evals, extra flags). AR overfits early, so its runs
-# stop at 80 epochs (60 on the half slice); bd3 costs ~2x a step (the doubled window), so 80. In priority order.
+
+def ar_grid(chars, tag):
+    """AR, fairly regularised: weight decay x dropout x masked-input loss at the baby size. AR peaks early and then
+    overfits: 80 epochs planned, stopped 20 epochs past its best."""
+    return {f"ar_wd{wd:g}_do{do:g}{'_mir' if mir else ''}_{tag}":
+            (AR, chars, 80, 1, [f"--weight_decay={wd}", f"--dropout={do}", *(MIR if mir else [])], 20)
+            for mir in (False, True) for wd in (0.1, 0.8, 1.6) for do in (0.0, 0.1, 0.2)}
+
+
+# name: (objective flags, train chars, epochs planned, epochs between evals, extra flags, patience in epochs: stop
+# once the best eval is this many epochs old, None = run them all). Diffusion never overfitted within 200 epochs
+# here: its runs plan 800 and stop when 100 epochs bring no new best. In priority order.
 RUNS = {
-    "mdlm_75k": (MDLM, 75_000, 200, 2, []),
-    "ar_75k": (AR, 75_000, 80, 1, []),
-    "ar_d02_75k": (AR, 75_000, 80, 1, ["--dropout=0.2"]),
-    "bd3_75k": (BD3, 75_000, 80, 2, []),
-    "mdlm_37k": (MDLM, 37_500, 150, 2, []),
-    "ar_37k": (AR, 37_500, 60, 1, []),
-    "ar_d02_37k": (AR, 37_500, 60, 1, ["--dropout=0.2"]),
-    "ar_d01_75k": (AR, 75_000, 80, 1, ["--dropout=0.1"]),
+    **ar_grid(75_000, "75k"),
+    "mdlm_s08_75k": (MDLM, 75_000, 800, 4, [], 100),
+    "mdlm_s16_75k": (MDLM, 75_000, 800, 4, SIZES["s16"], 100),
+    "mdlm_s02_75k": (MDLM, 75_000, 800, 4, SIZES["s02"], 100),
+    "bd3_s08_75k": (BD3, 75_000, 400, 4, [], 100),
+    "ar_best_s02_75k": (AR, 75_000, 80, 1, AR_BEST + SIZES["s02"], 20),
+    "ar_best_s16_75k": (AR, 75_000, 80, 1, AR_BEST + SIZES["s16"], 20),
+    **ar_grid(37_500, "37k"),
+    "mdlm_s08_37k": (MDLM, 37_500, 800, 4, [], 100),
 }
 
 
@@ -62,81 +87,128 @@ def prepare_data(sizes):
 
 
 def run_one(name, paths, force, eval_iters):
-    flags, n_chars, epochs, per_eval, extra = RUNS[name]
+    flags, n_chars, epochs, per_eval, extra, patience = RUNS[name]
     out = f"{ROOT}/runs/{name}"
     if os.path.isfile(f"{out}/eval.json"):
         print(f"{name}: done already ({out}/eval.json)", flush=True)
         return
-    if os.path.exists(out) and not force:
-        raise UserError(f"{out} exists but is not finished: look at {out}/train.log, then --force to start it again")
-    os.makedirs(out, exist_ok=True)
     steps_per_epoch = n_chars / TOKENS_PER_STEP
     cmd = [sys.executable, "train.py", "baby", *flags, *extra, f"--data_path={paths[f'train_{n_chars}']}",
            f"--val_path={paths['val']}", f"--max_iters={round(epochs * steps_per_epoch)}",
            f"--eval_interval={round(per_eval * steps_per_epoch)}", f"--eval_iters={eval_iters}", "--keep_last=1",
-           "--log_interval=500", f"--out_dir={out}", "--viz_video=", "--overwrite"]
-    t0 = time.time()
-    print(f"{name}: {' '.join(cmd[1:])}", flush=True)
-    with open(f"{out}/train.log", "w") as log:
-        if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode:
+           "--log_interval=500", f"--out_dir={out}", "--viz_video="]
+    stopped = os.path.isfile(f"{out}/stopped.json")  # trained already, stopped early by the patience rule
+    resume = not stopped and os.path.isfile(f"{out}/model.pt") and not force
+    if os.path.exists(out) and not (resume or stopped or force):
+        raise UserError(f"{out} exists with no checkpoint to resume: look at {out}/train.log, then --force to start again")
+    os.makedirs(out, exist_ok=True)
+    if not stopped:
+        cmd.append("--resume" if resume else "--overwrite")
+        if resume:  # bit-exact continuation (tests/test_train_scale.py); the summary lists the sittings
+            with open(f"{out}/resumed.txt", "a") as f:
+                f.write(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+        t0 = time.time()
+        print(f"{name}: {' '.join(cmd[1:])}", flush=True)
+        with open(f"{out}/train.log", "a" if resume else "w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            while proc.poll() is None:  # the patience rule: Ctrl-C (best.pt is kept) once the best eval is old
+                time.sleep(5)
+                curve = summarise(name)["curve"]
+                if patience and curve and curve[-1]["epoch"] - min(curve, key=lambda c: c["nats"])["epoch"] >= patience:
+                    proc.send_signal(signal.SIGINT)
+                    proc.wait()
+                    with atomic_open(f"{out}/stopped.json") as f:
+                        json.dump(dict(epoch=curve[-1]["epoch"], patience=patience), f)
+                    break
+        if proc.returncode and not os.path.isfile(f"{out}/stopped.json"):
             raise UserError(f"{name}: train.py failed, see {out}/train.log")
+        print(f"{name}: trained in {time.time() - t0:.0f}s", flush=True)
     ev = [sys.executable, "scripts/eval.py", f"{out}/best.pt", "--n-samples", "0", "--infill-len", "0",
           "--json", f"{out}/eval.json", "--force"]
     with open(f"{out}/eval.log", "w") as log:
         if subprocess.run(ev, stdout=log, stderr=subprocess.STDOUT).returncode:
             raise UserError(f"{name}: scripts/eval.py failed, see {out}/eval.log")
     s = summarise(name)
-    print(f"{name}: {time.time() - t0:.0f}s; best {s['best_nats']:.3f} nats/char at epoch {s['best_epoch']:.1f}; "
+    print(f"{name}: best {s['best_nats']:.3f} nats/char at epoch {s['best_epoch']:.1f}; "
           f"eval.py on best.pt {s['final_nats']:.3f} +- {s['final_se']:.3f}", flush=True)
 
 
+def model_line(out):
+    """(params, training FLOPs per token) from train.log's model line."""
+    with contextlib.suppress(OSError), open(f"{out}/train.log") as f:
+        for line in f:
+            m = re.match(r"model: ([\d,]+) parameters, ([\d.]+) MFLOP/token", line)
+            if m:
+                return int(m[1].replace(",", "")), float(m[2]) * 1e6
+    return None, None
+
+
 def summarise(name):
-    """One run's curve (epochs, val nats/char +- se) from metrics.jsonl and eval.py's figure on best.pt."""
-    flags, n_chars, epochs, per_eval, extra = RUNS[name]
+    """One run's curve (epochs, val nats/char +- se, training FLOPs) from metrics.jsonl and eval.py's figure on best.pt."""
+    flags, n_chars, epochs, per_eval, extra, patience = RUNS[name]
     out = f"{ROOT}/runs/{name}"
     rows = []
     if os.path.isfile(f"{out}/metrics.jsonl"):
         with open(f"{out}/metrics.jsonl") as f:
             rows = [json.loads(line) for line in f if line.strip()]
     n_iters = max([r["iter"] for r in rows if r.get("kind") == "eval"], default=0)
+    params, flops_tok = model_line(out)
     # the last eval row repeats the final step with more t (n_t=4): keep the periodic ones (n_t=1) plus it
     curve, seen = [], set()
     for r in rows:
         if r.get("kind") == "eval" and r["iter"] not in seen:
             seen.add(r["iter"])
             curve.append(dict(epoch=r["iter"] * TOKENS_PER_STEP / n_chars, iter=r["iter"],
+                              flops=flops_tok * r["iter"] * TOKENS_PER_STEP if flops_tok else None,
                               nats=r["bits_per_char"] * math.log(2), se=r["bpc_se"] * math.log(2)))
+    resumed = open(f"{out}/resumed.txt").read().split("\n")[:-1] if os.path.isfile(f"{out}/resumed.txt") else []
     s = dict(name=name, objective=flags[0].split("=")[1] + (f"/{flags[1].split('=')[1]}" if len(flags) > 1 else ""),
-             extra=extra, train_chars=n_chars, epochs_planned=epochs, iters_done=n_iters,
-             epochs_done=n_iters * TOKENS_PER_STEP / n_chars, curve=curve, finished=os.path.isfile(f"{out}/eval.json"))
+             extra=extra, train_chars=n_chars, epochs_planned=epochs, patience_epochs=patience, params=params,
+             flops_per_token=flops_tok, iters_done=n_iters, epochs_done=n_iters * TOKENS_PER_STEP / n_chars,
+             flops_done=flops_tok * n_iters * TOKENS_PER_STEP if flops_tok else None, resumed=resumed,
+             stopped_early=os.path.isfile(f"{out}/stopped.json"), curve=curve, finished=os.path.isfile(f"{out}/eval.json"))
     if curve:
         best = min(curve, key=lambda c: c["nats"])
-        s.update(best_nats=best["nats"], best_se=best["se"], best_epoch=best["epoch"])
+        s.update(best_nats=best["nats"], best_se=best["se"], best_epoch=best["epoch"], best_flops=best["flops"])
     if s["finished"]:
         with open(f"{out}/eval.json") as f:
             r = json.load(f)["runs"][0]
         s.update(final_nats=r["bits_per_char"] * math.log(2), final_se=r["bpc_se"] * math.log(2),
-                 final_iter=r["iter"], final_epoch=r["iter"] * TOKENS_PER_STEP / n_chars)
+                 final_iter=r["iter"], final_epoch=r["iter"] * TOKENS_PER_STEP / n_chars,
+                 final_flops=flops_tok * r["iter"] * TOKENS_PER_STEP if flops_tok else None,
+                 per_window_nats_char=[w / r["chars_per_token"] for w in r.get("per_window", [])])
     return s
+
+
+def paired(a, b):
+    """b - a in nats/char on the same eval.py windows, and the standard error of that difference."""
+    d = [y - x for x, y in zip(a["per_window_nats_char"], b["per_window_nats_char"])]
+    mean = sum(d) / len(d)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d))
 
 
 def write_summary(path):
     runs = [summarise(n) for n in RUNS if os.path.isdir(f"{ROOT}/runs/{n}")]
     for size in sorted({r["train_chars"] for r in runs}):
-        ar = [r for r in runs if r["train_chars"] == size and r["objective"] == "ar" and "best_nats" in r]
+        ar = [r for r in runs if r["train_chars"] == size and r["objective"] == "ar" and r["finished"]]
         if not ar:
             continue
-        ar_best = min(r["best_nats"] for r in ar)
-        for r in runs:  # the first epoch at which a diffusion run's bound is below every AR run's best at this size
-            if r["train_chars"] == size and r["objective"] != "ar":
-                below = [c["epoch"] for c in r["curve"] if c["nats"] < ar_best]
-                r.update(ar_best_nats=ar_best, first_epoch_below_ar_best=below[0] if below else None)
+        best_ar = min(ar, key=lambda r: r["final_nats"])  # the best regularised AR, by eval.py on best.pt
+        for r in runs:
+            if r["train_chars"] != size or r["objective"] == "ar":
+                continue
+            below = [c["epoch"] for c in r["curve"] if c["nats"] < best_ar["best_nats"]]
+            r.update(best_ar=best_ar["name"], first_epoch_below_best_ar=below[0] if below else None)
+            if r["finished"] and r["per_window_nats_char"] and best_ar["per_window_nats_char"]:
+                d, se = paired(best_ar, r)  # a crossover counts only below the best AR by more than 2 se (paired)
+                r.update(minus_best_ar=d, minus_best_ar_se=se, crossover=d < -2 * se)
     with atomic_open(path) as f:
         json.dump(dict(tokens_per_step=TOKENS_PER_STEP, val="last 10% of data/tinyshakespeare.txt", runs=runs), f, indent=1)
     for r in runs:
         fin = f"{r['final_nats']:.3f} +- {r['final_se']:.3f}" if r["finished"] else "(running or unfinished)"
         best = f"{r['best_nats']:.3f} at epoch {r['best_epoch']:.1f}" if "best_nats" in r else "-"
-        print(f"  {r['name']:12s} {r['train_chars']:>7,} chars {r['epochs_done']:6.1f} ep  best {best}  eval.py {fin}")
+        vs = f"  vs {r['best_ar']}: {r['minus_best_ar']:+.3f} +- {r['minus_best_ar_se']:.3f}" if "minus_best_ar" in r else ""
+        print(f"  {r['name']:22s} {r['train_chars']:>7,} chars {r['epochs_done']:6.1f} ep  best {best}  eval.py {fin}{vs}")
     print(f"wrote {path}")
 
 
@@ -144,7 +216,7 @@ def main(argv):
     p = ArgParser(prog="scripts/epochs.py", description="Train baby AR / mdlm / bd3 for many epochs on a data slice.")
     p.add_argument("--runs", default=",".join(RUNS), help="comma-separated names from RUNS, run in this order")
     p.add_argument("--eval-iters", type=int, default=50, help="validation batches of 12 windows per periodic eval")
-    p.add_argument("--force", action="store_true", help="start an unfinished run dir again (train.py --overwrite)")
+    p.add_argument("--force", action="store_true", help="start an unfinished run again (train.py --overwrite) instead of resuming it")
     p.add_argument("--summary-only", action="store_true", help="only write the JSON summary from the run dirs")
     p.add_argument("--summary", default=f"{ROOT}/summary.json", help="JSON summary path (replaced)")
     a = p.parse_args(argv)

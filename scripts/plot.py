@@ -7,6 +7,7 @@ Run from the repo root:
     python scripts/plot.py frontier artifacts/eval/cpu_sweep.json                     # gen-PPL vs sample entropy
     python scripts/plot.py nfe artifacts/eval/baby_uniform_vs_mdlm.json               # gen-PPL and entropy vs NFE
     python scripts/plot.py epochs artifacts/epochs/summary.json                       # val nats/char vs epochs
+    python scripts/plot.py epochs artifacts/epochs/summary.json --x flops --out artifacts/plots/epochs_flops.png
 
 `curves` reads each run directory's metrics.jsonl (written by train.py); `entropy` and `frontier`
 read the JSON of scripts/eval.py (`frontier` needs its --sweep; `nfe` a --sweep steps=...); `epochs` the
@@ -236,9 +237,10 @@ def plot_nfe(paths, out):
     _save(plt, fig, out)
 
 
-def plot_epochs(paths, out):
-    """Val nats/char against epochs over the data slice (log x), one line per run (band = ± se), eval.py's figure
-    on best.pt as a star, and each data size's best AR value as a dashed horizontal line."""
+def plot_epochs(paths, out, x="epochs"):
+    """Val nats/char against epochs over the data slice, or training FLOPs (log x): each data size's best AR (by
+    eval.py on best.pt) dashed, the other AR configurations thin grey, diffusion runs in colour (band = ± se), and
+    eval.py's figure on best.pt as a star."""
     plt, fig, ax = _figure()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     runs = []
@@ -248,28 +250,35 @@ def plot_epochs(paths, out):
         with open(path) as f:
             runs += json.load(f)["runs"]
     sizes = sorted({r["train_chars"] for r in runs}, reverse=True)
-    styles = ["-", "--", ":", "-."]
+    best_ar = {}  # data size -> the AR run with the lowest final (else best periodic) figure
+    for r in runs:
+        if r["objective"] == "ar" and "best_nats" in r:
+            key = lambda q: q.get("final_nats", q["best_nats"])
+            if r["train_chars"] not in best_ar or key(r) < key(best_ar[r["train_chars"]]):
+                best_ar[r["train_chars"]] = r
+    styles, grey_label = ["-", ":", "-.", "--"], True
     for i, r in enumerate(runs):
-        if not r["curve"]:
+        if not r["curve"] or (x == "flops" and r["curve"][0].get("flops") is None):
             continue
-        c, ls = colors[i % len(colors)], styles[sizes.index(r["train_chars"]) % len(styles)]
-        e, y, se = ([p[k] for p in r["curve"]] for k in ("epoch", "nats", "se"))
-        what = "NLL" if r["objective"] == "ar" else "bound"
-        ax.plot(e, y, color=c, ls=ls, lw=1.5, label=f"{r['name']} ({r['objective']}{' ' + ' '.join(r['extra']) if r['extra'] else ''}, "
-                f"{r['train_chars']:,} chars) val {what}")
+        ls = styles[sizes.index(r["train_chars"]) % len(styles)]
+        e, y, se = ([p[k] for p in r["curve"]] for k in ("epoch" if x == "epochs" else "flops", "nats", "se"))
+        what = f"{r['objective']}{' ' + ' '.join(r['extra']) if r['extra'] else ''}, {r['train_chars']:,} chars"
+        if r["objective"] == "ar" and best_ar.get(r["train_chars"]) is not r:
+            ax.plot(e, y, color="0.6", ls=ls, lw=0.7, alpha=0.6, label="other AR configurations" if grey_label else None)
+            grey_label = False
+            continue
+        c = "k" if r["objective"] == "ar" else colors[i % len(colors)]
+        ax.plot(e, y, color=c, ls="--" if r["objective"] == "ar" else ls, lw=1.5,
+                label=f"{'best AR: ' if r['objective'] == 'ar' else ''}{r['name']} ({what})")
         ax.fill_between(e, [a - b for a, b in zip(y, se)], [a + b for a, b in zip(y, se)], color=c, alpha=0.12, lw=0)
         if r.get("finished"):
-            ax.errorbar([r["final_epoch"]], [r["final_nats"]], yerr=[r["final_se"]], color=c, marker="*", ms=10, capsize=3)
-    for j, size in enumerate(sizes):
-        ar = [r["best_nats"] for r in runs if r["train_chars"] == size and r["objective"] == "ar" and "best_nats" in r]
-        if ar:
-            ax.axhline(min(ar), color="k", ls=styles[j % len(styles)], lw=1, alpha=0.6,
-                       label=f"best AR, {size:,} chars: {min(ar):.3f}")
+            ax.errorbar([r["final_epoch"] if x == "epochs" else r["final_flops"]], [r["final_nats"]], yerr=[r["final_se"]], color=c, marker="*", ms=10, capsize=3)
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))  # 1, 10, 100 rather than 10^0
-    ax.set_xlabel("epochs over the training slice (log)")
+    if x == "epochs":
+        ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))  # 1, 10, 100 rather than 10^0
+    ax.set_xlabel("epochs over the training slice (log)" if x == "epochs" else "training FLOPs (log)")
     ax.set_ylabel("val nats per character (lower is better)")
-    ax.set_title("Baby models on a fixed slice of Tiny Shakespeare (★ = scripts/eval.py on best.pt)", fontsize=10)
+    ax.set_title("Models on a fixed slice of Tiny Shakespeare (★ = scripts/eval.py on best.pt)", fontsize=10)
     ax.set_ylim(top=min(3.2, ax.get_ylim()[1]))  # overfit AR runs climb far above: keep the interesting band
     ax.legend(fontsize=7)
     _save(plt, fig, out)
@@ -281,11 +290,17 @@ def main(argv):
                    help="curves: run dirs; entropy/frontier/nfe: eval.py JSON files; epochs: scripts/epochs.py summary")
     p.add_argument("inputs", nargs="+", help="run directories (curves) or eval.py --json files (entropy, frontier)")
     p.add_argument("--out", default="", help="PNG path (default artifacts/plots/<what>.png)")
+    p.add_argument("--x", choices=("epochs", "flops"), default=None, help="epochs only: the x axis (default epochs)")
     a = p.parse_args(argv)
+    if a.x and a.what != "epochs":
+        raise UserError(f"--x sets the x axis of the epochs plot; {a.what} has its own: drop --x")
     out = a.out or DEFAULT_OUT[a.what]
     if not out.lower().endswith(".png"):
         raise UserError(f"--out {out} should end in .png")
-    dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier, nfe=plot_nfe, epochs=plot_epochs)[a.what](a.inputs, out)
+    if a.what == "epochs":
+        plot_epochs(a.inputs, out, a.x or "epochs")
+    else:
+        dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier, nfe=plot_nfe)[a.what](a.inputs, out)
 
 
 if __name__ == "__main__":

@@ -1,30 +1,60 @@
-"""scripts/epochs.py's summary (best epoch, eval.py's figure, the first epoch below AR's best) and scripts/plot.py
-epochs, on run directories written by hand. python -m pytest -q tests/test_epochs.py"""
+"""scripts/epochs.py's summary (best epoch, eval.py's figure, training FLOPs, the first epoch below the best AR, the
+paired difference and the crossover rule) and scripts/plot.py epochs (vs epochs and vs FLOPs), on run directories
+written by hand. python -m pytest -q tests/test_epochs.py"""
 import json
 import math
 
 from helpers import run_cli_here, script
 
+STEPS = 75_000 / 768  # one epoch of the 75k slice in steps
 
-def _run(root, name, curve, final):
+
+def _run(root, name, curve, final, per_window, mflop=3.0):
     d = root / "artifacts/epochs/runs" / name
     d.mkdir(parents=True)
     rows = [dict(kind="eval", iter=it, bits_per_char=n / math.log(2), bpc_se=0.02) for it, n in curve]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    runs = [dict(bits_per_char=final / math.log(2), bpc_se=0.03, iter=curve[-1][0])]
+    (d / "train.log").write_text(f"config: ...\nmodel: 803,328 parameters, {mflop:.1f} MFLOP/token (training), ...\n")
+    runs = [dict(bits_per_char=final / math.log(2), bpc_se=0.03, iter=curve[-1][0], chars_per_token=1.0,
+                 per_window=per_window)]
     (d / "eval.json").write_text(json.dumps(dict(runs=runs)))
 
 
-def test_summary_finds_each_runs_best_and_where_diffusion_passes_ar(in_tmp, capsys):
-    steps = 75_000 / 768  # one epoch of the 75k slice in steps
-    _run(in_tmp, "ar_75k", [(round(steps), 2.5), (round(8 * steps), 2.25), (round(40 * steps), 2.9)], 2.24)
-    _run(in_tmp, "mdlm_75k", [(round(steps), 3.0), (round(100 * steps), 2.26), (round(190 * steps), 2.20)], 2.21)
+def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in_tmp, capsys):
+    ar, mdlm = "ar_wd0.1_do0_75k", "mdlm_s08_75k"
+    # AR: windows 2.0 / 2.5 alternating; mdlm 0.1 lower on every window but one: a paired difference far beyond 2 se
+    ar_w = [2.0, 2.5] * 8
+    md_w = [w - 0.1 for w in ar_w[:-1]] + [ar_w[-1]]
+    _run(in_tmp, ar, [(round(STEPS), 2.5), (round(8 * STEPS), 2.25), (round(40 * STEPS), 2.9)], 2.24, ar_w)
+    _run(in_tmp, "ar_wd0.8_do0.1_75k", [(round(STEPS), 2.6), (round(9 * STEPS), 2.3)], 2.31, [w + 0.05 for w in ar_w])
+    _run(in_tmp, mdlm, [(round(STEPS), 3.0), (round(100 * STEPS), 2.26), (round(190 * STEPS), 2.20)], 2.21, md_w)
     code, out, err = run_cli_here(script("epochs").main, ["--summary-only"], capsys)
     assert code == 0, err
     s = {r["name"]: r for r in json.loads((in_tmp / "artifacts/epochs/summary.json").read_text())["runs"]}
-    assert abs(s["ar_75k"]["best_epoch"] - 8) < 0.01 and abs(s["ar_75k"]["best_nats"] - 2.25) < 1e-9
-    assert abs(s["mdlm_75k"]["first_epoch_below_ar_best"] - 190) < 0.01 and abs(s["mdlm_75k"]["final_nats"] - 2.21) < 1e-9
-    code, out, err = run_cli_here(script("plot").main, ["epochs", "artifacts/epochs/summary.json", "--out", "e.png"], capsys)
-    assert code == 0 and (in_tmp / "e.png").stat().st_size > 0, err
+    assert abs(s[ar]["best_epoch"] - 8) < 0.01 and abs(s[ar]["best_nats"] - 2.25) < 1e-9
+    assert s[ar]["params"] == 803_328 and s[ar]["flops_done"] == 3e6 * round(40 * STEPS) * 768
+    m = s[mdlm]
+    assert m["best_ar"] == ar  # the lower of the two AR configurations by eval.py
+    assert abs(m["first_epoch_below_best_ar"] - 190) < 0.01 and abs(m["final_nats"] - 2.21) < 1e-9
+    d = [b - a for a, b in zip(ar_w, md_w)]  # by hand: mean and se of the paired differences
+    mean = sum(d) / len(d)
+    se = math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d))
+    assert abs(m["minus_best_ar"] - mean) < 1e-12 and abs(m["minus_best_ar_se"] - se) < 1e-12 and m["crossover"]
+    for x in ("epochs", "flops"):
+        code, out, err = run_cli_here(script("plot").main, ["epochs", "artifacts/epochs/summary.json", "--x", x,
+                                                           "--out", f"e_{x}.png"], capsys)
+        assert code == 0 and (in_tmp / f"e_{x}.png").stat().st_size > 0, err
+    code, out, err = run_cli_here(script("plot").main, ["curves", "x", "--x", "flops"], capsys)
+    assert code == 2 and "drop --x" in err
     code, out, err = run_cli_here(script("epochs").main, ["--runs", "nope"], capsys)
     assert code == 2 and "unknown run" in err
+
+
+def test_a_tie_within_two_standard_errors_is_no_crossover(in_tmp, capsys):
+    ar_w = [2.0, 2.5] * 8
+    md_w = [w + (-0.3 if i % 2 else 0.28) for i, w in enumerate(ar_w)]  # lower on average, but noisy
+    _run(in_tmp, "ar_wd0.1_do0_75k", [(round(8 * STEPS), 2.25)], 2.25, ar_w)
+    _run(in_tmp, "mdlm_s08_75k", [(round(100 * STEPS), 2.24)], 2.24, md_w)
+    assert run_cli_here(script("epochs").main, ["--summary-only"], capsys)[0] == 0
+    s = {r["name"]: r for r in json.loads((in_tmp / "artifacts/epochs/summary.json").read_text())["runs"]}
+    assert s["mdlm_s08_75k"]["minus_best_ar"] < 0 and not s["mdlm_s08_75k"]["crossover"]

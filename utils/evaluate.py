@@ -74,7 +74,8 @@ def evaluate(model, windows, cfg, schedule, tok, batch_size, device, ctx=nullcon
     v = torch.cat(per_seq)
     mean, se = v.mean().item(), (v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan"))
     out = dict(nats_per_token=mean, se=se, bits_per_char=mean / chars_per_token / LN2,
-               bpc_se=se / chars_per_token / LN2, ppl=math.exp(mean), n_windows=len(v), n_t=n_t)
+               bpc_se=se / chars_per_token / LN2, ppl=math.exp(mean), n_windows=len(v), n_t=n_t,
+               per_window=v.tolist())  # nats/token per window: paired comparisons of two runs on the same windows
     if mc_var:
         out["mc_se_max"] = torch.cat(mc_var).sum().sqrt().item() / len(v)
         out["mc_bpc_max"] = out["mc_se_max"] / chars_per_token / LN2  # in the units of the ± it is a share of
