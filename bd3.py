@@ -305,7 +305,8 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 MODEL = dict(time_cond="none")  # each block has its own t, and the [MASK] count of a block tells its rate
-IGNORES = ("time_cond", "loss_type", "mask_span", "semi_ar_length", "mir_weight", "mir_mask_max")  # its own bound, its own blocks
+# its own bound, its own blocks; the AR's and mdlm's training keys
+IGNORES = ("time_cond", "loss_type", "mask_span", "semi_ar_length", "mir_weight", "mir_mask_max", "time_beta")
 CONTINUES_ONLY = ANY_LENGTH = True  # continues a prompt block by block, past the context
 
 

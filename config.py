@@ -40,6 +40,7 @@ class Config:
     n_embd: int = trained(384)          # head_dim = n_embd / n_head = 64
     time_cond: str = trained("learned")  # 'learned' Embedding(T+1, d) added to the input | 'adaln' (DiT adaLN-Zero) | 'none'
     dropout: float = 0.0                # training only (nanoGPT's key): embeddings, attention, MLP output; off in eval
+    qk_norm: bool = trained(False)      # RMSNorm on queries and keys after RoPE (nanochat, the reference micro-dLLM)
     # ---- objective
     objective: str = trained("mdlm")    # 'mdlm' masked diffusion (diffusion.py) | 'uniform' uniform-state diffusion (no
                                         # [MASK]; uniform.py) | 'ar' same net, causal, next-token loss (ar.py)
@@ -53,6 +54,8 @@ class Config:
     diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process
     schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T | 'cosine_offset' (s=0.008)
     loss_type: str = "elbo"             # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
+    time_beta: float = 0.0              # mdlm training: t/T ~ Beta(a, a), the loss weighted by 1/(T q(t)) (still an unbiased
+                                        #   estimate of the uniform-t objective); 0 = uniform t; a > 1 favours mid mask rates
     mask_span: int = 0                  # >1: training masks aligned spans of this many tokens whole (semi-AR-like); 0 = per token
     # ---- optimisation
     batch_size: int = 64                # sequences per step

@@ -86,11 +86,33 @@ def predict_logits(model, xt, t, mask_id, positions=None):
     return no_mask_logit(logits, mask_id)
 
 
+def beta_proposal(T, a, n_grid=64):
+    """q(t), t = 1..T: the mass a Beta(a, a) density on the mask rate's clock t/T puts on ((t-1)/T, t/T] (midpoint rule,
+    n_grid points a step; q is normalised, so the weights below are exact for the q actually drawn from). a > 1 is
+    bell-shaped over mid rates (Hong et al. 2026, arXiv 2605.13026), a = 1 uniform. Returns (T,) float64."""
+    u = (torch.arange(T * n_grid, dtype=torch.float64) + 0.5) / (T * n_grid)
+    q = (u * (1 - u)).pow(a - 1).view(T, n_grid).sum(1)
+    return q / q.sum()
+
+
+def proposal_times(q, n, offset=0, total=None, u=None, generator=None, device="cpu"):
+    """n times in 1..T drawn from q (T,), stratified like common.stratified_times (the i-th of `total` slices of [0, 1)
+    through q's inverse CDF), and each one's importance weight 1 / (T q(t)): E_q[w(t) f(t)] = (1/T) sum_t f(t), so a
+    weighted loss is an unbiased estimate of the uniform-t one (the NELBO itself, for loss_type='elbo')."""
+    total = total or n
+    if u is None:
+        u = torch.rand((), generator=generator, dtype=torch.float64)
+    v = (torch.arange(offset, offset + n, dtype=torch.float64) + u) / total
+    t = (torch.searchsorted(q.cumsum(0), v, right=True) + 1).clamp_(1, len(q))
+    return t.to(device), (1.0 / (len(q) * q[t - 1])).float().to(device)
+
+
 def diffusion_loss(model, x0, schedule, mask_id, loss_type="elbo", generator=None, t=None, masked_only=False,
-                   mask_span=0):
+                   mask_span=0, weight=None):
     """One training/eval pass. Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict).
     The NELBO estimate is returned whatever loss_type is trained, so validation always reports the bound.
-    masked_only: run the output head on masked positions only (same NELBO; aux logits are then (N, V))."""
+    masked_only: run the output head on masked positions only (same NELBO; aux logits are then (N, V)).
+    weight (B,): each sequence's importance weight in the loss (t drawn from a proposal, proposal_times)."""
     B, L = x0.shape
     if t is None:
         t = stratified_times(B, schedule.T, generator, x0.device)
@@ -109,12 +131,13 @@ def diffusion_loss(model, x0, schedule, mask_id, loss_type="elbo", generator=Non
         ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
     w = (schedule.T * schedule.weight.to(x0.device)[t]).float()  # (B,) importance weight T * w(t)
     nelbo = (w[:, None] * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L
+    iw = torch.ones(B, device=x0.device) if weight is None else weight  # (B,)
     if loss_type == "elbo":
-        loss = nelbo.mean()
+        loss = (iw * nelbo).mean()
     elif loss_type == "masked_ce":
-        loss = (ce * masked).sum() / masked.sum().clamp(min=1)
+        loss = (iw[:, None] * ce * masked).sum() / masked.sum().clamp(min=1)
     elif loss_type == "all_ce":
-        loss = ce.mean()
+        loss = (iw * ce.mean(1)).mean()
     else:
         raise ValueError(f"unknown loss_type {loss_type!r}")
     return loss, nelbo.detach(), dict(t=t, masked=masked, logits=logits.detach(), ce=ce.detach())
@@ -320,15 +343,21 @@ STEP_CHAIN = True  # the K-step sampler walks the schedule's grid (scripts/eval.
 
 
 def check(cfg, given=()):
+    if cfg.time_beta < 0:
+        raise UserError(f"time_beta={cfg.time_beta}: give a Beta(a, a) shape a > 0 (e.g. 2), or 0 for uniform t")
     if cfg.steps > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold:
         raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} "
                         f"or fewer, or --tokens_per_step=linear (its step count is free)")
 
 
 def loss(model, x, cfg, schedule, tok, draw):
-    t = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u)
+    if cfg.time_beta:  # t from a proposal, the loss importance-weighted back to uniform t
+        t, weight = proposal_times(beta_proposal(schedule.T, cfg.time_beta), len(x), draw.offset, draw.total, draw.u,
+                                   device=x.device)
+    else:
+        t, weight = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u), None
     return diffusion_loss(model, x, schedule, tok.mask_id, cfg.loss_type, draw.generator, t=t,
-                          masked_only=cfg.head_on_masked_only, mask_span=cfg.mask_span)[0]
+                          masked_only=cfg.head_on_masked_only, mask_span=cfg.mask_span, weight=weight)[0]
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):

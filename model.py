@@ -30,13 +30,14 @@ class ModelArgs:
     time_cond: str = "learned"   # 'learned' | 'adaln' | 'none'
     causal: bool = False         # True for the AR baseline
     dropout: float = 0.0         # training only: embeddings, attention weights and outputs, MLP output (nanoGPT)
+    qk_norm: bool = False        # RMSNorm on queries and keys after RoPE (nanochat)
 
     @classmethod
     def from_config(cls, cfg, vocab_size, **fixed):
         """The model a config describes; `fixed`: what the objective sets itself (objectives.model_args)."""
         return cls(**{**dict(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                              n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps, time_cond=cfg.time_cond,
-                             dropout=cfg.dropout), **fixed})
+                             dropout=cfg.dropout, qk_norm=cfg.qk_norm), **fixed})
 
 
 def dropout(p):
@@ -65,7 +66,7 @@ def apply_rope(x, cos, sin):
 class Attention(nn.Module):
     def __init__(self, a: ModelArgs):
         super().__init__()
-        self.n_head, self.causal, self.p_attn = a.n_head, a.causal, a.dropout
+        self.n_head, self.causal, self.p_attn, self.qk_norm = a.n_head, a.causal, a.dropout, a.qk_norm
         self.qkv = nn.Linear(a.n_embd, 3 * a.n_embd, bias=False)
         self.proj = nn.Linear(a.n_embd, a.n_embd, bias=False)
         self.drop = dropout(a.dropout)
@@ -74,6 +75,8 @@ class Attention(nn.Module):
         B, L, C = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # 3x (B, H, L, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.qk_norm:  # unit-RMS queries and keys: the attention logits' scale cannot drift (nanochat)
+            q, k = rms_norm(q), rms_norm(k)
         if kv_cache is not None:  # AR decoding: append this step's keys/values
             k, v = kv_cache.update(k, v)
         # causal only when the queries start at position 0 (a cached decode step sees all keys)

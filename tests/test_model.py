@@ -72,3 +72,19 @@ def test_dropout_only_in_training_mode():
 def test_dropout_zero_adds_no_module():
     assert not any(isinstance(m, torch.nn.Dropout) for m in _tiny().modules())
     assert sum(isinstance(m, torch.nn.Dropout) for m in _tiny(dropout=0.1).modules()) == 1 + 2 * 2  # embeddings; attn + MLP per layer
+
+
+def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
+    x, t = torch.randint(0, 10, (2, 16)), torch.tensor([3, 7])
+    for causal in (False, True):
+        plain, normed = _tiny(causal=causal), _tiny(causal=causal, qk_norm=True)
+        assert plain.num_params() == normed.num_params()  # parameter-free
+        with torch.no_grad():
+            before = (plain(x, t), normed(x, t))
+            for m in (plain, normed):
+                for layer in m.layers:  # scale the query and key rows of qkv; values untouched
+                    layer.attn.qkv.weight[: 2 * 32] *= 5.0
+            after = (plain(x, t), normed(x, t))
+        assert not torch.allclose(before[0], after[0], atol=1e-3)  # without it the logits sharpen
+        assert torch.allclose(before[1], after[1], atol=1e-5)
+        assert not torch.allclose(before[0], before[1], atol=1e-3)  # and it is a different network
