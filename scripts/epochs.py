@@ -110,13 +110,20 @@ def run_one(name, paths, force, eval_iters):
         t0 = time.time()
         print(f"{name}: {' '.join(cmd[1:])}", flush=True)
         with open(f"{out}/train.log", "a" if resume else "w") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            # a driver started in the background (nohup ... &) ignores SIGINT, and its children would inherit that:
+            # give train.py Python's own Ctrl-C back, so the patience rule's SIGINT ends it like a Ctrl-C
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             while proc.poll() is None:  # the patience rule: Ctrl-C (best.pt is kept) once the best eval is old
                 time.sleep(5)
                 curve = summarise(name)["curve"]
                 if patience and curve and curve[-1]["epoch"] - min(curve, key=lambda c: c["nats"])["epoch"] >= patience:
                     proc.send_signal(signal.SIGINT)
-                    proc.wait()
+                    try:
+                        proc.wait(timeout=300)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
                     with atomic_open(f"{out}/stopped.json") as f:
                         json.dump(dict(epoch=curve[-1]["epoch"], patience=patience), f)
                     break
