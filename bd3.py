@@ -305,17 +305,12 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 MODEL = dict(time_cond="none")  # each block has its own t, and the [MASK] count of a block tells its rate
-IGNORES = ("time_cond", "loss_type", "mask_span", "semi_ar_length")  # its own bound, its own blocks
+IGNORES = {**dict.fromkeys(("time_cond", "loss_type", "mask_span"), "it trains the block-diffusion bound, with no time input"),
+           "semi_ar_length": "it decodes in its own blocks of bd3_block tokens"}
 CONTINUES_ONLY = ANY_LENGTH = True  # continues a prompt block by block, past the context
 
 
 def check(cfg, given=()):
-    """Refuses the keys it has no use for when given (a preset's values for them are simply not read)."""
-    bad = [k for k in ("loss_type", "mask_span", "time_cond") if k in given]
-    if bad:
-        raise UserError(f"objective=bd3 trains the block-diffusion bound, with no time input: drop --{bad[0]}")
-    if "semi_ar_length" in given:
-        raise UserError("objective=bd3 decodes in its own blocks of bd3_block tokens: drop --semi_ar_length")
     if not 1 <= cfg.bd3_block <= cfg.block_size or cfg.block_size % cfg.bd3_block:
         raise UserError(f"bd3_block={cfg.bd3_block} must divide block_size={cfg.block_size}: e.g. --bd3_block=4")
     if not 0 <= cfg.bd3_mask_min < cfg.bd3_mask_max <= 1:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from config import Config
-from helpers import ROOT, TINY, ConstModel, Tok, real_text, script as _script
+from helpers import ROOT, TINY, ConstModel, Tok, for_objective, real_text, script as _script
 from diffusion import Schedule
 from utils.evaluate import evaluate
 from model import ModelArgs, Transformer
@@ -27,9 +27,9 @@ def _train(d, *extra):
     cwd = os.getcwd()
     os.chdir(d)
     try:
-        train.main([f"--data_path={real_text()}", f"--out_dir={d / 'out'}", "--max_iters=40", "--eval_interval=20",
-                    "--learning_rate=3e-3", "--warmup_iters=10", "--gen_len=16", *TINY, "--log_interval=10",
-                    "--eval_iters=2", *extra])
+        train.main(for_objective([f"--data_path={real_text()}", f"--out_dir={d / 'out'}", "--max_iters=40",
+                                  "--eval_interval=20", "--learning_rate=3e-3", "--warmup_iters=10", "--gen_len=16",
+                                  *TINY, "--log_interval=10", "--eval_iters=2", *extra]))
     finally:
         os.chdir(cwd)
     return d / "out" / "model.pt"
