@@ -188,7 +188,7 @@ def setup(argv):
 def load_data(cfg, env):
     tok = tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
     if cfg.init_from and not env.resume:
-        tok = source_tokenizer(cfg.init_from, cfg.tokenizer)  # the source's tokenizer, as --resume does it
+        tok = source_tokenizer(cfg.init_from, cfg.tokenizer, cfg.objective)  # the source's tokenizer, as --resume does it
     if env.world > 1 and not env.master:
         torch.distributed.barrier()  # rank 0 encodes the token cache first; the others then read it
     tok, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=env.master)
