@@ -106,11 +106,11 @@ def bd3_logits(model, xt, x0, block, mask_id, positions=None):
         logits = model(xt, positions=positions)
     else:
         n = bd3_columns(L, block)  # the last clean block is context for no one: left out
-        head = torch.ones_like(x0, dtype=torch.bool) if positions is None else positions
         rope = torch.arange(L, device=x0.device).repeat(2)[:n]  # both halves at positions 0..L-1
+        cols = dict(head_cols=L) if positions is None else dict(  # the noisy half by a slice: no sync, no graph break
+            positions=torch.cat([positions, torch.zeros_like(positions[:, block:])], 1))  # (N, V)
         logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=bd3_attn_mask(L, block, x0.device)[:n, :n],
-                       rope_pos=rope, positions=torch.cat([head, torch.zeros_like(head[:, block:])], 1))  # (N, V)
-        logits = logits if positions is not None else logits.view(B, L, -1)
+                       rope_pos=rope, **cols)
     return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
 
 

@@ -111,15 +111,15 @@ def test_one_block_is_mdlm():
 
 
 class ConstModel(torch.nn.Module):
-    """The same logits everywhere, whatever it sees; honours positions= as Transformer does."""
+    """The same logits everywhere, whatever it sees; honours positions= and head_cols= as Transformer does."""
 
     def __init__(self, logits):
         super().__init__()
         self.logits = torch.tensor(logits, dtype=torch.float32)
 
-    def forward(self, idx, t=None, positions=None, **kw):
+    def forward(self, idx, t=None, positions=None, head_cols=None, **kw):
         out = self.logits.expand(*idx.shape, -1).clone()
-        return out if positions is None else out[positions]
+        return out[:, :head_cols] if positions is None else out[positions]
 
 
 def test_bd3_bound_equals_hand_computation():
