@@ -101,7 +101,7 @@ def bd3_logits(model, xt, x0, block, mask_id, positions=None):
     [MASK] logit at -inf. Returns (B, L, V), or (N, V) at positions (B, L) bool of the noisy half.
     The clean half is only the context of later blocks (its logits carry no loss and are never computed), so its
     last block is left out; with one block (L' = L) all of it is: exactly MDLM's pass with time_cond='none'."""
-    B, L = x0.shape
+    L = x0.size(1)
     if block == L:
         logits = model(xt, positions=positions)
     else:
