@@ -40,7 +40,7 @@ from configurator import config_from_dict  # noqa: E402
 from diffusion import ORDERS, Schedule  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
-from utils.dist import pick_device  # noqa: E402
+from utils.dist import DTYPES, autocast_for, pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, check_output  # noqa: E402
 from utils.evaluate import evaluate  # noqa: E402
@@ -79,6 +79,8 @@ def parse_args(argv):
                    "a row that gets no closer says unmatched; needs --ar-checkpoint and --n-samples)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--dtype", choices=DTYPES, default="auto", help="autocast of the forward passes, as train.py's "
+                   "--dtype: auto = bf16 on a CUDA GPU that has it (fp16 on one that does not), fp32 elsewhere")
     p.add_argument("--json", default="", help="also write every figure here (atomically)")
     p.add_argument("--force", action="store_true", help="overwrite --json if it exists")
     a = p.parse_args(argv)
@@ -416,11 +418,14 @@ def main(argv):
             if r["fp"] != sfp:
                 raise UserError(f"tokenizer of {r['path']} ({r['fp']}) differs from the scorer {args.ar_checkpoint}'s "
                                 f"({sfp}): gen-PPL needs an AR scorer trained with the same tokenizer on the same data")
-    print(f"device: {device}; {args.split} split, {args.n_windows} windows x {args.n_t} t; {args.n_samples} samples at "
+    ctx, precision = autocast_for(device, args.dtype)  # training's policy (and TF32 on CUDA)
+    print(f"device: {device}, {precision} forward passes (float64 draws); {args.split} split, {args.n_windows} windows x {args.n_t} t; {args.n_samples} samples at "
           f"steps={args.steps}, temperature={args.temperature}; scorer: {args.ar_checkpoint or 'none'}")
     rows, bar, t0 = [], Progress(runs, args), time.time()
     for i, r in enumerate(runs):
-        rows.append(evaluate_run(r, args, scorer, device, bar))
+        with ctx:
+            rows.append(evaluate_run(r, args, scorer, device, bar))
+        rows[-1]["precision"] = precision  # what scored the bound and drew the samples
         # a model scoring its own samples flatters itself: say so wherever its gen-PPL is shown
         rows[-1]["judge"] = args.ar_checkpoint or None
         rows[-1]["self_scored"] = bool(args.ar_checkpoint) and os.path.samefile(r["path"], args.ar_checkpoint)
@@ -440,7 +445,7 @@ def main(argv):
                   f"sample entropy {s['sample_entropy']:.3f}, distinct-2 {s['distinct_2']:.3f}{bound}")
     if args.json:
         settings = {k: v for k, v in vars(args).items()}
-        write_json(args.json, dict(settings=settings, device=str(device), val_sample_entropy=val_entropy, runs=rows))
+        write_json(args.json, dict(settings=settings, device=str(device), precision=precision, val_sample_entropy=val_entropy, runs=rows))
         print(f"wrote {args.json}")
 
 

@@ -159,3 +159,4 @@ def test_sampling_an_ar_checkpoint_refuses_diffusion_flags(tmp_path, capsys):
     assert_one_line_error(code, err, "objective=ar", "--steps")
     code, text, err = run_cli_here(inference.main, [ck, "--gen_len=4", "--temperature=0.5", "--device=cpu"], capsys)
     assert code == 0, err
+    assert "device cpu, float32 forward passes, float64 draws" in text.splitlines()[0]  # the precision that sampled
