@@ -101,16 +101,16 @@ def bd3_logits(model, xt, x0, block, mask_id, positions=None):
     [MASK] logit at -inf. Returns (B, L, V), or (N, V) at positions (B, L) bool of the noisy half.
     The clean half is only the context of later blocks (its logits carry no loss and are never computed), so its
     last block is left out; with one block (L' = L) all of it is: exactly MDLM's pass with time_cond='none'."""
-    B, L = x0.shape
+    L = x0.size(1)
     if block == L:
         logits = model(xt, positions=positions)
     else:
         n = bd3_columns(L, block)  # the last clean block is context for no one: left out
-        head = torch.ones_like(x0, dtype=torch.bool) if positions is None else positions
         rope = torch.arange(L, device=x0.device).repeat(2)[:n]  # both halves at positions 0..L-1
+        cols = dict(head_cols=L) if positions is None else dict(  # the noisy half by a slice: no sync, no graph break
+            positions=torch.cat([positions, torch.zeros_like(positions[:, block:])], 1))  # (N, V)
         logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=bd3_attn_mask(L, block, x0.device)[:n, :n],
-                       rope_pos=rope, positions=torch.cat([head, torch.zeros_like(head[:, block:])], 1))  # (N, V)
-        logits = logits if positions is not None else logits.view(B, L, -1)
+                       rope_pos=rope, **cols)
     return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
 
 
@@ -305,18 +305,14 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 MODEL = dict(time_cond="none")  # each block has its own t, and the [MASK] count of a block tells its rate
-# its own bound, its own blocks; the AR's and mdlm's training keys
-IGNORES = ("time_cond", "loss_type", "mask_span", "semi_ar_length", "mir_weight", "mir_mask_max", "time_beta")
+IGNORES = {**dict.fromkeys(("time_cond", "loss_type", "mask_span"), "it trains the block-diffusion bound, with no time input"),
+           "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
+           **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar"),
+           "time_beta": "masked diffusion's training-time proposal: use --objective=mdlm"}
 CONTINUES_ONLY = ANY_LENGTH = True  # continues a prompt block by block, past the context
 
 
 def check(cfg, given=()):
-    """Refuses the keys it has no use for when given (a preset's values for them are simply not read)."""
-    bad = [k for k in ("loss_type", "mask_span", "time_cond") if k in given]
-    if bad:
-        raise UserError(f"objective=bd3 trains the block-diffusion bound, with no time input: drop --{bad[0]}")
-    if "semi_ar_length" in given:
-        raise UserError("objective=bd3 decodes in its own blocks of bd3_block tokens: drop --semi_ar_length")
     if not 1 <= cfg.bd3_block <= cfg.block_size or cfg.block_size % cfg.bd3_block:
         raise UserError(f"bd3_block={cfg.bd3_block} must divide block_size={cfg.block_size}: e.g. --bd3_block=4")
     if not 0 <= cfg.bd3_mask_min < cfg.bd3_mask_max <= 1:

@@ -69,13 +69,26 @@ def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
     return logits.log_softmax(-1)
 
 
+def draw_device(device):
+    """Where categorical draws run: on the logits' device when it has float64 (CUDA), else on the CPU (MPS has none)."""
+    return torch.device("cpu") if device.type in ("cpu", "mps") else device
+
+
 def sample_tokens(logp, temperature, generator=None):
     """Draw one token per position from float64 log-probs (..., V); argmax when temperature == 0.
-    float64 matters: float32 categorical sampling quietly lowers the temperature (Zheng et al. 2024)."""
+    float64 matters: float32 categorical sampling quietly lowers the temperature (Zheng et al. 2024).
+    generator: a CPU generator. On a float64 device the draw stays there (no host copy of the (N, V) probabilities,
+    no sync) from a device generator seeded by one draw of `generator`: a seed still fixes the samples there."""
     if temperature == 0 or logp.numel() == 0:
         return logp.argmax(-1)
     probs = logp.exp().reshape(-1, logp.size(-1))
-    draws = torch.multinomial(probs.cpu(), 1, generator=generator).to(logp.device)
+    dev = draw_device(probs.device)
+    if dev.type == "cpu":
+        draws = torch.multinomial(probs.cpu(), 1, generator=generator).to(logp.device)
+    else:
+        g = None if generator is None else torch.Generator(dev).manual_seed(
+            int(torch.randint(2 ** 62, (), generator=generator)))  # a CPU draw: no device sync
+        draws = torch.multinomial(probs, 1, generator=g)
     return draws.view(logp.shape[:-1])
 
 

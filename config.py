@@ -113,7 +113,7 @@ class Config:
     interactive: bool = False           # read prompts from stdin in a loop until EOF (Ctrl-D)
     # ---- system
     device: str = resumable("auto")     # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
-    dtype: str = "auto"                 # 'auto' (bf16 autocast on CUDA, fp32 elsewhere) | 'float32' | 'bfloat16'
+    dtype: str = "auto"                 # 'auto' (bf16 autocast on CUDA, fp16 + GradScaler on a GPU without bf16, fp32 elsewhere) | 'float32' | 'bfloat16' | 'float16'
     compile: bool = resumable(False)    # torch.compile the training model
     seed: int = 1337
     wandb_log: bool = resumable(False)  # also log to Weights & Biases (pip install wandb); metrics.jsonl is always written

@@ -139,8 +139,8 @@ RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumab
 
 
 def validate(cfg, given=()):
-    """Reject values that cannot work, before any work is done; the objective checks its own keys (given: the keys
-    the user set, which an objective refuses where it has no use for them)."""
+    """Reject values that cannot work, before any work is done. given: the keys the user set (by flag or config
+    file, not by a preset); a given key the objective does not read (its IGNORES) is refused, never dropped."""
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
@@ -165,7 +165,11 @@ def validate(cfg, given=()):
         raise UserError(f"top_k must be >= 1, or 0 to turn it off; got {cfg.top_k}")
     if not 0 < cfg.top_p <= 1:
         raise UserError(f"top_p must be in (0, 1], got {cfg.top_p}")
-    objectives.get(cfg.objective).check(cfg, given)
+    obj = objectives.get(cfg.objective)
+    unread = [k for k in obj.IGNORES if k in given]  # a preset's values for them are simply not read
+    if unread:
+        raise UserError(f"objective={cfg.objective} does not read --{unread[0]}: {obj.IGNORES[unread[0]]}; drop it")
+    obj.check(cfg, given)
     if not 0 <= cfg.threshold <= 1:
         raise UserError(f"threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {cfg.threshold}")
     if cfg.threshold and cfg.order == "random":

@@ -30,7 +30,7 @@ from canvas import build_canvas, generate
 from configurator import TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, wants_help
 from diffusion import Schedule
 from utils.checkpoint import load_model
-from utils.dist import pick_device
+from utils.dist import autocast_for, pick_device
 from utils.errors import UserError, run_cli
 from utils.fileio import read_text
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
@@ -48,9 +48,11 @@ def main(argv):
     model, ckpt = load_model(cli.checkpoint, device)
     cfg, tok = sampling_config(argv, cli, ckpt)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+    ctx, precision = autocast_for(device, cfg.dtype)  # training's policy: bf16 autocast (+ TF32) on CUDA, fp32 on CPU
     print(f"checkpoint {cli.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
-          f"{tok.kind} vocab {tok.vocab_size}; device {device}")
-    run = dict(model=model, tok=tok, schedule=schedule, device=device, cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0))
+          f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes, float64 draws")
+    run = dict(model=model, tok=tok, schedule=schedule, device=device, ctx=ctx,
+               cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0))
     if cfg.interactive:
         interactive(cfg, run)
     elif cfg.prompts_file:
@@ -138,7 +140,7 @@ def sample_once(cfg, run):
     if live:
         live.start(*canvas.tensors(1, "cpu"))
     t0 = time.time()
-    with StepBar(passes, on=obj.TRACE and not live) as bar:
+    with StepBar(passes, on=obj.TRACE and not live) as bar, run["ctx"]:
         if writer is None:
             texts, out, stats = generate(model, tok, canvas, cfg, run["schedule"], device, g, on_step=chain(live, bar))
         else:

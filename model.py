@@ -192,11 +192,12 @@ class Transformer(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, t=None, kv_cache=None, start_pos=0, positions=None, attn_mask=None, rope_pos=None):
+    def forward(self, idx, t=None, kv_cache=None, start_pos=0, positions=None, attn_mask=None, rope_pos=None, head_cols=None):
         """idx (B, L) token ids; t (B,) integer diffusion step (ignored if time_cond='none').
         attn_mask (L, L_keys) bool, True = may attend (block diffusion); rope_pos (L,) long: each column's RoPE
         position, instead of start_pos..start_pos+L-1 (the two halves of a block-diffusion pass share 0..L/2-1).
-        Returns logits (B, L, V) in float32, or (N, V) for the N True entries of positions (B, L) bool."""
+        Returns logits (B, L, V) in float32, or (N, V) for the N True entries of positions (B, L) bool, or
+        (B, head_cols, V) for the first head_cols columns (a slice: no host sync, no graph break under compile)."""
         B, L = idx.shape
         if rope_pos is None:
             assert start_pos + L <= self.args.block_size, f"sequence of {start_pos + L} exceeds block_size {self.args.block_size}"
@@ -220,6 +221,8 @@ class Transformer(nn.Module):
             x = x * (1 + final[1]) + final[0]  # adaLN before the head (DiT's final layer)
         if positions is not None:  # the head only where the loss looks (a large share of FLOPs at a big vocab)
             x = x[positions]  # (N, C)
+        elif head_cols is not None:
+            x = x[:, :head_cols]
         return self.head(x).float()
 
     # ---- accounting: the model owns it

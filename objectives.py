@@ -5,14 +5,14 @@ below; what it leaves out takes DEFAULTS (masked diffusion's answer):
 
     MODEL           the ModelArgs it fixes itself (causal attention, no time input)
     WINDOW          tokens a training window needs beyond block_size (AR: 1, it scores the last L of L + 1)
-    IGNORES         config keys it does not read
+    IGNORES         {config key it does not read: why}; configurator.validate refuses them when given
     CONTINUES_ONLY  its samples only continue a prompt (no infill blanks, no suffix)
     ANY_LENGTH      its sampler writes past the model's context
     NOISE_START     its reverse process starts from random tokens, not [MASK]
     EXACT           its score is the exact NLL, not a bound
     TRACE           it has a denoising trace (MP4/GIF, --live)
     STEP_CHAIN      its K-step sampler walks the schedule's time grid (so the bound of that chain is defined)
-    check(cfg, given)                                    refuse what cannot apply (given: the keys the user set)
+    check(cfg, given)                                    refuse values that cannot apply (given: the keys the user set)
     loss(model, x, cfg, schedule, tok, draw)             the training loss of one micro-batch (common.Draw)
     eval_times(cfg, L)                                   independent times per window for the bound (0: exact)
     bound(model, x, cfg, schedule, tok, t, generator)    per-window nats/token (B,), and what evaluation reads
@@ -34,7 +34,7 @@ import uniform
 from model import ModelArgs
 
 OBJECTIVES = {"mdlm": diffusion, "uniform": uniform, "ar": ar, "bd3": bd3}
-DEFAULTS = dict(MODEL={}, WINDOW=0, IGNORES=(), CONTINUES_ONLY=False, ANY_LENGTH=False, NOISE_START=False, EXACT=False,
+DEFAULTS = dict(MODEL={}, WINDOW=0, IGNORES={}, CONTINUES_ONLY=False, ANY_LENGTH=False, NOISE_START=False, EXACT=False,
                 TRACE=True, STEP_CHAIN=False, check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
                 flops=lambda model, cfg: (model.flops_per_token(), cfg.block_size))
 INTERFACE = (*DEFAULTS, "loss", "bound", "sample", "passes", "describe")

@@ -39,7 +39,7 @@ from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, get_batch, prepare_data
 from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, estimate_tokens_per_s, grad_accum_steps,
-                        init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state)
+                        grad_scaler, init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state)
 from utils.errors import UserError, run_cli
 from utils.fileio import remove_stale_temps
 from utils.evaluate import evaluate
@@ -100,6 +100,7 @@ class Run:
     eval_s: float = 0.0       # seconds the last eval + checkpoint took (the ETA counts the ones to come)
     saved: str = ""           # the newest complete checkpoint: what a Ctrl-C leaves to --resume
     saved_iter: int = -1
+    scaler: torch.amp.GradScaler = None  # loss scaling under fp16 autocast (utils.dist.grad_scaler); off otherwise
 
 
 def lr_at(it, cfg):
@@ -168,10 +169,7 @@ def setup(argv):
     accum = grad_accum_steps(cfg.total_batch_size, micro_tokens, world)
     cfg = replace(cfg, total_batch_size=micro_tokens * accum * world)
     torch.manual_seed(cfg.seed + rank)
-    ctx, dtype_name = autocast_for(device, cfg.dtype)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever runs outside bf16 autocast
-        torch.backends.cudnn.allow_tf32 = True
+    ctx, dtype_name = autocast_for(device, cfg.dtype)  # and TF32 on CUDA for what runs outside autocast
     wandb = None
     if cfg.wandb_log and rank == 0:
         try:
@@ -188,7 +186,7 @@ def setup(argv):
 def load_data(cfg, env):
     tok = tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
     if cfg.init_from and not env.resume:
-        tok = source_tokenizer(cfg.init_from, cfg.tokenizer)  # the source's tokenizer, as --resume does it
+        tok = source_tokenizer(cfg.init_from, cfg.tokenizer, cfg.objective)  # the source's tokenizer, as --resume does it
     if env.world > 1 and not env.master:
         torch.distributed.barrier()  # rank 0 encodes the token cache first; the others then read it
     tok, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=env.master)
@@ -239,7 +237,8 @@ def build(cfg, env, data):
         return None
     run = Run(model=model, raw_model=model, eval_model=model, opt=build_optimizer(model, cfg, env.device), ema=None,
               margs=margs, schedule=schedule, metrics_path=os.path.join(cfg.out_dir, "metrics.jsonl"),
-              loss_acc=torch.zeros((), device=env.device), bad_iter=torch.full((), -1, device=env.device, dtype=torch.long))
+              loss_acc=torch.zeros((), device=env.device), bad_iter=torch.full((), -1, device=env.device, dtype=torch.long),
+              scaler=grad_scaler(env.device, env.dtype_name))
     if env.resume:
         resume_state(cfg, env, run)
     run.ema = EMA(model, cfg.ema) if cfg.ema else None
@@ -411,14 +410,16 @@ def train_step(cfg, env, data, run, it):
                 draw = Draw(keyed_generator(cfg.seed, STREAM_MASK, it, slot), u, slot * cfg.batch_size,
                             cfg.batch_size * accum * world)  # the masks (or noise) and the stratified times
                 loss = obj.loss(model, x, cfg, run.schedule, data.tok, draw)
-            (loss / accum).backward()  # the mean over micro-steps; DDP's all-reduce makes it the global mean
+            run.scaler.scale(loss / accum).backward()  # the mean over micro-steps; DDP's all-reduce makes it the global mean
         step_loss += loss.detach() / accum
     norm = None
     if cfg.grad_clip > 0 or cfg.skip_nonfinite:
+        run.scaler.unscale_(run.opt)  # clip the true gradients (a no-op without fp16)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     update = True
     if cfg.skip_nonfinite:  # one host sync per step; the norm of the all-reduced gradients is the same on every rank
-        ok = (torch.isfinite(step_loss) & torch.isfinite(norm)).float()
+        # under fp16 an overflowing scaled gradient is the GradScaler's to skip (it then lowers the scale)
+        ok = (torch.isfinite(step_loss) & (torch.isfinite(norm) | run.scaler.is_enabled())).float()
         update = all_reduce_mean(ok, world).item() == 1.0
         if not update:
             run.skipped += 1
@@ -431,7 +432,8 @@ def train_step(cfg, env, data, run, it):
     else:
         run.bad_iter = torch.where(torch.isfinite(step_loss) | (run.bad_iter >= 0), run.bad_iter, it)
     if update:
-        run.opt.step()
+        run.scaler.step(run.opt)  # opt.step(), skipped by an enabled scaler when a gradient is inf/NaN
+        run.scaler.update()
         if run.ema:
             run.ema.update(run.raw_model)
         run.loss_acc += step_loss

@@ -22,6 +22,7 @@ sample block by block (--steps per block) and have no infill row. Plots: scripts
 A progress bar on a terminal counts the forward passes (bound, samples, sweep, infill) and gives an ETA.
 """
 import json
+import math
 import os
 import sys
 import time
@@ -39,7 +40,7 @@ from configurator import config_from_dict  # noqa: E402
 from diffusion import ORDERS, Schedule  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
-from utils.dist import pick_device  # noqa: E402
+from utils.dist import DTYPES, autocast_for, pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, check_output  # noqa: E402
 from utils.evaluate import evaluate  # noqa: E402
@@ -74,9 +75,12 @@ def parse_args(argv):
     p.add_argument("--sweep", default="", help="e.g. temperature=0.7,0.85,1.0 or steps=16,32,64: gen-PPL and entropy per value "
                    "(steps: also the bound of each K-step chain)")
     p.add_argument("--match-entropy", action="store_true", help="also gen-PPL at the temperature whose sample entropy is "
-                   "within 0.05 nats of held-out text's (bisection over 0.3-2.0; needs --ar-checkpoint and --n-samples)")
+                   "within 0.05 nats of held-out text's at the samples' length (bisection over 0.05-20, 10 draws at most; "
+                   "a row that gets no closer says unmatched; needs --ar-checkpoint and --n-samples)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--dtype", choices=DTYPES, default="auto", help="autocast of the forward passes, as train.py's "
+                   "--dtype: auto = bf16 on a CUDA GPU that has it (fp16 on one that does not), fp32 elsewhere")
     p.add_argument("--json", default="", help="also write every figure here (atomically)")
     p.add_argument("--force", action="store_true", help="overwrite --json if it exists")
     a = p.parse_args(argv)
@@ -228,22 +232,44 @@ def sample_scores(run, samples, P, scorer, args):
     return res
 
 
+TAU_RANGE, TAU_TOL, TAU_TRIES = (0.05, 20.0), 0.05, 10  # bisection in log tau; the old 0.3-2.0 left targets unreached
+
+
+def bisect_temperature(score, target, first):
+    """The temperature whose samples' entropy is within TAU_TOL nats of target: bisection of log(tau) over TAU_RANGE
+    (entropy grows with tau), TAU_TRIES draws at most. score(tau) -> (entropy, gen-PPL); first: (tau, entropy,
+    gen-PPL) already measured. Returns (tau, entropy, gen-PPL) of the closest draw, and whether it is within TAU_TOL."""
+    lo, hi, best = *TAU_RANGE, first
+    for _ in range(0 if abs(best[1] - target) <= TAU_TOL else TAU_TRIES):
+        tau = math.sqrt(lo * hi)
+        entropy, ppl = score(tau)
+        if abs(entropy - target) < abs(best[1] - target):
+            best = (tau, entropy, ppl)
+        if abs(entropy - target) <= TAU_TOL:
+            break
+        lo, hi = (tau, hi) if entropy < target else (lo, tau)
+    return best, abs(best[1] - target) <= TAU_TOL
+
+
 def matched(run, start, gen_len, scfg, args, scorer, device, generator, target, first):
-    """gen-PPL at matched entropy: from the samples at --temperature (first: their scores), bisect the temperature
-    until the samples' entropy is within 0.05 nats of the held-out text's (target), 8 tries at most; a low-entropy
-    sampler otherwise looks good for repeating itself."""
-    lo, hi, best = 0.3, 2.0, (scfg.temperature, first["sample_entropy"], first["gen_ppl"])
-    for _ in range(0 if abs(best[1] - target) <= 0.05 else 8):
-        tau = (lo + hi) / 2
+    """gen-PPL at matched entropy: from the samples at --temperature (first: their scores), the temperature whose
+    samples' entropy is the held-out text's (target); a low-entropy sampler otherwise looks good for repeating
+    itself. matched: False when no temperature in TAU_RANGE got within TAU_TOL (the figures are then the closest)."""
+    def score(tau):
         samples = draw_samples(run, start, gen_len, args.n_samples, replace(scfg, temperature=tau), args.batch_size,
                                device, generator)
         s = sample_scores(run, samples, len(start), scorer, args)
-        if abs(s["sample_entropy"] - target) < abs(best[1] - target):
-            best = (tau, s["sample_entropy"], s["gen_ppl"])
-        if abs(s["sample_entropy"] - target) <= 0.05:
-            break
-        lo, hi = (tau, hi) if s["sample_entropy"] < target else (lo, tau)
-    return dict(matched_temperature=best[0], matched_entropy=best[1], matched_gen_ppl=best[2])
+        return s["sample_entropy"], s["gen_ppl"]
+
+    best, ok = bisect_temperature(score, target, (scfg.temperature, first["sample_entropy"], first["gen_ppl"]))
+    return dict(matched_temperature=best[0], matched_entropy=best[1], matched_gen_ppl=best[2], matched=ok)
+
+
+def held_out_entropy(run, args):
+    """The held-out text's own sample entropy on windows as long as this run's samples: its target to read them against."""
+    _, tr, va, _ = prepare_data(run["cfg"], run["tok"], verbose=False)
+    n = sample_plan(run, args)[1]
+    return sample_entropy(fixed_windows(va if args.split == "val" else tr, max(args.n_samples, 2), n))
 
 
 def label(cfg, obj):
@@ -253,7 +279,7 @@ def label(cfg, obj):
     return f"{cfg.objective} ({', '.join(parts)})" if parts else cfg.objective
 
 
-def evaluate_run(run, args, scorer, device, bar, val_entropy=None):
+def evaluate_run(run, args, scorer, device, bar):
     model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
     t0 = time.time()
     _, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=False)
@@ -280,6 +306,7 @@ def evaluate_run(run, args, scorer, device, bar, val_entropy=None):
         raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
                         f"or of the scorer: use a shorter --gen-len")
     row["sampler"] = obj.describe(scfg)
+    val_entropy = row["val_sample_entropy"] = held_out_entropy(run, args) if args.n_samples else None
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
         samples = draw_samples(run, start, gen_len, args.n_samples, scfg, args.batch_size, device, g, change, bar)
@@ -297,7 +324,7 @@ def evaluate_run(run, args, scorer, device, bar, val_entropy=None):
         row["sweep"].append(dict(steps=swept.steps, temperature=swept.temperature, gen_ppl=s["gen_ppl"],
                                  sample_entropy=s["sample_entropy"], distinct_2=s["distinct_2"]))
         if args.sweep_key == "steps" and not obj.STEP_CHAIN:  # its sampler does not walk the schedule's grid
-            row["chain"] = f"{cfg.objective}'s sampler runs no chain on the schedule's grid: {obj.describe(swept)}"
+            row["sweep"][-1]["chain"] = f"{cfg.objective}'s sampler runs no chain on the schedule's grid: {obj.describe(swept)}"
         elif args.sweep_key == "steps":  # the bound of the K-step chain it samples, on the same windows
             grid = GridSchedule(schedule, swept.steps)
             b = evaluate(GridTime(model, grid.times), windows, cfg, grid, tok, args.batch_size, device, n_t=args.n_t,
@@ -351,12 +378,15 @@ def table(rows, val_entropy, judge="none"):
         ("reverse-step change rate (fraction)", lambda r: get(r, "change_rate", ".4f")),
         ("distinct-2 (fraction)", lambda r: get(r, "distinct_2", ".4f")),
         ("distinct-3 (fraction)", lambda r: get(r, "distinct_3", ".4f")),
-        (f"sample entropy (nats; val {val_entropy:.3f})" if val_entropy else "sample entropy (nats)",
-         lambda r: get(r, "sample_entropy", ".3f")),
+        (f"sample entropy (nats; val {val_entropy:.3f})" if val_entropy else "sample entropy (nats; val at its length)"
+         if any(r.get("val_sample_entropy") for r in rows) else "sample entropy (nats)",
+         lambda r: get(r, "sample_entropy", ".3f") + ("" if val_entropy or r.get("val_sample_entropy") is None
+                                                      else f" (val {r['val_sample_entropy']:.3f})")),
         (f"gen-PPL (per token; judge {judge})",
          lambda r: get(r, "gen_ppl", ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
-        ("gen-PPL at matched entropy (temperature, entropy)", lambda r: f"{r['matched_gen_ppl']:.3f} "
-         f"({r['matched_temperature']:.3f}, {r['matched_entropy']:.3f})" if "matched_gen_ppl" in r else "n/a"),
+        ("gen-PPL at matched entropy (temperature, entropy)", lambda r: ("" if r["matched"] else "unmatched, closest: ") +
+         f"{r['matched_gen_ppl']:.3f} ({r['matched_temperature']:.3f}, {r['matched_entropy']:.3f})"
+         if "matched_gen_ppl" in r else "n/a"),
         ("infill exact match (fraction)", lambda r: get(r, "infill_exact", ".4f")),
         ("infill token/char acc (fraction)", lambda r: get(r, "infill_acc", ".4f")),
     ]
@@ -388,34 +418,34 @@ def main(argv):
             if r["fp"] != sfp:
                 raise UserError(f"tokenizer of {r['path']} ({r['fp']}) differs from the scorer {args.ar_checkpoint}'s "
                                 f"({sfp}): gen-PPL needs an AR scorer trained with the same tokenizer on the same data")
-    print(f"device: {device}; {args.split} split, {args.n_windows} windows x {args.n_t} t; {args.n_samples} samples at "
+    ctx, precision = autocast_for(device, args.dtype)  # training's policy (and TF32 on CUDA)
+    print(f"device: {device}, {precision} forward passes (float64 draws); {args.split} split, {args.n_windows} windows x {args.n_t} t; {args.n_samples} samples at "
           f"steps={args.steps}, temperature={args.temperature}; scorer: {args.ar_checkpoint or 'none'}")
-    # the held-out text's own sample entropy, on windows as long as the samples, to read the samples' against
-    r0 = runs[0]
-    _, tr, va, _ = prepare_data(r0["cfg"], r0["tok"], verbose=False)
-    n = sample_plan(r0, args)[1]
-    val_entropy = sample_entropy(fixed_windows(va if args.split == "val" else tr, max(args.n_samples, 2), n)) if args.n_samples else None
     rows, bar, t0 = [], Progress(runs, args), time.time()
     for i, r in enumerate(runs):
-        rows.append(evaluate_run(r, args, scorer, device, bar, val_entropy))
+        with ctx:
+            rows.append(evaluate_run(r, args, scorer, device, bar))
+        rows[-1]["precision"] = precision  # what scored the bound and drew the samples
         # a model scoring its own samples flatters itself: say so wherever its gen-PPL is shown
         rows[-1]["judge"] = args.ar_checkpoint or None
         rows[-1]["self_scored"] = bool(args.ar_checkpoint) and os.path.samefile(r["path"], args.ar_checkpoint)
         left = (time.time() - t0) / (i + 1) * (len(runs) - i - 1)
         print(f"  {rows[-1]['name']}: {rows[-1]['seconds']:.1f}s" + (f" ({len(runs) - i - 1} to go, ~{left:.0f}s)" if left else ""))
     bar.bar.close()
+    targets = {r["val_sample_entropy"] for r in rows}  # one per sample length (and data): one figure if they agree
+    val_entropy = targets.pop() if len(targets) == 1 else None
     print(table(rows, val_entropy, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
     for r in rows:
         for s in r["sweep"]:
             bound = (f", bound of the {s['steps']}-step chain <= {s['bits_per_char']:.4f} ± {s['bpc_se']:.4f} bits/char"
-                     if "bits_per_char" in s else f", bound of the {s['steps']}-step chain: n/a ({r['chain']})"
-                     if r.get("chain") and s.get("steps") else "")
+                     if "bits_per_char" in s else f", bound of the {s['steps']}-step chain: n/a ({s['chain']})"
+                     if s.get("chain") else "")
             print(f"sweep {r['name']}: steps={s['steps']} temperature={s['temperature']}: gen-PPL {s['gen_ppl']:.3f}"
                   f"{' (self-scored)' if r['self_scored'] else ''}, "
                   f"sample entropy {s['sample_entropy']:.3f}, distinct-2 {s['distinct_2']:.3f}{bound}")
     if args.json:
         settings = {k: v for k, v in vars(args).items()}
-        write_json(args.json, dict(settings=settings, device=str(device), val_sample_entropy=val_entropy, runs=rows))
+        write_json(args.json, dict(settings=settings, device=str(device), precision=precision, val_sample_entropy=val_entropy, runs=rows))
         print(f"wrote {args.json}")
 
 

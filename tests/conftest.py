@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from helpers import TINY, real_text
+from helpers import TINY, for_objective, real_text
 
 
 @pytest.fixture
@@ -21,8 +21,8 @@ def train_tiny(tmp_path_factory, name, *extra):
     cwd = os.getcwd()
     os.chdir(d)
     try:
-        train.main([f"--data_path={real_text()}", f"--out_dir={d / 'out'}", "--learning_rate=3e-3", "--min_lr=3e-4",
-                    "--warmup_iters=20", "--gen_len=32", *TINY, *extra])
+        train.main(for_objective([f"--data_path={real_text()}", f"--out_dir={d / 'out'}", "--learning_rate=3e-3",
+                                  "--min_lr=3e-4", "--warmup_iters=20", "--gen_len=32", *TINY, *extra]))
     finally:
         os.chdir(cwd)
     return d / "out" / "model.pt"

@@ -33,6 +33,15 @@ MICRO = ["--n_layer=1", "--n_head=2", "--n_embd=32", f"--block_size={L}", f"--ba
          "--steps=4", "--gen_len=8", "--eval_iters=2", "--device=cpu", "--learning_rate=3e-3", "--warmup_iters=5"]
 
 
+def for_objective(args):
+    """args less the flags its (last) --objective=X does not read: MICRO and TINY set diffusion keys, which
+    configurator.validate refuses for AR (the user's rule: a given key that cannot apply is an error)."""
+    import objectives
+    name = next((str(a).split("=", 1)[1] for a in reversed(args) if str(a).startswith("--objective=")), "mdlm")
+    ignored = objectives.get(name).IGNORES
+    return [a for a in args if not (str(a).startswith("--") and str(a)[2:].split("=")[0] in ignored)]
+
+
 def real_text(name="tinyshakespeare.txt"):
     """A real corpus: the repo's data/ (Tiny Shakespeare ships there), else ../shared/data (the development layout,
     absent on a fresh clone), else the small in-repo fixture."""
@@ -142,8 +151,9 @@ class ConstModel(torch.nn.Module):
         self.logits = torch.nn.Parameter(torch.tensor(logits, dtype=torch.float32))
         self.args = Args(block_size)
 
-    def forward(self, idx, t=None, **kw):
-        return self.logits.expand(*idx.shape, -1).clone()
+    def forward(self, idx, t=None, positions=None, head_cols=None, **kw):  # model.Transformer's head options
+        out = self.logits.expand(*idx.shape, -1).clone()
+        return out[positions] if positions is not None else out[:, :head_cols]
 
 
 class ToyModel(torch.nn.Module):

@@ -9,7 +9,7 @@ import torch
 
 import ar
 from configurator import get_config
-from helpers import MICRO
+from helpers import MICRO, for_objective
 from model import ModelArgs, Transformer
 from utils.errors import UserError
 
@@ -62,10 +62,11 @@ def test_loss_is_clean_plus_weight_times_masked_input_loss():
 
 
 def test_keys_are_checked_and_only_ar_reads_them():
-    base = [*MICRO, "--objective=ar"]
+    base = for_objective([*MICRO, "--objective=ar"])
     assert get_config([*base, "--mir_weight=0.4", "--mir_mask_max=0.5"]).mir_weight == 0.4
     for bad in ("--mir_weight=-1", "--mir_mask_max=0", "--mir_mask_max=1.5"):
         with pytest.raises(UserError, match="mir_"):
             get_config([*base, bad])
-    for objective in ("mdlm", "bd3", "uniform"):
-        assert "mir_weight" in __import__("objectives").get(objective).IGNORES
+    for objective in ("mdlm", "bd3", "uniform"):  # refused, never dropped
+        with pytest.raises(UserError, match="mir_weight.*--objective=ar"):
+            get_config([*MICRO, f"--objective={objective}", "--mir_weight=0.4"])

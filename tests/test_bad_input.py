@@ -24,7 +24,7 @@ import torch
 
 import inference
 import train
-from helpers import ENV, FIXTURES, MICRO, ROOT, real_text, script
+from helpers import ENV, FIXTURES, MICRO, ROOT, for_objective, real_text, script
 from utils import video
 from utils.errors import run_cli
 
@@ -45,7 +45,7 @@ def files(tmp_path_factory):
     try:
         common = ["--max_iters=4", "--eval_interval=4", "--log_interval=2", "--keep_last=1", *MICRO]
         train.main([f"--data_path={real_text()}", "--out_dir=dm", *common])
-        train.main([f"--data_path={FIXTURES / 'tiny_stories.txt'}", "--out_dir=ar", "--objective=ar", *common])
+        train.main(for_objective([f"--data_path={FIXTURES / 'tiny_stories.txt'}", "--out_dir=ar", "--objective=ar", *common]))
     finally:
         os.chdir(cwd)
     (d / "empty.txt").write_text("")
@@ -127,7 +127,7 @@ TABLE = [
     ("train.py", [*T, "--out_dir=ro/run"], "Permission denied", "readonly"),
     ("train.py", [*T, "--out_dir=run", "--max_iters=8", "--resume"], "No space left on device", "full"),
     # a resumed run keeps its own settings: a flag that would change one is refused, not dropped
-    ("train.py", [*T, "--out_dir=dm", "--max_iters=8", "--resume", "--objective=ar", "--n_embd=64"],
+    ("train.py", for_objective([*T, "--out_dir=dm", "--max_iters=8", "--resume", "--objective=ar", "--n_embd=64"]),
      "fixes n_embd, objective: given n_embd=64 (the checkpoint's: 32), objective='ar' (the checkpoint's: 'mdlm')", None),
     ("train.py", [*T, "--out_dir=dm", "--max_iters=8", "--resume", "--steps=2"], "steps=2 (the checkpoint's: 4)", None),
     ("inference.py", ["--checkpoint", DM, "--temperature", "-0.5"], "temperature must be >= 0", None),

@@ -111,15 +111,15 @@ def test_one_block_is_mdlm():
 
 
 class ConstModel(torch.nn.Module):
-    """The same logits everywhere, whatever it sees; honours positions= as Transformer does."""
+    """The same logits everywhere, whatever it sees; honours positions= and head_cols= as Transformer does."""
 
     def __init__(self, logits):
         super().__init__()
         self.logits = torch.tensor(logits, dtype=torch.float32)
 
-    def forward(self, idx, t=None, positions=None, **kw):
+    def forward(self, idx, t=None, positions=None, head_cols=None, **kw):
         out = self.logits.expand(*idx.shape, -1).clone()
-        return out if positions is None else out[positions]
+        return out[:, :head_cols] if positions is None else out[positions]
 
 
 def test_bd3_bound_equals_hand_computation():
@@ -354,6 +354,8 @@ def test_eval_sweeps_steps_on_bd3_and_counts_its_passes(bd3_ckpt, tmp_path_facto
                                             "--device", "cpu"], capsys)
     assert code == 0, err
     assert "bound of the 2-step chain: n/a" in out and "bound of the 30-step chain: n/a" in out
+    notes = {line.split("steps=")[1].split()[0]: line for line in out.splitlines() if line.startswith("sweep ")}
+    assert "2 steps per block" in notes["2"] and "4 steps per block" in notes["30"], notes  # each row its own settings
     # 1 batch x 2 t for the bound; the start token + 22 tokens are 6 blocks of 4, the first holding the start token and
     # the last generated whole, then cut (3, 4, 4, 4, 4, 4 generated): 23 passes at 30 steps (one token per step),
     # 12 at 2 steps per block; not 30 passes per batch

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from config import Config
-from helpers import ROOT, TINY, ConstModel, Tok, real_text, script as _script
+from helpers import ROOT, TINY, ConstModel, Tok, for_objective, real_text, script as _script
 from diffusion import Schedule
 from utils.evaluate import evaluate
 from model import ModelArgs, Transformer
@@ -27,9 +27,9 @@ def _train(d, *extra):
     cwd = os.getcwd()
     os.chdir(d)
     try:
-        train.main([f"--data_path={real_text()}", f"--out_dir={d / 'out'}", "--max_iters=40", "--eval_interval=20",
-                    "--learning_rate=3e-3", "--warmup_iters=10", "--gen_len=16", *TINY, "--log_interval=10",
-                    "--eval_iters=2", *extra])
+        train.main(for_objective([f"--data_path={real_text()}", f"--out_dir={d / 'out'}", "--max_iters=40",
+                                  "--eval_interval=20", "--learning_rate=3e-3", "--warmup_iters=10", "--gen_len=16",
+                                  *TINY, "--log_interval=10", "--eval_iters=2", *extra]))
     finally:
         os.chdir(cwd)
     return d / "out" / "model.pt"
@@ -69,12 +69,15 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
     d = json.loads(out.read_text())
     dm, ar = d["runs"]
     assert (dm["objective"], ar["objective"]) == ("mdlm", "ar") and dm["time_cond"] == "adaln"
+    assert d["precision"] == dm["precision"] == "float32" and "cpu, float32 forward passes" in text  # what scored it
     assert dm["n_t"] == 2 and dm["n_windows"] == 4 and dm["bits_per_char"] > 0 and dm["bpc_se"] > 0
     assert ar["bits_per_char"] == pytest.approx(ar["nats_per_token"] / math.log(2))  # char tokenizer: 1 char/token
     assert (dm["self_scored"], ar["self_scored"]) == (False, True) and dm["judge"] == str(ar_ckpt)
     assert dm["gen_ppl"] > 1 and ar["gen_ppl"] > 1 and 0 <= dm["infill_acc"] <= 1 and "infill_acc" not in ar
     for r in (dm, ar):  # gen-PPL at the temperature whose samples' entropy is nearest held-out text's
-        assert 0.3 <= r["matched_temperature"] <= 2.0 and r["matched_gen_ppl"] > 1
+        assert 0.05 <= r["matched_temperature"] <= 20.0 and r["matched_gen_ppl"] > 1
+        assert r["val_sample_entropy"] == d["val_sample_entropy"]  # the same length (--gen-len 24): one target
+        assert r["matched"] == (abs(r["matched_entropy"] - d["val_sample_entropy"]) <= 0.05)
         gap = abs(r["matched_entropy"] - d["val_sample_entropy"])
         assert gap <= max(0.05, abs(r["sample_entropy"] - d["val_sample_entropy"])), (gap, r)
     assert "gen-PPL at matched entropy (temperature, entropy)" in text
@@ -259,3 +262,48 @@ def test_the_mc_share_is_in_the_units_of_its_error_bar():
     res = evaluate(model, x, Config(), Schedule(50), Tok(3), 64, "cpu", n_t=8, seed=0, chars_per_token=4.0)
     assert res["mc_bpc_max"] == pytest.approx(res["mc_se_max"] / 4.0 / math.log(2))
     assert res["bpc_se"] == pytest.approx(res["se"] / 4.0 / math.log(2))
+
+
+# ---------------------------------------------------------------------------------------- --match-entropy
+def test_the_temperature_bisection_reaches_targets_past_the_old_range():
+    """entropy = 2 + log(tau) (monotone): the held-out text's entropy at tau = 3, out of the old 0.3-2.0 range."""
+    ev = _script("eval")
+    seen = []
+
+    def score(tau):
+        seen.append(tau)
+        return 2 + math.log(tau), 10 * tau
+
+    (tau, ent, ppl), ok = ev.bisect_temperature(score, 2 + math.log(3.0), (1.0, 2.0, 10.0))
+    assert ok and abs(ent - (2 + math.log(3.0))) <= 0.05 and 2.5 < tau < 3.5 and ppl == 10 * tau
+    assert len(seen) <= ev.TAU_TRIES
+
+
+def test_an_unreachable_target_is_marked_unmatched_in_the_json_row_and_the_table():
+    ev = _script("eval")
+    (tau, ent, _), ok = ev.bisect_temperature(lambda tau: (min(tau, 1.0), 5.0), 1.5, (0.5, 0.5, 4.0))
+    assert not ok and ent == 1.0 and tau >= 1.0  # the closest it got, said to be unmatched
+    row = dict(name="a/model.pt", label="mdlm", params=1, tokens_seen=1, exact=False, bits_per_char=2.0, bpc_se=0.1,
+               nats_per_token=1.4, ppl=4.0, sample_entropy=0.5, val_sample_entropy=1.5, matched_temperature=tau,
+               matched_entropy=ent, matched_gen_ppl=5.0, matched=ok)
+    line = next(l for l in ev.table([row, dict(row, matched=True)], 1.5).splitlines() if l.startswith("gen-PPL at matched"))
+    assert line.split("|")[1].strip().startswith("unmatched, closest: 5.000") and "unmatched" not in line.split("|")[2]
+
+
+def test_each_checkpoint_is_read_against_held_out_text_at_its_own_sample_length(in_tmp):
+    """Samples of 31 and of 63 tokens (two context lengths, --gen-len 0): each run's target is the held-out
+    entropy of windows of its own length, and the table shows both."""
+    from types import SimpleNamespace
+    from utils.dataloader import fixed_windows, prepare_data
+    from utils.tokenizer import CharTokenizer
+    ev = _script("eval")
+    args = SimpleNamespace(prompt="", gen_len=0, n_samples=4, split="val")
+    tok = CharTokenizer.from_text(real_text().read_text())
+    runs = [dict(cfg=Config(data_path=str(real_text()), block_size=L), tok=tok) for L in (32, 64)]
+    got = [ev.held_out_entropy(r, args) for r in runs]
+    _, _, va, _ = prepare_data(runs[0]["cfg"], tok, verbose=False)
+    assert got == [sample_entropy(fixed_windows(va, 4, n)) for n in (31, 63)] and got[0] != got[1]
+    base = dict(name="a", label="mdlm", params=1, tokens_seen=1, exact=False, bits_per_char=2.0, bpc_se=0.1,
+                nats_per_token=1.4, ppl=4.0, sample_entropy=3.0)
+    text = ev.table([dict(base, val_sample_entropy=got[0]), dict(base, val_sample_entropy=got[1])], None)
+    assert f"(val {got[0]:.3f})" in text and f"(val {got[1]:.3f})" in text

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from helpers import ROOT, run_here
+from helpers import ROOT, for_objective, run_here
 
 ARGS = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--max_iters=10",
         "--log_interval=1", "--eval_interval=10", "--eval_iters=2", "--learning_rate=3e-3", "--warmup_iters=2",
@@ -28,7 +28,7 @@ EXTRA = {"mdlm": [], "mdlm_recipe": ["--time_cond=none", "--loss_type=all_ce"], 
 @pytest.mark.parametrize("name", list(GOLDEN))
 def test_pinned_losses_of_a_seeded_tiny_run(name, tmp_path):
     out = tmp_path / "out"
-    run_here(["train.py", *ARGS, f"--out_dir={out}", *EXTRA[name]], tmp_path, threads=1)
+    run_here(for_objective(["train.py", *ARGS, f"--out_dir={out}", *EXTRA[name]]), tmp_path, threads=1)
     losses = [r["loss"] for r in map(json.loads, open(out / "metrics.jsonl")) if r["kind"] == "train"]
     assert len(losses) == 10
     assert losses == pytest.approx(GOLDEN[name], abs=2e-4), [round(x, 5) for x in losses]

@@ -10,7 +10,7 @@ import types
 import pytest
 
 import objectives
-from helpers import MICRO, ROOT, real_text, run_cli_here
+from helpers import MICRO, ROOT, for_objective, real_text, run_cli_here
 
 PRODUCT = sorted(p for p in [*ROOT.glob("*.py"), *ROOT.glob("utils/*.py"), *ROOT.glob("scripts/*.py")])
 
@@ -104,3 +104,59 @@ def test_a_fifth_objective_is_one_module_and_one_table_line(tmp_path, monkeypatc
     code, text, err = run_cli_here(inference.main, [f"--checkpoint={out / 'model.pt'}", "--prompt=ROMEO:", "--gen_len=8",
                                                     "--device=cpu"], capsys)
     assert code == 0 and "toy," in text and calls["sample"] == 2, err
+
+
+# ----------------------------------------------------------------------------- keys an objective does not read
+def _flag(key):
+    from config import Config
+    return f"--{key}={getattr(Config(), key)}"  # its default value: refused for being given, not for its value
+
+
+@pytest.mark.parametrize("name", list(objectives.OBJECTIVES))
+def test_every_objective_refuses_every_given_key_it_does_not_read(name, tmp_path):
+    """One mechanism for all (configurator.validate over the objective's IGNORES): by flag or config file, a key the
+    objective does not read is refused in a message naming the key, the objective and why."""
+    from configurator import get_config
+    from utils.errors import UserError
+    ignored = objectives.get(name).IGNORES
+    assert ignored and all(isinstance(why, str) and why for why in ignored.values()), name
+    for key in ignored:
+        with pytest.raises(UserError, match=rf"objective={name} does not read --{key}: {re.escape(ignored[key])}; drop"):
+            get_config([f"--objective={name}", _flag(key)])
+        f = tmp_path / f"{key}.py"
+        f.write_text(f"objective = {name!r}\n{key} = {getattr(get_config([]), key)!r}\n")
+        with pytest.raises(UserError, match=f"--{key}"):
+            get_config([str(f)])
+    read = [k for k in ("temperature", "top_k", "seed", "n_layer") if k not in ignored]
+    assert get_config([f"--objective={name}", *map(_flag, read)]).objective == name  # the keys it reads pass
+
+
+def test_a_presets_unread_keys_are_not_refused():
+    """A preset sets keys for its own objective; switching the objective leaves them unread, not refused."""
+    from configurator import get_config
+    assert get_config(["cpu_bd3", "--objective=mdlm"]).bd3_block == 4
+    assert get_config(["cpu", "--objective=ar"]).objective == "ar"
+
+
+def test_mdlm_and_ar_refuse_block_diffusion_keys_on_the_command_line(capsys):
+    from helpers import assert_one_line_error
+    import train
+    for name in ("mdlm", "ar"):
+        code, _, err = run_cli_here(train.main, [f"--objective={name}", "--bd3_block=8", "--bd3_mask_min=0.3"], capsys)
+        assert_one_line_error(code, err, f"objective={name}", "--bd3_block")
+
+
+def test_sampling_an_ar_checkpoint_refuses_diffusion_flags(tmp_path, capsys):
+    """inference.py reads the checkpoint's objective: --steps means nothing to an AR model."""
+    import inference
+    import train
+    from helpers import assert_one_line_error
+    out = tmp_path / "ar"
+    train.main(for_objective([f"--data_path={real_text()}", f"--out_dir={out}", *MICRO, "--objective=ar",
+                              "--max_iters=1", "--eval_interval=1"]))
+    ck = f"--checkpoint={out / 'model.pt'}"
+    code, _, err = run_cli_here(inference.main, [ck, "--steps=8", "--device=cpu"], capsys)
+    assert_one_line_error(code, err, "objective=ar", "--steps")
+    code, text, err = run_cli_here(inference.main, [ck, "--gen_len=4", "--temperature=0.5", "--device=cpu"], capsys)
+    assert code == 0, err
+    assert "device cpu, float32 forward passes, float64 draws" in text.splitlines()[0]  # the precision that sampled

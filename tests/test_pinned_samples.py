@@ -7,7 +7,7 @@ tests/test_golden.py pins the training losses. If a change is meant to move them
 import pytest
 
 import inference
-from helpers import MICRO, ROOT, run_cli_here, run_here
+from helpers import MICRO, ROOT, for_objective, run_cli_here, run_here
 
 RUNS = {  # objective -> (extra training flags, sampling flags)
     "mdlm": ([], ["--steps=8", "--remask=refine"]),
@@ -28,8 +28,8 @@ PINNED = {  # recorded 2026-11-23 on main 6c6252f (before the one-objective-one-
 def test_a_fixed_seed_gives_the_pinned_sample(objective, tmp_path, capsys):
     train_flags, sample_flags = RUNS[objective]
     out = tmp_path / "out"
-    run_here(["train.py", f"--data_path={ROOT / 'data' / 'tinyshakespeare.txt'}", f"--out_dir={out}", *MICRO,
-              "--max_iters=40", "--eval_interval=40", "--seed=7", *train_flags], tmp_path, threads=1)
+    run_here(for_objective(["train.py", f"--data_path={ROOT / 'data' / 'tinyshakespeare.txt'}", f"--out_dir={out}",
+                            *MICRO, "--max_iters=40", "--eval_interval=40", "--seed=7", *train_flags]), tmp_path, threads=1)
     capsys.readouterr()
     code, text, err = run_cli_here(inference.main, [f"--checkpoint={out / 'model.pt'}", "--prompt=ROMEO:", "--gen_len=24",
                                                     "--seed=3", "--device=cpu", *sample_flags], capsys)

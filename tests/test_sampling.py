@@ -457,3 +457,15 @@ def test_semi_ar_blocks_take_no_greedy_step_but_the_samples_last(block_length, m
     _run(ToyModel(block_size=64), x, gm, dict(block_length=block_length), steps=60 if block_length else 20, temperature=1.0)
     greedy = [n for t, n in temps if t == 0.0]
     assert len(greedy) <= 1 and sum(greedy) <= 1, temps  # at most the final step, one token
+
+
+def test_draws_stay_on_a_float64_device_and_on_the_cpu_are_unchanged():
+    """common.sample_tokens draws on the logits' device where it has float64 (CUDA) and on the CPU otherwise (MPS
+    has no float64); on the CPU it is the same multinomial as ever, so the pinned samples hold."""
+    from common import draw_device, sample_tokens
+    assert draw_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert draw_device(torch.device("mps")) == draw_device(torch.device("cpu")) == torch.device("cpu")
+    logp = torch.randn(3, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).log_softmax(-1)
+    got = sample_tokens(logp, 1.0, torch.Generator().manual_seed(4))
+    want = torch.multinomial(logp.exp().view(-1, 7), 1, generator=torch.Generator().manual_seed(4)).view(3, 5)
+    assert torch.equal(got, want)

@@ -9,7 +9,7 @@ import diffusion
 from common import Draw, stratified_times
 from configurator import get_config
 from diffusion import Schedule, beta_proposal, diffusion_loss, proposal_times
-from helpers import MICRO, ToyModel
+from helpers import MICRO, ToyModel, for_objective
 from utils.errors import UserError
 
 
@@ -66,5 +66,6 @@ def test_the_training_loss_weights_each_sequence_and_a_1_changes_nothing():
 def test_time_beta_is_refused_where_it_cannot_apply():
     with pytest.raises(UserError, match="time_beta"):
         get_config([*MICRO, "--time_beta=-1"])
-    for objective in ("ar", "bd3", "uniform"):
-        assert "time_beta" in __import__("objectives").get(objective).IGNORES
+    for objective in ("ar", "bd3", "uniform"):  # refused, never dropped
+        with pytest.raises(UserError, match="time_beta"):
+            get_config([*for_objective([*MICRO, f"--objective={objective}"]), "--time_beta=2"])

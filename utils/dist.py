@@ -16,12 +16,20 @@ import torch
 
 from utils.errors import UserError
 
-DTYPES = ("auto", "float32", "bfloat16")  # config.dtype, see autocast_for
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # config.dtype, see precision
 
-# dense bf16 peak FLOP/s per GPU, for MFU; an unknown device gets no MFU rather than a wrong one
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12,
-              "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12, "T4": 65e12}
-
+# dense bf16 tensor-core peak FLOP/s (fp32 accumulate, no sparsity; vendor datasheets) by the exact name
+# torch.cuda.get_device_name gives, for MFU: a device not listed gets no MFU rather than a wrong one
+PEAK_FLOPS = {
+    "NVIDIA H100 80GB HBM3": 989e12,    # H100 SXM5
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H200": 989e12,
+    "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-SXM4-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12, "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA L4": 121e12,
+    "NVIDIA GeForce RTX 4090": 165e12,
+    "NVIDIA GeForce RTX 3090": 71e12,   # 142 is the fp16-accumulate figure
+}
 
 def pick_device(name):
     if name == "auto":
@@ -41,19 +49,47 @@ def pick_device(name):
     return dev
 
 
-def autocast_for(device, dtype):
-    """bf16 autocast on CUDA by default; fp32 elsewhere (bf16 on these CPUs measured 2.4x slower)."""
+def precision(device, dtype="auto", bf16_supported=None):
+    """The autocast dtype that training, sampling and scoring run under, by name: 'auto' is bf16 on a CUDA GPU that
+    has it (Ampere and later), fp16 with a GradScaler on one that does not (V100, T4: bf16 there is emulated), fp32
+    elsewhere (bf16 on these CPUs measured 2.4x slower). bf16_supported: the GPU's answer, asked when None."""
     assert dtype in DTYPES, dtype
-    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16), "bfloat16"
-    return nullcontext(), "float32"
+    if device.type == "cuda" and dtype in ("auto", "bfloat16"):
+        if bf16_supported is None:
+            bf16_supported = torch.cuda.is_bf16_supported(including_emulation=False)
+        if not bf16_supported:
+            if dtype == "bfloat16":
+                raise UserError(f"--dtype=bfloat16 but this GPU ({device}) has no bf16 tensor cores: "
+                                f"use --dtype=auto (fp16 with loss scaling) or --dtype=float32")
+            return "float16"
+        return "bfloat16"
+    return "float32" if dtype == "auto" else dtype
+
+
+def autocast_for(device, dtype):
+    """(autocast context, dtype name) of precision(device, dtype); on CUDA also TF32 for the matmuls outside it."""
+    name = precision(device, dtype)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever runs outside autocast
+        torch.backends.cudnn.allow_tf32 = True
+    if name == "float32":
+        return nullcontext(), name
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, name)), name
+
+
+def grad_scaler(device, dtype_name):
+    """Loss scaling for fp16 autocast, whose small gradients underflow without it; disabled (a no-op) otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=dtype_name == "float16")
 
 
 def peak_flops(device):
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    return peak_flops_of(torch.cuda.get_device_name(device))
+
+
+def peak_flops_of(name):
+    return PEAK_FLOPS.get(name.strip())
 
 
 def print0(*args, **kwargs):

@@ -22,7 +22,8 @@ from common import LN2, stratum_time
 def evaluate(model, windows, cfg, schedule, tok, batch_size, device, ctx=nullcontext(), n_t=1, seed=0,
              chars_per_token=1.0, details=False, entropy_bins=10):
     """Score windows (N, L + 1) of token ids with cfg's objective: every objective scores the same tokens, the last
-    L of each window (AR given the first, which it needs as context; a diffusion model reads the L alone).
+    L of each window (AR given the first, which it needs as context; a diffusion model reads the L alone: one token
+    of context worth ~0.015 nats/char to AR at L = 64 on Tiny Shakespeare, H(x) - H(x | previous char) over 64).
     Returns dict: nats_per_token, se, bits_per_char, bpc_se, ppl (per token), n_windows, n_t, mc_se_max (nats/token)
     and mc_bpc_max (bits/char) when n_t > 1 and, with details (diffusion only), recon_acc and entropy_by_t (list of
     (t_lo, t_hi, mean entropy in nats)) at the positions the objective scores (the masked ones; for uniform noise,

@@ -6,10 +6,13 @@ source's path stays in the new run's saved config.
     python train.py baby --init_from=artifacts/models/baby_ar_1k/model.pt --max_iters=1000 --out_dir=artifacts/models/baby_ar2mdlm
 
 Conversions are only changes of what the same weights are used for: AR -> mdlm (causal attention becomes
-bidirectional), AR -> bd3, mdlm -> bd3, and any objective to itself. A time embedding the source lacks starts
-at zero, so the converted model first computes exactly what the source did (adaLN is zero-initialised by
-construction); one the target lacks is dropped. Widths, depths, heads or tokenizers that differ are refused.
+bidirectional), AR -> bd3, mdlm -> bd3 (CONVERSIONS), and any objective to itself (fine-tuning with a new optimizer,
+e.g. on other text); any other pair is refused. A time embedding the source lacks starts at zero and an adaLN the
+source lacks starts as the identity modulation with open gates, so the converted model first computes exactly
+what the source did with its attention as the target has it (bidirectional for AR -> mdlm); one the target lacks
+is dropped. Widths, depths, heads, tokenizers or a learned time embedding of another diffusion_steps are refused.
 """
+import torch
 import torch.nn as nn
 
 from utils.checkpoint import read_checkpoint
@@ -18,15 +21,40 @@ from utils.tokenizer import fingerprint, tokenizer_from_state
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size")  # must match; block_size may differ (RoPE tables are computed)
 TIME_PREFIXES = ("time_emb.", "adaln.")                      # the time input: what a source or target may lack
+CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> target objective, besides X -> X
 
 
-def source_tokenizer(path, kind):
-    """The source's tokenizer, which the new run encodes its data with; kind is the run's --tokenizer."""
-    tok = tokenizer_from_state(read_checkpoint(path)["tokenizer"])
+def source_objective(ckpt):
+    return ckpt.get("config", {}).get("objective", "mdlm")  # checkpoints from before the key were all mdlm
+
+
+def source_tokenizer(path, kind, objective=None):
+    """The source's tokenizer, which the new run encodes its data with; kind is the run's --tokenizer. objective:
+    the run's, checked against the source's here, before any data is read."""
+    ckpt = read_checkpoint(path)
+    if objective is not None:
+        check_conversion(source_objective(ckpt), objective, path)
+    tok = tokenizer_from_state(ckpt["tokenizer"])
     if tok.kind != kind:
         raise UserError(f"--init_from={path} has a {tok.kind} tokenizer, this run asks for --tokenizer={kind}: "
                         f"pass --tokenizer={tok.kind} (--init_from keeps the source's tokenizer)")
     return tok
+
+
+def check_conversion(src, dst, path):
+    if src != dst and (src, dst) not in CONVERSIONS:
+        pairs = ", ".join(f"{a} -> {b}" for a, b in sorted(CONVERSIONS))
+        raise UserError(f"--init_from={path} is a {src} model and this run trains {dst}: --init_from converts only "
+                        f"{pairs} (or keeps the objective); train {dst} from scratch or pass --objective={src}")
+
+
+def open_adaln(adaln):
+    """The adaLN of a source without one: zero weights (no dependence on t yet), gates of 1 and shift/scale 0, so
+    every layer is x + attn(norm(x)), x + mlp(norm(x)) as in the source, instead of adaLN-Zero's closed gates."""
+    adaln.zero_init()
+    with torch.no_grad():
+        for lin in adaln.layers:
+            lin.bias.view(6, -1)[[2, 5]] = 1.0  # (shift, scale, gate) for attention, then for the MLP: model.Layer
 
 
 def load_weights_into(model, path, tok):
@@ -43,9 +71,13 @@ def load_weights_into(model, path, tok):
     if differ:
         raise UserError(f"--init_from={path} has {', '.join(differ)} {fix}")
     state = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
-    own = set(model.state_dict())
+    own = model.state_dict()
     dropped = sorted({k.split(".")[0] for k in state if k.startswith(TIME_PREFIXES) and k not in own})
     state = {k: v for k, v in state.items() if not (k.startswith(TIME_PREFIXES) and k not in own)}
+    if "time_emb.weight" in state and "time_emb.weight" in own and state["time_emb.weight"].shape != own["time_emb.weight"].shape:
+        raise UserError(f"--init_from={path} has a learned time embedding for diffusion_steps="
+                        f"{src_args.get('diffusion_steps')} (this run {model.args.diffusion_steps}): pass "
+                        f"--diffusion_steps={src_args.get('diffusion_steps')} (the source's)")
     result = model.load_state_dict(state, strict=False)
     lacking = [k for k in result.missing_keys if not k.startswith(TIME_PREFIXES)]
     if lacking or result.unexpected_keys:
@@ -56,7 +88,8 @@ def load_weights_into(model, path, tok):
         nn.init.zeros_(model.time_emb.weight)  # adds nothing at first: the source's function, then learns t
         notes.append("time_emb starts at zero")
     if any(k.startswith("adaln.") for k in result.missing_keys):
-        notes.append("adaLN starts at its zero init")
+        open_adaln(model.adaln)
+        notes.append("adaLN starts as the identity with open gates")
     if dropped:
         notes.append(f"the source's {' and '.join(dropped)} dropped")
     if src_args.get("causal") and not model.args.causal:
