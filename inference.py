@@ -6,7 +6,7 @@
     python inference.py cpu --viz-video artifacts/media/cpu.mp4   # the cpu preset's checkpoint and prompt
     python inference.py cpu --live                                # watch the canvas denoise in the terminal
     python inference.py cpu --interactive                         # type prompts, one sample each, until Ctrl-D
-    python inference.py cpu --prompts-file prompts.txt            # one sample per line of the file
+    python inference.py cpu --prompts-file data/prompts.txt       # one sample per line of the file
     python inference.py --checkpoint artifacts/export/cpu         # a folder written by scripts/export.py
     python inference.py tinystories_bpe --gen-len 128 --viz-video artifacts/media/bpe.mp4  # BPE: --gen-len in tokens
     python inference.py cpu --infill "ROMEO: I [___:20] the night."                     # fill the blanks only

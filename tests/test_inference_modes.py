@@ -112,6 +112,19 @@ def test_each_prompt_of_a_session_gets_its_own_seed_and_the_seed_reproduces_the_
 
 
 @pytest.mark.slow
+def test_the_readme_prompts_file_ships_and_samples(tiny_ckpt, capsys):
+    import re
+    from helpers import ROOT
+    files = re.findall(r"inference\.py \S+ --prompts-file (\S+)", (ROOT / "README.md").read_text())
+    assert files and all((ROOT / f).is_file() for f in files)  # the README's command names a file the repo has
+    # the tiny model reads Tiny Shakespeare's characters, as the cpu preset's does
+    code, out, err = run_cli_here(inference.main, ["--checkpoint", tiny_ckpt, "--gen-len", 8, "--steps", 4,
+                                                   "--prompts-file", ROOT / files[0]], capsys)
+    n = len((ROOT / files[0]).read_text().split("\n")) - 1
+    assert code == 0 and err == "" and f"==== prompt {n}/{n}: " in out
+
+
+@pytest.mark.slow
 def test_live_through_the_cli(tiny_ckpt, capsys):
     code, out, _ = run_cli_here(inference.main, ["--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 16,
                                                  "--steps", 8, "--live"], capsys)
