@@ -31,7 +31,6 @@ from dataclasses import dataclass, replace
 import torch
 
 import objectives
-from canvas import continuation, generate
 from common import Draw
 from configurator import RESUMABLE_KEYS, config_to_dict, format_config, help_text, parse, refuse_changes, wants_help
 from diffusion import Schedule
@@ -44,10 +43,9 @@ from utils.errors import UserError, run_cli
 from utils.fileio import remove_stale_temps
 from utils.evaluate import evaluate
 from utils.init_from import load_weights_into, source_tokenizer
-from utils.metrics import ChangeRate, distinct_n
 from utils.optim import EMA, build_optimizer, set_lr
 from utils.tokenizer import fingerprint, normalize_prompt, tokenizer_from_state
-from utils.trace import StepBar, chain, generate_with_trace, open_trace
+from utils.report import final_report, loss_label
 
 ASSUMED_MFU = 0.4  # for the startup tokens/s estimate only; the log lines report the measured MFU
 STREAM_DATA, STREAM_MASK, STREAM_TIME = 0, 1, 2  # keys of the per-step generators (see train_step)
@@ -357,6 +355,8 @@ def train(cfg, env, data, run):
     peak = peak_flops(env.device)
     t_last, tokens_since, timed_iters = time.time(), 0, 0
     run.t_start, train_time = time.time(), 0.0
+    loss_name, legend = loss_label(cfg)
+    print0(legend)
     for it in range(run.start_iter, cfg.max_iters):
         if it % cfg.eval_interval == 0 and it > run.start_iter:
             t_eval = time.time()
@@ -382,7 +382,7 @@ def train(cfg, env, data, run):
             tps = tokens_since / dt
             eta = eta_seconds(cfg, env, run, it + 1, train_time / (it + 1 - run.start_iter))  # mean step time: steadier
             mfu = f" | mfu {flops_step * timed_iters / dt / peak * 100:.1f}%" if peak else ""
-            print0(f"iter {it + 1}/{cfg.max_iters} | loss {loss_avg:.4f} | lr {lr:.2e} | "
+            print0(f"iter {it + 1}/{cfg.max_iters} | {loss_name} {loss_avg:.4f} | lr {lr:.2e} | "
                    f"{dt / timed_iters * 1000:.0f} ms/it | {tps:,.0f} tok/s{mfu} | eta {fmt_time(eta)}")
             sys.stdout.flush()
             log_row(env, run, kind="train", iter=it + 1, loss=loss_avg, lr=lr, tok_per_s=tps, seconds=train_time)
@@ -455,45 +455,6 @@ def finish(cfg, env, data, run):
         env.wandb.finish()
     if env.world > 1:
         torch.distributed.destroy_process_group()
-
-
-def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
-    """The end-of-training metrics block and a few samples."""
-    g, obj = torch.Generator().manual_seed(cfg.seed), objectives.get(cfg.objective)
-    change = ChangeRate(tok.mask_id)
-    n = max(cfg.num_samples, 4)
-    prompt_len = len(tok.encode(cfg.prompt))
-    gen_len = min(cfg.gen_len, cfg.block_size - prompt_len - obj.WINDOW)
-    # the denoising trace of sample 0 (its frame sized for prompt + gen_len tokens)
-    writer = open_trace(cfg, prompt_len + gen_len, chars_per_token) if obj.TRACE else None
-    canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
-    print(f"sampling {n} x {gen_len} tokens" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
-    with StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:
-        if writer is None:
-            texts, _, stats = generate(model, tok, canvas, cfg, schedule, device, g, on_step=chain(change, bar), num_samples=n)
-        else:
-            texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule, device,
-                                                  g, on_step=chain(change, bar))
-    ar = obj.EXACT
-    print("---- final validation metrics")
-    print(f"  val {'NLL' if ar else 'bound (NELBO)'}: {res['nats_per_token']:.4f} ± {res['se']:.4f} "
-          f"nats/token = {res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char "
-          f"({res['n_windows']} windows{'' if ar else ' x %d t' % res['n_t']})")
-    print(f"  perplexity (per token, {'exact' if ar else 'from the bound'}): {res['ppl']:.3f}")
-    if "recon_acc" in res:
-        where = "positions the noise changed" if obj.NOISE_START else "masked positions"
-        print(f"  reconstruction accuracy ({where}): {res['recon_acc']:.4f}")
-        print(f"  entropy per timestep (nats, {where}): " +
-              "  ".join(f"t{lo}-{hi}:{e:.2f}" for lo, hi, e in res["entropy_by_t"]))
-        print(f"  reverse-step token change rate: {change.rate:.4f}")
-    print(f"  distinct-2 of {n} samples (prompt excluded): {distinct_n(texts, 2):.4f}; "
-          f"{stats['nfe']} NFE, {stats['seconds']:.2f}s")
-    print(f"---- sample (prompt {cfg.prompt!r})")
-    print(cfg.prompt + texts[0])
-    if writer is not None:
-        for w in writer.result["warnings"]:
-            print(f"warning: {w}")
-        print(f"trace: {writer.result['frames']} frames -> " + ", ".join(p for p in (writer.result["mp4"], writer.result["gif"]) if p))
 
 
 if __name__ == "__main__":
