@@ -36,7 +36,7 @@ from configurator import RESUMABLE_KEYS, config_to_dict, format_config, help_tex
 from diffusion import Schedule
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
-from utils.dataloader import chars_per_token, check_fits, fixed_windows, get_batch, prepare_data
+from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data
 from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, estimate_tokens_per_s, grad_accum_steps,
                         init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state)
 from utils.errors import UserError, run_cli
@@ -176,6 +176,7 @@ def setup(argv):
             import wandb  # optional: only imported when asked for
         except ImportError:
             raise UserError("--wandb_log needs the wandb package: pip install wandb (metrics.jsonl is written either way)")
+    check_inputs(cfg, need_tokenizer=not (resume or cfg.init_from))  # a missing data file: one line, no config dump
     print0(f"config:\n{format_config(cfg)}")
     print0(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
            f"dtype: {dtype_name}, world size: {world}, {accum} micro-step(s) per optimizer step")
