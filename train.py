@@ -43,9 +43,9 @@ from utils.errors import UserError, run_cli
 from utils.fileio import remove_stale_temps
 from utils.evaluate import evaluate
 from utils.init_from import load_weights_into, source_tokenizer
-from utils.optim import EMA, build_optimizer, set_lr
+from utils.optim import EMA, build_optimizer, cap_warmup, lr_at, set_lr
 from utils.tokenizer import fingerprint, normalize_prompt, tokenizer_from_state
-from utils.report import final_report, loss_label
+from utils.report import estimate_line, final_report, first_step_line, fmt_time, loss_label
 
 ASSUMED_MFU = 0.4  # for the startup tokens/s estimate only; the log lines report the measured MFU
 STREAM_DATA, STREAM_MASK, STREAM_TIME = 0, 1, 2  # keys of the per-step generators (see train_step)
@@ -98,19 +98,6 @@ class Run:
     eval_s: float = 0.0       # seconds the last eval + checkpoint took (the ETA counts the ones to come)
     saved: str = ""           # the newest complete checkpoint: what a Ctrl-C leaves to --resume
     saved_iter: int = -1
-
-
-def lr_at(it, cfg):
-    """Linear warm-up, then cosine decay to min_lr at max_iters (nanoGPT)."""
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / cfg.warmup_iters
-    frac = min(1.0, (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
-    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (cfg.learning_rate - cfg.min_lr)
-
-
-def fmt_time(s):
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def main(argv):
@@ -177,7 +164,10 @@ def setup(argv):
         except ImportError:
             raise UserError("--wandb_log needs the wandb package: pip install wandb (metrics.jsonl is written either way)")
     check_inputs(cfg, need_tokenizer=not (resume or cfg.init_from))  # a missing data file: one line, no config dump
+    cfg, capped = (cfg, "") if resume else cap_warmup(cfg, given)  # a resumed run keeps the warm-up it saved
     print0(f"config:\n{format_config(cfg)}")
+    if capped:
+        print0(capped)
     print0(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
            f"dtype: {dtype_name}, world size: {world}, {accum} micro-step(s) per optimizer step")
     return cfg, Env(rank, local_rank, world, rank == 0, device, accum, ctx, dtype_name, wandb, resume, resumed_from)
@@ -222,17 +212,7 @@ def build(cfg, env, data):
     print0(f"model: {model.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
            f"{tokens_per_step:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x {cfg.batch_size} x {cfg.block_size}")
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    # memory and speed from the model's own accounting (rough: see model.estimate_memory)
-    masked_head = cfg.head_on_masked_only and cfg.loss_type != "all_ce"  # (an objective without masks ignores both)
-    head_frac = (1 - schedule.alpha[1:]).mean().item() if masked_head else 1.0  # E_t[mask rate]
-    state_b, act_b = model.estimate_memory(cfg.batch_size, seq, env.dtype_name == "bfloat16", head_frac, cfg.ema > 0)
-    peak = peak_flops(env.device)
-    est_tps = estimate_tokens_per_s(flops_tok, peak, ASSUMED_MFU)
-    speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {ASSUMED_MFU:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
-             if est_tps else f"no tokens/s estimate: no peak FLOP/s known for {env.device} (scripts/bench_train.py measures one)")
-    print0(f"estimate per rank: ~{(state_b + act_b) / 2**30:.1f} GiB = {state_b / 2**30:.1f} weights+grads+"
-           f"{cfg.optimizer}{'+EMA' if cfg.ema else ''} + {act_b / 2**30:.1f} activations of a {cfg.batch_size}x"
-           f"{cfg.block_size} micro-batch; {speed}")
+    print0(estimate_line(cfg, model, schedule, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU))
     if cfg.max_iters == 0 and not cfg.resume:
         print0("max_iters=0: built data, tokenizer and model; exiting without training")
         return None
@@ -372,6 +352,14 @@ def train(cfg, env, data, run):
         train_step(cfg, env, data, run, it)
         tokens_since += tokens_per_step
         timed_iters += 1
+        if it == run.start_iter:  # the first step: its time and the ETA now, not after log_interval steps
+            if env.device.type == "cuda":
+                torch.cuda.synchronize()
+            step_s = time.time() - t_last
+            logs = (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters
+            line = first_step_line(cfg, env.device, it + 1, step_s, eta_seconds(cfg, env, run, it + 1, step_s), logs)
+            if line:
+                print0(line)
 
         if (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters:
             loss_avg = all_reduce_mean(run.loss_acc / max(run.n_acc, 1), env.world).item()  # one sync per log line

@@ -1,7 +1,8 @@
-"""What train.py prints about a run beside its loop: the name of the training loss in its log lines and the
-end-of-training metrics block with a sample. Every figure carries its unit or says what it counts.
+"""What train.py prints about a run beside its loop: the startup memory and speed estimates, the first step's
+time and ETA (with a note when the run is long for its device), the name of the training loss in its log lines
+and the end-of-training metrics block with a sample. Every figure carries its unit or says what it counts.
 
-    from utils.report import final_report, loss_label
+    from utils.report import estimate_line, final_report, first_step_line, fmt_time, loss_label
     print(loss_label(cfg))                      # 'train all_ce' (the log line's figure) and what it measures
 """
 from dataclasses import replace
@@ -10,12 +11,54 @@ import torch
 
 import objectives
 from canvas import continuation, generate
+from utils.dist import estimate_tokens_per_s, peak_flops
 from utils.metrics import ChangeRate, distinct_n
 from utils.trace import StepBar, chain, generate_with_trace, open_trace
 
 # what each training loss measures (train.py's log lines), beside the validation bound the eval lines report
 LOSSES = dict(elbo="the weighted NELBO on training batches", masked_ce="the unweighted CE over masked positions (no bound)",
               all_ce="the CE over every position, visible ones too (no bound)", ce="the next-token CE on training batches")
+
+
+# A CPU process's peak RSS, measured (2026-11-24, torch 2.13, fp32, 1 thread) against model.estimate_memory's saved
+# activations A: ~1.7 A (backward's transient gradients beside the saved tensors: 1.6-2.0 over 4/4/128 at 32x128 and
+# 64x256, 8/4/128, and the 6/6/384 reference at 64x256, 4.42 GiB against A = 2.40) + ~0.3 GiB of runtime.
+CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30
+
+
+def fmt_time(s):
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def estimate_line(cfg, model, schedule, device, dtype_name, flops_tok, seq, assumed_mfu):
+    """Memory per rank and tokens/s, from the model's own accounting (rough: see model.estimate_memory)."""
+    masked_head = cfg.head_on_masked_only and cfg.loss_type != "all_ce"  # (an objective without masks ignores both)
+    head_frac = (1 - schedule.alpha[1:]).mean().item() if masked_head else 1.0  # E_t[mask rate]
+    state_b, act_b = model.estimate_memory(cfg.batch_size, seq, dtype_name == "bfloat16", head_frac, cfg.ema > 0)
+    peak = peak_flops(device)
+    est_tps = estimate_tokens_per_s(flops_tok, peak, assumed_mfu)
+    speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {assumed_mfu:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
+             if est_tps else f"no tokens/s estimate: no peak FLOP/s known for {device} (scripts/bench_train.py measures one)")
+    state = f"{state_b / 2**30:.1f} weights+grads+{cfg.optimizer}{'+EMA' if cfg.ema else ''}"
+    batch = f"a {cfg.batch_size}x{cfg.block_size} micro-batch"
+    if device.type == "cpu":  # the tensors alone undercount a CPU process: see CPU_ACT_FACTOR
+        total = state_b + CPU_ACT_FACTOR * act_b + CPU_RUNTIME_B
+        return (f"estimate: ~{total / 2**30:.1f} GiB peak RSS on CPU = {state} + {CPU_ACT_FACTOR * act_b / 2**30:.1f} "
+                f"activations and their gradients in backward for {batch} + {CPU_RUNTIME_B / 2**30:.1f} runtime; {speed}")
+    return (f"estimate per rank: ~{(state_b + act_b) / 2**30:.1f} GiB of {device.type} memory = {state} + "
+            f"{act_b / 2**30:.1f} activations saved for backward of {batch}; {speed}")
+
+
+def first_step_line(cfg, device, done, step_s, eta, logged):
+    """The first step's time and the ETA it gives (unless its log line follows anyway), and a note when the
+    run will take more than an hour here: on a CPU it names the laptop preset."""
+    lines = [] if logged else [f"iter {done}/{cfg.max_iters} | {step_s:.2f} s/step (the first, setup included) | "
+                               f"eta {fmt_time(eta)}"]
+    if eta > 3600:
+        lines.append(f"note: this run needs ~{fmt_time(eta)} on this device ({device.type})" + (
+            "; the laptop preset trains in ~15 min on 2 CPU cores: python train.py cpu" if device.type == "cpu" else ""))
+    return "\n".join(lines)
 
 
 def loss_label(cfg):
