@@ -45,9 +45,13 @@ from utils.evaluate import evaluate
 from utils.init_from import load_weights_into, source_tokenizer
 from utils.optim import EMA, build_optimizer, cap_warmup, lr_at, set_lr
 from utils.tokenizer import fingerprint, normalize_prompt, tokenizer_from_state
-from utils.report import estimate_line, final_report, first_step_line, fmt_time, loss_label
+from utils.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_time, loss_label
 
 ASSUMED_MFU = 0.4  # for the startup tokens/s estimate only; the log lines report the measured MFU
+# Every eval, periodic and final, scores the same windows at the same EVAL_T stratified times per window, so best.pt
+# is picked among like figures. Measured on baby (120 windows; RESULTS.md): the t draws are most of the noise, se 0.15
+# nats/token at 1 t, 0.046 at 4 t; two evals 500 steps apart differ by 0.053 +- 0.005 (paired) at 4 t.
+EVAL_T = 4
 STREAM_DATA, STREAM_MASK, STREAM_TIME = 0, 1, 2  # keys of the per-step generators (see train_step)
 
 
@@ -90,6 +94,7 @@ class Run:
     metrics_path: str
     start_iter: int = 0
     best_val: float = float("inf")
+    best_iter: int = -1       # the eval best.pt holds
     skipped: int = 0          # steps skipped for a non-finite loss or gradient
     loss_acc: torch.Tensor = None  # sum of step losses since the last log line (on device: no sync per step)
     n_acc: int = 0
@@ -247,7 +252,7 @@ def resume_state(cfg, env, run):
     run.opt.load_state_dict(ck["optimizer"])
     for g, base in zip(run.opt.param_groups, base_lrs):  # checkpoints from before base_lr existed lack it
         g["base_lr"] = base
-    run.start_iter, run.best_val = ck["iter"], ck.get("best_val", run.best_val)
+    run.start_iter, run.best_val, run.best_iter = ck["iter"], ck.get("best_val", run.best_val), ck.get("best_iter", -1)
     rng = ck.get("rng")
     if isinstance(rng, list) and len(rng) == env.world:  # global RNGs per rank (the batches are keyed, see train_step)
         set_rng_state(rng[env.rank])
@@ -263,9 +268,9 @@ def resume_state(cfg, env, run):
 
 
 # ---------------------------------------------------------------- eval, log, checkpoint
-def run_eval(cfg, env, data, run, it, n_t=1, details=False):
+def run_eval(cfg, env, data, run, it, details=False):
     res = evaluate(run.eval_model, data.val_windows, cfg, run.schedule, data.tok, cfg.batch_size, env.device, env.ctx,
-                   n_t=n_t, seed=cfg.seed, chars_per_token=data.val_cpt, details=details)
+                   n_t=EVAL_T, seed=cfg.seed, chars_per_token=data.val_cpt, details=details)
     what = "NLL" if objectives.get(cfg.objective).EXACT else "bound"
     print0(f"eval {it}: val {what} {res['nats_per_token']:.4f} ± {res['se']:.4f} nats/token, "
            f"{res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char{' (EMA weights)' if run.ema else ''}")
@@ -300,7 +305,7 @@ def snapshot(cfg, env, data, run, it, val):
         return None
     out = dict(model=run.raw_model.state_dict(), optimizer=run.opt.state_dict(), config=config_to_dict(cfg),
                model_args=vars(run.margs), tokenizer=data.tok.state(), tokenizer_fingerprint=fingerprint(data.tok),
-               iter=it, best_val=run.best_val, val=val, meta=data.meta, rng=rngs,
+               iter=it, best_val=run.best_val, best_iter=run.best_iter, val=val, meta=data.meta, rng=rngs,
                loop=dict(loss_acc=run.loss_acc.cpu(), n_acc=run.n_acc, skipped=run.skipped))
     if run.ema:
         out.update(ema=run.ema.state_dict(), ema_updates=run.ema.updates)
@@ -311,7 +316,8 @@ def save_checkpoints(cfg, env, data, run, it, res):
     """model.pt always; best.pt too when this eval is the best so far (both with the same state)."""
     is_best = env.master and res["nats_per_token"] < run.best_val
     if is_best:
-        run.best_val = res["nats_per_token"]
+        run.best_val, run.best_iter = res["nats_per_token"], it
+        print(f"best.pt <- iter {it}: the lowest eval so far")
     state = snapshot(cfg, env, data, run, it, res)
     if env.master:
         for path in save_run_checkpoint(cfg.out_dir, state, cfg.keep_last, is_best):
@@ -321,14 +327,6 @@ def save_checkpoints(cfg, env, data, run, it, res):
 
 
 # ---------------------------------------------------------------- training loop
-def eta_seconds(cfg, env, run, done, step_s):
-    """Time left: the steps, the evals (+ checkpoints) still to come and the final eval (4 t per window).
-    Until one eval is measured, an eval pass is priced as its forward passes: a third of a step's compute."""
-    eval_s = run.eval_s or cfg.eval_iters * step_s / (3 * env.accum)
-    evals_left = (cfg.max_iters - 1) // cfg.eval_interval - (done - 1) // cfg.eval_interval
-    return (cfg.max_iters - done) * step_s + evals_left * eval_s + 4 * eval_s
-
-
 def train(cfg, env, data, run):
     run.model.train()
     tokens_per_step = cfg.total_batch_size
@@ -337,7 +335,8 @@ def train(cfg, env, data, run):
     t_last, tokens_since, timed_iters = time.time(), 0, 0
     run.t_start, train_time = time.time(), 0.0
     loss_name, legend = loss_label(cfg)
-    print0(legend)
+    print0(f"{legend}\nbest.pt: the lowest val figure of the evals ({len(data.val_windows)} windows x {EVAL_T} t, the "
+           f"same windows and times at every eval, the final one included)")
     for it in range(run.start_iter, cfg.max_iters):
         if it % cfg.eval_interval == 0 and it > run.start_iter:
             t_eval = time.time()
@@ -357,7 +356,7 @@ def train(cfg, env, data, run):
                 torch.cuda.synchronize()
             step_s = time.time() - t_last
             logs = (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters
-            line = first_step_line(cfg, env.device, it + 1, step_s, eta_seconds(cfg, env, run, it + 1, step_s), logs)
+            line = first_step_line(cfg, env.device, it + 1, step_s, eta_seconds(cfg, env.accum, run.eval_s, it + 1, step_s, EVAL_T), logs)
             if line:
                 print0(line)
 
@@ -369,7 +368,7 @@ def train(cfg, env, data, run):
             dt = time.time() - t_last
             train_time += dt
             tps = tokens_since / dt
-            eta = eta_seconds(cfg, env, run, it + 1, train_time / (it + 1 - run.start_iter))  # mean step time: steadier
+            eta = eta_seconds(cfg, env.accum, run.eval_s, it + 1, train_time / (it + 1 - run.start_iter), EVAL_T)  # mean step time: steadier
             mfu = f" | mfu {flops_step * timed_iters / dt / peak * 100:.1f}%" if peak else ""
             print0(f"iter {it + 1}/{cfg.max_iters} | {loss_name} {loss_avg:.4f} | lr {lr:.2e} | "
                    f"{dt / timed_iters * 1000:.0f} ms/it | {tps:,.0f} tok/s{mfu} | eta {fmt_time(eta)}")
@@ -429,15 +428,15 @@ def train_step(cfg, env, data, run, it):
 
 # ---------------------------------------------------------------- final eval, checkpoint, metrics
 def finish(cfg, env, data, run):
-    print0(f"final eval: {len(data.val_windows)} windows x 4 t" + (f", ~{fmt_time(4 * run.eval_s)}" if run.eval_s else ""))
-    res = run_eval(cfg, env, data, run, cfg.max_iters, n_t=4, details=True) if env.master else None
+    print0(f"final eval: {len(data.val_windows)} windows x {EVAL_T} t" + (f", ~{fmt_time(run.eval_s)}" if run.eval_s else ""))
+    res = run_eval(cfg, env, data, run, cfg.max_iters, details=True) if env.master else None
     if env.master:
         log_row(env, run, kind="eval", iter=cfg.max_iters, **{k: v for k, v in res.items() if k != "entropy_by_t"})
     save_checkpoints(cfg, env, data, run, cfg.max_iters, res)
     if not env.master:
         torch.distributed.destroy_process_group()
         return
-    print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best val {run.best_val:.4f} nats/token in "
+    print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, val {run.best_val:.4f} nats/token, in "
           f"{os.path.join(cfg.out_dir, 'best.pt')}); trained {fmt_time(time.time() - run.t_start)}")
     final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"])
     if env.wandb is not None:

@@ -2,7 +2,7 @@
 time and ETA (with a note when the run is long for its device), the name of the training loss in its log lines
 and the end-of-training metrics block with a sample. Every figure carries its unit or says what it counts.
 
-    from utils.report import estimate_line, final_report, first_step_line, fmt_time, loss_label
+    from utils.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_time, loss_label
     print(loss_label(cfg))                      # 'train all_ce' (the log line's figure) and what it measures
 """
 from dataclasses import replace
@@ -48,6 +48,14 @@ def estimate_line(cfg, model, schedule, device, dtype_name, flops_tok, seq, assu
                 f"activations and their gradients in backward for {batch} + {CPU_RUNTIME_B / 2**30:.1f} runtime; {speed}")
     return (f"estimate per rank: ~{(state_b + act_b) / 2**30:.1f} GiB of {device.type} memory = {state} + "
             f"{act_b / 2**30:.1f} activations saved for backward of {batch}; {speed}")
+
+
+def eta_seconds(cfg, accum, eval_s, done, step_s, eval_t):
+    """Time left: the steps, the evals (+ checkpoints) still to come and the final eval (its eval_s as well).
+    Until one eval is measured, an eval pass is priced as its forward passes: eval_t / 3 of a step's compute."""
+    eval_s = eval_s or cfg.eval_iters * eval_t * step_s / (3 * accum)
+    evals_left = (cfg.max_iters - 1) // cfg.eval_interval - (done - 1) // cfg.eval_interval
+    return (cfg.max_iters - done) * step_s + (evals_left + 1) * eval_s
 
 
 def first_step_line(cfg, device, done, step_s, eta, logged):
