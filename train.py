@@ -49,7 +49,7 @@ from utils.report import estimate_line, eta_seconds, final_report, first_step_li
 
 ASSUMED_MFU = 0.4  # for the startup tokens/s estimate only; the log lines report the measured MFU
 # Every eval, periodic and final, scores the same windows at the same EVAL_T stratified times per window, so best.pt
-# is picked among like figures. Measured on baby (120 windows; RESULTS.md): the t draws are most of the noise, se 0.15
+# is picked among like figures. Measured on baby (120 windows; README): the t draws are most of the noise, se 0.15
 # nats/token at 1 t, 0.046 at 4 t; two evals 500 steps apart differ by 0.053 +- 0.005 (paired) at 4 t.
 EVAL_T = 4
 STREAM_DATA, STREAM_MASK, STREAM_TIME = 0, 1, 2  # keys of the per-step generators (see train_step)
