@@ -160,8 +160,8 @@ def sample_once(cfg, run):
     unit = "BPE tokens (--gen-len counts tokens, not characters)" if tok.kind == "bpe" else "tokens"
     nfes = [n for n, _ in per]
     nfe = f"{nfes[0]}" if min(nfes) == max(nfes) else f"{sum(nfes) / len(nfes):.1f} (min {min(nfes)}, max {max(nfes)})"
-    print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample, {stats['nfe']} batched, {dt:.2f}s "
-          f"({n_tok / dt:,.0f} tokens/s); sampler: {describe(cfg)}")
+    print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched passes, "
+          f"{dt:.2f}s ({n_tok / dt:,.0f} tokens/s); sampler: {describe(cfg)}")
     if writer is not None:
         res = writer.result
         for w in res.get("warnings", []):

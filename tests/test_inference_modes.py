@@ -122,6 +122,7 @@ def test_the_readme_prompts_file_ships_and_samples(tiny_ckpt, capsys):
                                                    "--prompts-file", ROOT / files[0]], capsys)
     n = len((ROOT / files[0]).read_text().split("\n")) - 1
     assert code == 0 and err == "" and f"==== prompt {n}/{n}: " in out
+    assert "NFE 4 per sample (model calls), 4 batched passes" in out  # each figure says what it counts
 
 
 @pytest.mark.slow
