@@ -75,7 +75,8 @@ class Config:
     head_on_masked_only: bool = resumable(False)  # mdlm: output head only at masked positions (same loss; elbo/masked_ce)
     # ---- eval, logging, checkpoints
     eval_interval: int = resumable(250)  # steps between validation passes
-    eval_iters: int = resumable(20)     # validation batches per pass (same batches every time)
+    eval_iters: int = resumable(20)     # validation batches per pass (same batches every time); every eval scores them
+                                        # at 4 t per window (train.EVAL_T), so best.pt compares like figures (README)
     log_interval: int = resumable(10)   # steps between log lines
     out_dir: str = resumable("artifacts/models")  # model.pt (latest/final) and best.pt land here
     resume: bool = resumable(False)     # continue from out_dir/model.pt (step, optimizer, LR schedule)
@@ -127,7 +128,8 @@ _RECIPE = dict(time_cond="none", loss_type="all_ce")
 
 # The laptop budget shared by the CPU presets: 4/4/128, ctx 128, 2,000 steps x 32 sequences (8.19M tokens).
 _CPU = dict(block_size=128, n_layer=4, n_head=4, n_embd=128, batch_size=32, max_iters=2000,
-            learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=250, eval_iters=10,
+            learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=250, eval_iters=10,  # 320 windows x 4 t:
+            # +- 0.026 nats/token, +- 0.005 between two evals (paired): enough to pick best.pt (README)
             steps=64, gen_len=96, **_RECIPE)
 
 # Tiny Shakespeare at the laptop budget: the main job (cpu) and the results table's CPU row (shakespeare_cpu).
@@ -139,7 +141,8 @@ _SHAKESPEARE_CPU = dict(data_path="data/tinyshakespeare.txt", **_CPU, **_ANCESTR
 
 # nanoGPT's "baby" CPU budget: 4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params, its split.
 _BABY = dict(data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, batch_size=12,
-             max_iters=2000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=500, eval_iters=10,
+             max_iters=2000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=500, eval_iters=10,  # 120 x 4 t:
+             # +- 0.046 nats/token, +- 0.005 between two evals (paired; README)
              log_interval=100, steps=48, gen_len=48, prompt="ROMEO:")
 
 # Named presets: a dict of overrides on top of the defaults above. The comment above each one is its

@@ -6,7 +6,7 @@
     python inference.py cpu --viz-video artifacts/media/cpu.mp4   # the cpu preset's checkpoint and prompt
     python inference.py cpu --live                                # watch the canvas denoise in the terminal
     python inference.py cpu --interactive                         # type prompts, one sample each, until Ctrl-D
-    python inference.py cpu --prompts-file prompts.txt            # one sample per line of the file
+    python inference.py cpu --prompts-file data/prompts.txt       # one sample per line of the file
     python inference.py --checkpoint artifacts/export/cpu         # a folder written by scripts/export.py
     python inference.py tinystories_bpe --gen-len 128 --viz-video artifacts/media/bpe.mp4  # BPE: --gen-len in tokens
     python inference.py cpu --infill "ROMEO: I [___:20] the night."                     # fill the blanks only
@@ -17,7 +17,8 @@
 
 Model, tokenizer and schedule come from the checkpoint; sampling flags (any config.py key in the
 sampling section, or --device/--seed) come from the command line. AR checkpoints sample with a KV cache.
-Each prompt starts from --seed, so a prompt gives the same text alone, in a --prompts-file or typed.
+--prompts-file and --interactive give prompt k (k = 1, 2, ...) its own draw, seed --seed + k - 1 (printed beside it):
+--seed S reproduces the whole session, and `--prompt P --seed S+k-1` that one sample alone.
 """
 import sys
 import time
@@ -58,8 +59,8 @@ def main(argv):
     elif cfg.prompts_file:
         prompts = read_prompts(cfg, tok, model.args.block_size)  # every prompt checked before any sampling
         for i, prompt in enumerate(prompts):
-            print(f"==== prompt {i + 1}/{len(prompts)}: {prompt!r}")
-            sample_once(replace(cfg, prompt=prompt), run)
+            print(f"==== prompt {i + 1}/{len(prompts)}: {prompt!r} (seed {cfg.seed + i})")
+            sample_once(replace(cfg, prompt=prompt, seed=cfg.seed + i), run)
     else:
         sample_once(cfg, run)
 
@@ -107,8 +108,9 @@ def read_prompts(cfg, tok, block_size):
 
 
 def interactive(cfg, run):
-    """Prompts from stdin, one sample each, until EOF; a prompt that cannot work says why and asks again."""
-    tty = sys.stdin.isatty()
+    """Prompts from stdin, one sample each, until EOF; a prompt that cannot work says why and asks again.
+    The k-th sampled prompt draws with seed cfg.seed + k - 1 (a refused line takes no seed)."""
+    tty, k = sys.stdin.isatty(), 0
     if tty:
         print("type a prompt and press Enter (an empty line samples without one); Ctrl-D ends", file=sys.stderr)
     while True:
@@ -120,7 +122,11 @@ def interactive(cfg, run):
                 print(file=sys.stderr)
             return
         try:
-            sample_once(replace(cfg, prompt=normalize_prompt(run["tok"], line.rstrip("\r\n"))), run)
+            prompt = normalize_prompt(run["tok"], line.rstrip("\r\n"))
+            build_canvas(replace(cfg, prompt=prompt), run["tok"], run["model"].args.block_size)  # refused: no seed used
+            k += 1
+            print(f"==== prompt {k}: {prompt!r} (seed {cfg.seed + k - 1})")
+            sample_once(replace(cfg, prompt=prompt, seed=cfg.seed + k - 1), run)
         except UserError as e:
             print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.stdout.flush()
@@ -156,8 +162,8 @@ def sample_once(cfg, run):
     unit = "BPE tokens (--gen-len counts tokens, not characters)" if tok.kind == "bpe" else "tokens"
     nfes = [n for n, _ in per]
     nfe = f"{nfes[0]}" if min(nfes) == max(nfes) else f"{sum(nfes) / len(nfes):.1f} (min {min(nfes)}, max {max(nfes)})"
-    print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample, {stats['nfe']} batched, {dt:.2f}s "
-          f"({n_tok / dt:,.0f} tokens/s); sampler: {describe(cfg)}")
+    print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched passes, "
+          f"{dt:.2f}s ({n_tok / dt:,.0f} tokens/s); sampler: {describe(cfg)}")
     if writer is not None:
         res = writer.result
         for w in res.get("warnings", []):

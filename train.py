@@ -31,25 +31,27 @@ from dataclasses import dataclass, replace
 import torch
 
 import objectives
-from canvas import continuation, generate
 from common import Draw
 from configurator import RESUMABLE_KEYS, config_to_dict, format_config, help_text, parse, refuse_changes, wants_help
 from diffusion import Schedule
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
-from utils.dataloader import chars_per_token, check_fits, fixed_windows, get_batch, prepare_data
+from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data
 from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, estimate_tokens_per_s, grad_accum_steps,
                         grad_scaler, init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state)
 from utils.errors import UserError, run_cli
 from utils.fileio import remove_stale_temps
 from utils.evaluate import evaluate
 from utils.init_from import load_weights_into, source_tokenizer
-from utils.metrics import ChangeRate, distinct_n
-from utils.optim import EMA, build_optimizer, set_lr
+from utils.optim import EMA, build_optimizer, cap_warmup, lr_at, set_lr
 from utils.tokenizer import fingerprint, normalize_prompt, tokenizer_from_state
-from utils.trace import StepBar, chain, generate_with_trace, open_trace
+from utils.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_time, loss_label
 
 ASSUMED_MFU = 0.4  # for the startup tokens/s estimate only; the log lines report the measured MFU
+# Every eval, periodic and final, scores the same windows at the same EVAL_T stratified times per window, so best.pt
+# is picked among like figures. Measured on baby (120 windows; README): the t draws are most of the noise, se 0.15
+# nats/token at 1 t, 0.046 at 4 t; two evals 500 steps apart differ by 0.053 +- 0.005 (paired) at 4 t.
+EVAL_T = 4
 STREAM_DATA, STREAM_MASK, STREAM_TIME = 0, 1, 2  # keys of the per-step generators (see train_step)
 
 
@@ -92,6 +94,7 @@ class Run:
     metrics_path: str
     start_iter: int = 0
     best_val: float = float("inf")
+    best_iter: int = -1       # the eval best.pt holds
     skipped: int = 0          # steps skipped for a non-finite loss or gradient
     loss_acc: torch.Tensor = None  # sum of step losses since the last log line (on device: no sync per step)
     n_acc: int = 0
@@ -101,19 +104,6 @@ class Run:
     saved: str = ""           # the newest complete checkpoint: what a Ctrl-C leaves to --resume
     saved_iter: int = -1
     scaler: torch.amp.GradScaler = None  # loss scaling under fp16 autocast (utils.dist.grad_scaler); off otherwise
-
-
-def lr_at(it, cfg):
-    """Linear warm-up, then cosine decay to min_lr at max_iters (nanoGPT)."""
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / cfg.warmup_iters
-    frac = min(1.0, (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
-    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (cfg.learning_rate - cfg.min_lr)
-
-
-def fmt_time(s):
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def main(argv):
@@ -176,7 +166,11 @@ def setup(argv):
             import wandb  # optional: only imported when asked for
         except ImportError:
             raise UserError("--wandb_log needs the wandb package: pip install wandb (metrics.jsonl is written either way)")
+    check_inputs(cfg, need_tokenizer=not (resume or cfg.init_from))  # a missing data file: one line, no config dump
+    cfg, capped = (cfg, "") if resume else cap_warmup(cfg, given)  # a resumed run keeps the warm-up it saved
     print0(f"config:\n{format_config(cfg)}")
+    if capped:
+        print0(capped)
     print0(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
            f"dtype: {dtype_name}, world size: {world}, {accum} micro-step(s) per optimizer step")
     return cfg, Env(rank, local_rank, world, rank == 0, device, accum, ctx, dtype_name, wandb, resume, resumed_from)
@@ -221,17 +215,7 @@ def build(cfg, env, data):
     print0(f"model: {model.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
            f"{tokens_per_step:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x {cfg.batch_size} x {cfg.block_size}")
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    # memory and speed from the model's own accounting (rough: see model.estimate_memory)
-    masked_head = cfg.head_on_masked_only and cfg.loss_type != "all_ce"  # (an objective without masks ignores both)
-    head_frac = (1 - schedule.alpha[1:]).mean().item() if masked_head else 1.0  # E_t[mask rate]
-    state_b, act_b = model.estimate_memory(cfg.batch_size, seq, env.dtype_name == "bfloat16", head_frac, cfg.ema > 0)
-    peak = peak_flops(env.device)
-    est_tps = estimate_tokens_per_s(flops_tok, peak, ASSUMED_MFU)
-    speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {ASSUMED_MFU:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
-             if est_tps else f"no tokens/s estimate: no peak FLOP/s known for {env.device} (scripts/bench_train.py measures one)")
-    print0(f"estimate per rank: ~{(state_b + act_b) / 2**30:.1f} GiB = {state_b / 2**30:.1f} weights+grads+"
-           f"{cfg.optimizer}{'+EMA' if cfg.ema else ''} + {act_b / 2**30:.1f} activations of a {cfg.batch_size}x"
-           f"{cfg.block_size} micro-batch; {speed}")
+    print0(estimate_line(cfg, model, schedule, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU))
     if cfg.max_iters == 0 and not cfg.resume:
         print0("max_iters=0: built data, tokenizer and model; exiting without training")
         return None
@@ -267,7 +251,7 @@ def resume_state(cfg, env, run):
     run.opt.load_state_dict(ck["optimizer"])
     for g, base in zip(run.opt.param_groups, base_lrs):  # checkpoints from before base_lr existed lack it
         g["base_lr"] = base
-    run.start_iter, run.best_val = ck["iter"], ck.get("best_val", run.best_val)
+    run.start_iter, run.best_val, run.best_iter = ck["iter"], ck.get("best_val", run.best_val), ck.get("best_iter", -1)
     rng = ck.get("rng")
     if isinstance(rng, list) and len(rng) == env.world:  # global RNGs per rank (the batches are keyed, see train_step)
         set_rng_state(rng[env.rank])
@@ -283,9 +267,9 @@ def resume_state(cfg, env, run):
 
 
 # ---------------------------------------------------------------- eval, log, checkpoint
-def run_eval(cfg, env, data, run, it, n_t=1, details=False):
+def run_eval(cfg, env, data, run, it, details=False):
     res = evaluate(run.eval_model, data.val_windows, cfg, run.schedule, data.tok, cfg.batch_size, env.device, env.ctx,
-                   n_t=n_t, seed=cfg.seed, chars_per_token=data.val_cpt, details=details)
+                   n_t=EVAL_T, seed=cfg.seed, chars_per_token=data.val_cpt, details=details)
     what = "NLL" if objectives.get(cfg.objective).EXACT else "bound"
     print0(f"eval {it}: val {what} {res['nats_per_token']:.4f} ± {res['se']:.4f} nats/token, "
            f"{res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char{' (EMA weights)' if run.ema else ''}")
@@ -321,7 +305,7 @@ def snapshot(cfg, env, data, run, it, val):
         return None
     out = dict(model=run.raw_model.state_dict(), optimizer=run.opt.state_dict(), config=config_to_dict(cfg),
                model_args=vars(run.margs), tokenizer=data.tok.state(), tokenizer_fingerprint=fingerprint(data.tok),
-               iter=it, best_val=run.best_val, val=val, meta=data.meta, rng=rngs,
+               iter=it, best_val=run.best_val, best_iter=run.best_iter, val=val, meta=data.meta, rng=rngs,
                loop=dict(loss_acc=run.loss_acc.cpu(), n_acc=run.n_acc, skipped=run.skipped))
     if run.ema:
         out.update(ema=run.ema.state_dict(), ema_updates=run.ema.updates)
@@ -332,7 +316,8 @@ def save_checkpoints(cfg, env, data, run, it, res):
     """model.pt always; best.pt too when this eval is the best so far (both with the same state)."""
     is_best = env.master and res["nats_per_token"] < run.best_val
     if is_best:
-        run.best_val = res["nats_per_token"]
+        run.best_val, run.best_iter = res["nats_per_token"], it
+        print(f"best.pt <- iter {it}: the lowest eval so far")
     state = snapshot(cfg, env, data, run, it, res)
     if env.master:
         for path in save_run_checkpoint(cfg.out_dir, state, cfg.keep_last, is_best):
@@ -342,14 +327,6 @@ def save_checkpoints(cfg, env, data, run, it, res):
 
 
 # ---------------------------------------------------------------- training loop
-def eta_seconds(cfg, env, run, done, step_s):
-    """Time left: the steps, the evals (+ checkpoints) still to come and the final eval (4 t per window).
-    Until one eval is measured, an eval pass is priced as its forward passes: a third of a step's compute."""
-    eval_s = run.eval_s or cfg.eval_iters * step_s / (3 * env.accum)
-    evals_left = (cfg.max_iters - 1) // cfg.eval_interval - (done - 1) // cfg.eval_interval
-    return (cfg.max_iters - done) * step_s + evals_left * eval_s + 4 * eval_s
-
-
 def train(cfg, env, data, run):
     run.model.train()
     tokens_per_step = cfg.total_batch_size
@@ -357,6 +334,9 @@ def train(cfg, env, data, run):
     peak = peak_flops(env.device)
     t_last, tokens_since, timed_iters = time.time(), 0, 0
     run.t_start, train_time = time.time(), 0.0
+    loss_name, legend = loss_label(cfg)
+    print0(f"{legend}\nbest.pt: the lowest val figure of the evals ({len(data.val_windows)} windows x {EVAL_T} t, the "
+           f"same windows and times at every eval, the final one included)")
     for it in range(run.start_iter, cfg.max_iters):
         if it % cfg.eval_interval == 0 and it > run.start_iter:
             t_eval = time.time()
@@ -371,6 +351,14 @@ def train(cfg, env, data, run):
         train_step(cfg, env, data, run, it)
         tokens_since += tokens_per_step
         timed_iters += 1
+        if it == run.start_iter:  # the first step: its time and the ETA now, not after log_interval steps
+            if env.device.type == "cuda":
+                torch.cuda.synchronize()
+            step_s = time.time() - t_last
+            logs = (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters
+            line = first_step_line(cfg, env.device, it + 1, step_s, eta_seconds(cfg, env.accum, run.eval_s, it + 1, step_s, EVAL_T), logs)
+            if line:
+                print0(line)
 
         if (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters:
             loss_avg = all_reduce_mean(run.loss_acc / max(run.n_acc, 1), env.world).item()  # one sync per log line
@@ -380,9 +368,9 @@ def train(cfg, env, data, run):
             dt = time.time() - t_last
             train_time += dt
             tps = tokens_since / dt
-            eta = eta_seconds(cfg, env, run, it + 1, train_time / (it + 1 - run.start_iter))  # mean step time: steadier
+            eta = eta_seconds(cfg, env.accum, run.eval_s, it + 1, train_time / (it + 1 - run.start_iter), EVAL_T)  # mean step time: steadier
             mfu = f" | mfu {flops_step * timed_iters / dt / peak * 100:.1f}%" if peak else ""
-            print0(f"iter {it + 1}/{cfg.max_iters} | loss {loss_avg:.4f} | lr {lr:.2e} | "
+            print0(f"iter {it + 1}/{cfg.max_iters} | {loss_name} {loss_avg:.4f} | lr {lr:.2e} | "
                    f"{dt / timed_iters * 1000:.0f} ms/it | {tps:,.0f} tok/s{mfu} | eta {fmt_time(eta)}")
             sys.stdout.flush()
             log_row(env, run, kind="train", iter=it + 1, loss=loss_avg, lr=lr, tok_per_s=tps, seconds=train_time)
@@ -443,60 +431,21 @@ def train_step(cfg, env, data, run, it):
 
 # ---------------------------------------------------------------- final eval, checkpoint, metrics
 def finish(cfg, env, data, run):
-    print0(f"final eval: {len(data.val_windows)} windows x 4 t" + (f", ~{fmt_time(4 * run.eval_s)}" if run.eval_s else ""))
-    res = run_eval(cfg, env, data, run, cfg.max_iters, n_t=4, details=True) if env.master else None
+    print0(f"final eval: {len(data.val_windows)} windows x {EVAL_T} t" + (f", ~{fmt_time(run.eval_s)}" if run.eval_s else ""))
+    res = run_eval(cfg, env, data, run, cfg.max_iters, details=True) if env.master else None
     if env.master:
         log_row(env, run, kind="eval", iter=cfg.max_iters, **{k: v for k, v in res.items() if k != "entropy_by_t"})
     save_checkpoints(cfg, env, data, run, cfg.max_iters, res)
     if not env.master:
         torch.distributed.destroy_process_group()
         return
-    print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best val {run.best_val:.4f} nats/token in "
+    print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, val {run.best_val:.4f} nats/token, in "
           f"{os.path.join(cfg.out_dir, 'best.pt')}); trained {fmt_time(time.time() - run.t_start)}")
     final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"])
     if env.wandb is not None:
         env.wandb.finish()
     if env.world > 1:
         torch.distributed.destroy_process_group()
-
-
-def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
-    """The end-of-training metrics block and a few samples."""
-    g, obj = torch.Generator().manual_seed(cfg.seed), objectives.get(cfg.objective)
-    change = ChangeRate(tok.mask_id)
-    n = max(cfg.num_samples, 4)
-    prompt_len = len(tok.encode(cfg.prompt))
-    gen_len = min(cfg.gen_len, cfg.block_size - prompt_len - obj.WINDOW)
-    # the denoising trace of sample 0 (its frame sized for prompt + gen_len tokens)
-    writer = open_trace(cfg, prompt_len + gen_len, chars_per_token) if obj.TRACE else None
-    canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
-    print(f"sampling {n} x {gen_len} tokens" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
-    with StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:
-        if writer is None:
-            texts, _, stats = generate(model, tok, canvas, cfg, schedule, device, g, on_step=chain(change, bar), num_samples=n)
-        else:
-            texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule, device,
-                                                  g, on_step=chain(change, bar))
-    ar = obj.EXACT
-    print("---- final validation metrics")
-    print(f"  val {'NLL' if ar else 'bound (NELBO)'}: {res['nats_per_token']:.4f} ± {res['se']:.4f} "
-          f"nats/token = {res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char "
-          f"({res['n_windows']} windows{'' if ar else ' x %d t' % res['n_t']})")
-    print(f"  perplexity (per token, {'exact' if ar else 'from the bound'}): {res['ppl']:.3f}")
-    if "recon_acc" in res:
-        where = "positions the noise changed" if obj.NOISE_START else "masked positions"
-        print(f"  reconstruction accuracy ({where}): {res['recon_acc']:.4f}")
-        print(f"  entropy per timestep (nats, {where}): " +
-              "  ".join(f"t{lo}-{hi}:{e:.2f}" for lo, hi, e in res["entropy_by_t"]))
-        print(f"  reverse-step token change rate: {change.rate:.4f}")
-    print(f"  distinct-2 of {n} samples (prompt excluded): {distinct_n(texts, 2):.4f}; "
-          f"{stats['nfe']} NFE, {stats['seconds']:.2f}s")
-    print(f"---- sample (prompt {cfg.prompt!r})")
-    print(cfg.prompt + texts[0])
-    if writer is not None:
-        for w in writer.result["warnings"]:
-            print(f"warning: {w}")
-        print(f"trace: {writer.result['frames']} frames -> " + ", ".join(p for p in (writer.result["mp4"], writer.result["gif"]) if p))
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ def summarise(name):
             rows = [json.loads(line) for line in f if line.strip()]
     n_iters = max([r["iter"] for r in rows if r.get("kind") == "eval"], default=0)
     params, flops_tok = model_line(out)
-    # the last eval row repeats the final step with more t (n_t=4): keep the periodic ones (n_t=1) plus it
+    # one eval row per iter (runs before issue 26 scored the periodic evals at 1 t and the final one at 4)
     curve, seen = [], set()
     for r in rows:
         if r.get("kind") == "eval" and r["iter"] not in seen:

@@ -296,3 +296,19 @@ def test_output_cut_short_by_its_reader_ends_quietly(files):
     err = p.stderr.read()
     p.wait(timeout=120)
     assert first.startswith(b"checkpoint ") and err == b"" and p.returncode == 141
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["tinystories_cpu"], "data_path data/stories.txt not found: make it with python scripts/data.py"),
+    (["cpu", "--data_path=missing.txt"], "data_path missing.txt not found"),
+    (["cpu", "--val_path=missing_val.txt"], "val_path missing_val.txt not found"),
+    (["cpu", "--tokenizer=bpe", "--tokenizer_path=missing.json"], "tokenizer not found: missing.json"),
+])
+def test_a_missing_input_file_is_the_first_line_not_after_the_config(argv, words, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    shutil.copy(real_text(), tmp_path / "data" / "tinyshakespeare.txt")
+    with pytest.raises(SystemExit) as e:
+        run_cli(train.main, [*argv, "--max_iters=0"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and words in err and out == ""  # nothing printed before the error: no config dump

@@ -139,3 +139,13 @@ def test_no_product_file_names_the_development_layout():
     offenders = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
                  if "tests" not in p.relative_to(ROOT).parts and ".venv" not in p.parts and "../shared" in p.read_text()]
     assert not offenders
+
+
+def test_the_readme_states_the_parameter_count_train_py_cpu_prints():
+    import re
+    import objectives
+    from model import Transformer
+    m = re.search(r"`python train.py cpu` reads .*? trains an ([\d,]+)-parameter model", (ROOT / "README.md").read_text(), re.S)
+    vocab = len(set((ROOT / "data/tinyshakespeare.txt").read_text())) + 1  # the chars + [MASK]
+    n = Transformer(objectives.model_args(get_config(["cpu"]), vocab)).num_params()
+    assert m and int(m[1].replace(",", "")) == n

@@ -82,19 +82,47 @@ def test_export_holds_weights_only_and_samples_exactly_like_the_checkpoint(tiny_
     assert _samples(from_ckpt[1]) == _samples(from_export[1]) and len(_samples(from_ckpt[1])) == 2
 
 
+def _bodies(out):
+    """{prompt header: its sample}: the '==== prompt' lines of a session and the text after each."""
+    lines = [line for line in out.splitlines() if not line.startswith(("checkpoint ", "---- "))]
+    return [(h, s) for h, s in zip(lines[::2], lines[1::2])]
+
+
 @pytest.mark.slow
-def test_a_prompt_gives_the_same_text_alone_from_a_file_and_typed(tiny_ckpt, tmp_path, capsys, monkeypatch):
-    common = ["--checkpoint", tiny_ckpt, "--gen-len", 16, "--steps", 10, "--seed", 2]
-    alone = [_samples(run_cli_here(inference.main, [*common, "--prompt", p], capsys)[1]) for p in ("the ", "and ")]
+def test_each_prompt_of_a_session_gets_its_own_seed_and_the_seed_reproduces_the_session(tiny_ckpt, tmp_path, capsys,
+                                                                                         monkeypatch):
+    common = ["--checkpoint", tiny_ckpt, "--gen-len", 16, "--steps", 10, "--order", "random", "--remask", "none"]
+    # prompt k draws with seed + k - 1: the printed seed reproduces it alone
+    alone = [_samples(run_cli_here(inference.main, [*common, "--prompt", p, "--seed", s], capsys)[1])
+             for p, s in (("the ", 2), ("and ", 3))]
     f = tmp_path / "prompts.txt"
     f.write_text("the \n\nand \n")  # blank lines are skipped
-    code, out, _ = run_cli_here(inference.main, [*common, "--prompts-file", f], capsys)
-    assert code == 0 and "==== prompt 1/2: 'the '" in out and "==== prompt 2/2: 'and '" in out
-    assert [s for s in _samples(out) if not s.startswith("====")] == alone[0] + alone[1]
-    monkeypatch.setattr("sys.stdin", io.StringIO("the \n\u2603\nand \n"))  # a bad line says why and goes on
-    code, out, err = run_cli_here(inference.main, [*common, "--interactive"], capsys)
-    assert code == 0 and _samples(out) == alone[0] + alone[1]
+    code, out, _ = run_cli_here(inference.main, [*common, "--seed", 2, "--prompts-file", f], capsys)
+    session = _bodies(out)
+    assert code == 0 and [h for h, _ in session] == ["==== prompt 1/2: 'the ' (seed 2)", "==== prompt 2/2: 'and ' (seed 3)"]
+    assert [s for _, s in session] == alone[0] + alone[1]
+    assert session[0][1][len("the "):] != session[1][1][len("and "):]  # two prompts, two continuations
+    again = run_cli_here(inference.main, [*common, "--seed", 2, "--prompts-file", f], capsys)[1]
+    assert _bodies(again) == session  # --seed: the same session
+    monkeypatch.setattr("sys.stdin", io.StringIO("the \n\u2603\nand \n"))  # a bad line says why, takes no seed, goes on
+    code, out, err = run_cli_here(inference.main, [*common, "--seed", 2, "--interactive"], capsys)
+    assert code == 0 and [h for h, _ in _bodies(out)] == ["==== prompt 1: 'the ' (seed 2)", "==== prompt 2: 'and ' (seed 3)"]
+    assert [s for _, s in _bodies(out)] == alone[0] + alone[1]
     assert err.count("\n") == 1 and err.startswith("error: 1 character(s) not in the model's vocabulary")
+
+
+@pytest.mark.slow
+def test_the_readme_prompts_file_ships_and_samples(tiny_ckpt, capsys):
+    import re
+    from helpers import ROOT
+    files = re.findall(r"inference\.py \S+ --prompts-file (\S+)", (ROOT / "README.md").read_text())
+    assert files and all((ROOT / f).is_file() for f in files)  # the README's command names a file the repo has
+    # the tiny model reads Tiny Shakespeare's characters, as the cpu preset's does
+    code, out, err = run_cli_here(inference.main, ["--checkpoint", tiny_ckpt, "--gen-len", 8, "--steps", 4,
+                                                   "--prompts-file", ROOT / files[0]], capsys)
+    n = len((ROOT / files[0]).read_text().split("\n")) - 1
+    assert code == 0 and err == "" and f"==== prompt {n}/{n}: " in out
+    assert "NFE 4 per sample (model calls), 4 batched passes" in out  # each figure says what it counts
 
 
 @pytest.mark.slow

@@ -288,7 +288,7 @@ def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     out = capsys.readouterr().out
     evals = [float(line.split("val bound ")[1].split()[0]) for line in out.splitlines() if line.startswith("eval ")]
     assert len(evals) == 2 and evals[1] < evals[0] < 20  # it learns; the bound is finite
-    assert "reconstruction accuracy (positions the noise changed)" in out and "trace: 6 frames" in out
+    assert "reconstruction accuracy (fraction of positions the noise changed whose" in out and "trace: 6 frames" in out
     assert (in_tmp / "trace.gif").is_file()
     script("eval").main(["out/model.pt", "--n-windows", "4", "--n-t", "2", "--n-samples", "2", "--steps", "4", "--n-infill", "2",
              "--infill-len", "4", "--device", "cpu", "--data-path", str(real_text()), "--json", "eval.json"])

@@ -44,6 +44,16 @@ def _read(path, what):
     return read_text(path, what, fix, allow_empty=False)
 
 
+def check_inputs(cfg, need_tokenizer=True):
+    """Fail on a missing input file before anything is printed or built (prepare_data reads them later)."""
+    for what in ("data_path", "val_path"):
+        path = getattr(cfg, what)
+        if path and not os.path.isfile(path):
+            _read(path, what)  # the one-line error, with the command that makes a preset's file
+    if need_tokenizer and cfg.tokenizer == "bpe" and not os.path.isfile(cfg.tokenizer_path):
+        BPETokenizer.from_file(cfg.tokenizer_path)  # its one-line error names scripts/train_tokenizer.py
+
+
 def split_texts(cfg):
     train = _read(cfg.data_path, "data_path")
     if cfg.val_path:

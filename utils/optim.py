@@ -1,5 +1,5 @@
 """Optimizers: AdamW (the default) or Muon for the hidden weight matrices with AdamW for the rest; and the
-weight EMA (--ema) used for eval and samples.
+weight EMA (--ema) used for eval and samples; the LR schedule (lr_at) and the warm-up a short run keeps.
 
 Muon (Keller Jordan, 2024, "Muon: An optimizer for hidden layers in neural networks",
 kellerjordan.github.io/posts/muon; used in modded-nanogpt and nanochat): SGD with Nesterov
@@ -12,6 +12,8 @@ MuonAdamW only puts the two behind one object.
     python train.py cpu --optimizer=muon --muon_lr=0.02
 """
 import copy
+import math
+from dataclasses import replace
 
 import torch
 
@@ -78,6 +80,29 @@ def build_optimizer(model, cfg, device):
     adamw = torch.optim.AdamW([dict(g, base_lr=cfg.learning_rate) for g in groups if g["params"]], lr=cfg.learning_rate,
                               betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     return MuonAdamW(muon, adamw)
+
+
+def lr_at(it, cfg):
+    """Linear warm-up, then cosine decay to min_lr at max_iters (nanoGPT)."""
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / cfg.warmup_iters
+    frac = min(1.0, (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (cfg.learning_rate - cfg.min_lr)
+
+
+WARMUP_FRACTION = 0.1  # the most of a run a preset's (or the default's) warm-up may take
+
+
+def cap_warmup(cfg, given):
+    """A run cut short with --max_iters (a 40-step try of a 100-step warm-up preset) warms up over at most 10 % of
+    its steps, so it reaches its peak LR. Resolved once, at a fresh run's start, into the config that every
+    checkpoint saves (a --resume keeps it, bit-exact); a --warmup_iters the user set is kept as given.
+    Returns (cfg, the line that says so, or "")."""
+    cap = max(1, int(cfg.max_iters * WARMUP_FRACTION))
+    if "warmup_iters" in given or cfg.max_iters <= 0 or cfg.warmup_iters <= cap:
+        return cfg, ""
+    return replace(cfg, warmup_iters=cap), (f"warm-up: {cap} steps, the preset's warmup_iters={cfg.warmup_iters} capped at "
+                                            f"{WARMUP_FRACTION:.0%} of max_iters={cfg.max_iters} (--warmup_iters=N sets it)")
 
 
 def set_lr(opt, scale):

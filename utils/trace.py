@@ -91,23 +91,27 @@ def open_trace(cfg, n_tokens=0, chars_per_token=0.0):
         # the renderer's estimate for a masked char canvas (~3 cells per token) holds for the finished text too
         rows = math.ceil(3 * n_tokens / cols) + 1
     return TraceWriter(cfg.viz_video, os.path.splitext(cfg.viz_video)[0] + ".gif", frame_ms=cfg.gif_frame_ms,
-                       cols=cols, rows=rows,
-                       title=f"micro-dllm  T={cfg.diffusion_steps}  {trace_title(cfg)}")
+                       cols=cols, rows=rows, title=trace_title(cfg, cols))
 
 
-def trace_title(cfg):
-    """The sampler settings, short enough for a 64-cell header."""
+def trace_title(cfg, cols=64):
+    """The sampler settings that differ from the defaults, each named ('order random, remask none'), in one header
+    line of cols cells: 'micro-dllm  T=100  ' leads when it fits."""
     obj = objectives.get(cfg.objective)
     if obj.NOISE_START:
-        return f"{cfg.objective} noise, {cfg.steps} steps, temp {cfg.temperature:g}"
-    how = [f"threshold {cfg.threshold:g}" if cfg.threshold else f"{cfg.steps} steps"]
-    if obj.ANY_LENGTH:  # block by block: steps count per block
-        how = [f"{cfg.objective} L'={cfg.bd3_block}", how[0] if cfg.threshold else f"{min(cfg.steps, cfg.bd3_block)} steps/block"]
-    how += [] if cfg.threshold or cfg.tokens_per_step == "schedule" else [cfg.tokens_per_step]
-    how += [] if cfg.order == "confidence" else [cfg.order]
-    how += [] if cfg.threshold or cfg.remask == "refine" else [cfg.remask + (f" {cfg.remask_eta:g}" if cfg.remask == "remdm" else "")]
-    how += [f"block {cfg.semi_ar_length}"] if cfg.semi_ar_length else []
-    return ", ".join(how + [f"temp {cfg.temperature:g}"])
+        how = [f"{cfg.objective} noise", f"{cfg.steps} steps"]
+    else:
+        how = [f"threshold {cfg.threshold:g}" if cfg.threshold else f"{cfg.steps} steps"]
+        if obj.ANY_LENGTH:  # block by block: steps count per block
+            how = [f"{cfg.objective} L'={cfg.bd3_block}", how[0] if cfg.threshold else f"{min(cfg.steps, cfg.bd3_block)} steps/block"]
+        how += [] if cfg.threshold or cfg.tokens_per_step == "schedule" else [f"{cfg.tokens_per_step} counts"]
+        how += [] if cfg.order == "confidence" else [f"order {cfg.order}"]
+        how += [] if cfg.threshold or cfg.remask == "refine" else [
+            f"remask {cfg.remask}" + (f" eta {cfg.remask_eta:g}" if cfg.remask == "remdm" else "")]
+        how += [f"semi-AR {cfg.semi_ar_length}"] if cfg.semi_ar_length else []
+    how = ", ".join(how + [f"temp {cfg.temperature:g}"])
+    head = f"micro-dllm  T={cfg.diffusion_steps}  "
+    return head + how if len(head + how) <= cols else how
 
 
 def generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):

@@ -1,0 +1,129 @@
+"""What train.py prints about a run beside its loop: the startup memory and speed estimates, the first step's
+time and ETA (with a note when the run is long for its device), the name of the training loss in its log lines
+and the end-of-training metrics block with a sample. Every figure carries its unit or says what it counts.
+
+    from utils.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_time, loss_label
+    print(loss_label(cfg))                      # 'train all_ce' (the log line's figure) and what it measures
+"""
+from dataclasses import replace
+
+import torch
+
+import objectives
+from canvas import continuation, generate
+from utils.dist import estimate_tokens_per_s, peak_flops
+from utils.metrics import ChangeRate, distinct_n
+from utils.trace import StepBar, chain, generate_with_trace, open_trace
+
+# what each training loss measures (train.py's log lines), beside the validation bound the eval lines report
+LOSSES = dict(elbo="the weighted NELBO on training batches", masked_ce="the unweighted CE over masked positions (no bound)",
+              all_ce="the CE over every position, visible ones too (no bound)", ce="the next-token CE on training batches")
+
+
+# A CPU process's peak RSS, measured (2026-11-24, torch 2.13, fp32, 1 thread) against model.estimate_memory's saved
+# activations A: ~1.7 A (backward's transient gradients beside the saved tensors: 1.6-2.0 over 4/4/128 at 32x128 and
+# 64x256, 8/4/128, and the 6/6/384 reference at 64x256, 4.42 GiB against A = 2.40) + ~0.3 GiB of runtime.
+CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30
+
+
+def fmt_time(s):
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def estimate_line(cfg, model, schedule, device, dtype_name, flops_tok, seq, assumed_mfu):
+    """Memory per rank and tokens/s, from the model's own accounting (rough: see model.estimate_memory)."""
+    masked_head = cfg.head_on_masked_only and cfg.loss_type != "all_ce"  # (an objective without masks ignores both)
+    head_frac = (1 - schedule.alpha[1:]).mean().item() if masked_head else 1.0  # E_t[mask rate]
+    state_b, act_b = model.estimate_memory(cfg.batch_size, seq, dtype_name == "bfloat16", head_frac, cfg.ema > 0)
+    peak = peak_flops(device)
+    est_tps = estimate_tokens_per_s(flops_tok, peak, assumed_mfu)
+    speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {assumed_mfu:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
+             if est_tps else f"no tokens/s estimate: no peak FLOP/s known for {device} (scripts/bench_train.py measures one)")
+    state = f"{state_b / 2**30:.1f} weights+grads+{cfg.optimizer}{'+EMA' if cfg.ema else ''}"
+    batch = f"a {cfg.batch_size}x{cfg.block_size} micro-batch"
+    if device.type == "cpu":  # the tensors alone undercount a CPU process: see CPU_ACT_FACTOR
+        total = state_b + CPU_ACT_FACTOR * act_b + CPU_RUNTIME_B
+        return (f"estimate: ~{total / 2**30:.1f} GiB peak RSS on CPU = {state} + {CPU_ACT_FACTOR * act_b / 2**30:.1f} "
+                f"activations and their gradients in backward for {batch} + {CPU_RUNTIME_B / 2**30:.1f} runtime; {speed}")
+    return (f"estimate per rank: ~{(state_b + act_b) / 2**30:.1f} GiB of {device.type} memory = {state} + "
+            f"{act_b / 2**30:.1f} activations saved for backward of {batch}; {speed}")
+
+
+def eta_seconds(cfg, accum, eval_s, done, step_s, eval_t):
+    """Time left: the steps, the evals (+ checkpoints) still to come and the final eval (its eval_s as well).
+    Until one eval is measured, an eval pass is priced as its forward passes: eval_t / 3 of a step's compute."""
+    eval_s = eval_s or cfg.eval_iters * eval_t * step_s / (3 * accum)
+    evals_left = (cfg.max_iters - 1) // cfg.eval_interval - (done - 1) // cfg.eval_interval
+    return (cfg.max_iters - done) * step_s + (evals_left + 1) * eval_s
+
+
+def first_step_line(cfg, device, done, step_s, eta, logged):
+    """The first step's time and the ETA it gives (unless its log line follows anyway), and a note when the
+    run will take more than an hour here: on a CPU it names the laptop preset."""
+    lines = [] if logged else [f"iter {done}/{cfg.max_iters} | {step_s:.2f} s/step (the first, setup included) | "
+                               f"eta {fmt_time(eta)}"]
+    if eta > 3600:
+        lines.append(f"note: this run needs ~{fmt_time(eta)} on this device ({device.type})" + (
+            "; the laptop preset trains in ~15 min on 2 CPU cores: python train.py cpu" if device.type == "cpu" else ""))
+    return "\n".join(lines)
+
+
+def loss_label(cfg):
+    """(the name of the figure a log line reports as its training loss, a line saying what it measures)."""
+    obj = objectives.get(cfg.objective)
+    name = "ce" if obj.EXACT else "elbo" if "loss_type" in obj.IGNORES else cfg.loss_type
+    band = (f" on mask rates in [{cfg.bd3_mask_min:g}, {cfg.bd3_mask_max:g}]"
+            if name == "elbo" and (cfg.bd3_mask_min, cfg.bd3_mask_max) != (0, 1) and "bd3_mask_min" not in obj.IGNORES else "")
+    val = "'val NLL' is the exact NLL" if obj.EXACT else "'val bound' is the NELBO"
+    return f"train {name}", (f"log: 'train {name}' is {LOSSES[name]}{band}; {val} on the fixed validation windows, "
+                             f"the figure to compare (both nats/token)")
+
+
+def revisits(cfg):
+    """Whether the sampler in force can change a token it has committed (else its change rate is 0 by construction)."""
+    obj = objectives.get(cfg.objective)
+    return obj.NOISE_START or (obj.TRACE and cfg.remask != "none" and not cfg.threshold)
+
+
+def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
+    """The end-of-training metrics block and a sample (4 are drawn at least, for distinct-2; sample 0 is printed)."""
+    g, obj = torch.Generator().manual_seed(cfg.seed), objectives.get(cfg.objective)
+    change = ChangeRate(tok.mask_id)
+    n = max(cfg.num_samples, 4)
+    prompt_len = len(tok.encode(cfg.prompt))
+    gen_len = min(cfg.gen_len, cfg.block_size - prompt_len - obj.WINDOW)
+    # the denoising trace of sample 0 (its frame sized for prompt + gen_len tokens)
+    writer = open_trace(cfg, prompt_len + gen_len, chars_per_token) if obj.TRACE else None
+    canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
+    print(f"sampling {n} x {gen_len} tokens" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
+    with StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:
+        if writer is None:
+            texts, _, stats = generate(model, tok, canvas, cfg, schedule, device, g, on_step=chain(change, bar), num_samples=n)
+        else:
+            texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule, device,
+                                                  g, on_step=chain(change, bar))
+    ar = obj.EXACT
+    print("---- final validation metrics")
+    print(f"  val {'NLL' if ar else 'bound (NELBO)'}: {res['nats_per_token']:.4f} ± {res['se']:.4f} "
+          f"nats/token = {res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char "
+          f"({res['n_windows']} windows{'' if ar else ' x %d t' % res['n_t']}; ± one standard error)")
+    print(f"  perplexity (per token, {'exp of the NLL' if ar else 'exp of the bound: an upper bound'}): {res['ppl']:.3f}")
+    if "recon_acc" in res:
+        where = "positions the noise changed" if obj.NOISE_START else "masked positions"
+        print(f"  reconstruction accuracy (fraction of {where} whose argmax is the true token): {res['recon_acc']:.4f}")
+        print(f"  prediction entropy (nats, mean over {where}) by time step t of T={cfg.diffusion_steps}: " +
+              "  ".join(f"t{lo}-{hi}:{e:.2f}" for lo, hi, e in res["entropy_by_t"]))
+        if revisits(cfg):
+            print(f"  reverse-step token change rate (fraction of committed tokens a step changes): {change.rate:.4f}")
+        else:
+            print(f"  reverse-step token change rate: 0 by construction ({'threshold' if cfg.threshold else 'remask none'}: "
+                  f"committed tokens are final)")
+    print(f"  distinct-2 (unique / all word bigrams of the {n} samples drawn, prompt excluded; sample 0 below): "
+          f"{distinct_n(texts, 2):.4f}; {stats['nfe']} NFE (model calls), {stats['seconds']:.2f}s")
+    print(f"---- sample 0 (prompt {cfg.prompt!r})")
+    print(cfg.prompt + texts[0])
+    if writer is not None:
+        for w in writer.result["warnings"]:
+            print(f"warning: {w}")
+        print(f"trace: {writer.result['frames']} frames -> " + ", ".join(p for p in (writer.result["mp4"], writer.result["gif"]) if p))
