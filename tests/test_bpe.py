@@ -139,6 +139,19 @@ def test_default_bpe_model_has_the_reference_size():
     assert Transformer(ModelArgs.from_config(cfg, V)).num_params() == formula
 
 
+def test_laptop_bpe_preset_is_the_cpu_dims_with_bd3_and_names_its_tokenizer_command(in_tmp, capsys):
+    cfg = get_config(["tinystories_bpe_cpu"])
+    assert (cfg.tokenizer, cfg.data_path, cfg.objective, cfg.bd3_block, cfg.bd3_mask_min) == \
+        ("bpe", "data/stories.txt", "bd3", 4, 0.5)
+    V, d, L = 2048, 128, 4
+    assert Transformer(ModelArgs.from_config(cfg, V)).num_params() == L * 12 * d * d + 2 * V * d == 1_310_720
+    (in_tmp / "data").mkdir()
+    (in_tmp / "data" / "stories.txt").write_text((FIXTURES / "tiny_stories.txt").read_text(encoding="utf-8"))
+    err = _cli_error(capsys, train.main, ["tinystories_bpe_cpu", "--max_iters=0"])
+    assert ("tokenizer not found" in err and "python scripts/train_tokenizer.py --input data/stories.txt "
+            "--output artifacts/tokenizer/tokenizer.json" in err), err
+
+
 def test_prompt_normalisation(corpus):
     tok = corpus[1]
     assert normalize_prompt(tok, "Once upon a time \t ") == "Once upon a time"
