@@ -187,6 +187,14 @@ PRESETS = {
     "tinystories_cpu": dict(
         data_path="data/stories.txt", **_CPU, prompt="Once upon a time", out_dir="artifacts/models/tinystories_cpu",
         checkpoint="artifacts/models/tinystories_cpu/model.pt", viz_video="artifacts/media/tinystories_cpu_trace.mp4"),
+    # The BPE path on a laptop: data/stories.txt and the 2,048-token BPE of tinystories_bpe, at the cpu dims (1.31M
+    # parameters, ctx 128 tokens ~ 470 chars) with block diffusion's recipe (blocks of 4, band [0.5, 1]), whose
+    # block-by-block samples read as stories at this size. RESULTS.md has its bound, the AR's and a sample.
+    "tinystories_bpe_cpu": dict(
+        tokenizer="bpe", data_path="data/stories.txt", tokenizer_path="artifacts/tokenizer/tokenizer.json",
+        **dict(_CPU, batch_size=16), objective="bd3", bd3_block=4, bd3_mask_min=0.5, **_ANCESTRAL, prompt="Once upon a time",
+        out_dir="artifacts/models/tinystories_bpe_cpu", checkpoint="artifacts/models/tinystories_bpe_cpu/model.pt",
+        viz_video="artifacts/media/tinystories_bpe_cpu_trace.mp4"),
     # The "speed run a 200M+ model" goal: 16 x 1024, ctx 1024, BPE on all of TinyStories (~206M parameters at a 2,048 vocab).
     # 0.5M tokens per step: 16 micro-batches of 32 x 1024 on one 80 GB GPU (estimated ~30 GiB), fewer per rank
     # under torchrun. train.py prints its memory and tokens/s estimates at startup.

@@ -274,8 +274,9 @@ def help_text(prog, usage, from_checkpoint=False):
                 "value; dashes work as underscores; a bare --flag sets a bool). Unknown keys and wrong types are "
                 "refused.", ""), "", "presets:"]
     docs = _preset_docs()
+    name_w = max(map(len, PRESETS)) + 2  # the longest name still leaves a gap before its text
     for name in PRESETS:
-        out.append(wrap(docs.get(name, ""), f"  {name:<18}"))
+        out.append(wrap(docs.get(name, ""), f"  {name:<{name_w}}"))
     types = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}
     meta = {f.name: f.metadata for f in fields(Config)}
     defaults = asdict(Config())

@@ -4,9 +4,8 @@ Run from the repo root (about 15 s on 2 CPU cores, no network needed):
 
     . .venv/bin/activate && python -m pytest -q tests/test_data_scripts.py
 
-Tiny Shakespeare ships in data/. The TinyStories excerpt is read from ../shared/data (the development
-layout, next to the repo) when present; tests that need it are skipped otherwise, and
-tests/fixtures/tiny_stories.txt stands in.
+Tiny Shakespeare ships in data/. Story text is tests/fixtures/tiny_stories.txt plus stories generated in the
+test (tests/story_grammar.py): nothing outside the repo is read, so a fresh clone runs every test.
 """
 import json
 import time
@@ -15,19 +14,16 @@ from pathlib import Path
 import pytest
 
 from configurator import get_config
-from helpers import FIXTURES, ROOT, SHARED, assert_one_line_error, run_script as run
+from helpers import FIXTURES, ROOT, assert_one_line_error, run_script as run
 from scripts import corpus
 from scripts.train_tokenizer import train_bpe
+from story_grammar import stories
 from utils.errors import UserError
 from utils.tokenizer import MASK_TOKEN, BPETokenizer, split_stories
 
 FIXTURE = FIXTURES / "tiny_stories.txt"
-STORIES_HEAD = SHARED / "tinystories_train_head.txt"
 SHAKESPEARE = ROOT / "data" / "tinyshakespeare.txt"
 SEP = corpus.SEPARATOR
-
-needs_shared = pytest.mark.skipif(not STORIES_HEAD.exists(), reason=f"the TinyStories excerpt is not in {SHARED}")
-
 
 def run_script(name, *args, env=None, timeout=120):
     return run(f"scripts/{name}", *args, env=env, timeout=timeout)
@@ -99,15 +95,15 @@ def test_split_on_chunk_boundaries(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@needs_shared
-def test_real_tinystories_head_sample(tmp_path):
-    out = tmp_path / "s.txt"
-    r = run_script("data.py", "--input-file", STORIES_HEAD, "--num-stories", 100, "--seed", 1337,
+def test_stories_file_sample(tmp_path):
+    src_file, out = tmp_path / "stories_src.txt", tmp_path / "s.txt"
+    src_file.write_text(stories(100_000), encoding="utf-8")  # ~200 stories
+    r = run_script("data.py", "--input-file", src_file, "--num-stories", 100, "--seed", 1337,
                    "--output", out)
     assert r.returncode == 0, r.stderr
     got = stories_of(out)
     assert len(got) == 100
-    src = {s.strip() for s in STORIES_HEAD.read_text(encoding="utf-8").split(SEP)}
+    src = {s.strip() for s in src_file.read_text(encoding="utf-8").split(SEP)}
     assert set(got) <= src
     assert "“" in out.read_text(encoding="utf-8")  # Unicode typography survives
 
@@ -284,26 +280,17 @@ def test_hub_unreachable_is_fast_one_line(tmp_path):
 
 # ----------------------------------------------------------------------------- tokenizer
 
-def real_slice(n_chars=200_000):
-    """~200 KB of TinyStories cut at a story boundary (the fixture when the data is missing)."""
-    if not STORIES_HEAD.exists():
-        return FIXTURE.read_text(encoding="utf-8"), False
-    text = STORIES_HEAD.read_text(encoding="utf-8")
-    cut = text.index(SEP, n_chars) + len(SEP) + 1
-    return text[:cut], True
-
-
 @pytest.fixture(scope="module")
 def tok512():
-    text, real = real_slice()
+    """A 512-token BPE on ~120 KB of stories: the fixture's, then generated ones (a few hundred distinct words)."""
+    text = FIXTURE.read_text(encoding="utf-8") + stories(120_000)
     tok = train_bpe(split_stories(text), vocab_size=512, min_frequency=2)
-    return tok, text, real
+    return tok, text
 
 
 def test_tokenizer_vocab_and_special_ids(tok512):
-    tok, text, real = tok512
-    if real:
-        assert tok.vocab_size == tok.tok.get_vocab_size() == 512
+    tok, text = tok512
+    assert tok.vocab_size == tok.tok.get_vocab_size() == 512
     assert tok.eot_id == 0 and tok.mask_id == 1
     assert tok.tok.id_to_token(1) == MASK_TOKEN
     assert tok.tok.encode(SEP).ids == [0]
@@ -311,20 +298,19 @@ def test_tokenizer_vocab_and_special_ids(tok512):
 
 
 def test_tokenizer_round_trip_byte_exact(tok512):
-    tok, text, real = tok512
+    tok, text = tok512
     ids = tok.encode(text)
     assert ids == tok.tok.encode(text).ids  # the batched encoder is exact
     assert tok.decode(ids).encode("utf-8") == text.encode("utf-8")
     assert ids.count(0) == text.count(SEP)
-    if real:
-        assert all(c in text for c in "“”’—\n")
-        assert len(text) / len(ids) > 2.0  # it actually compresses
+    assert all(c in text for c in "“”’—é\n")
+    assert len(text) / len(ids) > 2.0  # it actually compresses
     for s in ["", "\t\r\n  x  \n\n", "héllo 🙂 “q” — ’ \x00\x7f", "日本語のテキスト", "a\u200bb"]:
         assert tok.decode(tok.tok.encode(s).ids) == s
 
 
 def test_tokenizer_never_emits_mask(tok512):
-    tok, text, _ = tok512
+    tok, text = tok512
     m = tok.mask_id
     for s in ["[MASK]", " [MASK]", "[MASK][MASK]", "x[MASK]y", "[[MASK]]", "[ MASK ]", "[mask]",
               f"{SEP}[MASK]{SEP}", "MASK", "[MASK" * 20, text[:5000] + "[MASK]"]:
@@ -337,7 +323,7 @@ def test_tokenizer_never_emits_mask(tok512):
 
 @pytest.mark.slow
 def test_train_tokenizer_cli(tmp_path, tok512):
-    _, text, real = tok512
+    _, text = tok512
     src = tmp_path / "train.txt"
     src.write_text(text, encoding="utf-8")
     out = tmp_path / "tok" / "sub" / "tokenizer.json"
