@@ -59,6 +59,9 @@ def block_causal_mask(L, block, device):
 
 
 # ---------------------------------------------------------------------------- the bound
+BD3_LOSSES = ("elbo", "all_ce")  # config.bd3_loss
+
+
 def band_times(schedule, lo=0.0, hi=1.0):
     """The times t in 1..T whose mask rate 1 - alpha(t) lies in [lo, hi] (long tensor). BD3-LM trains with mask
     rates clipped to a band [beta, omega] to cut the gradient variance; [0, 1] is every t (the full bound)."""
@@ -114,12 +117,15 @@ def bd3_logits(model, xt, x0, block, mask_id, positions=None):
     return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
 
 
-def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, masked_only=False):
+def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, masked_only=False,
+             loss_type="elbo"):
     """Block-diffusion NELBO of x0 (B, L) with blocks of `block` tokens. t (B, L // block) per-block times, drawn
     here (stratified over the batch) if None, from `allowed` (band_times; default 1..T). Each block's tokens are
     masked with probability 1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed
     that is T * w(t), so the sum over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); with a clipped
-    band it estimates only the band's share of it (train with it, never report it).
+    band it estimates only the band's share of it (train with it, never report it). loss_type='all_ce' trains the
+    plain CE of every noisy position instead, no w(t): masked diffusion's laptop recipe (diffusion.py), worth -0.036
+    nats/char here at the baby budget (RESULTS.md); the NELBO returned is the same either way.
     Returns (loss, per-sequence NELBO in nats/token (B,), dict(t, t_tok (B, L), masked, logits, ce))."""
     B, L = x0.shape
     assert L % block == 0, f"block {block} must divide the window {L}"
@@ -138,7 +144,8 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
         ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
     w = (len(allowed) * schedule.weight.to(x0.device)[t_tok]).float()  # (B, L) importance weight k * w(t_b)
     nelbo = (w * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L as the MDLM bound
-    return nelbo.mean(), nelbo.detach(), dict(t=t, t_tok=t_tok, masked=masked, logits=logits.detach(), ce=ce.detach())
+    loss = ce.mean() if loss_type == "all_ce" else nelbo.mean()
+    return loss, nelbo.detach(), dict(t=t, t_tok=t_tok, masked=masked, logits=logits.detach(), ce=ce.detach())
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -315,6 +322,8 @@ CONTINUES_ONLY = ANY_LENGTH = True  # continues a prompt block by block, past th
 def check(cfg, given=()):
     if not 1 <= cfg.bd3_block <= cfg.block_size or cfg.block_size % cfg.bd3_block:
         raise UserError(f"bd3_block={cfg.bd3_block} must divide block_size={cfg.block_size}: e.g. --bd3_block=4")
+    if cfg.bd3_loss not in BD3_LOSSES:
+        raise UserError(f"bd3_loss={cfg.bd3_loss!r} is not one of {', '.join(BD3_LOSSES)}")
     if not 0 <= cfg.bd3_mask_min < cfg.bd3_mask_max <= 1:
         raise UserError(f"need 0 <= bd3_mask_min < bd3_mask_max <= 1, got {cfg.bd3_mask_min}, {cfg.bd3_mask_max}")
     try:
@@ -331,7 +340,7 @@ def loss(model, x, cfg, schedule, tok, draw):
     t = bd3_times(len(x), cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, offset=draw.offset,
                   total=draw.total, u=draw.u)
     return bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, draw.generator, t=t, allowed=band,
-                    masked_only=cfg.head_on_masked_only)[0]
+                    masked_only=cfg.head_on_masked_only, loss_type=cfg.bd3_loss)[0]
 
 
 def eval_times(cfg, L):

@@ -48,6 +48,7 @@ class Config:
     bd3_block: int = trained(4)         # bd3: tokens per block L', divides block_size; 1 = AR, block_size = MDLM (BD3-LM)
     bd3_mask_min: float = 0.0           # bd3 training only: mask rates clipped to [min, max] (BD3-LM's variance fix, e.g.
     bd3_mask_max: float = 1.0           #   0.3, 0.8); validation always reports the full bound
+    bd3_loss: str = "elbo"              # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE on every noisy position (no w(t))
     mir_weight: float = 0.0             # ar only: weight of a next-token loss on randomly [MASK]ed inputs (clean targets)
                                         #   added to the clean one; 0 = off; 0.4 in Xu et al. 2026 (data-constrained AR)
     mir_mask_max: float = 0.5           # ar only: that loss's mask rate per sequence ~ U[0, mir_mask_max]

@@ -338,7 +338,8 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
-IGNORES = {**dict.fromkeys(("bd3_block", "bd3_mask_min", "bd3_mask_max"), "block diffusion's keys: use --objective=bd3"),
+IGNORES = {**dict.fromkeys(("bd3_block", "bd3_mask_min", "bd3_mask_max", "bd3_loss"),
+                           "block diffusion's keys: use --objective=bd3"),
            **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar")}
 STEP_CHAIN = True  # the K-step sampler walks the schedule's grid (scripts/eval.py scores that chain's bound)
 

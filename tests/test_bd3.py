@@ -136,6 +136,27 @@ def test_bd3_bound_equals_hand_computation():
     assert nelbo.item() == pytest.approx(want.item(), rel=1e-5)
 
 
+def test_bd3_all_ce_trains_the_plain_ce_of_every_noisy_position_and_reports_the_same_bound():
+    model = ConstModel([math.log(0.7), math.log(0.3), 5.0])
+    x0, s, t = torch.tensor([[0, 1, 0, 0]]), Schedule(4), torch.tensor([[2, 4]])
+    elbo = bd3_loss(model, x0, s, 2, 2, t=t, generator=torch.Generator().manual_seed(3))
+    ce = bd3_loss(model, x0, s, 2, 2, t=t, generator=torch.Generator().manual_seed(3), loss_type="all_ce")
+    want = (3 * -math.log(0.7) - math.log(0.3)) / 4  # every noisy position, masked or not, weight 1, / L
+    assert ce[0].item() == pytest.approx(want, rel=1e-6) and ce[0].item() != pytest.approx(elbo[0].item())
+    assert torch.equal(ce[1], elbo[1])  # the bound it reports does not depend on what is trained
+
+
+def test_bd3_loss_key_is_checked_and_only_bd3_reads_it():
+    from configurator import get_config
+    from utils.errors import UserError
+    assert get_config(["--objective=bd3", "--bd3_loss=all_ce"]).bd3_loss == "all_ce"
+    with pytest.raises(UserError, match="bd3_loss"):
+        get_config(["--objective=bd3", "--bd3_loss=masked_ce"])
+    for objective in ("mdlm", "uniform", "ar"):
+        with pytest.raises(UserError, match="bd3_loss"):
+            get_config([f"--objective={objective}", "--bd3_loss=all_ce"])
+
+
 def test_block_times_are_stratified_and_band_limited():
     T, u = 100, torch.tensor(0.37, dtype=torch.float64)
     t = bd3_times(5, 4, torch.arange(1, T + 1), torch.Generator().manual_seed(0), u=u)
