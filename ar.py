@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from common import filter_logits, sample_tokens
+from remasking import REVISIT_KEYS
 from utils.errors import UserError
 
 
@@ -91,12 +92,15 @@ WINDOW = 1  # a training window of L + 1 tokens scores its last L
 # no diffusion: no time, no schedule, no reverse sampler
 IGNORES = ("time_cond", "loss_type", "schedule", "diffusion_steps", "mask_span", "head_on_masked_only", "steps",
            "order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length", "bd3_block",
-           "bd3_mask_min", "bd3_mask_max", "time_beta")
+           "bd3_mask_min", "bd3_mask_max", "time_beta", *REVISIT_KEYS)
 CONTINUES_ONLY = EXACT = True  # continues a prompt; its score is the exact NLL, not a bound
 TRACE = False  # no denoising to watch
 
 
 def check(cfg, given=()):
+    bad = [k for k in REVISIT_KEYS if k in given]
+    if bad:
+        raise UserError(f"objective=ar draws each token once, left to right: --{bad[0]} revisits diffusion tokens; drop it")
     if not 0 <= cfg.mir_weight or not 0 < cfg.mir_mask_max <= 1:
         raise UserError(f"need mir_weight >= 0 and mir_mask_max in (0, 1], got {cfg.mir_weight}, {cfg.mir_mask_max}: "
                         f"e.g. --mir_weight=0.4 --mir_mask_max=0.5")
