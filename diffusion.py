@@ -275,7 +275,7 @@ class _Denoiser:
 
     def _stay(self, is_masked, committed, score, rows, todo, n_keep, sigma=None):
         """Which positions are [MASK] after the step (B, L). sigma (B,): remask='remdm''s re-masking probability."""
-        if self.threshold:  # Fast-dLLM: every position above the threshold, and at least the best one
+        if self.threshold and n_keep is None:  # Fast-dLLM: every position above the threshold, at least the best one
             commit = is_masked & (score > self.threshold)
             best = score.masked_fill(~is_masked, -1.0).argmax(1)
             commit[rows, best[rows]] = True

@@ -92,6 +92,13 @@ def test_corrector_off_is_unchanged_and_counts_its_passes():
         assert not (info.x == MASK).any()
 
 
+def test_corrector_after_threshold_decoding_redraws_all_it_re_masks():
+    x, gm = _canvas()
+    base, st0 = _run(x, gm, threshold=0.5, remask="none")
+    out, st = _run(x, gm, threshold=0.5, remask="none", corrector_steps=3, corrector_frac=0.5)
+    assert not (out == MASK).any() and torch.equal(out[~gm], x[~gm]) and st["nfe"] == st0["nfe"] + 3
+
+
 def test_least_confident_by_hand():
     conf = torch.tensor([[0.9, 0.1, 0.5, 0.2, 0.0], [0.3, 0.2, 0.1, 0.6, 0.7]], dtype=torch.float64)
     now = torch.tensor([[True, True, True, True, False], [False, False, False, False, False]])
