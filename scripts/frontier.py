@@ -4,7 +4,8 @@ sample entropy, gen-PPL under an AR judge, distinct-2/3, and the Jensen-Shannon 
 held-out text's character n-gram distributions (n = 1..4, pooled over the samples, and their mean): a sampler that
 repeats itself can lower gen-PPL, but not that divergence. A curve is one sampler (every setting but temperature);
 its points are the temperatures. Read a frontier at the held-out text's own entropy: lower gen-PPL and lower
-divergence there is the better sampler.
+divergence there is the better sampler (printed, and in the JSON as each run's at_held_out: the curve interpolated
+between the two temperatures that bracket that entropy; null where the curve never reaches it).
 
     python scripts/frontier.py artifacts/models/baby/model.pt artifacts/models/baby_bd3/model.pt \
         artifacts/models/baby_ar/model.pt --ar-checkpoint artifacts/models/baby_ar/model.pt \
@@ -106,6 +107,18 @@ def grid_points(grid, cfg, obj):
 def curve_label(settings):
     """The curve a point belongs to: its settings but temperature."""
     return ", ".join(f"{k}={v}" for k, v in sorted(settings.items()) if k != "temperature") or "default"
+
+
+def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
+    """One curve read at the held-out entropy: each key interpolated linearly between the two neighbouring points
+    (by entropy) that bracket `target`; None when the curve does not reach it (a frontier is not extrapolated)."""
+    pts = sorted(points, key=lambda q: q["sample_entropy"])
+    for a, b in zip(pts, pts[1:]):
+        ea, eb = a["sample_entropy"], b["sample_entropy"]
+        if ea <= target <= eb:
+            w = (target - ea) / (eb - ea) if eb > ea else 0.0
+            return {k: a[k] + w * (b[k] - a[k]) for k in keys}
+    return None
 
 
 def held_out(val_ids, tok, n, length):
@@ -215,7 +228,16 @@ def main(argv):
                                temperature=scfg.temperature, gen_len=gen_len, n_samples=args.n_samples, **s))
             print(f"  {r['path']} [{points[-1]['curve']}] T={scfg.temperature:g}: NFE {nfe:.1f}, entropy "
                   f"{s['sample_entropy']:.3f}, gen-PPL {s['gen_ppl']:.2f}, JS {s['js_mean']:.4f}, distinct-2 {s['distinct_2']:.3f}")
-        rows.append(dict(path=r["path"], name=os.path.basename(os.path.dirname(os.path.abspath(r["path"]))),
+        curves = {}
+        for pt in points:
+            curves.setdefault(pt["curve"], []).append(pt)
+        at_held = {c: at_entropy(pts, held["sample_entropy"]) for c, pts in curves.items()}
+        for c, v in at_held.items():
+            nfe = sum(q["nfe"] for q in curves[c]) / len(curves[c])
+            print(f"  at the held-out entropy, [{c}] (NFE {nfe:.1f}): " + (
+                f"gen-PPL {v['gen_ppl']:.2f}, JS {v['js_mean']:.4f}" if v else "not reached; entropies " +
+                ", ".join(f"{q['sample_entropy']:.2f}" for q in sorted(curves[c], key=lambda q: q["sample_entropy"]))))
+        rows.append(dict(at_held_out=at_held, path=r["path"], name=os.path.basename(os.path.dirname(os.path.abspath(r["path"]))),
                          objective=r["cfg"].objective, exact=r["obj"].EXACT, seconds=time.time() - t0,
                          self_scored=os.path.samefile(r["path"], args.ar_checkpoint), points=points))
     if args.json:

@@ -58,6 +58,13 @@ def test_the_grid_holds_each_distinct_sampler_once():
             frontier.parse_grid(bad, "--grid")
 
 
+def test_a_curve_is_read_at_the_held_out_entropy_by_interpolation():
+    pts = [dict(sample_entropy=e, gen_ppl=p, js_mean=j) for e, p, j in ((3.0, 30.0, 0.3), (2.0, 10.0, 0.5), (2.5, 20.0, 0.1))]
+    assert frontier.at_entropy(pts, 2.75) == pytest.approx(dict(gen_ppl=25.0, js_mean=0.2))
+    assert frontier.at_entropy(pts, 2.0) == pytest.approx(dict(gen_ppl=10.0, js_mean=0.5))
+    assert frontier.at_entropy(pts, 3.2) is None and frontier.at_entropy(pts[:1], 3.0) is None
+
+
 @pytest.fixture(scope="module")
 def ar_judge(tmp_path_factory):
     return train_tiny(tmp_path_factory, "frontier_ar", "--objective=ar", "--max_iters=30", "--eval_interval=30")
@@ -77,6 +84,7 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
     assert held["gen_len"] == 24 and 0 < held["sample_entropy"] and set(held["js"]) == {"1", "2", "3", "4"}
     mdlm, ar = d["runs"]
     assert len(mdlm["points"]) == 8 and len(ar["points"]) == 2 and ar["exact"] and ar["self_scored"]
+    assert set(mdlm["at_held_out"]) == {p["curve"] for p in mdlm["points"]}  # one reading per curve (None: not reached)
     keys = {"curve", "settings", "sampler", "nfe", "temperature", "gen_len", "n_samples", "gen_ppl", "gen_nll",
             "sample_entropy", "distinct_2", "distinct_3", "js", "js_mean", "sample_text"}
     for pt in mdlm["points"] + ar["points"]:
