@@ -147,7 +147,8 @@ def plot_frontiers(docs, out):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (ax, ax_js) = plt.subplots(1, 2, figsize=(16, 6), dpi=120)
+    from matplotlib.ticker import ScalarFormatter
+    fig, (ax, ax_js) = plt.subplots(1, 2, figsize=(16, 8), dpi=120, layout="constrained")
     held, n = docs[0]["held_out"], 0
     for d in docs:
         for r in d["runs"]:
@@ -171,13 +172,19 @@ def plot_frontiers(docs, out):
         a.set_xlabel("sample entropy (nats, per-sample token histogram; higher = more diverse)")
     ax_js.axhline(held["js_mean"], color="grey", ls="-.", lw=1, label=f"held-out text of the samples' size {held['js_mean']:.3f}")
     ax.set_yscale("log")
+    for axis_fmt in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_fmt(ScalarFormatter())  # plain numbers on a log axis
     ax.set_ylabel("gen-PPL under the AR judge (lower = likelier)")
     ax_js.set_ylabel("JS divergence to held-out char 1-4-grams, bits (lower = closer)")
-    ax.set_title("gen-PPL vs entropy, one curve per sampler")
+    ax.set_title("gen-PPL vs entropy, one curve per sampler (points: temperatures)")
     ax_js.set_title("n-gram divergence vs entropy (repetition cannot game it)")
-    ax.legend(fontsize=6, ncol=2)
-    ax_js.legend(fontsize=7)
-    _save(plt, fig, out)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles + ax_js.get_legend_handles_labels()[0][-1:], labels + ax_js.get_legend_handles_labels()[1][-1:],
+               loc="outside lower center", ncol=2, fontsize=7)  # below both panels: the curves stay visible
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    print(f"wrote {out}")
 
 
 def plot_frontier(paths, out):
