@@ -369,7 +369,8 @@ def passes(cfg, n_gen, n_prompt=0):
 
 
 def describe(cfg):
-    steps = describe_steps(replace(cfg, steps=min(cfg.steps, cfg.bd3_block), semi_ar_length=0))
-    steps = steps.replace(f"{min(cfg.steps, cfg.bd3_block)} steps", f"{min(cfg.steps, cfg.bd3_block)} steps per block")
+    loop = cfg.remask == "remdm" and cfg.remdm_schedule == "loop" and cfg.remask_eta > 0  # its steps may exceed L'
+    k = cfg.steps if loop else min(cfg.steps, cfg.bd3_block)
+    steps = describe_steps(replace(cfg, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")
     steps = steps.replace("schedule counts", "linear counts")  # sample_bd3: no greedy last step per block
     return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, {steps}"

@@ -139,6 +139,7 @@ def test_bd3_remasks_only_inside_the_current_block_and_counts_its_passes():
     cfg = get_config([*MICRO, "--objective=bd3", "--bd3_block=4", "--steps=8",
                       *[f"--{k}={v}" for k, v in opts.items()]])
     assert st["nfe"] == len(frames) == bd3.passes(cfg, 18, 6)
+    assert "8 steps per block" in bd3.describe(cfg)  # the loop's budget, not capped at the block's 4 tokens
 
 
 def test_keys_are_checked_and_refused_where_they_cannot_apply():
