@@ -149,6 +149,7 @@ def plot_frontiers(docs, out):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import ScalarFormatter
     fig, (ax, ax_js) = plt.subplots(1, 2, figsize=(16, 8), dpi=120, layout="constrained")
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # many curves: 20 colours before one repeats
     held, n = docs[0]["held_out"], 0
     for d in docs:
         for r in d["runs"]:
