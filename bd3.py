@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from common import Step, no_mask_logit
-from diffusion import Schedule, denoise, describe as describe_steps
+from diffusion import Schedule, block_passes, denoise, describe as describe_steps, revisit_options
 from utils.errors import UserError
 
 
@@ -299,8 +299,8 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
 
         now = gen_all[:, lo:hi].clone()
         now[:, :pos - lo] = False  # the context is fixed text to denoise(): only this block is generated
-        n_gen = int(now[0].sum())
-        x, st = denoise(denoiser, out[:, lo:hi], now, schedule, mask_id, min(steps, n_gen), temperature,
+        # denoise() takes at most one step per generated position (the loop schedule's fixed-noise steps aside)
+        x, st = denoise(denoiser, out[:, lo:hi], now, schedule, mask_id, steps, temperature,
                         top_k, top_p, remask, generator, block_step, **options)
         out[:, lo:hi] = x
         nfe += torch.tensor(st["nfe_per_sample"])
@@ -361,20 +361,21 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
     return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, cfg.steps, cfg.temperature,
                       cfg.top_k, cfg.top_p, generator=generator, on_step=on_step, order=cfg.order,
                       tokens_per_step=cfg.tokens_per_step, remask=cfg.remask, remask_eta=cfg.remask_eta,
-                      threshold=cfg.threshold)
+                      threshold=cfg.threshold, **revisit_options(cfg))
 
 
 def passes(cfg, n_gen, n_prompt=0):
-    """Forward passes per sample: min(steps, the block's generated tokens) for each block (None: threshold)."""
+    """Forward passes per sample: diffusion.block_passes of each block (None: threshold)."""
     if cfg.threshold:
         return None
     k = cfg.bd3_block
     end = -(-(n_prompt + n_gen) // k) * k  # the last block is generated whole, then cut
-    return sum(min(cfg.steps, b + k - max(b, n_prompt)) for b in range(n_prompt // k * k, end, k))
+    return sum(block_passes(cfg, cfg.steps, b + k - max(b, n_prompt)) for b in range(n_prompt // k * k, end, k))
 
 
 def describe(cfg):
-    steps = describe_steps(replace(cfg, steps=min(cfg.steps, cfg.bd3_block), semi_ar_length=0))
-    steps = steps.replace(f"{min(cfg.steps, cfg.bd3_block)} steps", f"{min(cfg.steps, cfg.bd3_block)} steps per block")
+    loop = cfg.remask == "remdm" and cfg.remdm_schedule == "loop" and cfg.remask_eta > 0  # its steps may exceed L'
+    k = cfg.steps if loop else min(cfg.steps, cfg.bd3_block)
+    steps = describe_steps(replace(cfg, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")
     steps = steps.replace("schedule counts", "linear counts")  # sample_bd3: no greedy last step per block
     return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, {steps}"

@@ -106,7 +106,15 @@ class Config:
     order: str = "confidence"           # reveal first: 'confidence' | 'margin' (top1 - top2) | 'entropy' (low first) | 'random'
     tokens_per_step: str = "schedule"   # reveals per step: 'schedule' (1 - alpha(t)) | 'linear' (LLaDA) | 'cosine' (MaskGIT)
     remask: str = "refine"              # 'refine' (reference) | 'none' (LLaDA: committed tokens final) | 'remdm' (ReMDM)
-    remask_eta: float = 0.02            # remask='remdm': probability a committed token is re-masked each step
+    remask_eta: float = 0.02            # remask='remdm': eta, the scale of sigma_t (a committed token's re-mask probability)
+    remdm_schedule: str = "constant"    # remask='remdm': sigma_t = 'constant' eta | 'cap' min(eta, sigma_max) | 'rescale'
+                                        #   eta * sigma_max | 'loop' eta in a phase at fixed noise (ReMDM; remasking.py)
+    remdm_alpha_on: float = 0.9         # remdm loop: share of tokens revealed when the loop starts (held through it)
+    remdm_t_on: float = 0.55            # remdm loop: time (1 -> 0 over the steps) the loop starts: 1 - t_on of the steps before it
+    remdm_t_off: float = 0.05           # remdm loop: time it ends: t_on - t_off of the steps loop, t_off finish the reveal
+    corrector_steps: int = 0            # masked diffusion: passes after a block is revealed that redraw its least confident
+                                        #   tokens (predictor-corrector; NFE = steps + this per block); 0 = off
+    corrector_frac: float = 0.1         # corrector: share of the block's tokens re-masked and redrawn per pass
     threshold: float = 0.0              # Fast-dLLM: commit every position with confidence > threshold, >= 1 per step; 0 = off
     semi_ar_length: int = 0             # semi-AR: decode left to right, this many tokens at a time (0 = all at once);
                                         # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)

@@ -19,6 +19,7 @@ import config
 import objectives
 from config import PRESETS, Config
 from diffusion import LOSS_TYPES, ORDERS, REMASKS, SCHEDULES, TOKENS_PER_STEP
+from remasking import REMDM_SCHEDULES
 from model import TIME_CONDS
 from utils.checkpoint import RENAMED
 from utils.dist import DTYPES
@@ -133,7 +134,7 @@ def refuse_changes(cfg, given, saved, what, fix, allowed=()):
 # every choice list, defined once beside the code that implements it
 CHOICES = dict(tokenizer=TOKENIZERS, time_cond=TIME_CONDS, objective=objectives.OBJECTIVES, schedule=SCHEDULES,
                loss_type=LOSS_TYPES, dtype=DTYPES, optimizer=OPTIMIZERS, order=ORDERS, tokens_per_step=TOKENS_PER_STEP,
-               remask=REMASKS)
+               remask=REMASKS, remdm_schedule=REMDM_SCHEDULES)
 TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
 
@@ -178,6 +179,15 @@ def validate(cfg, given=()):
         raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
     if not 0 <= cfg.remask_eta <= 1:
         raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
+    remdm_keys = [k for k in ("remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off") if k in given]
+    if remdm_keys and cfg.remask != "remdm":
+        raise UserError(f"--{remdm_keys[0]} shapes ReMDM's remasking: add --remask=remdm (or drop it)")
+    if not 0 <= cfg.remdm_t_off < cfg.remdm_t_on <= 1 or not 0 < cfg.remdm_alpha_on < 1:
+        raise UserError(f"need 0 <= remdm_t_off < remdm_t_on <= 1 and 0 < remdm_alpha_on < 1, got {cfg.remdm_t_off}, "
+                        f"{cfg.remdm_t_on}, {cfg.remdm_alpha_on}: e.g. ReMDM's 0.05, 0.55, 0.9")
+    if cfg.corrector_steps < 0 or not 0 < cfg.corrector_frac <= 1:
+        raise UserError(f"need corrector_steps >= 0 and corrector_frac in (0, 1], got {cfg.corrector_steps}, "
+                        f"{cfg.corrector_frac}: e.g. --corrector_steps=4 --corrector_frac=0.1")
     if cfg.semi_ar_length < 0 or not 0 <= cfg.mask_span <= cfg.block_size:
         raise UserError(f"semi_ar_length must be >= 0 and mask_span in [0, block_size={cfg.block_size}]; "
                         f"got {cfg.semi_ar_length}, {cfg.mask_span}")

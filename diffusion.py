@@ -27,6 +27,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+import remasking
 from common import Step, filter_logits, no_mask_logit, reveal_plan, sample_tokens, stratified_times, time_grid
 from utils.errors import UserError
 
@@ -203,10 +204,11 @@ class _Denoiser:
     forward passes per sample) and its reverse step."""
 
     def __init__(self, model, x, gen_mask, schedule, mask_id, temperature, top_k, top_p, remask, generator,
-                 order, remask_eta, threshold):
+                 order, remask_eta, threshold, remdm_schedule="constant"):
         self.model, self.gen_mask, self.schedule, self.mask_id = model, gen_mask, schedule, mask_id
         self.filt, self.temperature, self.generator = (temperature, top_k, top_p), temperature, generator
         self.remask, self.order, self.remask_eta, self.threshold = remask, order, remask_eta, threshold
+        self.remdm_schedule = remdm_schedule
         B, L = x.shape
         self.mask_tok = torch.full_like(x, mask_id)
         self.x = torch.where(gen_mask, self.mask_tok, x)
@@ -214,12 +216,17 @@ class _Denoiser:
         self.kept = torch.zeros_like(self.conf)  # its ranking score when committed: what 'refine' compares new ones with
         self.nfe = torch.zeros(B, dtype=torch.long)
 
-    def step(self, now, lo, hi, n_keep, todo, greedy):
+    def step(self, now, lo, hi, n_keep, todo, greedy, phase="step"):
         """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,)
-        are decided, `n_keep` (B,) positions of the block stay masked (step mode); greedy: argmax draws.
+        are decided, `n_keep` (B,) positions of the block stay masked (step mode); greedy: argmax draws. phase:
+        'step', 'loop' (ReMDM's loop at fixed noise) or 'correct' (the corrector: no re-masking by the policy).
         Returns (revealed, remasked, the time told (B,))."""
         x, mask_id = self.x, self.mask_id
         is_masked = (x == mask_id) & now
+        sigma = None  # ReMDM's per-row probability that a committed token goes back to [MASK] (remasking.sigma)
+        if self.remask == "remdm" and self.remask_eta > 0 and phase != "correct" and not self.threshold:
+            sigma = remasking.sigma(self.remdm_schedule, self.remask_eta, (now & ~is_masked).sum(1), n_keep,
+                                    loop_step=phase == "loop")
         rows = todo.nonzero().squeeze(1)
         # the time index means what it meant in training: the mask rate of the whole window the model sees
         # (given text counts as visible), not of the generated positions only
@@ -238,7 +245,7 @@ class _Denoiser:
         score_new[dec] = c_score
         conf_new = self.conf.clone()
         conf_new[dec] = c_conf
-        stay = self._stay(is_masked, now & ~is_masked, score_new, rows, todo, n_keep)
+        stay = self._stay(is_masked, now & ~is_masked, score_new, rows, todo, n_keep, sigma)
         revealed, remasked = is_masked & ~stay, now & ~is_masked & stay
         self.x = torch.where(stay, self.mask_tok, torch.where(revealed, cand_full, x))
         self.conf = torch.where(revealed, conf_new, self.conf).masked_fill(remasked, 0.0)
@@ -248,30 +255,62 @@ class _Denoiser:
         told[rows] = tm
         return revealed, remasked, told
 
-    def _stay(self, is_masked, committed, score, rows, todo, n_keep):
-        """Which positions are [MASK] after the step (B, L)."""
-        if self.threshold:  # Fast-dLLM: every position above the threshold, and at least the best one
+    def start_report(self, on_step, t0, last_block, n_blocks, K):
+        self.on_step, self.t0, self.last_block, self.n_blocks, self.K = on_step, t0, last_block, n_blocks, K
+        self.steps, self.done_at = 0, [0.0] * len(self.x)
+
+    def report(self, b, prev, revealed, remasked, told, block_done):
+        """After each forward pass: count it, time the samples that are done, call on_step (common.Step)."""
+        self.steps += 1
+        left = ((self.x == self.mask_id) & self.gen_mask).any(1).tolist()
+        finished = [(not left[r] if self.threshold else True) and block_done and b >= self.last_block[r]
+                    for r in range(len(left))]
+        for r in range(len(left)):
+            if not self.done_at[r] and not left[r] and (self.K == 0 or finished[r]):
+                self.done_at[r] = time.perf_counter() - self.t0
+        if self.on_step is not None:
+            self.on_step(Step(step=self.steps, nfe=self.nfe.clone(), time=told, x=self.x, prev=prev,
+                              gen_mask=self.gen_mask, revealed=revealed, remasked=remasked, conf=self.conf, block=b,
+                              n_blocks=self.n_blocks, finished=finished))
+
+    def _stay(self, is_masked, committed, score, rows, todo, n_keep, sigma=None):
+        """Which positions are [MASK] after the step (B, L). sigma (B,): remask='remdm''s re-masking probability."""
+        if self.threshold and n_keep is None:  # Fast-dLLM: every position above the threshold, at least the best one
             commit = is_masked & (score > self.threshold)
             best = score.masked_fill(~is_masked, -1.0).argmax(1)
             commit[rows, best[rows]] = True
             return is_masked & ~commit
         if self.remask == "refine":  # committed tokens compete with the new candidates on their kept score
             score = torch.where(committed, self.kept, score)
-        elif self.remask == "remdm" and self.remask_eta > 0:
+        elif sigma is not None and (sigma > 0).any():
             B, L = score.shape
             u = torch.rand(B, L, generator=self.generator, dtype=torch.float64).to(score.device)
             u = u.masked_fill(~committed, 2.0)
-            # each committed token w.p. eta, at most n_keep: those with the smallest u (a random subset)
-            forced = (u < self.remask_eta) & (u.argsort(1).argsort(1) < n_keep[:, None])
+            # each committed token w.p. sigma, at most n_keep: those with the smallest u (a random subset)
+            forced = (u < sigma.to(u.device)[:, None]) & (u.argsort(1).argsort(1) < n_keep[:, None])
             score = score.masked_fill(forced, -math.inf)
         stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
         return torch.where(todo[:, None], stay, is_masked)  # a sample sitting this step out is unchanged
 
 
+def _plan(n, steps, schedule, tokens_per_step, loop=None):
+    """One block's counts in step mode: (positions still masked after each step (B, S) long, which steps are ReMDM's
+    loop (S,) bool) for rows of n (B,) generated positions; loop: (alpha_on, t_on, t_off) or None."""
+    def fractions(j, k):
+        grid = time_grid(schedule.T, k) if tokens_per_step == "schedule" else None
+        return masked_fraction(tokens_per_step, schedule, grid, j, k)
+
+    if loop:
+        return remasking.loop_plan(n, steps, *loop, fractions)
+    S = min(steps, int(n.max()))  # no step without a token to reveal
+    return reveal_plan(n, [fractions(j, S) for j in range(S)]), torch.zeros(S, dtype=torch.bool)
+
+
 @torch.no_grad()
 def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=0, top_p=1.0,
             remask="refine", generator=None, on_step=None, *, order="confidence", tokens_per_step="schedule",
-            remask_eta=0.0, threshold=0.0, block_length=0):
+            remask_eta=0.0, threshold=0.0, block_length=0, remdm_schedule="constant", remdm_alpha_on=0.9, remdm_t_on=0.55,
+            remdm_t_off=0.05, corrector_steps=0, corrector_frac=0.1):
     """Reverse process over a batch. x (B, L): the canvas; positions where gen_mask (B, L) is True are
     generated (start as [MASK]); all others are fixed text and never change.
 
@@ -280,7 +319,10 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
     keeps >= 1 reveal per step). remask='refine' (reference): a committed token keeps its commit score and
     goes back to [MASK] if newer candidates score higher; 'none' (LLaDA): committed tokens are final; 'remdm'
     (ReMDM, Wang et al. 2025): each committed token is re-masked w.p. remask_eta (at most as many as stay
-    masked). With schedule counts the last step (into t = 0) is the reference's greedy pass (the last block's only).
+    masked, schedule remdm_schedule: remasking.py, where the loop's alpha_on, t_on, t_off are explained). With
+    schedule counts the last step (into t = 0) is the reference's greedy pass (the last block's only).
+    corrector_steps K > 0: after each block is revealed, K passes re-mask the fraction corrector_frac of its tokens
+    drawn with the lowest probability and redraw them (remasking.least_confident); NFE = steps + K per block.
     Threshold mode (Fast-dLLM, Wu et al. 2025): each step commits every masked position scoring above
     `threshold`, at least the best one; committed tokens are final.
     The model is told the t whose 1 - alpha(t) matches the masked fraction of the window it sees. A sample takes
@@ -289,6 +331,8 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
     nfe (batched forward passes), nfe_per_sample, seconds_per_sample (until the sample's last [MASK] was filled),
     seconds, blocks."""
     check_options(steps, temperature, order, tokens_per_step, remask, remask_eta, threshold, block_length)
+    assert remdm_schedule in remasking.REMDM_SCHEDULES and corrector_steps >= 0 and 0 < corrector_frac <= 1
+    assert 0 <= remdm_t_off < remdm_t_on <= 1 and 0 < remdm_alpha_on < 1, (remdm_t_on, remdm_t_off, remdm_alpha_on)
     B, L = x.shape
     W, t0, gen_mask = model.args.block_size, time.perf_counter(), gen_mask.bool()
     # semi-AR blocks: the k-th generated position of a row (left to right) is in block k // block_length
@@ -302,38 +346,42 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
         raise ValueError(f"{steps} steps cannot decode {n_blocks} blocks: need at least one step per block")
     block_steps = [steps // max(n_blocks, 1) + (b < steps % max(n_blocks, 1)) for b in range(n_blocks)]
     d = _Denoiser(model, x, gen_mask, schedule, mask_id, temperature, top_k, top_p, remask, generator, order,
-                  remask_eta, threshold)
-    done_at, step = [0.0] * B, 0
+                  remask_eta, threshold, remdm_schedule)
+    greedy_end = tokens_per_step == "schedule" and not threshold  # the reference's greedy step into t = 0
+    loop = remask == "remdm" and remdm_schedule == "loop" and remask_eta > 0 and not threshold
+    K, loop = corrector_steps, (remdm_alpha_on, remdm_t_on, remdm_t_off) if loop else None
+    d.start_report(on_step, t0, last_block, n_blocks, K)
     for b in range(n_blocks):
         now = block_of == b  # (B, L) this block's positions
         lo, hi = _window(now, L, W)
         n_now = now.sum(1)  # (B,)
-        S = min(block_steps[b], int(n_now.max()))  # no step without a token to reveal
-        grid = time_grid(schedule.T, S) if tokens_per_step == "schedule" and not threshold else None
         if not threshold:
-            keep_after = reveal_plan(n_now.cpu(), [masked_fraction(tokens_per_step, schedule, grid, j, S)
-                                                   for j in range(S)]).to(x.device)  # (B, S)
+            keep_after, looping = _plan(n_now.cpu(), block_steps[b], schedule, tokens_per_step, loop)
+            keep_after, S = keep_after.to(x.device), keep_after.size(1)
         i = 0
         while (i < S) if not threshold else ((d.x == mask_id) & now).any():
             is_masked = (d.x == mask_id) & now
-            # the samples in this forward: those with a token to reveal now (no pass that cannot change them)
-            todo = is_masked.sum(1) > keep_after[:, i] if not threshold else is_masked.any(1)
+            in_loop = not threshold and bool(looping[i])
+            # the samples in this forward: those with a token to reveal now (no pass that cannot change them); in
+            # the loop, those with tokens held masked (as many re-masked as revealed)
+            todo = (keep_after[:, i] > 0 if in_loop else is_masked.sum(1) > keep_after[:, i]) if not threshold \
+                else is_masked.any(1)
             prev = d.x
             # with schedule counts the step into t = 0 is the reference's greedy clean-up: the whole sample's last
             # step only, never the last of every semi-AR block (that made every block's last token an argmax)
             revealed, remasked, told = d.step(now, lo, hi, None if threshold else keep_after[:, i], todo,
-                                              greedy=grid is not None and i == S - 1 and b == n_blocks - 1)
-            step, i = step + 1, i + 1
-            left = ((d.x == mask_id) & gen_mask).any(1).tolist()
-            for r in range(B):
-                if not left[r] and not done_at[r]:
-                    done_at[r] = time.perf_counter() - t0
-            if on_step is not None:
-                on_step(Step(step=step, nfe=d.nfe.clone(), time=told, x=d.x, prev=prev, gen_mask=gen_mask,
-                             revealed=revealed, remasked=remasked, conf=d.conf, block=b, n_blocks=n_blocks,
-                             finished=[not left[r] if threshold else i == S and b >= last_block[r] for r in range(B)]))
+                                              greedy=greedy_end and i == S - 1 and b == n_blocks - 1,
+                                              phase="loop" if in_loop else "step")
+            i += 1
+            d.report(b, prev, revealed, remasked, told, K == 0 and (threshold or i == S))
+        for k in range(K):  # the corrector: re-mask the least confident tokens of the block, redraw them
+            prev, has = d.x, n_now > 0
+            pick = remasking.least_confident(d.conf, now & has[:, None], corrector_frac)
+            d.x = torch.where(pick, d.mask_tok, d.x)
+            revealed, _, told = d.step(now, lo, hi, torch.zeros_like(n_now), has, greedy=False, phase="correct")
+            d.report(b, prev, revealed, pick, told, k == K - 1)
     assert not ((d.x == mask_id) & gen_mask).any(), "sampler left a [MASK]"
-    return d.x, dict(nfe=step, nfe_per_sample=d.nfe.tolist(), seconds_per_sample=done_at,
+    return d.x, dict(nfe=d.steps, nfe_per_sample=d.nfe.tolist(), seconds_per_sample=d.done_at,
                      seconds=time.perf_counter() - t0, blocks=n_blocks)
 
 
@@ -369,20 +417,45 @@ def bound(model, x, cfg, schedule, tok, t, generator):
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=t.expand_as(x))
 
 
+def revisit_options(cfg):
+    """denoise()'s switches for samplers that revisit committed tokens (ReMDM's schedules, the corrector)."""
+    return dict(remdm_schedule=cfg.remdm_schedule, remdm_alpha_on=cfg.remdm_alpha_on, remdm_t_on=cfg.remdm_t_on,
+                remdm_t_off=cfg.remdm_t_off, corrector_steps=cfg.corrector_steps, corrector_frac=cfg.corrector_frac)
+
+
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     return denoise(model, x, gen_mask, schedule, mask_id, cfg.steps, cfg.temperature, cfg.top_k, cfg.top_p, cfg.remask,
                    generator, on_step, order=cfg.order, tokens_per_step=cfg.tokens_per_step, remask_eta=cfg.remask_eta,
-                   threshold=cfg.threshold, block_length=cfg.semi_ar_length)
+                   threshold=cfg.threshold, block_length=cfg.semi_ar_length, **revisit_options(cfg))
+
+
+def block_passes(cfg, steps, n):
+    """Forward passes of one block of n generated positions given `steps` (step mode): the loop schedule's phases
+    (remasking.loop_split) or one per step up to one per position, plus the corrector's."""
+    if cfg.remask == "remdm" and cfg.remdm_schedule == "loop" and cfg.remask_eta > 0:
+        return sum(remasking.loop_split(steps, n, cfg.remdm_alpha_on, cfg.remdm_t_on, cfg.remdm_t_off)) + cfg.corrector_steps
+    return min(steps, n) + cfg.corrector_steps
 
 
 def passes(cfg, n_gen, n_prompt=0):
-    return None if cfg.threshold else cfg.steps
+    if cfg.threshold:
+        return None
+    blen = cfg.semi_ar_length or n_gen
+    sizes = [min(blen, n_gen - s) for s in range(0, n_gen, blen)]
+    per = [cfg.steps // len(sizes) + (b < cfg.steps % len(sizes)) for b in range(len(sizes))]
+    return sum(block_passes(cfg, p, n) for p, n in zip(per, sizes))
 
 
 def describe(cfg):
     if cfg.threshold:
         how = f"threshold {cfg.threshold:g} (NFE adaptive, committed tokens final), order {cfg.order}"
     else:
-        remask = f"remdm eta={cfg.remask_eta:g}" if cfg.remask == "remdm" else cfg.remask
+        remask = cfg.remask
+        if cfg.remask == "remdm":
+            remask = f"remdm {cfg.remdm_schedule} eta={cfg.remask_eta:g}" + (
+                f" (alpha_on={cfg.remdm_alpha_on:g}, t_on={cfg.remdm_t_on:g}, t_off={cfg.remdm_t_off:g})"
+                if cfg.remdm_schedule == "loop" else "")
         how = f"{cfg.steps} steps, {cfg.tokens_per_step} counts, order {cfg.order}, remask {remask}"
+    if cfg.corrector_steps:
+        how += f", corrector {cfg.corrector_steps} x {cfg.corrector_frac:g}"
     return how + (f", blocks of {cfg.semi_ar_length}" if cfg.semi_ar_length else "")

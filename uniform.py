@@ -24,6 +24,7 @@ import time
 import torch
 
 from common import Step, filter_logits, no_mask_logit, sample_tokens, stratified_times, time_grid
+from remasking import REVISIT_KEYS
 from utils.errors import UserError
 
 
@@ -170,7 +171,7 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0
 # it trains its NELBO at every position and redraws every position each step: the masked-diffusion switches
 IGNORES = {**dict.fromkeys(("loss_type", "mask_span", "head_on_masked_only", "order", "tokens_per_step", "remask",
                            "remask_eta", "threshold", "semi_ar_length", "bd3_block", "bd3_mask_min", "bd3_mask_max",
-                           "bd3_loss"),
+                           "bd3_loss", *REVISIT_KEYS),
                           "it trains its NELBO at every position and redraws every position each step, with no [MASK]"),
            **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar"),
            "time_beta": "masked diffusion's training-time proposal: use --objective=mdlm"}

@@ -5,12 +5,14 @@ Run from the repo root:
     python scripts/plot.py curves artifacts/models/cpu artifacts/models/cpu_ar        # train/val bits/char, runs on one chart
     python scripts/plot.py entropy artifacts/eval/cpu.json                            # entropy per timestep
     python scripts/plot.py frontier artifacts/eval/cpu_sweep.json                     # gen-PPL vs sample entropy
+    python scripts/plot.py frontier artifacts/eval/frontier_baby.json                 # scripts/frontier.py: every sampler
     python scripts/plot.py nfe artifacts/eval/baby_uniform_vs_mdlm.json               # gen-PPL and entropy vs NFE
     python scripts/plot.py epochs artifacts/epochs/summary.json                       # val nats/char vs epochs
     python scripts/plot.py epochs artifacts/epochs/summary.json --x flops --out artifacts/plots/epochs_flops.png
 
 `curves` reads each run directory's metrics.jsonl (written by train.py); `entropy` and `frontier`
-read the JSON of scripts/eval.py (`frontier` needs its --sweep; `nfe` a --sweep steps=...); `epochs` the
+read the JSON of scripts/eval.py (`frontier` needs its --sweep, or takes scripts/frontier.py's JSONs: gen-PPL and
+n-gram divergence against entropy, a curve per sampler; `nfe` a --sweep steps=...); `epochs` the
 summary of scripts/epochs.py. --out names the PNG; an existing
 PNG there is replaced (atomically).
 """
@@ -138,11 +140,63 @@ def plot_entropy(paths, out):
     _save(plt, fig, out)
 
 
+def plot_frontiers(docs, out):
+    """scripts/frontier.py's JSONs: every sampler's curve (points along temperature) of every checkpoint, AR's dashed
+    black, on two panels against sample entropy: gen-PPL under the judge, and the n-gram JS divergence to held-out
+    text (mean over n = 1..4), with the held-out text's entropy (vertical) and its own divergence (the floor)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+    fig, (ax, ax_js) = plt.subplots(1, 2, figsize=(16, 8), dpi=120, layout="constrained")
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # many curves: 20 colours before one repeats
+    held, n = docs[0]["held_out"], 0
+    for d in docs:
+        for r in d["runs"]:
+            curves = {}
+            for pt in r["points"]:
+                curves.setdefault(pt["curve"], []).append(pt)
+            for name, pts in curves.items():
+                pts.sort(key=lambda q: q["sample_entropy"])
+                style = dict(color="k", ls="--") if r["exact"] else {}
+                label = f"{r['name']} ({r['objective']}): {name}, NFE {pts[0]['nfe']:.0f}"
+                xs = [q["sample_entropy"] for q in pts]
+                line, = ax.plot(xs, [q["gen_ppl"] for q in pts], marker="o", ms=3, lw=1, label=label, **style)
+                ax_js.plot(xs, [q["js_mean"] for q in pts], marker="o", ms=3, lw=1, color=line.get_color(),
+                           ls=line.get_linestyle())
+                n += 1
+    if not n:
+        raise UserError("no points in the given frontier JSONs: run scripts/frontier.py with a grid")
+    for a in (ax, ax_js):
+        a.axvline(held["sample_entropy"], color="grey", ls=":", lw=1, label=f"held-out text entropy {held['sample_entropy']:.2f}")
+        a.grid(alpha=0.3)
+        a.set_xlabel("sample entropy (nats, per-sample token histogram; higher = more diverse)")
+    ax_js.axhline(held["js_mean"], color="grey", ls="-.", lw=1, label=f"held-out text of the samples' size {held['js_mean']:.3f}")
+    ax.set_yscale("log")
+    for axis_fmt in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_fmt(ScalarFormatter())  # plain numbers on a log axis
+    ax.set_ylabel("gen-PPL under the AR judge (lower = likelier)")
+    ax_js.set_ylabel("JS divergence to held-out char 1-4-grams, bits (lower = closer)")
+    ax.set_title("gen-PPL vs entropy, one curve per sampler (points: temperatures)")
+    ax_js.set_title("n-gram divergence vs entropy (repetition cannot game it)")
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles + ax_js.get_legend_handles_labels()[0][-1:], labels + ax_js.get_legend_handles_labels()[1][-1:],
+               loc="outside lower center", ncol=2, fontsize=7)  # below both panels: the curves stay visible
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    print(f"wrote {out}")
+
+
 def plot_frontier(paths, out):
+    docs = [read_eval_json(p) for p in paths]
+    if all("held_out" in d for d in docs):  # scripts/frontier.py's JSONs
+        return plot_frontiers(docs, out)
+    if any("held_out" in d for d in docs):
+        raise UserError("give either scripts/frontier.py JSONs or scripts/eval.py --sweep JSONs, not both")
     plt, fig, ax = _figure()
     n, ref, all_y = 0, None, []
-    for p in paths:
-        d = read_eval_json(p)
+    for d in docs:
         ref = ref or d.get("val_sample_entropy")
         for r in d["runs"]:
             sw = [s for s in r.get("sweep", []) if s.get("gen_ppl") is not None]

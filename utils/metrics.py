@@ -115,3 +115,35 @@ def infill_recovery(model, windows, cfg, schedule, mask_id, span, generator=None
         hits += ((out == x) & gm).sum().item()
         exact += right.all(1).sum().item()
     return dict(infill_exact=exact / N, infill_acc=hits / (N * span), infill_span=span, infill_n=N)
+
+
+def char_ngrams(texts, n):
+    """Counts of the character n-grams inside each text (none across two texts), pooled: {n-gram: count}."""
+    counts = {}
+    for t in texts:
+        for i in range(len(t) - n + 1):
+            counts[t[i:i + n]] = counts.get(t[i:i + n], 0) + 1
+    return counts
+
+
+def js_divergence(p, q):
+    """Jensen-Shannon divergence in bits (0 = the same distribution, 1 = disjoint supports) between two count
+    dicts, each normalised: JS = KL(P || M) / 2 + KL(Q || M) / 2 with M = (P + Q) / 2. Empty: nan."""
+    sp, sq = sum(p.values()), sum(q.values())
+    if not sp or not sq:
+        return float("nan")
+    js = 0.0
+    for k in set(p) | set(q):
+        a, b = p.get(k, 0) / sp, q.get(k, 0) / sq
+        m = (a + b) / 2
+        js += (a * math.log2(a / m) if a else 0.0) / 2 + (b * math.log2(b / m) if b else 0.0) / 2
+    return js
+
+
+def ngram_js(texts, reference, ns=(1, 2, 3, 4)):
+    """Distribution-level distance of samples to held-out text that repetition cannot game (Franca & Tong 2026 ask
+    for one beside gen-PPL): the JS divergence (bits) between the character n-gram distributions of the samples,
+    pooled, and of the reference texts, for each n, and their mean. Returns ({n: js}, mean)."""
+    ref = [reference] if isinstance(reference, str) else reference
+    js = {n: js_divergence(char_ngrams(texts, n), char_ngrams(ref, n)) for n in ns}
+    return js, sum(js.values()) / len(js)

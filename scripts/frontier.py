@@ -1,0 +1,252 @@
+"""Sample frontiers: judge samplers by curves, not by one point. For each checkpoint, a grid of samplers (every
+combination of the --grid values; AR checkpoints take --ar-grid), and per point: NFE (forward passes per sample),
+sample entropy, gen-PPL under an AR judge, distinct-2/3, and the Jensen-Shannon divergence between the samples' and
+held-out text's character n-gram distributions (n = 1..4, pooled over the samples, and their mean): a sampler that
+repeats itself can lower gen-PPL, but not that divergence. A curve is one sampler (every setting but temperature);
+its points are the temperatures. Read a frontier at the held-out text's own entropy: lower gen-PPL and lower
+divergence there is the better sampler (printed, and in the JSON as each run's at_held_out: the curve interpolated
+between the two temperatures that bracket that entropy; null where the curve never reaches it).
+
+    python scripts/frontier.py artifacts/models/baby/model.pt artifacts/models/baby_bd3/model.pt \
+        artifacts/models/baby_ar/model.pt --ar-checkpoint artifacts/models/baby_ar/model.pt \
+        --grid order=random,confidence --grid remask=none,remdm --grid remdm_schedule=cap,loop \
+        --grid temperature=0.8,0.9,1.0 --json artifacts/eval/frontier_baby.json
+    python scripts/plot.py frontier artifacts/eval/frontier_baby.json --out artifacts/plots/frontier_baby.png
+
+Held-out text is the validation split cut in half: the first half is the reference distribution; --n-samples
+windows of --gen-len tokens from the second half give the held-out entropy and the divergence of real text of the
+samples' size (the floor a perfect sampler scores: n-gram counts from a few samples are noisy, most of all at n = 4).
+A point's settings drop what its objective does not read (AR: steps, order, remask, ...), and the ReMDM keys where
+remask is not remdm, so the grid holds each distinct sampler once. NFE counts passes of whatever each one runs on:
+the whole canvas (mdlm), one block against a KV cache (bd3), one token against a KV cache (AR).
+"""
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import fields, replace
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+import objectives  # noqa: E402
+from canvas import start_token  # noqa: E402
+from config import Config  # noqa: E402
+from configurator import config_from_dict, validate  # noqa: E402
+from diffusion import Schedule  # noqa: E402
+from utils.checkpoint import load_model  # noqa: E402
+from utils.dataloader import fixed_windows, prepare_data  # noqa: E402
+from utils.dist import pick_device  # noqa: E402
+from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
+from utils.fileio import atomic_open, check_output  # noqa: E402
+from utils.metrics import distinct_n, gen_ppl, ngram_js, sample_entropy  # noqa: E402
+from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
+
+# the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
+GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
+             "semi_ar_length", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off", "corrector_steps",
+             "corrector_frac")
+REMDM_KEYS = ("remask_eta", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off")
+DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "remdm_schedule=cap,loop", "corrector_steps=0,4",
+                "temperature=0.8,0.9,1.0"]
+DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]
+NS = (1, 2, 3, 4)  # character n-gram orders of the divergence
+
+
+def parse_grid(specs, flag):
+    """['key=v1,v2', ...] -> {key: [typed values]} (types from config.Config); a bad spec is a one-line error."""
+    types, grid = {f.name: f.type for f in fields(Config)}, {}
+    for spec in specs:
+        key, eq, values = spec.partition("=")
+        if not eq or key not in GRID_KEYS:
+            raise UserError(f"{flag} {spec!r}: give KEY=V1,V2 with KEY one of {', '.join(GRID_KEYS)}")
+        try:
+            grid[key] = [types[key](v.strip()) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise UserError(f"{flag} {spec!r}: the values of {key} must be {types[key].__name__}s separated by commas")
+        if not grid[key]:
+            raise UserError(f"{flag} {spec!r}: give at least one value")
+    return grid
+
+
+def canonical(settings, obj, cfg):
+    """The settings a sampler actually reads (cfg: the checkpoint's, for the keys the grid leaves): its objective's
+    IGNORES dropped, ReMDM's keys unless remask=remdm, the loop's unless it loops, the corrector's share unless it runs."""
+    s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
+    get = lambda k: s.get(k, getattr(cfg, k))  # noqa: E731
+    if get("remask") != "remdm":
+        s = {k: v for k, v in s.items() if k not in REMDM_KEYS}
+    elif get("remdm_schedule") != "loop":
+        s = {k: v for k, v in s.items() if k not in ("remdm_alpha_on", "remdm_t_on", "remdm_t_off")}
+    if not s.get("corrector_steps", 0):
+        s.pop("corrector_frac", None)
+    return s
+
+
+def grid_points(grid, cfg, obj):
+    """Every distinct sampler of the grid for one checkpoint: [(settings dict, its full sampling config)], each
+    checked like a command line (an impossible combination, e.g. steps > diffusion_steps, is a one-line error)."""
+    keys = list(grid)
+    points, seen = [], set()
+    for values in itertools.product(*(grid[k] for k in keys)):
+        s = canonical(dict(zip(keys, values)), obj, cfg)
+        key = tuple(sorted(s.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        # the sampler's other switches off (as scripts/eval.py; ReMDM's keep the checkpoint's), then the point's settings
+        scfg = replace(cfg, **{**dict(tokens_per_step="schedule", threshold=0.0, semi_ar_length=0, top_k=0, top_p=1.0,
+                                      corrector_steps=0), **s})
+        validate(scfg, given=set(s))
+        points.append((s, scfg))
+    return points
+
+
+def curve_label(settings):
+    """The curve a point belongs to: its settings but temperature."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(settings.items()) if k != "temperature") or "default"
+
+
+def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
+    """One curve read at the held-out entropy: each key interpolated linearly between the two neighbouring points
+    (by entropy) that bracket `target`; None when the curve does not reach it (a frontier is not extrapolated)."""
+    pts = sorted(points, key=lambda q: q["sample_entropy"])
+    for a, b in zip(pts, pts[1:]):
+        ea, eb = a["sample_entropy"], b["sample_entropy"]
+        if ea <= target <= eb:
+            w = (target - ea) / (eb - ea) if eb > ea else 0.0
+            return {k: a[k] + w * (b[k] - a[k]) for k in keys}
+    return None
+
+
+def held_out(val_ids, tok, n, length):
+    """(reference texts: the split's first half, windows of the second half (n, length)) as described above."""
+    half = len(val_ids) // 2
+    ref = tok.decode(val_ids[:half].tolist())
+    windows = fixed_windows(val_ids[half:], n, length)
+    if windows.size(1) != length:
+        raise UserError(f"the validation split's second half has fewer than {length} tokens: use a shorter --gen-len")
+    return ref, windows
+
+
+def draw(model, obj, cfg, start, gen_len, n, batch_size, mask_id, device, generator):
+    """n samples (n, P + gen_len) continuing the start ids, and the mean forward passes per sample."""
+    schedule, out, nfe = Schedule(cfg.diffusion_steps, cfg.schedule), [], []
+    for i in range(0, n, batch_size):
+        B = min(batch_size, n - i)
+        x = torch.cat([torch.tensor(start, device=device).repeat(B, 1), torch.full((B, gen_len), mask_id, device=device)], 1)
+        gen_mask = torch.zeros_like(x, dtype=torch.bool)
+        gen_mask[:, len(start):] = True
+        x, stats = obj.sample(model, x, gen_mask, cfg, schedule, mask_id, generator)
+        out.append(x.cpu())
+        nfe += stats["nfe_per_sample"]
+    return torch.cat(out), sum(nfe) / len(nfe)
+
+
+def score(samples, P, tok, ref, scorer, batch_size):
+    """Every figure of one point, from its samples (n, P + gen_len)."""
+    texts = [tok.decode(row[P:].tolist()) for row in samples]
+    js, js_mean = ngram_js(texts, ref, NS)
+    ppl, nll = gen_ppl(scorer, samples.to(scorer.head.weight.device), P, batch_size)
+    return dict(gen_ppl=ppl, gen_nll=nll, sample_entropy=sample_entropy([row[P:] for row in samples]),
+                distinct_2=distinct_n(texts, 2), distinct_3=distinct_n(texts, 3), js={str(n): js[n] for n in NS},
+                js_mean=js_mean, sample_text=texts[0])
+
+
+def parse_args(argv):
+    p = ArgParser(prog="scripts/frontier.py", description="Gen-PPL and n-gram divergence against entropy, per sampler.")
+    p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (any objective)")
+    p.add_argument("--ar-checkpoint", required=True, help="the AR judge of gen-PPL (same tokenizer and data)")
+    p.add_argument("--grid", action="append", default=None, help=f"KEY=V1,V2 for diffusion checkpoints, repeatable "
+                   f"(default: {' '.join(DEFAULT_GRID)}); every combination runs")
+    p.add_argument("--ar-grid", action="append", default=None, help=f"KEY=V1,V2 for AR checkpoints (default: "
+                   f"{' '.join(DEFAULT_AR_GRID)})")
+    p.add_argument("--n-samples", type=int, default=16, help="samples per point (and held-out windows)")
+    p.add_argument("--gen-len", type=int, default=0, help="tokens per sample; 0 = fill the context after the start")
+    p.add_argument("--prompt", default="", help="text every sample continues; '' = the AR start token (newline/EOT)")
+    p.add_argument("--batch-size", type=int, default=32, help="samples per forward pass")
+    p.add_argument("--data-path", default="", help="override the checkpoints' data_path (held-out text)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--json", default="", help="write every point here (atomically)")
+    p.add_argument("--force", action="store_true", help="overwrite --json if it exists")
+    a = p.parse_args(argv)
+    if a.n_samples < 2 or a.batch_size < 1 or a.gen_len < 0:
+        raise UserError("need --n-samples >= 2, --batch-size >= 1 and --gen-len >= 0")
+    a.grid_values = parse_grid(a.grid or DEFAULT_GRID, "--grid")
+    a.ar_grid_values = parse_grid(a.ar_grid or DEFAULT_AR_GRID, "--ar-grid")
+    if a.json:
+        check_output(a.json, a.force, "--json")
+    return a
+
+
+def load(path, args, device):
+    model, ckpt = load_model(path, device)
+    cfg = config_from_dict(ckpt["config"])
+    cfg = replace(cfg, data_path=args.data_path) if args.data_path else cfg
+    tok, obj = tokenizer_from_state(ckpt["tokenizer"]), objectives.get(cfg.objective)
+    points = grid_points(args.ar_grid_values if obj.EXACT else args.grid_values, cfg, obj)
+    return dict(path=str(path), model=model, cfg=cfg, tok=tok, obj=obj, points=points)
+
+
+def main(argv):
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    runs = [load(p, args, device) for p in args.checkpoints]  # every check before any work
+    scorer, sck = load_model(args.ar_checkpoint, device)
+    if sck["config"].get("objective") != "ar":
+        raise UserError(f"--ar-checkpoint {args.ar_checkpoint} is a {sck['config'].get('objective')} model: give an AR one")
+    judge_fp = fingerprint(tokenizer_from_state(sck["tokenizer"]))
+    for r in runs:
+        if fingerprint(r["tok"]) != judge_fp:
+            raise UserError(f"tokenizer of {r['path']} differs from the judge {args.ar_checkpoint}'s: gen-PPL needs "
+                            f"the same tokenizer on the same data")
+    tok, cfg0 = runs[0]["tok"], runs[0]["cfg"]
+    start = tok.encode(args.prompt) if args.prompt else [start_token(tok)]
+    gen_len = args.gen_len or min(r["cfg"].block_size for r in runs) - len(start)
+    if len(start) + gen_len - 1 > scorer.args.block_size or any(
+            len(start) + gen_len > r["cfg"].block_size and not r["obj"].ANY_LENGTH for r in runs):
+        raise UserError(f"start ({len(start)} tokens) + --gen-len {gen_len} exceeds a checkpoint's or the judge's "
+                        f"context: use a shorter --gen-len")
+    _, _, val_ids, _ = prepare_data(cfg0, tok, verbose=False)
+    ref, windows = held_out(val_ids, tok, args.n_samples, gen_len)
+    floor_js, floor_mean = ngram_js([tok.decode(w.tolist()) for w in windows], ref, NS)
+    held = dict(sample_entropy=sample_entropy(windows), js={str(n): floor_js[n] for n in NS}, js_mean=floor_mean,
+                n_windows=len(windows), gen_len=gen_len, reference_chars=len(ref))
+    print(f"device: {device}; judge {args.ar_checkpoint}; {args.n_samples} samples of {gen_len} tokens per point; "
+          f"held-out entropy {held['sample_entropy']:.3f}, n-gram JS of held-out text {floor_mean:.4f}")
+    g, rows = torch.Generator().manual_seed(args.seed), []
+    for r in runs:
+        t0, points = time.time(), []
+        for settings, scfg in r["points"]:
+            samples, nfe = draw(r["model"], r["obj"], scfg, start, gen_len, args.n_samples, args.batch_size,
+                                r["tok"].mask_id, device, g)
+            s = score(samples, len(start), r["tok"], ref, scorer, args.batch_size)
+            points.append(dict(curve=curve_label(settings), settings=settings, sampler=r["obj"].describe(scfg), nfe=nfe,
+                               temperature=scfg.temperature, gen_len=gen_len, n_samples=args.n_samples, **s))
+            print(f"  {r['path']} [{points[-1]['curve']}] T={scfg.temperature:g}: NFE {nfe:.1f}, entropy "
+                  f"{s['sample_entropy']:.3f}, gen-PPL {s['gen_ppl']:.2f}, JS {s['js_mean']:.4f}, distinct-2 {s['distinct_2']:.3f}")
+        curves = {}
+        for pt in points:
+            curves.setdefault(pt["curve"], []).append(pt)
+        at_held = {c: at_entropy(pts, held["sample_entropy"]) for c, pts in curves.items()}
+        for c, v in at_held.items():
+            nfe = sum(q["nfe"] for q in curves[c]) / len(curves[c])
+            print(f"  at the held-out entropy, [{c}] (NFE {nfe:.1f}): " + (
+                f"gen-PPL {v['gen_ppl']:.2f}, JS {v['js_mean']:.4f}" if v else "not reached; entropies " +
+                ", ".join(f"{q['sample_entropy']:.2f}" for q in sorted(curves[c], key=lambda q: q["sample_entropy"]))))
+        rows.append(dict(at_held_out=at_held, path=r["path"], name=os.path.basename(os.path.dirname(os.path.abspath(r["path"]))),
+                         objective=r["cfg"].objective, exact=r["obj"].EXACT, seconds=time.time() - t0,
+                         self_scored=os.path.samefile(r["path"], args.ar_checkpoint), points=points))
+    if args.json:
+        settings = {k: v for k, v in vars(args).items()}
+        with atomic_open(args.json) as f:  # readers never see half a file
+            json.dump(dict(settings=settings, device=str(device), judge=args.ar_checkpoint, held_out=held,
+                           val_sample_entropy=held["sample_entropy"], runs=rows), f, indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,98 @@
+"""Sample frontiers (scripts/frontier.py, scripts/plot.py frontier): the grid, the n-gram Jensen-Shannon divergence
+against hand computations and against repetition, and the JSON of a run on tiny checkpoints (slow).
+python -m pytest -q tests/test_frontier.py"""
+import json
+
+import pytest
+
+import objectives
+from conftest import train_tiny
+from configurator import get_config
+from helpers import MICRO, assert_one_line_error, real_text, run_cli_here, script, for_objective
+from utils.errors import UserError
+from utils.metrics import char_ngrams, js_divergence, ngram_js
+
+frontier = script("frontier")
+
+
+def test_js_divergence_by_hand():
+    # P = {a: 1/2, b: 1/2}, Q = {a: 1}: M = {a: 3/4, b: 1/4}; KL(P||M) = 1/2 log2(2/3) + 1/2 log2(2), KL(Q||M) = log2(4/3)
+    want = 0.5 * (0.5 * -0.5849625007211562 + 0.5) + 0.5 * 0.4150374992788438
+    assert js_divergence(char_ngrams(["ab"], 1), char_ngrams(["aa"], 1)) == pytest.approx(want, abs=1e-12)
+    assert js_divergence({"x": 3}, {"x": 7}) == 0.0 and js_divergence({"x": 1}, {"y": 1}) == pytest.approx(1.0)
+    assert char_ngrams(["abc", "bc"], 2) == {"ab": 1, "bc": 2}  # never across two samples
+    js, mean = ngram_js(["aaaa"], "abab", ns=(1, 2))
+    assert js == {1: pytest.approx(want), 2: pytest.approx(1.0)} and mean == pytest.approx((want + 1) / 2)
+
+
+def test_repeating_one_character_scores_worse_than_real_text():
+    text = real_text().read_text()[:200_000]
+    half = len(text) // 2
+    ref, other = text[:half], text[half:]
+    real = [other[i * 1000:i * 1000 + 64] for i in range(16)]  # 16 samples of 64 characters of held-out text
+    rep = ["e" * 64] * 16
+    mixed = [s[:32] + "e" * 32 for s in real]  # half repeated: in between
+    (js_real, m_real), (js_rep, m_rep), (_, m_mixed) = (ngram_js(t, ref) for t in (real, rep, mixed))
+    assert all(js_rep[n] > js_real[n] for n in (1, 2, 3, 4)) and m_real < m_mixed < m_rep
+
+
+def test_the_grid_holds_each_distinct_sampler_once():
+    g = frontier.parse_grid(["remask=none,remdm", "remdm_schedule=cap,loop", "temperature=0.8,1", "steps=8"], "--grid")
+    assert g == dict(remask=["none", "remdm"], remdm_schedule=["cap", "loop"], temperature=[0.8, 1.0], steps=[8])
+    cfg = get_config([*MICRO, "--remask=none"])
+    pts = frontier.grid_points(g, cfg, objectives.get("mdlm"))
+    # remask none: the schedule is not read (2 temperatures); remdm: cap and loop (2 x 2)
+    assert len(pts) == 6 and sum(s.get("remask") == "none" for s, _ in pts) == 2
+    assert all("remdm_schedule" not in s for s, _ in pts if s["remask"] == "none")
+    assert {(c.remask, c.remdm_schedule, c.temperature, c.steps) for _, c in pts} >= {("remdm", "loop", 0.8, 8)}
+    assert frontier.curve_label(pts[0][0]) == "remask=none, steps=8"
+    # an AR checkpoint reads only temperature and top-p of it
+    ar_cfg = get_config(for_objective([*MICRO, "--objective=ar"]))
+    ar_pts = frontier.grid_points(frontier.parse_grid(["order=random,confidence", "temperature=0.8,1", "top_p=0.9,1"],
+                                                      "--ar-grid"), ar_cfg, objectives.get("ar"))
+    assert [s for s, _ in ar_pts] == [dict(temperature=t, top_p=p) for t in (0.8, 1.0) for p in (0.9, 1.0)]
+    with pytest.raises(UserError, match="steps"):  # a point the objective refuses: steps > diffusion_steps (20)
+        frontier.grid_points(dict(steps=[40]), cfg, objectives.get("mdlm"))
+    for bad in (["epochs=3"], ["temperature=hot"], ["steps="]):
+        with pytest.raises(UserError, match="--grid"):
+            frontier.parse_grid(bad, "--grid")
+
+
+def test_a_curve_is_read_at_the_held_out_entropy_by_interpolation():
+    pts = [dict(sample_entropy=e, gen_ppl=p, js_mean=j) for e, p, j in ((3.0, 30.0, 0.3), (2.0, 10.0, 0.5), (2.5, 20.0, 0.1))]
+    assert frontier.at_entropy(pts, 2.75) == pytest.approx(dict(gen_ppl=25.0, js_mean=0.2))
+    assert frontier.at_entropy(pts, 2.0) == pytest.approx(dict(gen_ppl=10.0, js_mean=0.5))
+    assert frontier.at_entropy(pts, 3.2) is None and frontier.at_entropy(pts[:1], 3.0) is None
+
+
+@pytest.fixture(scope="module")
+def ar_judge(tmp_path_factory):
+    return train_tiny(tmp_path_factory, "frontier_ar", "--objective=ar", "--max_iters=30", "--eval_interval=30")
+
+
+@pytest.mark.slow
+def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
+    out = in_tmp / "f.json"
+    code, text, err = run_cli_here(frontier.main, [
+        tiny_ckpt, ar_judge, "--ar-checkpoint", ar_judge, "--n-samples", "4", "--gen-len", "24", "--device", "cpu",
+        "--grid", "order=random", "--grid", "remask=none,remdm", "--grid", "remdm_schedule=loop",
+        "--grid", "corrector_steps=0,2", "--grid", "temperature=0.8,1.0", "--grid", "steps=8",
+        "--ar-grid", "temperature=0.9", "--ar-grid", "top_p=0.9,1.0", "--json", out], capsys)
+    assert code == 0, err
+    d = json.loads(out.read_text())
+    held = d["held_out"]
+    assert held["gen_len"] == 24 and 0 < held["sample_entropy"] and set(held["js"]) == {"1", "2", "3", "4"}
+    mdlm, ar = d["runs"]
+    assert len(mdlm["points"]) == 8 and len(ar["points"]) == 2 and ar["exact"] and ar["self_scored"]
+    assert set(mdlm["at_held_out"]) == {p["curve"] for p in mdlm["points"]}  # one reading per curve (None: not reached)
+    keys = {"curve", "settings", "sampler", "nfe", "temperature", "gen_len", "n_samples", "gen_ppl", "gen_nll",
+            "sample_entropy", "distinct_2", "distinct_3", "js", "js_mean", "sample_text"}
+    for pt in mdlm["points"] + ar["points"]:
+        assert keys <= set(pt) and pt["gen_ppl"] > 1 and 0 <= pt["js_mean"] <= 1 and set(pt["js"]) == set(held["js"])
+    nfe = {(p["settings"]["remask"], p["settings"]["corrector_steps"]): p["nfe"] for p in mdlm["points"]}
+    assert nfe[("none", 0)] == 8 and nfe[("none", 2)] == 10 and nfe[("remdm", 0)] == 8  # the loop inside the budget
+    assert all(p["nfe"] == 24 for p in ar["points"])  # one pass per token
+    code, _, err = run_cli_here(script("plot").main, ["frontier", out, "--out", in_tmp / "f.png"], capsys)
+    assert code == 0 and (in_tmp / "f.png").stat().st_size > 10_000, err
+    code, _, err = run_cli_here(frontier.main, [tiny_ckpt, "--ar-checkpoint", tiny_ckpt, "--device", "cpu"], capsys)
+    assert_one_line_error(code, err, "mdlm model")
