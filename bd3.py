@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from common import Step, no_mask_logit
-from diffusion import Schedule, block_passes, denoise, describe as describe_steps, revisit_options
+from diffusion import Schedule, band_times, block_passes, check_band, denoise, describe as describe_steps, revisit_options
 from utils.errors import UserError
 
 
@@ -60,17 +60,6 @@ def block_causal_mask(L, block, device):
 
 # ---------------------------------------------------------------------------- the bound
 BD3_LOSSES = ("elbo", "all_ce")  # config.bd3_loss
-
-
-def band_times(schedule, lo=0.0, hi=1.0):
-    """The times t in 1..T whose mask rate 1 - alpha(t) lies in [lo, hi] (long tensor). BD3-LM trains with mask
-    rates clipped to a band [beta, omega] to cut the gradient variance; [0, 1] is every t (the full bound)."""
-    mp = 1.0 - schedule.alpha
-    t = torch.nonzero((mp >= lo - 1e-12) & (mp <= hi + 1e-12)).squeeze(1)
-    t = t[t >= 1]
-    if len(t) == 0:
-        raise ValueError(f"no diffusion time has a mask rate in [{lo}, {hi}] (T={schedule.T}): widen the band")
-    return t
 
 
 def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, total=None, u=None):
@@ -324,19 +313,14 @@ def check(cfg, given=()):
         raise UserError(f"bd3_block={cfg.bd3_block} must divide block_size={cfg.block_size}: e.g. --bd3_block=4")
     if cfg.bd3_loss not in BD3_LOSSES:
         raise UserError(f"bd3_loss={cfg.bd3_loss!r} is not one of {', '.join(BD3_LOSSES)}")
-    if not 0 <= cfg.bd3_mask_min < cfg.bd3_mask_max <= 1:
-        raise UserError(f"need 0 <= bd3_mask_min < bd3_mask_max <= 1, got {cfg.bd3_mask_min}, {cfg.bd3_mask_max}")
-    try:
-        band_times(Schedule(cfg.diffusion_steps, cfg.schedule), cfg.bd3_mask_min, cfg.bd3_mask_max)
-    except ValueError as e:
-        raise UserError(f"bd3_mask_min={cfg.bd3_mask_min}, bd3_mask_max={cfg.bd3_mask_max}: {e}")
+    check_band(cfg)
     # no steps <= T limit: the block sampler's counts are linear (or cosine), never on the schedule's grid
 
 
 def loss(model, x, cfg, schedule, tok, draw):
     """A t per block, stratified over the global batch's blocks (shared u), from the clipped band if one is set;
     the keyed generator shuffles them and draws the masks."""
-    band = band_times(schedule, cfg.bd3_mask_min, cfg.bd3_mask_max)
+    band = band_times(schedule, cfg.mask_min, cfg.mask_max)
     t = bd3_times(len(x), cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, offset=draw.offset,
                   total=draw.total, u=draw.u)
     return bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, draw.generator, t=t, allowed=band,

@@ -46,8 +46,8 @@ class Config:
                                         # [MASK]; uniform.py) | 'ar' same net, causal, next-token loss (ar.py)
                                         # | 'bd3' block diffusion (bd3.py); objectives.py is the table
     bd3_block: int = trained(4)         # bd3: tokens per block L', divides block_size; 1 = AR, block_size = MDLM (BD3-LM)
-    bd3_mask_min: float = 0.0           # bd3 training only: mask rates clipped to [min, max] (BD3-LM's variance fix, e.g.
-    bd3_mask_max: float = 1.0           #   0.3, 0.8); validation always reports the full bound
+    mask_min: float = 0.0               # mdlm/bd3 training only: mask rates clipped to [min, max] (BD3-LM's variance fix,
+    mask_max: float = 1.0               #   e.g. 0.3, 0.8); validation always reports the full bound. Was bd3_mask_min/max
     bd3_loss: str = "elbo"              # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE on every noisy position (no w(t))
     mir_weight: float = 0.0             # ar only: weight of a next-token loss on randomly [MASK]ed inputs (clean targets)
                                         #   added to the clean one; 0 = off; 0.4 in Xu et al. 2026 (data-constrained AR)
@@ -163,7 +163,7 @@ PRESETS = {
                  viz_video="artifacts/media/baby_trace.mp4"),
     # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.5, 1]
     # (BD3-LM's variance fix; the bound is always scored on the full range). RESULTS.md: <= 2.107 nats/char.
-    "baby_bd3": dict(**_BABY, objective="bd3", bd3_block=4, bd3_mask_min=0.5, **_ANCESTRAL, out_dir="artifacts/models/baby_bd3",
+    "baby_bd3": dict(**_BABY, objective="bd3", bd3_block=4, mask_min=0.5, **_ANCESTRAL, out_dir="artifacts/models/baby_bd3",
                      checkpoint="artifacts/models/baby_bd3/model.pt", viz_video="artifacts/media/baby_bd3_trace.mp4"),
     # nanoGPT's train_shakespeare_char recipe, diffusion flavour (the reference defaults; a GPU job).
     "shakespeare_char": dict(data_path="data/tinyshakespeare.txt", out_dir="artifacts/models/shakespeare_char"),
@@ -186,7 +186,7 @@ PRESETS = {
     # after 500 AR steps: python train.py cpu --objective=ar --max_iters=500 --out_dir=A, then this preset with
     # --init_from=A/model.pt --max_iters=1500 (RESULTS.md: 1.792 nats/char against AR's 1.507).
     "cpu_bd3": dict(
-        **_SHAKESPEARE_CPU, objective="bd3", bd3_block=4, bd3_mask_min=0.5, out_dir="artifacts/models/cpu_bd3",
+        **_SHAKESPEARE_CPU, objective="bd3", bd3_block=4, mask_min=0.5, out_dir="artifacts/models/cpu_bd3",
         checkpoint="artifacts/models/cpu_bd3/model.pt", viz_video="artifacts/media/cpu_bd3_trace.mp4"),
     # The same run as cpu under its results-table name (README), in its own out_dir.
     "shakespeare_cpu": dict(
@@ -201,7 +201,7 @@ PRESETS = {
     # block-by-block samples read as stories at this size. RESULTS.md has its bound, the AR's and a sample.
     "tinystories_bpe_cpu": dict(
         tokenizer="bpe", data_path="data/stories.txt", tokenizer_path="artifacts/tokenizer/tokenizer.json",
-        **dict(_CPU, batch_size=16), objective="bd3", bd3_block=4, bd3_mask_min=0.5, **_ANCESTRAL, prompt="Once upon a time",
+        **dict(_CPU, batch_size=16), objective="bd3", bd3_block=4, mask_min=0.5, **_ANCESTRAL, prompt="Once upon a time",
         out_dir="artifacts/models/tinystories_bpe_cpu", checkpoint="artifacts/models/tinystories_bpe_cpu/model.pt",
         viz_video="artifacts/media/tinystories_bpe_cpu_trace.mp4"),
     # The "speed run a 200M+ model" goal: 16 x 1024, ctx 1024, BPE on all of TinyStories (~206M parameters at a 2,048 vocab).

@@ -96,6 +96,27 @@ def beta_proposal(T, a, n_grid=64):
     return q / q.sum()
 
 
+def band_times(schedule, lo=0.0, hi=1.0):
+    """The times t in 1..T whose mask rate 1 - alpha(t) lies in [lo, hi] (long tensor). BD3-LM trains with mask
+    rates clipped to a band [beta, omega] to cut the gradient variance; [0, 1] is every t (the full bound)."""
+    mp = 1.0 - schedule.alpha
+    t = torch.nonzero((mp >= lo - 1e-12) & (mp <= hi + 1e-12)).squeeze(1)
+    t = t[t >= 1]
+    if len(t) == 0:
+        raise ValueError(f"no diffusion time has a mask rate in [{lo}, {hi}] (T={schedule.T}): widen the band")
+    return t
+
+
+def check_band(cfg):
+    """The training band (mask_min, mask_max) of mdlm and bd3, refused in one line where it cannot work."""
+    if not 0 <= cfg.mask_min < cfg.mask_max <= 1:
+        raise UserError(f"need 0 <= mask_min < mask_max <= 1, got {cfg.mask_min}, {cfg.mask_max}")
+    try:
+        band_times(Schedule(cfg.diffusion_steps, cfg.schedule), cfg.mask_min, cfg.mask_max)
+    except ValueError as e:
+        raise UserError(f"mask_min={cfg.mask_min}, mask_max={cfg.mask_max}: {e}")
+
+
 def proposal_times(q, n, offset=0, total=None, u=None, generator=None, device="cpu"):
     """n times in 1..T drawn from q (T,), stratified like common.stratified_times (the i-th of `total` slices of [0, 1)
     through q's inverse CDF), and each one's importance weight 1 / (T q(t)): E_q[w(t) f(t)] = (1/T) sum_t f(t), so a
@@ -386,7 +407,7 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
-IGNORES = {**dict.fromkeys(("bd3_block", "bd3_mask_min", "bd3_mask_max", "bd3_loss"),
+IGNORES = {**dict.fromkeys(("bd3_block", "bd3_loss"),
                            "block diffusion's keys: use --objective=bd3"),
            **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar")}
 STEP_CHAIN = True  # the K-step sampler walks the schedule's grid (scripts/eval.py scores that chain's bound)
@@ -395,6 +416,9 @@ STEP_CHAIN = True  # the K-step sampler walks the schedule's grid (scripts/eval.
 def check(cfg, given=()):
     if cfg.time_beta < 0:
         raise UserError(f"time_beta={cfg.time_beta}: give a Beta(a, a) shape a > 0 (e.g. 2), or 0 for uniform t")
+    check_band(cfg)
+    if cfg.time_beta and (cfg.mask_min, cfg.mask_max) != (0, 1):
+        raise UserError("time_beta draws t over the whole range, mask_min/mask_max clip it: give one of them")
     if cfg.steps > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold:
         raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} "
                         f"or fewer, or --tokens_per_step=linear (its step count is free)")
@@ -404,6 +428,11 @@ def loss(model, x, cfg, schedule, tok, draw):
     if cfg.time_beta:  # t from a proposal, the loss importance-weighted back to uniform t
         t, weight = proposal_times(beta_proposal(schedule.T, cfg.time_beta), len(x), draw.offset, draw.total, draw.u,
                                    device=x.device)
+    elif (cfg.mask_min, cfg.mask_max) != (0, 1):  # BD3-LM's clipped band, here for the whole window: t stratified over
+        band = band_times(schedule, cfg.mask_min, cfg.mask_max)  # the band's times, no reweighting (a biased, less
+        i = torch.arange(draw.offset, draw.offset + len(x), dtype=torch.float64)  # noisy objective; eval is the full bound)
+        idx = torch.floor((i + draw.u) / (draw.total or len(x)) * len(band)).long().clamp_(0, len(band) - 1)
+        t, weight = band[idx].to(x.device), None
     else:
         t, weight = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u), None
     return diffusion_loss(model, x, schedule, tok.mask_id, cfg.loss_type, draw.generator, t=t,

@@ -150,7 +150,7 @@ def bd3_rows(a, tok, device):
         if fingerprint(tokenizer_from_state(ckpt["tokenizer"])) != fingerprint(tok):
             raise UserError(f"--bd3-checkpoints {path} uses another tokenizer than the other checkpoints")
         k = cfg.bd3_block
-        band = f" [{cfg.bd3_mask_min:g},{cfg.bd3_mask_max:g}]" if (cfg.bd3_mask_min, cfg.bd3_mask_max) != (0, 1) else ""
+        band = f" [{cfg.mask_min:g},{cfg.mask_max:g}]" if (cfg.mask_min, cfg.mask_max) != (0, 1) else ""
         for s in sorted({min(s or k, k) for s in steps}):
             rows.append((f"bd3 L'={k}{band}, {s} steps/block", model, cfg, dict(steps=s)))
         rows.append((f"bd3 L'={k}{band}, threshold {a.threshold:g}", model, cfg, dict(threshold=a.threshold, remask="none")))

@@ -261,7 +261,7 @@ def test_ar_window_is_sample_ar_within_the_context_and_slides_past_it():
     (["--objective=bd3", "--bd3_block=0"], "must divide block_size"),
     (["--objective=bd3", "--loss_type=masked_ce"], "block-diffusion bound"),
     (["--objective=bd3", "--semi_ar_length=8"], "its own blocks"),
-    (["--objective=bd3", "--bd3_mask_min=0.8", "--bd3_mask_max=0.3"], "bd3_mask_min < bd3_mask_max"),
+    (["--objective=bd3", "--bd3_mask_min=0.8", "--bd3_mask_max=0.3"], "mask_min < mask_max"),
     (["--objective=bd3", "--bd3_mask_min=0.00001", "--bd3_mask_max=0.0001"], "no diffusion time"),  # t=1 masks 1.2e-4
 ])
 def test_bad_bd3_settings_are_refused_before_any_work(argv, words):

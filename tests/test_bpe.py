@@ -141,7 +141,7 @@ def test_default_bpe_model_has_the_reference_size():
 
 def test_laptop_bpe_preset_is_the_cpu_dims_with_bd3_and_names_its_tokenizer_command(in_tmp, capsys):
     cfg = get_config(["tinystories_bpe_cpu"])
-    assert (cfg.tokenizer, cfg.data_path, cfg.objective, cfg.bd3_block, cfg.bd3_mask_min) == \
+    assert (cfg.tokenizer, cfg.data_path, cfg.objective, cfg.bd3_block, cfg.mask_min) == \
         ("bpe", "data/stories.txt", "bd3", 4, 0.5)
     V, d, L = 2048, 128, 4
     assert Transformer(ModelArgs.from_config(cfg, V)).num_params() == L * 12 * d * d + 2 * V * d == 1_310_720

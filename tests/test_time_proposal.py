@@ -69,3 +69,28 @@ def test_time_beta_is_refused_where_it_cannot_apply():
     for objective in ("ar", "bd3", "uniform"):  # refused, never dropped
         with pytest.raises(UserError, match="time_beta"):
             get_config([*for_objective([*MICRO, f"--objective={objective}"]), "--time_beta=2"])
+
+
+def test_the_band_trains_mdlm_on_its_mask_rates_only_stratified_and_the_old_key_names_still_work():
+    from diffusion import band_times
+    seen = []
+
+    class Recorder(ToyModel):
+        def forward(self, idx, t=None, **kw):
+            seen.append(t.clone())
+            return super().forward(idx, t, **kw)
+
+    sch, x = Schedule(20), torch.randint(0, 10, (40, 16), generator=torch.Generator().manual_seed(1))
+    cfg = get_config([*MICRO, "--mask_min=0.3", "--mask_max=0.8"])
+    assert get_config([*MICRO, "--bd3_mask_min=0.3", "--bd3_mask_max=0.8"]) == cfg  # the old names, aliases now
+    diffusion.loss(Recorder(V=11, mask_id=10), x, cfg, sch, type("Tok", (), {"mask_id": 10}),
+                   Draw(torch.Generator().manual_seed(5), torch.tensor(0.25, dtype=torch.float64), 0, 40))
+    band = band_times(sch, 0.3, 0.8)
+    p = sch.mask_prob(seen[0])
+    assert ((p >= 0.3 - 1e-9) & (p <= 0.8 + 1e-9)).all()  # every draw inside the band
+    counts = torch.bincount(seen[0], minlength=21)[band]  # 40 strata over the band's times: each 40/len(band) +- 1
+    assert (counts - 40 / len(band)).abs().max() <= 1
+    with pytest.raises(UserError, match="mask_min"):
+        get_config([*MICRO, "--mask_min=0.8", "--mask_max=0.3"])
+    with pytest.raises(UserError, match="give one of them"):
+        get_config([*MICRO, "--mask_min=0.3", "--time_beta=2"])
