@@ -31,8 +31,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from common import Step, no_mask_logit
-from diffusion import Schedule, band_times, block_passes, check_band, denoise, describe as describe_steps, revisit_options
+from common import no_mask_logit
+from diffusion import band_times, block_passes, check_band, denoise, describe as describe_steps, revisit_options
 from utils.errors import UserError
 
 

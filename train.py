@@ -37,7 +37,7 @@ from diffusion import Schedule
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data
-from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, estimate_tokens_per_s, grad_accum_steps,
+from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, grad_accum_steps,
                         grad_scaler, init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state)
 from utils.errors import UserError, run_cli
 from utils.fileio import remove_stale_temps

@@ -26,7 +26,6 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

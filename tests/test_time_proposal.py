@@ -1,7 +1,5 @@
 """Masked diffusion's training-time proposal (--time_beta): t/T ~ Beta(a, a) with the loss weighted by 1/(T q(t)), so the
 weighted loss stays an unbiased estimate of the uniform-t objective. python -m pytest -q tests/test_time_proposal.py"""
-import math
-
 import pytest
 import torch
 
