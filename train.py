@@ -255,6 +255,8 @@ def resume_state(cfg, env, run):
     rng = ck.get("rng")
     if isinstance(rng, list) and len(rng) == env.world:  # global RNGs per rank (the batches are keyed, see train_step)
         set_rng_state(rng[env.rank])
+    if ck.get("scaler") and run.scaler is not None and run.scaler.is_enabled():
+        run.scaler.load_state_dict(ck["scaler"])
     if "loop" in ck:  # a log window cut by the checkpoint continues where it was
         run.loss_acc.copy_(ck["loop"]["loss_acc"])
         run.n_acc = ck["loop"]["n_acc"]
@@ -309,6 +311,8 @@ def snapshot(cfg, env, data, run, it, val):
                loop=dict(loss_acc=run.loss_acc.cpu(), n_acc=run.n_acc, skipped=run.skipped))
     if run.ema:
         out.update(ema=run.ema.state_dict(), ema_updates=run.ema.updates)
+    if run.scaler is not None and run.scaler.is_enabled():  # fp16's loss scale and its growth count: a resume goes on
+        out.update(scaler=run.scaler.state_dict())         # at the scale it reached, not back at 2^16
     return out
 
 

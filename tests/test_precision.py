@@ -70,6 +70,29 @@ def test_an_overflowing_scaled_step_is_skipped_and_the_scale_backs_off(flags):
     assert run.scaler.get_scale() == 2.0 ** 126 and run.skipped == 0
 
 
+def test_the_loss_scale_is_checkpointed_and_a_resume_goes_on_at_it():
+    """fp16's GradScaler state (the scale it backed off to, its count of good steps) rides in the checkpoint; a resume
+    that restarted at 2^16 would overflow again and skip the steps the first sitting had learned to avoid."""
+    _, _, run = _step(torch.amp.GradScaler("cpu", init_scale=2.0 ** 127))
+    run.margs, run.best_val, run.best_iter = run.raw_model.args, 9.0, 0
+    cfg = get_config(["--device=cpu"])
+    env = SimpleNamespace(world=1, master=True)
+    data = SimpleNamespace(tok=CharTokenizer(list("abcdefgh")), meta={})
+    ck = train.snapshot(cfg, env, data, run, 1, 9.0)
+    assert ck["scaler"]["scale"] == 2.0 ** 126
+    _, _, fresh = _step(grad_scaler(CPU, "float16"))
+    assert fresh.scaler.get_scale() == 2.0 ** 16
+    fresh.best_val = float("inf")
+    for g in fresh.opt.param_groups:
+        g["base_lr"] = 1e-2
+    train.resume_state(cfg, SimpleNamespace(resume=ck, world=1, rank=0, resumed_from="model.pt"), fresh)
+    assert fresh.scaler.get_scale() == 2.0 ** 126
+    assert fresh.scaler.state_dict() == run.scaler.state_dict()
+    _, _, fp32 = _step(grad_scaler(CPU, "float32"))
+    fp32.margs, fp32.best_val, fp32.best_iter = fp32.raw_model.args, 9.0, 0
+    assert "scaler" not in train.snapshot(cfg, env, data, fp32, 1, 9.0)  # no scaler, nothing saved
+
+
 @pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
                                         ("NVIDIA GeForce RTX 3090", 71e12), ("NVIDIA A100-SXM4-80GB", 312e12),
                                         ("NVIDIA H200", 989e12), ("NVIDIA H100 NVL", None), ("Tesla V100-SXM2-16GB", None),
