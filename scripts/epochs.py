@@ -173,8 +173,9 @@ def summarise(name):
                               flops=flops_tok * r["iter"] * TOKENS_PER_STEP if flops_tok else None,
                               nats=r["bits_per_char"] * math.log(2), se=r["bpc_se"] * math.log(2)))
     resumed = open(f"{out}/resumed.txt").read().split("\n")[:-1] if os.path.isfile(f"{out}/resumed.txt") else []
+    size = next((k for k, v in SIZES.items() if v and v[0] in extra), "s08")
     s = dict(name=name, objective=flags[0].split("=")[1] + (f"/{flags[1].split('=')[1]}" if len(flags) > 1 else ""),
-             extra=extra, train_chars=n_chars, epochs_planned=epochs, patience_epochs=patience, params=params,
+             size=size, extra=extra, train_chars=n_chars, epochs_planned=epochs, patience_epochs=patience, params=params,
              flops_per_token=flops_tok, iters_done=n_iters, epochs_done=n_iters * TOKENS_PER_STEP / n_chars,
              flops_done=flops_tok * n_iters * TOKENS_PER_STEP if flops_tok else None, resumed=resumed,
              stopped_early=os.path.isfile(f"{out}/stopped.json"), curve=curve, finished=os.path.isfile(f"{out}/eval.json"))
@@ -213,12 +214,19 @@ def write_summary(path):
             if r["finished"] and r["per_window_nats_char"] and best_ar["per_window_nats_char"]:
                 d, se = paired(best_ar, r)  # a crossover counts only below the best AR by more than 2 se (paired)
                 r.update(minus_best_ar=d, minus_best_ar_se=se, crossover=d < -2 * se)
+            same = [a for a in ar if a["size"] == r["size"]]  # and the best AR of its own size, where one ran
+            if same and r["finished"]:
+                b = min(same, key=lambda a: a["final_nats"])
+                d, se = paired(b, r)
+                r.update(same_size_ar=b["name"], minus_same_size_ar=d, minus_same_size_ar_se=se)
     with atomic_open(path) as f:
         json.dump(dict(tokens_per_step=TOKENS_PER_STEP, val="last 10% of data/tinyshakespeare.txt", runs=runs), f, indent=1)
     for r in runs:
         fin = f"{r['final_nats']:.3f} +- {r['final_se']:.3f}" if r["finished"] else "(running or unfinished)"
         best = f"{r['best_nats']:.3f} at epoch {r['best_epoch']:.1f}" if "best_nats" in r else "-"
         vs = f"  vs {r['best_ar']}: {r['minus_best_ar']:+.3f} +- {r['minus_best_ar_se']:.3f}" if "minus_best_ar" in r else ""
+        if r.get("same_size_ar") not in (None, r.get("best_ar")):
+            vs += f"; vs {r['same_size_ar']}: {r['minus_same_size_ar']:+.3f} +- {r['minus_same_size_ar_se']:.3f}"
         print(f"  {r['name']:22s} {r['train_chars']:>7,} chars {r['epochs_done']:6.1f} ep  best {best}  eval.py {fin}{vs}")
     print(f"wrote {path}")
 

@@ -58,3 +58,17 @@ def test_a_tie_within_two_standard_errors_is_no_crossover(in_tmp, capsys):
     assert run_cli_here(script("epochs").main, ["--summary-only"], capsys)[0] == 0
     s = {r["name"]: r for r in json.loads((in_tmp / "artifacts/epochs/summary.json").read_text())["runs"]}
     assert s["mdlm_s08_75k"]["minus_best_ar"] < 0 and not s["mdlm_s08_75k"]["crossover"]
+
+
+def test_a_larger_diffusion_run_is_also_paired_with_the_best_ar_of_its_own_size(in_tmp, capsys):
+    ar_w = [2.0, 2.5] * 8
+    _run(in_tmp, "ar_wd1.6_do0.2_75k", [(round(40 * STEPS), 2.10)], 2.10, ar_w)            # baby size: the best AR
+    _run(in_tmp, "ar_best_s16_75k", [(round(30 * STEPS), 2.20)], 2.20, [w + 0.1 for w in ar_w])  # 1.65M params
+    _run(in_tmp, "mdlm_s16_75k", [(round(300 * STEPS), 2.15)], 2.15, [w + 0.05 for w in ar_w])
+    _run(in_tmp, "mdlm_s08_75k", [(round(300 * STEPS), 2.25)], 2.25, [w + 0.15 for w in ar_w])
+    assert run_cli_here(script("epochs").main, ["--summary-only"], capsys)[0] == 0
+    s = {r["name"]: r for r in json.loads((in_tmp / "artifacts/epochs/summary.json").read_text())["runs"]}
+    big = s["mdlm_s16_75k"]
+    assert big["size"] == "s16" and big["best_ar"] == "ar_wd1.6_do0.2_75k" and abs(big["minus_best_ar"] - 0.05) < 1e-9
+    assert big["same_size_ar"] == "ar_best_s16_75k" and abs(big["minus_same_size_ar"] + 0.05) < 1e-9
+    assert s["mdlm_s08_75k"]["same_size_ar"] == "ar_wd1.6_do0.2_75k"  # the grid is the baby size
