@@ -304,7 +304,8 @@ MODEL = dict(time_cond="none")  # each block has its own t, and the [MASK] count
 IGNORES = {**dict.fromkeys(("time_cond", "loss_type", "mask_span"), "it trains the block-diffusion bound, with no time input"),
            "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
            **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar"),
-           "time_beta": "masked diffusion's training-time proposal: use --objective=mdlm"}
+           "time_beta": "masked diffusion's training-time proposal: use --objective=mdlm",
+           **dict.fromkeys(("mask_ramp", "mask_ramp_from"), "masked diffusion's curriculum on t: use --objective=mdlm")}
 CONTINUES_ONLY = ANY_LENGTH = True  # continues a prompt block by block, past the context
 
 

@@ -37,6 +37,7 @@ class Draw:
     u: torch.Tensor = None
     offset: int = 0
     total: int = None
+    progress: float = 1.0  # the fraction of training done (step / max_iters): what a curriculum on t reads
 
 
 # ---------------------------------------------------------------------------- sampling

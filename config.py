@@ -48,6 +48,8 @@ class Config:
     bd3_block: int = trained(4)         # bd3: tokens per block L', divides block_size; 1 = AR, block_size = MDLM (BD3-LM)
     mask_min: float = 0.0               # mdlm/bd3 training only: mask rates clipped to [min, max] (BD3-LM's variance fix,
     mask_max: float = 1.0               #   e.g. 0.3, 0.8); validation always reports the full bound. Was bd3_mask_min/max
+    mask_ramp: float = 0.0              # mdlm training: an easy-to-hard curriculum on t, the band's top rising linearly from
+    mask_ramp_from: float = 0.5         #   mask_ramp_from to mask_max over this fraction of max_iters (0 = off; Quokka)
     bd3_loss: str = "elbo"              # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE on every noisy position (no w(t))
     mir_weight: float = 0.0             # ar only: weight of a next-token loss on randomly [MASK]ed inputs (clean targets)
                                         #   added to the clean one; 0 = off; 0.4 in Xu et al. 2026 (data-constrained AR)

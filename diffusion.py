@@ -23,6 +23,7 @@ gen_mask and never touches the rest; its switches are config.py's sampling keys:
 """
 import math
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +116,15 @@ def check_band(cfg):
         band_times(Schedule(cfg.diffusion_steps, cfg.schedule), cfg.mask_min, cfg.mask_max)
     except ValueError as e:
         raise UserError(f"mask_min={cfg.mask_min}, mask_max={cfg.mask_max}: {e}")
+
+
+def band_top(cfg, progress):
+    """The training band's top at this point of training: mask_max, or under the curriculum (mask_ramp > 0) a line from
+    mask_ramp_from at step 0 to mask_max once mask_ramp of the run is done: the early steps see only the easier,
+    less-masked windows (an easy-to-hard curriculum on t, Quokka 2025)."""
+    if cfg.mask_ramp <= 0:
+        return cfg.mask_max
+    return cfg.mask_ramp_from + (cfg.mask_max - cfg.mask_ramp_from) * min(1.0, progress / cfg.mask_ramp)
 
 
 def proposal_times(q, n, offset=0, total=None, u=None, generator=None, device="cpu"):
@@ -419,17 +429,25 @@ def check(cfg, given=()):
     check_band(cfg)
     if cfg.time_beta and (cfg.mask_min, cfg.mask_max) != (0, 1):
         raise UserError("time_beta draws t over the whole range, mask_min/mask_max clip it: give one of them")
+    if cfg.mask_ramp:
+        if not 0 < cfg.mask_ramp <= 1 or not cfg.mask_min < cfg.mask_ramp_from <= cfg.mask_max:
+            raise UserError(f"mask_ramp={cfg.mask_ramp}, mask_ramp_from={cfg.mask_ramp_from}: need 0 < mask_ramp <= 1 (a "
+                            f"fraction of max_iters) and mask_min={cfg.mask_min} < mask_ramp_from <= mask_max={cfg.mask_max}")
+        if cfg.time_beta:
+            raise UserError("time_beta draws t over the whole range, mask_ramp clips it: give one of them")
+        check_band(replace(cfg, mask_max=cfg.mask_ramp_from))  # the first step's band must hold a time
     if cfg.steps > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold:
         raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} "
                         f"or fewer, or --tokens_per_step=linear (its step count is free)")
 
 
 def loss(model, x, cfg, schedule, tok, draw):
+    top = band_top(cfg, draw.progress)  # mask_max, or the curriculum's top at this step
     if cfg.time_beta:  # t from a proposal, the loss importance-weighted back to uniform t
         t, weight = proposal_times(beta_proposal(schedule.T, cfg.time_beta), len(x), draw.offset, draw.total, draw.u,
                                    device=x.device)
-    elif (cfg.mask_min, cfg.mask_max) != (0, 1):  # BD3-LM's clipped band, here for the whole window: t stratified over
-        band = band_times(schedule, cfg.mask_min, cfg.mask_max)  # the band's times, no reweighting (a biased, less
+    elif (cfg.mask_min, top) != (0, 1):  # BD3-LM's clipped band, here for the whole window: t stratified over
+        band = band_times(schedule, cfg.mask_min, top)  # the band's times, no reweighting (a biased, less
         i = torch.arange(draw.offset, draw.offset + len(x), dtype=torch.float64)  # noisy objective; eval is the full bound)
         idx = torch.floor((i + draw.u) / (draw.total or len(x)) * len(band)).long().clamp_(0, len(band) - 1)
         t, weight = band[idx].to(x.device), None

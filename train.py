@@ -400,7 +400,7 @@ def train_step(cfg, env, data, run, it):
         with model.no_sync() if world > 1 and micro < accum - 1 else nullcontext():
             with env.ctx:
                 draw = Draw(keyed_generator(cfg.seed, STREAM_MASK, it, slot), u, slot * cfg.batch_size,
-                            cfg.batch_size * accum * world)  # the masks (or noise) and the stratified times
+                            cfg.batch_size * accum * world, it / cfg.max_iters)  # the masks (or noise), the stratified times
                 loss = obj.loss(model, x, cfg, run.schedule, data.tok, draw)
             run.scaler.scale(loss / accum).backward()  # the mean over micro-steps; DDP's all-reduce makes it the global mean
         step_loss += loss.detach() / accum

@@ -174,7 +174,8 @@ IGNORES = {**dict.fromkeys(("loss_type", "mask_span", "head_on_masked_only", "or
                            "bd3_loss", *REVISIT_KEYS),
                           "it trains its NELBO at every position and redraws every position each step, with no [MASK]"),
            **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar"),
-           "time_beta": "masked diffusion's training-time proposal: use --objective=mdlm"}
+           **dict.fromkeys(("time_beta", "mask_ramp", "mask_ramp_from"),
+                           "masked diffusion's training-time draws of t: use --objective=mdlm")}
 NOISE_START = STEP_CHAIN = True  # starts from random tokens; walks the schedule's grid
 
 

@@ -92,3 +92,60 @@ def test_the_band_trains_mdlm_on_its_mask_rates_only_stratified_and_the_old_key_
         get_config([*MICRO, "--mask_min=0.8", "--mask_max=0.3"])
     with pytest.raises(UserError, match="give one of them"):
         get_config([*MICRO, "--mask_min=0.3", "--time_beta=2"])
+
+
+def test_the_curriculum_raises_the_bands_top_from_ramp_from_to_mask_max_by_hand():
+    from diffusion import band_top
+    cfg = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8", "--mask_ramp=0.5", "--mask_ramp_from=0.5"])
+    assert [band_top(cfg, p) for p in (0.0, 0.25, 0.5, 1.0)] == pytest.approx([0.5, 0.65, 0.8, 0.8])
+    off = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8"])
+    assert band_top(off, 0.0) == band_top(off, 0.7) == 0.8
+
+
+def test_the_curriculum_draws_early_times_from_the_easy_band_and_is_off_by_default():
+    seen = []
+
+    class Recorder(ToyModel):
+        def forward(self, idx, t=None, **kw):
+            seen.append(t.clone())
+            return super().forward(idx, t, **kw)
+
+    sch, x, tok = Schedule(20), torch.randint(0, 10, (40, 16), generator=torch.Generator().manual_seed(1)), type("Tok", (), {"mask_id": 10})
+    draw = lambda progress: Draw(torch.Generator().manual_seed(5), torch.tensor(0.25, dtype=torch.float64), 0, 40, progress)
+    ramp = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8", "--mask_ramp=0.5", "--mask_ramp_from=0.5"])
+    band = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8"])
+    for cfg, progress in ((ramp, 0.0), (ramp, 0.6), (band, 0.0), (band, 0.6)):
+        diffusion.loss(Recorder(V=11, mask_id=10), x, cfg, sch, tok, draw(progress))
+    early, late, b0, b1 = (sch.mask_prob(t) for t in seen)
+    assert (early >= 0.2 - 1e-9).all() and (early <= 0.5 + 1e-9).all()  # step 0: the easy band [0.2, 0.5] only
+    assert torch.equal(late, b0) and torch.equal(b0, b1)  # past the ramp, and with no ramp at all: the plain band
+    assert (late > 0.5).any()
+    assert get_config(MICRO).mask_ramp == 0
+
+
+def test_the_curriculum_is_refused_where_it_cannot_apply():
+    for bad in (["--mask_ramp=1.5"], ["--mask_max=0.8", "--mask_ramp=0.5", "--mask_ramp_from=0.9"],
+                ["--mask_min=0.3", "--mask_ramp=0.5", "--mask_ramp_from=0.3"], ["--mask_ramp=0.5", "--time_beta=2"]):
+        with pytest.raises(UserError, match="mask_ramp|give one of them"):
+            get_config([*MICRO, *bad])
+    for objective in ("ar", "bd3", "uniform"):  # refused, never dropped
+        with pytest.raises(UserError, match="mask_ramp"):
+            get_config([*for_objective([*MICRO, f"--objective={objective}"]), "--mask_ramp=0.5"])
+
+
+def test_training_tells_the_loss_how_far_it_is(monkeypatch):
+    """train_step hands the loss step / max_iters (what the curriculum reads), the same on a resumed run."""
+    import objectives
+    import train
+    from types import SimpleNamespace
+    seen, model = [], torch.nn.Linear(2, 1)
+    fake = SimpleNamespace(loss=lambda model, x, cfg, sch, tok, draw: seen.append(draw.progress) or model.weight.sum() * 0)
+    cfg = get_config([*MICRO, "--max_iters=8"])
+    monkeypatch.setattr(objectives, "get", lambda name: fake)
+    env = SimpleNamespace(accum=1, world=1, rank=0, device=torch.device("cpu"), ctx=torch.autocast("cpu", enabled=False))
+    data = SimpleNamespace(train_ids=torch.randint(0, 8, (500,)), window=cfg.block_size, tok=None)
+    run = SimpleNamespace(model=model, raw_model=model, opt=torch.optim.SGD(model.parameters(), lr=0.0), ema=None,
+                          schedule=None, loss_acc=torch.zeros(()), n_acc=0, skipped=0, bad_iter=torch.full((), -1),
+                          scaler=torch.amp.GradScaler("cpu", enabled=False))
+    train.train_step(cfg, env, data, run, 6)
+    assert seen == [6 / 8]
