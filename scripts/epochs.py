@@ -39,7 +39,8 @@ from utils.fileio import atomic_open  # noqa: E402
 
 ROOT = "artifacts/epochs"
 TOKENS_PER_STEP = 12 * 64  # the baby preset's batch x ctx: one epoch of N chars = N / 768 steps
-AR, MDLM, BD3 = ["--objective=ar"], ["--objective=mdlm"], ["--objective=bd3", "--bd3_block=4"]
+AR, MDLM = ["--objective=ar"], ["--objective=mdlm"]
+BD3 = ["--objective=bd3", "--bd3_block=4", "--bd3_loss=all_ce", "--mask_min=0.5", "--mask_max=1.0"]  # baby_bd3's recipe
 # model sizes at the baby shape (4 layers, 4 heads, ctx 64): params at Tiny Shakespeare's 66-token vocabulary
 SIZES = {"s02": ["--n_embd=64"], "s08": [], "s16": ["--n_embd=184"]}  # 0.20M, 0.80M, 1.65M
 MIR = ["--mir_weight=0.4", "--mir_mask_max=0.5"]  # AR's masked-input loss (Xu et al. 2026's setting)
@@ -69,6 +70,8 @@ RUNS = {
     # the baby-size run stopped at epoch 400 of 800 with its LR still at 55 % of the peak: the same run on a cosine
     # that ends where its best eval came (epoch 300), so the bound is read after the LR has annealed
     "mdlm_s08_e300_75k": (MDLM, 75_000, 300, 4, [], 100),
+    # block diffusion at the best diffusion size on a cosine as long as fitted the sitting (a bd3 step is ~2x mdlm's)
+    "bd3_s08_e150_75k": (BD3, 75_000, 150, 4, [], 100),
     "ar_best_s02_75k": (AR, 75_000, 80, 1, AR_BEST + SIZES["s02"], 20),
     "ar_best_s16_75k": (AR, 75_000, 80, 1, AR_BEST + SIZES["s16"], 20),
     **ar_grid(37_500, "37k"),
