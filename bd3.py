@@ -307,6 +307,7 @@ IGNORES = {**dict.fromkeys(("time_cond", "loss_type", "mask_span"), "it trains t
            "time_beta": "masked diffusion's training-time proposal: use --objective=mdlm",
            **dict.fromkeys(("mask_ramp", "mask_ramp_from"), "masked diffusion's curriculum on t: use --objective=mdlm")}
 CONTINUES_ONLY = ANY_LENGTH = True  # continues a prompt block by block, past the context
+LOSS_KEY = "bd3_loss"  # its training loss is picked by bd3_loss (loss_type is mdlm's)
 
 
 def check(cfg, given=()):

@@ -12,6 +12,7 @@ below; what it leaves out takes DEFAULTS (masked diffusion's answer):
     EXACT           its score is the exact NLL, not a bound
     TRACE           it has a denoising trace (MP4/GIF, --live)
     STEP_CHAIN      its K-step sampler walks the schedule's time grid (so the bound of that chain is defined)
+    LOSS_KEY        the config key that picks its training loss (what the log names it by)
     check(cfg, given)                                    refuse values that cannot apply (given: the keys the user set)
     loss(model, x, cfg, schedule, tok, draw)             the training loss of one micro-batch (common.Draw)
     eval_times(cfg, L)                                   independent times per window for the bound (0: exact)
@@ -35,7 +36,7 @@ from model import ModelArgs
 
 OBJECTIVES = {"mdlm": diffusion, "uniform": uniform, "ar": ar, "bd3": bd3}
 DEFAULTS = dict(MODEL={}, WINDOW=0, IGNORES={}, CONTINUES_ONLY=False, ANY_LENGTH=False, NOISE_START=False, EXACT=False,
-                TRACE=True, STEP_CHAIN=False, check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
+                TRACE=True, STEP_CHAIN=False, LOSS_KEY="loss_type", check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
                 flops=lambda model, cfg: (model.flops_per_token(), cfg.block_size))
 INTERFACE = (*DEFAULTS, "loss", "bound", "sample", "passes", "describe")
 

@@ -16,6 +16,8 @@ from utils.tokenizer import CharTokenizer
     (["cpu", "--objective=ar"], "train ce", "next-token CE"),
     (["cpu", "--objective=uniform", "--time_cond=learned"], "train elbo", "weighted NELBO"),
     (["cpu_bd3"], "train elbo", "on mask rates in [0.5, 1]"),  # a training band: not the full bound the eval scores
+    (["baby_bd3"], "train all_ce", "CE over every position, visible ones too (no bound) on mask rates in [0.5, 1]"),
+    (["baby"], "train all_ce", "on mask rates in [0.2, 0.8]"),
 ])
 def test_the_log_names_the_training_loss_apart_from_the_validation_figure(argv, name, says):
     label, legend = loss_label(get_config(argv))

@@ -72,9 +72,9 @@ def first_step_line(cfg, device, done, step_s, eta, logged):
 def loss_label(cfg):
     """(the name of the figure a log line reports as its training loss, a line saying what it measures)."""
     obj = objectives.get(cfg.objective)
-    name = "ce" if obj.EXACT else "elbo" if "loss_type" in obj.IGNORES else cfg.loss_type
+    name = "ce" if obj.EXACT else "elbo" if obj.LOSS_KEY in obj.IGNORES else getattr(cfg, obj.LOSS_KEY)
     band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}]"
-            if name == "elbo" and (cfg.mask_min, cfg.mask_max) != (0, 1) and "mask_min" not in obj.IGNORES else "")
+            if not obj.EXACT and (cfg.mask_min, cfg.mask_max) != (0, 1) and "mask_min" not in obj.IGNORES else "")
     val = "'val NLL' is the exact NLL" if obj.EXACT else "'val bound' is the NELBO"
     return f"train {name}", (f"log: 'train {name}' is {LOSSES[name]}{band}; {val} on the fixed validation windows, "
                              f"the figure to compare (both nats/token)")
