@@ -11,6 +11,18 @@ from helpers import MICRO, ToyModel, for_objective
 from utils.errors import UserError
 
 
+class Recorder(ToyModel):
+    """A toy denoiser that keeps the times t it is called with."""
+
+    def __init__(self, seen):
+        super().__init__(V=11, mask_id=10)
+        self.seen = seen
+
+    def forward(self, idx, t=None, **kw):
+        self.seen.append(t.clone())
+        return super().forward(idx, t, **kw)
+
+
 def test_beta_proposal_masses_by_hand():
     q = beta_proposal(4, 2.0, n_grid=100_000)  # Beta(2, 2): density 6 u (1 - u), CDF 3u^2 - 2u^3
     cdf = lambda u: 3 * u ** 2 - 2 * u ** 3
@@ -73,15 +85,10 @@ def test_the_band_trains_mdlm_on_its_mask_rates_only_stratified_and_the_old_key_
     from diffusion import band_times
     seen = []
 
-    class Recorder(ToyModel):
-        def forward(self, idx, t=None, **kw):
-            seen.append(t.clone())
-            return super().forward(idx, t, **kw)
-
     sch, x = Schedule(20), torch.randint(0, 10, (40, 16), generator=torch.Generator().manual_seed(1))
     cfg = get_config([*MICRO, "--mask_min=0.3", "--mask_max=0.8"])
     assert get_config([*MICRO, "--bd3_mask_min=0.3", "--bd3_mask_max=0.8"]) == cfg  # the old names, aliases now
-    diffusion.loss(Recorder(V=11, mask_id=10), x, cfg, sch, type("Tok", (), {"mask_id": 10}),
+    diffusion.loss(Recorder(seen), x, cfg, sch, type("Tok", (), {"mask_id": 10}),
                    Draw(torch.Generator().manual_seed(5), torch.tensor(0.25, dtype=torch.float64), 0, 40))
     band = band_times(sch, 0.3, 0.8)
     p = sch.mask_prob(seen[0])
@@ -105,17 +112,12 @@ def test_the_curriculum_raises_the_bands_top_from_ramp_from_to_mask_max_by_hand(
 def test_the_curriculum_draws_early_times_from_the_easy_band_and_is_off_by_default():
     seen = []
 
-    class Recorder(ToyModel):
-        def forward(self, idx, t=None, **kw):
-            seen.append(t.clone())
-            return super().forward(idx, t, **kw)
-
     sch, x, tok = Schedule(20), torch.randint(0, 10, (40, 16), generator=torch.Generator().manual_seed(1)), type("Tok", (), {"mask_id": 10})
     draw = lambda progress: Draw(torch.Generator().manual_seed(5), torch.tensor(0.25, dtype=torch.float64), 0, 40, progress)
     ramp = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8", "--mask_ramp=0.5", "--mask_ramp_from=0.5"])
     band = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8"])
     for cfg, progress in ((ramp, 0.0), (ramp, 0.6), (band, 0.0), (band, 0.6)):
-        diffusion.loss(Recorder(V=11, mask_id=10), x, cfg, sch, tok, draw(progress))
+        diffusion.loss(Recorder(seen), x, cfg, sch, tok, draw(progress))
     early, late, b0, b1 = (sch.mask_prob(t) for t in seen)
     assert (early >= 0.2 - 1e-9).all() and (early <= 0.5 + 1e-9).all()  # step 0: the easy band [0.2, 0.5] only
     assert torch.equal(late, b0) and torch.equal(b0, b1)  # past the ramp, and with no ramp at all: the plain band
