@@ -22,7 +22,7 @@ uncached one (cache=False) at any length. A finished block enters the cache in t
 
     python train.py baby --objective=bd3 --bd3_block=4
     python inference.py --checkpoint artifacts/models/baby/model.pt --prompt "ROMEO:" --gen-len 600
-    python -c "from diffusion import Schedule; from bd3 import band_times; print(band_times(Schedule(100), 0.3, 0.8))"
+    python -c "from diffusion import Schedule; from common import band_times; print(band_times(Schedule(100), 0.3, 0.8))"
 """
 import time
 from dataclasses import replace
@@ -31,8 +31,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from common import no_mask_logit
-from diffusion import band_times, block_passes, check_band, denoise, describe as describe_steps, revisit_options
+from common import band_times, no_mask_logit, stratum_time
+from diffusion import block_passes, check_band, denoise, describe as describe_steps, revisit_options
 from utils.errors import UserError
 
 
@@ -70,8 +70,7 @@ def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, tota
     if u is None:
         u = torch.rand((), generator=generator, dtype=torch.float64)
     i = torch.arange(offset * n_blocks, (offset + n) * n_blocks, dtype=torch.float64)
-    k = len(allowed)
-    idx = torch.floor((i + u) / total * k).long().clamp_(0, k - 1)
+    idx = stratum_time(i, u, total, len(allowed)) - 1
     perm = torch.randperm(len(idx), generator=generator)
     return allowed[idx[perm]].view(n, n_blocks).to(device)
 

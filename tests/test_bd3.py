@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from ar import sample_ar, sample_ar_window
-from bd3 import (CachedBlockModel, CleanCache, WindowBlockModel, band_times, bd3_attn_mask, bd3_logits, bd3_loss,
+from bd3 import (CachedBlockModel, CleanCache, WindowBlockModel, bd3_attn_mask, bd3_logits, bd3_loss,
                  bd3_times, block_causal_mask, sample_bd3)
-from common import stratified_times
+from common import band_times, stratified_times
 from diffusion import Schedule, diffusion_loss
 from model import ModelArgs, Transformer
 from helpers import ENV, run_script

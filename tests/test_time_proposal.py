@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import diffusion
-from common import Draw, stratified_times
+from common import Draw, band_times, band_top, beta_proposal, proposal_times, stratified_times
 from configurator import get_config
-from diffusion import Schedule, beta_proposal, diffusion_loss, proposal_times
+from diffusion import Schedule, diffusion_loss
 from helpers import MICRO, ToyModel, for_objective
 from utils.errors import UserError
 
@@ -82,7 +82,6 @@ def test_time_beta_is_refused_where_it_cannot_apply():
 
 
 def test_the_band_trains_mdlm_on_its_mask_rates_only_stratified_and_the_old_key_names_still_work():
-    from diffusion import band_times
     seen = []
 
     sch, x = Schedule(20), torch.randint(0, 10, (40, 16), generator=torch.Generator().manual_seed(1))
@@ -102,7 +101,6 @@ def test_the_band_trains_mdlm_on_its_mask_rates_only_stratified_and_the_old_key_
 
 
 def test_the_curriculum_raises_the_bands_top_from_ramp_from_to_mask_max_by_hand():
-    from diffusion import band_top
     cfg = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8", "--mask_ramp=0.5", "--mask_ramp_from=0.5"])
     assert [band_top(cfg, p) for p in (0.0, 0.25, 0.5, 1.0)] == pytest.approx([0.5, 0.65, 0.8, 0.8])
     off = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8"])
