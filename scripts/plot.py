@@ -59,17 +59,21 @@ def read_eval_json(path):
 
 
 def run_label(run_dir):
-    """Directory name plus what the checkpoint says it is (objective, loss), when it can be read."""
+    """Directory name plus what the checkpoint says it is: its objective, whether its val figure is an exact NLL,
+    and its training loss as train.py's log names it (utils.report.loss_label); (name, None, False, None) unread."""
     name = os.path.basename(os.path.normpath(run_dir))
     ckpt = os.path.join(run_dir, "model.pt")
     if os.path.isfile(ckpt):
         try:
             import torch
-            c = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["config"]
-            return name, c.get("objective", "?"), c.get("loss_type", "elbo")
+            import objectives
+            from configurator import config_from_dict
+            from utils.report import loss_label
+            cfg = config_from_dict(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["config"])
+            return name, cfg.objective, objectives.get(cfg.objective).EXACT, loss_label(cfg)[0].split(" ", 1)[1]
         except Exception:
             pass  # a label is not worth failing for
-    return name, None, None
+    return name, None, False, None
 
 
 def _figure():
@@ -98,15 +102,14 @@ def plot_curves(run_dirs, out):
         evals = sorted((r for r in rows if r.get("kind") == "eval"), key=lambda r: r["iter"])
         if not evals:
             raise UserError(f"{d}/metrics.jsonl has no eval rows: train past one eval_interval first")
-        name, objective, loss_type = run_label(d)
-        ar = objective == "ar"  # from the run's saved config: AR's curve is an exact NLL, not a bound
+        name, objective, ar, loss_type = run_label(d)  # ar: the val curve is an exact NLL, not a bound
         # nats/token -> bits/char with the run's own chars/token (val), read back from an eval row
         e0 = evals[0]
         to_bpc = e0["bits_per_char"] / e0["nats_per_token"] if e0["nats_per_token"] else 1 / LN2
         c = colors[i % len(colors)]
         tag = f"{name} ({objective})" if objective else name
         if train:
-            what = "NLL" if ar else ("NELBO estimate" if loss_type == "elbo" else f"{loss_type}, not a bound")
+            what = "NLL" if ar else ("NELBO estimate" if loss_type in ("elbo", None) else f"{loss_type}, not a bound")
             ax.plot([r["iter"] for r in train], [r["loss"] * to_bpc for r in train], color=c, alpha=0.5, lw=1,
                     label=f"{tag} train ({what})")
         ax.errorbar([r["iter"] for r in evals], [r["bits_per_char"] for r in evals],
