@@ -5,13 +5,9 @@
     python train.py cpu --objective=ar                # the autoregressive baseline, same code and budget
     python train.py shakespeare_cpu --objective=uniform --time_cond=learned   # uniform-state diffusion (uniform.py)
     python train.py baby --objective=bd3 --bd3_block=4  # block diffusion (BD3-LM): AR over blocks of 4, diffusion inside
-    python train.py cpu --max_iters=0                 # build data, tokenizer, model; print config and params; exit
     python train.py tinystories_bpe                   # BPE (data/stories.txt + artifacts/tokenizer/tokenizer.json), 12.23M params
     python train.py cpu --resume                      # continue from out_dir/model.pt (exactly as if never stopped)
-    python train.py cpu --optimizer=muon --ema=0.999  # Muon for the layer matrices; eval and samples use EMA weights
-    python train.py cpu --total_batch_size=16384      # 4 micro-steps of 32 x 128 per optimizer step
     torchrun --standalone --nproc_per_node=4 train.py shakespeare_char   # DDP (NCCL on GPUs)
-    torchrun --standalone --nproc_per_node=2 train.py cpu --device=cpu   # DDP on CPU (gloo)
     python train.py gpt200m --max_iters=0             # the ~200M preset: memory and tokens/s estimates, then exit
     python train.py --help                            # the presets, then every key: type, default, meaning
 
@@ -48,10 +44,7 @@ from utils.tokenizer import fingerprint, normalize_prompt, tokenizer_from_state
 from utils.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_time, loss_label
 
 ASSUMED_MFU = 0.4  # for the startup tokens/s estimate only; the log lines report the measured MFU
-# Every eval, periodic and final, scores the same windows at the same EVAL_T stratified times per window, so best.pt
-# is picked among like figures. Measured on baby (120 windows; README): the t draws are most of the noise, se 0.15
-# nats/token at 1 t, 0.046 at 4 t; two evals 500 steps apart differ by 0.053 +- 0.005 (paired) at 4 t.
-EVAL_T = 4
+EVAL_T = 4  # every eval scores the same windows at the same EVAL_T times each: best.pt compares like with like
 STREAM_DATA, STREAM_MASK, STREAM_TIME = 0, 1, 2  # keys of the per-step generators (see train_step)
 
 
