@@ -82,11 +82,25 @@ def corrupt(x0, t, schedule, mask_id, generator=None, span=0):
     return torch.where(masked, torch.full_like(x0, mask_id), x0), masked
 
 
-def predict_logits(model, xt, t, mask_id, positions=None):
+def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
     """Model logits (B, L, V) in float32 with the [MASK] logit at -inf: x0 is never [MASK].
-    With positions (B, L) bool, only those rows: (N, V)."""
-    logits = model(xt, t) if positions is None else model(xt, t, positions=positions)
+    With positions (B, L) bool, only those rows: (N, V). sc: the self-conditioning input (self_condition)."""
+    kw = {} if sc is None else dict(sc=sc)
+    logits = model(xt, t, **kw) if positions is None else model(xt, t, positions=positions, **kw)
     return no_mask_logit(logits, mask_id)
+
+
+def self_condition(model, xt, t, masked, mask_id, share, generator=None):
+    """Self-conditioning's input (B, L, V): the network's own prediction of x0 from a first pass without it (no
+    gradient), at the masked positions, for a random `share` of the sequences (share 1: every one; the others read
+    zeros, as a sampler's first step does). Training feeds half (Chen et al. 2022) so the net serves both passes;
+    the bound reads it everywhere: a prediction that is still a function of x_t keeps the NELBO a bound."""
+    with torch.no_grad():
+        if share >= 1:
+            return torch.softmax(predict_logits(model, xt, t, mask_id), -1) * masked[..., None]
+        rows = torch.randperm(len(xt), generator=generator)[:round(share * len(xt))].to(xt.device)  # fixed size: no sync
+        probs = torch.softmax(predict_logits(model, xt[rows], t[rows], mask_id), -1) * masked[rows][..., None]
+        return torch.zeros(*xt.shape, probs.size(-1), device=xt.device).index_copy_(0, rows, probs)
 
 
 def check_band(cfg):
@@ -100,11 +114,12 @@ def check_band(cfg):
 
 
 def diffusion_loss(model, x0, schedule, mask_id, loss_type="elbo", generator=None, t=None, masked_only=False,
-                   mask_span=0, weight=None):
+                   mask_span=0, weight=None, self_cond=0.0):
     """One training/eval pass. Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict).
     The NELBO estimate is returned whatever loss_type is trained, so validation always reports the bound.
     masked_only: run the output head on masked positions only (same NELBO; aux logits are then (N, V)).
-    weight (B,): each sequence's importance weight in the loss (t drawn from a proposal, proposal_times)."""
+    weight (B,): each sequence's importance weight in the loss (t drawn from a proposal, proposal_times).
+    self_cond: the share of sequences given the network's first prediction (self_condition); 0 = one plain pass."""
     B, L = x0.shape
     if t is None:
         t = stratified_times(B, schedule.T, generator, x0.device)
@@ -114,12 +129,13 @@ def diffusion_loss(model, x0, schedule, mask_id, loss_type="elbo", generator=Non
     # -log p(x0), but for a sampler that reveals whole runs: not the per-token bound, which validation
     # (bound below, mask_span=0) always reports.
     xt, masked = corrupt(x0, t, schedule, mask_id, generator, span=mask_span)
+    sc = self_condition(model, xt, t, masked, mask_id, self_cond, generator) if self_cond else None
     if masked_only and loss_type != "all_ce":  # unmasked positions carry zero loss: skip their logits
-        logits = predict_logits(model, xt, t, mask_id, positions=masked)  # (N, V)
+        logits = predict_logits(model, xt, t, mask_id, positions=masked, sc=sc)  # (N, V)
         ce_m = F.cross_entropy(logits, x0[masked], reduction="none")  # (N,)
         ce = torch.zeros(B, L, dtype=ce_m.dtype, device=x0.device).masked_scatter(masked, ce_m)  # (B, L), 0 elsewhere
     else:
-        logits = predict_logits(model, xt, t, mask_id)
+        logits = predict_logits(model, xt, t, mask_id, sc=sc)
         ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
     w = (schedule.T * schedule.weight.to(x0.device)[t]).float()  # (B,) importance weight T * w(t)
     nelbo = (w[:, None] * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L
@@ -206,6 +222,9 @@ class _Denoiser:
         self.conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)  # p(token) when committed: the trace's colour
         self.kept = torch.zeros_like(self.conf)  # its ranking score when committed: what 'refine' compares new ones with
         self.nfe = torch.zeros(B, dtype=torch.long)
+        # self-conditioning: each position's latest prediction of x0, read while it is masked (zeros before the first)
+        args = getattr(model, "args", None)
+        self.sc = torch.zeros(B, L, args.vocab_size, device=x.device) if getattr(args, "self_cond", False) else None
 
     def step(self, now, lo, hi, n_keep, todo, greedy, phase="step"):
         """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,)
@@ -224,9 +243,12 @@ class _Denoiser:
         tm = time_for_fraction(self.schedule, (x[rows, lo:hi] == mask_id).double().mean(1))
         dec = is_masked & todo[:, None]  # (B, L) the positions decided this step
         sel = dec[rows, lo:hi]  # (R, W)
-        logits = predict_logits(self.model, x[rows, lo:hi], tm, mask_id, positions=sel)
+        sc = None if self.sc is None else self.sc[rows, lo:hi] * (x[rows, lo:hi] == mask_id)[..., None]
+        logits = predict_logits(self.model, x[rows, lo:hi], tm, mask_id, positions=sel, sc=sc)
         if logits.dim() == 3:  # a model without the positions= shortcut returned (R, W, V)
             logits = logits[sel]
+        if self.sc is not None:
+            self.sc[dec] = torch.softmax(logits, -1)
         logp = filter_logits(logits, *self.filt)  # (N, V) float64
         cand = sample_tokens(logp, 0.0 if greedy else self.temperature, self.generator)  # (N,)
         c_conf, c_score = position_scores(logp, cand, self.order, self.generator)
@@ -383,6 +405,11 @@ IGNORES = {**dict.fromkeys(("bd3_block", "bd3_loss"),
 STEP_CHAIN = True  # the K-step sampler walks the schedule's grid (scripts/eval.py scores that chain's bound)
 
 
+def flops(model, cfg):
+    """Training FLOPs per window token: self-conditioning adds a forward pass (2 per weight) for half the sequences."""
+    return model.flops_per_token() * (7 / 6 if cfg.self_cond else 1), cfg.block_size
+
+
 def check(cfg, given=()):
     if cfg.time_beta < 0:
         raise UserError(f"time_beta={cfg.time_beta}: give a Beta(a, a) shape a > 0 (e.g. 2), or 0 for uniform t")
@@ -413,13 +440,15 @@ def loss(model, x, cfg, schedule, tok, draw):
     else:
         t, weight = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u), None
     return diffusion_loss(model, x, schedule, tok.mask_id, cfg.loss_type, draw.generator, t=t,
-                          masked_only=cfg.head_on_masked_only, mask_span=cfg.mask_span, weight=weight)[0]
+                          masked_only=cfg.head_on_masked_only, mask_span=cfg.mask_span, weight=weight,
+                          self_cond=0.5 if cfg.self_cond else 0.0)[0]
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):
     """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read: the masked positions,
     the argmax there, the logits, each token's t."""
-    _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, generator=generator, t=t[:, 0])
+    _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, generator=generator, t=t[:, 0],
+                                   self_cond=1.0 if cfg.self_cond else 0.0)
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=t.expand_as(x))
 
 

@@ -31,13 +31,14 @@ class ModelArgs:
     causal: bool = False         # True for the AR baseline
     dropout: float = 0.0         # training only: embeddings, attention weights and outputs, MLP output (nanoGPT)
     qk_norm: bool = False        # RMSNorm on queries and keys after RoPE (nanochat)
+    self_cond: bool = False      # also read a previous prediction of x0 (probabilities, forward's sc=)
 
     @classmethod
     def from_config(cls, cfg, vocab_size, **fixed):
         """The model a config describes; `fixed`: what the objective sets itself (objectives.model_args)."""
         return cls(**{**dict(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                              n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps, time_cond=cfg.time_cond,
-                             dropout=cfg.dropout, qk_norm=cfg.qk_norm), **fixed})
+                             dropout=cfg.dropout, qk_norm=cfg.qk_norm, self_cond=cfg.self_cond), **fixed})
 
 
 def dropout(p):
@@ -174,6 +175,8 @@ class Transformer(nn.Module):
         self.tok_emb = nn.Embedding(a.vocab_size, a.n_embd)
         self.time_emb = nn.Embedding(a.diffusion_steps + 1, a.n_embd) if a.time_cond == "learned" else None
         self.adaln = AdaLN(a) if a.time_cond == "adaln" else None
+        # self-conditioning: E[embedding of x0] under the previous prediction, through a projection that starts at zero
+        self.sc_proj = nn.Linear(a.n_embd, a.n_embd, bias=False) if a.self_cond else None
         self.drop = dropout(a.dropout)  # on the input embeddings' sum
         self.layers = nn.ModuleList(Layer(a) for _ in range(a.n_layer))
         self.head = nn.Linear(a.n_embd, a.vocab_size, bias=False)  # untied
@@ -186,14 +189,18 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * a.n_layer))
         if self.adaln is not None:
             self.adaln.zero_init()  # after self.apply, which would overwrite it
+        if self.sc_proj is not None:
+            nn.init.zeros_(self.sc_proj.weight)  # reads nothing at first: the network without it
 
     @staticmethod
     def _init_weights(m):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, t=None, kv_cache=None, start_pos=0, positions=None, attn_mask=None, rope_pos=None, head_cols=None):
-        """idx (B, L) token ids; t (B,) integer diffusion step (ignored if time_cond='none').
+    def forward(self, idx, t=None, kv_cache=None, start_pos=0, positions=None, attn_mask=None, rope_pos=None, head_cols=None,
+                sc=None):
+        """idx (B, L) token ids; t (B,) integer diffusion step (ignored if time_cond='none'); sc (B, L, V): with
+        self_cond, a previous prediction of x0 (probabilities; zero rows where there is none), None = none at all.
         attn_mask (L, L_keys) bool, True = may attend (block diffusion); rope_pos (L,) long: each column's RoPE
         position, instead of start_pos..start_pos+L-1 (the two halves of a block-diffusion pass share 0..L/2-1).
         Returns logits (B, L, V) in float32, or (N, V) for the N True entries of positions (B, L) bool, or
@@ -209,6 +216,8 @@ class Transformer(nn.Module):
         if self.time_emb is not None:
             assert t is not None, "time-conditioned model needs t"
             x = x + self.time_emb(t)[:, None, :]
+        if self.sc_proj is not None and sc is not None:
+            x = x + self.sc_proj(sc.to(x.dtype) @ self.tok_emb.weight)
         mods, final = [None] * len(self.layers), None
         if self.adaln is not None:
             assert t is not None, "time-conditioned model needs t"

@@ -175,7 +175,8 @@ IGNORES = {**dict.fromkeys(("loss_type", "mask_span", "head_on_masked_only", "or
                           "it trains its NELBO at every position and redraws every position each step, with no [MASK]"),
            **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar"),
            **dict.fromkeys(("time_beta", "mask_ramp", "mask_ramp_from"),
-                           "masked diffusion's training-time draws of t: use --objective=mdlm")}
+                           "masked diffusion's training-time draws of t: use --objective=mdlm"),
+           "self_cond": "masked diffusion's self-conditioning: use --objective=mdlm"}
 NOISE_START = STEP_CHAIN = True  # starts from random tokens; walks the schedule's grid
 
 

@@ -41,6 +41,18 @@ def test_ar_to_mdlm_keeps_every_weight_and_zeroes_the_new_time_embedding(ar_ckpt
     assert "time_emb dropped" in load_weights_into(bd3, str(ar_ckpt.parent / "as_mdlm.pt"), tokenizer_from_state(ck["tokenizer"]))
 
 
+def test_a_self_conditioned_target_starts_with_its_input_at_zero_and_a_source_with_one_drops_it(ar_ckpt):
+    ck = load_checkpoint(ar_ckpt)
+    tok = tokenizer_from_state(ck["tokenizer"])
+    sc = _target(ck, time_cond="none", self_cond=True)
+    assert "self-conditioning input starts at zero" in load_weights_into(sc, str(ar_ckpt), tok)
+    assert torch.count_nonzero(sc.sc_proj.weight) == 0
+    torch.nn.init.normal_(sc.sc_proj.weight)
+    torch.save(dict(ck, model=sc.state_dict(), model_args={**ck["model_args"], "self_cond": True}), ar_ckpt.parent / "sc.pt")
+    plain = _target(ck, time_cond="none")
+    assert "sc_proj dropped" in load_weights_into(plain, str(ar_ckpt.parent / "sc.pt"), tok)
+
+
 def test_converted_ar_starts_below_a_fresh_mdlm(ar_ckpt):
     """The first mdlm bound of AR weights is well below a fresh model's (~ln V): measured 3.75 vs 4.20 nats/token.
     Not more: the AR head at position i predicts token i+1, mdlm's predicts token i (no logit shift here), so

@@ -20,7 +20,7 @@ from utils.errors import UserError
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size")  # must match; block_size may differ (RoPE tables are computed)
-TIME_PREFIXES = ("time_emb.", "adaln.")                      # the time input: what a source or target may lack
+INPUT_PREFIXES = ("time_emb.", "adaln.", "sc_proj.")         # the time and self-conditioning inputs: a source or target may lack them
 CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> target objective, besides X -> X
 
 
@@ -72,14 +72,14 @@ def load_weights_into(model, path, tok):
         raise UserError(f"--init_from={path} has {', '.join(differ)} {fix}")
     state = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
     own = model.state_dict()
-    dropped = sorted({k.split(".")[0] for k in state if k.startswith(TIME_PREFIXES) and k not in own})
-    state = {k: v for k, v in state.items() if not (k.startswith(TIME_PREFIXES) and k not in own)}
+    dropped = sorted({k.split(".")[0] for k in state if k.startswith(INPUT_PREFIXES) and k not in own})
+    state = {k: v for k, v in state.items() if not (k.startswith(INPUT_PREFIXES) and k not in own)}
     if "time_emb.weight" in state and "time_emb.weight" in own and state["time_emb.weight"].shape != own["time_emb.weight"].shape:
         raise UserError(f"--init_from={path} has a learned time embedding for diffusion_steps="
                         f"{src_args.get('diffusion_steps')} (this run {model.args.diffusion_steps}): pass "
                         f"--diffusion_steps={src_args.get('diffusion_steps')} (the source's)")
     result = model.load_state_dict(state, strict=False)
-    lacking = [k for k in result.missing_keys if not k.startswith(TIME_PREFIXES)]
+    lacking = [k for k in result.missing_keys if not k.startswith(INPUT_PREFIXES)]
     if lacking or result.unexpected_keys:
         raise UserError(f"--init_from={path} does not fit this model (missing {lacking[:3]}, unexpected "
                         f"{result.unexpected_keys[:3]}) {fix}")
@@ -90,6 +90,8 @@ def load_weights_into(model, path, tok):
     if any(k.startswith("adaln.") for k in result.missing_keys):
         open_adaln(model.adaln)
         notes.append("adaLN starts as the identity with open gates")
+    if "sc_proj.weight" in result.missing_keys:  # zero-initialised by the model: reads nothing at first
+        notes.append("the self-conditioning input starts at zero")
     if dropped:
         notes.append(f"the source's {' and '.join(dropped)} dropped")
     if src_args.get("causal") and not model.args.causal:

@@ -1,0 +1,110 @@
+"""Self-conditioning for masked diffusion (--self_cond): the network also reads its own first prediction of x0.
+The bound must stay a bound (the prediction is still a function of x_t), the input must start at zero, training
+feeds it to half the sequences, and the sampler reads each masked position's latest prediction.
+python -m pytest -q tests/test_self_cond.py"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import diffusion
+from configurator import get_config
+from diffusion import Schedule, diffusion_loss, self_condition
+from model import ModelArgs, Transformer
+from utils.errors import UserError
+
+V, MASK = 12, 11
+
+
+def net(seed=0, self_cond=True):
+    torch.manual_seed(seed)
+    return Transformer(ModelArgs(vocab_size=V, block_size=16, n_layer=1, n_head=2, n_embd=16, diffusion_steps=10,
+                                 time_cond="none", self_cond=self_cond)).eval()
+
+
+def test_the_input_starts_at_zero_and_then_is_read():
+    m = net()
+    x = torch.randint(0, MASK, (3, 16))
+    sc = torch.softmax(torch.randn(3, 16, V), -1)
+    assert torch.equal(m(x, sc=sc), m(x))  # zero-initialised projection: the plain network at step 0
+    torch.nn.init.normal_(m.sc_proj.weight, std=0.1)
+    assert not torch.allclose(m(x, sc=sc), m(x))
+    assert torch.equal(m(x, sc=torch.zeros(3, 16, V)), m(x))  # a zero input reads as no input
+
+
+def test_self_condition_is_the_first_pass_at_masked_positions_for_a_share_of_rows():
+    m = net()
+    torch.nn.init.normal_(m.sc_proj.weight, std=0.1)
+    xt = torch.randint(0, MASK, (8, 16))
+    masked = torch.rand(8, 16) < 0.5
+    xt[masked] = MASK
+    t = torch.full((8,), 5)
+    full = self_condition(m, xt, t, masked, MASK, 1.0)
+    by_hand = torch.softmax(diffusion.no_mask_logit(m(xt), MASK), -1) * masked[..., None]
+    assert torch.allclose(full, by_hand)
+    assert (full[~masked] == 0).all() and torch.allclose(full[masked].sum(-1), torch.ones(int(masked.sum())))
+    half = self_condition(m, xt, t, masked, MASK, 0.5, torch.Generator().manual_seed(0))
+    fed = half.flatten(1).abs().sum(1) > 0
+    assert int(fed.sum()) == 4  # exactly half the rows, the others zeros
+    assert torch.allclose(half[fed], full[fed], atol=1e-6)  # the same prediction (a row's pass does not see the others)
+
+
+def test_the_bound_is_the_weighted_ce_of_the_second_pass():
+    """By hand: NELBO = (1/L) sum over masked positions of T w(t) CE(second pass), the second pass reading the
+    first pass's softmax at masked positions: a function of x_t, so the bound's derivation holds unchanged."""
+    m = net(1)
+    torch.nn.init.normal_(m.sc_proj.weight, std=0.2)
+    sched = Schedule(10, "cosine")
+    x0 = torch.randint(0, MASK, (4, 16))
+    t = torch.tensor([2, 4, 7, 10])
+    _, nelbo, aux = diffusion_loss(m, x0, sched, MASK, t=t, generator=torch.Generator().manual_seed(3), self_cond=1.0)
+    xt = torch.where(aux["masked"], torch.full_like(x0, MASK), x0)
+    first = torch.softmax(diffusion.no_mask_logit(m(xt), MASK), -1) * aux["masked"][..., None]
+    logits = diffusion.no_mask_logit(m(xt, sc=first), MASK)
+    ce = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")
+    expect = (10 * sched.weight[t].float()[:, None] * ce * aux["masked"]).sum(1) / 16
+    assert torch.allclose(nelbo, expect, atol=1e-5)
+    _, plain, _ = diffusion_loss(m, x0, sched, MASK, t=t, generator=torch.Generator().manual_seed(3))
+    assert not torch.allclose(nelbo, plain)  # the second pass is what is scored
+
+
+class Spy(torch.nn.Module):
+    """Wraps a self-conditioned net; records the sc input of every call and the softmax it then returned."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m, self.args, self.calls = m, m.args, []
+
+    def forward(self, idx, t=None, positions=None, sc=None, **kw):
+        out = self.m(idx, t, sc=sc, **kw)
+        self.calls.append((idx.clone(), sc.clone(), out.clone()))
+        return out if positions is None else out[positions]
+
+
+def test_the_sampler_feeds_each_masked_positions_latest_prediction_and_keeps_fixed_tokens():
+    m = net(2)
+    torch.nn.init.normal_(m.sc_proj.weight, std=0.2)
+    spy = Spy(m)
+    x = torch.randint(0, MASK, (2, 16))
+    gen_mask = torch.zeros(2, 16, dtype=torch.bool)
+    gen_mask[:, 4:] = True
+    out, _ = diffusion.denoise(spy, x, gen_mask, Schedule(10, "cosine"), MASK, steps=6, order="random", remask="none",
+                               generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, :4], x[:, :4]) and (out != MASK).all()
+    assert (spy.calls[0][1] == 0).all()  # nothing predicted before the first step
+    for (idx0, _, out0), (idx1, sc1, _) in zip(spy.calls, spy.calls[1:]):
+        still = idx1 == MASK  # masked at both steps (masks only shrink without re-masking)
+        expect = torch.softmax(diffusion.no_mask_logit(out0, MASK), -1)[still]
+        assert torch.allclose(sc1[still], expect, atol=1e-6)
+        assert (sc1[~still] == 0).all()  # visible positions read nothing
+
+
+@pytest.mark.parametrize("objective", ["ar", "bd3", "uniform"])
+def test_other_objectives_refuse_it(objective):
+    with pytest.raises(UserError, match="does not read --self_cond"):
+        get_config([f"--objective={objective}", "--self_cond=true"])
+
+
+def test_its_training_flops_count_the_extra_pass():
+    cfg = get_config(["--self_cond=true"])
+    m = net()
+    assert diffusion.flops(m, cfg)[0] == pytest.approx(m.flops_per_token() * 7 / 6)
