@@ -87,7 +87,7 @@ def sample_ar_window(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0
 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
-MODEL = dict(causal=True, time_cond="none")
+MODEL = dict(causal=True, time_cond="none", self_cond=False)
 WINDOW = 1  # a training window of L + 1 tokens scores its last L
 IGNORES = {  # no diffusion: no time, no schedule, no reverse sampler
     **dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps", "mask_span", "head_on_masked_only", "steps",

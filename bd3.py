@@ -299,7 +299,7 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
-MODEL = dict(time_cond="none")  # each block has its own t, and the [MASK] count of a block tells its rate
+MODEL = dict(time_cond="none", self_cond=False)  # each block has its own t, and its [MASK] count tells its rate
 IGNORES = {**dict.fromkeys(("time_cond", "loss_type", "mask_span"), "it trains the block-diffusion bound, with no time input"),
            "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
            **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar"),

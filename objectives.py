@@ -3,7 +3,7 @@
 Each module tells its own whole story (forward noise, loss and bound, reverse sampler) and offers the names
 below; what it leaves out takes DEFAULTS (masked diffusion's answer):
 
-    MODEL           the ModelArgs it fixes itself (causal attention, no time input)
+    MODEL           the ModelArgs it fixes itself (causal attention, no time input, no self-conditioning)
     WINDOW          tokens a training window needs beyond block_size (AR: 1, it scores the last L of L + 1)
     IGNORES         {config key it does not read: why}; configurator.validate refuses them when given
     CONTINUES_ONLY  its samples only continue a prompt (no infill blanks, no suffix)

@@ -169,6 +169,7 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 # it trains its NELBO at every position and redraws every position each step: the masked-diffusion switches
+MODEL = dict(self_cond=False)  # no [MASK] positions to feed a prediction to
 IGNORES = {**dict.fromkeys(("loss_type", "mask_span", "head_on_masked_only", "order", "tokens_per_step", "remask",
                            "remask_eta", "threshold", "semi_ar_length", "bd3_block", "mask_min", "mask_max",
                            "bd3_loss", *REVISIT_KEYS),

@@ -60,7 +60,7 @@ def test_every_objective_offers_the_interface():
         assert all(hasattr(module, k) for k in ("loss", "bound", "sample", "passes", "describe")), name  # no default
         obj = objectives.get(name)
         assert all(hasattr(obj, k) for k in objectives.INTERFACE), name
-        assert set(obj.MODEL) <= {"causal", "time_cond"} and obj.WINDOW in (0, 1), name
+        assert set(obj.MODEL) <= {"causal", "time_cond", "self_cond"} and obj.WINDOW in (0, 1), name
 
 
 def test_objective_branches_outside_the_table_are_few_and_say_why():

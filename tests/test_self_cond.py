@@ -2,11 +2,14 @@
 The bound must stay a bound (the prediction is still a function of x_t), the input must start at zero, training
 feeds it to half the sequences, and the sampler reads each masked position's latest prediction.
 python -m pytest -q tests/test_self_cond.py"""
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import diffusion
+import objectives
 from configurator import get_config
 from diffusion import Schedule, diffusion_loss, self_condition
 from model import ModelArgs, Transformer
@@ -102,6 +105,13 @@ def test_the_sampler_feeds_each_masked_positions_latest_prediction_and_keeps_fix
 def test_other_objectives_refuse_it(objective):
     with pytest.raises(UserError, match="does not read --self_cond"):
         get_config([f"--objective={objective}", "--self_cond=true"])
+
+
+@pytest.mark.parametrize("objective", ["ar", "bd3", "uniform"])
+def test_a_preset_with_it_builds_no_input_for_other_objectives(objective):
+    """A preset's values for keys an objective does not read are not read: the network must not grow sc_proj."""
+    cfg = replace(get_config(["--self_cond=true"]), objective=objective)
+    assert objectives.model_args(cfg, V).self_cond is False
 
 
 def test_its_training_flops_count_the_extra_pass():
