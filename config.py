@@ -155,6 +155,11 @@ _ANCESTRAL = dict(order="random", remask="none")
 # entropy of the masked-diffusion samplers (0.293 against 0.312-0.321; AR 0.273; RESULTS.md, sample frontiers).
 _REVISIT = dict(order="random", remask="remdm", remdm_schedule="cap", remask_eta=0.05, corrector_steps=8)
 _SHAKESPEARE_CPU = dict(data_path="data/tinyshakespeare.txt", **_CPU, **_ANCESTRAL, prompt="ROMEO:")
+# The laptop budget's mdlm recipe (2026-11-25, RESULTS.md): baby's QK-norm, band [0.2, 0.8] and curriculum (-0.069
+# nats/char together) and Muon at 0.01 (-0.028 more); samples with ReMDM's cap (NFE 64), the sampler whose frontier
+# had the lowest n-gram divergence to held-out text at that text's entropy at this budget (0.235; AR 0.221).
+_LAPTOP_MDLM = dict(qk_norm=True, mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5, optimizer="muon",
+                    muon_lr=0.01, order="random", remask="remdm", remdm_schedule="cap", remask_eta=0.05)
 
 # nanoGPT's "baby" CPU budget: 4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params, its split.
 _BABY = dict(data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, batch_size=12,
@@ -195,7 +200,7 @@ PRESETS = {
         prompt="Once upon a time"),
     # The main job, on a laptop or 2 CPU cores: Tiny Shakespeare (ships in data/), 4/4/128, 2,000 steps, ~15 min; samples and MP4 + GIF.
     "cpu": dict(
-        **_SHAKESPEARE_CPU, out_dir="artifacts/models/cpu", checkpoint="artifacts/models/cpu/model.pt",
+        **{**_SHAKESPEARE_CPU, **_LAPTOP_MDLM}, out_dir="artifacts/models/cpu", checkpoint="artifacts/models/cpu/model.pt",
         viz_video="artifacts/media/cpu_trace.mp4"),
     # The laptop budget's best diffusion recipe: block diffusion, blocks of 4, mask rates in [0.5, 1]; best of all
     # after 500 AR steps: python train.py cpu --objective=ar --max_iters=500 --out_dir=A, then this preset with
@@ -205,7 +210,7 @@ PRESETS = {
         checkpoint="artifacts/models/cpu_bd3/model.pt", viz_video="artifacts/media/cpu_bd3_trace.mp4"),
     # The same run as cpu under its results-table name (README), in its own out_dir.
     "shakespeare_cpu": dict(
-        **_SHAKESPEARE_CPU, out_dir="artifacts/models/shakespeare_cpu",
+        **{**_SHAKESPEARE_CPU, **_LAPTOP_MDLM}, out_dir="artifacts/models/shakespeare_cpu",
         checkpoint="artifacts/models/shakespeare_cpu/model.pt", viz_video="artifacts/media/shakespeare_cpu_trace.mp4"),
     # The laptop budget on char-level TinyStories: data/stories.txt from scripts/data.py (see data/README.md).
     "tinystories_cpu": dict(
