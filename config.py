@@ -181,7 +181,7 @@ PRESETS = {
                  checkpoint="artifacts/models/baby/model.pt", viz_video="artifacts/media/baby_trace.mp4"),
     # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.5, 1]
     # (BD3-LM's variance fix; the bound is always scored on the full range) with the plain CE of every noisy position
-    # (bd3_loss=all_ce). RESULTS.md: <= 2.044 nats/char.
+    # (bd3_loss=all_ce), with the baby base's Muon and EMA. RESULTS.md: <= 1.965 nats/char.
     "baby_bd3": dict(**_BABY, objective="bd3", bd3_block=4, mask_min=0.5, bd3_loss="all_ce", **_ANCESTRAL,
                      out_dir="artifacts/models/baby_bd3",
                      checkpoint="artifacts/models/baby_bd3/model.pt", viz_video="artifacts/media/baby_bd3_trace.mp4"),
