@@ -28,7 +28,6 @@ def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u
     return stratum_time(i, u, total, T).to(device)
 
 
-
 def beta_proposal(T, a, n_grid=64):
     """q(t), t = 1..T: the mass a Beta(a, a) density on the mask rate's clock t/T puts on ((t-1)/T, t/T] (midpoint rule,
     n_grid points a step; q is normalised, so the weights below are exact for the q actually drawn from). a > 1 is
@@ -59,7 +58,7 @@ def band_top(cfg, progress):
 
 
 def proposal_times(q, n, offset=0, total=None, u=None, generator=None, device="cpu"):
-    """n times in 1..T drawn from q (T,), stratified like common.stratified_times (the i-th of `total` slices of [0, 1)
+    """n times in 1..T drawn from q (T,), stratified like stratified_times (the i-th of `total` slices of [0, 1)
     through q's inverse CDF), and each one's importance weight 1 / (T q(t)): E_q[w(t) f(t)] = (1/T) sum_t f(t), so a
     weighted loss is an unbiased estimate of the uniform-t one (the NELBO itself, for loss_type='elbo')."""
     total = total or n

@@ -152,34 +152,35 @@ _CPU = dict(block_size=128, n_layer=4, n_head=4, n_embd=128, batch_size=32, max_
 _ANCESTRAL = dict(order="random", remask="none")
 # baby's sampler: ancestral steps with ReMDM's capped re-masking and 8 corrector passes at the end (NFE 48 + 8 = 56,
 # under the 63 characters it writes). Its frontier has the lowest n-gram divergence to held-out text at that text's
-# entropy of the masked-diffusion samplers (0.293 against 0.312-0.321; AR 0.273; RESULTS.md, sample frontiers).
-_REVISIT = dict(order="random", remask="remdm", remdm_schedule="cap", remask_eta=0.05, corrector_steps=8)
+# entropy of the masked-diffusion samplers (0.293 against 0.312-0.321; AR 0.273; RESULTS.md, sample frontiers). The
+# laptop's is ReMDM's cap alone (NFE 64; 0.235 there against 0.241-0.245, AR 0.221).
+_CAP = dict(order="random", remask="remdm", remdm_schedule="cap", remask_eta=0.05)
+_REVISIT = dict(_CAP, corrector_steps=8)
 _SHAKESPEARE_CPU = dict(data_path="data/tinyshakespeare.txt", **_CPU, **_ANCESTRAL, prompt="ROMEO:")
-# The laptop budget's mdlm recipe (2026-11-25, RESULTS.md): baby's QK-norm, band [0.2, 0.8] and curriculum (-0.069
-# nats/char together), Muon at 0.005 (-0.049 more), self-conditioning and a weight EMA (-0.019 more): 2.019 -> 1.881.
-# Samples with ReMDM's cap (NFE 64), the sampler whose frontier had the lowest n-gram divergence to held-out text at
-# that text's entropy at this budget (0.235; AR 0.221).
-_LAPTOP_MDLM = dict(qk_norm=True, mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5, optimizer="muon",
-                    muon_lr=0.005, self_cond=True, ema=0.999, order="random", remask="remdm", remdm_schedule="cap",
-                    remask_eta=0.05)
+
+# What won for every objective at the baby budget (RESULTS.md, issue 28): QK-norm (-0.014 to -0.025 nats/char),
+# Muon on the hidden matrices at a tuned LR and a weight EMA (-0.05 to -0.08 together).
+_TRAINING = dict(qk_norm=True, optimizer="muon", muon_lr=0.005, ema=0.999)
+# What won for masked diffusion alone: mask rates in [0.2, 0.8] (the near-clean windows left out: -0.07), the band's
+# top rising from 0.5 to 0.8 over the run (easy to hard: -0.011), self-conditioning (-0.015).
+_MDLM_WINS = dict(mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5, self_cond=True)
+# The laptop budget's mdlm recipe (2026-11-25): the same winners, 2.019 -> 1.881 nats/char (RESULTS.md, issue 28).
+_LAPTOP_MDLM = dict(**_TRAINING, **_MDLM_WINS, **_CAP)
 
 # nanoGPT's "baby" CPU budget: 4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params, its split.
 _BABY = dict(data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, batch_size=12,
              max_iters=2000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=500, eval_iters=10,  # 120 x 4 t:
              # +- 0.046 nats/token, +- 0.005 between two evals (paired; README)
-             log_interval=100, steps=48, gen_len=48, prompt="ROMEO:", qk_norm=True,  # QK-norm: -0.014 to -0.025 for
-             # every objective; Muon on the hidden matrices at a tuned LR and a weight EMA (-0.05 to -0.07 for each; RESULTS.md)
-             optimizer="muon", muon_lr=0.005, ema=0.999)
+             log_interval=100, steps=48, gen_len=48, prompt="ROMEO:", **_TRAINING)
 
 # Named presets: a dict of overrides on top of the defaults above. The comment above each one is its
 # line in `python train.py --help`. A preset whose data file is missing names the command that makes it.
 PRESETS = {
     # nanoGPT's "baby" CPU budget (4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params) on
     # Tiny Shakespeare with nanoGPT's split: the speedrun's yardstick (RESULTS.md records). ~2.5 min on 2 cores.
-    # mdlm trains on mask rates in [0.2, 0.8] (the near-clean windows left out: -0.07 nats/char), the band's top rising
-    # from 0.5 to 0.8 over the run (easy to hard: -0.011 more), with self-conditioning (-0.015; RESULTS.md records).
-    "baby": dict(**_BABY, **_RECIPE, **_REVISIT, mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5, self_cond=True,
-                 out_dir="artifacts/models/baby",
+    # mdlm trains on mask rates in [0.2, 0.8] whose top rises from 0.5 over the run, with self-conditioning, Muon and a
+    # weight EMA (RESULTS.md records: <= 2.071 nats/char).
+    "baby": dict(**_BABY, **_RECIPE, **_REVISIT, **_MDLM_WINS, out_dir="artifacts/models/baby",
                  checkpoint="artifacts/models/baby/model.pt", viz_video="artifacts/media/baby_trace.mp4"),
     # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.5, 1]
     # (BD3-LM's variance fix; the bound is always scored on the full range) with the plain CE of every noisy position
