@@ -19,7 +19,7 @@ import config
 import objectives
 from config import PRESETS, Config
 from diffusion import LOSS_TYPES, ORDERS, REMASKS, SCHEDULES, TOKENS_PER_STEP
-from remasking import REMDM_SCHEDULES
+from remasking import CORRECTOR_PICKS, REMDM_SCHEDULES
 from model import TIME_CONDS
 from utils.checkpoint import RENAMED
 from utils.dist import DTYPES
@@ -134,7 +134,7 @@ def refuse_changes(cfg, given, saved, what, fix, allowed=()):
 # every choice list, defined once beside the code that implements it
 CHOICES = dict(tokenizer=TOKENIZERS, time_cond=TIME_CONDS, objective=objectives.OBJECTIVES, schedule=SCHEDULES,
                loss_type=LOSS_TYPES, dtype=DTYPES, optimizer=OPTIMIZERS, order=ORDERS, tokens_per_step=TOKENS_PER_STEP,
-               remask=REMASKS, remdm_schedule=REMDM_SCHEDULES)
+               remask=REMASKS, remdm_schedule=REMDM_SCHEDULES, corrector_pick=CORRECTOR_PICKS)
 TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
 
@@ -185,6 +185,8 @@ def validate(cfg, given=()):
     if not 0 <= cfg.remdm_t_off < cfg.remdm_t_on <= 1 or not 0 < cfg.remdm_alpha_on < 1:
         raise UserError(f"need 0 <= remdm_t_off < remdm_t_on <= 1 and 0 < remdm_alpha_on < 1, got {cfg.remdm_t_off}, "
                         f"{cfg.remdm_t_on}, {cfg.remdm_alpha_on}: e.g. ReMDM's 0.05, 0.55, 0.9")
+    if "corrector_pick" in given and not cfg.corrector_steps:
+        raise UserError("--corrector_pick chooses what the corrector redraws: add --corrector_steps=K (or drop it)")
     if cfg.corrector_steps < 0 or not 0 < cfg.corrector_frac <= 1:
         raise UserError(f"need corrector_steps >= 0 and corrector_frac in (0, 1], got {cfg.corrector_steps}, "
                         f"{cfg.corrector_frac}: e.g. --corrector_steps=4 --corrector_frac=0.1")

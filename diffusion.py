@@ -323,7 +323,7 @@ def _plan(n, steps, schedule, tokens_per_step, loop=None):
 def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=0, top_p=1.0,
             remask="refine", generator=None, on_step=None, *, order="confidence", tokens_per_step="schedule",
             remask_eta=0.0, threshold=0.0, block_length=0, remdm_schedule="constant", remdm_alpha_on=0.9, remdm_t_on=0.55,
-            remdm_t_off=0.05, corrector_steps=0, corrector_frac=0.1):
+            remdm_t_off=0.05, corrector_steps=0, corrector_frac=0.1, corrector_pick="confidence"):
     """Reverse process over a batch. x (B, L): the canvas; positions where gen_mask (B, L) is True are
     generated (start as [MASK]); all others are fixed text and never change.
 
@@ -335,7 +335,8 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
     masked, schedule remdm_schedule: remasking.py, where the loop's alpha_on, t_on, t_off are explained). With
     schedule counts the last step (into t = 0) is the reference's greedy pass (the last block's only).
     corrector_steps K > 0: after each block is revealed, K passes re-mask the fraction corrector_frac of its tokens
-    drawn with the lowest probability and redraw them (remasking.least_confident); NFE = steps + K per block.
+    drawn with the lowest probability (corrector_pick='confidence'; 'random': a random share) and redraw them
+    (remasking.corrector_pick); NFE = steps + K per block.
     Threshold mode (Fast-dLLM, Wu et al. 2025): each step commits every masked position scoring above
     `threshold`, at least the best one; committed tokens are final.
     The model is told the t whose 1 - alpha(t) matches the masked fraction of the window it sees. A sample takes
@@ -345,6 +346,7 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
     seconds, blocks."""
     check_options(steps, temperature, order, tokens_per_step, remask, remask_eta, threshold, block_length)
     assert remdm_schedule in remasking.REMDM_SCHEDULES and corrector_steps >= 0 and 0 < corrector_frac <= 1
+    assert corrector_pick in remasking.CORRECTOR_PICKS, corrector_pick
     assert 0 <= remdm_t_off < remdm_t_on <= 1 and 0 < remdm_alpha_on < 1, (remdm_t_on, remdm_t_off, remdm_alpha_on)
     B, L = x.shape
     W, t0, gen_mask = model.args.block_size, time.perf_counter(), gen_mask.bool()
@@ -387,9 +389,9 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
                                               phase="loop" if in_loop else "step")
             i += 1
             d.report(b, prev, revealed, remasked, told, K == 0 and (threshold or i == S))
-        for k in range(K):  # the corrector: re-mask the least confident tokens of the block, redraw them
+        for k in range(K):  # the corrector: re-mask a share of the block's tokens (the least confident), redraw them
             prev, has = d.x, n_now > 0
-            pick = remasking.least_confident(d.conf, now & has[:, None], corrector_frac)
+            pick = remasking.corrector_pick(corrector_pick, d.conf, now & has[:, None], corrector_frac, generator)
             d.x = torch.where(pick, d.mask_tok, d.x)
             revealed, _, told = d.step(now, lo, hi, torch.zeros_like(n_now), has, greedy=False, phase="correct")
             d.report(b, prev, revealed, pick, told, k == K - 1)
@@ -455,7 +457,8 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 def revisit_options(cfg):
     """denoise()'s switches for samplers that revisit committed tokens (ReMDM's schedules, the corrector)."""
     return dict(remdm_schedule=cfg.remdm_schedule, remdm_alpha_on=cfg.remdm_alpha_on, remdm_t_on=cfg.remdm_t_on,
-                remdm_t_off=cfg.remdm_t_off, corrector_steps=cfg.corrector_steps, corrector_frac=cfg.corrector_frac)
+                remdm_t_off=cfg.remdm_t_off, corrector_steps=cfg.corrector_steps, corrector_frac=cfg.corrector_frac,
+                corrector_pick=cfg.corrector_pick)
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
@@ -492,5 +495,6 @@ def describe(cfg):
                 if cfg.remdm_schedule == "loop" else "")
         how = f"{cfg.steps} steps, {cfg.tokens_per_step} counts, order {cfg.order}, remask {remask}"
     if cfg.corrector_steps:
-        how += f", corrector {cfg.corrector_steps} x {cfg.corrector_frac:g}"
+        how += f", corrector {cfg.corrector_steps} x {cfg.corrector_frac:g}" + (
+            f" ({cfg.corrector_pick})" if cfg.corrector_pick != "confidence" else "")
     return how + (f", blocks of {cfg.semi_ar_length}" if cfg.semi_ar_length else "")

@@ -20,7 +20,10 @@ sigma * m, never exceeds what stays masked. The schedules of sigma_t (paper Sec.
 The corrector (predictor-corrector, Campbell et al. 2022; Duo's Psi-samplers, 2602.21185; ReMDM-conf's choice
 of the least confident tokens): after a block is fully revealed, K passes that each re-mask the fraction `frac`
 of its tokens the model was least sure of when it drew them, and redraw those given all the others (one forward
-pass each: NFE = steps + K per block).
+pass each: NFE = steps + K per block). That choice is greedy: the tokens drawn against the odds are the ones redrawn,
+so the samples' entropy falls with K. pick='random' redraws a uniformly random share instead, a Gibbs sweep over
+the block: under a model that knew the data's conditionals it leaves the samples' distribution where it was and
+only repairs what drawing several tokens in one step got wrong.
 
     python -c "from remasking import loop_split; print(loop_split(32, 48, 0.9, 0.55, 0.05))"
 """
@@ -30,7 +33,9 @@ from common import reveal_plan
 
 REMDM_SCHEDULES = ("constant", "cap", "rescale", "loop")
 # the config keys of these samplers: objectives that draw each token once (ar) or redraw all (uniform) refuse them
-REVISIT_KEYS = ("remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off", "corrector_steps", "corrector_frac")
+REVISIT_KEYS = ("remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off", "corrector_steps", "corrector_frac",
+                "corrector_pick")
+CORRECTOR_PICKS = ("confidence", "random")
 
 
 def sigma(kind, eta, committed, n_keep, loop_step=False):
@@ -77,3 +82,11 @@ def least_confident(conf, now, frac):
     k = torch.where(n > 0, torch.round(n.double() * frac).long().clamp(min=1), n)  # (B,)
     rank = conf.masked_fill(~now, float("inf")).argsort(dim=1, stable=True).argsort(1)  # 0 = least confident
     return (rank < k[:, None]) & now
+
+
+def corrector_pick(kind, conf, now, frac, generator=None):
+    """The corrector's pass's positions (B, L) bool: the least confident ('confidence') or a uniformly random
+    ('random', drawn on the CPU with `generator`) round(frac * n) of each row's block `now`."""
+    if kind == "random":
+        conf = torch.rand(conf.shape, generator=generator, dtype=torch.float64).to(conf.device)
+    return least_confident(conf, now, frac)

@@ -10,7 +10,7 @@ from bd3 import sample_bd3
 from configurator import get_config
 from diffusion import Schedule, denoise
 from helpers import MICRO, ToyModel, for_objective
-from remasking import least_confident, loop_split, sigma
+from remasking import corrector_pick, least_confident, loop_split, sigma
 from utils.errors import UserError
 
 MASK = 11
@@ -50,7 +50,8 @@ def test_loop_split_by_hand():
 
 MODES = [dict(remask="remdm", remdm_schedule="cap", remask_eta=0.5), dict(remask="remdm", remdm_schedule="rescale", remask_eta=1.0),
          LOOP, dict(LOOP, tokens_per_step="linear", order="random"), dict(corrector_steps=3, corrector_frac=0.2),
-         dict(LOOP, corrector_steps=2, block_length=10, order="random")]
+         dict(LOOP, corrector_steps=2, block_length=10, order="random"),
+         dict(corrector_steps=3, corrector_frac=0.2, corrector_pick="random")]
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: ",".join(f"{k}={v}" for k, v in m.items()))
@@ -107,6 +108,20 @@ def test_least_confident_by_hand():
     assert not pick[1].any()
 
 
+def test_random_pick_is_uniform_over_the_block_and_takes_the_same_count():
+    conf = torch.tensor([[0.9, 0.1, 0.5, 0.2, 0.0, 0.7]] * 2, dtype=torch.float64)
+    now = torch.tensor([[True, True, True, True, False, True]] * 2)
+    g, hits, picks = torch.Generator().manual_seed(0), torch.zeros(2, 6), set()
+    for _ in range(4000):
+        pick = corrector_pick("random", conf, now, 0.4, g)
+        assert pick.sum(1).tolist() == [2, 2] and not (pick & ~now).any()  # round(0.4 * 5), never outside the block
+        hits += pick
+        picks.add(tuple(pick[0].tolist()))
+    assert (hits[:, now[0]] / 4000 - 0.4).abs().max() < 0.04  # each block position 2 / 5 of the time
+    assert len(picks) == 10  # all C(5, 2) pairs occur, not only the least confident {1, 3}
+    assert torch.equal(corrector_pick("confidence", conf, now, 0.4), least_confident(conf, now, 0.4))
+
+
 def test_loop_holds_the_mask_count_and_remasks_only_inside_it():
     x, gm = _canvas()
     n, counts, remasked = gm.sum(1), [], []
@@ -146,7 +161,8 @@ def test_keys_are_checked_and_refused_where_they_cannot_apply():
     assert get_config([*MICRO, "--remask=remdm", "--remdm_schedule=loop"]).remdm_schedule == "loop"
     for bad in (["--remdm_schedule=cap"], ["--remask=remdm", "--remdm_schedule=sometimes"],
                 ["--remask=remdm", "--remdm_t_on=0.1", "--remdm_t_off=0.2"], ["--remask=remdm", "--remdm_alpha_on=1"],
-                ["--corrector_steps=-1"], ["--corrector_frac=0"]):
+                ["--corrector_steps=-1"], ["--corrector_frac=0"], ["--corrector_pick=random"],
+                ["--corrector_steps=2", "--corrector_pick=worst"]):
         with pytest.raises(UserError, match="remdm|corrector|remask"):
             get_config([*MICRO, *bad])
     for objective in ("ar", "uniform"):
