@@ -104,8 +104,9 @@ def run_one(name, paths, force, eval_iters):
     # the baby preset's network as the study began (2026-11-24): no QK-norm, so the AR grid's runs stay comparable;
     # the diffusion runs take the preset's recipe (for mdlm: all_ce, no time input, training band [0.2, 0.8])
     # and the band without the curriculum and self-conditioning the preset gained later (mdlm only: AR and bd3 refuse
-    # them); AdamW with no weight EMA, as every run of the study (the preset took Muon and an EMA on 2026-11-25)
-    cmd = [sys.executable, "train.py", "baby", "--qk_norm=false", "--optimizer=adamw", "--ema=0", *flags,
+    # them); AdamW with no weight EMA and the LR floor at 10 %, as every run of the study (the preset took Muon and an
+    # EMA on 2026-11-25, mdlm's floor at 30 % later that day)
+    cmd = [sys.executable, "train.py", "baby", "--qk_norm=false", "--optimizer=adamw", "--ema=0", "--min_lr=1e-4", *flags,
            *(["--mask_ramp=0", "--self_cond=false"] if flags == MDLM else []),
            *extra, f"--data_path={paths[f'train_{n_chars}']}",
            f"--val_path={paths['val']}", f"--max_iters={round(epochs * steps_per_epoch)}",
