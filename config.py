@@ -168,6 +168,9 @@ _TRAINING = dict(qk_norm=True, optimizer="muon", muon_lr=0.005, ema=0.999)
 # the peak (-0.007 and -0.009 on two seeds at baby, -0.012 at the laptop; the baby AR +0.006, so its baseline pins
 # --min_lr=1e-4; the laptop AR -0.002).
 _MDLM_WINS = dict(mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5, self_cond=True, min_lr=3e-4)
+# What won for block diffusion at the baby budget: the same floor, Muon's momentum 0.9 and no weight decay (each within
+# its noise alone; -0.015 and -0.028 together on two seeds).
+_BD3_WINS = dict(min_lr=3e-4, muon_momentum=0.9, weight_decay=0.0)
 # The laptop budget's mdlm recipe (2026-11-25): the same winners, 2.019 -> 1.869 nats/char (RESULTS.md, issue 28).
 _LAPTOP_MDLM = dict(**_TRAINING, **_MDLM_WINS, **_CAP)
 
@@ -189,9 +192,8 @@ PRESETS = {
     # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.5, 1]
     # (BD3-LM's variance fix; the bound is always scored on the full range) with the plain CE of every noisy position
     # (bd3_loss=all_ce), with the baby base's Muon and EMA, and a schedule that keeps learning to the end: the LR floor
-    # at 30 % of the peak, Muon's momentum 0.9, no weight decay (-0.015 / -0.028 on two seeds). RESULTS.md: <= 1.950.
-    "baby_bd3": dict(**dict(_BABY, min_lr=3e-4, muon_momentum=0.9, weight_decay=0.0), objective="bd3", bd3_block=4,
-                     mask_min=0.5, bd3_loss="all_ce", **_ANCESTRAL,
+    # at 30 % of the peak, Muon's momentum 0.9, no weight decay. RESULTS.md: <= 1.950.
+    "baby_bd3": dict(**{**_BABY, **_BD3_WINS}, objective="bd3", bd3_block=4, mask_min=0.5, bd3_loss="all_ce", **_ANCESTRAL,
                      out_dir="artifacts/models/baby_bd3",
                      checkpoint="artifacts/models/baby_bd3/model.pt", viz_video="artifacts/media/baby_bd3_trace.mp4"),
     # nanoGPT's train_shakespeare_char recipe, diffusion flavour (the reference defaults; a GPU job).

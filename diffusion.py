@@ -336,7 +336,7 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
     schedule counts the last step (into t = 0) is the reference's greedy pass (the last block's only).
     corrector_steps K > 0: after each block is revealed, K passes re-mask the fraction corrector_frac of its tokens
     drawn with the lowest probability (corrector_pick='confidence'; 'random': a random share) and redraw them
-    (remasking.corrector_pick); NFE = steps + K per block.
+    (remasking.corrector_positions); NFE = steps + K per block.
     Threshold mode (Fast-dLLM, Wu et al. 2025): each step commits every masked position scoring above
     `threshold`, at least the best one; committed tokens are final.
     The model is told the t whose 1 - alpha(t) matches the masked fraction of the window it sees. A sample takes
@@ -391,7 +391,7 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
             d.report(b, prev, revealed, remasked, told, K == 0 and (threshold or i == S))
         for k in range(K):  # the corrector: re-mask a share of the block's tokens (the least confident), redraw them
             prev, has = d.x, n_now > 0
-            pick = remasking.corrector_pick(corrector_pick, d.conf, now & has[:, None], corrector_frac, generator)
+            pick = remasking.corrector_positions(corrector_pick, d.conf, now & has[:, None], corrector_frac, generator)
             d.x = torch.where(pick, d.mask_tok, d.x)
             revealed, _, told = d.step(now, lo, hi, torch.zeros_like(n_now), has, greedy=False, phase="correct")
             d.report(b, prev, revealed, pick, told, k == K - 1)
@@ -456,9 +456,7 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 
 def revisit_options(cfg):
     """denoise()'s switches for samplers that revisit committed tokens (ReMDM's schedules, the corrector)."""
-    return dict(remdm_schedule=cfg.remdm_schedule, remdm_alpha_on=cfg.remdm_alpha_on, remdm_t_on=cfg.remdm_t_on,
-                remdm_t_off=cfg.remdm_t_off, corrector_steps=cfg.corrector_steps, corrector_frac=cfg.corrector_frac,
-                corrector_pick=cfg.corrector_pick)
+    return {k: getattr(cfg, k) for k in remasking.REVISIT_KEYS}
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):

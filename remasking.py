@@ -32,7 +32,8 @@ import torch
 from common import reveal_plan
 
 REMDM_SCHEDULES = ("constant", "cap", "rescale", "loop")
-# the config keys of these samplers: objectives that draw each token once (ar) or redraw all (uniform) refuse them
+# the config keys of these samplers, named as denoise()'s arguments: objectives that draw each token once (ar) or
+# redraw all (uniform) refuse them
 REVISIT_KEYS = ("remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off", "corrector_steps", "corrector_frac",
                 "corrector_pick")
 CORRECTOR_PICKS = ("confidence", "random")
@@ -84,7 +85,7 @@ def least_confident(conf, now, frac):
     return (rank < k[:, None]) & now
 
 
-def corrector_pick(kind, conf, now, frac, generator=None):
+def corrector_positions(kind, conf, now, frac, generator=None):
     """The corrector's pass's positions (B, L) bool: the least confident ('confidence') or a uniformly random
     ('random', drawn on the CPU with `generator`) round(frac * n) of each row's block `now`."""
     if kind == "random":

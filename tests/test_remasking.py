@@ -10,7 +10,7 @@ from bd3 import sample_bd3
 from configurator import get_config
 from diffusion import Schedule, denoise
 from helpers import MICRO, ToyModel, for_objective
-from remasking import corrector_pick, least_confident, loop_split, sigma
+from remasking import corrector_positions, least_confident, loop_split, sigma
 from utils.errors import UserError
 
 MASK = 11
@@ -113,13 +113,13 @@ def test_random_pick_is_uniform_over_the_block_and_takes_the_same_count():
     now = torch.tensor([[True, True, True, True, False, True]] * 2)
     g, hits, picks = torch.Generator().manual_seed(0), torch.zeros(2, 6), set()
     for _ in range(4000):
-        pick = corrector_pick("random", conf, now, 0.4, g)
+        pick = corrector_positions("random", conf, now, 0.4, g)
         assert pick.sum(1).tolist() == [2, 2] and not (pick & ~now).any()  # round(0.4 * 5), never outside the block
         hits += pick
         picks.add(tuple(pick[0].tolist()))
     assert (hits[:, now[0]] / 4000 - 0.4).abs().max() < 0.04  # each block position 2 / 5 of the time
     assert len(picks) == 10  # all C(5, 2) pairs occur, not only the least confident {1, 3}
-    assert torch.equal(corrector_pick("confidence", conf, now, 0.4), least_confident(conf, now, 0.4))
+    assert torch.equal(corrector_positions("confidence", conf, now, 0.4), least_confident(conf, now, 0.4))
 
 
 def test_loop_holds_the_mask_count_and_remasks_only_inside_it():
