@@ -43,6 +43,7 @@ class Config:
     qk_norm: bool = trained(False)      # RMSNorm on queries and keys after RoPE (nanochat, the reference micro-dLLM)
     self_cond: bool = trained(False)    # mdlm: self-conditioning (Chen et al. 2022): the net also reads its own first
                                         #   prediction of x0 (a second pass; training feeds it to half the sequences)
+    tie_weights: bool = trained(False)  # the output head reuses the token embedding matrix (nanoGPT ties them)
     # ---- objective
     objective: str = trained("mdlm")    # 'mdlm' masked diffusion (diffusion.py) | 'uniform' uniform-state diffusion (no
                                         # [MASK]; uniform.py) | 'ar' same net, causal, next-token loss (ar.py)

@@ -32,13 +32,15 @@ class ModelArgs:
     dropout: float = 0.0         # training only: embeddings, attention weights and outputs, MLP output (nanoGPT)
     qk_norm: bool = False        # RMSNorm on queries and keys after RoPE (nanochat)
     self_cond: bool = False      # also read a previous prediction of x0 (probabilities, forward's sc=)
+    tie_weights: bool = False    # the output head reuses the token embedding's matrix (no head of its own)
 
     @classmethod
     def from_config(cls, cfg, vocab_size, **fixed):
         """The model a config describes; `fixed`: what the objective sets itself (objectives.model_args)."""
         return cls(**{**dict(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                              n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps, time_cond=cfg.time_cond,
-                             dropout=cfg.dropout, qk_norm=cfg.qk_norm, self_cond=cfg.self_cond), **fixed})
+                             dropout=cfg.dropout, qk_norm=cfg.qk_norm, self_cond=cfg.self_cond,
+                             tie_weights=cfg.tie_weights), **fixed})
 
 
 def dropout(p):
@@ -179,7 +181,8 @@ class Transformer(nn.Module):
         self.sc_proj = nn.Linear(a.n_embd, a.n_embd, bias=False) if a.self_cond else None
         self.drop = dropout(a.dropout)  # on the input embeddings' sum
         self.layers = nn.ModuleList(Layer(a) for _ in range(a.n_layer))
-        self.head = nn.Linear(a.n_embd, a.vocab_size, bias=False)  # untied
+        # tied: logits = x @ tok_emb.weight.T, the [MASK] row included (its logit is set to -inf downstream)
+        self.head = None if a.tie_weights else nn.Linear(a.n_embd, a.vocab_size, bias=False)
         cos, sin = rope_tables(a.block_size, a.n_embd // a.n_head)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -232,7 +235,7 @@ class Transformer(nn.Module):
             x = x[positions]  # (N, C)
         elif head_cols is not None:
             x = x[:, :head_cols]
-        return self.head(x).float()
+        return (F.linear(x, self.tok_emb.weight) if self.head is None else self.head(x)).float()
 
     # ---- accounting: the model owns it
     def num_params(self):
@@ -242,7 +245,7 @@ class Transformer(nn.Module):
         """Training FLOPs per token: 6 per weight that multiplies (embedding lookups excluded)
         plus attention's 12 * L * d * ctx (PaLM appendix B; nanoGPT's estimate_mfu)."""
         a = self.args
-        n = self.num_params() - self.tok_emb.weight.numel()
+        n = self.num_params() - (0 if self.head is None else self.tok_emb.weight.numel())  # tied: it is the head's matmul
         if self.time_emb is not None:
             n -= self.time_emb.weight.numel()
         if self.adaln is not None:  # runs once per sequence, not per token

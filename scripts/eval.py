@@ -227,7 +227,7 @@ def sample_scores(run, samples, P, scorer, args):
     res = dict(distinct_2=distinct_n(texts, 2), distinct_3=distinct_n(texts, 3),
                sample_entropy=sample_entropy([row[P:] for row in samples]), sample_text=texts[0])
     if scorer is not None:
-        res["gen_ppl"], res["gen_nll"] = gen_ppl(scorer, samples.to(scorer.head.weight.device), P, args.batch_size)
+        res["gen_ppl"], res["gen_nll"] = gen_ppl(scorer, samples.to(scorer.tok_emb.weight.device), P, args.batch_size)
     return res
 
 

@@ -152,7 +152,7 @@ def score(samples, P, tok, ref, scorer, batch_size):
     """Every figure of one point, from its samples (n, P + gen_len)."""
     texts = [tok.decode(row[P:].tolist()) for row in samples]
     js, js_mean = ngram_js(texts, ref, NS)
-    ppl, nll = gen_ppl(scorer, samples.to(scorer.head.weight.device), P, batch_size)
+    ppl, nll = gen_ppl(scorer, samples.to(scorer.tok_emb.weight.device), P, batch_size)
     return dict(gen_ppl=ppl, gen_nll=nll, sample_entropy=sample_entropy([row[P:] for row in samples]),
                 distinct_2=distinct_n(texts, 2), distinct_3=distinct_n(texts, 3), js={str(n): js[n] for n in NS},
                 js_mean=js_mean, sample_text=texts[0])

@@ -85,3 +85,19 @@ def test_adaln_target_first_computes_what_the_source_did(tmp_path, src_objective
     # and it learns t: the modulation weights get a gradient at step 0
     target.train()(x, torch.full((3,), 5)).logsumexp(-1).mean().backward()
     assert target.adaln.layers[0].weight.grad.abs().sum() > 0
+
+
+def test_a_tied_head_exports_and_loads_and_init_from_refuses_a_mismatch(in_tmp, capsys):
+    from utils.checkpoint import load_model
+    export = __import__("helpers").script("export")
+    src = fake_ckpt(in_tmp / "t.pt", "mdlm", time_cond="none", tie_weights=True)
+    assert "head.weight" not in src.state_dict()
+    code, _, err = run_cli_here(export.main, [in_tmp / "t.pt", in_tmp / "exp"], capsys)
+    assert code == 0, err
+    x = torch.randint(0, TOK.vocab_size - 1, (2, 32))
+    for path in (in_tmp / "t.pt", in_tmp / "exp"):
+        torch.testing.assert_close(load_model(path, "cpu")[0](x), src.eval()(x), rtol=0, atol=0)
+    untied = Transformer(ModelArgs(vocab_size=TOK.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32,
+                                   diffusion_steps=20, time_cond="none"))
+    with pytest.raises(UserError, match="tie_weights=True \\(this run False\\)"):
+        load_weights_into(untied, str(in_tmp / "t.pt"), TOK)

@@ -88,3 +88,16 @@ def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
         assert not torch.allclose(before[0], after[0], atol=1e-3)  # without it the logits sharpen
         assert torch.allclose(before[1], after[1], atol=1e-5)
         assert not torch.allclose(before[0], before[1], atol=1e-3)  # and it is a different network
+
+
+def test_tied_head_is_the_embedding_matrix_and_trains_it():
+    m = _tiny(time_cond="none", tie_weights=True)
+    assert m.head is None and m.num_params() == _tiny(time_cond="none").num_params() - 11 * 32  # one V x d matrix less
+    x = torch.randint(0, 10, (2, 16))
+    h = {}
+    m.layers[-1].register_forward_hook(lambda mod, i, o: h.update(x=o))
+    logits = m(x)
+    torch.testing.assert_close(logits, torch.nn.functional.rms_norm(h["x"], (32,)) @ m.tok_emb.weight.T)
+    logits[:, :, 3].sum().backward()  # a head-only gradient reaches row 3 of the embedding even if no input is 3
+    assert m.tok_emb.weight.grad[3].abs().sum() > 0
+    assert m.flops_per_token() == _tiny(time_cond="none").flops_per_token()  # the head's matmul is still done

@@ -10,16 +10,19 @@ bidirectional), AR -> bd3, mdlm -> bd3 (CONVERSIONS), and any objective to itsel
 e.g. on other text); any other pair is refused. A time embedding the source lacks starts at zero and an adaLN the
 source lacks starts as the identity modulation with open gates, so the converted model first computes exactly
 what the source did with its attention as the target has it (bidirectional for AR -> mdlm); one the target lacks
-is dropped. Widths, depths, heads, tokenizers or a learned time embedding of another diffusion_steps are refused.
+is dropped. Widths, depths, heads, tied or untied heads, tokenizers or a learned time embedding of another diffusion_steps are refused.
 """
+from dataclasses import fields
+
 import torch
 import torch.nn as nn
 
+from model import ModelArgs
 from utils.checkpoint import read_checkpoint
 from utils.errors import UserError
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
-SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size")  # must match; block_size may differ (RoPE tables are computed)
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size", "tie_weights")  # must match; block_size may differ (RoPE tables are computed)
 INPUT_PREFIXES = ("time_emb.", "adaln.", "sc_proj.")         # the time and self-conditioning inputs: a source or target may lack them
 CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> target objective, besides X -> X
 
@@ -66,8 +69,9 @@ def load_weights_into(model, path, tok):
     if fingerprint(tok) != fingerprint(tokenizer_from_state(ckpt["tokenizer"])):
         raise UserError(f"--init_from={path} was trained with another tokenizer (fingerprint "
                         f"{fingerprint(tokenizer_from_state(ckpt['tokenizer']))} vs this run's {fingerprint(tok)}) {fix}")
-    differ = [f"{k}={src_args.get(k)} (this run {getattr(model.args, k)})" for k in SHAPE_KEYS
-              if src_args.get(k) != getattr(model.args, k)]
+    known = {f.name: f.default for f in fields(ModelArgs)}  # a key older checkpoints lack has its default
+    differ = [f"{k}={src_args.get(k, known[k])} (this run {getattr(model.args, k)})" for k in SHAPE_KEYS
+              if src_args.get(k, known[k]) != getattr(model.args, k)]
     if differ:
         raise UserError(f"--init_from={path} has {', '.join(differ)} {fix}")
     state = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
