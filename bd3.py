@@ -31,7 +31,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from common import band_times, no_mask_logit, stratum_time
+from common import band_times, no_mask_logit, self_condition_input, stratum_time
 from diffusion import block_passes, check_band, denoise, describe as describe_steps, revisit_options
 from utils.errors import UserError
 
@@ -87,33 +87,37 @@ def bd3_flops_per_token(model, L, block):
     return model.flops_per_token(n) * n / L
 
 
-def bd3_logits(model, xt, x0, block, mask_id, positions=None):
+def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None):
     """One block-diffusion pass: logits of the noisy half of [xt ; x0] (B, 2L) under bd3_attn_mask, with the
-    [MASK] logit at -inf. Returns (B, L, V), or (N, V) at positions (B, L) bool of the noisy half.
+    [MASK] logit at -inf. Returns (B, L, V), or (N, V) at positions (B, L) bool of the noisy half. sc (B, L, V):
+    self-conditioning's input for the noisy half (the clean half reads zeros: it is never predicted).
     The clean half is only the context of later blocks (its logits carry no loss and are never computed), so its
     last block is left out; with one block (L' = L) all of it is: exactly MDLM's pass with time_cond='none'."""
     L = x0.size(1)
     if block == L:
-        logits = model(xt, positions=positions)
+        logits = model(xt, positions=positions, sc=sc)
     else:
         n = bd3_columns(L, block)  # the last clean block is context for no one: left out
         rope = torch.arange(L, device=x0.device).repeat(2)[:n]  # both halves at positions 0..L-1
         cols = dict(head_cols=L) if positions is None else dict(  # the noisy half by a slice: no sync, no graph break
             positions=torch.cat([positions, torch.zeros_like(positions[:, block:])], 1))  # (N, V)
+        if sc is not None:
+            sc = torch.cat([sc, sc.new_zeros(sc.size(0), n - L, sc.size(2))], 1)  # (B, n, V)
         logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=bd3_attn_mask(L, block, x0.device)[:n, :n],
-                       rope_pos=rope, **cols)
+                       rope_pos=rope, sc=sc, **cols)
     return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
 
 
 def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, masked_only=False,
-             loss_type="elbo"):
+             loss_type="elbo", self_cond=0.0):
     """Block-diffusion NELBO of x0 (B, L) with blocks of `block` tokens. t (B, L // block) per-block times, drawn
     here (stratified over the batch) if None, from `allowed` (band_times; default 1..T). Each block's tokens are
     masked with probability 1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed
     that is T * w(t), so the sum over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); with a clipped
     band it estimates only the band's share of it (train with it, never report it). loss_type='all_ce' trains the
     plain CE of every noisy position instead, no w(t): masked diffusion's laptop recipe (diffusion.py), worth -0.036
-    nats/char here at the baby budget (RESULTS.md); the NELBO returned is the same either way.
+    nats/char here at the baby budget (RESULTS.md); the NELBO returned is the same either way. self_cond: the share
+    of sequences whose pass also reads a first pass's prediction of x0 (common.self_condition_input), as mdlm's.
     Returns (loss, per-sequence NELBO in nats/token (B,), dict(t, t_tok (B, L), masked, logits, ce))."""
     B, L = x0.shape
     assert L % block == 0, f"block {block} must divide the window {L}"
@@ -124,11 +128,15 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
     p = schedule.mask_prob(t_tok).to(torch.float32)
     masked = torch.rand(x0.shape, generator=generator, device="cpu").to(x0.device) < p  # CPU draws: same on any device
     xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
+    sc = None
+    if self_cond:  # the first pass is the same two-stream pass, without sc, for the chosen rows
+        sc = self_condition_input(lambda r: bd3_logits(model, xt if r is None else xt[r], x0 if r is None else x0[r],
+                                                       block, mask_id), masked, self_cond, generator)
     if masked_only:  # unmasked positions carry zero loss: skip their logits
-        logits = bd3_logits(model, xt, x0, block, mask_id, positions=masked)  # (N, V)
+        logits = bd3_logits(model, xt, x0, block, mask_id, positions=masked, sc=sc)  # (N, V)
         ce = torch.zeros(B, L, device=x0.device).masked_scatter(masked, F.cross_entropy(logits, x0[masked], reduction="none"))
     else:
-        logits = bd3_logits(model, xt, x0, block, mask_id)
+        logits = bd3_logits(model, xt, x0, block, mask_id, sc=sc)
         ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
     w = (len(allowed) * schedule.weight.to(x0.device)[t_tok]).float()  # (B, L) importance weight k * w(t_b)
     nelbo = (w * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L as the MDLM bound
@@ -185,7 +193,7 @@ class CachedBlockModel:
     def __init__(self, model, cache, block):
         self.model, self.cache, self.block, self.args = model, cache, block, model.args
 
-    def __call__(self, idx, t=None, positions=None):
+    def __call__(self, idx, t=None, positions=None, sc=None):
         kv, n0 = self.cache, len(self.cache)
         m = idx.size(1) - self.block - n0  # clean columns not yet cached
         assert m >= 0 and m % self.block == 0 and n0 % self.block == 0, "the cache holds whole blocks of the window"
@@ -200,7 +208,8 @@ class CachedBlockModel:
         mask = pending_mask(n0, m, self.block, idx.device) if m else None
         kv.store = m
         try:
-            logits = self.model(idx[:, n0:], kv_cache=kv, start_pos=n0, attn_mask=mask, positions=positions)
+            logits = self.model(idx[:, n0:], kv_cache=kv, start_pos=n0, attn_mask=mask, positions=positions,
+                                sc=None if sc is None else sc[:, n0:])  # zeros over the clean columns, as in training
         finally:
             kv.store, kv.rows = 0, None
         if m:
@@ -217,11 +226,11 @@ class WindowBlockModel:
     def __init__(self, model, block, mask_id):
         self.model, self.block, self.mask_id, self.args = model, block, mask_id, model.args
 
-    def __call__(self, idx, t=None, positions=None):
+    def __call__(self, idx, t=None, positions=None, sc=None):
         n = idx.size(1) - self.block
         xt = torch.cat([torch.full_like(idx[:, :n], self.mask_id), idx[:, n:]], 1)  # noisy context: never read
         x0 = torch.cat([idx[:, :n], torch.zeros_like(idx[:, n:])], 1)  # clean block: only later blocks read it
-        logits = bd3_logits(self.model, xt, x0, self.block, self.mask_id)  # (R, n + block, V)
+        logits = bd3_logits(self.model, xt, x0, self.block, self.mask_id, sc=sc)  # (R, n + block, V); sc 0 off the block
         return logits if positions is None else logits[positions]
 
 
@@ -299,12 +308,11 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperat
 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
-MODEL = dict(time_cond="none", self_cond=False)  # each block has its own t, and its [MASK] count tells its rate
+MODEL = dict(time_cond="none")  # each block has its own t, and its [MASK] count tells its rate
 IGNORES = {**dict.fromkeys(("time_cond", "loss_type", "mask_span"), "it trains the block-diffusion bound, with no time input"),
            "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
            **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar"),
            "time_beta": "masked diffusion's training-time proposal: use --objective=mdlm",
-           "self_cond": "masked diffusion's self-conditioning (a second pass over the whole window): use --objective=mdlm",
            **dict.fromkeys(("mask_ramp", "mask_ramp_from"), "masked diffusion's curriculum on t: use --objective=mdlm")}
 CONTINUES_ONLY = ANY_LENGTH = True  # continues a prompt block by block, past the context
 LOSS_KEY = "bd3_loss"  # its training loss is picked by bd3_loss (loss_type is mdlm's)
@@ -326,7 +334,7 @@ def loss(model, x, cfg, schedule, tok, draw):
     t = bd3_times(len(x), cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, offset=draw.offset,
                   total=draw.total, u=draw.u)
     return bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, draw.generator, t=t, allowed=band,
-                    masked_only=cfg.head_on_masked_only, loss_type=cfg.bd3_loss)[0]
+                    masked_only=cfg.head_on_masked_only, loss_type=cfg.bd3_loss, self_cond=0.5 if cfg.self_cond else 0.0)[0]
 
 
 def eval_times(cfg, L):
@@ -334,12 +342,15 @@ def eval_times(cfg, L):
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):
-    _, nelbo, aux = bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, generator=generator, t=t)
+    _, nelbo, aux = bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, generator=generator, t=t,
+                             self_cond=1.0 if cfg.self_cond else 0.0)
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=aux["t_tok"])
 
 
 def flops(model, cfg):
-    return bd3_flops_per_token(model, cfg.block_size, cfg.bd3_block), bd3_columns(cfg.block_size, cfg.bd3_block)
+    """Self-conditioning adds a forward of the two-stream pass (2 per weight) for half the sequences, as mdlm's."""
+    sc = 7 / 6 if cfg.self_cond else 1
+    return bd3_flops_per_token(model, cfg.block_size, cfg.bd3_block) * sc, bd3_columns(cfg.block_size, cfg.bd3_block)
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):

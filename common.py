@@ -94,6 +94,21 @@ def no_mask_logit(logits, mask_id):
     return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
 
 
+def self_condition_input(logits_of, masked, share, generator=None):
+    """Self-conditioning's input (B, L, V) (Chen et al. 2022): the network's own prediction of x0 from a first pass
+    without it (no gradient), at the masked positions, for a random `share` of the sequences (1: every one; the
+    others read zeros, as a sampler's first step does). logits_of(rows): that pass's logits (R, L, V), [MASK] at
+    -inf, for the sequences `rows` (a LongTensor; None = all). Training feeds half so the net serves both passes;
+    the bound reads it everywhere: a prediction that is still a function of x_t keeps the NELBO a bound."""
+    with torch.no_grad():
+        if share >= 1:
+            return torch.softmax(logits_of(None), -1) * masked[..., None]
+        B = masked.size(0)
+        rows = torch.randperm(B, generator=generator)[:round(share * B)].to(masked.device)  # fixed size: no sync
+        probs = torch.softmax(logits_of(rows), -1) * masked[rows][..., None]
+        return torch.zeros(*masked.shape, probs.size(-1), device=masked.device).index_copy_(0, rows, probs)
+
+
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
     """Temperature, top-k and top-p (nucleus) on float64 logits (..., V). Returns log-probabilities."""
     logits = logits.double()

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 import remasking
 from common import (Step, band_times, band_top, beta_proposal, filter_logits, no_mask_logit, proposal_times, reveal_plan,
-                    sample_tokens, stratified_times, time_grid)
+                    sample_tokens, self_condition_input, stratified_times, time_grid)
 from utils.errors import UserError
 
 SCHEDULES = ("cosine", "linear", "cosine_offset")  # Schedule's kinds
@@ -91,16 +91,10 @@ def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
 
 
 def self_condition(model, xt, t, masked, mask_id, share, generator=None):
-    """Self-conditioning's input (B, L, V): the network's own prediction of x0 from a first pass without it (no
-    gradient), at the masked positions, for a random `share` of the sequences (share 1: every one; the others read
-    zeros, as a sampler's first step does). Training feeds half (Chen et al. 2022) so the net serves both passes;
-    the bound reads it everywhere: a prediction that is still a function of x_t keeps the NELBO a bound."""
-    with torch.no_grad():
-        if share >= 1:
-            return torch.softmax(predict_logits(model, xt, t, mask_id), -1) * masked[..., None]
-        rows = torch.randperm(len(xt), generator=generator)[:round(share * len(xt))].to(xt.device)  # fixed size: no sync
-        probs = torch.softmax(predict_logits(model, xt[rows], t[rows], mask_id), -1) * masked[rows][..., None]
-        return torch.zeros(*xt.shape, probs.size(-1), device=xt.device).index_copy_(0, rows, probs)
+    """Masked diffusion's self-conditioning input (B, L, V): common.self_condition_input over the window's own pass."""
+    def logits_of(rows):
+        return predict_logits(model, xt, t, mask_id) if rows is None else predict_logits(model, xt[rows], t[rows], mask_id)
+    return self_condition_input(logits_of, masked, share, generator)
 
 
 def check_band(cfg):

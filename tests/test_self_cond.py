@@ -1,6 +1,7 @@
-"""Self-conditioning for masked diffusion (--self_cond): the network also reads its own first prediction of x0.
-The bound must stay a bound (the prediction is still a function of x_t), the input must start at zero, training
-feeds it to half the sequences, and the sampler reads each masked position's latest prediction.
+"""Self-conditioning for masked and block diffusion (--self_cond): the network also reads its own first prediction
+of x0. The bound must stay a bound (the prediction is still a function of x_t), the input must start at zero,
+training feeds it to half the sequences, and the sampler reads each masked position's latest prediction (for bd3,
+the cached block decode equals the uncached two-stream pass with it).
 python -m pytest -q tests/test_self_cond.py"""
 from dataclasses import replace
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import bd3
 import diffusion
 import objectives
 from configurator import get_config
@@ -101,13 +103,13 @@ def test_the_sampler_feeds_each_masked_positions_latest_prediction_and_keeps_fix
         assert (sc1[~still] == 0).all()  # visible positions read nothing
 
 
-@pytest.mark.parametrize("objective", ["ar", "bd3", "uniform"])
+@pytest.mark.parametrize("objective", ["ar", "uniform"])
 def test_other_objectives_refuse_it(objective):
     with pytest.raises(UserError, match="does not read --self_cond"):
         get_config([f"--objective={objective}", "--self_cond=true"])
 
 
-@pytest.mark.parametrize("objective", ["ar", "bd3", "uniform"])
+@pytest.mark.parametrize("objective", ["ar", "uniform"])
 def test_a_preset_with_it_builds_no_input_for_other_objectives(objective):
     """A preset's values for keys an objective does not read are not read: the network must not grow sc_proj."""
     cfg = replace(get_config(["--self_cond=true"]), objective=objective)
@@ -118,3 +120,54 @@ def test_its_training_flops_count_the_extra_pass():
     cfg = get_config(["--self_cond=true"])
     m = net()
     assert diffusion.flops(m, cfg)[0] == pytest.approx(m.flops_per_token() * 7 / 6)
+
+
+def test_bd3_reads_it_and_counts_the_extra_pass():
+    cfg = get_config(["--objective=bd3", "--self_cond=true", "--block_size=16", "--bd3_block=4"])
+    assert objectives.model_args(cfg, V).self_cond is True
+    m = net()
+    assert bd3.flops(m, cfg)[0] == pytest.approx(bd3.bd3_flops_per_token(m, 16, 4) * 7 / 6)
+
+
+@pytest.mark.parametrize("block", [4, 16])
+def test_the_bd3_bound_is_the_weighted_ce_of_the_second_two_stream_pass(block):
+    """By hand, as mdlm's: the first two-stream pass's softmax at masked positions of the noisy half feeds the
+    second (the clean half reads zeros); the NELBO weights the second pass's CE by T w(t_b) per block. With the
+    projection at zero it is the plain bound."""
+    m = net(1)
+    sched = Schedule(10, "cosine")
+    x0 = torch.randint(0, MASK, (4, 16))
+    t = torch.randint(1, 11, (4, 16 // block))
+
+    def run(self_cond):
+        return bd3.bd3_loss(m, x0, sched, MASK, block, generator=torch.Generator().manual_seed(3), t=t, self_cond=self_cond)
+
+    _, plain, _ = run(0.0)
+    torch.testing.assert_close(run(1.0)[1], plain)  # sc_proj starts at zero: the plain network
+    torch.nn.init.normal_(m.sc_proj.weight, std=0.2)
+    _, nelbo, aux = run(1.0)
+    masked = aux["masked"]
+    xt = torch.where(masked, torch.full_like(x0, MASK), x0)
+    first = torch.softmax(bd3.bd3_logits(m, xt, x0, block, MASK), -1) * masked[..., None]
+    ce = F.cross_entropy(bd3.bd3_logits(m, xt, x0, block, MASK, sc=first).transpose(1, 2), x0, reduction="none")
+    expect = (10 * sched.weight[aux["t_tok"]].float() * ce * masked).sum(1) / 16
+    torch.testing.assert_close(nelbo, expect, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(nelbo, plain)
+
+
+def test_bd3_cached_decode_with_it_equals_the_uncached_pass_and_reads_it():
+    m, sched = net(2), Schedule(10, "cosine")
+    torch.nn.init.normal_(m.sc_proj.weight, std=0.5)
+    prompt = torch.randint(0, MASK, (3, 6), generator=torch.Generator().manual_seed(0))
+
+    def draw(model, cache):
+        return bd3.sample_bd3(model, prompt, 30, 4, sched, MASK, 4, generator=torch.Generator().manual_seed(1),
+                              cache=cache, order="random", remask="none")[0]
+
+    spy = Spy(m)
+    cached = draw(spy, True)
+    assert torch.equal(cached, draw(m, False)) and torch.equal(cached[:, :6], prompt) and (cached != MASK).all()
+    fed = [(idx, sc) for idx, sc, _ in spy.calls if sc.abs().sum() > 0]
+    assert len(fed) >= 30 // 4  # every block's later steps read the block's earlier predictions
+    for idx, sc in fed:
+        assert (sc[idx != MASK] == 0).all()  # the clean context and revealed tokens read nothing
