@@ -83,9 +83,20 @@ def test_export_holds_weights_only_and_samples_exactly_like_the_checkpoint(tiny_
 
 
 def _bodies(out):
-    """{prompt header: its sample}: the '==== prompt' lines of a session and the text after each."""
-    lines = [line for line in out.splitlines() if not line.startswith(("checkpoint ", "---- "))]
-    return [(h, s) for h, s in zip(lines[::2], lines[1::2])]
+    """[(prompt header, its sample)]: the '==== prompt' lines of a session and the text after each (a sample may
+    hold newlines: Tiny Shakespeare's text does)."""
+    session = []
+    for line in _samples(out):
+        if line.startswith("==== prompt"):
+            session.append((line, []))
+        else:
+            session[-1][1].append(line)
+    return [(h, "\n".join(body)) for h, body in session]
+
+
+def _one(out):
+    """The sample text of a one-prompt run, newlines included."""
+    return ["\n".join(_samples(out))]
 
 
 @pytest.mark.slow
@@ -93,7 +104,7 @@ def test_each_prompt_of_a_session_gets_its_own_seed_and_the_seed_reproduces_the_
                                                                                          monkeypatch):
     common = ["--checkpoint", tiny_ckpt, "--gen-len", 16, "--steps", 10, "--order", "random", "--remask", "none"]
     # prompt k draws with seed + k - 1: the printed seed reproduces it alone
-    alone = [_samples(run_cli_here(inference.main, [*common, "--prompt", p, "--seed", s], capsys)[1])
+    alone = [_one(run_cli_here(inference.main, [*common, "--prompt", p, "--seed", s], capsys)[1])
              for p, s in (("the ", 2), ("and ", 3))]
     f = tmp_path / "prompts.txt"
     f.write_text("the \n\nand \n")  # blank lines are skipped
