@@ -94,24 +94,31 @@ def prepare_data(sizes):
     return {name: f"{ROOT}/data/{name}.txt" for name in files}
 
 
-def run_one(name, paths, force, eval_iters):
+def train_command(name, paths, eval_iters, out):
+    """The train.py command line of one study run (paths: the slices scripts/epochs.py cut)."""
     flags, n_chars, epochs, per_eval, extra, patience = RUNS[name]
-    out = f"{ROOT}/runs/{name}"
-    if os.path.isfile(f"{out}/eval.json"):
-        print(f"{name}: done already ({out}/eval.json)", flush=True)
-        return
     steps_per_epoch = n_chars / TOKENS_PER_STEP
     # the baby preset's network as the study began (2026-11-24): no QK-norm, so the AR grid's runs stay comparable;
     # the diffusion runs take the preset's recipe (for mdlm: all_ce, no time input, training band [0.2, 0.8])
-    # and the band without the curriculum and self-conditioning the preset gained later (mdlm only: AR and bd3 refuse
-    # them); AdamW with no weight EMA and the LR floor at 10 %, as every run of the study (the preset took Muon and an
-    # EMA on 2026-11-25, mdlm's floor at 30 % later that day)
-    cmd = [sys.executable, "train.py", "baby", "--qk_norm=false", "--optimizer=adamw", "--ema=0", "--min_lr=1e-4", *flags,
-           *(["--mask_ramp=0", "--self_cond=false"] if flags == MDLM else []),
+    # and the band without the curriculum and self-conditioning the preset gained later (the curriculum for mdlm
+    # only, AR and bd3 refuse it; self-conditioning for mdlm and bd3, which reads it since 2026-11-25); AdamW with
+    # no weight EMA and the LR floor at 10 %, as every run of the study (the preset took Muon and an EMA on
+    # 2026-11-25, mdlm's floor at 30 % later that day)
+    return [sys.executable, "train.py", "baby", "--qk_norm=false", "--optimizer=adamw", "--ema=0", "--min_lr=1e-4", *flags,
+           *(["--mask_ramp=0", "--self_cond=false"] if flags == MDLM else ["--self_cond=false"] if flags == BD3 else []),
            *extra, f"--data_path={paths[f'train_{n_chars}']}",
            f"--val_path={paths['val']}", f"--max_iters={round(epochs * steps_per_epoch)}",
            f"--eval_interval={round(per_eval * steps_per_epoch)}", f"--eval_iters={eval_iters}", "--keep_last=1",
            "--log_interval=500", f"--out_dir={out}", "--viz_video="]
+
+
+def run_one(name, paths, force, eval_iters):
+    patience = RUNS[name][5]
+    out = f"{ROOT}/runs/{name}"
+    if os.path.isfile(f"{out}/eval.json"):
+        print(f"{name}: done already ({out}/eval.json)", flush=True)
+        return
+    cmd = train_command(name, paths, eval_iters, out)
     stopped = os.path.isfile(f"{out}/stopped.json")  # trained already, stopped early by the patience rule
     resume = not stopped and os.path.isfile(f"{out}/model.pt") and not force
     if os.path.exists(out) and not (resume or stopped or force):

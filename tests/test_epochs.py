@@ -72,3 +72,17 @@ def test_a_larger_diffusion_run_is_also_paired_with_the_best_ar_of_its_own_size(
     assert big["size"] == "s16" and big["best_ar"] == "ar_wd1.6_do0.2_75k" and abs(big["minus_best_ar"] - 0.05) < 1e-9
     assert big["same_size_ar"] == "ar_best_s16_75k" and abs(big["minus_same_size_ar"] + 0.05) < 1e-9
     assert s["mdlm_s08_75k"]["same_size_ar"] == "ar_wd1.6_do0.2_75k"  # the grid is the baby size
+
+
+def test_every_study_run_resolves_to_the_recipe_it_was_measured_with():
+    """The study's commands start from the baby preset, which has gained levers since: each run must still parse
+    and train what the study measured (AdamW, no EMA, no QK-norm, no self-conditioning, the 10 % floor)."""
+    import objectives
+    from configurator import get_config
+    epochs = script("epochs")
+    paths = {f"train_{n}": f"train_{n}.txt" for n in {r[1] for r in epochs.RUNS.values()}} | {"val": "val.txt"}
+    for name in epochs.RUNS:
+        cfg = get_config(epochs.train_command(name, paths, 10, "out")[2:])
+        net = objectives.model_args(cfg, 66)  # the AR fixes self-conditioning off in its network, whatever the preset says
+        assert (cfg.optimizer, cfg.ema, net.qk_norm, net.self_cond, cfg.min_lr) == ("adamw", 0.0, False, False, 1e-4), name
+        assert cfg.objective != "mdlm" or cfg.mask_ramp == 0, name
