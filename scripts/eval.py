@@ -295,8 +295,10 @@ def evaluate_run(run, args, scorer, device, bar):
     bar(n=-(-args.n_windows // args.batch_size) * (args.n_t if obj.eval_times(cfg, L) else 1))
     row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
                exact=obj.EXACT, params=model.num_params(), tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]),
-               tokenizer=tok.kind, tokenizer_fingerprint=run["fp"], schedule=cfg.schedule, time_cond=cfg.time_cond,
-               loss_type=cfg.loss_type, bd3_block=None if "bd3_block" in obj.IGNORES else cfg.bd3_block,
+               tokenizer=tok.kind, tokenizer_fingerprint=run["fp"], schedule=cfg.schedule,
+               time_cond=model.args.time_cond,  # the network's: an objective may fix it (bd3 and the AR have none)
+               loss_type=getattr(cfg, obj.LOSS_KEY),  # the loss it trained (bd3's is bd3_loss)
+               bd3_block=None if "bd3_block" in obj.IGNORES else cfg.bd3_block,
                chars_per_token=cpt, split=args.split, **res)
 
     g = torch.Generator().manual_seed(args.seed)

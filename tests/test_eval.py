@@ -69,6 +69,7 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
     d = json.loads(out.read_text())
     dm, ar = d["runs"]
     assert (dm["objective"], ar["objective"]) == ("mdlm", "ar") and dm["time_cond"] == "adaln"
+    assert ar["time_cond"] == "none"  # what the network has (the AR fixes it), not the config's unread value
     assert d["precision"] == dm["precision"] == "float32" and "cpu, float32 forward passes" in text  # what scored it
     assert dm["n_t"] == 2 and dm["n_windows"] == 4 and dm["bits_per_char"] > 0 and dm["bpc_se"] > 0
     assert ar["bits_per_char"] == pytest.approx(ar["nats_per_token"] / math.log(2))  # char tokenizer: 1 char/token
