@@ -170,8 +170,9 @@ _TRAINING = dict(qk_norm=True, optimizer="muon", muon_lr=0.005, ema=0.999)
 # --min_lr=1e-4; the laptop AR -0.002).
 _MDLM_WINS = dict(mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5, self_cond=True, min_lr=3e-4)
 # What won for block diffusion at the baby budget: the same floor, Muon's momentum 0.9 and no weight decay (each within
-# its noise alone; -0.015 and -0.028 together on two seeds).
-_BD3_WINS = dict(min_lr=3e-4, muon_momentum=0.9, weight_decay=0.0)
+# its noise alone; -0.015 and -0.028 together on two seeds), then self-conditioning with the head tied to the token
+# embedding (-0.004 and -0.006 alone, -0.015 together; RESULTS.md records B6).
+_BD3_WINS = dict(min_lr=3e-4, muon_momentum=0.9, weight_decay=0.0, self_cond=True, tie_weights=True)
 # The laptop budget's mdlm recipe (2026-11-25): the same winners, 2.019 -> 1.869 nats/char (RESULTS.md, issue 28).
 _LAPTOP_MDLM = dict(**_TRAINING, **_MDLM_WINS, **_CAP)
 
@@ -192,8 +193,8 @@ PRESETS = {
                  checkpoint="artifacts/models/baby/model.pt", viz_video="artifacts/media/baby_trace.mp4"),
     # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.5, 1]
     # (BD3-LM's variance fix; the bound is always scored on the full range) with the plain CE of every noisy position
-    # (bd3_loss=all_ce), with the baby base's Muon and EMA, and a schedule that keeps learning to the end: the LR floor
-    # at 30 % of the peak, Muon's momentum 0.9, no weight decay. RESULTS.md: <= 1.950.
+    # (bd3_loss=all_ce), with the baby base's Muon and EMA, a schedule that keeps learning to the end (the LR floor
+    # at 30 % of the peak, Muon's momentum 0.9, no weight decay), self-conditioning and a tied head. RESULTS.md: B6.
     "baby_bd3": dict(**{**_BABY, **_BD3_WINS}, objective="bd3", bd3_block=4, mask_min=0.5, bd3_loss="all_ce", **_ANCESTRAL,
                      out_dir="artifacts/models/baby_bd3",
                      checkpoint="artifacts/models/baby_bd3/model.pt", viz_video="artifacts/media/baby_bd3_trace.mp4"),
