@@ -10,7 +10,8 @@ bidirectional), AR -> bd3, mdlm -> bd3 (CONVERSIONS), and any objective to itsel
 e.g. on other text); any other pair is refused. A time embedding the source lacks starts at zero and an adaLN the
 source lacks starts as the identity modulation with open gates, so the converted model first computes exactly
 what the source did with its attention as the target has it (bidirectional for AR -> mdlm); one the target lacks
-is dropped. Widths, depths, heads, tied or untied heads, tokenizers or a learned time embedding of another diffusion_steps are refused.
+is dropped. Widths, depths, heads, tied or untied heads, tokenizers or a learned time embedding of another
+diffusion_steps are refused.
 """
 from dataclasses import fields
 
@@ -22,7 +23,8 @@ from utils.checkpoint import read_checkpoint
 from utils.errors import UserError
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
-SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size", "tie_weights")  # must match; block_size may differ (RoPE tables are computed)
+# must match; block_size may differ (RoPE tables are computed)
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size", "tie_weights")
 INPUT_PREFIXES = ("time_emb.", "adaln.", "sc_proj.")         # the time and self-conditioning inputs: a source or target may lack them
 CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> target objective, besides X -> X
 
