@@ -8,6 +8,7 @@ Run from the repo root:
         --sweep temperature=0.7,0.85,1.0 --json artifacts/eval/cpu_sweep.json     # gen-PPL vs entropy frontier
     python scripts/eval.py artifacts/models/cpu/model.pt --n-windows 32 --n-t 4 --n-samples 4 --device cpu  # quick look
     python scripts/eval.py artifacts/models/baby_bd3_4/model.pt artifacts/models/baby_ar/model.pt --n-samples 0 --infill-len 0
+    python scripts/eval.py artifacts/models/baby/model.pt --diffusion-steps 1000 --n-samples 0 --infill-len 0  # finer chain
 
 Per checkpoint: the validation bound (diffusion) or exact NLL (AR) in bits/char +- a standard error,
 estimated with --n-t stratified times per window (more than training's eval uses); nats/token and
@@ -76,6 +77,9 @@ def parse_args(argv):
     p.add_argument("--match-entropy", action="store_true", help="also gen-PPL at the temperature whose sample entropy is "
                    "within 0.05 nats of held-out text's at the samples' length (bisection over 0.05-20, 10 draws at most; "
                    "a row that gets no closer says unmatched; needs --ar-checkpoint and --n-samples)")
+    p.add_argument("--diffusion-steps", type=int, default=0, help="score (and sample) on a chain of this many time steps "
+                   "instead of the checkpoint's own T (0): only for a network with no time input (time_cond none, bd3), "
+                   "which defines a chain at any T; a finer chain has a tighter bound, toward MDLM's continuous-time one")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="autocast of the forward passes, as train.py's "
@@ -88,7 +92,7 @@ def parse_args(argv):
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     if a.n_windows < 2:
         raise UserError("--n-windows must be >= 2 (a standard error needs two windows)")
-    for name in ("n_samples", "gen_len", "infill_len"):
+    for name in ("n_samples", "gen_len", "infill_len", "diffusion_steps"):
         if getattr(a, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(a, name)}")
     if a.temperature < 0 or a.infill_temperature < 0:
@@ -134,6 +138,12 @@ def load_run(path, args, device):
         cfg = replace(cfg, val_path=args.val_path)
     tok = tokenizer_from_state(ckpt["tokenizer"])
     obj = objectives.get(cfg.objective)
+    if args.diffusion_steps:
+        if obj.EXACT or model.args.time_cond != "none":
+            why = "an AR model has no diffusion chain" if obj.EXACT else (
+                f"its network reads the time step (time_cond={model.args.time_cond}, trained at T={cfg.diffusion_steps})")
+            raise UserError(f"--diffusion-steps {args.diffusion_steps} cannot apply to {path}: {why}; drop the flag")
+        cfg = replace(cfg, diffusion_steps=args.diffusion_steps)
     # the samplers' settings: --steps, --temperature, --order, --remask; every other switch off
     scfg = replace(cfg, steps=args.steps, temperature=args.temperature, order=args.order, remask=args.remask,
                    tokens_per_step="schedule", remask_eta=0.0, threshold=0.0, semi_ar_length=0, top_k=0, top_p=1.0)
@@ -272,9 +282,10 @@ def held_out_entropy(run, args):
 
 
 def label(cfg, obj):
-    """The objective and what it reads of the block size, schedule and time input."""
+    """The objective and what it reads of the block size, schedule (and its T) and time input."""
     parts = [f"L'={cfg.bd3_block}"] if "bd3_block" not in obj.IGNORES else []
-    parts += [getattr(cfg, k) for k in ("schedule", "time_cond") if k not in obj.IGNORES]
+    parts += [] if "schedule" in obj.IGNORES else [cfg.schedule, f"T={cfg.diffusion_steps}"]
+    parts += [cfg.time_cond] if "time_cond" not in obj.IGNORES else []
     return f"{cfg.objective} ({', '.join(parts)})" if parts else cfg.objective
 
 
@@ -296,6 +307,7 @@ def evaluate_run(run, args, scorer, device, bar):
     row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
                exact=obj.EXACT, params=model.num_params(), tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]),
                tokenizer=tok.kind, tokenizer_fingerprint=run["fp"], schedule=cfg.schedule,
+               diffusion_steps=cfg.diffusion_steps,  # the chain scored: the checkpoint's T or --diffusion-steps
                time_cond=model.args.time_cond,  # the network's: an objective may fix it (bd3 and the AR have none)
                loss_type=getattr(cfg, obj.LOSS_KEY),  # the loss it trained (bd3's is bd3_loss)
                bd3_block=None if "bd3_block" in obj.IGNORES else cfg.bd3_block,
