@@ -24,7 +24,7 @@ from model import TIME_CONDS
 from utils.checkpoint import RENAMED
 from utils.dist import DTYPES
 from utils.errors import UserError
-from utils.optim import OPTIMIZERS
+from utils.optim import NS_DTYPES, OPTIMIZERS
 from utils.tokenizer import TOKENIZERS
 
 
@@ -134,7 +134,7 @@ def refuse_changes(cfg, given, saved, what, fix, allowed=()):
 # every choice list, defined once beside the code that implements it
 CHOICES = dict(tokenizer=TOKENIZERS, time_cond=TIME_CONDS, objective=objectives.OBJECTIVES, schedule=SCHEDULES,
                loss_type=LOSS_TYPES, dtype=DTYPES, optimizer=OPTIMIZERS, order=ORDERS, tokens_per_step=TOKENS_PER_STEP,
-               remask=REMASKS, remdm_schedule=REMDM_SCHEDULES, corrector_pick=CORRECTOR_PICKS)
+               remask=REMASKS, remdm_schedule=REMDM_SCHEDULES, corrector_pick=CORRECTOR_PICKS, muon_ns_dtype=NS_DTYPES)
 TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
 

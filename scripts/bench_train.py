@@ -4,6 +4,7 @@
     python scripts/bench_train.py cpu --iters=5 --repeats=3  # any preset or --key=value of config.py
     python scripts/bench_train.py cpu --compare_head         # mdlm with the head on all vs only masked positions
     python scripts/bench_train.py cpu --compare_compile      # every row eager and torch.compile'd
+    python scripts/bench_train.py baby --compare_ns          # every row with Muon's Newton-Schulz in bf16 and in fp32
     python scripts/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
     python scripts/bench_train.py --bd3_blocks=1,4,16,64 --block_size=64 --n_layer=4 --n_head=4 --n_embd=128 --batch_size=12
 
@@ -85,11 +86,14 @@ def main(argv):
     ap.add_argument("--vocab_size", type=int, default=66, help="incl. [MASK]; 66 = Tiny Shakespeare chars, 2048 = BPE")
     ap.add_argument("--compare_head", action="store_true", help="mdlm with the head on all and on masked positions")
     ap.add_argument("--compare_compile", action="store_true", help="every row eager and compiled")
+    ap.add_argument("--compare_ns", action="store_true", help="every row with Muon's Newton-Schulz in bf16 and in fp32")
     ap.add_argument("--bd3_blocks", default="", help="comma-separated block sizes L': a bd3 row each (e.g. 1,4,16,64)")
     args, rest = ap.parse_known_args(argv)
     if min(args.iters, args.repeats) < 1 or args.warmup < 0 or args.vocab_size < 2:
         raise UserError("--iters and --repeats must be >= 1, --warmup >= 0, --vocab_size >= 2")
     cfg = get_config(rest)
+    if args.compare_ns and cfg.optimizer != "muon":
+        raise UserError("--compare_ns times Muon's Newton-Schulz: add --optimizer=muon (baby and cpu train with it)")
     device = pick_device(cfg.device)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 outside autocast, as train.py
@@ -103,6 +107,8 @@ def main(argv):
         rows.append((f"bd3 L'={k}", get_config(rest + ["--objective=bd3", f"--bd3_block={k}"])))
     if args.compare_compile:
         rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows for tag, on in (("eager", False), ("compiled", True))]
+    if args.compare_ns:
+        rows = [(f"{name} ns={ns}", replace(c, muon_ns_dtype=ns)) for name, c in rows for ns in ("bfloat16", "float32")]
 
     a = objectives.model_args(cfg, args.vocab_size)
     print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab {a.vocab_size}, "
@@ -134,8 +140,11 @@ def main(argv):
         print(f"{name:<24} {sec * 1000:9.1f} {tokens / sec:11,.0f} {mfu}")
     for name, sec in results.items():
         if not name.startswith("ar"):
-            ar_name = "ar" + next((s for s in (" eager", " compiled") if name.endswith(s)), "")
+            ar_name = "ar" + next((s for s in (" eager", " compiled", " ns=bfloat16", " ns=float32") if name.endswith(s)), "")
             print(f"time ratio {name} / {ar_name}: {sec / results[ar_name]:.3f}")
+        if name.endswith(" ns=float32"):
+            bf = name.replace(" ns=float32", " ns=bfloat16")
+            print(f"time ratio {name} / {bf}: {sec / results[bf]:.3f}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from utils.checkpoint import load_checkpoint, load_model
 from utils.dist import grad_accum_steps, keyed_generator
 from utils.errors import UserError, run_cli
 from helpers import B, L, MICRO, finish, popen, rows, run_here, train_args
-from utils.optim import EMA, build_optimizer, set_lr
+from utils.optim import EMA, build_optimizer, newton_schulz, ns_dtype, set_lr
 
 @pytest.mark.slow
 def test_two_rank_ddp_matches_one_rank_with_two_micro_steps(tmp_path):
@@ -104,7 +104,7 @@ def tiny_muon(*flags):
 
 def test_muon_step_is_the_approximately_orthogonal_gradient_scaled_by_shape():
     """One step with zero momentum moves each layer matrix by -lr * sqrt(max(1, rows/cols)) * O, O ~ U V^T of the
-    gradient's SVD (5 Newton-Schulz steps, bf16); no weight decay; the parameters without a gradient stay put."""
+    gradient's SVD (5 Newton-Schulz steps, fp32 on a CPU); no weight decay; the parameters without a gradient stay put."""
     g = torch.Generator().manual_seed(0)
     model, opt = tiny_muon("--muon_momentum=0", "--muon_lr=0.1")
     assert all(gr["weight_decay"] == 0 and gr["lr"] == 0.1 and gr["nesterov"] for gr in opt.muon.param_groups)
@@ -129,6 +129,42 @@ def test_muon_step_is_the_approximately_orthogonal_gradient_scaled_by_shape():
         if p.size(0) != p.size(1):  # a square Gaussian has singular values near 0, which 5 steps cannot lift
             s = torch.linalg.svdvals(O)
             assert 0.6 < s.min() and s.max() < 1.25, (n, s)  # the quintic lands in ~[0.7, 1.2], not exactly 1
+
+
+def test_newton_schulz_is_torchs_iteration_in_the_dtype_asked():
+    """utils.optim.newton_schulz in bf16 is bit for bit the function torch.optim.Muon calls (so patching it in changes
+    only the precision); in fp32 it differs from it by bf16's rounding, not more."""
+    import torch.optim._muon as torch_muon
+    g = torch.Generator().manual_seed(0)
+    coeffs = (3.4445, -4.775, 2.0315)
+    for shape in ((32, 128), (128, 32), (48, 48)):
+        G = torch.randn(*shape, generator=g)
+        theirs = torch_muon._zeropower_via_newtonschulz(G, coeffs, 5, 1e-7)
+        assert torch.equal(newton_schulz(G, coeffs, 5, 1e-7, torch.bfloat16), theirs)
+        ours = newton_schulz(G, coeffs, 5, 1e-7)
+        assert ours.dtype == torch.float32 and 0 < (ours - theirs.float()).abs().max() < 0.05 * theirs.abs().max()
+
+
+@pytest.mark.parametrize("flag, device, want", [
+    ("auto", "cpu", torch.float32), ("auto", "cuda", torch.bfloat16), ("auto", "mps", torch.float32),
+    ("bfloat16", "cpu", torch.bfloat16), ("float32", "cuda", torch.float32)])
+def test_muon_orthogonalises_in_fp32_off_cuda(flag, device, want):
+    """A Muon step with zero momentum moves a matrix by exactly -lr * sqrt(max(1, rows/cols)) * newton_schulz(grad) in
+    the dtype --muon_ns_dtype resolves to on the device (auto: bf16 on CUDA only; a CPU's bf16 matmuls are ~10x
+    slower than fp32), and leaves torch's own function in place after the step."""
+    import torch.optim._muon as torch_muon
+    assert ns_dtype(flag, torch.device(device)) == want
+    if device != "cpu":
+        return
+    own = torch_muon._zeropower_via_newtonschulz
+    model, opt = tiny_muon("--muon_momentum=0", "--muon_lr=0.1", f"--muon_ns_dtype={flag}")
+    fc = dict(model.named_parameters())["layers.0.mlp.fc.weight"]  # (128, 32): tall, lr x 2
+    fc.grad = torch.randn(fc.shape, generator=torch.Generator().manual_seed(1))
+    start = fc.detach().clone()
+    opt.step()
+    assert torch_muon._zeropower_via_newtonschulz is own
+    want_step = 0.1 * 2 * newton_schulz(fc.grad, (3.4445, -4.775, 2.0315), 5, 1e-7, want).float()
+    torch.testing.assert_close(start - fc.detach(), want_step, rtol=1e-5, atol=1e-6)
 
 
 def test_muon_state_dict_round_trips_exactly():
