@@ -183,7 +183,7 @@ _MDLM_WINS = dict(mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5,
 # its noise alone; -0.015 and -0.028 together on two seeds), then self-conditioning with the head tied to the token
 # embedding (-0.004 and -0.006 alone, -0.015 together; RESULTS.md records B6).
 _BD3_WINS = dict(min_lr=3e-4, muon_momentum=0.9, weight_decay=0.0, self_cond=True, tie_weights=True)
-# The laptop budget's mdlm recipe (2026-11-25): the same winners, 2.019 -> 1.869 nats/char (RESULTS.md, issue 28).
+# The laptop budget's mdlm recipe (2026-11-25): the same winners, 2.019 -> 1.849 nats/char (RESULTS.md, issue 28).
 _LAPTOP_MDLM = dict(**_TRAINING, **_MDLM_WINS, **_CAP)
 
 # nanoGPT's "baby" CPU budget: 4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params, its split.
@@ -196,9 +196,10 @@ _BABY = dict(data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_h
 # line in `python train.py --help`. A preset whose data file is missing names the command that makes it.
 PRESETS = {
     # nanoGPT's "baby" CPU budget (4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params) on
-    # Tiny Shakespeare with nanoGPT's split: the speedrun's yardstick (RESULTS.md records). ~2.5 min on 2 cores.
+    # Tiny Shakespeare with nanoGPT's split: the speedrun's yardstick (RESULTS.md records). ~5 min on 2 cores.
     # mdlm trains on mask rates in [0.2, 0.8] whose top rises from 0.5 over the run, with self-conditioning, Muon and a
-    # weight EMA, its LR floor at 30 % (RESULTS.md records: <= 2.064 nats/char; the AR: --objective=ar --min_lr=1e-4).
+    # weight EMA, its LR floor at 30 % (RESULTS.md records: <= 2.054 nats/char on a 1,000-step chain; the AR:
+    # --objective=ar --min_lr=1e-4).
     "baby": dict(**{**_BABY, **_MDLM_WINS}, **_RECIPE, **_ANCESTRAL, out_dir="artifacts/models/baby",
                  checkpoint="artifacts/models/baby/model.pt", viz_video="artifacts/media/baby_trace.mp4"),
     # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.5, 1]
@@ -222,7 +223,7 @@ PRESETS = {
         tokenizer="bpe", data_path="data/stories.txt", tokenizer_path="artifacts/tokenizer/tokenizer.json",
         out_dir="artifacts/models/tinystories_bpe", checkpoint="artifacts/models/tinystories_bpe/model.pt",
         prompt="Once upon a time"),
-    # The main job, on a laptop or 2 CPU cores: Tiny Shakespeare (ships in data/), 4/4/128, 2,000 steps, ~15 min; samples and MP4 + GIF.
+    # The main job, on a laptop or 2 CPU cores: Tiny Shakespeare (ships in data/), 4/4/128, 2,000 steps, ~18 min; samples and MP4 + GIF.
     "cpu": dict(
         **{**_SHAKESPEARE_CPU, **_LAPTOP_MDLM}, out_dir="artifacts/models/cpu", checkpoint="artifacts/models/cpu/model.pt",
         viz_video="artifacts/media/cpu_trace.mp4"),

@@ -145,7 +145,7 @@ def load_checkpoint(path, map_location="cpu"):
     if not os.path.isfile(path):
         if os.path.isdir(path):
             raise UserError(f"checkpoint {path} is a directory without an exported model in it: {USE_INSTEAD}")
-        raise UserError(f"checkpoint {path} not found: train one (python train.py cpu, ~15 min on a laptop CPU; then "
+        raise UserError(f"checkpoint {path} not found: train one (python train.py cpu, ~18 min on a laptop CPU; then "
                         f"python inference.py cpu samples it), or pass --checkpoint PATH")
     if str(path).endswith(".safetensors"):
         raise UserError(f"{path} holds an exported model's weights only: pass the folder it is in, "

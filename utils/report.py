@@ -65,7 +65,7 @@ def first_step_line(cfg, device, done, step_s, eta, logged):
                                f"eta {fmt_time(eta)}"]
     if eta > 3600:
         lines.append(f"note: this run needs ~{fmt_time(eta)} on this device ({device.type})" + (
-            "; the laptop preset trains in ~15 min on 2 CPU cores: python train.py cpu" if device.type == "cpu" else ""))
+            "; the laptop preset trains in ~18 min on 2 CPU cores: python train.py cpu" if device.type == "cpu" else ""))
     return "\n".join(lines)
 
 
