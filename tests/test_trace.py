@@ -170,18 +170,18 @@ def test_parent_dirs_created_and_zero_frames(tmp_path):
 
 
 @pytest.mark.parametrize("argv, title", [
-    (["cpu", "--remask=none"], "micro-dllm  T=100  64 steps, order random, remask none, temp 1"),
+    (["cpu", "--remask=none"], "micro-dllm  T=1000  64 steps, order random, remask none, temp 1"),
     (["cpu"], "64 steps, order random, remdm cap eta 0.05, temp 1"),  # ReMDM names its schedule
     (["baby"], "48 steps, order random, remask none, temp 1"),
     (["baby", "--remask=remdm", "--remdm_schedule=cap", "--remask_eta=0.05", "--corrector_steps=8"],
      "48 steps, order random, remdm cap eta 0.05, corrector 8, temp 1"),
     (["cpu_bd3"], "bd3 L'=4, 4 steps/block, order random, remask none, temp 1"),  # too long for the lead: settings first
-    (["cpu", "--objective=uniform", "--time_cond=learned"], "micro-dllm  T=100  uniform noise, 64 steps, temp 1"),
+    (["cpu", "--objective=uniform", "--time_cond=learned"], "micro-dllm  T=1000  uniform noise, 64 steps, temp 1"),
     (["cpu", "--order=confidence", "--remask=remdm", "--tokens_per_step=linear", "--temperature=0.8"],
      "64 steps, linear counts, remdm cap eta 0.05, temp 0.8"),
     (["cpu", "--remdm_schedule=constant", "--remask_eta=0.02"], "64 steps, order random, remdm eta 0.02, temp 1"),
     (["cpu", "--order=margin", "--remask=none", "--threshold=0.9", "--semi_ar_length=32"], "threshold 0.9, order margin, semi-AR 32, temp 1"),
-    (["cpu", "--order=confidence", "--remask=refine"], "micro-dllm  T=100  64 steps, temp 1"),  # the reference sampler
+    (["cpu", "--order=confidence", "--remask=refine"], "micro-dllm  T=1000  64 steps, temp 1"),  # the reference sampler
 ])
 def test_the_trace_header_names_each_sampler_setting(argv, title):
     from configurator import get_config
