@@ -182,7 +182,8 @@ _MDLM_WINS = dict(mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5,
 # What won for block diffusion at the baby budget: the same floor, Muon's momentum 0.9 and no weight decay (each within
 # its noise alone; -0.015 and -0.028 together on two seeds), then self-conditioning with the head tied to the token
 # embedding (-0.004 and -0.006 alone, -0.015 together; RESULTS.md records B6).
-_BD3_WINS = dict(min_lr=3e-4, muon_momentum=0.9, weight_decay=0.0, self_cond=True, tie_weights=True)
+# And the 1,000-step chain (B7: its checkpoint 1.934 at T = 100, 1.928 at 1,000; blocks of 4 lose half what mdlm does).
+_BD3_WINS = dict(min_lr=3e-4, muon_momentum=0.9, weight_decay=0.0, self_cond=True, tie_weights=True, diffusion_steps=1000)
 # The laptop budget's mdlm recipe (2026-11-25): the same winners, 2.019 -> 1.849 nats/char (RESULTS.md, issue 28).
 _LAPTOP_MDLM = dict(**_TRAINING, **_MDLM_WINS, **_CAP)
 
@@ -205,8 +206,8 @@ PRESETS = {
     # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.5, 1]
     # (BD3-LM's variance fix; the bound is always scored on the full range) with the plain CE of every noisy position
     # (bd3_loss=all_ce), with the baby base's Muon and EMA, a schedule that keeps learning to the end (the LR floor
-    # at 30 % of the peak, Muon's momentum 0.9, no weight decay), self-conditioning and a tied head (RESULTS.md: B6);
-    # it samples by margin inside each block.
+    # at 30 % of the peak, Muon's momentum 0.9, no weight decay), self-conditioning and a tied head, a 1,000-step
+    # chain (RESULTS.md: B7); it samples by margin inside each block.
     "baby_bd3": dict(**{**_BABY, **_BD3_WINS}, objective="bd3", bd3_block=4, mask_min=0.5, bd3_loss="all_ce", **_MARGIN,
                      out_dir="artifacts/models/baby_bd3",
                      checkpoint="artifacts/models/baby_bd3/model.pt", viz_video="artifacts/media/baby_bd3_trace.mp4"),
