@@ -103,9 +103,10 @@ def train_command(name, paths, eval_iters, out):
     # and the band without the curriculum and self-conditioning the preset gained later (the curriculum for mdlm
     # only, AR and bd3 refuse it; self-conditioning for mdlm and bd3, which reads it since 2026-11-25); AdamW with
     # no weight EMA and the LR floor at 10 %, as every run of the study (the preset took Muon and an EMA on
-    # 2026-11-25, mdlm's floor at 30 % later that day)
+    # 2026-11-25, mdlm's floor at 30 % later that day), and the 100-step chain (the preset's is 1,000 since then)
     return [sys.executable, "train.py", "baby", "--qk_norm=false", "--optimizer=adamw", "--ema=0", "--min_lr=1e-4", *flags,
-           *(["--mask_ramp=0"] if flags == MDLM else []), *(["--self_cond=false"] if flags in (MDLM, BD3) else []),
+           *(["--mask_ramp=0"] if flags == MDLM else []),
+           *(["--self_cond=false", "--diffusion_steps=100"] if flags in (MDLM, BD3) else []),
            *extra, f"--data_path={paths[f'train_{n_chars}']}",
            f"--val_path={paths['val']}", f"--max_iters={round(epochs * steps_per_epoch)}",
            f"--eval_interval={round(per_eval * steps_per_epoch)}", f"--eval_iters={eval_iters}", "--keep_last=1",
