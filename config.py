@@ -78,7 +78,8 @@ class Config:
     muon_lr: float = 0.02               # peak Muon LR (same warm-up/cosine shape as learning_rate)
     muon_momentum: float = 0.95         # Muon's Nesterov momentum
     muon_ns_dtype: str = "auto"         # Muon's Newton-Schulz in 'auto' (bf16 on CUDA, fp32 elsewhere: a CPU runs bf16
-                                        #   matmuls ~10x slower) | 'bfloat16' (torch's own, every run before 2026-11-25's sixth sitting) | 'float32'
+                                        #   matmuls ~10x slower) | 'bfloat16' (torch's own; every run before the
+                                        #   sixth sitting of 2026-11-25) | 'float32'
     ema: float = 0.0                    # 0 = off; else the decay (e.g. 0.999) of a weight average used for eval and samples
     head_on_masked_only: bool = resumable(False)  # mdlm: output head only at masked positions (same loss; elbo/masked_ce)
     # ---- eval, logging, checkpoints

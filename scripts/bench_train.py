@@ -140,7 +140,8 @@ def main(argv):
         print(f"{name:<24} {sec * 1000:9.1f} {tokens / sec:11,.0f} {mfu}")
     for name, sec in results.items():
         if not name.startswith("ar"):
-            ar_name = "ar" + next((s for s in (" eager", " compiled", " ns=bfloat16", " ns=float32") if name.endswith(s)), "")
+            # its AR partner: the same --compare_compile / --compare_ns tags (a --compare_head or bd3 row: plain "ar")
+            ar_name = " ".join(["ar"] + [w for w in name.split()[1:] if w in ("eager", "compiled") or w.startswith("ns=")])
             print(f"time ratio {name} / {ar_name}: {sec / results[ar_name]:.3f}")
         if name.endswith(" ns=float32"):
             bf = name.replace(" ns=float32", " ns=bfloat16")

@@ -284,8 +284,10 @@ def held_out_entropy(run, args):
 def label(cfg, obj):
     """The objective and what it reads of the block size, schedule (and its T) and time input."""
     parts = [f"L'={cfg.bd3_block}"] if "bd3_block" not in obj.IGNORES else []
-    parts += [] if "schedule" in obj.IGNORES else [cfg.schedule, f"T={cfg.diffusion_steps}"]
-    parts += [cfg.time_cond] if "time_cond" not in obj.IGNORES else []
+    if "schedule" not in obj.IGNORES:
+        parts += [cfg.schedule, f"T={cfg.diffusion_steps}"]
+    if "time_cond" not in obj.IGNORES:
+        parts.append(cfg.time_cond)
     return f"{cfg.objective} ({', '.join(parts)})" if parts else cfg.objective
 
 

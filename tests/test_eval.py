@@ -17,7 +17,7 @@ from helpers import ROOT, TINY, ConstModel, Tok, for_objective, real_text, scrip
 from diffusion import Schedule
 from utils.evaluate import evaluate
 from model import ModelArgs, Transformer
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.checkpoint import load_checkpoint, load_model, save_checkpoint
 from utils.errors import UserError
 from utils.metrics import ar_nll, gen_ppl, infill_recovery, sample_entropy, span_starts
 
@@ -139,8 +139,7 @@ def test_a_network_without_time_input_scores_on_a_finer_chain(tmp_path_factory, 
         rows[n] = json.loads((in_tmp / f"t{n}.json").read_text())["runs"][0]
     assert rows[0]["nats_per_token"] == rows[20]["nats_per_token"] and rows[0]["diffusion_steps"] == 20
     assert rows[200]["diffusion_steps"] == 200 and "T=200" in rows[200]["label"] and "T=20," in rows[20]["label"]
-    c = load_checkpoint(ck)
-    model = _script("eval").load_model(ck, "cpu")[0]
+    model, c = load_model(ck, "cpu")
     cfg, tok = config_from_dict(c["config"]), tokenizer_from_state(c["tokenizer"])
     _, _, val, _ = prepare_data(cfg, tok, verbose=False)
     w = fixed_windows(val, 4, cfg.block_size + 1)
