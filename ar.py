@@ -93,7 +93,7 @@ IGNORES = {  # no diffusion: no time, no schedule, no reverse sampler
     **dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps", "mask_span", "head_on_masked_only", "steps",
                      "order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length", "bd3_block",
                      "mask_min", "mask_max", "bd3_loss", "time_beta", "mask_ramp", "mask_ramp_from", "self_cond",
-                     *REVISIT_KEYS),
+                     "temperature_end_share", *REVISIT_KEYS),
                     "an AR model predicts the next token: no noise, time, schedule or reverse steps")}
 CONTINUES_ONLY = EXACT = True  # continues a prompt; its score is the exact NLL, not a bound
 TRACE = False  # no denoising to watch

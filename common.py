@@ -110,9 +110,10 @@ def self_condition_input(logits_of, masked, share, generator=None):
 
 
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
-    """Temperature, top-k and top-p (nucleus) on float64 logits (..., V). Returns log-probabilities."""
+    """Temperature, top-k and top-p (nucleus) on float64 logits (..., V). Returns log-probabilities. temperature: a
+    number, or a tensor (..., 1) of positive per-position temperatures."""
     logits = logits.double()
-    if temperature > 0:
+    if torch.is_tensor(temperature) or temperature > 0:
         logits = logits / temperature
     if top_k and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]

@@ -102,6 +102,8 @@ class Config:
     gen_len: int = 256                  # tokens to generate after the prompt
     steps: int = 100                    # reverse steps (NFE); <= diffusion_steps. bd3: per block, at most its length
     temperature: float = 1.0            # 0 = argmax; sampled in float64
+    temperature_end_share: float = 1.0  # diffusion (mdlm, bd3): the temperature falls linearly with the share of the block
+                                        #   still masked, from temperature (all masked) to temperature * this (1 = constant)
     top_k: int = 0                      # 0 = off
     top_p: float = 1.0                  # 1.0 = off
     num_samples: int = 1                # samples drawn in one batch
@@ -112,6 +114,7 @@ class Config:
     prefix_file: str = ""               # the sample starts with this file's text (instead of --prompt)
     suffix_file: str = ""               # the sample ends with this file's text; gen_len tokens go between
     order: str = "confidence"           # reveal first: 'confidence' | 'margin' (top1 - top2) | 'entropy' (low first) | 'random'
+                                        #   | 'l2r' (leftmost masked first: with one token a step, decodes left to right)
     tokens_per_step: str = "schedule"   # reveals per step: 'schedule' (1 - alpha(t)) | 'linear' (LLaDA) | 'cosine' (MaskGIT)
     remask: str = "refine"              # 'refine' (reference) | 'none' (LLaDA: committed tokens final) | 'remdm' (ReMDM)
     remask_eta: float = 0.02            # remask='remdm': eta, the scale of sigma_t (a committed token's re-mask probability)

@@ -173,8 +173,9 @@ def validate(cfg, given=()):
     obj.check(cfg, given)
     if not 0 <= cfg.threshold <= 1:
         raise UserError(f"threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {cfg.threshold}")
-    if cfg.threshold and cfg.order == "random":
-        raise UserError("threshold decoding commits by score: use --order confidence, margin or entropy, not random")
+    if cfg.threshold and cfg.order in ("random", "l2r"):
+        raise UserError(f"threshold decoding commits by the model's score: use --order confidence, margin or entropy, "
+                        f"not {cfg.order}")
     if cfg.threshold and cfg.remask == "remdm":
         raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
     if not 0 <= cfg.remask_eta <= 1:
@@ -187,6 +188,9 @@ def validate(cfg, given=()):
                         f"{cfg.remdm_t_on}, {cfg.remdm_alpha_on}: e.g. ReMDM's 0.05, 0.55, 0.9")
     if "corrector_pick" in given and not cfg.corrector_steps:
         raise UserError("--corrector_pick chooses what the corrector redraws: add --corrector_steps=K (or drop it)")
+    if cfg.temperature_end_share < 0:
+        raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number >= 0 "
+                        f"(1 = constant, 0.5 = half), got {cfg.temperature_end_share}")
     if cfg.corrector_steps < 0 or not 0 < cfg.corrector_frac <= 1:
         raise UserError(f"need corrector_steps >= 0 and corrector_frac in (0, 1], got {cfg.corrector_steps}, "
                         f"{cfg.corrector_frac}: e.g. --corrector_steps=4 --corrector_frac=0.1")

@@ -11,7 +11,7 @@ estimated by drawing t uniformly from 1..T and multiplying by T. Per-token figur
 L (not by the number of masked tokens). The reverse sampler (denoise) fills the positions of a canvas marked in
 gen_mask and never touches the rest; its switches are config.py's sampling keys:
 
-    order            which masked positions are revealed first: confidence | margin | entropy | random
+    order            which masked positions are revealed first: confidence | margin | entropy | random | l2r
     tokens_per_step  how many per step: schedule (1 - alpha(t)) | linear (LLaDA) | cosine (MaskGIT)
     remask           refine (reference: least confident committed tokens go back to [MASK]) | none (LLaDA) | remdm
     threshold        Fast-dLLM: commit every masked position scoring above it, at least one per step; NFE adaptive
@@ -35,7 +35,7 @@ from utils.errors import UserError
 
 SCHEDULES = ("cosine", "linear", "cosine_offset")  # Schedule's kinds
 LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
-ORDERS = ("confidence", "margin", "entropy", "random")
+ORDERS = ("confidence", "margin", "entropy", "random", "l2r")
 TOKENS_PER_STEP = ("schedule", "linear", "cosine")
 REMASKS = ("refine", "none", "remdm")
 
@@ -163,11 +163,14 @@ def masked_fraction(tokens_per_step, schedule, grid, i, steps):
     return math.cos(0.5 * math.pi * r)  # MaskGIT (Chang et al. 2022): few tokens early, many late
 
 
-def position_scores(logp, cand, order, generator=None):
-    """logp (N, V) float64 filtered log-probs at the N positions being decided, cand (N,) their drawn tokens.
-    Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]: higher is revealed first)."""
+def position_scores(logp, cand, order, generator=None, cols=None):
+    """logp (N, V) float64 filtered log-probs at the N positions being decided, cand (N,) their drawn tokens,
+    cols (N,) their columns (read by 'l2r' only). Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]:
+    higher is revealed first)."""
     p = logp.exp()
     conf = p.gather(-1, cand[:, None]).squeeze(-1)
+    if order == "l2r":  # leftmost first: one token a step, the network's own left-to-right joint (scripts/order_nll.py)
+        return conf, 1.0 / (1.0 + cols.to(logp.device, torch.float64))
     if order == "confidence":  # MaskGIT; LLaDA's low-confidence remasking
         return conf, conf
     if order == "margin":  # top-1 minus top-2 probability (Kim et al. 2025, "Train for the worst...")
@@ -184,7 +187,7 @@ def check_options(steps, temperature, order, tokens_per_step, remask, remask_eta
     """The switches' domains, asserted: the configurator gives users the messages (it reads the lists above)."""
     assert order in ORDERS and tokens_per_step in TOKENS_PER_STEP and remask in REMASKS, (order, tokens_per_step, remask)
     assert temperature >= 0 and 0 <= remask_eta <= 1 and 0 <= threshold <= 1 and block_length >= 0 and steps >= 1
-    assert not (threshold > 0 and (order == "random" or remask == "remdm")), "threshold ranks by a score, never re-masks"
+    assert not (threshold > 0 and (order in ("random", "l2r") or remask == "remdm")), "threshold ranks by a score, never re-masks"
 
 
 def _window(now, L, W):
@@ -205,9 +208,11 @@ class _Denoiser:
     forward passes per sample) and its reverse step."""
 
     def __init__(self, model, x, gen_mask, schedule, mask_id, temperature, top_k, top_p, remask, generator,
-                 order, remask_eta, threshold, remdm_schedule="constant"):
+                 order, remask_eta, threshold, remdm_schedule="constant", temperature_end_share=1.0):
         self.model, self.gen_mask, self.schedule, self.mask_id = model, gen_mask, schedule, mask_id
-        self.filt, self.temperature, self.generator = (temperature, top_k, top_p), temperature, generator
+        self.filt, self.temperature, self.generator = (top_k, top_p), temperature, generator
+        self.end_share = temperature_end_share
+        assert temperature_end_share >= 0, temperature_end_share  # f > 0 at every draw: T stays > 0
         self.remask, self.order, self.remask_eta, self.threshold = remask, order, remask_eta, threshold
         self.remdm_schedule = remdm_schedule
         B, L = x.shape
@@ -243,9 +248,9 @@ class _Denoiser:
             logits = logits[sel]
         if self.sc is not None:
             self.sc[dec] = torch.softmax(logits, -1)
-        logp = filter_logits(logits, *self.filt)  # (N, V) float64
+        logp = filter_logits(logits, self._temperature(is_masked, now, dec), *self.filt)  # (N, V) float64
         cand = sample_tokens(logp, 0.0 if greedy else self.temperature, self.generator)  # (N,)
-        c_conf, c_score = position_scores(logp, cand, self.order, self.generator)
+        c_conf, c_score = position_scores(logp, cand, self.order, self.generator, cols=dec.nonzero()[:, 1])
         cand_full = x.clone()  # scattered back in row-major order, as logits[sel] was gathered
         cand_full[dec] = cand
         score_new = torch.full_like(self.conf, math.inf)  # +inf: never chosen to stay masked
@@ -261,6 +266,16 @@ class _Denoiser:
         told = torch.zeros(len(x), dtype=torch.long, device=x.device)
         told[rows] = tm
         return revealed, remasked, told
+
+    def _temperature(self, is_masked, now, dec):
+        """The temperature of this step's draws: a number, or (N, 1) per decided position when it falls with the
+        share f of the block still masked, T * (s + (1 - s) * f) for s = temperature_end_share: hot while the
+        canvas is mostly [MASK], cooler as the last tokens are placed in full context (RESULTS.md, issue 29)."""
+        if self.end_share == 1.0 or self.temperature == 0:
+            return self.temperature
+        f = is_masked.sum(1).double() / now.sum(1).clamp(min=1)  # (B,) share of the block still masked
+        per_row = self.temperature * (self.end_share + (1.0 - self.end_share) * f)
+        return per_row[:, None].expand_as(dec)[dec][:, None]  # (N, 1), in dec's row-major order as the logits
 
     def start_report(self, on_step, t0, last_block, n_blocks, K):
         self.on_step, self.t0, self.last_block, self.n_blocks, self.K = on_step, t0, last_block, n_blocks, K
@@ -317,7 +332,8 @@ def _plan(n, steps, schedule, tokens_per_step, loop=None):
 def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=0, top_p=1.0,
             remask="refine", generator=None, on_step=None, *, order="confidence", tokens_per_step="schedule",
             remask_eta=0.0, threshold=0.0, block_length=0, remdm_schedule="constant", remdm_alpha_on=0.9, remdm_t_on=0.55,
-            remdm_t_off=0.05, corrector_steps=0, corrector_frac=0.1, corrector_pick="confidence"):
+            remdm_t_off=0.05, corrector_steps=0, corrector_frac=0.1, corrector_pick="confidence",
+            temperature_end_share=1.0):
     """Reverse process over a batch. x (B, L): the canvas; positions where gen_mask (B, L) is True are
     generated (start as [MASK]); all others are fixed text and never change.
 
@@ -330,7 +346,8 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
     schedule counts the last step (into t = 0) is the reference's greedy pass (the last block's only).
     corrector_steps K > 0: after each block is revealed, K passes re-mask the fraction corrector_frac of its tokens
     drawn with the lowest probability (corrector_pick='confidence'; 'random': a random share) and redraw them
-    (remasking.corrector_positions); NFE = steps + K per block.
+    (remasking.corrector_positions); NFE = steps + K per block. temperature_end_share s != 1: the temperature
+    falls linearly with the share f of the block still masked, temperature * (s + (1 - s) * f).
     Threshold mode (Fast-dLLM, Wu et al. 2025): each step commits every masked position scoring above
     `threshold`, at least the best one; committed tokens are final.
     The model is told the t whose 1 - alpha(t) matches the masked fraction of the window it sees. A sample takes
@@ -355,7 +372,7 @@ def denoise(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k
         raise ValueError(f"{steps} steps cannot decode {n_blocks} blocks: need at least one step per block")
     block_steps = [steps // max(n_blocks, 1) + (b < steps % max(n_blocks, 1)) for b in range(n_blocks)]
     d = _Denoiser(model, x, gen_mask, schedule, mask_id, temperature, top_k, top_p, remask, generator, order,
-                  remask_eta, threshold, remdm_schedule)
+                  remask_eta, threshold, remdm_schedule, temperature_end_share)
     greedy_end = tokens_per_step == "schedule" and not threshold  # the reference's greedy step into t = 0
     loop = remask == "remdm" and remdm_schedule == "loop" and remask_eta > 0 and not threshold
     K, loop = corrector_steps, (remdm_alpha_on, remdm_t_on, remdm_t_off) if loop else None
@@ -449,8 +466,9 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 
 
 def revisit_options(cfg):
-    """denoise()'s switches for samplers that revisit committed tokens (ReMDM's schedules, the corrector)."""
-    return {k: getattr(cfg, k) for k in remasking.REVISIT_KEYS}
+    """denoise()'s switches for samplers that revisit committed tokens (ReMDM's schedules, the corrector) and for the
+    temperature's fall over a block."""
+    return {k: getattr(cfg, k) for k in (*remasking.REVISIT_KEYS, "temperature_end_share")}
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
@@ -486,6 +504,8 @@ def describe(cfg):
                 f" (alpha_on={cfg.remdm_alpha_on:g}, t_on={cfg.remdm_t_on:g}, t_off={cfg.remdm_t_off:g})"
                 if cfg.remdm_schedule == "loop" else "")
         how = f"{cfg.steps} steps, {cfg.tokens_per_step} counts, order {cfg.order}, remask {remask}"
+    if cfg.temperature_end_share != 1.0:
+        how += f", temperature falling to {cfg.temperature_end_share:g}x"
     if cfg.corrector_steps:
         how += f", corrector {cfg.corrector_steps} x {cfg.corrector_frac:g}" + (
             f" ({cfg.corrector_pick})" if cfg.corrector_pick != "confidence" else "")

@@ -172,7 +172,7 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0
 MODEL = dict(self_cond=False)  # no [MASK] positions to feed a prediction to
 IGNORES = {**dict.fromkeys(("loss_type", "mask_span", "head_on_masked_only", "order", "tokens_per_step", "remask",
                            "remask_eta", "threshold", "semi_ar_length", "bd3_block", "mask_min", "mask_max",
-                           "bd3_loss", *REVISIT_KEYS),
+                           "bd3_loss", "temperature_end_share", *REVISIT_KEYS),
                           "it trains its NELBO at every position and redraws every position each step, with no [MASK]"),
            **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar"),
            **dict.fromkeys(("time_beta", "mask_ramp", "mask_ramp_from"),

@@ -209,7 +209,7 @@ def test_cached_block_logits_equal_the_uncached_pass(block, n_ctx):
         assert len(cached.cache) == n_ctx + block
 
 
-SAMPLER_OPTIONS = [dict(), dict(remask="none", order="margin", tokens_per_step="linear"),
+SAMPLER_OPTIONS = [dict(), dict(remask="none", order="margin", tokens_per_step="linear"), dict(remask="none", order="l2r"),
                    dict(threshold=0.3, remask="none"), dict(remask="remdm", remask_eta=0.3),
                    dict(order="random", remask="none", temperature=0.8, top_k=5, top_p=0.9)]
 

@@ -43,7 +43,7 @@ def _canvas(B=3, P=6, L=40, V=12):
     return x, gm
 
 
-MODES = [dict(), dict(order="margin"), dict(order="entropy"), dict(order="random", remask="none"),
+MODES = [dict(), dict(order="margin"), dict(order="entropy"), dict(order="random", remask="none"), dict(order="l2r", remask="none"),
          dict(tokens_per_step="linear", remask="none"), dict(tokens_per_step="cosine"),
          dict(remask="remdm", remask_eta=0.3), dict(threshold=0.5), dict(threshold=0.999, order="margin"),
          dict(block_length=7), dict(block_length=7, threshold=0.9, order="entropy"),
@@ -70,7 +70,7 @@ def test_given_text_never_changes_and_no_mask_is_left(mode, temperature):
     assert len(stats["nfe_per_sample"]) == 3 and all(n >= 1 for n in stats["nfe_per_sample"])
 
 
-@pytest.mark.parametrize("mode", MODES[:8] + [dict(block_length=4, remask="none")])
+@pytest.mark.parametrize("mode", MODES[:9] + [dict(block_length=4, remask="none")])
 def test_top_k_1_emits_the_argmax_at_every_position(mode):
     model = PositionModel()
     x, gm = _canvas()
@@ -216,6 +216,47 @@ def test_time_for_fraction_inverts_the_schedule():
         assert torch.equal(time_for_fraction(s, 1 - s.alpha[t]), t)
 
 
+def test_l2r_reveals_the_leftmost_masked_position_each_step():
+    """order=l2r at one token a step decodes left to right, stepping over fixed text (row 1's island), whatever
+    the model prefers: the network's left-to-right joint (scripts/order_nll.py scores it)."""
+    x, gm = _canvas()
+    n = gm.sum(1)  # 34, 29, 30 generated positions
+
+    def on_step(info):
+        for r in range(3):
+            if info.revealed[r].any():
+                cols = info.revealed[r].nonzero().squeeze(1)
+                assert len(cols) == 1 and cols.item() == (gm[r] & (info.prev[r] == MASK)).nonzero().min().item()
+
+    out, stats = _run(PositionModel(), x, gm, dict(order="l2r", remask="none", tokens_per_step="linear"), steps=int(n.max()),
+                      on_step=on_step)
+    assert stats["nfe_per_sample"] == n.tolist() and not (out == MASK).any()
+
+
+def test_the_temperature_falls_with_the_share_of_the_block_still_masked():
+    """temperature_end_share s: a token drawn while a share f of the block is masked is drawn at T * (s + (1 - s) * f).
+    Two generated positions, left to right, one a step: the first at f = 1 (T), the second at f = 1/2. Checked
+    against the hand-computed softmax over 20,000 draws (a constant T is 0.1 off at the second)."""
+    model, B = PositionModel(L=3), 20000
+    model.table[2, :MASK] = torch.linspace(-2.0, 2.0, MASK)
+    x = torch.zeros(B, 3, dtype=torch.long)
+    gm = torch.zeros(B, 3, dtype=torch.bool)
+    gm[:, 1:] = True
+    T, s = 1.5, 0.2
+    out, _ = _run(model, x, gm, dict(order="l2r", remask="none", tokens_per_step="linear", temperature_end_share=s),
+                  steps=2, temperature=T)
+    for col, f in ((1, 1.0), (2, 0.5)):
+        want = torch.softmax(model.table[col, :MASK].double() / (T * (s + (1 - s) * f)), -1)
+        got = torch.bincount(out[:, col], minlength=MASK)[:MASK].double() / B
+        assert (got - want).abs().max() < 0.015, (col, got, want)
+    const = torch.softmax(model.table[2, :MASK].double() / T, -1)
+    assert (torch.bincount(out[:, 2], minlength=MASK)[:MASK].double() / B - const).abs().max() > 0.08
+    # share 1 is the constant temperature: the same draws as without the key
+    same = [_run(model, x[:64], gm[:64], dict(order="random", remask="none", **kw), steps=2, temperature=T)[0]
+            for kw in (dict(), dict(temperature_end_share=1.0))]
+    assert torch.equal(*same)
+
+
 def test_position_scores_by_hand():
     p = torch.tensor([[0.5, 0.3, 0.2]], dtype=torch.float64)
     cand = torch.tensor([1])
@@ -227,6 +268,9 @@ def test_position_scores_by_hand():
     lp = torch.tensor([[0.0, -math.inf]], dtype=torch.float64)  # a top-k-filtered row: entropy 0, margin 1
     assert position_scores(lp, torch.tensor([0]), "entropy")[1].item() == 1.0
     assert position_scores(lp, torch.tensor([0]), "margin")[1].item() == 1.0
+    p3 = p.expand(3, -1)
+    _, score = position_scores(p3.log(), torch.tensor([0, 1, 2]), "l2r", cols=torch.tensor([5, 0, 9]))
+    assert score.argsort(descending=True).tolist() == [1, 0, 2]  # leftmost first, whatever the probabilities
 
 
 # ----------------------------------------------------------------------------- infilling
@@ -398,6 +442,8 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     (["--top-k", -1], "top_k"),
     (["--steps", 0], "steps must be >= 1"),
     (["--threshold", 1.5], "threshold must be in (0, 1]"),
+    (["--temperature-end-share", -0.5], "temperature_end_share"),
+    (["--order", "l2r", "--threshold", 0.9], "not l2r"),
     (["--threshold", -0.1], "threshold must be in (0, 1]"),
     (["--order", "best"], "order='best'"),
     (["--infill", "no blanks at all"], "no blank"),

@@ -113,7 +113,8 @@ def trace_title(cfg, cols=64):
             how += [f"remask {cfg.remask}"]
         how += [f"corrector {cfg.corrector_steps}"] if cfg.corrector_steps else []
         how += [f"semi-AR {cfg.semi_ar_length}"] if cfg.semi_ar_length else []
-    how = ", ".join(how + [f"temp {cfg.temperature:g}"])
+    end = cfg.temperature * cfg.temperature_end_share  # the temperature of the last draws (it falls as the canvas fills)
+    how = ", ".join(how + [f"temp {cfg.temperature:g}" + (f" to {end:.3g}" if cfg.temperature_end_share != 1.0 else "")])
     head = f"micro-dllm  T={cfg.diffusion_steps}  "
     return head + how if len(head + how) <= cols else how
 
