@@ -1,0 +1,170 @@
+"""Does the order a diffusion model decodes in change how good its joint is? Each held-out window is revealed one
+token a pass in a fixed order (left to right, right to left, or a random one per window) and every token is scored
+by the pass that reveals it, read as the sampler reads the network (the window's mask rate as its time, the
+previous pass's prediction as self-conditioning). The mean is an exact NLL, not a bound: that of the autoregressive
+model the order defines, and what a sampler that reveals one token a step in that order draws from at temperature 1.
+Over uniformly random orders it estimates, without bias, the continuous-time NELBO of a network that reads no time
+(every k-subset is masked with the weight 1/k the integral gives: learning.md). If left to right scores what random
+orders do, the order a sampler reveals in is not what separates its samples from an AR's.
+
+    python scripts/order_nll.py artifacts/models/baby/model.pt --orders random,l2r,r2l
+    python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,l2r    # the order inside each block
+    python scripts/order_nll.py artifacts/models/baby/model.pt --n-windows 32 --device cpu    # quick look
+
+Windows: the validation split's --n-windows fixed windows, the same tokens scripts/eval.py scores. Prints per order
+nats/token and bits/char +- one standard error over windows, each order's paired difference from the first, and the
+NLL by quarter of the order (the first quarter is read with the window, or block, mostly masked). Masked diffusion
+(mdlm): the order runs over the whole window, L passes. Block diffusion (bd3): blocks are read left to right with
+the clean blocks before them visible, as its sampler reads them, and the order runs inside each block; every block
+takes its k-th token in the same pass (their passes are independent under the block mask), so L' passes a window.
+The AR has one order.
+"""
+import json
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from bd3 import bd3_logits  # noqa: E402
+from configurator import config_from_dict  # noqa: E402
+from diffusion import Schedule, predict_logits, time_for_fraction  # noqa: E402
+from utils.checkpoint import load_model  # noqa: E402
+from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
+from utils.dist import pick_device  # noqa: E402
+from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
+from utils.fileio import atomic_open, check_output  # noqa: E402
+from utils.tokenizer import tokenizer_from_state  # noqa: E402
+
+ORDERS = ("l2r", "r2l", "random")
+
+
+def order_positions(order, B, L, generator, block=0):
+    """(B, n_blocks, S) long: row b's block j reveals position perm[b, j, k] at pass k. block 0: one block of L."""
+    S = block or L
+    n = L // S
+    if order == "l2r":
+        local = torch.arange(S).repeat(B, n, 1)
+    elif order == "r2l":
+        local = torch.arange(S - 1, -1, -1).repeat(B, n, 1)
+    else:
+        local = torch.stack([torch.randperm(S, generator=generator) for _ in range(B * n)]).view(B, n, S)
+    return local + S * torch.arange(n)[None, :, None]
+
+
+@torch.no_grad()
+def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=False):
+    """NLL (B, L) float64 of each token of x (B, L) when all start masked and pass k reveals perm[:, :, k] (one
+    position per block), each scored by the pass that sees exactly the tokens revealed before it.
+    logits_of(xt, sc) -> (B, L, V) logits with the [MASK] logit at -inf."""
+    B, L = x.shape
+    perm = perm.to(x.device)
+    rows = torch.arange(B, device=x.device)[:, None]
+    xt = torch.full_like(x, mask_id)
+    sc = torch.zeros(B, L, vocab_size, device=x.device) if self_cond else None
+    nll = torch.zeros(B, L, dtype=torch.float64, device=x.device)
+    for k in range(perm.size(2)):
+        masked = xt == mask_id
+        logits = logits_of(xt, None if sc is None else sc * masked[..., None])
+        if sc is not None:  # the sampler's self-conditioning: the latest prediction of each still-masked position
+            sc = torch.softmax(logits, -1)
+        pos = perm[:, :, k]  # (B, n_blocks)
+        logp = torch.log_softmax(logits[rows, pos].double(), -1)  # (B, n_blocks, V)
+        nll[rows, pos] = -logp.gather(-1, x[rows, pos][..., None]).squeeze(-1)
+        xt[rows, pos] = x[rows, pos]
+    return nll
+
+
+def mdlm_pass(model, cfg, x, mask_id):
+    """The network's pass over a canvas xt as the sampler calls it (the masked fraction as the time): ordered_nll's
+    logits_of, and its block (0: the whole window)."""
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+    return lambda xt, sc: predict_logits(model, xt, time_for_fraction(schedule, (xt == mask_id).double().mean(1)),
+                                         mask_id, sc=sc), 0
+
+
+def bd3_pass(model, cfg, x, mask_id):
+    """The two-stream pass: each noisy block of xt sees itself and the clean blocks of x (B, L) before it."""
+    return lambda xt, sc: bd3_logits(model, xt, x, cfg.bd3_block, mask_id, sc=sc), cfg.bd3_block
+
+
+PASSES = {"mdlm": mdlm_pass, "bd3": bd3_pass}  # the objectives that fill [MASK]: the AR has one order, uniform no [MASK]
+
+
+def parse_args(argv):
+    p = ArgParser(prog="scripts/order_nll.py", description="NLL of a masked diffusion model's joint, order by order.")
+    p.add_argument("checkpoint", help="an mdlm or bd3 model.pt written by train.py")
+    p.add_argument("--orders", default="l2r,random", help=f"comma-separated, from {', '.join(ORDERS)}")
+    p.add_argument("--n-windows", type=int, default=128, help="validation windows (scripts/eval.py's)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0, help="seeds the random orders")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default="", help="write the figures here")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
+    a = p.parse_args(argv)
+    a.order_list = [o.strip() for o in a.orders.split(",") if o.strip()]
+    bad = [o for o in a.order_list if o not in ORDERS]
+    if bad or not a.order_list:
+        raise UserError(f"--orders {a.orders!r}: give a comma-separated list from {', '.join(ORDERS)}")
+    if a.n_windows < 2 or a.batch_size < 1:
+        raise UserError("--n-windows needs at least 2 (a standard error) and --batch-size at least 1")
+    if a.json:
+        check_output(a.json, a.force, "--json")
+    return a
+
+
+def mean_se(v):
+    return v.mean().item(), (v.std() / math.sqrt(len(v))).item()
+
+
+def main(argv):
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device)
+    cfg = config_from_dict(ckpt["config"])
+    pass_of = PASSES.get(cfg.objective)
+    if pass_of is None:
+        raise UserError(f"{args.checkpoint} is a {cfg.objective} model: order_nll.py reads masked diffusion (mdlm) "
+                        f"and block diffusion (bd3) checkpoints")
+    tok = tokenizer_from_state(ckpt["tokenizer"])
+    _, _, val, _ = prepare_data(cfg, tok, verbose=False)
+    L = cfg.block_size
+    check_fits(val, L + 1, "val")
+    windows = fixed_windows(val, args.n_windows, L + 1)[:, 1:]  # scripts/eval.py's windows, its scored tokens
+    cpt, g = chars_per_token(tok, windows), torch.Generator().manual_seed(args.seed)
+    block = pass_of(model, cfg, windows[:1], tok.mask_id)[1]
+    print(f"{args.checkpoint}: {len(windows)} windows x {L} tokens, one token a pass " +
+          (f"in each block of {block} ({block} passes a window)" if block else f"({L} passes a window)") + f", {device}")
+    res, per_window = {}, {}
+    for order in args.order_list:
+        t0, parts = time.time(), []
+        for i in range(0, len(windows), args.batch_size):
+            x = windows[i:i + args.batch_size].to(device)
+            perm = order_positions(order, len(x), L, g, block)
+            nll = ordered_nll(pass_of(model, cfg, x, tok.mask_id)[0], x, perm, tok.mask_id, model.args.vocab_size,
+                              getattr(model.args, "self_cond", False)).cpu()
+            parts.append(torch.gather(nll, 1, perm.transpose(1, 2).reshape(len(x), L)))  # pass by pass
+        by_step = torch.cat(parts)  # (N, L)
+        per_window[order] = by_step.mean(1)
+        m, se = mean_se(per_window[order])
+        q = [by_step[:, j * L // 4:(j + 1) * L // 4].mean().item() for j in range(4)]
+        res[order] = dict(nats_per_token=m, se=se, bits_per_char=m / cpt / math.log(2), by_quarter=q)
+        first = args.order_list[0]
+        diff = "" if order == first else "  {:+.4f} +- {:.4f} paired against {}".format(
+            *mean_se(per_window[order] - per_window[first]), first)
+        if order != first:
+            res[order]["paired_vs_" + first] = list(mean_se(per_window[order] - per_window[first]))
+        print(f"  {order:>6}: {m:.4f} +- {se:.4f} nats/token, {res[order]['bits_per_char']:.4f} bits/char; "
+              f"by quarter of the order {', '.join(f'{v:.3f}' for v in q)}{diff}  ({time.time() - t0:.0f} s)")
+    if args.json:
+        with atomic_open(args.json) as f:
+            json.dump(dict(checkpoint=args.checkpoint, objective=cfg.objective, block=block or L, n_windows=len(windows),
+                           tokens=L, chars_per_token=cpt, seed=args.seed, orders=res), f, indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
