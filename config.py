@@ -159,17 +159,22 @@ _CPU = dict(block_size=128, n_layer=4, n_head=4, n_embd=128, batch_size=32, max_
 # held-out text's entropy it scored the lowest gen-PPL of the masked-diffusion samplers (baby: 36 against 47-58;
 # the confidence orders never reach that entropy, they repeat themselves); RESULTS.md, matched entropy.
 _ANCESTRAL = dict(order="random", remask="none")
-# baby samples with it too (NFE 48): read from 256 samples a point, its frontier is the one with the lowest n-gram
-# divergence to held-out text at that text's entropy (0.209; ReMDM's cap 0.223; AR 0.166), and the samplers that
-# revisit tokens (the corrector) buy their lower gen-PPL with an entropy the held-out text does not have: their curves
-# stop short of it (RESULTS.md, sample frontiers from 256 samples). The laptop's is ReMDM's cap (NFE 64; read from 32
-# samples: 0.235 against 0.241-0.245, AR 0.221).
+# At a constant temperature the samplers that revisit tokens (the corrector) buy their lower gen-PPL with an entropy
+# the held-out text does not have: their curves stop short of it (RESULTS.md, sample frontiers from 256 samples). The
+# laptop's sampler is ReMDM's cap (NFE 64; read from 32 samples: 0.235 against 0.241-0.245, AR 0.221).
 _CAP = dict(order="random", remask="remdm", remdm_schedule="cap", remask_eta=0.05)
-# baby_bd3 reveals by margin inside each block of 4 (top-1 minus top-2 probability, largest first; committed tokens
-# final): read at the held-out entropy from 256 samples, on two sampling seeds, both its gen-PPL and its n-gram
-# divergence sit below the ancestral order's (11.17 / 0.193 and 10.84 / 0.189 against 12.64 / 0.197 and 11.89 / 0.195;
-# AR 4.31 / 0.164). For mdlm's parallel steps margin is worse (23.8 / 0.231 against 20.2 / 0.215): RESULTS.md.
-_MARGIN = dict(order="margin", remask="none")
+# baby's ancestral steps draw hot while the canvas is mostly [MASK] and cool as it fills: the temperature falls
+# linearly with the share of the canvas still masked, from 1.7 to 0.17 (share 0.1), where its curve crosses the
+# held-out entropy. Read there from 256 samples on two sampling seeds: gen-PPL 14.67 / 14.57 and n-gram divergence
+# 0.194 / 0.195 against a constant temperature's 22.35 / 21.59 and 0.223 / 0.222 (AR 4.20 / 0.165; the corrector
+# with it reads 12.1 at a worse divergence, 0.200). Rising instead never reaches that entropy: RESULTS.md.
+_FALLING = dict(_ANCESTRAL, temperature=1.7, temperature_end_share=0.1)
+# baby_bd3 reveals left to right inside each block of 4, one token a step (committed tokens final): read that way its
+# network is a better joint than its bound, an exact NLL 0.105 +- 0.006 nats/token below the random order's
+# (scripts/order_nll.py), and at the held-out entropy, from 256 samples on two sampling seeds, its gen-PPL and n-gram
+# divergence sit far below margin order's (8.87 / 0.182 and 8.86 / 0.184 against 13.46 / 0.203 and 12.76 / 0.201;
+# random 14.18 / 0.204; AR 4.20 / 0.165). For mdlm left to right is no better (+0.012 +- 0.008): RESULTS.md.
+_L2R = dict(order="l2r", remask="none")
 _SHAKESPEARE_CPU = dict(data_path="data/tinyshakespeare.txt", **_CPU, **_ANCESTRAL, prompt="ROMEO:")
 
 # What won for every objective at the baby budget (RESULTS.md, issue 28): QK-norm (-0.014 to -0.025 nats/char),
@@ -204,15 +209,15 @@ PRESETS = {
     # Tiny Shakespeare with nanoGPT's split: the speedrun's yardstick (RESULTS.md records). ~5 min on 2 cores.
     # mdlm trains on mask rates in [0.2, 0.8] whose top rises from 0.5 over the run, with self-conditioning, Muon and a
     # weight EMA, its LR floor at 30 % (RESULTS.md records: <= 2.054 nats/char on a 1,000-step chain; the AR:
-    # --objective=ar --min_lr=1e-4).
-    "baby": dict(**{**_BABY, **_MDLM_WINS}, **_RECIPE, **_ANCESTRAL, out_dir="artifacts/models/baby",
+    # --objective=ar --min_lr=1e-4); it samples with ancestral steps whose temperature falls as the canvas fills.
+    "baby": dict(**{**_BABY, **_MDLM_WINS}, **_RECIPE, **_FALLING, out_dir="artifacts/models/baby",
                  checkpoint="artifacts/models/baby/model.pt", viz_video="artifacts/media/baby_trace.mp4"),
     # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.5, 1]
     # (BD3-LM's variance fix; the bound is always scored on the full range) with the plain CE of every noisy position
     # (bd3_loss=all_ce), with the baby base's Muon and EMA, a schedule that keeps learning to the end (the LR floor
     # at 30 % of the peak, Muon's momentum 0.9, no weight decay), self-conditioning and a tied head, a 1,000-step
-    # chain (RESULTS.md: B7); it samples by margin inside each block.
-    "baby_bd3": dict(**{**_BABY, **_BD3_WINS}, objective="bd3", bd3_block=4, mask_min=0.5, bd3_loss="all_ce", **_MARGIN,
+    # chain (RESULTS.md: B7); it samples left to right inside each block.
+    "baby_bd3": dict(**{**_BABY, **_BD3_WINS}, objective="bd3", bd3_block=4, mask_min=0.5, bd3_loss="all_ce", **_L2R,
                      out_dir="artifacts/models/baby_bd3",
                      checkpoint="artifacts/models/baby_bd3/model.pt", viz_video="artifacts/media/baby_bd3_trace.mp4"),
     # nanoGPT's train_shakespeare_char recipe, diffusion flavour (the reference defaults; a GPU job).
