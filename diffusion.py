@@ -187,7 +187,8 @@ def check_options(steps, temperature, order, tokens_per_step, remask, remask_eta
     """The switches' domains, asserted: the configurator gives users the messages (it reads the lists above)."""
     assert order in ORDERS and tokens_per_step in TOKENS_PER_STEP and remask in REMASKS, (order, tokens_per_step, remask)
     assert temperature >= 0 and 0 <= remask_eta <= 1 and 0 <= threshold <= 1 and block_length >= 0 and steps >= 1
-    assert not (threshold > 0 and (order in ("random", "l2r") or remask == "remdm")), "threshold ranks by a score, never re-masks"
+    assert not (threshold > 0 and (order in ("random", "l2r") or remask == "remdm")), \
+        "threshold ranks by the model's score, never re-masks"
 
 
 def _window(now, L, W):
@@ -250,7 +251,8 @@ class _Denoiser:
             self.sc[dec] = torch.softmax(logits, -1)
         logp = filter_logits(logits, self._temperature(is_masked, now, dec), *self.filt)  # (N, V) float64
         cand = sample_tokens(logp, 0.0 if greedy else self.temperature, self.generator)  # (N,)
-        c_conf, c_score = position_scores(logp, cand, self.order, self.generator, cols=dec.nonzero()[:, 1])
+        cols = dec.nonzero()[:, 1] if self.order == "l2r" else None  # a host sync on CUDA: only when it is read
+        c_conf, c_score = position_scores(logp, cand, self.order, self.generator, cols=cols)
         cand_full = x.clone()  # scattered back in row-major order, as logits[sel] was gathered
         cand_full[dec] = cand
         score_new = torch.full_like(self.conf, math.inf)  # +inf: never chosen to stay masked
