@@ -239,9 +239,11 @@ PRESETS = {
         viz_video="artifacts/media/cpu_trace.mp4"),
     # The laptop budget's best diffusion recipe: block diffusion, blocks of 4, mask rates in [0.5, 1]; best of all
     # after 500 AR steps: python train.py cpu --objective=ar --max_iters=500 --out_dir=A, then this preset with
-    # --init_from=A/model.pt --max_iters=1500 (RESULTS.md: 1.792 nats/char against AR's 1.507).
+    # --init_from=A/model.pt --max_iters=1500 (RESULTS.md: 1.792 nats/char against AR's 1.507). It samples left to
+    # right inside each block: its left-to-right joint is 0.123 +- 0.005 nats/char better than the random order's, and
+    # at the held-out entropy its samples read gen-PPL 8.43 / n-gram JS 0.171 against 14.45 / 0.189 (AR 4.11 / 0.151).
     "cpu_bd3": dict(
-        **_SHAKESPEARE_CPU, objective="bd3", bd3_block=4, mask_min=0.5, out_dir="artifacts/models/cpu_bd3",
+        **{**_SHAKESPEARE_CPU, **_L2R}, objective="bd3", bd3_block=4, mask_min=0.5, out_dir="artifacts/models/cpu_bd3",
         checkpoint="artifacts/models/cpu_bd3/model.pt", viz_video="artifacts/media/cpu_bd3_trace.mp4"),
     # The same run as cpu under its results-table name (README), in its own out_dir.
     "shakespeare_cpu": dict(
