@@ -166,8 +166,8 @@ _CAP = dict(order="random", remask="remdm", remdm_schedule="cap", remask_eta=0.0
 # baby's ancestral steps draw hot while the canvas is mostly [MASK] and cool as it fills: the temperature falls
 # linearly with the share of the canvas still masked, from 1.7 to 0.17 (share 0.1), where its curve crosses the
 # held-out entropy. Read there from 256 samples on two sampling seeds: gen-PPL 14.67 / 14.57 and n-gram divergence
-# 0.194 / 0.195 against a constant temperature's 22.35 / 21.59 and 0.223 / 0.222 (AR 4.20 / 0.165; the corrector
-# with it reads 12.1 at a worse divergence, 0.200). Rising instead never reaches that entropy: RESULTS.md.
+# 0.194 / 0.195 against a constant temperature's 22.35 / 21.59 and 0.223 / 0.222 (AR 4.20 / 0.165). With 64 passes of
+# the random-pick corrector it reads 10.8 / 0.187, at NFE 112: over L, the default's cap. Rising never reaches it.
 _FALLING = dict(_ANCESTRAL, temperature=1.7, temperature_end_share=0.1)
 # baby_bd3 reveals left to right inside each block of 4, one token a step (committed tokens final): read that way its
 # network is a better joint than its bound, an exact NLL 0.105 +- 0.006 nats/token below the random order's
