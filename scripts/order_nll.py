@@ -95,7 +95,8 @@ PASSES = {"mdlm": mdlm_pass, "bd3": bd3_pass}  # the objectives that fill [MASK]
 
 
 def parse_args(argv):
-    p = ArgParser(prog="scripts/order_nll.py", description="Exact NLL of a diffusion network's joint (mdlm, bd3), reveal order by order.")
+    p = ArgParser(prog="scripts/order_nll.py",
+                  description="Exact NLL of a diffusion network's joint (mdlm, bd3), reveal order by order.")
     p.add_argument("checkpoint", help="an mdlm or bd3 model.pt written by train.py")
     p.add_argument("--orders", default="l2r,random", help=f"comma-separated, from {', '.join(ORDERS)}")
     p.add_argument("--n-windows", type=int, default=128, help="validation windows (scripts/eval.py's)")
