@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from common import band_times, no_mask_logit, self_condition_input, stratum_time
-from diffusion import block_passes, check_band, denoise, describe as describe_steps, revisit_options
+from diffusion import block_passes, check_band, denoise, describe as describe_steps, sampler_options
 from utils.errors import UserError
 
 
@@ -358,7 +358,7 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
     return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, cfg.steps, cfg.temperature,
                       cfg.top_k, cfg.top_p, generator=generator, on_step=on_step, order=cfg.order,
                       tokens_per_step=cfg.tokens_per_step, remask=cfg.remask, remask_eta=cfg.remask_eta,
-                      threshold=cfg.threshold, **revisit_options(cfg))
+                      threshold=cfg.threshold, **sampler_options(cfg))
 
 
 def passes(cfg, n_gen, n_prompt=0):

@@ -18,7 +18,7 @@ from dataclasses import asdict, fields, replace
 import config
 import objectives
 from config import PRESETS, Config
-from diffusion import LOSS_TYPES, ORDERS, REMASKS, SCHEDULES, TOKENS_PER_STEP
+from diffusion import LOSS_TYPES, ORDERS, REMASKS, SCHEDULES, TOKENS_PER_STEP, UNSCORED_ORDERS
 from remasking import CORRECTOR_PICKS, REMDM_SCHEDULES
 from model import TIME_CONDS
 from utils.checkpoint import RENAMED
@@ -173,7 +173,7 @@ def validate(cfg, given=()):
     obj.check(cfg, given)
     if not 0 <= cfg.threshold <= 1:
         raise UserError(f"threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {cfg.threshold}")
-    if cfg.threshold and cfg.order in ("random", "l2r"):
+    if cfg.threshold and cfg.order in UNSCORED_ORDERS:
         raise UserError(f"threshold decoding commits by the model's score: use --order confidence, margin or entropy, "
                         f"not {cfg.order}")
     if cfg.threshold and cfg.remask == "remdm":

@@ -36,6 +36,7 @@ from utils.errors import UserError
 SCHEDULES = ("cosine", "linear", "cosine_offset")  # Schedule's kinds
 LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
 ORDERS = ("confidence", "margin", "entropy", "random", "l2r")
+UNSCORED_ORDERS = ("random", "l2r")  # rank by no model score: threshold decoding cannot use them
 TOKENS_PER_STEP = ("schedule", "linear", "cosine")
 REMASKS = ("refine", "none", "remdm")
 
@@ -187,7 +188,7 @@ def check_options(steps, temperature, order, tokens_per_step, remask, remask_eta
     """The switches' domains, asserted: the configurator gives users the messages (it reads the lists above)."""
     assert order in ORDERS and tokens_per_step in TOKENS_PER_STEP and remask in REMASKS, (order, tokens_per_step, remask)
     assert temperature >= 0 and 0 <= remask_eta <= 1 and 0 <= threshold <= 1 and block_length >= 0 and steps >= 1
-    assert not (threshold > 0 and (order in ("random", "l2r") or remask == "remdm")), \
+    assert not (threshold > 0 and (order in UNSCORED_ORDERS or remask == "remdm")), \
         "threshold ranks by the model's score, never re-masks"
 
 
@@ -467,16 +468,16 @@ def bound(model, x, cfg, schedule, tok, t, generator):
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=t.expand_as(x))
 
 
-def revisit_options(cfg):
-    """denoise()'s switches for samplers that revisit committed tokens (ReMDM's schedules, the corrector) and for the
-    temperature's fall over a block."""
+def sampler_options(cfg):
+    """denoise()'s switches beyond the basic ones: revisiting committed tokens (ReMDM's schedules, the corrector) and
+    the temperature's fall over a block."""
     return {k: getattr(cfg, k) for k in (*remasking.REVISIT_KEYS, "temperature_end_share")}
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     return denoise(model, x, gen_mask, schedule, mask_id, cfg.steps, cfg.temperature, cfg.top_k, cfg.top_p, cfg.remask,
                    generator, on_step, order=cfg.order, tokens_per_step=cfg.tokens_per_step, remask_eta=cfg.remask_eta,
-                   threshold=cfg.threshold, block_length=cfg.semi_ar_length, **revisit_options(cfg))
+                   threshold=cfg.threshold, block_length=cfg.semi_ar_length, **sampler_options(cfg))
 
 
 def block_passes(cfg, steps, n):
