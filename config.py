@@ -249,15 +249,16 @@ PRESETS = {
     "shakespeare_cpu": dict(
         **{**_SHAKESPEARE_CPU, **_LAPTOP_MDLM}, out_dir="artifacts/models/shakespeare_cpu",
         checkpoint="artifacts/models/shakespeare_cpu/model.pt", viz_video="artifacts/media/shakespeare_cpu_trace.mp4"),
-    # The laptop budget on char-level TinyStories: data/stories.txt from scripts/data.py (see data/README.md).
+    # The laptop budget on char-level TinyStories: the 2,316-story excerpt that ships in data/ (data/README.md).
     "tinystories_cpu": dict(
-        data_path="data/stories.txt", **_CPU, prompt="Once upon a time", out_dir="artifacts/models/tinystories_cpu",
+        data_path="data/tinystories_train_head.txt", **_CPU, prompt="Once upon a time", out_dir="artifacts/models/tinystories_cpu",
         checkpoint="artifacts/models/tinystories_cpu/model.pt", viz_video="artifacts/media/tinystories_cpu_trace.mp4"),
-    # The BPE path on a laptop: data/stories.txt and the 2,048-token BPE of tinystories_bpe, at the cpu dims (1.31M
+    # The BPE path on a laptop: the shipped excerpt and a 2,048-token BPE trained on it (train.py trains it when
+    # missing), at the cpu dims (1.31M
     # parameters, ctx 128 tokens ~ 470 chars) with block diffusion's recipe (blocks of 4, band [0.5, 1]), whose
     # block-by-block samples read as stories at this size. RESULTS.md has its bound, the AR's and a sample.
     "tinystories_bpe_cpu": dict(
-        tokenizer="bpe", data_path="data/stories.txt", tokenizer_path="artifacts/tokenizer/tokenizer.json",
+        tokenizer="bpe", data_path="data/tinystories_train_head.txt", tokenizer_path="artifacts/tokenizer/tinystories_head.json",
         **dict(_CPU, batch_size=16), objective="bd3", bd3_block=4, mask_min=0.5, **_ANCESTRAL, prompt="Once upon a time",
         out_dir="artifacts/models/tinystories_bpe_cpu", checkpoint="artifacts/models/tinystories_bpe_cpu/model.pt",
         viz_video="artifacts/media/tinystories_bpe_cpu_trace.mp4"),

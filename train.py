@@ -159,7 +159,7 @@ def setup(argv):
             import wandb  # optional: only imported when asked for
         except ImportError:
             raise UserError("--wandb_log needs the wandb package: pip install wandb (metrics.jsonl is written either way)")
-    check_inputs(cfg, need_tokenizer=not (resume or cfg.init_from))  # a missing data file: one line, no config dump
+    check_inputs(cfg)  # a missing data file: one line, no config dump
     cfg, capped = (cfg, "") if resume else cap_warmup(cfg, given)  # a resumed run keeps the warm-up it saved
     print0(f"config:\n{format_config(cfg)}")
     if capped:

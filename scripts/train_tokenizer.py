@@ -11,7 +11,6 @@ the 256 byte symbols. "[MASK]" is never produced by encoding text, not even the
 literal string "[MASK]" (see utils/tokenizer.py). Load the result with
 utils.tokenizer.BPETokenizer.from_file(path).
 """
-import json
 import os
 import sys
 import time
@@ -19,51 +18,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open, check_output, read_text  # noqa: E402
-from utils.tokenizer import EOT_TOKEN, MASK_TOKEN, SPECIAL_TOKENS, BPETokenizer, check_specials, split_stories  # noqa: E402
-
-MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # byte alphabet + specials, no merges
-
-
-def _pieces(texts_iter):
-    for text in texts_iter:
-        if EOT_TOKEN in text:
-            yield from split_stories(text)
-        elif text.strip():
-            yield text
-
-
-def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False, length=None):
-    """Train a byte-level BPE tokenizer on an iterable of texts (stories); returns a BPETokenizer.
-
-    The result has fewer than vocab_size tokens (specials and bytes included) only if the corpus runs
-    out of pairs seen min_frequency times. Texts are split on "<|endoftext|>", never learned as text.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    if vocab_size < MIN_VOCAB_SIZE:
-        raise UserError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 bytes + "
-                        f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
-    if min_frequency < 1:
-        raise UserError(f"--min-frequency must be >= 1, got {min_frequency}")
-    tok = Tokenizer(models.BPE(ignore_merges=False))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
-    tok.train_from_iterator(_pieces(texts_iter), trainer=trainer, length=length)
-    # the trainer adds every special token as a matched one: [MASK] must not be (see utils/tokenizer.py)
-    spec = json.loads(tok.to_str())
-    spec["added_tokens"] = [a for a in spec["added_tokens"] if a["content"] != MASK_TOKEN]
-    return BPETokenizer(check_specials(Tokenizer.from_str(json.dumps(spec)), "the trained tokenizer"))
-
-
-def save_tokenizer(tok, path, force=False):
-    """Write the tokenizer JSON atomically; parent dirs created; refuse to overwrite without force."""
-    check_output(path, force)
-    with atomic_open(path) as f:
-        f.write(tok.tok.to_str(pretty=True))
-
+from utils.fileio import check_output, read_text  # noqa: E402
+from utils.tokenizer import save_tokenizer, split_stories, train_bpe  # noqa: E402
 
 def parse_args(argv):
     p = ArgParser(prog="scripts/train_tokenizer.py", description="Train a byte-level BPE tokenizer on a text corpus.")

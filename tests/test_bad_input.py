@@ -25,7 +25,7 @@ import torch
 import inference
 import train
 from helpers import ENV, FIXTURES, MICRO, ROOT, for_objective, real_text, script
-from utils import video
+from utils import dataloader, video
 from utils.errors import run_cli
 
 
@@ -299,13 +299,14 @@ def test_output_cut_short_by_its_reader_ends_quietly(files):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["tinystories_cpu"], "data_path data/stories.txt not found: make it with python scripts/data.py"),
+    (["tinystories_bpe"], "data_path data/stories.txt not found: make it with python scripts/data.py"),
+    (["tinystories_cpu"], "it ships with the repository: restore it with git checkout -- data/tinystories_train_head.txt"),
     (["cpu", "--data_path=missing.txt"], "data_path missing.txt not found"),
     (["cpu", "--val_path=missing_val.txt"], "val_path missing_val.txt not found"),
-    (["cpu", "--tokenizer=bpe", "--tokenizer_path=missing.json"], "tokenizer not found: missing.json"),
 ])
 def test_a_missing_input_file_is_the_first_line_not_after_the_config(argv, words, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dataloader, "REPO", str(tmp_path))  # what the user's own clone holds (data/stories.txt) is no input
     (tmp_path / "data").mkdir()
     shutil.copy(real_text(), tmp_path / "data" / "tinyshakespeare.txt")
     with pytest.raises(SystemExit) as e:

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -139,17 +140,32 @@ def test_default_bpe_model_has_the_reference_size():
     assert Transformer(ModelArgs.from_config(cfg, V)).num_params() == formula
 
 
-def test_laptop_bpe_preset_is_the_cpu_dims_with_bd3_and_names_its_tokenizer_command(in_tmp, capsys):
+def test_laptop_bpe_preset_reads_the_shipped_excerpt_and_trains_its_missing_tokenizer(in_tmp, capsys):
     cfg = get_config(["tinystories_bpe_cpu"])
     assert (cfg.tokenizer, cfg.data_path, cfg.objective, cfg.bd3_block, cfg.mask_min) == \
-        ("bpe", "data/stories.txt", "bd3", 4, 0.5)
+        ("bpe", "data/tinystories_train_head.txt", "bd3", 4, 0.5)
     V, d, L = 2048, 128, 4
     assert Transformer(ModelArgs.from_config(cfg, V)).num_params() == L * 12 * d * d + 2 * V * d == 1_310_720
     (in_tmp / "data").mkdir()
-    (in_tmp / "data" / "stories.txt").write_text((FIXTURES / "tiny_stories.txt").read_text(encoding="utf-8"))
-    err = _cli_error(capsys, train.main, ["tinystories_bpe_cpu", "--max_iters=0"])
-    assert ("tokenizer not found" in err and "python scripts/train_tokenizer.py --input data/stories.txt "
-            "--output artifacts/tokenizer/tokenizer.json" in err), err
+    shutil.copy(ROOT / cfg.data_path, in_tmp / cfg.data_path)  # ships with the repo: a fresh clone has it
+    train.main(["tinystories_bpe_cpu", "--max_iters=0"])
+    out = capsys.readouterr().out
+    assert f"tokenizer: {cfg.tokenizer_path} does not exist, so training" in out, out
+    made = (in_tmp / cfg.tokenizer_path).read_text()
+    # the same tokenizer the README's command makes from the same file
+    text = (in_tmp / cfg.data_path).read_text(encoding="utf-8")
+    assert BPETokenizer.from_file(str(in_tmp / cfg.tokenizer_path)).vocab_size == 2048
+    assert json.loads(made) == json.loads(train_bpe(split_stories(text), 2048).tok.to_str())
+    train.main(["tinystories_bpe_cpu", "--max_iters=0"])  # a second run reads it, trains nothing
+    assert "does not exist" not in capsys.readouterr().out and (in_tmp / cfg.tokenizer_path).read_text() == made
+
+
+def test_the_char_tinystories_preset_builds_offline_from_the_shipped_excerpt(in_tmp, capsys):
+    cfg = get_config(["tinystories_cpu"])
+    (in_tmp / "data").mkdir()
+    shutil.copy(ROOT / cfg.data_path, in_tmp / cfg.data_path)
+    train.main(["tinystories_cpu", "--max_iters=0"])  # data, tokenizer, windows and model, no network
+    assert "exiting without training" in capsys.readouterr().out
 
 
 def test_prompt_normalisation(corpus):
@@ -268,10 +284,11 @@ def test_bad_input_exits_2_and_overwrites_nothing(bpe_run, corpus, capsys, tmp_p
     assert "differs from the one" in err and "vocab 300" in err and "vocab 512" in err
     err = _cli_error(capsys, inference.main, [*args, "--prompt", " \t "])
     assert "empty after normalisation" in err
-    # training: a missing tokenizer fails before anything in out_dir is touched, even with --overwrite
+    # training: a tokenizer that is not ours fails before anything in out_dir is touched, even with --overwrite
+    (tmp_path / "foreign.json").write_text('{"hello": 1}')
     err = _cli_error(capsys, train.main, ["tinystories_bpe", *TINY, "--max_iters=5", "--overwrite",
-                                          f"--tokenizer_path={tmp_path / 'missing.json'}"])
-    assert "tokenizer not found" in err
+                                          f"--tokenizer_path={tmp_path / 'foreign.json'}"])
+    assert "cannot read tokenizer" in err
     assert (d / ckpt).read_bytes() == before and not video.exists() and not video.with_suffix(".gif").exists()
 
 

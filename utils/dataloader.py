@@ -18,7 +18,7 @@ import torch
 
 from utils.errors import UserError
 from utils.fileio import atomic_open, atomic_path, read_text, remove_stale_temps
-from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint
+from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint, make_bpe
 
 CACHE_ROOT = os.path.join("artifacts", "data")
 
@@ -26,7 +26,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINYSTORIES = "python scripts/data.py --dataset roneneldan/TinyStories"
 # the command that makes each file a preset reads (a missing one is named with it)
 MAKE_DATA = {
-    "data/tinyshakespeare.txt": "it ships with the repository: restore it with git checkout -- data/tinyshakespeare.txt",
+    **{f"data/{name}": f"it ships with the repository: restore it with git checkout -- data/{name}"
+       for name in ("tinyshakespeare.txt", "tinystories_train_head.txt", "tinystories_valid_head.txt")},
     "data/stories.txt": f"{_TINYSTORIES} --split train --num-stories 10000 --seed 1337 --output data/stories.txt",
     "data/tinystories_train.txt": f"{_TINYSTORIES} --split train --output data/tinystories_train.txt",
     "data/tinystories_valid.txt": f"{_TINYSTORIES} --split validation --output data/tinystories_valid.txt",
@@ -44,14 +45,15 @@ def _read(path, what):
     return read_text(path, what, fix, allow_empty=False)
 
 
-def check_inputs(cfg, need_tokenizer=True):
-    """Fail on a missing input file before anything is printed or built (prepare_data reads them later)."""
+def check_inputs(cfg):
+    """Fail on a missing input file before anything is printed or built (prepare_data reads them later).
+    A missing BPE tokenizer is no error (build_tokenizer trains it); one that is not ours is."""
     for what in ("data_path", "val_path"):
         path = getattr(cfg, what)
         if path and not os.path.isfile(path):
             _read(path, what)  # the one-line error, with the command that makes a preset's file
-    if need_tokenizer and cfg.tokenizer == "bpe" and not os.path.isfile(cfg.tokenizer_path):
-        BPETokenizer.from_file(cfg.tokenizer_path)  # its one-line error names scripts/train_tokenizer.py
+    if cfg.tokenizer == "bpe" and os.path.isfile(cfg.tokenizer_path):
+        BPETokenizer.from_file(cfg.tokenizer_path)
 
 
 def split_texts(cfg):
@@ -65,6 +67,8 @@ def split_texts(cfg):
 def build_tokenizer(cfg, train_text, val_text):
     if cfg.tokenizer == "char":
         return CharTokenizer.from_text(train_text + val_text)  # vocab from all the text, as nanoGPT
+    if not os.path.isfile(cfg.tokenizer_path):  # trained on data_path whole, as the README's command does
+        return make_bpe(cfg.tokenizer_path, train_text + ("" if cfg.val_path else val_text), cfg.data_path)
     return BPETokenizer.from_file(cfg.tokenizer_path, text=cfg.data_path)
 
 

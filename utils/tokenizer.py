@@ -23,6 +23,7 @@ import re
 import unicodedata
 
 from utils.errors import UserError
+from utils.fileio import atomic_open, check_output
 
 TOKENIZERS = ("char", "bpe")  # config.tokenizer
 EOT_TOKEN = "<|endoftext|>"
@@ -153,6 +154,60 @@ class BPETokenizer:
 
     def state(self):
         return {"kind": "bpe", "json": self.tok.to_str()}
+
+
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # byte alphabet + specials, no merges
+
+
+def _pieces(texts_iter):
+    for text in texts_iter:
+        if EOT_TOKEN in text:
+            yield from split_stories(text)
+        elif text.strip():
+            yield text
+
+
+def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False, length=None):
+    """Train a byte-level BPE tokenizer on an iterable of texts (stories); returns a BPETokenizer.
+
+    The result has fewer than vocab_size tokens (specials and bytes included) only if the corpus runs
+    out of pairs seen min_frequency times. Texts are split on "<|endoftext|>", never learned as text.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise UserError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 bytes + "
+                        f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
+    if min_frequency < 1:
+        raise UserError(f"--min-frequency must be >= 1, got {min_frequency}")
+    tok = Tokenizer(models.BPE(ignore_merges=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
+    tok.train_from_iterator(_pieces(texts_iter), trainer=trainer, length=length)
+    # the trainer adds every special token as a matched one: [MASK] must not be (see utils/tokenizer.py)
+    spec = json.loads(tok.to_str())
+    spec["added_tokens"] = [a for a in spec["added_tokens"] if a["content"] != MASK_TOKEN]
+    return BPETokenizer(check_specials(Tokenizer.from_str(json.dumps(spec)), "the trained tokenizer"))
+
+
+def save_tokenizer(tok, path, force=False):
+    """Write the tokenizer JSON atomically; parent dirs created; refuse to overwrite without force."""
+    check_output(path, force)
+    with atomic_open(path) as f:
+        f.write(tok.tok.to_str(pretty=True))
+
+
+def make_bpe(path, text, source, vocab_size=2048):
+    """The BPE a run names but nobody trained yet: trained on `text` (from `source`) as
+    `scripts/train_tokenizer.py --input SOURCE --output PATH` would, saved to path, and returned."""
+    print(f"tokenizer: {path} does not exist, so training a {vocab_size:,}-token byte-level BPE on {source} "
+          f"(what python scripts/train_tokenizer.py --input {source} --output {path} does)")
+    stories = split_stories(text)
+    tok = train_bpe(stories, vocab_size, length=len(stories))
+    save_tokenizer(tok, path)
+    return tok
 
 
 def check_specials(tok, where):
