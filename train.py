@@ -32,7 +32,7 @@ from configurator import RESUMABLE_KEYS, config_to_dict, format_config, help_tex
 from diffusion import Schedule
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
-from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data
+from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
 from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, grad_accum_steps,
                         grad_scaler, init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state)
 from utils.errors import UserError, run_cli
@@ -182,16 +182,17 @@ def load_data(cfg, env):
     extra = objectives.get(cfg.objective).WINDOW
     window = cfg.block_size + extra  # AR predicts L tokens from a window of L+1
     check_fits(train_ids, window, "train")
-    check_fits(val_ids, cfg.block_size + 1, "validation")
+    dev_ids = split_ids(train_ids, val_ids, "dev")  # choices read dev; the test half is for scripts/eval.py to report
+    check_fits(dev_ids, cfg.block_size + 1, "dev (the first half of validation)")
     # every objective scores the last block_size tokens of the same windows (AR reads the first as context)
-    val_windows = fixed_windows(val_ids, cfg.eval_iters * cfg.batch_size, cfg.block_size + 1)
+    val_windows = fixed_windows(dev_ids, cfg.eval_iters * cfg.batch_size, cfg.block_size + 1)
     # bits/char = ELBO summed over the val windows / the characters the scored tokens decode to (per-window
     # counts, exact for BPE too). 1.0 for char.
     val_cpt = chars_per_token(tok, val_windows[:, 1:])
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # a bad prompt fails now, not after training
     print0(f"data: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, vocab {tok.vocab_size} "
            f"({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token on val "
-           f"({val_cpt:.3f} in the {len(val_windows)} disjoint eval windows"
+           f"({val_cpt:.3f} in the {len(val_windows)} disjoint eval windows of its dev half"
            f"{'' if len(val_windows) == cfg.eval_iters * cfg.batch_size else f', all the split holds of the {cfg.eval_iters * cfg.batch_size} asked'})")
     return cfg, Data(tok, train_ids, val_windows, val_cpt, meta, window)
 
@@ -332,8 +333,8 @@ def train(cfg, env, data, run):
     t_last, tokens_since, timed_iters = time.time(), 0, 0
     run.t_start, train_time = time.time(), 0.0
     loss_name, legend = loss_label(cfg)
-    print0(f"{legend}\nbest.pt: the lowest val figure of the evals ({len(data.val_windows)} windows x {EVAL_T} t, the "
-           f"same windows and times at every eval, the final one included)")
+    print0(f"{legend}\nbest.pt: the lowest dev figure of the evals ({len(data.val_windows)} windows x {EVAL_T} t of the dev "
+           f"half of validation, the same windows and times at every eval, the final one included)")
     for it in range(run.start_iter, cfg.max_iters):
         if it % cfg.eval_interval == 0 and it > run.start_iter:
             t_eval = time.time()

@@ -204,4 +204,15 @@ def test_every_eval_scores_the_same_way_so_best_pt_is_picked_among_like_figures(
     ck = load_checkpoint(in_tmp / "out" / "best.pt")
     assert ck["iter"] == ck["best_iter"] == best["iter"] and f"best.pt <- iter {best['iter']}: the lowest eval so far" in out
     assert f"best.pt: iter {best['iter']}, val {best['nats_per_token']:.4f} nats/token" in out
-    assert "best.pt: the lowest val figure of the evals (" in out
+    assert "best.pt: the lowest dev figure of the evals (" in out
+
+
+def test_dev_and_test_are_disjoint_halves_of_validation_and_training_evals_read_only_dev():
+    import numpy as np
+    from utils.dataloader import fixed_windows, split_ids
+    train_ids, val_ids = np.arange(100), np.arange(100, 151)
+    dev, test = split_ids(train_ids, val_ids, "dev"), split_ids(train_ids, val_ids, "test")
+    assert list(dev) + list(test) == list(val_ids) and len(dev) == 25 and not set(dev) & set(test)
+    assert split_ids(train_ids, val_ids, "val") is val_ids and split_ids(train_ids, val_ids, "train") is train_ids
+    # train.py's windows: evenly spaced over dev, so no token of the test half is ever read by a choice
+    assert fixed_windows(dev, 10, 5).max() < test[0]

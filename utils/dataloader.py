@@ -151,6 +151,17 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
     return tok, train, val, meta
 
 
+SPLITS = ("test", "dev", "val", "train")  # what scripts/eval.py --split scores; test reports, dev chooses
+
+
+def split_ids(train_ids, val_ids, split):
+    """The ids a split names. The validation text (nanoGPT's last 10 %, or val_path) is cut in two halves: dev, the
+    first, is what every choice reads (train.py's evals, best.pt, lever searches); test, the second, is what every
+    record reports, read by nothing that chooses. val is both halves (the windows of records made before the cut)."""
+    half = len(val_ids) // 2
+    return {"train": train_ids, "val": val_ids, "dev": val_ids[:half], "test": val_ids[half:]}[split]
+
+
 def chars_per_token(tok, windows):
     """Characters the windows (N, L) decode to, per token (exact: see char_counts). Every window
     scores the same number of tokens, so (mean nats/token) / this = (ELBO summed over the windows)
