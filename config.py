@@ -35,9 +35,9 @@ class Config:
     tokenizer_path: str = "artifacts/tokenizer/tokenizer.json"  # bpe only (scripts/train_tokenizer.py)
     # ---- model
     block_size: int = trained(256)      # context length in tokens
-    n_layer: int = trained(6)
-    n_head: int = trained(6)
-    n_embd: int = trained(384)          # head_dim = n_embd / n_head = 64
+    n_layer: int = trained(6)           # transformer blocks
+    n_head: int = trained(6)            # attention heads per block
+    n_embd: int = trained(384)          # model width (head_dim = n_embd / n_head)
     time_cond: str = trained("learned")  # 'learned' Embedding(T+1, d) added to the input | 'adaln' (DiT adaLN-Zero) | 'none'
     dropout: float = 0.0                # training only (nanoGPT's key): embeddings, attention, MLP output; off in eval
     qk_norm: bool = trained(False)      # RMSNorm on queries and keys after RoPE (nanochat, the reference micro-dLLM)
@@ -49,14 +49,18 @@ class Config:
                                         # [MASK]; uniform.py) | 'ar' same net, causal, next-token loss (ar.py)
                                         # | 'bd3' block diffusion (bd3.py); objectives.py is the table
     bd3_block: int = trained(4)         # bd3: tokens per block L', divides block_size; 1 = AR, block_size = MDLM (BD3-LM)
-    mask_min: float = 0.0               # mdlm/bd3 training only: mask rates clipped to [min, max] (BD3-LM's variance fix,
-    mask_max: float = 1.0               #   e.g. 0.3, 0.8); validation always reports the full bound. Was bd3_mask_min/max
-    mask_ramp: float = 0.0              # mdlm training: an easy-to-hard curriculum on t, the band's top rising linearly from
-    mask_ramp_from: float = 0.5         #   mask_ramp_from to mask_max over this fraction of max_iters (0 = off; Quokka)
+    mask_min: float = 0.0               # mdlm/bd3 training only: the lowest mask rate drawn (the band [mask_min, mask_max],
+                                        #   BD3-LM's variance fix, e.g. 0.3); validation always reports the full bound
+    mask_max: float = 1.0               # mdlm/bd3 training only: the highest mask rate drawn (the band's top, e.g. 0.8);
+                                        #   validation always reports the full bound. Both were bd3_mask_min/max
+    mask_ramp: float = 0.0              # mdlm training: an easy-to-hard curriculum on t (Quokka): the fraction of max_iters
+                                        #   over which the band's top rises linearly from mask_ramp_from to mask_max; 0 = off
+    mask_ramp_from: float = 0.5         # mdlm training, with mask_ramp > 0: the band's top at step 0 (it rises to mask_max)
     bd3_loss: str = "elbo"              # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE on every noisy position (no w(t))
     mir_weight: float = 0.0             # ar only: weight of a next-token loss on randomly [MASK]ed inputs (clean targets)
                                         #   added to the clean one; 0 = off; 0.4 in Xu et al. 2026 (data-constrained AR)
-    mir_mask_max: float = 0.5           # ar only: that loss's mask rate per sequence ~ U[0, mir_mask_max]
+    mir_mask_max: float = 0.5           # ar only: the masked-input loss (mir_weight) masks each sequence's inputs at a rate
+                                        #   ~ U[0, mir_mask_max]
     diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process
     schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T | 'cosine_offset' (s=0.008)
     loss_type: str = "elbo"             # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
@@ -70,7 +74,7 @@ class Config:
     min_lr: float = 3e-5                # cosine decay floor (LR / 10, as nanoGPT)
     warmup_iters: int = 100             # linear warm-up steps
     weight_decay: float = 0.1           # on 2-D weights only
-    beta1: float = 0.9
+    beta1: float = 0.9                  # AdamW's first-moment decay
     beta2: float = 0.99                 # 0.99: small batches (nanoGPT char recipe)
     grad_clip: float = 1.0              # 0 disables
     total_batch_size: int = 0           # tokens per optimizer step, all ranks; 0 = batch_size*block_size*world; more = accumulate
@@ -97,7 +101,7 @@ class Config:
     skip_nonfinite: int = resumable(0)  # steps with a NaN/inf loss or gradient skipped (no update) before training stops;
                                         # 0 = stop at the first (> 0 costs one host sync per step)
     # ---- sampling (inference.py, and the samples at the end of training)
-    checkpoint: str = "artifacts/models/model.pt"
+    checkpoint: str = "artifacts/models/model.pt"  # the model.pt (or exported folder) to sample from
     prompt: str = ""                    # text the sample must start with
     gen_len: int = 256                  # tokens to generate after the prompt
     steps: int = 100                    # reverse steps (NFE); <= diffusion_steps. bd3: per block, at most its length
@@ -120,14 +124,18 @@ class Config:
     remask_eta: float = 0.02            # remask='remdm': eta, the scale of sigma_t (a committed token's re-mask probability)
     remdm_schedule: str = "constant"    # remask='remdm': sigma_t = 'constant' eta | 'cap' min(eta, sigma_max) | 'rescale'
                                         #   eta * sigma_max | 'loop' eta in a phase at fixed noise (ReMDM; remasking.py)
-    remdm_alpha_on: float = 0.9         # remdm loop: share of tokens revealed when the loop starts (held through it)
-    remdm_t_on: float = 0.55            # remdm loop: time (1 -> 0 over the steps) the loop starts: 1 - t_on of the steps before it
-    remdm_t_off: float = 0.05           # remdm loop: time it ends: t_on - t_off of the steps loop, t_off finish the reveal
+    remdm_alpha_on: float = 0.9         # remdm_schedule='loop': share of tokens revealed when the loop starts (held in it)
+    remdm_t_on: float = 0.55            # remdm_schedule='loop': time (1 -> 0 over the steps) the loop starts; the first
+                                        #   1 - t_on of the steps reveal tokens before it
+    remdm_t_off: float = 0.05           # remdm_schedule='loop': time (1 -> 0 over the steps) the loop ends; t_on - t_off of
+                                        #   the steps loop at fixed noise, the last t_off finish the reveal
     corrector_steps: int = 0            # masked diffusion: passes after a block is revealed that redraw its least confident
                                         #   tokens (predictor-corrector; NFE = steps + this per block); 0 = off
-    corrector_frac: float = 0.1         # corrector: share of the block's tokens re-masked and redrawn per pass
-    corrector_pick: str = "confidence"  # corrector: which it redraws: 'confidence' (drawn with the lowest probability;
-                                        #   lowers the samples' entropy) | 'random' (Gibbs-like: keeps the distribution)
+    corrector_frac: float = 0.1         # corrector (corrector_steps > 0): share of the block's tokens re-masked and redrawn
+                                        #   per pass
+    corrector_pick: str = "confidence"  # corrector (corrector_steps > 0): which tokens a pass redraws: 'confidence' (those
+                                        #   drawn with the lowest probability; lowers the samples' entropy) | 'random'
+                                        #   (Gibbs-like: keeps the distribution)
     threshold: float = 0.0              # Fast-dLLM: commit every position with confidence > threshold, >= 1 per step; 0 = off
     semi_ar_length: int = 0             # semi-AR: decode left to right, this many tokens at a time (0 = all at once);
                                         # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
@@ -138,9 +146,9 @@ class Config:
     device: str = resumable("auto")     # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
     dtype: str = "auto"                 # 'auto' (bf16 autocast on CUDA, fp16 + GradScaler on a GPU without bf16, fp32 elsewhere) | 'float32' | 'bfloat16' | 'float16'
     compile: bool = resumable(False)    # torch.compile the training model
-    seed: int = 1337
+    seed: int = 1337                    # the random seed: initialisation, data order, noise draws, samples
     wandb_log: bool = resumable(False)  # also log to Weights & Biases (pip install wandb); metrics.jsonl is always written
-    wandb_project: str = resumable("micro-dllm")
+    wandb_project: str = resumable("micro-dllm")  # the Weights & Biases project (with wandb_log)
 
 
 # The masked-diffusion recipe that won the baby speedrun (RESULTS.md, learning.md): no time input and CE on every
@@ -157,10 +165,10 @@ _CPU = dict(block_size=128, n_layer=4, n_head=4, n_embd=128, batch_size=32, max_
 # Tiny Shakespeare at the laptop budget: the main job (cpu) and the results table's CPU row (shakespeare_cpu).
 # The sampler whose samples read like the data: MDLM's ancestral order (random, committed tokens final). Judged at the
 # held-out text's entropy it scored the lowest gen-PPL of the masked-diffusion samplers (baby: 36 against 47-58;
-# the confidence orders never reach that entropy, they repeat themselves); RESULTS.md, matched entropy.
+# the confidence orders never reach that entropy, they repeat themselves); LOG.md, samples at matched entropy.
 _ANCESTRAL = dict(order="random", remask="none")
 # At a constant temperature the samplers that revisit tokens (the corrector) buy their lower gen-PPL with an entropy
-# the held-out text does not have: their curves stop short of it (RESULTS.md, sample frontiers from 256 samples). The
+# the held-out text does not have: their curves stop short of it (LOG.md, 256 samples a point). The
 # laptop's sampler is ReMDM's cap (NFE 64; read from 32 samples: 0.235 against 0.241-0.245, AR 0.221).
 _CAP = dict(order="random", remask="remdm", remdm_schedule="cap", remask_eta=0.05)
 # baby's ancestral steps draw hot while the canvas is mostly [MASK] and cool as it fills: the temperature falls
@@ -177,7 +185,7 @@ _FALLING = dict(_ANCESTRAL, temperature=1.7, temperature_end_share=0.1)
 _L2R = dict(order="l2r", remask="none")
 _SHAKESPEARE_CPU = dict(data_path="data/tinyshakespeare.txt", **_CPU, **_ANCESTRAL, prompt="ROMEO:")
 
-# What won for every objective at the baby budget (RESULTS.md, issue 28): QK-norm (-0.014 to -0.025 nats/char),
+# What won for every objective at the baby budget (LOG.md, issue 28): QK-norm (-0.014 to -0.025 nats/char),
 # Muon on the hidden matrices at a tuned LR and a weight EMA (-0.05 to -0.08 together).
 _TRAINING = dict(qk_norm=True, optimizer="muon", muon_lr=0.005, ema=0.999)
 # What won for masked diffusion alone: mask rates in [0.2, 0.8] (the near-clean windows left out: -0.07), the band's
@@ -185,7 +193,7 @@ _TRAINING = dict(qk_norm=True, optimizer="muon", muon_lr=0.005, ema=0.999)
 # the peak (-0.007 and -0.009 on two seeds at baby, -0.012 at the laptop; the baby AR +0.006, so its baseline pins
 # --min_lr=1e-4; the laptop AR -0.002).
 # A 1,000-step chain (T): a network without time input defines one at any T, and the finer chain's bound is the
-# tighter (row 5's checkpoint: 2.064 at T = 100, 2.051 at 1,000; RESULTS.md, sixth sitting). The model is the same.
+# tighter (row 5's checkpoint: 2.064 at T = 100, 2.051 at 1,000; LOG.md, the chain's coarseness). The model is the same.
 _MDLM_WINS = dict(mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5, self_cond=True, min_lr=3e-4,
                   diffusion_steps=1000)
 # What won for block diffusion at the baby budget: the same floor, Muon's momentum 0.9 and no weight decay (each within
@@ -193,7 +201,8 @@ _MDLM_WINS = dict(mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5,
 # embedding (-0.004 and -0.006 alone, -0.015 together; RESULTS.md records B6).
 # And the 1,000-step chain (B7: its checkpoint 1.934 at T = 100, 1.928 at 1,000; blocks of 4 lose half what mdlm does).
 _BD3_WINS = dict(min_lr=3e-4, muon_momentum=0.9, weight_decay=0.0, self_cond=True, tie_weights=True, diffusion_steps=1000)
-# The laptop budget's mdlm recipe (2026-11-25): the same winners, 2.019 -> 1.849 nats/char (RESULTS.md, issue 28).
+# The laptop budget's mdlm recipe (2026-11-25): the same winners, 2.019 -> 1.849 nats/char (LOG.md: issue 28, the
+# sixth sitting).
 _LAPTOP_MDLM = dict(**_TRAINING, **_MDLM_WINS, **_CAP)
 
 # nanoGPT's "baby" CPU budget: 4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params, its split.
