@@ -246,9 +246,9 @@ PRESETS = {
     "cpu": dict(
         **{**_SHAKESPEARE_CPU, **_LAPTOP_MDLM}, out_dir="artifacts/models/cpu", checkpoint="artifacts/models/cpu/model.pt",
         viz_video="artifacts/media/cpu_trace.mp4"),
-    # The laptop budget's best diffusion recipe: block diffusion, blocks of 4, mask rates in [0.5, 1]; best of all
-    # after 500 AR steps: python train.py cpu --objective=ar --max_iters=500 --out_dir=A, then this preset with
-    # --init_from=A/model.pt --max_iters=1500 (RESULTS.md: 1.792 nats/char against AR's 1.507). It samples left to
+    # The laptop budget's best diffusion recipe: block diffusion, blocks of 4, mask rates in [0.5, 1], a 100-step chain
+    # (<= 1.812 nats/char); best of all started from 500 AR steps (--init_from, then 1,500 steps of this preset;
+    # RESULTS.md gives both commands: 1.792 against that sitting's AR, 1.507). It samples left to
     # right inside each block: its left-to-right joint is 0.123 +- 0.005 nats/char better than the random order's, and
     # at the held-out entropy its samples read gen-PPL 8.43 / n-gram JS 0.171 against 14.45 / 0.189 (AR 4.11 / 0.151).
     "cpu_bd3": dict(
@@ -265,7 +265,7 @@ PRESETS = {
     # The BPE path on a laptop: the shipped excerpt and a 2,048-token BPE trained on it (train.py trains it when
     # missing), at the cpu dims (1.31M
     # parameters, ctx 128 tokens ~ 470 chars) with block diffusion's recipe (blocks of 4, band [0.5, 1]), whose
-    # block-by-block samples read as stories at this size. RESULTS.md has its bound, the AR's and a sample.
+    # block-by-block samples read as stories at this size. RESULTS.md has its bound and the AR's, LOG.md a sample.
     "tinystories_bpe_cpu": dict(
         tokenizer="bpe", data_path="data/tinystories_train_head.txt", tokenizer_path="artifacts/tokenizer/tinystories_head.json",
         **dict(_CPU, batch_size=16), objective="bd3", bd3_block=4, mask_min=0.5, **_ANCESTRAL, prompt="Once upon a time",
