@@ -192,8 +192,8 @@ _TRAINING = dict(qk_norm=True, optimizer="muon", muon_lr=0.005, ema=0.999)
 # top rising from 0.5 to 0.8 over the run (easy to hard: -0.011), self-conditioning (-0.015), the LR floor at 30 % of
 # the peak (-0.007 and -0.009 on two seeds at baby, -0.012 at the laptop; the baby AR +0.006, so its baseline pins
 # --min_lr=1e-4; the laptop AR -0.002).
-# A 1,000-step chain (T): a network without time input defines one at any T, and the finer chain's bound is the
-# tighter (row 5's checkpoint: 2.064 at T = 100, 2.051 at 1,000; LOG.md, the chain's coarseness). The model is the same.
+# A 1,000-step chain (T): a network without time input defines one at any T; on every checkpoint measured the finer
+# chain's bound was the tighter (row 5's: 2.064 at T = 100, 2.051 at 1,000; LOG.md), measured, not a theorem.
 _MDLM_WINS = dict(mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5, self_cond=True, min_lr=3e-4,
                   diffusion_steps=1000)
 # What won for block diffusion at the baby budget: the same floor, Muon's momentum 0.9 and no weight decay (each within
