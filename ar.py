@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from common import filter_logits, sample_tokens
-from remasking import REVISIT_KEYS
+from sampler import REVEAL_KEYS
 from utils.errors import UserError
 
 
@@ -91,9 +91,8 @@ MODEL = dict(causal=True, time_cond="none", self_cond=False)
 WINDOW = 1  # a training window of L + 1 tokens scores its last L
 IGNORES = {  # no diffusion: no time, no schedule, no reverse sampler
     **dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps", "mask_span", "head_on_masked_only", "steps",
-                     "order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length", "bd3_block",
-                     "mask_min", "mask_max", "bd3_loss", "time_beta", "mask_ramp", "mask_ramp_from", "self_cond",
-                     "temperature_end_share", *REVISIT_KEYS),
+                     *REVEAL_KEYS, "bd3_block", "mask_min", "mask_max", "bd3_loss", "time_beta", "mask_ramp",
+                     "mask_ramp_from", "self_cond"),
                     "an AR model predicts the next token: no noise, time, schedule or reverse steps")}
 CONTINUES_ONLY = EXACT = True  # continues a prompt; its score is the exact NLL, not a bound
 TRACE = False  # no denoising to watch

@@ -12,17 +12,17 @@ sits on the noisy half. L' = 1 is the AR model (in expectation: a masked token s
 it); L' = L is MDLM.
 
 Decoding goes left to right, one block at a time, each block denoised by the masked-diffusion reverse sampler
-(diffusion.denoise, with every one of its switches) against a KV cache of the clean blocks before it, so a reverse
+(sampler.denoise, with every one of its switches) against a KV cache of the clean blocks before it, so a reverse
 step costs one block, not the context. Training saw windows of block_size tokens cut into blocks aligned to the
 window's start, so decoding keeps one: the noisy block and the clean context before it sit inside a window of
 block_size tokens, with RoPE positions 0..block_size-1. When the next block does not fit, the window jumps forward
-and keeps only its last `keep` tokens (whole blocks; half the window by default), whose keys/values are recomputed
+and keeps only its last `keep` tokens (half the window, in whole blocks), whose keys/values are recomputed
 once. So every reverse step sees exactly what the network saw in training, and the cached decode equals an
 uncached one (cache=False) at any length. A finished block enters the cache in the next block's first step.
 
     python train.py baby --objective=bd3 --bd3_block=4
     python inference.py --checkpoint artifacts/models/baby/model.pt --prompt "ROMEO:" --gen-len 600
-    python -c "from diffusion import Schedule; from common import band_times; print(band_times(Schedule(100), 0.3, 0.8))"
+    python -c "from common import Schedule, band_times; print(band_times(Schedule(100), 0.3, 0.8))"
 """
 import time
 from dataclasses import replace
@@ -31,8 +31,10 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+import sampler
 from common import band_times, no_mask_logit, self_condition_input, stratum_time
-from diffusion import block_passes, check_band, denoise, describe as describe_steps, sampler_options
+from diffusion import check_band
+from sampler import SamplerOptions
 from utils.errors import UserError
 
 
@@ -234,77 +236,70 @@ class WindowBlockModel:
         return logits if positions is None else logits[positions]
 
 
-def default_keep(W, block):
-    """Clean tokens the window keeps when it jumps: half of it in whole blocks (none when a block fills it)."""
-    return min((W // 2) // block * block, W - block)
+class BlockOutput:
+    """sample_bd3's output while it is decoded block by block: the tokens (B, total) in whole blocks (the first may
+    hold the prompt's last tokens, the last is generated whole and cut), the generated positions, each token's
+    confidence (what on_step reads), and the reverse steps and forward passes so far."""
 
+    def __init__(self, prompt, gen_len, block, mask_id):
+        (B, P), dev = prompt.shape, prompt.device
+        self.width, self.block = P + gen_len, block
+        total = -(-(P + gen_len) // block) * block  # whole blocks
+        self.out = torch.cat([prompt, torch.full((B, total - P), mask_id, dtype=prompt.dtype, device=dev)], 1)
+        self.gen = torch.arange(total, device=dev)[None].expand(B, -1) >= P  # (B, total)
+        self.conf = torch.zeros(B, total, dtype=torch.float64, device=dev)
+        self.starts = range(P // block * block, total, block)  # from the first block holding a generated position
+        self.nfe, self.steps = torch.zeros(B, dtype=torch.long), 0
 
-def to_full(st, out, gen_all, conf_all, lo, hi, block, width, b, n_blocks, step0, nfe0):
-    """denoise()'s Step for the window [lo, hi) -> the same Step over the whole output's first `width` columns
-    (earlier blocks as committed, later ones still [MASK]); steps and NFE counted from the start."""
-    def put(base, w):
-        full = base.clone()
-        full[:, lo:hi] = w
-        return full[:, :width]
+    def full(self, st, lo, hi, b):
+        """denoise()'s Step for the window [lo, hi) -> the same Step over the whole output's first `width` columns
+        (earlier blocks as committed, later ones still [MASK]); steps and NFE counted from the start."""
+        def put(base, w):
+            full = base.clone()
+            full[:, lo:hi] = w
+            return full[:, :self.width]
 
-    zeros = torch.zeros_like(gen_all)
-    conf_all[:, hi - block:hi] = st.conf[:, -block:]  # this block's; the context keeps its blocks' confidences
-    return replace(st, x=put(out, st.x), prev=put(out, st.prev), revealed=put(zeros, st.revealed),
-                   remasked=put(zeros, st.remasked), gen_mask=gen_all[:, :width], conf=conf_all[:, :width].clone(),
-                   step=step0 + st.step, nfe=nfe0 + st.nfe, block=b, n_blocks=n_blocks,
-                   finished=[f and b == n_blocks - 1 for f in st.finished])
+        zeros, n_blocks = torch.zeros_like(self.gen), len(self.starts)
+        self.conf[:, hi - self.block:hi] = st.conf[:, -self.block:]  # this block's; the context keeps its blocks'
+        return replace(st, x=put(self.out, st.x), prev=put(self.out, st.prev), revealed=put(zeros, st.revealed),
+                       remasked=put(zeros, st.remasked), gen_mask=self.gen[:, :self.width],
+                       conf=self.conf[:, :self.width].clone(), step=self.steps + st.step, nfe=self.nfe + st.nfe, block=b,
+                       n_blocks=n_blocks, finished=[f and b == n_blocks - 1 for f in st.finished])
 
 
 @torch.no_grad()
-def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, steps, temperature=1.0, top_k=0, top_p=1.0,
-               remask="refine", generator=None, on_step=None, *, keep=None, cache=True, **options):
-    """Continue prompt (B, P) by gen_len tokens, block by block. steps: reverse steps per block (at most its number
-    of generated tokens); options: denoise()'s other switches (order, tokens_per_step, remask_eta, threshold).
+def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None, cache=True):
+    """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with the switches opts (SamplerOptions;
+    steps: reverse steps per block, at most its number of generated tokens but for the loop schedule's).
     tokens_per_step='schedule' becomes 'linear' (no greedy last step per block; see below).
-    Blocks are whole: the first one may hold the prompt's last tokens (fixed), and the last one is generated in
-    full and cut. on_step gets denoise()'s Step in the coordinates of the whole output (B, P + gen_len), with
-    block / n_blocks / nfe / step counted over the whole generation. cache=False: the uncached reference.
-    Returns (tokens (B, P + gen_len), stats: nfe (batched forward passes), nfe_per_sample, seconds,
-    seconds_per_sample, blocks)."""
-    B, P = prompt.shape
-    W, dev, t0 = model.args.block_size, prompt.device, time.perf_counter()
-    if W % block or options.get("block_length"):
-        raise ValueError(f"block {block} must divide the context {W}; semi-AR block_length does not apply to bd3")
-    if options.get("tokens_per_step", "schedule") == "schedule" and not options.get("threshold"):
+    on_step gets denoise()'s Step in the coordinates of the whole output (B, P + gen_len), with block / n_blocks /
+    nfe / step counted over the whole generation. cache=False: the uncached reference. Returns (tokens (B, P +
+    gen_len), stats: nfe (batched forward passes), nfe_per_sample, seconds, seconds_per_sample, blocks)."""
+    B, W, t0 = len(prompt), model.args.block_size, time.perf_counter()
+    if W % block or opts.semi_ar_length:
+        raise ValueError(f"block {block} must divide the context {W}; semi-AR blocks do not apply to bd3")
+    if opts.tokens_per_step == "schedule" and not opts.threshold:
         # denoise()'s schedule counts end each call with a greedy pass (the reference's step into t = 0): once per
         # block here, that would make every L'-th token an argmax (every token at L' = 1). Equal counts instead.
-        options = dict(options, tokens_per_step="linear")
-    keep = default_keep(W, block) if keep is None else keep
-    assert keep % block == 0 and 0 <= keep <= W - block, f"keep={keep} must be whole blocks that leave room for one"
-    total = -(-(P + gen_len) // block) * block  # whole blocks
-    out = torch.cat([prompt, torch.full((B, total - P), mask_id, dtype=prompt.dtype, device=dev)], 1)
-    gen_all = torch.arange(total, device=dev)[None].expand(B, -1) >= P  # (B, total)
-    conf_all = torch.zeros(B, total, dtype=torch.float64, device=dev)
-    first = P // block * block  # the first block holding a generated position
-    n_blocks = (total - first) // block
-    nfe, steps_done, start = torch.zeros(B, dtype=torch.long), 0, 0
+        opts = replace(opts, tokens_per_step="linear")
+    keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks
+    o, start = BlockOutput(prompt, gen_len, block, mask_id), 0
     denoiser = CachedBlockModel(model, CleanCache(model.args.n_layer), block) if cache else WindowBlockModel(model, block, mask_id)
-    for b, pos in enumerate(range(first, total, block)):
+    for b, pos in enumerate(o.starts):
         if pos - start + block > W:  # the block does not fit: jump, keeping the last `keep` clean tokens
             start = pos - keep
             denoiser.cache = CleanCache(model.args.n_layer)  # refilled, with the kept tokens, by the block's first step
         lo, hi = start, pos + block
-
-        def block_step(st, lo=lo, hi=hi, b=b):
-            if on_step is not None:
-                on_step(to_full(st, out, gen_all, conf_all, lo, hi, block, P + gen_len, b, n_blocks, steps_done, nfe))
-
-        now = gen_all[:, lo:hi].clone()
+        block_step = None if on_step is None else lambda st, lo=lo, hi=hi, b=b: on_step(o.full(st, lo, hi, b))
+        now = o.gen[:, lo:hi].clone()
         now[:, :pos - lo] = False  # the context is fixed text to denoise(): only this block is generated
-        # denoise() takes at most one step per generated position (the loop schedule's fixed-noise steps aside)
-        x, st = denoise(denoiser, out[:, lo:hi], now, schedule, mask_id, steps, temperature,
-                        top_k, top_p, remask, generator, block_step, **options)
-        out[:, lo:hi] = x
-        nfe += torch.tensor(st["nfe_per_sample"])
-        steps_done += st["nfe"]
+        x, st = sampler.denoise(denoiser, o.out[:, lo:hi], now, schedule, mask_id, opts, generator, block_step)
+        o.out[:, lo:hi] = x
+        o.nfe += torch.tensor(st["nfe_per_sample"])
+        o.steps += st["nfe"]
     seconds = time.perf_counter() - t0
-    return out[:, :P + gen_len], dict(nfe=steps_done, nfe_per_sample=nfe.tolist(), seconds=seconds,
-                                      seconds_per_sample=[seconds] * B, blocks=n_blocks)
+    return o.out[:, :o.width], dict(nfe=o.steps, nfe_per_sample=o.nfe.tolist(), seconds=seconds,
+                                    seconds_per_sample=[seconds] * B, blocks=len(o.starts))
 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
@@ -355,24 +350,22 @@ def flops(model, cfg):
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)  # a continuation: given text, then blanks
-    return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, cfg.steps, cfg.temperature,
-                      cfg.top_k, cfg.top_p, generator=generator, on_step=on_step, order=cfg.order,
-                      tokens_per_step=cfg.tokens_per_step, remask=cfg.remask, remask_eta=cfg.remask_eta,
-                      threshold=cfg.threshold, **sampler_options(cfg))
+    opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
+    return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, opts, generator, on_step)
 
 
 def passes(cfg, n_gen, n_prompt=0):
-    """Forward passes per sample: diffusion.block_passes of each block (None: threshold)."""
+    """Forward passes per sample: sampler.block_passes of each block (None: threshold)."""
     if cfg.threshold:
         return None
-    k = cfg.bd3_block
+    k, opts = cfg.bd3_block, SamplerOptions.from_config(cfg)
     end = -(-(n_prompt + n_gen) // k) * k  # the last block is generated whole, then cut
-    return sum(block_passes(cfg, cfg.steps, b + k - max(b, n_prompt)) for b in range(n_prompt // k * k, end, k))
+    return sum(sampler.block_passes(opts, cfg.steps, b + k - max(b, n_prompt)) for b in range(n_prompt // k * k, end, k))
 
 
 def describe(cfg):
-    loop = cfg.remask == "remdm" and cfg.remdm_schedule == "loop" and cfg.remask_eta > 0  # its steps may exceed L'
-    k = cfg.steps if loop else min(cfg.steps, cfg.bd3_block)
-    steps = describe_steps(replace(cfg, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")
+    opts = SamplerOptions.from_config(cfg)
+    k = cfg.steps if opts.loop else min(cfg.steps, cfg.bd3_block)  # the loop's steps may exceed L'
+    steps = sampler.describe(replace(opts, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")
     steps = steps.replace("schedule counts", "linear counts")  # sample_bd3: no greedy last step per block
     return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, {steps}"

@@ -1,7 +1,7 @@
-"""What the objectives share, below all of them: time draws and grids, logits filtering, float64 categorical draws,
-reveal plans, and the record each sampler fills once per reverse step. Imports nothing from the project.
+"""What the objectives share, below all of them: the noise schedule, time draws and grids, logits filtering,
+float64 categorical draws, reveal plans, and the record each sampler fills once per reverse step. Imports nothing from the project.
 
-    python -c "from common import time_grid, stratified_times; print(time_grid(100, 8), stratified_times(4, 100))"
+    python -c "from common import Schedule, time_grid; s = Schedule(100); print(s.alpha[:3], time_grid(100, 8))"
 """
 import math
 from dataclasses import dataclass
@@ -9,6 +9,34 @@ from dataclasses import dataclass
 import torch
 
 LN2 = math.log(2)
+SCHEDULES = ("cosine", "linear", "cosine_offset")  # Schedule's kinds
+
+
+# ---------------------------------------------------------------------------- the noise schedule
+class Schedule:
+    """alpha(t) (a token's probability of being still clean: alpha(0) = 1, alpha(T) = 0), the mask probability
+    1 - alpha(t) and the ELBO weight w(t) = (alpha(t-1) - alpha(t)) / (1 - alpha(t)), tabulated for t = 0..T (float64)."""
+
+    def __init__(self, T, kind="cosine"):
+        t = torch.arange(T + 1, dtype=torch.float64)
+        if kind == "cosine":
+            alpha = torch.cos(0.5 * math.pi * t / T)
+        elif kind == "linear":
+            alpha = 1.0 - t / T
+        elif kind == "cosine_offset":
+            # offset s = 0.008 (Nichol & Dhariwal 2021): the slope at t = 0 is no longer zero, so the first
+            # steps mask more (t=1 of 100: 3.2e-4 vs 1.2e-4); divided by its t = 0 value so alpha(0) = 1
+            s = 0.008
+            alpha = torch.cos(0.5 * math.pi * (t / T + s) / (1 + s)) / math.cos(0.5 * math.pi * s / (1 + s))
+        else:
+            raise ValueError(f"unknown schedule {kind!r}")
+        alpha[0], alpha[T] = 1.0, 0.0  # exact endpoints (cos(pi/2) is 6e-17, not 0)
+        self.T, self.kind, self.alpha = T, kind, alpha
+        self.weight = torch.zeros(T + 1, dtype=torch.float64)  # w(0) unused
+        self.weight[1:] = (alpha[:-1] - alpha[1:]) / (1.0 - alpha[1:])
+
+    def mask_prob(self, t):
+        return 1.0 - self.alpha.to(t.device)[t]
 
 
 # ---------------------------------------------------------------------------- time draws (training and evaluation)
@@ -92,6 +120,14 @@ def time_grid(T, steps):
 def no_mask_logit(logits, mask_id):
     """Logits with [MASK] at -inf: x0 is never [MASK]."""
     return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
+
+
+def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
+    """Model logits (B, L, V) in float32 with the [MASK] logit at -inf: x0 is never [MASK].
+    With positions (B, L) bool, only those rows: (N, V). sc: the self-conditioning input (self_condition_input)."""
+    kw = {} if sc is None else dict(sc=sc)
+    logits = model(xt, t, **kw) if positions is None else model(xt, t, positions=positions, **kw)
+    return no_mask_logit(logits, mask_id)
 
 
 def self_condition_input(logits_of, masked, share, generator=None):

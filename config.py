@@ -123,7 +123,7 @@ class Config:
     remask: str = "refine"              # 'refine' (reference) | 'none' (LLaDA: committed tokens final) | 'remdm' (ReMDM)
     remask_eta: float = 0.02            # remask='remdm': eta, the scale of sigma_t (a committed token's re-mask probability)
     remdm_schedule: str = "constant"    # remask='remdm': sigma_t = 'constant' eta | 'cap' min(eta, sigma_max) | 'rescale'
-                                        #   eta * sigma_max | 'loop' eta in a phase at fixed noise (ReMDM; remasking.py)
+                                        #   eta * sigma_max | 'loop' eta in a phase at fixed noise (ReMDM; sampler.py)
     remdm_alpha_on: float = 0.9         # remdm_schedule='loop': share of tokens revealed when the loop starts (held in it)
     remdm_t_on: float = 0.55            # remdm_schedule='loop': time (1 -> 0 over the steps) the loop starts; the first
                                         #   1 - t_on of the steps reveal tokens before it

@@ -18,9 +18,10 @@ from dataclasses import asdict, fields, replace
 import config
 import objectives
 from config import PRESETS, Config
-from diffusion import LOSS_TYPES, ORDERS, REMASKS, SCHEDULES, TOKENS_PER_STEP, UNSCORED_ORDERS
-from remasking import CORRECTOR_PICKS, REMDM_SCHEDULES
+from common import SCHEDULES
+from diffusion import LOSS_TYPES
 from model import TIME_CONDS
+from sampler import CORRECTOR_PICKS, ORDERS, REMASKS, REMDM_SCHEDULES, TOKENS_PER_STEP, UNSCORED_ORDERS
 from utils.checkpoint import RENAMED
 from utils.dist import DTYPES
 from utils.errors import UserError

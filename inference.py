@@ -29,7 +29,7 @@ import torch
 import objectives
 from canvas import build_canvas, generate
 from configurator import TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, wants_help
-from diffusion import Schedule
+from common import Schedule
 from utils.checkpoint import load_model
 from utils.dist import autocast_for, pick_device
 from utils.errors import UserError, run_cli

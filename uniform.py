@@ -1,7 +1,7 @@
 """Uniform-state discrete diffusion: forward noise, the exact discrete-time NELBO, its estimator, and the
 ancestral reverse sampler (UDLM, Schiff et al. 2024; Duo, Sahoo et al. 2025; D3PM, Austin et al. 2021).
 
-No [MASK]: with V the real vocabulary (the tokenizer's [MASK] id excluded) and alpha(t) from diffusion.Schedule,
+No [MASK]: with V the real vocabulary (the tokenizer's [MASK] id excluded) and alpha(t) from common.Schedule,
 
     q(x_t | x_0)     = alpha(t) onehot(x_0) + (1 - alpha(t)) / V           (noise = a uniform random token)
     q(x_t | x_s)     = b onehot(x_s) + (1 - b) / V,  b = alpha(t) / alpha(s)  (s < t)
@@ -16,7 +16,7 @@ per position. p is the exact reverse step when pi is the true p(x0 | x_t), so th
 
 estimated, like mdlm's, with t drawn stratified from 1..T and the term multiplied by T. Derivation: learning.md.
 
-    python -c "from uniform import *; from diffusion import Schedule; print(prior_kl(Schedule(100), 65))"
+    python -c "from uniform import *; from common import Schedule; print(prior_kl(Schedule(100), 65))"
 """
 import math
 import time
@@ -24,7 +24,7 @@ import time
 import torch
 
 from common import Step, filter_logits, no_mask_logit, sample_tokens, stratified_times, time_grid
-from remasking import REVISIT_KEYS
+from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
 
@@ -124,18 +124,18 @@ def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_siz
 
 
 @torch.no_grad()
-def sample_uniform(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0, top_k=0, top_p=1.0,
-                   generator=None, on_step=None):
+def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
     """Ancestral reverse process for uniform noise. x (B, L) the canvas; positions where gen_mask is True start
     as uniform random tokens (x_T) and every one of them is redrawn from p(x_s | x_t) at every step t -> s of
-    time_grid(T, steps); positions outside gen_mask are fixed text, never changed (and seen clean).
-    temperature / top-k / top-p shape pi, the model's x0 distribution, before it enters the posterior; the draw
-    from the posterior is then exact (float64), and temperature 0 takes its argmax. The step into s = 0 draws
-    from pi itself. The model is told the grid time t, the noise level it was trained on.
+    time_grid(T, opts.steps); positions outside gen_mask are fixed text, never changed (and seen clean). Of the
+    options (sampler.SamplerOptions) it reads steps, temperature, top_k and top_p: the last three shape pi, the
+    model's x0 distribution, before it enters the posterior; the draw from the posterior is then exact (float64),
+    and temperature 0 takes its argmax. The step into s = 0 draws from pi itself. The model is told the grid time
+    t, the noise level it was trained on.
     on_step(common.Step) after each step: revealed = the positions whose token changed (the first step's prev is
     the initial noise x_T), conf = the probability of each current token under the step's posterior, nothing is
     ever re-masked. Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample)."""
-    t0 = time.perf_counter()
+    t0, steps, temperature = time.perf_counter(), opts.steps, opts.temperature
     B, L = x.shape
     if L > model.args.block_size:
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {model.args.block_size}")
@@ -152,7 +152,7 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0
         t, s = grid[i], grid[i + 1]
         tt = torch.full((B,), t, dtype=torch.long, device=dev)
         logits = no_mask_logit(model(x, tt), mask_id).index_select(-1, real)  # (B, L, V)
-        logp0 = filter_logits(logits, temperature, top_k, top_p)  # float64, -inf outside top-k/top-p
+        logp0 = filter_logits(logits, temperature, opts.top_k, opts.top_p)  # float64, -inf outside top-k/top-p
         log_p = reverse_log_probs(logp0, compact(x, real), alpha[torch.full_like(tt, s)], alpha[tt], V)
         draw = sample_tokens(log_p[gen_mask], temperature, generator)  # (N,) only generated positions
         prev = x
@@ -170,9 +170,8 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, steps, temperature=1.0
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 # it trains its NELBO at every position and redraws every position each step: the masked-diffusion switches
 MODEL = dict(self_cond=False)  # no [MASK] positions to feed a prediction to
-IGNORES = {**dict.fromkeys(("loss_type", "mask_span", "head_on_masked_only", "order", "tokens_per_step", "remask",
-                           "remask_eta", "threshold", "semi_ar_length", "bd3_block", "mask_min", "mask_max",
-                           "bd3_loss", "temperature_end_share", *REVISIT_KEYS),
+IGNORES = {**dict.fromkeys(("loss_type", "mask_span", "head_on_masked_only", *REVEAL_KEYS, "bd3_block", "mask_min",
+                           "mask_max", "bd3_loss"),
                           "it trains its NELBO at every position and redraws every position each step, with no [MASK]"),
            **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar"),
            **dict.fromkeys(("time_beta", "mask_ramp", "mask_ramp_from"),
@@ -199,8 +198,7 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
-    return sample_uniform(model, x, gen_mask, schedule, mask_id, cfg.steps, cfg.temperature, cfg.top_k, cfg.top_p,
-                          generator=generator, on_step=on_step)
+    return sample_uniform(model, x, gen_mask, schedule, mask_id, SamplerOptions.from_config(cfg), generator, on_step)
 
 
 def passes(cfg, n_gen, n_prompt=0):

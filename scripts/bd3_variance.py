@@ -17,9 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from configurator import config_from_dict  # noqa: E402
-from diffusion import Schedule  # noqa: E402
 from bd3 import bd3_loss, bd3_times  # noqa: E402
-from common import band_times  # noqa: E402
+from common import Schedule, band_times  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402

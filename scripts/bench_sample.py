@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from ar import sample_ar_window  # noqa: E402
 from canvas import build_canvas, generate, start_token  # noqa: E402
 from configurator import config_from_dict, validate  # noqa: E402
-from diffusion import Schedule  # noqa: E402
+from common import Schedule  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import split_texts  # noqa: E402
 from utils.dist import pick_device, timed  # noqa: E402

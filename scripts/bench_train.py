@@ -26,9 +26,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import objectives  # noqa: E402
-from common import Draw  # noqa: E402
+from common import Draw, Schedule  # noqa: E402
 from configurator import get_config  # noqa: E402
-from diffusion import Schedule  # noqa: E402
 from model import Transformer  # noqa: E402
 from utils.dist import autocast_for, keyed_generator, peak_flops, pick_device, timed  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402

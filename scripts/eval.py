@@ -35,9 +35,9 @@ import torch  # noqa: E402
 
 import objectives  # noqa: E402
 from canvas import start_token  # noqa: E402
-from common import time_grid  # noqa: E402
+from common import Schedule, time_grid  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
-from diffusion import ORDERS, Schedule  # noqa: E402
+from sampler import ORDERS  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
 from utils.dist import DTYPES, autocast_for, pick_device  # noqa: E402

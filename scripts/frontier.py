@@ -38,7 +38,7 @@ import objectives  # noqa: E402
 from canvas import start_token  # noqa: E402
 from config import Config  # noqa: E402
 from configurator import config_from_dict, validate  # noqa: E402
-from diffusion import Schedule  # noqa: E402
+from common import Schedule  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402

@@ -31,7 +31,8 @@ import torch  # noqa: E402
 
 from bd3 import bd3_logits  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
-from diffusion import Schedule, predict_logits, time_for_fraction  # noqa: E402
+from common import Schedule, predict_logits  # noqa: E402
+from sampler import time_for_fraction  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402

@@ -9,8 +9,9 @@ import torch
 from ar import sample_ar, sample_ar_window
 from bd3 import (CachedBlockModel, CleanCache, WindowBlockModel, bd3_attn_mask, bd3_logits, bd3_loss,
                  bd3_times, block_causal_mask, sample_bd3)
-from common import band_times, stratified_times
-from diffusion import Schedule, diffusion_loss
+from common import Schedule, band_times, stratified_times
+from diffusion import diffusion_loss
+from sampler import SamplerOptions
 from model import ModelArgs, Transformer
 from helpers import ENV, run_script
 from conftest import train_tiny
@@ -222,8 +223,8 @@ def test_cached_decode_equals_uncached_past_the_context(block, opts):
     outs = []
     for cache in (True, False):
         frames = []
-        out, st = sample_bd3(m, prompt, 40, block, s, MASK, 3, generator=torch.Generator().manual_seed(1), cache=cache,
-                             on_step=lambda info: frames.append(info), **opts)
+        out, st = sample_bd3(m, prompt, 40, block, s, MASK, SamplerOptions(3, **opts), torch.Generator().manual_seed(1),
+                             on_step=lambda info: frames.append(info), cache=cache)
         outs.append(out)
     assert torch.equal(outs[0], outs[1])
     out = outs[0]
@@ -241,8 +242,8 @@ def test_schedule_counts_leave_no_greedy_token_per_block():
     # for every seed. bd3 samples every token instead.
     m, s = _tiny(), Schedule(10)
     prompt = torch.randint(0, 10, (1, 4), generator=torch.Generator().manual_seed(0))
-    outs = {tuple(sample_bd3(m, prompt, 12, 1, s, MASK, 1, generator=torch.Generator().manual_seed(k),
-                             tokens_per_step="schedule")[0][0].tolist()) for k in range(4)}
+    outs = {tuple(sample_bd3(m, prompt, 12, 1, s, MASK, SamplerOptions(1, tokens_per_step="schedule"),
+                             generator=torch.Generator().manual_seed(k))[0][0].tolist()) for k in range(4)}
     assert len(outs) > 1
 
 
@@ -290,7 +291,7 @@ def test_the_trace_keeps_every_earlier_blocks_confidences():
     m, s = _tiny(), Schedule(10)
     prompt = torch.randint(0, 10, (2, 3), generator=torch.Generator().manual_seed(0))
     steps = []
-    out, _ = sample_bd3(m, prompt, 37, 4, s, MASK, 4, generator=torch.Generator().manual_seed(1), on_step=steps.append)
+    out, _ = sample_bd3(m, prompt, 37, 4, s, MASK, SamplerOptions(4), torch.Generator().manual_seed(1), steps.append)
     last = steps[-1]
     assert last.block == last.n_blocks - 1 and (last.conf[:, 3:] > 0).all() and (last.conf[:, :3] == 0).all()
 

@@ -5,9 +5,8 @@ import pytest
 import torch
 
 import objectives
-from common import Draw
+from common import Draw, Schedule
 from configurator import get_config
-from diffusion import Schedule
 from model import Transformer
 from utils.tokenizer import CharTokenizer
 

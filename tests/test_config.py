@@ -70,7 +70,7 @@ def test_trained_and_resumable_keys_are_field_metadata():
     assert set(RESUMABLE_KEYS) == {"max_iters", "eval_interval", "log_interval", "device", "resume", "overwrite", "compile",
                                    "eval_iters", "head_on_masked_only", "wandb_log", "wandb_project", "keep_last",
                                    "skip_nonfinite", "out_dir"}
-    from diffusion import ORDERS
+    from sampler import ORDERS
     assert CHOICES["order"] is ORDERS and CHOICES["schedule"] == ("cosine", "linear", "cosine_offset")
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from ar import ar_loss
-from common import filter_logits, reveal_plan, sample_tokens, stratified_times, time_grid
-from diffusion import Schedule, corrupt, diffusion_loss
-from diffusion import denoise as sample
+from common import Schedule, filter_logits, reveal_plan, sample_tokens, stratified_times, time_grid
+from diffusion import corrupt, diffusion_loss
+from sampler import SamplerOptions, denoise
 from helpers import ConstModel, ToyModel
 
 
@@ -143,8 +143,8 @@ def test_sampler_never_touches_fixed_tokens_and_leaves_no_mask(remask, temperatu
             before = (info.prev != 11) & gm
             assert torch.equal(info.x[before], info.prev[before])
 
-    out, stats = sample(model, x.clone(), gm, s, 11, steps=10, temperature=temperature, remask=remask,
-                        generator=torch.Generator().manual_seed(0), on_step=on_step)
+    out, stats = denoise(model, x.clone(), gm, s, 11, SamplerOptions(10, temperature, remask=remask),
+                         generator=torch.Generator().manual_seed(0), on_step=on_step)
     assert torch.equal(out[~gm], x[~gm])
     assert not (out == 11).any() and stats["nfe"] == 10
     n_gen = gm.sum(1)
@@ -157,6 +157,6 @@ def test_sampler_never_touches_fixed_tokens_and_leaves_no_mask(remask, temperatu
 def test_sampler_is_deterministic_for_a_seed():
     model, s = ToyModel(), Schedule(20)
     x, gm = _canvas()
-    run = lambda seed: sample(model, x.clone(), gm, s, 11, steps=20, generator=torch.Generator().manual_seed(seed))[0]
+    run = lambda seed: denoise(model, x.clone(), gm, s, 11, SamplerOptions(20), torch.Generator().manual_seed(seed))[0]
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))

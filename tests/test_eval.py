@@ -14,7 +14,7 @@ import torch
 
 from config import Config
 from helpers import ROOT, TINY, ConstModel, Tok, for_objective, real_text, script as _script
-from diffusion import Schedule
+from common import Schedule
 from utils.evaluate import evaluate
 from model import ModelArgs, Transformer
 from utils.checkpoint import load_checkpoint, load_model, save_checkpoint

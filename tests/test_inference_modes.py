@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import inference
-from diffusion import Schedule
+from common import Schedule
 from helpers import ToyModel, run_cli_here, script
-from diffusion import denoise as sample
+from sampler import SamplerOptions, denoise
 from utils.checkpoint import load_checkpoint, load_model
 from utils.tokenizer import CharTokenizer
 from utils.trace import ANSI, LiveView
@@ -27,7 +27,7 @@ def _live(stream, steps=6):
     gm = x == 11
     view = LiveView(tok, steps, stream=stream)
     view.start(x, gm)
-    sample(ToyModel(), x, gm, Schedule(20), 11, steps, on_step=view)
+    denoise(ToyModel(), x, gm, Schedule(20), 11, SamplerOptions(steps), on_step=view)
     return stream.getvalue()
 
 

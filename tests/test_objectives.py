@@ -48,6 +48,7 @@ def test_imports_have_no_cycle():
         if m not in state:
             visit(m, [m])
     assert graph["common"] == set() and "objectives" not in graph["diffusion"]  # the bottom stays the bottom
+    assert graph["sampler"] == {"common"}  # shared by mdlm and bd3, below both
 
 
 def test_config_imports_nothing_from_the_project():

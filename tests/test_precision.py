@@ -9,7 +9,7 @@ import torch
 import objectives
 import train
 from configurator import get_config
-from diffusion import Schedule
+from common import Schedule
 from model import Transformer
 from utils.dist import PEAK_FLOPS, autocast_for, grad_scaler, peak_flops_of, precision
 from utils.errors import UserError

@@ -1,4 +1,4 @@
-"""Samplers that revisit committed tokens (remasking.py): ReMDM's sigma schedules (constant, cap, rescale, loop) and
+"""Samplers that revisit committed tokens (sampler.py): ReMDM's sigma schedules (constant, cap, rescale, loop) and
 the end-of-sampling corrector, in the masked-diffusion sampler and block by block in bd3; their config keys.
 python -m pytest -q tests/test_remasking.py"""
 import pytest
@@ -8,9 +8,9 @@ import bd3
 import diffusion
 from bd3 import sample_bd3
 from configurator import get_config
-from diffusion import Schedule, denoise
+from common import Schedule
 from helpers import MICRO, ToyModel, for_objective
-from remasking import corrector_positions, least_confident, loop_split, sigma
+from sampler import SamplerOptions, corrector_positions, denoise, loop_split, sigma
 from utils.errors import UserError
 
 MASK = 11
@@ -28,8 +28,8 @@ def _canvas(B=3, P=6, L=40, V=12):
 
 
 def _run(x, gm, steps=12, seed=0, on_step=None, **kw):
-    return denoise(ToyModel(), x.clone(), gm, Schedule(20), MASK, steps, 1.0, generator=torch.Generator().manual_seed(seed),
-                   on_step=on_step, **kw)
+    return denoise(ToyModel(), x.clone(), gm, Schedule(20), MASK, SamplerOptions(steps, 1.0, **kw),
+                   generator=torch.Generator().manual_seed(seed), on_step=on_step)
 
 
 def test_sigma_schedules_by_hand():
@@ -50,7 +50,7 @@ def test_loop_split_by_hand():
 
 MODES = [dict(remask="remdm", remdm_schedule="cap", remask_eta=0.5), dict(remask="remdm", remdm_schedule="rescale", remask_eta=1.0),
          LOOP, dict(LOOP, tokens_per_step="linear", order="random"), dict(corrector_steps=3, corrector_frac=0.2),
-         dict(LOOP, corrector_steps=2, block_length=10, order="random"),
+         dict(LOOP, corrector_steps=2, semi_ar_length=10, order="random"),
          dict(corrector_steps=3, corrector_frac=0.2, corrector_pick="random")]
 
 
@@ -62,8 +62,7 @@ def test_given_text_never_changes_no_mask_is_left_and_nfe_is_as_counted(mode):
     assert torch.equal(out[~gm], x[~gm]) and not (out == MASK).any()
     for info in steps:  # nothing outside the generated positions is ever re-masked or redrawn
         assert not ((info.remasked | info.revealed) & ~gm).any() and torch.equal(info.x[~gm], x[~gm])
-    cfg = get_config([*MICRO, "--steps=12", *[f"--{k}={v}" for k, v in mode.items() if k != "block_length"],
-                      f"--semi_ar_length={mode.get('block_length', 0)}"])
+    cfg = get_config([*MICRO, "--steps=12", *[f"--{k}={v}" for k, v in mode.items()]])
     n_gen = int(gm.sum(1).max())
     assert st["nfe"] == len(steps) == diffusion.passes(cfg, n_gen) == max(st["nfe_per_sample"])
     assert steps[-1].finished == [True] * 3
@@ -100,10 +99,10 @@ def test_corrector_after_threshold_decoding_redraws_all_it_re_masks():
     assert not (out == MASK).any() and torch.equal(out[~gm], x[~gm]) and st["nfe"] == st0["nfe"] + 3
 
 
-def test_least_confident_by_hand():
+def test_least_confident_pick_by_hand():
     conf = torch.tensor([[0.9, 0.1, 0.5, 0.2, 0.0], [0.3, 0.2, 0.1, 0.6, 0.7]], dtype=torch.float64)
     now = torch.tensor([[True, True, True, True, False], [False, False, False, False, False]])
-    pick = least_confident(conf, now, 0.5)
+    pick = corrector_positions("confidence", conf, now, 0.5)
     assert pick[0].tolist() == [False, True, False, True, False]  # 2 of 4; position 4 (fixed, conf 0) is not in the block
     assert not pick[1].any()
 
@@ -119,7 +118,6 @@ def test_random_pick_is_uniform_over_the_block_and_takes_the_same_count():
         picks.add(tuple(pick[0].tolist()))
     assert (hits[:, now[0]] / 4000 - 0.4).abs().max() < 0.04  # each block position 2 / 5 of the time
     assert len(picks) == 10  # all C(5, 2) pairs occur, not only the least confident {1, 3}
-    assert torch.equal(corrector_positions("confidence", conf, now, 0.4), least_confident(conf, now, 0.4))
 
 
 def test_loop_holds_the_mask_count_and_remasks_only_inside_it():
@@ -144,8 +142,8 @@ def test_bd3_remasks_only_inside_the_current_block_and_counts_its_passes():
     opts = dict(remask="remdm", remdm_schedule="loop", remask_eta=0.5, remdm_alpha_on=0.5, remdm_t_on=0.7,
                 remdm_t_off=0.2, corrector_steps=1, corrector_frac=0.5)
     frames = []
-    out, st = sample_bd3(m, prompt, 18, 4, Schedule(10), 10, 8, generator=torch.Generator().manual_seed(1),
-                         on_step=frames.append, **opts)
+    out, st = sample_bd3(m, prompt, 18, 4, Schedule(10), 10, SamplerOptions(8, **opts),
+                         generator=torch.Generator().manual_seed(1), on_step=frames.append)
     assert torch.equal(out[:, :6], prompt) and not (out == 10).any()
     for info in frames:  # re-masked and redrawn positions all lie in the block being decoded
         blk = torch.arange(info.x.size(1)) // 4 == 1 + info.block

@@ -3,7 +3,7 @@ metrics block with a unit or a meaning for every figure. python -m pytest -q tes
 import pytest
 
 from configurator import get_config
-from diffusion import Schedule
+from common import Schedule
 from helpers import ToyModel
 from utils.report import final_report, loss_label
 from utils.tokenizer import CharTokenizer

@@ -7,9 +7,9 @@ import torch
 
 import inference
 from helpers import FIXTURES, Args, ToyModel, assert_one_line_error, run_cli_here, run_script
-from diffusion import Schedule, corrupt, diffusion_loss
-from common import reveal_plan, time_grid
-from diffusion import denoise as sample, position_scores, time_for_fraction
+from common import Schedule, reveal_plan, time_grid
+from diffusion import corrupt, diffusion_loss
+from sampler import SamplerOptions, denoise, position_scores, time_for_fraction
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
 from canvas import Canvas, build_canvas, parse_infill
@@ -46,13 +46,13 @@ def _canvas(B=3, P=6, L=40, V=12):
 MODES = [dict(), dict(order="margin"), dict(order="entropy"), dict(order="random", remask="none"), dict(order="l2r", remask="none"),
          dict(tokens_per_step="linear", remask="none"), dict(tokens_per_step="cosine"),
          dict(remask="remdm", remask_eta=0.3), dict(threshold=0.5), dict(threshold=0.999, order="margin"),
-         dict(block_length=7), dict(block_length=7, threshold=0.9, order="entropy"),
-         dict(block_length=5, remask="remdm", remask_eta=0.3, tokens_per_step="linear")]
+         dict(semi_ar_length=7), dict(semi_ar_length=7, threshold=0.9, order="entropy"),
+         dict(semi_ar_length=5, remask="remdm", remask_eta=0.3, tokens_per_step="linear")]
 
 
 def _run(model, x, gm, mode, steps=12, temperature=1.0, seed=0, on_step=None, **kw):
-    return sample(model, x.clone(), gm, Schedule(20), MASK, steps, temperature,
-                  generator=torch.Generator().manual_seed(seed), on_step=on_step, **kw, **mode)
+    return denoise(model, x.clone(), gm, Schedule(20), MASK, SamplerOptions(steps, temperature, **kw, **mode),
+                   generator=torch.Generator().manual_seed(seed), on_step=on_step)
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
@@ -70,7 +70,7 @@ def test_given_text_never_changes_and_no_mask_is_left(mode, temperature):
     assert len(stats["nfe_per_sample"]) == 3 and all(n >= 1 for n in stats["nfe_per_sample"])
 
 
-@pytest.mark.parametrize("mode", MODES[:9] + [dict(block_length=4, remask="none")])
+@pytest.mark.parametrize("mode", MODES[:9] + [dict(semi_ar_length=4, remask="none")])
 def test_top_k_1_emits_the_argmax_at_every_position(mode):
     model = PositionModel()
     x, gm = _canvas()
@@ -83,7 +83,7 @@ def test_top_k_1_emits_the_argmax_at_every_position(mode):
 @pytest.mark.parametrize("tau, block", [(1.0, 0), (0.999, 0), (1.0, 6), (0.01, 0)])
 def test_threshold_decoding_always_terminates(tau, block):
     x, gm = _canvas()
-    out, stats = _run(ToyModel(), x, gm, dict(threshold=tau, block_length=block))
+    out, stats = _run(ToyModel(), x, gm, dict(threshold=tau, semi_ar_length=block))
     assert not (out == MASK).any()
     n_gen = gm.sum(1).tolist()
     assert all(1 <= n <= g for n, g in zip(stats["nfe_per_sample"], n_gen))
@@ -99,7 +99,7 @@ def test_threshold_commits_many_per_step_when_confident_and_reports_per_sample_n
     gm[0, 30:] = False  # samples of different lengths
     _, stats = _run(model, x, gm, dict(threshold=0.9))
     assert stats["nfe_per_sample"] == [1, 1, 1] and stats["nfe"] == 1
-    _, stats = _run(model, x, gm, dict(threshold=0.9, block_length=10))  # one step per block
+    _, stats = _run(model, x, gm, dict(threshold=0.9, semi_ar_length=10))  # one step per block
     assert stats["nfe_per_sample"] == [math.ceil(n / 10) for n in gm.sum(1).tolist()]
 
 
@@ -109,7 +109,7 @@ def test_semi_ar_with_one_block_equals_the_plain_sampler(mode):
     x, gm = _canvas()
     plain, s0 = _run(ToyModel(), x, gm, mode, seed=4)
     for bl in (int(gm.sum(1).max()), 1000):
-        one, s1 = _run(ToyModel(), x, gm, dict(mode, block_length=bl), seed=4)
+        one, s1 = _run(ToyModel(), x, gm, dict(mode, semi_ar_length=bl), seed=4)
         assert torch.equal(one, plain) and s1["nfe_per_sample"] == s0["nfe_per_sample"] and s1["blocks"] == 1
 
 
@@ -124,7 +124,7 @@ def test_blocks_decode_left_to_right():
         assert masked[block_of > b].all()  # later blocks: untouched
         seen.append(b)
 
-    _run(ToyModel(), x, gm, dict(block_length=8), steps=15, on_step=on_step)
+    _run(ToyModel(), x, gm, dict(semi_ar_length=8), steps=15, on_step=on_step)
     assert seen == sorted(seen) and seen[-1] == 4  # 34 generated positions in row 0 -> 5 blocks
 
 
@@ -134,7 +134,7 @@ def test_sliding_window_generates_past_the_context():
     gm[:, 5:] = True
     seen, forward = [], model.forward
     model.forward = lambda idx, t=None, **kw: (seen.append(idx.clone()), forward(idx, t, **kw))[1]
-    out, stats = _run(model, x, gm, dict(block_length=6, remask="none"), steps=16)
+    out, stats = _run(model, x, gm, dict(semi_ar_length=6, remask="none"), steps=16)
     assert torch.equal(out[:, :5], x[:, :5]) and not (out == MASK).any() and stats["blocks"] == 8
     # from the third block on, the window is the 16 positions ending at the block: 10 of context, then the block
     assert len(seen) == 16 and all(idx.size(1) == 16 and not (idx[:, :10] == MASK).any() for idx in seen[4:])
@@ -178,7 +178,7 @@ def test_reveal_plan_by_hand():
 
 
 @pytest.mark.parametrize("mode", [dict(remask="none"), dict(), dict(remask="remdm", remask_eta=0.1),
-                                  dict(tokens_per_step="cosine"), dict(block_length=8)], ids=str)
+                                  dict(tokens_per_step="cosine"), dict(semi_ar_length=8)], ids=str)
 def test_every_pass_reveals_a_token_and_nfe_counts_the_passes(mode):
     """16 tokens at 48 steps: 16 passes (the schedule's counts used to run out 3-9 steps early: 48 NFE),
     and with fewer steps than tokens, every requested step reveals at least one."""
@@ -186,10 +186,10 @@ def test_every_pass_reveals_a_token_and_nfe_counts_the_passes(mode):
     gm[:, 8:] = True
     for steps, nfe in ((48, 16), (12, 12), (16, 16)):
         before = []
-        out, stats = sample(ToyModel(), x.clone(), gm, Schedule(100), MASK, steps, 1.0,
-                            generator=torch.Generator().manual_seed(0), **mode,
-                            on_step=lambda info: before.append(((info.prev == MASK) & gm).sum(1) -
-                                                               ((info.x == MASK) & gm).sum(1)))
+        out, stats = denoise(ToyModel(), x.clone(), gm, Schedule(100), MASK, SamplerOptions(steps, 1.0, **mode),
+                             generator=torch.Generator().manual_seed(0),
+                             on_step=lambda info: before.append(((info.prev == MASK) & gm).sum(1) -
+                                                                ((info.x == MASK) & gm).sum(1)))
         assert stats["nfe"] == nfe == len(before) and stats["nfe_per_sample"] == [nfe, nfe]
         assert all((d >= 1).all() for d in before) and not (out == MASK).any()
 
@@ -203,7 +203,7 @@ def test_the_time_index_is_the_mask_rate_of_the_whole_window():
     model.forward = lambda idx, t=None, **kw: (told.append((t.clone(), (idx == MASK).double().mean(1))), forward(idx, t, **kw))[1]
     x, gm = torch.randint(0, 11, (1, 128)), torch.zeros(1, 128, dtype=torch.bool)
     gm[:, 60:80] = True
-    sample(model, x, gm, s, MASK, 10, 1.0, generator=torch.Generator().manual_seed(0))
+    denoise(model, x, gm, s, MASK, SamplerOptions(10, 1.0), generator=torch.Generator().manual_seed(0))
     assert told[0][0].item() == 36 == time_for_fraction(s, torch.tensor([20 / 128])).item()
     for t, frac in told:  # every step: the t whose mask rate is nearest the window's masked fraction
         assert torch.equal(t, time_for_fraction(s, frac))
@@ -490,17 +490,17 @@ def test_bench_sample_runs_and_refuses_another_tokenizer(tiny_ckpt, tmp_path):
 def test_semi_ar_blocks_take_no_greedy_step_but_the_samples_last(block_length, monkeypatch):
     """With schedule counts, the step into t = 0 is the reference's greedy clean-up: once per sample, never once per
     semi-AR block (at temperature 1 that made 15 of 60 tokens argmax draws in blocks of 4)."""
-    import diffusion
-    temps, real = [], diffusion.sample_tokens
+    import sampler
+    temps, real = [], sampler.sample_tokens
 
     def spy(logp, temperature, generator=None):
         temps.append((temperature, logp.size(0)))
         return real(logp, temperature, generator)
-    monkeypatch.setattr(diffusion, "sample_tokens", spy)
+    monkeypatch.setattr(sampler, "sample_tokens", spy)
     x = torch.zeros(1, 64, dtype=torch.long)
     gm = torch.zeros(1, 64, dtype=torch.bool)
     gm[:, 4:] = True
-    _run(ToyModel(block_size=64), x, gm, dict(block_length=block_length), steps=60 if block_length else 20, temperature=1.0)
+    _run(ToyModel(block_size=64), x, gm, dict(semi_ar_length=block_length), steps=60 if block_length else 20, temperature=1.0)
     greedy = [n for t, n in temps if t == 0.0]
     assert len(greedy) <= 1 and sum(greedy) <= 1, temps  # at most the final step, one token
 

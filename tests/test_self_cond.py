@@ -12,8 +12,10 @@ import torch.nn.functional as F
 import bd3
 import diffusion
 import objectives
+from common import Schedule, no_mask_logit
 from configurator import get_config
-from diffusion import Schedule, diffusion_loss, self_condition
+from diffusion import diffusion_loss, self_condition
+from sampler import SamplerOptions, denoise
 from model import ModelArgs, Transformer
 from utils.errors import UserError
 
@@ -44,7 +46,7 @@ def test_self_condition_is_the_first_pass_at_masked_positions_for_a_share_of_row
     xt[masked] = MASK
     t = torch.full((8,), 5)
     full = self_condition(m, xt, t, masked, MASK, 1.0)
-    by_hand = torch.softmax(diffusion.no_mask_logit(m(xt), MASK), -1) * masked[..., None]
+    by_hand = torch.softmax(no_mask_logit(m(xt), MASK), -1) * masked[..., None]
     assert torch.allclose(full, by_hand)
     assert (full[~masked] == 0).all() and torch.allclose(full[masked].sum(-1), torch.ones(int(masked.sum())))
     half = self_condition(m, xt, t, masked, MASK, 0.5, torch.Generator().manual_seed(0))
@@ -63,8 +65,8 @@ def test_the_bound_is_the_weighted_ce_of_the_second_pass():
     t = torch.tensor([2, 4, 7, 10])
     _, nelbo, aux = diffusion_loss(m, x0, sched, MASK, t=t, generator=torch.Generator().manual_seed(3), self_cond=1.0)
     xt = torch.where(aux["masked"], torch.full_like(x0, MASK), x0)
-    first = torch.softmax(diffusion.no_mask_logit(m(xt), MASK), -1) * aux["masked"][..., None]
-    logits = diffusion.no_mask_logit(m(xt, sc=first), MASK)
+    first = torch.softmax(no_mask_logit(m(xt), MASK), -1) * aux["masked"][..., None]
+    logits = no_mask_logit(m(xt, sc=first), MASK)
     ce = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")
     expect = (10 * sched.weight[t].float()[:, None] * ce * aux["masked"]).sum(1) / 16
     assert torch.allclose(nelbo, expect, atol=1e-5)
@@ -92,13 +94,13 @@ def test_the_sampler_feeds_each_masked_positions_latest_prediction_and_keeps_fix
     x = torch.randint(0, MASK, (2, 16))
     gen_mask = torch.zeros(2, 16, dtype=torch.bool)
     gen_mask[:, 4:] = True
-    out, _ = diffusion.denoise(spy, x, gen_mask, Schedule(10, "cosine"), MASK, steps=6, order="random", remask="none",
-                               generator=torch.Generator().manual_seed(0))
+    out, _ = denoise(spy, x, gen_mask, Schedule(10, "cosine"), MASK, SamplerOptions(6, order="random", remask="none"),
+                     generator=torch.Generator().manual_seed(0))
     assert torch.equal(out[:, :4], x[:, :4]) and (out != MASK).all()
     assert (spy.calls[0][1] == 0).all()  # nothing predicted before the first step
     for (idx0, _, out0), (idx1, sc1, _) in zip(spy.calls, spy.calls[1:]):
         still = idx1 == MASK  # masked at both steps (masks only shrink without re-masking)
-        expect = torch.softmax(diffusion.no_mask_logit(out0, MASK), -1)[still]
+        expect = torch.softmax(no_mask_logit(out0, MASK), -1)[still]
         assert torch.allclose(sc1[still], expect, atol=1e-6)
         assert (sc1[~still] == 0).all()  # visible positions read nothing
 
@@ -161,8 +163,8 @@ def test_bd3_cached_decode_with_it_equals_the_uncached_pass_and_reads_it():
     prompt = torch.randint(0, MASK, (3, 6), generator=torch.Generator().manual_seed(0))
 
     def draw(model, cache):
-        return bd3.sample_bd3(model, prompt, 30, 4, sched, MASK, 4, generator=torch.Generator().manual_seed(1),
-                              cache=cache, order="random", remask="none")[0]
+        return bd3.sample_bd3(model, prompt, 30, 4, sched, MASK, SamplerOptions(4, order="random", remask="none"),
+                              generator=torch.Generator().manual_seed(1), cache=cache)[0]
 
     spy = Spy(m)
     cached = draw(spy, True)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import diffusion
-from common import Draw, band_times, band_top, beta_proposal, proposal_times, stratified_times
+from common import Draw, Schedule, band_times, band_top, beta_proposal, proposal_times, stratified_times
 from configurator import get_config
-from diffusion import Schedule, diffusion_loss
+from diffusion import diffusion_loss
 from helpers import MICRO, ToyModel, for_objective
 from utils.errors import UserError
 

@@ -152,7 +152,7 @@ def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
     import torch
     import objectives
     from configurator import get_config
-    from diffusion import Schedule
+    from common import Schedule
     from model import Transformer
     from utils.report import estimate_line
     cfg = get_config([])

@@ -18,7 +18,8 @@ import torch
 import train
 from configurator import get_config
 from helpers import real_text
-from diffusion import Schedule, diffusion_loss
+from common import Schedule
+from diffusion import diffusion_loss
 from model import ModelArgs, Transformer
 from utils.checkpoint import load_checkpoint, load_model
 from utils.dist import grad_accum_steps, keyed_generator

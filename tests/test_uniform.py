@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from diffusion import Schedule
+from common import Schedule
 from config import Config
 from helpers import Tok, real_text, script
+from sampler import SamplerOptions
 from uniform import (bound_terms, compact, prior_kl, real_ids, reverse_log_probs, sample_uniform, uniform_corrupt,
                      uniform_loss)
 
@@ -221,7 +222,7 @@ def test_sampler_keeps_fixed_text_and_never_emits_mask(temperature, top_k):
         assert not (info.x == 1).any()
         seen.append(info.revealed.sum().item())
 
-    out, stats = sample_uniform(model, x.clone(), gm, Schedule(20), 1, steps=8, temperature=temperature, top_k=top_k,
+    out, stats = sample_uniform(model, x.clone(), gm, Schedule(20), 1, SamplerOptions(8, temperature, top_k),
                                 generator=torch.Generator().manual_seed(0), on_step=on_step)
     assert torch.equal(out[~gm], x[~gm]) and not (out == 1).any()
     assert stats["nfe"] == 8 and len(seen) == 8 and sum(seen) > 0  # positions do change between steps
@@ -234,7 +235,7 @@ def test_sampler_draws_the_data_distribution_under_the_exact_posterior(steps):
     p_data, sched = [0.5, 0.3, 0.15, 0.05], Schedule(20)
     model = PosteriorModel(p_data, sched, mask_id=4)
     x = torch.zeros(500, 16, dtype=torch.long)
-    out, _ = sample_uniform(model, x, torch.ones_like(x, dtype=torch.bool), sched, 4, steps,
+    out, _ = sample_uniform(model, x, torch.ones_like(x, dtype=torch.bool), sched, 4, SamplerOptions(steps),
                             generator=torch.Generator().manual_seed(steps))
     counts = torch.bincount(out.flatten(), minlength=5).double()
     assert counts[4] == 0
@@ -258,7 +259,8 @@ def test_sampler_is_deterministic_for_a_seed():
     torch.manual_seed(0)
     model = InputModel()
     x, gm = _canvas()
-    run = lambda seed: sample_uniform(model, x.clone(), gm, Schedule(20), 1, 10, generator=torch.Generator().manual_seed(seed))[0]
+    run = lambda seed: sample_uniform(model, x.clone(), gm, Schedule(20), 1, SamplerOptions(10),
+                                      generator=torch.Generator().manual_seed(seed))[0]
     assert torch.equal(run(1), run(1)) and not torch.equal(run(1), run(2))
 
 

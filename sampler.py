@@ -1,0 +1,425 @@
+"""The masked-diffusion reverse sampler, shared by masked diffusion (diffusion.py) and block diffusion's blocks
+(bd3.py): denoise() fills the positions of a canvas marked in gen_mask and never touches the rest; its switches are
+config.py's sampling keys, carried by one SamplerOptions. Two of them revisit committed tokens:
+
+ReMDM (Wang et al. 2025, arXiv 2503.00307, eq. 5): a step t -> s of the reverse process may send a committed token
+back to [MASK] with probability sigma_t, and reveals a masked one with probability (alpha_s - (1 - sigma_t) alpha_t)
+/ (1 - alpha_t), so the marginal q(z_s | x) is the forward process's whatever sigma_t is, as long as
+0 <= sigma_t <= sigma_max = min(1, (1 - alpha_s) / alpha_t). Our sampler fixes the counts instead of drawing them
+(reveal_plan): a block of n positions keeps n_keep masked after the step. With m committed tokens before it,
+alpha_t = m / n and 1 - alpha_s = n_keep / n, so sigma_max = min(1, n_keep / m): the expected number re-masked,
+sigma * m, never exceeds what stays masked. The schedules of sigma_t (paper Sec. 4.1):
+
+    constant  sigma_t = eta                 (this repo's first switch; the draw is capped at n_keep)
+    cap       sigma_t = min(eta, sigma_max) ("max-capped")
+    rescale   sigma_t = eta * sigma_max     ("rescaled")
+    loop      three phases over the step budget: MDLM steps (sigma = 0) reveal down to a mask rate 1 - alpha_on
+              over the first 1 - t_on of the steps; then t_on - t_off of the steps at that fixed rate, each
+              re-masking committed tokens w.p. eta and revealing as many (re-predict at fixed noise); then MDLM
+              steps to the clean text over the last t_off. Every step is a forward pass: NFE = steps.
+
+The corrector (predictor-corrector, Campbell et al. 2022; Duo's Psi-samplers, 2602.21185; ReMDM-conf's choice
+of the least confident tokens): after a block is fully revealed, K passes that each re-mask the fraction `frac`
+of its tokens the model was least sure of when it drew them, and redraw those given all the others (one forward
+pass each: NFE = steps + K per block). That choice is greedy: the tokens drawn against the odds are the ones redrawn,
+so the samples' entropy falls with K. pick='random' redraws a uniformly random share instead, a Gibbs sweep over
+the block: under a model that knew the data's conditionals it leaves the samples' distribution where it was and
+only repairs what drawing several tokens in one step got wrong. Imports nothing from the project but common.
+
+    python -c "from sampler import loop_split; print(loop_split(32, 48, 0.9, 0.55, 0.05))"
+    python inference.py --checkpoint artifacts/models/model.pt --threshold 0.9 --semi-ar-length 32
+    python -m pytest -q tests/test_sampling.py tests/test_remasking.py
+"""
+import math
+import time
+from dataclasses import dataclass, fields
+
+import torch
+
+from common import Step, filter_logits, predict_logits, reveal_plan, sample_tokens, time_grid
+
+ORDERS = ("confidence", "margin", "entropy", "random", "l2r")
+UNSCORED_ORDERS = ("random", "l2r")  # rank by no model score: threshold decoding cannot use them
+TOKENS_PER_STEP = ("schedule", "linear", "cosine")
+REMASKS = ("refine", "none", "remdm")
+REMDM_SCHEDULES = ("constant", "cap", "rescale", "loop")
+CORRECTOR_PICKS = ("confidence", "random")
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """The sampler's switches, named as config.py's keys (more there); the defaults are the reference sampler,
+    revisiting nothing. Their domains are asserted: the configurator gives users the messages (from the lists above)."""
+    steps: int                         # forward passes, split over the semi-AR blocks (bd3: per block)
+    temperature: float = 1.0           # of the float64 draws; 0 = argmax
+    top_k: int = 0
+    top_p: float = 1.0
+    order: str = "confidence"          # reveal first: confidence | margin | entropy | random | l2r
+    tokens_per_step: str = "schedule"  # reveals per step: schedule (1 - alpha(t)) | linear (LLaDA) | cosine (MaskGIT)
+    remask: str = "refine"             # refine (least sure committed tokens go back to [MASK]) | none (LLaDA) | remdm
+    remask_eta: float = 0.0            # remdm's eta
+    threshold: float = 0.0             # Fast-dLLM: commit every position scoring above it, >= 1 per step; NFE adaptive
+    semi_ar_length: int = 0            # blocks left to right (LLaDA); past the context, a window keeps the latest
+    remdm_schedule: str = "constant"
+    remdm_alpha_on: float = 0.9
+    remdm_t_on: float = 0.55
+    remdm_t_off: float = 0.05
+    corrector_steps: int = 0
+    corrector_frac: float = 0.1
+    corrector_pick: str = "confidence"
+    temperature_end_share: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+
+    def __post_init__(self):
+        assert self.order in ORDERS and self.tokens_per_step in TOKENS_PER_STEP and self.remask in REMASKS, self
+        assert self.temperature >= 0 and 0 <= self.remask_eta <= 1 and 0 <= self.threshold <= 1 and self.steps >= 1
+        assert self.semi_ar_length >= 0 and self.temperature_end_share >= 0, self  # f > 0 at every draw: T stays > 0
+        assert not (self.threshold > 0 and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
+            "threshold ranks by the model's score, never re-masks"
+        assert self.remdm_schedule in REMDM_SCHEDULES and self.corrector_pick in CORRECTOR_PICKS, self
+        assert self.corrector_steps >= 0 and 0 < self.corrector_frac <= 1, self
+        assert 0 <= self.remdm_t_off < self.remdm_t_on <= 1 and 0 < self.remdm_alpha_on < 1, self
+
+    @property
+    def loop(self):  # ReMDM's loop schedule in force: its (alpha_on, t_on, t_off), else None
+        on = self.remask == "remdm" and self.remdm_schedule == "loop" and self.remask_eta > 0 and not self.threshold
+        return (self.remdm_alpha_on, self.remdm_t_on, self.remdm_t_off) if on else None
+
+
+# the switches of revealing [MASK] positions: ar (each token drawn once) and uniform (all redrawn each step) refuse them
+REVEAL_KEYS = tuple(f.name for f in fields(SamplerOptions) if f.name not in ("steps", "temperature", "top_k", "top_p"))
+
+
+# ---------------------------------------------------------------------------- time, counts and scores
+def time_for_fraction(schedule, frac):
+    """The time t in 1..T whose mask probability 1 - alpha(t) is nearest to frac (B,): what a time-conditioned
+    model is told when the canvas's masked fraction is off the grid (the index must mean the training mask rate)."""
+    mp = 1.0 - schedule.alpha[1:].to(frac.device)  # (T,) increasing in t
+    return (mp[None, :] - frac.double()[:, None]).abs().argmin(1) + 1
+
+
+def masked_fraction(tokens_per_step, schedule, grid, i, steps):
+    """Fraction of a block still masked after step i (0-based) of `steps`; 0 after the last step."""
+    r = (i + 1) / steps
+    if tokens_per_step == "schedule":
+        return 1.0 - schedule.alpha[grid[i + 1]].item()
+    if tokens_per_step == "linear":
+        return 1.0 - r  # LLaDA: the same number of tokens every step
+    return math.cos(0.5 * math.pi * r)  # MaskGIT (Chang et al. 2022): few tokens early, many late
+
+
+def position_scores(logp, cand, order, generator=None, cols=None):
+    """logp (N, V) float64 filtered log-probs at the N positions being decided, cand (N,) their drawn tokens,
+    cols (N,) their columns (read by 'l2r' only). Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]:
+    higher is revealed first)."""
+    p = logp.exp()
+    conf = p.gather(-1, cand[:, None]).squeeze(-1)
+    if order == "l2r":  # leftmost first: one token a step, the network's own left-to-right joint (scripts/order_nll.py)
+        return conf, 1.0 / (1.0 + cols.to(logp.device, torch.float64))
+    if order == "confidence":  # MaskGIT; LLaDA's low-confidence remasking
+        return conf, conf
+    if order == "margin":  # top-1 minus top-2 probability (Kim et al. 2025, "Train for the worst...")
+        top = p.topk(min(2, p.size(-1)), dim=-1).values
+        return conf, top[:, 0] - (top[:, 1] if top.size(1) > 1 else 0.0)
+    if order == "entropy":  # exp(-H): 1 for a certain prediction, 1/V for a uniform one (Dream 7B)
+        ent = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+        return conf, torch.exp(-ent)
+    # random: with schedule counts and remask='none' this is ancestral sampling with the count fixed (MDLM)
+    return conf, torch.rand(len(cand), generator=generator, dtype=torch.float64).to(logp.device)
+
+
+# ---------------------------------------------------------------------------- revisiting tokens (ReMDM, corrector)
+def sigma(kind, eta, committed, n_keep, loop_step=False):
+    """sigma_t per row (B,) float64: each committed token's probability of going back to [MASK] this step.
+    committed (B,) tokens held before the step, n_keep (B,) positions masked after it."""
+    m, k = committed.double(), n_keep.double()
+    smax = torch.where(m > 0, (k / m.clamp(min=1)).clamp(max=1.0), torch.zeros_like(m))  # min(1, (1-alpha_s)/alpha_t)
+    if kind == "constant":
+        return torch.full_like(m, eta)
+    if kind == "cap":
+        return smax.clamp(max=eta)
+    if kind == "rescale":
+        return eta * smax
+    return torch.full_like(m, eta if loop_step else 0.0)  # loop: eta at the fixed noise level, MDLM elsewhere
+
+
+def loop_split(steps, n, alpha_on, t_on, t_off):
+    """(steps revealing down to the loop's rate, loop steps, steps revealing the rest) for a block whose rows hold at
+    most n generated positions. Time runs 1 -> 0 evenly over the steps; each reveal phase gets at least one step
+    and at most one per token it reveals (a step with nothing to reveal is dropped, not counted)."""
+    n_on = round(n * (1 - alpha_on))  # masked during the loop
+    first = min(max(1, round(steps * (1 - t_on))), n - n_on)
+    last = min(max(1, round(steps * t_off)), n_on)
+    loop = max(0, steps - first - last) if n_on else 0  # nothing masked: no loop to run
+    return first, loop, last
+
+
+def loop_plan(n, steps, alpha_on, t_on, t_off, fractions):
+    """The loop schedule's counts: (positions still masked after each step (B, S) long, which steps loop (S,) bool).
+    n (B,) generated positions per row; fractions(j, k): the masked fraction after step j of a k-step reveal (the
+    sampler's tokens_per_step curve), used for both reveal phases."""
+    first, loop, last = loop_split(steps, int(n.max()), alpha_on, t_on, t_off)
+    n_on = torch.round(n.double() * (1 - alpha_on)).long()  # (B,)
+    keep1 = n_on[:, None] + reveal_plan(n - n_on, [fractions(j, first) for j in range(first)])  # down to n_on
+    keep3 = reveal_plan(n_on, [fractions(j, last) for j in range(last)]) if last else n_on[:, :0]
+    keep = torch.cat([keep1, n_on[:, None].expand(-1, loop), keep3], 1)
+    return keep, torch.tensor([False] * first + [True] * loop + [False] * last)
+
+
+def corrector_positions(kind, conf, now, frac, generator=None):
+    """The corrector's pass's positions (B, L) bool: in each row, round(frac * n) of the n positions of the block `now`
+    (at least one where it has any): those whose tokens had the lowest probability when drawn ('confidence'; conf
+    float64, 0 for fixed text), or uniformly random ones ('random', drawn on the CPU with `generator`)."""
+    if kind == "random":
+        conf = torch.rand(conf.shape, generator=generator, dtype=torch.float64).to(conf.device)
+    n = now.sum(1)
+    k = torch.where(n > 0, torch.round(n.double() * frac).long().clamp(min=1), n)  # (B,)
+    rank = conf.masked_fill(~now, float("inf")).argsort(dim=1, stable=True).argsort(1)  # 0 = least confident
+    return (rank < k[:, None]) & now
+
+
+# ---------------------------------------------------------------------------- the plan of a call: blocks, steps, window
+def split_steps(steps, n_blocks):
+    """The step budget over n_blocks semi-AR blocks: as even as it goes, the first blocks one more."""
+    return [steps // max(n_blocks, 1) + (b < steps % max(n_blocks, 1)) for b in range(n_blocks)]
+
+
+def _plan(n, steps, schedule, opts):
+    """One block's counts in step mode: (positions still masked after each step (B, S) long, which steps are ReMDM's
+    loop (S,) bool) for rows of n (B,) generated positions."""
+    def fractions(j, k):
+        grid = time_grid(schedule.T, k) if opts.tokens_per_step == "schedule" else None
+        return masked_fraction(opts.tokens_per_step, schedule, grid, j, k)
+
+    if opts.loop:
+        return loop_plan(n, steps, *opts.loop, fractions)
+    S = min(steps, int(n.max()))  # no step without a token to reveal
+    return reveal_plan(n, [fractions(j, S) for j in range(S)]), torch.zeros(S, dtype=torch.bool)
+
+
+def _window(now, L, W):
+    """Columns [lo, hi) the model sees while decoding the block `now` (B, L): the whole canvas when it fits,
+    else the W positions ending at the block's last one (a sliding window keeping the latest context)."""
+    if L <= W:
+        return 0, L
+    cols = now.any(0).nonzero().squeeze(1)
+    first, last = cols.min().item(), cols.max().item() + 1
+    lo = max(0, last - W)
+    if first < lo:
+        raise ValueError(f"a block spans {last - first} positions, more than the model's context of {W}")
+    return lo, lo + W
+
+
+# ---------------------------------------------------------------------------- one call's state and its reverse step
+class _Denoiser:
+    """The state of one denoise() call (the canvas and its semi-AR blocks, each committed token's confidence and
+    ranking score, the forward passes per sample) and its reverse step."""
+
+    def __init__(self, model, x, gen_mask, schedule, mask_id, opts, generator, on_step):
+        self.model, self.gen_mask, self.schedule, self.mask_id = model, gen_mask, schedule, mask_id
+        self.opts, self.generator, self.on_step, self.t0 = opts, generator, on_step, time.perf_counter()
+        B, L = x.shape
+        # semi-AR blocks: the k-th generated position of a row (left to right) is in block k // semi_ar_length
+        self.block_of = torch.where(gen_mask, (gen_mask.long().cumsum(1) - 1) // (opts.semi_ar_length or L), -1)
+        self.last_block = self.block_of.max(1).values.tolist()  # per sample
+        self.n_blocks, self.steps, self.done_at = max(self.last_block) + 1, 0, [0.0] * B
+        self.mask_tok = torch.full_like(x, mask_id)
+        self.x = torch.where(gen_mask, self.mask_tok, x)
+        self.conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)  # p(token) when committed: the trace's colour
+        self.kept = torch.zeros_like(self.conf)  # its ranking score when committed: what 'refine' compares new ones with
+        self.nfe = torch.zeros(B, dtype=torch.long)
+        # self-conditioning: each position's latest prediction of x0, read while it is masked (zeros before the first)
+        args = getattr(model, "args", None)
+        self.sc = torch.zeros(B, L, args.vocab_size, device=x.device) if getattr(args, "self_cond", False) else None
+
+    def step(self, now, lo, hi, n_keep, todo, greedy, phase="step"):
+        """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,)
+        are decided, `n_keep` (B,) positions of the block stay masked (step mode); greedy: argmax draws. phase:
+        'step', 'loop' (ReMDM's loop at fixed noise) or 'correct' (the corrector: no re-masking by the policy).
+        Returns (revealed, remasked, the time told (B,))."""
+        x, mask_id, o = self.x, self.mask_id, self.opts
+        is_masked = (x == mask_id) & now
+        sigma_t = None  # ReMDM's per-row probability that a committed token goes back to [MASK] (sigma)
+        if o.remask == "remdm" and o.remask_eta > 0 and phase != "correct" and not o.threshold:
+            sigma_t = sigma(o.remdm_schedule, o.remask_eta, (now & ~is_masked).sum(1), n_keep, phase == "loop")
+        rows = todo.nonzero().squeeze(1)
+        # the time index means what it meant in training: the mask rate of the whole window the model sees
+        # (given text counts as visible), not of the generated positions only
+        tm = time_for_fraction(self.schedule, (x[rows, lo:hi] == mask_id).double().mean(1))
+        dec = is_masked & todo[:, None]  # (B, L) the positions decided this step
+        sel = dec[rows, lo:hi]  # (R, W)
+        sc = None if self.sc is None else self.sc[rows, lo:hi] * (x[rows, lo:hi] == mask_id)[..., None]
+        logits = predict_logits(self.model, x[rows, lo:hi], tm, mask_id, positions=sel, sc=sc)
+        if logits.dim() == 3:  # a model without the positions= shortcut returned (R, W, V)
+            logits = logits[sel]
+        if self.sc is not None:
+            self.sc[dec] = torch.softmax(logits, -1)
+        logp = filter_logits(logits, self._temperature(is_masked, now, dec), o.top_k, o.top_p)  # (N, V) float64
+        cand = sample_tokens(logp, 0.0 if greedy else o.temperature, self.generator)  # (N,)
+        cols = dec.nonzero()[:, 1] if o.order == "l2r" else None  # a host sync on CUDA: only when it is read
+        c_conf, c_score = position_scores(logp, cand, o.order, self.generator, cols=cols)
+        cand_full = x.clone()  # scattered back in row-major order, as logits[sel] was gathered
+        cand_full[dec] = cand
+        score_new = torch.full_like(self.conf, math.inf)  # +inf: never chosen to stay masked
+        score_new[dec] = c_score
+        conf_new = self.conf.clone()
+        conf_new[dec] = c_conf
+        stay = self._stay(is_masked, now & ~is_masked, score_new, rows, todo, n_keep, sigma_t)
+        revealed, remasked = is_masked & ~stay, now & ~is_masked & stay
+        self.x = torch.where(stay, self.mask_tok, torch.where(revealed, cand_full, x))
+        self.conf = torch.where(revealed, conf_new, self.conf).masked_fill(remasked, 0.0)
+        self.kept = torch.where(revealed, score_new, self.kept)
+        self.nfe[rows.cpu()] += 1
+        told = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        told[rows] = tm
+        return revealed, remasked, told
+
+    def _temperature(self, is_masked, now, dec):
+        """The temperature of this step's draws: a number, or (N, 1) per decided position when it falls with the
+        share f of the block still masked, T * (s + (1 - s) * f) for s = temperature_end_share: hot while the
+        canvas is mostly [MASK], cooler as the last tokens are placed in full context (RESULTS.md, issue 29)."""
+        temperature, end_share = self.opts.temperature, self.opts.temperature_end_share
+        if end_share == 1.0 or temperature == 0:
+            return temperature
+        f = is_masked.sum(1).double() / now.sum(1).clamp(min=1)  # (B,) share of the block still masked
+        per_row = temperature * (end_share + (1.0 - end_share) * f)
+        return per_row[:, None].expand_as(dec)[dec][:, None]  # (N, 1), in dec's row-major order as the logits
+
+    def _stay(self, is_masked, committed, score, rows, todo, n_keep, sigma_t=None):
+        """Which positions are [MASK] after the step (B, L). sigma_t (B,): remask='remdm''s re-masking probability."""
+        threshold = self.opts.threshold
+        if threshold and n_keep is None:  # Fast-dLLM: every position above the threshold, at least the best one
+            commit = is_masked & (score > threshold)
+            best = score.masked_fill(~is_masked, -1.0).argmax(1)
+            commit[rows, best[rows]] = True
+            return is_masked & ~commit
+        if self.opts.remask == "refine":  # committed tokens compete with the new candidates on their kept score
+            score = torch.where(committed, self.kept, score)
+        elif sigma_t is not None and (sigma_t > 0).any():
+            B, L = score.shape
+            u = torch.rand(B, L, generator=self.generator, dtype=torch.float64).to(score.device)
+            u = u.masked_fill(~committed, 2.0)
+            # each committed token w.p. sigma, at most n_keep: those with the smallest u (a random subset)
+            forced = (u < sigma_t.to(u.device)[:, None]) & (u.argsort(1).argsort(1) < n_keep[:, None])
+            score = score.masked_fill(forced, -math.inf)
+        stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
+        return torch.where(todo[:, None], stay, is_masked)  # a sample sitting this step out is unchanged
+
+    # ------------------------------------------------------------------------ one block: its reveal, then the corrector
+    def reveal(self, b, now, lo, hi, steps, greedy_end):
+        """Reveal the block `now` (B, L): `steps` passes (step mode) or until it is filled (threshold). greedy_end:
+        with schedule counts, the block's last step is the reference's greedy pass into t = 0."""
+        threshold, mask_id = self.opts.threshold, self.mask_id
+        if not threshold:
+            keep_after, looping = _plan(now.sum(1).cpu(), steps, self.schedule, self.opts)
+            keep_after, S = keep_after.to(self.x.device), keep_after.size(1)
+        i = 0
+        while (i < S) if not threshold else ((self.x == mask_id) & now).any():
+            is_masked = (self.x == mask_id) & now
+            in_loop = not threshold and bool(looping[i])
+            # the samples in this forward: those with a token to reveal now (no pass that cannot change them); in
+            # the loop, those with tokens held masked (as many re-masked as revealed)
+            todo = (keep_after[:, i] > 0 if in_loop else is_masked.sum(1) > keep_after[:, i]) if not threshold \
+                else is_masked.any(1)
+            prev = self.x
+            revealed, remasked, told = self.step(now, lo, hi, None if threshold else keep_after[:, i], todo,
+                                                 greedy=greedy_end and i == S - 1, phase="loop" if in_loop else "step")
+            i += 1
+            self.report(b, prev, revealed, remasked, told, self.opts.corrector_steps == 0 and (threshold or i == S))
+
+    def correct(self, b, now, lo, hi):
+        """The corrector: re-mask a share of the block's tokens (the least confident, or random ones), redraw them."""
+        o, n_now = self.opts, now.sum(1)
+        for k in range(o.corrector_steps):
+            prev, has = self.x, n_now > 0
+            pick = corrector_positions(o.corrector_pick, self.conf, now & has[:, None], o.corrector_frac, self.generator)
+            self.x = torch.where(pick, self.mask_tok, self.x)
+            revealed, _, told = self.step(now, lo, hi, torch.zeros_like(n_now), has, greedy=False, phase="correct")
+            self.report(b, prev, revealed, pick, told, k == o.corrector_steps - 1)
+
+    def report(self, b, prev, revealed, remasked, told, block_done):
+        """After each forward pass: count it, time the samples that are done, call on_step (common.Step)."""
+        self.steps += 1
+        left = ((self.x == self.mask_id) & self.gen_mask).any(1).tolist()
+        finished = [(not left[r] if self.opts.threshold else True) and block_done and b >= self.last_block[r]
+                    for r in range(len(left))]
+        for r in range(len(left)):
+            if not self.done_at[r] and not left[r] and (self.opts.corrector_steps == 0 or finished[r]):
+                self.done_at[r] = time.perf_counter() - self.t0
+        if self.on_step is not None:
+            self.on_step(Step(step=self.steps, nfe=self.nfe.clone(), time=told, x=self.x, prev=prev,
+                              gen_mask=self.gen_mask, revealed=revealed, remasked=remasked, conf=self.conf, block=b,
+                              n_blocks=self.n_blocks, finished=finished))
+
+
+@torch.no_grad()
+def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
+    """Reverse process over a batch with the switches `opts` (SamplerOptions, above). x (B, L): the canvas;
+    positions where gen_mask (B, L) is True are generated (start as [MASK]); all others are fixed text, never changed.
+
+    Step mode (threshold == 0): `steps` passes split over the semi-AR blocks (at most one per position); after step
+    i the lowest-scored round(n * f(i)) of a block's n positions stay masked (f: tokens_per_step; reveal_plan keeps
+    >= 1 reveal per step); with schedule counts the last step (into t = 0) is the reference's greedy pass (the last
+    block's only); the corrector adds its passes after each block. The model is told the t whose 1 - alpha(t)
+    matches the masked fraction of the window it sees. A sample takes part in a step only if the step reveals one of
+    its tokens (threshold mode: until it is finished). on_step(common.Step) is called after every step.
+    Returns (x with no [MASK] at generated positions, stats): nfe (batched forward passes), nfe_per_sample,
+    seconds_per_sample (until the sample's last [MASK] was filled), seconds, blocks."""
+    L, W, gen_mask = x.size(1), model.args.block_size, gen_mask.bool()
+    d = _Denoiser(model, x, gen_mask, schedule, mask_id, opts, generator, on_step)
+    n_blocks = d.n_blocks
+    if L > W and not (opts.semi_ar_length and (gen_mask == gen_mask[:1]).all()):
+        raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {W}: decode it in blocks "
+                         f"(semi_ar_length) with the same generated positions in every row")
+    if not opts.threshold and opts.steps < n_blocks:
+        raise ValueError(f"{opts.steps} steps cannot decode {n_blocks} blocks: need at least one step per block")
+    # with schedule counts the step into t = 0 is the reference's greedy clean-up: the whole sample's last step only,
+    # never the last of every semi-AR block (that made every block's last token an argmax)
+    greedy_end = opts.tokens_per_step == "schedule" and not opts.threshold
+    for b, steps in enumerate(split_steps(opts.steps, n_blocks)):
+        now = d.block_of == b  # (B, L) this block's positions
+        lo, hi = _window(now, L, W)
+        d.reveal(b, now, lo, hi, steps, greedy_end and b == n_blocks - 1)
+        d.correct(b, now, lo, hi)
+    assert not ((d.x == mask_id) & gen_mask).any(), "sampler left a [MASK]"
+    return d.x, dict(nfe=d.steps, nfe_per_sample=d.nfe.tolist(), seconds_per_sample=d.done_at,
+                     seconds=time.perf_counter() - d.t0, blocks=n_blocks)
+
+
+# ---------------------------------------------------------------------------- what a call costs, in one line
+def block_passes(opts, steps, n):
+    """Forward passes of one block of n generated positions given `steps` (step mode): the loop schedule's phases
+    (loop_split) or one per step up to one per position, plus the corrector's."""
+    if opts.loop:
+        return sum(loop_split(steps, n, *opts.loop)) + opts.corrector_steps
+    return min(steps, n) + opts.corrector_steps
+
+
+def passes(opts, n_gen):
+    """Forward passes per sample of denoise() over n_gen generated positions (None: threshold, adaptive)."""
+    if opts.threshold:
+        return None
+    blen = opts.semi_ar_length or n_gen
+    sizes = [min(blen, n_gen - s) for s in range(0, n_gen, blen)]
+    return sum(block_passes(opts, p, n) for p, n in zip(split_steps(opts.steps, len(sizes)), sizes))
+
+
+def describe(opts):
+    if opts.threshold:
+        how = f"threshold {opts.threshold:g} (NFE adaptive, committed tokens final), order {opts.order}"
+    else:
+        remask = opts.remask
+        if opts.remask == "remdm":
+            remask = f"remdm {opts.remdm_schedule} eta={opts.remask_eta:g}" + (
+                f" (alpha_on={opts.remdm_alpha_on:g}, t_on={opts.remdm_t_on:g}, t_off={opts.remdm_t_off:g})"
+                if opts.remdm_schedule == "loop" else "")
+        how = f"{opts.steps} steps, {opts.tokens_per_step} counts, order {opts.order}, remask {remask}"
+    if opts.temperature_end_share != 1.0:
+        how += f", temperature falling to {opts.temperature_end_share:g}x"
+    if opts.corrector_steps:
+        how += f", corrector {opts.corrector_steps} x {opts.corrector_frac:g}" + (
+            f" ({opts.corrector_pick})" if opts.corrector_pick != "confidence" else "")
+    return how + (f", blocks of {opts.semi_ar_length}" if opts.semi_ar_length else "")
