@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import band_times, no_mask_logit, self_condition_input, stratum_time
+from common import LossOptions, band_times, no_mask_logit, self_condition_input, stratum_time
 from diffusion import check_band
 from sampler import SamplerOptions
 from utils.errors import UserError
@@ -110,19 +110,19 @@ def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None):
     return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
 
 
-def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, masked_only=False,
-             loss_type="elbo", self_cond=0.0):
+def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, opts=LossOptions()):
     """Block-diffusion NELBO of x0 (B, L) with blocks of `block` tokens. t (B, L // block) per-block times, drawn
     here (stratified over the batch) if None, from `allowed` (band_times; default 1..T). Each block's tokens are
     masked with probability 1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed
     that is T * w(t), so the sum over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); with a clipped
-    band it estimates only the band's share of it (train with it, never report it). loss_type='all_ce' trains the
-    plain CE of every noisy position instead, no w(t): masked diffusion's laptop recipe (diffusion.py), worth -0.036
-    nats/char here at the baby budget (RESULTS.md); the NELBO returned is the same either way. self_cond: the share
-    of sequences whose pass also reads a first pass's prediction of x0 (common.self_condition_input), as mdlm's.
+    band it estimates only the band's share of it (train with it, never report it). opts (common.LossOptions):
+    loss_type='all_ce' trains the plain CE of every noisy position instead, no w(t): masked diffusion's laptop recipe
+    (diffusion.py), worth -0.036 nats/char here at the baby budget (RESULTS.md); the NELBO returned is the same either
+    way. self_cond: the share of sequences whose pass also reads a first pass's prediction of x0
+    (common.self_condition_input), as mdlm's; masked_only: the head on masked positions only.
     Returns (loss, per-sequence NELBO in nats/token (B,), dict(t, t_tok (B, L), masked, logits, ce))."""
     B, L = x0.shape
-    assert L % block == 0, f"block {block} must divide the window {L}"
+    assert L % block == 0 and not opts.mask_span, f"block {block} must divide the window {L}; span masking is mdlm's"
     allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
     if t is None:
         t = bd3_times(B, L // block, allowed, generator, x0.device)
@@ -131,10 +131,10 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
     masked = torch.rand(x0.shape, generator=generator, device="cpu").to(x0.device) < p  # CPU draws: same on any device
     xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
     sc = None
-    if self_cond:  # the first pass is the same two-stream pass, without sc, for the chosen rows
+    if opts.self_cond:  # the first pass is the same two-stream pass, without sc, for the chosen rows
         sc = self_condition_input(lambda r: bd3_logits(model, xt if r is None else xt[r], x0 if r is None else x0[r],
-                                                       block, mask_id), masked, self_cond, generator)
-    if masked_only:  # unmasked positions carry zero loss: skip their logits
+                                                       block, mask_id), masked, opts.self_cond, generator)
+    if opts.masked_only:  # unmasked positions carry zero loss: skip their logits
         logits = bd3_logits(model, xt, x0, block, mask_id, positions=masked, sc=sc)  # (N, V)
         ce = torch.zeros(B, L, device=x0.device).masked_scatter(masked, F.cross_entropy(logits, x0[masked], reduction="none"))
     else:
@@ -142,7 +142,7 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
         ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
     w = (len(allowed) * schedule.weight.to(x0.device)[t_tok]).float()  # (B, L) importance weight k * w(t_b)
     nelbo = (w * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L as the MDLM bound
-    loss = ce.mean() if loss_type == "all_ce" else nelbo.mean()
+    loss = ce.mean() if opts.loss_type == "all_ce" else nelbo.mean()
     return loss, nelbo.detach(), dict(t=t, t_tok=t_tok, masked=masked, logits=logits.detach(), ce=ce.detach())
 
 
@@ -328,8 +328,8 @@ def loss(model, x, cfg, schedule, tok, draw):
     band = band_times(schedule, cfg.mask_min, cfg.mask_max)
     t = bd3_times(len(x), cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, offset=draw.offset,
                   total=draw.total, u=draw.u)
-    return bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, draw.generator, t=t, allowed=band,
-                    masked_only=cfg.head_on_masked_only, loss_type=cfg.bd3_loss, self_cond=0.5 if cfg.self_cond else 0.0)[0]
+    opts = LossOptions(cfg.bd3_loss, cfg.head_on_masked_only, self_cond=0.5 if cfg.self_cond else 0.0)
+    return bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, draw.generator, t=t, allowed=band, opts=opts)[0]
 
 
 def eval_times(cfg, L):
@@ -338,7 +338,7 @@ def eval_times(cfg, L):
 
 def bound(model, x, cfg, schedule, tok, t, generator):
     _, nelbo, aux = bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, generator=generator, t=t,
-                             self_cond=1.0 if cfg.self_cond else 0.0)
+                             opts=LossOptions(self_cond=1.0 if cfg.self_cond else 0.0))
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=aux["t_tok"])
 
 

@@ -1,5 +1,6 @@
-"""What the objectives share, below all of them: the noise schedule, time draws and grids, logits filtering,
-float64 categorical draws, reveal plans, and the record each sampler fills once per reverse step. Imports nothing from the project.
+"""What the objectives share, below all of them: the noise schedule, time draws and grids, the training loss's
+switches, logits filtering, float64 categorical draws, reveal plans, and the record each sampler fills once per
+reverse step. Imports nothing from the project.
 
     python -c "from common import Schedule, time_grid; s = Schedule(100); print(s.alpha[:3], time_grid(100, 8))"
 """
@@ -95,6 +96,15 @@ def proposal_times(q, n, offset=0, total=None, u=None, generator=None, device="c
     v = (torch.arange(offset, offset + n, dtype=torch.float64) + u) / total
     t = (torch.searchsorted(q.cumsum(0), v, right=True) + 1).clamp_(1, len(q))
     return t.to(device), (1.0 / (len(q) * q[t - 1])).float().to(device)
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """The training loss's switches, as masked diffusion (diffusion_loss) and block diffusion (bd3_loss) read them."""
+    loss_type: str = "elbo"    # what is trained: 'elbo' (the NELBO), 'masked_ce' / 'all_ce' (plain CE, no w(t))
+    masked_only: bool = False  # the output head on masked positions only (the same NELBO; aux logits are then (N, V))
+    mask_span: int = 0         # mdlm: > 1 masks aligned runs of this many tokens whole (diffusion.corrupt's span)
+    self_cond: float = 0.0     # the share of sequences given the network's first prediction of x0; 0: one plain pass
 
 
 @dataclass

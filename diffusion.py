@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (Schedule, band_times, band_top, beta_proposal, predict_logits, proposal_times,
+from common import (LossOptions, Schedule, band_times, band_top, beta_proposal, predict_logits, proposal_times,
                     self_condition_input, stratified_times)
 from sampler import SamplerOptions
 from utils.errors import UserError
@@ -62,13 +62,11 @@ def check_band(cfg):
         raise UserError(f"mask_min={cfg.mask_min}, mask_max={cfg.mask_max}: {e}")
 
 
-def diffusion_loss(model, x0, schedule, mask_id, loss_type="elbo", generator=None, t=None, masked_only=False,
-                   mask_span=0, weight=None, self_cond=0.0):
-    """One training/eval pass. Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict).
-    The NELBO estimate is returned whatever loss_type is trained, so validation always reports the bound.
-    masked_only: run the output head on masked positions only (same NELBO; aux logits are then (N, V)).
-    weight (B,): each sequence's importance weight in the loss (t drawn from a proposal, proposal_times).
-    self_cond: the share of sequences given the network's first prediction (self_condition); 0 = one plain pass."""
+def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None, weight=None):
+    """One training/eval pass with the switches `opts` (common.LossOptions: loss_type, masked_only, mask_span,
+    self_cond). Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict). The NELBO estimate is
+    returned whatever loss_type is trained, so validation always reports the bound. t (B,): drawn stratified if None.
+    weight (B,): each sequence's importance weight in the loss (t drawn from a proposal, proposal_times)."""
     B, L = x0.shape
     if t is None:
         t = stratified_times(B, schedule.T, generator, x0.device)
@@ -77,9 +75,9 @@ def diffusion_loss(model, x0, schedule, mask_id, loss_type="elbo", generator=Non
     # of its CEs; the random phase is a latent with a uniform prior), so it is still an upper bound on
     # -log p(x0), but for a sampler that reveals whole runs: not the per-token bound, which validation
     # (bound below, mask_span=0) always reports.
-    xt, masked = corrupt(x0, t, schedule, mask_id, generator, span=mask_span)
-    sc = self_condition(model, xt, t, masked, mask_id, self_cond, generator) if self_cond else None
-    if masked_only and loss_type != "all_ce":  # unmasked positions carry zero loss: skip their logits
+    xt, masked = corrupt(x0, t, schedule, mask_id, generator, span=opts.mask_span)
+    sc = self_condition(model, xt, t, masked, mask_id, opts.self_cond, generator) if opts.self_cond else None
+    if opts.masked_only and opts.loss_type != "all_ce":  # unmasked positions carry zero loss: skip their logits
         logits = predict_logits(model, xt, t, mask_id, positions=masked, sc=sc)  # (N, V)
         ce_m = F.cross_entropy(logits, x0[masked], reduction="none")  # (N,)
         ce = torch.zeros(B, L, dtype=ce_m.dtype, device=x0.device).masked_scatter(masked, ce_m)  # (B, L), 0 elsewhere
@@ -89,14 +87,14 @@ def diffusion_loss(model, x0, schedule, mask_id, loss_type="elbo", generator=Non
     w = (schedule.T * schedule.weight.to(x0.device)[t]).float()  # (B,) importance weight T * w(t)
     nelbo = (w[:, None] * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L
     iw = torch.ones(B, device=x0.device) if weight is None else weight  # (B,)
-    if loss_type == "elbo":
+    if opts.loss_type == "elbo":
         loss = (iw * nelbo).mean()
-    elif loss_type == "masked_ce":
+    elif opts.loss_type == "masked_ce":
         loss = (iw[:, None] * ce * masked).sum() / masked.sum().clamp(min=1)
-    elif loss_type == "all_ce":
+    elif opts.loss_type == "all_ce":
         loss = (iw * ce.mean(1)).mean()
     else:
-        raise ValueError(f"unknown loss_type {loss_type!r}")
+        raise ValueError(f"unknown loss_type {opts.loss_type!r}")
     return loss, nelbo.detach(), dict(t=t, masked=masked, logits=logits.detach(), ce=ce.detach())
 
 
@@ -141,16 +139,15 @@ def loss(model, x, cfg, schedule, tok, draw):
         t, weight = band[strata - 1].to(x.device), None  # is the full bound)
     else:
         t, weight = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u), None
-    return diffusion_loss(model, x, schedule, tok.mask_id, cfg.loss_type, draw.generator, t=t,
-                          masked_only=cfg.head_on_masked_only, mask_span=cfg.mask_span, weight=weight,
-                          self_cond=0.5 if cfg.self_cond else 0.0)[0]
+    opts = LossOptions(cfg.loss_type, cfg.head_on_masked_only, cfg.mask_span, 0.5 if cfg.self_cond else 0.0)
+    return diffusion_loss(model, x, schedule, tok.mask_id, opts, draw.generator, t=t, weight=weight)[0]
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):
     """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read: the masked positions,
     the argmax there, the logits, each token's t."""
-    _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, generator=generator, t=t[:, 0],
-                                   self_cond=1.0 if cfg.self_cond else 0.0)
+    _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, LossOptions(self_cond=1.0 if cfg.self_cond else 0.0),
+                                   generator, t=t[:, 0])
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=t.expand_as(x))
 
 

@@ -9,7 +9,7 @@ import torch
 from ar import sample_ar, sample_ar_window
 from bd3 import (CachedBlockModel, CleanCache, WindowBlockModel, bd3_attn_mask, bd3_logits, bd3_loss,
                  bd3_times, block_causal_mask, sample_bd3)
-from common import Schedule, band_times, stratified_times
+from common import LossOptions, Schedule, band_times, stratified_times
 from diffusion import diffusion_loss
 from sampler import SamplerOptions
 from model import ModelArgs, Transformer
@@ -141,7 +141,7 @@ def test_bd3_all_ce_trains_the_plain_ce_of_every_noisy_position_and_reports_the_
     model = ConstModel([math.log(0.7), math.log(0.3), 5.0])
     x0, s, t = torch.tensor([[0, 1, 0, 0]]), Schedule(4), torch.tensor([[2, 4]])
     elbo = bd3_loss(model, x0, s, 2, 2, t=t, generator=torch.Generator().manual_seed(3))
-    ce = bd3_loss(model, x0, s, 2, 2, t=t, generator=torch.Generator().manual_seed(3), loss_type="all_ce")
+    ce = bd3_loss(model, x0, s, 2, 2, t=t, generator=torch.Generator().manual_seed(3), opts=LossOptions("all_ce"))
     want = (3 * -math.log(0.7) - math.log(0.3)) / 4  # every noisy position, masked or not, weight 1, / L
     assert ce[0].item() == pytest.approx(want, rel=1e-6) and ce[0].item() != pytest.approx(elbo[0].item())
     assert torch.equal(ce[1], elbo[1])  # the bound it reports does not depend on what is trained

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ar import ar_loss
-from common import Schedule, filter_logits, reveal_plan, sample_tokens, stratified_times, time_grid
+from common import LossOptions, Schedule, filter_logits, reveal_plan, sample_tokens, stratified_times, time_grid
 from diffusion import corrupt, diffusion_loss
 from sampler import SamplerOptions, denoise
 from helpers import ConstModel, ToyModel
@@ -67,9 +67,9 @@ def test_elbo_equals_hand_computation():
     assert m.any()
     assert nelbo.item() == pytest.approx(expected, rel=1e-5)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
-    masked_ce, _, _ = diffusion_loss(model, x0, s, 2, "masked_ce", t=torch.tensor([2]), generator=torch.Generator().manual_seed(3))
+    masked_ce, _, _ = diffusion_loss(model, x0, s, 2, LossOptions("masked_ce"), t=torch.tensor([2]), generator=torch.Generator().manual_seed(3))
     assert masked_ce.item() == pytest.approx((ce * m).sum().item() / m.sum().item(), rel=1e-5)
-    all_ce, _, _ = diffusion_loss(model, x0, s, 2, "all_ce", t=torch.tensor([2]), generator=torch.Generator().manual_seed(3))
+    all_ce, _, _ = diffusion_loss(model, x0, s, 2, LossOptions("all_ce"), t=torch.tensor([2]), generator=torch.Generator().manual_seed(3))
     assert all_ce.item() == pytest.approx(ce.mean().item(), rel=1e-5)
 
 

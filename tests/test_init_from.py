@@ -69,7 +69,7 @@ def test_converted_ar_starts_below_a_fresh_mdlm(ar_ckpt):
     load_weights_into(conv, str(ar_ckpt), tok)
     with torch.no_grad():
         t = torch.arange(1, 33) * 20 // 33 + 1
-        bound = [diffusion_loss(m.eval(), x, sched, tok.mask_id, "elbo", torch.Generator().manual_seed(0), t=t)[1].mean().item()
+        bound = [diffusion_loss(m.eval(), x, sched, tok.mask_id, generator=torch.Generator().manual_seed(0), t=t)[1].mean().item()
                  for m in (conv, fresh)]
     assert bound[0] < bound[1] - 0.3, bound
 

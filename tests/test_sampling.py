@@ -7,7 +7,7 @@ import torch
 
 import inference
 from helpers import FIXTURES, Args, ToyModel, assert_one_line_error, run_cli_here, run_script
-from common import Schedule, reveal_plan, time_grid
+from common import LossOptions, Schedule, reveal_plan, time_grid
 from diffusion import corrupt, diffusion_loss
 from sampler import SamplerOptions, denoise, position_scores, time_for_fraction
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -336,7 +336,7 @@ def test_block_masking_masks_whole_runs_at_the_schedules_rate():
             assert any(all(row[k] == row[k + 1] for k in range(63) if (k + 1 + ph) % 4) for ph in range(4))
     # diffusion_loss(mask_span=...) is what train.py's --mask_span uses: the same runs
     model = PositionModel(L=64)
-    aux = diffusion_loss(model, x0[:8], s, MASK, generator=g, t=torch.full((8,), 50), mask_span=4)[2]
+    aux = diffusion_loss(model, x0[:8], s, MASK, LossOptions(mask_span=4), g, t=torch.full((8,), 50))[2]
     for row in aux["masked"].tolist():
         assert any(all(row[k] == row[k + 1] for k in range(63) if (k + 1 + ph) % 4) for ph in range(4))
 
@@ -348,7 +348,7 @@ def test_block_masking_elbo_is_still_unbiased_for_a_context_free_model():
     g = torch.Generator().manual_seed(0)
     x0 = torch.randint(0, 3, (512, 32), generator=g)
     exact = -torch.log(torch.tensor(probs))[x0].mean(1)
-    est = torch.stack([diffusion_loss(model, x0, Schedule(100), 3, generator=g, mask_span=8)[1] for _ in range(20)]).mean(0)
+    est = torch.stack([diffusion_loss(model, x0, Schedule(100), 3, LossOptions(mask_span=8), g)[1] for _ in range(20)]).mean(0)
     err, se = (est - exact).mean().item(), (est - exact).std().item() / math.sqrt(len(est))
     assert abs(err) < 4 * se, (err, se)
 

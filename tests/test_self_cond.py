@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import bd3
 import diffusion
 import objectives
-from common import Schedule, no_mask_logit
+from common import LossOptions, Schedule, no_mask_logit
 from configurator import get_config
 from diffusion import diffusion_loss, self_condition
 from sampler import SamplerOptions, denoise
@@ -63,7 +63,7 @@ def test_the_bound_is_the_weighted_ce_of_the_second_pass():
     sched = Schedule(10, "cosine")
     x0 = torch.randint(0, MASK, (4, 16))
     t = torch.tensor([2, 4, 7, 10])
-    _, nelbo, aux = diffusion_loss(m, x0, sched, MASK, t=t, generator=torch.Generator().manual_seed(3), self_cond=1.0)
+    _, nelbo, aux = diffusion_loss(m, x0, sched, MASK, LossOptions(self_cond=1.0), torch.Generator().manual_seed(3), t=t)
     xt = torch.where(aux["masked"], torch.full_like(x0, MASK), x0)
     first = torch.softmax(no_mask_logit(m(xt), MASK), -1) * aux["masked"][..., None]
     logits = no_mask_logit(m(xt, sc=first), MASK)
@@ -142,7 +142,8 @@ def test_the_bd3_bound_is_the_weighted_ce_of_the_second_two_stream_pass(block):
     t = torch.randint(1, 11, (4, 16 // block))
 
     def run(self_cond):
-        return bd3.bd3_loss(m, x0, sched, MASK, block, generator=torch.Generator().manual_seed(3), t=t, self_cond=self_cond)
+        return bd3.bd3_loss(m, x0, sched, MASK, block, torch.Generator().manual_seed(3), t=t,
+                            opts=LossOptions(self_cond=self_cond))
 
     _, plain, _ = run(0.0)
     torch.testing.assert_close(run(1.0)[1], plain)  # sc_proj starts at zero: the plain network

@@ -68,7 +68,7 @@ def test_the_training_loss_weights_each_sequence_and_a_1_changes_nothing():
         assert torch.allclose(plain, uniform, atol=1e-6), loss_type
     cfg = get_config([*MICRO, "--loss_type=elbo", "--time_beta=3"])
     t, w = proposal_times(beta_proposal(20, 3.0), 8, 0, 8, u)
-    _, nelbo, _ = diffusion_loss(model, x, sch, 10, "elbo", torch.Generator().manual_seed(5), t=t)
+    _, nelbo, _ = diffusion_loss(model, x, sch, 10, generator=torch.Generator().manual_seed(5), t=t)
     assert torch.allclose(diffusion.loss(model, x, cfg, sch, tok, draw()), (w * nelbo).mean(), atol=1e-6)
     assert base.time_beta == 0
 

@@ -18,7 +18,7 @@ import torch
 import train
 from configurator import get_config
 from helpers import real_text
-from common import Schedule
+from common import LossOptions, Schedule
 from diffusion import diffusion_loss
 from model import ModelArgs, Transformer
 from utils.checkpoint import load_checkpoint, load_model
@@ -237,8 +237,8 @@ def test_head_on_masked_positions_only_gives_the_same_nelbo_and_gradients():
     m = Transformer(ModelArgs(vocab_size=300, block_size=L, n_layer=1, n_head=2, n_embd=32, diffusion_steps=20))
     s, x, t = Schedule(20), torch.randint(0, 299, (4, L)), torch.tensor([1, 6, 13, 20])
     for loss_type in ("elbo", "masked_ce"):
-        full = diffusion_loss(m, x, s, 299, loss_type, torch.Generator().manual_seed(3), t=t)
-        part = diffusion_loss(m, x, s, 299, loss_type, torch.Generator().manual_seed(3), t=t, masked_only=True)
+        full = diffusion_loss(m, x, s, 299, LossOptions(loss_type), torch.Generator().manual_seed(3), t=t)
+        part = diffusion_loss(m, x, s, 299, LossOptions(loss_type, masked_only=True), torch.Generator().manual_seed(3), t=t)
         torch.testing.assert_close(part[1], full[1], rtol=1e-6, atol=1e-7)  # per-sequence NELBO
         assert part[2]["logits"].shape == (int(full[2]["masked"].sum()), 300)
         for a, b in zip(torch.autograd.grad(full[0], list(m.parameters())), torch.autograd.grad(part[0], list(m.parameters()))):
