@@ -42,27 +42,11 @@ def mir_loss(model, x, mask_id, weight, max_rate, generator=None):
 
 
 @torch.no_grad()
-def sample_ar(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None):
-    """Autoregressive sampling with a KV cache. prompt (B, P) with P >= 1. Returns (B, P + gen_len)."""
-    B, P = prompt.shape
-    assert P + gen_len <= model.args.block_size, "AR sampling beyond block_size: use sample_ar_window"
-    cache = model.new_kv_cache(B, prompt.device, next(model.parameters()).dtype)
-    logits = model(prompt, kv_cache=cache)[:, -1]
-    out = [prompt]
-    for i in range(gen_len):
-        nxt = sample_tokens(filter_logits(logits, temperature, top_k, top_p), temperature, generator)
-        out.append(nxt[:, None])
-        if i + 1 < gen_len:
-            logits = model(nxt[:, None], kv_cache=cache, start_pos=P + i)[:, -1]
-    return torch.cat(out, 1)
-
-
-@torch.no_grad()
 def sample_ar_window(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None, keep=None):
-    """AR decoding with a KV cache, past the context by the same window as sample_bd3: when the next token does not
-    fit, keep the last `keep` tokens (default half the window) and recompute their cache in one pass. Within the
-    context it is sample_ar step for step: one forward per token (a recompute replaces one).
-    prompt (B, P), P >= 1. Returns (B, P + gen_len)."""
+    """Autoregressive sampling with a KV cache: one forward per token, the prompt's in one pass. Past the context, by
+    the same window as sample_bd3: when the next token does not fit, keep the last `keep` tokens (default half the
+    window) and recompute their cache in one pass (which replaces a token's). prompt (B, P), P >= 1.
+    Returns (B, P + gen_len)."""
     B, P = prompt.shape
     W = model.args.block_size
     keep = keep or W // 2
@@ -125,7 +109,7 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     """Continue x's given prefix (at least one token: the canvas supplies a start token) over its blanks."""
     P = int(gen_mask[0].long().argmax())
-    out = sample_ar(model, x[:, :P], x.size(1) - P, cfg.temperature, cfg.top_k, cfg.top_p, generator)
+    out = sample_ar_window(model, x[:, :P], x.size(1) - P, cfg.temperature, cfg.top_k, cfg.top_p, generator)
     return out, dict(nfe=x.size(1) - P, nfe_per_sample=[x.size(1) - P] * len(x))
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from ar import sample_ar, sample_ar_window
+from ar import sample_ar_window
 from bd3 import (CachedBlockModel, CleanCache, WindowBlockModel, bd3_attn_mask, bd3_logits, bd3_loss,
                  bd3_times, block_causal_mask, sample_bd3)
 from common import LossOptions, Schedule, band_times, stratified_times
@@ -247,12 +247,15 @@ def test_schedule_counts_leave_no_greedy_token_per_block():
     assert len(outs) > 1
 
 
-def test_ar_window_is_sample_ar_within_the_context_and_slides_past_it():
+def test_ar_decode_is_the_uncached_one_within_the_context_and_slides_past_it():
     m = _tiny(causal=True)
     prompt = torch.randint(0, 10, (2, 3))
-    a = sample_ar(m, prompt, 12, generator=torch.Generator().manual_seed(5))
-    b = sample_ar_window(m, prompt, 12, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(a, b)
+    seq = prompt  # the reference: the whole sequence through the network for every token, no cache
+    with torch.no_grad():
+        for _ in range(12):
+            seq = torch.cat([seq, m(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(sample_ar_window(m, prompt, 12, temperature=0), seq)
+    a = sample_ar_window(m, prompt, 12, generator=torch.Generator().manual_seed(5))
     long = sample_ar_window(m, prompt, 50, generator=torch.Generator().manual_seed(5))
     assert long.shape == (2, 53) and torch.equal(long[:, :15], a)
 
