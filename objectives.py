@@ -1,7 +1,8 @@
 """The objectives, by name: every entry script gets its objective here, once, and calls the same few functions.
 
-Each module tells its own whole story (forward noise, loss and bound, reverse sampler) and offers the names
-below; what it leaves out takes DEFAULTS (masked diffusion's answer):
+Each module tells its own whole story (forward noise, loss and bound, reverse sampler: mdlm's and bd3's blocks share
+sampler.py's, below them both; common.py below all) and offers the names below; what it leaves out takes DEFAULTS
+(masked diffusion's answer):
 
     MODEL           the ModelArgs it fixes itself (causal attention, no time input, no self-conditioning)
     WINDOW          tokens a training window needs beyond block_size (AR: 1, it scores the last L of L + 1)

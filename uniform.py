@@ -168,7 +168,6 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
-# it trains its NELBO at every position and redraws every position each step: the masked-diffusion switches
 MODEL = dict(self_cond=False)  # no [MASK] positions to feed a prediction to
 IGNORES = {**dict.fromkeys(("loss_type", "mask_span", "head_on_masked_only", *REVEAL_KEYS, "bd3_block", "mask_min",
                            "mask_max", "bd3_loss"),
