@@ -164,7 +164,7 @@ def loop_plan(n, steps, alpha_on, t_on, t_off, fractions):
     first, loop, last = loop_split(steps, int(n.max()), alpha_on, t_on, t_off)
     n_on = torch.round(n.double() * (1 - alpha_on)).long()  # (B,)
     keep1 = n_on[:, None] + reveal_plan(n - n_on, [fractions(j, first) for j in range(first)])  # down to n_on
-    keep3 = reveal_plan(n_on, [fractions(j, last) for j in range(last)]) if last else n_on[:, :0]
+    keep3 = reveal_plan(n_on, [fractions(j, last) for j in range(last)]) if last else n_on[:, None][:, :0]
     keep = torch.cat([keep1, n_on[:, None].expand(-1, loop), keep3], 1)
     return keep, torch.tensor([False] * first + [True] * loop + [False] * last)
 

@@ -10,7 +10,7 @@ from bd3 import sample_bd3
 from configurator import get_config
 from common import Schedule
 from helpers import MICRO, ToyModel, for_objective
-from sampler import SamplerOptions, corrector_positions, denoise, loop_split, sigma
+from sampler import SamplerOptions, corrector_positions, denoise, loop_plan, loop_split, sigma
 from utils.errors import UserError
 
 MASK = 11
@@ -131,6 +131,14 @@ def test_loop_holds_the_mask_count_and_remasks_only_inside_it():
         assert torch.equal(counts[i], n_on)
     assert sum(remasked[first:first + loop]) > 0  # the loop re-masks (and reveals as many)
     assert sum(remasked[:first]) == sum(remasked[first + loop:]) == 0  # MDLM steps outside it
+
+
+def test_loop_plan_of_a_block_with_nothing_masked_during_the_loop():
+    """A 4-token block at alpha_on = 0.9 keeps no token masked in the loop (loop_split: (4, 0, 0)): the plan is the
+    plain reveal down to 0, no loop step (it raised an IndexError, which bd3 blocks of 4 under the loop hit)."""
+    n = torch.tensor([4, 4])
+    keep, looping = loop_plan(n, 20, 0.9, 0.6, 0.2, lambda j, k: 1 - (j + 1) / k)
+    assert keep.tolist() == [[3, 2, 1, 0]] * 2 and looping.tolist() == [False] * 4
 
 
 def test_bd3_remasks_only_inside_the_current_block_and_counts_its_passes():
