@@ -1,15 +1,23 @@
 """Does the order a diffusion model decodes in change how good its joint is? Each held-out window is revealed one
 token a pass in a fixed order (left to right, right to left, or a random one per window) and every token is scored
-by the pass that reveals it, read as the sampler reads the network (the window's mask rate as its time, the
-previous pass's prediction as self-conditioning). The mean is an exact NLL, not a bound: that of the autoregressive
-model the order defines, and what a sampler that reveals one token a step in that order draws from at temperature 1.
-Over uniformly random orders it estimates, without bias, the continuous-time NELBO of a network that reads no time
-(every k-subset is masked with the weight 1/k the integral gives: learning.md). If left to right scores what random
-orders do, the order a sampler reveals in is not what separates its samples from an AR's.
+by the pass that reveals it. The mean is an exact NLL, not a bound: that of the autoregressive model the order
+defines. Over uniformly random orders it estimates, without bias, the network's continuous-time NELBO (every k-subset
+is masked with the weight 1/k the integral gives: learning.md), the T -> infinity limit of the T-step chain's bound
+that scripts/eval.py scores (which sits above it). If left to right scores what random orders do, the order a sampler
+reveals in is not what separates its samples from an AR's.
+
+The network is read as its bound reads it. It must read no time (time_cond='none'): told only which tokens are
+revealed, an order defines no time, so a time-conditioned checkpoint is refused. A self-conditioned one (self_cond)
+reads at each pass the prediction of a fresh first pass that read zeros, as diffusion.py's and bd3.py's bound do (two
+passes a token), so random orders estimate its bound. The sampler reads it otherwise: each pass, the previous pass's
+prediction. --self-cond-read sampler scores that joint instead, what a sampler revealing one token a step in the
+order draws from at temperature 1; its random order then does not estimate the bound (tests/test_order_nll.py
+measures the two apart). Without self-conditioning the two readings are one.
 
     python scripts/order_nll.py artifacts/models/baby/model.pt --orders random,l2r,r2l
     python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,l2r    # the order inside each block
     python scripts/order_nll.py artifacts/models/baby/model.pt --n-windows 32 --device cpu    # quick look
+    python scripts/order_nll.py artifacts/models/baby/model.pt --self-cond-read sampler    # the sampler's joint
 
 Windows: the validation split's --n-windows fixed windows, the same tokens scripts/eval.py scores. Prints per order
 nats/token and bits/char +- one standard error over windows, each order's paired difference from the first, and the
@@ -17,7 +25,7 @@ NLL by quarter of the order (the first quarter is read with the window, or block
 (mdlm): the order runs over the whole window, L passes. Block diffusion (bd3): blocks are read left to right with
 the clean blocks before them visible, as its sampler reads them, and the order runs inside each block; every block
 takes its k-th token in the same pass (their passes are independent under the block mask), so L' passes a window.
-The AR has one order.
+The AR has one order; uniform-state diffusion has no [MASK] to reveal.
 """
 import json
 import math
@@ -30,9 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from bd3 import bd3_logits  # noqa: E402
+from common import predict_logits, self_condition_input  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
-from common import Schedule, predict_logits  # noqa: E402
-from sampler import time_for_fraction  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
@@ -41,6 +48,7 @@ from utils.fileio import atomic_open, check_output  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 ORDERS = ("l2r", "r2l", "random")
+SC_READS = ("bound", "sampler")  # a self-conditioned network's input: a fresh first pass's prediction, or the last's
 
 
 def order_positions(order, B, L, generator, block=0):
@@ -57,21 +65,30 @@ def order_positions(order, B, L, generator, block=0):
 
 
 @torch.no_grad()
-def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=False):
+def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=None):
     """NLL (B, L) float64 of each token of x (B, L) when all start masked and pass k reveals perm[:, :, k] (one
     position per block), each scored by the pass that sees exactly the tokens revealed before it.
-    logits_of(xt, sc) -> (B, L, V) logits with the [MASK] logit at -inf."""
+    logits_of(xt, sc) -> (B, L, V) logits with the [MASK] logit at -inf. self_cond, for a self-conditioned network:
+    'bound' feeds each scoring pass the prediction of a first pass over the same canvas that reads none (the bound's
+    reading: common.self_condition_input, every sequence); 'sampler' the previous scoring pass's (diffusion.denoise's
+    reading; zeros at the first pass); None: the network reads none."""
+    assert self_cond in (None, *SC_READS), self_cond
     B, L = x.shape
     perm = perm.to(x.device)
     rows = torch.arange(B, device=x.device)[:, None]
     xt = torch.full_like(x, mask_id)
-    sc = torch.zeros(B, L, vocab_size, device=x.device) if self_cond else None
+    last = torch.zeros(B, L, vocab_size, device=x.device)  # the sampler's: the latest prediction, zeros at first
     nll = torch.zeros(B, L, dtype=torch.float64, device=x.device)
     for k in range(perm.size(2)):
         masked = xt == mask_id
-        logits = logits_of(xt, None if sc is None else sc * masked[..., None])
-        if sc is not None:  # the sampler's self-conditioning: the latest prediction of each still-masked position
-            sc = torch.softmax(logits, -1)
+        sc = None
+        if self_cond == "bound":
+            sc = self_condition_input(lambda r: logits_of(xt, None), masked, 1.0)
+        elif self_cond == "sampler":  # the latest prediction of each still-masked position
+            sc = last * masked[..., None]
+        logits = logits_of(xt, sc)
+        if self_cond == "sampler":
+            last = torch.softmax(logits, -1)
         pos = perm[:, :, k]  # (B, n_blocks)
         logp = torch.log_softmax(logits[rows, pos].double(), -1)  # (B, n_blocks, V)
         nll[rows, pos] = -logp.gather(-1, x[rows, pos][..., None]).squeeze(-1)
@@ -80,11 +97,9 @@ def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=False):
 
 
 def mdlm_pass(model, cfg, x, mask_id):
-    """The network's pass over a canvas xt as the sampler calls it (the masked fraction as the time): ordered_nll's
-    logits_of, and its block (0: the whole window)."""
-    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    return lambda xt, sc: predict_logits(model, xt, time_for_fraction(schedule, (xt == mask_id).double().mean(1)),
-                                         mask_id, sc=sc), 0
+    """The network's pass over a canvas xt, told no time (it reads none): ordered_nll's logits_of, and its block (0:
+    the whole window)."""
+    return lambda xt, sc: predict_logits(model, xt, None, mask_id, sc=sc), 0
 
 
 def bd3_pass(model, cfg, x, mask_id):
@@ -95,6 +110,31 @@ def bd3_pass(model, cfg, x, mask_id):
 PASSES = {"mdlm": mdlm_pass, "bd3": bd3_pass}  # the objectives that fill [MASK]: the AR has one order, uniform no [MASK]
 
 
+def check_network(path, objective, model):
+    """Refuse what has no time-free joint to score: an objective without [MASK], a network that reads the time."""
+    if objective not in PASSES:
+        raise UserError(f"{path} is a {objective} model: order_nll.py reads masked diffusion (mdlm) and block "
+                        f"diffusion (bd3) checkpoints")
+    if model.args.time_cond != "none":
+        raise UserError(f"{path} reads the diffusion time (time_cond={model.args.time_cond}): a reveal order tells it "
+                        f"no time, so its orders define no joint and random ones do not estimate its bound; give a "
+                        f"network trained with --time_cond=none (the baby and cpu presets' recipe)")
+
+
+def describe_reading(self_cond):
+    """One line: how the network is read, and what the random order's figure then estimates."""
+    if self_cond is None:
+        return "no self-conditioning: each order is the joint a one-token-a-step sampler draws from; random " \
+               "orders estimate the continuous-time NELBO without bias"
+    if self_cond == "bound":
+        return "self-conditioning read as the bound reads it (a fresh first pass's prediction, 2 passes a token): " \
+               "random orders estimate the continuous-time NELBO without bias (the sampler's joint: " \
+               "--self-cond-read sampler)"
+    return "self-conditioning read as the sampler reads it (the previous pass's prediction): each order is the " \
+           "joint a one-token-a-step sampler draws from; random orders do NOT estimate the bound " \
+           "(--self-cond-read bound)"
+
+
 def parse_args(argv):
     p = ArgParser(prog="scripts/order_nll.py",
                   description="Exact NLL of a diffusion network's joint (mdlm, bd3), reveal order by order.")
@@ -103,6 +143,9 @@ def parse_args(argv):
     p.add_argument("--n-windows", type=int, default=128, help="validation windows (scripts/eval.py's)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0, help="seeds the random orders")
+    p.add_argument("--self-cond-read", choices=SC_READS, default="bound",
+                   help="a self-conditioned network's input at each pass: a fresh first pass's prediction (the bound's "
+                        "reading: random orders estimate the bound) or the previous pass's (the sampler's joint)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default="", help="write the figures here")
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
@@ -127,10 +170,9 @@ def main(argv):
     device = pick_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
     cfg = config_from_dict(ckpt["config"])
-    pass_of = PASSES.get(cfg.objective)
-    if pass_of is None:
-        raise UserError(f"{args.checkpoint} is a {cfg.objective} model: order_nll.py reads masked diffusion (mdlm) "
-                        f"and block diffusion (bd3) checkpoints")
+    check_network(args.checkpoint, cfg.objective, model)
+    pass_of = PASSES[cfg.objective]
+    sc_read = args.self_cond_read if model.args.self_cond else None
     tok = tokenizer_from_state(ckpt["tokenizer"])
     _, _, val, _ = prepare_data(cfg, tok, verbose=False)
     L = cfg.block_size
@@ -140,6 +182,7 @@ def main(argv):
     block = pass_of(model, cfg, windows[:1], tok.mask_id)[1]
     print(f"{args.checkpoint}: {len(windows)} windows x {L} tokens, one token a pass " +
           (f"in each block of {block} ({block} passes a window)" if block else f"({L} passes a window)") + f", {device}")
+    print(f"  {describe_reading(sc_read)}")
     res, per_window = {}, {}
     for order in args.order_list:
         t0, parts = time.time(), []
@@ -147,7 +190,7 @@ def main(argv):
             x = windows[i:i + args.batch_size].to(device)
             perm = order_positions(order, len(x), L, g, block)
             nll = ordered_nll(pass_of(model, cfg, x, tok.mask_id)[0], x, perm, tok.mask_id, model.args.vocab_size,
-                              getattr(model.args, "self_cond", False)).cpu()
+                              sc_read).cpu()
             parts.append(torch.gather(nll, 1, perm.transpose(1, 2).reshape(len(x), L)))  # pass by pass
         by_step = torch.cat(parts)  # (N, L)
         per_window[order] = by_step.mean(1)
@@ -164,7 +207,8 @@ def main(argv):
     if args.json:
         with atomic_open(args.json) as f:
             json.dump(dict(checkpoint=args.checkpoint, objective=cfg.objective, block=block or L, n_windows=len(windows),
-                           tokens=L, chars_per_token=cpt, seed=args.seed, orders=res), f, indent=1)
+                           tokens=L, chars_per_token=cpt, seed=args.seed, self_cond_read=sc_read, orders=res), f,
+                      indent=1)
         print(f"wrote {args.json}")
 
 

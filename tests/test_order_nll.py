@@ -2,31 +2,40 @@
 block for bd3): what each pass sees, the orders, a hand computation, block diffusion's blocks sharing a pass, and the
 script on tiny checkpoints (slow).
 python -m pytest -q tests/test_order_nll.py"""
+import itertools
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from bd3 import bd3_logits
+from bd3 import bd3_logits, bd3_loss
+from common import LossOptions, Schedule, predict_logits, self_condition_input
+from configurator import config_from_dict
 from conftest import train_tiny
+from diffusion import diffusion_loss, self_condition
 from helpers import Args, ToyModel, assert_one_line_error, run_cli_here, script
 from model import ModelArgs, Transformer
+from utils.checkpoint import load_model
+from utils.dataloader import fixed_windows, prepare_data
+from utils.tokenizer import tokenizer_from_state
 
 order_nll = script("order_nll")
 MASK = 11
 
 
 class Recorder(ToyModel):
-    """ToyModel (its logits depend on the tokens and t) that keeps every input it was given."""
+    """ToyModel (its logits depend on the tokens) that keeps every input it was given. The script tells a network no
+    time (it scores only networks that read none), so the toy, which needs one, reads a constant t = 1."""
 
     def __init__(self):
         super().__init__()
         self.seen = []
 
     def forward(self, idx, t=None, **kw):
-        self.seen.append((idx.clone(), t.clone()))
-        return super().forward(idx, t, **kw)
+        self.seen.append((idx.clone(), t))
+        return super().forward(idx, torch.ones(len(idx), dtype=torch.long), **kw)
 
 
 def test_each_token_is_scored_by_the_pass_that_sees_exactly_the_tokens_revealed_before_it():
@@ -34,7 +43,7 @@ def test_each_token_is_scored_by_the_pass_that_sees_exactly_the_tokens_revealed_
     x = torch.randint(0, MASK, (3, 10), generator=g)
     perm = order_nll.order_positions("random", 3, 10, g)  # (3, 1, 10): one block, the window
     model = Recorder()
-    logits_of, _ = order_nll.mdlm_pass(model, SimpleNamespace(diffusion_steps=20, schedule="cosine"), x, MASK)
+    logits_of, _ = order_nll.mdlm_pass(model, None, x, MASK)
     nll = order_nll.ordered_nll(logits_of, x, perm, MASK, 12)
     assert len(model.seen) == 10 and nll.shape == (3, 10) and nll.dtype == torch.float64
     perm = perm[:, 0]
@@ -44,14 +53,13 @@ def test_each_token_is_scored_by_the_pass_that_sees_exactly_the_tokens_revealed_
             assert sorted(visible) == sorted(perm[b, :k].tolist())  # the tokens revealed before, no others
             assert torch.equal(xt[b, visible], x[b, visible])
         # by hand: the pass's log-softmax over the real tokens ([MASK] excluded) at the position it reveals
-        logits = ToyModel()(xt, t).double()
+        assert t is None  # told no time
+        logits = ToyModel()(xt, torch.ones(3, dtype=torch.long)).double()
         logits[..., MASK] = float("-inf")
         logp = logits.log_softmax(-1)
         for b in range(3):
             i = perm[b, k].item()
             assert nll[b, i].item() == pytest.approx(-logp[b, i, x[b, i]].item(), rel=1e-6)
-    # the time told is the schedule's t for the masked fraction: all masked at the first pass -> t = T
-    assert (model.seen[0][1] == 20).all() and (model.seen[-1][1] < model.seen[0][1]).all()
 
 
 def test_orders_are_permutations_and_a_context_free_model_scores_every_order_alike():
@@ -73,7 +81,7 @@ def test_orders_are_permutations_and_a_context_free_model_scores_every_order_ali
             return self.table[:idx.size(1)].expand(idx.size(0), -1, -1).clone()
 
     x = torch.randint(0, MASK, (2, 8), generator=g)
-    logits_of, _ = order_nll.mdlm_pass(PerPosition(), SimpleNamespace(diffusion_steps=20, schedule="cosine"), x, MASK)
+    logits_of, _ = order_nll.mdlm_pass(PerPosition(), None, x, MASK)
     per = [order_nll.ordered_nll(logits_of, x, order_nll.order_positions(o, 2, 8, g), MASK, 12) for o in order_nll.ORDERS]
     assert all(torch.allclose(p, per[0]) for p in per[1:])
 
@@ -103,30 +111,147 @@ def test_block_diffusion_blocks_share_a_pass_and_each_is_read_after_the_clean_bl
                 assert nll[r, i].item() == pytest.approx(-logp[r, i, x[r, i]].item(), rel=1e-5, abs=1e-6)
 
 
+def _self_conditioned(L, seed=0):
+    """A tiny time-free self-conditioned network whose self-conditioning matters (sc_proj starts at zero: reading
+    nothing, both readings would be one)."""
+    torch.manual_seed(seed)
+    model = Transformer(ModelArgs(vocab_size=9, block_size=L, n_layer=1, n_head=2, n_embd=32, time_cond="none",
+                                  self_cond=True)).eval()
+    torch.nn.init.normal_(model.sc_proj.weight, std=2.0)
+    return model
+
+
+def _bound_ce(model, xt, x, block, mask_id):
+    """CE (B, L) of x at every position given the canvas xt, the network read as its bound reads it: diffusion.py's
+    self_condition and predict_logits (mdlm, block 0), bd3_loss's first two-stream pass feeding the second (bd3)."""
+    masked = xt == mask_id
+    with torch.no_grad():
+        if block:
+            sc = self_condition_input(lambda r: bd3_logits(model, xt, x, block, mask_id), masked, 1.0)
+            logits = bd3_logits(model, xt, x, block, mask_id, sc=sc)
+        else:
+            sc = self_condition(model, xt, None, masked, mask_id, 1.0)
+            logits = predict_logits(model, xt, None, mask_id, sc=sc)
+    return -logits.double().log_softmax(-1).gather(-1, x[..., None]).squeeze(-1)
+
+
+def _continuous_nelbo(model, x, block, mask_id):
+    """The continuous-time NELBO (B,) nats/token, exactly: given k of a block's S tokens masked the time integral
+    weighs each k-subset 1 / (k C(S, k)) (learning.md). Blocks read only themselves and the clean blocks before them,
+    so every block takes the same subset in one pass (block 0: the whole window, MDLM)."""
+    B, L = x.shape
+    S, total = block or L, torch.zeros(B, dtype=torch.float64)
+    for k in range(1, S + 1):
+        for sub in itertools.combinations(range(S), k):
+            masked = torch.zeros(B, L, dtype=torch.bool)
+            masked[:, [j + b for b in range(0, L, S) for j in sub]] = True
+            ce = _bound_ce(model, torch.where(masked, mask_id, x), x, block, mask_id)
+            total += (ce * masked).sum(1) / (k * math.comb(S, k))
+    return total / L
+
+
+@pytest.mark.parametrize("block", [0, 3], ids=["mdlm", "bd3"])
+def test_random_orders_estimate_a_self_conditioned_networks_bound_read_as_the_bound_reads_it(block):
+    """On a tiny self-conditioned network the random order's figure (the default, bound reading) matches the exact
+    continuous-time NELBO within its standard error; the sampler's reading (the previous pass's prediction) does not.
+    The exact figure reads the network through the bound's own code: it equals diffusion_loss's / bd3_loss's CE."""
+    L, M, R = 6, 8, 256  # 4 windows x 256 random orders each
+    model = _self_conditioned(L)
+    x = torch.randint(0, M, (4, L), generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    if block:  # the bound's CE at a mask it drew (self_cond=1.0: what bd3.bound and diffusion.bound pass)
+        _, _, aux = bd3_loss(model, x, Schedule(20), M, block, g, t=torch.tensor([[5, 12], [19, 2], [9, 9], [15, 7]]),
+                             opts=LossOptions(self_cond=1.0))
+    else:
+        _, _, aux = diffusion_loss(model, x, Schedule(20), M, LossOptions(self_cond=1.0), g, t=torch.tensor([5, 12, 19, 9]))
+    masked = aux["masked"]
+    torch.testing.assert_close(_bound_ce(model, torch.where(masked, M, x), x, block, M) * masked,
+                               aux["ce"].double() * masked, rtol=1e-5, atol=1e-6)
+    exact = _continuous_nelbo(model, x, block, M)  # (4,)
+    xr = x.repeat_interleave(R, 0)
+    logits_of, _ = (order_nll.bd3_pass(model, SimpleNamespace(bd3_block=block), xr, M) if block else
+                    order_nll.mdlm_pass(model, None, xr, M))
+    perm = order_nll.order_positions("random", len(xr), L, torch.Generator().manual_seed(3), block)
+    gap = {}
+    for read in order_nll.SC_READS:
+        d = order_nll.ordered_nll(logits_of, xr, perm, M, 9, read).mean(1) - exact.repeat_interleave(R)
+        gap[read] = d.mean().item(), d.std().item() / math.sqrt(len(d))
+    assert abs(gap["bound"][0]) < 2 * gap["bound"][1], gap  # unbiased: within its standard error
+    assert abs(gap["sampler"][0]) > 3 * gap["sampler"][1], gap  # another joint: what the old default scored
+
+
+def _by_hand(path, n, read="bound"):
+    """A checkpoint's left-to-right NLL per window (n,), written out here: the script's windows, the network read as
+    the bound reads it (or as the sampler does: the previous pass's prediction), pass k scoring the k-th token of the
+    window (of every block, for bd3) with the tokens before it visible."""
+    model, ck = load_model(path, "cpu")
+    cfg, tok = config_from_dict(ck["config"]), tokenizer_from_state(ck["tokenizer"])
+    L, M = cfg.block_size, tok.mask_id
+    x = fixed_windows(prepare_data(cfg, tok, verbose=False)[2], n, L + 1)[:, 1:]
+    block = cfg.bd3_block if cfg.objective == "bd3" else 0
+    S, nll, last = block or L, torch.zeros(n, L, dtype=torch.float64), torch.zeros(n, L, model.args.vocab_size)
+    for k in range(S):
+        xt = torch.where((torch.arange(L) % S >= k)[None], M, x)  # the first k tokens of each block visible
+        if read == "bound":
+            ce = _bound_ce(model, xt, x, block, M)
+        else:
+            with torch.no_grad():
+                logits = model(xt, sc=last * (xt == M)[..., None]).float()
+            logits[..., M] = float("-inf")
+            last = logits.softmax(-1)
+            ce = -logits.double().log_softmax(-1).gather(-1, x[..., None]).squeeze(-1)
+        nll[:, k::S] = ce[:, k::S]
+    return nll.mean(1)
+
+
+def _check_figures(d, by_hand):
+    """The JSON's figures against the hand computation of l2r and the invariants that tie the others to theirs. The
+    hand computation runs the same float32 passes on the same batch: it agrees to rounding in the float64 sums (a
+    10-step network's two readings of self-conditioning differ by ~1e-6 relative: the tolerance tells them apart)."""
+    ln2, l2r = 0.6931471805599453, d["orders"]["l2r"]
+    assert l2r["nats_per_token"] == pytest.approx(by_hand.mean().item(), rel=1e-9)
+    assert l2r["se"] == pytest.approx(by_hand.std().item() / math.sqrt(len(by_hand)), rel=1e-9)
+    for o, r in d["orders"].items():
+        assert r["se"] > 0 and len(r["by_quarter"]) == 4  # quarters of equal size: their mean is the figure
+        assert r["nats_per_token"] == pytest.approx(sum(r["by_quarter"]) / 4, rel=1e-9)
+        assert r["bits_per_char"] == pytest.approx(r["nats_per_token"] / d["chars_per_token"] / ln2)
+        if o != "l2r":  # a paired mean difference is the difference of the means
+            assert r["paired_vs_l2r"][0] == pytest.approx(r["nats_per_token"] - l2r["nats_per_token"], abs=1e-9)
+
+
 @pytest.mark.slow
 def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_factory, tmp_path, capsys):
+    mdlm = train_tiny(tmp_path_factory, "order_mdlm", "--time_cond=none", "--self_cond", "--max_iters=10",
+                      "--eval_interval=10")
     out = tmp_path / "o.json"
-    code, text, err = run_cli_here(order_nll.main, [tiny_ckpt, "--orders", "l2r,random,r2l", "--n-windows", "4",
+    code, text, err = run_cli_here(order_nll.main, [mdlm, "--orders", "l2r,random,r2l", "--n-windows", "4",
                                                     "--device", "cpu", "--json", out], capsys)
     assert code == 0, err
     d = json.loads(out.read_text())
     assert d["n_windows"] == 4 and d["objective"] == "mdlm" and list(d["orders"]) == ["l2r", "random", "r2l"]
-    for o, r in d["orders"].items():
-        assert r["nats_per_token"] > 0 and r["se"] > 0 and len(r["by_quarter"]) == 4
-        assert r["bits_per_char"] == pytest.approx(r["nats_per_token"] / d["chars_per_token"] / 0.6931471805599453)
-        assert ("paired_vs_l2r" in r) == (o != "l2r")
+    assert d["self_cond_read"] == "bound" and "read as the bound reads it" in text
+    _check_figures(d, _by_hand(mdlm, 4))
     assert "random:" in text and "paired against l2r" in text
-    code, _, err = run_cli_here(order_nll.main, [tiny_ckpt, "--json", out, "--device", "cpu"], capsys)
+    code, text, err = run_cli_here(order_nll.main, [mdlm, "--orders", "l2r", "--n-windows", "4", "--device", "cpu",
+                                                    "--self-cond-read", "sampler", "--json", tmp_path / "s.json"], capsys)
+    assert code == 0 and "do NOT estimate the bound" in text, err
+    d = json.loads((tmp_path / "s.json").read_text())
+    assert d["self_cond_read"] == "sampler"
+    _check_figures(d, _by_hand(mdlm, 4, "sampler"))
+    code, _, err = run_cli_here(order_nll.main, [mdlm, "--json", out, "--device", "cpu"], capsys)
     assert_one_line_error(code, err, "--force")  # never overwrites a result it was not told to
-    code, _, err = run_cli_here(order_nll.main, [tiny_ckpt, "--orders", "sideways"], capsys)
+    code, _, err = run_cli_here(order_nll.main, [mdlm, "--orders", "sideways"], capsys)
     assert_one_line_error(code, err, "--orders", "l2r")
+    code, _, err = run_cli_here(order_nll.main, [tiny_ckpt, "--device", "cpu"], capsys)  # reads t (time_cond=learned)
+    assert_one_line_error(code, err, "time_cond=learned", "--time_cond=none")
     bd3 = train_tiny(tmp_path_factory, "order_bd3", "--objective=bd3", "--bd3_block=4", "--self_cond", "--max_iters=10",
                      "--eval_interval=10")
-    code, text, err = run_cli_here(order_nll.main, [bd3, "--orders", "random,l2r", "--n-windows", "4", "--device", "cpu",
+    code, text, err = run_cli_here(order_nll.main, [bd3, "--orders", "l2r,random", "--n-windows", "4", "--device", "cpu",
                                                     "--json", tmp_path / "b.json"], capsys)
     assert code == 0 and "in each block of 4 (4 passes a window)" in text, err
     d = json.loads((tmp_path / "b.json").read_text())
-    assert d["objective"] == "bd3" and d["block"] == 4 and d["orders"]["l2r"]["nats_per_token"] > 0
+    assert d["objective"] == "bd3" and d["block"] == 4
+    _check_figures(d, _by_hand(bd3, 4))
     ar = train_tiny(tmp_path_factory, "order_ar", "--objective=ar", "--max_iters=10", "--eval_interval=10")
     code, _, err = run_cli_here(order_nll.main, [ar, "--device", "cpu"], capsys)
     assert_one_line_error(code, err, "ar model", "bd3")
