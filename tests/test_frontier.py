@@ -85,6 +85,9 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
     mdlm, ar = d["runs"]
     assert len(mdlm["points"]) == 8 and len(ar["points"]) == 2 and ar["exact"] and ar["self_scored"]
     assert set(mdlm["at_held_out"]) == {p["curve"] for p in mdlm["points"]}  # one reading per curve (None: not reached)
+    for run in (mdlm, ar):  # each curve read by hand from its points: linear between the two that bracket the entropy
+        for curve, got in run["at_held_out"].items():
+            assert got == _read_by_hand([p for p in run["points"] if p["curve"] == curve], held["sample_entropy"])
     keys = {"curve", "settings", "sampler", "nfe", "temperature", "gen_len", "n_samples", "gen_ppl", "gen_nll",
             "sample_entropy", "distinct_2", "distinct_3", "js", "js_mean", "sample_text"}
     for pt in mdlm["points"] + ar["points"]:
@@ -96,3 +99,59 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
     assert code == 0 and (in_tmp / "f.png").stat().st_size > 10_000, err
     code, _, err = run_cli_here(frontier.main, [tiny_ckpt, "--ar-checkpoint", tiny_ckpt, "--device", "cpu"], capsys)
     assert_one_line_error(code, err, "mdlm model")
+
+
+def _read_by_hand(points, entropy):
+    """A curve of one or two points read at `entropy`: linear between the two if they bracket it, else None."""
+    if len(points) == 1:
+        return None  # one point is no curve
+    a, b = sorted(points, key=lambda p: p["sample_entropy"])
+    ea, eb = a["sample_entropy"], b["sample_entropy"]
+    if not ea <= entropy <= eb:
+        return None
+    w = (entropy - ea) / (eb - ea) if eb > ea else 0.0
+    return {k: pytest.approx(a[k] + w * (b[k] - a[k]), rel=1e-12) for k in ("gen_ppl", "js_mean")}
+
+
+@pytest.mark.slow
+def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, in_tmp, capsys, monkeypatch):
+    """A frontier made by hand (draw and score replaced: each point's figures set by its settings, relative to the
+    real held-out entropy H) so the reading at H is known: remask=none brackets H a quarter of the way up, remdm
+    stays above it (not reached), the AR's curve starts at H exactly."""
+    H = {}
+    made = {("none", 0.8): (-0.5, 10.0, 0.30), ("none", 1.0): (1.5, 30.0, 0.10),
+            ("remdm", 0.8): (0.2, 5.0, 0.2), ("remdm", 1.0): (0.4, 6.0, 0.2),
+            ("ar", 0.8): (0.0, 4.0, 0.15), ("ar", 1.0): (1.0, 8.0, 0.25)}
+
+    def fake_draw(model, obj, cfg, *args):
+        return cfg, 8.0  # the settings ride along as the 'samples'
+
+    def fake_score(cfg, P, tok, ref, scorer, batch_size):
+        key = ("ar" if cfg.objective == "ar" else cfg.remask, cfg.temperature)
+        de, ppl, js = made[key]
+        return dict(gen_ppl=ppl, sample_entropy=H["v"] + de, js_mean=js, distinct_2=0.5)
+
+    real_held_out = frontier.held_out
+
+    def held_out(val_ids, tok, n, length):  # the real windows; H is read from what main computes from them
+        ref, windows = real_held_out(val_ids, tok, n, length)
+        H["v"] = frontier.sample_entropy(windows)
+        return ref, windows
+
+    monkeypatch.setattr(frontier, "draw", fake_draw)
+    monkeypatch.setattr(frontier, "score", fake_score)
+    monkeypatch.setattr(frontier, "held_out", held_out)
+    out = in_tmp / "h.json"
+    code, text, err = run_cli_here(frontier.main, [
+        tiny_ckpt, ar_judge, "--ar-checkpoint", ar_judge, "--n-samples", "4", "--gen-len", "24", "--device", "cpu",
+        "--grid", "order=random", "--grid", "remask=none,remdm", "--grid", "temperature=0.8,1.0", "--grid", "steps=8",
+        "--ar-grid", "temperature=0.8,1.0", "--json", out], capsys)
+    assert code == 0, err
+    d = json.loads(out.read_text())
+    assert d["held_out"]["sample_entropy"] == H["v"]
+    mdlm, ar = (r["at_held_out"] for r in d["runs"])
+    assert mdlm == {"order=random, remask=none, steps=8": pytest.approx(dict(gen_ppl=15.0, js_mean=0.25)),
+                    "order=random, remask=remdm, steps=8": None}
+    assert ar == {"default": pytest.approx(dict(gen_ppl=4.0, js_mean=0.15))}
+    assert "[order=random, remask=none, steps=8] (NFE 8.0): gen-PPL 15.00, JS 0.2500" in text
+    assert "[order=random, remask=remdm, steps=8] (NFE 8.0): not reached" in text
