@@ -4,6 +4,7 @@ imports nothing from the project, and a fifth objective that is one module and o
     python -m pytest -q tests/test_objectives.py
 """
 import ast
+import inspect
 import re
 import types
 
@@ -12,6 +13,8 @@ import pytest
 import objectives
 from helpers import MICRO, ROOT, for_objective, real_text, run_cli_here
 
+DEFAULTS_FLAGS = dict(MODEL=dict, WINDOW=int, IGNORES=dict, CONTINUES_ONLY=bool, ANY_LENGTH=bool, NOISE_START=bool,
+                      EXACT=bool, TRACE=bool, STEP_CHAIN=bool, LOSS_KEY=str)  # the interface's values, by type
 PRODUCT = sorted(p for p in [*ROOT.glob("*.py"), *ROOT.glob("utils/*.py"), *ROOT.glob("scripts/*.py")])
 
 
@@ -56,12 +59,41 @@ def test_config_imports_nothing_from_the_project():
     assert project_imports(ROOT / "config.py", known) == set()
 
 
-def test_every_objective_offers_the_interface():
-    for name, module in objectives.OBJECTIVES.items():
-        assert all(hasattr(module, k) for k in ("loss", "bound", "sample", "passes", "describe")), name  # no default
-        obj = objectives.get(name)
-        assert all(hasattr(obj, k) for k in objectives.INTERFACE), name
-        assert set(obj.MODEL) <= {"causal", "time_cond", "self_cond"} and obj.WINDOW in (0, 1), name
+# objectives.py's interface: each function's leading parameters, in the order every caller passes them
+SIGNATURES = dict(check=("cfg", "given"), loss=("model", "x", "cfg", "schedule", "tok", "draw"), eval_times=("cfg", "L"),
+                  bound=("model", "x", "cfg", "schedule", "tok", "t", "generator"), flops=("model", "cfg"),
+                  sample=("model", "x", "gen_mask", "cfg", "schedule", "mask_id", "generator", "on_step"),
+                  passes=("cfg", "n_gen", "n_prompt"), describe=("cfg",))
+
+
+@pytest.mark.parametrize("name", list(objectives.OBJECTIVES))
+def test_every_objective_offers_the_interface(name):
+    """Every name of the interface, the module's own where it has one (DEFAULTS' otherwise), each function taking what
+    its callers pass, and the answers of a MICRO config agreeing with the flags (an exact score has no times)."""
+    from configurator import get_config
+    from model import Transformer
+    module, obj = objectives.OBJECTIVES[name], objectives.get(name)
+    assert all(hasattr(module, k) for k in ("loss", "bound", "sample", "passes", "describe"))  # no default
+    assert set(SIGNATURES) | set(DEFAULTS_FLAGS) == set(objectives.INTERFACE)
+    for k in objectives.INTERFACE:
+        assert getattr(obj, k) is (getattr(module, k) if hasattr(module, k) else objectives.DEFAULTS[k]), k
+    for k, params in SIGNATURES.items():
+        assert tuple(inspect.signature(getattr(obj, k)).parameters)[:len(params)] == params, k
+    for k, kind in DEFAULTS_FLAGS.items():
+        assert isinstance(getattr(obj, k), kind), k
+    assert set(obj.MODEL) <= {"causal", "time_cond", "self_cond"} and obj.WINDOW in (0, 1)
+    cfg = get_config(for_objective([*MICRO, f"--objective={name}"]))
+    assert hasattr(cfg, obj.LOSS_KEY) and all(hasattr(cfg, k) and why for k, why in obj.IGNORES.items())
+    obj.check(cfg, set())  # MICRO is valid for every objective
+    n_times = obj.eval_times(cfg, cfg.block_size)
+    assert isinstance(n_times, int) and n_times >= 0 and (n_times == 0) == obj.EXACT
+    model = Transformer(objectives.model_args(cfg, 12))
+    assert all(getattr(model.args, k) == v for k, v in obj.MODEL.items())
+    flops, columns = obj.flops(model, cfg)
+    assert flops >= model.flops_per_token() and columns >= cfg.block_size
+    n = obj.passes(cfg, 8)
+    assert n is None or (isinstance(n, int) and n >= 1)
+    assert isinstance(obj.describe(cfg), str) and obj.describe(cfg)
 
 
 def test_objective_branches_outside_the_table_are_few_and_say_why():
