@@ -112,7 +112,7 @@ PASSES = {"mdlm": mdlm_pass, "bd3": bd3_pass}  # the objectives that fill [MASK]
 
 def check_network(path, objective, model):
     """Refuse what has no time-free joint to score: an objective without [MASK], a network that reads the time."""
-    if objective not in PASSES:
+    if PASSES.get(objective) is None:  # the AR has one order, uniform no [MASK]
         raise UserError(f"{path} is a {objective} model: order_nll.py reads masked diffusion (mdlm) and block "
                         f"diffusion (bd3) checkpoints")
     if model.args.time_cond != "none":

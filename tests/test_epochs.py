@@ -4,6 +4,8 @@ written by hand. python -m pytest -q tests/test_epochs.py"""
 import json
 import math
 
+import pytest
+
 from helpers import run_cli_here, script
 
 STEPS = 75_000 / 768  # one epoch of the 75k slice in steps
@@ -20,7 +22,7 @@ def _run(root, name, curve, final, per_window, mflop=3.0):
     (d / "eval.json").write_text(json.dumps(dict(runs=runs)))
 
 
-def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in_tmp, capsys):
+def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in_tmp, capsys, monkeypatch):
     ar, mdlm = "ar_wd0.1_do0_75k", "mdlm_s08_75k"
     # AR: windows 2.0 / 2.5 alternating; mdlm 0.1 lower on every window but one: a paired difference far beyond 2 se
     ar_w = [2.0, 2.5] * 8
@@ -40,10 +42,35 @@ def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in
     mean = sum(d) / len(d)
     se = math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d))
     assert abs(m["minus_best_ar"] - mean) < 1e-12 and abs(m["minus_best_ar_se"] - se) < 1e-12 and m["crossover"]
+    plot, drawn = script("plot"), {}
+    save = plot._save
+
+    def keep(plt, fig, out):  # what the figure holds, read before it is written
+        ax = fig.axes[0]
+        drawn[out] = dict(xlabel=ax.get_xlabel(), lines=[(ln.get_label(), list(ln.get_xdata()), list(ln.get_ydata()),
+                                                          ln.get_color(), ln.get_linestyle(), ln.get_marker())
+                                                         for ln in ax.get_lines()])
+        save(plt, fig, out)
+    monkeypatch.setattr(plot, "_save", keep)
+    iters = {ar: [round(k * STEPS) for k in (1, 8, 40)], mdlm: [round(k * STEPS) for k in (1, 100, 190)]}
     for x in ("epochs", "flops"):
-        code, out, err = run_cli_here(script("plot").main, ["epochs", "artifacts/epochs/summary.json", "--x", x,
-                                                           "--out", f"e_{x}.png"], capsys)
+        code, out, err = run_cli_here(plot.main, ["epochs", "artifacts/epochs/summary.json", "--x", x,
+                                                  "--out", f"e_{x}.png"], capsys)
         assert code == 0 and (in_tmp / f"e_{x}.png").stat().st_size > 0, err
+        fig = drawn[f"e_{x}.png"]
+        # each run's curve against the x the flag names, by hand: epochs = iter x 768 / 75,000 chars, FLOPs = 3 MFLOP x
+        # iter x 768 tokens
+        at = (lambda it: it * 768 / 75_000) if x == "epochs" else (lambda it: 3e6 * it * 768)
+        assert fig["xlabel"].startswith("epochs" if x == "epochs" else "training FLOPs")
+        line = {name: next(ln for ln in fig["lines"] if name in ln[0] and ln[5] != "*") for name in (ar, mdlm)}
+        assert line[ar][0].startswith("best AR: ") and line[ar][3:5] == ("k", "--")  # the best AR: black, dashed
+        assert [ln[3] for ln in fig["lines"] if ln[0] == "other AR configurations"] == ["0.6"]  # the other: grey
+        for name, ys in ((ar, [2.5, 2.25, 2.9]), (mdlm, [3.0, 2.26, 2.20])):
+            assert line[name][1] == pytest.approx([at(it) for it in iters[name]], rel=1e-12)
+            assert line[name][2] == pytest.approx(ys, rel=1e-12)
+        stars = sorted((ln[1][0], ln[2][0]) for ln in fig["lines"] if ln[5] == "*")  # eval.py's figure on best.pt
+        want = sorted([(at(iters[ar][-1]), 2.24), (at(iters[mdlm][-1]), 2.21)])  # the grey AR has none
+        assert [v for p in stars for v in p] == pytest.approx([v for p in want for v in p], rel=1e-12), stars
     code, out, err = run_cli_here(script("plot").main, ["curves", "x", "--x", "flops"], capsys)
     assert code == 2 and "drop --x" in err
     code, out, err = run_cli_here(script("epochs").main, ["--runs", "nope"], capsys)

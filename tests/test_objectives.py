@@ -60,8 +60,8 @@ def test_config_imports_nothing_from_the_project():
 
 
 # objectives.py's interface: each function's leading parameters, in the order every caller passes them
-SIGNATURES = dict(check=("cfg", "given"), loss=("model", "x", "cfg", "schedule", "tok", "draw"), eval_times=("cfg", "L"),
-                  bound=("model", "x", "cfg", "schedule", "tok", "t", "generator"), flops=("model", "cfg"),
+SIGNATURES = dict(check=("cfg", "given"), loss=("model", "x", "cfg", "schedule", "tok", "draw"),
+                  eval_times=("cfg", "L"), bound=("model", "x", "cfg", "schedule", "tok", "t", "generator"), flops=("model", "cfg"),
                   sample=("model", "x", "gen_mask", "cfg", "schedule", "mask_id", "generator", "on_step"),
                   passes=("cfg", "n_gen", "n_prompt"), describe=("cfg",))
 

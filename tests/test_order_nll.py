@@ -163,7 +163,8 @@ def test_random_orders_estimate_a_self_conditioned_networks_bound_read_as_the_bo
         _, _, aux = bd3_loss(model, x, Schedule(20), M, block, g, t=torch.tensor([[5, 12], [19, 2], [9, 9], [15, 7]]),
                              opts=LossOptions(self_cond=1.0))
     else:
-        _, _, aux = diffusion_loss(model, x, Schedule(20), M, LossOptions(self_cond=1.0), g, t=torch.tensor([5, 12, 19, 9]))
+        _, _, aux = diffusion_loss(model, x, Schedule(20), M, LossOptions(self_cond=1.0), g,
+                                   t=torch.tensor([5, 12, 19, 9]))
     masked = aux["masked"]
     torch.testing.assert_close(_bound_ce(model, torch.where(masked, M, x), x, block, M) * masked,
                                aux["ce"].double() * masked, rtol=1e-5, atol=1e-6)
@@ -233,7 +234,8 @@ def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_fac
     _check_figures(d, _by_hand(mdlm, 4))
     assert "random:" in text and "paired against l2r" in text
     code, text, err = run_cli_here(order_nll.main, [mdlm, "--orders", "l2r", "--n-windows", "4", "--device", "cpu",
-                                                    "--self-cond-read", "sampler", "--json", tmp_path / "s.json"], capsys)
+                                                    "--self-cond-read", "sampler", "--json", tmp_path / "s.json"],
+                                   capsys)
     assert code == 0 and "do NOT estimate the bound" in text, err
     d = json.loads((tmp_path / "s.json").read_text())
     assert d["self_cond_read"] == "sampler"
