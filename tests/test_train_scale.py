@@ -298,9 +298,16 @@ def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(in_tmp):
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("MICRO_DLLM_COMPILE_TEST") != "1",
-                    reason="a cold inductor compile took 48 s here (2 shared cores), over this file's budget; "
+                    reason="a cold inductor compile took 48-72 s here (2 shared cores), over this file's budget; "
                            "MICRO_DLLM_COMPILE_TEST=1 runs it")
 def test_train_py_with_inductor_compile_runs_end_to_end(in_tmp):
-    train.main(train_args(in_tmp / "c", "--max_iters=6", "--log_interval=3", "--compile", "--head_on_masked_only")[1:])
-    losses = [r["loss"] for r in rows(in_tmp / "c") if r["kind"] == "train"]
-    assert len(losses) == 2 and all(v == v for v in losses)
+    """The compiled step is the eager one: same seed, same losses step by step and the same final eval, to float
+    rounding (measured here: 1.1e-7 relative at the first step, then bit-equal; eval 7e-10)."""
+    got = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        train.main(train_args(in_tmp / name, "--max_iters=6", "--log_interval=1", "--head_on_masked_only", *extra)[1:])
+        got[name] = [(r["kind"], r["iter"], r["loss"] if r["kind"] == "train" else r["nats_per_token"])
+                     for r in rows(in_tmp / name) if r["kind"] in ("train", "eval")]
+    eager, compiled = got["eager"], got["compiled"]
+    assert [r[:2] for r in compiled] == [r[:2] for r in eager] and len([r for r in eager if r[0] == "train"]) == 6
+    assert [r[2] for r in compiled] == pytest.approx([r[2] for r in eager], rel=1e-5), (eager, compiled)
