@@ -30,12 +30,12 @@ import objectives
 from canvas import build_canvas, generate
 from configurator import TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, wants_help
 from common import Schedule
+from trace import LiveView, StepBar, chain, generate_with_trace, open_trace
 from utils.checkpoint import load_model
 from utils.dist import autocast_for, pick_device
 from utils.errors import UserError, run_cli
 from utils.fileio import read_text
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
-from utils.trace import LiveView, StepBar, chain, generate_with_trace, open_trace
 
 USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
 

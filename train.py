@@ -29,6 +29,8 @@ import torch
 import objectives
 from common import Draw, Schedule
 from configurator import RESUMABLE_KEYS, config_to_dict, format_config, help_text, parse, refuse_changes, wants_help
+from evals.bound import evaluate
+from evals.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_time, loss_label
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
@@ -36,11 +38,9 @@ from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, grad_
                         grad_scaler, init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state)
 from utils.errors import UserError, run_cli
 from utils.fileio import remove_stale_temps
-from utils.evaluate import evaluate
 from utils.init_from import load_weights_into, source_tokenizer
 from utils.optim import EMA, build_optimizer, cap_warmup, lr_at, set_lr
 from utils.tokenizer import fingerprint, normalize_prompt, tokenizer_from_state
-from utils.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_time, loss_label
 
 ASSUMED_MFU = 0.4  # for the startup tokens/s estimate only; the log lines report the measured MFU
 EVAL_T = 4  # every eval scores the same windows at the same EVAL_T times each: best.pt compares like with like

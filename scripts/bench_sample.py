@@ -20,7 +20,7 @@ Columns:
   entropy   mean over samples of the entropy (nats) of the sample's own token histogram (low = repetitive)
 Rows marked '=NFE' rerun a fixed-step sampler at the threshold row's mean NFE (equal-NFE comparisons).
 The 'held-out text' row scores real validation windows of the same length (first token as the context).
-Samples longer than the scorer's context are scored with a sliding window (utils/metrics.windowed_ar_nll);
+Samples longer than the scorer's context are scored with a sliding window (evals/metrics.windowed_ar_nll);
 an AR row past its context decodes with ar.sample_ar_window (the same window as bd3).
 """
 import os
@@ -36,11 +36,11 @@ from ar import sample_ar_window  # noqa: E402
 from canvas import build_canvas, generate, start_token  # noqa: E402
 from configurator import config_from_dict, validate  # noqa: E402
 from common import Schedule  # noqa: E402
+from evals.metrics import distinct_n, gen_ppl, sample_entropy  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import split_texts  # noqa: E402
 from utils.dist import pick_device, timed  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
-from utils.metrics import distinct_n, gen_ppl, sample_entropy  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
 PLAIN = dict(order="confidence", tokens_per_step="schedule", remask="refine", threshold=0.0, semi_ar_length=0)

@@ -37,16 +37,16 @@ import objectives  # noqa: E402
 from canvas import start_token  # noqa: E402
 from common import Schedule, time_grid  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
+from evals.bound import evaluate  # noqa: E402
+from evals.metrics import ChangeRate, distinct_n, gen_ppl, infill_recovery, sample_entropy  # noqa: E402
 from sampler import ORDERS  # noqa: E402
+from trace import chain  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
 from utils.dist import DTYPES, autocast_for, pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, check_output  # noqa: E402
-from utils.evaluate import evaluate  # noqa: E402
-from utils.metrics import ChangeRate, distinct_n, gen_ppl, infill_recovery, sample_entropy  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
-from utils.trace import chain  # noqa: E402
 
 SWEEP_KEYS = {"temperature": float, "steps": int}
 

@@ -39,12 +39,12 @@ from canvas import start_token  # noqa: E402
 from config import Config  # noqa: E402
 from configurator import config_from_dict, validate  # noqa: E402
 from common import Schedule  # noqa: E402
+from evals.metrics import distinct_n, gen_ppl, ngram_js, sample_entropy  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, check_output  # noqa: E402
-from utils.metrics import distinct_n, gen_ppl, ngram_js, sample_entropy  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's

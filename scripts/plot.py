@@ -60,7 +60,7 @@ def read_eval_json(path):
 
 def run_label(run_dir):
     """Directory name plus what the checkpoint says it is: its objective, whether its val figure is an exact NLL,
-    and its training loss as train.py's log names it (utils.report.loss_label); (name, None, False, None) unread."""
+    and its training loss as train.py's log names it (evals.report.loss_label); (name, None, False, None) unread."""
     name = os.path.basename(os.path.normpath(run_dir))
     ckpt = os.path.join(run_dir, "model.pt")
     if os.path.isfile(ckpt):
@@ -68,7 +68,7 @@ def run_label(run_dir):
             import torch
             import objectives
             from configurator import config_from_dict
-            from utils.report import loss_label
+            from evals.report import loss_label
             cfg = config_from_dict(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["config"])
             return name, cfg.objective, objectives.get(cfg.objective).EXACT, loss_label(cfg)[0].split(" ", 1)[1]
         except Exception:

@@ -269,7 +269,7 @@ def test_ctrl_c_in_training_names_the_last_checkpoint_and_the_command_that_resum
 
 @pytest.mark.slow
 def test_ctrl_c_in_sampling_is_one_line_and_leaves_no_half_video(files, tmp_path, monkeypatch, capsys):
-    from utils import trace
+    import trace
     real, calls = trace.TraceHook.__call__, []
 
     def interrupt_at_step_2(self, info):

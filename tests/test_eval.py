@@ -15,11 +15,11 @@ import torch
 from config import Config
 from helpers import ROOT, TINY, ConstModel, Tok, for_objective, real_text, script as _script
 from common import Schedule
-from utils.evaluate import evaluate
+from evals.bound import evaluate
+from evals.metrics import ar_nll, gen_ppl, infill_recovery, sample_entropy, span_starts
 from model import ModelArgs, Transformer
 from utils.checkpoint import load_checkpoint, load_model, save_checkpoint
 from utils.errors import UserError
-from utils.metrics import ar_nll, gen_ppl, infill_recovery, sample_entropy, span_starts
 
 
 def _train(d, *extra):

@@ -8,9 +8,9 @@ import pytest
 import objectives
 from conftest import train_tiny
 from configurator import get_config
+from evals.metrics import char_ngrams, js_divergence, ngram_js
 from helpers import MICRO, assert_one_line_error, real_text, run_cli_here, script, for_objective
 from utils.errors import UserError
-from utils.metrics import char_ngrams, js_divergence, ngram_js
 
 frontier = script("frontier")
 

@@ -11,9 +11,9 @@ import inference
 from common import Schedule
 from helpers import ToyModel, run_cli_here, script
 from sampler import SamplerOptions, denoise
+from trace import ANSI, LiveView
 from utils.checkpoint import load_checkpoint, load_model
 from utils.tokenizer import CharTokenizer
-from utils.trace import ANSI, LiveView
 
 
 class Terminal(io.StringIO):

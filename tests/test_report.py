@@ -1,11 +1,11 @@
-"""What train.py prints beside its loop (utils/report.py): the training loss named for what it is, and the final
+"""What train.py prints beside its loop (evals/report.py): the training loss named for what it is, and the final
 metrics block with a unit or a meaning for every figure. python -m pytest -q tests/test_report.py"""
 import pytest
 
 from configurator import get_config
 from common import Schedule
+from evals.report import final_report, loss_label
 from helpers import ToyModel
-from utils.report import final_report, loss_label
 from utils.tokenizer import CharTokenizer
 
 

@@ -414,7 +414,7 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     from dataclasses import replace
 
     from utils.checkpoint import load_model
-    from utils.trace import generate_with_trace
+    from trace import generate_with_trace
     model, ckpt = load_model(tiny_ckpt, torch.device("cpu"))
     from configurator import config_from_dict
     cfg = replace(config_from_dict(ckpt["config"]), num_samples=2, trace_every=1, **extra)

@@ -185,6 +185,6 @@ def test_parent_dirs_created_and_zero_frames(tmp_path):
 ])
 def test_the_trace_header_names_each_sampler_setting(argv, title):
     from configurator import get_config
-    from utils.trace import trace_title
+    from trace import trace_title
     got = trace_title(get_config(argv))
     assert got.endswith(title) and len(got) <= 64  # one line of the 64-cell char frame

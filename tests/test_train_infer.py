@@ -154,7 +154,7 @@ def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
     from configurator import get_config
     from common import Schedule
     from model import Transformer
-    from utils.report import estimate_line
+    from evals.report import estimate_line
     cfg = get_config([])
     model = Transformer(objectives.model_args(cfg, 66))
     line = estimate_line(cfg, model, Schedule(100), torch.device("cpu"), "float32", 70.9e6, 256, 0.4)

@@ -299,8 +299,8 @@ def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     # eval.py's figure is the trained network's bound on its 4 windows, recomputed here (same windows, times, noise)
     from configurator import config_from_dict
     from utils.checkpoint import load_model
+    from evals.bound import evaluate
     from utils.dataloader import fixed_windows, prepare_data
-    from utils.evaluate import evaluate
     from utils.tokenizer import tokenizer_from_state
     model, ck = load_model(in_tmp / "out" / "model.pt", "cpu")
     cfg, tok = config_from_dict(ck["config"]), tokenizer_from_state(ck["tokenizer"])
@@ -335,7 +335,7 @@ def test_plot_nfe_reads_a_steps_sweep(in_tmp):
 def test_k_step_chain_bound_is_the_usual_one_at_k_equals_t(objective):
     """scripts/eval.py's GridSchedule + GridTime: at K = T the K-step chain is the T-step one (same number, same
     draws); at K < T the model is told the real grid times and the bound is still a finite upper bound."""
-    from utils.evaluate import evaluate
+    from evals.bound import evaluate
     ev = script("eval")
     told = []
 

@@ -1,6 +1,6 @@
 """The trace video renderer: frames of the sampler's per-step sequence state, streamed to an MP4 and a GIF.
 
-utils/trace.py calls TraceWriter.add_frame() once per recorded step; each frame is a fixed-size grid
+trace.py calls TraceWriter.add_frame() once per recorded step; each frame is a fixed-size grid
 of monospace cells (one per character, one placeholder per masked position) coloured by state.
 Nothing is accumulated: RGB frames stream to ffmpeg's stdin (rawvideo -> H.264 MP4) and the GIF is
 streamed frame by frame (shared palette, changed rectangle only), so memory stays flat. Both go to

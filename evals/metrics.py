@@ -1,9 +1,9 @@
-"""Sample metrics (the validation bound is utils/evaluate.py): reverse-step token change rate, distinct-n,
+"""Sample metrics (the validation bound is evals/bound.py): reverse-step token change rate, distinct-n,
 sample entropy, generative perplexity under an AR scorer (ar_nll: per-token NLL of a continuation given
 its prefix, under our own AR baseline: same data, same tokenizer, no retokenization), and infill recovery
 of held-out spans. Used by train.py's final report, scripts/eval.py and scripts/bench_sample.py.
 
-    python -c "from utils.metrics import distinct_n; print(distinct_n(['a b a b'], 2))"   # 2 unique / 3
+    python -c "from evals.metrics import distinct_n; print(distinct_n(['a b a b'], 2))"   # 2 unique / 3
 """
 import math
 

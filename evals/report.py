@@ -2,7 +2,7 @@
 time and ETA (with a note when the run is long for its device), the name of the training loss in its log lines
 and the end-of-training metrics block with a sample. Every figure carries its unit or says what it counts.
 
-    from utils.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_time, loss_label
+    from evals.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_time, loss_label
     print(loss_label(cfg))                      # 'train all_ce' (the log line's figure) and what it measures
 """
 from dataclasses import replace
@@ -12,8 +12,8 @@ import torch
 import objectives
 from canvas import continuation, generate
 from utils.dist import estimate_tokens_per_s, peak_flops
-from utils.metrics import ChangeRate, distinct_n
-from utils.trace import StepBar, chain, generate_with_trace, open_trace
+from evals.metrics import ChangeRate, distinct_n
+from trace import StepBar, chain, generate_with_trace, open_trace
 
 # what each training loss measures (train.py's log lines), beside the validation bound the eval lines report
 LOSSES = dict(elbo="the weighted NELBO on training batches", masked_ce="the unweighted CE over masked positions (no bound)",

@@ -1,0 +1,31 @@
+"""Arrows point down: utils/ is the floor, so none of its modules imports a repo module above it (the objectives, the
+samplers, canvas.py, trace.py, evals/, the entry points); model.py, the network, is the one it may read.
+python -m pytest -q tests/test_layers.py"""
+import ast
+
+from helpers import ROOT
+
+FLOOR_MAY_IMPORT = {"utils", "model"}
+
+
+def repo_imports(path):
+    """The repo's top-level modules and packages that one file imports (anywhere in it, lazy imports included)."""
+    repo = {p.stem for p in ROOT.glob("*.py")} | {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names & repo
+
+
+def test_utils_imports_nothing_above_it():
+    above = {f"utils/{p.name}": sorted(repo_imports(p) - FLOOR_MAY_IMPORT) for p in sorted((ROOT / "utils").glob("*.py"))}
+    assert not {f: m for f, m in above.items() if m}, "utils/ must not import these modules above it"
+
+
+def test_the_walk_sees_an_import_above_the_floor(tmp_path):
+    f = tmp_path / "x.py"
+    f.write_text("import torch\nfrom utils.errors import UserError\n\ndef f():\n    from canvas import generate\n    import objectives\n")
+    assert repo_imports(f) == {"utils", "canvas", "objectives"}
