@@ -32,11 +32,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+import objectives  # noqa: E402
 from ar import sample_ar_window  # noqa: E402
-from canvas import build_canvas, generate, start_token  # noqa: E402
-from configurator import config_from_dict, validate  # noqa: E402
+from canvas import build_canvas, generate  # noqa: E402
 from common import Schedule  # noqa: E402
-from evals.metrics import distinct_n, gen_ppl, sample_entropy  # noqa: E402
+from configurator import config_from_dict, validate  # noqa: E402
+from evals.samples import load_judge, score, start_ids  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import split_texts  # noqa: E402
 from utils.dist import pick_device, timed  # noqa: E402
@@ -67,7 +68,13 @@ def parse_args(argv):
     p.add_argument("--device", default="auto")
     p.add_argument("--only", default="", help="comma-separated substrings: run only the sampler rows whose name "
                    "contains one (the AR, equal-NFE and held-out rows follow from the others)")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    for name in ("gen_len", "steps", "num_samples", "repeats"):
+        if getattr(a, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    if not a.checkpoint and not a.bd3_checkpoints:
+        raise UserError("give a diffusion checkpoint: --checkpoint MDLM.pt and/or --bd3-checkpoints BD3.pt ...")
+    return a
 
 
 def settings(a):
@@ -99,13 +106,12 @@ def generate_runner(model, tok, cfg, schedule, device, a):
 
 def ar_window_runner(model, tok, cfg, device, a):
     """The AR + KV cache row when prompt + gen_len exceeds the AR model's context: sample_ar_window."""
-    canvas = build_canvas(replace(cfg, objective="mdlm"), tok, 10 ** 9)  # only the prompt's ids are used
-    start = canvas.ids[:canvas.prefix_len] or [start_token(tok)]
+    start = start_ids(tok, cfg.prompt)
     prompt = torch.tensor(start, device=device).repeat(a.num_samples, 1)
 
     def run(seed):
-        out = sample_ar_window(model, prompt, canvas.n_gen, cfg.temperature, generator=torch.Generator().manual_seed(seed))
-        return out, [canvas.n_gen] * a.num_samples, len(start), canvas.n_gen  # one pass per token
+        out = sample_ar_window(model, prompt, cfg.gen_len, cfg.temperature, generator=torch.Generator().manual_seed(seed))
+        return out, [cfg.gen_len] * a.num_samples, len(start), cfg.gen_len  # one pass per token
     return run
 
 
@@ -124,18 +130,8 @@ def measure_rows(runners, tok, device, a, scorer):
         nfe = [n for per_round in nfes for n in per_round]
         row = dict(nfe=sum(nfe) / len(nfe), wall=statistics.median(secs))
         row["tps"] = a.num_samples * n_gen[-1] / row["wall"]
-        rows.append(row | quality(torch.cat(outs), P[-1], tok, device, scorer))
+        rows.append(row | score(torch.cat(outs), P[-1], tok, scorer))
     return rows
-
-
-def quality(out, P, tok, device, scorer):
-    gen = out[:, P:]
-    res = dict(distinct=distinct_n([tok.decode(r) for r in gen.tolist()], 2), entropy=sample_entropy(gen.tolist()))
-    if not P:  # an empty prompt: the AR start token is the scorer's one token of context
-        start = torch.full((len(out), 1), start_token(tok), dtype=torch.long, device=out.device)
-        out, P = torch.cat([start, out], 1), 1
-    res["ppl"] = None if scorer is None else gen_ppl(scorer, out.to(device), P)[0]
-    return res
 
 
 def bd3_rows(a, tok, device):
@@ -145,7 +141,7 @@ def bd3_rows(a, tok, device):
     for path in a.bd3_checkpoints:
         model, ckpt = load_model(path, device)
         cfg = config_from_dict(ckpt["config"])
-        if cfg.objective != "bd3":  # validating the flag: its rows are block diffusion's
+        if "bd3_block" in objectives.get(cfg.objective).IGNORES:  # not block diffusion: it has no block size L'
             raise UserError(f"--bd3-checkpoints {path} is a {cfg.objective} model: give block diffusion (objective=bd3) ones")
         if fingerprint(tokenizer_from_state(ckpt["tokenizer"])) != fingerprint(tok):
             raise UserError(f"--bd3-checkpoints {path} uses another tokenizer than the other checkpoints")
@@ -160,7 +156,7 @@ def bd3_rows(a, tok, device):
     return rows
 
 
-def held_out(cfg, tok, a, device, scorer):
+def held_out(cfg, tok, a, scorer):
     """The same statistics on real validation windows of gen_len tokens (+1 token of context)."""
     try:
         _, val = split_texts(cfg)
@@ -172,46 +168,53 @@ def held_out(cfg, tok, a, device, scorer):
         return None, f"validation text shorter than {L} tokens"
     starts = torch.linspace(0, len(ids) - L, n).long()
     out = torch.stack([ids[s:s + L] for s in starts.tolist()])
-    return quality(out, 1, tok, device, scorer), None
+    return score(out, 1, tok, scorer), None
 
 
 def fmt(v, spec):
     return format(v, spec) if v is not None else format("n/a", ">" + spec.split(".")[0].lstrip(">").rstrip(",f"))
 
 
-def load_ar_models(a, tok, first, device):
-    """(the AR model of the AR row, the gen-PPL scorer: --judge when given, else the AR model), checked."""
-    ar_model = scorer = None
-    for flag, path in (("--ar-checkpoint", a.ar_checkpoint), ("--judge", a.judge)):
-        if not path:
-            continue
-        m, ar_ckpt = load_model(path, device)
-        if ar_ckpt["config"].get("objective") != "ar":
-            raise UserError(f"{flag} {path} is not an AR model (objective={ar_ckpt['config'].get('objective')})")
-        if fingerprint(tokenizer_from_state(ar_ckpt["tokenizer"])) != fingerprint(tok):
-            raise UserError(f"{flag} {path} uses another tokenizer than {first}: gen-PPL needs "
-                            f"the same tokens; train the AR baseline on the same data and tokenizer")
-        ar_model = m if flag == "--ar-checkpoint" else ar_model
-        scorer = m
-    return ar_model, scorer
+def show(name, r):
+    print(f"{name:<44} {fmt(r.get('nfe'), '7.1f')} {fmt(r.get('wall'), '8.3f')} {fmt(r.get('tps'), '9,.0f')} "
+          f"{fmt(r.get('gen_ppl'), '8.3f')} {r['distinct_2']:7.3f} {r['sample_entropy']:8.3f}", flush=True)
+
+
+def sampler_rows(a):
+    """The masked-diffusion rows --only keeps (none without --checkpoint): [(name, config overrides)]."""
+    rows = settings(a) if a.checkpoint else []
+    only = [s for s in a.only.split(",") if s]
+    unknown = [s for s in only if not any(s in name for name, _ in rows)]
+    if unknown:
+        raise UserError(f"--only {','.join(unknown)} matches no sampler row: use parts of these names: "
+                        f"{'; '.join(name for name, _ in rows)}")
+    return [(name, over) for name, over in rows if not only or any(s in name for s in only)]
+
+
+def equal_nfe_rows(mdlm, measured, model, tok, base, schedule, device, a, scorer):
+    """The fixed-step samplers given the threshold row's mean NFE (equal-NFE comparisons): [(name, row)]."""
+    thr = [name for name, over in mdlm if over.get("threshold") and not over.get("semi_ar_length")]
+    if not thr:
+        return []
+    k = max(1, round(measured[thr[0]]["nfe"]))  # schedule counts need k <= T distinct grid times; linear counts do not
+    ref = (f"=NFE {k}: reference", dict(steps=k)) if k <= base.diffusion_steps else \
+        (f"=NFE {k}: confidence, refine, linear", dict(steps=k, tokens_per_step="linear"))
+    eq = [ref, (f"=NFE {k}: LLaDA confidence, linear", dict(steps=k, tokens_per_step="linear", remask="none"))]
+    runners = [generate_runner(model, tok, replace(base, **over), schedule, device, a) for _, over in eq]
+    return [(name, r) for (name, _), r in zip(eq, measure_rows(runners, tok, device, a, scorer))]
 
 
 def main(argv):
     a = parse_args(argv)
-    for name in ("gen_len", "steps", "num_samples", "repeats"):
-        if getattr(a, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
-    if not a.checkpoint and not a.bd3_checkpoints:
-        raise UserError("give a diffusion checkpoint: --checkpoint MDLM.pt and/or --bd3-checkpoints BD3.pt ...")
     device = pick_device(a.device)
     first = a.checkpoint or a.bd3_checkpoints[0]
     model, ckpt = load_model(first, device)
-    cfg = config_from_dict(ckpt["config"])
-    if a.checkpoint and cfg.objective != "mdlm":  # its rows are masked diffusion's sampler switches
+    cfg, tok = config_from_dict(ckpt["config"]), tokenizer_from_state(ckpt["tokenizer"])
+    if a.checkpoint and set(PLAIN) & set(objectives.get(cfg.objective).IGNORES):  # its rows vary these sampler switches
         raise UserError(f"--checkpoint {a.checkpoint} is a {cfg.objective} model: bench_sample compares masked-diffusion "
                         f"samplers; give an mdlm checkpoint (bd3 ones as --bd3-checkpoints, the AR one as --ar-checkpoint)")
-    tok = tokenizer_from_state(ckpt["tokenizer"])
-    ar_model, scorer = load_ar_models(a, tok, first, device)
+    ar_model = load_judge(a.ar_checkpoint, device, {first: tok}) if a.ar_checkpoint else None  # the AR row's model
+    scorer = load_judge(a.judge, device, {first: tok}, "--judge") if a.judge else ar_model
     sampling = dict(prompt=cfg.prompt if a.prompt is None else a.prompt, gen_len=a.gen_len, steps=a.steps,
                     temperature=a.temperature, top_k=0, top_p=1.0, num_samples=a.num_samples, infill="",
                     prefix_file="", suffix_file="", viz_video="", remask_eta=0.02, **PLAIN)
@@ -224,20 +227,9 @@ def main(argv):
     print(f"checkpoint {first}: {model.num_params():,} params, T={cfg.diffusion_steps} {cfg.schedule}; "
           f"{a.num_samples} samples x {a.gen_len} tokens, prompt {base.prompt!r}, temperature {a.temperature:g}, "
           f"{a.repeats} timed repeats (median)")
-    only = [s for s in a.only.split(",") if s]
-    mdlm = settings(a) if a.checkpoint else []
-    names = [name for name, _ in mdlm]
-    unknown = [s for s in only if not any(s in name for name in names)]
-    if unknown:
-        raise UserError(f"--only {','.join(unknown)} matches no sampler row: use parts of these names: {'; '.join(names)}")
-    mdlm = [(name, over) for name, over in mdlm if not only or any(s in name for s in only)]
+    mdlm = sampler_rows(a)
     header = f"{'sampler':<44} {'NFE':>7} {'wall s':>8} {'tok/s':>9} {'gen-PPL':>8} {'dist-2':>7} {'entropy':>8}"
     print(header + "\n" + "-" * len(header))
-
-    def show(name, r):
-        print(f"{name:<44} {fmt(r.get('nfe'), '7.1f')} {fmt(r.get('wall'), '8.3f')} {fmt(r.get('tps'), '9,.0f')} "
-              f"{fmt(r['ppl'], '8.3f')} {r['distinct']:7.3f} {r['entropy']:8.3f}", flush=True)
-
     # every row is timed in the same rounds (mdlm settings, bd3 at each L', AR), so their tok/s compare
     named = [(name, generate_runner(model, tok, replace(base, **over), schedule, device, a)) for name, over in mdlm]
     for name, bmodel, bcfg, over in bd3:  # block diffusion, one row per L' and steps per block
@@ -252,18 +244,11 @@ def main(argv):
     measured = dict(zip([n for n, _ in named], measure_rows([r for _, r in named], tok, device, a, scorer)))
     for name, _ in mdlm:
         show(name, measured[name])
-    thr = [name for name, over in mdlm if over.get("threshold") and not over.get("semi_ar_length")]
-    if thr:  # equal-NFE: the fixed-step samplers given the threshold sampler's budget
-        k = max(1, round(measured[thr[0]]["nfe"]))  # schedule counts need k <= T distinct grid times; linear counts do not
-        ref = (f"=NFE {k}: reference", dict(steps=k)) if k <= cfg.diffusion_steps else \
-            (f"=NFE {k}: confidence, refine, linear", dict(steps=k, tokens_per_step="linear"))
-        eq = [ref, (f"=NFE {k}: LLaDA confidence, linear", dict(steps=k, tokens_per_step="linear", remask="none"))]
-        runners = [generate_runner(model, tok, replace(base, **over), schedule, device, a) for _, over in eq]
-        for (name, _), r in zip(eq, measure_rows(runners, tok, device, a, scorer)):
-            show(name, r)
+    for name, r in equal_nfe_rows(mdlm, measured, model, tok, base, schedule, device, a, scorer):
+        show(name, r)
     for name in list(measured)[len(mdlm):]:
         show(name, measured[name])
-    ref, why = held_out(cfg, tok, a, device, scorer)
+    ref, why = held_out(cfg, tok, a, scorer)
     if ref is not None:
         show("held-out text", ref)
     else:

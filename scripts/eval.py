@@ -34,11 +34,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import objectives  # noqa: E402
-from canvas import start_token  # noqa: E402
 from common import Schedule, time_grid  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
 from evals.bound import evaluate  # noqa: E402
-from evals.metrics import ChangeRate, distinct_n, gen_ppl, infill_recovery, sample_entropy  # noqa: E402
+from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
+from evals.samples import draw, held_out_windows, load_judge, score, start_ids  # noqa: E402
 from sampler import ORDERS  # noqa: E402
 from trace import chain  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
@@ -150,14 +150,14 @@ def load_run(path, args, device):
     steps = [args.steps] + (args.sweep_values if args.sweep_key == "steps" else [])
     if obj.STEP_CHAIN and max(steps) > cfg.diffusion_steps:  # a sampler on the schedule's grid: K <= T
         raise UserError(f"--steps {max(steps)} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: use --steps {cfg.diffusion_steps}")
-    return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok))
+    return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),
+                schedule=Schedule(cfg.diffusion_steps, cfg.schedule))
 
 
 def sample_plan(run, args):
     """(the start ids every sample continues, tokens generated per sample)."""
-    tok, L = run["tok"], run["cfg"].block_size
-    start = tok.encode(args.prompt) if args.prompt else [start_token(tok)]
-    return start, args.gen_len or L - len(start)
+    start = start_ids(run["tok"], args.prompt)
+    return start, args.gen_len or run["cfg"].block_size - len(start)
 
 
 class Progress:
@@ -212,33 +212,14 @@ class GridTime(torch.nn.Module):
         return self.model(idx, self.times.to(t.device)[t], **kw)
 
 
-def draw_samples(run, start, gen_len, n, scfg, batch_size, device, generator, change=None, bar=None):
-    """n samples of gen_len tokens after the fixed start ids from the run's objective with sampling config scfg.
-    Returns (n, P + gen_len)."""
-    model, cfg, tok, obj = run["model"], run["cfg"], run["tok"], run["obj"]
-    P, out = len(start), []
-    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    for i in range(0, n, batch_size):
-        B = min(batch_size, n - i)
-        x = torch.cat([torch.tensor(start, dtype=torch.long, device=device).repeat(B, 1),
-                       torch.full((B, gen_len), tok.mask_id, device=device)], 1)
-        gen_mask = torch.zeros_like(x, dtype=torch.bool)
-        gen_mask[:, P:] = True
-        x, _ = obj.sample(model, x, gen_mask, scfg, schedule, tok.mask_id, generator, on_step=chain(change, bar))
-        if bar and not obj.TRACE:  # no steps reported: its passes at once
-            bar(n=obj.passes(scfg, gen_len, P))
-        out.append(x.cpu())
-    return torch.cat(out)
-
-
-def sample_scores(run, samples, P, scorer, args):
-    tok = run["tok"]
-    texts = [tok.decode(row[P:].tolist()) for row in samples]
-    res = dict(distinct_2=distinct_n(texts, 2), distinct_3=distinct_n(texts, 3),
-               sample_entropy=sample_entropy([row[P:] for row in samples]), sample_text=texts[0])
-    if scorer is not None:
-        res["gen_ppl"], res["gen_nll"] = gen_ppl(scorer, samples.to(scorer.tok_emb.weight.device), P, args.batch_size)
-    return res
+def draw_samples(run, scfg, n, args, device, generator, change=None, bar=None):
+    """n of the run's samples (sample_plan) under the sampling config scfg, counted on the progress bar."""
+    start, gen_len = sample_plan(run, args)
+    out, _ = draw(run["model"], scfg, start, gen_len, n, args.batch_size, run["tok"].mask_id, device, generator,
+                  on_step=chain(change, bar))
+    if bar and not run["obj"].TRACE:  # no steps reported: its passes at once
+        bar(n=-(-n // args.batch_size) * run["obj"].passes(scfg, gen_len, len(start)))
+    return out
 
 
 TAU_RANGE, TAU_TOL, TAU_TRIES = (0.05, 20.0), 0.05, 10  # bisection in log tau; the old 0.3-2.0 left targets unreached
@@ -260,25 +241,26 @@ def bisect_temperature(score, target, first):
     return best, abs(best[1] - target) <= TAU_TOL
 
 
-def matched(run, start, gen_len, scfg, args, scorer, device, generator, target, first):
+def matched(run, args, judge, device, generator, target, first):
     """gen-PPL at matched entropy: from the samples at --temperature (first: their scores), the temperature whose
     samples' entropy is the held-out text's (target); a low-entropy sampler otherwise looks good for repeating
     itself. matched: False when no temperature in TAU_RANGE got within TAU_TOL (the figures are then the closest)."""
-    def score(tau):
-        samples = draw_samples(run, start, gen_len, args.n_samples, replace(scfg, temperature=tau), args.batch_size,
-                               device, generator)
-        s = sample_scores(run, samples, len(start), scorer, args)
+    def entropy_and_ppl(tau):
+        out = draw_samples(run, replace(run["scfg"], temperature=tau), args.n_samples, args, device, generator)
+        s = score(out, len(sample_plan(run, args)[0]), run["tok"], judge, args.batch_size)
         return s["sample_entropy"], s["gen_ppl"]
 
-    best, ok = bisect_temperature(score, target, (scfg.temperature, first["sample_entropy"], first["gen_ppl"]))
+    first = (run["scfg"].temperature, first["sample_entropy"], first["gen_ppl"])
+    best, ok = bisect_temperature(entropy_and_ppl, target, first)
     return dict(matched_temperature=best[0], matched_entropy=best[1], matched_gen_ppl=best[2], matched=ok)
 
 
 def held_out_entropy(run, args):
-    """The held-out text's own sample entropy on windows as long as this run's samples: its target to read them against."""
+    """The held-out text's own sample entropy on windows as long as this run's samples: the target they are read at."""
     _, tr, va, _ = prepare_data(run["cfg"], run["tok"], verbose=False)
-    n = sample_plan(run, args)[1]
-    return sample_entropy(fixed_windows(va if args.split == "val" else tr, max(args.n_samples, 2), n))
+    windows = held_out_windows(va if args.split == "val" else tr, max(args.n_samples, 2), sample_plan(run, args)[1],
+                               f"the {args.split} split")
+    return sample_entropy(windows)
 
 
 def label(cfg, obj):
@@ -291,69 +273,94 @@ def label(cfg, obj):
     return f"{cfg.objective} ({', '.join(parts)})" if parts else cfg.objective
 
 
-def evaluate_run(run, args, scorer, device, bar):
-    model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
+def evaluate_run(run, args, judge, device, bar):
+    """One checkpoint's row: the bound on fixed windows, then its samples, --sweep and infill (one generator)."""
     t0 = time.time()
-    _, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=False)
+    _, train_ids, val_ids, _ = prepare_data(run["cfg"], run["tok"], verbose=False)
     ids = val_ids if args.split == "val" else train_ids
-    L = cfg.block_size
-    check_fits(ids, L + 1, args.split)
-    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    windows = fixed_windows(ids, args.n_windows, L + 1)  # every objective scores the same last L tokens of each
+    check_fits(ids, run["cfg"].block_size + 1, args.split)
+    row, windows = bound_row(run, args, ids, device, bar)
+    g = torch.Generator().manual_seed(args.seed)
+    row.update(sample_figures(run, args, judge, device, g, bar))
+    row["sweep"] = sweep(run, args, judge, device, g, bar, windows, row["chars_per_token"])
+    row.update(infill_figures(run, args, ids, device, g, bar))
+    row["seconds"] = time.time() - t0
+    return row
+
+
+def bound_row(run, args, ids, device, bar):
+    """What the run is, and its bound (or exact NLL) on --n-windows fixed windows of ids: (row, the windows)."""
+    model, cfg, tok, ckpt, obj = run["model"], run["cfg"], run["tok"], run["ckpt"], run["obj"]
+    windows = fixed_windows(ids, args.n_windows, cfg.block_size + 1)  # every objective scores the same last L tokens
     # characters per token of exactly the scored tokens, not of the whole split: BPE windows decode to a different
     # number of characters per token than the split does (1.07 % off)
     cpt = chars_per_token(tok, windows[:, 1:])
-    res = evaluate(model, windows, cfg, schedule, tok, args.batch_size, device, n_t=args.n_t, seed=args.seed,
+    res = evaluate(model, windows, cfg, run["schedule"], tok, args.batch_size, device, n_t=args.n_t, seed=args.seed,
                    chars_per_token=cpt, details=True)
-    bar(n=-(-args.n_windows // args.batch_size) * (args.n_t if obj.eval_times(cfg, L) else 1))
-    row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
-               exact=obj.EXACT, params=model.num_params(), tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]),
-               tokenizer=tok.kind, tokenizer_fingerprint=run["fp"], schedule=cfg.schedule,
-               diffusion_steps=cfg.diffusion_steps,  # the chain scored: the checkpoint's T or --diffusion-steps
-               time_cond=model.args.time_cond,  # the network's: an objective may fix it (bd3 and the AR have none)
-               loss_type=getattr(cfg, obj.LOSS_KEY),  # the loss it trained (bd3's is bd3_loss)
-               bd3_block=None if "bd3_block" in obj.IGNORES else cfg.bd3_block,
-               chars_per_token=cpt, split=args.split, **res)
+    bar(n=-(-args.n_windows // args.batch_size) * (args.n_t if obj.eval_times(cfg, cfg.block_size) else 1))
+    return dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
+                exact=obj.EXACT, params=model.num_params(), tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]),
+                tokenizer=tok.kind, tokenizer_fingerprint=run["fp"], schedule=cfg.schedule,
+                diffusion_steps=cfg.diffusion_steps,  # the chain scored: the checkpoint's T or --diffusion-steps
+                time_cond=model.args.time_cond,  # the network's: an objective may fix it (bd3 and the AR have none)
+                loss_type=getattr(cfg, obj.LOSS_KEY),  # the loss it trained (bd3's is bd3_loss)
+                bd3_block=None if "bd3_block" in obj.IGNORES else cfg.bd3_block,
+                chars_per_token=cpt, split=args.split, **res), windows
 
-    g = torch.Generator().manual_seed(args.seed)
+
+def sample_figures(run, args, judge, device, generator, bar):
+    """The samples at --temperature: their figures, the change rate, (--match-entropy) gen-PPL at matched entropy."""
+    obj, scfg = run["obj"], run["scfg"]
     start, gen_len = sample_plan(run, args)
-    if len(start) + gen_len > L or (scorer is not None and len(start) + gen_len - 1 > scorer.args.block_size):
-        raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
+    P = len(start)
+    if P + gen_len > run["cfg"].block_size or (judge is not None and P + gen_len - 1 > judge.args.block_size):
+        raise UserError(f"prompt ({P} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
                         f"or of the scorer: use a shorter --gen-len")
-    row["sampler"] = obj.describe(scfg)
-    val_entropy = row["val_sample_entropy"] = held_out_entropy(run, args) if args.n_samples else None
+    row = dict(sampler=obj.describe(scfg))
+    target = row["val_sample_entropy"] = held_out_entropy(run, args) if args.n_samples else None
     if args.n_samples:
-        change = None if obj.EXACT else ChangeRate(tok.mask_id)
-        samples = draw_samples(run, start, gen_len, args.n_samples, scfg, args.batch_size, device, g, change, bar)
-        row.update(sample_scores(run, samples, len(start), scorer, args), gen_len=gen_len, n_samples=args.n_samples)
+        change = None if obj.EXACT else ChangeRate(run["tok"].mask_id)
+        out = draw_samples(run, scfg, args.n_samples, args, device, generator, change, bar)
+        row.update(score(out, P, run["tok"], judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
         if args.match_entropy:
-            row.update(matched(run, start, gen_len, scfg, args, scorer, device, g, val_entropy, row))
-    row["sweep"] = []
+            row.update(matched(run, args, judge, device, generator, target, row))
+    return row
+
+
+def sweep(run, args, judge, device, generator, bar, windows, cpt):
+    """--sweep: gen-PPL, sample entropy and distinct-2 per value; steps=...: also the bound of each K-step chain."""
+    model, cfg, obj, out = run["model"], run["cfg"], run["obj"], []
     for v in args.sweep_values:
         if args.sweep_key == "steps" and obj.EXACT:
             continue  # an AR model has no step count to vary
-        swept = replace(scfg, **{args.sweep_key: v})
-        samples = draw_samples(run, start, gen_len, max(args.n_samples, 1), swept, args.batch_size, device, g, bar=bar)
-        s = sample_scores(run, samples, len(start), scorer, args)
-        row["sweep"].append(dict(steps=swept.steps, temperature=swept.temperature, gen_ppl=s["gen_ppl"],
-                                 sample_entropy=s["sample_entropy"], distinct_2=s["distinct_2"]))
+        swept = replace(run["scfg"], **{args.sweep_key: v})
+        samples = draw_samples(run, swept, max(args.n_samples, 1), args, device, generator, bar=bar)
+        s = score(samples, len(sample_plan(run, args)[0]), run["tok"], judge, args.batch_size)
+        out.append(dict(steps=swept.steps, temperature=swept.temperature, gen_ppl=s["gen_ppl"],
+                        sample_entropy=s["sample_entropy"], distinct_2=s["distinct_2"]))
         if args.sweep_key == "steps" and not obj.STEP_CHAIN:  # its sampler does not walk the schedule's grid
-            row["sweep"][-1]["chain"] = f"{cfg.objective}'s sampler runs no chain on the schedule's grid: {obj.describe(swept)}"
+            out[-1]["chain"] = f"{cfg.objective}'s sampler runs no chain on the schedule's grid: {obj.describe(swept)}"
         elif args.sweep_key == "steps":  # the bound of the K-step chain it samples, on the same windows
-            grid = GridSchedule(schedule, swept.steps)
-            b = evaluate(GridTime(model, grid.times), windows, cfg, grid, tok, args.batch_size, device, n_t=args.n_t,
-                         seed=args.seed, chars_per_token=cpt)
-            row["sweep"][-1].update(bits_per_char=b["bits_per_char"], bpc_se=b["bpc_se"], nats_per_token=b["nats_per_token"])
-    if args.infill_len and not obj.CONTINUES_ONLY:  # AR and bd3 only continue a prompt
-        if args.infill_len >= L:
-            raise UserError(f"--infill-len {args.infill_len} must be shorter than the context {L}")
-        iw = fixed_windows(ids, args.n_infill, L)
-        row.update(infill_recovery(model, iw, replace(scfg, temperature=args.infill_temperature), schedule, tok.mask_id,
-                                   args.infill_len, g, args.batch_size, device))
-        bar(n=-(-args.n_infill // args.batch_size) * obj.passes(scfg, args.infill_len))
-    row["seconds"] = time.time() - t0
-    return row
+            grid = GridSchedule(run["schedule"], swept.steps)
+            b = evaluate(GridTime(model, grid.times), windows, cfg, grid, run["tok"], args.batch_size, device,
+                         n_t=args.n_t, seed=args.seed, chars_per_token=cpt)
+            out[-1].update(bits_per_char=b["bits_per_char"], bpc_se=b["bpc_se"], nats_per_token=b["nats_per_token"])
+    return out
+
+
+def infill_figures(run, args, ids, device, generator, bar):
+    """Infill recovery of --infill-len held-out tokens in --n-infill windows ({} for objectives that only continue)."""
+    obj, L = run["obj"], run["cfg"].block_size
+    if not args.infill_len or obj.CONTINUES_ONLY:  # AR and bd3 only continue a prompt
+        return {}
+    if args.infill_len >= L:
+        raise UserError(f"--infill-len {args.infill_len} must be shorter than the context {L}")
+    cfg = replace(run["scfg"], temperature=args.infill_temperature)
+    res = infill_recovery(run["model"], fixed_windows(ids, args.n_infill, L), cfg, run["schedule"], run["tok"].mask_id,
+                          args.infill_len, generator, args.batch_size, device)
+    bar(n=-(-args.n_infill // args.batch_size) * obj.passes(run["scfg"], args.infill_len))
+    return res
 
 
 def run_name(path):
@@ -422,24 +429,14 @@ def main(argv):
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
     runs = [load_run(p, args, device) for p in args.checkpoints]
-    scorer = None
-    if args.ar_checkpoint:
-        scorer, sck = load_model(args.ar_checkpoint, device)
-        if sck["config"].get("objective") != "ar":
-            raise UserError(f"--ar-checkpoint {args.ar_checkpoint} is a {sck['config'].get('objective')} model: "
-                            f"give an AR checkpoint (python train.py ... --objective=ar)")
-        sfp = fingerprint(tokenizer_from_state(sck["tokenizer"]))
-        for r in runs:
-            if r["fp"] != sfp:
-                raise UserError(f"tokenizer of {r['path']} ({r['fp']}) differs from the scorer {args.ar_checkpoint}'s "
-                                f"({sfp}): gen-PPL needs an AR scorer trained with the same tokenizer on the same data")
+    judge = load_judge(args.ar_checkpoint, device, {r["path"]: r["tok"] for r in runs}) if args.ar_checkpoint else None
     ctx, precision = autocast_for(device, args.dtype)  # training's policy (and TF32 on CUDA)
     print(f"device: {device}, {precision} forward passes (float64 draws); {args.split} split, {args.n_windows} windows x {args.n_t} t; {args.n_samples} samples at "
           f"steps={args.steps}, temperature={args.temperature}; scorer: {args.ar_checkpoint or 'none'}")
     rows, bar, t0 = [], Progress(runs, args), time.time()
     for i, r in enumerate(runs):
         with ctx:
-            rows.append(evaluate_run(r, args, scorer, device, bar))
+            rows.append(evaluate_run(r, args, judge, device, bar))
         rows[-1]["precision"] = precision  # what scored the bound and drew the samples
         # a model scoring its own samples flatters itself: say so wherever its gen-PPL is shown
         rows[-1]["judge"] = args.ar_checkpoint or None

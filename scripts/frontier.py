@@ -35,17 +35,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import objectives  # noqa: E402
-from canvas import start_token  # noqa: E402
 from config import Config  # noqa: E402
 from configurator import config_from_dict, validate  # noqa: E402
-from common import Schedule  # noqa: E402
-from evals.metrics import distinct_n, gen_ppl, ngram_js, sample_entropy  # noqa: E402
+from evals.samples import draw, held_out_windows, load_judge, score, start_ids  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
-from utils.dataloader import fixed_windows, prepare_data  # noqa: E402
+from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, check_output  # noqa: E402
-from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
+from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
@@ -55,7 +53,6 @@ REMDM_KEYS = ("remask_eta", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "r
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "remdm_schedule=cap,loop", "corrector_steps=0,4",
                 "temperature=0.8,0.9,1.0"]
 DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]
-NS = (1, 2, 3, 4)  # character n-gram orders of the divergence
 
 
 def parse_grid(specs, flag):
@@ -124,38 +121,45 @@ def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
     return None
 
 
-def held_out(val_ids, tok, n, length):
-    """(reference texts: the split's first half, windows of the second half (n, length)) as described above."""
+def held_out_text(cfg, tok, n, length):
+    """Real text to read the samples against, as described above: (the reference text, the figures of the n windows
+    of `length` tokens of the held-out half)."""
+    _, _, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     half = len(val_ids) // 2
     ref = tok.decode(val_ids[:half].tolist())
-    windows = fixed_windows(val_ids[half:], n, length)
-    if windows.size(1) != length:
-        raise UserError(f"the validation split's second half has fewer than {length} tokens: use a shorter --gen-len")
-    return ref, windows
+    windows = held_out_windows(val_ids[half:], n, length, "the validation split's second half")
+    s = score(windows, 0, tok, reference=ref)
+    return ref, dict(sample_entropy=s["sample_entropy"], js=s["js"], js_mean=s["js_mean"], n_windows=len(windows),
+                     gen_len=length, reference_chars=len(ref))
 
 
-def draw(model, obj, cfg, start, gen_len, n, batch_size, mask_id, device, generator):
-    """n samples (n, P + gen_len) continuing the start ids, and the mean forward passes per sample."""
-    schedule, out, nfe = Schedule(cfg.diffusion_steps, cfg.schedule), [], []
-    for i in range(0, n, batch_size):
-        B = min(batch_size, n - i)
-        x = torch.cat([torch.tensor(start, device=device).repeat(B, 1), torch.full((B, gen_len), mask_id, device=device)], 1)
-        gen_mask = torch.zeros_like(x, dtype=torch.bool)
-        gen_mask[:, len(start):] = True
-        x, stats = obj.sample(model, x, gen_mask, cfg, schedule, mask_id, generator)
-        out.append(x.cpu())
-        nfe += stats["nfe_per_sample"]
-    return torch.cat(out), sum(nfe) / len(nfe)
+def grid_of(r, args, judge, start, gen_len, ref, device, generator):
+    """Every point of one checkpoint's grid: its samples drawn and scored, each printed as it comes."""
+    points = []
+    for settings, scfg in r["points"]:
+        samples, nfe = draw(r["model"], scfg, start, gen_len, args.n_samples, args.batch_size, r["tok"].mask_id, device,
+                            generator)
+        nfe = sum(nfe) / len(nfe)
+        s = score(samples, len(start), r["tok"], judge, args.batch_size, reference=ref)
+        points.append(dict(curve=curve_label(settings), settings=settings, sampler=r["obj"].describe(scfg), nfe=nfe,
+                           temperature=scfg.temperature, gen_len=gen_len, n_samples=args.n_samples, **s))
+        print(f"  {r['path']} [{points[-1]['curve']}] T={scfg.temperature:g}: NFE {nfe:.1f}, entropy "
+              f"{s['sample_entropy']:.3f}, gen-PPL {s['gen_ppl']:.2f}, JS {s['js_mean']:.4f}, distinct-2 {s['distinct_2']:.3f}")
+    return points
 
 
-def score(samples, P, tok, ref, scorer, batch_size):
-    """Every figure of one point, from its samples (n, P + gen_len)."""
-    texts = [tok.decode(row[P:].tolist()) for row in samples]
-    js, js_mean = ngram_js(texts, ref, NS)
-    ppl, nll = gen_ppl(scorer, samples.to(scorer.tok_emb.weight.device), P, batch_size)
-    return dict(gen_ppl=ppl, gen_nll=nll, sample_entropy=sample_entropy([row[P:] for row in samples]),
-                distinct_2=distinct_n(texts, 2), distinct_3=distinct_n(texts, 3), js={str(n): js[n] for n in NS},
-                js_mean=js_mean, sample_text=texts[0])
+def read_curves(points, target):
+    """Each curve of the points read at the held-out entropy (at_entropy), printed: {curve: reading, or None}."""
+    curves = {}
+    for pt in points:
+        curves.setdefault(pt["curve"], []).append(pt)
+    at_held = {c: at_entropy(pts, target) for c, pts in curves.items()}
+    for c, v in at_held.items():
+        nfe = sum(q["nfe"] for q in curves[c]) / len(curves[c])
+        print(f"  at the held-out entropy, [{c}] (NFE {nfe:.1f}): " + (
+            f"gen-PPL {v['gen_ppl']:.2f}, JS {v['js_mean']:.4f}" if v else "not reached; entropies " +
+            ", ".join(f"{q['sample_entropy']:.2f}" for q in sorted(curves[c], key=lambda q: q["sample_entropy"]))))
+    return at_held
 
 
 def parse_args(argv):
@@ -199,50 +203,24 @@ def main(argv):
     args = parse_args(argv)
     device = pick_device(args.device)
     runs = [load(p, args, device) for p in args.checkpoints]  # every check before any work
-    scorer, sck = load_model(args.ar_checkpoint, device)
-    if sck["config"].get("objective") != "ar":
-        raise UserError(f"--ar-checkpoint {args.ar_checkpoint} is a {sck['config'].get('objective')} model: give an AR one")
-    judge_fp = fingerprint(tokenizer_from_state(sck["tokenizer"]))
-    for r in runs:
-        if fingerprint(r["tok"]) != judge_fp:
-            raise UserError(f"tokenizer of {r['path']} differs from the judge {args.ar_checkpoint}'s: gen-PPL needs "
-                            f"the same tokenizer on the same data")
-    tok, cfg0 = runs[0]["tok"], runs[0]["cfg"]
-    start = tok.encode(args.prompt) if args.prompt else [start_token(tok)]
+    judge = load_judge(args.ar_checkpoint, device, {r["path"]: r["tok"] for r in runs})
+    tok = runs[0]["tok"]
+    start = start_ids(tok, args.prompt)
     gen_len = args.gen_len or min(r["cfg"].block_size for r in runs) - len(start)
-    if len(start) + gen_len - 1 > scorer.args.block_size or any(
+    if len(start) + gen_len - 1 > judge.args.block_size or any(
             len(start) + gen_len > r["cfg"].block_size and not r["obj"].ANY_LENGTH for r in runs):
         raise UserError(f"start ({len(start)} tokens) + --gen-len {gen_len} exceeds a checkpoint's or the judge's "
                         f"context: use a shorter --gen-len")
-    _, _, val_ids, _ = prepare_data(cfg0, tok, verbose=False)
-    ref, windows = held_out(val_ids, tok, args.n_samples, gen_len)
-    floor_js, floor_mean = ngram_js([tok.decode(w.tolist()) for w in windows], ref, NS)
-    held = dict(sample_entropy=sample_entropy(windows), js={str(n): floor_js[n] for n in NS}, js_mean=floor_mean,
-                n_windows=len(windows), gen_len=gen_len, reference_chars=len(ref))
+    ref, held = held_out_text(runs[0]["cfg"], tok, args.n_samples, gen_len)
     print(f"device: {device}; judge {args.ar_checkpoint}; {args.n_samples} samples of {gen_len} tokens per point; "
-          f"held-out entropy {held['sample_entropy']:.3f}, n-gram JS of held-out text {floor_mean:.4f}")
+          f"held-out entropy {held['sample_entropy']:.3f}, n-gram JS of held-out text {held['js_mean']:.4f}")
     g, rows = torch.Generator().manual_seed(args.seed), []
     for r in runs:
-        t0, points = time.time(), []
-        for settings, scfg in r["points"]:
-            samples, nfe = draw(r["model"], r["obj"], scfg, start, gen_len, args.n_samples, args.batch_size,
-                                r["tok"].mask_id, device, g)
-            s = score(samples, len(start), r["tok"], ref, scorer, args.batch_size)
-            points.append(dict(curve=curve_label(settings), settings=settings, sampler=r["obj"].describe(scfg), nfe=nfe,
-                               temperature=scfg.temperature, gen_len=gen_len, n_samples=args.n_samples, **s))
-            print(f"  {r['path']} [{points[-1]['curve']}] T={scfg.temperature:g}: NFE {nfe:.1f}, entropy "
-                  f"{s['sample_entropy']:.3f}, gen-PPL {s['gen_ppl']:.2f}, JS {s['js_mean']:.4f}, distinct-2 {s['distinct_2']:.3f}")
-        curves = {}
-        for pt in points:
-            curves.setdefault(pt["curve"], []).append(pt)
-        at_held = {c: at_entropy(pts, held["sample_entropy"]) for c, pts in curves.items()}
-        for c, v in at_held.items():
-            nfe = sum(q["nfe"] for q in curves[c]) / len(curves[c])
-            print(f"  at the held-out entropy, [{c}] (NFE {nfe:.1f}): " + (
-                f"gen-PPL {v['gen_ppl']:.2f}, JS {v['js_mean']:.4f}" if v else "not reached; entropies " +
-                ", ".join(f"{q['sample_entropy']:.2f}" for q in sorted(curves[c], key=lambda q: q["sample_entropy"]))))
-        rows.append(dict(at_held_out=at_held, path=r["path"], name=os.path.basename(os.path.dirname(os.path.abspath(r["path"]))),
-                         objective=r["cfg"].objective, exact=r["obj"].EXACT, seconds=time.time() - t0,
+        t0 = time.time()
+        points = grid_of(r, args, judge, start, gen_len, ref, device, g)
+        rows.append(dict(at_held_out=read_curves(points, held["sample_entropy"]), path=r["path"],
+                         name=os.path.basename(os.path.dirname(os.path.abspath(r["path"]))), objective=r["cfg"].objective,
+                         exact=r["obj"].EXACT, seconds=time.time() - t0,
                          self_scored=os.path.samefile(r["path"], args.ar_checkpoint), points=points))
     if args.json:
         settings = {k: v for k, v in vars(args).items()}

@@ -4,6 +4,7 @@ python -m pytest -q tests/test_frontier.py"""
 import json
 
 import pytest
+import torch
 
 import objectives
 from conftest import train_tiny
@@ -123,24 +124,22 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
             ("remdm", 0.8): (0.2, 5.0, 0.2), ("remdm", 1.0): (0.4, 6.0, 0.2),
             ("ar", 0.8): (0.0, 4.0, 0.15), ("ar", 1.0): (1.0, 8.0, 0.25)}
 
-    def fake_draw(model, obj, cfg, *args):
-        return cfg, 8.0  # the settings ride along as the 'samples'
+    real_score = frontier.score
 
-    def fake_score(cfg, P, tok, ref, scorer, batch_size):
-        key = ("ar" if cfg.objective == "ar" else cfg.remask, cfg.temperature)
+    def fake_draw(model, cfg, *args):
+        return cfg, [8.0]  # the settings ride along as the 'samples'
+
+    def fake_score(samples, P, tok, judge=None, batch_size=32, reference=None):
+        if isinstance(samples, torch.Tensor):  # the held-out windows: the real figures, H read from what main computes
+            s = real_score(samples, P, tok, judge, batch_size, reference)
+            H["v"] = s["sample_entropy"]
+            return s
+        key = ("ar" if samples.objective == "ar" else samples.remask, samples.temperature)
         de, ppl, js = made[key]
         return dict(gen_ppl=ppl, sample_entropy=H["v"] + de, js_mean=js, distinct_2=0.5)
 
-    real_held_out = frontier.held_out
-
-    def held_out(val_ids, tok, n, length):  # the real windows; H is read from what main computes from them
-        ref, windows = real_held_out(val_ids, tok, n, length)
-        H["v"] = frontier.sample_entropy(windows)
-        return ref, windows
-
     monkeypatch.setattr(frontier, "draw", fake_draw)
     monkeypatch.setattr(frontier, "score", fake_score)
-    monkeypatch.setattr(frontier, "held_out", held_out)
     out = in_tmp / "h.json"
     code, text, err = run_cli_here(frontier.main, [
         tiny_ckpt, ar_judge, "--ar-checkpoint", ar_judge, "--n-samples", "4", "--gen-len", "24", "--device", "cpu",

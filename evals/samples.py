@@ -1,0 +1,90 @@
+"""Drawing samples from a checkpoint and scoring them, for scripts/eval.py, scripts/frontier.py and
+scripts/bench_sample.py: samples continue a fixed start (the prompt's ids, or the start token an AR model conditions
+on); their figures are distinct-2/-3, the sample entropy, gen-PPL under an AR judge (same tokenizer, checked when it is
+loaded) and, given reference text, the JS divergence of character n-grams. Held-out text of the samples' length is
+scored the same way: the figures a perfect sampler would read.
+
+    judge = load_judge("artifacts/models/cpu_ar/model.pt", device, {"M.pt": tok})
+    start = start_ids(tok, "")
+    samples, nfe = draw(model, cfg, start, 63, 16, 32, tok.mask_id, device, torch.Generator().manual_seed(0))
+    score(samples, len(start), tok, judge)   # distinct_2, distinct_3, sample_entropy, sample_text, gen_ppl, gen_nll
+"""
+import torch
+
+import objectives
+from canvas import start_token
+from common import Schedule
+from configurator import config_from_dict
+from evals.metrics import distinct_n, gen_ppl, ngram_js, sample_entropy
+from utils.checkpoint import load_model
+from utils.dataloader import fixed_windows
+from utils.errors import UserError
+from utils.tokenizer import fingerprint, tokenizer_from_state
+
+NS = (1, 2, 3, 4)  # character n-gram orders of the divergence
+
+
+def start_ids(tok, prompt):
+    """The ids every sample continues: the prompt's, or the AR start token (newline / EOT) when there is none."""
+    return tok.encode(prompt) if prompt else [start_token(tok)]
+
+
+def load_judge(path, device, tokenizers, flag="--ar-checkpoint"):
+    """The AR model that scores samples (gen-PPL), checked before any work: its objective scores the exact NLL, and
+    its tokenizer is each of `tokenizers` ({checkpoint: its tokenizer}), since gen-PPL reads the same token ids."""
+    judge, ckpt = load_model(path, device)
+    name = config_from_dict(ckpt["config"]).objective
+    if not objectives.get(name).EXACT:
+        raise UserError(f"{flag} {path} is a {name} model: give an AR checkpoint (python train.py ... --objective=ar)")
+    fp = fingerprint(tokenizer_from_state(ckpt["tokenizer"]))
+    for what, tok in tokenizers.items():
+        if fingerprint(tok) != fp:
+            raise UserError(f"tokenizer of {what} ({fingerprint(tok)}) differs from the scorer {path}'s ({fp}): "
+                            f"gen-PPL needs an AR scorer trained with the same tokenizer on the same data")
+    return judge
+
+
+def draw(model, cfg, start, gen_len, n, batch_size, mask_id, device, generator, on_step=None):
+    """n samples of gen_len tokens continuing the start ids, from cfg's objective and sampling settings, in batches.
+    Returns (tokens (n, len(start) + gen_len) on the CPU, forward passes per sample)."""
+    obj, schedule, out, nfe = objectives.get(cfg.objective), Schedule(cfg.diffusion_steps, cfg.schedule), [], []
+    for i in range(0, n, batch_size):
+        B = min(batch_size, n - i)
+        x = torch.cat([torch.tensor(start, dtype=torch.long, device=device).repeat(B, 1),
+                       torch.full((B, gen_len), mask_id, device=device)], 1)
+        gen_mask = torch.zeros_like(x, dtype=torch.bool)
+        gen_mask[:, len(start):] = True
+        x, stats = obj.sample(model, x, gen_mask, cfg, schedule, mask_id, generator, on_step=on_step)
+        out.append(x.cpu())
+        nfe += stats["nfe_per_sample"]
+    return torch.cat(out), nfe
+
+
+def score(samples, P, tok, judge=None, batch_size=32, reference=None):
+    """The figures of samples (n, P + gen_len) whose first P tokens were given: distinct-2/-3 and the sample entropy
+    (nats) of the generated part, the first sample's text; with a judge, gen-PPL and the mean NLL (nats/token) of the
+    generated tokens given the P before them (P = 0: given the AR start token); with reference text (str or list),
+    the JS divergence (bits) of the character n-gram distributions, per n (js) and their mean (js_mean)."""
+    gen = samples[:, P:].cpu()
+    texts = [tok.decode(row.tolist()) for row in gen]
+    res = dict(distinct_2=distinct_n(texts, 2), distinct_3=distinct_n(texts, 3), sample_entropy=sample_entropy(gen),
+               sample_text=texts[0])
+    if judge is not None:
+        seqs = samples.to(judge.tok_emb.weight.device)
+        if not P:  # the AR start token: the judge's one token of context
+            first = torch.full((len(seqs), 1), start_token(tok), dtype=torch.long, device=seqs.device)
+            seqs, P = torch.cat([first, seqs], 1), 1
+        res["gen_ppl"], res["gen_nll"] = gen_ppl(judge, seqs, P, batch_size)
+    if reference is not None:
+        js, js_mean = ngram_js(texts, reference, NS)
+        res.update(js={str(n): js[n] for n in NS}, js_mean=js_mean)
+    return res
+
+
+def held_out_windows(ids, n, length, what="the split"):
+    """n windows of `length` tokens of real text, evenly spaced over ids and never overlapping: what samples of that
+    length are read against (score them with P = 0)."""
+    windows = fixed_windows(ids, n, length)
+    if windows.size(1) != length:
+        raise UserError(f"{what} has fewer than {length} tokens: use a shorter --gen-len")
+    return windows
