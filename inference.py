@@ -27,10 +27,10 @@ from dataclasses import replace
 import torch
 
 import objectives
-from canvas import build_canvas, generate
-from configurator import TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, wants_help
+from canvas import build_canvas
 from common import Schedule
-from trace import LiveView, StepBar, chain, generate_with_trace, open_trace
+from configurator import TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, wants_help
+from trace import LiveView, StepBar, chain, generate_with_trace, open_trace, print_written
 from utils.checkpoint import load_model
 from utils.dist import autocast_for, pick_device
 from utils.errors import UserError, run_cli
@@ -44,20 +44,11 @@ def main(argv):
     if wants_help(argv):
         print(help_text("inference.py", USAGE, from_checkpoint=True))
         return
-    cli, _ = parse(argv, check=False)  # where the model is and where to run it; the rest is checked against it
-    device = pick_device(cli.device)
-    model, ckpt = load_model(cli.checkpoint, device)
-    cfg, tok = sampling_config(argv, cli, ckpt)
-    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    ctx, precision = autocast_for(device, cfg.dtype)  # training's policy: bf16 autocast (+ TF32) on CUDA, fp32 on CPU
-    print(f"checkpoint {cli.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
-          f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes, float64 draws")
-    run = dict(model=model, tok=tok, schedule=schedule, device=device, ctx=ctx,
-               cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0))
+    cfg, run = load(argv)
     if cfg.interactive:
         interactive(cfg, run)
     elif cfg.prompts_file:
-        prompts = read_prompts(cfg, tok, model.args.block_size)  # every prompt checked before any sampling
+        prompts = read_prompts(cfg, run["tok"], run["model"].args.block_size)  # every prompt checked before any sampling
         for i, prompt in enumerate(prompts):
             print(f"==== prompt {i + 1}/{len(prompts)}: {prompt!r} (seed {cfg.seed + i})")
             sample_once(replace(cfg, prompt=prompt, seed=cfg.seed + i), run)
@@ -65,21 +56,36 @@ def main(argv):
         sample_once(cfg, run)
 
 
-def sampling_config(argv, cli, ckpt):
-    """The checkpoint's config under the command line's sampling flags (the model's own keys stay), and the tokenizer."""
+def load(argv):
+    """The sampling config and the model. The command line is read in two passes, since its layers sit on the config
+    of the checkpoint it names: the first finds that checkpoint and where to run it; the second lays the same presets,
+    files and flags over the checkpoint's saved config, whose model keys stay. Returns (cfg, what sampling needs)."""
+    where, _ = parse(argv, check=False)  # pass 1: only --checkpoint and --device are read
+    device = pick_device(where.device)
+    model, ckpt = load_model(where.checkpoint, device)
     saved = config_from_dict(ckpt["config"])
-    cfg, flags = parse(argv, base=saved)  # command line over the checkpoint's settings, but never the model's own:
-    refuse_changes(cfg, flags & set(TRAINED_KEYS), vars(saved), f"checkpoint {cli.checkpoint}",
+    cfg, flags = parse(argv, base=saved)  # pass 2: the command line over the checkpoint's settings
+    refuse_changes(cfg, flags & set(TRAINED_KEYS), vars(saved), f"checkpoint {where.checkpoint}",
                    "drop those flags (sampling takes them from the checkpoint)")
     cfg = replace(cfg, **{k: getattr(saved, k) for k in TRAINED_KEYS})  # a preset's model keys do not apply either
+    tok = tokenizer_from_state(ckpt["tokenizer"])
+    cfg = check_sampling(cfg, flags, tok, where.checkpoint)
+    ctx, precision = autocast_for(device, cfg.dtype)  # training's policy: bf16 autocast (+ TF32) on CUDA, fp32 on CPU
+    print(f"checkpoint {where.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
+          f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes, float64 draws")
+    return cfg, dict(model=model, tok=tok, schedule=Schedule(cfg.diffusion_steps, cfg.schedule), device=device, ctx=ctx,
+                     cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0))
+
+
+def check_sampling(cfg, flags, tok, checkpoint):
+    """The sampling flags checked against the checkpoint and each other (flags: the keys the user set)."""
     if "viz_video" not in flags:
         cfg = replace(cfg, viz_video="")  # write a video only when asked here: never replace one by default
-    tok = tokenizer_from_state(ckpt["tokenizer"])
     if "tokenizer_path" in flags:
         other = BPETokenizer.from_file(cfg.tokenizer_path)  # UserError if missing or not ours
         if fingerprint(other) != fingerprint(tok):
             raise UserError(f"tokenizer {cfg.tokenizer_path} (bpe, vocab {other.vocab_size}, fingerprint {fingerprint(other)}) "
-                            f"differs from the one {cli.checkpoint} was trained with ({tok.kind}, vocab {tok.vocab_size}, "
+                            f"differs from the one {checkpoint} was trained with ({tok.kind}, vocab {tok.vocab_size}, "
                             f"fingerprint {fingerprint(tok)}): drop --tokenizer_path to use the checkpoint's own")
     if not objectives.get(cfg.objective).TRACE and (cfg.viz_video or cfg.live):
         raise UserError(f"--{'viz-video' if cfg.viz_video else 'live'} shows the denoising of a diffusion model; "
@@ -91,7 +97,7 @@ def sampling_config(argv, cli, ckpt):
         if clash:
             raise UserError(f"{what} supplies the prompts, one sample each: drop --{clash[0].replace('_', '-')}")
         cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
-    return replace(cfg, prompt=normalize_prompt(tok, cfg.prompt)), tok  # BPE: NFC, no trailing spaces
+    return replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
 
 
 def read_prompts(cfg, tok, block_size):
@@ -147,11 +153,8 @@ def sample_once(cfg, run):
         live.start(*canvas.tensors(1, "cpu"))
     t0 = time.time()
     with StepBar(passes, on=obj.TRACE and not live) as bar, run["ctx"]:
-        if writer is None:
-            texts, out, stats = generate(model, tok, canvas, cfg, run["schedule"], device, g, on_step=chain(live, bar))
-        else:
-            texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, run["schedule"], device, g,
-                                                    on_step=chain(live, bar))
+        texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, run["schedule"], device, g,
+                                                on_step=chain(live, bar))
     dt = time.time() - t0
     per = list(zip(stats["nfe_per_sample"], stats["seconds_per_sample"]))
     for i, text in enumerate(stats["full_texts"]):
@@ -164,12 +167,7 @@ def sample_once(cfg, run):
     nfe = f"{nfes[0]}" if min(nfes) == max(nfes) else f"{sum(nfes) / len(nfes):.1f} (min {min(nfes)}, max {max(nfes)})"
     print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched passes, "
           f"{dt:.2f}s ({n_tok / dt:,.0f} tokens/s); sampler: {describe(cfg)}")
-    if writer is not None:
-        res = writer.result
-        for w in res.get("warnings", []):
-            print(f"warning: {w}")
-        written = [p for p in (res.get("mp4"), res.get("gif")) if p]
-        print(f"trace: {res['frames']} frames -> {', '.join(written)}")
+    print_written(writer)
 
 
 def describe(cfg):

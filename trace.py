@@ -2,8 +2,8 @@
 MP4 + GIF (rendered by utils/video.py), live in the terminal (--live), or as a progress bar.
 
     writer = open_trace(cfg, len(canvas), chars_per_token)                 # None without --viz-video
-    texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, schedule, device)
-    writer.result                                                          # {'mp4', 'gif', 'frames', 'warnings'}
+    texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, schedule, device)   # writer None: generate
+    print_written(writer)                                                  # writer.result: {'mp4', 'gif', 'frames', ...}
     live = LiveView(tok, cfg.steps); live.start(*canvas.tensors(1, "cpu")); generate(..., on_step=live)
     with StepBar(cfg.steps) as bar: generate(..., on_step=chain(bar, other_hook))   # a bar on a terminal
 """
@@ -120,8 +120,10 @@ def trace_title(cfg, cols=64):
 
 
 def generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):
-    """generate() while recording the trace of sample 0; returns what generate() returns.
-    The writer is closed here (its .result says what was written)."""
+    """generate() while recording the trace of sample 0 (writer None: plain generate); returns what generate() returns.
+    The writer is closed here (its .result says what was written: print_written)."""
+    if writer is None:
+        return generate(model, tok, canvas, cfg, schedule, device, generator, on_step=on_step)
     noise = objectives.get(cfg.objective).NOISE_START
     hook = TraceHook(writer, tok, cfg.trace_every, cfg.diffusion_steps, noise_start=noise)
     with writer:
@@ -129,6 +131,15 @@ def generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, gener
             x, gen_mask = canvas.tensors(1, "cpu")
             hook.start(x.masked_fill(gen_mask, tok.mask_id), gen_mask)
         return generate(model, tok, canvas, cfg, schedule, device, generator, on_step=chain(hook, on_step))
+
+
+def print_written(writer):
+    """What a closed trace wrote, after its warnings; nothing without a writer."""
+    if writer is not None:
+        res = writer.result
+        for w in res["warnings"]:
+            print(f"warning: {w}")
+        print(f"trace: {res['frames']} frames -> " + ", ".join(p for p in (res["mp4"], res["gif"]) if p))
 
 
 # --live: ANSI colours per token state (the video's palette, as near as a terminal gets)

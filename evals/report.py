@@ -10,10 +10,10 @@ from dataclasses import replace
 import torch
 
 import objectives
-from canvas import continuation, generate
-from utils.dist import estimate_tokens_per_s, peak_flops
+from canvas import continuation
 from evals.metrics import ChangeRate, distinct_n
-from trace import StepBar, chain, generate_with_trace, open_trace
+from trace import StepBar, chain, generate_with_trace, open_trace, print_written
+from utils.dist import estimate_tokens_per_s, peak_flops
 
 # what each training loss measures (train.py's log lines), beside the validation bound the eval lines report
 LOSSES = dict(elbo="the weighted NELBO on training batches", masked_ce="the unweighted CE over masked positions (no bound)",
@@ -98,11 +98,8 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
     print(f"sampling {n} x {gen_len} tokens" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
     with StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:
-        if writer is None:
-            texts, _, stats = generate(model, tok, canvas, cfg, schedule, device, g, on_step=chain(change, bar), num_samples=n)
-        else:
-            texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule, device,
-                                                  g, on_step=chain(change, bar))
+        texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule, device, g,
+                                              on_step=chain(change, bar))
     ar = obj.EXACT
     print("---- final validation metrics")
     print(f"  val {'NLL' if ar else 'bound (NELBO)'}: {res['nats_per_token']:.4f} ± {res['se']:.4f} "
@@ -123,7 +120,4 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
           f"{distinct_n(texts, 2):.4f}; {stats['nfe']} NFE (model calls), {stats['seconds']:.2f}s")
     print(f"---- sample 0 (prompt {cfg.prompt!r})")
     print(cfg.prompt + texts[0])
-    if writer is not None:
-        for w in writer.result["warnings"]:
-            print(f"warning: {w}")
-        print(f"trace: {writer.result['frames']} frames -> " + ", ".join(p for p in (writer.result["mp4"], writer.result["gif"]) if p))
+    print_written(writer)
