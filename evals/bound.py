@@ -17,10 +17,12 @@ import torch
 import objectives
 from common import LN2, stratum_time
 
+ENTROPY_BINS = 10  # time bins of evaluate's entropy_by_t
+
 
 @torch.no_grad()
 def evaluate(model, windows, cfg, schedule, tok, batch_size, device, ctx=nullcontext(), n_t=1, seed=0,
-             chars_per_token=1.0, details=False, entropy_bins=10):
+             chars_per_token=1.0, details=False):
     """Score windows (N, L + 1) of token ids with cfg's objective: every objective scores the same tokens, the last
     L of each window (AR given the first, which it needs as context; a diffusion model reads the L alone: one token
     of context worth ~0.015 nats/char to AR at L = 64 on Tiny Shakespeare, H(x) - H(x | previous char) over 64).
@@ -33,10 +35,8 @@ def evaluate(model, windows, cfg, schedule, tok, batch_size, device, ctx=nullcon
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
-    per_seq, mc_var, correct, n_scored = [], [], 0, 0
-    T = schedule.T
-    ent_sum = torch.zeros(entropy_bins, dtype=torch.float64)
-    ent_cnt = torch.zeros(entropy_bins, dtype=torch.float64)
+    per_seq, mc_var, correct, n_scored, T = [], [], 0, 0, schedule.T
+    ent_sum, ent_cnt = torch.zeros(ENTROPY_BINS, dtype=torch.float64), torch.zeros(ENTROPY_BINS, dtype=torch.float64)
     # t stratified over all windows too: window w's k-th draw lies in stratum k * N + perm[w] of N * n_t equal
     # slices of [0, 1), so even one draw per window covers the time axis evenly (same expectation, far less noise);
     # an objective with several times per window (a t per block) gets a permutation per time, so they are unrelated
@@ -64,7 +64,7 @@ def evaluate(model, windows, cfg, schedule, tok, batch_size, device, ctx=nullcon
                 n_scored += m.sum().item()
                 logp = logits.log_softmax(-1)
                 ent = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)  # (B, L)
-                b = ((aux["t_tok"] - 1) * entropy_bins // T).flatten().cpu()  # each token's own t
+                b = ((aux["t_tok"] - 1) * ENTROPY_BINS // T).flatten().cpu()  # each token's own t
                 ent_sum.index_add_(0, b, (ent * m).flatten().double().cpu())
                 ent_cnt.index_add_(0, b, m.flatten().double().cpu())
         per_seq.append(ests.mean(1))
@@ -72,7 +72,17 @@ def evaluate(model, windows, cfg, schedule, tok, batch_size, device, ctx=nullcon
             d = ests[:, 1:n_t - n_t % 2:2] - ests[:, 0:n_t - n_t % 2:2]  # (B, n_t // 2)
             mc_var.append(d.square().sum(1) * (n_t / (2 * d.size(1))) / n_t ** 2)
     model.train(was_training)
-    v = torch.cat(per_seq)
+    out = summary(torch.cat(per_seq), mc_var, n_t, chars_per_token)
+    if details and k_times:
+        out["recon_acc"] = correct / max(n_scored, 1)
+        edges = [round(1 + j * T / ENTROPY_BINS) for j in range(ENTROPY_BINS + 1)]
+        out["entropy_by_t"] = [(edges[j], edges[j + 1] - 1, (ent_sum[j] / ent_cnt[j]).item() if ent_cnt[j] else float("nan"))
+                               for j in range(ENTROPY_BINS)]
+    return out
+
+
+def summary(v, mc_var, n_t, chars_per_token):
+    """The figures of the per-window estimates v (nats/token); mc_var: bounds on their Monte Carlo variance."""
     mean, se = v.mean().item(), (v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan"))
     out = dict(nats_per_token=mean, se=se, bits_per_char=mean / chars_per_token / LN2,
                bpc_se=se / chars_per_token / LN2, ppl=math.exp(mean), n_windows=len(v), n_t=n_t,
@@ -80,9 +90,4 @@ def evaluate(model, windows, cfg, schedule, tok, batch_size, device, ctx=nullcon
     if mc_var:
         out["mc_se_max"] = torch.cat(mc_var).sum().sqrt().item() / len(v)
         out["mc_bpc_max"] = out["mc_se_max"] / chars_per_token / LN2  # in the units of the ± it is a share of
-    if details and k_times:
-        out["recon_acc"] = correct / max(n_scored, 1)
-        edges = [round(1 + j * T / entropy_bins) for j in range(entropy_bins + 1)]
-        out["entropy_by_t"] = [(edges[j], edges[j + 1] - 1, (ent_sum[j] / ent_cnt[j]).item() if ent_cnt[j] else float("nan"))
-                               for j in range(entropy_bins)]
     return out

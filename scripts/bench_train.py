@@ -77,7 +77,7 @@ def make_step(cfg, vocab_size, device):
     return step, model
 
 
-def main(argv):
+def parse_args(argv):
     ap = ArgParser(prog="scripts/bench_train.py", description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=5, help="timed steps per repeat")
     ap.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
@@ -93,11 +93,11 @@ def main(argv):
     cfg = get_config(rest)
     if args.compare_ns and cfg.optimizer != "muon":
         raise UserError("--compare_ns times Muon's Newton-Schulz: add --optimizer=muon (baby and cpu train with it)")
-    device = pick_device(cfg.device)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 outside autocast, as train.py
-    _, dtype_name = autocast_for(device, cfg.dtype)
-    tokens = cfg.batch_size * cfg.block_size
+    return args, rest, cfg
+
+
+def table_rows(args, rest, cfg):
+    """[(row name, its config)]: ar and the config's objective, then the --compare_* and --bd3_blocks variants."""
     rows = [("ar", replace(cfg, objective="ar")), (cfg.objective, cfg)]
     if args.compare_head:
         rows = [rows[0], (f"{cfg.objective} head=all", replace(cfg, head_on_masked_only=False)),
@@ -108,7 +108,16 @@ def main(argv):
         rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows for tag, on in (("eager", False), ("compiled", True))]
     if args.compare_ns:
         rows = [(f"{name} ns={ns}", replace(c, muon_ns_dtype=ns)) for name, c in rows for ns in ("bfloat16", "float32")]
+    return rows
 
+
+def main(argv):
+    args, rest, cfg = parse_args(argv)
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 outside autocast, as train.py
+    _, dtype_name = autocast_for(device, cfg.dtype)
+    tokens, rows = cfg.batch_size * cfg.block_size, table_rows(args, rest, cfg)
     a = objectives.model_args(cfg, args.vocab_size)
     print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab {a.vocab_size}, "
           f"batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} steps after {args.warmup} warm-up")
@@ -129,12 +138,16 @@ def main(argv):
     else:
         peak, peak_src = statistics.median(peaks), "fp32 matmul of the model's shapes, measured between the rounds"
     print(f"peak: {peak / 1e9:,.1f} GFLOP/s ({peak_src})" if peak else "peak: unknown for this GPU, so no MFU")
+    print_results(steps, times, dict(rows), tokens, peak)
+
+
+def print_results(steps, times, configs, tokens, peak):
+    """Per row: the median ms/iter, tokens/s and MFU; then each row's time against its AR partner's (and bf16 NS's)."""
     print(f"{'row':<24} {'ms/iter':>9} {'tokens/s':>11} {'MFU':>7}")
     results = {}
     for name, (_, model) in steps.items():
         sec = results[name] = statistics.median(times[name])
-        c = dict(rows)[name]
-        flops = objectives.get(c.objective).flops(model, c)[0]
+        flops = objectives.get(configs[name].objective).flops(model, configs[name])[0]
         mfu = f"{flops * tokens / sec / peak * 100:6.1f}%" if peak else "     -"
         print(f"{name:<24} {sec * 1000:9.1f} {tokens / sec:11,.0f} {mfu}")
     for name, sec in results.items():
