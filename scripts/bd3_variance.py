@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+import objectives  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
 from bd3 import bd3_loss, bd3_times  # noqa: E402
 from common import Schedule, band_times  # noqa: E402
@@ -67,7 +68,7 @@ def main(argv):
         raise UserError("--draws must be >= 2 and --batch >= 0")
     model, ckpt = load_model(a.checkpoint, "cpu")
     cfg = config_from_dict(ckpt["config"])
-    if cfg.objective != "bd3":  # validating the argument: the script measures block diffusion's bands
+    if "bd3_block" in objectives.get(cfg.objective).IGNORES:  # not block diffusion: it has no blocks, no bands
         raise UserError(f"{a.checkpoint} is a {cfg.objective} model: give a bd3 checkpoint")
     tok = tokenizer_from_state(ckpt["tokenizer"])
     _, train_ids, _, _ = prepare_data(cfg, tok, verbose=False)

@@ -76,6 +76,12 @@ def run_label(run_dir):
     return name, None, False, None
 
 
+def is_ar(r):
+    """Whether a row is an AR's (its figure an exact NLL): eval.py's rows say so; epochs.py's summary rows (and eval.py
+    JSON from before rows said) name the objective."""
+    return r.get("exact", r["objective"] == "ar")
+
+
 def _figure():
     import matplotlib
     matplotlib.use("Agg")  # files only, never a window
@@ -247,7 +253,7 @@ def plot_nfe(paths, out):
         d = read_eval_json(p)
         ref = ref or d.get("val_sample_entropy")
         for r in d["runs"]:
-            exact = r.get("exact", r["objective"] == "ar")  # JSON written before rows said whether they are exact
+            exact = is_ar(r)
             how = f", {r['sampler']}" if r.get("sampler") and not exact else ""
             label = f"{r['name']} ({r['objective']}{how})"
             if exact:
@@ -309,7 +315,7 @@ def plot_epochs(paths, out, x="epochs"):
     sizes = sorted({r["train_chars"] for r in runs}, reverse=True)
     best_ar = {}  # data size -> the AR run with the lowest final (else best periodic) figure
     for r in runs:
-        if r["objective"] == "ar" and "best_nats" in r:
+        if is_ar(r) and "best_nats" in r:
             key = lambda q: q.get("final_nats", q["best_nats"])
             if r["train_chars"] not in best_ar or key(r) < key(best_ar[r["train_chars"]]):
                 best_ar[r["train_chars"]] = r
@@ -320,13 +326,13 @@ def plot_epochs(paths, out, x="epochs"):
         ls = styles[sizes.index(r["train_chars"]) % len(styles)]
         e, y, se = ([p[k] for p in r["curve"]] for k in ("epoch" if x == "epochs" else "flops", "nats", "se"))
         what = f"{r['objective']}{' ' + ' '.join(r['extra']) if r['extra'] else ''}, {r['train_chars']:,} chars"
-        if r["objective"] == "ar" and best_ar.get(r["train_chars"]) is not r:
+        if is_ar(r) and best_ar.get(r["train_chars"]) is not r:
             ax.plot(e, y, color="0.6", ls=ls, lw=0.7, alpha=0.6, label="other AR configurations" if grey_label else None)
             grey_label = False
             continue
-        c = "k" if r["objective"] == "ar" else colors[i % len(colors)]
-        ax.plot(e, y, color=c, ls="--" if r["objective"] == "ar" else ls, lw=1.5,
-                label=f"{'best AR: ' if r['objective'] == 'ar' else ''}{r['name']} ({what})")
+        c = "k" if is_ar(r) else colors[i % len(colors)]
+        ax.plot(e, y, color=c, ls="--" if is_ar(r) else ls, lw=1.5,
+                label=f"{'best AR: ' if is_ar(r) else ''}{r['name']} ({what})")
         ax.fill_between(e, [a - b for a, b in zip(y, se)], [a + b for a, b in zip(y, se)], color=c, alpha=0.12, lw=0)
         if r.get("finished"):
             ax.errorbar([r["final_epoch"] if x == "epochs" else r["final_flops"]], [r["final_nats"]], yerr=[r["final_se"]], color=c, marker="*", ms=10, capsize=3)
