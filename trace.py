@@ -200,15 +200,15 @@ class LiveView:
 
 # ----------------------------------------------------------------------------- progress
 class StepBar:
-    """An on_step hook: a tqdm bar over the sampler's steps, with an ETA, on stderr when it is a terminal
-    (and on=True). A context manager: the bar is gone when the block ends, however it ends."""
+    """An on_step hook: a tqdm bar over the sampler's steps (or other units, n at a time), with an ETA, on stderr
+    when it is a terminal (and on=True). A context manager: the bar is gone when the block ends, however it ends."""
 
-    def __init__(self, total, on=True, desc="sampling"):
+    def __init__(self, total, on=True, desc="sampling", unit="step"):
         from tqdm import tqdm
-        self.bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=None if on else True, dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, disable=None if on else True, dynamic_ncols=True)
 
-    def __call__(self, st):
-        self.bar.update(1)
+    def __call__(self, st=None, n=1):
+        self.bar.update(n)
 
     def __enter__(self):
         return self

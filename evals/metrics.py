@@ -1,7 +1,7 @@
 """Sample metrics (the validation bound is evals/bound.py): reverse-step token change rate, distinct-n,
 sample entropy, generative perplexity under an AR scorer (ar_nll: per-token NLL of a continuation given
 its prefix, under our own AR baseline: same data, same tokenizer, no retokenization), and infill recovery
-of held-out spans. Used by train.py's final report, scripts/eval.py and scripts/bench_sample.py.
+of held-out spans. Used by evals/samples.py, evals/report.py (train.py's final report) and scripts/eval.py.
 
     python -c "from evals.metrics import distinct_n; print(distinct_n(['a b a b'], 2))"   # 2 unique / 3
 """

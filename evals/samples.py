@@ -1,13 +1,10 @@
-"""Drawing samples from a checkpoint and scoring them, for scripts/eval.py, scripts/frontier.py and
-scripts/bench_sample.py: samples continue a fixed start (the prompt's ids, or the start token an AR model conditions
-on); their figures are distinct-2/-3, the sample entropy, gen-PPL under an AR judge (same tokenizer, checked when it is
-loaded) and, given reference text, the JS divergence of character n-grams. Held-out text of the samples' length is
-scored the same way: the figures a perfect sampler would read.
+"""Drawing samples from a checkpoint and scoring them (scripts/eval.py, frontier.py, bench_sample.py): samples continue
+a fixed start; their figures are distinct-2/-3, the sample entropy, gen-PPL under an AR judge and, given reference
+text, the JS divergence of character n-grams. Held-out text of the samples' length is scored the same way.
 
-    judge = load_judge("artifacts/models/cpu_ar/model.pt", device, {"M.pt": tok})
-    start = start_ids(tok, "")
-    samples, nfe = draw(model, cfg, start, 63, 16, 32, tok.mask_id, device, torch.Generator().manual_seed(0))
-    score(samples, len(start), tok, judge)   # distinct_2, distinct_3, sample_entropy, sample_text, gen_ppl, gen_nll
+    judge = load_judge("artifacts/models/cpu_ar/model.pt", device, {"M.pt": tok})   # checked: AR, same tokenizer
+    samples, nfe = draw(model, cfg, start_ids(tok, ""), 63, 16, 32, tok.mask_id, device, torch.Generator())
+    score(samples, 1, tok, judge)   # distinct_2, distinct_3, sample_entropy, sample_text, gen_ppl, gen_nll
 """
 import torch
 

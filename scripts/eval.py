@@ -40,7 +40,7 @@ from evals.bound import evaluate  # noqa: E402
 from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
 from evals.samples import draw, held_out_windows, load_judge, score, start_ids  # noqa: E402
 from sampler import ORDERS  # noqa: E402
-from trace import chain  # noqa: E402
+from trace import StepBar, chain  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
 from utils.dist import DTYPES, autocast_for, pick_device  # noqa: E402
@@ -160,30 +160,25 @@ def sample_plan(run, args):
     return start, args.gen_len or run["cfg"].block_size - len(start)
 
 
-class Progress:
-    """One tqdm bar over every checkpoint's forward passes (stderr, terminals only), with an ETA. Units are
-    batched forward passes: the bound's batches x t draws, and every pass each sampler makes."""
+class Progress(StepBar):
+    """One bar over every checkpoint's batched forward passes: the bound's batches x t draws, every sampler pass."""
 
     def __init__(self, runs, args):
-        from tqdm import tqdm
-        self.bar = tqdm(total=sum(self.work(r, args) for r in runs), desc="eval", unit="pass", disable=None,
-                        dynamic_ncols=True, leave=False)
+        super().__init__(sum(work(r, args) for r in runs), desc="eval", unit="pass")
 
-    @staticmethod
-    def work(run, args):
-        b = lambda n: -(-n // args.batch_size)  # noqa: E731
-        obj, cfg, scfg = run["obj"], run["cfg"], run["scfg"]
-        start, gen_len = sample_plan(run, args)
-        n = b(args.n_windows) * (args.n_t if obj.eval_times(cfg, cfg.block_size) else 1)
-        n += b(args.n_samples) * obj.passes(scfg, gen_len, len(start))
-        for v in args.sweep_values:
-            if not (obj.EXACT and args.sweep_key == "steps"):
-                swept = replace(scfg, **{args.sweep_key: v})
-                n += b(max(args.n_samples, 1)) * obj.passes(swept, gen_len, len(start))
-        return n + (0 if obj.CONTINUES_ONLY or not args.infill_len else b(args.n_infill) * obj.passes(scfg, args.infill_len))
 
-    def __call__(self, st=None, n=1):  # an on_step hook, or n units at once
-        self.bar.update(n)
+def work(run, args):
+    """The batched forward passes of one checkpoint's evaluation (Progress's units)."""
+    b = lambda n: -(-n // args.batch_size)  # noqa: E731
+    obj, cfg, scfg = run["obj"], run["cfg"], run["scfg"]
+    start, gen_len = sample_plan(run, args)
+    n = b(args.n_windows) * (args.n_t if obj.eval_times(cfg, cfg.block_size) else 1)
+    n += b(args.n_samples) * obj.passes(scfg, gen_len, len(start))
+    for v in args.sweep_values:
+        if not (obj.EXACT and args.sweep_key == "steps"):
+            swept = replace(scfg, **{args.sweep_key: v})
+            n += b(max(args.n_samples, 1)) * obj.passes(swept, gen_len, len(start))
+    return n + (0 if obj.CONTINUES_ONLY or not args.infill_len else b(args.n_infill) * obj.passes(scfg, args.infill_len))
 
 
 class GridSchedule:
@@ -212,14 +207,15 @@ class GridTime(torch.nn.Module):
         return self.model(idx, self.times.to(t.device)[t], **kw)
 
 
-def draw_samples(run, scfg, n, args, device, generator, change=None, bar=None):
-    """n of the run's samples (sample_plan) under the sampling config scfg, counted on the progress bar."""
+def sample_scores(run, scfg, n, args, judge, device, generator, change=None, bar=None):
+    """The figures (evals.samples.score) of n of the run's samples (sample_plan) under the sampling config scfg,
+    drawn with the on_step hooks change and bar (the progress bar)."""
     start, gen_len = sample_plan(run, args)
     out, _ = draw(run["model"], scfg, start, gen_len, n, args.batch_size, run["tok"].mask_id, device, generator,
                   on_step=chain(change, bar))
     if bar and not run["obj"].TRACE:  # no steps reported: its passes at once
         bar(n=-(-n // args.batch_size) * run["obj"].passes(scfg, gen_len, len(start)))
-    return out
+    return score(out, len(start), run["tok"], judge, args.batch_size)
 
 
 TAU_RANGE, TAU_TOL, TAU_TRIES = (0.05, 20.0), 0.05, 10  # bisection in log tau; the old 0.3-2.0 left targets unreached
@@ -246,8 +242,7 @@ def matched(run, args, judge, device, generator, target, first):
     samples' entropy is the held-out text's (target); a low-entropy sampler otherwise looks good for repeating
     itself. matched: False when no temperature in TAU_RANGE got within TAU_TOL (the figures are then the closest)."""
     def entropy_and_ppl(tau):
-        out = draw_samples(run, replace(run["scfg"], temperature=tau), args.n_samples, args, device, generator)
-        s = score(out, len(sample_plan(run, args)[0]), run["tok"], judge, args.batch_size)
+        s = sample_scores(run, replace(run["scfg"], temperature=tau), args.n_samples, args, judge, device, generator)
         return s["sample_entropy"], s["gen_ppl"]
 
     first = (run["scfg"].temperature, first["sample_entropy"], first["gen_ppl"])
@@ -312,16 +307,16 @@ def sample_figures(run, args, judge, device, generator, bar):
     """The samples at --temperature: their figures, the change rate, (--match-entropy) gen-PPL at matched entropy."""
     obj, scfg = run["obj"], run["scfg"]
     start, gen_len = sample_plan(run, args)
-    P = len(start)
-    if P + gen_len > run["cfg"].block_size or (judge is not None and P + gen_len - 1 > judge.args.block_size):
-        raise UserError(f"prompt ({P} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
+    n = len(start) + gen_len
+    if n > run["cfg"].block_size or (judge is not None and n - 1 > judge.args.block_size):
+        raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
                         f"or of the scorer: use a shorter --gen-len")
     row = dict(sampler=obj.describe(scfg))
     target = row["val_sample_entropy"] = held_out_entropy(run, args) if args.n_samples else None
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(run["tok"].mask_id)
-        out = draw_samples(run, scfg, args.n_samples, args, device, generator, change, bar)
-        row.update(score(out, P, run["tok"], judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
+        s = sample_scores(run, scfg, args.n_samples, args, judge, device, generator, change, bar)
+        row.update(s, gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
         if args.match_entropy:
             row.update(matched(run, args, judge, device, generator, target, row))
@@ -335,8 +330,7 @@ def sweep(run, args, judge, device, generator, bar, windows, cpt):
         if args.sweep_key == "steps" and obj.EXACT:
             continue  # an AR model has no step count to vary
         swept = replace(run["scfg"], **{args.sweep_key: v})
-        samples = draw_samples(run, swept, max(args.n_samples, 1), args, device, generator, bar=bar)
-        s = score(samples, len(sample_plan(run, args)[0]), run["tok"], judge, args.batch_size)
+        s = sample_scores(run, swept, max(args.n_samples, 1), args, judge, device, generator, bar=bar)
         out.append(dict(steps=swept.steps, temperature=swept.temperature, gen_ppl=s["gen_ppl"],
                         sample_entropy=s["sample_entropy"], distinct_2=s["distinct_2"]))
         if args.sweep_key == "steps" and not obj.STEP_CHAIN:  # its sampler does not walk the schedule's grid
@@ -419,11 +413,6 @@ def table(rows, val_entropy, judge="none"):
     return "\n".join(out)
 
 
-def write_json(path, obj):
-    with atomic_open(path) as f:  # readers never see half a file
-        json.dump(obj, f, indent=1)
-
-
 def main(argv):
     args = parse_args(argv)
     device = pick_device(args.device)
@@ -433,17 +422,17 @@ def main(argv):
     ctx, precision = autocast_for(device, args.dtype)  # training's policy (and TF32 on CUDA)
     print(f"device: {device}, {precision} forward passes (float64 draws); {args.split} split, {args.n_windows} windows x {args.n_t} t; {args.n_samples} samples at "
           f"steps={args.steps}, temperature={args.temperature}; scorer: {args.ar_checkpoint or 'none'}")
-    rows, bar, t0 = [], Progress(runs, args), time.time()
-    for i, r in enumerate(runs):
-        with ctx:
-            rows.append(evaluate_run(r, args, judge, device, bar))
-        rows[-1]["precision"] = precision  # what scored the bound and drew the samples
-        # a model scoring its own samples flatters itself: say so wherever its gen-PPL is shown
-        rows[-1]["judge"] = args.ar_checkpoint or None
-        rows[-1]["self_scored"] = bool(args.ar_checkpoint) and os.path.samefile(r["path"], args.ar_checkpoint)
-        left = (time.time() - t0) / (i + 1) * (len(runs) - i - 1)
-        print(f"  {rows[-1]['name']}: {rows[-1]['seconds']:.1f}s" + (f" ({len(runs) - i - 1} to go, ~{left:.0f}s)" if left else ""))
-    bar.bar.close()
+    rows, t0 = [], time.time()
+    with Progress(runs, args) as bar:
+        for i, r in enumerate(runs):
+            with ctx:
+                rows.append(evaluate_run(r, args, judge, device, bar))
+            rows[-1]["precision"] = precision  # what scored the bound and drew the samples
+            # a model scoring its own samples flatters itself: say so wherever its gen-PPL is shown
+            rows[-1]["judge"] = args.ar_checkpoint or None
+            rows[-1]["self_scored"] = bool(args.ar_checkpoint) and os.path.samefile(r["path"], args.ar_checkpoint)
+            left = (time.time() - t0) / (i + 1) * (len(runs) - i - 1)
+            print(f"  {rows[-1]['name']}: {rows[-1]['seconds']:.1f}s" + (f" ({len(runs) - i - 1} to go, ~{left:.0f}s)" if left else ""))
     targets = {r["val_sample_entropy"] for r in rows}  # one per sample length (and data): one figure if they agree
     val_entropy = targets.pop() if len(targets) == 1 else None
     print(table(rows, val_entropy, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
@@ -456,8 +445,9 @@ def main(argv):
                   f"{' (self-scored)' if r['self_scored'] else ''}, "
                   f"sample entropy {s['sample_entropy']:.3f}, distinct-2 {s['distinct_2']:.3f}{bound}")
     if args.json:
-        settings = {k: v for k, v in vars(args).items()}
-        write_json(args.json, dict(settings=settings, device=str(device), precision=precision, val_sample_entropy=val_entropy, runs=rows))
+        with atomic_open(args.json) as f:  # readers never see half a file
+            json.dump(dict(settings=vars(args), device=str(device), precision=precision, val_sample_entropy=val_entropy,
+                           runs=rows), f, indent=1)
         print(f"wrote {args.json}")
 
 

@@ -223,9 +223,8 @@ def main(argv):
                          exact=r["obj"].EXACT, seconds=time.time() - t0,
                          self_scored=os.path.samefile(r["path"], args.ar_checkpoint), points=points))
     if args.json:
-        settings = {k: v for k, v in vars(args).items()}
         with atomic_open(args.json) as f:  # readers never see half a file
-            json.dump(dict(settings=settings, device=str(device), judge=args.ar_checkpoint, held_out=held,
+            json.dump(dict(settings=vars(args), device=str(device), judge=args.ar_checkpoint, held_out=held,
                            val_sample_entropy=held["sample_entropy"], runs=rows), f, indent=1)
         print(f"wrote {args.json}")
 

@@ -82,17 +82,20 @@ def is_ar(r):
     return r.get("exact", r["objective"] == "ar")
 
 
-def _figure():
+def _figure(ncols=1, figsize=(8, 5), **kw):
+    """(pyplot, the figure, its axes) on matplotlib's file-only backend, each axis gridded."""
     import matplotlib
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    ax.grid(alpha=0.3)
-    return plt, fig, ax
+    fig, axes = plt.subplots(1, ncols, figsize=figsize, dpi=120, **kw)
+    for ax in [axes] if ncols == 1 else axes:
+        ax.grid(alpha=0.3)
+    return plt, fig, axes
 
 
 def _save(plt, fig, out):
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a constrained layout places its own legend
+        fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
@@ -153,11 +156,8 @@ def plot_frontiers(docs, out):
     """scripts/frontier.py's JSONs: every sampler's curve (points along temperature) of every checkpoint, AR's dashed
     black, on two panels against sample entropy: gen-PPL under the judge, and the n-gram JS divergence to held-out
     text (mean over n = 1..4), with the held-out text's entropy (vertical) and its own divergence (the floor)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import ScalarFormatter
-    fig, (ax, ax_js) = plt.subplots(1, 2, figsize=(16, 8), dpi=120, layout="constrained")
+    plt, fig, (ax, ax_js) = _figure(2, (16, 8), layout="constrained")
     ax.set_prop_cycle(color=plt.cm.tab20.colors)  # many curves: 20 colours before one repeats
     held, n = docs[0]["held_out"], 0
     for d in docs:
@@ -178,7 +178,6 @@ def plot_frontiers(docs, out):
         raise UserError("no points in the given frontier JSONs: run scripts/frontier.py with a grid")
     for a in (ax, ax_js):
         a.axvline(held["sample_entropy"], color="grey", ls=":", lw=1, label=f"held-out text entropy {held['sample_entropy']:.2f}")
-        a.grid(alpha=0.3)
         a.set_xlabel("sample entropy (nats, per-sample token histogram; higher = more diverse)")
     ax_js.axhline(held["js_mean"], color="grey", ls="-.", lw=1, label=f"held-out text of the samples' size {held['js_mean']:.3f}")
     ax.set_yscale("log")
@@ -191,10 +190,7 @@ def plot_frontiers(docs, out):
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles + ax_js.get_legend_handles_labels()[0][-1:], labels + ax_js.get_legend_handles_labels()[1][-1:],
                loc="outside lower center", ncol=2, fontsize=7)  # below both panels: the curves stay visible
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    print(f"wrote {out}")
+    _save(plt, fig, out)
 
 
 def plot_frontier(paths, out):
@@ -243,11 +239,8 @@ def plot_nfe(paths, out):
     """Against the number of reverse steps K, one line per diffusion run: the bound of the K-step chain (left),
     gen-PPL (middle), sample entropy (right); AR runs as dashed levels. gen-PPL alone flatters a sampler that
     repeats itself, so the entropy panel sits beside it. Bounds appear for sweeps that recorded them."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, ScalarFormatter
-    fig, (ax_b, ax, ax_e) = plt.subplots(1, 3, figsize=(17, 5), dpi=120)
+    plt, fig, (ax_b, ax, ax_e) = _figure(3, (17, 5))
     n, ref, nfes, bounded = 0, None, set(), set()
     for p in paths:
         d = read_eval_json(p)
@@ -288,7 +281,6 @@ def plot_nfe(paths, out):
         a.xaxis.set_major_formatter(ScalarFormatter())
         a.xaxis.set_minor_formatter(NullFormatter())
         a.set_xlabel("reverse steps K (NFE)")
-        a.grid(alpha=0.3)
     ax_b.set_ylabel("val bits/char: bound of the K-step chain (lower = better)")
     ax.set_ylabel("generative perplexity under the AR judge (lower = likelier)")
     ax_e.set_ylabel("sample entropy (nats; too low = repetitive)")
