@@ -67,7 +67,7 @@ def score(samples, P, tok, judge=None, batch_size=32, reference=None):
     res = dict(distinct_2=distinct_n(texts, 2), distinct_3=distinct_n(texts, 3), sample_entropy=sample_entropy(gen),
                sample_text=texts[0])
     if judge is not None:
-        seqs = samples.to(judge.tok_emb.weight.device)
+        seqs = samples.to(next(judge.parameters()).device)
         if not P:  # the AR start token: the judge's one token of context
             first = torch.full((len(seqs), 1), start_token(tok), dtype=torch.long, device=seqs.device)
             seqs, P = torch.cat([first, seqs], 1), 1

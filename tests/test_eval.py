@@ -16,10 +16,12 @@ from config import Config
 from helpers import ROOT, TINY, ConstModel, Tok, for_objective, real_text, script as _script
 from common import Schedule
 from evals.bound import evaluate
-from evals.metrics import ar_nll, gen_ppl, infill_recovery, sample_entropy, span_starts
+from evals.metrics import ar_nll, distinct_n, gen_ppl, infill_recovery, ngram_js, sample_entropy, span_starts
+from evals.samples import held_out_windows, score
 from model import ModelArgs, Transformer
 from utils.checkpoint import load_checkpoint, load_model, save_checkpoint
 from utils.errors import UserError
+from utils.tokenizer import CharTokenizer
 
 
 def _train(d, *extra):
@@ -214,6 +216,24 @@ def test_infill_recovery_on_toys_with_known_answers():
     assert res["infill_acc"] == pytest.approx((spans == 0).float().mean().item())
     assert res["infill_exact"] == pytest.approx((spans == 0).all(1).float().mean().item())
     assert 0 < res["infill_exact"] < res["infill_acc"] < 1
+
+
+def test_samples_are_scored_by_hand():
+    """evals/samples.score reads the generated part only: its texts, entropy and n-grams, and its gen-PPL given the
+    P tokens before it (P = 0: given the AR start token, a newline for chars)."""
+    tok = CharTokenizer.from_text("\n ab")  # ids: '\n' 0, ' ' 1, 'a' 2, 'b' 3
+    probs = [0.4, 0.1, 0.2, 0.3]
+    samples = torch.tensor([[2, 3, 2, 1, 3], [3, 3, 3, 3, 3]])  # 'aba b', 'bbbbb'
+    s = score(samples, 1, tok, ConstAR(probs), batch_size=1, reference="ba ab")
+    texts = ["ba b", "bbbb"]
+    assert s["sample_text"] == "ba b" and s["distinct_2"] == distinct_n(texts, 2) and s["distinct_3"] == 0.0
+    assert s["sample_entropy"] == pytest.approx((-0.5 * math.log(0.5) - 0.5 * math.log(0.25) + 0) / 2)  # 2 b, a, " "; 4 b
+    nll = lambda ids: -sum(math.log(probs[k]) for k in ids) / len(ids)  # noqa: E731
+    assert s["gen_nll"] == pytest.approx(nll([3, 2, 1, 3, 3, 3, 3, 3]), rel=1e-6)
+    assert s["gen_ppl"] == pytest.approx(math.exp(s["gen_nll"])) and s["js_mean"] == ngram_js(texts, "ba ab")[1]
+    assert score(samples, 0, tok, ConstAR(probs))["gen_nll"] == pytest.approx(nll(samples.flatten().tolist()), rel=1e-6)
+    assert "gen_ppl" not in score(samples, 1, tok) and "js" not in score(samples, 1, tok)
+    assert held_out_windows(torch.arange(100), 3, 20).tolist() == [list(range(s, s + 20)) for s in (0, 39, 79)]
 
 
 def test_sample_entropy_by_hand():
