@@ -77,7 +77,7 @@ def make_step(cfg, vocab_size, device):
     return step, model
 
 
-def parse_args(argv):
+def main(argv):
     ap = ArgParser(prog="scripts/bench_train.py", description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=5, help="timed steps per repeat")
     ap.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
@@ -93,11 +93,11 @@ def parse_args(argv):
     cfg = get_config(rest)
     if args.compare_ns and cfg.optimizer != "muon":
         raise UserError("--compare_ns times Muon's Newton-Schulz: add --optimizer=muon (baby and cpu train with it)")
-    return args, rest, cfg
-
-
-def table_rows(args, rest, cfg):
-    """[(row name, its config)]: ar and the config's objective, then the --compare_* and --bd3_blocks variants."""
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 outside autocast, as train.py
+    _, dtype_name = autocast_for(device, cfg.dtype)
+    tokens = cfg.batch_size * cfg.block_size
     rows = [("ar", replace(cfg, objective="ar")), (cfg.objective, cfg)]
     if args.compare_head:
         rows = [rows[0], (f"{cfg.objective} head=all", replace(cfg, head_on_masked_only=False)),
@@ -108,16 +108,7 @@ def table_rows(args, rest, cfg):
         rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows for tag, on in (("eager", False), ("compiled", True))]
     if args.compare_ns:
         rows = [(f"{name} ns={ns}", replace(c, muon_ns_dtype=ns)) for name, c in rows for ns in ("bfloat16", "float32")]
-    return rows
 
-
-def main(argv):
-    args, rest, cfg = parse_args(argv)
-    device = pick_device(cfg.device)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 outside autocast, as train.py
-    _, dtype_name = autocast_for(device, cfg.dtype)
-    tokens, rows = cfg.batch_size * cfg.block_size, table_rows(args, rest, cfg)
     a = objectives.model_args(cfg, args.vocab_size)
     print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab {a.vocab_size}, "
           f"batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} steps after {args.warmup} warm-up")

@@ -269,57 +269,52 @@ def label(cfg, obj):
 
 
 def evaluate_run(run, args, judge, device, bar):
-    """One checkpoint's row: the bound on fixed windows, then its samples, --sweep and infill (one generator)."""
+    """One checkpoint's row: its bound on fixed windows, then its samples, --sweep and infill (one generator)."""
+    model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
     t0 = time.time()
-    _, train_ids, val_ids, _ = prepare_data(run["cfg"], run["tok"], verbose=False)
+    _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     ids = val_ids if args.split == "val" else train_ids
-    check_fits(ids, run["cfg"].block_size + 1, args.split)
-    row, windows = bound_row(run, args, ids, device, bar)
-    g = torch.Generator().manual_seed(args.seed)
-    row.update(sample_figures(run, args, judge, device, g, bar))
-    row["sweep"] = sweep(run, args, judge, device, g, bar, windows, row["chars_per_token"])
-    row.update(infill_figures(run, args, ids, device, g, bar))
-    row["seconds"] = time.time() - t0
-    return row
-
-
-def bound_row(run, args, ids, device, bar):
-    """What the run is, and its bound (or exact NLL) on --n-windows fixed windows of ids: (row, the windows)."""
-    model, cfg, tok, ckpt, obj = run["model"], run["cfg"], run["tok"], run["ckpt"], run["obj"]
-    windows = fixed_windows(ids, args.n_windows, cfg.block_size + 1)  # every objective scores the same last L tokens
+    L = cfg.block_size
+    check_fits(ids, L + 1, args.split)
+    windows = fixed_windows(ids, args.n_windows, L + 1)  # every objective scores the same last L tokens of each
     # characters per token of exactly the scored tokens, not of the whole split: BPE windows decode to a different
     # number of characters per token than the split does (1.07 % off)
     cpt = chars_per_token(tok, windows[:, 1:])
     res = evaluate(model, windows, cfg, run["schedule"], tok, args.batch_size, device, n_t=args.n_t, seed=args.seed,
                    chars_per_token=cpt, details=True)
-    bar(n=-(-args.n_windows // args.batch_size) * (args.n_t if obj.eval_times(cfg, cfg.block_size) else 1))
-    return dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
-                exact=obj.EXACT, params=model.num_params(), tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]),
-                tokenizer=tok.kind, tokenizer_fingerprint=run["fp"], schedule=cfg.schedule,
-                diffusion_steps=cfg.diffusion_steps,  # the chain scored: the checkpoint's T or --diffusion-steps
-                time_cond=model.args.time_cond,  # the network's: an objective may fix it (bd3 and the AR have none)
-                loss_type=getattr(cfg, obj.LOSS_KEY),  # the loss it trained (bd3's is bd3_loss)
-                bd3_block=None if "bd3_block" in obj.IGNORES else cfg.bd3_block,
-                chars_per_token=cpt, split=args.split, **res), windows
+    bar(n=-(-args.n_windows // args.batch_size) * (args.n_t if obj.eval_times(cfg, L) else 1))
+    row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
+               exact=obj.EXACT, params=model.num_params(), tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]),
+               tokenizer=tok.kind, tokenizer_fingerprint=run["fp"], schedule=cfg.schedule,
+               diffusion_steps=cfg.diffusion_steps,  # the chain scored: the checkpoint's T or --diffusion-steps
+               time_cond=model.args.time_cond,  # the network's: an objective may fix it (bd3 and the AR have none)
+               loss_type=getattr(cfg, obj.LOSS_KEY),  # the loss it trained (bd3's is bd3_loss)
+               bd3_block=None if "bd3_block" in obj.IGNORES else cfg.bd3_block,
+               chars_per_token=cpt, split=args.split, **res)
 
-
-def sample_figures(run, args, judge, device, generator, bar):
-    """The samples at --temperature: their figures, the change rate, (--match-entropy) gen-PPL at matched entropy."""
-    obj, scfg = run["obj"], run["scfg"]
+    g = torch.Generator().manual_seed(args.seed)
     start, gen_len = sample_plan(run, args)
-    n = len(start) + gen_len
-    if n > run["cfg"].block_size or (judge is not None and n - 1 > judge.args.block_size):
+    if len(start) + gen_len > L or (judge is not None and len(start) + gen_len - 1 > judge.args.block_size):
         raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
                         f"or of the scorer: use a shorter --gen-len")
-    row = dict(sampler=obj.describe(scfg))
-    target = row["val_sample_entropy"] = held_out_entropy(run, args) if args.n_samples else None
+    row["sampler"] = obj.describe(scfg)
+    val_entropy = row["val_sample_entropy"] = held_out_entropy(run, args) if args.n_samples else None
     if args.n_samples:
-        change = None if obj.EXACT else ChangeRate(run["tok"].mask_id)
-        s = sample_scores(run, scfg, args.n_samples, args, judge, device, generator, change, bar)
-        row.update(s, gen_len=gen_len, n_samples=args.n_samples)
+        change = None if obj.EXACT else ChangeRate(tok.mask_id)
+        row.update(sample_scores(run, scfg, args.n_samples, args, judge, device, g, change, bar), gen_len=gen_len,
+                   n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
         if args.match_entropy:
-            row.update(matched(run, args, judge, device, generator, target, row))
+            row.update(matched(run, args, judge, device, g, val_entropy, row))
+    row["sweep"] = sweep(run, args, judge, device, g, bar, windows, cpt)
+    if args.infill_len and not obj.CONTINUES_ONLY:  # AR and bd3 only continue a prompt
+        if args.infill_len >= L:
+            raise UserError(f"--infill-len {args.infill_len} must be shorter than the context {L}")
+        iw = fixed_windows(ids, args.n_infill, L)
+        row.update(infill_recovery(model, iw, replace(scfg, temperature=args.infill_temperature), run["schedule"],
+                                   tok.mask_id, args.infill_len, g, args.batch_size, device))
+        bar(n=-(-args.n_infill // args.batch_size) * obj.passes(scfg, args.infill_len))
+    row["seconds"] = time.time() - t0
     return row
 
 
@@ -341,20 +336,6 @@ def sweep(run, args, judge, device, generator, bar, windows, cpt):
                          n_t=args.n_t, seed=args.seed, chars_per_token=cpt)
             out[-1].update(bits_per_char=b["bits_per_char"], bpc_se=b["bpc_se"], nats_per_token=b["nats_per_token"])
     return out
-
-
-def infill_figures(run, args, ids, device, generator, bar):
-    """Infill recovery of --infill-len held-out tokens in --n-infill windows ({} for objectives that only continue)."""
-    obj, L = run["obj"], run["cfg"].block_size
-    if not args.infill_len or obj.CONTINUES_ONLY:  # AR and bd3 only continue a prompt
-        return {}
-    if args.infill_len >= L:
-        raise UserError(f"--infill-len {args.infill_len} must be shorter than the context {L}")
-    cfg = replace(run["scfg"], temperature=args.infill_temperature)
-    res = infill_recovery(run["model"], fixed_windows(ids, args.n_infill, L), cfg, run["schedule"], run["tok"].mask_id,
-                          args.infill_len, generator, args.batch_size, device)
-    bar(n=-(-args.n_infill // args.batch_size) * obj.passes(run["scfg"], args.infill_len))
-    return res
 
 
 def run_name(path):
