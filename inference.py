@@ -59,7 +59,8 @@ def main(argv):
 def load(argv):
     """The sampling config and the model. The command line is read in two passes, since its layers sit on the config
     of the checkpoint it names: the first finds that checkpoint and where to run it; the second lays the same presets,
-    files and flags over the checkpoint's saved config, whose model keys stay. Returns (cfg, what sampling needs)."""
+    files and flags over the checkpoint's saved config, whose model keys stay; then the sampling flags are checked
+    against the checkpoint and each other. Returns (cfg, what sampling needs)."""
     where, _ = parse(argv, check=False)  # pass 1: only --checkpoint and --device are read
     device = pick_device(where.device)
     model, ckpt = load_model(where.checkpoint, device)
@@ -68,24 +69,14 @@ def load(argv):
     refuse_changes(cfg, flags & set(TRAINED_KEYS), vars(saved), f"checkpoint {where.checkpoint}",
                    "drop those flags (sampling takes them from the checkpoint)")
     cfg = replace(cfg, **{k: getattr(saved, k) for k in TRAINED_KEYS})  # a preset's model keys do not apply either
-    tok = tokenizer_from_state(ckpt["tokenizer"])
-    cfg = check_sampling(cfg, flags, tok, where.checkpoint)
-    ctx, precision = autocast_for(device, cfg.dtype)  # training's policy: bf16 autocast (+ TF32) on CUDA, fp32 on CPU
-    print(f"checkpoint {where.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
-          f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes, float64 draws")
-    return cfg, dict(model=model, tok=tok, schedule=Schedule(cfg.diffusion_steps, cfg.schedule), device=device, ctx=ctx,
-                     cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0))
-
-
-def check_sampling(cfg, flags, tok, checkpoint):
-    """The sampling flags checked against the checkpoint and each other (flags: the keys the user set)."""
     if "viz_video" not in flags:
         cfg = replace(cfg, viz_video="")  # write a video only when asked here: never replace one by default
+    tok = tokenizer_from_state(ckpt["tokenizer"])
     if "tokenizer_path" in flags:
         other = BPETokenizer.from_file(cfg.tokenizer_path)  # UserError if missing or not ours
         if fingerprint(other) != fingerprint(tok):
             raise UserError(f"tokenizer {cfg.tokenizer_path} (bpe, vocab {other.vocab_size}, fingerprint {fingerprint(other)}) "
-                            f"differs from the one {checkpoint} was trained with ({tok.kind}, vocab {tok.vocab_size}, "
+                            f"differs from the one {where.checkpoint} was trained with ({tok.kind}, vocab {tok.vocab_size}, "
                             f"fingerprint {fingerprint(tok)}): drop --tokenizer_path to use the checkpoint's own")
     if not objectives.get(cfg.objective).TRACE and (cfg.viz_video or cfg.live):
         raise UserError(f"--{'viz-video' if cfg.viz_video else 'live'} shows the denoising of a diffusion model; "
@@ -97,7 +88,12 @@ def check_sampling(cfg, flags, tok, checkpoint):
         if clash:
             raise UserError(f"{what} supplies the prompts, one sample each: drop --{clash[0].replace('_', '-')}")
         cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
-    return replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
+    cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
+    ctx, precision = autocast_for(device, cfg.dtype)  # training's policy: bf16 autocast (+ TF32) on CUDA, fp32 on CPU
+    print(f"checkpoint {where.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
+          f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes, float64 draws")
+    return cfg, dict(model=model, tok=tok, schedule=Schedule(cfg.diffusion_steps, cfg.schedule), device=device, ctx=ctx,
+                     cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0))
 
 
 def read_prompts(cfg, tok, block_size):

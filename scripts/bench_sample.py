@@ -180,17 +180,6 @@ def show(name, r):
           f"{fmt(r.get('gen_ppl'), '8.3f')} {r['distinct_2']:7.3f} {r['sample_entropy']:8.3f}", flush=True)
 
 
-def sampler_rows(a):
-    """The masked-diffusion rows --only keeps (none without --checkpoint): [(name, config overrides)]."""
-    rows = settings(a) if a.checkpoint else []
-    only = [s for s in a.only.split(",") if s]
-    unknown = [s for s in only if not any(s in name for name, _ in rows)]
-    if unknown:
-        raise UserError(f"--only {','.join(unknown)} matches no sampler row: use parts of these names: "
-                        f"{'; '.join(name for name, _ in rows)}")
-    return [(name, over) for name, over in rows if not only or any(s in name for s in only)]
-
-
 def equal_nfe_rows(mdlm, measured, model, tok, base, schedule, device, a, scorer):
     """The fixed-step samplers given the threshold row's mean NFE (equal-NFE comparisons): [(name, row)]."""
     thr = [name for name, over in mdlm if over.get("threshold") and not over.get("semi_ar_length")]
@@ -227,7 +216,13 @@ def main(argv):
     print(f"checkpoint {first}: {model.num_params():,} params, T={cfg.diffusion_steps} {cfg.schedule}; "
           f"{a.num_samples} samples x {a.gen_len} tokens, prompt {base.prompt!r}, temperature {a.temperature:g}, "
           f"{a.repeats} timed repeats (median)")
-    mdlm = sampler_rows(a)
+    mdlm = settings(a) if a.checkpoint else []  # the masked-diffusion rows --only keeps
+    only = [s for s in a.only.split(",") if s]
+    unknown = [s for s in only if not any(s in name for name, _ in mdlm)]
+    if unknown:
+        raise UserError(f"--only {','.join(unknown)} matches no sampler row: use parts of these names: "
+                        f"{'; '.join(name for name, _ in mdlm)}")
+    mdlm = [(name, over) for name, over in mdlm if not only or any(s in name for s in only)]
     header = f"{'sampler':<44} {'NFE':>7} {'wall s':>8} {'tok/s':>9} {'gen-PPL':>8} {'dist-2':>7} {'entropy':>8}"
     print(header + "\n" + "-" * len(header))
     # every row is timed in the same rounds (mdlm settings, bd3 at each L', AR), so their tok/s compare

@@ -121,18 +121,6 @@ def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
     return None
 
 
-def held_out_text(cfg, tok, n, length):
-    """Real text to read the samples against, as described above: (the reference text, the figures of the n windows
-    of `length` tokens of the held-out half)."""
-    _, _, val_ids, _ = prepare_data(cfg, tok, verbose=False)
-    half = len(val_ids) // 2
-    ref = tok.decode(val_ids[:half].tolist())
-    windows = held_out_windows(val_ids[half:], n, length, "the validation split's second half")
-    s = score(windows, 0, tok, reference=ref)
-    return ref, dict(sample_entropy=s["sample_entropy"], js=s["js"], js_mean=s["js_mean"], n_windows=len(windows),
-                     gen_len=length, reference_chars=len(ref))
-
-
 def grid_of(r, args, judge, start, gen_len, ref, device, generator):
     """Every point of one checkpoint's grid: its samples drawn and scored, each printed as it comes."""
     points = []
@@ -211,7 +199,12 @@ def main(argv):
             len(start) + gen_len > r["cfg"].block_size and not r["obj"].ANY_LENGTH for r in runs):
         raise UserError(f"start ({len(start)} tokens) + --gen-len {gen_len} exceeds a checkpoint's or the judge's "
                         f"context: use a shorter --gen-len")
-    ref, held = held_out_text(runs[0]["cfg"], tok, args.n_samples, gen_len)
+    _, _, val_ids, _ = prepare_data(runs[0]["cfg"], tok, verbose=False)  # held-out text, as described above
+    ref = tok.decode(val_ids[:len(val_ids) // 2].tolist())
+    windows = held_out_windows(val_ids[len(val_ids) // 2:], args.n_samples, gen_len, "the validation split's second half")
+    s = score(windows, 0, tok, reference=ref)
+    held = dict(sample_entropy=s["sample_entropy"], js=s["js"], js_mean=s["js_mean"], n_windows=len(windows),
+                gen_len=gen_len, reference_chars=len(ref))
     print(f"device: {device}; judge {args.ar_checkpoint}; {args.n_samples} samples of {gen_len} tokens per point; "
           f"held-out entropy {held['sample_entropy']:.3f}, n-gram JS of held-out text {held['js_mean']:.4f}")
     g, rows = torch.Generator().manual_seed(args.seed), []
