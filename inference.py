@@ -57,10 +57,9 @@ def main(argv):
 
 
 def load(argv):
-    """The sampling config and the model. The command line is read in two passes, since its layers sit on the config
-    of the checkpoint it names: the first finds that checkpoint and where to run it; the second lays the same presets,
-    files and flags over the checkpoint's saved config, whose model keys stay; then the sampling flags are checked
-    against the checkpoint and each other. Returns (cfg, what sampling needs)."""
+    """(the sampling config, what sampling needs). The command line is read in two passes, since its layers sit on the
+    config of the checkpoint it names: the first finds that checkpoint and the device; the second lays the same presets,
+    files and flags over the checkpoint's saved config (its model keys stay), whose sampling flags are then checked."""
     where, _ = parse(argv, check=False)  # pass 1: only --checkpoint and --device are read
     device = pick_device(where.device)
     model, ckpt = load_model(where.checkpoint, device)
@@ -162,13 +161,9 @@ def sample_once(cfg, run):
     nfes = [n for n, _ in per]
     nfe = f"{nfes[0]}" if min(nfes) == max(nfes) else f"{sum(nfes) / len(nfes):.1f} (min {min(nfes)}, max {max(nfes)})"
     print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched passes, "
-          f"{dt:.2f}s ({n_tok / dt:,.0f} tokens/s); sampler: {describe(cfg)}")
+          f"{dt:.2f}s ({n_tok / dt:,.0f} tokens/s); sampler: {obj.describe(cfg)}, temperature {cfg.temperature:g}, "
+          f"top_k {cfg.top_k}, top_p {cfg.top_p:g}")
     print_written(writer)
-
-
-def describe(cfg):
-    """One line naming every sampling setting in force."""
-    return f"{objectives.get(cfg.objective).describe(cfg)}, temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}"
 
 
 if __name__ == "__main__":

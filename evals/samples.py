@@ -58,10 +58,9 @@ def draw(model, cfg, start, gen_len, n, batch_size, mask_id, device, generator, 
 
 
 def score(samples, P, tok, judge=None, batch_size=32, reference=None):
-    """The figures of samples (n, P + gen_len) whose first P tokens were given: distinct-2/-3 and the sample entropy
-    (nats) of the generated part, the first sample's text; with a judge, gen-PPL and the mean NLL (nats/token) of the
-    generated tokens given the P before them (P = 0: given the AR start token); with reference text (str or list),
-    the JS divergence (bits) of the character n-gram distributions, per n (js) and their mean (js_mean)."""
+    """The figures of samples (n, P + gen_len) whose first P tokens were given: of the generated part distinct-2/-3,
+    the sample entropy (nats) and the first sample's text; with a judge, gen-PPL and the mean NLL (nats/token) given the
+    P tokens before (P = 0: the AR start token); with reference text, the n-gram JS divergence (bits: js, js_mean)."""
     gen = samples[:, P:].cpu()
     texts = [tok.decode(row.tolist()) for row in gen]
     res = dict(distinct_2=distinct_n(texts, 2), distinct_3=distinct_n(texts, 3), sample_entropy=sample_entropy(gen),
@@ -79,8 +78,7 @@ def score(samples, P, tok, judge=None, batch_size=32, reference=None):
 
 
 def held_out_windows(ids, n, length, what="the split"):
-    """n windows of `length` tokens of real text, evenly spaced over ids and never overlapping: what samples of that
-    length are read against (score them with P = 0)."""
+    """n windows of `length` tokens evenly spaced over ids, never overlapping: the real text samples are read against."""
     windows = fixed_windows(ids, n, length)
     if windows.size(1) != length:
         raise UserError(f"{what} has fewer than {length} tokens: use a shorter --gen-len")

@@ -77,8 +77,7 @@ def run_label(run_dir):
 
 
 def is_ar(r):
-    """Whether a row is an AR's (its figure an exact NLL): eval.py's rows say so; epochs.py's summary rows (and eval.py
-    JSON from before rows said) name the objective."""
+    """An AR's row (an exact NLL): eval.py's rows say so; epochs.py's summary (and old eval.py JSON) name the objective."""
     return r.get("exact", r["objective"] == "ar")
 
 
@@ -124,9 +123,8 @@ def plot_curves(run_dirs, out):
         ax.errorbar([r["iter"] for r in evals], [r["bits_per_char"] for r in evals],
                     yerr=[r.get("bpc_se", 0) for r in evals], color=c, marker="o", ms=4, lw=2, capsize=3,
                     label=f"{tag} val {'NLL' if ar else 'bound'} ± se")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("bits per character (lower is better)")
-    ax.set_title("Training and validation: diffusion bound vs AR NLL")
+    ax.set(xlabel="iteration", ylabel="bits per character (lower is better)",
+           title="Training and validation: diffusion bound vs AR NLL")
     ax.legend(fontsize=8)
     _save(plt, fig, out)
 
@@ -145,9 +143,8 @@ def plot_entropy(paths, out):
             n += 1
     if not n:
         raise UserError("no diffusion runs with entropy_by_t in " + ", ".join(paths) + ": AR runs have no timesteps")
-    ax.set_xlabel("diffusion time t / T  (more tokens masked to the right)")
-    ax.set_ylabel("mean predictive entropy at masked positions (nats)")
-    ax.set_title("Entropy per timestep")
+    ax.set(xlabel="diffusion time t / T  (more tokens masked to the right)", title="Entropy per timestep",
+           ylabel="mean predictive entropy at masked positions (nats)")
     ax.legend(fontsize=8)
     _save(plt, fig, out)
 
@@ -183,10 +180,10 @@ def plot_frontiers(docs, out):
     ax.set_yscale("log")
     for axis_fmt in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
         axis_fmt(ScalarFormatter())  # plain numbers on a log axis
-    ax.set_ylabel("gen-PPL under the AR judge (lower = likelier)")
-    ax_js.set_ylabel("JS divergence to held-out char 1-4-grams, bits (lower = closer)")
-    ax.set_title("gen-PPL vs entropy, one curve per sampler (points: temperatures)")
-    ax_js.set_title("n-gram divergence vs entropy (repetition cannot game it)")
+    ax.set(ylabel="gen-PPL under the AR judge (lower = likelier)",
+           title="gen-PPL vs entropy, one curve per sampler (points: temperatures)")
+    ax_js.set(ylabel="JS divergence to held-out char 1-4-grams, bits (lower = closer)",
+              title="n-gram divergence vs entropy (repetition cannot game it)")
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles + ax_js.get_legend_handles_labels()[0][-1:], labels + ax_js.get_legend_handles_labels()[1][-1:],
                loc="outside lower center", ncol=2, fontsize=7)  # below both panels: the curves stay visible
@@ -228,9 +225,9 @@ def plot_frontier(paths, out):
         for axis_fmt in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
             axis_fmt(ScalarFormatter())
     ax.margins(0.12)  # room for the point labels
-    ax.set_xlabel("sample entropy (nats, per-sample token histogram; higher = more diverse)")
-    ax.set_ylabel("generative perplexity under the AR scorer (lower = likelier)")
-    ax.set_title("Quality vs diversity: gen-PPL against entropy")
+    ax.set(xlabel="sample entropy (nats, per-sample token histogram; higher = more diverse)",
+           ylabel="generative perplexity under the AR scorer (lower = likelier)",
+           title="Quality vs diversity: gen-PPL against entropy")
     ax.legend(fontsize=8)
     _save(plt, fig, out)
 
@@ -281,12 +278,9 @@ def plot_nfe(paths, out):
         a.xaxis.set_major_formatter(ScalarFormatter())
         a.xaxis.set_minor_formatter(NullFormatter())
         a.set_xlabel("reverse steps K (NFE)")
-    ax_b.set_ylabel("val bits/char: bound of the K-step chain (lower = better)")
-    ax.set_ylabel("generative perplexity under the AR judge (lower = likelier)")
-    ax_e.set_ylabel("sample entropy (nats; too low = repetitive)")
-    ax_b.set_title("bound vs NFE")
-    ax.set_title("gen-PPL vs NFE")
-    ax_e.set_title("sample entropy vs NFE")
+    ax_b.set(ylabel="val bits/char: bound of the K-step chain (lower = better)", title="bound vs NFE")
+    ax.set(ylabel="generative perplexity under the AR judge (lower = likelier)", title="gen-PPL vs NFE")
+    ax_e.set(ylabel="sample entropy (nats; too low = repetitive)", title="sample entropy vs NFE")
     ax_b.legend(fontsize=7)
     ax.legend(fontsize=7)
     _save(plt, fig, out)
