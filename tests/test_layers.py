@@ -1,5 +1,6 @@
 """Arrows point down: utils/ is the floor, so none of its modules imports a repo module above it (the objectives, the
-samplers, canvas.py, trace.py, evals/, the entry points); model.py, the network, is the one it may read.
+samplers, canvas.py, trace.py, evals/, the entry points); model.py, the network, is the one it may read. evals/ and
+trace.py in turn sit below the entry points (train.py, inference.py, scripts/).
 python -m pytest -q tests/test_layers.py"""
 import ast
 
@@ -23,6 +24,12 @@ def repo_imports(path):
 def test_utils_imports_nothing_above_it():
     above = {f"utils/{p.name}": sorted(repo_imports(p) - FLOOR_MAY_IMPORT) for p in sorted((ROOT / "utils").glob("*.py"))}
     assert not {f: m for f, m in above.items() if m}, "utils/ must not import these modules above it"
+
+
+def test_evals_and_trace_import_no_entry_point():
+    files = sorted((ROOT / "evals").glob("*.py")) + [ROOT / "trace.py"]
+    up = {p.name: sorted(repo_imports(p) & {"train", "inference", "scripts"}) for p in files}
+    assert not {f: m for f, m in up.items() if m}, "evals/ and trace.py sit below the entry points"
 
 
 def test_the_walk_sees_an_import_above_the_floor(tmp_path):
