@@ -16,8 +16,20 @@ import torch
 
 import objectives
 from common import LN2, stratum_time
+from utils.dataloader import chars_per_token, check_fits, fixed_windows, split_ids
 
 ENTROPY_BINS = 10  # time bins of evaluate's entropy_by_t
+# the figure every record reports: scripts/eval.py's defaults, and what train.py's last report line repeats
+REPORT = dict(split="test", n_windows=128, n_t=8, batch_size=32, seed=0)
+
+
+def report_windows(tok, train_ids, val_ids, split, n_windows, L):
+    """The fixed windows (n, L + 1) of a split (utils.dataloader.split_ids) that a report scores, and the characters
+    per scored token of exactly those windows (BPE windows decode to ~1 % other than the split's mean)."""
+    ids = split_ids(train_ids, val_ids, split)
+    check_fits(ids, L + 1, split)
+    windows = fixed_windows(ids, n_windows, L + 1)  # every objective scores the same last L tokens of each
+    return windows, chars_per_token(tok, windows[:, 1:])
 
 
 @torch.no_grad()

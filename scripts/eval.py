@@ -36,13 +36,13 @@ import torch  # noqa: E402
 import objectives  # noqa: E402
 from common import Schedule, time_grid  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
-from evals.bound import evaluate  # noqa: E402
+from evals.bound import REPORT, evaluate, report_windows  # noqa: E402
 from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
 from evals.samples import draw, held_out_windows, load_judge, score, start_ids  # noqa: E402
 from sampler import ORDERS  # noqa: E402
 from trace import StepBar, chain  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
-from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
+from utils.dataloader import SPLITS, fixed_windows, prepare_data, split_ids  # noqa: E402
 from utils.dist import DTYPES, autocast_for, pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, check_output  # noqa: E402
@@ -55,12 +55,14 @@ def parse_args(argv):
     p = ArgParser(prog="scripts/eval.py", description="Evaluate diffusion and AR checkpoints into one table.")
     p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (diffusion or AR)")
     p.add_argument("--ar-checkpoint", default="", help="AR checkpoint that scores samples (gen-PPL); same tokenizer")
-    p.add_argument("--split", choices=("val", "train"), default="val", help="which split's fixed windows to score")
+    p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows to score: test = the "
+                   "second half of the validation text, what records report; dev = its first half, what choices read "
+                   "(train.py's evals, best.pt, lever searches); val = both (the windows of records before the cut); train")
     p.add_argument("--data-path", default="", help="override the checkpoint's data_path (e.g. run from elsewhere)")
     p.add_argument("--val-path", default=None, help="override the checkpoint's val_path ('' = split data_path)")
-    p.add_argument("--n-windows", type=int, default=128, help="fixed evaluation windows, evenly spaced over the split")
-    p.add_argument("--n-t", type=int, default=8, help="stratified diffusion times per window for the bound")
-    p.add_argument("--batch-size", type=int, default=32, help="windows or samples per forward pass")
+    p.add_argument("--n-windows", type=int, default=REPORT["n_windows"], help="fixed evaluation windows, evenly spaced over the split")
+    p.add_argument("--n-t", type=int, default=REPORT["n_t"], help="stratified diffusion times per window for the bound")
+    p.add_argument("--batch-size", type=int, default=REPORT["batch_size"], help="windows or samples per forward pass")
     p.add_argument("--n-samples", type=int, default=16, help="samples for gen-PPL, distinct-n, change rate (0 = skip)")
     p.add_argument("--gen-len", type=int, default=0, help="tokens per sample; 0 = fill the context after the prompt")
     p.add_argument("--prompt", default="", help="text every sample starts from; '' = the AR start token (newline/EOT)")
@@ -79,8 +81,8 @@ def parse_args(argv):
                    "a row that gets no closer says unmatched; needs --ar-checkpoint and --n-samples)")
     p.add_argument("--diffusion-steps", type=int, default=0, help="score (and sample) on a chain of this many time steps "
                    "instead of the checkpoint's own T (0): only for a network with no time input (time_cond none, bd3), "
-                   "which defines a chain at any T; a finer chain has a tighter bound, toward MDLM's continuous-time one")
-    p.add_argument("--seed", type=int, default=0)
+                   "which defines a chain at any T (on the networks measured here a finer chain read a tighter bound)")
+    p.add_argument("--seed", type=int, default=REPORT["seed"])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="autocast of the forward passes, as train.py's "
                    "--dtype: auto = bf16 on a CUDA GPU that has it (fp16 on one that does not), fp32 elsewhere")
@@ -253,7 +255,7 @@ def matched(run, args, judge, device, generator, target, first):
 def held_out_entropy(run, args):
     """The held-out text's own sample entropy on windows as long as this run's samples: the target they are read at."""
     _, tr, va, _ = prepare_data(run["cfg"], run["tok"], verbose=False)
-    windows = held_out_windows(va if args.split == "val" else tr, max(args.n_samples, 2), sample_plan(run, args)[1],
+    windows = held_out_windows(split_ids(tr, va, args.split), max(args.n_samples, 2), sample_plan(run, args)[1],
                                f"the {args.split} split")
     return sample_entropy(windows)
 
@@ -273,13 +275,8 @@ def evaluate_run(run, args, judge, device, bar):
     model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
     t0 = time.time()
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
-    ids = val_ids if args.split == "val" else train_ids
     L = cfg.block_size
-    check_fits(ids, L + 1, args.split)
-    windows = fixed_windows(ids, args.n_windows, L + 1)  # every objective scores the same last L tokens of each
-    # characters per token of exactly the scored tokens, not of the whole split: BPE windows decode to a different
-    # number of characters per token than the split does (1.07 % off)
-    cpt = chars_per_token(tok, windows[:, 1:])
+    windows, cpt = report_windows(tok, train_ids, val_ids, args.split, args.n_windows, L)
     res = evaluate(model, windows, cfg, run["schedule"], tok, args.batch_size, device, n_t=args.n_t, seed=args.seed,
                    chars_per_token=cpt, details=True)
     bar(n=-(-args.n_windows // args.batch_size) * (args.n_t if obj.eval_times(cfg, L) else 1))
@@ -310,7 +307,7 @@ def evaluate_run(run, args, judge, device, bar):
     if args.infill_len and not obj.CONTINUES_ONLY:  # AR and bd3 only continue a prompt
         if args.infill_len >= L:
             raise UserError(f"--infill-len {args.infill_len} must be shorter than the context {L}")
-        iw = fixed_windows(ids, args.n_infill, L)
+        iw = fixed_windows(split_ids(train_ids, val_ids, args.split), args.n_infill, L)
         row.update(infill_recovery(model, iw, replace(scfg, temperature=args.infill_temperature), run["schedule"],
                                    tok.mask_id, args.infill_len, g, args.batch_size, device))
         bar(n=-(-args.n_infill // args.batch_size) * obj.passes(scfg, args.infill_len))
@@ -366,9 +363,9 @@ def table(rows, val_entropy, judge="none"):
         ("sampler", lambda r: r.get("sampler", "n/a")),
         ("params", lambda r: f"{r['params']:,}"),
         ("tokens seen", lambda r: f"{r['tokens_seen']:,}"),
-        ("val NLL/bound (bits/char)", bound),
+        (f"{rows[0].get('split', 'val')} NLL/bound (bits/char)", bound),
         ("  MC share of the ±, at most (bits/char)", lambda r: get(r, "mc_bpc_max", ".4f")),
-        ("val NLL/bound (nats/token)", lambda r: f"{r['nats_per_token']:.4f}"),
+        (f"{rows[0].get('split', 'val')} NLL/bound (nats/token)", lambda r: f"{r['nats_per_token']:.4f}"),
         ("perplexity (per token)", lambda r: f"{r['ppl']:.3f}"),
         ("masked recon accuracy (fraction)", lambda r: get(r, "recon_acc", ".4f")),
         ("entropy by t, low->high (nats)", ent),

@@ -20,7 +20,7 @@ measures the two apart). Without self-conditioning the two readings are one.
     python scripts/order_nll.py artifacts/models/baby/model.pt --n-windows 32 --device cpu    # quick look
     python scripts/order_nll.py artifacts/models/baby/model.pt --self-cond-read sampler    # the sampler's joint
 
-Windows: the validation split's --n-windows fixed windows, the same tokens scripts/eval.py scores. Prints per order
+Windows: --split's --n-windows fixed windows (test by default), the same tokens scripts/eval.py scores. Prints per order
 nats/token and bits/char +- one standard error over windows, each order's paired difference from the first, and the
 NLL by quarter of the order (the first quarter is read with the window, or block, mostly masked). Masked diffusion
 (mdlm): the order runs over the whole window, L passes. Block diffusion (bd3): blocks are read left to right with
@@ -42,7 +42,7 @@ from bd3 import bd3_logits  # noqa: E402
 from common import predict_logits, self_condition_input  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
-from utils.dataloader import chars_per_token, check_fits, fixed_windows, prepare_data  # noqa: E402
+from utils.dataloader import SPLITS, chars_per_token, check_fits, fixed_windows, prepare_data, split_ids  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, check_output  # noqa: E402
@@ -141,7 +141,9 @@ def parse_args(argv):
                   description="Exact NLL of a diffusion network's joint (mdlm, bd3), reveal order by order.")
     p.add_argument("checkpoint", help="an mdlm or bd3 model.pt written by train.py")
     p.add_argument("--orders", default="l2r,random", help=f"comma-separated, from {', '.join(ORDERS)}")
-    p.add_argument("--n-windows", type=int, default=128, help="validation windows (scripts/eval.py's)")
+    p.add_argument("--n-windows", type=int, default=128, help="fixed windows of --split (scripts/eval.py's)")
+    p.add_argument("--split", choices=SPLITS, default="test", help="whose windows, as scripts/eval.py --split: test "
+                   "reports, dev chooses")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0, help="seeds the random orders")
     p.add_argument("--self-cond-read", choices=SC_READS, default="bound",
@@ -175,9 +177,10 @@ def main(argv):
     pass_of = PASSES[cfg.objective]
     sc_read = args.self_cond_read if model.args.self_cond else None
     tok = tokenizer_from_state(ckpt["tokenizer"])
-    _, _, val, _ = prepare_data(cfg, tok, verbose=False)
+    _, tr, va, _ = prepare_data(cfg, tok, verbose=False)
+    val = split_ids(tr, va, args.split)
     L = cfg.block_size
-    check_fits(val, L + 1, "val")
+    check_fits(val, L + 1, args.split)
     windows = fixed_windows(val, args.n_windows, L + 1)[:, 1:]  # scripts/eval.py's windows, its scored tokens
     cpt, g = chars_per_token(tok, windows), torch.Generator().manual_seed(args.seed)
     block = pass_of(model, cfg, windows[:1], tok.mask_id)[1]
