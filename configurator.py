@@ -140,38 +140,14 @@ TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained")
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
 
 
-def validate(cfg, given=()):
-    """Reject values that cannot work, before any work is done. given: the keys the user set (by flag or config
-    file, not by a preset); a given key the objective does not read (its IGNORES) is refused, never dropped."""
-    for key, allowed in CHOICES.items():
-        if getattr(cfg, key) not in allowed:
-            raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
-    positive = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "batch_size", "eval_interval",
-                "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every", "gif_frame_ms")
-    for key in positive:
-        if getattr(cfg, key) < 1:
-            raise UserError(f"{key} must be >= 1, got {getattr(cfg, key)}")
-    if cfg.max_iters < 0:
-        raise UserError(f"max_iters must be >= 0, got {cfg.max_iters}")
-    if cfg.keep_last < 1 or cfg.skip_nonfinite < 0:
-        raise UserError(f"keep_last must be >= 1 and skip_nonfinite >= 0; got {cfg.keep_last}, {cfg.skip_nonfinite}")
-    if cfg.n_embd % cfg.n_head or (cfg.n_embd // cfg.n_head) % 2:
-        raise UserError(f"n_embd={cfg.n_embd} must split into n_head={cfg.n_head} heads of even size (RoPE)")
-    if not 0 < cfg.val_fraction < 1:
-        raise UserError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
-    if cfg.learning_rate <= 0 or cfg.min_lr < 0:
-        raise UserError("learning_rate must be > 0 and min_lr >= 0")
+def check_sampler(cfg, given=()):
+    """Reject sampler settings that cannot work together (validate's part for the sampling keys)."""
     if cfg.temperature < 0:
         raise UserError(f"temperature must be >= 0 (0 = argmax), got {cfg.temperature}")
     if cfg.top_k < 0:
         raise UserError(f"top_k must be >= 1, or 0 to turn it off; got {cfg.top_k}")
     if not 0 < cfg.top_p <= 1:
         raise UserError(f"top_p must be in (0, 1], got {cfg.top_p}")
-    obj = objectives.get(cfg.objective)
-    unread = [k for k in obj.IGNORES if k in given]  # a preset's values for them are simply not read
-    if unread:
-        raise UserError(f"objective={cfg.objective} does not read --{unread[0]}: {obj.IGNORES[unread[0]]}; drop it")
-    obj.check(cfg, given)
     if not 0 <= cfg.threshold <= 1:
         raise UserError(f"threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {cfg.threshold}")
     if cfg.threshold and cfg.order in UNSCORED_ORDERS:
@@ -195,6 +171,35 @@ def validate(cfg, given=()):
     if cfg.corrector_steps < 0 or not 0 < cfg.corrector_frac <= 1:
         raise UserError(f"need corrector_steps >= 0 and corrector_frac in (0, 1], got {cfg.corrector_steps}, "
                         f"{cfg.corrector_frac}: e.g. --corrector_steps=4 --corrector_frac=0.1")
+
+
+def validate(cfg, given=()):
+    """Reject values that cannot work, before any work is done. given: the keys the user set (by flag or config
+    file, not by a preset); a given key the objective does not read (its IGNORES) is refused, never dropped."""
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    positive = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "batch_size", "eval_interval",
+                "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every", "gif_frame_ms")
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise UserError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.max_iters < 0:
+        raise UserError(f"max_iters must be >= 0, got {cfg.max_iters}")
+    if cfg.keep_last < 1 or cfg.skip_nonfinite < 0:
+        raise UserError(f"keep_last must be >= 1 and skip_nonfinite >= 0; got {cfg.keep_last}, {cfg.skip_nonfinite}")
+    if cfg.n_embd % cfg.n_head or (cfg.n_embd // cfg.n_head) % 2:
+        raise UserError(f"n_embd={cfg.n_embd} must split into n_head={cfg.n_head} heads of even size (RoPE)")
+    if not 0 < cfg.val_fraction < 1:
+        raise UserError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
+    if cfg.learning_rate <= 0 or cfg.min_lr < 0:
+        raise UserError("learning_rate must be > 0 and min_lr >= 0")
+    obj = objectives.get(cfg.objective)
+    unread = [k for k in obj.IGNORES if k in given]  # a preset's values for them are simply not read
+    if unread:
+        raise UserError(f"objective={cfg.objective} does not read --{unread[0]}: {obj.IGNORES[unread[0]]}; drop it")
+    obj.check(cfg, given)
+    check_sampler(cfg, given)
     if cfg.semi_ar_length < 0 or not 0 <= cfg.mask_span <= cfg.block_size:
         raise UserError(f"semi_ar_length must be >= 0 and mask_span in [0, block_size={cfg.block_size}]; "
                         f"got {cfg.semi_ar_length}, {cfg.mask_span}")
