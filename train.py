@@ -30,7 +30,8 @@ import objectives
 from common import Draw, Schedule
 from configurator import RESUMABLE_KEYS, config_to_dict, format_config, help_text, parse, refuse_changes, wants_help
 from evals.bound import evaluate
-from evals.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_time, loss_label
+from evals.report import (estimate_line, eta_seconds, final_report, first_step_line, fmt_eta, fmt_time, long_run_note,
+                          loss_label, steady_step_s)
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
@@ -329,7 +330,7 @@ def train(cfg, env, data, run):
     tokens_per_step = cfg.total_batch_size
     flops_step = objectives.get(cfg.objective).flops(run.raw_model, cfg)[0] * tokens_per_step
     peak = peak_flops(env.device)
-    t_last, tokens_since, timed_iters = time.time(), 0, 0
+    t_last, tokens_since, timed_iters, window_s, noted = time.time(), 0, 0, [], False  # window_s: s/step per log line
     run.t_start, train_time = time.time(), 0.0
     loss_name, legend = loss_label(cfg)
     print0(f"{legend}\nbest.pt: the lowest dev figure of the evals ({len(data.val_windows)} windows x {EVAL_T} t of the dev "
@@ -352,10 +353,8 @@ def train(cfg, env, data, run):
             if env.device.type == "cuda":
                 torch.cuda.synchronize()
             step_s = time.time() - t_last
-            logs = (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters
-            line = first_step_line(cfg, env.device, it + 1, step_s, eta_seconds(cfg, env.accum, run.eval_s, it + 1, step_s, EVAL_T), logs)
-            if line:
-                print0(line)
+            if not ((it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters):  # else its log line follows
+                print0(first_step_line(cfg, it + 1, step_s, eta_seconds(cfg, env.accum, run.eval_s, it + 1, step_s, EVAL_T)))
 
         if (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters:
             loss_avg = all_reduce_mean(run.loss_acc / max(run.n_acc, 1), env.world).item()  # one sync per log line
@@ -365,10 +364,15 @@ def train(cfg, env, data, run):
             dt = time.time() - t_last
             train_time += dt
             tps = tokens_since / dt
-            eta = eta_seconds(cfg, env.accum, run.eval_s, it + 1, train_time / (it + 1 - run.start_iter), EVAL_T)  # mean step time: steadier
+            window_s.append(dt / timed_iters)
+            step_s, settled = steady_step_s(window_s)  # a median of recent windows: the first steps run slow
+            eta = eta_seconds(cfg, env.accum, run.eval_s, it + 1, step_s, EVAL_T)
             mfu = f" | mfu {flops_step * timed_iters / dt / peak * 100:.1f}%" if peak else ""
             print0(f"iter {it + 1}/{cfg.max_iters} | {loss_name} {loss_avg:.4f} | lr {lr:.2e} | "
-                   f"{dt / timed_iters * 1000:.0f} ms/it | {tps:,.0f} tok/s{mfu} | eta {fmt_time(eta)}")
+                   f"{dt / timed_iters * 1000:.0f} ms/it | {tps:,.0f} tok/s{mfu} | {fmt_eta(eta, settled)}")
+            note, noted = long_run_note(cfg, env.device, eta) if settled and not noted else "", noted or settled
+            if note:  # once, from the first settled ETA
+                print0(note)
             sys.stdout.flush()
             log_row(env, run, kind="train", iter=it + 1, loss=loss_avg, lr=lr, tok_per_s=tps, seconds=train_time)
             run.loss_acc.zero_()

@@ -2,7 +2,7 @@
 time and ETA (with a note when the run is long for its device), the name of the training loss in its log lines
 and the end-of-training metrics block with a sample. Every figure carries its unit or says what it counts.
 
-    from evals.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_time, loss_label
+    from evals.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_eta, long_run_note, loss_label
     print(loss_label(cfg))                      # 'train all_ce' (the log line's figure) and what it measures
 """
 from dataclasses import replace
@@ -10,6 +10,7 @@ from dataclasses import replace
 import torch
 
 import objectives
+from configurator import get_config
 from canvas import continuation
 from evals.metrics import ChangeRate, distinct_n
 from trace import StepBar, chain, generate_with_trace, open_trace, print_written
@@ -58,15 +59,38 @@ def eta_seconds(cfg, accum, eval_s, done, step_s, eval_t):
     return (cfg.max_iters - done) * step_s + (evals_left + 1) * eval_s
 
 
-def first_step_line(cfg, device, done, step_s, eta, logged):
-    """The first step's time and the ETA it gives (unless its log line follows anyway), and a note when the
-    run will take more than an hour here: on a CPU it names the laptop preset."""
-    lines = [] if logged else [f"iter {done}/{cfg.max_iters} | {step_s:.2f} s/step (the first, setup included) | "
-                               f"eta {fmt_time(eta)}"]
-    if eta > 3600:
-        lines.append(f"note: this run needs ~{fmt_time(eta)} on this device ({device.type})" + (
-            "; the laptop preset trains in ~18 min on 2 CPU cores: python train.py cpu" if device.type == "cpu" else ""))
-    return "\n".join(lines)
+SETTLE_WINDOWS = 3  # log windows the ETA's step time is the median of; until that many follow the first: "(settling)"
+
+
+def steady_step_s(window_s):
+    """(s/step to project from, settled): the median of the last SETTLE_WINDOWS log windows' s/step, the first
+    window (setup, and a shared machine's slow first steps) left out once another is timed."""
+    recent = sorted((window_s[1:] or window_s)[-SETTLE_WINDOWS:])
+    return recent[(len(recent) - 1) // 2], len(window_s) > SETTLE_WINDOWS
+
+
+def fmt_eta(eta, settled):
+    return f"eta {fmt_time(eta)}" if settled else f"eta ~{fmt_time(eta)} (settling)"
+
+
+def budget(cfg):
+    """A run's size for comparing presets: non-embedding parameters (12 L d^2) x training tokens."""
+    return 12 * cfg.n_layer * cfg.n_embd ** 2 * cfg.max_iters * (cfg.total_batch_size or cfg.batch_size * cfg.block_size)
+
+
+def first_step_line(cfg, done, step_s, eta):
+    """The first step's time and a first, rough ETA (a log line's ETA settles from steady windows)."""
+    return f"iter {done}/{cfg.max_iters} | {step_s:.2f} s/step (the first, setup included) | {fmt_eta(eta, False)}"
+
+
+def long_run_note(cfg, device, eta):
+    """Once the ETA has settled: a note when the run needs more than an hour here; on a CPU, when the run is
+    bigger than the laptop preset, it names that preset."""
+    if eta <= 3600:
+        return ""
+    bigger = device.type == "cpu" and budget(cfg) > budget(get_config(["cpu"]))
+    return f"note: this run needs ~{fmt_time(eta)} on this device ({device.type})" + (
+        "; the laptop preset (4/4/128, 2,000 steps) trains in ~18 min on 2 CPU cores: python train.py cpu" if bigger else "")
 
 
 def loss_label(cfg):

@@ -1,10 +1,11 @@
 """What train.py prints beside its loop (evals/report.py): the training loss named for what it is, and the final
 metrics block with a unit or a meaning for every figure. python -m pytest -q tests/test_report.py"""
 import pytest
+import torch
 
 from configurator import get_config
 from common import Schedule
-from evals.report import final_report, loss_label
+from evals.report import final_report, first_step_line, fmt_eta, long_run_note, loss_label, steady_step_s
 from helpers import ToyModel
 from utils.tokenizer import CharTokenizer
 
@@ -46,3 +47,24 @@ def test_the_final_metrics_block_labels_every_figure_and_drops_what_the_sampler_
     assert "reverse-step token change rate (fraction of committed tokens a step changes): " in out
     assert "by construction" not in _report(capsys, "--remask=remdm")
     assert "0 by construction (threshold: committed tokens are final)" in _report(capsys, "--threshold=0.5")
+
+
+def test_the_eta_projects_from_steady_windows_and_says_when_it_is_settling():
+    # the issue's run: a slow first window (setup, a shared machine), then steadier ones
+    assert steady_step_s([6.4]) == (6.4, False)  # only the first window: all there is, settling
+    assert steady_step_s([6.4, 1.5]) == (1.5, False)  # the first left out once another is timed
+    assert steady_step_s([6.4, 1.5, 2.0, 1.6]) == (1.6, True)  # the median of the last 3: settled
+    assert steady_step_s([6.4, 1.5, 2.0, 1.6, 9.0, 1.7]) == (1.7, True)  # one slow window moves it not
+    assert fmt_eta(3500, False) == "eta ~58m20s (settling)" and fmt_eta(3500, True) == "eta 58m20s"
+    cfg = get_config(["cpu"])
+    assert first_step_line(cfg, 1, 6.4, 12840) == "iter 1/2000 | 6.40 s/step (the first, setup included) | eta ~3h34m (settling)"
+
+
+def test_the_long_run_note_names_the_laptop_preset_only_to_a_bigger_run():
+    cpu = torch.device("cpu")
+    assert long_run_note(get_config(["cpu"]), cpu, 1800) == ""  # under an hour: no note
+    assert long_run_note(get_config(["cpu"]), cpu, 5000) == "note: this run needs ~1h23m on this device (cpu)"  # it is that preset
+    assert "python train.py" not in long_run_note(get_config(["baby"]), cpu, 5000)  # smaller than the laptop preset
+    for argv in (["shakespeare_char"], ["cpu", "--max_iters=5000"]):  # bigger: the laptop preset is the cheaper run
+        assert long_run_note(get_config(argv), cpu, 5000).endswith("on 2 CPU cores: python train.py cpu")
+    assert "python train.py" not in long_run_note(get_config(["shakespeare_char"]), torch.device("meta"), 5000)  # not a CPU

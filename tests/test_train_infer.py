@@ -133,15 +133,18 @@ def _fake_clock_run(monkeypatch, step_s, *argv):
     train.main([f"--data_path={real_text()}", "--out_dir=out", "--overwrite", *MICRO, "--eval_interval=100", *argv])
 
 
-def test_the_first_step_prints_its_time_and_eta_and_a_long_run_names_the_laptop_preset(in_tmp, monkeypatch, capsys):
-    _fake_clock_run(monkeypatch, 1000.0, "--max_iters=12", "--log_interval=6")  # 1000 s a step: 12 steps > 3 h
+def test_the_first_step_prints_a_settling_eta_and_a_long_run_notes_it_once_settled(in_tmp, monkeypatch, capsys):
+    _fake_clock_run(monkeypatch, 1000.0, "--max_iters=40", "--log_interval=5")  # 1000 s a step: 40 steps > 3 h
     out = capsys.readouterr().out
-    assert "iter 1/12 | 1000.00 s/step (the first, setup included) | eta 3h" in out
-    assert "note: this run needs ~3h" in out and "on this device (cpu)" in out and "python train.py cpu" in out
-    assert out.index("iter 1/12 |") < out.index("iter 6/12 |")
-    _fake_clock_run(monkeypatch, 1.0, "--max_iters=12", "--log_interval=6")  # 12 s: no note
+    assert "iter 1/40 | 1000.00 s/step (the first, setup included) | eta ~" in out and "(settling)" in out
+    assert "iter 15/40 |" in out and "eta ~" in out.split("iter 15/40 |")[1].split("\n")[0]  # 2 windows past the first
+    assert "| eta 6h17m" in out.split("iter 20/40 |")[1].split("\n")[0]  # 3 past the first: settled (20 steps + the final eval left)
+    # the note, once, after the first settled ETA; MICRO is smaller than the laptop preset: no preset named
+    assert out.count("note: this run needs ~6h17m on this device (cpu)\n") == 1 and "python train.py cpu" not in out
+    assert out.index("iter 20/40 |") < out.index("note:") < out.index("iter 25/40 |")
+    _fake_clock_run(monkeypatch, 1.0, "--max_iters=40", "--log_interval=5")  # 40 s: no note
     out = capsys.readouterr().out
-    assert "iter 1/12 | 1.00 s/step" in out and "note:" not in out
+    assert "iter 1/40 | 1.00 s/step" in out and "note:" not in out
     _fake_clock_run(monkeypatch, 1.0, "--max_iters=12", "--log_interval=1")  # its own log line comes anyway: no second
     assert capsys.readouterr().out.count("iter 1/12 |") == 1
 
