@@ -29,9 +29,9 @@ import torch
 import objectives
 from common import Draw, Schedule
 from configurator import RESUMABLE_KEYS, config_to_dict, format_config, help_text, parse, refuse_changes, wants_help
-from evals.bound import evaluate
+from evals.bound import REPORT, evaluate, report_windows
 from evals.report import (estimate_line, eta_seconds, final_report, first_step_line, fmt_eta, fmt_time, long_run_note,
-                          loss_label, steady_step_s)
+                          loss_label, steady_step_s, units)
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
@@ -68,6 +68,7 @@ class Env:
 class Data:
     tok: object
     train_ids: object         # np.memmap of token ids
+    val_ids: object           # the validation ids, both halves (utils.dataloader.split_ids)
     val_windows: torch.Tensor  # (N, block_size + 1): the fixed validation set
     val_cpt: float            # characters per scored token in val_windows (bits/char)
     meta: dict
@@ -194,7 +195,7 @@ def load_data(cfg, env):
            f"({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token on val "
            f"({val_cpt:.3f} in the {len(val_windows)} disjoint eval windows of its dev half"
            f"{'' if len(val_windows) == cfg.eval_iters * cfg.batch_size else f', all the split holds of the {cfg.eval_iters * cfg.batch_size} asked'})")
-    return cfg, Data(tok, train_ids, val_windows, val_cpt, meta, window)
+    return cfg, Data(tok, train_ids, val_ids, val_windows, val_cpt, meta, window)
 
 
 # ---------------------------------------------------------------- model, optimizer, resume
@@ -267,8 +268,7 @@ def run_eval(cfg, env, data, run, it, details=False):
     res = evaluate(run.eval_model, data.val_windows, cfg, run.schedule, data.tok, cfg.batch_size, env.device, env.ctx,
                    n_t=EVAL_T, seed=cfg.seed, chars_per_token=data.val_cpt, details=details)
     what = "NLL" if objectives.get(cfg.objective).EXACT else "bound"
-    print0(f"eval {it}: val {what} {res['nats_per_token']:.4f} ± {res['se']:.4f} nats/token, "
-           f"{res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char{' (EMA weights)' if run.ema else ''}")
+    print0(f"eval {it}: val {what} {units(res)}{' (EMA weights)' if run.ema else ''}")
     return res
 
 
@@ -442,7 +442,10 @@ def finish(cfg, env, data, run):
         return
     print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, val {run.best_val:.4f} nats/token, in "
           f"{os.path.join(cfg.out_dir, 'best.pt')}); trained {fmt_time(time.time() - run.t_start)}")
-    final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"])
+    windows, cpt = report_windows(data.tok, data.train_ids, data.val_ids, REPORT["split"], REPORT["n_windows"], cfg.block_size)
+    test = evaluate(run.eval_model, windows, cfg, run.schedule, data.tok, REPORT["batch_size"], env.device, env.ctx,
+                    n_t=REPORT["n_t"], seed=REPORT["seed"], chars_per_token=cpt)  # scripts/eval.py's figure
+    final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"], test)
     if env.wandb is not None:
         env.wandb.finish()
     if env.world > 1:

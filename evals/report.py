@@ -10,6 +10,7 @@ from dataclasses import replace
 import torch
 
 import objectives
+from common import LN2
 from configurator import get_config
 from canvas import continuation
 from evals.metrics import ChangeRate, distinct_n
@@ -97,11 +98,17 @@ def loss_label(cfg):
     """(the name of the figure a log line reports as its training loss, a line saying what it measures)."""
     obj = objectives.get(cfg.objective)
     name = "ce" if obj.EXACT else "elbo" if obj.LOSS_KEY in obj.IGNORES else getattr(cfg, obj.LOSS_KEY)
-    band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}]"
+    band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}] (the bound scores every rate: not comparable to it)"
             if not obj.EXACT and (cfg.mask_min, cfg.mask_max) != (0, 1) and "mask_min" not in obj.IGNORES else "")
     val = "'val NLL' is the exact NLL" if obj.EXACT else "'val bound' is the NELBO"
     return f"train {name}", (f"log: 'train {name}' is {LOSSES[name]}{band}; {val} on the fixed validation windows, "
-                             f"the figure to compare (both nats/token)")
+                             f"the figure to compare (both nats/token; the eval lines give nats/char, the README's unit, too)")
+
+
+def units(res):
+    """A bound or NLL per token and per character of the scored tokens (nats/char = bits/char x ln 2, as eval.py)."""
+    return (f"{res['nats_per_token']:.4f} ± {res['se']:.4f} nats/token = {res['bits_per_char'] * LN2:.4f} ± "
+            f"{res['bpc_se'] * LN2:.4f} nats/char = {res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char")
 
 
 def revisits(cfg):
@@ -110,8 +117,9 @@ def revisits(cfg):
     return obj.NOISE_START or (obj.TRACE and cfg.remask != "none" and not cfg.threshold)
 
 
-def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
-    """The end-of-training metrics block and a sample (4 are drawn at least, for distinct-2; sample 0 is printed)."""
+def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):
+    """The end-of-training metrics block (res: the dev eval; test: the figure the records cite, evals.bound.REPORT)
+    and a sample (4 are drawn at least, for distinct-2; sample 0 is printed)."""
     g, obj = torch.Generator().manual_seed(cfg.seed), objectives.get(cfg.objective)
     change = ChangeRate(tok.mask_id)
     n = max(cfg.num_samples, 4)
@@ -126,9 +134,12 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0):
                                               on_step=chain(change, bar))
     ar = obj.EXACT
     print("---- final validation metrics")
-    print(f"  val {'NLL' if ar else 'bound (NELBO)'}: {res['nats_per_token']:.4f} ± {res['se']:.4f} "
-          f"nats/token = {res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char "
-          f"({res['n_windows']} windows{'' if ar else ' x %d t' % res['n_t']}; ± one standard error)")
+    what, t = ("NLL", "") if ar else ("bound (NELBO)", " x %d t")
+    print(f"  dev {what}, the figure that picks best.pt: {units(res)} ({res['n_windows']} windows{t and t % res['n_t']} "
+          f"of the dev half; ± one standard error)")
+    if test:
+        print(f"  test {what} (scripts/eval.py's figure, the one README and RESULTS cite): {units(test)} "
+              f"({test['n_windows']} windows{t and t % test['n_t']} of the test half)")
     print(f"  perplexity (per token, {'exp of the NLL' if ar else 'exp of the bound: an upper bound'}): {res['ppl']:.3f}")
     if "recon_acc" in res:
         where = "positions the noise changed" if obj.NOISE_START else "masked positions"

@@ -219,3 +219,21 @@ def test_dev_and_test_are_disjoint_halves_of_validation_and_training_evals_read_
     assert split_ids(train_ids, val_ids, "val") is val_ids and split_ids(train_ids, val_ids, "train") is train_ids
     # train.py's windows: evenly spaced over dev, so no token of the test half is ever read by a choice
     assert fixed_windows(dev, 10, 5).max() < test[0]
+
+
+def test_the_final_report_prints_the_figure_scripts_eval_py_gives_the_same_checkpoint(in_tmp, capsys):
+    """One model, one reported bound: train.py's last 'test bound' line is what scripts/eval.py model.pt reports
+    (evals.bound.REPORT: 128 windows x 8 t of the test half), to the printed digits, beside the dev figure."""
+    from helpers import MICRO, run_here, script
+    run_here([f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--max_iters=6", "--eval_interval=100"], in_tmp)
+    out = capsys.readouterr().out
+    assert "  dev bound (NELBO), the figure that picks best.pt: " in out and "of the dev half; ± one standard error)" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("  test bound (NELBO) (scripts/eval.py's figure, the one "
+                                                                "README and RESULTS cite): "))
+    assert line.endswith("(128 windows x 8 t of the test half)")
+    script("eval").main(["out/model.pt", "--n-samples", "0", "--infill-len", "0", "--steps", "4", "--device", "cpu", "--json", "e.json"])
+    r = json.load(open(in_tmp / "e.json"))["runs"][0]
+    assert (r["split"], r["n_windows"], r["n_t"]) == ("test", 128, 8)
+    ln2 = math.log(2)
+    assert (f"{r['nats_per_token']:.4f} ± {r['se']:.4f} nats/token = {r['bits_per_char'] * ln2:.4f} ± "
+            f"{r['bpc_se'] * ln2:.4f} nats/char = {r['bits_per_char']:.4f} ± {r['bpc_se']:.4f} bits/char") in line
