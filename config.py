@@ -140,6 +140,7 @@ class Config:
     semi_ar_length: int = 0             # semi-AR: decode left to right, this many tokens at a time (0 = all at once);
                                         # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
     live: bool = False                  # redraw the canvas in the terminal at every step (plain text when not a terminal)
+    live_fps: float = 8.0               # --live: at most this many steps drawn a second, to be watched (0 = no pause)
     prompts_file: str = ""              # sample once per line of this file (each line a prompt; blank lines skipped)
     interactive: bool = False           # read prompts from stdin in a loop until EOF (Ctrl-D)
     # ---- system

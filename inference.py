@@ -143,14 +143,14 @@ def sample_once(cfg, run):
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     passes = obj.passes(cfg, canvas.n_gen, canvas.prefix_len)
-    live = LiveView(tok, passes) if cfg.live else None
+    live = LiveView(tok, passes, fps=cfg.live_fps) if cfg.live else None
     if live:
         live.start(*canvas.tensors(1, "cpu"))
     t0 = time.time()
     with StepBar(passes, on=obj.TRACE and not live) as bar, run["ctx"]:
         texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, run["schedule"], device, g,
                                                 on_step=chain(live, bar))
-    dt = time.time() - t0
+    dt = time.time() - t0 - (live.slept if live else 0)  # the sampler's time: --live's pauses left out
     per = list(zip(stats["nfe_per_sample"], stats["seconds_per_sample"]))
     for i, text in enumerate(stats["full_texts"]):
         if len(texts) > 1:

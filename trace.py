@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from itertools import groupby
 
 import torch
@@ -148,12 +149,21 @@ ANSI = dict(prompt="\x1b[34m", mask="\x1b[90m", new="\x1b[1;30;43m", kept="", re
 
 class LiveView:
     """--live: sample 0's canvas redrawn in place after every sampler step (an on_step hook): given text blue,
-    [MASK] grey '_', tokens revealed this step on yellow, re-masked ones on red. When the stream is not a
-    terminal, every step is printed as plain text instead (a header line, then the canvas)."""
+    [MASK] grey '_', tokens revealed this step on yellow, re-masked ones on red, at most fps steps a second. When
+    the stream is not a terminal, every step is printed as plain text instead (a header line, then the canvas)."""
 
-    def __init__(self, tok, steps, stream=None, row=0):
+    def __init__(self, tok, steps, stream=None, row=0, fps=0.0):
         self.tok, self.steps, self.row, self.out = tok, steps, row, stream or sys.stdout
         self.tty, self.lines, self.seen_nfe = self.out.isatty(), 0, 0
+        self.fps, self.slept, self.shown = fps, 0.0, None  # slept: seconds paused, for the caller to leave out of its time
+
+    def pace(self):
+        """At most fps frames a second (cfg.live_fps): wait out the rest of the last frame's 1 / fps."""
+        wait = self.shown + 1 / self.fps - time.perf_counter() if self.fps > 0 and self.shown is not None else 0
+        if wait > 0:
+            time.sleep(wait)
+            self.slept += wait
+        self.shown = time.perf_counter()
 
     def start(self, x, gen_mask):
         z = [False] * x.size(1)
@@ -170,6 +180,7 @@ class LiveView:
                   f"step {nfe}/{self.steps or '?'}{blocks}")
 
     def draw(self, ids, gen, revealed, remasked, header):
+        self.pace()
         cells = []  # (character, state)
         for text, state in token_states(self.tok, ids, gen, revealed, remasked):
             cells += [(c, state) for c in ("_" if text is None else text)]

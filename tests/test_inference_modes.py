@@ -21,11 +21,11 @@ class Terminal(io.StringIO):
         return True
 
 
-def _live(stream, steps=6):
+def _live(stream, steps=6, fps=0.0):
     tok = CharTokenizer("abcdefghijk")  # 11 characters: [MASK] = 11, the toy model's mask id
     x = torch.tensor([[0, 1, 2] + [11] * 9])
     gm = x == 11
-    view = LiveView(tok, steps, stream=stream)
+    view = LiveView(tok, steps, stream=stream, fps=fps)
     view.start(x, gm)
     denoise(ToyModel(), x, gm, Schedule(20), 11, SamplerOptions(steps), on_step=view)
     return stream.getvalue()
@@ -48,6 +48,24 @@ def test_live_redraws_in_place_on_a_terminal_with_one_colour_per_state(monkeypat
     assert f"{ANSI['prompt']}abc\x1b[0m" in frames[0] and f"{ANSI['mask']}____\x1b[0m" in frames[0]
     assert sum(ANSI["new"] in f for f in frames[1:]) >= 3  # revealed this step: on yellow
     assert ANSI["mask"] not in frames[-1]
+
+
+def test_live_paces_its_frames_and_sampling_without_it_never_sleeps(monkeypatch):
+    import time
+    clock, naps = [0.0], []
+
+    def sleep(s):
+        naps.append(s)
+        clock[0] += s
+    monkeypatch.setattr(time, "sleep", sleep)
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])  # the sampler's steps take no time on this clock
+    _live(io.StringIO(), steps=6, fps=8.0)  # 7 frames (step 0 to 6): 6 waits of 1/8 s between them
+    assert naps == [0.125] * 6
+    naps.clear()
+    _live(io.StringIO(), steps=6)  # fps 0: no pause
+    tok_x = torch.tensor([[0, 1, 2] + [11] * 9])
+    denoise(ToyModel(), tok_x, tok_x == 11, Schedule(20), 11, SamplerOptions(6))  # sampling without --live
+    assert naps == []
 
 
 # ----------------------------------------------------------------------------- with a trained model
