@@ -119,7 +119,7 @@ def revisits(cfg):
 
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):
     """The end-of-training metrics block (res: the dev eval; test: the figure the records cite, evals.bound.REPORT)
-    and a sample (4 are drawn at least, for distinct-2; sample 0 is printed)."""
+    and the samples (4 are drawn at least, for distinct-2; each is printed)."""
     g, obj = torch.Generator().manual_seed(cfg.seed), objectives.get(cfg.objective)
     change = ChangeRate(tok.mask_id)
     n = max(cfg.num_samples, 4)
@@ -151,8 +151,8 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
         else:
             print(f"  reverse-step token change rate: 0 by construction ({'threshold' if cfg.threshold else 'remask none'}: "
                   f"committed tokens are final)")
-    print(f"  distinct-2 (unique / all word bigrams of the {n} samples drawn, prompt excluded; sample 0 below): "
+    print(f"  distinct-2 (unique / all word bigrams of the {n} samples drawn, prompt excluded; all below): "
           f"{distinct_n(texts, 2):.4f}; {stats['nfe']} NFE (model calls), {stats['seconds']:.2f}s")
-    print(f"---- sample 0 (prompt {cfg.prompt!r})")
-    print(cfg.prompt + texts[0])
+    for i, text in enumerate(texts):  # sample 0's text is the one the README and records pin
+        print(f"---- sample {i} (prompt {cfg.prompt!r})\n{cfg.prompt + text}")
     print_written(writer)
