@@ -265,7 +265,7 @@ def resume_state(cfg, env, run):
 
 # ---------------------------------------------------------------- eval, log, checkpoint
 def run_eval(cfg, env, data, run, it, details=False):
-    res = evaluate(run.eval_model, data.val_windows, cfg, run.schedule, data.tok, cfg.batch_size, env.device, env.ctx,
+    res = evaluate(run.eval_model, data.val_windows, cfg, run.schedule, data.tok, env.ctx,
                    n_t=EVAL_T, seed=cfg.seed, chars_per_token=data.val_cpt, details=details)
     what = "NLL" if objectives.get(cfg.objective).EXACT else "bound"
     print0(f"eval {it}: val {what} {units(res)}{' (EMA weights)' if run.ema else ''}")
@@ -443,7 +443,7 @@ def finish(cfg, env, data, run):
     print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, val {run.best_val:.4f} nats/token, in "
           f"{os.path.join(cfg.out_dir, 'best.pt')}); trained {fmt_time(time.time() - run.t_start)}")
     windows, cpt = report_windows(data.tok, data.train_ids, data.val_ids, REPORT["split"], REPORT["n_windows"], cfg.block_size)
-    test = evaluate(run.eval_model, windows, cfg, run.schedule, data.tok, REPORT["batch_size"], env.device, env.ctx,
+    test = evaluate(run.eval_model, windows, replace(cfg, batch_size=REPORT["batch_size"]), run.schedule, data.tok, env.ctx,
                     n_t=REPORT["n_t"], seed=REPORT["seed"], chars_per_token=cpt)  # scripts/eval.py's figure
     final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"], test)
     if env.wandb is not None:

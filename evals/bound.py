@@ -7,7 +7,7 @@ estimates over the fixed windows. mc_se_max bounds the part of it due to the ran
 differences of neighbouring strata ("collapsed strata", Cochran 1977 §5A.12): an upper bound, since it also counts
 the drift between strata.
 
-    res = evaluate(model, windows, cfg, schedule, tok, batch_size=32, device="cpu", n_t=8, chars_per_token=1.0)
+    res = evaluate(model, windows, cfg, schedule, tok, n_t=8, chars_per_token=1.0)   # cfg.batch_size windows a pass
 """
 import math
 from contextlib import nullcontext
@@ -33,7 +33,7 @@ def report_windows(tok, train_ids, val_ids, split, n_windows, L):
 
 
 @torch.no_grad()
-def evaluate(model, windows, cfg, schedule, tok, batch_size, device, ctx=nullcontext(), n_t=1, seed=0,
+def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=0,
              chars_per_token=1.0, details=False):
     """Score windows (N, L + 1) of token ids with cfg's objective: every objective scores the same tokens, the last
     L of each window (AR given the first, which it needs as context; a diffusion model reads the L alone: one token
@@ -41,8 +41,8 @@ def evaluate(model, windows, cfg, schedule, tok, batch_size, device, ctx=nullcon
     Returns dict: nats_per_token, se, bits_per_char, bpc_se, ppl (per token), n_windows, n_t, mc_se_max (nats/token)
     and mc_bpc_max (bits/char) when n_t > 1 and, with details (diffusion only), recon_acc and entropy_by_t (list of
     (t_lo, t_hi, mean entropy in nats)) at the positions the objective scores (the masked ones; for uniform noise,
-    those the noise changed). chars_per_token: of the scored tokens, windows[:, 1:]."""
-    obj = objectives.get(cfg.objective)
+    those the noise changed). chars_per_token: of the scored tokens, windows[:, 1:]. Runs where the model's weights are."""
+    obj, device = objectives.get(cfg.objective), next(model.parameters()).device
     windows = windows[:, 1 - obj.WINDOW:].contiguous()  # an AR window keeps its first token as context
     was_training = model.training
     model.eval()
@@ -56,8 +56,8 @@ def evaluate(model, windows, cfg, schedule, tok, batch_size, device, ctx=nullcon
     perm = torch.randperm(N, generator=g)[:, None]
     if k_times > 1:
         perm = torch.cat([perm] + [torch.randperm(N, generator=g)[:, None] for _ in range(k_times - 1)], 1)  # (N, k)
-    for i in range(0, N, batch_size):
-        x = windows[i:i + batch_size].to(device)
+    for i in range(0, N, cfg.batch_size):
+        x = windows[i:i + cfg.batch_size].to(device)
         if k_times == 0:  # exact: one pass, no times
             with ctx:
                 nll, _ = obj.bound(model, x, cfg, schedule, tok, None, g)

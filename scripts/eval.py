@@ -277,7 +277,7 @@ def evaluate_run(run, args, judge, device, bar):
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     L = cfg.block_size
     windows, cpt = report_windows(tok, train_ids, val_ids, args.split, args.n_windows, L)
-    res = evaluate(model, windows, cfg, run["schedule"], tok, args.batch_size, device, n_t=args.n_t, seed=args.seed,
+    res = evaluate(model, windows, replace(cfg, batch_size=args.batch_size), run["schedule"], tok, n_t=args.n_t, seed=args.seed,
                    chars_per_token=cpt, details=True)
     bar(n=-(-args.n_windows // args.batch_size) * (args.n_t if obj.eval_times(cfg, L) else 1))
     row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
@@ -329,7 +329,7 @@ def sweep(run, args, judge, device, generator, bar, windows, cpt):
             out[-1]["chain"] = f"{cfg.objective}'s sampler runs no chain on the schedule's grid: {obj.describe(swept)}"
         elif args.sweep_key == "steps":  # the bound of the K-step chain it samples, on the same windows
             grid = GridSchedule(run["schedule"], swept.steps)
-            b = evaluate(GridTime(model, grid.times), windows, cfg, grid, run["tok"], args.batch_size, device,
+            b = evaluate(GridTime(model, grid.times), windows, replace(cfg, batch_size=args.batch_size), grid, run["tok"],
                          n_t=args.n_t, seed=args.seed, chars_per_token=cpt)
             out[-1].update(bits_per_char=b["bits_per_char"], bpc_se=b["bpc_se"], nats_per_token=b["nats_per_token"])
     return out

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from contextlib import nullcontext
+from dataclasses import replace
 
 import pytest
 import torch
@@ -145,7 +146,7 @@ def test_a_network_without_time_input_scores_on_a_finer_chain(tmp_path_factory, 
     cfg, tok = config_from_dict(c["config"]), tokenizer_from_state(c["tokenizer"])
     _, _, val, _ = prepare_data(cfg, tok, verbose=False)
     w = fixed_windows(val[len(val) // 2:], 4, cfg.block_size + 1)  # eval.py's default split: test, the second half
-    want = evaluate(model, w, cfg, Schedule(200, cfg.schedule), tok, 32, "cpu", n_t=2, seed=0,
+    want = evaluate(model, w, replace(cfg, batch_size=32), Schedule(200, cfg.schedule), tok, n_t=2, seed=0,
                     chars_per_token=chars_per_token(tok, w[:, 1:]))
     assert rows[200]["nats_per_token"] == pytest.approx(want["nats_per_token"], rel=1e-6) != rows[20]["nats_per_token"]
     for other, words in ((adaln_ckpt, "reads the time step (time_cond=adaln, trained at T=20)"),
@@ -245,7 +246,7 @@ def test_mc_part_of_the_error_bar_is_conservative_but_close():
     # identical windows: the spread across windows is pure Monte Carlo noise, which mc_se_max bounds from above
     model = ConstAR([0.5, 0.2, 0.3, 1e-9], block_size=32)
     x = torch.randint(0, 3, (1, 32), generator=torch.Generator().manual_seed(0)).repeat(300, 1)
-    res = evaluate(model, x, Config(), Schedule(50), Tok(3), 100, "cpu", nullcontext(), n_t=8, seed=0)
+    res = evaluate(model, x, Config(batch_size=100), Schedule(50), Tok(3), nullcontext(), n_t=8, seed=0)
     assert 0.8 * res["se"] < res["mc_se_max"] < 1.5 * res["se"], res  # measured ratio 0.95-1.11 over seeds and schedules
     # and the bound of a context-free model is its exact NLL
     exact = -torch.log(torch.tensor([0.5, 0.2, 0.3]))[x[0]].mean().item()
@@ -301,7 +302,7 @@ def test_every_objective_scores_the_same_tokens_of_a_window(objective):
     model = ConstAR(p, block_size=32)
     x = torch.randint(0, 3, (64, 33), generator=torch.Generator().manual_seed(0))
     x[:, 0] = 3
-    res = evaluate(model, x, Config(objective=objective), Schedule(50), Tok(4, 5), 64, "cpu", n_t=4, seed=0)
+    res = evaluate(model, x, Config(objective=objective, batch_size=64), Schedule(50), Tok(4, 5), n_t=4, seed=0)
     exact = -torch.log(torch.tensor(p))[x[:, 1:]].mean().item()
     assert abs(res["nats_per_token"] - exact) < 4 * res["se"] + 1e-6, (res, exact)
 
@@ -309,7 +310,7 @@ def test_every_objective_scores_the_same_tokens_of_a_window(objective):
 def test_the_mc_share_is_in_the_units_of_its_error_bar():
     model = ConstAR([0.5, 0.2, 0.3, 1e-9], block_size=32)
     x = torch.randint(0, 3, (64, 33), generator=torch.Generator().manual_seed(0))
-    res = evaluate(model, x, Config(), Schedule(50), Tok(3), 64, "cpu", n_t=8, seed=0, chars_per_token=4.0)
+    res = evaluate(model, x, Config(batch_size=64), Schedule(50), Tok(3), n_t=8, seed=0, chars_per_token=4.0)
     assert res["mc_bpc_max"] == pytest.approx(res["mc_se_max"] / 4.0 / math.log(2))
     assert res["bpc_se"] == pytest.approx(res["se"] / 4.0 / math.log(2))
 

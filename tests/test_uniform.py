@@ -2,6 +2,7 @@
 OMP_NUM_THREADS=1 python -m pytest -q tests/test_uniform.py   (-m "not slow": the maths only, ~3 s)"""
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -304,8 +305,9 @@ def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     from utils.tokenizer import tokenizer_from_state
     model, ck = load_model(in_tmp / "out" / "model.pt", "cpu")
     cfg, tok = config_from_dict(ck["config"]), tokenizer_from_state(ck["tokenizer"])
-    windows = fixed_windows(prepare_data(cfg, tok, verbose=False)[2], 4, cfg.block_size + 1)
-    res = evaluate(model, windows, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), tok, 32, "cpu", n_t=2, seed=0,
+    val = prepare_data(cfg, tok, verbose=False)[2]
+    windows = fixed_windows(val[len(val) // 2:], 4, cfg.block_size + 1)  # eval.py's default split: test, the second half
+    res = evaluate(model, windows, replace(cfg, batch_size=32), Schedule(cfg.diffusion_steps, cfg.schedule), tok, n_t=2, seed=0,
                    chars_per_token=row["chars_per_token"])
     assert row["nats_per_token"] == pytest.approx(res["nats_per_token"], rel=1e-9)
     assert row["se"] == pytest.approx(res["se"], rel=1e-9)
@@ -348,7 +350,7 @@ def test_k_step_chain_bound_is_the_usual_one_at_k_equals_t(objective):
     model, s = Spy(), Schedule(20)
     windows = torch.randint(0, 5, (12, 16), generator=torch.Generator().manual_seed(1))  # id 5 is [MASK]
     cfg, tok = Config(objective=objective), Tok(5, 6)
-    run = lambda m, sch: evaluate(m, windows, cfg, sch, tok, 4, "cpu", torch.no_grad(), n_t=2, seed=3)["nats_per_token"]
+    run = lambda m, sch: evaluate(m, windows, replace(cfg, batch_size=4), sch, tok, torch.no_grad(), n_t=2, seed=3)["nats_per_token"]
     grid = ev.GridSchedule(s, 20)
     assert torch.equal(grid.alpha, s.alpha) and run(ev.GridTime(model, grid.times), grid) == run(model, s)
     told.clear()
