@@ -1,6 +1,10 @@
 """Every CLI against bad input: exit 2, one line naming the problem and the fix, no traceback, and no
-existing file changed (nor a temp file left behind). One table; each row runs the CLI's main() in this
-process through run_cli, in a fresh directory holding small real checkpoints and files to be spoiled.
+existing file changed (nor a temp file left behind). Each row runs the CLI's main() in this process through
+run_cli, in a fresh directory holding small real checkpoints (trained once for the module) and files to be spoiled.
+Rows come from three places: TABLE, slips met one by one; CLASS_ROWS, every CLI (train.py, inference.py and each
+scripts/*.py with a main(), found by discover(): a new script must join) against every class of slip in CLASSES, or
+a line saying why a class cannot apply; and derived_rows(), read off each script's argparse parser (every count and
+list flag of utils/cli.py's kinds).
 python -m pytest -q tests/test_bad_input.py
 
 Read-only and full directories are simulated: every write under the named directory (open for writing,
@@ -8,10 +12,13 @@ mkdir, rename, link) raises EACCES or ENOSPC, as the OS would. A checkpoint writ
 writer gets as far as its temp file; the rename into place then fails, like a full disk at the end.
 After the table: Ctrl-C in training (a real SIGINT) and in sampling, and output cut short by its reader.
 """
+import argparse
+import ast
 import builtins
 import errno
 import fnmatch
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -29,9 +36,16 @@ from utils import dataloader, video
 from utils.errors import run_cli
 
 
+def discover():
+    """Every CLI: train.py, inference.py and each scripts/*.py that defines a top-level main(). A new script is found
+    here, so it must have its row or its reason for every class of slip in CLASSES below, or the table fails."""
+    found = [p for p in sorted((ROOT / "scripts").glob("*.py"))
+             if any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in ast.parse(p.read_text()).body)]
+    return ["train.py", "inference.py", *(f"scripts/{p.name}" for p in found)]
+
+
 MAINS = {"train.py": lambda: train.main, "inference.py": lambda: inference.main}
-MAINS.update({f"scripts/{n}.py": (lambda n=n: script(n).main)
-              for n in ("data", "train_tokenizer", "eval", "plot", "bench_train", "bench_sample", "export")})
+MAINS.update({cli: (lambda n=cli[8:-3]: script(n).main) for cli in discover() if cli.startswith("scripts/")})
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +81,14 @@ def files(tmp_path_factory):
     w.write_bytes(w.read_bytes()[:100])
     (d / "empty_dir").mkdir()
     (d / "prompts.txt").write_text("ROMEO:\ncaf\u00e9 \u2603\n")
+    # JSON: eval.py's kind with one AR run (nothing to plot per timestep), the same cut short, an export whose config.json is
+    eval_json = json.dumps(dict(settings={}, runs=[dict(name="ar/model.pt", path="ar/model.pt", objective="ar")]))
+    (d / "eval.json").write_text(eval_json)
+    (d / "cut.json").write_text(eval_json[: len(eval_json) // 2])
+    shutil.copytree(d / "exp", d / "exp_cutjson")
+    c = d / "exp_cutjson" / "config.json"
+    c.write_bytes(c.read_bytes()[:200])
+    (d / "old.png").write_bytes(b"\x89PNG\r\n\x1a\n a plot someone cares about")
     return d
 
 
@@ -104,6 +126,11 @@ def _spoil(case, monkeypatch, d):
         shutil.copytree(d / "dm", d / "run")
         _fail_writes(monkeypatch, d, errno.ENOSPC, pattern="model*")
         return {d / "run" / "metrics.jsonl"}  # the resumed run's log rows before the failed save
+    elif case == "epochs_run":  # a study run whose eval.json was cut short
+        run = d / "artifacts" / "epochs" / "runs" / "mdlm_s08_75k"
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text(json.dumps(dict(kind="eval", iter=98, bits_per_char=3.0, bpc_se=0.02)) + "\n")
+        (run / "eval.json").write_text('{"runs": [{"bits_per_char": 2.9')
     return set()
 
 
@@ -115,14 +142,11 @@ TABLE = [
     ("train.py", ["--max_iters=ten"], "--max_iters='ten' is not a valid int", None),
     ("train.py", ["--schedule=cosine2"], "schedule='cosine2' is not one of", None),
     ("train.py", ["nope_preset"], "is neither a preset", None),
-    ("train.py", [*T, "--data_path=missing.txt"], "data_path missing.txt not found", None),
     ("train.py", [*T, "--data_path=empty.txt"], "data_path empty.txt is empty", None),
     ("train.py", [*T, "--data_path=short.txt"], "too few for one window", None),
-    ("train.py", [*T, "--out_dir=dm"], "dm already holds checkpoints: pass --resume", None),
     ("train.py", [*T, "--out_dir=none", "--resume"], "--resume: no checkpoint in none", None),
     ("train.py", [*T, "--out_dir=x", "--prompt=\u2603"], "not in the model's vocabulary", None),
     ("train.py", [*T, "--out_dir=x", "--total_batch_size=300"], "total_batch_size=300 is not a multiple", None),
-    ("train.py", ["--max_iters=0"], "run from the repository root", None),  # data/tinyshakespeare.txt is not here
     ("train.py", [*T, "--data_path=mine.txt"], "give --data_path=PATH of a UTF-8 text file", None),
     ("train.py", [*T, "--out_dir=ro/run"], "Permission denied", "readonly"),
     ("train.py", [*T, "--out_dir=run", "--max_iters=8", "--resume"], "No space left on device", "full"),
@@ -135,21 +159,16 @@ TABLE = [
     ("inference.py", ["--checkpoint", DM, "--objective=ar"], "objective='ar' (the checkpoint's: 'mdlm')", None),
     ("inference.py", ["--checkpoint", DM, "--diffusion_steps=50", "--steps=10"], "diffusion_steps=50", None),
     ("inference.py", ["--checkpoint", DM, "--top-p", "1.5"], "top_p must be in (0, 1]", None),
-    ("inference.py", ["--checkpoint", DM, "--top-p", "0"], "top_p must be in (0, 1]", None),
     ("inference.py", ["--checkpoint", DM, "--top-k", "-1"], "top_k must be >= 1", None),
-    ("inference.py", ["--checkpoint", DM, "--steps", "0"], "steps must be >= 1", None),
     ("inference.py", ["--checkpoint", DM, "--threshold", "1.5"], "threshold must be in (0, 1]", None),
     ("inference.py", ["--checkpoint", DM, "--infill", "no blanks here"], "has no blank", None),
     ("inference.py", ["--checkpoint", DM, "--infill", "To [___:90] be"], "exceeds the model's context of 32", None),
     ("inference.py", ["--checkpoint", DM, "--gen-len", "500"], "exceeds the model's context", None),
     ("inference.py", ["--checkpoint", DM, "--prompt", "caf\u00e9 \u2603"], "not in the model's vocabulary", None),
     ("inference.py", ["--checkpoint", DM, "--viz-video", "x.gif"], "should end in .mp4", None),
-    ("inference.py", ["--checkpoint", DM, "--prefix_file", "missing.txt"], "--prefix_file missing.txt not found", None),
-    ("inference.py", ["--checkpoint", "missing.pt"], "checkpoint missing.pt not found", None),
     ("inference.py", ["--checkpoint", "truncated.pt"], "is corrupt, truncated", None),
     ("inference.py", ["--checkpoint", "foreign.pt"], "not a micro-dllm checkpoint (missing keys)", None),
     ("inference.py", ["--checkpoint", "evil.pt"], "a weights-only load refuses", None),
-    ("inference.py", ["--checkpoint", DM, "--tokenizer_path", "not_a_tokenizer.json"], "cannot read tokenizer", None),
     ("inference.py", ["--checkpoint", AR, "--viz-video", "v.mp4"], "this checkpoint is autoregressive", None),
     ("inference.py", ["--checkpoint", DM, "--num-samples", "1000000000"], "out of memory", None),
     ("inference.py", ["--checkpoint", DM, "--gen-len", "8", "--viz-video", "ro/v.mp4"], "Permission denied", "readonly"),
@@ -159,59 +178,272 @@ TABLE = [
     ("inference.py", ["--checkpoint", "tokenizer.json"], "is a text file, not a checkpoint", None),
     ("inference.py", ["--checkpoint", "empty.txt"], "checkpoint empty.txt is empty", None),
     ("inference.py", ["--checkpoint", "dm"], "dm is a directory without model.safetensors and config.json", None),
-    ("inference.py", ["--checkpoint", "empty_dir"], "empty_dir is a directory without an exported model", None),
     ("inference.py", ["--checkpoint", "exp/model.safetensors"], "pass the folder it is in, --checkpoint exp", None),
     ("inference.py", ["--checkpoint", "exp_novocab"], "exp_novocab lacks vocab.json", None),
     ("inference.py", ["--checkpoint", "exp_damaged"], "is corrupt or not a safetensors file", None),
     ("inference.py", ["--checkpoint", "exp", "--prompt", "caf\u00e9"], "not in the model's vocabulary", None),
     ("inference.py", ["--checkpoint", DM, "--prompts-file", "missing.txt"], "--prompts-file missing.txt not found", None),
     ("inference.py", ["--checkpoint", DM, "--prompts-file", "prompts.txt"], "prompts.txt, prompt 2: 2 character(s)", None),
-    ("inference.py", ["--checkpoint", DM, "--prompts-file", "empty.txt"], "has no prompts", None),
     ("inference.py", ["--checkpoint", DM, "--interactive", "--prompt", "x"], "--interactive supplies the prompts", None),
     ("inference.py", ["--checkpoint", DM, "--prompts-file", "prompts.txt", "--viz-video", "v.mp4"], "drop --viz-video", None),
     ("inference.py", ["--checkpoint", AR, "--live"], "--live shows the denoising", None),
     ("scripts/export.py", ["/etc/passwd", "out"], "is a text file, not a checkpoint", None),
     ("scripts/export.py", ["dm", "out"], "dm is a folder", None),
-    ("scripts/export.py", [DM, "exp"], "exp already holds files: pass --force", None),
     ("scripts/export.py", [DM, "old.txt"], "old.txt is a file", None),
     ("scripts/export.py", [DM, "ro/exp"], "Permission denied", "readonly"),
-    ("scripts/data.py", ["--input-file", "missing.txt", "--output", "o.txt"], "input file not found", None),
-    ("scripts/data.py", ["--input-file", "empty.txt", "--output", "o.txt"], "input file is empty", None),
-    ("scripts/data.py", ["--input-file", "text.txt", "--output", "old.txt"], "old.txt already exists: pass --force", None),
     ("scripts/data.py", ["--input-file", "text.txt", "--num-stories", "-1", "--output", "o.txt"], "--num-stories must be >= 0", None),
     ("scripts/data.py", ["--output", "o.txt"], "--dataset", None),  # no source
     ("scripts/data.py", ["--input-file", "text.txt", "--output", "ro/o.txt"], "Permission denied", "readonly"),
-    ("scripts/train_tokenizer.py", ["--input", "missing.txt", "--output", "t.json"], "--input missing.txt not found", None),
-    ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "old.txt"], "already exists: pass --force", None),
     ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "t.json", "--vocab-size", "5"], "at least 258", None),
     ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "ro/t.json"], "Permission denied", "readonly"),
-    ("scripts/eval.py", ["missing.pt"], "checkpoint missing.pt not found", None),
     ("scripts/eval.py", ["/etc/passwd"], "is a text file, not a checkpoint", None),
     ("scripts/eval.py", ["exp_damaged"], "is corrupt or not a safetensors file", None),
     ("scripts/eval.py", [DM, "--steps", "4", "--ar-checkpoint", DM], "is a mdlm model: give an AR checkpoint", None),
     ("scripts/eval.py", [DM, "--steps", "4", "--ar-checkpoint", AR], "differs from the scorer", None),
     ("scripts/eval.py", [DM, "--json", "old.txt"], "old.txt already exists: pass --force", None),
     ("scripts/eval.py", [DM, "--bogus"], "unrecognized arguments: --bogus", None),
-    ("scripts/plot.py", ["curves", "missing_dir"], "missing_dir/metrics.jsonl not found", None),
     ("scripts/plot.py", ["curves", "dm", "--out", "x.txt"], "should end in .png", None),
     ("scripts/plot.py", ["frontier", "old.txt"], "old.txt", None),  # not JSON
     ("scripts/plot.py", ["curves", "dm", "--out", "ro/c.png"], "Permission denied", "readonly"),
     ("scripts/bench_train.py", ["--iters=0"], "--iters and --repeats must be >= 1", None),
     ("scripts/bench_train.py", ["--n_layer=x"], "--n_layer='x' is not a valid int", None),
-    ("scripts/bench_sample.py", ["--checkpoint", "missing.pt"], "checkpoint missing.pt not found", None),
     ("scripts/bench_sample.py", ["--checkpoint", "tokenizer.json"], "is a text file, not a checkpoint", None),
-    ("scripts/bench_sample.py", ["--checkpoint", DM, "--steps", "4", "--only", "bogus"], "bogus", None),
 ]
+
+# ----------------------------------------------------------------------------- every CLI x every class of slip
+# The classes of bad input every CLI is tried with. Each discovered CLI (discover()) has, for each class, its rows
+# [(argv, words)] (words: a string, or a tuple of strings, the one line must hold) or a string saying why it has
+# none. A script that is not here, or misses a class, fails test_every_cli_has_a_row_or_a_reason_for_every_class.
+CLASSES = {
+    "missing": "an input path that does not exist",
+    "directory": "a directory where a file goes",
+    "exists": "an output path that exists, without --force",
+    "checkpoint": "a checkpoint as the output path, even with --force",
+    "json": "a cut or foreign JSON input",
+    "list": "a list flag with an element of the wrong type",
+    "empty": "a range, band or grid that selects nothing, or options that leave nothing to do",
+    "zero": "a zero count",
+    "root": "started outside the repository root: a path relative to it, named from elsewhere",
+}
+NO_FILES = "reads and writes no file: random tokens in, a table out"
+SCALARS = "config.py's keys are all scalars (a wrong type, --max_iters=ten, is in TABLE)"
+BS = ["--checkpoint", DM, "--steps", "4"]
+EV = [DM, "--steps", "4", "--n-windows", "2", "--n-t", "1", "--n-samples", "0", "--infill-len", "0"]
+FR = [AR, "--ar-checkpoint", AR, "--n-samples", "2", "--ar-grid", "temperature=1.0"]  # the fixture's AR judges itself
+BT = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=2", "--iters=1", "--repeats=1",
+      "--warmup=0", "--device=cpu"]
+CLASS_ROWS = {
+    "train.py": dict(
+        missing=[([*T, "--data_path=missing.txt"], "data_path missing.txt not found")],
+        directory=[([*T, "--data_path=empty_dir"], "is a directory")],
+        exists=[([*T, "--out_dir=dm"], "dm already holds checkpoints: pass --resume")],
+        checkpoint=[([*T, "--out_dir=dm/model.pt", "--overwrite"], "is a checkpoint")],
+        json=[([*T, "--tokenizer=bpe", "--tokenizer_path=not_a_tokenizer.json"], "cannot read tokenizer"),
+              ([*T, "--tokenizer=bpe", "--tokenizer_path=cut.json"], "cannot read tokenizer")],
+        list=SCALARS,
+        empty=[([*T, "--mask_min=0.8", "--mask_max=0.2"], "mask_min")],
+        zero=[([*T, "--batch_size=0"], "batch_size must be >= 1")],
+        root=[(["--max_iters=0"], "run from the repository root")]),  # data/tinyshakespeare.txt is not here
+    "inference.py": dict(
+        missing=[(["--checkpoint", "missing.pt"], "checkpoint missing.pt not found"),
+                 (["--checkpoint", DM, "--prefix_file", "missing.txt"], "--prefix_file missing.txt not found")],
+        directory=[(["--checkpoint", "empty_dir"], "is a directory"),
+                   (["--checkpoint", DM, "--prompts-file", "empty_dir"], "is a directory")],
+        exists=[(["--checkpoint", DM, "--gen-len", "8", "--viz-video", "old.png"], "should end in .mp4")],
+        checkpoint=[(["--checkpoint", DM, "--viz-video", DM], "should end in .mp4")],
+        json=[(["--checkpoint", "exp_cutjson"], "unreadable config.json"),
+              (["--checkpoint", DM, "--tokenizer_path", "not_a_tokenizer.json"], "cannot read tokenizer")],
+        list=SCALARS,
+        empty=[(["--checkpoint", DM, "--top-p", "0"], "top_p must be in (0, 1]"),
+               (["--checkpoint", DM, "--prompts-file", "empty.txt"], "has no prompts")],
+        zero=[(["--checkpoint", DM, "--num-samples", "0"], "num_samples must be >= 1"),
+              (["--checkpoint", DM, "--steps", "0"], "steps must be >= 1")],
+        root=[(["--checkpoint", DM, "--prompts-file", "data/prompts.txt"], "run from the repository root")]),
+    "scripts/data.py": dict(
+        missing=[(["--input-file", "missing.txt", "--output", "o.txt"], ("missing.txt", "not found"))],
+        directory=[(["--input-file", "empty_dir", "--output", "o.txt"], ("--input-file", "empty_dir")),
+                   (["--input-file", "text.txt", "--output", "empty_dir"], "empty_dir is a directory")],
+        exists=[(["--input-file", "text.txt", "--output", "old.txt"], "old.txt already exists: pass --force")],
+        checkpoint=[(["--input-file", "text.txt", "--output", DM, "--force"], "is a checkpoint")],
+        json=[(["--input-file", "cut.json", "--output", "o.txt"], "could not read cut.json"),
+              (["--input-file", "not_a_tokenizer.json", "--output", "o.txt"], "text")],
+        list="no list flag",
+        empty=[(["--input-file", "empty.txt", "--output", "o.txt"], "input file is empty")],
+        zero=[(["--input-file", "text.txt", "--shuffle-buffer", "0", "--output", "o.txt"], ("--shuffle-buffer", ">= 1"))],
+        root=[(["--input-file", "data/tinyshakespeare.txt", "--output", "o.txt"], "run from the repository root")]),
+    "scripts/train_tokenizer.py": dict(
+        missing=[(["--input", "missing.txt", "--output", "t.json"], "--input missing.txt not found")],
+        directory=[(["--input", "empty_dir", "--output", "t.json"], "is a directory"),
+                   (["--input", "text.txt", "--output", "empty_dir"], "is a directory")],
+        exists=[(["--input", "text.txt", "--output", "old.txt"], "already exists: pass --force")],
+        checkpoint=[(["--input", "text.txt", "--output", DM, "--force"], "is a checkpoint")],
+        json="reads UTF-8 text: any JSON is text to learn from",
+        list="no list flag",
+        empty=[(["--input", "empty.txt", "--output", "t.json"], "is empty")],
+        zero=[(["--input", "text.txt", "--output", "t.json", "--min-frequency", "0"], ("--min-frequency", ">= 1"))],
+        root=[(["--input", "data/tinyshakespeare.txt", "--output", "t.json"], "run from the repository root")]),
+    "scripts/eval.py": dict(
+        missing=[(["missing.pt"], "checkpoint missing.pt not found"),
+                 ([*EV, "--ar-checkpoint", "missing.pt"], "checkpoint missing.pt not found")],
+        directory=[(["empty_dir"], "is a directory"), ([*EV, "--json", "empty_dir"], "is a directory")],
+        exists=[([*EV, "--json", "old.txt"], "old.txt already exists: pass --force")],
+        checkpoint=[([*EV, "--json", AR, "--force"], "is a checkpoint")],
+        json=[(["exp_cutjson"], "unreadable config.json")],
+        list=[([*EV, "--sweep", "steps=4,x"], ("--sweep", "steps=4,x"))],
+        empty=[([*EV, "--sweep", "temperature="], ("--sweep", "temperature=")),
+               ([AR, *EV[1:], "--match-entropy", "--ar-checkpoint", AR], "--match-entropy")],  # no samples to match
+        zero=[([*EV, "--n-windows", "0"], ("--n-windows", "must be >= ")), ([*EV, "--n-t", "0"], ("--n-t", ">= 1"))],
+        root=[([*EV, "--data-path", "data/tinyshakespeare.txt"], "run from the repository root")]),
+    "scripts/plot.py": dict(
+        missing=[(["curves", "missing_dir"], "missing_dir/metrics.jsonl not found"),
+                 (["epochs", "missing.json"], "missing.json not found")],
+        directory=[(["epochs", "empty_dir"], "is a directory"), (["entropy", "empty_dir"], "is a directory"),
+                   (["curves", "dm", "--out", "empty_dir"], ("--out", "empty_dir"))],
+        exists=[(["curves", "dm", "--out", "old.png"], "old.png already exists: pass --force")],
+        checkpoint=[(["curves", "dm", "--out", DM], ("--out", DM))],  # (plot.py had no --force to try)
+        json=[(["epochs", "cut.json"], ("cut.json", "JSON")), (["epochs", "not_a_tokenizer.json"], "'runs'"),
+              (["frontier", "cut.json"], ("cut.json", "JSON")), (["entropy", "not_a_tokenizer.json"], "'runs'")],
+        list="no list flag: the inputs are paths",
+        empty=[(["entropy", "eval.json"], "no diffusion runs with entropy_by_t")],
+        zero="no count flag",
+        root=[(["frontier", "data/prompts.txt"], "run from the repository root")]),
+    "scripts/bench_train.py": dict(
+        missing=NO_FILES, directory=NO_FILES, exists=NO_FILES, checkpoint=NO_FILES, json=NO_FILES, root=NO_FILES,
+        list=[([*BT, "--bd3_blocks=4,x"], ("--bd3_blocks", "'x'"))],
+        empty=[([*BT, "--bd3_blocks=,"], ("--bd3_blocks", "','"))],
+        zero=[([*BT, "--iters=0"], ("--iters", ">= 1")), ([*BT, "--bd3_blocks=4,0"], "bd3_block")]),
+    "scripts/bench_sample.py": dict(
+        missing=[(["--checkpoint", "missing.pt"], "checkpoint missing.pt not found"),
+                 ([*BS, "--judge", "missing.pt"], "checkpoint missing.pt not found")],
+        directory=[(["--checkpoint", "empty_dir"], "is a directory")],
+        exists="writes no file: a table on stdout",
+        checkpoint="writes no file: a table on stdout",
+        json=[(["--checkpoint", "exp_cutjson"], "unreadable config.json")],
+        list=[([*BS, "--bd3-steps", "2,x"], ("--bd3-steps", "'x'"))],
+        empty=[([*BS, "--only", "bogus"], "matches no sampler row")],
+        zero=[([*BS, "--num-samples", "0"], ("--num-samples", ">= 1")), ([*BS, "--repeats", "0"], ("--repeats", ">= 1"))],
+        root=[(["--checkpoint", "data/prompts.txt"], "run from the repository root")]),
+    "scripts/export.py": dict(
+        missing=[(["missing.pt", "out"], "checkpoint missing.pt not found")],
+        directory=[(["empty_dir", "out"], "empty_dir is a folder")],
+        exists=[([DM, "exp"], "exp already holds files: pass --force")],
+        checkpoint=[([DM, DM, "--force"], "is a file")],
+        json=[(["not_a_tokenizer.json", "out"], "is a text file, not a checkpoint")],
+        list="one checkpoint in, one folder out: no list", empty="one checkpoint in, one folder out: nothing to select",
+        zero="one checkpoint in, one folder out: no count",
+        root=[(["data/prompts.txt", "out"], "run from the repository root")]),
+    "scripts/epochs.py": dict(
+        missing="reads only the run folders it writes under artifacts/epochs (a missing one is a run not started)",
+        directory="reads only the run folders it writes under artifacts/epochs",
+        exists=[(["--summary-only", "--summary", "old.txt"], "old.txt already exists: pass --force")],
+        checkpoint=[(["--summary-only", "--summary", DM, "--force"], "is a checkpoint")],
+        json=[(["--summary-only", "--summary", "s.json"], "eval.json is not complete JSON", "epochs_run")],
+        list=[(["--runs", "mdlm_s08_75k,7"], "unknown run")],
+        empty=[(["--runs", ","], ("--runs", "','"))],
+        zero=[(["--eval-iters", "0"], ("--eval-iters", ">= 1"))],
+        root=[(["--runs", "mdlm_s08_75k"], "run from the repository root")]),
+    "scripts/frontier.py": dict(
+        missing=[(["missing.pt", "--ar-checkpoint", AR], "checkpoint missing.pt not found"),
+                 ([AR, "--ar-checkpoint", "missing.pt"], "checkpoint missing.pt not found")],
+        directory=[(["empty_dir", "--ar-checkpoint", AR], "is a directory")],
+        exists=[([*FR, "--json", "old.txt"], "old.txt already exists: pass --force")],
+        checkpoint=[([*FR, "--json", DM, "--force"], "is a checkpoint")],
+        json=[(["exp_cutjson", "--ar-checkpoint", AR], "unreadable config.json")],
+        list=[([*FR, "--grid", "steps=4,x"], ("--grid", "steps=4,x"))],
+        empty=[([*FR, "--grid", "temperature="], ("--grid", "temperature="))],
+        zero=[([*FR, "--n-samples", "0"], ("--n-samples", ">= 2")), ([*FR, "--batch-size", "0"], ("--batch-size", ">= 1"))],
+        root=[([*FR, "--data-path", "data/tinyshakespeare.txt"], "run from the repository root")]),
+    "scripts/order_nll.py": dict(
+        missing=[(["missing.pt"], "checkpoint missing.pt not found")],
+        directory=[(["empty_dir"], "is a directory")],
+        exists=[([DM, "--json", "old.txt"], "old.txt already exists: pass --force")],
+        checkpoint=[([DM, "--n-windows", "2", "--json", AR, "--force"], "is a checkpoint")],
+        json=[(["exp_cutjson"], "unreadable config.json")],
+        list=[([DM, "--orders", "l2r,5"], ("--orders", "l2r, r2l, random"))],
+        empty=[([DM, "--orders", ","], ("--orders", "','"))],
+        zero=[([DM, "--n-windows", "0"], ("--n-windows", "2"))],
+        root=[(["data/prompts.txt"], "run from the repository root")]),
+    "scripts/bd3_variance.py": dict(
+        missing=[(["missing.pt"], "checkpoint missing.pt not found")],
+        directory=[(["empty_dir"], "is a directory")],
+        exists="writes no file: a table on stdout",
+        checkpoint="writes no file: a table on stdout",
+        json=[(["exp_cutjson"], "unreadable config.json")],
+        list=[([DM, "--bands", "0-1,a-b"], ("--bands", "a-b"))],
+        empty=[([DM, "--bands", "0.8-0.2"], ("--bands", "0.8-0.2")), ([DM, "--bands", ","], ("--bands", "','"))],
+        zero=[([DM, "--draws", "0"], ("--draws", ">= 2"))],
+        root=[(["data/prompts.txt"], "run from the repository root")]),
+}
+CLASS_TABLE = [(cli, row[0], row[1], row[2] if len(row) > 2 else None, cls) for cli, classes in CLASS_ROWS.items()
+               for cls, rows in classes.items() if not isinstance(rows, str) for row in rows]
+OUTPUT_FLAGS = ("--json", "--out", "--output", "--summary")
+
+
+def parser_of(cli):
+    """The argparse parser a scripts/ CLI builds, caught as its main() starts to parse (train.py and inference.py take
+    config.py's keys instead: None)."""
+    if not cli.startswith("scripts/"):
+        return None
+
+    class Caught(Exception):
+        pass
+
+    def catch(self, *a, **k):
+        raise Caught(self)
+    real, argparse.ArgumentParser.parse_known_args = argparse.ArgumentParser.parse_known_args, catch
+    try:
+        MAINS[cli]()([])
+    except Caught as e:
+        return e.args[0]
+    finally:
+        argparse.ArgumentParser.parse_known_args = real
+    raise AssertionError(f"{cli}: main() never parsed its arguments")
+
+
+def derived_rows():
+    """Rows read off each parser, so a new flag of the shared kinds (utils/cli.py) is tried without being listed: a
+    count below its minimum, and a list with an element of the wrong type. Both fail while parsing, before any
+    required argument is missed."""
+    rows = []
+    for cli in discover():
+        for a in getattr(parser_of(cli), "_actions", []):
+            flag = a.option_strings[0] if a.option_strings else None
+            if flag and getattr(a.type, "minimum", None) is not None:
+                rows.append((cli, [flag, str(a.type.minimum - 1)], (flag, f">= {a.type.minimum}"), None, "zero"))
+            if flag and getattr(a.type, "element", None) is not None:
+                rows.append((cli, [flag, "nope"], (flag, "'nope'"), None, "list"))
+    return rows
 
 
 def _state(d):
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(d).rglob("*") if p.is_file()}
 
 
+def test_every_cli_has_a_row_or_a_reason_for_every_class():
+    assert sorted(CLASS_ROWS) == sorted(discover()), "a CLI without its rows (or one that is gone): add it to CLASS_ROWS"
+    for cli, classes in CLASS_ROWS.items():
+        assert list(classes) == list(CLASSES) or sorted(classes) == sorted(CLASSES), (cli, set(CLASSES) ^ set(classes))
+        assert all(rows for rows in classes.values()), f"{cli}: a class with neither rows nor a reason"
+
+
+def test_every_output_flag_goes_through_the_shared_check_and_has_its_rows():
+    for cli in discover():
+        for a in getattr(parser_of(cli), "_actions", []):
+            flag = next((f for f in a.option_strings if f in OUTPUT_FLAGS), None)
+            if flag:
+                assert getattr(a.type, "output", False), f"{cli} {flag}: take it with type=utils.cli.output"
+                for cls in ("exists", "checkpoint"):
+                    assert any(flag in argv for argv, *_ in CLASS_ROWS[cli][cls]), f"{cli} {flag}: no {cls} row"
+
+
+ROWS = [(*r, "") for r in TABLE] + CLASS_TABLE + derived_rows()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("cli, argv, words, spoiler", TABLE, ids=[f"{i:02d}-{r[0]}" for i, r in enumerate(TABLE)])
-def test_bad_input_exits_2_with_one_line_and_changes_nothing(cli, argv, words, spoiler, files, tmp_path, monkeypatch,
-                                                             capsys):
+@pytest.mark.parametrize("cli, argv, words, spoiler, cls", ROWS,
+                         ids=[f"{i:03d}-{r[0]}{'-' + r[4] if r[4] else ''}" for i, r in enumerate(ROWS)])
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(cli, argv, words, spoiler, cls, files, tmp_path,
+                                                             monkeypatch, capsys):
     d = tmp_path / "case"
     shutil.copytree(files, d)
     monkeypatch.chdir(d)
@@ -224,7 +456,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(cli, argv, words, s
     err = capsys.readouterr().err
     assert e.value.code == 2, err
     assert err.startswith("error: ") and err.endswith("\n") and err.count("\n") == 1, err
-    assert words in err and "Traceback" not in err, err
+    assert all(w in err for w in ([words] if isinstance(words, str) else words)) and "Traceback" not in err, err
     monkeypatch.undo()
     after = _state(d)
     assert {p: h for p, h in after.items() if p in before and p not in may_change} == \
