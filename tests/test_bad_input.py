@@ -32,7 +32,7 @@ import torch
 import inference
 import train
 from helpers import ENV, FIXTURES, MICRO, ROOT, for_objective, real_text, script
-from utils import dataloader, video
+from utils import fileio, video
 from utils.errors import run_cli
 
 
@@ -538,7 +538,7 @@ def test_output_cut_short_by_its_reader_ends_quietly(files):
 ])
 def test_a_missing_input_file_is_the_first_line_not_after_the_config(argv, words, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(dataloader, "REPO", str(tmp_path))  # what the user's own clone holds (data/stories.txt) is no input
+    monkeypatch.setattr(fileio, "REPO", str(tmp_path))  # what the user's own clone holds (data/stories.txt) is no input
     (tmp_path / "data").mkdir()
     shutil.copy(real_text(), tmp_path / "data" / "tinyshakespeare.txt")
     with pytest.raises(SystemExit) as e:

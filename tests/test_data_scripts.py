@@ -225,7 +225,7 @@ def test_hub_path_with_a_fake_hub(monkeypatch):
 def test_a_missing_data_file_names_the_command_that_makes_it(tmp_path, monkeypatch):
     """Advice that works with only the repo: the presets' files name their scripts/data.py command (the shipped
     corpus: git checkout), a path that exists in the repo but not here says where to run, any other path the flag."""
-    from utils import dataloader
+    from utils import dataloader, fileio
 
     def advice(*argv):
         with pytest.raises(UserError) as e:
@@ -234,7 +234,7 @@ def test_a_missing_data_file_names_the_command_that_makes_it(tmp_path, monkeypat
         return str(e.value)
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(dataloader, "REPO", str(tmp_path / "clone"))  # a clone where no data was made yet
+    monkeypatch.setattr(fileio, "REPO", str(tmp_path / "clone"))  # a clone where no data was made yet
     tinystories = "python scripts/data.py --dataset roneneldan/TinyStories --split "
     assert "git checkout -- data/tinystories_train_head.txt" in advice("tinystories_cpu")  # ships with the repo
     assert f"{tinystories}train --num-stories 10000 --seed 1337 --output data/stories.txt" in advice("tinystories_bpe")
@@ -244,7 +244,7 @@ def test_a_missing_data_file_names_the_command_that_makes_it(tmp_path, monkeypat
     assert f"{tinystories}validation --output data/tinystories_valid.txt" in advice("gpt200m")
     assert "git checkout -- data/tinyshakespeare.txt" in advice("cpu")
     assert "give --data_path=PATH of a UTF-8 text file" in advice("--data_path=mine.txt")
-    monkeypatch.setattr(dataloader, "REPO", str(ROOT))
+    monkeypatch.setattr(fileio, "REPO", str(ROOT))
     assert f"run from the repository root ({ROOT})" in advice("cpu")  # run from elsewhere
 
 

@@ -29,7 +29,7 @@ import torch
 
 from model import ModelArgs, Transformer
 from utils.errors import UserError
-from utils.fileio import atomic_open, atomic_path
+from utils.fileio import atomic_open, atomic_path, not_found
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 REQUIRED = {"model": dict, "config": dict, "model_args": dict, "tokenizer": dict, "iter": int}
@@ -145,8 +145,8 @@ def load_checkpoint(path, map_location="cpu"):
     if not os.path.isfile(path):
         if os.path.isdir(path):
             raise UserError(f"checkpoint {path} is a directory without an exported model in it: {USE_INSTEAD}")
-        raise UserError(f"checkpoint {path} not found: train one (python train.py cpu, ~18 min on a laptop CPU; then "
-                        f"python inference.py cpu samples it), or pass --checkpoint PATH")
+        raise not_found(path, "checkpoint", "train one (python train.py cpu, ~18 min on a laptop CPU; then python "
+                        "inference.py cpu samples it), or pass --checkpoint PATH")
     if str(path).endswith(".safetensors"):
         raise UserError(f"{path} holds an exported model's weights only: pass the folder it is in, "
                         f"--checkpoint {os.path.dirname(path) or '.'}")

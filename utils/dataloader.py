@@ -22,7 +22,6 @@ from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint, make_bpe
 
 CACHE_ROOT = os.path.join("artifacts", "data")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINYSTORIES = "python scripts/data.py --dataset roneneldan/TinyStories"
 # the command that makes each file a preset reads (a missing one is named with it)
 MAKE_DATA = {
@@ -35,9 +34,8 @@ MAKE_DATA = {
 
 
 def _read(path, what):
-    if not os.path.isabs(path) and os.path.isfile(os.path.join(REPO, path)) and not os.path.exists(path):
-        fix = f"paths are relative to where you run; run from the repository root ({REPO}) or give --{what}=PATH"
-    elif os.path.normpath(path) in MAKE_DATA:
+    """A missing file under the repository root (started elsewhere) says where to run: read_text."""
+    if os.path.normpath(path) in MAKE_DATA:
         cmd = MAKE_DATA[os.path.normpath(path)]
         fix = (cmd if cmd.startswith("it ") else f"make it with {cmd} (online)") + f", or give --{what}=ANY_TEXT_FILE"
     else:

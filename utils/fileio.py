@@ -11,15 +11,17 @@ target only if the block finished; on any exception it is removed and the target
 A SIGKILL skips the cleanup: remove_stale_temps(dir) deletes the temps of processes that are gone.
 
     text = read_text("data/stories.txt", "data_path")   # UTF-8, verbatim; a bad file is one UserError
-    check_output("data/stories.txt", force=False)       # refuse to replace a file without --force
+    check_output("data/stories.txt", force=False)       # refuse to replace a file without --force, a checkpoint ever
 """
 import os
 import re
+import zipfile
 from contextlib import contextmanager
 
 from utils.errors import UserError
 
 _TEMP = re.compile(r"^(?P<name>.+)\.tmp(?P<pid>\d+)$")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root, where relative paths start
 
 
 @contextmanager
@@ -74,7 +76,7 @@ def read_text(path, what, fix="", allow_empty=True, newline=None):
         with open(path, encoding="utf-8", newline=newline) as f:
             text = f.read()
     except FileNotFoundError:
-        raise UserError(f"{what} {path} not found" + (f": {fix}" if fix else "")) from None
+        raise not_found(path, what, fix) from None
     except IsADirectoryError:
         raise UserError(f"{what} {path} is a directory: give a text file") from None
     except UnicodeDecodeError as e:
@@ -86,9 +88,26 @@ def read_text(path, what, fix="", allow_empty=True, newline=None):
     return text
 
 
+def not_found(path, what, fix=""):
+    """The UserError for a missing input `what` (a flag or key): a relative path that is there under the repository
+    root says where to run; any other names the fix."""
+    if not os.path.isabs(path) and os.path.exists(os.path.join(REPO, path)):
+        fix = f"paths are relative to where you run: run from the repository root ({REPO}) or give the full path"
+    return UserError(f"{what} {path} not found" + (f": {fix}" if fix else ""))
+
+
+def is_checkpoint(path):
+    """Weights by their name, or a zip archive (what torch.save writes)."""
+    return path.endswith((".pt", ".pth", ".safetensors")) or zipfile.is_zipfile(path)
+
+
 def check_output(path, force=False, flag="--output"):
-    """UserError unless `path` may be written: not a directory, and not an existing file without --force."""
+    """UserError unless `path` may be written: not a directory, not a checkpoint (not even with --force), and not an
+    existing file without --force."""
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a directory: pass a file path")
+    if os.path.exists(path) and is_checkpoint(path):
+        raise UserError(f"{flag} {path} is a checkpoint (or another archive): never replaced, not even with --force; "
+                        f"choose another path")
     if os.path.exists(path) and not force:
         raise UserError(f"{path} already exists: pass --force to overwrite it, or choose another {flag} path")
