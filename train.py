@@ -131,6 +131,8 @@ def interrupted(cfg, run, argv):
 # ---------------------------------------------------------------- config, device, dist
 def setup(argv):
     cfg, given = parse(argv)
+    if os.path.isfile(cfg.out_dir):  # a checkpoint, say: never written over
+        raise UserError(f"--out_dir={cfg.out_dir} is a file, not a folder: give --out_dir=NEW_DIR")
     rank, local_rank, world, device = init_distributed(cfg.device)
     resume, resumed_from = None, ""
     if rank == 0:
