@@ -22,18 +22,9 @@ from bd3 import bd3_loss, bd3_times  # noqa: E402
 from common import Schedule, band_times  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data  # noqa: E402
-from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
+from utils.cli import ArgParser, at_least, band, list_of  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402
-
-
-def parse_bands(text):
-    try:
-        bands = [tuple(float(v) for v in b.split("-")) for b in text.split(",") if b.strip()]
-    except ValueError:
-        raise UserError(f"--bands {text!r} must look like 0-1,0.3-0.8")
-    if not bands or any(len(b) != 2 or not 0 <= b[0] < b[1] <= 1 for b in bands):
-        raise UserError(f"--bands {text!r}: each band lo-hi needs 0 <= lo < hi <= 1")
-    return bands
 
 
 def band_stats(model, x, schedule, mask_id, block, band, draws, seed):
@@ -58,14 +49,12 @@ def band_stats(model, x, schedule, mask_id, block, band, draws, seed):
 def main(argv):
     p = ArgParser(prog="scripts/bd3_variance.py", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="a bd3 model.pt (objective=bd3)")
-    p.add_argument("--bands", default="0-1,0.3-0.8,0.5-1", help="mask-rate bands lo-hi, comma-separated; 0-1 = the bound")
-    p.add_argument("--draws", type=int, default=32, help="redraws of t and masks per band")
-    p.add_argument("--batch", type=int, default=0, help="windows in the batch (0 = the checkpoint's batch_size)")
+    p.add_argument("--bands", type=list_of(band), default="0-1,0.3-0.8,0.5-1",
+                   help="mask-rate bands lo-hi, comma-separated; 0-1 = the bound")
+    p.add_argument("--draws", type=at_least(2, "a spread"), default=32, help="redraws of t and masks per band")
+    p.add_argument("--batch", type=at_least(0), default=0, help="windows in the batch (0 = the checkpoint's batch_size)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    bands = parse_bands(a.bands)
-    if a.draws < 2 or a.batch < 0:
-        raise UserError("--draws must be >= 2 and --batch >= 0")
     model, ckpt = load_model(a.checkpoint, "cpu")
     cfg = config_from_dict(ckpt["config"])
     if "bd3_block" in objectives.get(cfg.objective).IGNORES:  # not block diffusion: it has no blocks, no bands
@@ -77,9 +66,9 @@ def main(argv):
     model.train()
     print(f"{a.checkpoint}: L'={cfg.bd3_block}, batch {len(x)} x {cfg.block_size} training windows, {a.draws} draws per band")
     print(f"{'band':<10} {'mean loss':>10} {'loss sd/mean':>13} {'grad var/|E g|^2':>17}")
-    for band in bands:
-        mean, rel_sd, rel_var = band_stats(model, x, schedule, tok.mask_id, cfg.bd3_block, band, a.draws, a.seed)
-        print(f"{band[0]:g}-{band[1]:g}".ljust(10) + f" {mean:10.4f} {rel_sd:13.4f} {rel_var:17.3f}", flush=True)
+    for lo, hi in a.bands:
+        mean, rel_sd, rel_var = band_stats(model, x, schedule, tok.mask_id, cfg.bd3_block, (lo, hi), a.draws, a.seed)
+        print(f"{lo:g}-{hi:g}".ljust(10) + f" {mean:10.4f} {rel_sd:13.4f} {rel_var:17.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ from evals.samples import load_judge, score, start_ids  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import split_texts  # noqa: E402
 from utils.dist import pick_device, timed  # noqa: E402
-from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
+from utils.cli import ArgParser, at_least, list_of  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
 PLAIN = dict(order="confidence", tokens_per_step="schedule", remask="refine", threshold=0.0, semi_ar_length=0)
@@ -51,27 +52,24 @@ def parse_args(argv):
     p = ArgParser(prog="scripts/bench_sample.py", description="Benchmark every sampler setting on one checkpoint.")
     p.add_argument("--checkpoint", default="", help="masked diffusion (mdlm) model.pt: the sampler rows")
     p.add_argument("--bd3-checkpoints", nargs="*", default=[], help="block diffusion model.pt files (one per L')")
-    p.add_argument("--bd3-steps", default="0", help="comma-separated reverse steps per block for the bd3 rows; "
-                   "0 = the block's length (one token per step)")
+    p.add_argument("--bd3-steps", type=list_of(at_least(0)), default="0", help="comma-separated reverse steps per "
+                   "block for the bd3 rows; 0 = the block's length (one token per step)")
     p.add_argument("--ar-checkpoint", default="", help="AR model.pt: the gen-PPL scorer and the AR + KV-cache row")
     p.add_argument("--judge", default="", help="another AR model.pt to score every row instead (e.g. a larger one); "
                    "--ar-checkpoint then only samples the AR row")
     p.add_argument("--prompt", default=None, help="prompt for every sample (default: the checkpoint's)")
-    p.add_argument("--gen-len", type=int, default=256, help="tokens generated per sample")
-    p.add_argument("--steps", type=int, default=64, help="NFE of the fixed-step rows")
+    p.add_argument("--gen-len", type=at_least(1), default=256, help="tokens generated per sample")
+    p.add_argument("--steps", type=at_least(1), default=64, help="NFE of the fixed-step rows")
     p.add_argument("--semi-ar-length", "--block-length", type=int, default=32, help="tokens per block of the semi-AR rows")
     p.add_argument("--threshold", type=float, default=0.9, help="confidence threshold of the parallel-decoding rows")
-    p.add_argument("--num-samples", type=int, default=4, help="batch size")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per row (median reported)")
+    p.add_argument("--num-samples", type=at_least(1), default=4, help="batch size")
+    p.add_argument("--repeats", type=at_least(1), default=3, help="timed runs per row (median reported)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--only", default="", help="comma-separated substrings: run only the sampler rows whose name "
-                   "contains one (the AR, equal-NFE and held-out rows follow from the others)")
+    p.add_argument("--only", type=list_of(str), default=[], help="comma-separated substrings: run only the sampler "
+                   "rows whose name contains one (the AR, equal-NFE and held-out rows follow from the others)")
     a = p.parse_args(argv)
-    for name in ("gen_len", "steps", "num_samples", "repeats"):
-        if getattr(a, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     if not a.checkpoint and not a.bd3_checkpoints:
         raise UserError("give a diffusion checkpoint: --checkpoint MDLM.pt and/or --bd3-checkpoints BD3.pt ...")
     return a
@@ -136,7 +134,6 @@ def measure_rows(runners, tok, device, a, scorer):
 
 def bd3_rows(a, tok, device):
     """(name, model, cfg, overrides) for every bd3 checkpoint and steps-per-block setting, and a threshold row each."""
-    steps = [int(v) for v in a.bd3_steps.split(",") if v.strip()]
     rows = []
     for path in a.bd3_checkpoints:
         model, ckpt = load_model(path, device)
@@ -147,7 +144,7 @@ def bd3_rows(a, tok, device):
             raise UserError(f"--bd3-checkpoints {path} uses another tokenizer than the other checkpoints")
         k = cfg.bd3_block
         band = f" [{cfg.mask_min:g},{cfg.mask_max:g}]" if (cfg.mask_min, cfg.mask_max) != (0, 1) else ""
-        for s in sorted({min(s or k, k) for s in steps}):
+        for s in sorted({min(s or k, k) for s in a.bd3_steps}):
             rows.append((f"bd3 L'={k}{band}, {s} steps/block", model, cfg, dict(steps=s)))
         rows.append((f"bd3 L'={k}{band}, threshold {a.threshold:g}", model, cfg, dict(threshold=a.threshold, remask="none")))
     names = [r[0] for r in rows]
@@ -217,7 +214,7 @@ def main(argv):
           f"{a.num_samples} samples x {a.gen_len} tokens, prompt {base.prompt!r}, temperature {a.temperature:g}, "
           f"{a.repeats} timed repeats (median)")
     mdlm = settings(a) if a.checkpoint else []  # the masked-diffusion rows --only keeps
-    only = [s for s in a.only.split(",") if s]
+    only = a.only
     unknown = [s for s in only if not any(s in name for name, _ in mdlm)]
     if unknown:
         raise UserError(f"--only {','.join(unknown)} matches no sampler row: use parts of these names: "

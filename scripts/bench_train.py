@@ -30,7 +30,8 @@ from common import Draw, Schedule  # noqa: E402
 from configurator import get_config  # noqa: E402
 from model import Transformer  # noqa: E402
 from utils.dist import autocast_for, keyed_generator, peak_flops, pick_device, timed  # noqa: E402
-from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
+from utils.cli import ArgParser, at_least, list_of  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
 
 
@@ -79,17 +80,16 @@ def make_step(cfg, vocab_size, device):
 
 def main(argv):
     ap = ArgParser(prog="scripts/bench_train.py", description=__doc__.splitlines()[0])
-    ap.add_argument("--iters", type=int, default=5, help="timed steps per repeat")
-    ap.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
-    ap.add_argument("--vocab_size", type=int, default=66, help="incl. [MASK]; 66 = Tiny Shakespeare chars, 2048 = BPE")
+    ap.add_argument("--iters", type=at_least(1), default=5, help="timed steps per repeat")
+    ap.add_argument("--repeats", type=at_least(1), default=3, help="repeats; the median is reported")
+    ap.add_argument("--warmup", type=at_least(0), default=2, help="untimed steps first (compilation happens here)")
+    ap.add_argument("--vocab_size", type=at_least(2), default=66, help="incl. [MASK]; 66 = Tiny Shakespeare chars, 2048 = BPE")
     ap.add_argument("--compare_head", action="store_true", help="mdlm with the head on all and on masked positions")
     ap.add_argument("--compare_compile", action="store_true", help="every row eager and compiled")
     ap.add_argument("--compare_ns", action="store_true", help="every row with Muon's Newton-Schulz in bf16 and in fp32")
-    ap.add_argument("--bd3_blocks", default="", help="comma-separated block sizes L': a bd3 row each (e.g. 1,4,16,64)")
+    ap.add_argument("--bd3_blocks", type=list_of(at_least(1)), default=[],
+                    help="comma-separated block sizes L': a bd3 row each (e.g. 1,4,16,64)")
     args, rest = ap.parse_known_args(argv)
-    if min(args.iters, args.repeats) < 1 or args.warmup < 0 or args.vocab_size < 2:
-        raise UserError("--iters and --repeats must be >= 1, --warmup >= 0, --vocab_size >= 2")
     cfg = get_config(rest)
     if args.compare_ns and cfg.optimizer != "muon":
         raise UserError("--compare_ns times Muon's Newton-Schulz: add --optimizer=muon (baby and cpu train with it)")
@@ -102,7 +102,7 @@ def main(argv):
     if args.compare_head:
         rows = [rows[0], (f"{cfg.objective} head=all", replace(cfg, head_on_masked_only=False)),
                 (f"{cfg.objective} head=masked", replace(cfg, head_on_masked_only=True))]
-    for k in (int(v) for v in args.bd3_blocks.split(",") if v.strip()):
+    for k in args.bd3_blocks:
         rows.append((f"bd3 L'={k}", get_config(rest + ["--objective=bd3", f"--bd3_block={k}"])))
     if args.compare_compile:
         rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows for tag, on in (("eager", False), ("compiled", True))]

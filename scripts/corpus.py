@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 
 from utils.errors import UserError
-from utils.fileio import atomic_open, check_output
+from utils.fileio import atomic_open, check_output, not_found
 from utils.tokenizer import EOT_TOKEN
 
 SEPARATOR = EOT_TOKEN  # "<|endoftext|>"
@@ -169,7 +169,7 @@ def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
 
 def _check_file(path):
     if not os.path.exists(path):
-        raise UserError(f"input file not found: {path}: check --input-file")
+        raise not_found(path, "--input-file", "check the path")
     if not os.path.isfile(path):
         raise UserError(f"--input-file {path} is not a regular file: pass a .txt/.jsonl/.json/.parquet/.csv file")
     if os.path.getsize(path) == 0:

@@ -26,8 +26,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
-from utils.fileio import check_output  # noqa: E402
+from utils.cli import ArgParser, at_least, output  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv):
@@ -40,13 +40,12 @@ def parse_args(argv):
     p.add_argument("--config", default=None, help="hub dataset config name, e.g. sample-10BT")
     p.add_argument("--split", default="train", help="hub dataset split")
     p.add_argument("--text-field", default="text", help="record field holding the text (hub/json/parquet/csv)")
-    p.add_argument("--num-stories", type=int, default=0, help="how many stories to sample; 0 = all, in order")
+    p.add_argument("--num-stories", type=at_least(0), default=0, help="how many stories to sample; 0 = all, in order")
     p.add_argument("--seed", type=int, default=1337, help="sampling / shuffling seed")
-    p.add_argument("--shuffle-buffer", type=int, default=10_000, help="hub streaming shuffle buffer size")
+    p.add_argument("--shuffle-buffer", type=at_least(1), default=10_000, help="hub streaming shuffle buffer size")
     p.add_argument("--split-blank-lines", action="store_true",
                    help="split a .txt without <|endoftext|> into stories on blank lines")
-    p.add_argument("--output", required=True, help="output .txt path")
-    p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    p.add_argument("--output", type=output, required=True, help="output .txt path")
     return p.parse_args(argv)
 
 
@@ -72,11 +71,6 @@ def main(argv):
 
     if bool(args.dataset) == bool(args.input_file):
         raise UserError("pass exactly one source: --dataset NAME (hub) or --input-file PATH (local file)")
-    if args.num_stories < 0:
-        raise UserError(f"--num-stories must be >= 0, got {args.num_stories}: use 0 for all stories")
-    if args.shuffle_buffer < 1:
-        raise UserError(f"--shuffle-buffer must be >= 1, got {args.shuffle_buffer}")
-    check_output(args.output, args.force)  # fail before any slow work
 
     t0 = time.time()
     single = False

@@ -20,7 +20,8 @@ Run from the repo root (one process at a time, one thread each on a shared CPU):
 Writes artifacts/epochs/data/{val,train_N}.txt, one run dir per run under artifacts/epochs/runs/ (train log
 train.log, eval.json from scripts/eval.py) and artifacts/epochs/summary.json. A run cut short (the driver stopped,
 the session ended) continues with train.py --resume, bit-exact, when the driver is started again; resumed.txt in its
-dir lists the sittings and the summary says so. --force starts it from scratch instead.
+dir lists the sittings and the summary says so. --restart starts it from scratch instead. The summary at its default
+path is the study's own, rewritten after every run; another existing file is only replaced with --force.
 """
 import contextlib
 import json
@@ -34,8 +35,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open  # noqa: E402
+from utils.cli import ArgParser, at_least, list_of, output, read_json, read_jsonl  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.fileio import atomic_open, read_text  # noqa: E402
 
 ROOT = "artifacts/epochs"
 TOKENS_PER_STEP = 12 * 64  # the baby preset's batch x ctx: one epoch of N chars = N / 768 steps
@@ -81,8 +83,7 @@ RUNS = {
 
 def prepare_data(sizes):
     """nanoGPT's split of data/tinyshakespeare.txt: val = last 10%, train slices = first N of the first 90%."""
-    with open("data/tinyshakespeare.txt") as f:
-        text = f.read()
+    text = read_text("data/tinyshakespeare.txt", "the study's text", "restore it: git checkout -- data/tinyshakespeare.txt")
     cut = int(len(text) * 0.9)
     os.makedirs(f"{ROOT}/data", exist_ok=True)
     files = {"val": text[cut:], **{f"train_{n}": text[:cut][:n] for n in sizes}}
@@ -113,7 +114,7 @@ def train_command(name, paths, eval_iters, out):
            "--log_interval=500", f"--out_dir={out}", "--viz_video="]
 
 
-def run_one(name, paths, force, eval_iters):
+def run_one(name, paths, restart, eval_iters):
     patience = RUNS[name][5]
     out = f"{ROOT}/runs/{name}"
     if os.path.isfile(f"{out}/eval.json"):
@@ -121,9 +122,9 @@ def run_one(name, paths, force, eval_iters):
         return
     cmd = train_command(name, paths, eval_iters, out)
     stopped = os.path.isfile(f"{out}/stopped.json")  # trained already, stopped early by the patience rule
-    resume = not stopped and os.path.isfile(f"{out}/model.pt") and not force
-    if os.path.exists(out) and not (resume or stopped or force):
-        raise UserError(f"{out} exists with no checkpoint to resume: look at {out}/train.log, then --force to start again")
+    resume = not stopped and os.path.isfile(f"{out}/model.pt") and not restart
+    if os.path.exists(out) and not (resume or stopped or restart):
+        raise UserError(f"{out} exists with no checkpoint to resume: look at {out}/train.log, then --restart to start again")
     os.makedirs(out, exist_ok=True)
     if not stopped:
         cmd.append("--resume" if resume else "--overwrite")
@@ -177,10 +178,7 @@ def summarise(name):
     """One run's curve (epochs, val nats/char +- se, training FLOPs) from metrics.jsonl and eval.py's figure on best.pt."""
     flags, n_chars, epochs, per_eval, extra, patience = RUNS[name]
     out = f"{ROOT}/runs/{name}"
-    rows = []
-    if os.path.isfile(f"{out}/metrics.jsonl"):
-        with open(f"{out}/metrics.jsonl") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_jsonl(f"{out}/metrics.jsonl", "run log", "") if os.path.isfile(f"{out}/metrics.jsonl") else []
     n_iters = max([r["iter"] for r in rows if r.get("kind") == "eval"], default=0)
     params, flops_tok = model_line(out)
     # one eval row per iter (runs before issue 26 scored the periodic evals at 1 t and the final one at 4)
@@ -202,8 +200,8 @@ def summarise(name):
         best = min(curve, key=lambda c: c["nats"])
         s.update(best_nats=best["nats"], best_se=best["se"], best_epoch=best["epoch"], best_flops=best["flops"])
     if s["finished"]:
-        with open(f"{out}/eval.json") as f:
-            r = json.load(f)["runs"][0]
+        r = read_json(f"{out}/eval.json", "scripts/eval.py's JSON", ("runs",), f"delete it, and scripts/epochs.py evaluates "
+                      f"{name} again", rows=("bits_per_char", "bpc_se", "iter", "chars_per_token"))["runs"][0]
         s.update(final_nats=r["bits_per_char"] * math.log(2), final_se=r["bpc_se"] * math.log(2),
                  final_iter=r["iter"], final_epoch=r["iter"] * TOKENS_PER_STEP / n_chars,
                  final_flops=flops_tok * r["iter"] * TOKENS_PER_STEP if flops_tok else None,
@@ -252,22 +250,22 @@ def write_summary(path):
 
 def main(argv):
     p = ArgParser(prog="scripts/epochs.py", description="Train baby AR / mdlm / bd3 for many epochs on a data slice.")
-    p.add_argument("--runs", default=",".join(RUNS), help="comma-separated names from RUNS, run in this order")
-    p.add_argument("--eval-iters", type=int, default=50, help="validation batches of 12 windows per periodic eval")
-    p.add_argument("--force", action="store_true", help="start an unfinished run again (train.py --overwrite) instead of resuming it")
+    p.add_argument("--runs", type=list_of(tuple(RUNS)), default=",".join(RUNS),
+                   help="comma-separated names from RUNS, run in this order")
+    p.add_argument("--eval-iters", type=at_least(1), default=50, help="validation batches of 12 windows per periodic eval")
+    p.add_argument("--restart", action="store_true", help="start an unfinished run again (train.py --overwrite) instead "
+                   "of resuming it")
     p.add_argument("--summary-only", action="store_true", help="only write the JSON summary from the run dirs")
-    p.add_argument("--summary", default=f"{ROOT}/summary.json", help="JSON summary path (replaced)")
+    p.add_argument("--summary", type=output, default=None, help=f"JSON summary path (default {ROOT}/summary.json, "
+                   f"rewritten after every run)")
     a = p.parse_args(argv)
-    names = [n for n in a.runs.split(",") if n]
-    unknown = [n for n in names if n not in RUNS]
-    if unknown:
-        raise UserError(f"unknown run(s) {unknown}: choose from {', '.join(RUNS)}")
-    if not a.summary_only:
+    summary = a.summary or f"{ROOT}/summary.json"
+    if not a.summary_only:  # (started outside the repository root, the study's text is not found and says so)
         paths = prepare_data(sorted({RUNS[n][1] for n in RUNS}))
-        for n in names:
-            run_one(n, paths, a.force, a.eval_iters)
-            write_summary(a.summary)
-    write_summary(a.summary)
+        for n in a.runs:
+            run_one(n, paths, a.restart, a.eval_iters)
+            write_summary(summary)
+    write_summary(summary)
 
 
 if __name__ == "__main__":

@@ -44,11 +44,12 @@ from trace import StepBar, chain  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import SPLITS, fixed_windows, prepare_data, split_ids  # noqa: E402
 from utils.dist import DTYPES, autocast_for, pick_device  # noqa: E402
-from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open, check_output  # noqa: E402
+from utils.cli import ArgParser, at_least, key_list, output  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.fileio import atomic_open  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
-SWEEP_KEYS = {"temperature": float, "steps": int}
+SWEEP_KEYS = {"temperature": at_least(0.0), "steps": at_least(1)}
 
 
 def parse_args(argv):
@@ -60,66 +61,41 @@ def parse_args(argv):
                    "(train.py's evals, best.pt, lever searches); val = both (the windows of records before the cut); train")
     p.add_argument("--data-path", default="", help="override the checkpoint's data_path (e.g. run from elsewhere)")
     p.add_argument("--val-path", default=None, help="override the checkpoint's val_path ('' = split data_path)")
-    p.add_argument("--n-windows", type=int, default=REPORT["n_windows"], help="fixed evaluation windows, evenly spaced over the split")
-    p.add_argument("--n-t", type=int, default=REPORT["n_t"], help="stratified diffusion times per window for the bound")
-    p.add_argument("--batch-size", type=int, default=REPORT["batch_size"], help="windows or samples per forward pass")
-    p.add_argument("--n-samples", type=int, default=16, help="samples for gen-PPL, distinct-n, change rate (0 = skip)")
-    p.add_argument("--gen-len", type=int, default=0, help="tokens per sample; 0 = fill the context after the prompt")
+    p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=REPORT["n_windows"],
+                   help="fixed evaluation windows, evenly spaced over the split")
+    p.add_argument("--n-t", type=at_least(1), default=REPORT["n_t"], help="stratified diffusion times per window for the bound")
+    p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"], help="windows or samples per forward pass")
+    p.add_argument("--n-samples", type=at_least(0), default=16, help="samples for gen-PPL, distinct-n, change rate (0 = skip)")
+    p.add_argument("--gen-len", type=at_least(0), default=0, help="tokens per sample; 0 = fill the context after the prompt")
     p.add_argument("--prompt", default="", help="text every sample starts from; '' = the AR start token (newline/EOT)")
-    p.add_argument("--steps", type=int, default=64, help="reverse diffusion steps (NFE) for samples and infill")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = argmax)")
+    p.add_argument("--steps", type=at_least(1), default=64, help="reverse diffusion steps (NFE) for samples and infill")
+    p.add_argument("--temperature", type=at_least(0.0), default=1.0, help="sampling temperature (0 = argmax)")
     p.add_argument("--order", choices=ORDERS, default="confidence",
                    help="mdlm samples: reveal order (random + --remask none = ancestral with fixed counts, MDLM)")
     p.add_argument("--remask", choices=("refine", "none"), default="refine", help="mdlm samples: refine (reference) | none")
-    p.add_argument("--infill-len", type=int, default=20, help="held-out span in tokens (nanoDLM: 20 chars); 0 = skip")
-    p.add_argument("--n-infill", type=int, default=64, help="validation windows with one held-out span each")
-    p.add_argument("--infill-temperature", type=float, default=0.0, help="temperature for infilling (0 = most likely fill)")
-    p.add_argument("--sweep", default="", help="e.g. temperature=0.7,0.85,1.0 or steps=16,32,64: gen-PPL and entropy per value "
+    p.add_argument("--infill-len", type=at_least(0), default=20, help="held-out span in tokens (nanoDLM: 20 chars); 0 = skip")
+    p.add_argument("--n-infill", type=at_least(1), default=64, help="validation windows with one held-out span each")
+    p.add_argument("--infill-temperature", type=at_least(0.0), default=0.0, help="temperature for infilling (0 = most likely fill)")
+    p.add_argument("--sweep", type=key_list(SWEEP_KEYS), default=None, help="e.g. temperature=0.7,0.85,1.0 or steps=16,32,64: gen-PPL and entropy per value "
                    "(steps: also the bound of each K-step chain)")
     p.add_argument("--match-entropy", action="store_true", help="also gen-PPL at the temperature whose sample entropy is "
                    "within 0.05 nats of held-out text's at the samples' length (bisection over 0.05-20, 10 draws at most; "
                    "a row that gets no closer says unmatched; needs --ar-checkpoint and --n-samples)")
-    p.add_argument("--diffusion-steps", type=int, default=0, help="score (and sample) on a chain of this many time steps "
+    p.add_argument("--diffusion-steps", type=at_least(0), default=0, help="score (and sample) on a chain of this many time steps "
                    "instead of the checkpoint's own T (0): only for a network with no time input (time_cond none, bd3), "
                    "which defines a chain at any T (on the networks measured here a finer chain read a tighter bound)")
     p.add_argument("--seed", type=int, default=REPORT["seed"])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="autocast of the forward passes, as train.py's "
                    "--dtype: auto = bf16 on a CUDA GPU that has it (fp16 on one that does not), fp32 elsewhere")
-    p.add_argument("--json", default="", help="also write every figure here (atomically)")
-    p.add_argument("--force", action="store_true", help="overwrite --json if it exists")
+    p.add_argument("--json", type=output, default="", help="also write every figure here (atomically)")
     a = p.parse_args(argv)
-    for name in ("n_windows", "n_t", "batch_size", "steps", "n_infill"):
-        if getattr(a, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
-    if a.n_windows < 2:
-        raise UserError("--n-windows must be >= 2 (a standard error needs two windows)")
-    for name in ("n_samples", "gen_len", "infill_len", "diffusion_steps"):
-        if getattr(a, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(a, name)}")
-    if a.temperature < 0 or a.infill_temperature < 0:
-        raise UserError("temperatures must be >= 0 (0 = argmax)")
-    a.sweep_key, a.sweep_values = parse_sweep(a.sweep)
+    a.sweep_key, a.sweep_values = a.sweep or (None, [])
     if (a.sweep or a.match_entropy) and not a.ar_checkpoint:
         raise UserError("--sweep and --match-entropy measure gen-PPL: give the scorer with --ar-checkpoint PATH")
-    if a.json:
-        check_output(a.json, a.force, "--json")
+    if a.match_entropy and not a.n_samples:
+        raise UserError("--match-entropy reads the samples' entropy: --n-samples 0 draws none (drop one of the two)")
     return a
-
-
-def parse_sweep(text):
-    if not text:
-        return None, []
-    key, eq, values = text.partition("=")
-    if not eq or key not in SWEEP_KEYS:
-        raise UserError(f"--sweep {text!r} must look like temperature=0.7,0.85,1.0 or steps=16,32,64")
-    try:
-        vals = [SWEEP_KEYS[key](v) for v in values.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"--sweep {text!r}: the values must be {SWEEP_KEYS[key].__name__}s separated by commas")
-    if not vals or any(v < 0 or (key == "steps" and v < 1) for v in vals):
-        raise UserError(f"--sweep {text!r}: give one or more values, temperatures >= 0 and steps >= 1")
-    return key, vals
 
 
 def tokens_seen(ckpt):

@@ -41,8 +41,9 @@ from evals.samples import draw, held_out_windows, load_judge, score, start_ids  
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
-from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open, check_output  # noqa: E402
+from utils.cli import ArgParser, at_least, key_list, output  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.fileio import atomic_open  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
@@ -53,22 +54,7 @@ REMDM_KEYS = ("remask_eta", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "r
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "remdm_schedule=cap,loop", "corrector_steps=0,4",
                 "temperature=0.8,0.9,1.0"]
 DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]
-
-
-def parse_grid(specs, flag):
-    """['key=v1,v2', ...] -> {key: [typed values]} (types from config.Config); a bad spec is a one-line error."""
-    types, grid = {f.name: f.type for f in fields(Config)}, {}
-    for spec in specs:
-        key, eq, values = spec.partition("=")
-        if not eq or key not in GRID_KEYS:
-            raise UserError(f"{flag} {spec!r}: give KEY=V1,V2 with KEY one of {', '.join(GRID_KEYS)}")
-        try:
-            grid[key] = [types[key](v.strip()) for v in values.split(",") if v.strip()]
-        except ValueError:
-            raise UserError(f"{flag} {spec!r}: the values of {key} must be {types[key].__name__}s separated by commas")
-        if not grid[key]:
-            raise UserError(f"{flag} {spec!r}: give at least one value")
-    return grid
+GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KEYS})  # 'key=v1,v2', typed as config.py
 
 
 def canonical(settings, obj, cfg):
@@ -154,27 +140,21 @@ def parse_args(argv):
     p = ArgParser(prog="scripts/frontier.py", description="Gen-PPL and n-gram divergence against entropy, per sampler.")
     p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (any objective)")
     p.add_argument("--ar-checkpoint", required=True, help="the AR judge of gen-PPL (same tokenizer and data)")
-    p.add_argument("--grid", action="append", default=None, help=f"KEY=V1,V2 for diffusion checkpoints, repeatable "
+    p.add_argument("--grid", action="append", type=GRID, default=None, help=f"KEY=V1,V2 for diffusion checkpoints, repeatable "
                    f"(default: {' '.join(DEFAULT_GRID)}); every combination runs")
-    p.add_argument("--ar-grid", action="append", default=None, help=f"KEY=V1,V2 for AR checkpoints (default: "
+    p.add_argument("--ar-grid", action="append", type=GRID, default=None, help=f"KEY=V1,V2 for AR checkpoints (default: "
                    f"{' '.join(DEFAULT_AR_GRID)})")
-    p.add_argument("--n-samples", type=int, default=256, help="samples per point (and held-out windows); fewer move "
+    p.add_argument("--n-samples", type=at_least(2), default=256, help="samples per point (and held-out windows); fewer move "
                    "the held-out entropy itself (RESULTS.md: 2.906 from 32 windows, 2.973 from 256 at baby)")
-    p.add_argument("--gen-len", type=int, default=0, help="tokens per sample; 0 = fill the context after the start")
+    p.add_argument("--gen-len", type=at_least(0), default=0, help="tokens per sample; 0 = fill the context after the start")
     p.add_argument("--prompt", default="", help="text every sample continues; '' = the AR start token (newline/EOT)")
-    p.add_argument("--batch-size", type=int, default=32, help="samples per forward pass")
+    p.add_argument("--batch-size", type=at_least(1), default=32, help="samples per forward pass")
     p.add_argument("--data-path", default="", help="override the checkpoints' data_path (held-out text)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--json", default="", help="write every point here (atomically)")
-    p.add_argument("--force", action="store_true", help="overwrite --json if it exists")
+    p.add_argument("--json", type=output, default="", help="write every point here (atomically)")
     a = p.parse_args(argv)
-    if a.n_samples < 2 or a.batch_size < 1 or a.gen_len < 0:
-        raise UserError("need --n-samples >= 2, --batch-size >= 1 and --gen-len >= 0")
-    a.grid_values = parse_grid(a.grid or DEFAULT_GRID, "--grid")
-    a.ar_grid_values = parse_grid(a.ar_grid or DEFAULT_AR_GRID, "--ar-grid")
-    if a.json:
-        check_output(a.json, a.force, "--json")
+    a.grid_values, a.ar_grid_values = dict(a.grid or map(GRID, DEFAULT_GRID)), dict(a.ar_grid or map(GRID, DEFAULT_AR_GRID))
     return a
 
 

@@ -44,8 +44,9 @@ from configurator import config_from_dict  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import SPLITS, chars_per_token, check_fits, fixed_windows, prepare_data, split_ids  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
-from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open, check_output  # noqa: E402
+from utils.cli import ArgParser, at_least, list_of, output  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.fileio import atomic_open  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 ORDERS = ("l2r", "r2l", "random")
@@ -140,28 +141,19 @@ def parse_args(argv):
     p = ArgParser(prog="scripts/order_nll.py",
                   description="Exact NLL of a diffusion network's joint (mdlm, bd3), reveal order by order.")
     p.add_argument("checkpoint", help="an mdlm or bd3 model.pt written by train.py")
-    p.add_argument("--orders", default="l2r,random", help=f"comma-separated, from {', '.join(ORDERS)}")
-    p.add_argument("--n-windows", type=int, default=128, help="fixed windows of --split (scripts/eval.py's)")
+    p.add_argument("--orders", type=list_of(ORDERS), default="l2r,random", help=f"comma-separated, from {', '.join(ORDERS)}")
+    p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=128, help="fixed windows of --split "
+                   "(scripts/eval.py's)")
     p.add_argument("--split", choices=SPLITS, default="test", help="whose windows, as scripts/eval.py --split: test "
                    "reports, dev chooses")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=at_least(1), default=128)
     p.add_argument("--seed", type=int, default=0, help="seeds the random orders")
     p.add_argument("--self-cond-read", choices=SC_READS, default="bound",
                    help="a self-conditioned network's input at each pass: a fresh first pass's prediction (the bound's "
                         "reading: random orders estimate the bound) or the previous pass's (the sampler's joint)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", default="", help="write the figures here")
-    p.add_argument("--force", action="store_true", help="replace an existing --json file")
-    a = p.parse_args(argv)
-    a.order_list = [o.strip() for o in a.orders.split(",") if o.strip()]
-    bad = [o for o in a.order_list if o not in ORDERS]
-    if bad or not a.order_list:
-        raise UserError(f"--orders {a.orders!r}: give a comma-separated list from {', '.join(ORDERS)}")
-    if a.n_windows < 2 or a.batch_size < 1:
-        raise UserError("--n-windows needs at least 2 (a standard error) and --batch-size at least 1")
-    if a.json:
-        check_output(a.json, a.force, "--json")
-    return a
+    p.add_argument("--json", type=output, default="", help="write the figures here")
+    return p.parse_args(argv)
 
 
 def mean_se(v):
@@ -188,7 +180,7 @@ def main(argv):
           (f"in each block of {block} ({block} passes a window)" if block else f"({L} passes a window)") + f", {device}")
     print(f"  {describe_reading(sc_read)}")
     res, per_window = {}, {}
-    for order in args.order_list:
+    for order in args.orders:
         t0, parts = time.time(), []
         for i in range(0, len(windows), args.batch_size):
             x = windows[i:i + args.batch_size].to(device)
@@ -201,7 +193,7 @@ def main(argv):
         m, se = mean_se(per_window[order])
         q = [by_step[:, j * L // 4:(j + 1) * L // 4].mean().item() for j in range(4)]
         res[order] = dict(nats_per_token=m, se=se, bits_per_char=m / cpt / math.log(2), by_quarter=q)
-        first = args.order_list[0]
+        first = args.orders[0]
         diff = "" if order == first else "  {:+.4f} +- {:.4f} paired against {}".format(
             *mean_se(per_window[order] - per_window[first]), first)
         if order != first:

@@ -13,49 +13,27 @@ Run from the repo root:
 `curves` reads each run directory's metrics.jsonl (written by train.py); `entropy` and `frontier`
 read the JSON of scripts/eval.py (`frontier` needs its --sweep, or takes scripts/frontier.py's JSONs: gen-PPL and
 n-gram divergence against entropy, a curve per sampler; `nfe` a --sweep steps=...); `epochs` the
-summary of scripts/epochs.py. --out names the PNG; an existing
-PNG there is replaced (atomically).
+summary of scripts/epochs.py. --out names the PNG (written atomically); an existing file there is only
+replaced with --force, and a checkpoint never.
 """
-import json
 import math
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_path  # noqa: E402
+from utils.cli import ArgParser, output, read_json, read_jsonl  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.fileio import atomic_path, check_output  # noqa: E402
 
 LN2 = math.log(2)
 DEFAULT_OUT = {"curves": "artifacts/plots/curves.png", "entropy": "artifacts/plots/entropy.png",
                "frontier": "artifacts/plots/frontier.png", "nfe": "artifacts/plots/nfe.png", "epochs": "artifacts/plots/epochs.png"}
 
 
-def read_jsonl(path):
-    if not os.path.isfile(path):
-        raise UserError(f"{path} not found: give run directories written by train.py (they hold metrics.jsonl)")
-    rows = []
-    with open(path) as f:
-        for i, line in enumerate(f):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise UserError(f"{path} line {i + 1} is not JSON: the file is damaged")
-    return rows
-
-
 def read_eval_json(path):
-    if not os.path.isfile(path):
-        raise UserError(f"{path} not found: write one with python scripts/eval.py CKPT ... --json {path}")
-    try:
-        with open(path) as f:
-            d = json.load(f)
-    except json.JSONDecodeError:
-        raise UserError(f"{path} is not JSON: give a file written by scripts/eval.py --json")
-    if not isinstance(d, dict) or "runs" not in d:
-        raise UserError(f"{path} has no 'runs': give a file written by scripts/eval.py --json")
-    return d
+    return read_json(path, "a scripts/eval.py --json file", ("runs",), f"write one with python scripts/eval.py CKPT ... "
+                     f"--json {path}", rows=("name",))
 
 
 def run_label(run_dir):
@@ -105,7 +83,7 @@ def plot_curves(run_dirs, out):
     plt, fig, ax = _figure()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, d in enumerate(run_dirs):
-        rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
+        rows = read_jsonl(os.path.join(d, "metrics.jsonl"), "run log", "give run directories written by train.py")
         train = sorted((r for r in rows if r.get("kind") == "train"), key=lambda r: r["iter"])
         evals = sorted((r for r in rows if r.get("kind") == "eval"), key=lambda r: r["iter"])
         if not evals:
@@ -294,10 +272,8 @@ def plot_epochs(paths, out, x="epochs"):
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     runs = []
     for path in paths:
-        if not os.path.isfile(path):
-            raise UserError(f"{path} not found: write one with python scripts/epochs.py (--summary-only for runs so far)")
-        with open(path) as f:
-            runs += json.load(f)["runs"]
+        runs += read_json(path, "a scripts/epochs.py summary", ("runs",), "write one with python scripts/epochs.py "
+                          "(--summary-only for runs so far)", rows=("name", "objective", "train_chars", "extra", "curve"))["runs"]
     sizes = sorted({r["train_chars"] for r in runs}, reverse=True)
     best_ar = {}  # data size -> the AR run with the lowest final (else best periodic) figure
     for r in runs:
@@ -338,12 +314,13 @@ def main(argv):
     p.add_argument("what", choices=tuple(DEFAULT_OUT),
                    help="curves: run dirs; entropy/frontier/nfe: eval.py JSON files; epochs: scripts/epochs.py summary")
     p.add_argument("inputs", nargs="+", help="run directories (curves) or eval.py --json files (entropy, frontier)")
-    p.add_argument("--out", default="", help="PNG path (default artifacts/plots/<what>.png)")
+    p.add_argument("--out", type=output, default="", help="PNG path (default artifacts/plots/<what>.png)")
     p.add_argument("--x", choices=("epochs", "flops"), default=None, help="epochs only: the x axis (default epochs)")
     a = p.parse_args(argv)
     if a.x and a.what != "epochs":
         raise UserError(f"--x sets the x axis of the epochs plot; {a.what} has its own: drop --x")
     out = a.out or DEFAULT_OUT[a.what]
+    check_output(out, a.force, "--out")  # the default path too
     if not out.lower().endswith(".png"):
         raise UserError(f"--out {out} should end in .png")
     if a.what == "epochs":

@@ -17,23 +17,23 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.errors import ArgParser, UserError, run_cli  # noqa: E402
-from utils.fileio import check_output, read_text  # noqa: E402
+from utils.cli import ArgParser, output  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
+from utils.fileio import read_text  # noqa: E402
 from utils.tokenizer import save_tokenizer, split_stories, train_bpe  # noqa: E402
+
 
 def parse_args(argv):
     p = ArgParser(prog="scripts/train_tokenizer.py", description="Train a byte-level BPE tokenizer on a text corpus.")
     p.add_argument("--input", required=True, help="UTF-8 text, stories separated by <|endoftext|>")
-    p.add_argument("--output", default="artifacts/tokenizer/tokenizer.json", help="tokenizer.json path")
+    p.add_argument("--output", type=output, default="artifacts/tokenizer/tokenizer.json", help="tokenizer.json path")
     p.add_argument("--vocab-size", type=int, default=2048, help="total vocab size, special tokens included")
     p.add_argument("--min-frequency", type=int, default=2, help="minimum pair count for a merge")
-    p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     return p.parse_args(argv)
 
 
 def main(argv):
-    args = parse_args(argv)
-    check_output(args.output, args.force)  # fail before any slow work
+    args = parse_args(argv)  # an --output that may not be replaced fails here, before any slow work
     text = read_text(args.input, "--input", "make one with scripts/data.py", allow_empty=False, newline="")
     stories = split_stories(text)
     mb = len(text.encode("utf-8")) / 1e6

@@ -74,7 +74,7 @@ def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in
     code, out, err = run_cli_here(script("plot").main, ["curves", "x", "--x", "flops"], capsys)
     assert code == 2 and "drop --x" in err
     code, out, err = run_cli_here(script("epochs").main, ["--runs", "nope"], capsys)
-    assert code == 2 and "unknown run" in err
+    assert code == 2 and "'nope' is not one of" in err
 
 
 def test_a_tie_within_two_standard_errors_is_no_crossover(in_tmp, capsys):

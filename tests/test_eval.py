@@ -115,11 +115,11 @@ def test_mismatched_tokenizer_scorer_exits_2_with_one_line(adaln_ckpt, ar_ckpt, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra, words", [
-    (["--n-windows", "1"], "--n-windows must be >= 2"),
-    (["--sweep", "topk=3"], "must look like temperature="),
+    (["--n-windows", "1"], "--n-windows: must be >= 2"),
+    (["--sweep", "topk=3"], "with KEY one of temperature, steps"),
     (["--sweep", "temperature=0.7"], "--ar-checkpoint"),
     (["--steps", "50"], "exceeds diffusion_steps=20"),
-    (["--temperature", "-1"], "temperatures must be >= 0"),
+    (["--temperature", "-1"], "--temperature: must be >= 0.0"),
 ])
 def test_eval_bad_input_is_one_line_user_error(adaln_ckpt, extra, words):
     with pytest.raises(UserError, match=re.escape(words)):

@@ -37,8 +37,14 @@ def test_repeating_one_character_scores_worse_than_real_text():
     assert all(js_rep[n] > js_real[n] for n in (1, 2, 3, 4)) and m_real < m_mixed < m_rep
 
 
+def grid(*specs, flag="--grid"):
+    """The grid a command line's --grid (or --ar-grid) flags give: {key: [typed values]}."""
+    a = frontier.parse_args(["m.pt", "--ar-checkpoint", "a.pt", *(x for spec in specs for x in (flag, spec))])
+    return a.grid_values if flag == "--grid" else a.ar_grid_values
+
+
 def test_the_grid_holds_each_distinct_sampler_once():
-    g = frontier.parse_grid(["remask=none,remdm", "remdm_schedule=cap,loop", "temperature=0.8,1", "steps=8"], "--grid")
+    g = grid("remask=none,remdm", "remdm_schedule=cap,loop", "temperature=0.8,1", "steps=8")
     assert g == dict(remask=["none", "remdm"], remdm_schedule=["cap", "loop"], temperature=[0.8, 1.0], steps=[8])
     cfg = get_config([*MICRO, "--remask=none"])
     pts = frontier.grid_points(g, cfg, objectives.get("mdlm"))
@@ -49,14 +55,14 @@ def test_the_grid_holds_each_distinct_sampler_once():
     assert frontier.curve_label(pts[0][0]) == "remask=none, steps=8"
     # an AR checkpoint reads only temperature and top-p of it
     ar_cfg = get_config(for_objective([*MICRO, "--objective=ar"]))
-    ar_pts = frontier.grid_points(frontier.parse_grid(["order=random,confidence", "temperature=0.8,1", "top_p=0.9,1"],
-                                                      "--ar-grid"), ar_cfg, objectives.get("ar"))
+    ar_pts = frontier.grid_points(grid("order=random,confidence", "temperature=0.8,1", "top_p=0.9,1", flag="--ar-grid"),
+                                  ar_cfg, objectives.get("ar"))
     assert [s for s, _ in ar_pts] == [dict(temperature=t, top_p=p) for t in (0.8, 1.0) for p in (0.9, 1.0)]
     with pytest.raises(UserError, match="steps"):  # a point the objective refuses: steps > diffusion_steps (20)
         frontier.grid_points(dict(steps=[40]), cfg, objectives.get("mdlm"))
-    for bad in (["epochs=3"], ["temperature=hot"], ["steps="]):
+    for bad in ("epochs=3", "temperature=hot", "steps="):
         with pytest.raises(UserError, match="--grid"):
-            frontier.parse_grid(bad, "--grid")
+            grid(bad)
 
 
 def test_a_curve_is_read_at_the_held_out_entropy_by_interpolation():

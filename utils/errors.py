@@ -1,13 +1,12 @@
 """One way to fail on bad input: a one-line message, exit code 2, no traceback.
 
-Entry points wrap their main() with `run_cli(main)`; library code raises UserError
-with a message that names the problem and the fix. run_cli also turns the failures the
+Entry points wrap their main() with `run_cli(main)` (the scripts read their flags with utils/cli.py); library
+code raises UserError with a message that names the problem and the fix. run_cli also turns the failures the
 environment causes (a read-only or full disk, memory that is not there) into such a line;
 the atomic writes (utils/fileio.py) make sure they leave no half-written file behind.
 Ctrl-C is one line too (exit 130; raise KeyboardInterrupt("what was kept") to say more), and output
 cut short by its reader (`python train.py --help | head`) ends quietly, as cat or grep do (exit 141).
 """
-import argparse
 import errno
 import os
 import sys
@@ -15,18 +14,6 @@ import sys
 
 class UserError(Exception):
     """Bad input from the user (flag, file, config). Printed as one line, exit 2."""
-
-
-class ArgParser(argparse.ArgumentParser):
-    """argparse for the scripts: a bad flag is one line and exit 2 (through run_cli), not a usage block.
-    Pass prog= the script's path so the hint names it however it was started."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message):
-        raise UserError(f"{message} (see python {self.prog} --help)")
 
 
 _WRITE_FIXES = {

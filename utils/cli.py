@@ -1,0 +1,132 @@
+"""How every script takes its command line. Each check is an argparse type, so a slip fails as the flags are read,
+before any work, as one `error:` line and exit 2 (utils.errors.run_cli), and nothing is lost:
+
+    p = ArgParser(prog="scripts/eval.py")
+    p.add_argument("--json", type=output, default="")   # comes with --force; a checkpoint is never replaced
+    p.add_argument("--n-windows", type=at_least(2))     # a count: '1' and 'x' are refused
+    p.add_argument("--bands", type=list_of(band))       # '0-1,0.3-0.8' -> [(0.0, 1.0), (0.3, 0.8)]; '0.8-0.3' refused
+    p.add_argument("--sweep", type=key_list({"steps": at_least(1)}))  # 'steps=8,16' -> ('steps', [8, 16])
+
+read_json and read_jsonl read a JSON input checked for its kind and for being complete. A missing input that is there
+under the repository root says where to run (utils/fileio.not_found).
+"""
+import argparse
+import json
+
+from utils.errors import UserError
+from utils.fileio import check_output, read_text
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse for the scripts: a bad flag is one line and exit 2 (through run_cli), not a usage block; an output
+    flag (type=output) comes with --force and is checked against it once all flags are read. prog= the script's path."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if kwargs.get("type") is output and "force" not in {a.dest for a in self._actions}:  # an output's way to replace
+            super().add_argument("--force", action="store_true", help="replace an existing output file (not a checkpoint)")
+        return action
+
+    def parse_known_args(self, args=None, namespace=None):
+        a, rest = super().parse_known_args(args, namespace)
+        for act in self._actions:
+            if act.type is output and getattr(a, act.dest):
+                check_output(getattr(a, act.dest), getattr(a, "force", False), (act.option_strings or [act.dest])[0])
+        return a, rest
+
+    def error(self, message):
+        raise UserError(f"{message} (see python {self.prog} --help)")
+
+
+def output(path):
+    """An output file: ArgParser refuses one that exists unless --force, and a checkpoint even then."""
+    return path
+
+
+def at_least(minimum, why=""):
+    """A count (a float when the minimum is one), refused below `minimum`; `why` says why that is the least."""
+    kind = type(minimum)
+
+    def count(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}{f' ({why})' if why else ''}, got {text}")
+        return v
+    count.minimum = minimum  # for the tests, which try every count below its least
+    return count
+
+
+def list_of(element):
+    """'a,b,c' -> [element(a), ...]: element is a type or check (float, at_least(1), band) or a tuple of the names
+    allowed; a wrong item names itself, and a list of nothing is refused."""
+    def items(text):
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"{text!r} names no value: give one or more, separated by commas")
+        return [item(v) for v in values]
+
+    def item(v):
+        if isinstance(element, tuple) and v not in element:
+            raise argparse.ArgumentTypeError(f"{v!r} is not one of {', '.join(element)}")
+        try:
+            return v if isinstance(element, tuple) else element(v)
+        except ValueError:  # a plain type (int, float); the checks (at_least, band) say what is wrong themselves
+            raise argparse.ArgumentTypeError(f"{v!r} is not a valid {element.__name__}") from None
+    items.element = element
+    return items
+
+
+def key_list(types):
+    """'key=v1,v2' -> (key, [values]): key one of `types` (key -> a list_of element), each value of its type."""
+    def pair(text):
+        key, eq, values = text.partition("=")
+        if not eq or key not in types:
+            raise argparse.ArgumentTypeError(f"{text!r}: give KEY=V1,V2 with KEY one of {', '.join(types)}")
+        try:
+            return key, list_of(types[key])(values)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+    pair.element = types
+    return pair
+
+
+def band(text):
+    """'lo-hi' -> (lo, hi), a band of rates in [0, 1]; one that selects nothing (lo >= hi) is refused."""
+    try:
+        lo, hi = (float(v) for v in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a band lo-hi, e.g. 0.3-0.8") from None
+    if not 0 <= lo < hi <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} selects nothing: a band lo-hi needs 0 <= lo < hi <= 1")
+    return lo, hi
+
+
+def read_json(path, what, keys, fix, rows=()):
+    """The JSON object in `path`, checked to be `what` (a script's file: every one of `keys` in it, and each entry of
+    its 'runs' holding `rows`) and complete; every failure is one UserError naming the file and `fix`."""
+    try:
+        d = json.loads(read_text(path, what, fix))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not complete JSON ({e.msg} at character {e.pos}; cut short?): {fix}") from None
+    lacks = [k for k in keys if not isinstance(d, dict) or k not in d]
+    if not lacks:  # and complete: every run holds what the reader needs
+        lacks = [f"runs[{i}].{k}" for i, r in enumerate(d.get("runs", [])) for k in rows if k not in r]
+    if lacks:
+        raise UserError(f"{path} is not {what} (it has no {lacks[0]!r}): {fix}")
+    return d
+
+
+def read_jsonl(path, what, fix):
+    """The rows of a JSON-lines file (train.py's metrics.jsonl); a damaged line is one UserError."""
+    lines = read_text(path, what, fix).splitlines()
+    try:
+        return [json.loads(line) for line in lines if line.strip()]
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} holds a line that is not JSON ({e.msg}): the file is damaged") from None
