@@ -188,7 +188,8 @@ def _by_hand(path, n, read="bound"):
     model, ck = load_model(path, "cpu")
     cfg, tok = config_from_dict(ck["config"]), tokenizer_from_state(ck["tokenizer"])
     L, M = cfg.block_size, tok.mask_id
-    x = fixed_windows(prepare_data(cfg, tok, verbose=False)[2], n, L + 1)[:, 1:]
+    val = prepare_data(cfg, tok, verbose=False)[2]
+    x = fixed_windows(val[len(val) // 2:], n, L + 1)[:, 1:]  # the script's default split: test, the second half
     block = cfg.bd3_block if cfg.objective == "bd3" else 0
     S, nll, last = block or L, torch.zeros(n, L, dtype=torch.float64), torch.zeros(n, L, model.args.vocab_size)
     for k in range(S):
