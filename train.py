@@ -29,7 +29,7 @@ import torch
 import objectives
 from common import Draw, Schedule
 from configurator import RESUMABLE_KEYS, config_to_dict, format_config, help_text, parse, refuse_changes, wants_help
-from evals.bound import REPORT, evaluate, report_windows
+from evals.bound import evaluate, reported
 from evals.report import (estimate_line, eta_seconds, final_report, first_step_line, fmt_eta, fmt_time, long_run_note,
                           loss_label, steady_step_s, units)
 from model import ModelArgs, Transformer
@@ -444,9 +444,7 @@ def finish(cfg, env, data, run):
         return
     print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, val {run.best_val:.4f} nats/token, in "
           f"{os.path.join(cfg.out_dir, 'best.pt')}); trained {fmt_time(time.time() - run.t_start)}")
-    windows, cpt = report_windows(data.tok, data.train_ids, data.val_ids, REPORT["split"], REPORT["n_windows"], cfg.block_size)
-    test = evaluate(run.eval_model, windows, replace(cfg, batch_size=REPORT["batch_size"]), run.schedule, data.tok, env.ctx,
-                    n_t=REPORT["n_t"], seed=REPORT["seed"], chars_per_token=cpt)  # scripts/eval.py's figure
+    test = reported(run.eval_model, cfg, run.schedule, data.tok, data.train_ids, data.val_ids, env.ctx)  # eval.py's figure
     final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"], test)
     if env.wandb is not None:
         env.wandb.finish()

@@ -11,6 +11,7 @@ the drift between strata.
 """
 import math
 from contextlib import nullcontext
+from dataclasses import replace
 
 import torch
 
@@ -30,6 +31,13 @@ def report_windows(tok, train_ids, val_ids, split, n_windows, L):
     check_fits(ids, L + 1, split)
     windows = fixed_windows(ids, n_windows, L + 1)  # every objective scores the same last L tokens of each
     return windows, chars_per_token(tok, windows[:, 1:])
+
+
+def reported(model, cfg, schedule, tok, train_ids, val_ids, ctx=nullcontext()):
+    """The figure records cite (train.py's last report line): REPORT's windows scored as scripts/eval.py's defaults do."""
+    windows, cpt = report_windows(tok, train_ids, val_ids, REPORT["split"], REPORT["n_windows"], cfg.block_size)
+    return evaluate(model, windows, replace(cfg, batch_size=REPORT["batch_size"]), schedule, tok, ctx, n_t=REPORT["n_t"],
+                    seed=REPORT["seed"], chars_per_token=cpt)
 
 
 @torch.no_grad()
