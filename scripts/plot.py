@@ -265,8 +265,8 @@ def plot_nfe(paths, out):
 
 
 def plot_epochs(paths, out, x="epochs"):
-    """Val nats/char against epochs over the data slice, or training FLOPs (log x): each data size's best AR (by
-    eval.py on best.pt) dashed, the other AR configurations thin grey, diffusion runs in colour (band = ± se), and
+    """Val nats/char against epochs over the data slice, or training FLOPs (log x): each data size's best AR (chosen
+    on dev: its lowest periodic eval) dashed, the other AR configurations thin grey, diffusion runs in colour (band = ± se), and
     eval.py's figure on best.pt as a star."""
     plt, fig, ax = _figure()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -275,11 +275,10 @@ def plot_epochs(paths, out, x="epochs"):
         runs += read_json(path, "a scripts/epochs.py summary", ("runs",), "write one with python scripts/epochs.py "
                           "(--summary-only for runs so far)", rows=("name", "objective", "train_chars", "extra", "curve"))["runs"]
     sizes = sorted({r["train_chars"] for r in runs}, reverse=True)
-    best_ar = {}  # data size -> the AR run with the lowest final (else best periodic) figure
+    best_ar = {}  # data size -> the AR run with the lowest periodic eval (dev), as scripts/epochs.py pairs
     for r in runs:
         if is_ar(r) and "best_nats" in r:
-            key = lambda q: q.get("final_nats", q["best_nats"])
-            if r["train_chars"] not in best_ar or key(r) < key(best_ar[r["train_chars"]]):
+            if r["train_chars"] not in best_ar or r["best_nats"] < best_ar[r["train_chars"]]["best_nats"]:
                 best_ar[r["train_chars"]] = r
     styles, grey_label = ["-", ":", "-.", "--"], True
     for i, r in enumerate(runs):

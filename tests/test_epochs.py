@@ -28,7 +28,8 @@ def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in
     ar_w = [2.0, 2.5] * 8
     md_w = [w - 0.1 for w in ar_w[:-1]] + [ar_w[-1]]
     _run(in_tmp, ar, [(round(STEPS), 2.5), (round(8 * STEPS), 2.25), (round(40 * STEPS), 2.9)], 2.24, ar_w)
-    _run(in_tmp, "ar_wd0.8_do0.1_75k", [(round(STEPS), 2.6), (round(9 * STEPS), 2.3)], 2.31, [w + 0.05 for w in ar_w])
+    # the other AR reads lower on test (eval.py, 2.20) but higher on its own evals (dev, 2.3): dev chooses
+    _run(in_tmp, "ar_wd0.8_do0.1_75k", [(round(STEPS), 2.6), (round(9 * STEPS), 2.3)], 2.20, [w - 0.05 for w in ar_w])
     _run(in_tmp, mdlm, [(round(STEPS), 3.0), (round(100 * STEPS), 2.26), (round(190 * STEPS), 2.20)], 2.21, md_w)
     code, out, err = run_cli_here(script("epochs").main, ["--summary-only"], capsys)
     assert code == 0, err
@@ -36,7 +37,7 @@ def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in
     assert abs(s[ar]["best_epoch"] - 8) < 0.01 and abs(s[ar]["best_nats"] - 2.25) < 1e-9
     assert s[ar]["params"] == 803_328 and s[ar]["flops_done"] == 3e6 * round(40 * STEPS) * 768
     m = s[mdlm]
-    assert m["best_ar"] == ar  # the lower of the two AR configurations by eval.py
+    assert m["best_ar"] == ar  # the lower of the two AR configurations on dev, not the lower on test
     assert abs(m["first_epoch_below_best_ar"] - 190) < 0.01 and abs(m["final_nats"] - 2.21) < 1e-9
     d = [b - a for a, b in zip(ar_w, md_w)]  # by hand: mean and se of the paired differences
     mean = sum(d) / len(d)
