@@ -79,6 +79,7 @@ IGNORES = {  # no diffusion: no time, no schedule, no reverse sampler
                      "mask_ramp_from", "self_cond"),
                     "an AR model predicts the next token: no noise, time, schedule or reverse steps")}
 CONTINUES_ONLY = EXACT = True  # continues a prompt; its score is the exact NLL, not a bound
+ANY_LENGTH = True  # sample_ar_window slides its window past the context
 TRACE = False  # no denoising to watch
 
 

@@ -1,4 +1,4 @@
-"""Drawing samples from a checkpoint and scoring them (scripts/eval.py, frontier.py, bench_sample.py): samples continue
+"""Drawing samples from a checkpoint and scoring them (scripts/eval.py, scripts/frontier.py): samples continue
 a fixed start; their figures are distinct-2/-3, the sample entropy, gen-PPL under an AR judge and, given reference
 text, the JS divergence of character n-grams. Held-out text of the samples' length is scored the same way.
 

@@ -19,6 +19,12 @@ samples' size (the floor a perfect sampler scores: n-gram counts from a few samp
 Take many: the held-out entropy read from 32 windows of baby's split is 2.906, from 256 it is 2.973, and a masked-
 diffusion curve climbs from gen-PPL 10 to 19 over that gap (RESULTS.md). 256 samples of 63 characters took ~100 s
 a point for a baby mdlm model at NFE 48 (3 s for its AR, KV-cached) on a 2-core machine shared by six jobs.
+Every point is also timed (--time-batches, --repeats; one thread by default, --threads): wall-clock tokens/s drawing
+a batch of B samples, median of --repeats rounds in which every point of every checkpoint draws once in turn, so the
+AR's rows and diffusion's are timed side by side and a drifting load slows them alike (one untimed warm-up each).
+The reading at the held-out entropy carries tokens/s too; `scripts/plot.py frontier --x speed` plots gen-PPL there
+against tokens/s, one marker per sampler. Samples may run past a model's context where its sampler can (AR and bd3
+slide a window; the judge scores such samples in windows, evals/metrics.windowed_ar_nll).
 A point's settings drop what its objective does not read (AR: steps, order, remask, ...), and the ReMDM keys where
 remask is not remdm, so the grid holds each distinct sampler once. NFE counts passes of whatever each one runs on:
 the whole canvas (mdlm), one block against a KV cache (bd3), one token against a KV cache (AR).
@@ -26,6 +32,7 @@ the whole canvas (mdlm), one block against a KV cache (bd3), one token against a
 import itertools
 import json
 import os
+import statistics
 import sys
 import time
 from dataclasses import fields, replace
@@ -40,8 +47,8 @@ from configurator import config_from_dict, validate  # noqa: E402
 from evals.samples import draw, held_out_windows, load_judge, score, start_ids  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
-from utils.dist import pick_device  # noqa: E402
-from utils.cli import ArgParser, at_least, key_list, output  # noqa: E402
+from utils.dist import pick_device, timed  # noqa: E402
+from utils.cli import ArgParser, at_least, key_list, list_of, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402
@@ -122,16 +129,36 @@ def grid_of(r, args, judge, start, gen_len, ref, device, generator):
     return points
 
 
-def read_curves(points, target):
-    """Each curve of the points read at the held-out entropy (at_entropy), printed: {curve: reading, or None}."""
+def time_points(runs, args, start, gen_len, device):
+    """Wall-clock tokens/s of every point at each --time-batches size B, written into the points (seconds_bB,
+    tokens_per_s_bB): one untimed warm-up draw per point, then --repeats rounds in which every point of every
+    checkpoint draws B samples once, in turn; the median round per point."""
+    jobs = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])]
+    for b in args.time_batches:
+        def call(r, scfg, seed):
+            return draw(r["model"], scfg, start, gen_len, b, b, r["tok"].mask_id, device, torch.Generator().manual_seed(seed))
+        for r, _, scfg in jobs:
+            call(r, scfg, args.seed)
+        rounds = [[timed(lambda: call(r, scfg, args.seed + k), device)[0] for r, _, scfg in jobs]
+                  for k in range(1, args.repeats + 1)]
+        for (r, pt, _), secs in zip(jobs, zip(*rounds)):
+            pt[f"seconds_b{b}"] = statistics.median(secs)
+            pt[f"tokens_per_s_b{b}"] = b * gen_len / pt[f"seconds_b{b}"]
+            print(f"  {r['path']} [{pt['curve']}] T={pt['temperature']:g}, batch {b}: {pt[f'tokens_per_s_b{b}']:,.0f} "
+                  f"tokens/s ({pt[f'seconds_b{b}']:.3f} s, median of {args.repeats})")
+
+
+def read_curves(points, target, keys):
+    """Each curve of the points read at the held-out entropy (at_entropy over keys), printed: {curve: reading, or None}."""
     curves = {}
     for pt in points:
         curves.setdefault(pt["curve"], []).append(pt)
-    at_held = {c: at_entropy(pts, target) for c, pts in curves.items()}
+    at_held = {c: at_entropy(pts, target, keys) for c, pts in curves.items()}
     for c, v in at_held.items():
         nfe = sum(q["nfe"] for q in curves[c]) / len(curves[c])
+        speed = "".join(f", {v[k]:,.0f} tokens/s at batch {k.split('_b')[1]}" for k in keys if k.startswith("tokens") and v)
         print(f"  at the held-out entropy, [{c}] (NFE {nfe:.1f}): " + (
-            f"gen-PPL {v['gen_ppl']:.2f}, JS {v['js_mean']:.4f}" if v else "not reached; entropies " +
+            f"gen-PPL {v['gen_ppl']:.2f}, JS {v['js_mean']:.4f}{speed}" if v else "not reached; entropies " +
             ", ".join(f"{q['sample_entropy']:.2f}" for q in sorted(curves[c], key=lambda q: q["sample_entropy"]))))
     return at_held
 
@@ -150,6 +177,11 @@ def parse_args(argv):
     p.add_argument("--prompt", default="", help="text every sample continues; '' = the AR start token (newline/EOT)")
     p.add_argument("--batch-size", type=at_least(1), default=32, help="samples per forward pass")
     p.add_argument("--data-path", default="", help="override the checkpoints' data_path (held-out text)")
+    p.add_argument("--time-batches", type=list_of(at_least(1)), default="1,16", help="comma-separated batch sizes "
+                   "whose wall-clock tokens/s every point reports")
+    p.add_argument("--repeats", type=at_least(0), default=3, help="timed rounds per batch size (median); 0 = no timing")
+    p.add_argument("--threads", type=at_least(1), default=1, help="CPU threads (torch.set_num_threads) for every "
+                   "draw, timed or not")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--json", type=output, default="", help="write every point here (atomically)")
@@ -175,29 +207,37 @@ def main(argv):
     tok = runs[0]["tok"]
     start = start_ids(tok, args.prompt)
     gen_len = args.gen_len or min(r["cfg"].block_size for r in runs) - len(start)
-    if len(start) + gen_len - 1 > judge.args.block_size or any(
-            len(start) + gen_len > r["cfg"].block_size and not r["obj"].ANY_LENGTH for r in runs):
-        raise UserError(f"start ({len(start)} tokens) + --gen-len {gen_len} exceeds a checkpoint's or the judge's "
-                        f"context: use a shorter --gen-len")
+    long = [r["path"] for r in runs if len(start) + gen_len > r["cfg"].block_size and not r["obj"].ANY_LENGTH]
+    if long:
+        raise UserError(f"start ({len(start)} tokens) + --gen-len {gen_len} exceeds {long[0]}'s context, and its sampler "
+                        f"does not slide a window: use a shorter --gen-len")
     _, _, val_ids, _ = prepare_data(runs[0]["cfg"], tok, verbose=False)  # held-out text, as described above
     ref = tok.decode(val_ids[:len(val_ids) // 2].tolist())
     windows = held_out_windows(val_ids[len(val_ids) // 2:], args.n_samples, gen_len, "the validation split's second half")
     s = score(windows, 0, tok, reference=ref)
     held = dict(sample_entropy=s["sample_entropy"], js=s["js"], js_mean=s["js_mean"], n_windows=len(windows),
                 gen_len=gen_len, reference_chars=len(ref))
-    print(f"device: {device}; judge {args.ar_checkpoint}; {args.n_samples} samples of {gen_len} tokens per point; "
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    print(f"device: {device} ({torch.get_num_threads()} threads); judge {args.ar_checkpoint}; {args.n_samples} samples of {gen_len} tokens per point; "
           f"held-out entropy {held['sample_entropy']:.3f}, n-gram JS of held-out text {held['js_mean']:.4f}")
     g, rows = torch.Generator().manual_seed(args.seed), []
     for r in runs:
         t0 = time.time()
-        points = grid_of(r, args, judge, start, gen_len, ref, device, g)
-        rows.append(dict(at_held_out=read_curves(points, held["sample_entropy"]), path=r["path"],
-                         name=os.path.basename(os.path.dirname(os.path.abspath(r["path"]))), objective=r["cfg"].objective,
-                         exact=r["obj"].EXACT, seconds=time.time() - t0,
-                         self_scored=os.path.samefile(r["path"], args.ar_checkpoint), points=points))
+        r["rows"] = grid_of(r, args, judge, start, gen_len, ref, device, g)
+        r["seconds"] = time.time() - t0
+    speed = [f"tokens_per_s_b{b}" for b in args.time_batches] if args.repeats else []
+    if speed:
+        time_points(runs, args, start, gen_len, device)
+    for r in runs:
+        rows.append(dict(at_held_out=read_curves(r["rows"], held["sample_entropy"], ("gen_ppl", "js_mean", *speed)),
+                         path=r["path"], name=os.path.basename(os.path.dirname(os.path.abspath(r["path"]))),
+                         objective=r["cfg"].objective, exact=r["obj"].EXACT, seconds=r["seconds"],
+                         self_scored=os.path.samefile(r["path"], args.ar_checkpoint), points=r["rows"]))
     if args.json:
         with atomic_open(args.json) as f:  # readers never see half a file
-            json.dump(dict(settings=vars(args), device=str(device), judge=args.ar_checkpoint, held_out=held,
+            json.dump(dict(settings=vars(args), device=str(device), threads=torch.get_num_threads(),
+                           torch=torch.__version__, judge=args.ar_checkpoint, held_out=held,
                            val_sample_entropy=held["sample_entropy"], runs=rows), f, indent=1)
         print(f"wrote {args.json}")
 

@@ -6,6 +6,7 @@ Run from the repo root:
     python scripts/plot.py entropy artifacts/eval/cpu.json                            # entropy per timestep
     python scripts/plot.py frontier artifacts/eval/cpu_sweep.json                     # gen-PPL vs sample entropy
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json                 # scripts/frontier.py: every sampler
+    python scripts/plot.py frontier artifacts/eval/frontier_baby.json --x speed       # gen-PPL at the held-out entropy vs tokens/s
     python scripts/plot.py nfe artifacts/eval/baby_uniform_vs_mdlm.json               # gen-PPL and entropy vs NFE
     python scripts/plot.py epochs artifacts/epochs/summary.json                       # val nats/char vs epochs
     python scripts/plot.py epochs artifacts/epochs/summary.json --x flops --out artifacts/plots/epochs_flops.png
@@ -65,7 +66,7 @@ def _figure(ncols=1, figsize=(8, 5), **kw):
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, ncols, figsize=figsize, dpi=120, **kw)
-    for ax in [axes] if ncols == 1 else axes:
+    for ax in getattr(axes, "flat", [axes]):  # one axis, or an array of them
         ax.grid(alpha=0.3)
     return plt, fig, axes
 
@@ -168,10 +169,38 @@ def plot_frontiers(docs, out):
     _save(plt, fig, out)
 
 
-def plot_frontier(paths, out):
+def plot_speed(docs, out):
+    """scripts/frontier.py's JSONs on a speed axis: every sampler read at the held-out entropy (its at_held_out) as one
+    marker, wall-clock tokens/s (log x) against gen-PPL there, a panel per timed batch size; the AR a black star.
+    Samplers whose curve never reaches the held-out entropy have no marker (frontier.py prints their entropies)."""
+    batches = sorted({int(k.split("_b")[1]) for d in docs for r in d["runs"] for v in r["at_held_out"].values() if v
+                      for k in v if k.startswith("tokens_per_s_b")})
+    if not batches:
+        raise UserError("no timed reading at the held-out entropy in the given frontier JSONs: run scripts/frontier.py "
+                        "with --repeats 1 or more, and a grid whose curves reach the held-out entropy")
+    plt, fig, axes = _figure(len(batches), (8 * len(batches), 7), layout="constrained", squeeze=False)
+    for ax, b in zip(axes[0], batches):
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
+        for d in docs:
+            for r in d["runs"]:
+                for curve, v in r["at_held_out"].items():
+                    if v and f"tokens_per_s_b{b}" in v:
+                        style = dict(color="k", marker="*", ms=14) if r["exact"] else dict(marker="o", ms=7)
+                        ax.plot([v[f"tokens_per_s_b{b}"]], [v["gen_ppl"]], ls="", label=f"{r['name']} ({r['objective']}): "
+                                f"{curve}" if b == batches[0] else None, **style)
+        ax.set_xscale("log")
+        ax.set(xlabel=f"tokens/s, batch {b} (wall clock, {docs[0].get('threads', '?')} thread(s), {docs[0]['device']})",
+               ylabel="gen-PPL at the held-out entropy (lower = likelier)", title=f"speed vs quality, batch {b}")
+    fig.legend(loc="outside lower center", ncol=2, fontsize=7)
+    _save(plt, fig, out)
+
+
+def plot_frontier(paths, out, x=None):
     docs = [read_eval_json(p) for p in paths]
+    if x == "speed" and not all("held_out" in d for d in docs):
+        raise UserError("--x speed reads scripts/frontier.py's JSONs (their timed points): give only those")
     if all("held_out" in d for d in docs):  # scripts/frontier.py's JSONs
-        return plot_frontiers(docs, out)
+        return plot_speed(docs, out) if x == "speed" else plot_frontiers(docs, out)
     if any("held_out" in d for d in docs):
         raise UserError("give either scripts/frontier.py JSONs or scripts/eval.py --sweep JSONs, not both")
     plt, fig, ax = _figure()
@@ -314,16 +343,21 @@ def main(argv):
                    help="curves: run dirs; entropy/frontier/nfe: eval.py JSON files; epochs: scripts/epochs.py summary")
     p.add_argument("inputs", nargs="+", help="run directories (curves) or eval.py --json files (entropy, frontier)")
     p.add_argument("--out", type=output, default="", help="PNG path (default artifacts/plots/<what>.png)")
-    p.add_argument("--x", choices=("epochs", "flops"), default=None, help="epochs only: the x axis (default epochs)")
+    p.add_argument("--x", choices=("epochs", "flops", "entropy", "speed"), default=None, help="the x axis: epochs or "
+                   "flops for epochs (default epochs); entropy or speed (tokens/s) for frontier (default entropy)")
     a = p.parse_args(argv)
-    if a.x and a.what != "epochs":
-        raise UserError(f"--x sets the x axis of the epochs plot; {a.what} has its own: drop --x")
+    allowed = {"epochs": ("epochs", "flops"), "frontier": ("entropy", "speed")}.get(a.what, ())
+    if a.x and a.x not in allowed:
+        raise UserError(f"--x {a.x} is not an x axis of the {a.what} plot: " + (
+            f"use --x {' or --x '.join(allowed)}" if allowed else "it has its own: drop --x"))
     out = a.out or DEFAULT_OUT[a.what]
     check_output(out, a.force, "--out")  # the default path too
     if not out.lower().endswith(".png"):
         raise UserError(f"--out {out} should end in .png")
     if a.what == "epochs":
         plot_epochs(a.inputs, out, a.x or "epochs")
+    elif a.what == "frontier":
+        plot_frontier(a.inputs, out, a.x)
     else:
         dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier, nfe=plot_nfe)[a.what](a.inputs, out)
 

@@ -207,7 +207,6 @@ TABLE = [
     ("scripts/plot.py", ["curves", "dm", "--out", "ro/c.png"], "Permission denied", "readonly"),
     ("scripts/bench_train.py", ["--iters=0"], "--iters: must be >= 1", None),
     ("scripts/bench_train.py", ["--n_layer=x"], "--n_layer='x' is not a valid int", None),
-    ("scripts/bench_sample.py", ["--checkpoint", "tokenizer.json"], "is a text file, not a checkpoint", None),
 ]
 
 # ----------------------------------------------------------------------------- every CLI x every class of slip
@@ -227,7 +226,6 @@ CLASSES = {
 }
 NO_FILES = "reads and writes no file: random tokens in, a table out"
 SCALARS = "config.py's keys are all scalars (a wrong type, --max_iters=ten, is in TABLE)"
-BS = ["--checkpoint", DM, "--steps", "4"]
 EV = [DM, "--steps", "4", "--n-windows", "2", "--n-t", "1", "--n-samples", "0", "--infill-len", "0"]
 FR = [AR, "--ar-checkpoint", AR, "--n-samples", "2", "--ar-grid", "temperature=1.0"]  # the fixture's AR judges itself
 BT = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=2", "--iters=1", "--repeats=1",
@@ -312,17 +310,6 @@ CLASS_ROWS = {
         list=[([*BT, "--bd3_blocks=4,x"], ("--bd3_blocks", "'x'"))],
         empty=[([*BT, "--bd3_blocks=,"], ("--bd3_blocks", "','"))],
         zero=[([*BT, "--iters=0"], ("--iters", ">= 1")), ([*BT, "--bd3_blocks=4,0"], "bd3_block")]),
-    "scripts/bench_sample.py": dict(
-        missing=[(["--checkpoint", "missing.pt"], "checkpoint missing.pt not found"),
-                 ([*BS, "--judge", "missing.pt"], "checkpoint missing.pt not found")],
-        directory=[(["--checkpoint", "empty_dir"], "is a directory")],
-        exists="writes no file: a table on stdout",
-        checkpoint="writes no file: a table on stdout",
-        json=[(["--checkpoint", "exp_cutjson"], "unreadable config.json")],
-        list=[([*BS, "--bd3-steps", "2,x"], ("--bd3-steps", "'x'"))],
-        empty=[([*BS, "--only", "bogus"], "matches no sampler row")],
-        zero=[([*BS, "--num-samples", "0"], ("--num-samples", ">= 1")), ([*BS, "--repeats", "0"], ("--repeats", ">= 1"))],
-        root=[(["--checkpoint", "data/prompts.txt"], "run from the repository root")]),
     "scripts/export.py": dict(
         missing=[(["missing.pt", "out"], "checkpoint missing.pt not found")],
         directory=[(["empty_dir", "out"], "empty_dir is a folder")],
@@ -349,9 +336,11 @@ CLASS_ROWS = {
         exists=[([*FR, "--json", "old.txt"], "old.txt already exists: pass --force")],
         checkpoint=[([*FR, "--json", DM, "--force"], "is a checkpoint")],
         json=[(["exp_cutjson", "--ar-checkpoint", AR], "unreadable config.json")],
-        list=[([*FR, "--grid", "steps=4,x"], ("--grid", "steps=4,x"))],
-        empty=[([*FR, "--grid", "temperature="], ("--grid", "temperature="))],
-        zero=[([*FR, "--n-samples", "0"], ("--n-samples", ">= 2")), ([*FR, "--batch-size", "0"], ("--batch-size", ">= 1"))],
+        list=[([*FR, "--grid", "steps=4,x"], ("--grid", "steps=4,x")), ([*FR, "--time-batches", "1,x"], ("--time-batches", "'x'"))],
+        empty=[([*FR, "--grid", "temperature="], ("--grid", "temperature=")), ([*FR, "--time-batches", ","], ("--time-batches", "','"))],
+        zero=[([*FR, "--n-samples", "0"], ("--n-samples", ">= 2")), ([*FR, "--batch-size", "0"], ("--batch-size", ">= 1")),
+              ([*FR, "--time-batches", "1,0"], ("--time-batches", ">= 1")), ([*FR, "--threads", "0"], ("--threads", ">= 1")),
+              ([*FR, "--repeats", "-1"], ("--repeats", ">= 0"))],
         root=[([*FR, "--data-path", "data/tinyshakespeare.txt"], "run from the repository root")]),
     "scripts/order_nll.py": dict(
         missing=[(["missing.pt"], "checkpoint missing.pt not found")],

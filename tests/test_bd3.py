@@ -290,6 +290,11 @@ def test_bd3_only_continues_a_prompt():
         build_canvas(cfg, tok, 16)
     long = build_canvas(get_config(["--objective=bd3", "--prompt=ab", "--gen_len=100"]), tok, 16)
     assert len(long) == 102  # past the context: the block sampler slides its window
+    from helpers import for_objective
+    ar_long = build_canvas(get_config(for_objective(["--objective=ar", "--prompt=ab", "--gen_len=100"])), tok, 16)
+    assert len(ar_long) == 102  # and the AR's, sample_ar_window
+    with pytest.raises(UserError, match="exceeds the model's context of 16"):  # masked diffusion has no window to slide
+        build_canvas(get_config(["--prompt=ab", "--gen_len=100"]), tok, 16)
 
 
 def test_the_trace_keeps_every_earlier_blocks_confidences():

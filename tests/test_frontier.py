@@ -84,10 +84,12 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
         tiny_ckpt, ar_judge, "--ar-checkpoint", ar_judge, "--n-samples", "4", "--gen-len", "24", "--device", "cpu",
         "--grid", "order=random", "--grid", "remask=none,remdm", "--grid", "remdm_schedule=loop",
         "--grid", "corrector_steps=0,2", "--grid", "temperature=0.8,1.0", "--grid", "steps=8",
-        "--ar-grid", "temperature=0.9", "--ar-grid", "top_p=0.9,1.0", "--json", out], capsys)
+        "--ar-grid", "temperature=0.9", "--ar-grid", "top_p=0.9,1.0", "--time-batches", "1,2", "--repeats", "1",
+        "--json", out], capsys)
     assert code == 0, err
     d = json.loads(out.read_text())
     held = d["held_out"]
+    assert d["threads"] == 1 and d["settings"]["time_batches"] == [1, 2]  # one thread unless --threads says more
     assert held["gen_len"] == 24 and 0 < held["sample_entropy"] and set(held["js"]) == {"1", "2", "3", "4"}
     mdlm, ar = d["runs"]
     assert len(mdlm["points"]) == 8 and len(ar["points"]) == 2 and ar["exact"] and ar["self_scored"]
@@ -99,11 +101,15 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
             "sample_entropy", "distinct_2", "distinct_3", "js", "js_mean", "sample_text"}
     for pt in mdlm["points"] + ar["points"]:
         assert keys <= set(pt) and pt["gen_ppl"] > 1 and 0 <= pt["js_mean"] <= 1 and set(pt["js"]) == set(held["js"])
+        for b in (1, 2):  # every point timed at each batch size: tokens/s = B x gen_len / its median seconds
+            assert pt[f"seconds_b{b}"] > 0 and pt[f"tokens_per_s_b{b}"] == pytest.approx(b * 24 / pt[f"seconds_b{b}"])
     nfe = {(p["settings"]["remask"], p["settings"]["corrector_steps"]): p["nfe"] for p in mdlm["points"]}
     assert nfe[("none", 0)] == 8 and nfe[("none", 2)] == 10 and nfe[("remdm", 0)] == 8  # the loop inside the budget
     assert all(p["nfe"] == 24 for p in ar["points"])  # one pass per token
-    code, _, err = run_cli_here(script("plot").main, ["frontier", out, "--out", in_tmp / "f.png"], capsys)
-    assert code == 0 and (in_tmp / "f.png").stat().st_size > 10_000, err
+    for x in ("entropy", "speed"):  # against entropy, and the curves' readings against tokens/s (if any reached it)
+        code, _, err = run_cli_here(script("plot").main, ["frontier", out, "--x", x, "--out", in_tmp / f"{x}.png"], capsys)
+        reached = any(v for r in d["runs"] for v in r["at_held_out"].values())
+        assert (code, (in_tmp / f"{x}.png").exists()) == ((0, True) if x == "entropy" or reached else (2, False)), err
     code, _, err = run_cli_here(frontier.main, [tiny_ckpt, "--ar-checkpoint", tiny_ckpt, "--device", "cpu"], capsys)
     assert_one_line_error(code, err, "mdlm model")
 
@@ -117,7 +123,8 @@ def _read_by_hand(points, entropy):
     if not ea <= entropy <= eb:
         return None
     w = (entropy - ea) / (eb - ea) if eb > ea else 0.0
-    return {k: pytest.approx(a[k] + w * (b[k] - a[k]), rel=1e-12) for k in ("gen_ppl", "js_mean")}
+    return {k: pytest.approx(a[k] + w * (b[k] - a[k]), rel=1e-12) for k in a
+            if k in ("gen_ppl", "js_mean") or k.startswith("tokens_per_s")}
 
 
 @pytest.mark.slow
@@ -131,32 +138,66 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
             ("ar", 0.8): (0.0, 4.0, 0.15), ("ar", 1.0): (1.0, 8.0, 0.25)}
 
     real_score = frontier.score
+    drawn, rounds = [], {}
+    per_sample_s = {("none", 0.8): 0.1, ("none", 1.0): 0.3, ("remdm", 0.8): 0.2, ("remdm", 1.0): 0.2,
+                    ("ar", 0.8): 0.05, ("ar", 1.0): 0.05}
 
-    def fake_draw(model, cfg, *args):
+    def key_of(cfg):
+        return "ar" if cfg.objective == "ar" else cfg.remask, cfg.temperature
+
+    def fake_draw(model, cfg, start, gen_len, n, *args):
+        drawn.append((key_of(cfg), n))
         return cfg, [8.0]  # the settings ride along as the 'samples'
+
+    def fake_timed(fn, device):  # round k of a point at batch n takes (1, 5, 2)[k] x n x its seconds per sample
+        out = fn()
+        k = rounds[drawn[-1]] = rounds.get(drawn[-1], -1) + 1
+        return (1.0, 5.0, 2.0)[k] * drawn[-1][1] * per_sample_s[drawn[-1][0]], out
 
     def fake_score(samples, P, tok, judge=None, batch_size=32, reference=None):
         if isinstance(samples, torch.Tensor):  # the held-out windows: the real figures, H read from what main computes
             s = real_score(samples, P, tok, judge, batch_size, reference)
             H["v"] = s["sample_entropy"]
             return s
-        key = ("ar" if samples.objective == "ar" else samples.remask, samples.temperature)
-        de, ppl, js = made[key]
+        de, ppl, js = made[key_of(samples)]
         return dict(gen_ppl=ppl, sample_entropy=H["v"] + de, js_mean=js, distinct_2=0.5)
 
     monkeypatch.setattr(frontier, "draw", fake_draw)
     monkeypatch.setattr(frontier, "score", fake_score)
+    monkeypatch.setattr(frontier, "timed", fake_timed)
     out = in_tmp / "h.json"
     code, text, err = run_cli_here(frontier.main, [
         tiny_ckpt, ar_judge, "--ar-checkpoint", ar_judge, "--n-samples", "4", "--gen-len", "24", "--device", "cpu",
         "--grid", "order=random", "--grid", "remask=none,remdm", "--grid", "temperature=0.8,1.0", "--grid", "steps=8",
-        "--ar-grid", "temperature=0.8,1.0", "--json", out], capsys)
+        "--ar-grid", "temperature=0.8,1.0", "--time-batches", "1,2", "--json", out], capsys)
     assert code == 0, err
     d = json.loads(out.read_text())
     assert d["held_out"]["sample_entropy"] == H["v"]
+    # the timing after the figures: per batch size a warm-up and 3 rounds, each round every point of both checkpoints
+    # in turn (the AR's between diffusion's rounds, never after all of them)
+    points = [k for k, n in drawn[:6]]
+    assert [n for _, n in drawn[:6]] == [4] * 6 and len({k[0] for k in points}) == 3
+    assert drawn[6:] == [(k, b) for b in (1, 2) for _ in range(4) for k in points]
     mdlm, ar = (r["at_held_out"] for r in d["runs"])
-    assert mdlm == {"order=random, remask=none, steps=8": pytest.approx(dict(gen_ppl=15.0, js_mean=0.25)),
+    # tokens/s = B x 24 / (the median round, 2 x B x seconds per sample) = 12 / seconds per sample, read at H like
+    # gen-PPL: a quarter of the way from 120 (T 0.8) to 40 (T 1.0) = 100; the AR's at its T 0.8 point, 240
+    speed = dict(tokens_per_s_b1=100.0, tokens_per_s_b2=100.0)
+    assert mdlm == {"order=random, remask=none, steps=8": pytest.approx(dict(gen_ppl=15.0, js_mean=0.25, **speed)),
                     "order=random, remask=remdm, steps=8": None}
-    assert ar == {"default": pytest.approx(dict(gen_ppl=4.0, js_mean=0.15))}
-    assert "[order=random, remask=none, steps=8] (NFE 8.0): gen-PPL 15.00, JS 0.2500" in text
+    assert ar == {"default": pytest.approx(dict(gen_ppl=4.0, js_mean=0.15, tokens_per_s_b1=240.0, tokens_per_s_b2=240.0))}
+    for b in (1, 2):
+        assert [p[f"seconds_b{b}"] for p in d["runs"][0]["points"]] == pytest.approx([2 * b * per_sample_s[k]
+                                                                                     for k in points[:4]])
+    assert ("[order=random, remask=none, steps=8] (NFE 8.0): gen-PPL 15.00, JS 0.2500, 100 tokens/s at batch 1, "
+            "100 tokens/s at batch 2") in text
     assert "[order=random, remask=remdm, steps=8] (NFE 8.0): not reached" in text
+    plot, drawn_fig = script("plot"), {}
+    monkeypatch.setattr(plot, "_save", lambda plt, fig, out: drawn_fig.update(
+        {ax.get_title(): sorted((ln.get_xdata()[0], ln.get_ydata()[0], ln.get_marker()) for ln in ax.get_lines())
+         for ax in fig.axes}))
+    code, _, err = run_cli_here(plot.main, ["frontier", out, "--x", "speed", "--out", "s.png"], capsys)
+    assert code == 0, err  # one marker per sampler that reaches H, at (its tokens/s there, its gen-PPL there)
+    assert drawn_fig == {f"speed vs quality, batch {b}": [(pytest.approx(100.0), pytest.approx(15.0), "o"),
+                                                          (pytest.approx(240.0), pytest.approx(4.0), "*")] for b in (1, 2)}
+    code, _, err = run_cli_here(plot.main, ["epochs", out, "--x", "speed"], capsys)
+    assert_one_line_error(code, err, "use --x epochs or --x flops")

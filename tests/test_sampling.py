@@ -6,11 +6,10 @@ import pytest
 import torch
 
 import inference
-from helpers import FIXTURES, Args, ToyModel, assert_one_line_error, run_cli_here, run_script
+from helpers import FIXTURES, Args, ToyModel, run_cli_here
 from common import LossOptions, Schedule, reveal_plan, time_grid
 from diffusion import corrupt, diffusion_loss
 from sampler import SamplerOptions, denoise, position_scores, time_for_fraction
-from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
 from canvas import Canvas, build_canvas, parse_infill
 from utils.tokenizer import CharTokenizer
@@ -455,35 +454,6 @@ def test_cli_bad_input_exits_2_with_one_line(tiny_ckpt, capsys, args, words):
     code, out, err = _inference(["--checkpoint", tiny_ckpt, *args], capsys)
     assert code == 2 and words in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
-
-
-# ----------------------------------------------------------------------------- the benchmark script
-
-@pytest.mark.slow
-def test_bench_sample_runs_and_refuses_another_tokenizer(tiny_ckpt, tmp_path):
-    ck = load_checkpoint(tiny_ckpt)  # the same weights as a causal model: a stand-in AR scorer (plumbing only)
-    ck["config"] = dict(ck["config"], objective="ar", time_cond="none")
-    ck["model_args"] = dict(ck["model_args"], causal=True, time_cond="none")
-    ck["model"] = {k: v for k, v in ck["model"].items() if not k.startswith("time_emb")}
-    save_checkpoint(tmp_path / "ar.pt", ck)
-    args = ["--checkpoint", tiny_ckpt, "--ar-checkpoint", tmp_path / "ar.pt", "--gen-len", 16, "--steps", 4,
-            "--num-samples", 2, "--repeats", 1, "--semi-ar-length", 8, "--device", "cpu", "--only", "reference,threshold 0.9"]
-    r = run_script("scripts/bench_sample.py", *args)
-    assert r.returncode == 0, r.stderr
-    assert "device cpu" in r.stdout
-    table = {line[:44].strip(): line[44:].split() for line in r.stdout.splitlines()[4:]}  # name -> NFE, wall, tok/s, PPL, ...
-    assert list(table) == ["reference: confidence, refine", "threshold 0.9", "threshold 0.9 + blocks of 8",
-                           *[k for k in table if k.startswith("=NFE")], "AR + KV cache (self-scored)", "held-out text"], r.stdout
-    nfe = {k: float(v[0]) if v[0] != "n/a" else None for k, v in table.items()}
-    assert nfe["reference: confidence, refine"] == 4.0 and nfe["AR + KV cache (self-scored)"] == 16.0  # steps; gen_len
-    assert 1 <= nfe["threshold 0.9"] <= 16 and 2 <= nfe["threshold 0.9 + blocks of 8"] <= 16  # >= 1 step per block
-    k = max(1, round(nfe["threshold 0.9"]))
-    assert [n for name, n in nfe.items() if name.startswith("=NFE")] == [k, k]  # the equal-NFE rows use its budget
-    assert nfe["held-out text"] is None and all(float(v[3]) >= 1 and 0 <= float(v[4]) <= 1 for v in table.values())
-    ck["tokenizer"] = dict(ck["tokenizer"], chars=ck["tokenizer"]["chars"][::-1])
-    save_checkpoint(tmp_path / "other.pt", ck)
-    r = run_script("scripts/bench_sample.py", *args[:3], tmp_path / "other.pt", *args[4:])
-    assert_one_line_error(r.returncode, r.stderr, "differs from the scorer")  # evals.samples.load_judge
 
 
 @pytest.mark.parametrize("block_length", [4, 8, 16, 0])
