@@ -258,7 +258,7 @@ def resume_state(cfg, env, run):
         run.loss_acc.copy_(ck["loop"]["loss_acc"])
         run.n_acc = ck["loop"]["n_acc"]
         run.skipped = ck["loop"].get("skipped", 0)
-    print0(f"resumed from {env.resumed_from} at iter {run.start_iter} (best val {run.best_val:.4f})")
+    print0(f"resumed from {env.resumed_from} at iter {run.start_iter} (best dev {run.best_val:.4f})")
     run.saved, run.saved_iter = env.resumed_from, run.start_iter
     if run.start_iter >= cfg.max_iters:
         raise UserError(f"{env.resumed_from} is already at iter {run.start_iter} >= max_iters={cfg.max_iters}: "
@@ -270,7 +270,7 @@ def run_eval(cfg, env, data, run, it, details=False):
     res = evaluate(run.eval_model, data.val_windows, cfg, run.schedule, data.tok, env.ctx,
                    n_t=EVAL_T, seed=cfg.seed, chars_per_token=data.val_cpt, details=details)
     what = "NLL" if objectives.get(cfg.objective).EXACT else "bound"
-    print0(f"eval {it}: val {what} {units(res)}{' (EMA weights)' if run.ema else ''}")
+    print0(f"eval {it}: dev {what} {units(res)}{' (EMA weights)' if run.ema else ''}")
     return res
 
 
@@ -442,7 +442,7 @@ def finish(cfg, env, data, run):
     if not env.master:
         torch.distributed.destroy_process_group()
         return
-    print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, val {run.best_val:.4f} nats/token, in "
+    print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, dev {run.best_val:.4f} nats/token, in "
           f"{os.path.join(cfg.out_dir, 'best.pt')}); trained {fmt_time(time.time() - run.t_start)}")
     test = reported(run.eval_model, cfg, run.schedule, data.tok, data.train_ids, data.val_ids, env.ctx)  # eval.py's figure
     final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"], test)

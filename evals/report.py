@@ -100,8 +100,8 @@ def loss_label(cfg):
     name = "ce" if obj.EXACT else "elbo" if obj.LOSS_KEY in obj.IGNORES else getattr(cfg, obj.LOSS_KEY)
     band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}] (the bound scores every rate: not comparable to it)"
             if not obj.EXACT and (cfg.mask_min, cfg.mask_max) != (0, 1) and "mask_min" not in obj.IGNORES else "")
-    val = "'val NLL' is the exact NLL" if obj.EXACT else "'val bound' is the NELBO"
-    return f"train {name}", (f"log: 'train {name}' is {LOSSES[name]}{band}; {val} on the fixed validation windows, "
+    val = "'dev NLL' is the exact NLL" if obj.EXACT else "'dev bound' is the NELBO"
+    return f"train {name}", (f"log: 'train {name}' is {LOSSES[name]}{band}; {val} on the fixed dev windows (validation's first half), "
                              f"the figure to compare (both nats/token; the eval lines give nats/char, the README's unit, too)")
 
 

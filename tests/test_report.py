@@ -11,7 +11,7 @@ from utils.tokenizer import CharTokenizer
 
 
 @pytest.mark.parametrize("argv, name, says", [
-    (["cpu"], "train all_ce", "CE over every position"),  # the laptop recipe: ~0.8 beside a val bound ~2.0
+    (["cpu"], "train all_ce", "CE over every position"),  # the laptop recipe: ~0.8 beside a dev bound ~2.0
     (["cpu", "--loss_type=elbo"], "train elbo", "weighted NELBO"),
     (["cpu", "--loss_type=masked_ce"], "train masked_ce", "(no bound)"),
     (["cpu", "--objective=ar"], "train ce", "next-token CE"),
@@ -23,7 +23,7 @@ from utils.tokenizer import CharTokenizer
 def test_the_log_names_the_training_loss_apart_from_the_validation_figure(argv, name, says):
     label, legend = loss_label(get_config(argv))
     assert label == name and f"'{name}' is" in legend and says in legend
-    assert ("'val NLL'" if "--objective=ar" in argv else "'val bound'") in legend
+    assert ("'dev NLL'" if "--objective=ar" in argv else "'dev bound'") in legend
 
 
 RES = dict(nats_per_token=2.0, se=0.01, bits_per_char=2.9, bpc_se=0.02, ppl=7.4, n_windows=8, n_t=4, recon_acc=0.3,

@@ -206,7 +206,7 @@ def test_every_eval_scores_the_same_way_so_best_pt_is_picked_among_like_figures(
     best = min(evals, key=lambda r: r["nats_per_token"])
     ck = load_checkpoint(in_tmp / "out" / "best.pt")
     assert ck["iter"] == ck["best_iter"] == best["iter"] and f"best.pt <- iter {best['iter']}: the lowest eval so far" in out
-    assert f"best.pt: iter {best['iter']}, val {best['nats_per_token']:.4f} nats/token" in out
+    assert f"best.pt: iter {best['iter']}, dev {best['nats_per_token']:.4f} nats/token" in out
     assert "best.pt: the lowest dev figure of the evals (" in out
 
 

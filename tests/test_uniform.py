@@ -289,7 +289,7 @@ def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     train.main([f"--data_path={real_text()}", "--out_dir=out", "--max_iters=60", "--eval_interval=30",
                 f"--viz_video={video}", "--prompt=a", *TINY_U])
     out = capsys.readouterr().out
-    evals = [float(line.split("val bound ")[1].split()[0]) for line in out.splitlines() if line.startswith("eval ")]
+    evals = [float(line.split("dev bound ")[1].split()[0]) for line in out.splitlines() if line.startswith("eval ")]
     assert len(evals) == 2 and evals[1] < evals[0] < 20  # it learns; the bound is finite
     assert "reconstruction accuracy (fraction of positions the noise changed whose" in out and "trace: 6 frames" in out
     assert (in_tmp / "trace.gif").is_file()
