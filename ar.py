@@ -7,8 +7,11 @@ with causal attention, the next-token loss (its exact NLL), and KV-cached decodi
 import torch
 import torch.nn.functional as F
 
+import os
+
 from common import filter_logits, sample_tokens
 from sampler import REVEAL_KEYS
+from speculative import load_drafter, sample_speculative
 from utils.errors import UserError
 
 
@@ -87,6 +90,11 @@ def check(cfg, given=()):
     if not 0 <= cfg.mir_weight or not 0 < cfg.mir_mask_max <= 1:
         raise UserError(f"need mir_weight >= 0 and mir_mask_max in (0, 1], got {cfg.mir_weight}, {cfg.mir_mask_max}: "
                         f"e.g. --mir_weight=0.4 --mir_mask_max=0.5")
+    if cfg.draft_len < 1:
+        raise UserError(f"--draft_len {cfg.draft_len}: draft at least one token a round, e.g. --draft_len 4")
+    if cfg.draft and not os.path.exists(cfg.draft):
+        raise UserError(f"--draft {cfg.draft} not found: give a masked-diffusion model.pt (python train.py baby makes "
+                        f"artifacts/models/baby/model.pt)")
 
 
 def loss(model, x, cfg, schedule, tok, draw):
@@ -110,13 +118,17 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     """Continue x's given prefix (at least one token: the canvas supplies a start token) over its blanks."""
     P = int(gen_mask[0].long().argmax())
+    if cfg.draft:  # speculative decoding (speculative.py): the same samples, drafted by a diffusion model
+        drafter = load_drafter(cfg.draft, x.device, model.args.vocab_size)
+        return sample_speculative(model, drafter, x[:, :P], x.size(1) - P, cfg.draft_len, mask_id,
+                                  (cfg.temperature, cfg.top_k, cfg.top_p), generator)
     out = sample_ar_window(model, x[:, :P], x.size(1) - P, cfg.temperature, cfg.top_k, cfg.top_p, generator)
     return out, dict(nfe=x.size(1) - P, nfe_per_sample=[x.size(1) - P] * len(x))
 
 
 def passes(cfg, n_gen, n_prompt=0):
-    return n_gen
+    return None if cfg.draft else n_gen  # speculative rounds: as many as the drafts need
 
 
 def describe(cfg):
-    return "AR + KV cache"
+    return f"AR + KV cache, {cfg.draft_len} tokens a round drafted by {cfg.draft}" if cfg.draft else "AR + KV cache"

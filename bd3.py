@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import LossOptions, band_times, no_mask_logit, self_condition_input, stratum_time
+from common import AR_ONLY, LossOptions, band_times, no_mask_logit, self_condition_input, stratum_time
 from diffusion import check_band
 from sampler import SamplerOptions
 from utils.errors import UserError
@@ -306,7 +306,7 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
 MODEL = dict(time_cond="none")  # each block has its own t, and its [MASK] count tells its rate
 IGNORES = {**dict.fromkeys(("time_cond", "loss_type", "mask_span"), "it trains the block-diffusion bound, with no time input"),
            "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
-           **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar"),
+           **AR_ONLY,
            "time_beta": "masked diffusion's training-time proposal: use --objective=mdlm",
            **dict.fromkeys(("mask_ramp", "mask_ramp_from"), "masked diffusion's curriculum on t: use --objective=mdlm")}
 CONTINUES_ONLY = ANY_LENGTH = True  # continues a prompt block by block, past the context

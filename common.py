@@ -46,6 +46,11 @@ def stratum_time(i, u, total, T):
     return (torch.floor((i + u) / total * T).long() + 1).clamp_(1, T)
 
 
+# the AR baseline's keys, which every other objective refuses (configurator.validate): its masked-input loss (ar.py)
+# and speculative decoding with a diffusion drafter (speculative.py)
+AR_ONLY = dict.fromkeys(("mir_weight", "mir_mask_max", "draft", "draft_len"),
+                        "the AR baseline's keys (its masked-input loss, speculative drafting): use --objective=ar")
+
 def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u=None):
     """n times in 1..T, one per stratum of [0, 1): t_i = floor((i + u) / total * T) + 1 with a shared u ~ U[0,1)
     (antithetic / low-discrepancy t, MDLM). `offset`/`total` place these n draws inside a larger (e.g. multi-rank)

@@ -139,6 +139,9 @@ class Config:
     threshold: float = 0.0              # Fast-dLLM: commit every position with confidence > threshold, >= 1 per step; 0 = off
     semi_ar_length: int = 0             # semi-AR: decode left to right, this many tokens at a time (0 = all at once);
                                         # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
+    draft: str = ""                     # AR: a masked-diffusion model.pt that drafts draft_len tokens a round, verified by
+                                        #   the AR in one pass (speculative decoding: exactly the AR's samples); '' = off
+    draft_len: int = 4                  # AR with draft: tokens drafted a round
     live: bool = False                  # redraw the canvas in the terminal at every step (plain text when not a terminal)
     live_fps: float = 8.0               # --live: at most this many steps drawn a second, to be watched (0 = no pause)
     prompts_file: str = ""              # sample once per line of this file (each line a prompt; blank lines skipped)

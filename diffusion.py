@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (LossOptions, Schedule, band_times, band_top, beta_proposal, predict_logits, proposal_times,
+from common import (AR_ONLY, LossOptions, Schedule, band_times, band_top, beta_proposal, predict_logits, proposal_times,
                     self_condition_input, stratified_times)
 from sampler import SamplerOptions
 from utils.errors import UserError
@@ -101,7 +101,7 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 IGNORES = {**dict.fromkeys(("bd3_block", "bd3_loss"),
                            "block diffusion's keys: use --objective=bd3"),
-           **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar")}
+           **AR_ONLY}
 STEP_CHAIN = True  # the K-step sampler walks the schedule's grid (scripts/eval.py scores that chain's bound)
 
 

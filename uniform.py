@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from common import Step, filter_logits, no_mask_logit, sample_tokens, stratified_times, time_grid
+from common import AR_ONLY, Step, filter_logits, no_mask_logit, sample_tokens, stratified_times, time_grid
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -172,7 +172,7 @@ MODEL = dict(self_cond=False)  # no [MASK] positions to feed a prediction to
 IGNORES = {**dict.fromkeys(("loss_type", "mask_span", "head_on_masked_only", *REVEAL_KEYS, "bd3_block", "mask_min",
                            "mask_max", "bd3_loss"),
                           "it trains its NELBO at every position and redraws every position each step, with no [MASK]"),
-           **dict.fromkeys(("mir_weight", "mir_mask_max"), "the AR baseline's masked-input loss: use --objective=ar"),
+           **AR_ONLY,
            **dict.fromkeys(("time_beta", "mask_ramp", "mask_ramp_from"),
                            "masked diffusion's training-time draws of t: use --objective=mdlm"),
            "self_cond": "masked diffusion's self-conditioning: use --objective=mdlm"}

@@ -56,7 +56,7 @@ from utils.tokenizer import tokenizer_from_state  # noqa: E402
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
              "semi_ar_length", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off", "corrector_steps",
-             "corrector_frac", "corrector_pick", "temperature_end_share")
+             "corrector_frac", "corrector_pick", "temperature_end_share", "draft", "draft_len")
 REMDM_KEYS = ("remask_eta", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off")
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "remdm_schedule=cap,loop", "corrector_steps=0,4",
                 "temperature=0.8,0.9,1.0"]
@@ -75,6 +75,8 @@ def canonical(settings, obj, cfg):
         s = {k: v for k, v in s.items() if k not in ("remdm_alpha_on", "remdm_t_on", "remdm_t_off")}
     if not s.get("corrector_steps", 0):
         s.pop("corrector_frac", None), s.pop("corrector_pick", None)
+    if not get("draft"):
+        s.pop("draft_len", None)  # no drafter: plain AR decoding
     return s
 
 

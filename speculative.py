@@ -1,0 +1,122 @@
+"""Speculative decoding of the AR baseline with a masked-diffusion drafter: exact AR samples in fewer AR passes.
+
+Each round the drafter reads the text so far followed by k [MASK]s and proposes the k next tokens in one pass (each
+drawn from its marginal q_i); the AR scores the last token and the k drafts in one cached pass, which gives its own
+conditional p_i at every draft position and one more. Draft i is kept with probability min(1, p_i / q_i) while
+every draft before it was kept; the first one rejected is redrawn from the residual max(0, p_i - q_i) (normalised),
+and when all k are kept the AR's next token is drawn as a bonus. Whatever q is, every output token is distributed as
+the AR's p given the tokens before it (Leviathan et al. 2023; Chen et al. 2023): the samples are the AR's own, at
+its temperature / top-k / top-p, and only the speed depends on how well the drafter guesses. APD (Israel et al.
+2025, arXiv 2506.00413) drafts with a diffusion model the same way.
+
+A batch advances together: each round every row emits the number of tokens the row that kept fewest emits (its
+kept drafts, then its redrawn token or its next kept draft), so one KV cache serves all rows. Stopping a row early
+never biases it: each emitted token is p-distributed given what precedes it whether or not the round goes on.
+
+    python inference.py --checkpoint artifacts/models/baby_ar/model.pt --draft artifacts/models/baby/model.pt --draft_len 4
+"""
+import torch
+
+from common import filter_logits
+from utils.checkpoint import load_model
+from utils.errors import UserError
+
+_DRAFTERS = {}  # (path, device) -> drafter network: loaded once per process, on first use
+
+
+def load_drafter(path, device, vocab_size):
+    """The drafter network of `path` (a masked-diffusion checkpoint without a time input), checked against the AR's
+    vocabulary; loaded once per process."""
+    key = (str(path), str(device))
+    if key not in _DRAFTERS:
+        model, ckpt = load_model(path, device)
+        c = ckpt["config"]
+        if c.get("objective", "mdlm") != "mdlm" or model.args.time_cond != "none":
+            raise UserError(f"--draft {path} is a {c.get('objective')} model with time_cond={model.args.time_cond}: the "
+                            f"drafter is a masked-diffusion model without a time input (e.g. python train.py baby)")
+        _DRAFTERS[key] = model
+    model = _DRAFTERS[key]
+    if model.args.vocab_size != vocab_size:
+        raise UserError(f"--draft {path} has a vocabulary of {model.args.vocab_size}, the AR {vocab_size}: draft with a "
+                        f"model trained with the AR's tokenizer")
+    return model
+
+
+def probs(logits, temperature, top_k, top_p):
+    """The sampling distribution (..., V) float64 of logits under the sampler's settings (argmax one-hot at 0)."""
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).double()
+    return filter_logits(logits, temperature, top_k, top_p).exp()
+
+
+def draw(p, generator):
+    """One index per row of probabilities p (..., V), on the CPU."""
+    return torch.multinomial(p.reshape(-1, p.size(-1)).cpu(), 1, generator=generator).view(p.shape[:-1])
+
+
+def causal_chunk_mask(n_new, n_cached, device):
+    """(n_new, n_cached + n_new) bool: each new column sees the cache and the new columns up to itself."""
+    return torch.ones(n_new, n_cached + n_new, dtype=torch.bool, device=device).tril(n_cached)
+
+
+def keep_or_redraw(p, q, drafts, generator):
+    """The round's tokens (B, j + 1) from the AR's distributions p (B, k + 1, V) and the drafter's q (B, k, V) of
+    drafts (B, k): draft i is kept with probability min(1, p_i / q_i) while every one before it was kept; j is the
+    fewest any row kept; token j is that row's redraw from the residual max(0, p_j - q_j) (a row that kept it keeps
+    its draft), or the bonus draw from p_k when every row kept all k."""
+    B, k = drafts.shape
+    if k == 0:
+        return draw(p[:, 0], generator)[:, None]
+    d = drafts.cpu()[..., None]
+    pd, qd = p[:, :k].gather(-1, d)[..., 0], q.gather(-1, d)[..., 0]
+    u = torch.rand(B, k, generator=generator, dtype=torch.float64)
+    kept = (u * qd < pd).long().cumprod(1).sum(1)  # (B,) drafts kept before the first rejection
+    j = int(kept.min())
+    if j == k:
+        last = draw(p[:, k], generator)
+    else:
+        resid = (p[:, j] - q[:, j]).clamp(min=0)
+        resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, p[:, j])  # p = q: nothing to correct
+        last = torch.where(kept > j, drafts.cpu()[:, j], draw(resid, generator))
+    return torch.cat([drafts.cpu()[:, :j], last[:, None]], 1)
+
+
+def drafts_of(drafter, seq, k, mask_id, settings, generator):
+    """k draft tokens (B, k) after seq and their distributions q (B, k, V): one drafter pass over the last tokens
+    of seq (as many as its context holds with the k [MASK]s)."""
+    ctx = seq[:, -(drafter.args.block_size - k):]
+    x = torch.cat([ctx, torch.full((len(seq), k), mask_id, dtype=seq.dtype, device=seq.device)], 1)
+    logits = drafter(x)[:, -k:]
+    logits[..., mask_id] = float("-inf")  # a draft is never [MASK]
+    q = probs(logits, *settings).cpu()
+    return draw(q, generator).to(seq.device), q
+
+
+@torch.no_grad()
+def sample_speculative(model, drafter, prompt, gen_len, k, mask_id, settings=(1.0, 0, 1.0), generator=None):
+    """Continue prompt (B, P) by gen_len tokens from the AR `model`, k tokens drafted a round by `drafter`; settings
+    = (temperature, top_k, top_p) of both. The AR's window is ar.sample_ar_window's (restart over the last half of
+    its context when the next token does not fit; a round never crosses a restart), so at temperature 0 the tokens
+    are that function's. Returns (tokens (B, P + gen_len), stats: nfe (passes of both networks), ar_passes,
+    draft_passes, kept: drafts kept per drafting round, mean)."""
+    (B, P), W = prompt.shape, model.args.block_size
+    seq, lo, cache, dev = prompt, max(0, P - W), None, prompt.device
+    ar_passes = draft_passes = kept = 0
+    while seq.size(1) < P + gen_len:
+        S = seq.size(1)
+        if cache is None or S - lo > W:  # the first round, or no room for the next token: a fresh window
+            lo = lo if cache is None else S - W // 2
+            cache = model.new_kv_cache(B, dev, next(model.parameters()).dtype)
+            if S - 1 > lo:
+                model(seq[:, lo:-1], kv_cache=cache)  # the context before the last token
+        kr = min(k, P + gen_len - S - 1, W - (S - lo))  # drafts this round: what is left, what the window holds
+        drafts, q = drafts_of(drafter, seq, kr, mask_id, settings, generator) if kr else (seq[:, :0], None)
+        n = cache.pos
+        logits = model(torch.cat([seq[:, -1:], drafts], 1), kv_cache=cache, start_pos=n,
+                       attn_mask=causal_chunk_mask(kr + 1, n, dev))
+        new = keep_or_redraw(probs(logits, *settings).cpu(), q, drafts, generator).to(dev)
+        cache.pos = n + new.size(1)  # the last token and the kept drafts; the token just emitted enters next round
+        seq = torch.cat([seq, new], 1)
+        ar_passes, draft_passes, kept = ar_passes + 1, draft_passes + (kr > 0), kept + (new.size(1) - 1 if kr else 0)
+    return seq, dict(nfe=ar_passes + draft_passes, nfe_per_sample=[ar_passes + draft_passes] * B, ar_passes=ar_passes,
+                     draft_passes=draft_passes, kept=kept / max(draft_passes, 1))
