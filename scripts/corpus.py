@@ -100,29 +100,30 @@ def _hub_error(name, split, e):
                      f"check --dataset/--config/--split, or pass a local file with --input-file")
 
 
-def _texts_from_records(records, text_field, where, on_error):
-    """Yield the `text_field` string of each record; check the field once, on the first record."""
-    it = iter(records)
-    first = True
-    while True:
-        try:
-            rec = next(it)
-        except StopIteration:
-            return
-        except Exception as e:  # the dataset iterator talks to the network / parses files
-            raise on_error(e) from None
-        if first and text_field not in rec:
-            fields = ", ".join(sorted(map(str, rec))) or "(none)"
-            raise UserError(f"text field '{text_field}' is not in the records of {where} "
-                            f"(fields: {fields}): pass --text-field NAME")
-        first = False
-        value = rec.get(text_field)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise UserError(f"text field '{text_field}' of {where} holds {type(value).__name__}, "
-                            f"not text: pass --text-field with a string column")
-        yield value
+def _texts_from_records(records, text_field, where, on_error, empty=None):
+    """Yield the `text_field` string of each record; check the field once, on the first record.
+    empty: the UserError message when no record holds a text (None: yield nothing, raise nothing)."""
+    n = 0
+    try:
+        for i, rec in enumerate(records):
+            if i == 0 and text_field not in rec:
+                fields = ", ".join(sorted(map(str, rec))) or "(none)"
+                raise UserError(f"text field '{text_field}' is not in the records of {where} "
+                                f"(fields: {fields}): pass --text-field NAME")
+            value = rec.get(text_field)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise UserError(f"text field '{text_field}' of {where} holds {type(value).__name__}, "
+                                f"not text: pass --text-field with a string column")
+            n += 1
+            yield value
+    except UserError:
+        raise
+    except Exception as e:  # the dataset iterator talks to the network / parses files
+        raise on_error(e) from None
+    if n == 0 and empty:
+        raise UserError(empty)
 
 
 def iter_hf_texts(name, split="train", text_field="text", seed=1337, shuffle_buffer=10_000,
@@ -167,15 +168,6 @@ def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
 
 # ----------------------------------------------------------------------------- local files
 
-def _check_file(path):
-    if not os.path.exists(path):
-        raise not_found(path, "--input-file", "check the path")
-    if not os.path.isfile(path):
-        raise UserError(f"--input-file {path} is not a regular file: pass a .txt/.jsonl/.json/.parquet/.csv file")
-    if os.path.getsize(path) == 0:
-        raise UserError(f"input file is empty: {path}: pass a file with text in it")
-
-
 def _read_chunks(path):
     # newline="" keeps \r\n as is, so a single document is written back unchanged
     try:
@@ -187,39 +179,28 @@ def _read_chunks(path):
         raise UserError(f"cannot read {path} ({type(e).__name__}: {_first_line(e, 80)}): check the file") from None
 
 
-def _contains(path, needle):
-    tail = ""
-    for chunk in _read_chunks(path):
-        window = tail + chunk
-        if needle in window:
-            return True
-        tail = window[-(len(needle) - 1):]
-    return False
-
-
 def local_format(path, split_blank_lines=False):
     """How iter_local_texts reads `path`: 'separator', 'blank-lines', 'document' (one
     text, written unchanged), or a `datasets` builder name ('json', 'parquet', 'csv')."""
-    _check_file(path)
+    if not os.path.exists(path):
+        raise not_found(path, "--input-file", "check the path")
+    if not os.path.isfile(path):
+        raise UserError(f"--input-file {path} is not a regular file: pass a .txt/.jsonl/.json/.parquet/.csv file")
+    if os.path.getsize(path) == 0:
+        raise UserError(f"input file is empty: {path}: pass a file with text in it")
     ext = os.path.splitext(path)[1].lower()
     if ext in DATASETS_BUILDERS:
         return DATASETS_BUILDERS[ext]
     if ext and ext not in TEXT_EXTENSIONS:
         raise UserError(f"unsupported input file type '{ext}' ({path}): use "
                         f".txt, .jsonl, .json, .parquet or .csv")
-    if _contains(path, SEPARATOR):
-        return "separator"
+    tail = ""
+    for chunk in _read_chunks(path):
+        window = tail + chunk  # a separator cut by a chunk boundary is still found
+        if SEPARATOR in window:
+            return "separator"
+        tail = window[-(len(SEPARATOR) - 1):]
     return "blank-lines" if split_blank_lines else "document"
-
-
-def _split_stream(chunks, split):
-    """Split a stream of text chunks with `split(buffer) -> parts`; the last part carries over."""
-    buf = ""
-    for chunk in chunks:
-        parts = split(buf + chunk)
-        buf = parts.pop()
-        yield from parts
-    yield buf
 
 
 def iter_local_texts(path, text_field="text", split_blank_lines=False):
@@ -233,10 +214,8 @@ def iter_local_texts(path, text_field="text", split_blank_lines=False):
     streaming=True), field `text_field`.
     """
     fmt = local_format(path, split_blank_lines)
-    if fmt == "document":
-        return _iter_document(path)
-    if fmt in ("separator", "blank-lines"):
-        return _iter_pieces(path, fmt)
+    if fmt in ("document", "separator", "blank-lines"):
+        return _iter_text(path, fmt)
     # a datasets builder: the same streaming code path as the hub
     import datasets
 
@@ -248,30 +227,36 @@ def iter_local_texts(path, text_field="text", split_blank_lines=False):
         ds = datasets.load_dataset(fmt, data_files=os.path.abspath(path), split="train", streaming=True)
     except Exception as e:
         raise on_error(e) from None
-    return _nonempty(_texts_from_records(ds, text_field, path, on_error), f"input file has no records: {path}")
+    return _texts_from_records(ds, text_field, path, on_error, f"input file has no records: {path}")
 
 
-def _iter_document(path):
-    text = "".join(_read_chunks(path))
-    if not text.strip():
-        raise UserError(f"input file has no text (only whitespace): {path}")
-    yield text
+def _split_stream(chunks, split):
+    """Split a stream of text chunks with `split(buffer) -> parts`; the last part carries over."""
+    buf = ""
+    for chunk in chunks:
+        parts = split(buf + chunk)
+        buf = parts.pop()
+        yield from parts
+    yield buf
 
 
-def _iter_pieces(path, fmt):
+def _iter_text(path, fmt):
+    """The texts of a .txt file read as `fmt` (local_format): the one document, or the stripped non-empty pieces
+    between separators (or blank lines)."""
+    if fmt == "document":
+        text = "".join(_read_chunks(path))
+        if not text.strip():
+            raise UserError(f"input file has no text (only whitespace): {path}")
+        yield text
+        return
     split = (lambda s: s.split(SEPARATOR)) if fmt == "separator" else _BLANK_LINE.split
-    pieces = (p.strip() for p in _split_stream(_read_chunks(path), split))
-    return _nonempty((p for p in pieces if p),
-                     f"input file has no stories (only separators/whitespace): {path}")
-
-
-def _nonempty(it, message):
     n = 0
-    for x in it:
-        n += 1
-        yield x
+    for piece in map(str.strip, _split_stream(_read_chunks(path), split)):
+        if piece:
+            n += 1
+            yield piece
     if n == 0:
-        raise UserError(message)
+        raise UserError(f"input file has no stories (only separators/whitespace): {path}")
 
 
 # ----------------------------------------------------------------------------- sampling / writing
