@@ -262,10 +262,12 @@ class Transformer(nn.Module):
         per_token = a.n_layer * a.n_embd * (50 if bf16 else 68) + 12 * a.vocab_size * head_frac
         return state, per_token * micro_batch * seq_len
 
-    def optimizer_groups(self, weight_decay):
-        """Decay 2-D matmul weights only; embeddings (token, time) are not decayed."""
-        decay = [p for n, p in self.named_parameters() if p.dim() >= 2 and "emb" not in n]
-        other = [p for n, p in self.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]
+    def optimizer_groups(self, weight_decay, exclude=()):
+        """Decay 2-D matmul weights only; embeddings (token, time) are not decayed. exclude: parameters left out
+        (another optimizer's)."""
+        named = [(n, p) for n, p in self.named_parameters() if all(p is not q for q in exclude)]
+        decay = [p for n, p in named if p.dim() >= 2 and "emb" not in n]
+        other = [p for n, p in named if not (p.dim() >= 2 and "emb" not in n)]
         return [dict(params=decay, weight_decay=weight_decay), dict(params=other, weight_decay=0.0)]
 
     def new_kv_cache(self, batch, device, dtype=torch.float32):

@@ -103,25 +103,19 @@ def is_hidden_matrix(name, p):
 def build_optimizer(model, cfg, device):
     """AdamW over the model's own groups, or Muon + AdamW. Every group carries base_lr; set_lr scales it."""
     assert cfg.optimizer in OPTIMIZERS, cfg.optimizer
+    hidden = [p for n, p in model.named_parameters() if cfg.optimizer == "muon" and is_hidden_matrix(n, p)]
+    # weight decay as in model.optimizer_groups; under Muon these are the rest (the head decayed, embeddings not)
+    groups = [dict(g, base_lr=cfg.learning_rate) for g in model.optimizer_groups(cfg.weight_decay, exclude=hidden)]
+    adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
+                              fused=device.type == "cuda")
     if cfg.optimizer == "adamw":
-        groups = model.optimizer_groups(cfg.weight_decay)
-        for g in groups:
-            g["base_lr"] = cfg.learning_rate
-        return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
-    named = list(model.named_parameters())
-    hidden = [p for n, p in named if is_hidden_matrix(n, p)]
+        return adamw
     # adjust_lr_fn="original" scales each matrix's lr by max(1, rows/cols)**0.5: a semi-orthogonal update has RMS
     # 1/sqrt(max(rows, cols)), and the boost for tall matrices makes it 1/sqrt(fan_in) for every shape.
     # Nesterov momentum and the write-up's Newton-Schulz coefficients are torch's defaults; its momentum buffer is
     # an average, mu b + (1 - mu) g, a scale that the Newton-Schulz normalisation removes.
     muon = torch.optim.Muon([dict(params=hidden, base_lr=cfg.muon_lr)], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
                             nesterov=True, weight_decay=0.0, adjust_lr_fn="original")  # no decay, as in the original
-    # weight decay as in model.optimizer_groups: on 2-D non-embedding weights (here only the head)
-    decayed = [p for n, p in named if not is_hidden_matrix(n, p) and p.dim() >= 2 and "emb" not in n]
-    rest = [p for n, p in named if not is_hidden_matrix(n, p) and not (p.dim() >= 2 and "emb" not in n)]
-    groups = [dict(params=decayed, weight_decay=cfg.weight_decay), dict(params=rest, weight_decay=0.0)]
-    adamw = torch.optim.AdamW([dict(g, base_lr=cfg.learning_rate) for g in groups if g["params"]], lr=cfg.learning_rate,
-                              betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     return MuonAdamW(muon, adamw, ns_dtype(cfg.muon_ns_dtype, device))
 
 
