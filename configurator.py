@@ -28,6 +28,7 @@ from utils.errors import UserError
 from utils.optim import NS_DTYPES, OPTIMIZERS
 from utils.tokenizer import TOKENIZERS
 
+TYPES = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}  # key -> its type
 
 def _coerce(name, typ, value):
     """Turn a command-line string (or a config-file value) into the field's type."""
@@ -82,7 +83,6 @@ def get_config(argv, base=None):
 def parse(argv, base=None, check=True):
     """(the Config, the keys the user set: by flag or config file, not by a preset). check=False: keys and types are
     checked, the values' domains are not (validate)."""
-    types = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}
     cfg = base if base is not None else Config()
     overrides, given, i = {}, set(), 0
     while i < len(argv):
@@ -91,19 +91,20 @@ def parse(argv, base=None, check=True):
             key, eq, value = arg[2:].partition("=")
             key = key.replace("-", "_")  # --gen-len == --gen_len
             key = RENAMED.get(key, key)  # the old name of a renamed key
-            _check_key(key, types)
+            _check_key(key, TYPES)
             if not eq:
-                if types[key] is bool and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+                if TYPES[key] is bool and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
                     value = "true"  # bare --flag
                 elif i + 1 < len(argv):
                     i, value = i + 1, argv[i + 1]
                 else:
-                    raise UserError(f"--{key} needs a value: e.g. --{key}={_example(types[key])}")
-            overrides[key] = _coerce(key, types[key], value)
+                    raise UserError(f"--{key} needs a value: e.g. --{key}={_example(TYPES[key])}")
+            overrides[key] = _coerce(key, TYPES[key], value)
         elif arg.endswith(".py"):
-            for k, v in renamed_keys(_read_config_file(arg)).items():
-                _check_key(k, types)
-                cfg = replace(cfg, **{k: _coerce(k, types[k], v)})
+            for k, v in _read_config_file(arg).items():
+                k = RENAMED.get(k, k)  # the old name of a renamed key
+                _check_key(k, TYPES)
+                cfg = replace(cfg, **{k: _coerce(k, TYPES[k], v)})
                 given.add(k)
         elif arg in PRESETS:
             cfg = replace(cfg, **PRESETS[arg])
@@ -220,15 +221,6 @@ def validate(cfg, given=()):
         raise UserError(f"ema must be 0 (off) or a decay in (0, 1) such as 0.999, got {cfg.ema}")
 
 
-def config_to_dict(cfg):
-    return asdict(cfg)
-
-
-def renamed_keys(d):
-    """d with the old names of renamed keys replaced by the new ones (a config file's)."""
-    return {RENAMED.get(k, k): v for k, v in d.items()}
-
-
 def config_from_dict(d):
     """Rebuild a Config from a checkpoint's dict (utils.checkpoint.migrate renamed its old keys), ignoring keys this
     version does not know."""
@@ -299,17 +291,16 @@ def help_text(prog, usage, from_checkpoint=False):
     name_w = max(map(len, PRESETS)) + 2  # the longest name still leaves a gap before its text
     for name in PRESETS:
         out.append(wrap(docs.get(name, ""), f"  {name:<{name_w}}"))
-    types = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}
     meta = {f.name: f.metadata for f in fields(Config)}
     defaults = asdict(Config())
-    col = max(len(f"--{k}={t.__name__.upper()}") for k, t in types.items()) + 4
+    col = max(len(f"--{k}={t.__name__.upper()}") for k, t in TYPES.items()) + 4
     for section, keys in _key_docs():
         out += ["", f"{section}:"]
         for key, text in keys:
             tag = " [from the checkpoint]" if from_checkpoint and meta[key].get("trained") else ""
             listed = key in CHOICES and all(f"'{c}'" in text for c in CHOICES[key])
             choice = f" (one of {', '.join(CHOICES[key])})" if key in CHOICES and not listed else ""
-            head = f"  --{key}={types[key].__name__.upper()}"
+            head = f"  --{key}={TYPES[key].__name__.upper()}"
             out.append(wrap(f"{text}{choice}{'; ' if text or choice else ''}default {defaults[key]!r}{tag}",
                             f"{head:<{col}}"))
     return "\n".join(out)

@@ -22,21 +22,21 @@ import shlex
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 import objectives
 from common import Draw, Schedule
-from configurator import RESUMABLE_KEYS, config_to_dict, format_config, help_text, parse, refuse_changes, wants_help
+from configurator import RESUMABLE_KEYS, format_config, help_text, parse, refuse_changes, wants_help
 from evals.bound import evaluate, reported
 from evals.report import (estimate_line, eta_seconds, final_report, first_step_line, fmt_eta, fmt_time, long_run_note,
                           loss_label, steady_step_s, units)
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
-from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, grad_accum_steps,
-                        grad_scaler, init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state)
+from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, grad_accum_steps, grad_scaler,
+                        init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state, synchronize)
 from utils.errors import UserError, run_cli
 from utils.fileio import remove_stale_temps
 from utils.init_from import load_weights_into, source_tokenizer
@@ -182,8 +182,7 @@ def load_data(cfg, env):
     tok, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=env.master)
     if env.world > 1 and env.master:
         torch.distributed.barrier()
-    extra = objectives.get(cfg.objective).WINDOW
-    window = cfg.block_size + extra  # AR predicts L tokens from a window of L+1
+    window = cfg.block_size + objectives.get(cfg.objective).WINDOW  # AR predicts L tokens from a window of L+1
     check_fits(train_ids, window, "train")
     dev_ids = split_ids(train_ids, val_ids, "dev")  # choices read dev; the test half is for scripts/eval.py to report
     check_fits(dev_ids, cfg.block_size + 1, "dev (the first half of validation)")
@@ -207,10 +206,10 @@ def build(cfg, env, data):
     model = Transformer(margs).to(env.device)
     if cfg.init_from and not env.resume:  # a resumed run has its own weights
         print0(load_weights_into(model, cfg.init_from, data.tok))
-    tokens_per_step = cfg.total_batch_size
     flops_tok, seq = objectives.get(cfg.objective).flops(model, cfg)
     print0(f"model: {model.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
-           f"{tokens_per_step:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x {cfg.batch_size} x {cfg.block_size}")
+           f"{cfg.total_batch_size:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x "
+           f"{cfg.batch_size} x {cfg.block_size}")
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     print0(estimate_line(cfg, model, schedule, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU))
     if cfg.max_iters == 0 and not cfg.resume:
@@ -235,8 +234,8 @@ def build(cfg, env, data):
         os.makedirs(cfg.out_dir, exist_ok=True)
         trim_metrics(run.metrics_path, run.start_iter if cfg.resume else -1)
         if env.wandb is not None:
-            env.wandb.init(project=cfg.wandb_project, name=os.path.basename(os.path.normpath(cfg.out_dir)),
-                           config=config_to_dict(cfg))
+            name = os.path.basename(os.path.normpath(cfg.out_dir))
+            env.wandb.init(project=cfg.wandb_project, name=name, config=asdict(cfg))
     return run
 
 
@@ -301,7 +300,7 @@ def snapshot(cfg, env, data, run, it, val):
     rngs = all_gather_objects(rng_state(), env.world)
     if not env.master:
         return None
-    out = dict(model=run.raw_model.state_dict(), optimizer=run.opt.state_dict(), config=config_to_dict(cfg),
+    out = dict(model=run.raw_model.state_dict(), optimizer=run.opt.state_dict(), config=asdict(cfg),
                model_args=vars(run.margs), tokenizer=data.tok.state(), tokenizer_fingerprint=fingerprint(data.tok),
                iter=it, best_val=run.best_val, best_iter=run.best_iter, val=val, meta=data.meta, rng=rngs,
                loop=dict(loss_acc=run.loss_acc.cpu(), n_acc=run.n_acc, skipped=run.skipped))
@@ -352,8 +351,7 @@ def train(cfg, env, data, run):
         tokens_since += tokens_per_step
         timed_iters += 1
         if it == run.start_iter:  # the first step: its time and the ETA now, not after log_interval steps
-            if env.device.type == "cuda":
-                torch.cuda.synchronize()
+            synchronize(env.device)
             step_s = time.time() - t_last
             if not ((it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters):  # else its log line follows
                 print0(first_step_line(cfg, it + 1, step_s, eta_seconds(cfg, env.accum, run.eval_s, it + 1, step_s, EVAL_T)))
@@ -361,8 +359,7 @@ def train(cfg, env, data, run):
         if (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters:
             loss_avg = all_reduce_mean(run.loss_acc / max(run.n_acc, 1), env.world).item()  # one sync per log line
             check_finite(cfg, run, it + 1, loss_avg)
-            if env.device.type == "cuda":
-                torch.cuda.synchronize()
+            synchronize(env.device)
             dt = time.time() - t_last
             train_time += dt
             tps = tokens_since / dt
@@ -383,10 +380,9 @@ def train(cfg, env, data, run):
 
 
 def train_step(cfg, env, data, run, it):
-    """One optimizer step over accum micro-batches; a non-finite step stops training or, with
-    --skip_nonfinite, is skipped (no update).
-    Every random draw of a step is keyed by (seed, stream, step, slot), slot = rank * accum + micro, its
-    place in the global batch: the global batch depends only on the seed and step, so a resumed run, or
+    """One optimizer step over accum micro-batches; a non-finite step stops training or, with --skip_nonfinite, is
+    skipped (no update). Every random draw of a step is keyed by (seed, stream, step, slot), slot = rank * accum +
+    micro, its place in the global batch: the global batch depends only on the seed and step, so a resumed run, or
     the same global batch split as 2 ranks x 1 micro-step or 1 rank x 2, sees the same data, masks and t."""
     accum, world, model, obj = env.accum, env.world, run.model, objectives.get(cfg.objective)
     # stratified t over the global batch of B * accum * world sequences (MDLM): one shared u per step
@@ -403,7 +399,6 @@ def train_step(cfg, env, data, run, it):
                 loss = obj.loss(model, x, cfg, run.schedule, data.tok, draw)
             run.scaler.scale(loss / accum).backward()  # the mean over micro-steps; DDP's all-reduce makes it the global mean
         step_loss += loss.detach() / accum
-    norm = None
     if cfg.grad_clip > 0 or cfg.skip_nonfinite:
         run.scaler.unscale_(run.opt)  # clip the true gradients (a no-op without fp16)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
@@ -436,8 +431,7 @@ def train_step(cfg, env, data, run, it):
 def finish(cfg, env, data, run):
     print0(f"final eval: {len(data.val_windows)} windows x {EVAL_T} t" + (f", ~{fmt_time(run.eval_s)}" if run.eval_s else ""))
     res = run_eval(cfg, env, data, run, cfg.max_iters, details=True) if env.master else None
-    if env.master:
-        log_row(env, run, kind="eval", iter=cfg.max_iters, **{k: v for k, v in res.items() if k != "entropy_by_t"})
+    log_row(env, run, kind="eval", iter=cfg.max_iters, **{k: v for k, v in (res or {}).items() if k != "entropy_by_t"})
     save_checkpoints(cfg, env, data, run, cfg.max_iters, res)
     if not env.master:
         torch.distributed.destroy_process_group()

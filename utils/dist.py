@@ -83,9 +83,7 @@ def grad_scaler(device, dtype_name):
 
 
 def peak_flops(device):
-    if device.type != "cuda":
-        return None
-    return peak_flops_of(torch.cuda.get_device_name(device))
+    return peak_flops_of(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
 
 def peak_flops_of(name):
@@ -172,13 +170,17 @@ def estimate_tokens_per_s(flops_per_token, peak, mfu=0.4):
     return peak * mfu / flops_per_token if peak else None
 
 
-def timed(fn, device, calls=1):
-    """(seconds for `calls` calls of fn, the last call's result), the device synchronised on both sides."""
+def synchronize(device):
+    """Wait for the work queued on a CUDA device (it runs asynchronously): before reading a clock."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(fn, device, calls=1):
+    """(seconds for `calls` calls of fn, the last call's result), the device synchronised on both sides."""
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(calls):
         out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return time.perf_counter() - t0, out
