@@ -48,12 +48,6 @@ def _first_line(e, limit=160):
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
-def _offline_env():
-    truthy = {"1", "true", "yes", "on"}
-    return any(os.environ.get(k, "").strip().lower() in truthy
-               for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
 def _unreachable(name, why):
     return UserError(
         f"could not reach the Hugging Face hub for '{name}' (offline? {why}): "
@@ -136,7 +130,8 @@ def iter_hf_texts(name, split="train", text_field="text", seed=1337, shuffle_buf
     # short timeouts; read by huggingface_hub when it is first imported
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
-    if not _offline_env():
+    offline = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    if not any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in offline):
         _probe_hub(name)
     import datasets
     on_error = functools.partial(_hub_error, name, split)

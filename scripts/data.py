@@ -56,13 +56,6 @@ def progress(it, total=None, desc="stories"):
                 disable=None, dynamic_ncols=True)
 
 
-def quiet_datasets():
-    """`datasets` logs a parse error before raising it; we report it as one line ourselves."""
-    import logging
-    import datasets
-    datasets.utils.logging.set_verbosity(logging.CRITICAL)
-
-
 def main(argv):
     args = parse_args(argv)
     # `datasets` imports torch when it is installed (~1 s); nothing here needs it
@@ -80,8 +73,9 @@ def main(argv):
         if single and args.num_stories > 1:
             raise UserError(f"{args.input_file} is one document (no {corpus.SEPARATOR} in it), so "
                             f"--num-stories does not apply: drop it, or pass --split-blank-lines")
-        if fmt in corpus.DATASETS_BUILDERS.values():
-            quiet_datasets()
+        if fmt in corpus.DATASETS_BUILDERS.values():  # `datasets` logs a parse error before raising it: we say it once
+            import datasets
+            datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL)
         texts = corpus.iter_local_texts(args.input_file, args.text_field, args.split_blank_lines)
         if not single:
             texts = corpus.sample_texts(progress(texts, desc="reading"), args.num_stories, args.seed)

@@ -96,17 +96,13 @@ def not_found(path, what, fix=""):
     return UserError(f"{what} {path} not found" + (f": {fix}" if fix else ""))
 
 
-def is_checkpoint(path):
-    """Weights by their name, or a zip archive (what torch.save writes)."""
-    return path.endswith((".pt", ".pth", ".safetensors")) or zipfile.is_zipfile(path)
-
-
 def check_output(path, force=False, flag="--output"):
     """UserError unless `path` may be written: not a directory, not a checkpoint (not even with --force), and not an
     existing file without --force."""
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a directory: pass a file path")
-    if os.path.exists(path) and is_checkpoint(path):
+    # a checkpoint: weights by their name, or a zip archive (what torch.save writes)
+    if os.path.exists(path) and (path.endswith((".pt", ".pth", ".safetensors")) or zipfile.is_zipfile(path)):
         raise UserError(f"{flag} {path} is a checkpoint (or another archive): never replaced, not even with --force; "
                         f"choose another path")
     if os.path.exists(path) and not force:

@@ -29,16 +29,13 @@ INPUT_PREFIXES = ("time_emb.", "adaln.", "sc_proj.")         # the time and self
 CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> target objective, besides X -> X
 
 
-def source_objective(ckpt):
-    return ckpt.get("config", {}).get("objective", "mdlm")  # checkpoints from before the key were all mdlm
-
-
 def source_tokenizer(path, kind, objective=None):
     """The source's tokenizer, which the new run encodes its data with; kind is the run's --tokenizer. objective:
     the run's, checked against the source's here, before any data is read."""
     ckpt = read_checkpoint(path)
     if objective is not None:
-        check_conversion(source_objective(ckpt), objective, path)
+        # checkpoints from before the objective key were all mdlm
+        check_conversion(ckpt.get("config", {}).get("objective", "mdlm"), objective, path)
     tok = tokenizer_from_state(ckpt["tokenizer"])
     if tok.kind != kind:
         raise UserError(f"--init_from={path} has a {tok.kind} tokenizer, this run asks for --tokenizer={kind}: "

@@ -95,15 +95,11 @@ class MuonAdamW:
         self.adamw.load_state_dict(state["adamw"])
 
 
-def is_hidden_matrix(name, p):
-    """Muon's share: the 2-D weights inside the transformer layers (not embeddings, not the head)."""
-    return p.dim() == 2 and name.startswith("layers.")
-
-
 def build_optimizer(model, cfg, device):
     """AdamW over the model's own groups, or Muon + AdamW. Every group carries base_lr; set_lr scales it."""
     assert cfg.optimizer in OPTIMIZERS, cfg.optimizer
-    hidden = [p for n, p in model.named_parameters() if cfg.optimizer == "muon" and is_hidden_matrix(n, p)]
+    matrices = [p for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("layers.")]
+    hidden = matrices if cfg.optimizer == "muon" else []  # Muon's share: the 2-D weights inside the layers (not the head)
     # weight decay as in model.optimizer_groups; under Muon these are the rest (the head decayed, embeddings not)
     groups = [dict(g, base_lr=cfg.learning_rate) for g in model.optimizer_groups(cfg.weight_decay, exclude=hidden)]
     adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
