@@ -211,10 +211,8 @@ class Transformer(nn.Module):
         B, L = idx.shape
         if rope_pos is None:
             assert start_pos + L <= self.args.block_size, f"sequence of {start_pos + L} exceeds block_size {self.args.block_size}"
-            cos = self.rope_cos[start_pos:start_pos + L][None, None]
-            sin = self.rope_sin[start_pos:start_pos + L][None, None]
-        else:
-            cos, sin = self.rope_cos[rope_pos][None, None], self.rope_sin[rope_pos][None, None]
+            rope_pos = slice(start_pos, start_pos + L)
+        cos, sin = self.rope_cos[rope_pos][None, None], self.rope_sin[rope_pos][None, None]
         x = self.tok_emb(idx)
         if self.time_emb is not None:
             assert t is not None, "time-conditioned model needs t"

@@ -114,7 +114,7 @@ PASSES = {"mdlm": mdlm_pass, "bd3": bd3_pass}  # the objectives that fill [MASK]
 
 def check_network(path, objective, model):
     """Refuse what has no time-free joint to score: an objective without [MASK], a network that reads the time."""
-    if PASSES.get(objective) is None:  # the AR has one order, uniform no [MASK]
+    if PASSES.get(objective) is None:
         raise UserError(f"{path} is a {objective} model: order_nll.py reads masked diffusion (mdlm) and block "
                         f"diffusion (bd3) checkpoints")
     if model.args.time_cond != "none":
@@ -193,11 +193,10 @@ def main(argv):
         m, se = mean_se(per_window[order])
         q = [by_step[:, j * L // 4:(j + 1) * L // 4].mean().item() for j in range(4)]
         res[order] = dict(nats_per_token=m, se=se, bits_per_char=m / cpt / math.log(2), by_quarter=q)
-        first = args.orders[0]
-        diff = "" if order == first else "  {:+.4f} +- {:.4f} paired against {}".format(
-            *mean_se(per_window[order] - per_window[first]), first)
+        first, diff = args.orders[0], ""
         if order != first:
-            res[order]["paired_vs_" + first] = list(mean_se(per_window[order] - per_window[first]))
+            paired = res[order]["paired_vs_" + first] = list(mean_se(per_window[order] - per_window[first]))
+            diff = "  {:+.4f} +- {:.4f} paired against {}".format(*paired, first)
         print(f"  {order:>6}: {m:.4f} +- {se:.4f} nats/token, {res[order]['bits_per_char']:.4f} bits/char; "
               f"by quarter of the order {', '.join(f'{v:.3f}' for v in q)}{diff}  ({time.time() - t0:.0f} s)")
     if args.json:

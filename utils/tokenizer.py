@@ -204,8 +204,7 @@ def make_bpe(path, text, source, vocab_size=2048):
     `scripts/train_tokenizer.py --input SOURCE --output PATH` would, saved to path, and returned."""
     print(f"tokenizer: {path} does not exist, so training a {vocab_size:,}-token byte-level BPE on {source} "
           f"(what python scripts/train_tokenizer.py --input {source} --output {path} does)")
-    stories = split_stories(text)
-    tok = train_bpe(stories, vocab_size, length=len(stories))
+    tok = train_bpe([text], vocab_size)  # split into stories as train_tokenizer.py splits it
     save_tokenizer(tok, path)
     return tok
 
