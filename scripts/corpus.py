@@ -1,17 +1,10 @@
-"""The corpus maker behind scripts/data.py: read text corpora (Hugging Face hub, local files), write one plain-text file.
-
-The output format is the one of TinyStories-train.txt: every story is stripped and
-followed by "\\n<|endoftext|>\\n". A single-document input (Tiny Shakespeare) is
-written unchanged instead.
-
-Typical use (this is what scripts/data.py does):
+"""The corpus maker behind scripts/data.py (whose docstring gives the output format): read text corpora (Hugging
+Face hub, local files), write one plain-text file. Everything that can go wrong because of the input raises
+utils.errors.UserError with a one-line message. Typical use (what scripts/data.py does):
 
     from scripts.corpus import iter_local_texts, sample_texts, write_corpus
     texts = sample_texts(iter_local_texts("stories.txt"), num=1000, seed=1337)
     stats = write_corpus(texts, "data/stories.txt", force=False)
-
-Everything that can go wrong because of the input raises utils.errors.UserError
-with a one-line message.
 """
 import functools
 import os

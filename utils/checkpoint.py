@@ -13,10 +13,8 @@ A training run's directory (save_run_checkpoint / load_latest):
 A kill at any moment leaves every one of these either complete or absent: each is written to a temp
 file and renamed into place, and an older checkpoint is deleted only after a newer one is in place.
 
-An exported model (scripts/export.py writes it) is a folder: model.safetensors (weights only), config.json
-(model args, tokenizer kind, objective, schedule, the run's config) and tokenizer.json (BPE) or vocab.json
-(char). load_model reads it exactly like the checkpoint it came from:
-    model, ckpt = load_model("artifacts/export/cpu", device)
+An exported model (the folder scripts/export.py writes; its docstring lists the files) loads exactly like the
+checkpoint it came from: load_model("artifacts/export/cpu", device).
 """
 import json
 import os

@@ -124,11 +124,8 @@ class BPETokenizer:
         """The raw bytes of every id (a list indexed by id); special tokens give their text's UTF-8."""
         sym = symbol_to_byte()
         special = {t.content for t in self.tok.get_added_tokens_decoder().values()}
-        out = []
-        for i in range(self.vocab_size):
-            s = self.tok.id_to_token(i)
-            out.append(s.encode("utf-8") if s in special or s == MASK_TOKEN else bytes(sym[c] for c in s))
-        return out
+        tokens = [self.tok.id_to_token(i) for i in range(self.vocab_size)]
+        return [s.encode("utf-8") if s in special or s == MASK_TOKEN else bytes(sym[c] for c in s) for s in tokens]
 
     def char_counts(self):
         """Characters each id adds to decoded text: its bytes that start a UTF-8 character (not 0b10xxxxxx).
