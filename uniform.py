@@ -155,11 +155,8 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
         logp0 = filter_logits(logits, temperature, opts.top_k, opts.top_p)  # float64, -inf outside top-k/top-p
         log_p = reverse_log_probs(logp0, compact(x, real), alpha[torch.full_like(tt, s)], alpha[tt], V)
         draw = sample_tokens(log_p[gen_mask], temperature, generator)  # (N,) only generated positions
-        prev = x
-        x = x.clone()
-        x[gen_mask] = real[draw]
-        conf = conf.clone()
-        conf[gen_mask] = log_p[gen_mask].gather(-1, draw[:, None]).squeeze(-1).exp()
+        prev, x = x, x.masked_scatter(gen_mask, real[draw])  # new tensors: a hook may keep the old ones
+        conf = conf.masked_scatter(gen_mask, log_p[gen_mask].gather(-1, draw[:, None]).squeeze(-1).exp())
         if on_step is not None:
             on_step(Step(step=i + 1, nfe=torch.full((B,), i + 1), time=tt, x=x, prev=prev, gen_mask=gen_mask,
                          revealed=(x != prev) & gen_mask, remasked=none, conf=conf, finished=[i + 1 == steps] * B))

@@ -94,9 +94,7 @@ def main(argv):
     if args.compare_ns and cfg.optimizer != "muon":
         raise UserError("--compare_ns times Muon's Newton-Schulz: add --optimizer=muon (baby and cpu train with it)")
     device = pick_device(cfg.device)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 outside autocast, as train.py
-    _, dtype_name = autocast_for(device, cfg.dtype)
+    _, dtype_name = autocast_for(device, cfg.dtype)  # and on CUDA TF32 outside autocast, as train.py
     tokens = cfg.batch_size * cfg.block_size
     rows = [("ar", replace(cfg, objective="ar")), (cfg.objective, cfg)]
     if args.compare_head:
