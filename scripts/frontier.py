@@ -60,7 +60,7 @@ GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step
 REMDM_KEYS = ("remask_eta", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off")
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "remdm_schedule=cap,loop", "corrector_steps=0,4",
                 "temperature=0.8,0.9,1.0"]
-DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]
+DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]  # draft=none,DRAFTER.pt: the AR beside its drafted self
 GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KEYS})  # 'key=v1,v2', typed as config.py
 
 
@@ -75,8 +75,8 @@ def canonical(settings, obj, cfg):
         s = {k: v for k, v in s.items() if k not in ("remdm_alpha_on", "remdm_t_on", "remdm_t_off")}
     if not s.get("corrector_steps", 0):
         s.pop("corrector_frac", None), s.pop("corrector_pick", None)
-    if not get("draft"):
-        s.pop("draft_len", None)  # no drafter: plain AR decoding
+    if get("draft") in ("", "none"):  # no drafter (draft=none in a grid): plain AR decoding
+        s.pop("draft", None), s.pop("draft_len", None)
     return s
 
 
@@ -172,7 +172,7 @@ def parse_args(argv):
     p.add_argument("--grid", action="append", type=GRID, default=None, help=f"KEY=V1,V2 for diffusion checkpoints, repeatable "
                    f"(default: {' '.join(DEFAULT_GRID)}); every combination runs")
     p.add_argument("--ar-grid", action="append", type=GRID, default=None, help=f"KEY=V1,V2 for AR checkpoints (default: "
-                   f"{' '.join(DEFAULT_AR_GRID)})")
+                   f"{' '.join(DEFAULT_AR_GRID)}); draft=none,DRAFTER.pt times the AR beside its speculative decoding")
     p.add_argument("--n-samples", type=at_least(2), default=256, help="samples per point (and held-out windows); fewer move "
                    "the held-out entropy itself (RESULTS.md: 2.906 from 32 windows, 2.973 from 256 at baby)")
     p.add_argument("--gen-len", type=at_least(0), default=0, help="tokens per sample; 0 = fill the context after the start")

@@ -103,10 +103,10 @@ def test_inference_and_the_frontier_decode_an_ar_with_a_drafter(tmp_path_factory
         texts.append(out.split("ROMEO:", 1)[1][:40])
     assert texts[0] == texts[1]
     frontier = script("frontier")
-    a = frontier.parse_args(["m.pt", "--ar-checkpoint", "a.pt", "--ar-grid", f"draft={dm}", "--ar-grid", "draft_len=2,4",
-                             "--ar-grid", "temperature=1.0"])
+    a = frontier.parse_args(["m.pt", "--ar-checkpoint", "a.pt", "--ar-grid", f"draft=none,{dm}", "--ar-grid",
+                             "draft_len=2,4", "--ar-grid", "temperature=1.0"])
     cfg = get_config(for_objective([*MICRO, "--objective=ar"]))
-    pts = frontier.grid_points(a.ar_grid_values, cfg, objectives.get("ar"))
-    assert [s["draft_len"] for s, _ in pts] == [2, 4] and all(c.draft == str(dm) for _, c in pts)
+    pts = frontier.grid_points(a.ar_grid_values, cfg, objectives.get("ar"))  # none: one plain point, then two drafted
+    assert [s.get("draft_len") for s, _ in pts] == [None, 2, 4] and [c.draft for _, c in pts] == ["", str(dm), str(dm)]
     assert [s for s, _ in frontier.grid_points(dict(draft_len=[2, 4], temperature=[1.0]), cfg, objectives.get("ar"))] == \
         [dict(temperature=1.0)]  # no drafter: one plain AR point
