@@ -45,10 +45,12 @@ def mir_loss(model, x, mask_id, weight, max_rate, generator=None):
 
 
 @torch.no_grad()
-def sample_ar_window(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None, keep=None):
+def sample_ar_window(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None, keep=None,
+                     mask_id=None):
     """Autoregressive sampling with a KV cache: one forward per token, the prompt's in one pass. Past the context, by
     the same window as sample_bd3: when the next token does not fit, keep the last `keep` tokens (default half the
-    window) and recompute their cache in one pass (which replaces a token's). prompt (B, P), P >= 1.
+    window) and recompute their cache in one pass (which replaces a token's). prompt (B, P), P >= 1. mask_id: a
+    token never drawn ([MASK] is in the vocabulary but never a target: ~2e-5 of an AR's draws at baby were it).
     Returns (B, P + gen_len)."""
     B, P = prompt.shape
     W = model.args.block_size
@@ -61,6 +63,8 @@ def sample_ar_window(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0
 
     cache, logits = restart(lo)
     for i in range(gen_len):
+        if mask_id is not None:
+            logits[:, mask_id] = float("-inf")
         nxt = sample_tokens(filter_logits(logits, temperature, top_k, top_p), temperature, generator)
         seq = torch.cat([seq, nxt[:, None]], 1)
         if i + 1 == gen_len:
@@ -122,7 +126,8 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
         drafter = load_drafter(cfg.draft, x.device, model.args.vocab_size)
         return sample_speculative(model, drafter, x[:, :P], x.size(1) - P, cfg.draft_len, mask_id,
                                   (cfg.temperature, cfg.top_k, cfg.top_p), generator)
-    out = sample_ar_window(model, x[:, :P], x.size(1) - P, cfg.temperature, cfg.top_k, cfg.top_p, generator)
+    out = sample_ar_window(model, x[:, :P], x.size(1) - P, cfg.temperature, cfg.top_k, cfg.top_p, generator,
+                           mask_id=mask_id)
     return out, dict(nfe=x.size(1) - P, nfe_per_sample=[x.size(1) - P] * len(x))
 
 

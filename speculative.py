@@ -114,6 +114,7 @@ def sample_speculative(model, drafter, prompt, gen_len, k, mask_id, settings=(1.
         n = cache.pos
         logits = model(torch.cat([seq[:, -1:], drafts], 1), kv_cache=cache, start_pos=n,
                        attn_mask=causal_chunk_mask(kr + 1, n, dev))
+        logits[..., mask_id] = float("-inf")  # as ar.sample_ar_window: the AR never emits [MASK]
         new = keep_or_redraw(probs(logits, *settings).cpu(), q, drafts, generator).to(dev)
         cache.pos = n + new.size(1)  # the last token and the kept drafts; the token just emitted enters next round
         seq = torch.cat([seq, new], 1)

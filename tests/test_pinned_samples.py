@@ -19,7 +19,7 @@ PINNED = {  # recorded 2026-11-23 on main 6c6252f (before the one-objective-one-
     "mdlm": 'ROMEO: ia teereo ao e t s t e ',
     "bd3": 'ROMEO: \n  eroe tS aa s hfaetRs',
     "uniform": "ROMEO:'JeD,aoshmqXqrUcuU eGJms",
-    "ar": 'ROMEO:T\nu Vit?Ta aroi,BoE_g fh',
+    "ar": 'ROMEO:T\nu Vit?Ta aroi,BoEqx fh',  # re-pinned 2026-11-25: the '_' here was [MASK], which the AR no longer draws
 }
 
 

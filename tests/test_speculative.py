@@ -26,7 +26,7 @@ def _net(causal, seed, block=16, vocab=V):
 def test_greedy_tokens_are_the_ars_even_past_the_context(k):
     ar, drafter = _net(True, 0, vocab=7), _net(False, 1, vocab=7)
     prompt = torch.randint(0, 6, (2, 3), generator=torch.Generator().manual_seed(2))
-    want = sample_ar_window(ar, prompt, 40, temperature=0)  # 43 tokens through a 16-token window
+    want = sample_ar_window(ar, prompt, 40, temperature=0, mask_id=6)  # 43 tokens through a 16-token window
     got, stats = sample_speculative(ar, drafter, prompt, 40, k, 6, (0, 0, 1.0), torch.Generator().manual_seed(3))
     assert torch.equal(got, want)
     # one AR pass a round, a round emits 1 + the drafts kept: never more passes than tokens
@@ -38,7 +38,9 @@ def _exact_joint(ar, first, n, settings):
     """{sequence after `first`: probability} of the AR's n tokens, by enumeration: one pass over every sequence."""
     seqs = torch.tensor([[first, *s] for s in itertools.product(range(V), repeat=n)])
     with torch.no_grad():
-        p = probs(ar(seqs)[:, :-1], *settings)  # (N, n, V): the next token's distribution after each prefix
+        logits = ar(seqs)[:, :-1]
+        logits[..., MASK] = float("-inf")  # the AR never emits [MASK]
+        p = probs(logits, *settings)  # (N, n, V): the next token's distribution after each prefix
     joint = p.gather(-1, seqs[:, 1:, None])[..., 0].prod(1)
     return {tuple(s[1:].tolist()): float(q) for s, q in zip(seqs, joint)}
 
@@ -110,3 +112,15 @@ def test_inference_and_the_frontier_decode_an_ar_with_a_drafter(tmp_path_factory
     assert [s.get("draft_len") for s, _ in pts] == [None, 2, 4] and [c.draft for _, c in pts] == ["", str(dm), str(dm)]
     assert [s for s, _ in frontier.grid_points(dict(draft_len=[2, 4], temperature=[1.0]), cfg, objectives.get("ar"))] == \
         [dict(temperature=1.0)]  # no drafter: one plain AR point
+
+
+def test_neither_the_ar_nor_its_speculative_decoding_emits_mask():
+    """[MASK] is in an AR's vocabulary but never a target; a head that favours it must still never draw it."""
+    ar, drafter = _net(True, 7), _net(False, 8)
+    with torch.no_grad():
+        ar.head.weight[MASK] = ar.head.weight[:MASK].mean(0) + 0.5 * ar.tok_emb.weight.mean(0)
+        ar.head.weight[MASK] *= 5  # a large [MASK] logit at many positions
+    prompt, g = torch.zeros(64, 1, dtype=torch.long), torch.Generator().manual_seed(9)
+    assert (sample_ar_window(ar, prompt, 20, generator=g) == MASK).any()  # the control: unfiltered, it is drawn
+    assert not (sample_ar_window(ar, prompt, 20, generator=g, mask_id=MASK) == MASK).any()
+    assert not (sample_speculative(ar, drafter, prompt, 20, 3, MASK, generator=g)[0] == MASK).any()
