@@ -171,7 +171,8 @@ def plot_frontiers(docs, out):
 
 def plot_speed(docs, out):
     """scripts/frontier.py's JSONs on a speed axis: every sampler read at the held-out entropy (its at_held_out) as one
-    marker, wall-clock tokens/s (log x) against gen-PPL there, a panel per timed batch size; the AR a black star.
+    marker, wall-clock tokens/s (log x) against gen-PPL there, a panel per timed batch size; the AR a black star, its
+    speculative decoding (speculative.py) a coloured one.
     Samplers whose curve never reaches the held-out entropy have no marker (frontier.py prints their entropies)."""
     batches = sorted({int(k.split("_b")[1]) for d in docs for r in d["runs"] for v in r["at_held_out"].values() if v
                       for k in v if k.startswith("tokens_per_s_b")})
@@ -185,7 +186,8 @@ def plot_speed(docs, out):
             for r in d["runs"]:
                 for curve, v in r["at_held_out"].items():
                     if v and f"tokens_per_s_b{b}" in v:
-                        style = dict(color="k", marker="*", ms=14) if r["exact"] else dict(marker="o", ms=7)
+                        style = (dict(color="k", marker="*", ms=14) if r["exact"] and "draft=" not in curve else
+                                 dict(marker="*" if r["exact"] else "o", ms=10 if r["exact"] else 7))  # drafted AR: a star
                         ax.plot([v[f"tokens_per_s_b{b}"]], [v["gen_ppl"]], ls="", label=f"{r['name']} ({r['objective']}): "
                                 f"{curve}" if b == batches[0] else None, **style)
         ax.set_xscale("log")
