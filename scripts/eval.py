@@ -320,6 +320,17 @@ def fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
 
+def paired_with_first(rows):
+    """Each run's figure minus the first run's, window by window (the same windows: a paired difference, far less
+    noisy than either ±), in nats/char: r['paired_vs_first'] = (mean, standard error), None where the windows differ."""
+    a = rows[0]
+    for r in rows[1:]:
+        same = len(r["per_window"]) == len(a["per_window"]) and r["chars_per_token"] == a["chars_per_token"]
+        d = [(y - x) / a["chars_per_token"] for x, y in zip(a["per_window"], r["per_window"])] if same else []
+        mean = sum(d) / len(d) if d else 0.0
+        r["paired_vs_first"] = (mean, math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d))) if d else None
+
+
 def table(rows, val_entropy, judge="none"):
     """Metrics down, runs across: easier to read than 15 columns."""
     def get(r, k, spec):
@@ -342,6 +353,8 @@ def table(rows, val_entropy, judge="none"):
         (f"{rows[0].get('split', 'val')} NLL/bound (bits/char)", bound),
         ("  MC share of the ±, at most (bits/char)", lambda r: get(r, "mc_bpc_max", ".4f")),
         (f"{rows[0].get('split', 'val')} NLL/bound (nats/token)", lambda r: f"{r['nats_per_token']:.4f}"),
+        ("  minus the first run's, paired (nats/char)", lambda r: "n/a (other windows)" if r.get("paired_vs_first", 0)
+         is None else "%+.4f ± %.4f" % r["paired_vs_first"] if "paired_vs_first" in r else "-"),
         ("perplexity (per token)", lambda r: f"{r['ppl']:.3f}"),
         ("masked recon accuracy (fraction)", lambda r: get(r, "recon_acc", ".4f")),
         ("entropy by t, low->high (nats)", ent),
@@ -387,6 +400,7 @@ def main(argv):
             rows[-1]["self_scored"] = bool(args.ar_checkpoint) and os.path.samefile(r["path"], args.ar_checkpoint)
             left = (time.time() - t0) / (i + 1) * (len(runs) - i - 1)
             print(f"  {rows[-1]['name']}: {rows[-1]['seconds']:.1f}s" + (f" ({len(runs) - i - 1} to go, ~{left:.0f}s)" if left else ""))
+    paired_with_first(rows)
     targets = {r["val_sample_entropy"] for r in rows}  # one per sample length (and data): one figure if they agree
     val_entropy = targets.pop() if len(targets) == 1 else None
     print(table(rows, val_entropy, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))

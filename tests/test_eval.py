@@ -86,6 +86,13 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
         assert gap <= max(0.05, abs(r["sample_entropy"] - d["val_sample_entropy"])), (gap, r)
     assert "gen-PPL at matched entropy (temperature, entropy)" in text
     assert len(dm["entropy_by_t"]) == 10 and [s["temperature"] for s in dm["sweep"]] == [0.7, 1.0]
+    # the second run minus the first, window by window, by hand (char tokenizer: nats/token = nats/char)
+    diff = [b - a for a, b in zip(dm["per_window"], ar["per_window"])]
+    mean = sum(diff) / 4
+    se = math.sqrt(sum((v - mean) ** 2 for v in diff) / 3 / 4)
+    assert ar["paired_vs_first"] == pytest.approx([mean, se], rel=1e-9) and "paired_vs_first" not in dm
+    row = next(l for l in text.splitlines() if "minus the first run's, paired" in l).split("|")
+    assert row[1].strip() == "-" and row[2].strip() == f"{mean:+.4f} ± {se:.4f}"
     # refuses to overwrite the JSON without --force, and leaves it as it was
     before = out.read_bytes()
     with pytest.raises(UserError, match="--force"):
