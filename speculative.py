@@ -13,7 +13,9 @@ A batch advances together: each round every row emits the number of tokens the r
 kept drafts, then its redrawn token or its next kept draft), so one KV cache serves all rows. Stopping a row early
 never biases it: each emitted token is p-distributed given what precedes it whether or not the round goes on.
 
-    python inference.py --checkpoint artifacts/models/baby_ar/model.pt --draft artifacts/models/baby/model.pt --draft_len 4
+    python train.py baby_draft     # the drafter: one layer, ~2 min
+    python inference.py --checkpoint artifacts/models/baby_ar/model.pt --draft artifacts/models/baby_draft/model.pt \
+        --draft_len 2
 """
 import torch
 
@@ -32,13 +34,13 @@ def load_drafter(path, device, vocab_size):
         model, ckpt = load_model(path, device)
         c = ckpt["config"]
         if c.get("objective", "mdlm") != "mdlm" or model.args.time_cond != "none":
-            raise UserError(f"--draft {path} is a {c.get('objective')} model with time_cond={model.args.time_cond}: the "
-                            f"drafter is a masked-diffusion model without a time input (e.g. python train.py baby)")
+            raise UserError(f"--draft {path} is a {c.get('objective')} model with time_cond={model.args.time_cond}: "
+                            f"the drafter is a masked-diffusion model without a time input (train.py baby_draft)")
         _DRAFTERS[key] = model
     model = _DRAFTERS[key]
     if model.args.vocab_size != vocab_size:
-        raise UserError(f"--draft {path} has a vocabulary of {model.args.vocab_size}, the AR {vocab_size}: draft with a "
-                        f"model trained with the AR's tokenizer")
+        raise UserError(f"--draft {path} has a vocabulary of {model.args.vocab_size}, the AR {vocab_size}: draft "
+                        f"with a model trained with the AR's tokenizer")
     return model
 
 

@@ -141,7 +141,8 @@ def time_points(runs, args, start, gen_len, device):
     jobs = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])]
     for b in args.time_batches:
         def call(r, scfg, seed):
-            return draw(r["model"], scfg, start, gen_len, b, b, r["tok"].mask_id, device, torch.Generator().manual_seed(seed))
+            g = torch.Generator().manual_seed(seed)
+            return draw(r["model"], scfg, start, gen_len, b, b, r["tok"].mask_id, device, g)
         for r, _, scfg in jobs:
             call(r, scfg, args.seed)
         rounds = [[timed(lambda: call(r, scfg, args.seed + k), device)[0] for r, _, scfg in jobs]
@@ -154,14 +155,15 @@ def time_points(runs, args, start, gen_len, device):
 
 
 def read_curves(points, target, keys):
-    """Each curve of the points read at the held-out entropy (at_entropy over keys), printed: {curve: reading, or None}."""
+    """Each curve of the points read at the held-out entropy (at_entropy over keys), printed: {curve: reading or None}."""
     curves = {}
     for pt in points:
         curves.setdefault(pt["curve"], []).append(pt)
     at_held = {c: at_entropy(pts, target, keys) for c, pts in curves.items()}
     for c, v in at_held.items():
         nfe = sum(q["nfe"] for q in curves[c]) / len(curves[c])
-        speed = "".join(f", {v[k]:,.0f} tokens/s at batch {k.split('_b')[1]}" for k in keys if k.startswith("tokens") and v)
+        speed = "".join(f", {v[k]:,.0f} tokens/s at batch {k.split('_b')[1]}" for k in keys
+                        if k.startswith("tokens") and v)
         print(f"  at the held-out entropy, [{c}] (NFE {nfe:.1f}): " + (
             f"gen-PPL {v['gen_ppl']:.2f}, JS {v['js_mean']:.4f}{speed}" if v else "not reached; entropies " +
             ", ".join(f"{q['sample_entropy']:.2f}" for q in sorted(curves[c], key=lambda q: q["sample_entropy"]))))
