@@ -100,7 +100,7 @@ def sample_speculative(model, drafter, prompt, gen_len, k, mask_id, settings=(1.
     = (temperature, top_k, top_p) of both. The AR's window is ar.sample_ar_window's (restart over the last half of
     its context when the next token does not fit; a round never crosses a restart), so at temperature 0 the tokens
     are that function's. Returns (tokens (B, P + gen_len), stats: nfe (passes of both networks), ar_passes,
-    draft_passes, kept: drafts kept per drafting round, mean)."""
+    draft_passes, kept: drafts kept per drafting round, mean; in a batch, its slowest row's)."""
     (B, P), W = prompt.shape, model.args.block_size
     seq, lo, cache, dev = prompt, max(0, P - W), None, prompt.device
     ar_passes = draft_passes = kept = 0
