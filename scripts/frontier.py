@@ -188,7 +188,7 @@ def parse_args(argv):
                    "whose wall-clock tokens/s every point reports")
     p.add_argument("--repeats", type=at_least(0), default=3, help="timed rounds per batch size (median); 0 = no timing")
     p.add_argument("--threads", type=at_least(1), default=1, help="CPU threads (torch.set_num_threads) for every "
-                   "draw, timed or not")
+                   "draw, timed or not (on a GPU: its host-side work)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--json", type=output, default="", help="write every point here (atomically)")
@@ -224,8 +224,7 @@ def main(argv):
     s = score(windows, 0, tok, reference=ref)
     held = dict(sample_entropy=s["sample_entropy"], js=s["js"], js_mean=s["js_mean"], n_windows=len(windows),
                 gen_len=gen_len, reference_chars=len(ref))
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)  # the CPU's share of every draw (all of it on a CPU)
     print(f"device: {device} ({torch.get_num_threads()} threads); judge {args.ar_checkpoint}; {args.n_samples} samples of {gen_len} tokens per point; "
           f"held-out entropy {held['sample_entropy']:.3f}, n-gram JS of held-out text {held['js_mean']:.4f}")
     g, rows = torch.Generator().manual_seed(args.seed), []
