@@ -237,7 +237,7 @@ PRESETS = {
                      checkpoint="artifacts/models/baby_bd3/model.pt", viz_video="artifacts/media/baby_bd3_trace.mp4"),
     # The drafter of the baby AR's speculative decoding (speculative.py): masked diffusion of one layer (0.06M params)
     # on windows of 32 with mask rates in [0.05, 0.5] (a draft is the last few tokens masked), the baby budget's
-    # tokens; ~2 min. python inference.py --checkpoint artifacts/models/baby_ar/model.pt --draft
+    # tokens; ~30 s. python inference.py --checkpoint artifacts/models/baby_ar/model.pt --draft
     # artifacts/models/baby_draft/model.pt --draft_len 2 samples exactly as the AR, ~1.05-1.10x as fast (RESULTS.md).
     "baby_draft": {**_BABY, **_MDLM_WINS, **_RECIPE, **dict(
         n_layer=1, n_embd=64, block_size=32, batch_size=24, mask_ramp=0.0, mask_min=0.05, mask_max=0.5,

@@ -13,7 +13,7 @@ A batch advances together: each round every row emits the number of tokens the r
 kept drafts, then its redrawn token or its next kept draft), so one KV cache serves all rows. Stopping a row early
 never biases it: each emitted token is p-distributed given what precedes it whether or not the round goes on.
 
-    python train.py baby_draft     # the drafter: one layer, ~2 min
+    python train.py baby_draft     # the drafter: one layer, ~30 s of training
     python inference.py --checkpoint artifacts/models/baby_ar/model.pt --draft artifacts/models/baby_draft/model.pt \
         --draft_len 2
 """
