@@ -117,14 +117,14 @@ def parse(argv, base=None, check=True):
                             f"--key=value flag{data}")
         i += 1
     cfg = replace(cfg, **overrides)
+    given |= set(overrides)
     if (cfg.temperature_end_share != 1.0 and "temperature_end_share" in objectives.get(cfg.objective).IGNORES
-            and not given & {"temperature", "temperature_end_share"} and not overrides.keys() & {"temperature"}):
+            and not given & {"temperature", "temperature_end_share"}):
         # a preset's falling temperature is a pair (hot while the canvas is [MASK], cool at the end): an objective that
         # does not read the fall (AR, uniform: baby --objective=ar) samples at the default temperature, not its hot start
         cfg = replace(cfg, temperature=Config.temperature, temperature_end_share=1.0)
     if overrides.get("infill") or overrides.get("prefix_file"):  # a text given here replaces a preset's/checkpoint's prompt
         cfg = replace(cfg, prompt=overrides.get("prompt", ""))
-    given |= set(overrides)
     if check:
         validate(cfg, given)
     return cfg, given

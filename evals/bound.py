@@ -24,6 +24,14 @@ ENTROPY_BINS = 10  # time bins of evaluate's entropy_by_t
 REPORT = dict(split="test", n_windows=128, n_t=8, batch_size=32, seed=0)
 
 
+def paired_difference(a, b):
+    """The mean of b - a over the same windows (two runs' per-window figures, in one unit) and its standard error:
+    a paired comparison, far less noisy than either run's own ±."""
+    d = [y - x for x, y in zip(a, b)]
+    mean = sum(d) / len(d)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d))
+
+
 def report_windows(tok, train_ids, val_ids, split, n_windows, L):
     """The fixed windows (n, L + 1) of a split (utils.dataloader.split_ids) that a report scores, and the characters
     per scored token of exactly those windows (BPE windows decode to ~1 % other than the split's mean)."""

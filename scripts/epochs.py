@@ -35,6 +35,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from evals.bound import paired_difference  # noqa: E402
 from utils.cli import ArgParser, at_least, list_of, output, read_json, read_jsonl  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, read_text  # noqa: E402
@@ -226,9 +227,7 @@ def summarise(name):
 
 def paired(a, b):
     """b - a in nats/char on the same eval.py windows, and the standard error of that difference."""
-    d = [y - x for x, y in zip(a["per_window_nats_char"], b["per_window_nats_char"])]
-    mean = sum(d) / len(d)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d))
+    return paired_difference(a["per_window_nats_char"], b["per_window_nats_char"])
 
 
 def write_summary(path):

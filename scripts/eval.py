@@ -36,7 +36,7 @@ import torch  # noqa: E402
 import objectives  # noqa: E402
 from common import Schedule, time_grid  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
-from evals.bound import REPORT, evaluate, report_windows  # noqa: E402
+from evals.bound import REPORT, evaluate, paired_difference, report_windows  # noqa: E402
 from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
 from evals.samples import draw, held_out_windows, load_judge, score, start_ids  # noqa: E402
 from sampler import ORDERS  # noqa: E402
@@ -324,11 +324,10 @@ def paired_with_first(rows):
     """Each run's figure minus the first run's, window by window (the same windows: a paired difference, far less
     noisy than either ±), in nats/char: r['paired_vs_first'] = (mean, standard error), None where the windows differ."""
     a = rows[0]
+    per_char = lambda r: [w / r["chars_per_token"] for w in r["per_window"]]  # noqa: E731
     for r in rows[1:]:
         same = len(r["per_window"]) == len(a["per_window"]) and r["chars_per_token"] == a["chars_per_token"]
-        d = [(y - x) / a["chars_per_token"] for x, y in zip(a["per_window"], r["per_window"])] if same else []
-        mean = sum(d) / len(d) if d else 0.0
-        r["paired_vs_first"] = (mean, math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d))) if d else None
+        r["paired_vs_first"] = paired_difference(per_char(a), per_char(r)) if same else None
 
 
 def table(rows, val_entropy, judge="none"):
