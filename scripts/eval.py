@@ -4,8 +4,6 @@ Run from the repo root:
 
     python scripts/eval.py artifacts/models/cpu/model.pt artifacts/models/cpu_ar/model.pt \
         --ar-checkpoint artifacts/models/cpu_ar/model.pt --json artifacts/eval/cpu.json
-    python scripts/eval.py artifacts/models/cpu/model.pt --ar-checkpoint artifacts/models/cpu_ar/model.pt \
-        --sweep temperature=0.7,0.85,1.0 --json artifacts/eval/cpu_sweep.json     # gen-PPL vs entropy frontier
     python scripts/eval.py artifacts/models/cpu/model.pt --n-windows 32 --n-t 4 --n-samples 4 --device cpu  # quick look
     python scripts/eval.py artifacts/models/baby_bd3_4/model.pt artifacts/models/baby_ar/model.pt --n-samples 0 --infill-len 0
     python scripts/eval.py artifacts/models/baby/model.pt --diffusion-steps 1000 --n-samples 0 --infill-len 0  # finer chain
@@ -19,11 +17,11 @@ with the same tokenizer: fingerprints must match, else exit 2); infill recovery 
 held-out tokens given prefix and suffix (exact match and token = character accuracy). Columns
 that only mean something for diffusion read n/a for AR checkpoints. Block diffusion (bd3) checkpoints
 report their block-diffusion bound (each block's t stratified over the windows) on the same windows,
-sample block by block (--steps per block) and have no infill row. Plots: scripts/plot.py.
-A progress bar on a terminal counts the forward passes (bound, samples, sweep, infill) and gives an ETA.
+sample block by block (--steps per block) and have no infill row. Plots: scripts/plot.py. Samplers compared
+as curves over temperature (gen-PPL read at the held-out entropy, speed): scripts/frontier.py.
+A progress bar on a terminal counts the forward passes (bound, samples, infill) and gives an ETA.
 """
 import json
-import math
 import os
 import sys
 import time
@@ -34,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import objectives  # noqa: E402
-from common import Schedule, time_grid  # noqa: E402
+from common import Schedule  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
 from evals.bound import REPORT, evaluate, paired_difference, report_windows  # noqa: E402
 from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
@@ -44,13 +42,10 @@ from trace import StepBar, chain  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import SPLITS, fixed_windows, prepare_data, split_ids  # noqa: E402
 from utils.dist import DTYPES, autocast_for, pick_device  # noqa: E402
-from utils.cli import ArgParser, at_least, key_list, output  # noqa: E402
+from utils.cli import ArgParser, at_least, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
-
-SWEEP_KEYS = {"temperature": at_least(0.0), "steps": at_least(1)}
-
 
 def parse_args(argv):
     p = ArgParser(prog="scripts/eval.py", description="Evaluate diffusion and AR checkpoints into one table.")
@@ -76,11 +71,6 @@ def parse_args(argv):
     p.add_argument("--infill-len", type=at_least(0), default=20, help="held-out span in tokens (nanoDLM: 20 chars); 0 = skip")
     p.add_argument("--n-infill", type=at_least(1), default=64, help="validation windows with one held-out span each")
     p.add_argument("--infill-temperature", type=at_least(0.0), default=0.0, help="temperature for infilling (0 = most likely fill)")
-    p.add_argument("--sweep", type=key_list(SWEEP_KEYS), default=None, help="e.g. temperature=0.7,0.85,1.0 or steps=16,32,64: gen-PPL and entropy per value "
-                   "(steps: also the bound of each K-step chain)")
-    p.add_argument("--match-entropy", action="store_true", help="also gen-PPL at the temperature whose sample entropy is "
-                   "within 0.05 nats of held-out text's at the samples' length (bisection over 0.05-20, 10 draws at most; "
-                   "a row that gets no closer says unmatched; needs --ar-checkpoint and --n-samples)")
     p.add_argument("--diffusion-steps", type=at_least(0), default=0, help="score (and sample) on a chain of this many time steps "
                    "instead of the checkpoint's own T (0): only for a network with no time input (time_cond none, bd3), "
                    "which defines a chain at any T (on the networks measured here a finer chain read a tighter bound)")
@@ -90,11 +80,6 @@ def parse_args(argv):
                    "--dtype: auto = bf16 on a CUDA GPU that has it (fp16 on one that does not), fp32 elsewhere")
     p.add_argument("--json", type=output, default="", help="also write every figure here (atomically)")
     a = p.parse_args(argv)
-    a.sweep_key, a.sweep_values = a.sweep or (None, [])
-    if (a.sweep or a.match_entropy) and not a.ar_checkpoint:
-        raise UserError("--sweep and --match-entropy measure gen-PPL: give the scorer with --ar-checkpoint PATH")
-    if a.match_entropy and not a.n_samples:
-        raise UserError("--match-entropy reads the samples' entropy: --n-samples 0 draws none (drop one of the two)")
     return a
 
 
@@ -125,9 +110,8 @@ def load_run(path, args, device):
     # the samplers' settings: --steps, --temperature, --order, --remask; every other switch off
     scfg = replace(cfg, steps=args.steps, temperature=args.temperature, order=args.order, remask=args.remask,
                    tokens_per_step="schedule", remask_eta=0.0, threshold=0.0, semi_ar_length=0, top_k=0, top_p=1.0)
-    steps = [args.steps] + (args.sweep_values if args.sweep_key == "steps" else [])
-    if obj.STEP_CHAIN and max(steps) > cfg.diffusion_steps:  # a sampler on the schedule's grid: K <= T
-        raise UserError(f"--steps {max(steps)} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: use --steps {cfg.diffusion_steps}")
+    if obj.STEP_CHAIN and args.steps > cfg.diffusion_steps:  # a sampler on the schedule's grid: K <= T
+        raise UserError(f"--steps {args.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: use --steps {cfg.diffusion_steps}")
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),
                 schedule=Schedule(cfg.diffusion_steps, cfg.schedule))
 
@@ -152,80 +136,7 @@ def work(run, args):
     start, gen_len = sample_plan(run, args)
     n = b(args.n_windows) * (args.n_t if obj.eval_times(cfg, cfg.block_size) else 1)
     n += b(args.n_samples) * obj.passes(scfg, gen_len, len(start))
-    for v in args.sweep_values:
-        if not (obj.EXACT and args.sweep_key == "steps"):
-            swept = replace(scfg, **{args.sweep_key: v})
-            n += b(max(args.n_samples, 1)) * obj.passes(swept, gen_len, len(start))
     return n + (0 if obj.CONTINUES_ONLY or not args.infill_len else b(args.n_infill) * obj.passes(scfg, args.infill_len))
-
-
-class GridSchedule:
-    """The chain a K-step sampler runs: alpha at the times of common.time_grid(T, K), as a schedule of K steps.
-    The objective's loss and evaluate then score the bound of that K-step reverse process (for mdlm, of ancestral
-    unmasking with independent reveals), which MDLM reports against T; K = T is the usual bound."""
-
-    def __init__(self, schedule, K):
-        self.times = torch.tensor(time_grid(schedule.T, K)[::-1])  # 0 = g_0 < g_1 < ... < g_K = T
-        self.T, self.kind, self.alpha = K, schedule.kind, schedule.alpha[self.times]
-        self.weight = torch.zeros(K + 1, dtype=torch.float64)
-        self.weight[1:] = (self.alpha[:-1] - self.alpha[1:]) / (1.0 - self.alpha[1:])  # mdlm's w for step g_{k-1} -> g_k
-
-    def mask_prob(self, t):
-        return 1.0 - self.alpha.to(t.device)[t]
-
-
-class GridTime(torch.nn.Module):
-    """The model, told the real time g_k when the K-step chain is at its step k (the index it was trained on)."""
-
-    def __init__(self, model, times):
-        super().__init__()
-        self.model, self.times, self.args = model, times, model.args
-
-    def forward(self, idx, t=None, **kw):
-        return self.model(idx, self.times.to(t.device)[t], **kw)
-
-
-def sample_scores(run, scfg, n, args, judge, device, generator, change=None, bar=None):
-    """The figures (evals.samples.score) of n of the run's samples (sample_plan) under the sampling config scfg,
-    drawn with the on_step hooks change and bar (the progress bar)."""
-    start, gen_len = sample_plan(run, args)
-    out, _ = draw(run["model"], scfg, start, gen_len, n, args.batch_size, run["tok"].mask_id, device, generator,
-                  on_step=chain(change, bar))
-    if bar and not run["obj"].TRACE:  # no steps reported: its passes at once
-        bar(n=-(-n // args.batch_size) * run["obj"].passes(scfg, gen_len, len(start)))
-    return score(out, len(start), run["tok"], judge, args.batch_size)
-
-
-TAU_RANGE, TAU_TOL, TAU_TRIES = (0.05, 20.0), 0.05, 10  # bisection in log tau; the old 0.3-2.0 left targets unreached
-
-
-def bisect_temperature(score, target, first):
-    """The temperature whose samples' entropy is within TAU_TOL nats of target: bisection of log(tau) over TAU_RANGE
-    (entropy grows with tau), TAU_TRIES draws at most. score(tau) -> (entropy, gen-PPL); first: (tau, entropy,
-    gen-PPL) already measured. Returns (tau, entropy, gen-PPL) of the closest draw, and whether it is within TAU_TOL."""
-    lo, hi, best = *TAU_RANGE, first
-    for _ in range(0 if abs(best[1] - target) <= TAU_TOL else TAU_TRIES):
-        tau = math.sqrt(lo * hi)
-        entropy, ppl = score(tau)
-        if abs(entropy - target) < abs(best[1] - target):
-            best = (tau, entropy, ppl)
-        if abs(entropy - target) <= TAU_TOL:
-            break
-        lo, hi = (tau, hi) if entropy < target else (lo, tau)
-    return best, abs(best[1] - target) <= TAU_TOL
-
-
-def matched(run, args, judge, device, generator, target, first):
-    """gen-PPL at matched entropy: from the samples at --temperature (first: their scores), the temperature whose
-    samples' entropy is the held-out text's (target); a low-entropy sampler otherwise looks good for repeating
-    itself. matched: False when no temperature in TAU_RANGE got within TAU_TOL (the figures are then the closest)."""
-    def entropy_and_ppl(tau):
-        s = sample_scores(run, replace(run["scfg"], temperature=tau), args.n_samples, args, judge, device, generator)
-        return s["sample_entropy"], s["gen_ppl"]
-
-    first = (run["scfg"].temperature, first["sample_entropy"], first["gen_ppl"])
-    best, ok = bisect_temperature(entropy_and_ppl, target, first)
-    return dict(matched_temperature=best[0], matched_entropy=best[1], matched_gen_ppl=best[2], matched=ok)
 
 
 def held_out_entropy(run, args):
@@ -247,7 +158,7 @@ def label(cfg, obj):
 
 
 def evaluate_run(run, args, judge, device, bar):
-    """One checkpoint's row: its bound on fixed windows, then its samples, --sweep and infill (one generator)."""
+    """One checkpoint's row: its bound on fixed windows, then its samples and infill (one generator)."""
     model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
     t0 = time.time()
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
@@ -271,15 +182,15 @@ def evaluate_run(run, args, judge, device, bar):
         raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
                         f"or of the scorer: use a shorter --gen-len")
     row["sampler"] = obj.describe(scfg)
-    val_entropy = row["val_sample_entropy"] = held_out_entropy(run, args) if args.n_samples else None
+    row["val_sample_entropy"] = held_out_entropy(run, args) if args.n_samples else None
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
-        row.update(sample_scores(run, scfg, args.n_samples, args, judge, device, g, change, bar), gen_len=gen_len,
-                   n_samples=args.n_samples)
+        out, _ = draw(model, scfg, start, gen_len, args.n_samples, args.batch_size, tok.mask_id, device, g,
+                      on_step=chain(change, bar))
+        if not obj.TRACE:  # no steps reported: its passes at once
+            bar(n=-(-args.n_samples // args.batch_size) * obj.passes(scfg, gen_len, len(start)))
+        row.update(score(out, len(start), tok, judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
-        if args.match_entropy:
-            row.update(matched(run, args, judge, device, g, val_entropy, row))
-    row["sweep"] = sweep(run, args, judge, device, g, bar, windows, cpt)
     if args.infill_len and not obj.CONTINUES_ONLY:  # AR and bd3 only continue a prompt
         if args.infill_len >= L:
             raise UserError(f"--infill-len {args.infill_len} must be shorter than the context {L}")
@@ -289,26 +200,6 @@ def evaluate_run(run, args, judge, device, bar):
         bar(n=-(-args.n_infill // args.batch_size) * obj.passes(scfg, args.infill_len))
     row["seconds"] = time.time() - t0
     return row
-
-
-def sweep(run, args, judge, device, generator, bar, windows, cpt):
-    """--sweep: gen-PPL, sample entropy and distinct-2 per value; steps=...: also the bound of each K-step chain."""
-    model, cfg, obj, out = run["model"], run["cfg"], run["obj"], []
-    for v in args.sweep_values:
-        if args.sweep_key == "steps" and obj.EXACT:
-            continue  # an AR model has no step count to vary
-        swept = replace(run["scfg"], **{args.sweep_key: v})
-        s = sample_scores(run, swept, max(args.n_samples, 1), args, judge, device, generator, bar=bar)
-        out.append(dict(steps=swept.steps, temperature=swept.temperature, gen_ppl=s["gen_ppl"],
-                        sample_entropy=s["sample_entropy"], distinct_2=s["distinct_2"]))
-        if args.sweep_key == "steps" and not obj.STEP_CHAIN:  # its sampler does not walk the schedule's grid
-            out[-1]["chain"] = f"{cfg.objective}'s sampler runs no chain on the schedule's grid: {obj.describe(swept)}"
-        elif args.sweep_key == "steps":  # the bound of the K-step chain it samples, on the same windows
-            grid = GridSchedule(run["schedule"], swept.steps)
-            b = evaluate(GridTime(model, grid.times), windows, replace(cfg, batch_size=args.batch_size), grid, run["tok"],
-                         n_t=args.n_t, seed=args.seed, chars_per_token=cpt)
-            out[-1].update(bits_per_char=b["bits_per_char"], bpc_se=b["bpc_se"], nats_per_token=b["nats_per_token"])
-    return out
 
 
 def run_name(path):
@@ -366,9 +257,6 @@ def table(rows, val_entropy, judge="none"):
                                                       else f" (val {r['val_sample_entropy']:.3f})")),
         (f"gen-PPL (per token; judge {judge})",
          lambda r: get(r, "gen_ppl", ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
-        ("gen-PPL at matched entropy (temperature, entropy)", lambda r: ("" if r["matched"] else "unmatched, closest: ") +
-         f"{r['matched_gen_ppl']:.3f} ({r['matched_temperature']:.3f}, {r['matched_entropy']:.3f})"
-         if "matched_gen_ppl" in r else "n/a"),
         ("infill exact match (fraction)", lambda r: get(r, "infill_exact", ".4f")),
         ("infill token/char acc (fraction)", lambda r: get(r, "infill_acc", ".4f")),
     ]
@@ -403,14 +291,6 @@ def main(argv):
     targets = {r["val_sample_entropy"] for r in rows}  # one per sample length (and data): one figure if they agree
     val_entropy = targets.pop() if len(targets) == 1 else None
     print(table(rows, val_entropy, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
-    for r in rows:
-        for s in r["sweep"]:
-            bound = (f", bound of the {s['steps']}-step chain <= {s['bits_per_char']:.4f} ± {s['bpc_se']:.4f} bits/char"
-                     if "bits_per_char" in s else f", bound of the {s['steps']}-step chain: n/a ({s['chain']})"
-                     if s.get("chain") else "")
-            print(f"sweep {r['name']}: steps={s['steps']} temperature={s['temperature']}: gen-PPL {s['gen_ppl']:.3f}"
-                  f"{' (self-scored)' if r['self_scored'] else ''}, "
-                  f"sample entropy {s['sample_entropy']:.3f}, distinct-2 {s['distinct_2']:.3f}{bound}")
     if args.json:
         with atomic_open(args.json) as f:  # readers never see half a file
             json.dump(dict(settings=vars(args), device=str(device), precision=precision, val_sample_entropy=val_entropy,

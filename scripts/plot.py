@@ -4,18 +4,16 @@ Run from the repo root:
 
     python scripts/plot.py curves artifacts/models/cpu artifacts/models/cpu_ar        # train/val bits/char, runs on one chart
     python scripts/plot.py entropy artifacts/eval/cpu.json                            # entropy per timestep
-    python scripts/plot.py frontier artifacts/eval/cpu_sweep.json                     # gen-PPL vs sample entropy
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json                 # scripts/frontier.py: every sampler
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json --x speed       # gen-PPL at the held-out entropy vs tokens/s
-    python scripts/plot.py nfe artifacts/eval/baby_uniform_vs_mdlm.json               # gen-PPL and entropy vs NFE
+    python scripts/plot.py frontier artifacts/eval/frontier_baby.json --x nfe         # ... vs forward passes per sample
     python scripts/plot.py epochs artifacts/epochs/summary.json                       # val nats/char vs epochs
     python scripts/plot.py epochs artifacts/epochs/summary.json --x flops --out artifacts/plots/epochs_flops.png
 
-`curves` reads each run directory's metrics.jsonl (written by train.py); `entropy` and `frontier`
-read the JSON of scripts/eval.py (`frontier` needs its --sweep, or takes scripts/frontier.py's JSONs: gen-PPL and
-n-gram divergence against entropy, a curve per sampler; `nfe` a --sweep steps=...); `epochs` the
-summary of scripts/epochs.py. --out names the PNG (written atomically); an existing file there is only
-replaced with --force, and a checkpoint never.
+`curves` reads each run directory's metrics.jsonl (written by train.py); `entropy` the JSON of scripts/eval.py;
+`frontier` scripts/frontier.py's JSONs (gen-PPL and n-gram divergence against entropy, a curve per sampler; --x speed
+or nfe: each sampler read at the held-out entropy); `epochs` the summary of scripts/epochs.py. --out names the PNG
+(written atomically); an existing file there is only replaced with --force, and a checkpoint never.
 """
 import math
 import os
@@ -29,7 +27,7 @@ from utils.fileio import atomic_path, check_output  # noqa: E402
 
 LN2 = math.log(2)
 DEFAULT_OUT = {"curves": "artifacts/plots/curves.png", "entropy": "artifacts/plots/entropy.png",
-               "frontier": "artifacts/plots/frontier.png", "nfe": "artifacts/plots/nfe.png", "epochs": "artifacts/plots/epochs.png"}
+               "frontier": "artifacts/plots/frontier.png", "epochs": "artifacts/plots/epochs.png"}
 
 
 def read_eval_json(path):
@@ -169,130 +167,51 @@ def plot_frontiers(docs, out):
     _save(plt, fig, out)
 
 
-def plot_speed(docs, out):
-    """scripts/frontier.py's JSONs on a speed axis: every sampler read at the held-out entropy (its at_held_out) as one
-    marker, wall-clock tokens/s (log x) against gen-PPL there, a panel per timed batch size; the AR a black star, its
-    speculative decoding (speculative.py) a coloured one.
+def plot_at_held_out(docs, out, x):
+    """scripts/frontier.py's JSONs read at the held-out entropy (each run's at_held_out): every sampler one marker,
+    gen-PPL there against wall-clock tokens/s (x = speed: log x, a panel per timed batch size) or against NFE, the
+    forward passes per sample (x = nfe); the AR a black star, its speculative decoding (speculative.py) a coloured one.
     Samplers whose curve never reaches the held-out entropy have no marker (frontier.py prints their entropies)."""
-    batches = sorted({int(k.split("_b")[1]) for d in docs for r in d["runs"] for v in r["at_held_out"].values() if v
-                      for k in v if k.startswith("tokens_per_s_b")})
-    if not batches:
-        raise UserError("no timed reading at the held-out entropy in the given frontier JSONs: run scripts/frontier.py "
-                        "with --repeats 1 or more, and a grid whose curves reach the held-out entropy")
-    plt, fig, axes = _figure(len(batches), (8 * len(batches), 7), layout="constrained", squeeze=False)
-    for ax, b in zip(axes[0], batches):
+    if x == "nfe":
+        panels = [("nfe", "NFE: forward passes per sample (mean over the curve's points)", "quality vs NFE")]
+    else:
+        batches = sorted({int(k.split("_b")[1]) for d in docs for r in d["runs"] for v in r["at_held_out"].values()
+                          if v for k in v if k.startswith("tokens_per_s_b")})
+        panels = [(f"tokens_per_s_b{b}", f"tokens/s, batch {b} (wall clock, {docs[0].get('threads', '?')} thread(s), "
+                   f"{docs[0]['device']})", f"speed vs quality, batch {b}") for b in batches]
+    marks = [[] for _ in panels]  # per panel: (x, gen-PPL, label, style)
+    for d in docs:
+        for r in d["runs"]:
+            for curve, v in r["at_held_out"].items():
+                pts = [q for q in r["points"] if q["curve"] == curve]
+                style = (dict(color="k", marker="*", ms=14) if r["exact"] and "draft=" not in curve else
+                         dict(marker="*" if r["exact"] else "o", ms=10 if r["exact"] else 7))  # drafted AR: a star
+                for m, (key, _, _) in zip(marks, panels):
+                    xv = sum(q["nfe"] for q in pts) / len(pts) if key == "nfe" else v and v.get(key)
+                    if v and xv:
+                        m.append((xv, v["gen_ppl"], f"{r['name']} ({r['objective']}): {curve}", style))
+    if not any(marks):
+        raise UserError("no sampler's curve in the given frontier JSONs reaches the held-out entropy" + (
+            "" if x == "nfe" else " with a timed reading: run scripts/frontier.py with --repeats 1 or more") +
+            ": give its grid temperatures on both sides of it")
+    plt, fig, axes = _figure(len(panels), (8 * len(panels), 7), layout="constrained", squeeze=False)
+    for i, (ax, (_, xlabel, title), m) in enumerate(zip(axes[0], panels, marks)):
         ax.set_prop_cycle(color=plt.cm.tab20.colors)
-        for d in docs:
-            for r in d["runs"]:
-                for curve, v in r["at_held_out"].items():
-                    if v and f"tokens_per_s_b{b}" in v:
-                        style = (dict(color="k", marker="*", ms=14) if r["exact"] and "draft=" not in curve else
-                                 dict(marker="*" if r["exact"] else "o", ms=10 if r["exact"] else 7))  # drafted AR: a star
-                        ax.plot([v[f"tokens_per_s_b{b}"]], [v["gen_ppl"]], ls="", label=f"{r['name']} ({r['objective']}): "
-                                f"{curve}" if b == batches[0] else None, **style)
+        for xv, y, label, style in m:
+            ax.plot([xv], [y], ls="", label=label if i == 0 else None, **style)
         ax.set_xscale("log")
-        ax.set(xlabel=f"tokens/s, batch {b} (wall clock, {docs[0].get('threads', '?')} thread(s), {docs[0]['device']})",
-               ylabel="gen-PPL at the held-out entropy (lower = likelier)", title=f"speed vs quality, batch {b}")
+        ax.set(xlabel=xlabel, ylabel="gen-PPL at the held-out entropy (lower = likelier)", title=title)
     fig.legend(loc="outside lower center", ncol=2, fontsize=7)
     _save(plt, fig, out)
 
 
 def plot_frontier(paths, out, x=None):
     docs = [read_eval_json(p) for p in paths]
-    if x == "speed" and not all("held_out" in d for d in docs):
-        raise UserError("--x speed reads scripts/frontier.py's JSONs (their timed points): give only those")
-    if all("held_out" in d for d in docs):  # scripts/frontier.py's JSONs
-        return plot_speed(docs, out) if x == "speed" else plot_frontiers(docs, out)
-    if any("held_out" in d for d in docs):
-        raise UserError("give either scripts/frontier.py JSONs or scripts/eval.py --sweep JSONs, not both")
-    plt, fig, ax = _figure()
-    n, ref, all_y = 0, None, []
-    for d in docs:
-        ref = ref or d.get("val_sample_entropy")
-        for r in d["runs"]:
-            sw = [s for s in r.get("sweep", []) if s.get("gen_ppl") is not None]
-            if not sw:
-                continue
-            key = d["settings"].get("sweep_key") or "temperature"
-            sw.sort(key=lambda s: s["sample_entropy"])
-            xs, ys = [s["sample_entropy"] for s in sw], [s["gen_ppl"] for s in sw]
-            line, = ax.plot(xs, ys, marker="o", label=f"{r['name']} ({r['objective']})")
-            all_y += ys
-            for s, x, y in zip(sw, xs, ys):
-                ax.annotate(f"{key[:4]}={s[key]}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                            color=line.get_color())
-            n += 1
-    if not n:
-        raise UserError("no sweep in " + ", ".join(paths) + ": run scripts/eval.py with --sweep temperature=0.7,0.85,1.0 "
-                        "--ar-checkpoint AR.pt --json FILE")
-    if ref:
-        ax.axvline(ref, color="grey", ls="--", lw=1, label=f"held-out text entropy {ref:.2f}")
-    lo, hi = min(all_y), max(all_y)
-    if hi / lo > 4:  # log only when the spread needs it; plain numbers on the ticks either way
-        ax.set_yscale("log")
-        from matplotlib.ticker import ScalarFormatter
-        for axis_fmt in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-            axis_fmt(ScalarFormatter())
-    ax.margins(0.12)  # room for the point labels
-    ax.set(xlabel="sample entropy (nats, per-sample token histogram; higher = more diverse)",
-           ylabel="generative perplexity under the AR scorer (lower = likelier)",
-           title="Quality vs diversity: gen-PPL against entropy")
-    ax.legend(fontsize=8)
-    _save(plt, fig, out)
-
-
-def plot_nfe(paths, out):
-    """Against the number of reverse steps K, one line per diffusion run: the bound of the K-step chain (left),
-    gen-PPL (middle), sample entropy (right); AR runs as dashed levels. gen-PPL alone flatters a sampler that
-    repeats itself, so the entropy panel sits beside it. Bounds appear for sweeps that recorded them."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-    plt, fig, (ax_b, ax, ax_e) = _figure(3, (17, 5))
-    n, ref, nfes, bounded = 0, None, set(), set()
-    for p in paths:
-        d = read_eval_json(p)
-        ref = ref or d.get("val_sample_entropy")
-        for r in d["runs"]:
-            exact = is_ar(r)
-            how = f", {r['sampler']}" if r.get("sampler") and not exact else ""
-            label = f"{r['name']} ({r['objective']}{how})"
-            if exact:
-                ax_b.axhline(r["bits_per_char"], color="k", ls="--", lw=1, label=f"{label}: exact NLL")
-                if r.get("gen_ppl") is not None:
-                    ax.axhline(r["gen_ppl"], color="k", ls="--", lw=1, label=label)
-                    ax_e.axhline(r["sample_entropy"], color="k", ls="--", lw=1)
-                continue
-            sw = sorted((s for s in r.get("sweep", []) if s.get("steps") and s.get("gen_ppl") is not None),
-                        key=lambda s: s["steps"])
-            if not sw:
-                continue
-            xs = [s["steps"] for s in sw]
-            nfes.update(xs)
-            line, = ax.plot(xs, [s["gen_ppl"] for s in sw], marker="o", label=label)
-            ax_e.plot(xs, [s["sample_entropy"] for s in sw], marker="o", color=line.get_color())
-            bw = [s for s in sw if "bits_per_char" in s]
-            if bw and r["path"] not in bounded:  # one checkpoint's bound does not depend on its sampler: draw it once
-                bounded.add(r["path"])
-                ax_b.errorbar([s["steps"] for s in bw], [s["bits_per_char"] for s in bw], yerr=[s["bpc_se"] for s in bw],
-                              marker="o", capsize=3, color=line.get_color(), label=f"{r['name']} ({r['objective']}); T-step <= {r['bits_per_char']:.3f}")
-            n += 1
-    if not n:
-        raise UserError("no steps sweep in " + ", ".join(paths) + ": run scripts/eval.py with --sweep steps=8,16,32,64 "
-                        "--ar-checkpoint AR.pt --json FILE")
-    if ref:
-        ax_e.axhline(ref, color="grey", ls=":", lw=1, label=f"held-out text {ref:.2f}")
-        ax_e.legend(fontsize=8)
-    for a in (ax_b, ax, ax_e):
-        a.set_xscale("log", base=2)
-        a.set_xticks(sorted(nfes))  # plain numbers (8, 16, ...), not powers of two
-        a.xaxis.set_major_formatter(ScalarFormatter())
-        a.xaxis.set_minor_formatter(NullFormatter())
-        a.set_xlabel("reverse steps K (NFE)")
-    ax_b.set(ylabel="val bits/char: bound of the K-step chain (lower = better)", title="bound vs NFE")
-    ax.set(ylabel="generative perplexity under the AR judge (lower = likelier)", title="gen-PPL vs NFE")
-    ax_e.set(ylabel="sample entropy (nats; too low = repetitive)", title="sample entropy vs NFE")
-    ax_b.legend(fontsize=7)
-    ax.legend(fontsize=7)
-    _save(plt, fig, out)
+    if not all("held_out" in d for d in docs):
+        raise UserError("frontier plots read scripts/frontier.py's JSONs (python scripts/frontier.py CKPT ... "
+                        "--ar-checkpoint AR.pt --json FILE): " + ", ".join(p for p, d in zip(paths, docs) if "held_out" not in d)
+                        + " is not one")
+    return plot_at_held_out(docs, out, x) if x in ("speed", "nfe") else plot_frontiers(docs, out)
 
 
 def plot_epochs(paths, out, x="epochs"):
@@ -342,13 +261,14 @@ def plot_epochs(paths, out, x="epochs"):
 def main(argv):
     p = ArgParser(prog="scripts/plot.py", description="Plot training curves and evaluations to PNG.")
     p.add_argument("what", choices=tuple(DEFAULT_OUT),
-                   help="curves: run dirs; entropy/frontier/nfe: eval.py JSON files; epochs: scripts/epochs.py summary")
-    p.add_argument("inputs", nargs="+", help="run directories (curves) or eval.py --json files (entropy, frontier)")
+                   help="curves: run dirs; entropy: eval.py JSON files; frontier: frontier.py JSON files; "
+                   "epochs: scripts/epochs.py summary")
+    p.add_argument("inputs", nargs="+", help="run directories (curves) or --json files (the others)")
     p.add_argument("--out", type=output, default="", help="PNG path (default artifacts/plots/<what>.png)")
-    p.add_argument("--x", choices=("epochs", "flops", "entropy", "speed"), default=None, help="the x axis: epochs or "
-                   "flops for epochs (default epochs); entropy or speed (tokens/s) for frontier (default entropy)")
+    p.add_argument("--x", choices=("epochs", "flops", "entropy", "speed", "nfe"), default=None, help="the x axis: epochs "
+                   "or flops for epochs (default epochs); entropy, speed (tokens/s) or nfe for frontier (default entropy)")
     a = p.parse_args(argv)
-    allowed = {"epochs": ("epochs", "flops"), "frontier": ("entropy", "speed")}.get(a.what, ())
+    allowed = {"epochs": ("epochs", "flops"), "frontier": ("entropy", "speed", "nfe")}.get(a.what, ())
     if a.x and a.x not in allowed:
         raise UserError(f"--x {a.x} is not an x axis of the {a.what} plot: " + (
             f"use --x {' or --x '.join(allowed)}" if allowed else "it has its own: drop --x"))
@@ -361,7 +281,7 @@ def main(argv):
     elif a.what == "frontier":
         plot_frontier(a.inputs, out, a.x)
     else:
-        dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier, nfe=plot_nfe)[a.what](a.inputs, out)
+        dict(curves=plot_curves, entropy=plot_entropy)[a.what](a.inputs, out)
 
 
 if __name__ == "__main__":

@@ -295,9 +295,8 @@ CLASS_ROWS = {
         exists=[([*EV, "--json", "old.txt"], "old.txt already exists: pass --force")],
         checkpoint=[([*EV, "--json", AR, "--force"], "is a checkpoint")],
         json=[(["exp_cutjson"], "unreadable config.json")],
-        list=[([*EV, "--sweep", "steps=4,x"], ("--sweep", "steps=4,x"))],
-        empty=[([*EV, "--sweep", "temperature="], ("--sweep", "temperature=")),
-               ([AR, *EV[1:], "--match-entropy", "--ar-checkpoint", AR], "--match-entropy")],  # no samples to match
+        list="no list flag",
+        empty=[([*EV, "--val-path", "empty.txt"], ("val_path empty.txt is empty", "text in it"))],
         zero=[([*EV, "--n-windows", "0"], ("--n-windows", "must be >= ")), ([*EV, "--n-t", "0"], ("--n-t", ">= 1"))],
         root=[([*EV, "--data-path", "data/tinyshakespeare.txt"], "run from the repository root")]),
     "scripts/plot.py": dict(

@@ -57,7 +57,7 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
     out = in_tmp / "eval.json"
     args = [str(adaln_ckpt), str(ar_ckpt), "--ar-checkpoint", str(ar_ckpt), "--n-windows", "4", "--n-t", "2",
             "--n-samples", "2", "--gen-len", "24", "--steps", "5", "--n-infill", "2", "--device", "cpu",
-            "--json", str(out), "--sweep", "temperature=0.7,1.0", "--match-entropy"]
+            "--json", str(out)]
     ev.main(args)
     text = capsys.readouterr().out
     for label in ("objective", "params", "tokens seen", "test NLL/bound (bits/char)", "(nats/token)", "perplexity",
@@ -78,14 +78,9 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
     assert ar["bits_per_char"] == pytest.approx(ar["nats_per_token"] / math.log(2))  # char tokenizer: 1 char/token
     assert (dm["self_scored"], ar["self_scored"]) == (False, True) and dm["judge"] == str(ar_ckpt)
     assert dm["gen_ppl"] > 1 and ar["gen_ppl"] > 1 and 0 <= dm["infill_acc"] <= 1 and "infill_acc" not in ar
-    for r in (dm, ar):  # gen-PPL at the temperature whose samples' entropy is nearest held-out text's
-        assert 0.05 <= r["matched_temperature"] <= 20.0 and r["matched_gen_ppl"] > 1
+    for r in (dm, ar):
         assert r["val_sample_entropy"] == d["val_sample_entropy"]  # the same length (--gen-len 24): one target
-        assert r["matched"] == (abs(r["matched_entropy"] - d["val_sample_entropy"]) <= 0.05)
-        gap = abs(r["matched_entropy"] - d["val_sample_entropy"])
-        assert gap <= max(0.05, abs(r["sample_entropy"] - d["val_sample_entropy"])), (gap, r)
-    assert "gen-PPL at matched entropy (temperature, entropy)" in text
-    assert len(dm["entropy_by_t"]) == 10 and [s["temperature"] for s in dm["sweep"]] == [0.7, 1.0]
+    assert len(dm["entropy_by_t"]) == 10
     # the second run minus the first, window by window, by hand (char tokenizer: nats/token = nats/char)
     diff = [b - a for a, b in zip(dm["per_window"], ar["per_window"])]
     mean = sum(diff) / 4
@@ -101,7 +96,7 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
 
     plot = _script("plot")
     from PIL import Image
-    for what, inputs in (("curves", [adaln_ckpt.parent, ar_ckpt.parent]), ("entropy", [out]), ("frontier", [out])):
+    for what, inputs in (("curves", [adaln_ckpt.parent, ar_ckpt.parent]), ("entropy", [out])):
         png = in_tmp / "plots" / f"{what}.png"
         plot.main([what, *map(str, inputs), "--out", str(png)])
         with Image.open(png) as im:
@@ -123,8 +118,6 @@ def test_mismatched_tokenizer_scorer_exits_2_with_one_line(adaln_ckpt, ar_ckpt, 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra, words", [
     (["--n-windows", "1"], "--n-windows: must be >= 2"),
-    (["--sweep", "topk=3"], "with KEY one of temperature, steps"),
-    (["--sweep", "temperature=0.7"], "--ar-checkpoint"),
     (["--steps", "50"], "exceeds diffusion_steps=20"),
     (["--temperature", "-1"], "--temperature: must be >= 0.0"),
 ])
@@ -320,32 +313,6 @@ def test_the_mc_share_is_in_the_units_of_its_error_bar():
     res = evaluate(model, x, Config(batch_size=64), Schedule(50), Tok(3), n_t=8, seed=0, chars_per_token=4.0)
     assert res["mc_bpc_max"] == pytest.approx(res["mc_se_max"] / 4.0 / math.log(2))
     assert res["bpc_se"] == pytest.approx(res["se"] / 4.0 / math.log(2))
-
-
-# ---------------------------------------------------------------------------------------- --match-entropy
-def test_the_temperature_bisection_reaches_targets_past_the_old_range():
-    """entropy = 2 + log(tau) (monotone): the held-out text's entropy at tau = 3, out of the old 0.3-2.0 range."""
-    ev = _script("eval")
-    seen = []
-
-    def score(tau):
-        seen.append(tau)
-        return 2 + math.log(tau), 10 * tau
-
-    (tau, ent, ppl), ok = ev.bisect_temperature(score, 2 + math.log(3.0), (1.0, 2.0, 10.0))
-    assert ok and abs(ent - (2 + math.log(3.0))) <= 0.05 and 2.5 < tau < 3.5 and ppl == 10 * tau
-    assert len(seen) <= ev.TAU_TRIES
-
-
-def test_an_unreachable_target_is_marked_unmatched_in_the_json_row_and_the_table():
-    ev = _script("eval")
-    (tau, ent, _), ok = ev.bisect_temperature(lambda tau: (min(tau, 1.0), 5.0), 1.5, (0.5, 0.5, 4.0))
-    assert not ok and ent == 1.0 and tau >= 1.0  # the closest it got, said to be unmatched
-    row = dict(name="a/model.pt", label="mdlm", params=1, tokens_seen=1, exact=False, bits_per_char=2.0, bpc_se=0.1,
-               nats_per_token=1.4, ppl=4.0, sample_entropy=0.5, val_sample_entropy=1.5, matched_temperature=tau,
-               matched_entropy=ent, matched_gen_ppl=5.0, matched=ok)
-    line = next(l for l in ev.table([row, dict(row, matched=True)], 1.5).splitlines() if l.startswith("gen-PPL at matched"))
-    assert line.split("|")[1].strip().startswith("unmatched, closest: 5.000") and "unmatched" not in line.split("|")[2]
 
 
 def test_each_checkpoint_is_read_against_held_out_text_at_its_own_sample_length(in_tmp):

@@ -106,7 +106,7 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
     nfe = {(p["settings"]["remask"], p["settings"]["corrector_steps"]): p["nfe"] for p in mdlm["points"]}
     assert nfe[("none", 0)] == 8 and nfe[("none", 2)] == 10 and nfe[("remdm", 0)] == 8  # the loop inside the budget
     assert all(p["nfe"] == 24 for p in ar["points"])  # one pass per token
-    for x in ("entropy", "speed"):  # against entropy, and the curves' readings against tokens/s (if any reached it)
+    for x in ("entropy", "speed", "nfe"):  # against entropy; the curves' readings against tokens/s, NFE (if any reached it)
         code, _, err = run_cli_here(script("plot").main, ["frontier", out, "--x", x, "--out", in_tmp / f"{x}.png"], capsys)
         reached = any(v for r in d["runs"] for v in r["at_held_out"].values())
         assert (code, (in_tmp / f"{x}.png").exists()) == ((0, True) if x == "entropy" or reached else (2, False)), err
@@ -199,5 +199,10 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
     assert code == 0, err  # one marker per sampler that reaches H, at (its tokens/s there, its gen-PPL there)
     assert drawn_fig == {f"speed vs quality, batch {b}": [(pytest.approx(100.0), pytest.approx(15.0), "o"),
                                                           (pytest.approx(240.0), pytest.approx(4.0), "*")] for b in (1, 2)}
+    drawn_fig.clear()
+    code, _, err = run_cli_here(plot.main, ["frontier", out, "--x", "nfe", "--out", "n.png"], capsys)
+    assert code == 0, err  # the same markers at the curves' NFE (8: every fake draw says so)
+    assert drawn_fig == {"quality vs NFE": [(pytest.approx(8.0), pytest.approx(4.0), "*"),
+                                            (pytest.approx(8.0), pytest.approx(15.0), "o")]}
     code, _, err = run_cli_here(plot.main, ["epochs", out, "--x", "speed"], capsys)
     assert_one_line_error(code, err, "use --x epochs or --x flops")

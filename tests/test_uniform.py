@@ -319,47 +319,6 @@ def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     assert 0 < row["change_rate"] < 1  # uniform noise revisits positions: tokens change between steps
 
 
-def test_plot_nfe_reads_a_steps_sweep(in_tmp):
-    import json
-    sweep = lambda ppl: [dict(steps=s, temperature=1.0, gen_ppl=ppl / s ** 0.2, sample_entropy=3.0, distinct_2=0.9,
-                              bits_per_char=3 + 1 / s, bpc_se=0.03) for s in (8, 16, 32, 64)]
-    runs = [dict(path="u", name="u/model.pt", objective="uniform", bits_per_char=3.1, sweep=sweep(9.0)),
-            dict(path="m", name="m/model.pt", objective="mdlm", bits_per_char=2.9, sweep=sweep(12.0)),
-            dict(path="a", name="a/model.pt", objective="ar", bits_per_char=2.4, gen_ppl=5.0, sample_entropy=3.1, sweep=[])]
-    (in_tmp / "e.json").write_text(json.dumps(dict(settings={}, val_sample_entropy=3.2, runs=runs)))
-    script("plot").main(["nfe", "e.json", "--out", "nfe.png"])
-    from PIL import Image
-    with Image.open(in_tmp / "nfe.png") as im:
-        assert im.format == "PNG" and im.size[0] > 1000
-
-
-@pytest.mark.parametrize("objective", ["uniform", "mdlm"])
-def test_k_step_chain_bound_is_the_usual_one_at_k_equals_t(objective):
-    """scripts/eval.py's GridSchedule + GridTime: at K = T the K-step chain is the T-step one (same number, same
-    draws); at K < T the model is told the real grid times and the bound is still a finite upper bound."""
-    from evals.bound import evaluate
-    ev = script("eval")
-    told = []
-
-    class Spy(InputModel):
-        def forward(self, idx, t=None, **kw):
-            told.append(t.clone())
-            return super().forward(idx, t, **kw)
-
-    torch.manual_seed(0)
-    model, s = Spy(), Schedule(20)
-    windows = torch.randint(0, 5, (12, 16), generator=torch.Generator().manual_seed(1))  # id 5 is [MASK]
-    cfg, tok = Config(objective=objective), Tok(5, 6)
-    run = lambda m, sch: evaluate(m, windows, replace(cfg, batch_size=4), sch, tok, torch.no_grad(), n_t=2, seed=3)["nats_per_token"]
-    grid = ev.GridSchedule(s, 20)
-    assert torch.equal(grid.alpha, s.alpha) and run(ev.GridTime(model, grid.times), grid) == run(model, s)
-    told.clear()
-    grid = ev.GridSchedule(s, 4)
-    assert grid.times.tolist() == [0, 5, 10, 15, 20] and torch.equal(grid.alpha, s.alpha[grid.times])
-    assert math.isfinite(run(ev.GridTime(model, grid.times), grid))
-    assert set(torch.cat(told).tolist()) <= {5, 10, 15, 20}  # real times, never the step index
-
-
 @pytest.mark.slow
 def test_uniform_run_resumes_exactly(tmp_path):
     """The uniform noise is drawn from the same keyed per-step generator as the masks, so 20 steps + --resume
