@@ -18,12 +18,8 @@ from utils.fileio import atomic_open, check_output, not_found
 from utils.tokenizer import EOT_TOKEN
 
 SEPARATOR = EOT_TOKEN  # "<|endoftext|>"
-# what goes between (and after) stories in the output file
-JOINER = "\n" + SEPARATOR + "\n"
-
-TINYSHAKESPEARE_URL = (
-    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-)
+JOINER = "\n" + SEPARATOR + "\n"  # what goes between (and after) stories in the output file
+TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 LOCAL_EXAMPLE = "--input-file PATH (a .txt, .jsonl, .json, .parquet or .csv file you have)"
 
 # local file extension -> `datasets` packaged builder
@@ -35,24 +31,19 @@ _BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
 
 
 # ----------------------------------------------------------------------------- hub
-
 def _first_line(e, limit=160):
     s = " ".join(str(e).split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 def _unreachable(name, why):
-    return UserError(
-        f"could not reach the Hugging Face hub for '{name}' (offline? {why}): "
-        f"pass a local file instead: {LOCAL_EXAMPLE}")
+    return UserError(f"could not reach the Hugging Face hub for '{name}' (offline? {why}): "
+                     f"pass a local file instead: {LOCAL_EXAMPLE}")
 
 
 def _probe_hub(name, timeout=5.0):
-    """Fail fast (a few seconds) when the hub cannot be reached at all.
-
-    Without this, `datasets` retries for ~25 s before giving up. Any HTTP answer,
-    even an error status, counts as reachable; urllib honours proxy env variables.
-    """
+    """Fail in a few seconds, not `datasets`' ~25 s of retries, when the hub cannot be reached at all. Any HTTP
+    answer, even an error status, counts as reachable; urllib honours proxy env variables."""
     from huggingface_hub import constants
     req = urllib.request.Request(constants.ENDPOINT.rstrip("/") + "/api/datasets", method="HEAD")
     try:
@@ -68,12 +59,10 @@ def _probe_hub(name, timeout=5.0):
 def _hub_error(name, split, e):
     """Turn an exception raised by `datasets` while talking to the hub into a UserError."""
     from datasets.exceptions import DatasetNotFoundError
-    kind = type(e).__name__
-    msg = _first_line(e)
+    kind, msg = type(e).__name__, _first_line(e)
     if isinstance(e, DatasetNotFoundError):
-        return UserError(
-            f"dataset '{name}' was not found on the Hugging Face hub (or it is gated: "
-            f"run `hf auth login`): check --dataset, or pass a local file with --input-file")
+        return UserError(f"dataset '{name}' was not found on the Hugging Face hub (or it is gated: "
+                         f"run `hf auth login`): check --dataset, or pass a local file with --input-file")
     if "OfflineModeIsEnabled" in msg:
         return _unreachable(name, "HF_HUB_OFFLINE is set")
     if isinstance(e, ConnectionError) and "reach" in msg:
@@ -113,13 +102,9 @@ def _texts_from_records(records, text_field, where, on_error, empty=None):
         raise UserError(empty)
 
 
-def iter_hf_texts(name, split="train", text_field="text", seed=1337, shuffle_buffer=10_000,
-                  num=0, config=None):
-    """Stream texts of a hub dataset: load_dataset(..., streaming=True) -> shuffle -> take(num).
-
-    Connects eagerly (errors are raised by this call), returns an iterator of str. num=0 streams
-    the whole split in its original order (no shuffle). scripts/data.py checks num and shuffle_buffer.
-    """
+def iter_hf_texts(name, split="train", text_field="text", seed=1337, shuffle_buffer=10_000, num=0, config=None):
+    """Stream texts of a hub dataset: load_dataset(..., streaming=True) -> shuffle -> take(num); num=0 streams the
+    whole split in order. Connects eagerly (errors are raised by this call); returns an iterator of str."""
     # short timeouts; read by huggingface_hub when it is first imported
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
@@ -144,10 +129,9 @@ def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
             data = r.read()
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        raise UserError(
-            f"could not download Tiny Shakespeare from {url} ({type(reason).__name__}: "
-            f"{_first_line(reason, 80)}): no download is needed, it ships with this repository as "
-            f"data/tinyshakespeare.txt (or pass another local file with --input-file PATH)") from None
+        raise UserError(f"could not download Tiny Shakespeare from {url} ({type(reason).__name__}: "
+                        f"{_first_line(reason, 80)}): no download is needed, it ships with this repository as "
+                        f"data/tinyshakespeare.txt (or pass another local file with --input-file PATH)") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -155,7 +139,6 @@ def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
 
 
 # ----------------------------------------------------------------------------- local files
-
 def _read_chunks(path):
     # newline="" keeps \r\n as is, so a single document is written back unchanged
     try:
@@ -168,8 +151,8 @@ def _read_chunks(path):
 
 
 def local_format(path, split_blank_lines=False):
-    """How iter_local_texts reads `path`: 'separator', 'blank-lines', 'document' (one
-    text, written unchanged), or a `datasets` builder name ('json', 'parquet', 'csv')."""
+    """How iter_local_texts reads `path`: 'separator', 'blank-lines', 'document' (one text, written unchanged), or a
+    `datasets` builder name ('json', 'parquet', 'csv')."""
     if not os.path.exists(path):
         raise not_found(path, "--input-file", "check the path")
     if not os.path.isfile(path):
@@ -180,8 +163,7 @@ def local_format(path, split_blank_lines=False):
     if ext in DATASETS_BUILDERS:
         return DATASETS_BUILDERS[ext]
     if ext and ext not in TEXT_EXTENSIONS:
-        raise UserError(f"unsupported input file type '{ext}' ({path}): use "
-                        f".txt, .jsonl, .json, .parquet or .csv")
+        raise UserError(f"unsupported input file type '{ext}' ({path}): use .txt, .jsonl, .json, .parquet or .csv")
     tail = ""
     for chunk in _read_chunks(path):
         window = tail + chunk  # a separator cut by a chunk boundary is still found
@@ -192,15 +174,9 @@ def local_format(path, split_blank_lines=False):
 
 
 def iter_local_texts(path, text_field="text", split_blank_lines=False):
-    """Yield the texts of a local file, in file order.
-
-    .txt: split on "<|endoftext|>" if it occurs, else on blank lines if
-    split_blank_lines, else the whole file is one text (unchanged, not stripped).
-    Split pieces are stripped and empty ones dropped. The file type is checked by
-    this call (UserError); the returned iterator reads the file lazily.
-    .jsonl/.json/.parquet/.csv: load_dataset(builder, data_files=path, split='train',
-    streaming=True), field `text_field`.
-    """
+    """The texts of a local file, in file order, read lazily (its type is checked by this call). .txt: split on
+    "<|endoftext|>" if it occurs, else on blank lines if split_blank_lines (pieces stripped, empty ones dropped), else
+    the whole file is one text, unchanged. .jsonl/.json/.parquet/.csv: the field `text_field` of each record."""
     fmt = local_format(path, split_blank_lines)
     if fmt in ("document", "separator", "blank-lines"):
         return _iter_text(path, fmt)
@@ -208,8 +184,7 @@ def iter_local_texts(path, text_field="text", split_blank_lines=False):
     import datasets
 
     def on_error(e):
-        return UserError(f"could not read {path} as {fmt} ({type(e).__name__}: {_first_line(e)}): "
-                         f"check the file")
+        return UserError(f"could not read {path} as {fmt} ({type(e).__name__}: {_first_line(e)}): check the file")
 
     try:
         ds = datasets.load_dataset(fmt, data_files=os.path.abspath(path), split="train", streaming=True)
@@ -248,14 +223,9 @@ def _iter_text(path, fmt):
 
 
 # ----------------------------------------------------------------------------- sampling / writing
-
 def sample_texts(texts, num=0, seed=1337):
-    """Pick `num` texts uniformly at random (reservoir sampling, random.Random(seed)),
-    returned in a seeded random order. num=0 returns `texts` unchanged (all, in order).
-
-    Memory is O(num), not O(corpus). If the corpus has fewer than `num` texts, all of
-    them are returned (shuffled); the caller can compare len() with num.
-    """
+    """`num` texts picked uniformly at random in O(num) memory (reservoir sampling, random.Random(seed)), in a seeded
+    random order; all of them (shuffled) if there are fewer. num=0 returns `texts` unchanged (all, in order)."""
     if num < 0:
         raise UserError(f"--num-stories must be >= 0, got {num}: use 0 for all stories")
     if num == 0:
@@ -265,23 +235,17 @@ def sample_texts(texts, num=0, seed=1337):
     for i, t in enumerate(texts):
         if i < num:
             reservoir.append(t)
-        else:
-            j = rng.randint(0, i)
-            if j < num:
-                reservoir[j] = t
+        elif (j := rng.randint(0, i)) < num:
+            reservoir[j] = t
     rng.shuffle(reservoir)
     return reservoir
 
 
 def write_corpus(texts, path, force=False, single_document=False):
-    """Write texts to `path` atomically, as they arrive (a stream is never held in memory).
-
-    Texts are stripped and each followed by JOINER, empty ones skipped; single_document=True writes
-    the one text byte for byte. Returns {'stories', 'chars', 'distinct_chars', 'path'}.
-    """
+    """Write texts to `path` atomically, as they arrive: each stripped and followed by JOINER, empty ones skipped
+    (single_document=True: the one text byte for byte). Returns {'stories', 'chars', 'distinct_chars', 'path'}."""
     check_output(path, force)
-    stories = chars = 0
-    seen = set()
+    stories, chars, seen = 0, 0, set()
     with atomic_open(path, "w", newline="") as f:
         for text in texts:
             if single_document:
