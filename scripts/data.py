@@ -51,9 +51,8 @@ def parse_args(argv):
 
 def progress(it, total=None, desc="stories"):
     from tqdm import tqdm
-    # disable=None: no bar when stderr is not a terminal (logs, tests)
-    return tqdm(it, total=total or None, desc=desc, unit=" stories", unit_scale=True,
-                disable=None, dynamic_ncols=True)
+    return tqdm(it, total=total or None, desc=desc, unit=" stories", unit_scale=True, dynamic_ncols=True,
+                disable=None)  # None: no bar when stderr is not a terminal (logs, tests)
 
 
 def main(argv):
@@ -64,9 +63,7 @@ def main(argv):
 
     if bool(args.dataset) == bool(args.input_file):
         raise UserError("pass exactly one source: --dataset NAME (hub) or --input-file PATH (local file)")
-
-    t0 = time.time()
-    single = False
+    t0, single = time.time(), False
     if args.input_file:
         fmt = corpus.local_format(args.input_file, args.split_blank_lines)
         single = fmt == "document"

@@ -58,15 +58,11 @@ def _alive(pid):
 
 def remove_stale_temps(directory):
     """Delete NAME.tmp<pid> files left in `directory` by killed processes; returns their names."""
-    removed = []
-    if not os.path.isdir(directory):
-        return removed
-    for name in sorted(os.listdir(directory)):
-        m = _TEMP.match(name)
-        if m and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
-            os.remove(os.path.join(directory, name))
-            removed.append(name)
-    return removed
+    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    stale = [n for n in names if (m := _TEMP.match(n)) and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"]))]
+    for name in stale:
+        os.remove(os.path.join(directory, name))
+    return stale
 
 
 def read_text(path, what, fix="", allow_empty=True, newline=None):
