@@ -30,38 +30,33 @@ from utils.optim import NS_DTYPES, OPTIMIZERS
 from utils.tokenizer import TOKENIZERS
 
 TYPES = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}  # key -> its type
+EXAMPLES = {bool: "true", int: "100", float: "0.5", str: "text"}  # a valid value of each type, for the errors
+BOOLS = {**dict.fromkeys(("1", "true", "yes", "on"), True), **dict.fromkeys(("0", "false", "no", "off"), False)}
+
 
 def _coerce(name, typ, value):
     """Turn a command-line string (or a config-file value) into the field's type."""
     if isinstance(value, str) and typ is not str:
         text = value.strip()
         try:
-            if typ is bool:
-                low = text.lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            raise UserError(f"--{name}={value!r} is not a valid {typ.__name__}: e.g. --{name}={_example(typ)}")
+            value = BOOLS[text.lower()] if typ is bool else ast.literal_eval(text)
+        except (KeyError, ValueError, SyntaxError):
+            raise UserError(f"--{name}={value!r} is not a valid {typ.__name__}: e.g. --{name}={EXAMPLES[typ]}")
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not typ:
-        raise UserError(f"{name} must be {typ.__name__}, got {type(value).__name__} {value!r}: e.g. {name}={_example(typ)}")
+        raise UserError(f"{name} must be {typ.__name__}, got {type(value).__name__} {value!r}: e.g. {name}={EXAMPLES[typ]}")
     return value
 
 
-def _example(typ):
-    return {bool: "true", int: "100", float: "0.5", str: "text"}[typ]
-
-
-def _check_key(key, known):
-    if key not in known:
-        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+def _known_key(key):
+    """key under its current name (an old name of a renamed key works: RENAMED); an unknown key is refused."""
+    key = RENAMED.get(key, key)
+    if key not in TYPES:
+        close = difflib.get_close_matches(key, TYPES, n=3, cutoff=0.6)
         hint = f" (did you mean {', '.join(close)}?)" if close else " (--help lists the keys)"
         raise UserError(f"unknown config key '{key}'{hint}")
+    return key
 
 
 def _read_config_file(path):
@@ -90,21 +85,18 @@ def parse(argv, base=None, check=True):
         arg = argv[i]
         if arg.startswith("--"):
             key, eq, value = arg[2:].partition("=")
-            key = key.replace("-", "_")  # --gen-len == --gen_len
-            key = RENAMED.get(key, key)  # the old name of a renamed key
-            _check_key(key, TYPES)
+            key = _known_key(key.replace("-", "_"))  # --gen-len == --gen_len
             if not eq:
                 if TYPES[key] is bool and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
                     value = "true"  # bare --flag
                 elif i + 1 < len(argv):
                     i, value = i + 1, argv[i + 1]
                 else:
-                    raise UserError(f"--{key} needs a value: e.g. --{key}={_example(TYPES[key])}")
+                    raise UserError(f"--{key} needs a value: e.g. --{key}={EXAMPLES[TYPES[key]]}")
             overrides[key] = _coerce(key, TYPES[key], value)
         elif arg.endswith(".py"):
             for k, v in _read_config_file(arg).items():
-                k = RENAMED.get(k, k)  # the old name of a renamed key
-                _check_key(k, TYPES)
+                k = _known_key(k)
                 cfg = replace(cfg, **{k: _coerce(k, TYPES[k], v)})
                 given.add(k)
         elif arg in PRESETS:
@@ -236,8 +228,7 @@ def validate(cfg, given=()):
 def config_from_dict(d):
     """Rebuild a Config from a checkpoint's dict (utils.checkpoint.migrate renamed its old keys), ignoring keys this
     version does not know."""
-    known = {f.name for f in fields(Config)}
-    return replace(Config(), **{k: v for k, v in d.items() if k in known})
+    return replace(Config(), **{k: v for k, v in d.items() if k in TYPES})
 
 
 def format_config(cfg):
