@@ -31,6 +31,7 @@ PEAK_FLOPS = {
     "NVIDIA GeForce RTX 3090": 71e12,   # 142 is the fp16-accumulate figure
 }
 
+
 def pick_device(name):
     if name == "auto":
         if torch.cuda.is_available():
@@ -42,10 +43,9 @@ def pick_device(name):
         dev = torch.device(name)
     except RuntimeError:
         raise UserError(f"--device={name} is not a device: use auto, cpu, cuda, cuda:N or mps")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device={name} but CUDA is not available here: use --device=cpu (or auto)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device={name} but MPS is not available here: use --device=cpu (or auto)")
+    available = dict(cuda=torch.cuda.is_available, mps=torch.backends.mps.is_available)
+    if dev.type in available and not available[dev.type]():
+        raise UserError(f"--device={name} but {dev.type.upper()} is not available here: use --device=cpu (or auto)")
     return dev
 
 
@@ -70,7 +70,7 @@ def autocast_for(device, dtype):
     """(autocast context, dtype name) of precision(device, dtype); on CUDA also TF32 for the matmuls outside it."""
     name = precision(device, dtype)
     if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever runs outside autocast
+        torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.allow_tf32 = True
     if name == "float32":
         return nullcontext(), name

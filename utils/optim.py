@@ -1,15 +1,12 @@
-"""Optimizers: AdamW (the default) or Muon for the hidden weight matrices with AdamW for the rest; and the
-weight EMA (--ema) used for eval and samples; the LR schedule (lr_at) and the warm-up a short run keeps.
+"""Optimizers: AdamW (the default) or Muon for the hidden weight matrices with AdamW for the rest; the weight EMA
+(--ema) used for eval and samples; the LR schedule (lr_at) and the warm-up a short run keeps.
 
-Muon (Keller Jordan, 2024, "Muon: An optimizer for hidden layers in neural networks",
-kellerjordan.github.io/posts/muon; used in modded-nanogpt and nanochat): SGD with Nesterov
-momentum whose update for each 2-D weight matrix is replaced by the nearest semi-orthogonal
-matrix, U V^T of the update's SVD, computed approximately with a few Newton-Schulz iterations.
-Embeddings, the output head and anything not 2-D keep AdamW: Muon is for hidden layers.
-Both are torch's own (torch.optim.Muon, torch >= 2.9); MuonAdamW puts the two behind one object and picks the
-Newton-Schulz precision (--muon_ns_dtype): torch's runs in bf16 on every device, and a CPU multiplies bf16 matrices
-~10x slower than fp32 ones (29 against 2.7 ms for a 512 x 128 iteration, 1 thread), which made Muon, not the
-model, most of a CPU training step. Off CUDA the iteration runs in fp32 (newton_schulz below, torch's quintic).
+Muon (Keller Jordan 2024, "Muon: An optimizer for hidden layers in neural networks", kellerjordan.github.io/posts/muon;
+modded-nanogpt, nanochat): SGD with Nesterov momentum whose update for each 2-D hidden matrix is replaced by the
+nearest semi-orthogonal matrix, U V^T of its SVD, approximated with a few Newton-Schulz iterations; embeddings, the
+head and anything not 2-D keep AdamW. Both are torch's own (torch.optim.Muon, torch >= 2.9). torch's Newton-Schulz
+runs in bf16, which a CPU multiplies ~10x slower than fp32 (29 against 2.7 ms for a 512 x 128 iteration, 1 thread):
+off CUDA it runs in fp32 here (newton_schulz, torch's quintic; --muon_ns_dtype).
 
     python train.py cpu --optimizer=muon --muon_lr=0.02
 """
@@ -128,9 +125,8 @@ WARMUP_FRACTION = 0.1  # the most of a run a preset's (or the default's) warm-up
 
 def cap_warmup(cfg, given):
     """A run cut short with --max_iters (a 40-step try of a 100-step warm-up preset) warms up over at most 10 % of
-    its steps, so it reaches its peak LR. Resolved once, at a fresh run's start, into the config that every
-    checkpoint saves (a --resume keeps it, bit-exact); a --warmup_iters the user set is kept as given.
-    Returns (cfg, the line that says so, or "")."""
+    its steps, so it reaches its peak LR; a --warmup_iters the user set is kept. Resolved at a fresh run's start into
+    the config every checkpoint saves (a --resume keeps it). Returns (cfg, the line that says so, or "")."""
     cap = max(1, int(cfg.max_iters * WARMUP_FRACTION))
     if "warmup_iters" in given or cfg.max_iters <= 0 or cfg.warmup_iters <= cap:
         return cfg, ""
@@ -145,11 +141,10 @@ def set_lr(opt, scale):
 
 
 # ---------------------------------------------------------------------------- EMA of the weights
-# Polyak & Juditsky 1992. python train.py cpu --ema=0.999: eval, best.pt selection and samples use the
-# averaged weights; checkpoints carry them under 'ema' (a plain state_dict) and the update count under
-# 'ema_updates'; utils.checkpoint.load_model prefers 'ema' when it is there.
-
 class EMA:
+    """Polyak & Juditsky 1992 (--ema=0.999): eval, best.pt selection and samples use the averaged weights; checkpoints
+    carry them under 'ema' (a plain state_dict, which load_model prefers) and the update count under 'ema_updates'."""
+
     def __init__(self, model, decay):
         self.decay, self.updates = decay, 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)  # its own uncompiled copy
@@ -157,8 +152,7 @@ class EMA:
     def rate(self):
         """The decay used for the next update: ramps up from 0.1 so the average forgets the random
         init quickly in short runs (TensorFlow's ExponentialMovingAverage num_updates rule)."""
-        n = self.updates
-        return min(self.decay, (1 + n) / (10 + n))
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
     def update(self, model):

@@ -139,8 +139,8 @@ class BPETokenizer:
         out, run = [], []
         for i in ids:  # decode runs between masks so byte-level merges stay intact; specials are kept
             if i == self.mask_id:
-                out.append(self.tok.decode(run, skip_special_tokens=False)); run = []
-                out.append(mask)
+                out += [self.tok.decode(run, skip_special_tokens=False), mask]
+                run = []
             else:
                 run.append(int(i))
         out.append(self.tok.decode(run, skip_special_tokens=False))
@@ -156,20 +156,10 @@ class BPETokenizer:
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # byte alphabet + specials, no merges
 
 
-def _pieces(texts_iter):
-    for text in texts_iter:
-        if EOT_TOKEN in text:
-            yield from split_stories(text)
-        elif text.strip():
-            yield text
-
-
 def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False, length=None):
-    """Train a byte-level BPE tokenizer on an iterable of texts (stories); returns a BPETokenizer.
-
-    The result has fewer than vocab_size tokens (specials and bytes included) only if the corpus runs
-    out of pairs seen min_frequency times. Texts are split on "<|endoftext|>", never learned as text.
-    """
+    """A byte-level BPETokenizer trained on an iterable of texts, split on "<|endoftext|>" (never learned as text).
+    It has fewer than vocab_size tokens (specials and bytes included) only if the corpus runs out of pairs seen
+    min_frequency times."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     if vocab_size < MIN_VOCAB_SIZE:
         raise UserError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 bytes + "
@@ -182,7 +172,7 @@ def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False,
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
-    tok.train_from_iterator(_pieces(texts_iter), trainer=trainer, length=length)
+    tok.train_from_iterator((p for text in texts_iter for p in split_stories(text)), trainer=trainer, length=length)
     # the trainer adds every special token as a matched one: [MASK] must not be (see utils/tokenizer.py)
     spec = json.loads(tok.to_str())
     spec["added_tokens"] = [a for a in spec["added_tokens"] if a["content"] != MASK_TOKEN]
