@@ -10,11 +10,9 @@ A training run's directory (save_run_checkpoint / load_latest):
     best.pt           the one with the best validation bound so far
     model_<iter>.pt   with keep_last = K >= 2: the K newest checkpoints; model.pt is a hard link to the newest
     metrics.jsonl     train.py's log rows; a resumed run first drops the rows logged after its checkpoint (trim_metrics)
-A kill at any moment leaves every one of these either complete or absent: each is written to a temp
-file and renamed into place, and an older checkpoint is deleted only after a newer one is in place.
-
-An exported model (the folder scripts/export.py writes; its docstring lists the files) loads exactly like the
-checkpoint it came from: load_model("artifacts/export/cpu", device).
+A kill at any moment leaves every one of these either complete or absent: each is written to a temp file and renamed
+into place, and an older checkpoint is deleted only after a newer one is in place. An exported model (the folder
+scripts/export.py writes) loads exactly like the checkpoint it came from: load_model("artifacts/export/cpu", device).
 """
 import json
 import os
@@ -191,10 +189,9 @@ def load_export(path):
             meta = json.load(f)
         if not isinstance(meta, dict) or any(not isinstance(meta.get(k), t) for k, t in REQUIRED.items() if k != "model"):
             raise ValueError("missing keys")
-        tokenizer = meta["tokenizer"]
-        name = EXPORT_BPE if tokenizer.get("kind") == "bpe" else EXPORT_CHARS
-        with open(os.path.join(path, name), encoding="utf-8") as f:
-            tokenizer = dict(kind="bpe", json=f.read()) if name == EXPORT_BPE else dict(kind="char", chars=json.load(f)["chars"])
+        bpe = meta["tokenizer"].get("kind") == "bpe"
+        with open(os.path.join(path, EXPORT_BPE if bpe else EXPORT_CHARS), encoding="utf-8") as f:
+            tokenizer = dict(kind="bpe", json=f.read()) if bpe else dict(kind="char", chars=json.load(f)["chars"])
         if not isinstance(tokenizer.get("json", tokenizer.get("chars")), str):
             raise ValueError("no vocabulary")
     except FileNotFoundError as e:

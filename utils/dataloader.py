@@ -1,10 +1,9 @@
-"""The training data loader: text -> token ids, encoded once into uint16 files and memory-mapped
-(nanoGPT's .bin idea), then random training windows and the fixed validation windows.
+"""The training data loader: text -> token ids, encoded once into uint16 files and memory-mapped (nanoGPT's .bin
+idea), then random training windows and the fixed validation windows.
 
-The split is fixed: with one text file, the first (1 - val_fraction) of its characters
-train and the rest validate (nanoGPT's split); with val_path, that file validates.
-Encoded splits are cached under artifacts/data/<name>-<hash>/ keyed by the text, the
-split and the tokenizer, so a second run starts at once.
+The split is fixed: with one text file, the first (1 - val_fraction) of its characters train and the rest validate
+(nanoGPT's split); with val_path, that file validates. Encoded splits are cached under artifacts/data/<name>-<hash>/
+keyed by the text, the split and the tokenizer, so a second run starts at once.
 
     tok, train_ids, val_ids, meta = prepare_data(get_config(["tinystories_bpe"]))
 """
@@ -71,10 +70,9 @@ def build_tokenizer(cfg, train_text, val_text):
 
 
 def _encode_to_file(tok, text, path, dtype, desc, verbose):
-    """Encode text with tok.encode_chunks straight into a uint16 file, with a progress bar; returns the token count."""
+    """Encode text with tok.encode_chunks straight into a uint16 file (a progress bar on a terminal); returns the token count."""
     from tqdm import tqdm
     t0, n_tok = time.time(), 0
-    # disable=None: no bar when stderr is not a terminal (logs, tests)
     with open(path, "wb") as f, tqdm(total=len(text), desc=f"encoding {desc}", unit="char", unit_scale=True,
                                      disable=None if verbose else True, leave=False) as bar:
         for ids, n_chars in tok.encode_chunks(text):
@@ -89,17 +87,16 @@ def _encode_to_file(tok, text, path, dtype, desc, verbose):
 
 
 def packing_stats(ids, eot, length):
-    """Stories are packed back to back, separated by <|endoftext|>, and training windows start
-    anywhere (as nanoGPT and the reference do). What that means at context `length`:
-    cross = fraction of window starts whose window holds a separator (spans two stories);
-    pad_waste = the fraction of slots padding would waste if every story started its own
-    window(s) instead (a story of n tokens, separator included, fills ceil(n / length) windows)."""
+    """Stories are packed back to back, separated by <|endoftext|>, and windows start anywhere (as nanoGPT and the
+    reference do). At context `length`: cross = the fraction of window starts whose window spans two stories;
+    pad_waste = the fraction of slots padding would waste if every story started its own window(s) instead (a story
+    of n tokens, separator included, fills ceil(n / length) windows)."""
     pos = np.flatnonzero(np.asarray(ids) == eot)
     starts = len(ids) - length  # window starts 0 .. len - length - 1, as get_batch draws them
     if len(pos) == 0 or starts < 1:
         return None
-    # a start s is clean if [s, s + length) misses every separator: a gap of g tokens between
-    # separators holds max(g - length + 1, 0) clean starts (the tail is cut at the last start)
+    # a start s is clean if [s, s + length) misses every separator: a gap of g tokens between separators holds
+    # max(g - length + 1, 0) clean starts (the tail is cut at the last start)
     gaps = np.diff(np.concatenate(([-1], pos, [len(ids)]))) - 1
     gaps[-1] -= 1  # no window starts at len - length
     clean = np.maximum(gaps - length + 1, 0).sum()
@@ -161,9 +158,9 @@ def split_ids(train_ids, val_ids, split):
 
 
 def chars_per_token(tok, windows):
-    """Characters the windows (N, L) decode to, per token (exact: see char_counts). Every window
-    scores the same number of tokens, so (mean nats/token) / this = (ELBO summed over the windows)
-    / (characters they decode to): bits/char over exactly the text that was scored."""
+    """Characters the windows (N, L) decode to, per token (exact: see char_counts). Every window scores the same
+    number of tokens, so (mean nats/token) / this = (summed ELBO) / (characters they decode to): per char over exactly
+    the text that was scored."""
     counts = torch.tensor(tok.char_counts(), dtype=torch.float64)
     return (counts[windows].sum() / windows.numel()).item()
 
@@ -184,10 +181,9 @@ def get_batch(ids, batch_size, length, generator, device):
 
 
 def fixed_windows(ids, n, length):
-    """Up to n windows evenly spaced over the split, never overlapping: the same validation set at every eval,
-    (n', length) with n' = min(n, (len - 1) // length). Overlapping windows would score a token several times
-    (the reference recipe's 1,280 x 256 over 111k tokens: each ~2.9x) while the standard error counts every
-    window as independent."""
+    """Up to n windows evenly spaced over the split, never overlapping: the same validation set at every eval, (n',
+    length) with n' = min(n, (len - 1) // length). Overlapping windows (the reference recipe's 1,280 x 256 over 111k
+    tokens) would score each token ~2.9x while the standard error counts every window as independent."""
     n = max(1, min(n, (len(ids) - 1) // length))
     starts = np.linspace(0, len(ids) - length - 1, n).astype(np.int64)  # spacing >= length: disjoint
     return torch.from_numpy(np.stack([ids[s:s + length] for s in starts]).astype(np.int64))
