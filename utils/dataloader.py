@@ -70,7 +70,7 @@ def build_tokenizer(cfg, train_text, val_text):
 
 
 def _encode_to_file(tok, text, path, dtype, desc, verbose):
-    """Encode text with tok.encode_chunks straight into a uint16 file (a progress bar on a terminal); returns the token count."""
+    """Encode text with tok.encode_chunks into a uint16 file (a progress bar on a terminal); returns the token count."""
     from tqdm import tqdm
     t0, n_tok = time.time(), 0
     with open(path, "wb") as f, tqdm(total=len(text), desc=f"encoding {desc}", unit="char", unit_scale=True,
