@@ -23,8 +23,7 @@ from utils.checkpoint import read_checkpoint
 from utils.errors import UserError
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
-# must match; block_size may differ (RoPE tables are computed)
-SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size", "tie_weights")
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size", "tie_weights")  # must match; block_size may differ (RoPE)
 INPUT_PREFIXES = ("time_emb.", "adaln.", "sc_proj.")         # the time and self-conditioning inputs: a source or target may lack them
 CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> target objective, besides X -> X
 
@@ -33,8 +32,7 @@ def source_tokenizer(path, kind, objective=None):
     """The source's tokenizer, which the new run encodes its data with; kind is the run's --tokenizer. objective:
     the run's, checked against the source's here, before any data is read."""
     ckpt = read_checkpoint(path)
-    if objective is not None:
-        # checkpoints from before the objective key were all mdlm
+    if objective is not None:  # checkpoints from before the objective key were all mdlm
         check_conversion(ckpt.get("config", {}).get("objective", "mdlm"), objective, path)
     tok = tokenizer_from_state(ckpt["tokenizer"])
     if tok.kind != kind:
@@ -65,9 +63,10 @@ def load_weights_into(model, path, tok):
     ckpt = read_checkpoint(path)
     src_args, src_cfg = ckpt["model_args"], ckpt.get("config", {})
     fix = "(--init_from keeps the architecture and the tokenizer: match the source or train from scratch)"
-    if fingerprint(tok) != fingerprint(tokenizer_from_state(ckpt["tokenizer"])):
-        raise UserError(f"--init_from={path} was trained with another tokenizer (fingerprint "
-                        f"{fingerprint(tokenizer_from_state(ckpt['tokenizer']))} vs this run's {fingerprint(tok)}) {fix}")
+    source_fp = fingerprint(tokenizer_from_state(ckpt["tokenizer"]))
+    if fingerprint(tok) != source_fp:
+        raise UserError(f"--init_from={path} was trained with another tokenizer (fingerprint {source_fp} vs this "
+                        f"run's {fingerprint(tok)}) {fix}")
     known = {f.name: f.default for f in fields(ModelArgs)}  # a key older checkpoints lack has its default
     differ = [f"{k}={src_args.get(k, known[k])} (this run {getattr(model.args, k)})" for k in SHAPE_KEYS
               if src_args.get(k, known[k]) != getattr(model.args, k)]

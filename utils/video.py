@@ -52,8 +52,7 @@ def _mix(a, b, w):
 
 
 class TraceWriter:
-    def __init__(self, video_path, gif_path, frame_ms=180, cols=64, title="", font_size=14,
-                 rows=None, hold_ms=1500):
+    def __init__(self, video_path, gif_path, frame_ms=180, cols=64, title="", font_size=14, rows=None, hold_ms=1500):
         """rows: text-grid height (default: estimated at the first frame); hold_ms: last frame's hold."""
         if frame_ms < 10 or cols < 1:
             raise ValueError("frame_ms must be >= 10 (GIF timing resolution) and cols >= 1")
@@ -170,8 +169,7 @@ class TraceWriter:
                    "+faststart", "-f", "mp4", self._tmp["mp4"]]
             if exe:  # stderr to a file, not a pipe: an unread pipe can fill up and stall ffmpeg
                 self._err = tempfile.TemporaryFile()
-                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                              stderr=self._err)
+                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
             else:
                 self.warnings.append(NO_FFMPEG if self._gif else NO_FFMPEG.split(";")[0] + "; wrote nothing")
                 del self._tmp["mp4"]
@@ -187,8 +185,7 @@ class TraceWriter:
             self._err.seek(0)
             tail = self._err.read().decode(errors="replace").strip()[-1500:]
             self._abort()
-            raise RuntimeError(f"ffmpeg exited with code {self._proc.returncode} "
-                               f"writing {self.paths['mp4']}:\n{tail}")
+            raise RuntimeError(f"ffmpeg exited with code {self._proc.returncode} writing {self.paths['mp4']}:\n{tail}")
 
     def _gif_write(self, p, ms):
         """Append one GIF frame: the whole image first, then only the rectangle that changed."""
