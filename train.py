@@ -187,15 +187,15 @@ def load_data(cfg, env):
     dev_ids = split_ids(train_ids, val_ids, "dev")  # choices read dev; the test half is for scripts/eval.py to report
     check_fits(dev_ids, cfg.block_size + 1, "dev (the first half of validation)")
     # every objective scores the last block_size tokens of the same windows (AR reads the first as context)
-    val_windows = fixed_windows(dev_ids, cfg.eval_iters * cfg.batch_size, cfg.block_size + 1)
-    # bits/char = ELBO summed over the val windows / the characters the scored tokens decode to (per-window
-    # counts, exact for BPE too). 1.0 for char.
+    asked = cfg.eval_iters * cfg.batch_size
+    val_windows = fixed_windows(dev_ids, asked, cfg.block_size + 1)
+    # bits/char = summed ELBO / the characters the scored tokens decode to (exact for BPE too; 1.0 for char)
     val_cpt = chars_per_token(tok, val_windows[:, 1:])
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # a bad prompt fails now, not after training
     print0(f"data: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, vocab {tok.vocab_size} "
            f"({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token on val "
            f"({val_cpt:.3f} in the {len(val_windows)} disjoint eval windows of its dev half"
-           f"{'' if len(val_windows) == cfg.eval_iters * cfg.batch_size else f', all the split holds of the {cfg.eval_iters * cfg.batch_size} asked'})")
+           f"{'' if len(val_windows) == asked else f', all the split holds of the {asked} asked'})")
     return cfg, Data(tok, train_ids, val_ids, val_windows, val_cpt, meta, window)
 
 
@@ -255,8 +255,7 @@ def resume_state(cfg, env, run):
         run.scaler.load_state_dict(ck["scaler"])
     if "loop" in ck:  # a log window cut by the checkpoint continues where it was
         run.loss_acc.copy_(ck["loop"]["loss_acc"])
-        run.n_acc = ck["loop"]["n_acc"]
-        run.skipped = ck["loop"].get("skipped", 0)
+        run.n_acc, run.skipped = ck["loop"]["n_acc"], ck["loop"].get("skipped", 0)
     print0(f"resumed from {env.resumed_from} at iter {run.start_iter} (best dev {run.best_val:.4f})")
     run.saved, run.saved_iter = env.resumed_from, run.start_iter
     if run.start_iter >= cfg.max_iters:
@@ -328,8 +327,7 @@ def save_checkpoints(cfg, env, data, run, it, res):
 # ---------------------------------------------------------------- training loop
 def train(cfg, env, data, run):
     run.model.train()
-    tokens_per_step = cfg.total_batch_size
-    flops_step = objectives.get(cfg.objective).flops(run.raw_model, cfg)[0] * tokens_per_step
+    flops_step = objectives.get(cfg.objective).flops(run.raw_model, cfg)[0] * cfg.total_batch_size
     peak = peak_flops(env.device)
     t_last, tokens_since, timed_iters, window_s, noted = time.time(), 0, 0, [], False  # window_s: s/step per log line
     run.t_start, train_time = time.time(), 0.0
@@ -348,7 +346,7 @@ def train(cfg, env, data, run):
         lr = lr_at(it, cfg)
         set_lr(run.opt, lr / cfg.learning_rate)  # Muon's groups follow the same warm-up and decay from muon_lr
         train_step(cfg, env, data, run, it)
-        tokens_since += tokens_per_step
+        tokens_since += cfg.total_batch_size
         timed_iters += 1
         if it == run.start_iter:  # the first step: its time and the ETA now, not after log_interval steps
             synchronize(env.device)
