@@ -51,16 +51,14 @@ class Config:
     bd3_block: int = trained(4)         # bd3: tokens per block L', divides block_size; 1 = AR, block_size = MDLM (BD3-LM)
     mask_min: float = 0.0               # mdlm/bd3 training only: the lowest mask rate drawn (the band [mask_min, mask_max],
                                         #   BD3-LM's variance fix, e.g. 0.3); validation always reports the full bound
-    mask_max: float = 1.0               # mdlm/bd3 training only: the highest mask rate drawn (the band's top, e.g. 0.8);
-                                        #   validation always reports the full bound. Both were bd3_mask_min/max
+    mask_max: float = 1.0               # mdlm/bd3 training only: the highest mask rate drawn (the band's top, e.g. 0.8)
     mask_ramp: float = 0.0              # mdlm training: an easy-to-hard curriculum on t (Quokka): the fraction of max_iters
                                         #   over which the band's top rises linearly from mask_ramp_from to mask_max; 0 = off
     mask_ramp_from: float = 0.5         # mdlm training, with mask_ramp > 0: the band's top at step 0 (it rises to mask_max)
     bd3_loss: str = "elbo"              # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE on every noisy position (no w(t))
     mir_weight: float = 0.0             # ar only: weight of a next-token loss on randomly [MASK]ed inputs (clean targets)
                                         #   added to the clean one; 0 = off; 0.4 in Xu et al. 2026 (data-constrained AR)
-    mir_mask_max: float = 0.5           # ar only: the masked-input loss (mir_weight) masks each sequence's inputs at a rate
-                                        #   ~ U[0, mir_mask_max]
+    mir_mask_max: float = 0.5           # ar only, with mir_weight: each sequence's inputs masked at a rate ~ U[0, this]
     diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process
     schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T | 'cosine_offset' (s=0.008)
     loss_type: str = "elbo"             # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
@@ -82,8 +80,7 @@ class Config:
     muon_lr: float = 0.02               # peak Muon LR (same warm-up/cosine shape as learning_rate)
     muon_momentum: float = 0.95         # Muon's Nesterov momentum
     muon_ns_dtype: str = "auto"         # Muon's Newton-Schulz in 'auto' (bf16 on CUDA, fp32 elsewhere: a CPU runs bf16
-                                        #   matmuls ~10x slower) | 'bfloat16' (torch's own; every run before the
-                                        #   sixth sitting of 2026-11-25) | 'float32'
+                                        #   matmuls ~10x slower) | 'bfloat16' (torch's own) | 'float32'
     ema: float = 0.0                    # 0 = off; else the decay (e.g. 0.999) of a weight average used for eval and samples
     head_on_masked_only: bool = resumable(False)  # mdlm: output head only at masked positions (same loss; elbo/masked_ce)
     # ---- eval, logging, checkpoints
@@ -131,8 +128,7 @@ class Config:
                                         #   the steps loop at fixed noise, the last t_off finish the reveal
     corrector_steps: int = 0            # masked diffusion: passes after a block is revealed that redraw its least confident
                                         #   tokens (predictor-corrector; NFE = steps + this per block); 0 = off
-    corrector_frac: float = 0.1         # corrector (corrector_steps > 0): share of the block's tokens re-masked and redrawn
-                                        #   per pass
+    corrector_frac: float = 0.1         # corrector_steps > 0: share of the block's tokens re-masked and redrawn a pass
     corrector_pick: str = "confidence"  # corrector (corrector_steps > 0): which tokens a pass redraws: 'confidence' (those
                                         #   drawn with the lowest probability; lowers the samples' entropy) | 'random'
                                         #   (Gibbs-like: keeps the distribution)
@@ -207,8 +203,7 @@ _MDLM_WINS = dict(mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5,
 # embedding (-0.004 and -0.006 alone, -0.015 together; RESULTS.md records B6).
 # And the 1,000-step chain (B7: its checkpoint 1.934 at T = 100, 1.928 at 1,000; blocks of 4 lose half what mdlm does).
 _BD3_WINS = dict(min_lr=3e-4, muon_momentum=0.9, weight_decay=0.0, self_cond=True, tie_weights=True, diffusion_steps=1000)
-# The laptop budget's mdlm recipe (2026-11-25): the same winners, 2.019 -> 1.849 nats/char (LOG.md: issue 28, the
-# sixth sitting).
+# The laptop budget's mdlm recipe: the same winners, 2.019 -> 1.849 nats/char (LOG.md: issue 28, the sixth sitting).
 _LAPTOP_MDLM = dict(**_TRAINING, **_MDLM_WINS, **_CAP)
 
 # nanoGPT's "baby" CPU budget: 4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params, its split.
@@ -276,9 +271,9 @@ PRESETS = {
         data_path="data/tinystories_train_head.txt", **_CPU, prompt="Once upon a time", out_dir="artifacts/models/tinystories_cpu",
         checkpoint="artifacts/models/tinystories_cpu/model.pt", viz_video="artifacts/media/tinystories_cpu_trace.mp4"),
     # The BPE path on a laptop: the shipped excerpt and a 2,048-token BPE trained on it (train.py trains it when
-    # missing), at the cpu dims (1.31M
-    # parameters, ctx 128 tokens ~ 470 chars) with block diffusion's recipe (blocks of 4, band [0.5, 1]), whose
-    # block-by-block samples read as stories at this size. RESULTS.md has its bound and the AR's, LOG.md a sample.
+    # missing), at the cpu dims (1.31M parameters, ctx 128 tokens ~ 470 chars) with block diffusion's recipe (blocks
+    # of 4, band [0.5, 1]), whose block-by-block samples read as stories at this size. RESULTS.md has its bound and
+    # the AR's, LOG.md a sample.
     "tinystories_bpe_cpu": dict(
         tokenizer="bpe", data_path="data/tinystories_train_head.txt", tokenizer_path="artifacts/tokenizer/tinystories_head.json",
         **dict(_CPU, batch_size=16), objective="bd3", bd3_block=4, mask_min=0.5, **_ANCESTRAL, prompt="Once upon a time",
