@@ -186,11 +186,9 @@ def validate(cfg, given=()):
             raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
     positive = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "batch_size", "eval_interval",
                 "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every", "gif_frame_ms")
-    for key in positive:
-        if getattr(cfg, key) < 1:
-            raise UserError(f"{key} must be >= 1, got {getattr(cfg, key)}")
-    if cfg.max_iters < 0:
-        raise UserError(f"max_iters must be >= 0, got {cfg.max_iters}")
+    for key, low in [(k, 1) for k in positive] + [("max_iters", 0)]:
+        if getattr(cfg, key) < low:
+            raise UserError(f"{key} must be >= {low}, got {getattr(cfg, key)}")
     if cfg.keep_last < 1 or cfg.skip_nonfinite < 0:
         raise UserError(f"keep_last must be >= 1 and skip_nonfinite >= 0; got {cfg.keep_last}, {cfg.skip_nonfinite}")
     if cfg.n_embd % cfg.n_head or (cfg.n_embd // cfg.n_head) % 2:

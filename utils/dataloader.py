@@ -129,9 +129,8 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
             meta[f"{split}_chars"] = len(text)
         if tok.kind == "bpe":
             train = np.memmap(os.path.join(cache, "train.bin"), dtype=dtype, mode="r")
-            meta["packing"] = packing_stats(train, tok.eot_id, cfg.block_size)
-            if verbose and meta["packing"]:
-                p = meta["packing"]
+            p = meta["packing"] = packing_stats(train, tok.eot_id, cfg.block_size)
+            if verbose and p:
                 print(f"packing: {p['stories']:,} stories of {p['story_tokens_mean']:.0f} tokens on average "
                       f"({p['longer_than_window'] * 100:.0f}% longer than {cfg.block_size}); "
                       f"{p['cross'] * 100:.0f}% of {cfg.block_size}-token windows span a story boundary; "

@@ -11,6 +11,7 @@ off CUDA it runs in fp32 here (newton_schulz, torch's quintic; --muon_ns_dtype).
     python train.py cpu --optimizer=muon --muon_lr=0.02
 """
 import copy
+import functools
 import math
 from contextlib import contextmanager
 from dataclasses import replace
@@ -49,11 +50,9 @@ def newton_schulz(grad, ns_coefficients, ns_steps, eps, dtype=torch.float32):
 @contextmanager
 def newton_schulz_in(dtype):
     """torch.optim.Muon's steps inside this block orthogonalise in `dtype` (bf16: torch's own function)."""
-    if dtype == torch.bfloat16:
-        yield
-        return
     own = _torch_muon._zeropower_via_newtonschulz
-    _torch_muon._zeropower_via_newtonschulz = lambda g, coeffs, steps, eps: newton_schulz(g, coeffs, steps, eps, dtype)
+    if dtype != torch.bfloat16:
+        _torch_muon._zeropower_via_newtonschulz = functools.partial(newton_schulz, dtype=dtype)
     try:
         yield
     finally:
