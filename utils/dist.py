@@ -1,6 +1,5 @@
-"""Where the work runs: device, precision and peak FLOP/s; DDP written out (no wrappers that hide
-gradient sync); and the random draws that make DDP and resume exact: keyed per-step generators and the
-per-rank RNG states a checkpoint carries. Also the derived gradient accumulation.
+"""Where the work runs: device, precision, peak FLOP/s, gradient accumulation; DDP written out (no wrappers that hide
+gradient sync); the draws that make DDP and resume exact (keyed per-step generators, per-rank RNG states).
 
 torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; without them this is a single process.
     torchrun --standalone --nproc_per_node=2 train.py cpu --device=cpu   # gloo on CPU

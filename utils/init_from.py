@@ -1,17 +1,14 @@
-"""--init_from: start a new run from another checkpoint's weights (a new optimizer and step 0; the LR schedule
-starts over). The tokenizer comes from the source, so the data is encoded as the source was trained; the
-source's path stays in the new run's saved config.
+"""--init_from: start a new run from another checkpoint's weights (a new optimizer and step 0; the LR schedule restarts)
+and its tokenizer, so the data is encoded as the source's was; the source's path stays in the saved config.
 
     python train.py baby --objective=ar --max_iters=1000 --out_dir=artifacts/models/baby_ar_1k
     python train.py baby --init_from=artifacts/models/baby_ar_1k/model.pt --max_iters=1000 --out_dir=artifacts/models/baby_ar2mdlm
 
-Conversions are only changes of what the same weights are used for: AR -> mdlm (causal attention becomes
-bidirectional), AR -> bd3, mdlm -> bd3 (CONVERSIONS), and any objective to itself (fine-tuning with a new optimizer,
-e.g. on other text); any other pair is refused. A time embedding the source lacks starts at zero and an adaLN the
-source lacks starts as the identity modulation with open gates, so the converted model first computes exactly
-what the source did with its attention as the target has it (bidirectional for AR -> mdlm); one the target lacks
-is dropped. Widths, depths, heads, tied or untied heads, tokenizers or a learned time embedding of another
-diffusion_steps are refused.
+Conversions only change what the same weights are used for: AR -> mdlm (causal attention becomes bidirectional),
+AR -> bd3, mdlm -> bd3 (CONVERSIONS), and any objective to itself (fine-tuning, e.g. on other text); any other pair is
+refused. A time embedding the source lacks starts at zero and an adaLN it lacks as the identity with open gates, so
+the converted model first computes exactly what the source did (with the target's attention); an input the target
+lacks is dropped. Other widths, depths, heads, tying, tokenizers or a learned time embedding of another T are refused.
 """
 from dataclasses import fields
 

@@ -6,11 +6,10 @@ self-contained and loads with torch.load(weights_only=True). Training a BPE: scr
 The BPE (Hugging Face `tokenizers`) has two special tokens:
   id 0  "<|endoftext|>"  story separator, an *added special token*: the literal text encodes to this id.
   id 1  "[MASK]"         the diffusion mask: in the vocabulary but deliberately NOT an added token.
-`tokenizers` matches every added token in the raw input first, so were "[MASK]" one, a user text holding
-"[MASK]" would encode to the mask id. Here it has no merge leading to it and the byte-level pre-tokenizer
-splits "[MASK]" into "[", "MASK", "]", so no input text can encode to id 1; the mask id is only ever placed
-by model code. Do not wrap the JSON in a transformers tokenizer with mask_token="[MASK]" (that would add it
-again). Any byte sequence encodes, and decode(encode(text)) == text byte for byte.
+`tokenizers` matches added tokens in the raw input first, so were "[MASK]" one, a user text holding "[MASK]" would
+encode to the mask id; here no merge leads to it and the byte-level pre-tokenizer splits it into "[", "MASK", "]", so
+no input text encodes to id 1 (only model code places it). Do not wrap the JSON in a transformers tokenizer with
+mask_token="[MASK]" (that would add it again). Any byte sequence encodes; decode(encode(text)) == text byte for byte.
 
     tok = BPETokenizer.from_file("artifacts/tokenizer/tokenizer.json")   # or CharTokenizer.from_text(text)
     ids = tok.encode("Once upon a time"); tok.decode(ids); fingerprint(tok)
