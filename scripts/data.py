@@ -15,10 +15,9 @@ Run from the repo root:
   python scripts/data.py --input-file my_paragraphs.txt --split-blank-lines --output data/paragraphs.txt
   python scripts/data.py --input-file my_corpus.jsonl --text-field content --output data/mine.txt   # also .json .parquet .csv
 
-Local .txt files are split on "<|endoftext|>" when it occurs, else on blank lines with
---split-blank-lines, else taken as one document. --num-stories N samples N stories
-uniformly with --seed (output in a seeded random order); 0 (the default) keeps all of
-them in their original order. An existing --output is only replaced with --force.
+Local .txt files are split on "<|endoftext|>" when it occurs, else on blank lines with --split-blank-lines, else taken
+as one document. --num-stories N samples N stories uniformly with --seed, in a seeded random order; 0 (the default)
+keeps all of them in order. An existing --output is only replaced with --force.
 """
 import os
 import sys
