@@ -255,7 +255,7 @@ def _key_docs():
     for n, line in enumerate(lines, 1):
         m = re.match(r"\s+(\w+)\s*:", line)
         text = comments.get(n, "")
-        if m and m[1] in {f.name for f in fields(Config)}:
+        if m and m[1] in TYPES:
             last = [m[1], text]
             sections[-1][1].append(last)
         elif text.startswith("----"):
@@ -290,15 +290,13 @@ def help_text(prog, usage, from_checkpoint=False):
                 "refused.", ""), "", "presets:"]
     docs = _preset_docs()
     name_w = max(map(len, PRESETS)) + 2  # the longest name still leaves a gap before its text
-    for name in PRESETS:
-        out.append(wrap(docs.get(name, ""), f"  {name:<{name_w}}"))
-    meta = {f.name: f.metadata for f in fields(Config)}
+    out += [wrap(docs.get(name, ""), f"  {name:<{name_w}}") for name in PRESETS]
     defaults = asdict(Config())
     col = max(len(f"--{k}={t.__name__.upper()}") for k, t in TYPES.items()) + 4
     for section, keys in _key_docs():
         out += ["", f"{section}:"]
         for key, text in keys:
-            tag = " [from the checkpoint]" if from_checkpoint and meta[key].get("trained") else ""
+            tag = " [from the checkpoint]" if from_checkpoint and key in TRAINED_KEYS else ""
             listed = key in CHOICES and all(f"'{c}'" in text for c in CHOICES[key])
             choice = f" (one of {', '.join(CHOICES[key])})" if key in CHOICES and not listed else ""
             head = f"  --{key}={TYPES[key].__name__.upper()}"

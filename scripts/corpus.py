@@ -47,8 +47,7 @@ def _probe_hub(name, timeout=5.0):
     from huggingface_hub import constants
     req = urllib.request.Request(constants.ENDPOINT.rstrip("/") + "/api/datasets", method="HEAD")
     try:
-        with urllib.request.urlopen(req, timeout=timeout):
-            pass
+        urllib.request.urlopen(req, timeout=timeout).close()
     except urllib.error.HTTPError:
         return  # the server answered
     except (urllib.error.URLError, OSError, ValueError) as e:
