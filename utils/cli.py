@@ -5,7 +5,7 @@ before any work, as one `error:` line and exit 2 (utils.errors.run_cli), and not
     p.add_argument("--json", type=output, default="")   # comes with --force; a checkpoint is never replaced
     p.add_argument("--n-windows", type=at_least(2))     # a count: '1' and 'x' are refused
     p.add_argument("--bands", type=list_of(band))       # '0-1,0.3-0.8' -> [(0.0, 1.0), (0.3, 0.8)]; '0.8-0.3' refused
-    p.add_argument("--sweep", type=key_list({"steps": at_least(1)}))  # 'steps=8,16' -> ('steps', [8, 16])
+    p.add_argument("--grid", type=key_list({"steps": at_least(1)}))   # 'steps=8,16' -> ('steps', [8, 16])
 
 read_json and read_jsonl read a JSON input checked for its kind and for being complete. A missing input that is there
 under the repository root says where to run (utils/fileio.not_found).
