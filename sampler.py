@@ -2,12 +2,11 @@
 (bd3.py): denoise() fills the positions of a canvas marked in gen_mask and never touches the rest; its switches are
 config.py's sampling keys, carried by one SamplerOptions. Two of them revisit committed tokens:
 
-ReMDM (Wang et al. 2025, arXiv 2503.00307, eq. 5): a step t -> s of the reverse process may send a committed token
-back to [MASK] with probability sigma_t, and reveals a masked one with probability (alpha_s - (1 - sigma_t) alpha_t)
-/ (1 - alpha_t), so the marginal q(z_s | x) is the forward process's whatever sigma_t is, as long as
-0 <= sigma_t <= sigma_max = min(1, (1 - alpha_s) / alpha_t). Our sampler fixes the counts instead of drawing them
-(reveal_plan): a block of n positions keeps n_keep masked after the step. With m committed tokens before it,
-alpha_t = m / n and 1 - alpha_s = n_keep / n, so sigma_max = min(1, n_keep / m): the expected number re-masked,
+ReMDM (Wang et al. 2025, arXiv 2503.00307, eq. 5): a step t -> s may send a committed token back to [MASK] with
+probability sigma_t and reveal a masked one with probability (alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t): the
+marginal q(z_s | x) stays the forward process's for any 0 <= sigma_t <= sigma_max = min(1, (1 - alpha_s) / alpha_t).
+Our counts are fixed (reveal_plan): a block of n positions, m of them committed, keeps n_keep masked after the step,
+so alpha_t = m / n, 1 - alpha_s = n_keep / n and sigma_max = min(1, n_keep / m): the expected number re-masked,
 sigma * m, never exceeds what stays masked. The schedules of sigma_t (paper Sec. 4.1):
 
     constant  sigma_t = eta                 (this repo's first switch; the draw is capped at n_keep)
@@ -18,13 +17,11 @@ sigma * m, never exceeds what stays masked. The schedules of sigma_t (paper Sec.
               re-masking committed tokens w.p. eta and revealing as many (re-predict at fixed noise); then MDLM
               steps to the clean text over the last t_off. Every step is a forward pass: NFE = steps.
 
-The corrector (predictor-corrector, Campbell et al. 2022; Duo's Psi-samplers, 2602.21185; ReMDM-conf's choice
-of the least confident tokens): after a block is fully revealed, K passes that each re-mask the fraction `frac`
-of its tokens the model was least sure of when it drew them, and redraw those given all the others (one forward
-pass each: NFE = steps + K per block). That choice is greedy: the tokens drawn against the odds are the ones redrawn,
-so the samples' entropy falls with K. pick='random' redraws a uniformly random share instead, a Gibbs sweep over
-the block: under a model that knew the data's conditionals it leaves the samples' distribution where it was and
-only repairs what drawing several tokens in one step got wrong. Imports nothing from the project but common.
+The corrector (predictor-corrector, Campbell et al. 2022; Duo's Psi-samplers, 2602.21185; ReMDM-conf): after a block
+is revealed, K passes (NFE = steps + K per block) each re-mask the share `frac` of its tokens the model was least
+sure of when it drew them and redraw them given all the others. That choice is greedy: the samples' entropy falls
+with K. pick='random' redraws a random share instead, a Gibbs sweep: under a model that knew the data's conditionals
+it leaves the samples' distribution where it was, only repairing what drawing several tokens in one step got wrong.
 
     python -c "from sampler import loop_split; print(loop_split(32, 48, 0.9, 0.55, 0.05))"
     python inference.py --checkpoint artifacts/models/model.pt --threshold 0.9 --semi-ar-length 32
@@ -102,16 +99,6 @@ def time_for_fraction(schedule, frac):
     model is told when the canvas's masked fraction is off the grid (the index must mean the training mask rate)."""
     mp = 1.0 - schedule.alpha[1:].to(frac.device)  # (T,) increasing in t
     return (mp[None, :] - frac.double()[:, None]).abs().argmin(1) + 1
-
-
-def masked_fraction(tokens_per_step, schedule, grid, i, steps):
-    """Fraction of a block still masked after step i (0-based) of `steps`; 0 after the last step."""
-    r = (i + 1) / steps
-    if tokens_per_step == "schedule":
-        return 1.0 - schedule.alpha[grid[i + 1]].item()
-    if tokens_per_step == "linear":
-        return 1.0 - r  # LLaDA: the same number of tokens every step
-    return math.cos(0.5 * math.pi * r)  # MaskGIT (Chang et al. 2022): few tokens early, many late
 
 
 def position_scores(logp, cand, order, generator=None, cols=None):
@@ -193,9 +180,11 @@ def split_steps(steps, n_blocks):
 def _plan(n, steps, schedule, opts):
     """One block's counts in step mode: (positions still masked after each step (B, S) long, which steps are ReMDM's
     loop (S,) bool) for rows of n (B,) generated positions."""
-    def fractions(j, k):
-        grid = time_grid(schedule.T, k) if opts.tokens_per_step == "schedule" else None
-        return masked_fraction(opts.tokens_per_step, schedule, grid, j, k)
+    def fractions(j, k):  # the share of the block still masked after step j of k
+        if opts.tokens_per_step == "schedule":
+            return 1.0 - schedule.alpha[time_grid(schedule.T, k)[j + 1]].item()
+        r = (j + 1) / k  # linear: LLaDA, as many each step; cosine: MaskGIT (Chang et al. 2022), few early, many late
+        return 1.0 - r if opts.tokens_per_step == "linear" else math.cos(0.5 * math.pi * r)
 
     if opts.loop:
         return loop_plan(n, steps, *opts.loop, fractions)
@@ -264,12 +253,9 @@ class _Denoiser:
         cand = sample_tokens(logp, 0.0 if greedy else o.temperature, self.generator)  # (N,)
         cols = dec.nonzero()[:, 1] if o.order == "l2r" else None  # a host sync on CUDA: only when it is read
         c_conf, c_score = position_scores(logp, cand, o.order, self.generator, cols=cols)
-        cand_full = x.clone()  # scattered back in row-major order, as logits[sel] was gathered
-        cand_full[dec] = cand
-        score_new = torch.full_like(self.conf, math.inf)  # +inf: never chosen to stay masked
-        score_new[dec] = c_score
-        conf_new = self.conf.clone()
-        conf_new[dec] = c_conf
+        cand_full = x.masked_scatter(dec, cand)  # back in row-major order, as logits[sel] was gathered
+        score_new = torch.full_like(self.conf, math.inf).masked_scatter(dec, c_score)  # +inf: never stays masked
+        conf_new = self.conf.masked_scatter(dec, c_conf)
         stay = self._stay(is_masked, now & ~is_masked, score_new, rows, todo, n_keep, sigma_t)
         revealed, remasked = is_masked & ~stay, now & ~is_masked & stay
         self.x = torch.where(stay, self.mask_tok, torch.where(revealed, cand_full, x))
@@ -367,15 +353,13 @@ class _Denoiser:
 
 @torch.no_grad()
 def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
-    """Reverse process over a batch with the switches `opts` (SamplerOptions, above). x (B, L): the canvas;
-    positions where gen_mask (B, L) is True are generated (start as [MASK]); all others are fixed text, never changed.
+    """Reverse process over the canvas x (B, L) with the switches `opts` (SamplerOptions): positions where gen_mask
+    (B, L) is True are generated (start as [MASK]); all others are fixed text, never changed.
 
     Step mode (threshold == 0): `steps` passes split over the semi-AR blocks (at most one per position); after step
-    i the lowest-scored round(n * f(i)) of a block's n positions stay masked (f: tokens_per_step; reveal_plan keeps
-    >= 1 reveal per step); with schedule counts the last step (into t = 0) is the reference's greedy pass (the last
-    block's only); the corrector adds its passes after each block. The model is told the t whose 1 - alpha(t)
-    matches the masked fraction of the window it sees. A sample takes part in a step only if the step reveals one of
-    its tokens (threshold mode: until it is finished). on_step(common.Step) is called after every step.
+    i the lowest-scored round(n * f(i)) of a block's n positions stay masked (f: tokens_per_step). The model is told
+    the t whose 1 - alpha(t) matches the masked fraction of the window it sees. A sample takes part in a step only if
+    the step reveals one of its tokens (threshold mode: until it is finished). on_step(common.Step) after every step.
     Returns (x with no [MASK] at generated positions, stats): nfe (batched forward passes), nfe_per_sample,
     seconds_per_sample (until the sample's last [MASK] was filled), seconds, blocks."""
     L, W, gen_mask = x.size(1), model.args.block_size, gen_mask.bool()
