@@ -11,6 +11,9 @@ import torch
 
 LN2 = math.log(2)
 SCHEDULES = ("cosine", "linear", "cosine_offset")  # Schedule's kinds
+# the AR baseline's keys, which every other objective refuses (configurator.validate)
+AR_ONLY = dict.fromkeys(("mir_weight", "mir_mask_max", "draft", "draft_len"),
+                        "the AR baseline's keys (its masked-input loss, speculative drafting): use --objective=ar")
 
 
 # ---------------------------------------------------------------------------- the noise schedule
@@ -45,11 +48,6 @@ def stratum_time(i, u, total, T):
     """The time in 1..T of stratum i (+ offset u in [0, 1)) of `total` equal slices of [0, 1)."""
     return (torch.floor((i + u) / total * T).long() + 1).clamp_(1, T)
 
-
-# the AR baseline's keys, which every other objective refuses (configurator.validate): its masked-input loss (ar.py)
-# and speculative decoding with a diffusion drafter (speculative.py)
-AR_ONLY = dict.fromkeys(("mir_weight", "mir_mask_max", "draft", "draft_len"),
-                        "the AR baseline's keys (its masked-input loss, speculative drafting): use --objective=ar")
 
 def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u=None):
     """n times in 1..T, one per stratum of [0, 1): t_i = floor((i + u) / total * T) + 1 with a shared u ~ U[0,1)
@@ -140,17 +138,15 @@ def no_mask_logit(logits, mask_id):
 def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
     """Model logits (B, L, V) in float32 with the [MASK] logit at -inf: x0 is never [MASK].
     With positions (B, L) bool, only those rows: (N, V). sc: the self-conditioning input (self_condition_input)."""
-    kw = {} if sc is None else dict(sc=sc)
-    logits = model(xt, t, **kw) if positions is None else model(xt, t, positions=positions, **kw)
-    return no_mask_logit(logits, mask_id)
+    kw = {k: v for k, v in dict(positions=positions, sc=sc).items() if v is not None}
+    return no_mask_logit(model(xt, t, **kw), mask_id)
 
 
 def self_condition_input(logits_of, masked, share, generator=None):
     """Self-conditioning's input (B, L, V) (Chen et al. 2022): the network's own prediction of x0 from a first pass
-    without it (no gradient), at the masked positions, for a random `share` of the sequences (1: every one; the
-    others read zeros, as a sampler's first step does). logits_of(rows): that pass's logits (R, L, V), [MASK] at
-    -inf, for the sequences `rows` (a LongTensor; None = all). Training feeds half so the net serves both passes;
-    the bound reads it everywhere: a prediction that is still a function of x_t keeps the NELBO a bound."""
+    without it (no gradient) at the masked positions, for a random `share` of the sequences (the others read zeros,
+    as a sampler's first step does: training feeds half, so the net serves both passes). logits_of(rows): that pass's
+    logits (R, L, V) for the sequences `rows` (None = all). A function of x_t still, it keeps the NELBO a bound."""
     with torch.no_grad():
         if share >= 1:
             return torch.softmax(logits_of(None), -1) * masked[..., None]
@@ -171,8 +167,8 @@ def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix whose mass reaches top_p
+        p = sorted_logits.softmax(-1)
+        drop = p.cumsum(-1) - p >= top_p  # keep the smallest prefix whose mass reaches top_p
         drop[..., 0] = False
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     return logits.log_softmax(-1)
@@ -203,10 +199,9 @@ def sample_tokens(logp, temperature, generator=None):
 
 def reveal_plan(n, fractions):
     """Positions still masked after each step, (B, S) long, for blocks of n (B,) positions: round(n * f_i) for
-    the step's masked fraction f_i (f_S = 0), moved just enough that every step reveals at least one token.
-    Rounding alone leaves empty passes: the cosine schedule keeps all n masked for the first steps (1 - alpha
-    is ~1 near T) and none for the last ones (~0 near 0): 16 tokens in 48 steps ran out 3-9 steps early.
-    Needs S <= n (one token per step at least); a row with fewer positions reveals them as early as it can."""
+    the step's masked fraction f_i (f_S = 0), moved just enough that every step reveals at least one token
+    (rounding alone leaves empty passes where the cosine schedule is flat, near T and near 0). Needs S <= n;
+    a row with fewer positions reveals them as early as it can."""
     S = len(fractions)
     f = torch.tensor(fractions, dtype=torch.float64)
     base = n[:, None] - torch.round(n[:, None].double() * f[None]).long()  # revealed after step i, (B, S)
