@@ -9,9 +9,8 @@ the AR's p given the tokens before it (Leviathan et al. 2023; Chen et al. 2023):
 its temperature / top-k / top-p, and only the speed depends on how well the drafter guesses. APD (Israel et al.
 2025, arXiv 2506.00413) drafts with a diffusion model the same way.
 
-A batch advances together: each round every row emits the number of tokens the row that kept fewest emits (its
-kept drafts, then its redrawn token or its next kept draft), so one KV cache serves all rows. Stopping a row early
-never biases it: each emitted token is p-distributed given what precedes it whether or not the round goes on.
+A batch advances together, so one KV cache serves all rows: each round every row emits as many tokens as the row
+that kept fewest. Stopping a row early never biases it: each token is p-distributed given what precedes it.
 
     python train.py baby_draft     # the drafter: one layer, ~30 s of training
     python inference.py --checkpoint artifacts/models/baby_ar/model.pt --draft artifacts/models/baby_draft/model.pt \
@@ -56,11 +55,6 @@ def draw(p, generator):
     return torch.multinomial(p.reshape(-1, p.size(-1)).cpu(), 1, generator=generator).view(p.shape[:-1])
 
 
-def causal_chunk_mask(n_new, n_cached, device):
-    """(n_new, n_cached + n_new) bool: each new column sees the cache and the new columns up to itself."""
-    return torch.ones(n_new, n_cached + n_new, dtype=torch.bool, device=device).tril(n_cached)
-
-
 def keep_or_redraw(p, q, drafts, generator):
     """The round's tokens (B, j + 1) from the AR's distributions p (B, k + 1, V) and the drafter's q (B, k, V) of
     drafts (B, k): draft i is kept with probability min(1, p_i / q_i) while every one before it was kept; j is the
@@ -69,8 +63,8 @@ def keep_or_redraw(p, q, drafts, generator):
     B, k = drafts.shape
     if k == 0:
         return draw(p[:, 0], generator)[:, None]
-    d = drafts.cpu()[..., None]
-    pd, qd = p[:, :k].gather(-1, d)[..., 0], q.gather(-1, d)[..., 0]
+    drafts = drafts.cpu()
+    pd, qd = p[:, :k].gather(-1, drafts[..., None])[..., 0], q.gather(-1, drafts[..., None])[..., 0]
     u = torch.rand(B, k, generator=generator, dtype=torch.float64)
     kept = (u * qd < pd).long().cumprod(1).sum(1)  # (B,) drafts kept before the first rejection
     j = int(kept.min())
@@ -79,8 +73,8 @@ def keep_or_redraw(p, q, drafts, generator):
     else:
         resid = (p[:, j] - q[:, j]).clamp(min=0)
         resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, p[:, j])  # p = q: nothing to correct
-        last = torch.where(kept > j, drafts.cpu()[:, j], draw(resid, generator))
-    return torch.cat([drafts.cpu()[:, :j], last[:, None]], 1)
+        last = torch.where(kept > j, drafts[:, j], draw(resid, generator))
+    return torch.cat([drafts[:, :j], last[:, None]], 1)
 
 
 def drafts_of(drafter, seq, k, mask_id, settings, generator):
@@ -114,8 +108,9 @@ def sample_speculative(model, drafter, prompt, gen_len, k, mask_id, settings=(1.
         kr = min(k, P + gen_len - S - 1, W - (S - lo))  # drafts this round: what is left, what the window holds
         drafts, q = drafts_of(drafter, seq, kr, mask_id, settings, generator) if kr else (seq[:, :0], None)
         n = cache.pos
-        logits = model(torch.cat([seq[:, -1:], drafts], 1), kv_cache=cache, start_pos=n,
-                       attn_mask=causal_chunk_mask(kr + 1, n, dev))
+        # each new column sees the cache and the new columns up to itself
+        causal = torch.ones(kr + 1, n + kr + 1, dtype=torch.bool, device=dev).tril(n)
+        logits = model(torch.cat([seq[:, -1:], drafts], 1), kv_cache=cache, start_pos=n, attn_mask=causal)
         logits[..., mask_id] = float("-inf")  # as ar.sample_ar_window: the AR never emits [MASK]
         new = keep_or_redraw(probs(logits, *settings).cpu(), q, drafts, generator).to(dev)
         cache.pos = n + new.size(1)  # the last token and the kept drafts; the token just emitted enters next round
