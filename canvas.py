@@ -6,10 +6,9 @@ inference.py -> build_canvas -> generate -> objective.sample -> model.
     python inference.py --checkpoint M.pt --infill "Once upon a [___:12]. The end."
     python inference.py --checkpoint M.pt --prefix_file start.txt --suffix_file end.txt --gen-len 64
 
-Given text is encoded piece by piece and spliced back verbatim around the decoded blanks, so every given
-character comes out exactly as given, for the char and the BPE tokenizer alike. A blank is N [MASK]
-tokens: [___:N] sets N; a bare [___] (any number of underscores) takes one token per character of the
-marker, so for a char model the output lines up with what was typed.
+Given text is encoded piece by piece and spliced back verbatim around the decoded blanks, so every given character
+comes out exactly as given, for the char and the BPE tokenizer alike. A blank [___:N] is N [MASK] tokens; a bare [___]
+(any number of underscores) takes one per character of the marker, so a char model's output lines up with the typing.
 
     c = Canvas.from_parts(tok, ["Once upon a ", 12, ". The end."])    # str = given text, int = a blank of N tokens
     texts, out, stats = generate(model, tok, c, cfg, schedule, device)  # or build_canvas(cfg, tok, block_size)
@@ -61,18 +60,16 @@ class Canvas:
 
     def tensors(self, batch, device):
         """x (batch, L) long with the given ids (0 at blanks) and gen_mask (batch, L) bool, True at blanks."""
-        x = torch.tensor(self.ids, dtype=torch.long, device=device).repeat(batch, 1)
-        gm = torch.tensor(self.gen, dtype=torch.bool, device=device).repeat(batch, 1)
-        return x, gm
+        return (torch.tensor(self.ids, dtype=torch.long, device=device).repeat(batch, 1),
+                torch.tensor(self.gen, dtype=torch.bool, device=device).repeat(batch, 1))
 
     def fills(self, row, tok):
         """The decoded text of each blank, from one generated row (list of ids, length L)."""
         out, pos = [], 0
         for text, p in self.parts:
-            n = p if text is None else len(p)
             if text is None:
-                out.append(tok.decode(row[pos:pos + n]))
-            pos += n
+                out.append(tok.decode(row[pos:pos + p]))
+            pos += p if text is None else len(p)
         return out
 
     def render(self, row, tok):

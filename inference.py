@@ -151,18 +151,16 @@ def sample_once(cfg, run):
         texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, run["schedule"], device, g,
                                                 on_step=chain(live, bar))
     dt = time.time() - t0 - (live.slept if live else 0)  # the sampler's time: --live's pauses left out
-    per = list(zip(stats["nfe_per_sample"], stats["seconds_per_sample"]))
+    nfes, seconds = stats["nfe_per_sample"], stats["seconds_per_sample"]
     for i, text in enumerate(stats["full_texts"]):
         if len(texts) > 1:
-            print(f"---- sample {i}: {per[i][0]} NFE, {per[i][1]:.2f}s")
+            print(f"---- sample {i}: {nfes[i]} NFE, {seconds[i]:.2f}s")
         print(text)
-    n_tok = canvas.n_gen * len(texts)
     unit = "BPE tokens (--gen-len counts tokens, not characters)" if tok.kind == "bpe" else "tokens"
-    nfes = [n for n, _ in per]
     nfe = f"{nfes[0]}" if min(nfes) == max(nfes) else f"{sum(nfes) / len(nfes):.1f} (min {min(nfes)}, max {max(nfes)})"
     print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched passes, "
-          f"{dt:.2f}s ({n_tok / dt:,.0f} tokens/s); sampler: {obj.describe(cfg)}, temperature {cfg.temperature:g}, "
-          f"top_k {cfg.top_k}, top_p {cfg.top_p:g}")
+          f"{dt:.2f}s ({canvas.n_gen * len(texts) / dt:,.0f} tokens/s); sampler: {obj.describe(cfg)}, "
+          f"temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}")
     print_written(writer)
 
 

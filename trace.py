@@ -24,18 +24,15 @@ from utils.video import TraceWriter
 
 def token_states(tok, ids, gen, revealed, remasked):
     """[(text, state)] per position of one sample: text None for [MASK], state one of utils/video.STATES."""
-    cells = []
-    for tid, g, rev, rem in zip(ids, gen, revealed, remasked):
-        text = None if tid == tok.mask_id else tok.token_text(tid)
-        cells.append((text, "prompt" if not g else "remasked" if rem else "mask" if text is None else "new" if rev else "kept"))
-    return cells
+    texts = [None if tid == tok.mask_id else tok.token_text(tid) for tid in ids]
+    return [(text, "prompt" if not g else "remasked" if rem else "mask" if text is None else "new" if rev else "kept")
+            for text, g, rev, rem in zip(texts, gen, revealed, remasked)]
 
 
 class TraceHook:
-    """Turns the sampler's per-step info into trace frames for one sample of the batch: given text (prompt,
-    infill context, suffix) in the 'prompt' state, committed tokens coloured by confidence, re-masked ones
-    marked, and the sample's own NFE and block in the header. Uniform noise (noise_start): the first frame is
-    the random canvas the sampler starts from (faded), then each step's changed tokens show as 'new'."""
+    """The sampler's steps as trace frames of one sample: given text in the 'prompt' state, committed tokens coloured
+    by confidence, re-masked ones marked, the sample's own NFE and block in the header. Uniform noise (noise_start):
+    the first frame is the random canvas the sampler starts from (faded), then each step's changed tokens are 'new'."""
 
     def __init__(self, writer, tok, every, T, row=0, noise_start=False):
         self.writer, self.tok, self.every, self.T, self.row, self.frames = writer, tok, every, T, row, 0
@@ -44,7 +41,8 @@ class TraceHook:
     def frame(self, x, gen_mask, revealed, remasked, conf, step, t, nfe=None, caption=""):
         r = self.row
         cells = token_states(self.tok, x[r].tolist(), gen_mask[r].tolist(), revealed[r].tolist(), remasked[r].tolist())
-        confidence = [c if state != "prompt" and text is not None else None for (text, state), c in zip(cells, conf[r].tolist())]
+        confidence = [c if state != "prompt" and text is not None else None
+                      for (text, state), c in zip(cells, conf[r].tolist())]
         self.writer.add_frame([text for text, _ in cells], [state for _, state in cells], step=step, t=t / self.T,
                               nfe=step if nfe is None else nfe, confidence=confidence, caption=caption)
         self.frames += 1
@@ -84,12 +82,10 @@ def open_trace(cfg, n_tokens=0, chars_per_token=0.0):
         raise UserError(f"{out_dir} is not writable: choose another --viz-video path")
     cols, rows = (64 if cfg.tokenizer == "char" else 72), None
     if cfg.tokenizer == "bpe" and n_tokens and chars_per_token:
-        # The final text is unknown when the size is fixed (frames stream to ffmpeg). Each "\n" ends
-        # a row early (TinyStories: one per ~130 chars, wasting ~36 cells), whole tokens wrap: x1.5.
+        # frames stream to ffmpeg: sized before the text is known; newlines end rows early, whole tokens wrap: x1.5
         rows = math.ceil(1.5 * n_tokens * chars_per_token / cols) + 1
     elif objectives.get(cfg.objective).NOISE_START and n_tokens:
-        # char noise: no [MASK] placeholders to size the grid from, and the newlines move every step;
-        # the renderer's estimate for a masked char canvas (~3 cells per token) holds for the finished text too
+        # char noise: no [MASK]s to size from; the renderer's ~3 cells per token of a masked char canvas hold too
         rows = math.ceil(3 * n_tokens / cols) + 1
     return TraceWriter(cfg.viz_video, os.path.splitext(cfg.viz_video)[0] + ".gif", frame_ms=cfg.gif_frame_ms,
                        cols=cols, rows=rows, title=trace_title(cfg, cols))
@@ -182,9 +178,8 @@ class LiveView:
 
     def draw(self, ids, gen, revealed, remasked, header):
         self.pace()
-        cells = []  # (character, state)
-        for text, state in token_states(self.tok, ids, gen, revealed, remasked):
-            cells += [(c, state) for c in ("_" if text is None else text)]
+        cells = [(c, state) for text, state in token_states(self.tok, ids, gen, revealed, remasked)
+                 for c in ("_" if text is None else text)]  # (character, state)
         n_masked = sum(1 for tid, g in zip(ids, gen) if g and tid == self.tok.mask_id)
         header = f"{header}: {n_masked} of {sum(gen)} generated positions masked"
         if not self.tty:
