@@ -308,23 +308,23 @@ class _Denoiser:
     def reveal(self, b, now, lo, hi, steps, greedy_end):
         """Reveal the block `now` (B, L): `steps` passes (step mode) or until it is filled (threshold). greedy_end:
         with schedule counts, the block's last step is the reference's greedy pass into t = 0."""
-        threshold, mask_id = self.opts.threshold, self.mask_id
-        if not threshold:
-            keep_after, looping = _plan(now.sum(1).cpu(), steps, self.schedule, self.opts)
-            keep_after, S = keep_after.to(self.x.device), keep_after.size(1)
-        i = 0
-        while (i < S) if not threshold else ((self.x == mask_id) & now).any():
-            is_masked = (self.x == mask_id) & now
-            in_loop = not threshold and bool(looping[i])
+        mask_id, block_done = self.mask_id, self.opts.corrector_steps == 0  # no corrector: the last pass ends it
+        if self.opts.threshold:  # every sample with a [MASK] left takes part, until the block is filled
+            while ((self.x == mask_id) & now).any():
+                prev = self.x
+                revealed, remasked, told = self.step(now, lo, hi, None, ((prev == mask_id) & now).any(1), greedy=False)
+                self.report(b, prev, revealed, remasked, told, block_done)
+            return
+        keep_after, looping = _plan(now.sum(1).cpu(), steps, self.schedule, self.opts)
+        keep_after, S = keep_after.to(self.x.device), keep_after.size(1)
+        for i in range(S):
+            prev = self.x
             # the samples in this forward: those with a token to reveal now (no pass that cannot change them); in
             # the loop, those with tokens held masked (as many re-masked as revealed)
-            todo = (keep_after[:, i] > 0 if in_loop else is_masked.sum(1) > keep_after[:, i]) if not threshold \
-                else is_masked.any(1)
-            prev = self.x
-            revealed, remasked, told = self.step(now, lo, hi, None if threshold else keep_after[:, i], todo,
-                                                 greedy=greedy_end and i == S - 1, phase="loop" if in_loop else "step")
-            i += 1
-            self.report(b, prev, revealed, remasked, told, self.opts.corrector_steps == 0 and (threshold or i == S))
+            todo = keep_after[:, i] > 0 if looping[i] else ((prev == mask_id) & now).sum(1) > keep_after[:, i]
+            revealed, remasked, told = self.step(now, lo, hi, keep_after[:, i], todo, greedy=greedy_end and i == S - 1,
+                                                 phase="loop" if looping[i] else "step")
+            self.report(b, prev, revealed, remasked, told, block_done and i == S - 1)
 
     def correct(self, b, now, lo, hi):
         """The corrector: re-mask a share of the block's tokens (the least confident, or random ones), redraw them."""
