@@ -56,10 +56,9 @@ def draw(p, generator):
 
 
 def keep_or_redraw(p, q, drafts, generator):
-    """The round's tokens (B, j + 1) from the AR's distributions p (B, k + 1, V) and the drafter's q (B, k, V) of
-    drafts (B, k): draft i is kept with probability min(1, p_i / q_i) while every one before it was kept; j is the
-    fewest any row kept; token j is that row's redraw from the residual max(0, p_j - q_j) (a row that kept it keeps
-    its draft), or the bonus draw from p_k when every row kept all k."""
+    """The round's tokens (B, j + 1) from the AR's p (B, k + 1, V) and the drafter's q (B, k, V) of drafts (B, k), j the
+    fewest drafts any row kept: token j is each row's redraw from the residual max(0, p_j - q_j) (a row that kept draft
+    j keeps it), or the bonus draw from p_k when every row kept all k."""
     B, k = drafts.shape
     if k == 0:
         return draw(p[:, 0], generator)[:, None]
