@@ -11,14 +11,12 @@ One forward pass covers every block: the network reads [x_t ; x_0] (2L tokens) u
 sits on the noisy half. L' = 1 is the AR model (in expectation: a masked token sees only the clean tokens before
 it); L' = L is MDLM.
 
-Decoding goes left to right, one block at a time, each block denoised by the masked-diffusion reverse sampler
-(sampler.denoise, with every one of its switches) against a KV cache of the clean blocks before it, so a reverse
-step costs one block, not the context. Training saw windows of block_size tokens cut into blocks aligned to the
-window's start, so decoding keeps one: the noisy block and the clean context before it sit inside a window of
-block_size tokens, with RoPE positions 0..block_size-1. When the next block does not fit, the window jumps forward
-and keeps only its last `keep` tokens (half the window, in whole blocks), whose keys/values are recomputed
-once. So every reverse step sees exactly what the network saw in training, and the cached decode equals an
-uncached one (cache=False) at any length. A finished block enters the cache in the next block's first step.
+Decoding goes left to right, a block at a time, each denoised by sampler.denoise (with all its switches) against
+a KV cache of the clean blocks before it: a reverse step costs one block, not the context. As in training, the
+block and its clean context sit in a window of block_size tokens (RoPE positions 0..block_size-1, blocks aligned to
+its start); when the next block does not fit, the window jumps and keeps its last half (in whole blocks), whose
+keys/values are recomputed once. So every step sees what the network saw in training, and the cached decode equals
+the uncached one (cache=False) at any length. A finished block enters the cache in the next block's first step.
 
     python train.py baby --objective=bd3 --bd3_block=4
     python inference.py --checkpoint artifacts/models/baby/model.pt --prompt "ROMEO:" --gen-len 600
@@ -77,15 +75,11 @@ def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, tota
     return allowed[idx[perm]].view(n, n_blocks).to(device)
 
 
-def bd3_columns(L, block):
-    """Columns of the two-stream pass over a window of L: x_t and x_0 less its last block (bd3_logits)."""
-    return 2 * L - block
-
-
 def bd3_flops_per_token(model, L, block):
-    """Training FLOPs per window token of the two-stream pass: the model's per-token count over 2L - L' columns
-    (attention over that many keys: the mask saves no FLOPs in dense SDPA), times (2L - L') / L."""
-    n = bd3_columns(L, block)
+    """Training FLOPs per window token of the two-stream pass: the model's per-token count over its 2L - L' columns
+    (x_t and x_0 less its last block; attention over that many keys: the mask saves no FLOPs in dense SDPA), times
+    (2L - L') / L."""
+    n = 2 * L - block
     return model.flops_per_token(n) * n / L
 
 
@@ -99,7 +93,7 @@ def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None):
     if block == L:
         logits = model(xt, positions=positions, sc=sc)
     else:
-        n = bd3_columns(L, block)  # the last clean block is context for no one: left out
+        n = 2 * L - block  # the last clean block is context for no one: left out
         rope = torch.arange(L, device=x0.device).repeat(2)[:n]  # both halves at positions 0..L-1
         cols = dict(head_cols=L) if positions is None else dict(  # the noisy half by a slice: no sync, no graph break
             positions=torch.cat([positions, torch.zeros_like(positions[:, block:])], 1))  # (N, V)
@@ -112,14 +106,12 @@ def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None):
 
 def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, opts=LossOptions()):
     """Block-diffusion NELBO of x0 (B, L) with blocks of `block` tokens. t (B, L // block) per-block times, drawn
-    here (stratified over the batch) if None, from `allowed` (band_times; default 1..T). Each block's tokens are
-    masked with probability 1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed
-    that is T * w(t), so the sum over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); with a clipped
-    band it estimates only the band's share of it (train with it, never report it). opts (common.LossOptions):
-    loss_type='all_ce' trains the plain CE of every noisy position instead, no w(t): masked diffusion's laptop recipe
-    (diffusion.py), worth -0.036 nats/char here at the baby budget (RESULTS.md); the NELBO returned is the same either
-    way. self_cond: the share of sequences whose pass also reads a first pass's prediction of x0
-    (common.self_condition_input), as mdlm's; masked_only: the head on masked positions only.
+    here (stratified over the batch) if None, from `allowed` (band_times; default 1..T). Each block is masked with
+    probability 1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed that is T * w(t),
+    so the sum over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); a clipped band estimates only its share
+    (train with it, never report it). opts: the switches of common.LossOptions; loss_type='all_ce' trains the
+    plain CE of every noisy position, no w(t) (-0.036 nats/char at the baby budget, RESULTS.md). The NELBO returned
+    is the same whatever is trained.
     Returns (loss, per-sequence NELBO in nats/token (B,), dict(t, t_tok (B, L), masked, logits, ce))."""
     B, L = x0.shape
     assert L % block == 0 and not opts.mask_span, f"block {block} must divide the window {L}; span masking is mdlm's"
@@ -154,8 +146,7 @@ class CleanCache:
 
     def __init__(self, n_layer):
         self.k, self.v = [None] * n_layer, [None] * n_layer
-        self.layer, self.store, self.rows = 0, 0, None
-        self.ids = None
+        self.layer, self.store, self.rows, self.ids = 0, 0, None, None
 
     def __len__(self):
         return 0 if self.ids is None else self.ids.size(1)
@@ -269,12 +260,11 @@ class BlockOutput:
 
 @torch.no_grad()
 def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None, cache=True):
-    """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with the switches opts (SamplerOptions;
-    steps: reverse steps per block, at most its number of generated tokens but for the loop schedule's).
-    tokens_per_step='schedule' becomes 'linear' (no greedy last step per block; see below).
-    on_step gets denoise()'s Step in the coordinates of the whole output (B, P + gen_len), with block / n_blocks /
-    nfe / step counted over the whole generation. cache=False: the uncached reference. Returns (tokens (B, P +
-    gen_len), stats: nfe (batched forward passes), nfe_per_sample, seconds, seconds_per_sample, blocks)."""
+    """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with opts (SamplerOptions; steps per
+    block, at most its generated tokens but for the loop schedule's; tokens_per_step='schedule' becomes 'linear').
+    on_step gets denoise()'s Step over the whole output (B, P + gen_len), block / n_blocks / nfe / step counted over
+    the whole generation. cache=False: the uncached reference. Returns (tokens (B, P + gen_len), stats: nfe
+    (batched forward passes), nfe_per_sample, seconds, seconds_per_sample, blocks)."""
     B, W, t0 = len(prompt), model.args.block_size, time.perf_counter()
     if W % block or opts.semi_ar_length:
         raise ValueError(f"block {block} must divide the context {W}; semi-AR blocks do not apply to bd3")
@@ -345,7 +335,7 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 def flops(model, cfg):
     """Self-conditioning adds a forward of the two-stream pass (2 per weight) for half the sequences, as mdlm's."""
     sc = 7 / 6 if cfg.self_cond else 1
-    return bd3_flops_per_token(model, cfg.block_size, cfg.bd3_block) * sc, bd3_columns(cfg.block_size, cfg.bd3_block)
+    return bd3_flops_per_token(model, cfg.block_size, cfg.bd3_block) * sc, 2 * cfg.block_size - cfg.bd3_block
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
