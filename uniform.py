@@ -125,16 +125,13 @@ def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_siz
 
 @torch.no_grad()
 def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
-    """Ancestral reverse process for uniform noise. x (B, L) the canvas; positions where gen_mask is True start
-    as uniform random tokens (x_T) and every one of them is redrawn from p(x_s | x_t) at every step t -> s of
-    time_grid(T, opts.steps); positions outside gen_mask are fixed text, never changed (and seen clean). Of the
-    options (sampler.SamplerOptions) it reads steps, temperature, top_k and top_p: the last three shape pi, the
-    model's x0 distribution, before it enters the posterior; the draw from the posterior is then exact (float64),
-    and temperature 0 takes its argmax. The step into s = 0 draws from pi itself. The model is told the grid time
-    t, the noise level it was trained on.
-    on_step(common.Step) after each step: revealed = the positions whose token changed (the first step's prev is
-    the initial noise x_T), conf = the probability of each current token under the step's posterior, nothing is
-    ever re-masked. Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample)."""
+    """Ancestral reverse process for uniform noise. x (B, L) the canvas; gen_mask's positions start as uniform random
+    tokens (x_T) and are all redrawn from p(x_s | x_t) at every step t -> s of time_grid(T, opts.steps); the others
+    are fixed text, seen clean. Of opts (sampler.SamplerOptions) it reads steps, and temperature, top_k and top_p,
+    which shape pi before it enters the posterior; the posterior draw is then exact (float64; temperature 0: its
+    argmax), and the step into s = 0 draws from pi itself. on_step(common.Step) after each step: revealed = the
+    positions whose token changed (the first step's prev is x_T), conf = each current token's posterior probability,
+    nothing re-masked. Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample)."""
     t0, steps, temperature = time.perf_counter(), opts.steps, opts.temperature
     B, L = x.shape
     if L > model.args.block_size:
@@ -142,12 +139,9 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
     dev, gen_mask = x.device, gen_mask.bool()
     real = real_ids(model.args.vocab_size, mask_id, dev)
     V = len(real)
-    noise = real[torch.randint(0, V, (B, L), generator=generator).to(dev)]
-    x = torch.where(gen_mask, noise, x)
-    grid = time_grid(schedule.T, steps)
-    alpha = schedule.alpha.to(dev)
-    conf = torch.zeros(B, L, dtype=torch.float64, device=dev)
-    none = torch.zeros_like(gen_mask)
+    x = torch.where(gen_mask, real[torch.randint(0, V, (B, L), generator=generator).to(dev)], x)  # x_T
+    grid, alpha = time_grid(schedule.T, steps), schedule.alpha.to(dev)
+    conf, none = torch.zeros(B, L, dtype=torch.float64, device=dev), torch.zeros_like(gen_mask)
     for i in range(steps):
         t, s = grid[i], grid[i + 1]
         tt = torch.full((B,), t, dtype=torch.long, device=dev)
