@@ -4,10 +4,10 @@ with causal attention, the next-token loss (its exact NLL), and KV-cached decodi
     python train.py cpu --objective=ar
     python inference.py --checkpoint artifacts/models/cpu_ar/model.pt --prompt "ROMEO:"
 """
+import os
+
 import torch
 import torch.nn.functional as F
-
-import os
 
 from common import filter_logits, sample_tokens
 from sampler import REVEAL_KEYS
@@ -52,10 +52,8 @@ def sample_ar_window(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0
     window) and recompute their cache in one pass (which replaces a token's). prompt (B, P), P >= 1. mask_id: a
     token never drawn ([MASK] is in the vocabulary but never a target: ~2e-5 of an AR's draws at baby were it).
     Returns (B, P + gen_len)."""
-    B, P = prompt.shape
-    W = model.args.block_size
-    keep = keep or W // 2
-    seq, lo = prompt, max(0, P - W)
+    (B, P), W = prompt.shape, model.args.block_size
+    keep, seq, lo = keep or W // 2, prompt, max(0, P - W)
 
     def restart(lo):  # a fresh cache over seq[:, lo:]; the logits of the next token
         cache = model.new_kv_cache(B, prompt.device, next(model.parameters()).dtype)
@@ -80,13 +78,11 @@ def sample_ar_window(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 MODEL = dict(causal=True, time_cond="none", self_cond=False)
 WINDOW = 1  # a training window of L + 1 tokens scores its last L
-IGNORES = {  # no diffusion: no time, no schedule, no reverse sampler
-    **dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps", "mask_span", "head_on_masked_only", "steps",
-                     *REVEAL_KEYS, "bd3_block", "mask_min", "mask_max", "bd3_loss", "time_beta", "mask_ramp",
-                     "mask_ramp_from", "self_cond"),
-                    "an AR model predicts the next token: no noise, time, schedule or reverse steps")}
-CONTINUES_ONLY = EXACT = True  # continues a prompt; its score is the exact NLL, not a bound
-ANY_LENGTH = True  # sample_ar_window slides its window past the context
+IGNORES = dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps", "mask_span", "head_on_masked_only",
+                         "steps", *REVEAL_KEYS, "bd3_block", "mask_min", "mask_max", "bd3_loss", "time_beta",
+                         "mask_ramp", "mask_ramp_from", "self_cond"),
+                        "an AR model predicts the next token: no noise, time, schedule or reverse steps")
+CONTINUES_ONLY = EXACT = ANY_LENGTH = True  # continues a prompt; scores the exact NLL; writes past the context
 TRACE = False  # no denoising to watch
 
 
