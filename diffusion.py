@@ -47,9 +47,8 @@ def corrupt(x0, t, schedule, mask_id, generator=None, span=0):
 
 def self_condition(model, xt, t, masked, mask_id, share, generator=None):
     """Masked diffusion's self-conditioning input (B, L, V): common.self_condition_input over the window's own pass."""
-    def logits_of(rows):
-        return predict_logits(model, xt, t, mask_id) if rows is None else predict_logits(model, xt[rows], t[rows], mask_id)
-    return self_condition_input(logits_of, masked, share, generator)
+    return self_condition_input(lambda r: predict_logits(model, xt if r is None else xt[r], t if r is None else t[r],
+                                                         mask_id), masked, share, generator)
 
 
 def check_band(cfg):
@@ -70,11 +69,10 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
     B, L = x0.shape
     if t is None:
         t = stratified_times(B, schedule.T, generator, x0.device)
-    # mask_span > 1 masks aligned runs whole (corrupt's span). The same weighted sum is then the NELBO of a
-    # run-level absorbing process (a run is one super-token; the factorised denoiser gives -log p(run) = sum
-    # of its CEs; the random phase is a latent with a uniform prior), so it is still an upper bound on
-    # -log p(x0), but for a sampler that reveals whole runs: not the per-token bound, which validation
-    # (bound below, mask_span=0) always reports.
+    # mask_span > 1 masks aligned runs whole (corrupt's span): the same weighted sum is then the NELBO of a run-level
+    # absorbing process (a run is one super-token, -log p(run) the sum of its CEs, the random phase a latent with a
+    # uniform prior), an upper bound on -log p(x0) for a sampler that reveals whole runs; validation reports the
+    # per-token bound (mask_span=0).
     xt, masked = corrupt(x0, t, schedule, mask_id, generator, span=opts.mask_span)
     sc = self_condition(model, xt, t, masked, mask_id, opts.self_cond, generator) if opts.self_cond else None
     if opts.masked_only and opts.loss_type != "all_ce":  # unmasked positions carry zero loss: skip their logits
@@ -133,12 +131,10 @@ def loss(model, x, cfg, schedule, tok, draw):
     if cfg.time_beta:  # t from a proposal, the loss importance-weighted back to uniform t
         t, weight = proposal_times(beta_proposal(schedule.T, cfg.time_beta), len(x), draw.offset, draw.total, draw.u,
                                    device=x.device)
-    elif (cfg.mask_min, top) != (0, 1):  # BD3-LM's clipped band, here for the whole window: t stratified over
-        band = band_times(schedule, cfg.mask_min, top)  # the band's times, no reweighting (a biased, less noisy
-        strata = stratified_times(len(x), len(band), offset=draw.offset, total=draw.total, u=draw.u)  # objective; eval
-        t, weight = band[strata - 1].to(x.device), None  # is the full bound)
-    else:
-        t, weight = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u), None
+    else:  # t stratified over the band's times, unweighted: every t, or BD3-LM's clipped band for the whole window
+        band = band_times(schedule, cfg.mask_min, top)  # (clipped: a biased, less noisy objective; eval: the full bound)
+        strata = stratified_times(len(x), len(band), offset=draw.offset, total=draw.total, u=draw.u)
+        t, weight = band[strata - 1].to(x.device), None
     opts = LossOptions(cfg.loss_type, cfg.head_on_masked_only, cfg.mask_span, 0.5 if cfg.self_cond else 0.0)
     return diffusion_loss(model, x, schedule, tok.mask_id, opts, draw.generator, t=t, weight=weight)[0]
 
