@@ -209,19 +209,18 @@ class Transformer(nn.Module):
         Returns logits (B, L, V) in float32, or (N, V) for the N True entries of positions (B, L) bool, or
         (B, head_cols, V) for the first head_cols columns (a slice: no host sync, no graph break under compile)."""
         B, L = idx.shape
+        assert t is not None or self.args.time_cond == "none", "time-conditioned model needs t"
         if rope_pos is None:
             assert start_pos + L <= self.args.block_size, f"sequence of {start_pos + L} exceeds block_size {self.args.block_size}"
             rope_pos = slice(start_pos, start_pos + L)
         cos, sin = self.rope_cos[rope_pos][None, None], self.rope_sin[rope_pos][None, None]
         x = self.tok_emb(idx)
         if self.time_emb is not None:
-            assert t is not None, "time-conditioned model needs t"
             x = x + self.time_emb(t)[:, None, :]
         if self.sc_proj is not None and sc is not None:
             x = x + self.sc_proj(sc.to(x.dtype) @ self.tok_emb.weight)
         mods, final = [None] * len(self.layers), None
         if self.adaln is not None:
-            assert t is not None, "time-conditioned model needs t"
             mods, final = self.adaln(t)
         x = self.drop(x)
         for layer, mod in zip(self.layers, mods):
