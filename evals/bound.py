@@ -69,9 +69,7 @@ def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=
     # slices of [0, 1), so even one draw per window covers the time axis evenly (same expectation, far less noise);
     # an objective with several times per window (a t per block) gets a permutation per time, so they are unrelated
     N, k_times = len(windows), obj.eval_times(cfg, windows.size(1))
-    perm = torch.randperm(N, generator=g)[:, None]
-    if k_times > 1:
-        perm = torch.cat([perm] + [torch.randperm(N, generator=g)[:, None] for _ in range(k_times - 1)], 1)  # (N, k)
+    perm = torch.stack([torch.randperm(N, generator=g) for _ in range(max(k_times, 1))], 1)  # (N, k)
     for i in range(0, N, cfg.batch_size):
         x = windows[i:i + cfg.batch_size].to(device)
         if k_times == 0:  # exact: one pass, no times

@@ -6,6 +6,7 @@ of held-out spans. Used by evals/samples.py, evals/report.py (train.py's final r
     python -c "from evals.metrics import distinct_n; print(distinct_n(['a b a b'], 2))"   # 2 unique / 3
 """
 import math
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
@@ -119,11 +120,7 @@ def infill_recovery(model, windows, cfg, schedule, mask_id, span, generator=None
 
 def char_ngrams(texts, n):
     """Counts of the character n-grams inside each text (none across two texts), pooled: {n-gram: count}."""
-    counts = {}
-    for t in texts:
-        for i in range(len(t) - n + 1):
-            counts[t[i:i + n]] = counts.get(t[i:i + n], 0) + 1
-    return counts
+    return Counter(t[i:i + n] for t in texts for i in range(len(t) - n + 1))
 
 
 def js_divergence(p, q):
