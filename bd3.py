@@ -176,12 +176,10 @@ def pending_mask(n0, m, block, device):
 
 
 class CachedBlockModel:
-    """What denoise() calls as its model while it denoises one block: it is handed the window (clean context,
-    then the block) and returns logits for positions inside the block, running only the block through the network
-    against the cached context. Context the cache lacks (the prompt, the block finished last, a window recomputed
-    after a jump) rides along in the same pass and enters the cache: no extra forward. denoise() may pass a subset
-    of the rows (threshold decoding drops finished samples); their cache rows are found by their context ids
-    (rows with equal ids have equal keys/values)."""
+    """denoise()'s model while it denoises one block: handed the window (clean context, then the block), it runs only
+    the block through the network against the cached context. Context the cache lacks (the prompt, the block finished
+    last, a window recomputed after a jump) rides along in the same pass and enters the cache. denoise() may pass a
+    subset of the rows (threshold decoding drops finished ones): their cache rows are those with equal context ids."""
 
     def __init__(self, model, cache, block):
         self.model, self.cache, self.block, self.args = model, cache, block, model.args

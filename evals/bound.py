@@ -1,9 +1,9 @@
 """The validation score of any objective over fixed windows, with a standard error: the bound (diffusion) or the
 exact NLL (AR), per token and in bits per character. train.py's evals and scripts/eval.py both call evaluate().
 
-The bound is estimated per window with n_t stratified times t_k = floor((k + u) / n_t * T) + 1 (u ~ U[0,1) per
-window), which is unbiased for (1/T) sum_t of the per-t terms; the standard error is the spread of those per-window
-estimates over the fixed windows. mc_se_max bounds the part of it due to the random t and masks, from the
+The bound is estimated per window at n_t times stratified over all N windows: window w's k-th draw lies in stratum
+k * N + perm[w] of N * n_t equal slices of [0, 1) (a permutation per time for a t per block), unbiased for (1/T)
+sum_t of the per-t terms; the standard error is the spread of the per-window estimates over the fixed windows. mc_se_max bounds the part of it due to the random t and masks, from the
 differences of neighbouring strata ("collapsed strata", Cochran 1977 §5A.12): an upper bound, since it also counts
 the drift between strata.
 
@@ -65,9 +65,7 @@ def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=
     g = torch.Generator().manual_seed(seed)
     per_seq, mc_var, correct, n_scored, T = [], [], 0, 0, schedule.T
     ent_sum, ent_cnt = torch.zeros(ENTROPY_BINS, dtype=torch.float64), torch.zeros(ENTROPY_BINS, dtype=torch.float64)
-    # t stratified over all windows too: window w's k-th draw lies in stratum k * N + perm[w] of N * n_t equal
-    # slices of [0, 1), so even one draw per window covers the time axis evenly (same expectation, far less noise);
-    # an objective with several times per window (a t per block) gets a permutation per time, so they are unrelated
+    # strata over all windows (module docstring): even one draw per window covers the time axis evenly
     N, k_times = len(windows), obj.eval_times(cfg, windows.size(1))
     perm = torch.stack([torch.randperm(N, generator=g) for _ in range(max(k_times, 1))], 1)  # (N, k)
     for i in range(0, N, cfg.batch_size):

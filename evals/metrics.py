@@ -1,7 +1,7 @@
 """Sample metrics (the validation bound is evals/bound.py): reverse-step token change rate, distinct-n,
-sample entropy, generative perplexity under an AR scorer (ar_nll: per-token NLL of a continuation given
-its prefix, under our own AR baseline: same data, same tokenizer, no retokenization), and infill recovery
-of held-out spans. Used by evals/samples.py, evals/report.py (train.py's final report) and scripts/eval.py.
+sample entropy, generative perplexity under an AR scorer (ar_nll: per-token NLL of a continuation given its prefix,
+under our own AR baseline: same data, same tokenizer, no retokenization), infill recovery of held-out spans and the
+n-gram JS divergence to reference text.
 
     python -c "from evals.metrics import distinct_n; print(distinct_n(['a b a b'], 2))"   # 2 unique / 3
 """
@@ -67,9 +67,8 @@ def ar_nll(model, seqs, n_prompt):
 
 @torch.no_grad()
 def windowed_ar_nll(model, seqs, n_prompt):
-    """ar_nll for sequences longer than the scorer's context W: windows of W + 1 tokens, each token scored once
-    with at least W // 2 tokens of context before it (or all it has), about W // 2 new tokens per window.
-    Returns (B, S - n_prompt) float32, as ar_nll."""
+    """ar_nll (B, S - n_prompt) for sequences longer than the scorer's context W: windows of W + 1 tokens, each token
+    scored once with at least W // 2 tokens of context before it (or all it has), ~W // 2 new tokens per window."""
     B, S = seqs.shape
     W = model.args.block_size
     if S - 1 <= W:
@@ -83,10 +82,8 @@ def windowed_ar_nll(model, seqs, n_prompt):
 
 
 def gen_ppl(scorer, seqs, n_prompt, batch_size=32):
-    """Generative perplexity: exp(mean NLL of seqs[:, n_prompt:] given what precedes them) under an
-    AR scorer. seqs (N, S) long, n_prompt >= 1 tokens of context that are not scored; longer than the scorer's
-    context, each token is scored with at least half that context before it (windowed_ar_nll).
-    Returns (gen-PPL, mean NLL in nats/token)."""
+    """Generative perplexity: exp(mean NLL of seqs[:, n_prompt:] given what precedes them) under an AR scorer
+    (windowed past its context). seqs (N, S) long, n_prompt >= 1. Returns (gen-PPL, mean NLL in nats/token)."""
     nll = torch.cat([windowed_ar_nll(scorer, seqs[i:i + batch_size], n_prompt) for i in range(0, len(seqs), batch_size)])
     mean = nll.double().mean().item()
     return math.exp(mean), mean
@@ -112,9 +109,8 @@ def infill_recovery(model, windows, cfg, schedule, mask_id, span, generator=None
     for i in range(0, N, batch_size):
         x, gm = windows[i:i + batch_size].to(device), gen_mask[i:i + batch_size].to(device)
         out, _ = objectives.get(cfg.objective).sample(model, x.clone(), gm, cfg, schedule, mask_id, generator)
-        right = (out == x) | ~gm  # (B, L) fixed text counts as right, so a row is exact iff its span is
         hits += ((out == x) & gm).sum().item()
-        exact += right.all(1).sum().item()
+        exact += ((out == x) | ~gm).all(1).sum().item()  # fixed text counts as right: a row is exact iff its span is
     return dict(infill_exact=exact / N, infill_acc=hits / (N * span), infill_span=span, infill_n=N)
 
 

@@ -49,8 +49,7 @@ def draw(model, cfg, start, gen_len, n, batch_size, mask_id, device, generator, 
         B = min(batch_size, n - i)
         x = torch.cat([torch.tensor(start, dtype=torch.long, device=device).repeat(B, 1),
                        torch.full((B, gen_len), mask_id, device=device)], 1)
-        gen_mask = torch.zeros_like(x, dtype=torch.bool)
-        gen_mask[:, len(start):] = True
+        gen_mask = torch.arange(x.size(1), device=device).expand_as(x) >= len(start)
         x, stats = obj.sample(model, x, gen_mask, cfg, schedule, mask_id, generator, on_step=on_step)
         out.append(x.cpu())
         nfe += stats["nfe_per_sample"]
