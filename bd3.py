@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import AR_ONLY, LossOptions, band_times, no_mask_logit, self_condition_input, stratum_time
+from common import AR_ONLY, LossOptions, band_times, no_mask_logit, self_condition_input, stratified_times
 from diffusion import check_band
 from sampler import SamplerOptions
 from utils.errors import UserError
@@ -63,14 +63,11 @@ BD3_LOSSES = ("elbo", "all_ce")  # config.bd3_loss
 
 
 def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, total=None, u=None):
-    """A time for every block of n sequences: (n, n_blocks) long. The n * n_blocks draws take one stratum each of
-    [0, 1) out of the global batch's total * n_blocks (shared u, as stratified_times), mapped onto `allowed`, then
-    shuffled over (sequence, block) with `generator` so the blocks of one sequence get unrelated strata."""
-    total = (total or n) * n_blocks
-    if u is None:
-        u = torch.rand((), generator=generator, dtype=torch.float64)
-    i = torch.arange(offset * n_blocks, (offset + n) * n_blocks, dtype=torch.float64)
-    idx = stratum_time(i, u, total, len(allowed)) - 1
+    """A time for every block of n sequences: (n, n_blocks) long. The n * n_blocks draws are stratified_times over
+    the global batch's total * n_blocks blocks, mapped onto `allowed`, then shuffled over (sequence, block) with
+    `generator` so the blocks of one sequence get unrelated strata."""
+    idx = stratified_times(n * n_blocks, len(allowed), generator, offset=offset * n_blocks,
+                           total=(total or n) * n_blocks, u=u) - 1
     perm = torch.randperm(len(idx), generator=generator)
     return allowed[idx[perm]].view(n, n_blocks).to(device)
 

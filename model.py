@@ -126,10 +126,9 @@ def timestep_embedding(t_frac, dim, max_period=10000.0):
 
 
 class AdaLN(nn.Module):
-    """adaLN-Zero time conditioning (DiT, Peebles & Xie 2023): sinusoid(t/T) -> MLP -> c, and from c
-    per layer a shift, scale and gate for the attention and MLP inputs, plus a final shift/scale
-    before the head. The modulation layers start at zero, so at init every layer is the identity
-    and the output ignores t. Biases here (as in DiT) let the gates be non-zero at any t."""
+    """adaLN-Zero (module docstring): sinusoid(t/T) -> MLP -> c -> per layer 6 modulations, plus a final shift/scale
+    before the head. Zero-initialised, so at init every layer is the identity and the output ignores t; biases (as
+    DiT's) let the gates be non-zero at any t."""
 
     def __init__(self, a: ModelArgs):
         super().__init__()
