@@ -3,9 +3,9 @@ exact NLL (AR), per token and in bits per character. train.py's evals and script
 
 The bound is estimated per window at n_t times stratified over all N windows: window w's k-th draw lies in stratum
 k * N + perm[w] of N * n_t equal slices of [0, 1) (a permutation per time for a t per block), unbiased for (1/T)
-sum_t of the per-t terms; the standard error is the spread of the per-window estimates over the fixed windows. mc_se_max bounds the part of it due to the random t and masks, from the
-differences of neighbouring strata ("collapsed strata", Cochran 1977 §5A.12): an upper bound, since it also counts
-the drift between strata.
+sum_t of the per-t terms; the standard error is the spread of the per-window estimates over the fixed windows.
+mc_se_max bounds the part of it due to the random t and masks, from the differences of neighbouring strata
+("collapsed strata", Cochran 1977 §5A.12): an upper bound, since it also counts the drift between strata.
 
     res = evaluate(model, windows, cfg, schedule, tok, n_t=8, chars_per_token=1.0)   # cfg.batch_size windows a pass
 """
@@ -65,9 +65,8 @@ def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=
     g = torch.Generator().manual_seed(seed)
     per_seq, mc_var, correct, n_scored, T = [], [], 0, 0, schedule.T
     ent_sum, ent_cnt = torch.zeros(ENTROPY_BINS, dtype=torch.float64), torch.zeros(ENTROPY_BINS, dtype=torch.float64)
-    # strata over all windows (module docstring): even one draw per window covers the time axis evenly
     N, k_times = len(windows), obj.eval_times(cfg, windows.size(1))
-    perm = torch.stack([torch.randperm(N, generator=g) for _ in range(max(k_times, 1))], 1)  # (N, k)
+    perm = torch.stack([torch.randperm(N, generator=g) for _ in range(max(k_times, 1))], 1)  # (N, k): see the top
     for i in range(0, N, cfg.batch_size):
         x = windows[i:i + cfg.batch_size].to(device)
         if k_times == 0:  # exact: one pass, no times

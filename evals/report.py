@@ -125,8 +125,7 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
     n = max(cfg.num_samples, 4)
     prompt_len = len(tok.encode(cfg.prompt))
     gen_len = min(cfg.gen_len, cfg.block_size - prompt_len - obj.WINDOW)
-    # the denoising trace of sample 0 (its frame sized for prompt + gen_len tokens)
-    writer = open_trace(cfg, prompt_len + gen_len, chars_per_token) if obj.TRACE else None
+    writer = open_trace(cfg, prompt_len + gen_len, chars_per_token) if obj.TRACE else None  # sample 0's trace
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
     print(f"sampling {n} x {gen_len} tokens" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
     with StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:
