@@ -218,9 +218,7 @@ class Transformer(nn.Module):
             x = x + self.time_emb(t)[:, None, :]
         if self.sc_proj is not None and sc is not None:
             x = x + self.sc_proj(sc.to(x.dtype) @ self.tok_emb.weight)
-        mods, final = [None] * len(self.layers), None
-        if self.adaln is not None:
-            mods, final = self.adaln(t)
+        mods, final = self.adaln(t) if self.adaln is not None else ([None] * len(self.layers), None)
         x = self.drop(x)
         for layer, mod in zip(self.layers, mods):
             x = layer(x, cos, sin, kv_cache, mod, attn_mask)
