@@ -107,9 +107,8 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
     probability 1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed that is T * w(t),
     so the sum over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); a clipped band estimates only its share
     (train with it, never report it). opts: the switches of common.LossOptions; loss_type='all_ce' trains the
-    plain CE of every noisy position, no w(t) (-0.036 nats/char at the baby budget, RESULTS.md). The NELBO returned
-    is the same whatever is trained.
-    Returns (loss, per-sequence NELBO in nats/token (B,), dict(t, t_tok (B, L), masked, logits, ce))."""
+    plain CE of every noisy position, no w(t) (-0.036 nats/char at the baby budget, RESULTS.md); the NELBO returned
+    is the same. Returns (loss, per-sequence NELBO in nats/token (B,), dict(t, t_tok (B, L), masked, logits, ce))."""
     B, L = x0.shape
     assert L % block == 0 and not opts.mask_span, f"block {block} must divide the window {L}; span masking is mdlm's"
     allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed

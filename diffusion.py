@@ -30,10 +30,9 @@ LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
 
 # ---------------------------------------------------------------------------- forward process and loss
 def corrupt(x0, t, schedule, mask_id, generator=None, span=0):
-    """q(xt | x0): every token independently becomes [MASK] with probability 1 - alpha(t).
-    span > 1: span masking instead; aligned runs of `span` tokens (random phase per sequence) are
-    masked whole, each with probability 1 - alpha(t), so every token's mask probability is unchanged.
-    x0 (B, L) long, t (B,) long. Returns xt (B, L) and the boolean mask (B, L)."""
+    """q(xt | x0): every token independently becomes [MASK] with probability 1 - alpha(t). span > 1: aligned runs of
+    `span` tokens (random phase per sequence) are masked whole instead, each with probability 1 - alpha(t), so every
+    token's mask probability is unchanged. x0 (B, L) long, t (B,) long. Returns xt (B, L) and the mask (B, L) bool."""
     p = schedule.mask_prob(t).to(torch.float32)[:, None]  # (B, 1)
     if span > 1:  # CPU draws: same on any device
         B, L = x0.shape

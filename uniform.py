@@ -142,8 +142,7 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
     x = torch.where(gen_mask, real[torch.randint(0, V, (B, L), generator=generator).to(dev)], x)  # x_T
     grid, alpha = time_grid(schedule.T, steps), schedule.alpha.to(dev)
     conf, none = torch.zeros(B, L, dtype=torch.float64, device=dev), torch.zeros_like(gen_mask)
-    for i in range(steps):
-        t, s = grid[i], grid[i + 1]
+    for i, (t, s) in enumerate(zip(grid, grid[1:])):
         tt = torch.full((B,), t, dtype=torch.long, device=dev)
         logits = no_mask_logit(model(x, tt), mask_id).index_select(-1, real)  # (B, L, V)
         logp0 = filter_logits(logits, temperature, opts.top_k, opts.top_p)  # float64, -inf outside top-k/top-p
