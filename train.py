@@ -33,7 +33,7 @@ from evals.bound import evaluate, reported
 from evals.report import (estimate_line, eta_seconds, final_report, first_step_line, fmt_eta, fmt_time, long_run_note,
                           loss_label, steady_step_s, units)
 from model import ModelArgs, Transformer
-from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, save_run_checkpoint, trim_metrics
+from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, read_checkpoint, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
 from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, grad_accum_steps, grad_scaler,
                         init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state, synchronize)
@@ -73,6 +73,7 @@ class Data:
     val_cpt: float            # characters per scored token in val_windows (bits/char)
     meta: dict
     window: int               # tokens per training window: block_size, + 1 for AR
+    source: dict = None       # the --init_from checkpoint (read once: its tokenizer here, its weights in build)
 
 
 @dataclass
@@ -86,6 +87,7 @@ class Run:
     margs: ModelArgs
     schedule: Schedule
     metrics_path: str
+    flops_tok: float          # training FLOPs per token (the objective's estimate): MFU
     start_iter: int = 0
     best_val: float = float("inf")
     best_iter: int = -1       # the eval best.pt holds
@@ -175,8 +177,9 @@ def setup(argv):
 # ---------------------------------------------------------------- data and tokenizer
 def load_data(cfg, env):
     tok = tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
-    if cfg.init_from and not env.resume:
-        tok = source_tokenizer(cfg.init_from, cfg.tokenizer, cfg.objective)  # the source's tokenizer, as --resume does it
+    source = read_checkpoint(cfg.init_from) if cfg.init_from and not env.resume else None  # a resumed run has its own
+    if source is not None:
+        tok = source_tokenizer(cfg.init_from, cfg.tokenizer, cfg.objective, source)  # as --resume does it
     if env.world > 1 and not env.master:
         torch.distributed.barrier()  # rank 0 encodes the token cache first; the others then read it
     tok, train_ids, val_ids, meta = prepare_data(cfg, tok, verbose=env.master)
@@ -196,7 +199,7 @@ def load_data(cfg, env):
            f"({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token on val "
            f"({val_cpt:.3f} in the {len(val_windows)} disjoint eval windows of its dev half"
            f"{'' if len(val_windows) == asked else f', all the split holds of the {asked} asked'})")
-    return cfg, Data(tok, train_ids, val_ids, val_windows, val_cpt, meta, window)
+    return cfg, Data(tok, train_ids, val_ids, val_windows, val_cpt, meta, window, source)
 
 
 # ---------------------------------------------------------------- model, optimizer, resume
@@ -204,8 +207,8 @@ def build(cfg, env, data):
     """The model and its estimates; then (unless max_iters=0) the optimizer, EMA and the resumed state."""
     margs = objectives.model_args(cfg, data.tok.vocab_size)
     model = Transformer(margs).to(env.device)
-    if cfg.init_from and not env.resume:  # a resumed run has its own weights
-        print0(load_weights_into(model, cfg.init_from, data.tok))
+    if data.source is not None:
+        print0(load_weights_into(model, cfg.init_from, data.tok, data.source))
     flops_tok, seq = objectives.get(cfg.objective).flops(model, cfg)
     print0(f"model: {model.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
            f"{cfg.total_batch_size:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x "
@@ -217,6 +220,7 @@ def build(cfg, env, data):
         return None
     run = Run(model=model, raw_model=model, eval_model=model, opt=build_optimizer(model, cfg, env.device), ema=None,
               margs=margs, schedule=schedule, metrics_path=os.path.join(cfg.out_dir, "metrics.jsonl"),
+              flops_tok=flops_tok,
               loss_acc=torch.zeros((), device=env.device), bad_iter=torch.full((), -1, device=env.device, dtype=torch.long),
               scaler=grad_scaler(env.device, env.dtype_name))
     if env.resume:
@@ -327,7 +331,6 @@ def save_checkpoints(cfg, env, data, run, it, res):
 # ---------------------------------------------------------------- training loop
 def train(cfg, env, data, run):
     run.model.train()
-    flops_step = objectives.get(cfg.objective).flops(run.raw_model, cfg)[0] * cfg.total_batch_size
     peak = peak_flops(env.device)
     t_last, tokens_since, timed_iters, window_s, noted = time.time(), 0, 0, [], False  # window_s: s/step per log line
     run.t_start, train_time = time.time(), 0.0
@@ -364,7 +367,7 @@ def train(cfg, env, data, run):
             window_s.append(dt / timed_iters)
             step_s, settled = steady_step_s(window_s)  # a median of recent windows: the first steps run slow
             eta = eta_seconds(cfg, env.accum, run.eval_s, it + 1, step_s, EVAL_T)
-            mfu = f" | mfu {flops_step * timed_iters / dt / peak * 100:.1f}%" if peak else ""
+            mfu = f" | mfu {run.flops_tok * cfg.total_batch_size * timed_iters / dt / peak * 100:.1f}%" if peak else ""
             print0(f"iter {it + 1}/{cfg.max_iters} | {loss_name} {loss_avg:.4f} | lr {lr:.2e} | "
                    f"{dt / timed_iters * 1000:.0f} ms/it | {tps:,.0f} tok/s{mfu} | {fmt_eta(eta, settled)}")
             note, noted = long_run_note(cfg, env.device, eta) if settled and not noted else "", noted or settled

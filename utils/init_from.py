@@ -25,12 +25,11 @@ INPUT_PREFIXES = ("time_emb.", "adaln.", "sc_proj.")         # the time and self
 CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> target objective, besides X -> X
 
 
-def source_tokenizer(path, kind, objective=None):
-    """The source's tokenizer, which the new run encodes its data with; kind is the run's --tokenizer. objective:
-    the run's, checked against the source's here, before any data is read."""
-    ckpt = read_checkpoint(path)
-    if objective is not None:  # checkpoints from before the objective key were all mdlm
-        check_conversion(ckpt.get("config", {}).get("objective", "mdlm"), objective, path)
+def source_tokenizer(path, kind, objective, ckpt=None):
+    """The source's tokenizer, which the new run encodes its data with; kind and objective are the run's, checked
+    against the source's here, before any data is read. ckpt: the source when already read (else path is read)."""
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
+    check_conversion(ckpt.get("config", {}).get("objective", "mdlm"), objective, path)  # before the key: all mdlm
     tok = tokenizer_from_state(ckpt["tokenizer"])
     if tok.kind != kind:
         raise UserError(f"--init_from={path} has a {tok.kind} tokenizer, this run asks for --tokenizer={kind}: "
@@ -54,10 +53,11 @@ def open_adaln(adaln):
             lin.bias.view(6, -1)[[2, 5]] = 1.0  # (shift, scale, gate) for attention, then for the MLP: model.Layer
 
 
-def load_weights_into(model, path, tok):
+def load_weights_into(model, path, tok, ckpt=None):
     """Copy the source's weights (its EMA weights if it kept them, as load_model does) into model, in place.
-    tok is the run's tokenizer; it must be the source's. Returns one line saying what was converted."""
-    ckpt = read_checkpoint(path)
+    tok is the run's tokenizer; it must be the source's. ckpt: as for source_tokenizer. Returns one line saying
+    what was converted."""
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
     src_args, src_cfg = ckpt["model_args"], ckpt.get("config", {})
     fix = "(--init_from keeps the architecture and the tokenizer: match the source or train from scratch)"
     source_fp = fingerprint(tokenizer_from_state(ckpt["tokenizer"]))
