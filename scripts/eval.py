@@ -8,18 +8,14 @@ Run from the repo root:
     python scripts/eval.py artifacts/models/baby_bd3_4/model.pt artifacts/models/baby_ar/model.pt --n-samples 0 --infill-len 0
     python scripts/eval.py artifacts/models/baby/model.pt --diffusion-steps 1000 --n-samples 0 --infill-len 0  # finer chain
 
-Per checkpoint: the validation bound (diffusion) or exact NLL (AR) in bits/char +- a standard error,
-estimated with --n-t stratified times per window (more than training's eval uses); nats/token and
-perplexity; masked reconstruction accuracy and entropy per timestep; for --n-samples samples of
---gen-len tokens after the prompt (or the AR start token): reverse-step token change rate,
-distinct-2/-3, sample entropy and generative perplexity under --ar-checkpoint (an AR model trained
-with the same tokenizer: fingerprints must match, else exit 2); infill recovery of --infill-len
-held-out tokens given prefix and suffix (exact match and token = character accuracy). Columns
-that only mean something for diffusion read n/a for AR checkpoints. Block diffusion (bd3) checkpoints
-report their block-diffusion bound (each block's t stratified over the windows) on the same windows,
-sample block by block (--steps per block) and have no infill row. Plots: scripts/plot.py. Samplers compared
-as curves over temperature (gen-PPL read at the held-out entropy, speed): scripts/frontier.py.
-A progress bar on a terminal counts the forward passes (bound, samples, infill) and gives an ETA.
+Per checkpoint: the validation bound (diffusion) or exact NLL (AR) in bits/char ± a standard error, from --n-t
+stratified times per window; nats/token and perplexity; masked reconstruction accuracy and entropy per timestep; for
+--n-samples samples of --gen-len tokens after the prompt (or the AR start token): reverse-step token change rate,
+distinct-2/-3, sample entropy and gen-PPL under --ar-checkpoint (an AR model with the same tokenizer fingerprint);
+infill recovery of --infill-len held-out tokens given prefix and suffix. Rows that only mean something for diffusion
+read n/a for AR. Block diffusion (bd3) reports its block-diffusion bound on the same windows, samples block by block
+(--steps per block) and has no infill row. Plots: scripts/plot.py; samplers as curves over temperature:
+scripts/frontier.py. A progress bar on a terminal counts the forward passes and gives an ETA.
 """
 import json
 import os
@@ -46,6 +42,7 @@ from utils.cli import ArgParser, at_least, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
+
 
 def parse_args(argv):
     p = ArgParser(prog="scripts/eval.py", description="Evaluate diffusion and AR checkpoints into one table.")
@@ -79,8 +76,7 @@ def parse_args(argv):
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="autocast of the forward passes, as train.py's "
                    "--dtype: auto = bf16 on a CUDA GPU that has it (fp16 on one that does not), fp32 elsewhere")
     p.add_argument("--json", type=output, default="", help="also write every figure here (atomically)")
-    a = p.parse_args(argv)
-    return a
+    return p.parse_args(argv)
 
 
 def tokens_seen(ckpt):
@@ -95,10 +91,8 @@ def load_run(path, args, device):
     """Model, tokenizer, config and the sampling config for one checkpoint; every check before any work."""
     model, ckpt = load_model(path, device)
     cfg = config_from_dict(ckpt["config"])
-    if args.data_path:
-        cfg = replace(cfg, data_path=args.data_path)
-    if args.val_path is not None:
-        cfg = replace(cfg, val_path=args.val_path)
+    cfg = replace(cfg, data_path=args.data_path) if args.data_path else cfg
+    cfg = replace(cfg, val_path=args.val_path) if args.val_path is not None else cfg
     tok = tokenizer_from_state(ckpt["tokenizer"])
     obj = objectives.get(cfg.objective)
     if args.diffusion_steps:
@@ -223,9 +217,6 @@ def paired_with_first(rows):
 
 def table(rows, val_entropy, judge="none"):
     """Metrics down, runs across: easier to read than 15 columns."""
-    def get(r, k, spec):
-        return fmt(r.get(k), spec)
-
     def bound(r):
         rel = "=" if r["exact"] else "<="
         return f"{rel} {r['bits_per_char']:.4f} ± {r['bpc_se']:.4f}"
@@ -241,24 +232,24 @@ def table(rows, val_entropy, judge="none"):
         ("params", lambda r: f"{r['params']:,}"),
         ("tokens seen", lambda r: f"{r['tokens_seen']:,}"),
         (f"{rows[0].get('split', 'val')} NLL/bound (bits/char)", bound),
-        ("  MC share of the ±, at most (bits/char)", lambda r: get(r, "mc_bpc_max", ".4f")),
+        ("  MC share of the ±, at most (bits/char)", lambda r: fmt(r.get("mc_bpc_max"), ".4f")),
         (f"{rows[0].get('split', 'val')} NLL/bound (nats/token)", lambda r: f"{r['nats_per_token']:.4f}"),
         ("  minus the first run's, paired (nats/char)", lambda r: "n/a (other windows)" if r.get("paired_vs_first", 0)
          is None else "%+.4f ± %.4f" % r["paired_vs_first"] if "paired_vs_first" in r else "-"),
         ("perplexity (per token)", lambda r: f"{r['ppl']:.3f}"),
-        ("masked recon accuracy (fraction)", lambda r: get(r, "recon_acc", ".4f")),
+        ("masked recon accuracy (fraction)", lambda r: fmt(r.get("recon_acc"), ".4f")),
         ("entropy by t, low->high (nats)", ent),
-        ("reverse-step change rate (fraction)", lambda r: get(r, "change_rate", ".4f")),
-        ("distinct-2 (fraction)", lambda r: get(r, "distinct_2", ".4f")),
-        ("distinct-3 (fraction)", lambda r: get(r, "distinct_3", ".4f")),
+        ("reverse-step change rate (fraction)", lambda r: fmt(r.get("change_rate"), ".4f")),
+        ("distinct-2 (fraction)", lambda r: fmt(r.get("distinct_2"), ".4f")),
+        ("distinct-3 (fraction)", lambda r: fmt(r.get("distinct_3"), ".4f")),
         (f"sample entropy (nats; val {val_entropy:.3f})" if val_entropy else "sample entropy (nats; val at its length)"
          if any(r.get("val_sample_entropy") for r in rows) else "sample entropy (nats)",
-         lambda r: get(r, "sample_entropy", ".3f") + ("" if val_entropy or r.get("val_sample_entropy") is None
-                                                      else f" (val {r['val_sample_entropy']:.3f})")),
+         lambda r: fmt(r.get("sample_entropy"), ".3f") + ("" if val_entropy or r.get("val_sample_entropy") is None
+                                                          else f" (val {r['val_sample_entropy']:.3f})")),
         (f"gen-PPL (per token; judge {judge})",
-         lambda r: get(r, "gen_ppl", ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
-        ("infill exact match (fraction)", lambda r: get(r, "infill_exact", ".4f")),
-        ("infill token/char acc (fraction)", lambda r: get(r, "infill_acc", ".4f")),
+         lambda r: fmt(r.get("gen_ppl"), ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
+        ("infill exact match (fraction)", lambda r: fmt(r.get("infill_exact"), ".4f")),
+        ("infill token/char acc (fraction)", lambda r: fmt(r.get("infill_acc"), ".4f")),
     ]
     cells = [[label] + [f(r) for r in rows] for label, f in lines]
     widths = [max(len(c[i]) for c in cells) for i in range(len(rows) + 1)]

@@ -1,11 +1,10 @@
-"""Sample frontiers: judge samplers by curves, not by one point. For each checkpoint, a grid of samplers (every
-combination of the --grid values; AR checkpoints take --ar-grid), and per point: NFE (forward passes per sample),
-sample entropy, gen-PPL under an AR judge, distinct-2/3, and the Jensen-Shannon divergence between the samples' and
-held-out text's character n-gram distributions (n = 1..4, pooled over the samples, and their mean): a sampler that
-repeats itself can lower gen-PPL, but not that divergence. A curve is one sampler (every setting but temperature);
-its points are the temperatures. Read a frontier at the held-out text's own entropy: lower gen-PPL and lower
-divergence there is the better sampler (printed, and in the JSON as each run's at_held_out: the curve interpolated
-between the two temperatures that bracket that entropy; null where the curve never reaches it).
+"""Sample frontiers: judge samplers by curves, not by one point. For each checkpoint, every combination of the --grid
+values (AR checkpoints: --ar-grid), and per point: NFE (forward passes per sample), sample entropy, gen-PPL under an
+AR judge, distinct-2/3, and the Jensen-Shannon divergence between the samples' and held-out text's character n-gram
+distributions (n = 1..4, pooled over the samples, and their mean): a sampler that repeats itself can lower gen-PPL,
+not that divergence. A curve is one sampler (every setting but temperature), its points the temperatures. Read at the
+held-out text's own entropy, lower gen-PPL and divergence is the better sampler (printed, and the JSON's at_held_out:
+interpolated between the two temperatures that bracket it; null where the curve never reaches it).
 
     python scripts/frontier.py artifacts/models/baby/model.pt artifacts/models/baby_bd3/model.pt \
         artifacts/models/baby_ar/model.pt --ar-checkpoint artifacts/models/baby_ar/model.pt \
@@ -13,21 +12,18 @@ between the two temperatures that bracket that entropy; null where the curve nev
         --grid temperature=0.8,0.9,1.0 --json artifacts/eval/frontier_baby.json
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json --out artifacts/plots/frontier_baby.png
 
-Held-out text is the validation split cut in half: the first half is the reference distribution; --n-samples
-windows of --gen-len tokens from the second half give the held-out entropy and the divergence of real text of the
-samples' size (the floor a perfect sampler scores: n-gram counts from a few samples are noisy, most of all at n = 4).
-Take many: the held-out entropy read from 32 windows of baby's split is 2.906, from 256 it is 2.973, and a masked-
-diffusion curve climbs from gen-PPL 10 to 19 over that gap (RESULTS.md). 256 samples of 63 characters took ~100 s
-a point for a baby mdlm model at NFE 48 (3 s for its AR, KV-cached) on a 2-core machine shared by six jobs.
-Every point is also timed (--time-batches, --repeats; one thread by default, --threads): wall-clock tokens/s drawing
-a batch of B samples, median of --repeats rounds in which every point of every checkpoint draws once in turn, so the
-AR's rows and diffusion's are timed side by side and a drifting load slows them alike (one untimed warm-up each).
-The reading at the held-out entropy carries tokens/s too; `scripts/plot.py frontier --x speed` plots gen-PPL there
-against tokens/s, one marker per sampler. Samples may run past a model's context where its sampler can (AR and bd3
-slide a window; the judge scores such samples in windows, evals/metrics.windowed_ar_nll).
-A point's settings drop what its objective does not read (AR: steps, order, remask, ...), and the ReMDM keys where
-remask is not remdm, so the grid holds each distinct sampler once. NFE counts passes of whatever each one runs on:
-the whole canvas (mdlm), one block against a KV cache (bd3), one token against a KV cache (AR).
+Held-out text is the validation split cut in half: the first half is the reference distribution; --n-samples windows
+of --gen-len tokens from the second half give the held-out entropy and the divergence real text of the samples' size
+scores (the floor: n-gram counts from few samples are noisy, most at n = 4). Take many: baby's held-out entropy reads
+2.906 from 32 windows, 2.973 from 256, and a masked-diffusion curve climbs from gen-PPL 10 to 19 over that gap
+(RESULTS.md); 256 samples took ~100 s a point for baby mdlm at NFE 48 (3 s for its AR) on 2 shared cores.
+Every point is also timed (--time-batches, --repeats; one thread unless --threads): wall-clock tokens/s drawing a
+batch of B samples, the median of --repeats rounds in which every point of every checkpoint draws once in turn, so a
+drifting load slows AR and diffusion alike (one untimed warm-up each); `scripts/plot.py frontier --x speed` plots
+gen-PPL at the held-out entropy against it. AR and bd3 samples may run past the model's context (a sliding window;
+the judge scores them in windows, evals/metrics.windowed_ar_nll). A point's settings drop what its objective does not
+read, and the ReMDM keys unless remask is remdm, so the grid holds each sampler once. NFE counts passes of whatever
+each runs on: the whole canvas (mdlm), one block (bd3) or one token (AR) against a KV cache.
 """
 import itertools
 import json
@@ -55,9 +51,8 @@ from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
-             "threshold_rule",
-             "semi_ar_length", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off", "corrector_steps",
-             "corrector_frac", "corrector_pick", "temperature_end_share", "draft", "draft_len")
+             "threshold_rule", "semi_ar_length", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
+             "corrector_steps", "corrector_frac", "corrector_pick", "temperature_end_share", "draft", "draft_len")
 REMDM_KEYS = ("remask_eta", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off")
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "remdm_schedule=cap,loop", "corrector_steps=0,4",
                 "temperature=0.8,0.9,1.0"]
@@ -227,7 +222,7 @@ def main(argv):
     torch.set_num_threads(args.threads)  # the CPU's share of every draw (all of it on a CPU)
     print(f"device: {device} ({torch.get_num_threads()} threads); judge {args.ar_checkpoint}; {args.n_samples} samples of {gen_len} tokens per point; "
           f"held-out entropy {held['sample_entropy']:.3f}, n-gram JS of held-out text {held['js_mean']:.4f}")
-    g, rows = torch.Generator().manual_seed(args.seed), []
+    g = torch.Generator().manual_seed(args.seed)
     for r in runs:
         t0 = time.time()
         r["rows"] = grid_of(r, args, judge, start, gen_len, ref, device, g)
@@ -235,11 +230,10 @@ def main(argv):
     speed = [f"tokens_per_s_b{b}" for b in args.time_batches] if args.repeats else []
     if speed:
         time_points(runs, args, start, gen_len, device)
-    for r in runs:
-        rows.append(dict(at_held_out=read_curves(r["rows"], held["sample_entropy"], ("gen_ppl", "js_mean", *speed)),
-                         path=r["path"], name=os.path.basename(os.path.dirname(os.path.abspath(r["path"]))),
-                         objective=r["cfg"].objective, exact=r["obj"].EXACT, seconds=r["seconds"],
-                         self_scored=os.path.samefile(r["path"], args.ar_checkpoint), points=r["rows"]))
+    rows = [dict(at_held_out=read_curves(r["rows"], held["sample_entropy"], ("gen_ppl", "js_mean", *speed)),
+                 path=r["path"], name=os.path.basename(os.path.dirname(os.path.abspath(r["path"]))),
+                 objective=r["cfg"].objective, exact=r["obj"].EXACT, seconds=r["seconds"],
+                 self_scored=os.path.samefile(r["path"], args.ar_checkpoint), points=r["rows"]) for r in runs]
     if args.json:
         with atomic_open(args.json) as f:  # readers never see half a file
             json.dump(dict(settings=vars(args), device=str(device), threads=torch.get_num_threads(),

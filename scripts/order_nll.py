@@ -1,32 +1,29 @@
 """Does the order a diffusion model decodes in change how good its joint is? Each held-out window is revealed one
-token a pass in a fixed order (left to right, right to left, or a random one per window) and every token is scored
-by the pass that reveals it. The mean is an exact NLL, not a bound: that of the autoregressive model the order
-defines. Over uniformly random orders it estimates, without bias, the network's continuous-time NELBO (every k-subset
-is masked with the weight 1/k the integral gives: learning.md), the T -> infinity limit of the T-step chain's bound
-that scripts/eval.py scores (on every checkpoint measured here the finer chain was the tighter: measured, not a
-theorem). If left to right scores what random orders do, the order a sampler reveals in is not what separates its
-samples from an AR's.
+token a pass in a fixed order (left to right, right to left, or a random one per window), every token scored by the
+pass that reveals it. The mean is an exact NLL, not a bound: that of the autoregressive model the order defines. Over
+uniformly random orders it estimates without bias the network's continuous-time NELBO (every k-subset masked with the
+weight 1/k the integral gives: learning.md), the T -> infinity limit of the T-step chain's bound scripts/eval.py
+scores (finer chains read tighter on every checkpoint measured here: measured, not a theorem). If left to right scores
+what random orders do, the reveal order is not what separates a sampler's samples from an AR's.
 
-The network is read as its bound reads it. It must read no time (time_cond='none'): told only which tokens are
-revealed, an order defines no time, so a time-conditioned checkpoint is refused. A self-conditioned one (self_cond)
-reads at each pass the prediction of a fresh first pass that read zeros, as diffusion.py's and bd3.py's bound do (two
-passes a token), so random orders estimate its bound. The sampler reads it otherwise: each pass, the previous pass's
-prediction. --self-cond-read sampler scores that joint instead, what a sampler revealing one token a step in the
-order draws from at temperature 1; its random order then does not estimate the bound (tests/test_order_nll.py
-measures the two apart). Without self-conditioning the two readings are one.
+The network is read as its bound reads it. It must read no time (time_cond='none'): an order defines no time, so a
+time-conditioned checkpoint is refused. A self-conditioned one (self_cond) reads at each pass the prediction of a
+fresh first pass that read zeros, as diffusion.py's and bd3.py's bound do (two passes a token), so random orders
+estimate its bound. --self-cond-read sampler reads the previous pass's prediction instead, as a sampler revealing one
+token a step at temperature 1 does, and scores that joint; its random order then estimates no bound
+(tests/test_order_nll.py measures the two apart).
 
     python scripts/order_nll.py artifacts/models/baby/model.pt --orders random,l2r,r2l
     python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,l2r    # the order inside each block
     python scripts/order_nll.py artifacts/models/baby/model.pt --n-windows 32 --device cpu    # quick look
     python scripts/order_nll.py artifacts/models/baby/model.pt --self-cond-read sampler    # the sampler's joint
 
-Windows: --split's --n-windows fixed windows (test by default), the same tokens scripts/eval.py scores. Prints per order
-nats/token and bits/char +- one standard error over windows, each order's paired difference from the first, and the
-NLL by quarter of the order (the first quarter is read with the window, or block, mostly masked). Masked diffusion
-(mdlm): the order runs over the whole window, L passes. Block diffusion (bd3): blocks are read left to right with
-the clean blocks before them visible, as its sampler reads them, and the order runs inside each block; every block
-takes its k-th token in the same pass (their passes are independent under the block mask), so L' passes a window.
-The AR has one order; uniform-state diffusion has no [MASK] to reveal.
+Windows: --split's --n-windows fixed windows (test by default), the tokens scripts/eval.py scores. Prints per order
+nats/token and bits/char +- one standard error over windows, its paired difference from the first order, and the NLL
+by quarter of the order (the first quarter reads a mostly masked window, or block). mdlm: the order runs over the
+whole window, L passes. bd3: blocks are read left to right with the clean blocks before them visible, as its sampler
+reads them, and the order runs inside each block; every block takes its k-th token in the same pass (independent
+under the block mask), so L' passes a window. The AR has one order; uniform-state diffusion has no [MASK] to reveal.
 """
 import json
 import math
@@ -123,18 +120,15 @@ def check_network(path, objective, model):
                         f"network trained with --time_cond=none (the baby and cpu presets' recipe)")
 
 
-def describe_reading(self_cond):
-    """One line: how the network is read, and what the random order's figure then estimates."""
-    if self_cond is None:
-        return "no self-conditioning: each order is the joint a one-token-a-step sampler draws from; random " \
-               "orders estimate the continuous-time NELBO without bias"
-    if self_cond == "bound":
-        return "self-conditioning read as the bound reads it (a fresh first pass's prediction, 2 passes a token): " \
-               "random orders estimate the continuous-time NELBO without bias (the sampler's joint: " \
-               "--self-cond-read sampler)"
-    return "self-conditioning read as the sampler reads it (the previous pass's prediction): each order is the " \
-           "joint a one-token-a-step sampler draws from; random orders do NOT estimate the bound " \
-           "(--self-cond-read bound)"
+# how the network is read, by self-conditioning reading, and what the random order's figure then estimates
+READINGS = {
+    None: "no self-conditioning: each order is the joint a one-token-a-step sampler draws from; random orders "
+          "estimate the continuous-time NELBO without bias",
+    "bound": "self-conditioning read as the bound reads it (a fresh first pass's prediction, 2 passes a token): random "
+             "orders estimate the continuous-time NELBO without bias (the sampler's joint: --self-cond-read sampler)",
+    "sampler": "self-conditioning read as the sampler reads it (the previous pass's prediction): each order is the joint "
+               "a one-token-a-step sampler draws from; random orders do NOT estimate the bound (--self-cond-read bound)",
+}
 
 
 def parse_args(argv):
@@ -178,7 +172,7 @@ def main(argv):
     block = pass_of(model, cfg, windows[:1], tok.mask_id)[1]
     print(f"{args.checkpoint}: {len(windows)} windows x {L} tokens, one token a pass " +
           (f"in each block of {block} ({block} passes a window)" if block else f"({L} passes a window)") + f", {device}")
-    print(f"  {describe_reading(sc_read)}")
+    print(f"  {READINGS[sc_read]}")
     res, per_window = {}, {}
     for order in args.orders:
         t0, parts = time.time(), []
