@@ -4,24 +4,22 @@ three model sizes.
 
 Baby-shaped models (4 layers, 4 heads, ctx 64, batch 12, lr 1e-3; widths 64/128/184 = 0.20M/0.80M/1.65M params) train
 on the first N characters of nanoGPT's train split of Tiny Shakespeare (first 90%) and validate on its last 10%; one
-long run per model, evaluated every few epochs (train.py's metrics.jsonl), stopped once its best eval is `patience`
-epochs old (a Ctrl-C: best.pt is kept), then scripts/eval.py scores best.pt (128 windows x 8 t; the per-window
-figures pair any two runs). The LR follows one cosine over the planned epochs, so the value at epoch e is not a run
-trained for e epochs. Training FLOPs = train.py's FLOPs per token x tokens seen.
+long run per model, evaluated every few epochs, stopped once its best eval is `patience` epochs old (a Ctrl-C:
+best.pt is kept), then scripts/eval.py scores best.pt (128 windows x 8 t; the per-window figures pair any two runs).
+The LR follows one cosine over the planned epochs, so the value at epoch e is not a run trained for e epochs.
+Training FLOPs = train.py's FLOPs per token x tokens seen.
 
 Run from the repo root (one process at a time, one thread each on a shared CPU):
 
     OMP_NUM_THREADS=1 python scripts/epochs.py                      # every run in RUNS, in order (done ones skipped)
     OMP_NUM_THREADS=1 python scripts/epochs.py --runs mdlm_s08_75k,ar_wd0.1_do0.1_75k
     python scripts/epochs.py --summary-only                         # JSON from the run dirs so far, no training
-    python scripts/plot.py epochs artifacts/epochs/summary.json     # the plots: vs epochs, and vs training FLOPs
-    python scripts/plot.py epochs artifacts/epochs/summary.json --x flops --out artifacts/plots/epochs_flops.png
+    python scripts/plot.py epochs artifacts/epochs/summary.json     # the plots (--x flops: vs training FLOPs)
 
-Writes artifacts/epochs/data/{val,train_N}.txt, one run dir per run under artifacts/epochs/runs/ (train log
-train.log, eval.json from scripts/eval.py) and artifacts/epochs/summary.json. A run cut short (the driver stopped,
-the session ended) continues with train.py --resume, bit-exact, when the driver is started again; resumed.txt in its
-dir lists the sittings and the summary says so. --restart starts it from scratch instead. The summary at its default
-path is the study's own, rewritten after every run; another existing file is only replaced with --force.
+Writes artifacts/epochs/data/{val,train_N}.txt, a dir per run under artifacts/epochs/runs/ (train.log, eval.json) and
+artifacts/epochs/summary.json (rewritten after every run; another existing file is only replaced with --force). A run
+cut short continues bit-exact with train.py --resume when the driver starts again (resumed.txt lists the sittings);
+--restart starts it from scratch instead.
 """
 import contextlib
 import json
@@ -44,11 +42,10 @@ ROOT = "artifacts/epochs"
 TOKENS_PER_STEP = 12 * 64  # the baby preset's batch x ctx: one epoch of N chars = N / 768 steps
 AR, MDLM = ["--objective=ar"], ["--objective=mdlm"]
 BD3 = ["--objective=bd3", "--bd3_block=4", "--bd3_loss=all_ce", "--mask_min=0.5", "--mask_max=1.0"]  # baby_bd3's recipe
-# model sizes at the baby shape (4 layers, 4 heads, ctx 64): params at Tiny Shakespeare's 66-token vocabulary
-SIZES = {"s02": ["--n_embd=64"], "s08": [], "s16": ["--n_embd=184"]}  # 0.20M, 0.80M, 1.65M
+SIZES = {"s02": ["--n_embd=64"], "s08": [], "s16": ["--n_embd=184"]}  # 0.20M, 0.80M, 1.65M params at the baby shape
 MIR = ["--mir_weight=0.4", "--mir_mask_max=0.5"]  # AR's masked-input loss (Xu et al. 2026's setting)
-# the best of the AR grid at 75k without the masked-input loss (decay 1.6, dropout 0.2: = 2.111 +- 0.037); the loss
-# moved the grid's best cells by <= 0.01 at twice the FLOPs per step, so the size runs leave it out
+# the AR grid's best at 75k without the masked-input loss (= 2.111 +- 0.037): the loss moved the best cells by
+# <= 0.01 at twice the FLOPs per step, so the size runs leave it out
 AR_BEST = ["--weight_decay=1.6", "--dropout=0.2"]
 
 
@@ -69,18 +66,17 @@ def fair(objective, decays, dropouts, epochs, patience, size="s02"):
             f"--dropout={do}", *SIZES[size]], patience) for wd in decays for do in dropouts}
 
 
-# name: (objective flags, train chars, epochs planned, epochs between evals, extra flags, patience in epochs: stop
-# once the best eval is this many epochs old, None = run them all). Diffusion never overfitted within 200 epochs
-# here: its runs plan 800 (400 at 1.65M params, whose steps cost twice as much) and stop when 100 epochs bring no
-# new best. In priority order.
+# name: (objective flags, train chars, epochs planned, epochs between evals, extra flags, patience: stop once the
+# best eval is this many epochs old, None = never), in priority order. Diffusion never overfitted within 200 epochs
+# here: it plans 800 (400 at 1.65M params, twice the step cost) and stops when 100 epochs bring no new best.
 RUNS = {
     **ar_grid(75_000, "75k"),
     "mdlm_s08_75k": (MDLM, 75_000, 800, 4, [], 100),
     "mdlm_s16_75k": (MDLM, 75_000, 400, 4, SIZES["s16"], 100),  # 400: twice the step cost, one sitting
     "mdlm_s02_75k": (MDLM, 75_000, 800, 4, SIZES["s02"], 100),
     "bd3_s08_75k": (BD3, 75_000, 400, 4, [], 100),
-    # the baby-size run stopped at epoch 400 of 800 with its LR still at 55 % of the peak: the same run on a cosine
-    # that ends where its best eval came (epoch 300), so the bound is read after the LR has annealed
+    # the baby-size run stopped at epoch 400 of 800 with its LR at 55 % of the peak: the same on a cosine ending at
+    # its best eval (epoch 300), so the bound is read after the LR has annealed
     "mdlm_s08_e300_75k": (MDLM, 75_000, 300, 4, [], 100),
     # block diffusion at the best diffusion size on a cosine as long as fitted the sitting (a bd3 step is ~2x mdlm's)
     "bd3_s08_e150_75k": (BD3, 75_000, 150, 4, [], 100),
@@ -88,9 +84,8 @@ RUNS = {
     "ar_best_s16_75k": (AR, 75_000, 80, 1, AR_BEST + SIZES["s16"], 20),
     **ar_grid(37_500, "37k"),
     "mdlm_s08_37k": (MDLM, 37_500, 800, 4, [], 100),
-    # the fair study at 0.20M params (diffusion's best size above): 400 epochs planned for diffusion (the 800-epoch
-    # run's curve was within 0.03 of its best by 400, and a cosine that ends there anneals), 150 for block diffusion
-    # (it overfits like the AR), 80 for the AR as in its grid
+    # the fair study at 0.20M params (diffusion's best size): mdlm plans 400 epochs (the 800-epoch run was within
+    # 0.03 of its best by 400), bd3 150 (it overfits like the AR), the AR 80 as in its grid
     **fair("ar", (0.1, 0.8, 1.6), (0.0, 0.1, 0.2), 80, 20),
     **fair("mdlm", (0.1, 0.8, 1.6), (0.0, 0.1), 400, 100),
     **fair("bd3", (0.1, 0.8, 1.6), (0.0, 0.1), 150, 50),
@@ -115,12 +110,9 @@ def train_command(name, paths, eval_iters, out):
     """The train.py command line of one study run (paths: the slices scripts/epochs.py cut)."""
     flags, n_chars, epochs, per_eval, extra, patience = RUNS[name]
     steps_per_epoch = n_chars / TOKENS_PER_STEP
-    # the baby preset's network as the study began (2026-11-24): no QK-norm, so the AR grid's runs stay comparable;
-    # the diffusion runs take the preset's recipe (for mdlm: all_ce, no time input, training band [0.2, 0.8])
-    # and the band without the curriculum and self-conditioning the preset gained later (the curriculum for mdlm
-    # only, AR and bd3 refuse it; self-conditioning for mdlm and bd3, which reads it since 2026-11-25); AdamW with
-    # no weight EMA and the LR floor at 10 %, as every run of the study (the preset took Muon and an EMA on
-    # 2026-11-25, mdlm's floor at 30 % later that day), and the 100-step chain (the preset's is 1,000 since then)
+    # the baby preset as the study began (2026-11-24), so its runs stay comparable: no QK-norm, AdamW with no weight
+    # EMA, the LR floor at 10 %, and for diffusion the 100-step chain without the mask-rate curriculum (mdlm only:
+    # AR and bd3 refuse it) and self-conditioning the preset gained later
     return [sys.executable, "train.py", "baby", "--qk_norm=false", "--optimizer=adamw", "--ema=0", "--min_lr=1e-4", *flags,
            *(["--mask_ramp=0"] if flags == MDLM else []),
            *(["--self_cond=false", "--diffusion_steps=100"] if flags in (MDLM, BD3) else []),
@@ -195,23 +187,23 @@ def summarise(name):
     flags, n_chars, epochs, per_eval, extra, patience = RUNS[name]
     out = f"{ROOT}/runs/{name}"
     rows = read_jsonl(f"{out}/metrics.jsonl", "run log", "") if os.path.isfile(f"{out}/metrics.jsonl") else []
-    n_iters = max([r["iter"] for r in rows if r.get("kind") == "eval"], default=0)
     params, flops_tok = model_line(out)
-    # one eval row per iter (runs before issue 26 scored the periodic evals at 1 t and the final one at 4)
-    curve, seen = [], set()
+    epoch = lambda it: it * TOKENS_PER_STEP / n_chars  # noqa: E731
+    flops = lambda it: flops_tok * it * TOKENS_PER_STEP if flops_tok else None  # noqa: E731
+    evals = {}  # the first eval row per iter (runs before issue 26 scored the periodic evals at 1 t, the final at 4)
     for r in rows:
-        if r.get("kind") == "eval" and r["iter"] not in seen:
-            seen.add(r["iter"])
-            curve.append(dict(epoch=r["iter"] * TOKENS_PER_STEP / n_chars, iter=r["iter"],
-                              flops=flops_tok * r["iter"] * TOKENS_PER_STEP if flops_tok else None,
-                              nats=r["bits_per_char"] * math.log(2), se=r["bpc_se"] * math.log(2)))
+        if r.get("kind") == "eval":
+            evals.setdefault(r["iter"], r)
+    curve = [dict(epoch=epoch(it), iter=it, flops=flops(it), nats=r["bits_per_char"] * math.log(2),
+                  se=r["bpc_se"] * math.log(2)) for it, r in evals.items()]
+    n_iters = max(evals, default=0)
     resumed = open(f"{out}/resumed.txt").read().split("\n")[:-1] if os.path.isfile(f"{out}/resumed.txt") else []
     size = next((k for k, v in SIZES.items() if v and v[0] in extra), "s08")
     s = dict(name=name, objective=flags[0].split("=")[1] + (f"/{flags[1].split('=')[1]}" if len(flags) > 1 else ""),
              size=size, extra=extra, train_chars=n_chars, epochs_planned=epochs, patience_epochs=patience, params=params,
-             flops_per_token=flops_tok, iters_done=n_iters, epochs_done=n_iters * TOKENS_PER_STEP / n_chars,
-             flops_done=flops_tok * n_iters * TOKENS_PER_STEP if flops_tok else None, resumed=resumed,
-             stopped_early=os.path.isfile(f"{out}/stopped.json"), curve=curve, finished=os.path.isfile(f"{out}/eval.json"))
+             flops_per_token=flops_tok, iters_done=n_iters, epochs_done=epoch(n_iters), flops_done=flops(n_iters),
+             resumed=resumed, stopped_early=os.path.isfile(f"{out}/stopped.json"), curve=curve,
+             finished=os.path.isfile(f"{out}/eval.json"))
     if curve:
         best = min(curve, key=lambda c: c["nats"])
         s.update(best_nats=best["nats"], best_se=best["se"], best_epoch=best["epoch"], best_flops=best["flops"])
@@ -219,8 +211,7 @@ def summarise(name):
         r = read_json(f"{out}/eval.json", "scripts/eval.py's JSON", ("runs",), f"delete it, and scripts/epochs.py evaluates "
                       f"{name} again", rows=("bits_per_char", "bpc_se", "iter", "chars_per_token"))["runs"][0]
         s.update(final_nats=r["bits_per_char"] * math.log(2), final_se=r["bpc_se"] * math.log(2),
-                 final_iter=r["iter"], final_epoch=r["iter"] * TOKENS_PER_STEP / n_chars,
-                 final_flops=flops_tok * r["iter"] * TOKENS_PER_STEP if flops_tok else None,
+                 final_iter=r["iter"], final_epoch=epoch(r["iter"]), final_flops=flops(r["iter"]),
                  per_window_nats_char=[w / r["chars_per_token"] for w in r.get("per_window", [])])
     return s
 

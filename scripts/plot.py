@@ -5,14 +5,13 @@ Run from the repo root:
     python scripts/plot.py curves artifacts/models/cpu artifacts/models/cpu_ar        # train/val bits/char, runs on one chart
     python scripts/plot.py entropy artifacts/eval/cpu.json                            # entropy per timestep
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json                 # scripts/frontier.py: every sampler
-    python scripts/plot.py frontier artifacts/eval/frontier_baby.json --x speed       # gen-PPL at the held-out entropy vs tokens/s
-    python scripts/plot.py frontier artifacts/eval/frontier_baby.json --x nfe         # ... vs forward passes per sample
+    python scripts/plot.py frontier artifacts/eval/frontier_baby.json --x speed       # at the held-out entropy (or --x nfe)
     python scripts/plot.py epochs artifacts/epochs/summary.json                       # val nats/char vs epochs
     python scripts/plot.py epochs artifacts/epochs/summary.json --x flops --out artifacts/plots/epochs_flops.png
 
-`curves` reads each run directory's metrics.jsonl (written by train.py); `entropy` the JSON of scripts/eval.py;
-`frontier` scripts/frontier.py's JSONs (gen-PPL and n-gram divergence against entropy, a curve per sampler; --x speed
-or nfe: each sampler read at the held-out entropy); `epochs` the summary of scripts/epochs.py. --out names the PNG
+`curves` reads each run directory's metrics.jsonl; `entropy` scripts/eval.py's JSON; `frontier` scripts/frontier.py's
+JSONs (gen-PPL and n-gram divergence against entropy, a curve per sampler; --x speed or nfe: gen-PPL at the held-out
+entropy against tokens/s or forward passes per sample); `epochs` scripts/epochs.py's summary. --out names the PNG
 (written atomically); an existing file there is only replaced with --force, and a checkpoint never.
 """
 import math
@@ -26,8 +25,7 @@ from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_path, check_output  # noqa: E402
 
 LN2 = math.log(2)
-DEFAULT_OUT = {"curves": "artifacts/plots/curves.png", "entropy": "artifacts/plots/entropy.png",
-               "frontier": "artifacts/plots/frontier.png", "epochs": "artifacts/plots/epochs.png"}
+DEFAULT_OUT = {what: f"artifacts/plots/{what}.png" for what in ("curves", "entropy", "frontier", "epochs")}
 
 
 def read_eval_json(path):
@@ -216,14 +214,13 @@ def plot_frontier(paths, out, x=None):
 
 def plot_epochs(paths, out, x="epochs"):
     """Val nats/char against epochs over the data slice, or training FLOPs (log x): each data size's best AR (chosen
-    on dev: its lowest periodic eval) dashed, the other AR configurations thin grey, diffusion runs in colour (band = ± se), and
-    eval.py's figure on best.pt as a star."""
+    on dev: its lowest periodic eval) dashed, the other AR configurations thin grey, diffusion runs in colour (band =
+    ± se), and eval.py's figure on best.pt as a star."""
     plt, fig, ax = _figure()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    runs = []
-    for path in paths:
-        runs += read_json(path, "a scripts/epochs.py summary", ("runs",), "write one with python scripts/epochs.py "
-                          "(--summary-only for runs so far)", rows=("name", "objective", "train_chars", "extra", "curve"))["runs"]
+    fix = "write one with python scripts/epochs.py (--summary-only for runs so far)"
+    runs = [r for path in paths for r in read_json(path, "a scripts/epochs.py summary", ("runs",), fix,
+                                                    rows=("name", "objective", "train_chars", "extra", "curve"))["runs"]]
     sizes = sorted({r["train_chars"] for r in runs}, reverse=True)
     best_ar = {}  # data size -> the AR run with the lowest periodic eval (dev), as scripts/epochs.py pairs
     for r in runs:
