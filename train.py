@@ -220,9 +220,8 @@ def build(cfg, env, data):
         return None
     run = Run(model=model, raw_model=model, eval_model=model, opt=build_optimizer(model, cfg, env.device), ema=None,
               margs=margs, schedule=schedule, metrics_path=os.path.join(cfg.out_dir, "metrics.jsonl"),
-              flops_tok=flops_tok,
               loss_acc=torch.zeros((), device=env.device), bad_iter=torch.full((), -1, device=env.device, dtype=torch.long),
-              scaler=grad_scaler(env.device, env.dtype_name))
+              scaler=grad_scaler(env.device, env.dtype_name), flops_tok=flops_tok)
     if env.resume:
         resume_state(cfg, env, run)
     run.ema = EMA(model, cfg.ema) if cfg.ema else None

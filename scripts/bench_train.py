@@ -8,12 +8,11 @@
     python scripts/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
     python scripts/bench_train.py --bd3_blocks=1,4,16,64 --block_size=64 --n_layer=4 --n_head=4 --n_embd=128 --batch_size=12
 
-One training step as train.py takes it (forward under the dtype's autocast, backward, clip, optimizer
-step) on random tokens: the speed of a step does not depend on the text. Warm-up iterations (and so
-compilation) are not timed; rows are timed round-robin, so drifting load on a shared machine slows
-them alike, and each reports its median over repeats. MFU counts the model's own flops_per_token (the
-full head, also for the masked-head row, which does less work) against utils/dist.PEAK_FLOPS on CUDA
-and, on CPU, an fp32 matmul rate of the model's own matmul shapes measured between the rounds (median).
+One training step as train.py takes it (forward under the dtype's autocast, backward, clip, optimizer step) on random
+tokens: a step's speed does not depend on the text. Warm-up iterations (and so compilation) are not timed; rows are
+timed round-robin, so a drifting load on a shared machine slows them alike, and each reports its median over repeats.
+MFU counts the model's own FLOPs per token (the full head, also for the masked-head row, which does less work) against
+utils/dist.PEAK_FLOPS on CUDA and, on CPU, the fp32 matmul rate of the model's own shapes measured between the rounds.
 """
 import itertools
 import os
@@ -36,9 +35,8 @@ from utils.optim import build_optimizer  # noqa: E402
 
 
 def matmul_rate(a, batch_tokens, device):
-    """One sample of the fp32 matmul rate with the model's shapes: (M x d) @ (d x 3d), (d x d), (d x 4d),
-    (M x 4d) @ (4d x d), (M x d) @ (d x V), M = tokens per step, each repeated up to ~1 GFLOP (small shapes
-    would time the call overhead). Returns FLOP/s over all the shapes."""
+    """One sample of the fp32 matmul rate (FLOP/s) over the model's shapes: (M x d) @ (d x 3d), (d x d), (d x 4d),
+    (M x 4d) @ (4d x d), (M x d) @ (d x V), M = tokens per step, each repeated to ~1 GFLOP (not the call overhead)."""
     d, M = a.n_embd, batch_tokens
     flops, seconds = 0.0, 0.0
     for k, n in ((d, 3 * d), (d, d), (d, 4 * d), (4 * d, d), (d, a.vocab_size)):
@@ -110,8 +108,7 @@ def main(argv):
     a = objectives.model_args(cfg, args.vocab_size)
     print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab {a.vocab_size}, "
           f"batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} steps after {args.warmup} warm-up")
-    # rows are timed round-robin, one repeat of each per round (and on CPU one peak sample per round), so
-    # a machine whose load drifts slows every row alike; then the median per row
+    # round-robin: one repeat of each row per round (and on CPU one peak sample), then the median per row
     steps = {name: make_step(c, args.vocab_size, device) for name, c in rows}
     for _ in range(args.warmup):
         for step, _ in steps.values():

@@ -48,9 +48,9 @@ def parse_args(argv):
     p = ArgParser(prog="scripts/eval.py", description="Evaluate diffusion and AR checkpoints into one table.")
     p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (diffusion or AR)")
     p.add_argument("--ar-checkpoint", default="", help="AR checkpoint that scores samples (gen-PPL); same tokenizer")
-    p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows to score: test = the "
-                   "second half of the validation text, what records report; dev = its first half, what choices read "
-                   "(train.py's evals, best.pt, lever searches); val = both (the windows of records before the cut); train")
+    p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows: test = the second half "
+                   "of the validation text (records report it); dev = its first half (choices read it: train.py's evals, "
+                   "best.pt); val = both (records before the cut); train")
     p.add_argument("--data-path", default="", help="override the checkpoint's data_path (e.g. run from elsewhere)")
     p.add_argument("--val-path", default=None, help="override the checkpoint's val_path ('' = split data_path)")
     p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=REPORT["n_windows"],
@@ -68,9 +68,8 @@ def parse_args(argv):
     p.add_argument("--infill-len", type=at_least(0), default=20, help="held-out span in tokens (nanoDLM: 20 chars); 0 = skip")
     p.add_argument("--n-infill", type=at_least(1), default=64, help="validation windows with one held-out span each")
     p.add_argument("--infill-temperature", type=at_least(0.0), default=0.0, help="temperature for infilling (0 = most likely fill)")
-    p.add_argument("--diffusion-steps", type=at_least(0), default=0, help="score (and sample) on a chain of this many time steps "
-                   "instead of the checkpoint's own T (0): only for a network with no time input (time_cond none, bd3), "
-                   "which defines a chain at any T (on the networks measured here a finer chain read a tighter bound)")
+    p.add_argument("--diffusion-steps", type=at_least(0), default=0, help="score (and sample) a chain of this many steps, "
+                   "not the checkpoint's T (0): only for a network with no time input (time_cond none, bd3): a chain at any T")
     p.add_argument("--seed", type=int, default=REPORT["seed"])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="autocast of the forward passes, as train.py's "
@@ -217,28 +216,22 @@ def paired_with_first(rows):
 
 def table(rows, val_entropy, judge="none"):
     """Metrics down, runs across: easier to read than 15 columns."""
-    def bound(r):
-        rel = "=" if r["exact"] else "<="
-        return f"{rel} {r['bits_per_char']:.4f} ± {r['bpc_se']:.4f}"
-
-    def ent(r):
-        e = r.get("entropy_by_t")
-        return " ".join(f"{v:.1f}" for _, _, v in e) if e else "n/a"
-
     lines = [
         ("run", lambda r: r["name"]),
         ("objective", lambda r: r["label"]),
         ("sampler", lambda r: r.get("sampler", "n/a")),
         ("params", lambda r: f"{r['params']:,}"),
         ("tokens seen", lambda r: f"{r['tokens_seen']:,}"),
-        (f"{rows[0].get('split', 'val')} NLL/bound (bits/char)", bound),
+        (f"{rows[0].get('split', 'val')} NLL/bound (bits/char)",
+         lambda r: f"{'=' if r['exact'] else '<='} {r['bits_per_char']:.4f} ± {r['bpc_se']:.4f}"),
         ("  MC share of the ±, at most (bits/char)", lambda r: fmt(r.get("mc_bpc_max"), ".4f")),
         (f"{rows[0].get('split', 'val')} NLL/bound (nats/token)", lambda r: f"{r['nats_per_token']:.4f}"),
         ("  minus the first run's, paired (nats/char)", lambda r: "n/a (other windows)" if r.get("paired_vs_first", 0)
          is None else "%+.4f ± %.4f" % r["paired_vs_first"] if "paired_vs_first" in r else "-"),
         ("perplexity (per token)", lambda r: f"{r['ppl']:.3f}"),
         ("masked recon accuracy (fraction)", lambda r: fmt(r.get("recon_acc"), ".4f")),
-        ("entropy by t, low->high (nats)", ent),
+        ("entropy by t, low->high (nats)",
+         lambda r: " ".join(f"{v:.1f}" for _, _, v in r["entropy_by_t"]) if r.get("entropy_by_t") else "n/a"),
         ("reverse-step change rate (fraction)", lambda r: fmt(r.get("change_rate"), ".4f")),
         ("distinct-2 (fraction)", lambda r: fmt(r.get("distinct_2"), ".4f")),
         ("distinct-3 (fraction)", lambda r: fmt(r.get("distinct_3"), ".4f")),

@@ -81,20 +81,17 @@ def canonical(settings, obj, cfg):
 def grid_points(grid, cfg, obj):
     """Every distinct sampler of the grid for one checkpoint: [(settings dict, its full sampling config)], each
     checked like a command line (an impossible combination, e.g. steps > diffusion_steps, is a one-line error)."""
-    keys = list(grid)
-    points, seen = [], set()
-    for values in itertools.product(*(grid[k] for k in keys)):
-        s = canonical(dict(zip(keys, values)), obj, cfg)
+    points = {}  # the sorted settings -> (settings, sampling config), in the grid's order
+    for values in itertools.product(*grid.values()):
+        s = canonical(dict(zip(grid, values)), obj, cfg)
         key = tuple(sorted(s.items()))
-        if key in seen:
-            continue
-        seen.add(key)
-        # the sampler's other switches off (as scripts/eval.py; ReMDM's keep the checkpoint's), then the point's settings
-        scfg = replace(cfg, **{**dict(tokens_per_step="schedule", threshold=0.0, semi_ar_length=0, top_k=0, top_p=1.0,
-                                      corrector_steps=0), **s})
-        validate(scfg, given=set(s))
-        points.append((s, scfg))
-    return points
+        if key not in points:
+            # the sampler's other switches off (as scripts/eval.py; ReMDM's keep the checkpoint's), then the point's
+            scfg = replace(cfg, **{**dict(tokens_per_step="schedule", threshold=0.0, semi_ar_length=0, top_k=0,
+                                          top_p=1.0, corrector_steps=0), **s})
+            validate(scfg, given=set(s))
+            points[key] = (s, scfg)
+    return list(points.values())
 
 
 def curve_label(settings):
@@ -130,14 +127,12 @@ def grid_of(r, args, judge, start, gen_len, ref, device, generator):
 
 
 def time_points(runs, args, start, gen_len, device):
-    """Wall-clock tokens/s of every point at each --time-batches size B, written into the points (seconds_bB,
-    tokens_per_s_bB): one untimed warm-up draw per point, then --repeats rounds in which every point of every
-    checkpoint draws B samples once, in turn; the median round per point."""
+    """Wall-clock tokens/s of every point at each --time-batches size B, written into its seconds_bB and
+    tokens_per_s_bB: one untimed warm-up draw each, then the median of --repeats rounds, each point drawing in turn."""
     jobs = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])]
     for b in args.time_batches:
         def call(r, scfg, seed):
-            g = torch.Generator().manual_seed(seed)
-            return draw(r["model"], scfg, start, gen_len, b, b, r["tok"].mask_id, device, g)
+            return draw(r["model"], scfg, start, gen_len, b, b, r["tok"].mask_id, device, torch.Generator().manual_seed(seed))
         for r, _, scfg in jobs:
             call(r, scfg, args.seed)
         rounds = [[timed(lambda: call(r, scfg, args.seed + k), device)[0] for r, _, scfg in jobs]

@@ -5,11 +5,9 @@ Run from the repo root:
   python scripts/train_tokenizer.py --input data/stories.txt --output artifacts/tokenizer/tokenizer.json
   python scripts/train_tokenizer.py --input data/tinyshakespeare.txt --output artifacts/tokenizer/shakespeare.json --vocab-size 1024
 
-The input is split into stories on "<|endoftext|>" (the format scripts/data.py writes).
---vocab-size counts the two special tokens (id 0 "<|endoftext|>", id 1 "[MASK]") and
-the 256 byte symbols. "[MASK]" is never produced by encoding text, not even the
-literal string "[MASK]" (see utils/tokenizer.py). Load the result with
-utils.tokenizer.BPETokenizer.from_file(path).
+The input is split into stories on "<|endoftext|>" (the format scripts/data.py writes). --vocab-size counts the two
+special tokens (id 0 "<|endoftext|>", id 1 "[MASK]") and the 256 byte symbols. Encoding text never produces "[MASK]",
+not even from the literal string (utils/tokenizer.py). Load the result with utils.tokenizer.BPETokenizer.from_file.
 """
 import os
 import sys
