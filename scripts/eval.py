@@ -119,17 +119,17 @@ class Progress(StepBar):
     """One bar over every checkpoint's batched forward passes: the bound's batches x t draws, every sampler pass."""
 
     def __init__(self, runs, args):
-        super().__init__(sum(work(r, args) for r in runs), desc="eval", unit="pass")
+        super().__init__(sum(sum(work(r, args)) for r in runs), desc="eval", unit="pass")
 
 
 def work(run, args):
-    """The batched forward passes of one checkpoint's evaluation (Progress's units)."""
+    """The batched forward passes of one checkpoint's evaluation, Progress's units: (bound, samples, infill)."""
     b = lambda n: -(-n // args.batch_size)  # noqa: E731
     obj, cfg, scfg = run["obj"], run["cfg"], run["scfg"]
     start, gen_len = sample_plan(run, args)
-    n = b(args.n_windows) * (args.n_t if obj.eval_times(cfg, cfg.block_size) else 1)
-    n += b(args.n_samples) * obj.passes(scfg, gen_len, len(start))
-    return n + (0 if obj.CONTINUES_ONLY or not args.infill_len else b(args.n_infill) * obj.passes(scfg, args.infill_len))
+    return (b(args.n_windows) * (args.n_t if obj.eval_times(cfg, cfg.block_size) else 1),
+            b(args.n_samples) * obj.passes(scfg, gen_len, len(start)),
+            0 if obj.CONTINUES_ONLY or not args.infill_len else b(args.n_infill) * obj.passes(scfg, args.infill_len))
 
 
 def held_out_entropy(run, args):
@@ -154,12 +154,13 @@ def evaluate_run(run, args, judge, device, bar):
     """One checkpoint's row: its bound on fixed windows, then its samples and infill (one generator)."""
     model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
     t0 = time.time()
+    bound_passes, sample_passes, infill_passes = work(run, args)  # the bar's units, counted as each part ends
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     L = cfg.block_size
     windows, cpt = report_windows(tok, train_ids, val_ids, args.split, args.n_windows, L)
     res = evaluate(model, windows, replace(cfg, batch_size=args.batch_size), run["schedule"], tok, n_t=args.n_t, seed=args.seed,
                    chars_per_token=cpt, details=True)
-    bar(n=-(-args.n_windows // args.batch_size) * (args.n_t if obj.eval_times(cfg, L) else 1))
+    bar(n=bound_passes)
     row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
                exact=obj.EXACT, params=model.num_params(), tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]),
                tokenizer=tok.kind, tokenizer_fingerprint=run["fp"], schedule=cfg.schedule,
@@ -181,7 +182,7 @@ def evaluate_run(run, args, judge, device, bar):
         out, _ = draw(model, scfg, start, gen_len, args.n_samples, args.batch_size, tok.mask_id, device, g,
                       on_step=chain(change, bar))
         if not obj.TRACE:  # no steps reported: its passes at once
-            bar(n=-(-args.n_samples // args.batch_size) * obj.passes(scfg, gen_len, len(start)))
+            bar(n=sample_passes)
         row.update(score(out, len(start), tok, judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
     if args.infill_len and not obj.CONTINUES_ONLY:  # AR and bd3 only continue a prompt
@@ -190,7 +191,7 @@ def evaluate_run(run, args, judge, device, bar):
         iw = fixed_windows(split_ids(train_ids, val_ids, args.split), args.n_infill, L)
         row.update(infill_recovery(model, iw, replace(scfg, temperature=args.infill_temperature), run["schedule"],
                                    tok.mask_id, args.infill_len, g, args.batch_size, device))
-        bar(n=-(-args.n_infill // args.batch_size) * obj.passes(scfg, args.infill_len))
+        bar(n=infill_passes)
     row["seconds"] = time.time() - t0
     return row
 

@@ -96,8 +96,7 @@ def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=None):
 
 
 def mdlm_pass(model, cfg, x, mask_id):
-    """The network's pass over a canvas xt, told no time (it reads none): ordered_nll's logits_of, and its block (0:
-    the whole window)."""
+    """(ordered_nll's logits_of: the network's pass over a canvas xt, told no time; its block, 0: the whole window)."""
     return lambda xt, sc: predict_logits(model, xt, None, mask_id, sc=sc), 0
 
 
@@ -120,7 +119,7 @@ def check_network(path, objective, model):
                         f"network trained with --time_cond=none (the baby and cpu presets' recipe)")
 
 
-# how the network is read, by self-conditioning reading, and what the random order's figure then estimates
+# how the network is read (--self-cond-read, None: no self-conditioning), and what the random order then estimates
 READINGS = {
     None: "no self-conditioning: each order is the joint a one-token-a-step sampler draws from; random orders "
           "estimate the continuous-time NELBO without bias",

@@ -166,10 +166,9 @@ def plot_frontiers(docs, out):
 
 
 def plot_at_held_out(docs, out, x):
-    """scripts/frontier.py's JSONs read at the held-out entropy (each run's at_held_out): every sampler one marker,
-    gen-PPL there against wall-clock tokens/s (x = speed: log x, a panel per timed batch size) or against NFE, the
-    forward passes per sample (x = nfe); the AR a black star, its speculative decoding (speculative.py) a coloured one.
-    Samplers whose curve never reaches the held-out entropy have no marker (frontier.py prints their entropies)."""
+    """scripts/frontier.py's JSONs read at the held-out entropy (each run's at_held_out): a marker per sampler, gen-PPL
+    there against wall-clock tokens/s (x = speed: log x, a panel per timed batch size) or NFE (x = nfe); the AR a black
+    star, its speculative decoding a coloured one. A curve that never reaches the held-out entropy has no marker."""
     if x == "nfe":
         panels = [("nfe", "NFE: forward passes per sample (mean over the curve's points)", "quality vs NFE")]
     else:
