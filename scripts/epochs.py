@@ -1,13 +1,12 @@
 """The data-constrained study: how the validation bound / NLL moves with epochs over a fixed slice of data, for an AR
-regularised as the literature does it (weight decay x dropout x a masked-input loss) and masked / block diffusion at
-three model sizes.
+regularised as in the literature (weight decay x dropout x masked-input loss) and masked / block diffusion at three sizes.
 
 Baby-shaped models (4 layers, 4 heads, ctx 64, batch 12, lr 1e-3; widths 64/128/184 = 0.20M/0.80M/1.65M params) train
-on the first N characters of nanoGPT's train split of Tiny Shakespeare (first 90%) and validate on its last 10%; one
-long run per model, evaluated every few epochs, stopped once its best eval is `patience` epochs old (a Ctrl-C:
-best.pt is kept), then scripts/eval.py scores best.pt (128 windows x 8 t; the per-window figures pair any two runs).
-The LR follows one cosine over the planned epochs, so the value at epoch e is not a run trained for e epochs.
-Training FLOPs = train.py's FLOPs per token x tokens seen.
+on the first N characters of nanoGPT's train split of Tiny Shakespeare (first 90%) and validate on its last 10%: one
+long run per model, evaluated every few epochs, stopped once its best eval is `patience` epochs old (a Ctrl-C keeps
+best.pt), then scripts/eval.py scores best.pt (128 windows x 8 t, whose per-window figures pair any two runs). The LR
+follows one cosine over the planned epochs, so the value at epoch e is not a run trained for e epochs. Training FLOPs
+= train.py's FLOPs per token x tokens seen.
 
 Run from the repo root (one process at a time, one thread each on a shared CPU):
 

@@ -70,10 +70,9 @@ def main(argv):
         raise UserError(f"{args.checkpoint} is a folder: export a model.pt written by train.py")
     model, ckpt = load_model(args.checkpoint, "cpu")
     paths = export(ckpt, model, args.out_dir)
-    sizes = {os.path.basename(p): os.path.getsize(p) for p in paths}
     print(f"exported {args.checkpoint} (iter {ckpt['iter']}, {model.num_params():,} parameters"
           f"{', EMA weights' if ckpt.get('ema') is not None else ''}) to {args.out_dir}: "
-          + ", ".join(f"{n} {s / 1e6:.2f} MB" for n, s in sizes.items())
+          + ", ".join(f"{os.path.basename(p)} {os.path.getsize(p) / 1e6:.2f} MB" for p in paths)
           + f" (the checkpoint is {os.path.getsize(args.checkpoint) / 1e6:.2f} MB)")
     print(f"sample from it: python inference.py --checkpoint {args.out_dir}")
 

@@ -1,10 +1,9 @@
-"""Sample frontiers: judge samplers by curves, not by one point. For each checkpoint, every combination of the --grid
-values (AR checkpoints: --ar-grid), and per point: NFE (forward passes per sample), sample entropy, gen-PPL under an
-AR judge, distinct-2/3, and the Jensen-Shannon divergence between the samples' and held-out text's character n-gram
-distributions (n = 1..4, pooled over the samples, and their mean): a sampler that repeats itself can lower gen-PPL,
-not that divergence. A curve is one sampler (every setting but temperature), its points the temperatures. Read at the
-held-out text's own entropy, lower gen-PPL and divergence is the better sampler (printed, and the JSON's at_held_out:
-interpolated between the two temperatures that bracket it; null where the curve never reaches it).
+"""Sample frontiers: judge samplers by curves, not by one point. Per checkpoint, every combination of the --grid
+values (AR: --ar-grid); per point: NFE (forward passes per sample), sample entropy, gen-PPL under an AR judge,
+distinct-2/3, and the Jensen-Shannon divergence of the samples' character n-grams (n = 1..4, and their mean) from
+held-out text's, which a sampler that repeats itself cannot lower as it can gen-PPL. A curve is one sampler, its
+points the temperatures; the better sampler has the lower gen-PPL and divergence at the held-out text's own entropy
+(printed, and the JSON's at_held_out: interpolated between the two bracketing temperatures, null if not reached).
 
     python scripts/frontier.py artifacts/models/baby/model.pt artifacts/models/baby_bd3/model.pt \
         artifacts/models/baby_ar/model.pt --ar-checkpoint artifacts/models/baby_ar/model.pt \
@@ -13,17 +12,14 @@ interpolated between the two temperatures that bracket it; null where the curve 
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json --out artifacts/plots/frontier_baby.png
 
 Held-out text is the validation split cut in half: the first half is the reference distribution; --n-samples windows
-of --gen-len tokens from the second half give the held-out entropy and the divergence real text of the samples' size
-scores (the floor: n-gram counts from few samples are noisy, most at n = 4). Take many: baby's held-out entropy reads
-2.906 from 32 windows, 2.973 from 256, and a masked-diffusion curve climbs from gen-PPL 10 to 19 over that gap
-(RESULTS.md); 256 samples took ~100 s a point for baby mdlm at NFE 48 (3 s for its AR) on 2 shared cores.
-Every point is also timed (--time-batches, --repeats; one thread unless --threads): wall-clock tokens/s drawing a
-batch of B samples, the median of --repeats rounds in which every point of every checkpoint draws once in turn, so a
-drifting load slows AR and diffusion alike (one untimed warm-up each); `scripts/plot.py frontier --x speed` plots
-gen-PPL at the held-out entropy against it. AR and bd3 samples may run past the model's context (a sliding window;
-the judge scores them in windows, evals/metrics.windowed_ar_nll). A point's settings drop what its objective does not
-read, and the ReMDM keys unless remask is remdm, so the grid holds each sampler once. NFE counts passes of whatever
-each runs on: the whole canvas (mdlm), one block (bd3) or one token (AR) against a KV cache.
+of --gen-len tokens from the second half give the held-out entropy and the divergence of real text of the samples'
+size (the floor: n-gram counts from few samples are noisy). Take many: baby's held-out entropy reads 2.906 from 32
+windows and 2.973 from 256, a gap over which a masked-diffusion curve climbs from gen-PPL 10 to 19 (RESULTS.md).
+Every point is also timed (--time-batches, --repeats, --threads): wall-clock tokens/s drawing B samples, the median of
+rounds in which every point draws once in turn, so a drifting load slows all alike; `scripts/plot.py frontier --x
+speed` plots it. AR and bd3 samples may run past the context (a sliding window; the judge scores them in windows). A
+point drops the settings its objective does not read (and ReMDM's unless remask=remdm), so the grid holds each
+sampler once. NFE counts passes of what each runs on: the whole canvas (mdlm), one block (bd3) or one token (AR).
 """
 import itertools
 import json

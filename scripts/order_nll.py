@@ -2,16 +2,14 @@
 token a pass in a fixed order (left to right, right to left, or a random one per window), every token scored by the
 pass that reveals it. The mean is an exact NLL, not a bound: that of the autoregressive model the order defines. Over
 uniformly random orders it estimates without bias the network's continuous-time NELBO (every k-subset masked with the
-weight 1/k the integral gives: learning.md), the T -> infinity limit of the T-step chain's bound scripts/eval.py
-scores (finer chains read tighter on every checkpoint measured here: measured, not a theorem). If left to right scores
-what random orders do, the reveal order is not what separates a sampler's samples from an AR's.
+weight 1/k the integral gives: learning.md), the T -> infinity limit of the chain scripts/eval.py scores (finer
+chains read tighter here: measured, not a theorem). If left to right scores what random orders do, the reveal order
+is not what separates a sampler's samples from an AR's.
 
-The network is read as its bound reads it. It must read no time (time_cond='none'): an order defines no time, so a
-time-conditioned checkpoint is refused. A self-conditioned one (self_cond) reads at each pass the prediction of a
-fresh first pass that read zeros, as diffusion.py's and bd3.py's bound do (two passes a token), so random orders
-estimate its bound. --self-cond-read sampler reads the previous pass's prediction instead, as a sampler revealing one
-token a step at temperature 1 does, and scores that joint; its random order then estimates no bound
-(tests/test_order_nll.py measures the two apart).
+The network is read as its bound reads it, so it must read no time (time_cond='none': an order defines none). A
+self-conditioned one reads at each pass the prediction of a fresh first pass that read zeros, as the bound does (two
+passes a token); --self-cond-read sampler reads the previous pass's instead, as a one-token-a-step sampler does, and
+scores that joint, whose random order estimates no bound (tests/test_order_nll.py measures the two apart).
 
     python scripts/order_nll.py artifacts/models/baby/model.pt --orders random,l2r,r2l
     python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,l2r    # the order inside each block
@@ -21,9 +19,9 @@ token a step at temperature 1 does, and scores that joint; its random order then
 Windows: --split's --n-windows fixed windows (test by default), the tokens scripts/eval.py scores. Prints per order
 nats/token and bits/char +- one standard error over windows, its paired difference from the first order, and the NLL
 by quarter of the order (the first quarter reads a mostly masked window, or block). mdlm: the order runs over the
-whole window, L passes. bd3: blocks are read left to right with the clean blocks before them visible, as its sampler
-reads them, and the order runs inside each block; every block takes its k-th token in the same pass (independent
-under the block mask), so L' passes a window. The AR has one order; uniform-state diffusion has no [MASK] to reveal.
+whole window, L passes. bd3: each block is read after the clean blocks before it, as its sampler reads them, the
+order inside it, every block's k-th token in the same pass (independent under the block mask): L' passes a window.
+The AR has one order; uniform-state diffusion has no [MASK] to reveal.
 """
 import json
 import math
