@@ -215,11 +215,6 @@ def summarise(name):
     return s
 
 
-def paired(a, b):
-    """b - a in nats/char on the same eval.py windows, and the standard error of that difference."""
-    return paired_difference(a["per_window_nats_char"], b["per_window_nats_char"])
-
-
 def write_summary(path):
     runs = [summarise(n) for n in RUNS if os.path.isdir(f"{ROOT}/runs/{n}")]
     for size in sorted({r["train_chars"] for r in runs}):
@@ -233,12 +228,13 @@ def write_summary(path):
             below = [c["epoch"] for c in r["curve"] if c["nats"] < best_ar["best_nats"]]
             r.update(best_ar=best_ar["name"], first_epoch_below_best_ar=below[0] if below else None)
             if r["finished"] and r["per_window_nats_char"] and best_ar["per_window_nats_char"]:
-                d, se = paired(best_ar, r)  # a crossover counts only below the best AR by more than 2 se (paired)
+                # r - the best AR on the same eval.py windows (nats/char); a crossover counts only below it by > 2 se
+                d, se = paired_difference(best_ar["per_window_nats_char"], r["per_window_nats_char"])
                 r.update(minus_best_ar=d, minus_best_ar_se=se, crossover=d < -2 * se)
             same = [a for a in ar if a["size"] == r["size"]]  # and the best AR of its own size, where one ran
             if same and r["finished"]:
                 b = min(same, key=lambda a: a["best_nats"])
-                d, se = paired(b, r)
+                d, se = paired_difference(b["per_window_nats_char"], r["per_window_nats_char"])
                 r.update(same_size_ar=b["name"], minus_same_size_ar=d, minus_same_size_ar_se=se)
     with atomic_open(path) as f:
         json.dump(dict(tokens_per_step=TOKENS_PER_STEP, val="last 10% of data/tinyshakespeare.txt", runs=runs), f, indent=1)

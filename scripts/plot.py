@@ -106,18 +106,14 @@ def plot_curves(run_dirs, out):
 
 def plot_entropy(paths, out):
     plt, fig, ax = _figure()
-    n = 0
-    for p in paths:
-        for r in read_eval_json(p)["runs"]:
-            e = r.get("entropy_by_t")
-            if not e:
-                continue
-            T = e[-1][1]
-            mids = [(lo + hi) / 2 / T for lo, hi, _ in e]
-            ax.plot(mids, [v for _, _, v in e], marker="o", label=f"{r['name']} ({r.get('schedule', '')}, {r.get('time_cond', '')})")
-            n += 1
-    if not n:
+    runs = [r for p in paths for r in read_eval_json(p)["runs"] if r.get("entropy_by_t")]
+    if not runs:
         raise UserError("no diffusion runs with entropy_by_t in " + ", ".join(paths) + ": AR runs have no timesteps")
+    for r in runs:
+        e = r["entropy_by_t"]
+        T = e[-1][1]  # (lo, hi, entropy) per band of t
+        ax.plot([(lo + hi) / 2 / T for lo, hi, _ in e], [v for _, _, v in e], marker="o",
+                label=f"{r['name']} ({r.get('schedule', '')}, {r.get('time_cond', '')})")
     ax.set(xlabel="diffusion time t / T  (more tokens masked to the right)", title="Entropy per timestep",
            ylabel="mean predictive entropy at masked positions (nats)")
     ax.legend(fontsize=8)
