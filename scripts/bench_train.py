@@ -98,8 +98,7 @@ def main(argv):
     if args.compare_head:
         rows = [rows[0], (f"{cfg.objective} head=all", replace(cfg, head_on_masked_only=False)),
                 (f"{cfg.objective} head=masked", replace(cfg, head_on_masked_only=True))]
-    for k in args.bd3_blocks:
-        rows.append((f"bd3 L'={k}", get_config(rest + ["--objective=bd3", f"--bd3_block={k}"])))
+    rows += [(f"bd3 L'={k}", get_config(rest + ["--objective=bd3", f"--bd3_block={k}"])) for k in args.bd3_blocks]
     if args.compare_compile:
         rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows for tag, on in (("eager", False), ("compiled", True))]
     if args.compare_ns:

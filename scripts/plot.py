@@ -4,15 +4,14 @@ Run from the repo root:
 
     python scripts/plot.py curves artifacts/models/cpu artifacts/models/cpu_ar        # train/val bits/char, runs on one chart
     python scripts/plot.py entropy artifacts/eval/cpu.json                            # entropy per timestep
-    python scripts/plot.py frontier artifacts/eval/frontier_baby.json                 # scripts/frontier.py: every sampler
+    python scripts/plot.py frontier artifacts/eval/frontier_baby.json                 # gen-PPL, n-gram JS vs entropy
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json --x speed       # at the held-out entropy (or --x nfe)
     python scripts/plot.py epochs artifacts/epochs/summary.json                       # val nats/char vs epochs
     python scripts/plot.py epochs artifacts/epochs/summary.json --x flops --out artifacts/plots/epochs_flops.png
 
-`curves` reads each run directory's metrics.jsonl; `entropy` scripts/eval.py's JSON; `frontier` scripts/frontier.py's
-JSONs (gen-PPL and n-gram divergence against entropy, a curve per sampler; --x speed or nfe: gen-PPL at the held-out
-entropy against tokens/s or forward passes per sample); `epochs` scripts/epochs.py's summary. --out names the PNG
-(written atomically); an existing file there is only replaced with --force, and a checkpoint never.
+`curves` reads run directories' metrics.jsonl, `entropy` scripts/eval.py's JSON, `frontier` scripts/frontier.py's
+JSONs, `epochs` scripts/epochs.py's summary. --out names the PNG (written atomically); an existing file there is only
+replaced with --force, and a checkpoint never.
 """
 import math
 import os
