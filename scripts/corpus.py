@@ -7,6 +7,7 @@ utils.errors.UserError with a one-line message. Typical use (what scripts/data.p
     stats = write_corpus(texts, "data/stories.txt", force=False)
 """
 import functools
+import gc
 import os
 import random
 import re
@@ -78,9 +79,9 @@ def _hub_error(name, split, e):
 def _texts_from_records(records, text_field, where, on_error, empty=None):
     """Yield the `text_field` string of each record; check the field once, on the first record.
     empty: the UserError message when no record holds a text (None: yield nothing, raise nothing)."""
-    n = 0
+    n, it = 0, iter(records)
     try:
-        for i, rec in enumerate(records):
+        for i, rec in enumerate(it):
             if i == 0 and text_field not in rec:
                 fields = ", ".join(sorted(map(str, rec))) or "(none)"
                 raise UserError(f"text field '{text_field}' is not in the records of {where} "
@@ -97,6 +98,9 @@ def _texts_from_records(records, text_field, where, on_error, empty=None):
         raise
     except Exception as e:  # the dataset iterator talks to the network / parses files
         raise on_error(e) from None
+    finally:  # a parquet reader left half read until interpreter exit aborts it (datasets#7879, arrow#45214):
+        getattr(it, "close", lambda: None)()  # end it now, while Arrow is alive
+        gc.collect()
     if n == 0 and empty:
         raise UserError(empty)
 
