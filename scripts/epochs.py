@@ -1,17 +1,19 @@
-"""The data-constrained study: how the validation bound / NLL moves with epochs over a fixed slice of data, for an AR
-regularised as in the literature (weight decay x dropout x masked-input loss) and masked / block diffusion at three sizes.
+"""The data-constrained study, fair to both sides: how the dev bound / NLL moves with epochs over a fixed slice of
+data for the AR, masked and block diffusion over the same regulariser grid (weight decay x dropout).
 
-Baby-shaped models (4 layers, 4 heads, ctx 64, batch 12, lr 1e-3; widths 64/128/184 = 0.20M/0.80M/1.65M params) train
-on the first N characters of nanoGPT's train split of Tiny Shakespeare (first 90%) and validate on its last 10%: one
-long run per model, evaluated every few epochs, stopped once its best eval is `patience` epochs old (a Ctrl-C keeps
-best.pt), then scripts/eval.py scores best.pt (128 windows x 8 t, whose per-window figures pair any two runs). The LR
-follows one cosine over the planned epochs, so the value at epoch e is not a run trained for e epochs. Training FLOPs
-= train.py's FLOPs per token x tokens seen.
+Baby-shaped models (4 layers, 4 heads, ctx 64, batch 12, lr 1e-3; widths 64/128 = 0.20M/0.80M params) train on the
+first 75,000 characters of nanoGPT's train split of Tiny Shakespeare (its first 90%); the last 10% is validation, its
+first half dev, its second test (utils.dataloader.split_ids). One long run per model, evaluated on dev every epoch,
+stopped once its best eval is `patience` epochs old (a Ctrl-C keeps best.pt, the lowest on dev), then scripts/eval.py
+scores best.pt on test (128 windows x 8 t, whose per-window figures pair any two runs). Each diffusion run is paired
+with the AR chosen on dev. The LR follows one cosine over the planned epochs, so the value at epoch e is not a run
+trained for e epochs. Training FLOPs = train.py's FLOPs per token x tokens seen. The first study (sizes to 1.65M, the
+AR's masked-input loss, chosen on the undivided validation windows) reproduces at 1b36dc7: LOG.md, 2026-11-24.
 
 Run from the repo root (one process at a time, one thread each on a shared CPU):
 
     OMP_NUM_THREADS=1 python scripts/epochs.py                      # every run in RUNS, in order (done ones skipped)
-    OMP_NUM_THREADS=1 python scripts/epochs.py --runs mdlm_s08_75k,ar_wd0.1_do0.1_75k
+    OMP_NUM_THREADS=1 python scripts/epochs.py --runs mdlm_wd0.1_do0_s02_75k,ar_wd1.6_do0.1_s02_75k
     python scripts/epochs.py --summary-only                         # JSON from the run dirs so far, no training
     python scripts/plot.py epochs artifacts/epochs/summary.json     # the plots (--x flops: vs training FLOPs)
 
@@ -41,53 +43,25 @@ ROOT = "artifacts/epochs"
 TOKENS_PER_STEP = 12 * 64  # the baby preset's batch x ctx: one epoch of N chars = N / 768 steps
 AR, MDLM = ["--objective=ar"], ["--objective=mdlm"]
 BD3 = ["--objective=bd3", "--bd3_block=4", "--bd3_loss=all_ce", "--mask_min=0.5", "--mask_max=1.0"]  # baby_bd3's recipe
-SIZES = {"s02": ["--n_embd=64"], "s08": [], "s16": ["--n_embd=184"]}  # 0.20M, 0.80M, 1.65M params at the baby shape
-MIR = ["--mir_weight=0.4", "--mir_mask_max=0.5"]  # AR's masked-input loss (Xu et al. 2026's setting)
-# the AR grid's best at 75k without the masked-input loss (= 2.111 +- 0.037): the loss moved the best cells by
-# <= 0.01 at twice the FLOPs per step, so the size runs leave it out
-AR_BEST = ["--weight_decay=1.6", "--dropout=0.2"]
-
-
-def ar_grid(chars, tag):
-    """AR, fairly regularised: weight decay x dropout x masked-input loss at the baby size. AR peaks early and then
-    overfits: 80 epochs planned, stopped 20 epochs past its best."""
-    return {f"ar_wd{wd:g}_do{do:g}{'_mir' if mir else ''}_{tag}":
-            (AR, chars, 80, 1, [f"--weight_decay={wd}", f"--dropout={do}", *(MIR if mir else [])], 20)
-            for mir in (False, True) for wd in (0.1, 0.8, 1.6) for do in (0.0, 0.1, 0.2)}
-
-
+SIZES = {"s02": ["--n_embd=64"], "s08": []}  # 0.20M, 0.80M params at the baby shape
 def fair(objective, decays, dropouts, epochs, patience, size="s02"):
-    """Issue 41's study, fair to both sides: the AR, masked and block diffusion over the same regulariser grid at one
-    size, each chosen on dev (train.py's evals read the first half of val.txt; eval.py reports the second), every run
-    evaluated every epoch."""
+    """The runs of one objective at one size over the regulariser grid, evaluated every epoch."""
     flags = {"ar": AR, "mdlm": MDLM, "bd3": BD3}[objective]
     return {f"{objective}_wd{wd:g}_do{do:g}_{size}_75k": (flags, 75_000, epochs, 1, [f"--weight_decay={wd}",
             f"--dropout={do}", *SIZES[size]], patience) for wd in decays for do in dropouts}
 
 
 # name: (objective flags, train chars, epochs planned, epochs between evals, extra flags, patience: stop once the
-# best eval is this many epochs old, None = never), in priority order. Diffusion never overfitted within 200 epochs
-# here: it plans 800 (400 at 1.65M params, twice the step cost) and stops when 100 epochs bring no new best.
+# best eval is this many epochs old, None = never), in priority order. Issue 41's study at 0.20M params (diffusion's
+# best size in the first study, LOG.md 2026-11-24): mdlm plans 400 epochs (an 800-epoch run was within 0.03 of its
+# best by 400), bd3 150 (it overfits like the AR), the AR 80; then the AR and mdlm at 0.80M (mdlm's best came by
+# epoch 300 there).
 RUNS = {
-    **ar_grid(75_000, "75k"),
-    "mdlm_s08_75k": (MDLM, 75_000, 800, 4, [], 100),
-    "mdlm_s16_75k": (MDLM, 75_000, 400, 4, SIZES["s16"], 100),  # 400: twice the step cost, one sitting
-    "mdlm_s02_75k": (MDLM, 75_000, 800, 4, SIZES["s02"], 100),
-    "bd3_s08_75k": (BD3, 75_000, 400, 4, [], 100),
-    # the baby-size run stopped at epoch 400 of 800 with its LR at 55 % of the peak: the same on a cosine ending at
-    # its best eval (epoch 300), so the bound is read after the LR has annealed
-    "mdlm_s08_e300_75k": (MDLM, 75_000, 300, 4, [], 100),
-    # block diffusion at the best diffusion size on a cosine as long as fitted the sitting (a bd3 step is ~2x mdlm's)
-    "bd3_s08_e150_75k": (BD3, 75_000, 150, 4, [], 100),
-    "ar_best_s02_75k": (AR, 75_000, 80, 1, AR_BEST + SIZES["s02"], 20),
-    "ar_best_s16_75k": (AR, 75_000, 80, 1, AR_BEST + SIZES["s16"], 20),
-    **ar_grid(37_500, "37k"),
-    "mdlm_s08_37k": (MDLM, 37_500, 800, 4, [], 100),
-    # the fair study at 0.20M params (diffusion's best size): mdlm plans 400 epochs (the 800-epoch run was within
-    # 0.03 of its best by 400), bd3 150 (it overfits like the AR), the AR 80 as in its grid
     **fair("ar", (0.1, 0.8, 1.6), (0.0, 0.1, 0.2), 80, 20),
     **fair("mdlm", (0.1, 0.8, 1.6), (0.0, 0.1), 400, 100),
     **fair("bd3", (0.1, 0.8, 1.6), (0.0, 0.1), 150, 50),
+    **fair("ar", (0.1, 0.8, 1.6), (0.0, 0.1, 0.2), 80, 20, "s08"),
+    **fair("mdlm", (0.1, 0.8, 1.6), (0.0, 0.1), 300, 100, "s08"),
 }
 
 

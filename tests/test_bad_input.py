@@ -127,7 +127,7 @@ def _spoil(case, monkeypatch, d):
         _fail_writes(monkeypatch, d, errno.ENOSPC, pattern="model*")
         return {d / "run" / "metrics.jsonl"}  # the resumed run's log rows before the failed save
     elif case == "epochs_run":  # a study run whose eval.json was cut short
-        run = d / "artifacts" / "epochs" / "runs" / "mdlm_s08_75k"
+        run = d / "artifacts" / "epochs" / "runs" / "mdlm_wd0.1_do0_s02_75k"
         run.mkdir(parents=True)
         (run / "metrics.jsonl").write_text(json.dumps(dict(kind="eval", iter=98, bits_per_char=3.0, bpc_se=0.02)) + "\n")
         (run / "eval.json").write_text('{"runs": [{"bits_per_char": 2.9')
@@ -332,10 +332,10 @@ CLASS_ROWS = {
         exists=[(["--summary-only", "--summary", "old.txt"], "old.txt already exists: pass --force")],
         checkpoint=[(["--summary-only", "--summary", DM, "--force"], "is a checkpoint")],
         json=[(["--summary-only", "--summary", "s.json"], "eval.json is not complete JSON", "epochs_run")],
-        list=[(["--runs", "mdlm_s08_75k,7"], ("--runs", "'7' is not one of"))],
+        list=[(["--runs", "mdlm_wd0.1_do0_s02_75k,7"], ("--runs", "'7' is not one of"))],
         empty=[(["--runs", ","], ("--runs", "','"))],
         zero=[(["--eval-iters", "0"], ("--eval-iters", ">= 1"))],
-        root=[(["--runs", "mdlm_s08_75k"], "run from the repository root")]),
+        root=[(["--runs", "mdlm_wd0.1_do0_s02_75k"], "run from the repository root")]),
     "scripts/frontier.py": dict(
         missing=[(["missing.pt", "--ar-checkpoint", AR], "checkpoint missing.pt not found"),
                  ([AR, "--ar-checkpoint", "missing.pt"], "checkpoint missing.pt not found")],

@@ -23,13 +23,13 @@ def _run(root, name, curve, final, per_window, mflop=3.0):
 
 
 def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in_tmp, capsys, monkeypatch):
-    ar, mdlm = "ar_wd0.1_do0_75k", "mdlm_s08_75k"
+    ar, mdlm = "ar_wd0.1_do0_s02_75k", "mdlm_wd0.1_do0_s02_75k"
     # AR: windows 2.0 / 2.5 alternating; mdlm 0.1 lower on every window but one: a paired difference far beyond 2 se
     ar_w = [2.0, 2.5] * 8
     md_w = [w - 0.1 for w in ar_w[:-1]] + [ar_w[-1]]
     _run(in_tmp, ar, [(round(STEPS), 2.5), (round(8 * STEPS), 2.25), (round(40 * STEPS), 2.9)], 2.24, ar_w)
     # the other AR reads lower on test (eval.py, 2.20) but higher on its own evals (dev, 2.3): dev chooses
-    _run(in_tmp, "ar_wd0.8_do0.1_75k", [(round(STEPS), 2.6), (round(9 * STEPS), 2.3)], 2.20, [w - 0.05 for w in ar_w])
+    _run(in_tmp, "ar_wd0.8_do0.1_s02_75k", [(round(STEPS), 2.6), (round(9 * STEPS), 2.3)], 2.20, [w - 0.05 for w in ar_w])
     _run(in_tmp, mdlm, [(round(STEPS), 3.0), (round(100 * STEPS), 2.26), (round(190 * STEPS), 2.20)], 2.21, md_w)
     code, out, err = run_cli_here(script("epochs").main, ["--summary-only"], capsys)
     assert code == 0, err
@@ -81,25 +81,25 @@ def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in
 def test_a_tie_within_two_standard_errors_is_no_crossover(in_tmp, capsys):
     ar_w = [2.0, 2.5] * 8
     md_w = [w + (-0.3 if i % 2 else 0.28) for i, w in enumerate(ar_w)]  # lower on average, but noisy
-    _run(in_tmp, "ar_wd0.1_do0_75k", [(round(8 * STEPS), 2.25)], 2.25, ar_w)
-    _run(in_tmp, "mdlm_s08_75k", [(round(100 * STEPS), 2.24)], 2.24, md_w)
+    _run(in_tmp, "ar_wd0.1_do0_s02_75k", [(round(8 * STEPS), 2.25)], 2.25, ar_w)
+    _run(in_tmp, "mdlm_wd0.1_do0_s02_75k", [(round(100 * STEPS), 2.24)], 2.24, md_w)
     assert run_cli_here(script("epochs").main, ["--summary-only"], capsys)[0] == 0
     s = {r["name"]: r for r in json.loads((in_tmp / "artifacts/epochs/summary.json").read_text())["runs"]}
-    assert s["mdlm_s08_75k"]["minus_best_ar"] < 0 and not s["mdlm_s08_75k"]["crossover"]
+    assert s["mdlm_wd0.1_do0_s02_75k"]["minus_best_ar"] < 0 and not s["mdlm_wd0.1_do0_s02_75k"]["crossover"]
 
 
 def test_a_larger_diffusion_run_is_also_paired_with_the_best_ar_of_its_own_size(in_tmp, capsys):
     ar_w = [2.0, 2.5] * 8
-    _run(in_tmp, "ar_wd1.6_do0.2_75k", [(round(40 * STEPS), 2.10)], 2.10, ar_w)            # baby size: the best AR
-    _run(in_tmp, "ar_best_s16_75k", [(round(30 * STEPS), 2.20)], 2.20, [w + 0.1 for w in ar_w])  # 1.65M params
-    _run(in_tmp, "mdlm_s16_75k", [(round(300 * STEPS), 2.15)], 2.15, [w + 0.05 for w in ar_w])
-    _run(in_tmp, "mdlm_s08_75k", [(round(300 * STEPS), 2.25)], 2.25, [w + 0.15 for w in ar_w])
+    _run(in_tmp, "ar_wd1.6_do0.1_s02_75k", [(round(40 * STEPS), 2.10)], 2.10, ar_w)            # 0.20M: the best AR
+    _run(in_tmp, "ar_wd1.6_do0.1_s08_75k", [(round(30 * STEPS), 2.20)], 2.20, [w + 0.1 for w in ar_w])  # 0.80M params
+    _run(in_tmp, "mdlm_wd0.1_do0_s08_75k", [(round(300 * STEPS), 2.15)], 2.15, [w + 0.05 for w in ar_w])
+    _run(in_tmp, "mdlm_wd0.1_do0_s02_75k", [(round(300 * STEPS), 2.25)], 2.25, [w + 0.15 for w in ar_w])
     assert run_cli_here(script("epochs").main, ["--summary-only"], capsys)[0] == 0
     s = {r["name"]: r for r in json.loads((in_tmp / "artifacts/epochs/summary.json").read_text())["runs"]}
-    big = s["mdlm_s16_75k"]
-    assert big["size"] == "s16" and big["best_ar"] == "ar_wd1.6_do0.2_75k" and abs(big["minus_best_ar"] - 0.05) < 1e-9
-    assert big["same_size_ar"] == "ar_best_s16_75k" and abs(big["minus_same_size_ar"] + 0.05) < 1e-9
-    assert s["mdlm_s08_75k"]["same_size_ar"] == "ar_wd1.6_do0.2_75k"  # the grid is the baby size
+    big = s["mdlm_wd0.1_do0_s08_75k"]
+    assert big["size"] == "s08" and big["best_ar"] == "ar_wd1.6_do0.1_s02_75k" and abs(big["minus_best_ar"] - 0.05) < 1e-9
+    assert big["same_size_ar"] == "ar_wd1.6_do0.1_s08_75k" and abs(big["minus_same_size_ar"] + 0.05) < 1e-9
+    assert s["mdlm_wd0.1_do0_s02_75k"]["same_size_ar"] == "ar_wd1.6_do0.1_s02_75k"  # and the small one its own
 
 
 def test_every_study_run_resolves_to_the_recipe_it_was_measured_with():
