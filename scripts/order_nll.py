@@ -183,7 +183,8 @@ def main(argv):
         per_window[order] = by_step.mean(1)
         m, se = mean_se(per_window[order])
         q = [by_step[:, j * L // 4:(j + 1) * L // 4].mean().item() for j in range(4)]
-        res[order] = dict(nats_per_token=m, se=se, bits_per_char=m / cpt / math.log(2), by_quarter=q)
+        res[order] = dict(nats_per_token=m, se=se, bits_per_char=m / cpt / math.log(2), by_quarter=q,
+                          per_window=per_window[order].tolist())  # pairs two checkpoints on the same windows
         first, diff = args.orders[0], ""
         if order != first:
             paired = res[order]["paired_vs_" + first] = list(mean_se(per_window[order] - per_window[first]))

@@ -213,6 +213,7 @@ def _check_figures(d, by_hand):
     ln2, l2r = 0.6931471805599453, d["orders"]["l2r"]
     assert l2r["nats_per_token"] == pytest.approx(by_hand.mean().item(), rel=1e-9)
     assert l2r["se"] == pytest.approx(by_hand.std().item() / math.sqrt(len(by_hand)), rel=1e-9)
+    assert l2r["per_window"] == pytest.approx(by_hand.tolist(), rel=1e-9)  # what pairs two checkpoints
     for o, r in d["orders"].items():
         assert r["se"] > 0 and len(r["by_quarter"]) == 4  # quarters of equal size: their mean is the figure
         assert r["nats_per_token"] == pytest.approx(sum(r["by_quarter"]) / 4, rel=1e-9)
