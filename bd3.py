@@ -117,6 +117,10 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
     t_tok = t.repeat_interleave(block, 1)  # (B, L) each token's block time
     p = schedule.mask_prob(t_tok).to(torch.float32)
     masked = torch.rand(x0.shape, generator=generator, device="cpu").to(x0.device) < p  # CPU draws: same on any device
+    if opts.suffix_mix:  # the states a left-to-right sampler visits: the block's last n tokens masked, n as drawn
+        n = masked.view(B, -1, block).sum(2, keepdim=True)
+        pick = torch.rand(B, L // block, 1, generator=generator, device="cpu").to(x0.device) < opts.suffix_mix
+        masked = torch.where(pick, torch.arange(block, device=x0.device) >= block - n, masked.view(B, -1, block)).view(B, L)
     xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
     sc = None
     if opts.self_cond:  # the first pass is the same two-stream pass, without sc, for the chosen rows
@@ -302,6 +306,8 @@ def check(cfg, given=()):
         raise UserError(f"bd3_block={cfg.bd3_block} must divide block_size={cfg.block_size}: e.g. --bd3_block=4")
     if cfg.bd3_loss not in BD3_LOSSES:
         raise UserError(f"bd3_loss={cfg.bd3_loss!r} is not one of {', '.join(BD3_LOSSES)}")
+    if not 0 <= cfg.bd3_suffix_mix <= 1:
+        raise UserError(f"bd3_suffix_mix={cfg.bd3_suffix_mix} is a share of blocks: give a value in [0, 1]")
     check_band(cfg)
     # no steps <= T limit: the block sampler's counts are linear (or cosine), never on the schedule's grid
 
@@ -312,7 +318,8 @@ def loss(model, x, cfg, schedule, tok, draw):
     band = band_times(schedule, cfg.mask_min, cfg.mask_max)
     t = bd3_times(len(x), cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, offset=draw.offset,
                   total=draw.total, u=draw.u)
-    opts = LossOptions(cfg.bd3_loss, cfg.head_on_masked_only, self_cond=0.5 if cfg.self_cond else 0.0)
+    opts = LossOptions(cfg.bd3_loss, cfg.head_on_masked_only, self_cond=0.5 if cfg.self_cond else 0.0,
+                       suffix_mix=cfg.bd3_suffix_mix)
     return bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, draw.generator, t=t, allowed=band, opts=opts)[0]
 
 
