@@ -207,7 +207,7 @@ def plot_frontier(paths, out, x=None):
 
 
 def plot_epochs(paths, out, x="epochs"):
-    """Val nats/char against epochs over the data slice, or training FLOPs (log x): each data size's best AR (chosen
+    """Dev nats/char against epochs over the data slice, or training FLOPs (log x): each data size's best AR (chosen
     on dev: its lowest periodic eval) dashed, the other AR configurations thin grey, diffusion runs in colour (band =
     ± se), and eval.py's figure on best.pt as a star."""
     plt, fig, ax = _figure()
@@ -242,7 +242,7 @@ def plot_epochs(paths, out, x="epochs"):
     if x == "epochs":
         ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))  # 1, 10, 100 rather than 10^0
     ax.set_xlabel("epochs over the training slice (log)" if x == "epochs" else "training FLOPs (log)")
-    ax.set_ylabel("val nats per character (lower is better)")
+    ax.set_ylabel("dev nats per character, train.py's evals (lower is better)")
     ax.set_title("Models on a fixed slice of Tiny Shakespeare (★ = scripts/eval.py on best.pt)", fontsize=10)
     ax.set_ylim(top=min(3.2, ax.get_ylim()[1]))  # overfit AR runs climb far above: keep the interesting band
     ax.legend(fontsize=7)
