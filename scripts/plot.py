@@ -243,7 +243,7 @@ def plot_epochs(paths, out, x="epochs"):
         ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))  # 1, 10, 100 rather than 10^0
     ax.set_xlabel("epochs over the training slice (log)" if x == "epochs" else "training FLOPs (log)")
     ax.set_ylabel("dev nats per character, train.py's evals (lower is better)")
-    ax.set_title("Models on a fixed slice of Tiny Shakespeare (★ = scripts/eval.py on best.pt)", fontsize=10)
+    ax.set_title("Models on a fixed slice of Tiny Shakespeare (★ = scripts/eval.py on best.pt: the test half)", fontsize=10)
     ax.set_ylim(top=min(3.2, ax.get_ylim()[1]))  # overfit AR runs climb far above: keep the interesting band
     ax.legend(fontsize=7)
     _save(plt, fig, out)
