@@ -75,7 +75,7 @@ def _save(plt, fig, out):
     print(f"wrote {out}")
 
 
-def plot_curves(run_dirs, out):
+def plot_curves(run_dirs, out, x=None):
     plt, fig, ax = _figure()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, d in enumerate(run_dirs):
@@ -103,7 +103,7 @@ def plot_curves(run_dirs, out):
     _save(plt, fig, out)
 
 
-def plot_entropy(paths, out):
+def plot_entropy(paths, out, x=None):
     plt, fig, ax = _figure()
     runs = [r for p in paths for r in read_eval_json(p)["runs"] if r.get("entropy_by_t")]
     if not runs:
@@ -206,21 +206,20 @@ def plot_frontier(paths, out, x=None):
     return plot_at_held_out(docs, out, x) if x in ("speed", "nfe") else plot_frontiers(docs, out)
 
 
-def plot_epochs(paths, out, x="epochs"):
+def plot_epochs(paths, out, x=None):
     """Dev nats/char against epochs over the data slice, or training FLOPs (log x): each data size's best AR (chosen
     on dev: its lowest periodic eval) dashed, the other AR configurations thin grey, diffusion runs in colour (band =
     ± se), and eval.py's figure on best.pt as a star."""
     plt, fig, ax = _figure()
+    x = x or "epochs"
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fix = "write one with python scripts/epochs.py (--summary-only for runs so far)"
     runs = [r for path in paths for r in read_json(path, "a scripts/epochs.py summary", ("runs",), fix,
                                                     rows=("name", "objective", "train_chars", "extra", "curve"))["runs"]]
     sizes = sorted({r["train_chars"] for r in runs}, reverse=True)
     best_ar = {}  # data size -> the AR run with the lowest periodic eval (dev), as scripts/epochs.py pairs
-    for r in runs:
-        if is_ar(r) and "best_nats" in r:
-            if r["train_chars"] not in best_ar or r["best_nats"] < best_ar[r["train_chars"]]["best_nats"]:
-                best_ar[r["train_chars"]] = r
+    for r in sorted((r for r in runs if is_ar(r) and "best_nats" in r), key=lambda r: r["best_nats"]):
+        best_ar.setdefault(r["train_chars"], r)
     styles, grey_label = ["-", ":", "-.", "--"], True
     for i, r in enumerate(runs):
         if not r["curve"] or (x == "flops" and r["curve"][0].get("flops") is None):
@@ -267,12 +266,8 @@ def main(argv):
     check_output(out, a.force, "--out")  # the default path too
     if not out.lower().endswith(".png"):
         raise UserError(f"--out {out} should end in .png")
-    if a.what == "epochs":
-        plot_epochs(a.inputs, out, a.x or "epochs")
-    elif a.what == "frontier":
-        plot_frontier(a.inputs, out, a.x)
-    else:
-        dict(curves=plot_curves, entropy=plot_entropy)[a.what](a.inputs, out)
+    plot = dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier, epochs=plot_epochs)[a.what]
+    plot(a.inputs, out, a.x)  # x None: the plot's default axis
 
 
 if __name__ == "__main__":
