@@ -15,7 +15,7 @@ from configurator import get_config
 from canvas import continuation
 from evals.metrics import ChangeRate, distinct_n
 from trace import StepBar, chain, generate_with_trace, open_trace, print_written
-from utils.dist import estimate_tokens_per_s, peak_flops
+from utils.dist import peak_flops
 
 # what each training loss measures (train.py's log lines), beside the validation bound the eval lines report
 LOSSES = dict(elbo="the weighted NELBO on training batches", masked_ce="the unweighted CE over masked positions (no bound)",
@@ -39,7 +39,7 @@ def estimate_line(cfg, model, schedule, device, dtype_name, flops_tok, seq, assu
     head_frac = (1 - schedule.alpha[1:]).mean().item() if masked_head else 1.0  # E_t[mask rate]
     state_b, act_b = model.estimate_memory(cfg.batch_size, seq, dtype_name == "bfloat16", head_frac, cfg.ema > 0)
     peak = peak_flops(device)
-    est_tps = estimate_tokens_per_s(flops_tok, peak, assumed_mfu)
+    est_tps = peak * assumed_mfu / flops_tok if peak else None  # training tokens/s at the assumed MFU
     speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {assumed_mfu:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
              if est_tps else f"no tokens/s estimate: no peak FLOP/s known for {device} (scripts/bench_train.py measures one)")
     state = f"{state_b / 2**30:.1f} weights+grads+{cfg.optimizer}{'+EMA' if cfg.ema else ''}"

@@ -32,17 +32,13 @@ PEAK_FLOPS = {
 
 
 def pick_device(name):
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+    available = dict(cuda=torch.cuda.is_available, mps=torch.backends.mps.is_available)
+    if name == "auto":  # the first accelerator there is, else the CPU
+        return torch.device(next((kind for kind, there in available.items() if there()), "cpu"))
     try:
         dev = torch.device(name)
     except RuntimeError:
         raise UserError(f"--device={name} is not a device: use auto, cpu, cuda, cuda:N or mps")
-    available = dict(cuda=torch.cuda.is_available, mps=torch.backends.mps.is_available)
     if dev.type in available and not available[dev.type]():
         raise UserError(f"--device={name} but {dev.type.upper()} is not available here: use --device=cpu (or auto)")
     return dev
@@ -162,11 +158,6 @@ def all_gather_objects(obj, world):
     out = [None] * world
     torch.distributed.all_gather_object(out, obj)
     return out
-
-
-def estimate_tokens_per_s(flops_per_token, peak, mfu=0.4):
-    """Training tokens/s at an assumed model-FLOPs utilisation; None without a known peak."""
-    return peak * mfu / flops_per_token if peak else None
 
 
 def synchronize(device):
