@@ -36,8 +36,9 @@ import torch  # noqa: E402
 from bd3 import bd3_logits  # noqa: E402
 from common import predict_logits, self_condition_input  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
+from evals.bound import report_windows  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
-from utils.dataloader import SPLITS, chars_per_token, check_fits, fixed_windows, prepare_data, split_ids  # noqa: E402
+from utils.dataloader import SPLITS, prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.cli import ArgParser, at_least, list_of, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
@@ -161,11 +162,9 @@ def main(argv):
     sc_read = args.self_cond_read if model.args.self_cond else None
     tok = tokenizer_from_state(ckpt["tokenizer"])
     _, tr, va, _ = prepare_data(cfg, tok, verbose=False)
-    val = split_ids(tr, va, args.split)
     L = cfg.block_size
-    check_fits(val, L + 1, args.split)
-    windows = fixed_windows(val, args.n_windows, L + 1)[:, 1:]  # scripts/eval.py's windows, its scored tokens
-    cpt, g = chars_per_token(tok, windows), torch.Generator().manual_seed(args.seed)
+    windows, cpt = report_windows(tok, tr, va, args.split, args.n_windows, L)
+    windows, g = windows[:, 1:], torch.Generator().manual_seed(args.seed)  # scripts/eval.py's windows, its scored tokens
     block = pass_of(model, cfg, windows[:1], tok.mask_id)[1]
     print(f"{args.checkpoint}: {len(windows)} windows x {L} tokens, one token a pass " +
           (f"in each block of {block} ({block} passes a window)" if block else f"({L} passes a window)") + f", {device}")
