@@ -45,15 +45,13 @@ def mir_loss(model, x, mask_id, weight, max_rate, generator=None):
 
 
 @torch.no_grad()
-def sample_ar_window(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None, keep=None,
-                     mask_id=None):
+def sample_ar_window(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None, mask_id=None):
     """Autoregressive sampling with a KV cache: one forward per token, the prompt's in one pass. Past the context, by
-    the same window as sample_bd3: when the next token does not fit, keep the last `keep` tokens (default half the
-    window) and recompute their cache in one pass (which replaces a token's). prompt (B, P), P >= 1. mask_id: a
-    token never drawn ([MASK] is in the vocabulary but never a target: ~2e-5 of an AR's draws at baby were it).
-    Returns (B, P + gen_len)."""
+    the same window as sample_bd3: when the next token does not fit, keep the last half of the window and recompute
+    its cache in one pass (which replaces a token's). prompt (B, P), P >= 1. mask_id: a token never drawn ([MASK] is
+    in the vocabulary but never a target: ~2e-5 of an AR's draws at baby were it). Returns (B, P + gen_len)."""
     (B, P), W = prompt.shape, model.args.block_size
-    keep, seq, lo = keep or W // 2, prompt, max(0, P - W)
+    seq, lo = prompt, max(0, P - W)
 
     def restart(lo):  # a fresh cache over seq[:, lo:]; the logits of the next token
         cache = model.new_kv_cache(B, prompt.device, next(model.parameters()).dtype)
@@ -68,7 +66,7 @@ def sample_ar_window(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0
         if i + 1 == gen_len:
             break
         if seq.size(1) - lo > W:  # no room for this token: slide the window
-            lo = seq.size(1) - keep
+            lo = seq.size(1) - W // 2
             cache, logits = restart(lo)
         else:
             logits = model(nxt[:, None], kv_cache=cache, start_pos=seq.size(1) - 1 - lo)[:, -1]
@@ -122,8 +120,7 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
         drafter = load_drafter(cfg.draft, x.device, model.args.vocab_size)
         return sample_speculative(model, drafter, x[:, :P], x.size(1) - P, cfg.draft_len, mask_id,
                                   (cfg.temperature, cfg.top_k, cfg.top_p), generator)
-    out = sample_ar_window(model, x[:, :P], x.size(1) - P, cfg.temperature, cfg.top_k, cfg.top_p, generator,
-                           mask_id=mask_id)
+    out = sample_ar_window(model, x[:, :P], x.size(1) - P, cfg.temperature, cfg.top_k, cfg.top_p, generator, mask_id)
     return out, dict(nfe=x.size(1) - P, nfe_per_sample=[x.size(1) - P] * len(x))
 
 
