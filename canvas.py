@@ -136,10 +136,8 @@ def continuation(cfg, tok, prompt, gen_len, block_size):
 
 
 def start_token(tok):
-    """The token a model that needs context (AR) conditions on when the prompt is empty."""
-    if tok.kind == "char":
-        return tok.stoi.get("\n", 0)
-    return tok.eot_id if tok.eot_id is not None else 0
+    """The token a model that needs context (AR) conditions on when the prompt is empty: newline, or BPE's EOT."""
+    return tok.stoi.get("\n", 0) if tok.kind == "char" else tok.eot_id  # a BPE always has one (check_specials)
 
 
 @torch.no_grad()
