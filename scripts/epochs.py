@@ -69,7 +69,6 @@ def prepare_data(sizes):
     """nanoGPT's split of data/tinyshakespeare.txt: val = last 10%, train slices = first N of the first 90%."""
     text = read_text("data/tinyshakespeare.txt", "the study's text", "restore it: git checkout -- data/tinyshakespeare.txt")
     cut = int(len(text) * 0.9)
-    os.makedirs(f"{ROOT}/data", exist_ok=True)
     files = {"val": text[cut:], **{f"train_{n}": text[:cut][:n] for n in sizes}}
     for name, part in files.items():
         path = f"{ROOT}/data/{name}.txt"
