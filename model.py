@@ -240,10 +240,8 @@ class Transformer(nn.Module):
         plus attention's 12 * L * d * ctx (PaLM appendix B; nanoGPT's estimate_mfu)."""
         a = self.args
         n = self.num_params() - (0 if self.head is None else self.tok_emb.weight.numel())  # tied: it is the head's matmul
-        if self.time_emb is not None:
-            n -= self.time_emb.weight.numel()
-        if self.adaln is not None:  # runs once per sequence, not per token
-            n -= sum(p.numel() for p in self.adaln.parameters())
+        # the time embedding is a lookup too; adaLN runs once per sequence, not per token
+        n -= sum(p.numel() for m in (self.time_emb, self.adaln) if m is not None for p in m.parameters())
         return 6 * n + 12 * a.n_layer * a.n_embd * (seq_len or a.block_size)
 
     def estimate_memory(self, micro_batch, seq_len, bf16, head_frac=1.0, ema=False):
