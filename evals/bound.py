@@ -49,8 +49,7 @@ def reported(model, cfg, schedule, tok, train_ids, val_ids, ctx=nullcontext()):
 
 
 @torch.no_grad()
-def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=0,
-             chars_per_token=1.0, details=False):
+def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=0, chars_per_token=1.0, details=False):
     """Score windows (N, L + 1) of token ids with cfg's objective: every objective scores the same tokens, the last
     L of each window (AR given the first, which it needs as context; a diffusion model reads the L alone: one token
     of context worth ~0.015 nats/char to AR at L = 64 on Tiny Shakespeare, H(x) - H(x | previous char) over 64).

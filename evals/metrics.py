@@ -69,8 +69,7 @@ def ar_nll(model, seqs, n_prompt):
 def windowed_ar_nll(model, seqs, n_prompt):
     """ar_nll (B, S - n_prompt) for sequences longer than the scorer's context W: windows of W + 1 tokens, each token
     scored once with at least W // 2 tokens of context before it (or all it has), ~W // 2 new tokens per window."""
-    B, S = seqs.shape
-    W = model.args.block_size
+    S, W = seqs.size(1), model.args.block_size
     if S - 1 <= W:
         return ar_nll(model, seqs, n_prompt)
     parts, done = [], n_prompt  # tokens before `done` are scored, or are the prompt

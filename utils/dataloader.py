@@ -174,9 +174,7 @@ def get_batch(ids, batch_size, length, generator, device):
     """Random windows of `length` tokens: (B, length) long tensor on device."""
     ix = torch.randint(len(ids) - length, (batch_size,), generator=generator).tolist()
     x = torch.from_numpy(np.stack([ids[i:i + length] for i in ix]).astype(np.int64))
-    if device.type == "cuda":
-        return x.pin_memory().to(device, non_blocking=True)
-    return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else x.to(device)
 
 
 def fixed_windows(ids, n, length):
