@@ -164,7 +164,7 @@ def main(argv):
     _, tr, va, _ = prepare_data(cfg, tok, verbose=False)
     L = cfg.block_size
     windows, cpt = report_windows(tok, tr, va, args.split, args.n_windows, L)
-    windows, g = windows[:, 1:], torch.Generator().manual_seed(args.seed)  # scripts/eval.py's windows, its scored tokens
+    windows, g = windows[:, 1:], torch.Generator().manual_seed(args.seed)  # eval.py's windows, its scored tokens
     block = pass_of(model, cfg, windows[:1], tok.mask_id)[1]
     print(f"{args.checkpoint}: {len(windows)} windows x {L} tokens, one token a pass " +
           (f"in each block of {block} ({block} passes a window)" if block else f"({L} passes a window)") + f", {device}")
