@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import AR_ONLY, LossOptions, band_times, no_mask_logit, self_condition_input, stratified_times
+from common import AR_ONLY, LossOptions, Step, band_times, no_mask_logit, self_condition_input, stratified_times
 from diffusion import check_band
-from sampler import SamplerOptions
+from sampler import REVEAL_KEYS, SamplerOptions
+from speculative import draw, keep_or_redraw, probs
 from utils.errors import UserError
 
 
@@ -257,9 +258,11 @@ class BlockOutput:
 
 
 @torch.no_grad()
-def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None, cache=True):
+def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None, cache=True,
+               speculate=False):
     """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with opts (SamplerOptions; steps per
-    block, at most its generated tokens but for the loop schedule's; tokens_per_step='schedule' becomes 'linear').
+    block, at most its generated tokens but for the loop schedule's; tokens_per_step='schedule' becomes 'linear'),
+    or with speculate, drafted and checked by speculate_block at opts' temperature, top_k and top_p.
     on_step gets denoise()'s Step over the whole output (B, P + gen_len), block / n_blocks / nfe / step counted over
     the whole generation. cache=False: the uncached reference. Returns (tokens (B, P + gen_len), stats: nfe
     (batched forward passes), nfe_per_sample, seconds, seconds_per_sample, blocks)."""
@@ -281,13 +284,67 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
         block_step = None if on_step is None else lambda st, lo=lo, hi=hi, b=b: on_step(o.full(st, lo, hi, b))
         now = o.gen[:, lo:hi].clone()
         now[:, :pos - lo] = False  # the context is fixed text to denoise(): only this block is generated
-        x, st = sampler.denoise(denoiser, o.out[:, lo:hi], now, schedule, mask_id, opts, generator, block_step)
+        if speculate:
+            settings = (opts.temperature, opts.top_k, opts.top_p)
+            x, st = speculate_block(denoiser, o.out[:, lo:hi], now, mask_id, settings, generator, block_step)
+        else:
+            x, st = sampler.denoise(denoiser, o.out[:, lo:hi], now, schedule, mask_id, opts, generator, block_step)
         o.out[:, lo:hi] = x
         o.nfe += torch.tensor(st["nfe_per_sample"])
         o.steps += st["nfe"]
     seconds = time.perf_counter() - t0
     return o.out[:, :o.width], dict(nfe=o.steps, nfe_per_sample=o.nfe.tolist(), seconds=seconds,
                                     seconds_per_sample=[seconds] * B, blocks=len(o.starts))
+
+
+# ---------------------------------------------------------------------------- self-speculative decoding
+@torch.no_grad()
+def speculate_block(net, x, now, mask_id, settings, generator=None, on_step=None):
+    """Fill the positions `now` (B, W) of the window x's last block (a suffix of it: the rest is the prompt's tail)
+    with exact samples of the network's left-to-right joint inside the block, in fewer passes than tokens.
+
+    A draft pass reads the block with those positions masked; every one is drafted at once from its marginal q.
+    One batched pass then reads the states that reveal the drafts left to right (state m: the drafts before column
+    m known, [MASK] from m on) and gives the conditional p at each drafted column. speculative.keep_or_redraw keeps
+    drafts while u < p / q and redraws the first rejected one from max(0, p - q): each token is distributed as p
+    given those before it, whatever q (Leviathan et al. 2023). A round's first draft, drawn from the state it is
+    checked in (q = p), is always kept; the next round drafts from the marginals of the state that knew all but the
+    round's newest token, already computed: one pass a round. settings = (temperature, top_k, top_p) of p and q.
+    A self-conditioned network reads no prediction (as at a block's first step): the joint is that of its passes
+    without one. Rows advance by the row that kept fewest (speculative.py). Returns (x, stats as denoise's)."""
+    (B, W), n, t0 = x.shape, net.block, time.perf_counter()
+    x, j, passes = x.clone(), n - int(now[0, -n:].sum()), 0
+    conf = torch.zeros(B, W, dtype=torch.float64, device=x.device)
+
+    def run(windows):  # (R, W) -> the last block's sampling distributions (R, n, V) float64, on the CPU
+        return probs(no_mask_logit(net(windows)[:, -n:], mask_id), *settings).cpu()
+
+    q, exact = run(x), 1  # the draft pass: q at column j is the conditional there
+    passes += 1
+    while j < n:
+        drafts = draw(q[:, j:], generator)  # (B, n - j)
+        ms = torch.arange(j + exact, n)  # the states checked: column m's conditional, drafts j..m-1 known
+        p = q[:, j:j + exact]
+        if len(ms):
+            known = torch.arange(n)[None, :] < ms[:, None]  # (S, n)
+            block = torch.where(known & (torch.arange(n) >= j), F.pad(drafts, (j, 0)).to(x.device)[:, None],
+                                x[:, None, W - n:])  # (B, S, n)
+            states = torch.cat([x[:, None, :W - n].expand(-1, len(ms), -1), block], 2).flatten(0, 1)
+            pm = run(states).view(B, len(ms), n, -1)
+            p, passes = torch.cat([p, pm[:, torch.arange(len(ms)), ms]], 1), passes + 1
+        new = keep_or_redraw(p, q[:, j:], drafts, generator)  # (B, k): k - 1 drafts kept, then a redraw or a draft
+        (prev, x), k = (x, x.clone()), new.size(1)
+        x[:, W - n + j:W - n + j + k] = new.to(x.device)
+        conf[:, W - n + j:W - n + j + k] = p[:, :k].gather(-1, new[..., None])[..., 0].to(x.device)
+        if j + k < n:
+            q = pm[:, k - 1 - exact]  # state j + k - 1: known all but the newest token
+        j, exact = j + k, 0
+        if on_step is not None:
+            on_step(Step(step=passes, nfe=torch.full((B,), passes), time=torch.zeros(B, dtype=torch.long), x=x,
+                         prev=prev, gen_mask=now, revealed=x != prev, remasked=torch.zeros_like(now), conf=conf,
+                         finished=[j == n] * B))
+    seconds = time.perf_counter() - t0
+    return x, dict(nfe=passes, nfe_per_sample=[passes] * B, seconds=seconds, seconds_per_sample=[seconds] * B)
 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
@@ -309,6 +366,10 @@ def check(cfg, given=()):
     if not 0 <= cfg.bd3_suffix_mix <= 1:
         raise UserError(f"bd3_suffix_mix={cfg.bd3_suffix_mix} is a share of blocks: give a value in [0, 1]")
     check_band(cfg)
+    clash = [k for k in ("steps", *REVEAL_KEYS) if k in given] if cfg.bd3_speculate else []
+    if clash:
+        raise UserError(f"--{clash[0]} does not apply with --bd3_speculate (it drafts and checks whole blocks, at "
+                        f"temperature, top_k and top_p only): drop one of them")
     # no steps <= T limit: the block sampler's counts are linear (or cosine), never on the schedule's grid
 
 
@@ -342,12 +403,13 @@ def flops(model, cfg):
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)  # a continuation: given text, then blanks
     opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
-    return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, opts, generator, on_step)
+    return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, opts, generator, on_step,
+                      speculate=cfg.bd3_speculate)
 
 
 def passes(cfg, n_gen, n_prompt=0):
-    """Forward passes per sample: sampler.block_passes of each block (None: threshold)."""
-    if cfg.threshold:
+    """Forward passes per sample: sampler.block_passes of each block (None: threshold, speculation)."""
+    if cfg.threshold or cfg.bd3_speculate:
         return None
     k, opts = cfg.bd3_block, SamplerOptions.from_config(cfg)
     end = -(-(n_prompt + n_gen) // k) * k  # the last block is generated whole, then cut
@@ -355,6 +417,9 @@ def passes(cfg, n_gen, n_prompt=0):
 
 
 def describe(cfg):
+    if cfg.bd3_speculate:
+        return (f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, self-speculative (each block drafted in "
+                f"one pass, its left-to-right joint checked in one a round), temperature {cfg.temperature:g}")
     opts = SamplerOptions.from_config(cfg)
     k = cfg.steps if opts.loop else min(cfg.steps, cfg.bd3_block)  # the loop's steps may exceed L'
     steps = sampler.describe(replace(opts, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")

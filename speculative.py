@@ -58,7 +58,7 @@ def draw(p, generator):
 def keep_or_redraw(p, q, drafts, generator):
     """The round's tokens (B, j + 1) from the AR's p (B, k + 1, V) and the drafter's q (B, k, V) of drafts (B, k), j the
     fewest drafts any row kept: token j is each row's redraw from the residual max(0, p_j - q_j) (a row that kept draft
-    j keeps it), or the bonus draw from p_k when every row kept all k."""
+    j keeps it), or the bonus draw from p_k when every row kept all k (p of k rows has no bonus: the k drafts)."""
     B, k = drafts.shape
     if k == 0:
         return draw(p[:, 0], generator)[:, None]
@@ -67,6 +67,8 @@ def keep_or_redraw(p, q, drafts, generator):
     u = torch.rand(B, k, generator=generator, dtype=torch.float64)
     kept = (u * qd < pd).long().cumprod(1).sum(1)  # (B,) drafts kept before the first rejection
     j = int(kept.min())
+    if j == k and p.size(1) == k:
+        return drafts
     if j == k:
         last = draw(p[:, k], generator)
     else:

@@ -290,6 +290,9 @@ def test_ar_decode_is_the_uncached_one_within_the_context_and_slides_past_it():
     (["--objective=bd3", "--semi_ar_length=8"], "its own blocks"),
     (["--objective=bd3", "--bd3_mask_min=0.8", "--bd3_mask_max=0.3"], "mask_min < mask_max"),
     (["--objective=bd3", "--bd3_mask_min=0.00001", "--bd3_mask_max=0.0001"], "no diffusion time"),  # t=1 masks 1.2e-4
+    (["--objective=bd3", "--bd3_speculate", "--order=l2r"], "--order does not apply with --bd3_speculate"),
+    (["--objective=bd3", "--bd3_speculate", "--steps=4"], "--steps does not apply with --bd3_speculate"),
+    (["--objective=mdlm", "--bd3_speculate"], "does not read --bd3_speculate"),
 ])
 def test_bad_bd3_settings_are_refused_before_any_work(argv, words):
     from configurator import get_config
