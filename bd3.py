@@ -300,18 +300,17 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
 # ---------------------------------------------------------------------------- self-speculative decoding
 @torch.no_grad()
 def speculate_block(net, x, now, mask_id, settings, generator=None, on_step=None):
-    """Fill the positions `now` (B, W) of the window x's last block (a suffix of it: the rest is the prompt's tail)
+    """Fill the positions `now` (B, W) of the window x's last block (a suffix of it; the rest is the prompt's tail)
     with exact samples of the network's left-to-right joint inside the block, in fewer passes than tokens.
 
-    A draft pass reads the block with those positions masked; every one is drafted at once from its marginal q.
-    One batched pass then reads the states that reveal the drafts left to right (state m: the drafts before column
-    m known, [MASK] from m on) and gives the conditional p at each drafted column. speculative.keep_or_redraw keeps
-    drafts while u < p / q and redraws the first rejected one from max(0, p - q): each token is distributed as p
-    given those before it, whatever q (Leviathan et al. 2023). A round's first draft, drawn from the state it is
-    checked in (q = p), is always kept; the next round drafts from the marginals of the state that knew all but the
-    round's newest token, already computed: one pass a round. settings = (temperature, top_k, top_p) of p and q.
-    A self-conditioned network reads no prediction (as at a block's first step): the joint is that of its passes
-    without one. Rows advance by the row that kept fewest (speculative.py). Returns (x, stats as denoise's)."""
+    A draft pass reads the block with those positions masked and drafts them all, each from its marginal q. One
+    batched pass reads the states that reveal the drafts left to right (state m: drafts before column m known) and
+    gives each drafted column's conditional p; speculative.keep_or_redraw keeps drafts while u < p / q and redraws the
+    first rejected one from max(0, p - q), so every token is p-distributed whatever q (Leviathan et al. 2023). The
+    first round's first draft is always kept (its q is p); later rounds draft from the marginals of the state that
+    knew all but the newest token, already computed: one pass a round. settings = (temperature, top_k, top_p) of p
+    and q. A self-conditioned network reads no prediction (as at a block's first step). Rows advance by the row that
+    kept fewest (speculative.py). Returns (x, stats as denoise's)."""
     (B, W), n, t0 = x.shape, net.block, time.perf_counter()
     x, j, passes = x.clone(), n - int(now[0, -n:].sum()), 0
     conf = torch.zeros(B, W, dtype=torch.float64, device=x.device)
@@ -418,8 +417,7 @@ def passes(cfg, n_gen, n_prompt=0):
 
 def describe(cfg):
     if cfg.bd3_speculate:
-        return (f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, self-speculative (each block drafted in "
-                f"one pass, its left-to-right joint checked in one a round), temperature {cfg.temperature:g}")
+        return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, self-speculative (drafted, checked left to right)"
     opts = SamplerOptions.from_config(cfg)
     k = cfg.steps if opts.loop else min(cfg.steps, cfg.bd3_block)  # the loop's steps may exceed L'
     steps = sampler.describe(replace(opts, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")
