@@ -156,9 +156,8 @@ class Config:
     wandb_project: str = resumable("micro-dllm")  # the Weights & Biases project (with wandb_log)
 
 
-# The masked-diffusion recipe that won the baby speedrun (RESULTS.md, learning.md): no time input and CE on every
-# position, visible ones included (-0.23 nats/char against learned + ELBO at the baby budget). The laptop presets
-# set it; bd3 and ar have no use for either key, and uniform-state diffusion wants --time_cond=learned.
+# The masked-diffusion recipe that won the baby speedrun: no time input and CE on every position, visible ones included
+# (-0.23 nats/char against learned + ELBO; RESULTS.md). bd3 and ar read neither key; uniform wants --time_cond=learned.
 _RECIPE = dict(time_cond="none", loss_type="all_ce")
 
 # The laptop budget shared by the CPU presets: 4/4/128, ctx 128, 2,000 steps x 32 sequences (8.19M tokens).
@@ -167,44 +166,28 @@ _CPU = dict(block_size=128, n_layer=4, n_head=4, n_embd=128, batch_size=32, max_
             # +- 0.026 nats/token, +- 0.005 between two evals (paired): enough to pick best.pt (README)
             steps=64, gen_len=96, **_RECIPE)
 
-# Tiny Shakespeare at the laptop budget: the main job (cpu) and the results table's CPU row (shakespeare_cpu).
-# The sampler whose samples read like the data: MDLM's ancestral order (random, committed tokens final). Judged at the
-# held-out text's entropy it scored the lowest gen-PPL of the masked-diffusion samplers (baby: 36 against 47-58;
-# the confidence orders never reach that entropy, they repeat themselves); LOG.md, samples at matched entropy.
+# The presets' samplers, each the best of its kind read at the held-out text's entropy (RESULTS.md, "Samples at the
+# held-out text's entropy"; LOG.md): MDLM's ancestral order (random, committed tokens final); ReMDM's cap (the
+# laptop's); baby's ancestral steps drawing hot while the canvas is mostly [MASK] and cooler as it fills (the
+# temperature falls from 1.7 to 0.17: gen-PPL 14.7 against a constant one's 22.4, AR 4.2); and left to right inside
+# bd3's blocks (its network's best joint: 8.9 against margin order's 13.5; for mdlm left to right is no better).
 _ANCESTRAL = dict(order="random", remask="none")
-# At a constant temperature the samplers that revisit tokens (the corrector) buy their lower gen-PPL with an entropy
-# the held-out text does not have: their curves stop short of it (LOG.md, 256 samples a point). The
-# laptop's sampler is ReMDM's cap (NFE 64; read from 32 samples: 0.235 against 0.241-0.245, AR 0.221).
 _CAP = dict(order="random", remask="remdm", remdm_schedule="cap", remask_eta=0.05)
-# baby's ancestral steps draw hot while the canvas is mostly [MASK] and cool as it fills: the temperature falls
-# linearly with the share of the canvas still masked, from 1.7 to 0.17 (share 0.1), where its curve crosses the
-# held-out entropy. Read there from 256 samples on two sampling seeds: gen-PPL 14.67 / 14.57 and n-gram divergence
-# 0.194 / 0.195 against a constant temperature's 22.35 / 21.59 and 0.223 / 0.222 (AR 4.20 / 0.165). With 64 passes of
-# the random-pick corrector it reads 10.8 / 0.187, at NFE 112: over L, the default's cap. Rising never reaches it.
 _FALLING = dict(_ANCESTRAL, temperature=1.7, temperature_end_share=0.1)
-# baby_bd3 reveals left to right inside each block of 4, one token a step (committed tokens final): read that way its
-# network is a better joint than its bound, an exact NLL 0.105 +- 0.006 nats/token below the random order's
-# (scripts/order_nll.py), and at the held-out entropy, from 256 samples on two sampling seeds, its gen-PPL and n-gram
-# divergence sit far below margin order's (8.87 / 0.182 and 8.86 / 0.184 against 13.46 / 0.203 and 12.76 / 0.201;
-# random 14.18 / 0.204; AR 4.20 / 0.165). For mdlm left to right is no better (+0.012 +- 0.008): RESULTS.md.
 _L2R = dict(order="l2r", remask="none")
 _SHAKESPEARE_CPU = dict(data_path="data/tinyshakespeare.txt", **_CPU, **_ANCESTRAL, prompt="ROMEO:")
 
 # What won for every objective at the baby budget (LOG.md, issue 28): QK-norm (-0.014 to -0.025 nats/char),
 # Muon on the hidden matrices at a tuned LR and a weight EMA (-0.05 to -0.08 together).
 _TRAINING = dict(qk_norm=True, optimizer="muon", muon_lr=0.005, ema=0.999)
-# What won for masked diffusion alone: mask rates in [0.2, 0.8] (the near-clean windows left out: -0.07), the band's
-# top rising from 0.5 to 0.8 over the run (easy to hard: -0.011), self-conditioning (-0.015), the LR floor at 30 % of
-# the peak (-0.007 and -0.009 on two seeds at baby, -0.012 at the laptop; the baby AR +0.006, so its baseline pins
-# --min_lr=1e-4; the laptop AR -0.002).
-# A 1,000-step chain (T): a network without time input defines one at any T; on every checkpoint measured the finer
-# chain's bound was the tighter (row 5's: 2.064 at T = 100, 2.051 at 1,000; LOG.md), measured, not a theorem.
+# What won for masked diffusion alone (RESULTS.md records): mask rates in [0.2, 0.8] (-0.07) whose top rises from 0.5
+# over the run (-0.011), self-conditioning (-0.015), the LR floor at 30 % of the peak (-0.007 to -0.012; the baby AR's
+# baseline pins --min_lr=1e-4), and a 1,000-step chain (a network without time input defines one at any T; on every
+# checkpoint measured the finer chain's bound was the tighter, 2.064 -> 2.051: measured, not a theorem).
 _MDLM_WINS = dict(mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5, self_cond=True, min_lr=3e-4,
                   diffusion_steps=1000)
-# What won for block diffusion at the baby budget: the same floor, Muon's momentum 0.9 and no weight decay (each within
-# its noise alone; -0.015 and -0.028 together on two seeds), then self-conditioning with the head tied to the token
-# embedding (-0.004 and -0.006 alone, -0.015 together; RESULTS.md records B6).
-# And the 1,000-step chain (B7: its checkpoint 1.934 at T = 100, 1.928 at 1,000; blocks of 4 lose half what mdlm does).
+# What won for block diffusion at the baby budget (RESULTS.md records B6, B7): the same floor, Muon's momentum 0.9 and
+# no weight decay (-0.015 and -0.028 together on two seeds), self-conditioning with a tied head (-0.015), T = 1,000.
 _BD3_WINS = dict(min_lr=3e-4, muon_momentum=0.9, weight_decay=0.0, self_cond=True, tie_weights=True, diffusion_steps=1000)
 # The laptop budget's mdlm recipe: the same winners, 2.019 -> 1.849 nats/char (LOG.md: issue 28, the sixth sitting).
 _LAPTOP_MDLM = dict(**_TRAINING, **_MDLM_WINS, **_CAP)
@@ -218,25 +201,20 @@ _BABY = dict(data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_h
 # Named presets: a dict of overrides on top of the defaults above. The comment above each one is its
 # line in `python train.py --help`. A preset whose data file is missing names the command that makes it.
 PRESETS = {
-    # nanoGPT's "baby" CPU budget (4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params) on
-    # Tiny Shakespeare with nanoGPT's split: the speedrun's yardstick (RESULTS.md records). ~5 min on 2 cores.
-    # mdlm trains on mask rates in [0.2, 0.8] whose top rises from 0.5 over the run, with self-conditioning, Muon and a
-    # weight EMA, its LR floor at 30 % (RESULTS.md records: <= 2.054 nats/char on a 1,000-step chain; the AR:
-    # --objective=ar --min_lr=1e-4); it samples with ancestral steps whose temperature falls as the canvas fills.
+    # nanoGPT's "baby" CPU budget (4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params, its split):
+    # the speedrun's yardstick, ~5 min on 2 cores. mdlm with its records' winners (RESULTS.md: <= 2.054 nats/char; the
+    # AR: --objective=ar --min_lr=1e-4); it samples ancestrally, the temperature falling as the canvas fills.
     "baby": dict(**{**_BABY, **_MDLM_WINS}, **_RECIPE, **_FALLING, out_dir="artifacts/models/baby",
                  checkpoint="artifacts/models/baby/model.pt", viz_video="artifacts/media/baby_trace.mp4"),
     # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.5, 1]
-    # (BD3-LM's variance fix; the bound is always scored on the full range) with the plain CE of every noisy position
-    # (bd3_loss=all_ce), with the baby base's Muon and EMA, a schedule that keeps learning to the end (the LR floor
-    # at 30 % of the peak, Muon's momentum 0.9, no weight decay), self-conditioning and a tied head, a 1,000-step
-    # chain (RESULTS.md: B7); it samples left to right inside each block.
+    # (BD3-LM's variance fix; the bound scores the full range) with the plain CE of every noisy position and its
+    # records' winners (RESULTS.md: B7); it samples left to right in each block (--bd3_speculate: drafted, checked).
     "baby_bd3": dict(**{**_BABY, **_BD3_WINS}, objective="bd3", bd3_block=4, mask_min=0.5, bd3_loss="all_ce", **_L2R,
                      out_dir="artifacts/models/baby_bd3",
                      checkpoint="artifacts/models/baby_bd3/model.pt", viz_video="artifacts/media/baby_bd3_trace.mp4"),
-    # The drafter of the baby AR's speculative decoding (speculative.py): masked diffusion of one layer (0.06M params)
-    # on windows of 32 with mask rates in [0.05, 0.5] (a draft is the last few tokens masked), the baby budget's
-    # tokens; ~30 s. python inference.py --checkpoint artifacts/models/baby_ar/model.pt --draft
-    # artifacts/models/baby_draft/model.pt --draft_len 2 samples exactly as the AR, ~1.05-1.10x as fast (RESULTS.md).
+    # The drafter of the baby AR's speculative decoding (speculative.py): one-layer masked diffusion (0.06M params) on
+    # windows of 32, mask rates in [0.05, 0.5] (a draft is the last tokens masked), ~30 s; inference.py --checkpoint
+    # artifacts/models/baby_ar/model.pt --draft artifacts/models/baby_draft/model.pt --draft_len 2 (RESULTS.md).
     "baby_draft": {**_BABY, **_MDLM_WINS, **_RECIPE, **dict(
         n_layer=1, n_embd=64, block_size=32, batch_size=24, mask_ramp=0.0, mask_min=0.05, mask_max=0.5,
         out_dir="artifacts/models/baby_draft", checkpoint="artifacts/models/baby_draft/model.pt", viz_video="")},
@@ -258,10 +236,8 @@ PRESETS = {
         **{**_SHAKESPEARE_CPU, **_LAPTOP_MDLM}, out_dir="artifacts/models/cpu", checkpoint="artifacts/models/cpu/model.pt",
         viz_video="artifacts/media/cpu_trace.mp4"),
     # The laptop budget's best diffusion recipe: block diffusion, blocks of 4, mask rates in [0.5, 1], a 100-step chain
-    # (<= 1.812 nats/char); best of all started from 500 AR steps (--init_from, then 1,500 steps of this preset;
-    # RESULTS.md gives both commands: 1.792 against that sitting's AR, 1.507). It samples left to
-    # right inside each block: its left-to-right joint is 0.123 +- 0.005 nats/char better than the random order's, and
-    # at the held-out entropy its samples read gen-PPL 8.43 / n-gram JS 0.171 against 14.45 / 0.189 (AR 4.11 / 0.151).
+    # (<= 1.812 nats/char; 1.792 started from 500 AR steps, RESULTS.md); it samples left to right inside each block, its
+    # network's best joint (gen-PPL 8.43 at the held-out entropy against the random order's 14.45; AR 4.11).
     "cpu_bd3": dict(
         **{**_SHAKESPEARE_CPU, **_L2R}, objective="bd3", bd3_block=4, mask_min=0.5, out_dir="artifacts/models/cpu_bd3",
         checkpoint="artifacts/models/cpu_bd3/model.pt", viz_video="artifacts/media/cpu_bd3_trace.mp4"),
@@ -273,10 +249,9 @@ PRESETS = {
     "tinystories_cpu": dict(
         data_path="data/tinystories_train_head.txt", **_CPU, prompt="Once upon a time", out_dir="artifacts/models/tinystories_cpu",
         checkpoint="artifacts/models/tinystories_cpu/model.pt", viz_video="artifacts/media/tinystories_cpu_trace.mp4"),
-    # The BPE path on a laptop: the shipped excerpt and a 2,048-token BPE trained on it (train.py trains it when
-    # missing), at the cpu dims (1.31M parameters, ctx 128 tokens ~ 470 chars) with block diffusion's recipe (blocks
-    # of 4, band [0.5, 1]), whose block-by-block samples read as stories at this size. RESULTS.md has its bound and
-    # the AR's, LOG.md a sample.
+    # The BPE path on a laptop: the shipped excerpt and a 2,048-token BPE trained on it (by train.py when missing),
+    # at the cpu dims (1.31M parameters, ctx 128 tokens ~ 470 chars) with block diffusion's recipe (blocks of 4, band
+    # [0.5, 1]), whose block-by-block samples read as stories at this size (RESULTS.md: its bound and the AR's).
     "tinystories_bpe_cpu": dict(
         tokenizer="bpe", data_path="data/tinystories_train_head.txt", tokenizer_path="artifacts/tokenizer/tinystories_head.json",
         **dict(_CPU, batch_size=16), objective="bd3", bd3_block=4, mask_min=0.5, **_ANCESTRAL, prompt="Once upon a time",
