@@ -60,9 +60,14 @@ def test_the_grid_holds_each_distinct_sampler_once():
     assert [s for s, _ in ar_pts] == [dict(temperature=t, top_p=p) for t in (0.8, 1.0) for p in (0.9, 1.0)]
     with pytest.raises(UserError, match="steps"):  # a point the objective refuses: steps > diffusion_steps (20)
         frontier.grid_points(dict(steps=[40]), cfg, objectives.get("mdlm"))
-    for bad in ("epochs=3", "temperature=hot", "steps="):
+    for bad in ("epochs=3", "temperature=hot", "steps=", "bd3_speculate=maybe"):
         with pytest.raises(UserError, match="--grid"):
             grid(bad)
+    # a bool key reads its words (bool('false') is True): block diffusion's two samplers, two points
+    assert grid("bd3_speculate=false,true,0,on") == dict(bd3_speculate=[False, True, False, True])
+    bd3_cfg = get_config([*MICRO, "--objective=bd3"])
+    assert [s for s, _ in frontier.grid_points(grid("bd3_speculate=false,true"), bd3_cfg, objectives.get("bd3"))] == \
+        [dict(bd3_speculate=False), dict(bd3_speculate=True)]
 
 
 def test_a_curve_is_read_at_the_held_out_entropy_by_interpolation():

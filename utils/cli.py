@@ -83,6 +83,14 @@ def list_of(element):
     return items
 
 
+def boolean(text):
+    """'true' / 'false' (or 1 / 0, yes / no, on / off) -> bool: bool('false') would be True."""
+    words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+    if text.lower() not in words:
+        raise ValueError(text)
+    return words[text.lower()]
+
+
 def key_list(types):
     """'key=v1,v2' -> (key, [values]): key one of `types` (key -> a list_of element), each value of its type."""
     def pair(text):
@@ -90,7 +98,7 @@ def key_list(types):
         if not eq or key not in types:
             raise argparse.ArgumentTypeError(f"{text!r}: give KEY=V1,V2 with KEY one of {', '.join(types)}")
         try:
-            return key, list_of(types[key])(values)
+            return key, list_of(boolean if types[key] is bool else types[key])(values)
         except argparse.ArgumentTypeError as e:
             raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
     pair.element = types
