@@ -1,27 +1,23 @@
 """Does the order a diffusion model decodes in change how good its joint is? Each held-out window is revealed one
 token a pass in a fixed order (left to right, right to left, or a random one per window), every token scored by the
 pass that reveals it. The mean is an exact NLL, not a bound: that of the autoregressive model the order defines. Over
-uniformly random orders it estimates without bias the network's continuous-time NELBO (every k-subset masked with the
-weight 1/k the integral gives: learning.md), the T -> infinity limit of the chain scripts/eval.py scores (finer
-chains read tighter here: measured, not a theorem). If left to right scores what random orders do, the reveal order
-is not what separates a sampler's samples from an AR's.
+uniformly random orders it is an unbiased estimate of the network's continuous-time NELBO (learning.md), the
+T -> infinity limit of the chain scripts/eval.py scores. If left to right scores what random orders do, the reveal
+order is not what separates a sampler's samples from an AR's.
 
-The network is read as its bound reads it, so it must read no time (time_cond='none': an order defines none). A
-self-conditioned one reads at each pass the prediction of a fresh first pass that read zeros, as the bound does (two
-passes a token); --self-cond-read sampler reads the previous pass's instead, as a one-token-a-step sampler does, and
-scores that joint, whose random order estimates no bound (tests/test_order_nll.py measures the two apart).
+The network must read no time (time_cond='none': an order defines none). A self-conditioned one reads, as the bound
+does, a fresh first pass's prediction (two passes a token); --self-cond-read sampler reads the previous pass's
+instead, a joint whose random order estimates no bound (tests/test_order_nll.py).
 
     python scripts/order_nll.py artifacts/models/baby/model.pt --orders random,l2r,r2l
     python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,l2r    # the order inside each block
     python scripts/order_nll.py artifacts/models/baby/model.pt --n-windows 32 --device cpu    # quick look
     python scripts/order_nll.py artifacts/models/baby/model.pt --self-cond-read sampler    # the sampler's joint
 
-Windows: --split's --n-windows fixed windows (test by default), the tokens scripts/eval.py scores. Prints per order
-nats/token and bits/char +- one standard error over windows, its paired difference from the first order, and the NLL
-by quarter of the order (the first quarter reads a mostly masked window, or block). mdlm: the order runs over the
-whole window, L passes. bd3: each block is read after the clean blocks before it, as its sampler reads them, the
-order inside it, every block's k-th token in the same pass (independent under the block mask): L' passes a window.
-The AR has one order; uniform-state diffusion has no [MASK] to reveal.
+Windows are scripts/eval.py's (--split, --n-windows). Prints per order nats/token and bits/char +- one standard
+error, the paired difference from the first order, and the NLL by quarter of the order. bd3: each block is read
+after the clean blocks before it, as its sampler reads them, every block's k-th token in the same pass (L' passes a
+window). The AR has one order; uniform-state diffusion has no [MASK] to reveal.
 """
 import json
 import math
@@ -67,9 +63,8 @@ def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=None):
     """NLL (B, L) float64 of each token of x (B, L) when all start masked and pass k reveals perm[:, :, k] (one
     position per block), each scored by the pass that sees exactly the tokens revealed before it.
     logits_of(xt, sc) -> (B, L, V) logits with the [MASK] logit at -inf. self_cond, for a self-conditioned network:
-    'bound' feeds each scoring pass the prediction of a first pass over the same canvas that reads none (the bound's
-    reading: common.self_condition_input, every sequence); 'sampler' the previous scoring pass's (diffusion.denoise's
-    reading; zeros at the first pass); None: the network reads none."""
+    'bound' feeds each pass a fresh first pass's prediction over the same canvas (common.self_condition_input),
+    'sampler' the previous pass's (diffusion.denoise's reading; zeros at first); None: the network reads none."""
     assert self_cond in (None, *SC_READS), self_cond
     B, L = x.shape
     perm = perm.to(x.device)
