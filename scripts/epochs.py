@@ -1,14 +1,13 @@
 """The data-constrained study, fair to both sides: how the dev bound / NLL moves with epochs over a fixed slice of
 data for the AR, masked and block diffusion over the same regulariser grid (weight decay x dropout).
 
-Baby-shaped models (4 layers, 4 heads, ctx 64, batch 12, lr 1e-3; widths 64/128 = 0.20M/0.80M params) train on the
-first 75,000 characters of nanoGPT's train split of Tiny Shakespeare (its first 90%); the last 10% is validation, its
-first half dev, its second test (utils.dataloader.split_ids). One long run per model, evaluated on dev every epoch,
-stopped once its best eval is `patience` epochs old (a Ctrl-C keeps best.pt, the lowest on dev), then scripts/eval.py
-scores best.pt on test (128 windows x 8 t, whose per-window figures pair any two runs). Each diffusion run is paired
-with the AR chosen on dev. The LR follows one cosine over the planned epochs, so the value at epoch e is not a run
-trained for e epochs. Training FLOPs = train.py's FLOPs per token x tokens seen. The first study (sizes to 1.65M, the
-AR's masked-input loss, chosen on the undivided validation windows) reproduces at 1b36dc7: LOG.md, 2026-11-24.
+Baby-shaped models (widths 64/128 = 0.20M/0.80M params) train on the first 75,000 characters of nanoGPT's train
+split of Tiny Shakespeare (its first 90%); the last 10% is validation, its halves dev and test
+(utils.dataloader.split_ids). One long run per model, evaluated on dev every epoch, stopped once its best eval is
+`patience` epochs old (best.pt keeps the lowest on dev); scripts/eval.py then scores best.pt on test (128 windows x
+8 t, paired across runs). Each diffusion run is paired with the AR chosen on dev. The LR follows one cosine over the
+planned epochs, so the value at epoch e is not a run trained for e epochs. The first study reproduces at 1b36dc7
+(LOG.md, 2026-11-24).
 
 Run from the repo root (one process at a time, one thread each on a shared CPU):
 
@@ -19,8 +18,7 @@ Run from the repo root (one process at a time, one thread each on a shared CPU):
 
 Writes artifacts/epochs/data/{val,train_N}.txt, a dir per run under artifacts/epochs/runs/ (train.log, eval.json) and
 artifacts/epochs/summary.json (rewritten after every run; another existing file is only replaced with --force). A run
-cut short continues bit-exact with train.py --resume when the driver starts again (resumed.txt lists the sittings);
---restart starts it from scratch instead.
+cut short resumes bit-exact (train.py --resume) when the driver starts again; --restart starts it from scratch.
 """
 import contextlib
 import json
@@ -52,10 +50,9 @@ def fair(objective, decays, dropouts, epochs, patience, size="s02"):
 
 
 # name: (objective flags, train chars, epochs planned, epochs between evals, extra flags, patience: stop once the
-# best eval is this many epochs old, None = never), in priority order. Issue 41's study at 0.20M params (diffusion's
-# best size in the first study, LOG.md 2026-11-24): mdlm plans 400 epochs (an 800-epoch run was within 0.03 of its
-# best by 400), bd3 150 (it overfits like the AR), the AR 80; then the AR and mdlm at 0.80M (mdlm's best came by
-# epoch 300 there).
+# best eval is this many epochs old, None = never), in priority order. At 0.20M (diffusion's best size in the first
+# study) mdlm plans 400 epochs (an 800-epoch run was within 0.03 of its best by 400), bd3 150 (it overfits like the
+# AR), the AR 80; at 0.80M mdlm's best came by epoch 300.
 RUNS = {
     **fair("ar", (0.1, 0.8, 1.6), (0.0, 0.1, 0.2), 80, 20),
     **fair("mdlm", (0.1, 0.8, 1.6), (0.0, 0.1), 400, 100),
@@ -82,9 +79,8 @@ def train_command(name, paths, eval_iters, out):
     """The train.py command line of one study run (paths: the slices scripts/epochs.py cut)."""
     flags, n_chars, epochs, per_eval, extra, patience = RUNS[name]
     steps_per_epoch = n_chars / TOKENS_PER_STEP
-    # the baby preset as the study began (2026-11-24), so its runs stay comparable: no QK-norm, AdamW with no weight
-    # EMA, the LR floor at 10 %, and for diffusion the 100-step chain without the mask-rate curriculum (mdlm only:
-    # AR and bd3 refuse it) and self-conditioning the preset gained later
+    # the baby preset as the study began (2026-11-24), so its runs stay comparable: the flags undo what the preset
+    # gained later (--mask_ramp is mdlm's only: AR and bd3 refuse it)
     return [sys.executable, "train.py", "baby", "--qk_norm=false", "--optimizer=adamw", "--ema=0", "--min_lr=1e-4", *flags,
            *(["--mask_ramp=0"] if flags == MDLM else []),
            *(["--self_cond=false", "--diffusion_steps=100"] if flags in (MDLM, BD3) else []),
