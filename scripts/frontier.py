@@ -13,13 +13,12 @@ points the temperatures; the better sampler has the lower gen-PPL and divergence
 
 Held-out text is the validation split cut in half: the first half is the reference distribution; --n-samples windows
 of --gen-len tokens from the second half give the held-out entropy and the divergence of real text of the samples'
-size (the floor: n-gram counts from few samples are noisy). Take many: baby's held-out entropy reads 2.906 from 32
-windows and 2.973 from 256, a gap over which a masked-diffusion curve climbs from gen-PPL 10 to 19 (RESULTS.md).
-Every point is also timed (--time-batches, --repeats, --threads): wall-clock tokens/s drawing B samples, the median of
-rounds in which every point draws once in turn, so a drifting load slows all alike; `scripts/plot.py frontier --x
-speed` plots it. AR and bd3 samples may run past the context (a sliding window; the judge scores them in windows). A
-point drops the settings its objective does not read (and ReMDM's unless remask=remdm), so the grid holds each
-sampler once. NFE counts passes of what each runs on: the whole canvas (mdlm), one block (bd3) or one token (AR).
+size (the floor: n-gram counts from few samples are noisy, so take many: RESULTS.md). Every point is also timed
+(--time-batches, --repeats, --threads): wall-clock tokens/s drawing B samples, the median of rounds in which every
+point draws once in turn, so a drifting load slows all alike (`scripts/plot.py frontier --x speed`). AR and bd3
+samples may run past the context (a sliding window; the judge scores them in windows). A point drops the settings
+its objective does not read (ReMDM's unless remask=remdm), so the grid holds each sampler once. NFE counts passes
+of what each runs on: the whole canvas (mdlm), one block (bd3) or one token (AR).
 """
 import itertools
 import json
