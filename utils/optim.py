@@ -4,9 +4,8 @@
 Muon (Keller Jordan 2024, "Muon: An optimizer for hidden layers in neural networks", kellerjordan.github.io/posts/muon;
 modded-nanogpt, nanochat): SGD with Nesterov momentum whose update for each 2-D hidden matrix is replaced by the
 nearest semi-orthogonal matrix, U V^T of its SVD, approximated with a few Newton-Schulz iterations; embeddings, the
-head and anything not 2-D keep AdamW. Both are torch's own (torch.optim.Muon, torch >= 2.9). torch's Newton-Schulz
-runs in bf16, which a CPU multiplies ~10x slower than fp32 (29 against 2.7 ms for a 512 x 128 iteration, 1 thread):
-off CUDA it runs in fp32 here (newton_schulz, torch's quintic; --muon_ns_dtype).
+head and anything not 2-D keep AdamW. Both are torch's own (torch.optim.Muon, torch >= 2.9). Off CUDA the
+Newton-Schulz runs in fp32 here (newton_schulz, torch's quintic; --muon_ns_dtype): a CPU runs torch's bf16 ~10x slower.
 
     python train.py cpu --optimizer=muon --muon_lr=0.02
 """
