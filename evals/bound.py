@@ -51,12 +51,11 @@ def reported(model, cfg, schedule, tok, train_ids, val_ids, ctx=nullcontext()):
 @torch.no_grad()
 def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=0, chars_per_token=1.0, details=False):
     """Score windows (N, L + 1) of token ids with cfg's objective: every objective scores the same tokens, the last
-    L of each window (AR given the first, which it needs as context; a diffusion model reads the L alone: one token
-    of context worth ~0.015 nats/char to AR at L = 64 on Tiny Shakespeare, H(x) - H(x | previous char) over 64).
-    Returns dict: nats_per_token, se, bits_per_char, bpc_se, ppl (per token), n_windows, n_t, mc_se_max (nats/token)
-    and mc_bpc_max (bits/char) when n_t > 1 and, with details (diffusion only), recon_acc and entropy_by_t (list of
-    (t_lo, t_hi, mean entropy in nats)) at the positions the objective scores (the masked ones; for uniform noise,
-    those the noise changed). chars_per_token: of the scored tokens, windows[:, 1:]. Runs where the model's weights are."""
+    L of each window (AR reads the first as context, worth ~0.015 nats/char to it at L = 64: LOG.md). Returns dict:
+    nats_per_token, se, bits_per_char, bpc_se, ppl (per token), n_windows, n_t, mc_se_max (nats/token) and mc_bpc_max
+    (bits/char) when n_t > 1 and, with details (diffusion only), recon_acc and entropy_by_t (list of (t_lo, t_hi,
+    mean entropy in nats)) at the positions the objective scores (the masked ones; for uniform noise, those the noise
+    changed). chars_per_token: of the scored tokens, windows[:, 1:]. Runs where the model's weights are."""
     obj, device = objectives.get(cfg.objective), next(model.parameters()).device
     windows = windows[:, 1 - obj.WINDOW:].contiguous()  # an AR window keeps its first token as context
     was_training = model.training
