@@ -1,7 +1,6 @@
-"""Sample metrics (the validation bound is evals/bound.py): reverse-step token change rate, distinct-n,
-sample entropy, generative perplexity under an AR scorer (ar_nll: per-token NLL of a continuation given its prefix,
-under our own AR baseline: same data, same tokenizer, no retokenization), infill recovery of held-out spans and the
-n-gram JS divergence to reference text.
+"""Sample metrics (the validation bound is evals/bound.py): reverse-step token change rate, distinct-n, sample
+entropy, generative perplexity under our own AR baseline (same data and tokenizer: no retokenization), infill
+recovery of held-out spans and the n-gram JS divergence to reference text.
 
     python -c "from evals.metrics import distinct_n; print(distinct_n(['a b a b'], 2))"   # 2 unique / 3
 """
