@@ -12,9 +12,8 @@ Per checkpoint: the validation bound (diffusion) or exact NLL (AR) in bits/char 
 stratified times per window; nats/token, perplexity; masked reconstruction accuracy and entropy per timestep; for
 --n-samples samples of --gen-len tokens after the prompt: reverse-step token change rate, distinct-2/-3, sample
 entropy and gen-PPL under --ar-checkpoint (an AR model with the same tokenizer); infill recovery of --infill-len
-held-out tokens given prefix and suffix. Rows only diffusion has read n/a for AR; block diffusion (bd3) reports its
-block-diffusion bound on the same windows, samples block by block (--steps per block) and has no infill row. A
-progress bar counts the forward passes. Plots: scripts/plot.py; samplers as curves over temperature: scripts/frontier.py.
+held-out tokens given prefix and suffix. Rows only diffusion has read n/a for AR; bd3 samples block by block (--steps
+per block) and has no infill row. Plots: scripts/plot.py; samplers as curves over temperature: scripts/frontier.py.
 """
 import json
 import os
