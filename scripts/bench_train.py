@@ -8,11 +8,10 @@
     python scripts/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
     python scripts/bench_train.py --bd3_blocks=1,4,16,64 --block_size=64 --n_layer=4 --n_head=4 --n_embd=128 --batch_size=12
 
-One training step as train.py takes it (forward under the dtype's autocast, backward, clip, optimizer step) on random
-tokens: a step's speed does not depend on the text. Warm-up iterations (and so compilation) are not timed; rows are
-timed round-robin, so a drifting load on a shared machine slows them alike, and each reports its median over repeats.
-MFU counts the model's own FLOPs per token (the full head, also for the masked-head row, which does less work) against
-utils/dist.PEAK_FLOPS on CUDA and, on CPU, the fp32 matmul rate of the model's own shapes measured between the rounds.
+One training step as train.py takes it (autocast forward, backward, clip, optimizer step) on random tokens: speed
+does not depend on the text. Warm-up (and so compilation) is not timed; rows take turns, so a drifting load slows all
+alike; each reports its median over repeats. MFU counts the model's FLOPs per token (the full head, even for the
+masked-head row) against utils/dist.PEAK_FLOPS on CUDA, on CPU against the measured fp32 matmul rate (matmul_rate).
 """
 import itertools
 import os
