@@ -6,11 +6,10 @@ Run from the repo root:
     python inference.py --checkpoint artifacts/export/cpu --seed 0     # the same text as from model.pt with --seed 0
 
 OUT_DIR gets model.safetensors (the weights the checkpoint samples with, the EMA copy when trained with --ema; no
-optimizer, RNG or loop state: a training checkpoint is ~3x larger), config.json (model_args, tokenizer kind and
-fingerprint, objective, schedule, diffusion_steps, mask_id, iter, and the run's full config, whose sampling settings
-are the folder's defaults) and the tokenizer: tokenizer.json for BPE (the Hugging Face `tokenizers` file,
-Tokenizer.from_file reads it) or vocab.json for char ({"chars": the characters in id order}; [MASK] is the next id).
-The weights load with safetensors, which runs no code. An OUT_DIR holding files is only written into with --force.
+optimizer, RNG or loop state), config.json (model_args, tokenizer kind and fingerprint, objective, schedule,
+diffusion_steps, mask_id, iter, and the run's full config, whose sampling settings are the folder's defaults) and the
+tokenizer: tokenizer.json (BPE: `tokenizers`' Tokenizer.from_file reads it) or vocab.json (char: {"chars": the
+characters in id order}, [MASK] the next id). safetensors runs no code on load; a non-empty OUT_DIR needs --force.
 """
 import json
 import os
