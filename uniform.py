@@ -127,11 +127,10 @@ def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_siz
 def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
     """Ancestral reverse process for uniform noise. x (B, L) the canvas; gen_mask's positions start as uniform random
     tokens (x_T) and are all redrawn from p(x_s | x_t) at every step t -> s of time_grid(T, opts.steps); the others
-    are fixed text, seen clean. Of opts (sampler.SamplerOptions) it reads steps, and temperature, top_k and top_p,
-    which shape pi before it enters the posterior; the posterior draw is then exact (float64; temperature 0: its
-    argmax), and the step into s = 0 draws from pi itself. on_step(common.Step) after each step: revealed = the
-    positions whose token changed (the first step's prev is x_T), conf = each current token's posterior probability,
-    nothing re-masked. Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample)."""
+    are fixed text, seen clean. opts.temperature, top_k and top_p shape pi before it enters the posterior, whose draw
+    is then exact (float64; temperature 0: its argmax); the step into s = 0 draws from pi itself. on_step(common.Step)
+    after each step: revealed = the positions whose token changed (the first step's prev is x_T), conf = each token's
+    posterior probability, nothing re-masked. Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample)."""
     t0, steps, temperature = time.perf_counter(), opts.steps, opts.temperature
     B, L = x.shape
     if L > model.args.block_size:
