@@ -207,8 +207,7 @@ def _split_stream(chunks, split):
 
 
 def _iter_text(path, fmt):
-    """The texts of a .txt file read as `fmt` (local_format): the one document, or the stripped non-empty pieces
-    between separators (or blank lines)."""
+    """The texts of a .txt file read as `fmt` (local_format): the one document, or the stripped non-empty pieces."""
     if fmt == "document":
         text = "".join(_read_chunks(path))
         if not text.strip():
