@@ -13,7 +13,6 @@
 
 main reads top to bottom: setup (config, device, DDP) -> load_data -> build (model, optimizer, resume) -> train
 (eval / save / step / log) -> finish (final eval, checkpoint, report). The loop's state is one Run, passed along.
-Ctrl-C stops with one line that names the last checkpoint and the command that resumes it.
 """
 import json
 import math
