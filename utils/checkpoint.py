@@ -74,8 +74,8 @@ def numbered_checkpoints(out_dir):
 
 def save_run_checkpoint(out_dir, state, keep_last=1, is_best=False):
     """Write model.pt (and best.pt when is_best); with keep_last >= 2 also model_<iter>.pt, keeping the
-    keep_last newest. Numbered files from later iters than this one belong to a run that was replaced
-    (--overwrite) or abandoned: they are removed. Returns the paths removed."""
+    keep_last newest. Numbered files from later iters belong to a replaced (--overwrite) or abandoned run:
+    they are removed, and returned."""
     latest = os.path.join(out_dir, "model.pt")
     if keep_last >= 2:
         numbered = os.path.join(out_dir, f"model_{state['iter']:07d}.pt")
