@@ -158,8 +158,7 @@ def split_ids(train_ids, val_ids, split):
 
 def chars_per_token(tok, windows):
     """Characters the windows (N, L) decode to, per token (exact: see char_counts). Every window scores the same
-    number of tokens, so (mean nats/token) / this = (summed ELBO) / (characters they decode to): per char over exactly
-    the text that was scored."""
+    number of tokens, so (mean nats/token) / this = (summed ELBO) / (characters of exactly the text scored)."""
     counts = torch.tensor(tok.char_counts(), dtype=torch.float64)
     return (counts[windows].sum() / windows.numel()).item()
 
@@ -178,9 +177,8 @@ def get_batch(ids, batch_size, length, generator, device):
 
 
 def fixed_windows(ids, n, length):
-    """Up to n windows evenly spaced over the split, never overlapping: the same validation set at every eval, (n',
-    length) with n' = min(n, (len - 1) // length). Overlapping windows (the reference recipe's 1,280 x 256 over 111k
-    tokens) would score each token ~2.9x while the standard error counts every window as independent."""
+    """Up to n windows (n', length), n' = min(n, (len - 1) // length), evenly spaced over the split: the same set at
+    every eval, never overlapping (overlap scores a token many times while the standard error counts each window)."""
     n = max(1, min(n, (len(ids) - 1) // length))
     starts = np.linspace(0, len(ids) - length - 1, n).astype(np.int64)  # spacing >= length: disjoint
     return torch.from_numpy(np.stack([ids[s:s + length] for s in starts]).astype(np.int64))
