@@ -128,9 +128,8 @@ def grad_accum_steps(total_batch_size, micro_tokens, world):
 
 
 def keyed_generator(*key):
-    """A CPU generator seeded from a tuple of ints, e.g. (seed, stream, step, slot). Draws keyed this way
-    carry no state: a resumed run, or the same global batch split differently over ranks and micro-steps,
-    sees the same draws."""
+    """A CPU generator seeded from a tuple of ints, e.g. (seed, stream, step, slot): keyed draws carry no state, so a
+    resumed run, or the same global batch split differently over ranks and micro-steps, sees the same draws."""
     entropy = [k & 0xFFFFFFFFFFFFFFFF for k in key]  # SeedSequence wants non-negative ints
     return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
 
