@@ -54,9 +54,8 @@ def open_adaln(adaln):
 
 
 def load_weights_into(model, path, tok, ckpt=None):
-    """Copy the source's weights (its EMA weights if it kept them, as load_model does) into model, in place.
-    tok is the run's tokenizer; it must be the source's. ckpt: as for source_tokenizer. Returns one line saying
-    what was converted."""
+    """Copy the source's weights (its EMA ones if it kept them, as load_model does) into model, in place; tok, the
+    run's tokenizer, must be the source's; ckpt: as for source_tokenizer. Returns a line saying what was converted."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     src_args, src_cfg = ckpt["model_args"], ckpt.get("config", {})
     fix = "(--init_from keeps the architecture and the tokenizer: match the source or train from scratch)"
