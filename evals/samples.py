@@ -1,6 +1,5 @@
-"""Drawing samples from a checkpoint and scoring them (scripts/eval.py, scripts/frontier.py): samples continue
-a fixed start; their figures are distinct-2/-3, the sample entropy, gen-PPL under an AR judge and, given reference
-text, the JS divergence of character n-grams. Held-out text of the samples' length is scored the same way.
+"""Drawing samples from a checkpoint and scoring them (scripts/eval.py, scripts/frontier.py): samples continue a
+fixed start and get score()'s figures; held-out text of the samples' length is scored the same way.
 
     judge = load_judge("artifacts/models/cpu_ar/model.pt", device, {"M.pt": tok})   # checked: AR, same tokenizer
     samples, nfe = draw(model, cfg, start_ids(tok, ""), 63, 16, 32, tok.mask_id, device, torch.Generator())
