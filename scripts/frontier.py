@@ -2,8 +2,7 @@
 values (AR: --ar-grid); per point: NFE (forward passes per sample), sample entropy, gen-PPL under an AR judge,
 distinct-2/3, and the Jensen-Shannon divergence of the samples' character n-grams (n = 1..4, and their mean) from
 held-out text's, which a sampler that repeats itself cannot lower as it can gen-PPL. A curve is one sampler, its
-points the temperatures; the better sampler has the lower gen-PPL and divergence at the held-out text's own entropy
-(printed, and the JSON's at_held_out: interpolated between the two bracketing temperatures, null if not reached).
+points the temperatures; the better sampler has the lower gen-PPL and divergence at the held-out entropy (at_entropy).
 
     python scripts/frontier.py artifacts/models/baby/model.pt artifacts/models/baby_bd3/model.pt \
         artifacts/models/baby_ar/model.pt --ar-checkpoint artifacts/models/baby_ar/model.pt \
