@@ -325,9 +325,9 @@ def speculate_block(net, x, now, mask_id, settings, generator=None, on_step=None
         ms = torch.arange(j + exact, n)  # the states checked: column m's conditional, drafts j..m-1 known
         p = q[:, j:j + exact]
         if len(ms):
-            known = torch.arange(n)[None, :] < ms[:, None]  # (S, n)
-            block = torch.where(known & (torch.arange(n) >= j), F.pad(drafts, (j, 0)).to(x.device)[:, None],
-                                x[:, None, W - n:])  # (B, S, n)
+            col = torch.arange(n)
+            drafted = ((col[None, :] < ms[:, None]) & (col >= j)).to(x.device)  # (S, n): state m knows drafts j..m-1
+            block = torch.where(drafted, F.pad(drafts, (j, 0)).to(x.device)[:, None], x[:, None, W - n:])  # (B, S, n)
             states = torch.cat([x[:, None, :W - n].expand(-1, len(ms), -1), block], 2).flatten(0, 1)
             pm = run(states).view(B, len(ms), n, -1)
             p, passes = torch.cat([p, pm[:, torch.arange(len(ms)), ms]], 1), passes + 1
@@ -339,7 +339,7 @@ def speculate_block(net, x, now, mask_id, settings, generator=None, on_step=None
             q = pm[:, k - 1 - exact]  # state j + k - 1: known all but the newest token
         j, exact = j + k, 0
         if on_step is not None:
-            on_step(Step(step=passes, nfe=torch.full((B,), passes), time=torch.zeros(B, dtype=torch.long), x=x,
+            on_step(Step(step=passes, nfe=torch.full((B,), passes), time=torch.zeros_like(x[:, 0]), x=x,
                          prev=prev, gen_mask=now, revealed=x != prev, remasked=torch.zeros_like(now), conf=conf,
                          finished=[j == n] * B))
     seconds = time.perf_counter() - t0
