@@ -417,7 +417,7 @@ def passes(cfg, n_gen, n_prompt=0):
 
 def describe(cfg):
     if cfg.bd3_speculate:
-        return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, self-speculative (drafts checked left to right)"
+        return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, self-speculative (drafts checked l2r)"
     opts = SamplerOptions.from_config(cfg)
     k = cfg.steps if opts.loop else min(cfg.steps, cfg.bd3_block)  # the loop's steps may exceed L'
     steps = sampler.describe(replace(opts, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")
