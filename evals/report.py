@@ -22,8 +22,9 @@ LOSSES = dict(elbo="the weighted NELBO on training batches", masked_ce="the unwe
               all_ce="the CE over every position, visible ones too (no bound)", ce="the next-token CE on training batches")
 
 
-# A CPU process's peak RSS: ~1.7 x model.estimate_memory's saved activations (backward's transient gradients beside
-# them; 1.6-2.0 over four shapes, measured 2026-11-24, torch 2.13, fp32, 1 thread) + ~0.3 GiB of runtime.
+# A CPU process's peak RSS, measured (2026-11-24, torch 2.13, fp32, 1 thread) against model.estimate_memory's saved
+# activations A: ~1.7 A (backward's transient gradients beside the saved tensors: 1.6-2.0 over 4/4/128 at 32x128 and
+# 64x256, 8/4/128, and the 6/6/384 reference at 64x256, 4.42 GiB against A = 2.40) + ~0.3 GiB of runtime.
 CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30
 
 
