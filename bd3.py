@@ -312,14 +312,13 @@ def speculate_block(net, x, now, mask_id, settings, generator=None, on_step=None
     and q. A self-conditioned network reads no prediction (as at a block's first step). Rows advance by the row that
     kept fewest (speculative.py). Returns (x, stats as denoise's)."""
     (B, W), n, t0 = x.shape, net.block, time.perf_counter()
-    x, j, passes = x.clone(), n - int(now[0, -n:].sum()), 0
+    x, j, passes = x.clone(), n - int(now[0, -n:].sum()), 1  # the draft pass below is the first
     conf = torch.zeros(B, W, dtype=torch.float64, device=x.device)
 
     def run(windows):  # (R, W) -> the last block's sampling distributions (R, n, V) float64, on the CPU
         return probs(no_mask_logit(net(windows)[:, -n:], mask_id), *settings).cpu()
 
     q, exact = run(x), 1  # the draft pass: q at column j is the conditional there
-    passes += 1
     while j < n:
         drafts = draw(q[:, j:], generator)  # (B, n - j)
         ms = torch.arange(j + exact, n)  # the states checked: column m's conditional, drafts j..m-1 known
