@@ -16,7 +16,8 @@ a KV cache of the clean blocks before it: a reverse step costs one block, not th
 block and its clean context sit in a window of block_size tokens (RoPE positions 0..block_size-1, blocks aligned to
 its start); when the next block does not fit, the window jumps and keeps its last half (in whole blocks), whose
 keys/values are recomputed once. So every step sees what the network saw in training, and the cached decode equals
-the uncached one (cache=False) at any length. A finished block enters the cache in the next block's first step.
+the two-stream pass over the whole window (tests/helpers.py's uncached reference) at any length. A finished block
+enters the cache in the next block's first step.
 
     python train.py baby --objective=bd3 --bd3_block=4
     python inference.py --checkpoint artifacts/models/baby/model.pt --prompt "ROMEO:" --gen-len 600
@@ -211,21 +212,6 @@ class CachedBlockModel:
         return logits
 
 
-class WindowBlockModel:
-    """The uncached reference: every call runs the two-stream training pass over the whole window
-    ([x_t ; x_0] with the context clean in x_0 and the block noisy in x_t), and keeps the block's logits."""
-
-    def __init__(self, model, block, mask_id):
-        self.model, self.block, self.mask_id, self.args = model, block, mask_id, model.args
-
-    def __call__(self, idx, t=None, positions=None, sc=None):
-        n = idx.size(1) - self.block
-        xt = torch.cat([torch.full_like(idx[:, :n], self.mask_id), idx[:, n:]], 1)  # noisy context: never read
-        x0 = torch.cat([idx[:, :n], torch.zeros_like(idx[:, n:])], 1)  # clean block: only later blocks read it
-        logits = bd3_logits(self.model, xt, x0, self.block, self.mask_id, sc=sc)  # (R, n + block, V); sc 0 off the block
-        return logits if positions is None else logits[positions]
-
-
 class BlockOutput:
     """sample_bd3's output while it is decoded block by block: the tokens (B, total) in whole blocks (the first may
     hold the prompt's last tokens, the last is generated whole and cut), the generated positions, each token's
@@ -258,14 +244,13 @@ class BlockOutput:
 
 
 @torch.no_grad()
-def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None, cache=True,
-               speculate=False):
+def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None, speculate=False):
     """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with opts (SamplerOptions; steps per
     block, at most its generated tokens but for the loop schedule's; tokens_per_step='schedule' becomes 'linear'),
     or with speculate, drafted and checked by speculate_block at opts' temperature, top_k and top_p.
     on_step gets denoise()'s Step over the whole output (B, P + gen_len), block / n_blocks / nfe / step counted over
-    the whole generation. cache=False: the uncached reference. Returns (tokens (B, P + gen_len), stats: nfe
-    (batched forward passes), nfe_per_sample, seconds, seconds_per_sample, blocks)."""
+    the whole generation. Returns (tokens (B, P + gen_len), stats: nfe (batched forward passes), nfe_per_sample,
+    seconds, seconds_per_sample, blocks)."""
     B, W, t0 = len(prompt), model.args.block_size, time.perf_counter()
     if W % block or opts.semi_ar_length:
         raise ValueError(f"block {block} must divide the context {W}; semi-AR blocks do not apply to bd3")
@@ -275,7 +260,7 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
         opts = replace(opts, tokens_per_step="linear")
     keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks
     o, start = BlockOutput(prompt, gen_len, block, mask_id), 0
-    denoiser = CachedBlockModel(model, CleanCache(model.args.n_layer), block) if cache else WindowBlockModel(model, block, mask_id)
+    denoiser = CachedBlockModel(model, CleanCache(model.args.n_layer), block)
     for b, pos in enumerate(o.starts):
         if pos - start + block > W:  # the block does not fit: jump, keeping the last `keep` clean tokens
             start = pos - keep

@@ -8,6 +8,7 @@ The fixtures (in_tmp, tiny_ckpt) are in conftest.py. Run the suite from the repo
 Subprocesses run with OMP_NUM_THREADS=1; run_here(..., threads=1) is the in-process run to compare
 them with bit for bit (one process start less).
 """
+import contextlib
 import importlib
 import json
 import os
@@ -171,3 +172,34 @@ class ToyModel(torch.nn.Module):
         logits = self.emb(idx) + self.emb(idx.roll(1, 1)) + 0.1 * t[:, None, None]
         logits[..., self.mask_id] += 100.0
         return logits if positions is None else logits[positions]
+
+
+# ----------------------------------------------------------------------------- block diffusion's uncached reference
+
+class WindowBlockModel:
+    """bd3.CachedBlockModel's uncached reference: every call runs the two-stream training pass over the whole window
+    ([x_t ; x_0] with the context clean in x_0 and the block noisy in x_t), and keeps the block's logits."""
+
+    def __init__(self, model, block, mask_id):
+        self.model, self.block, self.mask_id, self.args = model, block, mask_id, model.args
+
+    def __call__(self, idx, t=None, positions=None, sc=None):
+        from bd3 import bd3_logits
+        n = idx.size(1) - self.block
+        xt = torch.cat([torch.full_like(idx[:, :n], self.mask_id), idx[:, n:]], 1)  # noisy context: never read
+        x0 = torch.cat([idx[:, :n], torch.zeros_like(idx[:, n:])], 1)  # clean block: only later blocks read it
+        logits = bd3_logits(self.model, xt, x0, self.block, self.mask_id, sc=sc)  # (R, n + block, V); sc 0 off the block
+        return logits if positions is None else logits[positions]
+
+
+@contextlib.contextmanager
+def uncached_bd3(mask_id, uncached=True):
+    """Inside it bd3.sample_bd3 decodes through WindowBlockModel instead of its KV cache (uncached=False: unchanged)."""
+    import bd3
+    real = bd3.CachedBlockModel
+    if uncached:
+        bd3.CachedBlockModel = lambda model, cache, block: WindowBlockModel(model, block, mask_id)
+    try:
+        yield
+    finally:
+        bd3.CachedBlockModel = real

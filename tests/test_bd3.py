@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from ar import sample_ar_window
-from bd3 import (CachedBlockModel, CleanCache, WindowBlockModel, bd3_attn_mask, bd3_logits, bd3_loss,
+from bd3 import (CachedBlockModel, CleanCache, bd3_attn_mask, bd3_logits, bd3_loss,
                  bd3_times, block_causal_mask, sample_bd3)
 from common import LossOptions, Schedule, band_times, stratified_times
 from diffusion import diffusion_loss
 from sampler import SamplerOptions
 from model import ModelArgs, Transformer
-from helpers import ENV, run_script
+from helpers import ENV, WindowBlockModel, run_script, uncached_bd3
 from conftest import train_tiny
 
 CPU = torch.device("cpu")
@@ -242,8 +242,9 @@ def test_cached_decode_equals_uncached_past_the_context(block, opts):
     outs = []
     for cache in (True, False):
         frames = []
-        out, st = sample_bd3(m, prompt, 40, block, s, MASK, SamplerOptions(3, **opts), torch.Generator().manual_seed(1),
-                             on_step=lambda info: frames.append(info), cache=cache)
+        with uncached_bd3(MASK, uncached=not cache):
+            out, st = sample_bd3(m, prompt, 40, block, s, MASK, SamplerOptions(3, **opts),
+                                 torch.Generator().manual_seed(1), on_step=lambda info: frames.append(info))
         outs.append(out)
     assert torch.equal(outs[0], outs[1])
     out = outs[0]

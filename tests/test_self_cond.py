@@ -18,6 +18,7 @@ from diffusion import diffusion_loss, self_condition
 from sampler import SamplerOptions, denoise
 from model import ModelArgs, Transformer
 from utils.errors import UserError
+from helpers import uncached_bd3
 
 V, MASK = 12, 11
 
@@ -164,8 +165,9 @@ def test_bd3_cached_decode_with_it_equals_the_uncached_pass_and_reads_it():
     prompt = torch.randint(0, MASK, (3, 6), generator=torch.Generator().manual_seed(0))
 
     def draw(model, cache):
-        return bd3.sample_bd3(model, prompt, 30, 4, sched, MASK, SamplerOptions(4, order="random", remask="none"),
-                              generator=torch.Generator().manual_seed(1), cache=cache)[0]
+        with uncached_bd3(MASK, uncached=not cache):
+            return bd3.sample_bd3(model, prompt, 30, 4, sched, MASK, SamplerOptions(4, order="random", remask="none"),
+                                  generator=torch.Generator().manual_seed(1))[0]
 
     spy = Spy(m)
     cached = draw(spy, True)

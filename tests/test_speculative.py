@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from ar import sample_ar_window
-from bd3 import WindowBlockModel, bd3_loss, sample_bd3
+from bd3 import bd3_loss, sample_bd3
 from common import Schedule
 from model import ModelArgs, Transformer
 from sampler import SamplerOptions
 from speculative import keep_or_redraw, probs, sample_speculative
+from helpers import WindowBlockModel, uncached_bd3
 
 V, MASK = 4, 3  # three tokens and [MASK]
 
@@ -207,6 +208,7 @@ def test_self_speculative_greedy_is_the_left_to_right_sampler_in_fewer_passes():
         prompt = torch.randint(0, mask, (3, 5), generator=torch.Generator().manual_seed(19))
         want, st = sample_bd3(net, prompt, 40, 4, s, mask, l2r)
         for cache in (True, False):
-            got, sp = sample_bd3(net, prompt, 40, 4, s, mask, l2r, cache=cache, speculate=True)
+            with uncached_bd3(mask, uncached=not cache):
+                got, sp = sample_bd3(net, prompt, 40, 4, s, mask, l2r, speculate=True)
             assert torch.equal(got, want) and sp["nfe"] <= st["nfe"]
     assert sp["nfe"] < st["nfe"]
