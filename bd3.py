@@ -2,8 +2,7 @@
 two-stream training pass, and block-by-block decoding with a KV cache of the clean blocks.
 
 Cut the window into blocks of L' tokens. log p(x) = sum_b log p(x^b | x^<b), and each block's term is bounded by
-the masked-diffusion NELBO of that block alone (diffusion.py), given the clean earlier blocks, with its own t
-(BD3-LM eq. 6):
+the masked-diffusion NELBO of that block alone (diffusion.py), given the clean earlier blocks, with its own t (eq. 6):
 
     -log p(x) <= sum_b E_t_b E_q [ T w(t_b) * sum_{i in block b, masked} -log p(x0_i | x_t^b, x0^<b) ]
 
@@ -11,13 +10,13 @@ One forward pass covers every block: the network reads [x_t ; x_0] (2L tokens) u
 sits on the noisy half. L' = 1 is the AR model (in expectation: a masked token sees only the clean tokens before
 it); L' = L is MDLM.
 
-Decoding goes left to right, a block at a time, each denoised by sampler.denoise (with all its switches) against
-a KV cache of the clean blocks before it: a reverse step costs one block, not the context. As in training, the
-block and its clean context sit in a window of block_size tokens (RoPE positions 0..block_size-1, blocks aligned to
-its start); when the next block does not fit, the window jumps and keeps its last half (in whole blocks), whose
-keys/values are recomputed once. So every step sees what the network saw in training, and the cached decode equals
-the two-stream pass over the whole window (tests/helpers.py's uncached reference) at any length. A finished block
-enters the cache in the next block's first step.
+Decoding goes left to right, a block at a time, against a KV cache of the clean blocks before it (a reverse step
+costs one block, not the context): each block is denoised by sampler.denoise (with all its switches), or drafted and
+checked left to right by speculate_block (--bd3_speculate). As in training, the block and its clean context sit in a
+window of block_size tokens (RoPE positions 0..block_size-1, blocks aligned to its start); when the next block does
+not fit, the window jumps and keeps its last half (in whole blocks), whose keys/values are recomputed once: every
+step sees what the network saw in training, and the cached decode equals the two-stream pass over the whole window
+(tests/helpers.py) at any length. A finished block enters the cache in the next block's first step.
 
     python train.py baby --objective=bd3 --bd3_block=4
     python inference.py --checkpoint artifacts/models/baby/model.pt --prompt "ROMEO:" --gen-len 600
@@ -247,10 +246,9 @@ class BlockOutput:
 def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None, speculate=False):
     """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with opts (SamplerOptions; steps per
     block, at most its generated tokens but for the loop schedule's; tokens_per_step='schedule' becomes 'linear'),
-    or with speculate, drafted and checked by speculate_block at opts' temperature, top_k and top_p.
-    on_step gets denoise()'s Step over the whole output (B, P + gen_len), block / n_blocks / nfe / step counted over
-    the whole generation. Returns (tokens (B, P + gen_len), stats: nfe (batched forward passes), nfe_per_sample,
-    seconds, seconds_per_sample, blocks)."""
+    or with speculate, drafted and checked by speculate_block at opts' temperature, top_k and top_p. on_step gets
+    denoise()'s Step over the whole output (B, P + gen_len), block / n_blocks / nfe / step counted over the whole
+    generation. Returns (tokens (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, blocks)."""
     B, W, t0 = len(prompt), model.args.block_size, time.perf_counter()
     if W % block or opts.semi_ar_length:
         raise ValueError(f"block {block} must divide the context {W}; semi-AR blocks do not apply to bd3")
@@ -286,16 +284,14 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
 @torch.no_grad()
 def speculate_block(net, x, now, mask_id, settings, generator=None, on_step=None):
     """Fill the positions `now` (B, W) of the window x's last block (a suffix of it; the rest is the prompt's tail)
-    with exact samples of the network's left-to-right joint inside the block, in fewer passes than tokens.
-
-    A draft pass reads the block with those positions masked and drafts them all, each from its marginal q. One
-    batched pass reads the states that reveal the drafts left to right (state m: drafts before column m known) and
-    gives each drafted column's conditional p; speculative.keep_or_redraw keeps drafts while u < p / q and redraws the
-    first rejected one from max(0, p - q), so every token is p-distributed whatever q (Leviathan et al. 2023). The
-    first round's first draft is always kept (its q is p); later rounds draft from the marginals of the state that
-    knew all but the newest token, already computed: one pass a round. settings = (temperature, top_k, top_p) of p
-    and q. A self-conditioned network reads no prediction (as at a block's first step). Rows advance by the row that
-    kept fewest (speculative.py). Returns (x, stats as denoise's)."""
+    with exact samples of the network's left-to-right joint inside the block, in fewer passes than tokens. A draft
+    pass drafts every masked column from its marginal q; one batched pass reads the states that reveal the drafts
+    left to right (state m: drafts before column m known) for each column's conditional p, and
+    speculative.keep_or_redraw keeps drafts while u < p / q, redrawing the first rejected from max(0, p - q): every
+    token is p-distributed whatever q (Leviathan et al. 2023). The first draft is always kept (its q is p); later
+    rounds draft from the marginals of the state that knew all but the newest token, already computed: one pass a
+    round. settings = (temperature, top_k, top_p) of p and q. A self-conditioned network reads no prediction (as at
+    a block's first step). Rows advance by the row that kept fewest (speculative.py). Returns (x, denoise's stats)."""
     (B, W), n, t0 = x.shape, net.block, time.perf_counter()
     x, j, passes = x.clone(), n - int(now[0, -n:].sum()), 1  # the draft pass below is the first
     conf = torch.zeros(B, W, dtype=torch.float64, device=x.device)

@@ -138,8 +138,7 @@ class Config:
                                         #   n most confident, n the largest with (n + 1)(1 - c_n) < threshold)
     semi_ar_length: int = 0             # semi-AR: decode left to right, this many tokens at a time (0 = all at once);
                                         # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
-    bd3_speculate: bool = False         # bd3: self-speculative decoding: one pass drafts a block, one checks the drafts
-                                        #   against its left-to-right joint (exact samples of it; bd3.speculate_block)
+    bd3_speculate: bool = False         # bd3: a block drafted in one pass, checked against its left-to-right joint
     draft: str = ""                     # AR: a masked-diffusion model.pt that drafts draft_len tokens a round, verified by
                                         #   the AR in one pass (speculative decoding: exactly the AR's samples); '' = off
     draft_len: int = 4                  # AR with draft: tokens drafted a round

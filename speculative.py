@@ -1,13 +1,12 @@
 """Speculative decoding of the AR baseline with a masked-diffusion drafter: exact AR samples in fewer AR passes.
 
-Each round the drafter reads the text so far followed by k [MASK]s and proposes the k next tokens in one pass (each
-drawn from its marginal q_i); the AR scores the last token and the k drafts in one cached pass, which gives its own
-conditional p_i at every draft position and one more. Draft i is kept with probability min(1, p_i / q_i) while
-every draft before it was kept; the first one rejected is redrawn from the residual max(0, p_i - q_i) (normalised),
-and when all k are kept the AR's next token is drawn as a bonus. Whatever q is, every output token is distributed as
-the AR's p given the tokens before it (Leviathan et al. 2023; Chen et al. 2023): the samples are the AR's own, at
-its temperature / top-k / top-p, and only the speed depends on how well the drafter guesses. APD (Israel et al.
-2025, arXiv 2506.00413) drafts with a diffusion model the same way.
+Each round the drafter reads the text so far and k [MASK]s and drafts the k next tokens in one pass (each from its
+marginal q_i); the AR scores the last token and the drafts in one cached pass: its conditional p_i at every draft
+position and one more. Draft i is kept with probability min(1, p_i / q_i) while every earlier one was; the first
+rejected is redrawn from max(0, p_i - q_i) (normalised), and when all k are kept the AR draws a bonus token. Whatever
+q is, every token is distributed as the AR's p given those before it (Leviathan et al. 2023; Chen et al. 2023): the
+AR's own samples at its temperature / top-k / top-p, only the speed depends on the drafter. APD (Israel et al. 2025,
+arXiv 2506.00413) drafts with a diffusion model the same way.
 
 A batch advances together, so one KV cache serves all rows: each round every row emits as many tokens as the row
 that kept fewest. Stopping a row early never biases it: each token is p-distributed given what precedes it.
