@@ -24,6 +24,7 @@ from model import TIME_CONDS
 from sampler import (CORRECTOR_PICKS, ORDERS, REMASKS, REMDM_SCHEDULES, THRESHOLD_RULES, TOKENS_PER_STEP,
                      UNSCORED_ORDERS)
 from utils.checkpoint import RENAMED
+from utils.cli import boolean
 from utils.dist import DTYPES
 from utils.errors import UserError
 from utils.optim import NS_DTYPES, OPTIMIZERS
@@ -31,7 +32,6 @@ from utils.tokenizer import TOKENIZERS
 
 TYPES = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}  # key -> its type
 EXAMPLES = {bool: "true", int: "100", float: "0.5", str: "text"}  # a valid value of each type, for the errors
-BOOLS = {**dict.fromkeys(("1", "true", "yes", "on"), True), **dict.fromkeys(("0", "false", "no", "off"), False)}
 
 
 def _coerce(name, typ, value):
@@ -39,8 +39,8 @@ def _coerce(name, typ, value):
     if isinstance(value, str) and typ is not str:
         text = value.strip()
         try:
-            value = BOOLS[text.lower()] if typ is bool else ast.literal_eval(text)
-        except (KeyError, ValueError, SyntaxError):
+            value = boolean(text) if typ is bool else ast.literal_eval(text)
+        except (ValueError, SyntaxError):
             raise UserError(f"--{name}={value!r} is not a valid {typ.__name__}: e.g. --{name}={EXAMPLES[typ]}")
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
