@@ -1,8 +1,6 @@
 """Make a plain-text training corpus: stories joined by "\\n<|endoftext|>\\n" (the format of
 TinyStories-train.txt), or a single document written unchanged (Tiny Shakespeare).
 
-Run from the repo root:
-
   # 10,000 random TinyStories, streamed from the Hugging Face hub (never downloaded whole)
   python scripts/data.py --dataset roneneldan/TinyStories --split train --num-stories 10000 --seed 1337 --output data/stories.txt
   # any streaming text dataset (config name optional)

@@ -1,7 +1,5 @@
 """Evaluate checkpoints side by side: one table of numbers that can be compared and cited.
 
-Run from the repo root:
-
     python scripts/eval.py artifacts/models/cpu/model.pt artifacts/models/cpu_ar/model.pt \
         --ar-checkpoint artifacts/models/cpu_ar/model.pt --json artifacts/eval/cpu.json
     python scripts/eval.py artifacts/models/cpu/model.pt --n-windows 32 --n-t 4 --n-samples 4 --device cpu  # quick look

@@ -1,7 +1,5 @@
 """Export a trained model to hand to someone else: the weights only, what they are, and the tokenizer.
 
-Run from the repo root:
-
     python scripts/export.py artifacts/models/cpu/model.pt artifacts/export/cpu
     python inference.py --checkpoint artifacts/export/cpu --seed 0     # the same text as from model.pt with --seed 0
 

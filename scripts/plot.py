@@ -1,7 +1,5 @@
 """PNG plots of training runs and evaluations, under artifacts/plots/ (matplotlib, Agg: no screen needed).
 
-Run from the repo root:
-
     python scripts/plot.py curves artifacts/models/cpu artifacts/models/cpu_ar        # train/val bits/char, runs on one chart
     python scripts/plot.py entropy artifacts/eval/cpu.json                            # entropy per timestep
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json                 # gen-PPL, n-gram JS vs entropy

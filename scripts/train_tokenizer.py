@@ -1,7 +1,5 @@
 """Train a byte-level BPE tokenizer (Hugging Face `tokenizers`) on a plain-text corpus.
 
-Run from the repo root:
-
   python scripts/train_tokenizer.py --input data/stories.txt --output artifacts/tokenizer/tokenizer.json
   python scripts/train_tokenizer.py --input data/tinyshakespeare.txt --output artifacts/tokenizer/shakespeare.json --vocab-size 1024
 
