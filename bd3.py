@@ -8,7 +8,9 @@ the masked-diffusion NELBO of that block alone (diffusion.py), given the clean e
 
 One forward pass covers every block: the network reads [x_t ; x_0] (2L tokens) under bd3_attn_mask, and the loss
 sits on the noisy half. L' = 1 is the AR model (in expectation: a masked token sees only the clean tokens before
-it); L' = L is MDLM.
+it); L' = L is MDLM. With --bd3_ar the clean half attends token-causally and its outputs also learn the next token
+(an AR loss weighted by bd3_ar on the same pass: AR and diffusion trained together, Eso-LM / dual-objective LMs);
+the bound is still the noisy half's.
 
 Decoding goes left to right, a block at a time, against a KV cache of the clean blocks before it (a reverse step
 costs one block, not the context): each block is denoised by sampler.denoise (with all its switches), or drafted and
@@ -39,23 +41,25 @@ from utils.errors import UserError
 
 # ---------------------------------------------------------------------------- attention masks
 @lru_cache(maxsize=16)
-def bd3_attn_mask(L, block, device):
+def bd3_attn_mask(L, block, device, causal=False):
     """Block-diffusion attention over [x_t ; x_0] (2L, 2L) bool, True = may attend (BD3-LM, Arriola et al. 2025):
     a noisy query of block b sees its own noisy block (both ways) and the clean blocks < b; a clean query of
-    block b sees the clean blocks <= b (block-causal); no clean query sees a noisy key. Built once per shape."""
+    block b sees the clean blocks <= b (block-causal; causal=True: the clean tokens up to its own, as in an AR
+    model); no clean query sees a noisy key. Built once per shape."""
     i = torch.arange(2 * L, device=device)
     clean, blk = i >= L, (i % L) // block  # (2L,) which half, which block
     q_clean, k_clean, qb, kb = clean[:, None], clean[None, :], blk[:, None], blk[None, :]
     noisy_own = ~q_clean & ~k_clean & (qb == kb)
     noisy_ctx = ~q_clean & k_clean & (kb < qb)
-    clean_causal = q_clean & k_clean & (kb <= qb)
+    clean_causal = q_clean & k_clean & ((i[None, :] <= i[:, None]) if causal else (kb <= qb))
     return noisy_own | noisy_ctx | clean_causal
 
 
 @lru_cache(maxsize=16)
-def block_causal_mask(L, block, device):
-    """(L, L) bool: the clean-clean quarter of bd3_attn_mask, for running clean blocks alone (decoding's cache)."""
-    blk = torch.arange(L, device=device) // block
+def block_causal_mask(L, block, device, causal=False):
+    """(L, L) bool: the clean-clean quarter of bd3_attn_mask (causal: token-causal), for running clean blocks alone
+    (decoding's cache)."""
+    blk = torch.arange(L, device=device) // (1 if causal else block)
     return blk[None, :] <= blk[:, None]
 
 
@@ -75,19 +79,27 @@ def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, tota
 
 def bd3_flops_per_token(model, L, block):
     """Training FLOPs per window token of the two-stream pass: the model's per-token count over its 2L - L' columns
-    (x_t and x_0 less its last block; attention over that many keys: the mask saves no FLOPs in dense SDPA), times
-    (2L - L') / L."""
-    n = 2 * L - block
+    (x_t and x_0 less its last block, all of x_0 with clean_causal; attention over that many keys: the mask saves no
+    FLOPs in dense SDPA), times columns / L."""
+    n = 2 * L - (0 if getattr(model.args, "clean_causal", False) else block)
     return model.flops_per_token(n) * n / L
 
 
-def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None):
+def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None, clean=False):
     """One block-diffusion pass: logits of the noisy half of [xt ; x0] (B, 2L) under bd3_attn_mask, with the
     [MASK] logit at -inf. Returns (B, L, V), or (N, V) at positions (B, L) bool of the noisy half. sc (B, L, V):
     self-conditioning's input for the noisy half (the clean half reads zeros: it is never predicted).
-    The clean half is only the context of later blocks (its logits carry no loss and are never computed), so its
-    last block is left out; with one block (L' = L) all of it is: exactly MDLM's pass with time_cond='none'."""
-    L = x0.size(1)
+    The clean half is only the context of later blocks, so its last block is left out; with one block (L' = L)
+    all of it is: exactly MDLM's pass with time_cond='none'. A network with clean_causal (--bd3_ar) reads its clean
+    half token-causally; clean=True then also returns that half's next-token logits (B, L - 1, V) of x0[:, 1:]."""
+    L, causal = x0.size(1), getattr(getattr(model, "args", None), "clean_causal", False)
+    if clean:  # the whole clean half, each column's logits predicting the next token
+        assert causal, "the next-token logits of the clean half need a clean_causal network (--bd3_ar)"
+        sc = None if sc is None else torch.cat([sc, torch.zeros_like(sc)], 1)
+        out = model(torch.cat([xt, x0], 1), attn_mask=bd3_attn_mask(L, block, x0.device, True),
+                    rope_pos=torch.arange(L, device=x0.device).repeat(2), sc=sc)
+        noisy = out[:, :L] if positions is None else out[:, :L][positions]
+        return no_mask_logit(noisy, mask_id), no_mask_logit(out[:, L:-1], mask_id)
     if block == L:
         logits = model(xt, positions=positions, sc=sc)
     else:
@@ -97,8 +109,8 @@ def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None):
             positions=torch.cat([positions, torch.zeros_like(positions[:, block:])], 1))  # (N, V)
         if sc is not None:
             sc = torch.cat([sc, sc.new_zeros(sc.size(0), n - L, sc.size(2))], 1)  # (B, n, V)
-        logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=bd3_attn_mask(L, block, x0.device)[:n, :n],
-                       rope_pos=rope, sc=sc, **cols)
+        mask = bd3_attn_mask(L, block, x0.device, causal)[:n, :n]
+        logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=mask, rope_pos=rope, sc=sc, **cols)
     return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
 
 
@@ -127,15 +139,20 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
     if opts.self_cond:  # the first pass is the same two-stream pass, without sc, for the chosen rows
         sc = self_condition_input(lambda r: bd3_logits(model, xt if r is None else xt[r], x0 if r is None else x0[r],
                                                        block, mask_id), masked, opts.self_cond, generator)
-    if opts.masked_only:  # unmasked positions carry zero loss: skip their logits
-        logits = bd3_logits(model, xt, x0, block, mask_id, positions=masked, sc=sc)  # (N, V)
+    # masked_only: unmasked positions carry zero loss, their logits are skipped; ar_weight: the same pass also
+    # gives the clean half's next-token logits (the dual AR + diffusion objective)
+    out = bd3_logits(model, xt, x0, block, mask_id, positions=masked if opts.masked_only else None, sc=sc,
+                     clean=opts.ar_weight > 0)
+    logits, nxt = out if opts.ar_weight > 0 else (out, None)
+    if opts.masked_only:  # (N, V)
         ce = torch.zeros(B, L, device=x0.device).masked_scatter(masked, F.cross_entropy(logits, x0[masked], reduction="none"))
     else:
-        logits = bd3_logits(model, xt, x0, block, mask_id, sc=sc)
-        ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
+        ce = F.cross_entropy(logits.reshape(B * L, -1), x0.view(-1), reduction="none").view(B, L)
     w = (len(allowed) * schedule.weight.to(x0.device)[t_tok]).float()  # (B, L) importance weight k * w(t_b)
     nelbo = (w * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L as the MDLM bound
     loss = ce.mean() if opts.loss_type == "all_ce" else nelbo.mean()
+    if nxt is not None:
+        loss = loss + opts.ar_weight * F.cross_entropy(nxt.reshape(-1, nxt.size(-1)), x0[:, 1:].reshape(-1))
     return loss, nelbo.detach(), dict(t=t, t_tok=t_tok, masked=masked, logits=logits.detach(), ce=ce.detach())
 
 
@@ -166,12 +183,12 @@ class CleanCache:
 
 
 @lru_cache(maxsize=64)
-def pending_mask(n0, m, block, device):
+def pending_mask(n0, m, block, device, causal=False):
     """Attention of one pass over [m pending clean columns ; a noisy block] after n0 cached ones: (m + block,
-    n0 + m + block) bool. The clean columns see the cache and each other block-causally (as the clean half in
-    training), never the noisy block; the noisy block sees everything."""
+    n0 + m + block) bool. The clean columns see the cache and each other as the clean half in training
+    (block-causally, or token-causally: causal), never the noisy block; the noisy block sees everything."""
     mask = torch.ones(m + block, n0 + m + block, dtype=torch.bool, device=device)
-    mask[:m, n0:n0 + m] = block_causal_mask(m, block, device)
+    mask[:m, n0:n0 + m] = block_causal_mask(m, block, device, causal)
     mask[:m, n0 + m:] = False
     return mask
 
@@ -197,7 +214,7 @@ class CachedBlockModel:
         if positions is not None:
             assert not positions[:, :n0 + m].any(), "only the noisy block is decided"
             positions = positions[:, n0:]
-        mask = pending_mask(n0, m, self.block, idx.device) if m else None
+        mask = pending_mask(n0, m, self.block, idx.device, getattr(self.args, "clean_causal", False)) if m else None
         kv.store = m
         try:
             logits = self.model(idx[:, n0:], kv_cache=kv, start_pos=n0, attn_mask=mask, positions=positions,
@@ -342,6 +359,8 @@ def check(cfg, given=()):
         raise UserError(f"bd3_block={cfg.bd3_block} must divide block_size={cfg.block_size}: e.g. --bd3_block=4")
     if cfg.bd3_loss not in BD3_LOSSES:
         raise UserError(f"bd3_loss={cfg.bd3_loss!r} is not one of {', '.join(BD3_LOSSES)}")
+    if cfg.bd3_ar < 0:
+        raise UserError(f"bd3_ar={cfg.bd3_ar} weighs the clean half's next-token loss: give 0 (off) or more, e.g. 1")
     if not 0 <= cfg.bd3_suffix_mix <= 1:
         raise UserError(f"bd3_suffix_mix={cfg.bd3_suffix_mix} is a share of blocks: give a value in [0, 1]")
     check_band(cfg)
@@ -359,7 +378,7 @@ def loss(model, x, cfg, schedule, tok, draw):
     t = bd3_times(len(x), cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, offset=draw.offset,
                   total=draw.total, u=draw.u)
     opts = LossOptions(cfg.bd3_loss, cfg.head_on_masked_only, self_cond=0.5 if cfg.self_cond else 0.0,
-                       suffix_mix=cfg.bd3_suffix_mix)
+                       suffix_mix=cfg.bd3_suffix_mix, ar_weight=cfg.bd3_ar)
     return bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, draw.generator, t=t, allowed=band, opts=opts)[0]
 
 
@@ -376,7 +395,8 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 def flops(model, cfg):
     """Self-conditioning adds a forward of the two-stream pass (2 per weight) for half the sequences, as mdlm's."""
     sc = 7 / 6 if cfg.self_cond else 1
-    return bd3_flops_per_token(model, cfg.block_size, cfg.bd3_block) * sc, 2 * cfg.block_size - cfg.bd3_block
+    columns = 2 * cfg.block_size - (0 if cfg.bd3_ar else cfg.bd3_block)
+    return bd3_flops_per_token(model, cfg.block_size, cfg.bd3_block) * sc, columns
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):

@@ -33,6 +33,7 @@ class ModelArgs:
     qk_norm: bool = False        # RMSNorm on queries and keys after RoPE (nanochat)
     self_cond: bool = False      # also read a previous prediction of x0 (probabilities, forward's sc=)
     tie_weights: bool = False    # the output head reuses the token embedding's matrix (no head of its own)
+    clean_causal: bool = False   # bd3: the clean stream attends token-causally (it also learns next-token prediction)
 
     @classmethod
     def from_config(cls, cfg, vocab_size, **fixed):
@@ -40,7 +41,7 @@ class ModelArgs:
         return cls(**{**dict(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                              n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps, time_cond=cfg.time_cond,
                              dropout=cfg.dropout, qk_norm=cfg.qk_norm, self_cond=cfg.self_cond,
-                             tie_weights=cfg.tie_weights), **fixed})
+                             tie_weights=cfg.tie_weights, clean_causal=cfg.bd3_ar > 0), **fixed})
 
 
 def dropout(p):

@@ -36,7 +36,7 @@ import uniform
 from model import ModelArgs
 
 OBJECTIVES = {"mdlm": diffusion, "uniform": uniform, "ar": ar, "bd3": bd3}
-DEFAULTS = dict(MODEL={}, WINDOW=0, IGNORES={}, CONTINUES_ONLY=False, ANY_LENGTH=False, NOISE_START=False, EXACT=False,
+DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_ONLY=False, ANY_LENGTH=False, NOISE_START=False, EXACT=False,
                 TRACE=True, STEP_CHAIN=False, LOSS_KEY="loss_type", check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
                 flops=lambda model, cfg: (model.flops_per_token(), cfg.block_size))
 INTERFACE = (*DEFAULTS, "loss", "bound", "sample", "passes", "describe")

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ar import sample_ar_window
 from bd3 import (CachedBlockModel, CleanCache, bd3_attn_mask, bd3_logits, bd3_loss,
@@ -40,6 +41,40 @@ def test_attention_mask_by_hand():
     assert torch.equal(block_causal_mask(4, 2, CPU), want[4:, 4:])
     assert bd3_attn_mask(4, 2, CPU) is bd3_attn_mask(4, 2, CPU)  # built once per shape
     assert torch.equal(bd3_attn_mask(4, 1, CPU)[4:, 4:], torch.ones(4, 4).tril().bool())  # L' = 1: causal
+    # --bd3_ar: the clean half token-causal (an AR model's mask), the noisy half's rows as before
+    causal = bd3_attn_mask(4, 2, CPU, True)
+    assert torch.equal(causal[4:, 4:], torch.ones(4, 4).tril().bool()) and torch.equal(causal[:4], want[:4])
+    assert torch.equal(causal[4:, :4], want[4:, :4]) and torch.equal(block_causal_mask(4, 2, CPU, True), causal[4:, 4:])
+
+
+def test_a_bd3_ar_networks_clean_half_predicts_each_next_token_from_the_tokens_before_it():
+    m, L = _tiny(clean_causal=True), 16
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 10, (2, L), generator=g)
+    xt = torch.where(torch.rand(2, L, generator=g) < 0.5, MASK, x0)
+    noisy, nxt = bd3_logits(m, xt, x0, 4, MASK, clean=True)
+    assert nxt.shape == (2, L - 1, V)
+    torch.testing.assert_close(noisy, bd3_logits(m, xt, x0, 4, MASK))  # the same noisy half as the plain pass
+    for i in range(L - 1):  # change every token after i: the next-token logits up to i stay, later ones move
+        y0 = x0.clone()
+        y0[:, i + 1:] = (y0[:, i + 1:] + 1) % 10
+        out = bd3_logits(m, xt, y0, 4, MASK, clean=True)[1]
+        torch.testing.assert_close(out[:, :i + 1], nxt[:, :i + 1])
+        assert i == L - 2 or not torch.allclose(out[:, i + 1:], nxt[:, i + 1:])
+    with pytest.raises(AssertionError, match="clean_causal"):
+        bd3_logits(_tiny(), xt, x0, 4, MASK, clean=True)
+
+
+@pytest.mark.parametrize("masked_only", [False, True])
+def test_bd3_ar_adds_its_weighted_next_token_ce_and_leaves_the_bound_alone(masked_only):
+    m, s = _tiny(clean_causal=True), Schedule(10)
+    x0 = torch.randint(0, 10, (3, 16), generator=torch.Generator().manual_seed(2))
+    runs = {w: bd3_loss(m, x0, s, MASK, 4, generator=torch.Generator().manual_seed(5),
+                        opts=LossOptions("all_ce", masked_only, ar_weight=w)) for w in (0.0, 0.5)}
+    xt = torch.where(runs[0.5][2]["masked"], MASK, x0)
+    by_hand = F.cross_entropy(bd3_logits(m, xt, x0, 4, MASK, clean=True)[1].reshape(-1, V), x0[:, 1:].reshape(-1))
+    assert runs[0.5][0].item() == pytest.approx(runs[0.0][0].item() + 0.5 * by_hand.item(), rel=1e-5)
+    assert torch.equal(runs[0.5][1], runs[0.0][1])  # the NELBO is the noisy half's, whatever the loss adds
 
 
 def test_mask_and_positions_of_a_plain_pass_change_nothing():
@@ -204,9 +239,10 @@ def test_clipped_band_weights_are_the_bands_share_of_the_bound():
     assert nelbo.mean().item() == pytest.approx(share * math.log(2), rel=0.03)
 
 
+@pytest.mark.parametrize("clean_causal", [False, True])
 @pytest.mark.parametrize("block,n_ctx", [(1, 0), (1, 7), (4, 0), (4, 8), (4, 12), (8, 8)])
-def test_cached_block_logits_equal_the_uncached_pass(block, n_ctx):
-    m, g = _tiny(), torch.Generator().manual_seed(block + n_ctx)
+def test_cached_block_logits_equal_the_uncached_pass(block, n_ctx, clean_causal):
+    m, g = _tiny(clean_causal=clean_causal), torch.Generator().manual_seed(block + n_ctx)
 
     def noisy():
         return torch.where(torch.rand(3, block, generator=g) < 0.5, MASK, torch.randint(0, 10, (3, block), generator=g))
@@ -257,6 +293,18 @@ def test_cached_decode_equals_uncached_past_the_context(block, opts):
         assert st["nfe"] == sum(min(3, b + block - max(b, 6)) for b in range(6 // block * block, end, block))
 
 
+@pytest.mark.parametrize("speculate", [False, True])
+def test_a_bd3_ar_network_decodes_with_its_cache_as_without_past_the_context(speculate):
+    m, s = _tiny(clean_causal=True), Schedule(10)
+    prompt = torch.randint(0, 10, (3, 6), generator=torch.Generator().manual_seed(0))
+    outs = []
+    for cache in (True, False):
+        with uncached_bd3(MASK, uncached=not cache):
+            outs.append(sample_bd3(m, prompt, 40, 4, s, MASK, SamplerOptions(4, remask="none", order="l2r"),
+                                   torch.Generator().manual_seed(1), speculate=speculate)[0])
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0][:, :6], prompt) and not (outs[0] == MASK).any()
+
+
 def test_schedule_counts_leave_no_greedy_token_per_block():
     # sample()'s schedule counts end with a greedy pass; per block of 1 that would be greedy decoding: same text
     # for every seed. bd3 samples every token instead: schedule counts decode as linear ones (no greedy step), draw
@@ -294,6 +342,9 @@ def test_ar_decode_is_the_uncached_one_within_the_context_and_slides_past_it():
     (["--objective=bd3", "--bd3_speculate", "--order=l2r"], "--order does not apply with --bd3_speculate"),
     (["--objective=bd3", "--bd3_speculate", "--steps=4"], "--steps does not apply with --bd3_speculate"),
     (["--objective=mdlm", "--bd3_speculate"], "does not read --bd3_speculate"),
+    (["--objective=bd3", "--bd3_ar=-1"], "bd3_ar=-1.0 weighs"),
+    (["--objective=mdlm", "--bd3_ar=1"], "does not read --bd3_ar"),
+    (["--objective=uniform", "--bd3_ar=1"], "does not read --bd3_ar"),
 ])
 def test_bad_bd3_settings_are_refused_before_any_work(argv, words):
     from configurator import get_config

@@ -81,7 +81,7 @@ def test_every_objective_offers_the_interface(name):
         assert tuple(inspect.signature(getattr(obj, k)).parameters)[:len(params)] == params, k
     for k, kind in DEFAULTS_FLAGS.items():
         assert isinstance(getattr(obj, k), kind), k
-    assert set(obj.MODEL) <= {"causal", "time_cond", "self_cond"} and obj.WINDOW in (0, 1)
+    assert set(obj.MODEL) <= {"causal", "time_cond", "self_cond", "clean_causal"} and obj.WINDOW in (0, 1)
     cfg = get_config(for_objective([*MICRO, f"--objective={name}"]))
     assert hasattr(cfg, obj.LOSS_KEY) and all(hasattr(cfg, k) and why for k, why in obj.IGNORES.items())
     obj.check(cfg, set())  # MICRO is valid for every objective
