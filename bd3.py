@@ -55,14 +55,6 @@ def bd3_attn_mask(L, block, device, causal=False):
     return noisy_own | noisy_ctx | clean_causal
 
 
-@lru_cache(maxsize=16)
-def block_causal_mask(L, block, device, causal=False):
-    """(L, L) bool: the clean-clean quarter of bd3_attn_mask (causal: token-causal), for running clean blocks alone
-    (decoding's cache)."""
-    blk = torch.arange(L, device=device) // (1 if causal else block)
-    return blk[None, :] <= blk[:, None]
-
-
 # ---------------------------------------------------------------------------- the bound
 BD3_LOSSES = ("elbo", "all_ce")  # config.bd3_loss
 
@@ -77,21 +69,12 @@ def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, tota
     return allowed[idx[perm]].view(n, n_blocks).to(device)
 
 
-def bd3_flops_per_token(model, L, block):
-    """Training FLOPs per window token of the two-stream pass: the model's per-token count over its 2L - L' columns
-    (x_t and x_0 less its last block, all of x_0 with clean_causal; attention over that many keys: the mask saves no
-    FLOPs in dense SDPA), times columns / L."""
-    n = 2 * L - (0 if getattr(model.args, "clean_causal", False) else block)
-    return model.flops_per_token(n) * n / L
-
-
 def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None, clean=False):
     """One block-diffusion pass: logits of the noisy half of [xt ; x0] (B, 2L) under bd3_attn_mask, with the
     [MASK] logit at -inf. Returns (B, L, V), or (N, V) at positions (B, L) bool of the noisy half. sc (B, L, V):
-    self-conditioning's input for the noisy half (the clean half reads zeros: it is never predicted).
-    The clean half is only the context of later blocks, so its last block is left out; with one block (L' = L)
-    all of it is: exactly MDLM's pass with time_cond='none'. A network with clean_causal (--bd3_ar) reads its clean
-    half token-causally; clean=True then also returns that half's next-token logits (B, L - 1, V) of x0[:, 1:]."""
+    self-conditioning's input for the noisy half (the clean half reads zeros). The clean half is the context of
+    later blocks, so its last block is left out (L' = L: all of it, exactly MDLM's pass with time_cond='none'); a
+    clean_causal network's (--bd3_ar) with clean=True also gives its next-token logits (B, L - 1, V) of x0[:, 1:]."""
     L, causal = x0.size(1), getattr(getattr(model, "args", None), "clean_causal", False)
     if clean:  # the whole clean half, each column's logits predicting the next token
         assert causal, "the next-token logits of the clean half need a clean_causal network (--bd3_ar)"
@@ -139,8 +122,7 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
     if opts.self_cond:  # the first pass is the same two-stream pass, without sc, for the chosen rows
         sc = self_condition_input(lambda r: bd3_logits(model, xt if r is None else xt[r], x0 if r is None else x0[r],
                                                        block, mask_id), masked, opts.self_cond, generator)
-    # masked_only: unmasked positions carry zero loss, their logits are skipped; ar_weight: the same pass also
-    # gives the clean half's next-token logits (the dual AR + diffusion objective)
+    # masked_only: no logits where the loss is zero (unmasked); ar_weight: the clean half's next-token logits too
     out = bd3_logits(model, xt, x0, block, mask_id, positions=masked if opts.masked_only else None, sc=sc,
                      clean=opts.ar_weight > 0)
     logits, nxt = out if opts.ar_weight > 0 else (out, None)
@@ -188,7 +170,7 @@ def pending_mask(n0, m, block, device, causal=False):
     n0 + m + block) bool. The clean columns see the cache and each other as the clean half in training
     (block-causally, or token-causally: causal), never the noisy block; the noisy block sees everything."""
     mask = torch.ones(m + block, n0 + m + block, dtype=torch.bool, device=device)
-    mask[:m, n0:n0 + m] = block_causal_mask(m, block, device, causal)
+    mask[:m, n0:n0 + m] = bd3_attn_mask(m, block, device, causal)[m:, m:]  # the clean-clean quarter
     mask[:m, n0 + m:] = False
     return mask
 
@@ -393,10 +375,11 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 
 
 def flops(model, cfg):
-    """Self-conditioning adds a forward of the two-stream pass (2 per weight) for half the sequences, as mdlm's."""
-    sc = 7 / 6 if cfg.self_cond else 1
-    columns = 2 * cfg.block_size - (0 if cfg.bd3_ar else cfg.bd3_block)
-    return bd3_flops_per_token(model, cfg.block_size, cfg.bd3_block) * sc, columns
+    """The two-stream pass's per-token count over its n columns (x_t, and x_0 less its last block: all of it with
+    bd3_ar; the mask saves no attention FLOPs in dense SDPA) times n / L per window token. Self-conditioning adds a
+    forward of that pass (2 per weight) for half the sequences, as mdlm's."""
+    n, sc = 2 * cfg.block_size - (0 if cfg.bd3_ar else cfg.bd3_block), 7 / 6 if cfg.self_cond else 1
+    return model.flops_per_token(n) * n / cfg.block_size * sc, n
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):

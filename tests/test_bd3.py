@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ar import sample_ar_window
 from bd3 import (CachedBlockModel, CleanCache, bd3_attn_mask, bd3_logits, bd3_loss,
-                 bd3_times, block_causal_mask, sample_bd3)
+                 bd3_times, pending_mask, sample_bd3)
 from common import LossOptions, Schedule, band_times, stratified_times
 from diffusion import diffusion_loss
 from sampler import SamplerOptions
@@ -38,13 +38,14 @@ def test_attention_mask_by_hand():
                          [0, 0, 0, 0, 1, 1, 1, 1],   # clean block 1: clean blocks 0, 1
                          [0, 0, 0, 0, 1, 1, 1, 1]], dtype=torch.bool)
     assert torch.equal(bd3_attn_mask(4, 2, CPU), want)
-    assert torch.equal(block_causal_mask(4, 2, CPU), want[4:, 4:])
+    assert torch.equal(pending_mask(0, 4, 2, CPU)[:4, :4], want[4:, 4:])  # the cache's clean columns, as in training
     assert bd3_attn_mask(4, 2, CPU) is bd3_attn_mask(4, 2, CPU)  # built once per shape
     assert torch.equal(bd3_attn_mask(4, 1, CPU)[4:, 4:], torch.ones(4, 4).tril().bool())  # L' = 1: causal
     # --bd3_ar: the clean half token-causal (an AR model's mask), the noisy half's rows as before
     causal = bd3_attn_mask(4, 2, CPU, True)
     assert torch.equal(causal[4:, 4:], torch.ones(4, 4).tril().bool()) and torch.equal(causal[:4], want[:4])
-    assert torch.equal(causal[4:, :4], want[4:, :4]) and torch.equal(block_causal_mask(4, 2, CPU, True), causal[4:, 4:])
+    assert torch.equal(causal[4:, :4], want[4:, :4])
+    assert torch.equal(pending_mask(0, 4, 2, CPU, True)[:4, :4], causal[4:, 4:])
 
 
 def test_a_bd3_ar_networks_clean_half_predicts_each_next_token_from_the_tokens_before_it():
