@@ -8,9 +8,8 @@ the masked-diffusion NELBO of that block alone (diffusion.py), given the clean e
 
 One forward pass covers every block: the network reads [x_t ; x_0] (2L tokens) under bd3_attn_mask, and the loss
 sits on the noisy half. L' = 1 is the AR model (in expectation: a masked token sees only the clean tokens before
-it); L' = L is MDLM. With --bd3_ar the clean half attends token-causally and its outputs also learn the next token
-(an AR loss weighted by bd3_ar on the same pass: AR and diffusion trained together, Eso-LM / dual-objective LMs);
-the bound is still the noisy half's.
+it); L' = L is MDLM. --bd3_ar also trains the clean half, then token-causal, on the next token in the same pass (AR
+and diffusion together, as dual-objective LMs); the bound is still the noisy half's.
 
 Decoding goes left to right, a block at a time, against a KV cache of the clean blocks before it (a reverse step
 costs one block, not the context): each block is denoised by sampler.denoise (with all its switches), or drafted and
@@ -42,10 +41,9 @@ from utils.errors import UserError
 # ---------------------------------------------------------------------------- attention masks
 @lru_cache(maxsize=16)
 def bd3_attn_mask(L, block, device, causal=False):
-    """Block-diffusion attention over [x_t ; x_0] (2L, 2L) bool, True = may attend (BD3-LM, Arriola et al. 2025):
-    a noisy query of block b sees its own noisy block (both ways) and the clean blocks < b; a clean query of
-    block b sees the clean blocks <= b (block-causal; causal=True: the clean tokens up to its own, as in an AR
-    model); no clean query sees a noisy key. Built once per shape."""
+    """Block-diffusion attention over [x_t ; x_0] (2L, 2L) bool, True = may attend (BD3-LM, Arriola et al. 2025): a
+    noisy query of block b sees its own noisy block (both ways) and the clean blocks < b; a clean query of block b sees
+    the clean blocks <= b (causal: the clean tokens up to its own); no clean query sees a noisy key. Built once."""
     i = torch.arange(2 * L, device=device)
     clean, blk = i >= L, (i % L) // block  # (2L,) which half, which block
     q_clean, k_clean, qb, kb = clean[:, None], clean[None, :], blk[:, None], blk[None, :]

@@ -56,8 +56,7 @@ class Config:
                                         #   over which the band's top rises linearly from mask_ramp_from to mask_max; 0 = off
     mask_ramp_from: float = 0.5         # mdlm training, with mask_ramp > 0: the band's top at step 0 (it rises to mask_max)
     bd3_loss: str = "elbo"              # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE on every noisy position (no w(t))
-    bd3_ar: float = trained(0.0)        # bd3: weight of a next-token loss on the clean half, which then attends causally
-                                        #   (AR and diffusion trained in one pass; 0 = off: block-causal, no such loss)
+    bd3_ar: float = trained(0.0)        # bd3: weight of a next-token loss on the clean half, which then attends causally; 0 = off
     bd3_suffix_mix: float = 0.0         # bd3 training: share of blocks masked as a suffix (as a left-to-right sampler sees them), same count
     mir_weight: float = 0.0             # ar only: weight of a next-token loss on randomly [MASK]ed inputs (clean targets)
                                         #   added to the clean one; 0 = off; 0.4 in Xu et al. 2026 (data-constrained AR)
@@ -208,10 +207,10 @@ PRESETS = {
     "baby": dict(**{**_BABY, **_MDLM_WINS}, **_RECIPE, **_FALLING, out_dir="artifacts/models/baby",
                  checkpoint="artifacts/models/baby/model.pt", viz_video="artifacts/media/baby_trace.mp4"),
     # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.5, 1]
-    # (BD3-LM's variance fix; the bound scores the full range) with the plain CE of every noisy position and its
-    # records' winners (RESULTS.md: B7); it samples left to right in each block (--bd3_speculate: drafted, checked).
+    # (BD3-LM's variance fix) with the plain CE of every noisy position, the clean half's next-token CE (--bd3_ar) and
+    # its records' winners (RESULTS.md: B8); it samples left to right in each block (--bd3_speculate: drafted, checked).
     "baby_bd3": dict(**{**_BABY, **_BD3_WINS}, objective="bd3", bd3_block=4, mask_min=0.5, bd3_loss="all_ce", **_L2R,
-                     out_dir="artifacts/models/baby_bd3",
+                     bd3_ar=1.0, out_dir="artifacts/models/baby_bd3",
                      checkpoint="artifacts/models/baby_bd3/model.pt", viz_video="artifacts/media/baby_bd3_trace.mp4"),
     # The drafter of the baby AR's speculative decoding (speculative.py): one-layer masked diffusion (0.06M params) on
     # windows of 32, mask rates in [0.05, 0.5] (a draft is the last tokens masked), ~30 s; inference.py --checkpoint
