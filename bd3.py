@@ -323,6 +323,87 @@ def speculate_block(net, x, now, mask_id, settings, generator=None, on_step=None
     return x, dict(nfe=passes, nfe_per_sample=[passes] * B, seconds=seconds, seconds_per_sample=[seconds] * B)
 
 
+@lru_cache(maxsize=1024)
+def round_layout(n0, kd, sb, states, nxt, n, device):
+    """sample_clean_ar's pass after n0 cached clean columns (window positions 0..n0-1): the newest token and kd drafts
+    as clean columns (positions n0..n0+kd), then a noisy copy of the block [sb, sb + n) per r in states (its columns
+    before r known), then (nxt) the next block. Returns (RoPE positions (C,), attention (C, n0 + C) bool): clean
+    columns see the clean columns up to their own (as the --bd3_ar clean half in training), a noisy copy sees the
+    clean columns before its block and its own block (as a noisy block in training), never the other copies."""
+    pos = torch.cat([torch.arange(n0, n0 + kd + 1), *[torch.arange(sb, sb + n)] * len(states),
+                     *([torch.arange(sb + n, sb + 2 * n)] if nxt else [])])
+    group = torch.cat([torch.zeros(kd + 1, dtype=torch.long), torch.arange(len(states) + nxt).repeat_interleave(n) + 1])
+    keys = torch.cat([torch.arange(n0), pos])  # every key's position; the cached ones are clean
+    clean_k = torch.cat([torch.ones(n0, dtype=torch.bool), group == 0])
+    own = torch.cat([torch.zeros(n0, dtype=torch.long), group])[None] == group[:, None]
+    start = torch.where(pos < sb + n, sb, sb + n)[:, None]  # each noisy column's block start
+    mask = torch.where((group == 0)[:, None], clean_k & (keys[None] <= pos[:, None]), clean_k & (keys[None] < start) | own)
+    return pos.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.0), generator=None, on_step=None):
+    """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half, its next-token model (an
+    AR), the noisy half drafting: one pass a round (--bd3_check=ar). The pass reads the newest token and the drafts
+    left in its block as clean columns against a KV cache of the text before: their next-token distributions p
+    check the drafts (speculative.keep_or_redraw: each kept while u < p / q, the first rejected redrawn from
+    max(0, p - q), a bonus token from p when all are kept). The same pass holds the noisy states the next round
+    drafts from, one per outcome: the block with the drafts before column r known and r onwards [MASK] (the
+    newest token r is drawn by this pass, so no state knows it), or the next block all [MASK] after this one's
+    drafts. Any proposal keeps the samples p's (Leviathan et al. 2023). The window is sample_bd3's (blocks aligned to
+    its start; a block that does not fit restarts it on the last half, whose first round is a plain AR step). Rows
+    advance by the row that kept fewest. settings = (temperature, top_k, top_p) of p and q. Returns (tokens
+    (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept per pass)."""
+    (B, P), W, n, dev, t0 = prompt.shape, model.args.block_size, block, prompt.device, time.perf_counter()
+    end, keep, seq, fill = P + gen_len, min((W // 2) // n * n, W - n), prompt, torch.full((B, n), mask_id, device=dev)
+    lo, kv, q, q_at, passes, kept = 0, None, None, 0, 0, 0
+    if not P:  # nothing for the clean half to read: the first token is the noisy half's, its block all [MASK]
+        seq, passes = draw(probs(no_mask_logit(model(fill)[:, :1], mask_id), *settings), generator).to(dev), 1
+    while seq.size(1) < end:
+        S = seq.size(1)
+        if kv is None or lo + (S - lo) // n * n + n - lo > W:  # a fresh window: the text before the newest token cached
+            lo, kv, q = 0 if kv is None and S // n * n + n <= W else S - keep, CleanCache(model.args.n_layer), None
+            if S - 1 > lo:
+                kv.store = S - 1 - lo
+                model(seq[:, lo:S - 1], kv_cache=kv, rope_pos=torch.arange(S - 1 - lo, device=dev),
+                      attn_mask=torch.ones(S - 1 - lo, S - 1 - lo, dtype=torch.bool, device=dev).tril())
+        sb = lo + (S - lo) // n * n  # the block holding position S, aligned to the window's start
+        e = sb + n
+        drafts = draw(q[:, S - q_at:min(e, end) - q_at], generator).to(dev) if q is not None else seq[:, :0]
+        kd = drafts.size(1)
+        outcomes = [r for r in range(S, S + kd + 1) if r + 1 < end and (r <= e - 2 or e + n - lo <= W)]
+        states = tuple(r for r in outcomes if r <= e - 2)  # outcome r: the next drafts come from state r
+        nxt = states != tuple(outcomes)  # an outcome finishes the block: the next block drafts
+        known = torch.cat([seq[:, sb:], drafts], 1)  # the block's columns as this round would keep them
+        cols = torch.cat([seq[:, -1:], drafts, *[torch.cat([known[:, :r - sb], fill[:, r - e:]], 1) for r in states],
+                          *([fill] if nxt else [])], 1)
+        pos, mask = round_layout(S - 1 - lo, kd, sb - lo, tuple(r - sb for r in states), nxt, n, dev)
+        kv.store = kd + 1
+        logits = no_mask_logit(model(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
+        p = probs(logits[:, :min(kd + 1, end - S)], *settings).cpu()
+        new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator).to(dev)
+        k, prev, n0 = new.size(1), seq, S - 1 - lo
+        kv.k, kv.v = [t[:, :, :n0 + k] for t in kv.k], [t[:, :, :n0 + k] for t in kv.v]  # the kept clean columns
+        seq, passes, kept = torch.cat([seq, new], 1), passes + 1, kept + k - 1
+        r = S + k - 1  # the newest token
+        q, q_at = (None, 0) if r not in outcomes else (probs(logits[:, -n:], *settings).cpu(), e) if r > e - 2 else (
+            probs(logits[:, kd + 1 + n * states.index(r):kd + 1 + n * states.index(r) + n], *settings).cpu(), sb)
+        if on_step is not None:
+            on_step(_round_step(prev, seq, P, end, passes, mask_id))
+    seconds = time.perf_counter() - t0
+    return seq, dict(nfe=passes, nfe_per_sample=[passes] * B, seconds=seconds, seconds_per_sample=[seconds] * B,
+                     kept=kept / passes)
+
+
+def _round_step(prev, seq, P, end, passes, mask_id):
+    """sample_clean_ar's round as a Step over the whole output (the trace, --live): the tokens so far, [MASK] after."""
+    (B, S), fill = seq.shape, lambda x: F.pad(x, (0, end - x.size(1)), value=mask_id)
+    x, before, gen = fill(seq), fill(prev), torch.arange(end, device=seq.device)[None].expand(B, -1) >= P
+    return Step(step=passes, nfe=torch.full((B,), passes), time=torch.zeros(B, dtype=torch.long), x=x, prev=before,
+                gen_mask=gen, revealed=x != before, remasked=torch.zeros_like(gen),
+                conf=torch.zeros(B, end, dtype=torch.float64), finished=[S >= end] * B)
+
+
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 MODEL = dict(time_cond="none")  # each block has its own t, and its [MASK] count tells its rate
 IGNORES = {**dict.fromkeys(("time_cond", "loss_type", "mask_span"), "it trains the block-diffusion bound, with no time input"),
@@ -344,6 +425,13 @@ def check(cfg, given=()):
     if not 0 <= cfg.bd3_suffix_mix <= 1:
         raise UserError(f"bd3_suffix_mix={cfg.bd3_suffix_mix} is a share of blocks: give a value in [0, 1]")
     check_band(cfg)
+    if cfg.bd3_check not in ("l2r", "ar"):
+        raise UserError(f"bd3_check={cfg.bd3_check!r} is not one of l2r, ar")
+    if "bd3_check" in given and not cfg.bd3_speculate:
+        raise UserError("--bd3_check picks what checks --bd3_speculate's drafts: add --bd3_speculate, or drop it")
+    if cfg.bd3_check == "ar" and not cfg.bd3_ar:
+        raise UserError("--bd3_check=ar reads the clean half's next-token model, which only a --bd3_ar network has "
+                        "trained: use --bd3_check=l2r, or a model trained with --bd3_ar=1")
     clash = [k for k in ("steps", *REVEAL_KEYS) if k in given] if cfg.bd3_speculate else []
     if clash:
         raise UserError(f"--{clash[0]} does not apply with --bd3_speculate (it drafts and checks whole blocks, at "
@@ -383,6 +471,9 @@ def flops(model, cfg):
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)  # a continuation: given text, then blanks
     opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
+    if cfg.bd3_speculate and cfg.bd3_check == "ar":
+        return sample_clean_ar(model, x[:, :P], x.size(1) - P, cfg.bd3_block, mask_id,
+                               (cfg.temperature, cfg.top_k, cfg.top_p), generator, on_step)
     return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, opts, generator, on_step,
                       speculate=cfg.bd3_speculate)
 
@@ -398,7 +489,8 @@ def passes(cfg, n_gen, n_prompt=0):
 
 def describe(cfg):
     if cfg.bd3_speculate:
-        return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, self-speculative (drafts checked l2r)"
+        by = "the clean half's AR" if cfg.bd3_check == "ar" else "l2r"
+        return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, self-speculative (drafts checked by {by})"
     opts = SamplerOptions.from_config(cfg)
     k = cfg.steps if opts.loop else min(cfg.steps, cfg.bd3_block)  # the loop's steps may exceed L'
     steps = sampler.describe(replace(opts, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")

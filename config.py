@@ -140,6 +140,8 @@ class Config:
     semi_ar_length: int = 0             # semi-AR: decode left to right, this many tokens at a time (0 = all at once);
                                         # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
     bd3_speculate: bool = False         # bd3: a block drafted in one pass, checked against its left-to-right joint
+    bd3_check: str = "l2r"              # bd3_speculate: what checks the drafts: 'l2r' the noisy half read left to right |
+                                        #   'ar' the clean half's next-token model (--bd3_ar networks): that AR's samples
     draft: str = ""                     # AR: a masked-diffusion model.pt that drafts draft_len tokens a round, verified by
                                         #   the AR in one pass (speculative decoding: exactly the AR's samples); '' = off
     draft_len: int = 4                  # AR with draft: tokens drafted a round

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ar import sample_ar_window
-from bd3 import (CachedBlockModel, CleanCache, bd3_attn_mask, bd3_logits, bd3_loss,
+from bd3 import (CachedBlockModel, CleanCache, bd3_attn_mask, bd3_logits, bd3_loss, round_layout,
                  bd3_times, pending_mask, sample_bd3)
 from common import LossOptions, Schedule, band_times, stratified_times
 from diffusion import diffusion_loss
@@ -294,6 +294,32 @@ def test_cached_decode_equals_uncached_past_the_context(block, opts):
         assert st["nfe"] == sum(min(3, b + block - max(b, 6)) for b in range(6 // block * block, end, block))
 
 
+def test_a_clean_ar_round_reads_what_the_two_stream_pass_reads():
+    """bd3.sample_clean_ar's one pass (round_layout's mask and positions, 4 clean columns cached): its clean columns
+    give the two-stream pass's next-token logits, each noisy copy of the block (columns before r known) and the
+    next block (all [MASK], after the drafts) the two-stream pass's noisy logits of that state."""
+    m, g = _tiny(clean_causal=True), torch.Generator().manual_seed(3)
+    toks = torch.randint(0, MASK, (2, 8), generator=g)  # positions 0..3 cached, 4 the newest, 5..7 drafts
+    kv = CleanCache(m.args.n_layer)
+    kv.store = 4
+    with torch.no_grad():
+        m(toks[:, :4], kv_cache=kv, rope_pos=torch.arange(4), attn_mask=torch.ones(4, 4, dtype=torch.bool).tril())
+        states, fill = (0, 1, 2), torch.full((2, 4), MASK)  # r - 4: the block with its first r - 4 columns known
+        cols = torch.cat([toks[:, 4:], *[torch.cat([toks[:, 4:4 + r], fill[:, r:]], 1) for r in states], fill], 1)
+        pos, mask = round_layout(4, 3, 4, states, True, 4, "cpu")
+        kv.store = 4
+        got = m(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask)
+        x0 = torch.cat([toks, torch.randint(0, MASK, (2, 8), generator=g)], 1)  # 16: what follows is never read
+        for i, r in enumerate(states):
+            xt = torch.cat([x0[:, :4], cols[:, 4 + 4 * i:8 + 4 * i], x0[:, 8:]], 1)
+            want = bd3_logits(m, xt, x0, 4, MASK)[:, 4:8]
+            assert torch.allclose(got[:, 4 + 4 * i:8 + 4 * i, :MASK], want[..., :MASK], atol=1e-5), r
+        xt = torch.cat([x0[:, :8], fill, x0[:, 12:]], 1)
+        assert torch.allclose(got[:, -4:, :MASK], bd3_logits(m, xt, x0, 4, MASK)[:, 8:12, :MASK], atol=1e-5)
+        nxt = bd3_logits(m, torch.full_like(x0, MASK), x0, 4, MASK, clean=True)[1]
+        assert torch.allclose(got[:, :4, :MASK], nxt[:, 4:8, :MASK], atol=1e-5)
+
+
 @pytest.mark.parametrize("speculate", [False, True])
 def test_a_bd3_ar_network_decodes_with_its_cache_as_without_past_the_context(speculate):
     m, s = _tiny(clean_causal=True), Schedule(10)
@@ -343,6 +369,10 @@ def test_ar_decode_is_the_uncached_one_within_the_context_and_slides_past_it():
     (["--objective=bd3", "--bd3_speculate", "--order=l2r"], "--order does not apply with --bd3_speculate"),
     (["--objective=bd3", "--bd3_speculate", "--steps=4"], "--steps does not apply with --bd3_speculate"),
     (["--objective=mdlm", "--bd3_speculate"], "does not read --bd3_speculate"),
+    (["--objective=bd3", "--bd3_check=ar"], "add --bd3_speculate"),
+    (["--objective=bd3", "--bd3_speculate", "--bd3_check=ar"], "only a --bd3_ar network"),
+    (["--objective=bd3", "--bd3_speculate", "--bd3_check=clean"], "not one of l2r, ar"),
+    (["--objective=mdlm", "--bd3_check=ar"], "does not read --bd3_check"),
     (["--objective=bd3", "--bd3_ar=-1"], "bd3_ar=-1.0 weighs"),
     (["--objective=mdlm", "--bd3_ar=1"], "does not read --bd3_ar"),
     (["--objective=uniform", "--bd3_ar=1"], "does not read --bd3_ar"),

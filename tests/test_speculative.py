@@ -1,7 +1,8 @@
 """Speculative decoding of the AR with a masked-diffusion drafter (speculative.py): its samples are the AR's own —
 greedy token for token (past the context too), and in distribution against the AR's joint enumerated by hand, with a
 sampler that keeps every draft as the control the same test must catch. Block diffusion's self-speculative decoding
-(bd3.speculate_block) likewise against the left-to-right joint inside a block. python -m pytest -q tests/test_speculative.py"""
+(bd3.speculate_block) likewise against the left-to-right joint inside a block, and drafted by the noisy half for the
+clean half's AR (bd3.sample_clean_ar) against that AR's joint. python -m pytest -q tests/test_speculative.py"""
 import functools
 import itertools
 
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 from ar import sample_ar_window
-from bd3 import bd3_loss, sample_bd3
-from common import Schedule
+from bd3 import bd3_logits, bd3_loss, sample_bd3, sample_clean_ar
+from common import LossOptions, Schedule, no_mask_logit
 from model import ModelArgs, Transformer
 from sampler import SamplerOptions
 from speculative import keep_or_redraw, probs, sample_speculative
@@ -133,17 +134,20 @@ def test_neither_the_ar_nor_its_speculative_decoding_emits_mask():
 
 
 @functools.lru_cache(maxsize=1)
-def _bd3_net():
+@functools.lru_cache(maxsize=2)
+def _bd3_net(ar=False):
     """A bd3 network (blocks of 4, context 8) trained for 200 steps on cycles through tokens 0, 1, 2 that skip one
     w.p. 0.2: each masked column of a block predicts differently, given the context and the columns before it
-    (a random network predicts the same at every masked column, and a test that swaps columns would not see it)."""
+    (a random network predicts the same at every masked column, and a test that swaps columns would not see it).
+    ar: with --bd3_ar's clean half, token-causal and trained on the next token too."""
     torch.manual_seed(0)
-    net = Transformer(ModelArgs(vocab_size=V, block_size=8, n_layer=2, n_head=2, n_embd=16, time_cond="none")).double()
+    net = Transformer(ModelArgs(vocab_size=V, block_size=8, n_layer=2, n_head=2, n_embd=16, time_cond="none",
+                                clean_causal=ar)).double()
     opt, g = torch.optim.Adam(net.parameters(), lr=1e-2), torch.Generator().manual_seed(0)
     for _ in range(200):
         steps = torch.where(torch.rand(64, 7, generator=g) < 0.8, 1, 2)
         x = torch.cat([torch.randint(0, 3, (64, 1), generator=g), steps], 1).cumsum(1) % 3
-        loss = bd3_loss(net, x, Schedule(10), MASK, 4, generator=g)[0]
+        loss = bd3_loss(net, x, Schedule(10), MASK, 4, generator=g, opts=LossOptions(ar_weight=float(ar)))[0]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -212,3 +216,66 @@ def test_self_speculative_greedy_is_the_left_to_right_sampler_in_fewer_passes():
                 got, sp = sample_bd3(net, prompt, 40, 4, s, mask, l2r, speculate=True)
             assert torch.equal(got, want) and sp["nfe"] <= st["nfe"]
     assert sp["nfe"] < st["nfe"]
+
+
+def _clean_next(net, seq, lo):
+    """The clean half's next-token logits after seq (R, S) in the window from lo, by the uncached two-stream pass."""
+    x0 = torch.cat([seq[:, lo:], seq[:, :1]], 1)  # a dummy last column: the pass predicts the token after each
+    with torch.no_grad():
+        return bd3_logits(net, torch.full_like(x0, MASK), x0, 4, MASK, clean=True)[1][:, -1]
+
+
+def _window_starts(P, n_gen, W=8, n=4):
+    """sample_clean_ar's window start before each generated token (a block that does not fit restarts it)."""
+    lo, keep, out = None, min((W // 2) // n * n, W - n), []
+    for S in range(P, P + n_gen):
+        lo = (0 if S // n * n + n <= W else S - keep) if lo is None else lo
+        lo = S - keep if lo + (S - lo) // n * n + n - lo > W else lo
+        out.append(lo)
+    return out
+
+
+def _clean_joint(net, prompt, n, settings):
+    """{the n tokens after prompt (1, P): probability} under the clean half's AR, by enumeration (P = 0: the first
+    token from the noisy half's marginal, its block all [MASK])."""
+    P, seqs = prompt.size(1), torch.tensor(list(itertools.product(range(V - 1), repeat=n)))
+    joint, full = torch.ones(len(seqs), dtype=torch.float64), torch.cat([prompt.expand(len(seqs), -1), seqs], 1)
+    with torch.no_grad():
+        for i, lo in zip(range(n), _window_starts(P, n)):
+            logits = (no_mask_logit(net(torch.full((1, 4), MASK))[:, 0], MASK).expand(len(seqs), -1) if P + i == 0
+                      else _clean_next(net, full[:, :P + i], lo))
+            joint *= probs(logits, *settings).gather(-1, full[:, P + i:P + i + 1])[:, 0]
+    return {tuple(s.tolist()): float(q) for s, q in zip(seqs, joint)}
+
+
+@pytest.mark.parametrize("P,n,settings", [(3, 5, (1.0, 0, 1.0)), (2, 5, (0.7, 2, 1.0)), (0, 4, (1.0, 0, 0.8)),
+                                          (5, 4, (1.0, 0, 1.0))])  # P = 5: the window restarts after one token
+def test_clean_ar_samples_follow_the_clean_halfs_joint_and_keeping_every_draft_does_not(P, n, settings, monkeypatch):
+    """Drafted by the noisy half, checked by the clean half: 2,400 draws against the clean half's joint enumerated
+    by the uncached two-stream pass (across a block boundary, and past the context); the control that keeps every
+    draft is caught by the same test."""
+    net, prompt = _bd3_net(ar=True), torch.tensor([[0, 1, 2, 0, 1][:P]], dtype=torch.long)
+    joint, g = _clean_joint(net, prompt, n, settings), torch.Generator().manual_seed(13)
+
+    def draw_all():
+        return [row[P:].tolist() for _ in range(6)
+                for row in sample_clean_ar(net, prompt.expand(400, -1), n, 4, MASK, settings, g)[0]]
+    chi2, limit = _pooled_chi2(draw_all(), joint)
+    assert chi2 < limit
+    monkeypatch.setattr("bd3.keep_or_redraw", lambda p, q, drafts, generator: drafts if q is not None else
+                        keep_or_redraw(p, q, drafts, generator))  # the control: every draft kept unchecked
+    chi2, limit = _pooled_chi2(draw_all(), joint)
+    assert chi2 > limit
+
+
+def test_clean_ar_greedy_is_the_clean_halfs_greedy_text_in_fewer_passes_past_the_context():
+    """At temperature 0 every token is the clean half's argmax after the text before it (the uncached pass, in the
+    same windows), 40 tokens through a context of 8; drafts are kept, so fewer passes than tokens."""
+    net = _bd3_net(ar=True)
+    for P in (1, 3, 6):
+        prompt = torch.randint(0, MASK, (2, P), generator=torch.Generator().manual_seed(P))
+        got, st = sample_clean_ar(net, prompt, 40, 4, MASK, (0, 0, 1.0), torch.Generator().manual_seed(1))
+        want = prompt
+        for lo in _window_starts(P, 40):
+            want = torch.cat([want, _clean_next(net, want, lo).argmax(-1, keepdim=True)], 1)
+        assert torch.equal(got, want) and st["nfe"] < 40 and st["kept"] > 0
