@@ -253,10 +253,11 @@ PRESETS = {
         checkpoint="artifacts/models/tinystories_cpu/model.pt", viz_video="artifacts/media/tinystories_cpu_trace.mp4"),
     # The BPE path on a laptop: the shipped excerpt and a 2,048-token BPE trained on it (by train.py when missing),
     # at the cpu dims (1.31M parameters, ctx 128 tokens ~ 470 chars) with block diffusion's recipe (blocks of 4, band
-    # [0.5, 1]), whose block-by-block samples read as stories at this size (RESULTS.md: its bound and the AR's).
+    # [0.5, 1], the clean half trained on the next token: --bd3_ar), whose block-by-block samples read as stories at this
+    # size (RESULTS.md: its bound and the AR's).
     "tinystories_bpe_cpu": dict(
         tokenizer="bpe", data_path="data/tinystories_train_head.txt", tokenizer_path="artifacts/tokenizer/tinystories_head.json",
-        **dict(_CPU, batch_size=16), objective="bd3", bd3_block=4, mask_min=0.5, **_ANCESTRAL, prompt="Once upon a time",
+        **dict(_CPU, batch_size=16), objective="bd3", bd3_block=4, mask_min=0.5, bd3_ar=1.0, **_ANCESTRAL, prompt="Once upon a time",
         out_dir="artifacts/models/tinystories_bpe_cpu", checkpoint="artifacts/models/tinystories_bpe_cpu/model.pt",
         viz_video="artifacts/media/tinystories_bpe_cpu_trace.mp4"),
     # The "speed run a 200M+ model" goal: 16 x 1024, ctx 1024, BPE on all of TinyStories (~206M parameters at a 2,048 vocab).
