@@ -429,7 +429,7 @@ def check(cfg, given=()):
         raise UserError(f"bd3_check={cfg.bd3_check!r} is not one of l2r, ar")
     if "bd3_check" in given and not cfg.bd3_speculate:
         raise UserError("--bd3_check picks what checks --bd3_speculate's drafts: add --bd3_speculate, or drop it")
-    if cfg.bd3_check == "ar" and not cfg.bd3_ar:
+    if cfg.bd3_check == "ar" and not cfg.bd3_ar and "bd3_check" in given:  # a preset's 'ar' falls back to l2r
         raise UserError("--bd3_check=ar reads the clean half's next-token model, which only a --bd3_ar network has "
                         "trained: use --bd3_check=l2r, or a model trained with --bd3_ar=1")
     clash = [k for k in ("steps", *REVEAL_KEYS) if k in given] if cfg.bd3_speculate else []
@@ -471,7 +471,7 @@ def flops(model, cfg):
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)  # a continuation: given text, then blanks
     opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
-    if cfg.bd3_speculate and cfg.bd3_check == "ar":
+    if cfg.bd3_speculate and cfg.bd3_check == "ar" and cfg.bd3_ar:
         return sample_clean_ar(model, x[:, :P], x.size(1) - P, cfg.bd3_block, mask_id,
                                (cfg.temperature, cfg.top_k, cfg.top_p), generator, on_step)
     return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, opts, generator, on_step,
@@ -489,7 +489,7 @@ def passes(cfg, n_gen, n_prompt=0):
 
 def describe(cfg):
     if cfg.bd3_speculate:
-        by = "the clean half's AR" if cfg.bd3_check == "ar" else "l2r"
+        by = "the clean half's AR" if cfg.bd3_check == "ar" and cfg.bd3_ar else "l2r"
         return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, self-speculative (drafts checked by {by})"
     opts = SamplerOptions.from_config(cfg)
     k = cfg.steps if opts.loop else min(cfg.steps, cfg.bd3_block)  # the loop's steps may exceed L'

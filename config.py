@@ -141,7 +141,8 @@ class Config:
                                         # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
     bd3_speculate: bool = False         # bd3: a block drafted in one pass, checked against its left-to-right joint
     bd3_check: str = "l2r"              # bd3_speculate: what checks the drafts: 'l2r' the noisy half read left to right |
-                                        #   'ar' the clean half's next-token model (--bd3_ar networks): that AR's samples
+                                        #   'ar' the clean half's next-token model: that AR's samples (a --bd3_ar network;
+                                        #   a preset's 'ar' on a network without it checks l2r, a given one is refused)
     draft: str = ""                     # AR: a masked-diffusion model.pt that drafts draft_len tokens a round, verified by
                                         #   the AR in one pass (speculative decoding: exactly the AR's samples); '' = off
     draft_len: int = 4                  # AR with draft: tokens drafted a round
