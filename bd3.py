@@ -361,7 +361,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
         seq, passes = draw(probs(no_mask_logit(model(fill)[:, :1], mask_id), *settings), generator).to(dev), 1
     while seq.size(1) < end:
         S = seq.size(1)
-        if kv is None or lo + (S - lo) // n * n + n - lo > W:  # a fresh window: the text before the newest token cached
+        if kv is None or (S - lo) // n * n + n > W:  # a fresh window: the text before the newest token cached
             lo, kv, q = 0 if kv is None and S // n * n + n <= W else S - keep, CleanCache(model.args.n_layer), None
             if S - 1 > lo:
                 kv.store = S - 1 - lo
@@ -392,7 +392,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
             on_step(_round_step(prev, seq, P, end, passes, mask_id))
     seconds = time.perf_counter() - t0
     return seq, dict(nfe=passes, nfe_per_sample=[passes] * B, seconds=seconds, seconds_per_sample=[seconds] * B,
-                     kept=kept / passes)
+                     kept=kept / max(passes, 1))
 
 
 def _round_step(prev, seq, P, end, passes, mask_id):
