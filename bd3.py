@@ -161,6 +161,10 @@ class CleanCache:
             self.k[i], self.v[i] = k[:, :, :n], v[:, :, :n]
         return k, v
 
+    def truncate(self, n):
+        """Keep the first n cached columns of every layer (sample_clean_ar: the drafts a round kept)."""
+        self.k, self.v = [t[:, :, :n] for t in self.k], [t[:, :, :n] for t in self.v]
+
 
 @lru_cache(maxsize=64)
 def pending_mask(n0, m, block, device, causal=False):
@@ -382,12 +386,17 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
         logits = no_mask_logit(model(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
         p = probs(logits[:, :min(kd + 1, end - S)], *settings).cpu()
         new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator).to(dev)
-        k, prev, n0 = new.size(1), seq, S - 1 - lo
-        kv.k, kv.v = [t[:, :, :n0 + k] for t in kv.k], [t[:, :, :n0 + k] for t in kv.v]  # the kept clean columns
+        k, prev = new.size(1), seq
+        kv.truncate(S - 1 - lo + k)  # the newest token and the kept drafts
         seq, passes, kept = torch.cat([seq, new], 1), passes + 1, kept + k - 1
-        r = S + k - 1  # the newest token
-        q, q_at = (None, 0) if r not in outcomes else (probs(logits[:, -n:], *settings).cpu(), e) if r > e - 2 else (
-            probs(logits[:, kd + 1 + n * states.index(r):kd + 1 + n * states.index(r) + n], *settings).cpu(), sb)
+        r = S + k - 1  # the newest token: the next round drafts from the state of its outcome
+        if r not in outcomes:
+            q = None
+        elif r in states:
+            c = kd + 1 + n * states.index(r)
+            q, q_at = probs(logits[:, c:c + n], *settings).cpu(), sb
+        else:
+            q, q_at = probs(logits[:, -n:], *settings).cpu(), e
         if on_step is not None:
             on_step(_round_step(prev, seq, P, end, passes, mask_id))
     seconds = time.perf_counter() - t0
@@ -468,10 +477,16 @@ def flops(model, cfg):
     return model.flops_per_token(n) * n / cfg.block_size * sc, n
 
 
+def clean_check(cfg):
+    """Whether --bd3_speculate's drafts are checked by the clean half's AR: bd3_check='ar' on a --bd3_ar network (a
+    preset's 'ar' on a network without one checks left to right; check() refuses a given one)."""
+    return cfg.bd3_speculate and cfg.bd3_check == "ar" and cfg.bd3_ar > 0
+
+
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)  # a continuation: given text, then blanks
     opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
-    if cfg.bd3_speculate and cfg.bd3_check == "ar" and cfg.bd3_ar:
+    if clean_check(cfg):
         return sample_clean_ar(model, x[:, :P], x.size(1) - P, cfg.bd3_block, mask_id,
                                (cfg.temperature, cfg.top_k, cfg.top_p), generator, on_step)
     return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, opts, generator, on_step,
@@ -489,7 +504,7 @@ def passes(cfg, n_gen, n_prompt=0):
 
 def describe(cfg):
     if cfg.bd3_speculate:
-        by = "the clean half's AR" if cfg.bd3_check == "ar" and cfg.bd3_ar else "l2r"
+        by = "the clean half's AR" if clean_check(cfg) else "l2r"
         return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, self-speculative (drafts checked by {by})"
     opts = SamplerOptions.from_config(cfg)
     k = cfg.steps if opts.loop else min(cfg.steps, cfg.bd3_block)  # the loop's steps may exceed L'
