@@ -57,6 +57,8 @@ class Config:
     mask_ramp_from: float = 0.5         # mdlm training, with mask_ramp > 0: the band's top at step 0 (it rises to mask_max)
     bd3_loss: str = "elbo"              # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE on every noisy position (no w(t))
     bd3_ar: float = trained(0.0)        # bd3: weight of a next-token loss on the clean half, which then attends causally; 0 = off
+    dual_ar: float = 0.0                # mdlm training: weight of the dual objective's next-token CE, a second pass of the same
+                                        #   network attending causally over the clean window (Eso-LM); 0 = off; the bound is unchanged
     bd3_suffix_mix: float = 0.0         # bd3 training: share of blocks masked as a suffix (as a left-to-right sampler sees them), same count
     mir_weight: float = 0.0             # ar only: weight of a next-token loss on randomly [MASK]ed inputs (clean targets)
                                         #   added to the clean one; 0 = off; 0.4 in Xu et al. 2026 (data-constrained AR)

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (AR_ONLY, LossOptions, Schedule, band_times, band_top, beta_proposal, predict_logits, proposal_times,
-                    self_condition_input, stratified_times)
+from common import (AR_ONLY, LossOptions, Schedule, band_times, band_top, beta_proposal, no_mask_logit, predict_logits,
+                    proposal_times, self_condition_input, stratified_times)
 from sampler import SamplerOptions
 from utils.errors import UserError
 
@@ -103,11 +103,16 @@ STEP_CHAIN = True  # the K-step sampler walks the schedule's grid (scripts/eval.
 
 
 def flops(model, cfg):
-    """Training FLOPs per window token: self-conditioning adds a forward pass (2 per weight) for half the sequences."""
-    return model.flops_per_token() * (7 / 6 if cfg.self_cond else 1), cfg.block_size
+    """Training FLOPs per window token: self-conditioning adds a forward pass (2 per weight) for half the sequences,
+    the dual objective a forward and backward over the window less a token."""
+    L = cfg.block_size
+    return model.flops_per_token() * ((7 / 6 if cfg.self_cond else 1) + ((L - 1) / L if cfg.dual_ar else 0)), L
 
 
 def check(cfg, given=()):
+    if cfg.dual_ar < 0 or (cfg.dual_ar and cfg.time_cond != "none"):
+        raise UserError(f"dual_ar={cfg.dual_ar} with time_cond={cfg.time_cond}: the dual objective's causal pass reads "
+                        f"clean text with no time; give dual_ar >= 0 (e.g. 1) with --time_cond=none, or 0 (off)")
     if cfg.time_beta < 0:
         raise UserError(f"time_beta={cfg.time_beta}: give a Beta(a, a) shape a > 0 (e.g. 2), or 0 for uniform t")
     check_band(cfg)
@@ -135,7 +140,17 @@ def loss(model, x, cfg, schedule, tok, draw):
         strata = stratified_times(len(x), len(band), offset=draw.offset, total=draw.total, u=draw.u)
         t, weight = band[strata - 1].to(x.device), None
     opts = LossOptions(cfg.loss_type, cfg.head_on_masked_only, cfg.mask_span, 0.5 if cfg.self_cond else 0.0)
-    return diffusion_loss(model, x, schedule, tok.mask_id, opts, draw.generator, t=t, weight=weight)[0]
+    loss = diffusion_loss(model, x, schedule, tok.mask_id, opts, draw.generator, t=t, weight=weight)[0]
+    return loss + cfg.dual_ar * dual_ar_loss(model, x, tok.mask_id) if cfg.dual_ar else loss
+
+
+def dual_ar_loss(model, x0, mask_id):
+    """The dual objective's term (Eso-LM, Sahoo et al. 2025; arXiv 2512.14549): the same network attending causally over
+    the clean window x0 (B, L), no [MASK] and no self-conditioning input, predicts each next token. Mean CE (nats)."""
+    L = x0.size(1) - 1
+    causal = torch.ones(L, L, dtype=torch.bool, device=x0.device).tril()
+    logits = no_mask_logit(model(x0[:, :-1], attn_mask=causal), mask_id)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), x0[:, 1:].reshape(-1))
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):

@@ -164,7 +164,8 @@ IGNORES = {**dict.fromkeys(("loss_type", "mask_span", "head_on_masked_only", *RE
            **AR_ONLY,
            **dict.fromkeys(("time_beta", "mask_ramp", "mask_ramp_from"),
                            "masked diffusion's training-time draws of t: use --objective=mdlm"),
-           "self_cond": "masked diffusion's self-conditioning: use --objective=mdlm"}
+           "self_cond": "masked diffusion's self-conditioning: use --objective=mdlm",
+           "dual_ar": "masked diffusion's dual objective: use --objective=mdlm"}
 NOISE_START = STEP_CHAIN = True  # starts from random tokens; walks the schedule's grid
 
 

@@ -98,11 +98,13 @@ def loss_label(cfg):
     """(the name of the figure a log line reports as its training loss, a line saying what it measures)."""
     obj = objectives.get(cfg.objective)
     name = "ce" if obj.EXACT else "elbo" if obj.LOSS_KEY in obj.IGNORES else getattr(cfg, obj.LOSS_KEY)
-    ar = 0 if "bd3_ar" in obj.IGNORES else cfg.bd3_ar  # bd3's clean half learns the next token in the same loss
+    # bd3's clean half learns the next token in the same pass (bd3_ar), mdlm's dual objective in a second, causal one
+    ar, who = ((cfg.bd3_ar, "the clean half") if "bd3_ar" not in obj.IGNORES else
+               (cfg.dual_ar, "a causal pass") if "dual_ar" not in obj.IGNORES else (0, ""))
     band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}] (the bound scores every rate: not comparable to it)"
             if not obj.EXACT and (cfg.mask_min, cfg.mask_max) != (0, 1) and "mask_min" not in obj.IGNORES else "")
     val = "'dev NLL' is the exact NLL" if obj.EXACT else "'dev bound' is the NELBO"
-    what = LOSSES[name] + band + (f" plus {ar:g} x the clean half's next-token CE" if ar else "")
+    what = LOSSES[name] + band + (f" plus {ar:g} x {who}'s next-token CE" if ar else "")
     name += "+ar" if ar else ""
     return f"train {name}", (f"log: 'train {name}' is {what}; {val} on the fixed dev windows (validation's first half), "
                              f"the figure to compare (both nats/token; the eval lines give nats/char, the README's unit, too)")
