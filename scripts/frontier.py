@@ -13,8 +13,8 @@ points the temperatures; the better sampler has the lower gen-PPL and divergence
 Held-out text is the validation split cut in half: the first half is the reference distribution; --n-samples windows
 of --gen-len tokens from the second half give the held-out entropy and the divergence of real text of the samples'
 size (the floor: n-gram counts from few samples are noisy, so take many: RESULTS.md). Every point is also timed
-(--time-batches, --repeats, --threads): wall-clock tokens/s drawing B samples, the median of rounds in which every
-point draws once in turn, so a drifting load slows all alike (`scripts/plot.py frontier --x speed`). AR and bd3
+(--time-batches, --repeats, --time-draws, --threads): wall-clock tokens/s drawing B samples, the median of rounds in
+which every point draws in turn, so a drifting load slows all alike (`scripts/plot.py frontier --x speed`). AR and bd3
 samples may run past the context (a sliding window; the judge scores them in windows). A point drops the settings
 its objective does not read (ReMDM's unless remask=remdm), so the grid holds each sampler once. NFE counts passes
 of what each runs on: the whole canvas (mdlm), one block (bd3) or one token (AR).
@@ -122,21 +122,23 @@ def grid_of(r, args, judge, start, gen_len, ref, device, generator):
 
 
 def time_points(runs, args, start, gen_len, device):
-    """Wall-clock tokens/s of every point at each --time-batches size B, written into its seconds_bB and
-    tokens_per_s_bB: one untimed warm-up draw each, then the median of --repeats rounds, each point drawing in turn."""
-    jobs = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])]
+    """Wall-clock tokens/s of every point at each --time-batches size B, written into its seconds_bB (one draw of B
+    samples) and tokens_per_s_bB: one untimed warm-up draw each, then the median of --repeats rounds, each point
+    drawing --time-draws batches of B in turn (each a different seed: a sampler whose passes vary, speculative
+    decoding, is timed over that many samples a round)."""
+    jobs, n = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])], args.time_draws
     for b in args.time_batches:
         def call(r, scfg, seed):
             return draw(r["model"], scfg, start, gen_len, b, b, r["tok"].mask_id, device, torch.Generator().manual_seed(seed))
         for r, _, scfg in jobs:
             call(r, scfg, args.seed)
-        rounds = [[timed(lambda: call(r, scfg, args.seed + k), device)[0] for r, _, scfg in jobs]
-                  for k in range(1, args.repeats + 1)]
+        rounds = [[timed(lambda: [call(r, scfg, args.seed + n * k + j) for j in range(n)], device)[0] / n
+                   for r, _, scfg in jobs] for k in range(1, args.repeats + 1)]
         for (r, pt, _), secs in zip(jobs, zip(*rounds)):
             pt[f"seconds_b{b}"] = statistics.median(secs)
             pt[f"tokens_per_s_b{b}"] = b * gen_len / pt[f"seconds_b{b}"]
             print(f"  {r['path']} [{pt['curve']}] T={pt['temperature']:g}, batch {b}: {pt[f'tokens_per_s_b{b}']:,.0f} "
-                  f"tokens/s ({pt[f'seconds_b{b}']:.3f} s, median of {args.repeats})")
+                  f"tokens/s ({pt[f'seconds_b{b}']:.3f} s a draw, median of {args.repeats} rounds of {n})")
 
 
 def read_curves(points, target, keys):
@@ -172,6 +174,8 @@ def parse_args(argv):
     p.add_argument("--time-batches", type=list_of(at_least(1)), default="1,16", help="comma-separated batch sizes "
                    "whose wall-clock tokens/s every point reports")
     p.add_argument("--repeats", type=at_least(0), default=3, help="timed rounds per batch size (median); 0 = no timing")
+    p.add_argument("--time-draws", type=at_least(1), default=1, help="draws of B samples each point makes in a timed "
+                   "round (its time: their mean; more: less noise from samplers whose passes vary)")
     p.add_argument("--threads", type=at_least(1), default=1, help="CPU threads (torch.set_num_threads) for every "
                    "draw, timed or not (on a GPU: its host-side work)")
     p.add_argument("--seed", type=int, default=0)

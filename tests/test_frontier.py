@@ -211,3 +211,20 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
                                             (pytest.approx(8.0), pytest.approx(15.0), "o")]}
     code, _, err = run_cli_here(plot.main, ["epochs", out, "--x", "speed"], capsys)
     assert_one_line_error(code, err, "use --x epochs or --x flops")
+
+
+def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):
+    # --time-draws K: in each timed round every point draws K batches in turn (seeds seed + K * round + j), and its
+    # seconds are a draw's: the round's time / K; the warm-up draw (seed itself) is not timed
+    calls = []
+    monkeypatch.setattr(frontier, "draw", lambda model, scfg, start, gen_len, n, bs, mask_id, device, g: calls.append(
+        (scfg, n, g.initial_seed())))
+    rows = [dict(curve="c", temperature=1.0), dict(curve="c", temperature=0.8)]
+    runs = [dict(model=None, tok=type("T", (), dict(mask_id=0)), rows=rows, points=[(None, "a"), (None, "b")], path="x")]
+    args = type("A", (), dict(time_batches=[1, 4], time_draws=3, repeats=2, seed=10))
+    frontier.time_points(runs, args, [0], 5, torch.device("cpu"))
+    per_batch = [("a", 10), ("b", 10)] + [(p, 10 + 3 * k + j) for k in (1, 2) for p in "ab" for j in range(3)]
+    assert calls == [(p, b, s) for b in (1, 4) for p, s in per_batch]
+    for row in rows:
+        for b in (1, 4):
+            assert row[f"seconds_b{b}"] > 0 and row[f"tokens_per_s_b{b}"] == pytest.approx(b * 5 / row[f"seconds_b{b}"])
