@@ -112,20 +112,27 @@ def sample_plan(run, args):
 
 
 class Progress(StepBar):
-    """One bar over every checkpoint's batched forward passes: the bound's batches x t draws, every sampler pass."""
+    """One bar over every checkpoint's batched forward passes: the bound's batches x t draws, every sampler pass
+    (no total, so no ETA, when a sampler's passes are adaptive: threshold or speculative decoding)."""
 
     def __init__(self, runs, args):
-        super().__init__(sum(sum(work(r, args)) for r in runs), desc="eval", unit="pass")
+        units = [n for r in runs for n in work(r, args)]
+        super().__init__(None if None in units else sum(units), desc="eval", unit="pass")
 
 
 def work(run, args):
-    """The batched forward passes of one checkpoint's evaluation, Progress's units: (bound, samples, infill)."""
-    b = lambda n: -(-n // args.batch_size)  # noqa: E731
+    """The batched forward passes of one checkpoint's evaluation, Progress's units: (bound, samples, infill); None
+    for a sampler whose passes are adaptive."""
     obj, cfg, scfg = run["obj"], run["cfg"], run["scfg"]
     start, gen_len = sample_plan(run, args)
-    return (b(args.n_windows) * (args.n_t if obj.eval_times(cfg, cfg.block_size) else 1),
-            b(args.n_samples) * obj.passes(scfg, gen_len, len(start)),
-            0 if obj.CONTINUES_ONLY or not args.infill_len else b(args.n_infill) * obj.passes(scfg, args.infill_len))
+
+    def passes(n, *plan):  # n samples' batches x each one's passes
+        per = obj.passes(scfg, *plan) if n else 0
+        return None if per is None else -(-n // args.batch_size) * per
+
+    return (-(-args.n_windows // args.batch_size) * (args.n_t if obj.eval_times(cfg, cfg.block_size) else 1),
+            passes(args.n_samples, gen_len, len(start)),
+            passes(0 if obj.CONTINUES_ONLY or not args.infill_len else args.n_infill, args.infill_len))
 
 
 def held_out_entropy(run, args):

@@ -13,7 +13,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+import objectives
 from config import Config
+from configurator import get_config
 from helpers import ROOT, TINY, ConstModel, Tok, for_objective, real_text, script as _script
 from common import Schedule
 from evals.bound import evaluate
@@ -332,3 +334,25 @@ def test_each_checkpoint_is_read_against_held_out_text_at_its_own_sample_length(
                 nats_per_token=1.4, ppl=4.0, sample_entropy=3.0)
     text = ev.table([dict(base, val_sample_entropy=got[0]), dict(base, val_sample_entropy=got[1])], None)
     assert f"(val {got[0]:.3f})" in text and f"(val {got[1]:.3f})" in text
+
+
+def test_progress_has_no_total_when_a_sampler_is_adaptive(monkeypatch):
+    # baby_bd3 samples speculatively (passes adaptive: objective.passes is None); eval.py's bar then has no total and
+    # no sample pass is counted when --n-samples 0 (it crashed on None x 0 before)
+    ev = _script("eval")
+    args = type("A", (), dict(batch_size=32, n_windows=128, n_t=8, n_samples=0, n_infill=64, infill_len=16,
+                              prompt="", gen_len=48))
+    cfg = get_config(["baby_bd3"])
+    run = dict(obj=objectives.get("bd3"), cfg=cfg, scfg=cfg, tok=CharTokenizer(real_text().read_text()[:5000]))
+    assert cfg.bd3_speculate and objectives.get("bd3").passes(cfg, 48) is None
+    assert ev.work(run, args) == (4 * 8, 0, 0)  # the bound's 4 batches x 8 t; continues only: no infill
+    args.n_samples = 64
+    assert ev.work(run, args) == (32, None, 0)
+    run.update(obj=objectives.get("mdlm"), cfg=get_config(["baby"]), scfg=get_config(["baby"]))
+    assert ev.work(run, args) == (32, 2 * 48, 2 * 16)  # 48 steps a sample, 2 batches; infill: one step per blank at most
+    totals = []
+    monkeypatch.setattr(ev.StepBar, "__init__", lambda self, total, **kw: totals.append(total))
+    ev.Progress([run], args)
+    run.update(obj=objectives.get("bd3"), cfg=cfg, scfg=cfg)
+    ev.Progress([run, run], args)
+    assert totals == [32 + 96 + 32, None]
