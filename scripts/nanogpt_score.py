@@ -1,0 +1,132 @@
+"""Score a character-level nanoGPT checkpoint on this repo's fixed windows, beside this repo's checkpoints, paired.
+
+nanoGPT (github.com/karpathy/nanoGPT) trains the AR whose `baby` budget this repo's speedrun borrows. The val loss it
+prints averages every position of a few random windows, the first ones read with almost no context; scripts/eval.py
+scores the last L tokens of fixed windows of L + 1. This script runs nanoGPT's own model.py on its ckpt.pt over
+exactly eval.py's windows (--split, --n-windows; the AR's reading: each token given the up to L before it), scores
+each --against checkpoint as eval.py does (its bound, or an AR's exact NLL, n_t times a window), and prints each
+one's figure minus nanoGPT's, paired over the windows.
+
+    # in a nanoGPT clone (data/shakespeare_char/prepare.py on this repo's data/tinyshakespeare.txt), its baby GPT:
+    python train.py config/train_shakespeare_char.py --device=cpu --compile=False --eval_iters=20 --log_interval=1 \\
+        --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000 \\
+        --dropout=0.0 --out_dir=out-baby
+    python scripts/nanogpt_score.py NANOGPT/out-baby/ckpt.pt --against artifacts/models/baby_bd3/model.pt --split test
+"""
+import importlib.util
+import os
+import pickle
+import statistics
+import sys
+from dataclasses import replace
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from common import Schedule  # noqa: E402
+from configurator import config_from_dict  # noqa: E402
+from evals.bound import REPORT, evaluate, paired_difference, report_windows  # noqa: E402
+from scripts.eval import run_name  # noqa: E402
+from utils.checkpoint import load_model  # noqa: E402
+from utils.cli import ArgParser, at_least  # noqa: E402
+from utils.dataloader import SPLITS, prepare_data  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.fileio import not_found  # noqa: E402
+from utils.tokenizer import tokenizer_from_state  # noqa: E402
+
+
+def read_nanogpt_ckpt(path):
+    """nanoGPT's checkpoint dict (weights-only load: tensors, numbers and dicts), or a one-line UserError."""
+    if not os.path.exists(path):
+        raise not_found(path, "nanoGPT's checkpoint", "give the ckpt.pt in its out_dir")
+    if not os.path.isfile(path):
+        raise UserError(f"nanoGPT's checkpoint {path} is a directory: give the ckpt.pt in it")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a torch file, cut short, or objects a weights-only load refuses
+        raise UserError(f"{path} is not a nanoGPT checkpoint a weights-only load reads ({type(e).__name__}): give the "
+                        f"ckpt.pt nanoGPT's train.py wrote") from None
+    if not isinstance(ck, dict) or not {"model", "model_args"} <= set(ck):
+        raise UserError(f"{path} is not a nanoGPT checkpoint (no model and model_args): give the ckpt.pt nanoGPT's "
+                        f"train.py wrote")
+    return ck
+
+
+def load_nanogpt(ck, model_py, meta_path, tok):
+    """nanoGPT's GPT from its own model.py and checkpoint dict ck (its weights, in eval mode), its character ids
+    checked against tok's: each of its meta.pkl's characters must have the same id here."""
+    for what, path in (("model.py", model_py), ("meta.pkl", meta_path)):
+        if not os.path.isfile(path):
+            raise UserError(f"nanoGPT's {what} {path} is not a file: give the ckpt.pt of a character-level run inside "
+                            f"its nanoGPT clone, or --model-py / --meta")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", model_py)
+    ng = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ng)
+    try:
+        gpt = ng.GPT(ng.GPTConfig(**ck["model_args"]))
+        gpt.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ck["model"].items()})  # a compiled run's names
+    except (AttributeError, TypeError, RuntimeError) as e:
+        raise UserError(f"{model_py} does not build the checkpoint's model ({str(e).splitlines()[0][:80]}): give "
+                        f"the model.py of the nanoGPT clone that wrote it (--model-py)") from None
+    with open(meta_path, "rb") as f:
+        stoi = pickle.load(f)["stoi"]
+    if tok.kind != "char" or any(tok.stoi.get(c) != i for c, i in stoi.items()):
+        raise UserError(f"{meta_path}'s character ids differ from the checkpoint's tokenizer: score a nanoGPT run "
+                        f"prepared from the same text (data/shakespeare_char/prepare.py on data/tinyshakespeare.txt)")
+    return gpt.eval()
+
+
+@torch.no_grad()
+def nanogpt_per_window(gpt, windows, batch_size):
+    """nats/token per window (N,): the last L tokens of each window of L + 1, each given the up to L before it."""
+    L, out = windows.size(1) - 1, []
+    if L > gpt.config.block_size:
+        raise UserError(f"nanoGPT's context {gpt.config.block_size} is shorter than the windows' {L}: score a run with"
+                        f" --block_size={L} or more")
+    for i in range(0, len(windows), batch_size):
+        x = windows[i:i + batch_size]
+        logits, _ = gpt(x[:, :-1].contiguous(), targets=x[:, 1:].contiguous())  # with targets: every position's logits
+        out.append(F.cross_entropy(logits.transpose(1, 2).float(), x[:, 1:], reduction="none").double().mean(1))
+    return torch.cat(out).tolist()
+
+
+def main(argv):
+    p = ArgParser(prog="scripts/nanogpt_score.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("ckpt", help="nanoGPT's ckpt.pt (a character-level run, e.g. NANOGPT/out-baby/ckpt.pt)")
+    p.add_argument("--against", nargs="+", required=True, help="this repo's model.pt files, scored on the same windows")
+    p.add_argument("--model-py", default="", help="nanoGPT's model.py (default: the clone holding the ckpt's folder)")
+    p.add_argument("--meta", default="", help="its meta.pkl (default: the clone's data/DATASET/meta.pkl)")
+    p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows (as scripts/eval.py)")
+    p.add_argument("--n-windows", type=at_least(2), default=REPORT["n_windows"])
+    p.add_argument("--n-t", type=at_least(1), default=REPORT["n_t"], help="times per window for a diffusion bound")
+    p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"])
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    runs = [load_model(path, "cpu") for path in args.against]
+    cfg, tok = config_from_dict(runs[0][1]["config"]), tokenizer_from_state(runs[0][1]["tokenizer"])
+    ck = read_nanogpt_ckpt(args.ckpt)
+    clone = os.path.dirname(os.path.dirname(os.path.abspath(args.ckpt)))  # nanoGPT writes out_dir/ckpt.pt in its clone
+    gpt = load_nanogpt(ck, args.model_py or os.path.join(clone, "model.py"),
+                       args.meta or os.path.join(clone, "data", ck.get("config", {}).get("dataset", ""), "meta.pkl"), tok)
+    _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
+    windows, cpt = report_windows(tok, train_ids, val_ids, args.split, args.n_windows, cfg.block_size)
+    base = nanogpt_per_window(gpt, windows, args.batch_size)
+    print(f"{args.split}: {len(base)} windows, the last {cfg.block_size} tokens of each; nats/char ± one standard error")
+    print(f"  nanoGPT {args.ckpt} (iter {ck.get('iter_num', '?')}): = {statistics.mean(base):.4f} ± "
+          f"{statistics.stdev(base) / len(base) ** 0.5:.4f}")
+    for path, (model, c) in zip(args.against, runs):
+        c = config_from_dict(c["config"])
+        if c.block_size != cfg.block_size or c.data_path != cfg.data_path or c.tokenizer != cfg.tokenizer:
+            raise UserError(f"{path} reads other windows than {args.against[0]} (block size, data or tokenizer): score "
+                            f"it in its own call")
+        res = evaluate(model, windows, replace(c, batch_size=args.batch_size), Schedule(c.diffusion_steps, c.schedule),
+                       tok, n_t=args.n_t, chars_per_token=cpt)
+        d, dse = paired_difference(base, res["per_window"])
+        print(f"  {run_name(path)} ({c.objective}): {res['nats_per_token']:.4f} ± {res['se']:.4f}; minus nanoGPT's: "
+              f"{d:+.4f} ± {dse:.4f} (paired)")
+
+
+if __name__ == "__main__":
+    run_cli(main)

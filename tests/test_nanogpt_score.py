@@ -1,0 +1,70 @@
+"""scripts/nanogpt_score.py: a nanoGPT checkpoint (its own model.py) scored on eval.py's windows, this repo's runs
+beside it, paired. A stand-in nanoGPT clone in a temp dir (a uniform next-token model: -log 1/V on every token),
+so the figures are known by hand; and its refusals, one line each.
+
+    python -m pytest -q tests/test_nanogpt_score.py
+"""
+import math
+import pickle
+import re
+
+import pytest
+import torch
+
+from helpers import assert_one_line_error, run_cli_here, script
+from utils.checkpoint import load_model
+from utils.tokenizer import tokenizer_from_state
+
+ns = script("nanogpt_score")
+MODEL_PY = '''
+from dataclasses import dataclass
+import torch, torch.nn as nn, torch.nn.functional as F
+
+@dataclass
+class GPTConfig:
+    block_size: int = 256
+    vocab_size: int = 65
+
+class GPT(nn.Module):  # nanoGPT's interface: forward(idx, targets) -> (logits, loss); a uniform model
+    def __init__(self, config):
+        super().__init__()
+        self.config, self.bias = config, nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, idx, targets=None):
+        logits = self.bias.expand(*idx.shape, -1)
+        return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.view(-1))
+'''
+
+
+def clone(tmp_path, tok, swap=False):
+    """A nanoGPT clone holding model.py, data/shakespeare_char/meta.pkl (tok's ids; two swapped) and out/ckpt.pt."""
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "model.py").write_text(MODEL_PY)
+    stoi = {c: i for c, i in tok.stoi.items() if i != tok.mask_id}
+    if swap:
+        a, b = sorted(stoi)[:2]
+        stoi[a], stoi[b] = stoi[b], stoi[a]
+    (tmp_path / "data" / "shakespeare_char").mkdir(parents=True)
+    with open(tmp_path / "data" / "shakespeare_char" / "meta.pkl", "wb") as f:
+        pickle.dump(dict(vocab_size=len(stoi), stoi=stoi, itos={i: c for c, i in stoi.items()}), f)
+    (tmp_path / "out").mkdir()
+    torch.save(dict(model=dict(bias=torch.zeros(len(stoi))), model_args=dict(block_size=256, vocab_size=len(stoi)),
+                    iter_num=7, config=dict(dataset="shakespeare_char")), tmp_path / "out" / "ckpt.pt")
+    return tmp_path / "out" / "ckpt.pt"
+
+
+@pytest.mark.slow
+def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path, capsys):
+    tok = tokenizer_from_state(load_model(tiny_ckpt, "cpu")[1]["tokenizer"])
+    ckpt, V = clone(tmp_path, tok), tok.vocab_size - 1  # [MASK] is not nanoGPT's
+    code, out, err = run_cli_here(ns.main, [str(ckpt), "--against", str(tiny_ckpt), "--split", "dev",
+                                            "--n-windows", "16", "--n-t", "2"], capsys)
+    assert code == 0, err
+    assert re.search(rf"nanoGPT .* \(iter 7\): = {math.log(V):.4f} ± 0\.0000", out), out  # -log(1/V), every token
+    got, d = re.search(r"\(mdlm\): (\d\.\d{4}) ± \d\.\d{4}; minus nanoGPT's: ([+-]\d\.\d{4})", out).groups()
+    assert float(d) == pytest.approx(float(got) - math.log(V), abs=2e-4) and "16 windows, the last 64 tokens" in out
+    code, _, err = run_cli_here(ns.main, [str(clone(tmp_path / "swapped", tok, swap=True)), "--against",
+                                          str(tiny_ckpt)], capsys)
+    assert_one_line_error(code, err, "character ids differ")
+    code, _, err = run_cli_here(ns.main, [str(tmp_path / "nope.pt"), "--against", str(tiny_ckpt)], capsys)
+    assert_one_line_error(code, err, "nope.pt not found")
