@@ -231,20 +231,24 @@ class _Denoiser:
         """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,)
         are decided, `n_keep` (B,) positions of the block stay masked (step mode); greedy: argmax draws. phase:
         'step', 'loop' (ReMDM's loop at fixed noise) or 'correct' (the corrector: no re-masking by the policy).
-        Returns (revealed, remasked, the time told (B,))."""
+        todo on the host costs no device sync (step mode counts it from the plan); with every sample in it, the
+        window is a slice, not a gather. Returns (revealed, remasked, the time told (B,))."""
         x, mask_id, o = self.x, self.mask_id, self.opts
+        todo = todo.cpu()  # a sync only where it was computed on the device (threshold decoding, the corrector)
+        rows = todo.nonzero().squeeze(1).to(x.device)
+        sub = slice(None) if len(rows) == len(todo) else rows  # the samples in this forward
+        todo_d = todo.to(x.device)
         is_masked = (x == mask_id) & now
         sigma_t = None  # ReMDM's per-row probability that a committed token goes back to [MASK] (sigma)
         if o.remask == "remdm" and o.remask_eta > 0 and phase != "correct" and not o.threshold:
             sigma_t = sigma(o.remdm_schedule, o.remask_eta, (now & ~is_masked).sum(1), n_keep, phase == "loop")
-        rows = todo.nonzero().squeeze(1)
         # the time index means what it meant in training: the mask rate of the whole window the model sees
         # (given text counts as visible), not of the generated positions only
-        tm = time_for_fraction(self.schedule, (x[rows, lo:hi] == mask_id).double().mean(1))
-        dec = is_masked & todo[:, None]  # (B, L) the positions decided this step
-        sel = dec[rows, lo:hi]  # (R, W)
-        sc = None if self.sc is None else self.sc[rows, lo:hi] * (x[rows, lo:hi] == mask_id)[..., None]
-        logits = predict_logits(self.model, x[rows, lo:hi], tm, mask_id, positions=sel, sc=sc)
+        tm = time_for_fraction(self.schedule, (x[sub, lo:hi] == mask_id).double().mean(1))
+        dec = is_masked & todo_d[:, None]  # (B, L) the positions decided this step
+        sel = dec[sub, lo:hi]  # (R, W)
+        sc = None if self.sc is None else self.sc[sub, lo:hi] * (x[sub, lo:hi] == mask_id)[..., None]
+        logits = predict_logits(self.model, x[sub, lo:hi], tm, mask_id, positions=sel, sc=sc)
         if logits.dim() == 3:  # a model without the positions= shortcut returned (R, W, V)
             logits = logits[sel]
         if self.sc is not None:
@@ -256,14 +260,14 @@ class _Denoiser:
         cand_full = x.masked_scatter(dec, cand)  # back in row-major order, as logits[sel] was gathered
         score_new = torch.full_like(self.conf, math.inf).masked_scatter(dec, c_score)  # +inf: never stays masked
         conf_new = self.conf.masked_scatter(dec, c_conf)
-        stay = self._stay(is_masked, now & ~is_masked, score_new, rows, todo, n_keep, sigma_t)
+        stay = self._stay(is_masked, now & ~is_masked, score_new, rows, todo_d, n_keep, sigma_t)
         revealed, remasked = is_masked & ~stay, now & ~is_masked & stay
         self.x = torch.where(stay, self.mask_tok, torch.where(revealed, cand_full, x))
         self.conf = torch.where(revealed, conf_new, self.conf).masked_fill(remasked, 0.0)
         self.kept = torch.where(revealed, score_new, self.kept)
-        self.nfe[rows.cpu()] += 1
+        self.nfe += todo
         told = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        told[rows] = tm
+        told[sub] = tm
         return revealed, remasked, told
 
     def _temperature(self, is_masked, now, dec):
@@ -315,16 +319,18 @@ class _Denoiser:
                 revealed, remasked, told = self.step(now, lo, hi, None, ((prev == mask_id) & now).any(1), greedy=False)
                 self.report(b, prev, revealed, remasked, told, block_done)
             return
-        keep_after, looping = _plan(now.sum(1).cpu(), steps, self.schedule, self.opts)
-        keep_after, S = keep_after.to(self.x.device), keep_after.size(1)
+        masked = now.sum(1).cpu()  # (B,) the block's [MASK]s before each step, on the host: one sync a block
+        plan, looping = _plan(masked, steps, self.schedule, self.opts)  # after step i, exactly plan[:, i] are left
+        keep_after, S = plan.to(self.x.device), plan.size(1)
         for i in range(S):
             prev = self.x
             # the samples in this forward: those with a token to reveal now (no pass that cannot change them); in
             # the loop, those with tokens held masked (as many re-masked as revealed)
-            todo = keep_after[:, i] > 0 if looping[i] else ((prev == mask_id) & now).sum(1) > keep_after[:, i]
+            todo = plan[:, i] > 0 if looping[i] else masked > plan[:, i]
             revealed, remasked, told = self.step(now, lo, hi, keep_after[:, i], todo, greedy=greedy_end and i == S - 1,
                                                  phase="loop" if looping[i] else "step")
-            self.report(b, prev, revealed, remasked, told, block_done and i == S - 1)
+            masked = plan[:, i]
+            self.report(b, prev, revealed, remasked, told, block_done and i == S - 1, masked.tolist())
 
     def correct(self, b, now, lo, hi):
         """The corrector: re-mask a share of the block's tokens (the least confident, or random ones), redraw them."""
@@ -336,10 +342,12 @@ class _Denoiser:
             revealed, _, told = self.step(now, lo, hi, torch.zeros_like(n_now), has, greedy=False, phase="correct")
             self.report(b, prev, revealed, pick, told, k == o.corrector_steps - 1)
 
-    def report(self, b, prev, revealed, remasked, told, block_done):
-        """After each forward pass: count it, time the samples that are done, call on_step (common.Step)."""
+    def report(self, b, prev, revealed, remasked, told, block_done, masked=None):
+        """After each forward pass: count it, time the samples that are done, call on_step (common.Step). masked:
+        the block's [MASK]s per sample, counted on the host (step mode); else read from the canvas."""
         self.steps += 1
-        left = ((self.x == self.mask_id) & self.gen_mask).any(1).tolist()
+        left = (((self.x == self.mask_id) & self.gen_mask).any(1).tolist() if masked is None else
+                [m > 0 or b < last for m, last in zip(masked, self.last_block)])  # later blocks are all [MASK]
         finished = [(not left[r] if self.opts.threshold else True) and block_done and b >= self.last_block[r]
                     for r in range(len(left))]
         for r in range(len(left)):
