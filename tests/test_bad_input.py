@@ -347,7 +347,7 @@ CLASS_ROWS = {
         empty=[([*FR, "--grid", "temperature="], ("--grid", "temperature=")), ([*FR, "--time-batches", ","], ("--time-batches", "','"))],
         zero=[([*FR, "--n-samples", "0"], ("--n-samples", ">= 2")), ([*FR, "--batch-size", "0"], ("--batch-size", ">= 1")),
               ([*FR, "--time-batches", "1,0"], ("--time-batches", ">= 1")), ([*FR, "--threads", "0"], ("--threads", ">= 1")),
-              ([*FR, "--repeats", "-1"], ("--repeats", ">= 0"))],
+              ([*FR, "--repeats", "-1"], ("--repeats", ">= 0")), ([*FR, "--time-draws", "0"], ("--time-draws", ">= 1"))],
         root=[([*FR, "--data-path", "data/tinyshakespeare.txt"], "run from the repository root")]),
     "scripts/order_nll.py": dict(
         missing=[(["missing.pt"], "checkpoint missing.pt not found")],
