@@ -98,7 +98,7 @@ def loss_label(cfg):
     """(the name of the figure a log line reports as its training loss, a line saying what it measures)."""
     obj = objectives.get(cfg.objective)
     name = "ce" if obj.EXACT else "elbo" if obj.LOSS_KEY in obj.IGNORES else getattr(cfg, obj.LOSS_KEY)
-    # bd3's clean half learns the next token in the same pass (bd3_ar), mdlm's dual objective in a second, causal one
+    # bd3's clean half learns the next token in the same pass (bd3_ar); mdlm's dual_ar, in a second, causal pass
     ar, who = ((cfg.bd3_ar, "the clean half") if "bd3_ar" not in obj.IGNORES else
                (cfg.dual_ar, "a causal pass") if "dual_ar" not in obj.IGNORES else (0, ""))
     band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}] (the bound scores every rate: not comparable to it)"
