@@ -5,7 +5,8 @@ prints averages every position of a few random windows, the first ones read with
 scores the last L tokens of fixed windows of L + 1. This script runs nanoGPT's own model.py on its ckpt.pt over
 exactly eval.py's windows (--split, --n-windows; the AR's reading: each token given the up to L before it), scores
 each --against checkpoint as eval.py does (its bound, or an AR's exact NLL, n_t times a window), and prints each
-one's figure minus nanoGPT's, paired over the windows.
+one's figure minus nanoGPT's, paired over the windows. It runs the clone's model.py and unpickles its meta.pkl (as
+nanoGPT does): point it only at a clone you trust.
 
     # in a nanoGPT clone (data/shakespeare_char/prepare.py on this repo's data/tinyshakespeare.txt), its baby GPT:
     python train.py config/train_shakespeare_char.py --device=cpu --compile=False --eval_iters=20 --log_interval=1 \\
