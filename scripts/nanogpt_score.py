@@ -117,8 +117,8 @@ def main(argv):
     print(f"{args.split}: {len(base)} windows, the last {cfg.block_size} tokens of each; nats/char ± one standard error")
     print(f"  nanoGPT {args.ckpt} (iter {ck.get('iter_num', '?')}): = {statistics.mean(base):.4f} ± "
           f"{statistics.stdev(base) / len(base) ** 0.5:.4f}")
-    for path, (model, c) in zip(args.against, runs):
-        c = config_from_dict(c["config"])
+    for path, (model, saved) in zip(args.against, runs):
+        c = config_from_dict(saved["config"])  # the first run's is cfg
         if c.block_size != cfg.block_size or c.data_path != cfg.data_path or c.tokenizer != cfg.tokenizer:
             raise UserError(f"{path} reads other windows than {args.against[0]} (block size, data or tokenizer): score "
                             f"it in its own call")
