@@ -173,12 +173,13 @@ _CPU = dict(block_size=128, n_layer=4, n_head=4, n_embd=128, batch_size=32, max_
 
 # The presets' samplers, each the best of its kind read at the held-out text's entropy (RESULTS.md, "Samples at the
 # held-out text's entropy"; LOG.md): MDLM's ancestral order (random, committed tokens final); ReMDM's cap (the
-# laptop's); baby's ancestral steps drawing hot while the canvas is mostly [MASK] and cooler as it fills (from 1.2
-# to 0.12 for the dual-trained network, 1.7 before it: gen-PPL 14.7 against a constant one's 22.4); and left to right inside
-# bd3's blocks (its network's best joint: 8.9 against margin order's 13.5; for mdlm left to right is no better).
+# laptop's); baby's ancestral steps drawing hot while the canvas is mostly [MASK] and cooler as it fills (from 1.25
+# to 0.125 for the dual-trained network, where its samples reach the held-out entropy; 1.7 before it: gen-PPL 14.7
+# against a constant one's 22.4); and left to right inside bd3's blocks (its network's best joint: 8.9 against
+# margin order's 13.5; for mdlm left to right is no better).
 _ANCESTRAL = dict(order="random", remask="none")
 _CAP = dict(order="random", remask="remdm", remdm_schedule="cap", remask_eta=0.05)
-_FALLING = dict(_ANCESTRAL, temperature=1.2, temperature_end_share=0.1)
+_FALLING = dict(_ANCESTRAL, temperature=1.25, temperature_end_share=0.1)
 _L2R = dict(order="l2r", remask="none")
 _SHAKESPEARE_CPU = dict(data_path="data/tinyshakespeare.txt", **_CPU, **_ANCESTRAL, prompt="ROMEO:")
 
@@ -211,8 +212,9 @@ _BABY = dict(data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_h
 # line in `python train.py --help`. A preset whose data file is missing names the command that makes it.
 PRESETS = {
     # nanoGPT's "baby" CPU budget (4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params, its split):
-    # the speedrun's yardstick, ~5 min on 2 cores. mdlm with its records' winners (RESULTS.md: <= 2.054 nats/char; the
-    # AR: --objective=ar --min_lr=1e-4); it samples ancestrally, the temperature falling as the canvas fills.
+    # the speedrun's yardstick, ~9 min at 1 thread. mdlm with its records' winners and the dual objective (RESULTS.md:
+    # <= 2.059 nats/char; the AR: --objective=ar --min_lr=1e-4); it samples ancestrally, the temperature falling as
+    # the canvas fills.
     "baby": dict(**{**_BABY, **_MDLM_WINS}, **_RECIPE, **_DUAL, **_FALLING, out_dir="artifacts/models/baby",
                  checkpoint="artifacts/models/baby/model.pt", viz_video="artifacts/media/baby_trace.mp4"),
     # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.5, 1]
