@@ -57,7 +57,7 @@ class Config:
     mask_ramp_from: float = 0.5         # mdlm training, with mask_ramp > 0: the band's top at step 0 (it rises to mask_max)
     bd3_loss: str = "elbo"              # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE on every noisy position (no w(t))
     bd3_ar: float = trained(0.0)        # bd3: weight of a next-token loss on the clean half, which then attends causally; 0 = off
-    dual_ar: float = 0.0                # mdlm training: weight of the dual objective's next-token CE, a second pass of the same
+    dual_ar: float = trained(0.0)       # mdlm training: weight of the dual objective's next-token CE, a second pass of the same
                                         #   network attending causally over the clean window (Eso-LM); 0 = off; the bound is unchanged
     bd3_suffix_mix: float = 0.0         # bd3 training: share of blocks masked as a suffix (as a left-to-right sampler sees them), same count
     mir_weight: float = 0.0             # ar only: weight of a next-token loss on randomly [MASK]ed inputs (clean targets)
@@ -145,6 +145,9 @@ class Config:
     bd3_check: str = "l2r"              # bd3_speculate: what checks the drafts: 'l2r' the noisy half read left to right |
                                         #   'ar' the clean half's next-token model: that AR's samples (a --bd3_ar network;
                                         #   a preset's 'ar' on a network without it checks l2r, a given one is refused)
+    dual_sample: bool = False           # mdlm, a network trained with --dual_ar: draw from its AR mode (the same weights
+                                        #   attending causally, KV-cached, one token a pass: exact samples of that joint);
+                                        #   continues a prompt (no infill); the diffusion sampler's keys do not apply
     draft: str = ""                     # AR: a masked-diffusion model.pt that drafts draft_len tokens a round, verified by
                                         #   the AR in one pass (speculative decoding: exactly the AR's samples); '' = off
     draft_len: int = 4                  # AR with draft: tokens drafted a round

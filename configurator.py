@@ -110,10 +110,13 @@ def parse(argv, base=None, check=True):
         i += 1
     cfg = replace(cfg, **overrides)
     given |= set(overrides)
-    if (cfg.temperature_end_share != 1.0 and "temperature_end_share" in objectives.get(cfg.objective).IGNORES
+    ignores = objectives.get(cfg.objective).IGNORES
+    if (cfg.temperature_end_share != 1.0 and ("temperature_end_share" in ignores
+                                              or cfg.dual_sample and "dual_sample" not in ignores)
             and not given & {"temperature", "temperature_end_share"}):
         # a preset's falling temperature is a pair (hot while the canvas is [MASK], cool at the end): an objective that
-        # does not read the fall (AR, uniform: baby --objective=ar) samples at the default temperature, not its hot start
+        # does not read the fall (AR, uniform: baby --objective=ar; mdlm's AR mode, --dual_sample) samples at the
+        # default temperature, not its hot start
         cfg = replace(cfg, temperature=Config.temperature, temperature_end_share=1.0)
     if overrides.get("infill") or overrides.get("prefix_file"):  # a text given here replaces a preset's/checkpoint's prompt
         cfg = replace(cfg, prompt=overrides.get("prompt", ""))

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (AR_ONLY, LossOptions, Schedule, band_times, band_top, beta_proposal, no_mask_logit, predict_logits,
-                    proposal_times, self_condition_input, stratified_times)
-from sampler import SamplerOptions
+from common import (AR_ONLY, LossOptions, Schedule, Step, band_times, band_top, beta_proposal, filter_logits,
+                    no_mask_logit, predict_logits, proposal_times, sample_tokens, self_condition_input, stratified_times)
+from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
 LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
@@ -113,6 +113,13 @@ def check(cfg, given=()):
     if cfg.dual_ar < 0 or (cfg.dual_ar and cfg.time_cond != "none"):
         raise UserError(f"dual_ar={cfg.dual_ar} with time_cond={cfg.time_cond}: the dual objective's causal pass reads "
                         f"clean text with no time; give dual_ar >= 0 (e.g. 1) with --time_cond=none, or 0 (off)")
+    if cfg.dual_sample and not cfg.dual_ar:
+        raise UserError("--dual_sample draws from the AR mode that --dual_ar trains, and this network was trained "
+                        "without it (dual_ar=0): drop --dual_sample, or train with --dual_ar=0.25")
+    if cfg.dual_sample and set(given) & {"steps", *REVEAL_KEYS}:
+        key = sorted(set(given) & {"steps", *REVEAL_KEYS})[0]
+        raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: --{key} "
+                        f"sets the diffusion sampler; drop one of the two")
     if cfg.time_beta < 0:
         raise UserError(f"time_beta={cfg.time_beta}: give a Beta(a, a) shape a > 0 (e.g. 2), or 0 for uniform t")
     check_band(cfg)
@@ -125,7 +132,8 @@ def check(cfg, given=()):
         if cfg.time_beta:
             raise UserError("time_beta draws t over the whole range, mask_ramp clips it: give one of them")
         check_band(replace(cfg, mask_max=cfg.mask_ramp_from))  # the first step's band must hold a time
-    if cfg.steps > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold:
+    if (cfg.steps > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold
+            and not cfg.dual_sample):
         raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} "
                         f"or fewer, or --tokens_per_step=linear (its step count is free)")
 
@@ -147,10 +155,15 @@ def loss(model, x, cfg, schedule, tok, draw):
 def dual_ar_loss(model, x0, mask_id):
     """The dual objective's term (Eso-LM, Sahoo et al. 2025; arXiv 2512.14549): the same network attending causally over
     the clean window x0 (B, L), no [MASK] and no self-conditioning input, predicts each next token. Mean CE (nats)."""
-    L = x0.size(1) - 1
-    causal = torch.ones(L, L, dtype=torch.bool, device=x0.device).tril()
-    logits = no_mask_logit(model(x0[:, :-1], attn_mask=causal), mask_id)
+    logits = causal_logits(model, x0[:, :-1], mask_id)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), x0[:, 1:].reshape(-1))
+
+
+def causal_logits(model, x, mask_id):
+    """The network's AR mode (what --dual_ar trains): its pass over clean tokens x (B, L) attending causally, each
+    column's logits for the next token ([MASK] never drawn). scripts/order_nll.py --orders causal scores it exactly."""
+    causal = torch.ones(x.size(1), x.size(1), dtype=torch.bool, device=x.device).tril()
+    return no_mask_logit(model(x, attn_mask=causal), mask_id)
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):
@@ -162,12 +175,48 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
+    if cfg.dual_sample:
+        return sample_causal(model, x, gen_mask, cfg, mask_id, generator, on_step)
     return sampler.denoise(model, x, gen_mask, schedule, mask_id, SamplerOptions.from_config(cfg), generator, on_step)
 
 
+@torch.no_grad()
+def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None):
+    """--dual_sample: continue the prompt of the canvas x (B, L) over its blanks (gen_mask, a suffix) from the
+    network's AR mode (causal_logits' joint), KV-cached, one token a pass: exact samples of the joint that
+    scripts/order_nll.py --orders causal scores. on_step(common.Step) after every token. Returns (x, stats)."""
+    (B, L), dev = x.shape, x.device
+    P = int(gen_mask[0].long().argmax()) if gen_mask.any() else L
+    if P == 0 or not torch.equal(gen_mask.bool(), (torch.arange(L, device=dev) >= P).expand(B, L)):
+        raise UserError("--dual_sample continues a prompt left to right: give a prompt, and no blanks before given "
+                        "text (infill needs the diffusion sampler: drop --dual_sample)")
+    if L > model.args.block_size:
+        raise UserError(f"--dual_sample reads the whole canvas in one context: prompt + gen_len = {L} tokens exceeds "
+                        f"block_size {model.args.block_size}; give a shorter --gen_len")
+    x, conf = x.clone(), torch.zeros(B, L, dtype=torch.float64, device=dev)
+    cache = model.new_kv_cache(B, dev, next(model.parameters()).dtype)
+    logits = model(x[:, :P], kv_cache=cache, attn_mask=torch.ones(P, P, dtype=torch.bool, device=dev).tril())[:, -1]
+    for i in range(P, L):
+        logits[:, mask_id] = float("-inf")
+        filtered = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)
+        nxt = sample_tokens(filtered, cfg.temperature, generator)
+        prev, x[:, i] = x.clone(), nxt
+        if on_step is not None:
+            probs = torch.softmax(filtered.double() / max(cfg.temperature, 1e-9), -1)
+            conf[:, i] = probs.gather(-1, nxt[:, None]).squeeze(-1)
+            on_step(Step(step=i - P + 1, nfe=torch.full((B,), i - P + 1), time=torch.zeros(B, dtype=torch.long), x=x,
+                         prev=prev, gen_mask=gen_mask, revealed=x != prev, remasked=torch.zeros_like(gen_mask),
+                         conf=conf.clone(), finished=[i + 1 == L] * B))
+        if i + 1 < L:
+            logits = model(nxt[:, None], kv_cache=cache, start_pos=i)[:, -1]
+    return x, dict(nfe=L - P, nfe_per_sample=[L - P] * B)
+
+
 def passes(cfg, n_gen, n_prompt=0):
-    return sampler.passes(SamplerOptions.from_config(cfg), n_gen)
+    return n_gen if cfg.dual_sample else sampler.passes(SamplerOptions.from_config(cfg), n_gen)
 
 
 def describe(cfg):
+    if cfg.dual_sample:
+        return "its AR mode (the dual objective's causal pass) + KV cache, one token a pass"
     return sampler.describe(SamplerOptions.from_config(cfg))

@@ -17,7 +17,9 @@ instead, a joint whose random order estimates no bound (tests/test_order_nll.py)
 Windows are scripts/eval.py's (--split, --n-windows). Prints per order nats/token and bits/char +- one standard
 error, the paired difference from the first order, and the NLL by quarter of the order. bd3: each block is read
 after the clean blocks before it, as its sampler reads them, every block's k-th token in the same pass (L' passes a
-window). The AR has one order; uniform-state diffusion has no [MASK] to reveal.
+window). The AR has one order; uniform-state diffusion has no [MASK] to reveal. `causal`, for an mdlm network trained
+with --dual_ar: its AR mode (the same weights attending causally over clean text), read as the AR reads a window (its
+first token as context; inference.py --dual_sample draws from it).
 """
 import json
 import math
@@ -29,9 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+import objectives  # noqa: E402
 from bd3 import bd3_logits  # noqa: E402
 from common import predict_logits, self_condition_input  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
+from diffusion import causal_logits  # noqa: E402
 from evals.bound import report_windows  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import SPLITS, prepare_data  # noqa: E402
@@ -41,7 +45,7 @@ from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
-ORDERS = ("l2r", "r2l", "random")
+ORDERS = ("l2r", "r2l", "random", "causal")
 SC_READS = ("bound", "sampler")  # a self-conditioned network's input: a fresh first pass's prediction, or the last's
 
 
@@ -99,6 +103,13 @@ def bd3_pass(model, cfg, x, mask_id):
     return lambda xt, sc: bd3_logits(model, xt, x, cfg.bd3_block, mask_id, sc=sc), cfg.bd3_block
 
 
+@torch.no_grad()
+def causal_nll(model, w, mask_id):
+    """NLL (B, L) float64 of w[:, 1:] under the network's AR mode reading w (B, L + 1) left to right (--dual_ar)."""
+    logp = torch.log_softmax(causal_logits(model, w[:, :-1], mask_id).double(), -1)
+    return -logp.gather(-1, w[:, 1:, None]).squeeze(-1)
+
+
 PASSES = {"mdlm": mdlm_pass, "bd3": bd3_pass}  # the objectives that fill [MASK]: the AR has one order, uniform no [MASK]
 
 
@@ -152,6 +163,9 @@ def main(argv):
     device = pick_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
     cfg = config_from_dict(ckpt["config"])
+    if "causal" in args.orders and not (cfg.dual_ar and "dual_ar" not in objectives.get(cfg.objective).IGNORES):
+        raise UserError(f"--orders causal reads the AR mode that --dual_ar trains; {args.checkpoint} is a "
+                        f"{cfg.objective} network trained without it: drop causal")
     check_network(args.checkpoint, cfg.objective, model)
     pass_of = PASSES[cfg.objective]
     sc_read = args.self_cond_read if model.args.self_cond else None
@@ -159,7 +173,7 @@ def main(argv):
     _, tr, va, _ = prepare_data(cfg, tok, verbose=False)
     L = cfg.block_size
     windows, cpt = report_windows(tok, tr, va, args.split, args.n_windows, L)
-    windows, g = windows[:, 1:], torch.Generator().manual_seed(args.seed)  # eval.py's windows, its scored tokens
+    full, windows, g = windows, windows[:, 1:], torch.Generator().manual_seed(args.seed)  # eval.py's, its scored tokens
     block = pass_of(model, cfg, windows[:1], tok.mask_id)[1]
     print(f"{args.checkpoint}: {len(windows)} windows x {L} tokens, one token a pass " +
           (f"in each block of {block} ({block} passes a window)" if block else f"({L} passes a window)") + f", {device}")
@@ -169,9 +183,10 @@ def main(argv):
         t0, parts = time.time(), []
         for i in range(0, len(windows), args.batch_size):
             x = windows[i:i + args.batch_size].to(device)
-            perm = order_positions(order, len(x), L, g, block)
-            nll = ordered_nll(pass_of(model, cfg, x, tok.mask_id)[0], x, perm, tok.mask_id, model.args.vocab_size,
-                              sc_read).cpu()
+            perm = order_positions("l2r" if order == "causal" else order, len(x), L, g, block)
+            nll = (causal_nll(model, full[i:i + args.batch_size].to(device), tok.mask_id) if order == "causal" else
+                   ordered_nll(pass_of(model, cfg, x, tok.mask_id)[0], x, perm, tok.mask_id, model.args.vocab_size,
+                               sc_read)).cpu()
             parts.append(torch.gather(nll, 1, perm.transpose(1, 2).reshape(len(x), L)))  # pass by pass
         by_step = torch.cat(parts)  # (N, L)
         per_window[order] = by_step.mean(1)

@@ -164,6 +164,8 @@ TABLE = [
     ("inference.py", ["--checkpoint", DM, "--infill", "no blanks here"], "has no blank", None),
     ("inference.py", ["--checkpoint", DM, "--infill", "To [___:90] be"], "exceeds the model's context of 32", None),
     ("inference.py", ["--checkpoint", DM, "--gen-len", "500"], "exceeds the model's context", None),
+    ("inference.py", ["--checkpoint", DM, "--dual_sample"], "trained without it (dual_ar=0): drop --dual_sample", None),
+    ("scripts/order_nll.py", [DM, "--orders", "causal"], "trained without it: drop causal", None),
     ("inference.py", ["--checkpoint", DM, "--draft", DM], "speculative drafting): use --objective=ar", None),
     ("inference.py", ["--checkpoint", DM, "--threshold_rule", "factor"], "give --threshold F too", None),
     ("inference.py", ["--checkpoint", DM, "--threshold", "0.9", "--threshold_rule", "factor", "--order", "entropy"],

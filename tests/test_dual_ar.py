@@ -74,3 +74,55 @@ def test_the_key_is_checked_and_only_mdlm_reads_it():
     for objective, fix in (("bd3", "--bd3_ar"), ("uniform", "--objective=mdlm"), ("ar", "next token")):
         with pytest.raises(UserError, match=f"dual_ar.*{fix}"):  # refused, never dropped
             get_config([*for_objective([*MICRO, f"--objective={objective}"]), "--dual_ar=1"])
+
+
+def _canvas(P=4, L=14, B=3):
+    x = batch()[:B, :L].clone()
+    gen = (torch.arange(L) >= P).expand(B, L).clone()
+    return x.masked_fill(gen, MASK), gen
+
+
+NO_STEPS = [f for f in MICRO if not f.startswith("--steps")]  # a given --steps is the diffusion sampler's
+
+
+def _cfg(*flags):
+    return get_config([*NO_STEPS, "--objective=mdlm", "--block_size=16", "--time_cond=none", "--dual_ar=0.25", *flags])
+
+
+def test_dual_sample_draws_the_causal_networks_samples_exactly_and_keeps_the_prompt():
+    """--dual_sample is the AR mode the dual objective trains: the causal network of the same weights, sampled with a
+    KV cache, draws the same tokens from the same generator; the prompt is never changed; one Step a token."""
+    bidir, causal = nets()
+    x, gen = _canvas()
+    steps = []
+    out, stats = diffusion.sample(bidir, x, gen, _cfg("--dual_sample", "--temperature=0.9", "--top_k=8"), Schedule(100),
+                                  MASK, torch.Generator().manual_seed(5), on_step=steps.append)
+    expect = ar.sample_ar_window(causal, x[:, :4], 10, 0.9, 8, 1.0, torch.Generator().manual_seed(5), MASK)
+    assert torch.equal(out, expect) and torch.equal(out[:, :4], x[:, :4]) and not (out == MASK).any()
+    assert stats["nfe"] == 10 == diffusion.passes(_cfg("--dual_sample"), 10) and len(steps) == 10
+    assert all(s.revealed.sum(1).tolist() == [1] * 3 and s.revealed[:, 4 + i].all() for i, s in enumerate(steps))
+    assert steps[-1].finished == [True] * 3 and not any(steps[0].finished)
+
+
+def test_dual_sample_is_refused_where_it_cannot_apply():
+    with pytest.raises(UserError, match="trained without it"):  # no causal mode was trained
+        get_config([*NO_STEPS, "--objective=mdlm", "--time_cond=none", "--dual_sample"])
+    for flag in ("--order=l2r", "--steps=8", "--temperature_end_share=0.5", "--corrector_steps=2"):
+        with pytest.raises(UserError, match=f"{flag.split('=')[0]} sets the diffusion sampler"):
+            _cfg("--dual_sample", flag)
+    for objective in ("bd3", "uniform", "ar"):
+        with pytest.raises(UserError, match="dual_sample"):
+            get_config([*for_objective([*MICRO, f"--objective={objective}"]), "--dual_sample"])
+    bidir, _ = nets()
+    x, gen = _canvas()
+    gen[:, -2:] = False  # given text after the blanks: an infill, which only the diffusion sampler can do
+    with pytest.raises(UserError, match="infill needs the diffusion sampler"):
+        diffusion.sample(bidir, x, gen, _cfg("--dual_sample"), Schedule(100), MASK)
+
+
+def test_a_presets_falling_temperature_is_not_the_ar_modes():
+    """baby samples hot while its canvas is [MASK] (1.25, falling); its AR mode draws at the default unless given one."""
+    c = get_config(["baby", "--dual_sample"])
+    assert (c.temperature, c.temperature_end_share) == (1.0, 1.0)
+    assert get_config(["baby", "--dual_sample", "--temperature=0.9"]).temperature == 0.9
+    assert get_config(["baby"]).temperature == 1.25

@@ -259,3 +259,22 @@ def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_fac
     ar = train_tiny(tmp_path_factory, "order_ar", "--objective=ar", "--max_iters=10", "--eval_interval=10")
     code, _, err = run_cli_here(order_nll.main, [ar, "--device", "cpu"], capsys)
     assert_one_line_error(code, err, "ar model", "bd3")
+
+
+def test_the_causal_order_is_the_ar_network_of_the_same_weights_read_as_the_ar_reads_a_window():
+    """--orders causal (a --dual_ar network's AR mode): each of the window's last L tokens is scored by the causal
+    network of the same weights reading everything before it, the window's first token included (as the AR reads)."""
+    order_nll = script("order_nll")
+    torch.manual_seed(0)
+    a = dict(vocab_size=9, block_size=12, n_layer=2, n_head=2, n_embd=16, time_cond="none")
+    bidir, causal = Transformer(ModelArgs(**a)).eval(), Transformer(ModelArgs(**a, causal=True)).eval()
+    causal.load_state_dict(bidir.state_dict())
+    w = torch.randint(0, 8, (3, 13), generator=torch.Generator().manual_seed(2))  # windows of L + 1, [MASK] = 8
+    logits = causal(w[:, :-1]).double()
+    logits[..., 8] = float("-inf")
+    expect = -torch.log_softmax(logits, -1).gather(-1, w[:, 1:, None]).squeeze(-1)
+    got = order_nll.causal_nll(bidir, w, 8)
+    assert got.shape == (3, 12) and torch.allclose(got, expect, atol=1e-5, rtol=0)
+    w2 = w.clone()
+    w2[:, -1] = (w2[:, -1] + 1) % 8  # the last token is only a target: every earlier score stays
+    assert torch.allclose(order_nll.causal_nll(bidir, w2, 8)[:, :-1], got[:, :-1], atol=1e-6, rtol=0)
