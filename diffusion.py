@@ -166,6 +166,14 @@ def causal_logits(model, x, mask_id):
     return no_mask_logit(model(x, attn_mask=causal), mask_id)
 
 
+@torch.no_grad()
+def causal_nll(model, w, mask_id):
+    """NLL (B, L) float64 of w[:, 1:] under the AR mode reading the window w (B, L + 1) left to right, as the AR reads
+    it (its first token context only): the exact NLL of --dual_sample's joint."""
+    logp = torch.log_softmax(causal_logits(model, w[:, :-1], mask_id).double(), -1)
+    return -logp.gather(-1, w[:, 1:, None]).squeeze(-1)
+
+
 def bound(model, x, cfg, schedule, tok, t, generator):
     """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read: the masked positions,
     the argmax there, the logits, each token's t."""

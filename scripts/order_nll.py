@@ -35,7 +35,7 @@ import objectives  # noqa: E402
 from bd3 import bd3_logits  # noqa: E402
 from common import predict_logits, self_condition_input  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
-from diffusion import causal_logits  # noqa: E402
+from diffusion import causal_nll  # noqa: E402
 from evals.bound import report_windows  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import SPLITS, prepare_data  # noqa: E402
@@ -101,13 +101,6 @@ def mdlm_pass(model, cfg, x, mask_id):
 def bd3_pass(model, cfg, x, mask_id):
     """The two-stream pass: each noisy block of xt sees itself and the clean blocks of x (B, L) before it."""
     return lambda xt, sc: bd3_logits(model, xt, x, cfg.bd3_block, mask_id, sc=sc), cfg.bd3_block
-
-
-@torch.no_grad()
-def causal_nll(model, w, mask_id):
-    """NLL (B, L) float64 of w[:, 1:] under the network's AR mode reading w (B, L + 1) left to right (--dual_ar)."""
-    logp = torch.log_softmax(causal_logits(model, w[:, :-1], mask_id).double(), -1)
-    return -logp.gather(-1, w[:, 1:, None]).squeeze(-1)
 
 
 PASSES = {"mdlm": mdlm_pass, "bd3": bd3_pass}  # the objectives that fill [MASK]: the AR has one order, uniform no [MASK]

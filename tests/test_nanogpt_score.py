@@ -11,6 +11,7 @@ import re
 import pytest
 import torch
 
+from conftest import train_tiny
 from helpers import assert_one_line_error, run_cli_here, script
 from utils.checkpoint import load_model
 from utils.tokenizer import tokenizer_from_state
@@ -54,7 +55,7 @@ def clone(tmp_path, tok, swap=False):
 
 
 @pytest.mark.slow
-def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path, capsys):
+def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path, tmp_path_factory, capsys):
     tok = tokenizer_from_state(load_model(tiny_ckpt, "cpu")[1]["tokenizer"])
     ckpt, V = clone(tmp_path, tok), tok.vocab_size - 1  # [MASK] is not nanoGPT's
     code, out, err = run_cli_here(ns.main, [str(ckpt), "--against", str(tiny_ckpt), "--split", "dev",
@@ -63,6 +64,14 @@ def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path,
     assert re.search(rf"nanoGPT .* \(iter 7\): = {math.log(V):.4f} ± 0\.0000", out), out  # -log(1/V), every token
     got, d = re.search(r"\(mdlm\): (\d\.\d{4}) ± \d\.\d{4}; minus nanoGPT's: ([+-]\d\.\d{4})", out).groups()
     assert float(d) == pytest.approx(float(got) - math.log(V), abs=2e-4) and "16 windows, the last 64 tokens" in out
+    assert "its AR mode" not in out  # trained without --dual_ar: no causal mode to read
+    dual = train_tiny(tmp_path_factory, "dual", "--max_iters=20", "--eval_interval=20", "--time_cond=none",
+                      "--dual_ar=0.25", "--viz_video=")  # a --dual_ar network: its causal pass is scored too
+    code, out, err = run_cli_here(ns.main, [str(ckpt), "--against", str(dual), "--split", "dev", "--n-windows", "16",
+                                            "--n-t", "2"], capsys)
+    got, d = re.search(r"its AR mode \(order_nll.py --orders causal\): = (\d\.\d{4}) ± \d\.\d{4}; minus nanoGPT's: "
+                       r"([+-]\d\.\d{4})", out).groups()
+    assert code == 0 and float(d) == pytest.approx(float(got) - math.log(V), abs=2e-4), out
     code, _, err = run_cli_here(ns.main, [str(clone(tmp_path / "swapped", tok, swap=True)), "--against",
                                           str(tiny_ckpt)], capsys)
     assert_one_line_error(code, err, "character ids differ")
