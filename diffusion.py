@@ -208,7 +208,8 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
         logits[:, mask_id] = float("-inf")
         filtered = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)
         nxt = sample_tokens(filtered, cfg.temperature, generator)
-        prev, x[:, i] = x.clone(), nxt
+        prev = x.clone() if on_step is not None else None
+        x[:, i] = nxt
         if on_step is not None:
             probs = torch.softmax(filtered.double() / max(cfg.temperature, 1e-9), -1)
             conf[:, i] = probs.gather(-1, nxt[:, None]).squeeze(-1)

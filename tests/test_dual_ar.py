@@ -126,3 +126,19 @@ def test_a_presets_falling_temperature_is_not_the_ar_modes():
     assert (c.temperature, c.temperature_end_share) == (1.0, 1.0)
     assert get_config(["baby", "--dual_sample", "--temperature=0.9"]).temperature == 0.9
     assert get_config(["baby"]).temperature == 1.25
+
+
+@pytest.mark.slow
+def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_trace(tmp_path_factory, tmp_path, capsys):
+    """train.py --dual_ar, then inference.py --dual_sample: the prompt kept, one trace frame a token, the sampler named."""
+    import inference
+    from conftest import train_tiny
+    from helpers import run_cli_here
+    ckpt = train_tiny(tmp_path_factory, "dual", "--max_iters=20", "--eval_interval=20", "--time_cond=none",
+                      "--dual_ar=0.25", "--viz_video=")
+    video = tmp_path / "t.mp4"
+    code, out, err = run_cli_here(inference.main, ["--checkpoint", str(ckpt), "--dual_sample", "--prompt", "ROMEO:",
+                                                   "--gen_len", "12", "--viz_video", str(video)], capsys)
+    assert code == 0, err
+    assert "ROMEO:" in out and "its AR mode" in out and "NFE 12 per sample" in out
+    assert (video.with_suffix(".gif")).exists() and "13 frames" in out  # the start and one a token
