@@ -26,6 +26,7 @@ import torch  # noqa: E402
 import objectives  # noqa: E402
 from common import Schedule  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
+from diffusion import causal_nll  # noqa: E402
 from evals.bound import REPORT, evaluate, paired_difference, report_windows  # noqa: E402
 from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
 from evals.samples import draw, held_out_windows, load_judge, score, start_ids  # noqa: E402
@@ -172,6 +173,11 @@ def evaluate_run(run, args, judge, device, bar):
                loss_type=getattr(cfg, obj.LOSS_KEY),  # the loss it trained (bd3's is bd3_loss)
                bd3_block=None if "bd3_block" in obj.IGNORES else cfg.bd3_block,
                chars_per_token=cpt, split=args.split, **res)
+    if cfg.dual_ar and "dual_ar" not in obj.IGNORES:  # a --dual_ar network is an AR too: its causal pass's exact NLL
+        per = torch.cat([causal_nll(model, windows[i:i + args.batch_size].to(device), tok.mask_id).mean(1).cpu()
+                         for i in range(0, len(windows), args.batch_size)])
+        row["ar_mode"] = dict(nats_per_token=per.mean().item(), se=(per.std() / len(per) ** 0.5).item(),
+                              per_window=per.tolist(), chars_per_token=cpt)
 
     g = torch.Generator().manual_seed(args.seed)
     start, gen_len = sample_plan(run, args)
@@ -216,6 +222,17 @@ def paired_with_first(rows):
     for r in rows[1:]:
         same = len(r["per_window"]) == len(a["per_window"]) and r["chars_per_token"] == a["chars_per_token"]
         r["paired_vs_first"] = paired_difference(per_char(a), per_char(r)) if same else None
+        if "ar_mode" in r:  # the AR mode's figure minus the first run's main one, on the same windows
+            r["ar_mode"]["paired_vs_first"] = paired_difference(per_char(a), per_char(r["ar_mode"])) if same else None
+
+
+def ar_mode_cell(r):
+    """A --dual_ar network's AR mode: its exact NLL, and minus the first run's figure on the same windows."""
+    m = r.get("ar_mode")
+    if m is None:
+        return "n/a"
+    cell = f"= {m['nats_per_token'] / m['chars_per_token']:.4f} ± {m['se'] / m['chars_per_token']:.4f}"
+    return cell + ("" if m.get("paired_vs_first") is None else "; minus the first run's %+.4f ± %.4f" % m["paired_vs_first"])
 
 
 def table(rows, val_entropy, judge="none"):
@@ -232,6 +249,7 @@ def table(rows, val_entropy, judge="none"):
         (f"{rows[0].get('split', 'val')} NLL/bound (nats/token)", lambda r: f"{r['nats_per_token']:.4f}"),
         ("  minus the first run's, paired (nats/char)", lambda r: "n/a (other windows)" if r.get("paired_vs_first", 0)
          is None else "%+.4f ± %.4f" % r["paired_vs_first"] if "paired_vs_first" in r else "-"),
+        ("its AR mode, --dual_sample's joint (nats/char)", ar_mode_cell),
         ("perplexity (per token)", lambda r: f"{r['ppl']:.3f}"),
         ("masked recon accuracy (fraction)", lambda r: fmt(r.get("recon_acc"), ".4f")),
         ("entropy by t, low->high (nats)",

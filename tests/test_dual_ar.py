@@ -142,3 +142,15 @@ def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_tr
     assert code == 0, err
     assert "ROMEO:" in out and "its AR mode" in out and "NFE 12 per sample" in out
     assert (video.with_suffix(".gif")).exists() and "13 frames" in out  # the start and one a token
+    # scripts/eval.py reads its AR mode beside its bound: the figure order_nll.py --orders causal prints, same windows
+    import json
+    from helpers import script
+    code, out, err = run_cli_here(script("eval").main, [str(ckpt), "--steps", "4", "--n-samples", "0", "--infill-len", "0",
+                                                         "--n-windows", "4", "--split", "dev", "--json",
+                                                         str(tmp_path / "e.json")], capsys)
+    assert code == 0, err
+    mode = json.loads((tmp_path / "e.json").read_text())["runs"][0]["ar_mode"]
+    assert len(mode["per_window"]) == 4 and "its AR mode" in out
+    code, out, err = run_cli_here(script("order_nll").main, [str(ckpt), "--orders", "causal", "--n-windows", "4",
+                                                             "--split", "dev"], capsys)
+    assert code == 0 and f"causal: {mode['nats_per_token']:.4f} +- {mode['se']:.4f}" in out, out
