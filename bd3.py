@@ -419,7 +419,7 @@ IGNORES = {**dict.fromkeys(("time_cond", "loss_type", "mask_span"), "it trains t
            "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
            **AR_ONLY,
            "time_beta": "masked diffusion's training-time proposal: use --objective=mdlm",
-           **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective; block diffusion's next-token "
+           **dict.fromkeys(("dual_ar", "dual_sample", "dual_draft"), "masked diffusion's dual objective; block diffusion's next-token "
                                                          "loss is --bd3_ar, its sampler --bd3_check=ar"),
            **dict.fromkeys(("mask_ramp", "mask_ramp_from"), "masked diffusion's curriculum on t: use --objective=mdlm")}
 CONTINUES_ONLY = ANY_LENGTH = True  # continues a prompt block by block, past the context

@@ -23,6 +23,7 @@ import sampler
 from common import (AR_ONLY, LossOptions, Schedule, Step, band_times, band_top, beta_proposal, filter_logits,
                     no_mask_logit, predict_logits, proposal_times, sample_tokens, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
+from speculative import sample_speculative
 from utils.errors import UserError
 
 LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
@@ -116,6 +117,9 @@ def check(cfg, given=()):
     if cfg.dual_sample and not cfg.dual_ar:
         raise UserError("--dual_sample draws from the AR mode that --dual_ar trains, and this network was trained "
                         "without it (dual_ar=0): drop --dual_sample, or train with --dual_ar=0.25")
+    if cfg.dual_draft < 0 or ("dual_draft" in given and not cfg.dual_sample):
+        raise UserError(f"--dual_draft {cfg.dual_draft}: the tokens a round the network drafts for its AR mode; give "
+                        f"--dual_sample with --dual_draft >= 0 (e.g. 2), or neither")
     if cfg.dual_sample and set(given) & {"steps", *REVEAL_KEYS}:
         key = sorted(set(given) & {"steps", *REVEAL_KEYS})[0]
         raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: --{key} "
@@ -201,6 +205,17 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
     if L > model.args.block_size:
         raise UserError(f"--dual_sample reads the whole canvas in one context: prompt + gen_len = {L} tokens exceeds "
                         f"block_size {model.args.block_size}; give a shorter --gen_len")
+    if cfg.dual_draft:  # its diffusion pass drafts, its AR mode checks (speculative.py): the same samples
+        x, rounds = x.clone(), []
+
+        def round_done(seq, nfe):  # one Step a round: the canvas so far, the rest still [MASK]
+            prev, _ = x.clone(), rounds.append(nfe)
+            x[:, :seq.size(1)] = seq
+            on_step(Step(step=len(rounds), nfe=torch.full((B,), nfe), time=torch.zeros(B, dtype=torch.long), x=x,
+                         prev=prev, gen_mask=gen_mask, revealed=x != prev, remasked=torch.zeros_like(gen_mask),
+                         conf=torch.zeros(B, L, dtype=torch.float64, device=dev), finished=[seq.size(1) == L] * B))
+        return sample_speculative(model, model, x[:, :P], L - P, cfg.dual_draft, mask_id,
+                                  (cfg.temperature, cfg.top_k, cfg.top_p), generator, round_done if on_step else None)
     x, conf = x.clone(), torch.zeros(B, L, dtype=torch.float64, device=dev)
     cache = model.new_kv_cache(B, dev, next(model.parameters()).dtype)
     logits = model(x[:, :P], kv_cache=cache, attn_mask=torch.ones(P, P, dtype=torch.bool, device=dev).tril())[:, -1]
@@ -222,10 +237,13 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
 
 
 def passes(cfg, n_gen, n_prompt=0):
-    return n_gen if cfg.dual_sample else sampler.passes(SamplerOptions.from_config(cfg), n_gen)
+    if cfg.dual_sample:
+        return None if cfg.dual_draft else n_gen  # drafted rounds: as many as the drafts need
+    return sampler.passes(SamplerOptions.from_config(cfg), n_gen)
 
 
 def describe(cfg):
     if cfg.dual_sample:
-        return "its AR mode (the dual objective's causal pass) + KV cache, one token a pass"
+        return "its AR mode (the dual objective's causal pass) + KV cache, " + (
+            f"{cfg.dual_draft} tokens a round drafted by its diffusion pass" if cfg.dual_draft else "one token a pass")
     return sampler.describe(SamplerOptions.from_config(cfg))

@@ -89,12 +89,14 @@ def drafts_of(drafter, seq, k, mask_id, settings, generator):
 
 
 @torch.no_grad()
-def sample_speculative(model, drafter, prompt, gen_len, k, mask_id, settings=(1.0, 0, 1.0), generator=None):
+def sample_speculative(model, drafter, prompt, gen_len, k, mask_id, settings=(1.0, 0, 1.0), generator=None, on_round=None):
     """Continue prompt (B, P) by gen_len tokens from the AR `model`, k tokens drafted a round by `drafter`; settings
     = (temperature, top_k, top_p) of both. The AR's window is ar.sample_ar_window's (restart over the last half of
     its context when the next token does not fit; a round never crosses a restart), so at temperature 0 the tokens
     are that function's. Returns (tokens (B, P + gen_len), stats: nfe (passes of both networks), ar_passes,
-    draft_passes, kept: drafts kept per drafting round, mean; in a batch, its slowest row's)."""
+    draft_passes, kept: drafts kept per drafting round, mean; in a batch, its slowest row's). `model` may be a
+    bidirectional network's AR mode (diffusion.py's --dual_sample --dual_draft: it drafts for itself): its context
+    pass then gets the causal mask the AR's attention implies. on_round(tokens so far, passes so far) after each round."""
     (B, P), W = prompt.shape, model.args.block_size
     seq, lo, cache, dev = prompt, max(0, P - W), None, prompt.device
     ar_passes = draft_passes = kept = 0
@@ -103,8 +105,10 @@ def sample_speculative(model, drafter, prompt, gen_len, k, mask_id, settings=(1.
         if cache is None or S - lo > W:  # the first round, or no room for the next token: a fresh window
             lo = lo if cache is None else S - W // 2
             cache = model.new_kv_cache(B, dev, next(model.parameters()).dtype)
-            if S - 1 > lo:
-                model(seq[:, lo:-1], kv_cache=cache)  # the context before the last token
+            if S - 1 > lo:  # the context before the last token
+                m = S - 1 - lo
+                causal = None if model.args.causal else torch.ones(m, m, dtype=torch.bool, device=dev).tril()
+                model(seq[:, lo:-1], kv_cache=cache, attn_mask=causal)
         kr = min(k, P + gen_len - S - 1, W - (S - lo))  # drafts this round: what is left, what the window holds
         drafts, q = drafts_of(drafter, seq, kr, mask_id, settings, generator) if kr else (seq[:, :0], None)
         n = cache.pos
@@ -116,5 +120,7 @@ def sample_speculative(model, drafter, prompt, gen_len, k, mask_id, settings=(1.
         cache.pos = n + new.size(1)  # the last token and the kept drafts; the token just emitted enters next round
         seq = torch.cat([seq, new], 1)
         ar_passes, draft_passes, kept = ar_passes + 1, draft_passes + (kr > 0), kept + (new.size(1) - 1 if kr else 0)
+        if on_round is not None:
+            on_round(seq, ar_passes + draft_passes)
     return seq, dict(nfe=ar_passes + draft_passes, nfe_per_sample=[ar_passes + draft_passes] * B, ar_passes=ar_passes,
                      draft_passes=draft_passes, kept=kept / max(draft_passes, 1))
