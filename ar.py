@@ -45,24 +45,31 @@ def mir_loss(model, x, mask_id, weight, max_rate, generator=None):
 
 
 @torch.no_grad()
-def sample_ar_window(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None, mask_id=None):
+def sample_ar_window(model, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None, mask_id=None,
+                     on_token=None):
     """Autoregressive sampling with a KV cache: one forward per token, the prompt's in one pass. Past the context, by
     the same window as sample_bd3: when the next token does not fit, keep the last half of the window and recompute
     its cache in one pass (which replaces a token's). prompt (B, P), P >= 1. mask_id: a token never drawn ([MASK] is
-    in the vocabulary but never a target: ~2e-5 of an AR's draws at baby were it). Returns (B, P + gen_len)."""
+    in the vocabulary but never a target: ~2e-5 of an AR's draws at baby were it). A bidirectional network's AR mode
+    (diffusion.py's --dual_sample) reads its context with the causal mask the AR's attention implies. on_token(tokens
+    so far, the filtered logits the last one was drawn from) after each token. Returns (B, P + gen_len)."""
     (B, P), W = prompt.shape, model.args.block_size
     seq, lo = prompt, max(0, P - W)
 
     def restart(lo):  # a fresh cache over seq[:, lo:]; the logits of the next token
-        cache = model.new_kv_cache(B, prompt.device, next(model.parameters()).dtype)
-        return cache, model(seq[:, lo:], kv_cache=cache)[:, -1]
+        cache, m = model.new_kv_cache(B, prompt.device, next(model.parameters()).dtype), seq.size(1) - lo
+        causal = None if model.args.causal else torch.ones(m, m, dtype=torch.bool, device=prompt.device).tril()
+        return cache, model(seq[:, lo:], kv_cache=cache, attn_mask=causal)[:, -1]
 
     cache, logits = restart(lo)
     for i in range(gen_len):
         if mask_id is not None:
             logits[:, mask_id] = float("-inf")
-        nxt = sample_tokens(filter_logits(logits, temperature, top_k, top_p), temperature, generator)
+        filtered = filter_logits(logits, temperature, top_k, top_p)
+        nxt = sample_tokens(filtered, temperature, generator)
         seq = torch.cat([seq, nxt[:, None]], 1)
+        if on_token is not None:
+            on_token(seq, filtered)
         if i + 1 == gen_len:
             break
         if seq.size(1) - lo > W:  # no room for this token: slide the window

@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (AR_ONLY, LossOptions, Schedule, Step, band_times, band_top, beta_proposal, filter_logits,
-                    no_mask_logit, predict_logits, proposal_times, sample_tokens, self_condition_input, stratified_times)
+from common import (AR_ONLY, LossOptions, Schedule, Step, band_times, band_top, beta_proposal, no_mask_logit,
+                    predict_logits, proposal_times, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
+from ar import sample_ar_window
 from speculative import sample_speculative
 from utils.errors import UserError
 
@@ -205,35 +206,26 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
     if L > model.args.block_size:
         raise UserError(f"--dual_sample reads the whole canvas in one context: prompt + gen_len = {L} tokens exceeds "
                         f"block_size {model.args.block_size}; give a shorter --gen_len")
-    if cfg.dual_draft:  # its diffusion pass drafts, its AR mode checks (speculative.py): the same samples
-        x, rounds = x.clone(), []
+    x, conf, steps = x.clone(), torch.zeros(B, L, dtype=torch.float64, device=dev), []
 
-        def round_done(seq, nfe):  # one Step a round: the canvas so far, the rest still [MASK]
-            prev, _ = x.clone(), rounds.append(nfe)
-            x[:, :seq.size(1)] = seq
-            on_step(Step(step=len(rounds), nfe=torch.full((B,), nfe), time=torch.zeros(B, dtype=torch.long), x=x,
-                         prev=prev, gen_mask=gen_mask, revealed=x != prev, remasked=torch.zeros_like(gen_mask),
-                         conf=torch.zeros(B, L, dtype=torch.float64, device=dev), finished=[seq.size(1) == L] * B))
-        return sample_speculative(model, model, x[:, :P], L - P, cfg.dual_draft, mask_id,
-                                  (cfg.temperature, cfg.top_k, cfg.top_p), generator, round_done if on_step else None)
-    x, conf = x.clone(), torch.zeros(B, L, dtype=torch.float64, device=dev)
-    cache = model.new_kv_cache(B, dev, next(model.parameters()).dtype)
-    logits = model(x[:, :P], kv_cache=cache, attn_mask=torch.ones(P, P, dtype=torch.bool, device=dev).tril())[:, -1]
-    for i in range(P, L):
-        logits[:, mask_id] = float("-inf")
-        filtered = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)
-        nxt = sample_tokens(filtered, cfg.temperature, generator)
-        prev = x.clone() if on_step is not None else None
-        x[:, i] = nxt
-        if on_step is not None:
-            probs = torch.softmax(filtered.double() / max(cfg.temperature, 1e-9), -1)
-            conf[:, i] = probs.gather(-1, nxt[:, None]).squeeze(-1)
-            on_step(Step(step=i - P + 1, nfe=torch.full((B,), i - P + 1), time=torch.zeros(B, dtype=torch.long), x=x,
-                         prev=prev, gen_mask=gen_mask, revealed=x != prev, remasked=torch.zeros_like(gen_mask),
-                         conf=conf.clone(), finished=[i + 1 == L] * B))
-        if i + 1 < L:
-            logits = model(nxt[:, None], kv_cache=cache, start_pos=i)[:, -1]
-    return x, dict(nfe=L - P, nfe_per_sample=[L - P] * B)
+    def emit(seq, nfe):  # one Step a token (a round when drafted): the canvas so far, the rest still [MASK]
+        prev, _ = x.clone(), steps.append(nfe)
+        x[:, :seq.size(1)] = seq
+        on_step(Step(step=len(steps), nfe=torch.full((B,), nfe), time=torch.zeros(B, dtype=torch.long), x=x, prev=prev,
+                     gen_mask=gen_mask, revealed=x != prev, remasked=torch.zeros_like(gen_mask), conf=conf.clone(),
+                     finished=[seq.size(1) == L] * B))
+
+    settings = (cfg.temperature, cfg.top_k, cfg.top_p)
+    if cfg.dual_draft:  # its diffusion pass drafts, its AR mode checks (speculative.py): the same samples
+        return sample_speculative(model, model, x[:, :P], L - P, cfg.dual_draft, mask_id, settings, generator,
+                                  emit if on_step else None)
+
+    def token_done(seq, filtered):  # the drawn token's probability, then its Step
+        p = torch.softmax(filtered.double() / max(cfg.temperature, 1e-9), -1)
+        conf[:, seq.size(1) - 1] = p.gather(-1, seq[:, -1:]).squeeze(-1)
+        emit(seq, seq.size(1) - P)
+    out = sample_ar_window(model, x[:, :P], L - P, *settings, generator, mask_id, token_done if on_step else None)
+    return out, dict(nfe=L - P, nfe_per_sample=[L - P] * B)
 
 
 def passes(cfg, n_gen, n_prompt=0):
