@@ -179,6 +179,13 @@ def causal_nll(model, w, mask_id):
     return -logp.gather(-1, w[:, 1:, None]).squeeze(-1)
 
 
+def causal_per_window(model, windows, mask_id, batch_size):
+    """The AR mode's mean NLL per window (N,) over windows (N, L + 1), batch by batch, on the host."""
+    dev = next(model.parameters()).device
+    return torch.cat([causal_nll(model, windows[i:i + batch_size].to(dev), mask_id).mean(1).cpu()
+                      for i in range(0, len(windows), batch_size)])
+
+
 def bound(model, x, cfg, schedule, tok, t, generator):
     """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read: the masked positions,
     the argmax there, the logits, each token's t."""

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import objectives  # noqa: E402
 from common import Schedule  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
-from diffusion import causal_nll  # noqa: E402
+from diffusion import causal_per_window  # noqa: E402
 from evals.bound import REPORT, evaluate, paired_difference, report_windows  # noqa: E402
 from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
 from evals.samples import draw, held_out_windows, load_judge, score, start_ids  # noqa: E402
@@ -174,8 +174,7 @@ def evaluate_run(run, args, judge, device, bar):
                bd3_block=None if "bd3_block" in obj.IGNORES else cfg.bd3_block,
                chars_per_token=cpt, split=args.split, **res)
     if cfg.dual_ar and "dual_ar" not in obj.IGNORES:  # a --dual_ar network is an AR too: its causal pass's exact NLL
-        per = torch.cat([causal_nll(model, windows[i:i + args.batch_size].to(device), tok.mask_id).mean(1).cpu()
-                         for i in range(0, len(windows), args.batch_size)])
+        per = causal_per_window(model, windows, tok.mask_id, args.batch_size)
         row["ar_mode"] = dict(nats_per_token=per.mean().item(), se=(per.std() / len(per) ** 0.5).item(),
                               per_window=per.tolist(), chars_per_token=cpt)
 

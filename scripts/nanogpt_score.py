@@ -29,7 +29,7 @@ import torch.nn.functional as F  # noqa: E402
 import objectives  # noqa: E402
 from common import Schedule  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
-from diffusion import causal_nll  # noqa: E402
+from diffusion import causal_per_window  # noqa: E402
 from evals.bound import REPORT, evaluate, paired_difference, report_windows  # noqa: E402
 from scripts.eval import run_name  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
@@ -130,8 +130,7 @@ def main(argv):
         print(f"  {run_name(path)} ({c.objective}): {res['nats_per_token']:.4f} ± {res['se']:.4f}; minus nanoGPT's: "
               f"{d:+.4f} ± {dse:.4f} (paired)")
         if c.dual_ar and "dual_ar" not in objectives.get(c.objective).IGNORES:  # its AR mode too: --dual_sample's joint
-            per = torch.cat([causal_nll(model, windows[i:i + args.batch_size], tok.mask_id).mean(1)
-                             for i in range(0, len(windows), args.batch_size)]).tolist()
+            per = causal_per_window(model, windows, tok.mask_id, args.batch_size).tolist()
             d, dse = paired_difference(base, per)
             print(f"    its AR mode (order_nll.py --orders causal): = {statistics.mean(per):.4f} ± "
                   f"{statistics.stdev(per) / len(per) ** 0.5:.4f}; minus nanoGPT's: {d:+.4f} ± {dse:.4f} (paired)")
