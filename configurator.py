@@ -224,6 +224,13 @@ def validate(cfg, given=()):
         raise UserError(f"dropout must be a probability in [0, 1), e.g. 0.2 (nanoGPT's shakespeare_char); got {cfg.dropout}")
     if not 0 <= cfg.ema < 1:
         raise UserError(f"ema must be 0 (off) or a decay in (0, 1) such as 0.999, got {cfg.ema}")
+    reach = cfg.max_iters / (cfg.max_iters + 9)  # the EMA's warm-up rule (1+n)/(10+n) at its last update (utils/optim.EMA)
+    if "ema" in given and cfg.ema >= reach and not cfg.resume and cfg.max_iters:
+        raise UserError(f"--ema={cfg.ema} cannot act in {cfg.max_iters:,} steps: the EMA's warm-up rule (1+n)/(10+n) stays "
+                        f"below {reach:.4f} until the end, so every decay above that averages alike; give --ema below "
+                        f"{reach:.4f} or more --max_iters")
+    if cfg.attn_scale < 0:
+        raise UserError(f"attn_scale must be 0 (1/sqrt(head_dim)) or a positive scale such as 0.12, got {cfg.attn_scale}")
 
 
 def config_from_dict(d):
