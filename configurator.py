@@ -27,7 +27,7 @@ from utils.checkpoint import RENAMED
 from utils.cli import boolean
 from utils.dist import DTYPES
 from utils.errors import UserError
-from utils.optim import NS_DTYPES, OPTIMIZERS
+from utils.optim import EMA, NS_DTYPES, OPTIMIZERS
 from utils.tokenizer import TOKENIZERS
 
 TYPES = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}  # key -> its type
@@ -224,7 +224,7 @@ def validate(cfg, given=()):
         raise UserError(f"dropout must be a probability in [0, 1), e.g. 0.2 (nanoGPT's shakespeare_char); got {cfg.dropout}")
     if not 0 <= cfg.ema < 1:
         raise UserError(f"ema must be 0 (off) or a decay in (0, 1) such as 0.999, got {cfg.ema}")
-    reach = cfg.max_iters / (cfg.max_iters + 9)  # the EMA's warm-up rule (1+n)/(10+n) at its last update (utils/optim.EMA)
+    reach = EMA.ramp(cfg.max_iters - 1)  # the EMA's warm-up rule (1+n)/(10+n) at its last update
     if "ema" in given and cfg.ema >= reach and not cfg.resume and cfg.max_iters:
         raise UserError(f"--ema={cfg.ema} cannot act in {cfg.max_iters:,} steps: the EMA's warm-up rule (1+n)/(10+n) stays "
                         f"below {reach:.4f} until the end, so every decay above that averages alike; give --ema below "

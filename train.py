@@ -227,7 +227,7 @@ def build(cfg, env, data):
     if run.ema and env.resume and "ema" in env.resume:
         run.ema.load_state_dict(env.resume["ema"], env.resume["ema_updates"])
     run.eval_model = run.ema.model if run.ema else model  # eval, best.pt selection and samples use the EMA weights when on
-    if run.ema and cfg.ema >= (reach := cfg.max_iters / (cfg.max_iters + 9)):  # (1+n)/(10+n) at the last update
+    if run.ema and cfg.ema >= (reach := EMA.ramp(cfg.max_iters - 1)):
         print0(f"EMA: its warm-up rule (1+n)/(10+n) stays below {cfg.ema} all run: any decay above {reach:.4f} averages alike")
     if cfg.compile:
         run.model = torch.compile(run.model)

@@ -150,7 +150,13 @@ class EMA:
     def rate(self):
         """The decay used for the next update: ramps up from 0.1 so the average forgets the random
         init quickly in short runs (TensorFlow's ExponentialMovingAverage num_updates rule)."""
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+        return min(self.decay, self.ramp(self.updates))
+
+    @staticmethod
+    def ramp(updates):
+        """The warm-up rule's rate after `updates` updates; in a run of N steps it never exceeds ramp(N - 1), so a
+        decay above that is never used (configurator refuses one given by hand)."""
+        return (1 + updates) / (10 + updates)
 
     @torch.no_grad()
     def update(self, model):
