@@ -150,8 +150,7 @@ def setup(argv):
           and not cfg.overwrite and cfg.max_iters > 0):
         raise UserError(f"{cfg.out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "
                         f"replace them, or --out_dir=NEW_DIR")
-    # gradient accumulation from the global batch in tokens; the resolved total is saved, so a resume on
-    # another world size keeps the same global batch
+    # gradient accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
     micro_tokens = cfg.batch_size * cfg.block_size
     accum = grad_accum_steps(cfg.total_batch_size, micro_tokens, world)
     cfg = replace(cfg, total_batch_size=micro_tokens * accum * world)
