@@ -227,9 +227,9 @@ _BABY = dict(data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_h
 # line in `python train.py --help`. A preset whose data file is missing names the command that makes it.
 PRESETS = {
     # nanoGPT's "baby" CPU budget (4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params, its split):
-    # the speedrun's yardstick, ~9 min at 1 thread. mdlm with its records' winners and the dual objective (RESULTS.md:
-    # <= 2.059 nats/char; the AR: --objective=ar --min_lr=1e-4); it samples ancestrally, the temperature falling as
-    # the canvas fills.
+    # the speedrun's yardstick, ~9 min at 1 thread. mdlm with its records' winners, the dual objective and bd3's Muon
+    # momentum (RESULTS.md: <= 2.039 nats/char; the AR: --objective=ar --min_lr=1e-4 --muon_momentum=0.95
+    # --weight_decay=0.1); it samples ancestrally, the temperature falling as the canvas fills.
     "baby": dict(**{**_BABY, **_MDLM_WINS}, **_RECIPE, **_DUAL, **_FALLING, **_BABY_MUON, out_dir="artifacts/models/baby",
                  checkpoint="artifacts/models/baby/model.pt", viz_video="artifacts/media/baby_trace.mp4"),
     # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.3, 1]
