@@ -138,7 +138,7 @@ def cap_warmup(cfg, given):
 
 
 def set_lr(opt, scale):
-    """Every group's lr = its base_lr x the schedule's factor (warm-up, cosine decay)."""
+    """Every group's lr = its base_lr x the schedule's factor (warm-up, then the cosine or the cooldown)."""
     for g in opt.param_groups:
         g["lr"] = g["base_lr"] * scale
 
