@@ -35,7 +35,6 @@ class ModelArgs:
     self_cond: bool = False      # also read a previous prediction of x0 (probabilities, forward's sc=)
     tie_weights: bool = False    # the output head reuses the token embedding's matrix (no head of its own)
     clean_causal: bool = False   # bd3: the clean stream attends token-causally (it also learns next-token prediction)
-    value_residual: bool = False # layers after the first mix their values with the first layer's (ResFormer)
 
     @classmethod
     def from_config(cls, cfg, vocab_size, **fixed):
@@ -43,8 +42,7 @@ class ModelArgs:
         return cls(**{**dict(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                              n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps, time_cond=cfg.time_cond,
                              dropout=cfg.dropout, qk_norm=cfg.qk_norm, attn_scale=cfg.attn_scale, self_cond=cfg.self_cond,
-                             tie_weights=cfg.tie_weights, clean_causal=cfg.bd3_ar > 0,
-                             value_residual=cfg.value_residual), **fixed})
+                             tie_weights=cfg.tie_weights, clean_causal=cfg.bd3_ar > 0), **fixed})
 
 
 def dropout(p):
@@ -71,24 +69,17 @@ def apply_rope(x, cos, sin):
 
 
 class Attention(nn.Module):
-    def __init__(self, a: ModelArgs, mixes_values=False):
+    def __init__(self, a: ModelArgs):
         super().__init__()
         self.n_head, self.causal, self.p_attn, self.qk_norm = a.n_head, a.causal, a.dropout, a.qk_norm
         self.scale = a.attn_scale or None  # None: SDPA's 1/sqrt(head_dim)
         self.qkv = nn.Linear(a.n_embd, 3 * a.n_embd, bias=False)
         self.proj = nn.Linear(a.n_embd, a.n_embd, bias=False)
         self.drop = dropout(a.dropout)
-        # value residual (ResFormer, Zhou et al. 2024): v <- a v + b v_first, (a, b) learned from (0.5, 0.5)
-        self.v_mix = nn.Parameter(torch.full((2,), 0.5)) if mixes_values else None
 
-    def forward(self, x, cos, sin, kv_cache=None, attn_mask=None, v_first=None):
-        """Returns the output and this layer's values (B, H, L, D) before any cache: the first layer's feed the
-        value residual of the layers after it (v_first)."""
+    def forward(self, x, cos, sin, kv_cache=None, attn_mask=None):
         B, L, C = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # 3x (B, H, L, D)
-        if self.v_mix is not None:
-            v = self.v_mix[0] * v + self.v_mix[1] * v_first  # before the cache: cached values are mixed ones
-        values = v
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.qk_norm:  # unit-RMS queries and keys: the attention logits' scale cannot drift (nanochat)
             q, k = rms_norm(q), rms_norm(k)
@@ -98,7 +89,7 @@ class Attention(nn.Module):
         is_causal = self.causal and q.size(2) == k.size(2) and q.size(2) > 1 and attn_mask is None
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
                                            dropout_p=self.p_attn if self.training else 0.0, scale=self.scale)  # dropout: on the weights
-        return self.drop(self.proj(y.transpose(1, 2).reshape(B, L, C))), values
+        return self.drop(self.proj(y.transpose(1, 2).reshape(B, L, C)))
 
 
 class MLP(nn.Module):
@@ -115,20 +106,17 @@ class MLP(nn.Module):
 class Layer(nn.Module):
     """One transformer layer (a 'block' in nanoGPT): attention then MLP, each pre-normed on a residual."""
 
-    def __init__(self, a: ModelArgs, mixes_values=False):
+    def __init__(self, a: ModelArgs):
         super().__init__()
-        self.attn, self.mlp = Attention(a, mixes_values), MLP(a)
+        self.attn, self.mlp = Attention(a), MLP(a)
 
-    def forward(self, x, cos, sin, kv_cache=None, mod=None, attn_mask=None, v_first=None):
-        """Returns the new residual stream and the attention's values (see Attention.forward)."""
+    def forward(self, x, cos, sin, kv_cache=None, mod=None, attn_mask=None):
         if mod is None:
-            y, v = self.attn(rms_norm(x), cos, sin, kv_cache, attn_mask, v_first)
-            x = x + y
-            return x + self.mlp(rms_norm(x)), v
+            x = x + self.attn(rms_norm(x), cos, sin, kv_cache, attn_mask)
+            return x + self.mlp(rms_norm(x))
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mod  # 6x (B, 1, C), from AdaLN
-        y, v = self.attn(rms_norm(x) * (1 + scale_a) + shift_a, cos, sin, kv_cache, attn_mask, v_first)
-        x = x + gate_a * y
-        return x + gate_m * self.mlp(rms_norm(x) * (1 + scale_m) + shift_m), v
+        x = x + gate_a * self.attn(rms_norm(x) * (1 + scale_a) + shift_a, cos, sin, kv_cache, attn_mask)
+        return x + gate_m * self.mlp(rms_norm(x) * (1 + scale_m) + shift_m)
 
 
 def timestep_embedding(t_frac, dim, max_period=10000.0):
@@ -194,7 +182,7 @@ class Transformer(nn.Module):
         # self-conditioning: E[embedding of x0] under the previous prediction, through a projection that starts at zero
         self.sc_proj = nn.Linear(a.n_embd, a.n_embd, bias=False) if a.self_cond else None
         self.drop = dropout(a.dropout)  # on the input embeddings' sum
-        self.layers = nn.ModuleList(Layer(a, mixes_values=a.value_residual and i > 0) for i in range(a.n_layer))
+        self.layers = nn.ModuleList(Layer(a) for _ in range(a.n_layer))
         # tied: logits = x @ tok_emb.weight.T, the [MASK] row included (its logit is set to -inf downstream)
         self.head = None if a.tie_weights else nn.Linear(a.n_embd, a.vocab_size, bias=False)
         cos, sin = rope_tables(a.block_size, a.n_embd // a.n_head)
@@ -235,10 +223,8 @@ class Transformer(nn.Module):
             x = x + self.sc_proj(sc.to(x.dtype) @ self.tok_emb.weight)
         mods, final = self.adaln(t) if self.adaln is not None else ([None] * len(self.layers), None)
         x = self.drop(x)
-        v_first = None
         for layer, mod in zip(self.layers, mods):
-            x, v = layer(x, cos, sin, kv_cache, mod, attn_mask, v_first)
-            v_first = v if v_first is None else v_first
+            x = layer(x, cos, sin, kv_cache, mod, attn_mask)
         x = rms_norm(x)
         if final is not None:
             x = x * (1 + final[1]) + final[0]  # adaLN before the head (DiT's final layer)

@@ -66,7 +66,7 @@ def test_trained_and_resumable_keys_are_field_metadata():
     from configurator import CHOICES, RESUMABLE_KEYS, TRAINED_KEYS
     assert set(TRAINED_KEYS) == {"objective", "diffusion_steps", "schedule", "block_size", "n_layer", "n_head", "n_embd",
                                  "time_cond", "tokenizer", "data_path", "val_path", "bd3_block", "qk_norm", "self_cond",
-                                 "tie_weights", "bd3_ar", "dual_ar", "attn_scale", "value_residual"}
+                                 "tie_weights", "bd3_ar", "dual_ar", "attn_scale"}
     assert set(RESUMABLE_KEYS) == {"max_iters", "eval_interval", "log_interval", "device", "resume", "overwrite", "compile",
                                    "eval_iters", "head_on_masked_only", "wandb_log", "wandb_project", "keep_last",
                                    "skip_nonfinite", "out_dir"}

@@ -1,9 +1,7 @@
 """Model invariants: parameter counts, attention direction, KV cache. python -m pytest -q tests/test_model.py"""
 import torch
 
-from configurator import get_config
 from model import ModelArgs, Transformer
-from utils.optim import build_optimizer
 
 
 def test_reference_char_model_has_exactly_10_706_304_parameters():
@@ -118,38 +116,12 @@ def test_attn_scale_multiplies_the_logits():
         assert not torch.allclose(*normed, atol=1e-2)
 
 
-def test_value_residual_mixes_the_first_layers_values():
-    """Mixing weights (1, 0) are the plain network; others change it; a KV-cached decode (mixed values cached) equals
-    the full causal pass; the mixing scalars are not Muon's (2-D matrices only) and get gradients."""
-    x, t = torch.randint(0, 10, (2, 16)), torch.tensor([3, 7])
-    base, vr = _tiny(), _tiny(value_residual=True)
-    assert vr.layers[0].attn.v_mix is None and vr.num_params() == base.num_params() + 2
-    with torch.no_grad():
-        for layer in base.layers:
-            layer.attn.proj.weight *= 8.0  # attention's output weighs in the residual
-        vr.load_state_dict(base.state_dict(), strict=False)
-        vr.layers[1].attn.v_mix.copy_(torch.tensor([1.0, 0.0]))
-        torch.testing.assert_close(vr(x, t), base(x, t), rtol=0, atol=1e-6)
-        vr.layers[1].attn.v_mix.copy_(torch.tensor([0.3, 0.9]))
-        assert not torch.allclose(vr(x, t), base(x, t), atol=1e-3)
-        ar = _tiny(causal=True, value_residual=True, time_cond="none")
-        ar.layers[1].attn.v_mix.copy_(torch.tensor([0.3, 0.9]))
-        cache = ar.new_kv_cache(2, "cpu")
-        parts = [ar(x[:, :5], kv_cache=cache)] + [ar(x[:, i:i + 1], kv_cache=cache, start_pos=i) for i in range(5, 16)]
-        torch.testing.assert_close(torch.cat(parts, 1), ar(x), rtol=1e-4, atol=1e-5)
-    vr(x, t).logsumexp(-1).sum().backward()
-    assert vr.layers[1].attn.v_mix.grad.abs().sum() > 0
-    opt = build_optimizer(vr, get_config(["--optimizer=muon"]), torch.device("cpu"))
-    assert all(p.dim() == 2 for g in opt.muon.param_groups for p in g["params"])
-    assert any(p is vr.layers[1].attn.v_mix for g in opt.adamw.param_groups for p in g["params"])
-
-
 def test_tied_head_is_the_embedding_matrix_and_trains_it():
     m = _tiny(time_cond="none", tie_weights=True)
     assert m.head is None and m.num_params() == _tiny(time_cond="none").num_params() - 11 * 32  # one V x d matrix less
     x = torch.randint(0, 10, (2, 16))
     h = {}
-    m.layers[-1].register_forward_hook(lambda mod, i, o: h.update(x=o[0]))  # (stream, values)
+    m.layers[-1].register_forward_hook(lambda mod, i, o: h.update(x=o))
     logits = m(x)
     torch.testing.assert_close(logits, torch.nn.functional.rms_norm(h["x"], (32,)) @ m.tok_emb.weight.T)
     logits[:, :, 3].sum().backward()  # a head-only gradient reaches row 3 of the embedding even if no input is 3
