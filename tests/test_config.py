@@ -105,6 +105,25 @@ def test_checkpoints_from_before_the_layer_rename_still_load(tmp_path):
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in fresh.state_dict().items())
 
 
+def test_a_removed_model_option_loads_when_off_and_is_named_when_on(tmp_path):
+    """value_residual lived in ModelArgs for a few commits (4e97389..cec97af): checkpoints written then carry it. Off,
+    it changed nothing in the network, so they load; an option in use that the code lacks is named, not 'damaged'."""
+    import torch
+    from model import ModelArgs, Transformer
+    from utils.checkpoint import load_model, save_checkpoint
+    a = ModelArgs(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, diffusion_steps=10)
+    m = Transformer(a)
+    for on in (False, True):
+        save_checkpoint(tmp_path / "c.pt", dict(model=m.state_dict(), config={}, model_args=dict(vars(a), value_residual=on),
+                                                tokenizer=dict(kind="char", chars="ab"), iter=0))
+        if not on:
+            fresh, _ = load_model(tmp_path / "c.pt", "cpu")
+            assert all(torch.equal(v, m.state_dict()[k]) for k, v in fresh.state_dict().items())
+        else:
+            with pytest.raises(UserError, match="trained with model option.s. value_residual.*git log -S value_residual"):
+                load_model(tmp_path / "c.pt", "cpu")
+
+
 @pytest.mark.parametrize("cli", ["train", "inference"])
 def test_help_lists_the_presets_then_every_key_with_type_default_and_comment(cli, capsys):
     import importlib

@@ -38,8 +38,13 @@ RENAMED = {"block_length": "semi_ar_length", "mask_blocks": "mask_span",  # old 
 
 def migrate(ckpt):
     """A checkpoint (or an exported folder's dict) as this version writes it: renamed config keys (RENAMED) and
-    layers (blocks.N, adaln.blocks.N -> layers.N) under their new names. Every load goes through here."""
+    layers (blocks.N, adaln.blocks.N -> layers.N) under their new names, and without the model options this version
+    no longer has that the network did not use (off: False or 0; e.g. value_residual, 4e97389..cec97af). Every load
+    goes through here."""
     ckpt["config"] = {RENAMED.get(k, k): v for k, v in ckpt["config"].items()}
+    if "model_args" in ckpt:
+        known = ModelArgs.__dataclass_fields__
+        ckpt["model_args"] = {k: v for k, v in ckpt["model_args"].items() if k in known or v}
     for key in ("model", "ema"):
         if ckpt.get(key) is not None:
             ckpt[key] = {re.sub(r"^(adaln\.)?blocks\.", r"\1layers.", k): v for k, v in ckpt[key].items()}
@@ -222,5 +227,10 @@ def load_model(path, device):
         model = Transformer(ModelArgs(**ckpt["model_args"]))
         model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])  # EMA weights when trained with --ema
     except (RuntimeError, TypeError, ValueError) as e:
+        unknown = sorted(set(ckpt["model_args"]) - set(ModelArgs.__dataclass_fields__))
+        if unknown:  # an option in use that this version removed (migrate drops the ones left off)
+            raise UserError(f"checkpoint {path} was trained with model option(s) {', '.join(unknown)}, which this version "
+                            f"of the code does not have: load it from the commit that trained it "
+                            f"(git log -S {unknown[0]})") from None
         raise UserError(f"checkpoint {path} does not match its own model description ({str(e).splitlines()[0][:100]}): the file is damaged")
     return model.to(device).eval(), ckpt
