@@ -106,7 +106,7 @@ def test_checkpoints_from_before_the_layer_rename_still_load(tmp_path):
 
 
 def test_a_removed_model_option_loads_when_off_and_is_named_when_on(tmp_path):
-    """value_residual lived in ModelArgs for a few commits (4e97389..cec97af): checkpoints written then carry it. Off,
+    """value_residual lived in ModelArgs for a few commits (4e97389 to ab77de4): checkpoints written then carry it. Off,
     it changed nothing in the network, so they load; an option in use that the code lacks is named, not 'damaged'."""
     import torch
     from model import ModelArgs, Transformer

@@ -39,7 +39,7 @@ RENAMED = {"block_length": "semi_ar_length", "mask_blocks": "mask_span",  # old 
 def migrate(ckpt):
     """A checkpoint (or an exported folder's dict) as this version writes it: renamed config keys (RENAMED) and
     layers (blocks.N, adaln.blocks.N -> layers.N) under their new names, and without the model options this version
-    no longer has that the network did not use (off: False or 0; e.g. value_residual, 4e97389..cec97af). Every load
+    no longer has that the network did not use (off: False or 0; e.g. value_residual, 4e97389 to ab77de4). Every load
     goes through here."""
     ckpt["config"] = {RENAMED.get(k, k): v for k, v in ckpt["config"].items()}
     if "model_args" in ckpt:
@@ -223,14 +223,13 @@ def read_checkpoint(path):
 def load_model(path, device):
     """(model in eval mode on device, the checkpoint dict) for any checkpoint train.py wrote, or an exported folder."""
     ckpt = read_checkpoint(path)
+    unknown = sorted(set(ckpt["model_args"]) - set(ModelArgs.__dataclass_fields__))
+    if unknown:  # an option in use that this version removed (migrate drops the ones left off)
+        raise UserError(f"checkpoint {path} was trained with model option(s) {', '.join(unknown)}, which this version "
+                        f"of the code does not have: load it from the commit that trained it (git log -S {unknown[0]})")
     try:
         model = Transformer(ModelArgs(**ckpt["model_args"]))
         model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])  # EMA weights when trained with --ema
     except (RuntimeError, TypeError, ValueError) as e:
-        unknown = sorted(set(ckpt["model_args"]) - set(ModelArgs.__dataclass_fields__))
-        if unknown:  # an option in use that this version removed (migrate drops the ones left off)
-            raise UserError(f"checkpoint {path} was trained with model option(s) {', '.join(unknown)}, which this version "
-                            f"of the code does not have: load it from the commit that trained it "
-                            f"(git log -S {unknown[0]})") from None
         raise UserError(f"checkpoint {path} does not match its own model description ({str(e).splitlines()[0][:100]}): the file is damaged")
     return model.to(device).eval(), ckpt
