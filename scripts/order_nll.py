@@ -5,6 +5,11 @@ uniformly random orders it is an unbiased estimate of the network's continuous-t
 T -> infinity limit of the chain scripts/eval.py scores. If left to right scores what random orders do, the reveal
 order is not what separates a sampler's samples from an AR's.
 
+`mixture` scores the model that sampler is: one uniformly random masked position a pass, so x's probability is the
+mean over orders of each order's joint, and its NLL, -log mean_order p_order(x), lies below the mean order's (the
+NELBO) by Jensen's gap. Summed exactly over the 2^S reveal sets of a block of S <= 8 (bd3's blocks: 16 canvases for 4);
+for a larger block (mdlm's window) an importance-weighted bound over --mixture-k random orders, which tightens with k.
+
 The network must read no time (time_cond='none': an order defines none). A self-conditioned one reads, as the bound
 does, a fresh first pass's prediction (two passes a token); --self-cond-read sampler reads the previous pass's
 instead, a joint whose random order estimates no bound (tests/test_order_nll.py).
@@ -13,6 +18,7 @@ instead, a joint whose random order estimates no bound (tests/test_order_nll.py)
     python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,l2r    # the order inside each block
     python scripts/order_nll.py artifacts/models/baby/model.pt --n-windows 32 --device cpu    # quick look
     python scripts/order_nll.py artifacts/models/baby/model.pt --self-cond-read sampler    # the sampler's joint
+    python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,mixture    # the exact NLL
 
 Windows are scripts/eval.py's (--split, --n-windows). Prints per order nats/token and bits/char +- one standard
 error, the paired difference from the first order, and the NLL by quarter of the order. bd3: each block is read
@@ -45,7 +51,7 @@ from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
-ORDERS = ("l2r", "r2l", "random", "causal")
+ORDERS = ("l2r", "r2l", "random", "causal", "mixture")
 SC_READS = ("bound", "sampler")  # a self-conditioned network's input: a fresh first pass's prediction, or the last's
 
 
@@ -91,6 +97,40 @@ def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=None):
         nll[rows, pos] = -logp.gather(-1, x[rows, pos][..., None]).squeeze(-1)
         xt[rows, pos] = x[rows, pos]
     return nll
+
+
+EXACT_BLOCK = 8  # the mixture over orders is summed exactly up to this block (2^S canvases), sampled beyond it
+
+
+@torch.no_grad()
+def mixture_nll(logits_of, x, block, mask_id, vocab_size, self_cond=None, k=16, generator=None):
+    """NLL (B, n_blocks) float64 of each block of x (B, L) under the sampler that reveals one uniformly random masked
+    position of every block a pass: the mixture over the S! orders of each order's joint, -log mean_order p_order(block).
+    Up to EXACT_BLOCK positions a block it is exact: g(R), the chance that the reveal set R comes first with x's tokens,
+    sums over R's last position i, g(R) = sum_i g(R - i) p(x_i | x_(R - i)) / (S - |R| + 1), over the 2^S canvases.
+    Beyond it, an importance-weighted bound over k uniformly random orders, -log mean_j p_order_j(block), whose
+    expectation lies between the mixture's NLL and the mean order's (the NELBO), tightening as k grows."""
+    B, L = x.shape
+    S = block or L
+    n = L // S
+    if S > EXACT_BLOCK:
+        joints = [-ordered_nll(logits_of, x, order_positions("random", B, L, generator, block), mask_id, vocab_size,
+                               self_cond).view(B, n, S).sum(-1) for _ in range(k)]
+        return -(torch.logsumexp(torch.stack(joints), 0) - math.log(k))
+    bits = 1 << torch.arange(S, device=x.device)
+    logg = torch.full((1 << S, B, n), float("-inf"), dtype=torch.float64, device=x.device)
+    logg[0] = 0.0
+    for R in range(1 << S):  # every subset before its supersets: R | i > R
+        shown = (R & bits).bool().repeat(n)  # (L,): the same reveal set in every block, all blocks in one pass
+        xt = torch.where(shown, x, torch.full_like(x, mask_id))
+        masked = xt == mask_id
+        sc = self_condition_input(lambda r: logits_of(xt, None), masked, 1.0) if self_cond == "bound" else None
+        logp = torch.log_softmax(logits_of(xt, sc).double(), -1).gather(-1, x[..., None]).view(B, n, S)
+        for i in range(S):
+            if not R >> i & 1:
+                step = logg[R] + logp[..., i] - math.log(S - bin(R).count("1"))
+                logg[R | 1 << i] = torch.logaddexp(logg[R | 1 << i], step)
+    return -logg[-1]
 
 
 def mdlm_pass(model, cfg, x, mask_id):
@@ -142,6 +182,9 @@ def parse_args(argv):
     p.add_argument("--self-cond-read", choices=SC_READS, default="bound",
                    help="a self-conditioned network's input at each pass: a fresh first pass's prediction (the bound's "
                         "reading: random orders estimate the bound) or the previous pass's (the sampler's joint)")
+    p.add_argument("--mixture-k", type=at_least(2, "a mixture"), default=16,
+                   help=f"--orders mixture over blocks above {EXACT_BLOCK} positions (mdlm's window): the random orders "
+                        f"of its importance-weighted bound (each costs what one random order does)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=output, default="", help="write the figures here")
     return p.parse_args(argv)
@@ -160,6 +203,9 @@ def main(argv):
         raise UserError(f"--orders causal reads the AR mode that --dual_ar trains; {args.checkpoint} is a "
                         f"{cfg.objective} network trained without it: drop causal")
     check_network(args.checkpoint, cfg.objective, model)
+    if "mixture" in args.orders and model.args.self_cond and args.self_cond_read == "sampler":
+        raise UserError("--orders mixture sums orders over canvases, and --self-cond-read sampler makes each pass read "
+                        "the pass before it: drop one of the two")
     pass_of = PASSES[cfg.objective]
     sc_read = args.self_cond_read if model.args.self_cond else None
     tok = tokenizer_from_state(ckpt["tokenizer"])
@@ -176,23 +222,29 @@ def main(argv):
         t0, parts = time.time(), []
         for i in range(0, len(windows), args.batch_size):
             x = windows[i:i + args.batch_size].to(device)
+            if order == "mixture":  # (B, n_blocks) NLL of each block, no pass order to report
+                parts.append(mixture_nll(pass_of(model, cfg, x, tok.mask_id)[0], x, block, tok.mask_id,
+                                         model.args.vocab_size, sc_read, args.mixture_k, g).cpu())
+                continue
             perm = order_positions("l2r" if order == "causal" else order, len(x), L, g, block)
             nll = (causal_nll(model, full[i:i + args.batch_size].to(device), tok.mask_id) if order == "causal" else
                    ordered_nll(pass_of(model, cfg, x, tok.mask_id)[0], x, perm, tok.mask_id, model.args.vocab_size,
                                sc_read)).cpu()
             parts.append(torch.gather(nll, 1, perm.transpose(1, 2).reshape(len(x), L)))  # pass by pass
-        by_step = torch.cat(parts)  # (N, L)
-        per_window[order] = by_step.mean(1)
+        by_step = torch.cat(parts)  # (N, L) pass by pass; mixture: (N, n_blocks)
+        per_window[order] = by_step.sum(1) / L
         m, se = mean_se(per_window[order])
-        q = [by_step[:, j * L // 4:(j + 1) * L // 4].mean().item() for j in range(4)]
+        q = None if order == "mixture" else [by_step[:, j * L // 4:(j + 1) * L // 4].mean().item() for j in range(4)]
         res[order] = dict(nats_per_token=m, se=se, bits_per_char=m / cpt / math.log(2), by_quarter=q,
                           per_window=per_window[order].tolist())  # pairs two checkpoints on the same windows
         first, diff = args.orders[0], ""
         if order != first:
             paired = res[order]["paired_vs_" + first] = list(mean_se(per_window[order] - per_window[first]))
             diff = "  {:+.4f} +- {:.4f} paired against {}".format(*paired, first)
-        print(f"  {order:>6}: {m:.4f} +- {se:.4f} nats/token, {res[order]['bits_per_char']:.4f} bits/char; "
-              f"by quarter of the order {', '.join(f'{v:.3f}' for v in q)}{diff}  ({time.time() - t0:.0f} s)")
+        how = (f"by quarter of the order {', '.join(f'{v:.3f}' for v in q)}" if q else
+               "exact" if (block or L) <= EXACT_BLOCK else f"a bound over {args.mixture_k} random orders a block")
+        print(f"  {order:>7}: {m:.4f} +- {se:.4f} nats/token, {res[order]['bits_per_char']:.4f} bits/char; {how}{diff}"
+              f"  ({time.time() - t0:.0f} s)")
     if args.json:
         with atomic_open(args.json) as f:
             json.dump(dict(checkpoint=args.checkpoint, objective=cfg.objective, block=block or L, n_windows=len(windows),
