@@ -114,8 +114,10 @@ def mixture_nll(logits_of, x, block, mask_id, vocab_size, self_cond=None, k=16, 
     S = block or L
     n = L // S
     if S > EXACT_BLOCK:
+        from tqdm import tqdm
         joints = [-ordered_nll(logits_of, x, order_positions("random", B, L, generator, block), mask_id, vocab_size,
-                               self_cond).view(B, n, S).sum(-1) for _ in range(k)]
+                               self_cond).view(B, n, S).sum(-1)
+                  for _ in tqdm(range(k), desc="  random orders of the mixture", leave=False, dynamic_ncols=True)]
         return -(torch.logsumexp(torch.stack(joints), 0) - math.log(k))
     bits = 1 << torch.arange(S, device=x.device)
     logg = torch.full((1 << S, B, n), float("-inf"), dtype=torch.float64, device=x.device)

@@ -86,7 +86,46 @@ def test_orders_are_permutations_and_a_context_free_model_scores_every_order_ali
     assert all(torch.allclose(p, per[0]) for p in per[1:])
 
 
-@pytest.mark.parametrize("order", order_nll.ORDERS)
+def _mixture_by_enumeration(logits_of, x, block, read=None, mask=MASK, vocab=12):
+    """-log of the mean over all S! orders (the same order in every block) of each order's joint, per block."""
+    B, L = x.shape
+    S, n = block or L, L // (block or L)
+    joints = [-order_nll.ordered_nll(logits_of, x, (torch.tensor(p) + S * torch.arange(n)[:, None]).expand(B, n, S), mask,
+                                     vocab, read).view(B, n, S).sum(-1) for p in itertools.permutations(range(S))]
+    return -(torch.logsumexp(torch.stack(joints), 0) - math.log(len(joints))), torch.stack(joints).mean(0).neg()
+
+
+def test_the_mixture_is_the_mean_over_every_order_of_its_joint_and_below_the_mean_orders_nll(monkeypatch):
+    """--orders mixture scores the sampler that reveals one uniformly random position a pass: summed over the 2^S
+    reveal sets it equals the mean over the S! orders taken one by one, lies at or below the mean order's NLL (Jensen's
+    gap, the NELBO's slack), and has no gap for a network whose logits ignore the canvas."""
+    g = torch.Generator().manual_seed(0)
+    for L, block in ((4, 0), (8, 4), (8, 2)):
+        x = torch.randint(0, MASK, (3, L), generator=g)
+        logits_of, _ = order_nll.mdlm_pass(Recorder(), None, x, MASK)
+        got = order_nll.mixture_nll(logits_of, x, block, MASK, 12)
+        want, mean_order = _mixture_by_enumeration(logits_of, x, block)
+        assert got.shape == (3, L // (block or L)) and got.dtype == torch.float64
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+        assert (got < mean_order - 1e-3).all()  # this toy's orders differ: a strict gap
+    x = torch.randint(0, MASK, (2, 4), generator=g)
+    flat = ToyModel()
+    per_position = lambda xt, sc: flat(torch.zeros_like(xt), torch.ones(len(xt), dtype=torch.long))  # canvas-blind
+    per_order = order_nll.ordered_nll(per_position, x, order_nll.order_positions("l2r", 2, 4, g), MASK, 12).sum(1)
+    torch.testing.assert_close(order_nll.mixture_nll(per_position, x, 0, MASK, 12)[:, 0], per_order)
+    # beyond EXACT_BLOCK: -log mean over k random orders of their joints, the orders drawn from the generator
+    monkeypatch.setattr(order_nll, "EXACT_BLOCK", 2)
+    x = torch.randint(0, MASK, (3, 8), generator=g)
+    logits_of, _ = order_nll.mdlm_pass(Recorder(), None, x, MASK)
+    got = order_nll.mixture_nll(logits_of, x, 4, MASK, 12, k=3, generator=torch.Generator().manual_seed(5))
+    g5 = torch.Generator().manual_seed(5)
+    joints = torch.stack([-order_nll.ordered_nll(logits_of, x, order_nll.order_positions("random", 3, 8, g5, 4), MASK,
+                                                 12).view(3, 2, 4).sum(-1) for _ in range(3)])
+    torch.testing.assert_close(got, -(torch.logsumexp(joints, 0) - math.log(3)))
+    assert (got <= -joints.mean(0) + 1e-12).all()  # never above the mean of the orders it drew
+
+
+@pytest.mark.parametrize("order", [o for o in order_nll.ORDERS if o != "mixture"])
 def test_block_diffusion_blocks_share_a_pass_and_each_is_read_after_the_clean_blocks_before_it(order):
     """bd3: every block takes its k-th token in the same two-stream pass. Under the block mask a noisy block sees only
     itself and the clean blocks before it, so that must equal scoring each block alone, the others all [MASK]."""
@@ -215,8 +254,9 @@ def _check_figures(d, by_hand):
     assert l2r["se"] == pytest.approx(by_hand.std().item() / math.sqrt(len(by_hand)), rel=1e-9)
     assert l2r["per_window"] == pytest.approx(by_hand.tolist(), rel=1e-9)  # what pairs two checkpoints
     for o, r in d["orders"].items():
-        assert r["se"] > 0 and len(r["by_quarter"]) == 4  # quarters of equal size: their mean is the figure
-        assert r["nats_per_token"] == pytest.approx(sum(r["by_quarter"]) / 4, rel=1e-9)
+        assert r["se"] > 0 and (o == "mixture") == (r["by_quarter"] is None)  # the mixture has no pass order
+        if r["by_quarter"]:  # quarters of equal size: their mean is the figure
+            assert len(r["by_quarter"]) == 4 and r["nats_per_token"] == pytest.approx(sum(r["by_quarter"]) / 4, rel=1e-9)
         assert r["bits_per_char"] == pytest.approx(r["nats_per_token"] / d["chars_per_token"] / ln2)
         if o != "l2r":  # a paired mean difference is the difference of the means
             assert r["paired_vs_l2r"][0] == pytest.approx(r["nats_per_token"] - l2r["nats_per_token"], abs=1e-9)
@@ -250,12 +290,22 @@ def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_fac
     assert_one_line_error(code, err, "time_cond=learned", "--time_cond=none")
     bd3 = train_tiny(tmp_path_factory, "order_bd3", "--objective=bd3", "--bd3_block=4", "--self_cond", "--max_iters=10",
                      "--eval_interval=10")
-    code, text, err = run_cli_here(order_nll.main, [bd3, "--orders", "l2r,random", "--n-windows", "4", "--device", "cpu",
-                                                    "--json", tmp_path / "b.json"], capsys)
-    assert code == 0 and "in each block of 4 (4 passes a window)" in text, err
+    code, text, err = run_cli_here(order_nll.main, [bd3, "--orders", "l2r,random,mixture", "--n-windows", "4", "--device",
+                                                    "cpu", "--json", tmp_path / "b.json"], capsys)
+    assert code == 0 and "in each block of 4 (4 passes a window)" in text and "exact" in text, err
     d = json.loads((tmp_path / "b.json").read_text())
     assert d["objective"] == "bd3" and d["block"] == 4
     _check_figures(d, _by_hand(bd3, 4))
+    model, ck = load_model(bd3, "cpu")  # the mixture against the 24 orders taken one by one on the script's windows
+    cfg, tok = config_from_dict(ck["config"]), tokenizer_from_state(ck["tokenizer"])
+    val = prepare_data(cfg, tok, verbose=False)[2]
+    x = fixed_windows(val[len(val) // 2:], 4, cfg.block_size + 1)[:, 1:]
+    logits_of, _ = order_nll.bd3_pass(model, cfg, x, tok.mask_id)
+    want = _mixture_by_enumeration(logits_of, x, 4, "bound", tok.mask_id, model.args.vocab_size)[0].sum(1)
+    want = want / cfg.block_size
+    assert d["orders"]["mixture"]["per_window"] == pytest.approx(want.tolist(), rel=1e-6)
+    code, _, err = run_cli_here(order_nll.main, [mdlm, "--orders", "mixture", "--self-cond-read", "sampler"], capsys)
+    assert_one_line_error(code, err, "--orders mixture", "--self-cond-read sampler")
     ar = train_tiny(tmp_path_factory, "order_ar", "--objective=ar", "--max_iters=10", "--eval_interval=10")
     code, _, err = run_cli_here(order_nll.main, [ar, "--device", "cpu"], capsys)
     assert_one_line_error(code, err, "ar model", "bd3")
