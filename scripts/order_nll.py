@@ -103,31 +103,45 @@ EXACT_BLOCK = 8  # the mixture over orders is summed exactly up to this block (2
 
 
 @torch.no_grad()
-def mixture_nll(logits_of, x, block, mask_id, vocab_size, self_cond=None, k=16, generator=None):
+def mixture_nll(logits_of, x, block, mask_id, vocab_size, self_cond=None, k=16, generator=None, semi_ar=0):
     """NLL (B, n_blocks) float64 of each block of x (B, L) under the sampler that reveals one uniformly random masked
     position of every block a pass: the mixture over the S! orders of each order's joint, -log mean_order p_order(block).
-    Up to EXACT_BLOCK positions a block it is exact: g(R), the chance that the reveal set R comes first with x's tokens,
-    sums over R's last position i, g(R) = sum_i g(R - i) p(x_i | x_(R - i)) / (S - |R| + 1), over the 2^S canvases.
-    Beyond it, an importance-weighted bound over k uniformly random orders, -log mean_j p_order_j(block), whose
-    expectation lies between the mixture's NLL and the mean order's (the NELBO), tightening as k grows."""
+    Up to EXACT_BLOCK positions a block it is exact (reveal_sets_nll). Beyond it, an importance-weighted bound over k
+    uniformly random orders, -log mean_j p_order_j(block), whose expectation lies between the mixture's NLL and the
+    mean order's (the NELBO), tightening as k grows. semi_ar S (mdlm, block 0): the semi-autoregressive sampler, blocks
+    of S left to right, each after the ones before it are revealed and before the ones after it (S passes a block)."""
     B, L = x.shape
+    if semi_ar:
+        cols = torch.arange(L, device=x.device).view(-1, semi_ar)
+        return torch.cat([reveal_sets_nll(logits_of, x, torch.where(torch.arange(L, device=x.device) < c[0], x, mask_id),
+                                          c[None], mask_id, self_cond) for c in cols], 1)
     S = block or L
     n = L // S
-    if S > EXACT_BLOCK:
-        from tqdm import tqdm
-        joints = [-ordered_nll(logits_of, x, order_positions("random", B, L, generator, block), mask_id, vocab_size,
-                               self_cond).view(B, n, S).sum(-1)
-                  for _ in tqdm(range(k), desc="  random orders of the mixture", leave=False, dynamic_ncols=True)]
-        return -(torch.logsumexp(torch.stack(joints), 0) - math.log(k))
-    bits = 1 << torch.arange(S, device=x.device)
+    if S <= EXACT_BLOCK:
+        return reveal_sets_nll(logits_of, x, torch.full_like(x, mask_id), torch.arange(L, device=x.device).view(n, S),
+                               mask_id, self_cond)
+    from tqdm import tqdm
+    joints = [-ordered_nll(logits_of, x, order_positions("random", B, L, generator, block), mask_id, vocab_size,
+                           self_cond).view(B, n, S).sum(-1)
+              for _ in tqdm(range(k), desc="  random orders of the mixture", leave=False, dynamic_ncols=True)]
+    return -(torch.logsumexp(torch.stack(joints), 0) - math.log(k))
+
+
+def reveal_sets_nll(logits_of, x, base, cols, mask_id, self_cond=None):
+    """-log of the chance (B, n) that revealing the positions cols[j] (n, S) of every row one uniformly random one a
+    pass (every group j in the same pass), over the canvas base (B, L), draws x's tokens there. g(R), the chance that
+    reveal set R comes first with x's tokens, sums over R's last position i: g(R) = sum_i g(R - i) p(x_i | x_(R - i)) /
+    (S - |R| + 1), over the 2^S canvases."""
+    (B, L), (n, S) = x.shape, cols.shape
     logg = torch.full((1 << S, B, n), float("-inf"), dtype=torch.float64, device=x.device)
     logg[0] = 0.0
     for R in range(1 << S):  # every subset before its supersets: R | i > R
-        shown = (R & bits).bool().repeat(n)  # (L,): the same reveal set in every block, all blocks in one pass
-        xt = torch.where(shown, x, torch.full_like(x, mask_id))
+        shown = cols[:, [i for i in range(S) if R >> i & 1]].reshape(-1)
+        xt = base.clone()
+        xt[:, shown] = x[:, shown]
         masked = xt == mask_id
         sc = self_condition_input(lambda r: logits_of(xt, None), masked, 1.0) if self_cond == "bound" else None
-        logp = torch.log_softmax(logits_of(xt, sc).double(), -1).gather(-1, x[..., None]).view(B, n, S)
+        logp = torch.log_softmax(logits_of(xt, sc).double(), -1).gather(-1, x[..., None]).squeeze(-1)[:, cols]
         for i in range(S):
             if not R >> i & 1:
                 step = logg[R] + logp[..., i] - math.log(S - bin(R).count("1"))
@@ -187,6 +201,9 @@ def parse_args(argv):
     p.add_argument("--mixture-k", type=at_least(2, "a mixture"), default=16,
                    help=f"--orders mixture over blocks above {EXACT_BLOCK} positions (mdlm's window): the random orders "
                         f"of its importance-weighted bound (each costs what one random order does)")
+    p.add_argument("--semi-ar-length", type=at_least(1), default=0,
+                   help=f"--orders mixture of an mdlm network sampled semi-autoregressively (inference.py "
+                        f"--semi_ar_length S): blocks of S <= {EXACT_BLOCK} left to right, the mixture inside each, exact")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=output, default="", help="write the figures here")
     return p.parse_args(argv)
@@ -208,11 +225,17 @@ def main(argv):
     if "mixture" in args.orders and model.args.self_cond and args.self_cond_read == "sampler":
         raise UserError("--orders mixture sums orders over canvases, and --self-cond-read sampler makes each pass read "
                         "the pass before it: drop one of the two")
+    semi, L = args.semi_ar_length, cfg.block_size
+    if semi and ("mixture" not in args.orders or cfg.objective != "mdlm"):
+        raise UserError(f"--semi-ar-length {semi} scores the mixture of an mdlm network read in blocks; give it with "
+                        f"--orders mixture on an mdlm checkpoint ({args.checkpoint} is {cfg.objective}: bd3 has its blocks)")
+    if semi and (L % semi or semi > EXACT_BLOCK):
+        raise UserError(f"--semi-ar-length {semi}: give a divisor of the window ({L}) of at most {EXACT_BLOCK}, the "
+                        f"largest block summed exactly")
     pass_of = PASSES[cfg.objective]
     sc_read = args.self_cond_read if model.args.self_cond else None
     tok = tokenizer_from_state(ckpt["tokenizer"])
     _, tr, va, _ = prepare_data(cfg, tok, verbose=False)
-    L = cfg.block_size
     windows, cpt = report_windows(tok, tr, va, args.split, args.n_windows, L)
     full, windows, g = windows, windows[:, 1:], torch.Generator().manual_seed(args.seed)  # eval.py's, its scored tokens
     block = pass_of(model, cfg, windows[:1], tok.mask_id)[1]
@@ -226,7 +249,7 @@ def main(argv):
             x = windows[i:i + args.batch_size].to(device)
             if order == "mixture":  # (B, n_blocks) NLL of each block, no pass order to report
                 parts.append(mixture_nll(pass_of(model, cfg, x, tok.mask_id)[0], x, block, tok.mask_id,
-                                         model.args.vocab_size, sc_read, args.mixture_k, g).cpu())
+                                         model.args.vocab_size, sc_read, args.mixture_k, g, semi).cpu())
                 continue
             perm = order_positions("l2r" if order == "causal" else order, len(x), L, g, block)
             nll = (causal_nll(model, full[i:i + args.batch_size].to(device), tok.mask_id) if order == "causal" else
@@ -244,13 +267,14 @@ def main(argv):
             paired = res[order]["paired_vs_" + first] = list(mean_se(per_window[order] - per_window[first]))
             diff = "  {:+.4f} +- {:.4f} paired against {}".format(*paired, first)
         how = (f"by quarter of the order {', '.join(f'{v:.3f}' for v in q)}" if q else
+               f"exact, semi-autoregressive blocks of {semi}" if semi else
                "exact" if (block or L) <= EXACT_BLOCK else f"a bound over {args.mixture_k} random orders a block")
         print(f"  {order:>7}: {m:.4f} +- {se:.4f} nats/token, {res[order]['bits_per_char']:.4f} bits/char; {how}{diff}"
               f"  ({time.time() - t0:.0f} s)")
     if args.json:
         with atomic_open(args.json) as f:
             json.dump(dict(checkpoint=args.checkpoint, objective=cfg.objective, block=block or L, n_windows=len(windows),
-                           tokens=L, chars_per_token=cpt, seed=args.seed, self_cond_read=sc_read, orders=res), f,
+                           tokens=L, chars_per_token=cpt, seed=args.seed, semi_ar_length=semi, self_cond_read=sc_read, orders=res), f,
                       indent=1)
         print(f"wrote {args.json}")
 
