@@ -125,6 +125,22 @@ def test_the_mixture_is_the_mean_over_every_order_of_its_joint_and_below_the_mea
     assert (got <= -joints.mean(0) + 1e-12).all()  # never above the mean of the orders it drew
 
 
+def test_the_semi_autoregressive_mixture_reads_each_block_after_the_ones_before_it():
+    """--semi-ar-length S: blocks of S left to right, one uniformly random position of the block a pass. Block j's NLL
+    is the mixture over its S! orders with the blocks before it revealed and the ones after it masked."""
+    x = torch.randint(0, MASK, (3, 6), generator=torch.Generator().manual_seed(3))
+    logits_of, _ = order_nll.mdlm_pass(Recorder(), None, x, MASK)
+    got = order_nll.mixture_nll(logits_of, x, 0, MASK, 12, semi_ar=3)
+    assert got.shape == (3, 2)
+    for j in range(2):
+        joints = []
+        for p in itertools.permutations(range(3)):  # the window's order: the blocks before, this one's, the rest after
+            order = torch.tensor(list(range(3 * j)) + [3 * j + i for i in p] + list(range(3 * j + 3, 6)))
+            nll = order_nll.ordered_nll(logits_of, x, order.expand(3, 1, 6), MASK, 12)
+            joints.append(-nll[:, 3 * j:3 * j + 3].sum(1))
+        torch.testing.assert_close(got[:, j], -(torch.logsumexp(torch.stack(joints), 0) - math.log(6)))
+
+
 @pytest.mark.parametrize("order", [o for o in order_nll.ORDERS if o != "mixture"])
 def test_block_diffusion_blocks_share_a_pass_and_each_is_read_after_the_clean_blocks_before_it(order):
     """bd3: every block takes its k-th token in the same two-stream pass. Under the block mask a noisy block sees only
@@ -306,6 +322,16 @@ def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_fac
     assert d["orders"]["mixture"]["per_window"] == pytest.approx(want.tolist(), rel=1e-6)
     code, _, err = run_cli_here(order_nll.main, [mdlm, "--orders", "mixture", "--self-cond-read", "sampler"], capsys)
     assert_one_line_error(code, err, "--orders mixture", "--self-cond-read sampler")
+    for argv, words in ((["--orders", "l2r", "--semi-ar-length", "2"], ("--orders mixture",)),
+                        (["--orders", "mixture", "--semi-ar-length", "5"], ("divisor", "--semi-ar-length 5"))):
+        code, _, err = run_cli_here(order_nll.main, [mdlm, *argv], capsys)
+        assert_one_line_error(code, err, *words)
+    code, _, err = run_cli_here(order_nll.main, [bd3, "--orders", "mixture", "--semi-ar-length", "2"], capsys)
+    assert_one_line_error(code, err, "bd3 has its blocks")
+    code, text, err = run_cli_here(order_nll.main, [mdlm, "--orders", "mixture", "--semi-ar-length", "4", "--n-windows",
+                                                    "2", "--device", "cpu", "--json", tmp_path / "m.json"], capsys)
+    assert code == 0 and "exact, semi-autoregressive blocks of 4" in text, err
+    assert json.loads((tmp_path / "m.json").read_text())["semi_ar_length"] == 4
     ar = train_tiny(tmp_path_factory, "order_ar", "--objective=ar", "--max_iters=10", "--eval_interval=10")
     code, _, err = run_cli_here(order_nll.main, [ar, "--device", "cpu"], capsys)
     assert_one_line_error(code, err, "ar model", "bd3")
