@@ -19,6 +19,7 @@ instead, a joint whose random order estimates no bound (tests/test_order_nll.py)
     python scripts/order_nll.py artifacts/models/baby/model.pt --n-windows 32 --device cpu    # quick look
     python scripts/order_nll.py artifacts/models/baby/model.pt --self-cond-read sampler    # the sampler's joint
     python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,mixture    # the exact NLL
+    python scripts/order_nll.py artifacts/models/baby/model.pt --orders mixture --semi-ar-length 4    # exact too
 
 Windows are scripts/eval.py's (--split, --n-windows). Prints per order nats/token and bits/char +- one standard
 error, the paired difference from the first order, and the NLL by quarter of the order. bd3: each block is read
@@ -127,6 +128,7 @@ def mixture_nll(logits_of, x, block, mask_id, vocab_size, self_cond=None, k=16, 
     return -(torch.logsumexp(torch.stack(joints), 0) - math.log(k))
 
 
+@torch.no_grad()
 def reveal_sets_nll(logits_of, x, base, cols, mask_id, self_cond=None):
     """-log of the chance (B, n) that revealing the positions cols[j] (n, S) of every row one uniformly random one a
     pass (every group j in the same pass), over the canvas base (B, L), draws x's tokens there. g(R), the chance that
@@ -198,9 +200,9 @@ def parse_args(argv):
     p.add_argument("--self-cond-read", choices=SC_READS, default="bound",
                    help="a self-conditioned network's input at each pass: a fresh first pass's prediction (the bound's "
                         "reading: random orders estimate the bound) or the previous pass's (the sampler's joint)")
-    p.add_argument("--mixture-k", type=at_least(2, "a mixture"), default=16,
+    p.add_argument("--mixture-k", type=at_least(2, "a mixture"), default=None,
                    help=f"--orders mixture over blocks above {EXACT_BLOCK} positions (mdlm's window): the random orders "
-                        f"of its importance-weighted bound (each costs what one random order does)")
+                        f"of its importance-weighted bound (each costs what one random order does; default 16)")
     p.add_argument("--semi-ar-length", type=at_least(1), default=0,
                    help=f"--orders mixture of an mdlm network sampled semi-autoregressively (inference.py "
                         f"--semi_ar_length S): blocks of S <= {EXACT_BLOCK} left to right, the mixture inside each, exact")
@@ -232,6 +234,11 @@ def main(argv):
     if semi and (L % semi or semi > EXACT_BLOCK):
         raise UserError(f"--semi-ar-length {semi}: give a divisor of the window ({L}) of at most {EXACT_BLOCK}, the "
                         f"largest block summed exactly")
+    exact = semi or (cfg.bd3_block if cfg.objective == "bd3" else L) <= EXACT_BLOCK
+    if args.mixture_k is not None and ("mixture" not in args.orders or exact):
+        raise UserError(f"--mixture-k {args.mixture_k} sets the orders of a sampled mixture, and this call sums "
+                        f"{'its mixture exactly' if exact else 'no mixture'}: drop --mixture-k")
+    k = args.mixture_k or 16
     pass_of = PASSES[cfg.objective]
     sc_read = args.self_cond_read if model.args.self_cond else None
     tok = tokenizer_from_state(ckpt["tokenizer"])
@@ -249,7 +256,7 @@ def main(argv):
             x = windows[i:i + args.batch_size].to(device)
             if order == "mixture":  # (B, n_blocks) NLL of each block, no pass order to report
                 parts.append(mixture_nll(pass_of(model, cfg, x, tok.mask_id)[0], x, block, tok.mask_id,
-                                         model.args.vocab_size, sc_read, args.mixture_k, g, semi).cpu())
+                                         model.args.vocab_size, sc_read, k, g, semi).cpu())
                 continue
             perm = order_positions("l2r" if order == "causal" else order, len(x), L, g, block)
             nll = (causal_nll(model, full[i:i + args.batch_size].to(device), tok.mask_id) if order == "causal" else
@@ -268,14 +275,15 @@ def main(argv):
             diff = "  {:+.4f} +- {:.4f} paired against {}".format(*paired, first)
         how = (f"by quarter of the order {', '.join(f'{v:.3f}' for v in q)}" if q else
                f"exact, semi-autoregressive blocks of {semi}" if semi else
-               "exact" if (block or L) <= EXACT_BLOCK else f"a bound over {args.mixture_k} random orders a block")
+               "exact" if exact else f"a bound over {k} random orders a block")
         print(f"  {order:>7}: {m:.4f} +- {se:.4f} nats/token, {res[order]['bits_per_char']:.4f} bits/char; {how}{diff}"
               f"  ({time.time() - t0:.0f} s)")
     if args.json:
         with atomic_open(args.json) as f:
+            sampled = "mixture" in args.orders and not exact
             json.dump(dict(checkpoint=args.checkpoint, objective=cfg.objective, block=block or L, n_windows=len(windows),
-                           tokens=L, chars_per_token=cpt, seed=args.seed, semi_ar_length=semi, self_cond_read=sc_read, orders=res), f,
-                      indent=1)
+                           tokens=L, chars_per_token=cpt, seed=args.seed, semi_ar_length=semi,
+                           mixture_k=k if sampled else None, self_cond_read=sc_read, orders=res), f, indent=1)
         print(f"wrote {args.json}")
 
 

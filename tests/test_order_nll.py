@@ -328,6 +328,14 @@ def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_fac
         assert_one_line_error(code, err, *words)
     code, _, err = run_cli_here(order_nll.main, [bd3, "--orders", "mixture", "--semi-ar-length", "2"], capsys)
     assert_one_line_error(code, err, "bd3 has its blocks")
+    code, _, err = run_cli_here(order_nll.main, [bd3, "--orders", "mixture", "--mixture-k", "4"], capsys)
+    assert_one_line_error(code, err, "--mixture-k 4", "exactly")  # a flag that cannot apply is refused
+    code, _, err = run_cli_here(order_nll.main, [mdlm, "--orders", "l2r", "--mixture-k", "4"], capsys)
+    assert_one_line_error(code, err, "--mixture-k 4", "no mixture")
+    code, text, err = run_cli_here(order_nll.main, [mdlm, "--orders", "mixture", "--mixture-k", "2", "--n-windows", "2",
+                                                    "--device", "cpu", "--json", tmp_path / "k.json"], capsys)
+    assert code == 0 and "a bound over 2 random orders" in text, err
+    assert json.loads((tmp_path / "k.json").read_text())["mixture_k"] == 2
     code, text, err = run_cli_here(order_nll.main, [mdlm, "--orders", "mixture", "--semi-ar-length", "4", "--n-windows",
                                                     "2", "--device", "cpu", "--json", tmp_path / "m.json"], capsys)
     assert code == 0 and "exact, semi-autoregressive blocks of 4" in text, err
