@@ -228,13 +228,14 @@ def main(argv):
         raise UserError("--orders mixture sums orders over canvases, and --self-cond-read sampler makes each pass read "
                         "the pass before it: drop one of the two")
     semi, L = args.semi_ar_length, cfg.block_size
-    if semi and ("mixture" not in args.orders or cfg.objective != "mdlm"):
+    blocks = "bd3_block" not in objectives.get(cfg.objective).IGNORES  # bd3: its own blocks, read side by side
+    if semi and ("mixture" not in args.orders or blocks):
         raise UserError(f"--semi-ar-length {semi} scores the mixture of an mdlm network read in blocks; give it with "
                         f"--orders mixture on an mdlm checkpoint ({args.checkpoint} is {cfg.objective}: bd3 has its blocks)")
     if semi and (L % semi or semi > EXACT_BLOCK):
         raise UserError(f"--semi-ar-length {semi}: give a divisor of the window ({L}) of at most {EXACT_BLOCK}, the "
                         f"largest block summed exactly")
-    exact = semi or (cfg.bd3_block if cfg.objective == "bd3" else L) <= EXACT_BLOCK
+    exact = semi or (cfg.bd3_block if blocks else L) <= EXACT_BLOCK
     if args.mixture_k is not None and ("mixture" not in args.orders or exact):
         raise UserError(f"--mixture-k {args.mixture_k} sets the orders of a sampled mixture, and this call sums "
                         f"{'its mixture exactly' if exact else 'no mixture'}: drop --mixture-k")
