@@ -13,6 +13,7 @@ nanoGPT does): point it only at a clone you trust.
         --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000 \\
         --dropout=0.0 --out_dir=out-baby
     python scripts/nanogpt_score.py NANOGPT/out-baby/ckpt.pt --against artifacts/models/baby_bd3/model.pt --split test
+    python scripts/nanogpt_score.py NANOGPT/out-baby/ckpt.pt --against B9/model.pt --orders b9.json   # order_nll's too
 """
 import importlib.util
 import os
@@ -33,7 +34,7 @@ from diffusion import causal_per_window  # noqa: E402
 from evals.bound import REPORT, evaluate, paired_difference, report_windows  # noqa: E402
 from scripts.eval import run_name  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
-from utils.cli import ArgParser, at_least  # noqa: E402
+from utils.cli import ArgParser, at_least, read_json  # noqa: E402
 from utils.dataloader import SPLITS, prepare_data  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import not_found  # noqa: E402
@@ -105,7 +106,16 @@ def main(argv):
     p.add_argument("--n-windows", type=at_least(2), default=REPORT["n_windows"])
     p.add_argument("--n-t", type=at_least(1), default=REPORT["n_t"], help="times per window for a diffusion bound")
     p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"])
+    p.add_argument("--orders", nargs="+", default=[], help="scripts/order_nll.py --json files of the same split and "
+                   "windows: each order's exact NLL (or the mixture's) paired against nanoGPT's too")
     args = p.parse_args(argv)
+    orders = [(path, read_json(path, "a scripts/order_nll.py --json file", ("checkpoint", "split", "n_windows", "orders"),
+                               "give the --json that order_nll.py wrote (this version records its split)"))
+              for path in args.orders]
+    for path, d in orders:
+        if (d.get("split"), d.get("n_windows")) != (args.split, args.n_windows):
+            raise UserError(f"{path} scored {d.get('n_windows')} windows of split {d.get('split')}, this call "
+                            f"{args.n_windows} of {args.split}: give --split and --n-windows as order_nll.py had them")
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     runs = [load_model(path, "cpu") for path in args.against]
     cfg, tok = config_from_dict(runs[0][1]["config"]), tokenizer_from_state(runs[0][1]["tokenizer"])
@@ -134,6 +144,11 @@ def main(argv):
             d, dse = paired_difference(base, per)
             print(f"    its AR mode (order_nll.py --orders causal): = {statistics.mean(per):.4f} ± "
                   f"{statistics.stdev(per) / len(per) ** 0.5:.4f}; minus nanoGPT's: {d:+.4f} ± {dse:.4f} (paired)")
+    for path, res in orders:
+        for order, r in res["orders"].items():
+            d, dse = paired_difference(base, r["per_window"])
+            print(f"  {run_name(res['checkpoint'])} order_nll {order} ({path}): = {r['nats_per_token']:.4f} ± "
+                  f"{r['se']:.4f}; minus nanoGPT's: {d:+.4f} ± {dse:.4f} (paired)")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,19 @@ def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path,
     got, d = re.search(r"its AR mode \(order_nll.py --orders causal\): = (\d\.\d{4}) ± \d\.\d{4}; minus nanoGPT's: "
                        r"([+-]\d\.\d{4})", out).groups()
     assert code == 0 and float(d) == pytest.approx(float(got) - math.log(V), abs=2e-4), out
+    orders = tmp_path / "orders.json"  # order_nll.py's figures on the same windows, paired against nanoGPT's too
+    code, _, err = run_cli_here(script("order_nll").main, [str(dual), "--orders", "l2r,mixture", "--mixture-k", "2",
+                                                           "--split", "dev", "--n-windows", "16", "--device", "cpu",
+                                                           "--json", str(orders)], capsys)
+    assert code == 0, err
+    code, out, err = run_cli_here(ns.main, [str(ckpt), "--against", str(dual), "--split", "dev", "--n-windows", "16",
+                                            "--n-t", "2", "--orders", str(orders)], capsys)
+    for order in ("l2r", "mixture"):
+        got, d = re.search(rf"order_nll {order} \(.*\): = (\d\.\d{{4}}) ± \d\.\d{{4}}; minus nanoGPT's: "
+                           r"([+-]\d\.\d{4})", out).groups()
+        assert code == 0 and float(d) == pytest.approx(float(got) - math.log(V), abs=2e-4), out
+    code, _, err = run_cli_here(ns.main, [str(ckpt), "--against", str(dual), "--orders", str(orders)], capsys)
+    assert_one_line_error(code, err, "split dev", "--split")  # other windows than the file's: refused
     code, _, err = run_cli_here(ns.main, [str(clone(tmp_path / "swapped", tok, swap=True)), "--against",
                                           str(tiny_ckpt)], capsys)
     assert_one_line_error(code, err, "character ids differ")
