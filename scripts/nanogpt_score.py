@@ -112,13 +112,14 @@ def main(argv):
     orders = [(path, read_json(path, "a scripts/order_nll.py --json file", ("checkpoint", "split", "n_windows", "orders"),
                                "give the --json that order_nll.py wrote (this version records its split)"))
               for path in args.orders]
-    for path, d in orders:
-        if (d.get("split"), d.get("n_windows")) != (args.split, args.n_windows):
-            raise UserError(f"{path} scored {d.get('n_windows')} windows of split {d.get('split')}, this call "
-                            f"{args.n_windows} of {args.split}: give --split and --n-windows as order_nll.py had them")
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     runs = [load_model(path, "cpu") for path in args.against]
     cfg, tok = config_from_dict(runs[0][1]["config"]), tokenizer_from_state(runs[0][1]["tokenizer"])
+    for path, d in orders:
+        if (d["split"], d["n_windows"], d.get("tokens")) != (args.split, args.n_windows, cfg.block_size):
+            raise UserError(f"{path} scored {d['n_windows']} windows of {d.get('tokens')} tokens of split {d['split']}, "
+                            f"this call {args.n_windows} of {cfg.block_size} of {args.split}: give --split and "
+                            f"--n-windows as order_nll.py had them, with --against runs of its window")
     ck = read_nanogpt_ckpt(args.ckpt)
     clone = os.path.dirname(os.path.dirname(os.path.abspath(args.ckpt)))  # nanoGPT writes out_dir/ckpt.pt in its clone
     gpt = load_nanogpt(ck, args.model_py or os.path.join(clone, "model.py"),
