@@ -101,10 +101,11 @@ def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=None):
 
 
 EXACT_BLOCK = 8  # the mixture over orders is summed exactly up to this block (2^S canvases), sampled beyond it
+MIXTURE_K = 16  # the random orders of a sampled mixture unless --mixture-k says otherwise
 
 
 @torch.no_grad()
-def mixture_nll(logits_of, x, block, mask_id, vocab_size, self_cond=None, k=16, generator=None, semi_ar=0):
+def mixture_nll(logits_of, x, block, mask_id, vocab_size, self_cond=None, k=MIXTURE_K, generator=None, semi_ar=0):
     """NLL (B, n_blocks) float64 of each block of x (B, L) under the sampler that reveals one uniformly random masked
     position of every block a pass: the mixture over the S! orders of each order's joint, -log mean_order p_order(block).
     Up to EXACT_BLOCK positions a block it is exact (reveal_sets_nll). Beyond it, an importance-weighted bound over k
@@ -202,7 +203,7 @@ def parse_args(argv):
                         "reading: random orders estimate the bound) or the previous pass's (the sampler's joint)")
     p.add_argument("--mixture-k", type=at_least(2, "a mixture"), default=None,
                    help=f"--orders mixture over blocks above {EXACT_BLOCK} positions (mdlm's window): the random orders "
-                        f"of its importance-weighted bound (each costs what one random order does; default 16)")
+                        f"of its importance-weighted bound (each costs what one random order does; default {MIXTURE_K})")
     p.add_argument("--semi-ar-length", type=at_least(1), default=0,
                    help=f"--orders mixture of an mdlm network sampled semi-autoregressively (inference.py "
                         f"--semi_ar_length S): blocks of S <= {EXACT_BLOCK} left to right, the mixture inside each, exact")
@@ -238,8 +239,8 @@ def main(argv):
     exact = semi or (cfg.bd3_block if blocks else L) <= EXACT_BLOCK
     if args.mixture_k is not None and ("mixture" not in args.orders or exact):
         raise UserError(f"--mixture-k {args.mixture_k} sets the orders of a sampled mixture, and this call sums "
-                        f"{'its mixture exactly' if exact else 'no mixture'}: drop --mixture-k")
-    k = args.mixture_k or 16
+                        f"{'its mixture exactly' if 'mixture' in args.orders else 'no mixture'}: drop --mixture-k")
+    k = args.mixture_k or MIXTURE_K
     pass_of = PASSES[cfg.objective]
     sc_read = args.self_cond_read if model.args.self_cond else None
     tok = tokenizer_from_state(ckpt["tokenizer"])
