@@ -284,8 +284,7 @@ def main(argv):
         with atomic_open(args.json) as f:
             sampled = "mixture" in args.orders and not exact
             json.dump(dict(checkpoint=args.checkpoint, objective=cfg.objective, block=block or L, split=args.split,
-                           n_windows=len(windows),
-                           tokens=L, chars_per_token=cpt, seed=args.seed, semi_ar_length=semi,
+                           n_windows=len(windows), tokens=L, chars_per_token=cpt, seed=args.seed, semi_ar_length=semi,
                            mixture_k=k if sampled else None, self_cond_read=sc_read, orders=res), f, indent=1)
         print(f"wrote {args.json}")
 
