@@ -417,6 +417,7 @@ def _round_step(prev, seq, P, end, passes, mask_id):
 MODEL = dict(time_cond="none")  # each block has its own t, and its [MASK] count tells its rate
 IGNORES = {**dict.fromkeys(("time_cond", "loss_type", "mask_span"), "it trains the block-diffusion bound, with no time input"),
            "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
+           "mask_draws": "masked diffusion's masks per window: use --objective=mdlm",
            **AR_ONLY,
            "time_beta": "masked diffusion's training-time proposal: use --objective=mdlm",
            **dict.fromkeys(("dual_ar", "dual_sample", "dual_draft"), "masked diffusion's dual objective; block diffusion's next-token "

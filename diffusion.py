@@ -106,9 +106,10 @@ STEP_CHAIN = True  # the K-step sampler walks the schedule's grid (scripts/eval.
 
 def flops(model, cfg):
     """Training FLOPs per window token: self-conditioning adds a forward pass (2 per weight) for half the sequences,
-    the dual objective a forward and backward over the window less a token."""
+    each of mask_draws masks is a pass of its own, the dual objective a forward and backward over the window less a token."""
     L = cfg.block_size
-    return model.flops_per_token() * ((7 / 6 if cfg.self_cond else 1) + ((L - 1) / L if cfg.dual_ar else 0)), L
+    diffusion = cfg.mask_draws * (7 / 6 if cfg.self_cond else 1)
+    return model.flops_per_token() * (diffusion + ((L - 1) / L if cfg.dual_ar else 0)), L
 
 
 def check(cfg, given=()):
@@ -125,6 +126,8 @@ def check(cfg, given=()):
         key = sorted(set(given) & {"steps", *REVEAL_KEYS})[0]
         raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: --{key} "
                         f"sets the diffusion sampler; drop one of the two")
+    if cfg.mask_draws < 1:
+        raise UserError(f"mask_draws={cfg.mask_draws}: give the masks drawn of each window a step, 1 or more (e.g. 2)")
     if cfg.time_beta < 0:
         raise UserError(f"time_beta={cfg.time_beta}: give a Beta(a, a) shape a > 0 (e.g. 2), or 0 for uniform t")
     check_band(cfg)
@@ -145,6 +148,10 @@ def check(cfg, given=()):
 
 def loss(model, x, cfg, schedule, tok, draw):
     top = band_top(cfg, draw.progress)  # mask_max, or the curriculum's top at this step
+    # mask_draws k: the window i's j-th copy is row j * B + i, its stratum offset * k + j * B + i of the global k * total
+    # (the same data, k independent masks and times; the dual objective's pass reads each window once)
+    k, clean = cfg.mask_draws, x
+    x, draw = x.repeat(k, 1), replace(draw, offset=draw.offset * k, total=(draw.total or len(clean)) * k)
     if cfg.time_beta:  # t from a proposal, the loss importance-weighted back to uniform t
         t, weight = proposal_times(beta_proposal(schedule.T, cfg.time_beta), len(x), draw.offset, draw.total, draw.u,
                                    device=x.device)
@@ -154,7 +161,7 @@ def loss(model, x, cfg, schedule, tok, draw):
         t, weight = band[strata - 1].to(x.device), None
     opts = LossOptions(cfg.loss_type, cfg.head_on_masked_only, cfg.mask_span, 0.5 if cfg.self_cond else 0.0)
     loss = diffusion_loss(model, x, schedule, tok.mask_id, opts, draw.generator, t=t, weight=weight)[0]
-    return loss + cfg.dual_ar * dual_ar_loss(model, x, tok.mask_id) if cfg.dual_ar else loss
+    return loss + cfg.dual_ar * dual_ar_loss(model, clean, tok.mask_id) if cfg.dual_ar else loss
 
 
 def dual_ar_loss(model, x0, mask_id):
