@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import AR_ONLY, LossOptions, Step, band_times, no_mask_logit, self_condition_input, stratified_times
+from common import (AR_ONLY, LossOptions, Step, band_times, no_mask_logit, repeat_draws, self_condition_input,
+                    stratified_times)
 from diffusion import check_band
 from sampler import REVEAL_KEYS, SamplerOptions
 from speculative import draw, keep_or_redraw, probs
@@ -417,7 +418,6 @@ def _round_step(prev, seq, P, end, passes, mask_id):
 MODEL = dict(time_cond="none")  # each block has its own t, and its [MASK] count tells its rate
 IGNORES = {**dict.fromkeys(("time_cond", "loss_type", "mask_span"), "it trains the block-diffusion bound, with no time input"),
            "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
-           "mask_draws": "masked diffusion's masks per window: use --objective=mdlm",
            **AR_ONLY,
            "time_beta": "masked diffusion's training-time proposal: use --objective=mdlm",
            **dict.fromkeys(("dual_ar", "dual_sample", "dual_draft"), "masked diffusion's dual objective; block diffusion's next-token "
@@ -453,7 +453,8 @@ def check(cfg, given=()):
 
 def loss(model, x, cfg, schedule, tok, draw):
     """A t per block, stratified over the global batch's blocks (shared u), from the clipped band if one is set;
-    the keyed generator shuffles them and draws the masks."""
+    the keyed generator shuffles them and draws the masks; mask_draws > 1: as many copies of each window."""
+    x, draw = repeat_draws(x, draw, cfg.mask_draws)
     band = band_times(schedule, cfg.mask_min, cfg.mask_max)
     t = bd3_times(len(x), cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, offset=draw.offset,
                   total=draw.total, u=draw.u)
@@ -475,9 +476,9 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 def flops(model, cfg):
     """The two-stream pass's per-token count over its n columns (x_t, and x_0 less its last block: all of it with
     bd3_ar; the mask saves no attention FLOPs in dense SDPA) times n / L per window token. Self-conditioning adds a
-    forward of that pass (2 per weight) for half the sequences, as mdlm's."""
+    forward of that pass (2 per weight) for half the sequences, as mdlm's; each of mask_draws masks is a pass of its own."""
     n, sc = 2 * cfg.block_size - (0 if cfg.bd3_ar else cfg.bd3_block), 7 / 6 if cfg.self_cond else 1
-    return model.flops_per_token(n) * n / cfg.block_size * sc, n
+    return model.flops_per_token(n) * n / cfg.block_size * sc * cfg.mask_draws, n
 
 
 def clean_check(cfg):

@@ -5,7 +5,7 @@ reverse step. Imports nothing from the project.
     python -c "from common import Schedule, time_grid; s = Schedule(100); print(s.alpha[:3], time_grid(100, 8))"
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -122,6 +122,12 @@ class Draw:
     offset: int = 0
     total: int = None
     progress: float = 1.0  # the fraction of training done (step / max_iters): what a curriculum on t reads
+
+
+def repeat_draws(x, draw, k):
+    """k copies of the micro-batch x (B, L) for k independent masks (and times) of each window (--mask_draws): copy j of
+    window i is row j * B + i, its stratum offset * k + j * B + i of the global k * total. Returns (x, draw)."""
+    return x.repeat(k, 1), replace(draw, offset=draw.offset * k, total=(draw.total or len(x)) * k)
 
 
 # ---------------------------------------------------------------------------- sampling

@@ -71,8 +71,8 @@ class Config:
     time_beta: float = 0.0              # mdlm training: t/T ~ Beta(a, a), the loss weighted by 1/(T q(t)) (still an unbiased
                                         #   estimate of the uniform-t objective); 0 = uniform t; a > 1 favours mid mask rates
     mask_span: int = 0                  # >1: training masks aligned spans of this many tokens whole (semi-AR-like); 0 = per token
-    mask_draws: int = 1                 # mdlm training: independent masks (and times) of each window a step, each its own
-                                        #   diffusion pass: more of the loss's noise averaged on the same tokens; k x the passes
+    mask_draws: int = 1                 # mdlm/bd3 training: independent masks (and times) of each window a step, each its
+                                        #   own pass: the loss's noise averaged over k draws of the same tokens; k x the passes
     # ---- optimisation
     batch_size: int = 64                # sequences per step
     max_iters: int = resumable(5000)    # 0 = build everything, print config and parameter count, exit

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import sampler
 from common import (AR_ONLY, LossOptions, Schedule, Step, band_times, band_top, beta_proposal, no_mask_logit,
-                    predict_logits, proposal_times, self_condition_input, stratified_times)
+                    predict_logits, proposal_times, repeat_draws, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
 from ar import sample_ar_window
 from speculative import sample_speculative
@@ -53,7 +53,10 @@ def self_condition(model, xt, t, masked, mask_id, share, generator=None):
 
 
 def check_band(cfg):
-    """The training band (mask_min, mask_max) of mdlm and bd3, refused in one line where it cannot work."""
+    """The training draws of mdlm and bd3, the band (mask_min, mask_max) and mask_draws, refused in one line where
+    they cannot work."""
+    if cfg.mask_draws < 1:
+        raise UserError(f"mask_draws={cfg.mask_draws}: give the masks drawn of each window a step, 1 or more (e.g. 2)")
     if not 0 <= cfg.mask_min < cfg.mask_max <= 1:
         raise UserError(f"need 0 <= mask_min < mask_max <= 1, got {cfg.mask_min}, {cfg.mask_max}")
     try:
@@ -126,8 +129,6 @@ def check(cfg, given=()):
         key = sorted(set(given) & {"steps", *REVEAL_KEYS})[0]
         raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: --{key} "
                         f"sets the diffusion sampler; drop one of the two")
-    if cfg.mask_draws < 1:
-        raise UserError(f"mask_draws={cfg.mask_draws}: give the masks drawn of each window a step, 1 or more (e.g. 2)")
     if cfg.time_beta < 0:
         raise UserError(f"time_beta={cfg.time_beta}: give a Beta(a, a) shape a > 0 (e.g. 2), or 0 for uniform t")
     check_band(cfg)
@@ -148,10 +149,7 @@ def check(cfg, given=()):
 
 def loss(model, x, cfg, schedule, tok, draw):
     top = band_top(cfg, draw.progress)  # mask_max, or the curriculum's top at this step
-    # mask_draws k: the window i's j-th copy is row j * B + i, its stratum offset * k + j * B + i of the global k * total
-    # (the same data, k independent masks and times; the dual objective's pass reads each window once)
-    k, clean = cfg.mask_draws, x
-    x, draw = x.repeat(k, 1), replace(draw, offset=draw.offset * k, total=(draw.total or len(clean)) * k)
+    clean, (x, draw) = x, repeat_draws(x, draw, cfg.mask_draws)  # the dual objective's pass reads each window once
     if cfg.time_beta:  # t from a proposal, the loss importance-weighted back to uniform t
         t, weight = proposal_times(beta_proposal(schedule.T, cfg.time_beta), len(x), draw.offset, draw.total, draw.u,
                                    device=x.device)

@@ -165,7 +165,7 @@ IGNORES = {**dict.fromkeys(("loss_type", "mask_span", "head_on_masked_only", *RE
            **dict.fromkeys(("time_beta", "mask_ramp", "mask_ramp_from"),
                            "masked diffusion's training-time draws of t: use --objective=mdlm"),
            "self_cond": "masked diffusion's self-conditioning: use --objective=mdlm",
-           "mask_draws": "masked diffusion's masks per window: use --objective=mdlm",
+           "mask_draws": "the masks drawn of each window (mdlm, bd3): it has no [MASK]",
            **dict.fromkeys(("dual_ar", "dual_sample", "dual_draft"), "masked diffusion's dual objective: use --objective=mdlm")}
 NOISE_START = STEP_CHAIN = True  # starts from random tokens; walks the schedule's grid
 

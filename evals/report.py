@@ -103,8 +103,9 @@ def loss_label(cfg):
                (cfg.dual_ar, "a causal pass") if "dual_ar" not in obj.IGNORES else (0, ""))
     band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}] (the bound scores every rate: not comparable to it)"
             if not obj.EXACT and (cfg.mask_min, cfg.mask_max) != (0, 1) and "mask_min" not in obj.IGNORES else "")
+    draws = f", the mean over {cfg.mask_draws} masks of each window" if "mask_draws" not in obj.IGNORES and cfg.mask_draws > 1 else ""
     val = "'dev NLL' is the exact NLL" if obj.EXACT else "'dev bound' is the NELBO"
-    what = LOSSES[name] + band + (f" plus {ar:g} x {who}'s next-token CE" if ar else "")
+    what = LOSSES[name] + band + draws + (f" plus {ar:g} x {who}'s next-token CE" if ar else "")
     name += "+ar" if ar else ""
     return f"train {name}", (f"log: 'train {name}' is {what}; {val} on the fixed dev windows (validation's first half), "
                              f"the figure to compare (both nats/token; the eval lines give nats/char, the README's unit, too)")

@@ -55,27 +55,39 @@ def test_stratified_times_cover_every_stratum():
     assert both.tolist() == stratified_times(8, 100, u=u).tolist()
 
 
-def test_mask_draws_give_k_masks_of_the_same_windows_stratified_over_k_times_the_global_batch(monkeypatch):
+@pytest.mark.parametrize("objective", ["mdlm", "bd3"])
+def test_mask_draws_give_k_masks_of_the_same_windows_stratified_over_k_times_the_global_batch(objective, monkeypatch):
+    import bd3
     import diffusion
     from common import Draw, band_times
     from configurator import get_config
     from helpers import MICRO, for_objective
     from utils.errors import UserError
     seen = []
-    monkeypatch.setattr(diffusion, "diffusion_loss", lambda model, x, *a, t=None, **k: (seen.append((x, t)) or x.sum(), None, {}))
+    module, inner = (diffusion, "diffusion_loss") if objective == "mdlm" else (bd3, "bd3_loss")
+    monkeypatch.setattr(module, inner, lambda model, x, *a, t=None, **k: (seen.append((x, t)) or x.sum(), None, {}))
     x, u, schedule = torch.randint(0, 7, (4, 8), generator=torch.Generator().manual_seed(0)), torch.tensor(0.3), Schedule(100)
     band = band_times(schedule, 0.2, 0.8)
+    n = 1 if objective == "mdlm" else 2  # times a window: one, or one per block of 4
     for k in (1, 3):
-        cfg = get_config([*MICRO, "--block_size=8", "--time_cond=none", "--mask_min=0.2", "--mask_max=0.8", f"--mask_draws={k}"])
+        cfg = get_config(for_objective([*MICRO, f"--objective={objective}", "--block_size=8", "--time_cond=none",
+                                        "--mask_min=0.2", "--mask_max=0.8", "--bd3_block=4", f"--mask_draws={k}"]))
         seen.clear()
         for offset in (0, 4):  # two micro-batches (or ranks) of 4 in a global batch of 8
-            diffusion.loss(None, x, cfg, schedule, type("Tok", (), dict(mask_id=7)), Draw(None, u, offset, 8))
+            module.loss(None, x, cfg, schedule, type("Tok", (), dict(mask_id=7)), Draw(torch.Generator().manual_seed(offset), u, offset, 8))
         assert all(torch.equal(xs, x.repeat(k, 1)) for xs, _ in seen)  # k copies of each window, its own noise each
-        # the k * 8 copies of the global batch hold one time in each of k * 8 strata, as one batch of k * 8 would
-        assert torch.cat([t for _, t in seen]).tolist() == band[stratified_times(k * 8, len(band), u=u) - 1].tolist()
+        # the k * 8 copies of the global batch hold one time in each of k * 8 * n strata, as one batch of k * 8 would
+        drawn = sorted(torch.cat([t.reshape(-1) for _, t in seen]).tolist())
+        assert drawn == sorted(band[stratified_times(k * 8 * n, len(band), u=u) - 1].tolist())
     with pytest.raises(UserError, match="mask_draws=0"):
-        get_config([*MICRO, "--mask_draws=0"])
-    for objective in ("bd3", "uniform", "ar"):  # refused, never dropped
+        get_config(for_objective([*MICRO, f"--objective={objective}", "--mask_draws=0"]))
+
+
+def test_mask_draws_are_refused_where_nothing_is_masked():
+    from configurator import get_config
+    from helpers import MICRO, for_objective
+    from utils.errors import UserError
+    for objective in ("uniform", "ar"):  # refused, never dropped
         with pytest.raises(UserError, match="not read --mask_draws"):
             get_config([*for_objective([*MICRO, f"--objective={objective}"]), "--mask_draws=2"])
 
