@@ -80,10 +80,11 @@ def train_command(name, paths, eval_iters, out):
     flags, n_chars, epochs, per_eval, extra, patience = RUNS[name]
     steps_per_epoch = n_chars / TOKENS_PER_STEP
     # the baby preset as the study began (2026-11-24), so its runs stay comparable: the flags undo what the preset
-    # gained later (--mask_ramp and --dual_ar are mdlm's only: AR and bd3 refuse them; the grid sets the decay)
+    # gained later (--mask_ramp and --dual_ar are mdlm's only, --mask_draws diffusion's: the AR refuses them; the grid
+    # sets the decay)
     return [sys.executable, "train.py", "baby", "--qk_norm=false", "--optimizer=adamw", "--ema=0", "--min_lr=1e-4", *flags,
            *(["--mask_ramp=0", "--dual_ar=0"] if flags == MDLM else []),
-           *(["--self_cond=false", "--diffusion_steps=100"] if flags in (MDLM, BD3) else []),
+           *(["--self_cond=false", "--diffusion_steps=100", "--mask_draws=1"] if flags in (MDLM, BD3) else []),
            *extra, f"--data_path={paths[f'train_{n_chars}']}",
            f"--val_path={paths['val']}", f"--max_iters={round(epochs * steps_per_epoch)}",
            f"--eval_interval={round(per_eval * steps_per_epoch)}", f"--eval_iters={eval_iters}", "--keep_last=1",

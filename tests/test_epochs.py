@@ -114,5 +114,6 @@ def test_every_study_run_resolves_to_the_recipe_it_was_measured_with():
         net = objectives.model_args(cfg, 66)  # the AR fixes self-conditioning off in its network, whatever the preset says
         assert (cfg.optimizer, cfg.ema, net.qk_norm, net.self_cond, cfg.min_lr) == ("adamw", 0.0, False, False, 1e-4), name
         assert cfg.objective != "mdlm" or (cfg.mask_ramp, cfg.dual_ar) == (0, 0), name
+        assert cfg.objective == "ar" or cfg.mask_draws == 1, name  # one mask a window, as the study ran
         assert cfg.weight_decay == float(name.split("_wd")[1].split("_")[0]), name  # the grid's, not the preset's
         assert cfg.objective == "ar" or cfg.diffusion_steps == 100, name  # the chain the study's bounds are of
