@@ -172,7 +172,7 @@ def test_parent_dirs_created_and_zero_frames(tmp_path):
 @pytest.mark.parametrize("argv, title", [
     (["cpu", "--remask=none"], "micro-dllm  T=1000  64 steps, order random, remask none, temp 1"),
     (["cpu"], "64 steps, order random, remdm cap eta 0.05, temp 1"),  # ReMDM names its schedule
-    (["baby"], "48 steps, order random, remask none, temp 1.25 to 0.125"),
+    (["baby"], "48 steps, order random, remask none, temp 1.1 to 0.11"),
     (["baby_bd3"], "micro-dllm  T=1000  bd3 L'=4, drafts checked by its AR, temp 1"),
     (["baby_bd3", "--bd3_speculate=false"], "bd3 L'=4, 4 steps/block, order l2r, remask none, temp 1"),
     (["baby_bd3", "--bd3_check=l2r"], "bd3 L'=4, drafts checked by l2r, temp 1"),
