@@ -186,8 +186,8 @@ _CPU = dict(block_size=128, n_layer=4, n_head=4, n_embd=128, batch_size=32, max_
 # held-out text's entropy"; LOG.md): MDLM's ancestral order (random, committed tokens final); ReMDM's cap (the
 # laptop's); baby's ancestral steps drawing hot while the canvas is mostly [MASK] and cooler as it fills (from 1.1 to
 # 0.11 for the network trained on four masks a window, where its samples reach the held-out entropy; 1.25 for the
-# dual-trained one before it, 1.7 before that: gen-PPL 14.7 against a constant one's 22.4); and left to right inside bd3's blocks (its network's best joint: 8.9 against
-# margin order's 13.5; for mdlm left to right is no better).
+# dual-trained one before it, 1.7 before that: gen-PPL 14.7 against a constant one's 22.4); and left to right inside
+# bd3's blocks (its network's best joint: 8.9 against margin order's 13.5; for mdlm left to right is no better).
 _ANCESTRAL = dict(order="random", remask="none")
 _CAP = dict(order="random", remask="remdm", remdm_schedule="cap", remask_eta=0.05)
 _FALLING = dict(_ANCESTRAL, temperature=1.1, temperature_end_share=0.1)
@@ -209,7 +209,7 @@ _MDLM_WINS = dict(mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5,
 _DUAL = dict(dual_ar=0.25)
 # Four masks of each window a step (--mask_draws=4; LOG.md, issue 42, the twentieth sitting): the same 1,536,000 tokens,
 # the loss's noise averaged over four draws of each. The semi-AR NLL on dev -0.081 / -0.084 on two seeds (two masks:
-# -0.046 / -0.048), the bound -0.069 / -0.089; each step runs four diffusion passes beside the causal one (~3.5x).
+# -0.046 / -0.048), the bound -0.069 / -0.089; each step runs four diffusion passes beside the causal one (~3.6x the wall time).
 _DRAWS = dict(mask_draws=4)
 # At the baby budget, Muon's momentum 0.9 and no weight decay: bd3 -0.015 and -0.028 (records B6), mdlm lower on dev on
 # three seeds (-0.020, -0.013, -0.016; records row 8). The laptop budget keeps the defaults (+0.008 there).
