@@ -209,7 +209,7 @@ _MDLM_WINS = dict(mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5,
 _DUAL = dict(dual_ar=0.25)
 # Four masks of each window a step (--mask_draws=4; LOG.md, issue 42, the twentieth sitting): the same 1,536,000 tokens,
 # the loss's noise averaged over four draws of each. The semi-AR NLL on dev -0.081 / -0.084 on two seeds (two masks:
-# -0.046 / -0.048), the bound -0.069 / -0.089; each step runs four diffusion passes beside the causal one (~3.6x the wall time).
+# -0.046 / -0.048), the bound -0.069 / -0.089; four diffusion passes and the causal one make a step 2.4x the one-mask step's (4.6x the AR's).
 _DRAWS = dict(mask_draws=4)
 # At the baby budget, Muon's momentum 0.9 and no weight decay: bd3 -0.015 and -0.028 (records B6), mdlm lower on dev on
 # three seeds (-0.020, -0.013, -0.016; records row 8). The laptop budget keeps the defaults (+0.008 there).
