@@ -231,7 +231,7 @@ _BABY = dict(data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_h
 # line in `python train.py --help`. A preset whose data file is missing names the command that makes it.
 PRESETS = {
     # nanoGPT's "baby" CPU budget (4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params, its split):
-    # the speedrun's yardstick, ~35 min at 1 thread (--mask_draws=1: ~9). mdlm with its records' winners, the dual
+    # the speedrun's yardstick, ~40 min at 1 thread (--mask_draws=1: ~9). mdlm with its records' winners, the dual
     # objective, four masks of each window a step and bd3's Muon momentum (RESULTS.md; the AR: --objective=ar
     # --min_lr=1e-4 --muon_momentum=0.95 --weight_decay=0.1); it samples ancestrally, the temperature falling as the
     # canvas fills.
