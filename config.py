@@ -240,11 +240,12 @@ PRESETS = {
                  viz_video="artifacts/media/baby_trace.mp4"),
     # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.3, 1]
     # (BD3-LM's variance fix; 0.3 beat its 0.5 on dev on three seeds with the clean half learning the next token) with
-    # the plain CE of every noisy position, the clean half's next-token CE (--bd3_ar) and its records' winners
-    # (RESULTS.md: B9); it samples its clean half's AR exactly, the noisy half drafting each block
+    # the plain CE of every noisy position, the clean half's next-token CE (--bd3_ar), two masks of each window a step
+    # (--mask_draws=2: dev -0.019 / -0.020 on two seeds; LOG.md, the twentieth sitting) and its records' winners
+    # (RESULTS.md: B10); it samples its clean half's AR exactly, the noisy half drafting each block
     # (--bd3_speculate --bd3_check=ar; --bd3_speculate=false: left to right in each block).
     "baby_bd3": dict(**{**_BABY, **_BD3_WINS}, objective="bd3", bd3_block=4, mask_min=0.3, bd3_loss="all_ce", **_L2R,
-                     bd3_ar=1.0, bd3_speculate=True, bd3_check="ar", out_dir="artifacts/models/baby_bd3",
+                     bd3_ar=1.0, mask_draws=2, bd3_speculate=True, bd3_check="ar", out_dir="artifacts/models/baby_bd3",
                      checkpoint="artifacts/models/baby_bd3/model.pt", viz_video="artifacts/media/baby_bd3_trace.mp4"),
     # The drafter of the baby AR's speculative decoding (speculative.py): one-layer masked diffusion (0.06M params) on
     # windows of 32, mask rates in [0.05, 0.5] (a draft is the last tokens masked), ~30 s; inference.py --checkpoint

@@ -18,7 +18,7 @@ from utils.tokenizer import CharTokenizer
     (["cpu", "--objective=uniform", "--time_cond=learned"], "train elbo", "weighted NELBO"),
     (["cpu_bd3"], "train elbo", "on mask rates in [0.5, 1] (the bound scores every rate: not comparable to it)"),
     (["baby_bd3", "--bd3_ar=0"], "train all_ce", "CE over every position, visible ones too (no bound) on mask rates in [0.3, 1]"),
-    (["baby_bd3", "--bd3_ar=1"], "train all_ce+ar", "in [0.3, 1] (the bound scores every rate: not comparable to it) plus 1 x the clean half's next-token CE"),
+    (["baby_bd3", "--bd3_ar=1"], "train all_ce+ar", "in [0.3, 1] (the bound scores every rate: not comparable to it), the mean over 2 masks of each window plus 1 x the clean half's next-token CE"),
     (["baby"], "train all_ce+ar", "on mask rates in [0.2, 0.8] (the bound scores every rate: not comparable to it), the mean over 4 masks of each window plus 0.25 x a causal pass's next-token CE"),
     (["baby", "--dual_ar=0"], "train all_ce", "on mask rates in [0.2, 0.8]"),
     (["baby", "--mask_draws=1"], "train all_ce+ar", "not comparable to it) plus 0.25"),
