@@ -75,7 +75,9 @@ def test_bd3_ar_adds_its_weighted_next_token_ce_and_leaves_the_bound_alone(maske
     xt = torch.where(runs[0.5][2]["masked"], MASK, x0)
     by_hand = F.cross_entropy(bd3_logits(m, xt, x0, 4, MASK, clean=True)[1].reshape(-1, V), x0[:, 1:].reshape(-1))
     assert runs[0.5][0].item() == pytest.approx(runs[0.0][0].item() + 0.5 * by_hand.item(), rel=1e-5)
-    assert torch.equal(runs[0.5][1], runs[0.0][1])  # the NELBO is the noisy half's, whatever the loss adds
+    # the NELBO is the noisy half's, whatever the loss adds (to rounding: the pass with the clean half's last block
+    # sums attention over more keys, masked or not, so the bits can differ by CPU kernel)
+    torch.testing.assert_close(runs[0.5][1], runs[0.0][1], rtol=1e-6, atol=1e-6)
 
 
 def test_mask_and_positions_of_a_plain_pass_change_nothing():
