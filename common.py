@@ -60,15 +60,6 @@ def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u
     return stratum_time(i, u, total, T).to(device)
 
 
-def beta_proposal(T, a, n_grid=64):
-    """q(t), t = 1..T: the mass a Beta(a, a) density on the mask rate's clock t/T puts on ((t-1)/T, t/T] (midpoint rule,
-    n_grid points a step; q is normalised, so the weights below are exact for the q actually drawn from). a > 1 is
-    bell-shaped over mid rates (Hong et al. 2026, arXiv 2605.13026), a = 1 uniform. Returns (T,) float64."""
-    u = (torch.arange(T * n_grid, dtype=torch.float64) + 0.5) / (T * n_grid)
-    q = (u * (1 - u)).pow(a - 1).view(T, n_grid).sum(1)
-    return q / q.sum()
-
-
 def band_times(schedule, lo=0.0, hi=1.0):
     """The times t in 1..T whose mask rate 1 - alpha(t) lies in [lo, hi] (long tensor). BD3-LM trains with mask
     rates clipped to a band [beta, omega] to cut the gradient variance; [0, 1] is every t (the full bound)."""
@@ -87,18 +78,6 @@ def band_top(cfg, progress):
     if cfg.mask_ramp <= 0:
         return cfg.mask_max
     return cfg.mask_ramp_from + (cfg.mask_max - cfg.mask_ramp_from) * min(1.0, progress / cfg.mask_ramp)
-
-
-def proposal_times(q, n, offset=0, total=None, u=None, generator=None, device="cpu"):
-    """n times in 1..T drawn from q (T,), stratified like stratified_times (the i-th of `total` slices of [0, 1)
-    through q's inverse CDF), and each one's importance weight 1 / (T q(t)): E_q[w(t) f(t)] = (1/T) sum_t f(t), so a
-    weighted loss is an unbiased estimate of the uniform-t one (the NELBO itself, for loss_type='elbo')."""
-    total = total or n
-    if u is None:
-        u = torch.rand((), generator=generator, dtype=torch.float64)
-    v = (torch.arange(offset, offset + n, dtype=torch.float64) + u) / total
-    t = (torch.searchsorted(q.cumsum(0), v, right=True) + 1).clamp_(1, len(q))
-    return t.to(device), (1.0 / (len(q) * q[t - 1])).float().to(device)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (AR_ONLY, LossOptions, Schedule, Step, band_times, band_top, beta_proposal, no_mask_logit,
-                    predict_logits, proposal_times, repeat_draws, self_condition_input, stratified_times)
+from common import (AR_ONLY, LossOptions, Schedule, Step, band_times, band_top, no_mask_logit, predict_logits,
+                    repeat_draws, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
 from ar import sample_ar_window
 from speculative import sample_speculative
@@ -65,11 +65,10 @@ def check_band(cfg):
         raise UserError(f"mask_min={cfg.mask_min}, mask_max={cfg.mask_max}: {e}")
 
 
-def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None, weight=None):
+def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None):
     """One training/eval pass with the switches `opts` (common.LossOptions: loss_type, masked_only, mask_span,
     self_cond). Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict). The NELBO estimate is
-    returned whatever loss_type is trained, so validation always reports the bound. t (B,): drawn stratified if None.
-    weight (B,): each sequence's importance weight in the loss (t drawn from a proposal, proposal_times)."""
+    returned whatever loss_type is trained, so validation always reports the bound. t (B,): drawn stratified if None."""
     B, L = x0.shape
     if t is None:
         t = stratified_times(B, schedule.T, generator, x0.device)
@@ -88,13 +87,12 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
         ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
     w = (schedule.T * schedule.weight.to(x0.device)[t]).float()  # (B,) importance weight T * w(t)
     nelbo = (w[:, None] * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L
-    iw = torch.ones(B, device=x0.device) if weight is None else weight  # (B,)
     if opts.loss_type == "elbo":
-        loss = (iw * nelbo).mean()
+        loss = nelbo.mean()
     elif opts.loss_type == "masked_ce":
-        loss = (iw[:, None] * ce * masked).sum() / masked.sum().clamp(min=1)
+        loss = (ce * masked).sum() / masked.sum().clamp(min=1)
     elif opts.loss_type == "all_ce":
-        loss = (iw * ce.mean(1)).mean()
+        loss = ce.mean(1).mean()
     else:
         raise ValueError(f"unknown loss_type {opts.loss_type!r}")
     return loss, nelbo.detach(), dict(t=t, masked=masked, logits=logits.detach(), ce=ce.detach())
@@ -129,17 +127,11 @@ def check(cfg, given=()):
         key = sorted(set(given) & {"steps", *REVEAL_KEYS})[0]
         raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: --{key} "
                         f"sets the diffusion sampler; drop one of the two")
-    if cfg.time_beta < 0:
-        raise UserError(f"time_beta={cfg.time_beta}: give a Beta(a, a) shape a > 0 (e.g. 2), or 0 for uniform t")
     check_band(cfg)
-    if cfg.time_beta and (cfg.mask_min, cfg.mask_max) != (0, 1):
-        raise UserError("time_beta draws t over the whole range, mask_min/mask_max clip it: give one of them")
     if cfg.mask_ramp:
         if not 0 < cfg.mask_ramp <= 1 or not cfg.mask_min < cfg.mask_ramp_from <= cfg.mask_max:
             raise UserError(f"mask_ramp={cfg.mask_ramp}, mask_ramp_from={cfg.mask_ramp_from}: need 0 < mask_ramp <= 1 (a "
                             f"fraction of max_iters) and mask_min={cfg.mask_min} < mask_ramp_from <= mask_max={cfg.mask_max}")
-        if cfg.time_beta:
-            raise UserError("time_beta draws t over the whole range, mask_ramp clips it: give one of them")
         check_band(replace(cfg, mask_max=cfg.mask_ramp_from))  # the first step's band must hold a time
     if (cfg.steps > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold
             and not cfg.dual_sample):
@@ -150,15 +142,12 @@ def check(cfg, given=()):
 def loss(model, x, cfg, schedule, tok, draw):
     top = band_top(cfg, draw.progress)  # mask_max, or the curriculum's top at this step
     clean, (x, draw) = x, repeat_draws(x, draw, cfg.mask_draws)  # the dual objective's pass reads each window once
-    if cfg.time_beta:  # t from a proposal, the loss importance-weighted back to uniform t
-        t, weight = proposal_times(beta_proposal(schedule.T, cfg.time_beta), len(x), draw.offset, draw.total, draw.u,
-                                   device=x.device)
-    else:  # t stratified over the band's times, unweighted: every t, or BD3-LM's clipped band for the whole window
-        band = band_times(schedule, cfg.mask_min, top)  # (clipped: a biased, less noisy objective; eval: the full bound)
-        strata = stratified_times(len(x), len(band), offset=draw.offset, total=draw.total, u=draw.u)
-        t, weight = band[strata - 1].to(x.device), None
+    # t stratified over the band's times: every t, or BD3-LM's clipped band for the whole window (clipped: a biased,
+    # less noisy objective; evaluation reports the full bound)
+    band = band_times(schedule, cfg.mask_min, top)
+    t = band[stratified_times(len(x), len(band), offset=draw.offset, total=draw.total, u=draw.u) - 1].to(x.device)
     opts = LossOptions(cfg.loss_type, cfg.head_on_masked_only, cfg.mask_span, 0.5 if cfg.self_cond else 0.0)
-    loss = diffusion_loss(model, x, schedule, tok.mask_id, opts, draw.generator, t=t, weight=weight)[0]
+    loss = diffusion_loss(model, x, schedule, tok.mask_id, opts, draw.generator, t=t)[0]
     return loss + cfg.dual_ar * dual_ar_loss(model, clean, tok.mask_id) if cfg.dual_ar else loss
 
 

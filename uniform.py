@@ -162,7 +162,7 @@ IGNORES = {**dict.fromkeys(("loss_type", "mask_span", "head_on_masked_only", *RE
                            "mask_max", "bd3_loss", "bd3_suffix_mix", "bd3_speculate", "bd3_check", "bd3_ar"),
                           "it trains its NELBO at every position and redraws every position each step, with no [MASK]"),
            **AR_ONLY,
-           **dict.fromkeys(("time_beta", "mask_ramp", "mask_ramp_from"),
+           **dict.fromkeys(("mask_ramp", "mask_ramp_from"),
                            "masked diffusion's training-time draws of t: use --objective=mdlm"),
            "self_cond": "masked diffusion's self-conditioning: use --objective=mdlm",
            "mask_draws": "the masks drawn of each window (mdlm, bd3): it has no [MASK]",

@@ -1,12 +1,11 @@
-"""Masked diffusion's training-time proposal (--time_beta): t/T ~ Beta(a, a) with the loss weighted by 1/(T q(t)), so the
-weighted loss stays an unbiased estimate of the uniform-t objective. python -m pytest -q tests/test_time_proposal.py"""
+"""Masked diffusion's training draws of t: the band [mask_min, mask_max] (stratified over its times) and the curriculum
+that raises its top (mask_ramp). python -m pytest -q tests/test_band.py"""
 import pytest
 import torch
 
 import diffusion
-from common import Draw, Schedule, band_times, band_top, beta_proposal, proposal_times, stratified_times
+from common import Draw, Schedule, band_times, band_top
 from configurator import get_config
-from diffusion import diffusion_loss
 from helpers import MICRO, ToyModel, for_objective
 from utils.errors import UserError
 
@@ -21,64 +20,6 @@ class Recorder(ToyModel):
     def forward(self, idx, t=None, **kw):
         self.seen.append(t.clone())
         return super().forward(idx, t, **kw)
-
-
-def test_beta_proposal_masses_by_hand():
-    q = beta_proposal(4, 2.0, n_grid=100_000)  # Beta(2, 2): density 6 u (1 - u), CDF 3u^2 - 2u^3
-    cdf = lambda u: 3 * u ** 2 - 2 * u ** 3
-    expect = [cdf((t + 1) / 4) - cdf(t / 4) for t in range(4)]  # 0.15625, 0.34375, 0.34375, 0.15625
-    assert q.tolist() == pytest.approx(expect, abs=1e-8)
-    assert torch.allclose(beta_proposal(10, 1.0), torch.full((10,), 0.1, dtype=torch.float64))  # a = 1: uniform
-
-
-def test_stratified_draws_follow_q_and_carry_inverse_weights():
-    T, q = 20, beta_proposal(20, 3.0)
-    n = 100_000
-    t, w = proposal_times(q, n, u=torch.tensor(0.37, dtype=torch.float64))
-    counts = torch.bincount(t, minlength=T + 1)[1:].double()
-    assert (counts - n * q).abs().max() <= 1.0  # stratified: every t gets its share of the slices, to one draw
-    assert torch.allclose(w.double(), 1.0 / (T * q[t - 1]), rtol=1e-6)
-    # a = 1 draws exactly the uniform stratified times, with weight 1
-    t1, w1 = proposal_times(beta_proposal(T, 1.0), 64, u=torch.tensor(0.5, dtype=torch.float64))
-    assert torch.equal(t1, stratified_times(64, T, u=torch.tensor(0.5, dtype=torch.float64))) and torch.all(w1 == 1)
-
-
-def test_weighted_mean_is_unbiased_for_the_uniform_t_mean():
-    """A large-sample check: E_q[w(t) f(t)] = (1/T) sum_t f(t) for an f as steep as the NELBO weight (1/t)."""
-    T, g = 100, torch.Generator().manual_seed(0)
-    f = lambda t: 1.0 / t.double() + 0.01 * t.double()
-    target = f(torch.arange(1, T + 1)).mean().item()
-    for a in (0.5, 2.0):  # (at a = 4, q(1) ~ 1e-7: t = 1 is too rare for 100k draws to show, though the mean is exact)
-        est = [(w.double() * f(t)).mean().item() for t, w in
-               (proposal_times(beta_proposal(T, a), 256, generator=g) for _ in range(400))]
-        assert sum(est) / len(est) == pytest.approx(target, rel=0.01), a
-
-
-def test_the_training_loss_weights_each_sequence_and_a_1_changes_nothing():
-    x = torch.randint(0, 10, (8, 16), generator=torch.Generator().manual_seed(1))
-    model, sch = ToyModel(V=11, mask_id=10), Schedule(20)
-    base = get_config([*MICRO, "--loss_type=elbo"])
-    u = torch.tensor(0.3, dtype=torch.float64)
-    draw = lambda: Draw(torch.Generator().manual_seed(5), u, 0, 8)
-    tok = type("Tok", (), {"mask_id": 10})
-    for loss_type in ("elbo", "all_ce", "masked_ce"):
-        cfg = get_config([*MICRO, f"--loss_type={loss_type}"])
-        plain = diffusion.loss(model, x, cfg, sch, tok, draw())
-        uniform = diffusion.loss(model, x, get_config([*MICRO, f"--loss_type={loss_type}", "--time_beta=1"]), sch, tok, draw())
-        assert torch.allclose(plain, uniform, atol=1e-6), loss_type
-    cfg = get_config([*MICRO, "--loss_type=elbo", "--time_beta=3"])
-    t, w = proposal_times(beta_proposal(20, 3.0), 8, 0, 8, u)
-    _, nelbo, _ = diffusion_loss(model, x, sch, 10, generator=torch.Generator().manual_seed(5), t=t)
-    assert torch.allclose(diffusion.loss(model, x, cfg, sch, tok, draw()), (w * nelbo).mean(), atol=1e-6)
-    assert base.time_beta == 0
-
-
-def test_time_beta_is_refused_where_it_cannot_apply():
-    with pytest.raises(UserError, match="time_beta"):
-        get_config([*MICRO, "--time_beta=-1"])
-    for objective in ("ar", "bd3", "uniform"):  # refused, never dropped
-        with pytest.raises(UserError, match="time_beta"):
-            get_config([*for_objective([*MICRO, f"--objective={objective}"]), "--time_beta=2"])
 
 
 def test_the_band_trains_mdlm_on_its_mask_rates_only_stratified_and_the_old_key_names_still_work():
@@ -96,8 +37,6 @@ def test_the_band_trains_mdlm_on_its_mask_rates_only_stratified_and_the_old_key_
     assert (counts - 40 / len(band)).abs().max() <= 1
     with pytest.raises(UserError, match="mask_min"):
         get_config([*MICRO, "--mask_min=0.8", "--mask_max=0.3"])
-    with pytest.raises(UserError, match="give one of them"):
-        get_config([*MICRO, "--mask_min=0.3", "--time_beta=2"])
 
 
 def test_the_curriculum_raises_the_bands_top_from_ramp_from_to_mask_max_by_hand():
@@ -125,8 +64,8 @@ def test_the_curriculum_draws_early_times_from_the_easy_band_and_is_off_by_defau
 
 def test_the_curriculum_is_refused_where_it_cannot_apply():
     for bad in (["--mask_ramp=1.5"], ["--mask_max=0.8", "--mask_ramp=0.5", "--mask_ramp_from=0.9"],
-                ["--mask_min=0.3", "--mask_ramp=0.5", "--mask_ramp_from=0.3"], ["--mask_ramp=0.5", "--time_beta=2"]):
-        with pytest.raises(UserError, match="mask_ramp|give one of them"):
+                ["--mask_min=0.3", "--mask_ramp=0.5", "--mask_ramp_from=0.3"]):
+        with pytest.raises(UserError, match="mask_ramp"):
             get_config([*MICRO, *bad])
     for objective in ("ar", "bd3", "uniform"):  # refused, never dropped
         with pytest.raises(UserError, match="mask_ramp"):
