@@ -105,7 +105,7 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
     plain CE of every noisy position, no w(t) (-0.036 nats/char at the baby budget, RESULTS.md); the NELBO returned
     is the same. Returns (loss, per-sequence NELBO in nats/token (B,), dict(t, t_tok (B, L), masked, logits, ce))."""
     B, L = x0.shape
-    assert L % block == 0 and not opts.mask_span, f"block {block} must divide the window {L}; span masking is mdlm's"
+    assert L % block == 0, f"block {block} must divide the window {L}"
     allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
     if t is None:
         t = bd3_times(B, L // block, allowed, generator, x0.device)
@@ -416,7 +416,7 @@ def _round_step(prev, seq, P, end, passes, mask_id):
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 MODEL = dict(time_cond="none")  # each block has its own t, and its [MASK] count tells its rate
-IGNORES = {**dict.fromkeys(("time_cond", "loss_type", "mask_span"), "it trains the block-diffusion bound, with no time input"),
+IGNORES = {**dict.fromkeys(("time_cond", "loss_type"), "it trains the block-diffusion bound, with no time input"),
            "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
            **AR_ONLY,
            **dict.fromkeys(("dual_ar", "dual_sample", "dual_draft"), "masked diffusion's dual objective; block diffusion's next-token "

@@ -85,7 +85,6 @@ class LossOptions:
     """The training loss's switches, as masked diffusion (diffusion_loss) and block diffusion (bd3_loss) read them."""
     loss_type: str = "elbo"    # what is trained: 'elbo' (the NELBO), 'masked_ce' / 'all_ce' (plain CE, no w(t))
     masked_only: bool = False  # the output head on masked positions only (the same NELBO; aux logits are then (N, V))
-    mask_span: int = 0         # mdlm: > 1 masks aligned runs of this many tokens whole (diffusion.corrupt's span)
     self_cond: float = 0.0     # the share of sequences given the network's first prediction of x0; 0: one plain pass
     ar_weight: float = 0.0     # bd3: weight of the clean stream's next-token loss (the model's clean_causal)
     suffix_mix: float = 0.0    # bd3: the share of blocks whose masked tokens are moved to the block's end (same count)

@@ -68,7 +68,6 @@ class Config:
     diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process
     schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T | 'cosine_offset' (s=0.008)
     loss_type: str = "elbo"             # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
-    mask_span: int = 0                  # >1: training masks aligned spans of this many tokens whole (semi-AR-like); 0 = per token
     mask_draws: int = 1                 # mdlm/bd3 training: independent masks (and times) of each window a step, each its
                                         #   own pass: the loss's noise averaged over k draws of the same tokens; k x the passes
     # ---- optimisation

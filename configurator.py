@@ -209,9 +209,8 @@ def validate(cfg, given=()):
         raise UserError(f"objective={cfg.objective} does not read --{unread[0]}: {obj.IGNORES[unread[0]]}; drop it")
     obj.check(cfg, given)
     check_sampler(cfg, given)
-    if cfg.semi_ar_length < 0 or not 0 <= cfg.mask_span <= cfg.block_size:
-        raise UserError(f"semi_ar_length must be >= 0 and mask_span in [0, block_size={cfg.block_size}]; "
-                        f"got {cfg.semi_ar_length}, {cfg.mask_span}")
+    if cfg.semi_ar_length < 0:
+        raise UserError(f"semi_ar_length must be >= 0, got {cfg.semi_ar_length}")
     if cfg.infill and (cfg.prompt or cfg.prefix_file or cfg.suffix_file):
         raise UserError("--infill holds the whole text (given parts and [___] blanks): drop --prompt/--prefix_file/--suffix_file")
     if cfg.prompt and cfg.prefix_file:

@@ -31,17 +31,11 @@ LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
 
 
 # ---------------------------------------------------------------------------- forward process and loss
-def corrupt(x0, t, schedule, mask_id, generator=None, span=0):
-    """q(xt | x0): every token independently becomes [MASK] with probability 1 - alpha(t). span > 1: aligned runs of
-    `span` tokens (random phase per sequence) are masked whole instead, each with probability 1 - alpha(t), so every
-    token's mask probability is unchanged. x0 (B, L) long, t (B,) long. Returns xt (B, L) and the mask (B, L) bool."""
+def corrupt(x0, t, schedule, mask_id, generator=None):
+    """q(xt | x0): every token independently becomes [MASK] with probability 1 - alpha(t).
+    x0 (B, L) long, t (B,) long. Returns xt (B, L) and the mask (B, L) bool."""
     p = schedule.mask_prob(t).to(torch.float32)[:, None]  # (B, 1)
-    if span > 1:  # CPU draws: same on any device
-        B, L = x0.shape
-        run = (torch.arange(L)[None, :] + torch.randint(0, span, (B, 1), generator=generator)) // span  # (B, L)
-        u = torch.rand(B, L // span + 2, generator=generator).gather(1, run).to(x0.device)
-    else:
-        u = torch.rand(x0.shape, generator=generator, device="cpu").to(x0.device)
+    u = torch.rand(x0.shape, generator=generator, device="cpu").to(x0.device)
     masked = u < p
     return torch.where(masked, torch.full_like(x0, mask_id), x0), masked
 
@@ -66,17 +60,12 @@ def check_band(cfg):
 
 
 def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None):
-    """One training/eval pass with the switches `opts` (common.LossOptions: loss_type, masked_only, mask_span,
-    self_cond). Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict). The NELBO estimate is
+    """One training/eval pass with the switches `opts` (common.LossOptions: loss_type, masked_only, self_cond). Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict). The NELBO estimate is
     returned whatever loss_type is trained, so validation always reports the bound. t (B,): drawn stratified if None."""
     B, L = x0.shape
     if t is None:
         t = stratified_times(B, schedule.T, generator, x0.device)
-    # mask_span > 1 masks aligned runs whole (corrupt's span): the same weighted sum is then the NELBO of a run-level
-    # absorbing process (a run is one super-token, -log p(run) the sum of its CEs, the random phase a latent with a
-    # uniform prior), an upper bound on -log p(x0) for a sampler that reveals whole runs; validation reports the
-    # per-token bound (mask_span=0).
-    xt, masked = corrupt(x0, t, schedule, mask_id, generator, span=opts.mask_span)
+    xt, masked = corrupt(x0, t, schedule, mask_id, generator)
     sc = self_condition(model, xt, t, masked, mask_id, opts.self_cond, generator) if opts.self_cond else None
     if opts.masked_only and opts.loss_type != "all_ce":  # unmasked positions carry zero loss: skip their logits
         logits = predict_logits(model, xt, t, mask_id, positions=masked, sc=sc)  # (N, V)
@@ -146,7 +135,7 @@ def loss(model, x, cfg, schedule, tok, draw):
     # less noisy objective; evaluation reports the full bound)
     band = band_times(schedule, cfg.mask_min, top)
     t = band[stratified_times(len(x), len(band), offset=draw.offset, total=draw.total, u=draw.u) - 1].to(x.device)
-    opts = LossOptions(cfg.loss_type, cfg.head_on_masked_only, cfg.mask_span, 0.5 if cfg.self_cond else 0.0)
+    opts = LossOptions(cfg.loss_type, cfg.head_on_masked_only, 0.5 if cfg.self_cond else 0.0)
     loss = diffusion_loss(model, x, schedule, tok.mask_id, opts, draw.generator, t=t)[0]
     return loss + cfg.dual_ar * dual_ar_loss(model, clean, tok.mask_id) if cfg.dual_ar else loss
 

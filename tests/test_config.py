@@ -76,15 +76,15 @@ def test_trained_and_resumable_keys_are_field_metadata():
 
 def test_renamed_keys_keep_their_old_names(tmp_path):
     from configurator import config_from_dict
-    new = get_config(["--semi-ar-length=8", "--mask_span=4"])
-    assert (new.semi_ar_length, new.mask_span) == (8, 4)
-    assert get_config(["--block-length", "8", "--mask_blocks=4"]) == new  # old flags
+    new = get_config(["--semi-ar-length=8"])
+    assert new.semi_ar_length == 8
+    assert get_config(["--block-length", "8"]) == new  # old flags
     f = tmp_path / "old.py"
-    f.write_text("block_length = 8\nmask_blocks = 4\n")
+    f.write_text("block_length = 8\n")
     assert get_config([str(f)]) == new  # old config files
     from utils.checkpoint import migrate
-    old_ckpt_config = {k: v for k, v in vars(new).items() if k not in ("semi_ar_length", "mask_span")}
-    old_ckpt = dict(config=dict(old_ckpt_config, block_length=8, mask_blocks=4), model={})
+    old_ckpt_config = {k: v for k, v in vars(new).items() if k != "semi_ar_length"}
+    old_ckpt = dict(config=dict(old_ckpt_config, block_length=8), model={})
     assert config_from_dict(migrate(old_ckpt)["config"]) == new  # old checkpoints, through the one migration
     with pytest.raises(UserError, match="semi_ar_length must be >= 0"):
         get_config(["--block_length=-1"])

@@ -7,8 +7,7 @@ import torch
 
 import inference
 from helpers import FIXTURES, Args, ToyModel, run_cli_here
-from common import LossOptions, Schedule, reveal_plan, time_grid
-from diffusion import corrupt, diffusion_loss
+from common import Schedule, reveal_plan, time_grid
 from sampler import SamplerOptions, denoise, position_scores, time_for_fraction
 from utils.errors import UserError
 from canvas import Canvas, build_canvas, parse_infill
@@ -336,37 +335,6 @@ def test_build_canvas_checks_sizes():
         build_canvas(Config(prompt="ab", gen_len=40, steps=4, semi_ar_length=8), TOK, 16)
     with pytest.raises(UserError, match="AR model only continues"):
         build_canvas(Config(infill="a [___] b", objective="ar"), TOK, 64)
-
-
-# ----------------------------------------------------------------------------- block masking at training time
-
-def test_block_masking_masks_whole_runs_at_the_schedules_rate():
-    s, g = Schedule(100), torch.Generator().manual_seed(0)
-    x0 = torch.zeros(300, 64, dtype=torch.long)
-    for t in (10, 50, 90):
-        _, m = corrupt(x0, torch.full((300,), t), s, 7, g, span=4)
-        p = 1 - s.alpha[t].item()
-        # per-token rate p; a row is ~16 independent runs of 4, so sd(mean) ~ sqrt(p(1-p) / (300 * 16))
-        assert m.float().mean().item() == pytest.approx(p, abs=5 * math.sqrt(p * (1 - p) / (300 * 16)))
-        for row in m[:50].tolist():  # some phase makes every aligned run of 4 all-or-nothing
-            assert any(all(row[k] == row[k + 1] for k in range(63) if (k + 1 + ph) % 4) for ph in range(4))
-    # diffusion_loss(mask_span=...) is what train.py's --mask_span uses: the same runs
-    model = PositionModel(L=64)
-    aux = diffusion_loss(model, x0[:8], s, MASK, LossOptions(mask_span=4), g, t=torch.full((8,), 50))[2]
-    for row in aux["masked"].tolist():
-        assert any(all(row[k] == row[k + 1] for k in range(63) if (k + 1 + ph) % 4) for ph in range(4))
-
-
-def test_block_masking_elbo_is_still_unbiased_for_a_context_free_model():
-    probs = [0.5, 0.2, 0.3]
-    model = PositionModel(L=32, V=4)
-    model.table = torch.tensor([math.log(p) for p in probs] + [0.0]).expand(32, -1)
-    g = torch.Generator().manual_seed(0)
-    x0 = torch.randint(0, 3, (512, 32), generator=g)
-    exact = -torch.log(torch.tensor(probs))[x0].mean(1)
-    est = torch.stack([diffusion_loss(model, x0, Schedule(100), 3, LossOptions(mask_span=8), g)[1] for _ in range(20)]).mean(0)
-    err, se = (est - exact).mean().item(), (est - exact).std().item() / math.sqrt(len(est))
-    assert abs(err) < 4 * se, (err, se)
 
 
 # ----------------------------------------------------------------------------- the CLI (tiny trained model)

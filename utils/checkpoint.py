@@ -32,7 +32,7 @@ REQUIRED = {"model": dict, "config": dict, "model_args": dict, "tokenizer": dict
 EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_BPE, EXPORT_CHARS = "model.safetensors", "config.json", "tokenizer.json", "vocab.json"
 USE_INSTEAD = "give a model.pt written by train.py or a folder written by scripts/export.py"
 _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
-RENAMED = {"block_length": "semi_ar_length", "mask_blocks": "mask_span",  # old config key -> its name now ("block" is
+RENAMED = {"block_length": "semi_ar_length",  # old config key -> its name now ("block" is
            "bd3_mask_min": "mask_min", "bd3_mask_max": "mask_max"}  # the context and BD3-LM's; the band is mdlm's too)
 
 
