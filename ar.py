@@ -15,33 +15,13 @@ from speculative import load_drafter, sample_speculative
 from utils.errors import UserError
 
 
-def ar_loss(model, x, inputs=None):
-    """Next-token loss of the causal baseline. x (B, L+1): predict x[:, 1:] from x[:, :-1] (or from `inputs` (B, L),
-    a corrupted copy of it). Returns (loss, per-sequence NLL in nats/token (B,))."""
-    logits = model(x[:, :-1] if inputs is None else inputs)
+def ar_loss(model, x):
+    """Next-token loss of the causal baseline. x (B, L+1): predict x[:, 1:] from x[:, :-1].
+    Returns (loss, per-sequence NLL in nats/token (B,))."""
+    logits = model(x[:, :-1])
     nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="none")
     nll = nll.view(x.size(0), -1).mean(1)
     return nll.mean(), nll.detach()
-
-
-def masked_inputs(x, mask_id, max_rate, generator=None):
-    """The inputs of the masked-input auxiliary loss: each row draws a rate r ~ U[0, max_rate] and each of its
-    tokens becomes [MASK] with probability r (CPU draws: the same on any device). x (B, L).
-    Returns (inputs (B, L), the masked positions (B, L) bool)."""
-    r = torch.rand(x.size(0), 1, generator=generator, dtype=torch.float64) * max_rate  # (B, 1)
-    hit = (torch.rand(x.shape, generator=generator, dtype=torch.float64) < r).to(x.device)
-    return x.masked_fill(hit, mask_id), hit
-
-
-def mir_loss(model, x, mask_id, weight, max_rate, generator=None):
-    """Next-token loss plus `weight` times the same loss with randomly masked inputs (the targets stay clean): the
-    input-masking regulariser that makes an AR about as data-efficient as diffusion's random masking (Gao et al. 2025,
-    arXiv 2510.04071; Xu et al. 2026, 2606.06888: rate ~ U[0, 0.5], weight 0.4). weight 0: exactly ar_loss."""
-    loss = ar_loss(model, x)[0]
-    if weight:
-        inputs, _ = masked_inputs(x[:, :-1], mask_id, max_rate, generator)
-        loss = loss + weight * ar_loss(model, x, inputs)[0]
-    return loss
 
 
 @torch.no_grad()
@@ -93,9 +73,6 @@ TRACE = False  # no denoising to watch
 
 
 def check(cfg, given=()):
-    if not 0 <= cfg.mir_weight or not 0 < cfg.mir_mask_max <= 1:
-        raise UserError(f"need mir_weight >= 0 and mir_mask_max in (0, 1], got {cfg.mir_weight}, {cfg.mir_mask_max}: "
-                        f"e.g. --mir_weight=0.4 --mir_mask_max=0.5")
     if cfg.draft_len < 1:
         raise UserError(f"--draft_len {cfg.draft_len}: draft at least one token a round, e.g. --draft_len 4")
     if cfg.draft and not os.path.exists(cfg.draft):
@@ -104,12 +81,7 @@ def check(cfg, given=()):
 
 
 def loss(model, x, cfg, schedule, tok, draw):
-    return mir_loss(model, x, tok.mask_id, cfg.mir_weight, cfg.mir_mask_max, draw.generator)
-
-
-def flops(model, cfg):
-    """Training FLOPs per window token: the masked-input loss is a second forward and backward pass."""
-    return model.flops_per_token() * (2 if cfg.mir_weight else 1), cfg.block_size
+    return ar_loss(model, x)[0]
 
 
 def eval_times(cfg, L):

@@ -12,8 +12,7 @@ import torch
 LN2 = math.log(2)
 SCHEDULES = ("cosine", "linear", "cosine_offset")  # Schedule's kinds
 # the AR baseline's keys, which every other objective refuses (configurator.validate)
-AR_ONLY = dict.fromkeys(("mir_weight", "mir_mask_max", "draft", "draft_len"),
-                        "the AR baseline's keys (its masked-input loss, speculative drafting): use --objective=ar")
+AR_ONLY = dict.fromkeys(("draft", "draft_len"), "the AR baseline's keys (speculative drafting): use --objective=ar")
 
 
 # ---------------------------------------------------------------------------- the noise schedule
