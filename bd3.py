@@ -112,10 +112,6 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
     t_tok = t.repeat_interleave(block, 1)  # (B, L) each token's block time
     p = schedule.mask_prob(t_tok).to(torch.float32)
     masked = torch.rand(x0.shape, generator=generator, device="cpu").to(x0.device) < p  # CPU draws: same on any device
-    if opts.suffix_mix:  # the states a left-to-right sampler visits: the block's last n tokens masked, n as drawn
-        n = masked.view(B, -1, block).sum(2, keepdim=True)
-        pick = torch.rand(B, L // block, 1, generator=generator, device="cpu").to(x0.device) < opts.suffix_mix
-        masked = torch.where(pick, torch.arange(block, device=x0.device) >= block - n, masked.view(B, -1, block)).view(B, L)
     xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
     sc = None
     if opts.self_cond:  # the first pass is the same two-stream pass, without sc, for the chosen rows
@@ -433,8 +429,6 @@ def check(cfg, given=()):
         raise UserError(f"bd3_loss={cfg.bd3_loss!r} is not one of {', '.join(BD3_LOSSES)}")
     if cfg.bd3_ar < 0:
         raise UserError(f"bd3_ar={cfg.bd3_ar} weighs the clean half's next-token loss: give 0 (off) or more, e.g. 1")
-    if not 0 <= cfg.bd3_suffix_mix <= 1:
-        raise UserError(f"bd3_suffix_mix={cfg.bd3_suffix_mix} is a share of blocks: give a value in [0, 1]")
     check_band(cfg)
     if cfg.bd3_check not in ("l2r", "ar"):
         raise UserError(f"bd3_check={cfg.bd3_check!r} is not one of l2r, ar")
@@ -458,7 +452,7 @@ def loss(model, x, cfg, schedule, tok, draw):
     t = bd3_times(len(x), cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, offset=draw.offset,
                   total=draw.total, u=draw.u)
     opts = LossOptions(cfg.bd3_loss, cfg.head_on_masked_only, self_cond=0.5 if cfg.self_cond else 0.0,
-                       suffix_mix=cfg.bd3_suffix_mix, ar_weight=cfg.bd3_ar)
+                       ar_weight=cfg.bd3_ar)
     return bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, draw.generator, t=t, allowed=band, opts=opts)[0]
 
 

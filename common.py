@@ -86,7 +86,6 @@ class LossOptions:
     masked_only: bool = False  # the output head on masked positions only (the same NELBO; aux logits are then (N, V))
     self_cond: float = 0.0     # the share of sequences given the network's first prediction of x0; 0: one plain pass
     ar_weight: float = 0.0     # bd3: weight of the clean stream's next-token loss (the model's clean_causal)
-    suffix_mix: float = 0.0    # bd3: the share of blocks whose masked tokens are moved to the block's end (same count)
 
 
 @dataclass

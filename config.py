@@ -61,7 +61,6 @@ class Config:
     bd3_ar: float = trained(0.0)        # bd3: weight of a next-token loss on the clean half, which then attends causally; 0 = off
     dual_ar: float = trained(0.0)       # mdlm training: weight of the dual objective's next-token CE, a second pass of the same
                                         #   network attending causally over the clean window (Eso-LM); 0 = off; the bound is unchanged
-    bd3_suffix_mix: float = 0.0         # bd3 training: share of blocks masked as a suffix (as a left-to-right sampler sees them), same count
     diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process
     schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T | 'cosine_offset' (s=0.008)
     loss_type: str = "elbo"             # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)

@@ -185,25 +185,6 @@ def test_bd3_all_ce_trains_the_plain_ce_of_every_noisy_position_and_reports_the_
     assert torch.equal(ce[1], elbo[1])  # the bound it reports does not depend on what is trained
 
 
-def test_suffix_mix_moves_each_picked_blocks_masks_to_its_end_keeping_their_count():
-    """bd3_suffix_mix: a picked block keeps the number of [MASK]s its t drew, at the block's last positions (the
-    states a left-to-right sampler visits); 0 draws exactly as before (no extra draw), 1 picks every block."""
-    model = ConstModel([math.log(0.7), math.log(0.3), 0.0, 0.0, 5.0])  # token 4 is [MASK]
-    x0, s = torch.randint(0, 4, (64, 16), generator=torch.Generator().manual_seed(0)), Schedule(100)
-    t = torch.randint(1, 101, (64, 4), generator=torch.Generator().manual_seed(1))
-    run = lambda mix: bd3_loss(model, x0, s, 4, 4, t=t, generator=torch.Generator().manual_seed(2),  # noqa: E731
-                               opts=LossOptions("all_ce", suffix_mix=mix))[2]["masked"].view(64, 4, 4)
-    plain, every, half = run(0.0), run(1.0), run(0.5)
-    assert torch.equal(plain, bd3_loss(model, x0, s, 4, 4, t=t, generator=torch.Generator().manual_seed(2),
-                                       opts=LossOptions("all_ce"))[2]["masked"].view(64, 4, 4))
-    n = plain.sum(2, keepdim=True)
-    assert torch.equal(every.sum(2, keepdim=True), n) and torch.equal(every, torch.arange(4) >= 4 - n)
-    suffix = torch.arange(4) >= 4 - n
-    was_not = ~(plain == suffix).all(2)  # blocks whose random mask was not already a suffix: ~half of them move
-    assert torch.equal(half.sum(2, keepdim=True), n) and (half == suffix).all(2)[(half != plain).any(2)].all()
-    assert 0.35 < (half == suffix).all(2)[was_not].float().mean() < 0.65, was_not.sum()
-
-
 def test_bd3_loss_key_is_checked_and_only_bd3_reads_it():
     from configurator import get_config
     from utils.errors import UserError
