@@ -70,10 +70,8 @@ class Config:
     batch_size: int = 64                # sequences per step
     max_iters: int = resumable(5000)    # 0 = build everything, print config and parameter count, exit
     learning_rate: float = 3e-4         # peak AdamW LR
-    min_lr: float = 3e-5                # the decay's floor, cosine or cooldown (LR / 10, as nanoGPT)
+    min_lr: float = 3e-5                # the cosine decay's floor (LR / 10, as nanoGPT)
     warmup_iters: int = 100             # linear warm-up steps
-    cooldown: float = 0.0               # 0: cosine decay to min_lr over the run (nanoGPT); x in (0, 1]: hold the peak, then
-                                        #   decay linearly to min_lr over the run's last x (WSD; modded-nanogpt's cooldown)
     weight_decay: float = 0.1           # on 2-D weights only
     beta1: float = 0.9                  # AdamW's first-moment decay
     beta2: float = 0.99                 # 0.99: small batches (nanoGPT char recipe)

@@ -200,9 +200,6 @@ def validate(cfg, given=()):
         raise UserError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
     if cfg.learning_rate <= 0 or cfg.min_lr < 0:
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
-    if not 0 <= cfg.cooldown <= 1:
-        raise UserError(f"cooldown must be in [0, 1] (the share of the run the LR decays over at the end; 0 = cosine "
-                        f"decay over the whole run), got {cfg.cooldown}")
     obj = objectives.get(cfg.objective)
     unread = [k for k in obj.IGNORES if k in given]  # a preset's values for them are simply not read
     if unread:

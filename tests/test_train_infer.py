@@ -166,18 +166,13 @@ def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
     assert line.startswith("estimate per rank: ~2.6 GiB of meta memory")
 
 
-def test_cooldown_holds_the_peak_then_decays_linearly_to_the_floor():
+def test_the_lr_warms_up_linearly_then_falls_by_a_cosine_to_the_floor():
     from configurator import get_config
     from utils.optim import lr_at
-    c = get_config(["--max_iters=1000", "--warmup_iters=100", "--learning_rate=1e-3", "--min_lr=1e-4", "--cooldown=0.4"])
-    assert lr_at(99, c) == 1e-3 and lr_at(100, c) == 1e-3 and lr_at(600, c) == 1e-3  # held until 60 % of the run
-    assert abs(lr_at(800, c) - 5.5e-4) < 1e-12 and abs(lr_at(1000, c) - 1e-4) < 1e-12  # linear to the floor
-    assert abs(lr_at(1100, c) - 1e-4) < 1e-12  # past max_iters: the floor
-    whole = get_config(["--max_iters=1000", "--warmup_iters=100", "--min_lr=1e-4", "--cooldown=1"])
-    assert lr_at(100, whole) == whole.learning_rate and lr_at(550, whole) < whole.learning_rate  # from the warm-up's end
-    cosine = get_config(["--max_iters=1000", "--warmup_iters=100", "--min_lr=1e-4"])
-    assert lr_at(600, cosine) < lr_at(100, cosine) and abs(lr_at(1000, cosine) - 1e-4) < 1e-12  # the default: cosine
-
+    c = get_config(["--max_iters=1000", "--warmup_iters=100", "--learning_rate=1e-3", "--min_lr=1e-4"])
+    assert lr_at(0, c) == 1e-5 and lr_at(99, c) == 1e-3  # (it + 1) / warmup of the peak
+    assert abs(lr_at(550, c) - 5.5e-4) < 1e-12  # half way through the decay: the mid point of peak and floor
+    assert abs(lr_at(1000, c) - 1e-4) < 1e-12 and abs(lr_at(1100, c) - 1e-4) < 1e-12  # the floor, and past max_iters
 
 def test_a_short_run_caps_the_presets_warmup_at_a_tenth_of_its_steps():
     from configurator import parse

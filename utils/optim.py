@@ -111,14 +111,9 @@ def build_optimizer(model, cfg, device):
 
 
 def lr_at(it, cfg):
-    """Linear warm-up, then cosine decay to min_lr at max_iters (nanoGPT); with cfg.cooldown, the peak held until the
-    last cooldown share of the run (not before the warm-up ends), then a linear decay to min_lr (WSD)."""
+    """Linear warm-up, then cosine decay to min_lr at max_iters (nanoGPT)."""
     if it < cfg.warmup_iters:
         return cfg.learning_rate * (it + 1) / cfg.warmup_iters
-    if cfg.cooldown:
-        start = max(cfg.warmup_iters, cfg.max_iters * (1 - cfg.cooldown))
-        frac = min(1.0, max(0.0, (it - start) / max(1, cfg.max_iters - start)))
-        return cfg.learning_rate - frac * (cfg.learning_rate - cfg.min_lr)
     frac = min(1.0, (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (cfg.learning_rate - cfg.min_lr)
 
@@ -138,7 +133,7 @@ def cap_warmup(cfg, given):
 
 
 def set_lr(opt, scale):
-    """Every group's lr = its base_lr x the schedule's factor (warm-up, then the cosine or the cooldown)."""
+    """Every group's lr = its base_lr x the schedule's factor (warm-up, then the cosine)."""
     for g in opt.param_groups:
         g["lr"] = g["base_lr"] * scale
 
