@@ -41,8 +41,6 @@ class Config:
     time_cond: str = trained("learned")  # 'learned' Embedding(T+1, d) added to the input | 'adaln' (DiT adaLN-Zero) | 'none'
     dropout: float = 0.0                # training only (nanoGPT's key): embeddings, attention, MLP output; off in eval
     qk_norm: bool = trained(False)      # RMSNorm on queries and keys after RoPE (nanochat, the reference micro-dLLM)
-    attn_scale: float = trained(0.0)    # the attention logits' scale; 0 = 1/sqrt(head_dim). With qk_norm it caps them at
-                                        #   attn_scale * head_dim (5.7 at head_dim 32 by default; modded-nanogpt's 0.12)
     self_cond: bool = trained(False)    # mdlm, bd3: self-conditioning (Chen et al. 2022): the net also reads its own first
                                         #   prediction of x0 (a second pass; training feeds it to half the sequences)
     tie_weights: bool = trained(False)  # the output head reuses the token embedding matrix (nanoGPT ties them)

@@ -228,8 +228,6 @@ def validate(cfg, given=()):
         raise UserError(f"--ema={cfg.ema} cannot act in {cfg.max_iters:,} steps: the EMA's warm-up rule (1+n)/(10+n) stays "
                         f"below {reach:.4f} until the end, so every decay above that averages alike; give --ema below "
                         f"{reach:.4f} or more --max_iters")
-    if cfg.attn_scale < 0:
-        raise UserError(f"attn_scale must be 0 (1/sqrt(head_dim)) or a positive scale such as 0.12, got {cfg.attn_scale}")
 
 
 def config_from_dict(d):

@@ -31,7 +31,6 @@ class ModelArgs:
     causal: bool = False         # True for the AR baseline
     dropout: float = 0.0         # training only: embeddings, attention weights and outputs, MLP output (nanoGPT)
     qk_norm: bool = False        # RMSNorm on queries and keys after RoPE (nanochat)
-    attn_scale: float = 0.0      # the attention logits' scale; 0 = 1/sqrt(head_dim) (SDPA's own)
     self_cond: bool = False      # also read a previous prediction of x0 (probabilities, forward's sc=)
     tie_weights: bool = False    # the output head reuses the token embedding's matrix (no head of its own)
     clean_causal: bool = False   # bd3: the clean stream attends token-causally (it also learns next-token prediction)
@@ -41,7 +40,7 @@ class ModelArgs:
         """The model a config describes; `fixed`: what the objective sets itself (objectives.model_args)."""
         return cls(**{**dict(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                              n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps, time_cond=cfg.time_cond,
-                             dropout=cfg.dropout, qk_norm=cfg.qk_norm, attn_scale=cfg.attn_scale, self_cond=cfg.self_cond,
+                             dropout=cfg.dropout, qk_norm=cfg.qk_norm, self_cond=cfg.self_cond,
                              tie_weights=cfg.tie_weights, clean_causal=cfg.bd3_ar > 0), **fixed})
 
 
@@ -72,7 +71,6 @@ class Attention(nn.Module):
     def __init__(self, a: ModelArgs):
         super().__init__()
         self.n_head, self.causal, self.p_attn, self.qk_norm = a.n_head, a.causal, a.dropout, a.qk_norm
-        self.scale = a.attn_scale or None  # None: SDPA's 1/sqrt(head_dim)
         self.qkv = nn.Linear(a.n_embd, 3 * a.n_embd, bias=False)
         self.proj = nn.Linear(a.n_embd, a.n_embd, bias=False)
         self.drop = dropout(a.dropout)
@@ -88,7 +86,7 @@ class Attention(nn.Module):
         # causal only when the queries start at position 0 (a cached decode step sees all keys)
         is_causal = self.causal and q.size(2) == k.size(2) and q.size(2) > 1 and attn_mask is None
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-                                           dropout_p=self.p_attn if self.training else 0.0, scale=self.scale)  # dropout: on the weights
+                                           dropout_p=self.p_attn if self.training else 0.0)  # dropout: on the weights
         return self.drop(self.proj(y.transpose(1, 2).reshape(B, L, C)))
 
 

@@ -149,7 +149,6 @@ TABLE = [
     ("train.py", [*T, "--out_dir=x", "--total_batch_size=300"], "total_batch_size=300 is not a multiple", None),
     # an EMA decay its warm-up rule never reaches in the run would train exactly as any other: refused, not dropped
     ("train.py", [*T, "--out_dir=x", "--max_iters=100", "--ema=0.95"], "--ema=0.95 cannot act in 100 steps", None),
-    ("train.py", [*T, "--out_dir=x", "--attn_scale=-1"], "attn_scale must be 0 (1/sqrt(head_dim)) or a positive", None),
     ("train.py", [*T, "--data_path=mine.txt"], "give --data_path=PATH of a UTF-8 text file", None),
     ("train.py", [*T, "--out_dir=ro/run"], "Permission denied", "readonly"),
     ("train.py", [*T, "--out_dir=run", "--max_iters=8", "--resume"], "No space left on device", "full"),

@@ -66,7 +66,7 @@ def test_trained_and_resumable_keys_are_field_metadata():
     from configurator import CHOICES, RESUMABLE_KEYS, TRAINED_KEYS
     assert set(TRAINED_KEYS) == {"objective", "diffusion_steps", "schedule", "block_size", "n_layer", "n_head", "n_embd",
                                  "time_cond", "tokenizer", "data_path", "val_path", "bd3_block", "qk_norm", "self_cond",
-                                 "tie_weights", "bd3_ar", "dual_ar", "attn_scale"}
+                                 "tie_weights", "bd3_ar", "dual_ar"}
     assert set(RESUMABLE_KEYS) == {"max_iters", "eval_interval", "log_interval", "device", "resume", "overwrite", "compile",
                                    "eval_iters", "head_on_masked_only", "wandb_log", "wandb_project", "keep_last",
                                    "skip_nonfinite", "out_dir"}
@@ -106,22 +106,24 @@ def test_checkpoints_from_before_the_layer_rename_still_load(tmp_path):
 
 
 def test_a_removed_model_option_loads_when_off_and_is_named_when_on(tmp_path):
-    """value_residual lived in ModelArgs for a few commits (4e97389 to ab77de4): checkpoints written then carry it. Off,
-    it changed nothing in the network, so they load; an option in use that the code lacks is named, not 'damaged'."""
+    """value_residual lived in ModelArgs for a few commits (4e97389 to ab77de4), attn_scale until 2026-11-27:
+    checkpoints written then carry them. Off, they changed nothing in the network, so they load; an option in use
+    that the code lacks is named, not 'damaged'."""
     import torch
     from model import ModelArgs, Transformer
     from utils.checkpoint import load_model, save_checkpoint
     a = ModelArgs(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, diffusion_steps=10)
     m = Transformer(a)
-    for on in (False, True):
-        save_checkpoint(tmp_path / "c.pt", dict(model=m.state_dict(), config={}, model_args=dict(vars(a), value_residual=on),
-                                                tokenizer=dict(kind="char", chars="ab"), iter=0))
-        if not on:
-            fresh, _ = load_model(tmp_path / "c.pt", "cpu")
-            assert all(torch.equal(v, m.state_dict()[k]) for k, v in fresh.state_dict().items())
-        else:
-            with pytest.raises(UserError, match="trained with model option.s. value_residual.*git log -S value_residual"):
-                load_model(tmp_path / "c.pt", "cpu")
+    for name, off, on in (("value_residual", False, True), ("attn_scale", 0.0, 0.35)):
+        for value in (off, on):
+            save_checkpoint(tmp_path / "c.pt", dict(model=m.state_dict(), config={}, model_args={**vars(a), name: value},
+                                                    tokenizer=dict(kind="char", chars="ab"), iter=0))
+            if value == off:
+                fresh, _ = load_model(tmp_path / "c.pt", "cpu")
+                assert all(torch.equal(v, m.state_dict()[k]) for k, v in fresh.state_dict().items())
+            else:
+                with pytest.raises(UserError, match=f"trained with model option.s. {name}.*git log -S {name}"):
+                    load_model(tmp_path / "c.pt", "cpu")
 
 
 @pytest.mark.parametrize("cli", ["train", "inference"])

@@ -90,32 +90,6 @@ def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
         assert not torch.allclose(before[0], before[1], atol=1e-3)  # and it is a different network
 
 
-def test_attn_scale_multiplies_the_logits():
-    """attn_scale = c / sqrt(head_dim) is the default network with its queries scaled by c (RoPE is linear), and
-    1 / sqrt(head_dim) is the default itself; with qk_norm it is the only way to sharpen the attention."""
-    x, t, d = torch.randint(0, 10, (2, 16)), torch.tensor([3, 7]), 16 ** -0.5  # head_dim 32 / 2 heads
-
-    def net(**kw):
-        m = _tiny(**kw)
-        with torch.no_grad():
-            for layer in m.layers:
-                layer.attn.qkv.weight[:64] *= 4.0  # queries and keys: logits far from zero, as after training
-                layer.attn.proj.weight *= 8.0  # and attention's output weighs in the residual
-        return m
-    for causal in (False, True):
-        base, same, sharp = net(causal=causal), net(causal=causal, attn_scale=d), net(causal=causal, attn_scale=3 * d)
-        with torch.no_grad():
-            want = base(x, t)
-            torch.testing.assert_close(same(x, t), want, rtol=0, atol=1e-6)
-            got = sharp(x, t)
-            assert not torch.allclose(got, want, atol=1e-2)
-            for layer in base.layers:
-                layer.attn.qkv.weight[:32] *= 3.0  # the query rows
-            torch.testing.assert_close(got, base(x, t), rtol=1e-5, atol=1e-5)
-            normed = net(causal=causal, qk_norm=True)(x, t), net(causal=causal, qk_norm=True, attn_scale=3 * d)(x, t)
-        assert not torch.allclose(*normed, atol=1e-2)
-
-
 def test_tied_head_is_the_embedding_matrix_and_trains_it():
     m = _tiny(time_cond="none", tie_weights=True)
     assert m.head is None and m.num_params() == _tiny(time_cond="none").num_params() - 11 * 32  # one V x d matrix less
