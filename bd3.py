@@ -415,7 +415,7 @@ MODEL = dict(time_cond="none")  # each block has its own t, and its [MASK] count
 IGNORES = {**dict.fromkeys(("time_cond", "loss_type"), "it trains the block-diffusion bound, with no time input"),
            "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
            **AR_ONLY,
-           **dict.fromkeys(("dual_ar", "dual_sample", "dual_draft"), "masked diffusion's dual objective; block diffusion's next-token "
+           **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective; block diffusion's next-token "
                                                          "loss is --bd3_ar, its sampler --bd3_check=ar"),
            **dict.fromkeys(("mask_ramp", "mask_ramp_from"), "masked diffusion's curriculum on t: use --objective=mdlm")}
 CONTINUES_ONLY = ANY_LENGTH = True  # continues a prompt block by block, past the context

@@ -143,8 +143,6 @@ class Config:
     dual_sample: bool = False           # mdlm, a network trained with --dual_ar: draw from its AR mode (the same weights
                                         #   attending causally, KV-cached, one token a pass: exact samples of that joint);
                                         #   continues a prompt (no infill); the diffusion sampler's keys do not apply
-    dual_draft: int = 0                 # with dual_sample: tokens drafted a round by the network's own diffusion pass, checked
-                                        #   by its AR mode (speculative sampling: those samples exactly); 0 = one a pass
     draft: str = ""                     # AR: a masked-diffusion model.pt that drafts draft_len tokens a round, verified by
                                         #   the AR in one pass (speculative decoding: exactly the AR's samples); '' = off
     draft_len: int = 4                  # AR with draft: tokens drafted a round

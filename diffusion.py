@@ -24,7 +24,6 @@ from common import (AR_ONLY, LossOptions, Schedule, Step, band_times, band_top, 
                     repeat_draws, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
 from ar import sample_ar_window
-from speculative import sample_speculative
 from utils.errors import UserError
 
 LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
@@ -109,9 +108,6 @@ def check(cfg, given=()):
     if cfg.dual_sample and not cfg.dual_ar:
         raise UserError("--dual_sample draws from the AR mode that --dual_ar trains, and this network was trained "
                         "without it (dual_ar=0): drop --dual_sample, or train with --dual_ar=0.25")
-    if cfg.dual_draft < 0 or ("dual_draft" in given and not cfg.dual_sample):
-        raise UserError(f"--dual_draft {cfg.dual_draft}: the tokens a round the network drafts for its AR mode; give "
-                        f"--dual_sample with --dual_draft >= 0 (e.g. 2), or neither")
     if cfg.dual_sample and set(given) & {"steps", *REVEAL_KEYS}:
         key = sorted(set(given) & {"steps", *REVEAL_KEYS})[0]
         raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: --{key} "
@@ -198,7 +194,7 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
                         f"block_size {model.args.block_size}; give a shorter --gen_len")
     x, conf, steps = x.clone(), torch.zeros(B, L, dtype=torch.float64, device=dev), []
 
-    def emit(seq, nfe):  # one Step a token (a round when drafted): the canvas so far, the rest still [MASK]
+    def emit(seq, nfe):  # one Step a token: the canvas so far, the rest still [MASK]
         prev, _ = x.clone(), steps.append(nfe)
         x[:, :seq.size(1)] = seq
         on_step(Step(step=len(steps), nfe=torch.full((B,), nfe), time=torch.zeros(B, dtype=torch.long), x=x, prev=prev,
@@ -206,10 +202,6 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
                      finished=[seq.size(1) == L] * B))
 
     settings = (cfg.temperature, cfg.top_k, cfg.top_p)
-    if cfg.dual_draft:  # its diffusion pass drafts, its AR mode checks (speculative.py): the same samples
-        return sample_speculative(model, model, x[:, :P], L - P, cfg.dual_draft, mask_id, settings, generator,
-                                  emit if on_step else None)
-
     def token_done(seq, filtered):  # the drawn token's probability, then its Step
         p = torch.softmax(filtered.double() / max(cfg.temperature, 1e-9), -1)
         conf[:, seq.size(1) - 1] = p.gather(-1, seq[:, -1:]).squeeze(-1)
@@ -220,12 +212,11 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
 
 def passes(cfg, n_gen, n_prompt=0):
     if cfg.dual_sample:
-        return None if cfg.dual_draft else n_gen  # drafted rounds: as many as the drafts need
+        return n_gen
     return sampler.passes(SamplerOptions.from_config(cfg), n_gen)
 
 
 def describe(cfg):
     if cfg.dual_sample:
-        return "its AR mode (the dual objective's causal pass) + KV cache, " + (
-            f"{cfg.dual_draft} tokens a round drafted by its diffusion pass" if cfg.dual_draft else "one token a pass")
+        return "its AR mode (the dual objective's causal pass) + KV cache, one token a pass"
     return sampler.describe(SamplerOptions.from_config(cfg))

@@ -95,7 +95,7 @@ def sample_speculative(model, drafter, prompt, gen_len, k, mask_id, settings=(1.
     its context when the next token does not fit; a round never crosses a restart), so at temperature 0 the tokens
     are that function's. Returns (tokens (B, P + gen_len), stats: nfe (passes of both networks), ar_passes,
     draft_passes, kept: drafts kept per drafting round, mean; in a batch, its slowest row's). `model` may be a
-    bidirectional network's AR mode (diffusion.py's --dual_sample --dual_draft: it drafts for itself): its context
+    bidirectional network's AR mode (diffusion.py's --dual_sample): its context
     pass then gets the causal mask the AR's attention implies. on_round(tokens so far, passes so far) after each round."""
     (B, P), W = prompt.shape, model.args.block_size
     seq, lo, cache, dev = prompt, max(0, P - W), None, prompt.device

@@ -166,7 +166,7 @@ IGNORES = {**dict.fromkeys(("loss_type", "head_on_masked_only", *REVEAL_KEYS, "b
                            "masked diffusion's training-time draws of t: use --objective=mdlm"),
            "self_cond": "masked diffusion's self-conditioning: use --objective=mdlm",
            "mask_draws": "the masks drawn of each window (mdlm, bd3): it has no [MASK]",
-           **dict.fromkeys(("dual_ar", "dual_sample", "dual_draft"), "masked diffusion's dual objective: use --objective=mdlm")}
+           **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective: use --objective=mdlm")}
 NOISE_START = STEP_CHAIN = True  # starts from random tokens; walks the schedule's grid
 
 

@@ -48,7 +48,7 @@ from utils.tokenizer import tokenizer_from_state  # noqa: E402
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
              "threshold_rule", "semi_ar_length", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
              "corrector_steps", "corrector_frac", "corrector_pick", "temperature_end_share", "bd3_speculate", "bd3_check",
-             "dual_sample", "dual_draft", "draft", "draft_len")
+             "dual_sample", "draft", "draft_len")
 REMDM_KEYS = ("remask_eta", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off")
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "remdm_schedule=cap,loop", "corrector_steps=0,4",
                 "temperature=0.8,0.9,1.0"]
@@ -59,13 +59,11 @@ GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KE
 def canonical(settings, obj, cfg):
     """The settings a sampler actually reads (cfg: the checkpoint's, for the keys the grid leaves): its objective's
     IGNORES dropped, ReMDM's keys unless remask=remdm, the loop's unless it loops, the corrector's share unless it runs,
-    the diffusion sampler's under dual_sample (mdlm's AR mode reads only the temperature, the filters, dual_draft)."""
+    the diffusion sampler's under dual_sample (mdlm's AR mode reads only the temperature and the filters)."""
     s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
     get = lambda k: s.get(k, getattr(cfg, k))  # noqa: E731
     if get("dual_sample"):
         s = {k: v for k, v in s.items() if k not in ("steps", *REVEAL_KEYS)}
-    else:
-        s.pop("dual_draft", None)  # drafts only for the AR mode
     if get("remask") != "remdm":
         s = {k: v for k, v in s.items() if k not in REMDM_KEYS}
     elif get("remdm_schedule") != "loop":

@@ -154,21 +154,3 @@ def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_tr
     code, out, err = run_cli_here(script("order_nll").main, [str(ckpt), "--orders", "causal", "--n-windows", "4",
                                                              "--split", "dev"], capsys)
     assert code == 0 and f"causal: {mode['nats_per_token']:.4f} +- {mode['se']:.4f}" in out, out
-
-
-def test_dual_draft_drafts_with_the_diffusion_pass_and_keeps_the_ar_modes_samples():
-    """--dual_draft k: the network's own bidirectional pass drafts k tokens a round, its AR mode checks them
-    (speculative.py: its samples exactly; tests/test_speculative.py). At temperature 0 both draw the AR mode's argmax
-    path; one Step a round, the last one the finished canvas; the passes are adaptive."""
-    bidir, _ = nets()
-    x, gen = _canvas()
-    plain, _ = diffusion.sample(bidir, x, gen, _cfg("--dual_sample", "--temperature=0"), Schedule(100), MASK)
-    steps = []
-    out, stats = diffusion.sample(bidir, x, gen, _cfg("--dual_sample", "--dual_draft=3", "--temperature=0"), Schedule(100),
-                                  MASK, torch.Generator().manual_seed(0), on_step=steps.append)
-    assert torch.equal(out, plain) and torch.equal(out[:, :4], x[:, :4])
-    assert len(steps) == stats["ar_passes"] and torch.equal(steps[-1].x, out) and steps[-1].finished == [True] * 3
-    assert diffusion.passes(_cfg("--dual_sample", "--dual_draft=3"), 10) is None
-    for bad in (["--dual_draft=2"], ["--dual_sample", "--dual_draft=-1"]):  # drafting needs the AR mode; k >= 0
-        with pytest.raises(UserError, match="dual_draft"):
-            _cfg(*bad)
