@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import torch
 
 LN2 = math.log(2)
-SCHEDULES = ("cosine", "linear", "cosine_offset")  # Schedule's kinds
+SCHEDULES = ("cosine", "linear")  # Schedule's kinds
 # the AR baseline's keys, which every other objective refuses (configurator.validate)
 AR_ONLY = dict.fromkeys(("draft", "draft_len"), "the AR baseline's keys (speculative drafting): use --objective=ar")
 
@@ -26,11 +26,6 @@ class Schedule:
             alpha = torch.cos(0.5 * math.pi * t / T)
         elif kind == "linear":
             alpha = 1.0 - t / T
-        elif kind == "cosine_offset":
-            # offset s = 0.008 (Nichol & Dhariwal 2021): the slope at t = 0 is no longer zero, so the first
-            # steps mask more (t=1 of 100: 3.2e-4 vs 1.2e-4); divided by its t = 0 value so alpha(0) = 1
-            s = 0.008
-            alpha = torch.cos(0.5 * math.pi * (t / T + s) / (1 + s)) / math.cos(0.5 * math.pi * s / (1 + s))
         else:
             raise ValueError(f"unknown schedule {kind!r}")
         alpha[0], alpha[T] = 1.0, 0.0  # exact endpoints (cos(pi/2) is 6e-17, not 0)

@@ -60,7 +60,7 @@ class Config:
     dual_ar: float = trained(0.0)       # mdlm training: weight of the dual objective's next-token CE, a second pass of the same
                                         #   network attending causally over the clean window (Eso-LM); 0 = off; the bound is unchanged
     diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process
-    schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T | 'cosine_offset' (s=0.008)
+    schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T
     loss_type: str = "elbo"             # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
     mask_draws: int = 1                 # mdlm/bd3 training: independent masks (and times) of each window a step, each its
                                         #   own pass: the loss's noise averaged over k draws of the same tokens; k x the passes

@@ -71,7 +71,7 @@ def test_trained_and_resumable_keys_are_field_metadata():
                                    "eval_iters", "head_on_masked_only", "wandb_log", "wandb_project", "keep_last",
                                    "skip_nonfinite", "out_dir"}
     from sampler import ORDERS
-    assert CHOICES["order"] is ORDERS and CHOICES["schedule"] == ("cosine", "linear", "cosine_offset")
+    assert CHOICES["order"] is ORDERS and CHOICES["schedule"] == ("cosine", "linear")
 
 
 def test_renamed_keys_keep_their_old_names(tmp_path):

@@ -47,8 +47,8 @@ def ar_ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def adaln_ckpt(tmp_path_factory):
-    """A tiny diffusion model with the two ablation switches of this issue on."""
-    return _train(tmp_path_factory.mktemp("tiny_adaln"), "--time_cond=adaln", "--schedule=cosine_offset")
+    """A tiny diffusion model with adaLN time conditioning and the linear schedule (not the defaults)."""
+    return _train(tmp_path_factory.mktemp("tiny_adaln"), "--time_cond=adaln", "--schedule=linear")
 
 
 # ---------------------------------------------------------------------------------------- eval.py
