@@ -132,8 +132,6 @@ class Config:
                                         #   drawn with the lowest probability; lowers the samples' entropy) | 'random'
                                         #   (Gibbs-like: keeps the distribution)
     threshold: float = 0.0              # Fast-dLLM: commit every position with confidence > threshold, >= 1 per step; 0 = off
-    threshold_rule: str = "above"       # with threshold: 'above' (the rule above) | 'factor' (Fast-dLLM's factor rule: the
-                                        #   n most confident, n the largest with (n + 1)(1 - c_n) < threshold)
     semi_ar_length: int = 0             # semi-AR: decode left to right, this many tokens at a time (0 = all at once);
                                         # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
     bd3_speculate: bool = False         # bd3: a block drafted in one pass, checked against its left-to-right joint

@@ -21,7 +21,7 @@ from config import PRESETS, Config
 from common import SCHEDULES
 from diffusion import LOSS_TYPES
 from model import TIME_CONDS
-from sampler import (CORRECTOR_PICKS, ORDERS, REMASKS, REMDM_SCHEDULES, THRESHOLD_RULES, TOKENS_PER_STEP,
+from sampler import (CORRECTOR_PICKS, ORDERS, REMASKS, REMDM_SCHEDULES, TOKENS_PER_STEP,
                      UNSCORED_ORDERS)
 from utils.checkpoint import RENAMED
 from utils.cli import boolean
@@ -155,12 +155,6 @@ def check_sampler(cfg, given=()):
     if cfg.threshold and cfg.order in UNSCORED_ORDERS:
         raise UserError(f"threshold decoding commits by the model's score: use --order confidence, margin or entropy, "
                         f"not {cfg.order}")
-    if cfg.threshold_rule not in THRESHOLD_RULES or (cfg.threshold_rule == "factor" and cfg.order == "entropy"):
-        raise UserError(f"threshold_rule={cfg.threshold_rule!r} with order {cfg.order}: use 'above', or 'factor' with "
-                        f"--order confidence or margin (a score in [0, 1])")
-    if cfg.threshold_rule != "above" and not cfg.threshold:
-        raise UserError(f"--threshold_rule {cfg.threshold_rule} picks how --threshold commits: give --threshold F too "
-                        f"(the factor f, e.g. 1.0)")
     if cfg.threshold and cfg.remask == "remdm":
         raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
     if not 0 <= cfg.remask_eta <= 1:

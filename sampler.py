@@ -37,7 +37,6 @@ from common import Step, filter_logits, predict_logits, reveal_plan, sample_toke
 
 ORDERS = ("confidence", "margin", "entropy", "random", "l2r")
 UNSCORED_ORDERS = ("random", "l2r")  # rank by no model score: threshold decoding cannot use them
-THRESHOLD_RULES = ("above", "factor")  # Fast-dLLM's two rules (the factor rule reads a score in [0, 1]: not entropy)
 TOKENS_PER_STEP = ("schedule", "linear", "cosine")
 REMASKS = ("refine", "none", "remdm")
 REMDM_SCHEDULES = ("constant", "cap", "rescale", "loop")
@@ -57,7 +56,6 @@ class SamplerOptions:
     remask: str = "refine"             # refine (least sure committed tokens go back to [MASK]) | none (LLaDA) | remdm
     remask_eta: float = 0.0            # remdm's eta
     threshold: float = 0.0             # Fast-dLLM: commit every position scoring above it, >= 1 per step; NFE adaptive
-    threshold_rule: str = "above"      # above: that rule | factor: the n best with (n + 1)(1 - c_n) < threshold
     semi_ar_length: int = 0            # blocks left to right (LLaDA); past the context, a window keeps the latest
     remdm_schedule: str = "constant"
     remdm_alpha_on: float = 0.9
@@ -79,7 +77,6 @@ class SamplerOptions:
         assert not (self.threshold > 0 and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
             "threshold ranks by the model's score, never re-masks"
         assert self.remdm_schedule in REMDM_SCHEDULES and self.corrector_pick in CORRECTOR_PICKS, self
-        assert self.threshold_rule in THRESHOLD_RULES and not (self.threshold_rule == "factor" and self.order == "entropy")
         assert self.corrector_steps >= 0 and 0 < self.corrector_frac <= 1, self
         assert 0 <= self.remdm_t_off < self.remdm_t_on <= 1 and 0 < self.remdm_alpha_on < 1, self
 
@@ -284,13 +281,6 @@ class _Denoiser:
     def _stay(self, is_masked, committed, score, rows, todo, n_keep, sigma_t=None):
         """Which positions are [MASK] after the step (B, L). sigma_t (B,): remask='remdm''s re-masking probability."""
         threshold = self.opts.threshold
-        if threshold and n_keep is None and self.opts.threshold_rule == "factor":
-            # Fast-dLLM's factor rule: the n most confident, n the largest with (n + 1)(1 - c_n) < f, at least one
-            top, order = score.masked_fill(~is_masked, -1.0).sort(1, descending=True)
-            n = torch.arange(2, top.size(1) + 2, device=top.device, dtype=top.dtype)  # n + 1 for n = 1..L
-            k = ((n * (1 - top) < threshold) & (top >= 0)).long().cumprod(1).sum(1).clamp(min=1)
-            ranked = torch.arange(top.size(1), device=top.device)[None] < k[:, None]
-            return is_masked & ~torch.zeros_like(is_masked).scatter(1, order, ranked)
         if threshold and n_keep is None:  # Fast-dLLM: every position above the threshold, at least the best one
             commit = is_masked & (score > threshold)
             best = score.masked_fill(~is_masked, -1.0).argmax(1)
@@ -411,8 +401,7 @@ def passes(opts, n_gen):
 
 def describe(opts):
     if opts.threshold:
-        rule = f"threshold {opts.threshold:g}" if opts.threshold_rule == "above" else f"factor rule f={opts.threshold:g}"
-        how = f"{rule} (NFE adaptive, committed tokens final), order {opts.order}"
+        how = f"threshold {opts.threshold:g} (NFE adaptive, committed tokens final), order {opts.order}"
     else:
         remask = opts.remask
         if opts.remask == "remdm":

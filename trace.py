@@ -98,7 +98,7 @@ def trace_title(cfg, cols=64):
     if obj.NOISE_START:
         how = [f"{cfg.objective} noise", f"{cfg.steps} steps"]
     else:
-        how = [f"{'threshold' if cfg.threshold_rule == 'above' else 'factor'} {cfg.threshold:g}" if cfg.threshold
+        how = [f"threshold {cfg.threshold:g}" if cfg.threshold
                else f"{cfg.steps} steps"]
         if "bd3_block" not in obj.IGNORES:  # block by block: steps count per block
             how = [f"{cfg.objective} L'={cfg.bd3_block}", how[0] if cfg.threshold else f"{min(cfg.steps, cfg.bd3_block)} steps/block"]

@@ -46,7 +46,7 @@ from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
-             "threshold_rule", "semi_ar_length", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
+             "semi_ar_length", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
              "corrector_steps", "corrector_frac", "corrector_pick", "temperature_end_share", "bd3_speculate", "bd3_check",
              "dual_sample", "draft", "draft_len")
 REMDM_KEYS = ("remask_eta", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off")
@@ -68,8 +68,6 @@ def canonical(settings, obj, cfg):
         s = {k: v for k, v in s.items() if k not in REMDM_KEYS}
     elif get("remdm_schedule") != "loop":
         s = {k: v for k, v in s.items() if k not in ("remdm_alpha_on", "remdm_t_on", "remdm_t_off")}
-    if not get("threshold"):
-        s.pop("threshold_rule", None)  # no threshold: the rule is not read
     if not s.get("corrector_steps", 0):
         s.pop("corrector_frac", None), s.pop("corrector_pick", None)
     if get("draft") in ("", "none"):  # no drafter (draft=none in a grid): plain AR decoding

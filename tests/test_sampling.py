@@ -45,7 +45,6 @@ MODES = [dict(), dict(order="margin"), dict(order="entropy"), dict(order="random
          dict(tokens_per_step="linear", remask="none"), dict(tokens_per_step="cosine"),
          dict(remask="remdm", remask_eta=0.3), dict(threshold=0.5), dict(threshold=0.999, order="margin"),
          dict(semi_ar_length=7), dict(semi_ar_length=7, threshold=0.9, order="entropy"),
-         dict(threshold=0.8, threshold_rule="factor"), dict(semi_ar_length=7, threshold=1.0, threshold_rule="factor"),
          dict(semi_ar_length=5, remask="remdm", remask_eta=0.3, tokens_per_step="linear")]
 
 
@@ -102,20 +101,18 @@ def test_threshold_commits_many_per_step_when_confident_and_reports_per_sample_n
     assert stats["nfe_per_sample"] == [math.ceil(n / 10) for n in gm.sum(1).tolist()]
 
 
-def test_the_factor_rule_commits_the_n_best_while_n_plus_one_times_their_doubt_stays_under_f():
-    """Fast-dLLM's factor rule by hand on positions of known confidence (the model ignores the tokens): sorted
-    0.99, 0.95, 0.9, 0.7, 0.5, 0.3, 0.2, 0.15 at f = 1: (n + 1)(1 - c_n) = 0.02, 0.15, 0.4, then 1.5: three at the first
-    step; then 0.6 < 1 for 0.7 alone; then 2 x 0.5 = 1 is not < 1: one a step. The 'above' rule at 0.92 takes two first."""
+def test_the_threshold_commits_every_position_above_it_and_at_least_the_best():
+    """Fast-dLLM's threshold by hand on positions of known confidence (the model ignores the tokens): sorted 0.99, 0.95,
+    0.9, 0.7, 0.5, 0.3, 0.2, 0.15 at 0.92: the two above it at the first step, then the best alone at each step."""
     conf = torch.tensor([0.5, 0.99, 0.2, 0.9, 0.15, 0.95, 0.7, 0.3], dtype=torch.float64)
     model = PositionModel(L=8)
     model.table = torch.log(torch.cat([conf[:, None], ((1 - conf) / 10)[:, None].expand(-1, 10),
                                        torch.zeros(8, 1)], 1)).float()  # token 0 at c, ten others share the rest
     x, gm = torch.zeros(1, 8, dtype=torch.long), torch.ones(1, 8, dtype=torch.bool)
-    for rule, want in (("factor", [3, 1, 1, 1, 1, 1]), ("above", [2, 1, 1, 1, 1, 1, 1])):
-        counts = []
-        _, stats = _run(model, x, gm, dict(threshold=0.92 if rule == "above" else 1.0, threshold_rule=rule),
-                        temperature=0.0, on_step=lambda st: counts.append(int(st.revealed.sum())))
-        assert counts == want and stats["nfe"] == len(want), (rule, counts)
+    counts = []
+    _, stats = _run(model, x, gm, dict(threshold=0.92), temperature=0.0,
+                    on_step=lambda st: counts.append(int(st.revealed.sum())))
+    assert counts == [2, 1, 1, 1, 1, 1, 1] and stats["nfe"] == 7, counts
 
 
 @pytest.mark.parametrize("mode", [dict(), dict(order="random", remask="none"), dict(tokens_per_step="linear"),
