@@ -12,8 +12,9 @@ it); L' = L is MDLM. --bd3_ar also trains the clean half, then token-causal, on 
 and diffusion together, as dual-objective LMs); the bound is still the noisy half's.
 
 Decoding goes left to right, a block at a time, against a KV cache of the clean blocks before it (a reverse step
-costs one block, not the context): each block is denoised by sampler.denoise (with all its switches), or drafted and
-checked left to right by speculate_block (--bd3_speculate). As in training, the block and its clean context sit in a
+costs one block, not the context): each block is denoised by sampler.denoise (with all its switches); or, with
+--bd3_speculate on a --bd3_ar network, the clean half's AR samples token by token, the noisy half drafting whole
+blocks (sample_clean_ar). As in training, the block and its clean context sit in a
 window of block_size tokens (RoPE positions 0..block_size-1, blocks aligned to its start); when the next block does
 not fit, the window jumps and keeps its last half (in whole blocks), whose keys/values are recomputed once: every
 step sees what the network saw in training, and the cached decode equals the two-stream pass over the whole window
@@ -241,10 +242,10 @@ class BlockOutput:
 
 
 @torch.no_grad()
-def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None, speculate=False):
+def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None):
     """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with opts (SamplerOptions; steps per
     block, at most its generated tokens but for the loop schedule's; tokens_per_step='schedule' becomes 'linear'),
-    or with speculate, drafted and checked by speculate_block at opts' temperature, top_k and top_p. on_step gets
+    on_step gets
     denoise()'s Step over the whole output (B, P + gen_len), block / n_blocks / nfe / step counted over the whole
     generation. Returns (tokens (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, blocks)."""
     B, W, t0 = len(prompt), model.args.block_size, time.perf_counter()
@@ -265,11 +266,7 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
         block_step = None if on_step is None else lambda st, lo=lo, hi=hi, b=b: on_step(o.full(st, lo, hi, b))
         now = o.gen[:, lo:hi].clone()
         now[:, :pos - lo] = False  # the context is fixed text to denoise(): only this block is generated
-        if speculate:
-            settings = (opts.temperature, opts.top_k, opts.top_p)
-            x, st = speculate_block(denoiser, o.out[:, lo:hi], now, mask_id, settings, generator, block_step)
-        else:
-            x, st = sampler.denoise(denoiser, o.out[:, lo:hi], now, schedule, mask_id, opts, generator, block_step)
+        x, st = sampler.denoise(denoiser, o.out[:, lo:hi], now, schedule, mask_id, opts, generator, block_step)
         o.out[:, lo:hi] = x
         o.nfe += torch.tensor(st["nfe_per_sample"])
         o.steps += st["nfe"]
@@ -278,52 +275,7 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
                                     seconds_per_sample=[seconds] * B, blocks=len(o.starts))
 
 
-# ---------------------------------------------------------------------------- self-speculative decoding
-@torch.no_grad()
-def speculate_block(net, x, now, mask_id, settings, generator=None, on_step=None):
-    """Fill the positions `now` (B, W) of the window x's last block (a suffix of it; the rest is the prompt's tail)
-    with exact samples of the network's left-to-right joint inside the block, in fewer passes than tokens. A draft
-    pass drafts every masked column from its marginal q; one batched pass reads the states that reveal the drafts
-    left to right (state m: drafts before column m known) for each column's conditional p, and
-    speculative.keep_or_redraw keeps drafts while u < p / q, redrawing the first rejected from max(0, p - q): every
-    token is p-distributed whatever q (Leviathan et al. 2023). The first draft is always kept (its q is p); later
-    rounds draft from the marginals of the state that knew all but the newest token, already computed: one pass a
-    round. settings = (temperature, top_k, top_p) of p and q. A self-conditioned network reads no prediction (as at
-    a block's first step). Rows advance by the row that kept fewest (speculative.py). Returns (x, denoise's stats)."""
-    (B, W), n, t0 = x.shape, net.block, time.perf_counter()
-    x, j, passes = x.clone(), n - int(now[0, -n:].sum()), 1  # the draft pass below is the first
-    conf = torch.zeros(B, W, dtype=torch.float64, device=x.device)
-
-    def run(windows):  # (R, W) -> the last block's sampling distributions (R, n, V) float64, on the CPU
-        return probs(no_mask_logit(net(windows)[:, -n:], mask_id), *settings).cpu()
-
-    q, exact = run(x), 1  # the draft pass: q at column j is the conditional there
-    while j < n:
-        drafts = draw(q[:, j:], generator)  # (B, n - j)
-        ms = torch.arange(j + exact, n)  # the states checked: column m's conditional, drafts j..m-1 known
-        p = q[:, j:j + exact]
-        if len(ms):
-            col = torch.arange(n)
-            drafted = ((col[None, :] < ms[:, None]) & (col >= j)).to(x.device)  # (S, n): state m knows drafts j..m-1
-            block = torch.where(drafted, F.pad(drafts, (j, 0)).to(x.device)[:, None], x[:, None, W - n:])  # (B, S, n)
-            states = torch.cat([x[:, None, :W - n].expand(-1, len(ms), -1), block], 2).flatten(0, 1)
-            pm = run(states).view(B, len(ms), n, -1)
-            p, passes = torch.cat([p, pm[:, torch.arange(len(ms)), ms]], 1), passes + 1
-        new = keep_or_redraw(p, q[:, j:], drafts, generator)  # (B, k): k - 1 drafts kept, then a redraw or a draft
-        (prev, x), k = (x, x.clone()), new.size(1)
-        x[:, W - n + j:W - n + j + k] = new.to(x.device)
-        conf[:, W - n + j:W - n + j + k] = p[:, :k].gather(-1, new[..., None])[..., 0].to(x.device)
-        if j + k < n:
-            q = pm[:, k - 1 - exact]  # state j + k - 1: known all but the newest token
-        j, exact = j + k, 0
-        if on_step is not None:
-            on_step(Step(step=passes, nfe=torch.full((B,), passes), time=torch.zeros_like(x[:, 0]), x=x,
-                         prev=prev, gen_mask=now, revealed=x != prev, remasked=torch.zeros_like(now), conf=conf,
-                         finished=[j == n] * B))
-    seconds = time.perf_counter() - t0
-    return x, dict(nfe=passes, nfe_per_sample=[passes] * B, seconds=seconds, seconds_per_sample=[seconds] * B)
-
-
+# ---------------------------------------------------------------------------- self-speculative decoding (--bd3_speculate)
 @lru_cache(maxsize=1024)
 def round_layout(n0, kd, sb, states, nxt, n, device):
     """sample_clean_ar's pass after n0 cached clean columns (window positions 0..n0-1): the newest token and kd drafts
@@ -345,7 +297,7 @@ def round_layout(n0, kd, sb, states, nxt, n, device):
 @torch.no_grad()
 def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.0), generator=None, on_step=None):
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half, its next-token model (an
-    AR), the noisy half drafting: one pass a round (--bd3_check=ar). The pass reads the newest token and the drafts
+    AR), the noisy half drafting: one pass a round (--bd3_speculate). The pass reads the newest token and the drafts
     left in its block as clean columns against a KV cache of the text before: their next-token distributions p
     check the drafts (speculative.keep_or_redraw: each kept while u < p / q, the first rejected redrawn from
     max(0, p - q), a bonus token from p when all are kept). The same pass holds the noisy states the next round
@@ -416,7 +368,7 @@ IGNORES = {**dict.fromkeys(("time_cond", "loss_type"), "it trains the block-diff
            "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
            **AR_ONLY,
            **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective; block diffusion's next-token "
-                                                         "loss is --bd3_ar, its sampler --bd3_check=ar"),
+                                                         "loss is --bd3_ar, its sampler --bd3_speculate"),
            **dict.fromkeys(("mask_ramp", "mask_ramp_from"), "masked diffusion's curriculum on t: use --objective=mdlm")}
 CONTINUES_ONLY = ANY_LENGTH = True  # continues a prompt block by block, past the context
 LOSS_KEY = "bd3_loss"  # its training loss is picked by bd3_loss (loss_type is mdlm's)
@@ -430,14 +382,10 @@ def check(cfg, given=()):
     if cfg.bd3_ar < 0:
         raise UserError(f"bd3_ar={cfg.bd3_ar} weighs the clean half's next-token loss: give 0 (off) or more, e.g. 1")
     check_band(cfg)
-    if cfg.bd3_check not in ("l2r", "ar"):
-        raise UserError(f"bd3_check={cfg.bd3_check!r} is not one of l2r, ar")
-    if "bd3_check" in given and not cfg.bd3_speculate:
-        raise UserError("--bd3_check picks what checks --bd3_speculate's drafts: add --bd3_speculate, or drop it")
-    if cfg.bd3_check == "ar" and not cfg.bd3_ar and "bd3_check" in given:  # a preset's 'ar' falls back to l2r
-        raise UserError("--bd3_check=ar reads the clean half's next-token model, which only a --bd3_ar network has "
-                        "trained: use --bd3_check=l2r, or a model trained with --bd3_ar=1")
-    clash = [k for k in ("steps", *REVEAL_KEYS) if k in given] if cfg.bd3_speculate else []
+    if cfg.bd3_speculate and not cfg.bd3_ar and "bd3_speculate" in given:  # a preset's falls back to the blocks' sampler
+        raise UserError("--bd3_speculate samples the clean half's next-token model, which only a --bd3_ar network has "
+                        "trained: drop --bd3_speculate, or use a model trained with --bd3_ar=1")
+    clash = [k for k in ("steps", *REVEAL_KEYS) if k in given] if clean_check(cfg) else []
     if clash:
         raise UserError(f"--{clash[0]} does not apply with --bd3_speculate (it drafts and checks whole blocks, at "
                         f"temperature, top_k and top_p only): drop one of them")
@@ -475,9 +423,9 @@ def flops(model, cfg):
 
 
 def clean_check(cfg):
-    """Whether --bd3_speculate's drafts are checked by the clean half's AR: bd3_check='ar' on a --bd3_ar network (a
-    preset's 'ar' on a network without one checks left to right; check() refuses a given one)."""
-    return cfg.bd3_speculate and cfg.bd3_check == "ar" and cfg.bd3_ar > 0
+    """Whether the clean half's AR samples, the noisy half drafting (--bd3_speculate on a --bd3_ar network; a preset's
+    --bd3_speculate on a network without one samples with the blocks' sampler, check() refuses a given one)."""
+    return cfg.bd3_speculate and cfg.bd3_ar > 0
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
@@ -486,13 +434,12 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
     if clean_check(cfg):
         return sample_clean_ar(model, x[:, :P], x.size(1) - P, cfg.bd3_block, mask_id,
                                (cfg.temperature, cfg.top_k, cfg.top_p), generator, on_step)
-    return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, opts, generator, on_step,
-                      speculate=cfg.bd3_speculate)
+    return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, opts, generator, on_step)
 
 
 def passes(cfg, n_gen, n_prompt=0):
     """Forward passes per sample: sampler.block_passes of each block (None: threshold, speculation)."""
-    if cfg.threshold or cfg.bd3_speculate:
+    if cfg.threshold or clean_check(cfg):
         return None
     k, opts = cfg.bd3_block, SamplerOptions.from_config(cfg)
     end = -(-(n_prompt + n_gen) // k) * k  # the last block is generated whole, then cut
@@ -500,9 +447,9 @@ def passes(cfg, n_gen, n_prompt=0):
 
 
 def describe(cfg):
-    if cfg.bd3_speculate:
-        by = "the clean half's AR" if clean_check(cfg) else "l2r"
-        return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, self-speculative (drafts checked by {by})"
+    if clean_check(cfg):
+        return (f"block diffusion's clean half (its AR) + KV cache, drafted {cfg.bd3_block} a round by the noisy half "
+                f"(self-speculative)")
     opts = SamplerOptions.from_config(cfg)
     k = cfg.steps if opts.loop else min(cfg.steps, cfg.bd3_block)  # the loop's steps may exceed L'
     steps = sampler.describe(replace(opts, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")

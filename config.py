@@ -134,10 +134,8 @@ class Config:
     threshold: float = 0.0              # Fast-dLLM: commit every position with confidence > threshold, >= 1 per step; 0 = off
     semi_ar_length: int = 0             # semi-AR: decode left to right, this many tokens at a time (0 = all at once);
                                         # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
-    bd3_speculate: bool = False         # bd3: a block drafted in one pass, checked against its left-to-right joint
-    bd3_check: str = "l2r"              # bd3_speculate: what checks the drafts: 'l2r' the noisy half read left to right |
-                                        #   'ar' the clean half's next-token model: that AR's samples (a --bd3_ar network;
-                                        #   a preset's 'ar' on a network without it checks l2r, a given one is refused)
+    bd3_speculate: bool = False         # bd3, a --bd3_ar network: sample its clean half's AR exactly, the noisy half drafting
+                                        #   each block in the same pass (self-speculative; a preset's on another network: off)
     dual_sample: bool = False           # mdlm, a network trained with --dual_ar: draw from its AR mode (the same weights
                                         #   attending causally, KV-cached, one token a pass: exact samples of that joint);
                                         #   continues a prompt (no infill); the diffusion sampler's keys do not apply
@@ -228,9 +226,9 @@ PRESETS = {
     # the plain CE of every noisy position, the clean half's next-token CE (--bd3_ar), two masks of each window a step
     # (--mask_draws=2: dev -0.019 / -0.020 on two seeds; LOG.md, the twentieth sitting) and its records' winners
     # (RESULTS.md: B10); it samples its clean half's AR exactly, the noisy half drafting each block
-    # (--bd3_speculate --bd3_check=ar; --bd3_speculate=false: left to right in each block).
+    # (--bd3_speculate; --bd3_speculate=false: left to right in each block).
     "baby_bd3": dict(**{**_BABY, **_BD3_WINS}, objective="bd3", bd3_block=4, mask_min=0.3, bd3_loss="all_ce", **_L2R,
-                     bd3_ar=1.0, mask_draws=2, bd3_speculate=True, bd3_check="ar", out_dir="artifacts/models/baby_bd3",
+                     bd3_ar=1.0, mask_draws=2, bd3_speculate=True, out_dir="artifacts/models/baby_bd3",
                      checkpoint="artifacts/models/baby_bd3/model.pt", viz_video="artifacts/media/baby_bd3_trace.mp4"),
     # The drafter of the baby AR's speculative decoding (speculative.py): one-layer masked diffusion (0.06M params) on
     # windows of 32, mask rates in [0.05, 0.5] (a draft is the last tokens masked), ~30 s; inference.py --checkpoint

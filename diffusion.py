@@ -87,7 +87,7 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
-IGNORES = {**dict.fromkeys(("bd3_block", "bd3_loss", "bd3_speculate", "bd3_check", "bd3_ar"),
+IGNORES = {**dict.fromkeys(("bd3_block", "bd3_loss", "bd3_speculate", "bd3_ar"),
                            "block diffusion's keys: use --objective=bd3"),
            **AR_ONLY}
 STEP_CHAIN = True  # the K-step sampler walks the schedule's grid (scripts/eval.py scores that chain's bound)

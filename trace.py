@@ -111,8 +111,8 @@ def trace_title(cfg, cols=64):
             how += [f"remask {cfg.remask}"]
         how += [f"corrector {cfg.corrector_steps}"] if cfg.corrector_steps else []
         how += [f"semi-AR {cfg.semi_ar_length}"] if cfg.semi_ar_length else []
-        if "bd3_block" not in obj.IGNORES and cfg.bd3_speculate:  # drafted and checked: no reveal setting applies
-            how = [f"{cfg.objective} L'={cfg.bd3_block}", f"drafts checked by {'its AR' if cfg.bd3_check == 'ar' and cfg.bd3_ar else 'l2r'}"]
+        if "bd3_block" not in obj.IGNORES and cfg.bd3_speculate and cfg.bd3_ar:  # drafted and checked: no reveal setting applies
+            how = [f"{cfg.objective} L'={cfg.bd3_block}", "drafts checked by its AR"]
     end = cfg.temperature * cfg.temperature_end_share  # the temperature of the last draws (it falls as the canvas fills)
     how = ", ".join(how + [f"temp {cfg.temperature:g}" + (f" to {end:.3g}" if cfg.temperature_end_share != 1.0 else "")])
     head = f"micro-dllm  T={cfg.diffusion_steps}  "

@@ -47,7 +47,7 @@ from utils.tokenizer import tokenizer_from_state  # noqa: E402
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
              "semi_ar_length", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
-             "corrector_steps", "corrector_frac", "corrector_pick", "temperature_end_share", "bd3_speculate", "bd3_check",
+             "corrector_steps", "corrector_frac", "corrector_pick", "temperature_end_share", "bd3_speculate",
              "dual_sample", "draft", "draft_len")
 REMDM_KEYS = ("remask_eta", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off")
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "remdm_schedule=cap,loop", "corrector_steps=0,4",

@@ -1,8 +1,7 @@
 """Speculative decoding of the AR with a masked-diffusion drafter (speculative.py): its samples are the AR's own —
 greedy token for token (past the context too), and in distribution against the AR's joint enumerated by hand, with a
-sampler that keeps every draft as the control the same test must catch. Block diffusion's self-speculative decoding
-(bd3.speculate_block) likewise against the left-to-right joint inside a block, and drafted by the noisy half for the
-clean half's AR (bd3.sample_clean_ar) against that AR's joint. python -m pytest -q tests/test_speculative.py"""
+sampler that keeps every draft as the control the same test must catch. Block diffusion's self-speculative decoding,
+drafted by the noisy half for the clean half's AR (bd3.sample_clean_ar), likewise against that AR's joint. python -m pytest -q tests/test_speculative.py"""
 import functools
 import itertools
 
@@ -10,12 +9,10 @@ import pytest
 import torch
 
 from ar import sample_ar_window
-from bd3 import bd3_logits, bd3_loss, sample_bd3, sample_clean_ar
+from bd3 import bd3_logits, bd3_loss, sample_clean_ar
 from common import LossOptions, Schedule, no_mask_logit
 from model import ModelArgs, Transformer
-from sampler import SamplerOptions
 from speculative import keep_or_redraw, probs, sample_speculative
-from helpers import WindowBlockModel, uncached_bd3
 
 V, MASK = 4, 3  # three tokens and [MASK]
 
@@ -154,41 +151,6 @@ def _bd3_net(ar=False):
     return net.eval()
 
 
-def _l2r_joint(net, prompt, n, settings):
-    """{the n tokens after prompt (1, P): probability} under the left-to-right joint inside the block of 4, by
-    enumeration: token i read in the uncached two-stream pass with the tokens before it known, the rest [MASK]."""
-    P = prompt.size(1)
-    seqs = torch.tensor(list(itertools.product(range(V - 1), repeat=n)))  # (N, n)
-    joint = torch.ones(len(seqs), dtype=torch.float64)
-    with torch.no_grad():
-        for i in range(n):
-            state = torch.cat([prompt.expand(len(seqs), -1), seqs[:, :i], torch.full((len(seqs), n - i), MASK)], 1)
-            logits = WindowBlockModel(net, 4, MASK)(state)[:, P + i]
-            joint *= probs(logits, *settings).gather(-1, seqs[:, i:i + 1])[:, 0]
-    return {tuple(s.tolist()): float(q) for s, q in zip(seqs, joint)}
-
-
-@pytest.mark.parametrize("P,n,settings", [(4, 4, (1.0, 0, 1.0)), (5, 3, (0.7, 2, 1.0)), (4, 4, (1.0, 0, 0.8))])
-def test_self_speculative_blocks_follow_the_left_to_right_joint_and_keeping_every_draft_does_not(P, n, settings,
-                                                                                                  monkeypatch):
-    """A block of 4 after a prompt of P (P = 5: the block holds the prompt's last token, 3 are generated), drawn
-    2,400 times: chi-square against the joint enumerated by hand, and the control that keeps every draft (the
-    product of the marginals) is caught by the same test."""
-    net, prompt = _bd3_net(), torch.tensor([[0, 1, 2, 0, 1][:P]])
-    joint = _l2r_joint(net, prompt, n, settings)
-    opts, g = SamplerOptions(4, temperature=settings[0], top_k=settings[1], top_p=settings[2]), torch.Generator()
-    g.manual_seed(12)
-
-    def draw_all():
-        return [row[P:].tolist() for _ in range(6) for row in sample_bd3(
-            net, prompt.expand(400, -1), n, 4, Schedule(10), MASK, opts, g, speculate=True)[0]]
-    chi2, limit = _pooled_chi2(draw_all(), joint)
-    assert chi2 < limit
-    monkeypatch.setattr("bd3.keep_or_redraw", lambda p, q, drafts, generator: drafts)  # the control: no check
-    chi2, limit = _pooled_chi2(draw_all(), joint)
-    assert chi2 > limit
-
-
 def _pooled_chi2(samples, joint, least=5.0):
     """(chi-square, a limit far in its tail) with the outcomes expected fewer than `least` times pooled into one
     cell: an outcome of probability 1e-8 drawn once would otherwise dominate the sum."""
@@ -201,21 +163,6 @@ def _pooled_chi2(samples, joint, least=5.0):
     chi2 = sum((o - e) ** 2 / e for o, e in cells) + (rest[0] if rest[1] < least else 0)  # ~0 expected: each counts
     df = len(cells) - 1
     return chi2, df + 5 * (2 * df) ** 0.5
-
-
-def test_self_speculative_greedy_is_the_left_to_right_sampler_in_fewer_passes():
-    """At temperature 0 the drafts are checked against the argmax of each left-to-right state: the same text as
-    the one-token-a-step left-to-right sampler, past the context too, cached or not, in fewer passes."""
-    l2r, s = SamplerOptions(4, temperature=0, order="l2r", remask="none", tokens_per_step="linear"), Schedule(10)
-    # the trained net's marginals two columns ahead are poor (drafts rejected: no pass saved); a random one's good
-    for net, mask in ((_bd3_net(), MASK), (_net(False, 19, block=16, vocab=7), 6)):
-        prompt = torch.randint(0, mask, (3, 5), generator=torch.Generator().manual_seed(19))
-        want, st = sample_bd3(net, prompt, 40, 4, s, mask, l2r)
-        for cache in (True, False):
-            with uncached_bd3(mask, uncached=not cache):
-                got, sp = sample_bd3(net, prompt, 40, 4, s, mask, l2r, speculate=True)
-            assert torch.equal(got, want) and sp["nfe"] <= st["nfe"]
-    assert sp["nfe"] < st["nfe"]
 
 
 def _clean_next(net, seq, lo):
