@@ -451,7 +451,7 @@ def describe(cfg):
         return (f"block diffusion's clean half (its AR) + KV cache, drafted {cfg.bd3_block} a round by the noisy half "
                 f"(self-speculative)")
     opts = SamplerOptions.from_config(cfg)
-    k = cfg.steps if opts.loop else min(cfg.steps, cfg.bd3_block)  # the loop's steps may exceed L'
+    k = min(cfg.steps, cfg.bd3_block)
     steps = sampler.describe(replace(opts, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")
     steps = steps.replace("schedule counts", "linear counts")  # sample_bd3: no greedy last step per block
     return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, {steps}"

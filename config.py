@@ -117,14 +117,8 @@ class Config:
                                         #   | 'l2r' (leftmost masked first: with one token a step, decodes left to right)
     tokens_per_step: str = "schedule"   # reveals per step: 'schedule' (1 - alpha(t)) | 'linear' (LLaDA) | 'cosine' (MaskGIT)
     remask: str = "refine"              # 'refine' (reference) | 'none' (LLaDA: committed tokens final) | 'remdm' (ReMDM)
-    remask_eta: float = 0.02            # remask='remdm': eta, the scale of sigma_t (a committed token's re-mask probability)
-    remdm_schedule: str = "constant"    # remask='remdm': sigma_t = 'constant' eta | 'cap' min(eta, sigma_max) | 'rescale'
-                                        #   eta * sigma_max | 'loop' eta in a phase at fixed noise (ReMDM; sampler.py)
-    remdm_alpha_on: float = 0.9         # remdm_schedule='loop': share of tokens revealed when the loop starts (held in it)
-    remdm_t_on: float = 0.55            # remdm_schedule='loop': time (1 -> 0 over the steps) the loop starts; the first
-                                        #   1 - t_on of the steps reveal tokens before it
-    remdm_t_off: float = 0.05           # remdm_schedule='loop': time (1 -> 0 over the steps) the loop ends; t_on - t_off of
-                                        #   the steps loop at fixed noise, the last t_off finish the reveal
+    remask_eta: float = 0.02            # remask='remdm': eta, the cap of sigma_t = min(eta, sigma_max), a committed token's
+                                        #   re-mask probability (ReMDM's max-capped schedule)
     corrector_steps: int = 0            # masked diffusion: passes after a block is revealed that redraw its least confident
                                         #   tokens (predictor-corrector; NFE = steps + this per block); 0 = off
     corrector_frac: float = 0.1         # corrector_steps > 0: share of the block's tokens re-masked and redrawn a pass
@@ -172,7 +166,7 @@ _CPU = dict(block_size=128, n_layer=4, n_head=4, n_embd=128, batch_size=32, max_
 # dual-trained one before it, 1.7 before that: gen-PPL 14.7 against a constant one's 22.4); and left to right inside
 # bd3's blocks (its network's best joint: 8.9 against margin order's 13.5; for mdlm left to right is no better).
 _ANCESTRAL = dict(order="random", remask="none")
-_CAP = dict(order="random", remask="remdm", remdm_schedule="cap", remask_eta=0.05)
+_CAP = dict(order="random", remask="remdm", remask_eta=0.05)
 _FALLING = dict(_ANCESTRAL, temperature=1.1, temperature_end_share=0.1)
 _L2R = dict(order="l2r", remask="none")
 _SHAKESPEARE_CPU = dict(data_path="data/tinyshakespeare.txt", **_CPU, **_ANCESTRAL, prompt="ROMEO:")

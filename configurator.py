@@ -21,8 +21,7 @@ from config import PRESETS, Config
 from common import SCHEDULES
 from diffusion import LOSS_TYPES
 from model import TIME_CONDS
-from sampler import (CORRECTOR_PICKS, ORDERS, REMASKS, REMDM_SCHEDULES, TOKENS_PER_STEP,
-                     UNSCORED_ORDERS)
+from sampler import CORRECTOR_PICKS, ORDERS, REMASKS, TOKENS_PER_STEP, UNSCORED_ORDERS
 from utils.checkpoint import RENAMED
 from utils.cli import boolean
 from utils.dist import DTYPES
@@ -137,7 +136,7 @@ def refuse_changes(cfg, given, saved, what, fix, allowed=()):
 # every choice list, defined once beside the code that implements it
 CHOICES = dict(tokenizer=TOKENIZERS, time_cond=TIME_CONDS, objective=objectives.OBJECTIVES, schedule=SCHEDULES,
                loss_type=LOSS_TYPES, dtype=DTYPES, optimizer=OPTIMIZERS, order=ORDERS, tokens_per_step=TOKENS_PER_STEP,
-               remask=REMASKS, remdm_schedule=REMDM_SCHEDULES, corrector_pick=CORRECTOR_PICKS, muon_ns_dtype=NS_DTYPES)
+               remask=REMASKS, corrector_pick=CORRECTOR_PICKS, muon_ns_dtype=NS_DTYPES)
 TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
 
@@ -159,12 +158,6 @@ def check_sampler(cfg, given=()):
         raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
     if not 0 <= cfg.remask_eta <= 1:
         raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
-    remdm_keys = [k for k in ("remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off") if k in given]
-    if remdm_keys and cfg.remask != "remdm":
-        raise UserError(f"--{remdm_keys[0]} shapes ReMDM's remasking: add --remask=remdm (or drop it)")
-    if not 0 <= cfg.remdm_t_off < cfg.remdm_t_on <= 1 or not 0 < cfg.remdm_alpha_on < 1:
-        raise UserError(f"need 0 <= remdm_t_off < remdm_t_on <= 1 and 0 < remdm_alpha_on < 1, got {cfg.remdm_t_off}, "
-                        f"{cfg.remdm_t_on}, {cfg.remdm_alpha_on}: e.g. ReMDM's 0.05, 0.55, 0.9")
     if "corrector_pick" in given and not cfg.corrector_steps:
         raise UserError("--corrector_pick chooses what the corrector redraws: add --corrector_steps=K (or drop it)")
     if cfg.temperature_end_share < 0:

@@ -7,15 +7,8 @@ probability sigma_t and reveal a masked one with probability (alpha_s - (1 - sig
 marginal q(z_s | x) stays the forward process's for any 0 <= sigma_t <= sigma_max = min(1, (1 - alpha_s) / alpha_t).
 Our counts are fixed (reveal_plan): a block of n positions, m of them committed, keeps n_keep masked after the step,
 so alpha_t = m / n, 1 - alpha_s = n_keep / n and sigma_max = min(1, n_keep / m): the expected number re-masked,
-sigma * m, never exceeds what stays masked. The schedules of sigma_t (paper Sec. 4.1):
-
-    constant  sigma_t = eta                 (this repo's first switch; the draw is capped at n_keep)
-    cap       sigma_t = min(eta, sigma_max) ("max-capped")
-    rescale   sigma_t = eta * sigma_max     ("rescaled")
-    loop      three phases over the step budget: MDLM steps (sigma = 0) reveal down to a mask rate 1 - alpha_on
-              over the first 1 - t_on of the steps; then t_on - t_off of the steps at that fixed rate, each
-              re-masking committed tokens w.p. eta and revealing as many (re-predict at fixed noise); then MDLM
-              steps to the clean text over the last t_off. Every step is a forward pass: NFE = steps.
+sigma * m, never exceeds what stays masked. sigma_t = min(eta, sigma_max), the paper's "max-capped" schedule (Sec.
+4.1), the `cpu` preset's (its loop schedule measured level for mdlm and worse inside bd3's blocks: dev/LOG.md).
 
 The corrector (predictor-corrector, Campbell et al. 2022; Duo's Psi-samplers, 2602.21185; ReMDM-conf): after a block
 is revealed, K passes (NFE = steps + K per block) each re-mask the share `frac` of its tokens the model was least
@@ -23,7 +16,6 @@ sure of when it drew them and redraw them given all the others. That choice is g
 with K. pick='random' redraws a random share instead, a Gibbs sweep: under a model that knew the data's conditionals
 it leaves the samples' distribution where it was, only repairing what drawing several tokens in one step got wrong.
 
-    python -c "from sampler import loop_split; print(loop_split(32, 48, 0.9, 0.55, 0.05))"
     python inference.py --checkpoint artifacts/models/model.pt --threshold 0.9 --semi-ar-length 32
     python -m pytest -q tests/test_sampling.py tests/test_remasking.py
 """
@@ -39,7 +31,6 @@ ORDERS = ("confidence", "margin", "entropy", "random", "l2r")
 UNSCORED_ORDERS = ("random", "l2r")  # rank by no model score: threshold decoding cannot use them
 TOKENS_PER_STEP = ("schedule", "linear", "cosine")
 REMASKS = ("refine", "none", "remdm")
-REMDM_SCHEDULES = ("constant", "cap", "rescale", "loop")
 CORRECTOR_PICKS = ("confidence", "random")
 
 
@@ -57,10 +48,6 @@ class SamplerOptions:
     remask_eta: float = 0.0            # remdm's eta
     threshold: float = 0.0             # Fast-dLLM: commit every position scoring above it, >= 1 per step; NFE adaptive
     semi_ar_length: int = 0            # blocks left to right (LLaDA); past the context, a window keeps the latest
-    remdm_schedule: str = "constant"
-    remdm_alpha_on: float = 0.9
-    remdm_t_on: float = 0.55
-    remdm_t_off: float = 0.05
     corrector_steps: int = 0
     corrector_frac: float = 0.1
     corrector_pick: str = "confidence"
@@ -76,14 +63,8 @@ class SamplerOptions:
         assert self.semi_ar_length >= 0 and self.temperature_end_share >= 0, self  # f > 0 at every draw: T stays > 0
         assert not (self.threshold > 0 and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
             "threshold ranks by the model's score, never re-masks"
-        assert self.remdm_schedule in REMDM_SCHEDULES and self.corrector_pick in CORRECTOR_PICKS, self
+        assert self.corrector_pick in CORRECTOR_PICKS, self
         assert self.corrector_steps >= 0 and 0 < self.corrector_frac <= 1, self
-        assert 0 <= self.remdm_t_off < self.remdm_t_on <= 1 and 0 < self.remdm_alpha_on < 1, self
-
-    @property
-    def loop(self):  # ReMDM's loop schedule in force: its (alpha_on, t_on, t_off), else None
-        on = self.remask == "remdm" and self.remdm_schedule == "loop" and self.remask_eta > 0 and not self.threshold
-        return (self.remdm_alpha_on, self.remdm_t_on, self.remdm_t_off) if on else None
 
 
 # the switches of revealing [MASK] positions: ar (each token drawn once) and uniform (all redrawn each step) refuse them
@@ -119,41 +100,12 @@ def position_scores(logp, cand, order, generator=None, cols=None):
 
 
 # ---------------------------------------------------------------------------- revisiting tokens (ReMDM, corrector)
-def sigma(kind, eta, committed, n_keep, loop_step=False):
-    """sigma_t per row (B,) float64: each committed token's probability of going back to [MASK] this step.
-    committed (B,) tokens held before the step, n_keep (B,) positions masked after it."""
+def sigma(eta, committed, n_keep):
+    """sigma_t per row (B,) float64: each committed token's probability of going back to [MASK] this step, ReMDM's
+    max-capped min(eta, sigma_max). committed (B,) tokens held before the step, n_keep (B,) positions masked after it."""
     m, k = committed.double(), n_keep.double()
     smax = torch.where(m > 0, (k / m.clamp(min=1)).clamp(max=1.0), torch.zeros_like(m))  # min(1, (1-alpha_s)/alpha_t)
-    if kind == "constant":
-        return torch.full_like(m, eta)
-    if kind == "cap":
-        return smax.clamp(max=eta)
-    if kind == "rescale":
-        return eta * smax
-    return torch.full_like(m, eta if loop_step else 0.0)  # loop: eta at the fixed noise level, MDLM elsewhere
-
-
-def loop_split(steps, n, alpha_on, t_on, t_off):
-    """(steps revealing down to the loop's rate, loop steps, steps revealing the rest) for a block whose rows hold at
-    most n generated positions. Time runs 1 -> 0 evenly over the steps; each reveal phase gets at least one step
-    and at most one per token it reveals (a step with nothing to reveal is dropped, not counted)."""
-    n_on = round(n * (1 - alpha_on))  # masked during the loop
-    first = min(max(1, round(steps * (1 - t_on))), n - n_on)
-    last = min(max(1, round(steps * t_off)), n_on)
-    loop = max(0, steps - first - last) if n_on else 0  # nothing masked: no loop to run
-    return first, loop, last
-
-
-def loop_plan(n, steps, alpha_on, t_on, t_off, fractions):
-    """The loop schedule's counts: (positions still masked after each step (B, S) long, which steps loop (S,) bool).
-    n (B,) generated positions per row; fractions(j, k): the masked fraction after step j of a k-step reveal (the
-    sampler's tokens_per_step curve), used for both reveal phases."""
-    first, loop, last = loop_split(steps, int(n.max()), alpha_on, t_on, t_off)
-    n_on = torch.round(n.double() * (1 - alpha_on)).long()  # (B,)
-    keep1 = n_on[:, None] + reveal_plan(n - n_on, [fractions(j, first) for j in range(first)])  # down to n_on
-    keep3 = reveal_plan(n_on, [fractions(j, last) for j in range(last)]) if last else n_on[:, None][:, :0]
-    keep = torch.cat([keep1, n_on[:, None].expand(-1, loop), keep3], 1)
-    return keep, torch.tensor([False] * first + [True] * loop + [False] * last)
+    return smax.clamp(max=eta)
 
 
 def corrector_positions(kind, conf, now, frac, generator=None):
@@ -175,18 +127,16 @@ def split_steps(steps, n_blocks):
 
 
 def _plan(n, steps, schedule, opts):
-    """One block's counts in step mode: (positions still masked after each step (B, S) long, which steps are ReMDM's
-    loop (S,) bool) for rows of n (B,) generated positions."""
+    """One block's counts in step mode: positions still masked after each step (B, S) long, for rows of n (B,)
+    generated positions."""
     def fractions(j, k):  # the share of the block still masked after step j of k
         if opts.tokens_per_step == "schedule":
             return 1.0 - schedule.alpha[time_grid(schedule.T, k)[j + 1]].item()
         r = (j + 1) / k  # linear: LLaDA, as many each step; cosine: MaskGIT (Chang et al. 2022), few early, many late
         return 1.0 - r if opts.tokens_per_step == "linear" else math.cos(0.5 * math.pi * r)
 
-    if opts.loop:
-        return loop_plan(n, steps, *opts.loop, fractions)
     S = min(steps, int(n.max()))  # no step without a token to reveal
-    return reveal_plan(n, [fractions(j, S) for j in range(S)]), torch.zeros(S, dtype=torch.bool)
+    return reveal_plan(n, [fractions(j, S) for j in range(S)])
 
 
 def _window(now, L, W):
@@ -227,7 +177,7 @@ class _Denoiser:
     def step(self, now, lo, hi, n_keep, todo, greedy, phase="step"):
         """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,)
         are decided, `n_keep` (B,) positions of the block stay masked (step mode); greedy: argmax draws. phase:
-        'step', 'loop' (ReMDM's loop at fixed noise) or 'correct' (the corrector: no re-masking by the policy).
+        'step', or 'correct' (the corrector: no re-masking by the policy).
         todo on the host costs no device sync (step mode counts it from the plan); with every sample in it, the
         window is a slice, not a gather. Returns (revealed, remasked, the time told (B,))."""
         x, mask_id, o = self.x, self.mask_id, self.opts
@@ -238,7 +188,7 @@ class _Denoiser:
         is_masked = (x == mask_id) & now
         sigma_t = None  # ReMDM's per-row probability that a committed token goes back to [MASK] (sigma)
         if o.remask == "remdm" and o.remask_eta > 0 and phase != "correct" and not o.threshold:
-            sigma_t = sigma(o.remdm_schedule, o.remask_eta, (now & ~is_masked).sum(1), n_keep, phase == "loop")
+            sigma_t = sigma(o.remask_eta, (now & ~is_masked).sum(1), n_keep)
         # the time index means what it meant in training: the mask rate of the whole window the model sees
         # (given text counts as visible), not of the generated positions only
         tm = time_for_fraction(self.schedule, (x[sub, lo:hi] == mask_id).double().mean(1))
@@ -310,15 +260,12 @@ class _Denoiser:
                 self.report(b, prev, revealed, remasked, told, block_done)
             return
         masked = now.sum(1).cpu()  # (B,) the block's [MASK]s before each step, on the host: one sync a block
-        plan, looping = _plan(masked, steps, self.schedule, self.opts)  # after step i, exactly plan[:, i] are left
+        plan = _plan(masked, steps, self.schedule, self.opts)  # after step i, exactly plan[:, i] are left
         keep_after, S = plan.to(self.x.device), plan.size(1)
         for i in range(S):
             prev = self.x
-            # the samples in this forward: those with a token to reveal now (no pass that cannot change them); in
-            # the loop, those with tokens held masked (as many re-masked as revealed)
-            todo = plan[:, i] > 0 if looping[i] else masked > plan[:, i]
-            revealed, remasked, told = self.step(now, lo, hi, keep_after[:, i], todo, greedy=greedy_end and i == S - 1,
-                                                 phase="loop" if looping[i] else "step")
+            todo = masked > plan[:, i]  # the samples in this forward: those with a token to reveal now
+            revealed, remasked, told = self.step(now, lo, hi, keep_after[:, i], todo, greedy=greedy_end and i == S - 1)
             masked = plan[:, i]
             self.report(b, prev, revealed, remasked, told, block_done and i == S - 1, masked.tolist())
 
@@ -383,10 +330,8 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
 
 # ---------------------------------------------------------------------------- what a call costs, in one line
 def block_passes(opts, steps, n):
-    """Forward passes of one block of n generated positions given `steps` (step mode): the loop schedule's phases
-    (loop_split) or one per step up to one per position, plus the corrector's."""
-    if opts.loop:
-        return sum(loop_split(steps, n, *opts.loop)) + opts.corrector_steps
+    """Forward passes of one block of n generated positions given `steps` (step mode): one per step up to one per
+    position, plus the corrector's."""
     return min(steps, n) + opts.corrector_steps
 
 
@@ -405,9 +350,7 @@ def describe(opts):
     else:
         remask = opts.remask
         if opts.remask == "remdm":
-            remask = f"remdm {opts.remdm_schedule} eta={opts.remask_eta:g}" + (
-                f" (alpha_on={opts.remdm_alpha_on:g}, t_on={opts.remdm_t_on:g}, t_off={opts.remdm_t_off:g})"
-                if opts.remdm_schedule == "loop" else "")
+            remask = f"remdm cap eta={opts.remask_eta:g}"
         how = f"{opts.steps} steps, {opts.tokens_per_step} counts, order {opts.order}, remask {remask}"
     if opts.temperature_end_share != 1.0:
         how += f", temperature falling to {opts.temperature_end_share:g}x"

@@ -104,9 +104,8 @@ def trace_title(cfg, cols=64):
             how = [f"{cfg.objective} L'={cfg.bd3_block}", how[0] if cfg.threshold else f"{min(cfg.steps, cfg.bd3_block)} steps/block"]
         how += [] if cfg.threshold or cfg.tokens_per_step == "schedule" else [f"{cfg.tokens_per_step} counts"]
         how += [] if cfg.order == "confidence" else [f"order {cfg.order}"]
-        if cfg.remask == "remdm" and not cfg.threshold:  # ReMDM names its schedule (constant is the default)
-            how += [" ".join(["remdm", *([cfg.remdm_schedule] if cfg.remdm_schedule != "constant" else []),
-                              f"eta {cfg.remask_eta:g}"])]
+        if cfg.remask == "remdm" and not cfg.threshold:  # ReMDM, max-capped
+            how += [f"remdm cap eta {cfg.remask_eta:g}"]
         elif cfg.remask != "refine" and not cfg.threshold:
             how += [f"remask {cfg.remask}"]
         how += [f"corrector {cfg.corrector_steps}"] if cfg.corrector_steps else []

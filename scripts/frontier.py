@@ -6,7 +6,7 @@ points the temperatures; the better sampler has the lower gen-PPL and divergence
 
     python scripts/frontier.py artifacts/models/baby/model.pt artifacts/models/baby_bd3/model.pt \
         artifacts/models/baby_ar/model.pt --ar-checkpoint artifacts/models/baby_ar/model.pt \
-        --grid order=random,confidence --grid remask=none,remdm --grid remdm_schedule=cap,loop \
+        --grid order=random,confidence --grid remask=none,remdm \
         --grid temperature=0.8,0.9,1.0 --json artifacts/eval/frontier_baby.json
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json --out artifacts/plots/frontier_baby.png
 
@@ -46,11 +46,9 @@ from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
-             "semi_ar_length", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
-             "corrector_steps", "corrector_frac", "corrector_pick", "temperature_end_share", "bd3_speculate",
+             "semi_ar_length", "corrector_steps", "corrector_frac", "corrector_pick", "temperature_end_share", "bd3_speculate",
              "dual_sample", "draft", "draft_len")
-REMDM_KEYS = ("remask_eta", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off")
-DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "remdm_schedule=cap,loop", "corrector_steps=0,4",
+DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "corrector_steps=0,4",
                 "temperature=0.8,0.9,1.0"]
 DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]  # draft=none,DRAFTER.pt: the AR beside its drafted self
 GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KEYS})  # 'key=v1,v2', typed as config.py
@@ -58,16 +56,14 @@ GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KE
 
 def canonical(settings, obj, cfg):
     """The settings a sampler actually reads (cfg: the checkpoint's, for the keys the grid leaves): its objective's
-    IGNORES dropped, ReMDM's keys unless remask=remdm, the loop's unless it loops, the corrector's share unless it runs,
+    IGNORES dropped, ReMDM's eta unless remask=remdm, the corrector's share unless it runs,
     the diffusion sampler's under dual_sample (mdlm's AR mode reads only the temperature and the filters)."""
     s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
     get = lambda k: s.get(k, getattr(cfg, k))  # noqa: E731
     if get("dual_sample"):
         s = {k: v for k, v in s.items() if k not in ("steps", *REVEAL_KEYS)}
     if get("remask") != "remdm":
-        s = {k: v for k, v in s.items() if k not in REMDM_KEYS}
-    elif get("remdm_schedule") != "loop":
-        s = {k: v for k, v in s.items() if k not in ("remdm_alpha_on", "remdm_t_on", "remdm_t_off")}
+        s.pop("remask_eta", None)
     if not s.get("corrector_steps", 0):
         s.pop("corrector_frac", None), s.pop("corrector_pick", None)
     if get("draft") in ("", "none"):  # no drafter (draft=none in a grid): plain AR decoding

@@ -44,14 +44,14 @@ def grid(*specs, flag="--grid"):
 
 
 def test_the_grid_holds_each_distinct_sampler_once():
-    g = grid("remask=none,remdm", "remdm_schedule=cap,loop", "temperature=0.8,1", "steps=8")
-    assert g == dict(remask=["none", "remdm"], remdm_schedule=["cap", "loop"], temperature=[0.8, 1.0], steps=[8])
+    g = grid("remask=none,remdm", "remask_eta=0.05,0.1", "temperature=0.8,1", "steps=8")
+    assert g == dict(remask=["none", "remdm"], remask_eta=[0.05, 0.1], temperature=[0.8, 1.0], steps=[8])
     cfg = get_config([*MICRO, "--remask=none"])
     pts = frontier.grid_points(g, cfg, objectives.get("mdlm"))
-    # remask none: the schedule is not read (2 temperatures); remdm: cap and loop (2 x 2)
+    # remask none: eta is not read (2 temperatures); remdm: two etas (2 x 2)
     assert len(pts) == 6 and sum(s.get("remask") == "none" for s, _ in pts) == 2
-    assert all("remdm_schedule" not in s for s, _ in pts if s["remask"] == "none")
-    assert {(c.remask, c.remdm_schedule, c.temperature, c.steps) for _, c in pts} >= {("remdm", "loop", 0.8, 8)}
+    assert all("remask_eta" not in s for s, _ in pts if s["remask"] == "none")
+    assert {(c.remask, c.remask_eta, c.temperature, c.steps) for _, c in pts} >= {("remdm", 0.1, 0.8, 8)}
     assert frontier.curve_label(pts[0][0]) == "remask=none, steps=8"
     # an AR checkpoint reads only temperature and top-p of it
     ar_cfg = get_config(for_objective([*MICRO, "--objective=ar"]))
@@ -87,7 +87,7 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
     out = in_tmp / "f.json"
     code, text, err = run_cli_here(frontier.main, [
         tiny_ckpt, ar_judge, "--ar-checkpoint", ar_judge, "--n-samples", "4", "--gen-len", "24", "--device", "cpu",
-        "--grid", "order=random", "--grid", "remask=none,remdm", "--grid", "remdm_schedule=loop",
+        "--grid", "order=random", "--grid", "remask=none,remdm",
         "--grid", "corrector_steps=0,2", "--grid", "temperature=0.8,1.0", "--grid", "steps=8",
         "--ar-grid", "temperature=0.9", "--ar-grid", "top_p=0.9,1.0", "--time-batches", "1,2", "--repeats", "1",
         "--json", out], capsys)

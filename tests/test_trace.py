@@ -181,7 +181,7 @@ def test_parent_dirs_created_and_zero_frames(tmp_path):
     (["cpu", "--objective=uniform", "--time_cond=learned"], "micro-dllm  T=1000  uniform noise, 64 steps, temp 1"),
     (["cpu", "--order=confidence", "--remask=remdm", "--tokens_per_step=linear", "--temperature=0.8"],
      "64 steps, linear counts, remdm cap eta 0.05, temp 0.8"),
-    (["cpu", "--remdm_schedule=constant", "--remask_eta=0.02"], "64 steps, order random, remdm eta 0.02, temp 1"),
+    (["cpu", "--remask_eta=0.02"], "64 steps, order random, remdm cap eta 0.02, temp 1"),
     (["cpu", "--order=margin", "--remask=none", "--threshold=0.9", "--semi_ar_length=32"], "threshold 0.9, order margin, semi-AR 32, temp 1"),
     (["cpu", "--order=confidence", "--remask=refine"], "micro-dllm  T=1000  64 steps, temp 1"),  # the reference sampler
 ])
