@@ -119,12 +119,6 @@ class Config:
     remask: str = "refine"              # 'refine' (reference) | 'none' (LLaDA: committed tokens final) | 'remdm' (ReMDM)
     remask_eta: float = 0.02            # remask='remdm': eta, the cap of sigma_t = min(eta, sigma_max), a committed token's
                                         #   re-mask probability (ReMDM's max-capped schedule)
-    corrector_steps: int = 0            # masked diffusion: passes after a block is revealed that redraw its least confident
-                                        #   tokens (predictor-corrector; NFE = steps + this per block); 0 = off
-    corrector_frac: float = 0.1         # corrector_steps > 0: share of the block's tokens re-masked and redrawn a pass
-    corrector_pick: str = "confidence"  # corrector (corrector_steps > 0): which tokens a pass redraws: 'confidence' (those
-                                        #   drawn with the lowest probability; lowers the samples' entropy) | 'random'
-                                        #   (Gibbs-like: keeps the distribution)
     threshold: float = 0.0              # Fast-dLLM: commit every position with confidence > threshold, >= 1 per step; 0 = off
     semi_ar_length: int = 0             # semi-AR: decode left to right, this many tokens at a time (0 = all at once);
                                         # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)

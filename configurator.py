@@ -21,7 +21,7 @@ from config import PRESETS, Config
 from common import SCHEDULES
 from diffusion import LOSS_TYPES
 from model import TIME_CONDS
-from sampler import CORRECTOR_PICKS, ORDERS, REMASKS, TOKENS_PER_STEP, UNSCORED_ORDERS
+from sampler import ORDERS, REMASKS, TOKENS_PER_STEP, UNSCORED_ORDERS
 from utils.checkpoint import RENAMED
 from utils.cli import boolean
 from utils.dist import DTYPES
@@ -136,7 +136,7 @@ def refuse_changes(cfg, given, saved, what, fix, allowed=()):
 # every choice list, defined once beside the code that implements it
 CHOICES = dict(tokenizer=TOKENIZERS, time_cond=TIME_CONDS, objective=objectives.OBJECTIVES, schedule=SCHEDULES,
                loss_type=LOSS_TYPES, dtype=DTYPES, optimizer=OPTIMIZERS, order=ORDERS, tokens_per_step=TOKENS_PER_STEP,
-               remask=REMASKS, corrector_pick=CORRECTOR_PICKS, muon_ns_dtype=NS_DTYPES)
+               remask=REMASKS, muon_ns_dtype=NS_DTYPES)
 TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
 
@@ -158,14 +158,9 @@ def check_sampler(cfg, given=()):
         raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
     if not 0 <= cfg.remask_eta <= 1:
         raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
-    if "corrector_pick" in given and not cfg.corrector_steps:
-        raise UserError("--corrector_pick chooses what the corrector redraws: add --corrector_steps=K (or drop it)")
     if cfg.temperature_end_share < 0:
         raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number >= 0 "
                         f"(1 = constant, 0.5 = half), got {cfg.temperature_end_share}")
-    if cfg.corrector_steps < 0 or not 0 < cfg.corrector_frac <= 1:
-        raise UserError(f"need corrector_steps >= 0 and corrector_frac in (0, 1], got {cfg.corrector_steps}, "
-                        f"{cfg.corrector_frac}: e.g. --corrector_steps=4 --corrector_frac=0.1")
 
 
 def validate(cfg, given=()):

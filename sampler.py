@@ -1,6 +1,7 @@
 """The masked-diffusion reverse sampler, shared by masked diffusion (diffusion.py) and block diffusion's blocks
 (bd3.py): denoise() fills the positions of a canvas marked in gen_mask and never touches the rest; its switches are
-config.py's sampling keys, carried by one SamplerOptions. Two of them revisit committed tokens:
+config.py's sampling keys, carried by one SamplerOptions. Two remasking policies revisit committed tokens: the
+reference's 'refine' (the least sure committed tokens compete with new candidates each step) and ReMDM:
 
 ReMDM (Wang et al. 2025, arXiv 2503.00307, eq. 5): a step t -> s may send a committed token back to [MASK] with
 probability sigma_t and reveal a masked one with probability (alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t): the
@@ -9,12 +10,6 @@ Our counts are fixed (reveal_plan): a block of n positions, m of them committed,
 so alpha_t = m / n, 1 - alpha_s = n_keep / n and sigma_max = min(1, n_keep / m): the expected number re-masked,
 sigma * m, never exceeds what stays masked. sigma_t = min(eta, sigma_max), the paper's "max-capped" schedule (Sec.
 4.1), the `cpu` preset's (its loop schedule measured level for mdlm and worse inside bd3's blocks: dev/LOG.md).
-
-The corrector (predictor-corrector, Campbell et al. 2022; Duo's Psi-samplers, 2602.21185; ReMDM-conf): after a block
-is revealed, K passes (NFE = steps + K per block) each re-mask the share `frac` of its tokens the model was least
-sure of when it drew them and redraw them given all the others. That choice is greedy: the samples' entropy falls
-with K. pick='random' redraws a random share instead, a Gibbs sweep: under a model that knew the data's conditionals
-it leaves the samples' distribution where it was, only repairing what drawing several tokens in one step got wrong.
 
     python inference.py --checkpoint artifacts/models/model.pt --threshold 0.9 --semi-ar-length 32
     python -m pytest -q tests/test_sampling.py tests/test_remasking.py
@@ -31,7 +26,6 @@ ORDERS = ("confidence", "margin", "entropy", "random", "l2r")
 UNSCORED_ORDERS = ("random", "l2r")  # rank by no model score: threshold decoding cannot use them
 TOKENS_PER_STEP = ("schedule", "linear", "cosine")
 REMASKS = ("refine", "none", "remdm")
-CORRECTOR_PICKS = ("confidence", "random")
 
 
 @dataclass(frozen=True)
@@ -48,9 +42,6 @@ class SamplerOptions:
     remask_eta: float = 0.0            # remdm's eta
     threshold: float = 0.0             # Fast-dLLM: commit every position scoring above it, >= 1 per step; NFE adaptive
     semi_ar_length: int = 0            # blocks left to right (LLaDA); past the context, a window keeps the latest
-    corrector_steps: int = 0
-    corrector_frac: float = 0.1
-    corrector_pick: str = "confidence"
     temperature_end_share: float = 1.0
 
     @classmethod
@@ -63,8 +54,6 @@ class SamplerOptions:
         assert self.semi_ar_length >= 0 and self.temperature_end_share >= 0, self  # f > 0 at every draw: T stays > 0
         assert not (self.threshold > 0 and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
             "threshold ranks by the model's score, never re-masks"
-        assert self.corrector_pick in CORRECTOR_PICKS, self
-        assert self.corrector_steps >= 0 and 0 < self.corrector_frac <= 1, self
 
 
 # the switches of revealing [MASK] positions: ar (each token drawn once) and uniform (all redrawn each step) refuse them
@@ -99,25 +88,13 @@ def position_scores(logp, cand, order, generator=None, cols=None):
     return conf, torch.rand(len(cand), generator=generator, dtype=torch.float64).to(logp.device)
 
 
-# ---------------------------------------------------------------------------- revisiting tokens (ReMDM, corrector)
+# ---------------------------------------------------------------------------- revisiting tokens (ReMDM)
 def sigma(eta, committed, n_keep):
     """sigma_t per row (B,) float64: each committed token's probability of going back to [MASK] this step, ReMDM's
     max-capped min(eta, sigma_max). committed (B,) tokens held before the step, n_keep (B,) positions masked after it."""
     m, k = committed.double(), n_keep.double()
     smax = torch.where(m > 0, (k / m.clamp(min=1)).clamp(max=1.0), torch.zeros_like(m))  # min(1, (1-alpha_s)/alpha_t)
     return smax.clamp(max=eta)
-
-
-def corrector_positions(kind, conf, now, frac, generator=None):
-    """The corrector's pass's positions (B, L) bool: in each row, round(frac * n) of the n positions of the block `now`
-    (at least one where it has any): those whose tokens had the lowest probability when drawn ('confidence'; conf
-    float64, 0 for fixed text), or uniformly random ones ('random', drawn on the CPU with `generator`)."""
-    if kind == "random":
-        conf = torch.rand(conf.shape, generator=generator, dtype=torch.float64).to(conf.device)
-    n = now.sum(1)
-    k = torch.where(n > 0, torch.round(n.double() * frac).long().clamp(min=1), n)  # (B,)
-    rank = conf.masked_fill(~now, float("inf")).argsort(dim=1, stable=True).argsort(1)  # 0 = least confident
-    return (rank < k[:, None]) & now
 
 
 # ---------------------------------------------------------------------------- the plan of a call: blocks, steps, window
@@ -174,20 +151,19 @@ class _Denoiser:
         args = getattr(model, "args", None)
         self.sc = torch.zeros(B, L, args.vocab_size, device=x.device) if getattr(args, "self_cond", False) else None
 
-    def step(self, now, lo, hi, n_keep, todo, greedy, phase="step"):
+    def step(self, now, lo, hi, n_keep, todo, greedy):
         """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,)
-        are decided, `n_keep` (B,) positions of the block stay masked (step mode); greedy: argmax draws. phase:
-        'step', or 'correct' (the corrector: no re-masking by the policy).
+        are decided, `n_keep` (B,) positions of the block stay masked (step mode); greedy: argmax draws.
         todo on the host costs no device sync (step mode counts it from the plan); with every sample in it, the
         window is a slice, not a gather. Returns (revealed, remasked, the time told (B,))."""
         x, mask_id, o = self.x, self.mask_id, self.opts
-        todo = todo.cpu()  # a sync only where it was computed on the device (threshold decoding, the corrector)
+        todo = todo.cpu()  # a sync only where it was computed on the device (threshold decoding)
         rows = todo.nonzero().squeeze(1).to(x.device)
         sub = slice(None) if len(rows) == len(todo) else rows  # the samples in this forward
         todo_d = todo.to(x.device)
         is_masked = (x == mask_id) & now
         sigma_t = None  # ReMDM's per-row probability that a committed token goes back to [MASK] (sigma)
-        if o.remask == "remdm" and o.remask_eta > 0 and phase != "correct" and not o.threshold:
+        if o.remask == "remdm" and o.remask_eta > 0 and not o.threshold:
             sigma_t = sigma(o.remask_eta, (now & ~is_masked).sum(1), n_keep)
         # the time index means what it meant in training: the mask rate of the whole window the model sees
         # (given text counts as visible), not of the generated positions only
@@ -248,16 +224,16 @@ class _Denoiser:
         stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
         return torch.where(todo[:, None], stay, is_masked)  # a sample sitting this step out is unchanged
 
-    # ------------------------------------------------------------------------ one block: its reveal, then the corrector
+    # ------------------------------------------------------------------------ one block
     def reveal(self, b, now, lo, hi, steps, greedy_end):
         """Reveal the block `now` (B, L): `steps` passes (step mode) or until it is filled (threshold). greedy_end:
         with schedule counts, the block's last step is the reference's greedy pass into t = 0."""
-        mask_id, block_done = self.mask_id, self.opts.corrector_steps == 0  # no corrector: the last pass ends it
+        mask_id = self.mask_id
         if self.opts.threshold:  # every sample with a [MASK] left takes part, until the block is filled
             while ((self.x == mask_id) & now).any():
                 prev = self.x
                 revealed, remasked, told = self.step(now, lo, hi, None, ((prev == mask_id) & now).any(1), greedy=False)
-                self.report(b, prev, revealed, remasked, told, block_done)
+                self.report(b, prev, revealed, remasked, told, True)
             return
         masked = now.sum(1).cpu()  # (B,) the block's [MASK]s before each step, on the host: one sync a block
         plan = _plan(masked, steps, self.schedule, self.opts)  # after step i, exactly plan[:, i] are left
@@ -267,17 +243,7 @@ class _Denoiser:
             todo = masked > plan[:, i]  # the samples in this forward: those with a token to reveal now
             revealed, remasked, told = self.step(now, lo, hi, keep_after[:, i], todo, greedy=greedy_end and i == S - 1)
             masked = plan[:, i]
-            self.report(b, prev, revealed, remasked, told, block_done and i == S - 1, masked.tolist())
-
-    def correct(self, b, now, lo, hi):
-        """The corrector: re-mask a share of the block's tokens (the least confident, or random ones), redraw them."""
-        o, n_now = self.opts, now.sum(1)
-        for k in range(o.corrector_steps):
-            prev, has = self.x, n_now > 0
-            pick = corrector_positions(o.corrector_pick, self.conf, now & has[:, None], o.corrector_frac, self.generator)
-            self.x = torch.where(pick, self.mask_tok, self.x)
-            revealed, _, told = self.step(now, lo, hi, torch.zeros_like(n_now), has, greedy=False, phase="correct")
-            self.report(b, prev, revealed, pick, told, k == o.corrector_steps - 1)
+            self.report(b, prev, revealed, remasked, told, i == S - 1, masked.tolist())
 
     def report(self, b, prev, revealed, remasked, told, block_done, masked=None):
         """After each forward pass: count it, time the samples that are done, call on_step (common.Step). masked:
@@ -288,7 +254,7 @@ class _Denoiser:
         finished = [(not left[r] if self.opts.threshold else True) and block_done and b >= self.last_block[r]
                     for r in range(len(left))]
         for r in range(len(left)):
-            if not self.done_at[r] and not left[r] and (self.opts.corrector_steps == 0 or finished[r]):
+            if not self.done_at[r] and not left[r]:
                 self.done_at[r] = time.perf_counter() - self.t0
         if self.on_step is not None:
             self.on_step(Step(step=self.steps, nfe=self.nfe.clone(), time=told, x=self.x, prev=prev,
@@ -322,7 +288,6 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
         now = d.block_of == b  # (B, L) this block's positions
         lo, hi = _window(now, L, W)
         d.reveal(b, now, lo, hi, steps, greedy_end and b == n_blocks - 1)
-        d.correct(b, now, lo, hi)
     assert not ((d.x == mask_id) & gen_mask).any(), "sampler left a [MASK]"
     return d.x, dict(nfe=d.steps, nfe_per_sample=d.nfe.tolist(), seconds_per_sample=d.done_at,
                      seconds=time.perf_counter() - d.t0, blocks=n_blocks)
@@ -331,8 +296,8 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
 # ---------------------------------------------------------------------------- what a call costs, in one line
 def block_passes(opts, steps, n):
     """Forward passes of one block of n generated positions given `steps` (step mode): one per step up to one per
-    position, plus the corrector's."""
-    return min(steps, n) + opts.corrector_steps
+    position."""
+    return min(steps, n)
 
 
 def passes(opts, n_gen):
@@ -354,7 +319,4 @@ def describe(opts):
         how = f"{opts.steps} steps, {opts.tokens_per_step} counts, order {opts.order}, remask {remask}"
     if opts.temperature_end_share != 1.0:
         how += f", temperature falling to {opts.temperature_end_share:g}x"
-    if opts.corrector_steps:
-        how += f", corrector {opts.corrector_steps} x {opts.corrector_frac:g}" + (
-            f" ({opts.corrector_pick})" if opts.corrector_pick != "confidence" else "")
     return how + (f", blocks of {opts.semi_ar_length}" if opts.semi_ar_length else "")

@@ -108,7 +108,6 @@ def trace_title(cfg, cols=64):
             how += [f"remdm cap eta {cfg.remask_eta:g}"]
         elif cfg.remask != "refine" and not cfg.threshold:
             how += [f"remask {cfg.remask}"]
-        how += [f"corrector {cfg.corrector_steps}"] if cfg.corrector_steps else []
         how += [f"semi-AR {cfg.semi_ar_length}"] if cfg.semi_ar_length else []
         if "bd3_block" not in obj.IGNORES and cfg.bd3_speculate and cfg.bd3_ar:  # drafted and checked: no reveal setting applies
             how = [f"{cfg.objective} L'={cfg.bd3_block}", "drafts checked by its AR"]

@@ -46,9 +46,9 @@ from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
-             "semi_ar_length", "corrector_steps", "corrector_frac", "corrector_pick", "temperature_end_share", "bd3_speculate",
+             "semi_ar_length", "temperature_end_share", "bd3_speculate",
              "dual_sample", "draft", "draft_len")
-DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "corrector_steps=0,4",
+DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm",
                 "temperature=0.8,0.9,1.0"]
 DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]  # draft=none,DRAFTER.pt: the AR beside its drafted self
 GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KEYS})  # 'key=v1,v2', typed as config.py
@@ -56,7 +56,7 @@ GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KE
 
 def canonical(settings, obj, cfg):
     """The settings a sampler actually reads (cfg: the checkpoint's, for the keys the grid leaves): its objective's
-    IGNORES dropped, ReMDM's eta unless remask=remdm, the corrector's share unless it runs,
+    IGNORES dropped, ReMDM's eta unless remask=remdm,
     the diffusion sampler's under dual_sample (mdlm's AR mode reads only the temperature and the filters)."""
     s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
     get = lambda k: s.get(k, getattr(cfg, k))  # noqa: E731
@@ -64,8 +64,6 @@ def canonical(settings, obj, cfg):
         s = {k: v for k, v in s.items() if k not in ("steps", *REVEAL_KEYS)}
     if get("remask") != "remdm":
         s.pop("remask_eta", None)
-    if not s.get("corrector_steps", 0):
-        s.pop("corrector_frac", None), s.pop("corrector_pick", None)
     if get("draft") in ("", "none"):  # no drafter (draft=none in a grid): plain AR decoding
         s.pop("draft", None), s.pop("draft_len", None)
     return s
@@ -81,7 +79,7 @@ def grid_points(grid, cfg, obj):
         if key not in points:
             # the sampler's other switches off (as scripts/eval.py; ReMDM's keep the checkpoint's), then the point's
             scfg = replace(cfg, **{**dict(tokens_per_step="schedule", threshold=0.0, semi_ar_length=0, top_k=0,
-                                          top_p=1.0, corrector_steps=0), **s})
+                                          top_p=1.0), **s})
             validate(scfg, given=set(s))
             points[key] = (s, scfg)
     return list(points.values())

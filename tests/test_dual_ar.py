@@ -107,7 +107,7 @@ def test_dual_sample_draws_the_causal_networks_samples_exactly_and_keeps_the_pro
 def test_dual_sample_is_refused_where_it_cannot_apply():
     with pytest.raises(UserError, match="trained without it"):  # no causal mode was trained
         get_config([*NO_STEPS, "--objective=mdlm", "--time_cond=none", "--dual_sample"])
-    for flag in ("--order=l2r", "--steps=8", "--temperature_end_share=0.5", "--corrector_steps=2"):
+    for flag in ("--order=l2r", "--steps=8", "--temperature_end_share=0.5", "--remask=remdm"):
         with pytest.raises(UserError, match=f"{flag.split('=')[0]} sets the diffusion sampler"):
             _cfg("--dual_sample", flag)
     for objective in ("bd3", "uniform", "ar"):

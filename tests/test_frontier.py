@@ -88,7 +88,7 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
     code, text, err = run_cli_here(frontier.main, [
         tiny_ckpt, ar_judge, "--ar-checkpoint", ar_judge, "--n-samples", "4", "--gen-len", "24", "--device", "cpu",
         "--grid", "order=random", "--grid", "remask=none,remdm",
-        "--grid", "corrector_steps=0,2", "--grid", "temperature=0.8,1.0", "--grid", "steps=8",
+        "--grid", "steps=8,6", "--grid", "temperature=0.8,1.0",
         "--ar-grid", "temperature=0.9", "--ar-grid", "top_p=0.9,1.0", "--time-batches", "1,2", "--repeats", "1",
         "--json", out], capsys)
     assert code == 0, err
@@ -108,8 +108,8 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
         assert keys <= set(pt) and pt["gen_ppl"] > 1 and 0 <= pt["js_mean"] <= 1 and set(pt["js"]) == set(held["js"])
         for b in (1, 2):  # every point timed at each batch size: tokens/s = B x gen_len / its median seconds
             assert pt[f"seconds_b{b}"] > 0 and pt[f"tokens_per_s_b{b}"] == pytest.approx(b * 24 / pt[f"seconds_b{b}"])
-    nfe = {(p["settings"]["remask"], p["settings"]["corrector_steps"]): p["nfe"] for p in mdlm["points"]}
-    assert nfe[("none", 0)] == 8 and nfe[("none", 2)] == 10 and nfe[("remdm", 0)] == 8  # the loop inside the budget
+    nfe = {(p["settings"]["remask"], p["settings"]["steps"]): p["nfe"] for p in mdlm["points"]}
+    assert nfe[("none", 8)] == 8 and nfe[("none", 6)] == 6 and nfe[("remdm", 8)] == 8  # a pass a step
     assert all(p["nfe"] == 24 for p in ar["points"])  # one pass per token
     for x in ("entropy", "speed", "nfe"):  # against entropy; the curves' readings against tokens/s, NFE (if any reached it)
         code, _, err = run_cli_here(script("plot").main, ["frontier", out, "--x", x, "--out", in_tmp / f"{x}.png"], capsys)

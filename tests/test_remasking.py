@@ -1,4 +1,4 @@
-"""Samplers that revisit committed tokens (sampler.py): ReMDM's max-capped sigma and the end-of-sampling corrector, in the masked-diffusion sampler and block by block in bd3; their config keys.
+"""ReMDM's remasking (sampler.py), max-capped, in the masked-diffusion sampler and block by block in bd3; their config keys.
 python -m pytest -q tests/test_remasking.py"""
 import pytest
 import torch
@@ -9,7 +9,7 @@ from bd3 import sample_bd3
 from configurator import get_config
 from common import Schedule
 from helpers import MICRO, ToyModel, for_objective
-from sampler import SamplerOptions, corrector_positions, denoise, sigma
+from sampler import SamplerOptions, denoise, sigma
 from utils.errors import UserError
 
 MASK = 11
@@ -38,8 +38,7 @@ def test_sigma_is_eta_capped_at_sigma_max_by_hand():
 
 
 MODES = [REMDM, dict(REMDM, tokens_per_step="linear", order="random"), dict(REMDM, remask_eta=1.0, semi_ar_length=10),
-         dict(corrector_steps=3, corrector_frac=0.2), dict(REMDM, corrector_steps=2, semi_ar_length=10, order="random"),
-         dict(corrector_steps=3, corrector_frac=0.2, corrector_pick="random")]
+         dict(REMDM, semi_ar_length=10, order="random")]
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: ",".join(f"{k}={v}" for k, v in m.items()))
@@ -63,57 +62,13 @@ def test_eta_zero_is_the_sampler_without_remasking():
     assert torch.equal(plain, off)
 
 
-def test_corrector_off_is_unchanged_and_counts_its_passes():
-    x, gm = _canvas()
-    base, st0 = _run(x, gm)
-    same, _ = _run(x, gm, corrector_steps=0, corrector_frac=0.5)
-    assert torch.equal(base, same)
-    frames = []
-    out, st = _run(x, gm, corrector_steps=4, corrector_frac=0.25, on_step=frames.append)
-    assert st["nfe"] == st0["nfe"] + 4 and st["nfe_per_sample"] == [n + 4 for n in st0["nfe_per_sample"]]
-    assert torch.equal(frames[-5].x, base)  # the predictor's sample unchanged, then K passes
-    n = gm.sum(1)
-    for info in frames[-4:]:  # each pass re-masks round(0.25 n) tokens, the least confident, and redraws them all
-        assert torch.equal(info.remasked.sum(1), torch.round(n * 0.25).long())
-        assert not (info.remasked & ~gm).any() and torch.equal(info.revealed, info.remasked)
-        assert not (info.x == MASK).any()
-
-
-def test_corrector_after_threshold_decoding_redraws_all_it_re_masks():
-    x, gm = _canvas()
-    base, st0 = _run(x, gm, threshold=0.5, remask="none")
-    out, st = _run(x, gm, threshold=0.5, remask="none", corrector_steps=3, corrector_frac=0.5)
-    assert not (out == MASK).any() and torch.equal(out[~gm], x[~gm]) and st["nfe"] == st0["nfe"] + 3
-
-
-def test_least_confident_pick_by_hand():
-    conf = torch.tensor([[0.9, 0.1, 0.5, 0.2, 0.0], [0.3, 0.2, 0.1, 0.6, 0.7]], dtype=torch.float64)
-    now = torch.tensor([[True, True, True, True, False], [False, False, False, False, False]])
-    pick = corrector_positions("confidence", conf, now, 0.5)
-    assert pick[0].tolist() == [False, True, False, True, False]  # 2 of 4; position 4 (fixed, conf 0) is not in the block
-    assert not pick[1].any()
-
-
-def test_random_pick_is_uniform_over_the_block_and_takes_the_same_count():
-    conf = torch.tensor([[0.9, 0.1, 0.5, 0.2, 0.0, 0.7]] * 2, dtype=torch.float64)
-    now = torch.tensor([[True, True, True, True, False, True]] * 2)
-    g, hits, picks = torch.Generator().manual_seed(0), torch.zeros(2, 6), set()
-    for _ in range(4000):
-        pick = corrector_positions("random", conf, now, 0.4, g)
-        assert pick.sum(1).tolist() == [2, 2] and not (pick & ~now).any()  # round(0.4 * 5), never outside the block
-        hits += pick
-        picks.add(tuple(pick[0].tolist()))
-    assert (hits[:, now[0]] / 4000 - 0.4).abs().max() < 0.04  # each block position 2 / 5 of the time
-    assert len(picks) == 10  # all C(5, 2) pairs occur, not only the least confident {1, 3}
-
-
 def test_bd3_remasks_only_inside_the_current_block_and_counts_its_passes():
     torch.manual_seed(0)
     from model import ModelArgs, Transformer
     m = Transformer(ModelArgs(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=32, diffusion_steps=10,
                               time_cond="none")).eval()
     prompt = torch.randint(0, 10, (2, 6), generator=torch.Generator().manual_seed(0))
-    opts = dict(remask="remdm", remask_eta=0.5, corrector_steps=1, corrector_frac=0.5)
+    opts = dict(remask="remdm", remask_eta=0.5)
     frames = []
     out, st = sample_bd3(m, prompt, 18, 4, Schedule(10), 10, SamplerOptions(4, **opts),
                          generator=torch.Generator().manual_seed(1), on_step=frames.append)
@@ -130,11 +85,10 @@ def test_bd3_remasks_only_inside_the_current_block_and_counts_its_passes():
 
 def test_keys_are_checked_and_refused_where_they_cannot_apply():
     assert get_config([*MICRO, "--remask=remdm", "--remask_eta=0.1"]).remask_eta == 0.1
-    for bad in (["--remask=remdm", "--remask_eta=1.5"], ["--remask=remdm", "--threshold=0.9"], ["--corrector_steps=-1"], ["--corrector_frac=0"], ["--corrector_pick=random"],
-                ["--corrector_steps=2", "--corrector_pick=worst"]):
-        with pytest.raises(UserError, match="remdm|corrector|remask"):
+    for bad in (["--remask=remdm", "--remask_eta=1.5"], ["--remask=remdm", "--threshold=0.9"], ["--remask=sometimes"]):
+        with pytest.raises(UserError, match="remdm|remask"):
             get_config([*MICRO, *bad])
     for objective in ("ar", "uniform"):
-        with pytest.raises(UserError, match="corrector_steps"):
-            get_config([*for_objective([*MICRO, f"--objective={objective}"]), "--corrector_steps=2"])
+        with pytest.raises(UserError, match="remask_eta"):
+            get_config([*for_objective([*MICRO, f"--objective={objective}"]), "--remask_eta=0.1"])
         assert "remask_eta" in __import__("objectives").get(objective).IGNORES

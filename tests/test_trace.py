@@ -176,7 +176,6 @@ def test_parent_dirs_created_and_zero_frames(tmp_path):
     (["baby_bd3"], "micro-dllm  T=1000  bd3 L'=4, drafts checked by its AR, temp 1"),
     (["baby_bd3", "--bd3_speculate=false"], "bd3 L'=4, 4 steps/block, order l2r, remask none, temp 1"),
     (["baby_bd3", "--bd3_ar=0"], "bd3 L'=4, 4 steps/block, order l2r, remask none, temp 1"),  # speculation needs --bd3_ar
-    (["cpu", "--corrector_steps=8"], "64 steps, order random, remdm cap eta 0.05, corrector 8, temp 1"),
     (["cpu_bd3"], "bd3 L'=4, 4 steps/block, order l2r, remask none, temp 1"),  # too long for the lead: settings first
     (["cpu", "--objective=uniform", "--time_cond=learned"], "micro-dllm  T=1000  uniform noise, 64 steps, temp 1"),
     (["cpu", "--order=confidence", "--remask=remdm", "--tokens_per_step=linear", "--temperature=0.8"],
