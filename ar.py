@@ -4,15 +4,11 @@ with causal attention, the next-token loss (its exact NLL), and KV-cached decodi
     python train.py cpu --objective=ar
     python inference.py --checkpoint artifacts/models/cpu_ar/model.pt --prompt "ROMEO:"
 """
-import os
-
 import torch
 import torch.nn.functional as F
 
 from common import filter_logits, sample_tokens
 from sampler import REVEAL_KEYS
-from speculative import load_drafter, sample_speculative
-from utils.errors import UserError
 
 
 def ar_loss(model, x):
@@ -72,14 +68,6 @@ CONTINUES_ONLY = EXACT = ANY_LENGTH = True  # continues a prompt; scores the exa
 TRACE = False  # no denoising to watch
 
 
-def check(cfg, given=()):
-    if cfg.draft_len < 1:
-        raise UserError(f"--draft_len {cfg.draft_len}: draft at least one token a round, e.g. --draft_len 4")
-    if cfg.draft and not os.path.exists(cfg.draft):
-        raise UserError(f"--draft {cfg.draft} not found: give a masked-diffusion model.pt (python train.py baby makes "
-                        f"artifacts/models/baby/model.pt)")
-
-
 def loss(model, x, cfg, schedule, tok, draw):
     return ar_loss(model, x)[0]
 
@@ -96,17 +84,13 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     """Continue x's given prefix (at least one token: the canvas supplies a start token) over its blanks."""
     P = int(gen_mask[0].long().argmax())
-    if cfg.draft:  # speculative decoding (speculative.py): the same samples, drafted by a diffusion model
-        drafter = load_drafter(cfg.draft, x.device, model.args.vocab_size)
-        return sample_speculative(model, drafter, x[:, :P], x.size(1) - P, cfg.draft_len, mask_id,
-                                  (cfg.temperature, cfg.top_k, cfg.top_p), generator)
     out = sample_ar_window(model, x[:, :P], x.size(1) - P, cfg.temperature, cfg.top_k, cfg.top_p, generator, mask_id)
     return out, dict(nfe=x.size(1) - P, nfe_per_sample=[x.size(1) - P] * len(x))
 
 
 def passes(cfg, n_gen, n_prompt=0):
-    return None if cfg.draft else n_gen  # speculative rounds: as many as the drafts need
+    return n_gen
 
 
 def describe(cfg):
-    return f"AR + KV cache, {cfg.draft_len} tokens a round drafted by {cfg.draft}" if cfg.draft else "AR + KV cache"
+    return "AR + KV cache"

@@ -32,11 +32,10 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (AR_ONLY, LossOptions, Step, band_times, no_mask_logit, repeat_draws, self_condition_input,
-                    stratified_times)
+from common import (LossOptions, Step, band_times, draw, keep_or_redraw, no_mask_logit, probs, repeat_draws,
+                    self_condition_input, stratified_times)
 from diffusion import check_band
 from sampler import REVEAL_KEYS, SamplerOptions
-from speculative import draw, keep_or_redraw, probs
 from utils.errors import UserError
 
 
@@ -299,7 +298,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half, its next-token model (an
     AR), the noisy half drafting: one pass a round (--bd3_speculate). The pass reads the newest token and the drafts
     left in its block as clean columns against a KV cache of the text before: their next-token distributions p
-    check the drafts (speculative.keep_or_redraw: each kept while u < p / q, the first rejected redrawn from
+    check the drafts (common.keep_or_redraw: each kept while u < p / q, the first rejected redrawn from
     max(0, p - q), a bonus token from p when all are kept). The same pass holds the noisy states the next round
     drafts from, one per outcome: the block with the drafts before column r known and r onwards [MASK] (the
     newest token r is drawn by this pass, so no state knows it), or the next block all [MASK] after this one's
@@ -366,7 +365,6 @@ def _round_step(prev, seq, P, end, passes, mask_id):
 MODEL = dict(time_cond="none")  # each block has its own t, and its [MASK] count tells its rate
 IGNORES = {**dict.fromkeys(("time_cond", "loss_type"), "it trains the block-diffusion bound, with no time input"),
            "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
-           **AR_ONLY,
            **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective; block diffusion's next-token "
                                                          "loss is --bd3_ar, its sampler --bd3_speculate"),
            **dict.fromkeys(("mask_ramp", "mask_ramp_from"), "masked diffusion's curriculum on t: use --objective=mdlm")}

@@ -11,8 +11,6 @@ import torch
 
 LN2 = math.log(2)
 SCHEDULES = ("cosine", "linear")  # Schedule's kinds
-# the AR baseline's keys, which every other objective refuses (configurator.validate)
-AR_ONLY = dict.fromkeys(("draft", "draft_len"), "the AR baseline's keys (speculative drafting): use --objective=ar")
 
 
 # ---------------------------------------------------------------------------- the noise schedule
@@ -174,6 +172,43 @@ def sample_tokens(logp, temperature, generator=None):
             int(torch.randint(2 ** 62, (), generator=generator)))  # a CPU draw: no device sync
         draws = torch.multinomial(probs, 1, generator=g)
     return draws.view(logp.shape[:-1])
+
+
+def probs(logits, temperature, top_k, top_p):
+    """The sampling distribution (..., V) float64 of logits under the sampler's settings (argmax one-hot at 0)."""
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).double()
+    return filter_logits(logits, temperature, top_k, top_p).exp()
+
+
+def draw(p, generator):
+    """One index per row of probabilities p (..., V), on the CPU."""
+    return torch.multinomial(p.reshape(-1, p.size(-1)).cpu(), 1, generator=generator).view(p.shape[:-1])
+
+
+def keep_or_redraw(p, q, drafts, generator):
+    """Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): draft i is kept while u < p_i / q_i, the first
+    rejected is redrawn from max(0, p_i - q_i) (normalised), a bonus token drawn from p when all are kept; whatever q,
+    every token is p-distributed given those before it. The round's tokens (B, j + 1) from the target's p (B, k + 1, V)
+    and the drafter's q (B, k, V) of drafts (B, k), j the fewest drafts any row kept: token j is each row's redraw from the residual max(0, p_j - q_j) (a row that kept draft
+    j keeps it), or the bonus draw from p_k when every row kept all k (p of k rows has no bonus: the k drafts)."""
+    B, k = drafts.shape
+    if k == 0:
+        return draw(p[:, 0], generator)[:, None]
+    drafts = drafts.cpu()
+    pd, qd = p[:, :k].gather(-1, drafts[..., None])[..., 0], q.gather(-1, drafts[..., None])[..., 0]
+    u = torch.rand(B, k, generator=generator, dtype=torch.float64)
+    kept = (u * qd < pd).long().cumprod(1).sum(1)  # (B,) drafts kept before the first rejection
+    j = int(kept.min())
+    if j == k and p.size(1) == k:
+        return drafts
+    if j == k:
+        last = draw(p[:, k], generator)
+    else:
+        resid = (p[:, j] - q[:, j]).clamp(min=0)
+        resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, p[:, j])  # p = q: nothing to correct
+        last = torch.where(kept > j, drafts[:, j], draw(resid, generator))
+    return torch.cat([drafts[:, :j], last[:, None]], 1)
 
 
 def reveal_plan(n, fractions):

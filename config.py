@@ -127,9 +127,6 @@ class Config:
     dual_sample: bool = False           # mdlm, a network trained with --dual_ar: draw from its AR mode (the same weights
                                         #   attending causally, KV-cached, one token a pass: exact samples of that joint);
                                         #   continues a prompt (no infill); the diffusion sampler's keys do not apply
-    draft: str = ""                     # AR: a masked-diffusion model.pt that drafts draft_len tokens a round, verified by
-                                        #   the AR in one pass (speculative decoding: exactly the AR's samples); '' = off
-    draft_len: int = 4                  # AR with draft: tokens drafted a round
     live: bool = False                  # redraw the canvas in the terminal at every step (plain text when not a terminal)
     live_fps: float = 8.0               # --live: at most this many steps drawn a second, to be watched (0 = no pause)
     prompts_file: str = ""              # sample once per line of this file (each line a prompt; blank lines skipped)
@@ -218,12 +215,6 @@ PRESETS = {
     "baby_bd3": dict(**{**_BABY, **_BD3_WINS}, objective="bd3", bd3_block=4, mask_min=0.3, bd3_loss="all_ce", **_L2R,
                      bd3_ar=1.0, mask_draws=2, bd3_speculate=True, out_dir="artifacts/models/baby_bd3",
                      checkpoint="artifacts/models/baby_bd3/model.pt", viz_video="artifacts/media/baby_bd3_trace.mp4"),
-    # The drafter of the baby AR's speculative decoding (speculative.py): one-layer masked diffusion (0.06M params) on
-    # windows of 32, mask rates in [0.05, 0.5] (a draft is the last tokens masked), ~30 s; inference.py --checkpoint
-    # artifacts/models/baby_ar/model.pt --draft artifacts/models/baby_draft/model.pt --draft_len 2 (RESULTS.md).
-    "baby_draft": {**_BABY, **_MDLM_WINS, **_RECIPE, **dict(
-        n_layer=1, n_embd=64, block_size=32, batch_size=24, mask_ramp=0.0, mask_min=0.05, mask_max=0.5,
-        out_dir="artifacts/models/baby_draft", checkpoint="artifacts/models/baby_draft/model.pt", viz_video="")},
     # nanoGPT's train_shakespeare_char recipe, diffusion flavour (the reference defaults; a GPU job).
     "shakespeare_char": dict(data_path="data/tinyshakespeare.txt", out_dir="artifacts/models/shakespeare_char"),
     # TinyStories at character level; train on the train file, validate on the valid file.

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (AR_ONLY, LossOptions, Schedule, Step, band_times, band_top, no_mask_logit, predict_logits,
+from common import (LossOptions, Schedule, Step, band_times, band_top, no_mask_logit, predict_logits,
                     repeat_draws, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
 from ar import sample_ar_window
@@ -88,8 +88,7 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 IGNORES = {**dict.fromkeys(("bd3_block", "bd3_loss", "bd3_speculate", "bd3_ar"),
-                           "block diffusion's keys: use --objective=bd3"),
-           **AR_ONLY}
+                           "block diffusion's keys: use --objective=bd3")}
 STEP_CHAIN = True  # the K-step sampler walks the schedule's grid (scripts/eval.py scores that chain's bound)
 
 

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from common import AR_ONLY, Step, filter_logits, no_mask_logit, sample_tokens, stratified_times, time_grid
+from common import Step, filter_logits, no_mask_logit, sample_tokens, stratified_times, time_grid
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -161,7 +161,6 @@ MODEL = dict(self_cond=False, clean_causal=False)  # no [MASK] positions to feed
 IGNORES = {**dict.fromkeys(("loss_type", "head_on_masked_only", *REVEAL_KEYS, "bd3_block", "mask_min",
                            "mask_max", "bd3_loss", "bd3_speculate", "bd3_ar"),
                           "it trains its NELBO at every position and redraws every position each step, with no [MASK]"),
-           **AR_ONLY,
            **dict.fromkeys(("mask_ramp", "mask_ramp_from"),
                            "masked diffusion's training-time draws of t: use --objective=mdlm"),
            "self_cond": "masked diffusion's self-conditioning: use --objective=mdlm",

@@ -47,10 +47,10 @@ from utils.tokenizer import tokenizer_from_state  # noqa: E402
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
              "semi_ar_length", "temperature_end_share", "bd3_speculate",
-             "dual_sample", "draft", "draft_len")
+             "dual_sample")
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm",
                 "temperature=0.8,0.9,1.0"]
-DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]  # draft=none,DRAFTER.pt: the AR beside its drafted self
+DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]
 GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KEYS})  # 'key=v1,v2', typed as config.py
 
 
@@ -64,8 +64,6 @@ def canonical(settings, obj, cfg):
         s = {k: v for k, v in s.items() if k not in ("steps", *REVEAL_KEYS)}
     if get("remask") != "remdm":
         s.pop("remask_eta", None)
-    if get("draft") in ("", "none"):  # no drafter (draft=none in a grid): plain AR decoding
-        s.pop("draft", None), s.pop("draft_len", None)
     return s
 
 
@@ -160,7 +158,7 @@ def parse_args(argv):
     p.add_argument("--grid", action="append", type=GRID, default=None, help=f"KEY=V1,V2 for diffusion checkpoints, repeatable "
                    f"(default: {' '.join(DEFAULT_GRID)}); every combination runs")
     p.add_argument("--ar-grid", action="append", type=GRID, default=None, help=f"KEY=V1,V2 for AR checkpoints (default: "
-                   f"{' '.join(DEFAULT_AR_GRID)}); draft=none,DRAFTER.pt times the AR beside its speculative decoding")
+                   f"{' '.join(DEFAULT_AR_GRID)})")
     p.add_argument("--n-samples", type=at_least(2), default=256, help="samples per point (and held-out windows); fewer move "
                    "the held-out entropy itself (RESULTS.md: 2.906 from 32 windows, 2.973 from 256 at baby)")
     p.add_argument("--gen-len", type=at_least(0), default=0, help="tokens per sample; 0 = fill the context after the start")

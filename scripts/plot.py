@@ -161,7 +161,7 @@ def plot_frontiers(docs, out):
 def plot_at_held_out(docs, out, x):
     """scripts/frontier.py's JSONs read at the held-out entropy (each run's at_held_out): a marker per sampler, gen-PPL
     there against wall-clock tokens/s (x = speed: log x, a panel per timed batch size) or NFE (x = nfe); the AR a black
-    star, its speculative decoding a coloured one. A curve that never reaches the held-out entropy has no marker."""
+    star. A curve that never reaches the held-out entropy has no marker."""
     if x == "nfe":
         panels = [("nfe", "NFE: forward passes per sample (mean over the curve's points)", "quality vs NFE")]
     else:
@@ -174,8 +174,7 @@ def plot_at_held_out(docs, out, x):
         for r in d["runs"]:
             for curve, v in r["at_held_out"].items():
                 pts = [q for q in r["points"] if q["curve"] == curve]
-                style = (dict(color="k", marker="*", ms=14) if r["exact"] and "draft=" not in curve else
-                         dict(marker="*" if r["exact"] else "o", ms=10 if r["exact"] else 7))  # drafted AR: a star
+                style = dict(color="k", marker="*", ms=14) if r["exact"] else dict(marker="o", ms=7)
                 for m, (key, _, _) in zip(marks, panels):
                     xv = sum(q["nfe"] for q in pts) / len(pts) if key == "nfe" else v and v.get(key)
                     if v and xv:

@@ -1,7 +1,7 @@
-"""Speculative decoding of the AR with a masked-diffusion drafter (speculative.py): its samples are the AR's own —
-greedy token for token (past the context too), and in distribution against the AR's joint enumerated by hand, with a
-sampler that keeps every draft as the control the same test must catch. Block diffusion's self-speculative decoding,
-drafted by the noisy half for the clean half's AR (bd3.sample_clean_ar), likewise against that AR's joint. python -m pytest -q tests/test_speculative.py"""
+"""Speculative sampling (common.keep_or_redraw) by hand, and block diffusion's self-speculative decoding: the clean
+half's AR drafted by the noisy half (bd3.sample_clean_ar), whose samples are that AR's own: greedy token for token
+(past the context too), and in distribution against its joint enumerated by hand, with a sampler that keeps every
+draft as the control the same test must catch. python -m pytest -q tests/test_speculative.py"""
 import functools
 import itertools
 
@@ -10,9 +10,8 @@ import torch
 
 from ar import sample_ar_window
 from bd3 import bd3_logits, bd3_loss, sample_clean_ar
-from common import LossOptions, Schedule, no_mask_logit
+from common import LossOptions, Schedule, keep_or_redraw, no_mask_logit, probs
 from model import ModelArgs, Transformer
-from speculative import keep_or_redraw, probs, sample_speculative
 
 V, MASK = 4, 3  # three tokens and [MASK]
 
@@ -24,55 +23,6 @@ def _net(causal, seed, block=16, vocab=V):
     with torch.no_grad():
         (m.head.weight if m.head is not None else m.tok_emb.weight).mul_(20)  # peaked, unequal distributions
     return m
-
-
-@pytest.mark.parametrize("k", [1, 3, 5])
-def test_greedy_tokens_are_the_ars_even_past_the_context(k):
-    ar, drafter = _net(True, 0, vocab=7), _net(False, 1, vocab=7)
-    prompt = torch.randint(0, 6, (2, 3), generator=torch.Generator().manual_seed(2))
-    want = sample_ar_window(ar, prompt, 40, temperature=0, mask_id=6)  # 43 tokens through a 16-token window
-    got, stats = sample_speculative(ar, drafter, prompt, 40, k, 6, (0, 0, 1.0), torch.Generator().manual_seed(3))
-    assert torch.equal(got, want)
-    # one AR pass a round, a round emits 1 + the drafts kept: never more passes than tokens
-    assert stats["nfe"] == stats["ar_passes"] + stats["draft_passes"] and stats["draft_passes"] <= stats["ar_passes"] <= 40
-    assert 0 <= stats["kept"] <= k
-
-
-def _exact_joint(ar, first, n, settings):
-    """{sequence after `first`: probability} of the AR's n tokens, by enumeration: one pass over every sequence."""
-    seqs = torch.tensor([[first, *s] for s in itertools.product(range(V), repeat=n)])
-    with torch.no_grad():
-        logits = ar(seqs)[:, :-1]
-        logits[..., MASK] = float("-inf")  # the AR never emits [MASK]
-        p = probs(logits, *settings)  # (N, n, V): the next token's distribution after each prefix
-    joint = p.gather(-1, seqs[:, 1:, None])[..., 0].prod(1)
-    return {tuple(s[1:].tolist()): float(q) for s, q in zip(seqs, joint)}
-
-
-def _chi2(samples, joint):
-    n = len(samples)
-    counts = {s: 0 for s in joint}
-    for s in samples:
-        counts[tuple(s)] += 1
-    return sum((counts[s] - n * q) ** 2 / (n * q) for s, q in joint.items() if q > 1e-9)
-
-
-@pytest.mark.parametrize("settings,k", [((1.0, 0, 1.0), 3), ((0.7, 2, 1.0), 2), ((1.0, 0, 0.8), 3)])
-def test_samples_follow_the_ars_joint_and_keeping_every_draft_does_not(settings, k, monkeypatch):
-    ar, drafter = _net(True, 4), _net(False, 5)
-    joint = _exact_joint(ar, 0, 3, settings)
-    df = sum(q > 1e-9 for q in joint.values()) - 1
-    limit = df + 5 * (2 * df) ** 0.5  # chi-square far in its tail (p < 1e-5 for these df)
-    g, prompt = torch.Generator().manual_seed(6), torch.zeros(4, 1, dtype=torch.long)
-
-    def draw_all():
-        return [row[1:].tolist() for _ in range(600) for row in sample_speculative(ar, drafter, prompt, 3, k, MASK,
-                                                                                      settings, g)[0]]
-    assert _chi2(draw_all(), joint) < limit
-    keep_all = lambda p, q, drafts, generator: torch.cat(  # noqa: E731 -- the control: no rejection, no correction
-        [drafts, keep_or_redraw(p[:, -1:], None, drafts[:, :0], generator)], 1)
-    monkeypatch.setattr("speculative.keep_or_redraw", keep_all)
-    assert _chi2(draw_all(), joint) > limit
 
 
 def test_a_round_keeps_drafts_by_the_ratio_and_redraws_from_the_residual():
@@ -90,44 +40,15 @@ def test_a_round_keeps_drafts_by_the_ratio_and_redraws_from_the_residual():
     assert abs(bonus.count(2) / len(bonus) - 0.5) < 0.04 and abs(bonus.count(0) / len(bonus) - 0.2) < 0.04
 
 
-@pytest.mark.slow
-def test_inference_and_the_frontier_decode_an_ar_with_a_drafter(tmp_path_factory, capsys, tmp_path):
-    """The CLI path: inference.py --draft on a trained AR (greedy: the plain AR's text), and frontier.py's AR grid
-    over draft / draft_len (a point without a drafter drops draft_len)."""
-    import inference
-    import objectives
-    from conftest import train_tiny
-    from configurator import get_config
-    from helpers import run_cli_here, script, for_objective, MICRO
-    ar = train_tiny(tmp_path_factory, "spec_ar", "--objective=ar", "--max_iters=60", "--eval_interval=60")
-    dm = train_tiny(tmp_path_factory, "spec_dm", "--time_cond=none", "--max_iters=60", "--eval_interval=60")
-    texts = []
-    for extra in ([], ["--draft", dm, "--draft_len", "3"]):
-        code, out, err = run_cli_here(inference.main, ["--checkpoint", ar, "--prompt", "ROMEO:", "--gen-len", "40",
-                                                       "--temperature", "0", "--viz-video", "", *extra], capsys)
-        assert code == 0, err
-        texts.append(out.split("ROMEO:", 1)[1][:40])
-    assert texts[0] == texts[1]
-    frontier = script("frontier")
-    a = frontier.parse_args(["m.pt", "--ar-checkpoint", "a.pt", "--ar-grid", f"draft=none,{dm}", "--ar-grid",
-                             "draft_len=2,4", "--ar-grid", "temperature=1.0"])
-    cfg = get_config(for_objective([*MICRO, "--objective=ar"]))
-    pts = frontier.grid_points(a.ar_grid_values, cfg, objectives.get("ar"))  # none: one plain point, then two drafted
-    assert [s.get("draft_len") for s, _ in pts] == [None, 2, 4] and [c.draft for _, c in pts] == ["", str(dm), str(dm)]
-    assert [s for s, _ in frontier.grid_points(dict(draft_len=[2, 4], temperature=[1.0]), cfg, objectives.get("ar"))] == \
-        [dict(temperature=1.0)]  # no drafter: one plain AR point
-
-
-def test_neither_the_ar_nor_its_speculative_decoding_emits_mask():
+def test_the_ar_never_emits_mask():
     """[MASK] is in an AR's vocabulary but never a target; a head that favours it must still never draw it."""
-    ar, drafter = _net(True, 7), _net(False, 8)
+    ar = _net(True, 7)
     with torch.no_grad():
         ar.head.weight[MASK] = ar.head.weight[:MASK].mean(0) + 0.5 * ar.tok_emb.weight.mean(0)
         ar.head.weight[MASK] *= 5  # a large [MASK] logit at many positions
     prompt, g = torch.zeros(64, 1, dtype=torch.long), torch.Generator().manual_seed(9)
     assert (sample_ar_window(ar, prompt, 20, generator=g) == MASK).any()  # the control: unfiltered, it is drawn
     assert not (sample_ar_window(ar, prompt, 20, generator=g, mask_id=MASK) == MASK).any()
-    assert not (sample_speculative(ar, drafter, prompt, 20, 3, MASK, generator=g)[0] == MASK).any()
 
 
 @functools.lru_cache(maxsize=1)
