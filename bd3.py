@@ -32,9 +32,8 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (LossOptions, Step, band_times, draw, keep_or_redraw, no_mask_logit, probs, repeat_draws,
-                    self_condition_input, stratified_times)
-from diffusion import check_band
+from common import (LossOptions, Step, band_times, check_band, draw, keep_or_redraw, no_mask_logit, probs,
+                    repeat_draws, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -368,7 +367,7 @@ IGNORES = {**dict.fromkeys(("time_cond", "loss_type"), "it trains the block-diff
            **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective; block diffusion's next-token "
                                                          "loss is --bd3_ar, its sampler --bd3_speculate"),
            **dict.fromkeys(("mask_ramp", "mask_ramp_from"), "masked diffusion's curriculum on t: use --objective=mdlm")}
-CONTINUES_ONLY = ANY_LENGTH = True  # continues a prompt block by block, past the context
+CONTINUES_ONLY = ANY_LENGTH = BLOCKS = True  # continues a prompt block by block, past the context
 LOSS_KEY = "bd3_loss"  # its training loss is picked by bd3_loss (loss_type is mdlm's)
 
 

@@ -110,12 +110,12 @@ def build_canvas(cfg, tok, block_size):
                         f"continues a prompt")
     if obj.ANY_LENGTH:
         return c  # the sampler slides its window past the context
-    semi_ar = "semi_ar_length" not in obj.IGNORES and cfg.semi_ar_length
+    semi_ar = obj.SEMI_AR and cfg.semi_ar_length
     if len(c) > block_size and not (c.is_continuation and semi_ar):
         what = (f"prompt ({c.prefix_len} tokens) + --gen-len {c.n_gen}" if c.is_continuation else
                 f"given text ({len(c) - c.n_gen} tokens) + blanks ({c.n_gen} tokens)")
         fix = f"shorten the prompt or use --gen-len {max(block_size - c.prefix_len, 1)}"
-        if "semi_ar_length" not in obj.IGNORES:
+        if obj.SEMI_AR:
             fix = (f"shorten the prompt, use --gen-len {max(block_size - c.prefix_len, 1)}, or decode in blocks with "
                    f"--semi-ar-length {max(1, block_size // 4)}" if c.is_continuation else "shorten the text or the blanks")
         raise UserError(f"{what} = {len(c)} exceeds the model's context of {block_size} tokens: {fix}")

@@ -1,6 +1,7 @@
-"""What the objectives share, below all of them: the noise schedule, time draws and grids, the training loss's
-switches, logits filtering, float64 categorical draws, reveal plans, and the record each sampler fills once per
-reverse step. Imports nothing from the project.
+"""What the objectives share, below all of them: the noise schedule, time draws and grids, the training band, the
+training loss's switches, logits filtering, float64 categorical draws, speculative sampling's keep-or-redraw rule,
+reveal plans, and the record each sampler fills once per reverse step. Imports nothing from the project but
+utils/errors.py.
 
     python -c "from common import Schedule, time_grid; s = Schedule(100); print(s.alpha[:3], time_grid(100, 8))"
 """
@@ -8,6 +9,8 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
+
+from utils.errors import UserError
 
 LN2 = math.log(2)
 SCHEDULES = ("cosine", "linear")  # Schedule's kinds
@@ -59,8 +62,19 @@ def band_times(schedule, lo=0.0, hi=1.0):
     t = torch.nonzero((mp >= lo - 1e-12) & (mp <= hi + 1e-12)).squeeze(1)
     t = t[t >= 1]
     if len(t) == 0:
-        raise ValueError(f"no diffusion time has a mask rate in [{lo}, {hi}] (T={schedule.T}): widen the band")
+        raise UserError(f"no diffusion time has a mask rate in [{lo}, {hi}] (T={schedule.T}): widen the band "
+                        f"(--mask_min, --mask_max)")
     return t
+
+
+def check_band(cfg):
+    """The training draws of mdlm and bd3, the band (mask_min, mask_max) and mask_draws, refused in one line where
+    they cannot work."""
+    if cfg.mask_draws < 1:
+        raise UserError(f"mask_draws={cfg.mask_draws}: give the masks drawn of each window a step, 1 or more (e.g. 2)")
+    if not 0 <= cfg.mask_min < cfg.mask_max <= 1:
+        raise UserError(f"need 0 <= mask_min < mask_max <= 1, got {cfg.mask_min}, {cfg.mask_max}")
+    band_times(Schedule(cfg.diffusion_steps, cfg.schedule), cfg.mask_min, cfg.mask_max)
 
 
 def band_top(cfg, progress):

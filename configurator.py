@@ -121,7 +121,7 @@ def parse(argv, base=None, check=True):
         cfg = replace(cfg, prompt=overrides.get("prompt", ""))
     if check:
         validate(cfg, given)
-    return cfg, given
+    return objectives.effective(cfg), given
 
 
 def refuse_changes(cfg, given, saved, what, fix, allowed=()):

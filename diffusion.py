@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (LossOptions, Schedule, Step, band_times, band_top, no_mask_logit, predict_logits,
+from common import (LossOptions, Step, band_times, band_top, check_band, no_mask_logit, predict_logits,
                     repeat_draws, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
-from ar import sample_ar_window
 from utils.errors import UserError
 
 LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
@@ -43,19 +42,6 @@ def self_condition(model, xt, t, masked, mask_id, share, generator=None):
     """Masked diffusion's self-conditioning input (B, L, V): common.self_condition_input over the window's own pass."""
     return self_condition_input(lambda r: predict_logits(model, xt if r is None else xt[r], t if r is None else t[r],
                                                          mask_id), masked, share, generator)
-
-
-def check_band(cfg):
-    """The training draws of mdlm and bd3, the band (mask_min, mask_max) and mask_draws, refused in one line where
-    they cannot work."""
-    if cfg.mask_draws < 1:
-        raise UserError(f"mask_draws={cfg.mask_draws}: give the masks drawn of each window a step, 1 or more (e.g. 2)")
-    if not 0 <= cfg.mask_min < cfg.mask_max <= 1:
-        raise UserError(f"need 0 <= mask_min < mask_max <= 1, got {cfg.mask_min}, {cfg.mask_max}")
-    try:
-        band_times(Schedule(cfg.diffusion_steps, cfg.schedule), cfg.mask_min, cfg.mask_max)
-    except ValueError as e:
-        raise UserError(f"mask_min={cfg.mask_min}, mask_max={cfg.mask_max}: {e}")
 
 
 def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None):
@@ -89,7 +75,7 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 IGNORES = {**dict.fromkeys(("bd3_block", "bd3_loss", "bd3_speculate", "bd3_ar"),
                            "block diffusion's keys: use --objective=bd3")}
-STEP_CHAIN = True  # the K-step sampler walks the schedule's grid (scripts/eval.py scores that chain's bound)
+STEP_CHAIN = SEMI_AR = True  # the K-step sampler walks the schedule's grid (eval.py scores that chain's bound); blocks
 
 
 def flops(model, cfg):
@@ -205,7 +191,7 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
         p = torch.softmax(filtered.double() / max(cfg.temperature, 1e-9), -1)
         conf[:, seq.size(1) - 1] = p.gather(-1, seq[:, -1:]).squeeze(-1)
         emit(seq, seq.size(1) - P)
-    out = sample_ar_window(model, x[:, :P], L - P, *settings, generator, mask_id, token_done if on_step else None)
+    out = model.generate(x[:, :P], L - P, *settings, generator, mask_id, token_done if on_step else None)
     return out, dict(nfe=L - P, nfe_per_sample=[L - P] * B)
 
 

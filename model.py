@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common import filter_logits, sample_tokens
+
 TIME_CONDS = ("learned", "adaln", "none")  # config.time_cond
 
 
@@ -266,3 +268,39 @@ class Transformer(nn.Module):
     def new_kv_cache(self, batch, device, dtype=torch.float32):
         a = self.args
         return KVCache(a.n_layer, batch, a.n_head, a.block_size, a.n_embd // a.n_head, device, dtype)
+
+    @torch.no_grad()
+    def generate(self, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None, mask_id=None, on_token=None):
+        """Autoregressive sampling with a KV cache (nanoGPT's generate): one forward per token, the prompt's in one pass.
+        Past the context, by the same window as bd3's sampler: when the next token does not fit, keep the last half of
+        the window and recompute its cache in one pass (which replaces a token's). prompt (B, P), P >= 1. mask_id: a
+        token never drawn ([MASK] is in the vocabulary but never a target: ~2e-5 of an AR's draws at baby were it). A
+        bidirectional network's AR mode (diffusion.py's --dual_sample) reads its context with the causal mask the AR's
+        attention implies. Draws in float64 (common.sample_tokens). on_token(tokens so far, the filtered logits the last
+        one was drawn from) after each token. Returns (B, P + gen_len)."""
+        (B, P), W = prompt.shape, self.args.block_size
+        seq, lo = prompt, max(0, P - W)
+
+        def restart(lo):  # a fresh cache over seq[:, lo:]; the logits of the next token
+            cache, m = self.new_kv_cache(B, prompt.device, next(self.parameters()).dtype), seq.size(1) - lo
+            causal = None if self.args.causal else torch.ones(m, m, dtype=torch.bool, device=prompt.device).tril()
+            return cache, self(seq[:, lo:], kv_cache=cache, attn_mask=causal)[:, -1]
+
+        cache, logits = restart(lo)
+        for i in range(gen_len):
+            if mask_id is not None:
+                logits[:, mask_id] = float("-inf")
+            filtered = filter_logits(logits, temperature, top_k, top_p)
+            nxt = sample_tokens(filtered, temperature, generator)
+            seq = torch.cat([seq, nxt[:, None]], 1)
+            if on_token is not None:
+                on_token(seq, filtered)
+            if i + 1 == gen_len:
+                break
+            if seq.size(1) - lo > W:  # no room for this token: slide the window
+                lo = seq.size(1) - W // 2
+                cache, logits = restart(lo)
+            else:
+                logits = self(nxt[:, None], kv_cache=cache, start_pos=seq.size(1) - 1 - lo)[:, -1]
+        return seq
+

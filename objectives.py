@@ -6,13 +6,16 @@ sampler.py's, below them both; common.py below all) and offers the names below; 
 
     MODEL           the ModelArgs it fixes itself (causal attention, no time input, no self-conditioning)
     WINDOW          tokens a training window needs beyond block_size (AR: 1, it scores the last L of L + 1)
-    IGNORES         {config key it does not read: why}; configurator.validate refuses them when given
+    IGNORES         {config key it does not read: why}; configurator.validate refuses them when given, and effective()
+                    sets the ones a preset gave back to their defaults: what a config holds is what runs
     CONTINUES_ONLY  its samples only continue a prompt (no infill blanks, no suffix)
     ANY_LENGTH      its sampler writes past the model's context
     NOISE_START     its reverse process starts from random tokens, not [MASK]
     EXACT           its score is the exact NLL, not a bound
     TRACE           it has a denoising trace (MP4/GIF, --live)
     STEP_CHAIN      its K-step sampler walks the schedule's time grid (so the bound of that chain is defined)
+    BLOCKS          it decodes block by block, bd3_block tokens at a time (a trace's header and eval.py name L')
+    SEMI_AR         its sampler can decode in semi-autoregressive blocks past the context (--semi_ar_length)
     LOSS_KEY        the config key that picks its training loss (what the log names it by)
     check(cfg, given)                                    refuse values that cannot apply (given: the keys the user set)
     loss(model, x, cfg, schedule, tok, draw)             the training loss of one micro-batch (common.Draw)
@@ -27,23 +30,29 @@ A fifth objective is one new module and one line below (tests/test_objectives.py
 
     python -c "import objectives; print(list(objectives.OBJECTIVES))"
 """
+from dataclasses import fields, replace
 from types import SimpleNamespace
 
 import ar
 import bd3
 import diffusion
 import uniform
+from config import Config
 from model import ModelArgs
+from utils.errors import UserError
 
 OBJECTIVES = {"mdlm": diffusion, "uniform": uniform, "ar": ar, "bd3": bd3}
-DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_ONLY=False, ANY_LENGTH=False, NOISE_START=False, EXACT=False,
-                TRACE=True, STEP_CHAIN=False, LOSS_KEY="loss_type", check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
+DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_ONLY=False, ANY_LENGTH=False,
+                NOISE_START=False, EXACT=False, TRACE=True, STEP_CHAIN=False, BLOCKS=False, SEMI_AR=False,
+                LOSS_KEY="loss_type", check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
                 flops=lambda model, cfg: (model.flops_per_token(), cfg.block_size))
 INTERFACE = (*DEFAULTS, "loss", "bound", "sample", "passes", "describe")
 
 
 def get(name):
     """The objective called `name`: its module's interface, DEFAULTS for what the module leaves out."""
+    if name not in OBJECTIVES:
+        raise UserError(f"objective={name!r} is not one of {', '.join(OBJECTIVES)}")
     module = OBJECTIVES[name]
     return SimpleNamespace(**{**DEFAULTS, **{k: getattr(module, k) for k in INTERFACE if hasattr(module, k)}})
 
@@ -51,3 +60,11 @@ def get(name):
 def model_args(cfg, vocab_size):
     """The network a config trains: its own dimensions, and what its objective fixes (causal, no time input)."""
     return ModelArgs.from_config(cfg, vocab_size, **get(cfg.objective).MODEL)
+
+
+def effective(cfg):
+    """cfg as its objective runs it: the keys it does not read (IGNORES) at their defaults, the model keys it fixes
+    itself (MODEL: time_cond, self_cond) at its values. A preset's value for another objective's key then never
+    reaches a log line, a checkpoint's config or a branch that asks `if cfg.key`."""
+    obj, keys = get(cfg.objective), {f.name for f in fields(Config)}
+    return replace(cfg, **{**{k: getattr(Config, k) for k in obj.IGNORES}, **{k: v for k, v in obj.MODEL.items() if k in keys}})

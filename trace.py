@@ -100,7 +100,7 @@ def trace_title(cfg, cols=64):
     else:
         how = [f"threshold {cfg.threshold:g}" if cfg.threshold
                else f"{cfg.steps} steps"]
-        if "bd3_block" not in obj.IGNORES:  # block by block: steps count per block
+        if obj.BLOCKS:  # block by block: steps count per block
             how = [f"{cfg.objective} L'={cfg.bd3_block}", how[0] if cfg.threshold else f"{min(cfg.steps, cfg.bd3_block)} steps/block"]
         how += [] if cfg.threshold or cfg.tokens_per_step == "schedule" else [f"{cfg.tokens_per_step} counts"]
         how += [] if cfg.order == "confidence" else [f"order {cfg.order}"]
@@ -109,7 +109,7 @@ def trace_title(cfg, cols=64):
         elif cfg.remask != "refine" and not cfg.threshold:
             how += [f"remask {cfg.remask}"]
         how += [f"semi-AR {cfg.semi_ar_length}"] if cfg.semi_ar_length else []
-        if "bd3_block" not in obj.IGNORES and cfg.bd3_speculate and cfg.bd3_ar:  # drafted and checked: no reveal setting applies
+        if obj.BLOCKS and cfg.bd3_speculate and cfg.bd3_ar:  # the clean half's AR, drafted: no reveal setting applies
             how = [f"{cfg.objective} L'={cfg.bd3_block}", "drafts checked by its AR"]
     end = cfg.temperature * cfg.temperature_end_share  # the temperature of the last draws (it falls as the canvas fills)
     how = ", ".join(how + [f"temp {cfg.temperature:g}" + (f" to {end:.3g}" if cfg.temperature_end_share != 1.0 else "")])

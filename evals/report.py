@@ -97,13 +97,13 @@ def long_run_note(cfg, device, eta):
 def loss_label(cfg):
     """(the name of the figure a log line reports as its training loss, a line saying what it measures)."""
     obj = objectives.get(cfg.objective)
-    name = "ce" if obj.EXACT else "elbo" if obj.LOSS_KEY in obj.IGNORES else getattr(cfg, obj.LOSS_KEY)
+    cfg = objectives.effective(cfg)  # another objective's keys at their defaults: off
+    name = "ce" if obj.EXACT else getattr(cfg, obj.LOSS_KEY)
     # bd3's clean half learns the next token in the same pass (bd3_ar); mdlm's dual_ar, in a second, causal pass
-    ar, who = ((cfg.bd3_ar, "the clean half") if "bd3_ar" not in obj.IGNORES else
-               (cfg.dual_ar, "a causal pass") if "dual_ar" not in obj.IGNORES else (0, ""))
+    ar, who = (cfg.bd3_ar, "the clean half") if cfg.bd3_ar else (cfg.dual_ar, "a causal pass")
     band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}] (the bound scores every rate: not comparable to it)"
-            if not obj.EXACT and (cfg.mask_min, cfg.mask_max) != (0, 1) and "mask_min" not in obj.IGNORES else "")
-    draws = f", the mean over {cfg.mask_draws} masks of each window" if "mask_draws" not in obj.IGNORES and cfg.mask_draws > 1 else ""
+            if (cfg.mask_min, cfg.mask_max) != (0, 1) else "")
+    draws = f", the mean over {cfg.mask_draws} masks of each window" if cfg.mask_draws > 1 else ""
     val = "'dev NLL' is the exact NLL" if obj.EXACT else "'dev bound' is the NELBO"
     what = LOSSES[name] + band + draws + (f" plus {ar:g} x {who}'s next-token CE" if ar else "")
     name += "+ar" if ar else ""

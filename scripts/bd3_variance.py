@@ -57,7 +57,7 @@ def main(argv):
     a = p.parse_args(argv)
     model, ckpt = load_model(a.checkpoint, "cpu")
     cfg = config_from_dict(ckpt["config"])
-    if "bd3_block" in objectives.get(cfg.objective).IGNORES:  # not block diffusion: it has no blocks, no bands
+    if not objectives.get(cfg.objective).BLOCKS:  # not block diffusion: it has no blocks, no bands
         raise UserError(f"{a.checkpoint} is a {cfg.objective} model: give a bd3 checkpoint")
     tok = tokenizer_from_state(ckpt["tokenizer"])
     _, train_ids, _, _ = prepare_data(cfg, tok, verbose=False)

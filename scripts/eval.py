@@ -146,10 +146,10 @@ def held_out_entropy(run, args):
 
 def label(cfg, obj):
     """The objective and what it reads of the block size, schedule (and its T) and time input."""
-    parts = [f"L'={cfg.bd3_block}"] if "bd3_block" not in obj.IGNORES else []
-    if "schedule" not in obj.IGNORES:
+    parts = [f"L'={cfg.bd3_block}"] if obj.BLOCKS else []
+    if not obj.EXACT:
         parts += [cfg.schedule, f"T={cfg.diffusion_steps}"]
-    if "time_cond" not in obj.IGNORES:
+    if "time_cond" not in obj.MODEL:  # the objectives that fix none (bd3 and the AR read no time)
         parts.append(cfg.time_cond)
     return f"{cfg.objective} ({', '.join(parts)})" if parts else cfg.objective
 
@@ -171,9 +171,9 @@ def evaluate_run(run, args, judge, device, bar):
                diffusion_steps=cfg.diffusion_steps,  # the chain scored: the checkpoint's T or --diffusion-steps
                time_cond=model.args.time_cond,  # the network's: an objective may fix it (bd3 and the AR have none)
                loss_type=getattr(cfg, obj.LOSS_KEY),  # the loss it trained (bd3's is bd3_loss)
-               bd3_block=None if "bd3_block" in obj.IGNORES else cfg.bd3_block,
+               bd3_block=cfg.bd3_block if obj.BLOCKS else None,
                chars_per_token=cpt, split=args.split, **res)
-    if cfg.dual_ar and "dual_ar" not in obj.IGNORES:  # a --dual_ar network is an AR too: its causal pass's exact NLL
+    if cfg.dual_ar:  # a --dual_ar network is an AR too: its causal pass's exact NLL
         per = causal_per_window(model, windows, tok.mask_id, args.batch_size)
         row["ar_mode"] = dict(nats_per_token=per.mean().item(), se=(per.std() / len(per) ** 0.5).item(),
                               per_window=per.tolist(), chars_per_token=cpt)

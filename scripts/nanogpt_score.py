@@ -27,7 +27,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import objectives  # noqa: E402
 from common import Schedule  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
 from diffusion import causal_per_window  # noqa: E402
@@ -140,7 +139,7 @@ def main(argv):
         d, dse = paired_difference(base, res["per_window"])
         print(f"  {run_name(path)} ({c.objective}): {res['nats_per_token']:.4f} ± {res['se']:.4f}; minus nanoGPT's: "
               f"{d:+.4f} ± {dse:.4f} (paired)")
-        if c.dual_ar and "dual_ar" not in objectives.get(c.objective).IGNORES:  # its AR mode too: --dual_sample's joint
+        if c.dual_ar:  # its AR mode too: --dual_sample's joint
             per = causal_per_window(model, windows, tok.mask_id, args.batch_size).tolist()
             d, dse = paired_difference(base, per)
             print(f"    its AR mode (order_nll.py --orders causal): = {statistics.mean(per):.4f} ± "

@@ -221,7 +221,7 @@ def main(argv):
     device = pick_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
     cfg = config_from_dict(ckpt["config"])
-    if "causal" in args.orders and not (cfg.dual_ar and "dual_ar" not in objectives.get(cfg.objective).IGNORES):
+    if "causal" in args.orders and not cfg.dual_ar:
         raise UserError(f"--orders causal reads the AR mode that --dual_ar trains; {args.checkpoint} is a "
                         f"{cfg.objective} network trained without it: drop causal")
     check_network(args.checkpoint, cfg.objective, model)
@@ -229,7 +229,7 @@ def main(argv):
         raise UserError("--orders mixture sums orders over canvases, and --self-cond-read sampler makes each pass read "
                         "the pass before it: drop one of the two")
     semi, L = args.semi_ar_length, cfg.block_size
-    blocks = "bd3_block" not in objectives.get(cfg.objective).IGNORES  # bd3: its own blocks, read side by side
+    blocks = objectives.get(cfg.objective).BLOCKS  # bd3: its own blocks, read side by side
     if semi and ("mixture" not in args.orders or blocks):
         raise UserError(f"--semi-ar-length {semi} scores the mixture of an mdlm network read in blocks; give it with "
                         f"--orders mixture on an mdlm checkpoint ({args.checkpoint} is {cfg.objective}: bd3 has its blocks)")

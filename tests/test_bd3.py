@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ar import sample_ar_window
 from bd3 import (CachedBlockModel, CleanCache, bd3_attn_mask, bd3_logits, bd3_loss, round_layout,
                  bd3_times, pending_mask, sample_bd3)
 from common import LossOptions, Schedule, band_times, stratified_times
@@ -16,6 +15,7 @@ from sampler import SamplerOptions
 from model import ModelArgs, Transformer
 from helpers import ENV, WindowBlockModel, run_script, uncached_bd3
 from conftest import train_tiny
+from utils.errors import UserError
 
 CPU = torch.device("cpu")
 V, MASK = 11, 10  # 10 tokens + [MASK]
@@ -210,8 +210,8 @@ def test_block_times_are_stratified_and_band_limited():
     assert band.tolist() == list(range(51, 88))
     tb = bd3_times(8, 8, band, torch.Generator().manual_seed(1))
     assert ((tb >= 51) & (tb <= 87)).all()
-    with pytest.raises(ValueError):
-        band_times(Schedule(4), 0.01, 0.05)
+    with pytest.raises(UserError, match="no diffusion time has a mask rate in .0.01, 0.05.*widen the band"):
+        band_times(Schedule(4), 0.01, 0.05)  # a user can ask for it: one line, not a traceback
 
 
 def test_clipped_band_weights_are_the_bands_share_of_the_bound():
@@ -335,9 +335,9 @@ def test_ar_decode_is_the_uncached_one_within_the_context_and_slides_past_it():
     with torch.no_grad():
         for _ in range(12):
             seq = torch.cat([seq, m(seq)[:, -1].argmax(-1, keepdim=True)], 1)
-    assert torch.equal(sample_ar_window(m, prompt, 12, temperature=0), seq)
-    a = sample_ar_window(m, prompt, 12, generator=torch.Generator().manual_seed(5))
-    long = sample_ar_window(m, prompt, 50, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(m.generate(prompt, 12, temperature=0), seq)
+    a = m.generate(prompt, 12, generator=torch.Generator().manual_seed(5))
+    long = m.generate(prompt, 50, generator=torch.Generator().manual_seed(5))
     assert long.shape == (2, 53) and torch.equal(long[:, :15], a)
 
 
@@ -376,7 +376,7 @@ def test_bd3_only_continues_a_prompt():
     assert len(long) == 102  # past the context: the block sampler slides its window
     from helpers import for_objective
     ar_long = build_canvas(get_config(for_objective(["--objective=ar", "--prompt=ab", "--gen_len=100"])), tok, 16)
-    assert len(ar_long) == 102  # and the AR's, sample_ar_window
+    assert len(ar_long) == 102  # and the AR's, model.generate
     with pytest.raises(UserError, match="exceeds the model's context of 16"):  # masked diffusion has no window to slide
         build_canvas(get_config(["--prompt=ab", "--gen_len=100"]), tok, 16)
 

@@ -8,7 +8,6 @@ import itertools
 import pytest
 import torch
 
-from ar import sample_ar_window
 from bd3 import bd3_logits, bd3_loss, sample_clean_ar
 from common import LossOptions, Schedule, keep_or_redraw, no_mask_logit, probs
 from model import ModelArgs, Transformer
@@ -47,8 +46,8 @@ def test_the_ar_never_emits_mask():
         ar.head.weight[MASK] = ar.head.weight[:MASK].mean(0) + 0.5 * ar.tok_emb.weight.mean(0)
         ar.head.weight[MASK] *= 5  # a large [MASK] logit at many positions
     prompt, g = torch.zeros(64, 1, dtype=torch.long), torch.Generator().manual_seed(9)
-    assert (sample_ar_window(ar, prompt, 20, generator=g) == MASK).any()  # the control: unfiltered, it is drawn
-    assert not (sample_ar_window(ar, prompt, 20, generator=g, mask_id=MASK) == MASK).any()
+    assert (ar.generate(prompt, 20, generator=g) == MASK).any()  # the control: unfiltered, it is drawn
+    assert not (ar.generate(prompt, 20, generator=g, mask_id=MASK) == MASK).any()
 
 
 @functools.lru_cache(maxsize=1)
