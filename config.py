@@ -140,128 +140,123 @@ class Config:
     wandb_project: str = resumable("micro-dllm")  # the Weights & Biases project (with wandb_log)
 
 
-# The masked-diffusion recipe that won the baby speedrun: no time input and CE on every position, visible ones included
-# (-0.23 nats/char against learned + ELBO; RESULTS.md). bd3 and ar read neither key; uniform wants --time_cond=learned.
-_RECIPE = dict(time_cond="none", loss_type="all_ce")
-
-# The laptop budget shared by the CPU presets: 4/4/128, ctx 128, 2,000 steps x 32 sequences (8.19M tokens).
-_CPU = dict(block_size=128, n_layer=4, n_head=4, n_embd=128, batch_size=32, max_iters=2000,
-            learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=250, eval_iters=10,  # 320 windows x 4 t:
-            # +- 0.026 nats/token, +- 0.005 between two evals (paired): enough to pick best.pt (README)
-            steps=64, gen_len=96, **_RECIPE)
-
-# The presets' samplers, each the best of its kind read at the held-out text's entropy (RESULTS.md, "Samples at the
-# held-out text's entropy"; LOG.md): MDLM's ancestral order (random, committed tokens final); ReMDM's cap (the
-# laptop's); baby's ancestral steps drawing hot while the canvas is mostly [MASK] and cooler as it fills (from 1.1 to
-# 0.11 for the network trained on four masks a window, where its samples reach the held-out entropy; 1.25 for the
-# dual-trained one before it, 1.7 before that: gen-PPL 14.7 against a constant one's 22.4); and left to right inside
-# bd3's blocks (its network's best joint: 8.9 against margin order's 13.5; for mdlm left to right is no better).
-_ANCESTRAL = dict(order="random", remask="none")
-_CAP = dict(order="random", remask="remdm", remask_eta=0.05)
-_FALLING = dict(_ANCESTRAL, temperature=1.1, temperature_end_share=0.1)
-_L2R = dict(order="l2r", remask="none")
-_SHAKESPEARE_CPU = dict(data_path="data/tinyshakespeare.txt", **_CPU, **_ANCESTRAL, prompt="ROMEO:")
-
-# What won for every objective at the baby budget (LOG.md, issue 28): QK-norm (-0.014 to -0.025 nats/char),
-# Muon on the hidden matrices at a tuned LR and a weight EMA (-0.05 to -0.08 together).
-_TRAINING = dict(qk_norm=True, optimizer="muon", muon_lr=0.005, ema=0.999)
-# What won for masked diffusion alone (RESULTS.md records): mask rates in [0.2, 0.8] (-0.07) whose top rises from 0.5
-# over the run (-0.011), self-conditioning (-0.015), the LR floor at 30 % of the peak (-0.007 to -0.012; the baby AR's
-# baseline pins --min_lr=1e-4), and a 1,000-step chain (a network without time input defines one at any T; on every
-# checkpoint measured the finer chain's bound was the tighter, 2.064 -> 2.051: measured, not a theorem).
-_MDLM_WINS = dict(mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5, self_cond=True, min_lr=3e-4,
-                  diffusion_steps=1000)
-# The dual objective at a quarter weight (--dual_ar=0.25; LOG.md, issue 42): a causal pass over the clean window learns the
-# next token beside the diffusion loss. The bound level or better on two seeds (test +0.005, -0.035), the samples ~22 %
-# likelier at the held-out entropy; the step costs ~1.5-1.9x. The baby preset's alone (measured there).
-_DUAL = dict(dual_ar=0.25)
-# Four masks of each window a step (--mask_draws=4; LOG.md, issue 42, the twentieth sitting): the same 1,536,000 tokens,
-# the loss's noise averaged over four draws of each. The semi-AR NLL on dev -0.081 / -0.084 on two seeds (two masks:
-# -0.046 / -0.048), the bound -0.069 / -0.089; four diffusion passes and the causal one make a step 2.4x the one-mask step's (4.6x the AR's).
-_DRAWS = dict(mask_draws=4)
-# At the baby budget, Muon's momentum 0.9 and no weight decay: bd3 -0.015 and -0.028 (records B6), mdlm lower on dev on
-# three seeds (-0.020, -0.013, -0.016; records row 8). The laptop budget keeps the defaults (+0.008 there).
-_BABY_MUON = dict(muon_momentum=0.9, weight_decay=0.0)
-# What won for block diffusion at the baby budget (RESULTS.md records B6, B7): the same floor, the momentum above,
-# self-conditioning with a tied head (-0.015), T = 1,000.
-_BD3_WINS = dict(min_lr=3e-4, **_BABY_MUON, self_cond=True, tie_weights=True, diffusion_steps=1000)
-# The laptop budget's mdlm recipe: the same winners, 2.019 -> 1.849 nats/char (LOG.md: issue 28, the sixth sitting), and
-# the head tied to the token embedding (lower on dev on two seeds, -0.009 and -0.025; LOG.md, the sixteenth sitting).
-_LAPTOP_MDLM = dict(**_TRAINING, **_MDLM_WINS, **_CAP, tie_weights=True)
-
-# nanoGPT's "baby" CPU budget: 4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params, its split.
-_BABY = dict(data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, batch_size=12,
-             max_iters=2000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, eval_interval=500, eval_iters=10,  # 120 x 4 t:
-             # +- 0.046 nats/token, +- 0.005 between two evals (paired; README)
-             log_interval=100, steps=48, gen_len=48, prompt="ROMEO:", **_TRAINING)
-
-# Named presets: a dict of overrides on top of the defaults above. The comment above each one is its
-# line in `python train.py --help`. A preset whose data file is missing names the command that makes it.
+# The presets: one flat literal each, every key it sets (as nanoGPT's config/*.py files); keys repeat across presets so
+# that each recipe reads in one place. The comment above a preset is its line in `python train.py --help`, and
+# `python train.py PRESET --help` prints the whole resolved config with the preset's keys marked. A preset whose data
+# file is missing names the command that makes it. What each one gives: RESULTS.md; how each setting won: dev/LOG.md.
+#
+# The baby budget is nanoGPT's "baby" CPU config (4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M
+# params, its split); the laptop budget is 4/4/128, ctx 128, 32 x 2,000 steps (8.19M tokens), ~18 min on 2 cores.
+# What won at both, for every objective (dev/LOG.md 2026-11-24 to 2026-11-27): QK-norm, Muon at 0.005 with a weight
+# EMA, the LR floor at 30 % of the peak; for masked diffusion no time input with the CE of every position (-0.23
+# nats/char against learned time + ELBO), mask rates in [0.2, 0.8] whose top rises from 0.5 over the run, and
+# self-conditioning; a 1,000-step chain (a network without time input defines one at any T; the finer chain's bound
+# was the tighter on every checkpoint measured). At the baby budget: Muon's momentum 0.9 and no weight decay.
 PRESETS = {
-    # nanoGPT's "baby" CPU budget (4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M params, its split):
-    # the speedrun's yardstick, ~40 min at 1 thread (--mask_draws=1: ~9). mdlm with its records' winners, the dual
-    # objective, four masks of each window a step and bd3's Muon momentum (RESULTS.md; the AR: --objective=ar
-    # --min_lr=1e-4 --muon_momentum=0.95 --weight_decay=0.1); it samples ancestrally, the temperature falling as the
-    # canvas fills.
-    "baby": dict(**{**_BABY, **_MDLM_WINS}, **_RECIPE, **_DUAL, **_DRAWS, **_FALLING, **_BABY_MUON,
-                 out_dir="artifacts/models/baby", checkpoint="artifacts/models/baby/model.pt",
-                 viz_video="artifacts/media/baby_trace.mp4"),
-    # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, trained on mask rates in [0.3, 1]
-    # (BD3-LM's variance fix; 0.3 beat its 0.5 on dev on three seeds with the clean half learning the next token) with
-    # the plain CE of every noisy position, the clean half's next-token CE (--bd3_ar), two masks of each window a step
-    # (--mask_draws=2: dev -0.019 / -0.020 on two seeds; LOG.md, the twentieth sitting) and its records' winners
-    # (RESULTS.md: B10); it samples its clean half's AR exactly, the noisy half drafting each block
-    # (--bd3_speculate; --bd3_speculate=false: left to right in each block).
-    "baby_bd3": dict(**{**_BABY, **_BD3_WINS}, objective="bd3", bd3_block=4, mask_min=0.3, bd3_loss="all_ce", **_L2R,
-                     bd3_ar=1.0, mask_draws=2, bd3_speculate=True, out_dir="artifacts/models/baby_bd3",
-                     checkpoint="artifacts/models/baby_bd3/model.pt", viz_video="artifacts/media/baby_bd3_trace.mp4"),
-    # nanoGPT's train_shakespeare_char recipe, diffusion flavour (the reference defaults; a GPU job).
+    # The speedrun's masked diffusion at the baby budget (~40 min at 1 thread): the budget's winners (noted above
+    # PRESETS), the dual objective's causal pass at a quarter weight and four masks of each window a step (the step
+    # 4.6x the AR's); it samples ancestrally, the temperature falling from 1.1 as the canvas fills. The AR at this
+    # budget: --objective=ar --min_lr=1e-4 --muon_momentum=0.95 --weight_decay=0.1.
+    "baby": dict(
+        data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
+        time_cond="none", self_cond=True,
+        loss_type="all_ce", diffusion_steps=1000, mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5,
+        dual_ar=0.25, mask_draws=4,
+        batch_size=12, max_iters=2000, learning_rate=1e-3, min_lr=3e-4, warmup_iters=100, weight_decay=0.0,
+        optimizer="muon", muon_lr=0.005, muon_momentum=0.9, ema=0.999,
+        eval_interval=500, eval_iters=10, log_interval=100,  # 120 windows x 4 t: +- 0.005 between two evals (paired)
+        out_dir="artifacts/models/baby", checkpoint="artifacts/models/baby/model.pt",
+        prompt="ROMEO:", gen_len=48, steps=48, order="random", remask="none", temperature=1.1, temperature_end_share=0.1,
+        viz_video="artifacts/media/baby_trace.mp4"),
+    # The best diffusion recipe at the baby budget (~30 min at 1 thread): block diffusion, blocks of 4, mask rates in
+    # [0.3, 1] (BD3-LM's variance fix) with the plain CE of every noisy position, the clean half learning the next
+    # token (--bd3_ar), two masks of each window a step, a tied head; it samples its clean half's AR exactly, the
+    # noisy half drafting each block (--bd3_speculate; =false: left to right in each block).
+    "baby_bd3": dict(
+        data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
+        self_cond=True, tie_weights=True,
+        objective="bd3", bd3_block=4, bd3_loss="all_ce", bd3_ar=1.0, diffusion_steps=1000, mask_min=0.3, mask_draws=2,
+        batch_size=12, max_iters=2000, learning_rate=1e-3, min_lr=3e-4, warmup_iters=100, weight_decay=0.0,
+        optimizer="muon", muon_lr=0.005, muon_momentum=0.9, ema=0.999,
+        eval_interval=500, eval_iters=10, log_interval=100,
+        out_dir="artifacts/models/baby_bd3", checkpoint="artifacts/models/baby_bd3/model.pt",
+        prompt="ROMEO:", gen_len=48, steps=48, order="l2r", remask="none", bd3_speculate=True,
+        viz_video="artifacts/media/baby_bd3_trace.mp4"),
+    # nanoGPT's train_shakespeare_char recipe, diffusion flavour: the reference defaults (a GPU job).
     "shakespeare_char": dict(data_path="data/tinyshakespeare.txt", out_dir="artifacts/models/shakespeare_char"),
     # TinyStories at character level; train on the train file, validate on the valid file.
     "tinystories_char": dict(
         data_path="data/tinystories_train.txt", val_path="data/tinystories_valid.txt",
         out_dir="artifacts/models/tinystories_char", prompt="Once upon a time"),
-    # The reference BPE recipe: 10k TinyStories in data/stories.txt (scripts/data.py), a 2,048-token
-    # byte-level BPE (scripts/train_tokenizer.py); the default 6/6/384 model is then 12,228,480 parameters.
-    # Validates on the last 10% of the stories; --gen-len counts BPE tokens.
+    # The reference BPE recipe: 10k TinyStories in data/stories.txt (scripts/data.py), a 2,048-token byte-level BPE
+    # (scripts/train_tokenizer.py); the default 6/6/384 model is then 12,228,480 parameters. Validates on the last 10%
+    # of the stories; --gen-len counts BPE tokens.
     "tinystories_bpe": dict(
         tokenizer="bpe", data_path="data/stories.txt", tokenizer_path="artifacts/tokenizer/tokenizer.json",
         out_dir="artifacts/models/tinystories_bpe", checkpoint="artifacts/models/tinystories_bpe/model.pt",
         prompt="Once upon a time"),
-    # The main job, on a laptop or 2 CPU cores: Tiny Shakespeare (ships in data/), 4/4/128, 2,000 steps, ~18 min; samples and MP4 + GIF.
+    # The main job, on a laptop or 2 CPU cores: Tiny Shakespeare (ships in data/), masked diffusion at the laptop
+    # budget with its winners (noted above PRESETS) and a tied head, ~18 min; it samples with ReMDM's capped remasking; MP4 + GIF.
     "cpu": dict(
-        **{**_SHAKESPEARE_CPU, **_LAPTOP_MDLM}, out_dir="artifacts/models/cpu", checkpoint="artifacts/models/cpu/model.pt",
+        data_path="data/tinyshakespeare.txt", block_size=128, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
+        time_cond="none", self_cond=True, tie_weights=True,
+        loss_type="all_ce", diffusion_steps=1000, mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5,
+        batch_size=32, max_iters=2000, learning_rate=1e-3, min_lr=3e-4, warmup_iters=100,
+        optimizer="muon", muon_lr=0.005, ema=0.999,
+        eval_interval=250, eval_iters=10,  # 320 windows x 4 t: +- 0.005 between two evals (paired)
+        out_dir="artifacts/models/cpu", checkpoint="artifacts/models/cpu/model.pt",
+        prompt="ROMEO:", gen_len=96, steps=64, order="random", remask="remdm", remask_eta=0.05,
         viz_video="artifacts/media/cpu_trace.mp4"),
-    # The laptop budget's best diffusion recipe: block diffusion, blocks of 4, mask rates in [0.5, 1], a 100-step chain
-    # (<= 1.812 nats/char; 1.792 started from 500 AR steps, RESULTS.md); it samples left to right inside each block, its
-    # network's best joint (gen-PPL 8.43 at the held-out entropy against the random order's 14.45; AR 4.11).
+    # Block diffusion at the laptop budget: blocks of 4, mask rates in [0.5, 1], a 100-step chain, AdamW; it samples
+    # left to right inside each block, its network's best joint.
     "cpu_bd3": dict(
-        **{**_SHAKESPEARE_CPU, **_L2R}, objective="bd3", bd3_block=4, mask_min=0.5, out_dir="artifacts/models/cpu_bd3",
-        checkpoint="artifacts/models/cpu_bd3/model.pt", viz_video="artifacts/media/cpu_bd3_trace.mp4"),
-    # The same run as cpu under its results-table name (README), in its own out_dir.
+        data_path="data/tinyshakespeare.txt", block_size=128, n_layer=4, n_head=4, n_embd=128,
+        objective="bd3", bd3_block=4, mask_min=0.5,
+        batch_size=32, max_iters=2000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
+        eval_interval=250, eval_iters=10,
+        out_dir="artifacts/models/cpu_bd3", checkpoint="artifacts/models/cpu_bd3/model.pt",
+        prompt="ROMEO:", gen_len=96, steps=64, order="l2r", remask="none",
+        viz_video="artifacts/media/cpu_bd3_trace.mp4"),
+    # The same run as cpu under its results-table name, in its own out_dir.
     "shakespeare_cpu": dict(
-        **{**_SHAKESPEARE_CPU, **_LAPTOP_MDLM}, out_dir="artifacts/models/shakespeare_cpu",
-        checkpoint="artifacts/models/shakespeare_cpu/model.pt", viz_video="artifacts/media/shakespeare_cpu_trace.mp4"),
-    # The laptop budget on char-level TinyStories: the 2,316-story excerpt that ships in data/ (data/README.md).
+        data_path="data/tinyshakespeare.txt", block_size=128, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
+        time_cond="none", self_cond=True, tie_weights=True,
+        loss_type="all_ce", diffusion_steps=1000, mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5,
+        batch_size=32, max_iters=2000, learning_rate=1e-3, min_lr=3e-4, warmup_iters=100,
+        optimizer="muon", muon_lr=0.005, ema=0.999,
+        eval_interval=250, eval_iters=10,
+        out_dir="artifacts/models/shakespeare_cpu", checkpoint="artifacts/models/shakespeare_cpu/model.pt",
+        prompt="ROMEO:", gen_len=96, steps=64, order="random", remask="remdm", remask_eta=0.05,
+        viz_video="artifacts/media/shakespeare_cpu_trace.mp4"),
+    # The laptop budget on char-level TinyStories: the 2,316-story excerpt that ships in data/ (data/README.md),
+    # masked diffusion without time input, the CE of every position.
     "tinystories_cpu": dict(
-        data_path="data/tinystories_train_head.txt", **_CPU, prompt="Once upon a time", out_dir="artifacts/models/tinystories_cpu",
-        checkpoint="artifacts/models/tinystories_cpu/model.pt", viz_video="artifacts/media/tinystories_cpu_trace.mp4"),
-    # The BPE path on a laptop: the shipped excerpt and a 2,048-token BPE trained on it (by train.py when missing),
-    # at the cpu dims (1.31M parameters, ctx 128 tokens ~ 470 chars) with block diffusion's recipe (blocks of 4, band
-    # [0.5, 1], the clean half trained on the next token: --bd3_ar), whose block-by-block samples read as stories at this
-    # size (RESULTS.md: its bound and the AR's).
+        data_path="data/tinystories_train_head.txt", block_size=128, n_layer=4, n_head=4, n_embd=128,
+        time_cond="none", loss_type="all_ce",
+        batch_size=32, max_iters=2000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
+        eval_interval=250, eval_iters=10,
+        out_dir="artifacts/models/tinystories_cpu", checkpoint="artifacts/models/tinystories_cpu/model.pt",
+        prompt="Once upon a time", gen_len=96, steps=64, viz_video="artifacts/media/tinystories_cpu_trace.mp4"),
+    # The BPE path on a laptop: the shipped excerpt and a 2,048-token BPE trained on it (by train.py when missing), at
+    # the laptop dims (1.31M parameters, ctx 128 tokens ~ 470 chars), block diffusion (blocks of 4, band [0.5, 1], the
+    # clean half trained on the next token), whose block-by-block samples read as stories at this size.
     "tinystories_bpe_cpu": dict(
         tokenizer="bpe", data_path="data/tinystories_train_head.txt", tokenizer_path="artifacts/tokenizer/tinystories_head.json",
-        **dict(_CPU, batch_size=16), objective="bd3", bd3_block=4, mask_min=0.5, bd3_ar=1.0, **_ANCESTRAL, prompt="Once upon a time",
+        block_size=128, n_layer=4, n_head=4, n_embd=128,
+        objective="bd3", bd3_block=4, bd3_ar=1.0, mask_min=0.5,
+        batch_size=16, max_iters=2000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
+        eval_interval=250, eval_iters=10,
         out_dir="artifacts/models/tinystories_bpe_cpu", checkpoint="artifacts/models/tinystories_bpe_cpu/model.pt",
+        prompt="Once upon a time", gen_len=96, steps=64, order="random", remask="none",
         viz_video="artifacts/media/tinystories_bpe_cpu_trace.mp4"),
-    # The "speed run a 200M+ model" goal: 16 x 1024, ctx 1024, BPE on all of TinyStories (~206M parameters at a 2,048 vocab).
-    # 0.5M tokens per step: 16 micro-batches of 32 x 1024 on one 80 GB GPU (estimated ~30 GiB), fewer per rank
-    # under torchrun. train.py prints its memory and tokens/s estimates at startup.
+    # The "speed run a 200M+ model" goal: 16 x 1024, ctx 1024, BPE on all of TinyStories (~206M parameters at a 2,048
+    # vocab). 0.5M tokens per step: 16 micro-batches of 32 x 1024 on one 80 GB GPU, fewer per rank under torchrun;
+    # train.py prints its memory and tokens/s estimates at startup.
     "gpt200m": dict(
         tokenizer="bpe", data_path="data/tinystories_train.txt", val_path="data/tinystories_valid.txt",
-        block_size=1024, n_layer=16, n_head=16, n_embd=1024, batch_size=32, total_batch_size=524288,
-        max_iters=2000, learning_rate=3e-4, min_lr=3e-5, warmup_iters=200, beta2=0.95, eval_interval=250,
-        eval_iters=20, compile=True, prompt="Once upon a time", gen_len=256, out_dir="artifacts/models/gpt200m",
-        checkpoint="artifacts/models/gpt200m/model.pt"),
+        block_size=1024, n_layer=16, n_head=16, n_embd=1024,
+        batch_size=32, total_batch_size=524288, max_iters=2000, learning_rate=3e-4, min_lr=3e-5, warmup_iters=200,
+        beta2=0.95, eval_interval=250, eval_iters=20, compile=True,
+        out_dir="artifacts/models/gpt200m", checkpoint="artifacts/models/gpt200m/model.pt",
+        prompt="Once upon a time", gen_len=256),
 }

@@ -214,14 +214,17 @@ def validate(cfg, given=()):
 
 def config_from_dict(d):
     """Rebuild a Config from a checkpoint's dict (utils.checkpoint.migrate renamed its old keys), ignoring keys this
-    version does not know."""
-    return replace(Config(), **{k: v for k, v in d.items() if k in TYPES})
+    version does not know, as its objective runs it (objectives.effective)."""
+    return objectives.effective(replace(Config(), **{k: v for k, v in d.items() if k in TYPES}))
 
 
-def format_config(cfg):
-    d = asdict(cfg)
-    width = max(len(k) for k in d)
-    return "\n".join(f"  {k:<{width}} = {v!r}" for k, v in d.items())
+def format_config(cfg, marks=None):
+    """`key = value` lines: every key, each with its mark (marks: {key: '*' or '+'}), or (marks None) only the keys
+    whose value differs from the default."""
+    d, defaults = asdict(cfg), asdict(Config())
+    keys = list(d) if marks is not None else [k for k in d if d[k] != defaults[k]]
+    width = max(map(len, keys), default=0)
+    return "\n".join(f"{(marks or {}).get(k, ' '):>2} {k:<{width}} = {d[k]!r}" for k in keys)
 
 
 # ----------------------------------------------------------------------------- --help, read off this file
@@ -268,9 +271,16 @@ def _preset_docs():
     return docs
 
 
-def help_text(prog, usage, from_checkpoint=False):
+def help_text(prog, usage, from_checkpoint=False, argv=()):
     """The presets, then every key by section: --key=TYPE, its comment, its default. from_checkpoint: the
-    model's keys (trained=...) are marked, since a checkpoint fixes them."""
+    model's keys (trained=...) are marked, since a checkpoint fixes them. argv (presets, config files, flags beside
+    --help): the config they resolve to instead, every key, those a preset sets marked '*' and those given '+'."""
+    rest = [a for a in argv if a not in ("-h", "--help")]
+    if rest:
+        cfg, given = parse(rest, check=False)
+        marks = {k: "*" for a in rest if a in PRESETS for k in PRESETS[a]} | dict.fromkeys(given, "+")
+        return (f"python {prog} {' '.join(rest)}: the resolved config ('*' a preset's key, '+' a file's or flag's; "
+                f"the rest are the defaults; python {prog} --help documents every key)\n{format_config(cfg, marks)}")
     width = min(shutil.get_terminal_size((100, 24)).columns, 120)
     wrap = lambda text, ind: textwrap.fill(text, width, initial_indent=ind, subsequent_indent=" " * len(ind))  # noqa: E731
     out = [f"usage: python {prog} {usage}", "",

@@ -103,7 +103,7 @@ class Run:
 
 def main(argv):
     if wants_help(argv):
-        print(help_text("train.py", "[PRESET | CONFIG.py]... [--key=value]..."))
+        print(help_text("train.py", "[PRESET | CONFIG.py]... [--key=value]...", argv=argv))
         return
     cfg, env = setup(argv)
     cfg, data = load_data(cfg, env)
@@ -164,7 +164,8 @@ def setup(argv):
             raise UserError("--wandb_log needs the wandb package: pip install wandb (metrics.jsonl is written either way)")
     check_inputs(cfg)  # a missing data file: one line, no config dump
     cfg, capped = (cfg, "") if resume else cap_warmup(cfg, given)  # a resumed run keeps the warm-up it saved
-    print0(f"config:\n{format_config(cfg)}")
+    again = " ".join(["python train.py", *map(shlex.quote, argv), "--help"])
+    print0(f"config, what differs from the defaults ({again} prints it all):\n{format_config(cfg)}")
     if capped:
         print0(capped)
     print0(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "

@@ -129,7 +129,8 @@ def test_a_removed_model_option_loads_when_off_and_is_named_when_on(tmp_path):
 @pytest.mark.parametrize("cli", ["train", "inference"])
 def test_help_lists_the_presets_then_every_key_with_type_default_and_comment(cli, capsys):
     import importlib
-    code, out, err = run_cli_here(importlib.import_module(cli).main, ["cpu", "--help"], capsys)
+    argv = ["cpu", "--help"] if cli == "inference" else ["--help"]  # train.py PRESET --help: the resolved config
+    code, out, err = run_cli_here(importlib.import_module(cli).main, argv, capsys)
     assert code == 0 and not err
     assert out.index("presets:") < out.index("  --learning_rate=FLOAT") < out.index("  --temperature=FLOAT")
     assert all(f"  {name} " in out for name in PRESETS)
@@ -138,6 +139,17 @@ def test_help_lists_the_presets_then_every_key_with_type_default_and_comment(cli
     assert "1 = model.pt and best.pt only" in out  # a comment continued on the next line joins its key
     assert "\noptimisation:\n" in out and "\nsampling (inference.py" in out
     assert ("[from the checkpoint]" in out) == (cli == "inference")
+
+
+def test_a_presets_help_is_its_resolved_config_with_its_keys_marked(capsys):
+    import train
+    code, out, err = run_cli_here(train.main, ["baby", "--max_iters=10", "--help"], capsys)
+    assert code == 0 and not err
+    lines = {ln[3:].split(" = ")[0].strip(): ln for ln in out.splitlines()[1:]}
+    assert set(lines) == {f.name for f in fields(Config)}  # every key, once
+    assert all(lines[k].startswith(" *") for k in PRESETS["baby"] if k != "max_iters")  # the preset's keys marked
+    assert lines["max_iters"].startswith(" +") and lines["max_iters"].endswith("= 10")  # a flag: given, its value
+    assert lines["dropout"].startswith("  ") and lines["mask_draws"].endswith("= 4")  # a default unmarked; resolved
 
 
 def test_the_readme_commands_read_the_shipped_corpus():
