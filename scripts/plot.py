@@ -4,11 +4,9 @@
     python scripts/plot.py entropy artifacts/eval/cpu.json                            # entropy per timestep
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json                 # gen-PPL, n-gram JS vs entropy
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json --x speed       # at the held-out entropy (or --x nfe)
-    python scripts/plot.py epochs artifacts/epochs/summary.json                       # val nats/char vs epochs
-    python scripts/plot.py epochs artifacts/epochs/summary.json --x flops --out artifacts/plots/epochs_flops.png
 
 `curves` reads run directories' metrics.jsonl, `entropy` scripts/eval.py's JSON, `frontier` scripts/frontier.py's
-JSONs, `epochs` scripts/epochs.py's summary. --out names the PNG (written atomically); an existing file there is only
+JSONs (dev/plot_epochs.py draws the data-constrained study's). --out names the PNG (written atomically); an existing file there is only
 replaced with --force, and a checkpoint never.
 """
 import math
@@ -22,7 +20,7 @@ from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_path, check_output  # noqa: E402
 
 LN2 = math.log(2)
-DEFAULT_OUT = {what: f"artifacts/plots/{what}.png" for what in ("curves", "entropy", "frontier", "epochs")}
+DEFAULT_OUT = {what: f"artifacts/plots/{what}.png" for what in ("curves", "entropy", "frontier")}
 
 
 def read_eval_json(path):
@@ -203,59 +201,16 @@ def plot_frontier(paths, out, x=None):
     return plot_at_held_out(docs, out, x) if x in ("speed", "nfe") else plot_frontiers(docs, out)
 
 
-def plot_epochs(paths, out, x=None):
-    """Dev nats/char against epochs over the data slice, or training FLOPs (log x): each data size's best AR (chosen
-    on dev: its lowest periodic eval) dashed, the other AR configurations thin grey, diffusion runs in colour (band =
-    ± se), and eval.py's figure on best.pt as a star."""
-    plt, fig, ax = _figure()
-    x = x or "epochs"
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fix = "write one with python scripts/epochs.py (--summary-only for runs so far)"
-    runs = [r for path in paths for r in read_json(path, "a scripts/epochs.py summary", ("runs",), fix,
-                                                    rows=("name", "objective", "train_chars", "extra", "curve"))["runs"]]
-    sizes = sorted({r["train_chars"] for r in runs}, reverse=True)
-    best_ar = {}  # data size -> the AR run with the lowest periodic eval (dev), as scripts/epochs.py pairs
-    for r in sorted((r for r in runs if is_ar(r) and "best_nats" in r), key=lambda r: r["best_nats"]):
-        best_ar.setdefault(r["train_chars"], r)
-    styles, grey_label = ["-", ":", "-.", "--"], True
-    for i, r in enumerate(runs):
-        if not r["curve"] or (x == "flops" and r["curve"][0].get("flops") is None):
-            continue
-        ls = styles[sizes.index(r["train_chars"]) % len(styles)]
-        e, y, se = ([p[k] for p in r["curve"]] for k in ("epoch" if x == "epochs" else "flops", "nats", "se"))
-        what = f"{r['objective']}{' ' + ' '.join(r['extra']) if r['extra'] else ''}, {r['train_chars']:,} chars"
-        if is_ar(r) and best_ar.get(r["train_chars"]) is not r:
-            ax.plot(e, y, color="0.6", ls=ls, lw=0.7, alpha=0.6, label="other AR configurations" if grey_label else None)
-            grey_label = False
-            continue
-        c = "k" if is_ar(r) else colors[i % len(colors)]
-        ax.plot(e, y, color=c, ls="--" if is_ar(r) else ls, lw=1.5,
-                label=f"{'best AR: ' if is_ar(r) else ''}{r['name']} ({what})")
-        ax.fill_between(e, [a - b for a, b in zip(y, se)], [a + b for a, b in zip(y, se)], color=c, alpha=0.12, lw=0)
-        if r.get("finished"):
-            ax.errorbar([r["final_epoch"] if x == "epochs" else r["final_flops"]], [r["final_nats"]], yerr=[r["final_se"]], color=c, marker="*", ms=10, capsize=3)
-    ax.set_xscale("log")
-    if x == "epochs":
-        ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))  # 1, 10, 100 rather than 10^0
-    ax.set_xlabel("epochs over the training slice (log)" if x == "epochs" else "training FLOPs (log)")
-    ax.set_ylabel("dev nats per character, train.py's evals (lower is better)")
-    ax.set_title("Models on a fixed slice of Tiny Shakespeare (★ = scripts/eval.py on best.pt: the test half)", fontsize=10)
-    ax.set_ylim(top=min(3.2, ax.get_ylim()[1]))  # overfit AR runs climb far above: keep the interesting band
-    ax.legend(fontsize=7)
-    _save(plt, fig, out)
-
-
 def main(argv):
     p = ArgParser(prog="scripts/plot.py", description="Plot training curves and evaluations to PNG.")
     p.add_argument("what", choices=tuple(DEFAULT_OUT),
-                   help="curves: run dirs; entropy: eval.py JSON files; frontier: frontier.py JSON files; "
-                   "epochs: scripts/epochs.py summary")
+                   help="curves: run dirs; entropy: eval.py JSON files; frontier: frontier.py JSON files")
     p.add_argument("inputs", nargs="+", help="run directories (curves) or --json files (the others)")
     p.add_argument("--out", type=output, default="", help="PNG path (default artifacts/plots/<what>.png)")
-    p.add_argument("--x", choices=("epochs", "flops", "entropy", "speed", "nfe"), default=None, help="the x axis: epochs "
-                   "or flops for epochs (default epochs); entropy, speed (tokens/s) or nfe for frontier (default entropy)")
+    p.add_argument("--x", choices=("entropy", "speed", "nfe"), default=None, help="the frontier plot's x axis: entropy "
+                   "(default), speed (tokens/s at the held-out entropy) or nfe")
     a = p.parse_args(argv)
-    allowed = {"epochs": ("epochs", "flops"), "frontier": ("entropy", "speed", "nfe")}.get(a.what, ())
+    allowed = {"frontier": ("entropy", "speed", "nfe")}.get(a.what, ())
     if a.x and a.x not in allowed:
         raise UserError(f"--x {a.x} is not an x axis of the {a.what} plot: " + (
             f"use --x {' or --x '.join(allowed)}" if allowed else "it has its own: drop --x"))
@@ -263,7 +218,7 @@ def main(argv):
     check_output(out, a.force, "--out")  # the default path too
     if not out.lower().endswith(".png"):
         raise UserError(f"--out {out} should end in .png")
-    plot = dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier, epochs=plot_epochs)[a.what]
+    plot = dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier)[a.what]
     plot(a.inputs, out, a.x)  # x None: the plot's default axis
 
 

@@ -55,8 +55,8 @@ def real_text(name="tinyshakespeare.txt"):
 # ----------------------------------------------------------------------------- running the CLIs
 
 def script(name):
-    """scripts/<name>.py as a module (its main() runs in this process)."""
-    return importlib.import_module(f"scripts.{name}")
+    """scripts/<name>.py (or, 'dev/NAME', the laboratory's dev/<name>.py) as a module (its main() runs in this process)."""
+    return importlib.import_module(name.replace("/", ".") if name.startswith("dev/") else f"scripts.{name}")
 
 
 def run_cli_here(main, argv, capsys):

@@ -37,15 +37,17 @@ from utils.errors import run_cli
 
 
 def discover():
-    """Every CLI: train.py, inference.py and each scripts/*.py that defines a top-level main(). A new script is found
-    here, so it must have its row or its reason for every class of slip in CLASSES below, or the table fails."""
-    found = [p for p in sorted((ROOT / "scripts").glob("*.py"))
+    """Every CLI: train.py, inference.py and each scripts/*.py and dev/*.py that defines a top-level main(). A new
+    script is found here, so it must have its row or its reason for every class of slip in CLASSES below, or the
+    table fails."""
+    found = [p for p in sorted([*(ROOT / "scripts").glob("*.py"), *(ROOT / "dev").glob("*.py")])
              if any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in ast.parse(p.read_text()).body)]
-    return ["train.py", "inference.py", *(f"scripts/{p.name}" for p in found)]
+    return ["train.py", "inference.py", *(f"{p.parent.name}/{p.name}" for p in found)]
 
 
 MAINS = {"train.py": lambda: train.main, "inference.py": lambda: inference.main}
-MAINS.update({cli: (lambda n=cli[8:-3]: script(n).main) for cli in discover() if cli.startswith("scripts/")})
+MAINS.update({cli: (lambda n=cli[:-3]: script(n if n.startswith("dev/") else n[8:]).main) for cli in discover()
+              if cli.startswith(("scripts/", "dev/"))})
 
 
 @pytest.fixture(scope="module")
@@ -297,13 +299,11 @@ CLASS_ROWS = {
         root=[([*EV, "--data-path", "data/tinyshakespeare.txt"], "run from the repository root")]),
     "scripts/plot.py": dict(
         missing=[(["curves", "missing_dir"], "missing_dir/metrics.jsonl not found"),
-                 (["epochs", "missing.json"], "missing.json not found")],
-        directory=[(["epochs", "empty_dir"], "is a directory"), (["entropy", "empty_dir"], "is a directory"),
-                   (["curves", "dm", "--out", "empty_dir"], ("--out", "empty_dir"))],
+                 (["entropy", "missing.json"], "missing.json not found")],
+        directory=[(["entropy", "empty_dir"], "is a directory"), (["curves", "dm", "--out", "empty_dir"], ("--out", "empty_dir"))],
         exists=[(["curves", "dm", "--out", "old.png"], "old.png already exists: pass --force")],
         checkpoint=[(["curves", "dm", "--out", DM, "--force"], "is a checkpoint")],
-        json=[(["epochs", "cut.json"], ("cut.json", "JSON")), (["epochs", "not_a_tokenizer.json"], "'runs'"),
-              (["frontier", "cut.json"], ("cut.json", "JSON")), (["entropy", "not_a_tokenizer.json"], "'runs'")],
+        json=[(["frontier", "cut.json"], ("cut.json", "JSON")), (["entropy", "not_a_tokenizer.json"], "'runs'")],
         list="no list flag: the inputs are paths",
         empty=[(["entropy", "eval.json"], "no diffusion runs with entropy_by_t")],
         zero="no count flag",
@@ -322,7 +322,15 @@ CLASS_ROWS = {
         list="one checkpoint in, one folder out: no list", empty="one checkpoint in, one folder out: nothing to select",
         zero="one checkpoint in, one folder out: no count",
         root=[(["data/prompts.txt", "out"], "run from the repository root")]),
-    "scripts/epochs.py": dict(
+    "dev/plot_epochs.py": dict(
+        missing=[(["missing.json"], "missing.json not found")],
+        directory=[(["empty_dir"], "is a directory"), (["s.json", "--out", "empty_dir"], ("--out", "empty_dir"))],
+        exists=[(["s.json", "--out", "old.png"], "old.png already exists: pass --force")],
+        checkpoint=[(["s.json", "--out", DM, "--force"], "is a checkpoint")],
+        json=[(["cut.json"], ("cut.json", "JSON")), (["not_a_tokenizer.json"], "'runs'")],
+        list="no list flag: the inputs are paths", empty="no selection flag", zero="no count flag",
+        root=[(["data/prompts.txt"], "run from the repository root")]),
+    "dev/epochs.py": dict(
         missing="reads only the run folders it writes under artifacts/epochs (a missing one is a run not started)",
         directory="reads only the run folders it writes under artifacts/epochs",
         exists=[(["--summary-only", "--summary", "old.txt"], "old.txt already exists: pass --force")],
@@ -355,7 +363,7 @@ CLASS_ROWS = {
         empty=[([DM, "--orders", ","], ("--orders", "','"))],
         zero=[([DM, "--n-windows", "0"], ("--n-windows", "2"))],
         root=[(["data/prompts.txt"], "run from the repository root")]),
-    "scripts/nanogpt_score.py": dict(
+    "dev/nanogpt_score.py": dict(
         missing=[(["missing.pt", "--against", DM], "nanoGPT's checkpoint missing.pt not found"),
                  (["old.txt", "--against", "missing.pt"], "checkpoint missing.pt not found")],
         directory=[(["empty_dir", "--against", DM], "is a directory")],
@@ -368,7 +376,7 @@ CLASS_ROWS = {
         empty=[(["old.txt", "--against"], "--against")],
         zero=[(["old.txt", "--against", DM, "--n-windows", "0"], ("--n-windows", ">= 2"))],
         root=[(["data/prompts.txt", "--against", DM], "run from the repository root")]),
-    "scripts/bd3_variance.py": dict(
+    "dev/bd3_variance.py": dict(
         missing=[(["missing.pt"], "checkpoint missing.pt not found")],
         directory=[(["empty_dir"], "is a directory")],
         exists="writes no file: a table on stdout",

@@ -442,7 +442,7 @@ def test_a_tiny_bd3_run_learns_and_writes_past_its_context(bd3_ckpt, tmp_path):
 @pytest.mark.slow
 def test_variance_script_ranks_the_bands(bd3_ckpt, capsys):
     from helpers import run_cli_here, script
-    code, out, err = run_cli_here(script("bd3_variance").main, [bd3_ckpt, "--bands", "0-1,0.5-1", "--draws", 4, "--batch", 4],
+    code, out, err = run_cli_here(script("dev/bd3_variance").main, [bd3_ckpt, "--bands", "0-1,0.5-1", "--draws", 4, "--batch", 4],
                                   capsys)
     assert code == 0, err
     rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in out.splitlines()[-2:]}

@@ -1,5 +1,5 @@
-"""scripts/epochs.py's summary (best epoch, eval.py's figure, training FLOPs, the first epoch below the best AR, the
-paired difference and the crossover rule) and scripts/plot.py epochs (vs epochs and vs FLOPs), on run directories
+"""dev/epochs.py's summary (best epoch, eval.py's figure, training FLOPs, the first epoch below the best AR, the
+paired difference and the crossover rule) and dev/plot_epochs.py (vs epochs and vs FLOPs), on run directories
 written by hand. python -m pytest -q tests/test_epochs.py"""
 import json
 import math
@@ -31,7 +31,7 @@ def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in
     # the other AR reads lower on test (eval.py, 2.20) but higher on its own evals (dev, 2.3): dev chooses
     _run(in_tmp, "ar_wd0.8_do0.1_s02_75k", [(round(STEPS), 2.6), (round(9 * STEPS), 2.3)], 2.20, [w - 0.05 for w in ar_w])
     _run(in_tmp, mdlm, [(round(STEPS), 3.0), (round(100 * STEPS), 2.26), (round(190 * STEPS), 2.20)], 2.21, md_w)
-    code, out, err = run_cli_here(script("epochs").main, ["--summary-only"], capsys)
+    code, out, err = run_cli_here(script("dev/epochs").main, ["--summary-only"], capsys)
     assert code == 0, err
     s = {r["name"]: r for r in json.loads((in_tmp / "artifacts/epochs/summary.json").read_text())["runs"]}
     assert abs(s[ar]["best_epoch"] - 8) < 0.01 and abs(s[ar]["best_nats"] - 2.25) < 1e-9
@@ -43,7 +43,7 @@ def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in
     mean = sum(d) / len(d)
     se = math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d))
     assert abs(m["minus_best_ar"] - mean) < 1e-12 and abs(m["minus_best_ar_se"] - se) < 1e-12 and m["crossover"]
-    plot, drawn = script("plot"), {}
+    plot, drawn = script("dev/plot_epochs"), {}
     save = plot._save
 
     def keep(plt, fig, out):  # what the figure holds, read before it is written
@@ -55,7 +55,7 @@ def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in
     monkeypatch.setattr(plot, "_save", keep)
     iters = {ar: [round(k * STEPS) for k in (1, 8, 40)], mdlm: [round(k * STEPS) for k in (1, 100, 190)]}
     for x in ("epochs", "flops"):
-        code, out, err = run_cli_here(plot.main, ["epochs", "artifacts/epochs/summary.json", "--x", x,
+        code, out, err = run_cli_here(plot.main, ["artifacts/epochs/summary.json", "--x", x,
                                                   "--out", f"e_{x}.png"], capsys)
         assert code == 0 and (in_tmp / f"e_{x}.png").stat().st_size > 0, err
         fig = drawn[f"e_{x}.png"]
@@ -72,9 +72,9 @@ def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in
         stars = sorted((ln[1][0], ln[2][0]) for ln in fig["lines"] if ln[5] == "*")  # eval.py's figure on best.pt
         want = sorted([(at(iters[ar][-1]), 2.24), (at(iters[mdlm][-1]), 2.21)])  # the grey AR has none
         assert [v for p in stars for v in p] == pytest.approx([v for p in want for v in p], rel=1e-12), stars
-    code, out, err = run_cli_here(script("plot").main, ["curves", "x", "--x", "flops"], capsys)
+    code, out, err = run_cli_here(script("plot").main, ["curves", "x", "--x", "speed"], capsys)
     assert code == 2 and "drop --x" in err
-    code, out, err = run_cli_here(script("epochs").main, ["--runs", "nope"], capsys)
+    code, out, err = run_cli_here(script("dev/epochs").main, ["--runs", "nope"], capsys)
     assert code == 2 and "'nope' is not one of" in err
 
 
@@ -83,7 +83,7 @@ def test_a_tie_within_two_standard_errors_is_no_crossover(in_tmp, capsys):
     md_w = [w + (-0.3 if i % 2 else 0.28) for i, w in enumerate(ar_w)]  # lower on average, but noisy
     _run(in_tmp, "ar_wd0.1_do0_s02_75k", [(round(8 * STEPS), 2.25)], 2.25, ar_w)
     _run(in_tmp, "mdlm_wd0.1_do0_s02_75k", [(round(100 * STEPS), 2.24)], 2.24, md_w)
-    assert run_cli_here(script("epochs").main, ["--summary-only"], capsys)[0] == 0
+    assert run_cli_here(script("dev/epochs").main, ["--summary-only"], capsys)[0] == 0
     s = {r["name"]: r for r in json.loads((in_tmp / "artifacts/epochs/summary.json").read_text())["runs"]}
     assert s["mdlm_wd0.1_do0_s02_75k"]["minus_best_ar"] < 0 and not s["mdlm_wd0.1_do0_s02_75k"]["crossover"]
 
@@ -94,7 +94,7 @@ def test_a_larger_diffusion_run_is_also_paired_with_the_best_ar_of_its_own_size(
     _run(in_tmp, "ar_wd1.6_do0.1_s08_75k", [(round(30 * STEPS), 2.20)], 2.20, [w + 0.1 for w in ar_w])  # 0.80M params
     _run(in_tmp, "mdlm_wd0.1_do0_s08_75k", [(round(300 * STEPS), 2.15)], 2.15, [w + 0.05 for w in ar_w])
     _run(in_tmp, "mdlm_wd0.1_do0_s02_75k", [(round(300 * STEPS), 2.25)], 2.25, [w + 0.15 for w in ar_w])
-    assert run_cli_here(script("epochs").main, ["--summary-only"], capsys)[0] == 0
+    assert run_cli_here(script("dev/epochs").main, ["--summary-only"], capsys)[0] == 0
     s = {r["name"]: r for r in json.loads((in_tmp / "artifacts/epochs/summary.json").read_text())["runs"]}
     big = s["mdlm_wd0.1_do0_s08_75k"]
     assert big["size"] == "s08" and big["best_ar"] == "ar_wd1.6_do0.1_s02_75k" and abs(big["minus_best_ar"] - 0.05) < 1e-9
@@ -107,7 +107,7 @@ def test_every_study_run_resolves_to_the_recipe_it_was_measured_with():
     and train what the study measured (AdamW, no EMA, no QK-norm, no self-conditioning, the 10 % floor, T = 100)."""
     import objectives
     from configurator import get_config
-    epochs = script("epochs")
+    epochs = script("dev/epochs")
     paths = {f"train_{n}": f"train_{n}.txt" for n in {r[1] for r in epochs.RUNS.values()}} | {"val": "val.txt"}
     for name in epochs.RUNS:
         cfg = get_config(epochs.train_command(name, paths, 10, "out")[2:])

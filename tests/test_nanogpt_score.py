@@ -1,4 +1,4 @@
-"""scripts/nanogpt_score.py: a nanoGPT checkpoint (its own model.py) scored on eval.py's windows, this repo's runs
+"""dev/nanogpt_score.py: a nanoGPT checkpoint (its own model.py) scored on eval.py's windows, this repo's runs
 beside it, paired. A stand-in nanoGPT clone in a temp dir (a uniform next-token model: -log 1/V on every token),
 so the figures are known by hand; and its refusals, one line each.
 
@@ -16,7 +16,7 @@ from helpers import assert_one_line_error, run_cli_here, script
 from utils.checkpoint import load_model
 from utils.tokenizer import tokenizer_from_state
 
-ns = script("nanogpt_score")
+ns = script("dev/nanogpt_score")
 MODEL_PY = '''
 from dataclasses import dataclass
 import torch, torch.nn as nn, torch.nn.functional as F

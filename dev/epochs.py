@@ -7,14 +7,14 @@ split of Tiny Shakespeare (its first 90%); the last 10% is validation, its halve
 `patience` epochs old (best.pt keeps the lowest on dev); scripts/eval.py then scores best.pt on test (128 windows x
 8 t, paired across runs). Each diffusion run is paired with the AR chosen on dev. The LR follows one cosine over the
 planned epochs, so the value at epoch e is not a run trained for e epochs. The first study reproduces at 1b36dc7
-(LOG.md, 2026-11-24).
+(dev/LOG.md, 2026-11-24).
 
 Run from the repo root (one process at a time, one thread each on a shared CPU):
 
-    OMP_NUM_THREADS=1 python scripts/epochs.py                      # every run in RUNS, in order (done ones skipped)
-    OMP_NUM_THREADS=1 python scripts/epochs.py --runs mdlm_wd0.1_do0_s02_75k,ar_wd1.6_do0.1_s02_75k
-    python scripts/epochs.py --summary-only                         # JSON from the run dirs so far, no training
-    python scripts/plot.py epochs artifacts/epochs/summary.json     # the plots (--x flops: vs training FLOPs)
+    OMP_NUM_THREADS=1 python dev/epochs.py                      # every run in RUNS, in order (done ones skipped)
+    OMP_NUM_THREADS=1 python dev/epochs.py --runs mdlm_wd0.1_do0_s02_75k,ar_wd1.6_do0.1_s02_75k
+    python dev/epochs.py --summary-only                         # JSON from the run dirs so far, no training
+    python dev/plot_epochs.py artifacts/epochs/summary.json     # the plots (--x flops: vs training FLOPs)
 
 Writes artifacts/epochs/data/{val,train_N}.txt, a dir per run under artifacts/epochs/runs/ (train.log, eval.json) and
 artifacts/epochs/summary.json (rewritten after every run; another existing file is only replaced with --force). A run
@@ -76,7 +76,7 @@ def prepare_data(sizes):
 
 
 def train_command(name, paths, eval_iters, out):
-    """The train.py command line of one study run (paths: the slices scripts/epochs.py cut)."""
+    """The train.py command line of one study run (paths: the slices dev/epochs.py cut)."""
     flags, n_chars, epochs, per_eval, extra, patience = RUNS[name]
     steps_per_epoch = n_chars / TOKENS_PER_STEP
     # the baby preset as the study began (2026-11-24), so its runs stay comparable: the flags undo what the preset
@@ -177,7 +177,7 @@ def summarise(name):
         best = min(curve, key=lambda c: c["nats"])
         s.update(best_nats=best["nats"], best_se=best["se"], best_epoch=best["epoch"], best_flops=best["flops"])
     if s["finished"]:
-        r = read_json(f"{out}/eval.json", "scripts/eval.py's JSON", ("runs",), f"delete it, and scripts/epochs.py evaluates "
+        r = read_json(f"{out}/eval.json", "scripts/eval.py's JSON", ("runs",), f"delete it, and dev/epochs.py evaluates "
                       f"{name} again", rows=("bits_per_char", "bpc_se", "iter", "chars_per_token"))["runs"][0]
         s.update(final_nats=r["bits_per_char"] * math.log(2), final_se=r["bpc_se"] * math.log(2),
                  final_iter=r["iter"], final_epoch=epoch(r["iter"]), final_flops=flops(r["iter"]),
@@ -219,7 +219,7 @@ def write_summary(path):
 
 
 def main(argv):
-    p = ArgParser(prog="scripts/epochs.py", description="Train baby AR / mdlm / bd3 for many epochs on a data slice.")
+    p = ArgParser(prog="dev/epochs.py", description="Train baby AR / mdlm / bd3 for many epochs on a data slice.")
     p.add_argument("--runs", type=list_of(tuple(RUNS)), default=",".join(RUNS),
                    help="comma-separated names from RUNS, run in this order")
     p.add_argument("--eval-iters", type=at_least(1), default=50, help="validation batches of 12 windows per periodic eval")

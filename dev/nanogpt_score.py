@@ -12,8 +12,8 @@ nanoGPT does): point it only at a clone you trust.
     python train.py config/train_shakespeare_char.py --device=cpu --compile=False --eval_iters=20 --log_interval=1 \\
         --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000 \\
         --dropout=0.0 --out_dir=out-baby
-    python scripts/nanogpt_score.py NANOGPT/out-baby/ckpt.pt --against artifacts/models/baby_bd3/model.pt --split test
-    python scripts/nanogpt_score.py NANOGPT/out-baby/ckpt.pt --against B9/model.pt --orders b9.json   # order_nll's too
+    python dev/nanogpt_score.py NANOGPT/out-baby/ckpt.pt --against artifacts/models/baby_bd3/model.pt --split test
+    python dev/nanogpt_score.py NANOGPT/out-baby/ckpt.pt --against B9/model.pt --orders b9.json   # order_nll's too
 """
 import importlib.util
 import os
@@ -96,7 +96,7 @@ def nanogpt_per_window(gpt, windows, batch_size):
 
 
 def main(argv):
-    p = ArgParser(prog="scripts/nanogpt_score.py", description=__doc__.split("\n\n")[0])
+    p = ArgParser(prog="dev/nanogpt_score.py", description=__doc__.split("\n\n")[0])
     p.add_argument("ckpt", help="nanoGPT's ckpt.pt (a character-level run, e.g. NANOGPT/out-baby/ckpt.pt)")
     p.add_argument("--against", nargs="+", required=True, help="this repo's model.pt files, scored on the same windows")
     p.add_argument("--model-py", default="", help="nanoGPT's model.py (default: the clone holding the ckpt's folder)")

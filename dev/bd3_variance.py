@@ -2,7 +2,7 @@
 times and masks, for a trained checkpoint, one fixed training-sized batch, with the full range of mask rates and
 with clipped bands (BD3-LM, Arriola et al. 2025, tune the band [beta, omega] per block size to minimise it).
 
-    python scripts/bd3_variance.py artifacts/models/baby_bd3_4/model.pt --bands 0-1,0.3-0.8,0.5-1 --draws 32
+    python dev/bd3_variance.py artifacts/models/baby_bd3_4/model.pt --bands 0-1,0.3-0.8,0.5-1 --draws 32
 
 Per band: the mean of the training loss (the band's share of the bound: not comparable across bands), its
 relative standard deviation over draws, and the gradient's relative variance E|g - E g|^2 / |E g|^2 (the
@@ -47,7 +47,7 @@ def band_stats(model, x, schedule, mask_id, block, band, draws, seed):
 
 
 def main(argv):
-    p = ArgParser(prog="scripts/bd3_variance.py", description=__doc__.splitlines()[0])
+    p = ArgParser(prog="dev/bd3_variance.py", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="a bd3 model.pt (objective=bd3)")
     p.add_argument("--bands", type=list_of(band), default="0-1,0.3-0.8,0.5-1",
                    help="mask-rate bands lo-hi, comma-separated; 0-1 = the bound")
