@@ -48,9 +48,18 @@ def _coerce(name, typ, value):
     return value
 
 
+# keys the measurements deleted (dev/LOG.md, 2026-11-27: each one's verdict and the commit that removed it)
+REMOVED = ("time_beta", "mask_span", "mir_weight", "mir_mask_max", "bd3_suffix_mix", "cooldown", "attn_scale", "dual_draft",
+           "threshold_rule", "bd3_check", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
+           "corrector_steps", "corrector_frac", "corrector_pick", "draft", "draft_len")
+
+
 def _known_key(key):
     """key under its current name (an old name of a renamed key works: RENAMED); an unknown key is refused."""
     key = RENAMED.get(key, key)
+    if key in REMOVED:
+        raise UserError(f"--{key} was removed: no preset used it and it measured level or worse (dev/LOG.md, "
+                        f"2026-11-27, names its verdict and the commit that removed it); drop it")
     if key not in TYPES:
         close = difflib.get_close_matches(key, TYPES, n=3, cutoff=0.6)
         hint = f" (did you mean {', '.join(close)}?)" if close else " (--help lists the keys)"

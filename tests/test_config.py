@@ -141,6 +141,14 @@ def test_help_lists_the_presets_then_every_key_with_type_default_and_comment(cli
     assert ("[from the checkpoint]" in out) == (cli == "inference")
 
 
+def test_a_removed_key_is_named_as_removed_with_where_its_verdict_is():
+    from configurator import REMOVED
+    assert len(REMOVED) == 19 and not set(REMOVED) & {f.name for f in fields(Config)}
+    for key in ("time_beta", "corrector_steps", "bd3_check"):
+        with pytest.raises(UserError, match=f"--{key} was removed.*dev/LOG.md"):
+            get_config([f"--{key}=1"])
+
+
 def test_a_presets_help_is_its_resolved_config_with_its_keys_marked(capsys):
     import train
     code, out, err = run_cli_here(train.main, ["baby", "--max_iters=10", "--help"], capsys)
