@@ -233,7 +233,7 @@ def format_config(cfg, marks=None):
     d, defaults = asdict(cfg), asdict(Config())
     keys = list(d) if marks is not None else [k for k in d if d[k] != defaults[k]]
     width = max(map(len, keys), default=0)
-    return "\n".join(f"{(marks or {}).get(k, ' '):>2} {k:<{width}} = {d[k]!r}" for k in keys)
+    return "\n".join(f"{(marks or {}).get(k, ' ')} {k:<{width}} = {d[k]!r}" for k in keys)
 
 
 # ----------------------------------------------------------------------------- --help, read off this file

@@ -153,10 +153,10 @@ def test_a_presets_help_is_its_resolved_config_with_its_keys_marked(capsys):
     import train
     code, out, err = run_cli_here(train.main, ["baby", "--max_iters=10", "--help"], capsys)
     assert code == 0 and not err
-    lines = {ln[3:].split(" = ")[0].strip(): ln for ln in out.splitlines()[1:]}
+    lines = {ln[2:].split(" = ")[0].strip(): ln for ln in out.splitlines()[1:]}
     assert set(lines) == {f.name for f in fields(Config)}  # every key, once
-    assert all(lines[k].startswith(" *") for k in PRESETS["baby"] if k != "max_iters")  # the preset's keys marked
-    assert lines["max_iters"].startswith(" +") and lines["max_iters"].endswith("= 10")  # a flag: given, its value
+    assert all(lines[k].startswith("* ") for k in PRESETS["baby"] if k != "max_iters")  # the preset's keys marked
+    assert lines["max_iters"].startswith("+ ") and lines["max_iters"].endswith("= 10")  # a flag: given, its value
     assert lines["dropout"].startswith("  ") and lines["mask_draws"].endswith("= 4")  # a default unmarked; resolved
 
 
