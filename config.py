@@ -67,6 +67,8 @@ class Config:
     # ---- optimisation
     batch_size: int = 64                # sequences per step
     max_iters: int = resumable(5000)    # 0 = build everything, print config and parameter count, exit
+    data_steps: int = 0                 # > 0: the data repeats every data_steps steps (step i trains on step i % data_steps's
+                                        #   batch): max_iters = k x data_steps sees the same tokens k times (equal-FLOPs ARs)
     learning_rate: float = 3e-4         # peak AdamW LR
     min_lr: float = 3e-5                # the cosine decay's floor (LR / 10, as nanoGPT)
     warmup_iters: int = 100             # linear warm-up steps

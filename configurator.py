@@ -183,6 +183,8 @@ def validate(cfg, given=()):
     for key, low in [(k, 1) for k in positive] + [("max_iters", 0)]:
         if getattr(cfg, key) < low:
             raise UserError(f"{key} must be >= {low}, got {getattr(cfg, key)}")
+    if cfg.data_steps < 0:
+        raise UserError(f"data_steps must be >= 0 (0: a new batch every step), got {cfg.data_steps}")
     if cfg.keep_last < 1 or cfg.skip_nonfinite < 0:
         raise UserError(f"keep_last must be >= 1 and skip_nonfinite >= 0; got {cfg.keep_last}, {cfg.skip_nonfinite}")
     if cfg.n_embd % cfg.n_head or (cfg.n_embd // cfg.n_head) % 2:

@@ -391,7 +391,8 @@ def train_step(cfg, env, data, run, it):
     step_loss = torch.zeros((), device=env.device)
     for micro in range(accum):
         slot = env.rank * accum + micro
-        x = get_batch(data.train_ids, cfg.batch_size, data.window, keyed_generator(cfg.seed, STREAM_DATA, it, slot), env.device)
+        key = it % cfg.data_steps if cfg.data_steps else it  # --data_steps: the same batches again, epoch after epoch
+        x = get_batch(data.train_ids, cfg.batch_size, data.window, keyed_generator(cfg.seed, STREAM_DATA, key, slot), env.device)
         # DDP averages gradients across ranks only on the last micro-step; the others accumulate locally
         with model.no_sync() if world > 1 and micro < accum - 1 else nullcontext():
             with env.ctx:

@@ -245,3 +245,19 @@ def test_the_final_report_prints_the_figure_scripts_eval_py_gives_the_same_check
     ln2 = math.log(2)
     assert (f"{r['nats_per_token']:.4f} ± {r['se']:.4f} nats/token = {r['bits_per_char'] * ln2:.4f} ± "
             f"{r['bpc_se'] * ln2:.4f} nats/char = {r['bits_per_char']:.4f} ± {r['bpc_se']:.4f} bits/char") in line
+
+
+def test_data_steps_repeats_the_same_batches_epoch_after_epoch(in_tmp, monkeypatch):
+    """--data_steps=k: step i trains on step i % k's batch (the equal-FLOPs AR's k passes over the same tokens); 0 (the
+    default) draws a new batch every step."""
+    from helpers import MICRO, for_objective
+    seen, real = [], train.get_batch
+    monkeypatch.setattr(train, "get_batch", lambda *a: seen.append(real(*a)) or seen[-1])
+    for steps in (0, 2):
+        seen.clear()
+        train.main(for_objective([f"--data_path={real_text()}", "--out_dir=out", "--overwrite", *MICRO, "--max_iters=5",
+                                  "--eval_interval=100", "--objective=ar", f"--data_steps={steps}"]))
+        same = [torch.equal(seen[i], seen[i + 2]) for i in range(3)]
+        assert same == ([True] * 3 if steps else [False] * 3) and not torch.equal(seen[0], seen[1])
+    with pytest.raises(UserError, match="data_steps must be >= 0"):
+        train.main(["--data_steps=-1"])
