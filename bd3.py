@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (LossOptions, Step, band_times, check_band, draw, keep_or_redraw, no_mask_logit, probs,
-                    repeat_draws, self_condition_input, stratified_times)
+from common import (LossOptions, Step, band_times, check_band, draw, draw_device, keep_or_redraw, no_mask_logit,
+                    on_device, probs, repeat_draws, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -61,10 +61,10 @@ def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, tota
     """A time for every block of n sequences: (n, n_blocks) long. The n * n_blocks draws are stratified_times over
     the global batch's total * n_blocks blocks, mapped onto `allowed`, then shuffled over (sequence, block) with
     `generator` so the blocks of one sequence get unrelated strata."""
-    idx = stratified_times(n * n_blocks, len(allowed), generator, offset=offset * n_blocks,
-                           total=(total or n) * n_blocks, u=u) - 1
-    perm = torch.randperm(len(idx), generator=generator)
-    return allowed[idx[perm]].view(n, n_blocks).to(device)
+    dev = draw_device(device)  # drawn where they are used: a keyed generator's times, no host copy
+    idx = stratified_times(n * n_blocks, len(allowed), generator, dev, offset * n_blocks, (total or n) * n_blocks, u)
+    perm = torch.randperm(len(idx), generator=on_device(generator, dev), device=dev)
+    return (idx[perm] - 1 + int(allowed[0])).view(n, n_blocks).to(device)  # allowed: a run of times on the host
 
 
 def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None, clean=False):
@@ -110,7 +110,8 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
         t = bd3_times(B, L // block, allowed, generator, x0.device)
     t_tok = t.repeat_interleave(block, 1)  # (B, L) each token's block time
     p = schedule.mask_prob(t_tok).to(torch.float32)
-    masked = torch.rand(x0.shape, generator=generator, device="cpu").to(x0.device) < p  # CPU draws: same on any device
+    dev = draw_device(x0.device)
+    masked = torch.rand(x0.shape, generator=on_device(generator, dev), device=dev).to(x0.device) < p
     xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
     sc = None
     if opts.self_cond:  # the first pass is the same two-stream pass, without sc, for the chosen rows
@@ -124,7 +125,7 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
         ce = torch.zeros(B, L, device=x0.device).masked_scatter(masked, F.cross_entropy(logits, x0[masked], reduction="none"))
     else:
         ce = F.cross_entropy(logits.reshape(B * L, -1), x0.view(-1), reduction="none").view(B, L)
-    w = (len(allowed) * schedule.weight.to(x0.device)[t_tok]).float()  # (B, L) importance weight k * w(t_b)
+    w = (len(allowed) * schedule.on(x0.device)[1][t_tok]).float()  # (B, L) importance weight k * w(t_b)
     nelbo = (w * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L as the MDLM bound
     loss = ce.mean() if opts.loss_type == "all_ce" else nelbo.mean()
     if nxt is not None:

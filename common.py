@@ -30,12 +30,21 @@ class Schedule:
         else:
             raise ValueError(f"unknown schedule {kind!r}")
         alpha[0], alpha[T] = 1.0, 0.0  # exact endpoints (cos(pi/2) is 6e-17, not 0)
-        self.T, self.kind, self.alpha = T, kind, alpha
+        self.T, self.kind, self.alpha, self._on = T, kind, alpha, {}
         self.weight = torch.zeros(T + 1, dtype=torch.float64)  # w(0) unused
         self.weight[1:] = (alpha[:-1] - alpha[1:]) / (1.0 - alpha[1:])
 
+    def on(self, device):
+        """(alpha, weight) on `device`, copied there once: a training step indexes them with no host-to-device copy
+        (float32 on MPS, which has no float64)."""
+        device = torch.device(device)
+        if device not in self._on:
+            dtype = torch.float32 if device.type == "mps" else torch.float64
+            self._on[device] = (self.alpha.to(device, dtype), self.weight.to(device, dtype))
+        return self._on[device]
+
     def mask_prob(self, t):
-        return 1.0 - self.alpha.to(t.device)[t]
+        return 1.0 - self.on(t.device)[0][t]
 
 
 # ---------------------------------------------------------------------------- time draws (training and evaluation)
@@ -48,10 +57,10 @@ def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u
     """n times in 1..T, one per stratum of [0, 1): t_i = floor((i + u) / total * T) + 1 with a shared u ~ U[0,1)
     (antithetic / low-discrepancy t, MDLM). `offset`/`total` place these n draws inside a larger (e.g. multi-rank)
     batch so the strata cover the global batch; pass the same u on every rank."""
-    total = total or n
+    total, device = total or n, torch.device(device)
     if u is None:
-        u = torch.rand((), generator=generator, dtype=torch.float64)
-    i = torch.arange(offset, offset + n, dtype=torch.float64)
+        u = torch.rand((), generator=generator, dtype=torch.float64)  # a CPU scalar: read on the host, no copy
+    i = torch.arange(offset, offset + n, dtype=torch.float64, device=draw_device(device))  # made where it is used
     return stratum_time(i, u, total, T).to(device)
 
 
@@ -64,6 +73,7 @@ def band_times(schedule, lo=0.0, hi=1.0):
     if len(t) == 0:
         raise UserError(f"no diffusion time has a mask rate in [{lo}, {hi}] (T={schedule.T}): widen the band "
                         f"(--mask_min, --mask_max)")
+    assert t[-1] - t[0] + 1 == len(t), "1 - alpha(t) rises with t: a band is a run of times, band[0] + i"
     return t
 
 
@@ -122,8 +132,8 @@ def time_grid(T, steps):
 
 
 def no_mask_logit(logits, mask_id):
-    """Logits with [MASK] at -inf: x0 is never [MASK]."""
-    return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), float("-inf"))
+    """Logits with [MASK] at -inf: x0 is never [MASK] (a column compared on the device: no index copied to it)."""
+    return logits.masked_fill(torch.arange(logits.size(-1), device=logits.device) == mask_id, float("-inf"))
 
 
 def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
@@ -141,8 +151,8 @@ def self_condition_input(logits_of, masked, share, generator=None):
     with torch.no_grad():
         if share >= 1:
             return torch.softmax(logits_of(None), -1) * masked[..., None]
-        B = masked.size(0)
-        rows = torch.randperm(B, generator=generator)[:round(share * B)].to(masked.device)  # fixed size: no sync
+        B, dev = masked.size(0), draw_device(masked.device)
+        rows = torch.randperm(B, generator=on_device(generator, dev), device=dev)[:round(share * B)].to(masked.device)
         probs = torch.softmax(logits_of(rows), -1) * masked[rows][..., None]
         return torch.zeros(*masked.shape, probs.size(-1), device=masked.device).index_copy_(0, rows, probs)
 
@@ -166,25 +176,28 @@ def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
 
 
 def draw_device(device):
-    """Where categorical draws run: on the logits' device when it has float64 (CUDA), else on the CPU (MPS has none)."""
+    """Where random draws run: on the device itself when it has float64 (CUDA), else on the CPU (MPS has none)."""
+    device = torch.device(device)
     return torch.device("cpu") if device.type in ("cpu", "mps") else device
+
+
+def on_device(generator, device):
+    """The generator to draw on `device` with: `generator` (a CPU generator) itself on the CPU, and on meta, which
+    reads no numbers; on an accelerator a generator there, seeded by one draw of `generator` (a CPU draw: no device
+    sync), so a key or a seed still fixes every draw and no host-made tensor is copied to the device."""
+    if generator is None or torch.device(device).type in ("cpu", "meta"):
+        return generator
+    return torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (), generator=generator)))
 
 
 def sample_tokens(logp, temperature, generator=None):
     """Draw one token per position from float64 log-probs (..., V); argmax when temperature == 0.
     float64 matters: float32 categorical sampling quietly lowers the temperature (Zheng et al. 2024).
-    generator: a CPU generator. On a float64 device the draw stays there (no host copy of the (N, V) probabilities,
-    no sync) from a device generator seeded by one draw of `generator`: a seed still fixes the samples there."""
+    generator: a CPU generator (on_device: the draw stays on a float64 device, no host copy of the probabilities)."""
     if temperature == 0 or logp.numel() == 0:
         return logp.argmax(-1)
-    probs = logp.exp().reshape(-1, logp.size(-1))
-    dev = draw_device(probs.device)
-    if dev.type == "cpu":
-        draws = torch.multinomial(probs.cpu(), 1, generator=generator).to(logp.device)
-    else:
-        g = None if generator is None else torch.Generator(dev).manual_seed(
-            int(torch.randint(2 ** 62, (), generator=generator)))  # a CPU draw: no device sync
-        draws = torch.multinomial(probs, 1, generator=g)
+    probs, dev = logp.exp().reshape(-1, logp.size(-1)), draw_device(logp.device)
+    draws = torch.multinomial(probs.to(dev), 1, generator=on_device(generator, dev)).to(logp.device)
     return draws.view(logp.shape[:-1])
 
 

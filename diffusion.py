@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (LossOptions, Step, band_times, band_top, check_band, no_mask_logit, predict_logits,
-                    repeat_draws, self_condition_input, stratified_times)
+from common import (LossOptions, Step, band_times, band_top, check_band, draw_device, no_mask_logit, on_device,
+                    predict_logits, repeat_draws, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -33,8 +33,8 @@ def corrupt(x0, t, schedule, mask_id, generator=None):
     """q(xt | x0): every token independently becomes [MASK] with probability 1 - alpha(t).
     x0 (B, L) long, t (B,) long. Returns xt (B, L) and the mask (B, L) bool."""
     p = schedule.mask_prob(t).to(torch.float32)[:, None]  # (B, 1)
-    u = torch.rand(x0.shape, generator=generator, device="cpu").to(x0.device)
-    masked = u < p
+    dev = draw_device(x0.device)  # drawn on the device: a keyed generator's masks, no host copy
+    masked = torch.rand(x0.shape, generator=on_device(generator, dev), device=dev).to(x0.device) < p
     return torch.where(masked, torch.full_like(x0, mask_id), x0), masked
 
 
@@ -59,7 +59,7 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
     else:
         logits = predict_logits(model, xt, t, mask_id, sc=sc)
         ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
-    w = (schedule.T * schedule.weight.to(x0.device)[t]).float()  # (B,) importance weight T * w(t)
+    w = (schedule.T * schedule.on(x0.device)[1][t]).float()  # (B,) importance weight T * w(t)
     nelbo = (w[:, None] * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L
     if opts.loss_type == "elbo":
         loss = nelbo.mean()
@@ -114,8 +114,8 @@ def loss(model, x, cfg, schedule, tok, draw):
     clean, (x, draw) = x, repeat_draws(x, draw, cfg.mask_draws)  # the dual objective's pass reads each window once
     # t stratified over the band's times: every t, or BD3-LM's clipped band for the whole window (clipped: a biased,
     # less noisy objective; evaluation reports the full bound)
-    band = band_times(schedule, cfg.mask_min, top)
-    t = band[stratified_times(len(x), len(band), offset=draw.offset, total=draw.total, u=draw.u) - 1].to(x.device)
+    band = band_times(schedule, cfg.mask_min, top)  # on the host: a run of times, band[0] + i
+    t = stratified_times(len(x), len(band), None, x.device, draw.offset, draw.total, draw.u) - 1 + int(band[0])
     opts = LossOptions(cfg.loss_type, cfg.head_on_masked_only, 0.5 if cfg.self_cond else 0.0)
     loss = diffusion_loss(model, x, schedule, tok.mask_id, opts, draw.generator, t=t)[0]
     return loss + cfg.dual_ar * dual_ar_loss(model, clean, tok.mask_id) if cfg.dual_ar else loss

@@ -23,32 +23,31 @@ import time
 
 import torch
 
-from common import Step, filter_logits, no_mask_logit, sample_tokens, stratified_times, time_grid
+from common import (Step, draw_device, filter_logits, no_mask_logit, on_device, sample_tokens, stratified_times,
+                    time_grid)
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
 
 def real_ids(vocab_size, mask_id, device="cpu"):
     """The ids noise may draw and the model may predict: every id but [MASK] (last for char, 1 for BPE)."""
-    ids = torch.arange(vocab_size, device=device)
-    return ids[ids != mask_id]
+    return torch.cat([torch.arange(mask_id, device=device), torch.arange(mask_id + 1, vocab_size, device=device)])
 
 
 def compact(x, real):
     """Token ids -> positions in `real` (0..V-1), the index space of all the maths below."""
-    table = torch.zeros(int(real.max()) + 2, dtype=torch.long, device=x.device)
-    table[real.to(x.device)] = torch.arange(len(real), device=x.device)
-    return table[x.clamp(max=len(table) - 1)]
+    return torch.searchsorted(real.to(x.device), x.contiguous())
 
 
 def uniform_corrupt(x0, t, schedule, real, generator=None):
     """q(x_t | x0): each token is kept with probability alpha(t), else replaced by a uniform draw from the real
     vocabulary (which may be x0 again: a token survives with probability alpha + (1 - alpha) / V).
-    x0 (B, L) long, t (B,) long. Draws on the CPU, so a seed gives the same noise on any device."""
-    a = schedule.alpha[t.cpu()].float()[:, None]  # (B, 1)
-    keep = torch.rand(x0.shape, generator=generator) < a
-    noise = real.cpu()[torch.randint(0, len(real), x0.shape, generator=generator)]
-    return torch.where(keep.to(x0.device), x0, noise.to(x0.device))
+    x0 (B, L) long, t (B,) long. Drawn on the device (common.on_device): no host copy."""
+    dev = draw_device(x0.device)
+    a, g = schedule.on(dev)[0][t.to(dev)].float()[:, None], on_device(generator, dev)  # (B, 1)
+    keep = torch.rand(x0.shape, generator=g, device=dev) < a
+    noise = real.to(dev)[torch.randint(0, len(real), x0.shape, generator=g, device=dev)]
+    return torch.where(keep, x0.to(dev), noise).to(x0.device)
 
 
 def _log_kernel(a, x, V):
@@ -85,7 +84,7 @@ def bound_terms(logits_real, x0c, xtc, t, schedule):
     V = logits_real.size(-1)
     logp0 = logits_real.double().log_softmax(-1)
     recon = -logp0.gather(-1, x0c[..., None]).squeeze(-1)  # t = 1: p(x0 | x1) = pi
-    alpha = schedule.alpha.to(logits_real.device)
+    alpha = schedule.on(logits_real.device)[0]
     a_t = alpha[t]
     # a stand-in a_s < 1 on rows with t = 1 keeps their (unused) KL finite, so no NaN leaks into the gradient
     a_s = torch.where(t == 1, torch.full_like(a_t, 0.5), alpha[t - 1])

@@ -209,8 +209,8 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
     assert code == 0, err  # the same markers at the curves' NFE (8: every fake draw says so)
     assert drawn_fig == {"quality vs NFE": [(pytest.approx(8.0), pytest.approx(4.0), "*"),
                                             (pytest.approx(8.0), pytest.approx(15.0), "o")]}
-    code, _, err = run_cli_here(plot.main, ["epochs", out, "--x", "speed"], capsys)
-    assert_one_line_error(code, err, "use --x epochs or --x flops")
+    code, _, err = run_cli_here(plot.main, ["entropy", out, "--x", "speed"], capsys)
+    assert_one_line_error(code, err, "it has its own: drop --x")
 
 
 def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):

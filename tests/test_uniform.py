@@ -22,6 +22,9 @@ class Sched:
         self.alpha = torch.tensor(alpha, dtype=torch.float64)
         self.T = len(alpha) - 1
 
+    def on(self, device):  # as Schedule.on: (alpha, weight) on the device; uniform's maths reads alpha only
+        return self.alpha.to(device), None
+
 
 class TableModel(torch.nn.Module):
     """Logits are a free table indexed by (t, the whole of x_t): any reverse model at all on a toy space.

@@ -1,0 +1,80 @@
+"""A training step never waits for the host (issue 63): one step of every objective at its preset's settings (the
+loss, backward, clipping, the optimizer and the EMA) runs on the meta device under a dispatch mode that refuses what
+would make a GPU wait: a device value read on the host (.item(), bool(), .tolist()), a data-dependent shape (nonzero,
+boolean-mask indexing) and a copy between the host and the device. The meta device holds no numbers, so the test
+reads the code's shape of work, not its values. python -m pytest -q tests/test_sync_free.py"""
+from contextlib import nullcontext
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+import objectives
+import train
+from common import Schedule
+from configurator import get_config
+from helpers import Tok, for_objective
+from model import Transformer
+from utils.optim import build_optimizer, EMA
+
+aten = torch.ops.aten
+SMALL = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4",
+         "--device=cpu", "--warmup_iters=1", "--max_iters=10"]
+PRESETS = {"mdlm": ["baby"], "bd3": ["baby_bd3"], "ar": ["baby", "--objective=ar"],
+           "uniform": ["baby", "--objective=uniform", "--time_cond=learned"]}
+
+
+class NoHostSync(TorchDispatchMode):
+    """Raises on an op that reads a device tensor's values on the host, sizes its output by them, or copies between
+    the host and the device ('meta' is the device here; 0-dim CPU scalars are host numbers, read without a sync)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        leaves = [a for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+        on_device = any(t.device.type == "meta" for t in leaves)
+        op = func.overloadpacket
+        if op is aten._local_scalar_dense and on_device:
+            raise AssertionError(f"a device value read on the host: {func}")
+        if op in (aten.nonzero, aten.masked_select, aten._unique2, aten.unique_consecutive) and on_device:
+            raise AssertionError(f"an output sized by device values: {func}")
+        if op in (aten.index, aten.index_put, aten.index_put_) and on_device and any(
+                t is not None and t.dtype == torch.bool for t in (args[1] if len(args) > 1 else [])):
+            raise AssertionError(f"boolean-mask indexing (a nonzero inside): {func}")
+        if op in (aten._to_copy, aten.copy_):
+            src = args[1] if op is aten.copy_ else args[0]
+            dst = args[0].device if op is aten.copy_ else kwargs.get("device", src.device)
+            if torch.device(dst).type != src.device.type and src.dim() > 0:
+                raise AssertionError(f"a copy from {src.device} to {dst}: {func} of {tuple(src.shape)}")
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("objective", list(PRESETS))
+def test_a_training_step_makes_no_host_sync(objective, monkeypatch):
+    cfg = get_config(for_objective([*PRESETS[objective], *SMALL]))
+    tok = Tok(19)  # 19 characters and [MASK]
+    meta = torch.device("meta")
+    model = Transformer(objectives.model_args(cfg, tok.vocab_size)).to(meta)
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+    schedule.on(meta)  # the tables are copied to the device once, before the first step
+    run = train.Run(model=model, raw_model=model, eval_model=model, opt=build_optimizer(model, cfg, meta), ema=None,
+                    margs=model.args, schedule=schedule, metrics_path="", flops_tok=1.0,
+                    loss_acc=torch.zeros((), device=meta), bad_iter=torch.full((), -1, device=meta, dtype=torch.long),
+                    scaler=torch.amp.GradScaler("cpu", enabled=False))
+    run.ema = EMA(model, 0.999) if cfg.ema else None
+    env = train.Env(0, 0, 1, True, meta, 1, nullcontext(), "float32")
+    window = cfg.block_size + objectives.get(objective).WINDOW
+    data = train.Data(tok, None, None, None, 1.0, {}, window)
+    batch = torch.zeros(cfg.batch_size, window, dtype=torch.long, device=meta)
+    monkeypatch.setattr(train, "get_batch", lambda *a: batch)  # the input pipeline's copy is its own (pinned, async)
+    for it in range(2):  # the second step: what every step does once the optimizer's state exists
+        with NoHostSync() if it else nullcontext():
+            train.train_step(cfg, env, data, run, it)
+
+
+def test_the_check_catches_each_kind_of_sync():
+    x = torch.ones(4, device="meta")
+    for bad in (lambda: x.sum().item(), lambda: x[x > 0], lambda: torch.ones(3).to("meta"), lambda: x.nonzero()):
+        with pytest.raises(AssertionError):
+            with NoHostSync():
+                bad()
