@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from model import ModelArgs
-from utils.checkpoint import read_checkpoint
+from utils.checkpoint import read_checkpoint, weights
 from utils.errors import UserError
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
@@ -68,7 +68,7 @@ def load_weights_into(model, path, tok, ckpt=None):
               if src_args.get(k, known[k]) != getattr(model.args, k)]
     if differ:
         raise UserError(f"--init_from={path} has {', '.join(differ)} {fix}")
-    state = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
+    state = weights(ckpt)
     own = model.state_dict()
     dropped = sorted({k.split(".")[0] for k in state if k.startswith(INPUT_PREFIXES) and k not in own})
     state = {k: v for k, v in state.items() if not (k.startswith(INPUT_PREFIXES) and k not in own)}
