@@ -54,7 +54,6 @@ def save_checkpoint(path, obj):
 
 
 def _link(src, dst):
-    """dst becomes the same file as src, atomically (a hard link; a copy where links are not supported)."""
     with atomic_path(dst, fsync=False) as tmp:
         try:
             os.link(src, tmp)
@@ -63,7 +62,6 @@ def _link(src, dst):
 
 
 def iter_of(path):
-    """The iteration a numbered checkpoint's file name holds (model_<iter>.pt), else None."""
     m = _NUMBERED.match(os.path.basename(path))
     return int(m[1]) if m else None
 
@@ -98,7 +96,10 @@ def load_latest(out_dir, warn=print):
     """(ckpt, path) of the newest checkpoint in out_dir that loads: model.pt, or a numbered one that is newer (a kill
     between writing it and linking model.pt) or that stands in for an unreadable model.pt."""
     latest = os.path.join(out_dir, "model.pt")
-    ckpt, path, error = None, latest, None
+    if not os.path.exists(latest) and not numbered_checkpoints(out_dir):
+        raise UserError(f"--resume: no checkpoint in {out_dir}: drop --resume to start a new run, "
+                        f"or point --out_dir at the run to continue")
+    ckpt, error = None, None
     try:
         ckpt = load_checkpoint(latest)
     except UserError as e:
@@ -107,18 +108,15 @@ def load_latest(out_dir, warn=print):
         if ckpt is not None and it <= ckpt["iter"]:
             break
         try:
-            ckpt, path = load_checkpoint(numbered), numbered
+            newer = load_checkpoint(numbered)
         except UserError:
             continue
         warn(f"warning: {error}; resuming from {numbered}, the newest complete checkpoint" if error else
              f"note: {numbered} is newer than {latest}; resuming from it")
-        break
+        return newer, numbered
     if ckpt is None:
-        if not os.path.exists(latest) and not numbered_checkpoints(out_dir):
-            raise UserError(f"--resume: no checkpoint in {out_dir}: drop --resume to start a new run, "
-                            f"or point --out_dir at the run to continue")
         raise error
-    return ckpt, path
+    return ckpt, latest
 
 
 def trim_metrics(path, upto):
@@ -222,7 +220,6 @@ def weights(ckpt):
 
 
 def read_checkpoint(path):
-    """The checkpoint dict of a model.pt train.py wrote, or of a folder scripts/export.py wrote."""
     return load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
 
 
