@@ -83,7 +83,6 @@ def peak_flops_of(name):
 
 
 def print0(*args, **kwargs):
-    """print on rank 0 only (torchrun's RANK; a single process is rank 0)."""
     if int(os.environ.get("RANK", "0")) == 0:
         print(*args, **kwargs)
 

@@ -197,7 +197,6 @@ def check_specials(tok, where):
 
 
 def split_stories(text):
-    """Split text on "<|endoftext|>" into pieces, newlines kept, whitespace-only pieces dropped."""
     return [p for p in text.split(EOT_TOKEN) if p.strip()]
 
 
