@@ -1,8 +1,6 @@
-"""Checkpoints: plain dicts of tensors and Python values, written atomically, read without running code;
-and load_model, the one way any script gets a trained model.
+"""Checkpoints: plain dicts of tensors and Python values, written atomically, read with weights_only=True; and
+load_model, the one way any script gets a trained model (from a model.pt or a folder scripts/export.py wrote).
 
-    save_checkpoint("artifacts/models/model.pt", {...})   # temp file + fsync + os.replace
-    ckpt = load_checkpoint("artifacts/models/model.pt")   # torch.load(weights_only=True)
     model, ckpt = load_model("artifacts/models/model.pt", device)   # eval mode; EMA weights when trained with --ema
 
 A training run's directory (save_run_checkpoint / load_latest):
@@ -10,9 +8,7 @@ A training run's directory (save_run_checkpoint / load_latest):
     best.pt           the one with the best validation bound so far
     model_<iter>.pt   with keep_last = K >= 2: the K newest checkpoints; model.pt is a hard link to the newest
     metrics.jsonl     train.py's log rows; a resumed run first drops the rows logged after its checkpoint (trim_metrics)
-A kill at any moment leaves every one of these either complete or absent: each is written to a temp file and renamed
-into place, and an older checkpoint is deleted only after a newer one is in place. An exported model (the folder
-scripts/export.py writes) loads exactly like the checkpoint it came from: load_model("artifacts/export/cpu", device).
+A kill at any moment leaves each file complete or absent: an older checkpoint goes only once a newer one is in place.
 """
 import json
 import os
@@ -29,18 +25,19 @@ from utils.fileio import atomic_open, atomic_path, not_found
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 REQUIRED = {"model": dict, "config": dict, "model_args": dict, "tokenizer": dict, "iter": int}
-EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_BPE, EXPORT_CHARS = "model.safetensors", "config.json", "tokenizer.json", "vocab.json"
+EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
+EXPORT_BPE, EXPORT_CHARS = "tokenizer.json", "vocab.json"  # the exported vocabulary, by tokenizer kind
 USE_INSTEAD = "give a model.pt written by train.py or a folder written by scripts/export.py"
+EXPORT_AGAIN = "export it again with scripts/export.py"
 _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
-RENAMED = {"block_length": "semi_ar_length",  # old config key -> its name now ("block" is
-           "bd3_mask_min": "mask_min", "bd3_mask_max": "mask_max"}  # the context and BD3-LM's; the band is mdlm's too)
+# old config key -> its name now ("block" is the context and BD3-LM's; the mask band is mdlm's too)
+RENAMED = {"block_length": "semi_ar_length", "bd3_mask_min": "mask_min", "bd3_mask_max": "mask_max"}
 
 
 def migrate(ckpt):
-    """A checkpoint (or an exported folder's dict) as this version writes it: renamed config keys (RENAMED) and
-    layers (blocks.N, adaln.blocks.N -> layers.N) under their new names, and without the model options this version
-    no longer has that the network did not use (off: False or 0; e.g. value_residual, 4e97389 to ab77de4). Every load
-    goes through here."""
+    """A checkpoint (or an exported folder's dict) as this version writes it: config keys (RENAMED) and layers
+    (blocks.N, adaln.blocks.N -> layers.N) under their new names, and without the removed model options that were off
+    (False or 0, so the network never used them). Every load goes through here."""
     ckpt["config"] = {RENAMED.get(k, k): v for k, v in ckpt["config"].items()}
     if "model_args" in ckpt:
         known = ModelArgs.__dataclass_fields__
@@ -57,7 +54,6 @@ def save_checkpoint(path, obj):
 
 
 def _link(src, dst):
-    """dst becomes the same file as src, atomically (a hard link; a copy where links are not supported)."""
     with atomic_path(dst, fsync=False) as tmp:
         try:
             os.link(src, tmp)
@@ -66,7 +62,6 @@ def _link(src, dst):
 
 
 def iter_of(path):
-    """The iteration a numbered checkpoint's file name holds (model_<iter>.pt), else None."""
     m = _NUMBERED.match(os.path.basename(path))
     return int(m[1]) if m else None
 
@@ -78,9 +73,8 @@ def numbered_checkpoints(out_dir):
 
 
 def save_run_checkpoint(out_dir, state, keep_last=1, is_best=False):
-    """Write model.pt (and best.pt when is_best); with keep_last >= 2 also model_<iter>.pt, keeping the
-    keep_last newest. Numbered files from later iters belong to a replaced (--overwrite) or abandoned run:
-    they are removed, and returned."""
+    """Write model.pt (and best.pt when is_best); with keep_last >= 2 also model_<iter>.pt, keeping the keep_last
+    newest. Returns the numbered files removed, those of later iters (a replaced or abandoned run's) included."""
     latest = os.path.join(out_dir, "model.pt")
     if keep_last >= 2:
         numbered = os.path.join(out_dir, f"model_{state['iter']:07d}.pt")
@@ -99,10 +93,13 @@ def save_run_checkpoint(out_dir, state, keep_last=1, is_best=False):
 
 
 def load_latest(out_dir, warn=print):
-    """The newest checkpoint in out_dir that loads: model.pt, or a numbered one that is newer (a kill
+    """(ckpt, path) of the newest checkpoint in out_dir that loads: model.pt, or a numbered one that is newer (a kill
     between writing it and linking model.pt) or that stands in for an unreadable model.pt."""
     latest = os.path.join(out_dir, "model.pt")
-    ckpt, path, error = None, latest, None
+    if not os.path.exists(latest) and not numbered_checkpoints(out_dir):
+        raise UserError(f"--resume: no checkpoint in {out_dir}: drop --resume to start a new run, "
+                        f"or point --out_dir at the run to continue")
+    ckpt, error = None, None
     try:
         ckpt = load_checkpoint(latest)
     except UserError as e:
@@ -111,23 +108,20 @@ def load_latest(out_dir, warn=print):
         if ckpt is not None and it <= ckpt["iter"]:
             break
         try:
-            ckpt, path = load_checkpoint(numbered), numbered
+            newer = load_checkpoint(numbered)
         except UserError:
             continue
         warn(f"warning: {error}; resuming from {numbered}, the newest complete checkpoint" if error else
              f"note: {numbered} is newer than {latest}; resuming from it")
-        break
+        return newer, numbered
     if ckpt is None:
-        if not os.path.exists(latest) and not numbered_checkpoints(out_dir):
-            raise UserError(f"--resume: no checkpoint in {out_dir}: drop --resume to start a new run, "
-                            f"or point --out_dir at the run to continue")
         raise error
-    return ckpt, path
+    return ckpt, latest
 
 
 def trim_metrics(path, upto):
-    """Keep the rows of metrics.jsonl up to iter `upto` (-1: none): a run killed after its last checkpoint
-    has logged rows that the resumed run logs again. Unreadable lines (a row cut by the kill) are dropped."""
+    """Keep the rows of metrics.jsonl up to iter `upto` (-1: none), which a resumed run does not log again; unreadable
+    lines (a row cut by a kill) are dropped."""
     keep = []
     if upto >= 0 and os.path.exists(path):
         with open(path) as f:
@@ -141,7 +135,7 @@ def trim_metrics(path, upto):
         f.writelines(keep)
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path):
     if not os.path.isfile(path):
         if os.path.isdir(path):
             raise UserError(f"checkpoint {path} is a directory without an exported model in it: {USE_INSTEAD}")
@@ -153,16 +147,20 @@ def load_checkpoint(path, map_location="cpu"):
     try:
         with warnings.catch_warnings():  # torch warns on legacy/foreign files; the error below says it in one line
             warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load on arbitrary bytes fails in many ways (IndexError on /etc/passwd)
         if isinstance(e, pickle.UnpicklingError) and "GLOBAL" in str(e):  # a class or function it refused
-            raise UserError(f"checkpoint {path} holds objects a weights-only load refuses (code or foreign classes; it was "
-                            f"not written by train.py and may be unsafe): nothing in it was run; use a checkpoint from "
-                            f"train.py") from None
+            raise UserError(f"checkpoint {path} holds objects a weights-only load refuses (code or foreign "
+                            f"classes; it was not written by train.py and may be unsafe): nothing in it was run; use a "
+                            f"checkpoint from train.py") from None
         raise UserError(_not_a_checkpoint(path, e)) from None
-    if not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), t) for k, t in REQUIRED.items()):
+    if _lacks_keys(ckpt):
         raise UserError(f"checkpoint {path} is not a micro-dllm checkpoint (missing keys); {USE_INSTEAD}")
     return migrate(ckpt)
+
+
+def _lacks_keys(ckpt, but=None):
+    return not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), t) for k, t in REQUIRED.items() if k != but)
 
 
 def _not_a_checkpoint(path, e):
@@ -178,7 +176,8 @@ def _not_a_checkpoint(path, e):
     if is_text:
         return f"checkpoint {path} is a text file, not a checkpoint: {USE_INSTEAD}"
     reason = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
-    return f"checkpoint {path} is corrupt, truncated or not a micro-dllm checkpoint ({reason}); use another file or retrain"
+    return (f"checkpoint {path} is corrupt, truncated or not a micro-dllm checkpoint ({reason}); "
+            f"use another file or retrain")
 
 
 def load_export(path):
@@ -191,7 +190,7 @@ def load_export(path):
     try:
         with open(os.path.join(path, EXPORT_CONFIG), encoding="utf-8") as f:
             meta = json.load(f)
-        if not isinstance(meta, dict) or any(not isinstance(meta.get(k), t) for k, t in REQUIRED.items() if k != "model"):
+        if _lacks_keys(meta, but="model"):
             raise ValueError("missing keys")
         bpe = meta["tokenizer"].get("kind") == "bpe"
         with open(os.path.join(path, EXPORT_BPE if bpe else EXPORT_CHARS), encoding="utf-8") as f:
@@ -199,24 +198,28 @@ def load_export(path):
         if not isinstance(tokenizer.get("json", tokenizer.get("chars")), str):
             raise ValueError("no vocabulary")
     except FileNotFoundError as e:
-        raise UserError(f"exported model {path} lacks {os.path.basename(e.filename)}: export it again with scripts/export.py") from None
+        raise UserError(f"exported model {path} lacks {os.path.basename(e.filename)}: {EXPORT_AGAIN}") from None
     except (ValueError, KeyError, TypeError, AttributeError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise UserError(f"exported model {path} has an unreadable {EXPORT_CONFIG} or vocabulary: export it again with "
-                        f"scripts/export.py") from None
+        raise UserError(f"exported model {path} has an unreadable {EXPORT_CONFIG} or vocabulary: "
+                        f"{EXPORT_AGAIN}") from None
     try:
-        weights = load_file(os.path.join(path, EXPORT_WEIGHTS))
+        tensors = load_file(os.path.join(path, EXPORT_WEIGHTS))
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{os.path.join(path, EXPORT_WEIGHTS)} is corrupt or not a safetensors file "
-                        f"({str(e).splitlines()[0][:80]}): export it again with scripts/export.py") from None
-    ckpt = migrate({**meta, "model": weights, "tokenizer": tokenizer})
+                        f"({str(e).splitlines()[0][:80]}): {EXPORT_AGAIN}") from None
+    ckpt = migrate({**meta, "model": tensors, "tokenizer": tokenizer})
     if fingerprint(tokenizer_from_state(tokenizer)) != meta.get("tokenizer_fingerprint"):
         raise UserError(f"the tokenizer in {path} is not the one its model was trained with (fingerprints differ): "
-                        f"export it again with scripts/export.py")
+                        f"{EXPORT_AGAIN}")
     return ckpt
 
 
+def weights(ckpt):
+    """The state_dict a checkpoint's model runs with: the EMA weights when it was trained with --ema."""
+    return ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
+
+
 def read_checkpoint(path):
-    """The checkpoint dict of a model.pt train.py wrote, or of a folder scripts/export.py wrote."""
     return load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
 
 
@@ -229,7 +232,8 @@ def load_model(path, device):
                         f"of the code does not have: load it from the commit that trained it (git log -S {unknown[0]})")
     try:
         model = Transformer(ModelArgs(**ckpt["model_args"]))
-        model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])  # EMA weights when trained with --ema
+        model.load_state_dict(weights(ckpt))
     except (RuntimeError, TypeError, ValueError) as e:
-        raise UserError(f"checkpoint {path} does not match its own model description ({str(e).splitlines()[0][:100]}): the file is damaged")
+        raise UserError(f"checkpoint {path} does not match its own model description "
+                        f"({str(e).splitlines()[0][:100]}): the file is damaged")
     return model.to(device).eval(), ckpt

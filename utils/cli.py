@@ -1,5 +1,5 @@
 """How every script takes its command line. Each check is an argparse type, so a slip fails as the flags are read,
-before any work, as one `error:` line and exit 2 (utils.errors.run_cli), and nothing is lost:
+before any work, as one `error:` line and exit 2 (utils.errors.run_cli):
 
     p = ArgParser(prog="scripts/eval.py")
     p.add_argument("--json", type=output, default="")   # comes with --force; a checkpoint is never replaced
@@ -7,8 +7,7 @@ before any work, as one `error:` line and exit 2 (utils.errors.run_cli), and not
     p.add_argument("--bands", type=list_of(band))       # '0-1,0.3-0.8' -> [(0.0, 1.0), (0.3, 0.8)]; '0.8-0.3' refused
     p.add_argument("--grid", type=key_list({"steps": at_least(1)}))   # 'steps=8,16' -> ('steps', [8, 16])
 
-read_json and read_jsonl read a JSON input checked for its kind and for being complete. A missing input that is there
-under the repository root says where to run (utils/fileio.not_found).
+read_json and read_jsonl read a JSON input checked for its kind and for being complete.
 """
 import argparse
 import json
@@ -18,8 +17,8 @@ from utils.fileio import check_output, read_text
 
 
 class ArgParser(argparse.ArgumentParser):
-    """argparse for the scripts: a bad flag is one line and exit 2 (through run_cli), not a usage block; an output
-    flag (type=output) comes with --force and is checked against it once all flags are read. prog= the script's path."""
+    """argparse whose bad flag is one line (through run_cli), not a usage block; an output flag (type=output) comes
+    with --force and is checked against it once all flags are read. prog= the script's path."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
@@ -27,8 +26,9 @@ class ArgParser(argparse.ArgumentParser):
 
     def add_argument(self, *args, **kwargs):
         action = super().add_argument(*args, **kwargs)
-        if kwargs.get("type") is output and "force" not in {a.dest for a in self._actions}:  # an output's way to replace
-            super().add_argument("--force", action="store_true", help="replace an existing output file (not a checkpoint)")
+        if kwargs.get("type") is output and "force" not in {a.dest for a in self._actions}:
+            super().add_argument("--force", action="store_true",
+                                 help="replace an existing output file (not a checkpoint)")
         return action
 
     def parse_known_args(self, args=None, namespace=None):

@@ -1,9 +1,9 @@
-"""The training data loader: text -> token ids, encoded once into uint16 files and memory-mapped (nanoGPT's .bin
-idea), then random training windows and the fixed validation windows.
+"""The training data: text -> token ids, encoded once into uint16 files and memory-mapped (nanoGPT's .bin idea), then
+random training windows and the fixed validation windows.
 
-The split is fixed: with one text file, the first (1 - val_fraction) of its characters train and the rest validate
-(nanoGPT's split); with val_path, that file validates. Encoded splits are cached under artifacts/data/<name>-<hash>/
-keyed by the text, the split and the tokenizer, so a second run starts at once.
+With one text file the first (1 - val_fraction) of its characters train and the rest validate (nanoGPT's split);
+with val_path, that file validates. The encoded splits are cached under artifacts/data/<name>-<kind>-<hash>/, keyed by
+the text, the split and the tokenizer, so a second run starts at once.
 
     tok, train_ids, val_ids, meta = prepare_data(get_config(["tinystories_bpe"]))
 """
@@ -22,7 +22,7 @@ from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint, make_bpe
 CACHE_ROOT = os.path.join("artifacts", "data")
 
 _TINYSTORIES = "python scripts/data.py --dataset roneneldan/TinyStories"
-# the command that makes each file a preset reads (a missing one is named with it)
+# the command that makes each file a preset reads, named when it is missing
 MAKE_DATA = {
     **{f"data/{name}": f"it ships with the repository: restore it with git checkout -- data/{name}"
        for name in ("tinyshakespeare.txt", "tinystories_train_head.txt", "tinystories_valid_head.txt")},
@@ -33,18 +33,18 @@ MAKE_DATA = {
 
 
 def _read(path, what):
-    """A missing file under the repository root (started elsewhere) says where to run: read_text."""
     if os.path.normpath(path) in MAKE_DATA:
         cmd = MAKE_DATA[os.path.normpath(path)]
         fix = (cmd if cmd.startswith("it ") else f"make it with {cmd} (online)") + f", or give --{what}=ANY_TEXT_FILE"
     else:
-        fix = f"give --{what}=PATH of a UTF-8 text file (python scripts/data.py makes one from a hub dataset or local file)"
+        fix = (f"give --{what}=PATH of a UTF-8 text file (python scripts/data.py makes one from a hub dataset or "
+               f"local file)")
     return read_text(path, what, fix, allow_empty=False)
 
 
 def check_inputs(cfg):
-    """Fail on a missing input file before anything is printed or built (prepare_data reads them later).
-    A missing BPE tokenizer is no error (build_tokenizer trains it); one that is not ours is."""
+    """Fail on a missing input file before anything is printed or built. A missing BPE tokenizer is no error
+    (build_tokenizer trains it); one that is not ours is."""
     for what in ("data_path", "val_path"):
         path = getattr(cfg, what)
         if path and not os.path.isfile(path):
@@ -70,7 +70,7 @@ def build_tokenizer(cfg, train_text, val_text):
 
 
 def _encode_to_file(tok, text, path, dtype, desc, verbose):
-    """Encode text with tok.encode_chunks into a uint16 file (a progress bar on a terminal); returns the token count."""
+    """Encode text into a file of `dtype` ids (a progress bar on a terminal); returns the token count."""
     from tqdm import tqdm
     t0, n_tok = time.time(), 0
     with open(path, "wb") as f, tqdm(total=len(text), desc=f"encoding {desc}", unit="char", unit_scale=True,
@@ -87,10 +87,9 @@ def _encode_to_file(tok, text, path, dtype, desc, verbose):
 
 
 def packing_stats(ids, eot, length):
-    """Stories are packed back to back, separated by <|endoftext|>, and windows start anywhere (as nanoGPT and the
-    reference do). At context `length`: cross = the fraction of window starts whose window spans two stories;
-    pad_waste = the fraction of slots padding would waste if every story started its own window(s) instead (a story
-    of n tokens, separator included, fills ceil(n / length) windows)."""
+    """Stories are packed back to back, separated by <|endoftext|>, and windows start anywhere (as nanoGPT does). At
+    context `length`: cross = the fraction of window starts whose window spans two stories; pad_waste = the fraction of
+    slots padding would waste if every story of n tokens (separator included) had its own ceil(n / length) windows."""
     pos = np.flatnonzero(np.asarray(ids) == eot)
     starts = len(ids) - length  # window starts 0 .. len - length - 1, as get_batch draws them
     if len(pos) == 0 or starts < 1:
@@ -124,7 +123,7 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
         os.makedirs(cache, exist_ok=True)
         remove_stale_temps(cache)  # a killed run's half-encoded split
         for split, text in (("train", train_text), ("val", val_text)):
-            with atomic_path(os.path.join(cache, f"{split}.bin")) as tmp:  # per process: concurrent runs never share a temp
+            with atomic_path(os.path.join(cache, f"{split}.bin")) as tmp:
                 meta[f"{split}_tokens"] = _encode_to_file(tok, text, tmp, dtype, split, verbose)
             meta[f"{split}_chars"] = len(text)
         if tok.kind == "bpe":
@@ -149,9 +148,9 @@ SPLITS = ("test", "dev", "val", "train")  # what scripts/eval.py --split scores;
 
 
 def split_ids(train_ids, val_ids, split):
-    """The ids a split names. The validation text (nanoGPT's last 10 %, or val_path) is cut in two halves: dev, the
-    first, is what every choice reads (train.py's evals, best.pt, lever searches); test, the second, is what every
-    record reports, read by nothing that chooses. val is both halves (the windows of records made before the cut)."""
+    """The ids a split names. The validation text is cut in two halves: dev, the first, is what every choice reads
+    (train.py's evals, best.pt, lever searches); test, the second, is what every record reports, read by nothing that
+    chooses. val is both halves."""
     half = len(val_ids) // 2
     return {"train": train_ids, "val": val_ids, "dev": val_ids[:half], "test": val_ids[half:]}[split]
 

@@ -20,14 +20,11 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")  # config.dtype, see precisi
 # dense bf16 tensor-core peak FLOP/s (fp32 accumulate, no sparsity; vendor datasheets) by the exact name
 # torch.cuda.get_device_name gives, for MFU: a device not listed gets no MFU rather than a wrong one
 PEAK_FLOPS = {
-    "NVIDIA H100 80GB HBM3": 989e12,    # H100 SXM5
-    "NVIDIA H100 PCIe": 756e12,
-    "NVIDIA H200": 989e12,
+    "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H200": 989e12,  # the first is the SXM5
     "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-SXM4-40GB": 312e12,
     "NVIDIA A100 80GB PCIe": 312e12, "NVIDIA A100-PCIE-40GB": 312e12,
-    "NVIDIA L4": 121e12,
-    "NVIDIA GeForce RTX 4090": 165e12,
-    "NVIDIA GeForce RTX 3090": 71e12,   # 142 is the fp16-accumulate figure
+    "NVIDIA L4": 121e12, "NVIDIA GeForce RTX 4090": 165e12,
+    "NVIDIA GeForce RTX 3090": 71e12,  # 142 is the fp16-accumulate figure
 }
 
 
@@ -45,20 +42,20 @@ def pick_device(name):
 
 
 def precision(device, dtype="auto", bf16_supported=None):
-    """The autocast dtype that training, sampling and scoring run under, by name: 'auto' is bf16 on a CUDA GPU that
-    has it (Ampere and later), fp16 with a GradScaler on one that does not (V100, T4: bf16 there is emulated), fp32
-    elsewhere (bf16 on these CPUs measured 2.4x slower). bf16_supported: the GPU's answer, asked when None."""
+    """The autocast dtype's name: 'auto' is bf16 on a CUDA GPU that has it (Ampere and later), fp16 with a GradScaler
+    on one that does not (V100, T4: bf16 there is emulated), fp32 elsewhere (bf16 on these CPUs measured 2.4x slower).
+    bf16_supported: the GPU's answer, asked when None."""
     assert dtype in DTYPES, dtype
-    if device.type == "cuda" and dtype in ("auto", "bfloat16"):
-        if bf16_supported is None:
-            bf16_supported = torch.cuda.is_bf16_supported(including_emulation=False)
-        if not bf16_supported:
-            if dtype == "bfloat16":
-                raise UserError(f"--dtype=bfloat16 but this GPU ({device}) has no bf16 tensor cores: "
-                                f"use --dtype=auto (fp16 with loss scaling) or --dtype=float32")
-            return "float16"
+    if device.type != "cuda" or dtype not in ("auto", "bfloat16"):
+        return "float32" if dtype == "auto" else dtype
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported(including_emulation=False)
+    if bf16_supported:
         return "bfloat16"
-    return "float32" if dtype == "auto" else dtype
+    if dtype == "bfloat16":
+        raise UserError(f"--dtype=bfloat16 but this GPU ({device}) has no bf16 tensor cores: "
+                        f"use --dtype=auto (fp16 with loss scaling) or --dtype=float32")
+    return "float16"
 
 
 def autocast_for(device, dtype):
@@ -86,7 +83,6 @@ def peak_flops_of(name):
 
 
 def print0(*args, **kwargs):
-    """print on rank 0 only (torchrun's RANK; a single process is rank 0)."""
     if int(os.environ.get("RANK", "0")) == 0:
         print(*args, **kwargs)
 
@@ -117,10 +113,9 @@ def grad_accum_steps(total_batch_size, micro_tokens, world):
     """Micro-steps per optimizer step so that world * accum * micro_tokens == total_batch_size exactly."""
     total = total_batch_size or micro_tokens * world
     if total % (micro_tokens * world):
-        per_rank = total // world if total % world == 0 else None
-        why = (f"world size {world} does not divide total_batch_size={total}" if per_rank is None else
-               f"total_batch_size={total} / world size {world} = {per_rank} tokens per rank is not a multiple of "
-               f"batch_size*block_size = {micro_tokens}")
+        why = (f"world size {world} does not divide total_batch_size={total}" if total % world else
+               f"total_batch_size={total} / world size {world} = {total // world} tokens per rank is not a multiple "
+               f"of batch_size*block_size = {micro_tokens}")
         fits = [n for n in range(1, 257) if total % (micro_tokens * n) == 0]
         raise UserError(f"{why}: run with a world size in {fits[:8]} or set --total_batch_size to a multiple of "
                         f"{micro_tokens * world}")
@@ -129,7 +124,7 @@ def grad_accum_steps(total_batch_size, micro_tokens, world):
 
 def keyed_generator(*key):
     """A CPU generator seeded from a tuple of ints, e.g. (seed, stream, step, slot): keyed draws carry no state, so a
-    resumed run, or the same global batch split differently over ranks and micro-steps, sees the same draws."""
+    resumed run, or the same global batch split otherwise over ranks and micro-steps, sees the same draws."""
     entropy = [k & 0xFFFFFFFFFFFFFFFF for k in key]  # SeedSequence wants non-negative ints
     return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
 

@@ -1,11 +1,9 @@
 """One way to fail on bad input: a one-line message, exit code 2, no traceback.
 
-Entry points wrap their main() with `run_cli(main)` (the scripts read their flags with utils/cli.py); library
-code raises UserError with a message that names the problem and the fix. run_cli also turns the failures the
-environment causes (a read-only or full disk, memory that is not there) into such a line;
-the atomic writes (utils/fileio.py) make sure they leave no half-written file behind.
-Ctrl-C is one line too (exit 130; raise KeyboardInterrupt("what was kept") to say more), and output
-cut short by its reader (`python train.py --help | head`) ends quietly, as cat or grep do (exit 141).
+Entry points wrap their main() with `run_cli(main)`; library code raises UserError with a message that names the
+problem and the fix. run_cli also turns what the environment causes (a read-only or full disk, missing memory) into
+such a line. Ctrl-C is one line too (exit 130; raise KeyboardInterrupt("what was kept") to say more), and output cut
+short by its reader (`python train.py --help | head`) ends quietly, as cat does (exit 141).
 """
 import errno
 import os

@@ -5,12 +5,9 @@
     with atomic_open("out/meta.json", "w") as f:   # or as a file object
         json.dump(meta, f)
 
-The temp file, NAME.tmp<pid>, sits beside the target (same filesystem: os.replace is an atomic rename; one per process:
-never shared); it is fsynced and replaces the target only if the block finished, else it is removed. A SIGKILL skips
-the cleanup: remove_stale_temps(dir) deletes the temps of processes that are gone.
-
-    text = read_text("data/stories.txt", "data_path")   # UTF-8, verbatim; a bad file is one UserError
-    check_output("data/stories.txt", force=False)       # refuse to replace a file without --force, a checkpoint ever
+The temp file, NAME.tmp<pid>, one per process, sits beside the target (same filesystem: os.replace is an atomic
+rename) and replaces it, fsynced, only if the block finished. A SIGKILL skips the cleanup: remove_stale_temps(dir)
+deletes the temps of processes that are gone.
 """
 import os
 import re

@@ -1,14 +1,13 @@
-"""--init_from: start a new run from another checkpoint's weights (a new optimizer and step 0; the LR schedule restarts)
-and its tokenizer, so the data is encoded as the source's was; the source's path stays in the saved config.
+"""--init_from: start a new run (new optimizer, step 0, the LR schedule restarted) from another checkpoint's weights
+and its tokenizer, so the data is encoded as the source's was.
 
     python train.py baby --objective=ar --max_iters=1000 --out_dir=artifacts/models/baby_ar_1k
-    python train.py baby --init_from=artifacts/models/baby_ar_1k/model.pt --max_iters=1000 --out_dir=artifacts/models/baby_ar2mdlm
+    python train.py baby --init_from=artifacts/models/baby_ar_1k/model.pt --out_dir=artifacts/models/baby_ar2mdlm
 
-Conversions only change what the same weights are used for: AR -> mdlm (causal attention becomes bidirectional),
-AR -> bd3, mdlm -> bd3 (CONVERSIONS), and any objective to itself (fine-tuning, e.g. on other text); any other pair is
-refused. A time embedding the source lacks starts at zero and an adaLN it lacks as the identity with open gates, so
-the converted model first computes exactly what the source did (with the target's attention); an input the target
-lacks is dropped. Other widths, depths, heads, tying, tokenizers or a learned time embedding of another T are refused.
+The same weights, put to another use: AR -> mdlm (causal attention becomes bidirectional), AR -> bd3, mdlm -> bd3, or
+any objective to itself (fine-tuning). A time embedding the source lacks starts at zero and an adaLN as the identity
+with open gates, so the converted model first computes what the source did; an input the target lacks is dropped.
+Other widths, depths, heads, tying, tokenizers or a learned time embedding of another T are refused.
 """
 from dataclasses import fields
 
@@ -16,18 +15,18 @@ import torch
 import torch.nn as nn
 
 from model import ModelArgs
-from utils.checkpoint import read_checkpoint
+from utils.checkpoint import read_checkpoint, weights
 from utils.errors import UserError
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size", "tie_weights")  # must match; block_size may differ (RoPE)
-INPUT_PREFIXES = ("time_emb.", "adaln.", "sc_proj.")         # the time and self-conditioning inputs: a source or target may lack them
+INPUT_PREFIXES = ("time_emb.", "adaln.", "sc_proj.")  # the time and self-conditioning inputs: either side may lack them
 CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> target objective, besides X -> X
 
 
 def source_tokenizer(path, kind, objective, ckpt=None):
-    """The source's tokenizer, which the new run encodes its data with; kind and objective are the run's, checked
-    against the source's here, before any data is read. ckpt: the source when already read (else path is read)."""
+    """The source's tokenizer, for the new run's data; the run's kind and objective are checked against the source's
+    before any data is read. ckpt: the source when already read (else path is read)."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     check_conversion(ckpt.get("config", {}).get("objective", "mdlm"), objective, path)  # before the key: all mdlm
     tok = tokenizer_from_state(ckpt["tokenizer"])
@@ -45,8 +44,8 @@ def check_conversion(src, dst, path):
 
 
 def open_adaln(adaln):
-    """The adaLN of a source without one: zero weights (no dependence on t yet), gates of 1 and shift/scale 0, so
-    every layer is x + attn(norm(x)), x + mlp(norm(x)) as in the source, instead of adaLN-Zero's closed gates."""
+    """Zero weights (no dependence on t yet), gates 1 and shift/scale 0: every layer is x + attn(norm(x)),
+    x + mlp(norm(x)) as in the source, instead of adaLN-Zero's closed gates."""
     adaln.zero_init()
     with torch.no_grad():
         for lin in adaln.layers:
@@ -54,8 +53,8 @@ def open_adaln(adaln):
 
 
 def load_weights_into(model, path, tok, ckpt=None):
-    """Copy the source's weights (its EMA ones if it kept them, as load_model does) into model, in place; tok, the
-    run's tokenizer, must be the source's; ckpt: as for source_tokenizer. Returns a line saying what was converted."""
+    """Copy the source's weights (EMA ones if kept) into model; tok, the run's tokenizer, must be the source's; ckpt:
+    as for source_tokenizer. Returns a line saying what was converted."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     src_args, src_cfg = ckpt["model_args"], ckpt.get("config", {})
     fix = "(--init_from keeps the architecture and the tokenizer: match the source or train from scratch)"
@@ -68,11 +67,13 @@ def load_weights_into(model, path, tok, ckpt=None):
               if src_args.get(k, known[k]) != getattr(model.args, k)]
     if differ:
         raise UserError(f"--init_from={path} has {', '.join(differ)} {fix}")
-    state = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
+    state = weights(ckpt)
     own = model.state_dict()
-    dropped = sorted({k.split(".")[0] for k in state if k.startswith(INPUT_PREFIXES) and k not in own})
-    state = {k: v for k, v in state.items() if not (k.startswith(INPUT_PREFIXES) and k not in own)}
-    if "time_emb.weight" in state and "time_emb.weight" in own and state["time_emb.weight"].shape != own["time_emb.weight"].shape:
+    extra = {k for k in state if k.startswith(INPUT_PREFIXES) and k not in own}  # inputs this model lacks
+    dropped = sorted({k.split(".")[0] for k in extra})
+    state = {k: v for k, v in state.items() if k not in extra}
+    src_t, own_t = state.get("time_emb.weight"), own.get("time_emb.weight")
+    if src_t is not None and own_t is not None and src_t.shape != own_t.shape:
         raise UserError(f"--init_from={path} has a learned time embedding for diffusion_steps="
                         f"{src_args.get('diffusion_steps')} (this run {model.args.diffusion_steps}): pass "
                         f"--diffusion_steps={src_args.get('diffusion_steps')} (the source's)")
@@ -94,5 +95,5 @@ def load_weights_into(model, path, tok, ckpt=None):
         notes.append(f"the source's {' and '.join(dropped)} dropped")
     if src_args.get("causal") and not model.args.causal:
         notes.append("causal attention becomes bidirectional")
-    return (f"init_from {path} ({src_cfg.get('objective', '?')}, iter {ckpt.get('iter', '?')}): {len(state):,} tensors loaded"
-            f"{'; ' + '; '.join(notes) if notes else ''}; new optimizer, step 0")
+    return (f"init_from {path} ({src_cfg.get('objective', '?')}, iter {ckpt.get('iter', '?')}): "
+            f"{len(state):,} tensors loaded{'; ' + '; '.join(notes) if notes else ''}; new optimizer, step 0")

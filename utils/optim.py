@@ -1,18 +1,16 @@
 """Optimizers: AdamW (the default) or Muon for the hidden weight matrices with AdamW for the rest; the weight EMA
 (--ema) used for eval and samples; the LR schedule (lr_at) and the warm-up a short run keeps.
 
-Muon (Keller Jordan 2024, "Muon: An optimizer for hidden layers in neural networks", kellerjordan.github.io/posts/muon;
-modded-nanogpt, nanochat): SGD with Nesterov momentum whose update for each 2-D hidden matrix is replaced by the
-nearest semi-orthogonal matrix, U V^T of its SVD, approximated with a few Newton-Schulz iterations; embeddings, the
-head and anything not 2-D keep AdamW. Both are torch's own (torch.optim.Muon, torch >= 2.9). Off CUDA the
-Newton-Schulz runs in fp32 here (newton_schulz, torch's quintic; --muon_ns_dtype): a CPU runs torch's bf16 ~10x slower.
+Muon (Keller Jordan 2024, kellerjordan.github.io/posts/muon; modded-nanogpt, nanochat): SGD with Nesterov momentum
+whose update for each 2-D hidden matrix is replaced by the nearest semi-orthogonal matrix, U V^T of its SVD, found by
+a few Newton-Schulz iterations; embeddings, the head and anything not 2-D keep AdamW. Both are torch's own
+(torch.optim.Muon, torch >= 2.9); off CUDA the Newton-Schulz runs in fp32 here (a CPU runs torch's bf16 ~10x slower).
 
     python train.py cpu --optimizer=muon --muon_lr=0.02
 """
 import copy
 import functools
 import math
-from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
@@ -32,8 +30,8 @@ def ns_dtype(name, device):
 
 
 def newton_schulz(grad, ns_coefficients, ns_steps, eps, dtype=torch.float32):
-    """torch.optim.Muon's orthogonalisation (the quintic iteration, the same coefficients and order of operations)
-    in `dtype` instead of bf16: G / |G|_F, then X <- a X + (b A + c A^2) X with A = X X^T, on the wide orientation."""
+    """torch.optim.Muon's orthogonalisation (the same quintic iteration, coefficients and order of operations) in
+    `dtype` instead of bf16: G / |G|_F, then X <- a X + (b A + c A^2) X with A = X X^T, on the wide orientation."""
     a, b, c = ns_coefficients
     x = grad.to(dtype)
     tall = grad.size(0) > grad.size(1)
@@ -46,22 +44,9 @@ def newton_schulz(grad, ns_coefficients, ns_steps, eps, dtype=torch.float32):
     return x.T if tall else x
 
 
-@contextmanager
-def newton_schulz_in(dtype):
-    """torch.optim.Muon's steps inside this block orthogonalise in `dtype` (bf16: torch's own function)."""
-    own = _torch_muon._zeropower_via_newtonschulz
-    if dtype != torch.bfloat16:
-        _torch_muon._zeropower_via_newtonschulz = functools.partial(newton_schulz, dtype=dtype)
-    try:
-        yield
-    finally:
-        _torch_muon._zeropower_via_newtonschulz = own
-
-
 class MuonAdamW:
-    """torch.optim.Muon on the hidden matrices and torch.optim.AdamW on the rest, as one optimizer for
-    train.py: step, zero_grad, param_groups (Muon's first, each with base_lr) and one state_dict.
-    ns: the dtype Muon's Newton-Schulz iteration runs in (ns_dtype)."""
+    """torch.optim.Muon on the hidden matrices and torch.optim.AdamW on the rest, as one optimizer: step, zero_grad,
+    param_groups (Muon's first, each with base_lr) and one state_dict. ns: the Newton-Schulz dtype (ns_dtype)."""
 
     def __init__(self, muon, adamw, ns=torch.bfloat16):
         self.muon, self.adamw, self.ns = muon, adamw, ns
@@ -71,8 +56,13 @@ class MuonAdamW:
         return self.muon.param_groups + self.adamw.param_groups
 
     def step(self):
-        with newton_schulz_in(self.ns):
+        own = _torch_muon._zeropower_via_newtonschulz
+        if self.ns != torch.bfloat16:  # torch's own function is bf16: swap in ours for this step
+            _torch_muon._zeropower_via_newtonschulz = functools.partial(newton_schulz, dtype=self.ns)
+        try:
             self.muon.step()
+        finally:
+            _torch_muon._zeropower_via_newtonschulz = own
         self.adamw.step()
 
     def zero_grad(self, set_to_none=True):
@@ -91,14 +81,15 @@ class MuonAdamW:
 
 
 def build_optimizer(model, cfg, device):
-    """AdamW over the model's own groups, or Muon + AdamW. Every group carries base_lr; set_lr scales it."""
+    """AdamW over the model's own groups, or Muon + AdamW. Every group carries base_lr, which set_lr scales."""
     assert cfg.optimizer in OPTIMIZERS, cfg.optimizer
+    # Muon's share: the 2-D weights inside the layers (not the head); AdamW's groups decay as model.optimizer_groups
+    # says, under Muon over the rest (the head decayed, embeddings not)
     matrices = [p for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("layers.")]
-    hidden = matrices if cfg.optimizer == "muon" else []  # Muon's share: the 2-D weights inside the layers (not the head)
-    # weight decay as in model.optimizer_groups; under Muon these are the rest (the head decayed, embeddings not)
+    hidden = matrices if cfg.optimizer == "muon" else []
     groups = [dict(g, base_lr=cfg.learning_rate) for g in model.optimizer_groups(cfg.weight_decay, exclude=hidden)]
-    adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
-                              fused=device.type == "cuda")
+    adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate,
+                              betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     if cfg.optimizer == "adamw":
         return adamw
     # adjust_lr_fn="original" scales each matrix's lr by max(1, rows/cols)**0.5: a semi-orthogonal update has RMS
@@ -123,13 +114,14 @@ WARMUP_FRACTION = 0.1  # the most of a run a preset's (or the default's) warm-up
 
 def cap_warmup(cfg, given):
     """A run cut short with --max_iters (a 40-step try of a 100-step warm-up preset) warms up over at most 10 % of
-    its steps, so it reaches its peak LR; a --warmup_iters the user set is kept. Resolved at a fresh run's start into
-    the config every checkpoint saves (a --resume keeps it). Returns (cfg, the line that says so, or "")."""
+    its steps, so it reaches its peak LR; a --warmup_iters the user set is kept. Returns (cfg, a line saying so, or
+    "")."""
     cap = max(1, int(cfg.max_iters * WARMUP_FRACTION))
     if "warmup_iters" in given or cfg.max_iters <= 0 or cfg.warmup_iters <= cap:
         return cfg, ""
-    return replace(cfg, warmup_iters=cap), (f"warm-up: {cap} steps, the preset's warmup_iters={cfg.warmup_iters} capped at "
-                                            f"{WARMUP_FRACTION:.0%} of max_iters={cfg.max_iters} (--warmup_iters=N sets it)")
+    return replace(cfg, warmup_iters=cap), (f"warm-up: {cap} steps, the preset's warmup_iters={cfg.warmup_iters} "
+                                            f"capped at {WARMUP_FRACTION:.0%} of max_iters={cfg.max_iters} "
+                                            f"(--warmup_iters=N sets it)")
 
 
 def set_lr(opt, scale):
@@ -148,14 +140,13 @@ class EMA:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)  # its own uncompiled copy
 
     def rate(self):
-        """The decay used for the next update: ramps up from 0.1 so the average forgets the random
-        init quickly in short runs (TensorFlow's ExponentialMovingAverage num_updates rule)."""
+        """The next update's decay: ramps up from 0.1 so the average forgets the random init quickly in short runs
+        (TensorFlow's ExponentialMovingAverage num_updates rule)."""
         return min(self.decay, self.ramp(self.updates))
 
     @staticmethod
     def ramp(updates):
-        """The warm-up rule's rate after `updates` updates; in a run of N steps it never exceeds ramp(N - 1), so a
-        decay above that is never used (configurator refuses one given by hand)."""
+        """The warm-up rule's rate after `updates` updates: a run of N steps never uses a decay above ramp(N - 1)."""
         return (1 + updates) / (10 + updates)
 
     @torch.no_grad()

@@ -1,15 +1,11 @@
-"""Tokenizers with a [MASK] token: characters (vocab read off the data) or byte-level BPE.
+"""Tokenizers with a [MASK] token: characters (vocab read off the data) or byte-level BPE (scripts/train_tokenizer.py).
+Both serialise to plain Python values (`state()`) that every checkpoint stores, so it loads with weights_only=True.
 
-Both serialise to plain Python values (`state()`), stored in every checkpoint, so a checkpoint is
-self-contained and loads with torch.load(weights_only=True). Training a BPE: scripts/train_tokenizer.py.
-
-The BPE (Hugging Face `tokenizers`) has two special tokens:
-  id 0  "<|endoftext|>"  story separator, an *added special token*: the literal text encodes to this id.
-  id 1  "[MASK]"         the diffusion mask: in the vocabulary but deliberately NOT an added token.
-`tokenizers` matches added tokens in the raw input first, so were "[MASK]" one, a user text holding "[MASK]" would
-encode to the mask id; here no merge leads to it and the byte-level pre-tokenizer splits it into "[", "MASK", "]", so
-no input text encodes to id 1 (only model code places it). Do not wrap the JSON in a transformers tokenizer with
-mask_token="[MASK]" (that would add it again). Any byte sequence encodes; decode(encode(text)) == text byte for byte.
+The BPE (Hugging Face `tokenizers`) has two special tokens: id 0 "<|endoftext|>", the story separator, an *added*
+token (the literal text encodes to it), and id 1 "[MASK]", in the vocabulary but deliberately NOT added: added tokens
+are matched in the raw input first, so a user text holding "[MASK]" would encode to the mask id. As it is, the
+byte-level pre-tokenizer splits it into "[", "MASK", "]" and only model code places id 1 (so never wrap the JSON in a
+transformers tokenizer with mask_token="[MASK]"). Any byte sequence encodes; decode(encode(text)) == text exactly.
 
     tok = BPETokenizer.from_file("artifacts/tokenizer/tokenizer.json")   # or CharTokenizer.from_text(text)
     ids = tok.encode("Once upon a time"); tok.decode(ids); fingerprint(tok)
@@ -20,6 +16,7 @@ import json
 import os
 import re
 import unicodedata
+from itertools import groupby
 
 from utils.errors import UserError
 from utils.fileio import atomic_open, check_output
@@ -48,7 +45,8 @@ class CharTokenizer:
         unknown = sorted(set(text) - self.stoi.keys())
         if unknown:
             shown = " ".join(repr(c) for c in unknown[:10])
-            raise UserError(f"{len(unknown)} character(s) not in the model's vocabulary: {shown}; remove them (the vocab is the training text's characters)")
+            raise UserError(f"{len(unknown)} character(s) not in the model's vocabulary: {shown}; "
+                            f"remove them (the vocab is the training text's characters)")
         return [self.stoi[c] for c in text]
 
     def encode_chunks(self, text, chunk_chars=1 << 20):
@@ -90,8 +88,8 @@ class BPETokenizer:
 
     @classmethod
     def from_file(cls, path, text="data/stories.txt"):
-        """Load a tokenizer.json written by scripts/train_tokenizer.py (UserError if missing or not ours);
-        a missing one is made from `text` (the missing-file message says how)."""
+        """A tokenizer.json written by scripts/train_tokenizer.py; a missing one's message says how to make one from
+        `text`."""
         from tokenizers import Tokenizer
         if not os.path.isfile(path):
             raise UserError(f"tokenizer not found: {path}: train one with "
@@ -103,12 +101,12 @@ class BPETokenizer:
         return cls(check_specials(tok, path))
 
     def encode(self, text):
-        """tok.encode(text).ids for a long text, but multi-threaded (see encode_chunks). A list of ints."""
+        """tok.encode(text).ids, multi-threaded (see encode_chunks)."""
         return [i for ids, _ in self.encode_chunks(text) for i in ids]
 
     def encode_chunks(self, text, chunk_chars=1 << 20):
-        """Yield (ids, n_chars) for consecutive chunks of about chunk_chars characters; each chunk's pieces
-        go through encode_batch (parallel in Rust). The concatenated ids == tok.encode(text).ids."""
+        """(ids, n_chars) for consecutive chunks of about chunk_chars characters, each encoded in parallel (Rust's
+        encode_batch over split_for_encoding's pieces); the concatenated ids == tok.encode(text).ids."""
         batch, n = [], 0
         for piece in split_for_encoding(text):
             batch.append(piece)
@@ -127,23 +125,17 @@ class BPETokenizer:
         return [s.encode("utf-8") if s in special or s == MASK_TOKEN else bytes(sym[c] for c in s) for s in tokens]
 
     def char_counts(self):
-        """Characters each id adds to decoded text: its bytes that start a UTF-8 character (not 0b10xxxxxx).
-        Additive, so a window that cuts a multi-byte character still counts it once, and the counts of
-        encode(text) sum to len(text) exactly. [MASK] counts 0, "<|endoftext|>" 13."""
+        """Characters each id adds to decoded text: its bytes that start a UTF-8 character (not 0b10xxxxxx). Additive:
+        a window that cuts a multi-byte character counts it once, and the counts of encode(text) sum to len(text)."""
         counts = [sum((b & 0xC0) != 0x80 for b in bs) for bs in self.token_bytes()]
         counts[self.mask_id] = 0
         return counts
 
     def decode(self, ids, mask="_"):
-        out, run = [], []
-        for i in ids:  # decode runs between masks so byte-level merges stay intact; specials are kept
-            if i == self.mask_id:
-                out += [self.tok.decode(run, skip_special_tokens=False), mask]
-                run = []
-            else:
-                run.append(int(i))
-        out.append(self.tok.decode(run, skip_special_tokens=False))
-        return "".join(out)
+        # decode the runs between masks whole, so byte-level merges stay intact; specials are kept
+        runs = groupby((int(i) for i in ids), key=lambda i: i == self.mask_id)
+        return "".join(mask * len(list(run)) if masked else self.tok.decode(list(run), skip_special_tokens=False)
+                       for masked, run in runs)
 
     def token_text(self, i):
         return None if i == self.mask_id else self.tok.decode([int(i)], skip_special_tokens=False)
@@ -156,9 +148,8 @@ MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # byte alphabet + specials, no merge
 
 
 def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False, length=None):
-    """A byte-level BPETokenizer trained on an iterable of texts, split on "<|endoftext|>" (never learned as text).
-    It has fewer than vocab_size tokens (specials and bytes included) only if the corpus runs out of pairs seen
-    min_frequency times."""
+    """A byte-level BPETokenizer trained on texts split on "<|endoftext|>"; fewer than vocab_size tokens (specials and
+    bytes included) only if the corpus runs out of pairs seen min_frequency times."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     if vocab_size < MIN_VOCAB_SIZE:
         raise UserError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 bytes + "
@@ -172,25 +163,23 @@ def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False,
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
     tok.train_from_iterator((p for text in texts_iter for p in split_stories(text)), trainer=trainer, length=length)
-    # the trainer adds every special token as a matched one: [MASK] must not be (see utils/tokenizer.py)
+    # the trainer adds every special token as a matched one: [MASK] must not be (see above)
     spec = json.loads(tok.to_str())
     spec["added_tokens"] = [a for a in spec["added_tokens"] if a["content"] != MASK_TOKEN]
     return BPETokenizer(check_specials(Tokenizer.from_str(json.dumps(spec)), "the trained tokenizer"))
 
 
 def save_tokenizer(tok, path, force=False):
-    """Write the tokenizer JSON atomically; parent dirs created; refuse to overwrite without force."""
     check_output(path, force)
     with atomic_open(path) as f:
         f.write(tok.tok.to_str(pretty=True))
 
 
 def make_bpe(path, text, source, vocab_size=2048):
-    """The BPE a run names but nobody trained yet: trained on `text` (from `source`) as
-    `scripts/train_tokenizer.py --input SOURCE --output PATH` would, saved to path, and returned."""
+    """The BPE a run names but nobody trained yet, trained on `text` (read from `source`) and saved to path."""
     print(f"tokenizer: {path} does not exist, so training a {vocab_size:,}-token byte-level BPE on {source} "
           f"(what python scripts/train_tokenizer.py --input {source} --output {path} does)")
-    tok = train_bpe([text], vocab_size)  # split into stories as train_tokenizer.py splits it
+    tok = train_bpe([text], vocab_size)
     save_tokenizer(tok, path)
     return tok
 
@@ -208,23 +197,19 @@ def check_specials(tok, where):
 
 
 def split_stories(text):
-    """Split text on "<|endoftext|>" into pieces, newlines kept, whitespace-only pieces dropped."""
     return [p for p in text.split(EOT_TOKEN) if p.strip()]
 
 
-# A byte-level pre-token always starts at a " " or "\n" followed by a printable ASCII character:
-# GPT-2's pattern (Radford et al. 2019) cuts a whitespace run W before a non-space into W[:-1] and
-# W[-1] + " word" (or W[-1] = "\n" alone), and nothing follows a non-space with whitespace in one
-# pre-token, so no BPE token crosses that point (fuzz-tested in tests/test_bpe.py). ASCII only:
-# Python's and the Rust regex's ideas of Unicode whitespace may differ.
+# No BPE token crosses a " " or "\n" before a printable ASCII character: GPT-2's pre-tokenizer pattern (Radford et al.
+# 2019) cuts a whitespace run W before a non-space into W[:-1] and W[-1] + "word", and never puts whitespace after a
+# non-space in one pre-token (fuzz-tested in tests/test_bpe.py). ASCII only: Python's and Rust's Unicode whitespace
+# may differ.
 _SAFE_CUT = re.compile(r"[ \n](?=[!-~])")
 
 
 def split_for_encoding(text, piece_chars=1 << 12):
-    """Yield pieces of text that encode independently to exactly the ids of the whole text:
-    "<|endoftext|>" on its own (added tokens are matched before pre-tokenization, so tokens
-    never cross one), and, inside longer stretches, a cut at the first safe point (above) after
-    each piece_chars characters. Concatenated, the pieces are the text."""
+    """Pieces of text that encode independently to exactly the ids of the whole: "<|endoftext|>" on its own (added
+    tokens are matched before pre-tokenization), and a cut at the first safe point after each piece_chars characters."""
     pos = 0
     while pos < len(text):
         k = text.find(EOT_TOKEN, pos)
@@ -244,8 +229,8 @@ def split_for_encoding(text, piece_chars=1 << 12):
 
 
 def symbol_to_byte():
-    """The byte-level alphabet (GPT-2, Radford et al. 2019): the 188 printable Latin-1 bytes stand
-    for themselves; the other 68 (controls, space, 0x7F-0xA0, 0xAD) map, in byte order, to chr(256 + k)."""
+    """The byte-level alphabet (GPT-2): the 188 printable Latin-1 bytes stand for themselves; the other 68 (controls,
+    space, 0x7F-0xA0, 0xAD) map, in byte order, to chr(256 + k)."""
     printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
     table = {chr(b): b for b in printable}
     for k, b in enumerate(b for b in range(256) if chr(b) not in table):
@@ -260,9 +245,8 @@ def fingerprint(tokenizer):
 
 
 def normalize_prompt(tok, prompt):
-    """BPE prompts are NFC-normalised and lose trailing spaces/tabs (byte-level BPE attaches a space
-    to the word after it, so a trailing " " would be a token the model rarely saw). Char prompts are
-    kept as typed: every character is a token. A prompt of only whitespace is refused for BPE."""
+    """BPE prompts are NFC-normalised and lose trailing spaces/tabs (byte-level BPE attaches a space to the word after
+    it, so a trailing " " is a token the model rarely saw); a whitespace-only one is refused. Char prompts are kept."""
     if tok.kind != "bpe" or not prompt:
         return prompt
     out = unicodedata.normalize("NFC", prompt).rstrip(" \t")

@@ -1,10 +1,9 @@
 """The trace video renderer: frames of the sampler's per-step sequence state, streamed to an MP4 and a GIF.
 
-trace.py calls TraceWriter.add_frame() once per recorded step; a frame is a fixed-size grid of monospace cells (one per
-character, one placeholder per masked position) coloured by state. RGB frames stream to ffmpeg's stdin (rawvideo ->
-H.264 MP4) and the GIF frame by frame (shared palette, changed rectangle only): memory stays flat. Both go to temp
-files beside the targets, which they replace only when close() succeeds. Usage:
-    with TraceWriter("out.mp4", "out.gif", title="char MDM") as tw: tw.add_frame(...) per step
+A frame is a fixed grid of monospace cells (one per character, a placeholder per masked position) coloured by state.
+RGB frames stream to ffmpeg's stdin (H.264 MP4) and the GIF is written frame by frame (one palette, the changed
+rectangle only), so memory stays flat; both go to temp files that replace the targets only when close() succeeds.
+    with TraceWriter("out.mp4", "out.gif", title="char MDM") as tw: tw.add_frame(...)   # per step: trace.py
 """
 import importlib.util, math, os, shutil, subprocess, tempfile  # noqa: E401
 from contextlib import suppress
