@@ -57,6 +57,29 @@ def read_nanogpt_ckpt(path):
     return ck
 
 
+class PlainData(pickle.Unpickler):
+    """An unpickler that builds only the builtin values nanoGPT's meta.pkl holds (dicts, strings, numbers, lists,
+    tuples): a pickle that names a class or a function (how a pickle runs code) is refused before anything runs."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"it names {module}.{name}")
+
+
+def read_meta(path):
+    """nanoGPT's meta.pkl {char: id} (its 'stoi'), read as plain data only."""
+    try:
+        with open(path, "rb") as f:
+            meta = PlainData(f).load()
+        stoi = meta["stoi"]
+        if not isinstance(stoi, dict) or not all(isinstance(c, str) and isinstance(i, int) for c, i in stoi.items()):
+            raise TypeError("stoi is not {str: int}")
+    except Exception as e:  # a text file, a cut pickle, one that would run code, another kind of dict
+        why = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
+        raise UserError(f"{path} is not nanoGPT's meta.pkl of plain data ({why}): nothing in it was run; give the "
+                        f"meta.pkl that data/shakespeare_char/prepare.py wrote (--meta)") from None
+    return stoi
+
+
 def load_nanogpt(ck, model_py, meta_path, tok):
     """nanoGPT's GPT from its own model.py and checkpoint dict ck (its weights, in eval mode), its character ids
     checked against tok's: each of its meta.pkl's characters must have the same id here."""
@@ -73,8 +96,7 @@ def load_nanogpt(ck, model_py, meta_path, tok):
     except (AttributeError, TypeError, RuntimeError) as e:
         raise UserError(f"{model_py} does not build the checkpoint's model ({str(e).splitlines()[0][:80]}): give "
                         f"the model.py of the nanoGPT clone that wrote it (--model-py)") from None
-    with open(meta_path, "rb") as f:
-        stoi = pickle.load(f)["stoi"]
+    stoi = read_meta(meta_path)
     if tok.kind != "char" or any(tok.stoi.get(c) != i for c, i in stoi.items()):
         raise UserError(f"{meta_path}'s character ids differ from the checkpoint's tokenizer: score a nanoGPT run "
                         f"prepared from the same text (data/shakespeare_char/prepare.py on data/tinyshakespeare.txt)")

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.checkpoint import EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_WEIGHTS, load_model  # noqa: E402
+from utils.checkpoint import EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_WEIGHTS, checksum, load_model  # noqa: E402
 from utils.cli import ArgParser  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, atomic_path  # noqa: E402
@@ -42,6 +42,7 @@ def export(ckpt, model, out_dir):
                 meta={k: v for k, v in ckpt.get("meta", {}).items() if k == "chars_per_token"})
     paths = [os.path.join(out_dir, n) for n in (EXPORT_WEIGHTS, EXPORT_BPE if tok.kind == "bpe" else EXPORT_CHARS, EXPORT_CONFIG)]
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta["weights_checksum"] = checksum(weights)  # load_export refuses weights damaged after export
     with atomic_path(paths[0]) as tmp:
         save_file(weights, tmp, metadata={"format": "pt"})
         umask = os.umask(0)

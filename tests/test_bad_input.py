@@ -72,12 +72,21 @@ def files(tmp_path_factory):
     (d / "truncated.pt").write_bytes(good[: len(good) // 2])
     torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
     (d / "evil.pt").write_bytes(b"cos\nsystem\n(S'touch PWNED'\ntR.")  # os.system('touch PWNED') if unpickled
+    (d / "evil.pkl").write_bytes(b"cos\nsystem\n(S'touch PWNED'\ntR.")
+    raw = torch.load(d / "dm" / "model.pt", weights_only=True)  # damaged after it was written: a weight changed,
+    next(iter(raw["model"].values())).view(-1)[:8] += 1.0  # the checksum it carries no longer matches
+    torch.save(raw, d / "damaged.pt")
     (d / "not_a_tokenizer.json").write_text('{"hello": 1}')
     script("train_tokenizer").main(["--input", str(d / "text.txt"), "--output", str(d / "tokenizer.json"),
                                     "--vocab-size", "300"])
     script("export").main([str(d / "dm" / "model.pt"), str(d / "exp")])
     shutil.copytree(d / "exp", d / "exp_novocab")
     (d / "exp_novocab" / "vocab.json").unlink()
+    shutil.copytree(d / "exp", d / "exp_altered")  # an export whose weights changed after export
+    from safetensors.torch import load_file, save_file
+    w = load_file(d / "exp_altered" / "model.safetensors")
+    next(iter(w.values())).view(-1)[:8] += 1.0
+    save_file(w, d / "exp_altered" / "model.safetensors")
     shutil.copytree(d / "exp", d / "exp_damaged")
     w = d / "exp_damaged" / "model.safetensors"
     w.write_bytes(w.read_bytes()[:100])
@@ -128,6 +137,10 @@ def _spoil(case, monkeypatch, d):
         shutil.copytree(d / "dm", d / "run")
         _fail_writes(monkeypatch, d, errno.ENOSPC, pattern="model*")
         return {d / "run" / "metrics.jsonl"}  # the resumed run's log rows before the failed save
+    elif case == "damaged_run":  # a run whose only checkpoint (best.pt is the same file) was damaged in place
+        shutil.copytree(d / "dm", d / "run")
+        for name in ("model.pt", "best.pt"):
+            (d / "run" / name).write_bytes((d / "damaged.pt").read_bytes())
     elif case == "epochs_run":  # a study run whose eval.json was cut short
         run = d / "artifacts" / "epochs" / "runs" / "mdlm_wd0.1_do0_s02_75k"
         run.mkdir(parents=True)
@@ -229,6 +242,8 @@ CLASSES = {
     "empty": "a range, band or grid that selects nothing, or options that leave nothing to do",
     "zero": "a zero count",
     "root": "started outside the repository root: a path relative to it, named from elsewhere",
+    "damaged": "a checkpoint or export damaged after it was written: its checksum no longer matches what it holds",
+    "pickle": "a file that would run code when unpickled: refused, nothing run",
 }
 NO_FILES = "reads and writes no file: random tokens in, a table out"
 SCALARS = "config.py's keys are all scalars (a wrong type, --max_iters=ten, is in TABLE)"
@@ -387,6 +402,38 @@ CLASS_ROWS = {
         zero=[([DM, "--draws", "0"], ("--draws", ">= 2"))],
         root=[(["data/prompts.txt"], "run from the repository root")]),
 }
+NO_CKPT = "reads no checkpoint"
+DAMAGED = ("is damaged", "checksum")
+MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickler, per CLI
+    "damaged": {
+        "train.py": [([*T, "--out_dir=x", "--init_from=damaged.pt"], DAMAGED),
+                     ([*T, "--out_dir=run", "--max_iters=8", "--resume"], (*DAMAGED, "retrain it"), "damaged_run")],
+        "inference.py": [(["--checkpoint", "damaged.pt"], DAMAGED), (["--checkpoint", "exp_altered"], DAMAGED)],
+        "scripts/eval.py": [(["damaged.pt"], DAMAGED), (["exp_altered"], DAMAGED)],
+        "scripts/export.py": [(["damaged.pt", "out"], DAMAGED)],
+        "scripts/frontier.py": [(["damaged.pt", "--ar-checkpoint", AR], DAMAGED)],
+        "scripts/order_nll.py": [(["damaged.pt"], DAMAGED)],
+        "dev/nanogpt_score.py": [(["old.txt", "--against", "damaged.pt"], DAMAGED)],
+        "dev/bd3_variance.py": [(["damaged.pt"], DAMAGED)],
+        **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py",
+                         "dev/plot_epochs.py"), NO_CKPT),
+        "dev/epochs.py": "reads no checkpoint: its runs are train.py's, their scores eval.py's"},
+    "pickle": {
+        "train.py": [([*T, "--out_dir=x", "--init_from=evil.pt"], "a weights-only load refuses")],
+        "inference.py": [(["--checkpoint", "evil.pt"], "a weights-only load refuses")],
+        "scripts/eval.py": [(["evil.pt"], "a weights-only load refuses")],
+        "scripts/export.py": [(["evil.pt", "out"], "a weights-only load refuses")],
+        "scripts/frontier.py": [(["evil.pt", "--ar-checkpoint", AR], "a weights-only load refuses")],
+        "scripts/order_nll.py": [(["evil.pt"], "a weights-only load refuses")],
+        "dev/nanogpt_score.py": [(["evil.pt", "--against", DM], "is not a nanoGPT checkpoint")],  # meta.pkl: its test
+        "dev/bd3_variance.py": [(["evil.pt"], "a weights-only load refuses")],
+        **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py",
+                         "dev/plot_epochs.py"), "unpickles nothing: text, JSON and checkpoints read weights-only"),
+        "dev/epochs.py": "unpickles nothing: its runs are train.py's"},
+}
+for cls, per_cli in MORE_ROWS.items():
+    for cli, rows in per_cli.items():
+        CLASS_ROWS[cli][cls] = rows
 CLASS_TABLE = [(cli, row[0], row[1], row[2] if len(row) > 2 else None, cls) for cli, classes in CLASS_ROWS.items()
                for cls, rows in classes.items() if not isinstance(rows, str) for row in rows]
 OUTPUT_FLAGS = ("--json", "--out", "--output", "--summary")

@@ -136,6 +136,31 @@ def test_resume_reads_the_newest_complete_checkpoint(in_tmp, capsys):
         load_latest(out)
 
 
+@pytest.mark.slow
+def test_a_checkpoint_damaged_in_place_is_refused_and_resume_skips_it(in_tmp, capsys):
+    """4 KB zeroed inside the newest checkpoint's tensor data (torch loads it without complaint: it does not check its
+    archive): every reader refuses it in one line naming the run's intact checkpoint to fall back to, and --resume
+    continues from the newest intact one, bit for bit as if the damaged one had never been written."""
+    out = in_tmp / "out"
+    run_here(train_args(out, "--max_iters=30", "--eval_interval=10", "--keep_last=3"), in_tmp)
+    newest = out / "model_0000030.pt"  # model.pt is the same file (a hard link)
+    raw = bytearray(newest.read_bytes())
+    data = raw.index(b"data/0")  # the first tensor's record: its bytes follow its local header
+    raw[data + 512:data + 512 + 4096] = bytes(4096)
+    newest.write_bytes(raw)
+    assert torch.load(newest, weights_only=True)["iter"] == 30  # torch itself sees nothing wrong
+    for path in (newest, out / "model.pt"):
+        with pytest.raises(UserError, match=f"{path} is damaged.*checksum.*fall back to {out / 'model_0000020.pt'}"):
+            load_checkpoint(path)
+    ckpt, path = load_latest(out, warn=print)
+    assert ckpt["iter"] == 20 and path.endswith("model_0000020.pt") and "is damaged" in capsys.readouterr().out
+    run_here(train_args(out, "--max_iters=30", "--eval_interval=10", "--keep_last=3", "--resume"), in_tmp)
+    fresh = in_tmp / "fresh"
+    run_here(train_args(fresh, "--max_iters=30", "--eval_interval=10", "--keep_last=3"), in_tmp)
+    a, b = load_checkpoint(out / "model.pt"), load_checkpoint(fresh / "model.pt")
+    assert a["iter"] == 30 and all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+
+
 def _nan_at(monkeypatch, calls):
     """The objective's training loss is NaN on these (1-based) training calls: a fault on those exact steps."""
     import diffusion

@@ -6,7 +6,7 @@ import torch
 from conftest import train_tiny
 from helpers import TINY, assert_one_line_error, real_text, run_cli_here
 from model import ModelArgs, Transformer
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
 from utils.init_from import load_weights_into
 from utils.tokenizer import CharTokenizer, tokenizer_from_state
@@ -37,7 +37,7 @@ def test_ar_to_mdlm_keeps_every_weight_and_zeroes_the_new_time_embedding(ar_ckpt
     # mdlm -> bd3 (no time input): the time embedding is dropped, the rest loads
     bd3 = _target(ck, time_cond="none")
     src = dict(ck, model=own)
-    torch.save(src, ar_ckpt.parent / "as_mdlm.pt")
+    save_checkpoint(ar_ckpt.parent / "as_mdlm.pt", src)
     assert "time_emb dropped" in load_weights_into(bd3, str(ar_ckpt.parent / "as_mdlm.pt"), tokenizer_from_state(ck["tokenizer"]))
 
 
@@ -48,7 +48,8 @@ def test_a_self_conditioned_target_starts_with_its_input_at_zero_and_a_source_wi
     assert "self-conditioning input starts at zero" in load_weights_into(sc, str(ar_ckpt), tok)
     assert torch.count_nonzero(sc.sc_proj.weight) == 0
     torch.nn.init.normal_(sc.sc_proj.weight)
-    torch.save(dict(ck, model=sc.state_dict(), model_args={**ck["model_args"], "self_cond": True}), ar_ckpt.parent / "sc.pt")
+    save_checkpoint(ar_ckpt.parent / "sc.pt",
+                    dict(ck, model=sc.state_dict(), model_args={**ck["model_args"], "self_cond": True}))
     plain = _target(ck, time_cond="none")
     assert "sc_proj dropped" in load_weights_into(plain, str(ar_ckpt.parent / "sc.pt"), tok)
 

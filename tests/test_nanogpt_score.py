@@ -90,3 +90,29 @@ def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path,
     assert_one_line_error(code, err, "character ids differ")
     code, _, err = run_cli_here(ns.main, [str(tmp_path / "nope.pt"), "--against", str(tiny_ckpt)], capsys)
     assert_one_line_error(code, err, "nope.pt not found")
+
+
+def test_meta_pkl_is_read_as_plain_data_and_a_pickle_that_would_run_code_runs_nothing(tmp_path):
+    """nanoGPT's meta.pkl is a pickle a user hands over: it is read with an unpickler that builds builtins only. A
+    pickle that would run a shell command (os.system through REDUCE) is refused in one line and the command never runs;
+    a text file and a pickle of something else are refused the same way; nanoGPT's own meta.pkl reads."""
+    from utils.errors import UserError
+    good = tmp_path / "meta.pkl"
+    with open(good, "wb") as f:
+        pickle.dump(dict(vocab_size=2, stoi={"a": 0, "b": 1}, itos={0: "a", 1: "b"}), f)
+    assert ns.read_meta(good) == {"a": 0, "b": 1}
+    witness = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return os.system, (f"touch {witness}",)
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(dict(stoi=Evil())))
+    (tmp_path / "text.pkl").write_text("not a pickle\n")
+    (tmp_path / "list.pkl").write_bytes(pickle.dumps([1, 2]))
+    for bad in ("evil.pkl", "text.pkl", "list.pkl"):
+        with pytest.raises(UserError, match="is not nanoGPT's meta.pkl of plain data.*nothing in it was run"):
+            ns.read_meta(tmp_path / bad)
+    assert not witness.exists()
+    pickle.loads((tmp_path / "evil.pkl").read_bytes())  # the control: a plain unpickler runs it
+    assert witness.exists()

@@ -9,7 +9,10 @@ A training run's directory (save_run_checkpoint / load_latest):
     model_<iter>.pt   with keep_last = K >= 2: the K newest checkpoints; model.pt is a hard link to the newest
     metrics.jsonl     train.py's log rows; a resumed run first drops the rows logged after its checkpoint (trim_metrics)
 A kill at any moment leaves each file complete or absent: an older checkpoint goes only once a newer one is in place.
+Every checkpoint (and an export's weights) carries a checksum of what it holds, checked on load: torch does not check
+its archive on load, so a damaged file would otherwise run with whatever its damaged weights give.
 """
+import hashlib
 import json
 import os
 import pickle
@@ -48,9 +51,51 @@ def migrate(ckpt):
     return ckpt
 
 
+def checksum(obj):
+    """A digest of everything obj (a checkpoint dict) holds but its own 'checksum': every tensor's dtype, shape and
+    bytes and every other value's repr, dict keys in a fixed order."""
+    h = hashlib.blake2b(digest_size=16)
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k in sorted((k for k in x if k != "checksum"), key=lambda k: (type(k).__name__, str(k))):
+                h.update(repr(k).encode())
+                walk(x[k])
+        elif isinstance(x, (list, tuple)):
+            h.update(f"{type(x).__name__}{len(x)}".encode())
+            for v in x:
+                walk(v)
+        elif isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+        else:
+            h.update(repr(x).encode())
+    walk(obj)
+    return h.hexdigest()
+
+
+def fall_back(path):
+    """The other checkpoints of path's run, newest first, to name when path is damaged."""
+    folder = os.path.dirname(path) or "."
+    names = [n for n in ("model.pt", "best.pt") if os.path.isfile(os.path.join(folder, n))]
+    others = [p for _, p in reversed(numbered_checkpoints(folder))] + [os.path.join(folder, n) for n in names]
+    others = [p for p in others if not os.path.samefile(p, path) and _intact(p)][:2]
+    return f"fall back to {' or '.join(others)}" if others else "retrain it, or give another run's checkpoint"
+
+
+def _intact(path):
+    """Whether path loads and matches its checksum (what fall_back names must be usable)."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        return isinstance(ck, dict) and ck.get("checksum") in (None, checksum(ck))
+    except Exception:
+        return False
+
+
 def save_checkpoint(path, obj):
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save({**obj, "checksum": checksum(obj)}, tmp)
 
 
 def _link(src, dst):
@@ -156,6 +201,9 @@ def load_checkpoint(path):
         raise UserError(_not_a_checkpoint(path, e)) from None
     if _lacks_keys(ckpt):
         raise UserError(f"checkpoint {path} is not a micro-dllm checkpoint (missing keys); {USE_INSTEAD}")
+    if "checksum" in ckpt and ckpt["checksum"] != checksum(ckpt):  # checkpoints written before it have none
+        raise UserError(f"checkpoint {path} is damaged: what it holds does not match the checksum it was written "
+                        f"with; {fall_back(path)}")
     return migrate(ckpt)
 
 
@@ -207,6 +255,9 @@ def load_export(path):
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{os.path.join(path, EXPORT_WEIGHTS)} is corrupt or not a safetensors file "
                         f"({str(e).splitlines()[0][:80]}): {EXPORT_AGAIN}") from None
+    if "weights_checksum" in meta and meta["weights_checksum"] != checksum(tensors):
+        raise UserError(f"{os.path.join(path, EXPORT_WEIGHTS)} is damaged: its weights do not match the checksum "
+                        f"{EXPORT_CONFIG} holds: {EXPORT_AGAIN}")
     ckpt = migrate({**meta, "model": tensors, "tokenizer": tokenizer})
     if fingerprint(tokenizer_from_state(tokenizer)) != meta.get("tokenizer_fingerprint"):
         raise UserError(f"the tokenizer in {path} is not the one its model was trained with (fingerprints differ): "
