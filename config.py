@@ -142,6 +142,18 @@ class Config:
     wandb_project: str = resumable("micro-dllm")  # the Weights & Biases project (with wandb_log)
 
 
+
+# A key that acts only together with another: {key: (that key, the values it acts with; None: any but off)}. Given
+# without it, configurator.validate refuses it (what the user asks for is what runs: a flag that cannot apply is refused,
+# never dropped), and scripts/frontier.py drops it from a grid point where it does not act.
+NEEDS = dict(
+    val_fraction=("val_path", ("",)), tokenizer_path=("tokenizer", ("bpe",)), mask_ramp_from=("mask_ramp", None),
+    muon_lr=("optimizer", ("muon",)), muon_momentum=("optimizer", ("muon",)), muon_ns_dtype=("optimizer", ("muon",)),
+    init_from=("resume", (False,)), wandb_project=("wandb_log", None),
+    top_k=("temperature", None), top_p=("temperature", None), temperature_end_share=("temperature", None),
+    remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),
+    gif_frame_ms=("viz_video", None), live_fps=("live", None))
+
 # The presets: one flat literal each, every key it sets (as nanoGPT's config/*.py files); keys repeat across presets so
 # that each recipe reads in one place. The comment above a preset is its line in `python train.py --help`, and
 # `python train.py PRESET --help` prints the whole resolved config with the preset's keys marked. A preset whose data

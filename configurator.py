@@ -17,7 +17,7 @@ from dataclasses import asdict, fields, replace
 
 import config
 import objectives
-from config import PRESETS, Config
+from config import NEEDS, PRESETS, Config
 from common import SCHEDULES
 from diffusion import LOSS_TYPES
 from model import TIME_CONDS
@@ -172,9 +172,16 @@ def check_sampler(cfg, given=()):
                         f"(1 = constant, 0.5 = half), got {cfg.temperature_end_share}")
 
 
+def needs(cfg, key):
+    """Whether key acts in cfg (config.NEEDS: the key it acts with has a value it acts with)."""
+    other, values = NEEDS.get(key, (None, None))
+    return other is None or (values is None and bool(getattr(cfg, other))) or getattr(cfg, other) in (values or ())
+
+
 def validate(cfg, given=()):
     """Reject values that cannot work, before any work is done. given: the keys the user set (by flag or config
-    file, not by a preset); a given key the objective does not read (its IGNORES) is refused, never dropped."""
+    file, not by a preset); a given key the objective does not read (its IGNORES), or that acts only with another
+    key it is given without (config.NEEDS), is refused, never dropped."""
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
@@ -193,10 +200,20 @@ def validate(cfg, given=()):
         raise UserError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
     if cfg.learning_rate <= 0 or cfg.min_lr < 0:
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
+    for key in ("weight_decay", "grad_clip", "warmup_iters", "live_fps", "min_lr"):  # rates and counts below 0
+        if getattr(cfg, key) < 0:
+            raise UserError(f"{key} must be >= 0, got {getattr(cfg, key)}")
+    if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
+        raise UserError(f"beta1 and beta2 are AdamW's decays in [0, 1), got {cfg.beta1}, {cfg.beta2}")
     obj = objectives.get(cfg.objective)
     unread = [k for k in obj.IGNORES if k in given]  # a preset's values for them are simply not read
     if unread:
         raise UserError(f"objective={cfg.objective} does not read --{unread[0]}: {obj.IGNORES[unread[0]]}; drop it")
+    for key in sorted(k for k in given if not needs(cfg, k)):
+        other, values = NEEDS[key]
+        want = f"--{other}" if values is None else " or ".join(f"--{other}={v!r}" for v in values)
+        raise UserError(f"--{key} acts only with {want} (here {other}={getattr(cfg, other)!r}): give that too, "
+                        f"or drop --{key}")
     obj.check(cfg, given)
     check_sampler(cfg, given)
     if cfg.semi_ar_length < 0:

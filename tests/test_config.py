@@ -202,3 +202,34 @@ def test_a_presets_falling_temperature_does_not_leave_its_hot_start_to_an_object
         c = get_config(["baby", f"--objective={objective}"])
         assert (c.temperature, c.temperature_end_share) == (1.0, 1.0), objective
     assert get_config(["baby", "--objective=ar", "--temperature=1.3"]).temperature == 1.3  # what the user asks runs
+
+
+def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key():
+    """config.NEEDS, by construction: each key that acts only with another is refused given without it (the other at
+    its default, off) and read given with it; a preset's value never trips it (only what the user gives is checked)."""
+    from config import NEEDS
+    with_it = dict(val_path="data/tinyshakespeare.txt", tokenizer="bpe", mask_ramp="0.5", optimizer="muon",
+                   resume="false", wandb_log="true", temperature="0.8", remask="remdm", threshold="0.0",
+                   viz_video="v.mp4", live="true")
+    value = dict(val_fraction="0.2", tokenizer_path="t.json", mask_ramp_from="0.5", muon_lr="0.01", muon_momentum="0.9",
+                 muon_ns_dtype="float32", init_from="a.pt", wandb_project="p", top_k="5", top_p="0.9",
+                 temperature_end_share="0.5", remask_eta="0.1", tokens_per_step="linear", trace_every="2",
+                 gif_frame_ms="100", live_fps="4")
+    off = dict(val_path="data/tinyshakespeare.txt", tokenizer="char", mask_ramp="0", optimizer="adamw", resume="true",
+               wandb_log="false", temperature="0", remask="none", threshold="0.5", viz_video="", live="false")
+    assert set(value) == set(NEEDS)
+    for key, (other, _) in NEEDS.items():
+        base = ["--mask_min=0.2", "--mask_max=0.8"] if other == "mask_ramp" else []
+        if key == "val_fraction":  # it acts with no --val_path: the 'off' case gives one
+            with pytest.raises(UserError, match=f"--{key} acts only with --{other}"):
+                get_config([f"--{other}={off[other]}", f"--{key}={value[key]}"])
+            assert get_config([f"--{key}={value[key]}"]).val_fraction == 0.2
+            continue
+        with pytest.raises(UserError, match=f"--{key} acts only with --{other}"):
+            get_config([*base, f"--{other}={off[other]}", f"--{key}={value[key]}"])
+        assert get_config([*base, f"--{other}={with_it[other]}", f"--{key}={value[key]}"]) is not None  # with it: read
+    assert get_config(["baby"]).temperature_end_share == 0.1  # the preset's own pair is not "given"
+    with pytest.raises(UserError, match="weight_decay must be >= 0"):
+        get_config(["--weight_decay=-0.1"])
+    with pytest.raises(UserError, match="beta1 and beta2"):
+        get_config(["--beta2=1.5"])
