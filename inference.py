@@ -139,7 +139,7 @@ def sample_once(cfg, run):
     obj = objectives.get(cfg.objective)
     canvas = build_canvas(cfg, tok, model.args.block_size)  # prompt/infill/prefix+suffix, checked
     # validates the output path before any sampling; BPE frames are sized for the whole generation
-    writer = open_trace(cfg, len(canvas), run["cpt"])
+    writer = open_trace(cfg)
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     passes = obj.passes(cfg, canvas.n_gen, canvas.prefix_len)

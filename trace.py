@@ -1,7 +1,7 @@
 """Watching the sampler: its steps (common.Step, one per reverse step, the same from every sampler) as frames of an
 MP4 + GIF (rendered by utils/video.py), live in the terminal (--live), or as a progress bar.
 
-    writer = open_trace(cfg, len(canvas), chars_per_token)                 # None without --viz-video
+    writer = open_trace(cfg)                                               # None without --viz-video
     texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, schedule, device)   # writer None: generate
     print_written(writer)                                                  # writer.result: {'mp4', 'gif', 'frames', ...}
     live = LiveView(tok, cfg.steps); live.start(*canvas.tensors(1, "cpu")); generate(..., on_step=live)
@@ -66,11 +66,8 @@ class TraceHook:
                        0 if done else int(st.time[self.row]), nfe=nfe, caption=caption)
 
 
-def open_trace(cfg, n_tokens=0, chars_per_token=0.0):
-    """A TraceWriter for cfg.viz_video (GIF beside it), or None. Checks the path before any work.
-    BPE: the frame is sized up front for n_tokens (prompt + generated) of chars_per_token characters."""
-    if not cfg.viz_video:
-        return None
+def check_trace_path(cfg):
+    """Refuse a --viz-video path that cannot be written, before any work (train.py checks it before step 1)."""
     if not cfg.viz_video.lower().endswith(".mp4"):
         raise UserError(f"--viz-video {cfg.viz_video} should end in .mp4 (a GIF is written beside it)")
     out_dir = os.path.dirname(cfg.viz_video) or "."
@@ -80,15 +77,17 @@ def open_trace(cfg, n_tokens=0, chars_per_token=0.0):
         raise UserError(f"cannot create {out_dir} for --viz-video ({e.strerror}): choose a writable path")
     if not os.access(out_dir, os.W_OK):
         raise UserError(f"{out_dir} is not writable: choose another --viz-video path")
-    cols, rows = (64 if cfg.tokenizer == "char" else 72), None
-    if cfg.tokenizer == "bpe" and n_tokens and chars_per_token:
-        # frames stream to ffmpeg: sized before the text is known; newlines end rows early, whole tokens wrap: x1.5
-        rows = math.ceil(1.5 * n_tokens * chars_per_token / cols) + 1
-    elif objectives.get(cfg.objective).NOISE_START and n_tokens:
-        # char noise: no [MASK]s to size from; the renderer's ~3 cells per token of a masked char canvas hold too
-        rows = math.ceil(3 * n_tokens / cols) + 1
+
+
+def open_trace(cfg):
+    """A TraceWriter for cfg.viz_video (GIF beside it), or None; the path checked before any work. The frames are
+    sized when the trace closes, to hold the finished sample whole."""
+    if not cfg.viz_video:
+        return None
+    check_trace_path(cfg)
+    cols = 64 if cfg.tokenizer == "char" else 72
     return TraceWriter(cfg.viz_video, os.path.splitext(cfg.viz_video)[0] + ".gif", frame_ms=cfg.gif_frame_ms,
-                       cols=cols, rows=rows, title=trace_title(cfg, cols))
+                       cols=cols, title=trace_title(cfg, cols))
 
 
 def trace_title(cfg, cols=64):

@@ -29,8 +29,8 @@ import objectives
 from common import Draw, Schedule
 from configurator import RESUMABLE_KEYS, format_config, help_text, parse, refuse_changes, wants_help
 from evals.bound import evaluate, reported
-from evals.report import (estimate_line, eta_seconds, final_report, first_step_line, fmt_eta, fmt_time, long_run_note,
-                          loss_label, steady_step_s, units)
+from evals.report import (check_report, estimate_line, eta_seconds, final_report, first_step_line, fmt_eta, fmt_time,
+                          long_run_note, loss_label, steady_step_s, units)
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, read_checkpoint, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
@@ -194,6 +194,7 @@ def load_data(cfg, env):
     # bits/char = summed ELBO / the characters the scored tokens decode to (exact for BPE too; 1.0 for char)
     val_cpt = chars_per_token(tok, val_windows[:, 1:])
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # a bad prompt fails now, not after training
+    check_report(cfg, tok)  # and so do the end-of-run samples' canvas and trace path
     print0(f"data: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, vocab {tok.vocab_size} "
            f"({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token on val "
            f"({val_cpt:.3f} in the {len(val_windows)} disjoint eval windows of its dev half"

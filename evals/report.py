@@ -14,8 +14,9 @@ from common import LN2
 from configurator import get_config
 from canvas import continuation
 from evals.metrics import ChangeRate, distinct_n
-from trace import StepBar, chain, generate_with_trace, open_trace, print_written
+from trace import StepBar, chain, check_trace_path, generate_with_trace, open_trace, print_written
 from utils.dist import peak_flops
+from utils.errors import UserError
 
 # what each training loss measures (train.py's log lines), beside the validation bound the eval lines report
 LOSSES = dict(elbo="the weighted NELBO on training batches", masked_ce="the unweighted CE over masked positions (no bound)",
@@ -123,15 +124,32 @@ def revisits(cfg):
     return obj.NOISE_START or (obj.TRACE and cfg.remask != "none" and not cfg.threshold)
 
 
+def report_samples(cfg, tok):
+    """(prompt tokens, tokens generated) of the end-of-run samples: gen_len, cut to what the context holds."""
+    prompt_len = len(tok.encode(cfg.prompt))
+    return prompt_len, min(cfg.gen_len, cfg.block_size - prompt_len - objectives.get(cfg.objective).WINDOW)
+
+
+def check_report(cfg, tok):
+    """What the end-of-run report will sample, refused before step 1 rather than after training: its canvas and its
+    trace's path."""
+    prompt_len, gen_len = report_samples(cfg, tok)
+    if gen_len < 1:
+        raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for the "
+                        f"end-of-run samples; give a shorter prompt")
+    continuation(cfg, tok, cfg.prompt, gen_len, cfg.block_size)
+    if cfg.viz_video and objectives.get(cfg.objective).TRACE:
+        check_trace_path(cfg)
+
+
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):
     """The end-of-training metrics block (res: the dev eval; test: the figure the records cite, evals.bound.REPORT)
     and the samples (4 are drawn at least, for distinct-2; each is printed)."""
     g, obj = torch.Generator().manual_seed(cfg.seed), objectives.get(cfg.objective)
     change = ChangeRate(tok.mask_id)
     n = max(cfg.num_samples, 4)
-    prompt_len = len(tok.encode(cfg.prompt))
-    gen_len = min(cfg.gen_len, cfg.block_size - prompt_len - obj.WINDOW)
-    writer = open_trace(cfg, prompt_len + gen_len, chars_per_token) if obj.TRACE else None  # sample 0's trace
+    prompt_len, gen_len = report_samples(cfg, tok)
+    writer = open_trace(cfg) if obj.TRACE else None  # sample 0's trace
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
     print(f"sampling {n} x {gen_len} tokens" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
     with StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:

@@ -271,7 +271,7 @@ CLASS_ROWS = {
         exists=[(["--checkpoint", DM, "--gen-len", "8", "--viz-video", "old.png"], "should end in .mp4")],
         checkpoint=[(["--checkpoint", DM, "--viz-video", DM], "should end in .mp4")],
         json=[(["--checkpoint", "exp_cutjson"], "unreadable config.json"),
-              (["--checkpoint", DM, "--tokenizer_path", "not_a_tokenizer.json"], "cannot read tokenizer")],
+              (["--checkpoint", DM, "--tokenizer_path", "not_a_tokenizer.json"], "acts only with --tokenizer='bpe'")],
         list=SCALARS,
         empty=[(["--checkpoint", DM, "--top-p", "0"], "top_p must be in (0, 1]"),
                (["--checkpoint", DM, "--prompts-file", "empty.txt"], "has no prompts")],

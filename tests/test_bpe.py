@@ -182,11 +182,13 @@ def test_bpe_trace_frame_fits_a_full_generation(corpus, tmp_path):
     text, tok, _ = corpus
     cfg = get_config(["--tokenizer=bpe", f"--viz_video={tmp_path / 't.mp4'}"])
     ids = tok.encode(text)
-    cpt = len(text) / len(ids)
-    writer = open_trace(cfg, 256, cpt)
-    for start in range(0, len(ids) - 256, len(ids) // 12):  # 256-token stretches of the corpus
-        tokens = [tok.token_text(i) for i in ids[start:start + 256]]
-        assert writer._layout(tokens, ["kept"] * 256)[-1][0] < writer.rows
+    with open_trace(cfg) as writer:
+        for start in range(0, len(ids) - 256, len(ids) // 12):  # 256-token stretches of the corpus
+            tokens = [tok.token_text(i) for i in ids[start:start + 256]]
+            writer.add_frame(tokens, ["kept"] * 256, step=0, t=0.0, nfe=0)
+    assert writer.result["frames"] > 1 and writer.rows >= max(  # every frame fits the grid the trace closed with
+        writer._layout([tok.token_text(i) for i in ids[s:s + 256]], ["kept"] * 256)[-1][0] + 1
+        for s in range(0, len(ids) - 256, len(ids) // 12))
 
 
 # ----------------------------------------------------------------------------- end to end

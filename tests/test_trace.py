@@ -96,6 +96,25 @@ def test_bpe_tokens_newlines_control_chars_and_overflow(tmp_path):
     check_gif(res["gif"], 13, 100, 1500)
 
 
+def test_the_last_frame_shows_the_whole_sample_however_tall_it_grows(tmp_path):
+    """close() sizes the grid to the tallest frame: a sample whose newlines make it taller than its all-[MASK] start
+    (which clipped it behind a '...' when the first frame fixed the size) is drawn whole, its last line included."""
+    lines = ["ROMEO:", *(f"line {i}" for i in range(14)), "THE END"]
+    tokens = list("\n".join(lines))
+    states = ["prompt"] * 6 + ["kept"] * (len(tokens) - 6)
+    with TraceWriter(None, str(tmp_path / "t.gif"), cols=64) as tw:
+        tw.add_frame(tokens[:6] + [None] * (len(tokens) - 6), states[:6] + ["mask"] * (len(tokens) - 6), 0, 1.0, 0)
+        tw.add_frame(tokens, states, 1, 0.0, 1)
+    assert tw.rows == len(lines) and tw.result["frames"] == 2  # one row a line, the last one too
+    img = tw.render(tokens, states)
+    y = tw.top + (tw.rows - 1) * tw.ch  # the last line's row: "THE END" drawn there
+    inked = {c for _, c in img.crop((tw.m, y, tw.m + int(7 * tw.adv), y + tw.ch)).getcolors(1 << 16)}
+    assert inked - {trace.PAGE}, "the sample's last line is not drawn"
+    with Image.open(tmp_path / "t.gif") as gif:
+        gif.seek(1)
+        assert gif.size == tw.size  # the file's last frame is that grid
+
+
 def test_states_render_differently(tmp_path):
     tw = TraceWriter(None, None, cols=16)
     tokens = list("abcd")

@@ -1,8 +1,9 @@
 """The trace video renderer: frames of the sampler's per-step sequence state, streamed to an MP4 and a GIF.
 
 A frame is a fixed grid of monospace cells (one per character, a placeholder per masked position) coloured by state.
-RGB frames stream to ffmpeg's stdin (H.264 MP4) and the GIF is written frame by frame (one palette, the changed
-rectangle only), so memory stays flat; both go to temp files that replace the targets only when close() succeeds.
+add_frame keeps each frame's tokens and states; close() sizes the grid to hold the tallest frame (so the finished
+sample is never clipped), then streams RGB frames to ffmpeg's stdin (H.264 MP4) and writes the GIF frame by frame (one
+palette, the changed rectangle only); both go to temp files that replace the targets only when close() succeeds.
     with TraceWriter("out.mp4", "out.gif", title="char MDM") as tw: tw.add_frame(...)   # per step: trace.py
 """
 import importlib.util, math, os, shutil, subprocess, tempfile  # noqa: E401
@@ -17,7 +18,7 @@ STYLE = {  # state -> (ink, cell background or None)
     "new": ((15, 15, 15), (255, 186, 30)), "kept": ((25, 30, 55), None), "remasked": ((210, 25, 25), (255, 214, 214))}
 LOW_CONF_INK = (120, 160, 220)  # 'kept' ink fades towards this as confidence -> 0
 # Placeholders and stand-ins for control characters; all in DejaVu Sans Mono (matplotlib ships it).
-GLYPH = dict(mask="_", remask="×", more="…", empty="∅")
+GLYPH = dict(mask="_", remask="×", empty="∅")
 VISIBLE = {i: "¤" for i in [*range(32), *range(127, 160)]} | {ord("\n"): "↵", ord("\t"): "→"}
 NO_FFMPEG = "no ffmpeg found: install imageio-ffmpeg or put ffmpeg on PATH; wrote GIF only"
 
@@ -50,12 +51,12 @@ def _mix(a, b, w):
 
 
 class TraceWriter:
-    def __init__(self, video_path, gif_path, frame_ms=180, cols=64, title="", font_size=14, rows=None, hold_ms=1500):
-        """rows: text-grid height (default: estimated at the first frame); hold_ms: last frame's hold."""
+    def __init__(self, video_path, gif_path, frame_ms=180, cols=64, title="", font_size=14, hold_ms=1500):
+        """hold_ms: how long the last frame (the finished sample) stays on screen."""
         if frame_ms < 10 or cols < 1:
             raise ValueError("frame_ms must be >= 10 (GIF timing resolution) and cols >= 1")
         self.paths = {"mp4": video_path, "gif": gif_path}
-        self.frame_ms, self.cols, self.title, self.rows = int(frame_ms), int(cols), title, rows
+        self.frame_ms, self.cols, self.title, self.rows, self.frames = int(frame_ms), int(cols), title, None, []
         self.hold_frames = max(1, math.ceil(hold_ms / self.frame_ms))  # slots the last frame fills
         self.font, self.bold = _load_fonts(font_size)
         # Glyphs are placed one per cell at this pitch, so even a proportional fallback font lines up.
@@ -63,7 +64,7 @@ class TraceWriter:
         self.m = self.ch // 2  # margin
         self.size, self.n, self.warnings, self.result = None, 0, [], None
         self._tmp, self._proc, self._err, self._gif = {}, None, None, None
-        self._last_rgb = self._pending = self._prev = self._pal = None  # at most one frame each
+        self._prev = self._pal = None
 
     def _layout(self, tokens, states, conf=None):
         """[(row, col, glyph, state, conf)]: wrap at cols, short tokens kept whole, break after "\\n"."""
@@ -80,15 +81,9 @@ class TraceWriter:
                 r, c = (r + 1, 0) if ch == "\n" else (r, c + 1)
         return cells
 
-    def _fix_size(self, tokens, states):
-        """Fix the frame size (rawvideo needs one): rows for this frame and a generous all-revealed guess."""
-        if self.rows is None:
-            shown = [t for t in tokens if t is not None]
-            # cells per masked position: char-level ~3 (newlines waste row ends), BPE ~6, unknown 4
-            w = 4 if not shown else 3 if all(len(t) <= 1 for t in shown) else 6
-            est = [t if t is not None else "x" * w for t in tokens]
-            need = [self._layout(tokens, states), self._layout(est, ["kept"] * len(est))]
-            self.rows = max([1] + [cells[-1][0] + 1 for cells in need if cells])
+    def _fix_size(self, frames):
+        """Fix the frame size (rawvideo needs one): rows enough for the tallest of frames [(tokens, states)]."""
+        self.rows = max([1] + [cells[-1][0] + 1 for cells in (self._layout(t, s) for t, s in frames) if cells])
         self.top = self.m + 2 * self.ch + self.m
         w = 2 * self.m + math.ceil(max(self.cols, 48) * self.adv)  # >= 48 cells: room for the legend
         h = self.top + self.rows * self.ch + self.m + self.ch + self.m
@@ -106,24 +101,23 @@ class TraceWriter:
         if glyph != " ":
             d.text((x0, y + 2), glyph, font=self.bold if st == "new" else self.font, fill=ink)
 
-    def render(self, tokens, states, step=0, t=0.0, nfe=0, confidence=None, caption=""):
-        """One frame as an RGB image (the first call fixes the frame size)."""
+    @staticmethod
+    def _check(tokens, states, confidence):
         n = len(tokens)
         if len(states) != n or (confidence is not None and len(confidence) != n) or set(states) - set(STATES):
             raise ValueError(f"need tokens, states, confidence of equal length and states in {STATES}")
+
+    def render(self, tokens, states, step=0, t=0.0, nfe=0, confidence=None, caption=""):
+        """One frame as an RGB image (without a fixed size, this frame fixes it)."""
+        self._check(tokens, states, confidence)
         if self.size is None:
-            self._fix_size(tokens, states)
+            self._fix_size([(tokens, states)])
         img = Image.new("RGB", self.size, PAGE)
         d, fit = ImageDraw.Draw(img), int((self.size[0] - 2 * self.m) / self.adv)
         d.text((self.m, self.m), self.title[:fit], font=self.bold, fill=HEAD_INK)
         info = f"step {step}  t={t:.3f}  NFE {nfe}" + (f"  |  {caption}" if caption else "")
         d.text((self.m, self.m + self.ch), info.replace("\n", " ")[:fit], font=self.font, fill=HEAD_INK)
-        cells = self._layout(tokens, states, confidence)
-        if cells and cells[-1][0] >= self.rows:  # more text than the fixed grid: clip and say so
-            last = (self.rows - 1, self.cols - 1)
-            cells = [c for c in cells if c[0] < self.rows and c[:2] != last]
-            cells.append((*last, GLYPH["more"], "mask", None))
-        for r, c, g, st, cf in cells:
+        for r, c, g, st, cf in self._layout(tokens, states, confidence):
             self._cell(d, self.top + r * self.ch, c, g, st, cf)
         y, col = self.size[1] - self.m - self.ch, 0
         for st, g in zip(STATES, ("a", GLYPH["mask"], "a", "a", GLYPH["remask"])):  # legend
@@ -133,19 +127,13 @@ class TraceWriter:
         return img
 
     def add_frame(self, tokens, states, step, t, nfe, confidence=None, caption=""):
+        """Keep one frame (its lists: a few KB); close() renders them all at one size."""
         if self.result is not None:
             raise RuntimeError("TraceWriter is already closed")
-        img = self.render(tokens, states, step, t, nfe, confidence, caption)
-        if self.n == 0:
-            self._start()
+        self._check(tokens, states, confidence)
+        self.frames.append((list(tokens), list(states), step, t, nfe, None if confidence is None else list(confidence),
+                            caption))
         self.n += 1
-        if self._proc is not None:
-            self._last_rgb = img.tobytes()  # kept (one frame) to repeat as the final hold
-            self._ffmpeg(self._last_rgb)
-        if self._gif is not None:
-            if self._pending is not None:  # lag one frame: only close() knows which one is last
-                self._gif_write(self._pending, self.frame_ms)
-            self._pending = img.quantize(palette=self._pal, dither=Image.Dither.NONE)
 
     def _start(self):
         for key, path in self.paths.items():
@@ -198,16 +186,25 @@ class TraceWriter:
         self._prev = idx
 
     def close(self):
-        """Finish both files, move them into place; returns {'mp4', 'gif', 'frames', 'warnings'}."""
+        """Render the frames at the tallest one's size, finish both files, move them into place; returns {'mp4',
+        'gif', 'frames', 'warnings'}."""
         if self.result is not None:
             return self.result
         try:
+            if self.frames:
+                self._fix_size([f[:2] for f in self.frames])
+                self._start()
+            for i, frame in enumerate(self.frames):
+                img, last = self.render(*frame), i == len(self.frames) - 1
+                if self._proc is not None:  # the last frame held: repeated for hold_frames slots
+                    self._ffmpeg(img.tobytes() * (self.hold_frames if last else 1))
+                if self._gif is not None:
+                    p = img.quantize(palette=self._pal, dither=Image.Dither.NONE)
+                    self._gif_write(p, self.frame_ms * (self.hold_frames if last else 1))
             if self._proc is not None:
-                self._ffmpeg(self._last_rgb * (self.hold_frames - 1))  # hold the last frame
                 self._ffmpeg(None)
                 self._err.close()
             if self._gif is not None:
-                self._gif_write(self._pending, self.frame_ms * self.hold_frames)
                 self._gif.write(b";")  # GIF trailer
                 self._gif.close()
             for key, tmp in self._tmp.items():  # replace only once every encode has succeeded
@@ -232,7 +229,7 @@ class TraceWriter:
         for tmp in self._tmp.values():
             with suppress(FileNotFoundError):
                 os.remove(tmp)
-        self._tmp, self._last_rgb, self._pending, self._prev = {}, None, None, None
+        self._tmp, self._prev, self.frames = {}, None, []
         self.result = dict(mp4=None, gif=None, frames=self.n, warnings=self.warnings + ["aborted"])
 
     def __enter__(self):
