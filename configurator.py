@@ -285,6 +285,11 @@ def _key_docs():
     return [(name, keys) for name, keys in sections if keys]
 
 
+def sample_keys():
+    """What sampling reads: config.py's sampling and system sections (inference.py takes the rest from the checkpoint)."""
+    return {k for section, keys in _key_docs() if section.startswith(("sampling", "system")) for k, _ in keys}
+
+
 def _preset_docs():
     """{preset: the comment lines above it in PRESETS}."""
     src = inspect.getsource(config)

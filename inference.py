@@ -29,7 +29,8 @@ import torch
 import objectives
 from canvas import build_canvas
 from common import Schedule
-from configurator import TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, wants_help
+from configurator import (TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, sample_keys, validate,
+                          wants_help)
 from trace import LiveView, StepBar, chain, generate_with_trace, open_trace, print_written
 from utils.checkpoint import load_model
 from utils.dist import autocast_for, pick_device
@@ -64,10 +65,15 @@ def load(argv):
     device = pick_device(where.device)
     model, ckpt = load_model(where.checkpoint, device)
     saved = config_from_dict(ckpt["config"])
-    cfg, flags = parse(argv, base=saved)  # pass 2: the command line over the checkpoint's settings
+    cfg, flags = parse(argv, base=saved, check=False)  # pass 2: the command line over the checkpoint's settings
     refuse_changes(cfg, flags & set(TRAINED_KEYS), vars(saved), f"checkpoint {where.checkpoint}",
                    "drop those flags (sampling takes them from the checkpoint)")
-    cfg = replace(cfg, **{k: getattr(saved, k) for k in TRAINED_KEYS})  # a preset's model keys do not apply either
+    training = sorted(flags - sample_keys() - set(TRAINED_KEYS) - {"tokenizer_path"})
+    if training:
+        raise UserError(f"inference.py samples: --{training[0]} sets training, which sampling does not read; drop it")
+    # a preset's model and training keys do not apply either: the checkpoint's stay (sampling reads no batch size)
+    cfg = replace(cfg, **{k: getattr(saved, k) for k in vars(saved) if k not in sample_keys() and k != "tokenizer_path"})
+    validate(cfg, flags)
     if "viz_video" not in flags:
         cfg = replace(cfg, viz_video="")  # write a video only when asked here: never replace one by default
     tok = tokenizer_from_state(ckpt["tokenizer"])
@@ -155,7 +161,8 @@ def sample_once(cfg, run):
     for i, text in enumerate(stats["full_texts"]):
         if len(texts) > 1:
             print(f"---- sample {i}: {nfes[i]} NFE, {seconds[i]:.2f}s")
-        print(text)
+        if not (live and i == 0):  # --live's last frame is sample 0's text: not printed twice
+            print(text)
     unit = "BPE tokens (--gen-len counts tokens, not characters)" if tok.kind == "bpe" else "tokens"
     nfe = f"{nfes[0]}" if min(nfes) == max(nfes) else f"{sum(nfes) / len(nfes):.1f} (min {min(nfes)}, max {max(nfes)})"
     print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched passes, "

@@ -194,14 +194,16 @@ class LiveView:
             if c != "\n":
                 line.append((c, state))
         lines.append(line)
-        lines = lines[-(rows - 2):]  # taller than the terminal: the end, where the work is
+        lines = lines[-(rows - 3):]  # taller than the terminal: the end, where the work is
         paint = lambda s, text: f"{ANSI[s]}{text}\x1b[0m" if ANSI[s] else text  # noqa: E731
+        legend = " ".join(paint(s, w) for s, w in (("prompt", "given"), ("mask", "_ [MASK]"), ("new", "new"),
+                                                   ("remasked", "re-masked")))
         body = "\n".join("".join(paint(s, "".join(c for c, _ in run)) for s, run in groupby(ln, key=lambda cell: cell[1]))
                          for ln in lines)
         up = f"\x1b[{self.lines}F\x1b[J" if self.lines else ""  # back to the first line of the last frame, clear below
-        self.out.write(f"{up}\x1b[1m{header[:cols - 1]}\x1b[0m\n{body}\n")
+        self.out.write(f"{up}\x1b[1m{header[:cols - 1]}\x1b[0m\n{legend}\n{body}\n")
         self.out.flush()
-        self.lines = len(lines) + 1
+        self.lines = len(lines) + 2
 
 
 # ----------------------------------------------------------------------------- progress

@@ -42,12 +42,14 @@ def test_live_prints_every_step_as_plain_text_when_not_a_terminal():
 def test_live_redraws_in_place_on_a_terminal_with_one_colour_per_state(monkeypatch):
     monkeypatch.setenv("COLUMNS", "8")  # the 12-token canvas wraps onto two lines
     out = _live(Terminal())
-    frames = out.split("\x1b[3F\x1b[J")  # back up over the last frame (header + 2 lines), clear below
-    assert len(frames) == 7 and "\x1b[" not in frames[0].replace("\x1b[0m", "").replace("\x1b[1m", "").replace(
-        ANSI["prompt"], "").replace(ANSI["mask"], "")  # the first frame: given text and masks only
+    frames = out.split("\x1b[4F\x1b[J")  # back up over the last frame (header, legend, 2 lines), clear below
+    assert f"{ANSI['new']}new\x1b[0m" in frames[0] and f"{ANSI['remasked']}re-masked\x1b[0m" in frames[0]  # legend
+    canvas = frames[0].split("\n", 2)[2]  # under the header and the legend
+    assert len(frames) == 7 and "\x1b[" not in canvas.replace("\x1b[0m", "").replace(ANSI["prompt"], "").replace(
+        ANSI["mask"], "")  # the first frame: given text and masks only
     assert f"{ANSI['prompt']}abc\x1b[0m" in frames[0] and f"{ANSI['mask']}____\x1b[0m" in frames[0]
     assert sum(ANSI["new"] in f for f in frames[1:]) >= 3  # revealed this step: on yellow
-    assert ANSI["mask"] not in frames[-1]
+    assert ANSI["mask"] not in frames[-1].split("\n", 2)[2]  # the canvas of the last frame: no [MASK] left
 
 
 def test_live_paces_its_frames_and_sampling_without_it_never_sleeps(monkeypatch):
@@ -155,7 +157,19 @@ def test_the_readme_prompts_file_ships_and_samples(tiny_ckpt, capsys):
 
 
 @pytest.mark.slow
+def test_a_presets_sampling_settings_apply_to_a_checkpoint_trained_at_other_batch_settings(tiny_ckpt, capsys):
+    """inference.py cpu --checkpoint X: the preset's sampler over X's model; its batch and optimiser keys are training's,
+    which sampling does not read, so X's stay (X's total batch is no multiple of the preset's batch)."""
+    code, out, err = run_cli_here(inference.main, ["cpu", "--checkpoint", tiny_ckpt, "--gen-len", 8, "--steps", 8],
+                                  capsys)  # (the checkpoint's chain has T = 20: the preset's 64 steps would not fit)
+    assert code == 0, err
+    assert "sampler: 8 steps, schedule counts, order random, remask remdm cap eta=0.05" in out  # the preset's sampler
+
+
+@pytest.mark.slow
 def test_live_through_the_cli(tiny_ckpt, capsys):
     code, out, _ = run_cli_here(inference.main, ["--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 16,
                                                  "--steps", 8, "--live"], capsys)
     assert code == 0 and out.count("\n-- step ") == 9 and "-- step 8/8: 0 of 16 generated positions masked" in out
+    final = out.split("-- step 8/8: 0 of 16 generated positions masked\n")[1].split("\n")[0]
+    assert out.count(final) == 1  # the last frame is the sample: its text is not printed a second time
