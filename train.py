@@ -29,8 +29,8 @@ import objectives
 from common import Draw, Schedule
 from configurator import RESUMABLE_KEYS, format_config, help_text, parse, refuse_changes, wants_help
 from evals.bound import evaluate, reported
-from evals.report import (check_report, estimate_line, eta_seconds, final_report, first_step_line, fmt_eta, fmt_time,
-                          long_run_note, loss_label, steady_step_s, units)
+from evals.report import (check_report, contention_note, estimate_line, eta_seconds, final_report, first_step_line,
+                          fmt_eta, fmt_time, long_run_note, loss_label, steady_step_s, units)
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, read_checkpoint, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
@@ -333,7 +333,8 @@ def save_checkpoints(cfg, env, data, run, it, res):
 def train(cfg, env, data, run):
     run.model.train()
     peak = peak_flops(env.device)
-    t_last, tokens_since, timed_iters, window_s, noted = time.time(), 0, 0, [], False  # window_s: s/step per log line
+    t_last, tokens_since, timed_iters, window_s = time.time(), 0, 0, []  # window_s: s/step per log line
+    noted = contended = False  # the long-run and shared-cores notes, once each
     run.t_start, train_time = time.time(), 0.0
     loss_name, legend = loss_label(cfg)
     print0(f"{legend}\nbest.pt: the lowest dev figure of the evals ({len(data.val_windows)} windows x {EVAL_T} t of the dev "
@@ -374,6 +375,9 @@ def train(cfg, env, data, run):
             note, noted = long_run_note(cfg, env.device, eta) if settled and not noted else "", noted or settled
             if note:  # once, from the first settled ETA
                 print0(note)
+            if not contended and (shared := contention_note(window_s, env.device)):  # once
+                print0(shared)
+                contended = True
             sys.stdout.flush()
             log_row(env, run, kind="train", iter=it + 1, loss=loss_avg, lr=lr, tok_per_s=tps, seconds=train_time)
             run.loss_acc.zero_()

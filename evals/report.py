@@ -5,6 +5,7 @@ and the end-of-training metrics block with a sample. Every figure carries its un
     from evals.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_eta, long_run_note, loss_label
     print(loss_label(cfg))                      # 'train all_ce' (the log line's figure) and what it measures
 """
+import os
 from dataclasses import replace
 
 import torch
@@ -85,6 +86,19 @@ def first_step_line(cfg, done, step_s, eta):
     return f"iter {done}/{cfg.max_iters} | {step_s:.2f} s/step (the first, setup included) | {fmt_eta(eta, False)}"
 
 
+def contention_note(window_s, device):
+    """Once, when the cores are shared: a CPU's last log window several times slower than the run's fastest, or more
+    processes ready to run than cores. It names the fix (one thread a run)."""
+    if device.type != "cpu" or len(window_s) < 3:
+        return ""
+    slow, load, cores = window_s[-1] / min(window_s[1:]), os.getloadavg()[0], os.cpu_count() or 1
+    if slow < 2 and load <= cores + 0.5:
+        return ""
+    return (f"note: steps run {slow:.1f}x slower than this run's fastest, {load:.1f} processes ready on {cores} cores: "
+            f"another process shares them; give each run one thread (OMP_NUM_THREADS=1 python train.py ...) or run one "
+            f"at a time")
+
+
 def long_run_note(cfg, device, eta):
     """Once the ETA has settled: a note when the run needs more than an hour here; on a CPU, when the run is
     bigger than the laptop preset, it names that preset."""
@@ -104,6 +118,9 @@ def loss_label(cfg):
     ar, who = (cfg.bd3_ar, "the clean half") if cfg.bd3_ar else (cfg.dual_ar, "a causal pass")
     band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}] (the bound scores every rate: not comparable to it)"
             if (cfg.mask_min, cfg.mask_max) != (0, 1) else "")
+    if cfg.mask_ramp:  # the curriculum: a rising training loss is the band moving, not divergence
+        band += (f", the band's top rising from {cfg.mask_ramp_from:g} to {cfg.mask_max:g} over the first "
+                 f"{cfg.mask_ramp:.0%} of the run: harder windows as it goes, so this loss can rise while the dev bound falls")
     draws = f", the mean over {cfg.mask_draws} masks of each window" if cfg.mask_draws > 1 else ""
     val = "'dev NLL' is the exact NLL" if obj.EXACT else "'dev bound' is the NELBO"
     what = LOSSES[name] + band + draws + (f" plus {ar:g} x {who}'s next-token CE" if ar else "")
