@@ -136,7 +136,8 @@ class Config:
     # ---- system
     device: str = resumable("auto")     # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
     dtype: str = "auto"                 # 'auto' (bf16 autocast on CUDA, fp16 + GradScaler on a GPU without bf16, fp32 elsewhere) | 'float32' | 'bfloat16' | 'float16'
-    compile: bool = resumable(False)    # torch.compile the training model
+    compile: str = resumable("auto")    # 'auto' (torch.compile the training step's model on CUDA, eager elsewhere: a CPU
+                                        #   gains nothing measured) | 'true' | 'false'; a bare --compile is 'true'
     seed: int = 1337                    # the random seed: initialisation, data order, noise draws, samples
     wandb_log: bool = resumable(False)  # also log to Weights & Biases (pip install wandb); metrics.jsonl is always written
     wandb_project: str = resumable("micro-dllm")  # the Weights & Biases project (with wandb_log)
@@ -270,7 +271,7 @@ PRESETS = {
         tokenizer="bpe", data_path="data/tinystories_train.txt", val_path="data/tinystories_valid.txt",
         block_size=1024, n_layer=16, n_head=16, n_embd=1024,
         batch_size=32, total_batch_size=524288, max_iters=2000, learning_rate=3e-4, min_lr=3e-5, warmup_iters=200,
-        beta2=0.95, eval_interval=250, eval_iters=20, compile=True,
+        beta2=0.95, eval_interval=250, eval_iters=20, compile="true",
         out_dir="artifacts/models/gpt200m", checkpoint="artifacts/models/gpt200m/model.pt",
         prompt="Once upon a time", gen_len=256),
 }

@@ -35,6 +35,8 @@ EXAMPLES = {bool: "true", int: "100", float: "0.5", str: "text"}  # a valid valu
 
 def _coerce(name, typ, value):
     """Turn a command-line string (or a config-file value) into the field's type."""
+    if name == "compile" and isinstance(value, bool):  # a config file's (or an older checkpoint's) compile = True
+        value = str(value).lower()
     if isinstance(value, str) and typ is not str:
         text = value.strip()
         try:
@@ -95,7 +97,7 @@ def parse(argv, base=None, check=True):
             key, eq, value = arg[2:].partition("=")
             key = _known_key(key.replace("-", "_"))  # --gen-len == --gen_len
             if not eq:
-                if TYPES[key] is bool and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+                if (TYPES[key] is bool or key == "compile") and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
                     value = "true"  # bare --flag
                 elif i + 1 < len(argv):
                     i, value = i + 1, argv[i + 1]
@@ -145,7 +147,7 @@ def refuse_changes(cfg, given, saved, what, fix, allowed=()):
 # every choice list, defined once beside the code that implements it
 CHOICES = dict(tokenizer=TOKENIZERS, time_cond=TIME_CONDS, objective=objectives.OBJECTIVES, schedule=SCHEDULES,
                loss_type=LOSS_TYPES, dtype=DTYPES, optimizer=OPTIMIZERS, order=ORDERS, tokens_per_step=TOKENS_PER_STEP,
-               remask=REMASKS, muon_ns_dtype=NS_DTYPES)
+               remask=REMASKS, muon_ns_dtype=NS_DTYPES, compile=("auto", "true", "false"))
 TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
 
@@ -243,7 +245,8 @@ def validate(cfg, given=()):
 def config_from_dict(d):
     """Rebuild a Config from a checkpoint's dict (utils.checkpoint.migrate renamed its old keys), ignoring keys this
     version does not know, as its objective runs it (objectives.effective)."""
-    return objectives.effective(replace(Config(), **{k: v for k, v in d.items() if k in TYPES}))
+    return objectives.effective(replace(Config(), **{k: _coerce(k, TYPES[k], v) if k == "compile" else v
+                                                     for k, v in d.items() if k in TYPES}))
 
 
 def format_config(cfg, marks=None):

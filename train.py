@@ -34,7 +34,7 @@ from evals.report import (check_report, contention_note, estimate_line, eta_seco
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, read_checkpoint, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
-from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, grad_accum_steps, grad_scaler,
+from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, compiled, grad_accum_steps, grad_scaler,
                         init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state, synchronize)
 from utils.errors import UserError, run_cli
 from utils.fileio import remove_stale_temps
@@ -224,17 +224,17 @@ def build(cfg, env, data):
               scaler=grad_scaler(env.device, env.dtype_name), flops_tok=flops_tok)
     if env.resume:
         resume_state(cfg, env, run)
-    run.ema = EMA(model, cfg.ema) if cfg.ema else None
+    run.ema = EMA(model, cfg.ema) if cfg.ema and env.master else None  # only rank 0 evaluates and saves it
     if run.ema and env.resume and "ema" in env.resume:
         run.ema.load_state_dict(env.resume["ema"], env.resume["ema_updates"])
     run.eval_model = run.ema.model if run.ema else model  # eval, best.pt selection and samples use the EMA weights when on
     if run.ema and cfg.ema >= (reach := EMA.ramp(cfg.max_iters - 1)):
         print0(f"EMA: its warm-up rule (1+n)/(10+n) stays below {cfg.ema} all run: any decay above {reach:.4f} averages alike")
-    if cfg.compile:
+    if env.world > 1:  # wrapped before it is compiled: the compiled backward overlaps the all-reduce (DDPOptimizer);
+        run.model = torch.nn.parallel.DistributedDataParallel(  # the RoPE tables are the same on every rank: no broadcast
+            run.model, device_ids=[env.local_rank] if env.device.type == "cuda" else None, broadcast_buffers=False)
+    if compiled(cfg, env.device):
         run.model = torch.compile(run.model)
-    if env.world > 1:
-        run.model = torch.nn.parallel.DistributedDataParallel(
-            run.model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
     if env.master:
         os.makedirs(cfg.out_dir, exist_ok=True)
         trim_metrics(run.metrics_path, run.start_iter if cfg.resume else -1)

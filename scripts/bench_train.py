@@ -27,7 +27,7 @@ import objectives  # noqa: E402
 from common import Draw, Schedule  # noqa: E402
 from configurator import get_config  # noqa: E402
 from model import Transformer  # noqa: E402
-from utils.dist import autocast_for, keyed_generator, peak_flops, pick_device, timed  # noqa: E402
+from utils.dist import autocast_for, compiled, keyed_generator, peak_flops, pick_device, timed  # noqa: E402
 from utils.cli import ArgParser, at_least, list_of  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
@@ -54,7 +54,7 @@ def make_step(cfg, vocab_size, device):
     obj = objectives.get(cfg.objective)
     model = Transformer(objectives.model_args(cfg, vocab_size)).to(device).train()
     opt = build_optimizer(model, cfg, device)
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = torch.compile(model) if compiled(cfg, device) else model
     ctx, _ = autocast_for(device, cfg.dtype)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     vocab = SimpleNamespace(vocab_size=vocab_size, mask_id=vocab_size - 1)  # all a loss reads of a tokenizer
@@ -99,7 +99,7 @@ def main(argv):
                 (f"{cfg.objective} head=masked", replace(cfg, head_on_masked_only=True))]
     rows += [(f"bd3 L'={k}", get_config(rest + ["--objective=bd3", f"--bd3_block={k}"])) for k in args.bd3_blocks]
     if args.compare_compile:
-        rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows for tag, on in (("eager", False), ("compiled", True))]
+        rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows for tag, on in (("eager", "false"), ("compiled", "true"))]
     if args.compare_ns:
         rows = [(f"{name} ns={ns}", replace(c, muon_ns_dtype=ns)) for name, c in rows for ns in ("bfloat16", "float32")]
 

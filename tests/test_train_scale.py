@@ -42,7 +42,9 @@ def test_two_rank_ddp_matches_one_rank_with_two_micro_steps(tmp_path):
     assert [r["iter"] for r in a] == [r["iter"] for r in b] == [3, 6, 9, 12]
     for ra, rb in zip(a, b):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5, abs=1e-6)
-    wa, wb = load_checkpoint(tmp_path / "ddp" / "model.pt")["model"], load_checkpoint(tmp_path / "one" / "model.pt")["model"]
+    ca, cb = load_checkpoint(tmp_path / "ddp" / "model.pt"), load_checkpoint(tmp_path / "one" / "model.pt")
+    assert ca["config"]["total_batch_size"] == cb["config"]["total_batch_size"] == 2 * B * L  # the same tokens a step
+    wa, wb = ca["model"], cb["model"]
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=2e-5)
 
@@ -253,7 +255,9 @@ def test_keyed_draws_depend_only_on_their_key():
 
 
 def test_accumulation_is_derived_and_bad_splits_are_refused():
-    assert grad_accum_steps(0, 256, 2) == 1 and grad_accum_steps(4096, 256, 2) == 8
+    assert grad_accum_steps(0, 256, 1) == 1 and grad_accum_steps(4096, 256, 2) == 8
+    with pytest.raises(UserError, match="total_batch_size=256 / world size 2 = 128 tokens per rank"):
+        grad_accum_steps(0, 256, 2)  # 0: the recipe's step is one micro-batch, which two ranks cannot split
     with pytest.raises(UserError, match="world size 3 does not divide"):
         grad_accum_steps(4096, 256, 3)
     with pytest.raises(UserError, match="tokens per rank is not a multiple"):

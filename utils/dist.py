@@ -41,6 +41,12 @@ def pick_device(name):
     return dev
 
 
+def compiled(cfg, device):
+    """Whether the training step's model is torch.compile'd: --compile=auto compiles on CUDA (launch-bound in eager:
+    ~700 kernels a step) and leaves a CPU eager (nothing measured gained there)."""
+    return cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")
+
+
 def precision(device, dtype="auto", bf16_supported=None):
     """The autocast dtype's name: 'auto' is bf16 on a CUDA GPU that has it (Ampere and later), fp16 with a GradScaler
     on one that does not (V100, T4: bf16 there is emulated), fp32 elsewhere (bf16 on these CPUs measured 2.4x slower).
@@ -110,8 +116,9 @@ def all_reduce_mean(x, world):
 
 
 def grad_accum_steps(total_batch_size, micro_tokens, world):
-    """Micro-steps per optimizer step so that world * accum * micro_tokens == total_batch_size exactly."""
-    total = total_batch_size or micro_tokens * world
+    """Micro-steps per optimizer step so that world * accum * micro_tokens == total_batch_size exactly: the recipe's
+    step (0: one micro-batch) is the same on any world size, split over the ranks, never multiplied by them."""
+    total = total_batch_size or micro_tokens
     if total % (micro_tokens * world):
         why = (f"world size {world} does not divide total_batch_size={total}" if total % world else
                f"total_batch_size={total} / world size {world} = {total // world} tokens per rank is not a multiple "
