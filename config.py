@@ -83,6 +83,8 @@ class Config:
     muon_ns_dtype: str = "auto"         # Muon's Newton-Schulz in 'auto' (bf16 on CUDA, fp32 elsewhere: a CPU runs bf16
                                         #   matmuls ~10x slower) | 'bfloat16' (torch's own) | 'float32'
     ema: float = 0.0                    # 0 = off; else the decay (e.g. 0.999) of a weight average used for eval and samples
+    activation_checkpointing: bool = resumable(False)  # keep each layer's input only, recompute it in backward
+                                        #   (torch.utils.checkpoint): ~1/n_layer of the activations, ~4/3 of the compute
     head_on_masked_only: bool = resumable(False)  # mdlm: output head only at masked positions (same loss; elbo/masked_ce)
     # ---- eval, logging, checkpoints
     eval_interval: int = resumable(250)  # steps between validation passes

@@ -175,7 +175,7 @@ class Transformer(nn.Module):
     def __init__(self, a: ModelArgs):
         super().__init__()
         assert a.n_embd % a.n_head == 0 and (a.n_embd // a.n_head) % 2 == 0 and a.time_cond in TIME_CONDS
-        self.args = a
+        self.args, self.checkpointing = a, False  # checkpointing: train.py sets it (--activation_checkpointing)
         self.tok_emb = nn.Embedding(a.vocab_size, a.n_embd)
         self.time_emb = nn.Embedding(a.diffusion_steps + 1, a.n_embd) if a.time_cond == "learned" else None
         self.adaln = AdaLN(a) if a.time_cond == "adaln" else None
@@ -223,8 +223,12 @@ class Transformer(nn.Module):
             x = x + self.sc_proj(sc.to(x.dtype) @ self.tok_emb.weight)
         mods, final = self.adaln(t) if self.adaln is not None else ([None] * len(self.layers), None)
         x = self.drop(x)
+        recompute = self.checkpointing and self.training and torch.is_grad_enabled()
         for layer, mod in zip(self.layers, mods):
-            x = layer(x, cos, sin, kv_cache, mod, attn_mask)
+            if recompute:  # --activation_checkpointing: keep each layer's input, recompute its inside in backward
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, kv_cache, mod, attn_mask, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, kv_cache, mod, attn_mask)
         x = rms_norm(x)
         if final is not None:
             x = x * (1 + final[1]) + final[0]  # adaLN before the head (DiT's final layer)
@@ -247,15 +251,17 @@ class Transformer(nn.Module):
         n -= sum(p.numel() for m in (self.time_emb, self.adaln) if m is not None for p in m.parameters())
         return 6 * n + 12 * a.n_layer * a.n_embd * (seq_len or a.block_size)
 
-    def estimate_memory(self, micro_batch, seq_len, bf16, head_frac=1.0, ema=False):
-        """Rough training bytes on one rank: (weights, grads, AdamW moments[, EMA]) in fp32 and the activations
-        kept for backward of one micro-batch. Per token and layer a block saves 68 d bytes in fp32 and 50 d
-        under bf16 autocast (counted with torch.autograd.graph.saved_tensors_hooks on CPU; the test checks
-        it); the head saves ~8 bytes per logit, plus ~4 for transient copies. Returns (state, activations)."""
+    def estimate_memory(self, tokens, bf16, head_frac=1.0, ema=False):
+        """Rough training bytes on one rank: (weights, grads, AdamW moments[, EMA]) in fp32 and the activations kept
+        for backward of `tokens` columns (a micro-batch's, every pass of it). Per token and layer a block saves 68 d
+        bytes in fp32 and 50 d under bf16 autocast (counted with torch.autograd.graph.saved_tensors_hooks on CPU; the
+        test checks it); with checkpointing each layer keeps only its input (4 d or 2 d) and one layer at a time its
+        inside; the head saves ~8 bytes per logit, plus ~4 for transient copies. Returns (state, activations)."""
         a = self.args
         state = self.num_params() * (4 * 4 + (4 if ema else 0))
-        per_token = a.n_layer * a.n_embd * (50 if bf16 else 68) + 12 * a.vocab_size * head_frac
-        return state, per_token * micro_batch * seq_len
+        block = a.n_embd * (50 if bf16 else 68)
+        layers = a.n_layer * a.n_embd * (2 if bf16 else 4) + block if self.checkpointing else a.n_layer * block
+        return state, (layers + 12 * a.vocab_size * head_frac) * tokens
 
     def optimizer_groups(self, weight_decay, exclude=()):
         """Decay 2-D matmul weights only; embeddings (token, time) are not decayed. exclude: parameters left out

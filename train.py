@@ -29,8 +29,8 @@ import objectives
 from common import Draw, Schedule
 from configurator import RESUMABLE_KEYS, format_config, help_text, parse, refuse_changes, wants_help
 from evals.bound import evaluate, reported
-from evals.report import (check_report, contention_note, estimate_line, eta_seconds, final_report, first_step_line,
-                          fmt_eta, fmt_time, long_run_note, loss_label, steady_step_s, units)
+from evals.report import (check_memory, check_report, contention_note, estimate_line, eta_seconds, final_report,
+                          first_step_line, fmt_eta, fmt_time, long_run_note, loss_label, steady_step_s, units)
 from model import ModelArgs, Transformer
 from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, read_checkpoint, save_run_checkpoint, trim_metrics
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
@@ -214,7 +214,10 @@ def build(cfg, env, data):
            f"{cfg.total_batch_size:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x "
            f"{cfg.batch_size} x {cfg.block_size}")
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    print0(estimate_line(cfg, model, schedule, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU))
+    model.checkpointing = cfg.activation_checkpointing  # before the estimate, which counts what it keeps
+    line, need = estimate_line(cfg, model, schedule, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
+    print0(line)
+    check_memory(cfg, env.device, need)
     if cfg.max_iters == 0 and not cfg.resume:
         print0("max_iters=0: built data, tokenizer and model; exiting without training")
         return None

@@ -36,22 +36,38 @@ def fmt_time(s):
 
 
 def estimate_line(cfg, model, schedule, device, dtype_name, flops_tok, seq, assumed_mfu):
-    """Memory per rank and tokens/s, from the model's own accounting (rough: see model.estimate_memory)."""
+    """(Memory per rank and tokens/s in a line, from the model's own accounting (rough: see model.estimate_memory);
+    the bytes a rank needs). seq: the columns of one pass (bd3: both streams); a micro-batch runs mask_draws
+    diffusion passes and the dual objective's causal one."""
     masked_head = cfg.head_on_masked_only and cfg.loss_type != "all_ce"  # (an objective without masks ignores both)
     head_frac = (1 - schedule.alpha[1:]).mean().item() if masked_head else 1.0  # E_t[mask rate]
-    state_b, act_b = model.estimate_memory(cfg.batch_size, seq, dtype_name == "bfloat16", head_frac, cfg.ema > 0)
+    tokens = cfg.batch_size * (cfg.mask_draws * seq + (cfg.block_size - 1 if cfg.dual_ar else 0))
+    state_b, act_b = model.estimate_memory(tokens, dtype_name == "bfloat16", head_frac, cfg.ema > 0)
     peak = peak_flops(device)
     est_tps = peak * assumed_mfu / flops_tok if peak else None  # training tokens/s at the assumed MFU
     speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {assumed_mfu:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
              if est_tps else f"no tokens/s estimate: no peak FLOP/s known for {device} (scripts/bench_train.py measures one)")
     state = f"{state_b / 2**30:.1f} weights+grads+{cfg.optimizer}{'+EMA' if cfg.ema else ''}"
-    batch = f"a {cfg.batch_size}x{cfg.block_size} micro-batch"
+    batch = f"a {cfg.batch_size}x{cfg.block_size} micro-batch" + (f" ({tokens:,} columns in its passes)"
+                                                                   if tokens != cfg.batch_size * cfg.block_size else "")
     if device.type == "cpu":  # the tensors alone undercount a CPU process: see CPU_ACT_FACTOR
         total = state_b + CPU_ACT_FACTOR * act_b + CPU_RUNTIME_B
         return (f"estimate: ~{total / 2**30:.1f} GiB peak RSS on CPU = {state} + {CPU_ACT_FACTOR * act_b / 2**30:.1f} "
-                f"activations and their gradients in backward for {batch} + {CPU_RUNTIME_B / 2**30:.1f} runtime; {speed}")
+                f"activations and their gradients in backward for {batch} + {CPU_RUNTIME_B / 2**30:.1f} runtime; "
+                f"{speed}"), total
     return (f"estimate per rank: ~{(state_b + act_b) / 2**30:.1f} GiB of {device.type} memory = {state} + "
-            f"{act_b / 2**30:.1f} activations saved for backward of {batch}; {speed}")
+            f"{act_b / 2**30:.1f} activations saved for backward of {batch}; {speed}"), state_b + act_b
+
+
+def check_memory(cfg, device, need):
+    """Refuse, before step 1, a CUDA run its estimate says cannot fit, naming the keys that make it fit."""
+    if device.type != "cuda":
+        return
+    have = torch.cuda.get_device_properties(device).total_memory
+    if need > 0.95 * have:
+        fix = "add --activation_checkpointing, or " if not cfg.activation_checkpointing else ""
+        raise UserError(f"this run needs ~{need / 2**30:.0f} GiB a rank and {device} has {have / 2**30:.0f} GiB: "
+                        f"{fix}halve --batch_size and double the micro-steps (--total_batch_size keeps the step)")
 
 
 def eta_seconds(cfg, accum, eval_s, done, step_s, eval_t):

@@ -68,6 +68,7 @@ def test_trained_and_resumable_keys_are_field_metadata():
                                  "time_cond", "tokenizer", "data_path", "val_path", "bd3_block", "qk_norm", "self_cond",
                                  "tie_weights", "bd3_ar", "dual_ar"}
     assert set(RESUMABLE_KEYS) == {"max_iters", "eval_interval", "log_interval", "device", "resume", "overwrite", "compile",
+                                   "activation_checkpointing",
                                    "eval_iters", "head_on_masked_only", "wandb_log", "wandb_project", "keep_last",
                                    "skip_nonfinite", "out_dir"}
     from sampler import ORDERS

@@ -161,9 +161,9 @@ def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
     from evals.report import estimate_line
     cfg = get_config([])
     model = Transformer(objectives.model_args(cfg, 66))
-    line = estimate_line(cfg, model, Schedule(100), torch.device("cpu"), "float32", 70.9e6, 256, 0.4)
+    line, _ = estimate_line(cfg, model, Schedule(100), torch.device("cpu"), "float32", 70.9e6, 256, 0.4)
     assert line.startswith("estimate: ~4.5 GiB peak RSS on CPU = 0.2 weights+grads+adamw + 4.1 activations")
-    line = estimate_line(cfg, model, Schedule(100), torch.device("meta"), "float32", 70.9e6, 256, 0.4)
+    line, _ = estimate_line(cfg, model, Schedule(100), torch.device("meta"), "float32", 70.9e6, 256, 0.4)
     assert line.startswith("estimate per rank: ~2.6 GiB of meta memory")
 
 

@@ -284,9 +284,29 @@ def test_memory_estimate_matches_the_saved_activations():
             return t
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             diffusion_loss(m, torch.randint(0, V - 1, (4, 64)), Schedule(20), V - 1, t=torch.tensor([2, 7, 12, 19]))
-        state, act = m.estimate_memory(4, 64, bf16=False)
+        state, act = m.estimate_memory(4 * 64, bf16=False)
         assert state == 16 * m.num_params()
         assert 0.7 * act < sum(saved.values()) < 1.05 * act, (sum(saved.values()), act)
+    # --activation_checkpointing: each layer keeps its input, recomputes its inside in backward; the same gradients
+    x, t = torch.randint(0, V - 1, (4, 64)), torch.tensor([2, 7, 12, 19])
+    grads, kept = [], []
+    for on in (False, True):
+        torch.manual_seed(0)
+        m = Transformer(ModelArgs(vocab_size=V, block_size=64, n_layer=4, n_head=2, n_embd=64, diffusion_steps=20))
+        m.checkpointing, params, saved = on, {p.data_ptr() for p in m.parameters()}, {}
+
+        def pack(t):
+            if t.data_ptr() not in params:
+                saved[(t.data_ptr(), t.dtype, tuple(t.shape))] = t.numel() * t.element_size()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = diffusion_loss(m, x, Schedule(20), V - 1, t=t, generator=torch.Generator().manual_seed(1))[0]
+        loss.backward()
+        grads.append([p.grad for p in m.parameters()])
+        kept.append(sum(saved.values()))
+        act = m.estimate_memory(4 * 64, bf16=False)[1]  # with checkpointing: the kept inputs + one layer's inside
+        assert (0.7 * act < kept[-1] < 1.05 * act) if not on else (kept[-1] < act < 4 * kept[-1]), (on, kept[-1], act)
+    assert kept[1] < 0.4 * kept[0] and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
 
 
 def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(in_tmp):
