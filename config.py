@@ -132,7 +132,6 @@ class Config:
                                         #   attending causally, KV-cached, one token a pass: exact samples of that joint);
                                         #   continues a prompt (no infill); the diffusion sampler's keys do not apply
     live: bool = False                  # redraw the canvas in the terminal at every step (plain text when not a terminal)
-    live_fps: float = 8.0               # --live: at most this many steps drawn a second, to be watched (0 = no pause)
     prompts_file: str = ""              # sample once per line of this file (each line a prompt; blank lines skipped)
     interactive: bool = False           # read prompts from stdin in a loop until EOF (Ctrl-D)
     # ---- system
@@ -155,7 +154,7 @@ NEEDS = dict(
     init_from=("resume", (False,)), wandb_project=("wandb_log", None),
     top_k=("temperature", None), top_p=("temperature", None), temperature_end_share=("temperature", None),
     remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),
-    gif_frame_ms=("viz_video", None), live_fps=("live", None))
+    gif_frame_ms=("viz_video", None))
 
 # The presets: one flat literal each, every key it sets (as nanoGPT's config/*.py files); keys repeat across presets so
 # that each recipe reads in one place. The comment above a preset is its line in `python train.py --help`, and

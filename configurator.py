@@ -53,7 +53,7 @@ def _coerce(name, typ, value):
 # keys the measurements deleted (dev/LOG.md, 2026-11-27: each one's verdict and the commit that removed it)
 REMOVED = ("time_beta", "mask_span", "mir_weight", "mir_mask_max", "bd3_suffix_mix", "cooldown", "attn_scale", "dual_draft",
            "threshold_rule", "bd3_check", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
-           "corrector_steps", "corrector_frac", "corrector_pick", "draft", "draft_len")
+           "corrector_steps", "corrector_frac", "corrector_pick", "draft", "draft_len", "live_fps")
 
 
 def _known_key(key):
@@ -202,7 +202,7 @@ def validate(cfg, given=()):
         raise UserError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
     if cfg.learning_rate <= 0 or cfg.min_lr < 0:
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
-    for key in ("weight_decay", "grad_clip", "warmup_iters", "live_fps", "min_lr"):  # rates and counts below 0
+    for key in ("weight_decay", "grad_clip", "warmup_iters", "min_lr"):  # rates and counts below 0
         if getattr(cfg, key) < 0:
             raise UserError(f"{key} must be >= 0, got {getattr(cfg, key)}")
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):

@@ -38,6 +38,7 @@ from utils.errors import UserError, run_cli
 from utils.fileio import read_text
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
 
+LIVE_FPS = 8.0  # --live draws at most this many steps a second: the canvas can be watched
 USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
 
 
@@ -149,7 +150,7 @@ def sample_once(cfg, run):
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     passes = obj.passes(cfg, canvas.n_gen, canvas.prefix_len)
-    live = LiveView(tok, passes, fps=cfg.live_fps) if cfg.live else None
+    live = LiveView(tok, passes, fps=LIVE_FPS) if cfg.live else None
     if live:
         live.start(*canvas.tensors(1, "cpu"))
     t0 = time.time()

@@ -154,7 +154,7 @@ class LiveView:
         self.fps, self.slept, self.shown = fps, 0.0, None  # slept: seconds paused, for the caller to leave out of its time
 
     def pace(self):
-        """At most fps frames a second (cfg.live_fps): wait out the rest of the last frame's 1 / fps."""
+        """At most fps frames a second: wait out the rest of the last frame's 1 / fps."""
         wait = self.shown + 1 / self.fps - time.perf_counter() if self.fps > 0 and self.shown is not None else 0
         if wait > 0:
             time.sleep(wait)
