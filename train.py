@@ -21,7 +21,7 @@ import shlex
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -32,7 +32,8 @@ from evals.bound import evaluate, reported
 from evals.report import (check_memory, check_report, contention_note, estimate_line, eta_seconds, final_report,
                           first_step_line, fmt_eta, fmt_time, long_run_note, loss_label, steady_step_s, units)
 from model import ModelArgs, Transformer
-from utils.checkpoint import iter_of, load_latest, numbered_checkpoints, read_checkpoint, save_run_checkpoint, trim_metrics
+from utils.checkpoint import (BackgroundWriter, host_copy, iter_of, load_latest, numbered_checkpoints, read_checkpoint,
+                              save_run_checkpoint, trim_metrics)
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
 from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, compiled, grad_accum_steps, grad_scaler,
                         init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state, synchronize)
@@ -99,6 +100,7 @@ class Run:
     saved: str = ""           # the newest complete checkpoint: what a Ctrl-C leaves to --resume
     saved_iter: int = -1
     scaler: torch.amp.GradScaler = None  # loss scaling under fp16 autocast (utils.dist.grad_scaler); off otherwise
+    writer: BackgroundWriter = field(default_factory=BackgroundWriter)  # checkpoints written beside the steps
 
 
 def main(argv):
@@ -114,6 +116,7 @@ def main(argv):
         train(cfg, env, data, run)
         finish(cfg, env, data, run)
     except KeyboardInterrupt:
+        run.writer.wait()  # a checkpoint being written is finished first: the line below names it
         raise KeyboardInterrupt(interrupted(cfg, run, argv) if env.master else "") from None
 
 
@@ -326,10 +329,14 @@ def save_checkpoints(cfg, env, data, run, it, res):
         print(f"best.pt <- iter {it}: the lowest eval so far")
     state = snapshot(cfg, env, data, run, it, res)
     if env.master:
-        for path in save_run_checkpoint(cfg.out_dir, state, cfg.keep_last, is_best):
-            if iter_of(path) > it:
-                print(f"removed {path}: a checkpoint of the run this one replaces")
-        run.saved, run.saved_iter = os.path.join(cfg.out_dir, "model.pt"), it
+        state = host_copy(state)  # the step goes on changing the weights in place: write a copy, on a thread
+
+        def write():
+            for path in save_run_checkpoint(cfg.out_dir, state, cfg.keep_last, is_best):
+                if iter_of(path) > it:
+                    print(f"removed {path}: a checkpoint of the run this one replaces")
+            run.saved, run.saved_iter = os.path.join(cfg.out_dir, "model.pt"), it
+        run.writer.submit(write)
 
 
 # ---------------------------------------------------------------- training loop
@@ -443,6 +450,7 @@ def finish(cfg, env, data, run):
     res = run_eval(cfg, env, data, run, cfg.max_iters, details=True) if env.master else None
     log_row(env, run, kind="eval", iter=cfg.max_iters, **{k: v for k, v in (res or {}).items() if k != "entropy_by_t"})
     save_checkpoints(cfg, env, data, run, cfg.max_iters, res)
+    run.writer.wait()
     if not env.master:
         torch.distributed.destroy_process_group()
         return

@@ -18,6 +18,7 @@ import os
 import pickle
 import re
 import shutil
+import threading
 import warnings
 
 import torch
@@ -96,6 +97,42 @@ def _intact(path):
 def save_checkpoint(path, obj):
     with atomic_path(path) as tmp:
         torch.save({**obj, "checksum": checksum(obj)}, tmp)
+
+
+def host_copy(obj):
+    """obj with every tensor copied to the host: a snapshot the training step can no longer change."""
+    if isinstance(obj, dict):
+        return {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(host_copy(v) for v in obj)
+    return obj.detach().to("cpu", copy=True) if isinstance(obj, torch.Tensor) else obj
+
+
+class BackgroundWriter:
+    """Writes one checkpoint at a time on a thread while training goes on (in DDP, rank 0's disk write then stalls
+    the other ranks no longer than the copy to the host); wait() joins it and raises what it raised."""
+
+    def __init__(self):
+        self.thread, self.error = None, None
+
+    def submit(self, write):
+        self.wait()
+
+        def run():
+            try:
+                write()
+            except BaseException as e:  # raised in the training thread, at the next wait()
+                self.error = e
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    def wait(self):
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
 
 
 def _link(src, dst):
