@@ -154,3 +154,19 @@ def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_tr
     code, out, err = run_cli_here(script("order_nll").main, [str(ckpt), "--orders", "causal", "--n-windows", "4",
                                                              "--split", "dev"], capsys)
     assert code == 0 and f"causal: {mode['nats_per_token']:.4f} +- {mode['se']:.4f}" in out, out
+
+
+def test_the_bound_is_the_diffusion_nelbo_whatever_the_dual_weight():
+    """The dual objective changes what is trained, never what is reported: diffusion.bound (what evaluation and every
+    record read) of a network trained with --dual_ar is its masked-diffusion NELBO alone, the same figure at any
+    weight, with no trace of the causal pass's CE (which is far from it on this network)."""
+    bidir, _ = nets()
+    tok = type("Tok", (), dict(mask_id=MASK))
+    x = torch.randint(0, MASK, (6, 16), generator=torch.Generator().manual_seed(4))
+    t = torch.tensor([[3], [7], [10], [15], [18], [20]])
+    figures = [diffusion.bound(bidir, x, _cfg(f"--dual_ar={w}", "--steps=8"), Schedule(20), tok, t, torch.Generator().manual_seed(5))[0]
+               for w in (0.0, 0.25, 1.0)]
+    _, nelbo, _ = diffusion.diffusion_loss(bidir, x, Schedule(20), MASK, generator=torch.Generator().manual_seed(5),
+                                           t=t[:, 0])
+    assert all(torch.equal(f, nelbo) for f in figures)
+    assert abs(diffusion.dual_ar_loss(bidir, x, MASK).item() - nelbo.mean().item()) > 0.1  # a mix would move it

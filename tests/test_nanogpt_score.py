@@ -1,10 +1,9 @@
 """dev/nanogpt_score.py: a nanoGPT checkpoint (its own model.py) scored on eval.py's windows, this repo's runs
-beside it, paired. A stand-in nanoGPT clone in a temp dir (a uniform next-token model: -log 1/V on every token),
-so the figures are known by hand; and its refusals, one line each.
+beside it, paired. A stand-in nanoGPT clone in a temp dir (a bigram model with unequal logits), so the figures are
+written out by hand on eval.py's own windows; and its refusals, one line each.
 
     python -m pytest -q tests/test_nanogpt_score.py
 """
-import math
 import pickle
 import re
 
@@ -13,7 +12,10 @@ import torch
 
 from conftest import train_tiny
 from helpers import assert_one_line_error, run_cli_here, script
+from configurator import config_from_dict
+from evals.bound import report_windows
 from utils.checkpoint import load_model
+from utils.dataloader import prepare_data
 from utils.tokenizer import tokenizer_from_state
 
 ns = script("dev/nanogpt_score")
@@ -26,15 +28,30 @@ class GPTConfig:
     block_size: int = 256
     vocab_size: int = 65
 
-class GPT(nn.Module):  # nanoGPT's interface: forward(idx, targets) -> (logits, loss); a uniform model
+class GPT(nn.Module):  # nanoGPT's interface: forward(idx, targets) -> (logits, loss); a bigram model: row idx of a table
     def __init__(self, config):
         super().__init__()
-        self.config, self.bias = config, nn.Parameter(torch.zeros(config.vocab_size))
+        self.config, self.table = config, nn.Parameter(torch.zeros(config.vocab_size, config.vocab_size))
 
     def forward(self, idx, targets=None):
-        logits = self.bias.expand(*idx.shape, -1)
+        logits = self.table[idx]
         return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.view(-1))
 '''
+
+
+def table(V):
+    """The stand-in's bigram logits (V, V): unequal, so every token costs its own NLL (a uniform stand-in scores every
+    token alike, and a shifted target, a window read one off or half the tokens scored would not change its figure)."""
+    return 3 * torch.randn(V, V, generator=torch.Generator().manual_seed(0))
+
+
+def by_hand(windows, T):
+    """(mean, se) of the stand-in's per-window NLL over eval.py's windows (N, L + 1), written out: token i + 1 of a
+    window given token i, the mean over the L scored tokens, then the mean and standard error over windows."""
+    per = [sum(-torch.log_softmax(T[w[i]], -1)[w[i + 1]].item() for i in range(len(w) - 1)) / (len(w) - 1)
+           for w in windows.tolist()]
+    mean = sum(per) / len(per)
+    return mean, (sum((v - mean) ** 2 for v in per) / (len(per) - 1) / len(per)) ** 0.5
 
 
 def clone(tmp_path, tok, swap=False):
@@ -49,7 +66,7 @@ def clone(tmp_path, tok, swap=False):
     with open(tmp_path / "data" / "shakespeare_char" / "meta.pkl", "wb") as f:
         pickle.dump(dict(vocab_size=len(stoi), stoi=stoi, itos={i: c for c, i in stoi.items()}), f)
     (tmp_path / "out").mkdir()
-    torch.save(dict(model=dict(bias=torch.zeros(len(stoi))), model_args=dict(block_size=256, vocab_size=len(stoi)),
+    torch.save(dict(model=dict(table=table(len(stoi))), model_args=dict(block_size=256, vocab_size=len(stoi)),
                     iter_num=7, config=dict(dataset="shakespeare_char")), tmp_path / "out" / "ckpt.pt")
     return tmp_path / "out" / "ckpt.pt"
 
@@ -61,9 +78,13 @@ def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path,
     code, out, err = run_cli_here(ns.main, [str(ckpt), "--against", str(tiny_ckpt), "--split", "dev",
                                             "--n-windows", "16", "--n-t", "2"], capsys)
     assert code == 0, err
-    assert re.search(rf"nanoGPT .* \(iter 7\): = {math.log(V):.4f} ± 0\.0000", out), out  # -log(1/V), every token
+    cfg = config_from_dict(load_model(tiny_ckpt, "cpu")[1]["config"])
+    _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
+    windows, _ = report_windows(tok, train_ids, val_ids, "dev", 16, cfg.block_size)  # eval.py's own windows
+    mean, se = by_hand(windows, table(V))
+    assert f"(iter 7): = {mean:.4f} ± {se:.4f}" in out, (mean, se, out)
     got, d = re.search(r"\(mdlm\): (\d\.\d{4}) ± \d\.\d{4}; minus nanoGPT's: ([+-]\d\.\d{4})", out).groups()
-    assert float(d) == pytest.approx(float(got) - math.log(V), abs=2e-4) and "16 windows, the last 64 tokens" in out
+    assert float(d) == pytest.approx(float(got) - mean, abs=2e-4) and "16 windows, the last 64 tokens" in out
     assert "its AR mode" not in out  # trained without --dual_ar: no causal mode to read
     dual = train_tiny(tmp_path_factory, "dual", "--max_iters=20", "--eval_interval=20", "--time_cond=none",
                       "--dual_ar=0.25", "--viz_video=")  # a --dual_ar network: its causal pass is scored too
@@ -71,7 +92,7 @@ def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path,
                                             "--n-t", "2"], capsys)
     got, d = re.search(r"its AR mode \(order_nll.py --orders causal\): = (\d\.\d{4}) ± \d\.\d{4}; minus nanoGPT's: "
                        r"([+-]\d\.\d{4})", out).groups()
-    assert code == 0 and float(d) == pytest.approx(float(got) - math.log(V), abs=2e-4), out
+    assert code == 0 and float(d) == pytest.approx(float(got) - mean, abs=2e-4), out
     orders = tmp_path / "orders.json"  # order_nll.py's figures on the same windows, paired against nanoGPT's too
     code, _, err = run_cli_here(script("order_nll").main, [str(dual), "--orders", "l2r,mixture", "--mixture-k", "2",
                                                            "--split", "dev", "--n-windows", "16", "--device", "cpu",
@@ -82,7 +103,7 @@ def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path,
     for order in ("l2r", "mixture"):
         got, d = re.search(rf"order_nll {order} \(.*\): = (\d\.\d{{4}}) ± \d\.\d{{4}}; minus nanoGPT's: "
                            r"([+-]\d\.\d{4})", out).groups()
-        assert code == 0 and float(d) == pytest.approx(float(got) - math.log(V), abs=2e-4), out
+        assert code == 0 and float(d) == pytest.approx(float(got) - mean, abs=2e-4), out
     code, _, err = run_cli_here(ns.main, [str(ckpt), "--against", str(dual), "--orders", str(orders)], capsys)
     assert_one_line_error(code, err, "split dev", "--split")  # other windows than the file's: refused
     code, _, err = run_cli_here(ns.main, [str(clone(tmp_path / "swapped", tok, swap=True)), "--against",

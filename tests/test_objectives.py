@@ -12,6 +12,7 @@ import pytest
 
 import objectives
 from helpers import MICRO, ROOT, for_objective, real_text, run_cli_here
+from model import Transformer
 
 DEFAULTS_FLAGS = dict(MODEL=dict, WINDOW=int, IGNORES=dict, CONTINUES_ONLY=bool, ANY_LENGTH=bool, NOISE_START=bool,
                       EXACT=bool, TRACE=bool, STEP_CHAIN=bool, BLOCKS=bool, SEMI_AR=bool, LOSS_KEY=str)  # the interface's values, by type
@@ -194,3 +195,40 @@ def test_sampling_an_ar_checkpoint_refuses_diffusion_flags(tmp_path, capsys):
     code, text, err = run_cli_here(inference.main, [ck, "--gen_len=4", "--temperature=0.5", "--device=cpu"], capsys)
     assert code == 0, err
     assert "device cpu, float32 forward passes, float64 draws" in text.splitlines()[0]  # the precision that sampled
+
+
+@pytest.mark.parametrize("argv, passes", [
+    # (the flags, the training FLOPs per window token as a multiple of one pass of the network over the window, by hand)
+    (["--objective=ar"], 1.0),
+    (["--objective=uniform", "--time_cond=learned"], 1.0),
+    ([], 1.0),                                              # mdlm: one masked pass
+    (["--mask_draws=4"], 4.0),                              # four masks of each window: four passes
+    (["--self_cond"], 7 / 6),                               # + a forward (2 of 6 FLOPs a weight) for half the rows
+    (["--mask_draws=3", "--self_cond"], 3 * 7 / 6),
+    (["--time_cond=none", "--dual_ar=0.25"], 1 + 31 / 32),  # + the causal pass over L - 1 tokens
+    (["--time_cond=none", "--dual_ar=0.25", "--mask_draws=4"], 4 + 31 / 32),  # the causal pass reads each window once
+])
+def test_the_training_flops_of_every_objective_by_hand(argv, passes):
+    """objective.flops against a hand count: the window's passes (mask_draws, self-conditioning's extra forward, the
+    dual objective's causal pass), each 6 FLOPs a weight plus attention (model.flops_per_token). bd3 by hand below."""
+    from configurator import get_config
+    cfg = get_config(for_objective([*MICRO, *argv]))
+    model = Transformer(objectives.model_args(cfg, 12))
+    flops, columns = objectives.get(cfg.objective).flops(model, cfg)
+    assert columns == cfg.block_size and flops == pytest.approx(model.flops_per_token() * passes, rel=1e-12)
+
+
+@pytest.mark.parametrize("argv, columns, passes", [
+    (["--bd3_block=4"], 2 * 32 - 4, 1.0),                  # [x_t ; x_0 less its last block]
+    (["--bd3_block=4", "--bd3_ar=1"], 2 * 32, 1.0),        # the clean half whole (its next-token loss)
+    (["--bd3_block=4", "--mask_draws=2"], 2 * 32 - 4, 2.0),
+    (["--bd3_block=8", "--mask_draws=2", "--self_cond"], 2 * 32 - 8, 2 * 7 / 6),
+])
+def test_bd3s_training_flops_by_hand(argv, columns, passes):
+    """bd3's pass reads `columns` columns for the window's 32 tokens: per window token, flops_per_token(columns) x
+    columns / 32, once per pass."""
+    from configurator import get_config
+    cfg = get_config([*MICRO, "--objective=bd3", *argv])
+    model = Transformer(objectives.model_args(cfg, 12))
+    flops, cols = objectives.get("bd3").flops(model, cfg)
+    assert cols == columns and flops == pytest.approx(model.flops_per_token(columns) * columns / 32 * passes, rel=1e-12)
