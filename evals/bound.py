@@ -3,9 +3,9 @@ exact NLL (AR), per token and in bits per character. train.py's evals and script
 
 The bound is estimated per window at n_t times stratified over all N windows: window w's k-th draw lies in stratum
 k * N + perm[w] of N * n_t equal slices of [0, 1) (a permutation per time for a t per block), unbiased for (1/T)
-sum_t of the per-t terms; the standard error is the spread of the per-window estimates over the fixed windows.
-mc_se_max bounds the part of it due to the random t and masks, from the differences of neighbouring strata
-("collapsed strata", Cochran 1977 §5A.12): an upper bound, since it also counts the drift between strata.
+sum_t of the per-t terms; the standard error is the spread of the per-window estimates. mc_se_max bounds the part of
+it due to the random t and masks from the differences of neighbouring strata ("collapsed strata", Cochran 1977
+§5A.12): an upper bound, since it also counts the drift between strata.
 
     res = evaluate(model, windows, cfg, schedule, tok, n_t=8, chars_per_token=1.0)   # cfg.batch_size windows a pass
 """
@@ -25,8 +25,7 @@ REPORT = dict(split="test", n_windows=128, n_t=8, batch_size=32, seed=0)
 
 
 def paired_difference(a, b):
-    """The mean of b - a over the same windows (two runs' per-window figures, in one unit) and its standard error:
-    a paired comparison, far less noisy than either run's own ±."""
+    """(mean, standard error) of b - a, two runs' per-window figures: far less noisy than either run's own ±."""
     d = [y - x for x, y in zip(a, b)]
     mean = sum(d) / len(d)
     return mean, math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d))
@@ -42,10 +41,10 @@ def report_windows(tok, train_ids, val_ids, split, n_windows, L):
 
 
 def reported(model, cfg, schedule, tok, train_ids, val_ids, ctx=nullcontext()):
-    """The figure records cite (train.py's last report line): REPORT's windows scored as scripts/eval.py's defaults do."""
+    """The figure records cite (train.py's last report line): REPORT's windows, as scripts/eval.py's defaults."""
     windows, cpt = report_windows(tok, train_ids, val_ids, REPORT["split"], REPORT["n_windows"], cfg.block_size)
-    return evaluate(model, windows, replace(cfg, batch_size=REPORT["batch_size"]), schedule, tok, ctx, n_t=REPORT["n_t"],
-                    seed=REPORT["seed"], chars_per_token=cpt)
+    return evaluate(model, windows, replace(cfg, batch_size=REPORT["batch_size"]), schedule, tok, ctx,
+                    n_t=REPORT["n_t"], seed=REPORT["seed"], chars_per_token=cpt)
 
 
 @torch.no_grad()
@@ -97,8 +96,8 @@ def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=
     if details and k_times:
         out["recon_acc"] = correct / max(n_scored, 1)
         edges = [round(1 + j * T / ENTROPY_BINS) for j in range(ENTROPY_BINS + 1)]
-        out["entropy_by_t"] = [(edges[j], edges[j + 1] - 1, (ent_sum[j] / ent_cnt[j]).item() if ent_cnt[j] else float("nan"))
-                               for j in range(ENTROPY_BINS)]
+        mean = (ent_sum / ent_cnt).tolist()  # nan where a bin saw no token
+        out["entropy_by_t"] = [(edges[j], edges[j + 1] - 1, mean[j]) for j in range(ENTROPY_BINS)]
     return out
 
 

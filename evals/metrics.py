@@ -14,8 +14,8 @@ import objectives
 
 
 class ChangeRate:
-    """Reverse-step token change rate: of the generated positions holding a token before a step, the
-    fraction whose token differs after it (re-masked or replaced). 0 for samplers that never revisit."""
+    """Reverse-step token change rate: of the generated positions holding a token before a step, the fraction whose
+    token differs after it (re-masked or replaced). 0 for samplers that never revisit."""
 
     def __init__(self, mask_id):
         self.mask_id, self.changed, self.seen = mask_id, 0, 0
@@ -37,8 +37,8 @@ def distinct_n(texts, n):
 
 
 def sample_entropy(rows):
-    """Mean over samples of the entropy (nats) of each sample's own token histogram: low when a
-    sampler repeats itself (the entropy of Zheng et al. 2024 / ReMDM that gen-PPL is read against)."""
+    """Mean over samples of the entropy (nats) of each sample's own token histogram: low when a sampler repeats
+    itself (the entropy of Zheng et al. 2024 / ReMDM that gen-PPL is read against)."""
     ents = []
     for r in rows:
         p = torch.bincount(torch.as_tensor(r).flatten()).double()
@@ -49,19 +49,15 @@ def sample_entropy(rows):
 
 @torch.no_grad()
 def ar_nll(model, seqs, n_prompt):
-    """-log p(seqs[:, j] | seqs[:, :j]) in nats for j >= n_prompt, under a causal model.
-    seqs (B, S) long with 1 <= n_prompt < S and S - 1 <= block_size. Returns (B, S - n_prompt) float32."""
+    """-log p(seqs[:, j] | seqs[:, :j]) (B, S - n_prompt) float32, in nats, for j >= n_prompt under a causal model;
+    seqs (B, S) long. The first token has no context to be scored on: 1 <= n_prompt; S - 1 <= block_size."""
     B, S = seqs.shape
-    if not 1 <= n_prompt < S:
-        raise ValueError(f"n_prompt={n_prompt} must be in [1, {S - 1}]: the first token has no context to be scored on")
-    if S - 1 > model.args.block_size:
-        raise ValueError(f"sequence of {S} tokens needs a scorer context of {S - 1}, more than block_size {model.args.block_size}")
+    assert 1 <= n_prompt < S and S - 1 <= model.args.block_size, (n_prompt, S, model.args.block_size)
     was_training = model.training
     model.eval()
     logits = model(seqs[:, :-1])[:, n_prompt - 1:]  # (B, S - n_prompt, V): position j-1 predicts token j
     model.train(was_training)
-    target = seqs[:, n_prompt:]
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), target.reshape(-1), reduction="none").view(B, -1)
+    return F.cross_entropy(logits.float().flatten(0, 1), seqs[:, n_prompt:].flatten(), reduction="none").view(B, -1)
 
 
 @torch.no_grad()
@@ -82,7 +78,8 @@ def windowed_ar_nll(model, seqs, n_prompt):
 def gen_ppl(scorer, seqs, n_prompt, batch_size=32):
     """Generative perplexity: exp(mean NLL of seqs[:, n_prompt:] given what precedes them) under an AR scorer
     (windowed past its context). seqs (N, S) long, n_prompt >= 1. Returns (gen-PPL, mean NLL in nats/token)."""
-    nll = torch.cat([windowed_ar_nll(scorer, seqs[i:i + batch_size], n_prompt) for i in range(0, len(seqs), batch_size)])
+    nll = torch.cat([windowed_ar_nll(scorer, seqs[i:i + batch_size], n_prompt)
+                     for i in range(0, len(seqs), batch_size)])
     mean = nll.double().mean().item()
     return math.exp(mean), mean
 
@@ -99,8 +96,7 @@ def infill_recovery(model, windows, cfg, schedule, mask_id, span, generator=None
     objective, steps, temperature and switches), and score: exact match (whole span right) and token accuracy
     (= character accuracy for the char tokenizer). nanoDLM reports 20-char recovery 0.156 on Shakespeare."""
     N, L = windows.shape
-    if span >= L:
-        raise ValueError(f"infill span {span} must be shorter than the window {L}")
+    assert span < L, f"infill span {span} must be shorter than the window {L}"
     starts = span_starts(N, L, span, generator)
     gen_mask = (torch.arange(L)[None] >= starts[:, None]) & (torch.arange(L)[None] < starts[:, None] + span)  # (N, L)
     hits, exact = 0, 0
@@ -134,7 +130,6 @@ def js_divergence(p, q):
 def ngram_js(texts, reference, ns=(1, 2, 3, 4)):
     """Distribution-level distance of samples to held-out text that repetition cannot game (Franca & Tong 2026 ask
     for one beside gen-PPL): the JS divergence (bits) between the character n-gram distributions of the samples,
-    pooled, and of the reference texts, for each n, and their mean. Returns ({n: js}, mean)."""
-    ref = [reference] if isinstance(reference, str) else reference
-    js = {n: js_divergence(char_ngrams(texts, n), char_ngrams(ref, n)) for n in ns}
+    pooled, and of the reference text, for each n, and their mean. Returns ({n: js}, mean)."""
+    js = {n: js_divergence(char_ngrams(texts, n), char_ngrams([reference], n)) for n in ns}
     return js, sum(js.values()) / len(js)

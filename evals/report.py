@@ -2,7 +2,7 @@
 time and ETA (with a note when the run is long for its device), the name of the training loss in its log lines
 and the end-of-training metrics block with a sample. Every figure carries its unit or says what it counts.
 
-    from evals.report import estimate_line, eta_seconds, final_report, first_step_line, fmt_eta, long_run_note, loss_label
+    from evals.report import estimate_line, final_report, loss_label
     print(loss_label(cfg))                      # 'train all_ce' (the log line's figure) and what it measures
 """
 import os
@@ -20,8 +20,9 @@ from utils.dist import peak_flops
 from utils.errors import UserError
 
 # what each training loss measures (train.py's log lines), beside the validation bound the eval lines report
-LOSSES = dict(elbo="the weighted NELBO on training batches", masked_ce="the unweighted CE over masked positions (no bound)",
-              all_ce="the CE over every position, visible ones too (no bound)", ce="the next-token CE on training batches")
+LOSSES = dict(elbo="the weighted NELBO on training batches", ce="the next-token CE on training batches",
+              masked_ce="the unweighted CE over masked positions (no bound)",
+              all_ce="the CE over every position, visible ones too (no bound)")
 
 
 # A CPU process's peak RSS, measured (2026-11-24, torch 2.13, fp32, 1 thread) against model.estimate_memory's saved
@@ -46,7 +47,8 @@ def estimate_line(cfg, model, schedule, device, dtype_name, flops_tok, seq, assu
     peak = peak_flops(device)
     est_tps = peak * assumed_mfu / flops_tok if peak else None  # training tokens/s at the assumed MFU
     speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {assumed_mfu:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
-             if est_tps else f"no tokens/s estimate: no peak FLOP/s known for {device} (scripts/bench_train.py measures one)")
+             if est_tps else
+             f"no tokens/s estimate: no peak FLOP/s known for {device} (scripts/bench_train.py measures one)")
     state = f"{state_b / 2**30:.1f} weights+grads+{cfg.optimizer}{'+EMA' if cfg.ema else ''}"
     batch = f"a {cfg.batch_size}x{cfg.block_size} micro-batch" + (f" ({tokens:,} columns in its passes)"
                                                                    if tokens != cfg.batch_size * cfg.block_size else "")
@@ -94,7 +96,8 @@ def fmt_eta(eta, settled):
 
 def budget(cfg):
     """A run's size for comparing presets: non-embedding parameters (12 L d^2) x training tokens."""
-    return 12 * cfg.n_layer * cfg.n_embd ** 2 * cfg.max_iters * (cfg.total_batch_size or cfg.batch_size * cfg.block_size)
+    tokens = cfg.max_iters * (cfg.total_batch_size or cfg.batch_size * cfg.block_size)
+    return 12 * cfg.n_layer * cfg.n_embd ** 2 * tokens
 
 
 def first_step_line(cfg, done, step_s, eta):
@@ -110,19 +113,20 @@ def contention_note(window_s, device):
     slow, load, cores = window_s[-1] / min(window_s[1:]), os.getloadavg()[0], os.cpu_count() or 1
     if slow < 2 and load <= cores + 0.5:
         return ""
-    return (f"note: steps run {slow:.1f}x slower than this run's fastest, {load:.1f} processes ready on {cores} cores: "
-            f"another process shares them; give each run one thread (OMP_NUM_THREADS=1 python train.py ...) or run one "
-            f"at a time")
+    return (f"note: steps run {slow:.1f}x slower than this run's fastest, {load:.1f} processes ready on {cores} "
+            f"cores: another process shares them; give each run one thread (OMP_NUM_THREADS=1 python train.py ...) or "
+            f"run one at a time")
 
 
 def long_run_note(cfg, device, eta):
-    """Once the ETA has settled: a note when the run needs more than an hour here; on a CPU, when the run is
-    bigger than the laptop preset, it names that preset."""
+    """Once the ETA has settled: a note when the run needs more than an hour here, naming the laptop preset on a CPU
+    when the run is bigger."""
     if eta <= 3600:
         return ""
     bigger = device.type == "cpu" and budget(cfg) > budget(get_config(["cpu"]))
     return f"note: this run needs ~{fmt_time(eta)} on this device ({device.type})" + (
-        "; the laptop preset (4/4/128, 2,000 steps) trains in ~18 min on 2 CPU cores: python train.py cpu" if bigger else "")
+        "; the laptop preset (4/4/128, 2,000 steps) trains in ~18 min on 2 CPU cores: python train.py cpu"
+        if bigger else "")
 
 
 def loss_label(cfg):
@@ -132,17 +136,19 @@ def loss_label(cfg):
     name = "ce" if obj.EXACT else getattr(cfg, obj.LOSS_KEY)
     # bd3's clean half learns the next token in the same pass (bd3_ar); mdlm's dual_ar, in a second, causal pass
     ar, who = (cfg.bd3_ar, "the clean half") if cfg.bd3_ar else (cfg.dual_ar, "a causal pass")
-    band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}] (the bound scores every rate: not comparable to it)"
-            if (cfg.mask_min, cfg.mask_max) != (0, 1) else "")
+    band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}] (the bound scores every rate: not comparable "
+            f"to it)" if (cfg.mask_min, cfg.mask_max) != (0, 1) else "")
     if cfg.mask_ramp:  # the curriculum: a rising training loss is the band moving, not divergence
         band += (f", the band's top rising from {cfg.mask_ramp_from:g} to {cfg.mask_max:g} over the first "
-                 f"{cfg.mask_ramp:.0%} of the run: harder windows as it goes, so this loss can rise while the dev bound falls")
+                 f"{cfg.mask_ramp:.0%} of the run: harder windows as it goes, so this loss can rise while the dev "
+                 f"bound falls")
     draws = f", the mean over {cfg.mask_draws} masks of each window" if cfg.mask_draws > 1 else ""
     val = "'dev NLL' is the exact NLL" if obj.EXACT else "'dev bound' is the NELBO"
     what = LOSSES[name] + band + draws + (f" plus {ar:g} x {who}'s next-token CE" if ar else "")
     name += "+ar" if ar else ""
-    return f"train {name}", (f"log: 'train {name}' is {what}; {val} on the fixed dev windows (validation's first half), "
-                             f"the figure to compare (both nats/token; the eval lines give nats/char, the README's unit, too)")
+    return f"train {name}", (f"log: 'train {name}' is {what}; {val} on the fixed dev windows (validation's first "
+                             f"half), the figure to compare (both nats/token; the eval lines give nats/char, the "
+                             f"README's unit, too)")
 
 
 def units(res):
@@ -152,7 +158,7 @@ def units(res):
 
 
 def revisits(cfg):
-    """Whether the sampler in force can change a token it has committed (else its change rate is 0 by construction)."""
+    """Whether the sampler in force can change a token it has committed (else its change rate is 0 by design)."""
     obj = objectives.get(cfg.objective)
     return obj.NOISE_START or (obj.TRACE and cfg.remask != "none" and not cfg.threshold)
 
@@ -168,8 +174,8 @@ def check_report(cfg, tok):
     trace's path."""
     prompt_len, gen_len = report_samples(cfg, tok)
     if gen_len < 1:
-        raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for the "
-                        f"end-of-run samples; give a shorter prompt")
+        raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for "
+                        f"the end-of-run samples; give a shorter prompt")
     continuation(cfg, tok, cfg.prompt, gen_len, cfg.block_size)
     if cfg.viz_video and objectives.get(cfg.objective).TRACE:
         check_trace_path(cfg)
@@ -186,17 +192,18 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
     print(f"sampling {n} x {gen_len} tokens" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
     with StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:
-        texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule, device, g,
-                                              on_step=chain(change, bar))
+        texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule,
+                                              device, g, on_step=chain(change, bar))
     ar = obj.EXACT
     print("---- final validation metrics")
     what, t = ("NLL", "") if ar else ("bound (NELBO)", " x %d t")
-    print(f"  dev {what}, the figure that picks best.pt: {units(res)} ({res['n_windows']} windows{t and t % res['n_t']} "
-          f"of the dev half; ± one standard error)")
+    print(f"  dev {what}, the figure that picks best.pt: {units(res)} ({res['n_windows']} windows"
+          f"{t and t % res['n_t']} of the dev half; ± one standard error)")
     if test:
         print(f"  test {what} (scripts/eval.py's figure, the one README and RESULTS cite): {units(test)} "
               f"({test['n_windows']} windows{t and t % test['n_t']} of the test half)")
-    print(f"  perplexity (per token, {'exp of the NLL' if ar else 'exp of the bound: an upper bound'}): {res['ppl']:.3f}")
+    print(f"  perplexity (per token, {'exp of the NLL' if ar else 'exp of the bound: an upper bound'}): "
+          f"{res['ppl']:.3f}")
     if "recon_acc" in res:
         where = "positions the noise changed" if obj.NOISE_START else "masked positions"
         print(f"  reconstruction accuracy (fraction of {where} whose argmax is the true token): {res['recon_acc']:.4f}")
@@ -205,8 +212,8 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
         if revisits(cfg):
             print(f"  reverse-step token change rate (fraction of committed tokens a step changes): {change.rate:.4f}")
         else:
-            print(f"  reverse-step token change rate: 0 by construction ({'threshold' if cfg.threshold else 'remask none'}: "
-                  f"committed tokens are final)")
+            print(f"  reverse-step token change rate: 0 by construction "
+                  f"({'threshold' if cfg.threshold else 'remask none'}: committed tokens are final)")
     print(f"  distinct-2 (unique / all word bigrams of the {n} samples drawn, prompt excluded; all below): "
           f"{distinct_n(texts, 2):.4f}; {stats['nfe']} NFE (model calls), {stats['seconds']:.2f}s")
     for i, text in enumerate(texts):  # sample 0's text is the one the README and records pin

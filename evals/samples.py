@@ -25,13 +25,14 @@ def start_ids(tok, prompt):
     return tok.encode(prompt) if prompt else [start_token(tok)]
 
 
-def load_judge(path, device, tokenizers, flag="--ar-checkpoint"):
+def load_judge(path, device, tokenizers):
     """The AR model that scores samples (gen-PPL), checked before any work: its objective scores the exact NLL, and
     its tokenizer is each of `tokenizers` ({checkpoint: its tokenizer}), since gen-PPL reads the same token ids."""
     judge, ckpt = load_model(path, device)
     name = config_from_dict(ckpt["config"]).objective
     if not objectives.get(name).EXACT:
-        raise UserError(f"{flag} {path} is a {name} model: give an AR checkpoint (python train.py ... --objective=ar)")
+        raise UserError(f"--ar-checkpoint {path} is a {name} model: give an AR checkpoint "
+                        f"(python train.py ... --objective=ar)")
     fp = fingerprint(tokenizer_from_state(ckpt["tokenizer"]))
     for what, tok in tokenizers.items():
         if fingerprint(tok) != fp:
@@ -76,7 +77,7 @@ def score(samples, P, tok, judge=None, batch_size=32, reference=None):
 
 
 def held_out_windows(ids, n, length, what="the split"):
-    """n windows of `length` tokens evenly spaced over ids, never overlapping: the real text samples are read against."""
+    """n windows of `length` tokens evenly spaced over ids, never overlapping: the text samples are read against."""
     windows = fixed_windows(ids, n, length)
     if windows.size(1) != length:
         raise UserError(f"{what} has fewer than {length} tokens: use a shorter --gen-len")

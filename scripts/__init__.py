@@ -1,1 +1,1 @@
-"""Command-line scripts (run from the repo root: python scripts/NAME.py), and corpus.py, the library of scripts/data.py."""
+"""Command-line scripts (run from the repo root: python scripts/NAME.py); corpus.py is scripts/data.py's library."""

@@ -1,4 +1,4 @@
-"""Training-step benchmark: ms/iter, tokens/s and MFU of the config's objective beside ar (and bd3 rows) at the same dims.
+"""Training-step benchmark: ms/iter, tokens/s and MFU of the config's objective beside ar (and bd3 rows), same dims.
 
     python scripts/bench_train.py                            # the default model (6/6/384, ctx 256, batch 64)
     python scripts/bench_train.py cpu --iters=5 --repeats=3  # any preset or --key=value of config.py
@@ -6,7 +6,8 @@
     python scripts/bench_train.py cpu --compare_compile      # every row eager and torch.compile'd
     python scripts/bench_train.py baby --compare_ns          # every row with Muon's Newton-Schulz in bf16 and in fp32
     python scripts/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
-    python scripts/bench_train.py --bd3_blocks=1,4,16,64 --block_size=64 --n_layer=4 --n_head=4 --n_embd=128 --batch_size=12
+    python scripts/bench_train.py --bd3_blocks=1,4,16,64 --block_size=64 --n_layer=4 --n_head=4 --n_embd=128 \
+        --batch_size=12
 
 One training step as train.py takes it (autocast forward, backward, clip, optimizer step) on random tokens: speed
 does not depend on the text. Warm-up (and so compilation) is not timed; rows take turns, so a drifting load slows all
@@ -80,7 +81,7 @@ def main(argv):
     ap.add_argument("--iters", type=at_least(1), default=5, help="timed steps per repeat")
     ap.add_argument("--repeats", type=at_least(1), default=3, help="repeats; the median is reported")
     ap.add_argument("--warmup", type=at_least(0), default=2, help="untimed steps first (compilation happens here)")
-    ap.add_argument("--vocab_size", type=at_least(2), default=66, help="incl. [MASK]; 66 = Tiny Shakespeare chars, 2048 = BPE")
+    ap.add_argument("--vocab_size", type=at_least(2), default=66, help="with [MASK]: 66 = Shakespeare's, 2048 = BPE")
     ap.add_argument("--compare_head", action="store_true", help="mdlm with the head on all and on masked positions")
     ap.add_argument("--compare_compile", action="store_true", help="every row eager and compiled")
     ap.add_argument("--compare_ns", action="store_true", help="every row with Muon's Newton-Schulz in bf16 and in fp32")
@@ -99,13 +100,14 @@ def main(argv):
                 (f"{cfg.objective} head=masked", replace(cfg, head_on_masked_only=True))]
     rows += [(f"bd3 L'={k}", get_config(rest + ["--objective=bd3", f"--bd3_block={k}"])) for k in args.bd3_blocks]
     if args.compare_compile:
-        rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows for tag, on in (("eager", "false"), ("compiled", "true"))]
+        rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows
+                for tag, on in (("eager", "false"), ("compiled", "true"))]
     if args.compare_ns:
         rows = [(f"{name} ns={ns}", replace(c, muon_ns_dtype=ns)) for name, c in rows for ns in ("bfloat16", "float32")]
-
     a = objectives.model_args(cfg, args.vocab_size)
-    print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab {a.vocab_size}, "
-          f"batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} steps after {args.warmup} warm-up")
+    print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab "
+          f"{a.vocab_size}, batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} "
+          f"steps after {args.warmup} warm-up")
     # round-robin: one repeat of each row per round (and on CPU one peak sample), then the median per row
     steps = {name: make_step(c, args.vocab_size, device) for name, c in rows}
     for _ in range(args.warmup):
@@ -118,10 +120,10 @@ def main(argv):
         for name, (step, _) in steps.items():
             times[name].append(timed(step, device, args.iters)[0] / args.iters)
     if device.type == "cuda":
-        peak, peak_src = peak_flops(device), f"{torch.cuda.get_device_name(device)} bf16 peak from utils/dist.PEAK_FLOPS"
+        peak, src = peak_flops(device), f"{torch.cuda.get_device_name(device)} bf16 peak from utils/dist.PEAK_FLOPS"
     else:
-        peak, peak_src = statistics.median(peaks), "fp32 matmul of the model's shapes, measured between the rounds"
-    print(f"peak: {peak / 1e9:,.1f} GFLOP/s ({peak_src})" if peak else "peak: unknown for this GPU, so no MFU")
+        peak, src = statistics.median(peaks), "fp32 matmul of the model's shapes, measured between the rounds"
+    print(f"peak: {peak / 1e9:,.1f} GFLOP/s ({src})" if peak else "peak: unknown for this GPU, so no MFU")
     print_results(steps, times, dict(rows), tokens, peak)
 
 
@@ -137,7 +139,7 @@ def print_results(steps, times, configs, tokens, peak):
     for name, sec in results.items():
         if not name.startswith("ar"):
             # its AR partner: the same --compare_compile / --compare_ns tags (a --compare_head or bd3 row: plain "ar")
-            ar_name = " ".join(["ar"] + [w for w in name.split()[1:] if w in ("eager", "compiled") or w.startswith("ns=")])
+            ar_name = " ".join(["ar"] + [w for w in name.split() if w in ("eager", "compiled") or w.startswith("ns=")])
             print(f"time ratio {name} / {ar_name}: {sec / results[ar_name]:.3f}")
         if name.endswith(" ns=float32"):
             bf = name.replace(" ns=float32", " ns=bfloat16")

@@ -1,6 +1,5 @@
 """The corpus maker behind scripts/data.py (whose docstring gives the output format): read text corpora (Hugging
-Face hub, local files), write one plain-text file. Everything that can go wrong because of the input raises
-utils.errors.UserError with a one-line message. Typical use (what scripts/data.py does):
+Face hub, local files), write one plain-text file. Whatever goes wrong because of the input is a one-line UserError.
 
     from scripts.corpus import iter_local_texts, sample_texts, write_corpus
     texts = sample_texts(iter_local_texts("stories.txt"), num=1000, seed=1337)
@@ -22,11 +21,8 @@ SEPARATOR = EOT_TOKEN  # "<|endoftext|>"
 JOINER = "\n" + SEPARATOR + "\n"  # what goes between (and after) stories in the output file
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 LOCAL_EXAMPLE = "--input-file PATH (a .txt, .jsonl, .json, .parquet or .csv file you have)"
-
-# local file extension -> `datasets` packaged builder
-DATASETS_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+DATASETS_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}  # -> `datasets` builder
 TEXT_EXTENSIONS = (".txt", ".text", ".md")
-
 _CHUNK = 1 << 20  # characters read at a time from local text files
 _BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
 
@@ -57,7 +53,7 @@ def _probe_hub(name, timeout=5.0):
 
 
 def _hub_error(name, split, e):
-    """Turn an exception raised by `datasets` while talking to the hub into a UserError."""
+    """The UserError for an exception `datasets` raised while talking to the hub."""
     from datasets.exceptions import DatasetNotFoundError
     kind, msg = type(e).__name__, _first_line(e)
     if isinstance(e, DatasetNotFoundError):
@@ -77,8 +73,8 @@ def _hub_error(name, split, e):
 
 
 def _texts_from_records(records, text_field, where, on_error, empty=None):
-    """Yield the `text_field` string of each record; check the field once, on the first record.
-    empty: the UserError message when no record holds a text (None: yield nothing, raise nothing)."""
+    """The `text_field` string of each record, the field checked on the first; empty: the UserError message when no
+    record holds a text (None: none raised)."""
     n, it = 0, iter(records)
     try:
         for i, rec in enumerate(it):
@@ -108,8 +104,7 @@ def _texts_from_records(records, text_field, where, on_error, empty=None):
 def iter_hf_texts(name, split="train", text_field="text", seed=1337, shuffle_buffer=10_000, num=0, config=None):
     """Stream texts of a hub dataset: load_dataset(..., streaming=True) -> shuffle -> take(num); num=0 streams the
     whole split in order. Connects eagerly (errors are raised by this call); returns an iterator of str."""
-    # short timeouts; read by huggingface_hub when it is first imported
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")  # short timeouts, read as huggingface_hub is first imported
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
     offline = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
     if not any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in offline):
@@ -126,7 +121,7 @@ def iter_hf_texts(name, split="train", text_field="text", seed=1337, shuffle_buf
 
 
 def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
-    """Return the Tiny Shakespeare text (1,115,394 characters), fetched with urllib."""
+    """The Tiny Shakespeare text (1,115,394 characters), fetched with urllib."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             data = r.read()
@@ -143,8 +138,7 @@ def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
 
 # ----------------------------------------------------------------------------- local files
 def _read_chunks(path):
-    # newline="" keeps \r\n as is, so a single document is written back unchanged
-    try:
+    try:  # newline="" keeps \r\n as is, so a single document is written back unchanged
         with open(path, encoding="utf-8", newline="") as f:
             yield from iter(lambda: f.read(_CHUNK), "")
     except UnicodeDecodeError as e:
@@ -183,8 +177,7 @@ def iter_local_texts(path, text_field="text", split_blank_lines=False):
     fmt = local_format(path, split_blank_lines)
     if fmt in ("document", "separator", "blank-lines"):
         return _iter_text(path, fmt)
-    # a datasets builder: the same streaming code path as the hub
-    import datasets
+    import datasets  # a datasets builder: the hub's streaming code path
 
     def on_error(e):
         return UserError(f"could not read {path} as {fmt} ({type(e).__name__}: {_first_line(e)}): check the file")
@@ -250,18 +243,14 @@ def write_corpus(texts, path, force=False, single_document=False):
     stories, chars, seen = 0, 0, set()
     with atomic_open(path, "w", newline="") as f:
         for text in texts:
-            if single_document:
-                if stories:
-                    raise ValueError("single_document=True needs exactly one text")
-                out = text
-            else:
+            if not single_document:
                 text = text.strip()
                 if not text:
                     continue
-                out = text + JOINER
-            f.write(out)
-            seen.update(out)
-            chars += len(out)
+                text += JOINER
+            f.write(text)
+            seen.update(text)
+            chars += len(text)
             stories += 1
         if stories == 0:
             raise UserError("no stories to write (the input had no text): check the input")

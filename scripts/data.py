@@ -2,16 +2,18 @@
 TinyStories-train.txt), or a single document written unchanged (Tiny Shakespeare).
 
   # 10,000 random TinyStories, streamed from the Hugging Face hub (never downloaded whole)
-  python scripts/data.py --dataset roneneldan/TinyStories --split train --num-stories 10000 --seed 1337 --output data/stories.txt
+  python scripts/data.py --dataset roneneldan/TinyStories --split train --num-stories 10000 --seed 1337 \
+      --output data/stories.txt
   # any streaming text dataset (config name optional)
-  python scripts/data.py --dataset HuggingFaceFW/fineweb-edu --config sample-10BT --text-field text --num-stories 5000 --output data/fineweb.txt
+  python scripts/data.py --dataset HuggingFaceFW/fineweb-edu --config sample-10BT --text-field text \
+      --num-stories 5000 --output data/fineweb.txt
   # Tiny Shakespeare, downloaded from karpathy/char-rnn and written unchanged (the repo already ships it in data/)
   python scripts/data.py --dataset tinyshakespeare --output data/shakespeare_download.txt
 
-  # offline: local files
+  # offline: local files (.txt, .jsonl, .json, .parquet, .csv)
   python scripts/data.py --input-file TinyStories-train.txt --num-stories 1000 --seed 1337 --output data/stories.txt
   python scripts/data.py --input-file my_paragraphs.txt --split-blank-lines --output data/paragraphs.txt
-  python scripts/data.py --input-file my_corpus.jsonl --text-field content --output data/mine.txt   # also .json .parquet .csv
+  python scripts/data.py --input-file my_corpus.jsonl --text-field content --output data/mine.txt
 
 Local .txt files are split on "<|endoftext|>" when it occurs, else on blank lines with --split-blank-lines, else taken
 as one document. --num-stories N samples N stories uniformly with --seed, in a seeded random order; 0 (the default)
@@ -28,11 +30,9 @@ from utils.errors import UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv):
-    p = ArgParser(prog="scripts/data.py",
-                  description="Make a plain-text corpus from a Hugging Face dataset or a local file.")
+    p = ArgParser(prog="scripts/data.py", description="Make a plain-text corpus from a hub dataset or a local file.")
     src = p.add_argument_group("source (one of)")
-    src.add_argument("--dataset", help="hub dataset name (streamed), e.g. roneneldan/TinyStories; "
-                     "or 'tinyshakespeare' to download Tiny Shakespeare")
+    src.add_argument("--dataset", help="hub dataset (streamed), e.g. roneneldan/TinyStories, or 'tinyshakespeare'")
     src.add_argument("--input-file", help="local .txt/.jsonl/.json/.parquet/.csv file instead of the hub")
     p.add_argument("--config", default=None, help="hub dataset config name, e.g. sample-10BT")
     p.add_argument("--split", default="train", help="hub dataset split")
@@ -40,24 +40,20 @@ def parse_args(argv):
     p.add_argument("--num-stories", type=at_least(0), default=0, help="how many stories to sample; 0 = all, in order")
     p.add_argument("--seed", type=int, default=1337, help="sampling / shuffling seed")
     p.add_argument("--shuffle-buffer", type=at_least(1), default=10_000, help="hub streaming shuffle buffer size")
-    p.add_argument("--split-blank-lines", action="store_true",
-                   help="split a .txt without <|endoftext|> into stories on blank lines")
+    p.add_argument("--split-blank-lines", action="store_true", help="split a .txt without <|endoftext|> on blank lines")
     p.add_argument("--output", type=output, required=True, help="output .txt path")
     return p.parse_args(argv)
 
 
 def progress(it, total=None, desc="stories"):
-    from tqdm import tqdm
-    return tqdm(it, total=total or None, desc=desc, unit=" stories", unit_scale=True, dynamic_ncols=True,
-                disable=None)  # None: no bar when stderr is not a terminal (logs, tests)
+    from tqdm import tqdm  # disable=None: no bar when stderr is not a terminal (logs, tests)
+    return tqdm(it, total=total or None, desc=desc, unit=" stories", unit_scale=True, dynamic_ncols=True, disable=None)
 
 
 def main(argv):
     args = parse_args(argv)
-    # `datasets` imports torch when it is installed (~1 s); nothing here needs it
-    os.environ.setdefault("USE_TORCH", "0")
+    os.environ.setdefault("USE_TORCH", "0")  # `datasets` imports torch when it is installed (~1 s); none needed
     from scripts import corpus
-
     if bool(args.dataset) == bool(args.input_file):
         raise UserError("pass exactly one source: --dataset NAME (hub) or --input-file PATH (local file)")
     t0, single = time.time(), False
@@ -82,7 +78,6 @@ def main(argv):
         texts = corpus.iter_hf_texts(args.dataset, args.split, args.text_field, args.seed,
                                      args.shuffle_buffer, args.num_stories, config=args.config)
         texts = progress(texts, total=args.num_stories, desc="streaming")
-
     stats = corpus.write_corpus(texts, args.output, force=args.force, single_document=single)
     dt = time.time() - t0
     if args.num_stories and not single and stats["stories"] < args.num_stories:

@@ -2,16 +2,15 @@
 
     python scripts/eval.py artifacts/models/cpu/model.pt artifacts/models/cpu_ar/model.pt \
         --ar-checkpoint artifacts/models/cpu_ar/model.pt --json artifacts/eval/cpu.json
-    python scripts/eval.py artifacts/models/cpu/model.pt --n-windows 32 --n-t 4 --n-samples 4 --device cpu  # quick look
-    python scripts/eval.py artifacts/models/baby_bd3_4/model.pt artifacts/models/baby_ar/model.pt --n-samples 0 --infill-len 0
-    python scripts/eval.py artifacts/models/baby/model.pt --diffusion-steps 1000 --n-samples 0 --infill-len 0  # finer chain
+    python scripts/eval.py artifacts/models/cpu/model.pt --n-windows 32 --n-t 4 --n-samples 4 --device cpu  # quick
+    python scripts/eval.py artifacts/models/baby_bd3_4/model.pt artifacts/models/baby_ar/model.pt --n-samples 0
+    python scripts/eval.py artifacts/models/baby/model.pt --diffusion-steps 1000 --n-samples 0 --infill-len 0
 
-Per checkpoint: the validation bound (diffusion) or exact NLL (AR) in bits/char ± a standard error, from --n-t
-stratified times per window; nats/token, perplexity; masked reconstruction accuracy and entropy per timestep; for
---n-samples samples of --gen-len tokens after the prompt: reverse-step token change rate, distinct-2/-3, sample
-entropy and gen-PPL under --ar-checkpoint (an AR model with the same tokenizer); infill recovery of --infill-len
-held-out tokens given prefix and suffix. Rows only diffusion has read n/a for AR; bd3 samples block by block (--steps
-per block) and has no infill row. Plots: scripts/plot.py; samplers as curves over temperature: scripts/frontier.py.
+Per checkpoint: the bound (diffusion) or exact NLL (AR) in bits/char ± a standard error; reconstruction accuracy and
+entropy by timestep; of --n-samples samples, the reverse-step change rate, distinct-2/-3, sample entropy and gen-PPL
+under --ar-checkpoint; infill recovery of --infill-len held-out tokens. Rows only diffusion has read n/a for the AR;
+bd3 samples block by block (--steps a block), has no infill row. Plots: scripts/plot.py; sampler curves over
+temperature: scripts/frontier.py.
 """
 import json
 import os
@@ -45,42 +44,40 @@ def parse_args(argv):
     p = ArgParser(prog="scripts/eval.py", description="Evaluate diffusion and AR checkpoints into one table.")
     p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (diffusion or AR)")
     p.add_argument("--ar-checkpoint", default="", help="AR checkpoint that scores samples (gen-PPL); same tokenizer")
-    p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows: test = the second half "
-                   "of the validation text (records report it); dev = its first half (choices read it: train.py's evals, "
-                   "best.pt); val = both (records before the cut); train")
-    p.add_argument("--data-path", default="", help="override the checkpoint's data_path (e.g. run from elsewhere)")
+    p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows: test = the "
+                   "validation text's second half (records report it), dev = its first (train.py's evals and best.pt "
+                   "read it), val = both, train")
+    p.add_argument("--data-path", default="", help="override the checkpoint's data_path")
     p.add_argument("--val-path", default=None, help="override the checkpoint's val_path ('' = split data_path)")
     p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=REPORT["n_windows"],
-                   help="fixed evaluation windows, evenly spaced over the split")
-    p.add_argument("--n-t", type=at_least(1), default=REPORT["n_t"], help="stratified diffusion times per window for the bound")
-    p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"], help="windows or samples per forward pass")
-    p.add_argument("--n-samples", type=at_least(0), default=16, help="samples for gen-PPL, distinct-n, change rate (0 = skip)")
-    p.add_argument("--gen-len", type=at_least(0), default=0, help="tokens per sample; 0 = fill the context after the prompt")
-    p.add_argument("--prompt", default="", help="text every sample starts from; '' = the AR start token (newline/EOT)")
-    p.add_argument("--steps", type=at_least(1), default=64, help="reverse diffusion steps (NFE) for samples and infill")
+                   help="fixed windows, evenly spaced over the split")
+    p.add_argument("--n-t", type=at_least(1), default=REPORT["n_t"], help="stratified times per window for the bound")
+    p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"], help="windows or samples a pass")
+    p.add_argument("--n-samples", type=at_least(0), default=16, help="samples for gen-PPL, distinct-n (0 = none)")
+    p.add_argument("--gen-len", type=at_least(0), default=0, help="tokens per sample; 0 = fill the context")
+    p.add_argument("--prompt", default="", help="text every sample starts from; '' = the AR start token")
+    p.add_argument("--steps", type=at_least(1), default=64, help="reverse steps (NFE) for samples and infill")
     p.add_argument("--temperature", type=at_least(0.0), default=1.0, help="sampling temperature (0 = argmax)")
     p.add_argument("--order", choices=ORDERS, default="confidence",
-                   help="mdlm samples: reveal order (random + --remask none = ancestral with fixed counts, MDLM)")
-    p.add_argument("--remask", choices=("refine", "none"), default="refine", help="mdlm samples: refine (reference) | none")
-    p.add_argument("--infill-len", type=at_least(0), default=20, help="held-out span in tokens (nanoDLM: 20 chars); 0 = skip")
-    p.add_argument("--n-infill", type=at_least(1), default=64, help="validation windows with one held-out span each")
-    p.add_argument("--infill-temperature", type=at_least(0.0), default=0.0, help="temperature for infilling (0 = most likely fill)")
-    p.add_argument("--diffusion-steps", type=at_least(0), default=0, help="score (and sample) a chain of this many steps, "
-                   "not the checkpoint's T (0): only for a network with no time input (time_cond none, bd3): a chain at any T")
+                   help="mdlm's reveal order (random + --remask none = MDLM's ancestral sampler)")
+    p.add_argument("--remask", choices=("refine", "none"), default="refine", help="mdlm samples: refine | none")
+    p.add_argument("--infill-len", type=at_least(0), default=20, help="held-out tokens (nanoDLM: 20 chars); 0 = none")
+    p.add_argument("--n-infill", type=at_least(1), default=64, help="windows with one held-out span each")
+    p.add_argument("--infill-temperature", type=at_least(0.0), default=0.0, help="0 = the most likely fill")
+    p.add_argument("--diffusion-steps", type=at_least(0), default=0, help="score (and sample) a chain of this many "
+                   "steps, not the checkpoint's T (0): only for a network with no time input (time_cond none, bd3)")
     p.add_argument("--seed", type=int, default=REPORT["seed"])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="autocast of the forward passes, as train.py's "
-                   "--dtype: auto = bf16 on a CUDA GPU that has it (fp16 on one that does not), fp32 elsewhere")
-    p.add_argument("--json", type=output, default="", help="also write every figure here (atomically)")
+                   "--dtype: auto = bf16 on a CUDA GPU that has it (else fp16), fp32 elsewhere")
+    p.add_argument("--json", type=output, default="", help="also write every figure here")
     return p.parse_args(argv)
 
 
 def tokens_seen(ckpt):
-    """iter x tokens per optimizer step (batch x block x world x accumulation): what the model trained on.
-    train.py saves the resolved global batch as total_batch_size; older checkpoints ran on one rank."""
+    """iter x tokens per optimizer step; a checkpoint without total_batch_size ran on one rank."""
     c = ckpt["config"]
-    per_step = c.get("total_batch_size") or c["batch_size"] * c["block_size"]
-    return int(ckpt["iter"]) * int(per_step)
+    return int(ckpt["iter"]) * int(c.get("total_batch_size") or c["batch_size"] * c["block_size"])
 
 
 def load_run(path, args, device):
@@ -94,14 +91,16 @@ def load_run(path, args, device):
     if args.diffusion_steps:
         if obj.EXACT or model.args.time_cond != "none":
             why = "an AR model has no diffusion chain" if obj.EXACT else (
-                f"its network reads the time step (time_cond={model.args.time_cond}, trained at T={cfg.diffusion_steps})")
+                f"its network reads the time step (time_cond={model.args.time_cond}, "
+                f"trained at T={cfg.diffusion_steps})")
             raise UserError(f"--diffusion-steps {args.diffusion_steps} cannot apply to {path}: {why}; drop the flag")
         cfg = replace(cfg, diffusion_steps=args.diffusion_steps)
     # the samplers' settings: --steps, --temperature, --order, --remask; every other switch off
     scfg = replace(cfg, steps=args.steps, temperature=args.temperature, order=args.order, remask=args.remask,
                    tokens_per_step="schedule", remask_eta=0.0, threshold=0.0, semi_ar_length=0, top_k=0, top_p=1.0)
     if obj.STEP_CHAIN and args.steps > cfg.diffusion_steps:  # a sampler on the schedule's grid: K <= T
-        raise UserError(f"--steps {args.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: use --steps {cfg.diffusion_steps}")
+        raise UserError(f"--steps {args.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: "
+                        f"use --steps {cfg.diffusion_steps}")
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),
                 schedule=Schedule(cfg.diffusion_steps, cfg.schedule))
 
@@ -113,8 +112,7 @@ def sample_plan(run, args):
 
 
 class Progress(StepBar):
-    """One bar over every checkpoint's batched forward passes: the bound's batches x t draws, every sampler pass
-    (no total, so no ETA, when a sampler's passes are adaptive: threshold or speculative decoding)."""
+    """One bar over every checkpoint's batched forward passes; no total (no ETA) when a sampler's are adaptive."""
 
     def __init__(self, runs, args):
         units = [n for r in runs for n in work(r, args)]
@@ -122,8 +120,7 @@ class Progress(StepBar):
 
 
 def work(run, args):
-    """The batched forward passes of one checkpoint's evaluation, Progress's units: (bound, samples, infill); None
-    for a sampler whose passes are adaptive."""
+    """One checkpoint's batched forward passes (bound, samples, infill); None for an adaptive sampler's."""
     obj, cfg, scfg = run["obj"], run["cfg"], run["scfg"]
     start, gen_len = sample_plan(run, args)
 
@@ -137,11 +134,10 @@ def work(run, args):
 
 
 def held_out_entropy(run, args):
-    """The held-out text's own sample entropy on windows as long as this run's samples: the target they are read at."""
+    """The sample entropy of held-out windows as long as this run's samples: the target they are read at."""
     _, tr, va, _ = prepare_data(run["cfg"], run["tok"], verbose=False)
-    windows = held_out_windows(split_ids(tr, va, args.split), max(args.n_samples, 2), sample_plan(run, args)[1],
-                               f"the {args.split} split")
-    return sample_entropy(windows)
+    return sample_entropy(held_out_windows(split_ids(tr, va, args.split), max(args.n_samples, 2),
+                                           sample_plan(run, args)[1], f"the {args.split} split"))
 
 
 def label(cfg, obj):
@@ -162,8 +158,8 @@ def evaluate_run(run, args, judge, device, bar):
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     L = cfg.block_size
     windows, cpt = report_windows(tok, train_ids, val_ids, args.split, args.n_windows, L)
-    res = evaluate(model, windows, replace(cfg, batch_size=args.batch_size), run["schedule"], tok, n_t=args.n_t, seed=args.seed,
-                   chars_per_token=cpt, details=True)
+    res = evaluate(model, windows, replace(cfg, batch_size=args.batch_size), run["schedule"], tok, n_t=args.n_t,
+                   seed=args.seed, chars_per_token=cpt, details=True)
     bar(n=bound_passes)
     row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
                exact=obj.EXACT, params=model.num_params(), tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]),
@@ -214,8 +210,8 @@ def fmt(v, spec):
 
 
 def paired_with_first(rows):
-    """Each run's figure minus the first run's, window by window (the same windows: a paired difference, far less
-    noisy than either ±), in nats/char: r['paired_vs_first'] = (mean, standard error), None where the windows differ."""
+    """Each run's figure minus the first run's on the same windows (a paired difference, far less noisy than either
+    ±), in nats/char: r['paired_vs_first'] = (mean, standard error), None where the windows differ."""
     a = rows[0]
     per_char = lambda r: [w / r["chars_per_token"] for w in r["per_window"]]  # noqa: E731
     for r in rows[1:]:
@@ -231,21 +227,23 @@ def ar_mode_cell(r):
     if m is None:
         return "n/a"
     cell = f"= {m['nats_per_token'] / m['chars_per_token']:.4f} ± {m['se'] / m['chars_per_token']:.4f}"
-    return cell + ("" if m.get("paired_vs_first") is None else "; minus the first run's %+.4f ± %.4f" % m["paired_vs_first"])
+    paired = m.get("paired_vs_first")
+    return cell + ("" if paired is None else "; minus the first run's %+.4f ± %.4f" % paired)
 
 
 def table(rows, val_entropy, judge="none"):
     """Metrics down, runs across: easier to read than 15 columns."""
+    split = rows[0].get("split", "val")
     lines = [
         ("run", lambda r: r["name"]),
         ("objective", lambda r: r["label"]),
         ("sampler", lambda r: r.get("sampler", "n/a")),
         ("params", lambda r: f"{r['params']:,}"),
         ("tokens seen", lambda r: f"{r['tokens_seen']:,}"),
-        (f"{rows[0].get('split', 'val')} NLL/bound (bits/char)",
+        (f"{split} NLL/bound (bits/char)",
          lambda r: f"{'=' if r['exact'] else '<='} {r['bits_per_char']:.4f} ± {r['bpc_se']:.4f}"),
         ("  MC share of the ±, at most (bits/char)", lambda r: fmt(r.get("mc_bpc_max"), ".4f")),
-        (f"{rows[0].get('split', 'val')} NLL/bound (nats/token)", lambda r: f"{r['nats_per_token']:.4f}"),
+        (f"{split} NLL/bound (nats/token)", lambda r: f"{r['nats_per_token']:.4f}"),
         ("  minus the first run's, paired (nats/char)", lambda r: "n/a (other windows)" if r.get("paired_vs_first", 0)
          is None else "%+.4f ± %.4f" % r["paired_vs_first"] if "paired_vs_first" in r else "-"),
         ("its AR mode, --dual_sample's joint (nats/char)", ar_mode_cell),
@@ -279,19 +277,22 @@ def main(argv):
     runs = [load_run(p, args, device) for p in args.checkpoints]
     judge = load_judge(args.ar_checkpoint, device, {r["path"]: r["tok"] for r in runs}) if args.ar_checkpoint else None
     ctx, precision = autocast_for(device, args.dtype)  # training's policy (and TF32 on CUDA)
-    print(f"device: {device}, {precision} forward passes (float64 draws); {args.split} split, {args.n_windows} windows x {args.n_t} t; {args.n_samples} samples at "
-          f"steps={args.steps}, temperature={args.temperature}; scorer: {args.ar_checkpoint or 'none'}")
+    print(f"device: {device}, {precision} forward passes (float64 draws); {args.split} split, {args.n_windows} windows "
+          f"x {args.n_t} t; {args.n_samples} samples at steps={args.steps}, temperature={args.temperature}; "
+          f"scorer: {args.ar_checkpoint or 'none'}")
     rows, t0 = [], time.time()
     with Progress(runs, args) as bar:
         for i, r in enumerate(runs):
             with ctx:
-                rows.append(evaluate_run(r, args, judge, device, bar))
-            rows[-1]["precision"] = precision  # what scored the bound and drew the samples
+                row = evaluate_run(r, args, judge, device, bar)
+            rows.append(row)
+            row["precision"] = precision  # what scored the bound and drew the samples
             # a model scoring its own samples flatters itself: say so wherever its gen-PPL is shown
-            rows[-1]["judge"] = args.ar_checkpoint or None
-            rows[-1]["self_scored"] = bool(args.ar_checkpoint) and os.path.samefile(r["path"], args.ar_checkpoint)
-            left = (time.time() - t0) / (i + 1) * (len(runs) - i - 1)
-            print(f"  {rows[-1]['name']}: {rows[-1]['seconds']:.1f}s" + (f" ({len(runs) - i - 1} to go, ~{left:.0f}s)" if left else ""))
+            row["judge"] = args.ar_checkpoint or None
+            row["self_scored"] = bool(args.ar_checkpoint) and os.path.samefile(r["path"], args.ar_checkpoint)
+            to_go = len(runs) - i - 1
+            eta = f" ({to_go} to go, ~{(time.time() - t0) / (i + 1) * to_go:.0f}s)" if to_go else ""
+            print(f"  {row['name']}: {row['seconds']:.1f}s{eta}")
     paired_with_first(rows)
     targets = {r["val_sample_entropy"] for r in rows}  # one per sample length (and data): one figure if they agree
     val_entropy = targets.pop() if len(targets) == 1 else None

@@ -23,7 +23,7 @@ from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
 
 def parse_args(argv):
-    p = ArgParser(prog="scripts/export.py", description="Export a checkpoint's weights (safetensors), config and tokenizer.")
+    p = ArgParser(prog="scripts/export.py", description="Export a checkpoint's weights, config and tokenizer.")
     p.add_argument("checkpoint", help="a model.pt written by train.py")
     p.add_argument("out_dir", help="folder to write model.safetensors, config.json and the tokenizer into")
     p.add_argument("--force", action="store_true", help="write into OUT_DIR even if it holds files")
@@ -33,20 +33,20 @@ def parse_args(argv):
 def export(ckpt, model, out_dir):
     """Write the three files; config.json last (a folder without it is no export). Returns their paths."""
     from safetensors.torch import save_file
-    tok = tokenizer_from_state(ckpt["tokenizer"])
-    cfg = ckpt["config"]
+    tok, cfg = tokenizer_from_state(ckpt["tokenizer"]), ckpt["config"]
     meta = dict(format="micro-dllm export 1", model_args=ckpt["model_args"], tokenizer={"kind": tok.kind},
                 tokenizer_fingerprint=fingerprint(tok), objective=cfg.get("objective", "mdlm"),
                 schedule=cfg.get("schedule", "cosine"), diffusion_steps=cfg.get("diffusion_steps"), mask_id=tok.mask_id,
                 iter=int(ckpt["iter"]), ema_weights=ckpt.get("ema") is not None, config=cfg,
                 meta={k: v for k, v in ckpt.get("meta", {}).items() if k == "chars_per_token"})
-    paths = [os.path.join(out_dir, n) for n in (EXPORT_WEIGHTS, EXPORT_BPE if tok.kind == "bpe" else EXPORT_CHARS, EXPORT_CONFIG)]
+    vocab = EXPORT_BPE if tok.kind == "bpe" else EXPORT_CHARS
+    paths = [os.path.join(out_dir, n) for n in (EXPORT_WEIGHTS, vocab, EXPORT_CONFIG)]
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta["weights_checksum"] = checksum(weights)  # load_export refuses weights damaged after export
     with atomic_path(paths[0]) as tmp:
         save_file(weights, tmp, metadata={"format": "pt"})
         umask = os.umask(0)
-        os.umask(umask)
+        os.umask(umask)  # reading the umask sets it: put it back
         os.chmod(tmp, 0o666 & ~umask)  # safetensors creates it private; the others are readable too
     with atomic_open(paths[1]) as f:
         if tok.kind == "bpe":

@@ -1,8 +1,8 @@
-"""Sample frontiers: judge samplers by curves, not by one point. Per checkpoint, every combination of the --grid
-values (AR: --ar-grid); per point: NFE (forward passes per sample), sample entropy, gen-PPL under an AR judge,
-distinct-2/3, and the Jensen-Shannon divergence of the samples' character n-grams (n = 1..4, and their mean) from
-held-out text's, which a sampler that repeats itself cannot lower as it can gen-PPL. A curve is one sampler, its
-points the temperatures; the better sampler has the lower gen-PPL and divergence at the held-out entropy (at_entropy).
+"""Sample frontiers: judge samplers by curves, not by one point (learning.md §6). Per checkpoint, every combination of
+the --grid values (AR: --ar-grid); per point: NFE (forward passes per sample: of the canvas for mdlm, a block for bd3,
+a token for the AR), sample entropy, gen-PPL under an AR judge, distinct-2/3, tokens/s, and the Jensen-Shannon
+divergence of the samples' character 1-4-grams from held-out text's, which repetition cannot lower as it can gen-PPL.
+A curve is one sampler over temperature, read where it crosses the held-out entropy (at_entropy).
 
     python scripts/frontier.py artifacts/models/baby/model.pt artifacts/models/baby_bd3/model.pt \
         artifacts/models/baby_ar/model.pt --ar-checkpoint artifacts/models/baby_ar/model.pt \
@@ -10,14 +10,11 @@ points the temperatures; the better sampler has the lower gen-PPL and divergence
         --grid temperature=0.8,0.9,1.0 --json artifacts/eval/frontier_baby.json
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json --out artifacts/plots/frontier_baby.png
 
-Held-out text is the validation split cut in half: the first half is the reference distribution; --n-samples windows
-of --gen-len tokens from the second half give the held-out entropy and the divergence of real text of the samples'
-size (the floor: n-gram counts from few samples are noisy, so take many: RESULTS.md). Every point is also timed
-(--time-batches, --repeats, --time-draws, --threads): wall-clock tokens/s drawing B samples, the median of rounds in
-which every point draws in turn, so a drifting load slows all alike (`scripts/plot.py frontier --x speed`). AR and bd3
-samples may run past the context (a sliding window; the judge scores them in windows). A point drops the settings
-its objective does not read (ReMDM's unless remask=remdm), so the grid holds each sampler once. NFE counts passes
-of what each runs on: the whole canvas (mdlm), one block (bd3) or one token (AR).
+The validation split's first half is the reference text; --n-samples windows of the second give the held-out entropy
+and real text's own divergence at the samples' size (the floor). tokens/s: the median of rounds in which every point
+draws B samples in turn, so a drifting load slows all alike. AR and bd3 samples may run past the context (a sliding
+window; the judge scores them in windows). A point drops the settings its objective does not read, so the grid holds
+each sampler once.
 """
 import itertools
 import json
@@ -46,18 +43,15 @@ from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
-             "semi_ar_length", "temperature_end_share", "bd3_speculate",
-             "dual_sample")
-DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm",
-                "temperature=0.8,0.9,1.0"]
+             "semi_ar_length", "temperature_end_share", "bd3_speculate", "dual_sample")
+DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "temperature=0.8,0.9,1.0"]
 DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]
 GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KEYS})  # 'key=v1,v2', typed as config.py
 
 
 def canonical(settings, obj, cfg):
-    """The settings a sampler actually reads (cfg: the checkpoint's, for the keys the grid leaves): its objective's
-    IGNORES dropped, ReMDM's eta unless remask=remdm,
-    the diffusion sampler's under dual_sample (mdlm's AR mode reads only the temperature and the filters)."""
+    """The settings a sampler reads (cfg: the checkpoint's, for the keys the grid leaves): not its objective's IGNORES,
+    ReMDM's eta only with remask=remdm, none of the diffusion sampler's under dual_sample (the AR mode's sampler)."""
     s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
     get = lambda k: s.get(k, getattr(cfg, k))  # noqa: E731
     if get("dual_sample"):
@@ -68,8 +62,8 @@ def canonical(settings, obj, cfg):
 
 
 def grid_points(grid, cfg, obj):
-    """Every distinct sampler of the grid for one checkpoint: [(settings dict, its full sampling config)], each
-    checked like a command line (an impossible combination, e.g. steps > diffusion_steps, is a one-line error)."""
+    """Every distinct sampler of the grid for one checkpoint: [(settings, its sampling config)], each checked like a
+    command line (an impossible one, e.g. steps > diffusion_steps, is a one-line error)."""
     points = {}  # the sorted settings -> (settings, sampling config), in the grid's order
     for values in itertools.product(*grid.values()):
         s = canonical(dict(zip(grid, values)), obj, cfg)
@@ -89,8 +83,8 @@ def curve_label(settings):
 
 
 def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
-    """One curve read at the held-out entropy: each key interpolated linearly between the two neighbouring points
-    (by entropy) that bracket `target`; None when the curve does not reach it (a frontier is not extrapolated)."""
+    """One curve read at the held-out entropy: each key linear between the two points (by entropy) that bracket
+    `target`; None when the curve does not reach it (a frontier is not extrapolated)."""
     pts = sorted(points, key=lambda q: q["sample_entropy"])
     for a, b in zip(pts, pts[1:]):
         ea, eb = a["sample_entropy"], b["sample_entropy"]
@@ -104,26 +98,27 @@ def grid_of(r, args, judge, start, gen_len, ref, device, generator):
     """Every point of one checkpoint's grid: its samples drawn and scored, each printed as it comes."""
     points = []
     for settings, scfg in r["points"]:
-        samples, nfe = draw(r["model"], scfg, start, gen_len, args.n_samples, args.batch_size, r["tok"].mask_id, device,
-                            generator)
+        samples, nfe = draw(r["model"], scfg, start, gen_len, args.n_samples, args.batch_size, r["tok"].mask_id,
+                            device, generator)
         nfe = sum(nfe) / len(nfe)
         s = score(samples, len(start), r["tok"], judge, args.batch_size, reference=ref)
         points.append(dict(curve=curve_label(settings), settings=settings, sampler=r["obj"].describe(scfg), nfe=nfe,
                            temperature=scfg.temperature, gen_len=gen_len, n_samples=args.n_samples, **s))
         print(f"  {r['path']} [{points[-1]['curve']}] T={scfg.temperature:g}: NFE {nfe:.1f}, entropy "
-              f"{s['sample_entropy']:.3f}, gen-PPL {s['gen_ppl']:.2f}, JS {s['js_mean']:.4f}, distinct-2 {s['distinct_2']:.3f}")
+              f"{s['sample_entropy']:.3f}, gen-PPL {s['gen_ppl']:.2f}, JS {s['js_mean']:.4f}, "
+              f"distinct-2 {s['distinct_2']:.3f}")
     return points
 
 
 def time_points(runs, args, start, gen_len, device):
-    """Wall-clock tokens/s of every point at each --time-batches size B, written into its seconds_bB (one draw of B
-    samples) and tokens_per_s_bB: one untimed warm-up draw each, then the median of --repeats rounds, each point
-    drawing --time-draws batches of B in turn (each a different seed: a sampler whose passes vary, speculative
-    decoding, is timed over that many samples a round)."""
+    """Wall-clock tokens/s of every point at each --time-batches size B, into its seconds_bB (a draw of B samples)
+    and tokens_per_s_bB: an untimed warm-up draw each, then the median of --repeats rounds, each point drawing
+    --time-draws batches of B in turn, each its own seed (a sampler whose passes vary is timed over more samples)."""
     jobs, n = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])], args.time_draws
     for b in args.time_batches:
         def call(r, scfg, seed):
-            return draw(r["model"], scfg, start, gen_len, b, b, r["tok"].mask_id, device, torch.Generator().manual_seed(seed))
+            return draw(r["model"], scfg, start, gen_len, b, b, r["tok"].mask_id, device,
+                        torch.Generator().manual_seed(seed))
         for r, _, scfg in jobs:
             call(r, scfg, args.seed)
         rounds = [[timed(lambda: [call(r, scfg, args.seed + n * k + j) for j in range(n)], device)[0] / n
@@ -136,7 +131,7 @@ def time_points(runs, args, start, gen_len, device):
 
 
 def read_curves(points, target, keys):
-    """Each curve of the points read at the held-out entropy (at_entropy over keys), printed: {curve: reading or None}."""
+    """Each curve of the points read at the held-out entropy (at_entropy), printed: {curve: reading or None}."""
     curves = {}
     for pt in points:
         curves.setdefault(pt["curve"], []).append(pt)
@@ -155,28 +150,27 @@ def parse_args(argv):
     p = ArgParser(prog="scripts/frontier.py", description="Gen-PPL and n-gram divergence against entropy, per sampler.")
     p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (any objective)")
     p.add_argument("--ar-checkpoint", required=True, help="the AR judge of gen-PPL (same tokenizer and data)")
-    p.add_argument("--grid", action="append", type=GRID, default=None, help=f"KEY=V1,V2 for diffusion checkpoints, repeatable "
-                   f"(default: {' '.join(DEFAULT_GRID)}); every combination runs")
-    p.add_argument("--ar-grid", action="append", type=GRID, default=None, help=f"KEY=V1,V2 for AR checkpoints (default: "
-                   f"{' '.join(DEFAULT_AR_GRID)})")
-    p.add_argument("--n-samples", type=at_least(2), default=256, help="samples per point (and held-out windows); fewer move "
-                   "the held-out entropy itself (RESULTS.md: 2.906 from 32 windows, 2.973 from 256 at baby)")
-    p.add_argument("--gen-len", type=at_least(0), default=0, help="tokens per sample; 0 = fill the context after the start")
-    p.add_argument("--prompt", default="", help="text every sample continues; '' = the AR start token (newline/EOT)")
+    p.add_argument("--grid", action="append", type=GRID, default=None, help=f"KEY=V1,V2 for diffusion checkpoints, "
+                   f"repeatable; every combination runs (default: {' '.join(DEFAULT_GRID)})")
+    p.add_argument("--ar-grid", action="append", type=GRID, default=None,
+                   help=f"KEY=V1,V2 for AR checkpoints (default: {' '.join(DEFAULT_AR_GRID)})")
+    p.add_argument("--n-samples", type=at_least(2), default=256, help="samples per point and held-out windows; fewer "
+                   "move the held-out entropy itself (baby: 2.906 from 32 windows, 2.973 from 256)")
+    p.add_argument("--gen-len", type=at_least(0), default=0, help="tokens per sample; 0 = fill the context")
+    p.add_argument("--prompt", default="", help="text every sample continues; '' = the AR start token")
     p.add_argument("--batch-size", type=at_least(1), default=32, help="samples per forward pass")
     p.add_argument("--data-path", default="", help="override the checkpoints' data_path (held-out text)")
-    p.add_argument("--time-batches", type=list_of(at_least(1)), default="1,16", help="comma-separated batch sizes "
-                   "whose wall-clock tokens/s every point reports")
+    p.add_argument("--time-batches", type=list_of(at_least(1)), default="1,16", help="batch sizes timed (tokens/s)")
     p.add_argument("--repeats", type=at_least(0), default=3, help="timed rounds per batch size (median); 0 = no timing")
-    p.add_argument("--time-draws", type=at_least(1), default=1, help="draws of B samples each point makes in a timed "
-                   "round (its time: their mean; more: less noise from samplers whose passes vary)")
-    p.add_argument("--threads", type=at_least(1), default=1, help="CPU threads (torch.set_num_threads) for every "
-                   "draw, timed or not (on a GPU: its host-side work)")
+    p.add_argument("--time-draws", type=at_least(1), default=1, help="draws of B samples a point makes in a timed "
+                   "round (its time: their mean)")
+    p.add_argument("--threads", type=at_least(1), default=1, help="CPU threads for every draw (a GPU's host side)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--json", type=output, default="", help="write every point here (atomically)")
+    p.add_argument("--json", type=output, default="", help="write every point here")
     a = p.parse_args(argv)
-    a.grid_values, a.ar_grid_values = dict(a.grid or map(GRID, DEFAULT_GRID)), dict(a.ar_grid or map(GRID, DEFAULT_AR_GRID))
+    a.grid_values = dict(a.grid or map(GRID, DEFAULT_GRID))
+    a.ar_grid_values = dict(a.ar_grid or map(GRID, DEFAULT_AR_GRID))
     return a
 
 
@@ -199,17 +193,19 @@ def main(argv):
     gen_len = args.gen_len or min(r["cfg"].block_size for r in runs) - len(start)
     long = [r["path"] for r in runs if len(start) + gen_len > r["cfg"].block_size and not r["obj"].ANY_LENGTH]
     if long:
-        raise UserError(f"start ({len(start)} tokens) + --gen-len {gen_len} exceeds {long[0]}'s context, and its sampler "
-                        f"does not slide a window: use a shorter --gen-len")
+        raise UserError(f"start ({len(start)} tokens) + --gen-len {gen_len} exceeds {long[0]}'s context, and its "
+                        f"sampler does not slide a window: use a shorter --gen-len")
     _, _, val_ids, _ = prepare_data(runs[0]["cfg"], tok, verbose=False)  # held-out text, as described above
     ref = tok.decode(val_ids[:len(val_ids) // 2].tolist())
-    windows = held_out_windows(val_ids[len(val_ids) // 2:], args.n_samples, gen_len, "the validation split's second half")
+    windows = held_out_windows(val_ids[len(val_ids) // 2:], args.n_samples, gen_len,
+                               "the validation split's second half")
     s = score(windows, 0, tok, reference=ref)
     held = dict(sample_entropy=s["sample_entropy"], js=s["js"], js_mean=s["js_mean"], n_windows=len(windows),
                 gen_len=gen_len, reference_chars=len(ref))
     torch.set_num_threads(args.threads)  # the CPU's share of every draw (all of it on a CPU)
-    print(f"device: {device} ({torch.get_num_threads()} threads); judge {args.ar_checkpoint}; {args.n_samples} samples of {gen_len} tokens per point; "
-          f"held-out entropy {held['sample_entropy']:.3f}, n-gram JS of held-out text {held['js_mean']:.4f}")
+    print(f"device: {device} ({torch.get_num_threads()} threads); judge {args.ar_checkpoint}; {args.n_samples} "
+          f"samples of {gen_len} tokens per point; held-out entropy {held['sample_entropy']:.3f}, n-gram JS of "
+          f"held-out text {held['js_mean']:.4f}")
     g = torch.Generator().manual_seed(args.seed)
     for r in runs:
         t0 = time.time()

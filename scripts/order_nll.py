@@ -1,18 +1,10 @@
-"""Does the order a diffusion model decodes in change how good its joint is? Each held-out window is revealed one
-token a pass in a fixed order (left to right, right to left, or a random one per window), every token scored by the
-pass that reveals it. The mean is an exact NLL, not a bound: that of the autoregressive model the order defines. Over
-uniformly random orders it is an unbiased estimate of the network's continuous-time NELBO (learning.md), the
-T -> infinity limit of the chain scripts/eval.py scores. If left to right scores what random orders do, the reveal
-order is not what separates a sampler's samples from an AR's.
-
-`mixture` scores the model that sampler is: one uniformly random masked position a pass, so x's probability is the
-mean over orders of each order's joint, and its NLL, -log mean_order p_order(x), lies below the mean order's (the
-NELBO) by Jensen's gap. Summed exactly over the 2^S reveal sets of a block of S <= 8 (bd3's blocks: 16 canvases for 4);
-for a larger block (mdlm's window) an importance-weighted bound over --mixture-k random orders, which tightens with k.
-
-The network must read no time (time_cond='none': an order defines none). A self-conditioned one reads, as the bound
-does, a fresh first pass's prediction (two passes a token); --self-cond-read sampler reads the previous pass's
-instead, a joint whose random order estimates no bound (tests/test_order_nll.py).
+"""Exact NLL of a diffusion network's joint, reveal order by order (the laws each order scores: learning.md §2-3).
+Each held-out window is revealed one token a pass in a fixed order (left to right, right to left, or a random one per
+window), each token scored by the pass that reveals it: the NLL of the AR model the order defines. Over uniformly
+random orders it estimates the continuous-time NELBO without bias. `mixture`: the law of the sampler that reveals one
+uniformly random masked position a pass, -log mean_order p_order(x), below the NELBO by Jensen's gap; exact over the
+2^S reveal sets of a block of S <= 8 (bd3's), an importance-weighted bound over --mixture-k orders beyond (mdlm's
+window). `causal`: the AR mode of an mdlm network trained with --dual_ar, read as the AR reads a window.
 
     python scripts/order_nll.py artifacts/models/baby/model.pt --orders random,l2r,r2l
     python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,l2r    # the order inside each block
@@ -21,12 +13,8 @@ instead, a joint whose random order estimates no bound (tests/test_order_nll.py)
     python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,mixture    # the exact NLL
     python scripts/order_nll.py artifacts/models/baby/model.pt --orders mixture --semi-ar-length 4    # exact too
 
-Windows are scripts/eval.py's (--split, --n-windows). Prints per order nats/token and bits/char +- one standard
-error, the paired difference from the first order, and the NLL by quarter of the order. bd3: each block is read
-after the clean blocks before it, as its sampler reads them, every block's k-th token in the same pass (L' passes a
-window). The AR has one order; uniform-state diffusion has no [MASK] to reveal. `causal`, for an mdlm network trained
-with --dual_ar: its AR mode (the same weights attending causally over clean text), read as the AR reads a window (its
-first token as context; inference.py --dual_sample draws from it).
+The network must read no time (time_cond none: an order defines none). Windows are scripts/eval.py's (--split,
+--n-windows); bd3 reads each block after the clean blocks before it, every block's k-th token in the same pass.
 """
 import json
 import math
@@ -72,16 +60,15 @@ def order_positions(order, B, L, generator, block=0):
 @torch.no_grad()
 def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=None):
     """NLL (B, L) float64 of each token of x (B, L) when all start masked and pass k reveals perm[:, :, k] (one
-    position per block), each scored by the pass that sees exactly the tokens revealed before it.
-    logits_of(xt, sc) -> (B, L, V) logits with the [MASK] logit at -inf. self_cond, for a self-conditioned network:
-    'bound' feeds each pass a fresh first pass's prediction over the same canvas (common.self_condition_input),
-    'sampler' the previous pass's (diffusion.denoise's reading; zeros at first); None: the network reads none."""
+    position per block), each scored by the pass that sees exactly the tokens revealed before it. logits_of(xt, sc):
+    (B, L, V) logits, [MASK] at -inf. self_cond: None (the network reads none), 'bound' (each pass reads a fresh first
+    pass's prediction, common.self_condition_input) or 'sampler' (the previous pass's, as diffusion.denoise)."""
     assert self_cond in (None, *SC_READS), self_cond
     B, L = x.shape
     perm = perm.to(x.device)
     rows = torch.arange(B, device=x.device)[:, None]
     xt = torch.full_like(x, mask_id)
-    last = torch.zeros(B, L, vocab_size, device=x.device)  # the sampler's: the latest prediction, zeros at first
+    last = torch.zeros(B, L, vocab_size, device=x.device)  # the sampler's latest prediction
     nll = torch.zeros(B, L, dtype=torch.float64, device=x.device)
     for k in range(perm.size(2)):
         masked = xt == mask_id
@@ -107,16 +94,15 @@ MIXTURE_K = 16  # the random orders of a sampled mixture unless --mixture-k says
 @torch.no_grad()
 def mixture_nll(logits_of, x, block, mask_id, vocab_size, self_cond=None, k=MIXTURE_K, generator=None, semi_ar=0):
     """NLL (B, n_blocks) float64 of each block of x (B, L) under the sampler that reveals one uniformly random masked
-    position of every block a pass: the mixture over the S! orders of each order's joint, -log mean_order p_order(block).
-    Up to EXACT_BLOCK positions a block it is exact (reveal_sets_nll). Beyond it, an importance-weighted bound over k
-    uniformly random orders, -log mean_j p_order_j(block), whose expectation lies between the mixture's NLL and the
-    mean order's (the NELBO), tightening as k grows. semi_ar S (mdlm, block 0): the semi-autoregressive sampler, blocks
-    of S left to right, each after the ones before it are revealed and before the ones after it (S passes a block)."""
+    position of every block a pass: -log mean_order p_order(block) over the S! orders. Exact up to EXACT_BLOCK
+    positions (reveal_sets_nll); beyond, -log mean_j p_order_j(block) over k random orders, whose expectation lies
+    between the mixture's NLL and the mean order's, tighter as k grows. semi_ar S (mdlm, block 0): the semi-AR sampler,
+    blocks of S left to right, each after the ones before it are revealed and before those after it."""
     B, L = x.shape
     if semi_ar:
-        cols = torch.arange(L, device=x.device).view(-1, semi_ar)
-        return torch.cat([reveal_sets_nll(logits_of, x, torch.where(torch.arange(L, device=x.device) < c[0], x, mask_id),
-                                          c[None], mask_id, self_cond) for c in cols], 1)
+        pos = torch.arange(L, device=x.device)
+        return torch.cat([reveal_sets_nll(logits_of, x, torch.where(pos < c[0], x, mask_id), c[None], mask_id,
+                                          self_cond) for c in pos.view(-1, semi_ar)], 1)
     S = block or L
     n = L // S
     if S <= EXACT_BLOCK:
@@ -162,7 +148,7 @@ def bd3_pass(model, cfg, x, mask_id):
     return lambda xt, sc: bd3_logits(model, xt, x, cfg.bd3_block, mask_id, sc=sc), cfg.bd3_block
 
 
-PASSES = {"mdlm": mdlm_pass, "bd3": bd3_pass}  # the objectives that fill [MASK]: the AR has one order, uniform no [MASK]
+PASSES = {"mdlm": mdlm_pass, "bd3": bd3_pass}  # what fills [MASK]: the AR has one order, uniform no [MASK]
 
 
 def check_network(path, objective, model):
@@ -180,10 +166,12 @@ def check_network(path, objective, model):
 READINGS = {
     None: "no self-conditioning: each order is the joint a one-token-a-step sampler draws from; random orders "
           "estimate the continuous-time NELBO without bias",
-    "bound": "self-conditioning read as the bound reads it (a fresh first pass's prediction, 2 passes a token): random "
-             "orders estimate the continuous-time NELBO without bias (the sampler's joint: --self-cond-read sampler)",
-    "sampler": "self-conditioning read as the sampler reads it (the previous pass's prediction): each order is the joint "
-               "a one-token-a-step sampler draws from; random orders do NOT estimate the bound (--self-cond-read bound)",
+    "bound": "self-conditioning read as the bound reads it (a fresh first pass's prediction, 2 passes a token): "
+             "random orders estimate the continuous-time NELBO without bias (the sampler's joint: --self-cond-read "
+             "sampler)",
+    "sampler": "self-conditioning read as the sampler reads it (the previous pass's prediction): each order is the "
+               "joint a one-token-a-step sampler draws from; random orders do NOT estimate the bound (--self-cond-read "
+               "bound)",
 }
 
 
@@ -191,22 +179,17 @@ def parse_args(argv):
     p = ArgParser(prog="scripts/order_nll.py",
                   description="Exact NLL of a diffusion network's joint (mdlm, bd3), reveal order by order.")
     p.add_argument("checkpoint", help="an mdlm or bd3 model.pt written by train.py")
-    p.add_argument("--orders", type=list_of(ORDERS), default="l2r,random", help=f"comma-separated, from {', '.join(ORDERS)}")
-    p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=128, help="fixed windows of --split "
-                   "(scripts/eval.py's)")
-    p.add_argument("--split", choices=SPLITS, default="test", help="whose windows, as scripts/eval.py --split: test "
-                   "reports, dev chooses")
+    p.add_argument("--orders", type=list_of(ORDERS), default="l2r,random", help=f"from {', '.join(ORDERS)}")
+    p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=128, help="fixed windows of --split")
+    p.add_argument("--split", choices=SPLITS, default="test", help="as scripts/eval.py's: test reports, dev chooses")
     p.add_argument("--batch-size", type=at_least(1), default=128)
     p.add_argument("--seed", type=int, default=0, help="seeds the random orders")
-    p.add_argument("--self-cond-read", choices=SC_READS, default="bound",
-                   help="a self-conditioned network's input at each pass: a fresh first pass's prediction (the bound's "
-                        "reading: random orders estimate the bound) or the previous pass's (the sampler's joint)")
-    p.add_argument("--mixture-k", type=at_least(2, "a mixture"), default=None,
-                   help=f"--orders mixture over blocks above {EXACT_BLOCK} positions (mdlm's window): the random orders "
-                        f"of its importance-weighted bound (each costs what one random order does; default {MIXTURE_K})")
-    p.add_argument("--semi-ar-length", type=at_least(1), default=0,
-                   help=f"--orders mixture of an mdlm network sampled semi-autoregressively (inference.py "
-                        f"--semi_ar_length S): blocks of S <= {EXACT_BLOCK} left to right, the mixture inside each, exact")
+    p.add_argument("--self-cond-read", choices=SC_READS, default="bound", help="a self-conditioned network's input: "
+                   "a fresh first pass's prediction (the bound's reading) or the previous pass's (the sampler's)")
+    p.add_argument("--mixture-k", type=at_least(2, "a mixture"), default=None, help=f"--orders mixture over blocks "
+                   f"above {EXACT_BLOCK} positions (mdlm's window): random orders of its bound (default {MIXTURE_K})")
+    p.add_argument("--semi-ar-length", type=at_least(1), default=0, help=f"--orders mixture of an mdlm network "
+                   f"sampled semi-autoregressively (inference.py --semi_ar_length S, S <= {EXACT_BLOCK}): exact")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=output, default="", help="write the figures here")
     return p.parse_args(argv)
@@ -226,13 +209,14 @@ def main(argv):
                         f"{cfg.objective} network trained without it: drop causal")
     check_network(args.checkpoint, cfg.objective, model)
     if "mixture" in args.orders and model.args.self_cond and args.self_cond_read == "sampler":
-        raise UserError("--orders mixture sums orders over canvases, and --self-cond-read sampler makes each pass read "
-                        "the pass before it: drop one of the two")
+        raise UserError("--orders mixture sums orders over canvases, and --self-cond-read sampler makes each pass "
+                        "read the pass before it: drop one of the two")
     semi, L = args.semi_ar_length, cfg.block_size
     blocks = objectives.get(cfg.objective).BLOCKS  # bd3: its own blocks, read side by side
     if semi and ("mixture" not in args.orders or blocks):
-        raise UserError(f"--semi-ar-length {semi} scores the mixture of an mdlm network read in blocks; give it with "
-                        f"--orders mixture on an mdlm checkpoint ({args.checkpoint} is {cfg.objective}: bd3 has its blocks)")
+        raise UserError(f"--semi-ar-length {semi} scores the mixture of an mdlm network read in blocks; give it "
+                        f"with --orders mixture on an mdlm checkpoint ({args.checkpoint} is {cfg.objective}: bd3 has "
+                        f"its blocks)")
     if semi and (L % semi or semi > EXACT_BLOCK):
         raise UserError(f"--semi-ar-length {semi}: give a divisor of the window ({L}) of at most {EXACT_BLOCK}, the "
                         f"largest block summed exactly")
@@ -245,11 +229,11 @@ def main(argv):
     sc_read = args.self_cond_read if model.args.self_cond else None
     tok = tokenizer_from_state(ckpt["tokenizer"])
     _, tr, va, _ = prepare_data(cfg, tok, verbose=False)
-    windows, cpt = report_windows(tok, tr, va, args.split, args.n_windows, L)
-    full, windows, g = windows, windows[:, 1:], torch.Generator().manual_seed(args.seed)  # eval.py's, its scored tokens
+    full, cpt = report_windows(tok, tr, va, args.split, args.n_windows, L)
+    windows, g = full[:, 1:], torch.Generator().manual_seed(args.seed)  # eval.py's windows, their scored tokens
     block = pass_of(model, cfg, windows[:1], tok.mask_id)[1]
-    print(f"{args.checkpoint}: {len(windows)} windows x {L} tokens, one token a pass " +
-          (f"in each block of {block} ({block} passes a window)" if block else f"({L} passes a window)") + f", {device}")
+    each = f"in each block of {block} ({block} passes a window)" if block else f"({L} passes a window)"
+    print(f"{args.checkpoint}: {len(windows)} windows x {L} tokens, one token a pass {each}, {device}")
     print(f"  {READINGS[sc_read]}")
     res, per_window = {}, {}
     for order in args.orders:
@@ -278,8 +262,8 @@ def main(argv):
         how = (f"by quarter of the order {', '.join(f'{v:.3f}' for v in q)}" if q else
                f"exact, semi-autoregressive blocks of {semi}" if semi else
                "exact" if exact else f"a bound over {k} random orders a block")
-        print(f"  {order:>7}: {m:.4f} +- {se:.4f} nats/token, {res[order]['bits_per_char']:.4f} bits/char; {how}{diff}"
-              f"  ({time.time() - t0:.0f} s)")
+        print(f"  {order:>7}: {m:.4f} +- {se:.4f} nats/token, {res[order]['bits_per_char']:.4f} bits/char; "
+              f"{how}{diff}  ({time.time() - t0:.0f} s)")
     if args.json:
         with atomic_open(args.json) as f:
             sampled = "mixture" in args.orders and not exact

@@ -1,13 +1,13 @@
 """PNG plots of training runs and evaluations, under artifacts/plots/ (matplotlib, Agg: no screen needed).
 
-    python scripts/plot.py curves artifacts/models/cpu artifacts/models/cpu_ar        # train/val bits/char, runs on one chart
-    python scripts/plot.py entropy artifacts/eval/cpu.json                            # entropy per timestep
-    python scripts/plot.py frontier artifacts/eval/frontier_baby.json                 # gen-PPL, n-gram JS vs entropy
-    python scripts/plot.py frontier artifacts/eval/frontier_baby.json --x speed       # at the held-out entropy (or --x nfe)
+    python scripts/plot.py curves artifacts/models/cpu artifacts/models/cpu_ar   # train/val bits/char, one chart
+    python scripts/plot.py entropy artifacts/eval/cpu.json                       # entropy per timestep
+    python scripts/plot.py frontier artifacts/eval/frontier_baby.json            # gen-PPL, n-gram JS vs entropy
+    python scripts/plot.py frontier artifacts/eval/frontier_baby.json --x speed  # at the held-out entropy (or nfe)
 
 `curves` reads run directories' metrics.jsonl, `entropy` scripts/eval.py's JSON, `frontier` scripts/frontier.py's
-JSONs (dev/plot_epochs.py draws the data-constrained study's). --out names the PNG (written atomically); an existing file there is only
-replaced with --force, and a checkpoint never.
+JSONs (dev/plot_epochs.py draws the data-constrained study's). --out names the PNG (written atomically); an existing
+file there is only replaced with --force, and a checkpoint never.
 """
 import math
 import os
@@ -24,13 +24,13 @@ DEFAULT_OUT = {what: f"artifacts/plots/{what}.png" for what in ("curves", "entro
 
 
 def read_eval_json(path):
-    return read_json(path, "a scripts/eval.py --json file", ("runs",), f"write one with python scripts/eval.py CKPT ... "
-                     f"--json {path}", rows=("name",))
+    fix = f"write one with python scripts/eval.py CKPT ... --json {path}"
+    return read_json(path, "a scripts/eval.py --json file", ("runs",), fix, rows=("name",))
 
 
 def run_label(run_dir):
-    """Directory name plus what the checkpoint says it is: its objective, whether its val figure is an exact NLL,
-    and its training loss as train.py's log names it (evals.report.loss_label); (name, None, False, None) unread."""
+    """(directory name, objective, whether its val figure is an exact NLL, training loss as train.py's log names it);
+    (name, None, False, None) when its model.pt cannot be read."""
     name = os.path.basename(os.path.normpath(run_dir))
     ckpt = os.path.join(run_dir, "model.pt")
     if os.path.isfile(ckpt):
@@ -47,7 +47,7 @@ def run_label(run_dir):
 
 
 def is_ar(r):
-    """An AR's row (an exact NLL): eval.py's rows say so; epochs.py's summary (and old eval.py JSON) name the objective."""
+    """An AR's row (an exact NLL): eval.py's rows say so; dev/epochs.py's summary names the objective."""
     return r.get("exact", r["objective"] == "ar")
 
 
@@ -81,8 +81,7 @@ def plot_curves(run_dirs, out, x=None):
         if not evals:
             raise UserError(f"{d}/metrics.jsonl has no eval rows: train past one eval_interval first")
         name, objective, ar, loss_type = run_label(d)  # ar: the val curve is an exact NLL, not a bound
-        # nats/token -> bits/char with the run's own chars/token (val), read back from an eval row
-        e0 = evals[0]
+        e0 = evals[0]  # nats/token -> bits/char with the run's own chars/token, read back from an eval row
         to_bpc = e0["bits_per_char"] / e0["nats_per_token"] if e0["nats_per_token"] else 1 / LN2
         c = colors[i % len(colors)]
         tag = f"{name} ({objective})" if objective else name
@@ -105,8 +104,8 @@ def plot_entropy(paths, out, x=None):
     if not runs:
         raise UserError("no diffusion runs with entropy_by_t in " + ", ".join(paths) + ": AR runs have no timesteps")
     for r in runs:
-        e = r["entropy_by_t"]
-        T = e[-1][1]  # (lo, hi, entropy) per band of t
+        e = r["entropy_by_t"]  # (lo, hi, entropy) per band of t
+        T = e[-1][1]
         ax.plot([(lo + hi) / 2 / T for lo, hi, _ in e], [v for _, _, v in e], marker="o",
                 label=f"{r['name']} ({r.get('schedule', '')}, {r.get('time_cond', '')})")
     ax.set(xlabel="diffusion time t / T  (more tokens masked to the right)", title="Entropy per timestep",
@@ -116,9 +115,9 @@ def plot_entropy(paths, out, x=None):
 
 
 def plot_frontiers(docs, out):
-    """scripts/frontier.py's JSONs: every sampler's curve (points along temperature) of every checkpoint, AR's dashed
-    black, on two panels against sample entropy: gen-PPL under the judge, and the n-gram JS divergence to held-out
-    text (mean over n = 1..4), with the held-out text's entropy (vertical) and its own divergence (the floor)."""
+    """Every sampler's curve (points along temperature) of every checkpoint, AR's dashed black, against sample
+    entropy on two panels: gen-PPL, and the n-gram JS divergence to held-out text (mean over n = 1..4), with the
+    held-out text's entropy (vertical) and its own divergence (the floor)."""
     from matplotlib.ticker import ScalarFormatter
     plt, fig, (ax, ax_js) = _figure(2, (16, 8), layout="constrained")
     ax.set_prop_cycle(color=plt.cm.tab20.colors)  # many curves: 20 colours before one repeats
@@ -140,9 +139,11 @@ def plot_frontiers(docs, out):
     if not n:
         raise UserError("no points in the given frontier JSONs: run scripts/frontier.py with a grid")
     for a in (ax, ax_js):
-        a.axvline(held["sample_entropy"], color="grey", ls=":", lw=1, label=f"held-out text entropy {held['sample_entropy']:.2f}")
+        a.axvline(held["sample_entropy"], color="grey", ls=":", lw=1,
+                  label=f"held-out text entropy {held['sample_entropy']:.2f}")
         a.set_xlabel("sample entropy (nats, per-sample token histogram; higher = more diverse)")
-    ax_js.axhline(held["js_mean"], color="grey", ls="-.", lw=1, label=f"held-out text of the samples' size {held['js_mean']:.3f}")
+    ax_js.axhline(held["js_mean"], color="grey", ls="-.", lw=1,
+                  label=f"held-out text of the samples' size {held['js_mean']:.3f}")
     ax.set_yscale("log")
     for axis_fmt in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
         axis_fmt(ScalarFormatter())  # plain numbers on a log axis
@@ -150,16 +151,16 @@ def plot_frontiers(docs, out):
            title="gen-PPL vs entropy, one curve per sampler (points: temperatures)")
     ax_js.set(ylabel="JS divergence to held-out char 1-4-grams, bits (lower = closer)",
               title="n-gram divergence vs entropy (repetition cannot game it)")
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles + ax_js.get_legend_handles_labels()[0][-1:], labels + ax_js.get_legend_handles_labels()[1][-1:],
-               loc="outside lower center", ncol=2, fontsize=7)  # below both panels: the curves stay visible
+    (handles, labels), (js_handles, js_labels) = ax.get_legend_handles_labels(), ax_js.get_legend_handles_labels()
+    fig.legend(handles + js_handles[-1:], labels + js_labels[-1:], loc="outside lower center", ncol=2,
+               fontsize=7)  # below both panels: the curves stay visible
     _save(plt, fig, out)
 
 
 def plot_at_held_out(docs, out, x):
-    """scripts/frontier.py's JSONs read at the held-out entropy (each run's at_held_out): a marker per sampler, gen-PPL
-    there against wall-clock tokens/s (x = speed: log x, a panel per timed batch size) or NFE (x = nfe); the AR a black
-    star. A curve that never reaches the held-out entropy has no marker."""
+    """Each run's at_held_out: a marker per sampler, its gen-PPL at the held-out entropy against wall-clock tokens/s
+    (x = speed: log x, a panel per timed batch size) or NFE (x = nfe); the AR a black star. A curve that never
+    reaches the held-out entropy has no marker."""
     if x == "nfe":
         panels = [("nfe", "NFE: forward passes per sample (mean over the curve's points)", "quality vs NFE")]
     else:
@@ -194,10 +195,10 @@ def plot_at_held_out(docs, out, x):
 
 def plot_frontier(paths, out, x=None):
     docs = [read_eval_json(p) for p in paths]
-    if not all("held_out" in d for d in docs):
+    not_frontier = [p for p, d in zip(paths, docs) if "held_out" not in d]
+    if not_frontier:
         raise UserError("frontier plots read scripts/frontier.py's JSONs (python scripts/frontier.py CKPT ... "
-                        "--ar-checkpoint AR.pt --json FILE): " + ", ".join(p for p, d in zip(paths, docs) if "held_out" not in d)
-                        + " is not one")
+                        f"--ar-checkpoint AR.pt --json FILE): {', '.join(not_frontier)} is not one")
     return plot_at_held_out(docs, out, x) if x in ("speed", "nfe") else plot_frontiers(docs, out)
 
 
@@ -207,13 +208,11 @@ def main(argv):
                    help="curves: run dirs; entropy: eval.py JSON files; frontier: frontier.py JSON files")
     p.add_argument("inputs", nargs="+", help="run directories (curves) or --json files (the others)")
     p.add_argument("--out", type=output, default="", help="PNG path (default artifacts/plots/<what>.png)")
-    p.add_argument("--x", choices=("entropy", "speed", "nfe"), default=None, help="the frontier plot's x axis: entropy "
-                   "(default), speed (tokens/s at the held-out entropy) or nfe")
+    p.add_argument("--x", choices=("entropy", "speed", "nfe"), default=None, help="the frontier plot's x axis: "
+                   "entropy (default), speed (tokens/s at the held-out entropy) or nfe")
     a = p.parse_args(argv)
-    allowed = {"frontier": ("entropy", "speed", "nfe")}.get(a.what, ())
-    if a.x and a.x not in allowed:
-        raise UserError(f"--x {a.x} is not an x axis of the {a.what} plot: " + (
-            f"use --x {' or --x '.join(allowed)}" if allowed else "it has its own: drop --x"))
+    if a.x and a.what != "frontier":
+        raise UserError(f"--x {a.x} is not an x axis of the {a.what} plot: it has its own: drop --x")
     out = a.out or DEFAULT_OUT[a.what]
     check_output(out, a.force, "--out")  # the default path too
     if not out.lower().endswith(".png"):

@@ -1,7 +1,8 @@
 """Train a byte-level BPE tokenizer (Hugging Face `tokenizers`) on a plain-text corpus.
 
   python scripts/train_tokenizer.py --input data/stories.txt --output artifacts/tokenizer/tokenizer.json
-  python scripts/train_tokenizer.py --input data/tinyshakespeare.txt --output artifacts/tokenizer/shakespeare.json --vocab-size 1024
+  python scripts/train_tokenizer.py --input data/tinyshakespeare.txt --output artifacts/tokenizer/shakespeare.json \
+      --vocab-size 1024
 
 The input is split into stories on "<|endoftext|>" (the format scripts/data.py writes). --vocab-size counts the two
 special tokens (id 0 "<|endoftext|>", id 1 "[MASK]") and the 256 byte symbols. Encoding text never produces "[MASK]",
@@ -33,24 +34,21 @@ def main(argv):
     text = read_text(args.input, "--input", "make one with scripts/data.py", allow_empty=False, newline="")
     stories = split_stories(text)
     mb = len(text.encode("utf-8")) / 1e6
-
     t0 = time.time()
-    tok = train_bpe(stories, args.vocab_size, args.min_frequency, show_progress=sys.stderr.isatty(), length=len(stories))
+    tok = train_bpe(stories, args.vocab_size, args.min_frequency, show_progress=sys.stderr.isatty(),
+                    length=len(stories))
     t_train = time.time() - t0
     save_tokenizer(tok, args.output, force=args.force)
-
     t0 = time.time()
     n_tokens = len(tok.encode(text))
     t_enc = time.time() - t0
-
     if tok.vocab_size < args.vocab_size:
         print(f"note: the corpus only supports {tok.vocab_size} tokens (< --vocab-size {args.vocab_size}) "
               f"at --min-frequency {args.min_frequency}", file=sys.stderr)
-    print(f"trained on {len(stories):,} {'story' if len(stories) == 1 else 'stories'}, {len(text):,} characters ({mb:.2f} MB) "
-          f"in {t_train:.2f}s ({mb / max(t_train, 1e-9):.1f} MB/s)")
-    print(f"vocab size {tok.vocab_size} (<|endoftext|>={tok.eot_id}, [MASK]={tok.mask_id}); "
-          f"{n_tokens:,} tokens, {len(text) / max(n_tokens, 1):.2f} chars/token; "
-          f"encode {mb / max(t_enc, 1e-9):.1f} MB/s")
+    print(f"trained on {len(stories):,} {'story' if len(stories) == 1 else 'stories'}, {len(text):,} characters "
+          f"({mb:.2f} MB) in {t_train:.2f}s ({mb / max(t_train, 1e-9):.1f} MB/s)")
+    print(f"vocab size {tok.vocab_size} (<|endoftext|>={tok.eot_id}, [MASK]={tok.mask_id}); {n_tokens:,} tokens, "
+          f"{len(text) / max(n_tokens, 1):.2f} chars/token; encode {mb / max(t_enc, 1e-9):.1f} MB/s")
     print(f"wrote {args.output}")
 
 
