@@ -80,8 +80,6 @@ class Config:
     optimizer: str = "adamw"            # 'adamw' | 'muon' (Muon on the layers' 2-D weights, AdamW on embeddings and head)
     muon_lr: float = 0.02               # peak Muon LR (same warm-up/cosine shape as learning_rate)
     muon_momentum: float = 0.95         # Muon's Nesterov momentum
-    muon_ns_dtype: str = "auto"         # Muon's Newton-Schulz in 'auto' (bf16 on CUDA, fp32 elsewhere: a CPU runs bf16
-                                        #   matmuls ~10x slower) | 'bfloat16' (torch's own) | 'float32'
     ema: float = 0.0                    # 0 = off; else the decay (e.g. 0.999) of a weight average used for eval and samples
     activation_checkpointing: bool = resumable(False)  # keep each layer's input only, recompute it in backward
                                         #   (torch.utils.checkpoint): ~1/n_layer of the activations, ~4/3 of the compute
@@ -150,7 +148,7 @@ class Config:
 # never dropped), and scripts/frontier.py drops it from a grid point where it does not act.
 NEEDS = dict(
     val_fraction=("val_path", ("",)), tokenizer_path=("tokenizer", ("bpe",)), mask_ramp_from=("mask_ramp", None),
-    muon_lr=("optimizer", ("muon",)), muon_momentum=("optimizer", ("muon",)), muon_ns_dtype=("optimizer", ("muon",)),
+    muon_lr=("optimizer", ("muon",)), muon_momentum=("optimizer", ("muon",)),
     init_from=("resume", (False,)), wandb_project=("wandb_log", None),
     top_k=("temperature", None), top_p=("temperature", None), temperature_end_share=("temperature", None),
     remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),

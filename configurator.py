@@ -26,7 +26,7 @@ from utils.checkpoint import RENAMED
 from utils.cli import boolean
 from utils.dist import DTYPES
 from utils.errors import UserError
-from utils.optim import EMA, NS_DTYPES, OPTIMIZERS
+from utils.optim import EMA, OPTIMIZERS
 from utils.tokenizer import TOKENIZERS
 
 TYPES = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}  # key -> its type
@@ -53,7 +53,7 @@ def _coerce(name, typ, value):
 # keys the measurements deleted (dev/LOG.md, 2026-11-27: each one's verdict and the commit that removed it)
 REMOVED = ("time_beta", "mask_span", "mir_weight", "mir_mask_max", "bd3_suffix_mix", "cooldown", "attn_scale", "dual_draft",
            "threshold_rule", "bd3_check", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
-           "corrector_steps", "corrector_frac", "corrector_pick", "draft", "draft_len", "live_fps")
+           "corrector_steps", "corrector_frac", "corrector_pick", "draft", "draft_len", "live_fps", "muon_ns_dtype")
 
 
 def _known_key(key):
@@ -147,7 +147,7 @@ def refuse_changes(cfg, given, saved, what, fix, allowed=()):
 # every choice list, defined once beside the code that implements it
 CHOICES = dict(tokenizer=TOKENIZERS, time_cond=TIME_CONDS, objective=objectives.OBJECTIVES, schedule=SCHEDULES,
                loss_type=LOSS_TYPES, dtype=DTYPES, optimizer=OPTIMIZERS, order=ORDERS, tokens_per_step=TOKENS_PER_STEP,
-               remask=REMASKS, muon_ns_dtype=NS_DTYPES, compile=("auto", "true", "false"))
+               remask=REMASKS, compile=("auto", "true", "false"))
 TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
 

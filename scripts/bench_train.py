@@ -4,7 +4,6 @@
     python scripts/bench_train.py cpu --iters=5 --repeats=3  # any preset or --key=value of config.py
     python scripts/bench_train.py cpu --compare_head         # mdlm with the head on all vs only masked positions
     python scripts/bench_train.py cpu --compare_compile      # every row eager and torch.compile'd
-    python scripts/bench_train.py baby --compare_ns          # every row with Muon's Newton-Schulz in bf16 and in fp32
     python scripts/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
     python scripts/bench_train.py --bd3_blocks=1,4,16,64 --block_size=64 --n_layer=4 --n_head=4 --n_embd=128 \
         --batch_size=12
@@ -84,13 +83,10 @@ def main(argv):
     ap.add_argument("--vocab_size", type=at_least(2), default=66, help="with [MASK]: 66 = Shakespeare's, 2048 = BPE")
     ap.add_argument("--compare_head", action="store_true", help="mdlm with the head on all and on masked positions")
     ap.add_argument("--compare_compile", action="store_true", help="every row eager and compiled")
-    ap.add_argument("--compare_ns", action="store_true", help="every row with Muon's Newton-Schulz in bf16 and in fp32")
     ap.add_argument("--bd3_blocks", type=list_of(at_least(1)), default=[],
                     help="comma-separated block sizes L': a bd3 row each (e.g. 1,4,16,64)")
     args, rest = ap.parse_known_args(argv)
     cfg = get_config(rest)
-    if args.compare_ns and cfg.optimizer != "muon":
-        raise UserError("--compare_ns times Muon's Newton-Schulz: add --optimizer=muon (baby and cpu train with it)")
     device = pick_device(cfg.device)
     _, dtype_name = autocast_for(device, cfg.dtype)  # and on CUDA TF32 outside autocast, as train.py
     tokens = cfg.batch_size * cfg.block_size
@@ -102,8 +98,6 @@ def main(argv):
     if args.compare_compile:
         rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows
                 for tag, on in (("eager", "false"), ("compiled", "true"))]
-    if args.compare_ns:
-        rows = [(f"{name} ns={ns}", replace(c, muon_ns_dtype=ns)) for name, c in rows for ns in ("bfloat16", "float32")]
     a = objectives.model_args(cfg, args.vocab_size)
     print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab "
           f"{a.vocab_size}, batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} "
@@ -138,12 +132,9 @@ def print_results(steps, times, configs, tokens, peak):
         print(f"{name:<24} {sec * 1000:9.1f} {tokens / sec:11,.0f} {mfu}")
     for name, sec in results.items():
         if not name.startswith("ar"):
-            # its AR partner: the same --compare_compile / --compare_ns tags (a --compare_head or bd3 row: plain "ar")
-            ar_name = " ".join(["ar"] + [w for w in name.split() if w in ("eager", "compiled") or w.startswith("ns=")])
+            # its AR partner: the same --compare_compile tag (a --compare_head or bd3 row: plain "ar")
+            ar_name = " ".join(["ar"] + [w for w in name.split() if w in ("eager", "compiled")])
             print(f"time ratio {name} / {ar_name}: {sec / results[ar_name]:.3f}")
-        if name.endswith(" ns=float32"):
-            bf = name.replace(" ns=float32", " ns=bfloat16")
-            print(f"time ratio {name} / {bf}: {sec / results[bf]:.3f}")
 
 
 if __name__ == "__main__":

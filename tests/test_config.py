@@ -144,7 +144,7 @@ def test_help_lists_the_presets_then_every_key_with_type_default_and_comment(cli
 
 def test_a_removed_key_is_named_as_removed_with_where_its_verdict_is():
     from configurator import REMOVED
-    assert len(REMOVED) == 20 and not set(REMOVED) & {f.name for f in fields(Config)}
+    assert len(REMOVED) == 21 and not set(REMOVED) & {f.name for f in fields(Config)}
     for key in ("time_beta", "corrector_steps", "bd3_check"):
         with pytest.raises(UserError, match=f"--{key} was removed.*dev/LOG.md"):
             get_config([f"--{key}=1"])
@@ -213,7 +213,7 @@ def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key(
                    resume="false", wandb_log="true", temperature="0.8", remask="remdm", threshold="0.0",
                    viz_video="v.mp4")
     value = dict(val_fraction="0.2", tokenizer_path="t.json", mask_ramp_from="0.5", muon_lr="0.01", muon_momentum="0.9",
-                 muon_ns_dtype="float32", init_from="a.pt", wandb_project="p", top_k="5", top_p="0.9",
+                 init_from="a.pt", wandb_project="p", top_k="5", top_p="0.9",
                  temperature_end_share="0.5", remask_eta="0.1", tokens_per_step="linear", trace_every="2",
                  gif_frame_ms="100")
     off = dict(val_path="data/tinyshakespeare.txt", tokenizer="char", mask_ramp="0", optimizer="adamw", resume="true",

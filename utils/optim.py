@@ -19,14 +19,10 @@ import torch.optim._muon as _torch_muon
 from utils.errors import UserError
 
 OPTIMIZERS = ("adamw", "muon")  # config.optimizer, see build_optimizer
-NS_DTYPES = ("auto", "bfloat16", "float32")  # config.muon_ns_dtype, see ns_dtype
-
-
-def ns_dtype(name, device):
-    """Muon's Newton-Schulz precision: 'auto' = bf16 on CUDA (torch's own), fp32 elsewhere."""
-    if name == "auto":
-        name = "bfloat16" if device.type == "cuda" else "float32"
-    return getattr(torch, name)
+def ns_dtype(device):
+    """Muon's Newton-Schulz precision: bf16 on CUDA (torch's own), fp32 elsewhere (a CPU's bf16 matmuls ran its
+    iteration 2-6x slower: dev/LOG.md, 2026-11-25)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
 def newton_schulz(grad, ns_coefficients, ns_steps, eps, dtype=torch.float32):
@@ -98,7 +94,7 @@ def build_optimizer(model, cfg, device):
     # an average, mu b + (1 - mu) g, a scale that the Newton-Schulz normalisation removes.
     muon = torch.optim.Muon([dict(params=hidden, base_lr=cfg.muon_lr)], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
                             nesterov=True, weight_decay=0.0, adjust_lr_fn="original")  # no decay, as in the original
-    return MuonAdamW(muon, adamw, ns_dtype(cfg.muon_ns_dtype, device))
+    return MuonAdamW(muon, adamw, ns_dtype(device))
 
 
 def lr_at(it, cfg):
