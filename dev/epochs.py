@@ -229,6 +229,9 @@ def main(argv):
     p.add_argument("--summary", type=output, default=None, help=f"JSON summary path (default {ROOT}/summary.json, "
                    f"rewritten after every run)")
     a = p.parse_args(argv)
+    trains = [f for f in ("--runs", "--eval-iters", "--restart") if any(str(w).split("=")[0] == f for w in argv)]
+    if a.summary_only and trains:  # what trains, given beside what trains nothing: refused, never dropped
+        raise UserError(f"{trains[0]} sets the training --summary-only skips: drop one of them")
     summary = a.summary or f"{ROOT}/summary.json"
     if not a.summary_only:  # (started outside the repository root, the study's text is not found and says so)
         paths = prepare_data(sorted({RUNS[n][1] for n in RUNS}))

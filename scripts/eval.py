@@ -43,7 +43,8 @@ from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 def parse_args(argv):
     p = ArgParser(prog="scripts/eval.py", description="Evaluate diffusion and AR checkpoints into one table.")
     p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (diffusion or AR)")
-    p.add_argument("--ar-checkpoint", default="", help="AR checkpoint that scores samples (gen-PPL); same tokenizer")
+    p.add_argument("--ar-checkpoint", default="", needs=("n_samples",),
+                   help="AR checkpoint that scores samples (gen-PPL); same tokenizer")
     p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows: test = the "
                    "validation text's second half (records report it), dev = its first (train.py's evals and best.pt "
                    "read it), val = both, train")
@@ -54,16 +55,23 @@ def parse_args(argv):
     p.add_argument("--n-t", type=at_least(1), default=REPORT["n_t"], help="stratified times per window for the bound")
     p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"], help="windows or samples a pass")
     p.add_argument("--n-samples", type=at_least(0), default=16, help="samples for gen-PPL, distinct-n (0 = none)")
-    p.add_argument("--gen-len", type=at_least(0), default=0, help="tokens per sample; 0 = fill the context")
-    p.add_argument("--prompt", default="", help="text every sample starts from; '' = the AR start token")
-    p.add_argument("--steps", type=at_least(1), default=64, help="reverse steps (NFE) for samples and infill")
-    p.add_argument("--temperature", type=at_least(0.0), default=1.0, help="sampling temperature (0 = argmax)")
+    samples, sampling = ("n_samples",), ("n_samples", "infill_len")  # the flags that act only with samples (or infill)
+    p.add_argument("--gen-len", type=at_least(0), default=0, needs=samples, help="tokens per sample; 0 = fill the "
+                   "context")
+    p.add_argument("--prompt", default="", needs=samples, help="text every sample starts from; '' = the AR start token")
+    p.add_argument("--steps", type=at_least(1), default=64, needs=sampling, help="reverse steps (NFE) for samples and "
+                   "infill")
+    p.add_argument("--temperature", type=at_least(0.0), default=1.0, needs=samples, help="sampling temperature (0 = "
+                   "argmax)")
     p.add_argument("--order", choices=ORDERS, default="confidence",
-                   help="mdlm's reveal order (random + --remask none = MDLM's ancestral sampler)")
-    p.add_argument("--remask", choices=("refine", "none"), default="refine", help="mdlm samples: refine | none")
+                   needs=sampling, help="mdlm's reveal order (random + --remask none = MDLM's ancestral sampler)")
+    p.add_argument("--remask", choices=("refine", "none"), default="refine", needs=sampling,
+                   help="mdlm samples: refine | none")
     p.add_argument("--infill-len", type=at_least(0), default=20, help="held-out tokens (nanoDLM: 20 chars); 0 = none")
-    p.add_argument("--n-infill", type=at_least(1), default=64, help="windows with one held-out span each")
-    p.add_argument("--infill-temperature", type=at_least(0.0), default=0.0, help="0 = the most likely fill")
+    p.add_argument("--n-infill", type=at_least(1), default=64, needs=("infill_len",),
+                   help="windows with one held-out span each")
+    p.add_argument("--infill-temperature", type=at_least(0.0), default=0.0, needs=("infill_len",),
+                   help="0 = the most likely fill")
     p.add_argument("--diffusion-steps", type=at_least(0), default=0, help="score (and sample) a chain of this many "
                    "steps, not the checkpoint's T (0): only for a network with no time input (time_cond none, bd3)")
     p.add_argument("--seed", type=int, default=REPORT["seed"])
@@ -98,7 +106,8 @@ def load_run(path, args, device):
     # the samplers' settings: --steps, --temperature, --order, --remask; every other switch off
     scfg = replace(cfg, steps=args.steps, temperature=args.temperature, order=args.order, remask=args.remask,
                    tokens_per_step="schedule", remask_eta=0.0, threshold=0.0, semi_ar_length=0, top_k=0, top_p=1.0)
-    if obj.STEP_CHAIN and args.steps > cfg.diffusion_steps:  # a sampler on the schedule's grid: K <= T
+    sampled = args.n_samples or args.infill_len  # without either no sampler runs, and --steps is not read
+    if sampled and obj.STEP_CHAIN and args.steps > cfg.diffusion_steps:  # a sampler on the schedule's grid: K <= T
         raise UserError(f"--steps {args.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: "
                         f"use --steps {cfg.diffusion_steps}")
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),

@@ -244,11 +244,12 @@ CLASSES = {
     "zero": "a zero count",
     "root": "started outside the repository root: a path relative to it, named from elsewhere",
     "damaged": "a checkpoint or export damaged after it was written: its checksum no longer matches what it holds",
+    "depends": "a flag that acts only with another, given without it: refused, never dropped",
     "pickle": "a file that would run code when unpickled: refused, nothing run",
 }
 NO_FILES = "reads and writes no file: random tokens in, a table out"
 SCALARS = "config.py's keys are all scalars (a wrong type, --max_iters=ten, is in TABLE)"
-EV = [DM, "--steps", "4", "--n-windows", "2", "--n-t", "1", "--n-samples", "0", "--infill-len", "0"]
+EV = [DM, "--n-windows", "2", "--n-t", "1", "--n-samples", "0", "--infill-len", "0"]
 FR = [AR, "--ar-checkpoint", AR, "--n-samples", "2", "--ar-grid", "temperature=1.0"]  # the fixture's AR judges itself
 BT = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=2", "--iters=1", "--repeats=1",
       "--warmup=0", "--device=cpu"]
@@ -304,7 +305,7 @@ CLASS_ROWS = {
         root=[(["--input", "data/tinyshakespeare.txt", "--output", "t.json"], "run from the repository root")]),
     "scripts/eval.py": dict(
         missing=[(["missing.pt"], "checkpoint missing.pt not found"),
-                 ([*EV, "--ar-checkpoint", "missing.pt"], "checkpoint missing.pt not found")],
+                 ([*EV, "--n-samples", "1", "--steps", "4", "--ar-checkpoint", "missing.pt"], "checkpoint missing.pt not found")],
         directory=[(["empty_dir"], "is a directory"), ([*EV, "--json", "empty_dir"], "is a directory")],
         exists=[([*EV, "--json", "old.txt"], "old.txt already exists: pass --force")],
         checkpoint=[([*EV, "--json", AR, "--force"], "is a checkpoint")],
@@ -419,6 +420,22 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py",
                          "dev/plot_epochs.py"), NO_CKPT),
         "dev/epochs.py": "reads no checkpoint: its runs are train.py's, their scores eval.py's"},
+    "depends": {
+        "train.py": [([*T, "--out_dir=x", "--mask_ramp_from=0.6"], "--mask_ramp_from acts only with --mask_ramp"),
+                     ([*T, "--out_dir=x", "--muon_lr=0.01"], "--muon_lr acts only with --optimizer='muon'"),
+                     ([*T, "--out_dir=dm", "--resume", "--init_from=ar/model.pt"], "--init_from acts only with --resume=False")],
+        "inference.py": [(["--checkpoint", DM, "--temperature", "0", "--top_k", "5"], "--top_k acts only with --temperature"),
+                         (["--checkpoint", DM, "--trace-every", "2"], "--trace_every acts only with --viz_video"),
+                         (["--checkpoint", DM, "--remask_eta", "0.1"], "--remask_eta acts only with --remask='remdm'")],
+        "scripts/eval.py": [([*EV, "--ar-checkpoint", AR], "--ar-checkpoint acts only with --n-samples"),
+                            ([*EV, "--steps", "4"], "--steps acts only with --n-samples or --infill-len"),
+                            ([DM, "--infill-len", "0", "--n-infill", "8"], "--n-infill acts only with --infill-len")],
+        "scripts/frontier.py": [([*FR, "--repeats", "0", "--time-batches", "1,2"], "--time-batches acts only with --repeats")],
+        "scripts/order_nll.py": [([DM, "--mixture-k", "4"], "no mixture")],
+        "dev/epochs.py": [(["--summary-only", "--restart"], "--restart sets the training --summary-only skips")],
+        **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py",
+                         "dev/plot_epochs.py", "scripts/export.py", "dev/nanogpt_score.py", "dev/bd3_variance.py"),
+                        "no flag of it acts only with another")},
     "pickle": {
         "train.py": [([*T, "--out_dir=x", "--init_from=evil.pt"], "a weights-only load refuses")],
         "inference.py": [(["--checkpoint", "evil.pt"], "a weights-only load refuses")],

@@ -6,11 +6,13 @@ before any work, as one `error:` line and exit 2 (utils.errors.run_cli):
     p.add_argument("--n-windows", type=at_least(2))     # a count: '1' and 'x' are refused
     p.add_argument("--bands", type=list_of(band))       # '0-1,0.3-0.8' -> [(0.0, 1.0), (0.3, 0.8)]; '0.8-0.3' refused
     p.add_argument("--grid", type=key_list({"steps": at_least(1)}))   # 'steps=8,16' -> ('steps', [8, 16])
+    p.add_argument("--n-infill", type=at_least(1), needs=("infill_len",))  # refused given without --infill-len > 0
 
 read_json and read_jsonl read a JSON input checked for its kind and for being complete.
 """
 import argparse
 import json
+import sys
 
 from utils.errors import UserError
 from utils.fileio import check_output, read_text
@@ -18,14 +20,19 @@ from utils.fileio import check_output, read_text
 
 class ArgParser(argparse.ArgumentParser):
     """argparse whose bad flag is one line (through run_cli), not a usage block; an output flag (type=output) comes
-    with --force and is checked against it once all flags are read. prog= the script's path."""
+    with --force and is checked against it once all flags are read; a flag with needs=(dests) acts only when one of
+    those flags is on (non-zero, non-empty), and is refused when given without (what is asked is what runs).
+    prog= the script's path."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
+        self.needs = {}
 
-    def add_argument(self, *args, **kwargs):
+    def add_argument(self, *args, needs=(), **kwargs):
         action = super().add_argument(*args, **kwargs)
+        if needs:
+            self.needs[action] = needs
         if kwargs.get("type") is output and "force" not in {a.dest for a in self._actions}:
             super().add_argument("--force", action="store_true",
                                  help="replace an existing output file (not a checkpoint)")
@@ -33,6 +40,12 @@ class ArgParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         a, rest = super().parse_known_args(args, namespace)
+        given = {w.split("=")[0] for w in (args if args is not None else sys.argv[1:]) if str(w).startswith("--")}
+        for act, needs in self.needs.items():
+            if given & set(act.option_strings) and not any(getattr(a, n) for n in needs):
+                flags = " or ".join(f"--{n.replace('_', '-')}" for n in needs)
+                raise UserError(f"{act.option_strings[0]} acts only with {flags} on (here off): give that too, or drop "
+                                f"{act.option_strings[0]}")
         for act in self._actions:
             if act.type is output and getattr(a, act.dest):
                 check_output(getattr(a, act.dest), getattr(a, "force", False), (act.option_strings or [act.dest])[0])
