@@ -30,6 +30,7 @@ import torch.nn.functional as F  # noqa: E402
 from common import Schedule  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
 from diffusion import causal_per_window  # noqa: E402
+from scripts.order_nll import windows_sha  # noqa: E402
 from evals.bound import REPORT, evaluate, paired_difference, report_windows  # noqa: E402
 from scripts.eval import run_name  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
@@ -136,17 +137,21 @@ def main(argv):
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     runs = [load_model(path, "cpu") for path in args.against]
     cfg, tok = config_from_dict(runs[0][1]["config"]), tokenizer_from_state(runs[0][1]["tokenizer"])
-    for path, d in orders:
-        if (d["split"], d["n_windows"], d.get("tokens")) != (args.split, args.n_windows, cfg.block_size):
-            raise UserError(f"{path} scored {d['n_windows']} windows of {d.get('tokens')} tokens of split {d['split']}, "
-                            f"this call {args.n_windows} of {cfg.block_size} of {args.split}: give --split and "
-                            f"--n-windows as order_nll.py had them, with --against runs of its window")
+
     ck = read_nanogpt_ckpt(args.ckpt)
     clone = os.path.dirname(os.path.dirname(os.path.abspath(args.ckpt)))  # nanoGPT writes out_dir/ckpt.pt in its clone
     gpt = load_nanogpt(ck, args.model_py or os.path.join(clone, "model.py"),
                        args.meta or os.path.join(clone, "data", ck.get("config", {}).get("dataset", ""), "meta.pkl"), tok)
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     windows, cpt = report_windows(tok, train_ids, val_ids, args.split, args.n_windows, cfg.block_size)
+    for path, d in orders:  # the same windows (the split may hold fewer than asked: compare what was scored)
+        if (d["split"], d["n_windows"], d.get("tokens")) != (args.split, len(windows), cfg.block_size):
+            raise UserError(f"{path} scored {d['n_windows']} windows of {d.get('tokens')} tokens of split {d['split']}, "
+                            f"this call {len(windows)} of {cfg.block_size} of {args.split}: give --split and "
+                            f"--n-windows as order_nll.py had them, with --against runs of its window")
+        if d.get("windows_sha") != windows_sha(windows):
+            raise UserError(f"{path} scored other windows than these (another text or tokenizer: their fingerprints "
+                            f"differ): pair it against nanoGPT on the text it scored")
     base = nanogpt_per_window(gpt, windows, args.batch_size)
     print(f"{args.split}: {len(base)} windows, the last {cfg.block_size} tokens of each; nats/char ± one standard error")
     print(f"  nanoGPT {args.ckpt} (iter {ck.get('iter_num', '?')}): = {statistics.mean(base):.4f} ± "

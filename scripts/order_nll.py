@@ -16,6 +16,7 @@ window). `causal`: the AR mode of an mdlm network trained with --dual_ar, read a
 The network must read no time (time_cond none: an order defines none). Windows are scripts/eval.py's (--split,
 --n-windows); bd3 reads each block after the clean blocks before it, every block's k-th token in the same pass.
 """
+import hashlib
 import json
 import math
 import os
@@ -88,6 +89,7 @@ def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=None):
 
 
 EXACT_BLOCK = 8  # the mixture over orders is summed exactly up to this block (2^S canvases), sampled beyond it
+EXACT_ORDERS = 5  # read as the sampler reads self-conditioning, orders do not share canvases: S! of them, up to this S
 MIXTURE_K = 16  # the random orders of a sampled mixture unless --mixture-k says otherwise
 
 
@@ -99,15 +101,16 @@ def mixture_nll(logits_of, x, block, mask_id, vocab_size, self_cond=None, k=MIXT
     between the mixture's NLL and the mean order's, tighter as k grows. semi_ar S (mdlm, block 0): the semi-AR sampler,
     blocks of S left to right, each after the ones before it are revealed and before those after it."""
     B, L = x.shape
+    exact = orders_nll if self_cond == "sampler" else reveal_sets_nll
     if semi_ar:
         pos = torch.arange(L, device=x.device)
-        return torch.cat([reveal_sets_nll(logits_of, x, torch.where(pos < c[0], x, mask_id), c[None], mask_id,
-                                          self_cond) for c in pos.view(-1, semi_ar)], 1)
+        return torch.cat([exact(logits_of, x, torch.where(pos < c[0], x, mask_id), c[None], mask_id, self_cond)
+                          for c in pos.view(-1, semi_ar)], 1)
     S = block or L
     n = L // S
-    if S <= EXACT_BLOCK:
-        return reveal_sets_nll(logits_of, x, torch.full_like(x, mask_id), torch.arange(L, device=x.device).view(n, S),
-                               mask_id, self_cond)
+    if S <= (EXACT_ORDERS if self_cond == "sampler" else EXACT_BLOCK):
+        return exact(logits_of, x, torch.full_like(x, mask_id), torch.arange(L, device=x.device).view(n, S), mask_id,
+                     self_cond)
     from tqdm import tqdm
     joints = [-ordered_nll(logits_of, x, order_positions("random", B, L, generator, block), mask_id, vocab_size,
                            self_cond).view(B, n, S).sum(-1)
@@ -116,12 +119,38 @@ def mixture_nll(logits_of, x, block, mask_id, vocab_size, self_cond=None, k=MIXT
 
 
 @torch.no_grad()
+def orders_nll(logits_of, x, base, cols, mask_id, self_cond="sampler"):
+    """reveal_sets_nll's chance with self-conditioning read as the sampler reads it (diffusion.denoise): each pass reads
+    the previous pass's prediction at the group's still-masked positions (zeros at the first, and off the group), so
+    the chance of an order depends on the whole order, not on the set revealed: -log mean over the S! orders of their
+    product, each ordered prefix one pass (41 passes at S = 4)."""
+    L, S = x.size(1), cols.size(1)
+    group = torch.zeros(L, dtype=torch.bool, device=x.device)
+    group[cols.reshape(-1)] = True
+    ends = []  # log-chance (B, n) of x's tokens under each complete order
+
+    def walk(left, xt, sc, logp):
+        if not left:
+            ends.append(logp)
+            return
+        logits = logits_of(xt, sc)
+        nll = torch.log_softmax(logits.double(), -1).gather(-1, x[..., None]).squeeze(-1)[:, cols]  # (B, n, S)
+        last = torch.softmax(logits, -1) * group[:, None]  # this pass's prediction over the group, the next pass's sc
+        for i in left:
+            shown = xt.clone()
+            shown[:, cols[:, i]] = x[:, cols[:, i]]
+            walk([j for j in left if j != i], shown, last * (shown == mask_id)[..., None], logp + nll[..., i])
+    walk(list(range(S)), base, None, 0.0)  # the first pass reads no prediction (zeros: the same network output)
+    return -(torch.logsumexp(torch.stack(ends), 0) - math.lgamma(S + 1))
+
+
+@torch.no_grad()
 def reveal_sets_nll(logits_of, x, base, cols, mask_id, self_cond=None):
     """-log of the chance (B, n) that revealing the positions cols[j] (n, S) of every row one uniformly random one a
     pass (every group j in the same pass), over the canvas base (B, L), draws x's tokens there. g(R), the chance that
     reveal set R comes first with x's tokens, sums over R's last position i: g(R) = sum_i g(R - i) p(x_i | x_(R - i)) /
     (S - |R| + 1), over the 2^S canvases."""
-    (B, L), (n, S) = x.shape, cols.shape
+    B, (n, S) = x.size(0), cols.shape
     logg = torch.full((1 << S, B, n), float("-inf"), dtype=torch.float64, device=x.device)
     logg[0] = 0.0
     for R in range(1 << S):  # every subset before its supersets: R | i > R
@@ -170,8 +199,8 @@ READINGS = {
              "random orders estimate the continuous-time NELBO without bias (the sampler's joint: --self-cond-read "
              "sampler)",
     "sampler": "self-conditioning read as the sampler reads it (the previous pass's prediction): each order is the "
-               "joint a one-token-a-step sampler draws from; random orders do NOT estimate the bound (--self-cond-read "
-               "bound)",
+               "joint a one-token-a-step sampler draws from, the mixture the random-order sampler's own law; random "
+               "orders do NOT estimate the bound (--self-cond-read bound)",
 }
 
 
@@ -195,25 +224,34 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def windows_sha(windows):
+    """A fingerprint of the windows scored (their token ids): a figure paired against another's must read the same."""
+    return hashlib.sha256(windows.cpu().numpy().tobytes()).hexdigest()[:16]
+
+
 def mean_se(v):
     return v.mean().item(), (v.std() / math.sqrt(len(v))).item()
 
 
-def main(argv):
-    args = parse_args(argv)
-    device = pick_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device)
-    cfg = config_from_dict(ckpt["config"])
+def check_flags(args, argv, cfg, model):
+    """Refuse what the network cannot be scored by, and a flag that cannot apply to it; returns whether the mixture
+    is summed exactly."""
     if "causal" in args.orders and not cfg.dual_ar:
         raise UserError(f"--orders causal reads the AR mode that --dual_ar trains; {args.checkpoint} is a "
                         f"{cfg.objective} network trained without it: drop causal")
     check_network(args.checkpoint, cfg.objective, model)
-    if "mixture" in args.orders and model.args.self_cond and args.self_cond_read == "sampler":
-        raise UserError("--orders mixture sums orders over canvases, and --self-cond-read sampler makes each pass "
-                        "read the pass before it: drop one of the two")
     semi, L = args.semi_ar_length, cfg.block_size
     blocks = objectives.get(cfg.objective).BLOCKS  # bd3: its own blocks, read side by side
-    if semi and ("mixture" not in args.orders or blocks):
+    given = {w.split("=")[0] for w in argv}
+    if "--self-cond-read" in given and not model.args.self_cond:
+        raise UserError(f"--self-cond-read picks how a self-conditioned network is read; {args.checkpoint} was trained "
+                        f"without self-conditioning: drop --self-cond-read")
+    if ("mixture" in args.orders and model.args.self_cond and args.self_cond_read == "sampler"
+            and (semi or (cfg.bd3_block if blocks else L)) > EXACT_ORDERS):
+        raise UserError(f"--orders mixture --self-cond-read sampler sums a block's S! orders, each read as the sampler "
+                        f"reads it, up to blocks of {EXACT_ORDERS}: give an mdlm network --semi-ar-length 4, or a bd3 "
+                        f"network of blocks <= {EXACT_ORDERS}")
+    if semi and blocks:
         raise UserError(f"--semi-ar-length {semi} scores the mixture of an mdlm network read in blocks; give it "
                         f"with --orders mixture on an mdlm checkpoint ({args.checkpoint} is {cfg.objective}: bd3 has "
                         f"its blocks)")
@@ -221,9 +259,23 @@ def main(argv):
         raise UserError(f"--semi-ar-length {semi}: give a divisor of the window ({L}) of at most {EXACT_BLOCK}, the "
                         f"largest block summed exactly")
     exact = semi or (cfg.bd3_block if blocks else L) <= EXACT_BLOCK
-    if args.mixture_k is not None and ("mixture" not in args.orders or exact):
-        raise UserError(f"--mixture-k {args.mixture_k} sets the orders of a sampled mixture, and this call sums "
-                        f"{'its mixture exactly' if 'mixture' in args.orders else 'no mixture'}: drop --mixture-k")
+    if args.mixture_k is not None and exact:
+        raise UserError(f"--mixture-k {args.mixture_k} sets the orders of a sampled mixture, and this call sums its "
+                        f"mixture exactly: drop --mixture-k")
+    return exact
+
+
+def main(argv):
+    args = parse_args(argv)
+    for flag, v in (("--mixture-k", args.mixture_k), ("--semi-ar-length", args.semi_ar_length)):
+        if v and "mixture" not in args.orders:
+            raise UserError(f"{flag} {v} acts only with --orders mixture, and --orders {','.join(args.orders)} asks "
+                            f"for no mixture: add mixture, or drop {flag}")
+    device = pick_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device)
+    cfg = config_from_dict(ckpt["config"])
+    exact = check_flags(args, argv, cfg, model)
+    semi, L = args.semi_ar_length, cfg.block_size
     k = args.mixture_k or MIXTURE_K
     pass_of = PASSES[cfg.objective]
     sc_read = args.self_cond_read if model.args.self_cond else None
@@ -268,7 +320,8 @@ def main(argv):
         with atomic_open(args.json) as f:
             sampled = "mixture" in args.orders and not exact
             json.dump(dict(checkpoint=args.checkpoint, objective=cfg.objective, block=block or L, split=args.split,
-                           n_windows=len(windows), tokens=L, chars_per_token=cpt, seed=args.seed, semi_ar_length=semi,
+                           n_windows=len(windows), tokens=L, windows_sha=windows_sha(full), chars_per_token=cpt,
+                           seed=args.seed, semi_ar_length=semi,
                            mixture_k=k if sampled else None, self_cond_read=sc_read, orders=res), f, indent=1)
         print(f"wrote {args.json}")
 

@@ -203,3 +203,17 @@ def uncached_bd3(mask_id, uncached=True):
         yield
     finally:
         bd3.CachedBlockModel = real
+
+
+def pooled_chi2(samples, joint, least=5.0):
+    """(chi-square, a limit far in its tail) with the outcomes expected fewer than `least` times pooled into one
+    cell: an outcome of probability 1e-8 drawn once would otherwise dominate the sum."""
+    n, counts = len(samples), {}
+    for s in samples:
+        counts[tuple(s)] = counts.get(tuple(s), 0) + 1
+    big = {s: q for s, q in joint.items() if n * q >= least}
+    rest = (n - sum(counts.get(s, 0) for s in big), n * (1 - sum(big.values())))  # (observed, expected)
+    cells = [(counts.get(s, 0), n * q) for s, q in big.items()] + ([rest] if rest[1] >= least else [])
+    chi2 = sum((o - e) ** 2 / e for o, e in cells) + (rest[0] if rest[1] < least else 0)  # ~0 expected: each counts
+    df = len(cells) - 1
+    return chi2, df + 5 * (2 * df) ** 0.5

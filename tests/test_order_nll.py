@@ -141,6 +141,39 @@ def test_the_semi_autoregressive_mixture_reads_each_block_after_the_ones_before_
         torch.testing.assert_close(got[:, j], -(torch.logsumexp(torch.stack(joints), 0) - math.log(6)))
 
 
+def test_the_sampler_read_mixture_is_the_mean_over_every_order_of_the_samplers_joint():
+    """--self-cond-read sampler: each pass reads the previous pass's prediction, so an order's chance depends on the
+    whole order. orders_nll sums the S! orders one by one: it must equal -log mean over the permutations of
+    ordered_nll's sampler joint (the same order in every block), differ from the bound reading's figure on a network
+    whose self-conditioning matters, and for the semi-AR blocks read block j's first pass with no prediction (zeros),
+    as sampler.denoise keeps none off the block it decides."""
+    M, V = 8, 9
+    x = torch.randint(0, M, (3, 6), generator=torch.Generator().manual_seed(4))
+    model = _self_conditioned(6)
+    logits_of, _ = order_nll.mdlm_pass(model, None, x, M)
+    for block in (3, 2):  # two blocks of 3 (6 orders), three of 2
+        got = order_nll.mixture_nll(logits_of, x, block, M, V, self_cond="sampler")
+        want = _mixture_by_enumeration(logits_of, x, block, "sampler", M, V)[0]
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+        bound = order_nll.mixture_nll(logits_of, x, block, M, V, self_cond="bound")
+        assert (got - bound).abs().max() > 1e-3  # another law: the reading matters on this network
+    got = order_nll.mixture_nll(logits_of, x, 0, M, V, self_cond="sampler", semi_ar=3)
+    for j in range(2):  # block j by hand: the blocks before it shown, a fresh prediction chain started at zeros
+        base = torch.where(torch.arange(6) < 3 * j, x, M)
+        joints = []
+        for p in itertools.permutations(range(3)):
+            xt, sc, logp = base.clone(), torch.zeros(3, 6, V), 0.0
+            for i in p:
+                logits = logits_of(xt, sc)
+                logp = logp + logits.double().log_softmax(-1)[:, 3 * j + i].gather(-1, x[:, 3 * j + i, None])[:, 0]
+                keep = torch.zeros(6, dtype=torch.bool)
+                keep[3 * j:3 * j + 3] = True
+                xt[:, 3 * j + i] = x[:, 3 * j + i]
+                sc = logits.softmax(-1) * keep[:, None] * (xt == M)[..., None]
+            joints.append(logp)
+        torch.testing.assert_close(got[:, j], -(torch.logsumexp(torch.stack(joints), 0) - math.log(6)))
+
+
 @pytest.mark.parametrize("order", [o for o in order_nll.ORDERS if o != "mixture"])
 def test_block_diffusion_blocks_share_a_pass_and_each_is_read_after_the_clean_blocks_before_it(order):
     """bd3: every block takes its k-th token in the same two-stream pass. Under the block mask a noisy block sees only

@@ -11,6 +11,7 @@ import torch
 from bd3 import bd3_logits, bd3_loss, sample_clean_ar
 from common import LossOptions, Schedule, keep_or_redraw, no_mask_logit, probs
 from model import ModelArgs, Transformer
+from helpers import pooled_chi2 as _pooled_chi2
 
 V, MASK = 4, 3  # three tokens and [MASK]
 
@@ -69,20 +70,6 @@ def _bd3_net(ar=False):
         loss.backward()
         opt.step()
     return net.eval()
-
-
-def _pooled_chi2(samples, joint, least=5.0):
-    """(chi-square, a limit far in its tail) with the outcomes expected fewer than `least` times pooled into one
-    cell: an outcome of probability 1e-8 drawn once would otherwise dominate the sum."""
-    n, counts = len(samples), {}
-    for s in samples:
-        counts[tuple(s)] = counts.get(tuple(s), 0) + 1
-    big = {s: q for s, q in joint.items() if n * q >= least}
-    rest = (n - sum(counts.get(s, 0) for s in big), n * (1 - sum(big.values())))  # (observed, expected)
-    cells = [(counts.get(s, 0), n * q) for s, q in big.items()] + ([rest] if rest[1] >= least else [])
-    chi2 = sum((o - e) ** 2 / e for o, e in cells) + (rest[0] if rest[1] < least else 0)  # ~0 expected: each counts
-    df = len(cells) - 1
-    return chi2, df + 5 * (2 * df) ** 0.5
 
 
 def _clean_next(net, seq, lo):

@@ -1,0 +1,67 @@
+"""A sampler's likelihood is the likelihood of the law it draws from (issue 61). On tiny self-conditioned networks,
+scripts/order_nll.py's exact mixture read as the sampler reads self-conditioning (--self-cond-read sampler: each pass
+reads the previous pass's prediction) against draws of inference.py's own sampler (canvas.generate: random order, one
+token a pass) by chi-square, for mdlm read semi-autoregressively and for bd3's blocks; the mixture read as the bound
+reads it (a fresh first pass a canvas), which no sampler draws from, fails the same test.
+
+    python -m pytest -q tests/test_sampler_law.py
+"""
+import itertools
+
+import pytest
+import torch
+
+import objectives
+from canvas import build_canvas, generate
+from common import Schedule
+from configurator import get_config
+from helpers import pooled_chi2, script
+from model import Transformer
+from utils.tokenizer import CharTokenizer
+
+order_nll = script("order_nll")
+TOK = CharTokenizer("abc")  # three characters, [MASK] = 3
+PROMPT = "abca"
+
+
+def _net(objective):
+    """A random self-conditioned network whose self-conditioning input moves its logits (sc_proj is zero at init) and
+    whose distributions are peaked, so that orders, and how a pass reads the last one, make different laws."""
+    torch.manual_seed(1 if objective == "bd3" else 0)
+    m = Transformer(objectives.model_args(get_config(_flags(objective)), TOK.vocab_size)).eval()
+    with torch.no_grad():
+        m.sc_proj.weight.normal_(0, 3.0)
+        m.head.weight.mul_(8)
+    return m
+
+
+def _flags(objective):
+    common = ["--block_size=8", "--n_layer=2", "--n_head=2", "--n_embd=16", "--self_cond", "--order=random",
+              "--remask=none", "--steps=4", f"--prompt={PROMPT}", "--gen_len=4", "--device=cpu"]
+    if objective == "bd3":
+        return [*common, "--objective=bd3", "--bd3_block=4"]
+    return [*common, "--time_cond=none", "--tokens_per_step=linear", "--semi_ar_length=4"]
+
+
+def _law(model, objective, self_cond):
+    """{the 4 generated tokens: probability} by order_nll.py's exact mixture over windows [prompt, y] (the law of the
+    block after the prompt: mdlm's second semi-AR block of 4, bd3's second block)."""
+    ys = torch.tensor(list(itertools.product(range(3), repeat=4)))
+    x = torch.cat([torch.tensor(TOK.encode(PROMPT)).expand(len(ys), -1), ys], 1)
+    logits_of, block = order_nll.PASSES[objective](model, get_config(_flags(objective)), x, TOK.mask_id)
+    nll = order_nll.mixture_nll(logits_of, x, block, TOK.mask_id, TOK.vocab_size, self_cond, semi_ar=0 if block else 4)
+    return {tuple(y.tolist()): p for y, p in zip(ys, torch.exp(-nll[:, 1]).tolist())}
+
+
+@pytest.mark.parametrize("objective", ["mdlm", "bd3"])
+def test_inference_draws_the_law_order_nll_scores_read_as_the_sampler_reads_it(objective):
+    model, cfg = _net(objective), get_config(_flags(objective))
+    law, bound_read = _law(model, objective, "sampler"), _law(model, objective, "bound")
+    assert abs(sum(law.values()) - 1) < 1e-9 and abs(sum(bound_read.values()) - 1) < 1e-9  # exact: laws
+    canvas, g = build_canvas(cfg, TOK, 8), torch.Generator().manual_seed(2)
+    draws = [row[4:] for _ in range(10) for row in
+             generate(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps), "cpu", g, num_samples=2000)[1].tolist()]
+    chi2, limit = pooled_chi2(draws, law)
+    assert chi2 < limit, (chi2, limit)
+    chi2, limit = pooled_chi2(draws, bound_read)  # the control: the bound's reading is another law
+    assert chi2 > limit, (chi2, limit)
