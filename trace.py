@@ -7,7 +7,6 @@ MP4 + GIF (rendered by utils/video.py), live in the terminal (--live), or as a p
     live = LiveView(tok, cfg.steps); live.start(*canvas.tensors(1, "cpu")); generate(..., on_step=live)
     with StepBar(cfg.steps) as bar: generate(..., on_step=chain(bar, other_hook))   # a bar on a terminal
 """
-import math
 import os
 import shutil
 import sys
@@ -34,36 +33,35 @@ class TraceHook:
     by confidence, re-masked ones marked, the sample's own NFE and block in the header. Uniform noise (noise_start):
     the first frame is the random canvas the sampler starts from (faded), then each step's changed tokens are 'new'."""
 
-    def __init__(self, writer, tok, every, T, row=0, noise_start=False):
-        self.writer, self.tok, self.every, self.T, self.row, self.frames = writer, tok, every, T, row, 0
+    def __init__(self, writer, tok, every, T, noise_start=False):
+        self.writer, self.tok, self.every, self.T, self.frames = writer, tok, every, T, 0
         self.noise_start, self.drawn_done, self.seen_nfe = noise_start, False, 0
 
-    def frame(self, x, gen_mask, revealed, remasked, conf, step, t, nfe=None, caption=""):
-        r = self.row
-        cells = token_states(self.tok, x[r].tolist(), gen_mask[r].tolist(), revealed[r].tolist(), remasked[r].tolist())
+    def frame(self, x, gen_mask, revealed, remasked, conf, step, t, nfe, caption=""):
+        cells = token_states(self.tok, x[0].tolist(), gen_mask[0].tolist(), revealed[0].tolist(), remasked[0].tolist())
         confidence = [c if state != "prompt" and text is not None else None
-                      for (text, state), c in zip(cells, conf[r].tolist())]
+                      for (text, state), c in zip(cells, conf[0].tolist())]
         self.writer.add_frame([text for text, _ in cells], [state for _, state in cells], step=step, t=t / self.T,
-                              nfe=step if nfe is None else nfe, confidence=confidence, caption=caption)
+                              nfe=nfe, confidence=confidence, caption=caption)
         self.frames += 1
 
     def start(self, x, gen_mask):
         """The first frame: x (B, L) as the sampler starts from it."""
         z = torch.zeros_like(gen_mask)
-        self.frame(x, gen_mask, z, z, torch.zeros(x.shape, dtype=torch.float64), 0, self.T)
+        self.frame(x, gen_mask, z, z, torch.zeros(x.shape, dtype=torch.float64), 0, self.T, 0)
 
     def __call__(self, st):
         if self.noise_start and self.frames == 0:  # step 1's prev is the sampler's initial noise x_T
             self.start(st.prev, st.gen_mask)
-        nfe = int(st.nfe[self.row])
+        nfe = int(st.nfe[0])
         if self.drawn_done or nfe == self.seen_nfe:
             return  # its final frame is drawn, or it sat the step out (threshold decoding: it had already finished)
-        done = bool(st.finished[self.row])  # its final state: always a frame, drawn once
+        done = bool(st.finished[0])  # its final state: always a frame, drawn once
         self.seen_nfe, self.drawn_done = nfe, done
         if nfe % self.every == 0 or done:
             caption = f"block {st.block + 1}/{st.n_blocks}" if st.n_blocks > 1 else ""
             self.frame(st.x, st.gen_mask, st.revealed, st.remasked, st.conf, st.step,
-                       0 if done else int(st.time[self.row]), nfe=nfe, caption=caption)
+                       0 if done else int(st.time[0]), nfe, caption)
 
 
 def check_trace_path(cfg):
@@ -93,23 +91,20 @@ def open_trace(cfg):
 def trace_title(cfg, cols=64):
     """The sampler settings that differ from the defaults, each named ('order random, remask none'), in one header
     line of cols cells: 'micro-dllm  T=100  ' leads when it fits."""
-    obj = objectives.get(cfg.objective)
+    obj, th = objectives.get(cfg.objective), cfg.threshold
+    block = [f"{cfg.objective} L'={cfg.bd3_block}"] if obj.BLOCKS else []
     if obj.NOISE_START:
         how = [f"{cfg.objective} noise", f"{cfg.steps} steps"]
-    else:
-        how = [f"threshold {cfg.threshold:g}" if cfg.threshold
-               else f"{cfg.steps} steps"]
-        if obj.BLOCKS:  # block by block: steps count per block
-            how = [f"{cfg.objective} L'={cfg.bd3_block}", how[0] if cfg.threshold else f"{min(cfg.steps, cfg.bd3_block)} steps/block"]
-        how += [] if cfg.threshold or cfg.tokens_per_step == "schedule" else [f"{cfg.tokens_per_step} counts"]
+    elif obj.BLOCKS and cfg.bd3_speculate and cfg.bd3_ar:  # the clean half's AR, drafted: no reveal setting applies
+        how = block + ["drafts checked by its AR"]
+    else:  # blocks count steps per block
+        steps = f"{min(cfg.steps, cfg.bd3_block)} steps/block" if obj.BLOCKS else f"{cfg.steps} steps"
+        how = block + [f"threshold {th:g}" if th else steps]
+        how += [] if th or cfg.tokens_per_step == "schedule" else [f"{cfg.tokens_per_step} counts"]
         how += [] if cfg.order == "confidence" else [f"order {cfg.order}"]
-        if cfg.remask == "remdm" and not cfg.threshold:  # ReMDM, max-capped
-            how += [f"remdm cap eta {cfg.remask_eta:g}"]
-        elif cfg.remask != "refine" and not cfg.threshold:
-            how += [f"remask {cfg.remask}"]
+        if not th and cfg.remask != "refine":  # ReMDM is max-capped
+            how += [f"remdm cap eta {cfg.remask_eta:g}" if cfg.remask == "remdm" else f"remask {cfg.remask}"]
         how += [f"semi-AR {cfg.semi_ar_length}"] if cfg.semi_ar_length else []
-        if obj.BLOCKS and cfg.bd3_speculate and cfg.bd3_ar:  # the clean half's AR, drafted: no reveal setting applies
-            how = [f"{cfg.objective} L'={cfg.bd3_block}", "drafts checked by its AR"]
     end = cfg.temperature * cfg.temperature_end_share  # the temperature of the last draws (it falls as the canvas fills)
     how = ", ".join(how + [f"temp {cfg.temperature:g}" + (f" to {end:.3g}" if cfg.temperature_end_share != 1.0 else "")])
     head = f"micro-dllm  T={cfg.diffusion_steps}  "
@@ -148,8 +143,8 @@ class LiveView:
     [MASK] grey '_', tokens revealed this step on yellow, re-masked ones on red, at most fps steps a second. When
     the stream is not a terminal, every step is printed as plain text instead (a header line, then the canvas)."""
 
-    def __init__(self, tok, steps, stream=None, row=0, fps=0.0):
-        self.tok, self.steps, self.row, self.out = tok, steps, row, stream or sys.stdout
+    def __init__(self, tok, steps, stream=None, fps=0.0):
+        self.tok, self.steps, self.out = tok, steps, stream or sys.stdout
         self.tty, self.lines, self.seen_nfe = self.out.isatty(), 0, 0
         self.fps, self.slept, self.shown = fps, 0.0, None  # slept: seconds paused, for the caller to leave out of its time
 
@@ -166,13 +161,12 @@ class LiveView:
         self.draw(x[0].masked_fill(gen_mask[0], self.tok.mask_id).tolist(), gen_mask[0].tolist(), z, z, "step 0")
 
     def __call__(self, st):
-        nfe = int(st.nfe[self.row])
+        nfe = int(st.nfe[0])
         if nfe == self.seen_nfe:
             return  # this sample sat the step out (threshold decoding: it had already finished)
         self.seen_nfe = nfe
-        r = self.row
         blocks = f", block {st.block + 1}/{st.n_blocks}" if st.n_blocks > 1 else ""
-        self.draw(st.x[r].tolist(), st.gen_mask[r].tolist(), st.revealed[r].tolist(), st.remasked[r].tolist(),
+        self.draw(st.x[0].tolist(), st.gen_mask[0].tolist(), st.revealed[0].tolist(), st.remasked[0].tolist(),
                   f"step {nfe}/{self.steps or '?'}{blocks}")
 
     def draw(self, ids, gen, revealed, remasked, header):
@@ -186,14 +180,12 @@ class LiveView:
             self.out.flush()
             return
         cols, rows = shutil.get_terminal_size((80, 24))
-        lines, line = [], []
+        lines = [[]]
         for c, state in cells:  # wrap by hand, so the next frame knows how many lines to go back up
-            if c == "\n" or len(line) >= cols - 1:
-                lines.append(line)
-                line = []
+            if c == "\n" or len(lines[-1]) >= cols - 1:
+                lines.append([])
             if c != "\n":
-                line.append((c, state))
-        lines.append(line)
+                lines[-1].append((c, state))
         lines = lines[-(rows - 3):]  # taller than the terminal: the end, where the work is
         paint = lambda s, text: f"{ANSI[s]}{text}\x1b[0m" if ANSI[s] else text  # noqa: E731
         legend = " ".join(paint(s, w) for s, w in (("prompt", "given"), ("mask", "_ [MASK]"), ("new", "new"),
