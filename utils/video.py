@@ -62,9 +62,8 @@ class TraceWriter:
         # Glyphs are placed one per cell at this pitch, so even a proportional fallback font lines up.
         self.adv, self.ch = self.font.getlength("M"), self.font.getbbox("Mg|_")[3] + 4
         self.m = self.ch // 2  # margin
-        self.size, self.n, self.warnings, self.result = None, 0, [], None
-        self._tmp, self._proc, self._err, self._gif = {}, None, None, None
-        self._prev = self._pal = None
+        self.size, self.n, self.warnings, self.result, self._tmp = None, 0, [], None, {}
+        self._proc = self._err = self._gif = self._prev = self._pal = None
 
     def _layout(self, tokens, states, conf=None):
         """[(row, col, glyph, state, conf)]: wrap at cols, short tokens kept whole, break after "\\n"."""
