@@ -23,6 +23,7 @@ sampling section, or --device/--seed) come from the command line. AR checkpoints
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 
 import torch
 
@@ -118,16 +119,13 @@ def read_prompts(cfg, tok, block_size):
 def interactive(cfg, run):
     """Prompts from stdin, one sample each, until EOF; a prompt that cannot work says why and asks again.
     The k-th sampled prompt draws with seed cfg.seed + k - 1 (a refused line takes no seed)."""
-    tty, k = sys.stdin.isatty(), 0
-    if tty:
-        print("type a prompt and press Enter (an empty line samples without one); Ctrl-D ends", file=sys.stderr)
+    k, say = 0, partial(print, file=sys.stderr, flush=True) if sys.stdin.isatty() else lambda *a, **kw: None
+    say("type a prompt and press Enter (an empty line samples without one); Ctrl-D ends")
     while True:
-        if tty:
-            print("prompt> ", end="", file=sys.stderr, flush=True)
+        say("prompt> ", end="")
         line = sys.stdin.readline()
         if not line:
-            if tty:
-                print(file=sys.stderr)
+            say()
             return
         try:
             prompt = normalize_prompt(run["tok"], line.rstrip("\r\n"))
