@@ -1,5 +1,5 @@
-"""The command line and config files -> a checked Config: parsing, validation and --help (nanoGPT keeps its
-configurator.py apart from the settings too). config.py holds the keys and presets; this file reads them.
+"""The command line and config files -> a checked Config: parsing, validation and --help. config.py holds the keys
+and presets; this file reads them.
 
     from configurator import get_config; cfg = get_config(["cpu", "--max_iters=200"])
     python train.py --help          # the presets, then every key by section (read off config.py's comments)
@@ -152,28 +152,6 @@ TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained")
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
 
 
-def check_sampler(cfg, given=()):
-    """Reject sampler settings that cannot work together (validate's part for the sampling keys)."""
-    if cfg.temperature < 0:
-        raise UserError(f"temperature must be >= 0 (0 = argmax), got {cfg.temperature}")
-    if cfg.top_k < 0:
-        raise UserError(f"top_k must be >= 1, or 0 to turn it off; got {cfg.top_k}")
-    if not 0 < cfg.top_p <= 1:
-        raise UserError(f"top_p must be in (0, 1], got {cfg.top_p}")
-    if not 0 <= cfg.threshold <= 1:
-        raise UserError(f"threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {cfg.threshold}")
-    if cfg.threshold and cfg.order in UNSCORED_ORDERS:
-        raise UserError(f"threshold decoding commits by the model's score: use --order confidence, margin or entropy, "
-                        f"not {cfg.order}")
-    if cfg.threshold and cfg.remask == "remdm":
-        raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
-    if not 0 <= cfg.remask_eta <= 1:
-        raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
-    if cfg.temperature_end_share < 0:
-        raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number >= 0 "
-                        f"(1 = constant, 0.5 = half), got {cfg.temperature_end_share}")
-
-
 def needs(cfg, key):
     """Whether key acts in cfg (config.NEEDS: the key it acts with has a value it acts with)."""
     other, values = NEEDS.get(key, (None, None))
@@ -202,7 +180,7 @@ def validate(cfg, given=()):
         raise UserError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
     if cfg.learning_rate <= 0 or cfg.min_lr < 0:
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
-    for key in ("weight_decay", "grad_clip", "warmup_iters", "min_lr"):  # rates and counts below 0
+    for key in ("weight_decay", "grad_clip", "warmup_iters"):  # min_lr < 0 is refused just above
         if getattr(cfg, key) < 0:
             raise UserError(f"{key} must be >= 0, got {getattr(cfg, key)}")
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
@@ -217,7 +195,24 @@ def validate(cfg, given=()):
         raise UserError(f"--{key} acts only with {want} (here {other}={getattr(cfg, other)!r}): give that too, "
                         f"or drop --{key}")
     obj.check(cfg, given)
-    check_sampler(cfg, given)
+    if cfg.temperature < 0:
+        raise UserError(f"temperature must be >= 0 (0 = argmax), got {cfg.temperature}")
+    if cfg.top_k < 0:
+        raise UserError(f"top_k must be >= 1, or 0 to turn it off; got {cfg.top_k}")
+    if not 0 < cfg.top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1], got {cfg.top_p}")
+    if not 0 <= cfg.threshold <= 1:
+        raise UserError(f"threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {cfg.threshold}")
+    if cfg.threshold and cfg.order in UNSCORED_ORDERS:
+        raise UserError(f"threshold decoding commits by the model's score: use --order confidence, margin or entropy, "
+                        f"not {cfg.order}")
+    if cfg.threshold and cfg.remask == "remdm":
+        raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
+    if not 0 <= cfg.remask_eta <= 1:
+        raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
+    if cfg.temperature_end_share < 0:
+        raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number >= 0 "
+                        f"(1 = constant, 0.5 = half), got {cfg.temperature_end_share}")
     if cfg.semi_ar_length < 0:
         raise UserError(f"semi_ar_length must be >= 0, got {cfg.semi_ar_length}")
     if cfg.infill and (cfg.prompt or cfg.prefix_file or cfg.suffix_file):
