@@ -81,9 +81,9 @@ def _read_config_file(path):
     return {k: v for k, v in ns.items() if not k.startswith("_")}
 
 
-def get_config(argv, base=None):
-    """Resolve defaults (or base) <- presets/config files <- --key=value flags. Returns a checked Config."""
-    return parse(argv, base)[0]
+def get_config(argv):
+    """Resolve defaults <- presets/config files <- --key=value flags. Returns a checked Config."""
+    return parse(argv)[0]
 
 
 def parse(argv, base=None, check=True):
