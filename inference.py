@@ -143,8 +143,7 @@ def sample_once(cfg, run):
     model, tok, device = run["model"], run["tok"], run["device"]
     obj = objectives.get(cfg.objective)
     canvas = build_canvas(cfg, tok, model.args.block_size)  # prompt/infill/prefix+suffix, checked
-    # validates the output path before any sampling; BPE frames are sized for the whole generation
-    writer = open_trace(cfg)
+    writer = open_trace(cfg)  # the --viz-video path checked before any sampling
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     passes = obj.passes(cfg, canvas.n_gen, canvas.prefix_len)
