@@ -18,8 +18,8 @@ import os
 import pickle
 import re
 import shutil
-import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -113,26 +113,16 @@ class BackgroundWriter:
     the other ranks no longer than the copy to the host); wait() joins it and raises what it raised."""
 
     def __init__(self):
-        self.thread, self.error = None, None
+        self.pool, self.pending = ThreadPoolExecutor(1), None
 
     def submit(self, write):
         self.wait()
-
-        def run():
-            try:
-                write()
-            except BaseException as e:  # raised in the training thread, at the next wait()
-                self.error = e
-        self.thread = threading.Thread(target=run)
-        self.thread.start()
+        self.pending = self.pool.submit(write)
 
     def wait(self):
-        if self.thread is not None:
-            self.thread.join()
-            self.thread = None
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()  # re-raises, in the training thread, what the write raised
 
 
 def _link(src, dst):
