@@ -4,7 +4,7 @@
 Muon (Keller Jordan 2024, kellerjordan.github.io/posts/muon; modded-nanogpt, nanochat): SGD with Nesterov momentum
 whose update for each 2-D hidden matrix is replaced by the nearest semi-orthogonal matrix, U V^T of its SVD, found by
 a few Newton-Schulz iterations; embeddings, the head and anything not 2-D keep AdamW. Both are torch's own
-(torch.optim.Muon, torch >= 2.9); off CUDA the Newton-Schulz runs in fp32 here (a CPU runs torch's bf16 ~10x slower).
+(torch.optim.Muon, torch >= 2.9); off CUDA the Newton-Schulz runs in fp32 here (ns_dtype).
 
     python train.py cpu --optimizer=muon --muon_lr=0.02
 """
@@ -44,7 +44,7 @@ class MuonAdamW:
     """torch.optim.Muon on the hidden matrices and torch.optim.AdamW on the rest, as one optimizer: step, zero_grad,
     param_groups (Muon's first, each with base_lr) and one state_dict. ns: the Newton-Schulz dtype (ns_dtype)."""
 
-    def __init__(self, muon, adamw, ns=torch.bfloat16):
+    def __init__(self, muon, adamw, ns):
         self.muon, self.adamw, self.ns = muon, adamw, ns
 
     @property
@@ -77,21 +77,19 @@ class MuonAdamW:
 
 
 def build_optimizer(model, cfg, device):
-    """AdamW over the model's own groups, or Muon + AdamW. Every group carries base_lr, which set_lr scales."""
+    """AdamW over the model's own groups, or Muon on the 2-D weights inside the layers (not the head) and AdamW over
+    the rest, decayed as model.optimizer_groups says. Every group carries base_lr, which set_lr scales."""
     assert cfg.optimizer in OPTIMIZERS, cfg.optimizer
-    # Muon's share: the 2-D weights inside the layers (not the head); AdamW's groups decay as model.optimizer_groups
-    # says, under Muon over the rest (the head decayed, embeddings not)
-    matrices = [p for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("layers.")]
-    hidden = matrices if cfg.optimizer == "muon" else []
+    hidden = [p for n, p in model.named_parameters()
+              if cfg.optimizer == "muon" and p.dim() == 2 and n.startswith("layers.")]
     groups = [dict(g, base_lr=cfg.learning_rate) for g in model.optimizer_groups(cfg.weight_decay, exclude=hidden)]
     adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate,
                               betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     if cfg.optimizer == "adamw":
         return adamw
     # adjust_lr_fn="original" scales each matrix's lr by max(1, rows/cols)**0.5: a semi-orthogonal update has RMS
-    # 1/sqrt(max(rows, cols)), and the boost for tall matrices makes it 1/sqrt(fan_in) for every shape.
-    # Nesterov momentum and the write-up's Newton-Schulz coefficients are torch's defaults; its momentum buffer is
-    # an average, mu b + (1 - mu) g, a scale that the Newton-Schulz normalisation removes.
+    # 1/sqrt(max(rows, cols)); the boost for tall matrices makes it 1/sqrt(fan_in) for every shape. Nesterov and the
+    # write-up's coefficients are torch's defaults; its momentum, mu b + (1 - mu) g, is a scale Newton-Schulz removes.
     muon = torch.optim.Muon([dict(params=hidden, base_lr=cfg.muon_lr)], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
                             nesterov=True, weight_decay=0.0, adjust_lr_fn="original")  # no decay, as in the original
     return MuonAdamW(muon, adamw, ns_dtype(device))
