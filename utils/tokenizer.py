@@ -175,15 +175,6 @@ def save_tokenizer(tok, path, force=False):
         f.write(tok.tok.to_str(pretty=True))
 
 
-def make_bpe(path, text, source, vocab_size=2048):
-    """The BPE a run names but nobody trained yet, trained on `text` (read from `source`) and saved to path."""
-    print(f"tokenizer: {path} does not exist, so training a {vocab_size:,}-token byte-level BPE on {source} "
-          f"(what python scripts/train_tokenizer.py --input {source} --output {path} does)")
-    tok = train_bpe([text], vocab_size)
-    save_tokenizer(tok, path)
-    return tok
-
-
 def check_specials(tok, where):
     """tok itself, if it has <|endoftext|> as an added special token and [MASK] in the vocab but not added."""
     if tok.token_to_id(EOT_TOKEN) is None or tok.token_to_id(MASK_TOKEN) is None:
