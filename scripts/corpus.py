@@ -193,8 +193,7 @@ def _split_stream(chunks, split):
     """Split a stream of text chunks with `split(buffer) -> parts`; the last part carries over."""
     buf = ""
     for chunk in chunks:
-        parts = split(buf + chunk)
-        buf = parts.pop()
+        *parts, buf = split(buf + chunk)
         yield from parts
     yield buf
 
