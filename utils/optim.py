@@ -20,8 +20,7 @@ from utils.errors import UserError
 
 OPTIMIZERS = ("adamw", "muon")  # config.optimizer, see build_optimizer
 def ns_dtype(device):
-    """Muon's Newton-Schulz precision: bf16 on CUDA (torch's own), fp32 elsewhere (a CPU's bf16 matmuls ran its
-    iteration 2-6x slower: dev/LOG.md, 2026-11-25)."""
+    """Muon's Newton-Schulz precision: bf16 on CUDA (torch's own), fp32 elsewhere (a CPU ran it 2-6x slower in bf16)."""
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
@@ -108,8 +107,7 @@ WARMUP_FRACTION = 0.1  # the most of a run a preset's (or the default's) warm-up
 
 def cap_warmup(cfg, given):
     """A run cut short with --max_iters (a 40-step try of a 100-step warm-up preset) warms up over at most 10 % of
-    its steps, so it reaches its peak LR; a --warmup_iters the user set is kept. Returns (cfg, a line saying so, or
-    "")."""
+    its steps, so it reaches its peak LR; a --warmup_iters the user set is kept. Returns (cfg, a note or "")."""
     cap = max(1, int(cfg.max_iters * WARMUP_FRACTION))
     if "warmup_iters" in given or cfg.max_iters <= 0 or cfg.warmup_iters <= cap:
         return cfg, ""

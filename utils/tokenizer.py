@@ -9,7 +9,6 @@ transformers tokenizer with mask_token="[MASK]"). Any byte sequence encodes; dec
 
     tok = BPETokenizer.from_file("artifacts/tokenizer/tokenizer.json")   # or CharTokenizer.from_text(text)
     ids = tok.encode("Once upon a time"); tok.decode(ids); fingerprint(tok)
-    sum(tok.char_counts()[i] for i in tok.encode(text)) == len(text)     # characters per token, exact
 """
 import hashlib
 import json
@@ -88,8 +87,7 @@ class BPETokenizer:
 
     @classmethod
     def from_file(cls, path, text="data/stories.txt"):
-        """A tokenizer.json written by scripts/train_tokenizer.py; a missing one's message says how to make one from
-        `text`."""
+        """A tokenizer.json from scripts/train_tokenizer.py; if missing, the error says how to make one from `text`."""
         from tokenizers import Tokenizer
         if not os.path.isfile(path):
             raise UserError(f"tokenizer not found: {path}: train one with "
