@@ -1,8 +1,6 @@
 """Checkpoints: plain dicts of tensors and Python values, written atomically, read with weights_only=True; and
 load_model, the one way any script gets a trained model (from a model.pt or a folder scripts/export.py wrote).
 
-    model, ckpt = load_model("artifacts/models/model.pt", device)   # eval mode; EMA weights when trained with --ema
-
 A training run's directory (save_run_checkpoint / load_latest):
     model.pt          the latest checkpoint (what --resume and inference read)
     best.pt           the one with the best validation bound so far

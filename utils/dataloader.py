@@ -4,8 +4,6 @@ random training windows and the fixed validation windows.
 With one text file the first (1 - val_fraction) of its characters train and the rest validate (nanoGPT's split);
 with val_path, that file validates. The encoded splits are cached under artifacts/data/<name>-<kind>-<hash>/, keyed by
 the text, the split and the tokenizer, so a second run starts at once.
-
-    tok, train_ids, val_ids, meta = prepare_data(get_config(["tinystories_bpe"]))
 """
 import hashlib
 import json

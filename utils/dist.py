@@ -3,7 +3,6 @@ gradient sync); the draws that make DDP and resume exact (keyed per-step generat
 
 torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; without them this is a single process.
     torchrun --standalone --nproc_per_node=2 train.py cpu --device=cpu   # gloo on CPU
-    python -c "from utils.dist import grad_accum_steps; print(grad_accum_steps(524288, 16 * 1024, 4))"  # 8
 """
 import os
 import random
