@@ -193,8 +193,7 @@ def _split_stream(chunks, split):
     """Split a stream of text chunks with `split(buffer) -> parts`; the last part carries over."""
     buf = ""
     for chunk in chunks:
-        parts = split(buf + chunk)
-        buf = parts.pop()
+        *parts, buf = split(buf + chunk)
         yield from parts
     yield buf
 
@@ -241,7 +240,7 @@ def write_corpus(texts, path, force=False, single_document=False):
     (single_document=True: the one text byte for byte). Returns {'stories', 'chars', 'distinct_chars', 'path'}."""
     check_output(path, force)
     stories, chars, seen = 0, 0, set()
-    with atomic_open(path, "w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         for text in texts:
             if not single_document:
                 text = text.strip()

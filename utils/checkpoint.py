@@ -1,8 +1,6 @@
 """Checkpoints: plain dicts of tensors and Python values, written atomically, read with weights_only=True; and
 load_model, the one way any script gets a trained model (from a model.pt or a folder scripts/export.py wrote).
 
-    model, ckpt = load_model("artifacts/models/model.pt", device)   # eval mode; EMA weights when trained with --ema
-
 A training run's directory (save_run_checkpoint / load_latest):
     model.pt          the latest checkpoint (what --resume and inference read)
     best.pt           the one with the best validation bound so far
@@ -18,8 +16,8 @@ import os
 import pickle
 import re
 import shutil
-import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -113,26 +111,16 @@ class BackgroundWriter:
     the other ranks no longer than the copy to the host); wait() joins it and raises what it raised."""
 
     def __init__(self):
-        self.thread, self.error = None, None
+        self.pool, self.pending = ThreadPoolExecutor(1), None
 
     def submit(self, write):
         self.wait()
-
-        def run():
-            try:
-                write()
-            except BaseException as e:  # raised in the training thread, at the next wait()
-                self.error = e
-        self.thread = threading.Thread(target=run)
-        self.thread.start()
+        self.pending = self.pool.submit(write)
 
     def wait(self):
-        if self.thread is not None:
-            self.thread.join()
-            self.thread = None
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()  # re-raises, in the training thread, what the write raised
 
 
 def _link(src, dst):

@@ -21,8 +21,7 @@ from utils.fileio import check_output, read_text
 class ArgParser(argparse.ArgumentParser):
     """argparse whose bad flag is one line (through run_cli), not a usage block; an output flag (type=output) comes
     with --force and is checked against it once all flags are read; a flag with needs=(dests) acts only when one of
-    those flags is on (non-zero, non-empty), and is refused when given without (what is asked is what runs).
-    prog= the script's path."""
+    those flags is on (non-zero, non-empty), and is refused when given without (what is asked is what runs)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)

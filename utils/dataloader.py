@@ -4,8 +4,6 @@ random training windows and the fixed validation windows.
 With one text file the first (1 - val_fraction) of its characters train and the rest validate (nanoGPT's split);
 with val_path, that file validates. The encoded splits are cached under artifacts/data/<name>-<kind>-<hash>/, keyed by
 the text, the split and the tokenizer, so a second run starts at once.
-
-    tok, train_ids, val_ids, meta = prepare_data(get_config(["tinystories_bpe"]))
 """
 import hashlib
 import json
@@ -17,7 +15,7 @@ import torch
 
 from utils.errors import UserError
 from utils.fileio import atomic_open, atomic_path, read_text, remove_stale_temps
-from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint, make_bpe
+from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint, save_tokenizer, train_bpe
 
 CACHE_ROOT = os.path.join("artifacts", "data")
 
@@ -33,8 +31,8 @@ MAKE_DATA = {
 
 
 def _read(path, what):
-    if os.path.normpath(path) in MAKE_DATA:
-        cmd = MAKE_DATA[os.path.normpath(path)]
+    cmd = MAKE_DATA.get(os.path.normpath(path))
+    if cmd:
         fix = (cmd if cmd.startswith("it ") else f"make it with {cmd} (online)") + f", or give --{what}=ANY_TEXT_FILE"
     else:
         fix = (f"give --{what}=PATH of a UTF-8 text file (python scripts/data.py makes one from a hub dataset or "
@@ -62,11 +60,17 @@ def split_texts(cfg):
 
 
 def build_tokenizer(cfg, train_text, val_text):
+    """The run's tokenizer; a BPE it names but nobody trained yet is trained on data_path and saved."""
     if cfg.tokenizer == "char":
         return CharTokenizer.from_text(train_text + val_text)  # vocab from all the text, as nanoGPT
-    if not os.path.isfile(cfg.tokenizer_path):  # trained on data_path whole, as the README's command does
-        return make_bpe(cfg.tokenizer_path, train_text + ("" if cfg.val_path else val_text), cfg.data_path)
-    return BPETokenizer.from_file(cfg.tokenizer_path, text=cfg.data_path)
+    path, src = cfg.tokenizer_path, cfg.data_path
+    if os.path.isfile(path):
+        return BPETokenizer.from_file(path, text=src)
+    print(f"tokenizer: {path} does not exist, so training a 2,048-token byte-level BPE on {src} "
+          f"(what python scripts/train_tokenizer.py --input {src} --output {path} does)")
+    tok = train_bpe([train_text + ("" if cfg.val_path else val_text)], 2048)  # data_path whole, as that command
+    save_tokenizer(tok, path)
+    return tok
 
 
 def _encode_to_file(tok, text, path, dtype, desc, verbose):

@@ -3,7 +3,6 @@ gradient sync); the draws that make DDP and resume exact (keyed per-step generat
 
 torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; without them this is a single process.
     torchrun --standalone --nproc_per_node=2 train.py cpu --device=cpu   # gloo on CPU
-    python -c "from utils.dist import grad_accum_steps; print(grad_accum_steps(524288, 16 * 1024, 4))"  # 8
 """
 import os
 import random
@@ -54,9 +53,7 @@ def precision(device, dtype="auto", bf16_supported=None):
     assert dtype in DTYPES, dtype
     if device.type != "cuda" or dtype not in ("auto", "bfloat16"):
         return "float32" if dtype == "auto" else dtype
-    if bf16_supported is None:
-        bf16_supported = torch.cuda.is_bf16_supported(including_emulation=False)
-    if bf16_supported:
+    if bf16_supported or (bf16_supported is None and torch.cuda.is_bf16_supported(including_emulation=False)):
         return "bfloat16"
     if dtype == "bfloat16":
         raise UserError(f"--dtype=bfloat16 but this GPU ({device}) has no bf16 tensor cores: "
@@ -98,13 +95,11 @@ def init_distributed(device_name):
     if "RANK" not in os.environ:
         return 0, 0, 1, pick_device(device_name)
     rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
-    if device_name in ("auto", "cuda") and torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
+    cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if cuda else pick_device("cpu" if device_name == "auto" else device_name)
+    if cuda:
         torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        device, backend = pick_device(device_name if device_name != "auto" else "cpu"), "gloo"
-    torch.distributed.init_process_group(backend=backend)
+    torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
     return rank, local_rank, world, device
 
 

@@ -17,8 +17,7 @@ class UserError(Exception):
 _WRITE_FIXES = {
     errno.ENOSPC: "free some space or write somewhere else",
     errno.EDQUOT: "free some space (disk quota) or write somewhere else",
-    errno.EACCES: "fix the permissions or choose a location you can write",
-    errno.EPERM: "fix the permissions or choose a location you can write",
+    **dict.fromkeys((errno.EACCES, errno.EPERM), "fix the permissions or choose a location you can write"),
     errno.EROFS: "the filesystem is read-only: choose another location",
 }
 

@@ -1,9 +1,7 @@
 """Files: writes that a crash never leaves half done, and reads and output checks that fail in one line.
 
-    with atomic_path("out/model.pt") as tmp:       # write tmp any way you like (torch.save, savefig, ...)
+    with atomic_path("out/model.pt") as tmp:   # write tmp any way you like; atomic_open(path) gives a text file
         torch.save(obj, tmp)
-    with atomic_open("out/meta.json", "w") as f:   # or as a file object
-        json.dump(meta, f)
 
 The temp file, NAME.tmp<pid>, one per process, sits beside the target (same filesystem: os.replace is an atomic
 rename) and replaces it, fsynced, only if the block finished. A SIGKILL skips the cleanup: remove_stale_temps(dir)
@@ -36,10 +34,9 @@ def atomic_path(path, fsync=True):
 
 
 @contextmanager
-def atomic_open(path, mode="w", newline=None):
-    with atomic_path(path) as tmp:
-        with open(tmp, mode, encoding=None if "b" in mode else "utf-8", newline=newline) as f:
-            yield f
+def atomic_open(path, newline=None):
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline=newline) as f:
+        yield f
 
 
 def _alive(pid):

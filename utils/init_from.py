@@ -43,15 +43,6 @@ def check_conversion(src, dst, path):
                         f"{pairs} (or keeps the objective); train {dst} from scratch or pass --objective={src}")
 
 
-def open_adaln(adaln):
-    """Zero weights (no dependence on t yet), gates 1 and shift/scale 0: every layer is x + attn(norm(x)),
-    x + mlp(norm(x)) as in the source, instead of adaLN-Zero's closed gates."""
-    adaln.zero_init()
-    with torch.no_grad():
-        for lin in adaln.layers:
-            lin.bias.view(6, -1)[[2, 5]] = 1.0  # (shift, scale, gate) for attention, then for the MLP: model.Layer
-
-
 def load_weights_into(model, path, tok, ckpt=None):
     """Copy the source's weights (EMA ones if kept) into model; tok, the run's tokenizer, must be the source's; ckpt:
     as for source_tokenizer. Returns a line saying what was converted."""
@@ -87,7 +78,12 @@ def load_weights_into(model, path, tok, ckpt=None):
         nn.init.zeros_(model.time_emb.weight)  # adds nothing at first: the source's function, then learns t
         notes.append("time_emb starts at zero")
     if any(k.startswith("adaln.") for k in result.missing_keys):
-        open_adaln(model.adaln)
+        # zero weights (no dependence on t yet), gates 1 and shift/scale 0: every layer is x + attn(norm(x)),
+        # x + mlp(norm(x)) as in the source, instead of adaLN-Zero's closed gates
+        model.adaln.zero_init()
+        with torch.no_grad():
+            for lin in model.adaln.layers:
+                lin.bias.view(6, -1)[[2, 5]] = 1.0  # (shift, scale, gate) for attention, then for the MLP: model.Layer
         notes.append("adaLN starts as the identity with open gates")
     if "sc_proj.weight" in result.missing_keys:  # zero-initialised by the model: reads nothing at first
         notes.append("the self-conditioning input starts at zero")

@@ -4,7 +4,7 @@
 Muon (Keller Jordan 2024, kellerjordan.github.io/posts/muon; modded-nanogpt, nanochat): SGD with Nesterov momentum
 whose update for each 2-D hidden matrix is replaced by the nearest semi-orthogonal matrix, U V^T of its SVD, found by
 a few Newton-Schulz iterations; embeddings, the head and anything not 2-D keep AdamW. Both are torch's own
-(torch.optim.Muon, torch >= 2.9); off CUDA the Newton-Schulz runs in fp32 here (a CPU runs torch's bf16 ~10x slower).
+(torch.optim.Muon, torch >= 2.9); off CUDA the Newton-Schulz runs in fp32 here (ns_dtype).
 
     python train.py cpu --optimizer=muon --muon_lr=0.02
 """
@@ -20,8 +20,7 @@ from utils.errors import UserError
 
 OPTIMIZERS = ("adamw", "muon")  # config.optimizer, see build_optimizer
 def ns_dtype(device):
-    """Muon's Newton-Schulz precision: bf16 on CUDA (torch's own), fp32 elsewhere (a CPU's bf16 matmuls ran its
-    iteration 2-6x slower: dev/LOG.md, 2026-11-25)."""
+    """Muon's Newton-Schulz precision: bf16 on CUDA (torch's own), fp32 elsewhere (a CPU ran it 2-6x slower in bf16)."""
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
@@ -44,7 +43,7 @@ class MuonAdamW:
     """torch.optim.Muon on the hidden matrices and torch.optim.AdamW on the rest, as one optimizer: step, zero_grad,
     param_groups (Muon's first, each with base_lr) and one state_dict. ns: the Newton-Schulz dtype (ns_dtype)."""
 
-    def __init__(self, muon, adamw, ns=torch.bfloat16):
+    def __init__(self, muon, adamw, ns):
         self.muon, self.adamw, self.ns = muon, adamw, ns
 
     @property
@@ -77,21 +76,19 @@ class MuonAdamW:
 
 
 def build_optimizer(model, cfg, device):
-    """AdamW over the model's own groups, or Muon + AdamW. Every group carries base_lr, which set_lr scales."""
+    """AdamW over the model's own groups, or Muon on the 2-D weights inside the layers (not the head) and AdamW over
+    the rest, decayed as model.optimizer_groups says. Every group carries base_lr, which set_lr scales."""
     assert cfg.optimizer in OPTIMIZERS, cfg.optimizer
-    # Muon's share: the 2-D weights inside the layers (not the head); AdamW's groups decay as model.optimizer_groups
-    # says, under Muon over the rest (the head decayed, embeddings not)
-    matrices = [p for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("layers.")]
-    hidden = matrices if cfg.optimizer == "muon" else []
+    hidden = [p for n, p in model.named_parameters()
+              if cfg.optimizer == "muon" and p.dim() == 2 and n.startswith("layers.")]
     groups = [dict(g, base_lr=cfg.learning_rate) for g in model.optimizer_groups(cfg.weight_decay, exclude=hidden)]
     adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate,
                               betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     if cfg.optimizer == "adamw":
         return adamw
     # adjust_lr_fn="original" scales each matrix's lr by max(1, rows/cols)**0.5: a semi-orthogonal update has RMS
-    # 1/sqrt(max(rows, cols)), and the boost for tall matrices makes it 1/sqrt(fan_in) for every shape.
-    # Nesterov momentum and the write-up's Newton-Schulz coefficients are torch's defaults; its momentum buffer is
-    # an average, mu b + (1 - mu) g, a scale that the Newton-Schulz normalisation removes.
+    # 1/sqrt(max(rows, cols)); the boost for tall matrices makes it 1/sqrt(fan_in) for every shape. Nesterov and the
+    # write-up's coefficients are torch's defaults; its momentum, mu b + (1 - mu) g, is a scale Newton-Schulz removes.
     muon = torch.optim.Muon([dict(params=hidden, base_lr=cfg.muon_lr)], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
                             nesterov=True, weight_decay=0.0, adjust_lr_fn="original")  # no decay, as in the original
     return MuonAdamW(muon, adamw, ns_dtype(device))
@@ -110,8 +107,7 @@ WARMUP_FRACTION = 0.1  # the most of a run a preset's (or the default's) warm-up
 
 def cap_warmup(cfg, given):
     """A run cut short with --max_iters (a 40-step try of a 100-step warm-up preset) warms up over at most 10 % of
-    its steps, so it reaches its peak LR; a --warmup_iters the user set is kept. Returns (cfg, a line saying so, or
-    "")."""
+    its steps, so it reaches its peak LR; a --warmup_iters the user set is kept. Returns (cfg, a note or "")."""
     cap = max(1, int(cfg.max_iters * WARMUP_FRACTION))
     if "warmup_iters" in given or cfg.max_iters <= 0 or cfg.warmup_iters <= cap:
         return cfg, ""

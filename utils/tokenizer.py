@@ -9,7 +9,6 @@ transformers tokenizer with mask_token="[MASK]"). Any byte sequence encodes; dec
 
     tok = BPETokenizer.from_file("artifacts/tokenizer/tokenizer.json")   # or CharTokenizer.from_text(text)
     ids = tok.encode("Once upon a time"); tok.decode(ids); fingerprint(tok)
-    sum(tok.char_counts()[i] for i in tok.encode(text)) == len(text)     # characters per token, exact
 """
 import hashlib
 import json
@@ -88,8 +87,7 @@ class BPETokenizer:
 
     @classmethod
     def from_file(cls, path, text="data/stories.txt"):
-        """A tokenizer.json written by scripts/train_tokenizer.py; a missing one's message says how to make one from
-        `text`."""
+        """A tokenizer.json from scripts/train_tokenizer.py; if missing, the error says how to make one from `text`."""
         from tokenizers import Tokenizer
         if not os.path.isfile(path):
             raise UserError(f"tokenizer not found: {path}: train one with "
@@ -173,15 +171,6 @@ def save_tokenizer(tok, path, force=False):
     check_output(path, force)
     with atomic_open(path) as f:
         f.write(tok.tok.to_str(pretty=True))
-
-
-def make_bpe(path, text, source, vocab_size=2048):
-    """The BPE a run names but nobody trained yet, trained on `text` (read from `source`) and saved to path."""
-    print(f"tokenizer: {path} does not exist, so training a {vocab_size:,}-token byte-level BPE on {source} "
-          f"(what python scripts/train_tokenizer.py --input {source} --output {path} does)")
-    tok = train_bpe([text], vocab_size)
-    save_tokenizer(tok, path)
-    return tok
 
 
 def check_specials(tok, where):
