@@ -12,7 +12,6 @@ under --ar-checkpoint; infill recovery of --infill-len held-out tokens. Rows onl
 bd3 samples block by block (--steps a block), has no infill row. Plots: scripts/plot.py; sampler curves over
 temperature: scripts/frontier.py.
 """
-import json
 import os
 import sys
 import time
@@ -24,20 +23,18 @@ import torch  # noqa: E402
 
 import objectives  # noqa: E402
 from common import Schedule  # noqa: E402
-from configurator import config_from_dict  # noqa: E402
 from diffusion import causal_per_window  # noqa: E402
 from evals.bound import REPORT, evaluate, paired_difference, report_windows  # noqa: E402
 from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
-from evals.samples import draw, held_out_windows, load_judge, score, start_ids  # noqa: E402
+from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
+                           write_json)
 from sampler import ORDERS  # noqa: E402
 from trace import StepBar, chain  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import SPLITS, fixed_windows, prepare_data, split_ids  # noqa: E402
 from utils.dist import DTYPES, autocast_for, pick_device  # noqa: E402
 from utils.cli import ArgParser, at_least, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open  # noqa: E402
-from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
+from utils.tokenizer import fingerprint  # noqa: E402
 
 
 def parse_args(argv):
@@ -90,11 +87,7 @@ def tokens_seen(ckpt):
 
 def load_run(path, args, device):
     """Model, tokenizer, config and the sampling config for one checkpoint; every check before any work."""
-    model, ckpt = load_model(path, device)
-    cfg = config_from_dict(ckpt["config"])
-    cfg = replace(cfg, data_path=args.data_path) if args.data_path else cfg
-    cfg = replace(cfg, val_path=args.val_path) if args.val_path is not None else cfg
-    tok = tokenizer_from_state(ckpt["tokenizer"])
+    model, ckpt, cfg, tok = open_checkpoint(path, device, args.data_path, args.val_path)
     obj = objectives.get(cfg.objective)
     if args.diffusion_steps:
         if obj.EXACT or model.args.time_cond != "none":
@@ -307,10 +300,8 @@ def main(argv):
     val_entropy = targets.pop() if len(targets) == 1 else None
     print(table(rows, val_entropy, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
     if args.json:
-        with atomic_open(args.json) as f:  # readers never see half a file
-            json.dump(dict(settings=vars(args), device=str(device), precision=precision, val_sample_entropy=val_entropy,
-                           runs=rows), f, indent=1)
-        print(f"wrote {args.json}")
+        write_json(args.json, dict(settings=vars(args), device=str(device), precision=precision,
+                                   val_sample_entropy=val_entropy, runs=rows))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ window; the judge scores them in windows). A point drops the settings its object
 each sampler once.
 """
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -32,16 +31,14 @@ import torch  # noqa: E402
 
 import objectives  # noqa: E402
 from config import Config  # noqa: E402
-from configurator import config_from_dict, validate  # noqa: E402
-from evals.samples import draw, held_out_windows, load_judge, score, start_ids  # noqa: E402
+from configurator import validate  # noqa: E402
+from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
+                           write_json)
 from sampler import REVEAL_KEYS  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import pick_device, timed  # noqa: E402
 from utils.cli import ArgParser, at_least, key_list, list_of, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open  # noqa: E402
-from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
@@ -180,10 +177,8 @@ def parse_args(argv):
 
 
 def load(path, args, device):
-    model, ckpt = load_model(path, device)
-    cfg = config_from_dict(ckpt["config"])
-    cfg = replace(cfg, data_path=args.data_path) if args.data_path else cfg
-    tok, obj = tokenizer_from_state(ckpt["tokenizer"]), objectives.get(cfg.objective)
+    model, _, cfg, tok = open_checkpoint(path, device, args.data_path)
+    obj = objectives.get(cfg.objective)
     points = grid_points(args.ar_grid_values if obj.EXACT else args.grid_values, cfg, obj)
     return dict(path=str(path), model=model, cfg=cfg, tok=tok, obj=obj, points=points)
 
@@ -224,11 +219,8 @@ def main(argv):
                  objective=r["cfg"].objective, exact=r["obj"].EXACT, seconds=r["seconds"],
                  self_scored=os.path.samefile(r["path"], args.ar_checkpoint), points=r["rows"]) for r in runs]
     if args.json:
-        with atomic_open(args.json) as f:  # readers never see half a file
-            json.dump(dict(settings=vars(args), device=str(device), threads=torch.get_num_threads(),
-                           torch=torch.__version__, judge=args.ar_checkpoint, held_out=held,
-                           val_sample_entropy=held["sample_entropy"], runs=rows), f, indent=1)
-        print(f"wrote {args.json}")
+        write_json(args.json, dict(settings=vars(args), device=str(device), threads=torch.get_num_threads(),
+                                   torch=torch.__version__, judge=args.ar_checkpoint, held_out=held, runs=rows))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ The network must read no time (time_cond none: an order defines none). Windows a
 --n-windows); bd3 reads each block after the clean blocks before it, every block's k-th token in the same pass.
 """
 import hashlib
-import json
 import math
 import os
 import sys
@@ -30,16 +29,13 @@ import torch  # noqa: E402
 import objectives  # noqa: E402
 from bd3 import bd3_logits  # noqa: E402
 from common import predict_logits, self_condition_input  # noqa: E402
-from configurator import config_from_dict  # noqa: E402
 from diffusion import causal_nll  # noqa: E402
 from evals.bound import report_windows  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
+from evals.samples import open_checkpoint, write_json  # noqa: E402
 from utils.dataloader import SPLITS, prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.cli import ArgParser, at_least, list_of, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open  # noqa: E402
-from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 ORDERS = ("l2r", "r2l", "random", "causal", "mixture")
 SC_READS = ("bound", "sampler")  # a self-conditioned network's input: a fresh first pass's prediction, or the last's
@@ -272,14 +268,12 @@ def main(argv):
             raise UserError(f"{flag} {v} acts only with --orders mixture, and --orders {','.join(args.orders)} asks "
                             f"for no mixture: add mixture, or drop {flag}")
     device = pick_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device)
-    cfg = config_from_dict(ckpt["config"])
+    model, _, cfg, tok = open_checkpoint(args.checkpoint, device)
     exact = check_flags(args, argv, cfg, model)
     semi, L = args.semi_ar_length, cfg.block_size
     k = args.mixture_k or MIXTURE_K
     pass_of = PASSES[cfg.objective]
     sc_read = args.self_cond_read if model.args.self_cond else None
-    tok = tokenizer_from_state(ckpt["tokenizer"])
     _, tr, va, _ = prepare_data(cfg, tok, verbose=False)
     full, cpt = report_windows(tok, tr, va, args.split, args.n_windows, L)
     windows, g = full[:, 1:], torch.Generator().manual_seed(args.seed)  # eval.py's windows, their scored tokens
@@ -317,13 +311,11 @@ def main(argv):
         print(f"  {order:>7}: {m:.4f} +- {se:.4f} nats/token, {res[order]['bits_per_char']:.4f} bits/char; "
               f"{how}{diff}  ({time.time() - t0:.0f} s)")
     if args.json:
-        with atomic_open(args.json) as f:
-            sampled = "mixture" in args.orders and not exact
-            json.dump(dict(checkpoint=args.checkpoint, objective=cfg.objective, block=block or L, split=args.split,
-                           n_windows=len(windows), tokens=L, windows_sha=windows_sha(full), chars_per_token=cpt,
-                           seed=args.seed, semi_ar_length=semi,
-                           mixture_k=k if sampled else None, self_cond_read=sc_read, orders=res), f, indent=1)
-        print(f"wrote {args.json}")
+        sampled = "mixture" in args.orders and not exact
+        write_json(args.json, dict(checkpoint=args.checkpoint, objective=cfg.objective, block=block or L,
+                                   split=args.split, n_windows=len(windows), tokens=L, windows_sha=windows_sha(full),
+                                   chars_per_token=cpt, seed=args.seed, semi_ar_length=semi,
+                                   mixture_k=k if sampled else None, self_cond_read=sc_read, orders=res))
 
 
 if __name__ == "__main__":
