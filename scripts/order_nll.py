@@ -45,10 +45,8 @@ def order_positions(order, B, L, generator, block=0):
     """(B, n_blocks, S) long: row b's block j reveals position perm[b, j, k] at pass k. block 0: one block of L."""
     S = block or L
     n = L // S
-    if order == "l2r":
-        local = torch.arange(S).repeat(B, n, 1)
-    elif order == "r2l":
-        local = torch.arange(S - 1, -1, -1).repeat(B, n, 1)
+    if order in ("l2r", "r2l"):
+        local = (torch.arange(S) if order == "l2r" else torch.arange(S - 1, -1, -1)).repeat(B, n, 1)
     else:
         local = torch.stack([torch.randperm(S, generator=generator) for _ in range(B * n)]).view(B, n, S)
     return local + S * torch.arange(n)[None, :, None]
@@ -69,14 +67,10 @@ def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=None):
     nll = torch.zeros(B, L, dtype=torch.float64, device=x.device)
     for k in range(perm.size(2)):
         masked = xt == mask_id
-        sc = None
-        if self_cond == "bound":
-            sc = self_condition_input(lambda r: logits_of(xt, None), masked, 1.0)
-        elif self_cond == "sampler":  # the latest prediction of each still-masked position
-            sc = last * masked[..., None]
+        sc = (self_condition_input(lambda r: logits_of(xt, None), masked, 1.0) if self_cond == "bound" else
+              last * masked[..., None] if self_cond == "sampler" else None)  # the latest prediction where still masked
         logits = logits_of(xt, sc)
-        if self_cond == "sampler":
-            last = torch.softmax(logits, -1)
+        last = torch.softmax(logits, -1) if self_cond == "sampler" else last
         pos = perm[:, :, k]  # (B, n_blocks)
         logp = torch.log_softmax(logits[rows, pos].double(), -1)  # (B, n_blocks, V)
         nll[rows, pos] = -logp.gather(-1, x[rows, pos][..., None]).squeeze(-1)
@@ -176,17 +170,6 @@ def bd3_pass(model, cfg, x, mask_id):
 PASSES = {"mdlm": mdlm_pass, "bd3": bd3_pass}  # what fills [MASK]: the AR has one order, uniform no [MASK]
 
 
-def check_network(path, objective, model):
-    """Refuse what has no time-free joint to score: an objective without [MASK], a network that reads the time."""
-    if PASSES.get(objective) is None:
-        raise UserError(f"{path} is a {objective} model: order_nll.py reads masked diffusion (mdlm) and block "
-                        f"diffusion (bd3) checkpoints")
-    if model.args.time_cond != "none":
-        raise UserError(f"{path} reads the diffusion time (time_cond={model.args.time_cond}): a reveal order tells it "
-                        f"no time, so its orders define no joint and random ones do not estimate its bound; give a "
-                        f"network trained with --time_cond=none (the baby and cpu presets' recipe)")
-
-
 # how the network is read (--self-cond-read, None: no self-conditioning), and what the random order then estimates
 READINGS = {
     None: "no self-conditioning: each order is the joint a one-token-a-step sampler draws from; random orders "
@@ -230,16 +213,21 @@ def mean_se(v):
 
 
 def check_flags(args, argv, cfg, model):
-    """Refuse what the network cannot be scored by, and a flag that cannot apply to it; returns whether the mixture
-    is summed exactly."""
+    """Refuse what the network cannot be scored by (no time-free joint: an objective without [MASK], a network that
+    reads the time), and a flag that cannot apply to it; returns whether the mixture is summed exactly."""
     if "causal" in args.orders and not cfg.dual_ar:
         raise UserError(f"--orders causal reads the AR mode that --dual_ar trains; {args.checkpoint} is a "
                         f"{cfg.objective} network trained without it: drop causal")
-    check_network(args.checkpoint, cfg.objective, model)
+    if cfg.objective not in PASSES:
+        raise UserError(f"{args.checkpoint} is a {cfg.objective} model: order_nll.py reads masked diffusion (mdlm) "
+                        f"and block diffusion (bd3) checkpoints")
+    if model.args.time_cond != "none":
+        raise UserError(f"{args.checkpoint} reads the diffusion time (time_cond={model.args.time_cond}): a reveal "
+                        f"order tells it no time, so its orders define no joint and random ones do not estimate its "
+                        f"bound; give a network trained with --time_cond=none (the baby and cpu presets' recipe)")
     semi, L = args.semi_ar_length, cfg.block_size
     blocks = objectives.get(cfg.objective).BLOCKS  # bd3: its own blocks, read side by side
-    given = {w.split("=")[0] for w in argv}
-    if "--self-cond-read" in given and not model.args.self_cond:
+    if "--self-cond-read" in {w.split("=")[0] for w in argv} and not model.args.self_cond:
         raise UserError(f"--self-cond-read picks how a self-conditioned network is read; {args.checkpoint} was trained "
                         f"without self-conditioning: drop --self-cond-read")
     if ("mixture" in args.orders and model.args.self_cond and args.self_cond_read == "sampler"
