@@ -10,13 +10,11 @@ A curve is one sampler over temperature, read where it crosses the held-out entr
         --grid temperature=0.8,0.9,1.0 --json artifacts/eval/frontier_baby.json
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json --out artifacts/plots/frontier_baby.png
 
-The held-out entropy, the point each curve is read at (the crossing that chooses a sampler's temperature), is read on
-dev (the validation split's first half, which also picks best.pt): --n-samples windows of it. The n-gram divergence is
-reported against test (the second half), never read for a choice; those dev windows' own divergence from test is the
-floor at the samples' size. tokens/s: the median of rounds in which every point
-draws B samples in turn, so a drifting load slows all alike. AR and bd3 samples may run past the context (a sliding
-window; the judge scores them in windows). A point drops the settings its objective does not read, so the grid holds
-each sampler once.
+The held-out entropy (the crossing that chooses a sampler's temperature) is read on --n-samples windows of dev (the
+validation split's first half, which also picks best.pt); the n-gram divergence is reported against test (the second
+half), never read for a choice, and those dev windows' own divergence from test is its floor at the samples' size.
+tokens/s: the median of rounds in which every point draws B samples in turn, so a drifting load slows all alike. AR and
+bd3 samples may run past the context (a sliding window; the judge scores them in windows).
 """
 import itertools
 import os
