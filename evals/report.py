@@ -118,8 +118,7 @@ def contention_note(window_s, device):
 
 
 def long_run_note(cfg, device, eta):
-    """Once the ETA has settled: a note when the run needs more than an hour here, naming the laptop preset on a CPU
-    when the run is bigger."""
+    """A settled ETA over an hour: a note, naming the laptop preset on a CPU when the run is bigger."""
     if eta <= 3600:
         return ""
     bigger = device.type == "cpu" and budget(cfg) > budget(get_config(["cpu"]))
@@ -163,8 +162,7 @@ def report_samples(cfg, tok):
 
 
 def check_report(cfg, tok):
-    """What the end-of-run report will sample, refused before step 1 rather than after training: its canvas and its
-    trace's path."""
+    """The end-of-run report's canvas and trace path, refused before step 1 rather than after training."""
     prompt_len, gen_len = report_samples(cfg, tok)
     if gen_len < 1:
         raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for "

@@ -136,10 +136,9 @@ def orders_nll(logits_of, x, base, cols, mask_id, self_cond="sampler"):
 
 @torch.no_grad()
 def reveal_sets_nll(logits_of, x, base, cols, mask_id, self_cond=None):
-    """-log of the chance (B, n) that revealing the positions cols[j] (n, S) of every row one uniformly random one a
-    pass (every group j in the same pass), over the canvas base (B, L), draws x's tokens there. g(R), the chance that
-    reveal set R comes first with x's tokens, sums over R's last position i: g(R) = sum_i g(R - i) p(x_i | x_(R - i)) /
-    (S - |R| + 1), over the 2^S canvases."""
+    """-log of the chance (B, n) that revealing cols[j] (n, S) one uniformly random position a pass (every group j in
+    the same pass) over the canvas base (B, L) draws x's tokens there. g(R), the chance that reveal set R comes first
+    with x's tokens, sums over R's last position i: g(R) = sum_i g(R - i) p(x_i | x_(R - i)) / (S - |R| + 1)."""
     B, (n, S) = x.size(0), cols.shape
     logg = torch.full((1 << S, B, n), float("-inf"), dtype=torch.float64, device=x.device)
     logg[0] = 0.0

@@ -153,8 +153,7 @@ def plot_frontiers(docs, out):
 
 def plot_at_held_out(docs, out, x):
     """Each run's at_held_out: a marker per sampler, its gen-PPL at the held-out entropy against wall-clock tokens/s
-    (x = speed: log x, a panel per timed batch size) or NFE (x = nfe); the AR a black star. A curve that never
-    reaches the held-out entropy has no marker."""
+    (x = speed: log x, a panel per timed batch size) or NFE (x = nfe); the AR a black star; none where not reached."""
     if x == "nfe":
         panels = [("nfe", "NFE: forward passes per sample (mean over the curve's points)", "quality vs NFE")]
     else:
