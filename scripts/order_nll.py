@@ -217,7 +217,7 @@ def check_flags(args, argv, cfg, model):
     if "causal" in args.orders and not cfg.dual_ar:
         raise UserError(f"--orders causal reads the AR mode that --dual_ar trains; {args.checkpoint} is a "
                         f"{cfg.objective} network trained without it: drop causal")
-    if cfg.objective not in PASSES:
+    if PASSES.get(cfg.objective) is None:
         raise UserError(f"{args.checkpoint} is a {cfg.objective} model: order_nll.py reads masked diffusion (mdlm) "
                         f"and block diffusion (bd3) checkpoints")
     if model.args.time_cond != "none":
