@@ -9,9 +9,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts.plot import _figure, _save, is_ar  # noqa: E402
+from scripts.plot import _figure, _save  # noqa: E402
 from utils.cli import ArgParser, output, read_json  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+
+
+def is_ar(r):
+    """An AR's row (an exact NLL): eval.py's rows say so; dev/epochs.py's summary names the objective."""
+    return r.get("exact", r["objective"] == "ar")
 
 
 def plot_epochs(paths, out, x=None):

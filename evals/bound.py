@@ -79,10 +79,9 @@ def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=
                 nelbo, aux = obj.bound(model, x, cfg, schedule, tok, t, g)
             ests[:, k] = nelbo.double().cpu()
             if details:
-                m, logits = aux["scored"], aux["logits"]
+                m, logp = aux["scored"], aux["logits"].log_softmax(-1)
                 correct += ((aux["pred"] == x) & m).sum().item()
                 n_scored += m.sum().item()
-                logp = logits.log_softmax(-1)
                 ent = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)  # (B, L)
                 b = ((aux["t_tok"] - 1) * ENTROPY_BINS // T).flatten().cpu()  # each token's own t
                 ent_sum.index_add_(0, b, (ent * m).flatten().double().cpu())

@@ -25,9 +25,8 @@ LOSSES = dict(elbo="the weighted NELBO on training batches", ce="the next-token 
               all_ce="the CE over every position, visible ones too (no bound)")
 
 
-# A CPU process's peak RSS, measured (2026-11-24, torch 2.13, fp32, 1 thread) against model.estimate_memory's saved
-# activations A: ~1.7 A (backward's transient gradients beside the saved tensors: 1.6-2.0 over 4/4/128 at 32x128 and
-# 64x256, 8/4/128, and the 6/6/384 reference at 64x256, 4.42 GiB against A = 2.40) + ~0.3 GiB of runtime.
+# A CPU process's measured peak RSS (fp32, 1 thread): ~1.7 x model.estimate_memory's saved activations A (backward's
+# transient gradients beside them: 1.6-2.0 over 4/4/128-6/6/384; 6/6/384 at 64x256: 4.42 GiB, A = 2.40) + ~0.3 GiB.
 CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30
 
 
@@ -119,8 +118,7 @@ def contention_note(window_s, device):
 
 
 def long_run_note(cfg, device, eta):
-    """Once the ETA has settled: a note when the run needs more than an hour here, naming the laptop preset on a CPU
-    when the run is bigger."""
+    """A settled ETA over an hour: a note, naming the laptop preset on a CPU when the run is bigger."""
     if eta <= 3600:
         return ""
     bigger = device.type == "cpu" and budget(cfg) > budget(get_config(["cpu"]))
@@ -157,12 +155,6 @@ def units(res):
             f"{res['bpc_se'] * LN2:.4f} nats/char = {res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char")
 
 
-def revisits(cfg):
-    """Whether the sampler in force can change a token it has committed (else its change rate is 0 by design)."""
-    obj = objectives.get(cfg.objective)
-    return obj.NOISE_START or (obj.TRACE and cfg.remask != "none" and not cfg.threshold)
-
-
 def report_samples(cfg, tok):
     """(prompt tokens, tokens generated) of the end-of-run samples: gen_len, cut to what the context holds."""
     prompt_len = len(tok.encode(cfg.prompt))
@@ -170,8 +162,7 @@ def report_samples(cfg, tok):
 
 
 def check_report(cfg, tok):
-    """What the end-of-run report will sample, refused before step 1 rather than after training: its canvas and its
-    trace's path."""
+    """The end-of-run report's canvas and trace path, refused before step 1 rather than after training."""
     prompt_len, gen_len = report_samples(cfg, tok)
     if gen_len < 1:
         raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for "
@@ -209,7 +200,7 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
         print(f"  reconstruction accuracy (fraction of {where} whose argmax is the true token): {res['recon_acc']:.4f}")
         print(f"  prediction entropy (nats, mean over {where}) by time step t of T={cfg.diffusion_steps}: " +
               "  ".join(f"t{lo}-{hi}:{e:.2f}" for lo, hi, e in res["entropy_by_t"]))
-        if revisits(cfg):
+        if obj.NOISE_START or (obj.TRACE and cfg.remask != "none" and not cfg.threshold):  # it revisits tokens
             print(f"  reverse-step token change rate (fraction of committed tokens a step changes): {change.rate:.4f}")
         else:
             print(f"  reverse-step token change rate: 0 by construction "

@@ -1,10 +1,14 @@
-"""Drawing samples from a checkpoint and scoring them (scripts/eval.py, scripts/frontier.py): samples continue a
-fixed start and get score()'s figures; held-out text of the samples' length is scored the same way.
+"""What scripts/eval.py, frontier.py and order_nll.py share: opening a checkpoint, drawing samples and scoring them
+(samples continue a fixed start and get score()'s figures; held-out text of their length is scored the same way), and
+writing the JSON.
 
     judge = load_judge("artifacts/models/cpu_ar/model.pt", device, {"M.pt": tok})   # checked: AR, same tokenizer
     samples, nfe = draw(model, cfg, start_ids(tok, ""), 63, 16, 32, tok.mask_id, device, torch.Generator())
     score(samples, 1, tok, judge)   # distinct_2, distinct_3, sample_entropy, sample_text, gen_ppl, gen_nll
 """
+import json
+from dataclasses import replace
+
 import torch
 
 import objectives
@@ -15,9 +19,24 @@ from evals.metrics import distinct_n, gen_ppl, ngram_js, sample_entropy
 from utils.checkpoint import load_model
 from utils.dataloader import fixed_windows
 from utils.errors import UserError
+from utils.fileio import atomic_open
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
-NS = (1, 2, 3, 4)  # character n-gram orders of the divergence
+
+def open_checkpoint(path, device, data_path="", val_path=None):
+    """(model, checkpoint dict, config, tokenizer) of a model.pt or an export; data_path and val_path (None: the
+    checkpoint's; '' splits data_path) override where its text is read."""
+    model, ckpt = load_model(path, device)
+    cfg = config_from_dict(ckpt["config"])
+    cfg = replace(cfg, data_path=data_path or cfg.data_path, val_path=cfg.val_path if val_path is None else val_path)
+    return model, ckpt, cfg, tokenizer_from_state(ckpt["tokenizer"])
+
+
+def write_json(path, doc):
+    """doc to path, atomically (readers never see half a file)."""
+    with atomic_open(path) as f:
+        json.dump(doc, f, indent=1)
+    print(f"wrote {path}")
 
 
 def start_ids(tok, prompt):
@@ -28,12 +47,11 @@ def start_ids(tok, prompt):
 def load_judge(path, device, tokenizers):
     """The AR model that scores samples (gen-PPL), checked before any work: its objective scores the exact NLL, and
     its tokenizer is each of `tokenizers` ({checkpoint: its tokenizer}), since gen-PPL reads the same token ids."""
-    judge, ckpt = load_model(path, device)
-    name = config_from_dict(ckpt["config"]).objective
-    if not objectives.get(name).EXACT:
-        raise UserError(f"--ar-checkpoint {path} is a {name} model: give an AR checkpoint "
+    judge, _, cfg, judge_tok = open_checkpoint(path, device)
+    if not objectives.get(cfg.objective).EXACT:
+        raise UserError(f"--ar-checkpoint {path} is a {cfg.objective} model: give an AR checkpoint "
                         f"(python train.py ... --objective=ar)")
-    fp = fingerprint(tokenizer_from_state(ckpt["tokenizer"]))
+    fp = fingerprint(judge_tok)
     for what, tok in tokenizers.items():
         if fingerprint(tok) != fp:
             raise UserError(f"tokenizer of {what} ({fingerprint(tok)}) differs from the scorer {path}'s ({fp}): "
@@ -71,8 +89,8 @@ def score(samples, P, tok, judge=None, batch_size=32, reference=None):
             seqs, P = torch.cat([first, seqs], 1), 1
         res["gen_ppl"], res["gen_nll"] = gen_ppl(judge, seqs, P, batch_size)
     if reference is not None:
-        js, js_mean = ngram_js(texts, reference, NS)
-        res.update(js={str(n): js[n] for n in NS}, js_mean=js_mean)
+        js, js_mean = ngram_js(texts, reference)  # n = 1..4
+        res.update(js={str(n): v for n, v in js.items()}, js_mean=js_mean)
     return res
 
 

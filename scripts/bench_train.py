@@ -29,7 +29,7 @@ from configurator import get_config  # noqa: E402
 from model import Transformer  # noqa: E402
 from utils.dist import autocast_for, compiled, keyed_generator, peak_flops, pick_device, timed  # noqa: E402
 from utils.cli import ArgParser, at_least, list_of  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
 
 
@@ -118,13 +118,9 @@ def main(argv):
     else:
         peak, src = statistics.median(peaks), "fp32 matmul of the model's shapes, measured between the rounds"
     print(f"peak: {peak / 1e9:,.1f} GFLOP/s ({src})" if peak else "peak: unknown for this GPU, so no MFU")
-    print_results(steps, times, dict(rows), tokens, peak)
-
-
-def print_results(steps, times, configs, tokens, peak):
-    """Per row: the median ms/iter, tokens/s and MFU; then each row's time against its AR partner's (and bf16 NS's)."""
+    # per row: the median ms/iter, tokens/s and MFU; then each row's time against its AR partner's
     print(f"{'row':<24} {'ms/iter':>9} {'tokens/s':>11} {'MFU':>7}")
-    results = {}
+    results, configs = {}, dict(rows)
     for name, (_, model) in steps.items():
         sec = results[name] = statistics.median(times[name])
         flops = objectives.get(configs[name].objective).flops(model, configs[name])[0]

@@ -12,7 +12,6 @@ under --ar-checkpoint; infill recovery of --infill-len held-out tokens. Rows onl
 bd3 samples block by block (--steps a block), has no infill row. Plots: scripts/plot.py; sampler curves over
 temperature: scripts/frontier.py.
 """
-import json
 import os
 import sys
 import time
@@ -24,27 +23,24 @@ import torch  # noqa: E402
 
 import objectives  # noqa: E402
 from common import Schedule  # noqa: E402
-from configurator import config_from_dict  # noqa: E402
 from diffusion import causal_per_window  # noqa: E402
 from evals.bound import REPORT, evaluate, paired_difference, report_windows  # noqa: E402
 from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
-from evals.samples import draw, held_out_windows, load_judge, score, start_ids  # noqa: E402
+from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
+                           write_json)
 from sampler import ORDERS  # noqa: E402
 from trace import StepBar, chain  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import SPLITS, fixed_windows, prepare_data, split_ids  # noqa: E402
 from utils.dist import DTYPES, autocast_for, pick_device  # noqa: E402
 from utils.cli import ArgParser, at_least, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open  # noqa: E402
-from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
+from utils.tokenizer import fingerprint  # noqa: E402
 
 
 def parse_args(argv):
     p = ArgParser(prog="scripts/eval.py", description="Evaluate diffusion and AR checkpoints into one table.")
     p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (diffusion or AR)")
-    p.add_argument("--ar-checkpoint", default="", needs=("n_samples",),
-                   help="AR checkpoint that scores samples (gen-PPL); same tokenizer")
+    p.add_argument("--ar-checkpoint", default="", needs=("n_samples",), help="AR scorer of gen-PPL; same tokenizer")
     p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows: test = the "
                    "validation text's second half (records report it), dev = its first (train.py's evals and best.pt "
                    "read it), val = both, train")
@@ -56,17 +52,13 @@ def parse_args(argv):
     p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"], help="windows or samples a pass")
     p.add_argument("--n-samples", type=at_least(0), default=16, help="samples for gen-PPL, distinct-n (0 = none)")
     samples, sampling = ("n_samples",), ("n_samples", "infill_len")  # the flags that act only with samples (or infill)
-    p.add_argument("--gen-len", type=at_least(0), default=0, needs=samples, help="tokens per sample; 0 = fill the "
-                   "context")
+    p.add_argument("--gen-len", type=at_least(0), default=0, needs=samples, help="tokens per sample; 0 = fill context")
     p.add_argument("--prompt", default="", needs=samples, help="text every sample starts from; '' = the AR start token")
-    p.add_argument("--steps", type=at_least(1), default=64, needs=sampling, help="reverse steps (NFE) for samples and "
-                   "infill")
-    p.add_argument("--temperature", type=at_least(0.0), default=1.0, needs=samples, help="sampling temperature (0 = "
-                   "argmax)")
-    p.add_argument("--order", choices=ORDERS, default="confidence",
-                   needs=sampling, help="mdlm's reveal order (random + --remask none = MDLM's ancestral sampler)")
-    p.add_argument("--remask", choices=("refine", "none"), default="refine", needs=sampling,
-                   help="mdlm samples: refine | none")
+    p.add_argument("--steps", type=at_least(1), default=64, needs=sampling, help="reverse steps (NFE): samples, infill")
+    p.add_argument("--temperature", type=at_least(0.0), default=1.0, needs=samples, help="of samples; 0 = argmax")
+    p.add_argument("--order", choices=ORDERS, default="confidence", needs=sampling,
+                   help="mdlm's reveal order (random + --remask none = MDLM's ancestral sampler)")
+    p.add_argument("--remask", choices=("refine", "none"), default="refine", needs=sampling, help="mdlm's samples")
     p.add_argument("--infill-len", type=at_least(0), default=20, help="held-out tokens (nanoDLM: 20 chars); 0 = none")
     p.add_argument("--n-infill", type=at_least(1), default=64, needs=("infill_len",),
                    help="windows with one held-out span each")
@@ -82,19 +74,9 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def tokens_seen(ckpt):
-    """iter x tokens per optimizer step; a checkpoint without total_batch_size ran on one rank."""
-    c = ckpt["config"]
-    return int(ckpt["iter"]) * int(c.get("total_batch_size") or c["batch_size"] * c["block_size"])
-
-
 def load_run(path, args, device):
     """Model, tokenizer, config and the sampling config for one checkpoint; every check before any work."""
-    model, ckpt = load_model(path, device)
-    cfg = config_from_dict(ckpt["config"])
-    cfg = replace(cfg, data_path=args.data_path) if args.data_path else cfg
-    cfg = replace(cfg, val_path=args.val_path) if args.val_path is not None else cfg
-    tok = tokenizer_from_state(ckpt["tokenizer"])
+    model, ckpt, cfg, tok = open_checkpoint(path, device, args.data_path, args.val_path)
     obj = objectives.get(cfg.objective)
     if args.diffusion_steps:
         if obj.EXACT or model.args.time_cond != "none":
@@ -106,8 +88,7 @@ def load_run(path, args, device):
     # the samplers' settings: --steps, --temperature, --order, --remask; every other switch off
     scfg = replace(cfg, steps=args.steps, temperature=args.temperature, order=args.order, remask=args.remask,
                    tokens_per_step="schedule", remask_eta=0.0, threshold=0.0, semi_ar_length=0, top_k=0, top_p=1.0)
-    sampled = args.n_samples or args.infill_len  # without either no sampler runs, and --steps is not read
-    if sampled and obj.STEP_CHAIN and args.steps > cfg.diffusion_steps:  # a sampler on the schedule's grid: K <= T
+    if (args.n_samples or args.infill_len) and obj.STEP_CHAIN and args.steps > cfg.diffusion_steps:  # a grid's K <= T
         raise UserError(f"--steps {args.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: "
                         f"use --steps {cfg.diffusion_steps}")
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),
@@ -171,8 +152,9 @@ def evaluate_run(run, args, judge, device, bar):
                    seed=args.seed, chars_per_token=cpt, details=True)
     bar(n=bound_passes)
     row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
-               exact=obj.EXACT, params=model.num_params(), tokens_seen=tokens_seen(ckpt), iter=int(ckpt["iter"]),
-               tokenizer=tok.kind, tokenizer_fingerprint=run["fp"], schedule=cfg.schedule,
+               exact=obj.EXACT, params=model.num_params(),
+               tokens_seen=int(ckpt["iter"]) * (cfg.total_batch_size or cfg.batch_size * L),  # 0: one rank's batch
+               iter=int(ckpt["iter"]), tokenizer=tok.kind, tokenizer_fingerprint=run["fp"], schedule=cfg.schedule,
                diffusion_steps=cfg.diffusion_steps,  # the chain scored: the checkpoint's T or --diffusion-steps
                time_cond=model.args.time_cond,  # the network's: an objective may fix it (bd3 and the AR have none)
                loss_type=getattr(cfg, obj.LOSS_KEY),  # the loss it trained (bd3's is bd3_loss)
@@ -188,8 +170,7 @@ def evaluate_run(run, args, judge, device, bar):
     if len(start) + gen_len > L or (judge is not None and len(start) + gen_len - 1 > judge.args.block_size):
         raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
                         f"or of the scorer: use a shorter --gen-len")
-    row["sampler"] = obj.describe(scfg)
-    row["val_sample_entropy"] = held_out_entropy(run, args) if args.n_samples else None
+    row.update(sampler=obj.describe(scfg), val_sample_entropy=held_out_entropy(run, args) if args.n_samples else None)
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
         out, _ = draw(model, scfg, start, gen_len, args.n_samples, args.batch_size, tok.mask_id, device, g,
@@ -225,9 +206,8 @@ def paired_with_first(rows):
     per_char = lambda r: [w / r["chars_per_token"] for w in r["per_window"]]  # noqa: E731
     for r in rows[1:]:
         same = len(r["per_window"]) == len(a["per_window"]) and r["chars_per_token"] == a["chars_per_token"]
-        r["paired_vs_first"] = paired_difference(per_char(a), per_char(r)) if same else None
-        if "ar_mode" in r:  # the AR mode's figure minus the first run's main one, on the same windows
-            r["ar_mode"]["paired_vs_first"] = paired_difference(per_char(a), per_char(r["ar_mode"])) if same else None
+        for m in filter(None, (r, r.get("ar_mode"))):  # the AR mode's figure too, minus the first run's main one
+            m["paired_vs_first"] = paired_difference(per_char(a), per_char(m)) if same else None
 
 
 def ar_mode_cell(r):
@@ -295,10 +275,9 @@ def main(argv):
             with ctx:
                 row = evaluate_run(r, args, judge, device, bar)
             rows.append(row)
-            row["precision"] = precision  # what scored the bound and drew the samples
-            # a model scoring its own samples flatters itself: say so wherever its gen-PPL is shown
-            row["judge"] = args.ar_checkpoint or None
-            row["self_scored"] = bool(args.ar_checkpoint) and os.path.samefile(r["path"], args.ar_checkpoint)
+            # precision: what scored the bound and drew the samples; a model scoring its own samples flatters itself
+            row.update(precision=precision, judge=args.ar_checkpoint or None,
+                       self_scored=bool(args.ar_checkpoint) and os.path.samefile(r["path"], args.ar_checkpoint))
             to_go = len(runs) - i - 1
             eta = f" ({to_go} to go, ~{(time.time() - t0) / (i + 1) * to_go:.0f}s)" if to_go else ""
             print(f"  {row['name']}: {row['seconds']:.1f}s{eta}")
@@ -307,10 +286,8 @@ def main(argv):
     val_entropy = targets.pop() if len(targets) == 1 else None
     print(table(rows, val_entropy, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
     if args.json:
-        with atomic_open(args.json) as f:  # readers never see half a file
-            json.dump(dict(settings=vars(args), device=str(device), precision=precision, val_sample_entropy=val_entropy,
-                           runs=rows), f, indent=1)
-        print(f"wrote {args.json}")
+        write_json(args.json, dict(settings=vars(args), device=str(device), precision=precision,
+                                   val_sample_entropy=val_entropy, runs=rows))
 
 
 if __name__ == "__main__":

@@ -22,14 +22,6 @@ from utils.fileio import atomic_open, atomic_path  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
 
-def parse_args(argv):
-    p = ArgParser(prog="scripts/export.py", description="Export a checkpoint's weights, config and tokenizer.")
-    p.add_argument("checkpoint", help="a model.pt written by train.py")
-    p.add_argument("out_dir", help="folder to write model.safetensors, config.json and the tokenizer into")
-    p.add_argument("--force", action="store_true", help="write into OUT_DIR even if it holds files")
-    return p.parse_args(argv)
-
-
 def export(ckpt, model, out_dir):
     """Write the three files; config.json last (a folder without it is no export). Returns their paths."""
     from safetensors.torch import save_file
@@ -59,7 +51,11 @@ def export(ckpt, model, out_dir):
 
 
 def main(argv):
-    args = parse_args(argv)
+    p = ArgParser(prog="scripts/export.py", description="Export a checkpoint's weights, config and tokenizer.")
+    p.add_argument("checkpoint", help="a model.pt written by train.py")
+    p.add_argument("out_dir", help="folder to write model.safetensors, config.json and the tokenizer into")
+    p.add_argument("--force", action="store_true", help="write into OUT_DIR even if it holds files")
+    args = p.parse_args(argv)
     if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
         raise UserError(f"{args.out_dir} is a file: OUT_DIR must be a folder (it gets three files)")
     if os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not args.force:

@@ -10,16 +10,13 @@ A curve is one sampler over temperature, read where it crosses the held-out entr
         --grid temperature=0.8,0.9,1.0 --json artifacts/eval/frontier_baby.json
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json --out artifacts/plots/frontier_baby.png
 
-The held-out entropy, the point each curve is read at (the crossing that chooses a sampler's temperature), is read on
-dev (the validation split's first half, which also picks best.pt): --n-samples windows of it. The n-gram divergence is
-reported against test (the second half), never read for a choice; those dev windows' own divergence from test is the
-floor at the samples' size. tokens/s: the median of rounds in which every point
-draws B samples in turn, so a drifting load slows all alike. AR and bd3 samples may run past the context (a sliding
-window; the judge scores them in windows). A point drops the settings its objective does not read, so the grid holds
-each sampler once.
+The held-out entropy (the crossing that chooses a sampler's temperature) is read on --n-samples windows of dev (the
+validation split's first half, which also picks best.pt); the n-gram divergence is reported against test (the second
+half), never read for a choice, and those dev windows' own divergence from test is its floor at the samples' size.
+tokens/s: the median of rounds in which every point draws B samples in turn, so a drifting load slows all alike. AR and
+bd3 samples may run past the context (a sliding window; the judge scores them in windows).
 """
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -32,16 +29,14 @@ import torch  # noqa: E402
 
 import objectives  # noqa: E402
 from config import Config  # noqa: E402
-from configurator import config_from_dict, validate  # noqa: E402
-from evals.samples import draw, held_out_windows, load_judge, score, start_ids  # noqa: E402
+from configurator import validate  # noqa: E402
+from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
+                           write_json)
 from sampler import REVEAL_KEYS  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import pick_device, timed  # noqa: E402
 from utils.cli import ArgParser, at_least, key_list, list_of, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open  # noqa: E402
-from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
@@ -180,10 +175,8 @@ def parse_args(argv):
 
 
 def load(path, args, device):
-    model, ckpt = load_model(path, device)
-    cfg = config_from_dict(ckpt["config"])
-    cfg = replace(cfg, data_path=args.data_path) if args.data_path else cfg
-    tok, obj = tokenizer_from_state(ckpt["tokenizer"]), objectives.get(cfg.objective)
+    model, _, cfg, tok = open_checkpoint(path, device, args.data_path)
+    obj = objectives.get(cfg.objective)
     points = grid_points(args.ar_grid_values if obj.EXACT else args.grid_values, cfg, obj)
     return dict(path=str(path), model=model, cfg=cfg, tok=tok, obj=obj, points=points)
 
@@ -224,11 +217,8 @@ def main(argv):
                  objective=r["cfg"].objective, exact=r["obj"].EXACT, seconds=r["seconds"],
                  self_scored=os.path.samefile(r["path"], args.ar_checkpoint), points=r["rows"]) for r in runs]
     if args.json:
-        with atomic_open(args.json) as f:  # readers never see half a file
-            json.dump(dict(settings=vars(args), device=str(device), threads=torch.get_num_threads(),
-                           torch=torch.__version__, judge=args.ar_checkpoint, held_out=held,
-                           val_sample_entropy=held["sample_entropy"], runs=rows), f, indent=1)
-        print(f"wrote {args.json}")
+        write_json(args.json, dict(settings=vars(args), device=str(device), threads=torch.get_num_threads(),
+                                   torch=torch.__version__, judge=args.ar_checkpoint, held_out=held, runs=rows))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ The network must read no time (time_cond none: an order defines none). Windows a
 --n-windows); bd3 reads each block after the clean blocks before it, every block's k-th token in the same pass.
 """
 import hashlib
-import json
 import math
 import os
 import sys
@@ -30,16 +29,13 @@ import torch  # noqa: E402
 import objectives  # noqa: E402
 from bd3 import bd3_logits  # noqa: E402
 from common import predict_logits, self_condition_input  # noqa: E402
-from configurator import config_from_dict  # noqa: E402
 from diffusion import causal_nll  # noqa: E402
 from evals.bound import report_windows  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
+from evals.samples import open_checkpoint, write_json  # noqa: E402
 from utils.dataloader import SPLITS, prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.cli import ArgParser, at_least, list_of, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open  # noqa: E402
-from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 ORDERS = ("l2r", "r2l", "random", "causal", "mixture")
 SC_READS = ("bound", "sampler")  # a self-conditioned network's input: a fresh first pass's prediction, or the last's
@@ -49,10 +45,8 @@ def order_positions(order, B, L, generator, block=0):
     """(B, n_blocks, S) long: row b's block j reveals position perm[b, j, k] at pass k. block 0: one block of L."""
     S = block or L
     n = L // S
-    if order == "l2r":
-        local = torch.arange(S).repeat(B, n, 1)
-    elif order == "r2l":
-        local = torch.arange(S - 1, -1, -1).repeat(B, n, 1)
+    if order in ("l2r", "r2l"):
+        local = (torch.arange(S) if order == "l2r" else torch.arange(S - 1, -1, -1)).repeat(B, n, 1)
     else:
         local = torch.stack([torch.randperm(S, generator=generator) for _ in range(B * n)]).view(B, n, S)
     return local + S * torch.arange(n)[None, :, None]
@@ -73,14 +67,10 @@ def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=None):
     nll = torch.zeros(B, L, dtype=torch.float64, device=x.device)
     for k in range(perm.size(2)):
         masked = xt == mask_id
-        sc = None
-        if self_cond == "bound":
-            sc = self_condition_input(lambda r: logits_of(xt, None), masked, 1.0)
-        elif self_cond == "sampler":  # the latest prediction of each still-masked position
-            sc = last * masked[..., None]
+        sc = (self_condition_input(lambda r: logits_of(xt, None), masked, 1.0) if self_cond == "bound" else
+              last * masked[..., None] if self_cond == "sampler" else None)  # the latest prediction where still masked
         logits = logits_of(xt, sc)
-        if self_cond == "sampler":
-            last = torch.softmax(logits, -1)
+        last = torch.softmax(logits, -1) if self_cond == "sampler" else last
         pos = perm[:, :, k]  # (B, n_blocks)
         logp = torch.log_softmax(logits[rows, pos].double(), -1)  # (B, n_blocks, V)
         nll[rows, pos] = -logp.gather(-1, x[rows, pos][..., None]).squeeze(-1)
@@ -146,10 +136,9 @@ def orders_nll(logits_of, x, base, cols, mask_id, self_cond="sampler"):
 
 @torch.no_grad()
 def reveal_sets_nll(logits_of, x, base, cols, mask_id, self_cond=None):
-    """-log of the chance (B, n) that revealing the positions cols[j] (n, S) of every row one uniformly random one a
-    pass (every group j in the same pass), over the canvas base (B, L), draws x's tokens there. g(R), the chance that
-    reveal set R comes first with x's tokens, sums over R's last position i: g(R) = sum_i g(R - i) p(x_i | x_(R - i)) /
-    (S - |R| + 1), over the 2^S canvases."""
+    """-log of the chance (B, n) that revealing cols[j] (n, S) one uniformly random position a pass (every group j in
+    the same pass) over the canvas base (B, L) draws x's tokens there. g(R), the chance that reveal set R comes first
+    with x's tokens, sums over R's last position i: g(R) = sum_i g(R - i) p(x_i | x_(R - i)) / (S - |R| + 1)."""
     B, (n, S) = x.size(0), cols.shape
     logg = torch.full((1 << S, B, n), float("-inf"), dtype=torch.float64, device=x.device)
     logg[0] = 0.0
@@ -178,17 +167,6 @@ def bd3_pass(model, cfg, x, mask_id):
 
 
 PASSES = {"mdlm": mdlm_pass, "bd3": bd3_pass}  # what fills [MASK]: the AR has one order, uniform no [MASK]
-
-
-def check_network(path, objective, model):
-    """Refuse what has no time-free joint to score: an objective without [MASK], a network that reads the time."""
-    if PASSES.get(objective) is None:
-        raise UserError(f"{path} is a {objective} model: order_nll.py reads masked diffusion (mdlm) and block "
-                        f"diffusion (bd3) checkpoints")
-    if model.args.time_cond != "none":
-        raise UserError(f"{path} reads the diffusion time (time_cond={model.args.time_cond}): a reveal order tells it "
-                        f"no time, so its orders define no joint and random ones do not estimate its bound; give a "
-                        f"network trained with --time_cond=none (the baby and cpu presets' recipe)")
 
 
 # how the network is read (--self-cond-read, None: no self-conditioning), and what the random order then estimates
@@ -234,16 +212,21 @@ def mean_se(v):
 
 
 def check_flags(args, argv, cfg, model):
-    """Refuse what the network cannot be scored by, and a flag that cannot apply to it; returns whether the mixture
-    is summed exactly."""
+    """Refuse what the network cannot be scored by (no time-free joint: an objective without [MASK], a network that
+    reads the time), and a flag that cannot apply to it; returns whether the mixture is summed exactly."""
     if "causal" in args.orders and not cfg.dual_ar:
         raise UserError(f"--orders causal reads the AR mode that --dual_ar trains; {args.checkpoint} is a "
                         f"{cfg.objective} network trained without it: drop causal")
-    check_network(args.checkpoint, cfg.objective, model)
+    if PASSES.get(cfg.objective) is None:
+        raise UserError(f"{args.checkpoint} is a {cfg.objective} model: order_nll.py reads masked diffusion (mdlm) "
+                        f"and block diffusion (bd3) checkpoints")
+    if model.args.time_cond != "none":
+        raise UserError(f"{args.checkpoint} reads the diffusion time (time_cond={model.args.time_cond}): a reveal "
+                        f"order tells it no time, so its orders define no joint and random ones do not estimate its "
+                        f"bound; give a network trained with --time_cond=none (the baby and cpu presets' recipe)")
     semi, L = args.semi_ar_length, cfg.block_size
     blocks = objectives.get(cfg.objective).BLOCKS  # bd3: its own blocks, read side by side
-    given = {w.split("=")[0] for w in argv}
-    if "--self-cond-read" in given and not model.args.self_cond:
+    if "--self-cond-read" in {w.split("=")[0] for w in argv} and not model.args.self_cond:
         raise UserError(f"--self-cond-read picks how a self-conditioned network is read; {args.checkpoint} was trained "
                         f"without self-conditioning: drop --self-cond-read")
     if ("mixture" in args.orders and model.args.self_cond and args.self_cond_read == "sampler"
@@ -272,14 +255,12 @@ def main(argv):
             raise UserError(f"{flag} {v} acts only with --orders mixture, and --orders {','.join(args.orders)} asks "
                             f"for no mixture: add mixture, or drop {flag}")
     device = pick_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device)
-    cfg = config_from_dict(ckpt["config"])
+    model, _, cfg, tok = open_checkpoint(args.checkpoint, device)
     exact = check_flags(args, argv, cfg, model)
     semi, L = args.semi_ar_length, cfg.block_size
     k = args.mixture_k or MIXTURE_K
     pass_of = PASSES[cfg.objective]
     sc_read = args.self_cond_read if model.args.self_cond else None
-    tok = tokenizer_from_state(ckpt["tokenizer"])
     _, tr, va, _ = prepare_data(cfg, tok, verbose=False)
     full, cpt = report_windows(tok, tr, va, args.split, args.n_windows, L)
     windows, g = full[:, 1:], torch.Generator().manual_seed(args.seed)  # eval.py's windows, their scored tokens
@@ -317,13 +298,11 @@ def main(argv):
         print(f"  {order:>7}: {m:.4f} +- {se:.4f} nats/token, {res[order]['bits_per_char']:.4f} bits/char; "
               f"{how}{diff}  ({time.time() - t0:.0f} s)")
     if args.json:
-        with atomic_open(args.json) as f:
-            sampled = "mixture" in args.orders and not exact
-            json.dump(dict(checkpoint=args.checkpoint, objective=cfg.objective, block=block or L, split=args.split,
-                           n_windows=len(windows), tokens=L, windows_sha=windows_sha(full), chars_per_token=cpt,
-                           seed=args.seed, semi_ar_length=semi,
-                           mixture_k=k if sampled else None, self_cond_read=sc_read, orders=res), f, indent=1)
-        print(f"wrote {args.json}")
+        sampled = "mixture" in args.orders and not exact
+        write_json(args.json, dict(checkpoint=args.checkpoint, objective=cfg.objective, block=block or L,
+                                   split=args.split, n_windows=len(windows), tokens=L, windows_sha=windows_sha(full),
+                                   chars_per_token=cpt, seed=args.seed, semi_ar_length=semi,
+                                   mixture_k=k if sampled else None, self_cond_read=sc_read, orders=res))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from utils.cli import ArgParser, output, read_json, read_jsonl  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_path, check_output  # noqa: E402
 
-LN2 = math.log(2)
 DEFAULT_OUT = {what: f"artifacts/plots/{what}.png" for what in ("curves", "entropy", "frontier")}
 
 
@@ -44,11 +43,6 @@ def run_label(run_dir):
         except Exception:
             pass  # a label is not worth failing for
     return name, None, False, None
-
-
-def is_ar(r):
-    """An AR's row (an exact NLL): eval.py's rows say so; dev/epochs.py's summary names the objective."""
-    return r.get("exact", r["objective"] == "ar")
 
 
 def _figure(ncols=1, figsize=(8, 5), **kw):
@@ -82,7 +76,7 @@ def plot_curves(run_dirs, out, x=None):
             raise UserError(f"{d}/metrics.jsonl has no eval rows: train past one eval_interval first")
         name, objective, ar, loss_type = run_label(d)  # ar: the val curve is an exact NLL, not a bound
         e0 = evals[0]  # nats/token -> bits/char with the run's own chars/token, read back from an eval row
-        to_bpc = e0["bits_per_char"] / e0["nats_per_token"] if e0["nats_per_token"] else 1 / LN2
+        to_bpc = e0["bits_per_char"] / e0["nats_per_token"] if e0["nats_per_token"] else 1 / math.log(2)
         c = colors[i % len(colors)]
         tag = f"{name} ({objective})" if objective else name
         if train:
@@ -159,8 +153,7 @@ def plot_frontiers(docs, out):
 
 def plot_at_held_out(docs, out, x):
     """Each run's at_held_out: a marker per sampler, its gen-PPL at the held-out entropy against wall-clock tokens/s
-    (x = speed: log x, a panel per timed batch size) or NFE (x = nfe); the AR a black star. A curve that never
-    reaches the held-out entropy has no marker."""
+    (x = speed: log x, a panel per timed batch size) or NFE (x = nfe); the AR a black star; none where not reached."""
     if x == "nfe":
         panels = [("nfe", "NFE: forward passes per sample (mean over the curve's points)", "quality vs NFE")]
     else:
@@ -217,8 +210,7 @@ def main(argv):
     check_output(out, a.force, "--out")  # the default path too
     if not out.lower().endswith(".png"):
         raise UserError(f"--out {out} should end in .png")
-    plot = dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier)[a.what]
-    plot(a.inputs, out, a.x)  # x None: the plot's default axis
+    dict(curves=plot_curves, entropy=plot_entropy, frontier=plot_frontier)[a.what](a.inputs, out, a.x)  # None: own x
 
 
 if __name__ == "__main__":
