@@ -91,7 +91,7 @@ def position_scores(logp, cand, order, generator=None, cols=None):
 # ---------------------------------------------------------------------------- revisiting tokens (ReMDM)
 def sigma(eta, committed, n_keep):
     """sigma_t per row (B,) float64: each committed token's probability of going back to [MASK] this step, ReMDM's
-    max-capped min(eta, sigma_max). committed (B,) tokens held before the step, n_keep (B,) positions masked after it."""
+    max-capped min(eta, sigma_max). committed (B,): tokens held before the step; n_keep (B,): masked after it."""
     m, k = committed.double(), n_keep.double()
     smax = torch.where(m > 0, (k / m.clamp(min=1)).clamp(max=1.0), torch.zeros_like(m))  # min(1, (1-alpha_s)/alpha_t)
     return smax.clamp(max=eta)
@@ -144,8 +144,8 @@ class _Denoiser:
         self.n_blocks, self.steps, self.done_at = max(self.last_block) + 1, 0, [0.0] * B
         self.mask_tok = torch.full_like(x, mask_id)
         self.x = torch.where(gen_mask, self.mask_tok, x)
-        self.conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)  # p(token) when committed: the trace's colour
-        self.kept = torch.zeros_like(self.conf)  # its ranking score when committed: what 'refine' compares new ones with
+        self.conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)  # p(token) at commit: the trace's colour
+        self.kept = torch.zeros_like(self.conf)  # its ranking score at commit: what 'refine' compares
         self.nfe = torch.zeros(B, dtype=torch.long)
         # self-conditioning: each position's latest prediction of x0, read while it is masked (zeros before the first)
         args = getattr(model, "args", None)
@@ -162,15 +162,16 @@ class _Denoiser:
         sub = slice(None) if len(rows) == len(todo) else rows  # the samples in this forward
         todo_d = todo.to(x.device)
         is_masked = (x == mask_id) & now
-        sigma_t = None  # ReMDM's per-row probability that a committed token goes back to [MASK] (sigma)
-        if o.remask == "remdm" and o.remask_eta > 0 and not o.threshold:
-            sigma_t = sigma(o.remask_eta, (now & ~is_masked).sum(1), n_keep)
+        committed = now & ~is_masked
+        remdm = o.remask == "remdm" and o.remask_eta > 0 and not o.threshold
+        sigma_t = sigma(o.remask_eta, committed.sum(1), n_keep) if remdm else None  # ReMDM's re-mask probability
         # the time index means what it meant in training: the mask rate of the whole window the model sees
         # (given text counts as visible), not of the generated positions only
-        tm = time_for_fraction(self.schedule, (x[sub, lo:hi] == mask_id).double().mean(1))
+        win_masked = x[sub, lo:hi] == mask_id  # (R, W)
+        tm = time_for_fraction(self.schedule, win_masked.double().mean(1))
         dec = is_masked & todo_d[:, None]  # (B, L) the positions decided this step
         sel = dec[sub, lo:hi]  # (R, W)
-        sc = None if self.sc is None else self.sc[sub, lo:hi] * (x[sub, lo:hi] == mask_id)[..., None]
+        sc = None if self.sc is None else self.sc[sub, lo:hi] * win_masked[..., None]
         logits = predict_logits(self.model, x[sub, lo:hi], tm, mask_id, positions=sel, sc=sc)
         if logits.dim() == 3:  # a model without the positions= shortcut returned (R, W, V)
             logits = logits[sel]
@@ -183,8 +184,8 @@ class _Denoiser:
         cand_full = x.masked_scatter(dec, cand)  # back in row-major order, as logits[sel] was gathered
         score_new = torch.full_like(self.conf, math.inf).masked_scatter(dec, c_score)  # +inf: never stays masked
         conf_new = self.conf.masked_scatter(dec, c_conf)
-        stay = self._stay(is_masked, now & ~is_masked, score_new, rows, todo_d, n_keep, sigma_t)
-        revealed, remasked = is_masked & ~stay, now & ~is_masked & stay
+        stay = self._stay(is_masked, committed, score_new, rows, todo_d, n_keep, sigma_t)
+        revealed, remasked = is_masked & ~stay, committed & stay
         self.x = torch.where(stay, self.mask_tok, torch.where(revealed, cand_full, x))
         self.conf = torch.where(revealed, conf_new, self.conf).masked_fill(remasked, 0.0)
         self.kept = torch.where(revealed, score_new, self.kept)
@@ -196,7 +197,7 @@ class _Denoiser:
     def _temperature(self, is_masked, now, dec):
         """The temperature of this step's draws: a number, or (N, 1) per decided position when it falls with the
         share f of the block still masked, T * (s + (1 - s) * f) for s = temperature_end_share: hot while the
-        canvas is mostly [MASK], cooler as the last tokens are placed in full context (RESULTS.md, issue 29)."""
+        canvas is mostly [MASK], cooler as the last tokens are placed in full context (RESULTS.md)."""
         temperature, end_share = self.opts.temperature, self.opts.temperature_end_share
         if end_share == 1.0 or temperature == 0:
             return temperature
@@ -251,10 +252,9 @@ class _Denoiser:
         self.steps += 1
         left = (((self.x == self.mask_id) & self.gen_mask).any(1).tolist() if masked is None else
                 [m > 0 or b < last for m, last in zip(masked, self.last_block)])  # later blocks are all [MASK]
-        finished = [(not left[r] if self.opts.threshold else True) and block_done and b >= self.last_block[r]
-                    for r in range(len(left))]
-        for r in range(len(left)):
-            if not self.done_at[r] and not left[r]:
+        finished = [block_done and not any_left for any_left in left]
+        for r, any_left in enumerate(left):
+            if not self.done_at[r] and not any_left:
                 self.done_at[r] = time.perf_counter() - self.t0
         if self.on_step is not None:
             self.on_step(Step(step=self.steps, nfe=self.nfe.clone(), time=told, x=self.x, prev=prev,
@@ -281,8 +281,7 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
                          f"(semi_ar_length) with the same generated positions in every row")
     if not opts.threshold and opts.steps < n_blocks:
         raise ValueError(f"{opts.steps} steps cannot decode {n_blocks} blocks: need at least one step per block")
-    # with schedule counts the step into t = 0 is the reference's greedy clean-up: the whole sample's last step only,
-    # never the last of every semi-AR block (that made every block's last token an argmax)
+    # with schedule counts the step into t = 0 is the reference's greedy clean-up: the sample's last step only
     greedy_end = opts.tokens_per_step == "schedule" and not opts.threshold
     for b, steps in enumerate(split_steps(opts.steps, n_blocks)):
         now = d.block_of == b  # (B, L) this block's positions
@@ -295,8 +294,7 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
 
 # ---------------------------------------------------------------------------- what a call costs, in one line
 def block_passes(opts, steps, n):
-    """Forward passes of one block of n generated positions given `steps` (step mode): one per step up to one per
-    position."""
+    """Forward passes of one block of n generated positions given `steps` (step mode): at most one per position."""
     return min(steps, n)
 
 
@@ -313,9 +311,7 @@ def describe(opts):
     if opts.threshold:
         how = f"threshold {opts.threshold:g} (NFE adaptive, committed tokens final), order {opts.order}"
     else:
-        remask = opts.remask
-        if opts.remask == "remdm":
-            remask = f"remdm cap eta={opts.remask_eta:g}"
+        remask = f"remdm cap eta={opts.remask_eta:g}" if opts.remask == "remdm" else opts.remask
         how = f"{opts.steps} steps, {opts.tokens_per_step} counts, order {opts.order}, remask {remask}"
     if opts.temperature_end_share != 1.0:
         how += f", temperature falling to {opts.temperature_end_share:g}x"
