@@ -1,7 +1,6 @@
-"""What the objectives share, below all of them: the noise schedule, time draws and grids, the training band, the
-training loss's switches, logits filtering, float64 categorical draws, speculative sampling's keep-or-redraw rule,
-reveal plans, and the record each sampler fills once per reverse step. Imports nothing from the project but
-utils/errors.py.
+"""What the objectives share: the noise schedule, time draws and grids, the training band, the loss's switches, logits
+filtering, float64 draws, speculative sampling's keep-or-redraw rule, reveal plans and the per-step record (Step).
+Imports nothing from the project but utils/errors.py.
 
     python -c "from common import Schedule, time_grid; s = Schedule(100); print(s.alpha[:3], time_grid(100, 8))"
 """
@@ -18,8 +17,8 @@ SCHEDULES = ("cosine", "linear")  # Schedule's kinds
 
 # ---------------------------------------------------------------------------- the noise schedule
 class Schedule:
-    """alpha(t) (a token's probability of being still clean: alpha(0) = 1, alpha(T) = 0), the mask probability
-    1 - alpha(t) and the ELBO weight w(t) = (alpha(t-1) - alpha(t)) / (1 - alpha(t)), tabulated for t = 0..T (float64)."""
+    """alpha(t), a token's probability of being still clean (alpha(0) = 1, alpha(T) = 0; mask probability 1 - alpha(t)),
+    and the ELBO weight w(t) = (alpha(t-1) - alpha(t)) / (1 - alpha(t)), tabulated for t = 0..T (float64)."""
 
     def __init__(self, T, kind="cosine"):
         t = torch.arange(T + 1, dtype=torch.float64)
@@ -78,8 +77,7 @@ def band_times(schedule, lo=0.0, hi=1.0):
 
 
 def check_band(cfg):
-    """The training draws of mdlm and bd3, the band (mask_min, mask_max) and mask_draws, refused in one line where
-    they cannot work."""
+    """mdlm's and bd3's training draws (mask_min, mask_max, mask_draws), refused in one line where they cannot work."""
     if cfg.mask_draws < 1:
         raise UserError(f"mask_draws={cfg.mask_draws}: give the masks drawn of each window a step, 1 or more (e.g. 2)")
     if not 0 <= cfg.mask_min < cfg.mask_max <= 1:
@@ -88,9 +86,8 @@ def check_band(cfg):
 
 
 def band_top(cfg, progress):
-    """The training band's top at this point of training: mask_max, or under the curriculum (mask_ramp > 0) a line from
-    mask_ramp_from at step 0 to mask_max once mask_ramp of the run is done: the early steps see only the easier,
-    less-masked windows (an easy-to-hard curriculum on t, Quokka 2025)."""
+    """The band's top at `progress` (0..1) of training: mask_max, or with mask_ramp > 0 a line from mask_ramp_from to
+    mask_max over the first mask_ramp of the run (an easy-to-hard curriculum on t, Quokka 2025)."""
     if cfg.mask_ramp <= 0:
         return cfg.mask_max
     return cfg.mask_ramp_from + (cfg.mask_max - cfg.mask_ramp_from) * min(1.0, progress / cfg.mask_ramp)
@@ -215,10 +212,9 @@ def draw(p, generator):
 
 def keep_or_redraw(p, q, drafts, generator):
     """Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): draft i is kept while u < p_i / q_i, the first
-    rejected is redrawn from max(0, p_i - q_i) (normalised), a bonus token drawn from p when all are kept; whatever q,
-    every token is p-distributed given those before it. The round's tokens (B, j + 1) from the target's p (B, k + 1, V)
-    and the drafter's q (B, k, V) of drafts (B, k), j the fewest drafts any row kept: token j is each row's redraw from the residual max(0, p_j - q_j) (a row that kept draft
-    j keeps it), or the bonus draw from p_k when every row kept all k (p of k rows has no bonus: the k drafts)."""
+    rejected is redrawn from max(0, p_i - q_i) (normalised): whatever q, each token is p-distributed given those before.
+    p (B, k + 1, V): the target's; q (B, k, V): the drafter's, of drafts (B, k). Returns (B, j + 1), j the fewest drafts
+    any row kept: token j is a row's residual redraw (draft j if it kept it), or p_k's bonus draw (none if p has k)."""
     B, k = drafts.shape
     if k == 0:
         return draw(p[:, 0], generator)[:, None]
