@@ -60,7 +60,7 @@ class SamplerOptions:
 REVEAL_KEYS = tuple(f.name for f in fields(SamplerOptions) if f.name not in ("steps", "temperature", "top_k", "top_p"))
 
 
-# ---------------------------------------------------------------------------- time, counts and scores
+# ---------------------------------------------------------------------------- time, scores and ReMDM's re-masking
 def time_for_fraction(schedule, frac):
     """The time t in 1..T whose mask probability 1 - alpha(t) is nearest to frac (B,): what a time-conditioned
     model is told when the canvas's masked fraction is off the grid (the index must mean the training mask rate)."""
@@ -69,9 +69,8 @@ def time_for_fraction(schedule, frac):
 
 
 def position_scores(logp, cand, order, generator=None, cols=None):
-    """logp (N, V) float64 filtered log-probs at the N positions being decided, cand (N,) their drawn tokens,
-    cols (N,) their columns (read by 'l2r' only). Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]:
-    higher is revealed first)."""
+    """logp (N, V): float64 filtered log-probs of the N positions decided; cand (N,): their drawn tokens; cols (N,):
+    their columns ('l2r' only). Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]: highest first)."""
     p = logp.exp()
     conf = p.gather(-1, cand[:, None]).squeeze(-1)
     if order == "l2r":  # leftmost first: one token a step, the network's own left-to-right joint (scripts/order_nll.py)
@@ -88,7 +87,6 @@ def position_scores(logp, cand, order, generator=None, cols=None):
     return conf, torch.rand(len(cand), generator=generator, dtype=torch.float64).to(logp.device)
 
 
-# ---------------------------------------------------------------------------- revisiting tokens (ReMDM)
 def sigma(eta, committed, n_keep):
     """sigma_t per row (B,) float64: each committed token's probability of going back to [MASK] this step, ReMDM's
     max-capped min(eta, sigma_max). committed (B,): tokens held before the step; n_keep (B,): masked after it."""
@@ -104,8 +102,7 @@ def split_steps(steps, n_blocks):
 
 
 def _plan(n, steps, schedule, opts):
-    """One block's counts in step mode: positions still masked after each step (B, S) long, for rows of n (B,)
-    generated positions."""
+    """Step mode's plan for a block of n (B,) generated positions: those still masked after each step, (B, S) long."""
     def fractions(j, k):  # the share of the block still masked after step j of k
         if opts.tokens_per_step == "schedule":
             return 1.0 - schedule.alpha[time_grid(schedule.T, k)[j + 1]].item()
@@ -153,13 +150,12 @@ class _Denoiser:
 
     def step(self, now, lo, hi, n_keep, todo, greedy):
         """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,)
-        are decided, `n_keep` (B,) positions of the block stay masked (step mode); greedy: argmax draws.
-        todo on the host costs no device sync (step mode counts it from the plan); with every sample in it, the
-        window is a slice, not a gather. Returns (revealed, remasked, the time told (B,))."""
+        are decided, `n_keep` (B,) positions of the block stay masked (step mode); greedy: argmax draws. Returns
+        (revealed, remasked, the time told (B,))."""
         x, mask_id, o = self.x, self.mask_id, self.opts
-        todo = todo.cpu()  # a sync only where it was computed on the device (threshold decoding)
+        todo = todo.cpu()  # a sync only where it was computed on the device (threshold; step mode's is the plan's)
         rows = todo.nonzero().squeeze(1).to(x.device)
-        sub = slice(None) if len(rows) == len(todo) else rows  # the samples in this forward
+        sub = slice(None) if len(rows) == len(todo) else rows  # the samples in this forward: all of them, a slice
         todo_d = todo.to(x.device)
         is_masked = (x == mask_id) & now
         committed = now & ~is_masked
@@ -181,13 +177,12 @@ class _Denoiser:
         cand = sample_tokens(logp, 0.0 if greedy else o.temperature, self.generator)  # (N,)
         cols = dec.nonzero()[:, 1] if o.order == "l2r" else None  # a host sync on CUDA: only when it is read
         c_conf, c_score = position_scores(logp, cand, o.order, self.generator, cols=cols)
-        cand_full = x.masked_scatter(dec, cand)  # back in row-major order, as logits[sel] was gathered
+        # masked_scatter puts the N values back in row-major order, as logits[sel] was gathered
         score_new = torch.full_like(self.conf, math.inf).masked_scatter(dec, c_score)  # +inf: never stays masked
-        conf_new = self.conf.masked_scatter(dec, c_conf)
         stay = self._stay(is_masked, committed, score_new, rows, todo_d, n_keep, sigma_t)
         revealed, remasked = is_masked & ~stay, committed & stay
-        self.x = torch.where(stay, self.mask_tok, torch.where(revealed, cand_full, x))
-        self.conf = torch.where(revealed, conf_new, self.conf).masked_fill(remasked, 0.0)
+        self.x = torch.where(stay, self.mask_tok, torch.where(revealed, x.masked_scatter(dec, cand), x))
+        self.conf = torch.where(revealed, self.conf.masked_scatter(dec, c_conf), self.conf).masked_fill(remasked, 0.0)
         self.kept = torch.where(revealed, score_new, self.kept)
         self.nfe += todo
         told = torch.zeros(len(x), dtype=torch.long, device=x.device)
@@ -270,9 +265,8 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
     Step mode (threshold == 0): `steps` passes split over the semi-AR blocks (at most one per position); after step
     i the lowest-scored round(n * f(i)) of a block's n positions stay masked (f: tokens_per_step). The model is told
     the t whose 1 - alpha(t) matches the masked fraction of the window it sees. A sample takes part in a step only if
-    the step reveals one of its tokens (threshold mode: until it is finished). on_step(common.Step) after every step.
-    Returns (x with no [MASK] at generated positions, stats): nfe (batched forward passes), nfe_per_sample,
-    seconds_per_sample (until the sample's last [MASK] was filled), seconds, blocks."""
+    it reveals one of its tokens (threshold mode: until it is finished); on_step(common.Step) after every step.
+    Returns (x, stats): nfe (batched passes), nfe_per_sample, seconds_per_sample (to the last fill), seconds, blocks."""
     L, W, gen_mask = x.size(1), model.args.block_size, gen_mask.bool()
     d = _Denoiser(model, x, gen_mask, schedule, mask_id, opts, generator, on_step)
     n_blocks = d.n_blocks
