@@ -34,8 +34,7 @@ class Schedule:
         self.weight[1:] = (alpha[:-1] - alpha[1:]) / (1.0 - alpha[1:])
 
     def on(self, device):
-        """(alpha, weight) on `device`, copied there once: a training step indexes them with no host-to-device copy
-        (float32 on MPS, which has no float64)."""
+        """(alpha, weight) on `device`, copied there once (float32 on MPS: no float64): no host copy per step."""
         device = torch.device(device)
         if device not in self._on:
             dtype = torch.float32 if device.type == "mps" else torch.float64
@@ -134,8 +133,8 @@ def no_mask_logit(logits, mask_id):
 
 
 def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
-    """Model logits (B, L, V) in float32 with the [MASK] logit at -inf: x0 is never [MASK].
-    With positions (B, L) bool, only those rows: (N, V). sc: the self-conditioning input (self_condition_input)."""
+    """The model's logits (B, L, V) float32 with [MASK] at -inf, or (N, V) at the True `positions` (B, L) only.
+    sc: the self-conditioning input (self_condition_input)."""
     kw = {k: v for k, v in dict(positions=positions, sc=sc).items() if v is not None}
     return no_mask_logit(model(xt, t, **kw), mask_id)
 
@@ -155,8 +154,7 @@ def self_condition_input(logits_of, masked, share, generator=None):
 
 
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
-    """Temperature, top-k and top-p (nucleus) on float64 logits (..., V). Returns log-probabilities. temperature: a
-    number, or a tensor (..., 1) of positive per-position temperatures."""
+    """Temperature (a number, or (..., 1) per position), top-k and top-p on float64 logits (..., V): log-probs."""
     logits = logits.double()
     if torch.is_tensor(temperature) or temperature > 0:
         logits = logits / temperature
@@ -235,10 +233,9 @@ def keep_or_redraw(p, q, drafts, generator):
 
 
 def reveal_plan(n, fractions):
-    """Positions still masked after each step, (B, S) long, for blocks of n (B,) positions: round(n * f_i) for
-    the step's masked fraction f_i (f_S = 0), moved just enough that every step reveals at least one token
-    (rounding alone leaves empty passes where the cosine schedule is flat, near T and near 0). Needs S <= n;
-    a row with fewer positions reveals them as early as it can."""
+    """Positions still masked after each step, (B, S) long, for blocks of n (B,): round(n * f_i) for the step's masked
+    fraction f_i (f_S = 0), moved just enough that every step reveals a token (rounding alone leaves empty passes where
+    the cosine schedule is flat, near T and 0). Needs S <= n; a shorter row reveals its positions as early as it can."""
     S = len(fractions)
     f = torch.tensor(fractions, dtype=torch.float64)
     base = n[:, None] - torch.round(n[:, None].double() * f[None]).long()  # revealed after step i, (B, S)
