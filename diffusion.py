@@ -74,8 +74,8 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
-IGNORES = {**dict.fromkeys(("bd3_block", "bd3_loss", "bd3_speculate", "bd3_ar"),
-                           "block diffusion's keys: use --objective=bd3")}
+IGNORES = dict.fromkeys(("bd3_block", "bd3_loss", "bd3_speculate", "bd3_ar"),
+                        "block diffusion's keys: use --objective=bd3")
 STEP_CHAIN = SEMI_AR = True  # the K-step sampler walks the schedule's grid (eval.py scores that chain's bound); blocks
 
 
@@ -151,8 +151,7 @@ def causal_per_window(model, windows, mask_id, batch_size):
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):
-    """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read: the masked positions,
-    the argmax there, the logits, each token's t."""
+    """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read (masked, argmax, logits, t)."""
     opts = LossOptions(self_cond=1.0 if cfg.self_cond else 0.0)
     _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, opts, generator, t=t[:, 0])
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=t.expand_as(x))
