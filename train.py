@@ -4,8 +4,7 @@
     python train.py cpu                               # the main job: Tiny Shakespeare (data/), ~18 min on 2 CPU cores
     python train.py cpu --objective=ar                # the autoregressive baseline, same code and budget
     python train.py shakespeare_cpu --objective=uniform --time_cond=learned   # uniform-state diffusion (uniform.py)
-    python train.py baby --objective=bd3 --bd3_block=4  # block diffusion (BD3-LM): AR over blocks of 4, diffusion inside
-    python train.py tinystories_bpe                   # BPE (data/stories.txt + artifacts/tokenizer/tokenizer.json), 12.23M params
+    python train.py baby_bd3                          # block diffusion (BD3-LM): AR over blocks of 4, diffusion inside
     python train.py cpu --resume                      # continue from out_dir/model.pt (exactly as if never stopped)
     torchrun --standalone --nproc_per_node=4 train.py shakespeare_char   # DDP (NCCL on GPUs)
     python train.py gpt200m --max_iters=0             # the ~200M preset: memory and tokens/s estimates, then exit
@@ -147,8 +146,7 @@ def setup(argv):
         # the run's own settings; only the resumable ones (schedule length, intervals, checkpointing, device) change
         refuse_changes(cfg, given, resume["config"], f"--resume: {resumed_from}",
                        "drop those flags to continue the run, or train a new one in another --out_dir", RESUMABLE_KEYS)
-        keep = {k: v for k, v in resume["config"].items() if k not in RESUMABLE_KEYS}
-        cfg = replace(cfg, **keep)
+        cfg = replace(cfg, **{k: v for k, v in resume["config"].items() if k not in RESUMABLE_KEYS})
     elif ((os.path.exists(os.path.join(cfg.out_dir, "model.pt")) or numbered_checkpoints(cfg.out_dir))
           and not cfg.overwrite and cfg.max_iters > 0):
         raise UserError(f"{cfg.out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "
@@ -363,13 +361,13 @@ def train(cfg, env, data, run):
         train_step(cfg, env, data, run, it)
         tokens_since += cfg.total_batch_size
         timed_iters += 1
-        if it == run.start_iter:  # the first step: its time and the ETA now, not after log_interval steps
+        log_now = (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters
+        if it == run.start_iter and not log_now:  # the first step's time and the ETA now, not after log_interval steps
             synchronize(env.device)
             step_s = time.time() - t_last
-            if not ((it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters):  # else its log line follows
-                print0(first_step_line(cfg, it + 1, step_s, eta_seconds(cfg, env.accum, run.eval_s, it + 1, step_s, EVAL_T)))
+            print0(first_step_line(cfg, it + 1, step_s, eta_seconds(cfg, env.accum, run.eval_s, it + 1, step_s, EVAL_T)))
 
-        if (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters:
+        if log_now:
             loss_avg = all_reduce_mean(run.loss_acc / max(run.n_acc, 1), env.world).item()  # one sync per log line
             check_finite(cfg, run, it + 1, loss_avg)
             synchronize(env.device)
