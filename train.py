@@ -449,15 +449,14 @@ def finish(cfg, env, data, run):
     log_row(env, run, kind="eval", iter=cfg.max_iters, **{k: v for k, v in (res or {}).items() if k != "entropy_by_t"})
     save_checkpoints(cfg, env, data, run, cfg.max_iters, res)
     run.writer.wait()
-    if not env.master:
-        torch.distributed.destroy_process_group()
-        return
-    print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, dev {run.best_val:.4f} nats/token, in "
-          f"{os.path.join(cfg.out_dir, 'best.pt')}); trained {fmt_time(time.time() - run.t_start)}")
-    test = reported(run.eval_model, cfg, run.schedule, data.tok, data.train_ids, data.val_ids, env.ctx)  # eval.py's figure
-    final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"], test)
-    if env.wandb is not None:
-        env.wandb.finish()
+    if env.master:
+        print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, dev {run.best_val:.4f} "
+              f"nats/token, in {os.path.join(cfg.out_dir, 'best.pt')}); trained {fmt_time(time.time() - run.t_start)}")
+        # the test split's figure, as scripts/eval.py reports it
+        test = reported(run.eval_model, cfg, run.schedule, data.tok, data.train_ids, data.val_ids, env.ctx)
+        final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"], test)
+        if env.wandb is not None:
+            env.wandb.finish()
     if env.world > 1:
         torch.distributed.destroy_process_group()
 
