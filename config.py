@@ -142,8 +142,7 @@ class Config:
 
 
 # A key that acts only together with another: {key: (that key, the values it acts with; None: any but off)}. Given
-# without it, configurator.validate refuses it (what the user asks for is what runs: a flag that cannot apply is refused,
-# never dropped), and scripts/frontier.py drops it from a grid point where it does not act.
+# alone, configurator.validate refuses it (never drops it), and scripts/frontier.py drops it where it does not act.
 NEEDS = dict(
     val_fraction=("val_path", ("",)), tokenizer_path=("tokenizer", ("bpe",)), mask_ramp_from=("mask_ramp", None),
     muon_lr=("optimizer", ("muon",)), muon_momentum=("optimizer", ("muon",)),
@@ -198,8 +197,7 @@ PRESETS = {
     "tinystories_char": dict(data_path="data/tinystories_train.txt", val_path="data/tinystories_valid.txt",
                              out_dir="artifacts/models/tinystories_char", prompt="Once upon a time"),
     # The reference BPE recipe: 10k TinyStories in data/stories.txt (scripts/data.py), a 2,048-token byte-level BPE
-    # (scripts/train_tokenizer.py); the default 6/6/384 model is then 12,228,480 parameters. Validates on the last 10%
-    # of the stories; --gen-len counts BPE tokens.
+    # (scripts/train_tokenizer.py): 12,228,480 parameters at the default 6/6/384; --gen-len counts BPE tokens.
     "tinystories_bpe": dict(
         tokenizer="bpe", data_path="data/stories.txt", tokenizer_path="artifacts/tokenizer/tokenizer.json",
         out_dir="artifacts/models/tinystories_bpe", checkpoint="artifacts/models/tinystories_bpe/model.pt",
@@ -259,8 +257,7 @@ PRESETS = {
         prompt="Once upon a time", gen_len=96, steps=64, order="random", remask="none",
         viz_video="artifacts/media/tinystories_bpe_cpu_trace.mp4"),
     # The "speed run a 200M+ model" goal: 16 x 1024, ctx 1024, BPE on all of TinyStories (~206M parameters at a 2,048
-    # vocab). 0.5M tokens per step: 16 micro-batches of 32 x 1024 on one 80 GB GPU, fewer per rank under torchrun;
-    # train.py prints its memory and tokens/s estimates at startup.
+    # vocab). 0.5M tokens per step: 16 micro-batches of 32 x 1024 on one 80 GB GPU, fewer per rank under torchrun.
     "gpt200m": dict(
         tokenizer="bpe", data_path="data/tinystories_train.txt", val_path="data/tinystories_valid.txt",
         block_size=1024, n_layer=16, n_head=16, n_embd=1024,
