@@ -1,7 +1,6 @@
-"""The masked-diffusion reverse sampler, shared by masked diffusion (diffusion.py) and block diffusion's blocks
-(bd3.py): denoise() fills the positions of a canvas marked in gen_mask and never touches the rest; its switches are
-config.py's sampling keys, carried by one SamplerOptions. Two remasking policies revisit committed tokens: the
-reference's 'refine' (the least sure committed tokens compete with new candidates each step) and ReMDM:
+"""The masked-diffusion reverse sampler of diffusion.py and of bd3.py's blocks: denoise() fills a canvas's gen_mask
+positions, never the rest; its switches are config.py's sampling keys (one SamplerOptions). Two remasking policies
+revisit committed tokens: the reference's 'refine' (the least sure compete with new candidates each step) and ReMDM:
 
 ReMDM (Wang et al. 2025, arXiv 2503.00307, eq. 5): a step t -> s may send a committed token back to [MASK] with
 probability sigma_t and reveal a masked one with probability (alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t): the
