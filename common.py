@@ -52,9 +52,8 @@ def stratum_time(i, u, total, T):
 
 
 def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u=None):
-    """n times in 1..T, one per stratum of [0, 1): t_i = floor((i + u) / total * T) + 1 with a shared u ~ U[0,1)
-    (antithetic / low-discrepancy t, MDLM). `offset`/`total` place these n draws inside a larger (e.g. multi-rank)
-    batch so the strata cover the global batch; pass the same u on every rank."""
+    """n times in 1..T, one per stratum of [0, 1): t_i = floor((i + u) / total * T) + 1, one shared u ~ U[0,1)
+    (low-discrepancy t, MDLM). `offset`/`total` place them in a larger (multi-rank) batch: the same u on every rank."""
     total, device = total or n, torch.device(device)
     if u is None:
         u = torch.rand((), generator=generator, dtype=torch.float64)  # a CPU scalar: read on the host, no copy
@@ -103,9 +102,8 @@ class LossOptions:
 
 @dataclass
 class Draw:
-    """The random draws of one training micro-batch: `generator` (keyed by seed, step and slot) draws the masks or
-    the noise; the times are stratified over the global batch of `total` sequences with one shared `u` per step,
-    this micro-batch holding sequences offset .. offset + B - 1."""
+    """One training micro-batch's random draws: `generator` (keyed by seed, step and slot) draws the masks or noise;
+    the times are stratified over a global batch of `total`, one `u` a step, this one its offset .. offset + B - 1."""
     generator: torch.Generator = None
     u: torch.Tensor = None
     offset: int = 0
@@ -177,9 +175,8 @@ def draw_device(device):
 
 
 def on_device(generator, device):
-    """The generator to draw on `device` with: `generator` (a CPU generator) itself on the CPU, and on meta, which
-    reads no numbers; on an accelerator a generator there, seeded by one draw of `generator` (a CPU draw: no device
-    sync), so a key or a seed still fixes every draw and no host-made tensor is copied to the device."""
+    """The generator for draws on `device`: `generator` (a CPU one) itself on the CPU or meta (no numbers); on an
+    accelerator one there, seeded by a CPU draw of `generator` (no sync): the seed fixes every draw, no copy is made."""
     if generator is None or torch.device(device).type in ("cpu", "meta"):
         return generator
     return torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (), generator=generator)))
