@@ -131,7 +131,7 @@ def interrupted(cfg, run, argv):
     return f"the last checkpoint is {run.saved} (iter {run.saved_iter}); continue it with: {again}"
 
 
-# ---------------------------------------------------------------- config, device, dist
+# ---------------------------------------------------------------- config, device, dist; data and tokenizer
 def setup(argv):
     cfg, given = parse(argv)
     if os.path.isfile(cfg.out_dir):  # a checkpoint, say: never written over
@@ -174,7 +174,6 @@ def setup(argv):
     return cfg, Env(rank, local_rank, world, rank == 0, device, accum, ctx, dtype_name, wandb, resume, resumed_from)
 
 
-# ---------------------------------------------------------------- data and tokenizer
 def load_data(cfg, env):
     tok = tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
     source = read_checkpoint(cfg.init_from) if cfg.init_from and not env.resume else None  # a resumed run has its own
@@ -257,8 +256,7 @@ def resume_state(cfg, env, run):
     for g, base in zip(run.opt.param_groups, base_lrs):  # checkpoints from before base_lr existed lack it
         g["base_lr"] = base
     run.start_iter, run.best_val, run.best_iter = ck["iter"], ck.get("best_val", run.best_val), ck.get("best_iter", -1)
-    rng = ck.get("rng")
-    if isinstance(rng, list) and len(rng) == env.world:  # global RNGs per rank (the batches are keyed, see train_step)
+    if isinstance(rng := ck.get("rng"), list) and len(rng) == env.world:  # each rank's global RNGs (batches are keyed)
         set_rng_state(rng[env.rank])
     if ck.get("scaler") and run.scaler is not None and run.scaler.is_enabled():
         run.scaler.load_state_dict(ck["scaler"])
@@ -337,7 +335,7 @@ def save_checkpoints(cfg, env, data, run, it, res):
         run.writer.submit(write)
 
 
-# ---------------------------------------------------------------- training loop
+# ---------------------------------------------------------------- training loop; final eval, checkpoint, report
 def train(cfg, env, data, run):
     run.model.train()
     peak = peak_flops(env.device)
@@ -395,9 +393,8 @@ def train(cfg, env, data, run):
 
 def train_step(cfg, env, data, run, it):
     """One optimizer step over accum micro-batches; a non-finite step stops training or, with --skip_nonfinite, is
-    skipped (no update). Every random draw of a step is keyed by (seed, stream, step, slot), slot = rank * accum +
-    micro, its place in the global batch: the global batch depends only on the seed and step, so a resumed run, or
-    the same global batch split as 2 ranks x 1 micro-step or 1 rank x 2, sees the same data, masks and t."""
+    skipped. Every draw is keyed by (seed, stream, step, slot), slot = rank * accum + micro (its place in the global
+    batch), so a resumed run, or the global batch as 2 ranks x 1 micro-step or 1 x 2, draws the same data, masks, t."""
     accum, world, model, obj = env.accum, env.world, run.model, objectives.get(cfg.objective)
     # stratified t over the global batch of B * accum * world sequences (MDLM): one shared u per step
     u = torch.rand((), generator=keyed_generator(cfg.seed, STREAM_TIME, it), dtype=torch.float64)
@@ -442,7 +439,6 @@ def train_step(cfg, env, data, run, it):
     run.opt.zero_grad(set_to_none=True)
 
 
-# ---------------------------------------------------------------- final eval, checkpoint, metrics
 def finish(cfg, env, data, run):
     print0(f"final eval: {len(data.val_windows)} windows x {EVAL_T} t" + (f", ~{fmt_time(run.eval_s)}" if run.eval_s else ""))
     res = run_eval(cfg, env, data, run, cfg.max_iters, details=True) if env.master else None
