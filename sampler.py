@@ -219,15 +219,13 @@ class _Denoiser:
         stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
         return torch.where(todo[:, None], stay, is_masked)  # a sample sitting this step out is unchanged
 
-    # ------------------------------------------------------------------------ one block
     def reveal(self, b, now, lo, hi, steps, greedy_end):
         """Reveal the block `now` (B, L): `steps` passes (step mode) or until it is filled (threshold). greedy_end:
         with schedule counts, the block's last step is the reference's greedy pass into t = 0."""
-        mask_id = self.mask_id
         if self.opts.threshold:  # every sample with a [MASK] left takes part, until the block is filled
-            while ((self.x == mask_id) & now).any():
+            while (left := (self.x == self.mask_id) & now).any():
                 prev = self.x
-                revealed, remasked, told = self.step(now, lo, hi, None, ((prev == mask_id) & now).any(1), greedy=False)
+                revealed, remasked, told = self.step(now, lo, hi, None, left.any(1), greedy=False)
                 self.report(b, prev, revealed, remasked, told, True)
             return
         masked = now.sum(1).cpu()  # (B,) the block's [MASK]s before each step, on the host: one sync a block
