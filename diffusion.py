@@ -194,12 +194,9 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
 
 
 def passes(cfg, n_gen, n_prompt=0):
-    if cfg.dual_sample:
-        return n_gen
-    return sampler.passes(SamplerOptions.from_config(cfg), n_gen)
+    return n_gen if cfg.dual_sample else sampler.passes(SamplerOptions.from_config(cfg), n_gen)
 
 
 def describe(cfg):
-    if cfg.dual_sample:
-        return "its AR mode (the dual objective's causal pass) + KV cache, one token a pass"
-    return sampler.describe(SamplerOptions.from_config(cfg))
+    return ("its AR mode (the dual objective's causal pass) + KV cache, one token a pass" if cfg.dual_sample else
+            sampler.describe(SamplerOptions.from_config(cfg)))
