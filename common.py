@@ -183,9 +183,8 @@ def on_device(generator, device):
 
 
 def sample_tokens(logp, temperature, generator=None):
-    """Draw one token per position from float64 log-probs (..., V); argmax when temperature == 0.
-    float64 matters: float32 categorical sampling quietly lowers the temperature (Zheng et al. 2024).
-    generator: a CPU generator (on_device: the draw stays on a float64 device, no host copy of the probabilities)."""
+    """One token per position from float64 log-probs (..., V), argmax at temperature 0; float64, as float32 categorical
+    sampling quietly lowers the temperature (Zheng et al. 2024). generator: a CPU one (on_device: no host copy)."""
     if temperature == 0 or logp.numel() == 0:
         return logp.argmax(-1)
     probs, dev = logp.exp().reshape(-1, logp.size(-1)), draw_device(logp.device)
