@@ -127,9 +127,8 @@ def timestep_embedding(t_frac, dim, max_period=10000.0):
 
 
 class AdaLN(nn.Module):
-    """adaLN-Zero (module docstring): sinusoid(t/T) -> MLP -> c -> per layer 6 modulations, plus a final shift/scale
-    before the head. Zero-initialised (Transformer.__init__), so at init every layer is the identity and the output
-    ignores t; biases (as DiT's) let the gates be non-zero at any t."""
+    """adaLN-Zero: sinusoid(t/T) -> MLP -> c -> 6 modulations per layer and a final shift/scale before the head.
+    Zeroed by Transformer: every layer starts as the identity, blind to t; biases (as DiT's) let gates open at any t."""
 
     def __init__(self, a: ModelArgs):
         super().__init__()
@@ -141,8 +140,7 @@ class AdaLN(nn.Module):
     def forward(self, t):
         """t (B,) integer steps -> (per-layer list of 6x (B, 1, C), final (shift, scale) 2x (B, 1, C))."""
         c = F.silu(self.mlp(timestep_embedding(t / self.T, self.mlp[0].in_features)))  # (B, C)
-        layers = [lin(c)[:, None].chunk(6, dim=-1) for lin in self.layers]
-        return layers, self.final(c)[:, None].chunk(2, dim=-1)
+        return [lin(c)[:, None].chunk(6, dim=-1) for lin in self.layers], self.final(c)[:, None].chunk(2, dim=-1)
 
 
 class KVCache:
