@@ -45,9 +45,8 @@ class Config:
                                         #   prediction of x0 (a second pass; training feeds it to half the sequences)
     tie_weights: bool = trained(False)  # the output head reuses the token embedding matrix (nanoGPT ties them)
     # ---- objective
-    objective: str = trained("mdlm")    # 'mdlm' masked diffusion (diffusion.py) | 'uniform' uniform-state diffusion (no
-                                        # [MASK]; uniform.py) | 'ar' same net, causal, next-token loss (ar.py)
-                                        # | 'bd3' block diffusion (bd3.py); objectives.py is the table
+    objective: str = trained("mdlm")    # 'mdlm' masked diffusion (diffusion.py) | 'uniform' uniform-state, no [MASK]
+                                        # (uniform.py) | 'ar' causal next-token (ar.py) | 'bd3' block diffusion (bd3.py)
     bd3_block: int = trained(4)         # bd3: tokens per block L', divides block_size; 1 = AR, block_size = MDLM (BD3-LM)
     mask_min: float = 0.0               # mdlm/bd3 training only: the lowest mask rate drawn (the band [mask_min, mask_max],
                                         #   BD3-LM's variance fix, e.g. 0.3); validation always reports the full bound
