@@ -128,7 +128,7 @@ def timestep_embedding(t_frac, dim, max_period=10000.0):
 
 class AdaLN(nn.Module):
     """adaLN-Zero: sinusoid(t/T) -> MLP -> c -> 6 modulations per layer and a final shift/scale before the head.
-    Zeroed by Transformer: every layer starts as the identity, blind to t; biases (as DiT's) let gates open at any t."""
+    Zero-initialised: every layer starts as the identity, blind to t; biases (as DiT's) let gates open at any t."""
 
     def __init__(self, a: ModelArgs):
         super().__init__()
@@ -136,6 +136,10 @@ class AdaLN(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.layers = nn.ModuleList(nn.Linear(d, 6 * d) for _ in range(a.n_layer))
         self.final = nn.Linear(d, 2 * d)
+
+    def zero_init(self):
+        for p in (*self.layers.parameters(), *self.final.parameters()):  # weights and biases
+            nn.init.zeros_(p)
 
     def forward(self, t):
         """t (B,) integer steps -> (per-layer list of 6x (B, 1, C), final (shift, scale) 2x (B, 1, C))."""
@@ -183,10 +187,8 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():  # scaled init of residual projections (GPT-2)
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * a.n_layer))
-        if self.adaln is not None:  # adaLN-Zero, after self.apply (which would overwrite it)
-            for lin in (*self.adaln.layers, self.adaln.final):
-                nn.init.zeros_(lin.weight)
-                nn.init.zeros_(lin.bias)
+        if self.adaln is not None:
+            self.adaln.zero_init()  # after self.apply, which would overwrite it
         if self.sc_proj is not None:
             nn.init.zeros_(self.sc_proj.weight)  # reads nothing at first: the network without it
 
