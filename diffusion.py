@@ -11,7 +11,6 @@ alpha(T) = 0 (all [MASK]). The negative ELBO (an upper bound on -log p(x0); Aust
 estimated by drawing t uniformly from 1..T and multiplying by T. Per-token figures divide by the sequence length
 L (not by the number of masked tokens).
 
-    python train.py cpu
     python -m pytest -q tests/test_diffusion.py
 """
 from dataclasses import replace
