@@ -7,7 +7,6 @@
     python train.py baby_bd3                          # block diffusion (BD3-LM): AR over blocks of 4, diffusion inside
     python train.py cpu --resume                      # continue from out_dir/model.pt (exactly as if never stopped)
     torchrun --standalone --nproc_per_node=4 train.py shakespeare_char   # DDP (NCCL on GPUs)
-    python train.py gpt200m --max_iters=0             # the ~200M preset: memory and tokens/s estimates, then exit
     python train.py --help                            # the presets, then every key: type, default, meaning
 
 main reads top to bottom: setup (config, device, DDP) -> load_data -> build (model, optimizer, resume) -> train
