@@ -239,8 +239,7 @@ def reveal_plan(n, fractions):
     # r_i = max(base_i, r_{i-1} + 1) with r_0 = 0, in closed form; then leave one token for each later step
     r = i + torch.cummax(base - i, dim=1).values.clamp(min=0)
     cap = torch.where(n[:, None] >= S, n[:, None] - (S - i), n[:, None])  # short rows: no tokens to spare
-    r = torch.minimum(r, cap)
-    return n[:, None] - r
+    return n[:, None] - torch.minimum(r, cap)
 
 
 @dataclass
