@@ -126,7 +126,7 @@ class Config:
     bd3_speculate: bool = False         # bd3, a --bd3_ar network: sample its clean half's AR exactly, the noisy half drafting
                                         #   each block in the same pass (self-speculative; a preset's on another network: off)
     dual_sample: bool = False           # mdlm, a --dual_ar network: sample its AR mode exactly (the same weights
-                                        #   attending causally, KV-cached, a token a pass); continues a prompt, no infill
+                                        #   attending causally, KV-cached, a token a pass); continues a prompt only
     live: bool = False                  # redraw the canvas in the terminal at every step (plain text when not a terminal)
     prompts_file: str = ""              # sample once per line of this file (each line a prompt; blank lines skipped)
     interactive: bool = False           # read prompts from stdin in a loop until EOF (Ctrl-D)

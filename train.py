@@ -362,7 +362,8 @@ def train(cfg, env, data, run):
         if it == run.start_iter and not log_now:  # the first step's time and the ETA now, not after log_interval steps
             synchronize(env.device)
             step_s = time.time() - t_last
-            print0(first_step_line(cfg, it + 1, step_s, eta_seconds(cfg, env.accum, run.eval_s, it + 1, step_s, EVAL_T)))
+            eta = eta_seconds(cfg, env.accum, run.eval_s, it + 1, step_s, EVAL_T)
+            print0(first_step_line(cfg, it + 1, step_s, eta))
 
         if log_now:
             loss_avg = all_reduce_mean(run.loss_acc / max(run.n_acc, 1), env.world).item()  # one sync per log line
