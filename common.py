@@ -1,7 +1,6 @@
-"""What the objectives share, below all of them: the noise schedule, time draws and grids, the training band, the
-training loss's switches, logits filtering, float64 categorical draws, speculative sampling's keep-or-redraw rule,
-reveal plans, and the record each sampler fills once per reverse step. Imports nothing from the project but
-utils/errors.py.
+"""What the objectives share: the noise schedule, time draws and grids, the training band, the loss's switches, logits
+filtering, float64 draws, speculative sampling's keep-or-redraw rule, reveal plans and the per-step record (Step).
+Imports nothing from the project but utils/errors.py.
 
     python -c "from common import Schedule, time_grid; s = Schedule(100); print(s.alpha[:3], time_grid(100, 8))"
 """
@@ -18,8 +17,8 @@ SCHEDULES = ("cosine", "linear")  # Schedule's kinds
 
 # ---------------------------------------------------------------------------- the noise schedule
 class Schedule:
-    """alpha(t) (a token's probability of being still clean: alpha(0) = 1, alpha(T) = 0), the mask probability
-    1 - alpha(t) and the ELBO weight w(t) = (alpha(t-1) - alpha(t)) / (1 - alpha(t)), tabulated for t = 0..T (float64)."""
+    """alpha(t), a token's probability of being still clean (alpha(0) = 1, alpha(T) = 0; mask probability 1 - alpha(t)),
+    and the ELBO weight w(t) = (alpha(t-1) - alpha(t)) / (1 - alpha(t)), tabulated for t = 0..T (float64)."""
 
     def __init__(self, T, kind="cosine"):
         t = torch.arange(T + 1, dtype=torch.float64)
@@ -35,8 +34,7 @@ class Schedule:
         self.weight[1:] = (alpha[:-1] - alpha[1:]) / (1.0 - alpha[1:])
 
     def on(self, device):
-        """(alpha, weight) on `device`, copied there once: a training step indexes them with no host-to-device copy
-        (float32 on MPS, which has no float64)."""
+        """(alpha, weight) on `device`, copied there once (float32 on MPS: no float64): no host copy per step."""
         device = torch.device(device)
         if device not in self._on:
             dtype = torch.float32 if device.type == "mps" else torch.float64
@@ -54,9 +52,8 @@ def stratum_time(i, u, total, T):
 
 
 def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u=None):
-    """n times in 1..T, one per stratum of [0, 1): t_i = floor((i + u) / total * T) + 1 with a shared u ~ U[0,1)
-    (antithetic / low-discrepancy t, MDLM). `offset`/`total` place these n draws inside a larger (e.g. multi-rank)
-    batch so the strata cover the global batch; pass the same u on every rank."""
+    """n times in 1..T, one per stratum of [0, 1): t_i = floor((i + u) / total * T) + 1, one shared u ~ U[0,1)
+    (low-discrepancy t, MDLM). `offset`/`total` place them in a larger (multi-rank) batch: the same u on every rank."""
     total, device = total or n, torch.device(device)
     if u is None:
         u = torch.rand((), generator=generator, dtype=torch.float64)  # a CPU scalar: read on the host, no copy
@@ -78,8 +75,7 @@ def band_times(schedule, lo=0.0, hi=1.0):
 
 
 def check_band(cfg):
-    """The training draws of mdlm and bd3, the band (mask_min, mask_max) and mask_draws, refused in one line where
-    they cannot work."""
+    """mdlm's and bd3's training draws (mask_min, mask_max, mask_draws), refused in one line where they cannot work."""
     if cfg.mask_draws < 1:
         raise UserError(f"mask_draws={cfg.mask_draws}: give the masks drawn of each window a step, 1 or more (e.g. 2)")
     if not 0 <= cfg.mask_min < cfg.mask_max <= 1:
@@ -88,9 +84,8 @@ def check_band(cfg):
 
 
 def band_top(cfg, progress):
-    """The training band's top at this point of training: mask_max, or under the curriculum (mask_ramp > 0) a line from
-    mask_ramp_from at step 0 to mask_max once mask_ramp of the run is done: the early steps see only the easier,
-    less-masked windows (an easy-to-hard curriculum on t, Quokka 2025)."""
+    """The band's top at `progress` (0..1) of training: mask_max, or with mask_ramp > 0 a line from mask_ramp_from to
+    mask_max over the first mask_ramp of the run (an easy-to-hard curriculum on t, Quokka 2025)."""
     if cfg.mask_ramp <= 0:
         return cfg.mask_max
     return cfg.mask_ramp_from + (cfg.mask_max - cfg.mask_ramp_from) * min(1.0, progress / cfg.mask_ramp)
@@ -107,9 +102,8 @@ class LossOptions:
 
 @dataclass
 class Draw:
-    """The random draws of one training micro-batch: `generator` (keyed by seed, step and slot) draws the masks or
-    the noise; the times are stratified over the global batch of `total` sequences with one shared `u` per step,
-    this micro-batch holding sequences offset .. offset + B - 1."""
+    """One training micro-batch's random draws: `generator` (keyed by seed, step and slot) draws the masks or noise;
+    the times are stratified over a global batch of `total`, one `u` a step, this one its offset .. offset + B - 1."""
     generator: torch.Generator = None
     u: torch.Tensor = None
     offset: int = 0
@@ -137,8 +131,8 @@ def no_mask_logit(logits, mask_id):
 
 
 def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
-    """Model logits (B, L, V) in float32 with the [MASK] logit at -inf: x0 is never [MASK].
-    With positions (B, L) bool, only those rows: (N, V). sc: the self-conditioning input (self_condition_input)."""
+    """The model's logits (B, L, V) float32 with [MASK] at -inf, or (N, V) at the True `positions` (B, L) only.
+    sc: the self-conditioning input (self_condition_input)."""
     kw = {k: v for k, v in dict(positions=positions, sc=sc).items() if v is not None}
     return no_mask_logit(model(xt, t, **kw), mask_id)
 
@@ -158,8 +152,7 @@ def self_condition_input(logits_of, masked, share, generator=None):
 
 
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
-    """Temperature, top-k and top-p (nucleus) on float64 logits (..., V). Returns log-probabilities. temperature: a
-    number, or a tensor (..., 1) of positive per-position temperatures."""
+    """Temperature (a number, or (..., 1) per position), top-k and top-p on float64 logits (..., V): log-probs."""
     logits = logits.double()
     if torch.is_tensor(temperature) or temperature > 0:
         logits = logits / temperature
@@ -182,18 +175,16 @@ def draw_device(device):
 
 
 def on_device(generator, device):
-    """The generator to draw on `device` with: `generator` (a CPU generator) itself on the CPU, and on meta, which
-    reads no numbers; on an accelerator a generator there, seeded by one draw of `generator` (a CPU draw: no device
-    sync), so a key or a seed still fixes every draw and no host-made tensor is copied to the device."""
+    """The generator for draws on `device`: `generator` (a CPU one) itself on the CPU or meta (no numbers); on an
+    accelerator one there, seeded by a CPU draw of `generator` (no sync): the seed fixes every draw, no copy is made."""
     if generator is None or torch.device(device).type in ("cpu", "meta"):
         return generator
     return torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (), generator=generator)))
 
 
 def sample_tokens(logp, temperature, generator=None):
-    """Draw one token per position from float64 log-probs (..., V); argmax when temperature == 0.
-    float64 matters: float32 categorical sampling quietly lowers the temperature (Zheng et al. 2024).
-    generator: a CPU generator (on_device: the draw stays on a float64 device, no host copy of the probabilities)."""
+    """One token per position from float64 log-probs (..., V), argmax at temperature 0; float64, as float32 categorical
+    sampling quietly lowers the temperature (Zheng et al. 2024). generator: a CPU one (on_device: no host copy)."""
     if temperature == 0 or logp.numel() == 0:
         return logp.argmax(-1)
     probs, dev = logp.exp().reshape(-1, logp.size(-1)), draw_device(logp.device)
@@ -215,10 +206,9 @@ def draw(p, generator):
 
 def keep_or_redraw(p, q, drafts, generator):
     """Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): draft i is kept while u < p_i / q_i, the first
-    rejected is redrawn from max(0, p_i - q_i) (normalised), a bonus token drawn from p when all are kept; whatever q,
-    every token is p-distributed given those before it. The round's tokens (B, j + 1) from the target's p (B, k + 1, V)
-    and the drafter's q (B, k, V) of drafts (B, k), j the fewest drafts any row kept: token j is each row's redraw from the residual max(0, p_j - q_j) (a row that kept draft
-    j keeps it), or the bonus draw from p_k when every row kept all k (p of k rows has no bonus: the k drafts)."""
+    rejected is redrawn from max(0, p_i - q_i) (normalised): whatever q, each token is p-distributed given those before.
+    p (B, k + 1, V): the target's; q (B, k, V): the drafter's, of drafts (B, k). Returns (B, j + 1), j the fewest drafts
+    any row kept: token j is a row's residual redraw (draft j if it kept it), or p_k's bonus draw (none if p has k)."""
     B, k = drafts.shape
     if k == 0:
         return draw(p[:, 0], generator)[:, None]
@@ -239,10 +229,9 @@ def keep_or_redraw(p, q, drafts, generator):
 
 
 def reveal_plan(n, fractions):
-    """Positions still masked after each step, (B, S) long, for blocks of n (B,) positions: round(n * f_i) for
-    the step's masked fraction f_i (f_S = 0), moved just enough that every step reveals at least one token
-    (rounding alone leaves empty passes where the cosine schedule is flat, near T and near 0). Needs S <= n;
-    a row with fewer positions reveals them as early as it can."""
+    """Positions still masked after each step, (B, S) long, for blocks of n (B,): round(n * f_i) for the step's masked
+    fraction f_i (f_S = 0), moved just enough that every step reveals a token (rounding alone leaves empty passes where
+    the cosine schedule is flat, near T and 0). Needs S <= n; a shorter row reveals its positions as early as it can."""
     S = len(fractions)
     f = torch.tensor(fractions, dtype=torch.float64)
     base = n[:, None] - torch.round(n[:, None].double() * f[None]).long()  # revealed after step i, (B, S)
@@ -250,8 +239,7 @@ def reveal_plan(n, fractions):
     # r_i = max(base_i, r_{i-1} + 1) with r_0 = 0, in closed form; then leave one token for each later step
     r = i + torch.cummax(base - i, dim=1).values.clamp(min=0)
     cap = torch.where(n[:, None] >= S, n[:, None] - (S - i), n[:, None])  # short rows: no tokens to spare
-    r = torch.minimum(r, cap)
-    return n[:, None] - r
+    return n[:, None] - torch.minimum(r, cap)
 
 
 @dataclass

@@ -45,9 +45,8 @@ class Config:
                                         #   prediction of x0 (a second pass; training feeds it to half the sequences)
     tie_weights: bool = trained(False)  # the output head reuses the token embedding matrix (nanoGPT ties them)
     # ---- objective
-    objective: str = trained("mdlm")    # 'mdlm' masked diffusion (diffusion.py) | 'uniform' uniform-state diffusion (no
-                                        # [MASK]; uniform.py) | 'ar' same net, causal, next-token loss (ar.py)
-                                        # | 'bd3' block diffusion (bd3.py); objectives.py is the table
+    objective: str = trained("mdlm")    # 'mdlm' masked diffusion (diffusion.py) | 'uniform' uniform-state, no [MASK]
+                                        # (uniform.py) | 'ar' causal next-token (ar.py) | 'bd3' block diffusion (bd3.py)
     bd3_block: int = trained(4)         # bd3: tokens per block L', divides block_size; 1 = AR, block_size = MDLM (BD3-LM)
     mask_min: float = 0.0               # mdlm/bd3 training only: the lowest mask rate drawn (the band [mask_min, mask_max],
                                         #   BD3-LM's variance fix, e.g. 0.3); validation always reports the full bound
@@ -126,9 +125,8 @@ class Config:
                                         # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
     bd3_speculate: bool = False         # bd3, a --bd3_ar network: sample its clean half's AR exactly, the noisy half drafting
                                         #   each block in the same pass (self-speculative; a preset's on another network: off)
-    dual_sample: bool = False           # mdlm, a network trained with --dual_ar: draw from its AR mode (the same weights
-                                        #   attending causally, KV-cached, one token a pass: exact samples of that joint);
-                                        #   continues a prompt (no infill); the diffusion sampler's keys do not apply
+    dual_sample: bool = False           # mdlm, a --dual_ar network: sample its AR mode exactly (the same weights
+                                        #   attending causally, KV-cached, a token a pass); continues a prompt only
     live: bool = False                  # redraw the canvas in the terminal at every step (plain text when not a terminal)
     prompts_file: str = ""              # sample once per line of this file (each line a prompt; blank lines skipped)
     interactive: bool = False           # read prompts from stdin in a loop until EOF (Ctrl-D)
@@ -142,10 +140,8 @@ class Config:
     wandb_project: str = resumable("micro-dllm")  # the Weights & Biases project (with wandb_log)
 
 
-
 # A key that acts only together with another: {key: (that key, the values it acts with; None: any but off)}. Given
-# without it, configurator.validate refuses it (what the user asks for is what runs: a flag that cannot apply is refused,
-# never dropped), and scripts/frontier.py drops it from a grid point where it does not act.
+# alone, configurator.validate refuses it (never drops it), and scripts/frontier.py drops it where it does not act.
 NEEDS = dict(
     val_fraction=("val_path", ("",)), tokenizer_path=("tokenizer", ("bpe",)), mask_ramp_from=("mask_ramp", None),
     muon_lr=("optimizer", ("muon",)), muon_momentum=("optimizer", ("muon",)),
@@ -154,18 +150,16 @@ NEEDS = dict(
     remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),
     gif_frame_ms=("viz_video", None))
 
-# The presets: one flat literal each, every key it sets (as nanoGPT's config/*.py files); keys repeat across presets so
-# that each recipe reads in one place. The comment above a preset is its line in `python train.py --help`, and
-# `python train.py PRESET --help` prints the whole resolved config with the preset's keys marked. A preset whose data
-# file is missing names the command that makes it. What each one gives: RESULTS.md; how each setting won: dev/LOG.md.
+# The presets: one flat literal each, every key it sets (as nanoGPT's config/*.py files), so that each recipe reads in
+# one place. The comment above a preset is its line in `python train.py --help`; `python train.py PRESET --help`
+# prints the resolved config, the preset's keys marked. What each gives: RESULTS.md; how each setting won: dev/LOG.md.
 #
 # The baby budget is nanoGPT's "baby" CPU config (4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M
 # params, its split); the laptop budget is 4/4/128, ctx 128, 32 x 2,000 steps (8.19M tokens), ~18 min on 2 cores.
-# What won at both, for every objective (dev/LOG.md 2026-11-24 to 2026-11-27): QK-norm, Muon at 0.005 with a weight
-# EMA, the LR floor at 30 % of the peak; for masked diffusion no time input with the CE of every position (-0.23
-# nats/char against learned time + ELBO), mask rates in [0.2, 0.8] whose top rises from 0.5 over the run, and
-# self-conditioning; a 1,000-step chain (a network without time input defines one at any T; the finer chain's bound
-# was the tighter on every checkpoint measured). At the baby budget: Muon's momentum 0.9 and no weight decay.
+# What won at both, for every objective (dev/LOG.md has the measurements): QK-norm, Muon at 0.005 with a weight EMA,
+# the LR floor at 30 % of the peak; for masked diffusion no time input with the CE of every position, mask rates in
+# [0.2, 0.8] whose top rises from 0.5 over the run, self-conditioning and a 1,000-step chain (a network without time
+# input defines one at any T). At the baby budget: Muon's momentum 0.9 and no weight decay.
 PRESETS = {
     # The speedrun's masked diffusion at the baby budget (~40 min at 1 thread): the budget's winners (noted above
     # PRESETS), the dual objective's causal pass at a quarter weight and four masks of each window a step (the step
@@ -199,12 +193,10 @@ PRESETS = {
     # nanoGPT's train_shakespeare_char recipe, diffusion flavour: the reference defaults (a GPU job).
     "shakespeare_char": dict(data_path="data/tinyshakespeare.txt", out_dir="artifacts/models/shakespeare_char"),
     # TinyStories at character level; train on the train file, validate on the valid file.
-    "tinystories_char": dict(
-        data_path="data/tinystories_train.txt", val_path="data/tinystories_valid.txt",
-        out_dir="artifacts/models/tinystories_char", prompt="Once upon a time"),
+    "tinystories_char": dict(data_path="data/tinystories_train.txt", val_path="data/tinystories_valid.txt",
+                             out_dir="artifacts/models/tinystories_char", prompt="Once upon a time"),
     # The reference BPE recipe: 10k TinyStories in data/stories.txt (scripts/data.py), a 2,048-token byte-level BPE
-    # (scripts/train_tokenizer.py); the default 6/6/384 model is then 12,228,480 parameters. Validates on the last 10%
-    # of the stories; --gen-len counts BPE tokens.
+    # (scripts/train_tokenizer.py): 12,228,480 parameters at the default 6/6/384; --gen-len counts BPE tokens.
     "tinystories_bpe": dict(
         tokenizer="bpe", data_path="data/stories.txt", tokenizer_path="artifacts/tokenizer/tokenizer.json",
         out_dir="artifacts/models/tinystories_bpe", checkpoint="artifacts/models/tinystories_bpe/model.pt",
@@ -264,8 +256,7 @@ PRESETS = {
         prompt="Once upon a time", gen_len=96, steps=64, order="random", remask="none",
         viz_video="artifacts/media/tinystories_bpe_cpu_trace.mp4"),
     # The "speed run a 200M+ model" goal: 16 x 1024, ctx 1024, BPE on all of TinyStories (~206M parameters at a 2,048
-    # vocab). 0.5M tokens per step: 16 micro-batches of 32 x 1024 on one 80 GB GPU, fewer per rank under torchrun;
-    # train.py prints its memory and tokens/s estimates at startup.
+    # vocab). 0.5M tokens per step: 16 micro-batches of 32 x 1024 on one 80 GB GPU, fewer per rank under torchrun.
     "gpt200m": dict(
         tokenizer="bpe", data_path="data/tinystories_train.txt", val_path="data/tinystories_valid.txt",
         block_size=1024, n_layer=16, n_head=16, n_embd=1024,

@@ -11,7 +11,6 @@ alpha(T) = 0 (all [MASK]). The negative ELBO (an upper bound on -log p(x0); Aust
 estimated by drawing t uniformly from 1..T and multiplying by T. Per-token figures divide by the sequence length
 L (not by the number of masked tokens).
 
-    python train.py cpu
     python -m pytest -q tests/test_diffusion.py
 """
 from dataclasses import replace
@@ -45,8 +44,9 @@ def self_condition(model, xt, t, masked, mask_id, share, generator=None):
 
 
 def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None):
-    """One training/eval pass with the switches `opts` (common.LossOptions: loss_type, masked_only, self_cond). Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict). The NELBO estimate is
-    returned whatever loss_type is trained, so validation always reports the bound. t (B,): drawn stratified if None."""
+    """One training/eval pass with the switches `opts` (common.LossOptions: loss_type, masked_only, self_cond).
+    Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict): the NELBO whatever loss_type is trained,
+    so validation always reports the bound. t (B,): drawn stratified if None."""
     B, L = x0.shape
     if t is None:
         t = stratified_times(B, schedule.T, generator, x0.device)
@@ -73,14 +73,14 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
-IGNORES = {**dict.fromkeys(("bd3_block", "bd3_loss", "bd3_speculate", "bd3_ar"),
-                           "block diffusion's keys: use --objective=bd3")}
+IGNORES = dict.fromkeys(("bd3_block", "bd3_loss", "bd3_speculate", "bd3_ar"),
+                        "block diffusion's keys: use --objective=bd3")
 STEP_CHAIN = SEMI_AR = True  # the K-step sampler walks the schedule's grid (eval.py scores that chain's bound); blocks
 
 
 def flops(model, cfg):
     """Training FLOPs per window token: self-conditioning adds a forward pass (2 per weight) for half the sequences,
-    each of mask_draws masks is a pass of its own, the dual objective a forward and backward over the window less a token."""
+    each of mask_draws masks is a pass of its own, the dual objective a forward and backward over L - 1 tokens."""
     L = cfg.block_size
     diffusion = cfg.mask_draws * (7 / 6 if cfg.self_cond else 1)
     return model.flops_per_token() * (diffusion + ((L - 1) / L if cfg.dual_ar else 0)), L
@@ -93,28 +93,27 @@ def check(cfg, given=()):
     if cfg.dual_sample and not cfg.dual_ar:
         raise UserError("--dual_sample draws from the AR mode that --dual_ar trains, and this network was trained "
                         "without it (dual_ar=0): drop --dual_sample, or train with --dual_ar=0.25")
-    if cfg.dual_sample and set(given) & {"steps", *REVEAL_KEYS}:
-        key = sorted(set(given) & {"steps", *REVEAL_KEYS})[0]
-        raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: --{key} "
+    if cfg.dual_sample and (clash := sorted(set(given) & {"steps", *REVEAL_KEYS})):
+        raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: --{clash[0]} "
                         f"sets the diffusion sampler; drop one of the two")
     check_band(cfg)
     if cfg.mask_ramp:
         if not 0 < cfg.mask_ramp <= 1 or not cfg.mask_min < cfg.mask_ramp_from <= cfg.mask_max:
-            raise UserError(f"mask_ramp={cfg.mask_ramp}, mask_ramp_from={cfg.mask_ramp_from}: need 0 < mask_ramp <= 1 (a "
-                            f"fraction of max_iters) and mask_min={cfg.mask_min} < mask_ramp_from <= mask_max={cfg.mask_max}")
+            raise UserError(f"mask_ramp={cfg.mask_ramp}, mask_ramp_from={cfg.mask_ramp_from}: need 0 < mask_ramp <= 1 "
+                            f"(a fraction of max_iters) and mask_min={cfg.mask_min} < mask_ramp_from <= "
+                            f"mask_max={cfg.mask_max}")
         check_band(replace(cfg, mask_max=cfg.mask_ramp_from))  # the first step's band must hold a time
     if (cfg.steps > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold
             and not cfg.dual_sample):
-        raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} "
-                        f"or fewer, or --tokens_per_step=linear (its step count is free)")
+        raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use "
+                        f"--steps={cfg.diffusion_steps} or fewer, or --tokens_per_step=linear (its step count is free)")
 
 
 def loss(model, x, cfg, schedule, tok, draw):
-    top = band_top(cfg, draw.progress)  # mask_max, or the curriculum's top at this step
     clean, (x, draw) = x, repeat_draws(x, draw, cfg.mask_draws)  # the dual objective's pass reads each window once
     # t stratified over the band's times: every t, or BD3-LM's clipped band for the whole window (clipped: a biased,
-    # less noisy objective; evaluation reports the full bound)
-    band = band_times(schedule, cfg.mask_min, top)  # on the host: a run of times, band[0] + i
+    # less noisy objective; evaluation reports the full bound); band_top: the curriculum's top at this step
+    band = band_times(schedule, cfg.mask_min, band_top(cfg, draw.progress))  # on the host: a run of times, band[0] + i
     t = stratified_times(len(x), len(band), None, x.device, draw.offset, draw.total, draw.u) - 1 + int(band[0])
     opts = LossOptions(cfg.loss_type, cfg.head_on_masked_only, 0.5 if cfg.self_cond else 0.0)
     loss = diffusion_loss(model, x, schedule, tok.mask_id, opts, draw.generator, t=t)[0]
@@ -151,10 +150,9 @@ def causal_per_window(model, windows, mask_id, batch_size):
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):
-    """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read: the masked positions,
-    the argmax there, the logits, each token's t."""
-    _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, LossOptions(self_cond=1.0 if cfg.self_cond else 0.0),
-                                   generator, t=t[:, 0])
+    """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read (masked, argmax, logits, t)."""
+    opts = LossOptions(self_cond=1.0 if cfg.self_cond else 0.0)
+    _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, opts, generator, t=t[:, 0])
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=t.expand_as(x))
 
 
@@ -177,31 +175,27 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
     if L > model.args.block_size:
         raise UserError(f"--dual_sample reads the whole canvas in one context: prompt + gen_len = {L} tokens exceeds "
                         f"block_size {model.args.block_size}; give a shorter --gen_len")
-    x, conf, steps = x.clone(), torch.zeros(B, L, dtype=torch.float64, device=dev), []
+    x, conf = x.clone(), torch.zeros(B, L, dtype=torch.float64, device=dev)
 
-    def emit(seq, nfe):  # one Step a token: the canvas so far, the rest still [MASK]
-        prev, _ = x.clone(), steps.append(nfe)
+    def token_done(seq, filtered):  # the drawn token's probability, then one Step: the canvas so far, the rest [MASK]
+        n = seq.size(1) - P  # tokens drawn so far, one pass each
+        p = torch.softmax(filtered.double() / max(cfg.temperature, 1e-9), -1)
+        conf[:, seq.size(1) - 1] = p.gather(-1, seq[:, -1:]).squeeze(-1)
+        prev = x.clone()
         x[:, :seq.size(1)] = seq
-        on_step(Step(step=len(steps), nfe=torch.full((B,), nfe), time=torch.zeros(B, dtype=torch.long), x=x, prev=prev,
+        on_step(Step(step=n, nfe=torch.full((B,), n), time=torch.zeros(B, dtype=torch.long), x=x, prev=prev,
                      gen_mask=gen_mask, revealed=x != prev, remasked=torch.zeros_like(gen_mask), conf=conf.clone(),
                      finished=[seq.size(1) == L] * B))
 
-    settings = (cfg.temperature, cfg.top_k, cfg.top_p)
-    def token_done(seq, filtered):  # the drawn token's probability, then its Step
-        p = torch.softmax(filtered.double() / max(cfg.temperature, 1e-9), -1)
-        conf[:, seq.size(1) - 1] = p.gather(-1, seq[:, -1:]).squeeze(-1)
-        emit(seq, seq.size(1) - P)
-    out = model.generate(x[:, :P], L - P, *settings, generator, mask_id, token_done if on_step else None)
+    out = model.generate(x[:, :P], L - P, cfg.temperature, cfg.top_k, cfg.top_p, generator, mask_id,
+                         token_done if on_step else None)
     return out, dict(nfe=L - P, nfe_per_sample=[L - P] * B)
 
 
 def passes(cfg, n_gen, n_prompt=0):
-    if cfg.dual_sample:
-        return n_gen
-    return sampler.passes(SamplerOptions.from_config(cfg), n_gen)
+    return n_gen if cfg.dual_sample else sampler.passes(SamplerOptions.from_config(cfg), n_gen)
 
 
 def describe(cfg):
-    if cfg.dual_sample:
-        return "its AR mode (the dual objective's causal pass) + KV cache, one token a pass"
-    return sampler.describe(SamplerOptions.from_config(cfg))
+    return ("its AR mode (the dual objective's causal pass) + KV cache, one token a pass" if cfg.dual_sample else
+            sampler.describe(SamplerOptions.from_config(cfg)))

@@ -47,7 +47,7 @@ class ModelArgs:
 
 
 def dropout(p):
-    """nn.Dropout(p), off in eval mode; p = 0 builds nothing, so a dropout-free model computes exactly as before."""
+    """nn.Dropout(p), off in eval mode; p = 0 builds nothing (an identity: no draw, no op)."""
     return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
@@ -63,9 +63,7 @@ def rope_tables(seq_len, head_dim, base=10000.0):
 
 
 def apply_rope(x, cos, sin):
-    # x: (B, H, L, D); rotate the two halves of each head as pairs
-    d = x.size(-1) // 2
-    x1, x2 = x[..., :d], x[..., d:]
+    x1, x2 = x.chunk(2, dim=-1)  # x: (B, H, L, D); rotate the two halves of each head as pairs
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
 
 
@@ -129,9 +127,8 @@ def timestep_embedding(t_frac, dim, max_period=10000.0):
 
 
 class AdaLN(nn.Module):
-    """adaLN-Zero (module docstring): sinusoid(t/T) -> MLP -> c -> per layer 6 modulations, plus a final shift/scale
-    before the head. Zero-initialised, so at init every layer is the identity and the output ignores t; biases (as
-    DiT's) let the gates be non-zero at any t."""
+    """adaLN-Zero: sinusoid(t/T) -> MLP -> c -> 6 modulations per layer and a final shift/scale before the head.
+    Zero-initialised: every layer starts as the identity, blind to t; biases (as DiT's) let gates open at any t."""
 
     def __init__(self, a: ModelArgs):
         super().__init__()
@@ -141,15 +138,13 @@ class AdaLN(nn.Module):
         self.final = nn.Linear(d, 2 * d)
 
     def zero_init(self):
-        for lin in (*self.layers, self.final):
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
+        for p in (*self.layers.parameters(), *self.final.parameters()):  # weights and biases
+            nn.init.zeros_(p)
 
     def forward(self, t):
         """t (B,) integer steps -> (per-layer list of 6x (B, 1, C), final (shift, scale) 2x (B, 1, C))."""
         c = F.silu(self.mlp(timestep_embedding(t / self.T, self.mlp[0].in_features)))  # (B, C)
-        layers = [lin(c)[:, None].chunk(6, dim=-1) for lin in self.layers]
-        return layers, self.final(c)[:, None].chunk(2, dim=-1)
+        return [lin(c)[:, None].chunk(6, dim=-1) for lin in self.layers], self.final(c)[:, None].chunk(2, dim=-1)
 
 
 class KVCache:
@@ -202,18 +197,17 @@ class Transformer(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, t=None, kv_cache=None, start_pos=0, positions=None, attn_mask=None, rope_pos=None, head_cols=None,
-                sc=None):
+    def forward(self, idx, t=None, kv_cache=None, start_pos=0, positions=None, attn_mask=None, rope_pos=None,
+                head_cols=None, sc=None):
         """idx (B, L) token ids; t (B,) integer diffusion step (ignored if time_cond='none'); sc (B, L, V): with
         self_cond, a previous prediction of x0 (probabilities; zero rows where there is none), None = none at all.
-        attn_mask (L, L_keys) bool, True = may attend (block diffusion); rope_pos (L,) long: each column's RoPE
-        position, instead of start_pos..start_pos+L-1 (the two halves of a block-diffusion pass share 0..L/2-1).
-        Returns logits (B, L, V) in float32, or (N, V) for the N True entries of positions (B, L) bool, or
-        (B, head_cols, V) for the first head_cols columns (a slice: no host sync, no graph break under compile)."""
-        B, L = idx.shape
+        attn_mask (L, L_keys) bool, True = may attend; rope_pos (L,) long: each column's RoPE position instead of
+        start_pos.. (a block-diffusion pass's two halves share 0..L/2-1). Returns float32 logits (B, L, V), or (N, V)
+        at the N True `positions` (B, L), or the first head_cols columns (a slice: no host sync, no graph break)."""
+        L, W = idx.size(1), self.args.block_size
         assert t is not None or self.args.time_cond == "none", "time-conditioned model needs t"
         if rope_pos is None:
-            assert start_pos + L <= self.args.block_size, f"sequence of {start_pos + L} exceeds block_size {self.args.block_size}"
+            assert start_pos + L <= W, f"sequence of {start_pos + L} exceeds block_size {W}"
             rope_pos = slice(start_pos, start_pos + L)
         cos, sin = self.rope_cos[rope_pos][None, None], self.rope_sin[rope_pos][None, None]
         x = self.tok_emb(idx)
@@ -246,7 +240,7 @@ class Transformer(nn.Module):
         """Training FLOPs per token: 6 per weight that multiplies (embedding lookups excluded)
         plus attention's 12 * L * d * ctx (PaLM appendix B; nanoGPT's estimate_mfu)."""
         a = self.args
-        n = self.num_params() - (0 if self.head is None else self.tok_emb.weight.numel())  # tied: it is the head's matmul
+        n = self.num_params() - (0 if self.head is None else self.tok_emb.weight.numel())  # tied: the head's matmul
         # the time embedding is a lookup too; adaLN runs once per sequence, not per token
         n -= sum(p.numel() for m in (self.time_emb, self.adaln) if m is not None for p in m.parameters())
         return 6 * n + 12 * a.n_layer * a.n_embd * (seq_len or a.block_size)
@@ -254,9 +248,8 @@ class Transformer(nn.Module):
     def estimate_memory(self, tokens, bf16, head_frac=1.0, ema=False):
         """Rough training bytes on one rank: (weights, grads, AdamW moments[, EMA]) in fp32 and the activations kept
         for backward of `tokens` columns (a micro-batch's, every pass of it). Per token and layer a block saves 68 d
-        bytes in fp32 and 50 d under bf16 autocast (counted with torch.autograd.graph.saved_tensors_hooks on CPU; the
-        test checks it); with checkpointing each layer keeps only its input (4 d or 2 d) and one layer at a time its
-        inside; the head saves ~8 bytes per logit, plus ~4 for transient copies. Returns (state, activations)."""
+        bytes in fp32, 50 d under bf16 autocast; with checkpointing each layer keeps its input (4 d or 2 d) and one
+        at a time its inside; the head ~8 bytes per logit, plus ~4 transient. Returns (state, activations)."""
         a = self.args
         state = self.num_params() * (4 * 4 + (4 if ema else 0))
         block = a.n_embd * (50 if bf16 else 68)
@@ -264,8 +257,7 @@ class Transformer(nn.Module):
         return state, (layers + 12 * a.vocab_size * head_frac) * tokens
 
     def optimizer_groups(self, weight_decay, exclude=()):
-        """Decay 2-D matmul weights only; embeddings (token, time) are not decayed. exclude: parameters left out
-        (another optimizer's)."""
+        """Decay 2-D matmul weights only, not the embeddings (token, time); exclude: another optimizer's parameters."""
         named = [(n, p) for n, p in self.named_parameters() if all(p is not q for q in exclude)]
         decay = [p for n, p in named if p.dim() >= 2 and "emb" not in n]
         other = [p for n, p in named if not (p.dim() >= 2 and "emb" not in n)]
@@ -277,13 +269,11 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None, mask_id=None, on_token=None):
-        """Autoregressive sampling with a KV cache (nanoGPT's generate): one forward per token, the prompt's in one pass.
-        Past the context, by the same window as bd3's sampler: when the next token does not fit, keep the last half of
-        the window and recompute its cache in one pass (which replaces a token's). prompt (B, P), P >= 1. mask_id: a
-        token never drawn ([MASK] is in the vocabulary but never a target: ~2e-5 of an AR's draws at baby were it). A
-        bidirectional network's AR mode (diffusion.py's --dual_sample) reads its context with the causal mask the AR's
-        attention implies. Draws in float64 (common.sample_tokens). on_token(tokens so far, the filtered logits the last
-        one was drawn from) after each token. Returns (B, P + gen_len)."""
+        """Autoregressive sampling with a KV cache (nanoGPT's generate): one forward per token, the prompt's in one
+        pass. Past the context (as bd3's sampler), when the next token does not fit, keep the window's last half and
+        recompute its cache in one pass (which gives the next logits). prompt (B, P), P >= 1; mask_id: never drawn
+        ([MASK]: in the vocabulary, never a target); a bidirectional network (--dual_sample) reads causally masked.
+        Float64 draws; on_token(tokens so far, the last draw's filtered logits) after each. Returns (B, P + gen_len)."""
         (B, P), W = prompt.shape, self.args.block_size
         seq, lo = prompt, max(0, P - W)
 

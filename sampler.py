@@ -1,7 +1,6 @@
-"""The masked-diffusion reverse sampler, shared by masked diffusion (diffusion.py) and block diffusion's blocks
-(bd3.py): denoise() fills the positions of a canvas marked in gen_mask and never touches the rest; its switches are
-config.py's sampling keys, carried by one SamplerOptions. Two remasking policies revisit committed tokens: the
-reference's 'refine' (the least sure committed tokens compete with new candidates each step) and ReMDM:
+"""The masked-diffusion reverse sampler of diffusion.py and of bd3.py's blocks: denoise() fills a canvas's gen_mask
+positions, never the rest; its switches are config.py's sampling keys (one SamplerOptions). Two remasking policies
+revisit committed tokens: the reference's 'refine' (the least sure compete with new candidates each step) and ReMDM:
 
 ReMDM (Wang et al. 2025, arXiv 2503.00307, eq. 5): a step t -> s may send a committed token back to [MASK] with
 probability sigma_t and reveal a masked one with probability (alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t): the
@@ -60,7 +59,7 @@ class SamplerOptions:
 REVEAL_KEYS = tuple(f.name for f in fields(SamplerOptions) if f.name not in ("steps", "temperature", "top_k", "top_p"))
 
 
-# ---------------------------------------------------------------------------- time, counts and scores
+# ---------------------------------------------------------------------------- time, scores and ReMDM's re-masking
 def time_for_fraction(schedule, frac):
     """The time t in 1..T whose mask probability 1 - alpha(t) is nearest to frac (B,): what a time-conditioned
     model is told when the canvas's masked fraction is off the grid (the index must mean the training mask rate)."""
@@ -69,9 +68,8 @@ def time_for_fraction(schedule, frac):
 
 
 def position_scores(logp, cand, order, generator=None, cols=None):
-    """logp (N, V) float64 filtered log-probs at the N positions being decided, cand (N,) their drawn tokens,
-    cols (N,) their columns (read by 'l2r' only). Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]:
-    higher is revealed first)."""
+    """logp (N, V): float64 filtered log-probs of the N positions decided; cand (N,): their drawn tokens; cols (N,):
+    their columns ('l2r' only). Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]: highest first)."""
     p = logp.exp()
     conf = p.gather(-1, cand[:, None]).squeeze(-1)
     if order == "l2r":  # leftmost first: one token a step, the network's own left-to-right joint (scripts/order_nll.py)
@@ -88,10 +86,9 @@ def position_scores(logp, cand, order, generator=None, cols=None):
     return conf, torch.rand(len(cand), generator=generator, dtype=torch.float64).to(logp.device)
 
 
-# ---------------------------------------------------------------------------- revisiting tokens (ReMDM)
 def sigma(eta, committed, n_keep):
     """sigma_t per row (B,) float64: each committed token's probability of going back to [MASK] this step, ReMDM's
-    max-capped min(eta, sigma_max). committed (B,) tokens held before the step, n_keep (B,) positions masked after it."""
+    max-capped min(eta, sigma_max). committed (B,): tokens held before the step; n_keep (B,): masked after it."""
     m, k = committed.double(), n_keep.double()
     smax = torch.where(m > 0, (k / m.clamp(min=1)).clamp(max=1.0), torch.zeros_like(m))  # min(1, (1-alpha_s)/alpha_t)
     return smax.clamp(max=eta)
@@ -104,8 +101,7 @@ def split_steps(steps, n_blocks):
 
 
 def _plan(n, steps, schedule, opts):
-    """One block's counts in step mode: positions still masked after each step (B, S) long, for rows of n (B,)
-    generated positions."""
+    """Step mode's plan for a block of n (B,) generated positions: those still masked after each step, (B, S) long."""
     def fractions(j, k):  # the share of the block still masked after step j of k
         if opts.tokens_per_step == "schedule":
             return 1.0 - schedule.alpha[time_grid(schedule.T, k)[j + 1]].item()
@@ -144,8 +140,8 @@ class _Denoiser:
         self.n_blocks, self.steps, self.done_at = max(self.last_block) + 1, 0, [0.0] * B
         self.mask_tok = torch.full_like(x, mask_id)
         self.x = torch.where(gen_mask, self.mask_tok, x)
-        self.conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)  # p(token) when committed: the trace's colour
-        self.kept = torch.zeros_like(self.conf)  # its ranking score when committed: what 'refine' compares new ones with
+        self.conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)  # p(token) at commit: the trace's colour
+        self.kept = torch.zeros_like(self.conf)  # its ranking score at commit: what 'refine' compares
         self.nfe = torch.zeros(B, dtype=torch.long)
         # self-conditioning: each position's latest prediction of x0, read while it is masked (zeros before the first)
         args = getattr(model, "args", None)
@@ -153,24 +149,24 @@ class _Denoiser:
 
     def step(self, now, lo, hi, n_keep, todo, greedy):
         """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,)
-        are decided, `n_keep` (B,) positions of the block stay masked (step mode); greedy: argmax draws.
-        todo on the host costs no device sync (step mode counts it from the plan); with every sample in it, the
-        window is a slice, not a gather. Returns (revealed, remasked, the time told (B,))."""
+        are decided, `n_keep` (B,) positions of the block stay masked (step mode); greedy: argmax draws. Returns
+        (revealed, remasked, the time told (B,))."""
         x, mask_id, o = self.x, self.mask_id, self.opts
-        todo = todo.cpu()  # a sync only where it was computed on the device (threshold decoding)
+        todo = todo.cpu()  # a sync only where it was computed on the device (threshold; step mode's is the plan's)
         rows = todo.nonzero().squeeze(1).to(x.device)
-        sub = slice(None) if len(rows) == len(todo) else rows  # the samples in this forward
+        sub = slice(None) if len(rows) == len(todo) else rows  # the samples in this forward: all of them, a slice
         todo_d = todo.to(x.device)
         is_masked = (x == mask_id) & now
-        sigma_t = None  # ReMDM's per-row probability that a committed token goes back to [MASK] (sigma)
-        if o.remask == "remdm" and o.remask_eta > 0 and not o.threshold:
-            sigma_t = sigma(o.remask_eta, (now & ~is_masked).sum(1), n_keep)
+        committed = now & ~is_masked
+        remdm = o.remask == "remdm" and o.remask_eta > 0 and not o.threshold
+        sigma_t = sigma(o.remask_eta, committed.sum(1), n_keep) if remdm else None  # ReMDM's re-mask probability
         # the time index means what it meant in training: the mask rate of the whole window the model sees
         # (given text counts as visible), not of the generated positions only
-        tm = time_for_fraction(self.schedule, (x[sub, lo:hi] == mask_id).double().mean(1))
+        win_masked = x[sub, lo:hi] == mask_id  # (R, W)
+        tm = time_for_fraction(self.schedule, win_masked.double().mean(1))
         dec = is_masked & todo_d[:, None]  # (B, L) the positions decided this step
         sel = dec[sub, lo:hi]  # (R, W)
-        sc = None if self.sc is None else self.sc[sub, lo:hi] * (x[sub, lo:hi] == mask_id)[..., None]
+        sc = None if self.sc is None else self.sc[sub, lo:hi] * win_masked[..., None]
         logits = predict_logits(self.model, x[sub, lo:hi], tm, mask_id, positions=sel, sc=sc)
         if logits.dim() == 3:  # a model without the positions= shortcut returned (R, W, V)
             logits = logits[sel]
@@ -180,13 +176,12 @@ class _Denoiser:
         cand = sample_tokens(logp, 0.0 if greedy else o.temperature, self.generator)  # (N,)
         cols = dec.nonzero()[:, 1] if o.order == "l2r" else None  # a host sync on CUDA: only when it is read
         c_conf, c_score = position_scores(logp, cand, o.order, self.generator, cols=cols)
-        cand_full = x.masked_scatter(dec, cand)  # back in row-major order, as logits[sel] was gathered
+        # masked_scatter puts the N values back in row-major order, as logits[sel] was gathered
         score_new = torch.full_like(self.conf, math.inf).masked_scatter(dec, c_score)  # +inf: never stays masked
-        conf_new = self.conf.masked_scatter(dec, c_conf)
-        stay = self._stay(is_masked, now & ~is_masked, score_new, rows, todo_d, n_keep, sigma_t)
-        revealed, remasked = is_masked & ~stay, now & ~is_masked & stay
-        self.x = torch.where(stay, self.mask_tok, torch.where(revealed, cand_full, x))
-        self.conf = torch.where(revealed, conf_new, self.conf).masked_fill(remasked, 0.0)
+        stay = self._stay(is_masked, committed, score_new, rows, todo_d, n_keep, sigma_t)
+        revealed, remasked = is_masked & ~stay, committed & stay
+        self.x = torch.where(stay, self.mask_tok, torch.where(revealed, x.masked_scatter(dec, cand), x))
+        self.conf = torch.where(revealed, self.conf.masked_scatter(dec, c_conf), self.conf).masked_fill(remasked, 0.0)
         self.kept = torch.where(revealed, score_new, self.kept)
         self.nfe += todo
         told = torch.zeros(len(x), dtype=torch.long, device=x.device)
@@ -196,7 +191,7 @@ class _Denoiser:
     def _temperature(self, is_masked, now, dec):
         """The temperature of this step's draws: a number, or (N, 1) per decided position when it falls with the
         share f of the block still masked, T * (s + (1 - s) * f) for s = temperature_end_share: hot while the
-        canvas is mostly [MASK], cooler as the last tokens are placed in full context (RESULTS.md, issue 29)."""
+        canvas is mostly [MASK], cooler as the last tokens are placed in full context (RESULTS.md)."""
         temperature, end_share = self.opts.temperature, self.opts.temperature_end_share
         if end_share == 1.0 or temperature == 0:
             return temperature
@@ -224,15 +219,13 @@ class _Denoiser:
         stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
         return torch.where(todo[:, None], stay, is_masked)  # a sample sitting this step out is unchanged
 
-    # ------------------------------------------------------------------------ one block
     def reveal(self, b, now, lo, hi, steps, greedy_end):
         """Reveal the block `now` (B, L): `steps` passes (step mode) or until it is filled (threshold). greedy_end:
         with schedule counts, the block's last step is the reference's greedy pass into t = 0."""
-        mask_id = self.mask_id
         if self.opts.threshold:  # every sample with a [MASK] left takes part, until the block is filled
-            while ((self.x == mask_id) & now).any():
+            while (left := (self.x == self.mask_id) & now).any():
                 prev = self.x
-                revealed, remasked, told = self.step(now, lo, hi, None, ((prev == mask_id) & now).any(1), greedy=False)
+                revealed, remasked, told = self.step(now, lo, hi, None, left.any(1), greedy=False)
                 self.report(b, prev, revealed, remasked, told, True)
             return
         masked = now.sum(1).cpu()  # (B,) the block's [MASK]s before each step, on the host: one sync a block
@@ -251,10 +244,9 @@ class _Denoiser:
         self.steps += 1
         left = (((self.x == self.mask_id) & self.gen_mask).any(1).tolist() if masked is None else
                 [m > 0 or b < last for m, last in zip(masked, self.last_block)])  # later blocks are all [MASK]
-        finished = [(not left[r] if self.opts.threshold else True) and block_done and b >= self.last_block[r]
-                    for r in range(len(left))]
-        for r in range(len(left)):
-            if not self.done_at[r] and not left[r]:
+        finished = [block_done and not any_left for any_left in left]
+        for r, any_left in enumerate(left):
+            if not self.done_at[r] and not any_left:
                 self.done_at[r] = time.perf_counter() - self.t0
         if self.on_step is not None:
             self.on_step(Step(step=self.steps, nfe=self.nfe.clone(), time=told, x=self.x, prev=prev,
@@ -270,9 +262,8 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
     Step mode (threshold == 0): `steps` passes split over the semi-AR blocks (at most one per position); after step
     i the lowest-scored round(n * f(i)) of a block's n positions stay masked (f: tokens_per_step). The model is told
     the t whose 1 - alpha(t) matches the masked fraction of the window it sees. A sample takes part in a step only if
-    the step reveals one of its tokens (threshold mode: until it is finished). on_step(common.Step) after every step.
-    Returns (x with no [MASK] at generated positions, stats): nfe (batched forward passes), nfe_per_sample,
-    seconds_per_sample (until the sample's last [MASK] was filled), seconds, blocks."""
+    it reveals one of its tokens (threshold mode: until it is finished); on_step(common.Step) after every step.
+    Returns (x, stats): nfe (batched passes), nfe_per_sample, seconds_per_sample (to the last fill), seconds, blocks."""
     L, W, gen_mask = x.size(1), model.args.block_size, gen_mask.bool()
     d = _Denoiser(model, x, gen_mask, schedule, mask_id, opts, generator, on_step)
     n_blocks = d.n_blocks
@@ -281,8 +272,7 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
                          f"(semi_ar_length) with the same generated positions in every row")
     if not opts.threshold and opts.steps < n_blocks:
         raise ValueError(f"{opts.steps} steps cannot decode {n_blocks} blocks: need at least one step per block")
-    # with schedule counts the step into t = 0 is the reference's greedy clean-up: the whole sample's last step only,
-    # never the last of every semi-AR block (that made every block's last token an argmax)
+    # with schedule counts the step into t = 0 is the reference's greedy clean-up: the sample's last step only
     greedy_end = opts.tokens_per_step == "schedule" and not opts.threshold
     for b, steps in enumerate(split_steps(opts.steps, n_blocks)):
         now = d.block_of == b  # (B, L) this block's positions
@@ -295,8 +285,7 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
 
 # ---------------------------------------------------------------------------- what a call costs, in one line
 def block_passes(opts, steps, n):
-    """Forward passes of one block of n generated positions given `steps` (step mode): one per step up to one per
-    position."""
+    """Forward passes of one block of n generated positions given `steps` (step mode): at most one per position."""
     return min(steps, n)
 
 
@@ -313,9 +302,7 @@ def describe(opts):
     if opts.threshold:
         how = f"threshold {opts.threshold:g} (NFE adaptive, committed tokens final), order {opts.order}"
     else:
-        remask = opts.remask
-        if opts.remask == "remdm":
-            remask = f"remdm cap eta={opts.remask_eta:g}"
+        remask = f"remdm cap eta={opts.remask_eta:g}" if opts.remask == "remdm" else opts.remask
         how = f"{opts.steps} steps, {opts.tokens_per_step} counts, order {opts.order}, remask {remask}"
     if opts.temperature_end_share != 1.0:
         how += f", temperature falling to {opts.temperature_end_share:g}x"

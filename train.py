@@ -4,11 +4,9 @@
     python train.py cpu                               # the main job: Tiny Shakespeare (data/), ~18 min on 2 CPU cores
     python train.py cpu --objective=ar                # the autoregressive baseline, same code and budget
     python train.py shakespeare_cpu --objective=uniform --time_cond=learned   # uniform-state diffusion (uniform.py)
-    python train.py baby --objective=bd3 --bd3_block=4  # block diffusion (BD3-LM): AR over blocks of 4, diffusion inside
-    python train.py tinystories_bpe                   # BPE (data/stories.txt + artifacts/tokenizer/tokenizer.json), 12.23M params
+    python train.py baby_bd3                          # block diffusion (BD3-LM): AR over blocks of 4, diffusion inside
     python train.py cpu --resume                      # continue from out_dir/model.pt (exactly as if never stopped)
     torchrun --standalone --nproc_per_node=4 train.py shakespeare_char   # DDP (NCCL on GPUs)
-    python train.py gpt200m --max_iters=0             # the ~200M preset: memory and tokens/s estimates, then exit
     python train.py --help                            # the presets, then every key: type, default, meaning
 
 main reads top to bottom: setup (config, device, DDP) -> load_data -> build (model, optimizer, resume) -> train
@@ -132,7 +130,7 @@ def interrupted(cfg, run, argv):
     return f"the last checkpoint is {run.saved} (iter {run.saved_iter}); continue it with: {again}"
 
 
-# ---------------------------------------------------------------- config, device, dist
+# ---------------------------------------------------------------- config, device, dist; data and tokenizer
 def setup(argv):
     cfg, given = parse(argv)
     if os.path.isfile(cfg.out_dir):  # a checkpoint, say: never written over
@@ -147,8 +145,7 @@ def setup(argv):
         # the run's own settings; only the resumable ones (schedule length, intervals, checkpointing, device) change
         refuse_changes(cfg, given, resume["config"], f"--resume: {resumed_from}",
                        "drop those flags to continue the run, or train a new one in another --out_dir", RESUMABLE_KEYS)
-        keep = {k: v for k, v in resume["config"].items() if k not in RESUMABLE_KEYS}
-        cfg = replace(cfg, **keep)
+        cfg = replace(cfg, **{k: v for k, v in resume["config"].items() if k not in RESUMABLE_KEYS})
     elif ((os.path.exists(os.path.join(cfg.out_dir, "model.pt")) or numbered_checkpoints(cfg.out_dir))
           and not cfg.overwrite and cfg.max_iters > 0):
         raise UserError(f"{cfg.out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "
@@ -176,7 +173,6 @@ def setup(argv):
     return cfg, Env(rank, local_rank, world, rank == 0, device, accum, ctx, dtype_name, wandb, resume, resumed_from)
 
 
-# ---------------------------------------------------------------- data and tokenizer
 def load_data(cfg, env):
     tok = tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
     source = read_checkpoint(cfg.init_from) if cfg.init_from and not env.resume else None  # a resumed run has its own
@@ -259,8 +255,7 @@ def resume_state(cfg, env, run):
     for g, base in zip(run.opt.param_groups, base_lrs):  # checkpoints from before base_lr existed lack it
         g["base_lr"] = base
     run.start_iter, run.best_val, run.best_iter = ck["iter"], ck.get("best_val", run.best_val), ck.get("best_iter", -1)
-    rng = ck.get("rng")
-    if isinstance(rng, list) and len(rng) == env.world:  # global RNGs per rank (the batches are keyed, see train_step)
+    if isinstance(rng := ck.get("rng"), list) and len(rng) == env.world:  # each rank's global RNGs (batches are keyed)
         set_rng_state(rng[env.rank])
     if ck.get("scaler") and run.scaler is not None and run.scaler.is_enabled():
         run.scaler.load_state_dict(ck["scaler"])
@@ -339,7 +334,7 @@ def save_checkpoints(cfg, env, data, run, it, res):
         run.writer.submit(write)
 
 
-# ---------------------------------------------------------------- training loop
+# ---------------------------------------------------------------- training loop; final eval, checkpoint, report
 def train(cfg, env, data, run):
     run.model.train()
     peak = peak_flops(env.device)
@@ -363,13 +358,14 @@ def train(cfg, env, data, run):
         train_step(cfg, env, data, run, it)
         tokens_since += cfg.total_batch_size
         timed_iters += 1
-        if it == run.start_iter:  # the first step: its time and the ETA now, not after log_interval steps
+        log_now = (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters
+        if it == run.start_iter and not log_now:  # the first step's time and the ETA now, not after log_interval steps
             synchronize(env.device)
             step_s = time.time() - t_last
-            if not ((it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters):  # else its log line follows
-                print0(first_step_line(cfg, it + 1, step_s, eta_seconds(cfg, env.accum, run.eval_s, it + 1, step_s, EVAL_T)))
+            eta = eta_seconds(cfg, env.accum, run.eval_s, it + 1, step_s, EVAL_T)
+            print0(first_step_line(cfg, it + 1, step_s, eta))
 
-        if (it + 1) % cfg.log_interval == 0 or it + 1 == cfg.max_iters:
+        if log_now:
             loss_avg = all_reduce_mean(run.loss_acc / max(run.n_acc, 1), env.world).item()  # one sync per log line
             check_finite(cfg, run, it + 1, loss_avg)
             synchronize(env.device)
@@ -397,9 +393,8 @@ def train(cfg, env, data, run):
 
 def train_step(cfg, env, data, run, it):
     """One optimizer step over accum micro-batches; a non-finite step stops training or, with --skip_nonfinite, is
-    skipped (no update). Every random draw of a step is keyed by (seed, stream, step, slot), slot = rank * accum +
-    micro, its place in the global batch: the global batch depends only on the seed and step, so a resumed run, or
-    the same global batch split as 2 ranks x 1 micro-step or 1 rank x 2, sees the same data, masks and t."""
+    skipped. Every draw is keyed by (seed, stream, step, slot), slot = rank * accum + micro (its place in the global
+    batch), so a resumed run, or the global batch as 2 ranks x 1 micro-step or 1 x 2, draws the same data, masks, t."""
     accum, world, model, obj = env.accum, env.world, run.model, objectives.get(cfg.objective)
     # stratified t over the global batch of B * accum * world sequences (MDLM): one shared u per step
     u = torch.rand((), generator=keyed_generator(cfg.seed, STREAM_TIME, it), dtype=torch.float64)
@@ -444,22 +439,20 @@ def train_step(cfg, env, data, run, it):
     run.opt.zero_grad(set_to_none=True)
 
 
-# ---------------------------------------------------------------- final eval, checkpoint, metrics
 def finish(cfg, env, data, run):
     print0(f"final eval: {len(data.val_windows)} windows x {EVAL_T} t" + (f", ~{fmt_time(run.eval_s)}" if run.eval_s else ""))
     res = run_eval(cfg, env, data, run, cfg.max_iters, details=True) if env.master else None
     log_row(env, run, kind="eval", iter=cfg.max_iters, **{k: v for k, v in (res or {}).items() if k != "entropy_by_t"})
     save_checkpoints(cfg, env, data, run, cfg.max_iters, res)
     run.writer.wait()
-    if not env.master:
-        torch.distributed.destroy_process_group()
-        return
-    print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, dev {run.best_val:.4f} nats/token, in "
-          f"{os.path.join(cfg.out_dir, 'best.pt')}); trained {fmt_time(time.time() - run.t_start)}")
-    test = reported(run.eval_model, cfg, run.schedule, data.tok, data.train_ids, data.val_ids, env.ctx)  # eval.py's figure
-    final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"], test)
-    if env.wandb is not None:
-        env.wandb.finish()
+    if env.master:
+        print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, dev {run.best_val:.4f} "
+              f"nats/token, in {os.path.join(cfg.out_dir, 'best.pt')}); trained {fmt_time(time.time() - run.t_start)}")
+        # the test split's figure, as scripts/eval.py reports it
+        test = reported(run.eval_model, cfg, run.schedule, data.tok, data.train_ids, data.val_ids, env.ctx)
+        final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"], test)
+        if env.wandb is not None:
+            env.wandb.finish()
     if env.world > 1:
         torch.distributed.destroy_process_group()
 
