@@ -1,4 +1,4 @@
-"""Block diffusion (BD3-LM, Arriola et al. 2025), end to end: the attention mask, the bound, its per-block times, the
+"""Block diffusion (BD3-LM, Arriola et al. 2025), end to end: the attention mask, the bound with per-block times, the
 two-stream training pass, and block-by-block decoding with a KV cache of the clean blocks.
 
 Cut the window into blocks of L' tokens. log p(x) = sum_b log p(x^b | x^<b), and each block's term is bounded by
@@ -6,23 +6,20 @@ the masked-diffusion NELBO of that block alone (diffusion.py), given the clean e
 
     -log p(x) <= sum_b E_t_b E_q [ T w(t_b) * sum_{i in block b, masked} -log p(x0_i | x_t^b, x0^<b) ]
 
-One forward pass covers every block: the network reads [x_t ; x_0] (2L tokens) under bd3_attn_mask, and the loss
-sits on the noisy half. L' = 1 is the AR model (in expectation: a masked token sees only the clean tokens before
-it); L' = L is MDLM. --bd3_ar also trains the clean half, then token-causal, on the next token in the same pass (AR
-and diffusion together, as dual-objective LMs); the bound is still the noisy half's.
+One forward pass covers every block: the network reads [x_t ; x_0] (2L tokens) under bd3_attn_mask, the loss on the
+noisy half. L' = 1 is the AR model (in expectation: a masked token sees only the clean tokens before it); L' = L is
+MDLM. --bd3_ar also trains the clean half, then token-causal, on the next token in the same pass (as dual-objective
+LMs); the bound is still the noisy half's.
 
-Decoding goes left to right, a block at a time, against a KV cache of the clean blocks before it (a reverse step
-costs one block, not the context): each block is denoised by sampler.denoise (with all its switches); or, with
---bd3_speculate on a --bd3_ar network, the clean half's AR samples token by token, the noisy half drafting whole
-blocks (sample_clean_ar). As in training, the block and its clean context sit in a
-window of block_size tokens (RoPE positions 0..block_size-1, blocks aligned to its start); when the next block does
-not fit, the window jumps and keeps its last half (in whole blocks), whose keys/values are recomputed once: every
-step sees what the network saw in training, and the cached decode equals the two-stream pass over the whole window
-(tests/helpers.py) at any length. A finished block enters the cache in the next block's first step.
+Decoding goes left to right, each block denoised by sampler.denoise against a KV cache of the clean blocks before it
+(a reverse step costs one block, not the context); or, with --bd3_speculate on a --bd3_ar network, the clean half's
+AR samples token by token, the noisy half drafting whole blocks (sample_clean_ar). As in training, a block and its
+context sit in a window of block_size tokens, blocks aligned to its start; when the next block does not fit, the
+window jumps and keeps its last half (its keys/values recomputed once), so the cached decode equals the two-stream
+pass over the whole window (tests/helpers.py) at any length.
 
     python train.py baby --objective=bd3 --bd3_block=4
     python inference.py --checkpoint artifacts/models/baby/model.pt --prompt "ROMEO:" --gen-len 600
-    python -c "from common import Schedule, band_times; print(band_times(Schedule(100), 0.3, 0.8))"
 """
 import time
 from dataclasses import replace
@@ -96,13 +93,12 @@ def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None, clean=Fal
 
 
 def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, opts=LossOptions()):
-    """Block-diffusion NELBO of x0 (B, L) with blocks of `block` tokens. t (B, L // block) per-block times, drawn
-    here (stratified over the batch) if None, from `allowed` (band_times; default 1..T). Each block is masked with
-    probability 1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed that is T * w(t),
-    so the sum over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); a clipped band estimates only its share
-    (train with it, never report it). opts: the switches of common.LossOptions; loss_type='all_ce' trains the
-    plain CE of every noisy position, no w(t) (-0.036 nats/char at the baby budget, RESULTS.md); the NELBO returned
-    is the same. Returns (loss, per-sequence NELBO in nats/token (B,), dict(t, t_tok (B, L), masked, logits, ce))."""
+    """Block-diffusion NELBO of x0 (B, L), blocks of `block` tokens. t (B, L // block): per-block times, drawn here
+    (stratified) if None, from `allowed` (band_times; default 1..T). Each block is masked with probability
+    1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed that is T * w(t), so the sum
+    over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); a clipped band estimates only its share (train with
+    it, never report it). opts (common.LossOptions): loss_type='all_ce' trains the plain CE of every noisy position,
+    no w(t), the NELBO returned the same. Returns (loss, NELBO nats/token (B,), dict(t, t_tok, masked, logits, ce))."""
     B, L = x0.shape
     assert L % block == 0, f"block {block} must divide the window {L}"
     allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
@@ -122,7 +118,8 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
                      clean=opts.ar_weight > 0)
     logits, nxt = out if opts.ar_weight > 0 else (out, None)
     if opts.masked_only:  # (N, V)
-        ce = torch.zeros(B, L, device=x0.device).masked_scatter(masked, F.cross_entropy(logits, x0[masked], reduction="none"))
+        ce = F.cross_entropy(logits, x0[masked], reduction="none")
+        ce = torch.zeros(B, L, device=x0.device).masked_scatter(masked, ce)
     else:
         ce = F.cross_entropy(logits.reshape(B * L, -1), x0.view(-1), reduction="none").view(B, L)
     w = (len(allowed) * schedule.on(x0.device)[1][t_tok]).float()  # (B, L) importance weight k * w(t_b)
@@ -136,8 +133,8 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
 # ---------------------------------------------------------------------------- decoding
 class CleanCache:
     """Keys/values of the clean context, per layer (B, H, n, D), and its token ids (B, n). model.Attention calls
-    update(k, v) once per layer with the new columns' keys/values (after RoPE); it gets [cached ; new] back. Of
-    the new columns the first `store` (clean blocks entering the context) are kept; a noisy block's never are."""
+    update(k, v) per layer with the new columns' keys/values (after RoPE) and gets [cached ; new] back; the first
+    `store` new columns (clean blocks entering the context) are kept, a noisy block's never."""
 
     def __init__(self, n_layer):
         self.k, self.v = [None] * n_layer, [None] * n_layer
@@ -147,9 +144,8 @@ class CleanCache:
         return 0 if self.ids is None else self.ids.size(1)
 
     def update(self, k, v):
-        i = self.layer
+        i, n = self.layer, self.store
         self.layer = (i + 1) % len(self.k)
-        n = self.store
         if self.k[i] is not None:
             n += self.k[i].size(2)
             ck, cv = (self.k[i], self.v[i]) if self.rows is None else (self.k[i][self.rows], self.v[i][self.rows])
@@ -165,9 +161,9 @@ class CleanCache:
 
 @lru_cache(maxsize=64)
 def pending_mask(n0, m, block, device, causal=False):
-    """Attention of one pass over [m pending clean columns ; a noisy block] after n0 cached ones: (m + block,
-    n0 + m + block) bool. The clean columns see the cache and each other as the clean half in training
-    (block-causally, or token-causally: causal), never the noisy block; the noisy block sees everything."""
+    """Attention over [m pending clean columns ; a noisy block] after n0 cached ones, (m + block, n0 + m + block)
+    bool: the clean columns see the cache and each other as in training (block- or token-causally), never the noisy
+    block; the noisy block sees everything."""
     mask = torch.ones(m + block, n0 + m + block, dtype=torch.bool, device=device)
     mask[:m, n0:n0 + m] = bd3_attn_mask(m, block, device, causal)[m:, m:]  # the clean-clean quarter
     mask[:m, n0 + m:] = False
@@ -175,10 +171,10 @@ def pending_mask(n0, m, block, device, causal=False):
 
 
 class CachedBlockModel:
-    """denoise()'s model while it denoises one block: handed the window (clean context, then the block), it runs only
-    the block through the network against the cached context. Context the cache lacks (the prompt, the block finished
-    last, a window recomputed after a jump) rides along in the same pass and enters the cache. denoise() may pass a
-    subset of the rows (threshold decoding drops finished ones): their cache rows are those with equal context ids."""
+    """denoise()'s model for one block: handed the window (clean context, then the block), it runs only the block
+    against the cached context. Context the cache lacks (the prompt, the block finished last, a window after a jump)
+    rides along in the same pass and enters the cache. For a subset of the rows (threshold decoding drops finished
+    ones) the cache rows are those with equal context ids."""
 
     def __init__(self, model, cache, block):
         self.model, self.cache, self.block, self.args = model, cache, block, model.args
@@ -209,45 +205,12 @@ class CachedBlockModel:
         return logits
 
 
-class BlockOutput:
-    """sample_bd3's output while it is decoded block by block: the tokens (B, total) in whole blocks (the first may
-    hold the prompt's last tokens, the last is generated whole and cut), the generated positions, each token's
-    confidence (what on_step reads), and the reverse steps and forward passes so far."""
-
-    def __init__(self, prompt, gen_len, block, mask_id):
-        (B, P), dev = prompt.shape, prompt.device
-        self.width, self.block = P + gen_len, block
-        total = -(-(P + gen_len) // block) * block  # whole blocks
-        self.out = torch.cat([prompt, torch.full((B, total - P), mask_id, dtype=prompt.dtype, device=dev)], 1)
-        self.gen = torch.arange(total, device=dev)[None].expand(B, -1) >= P  # (B, total)
-        self.conf = torch.zeros(B, total, dtype=torch.float64, device=dev)
-        self.starts = range(P // block * block, total, block)  # from the first block holding a generated position
-        self.nfe, self.steps = torch.zeros(B, dtype=torch.long), 0
-
-    def full(self, st, lo, hi, b):
-        """denoise()'s Step for the window [lo, hi) -> the same Step over the whole output's first `width` columns
-        (earlier blocks as committed, later ones still [MASK]); steps and NFE counted from the start."""
-        def put(base, w):
-            full = base.clone()
-            full[:, lo:hi] = w
-            return full[:, :self.width]
-
-        zeros, n_blocks = torch.zeros_like(self.gen), len(self.starts)
-        self.conf[:, hi - self.block:hi] = st.conf[:, -self.block:]  # this block's; the context keeps its blocks'
-        return replace(st, x=put(self.out, st.x), prev=put(self.out, st.prev), revealed=put(zeros, st.revealed),
-                       remasked=put(zeros, st.remasked), gen_mask=self.gen[:, :self.width],
-                       conf=self.conf[:, :self.width].clone(), step=self.steps + st.step, nfe=self.nfe + st.nfe, block=b,
-                       n_blocks=n_blocks, finished=[f and b == n_blocks - 1 for f in st.finished])
-
-
 @torch.no_grad()
 def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None):
     """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with opts (SamplerOptions; steps per
-    block, at most its generated tokens but for the loop schedule's; tokens_per_step='schedule' becomes 'linear'),
-    on_step gets
-    denoise()'s Step over the whole output (B, P + gen_len), block / n_blocks / nfe / step counted over the whole
-    generation. Returns (tokens (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, blocks)."""
-    B, W, t0 = len(prompt), model.args.block_size, time.perf_counter()
+    block, at most its generated tokens but for the loop schedule's). on_step gets denoise()'s Step over the whole
+    output, counted over the whole generation. Returns (tokens (B, P + gen_len), stats)."""
+    (B, P), W, dev, t0 = prompt.shape, model.args.block_size, prompt.device, time.perf_counter()
     if W % block or opts.semi_ar_length:
         raise ValueError(f"block {block} must divide the context {W}; semi-AR blocks do not apply to bd3")
     if opts.tokens_per_step == "schedule" and not opts.threshold:
@@ -255,33 +218,54 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
         # block here, that would make every L'-th token an argmax (every token at L' = 1). Equal counts instead.
         opts = replace(opts, tokens_per_step="linear")
     keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks
-    o, start = BlockOutput(prompt, gen_len, block, mask_id), 0
+    # the output in whole blocks: the first may hold the prompt's last tokens, the last is generated whole and cut
+    width, total = P + gen_len, -(-(P + gen_len) // block) * block
+    out = torch.cat([prompt, torch.full((B, total - P), mask_id, dtype=prompt.dtype, device=dev)], 1)
+    gen = torch.arange(total, device=dev)[None].expand(B, -1) >= P  # (B, total)
+    conf = torch.zeros(B, total, dtype=torch.float64, device=dev)  # each token's, as on_step reads it
+    starts = range(P // block * block, total, block)  # from the first block holding a generated position
+    nfe, steps, start = torch.zeros(B, dtype=torch.long), 0, 0
+
+    def whole(st, lo, hi, b):
+        """denoise()'s Step for the window [lo, hi) -> the Step over the output's first `width` columns (earlier
+        blocks as committed, later ones [MASK]), steps and NFE counted from the start."""
+        def put(base, w):
+            full = base.clone()
+            full[:, lo:hi] = w
+            return full[:, :width]
+
+        zeros = torch.zeros_like(gen)
+        conf[:, hi - block:hi] = st.conf[:, -block:]  # this block's; the context keeps its blocks'
+        return replace(st, x=put(out, st.x), prev=put(out, st.prev), revealed=put(zeros, st.revealed),
+                       remasked=put(zeros, st.remasked), gen_mask=gen[:, :width], conf=conf[:, :width].clone(),
+                       step=steps + st.step, nfe=nfe + st.nfe, block=b, n_blocks=len(starts),
+                       finished=[f and b == len(starts) - 1 for f in st.finished])
+
     denoiser = CachedBlockModel(model, CleanCache(model.args.n_layer), block)
-    for b, pos in enumerate(o.starts):
+    for b, pos in enumerate(starts):
         if pos - start + block > W:  # the block does not fit: jump, keeping the last `keep` clean tokens
             start = pos - keep
             denoiser.cache = CleanCache(model.args.n_layer)  # refilled, with the kept tokens, by the block's first step
         lo, hi = start, pos + block
-        block_step = None if on_step is None else lambda st, lo=lo, hi=hi, b=b: on_step(o.full(st, lo, hi, b))
-        now = o.gen[:, lo:hi].clone()
+        block_step = None if on_step is None else lambda st, lo=lo, hi=hi, b=b: on_step(whole(st, lo, hi, b))
+        now = gen[:, lo:hi].clone()
         now[:, :pos - lo] = False  # the context is fixed text to denoise(): only this block is generated
-        x, st = sampler.denoise(denoiser, o.out[:, lo:hi], now, schedule, mask_id, opts, generator, block_step)
-        o.out[:, lo:hi] = x
-        o.nfe += torch.tensor(st["nfe_per_sample"])
-        o.steps += st["nfe"]
+        x, st = sampler.denoise(denoiser, out[:, lo:hi], now, schedule, mask_id, opts, generator, block_step)
+        out[:, lo:hi] = x
+        nfe += torch.tensor(st["nfe_per_sample"])
+        steps += st["nfe"]
     seconds = time.perf_counter() - t0
-    return o.out[:, :o.width], dict(nfe=o.steps, nfe_per_sample=o.nfe.tolist(), seconds=seconds,
-                                    seconds_per_sample=[seconds] * B, blocks=len(o.starts))
+    return out[:, :width], dict(nfe=steps, nfe_per_sample=nfe.tolist(), seconds=seconds,
+                                seconds_per_sample=[seconds] * B, blocks=len(starts))
 
 
-# ---------------------------------------------------------------------------- self-speculative decoding (--bd3_speculate)
+# ------------------------------------------------------------------------ self-speculative decoding (--bd3_speculate)
 @lru_cache(maxsize=1024)
 def round_layout(n0, kd, sb, states, nxt, n, device):
-    """sample_clean_ar's pass after n0 cached clean columns (window positions 0..n0-1): the newest token and kd drafts
-    as clean columns (positions n0..n0+kd), then a noisy copy of the block [sb, sb + n) per r in states (its columns
-    before r known), then (nxt) the next block. Returns (RoPE positions (C,), attention (C, n0 + C) bool): clean
-    columns see the clean columns up to their own (as the --bd3_ar clean half in training), a noisy copy sees the
-    clean columns before its block and its own block (as a noisy block in training), never the other copies."""
+    """sample_clean_ar's pass after n0 cached clean columns: the newest token and kd drafts as clean columns
+    (positions n0..n0+kd), a noisy copy of the block [sb, sb + n) per r in states (its columns before r known), then
+    (nxt) the next block. Returns (RoPE positions (C,), attention (C, n0 + C) bool), each as in training: a clean
+    column sees the clean ones up to its own, a noisy copy the clean columns before its block and its own block."""
     pos = torch.cat([torch.arange(n0, n0 + kd + 1), *[torch.arange(sb, sb + n)] * len(states),
                      *([torch.arange(sb + n, sb + 2 * n)] if nxt else [])])
     group = torch.cat([torch.zeros(kd + 1, dtype=torch.long), torch.arange(len(states) + nxt).repeat_interleave(n) + 1])
@@ -289,23 +273,21 @@ def round_layout(n0, kd, sb, states, nxt, n, device):
     clean_k = torch.cat([torch.ones(n0, dtype=torch.bool), group == 0])
     own = torch.cat([torch.zeros(n0, dtype=torch.long), group])[None] == group[:, None]
     start = torch.where(pos < sb + n, sb, sb + n)[:, None]  # each noisy column's block start
-    mask = torch.where((group == 0)[:, None], clean_k & (keys[None] <= pos[:, None]), clean_k & (keys[None] < start) | own)
+    mask = torch.where((group == 0)[:, None], clean_k & (keys[None] <= pos[:, None]),
+                       clean_k & (keys[None] < start) | own)
     return pos.to(device), mask.to(device)
 
 
 @torch.no_grad()
 def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.0), generator=None, on_step=None):
-    """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half, its next-token model (an
-    AR), the noisy half drafting: one pass a round (--bd3_speculate). The pass reads the newest token and the drafts
-    left in its block as clean columns against a KV cache of the text before: their next-token distributions p
-    check the drafts (common.keep_or_redraw: each kept while u < p / q, the first rejected redrawn from
-    max(0, p - q), a bonus token from p when all are kept). The same pass holds the noisy states the next round
-    drafts from, one per outcome: the block with the drafts before column r known and r onwards [MASK] (the
-    newest token r is drawn by this pass, so no state knows it), or the next block all [MASK] after this one's
-    drafts. Any proposal keeps the samples p's (Leviathan et al. 2023). The window is sample_bd3's (blocks aligned to
-    its start; a block that does not fit restarts it on the last half, whose first round is a plain AR step). Rows
-    advance by the row that kept fewest. settings = (temperature, top_k, top_p) of p and q. Returns (tokens
-    (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept per pass)."""
+    """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (its next-token model), the
+    noisy half drafting, one pass a round (--bd3_speculate). The pass reads the newest token and the block's drafts
+    as clean columns against a KV cache of the text before; their next-token p check the drafts (keep_or_redraw:
+    each kept while u < p / q, the first rejected redrawn from max(0, p - q), a bonus from p when all are kept), so
+    any proposal keeps p's samples (Leviathan et al. 2023). The same pass holds the noisy states the next round
+    drafts from, one per outcome r: the block known before r, [MASK] from r (this pass draws r), or the next block
+    all [MASK]. The window is sample_bd3's; after a jump the first round is a plain AR step. Rows advance by the row
+    that kept fewest. settings = (temperature, top_k, top_p) of p and q. Returns (tokens, stats; kept: per pass)."""
     (B, P), W, n, dev, t0 = prompt.shape, model.args.block_size, block, prompt.device, time.perf_counter()
     end, keep, seq, fill = P + gen_len, min((W // 2) // n * n, W - n), prompt, torch.full((B, n), mask_id, device=dev)
     lo, kv, q, q_at, passes, kept = 0, None, None, 0, 0, 0
@@ -365,8 +347,8 @@ def _round_step(prev, seq, P, end, passes, mask_id):
 MODEL = dict(time_cond="none")  # each block has its own t, and its [MASK] count tells its rate
 IGNORES = {**dict.fromkeys(("time_cond", "loss_type"), "it trains the block-diffusion bound, with no time input"),
            "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
-           **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective; block diffusion's next-token "
-                                                         "loss is --bd3_ar, its sampler --bd3_speculate"),
+           **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective; block diffusion's "
+                                                         "next-token loss is --bd3_ar, its sampler --bd3_speculate"),
            **dict.fromkeys(("mask_ramp", "mask_ramp_from"), "masked diffusion's curriculum on t: use --objective=mdlm")}
 CONTINUES_ONLY = ANY_LENGTH = BLOCKS = True  # continues a prompt block by block, past the context
 LOSS_KEY = "bd3_loss"  # its training loss is picked by bd3_loss (loss_type is mdlm's)
@@ -380,7 +362,7 @@ def check(cfg, given=()):
     if cfg.bd3_ar < 0:
         raise UserError(f"bd3_ar={cfg.bd3_ar} weighs the clean half's next-token loss: give 0 (off) or more, e.g. 1")
     check_band(cfg)
-    if cfg.bd3_speculate and not cfg.bd3_ar and "bd3_speculate" in given:  # a preset's falls back to the blocks' sampler
+    if cfg.bd3_speculate and not cfg.bd3_ar and "bd3_speculate" in given:  # a preset's falls back to block sampling
         raise UserError("--bd3_speculate samples the clean half's next-token model, which only a --bd3_ar network has "
                         "trained: drop --bd3_speculate, or use a model trained with --bd3_ar=1")
     clash = [k for k in ("steps", *REVEAL_KEYS) if k in given] if clean_check(cfg) else []
@@ -415,14 +397,14 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 def flops(model, cfg):
     """The two-stream pass's per-token count over its n columns (x_t, and x_0 less its last block: all of it with
     bd3_ar; the mask saves no attention FLOPs in dense SDPA) times n / L per window token. Self-conditioning adds a
-    forward of that pass (2 per weight) for half the sequences, as mdlm's; each of mask_draws masks is a pass of its own."""
+    forward of that pass (2 per weight) for half the sequences, as mdlm's; each of mask_draws is a pass of its own."""
     n, sc = 2 * cfg.block_size - (0 if cfg.bd3_ar else cfg.bd3_block), 7 / 6 if cfg.self_cond else 1
     return model.flops_per_token(n) * n / cfg.block_size * sc * cfg.mask_draws, n
 
 
 def clean_check(cfg):
-    """Whether the clean half's AR samples, the noisy half drafting (--bd3_speculate on a --bd3_ar network; a preset's
-    --bd3_speculate on a network without one samples with the blocks' sampler, check() refuses a given one)."""
+    """Whether the clean half's AR samples, the noisy half drafting: --bd3_speculate on a --bd3_ar network (else the
+    blocks' sampler; check() refuses a given --bd3_speculate without --bd3_ar)."""
     return cfg.bd3_speculate and cfg.bd3_ar > 0
 
 
@@ -441,15 +423,15 @@ def passes(cfg, n_gen, n_prompt=0):
         return None
     k, opts = cfg.bd3_block, SamplerOptions.from_config(cfg)
     end = -(-(n_prompt + n_gen) // k) * k  # the last block is generated whole, then cut
-    return sum(sampler.block_passes(opts, cfg.steps, b + k - max(b, n_prompt)) for b in range(n_prompt // k * k, end, k))
+    return sum(sampler.block_passes(opts, cfg.steps, b + k - max(b, n_prompt))
+               for b in range(n_prompt // k * k, end, k))
 
 
 def describe(cfg):
     if clean_check(cfg):
         return (f"block diffusion's clean half (its AR) + KV cache, drafted {cfg.bd3_block} a round by the noisy half "
                 f"(self-speculative)")
-    opts = SamplerOptions.from_config(cfg)
-    k = min(cfg.steps, cfg.bd3_block)
+    opts, k = SamplerOptions.from_config(cfg), min(cfg.steps, cfg.bd3_block)
     steps = sampler.describe(replace(opts, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")
     steps = steps.replace("schedule counts", "linear counts")  # sample_bd3: no greedy last step per block
     return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, {steps}"

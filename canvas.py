@@ -145,9 +145,8 @@ def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=
     """Fill `canvas` (a continuation, infill blanks, prefix + suffix) with cfg.objective's sampler.
     Returns (texts: each sample's text after the canvas's leading given text, tokens (B, L), stats); stats
     adds full_texts (given text verbatim, blanks filled), fills (per sample, per blank), prompt_tokens."""
-    B, obj = num_samples or cfg.num_samples, objectives.get(cfg.objective)
+    B, obj, t0 = num_samples or cfg.num_samples, objectives.get(cfg.objective), time.time()
     model.eval()
-    t0 = time.time()
     x, gen_mask = canvas.tensors(B, device)
     start = obj.EXACT and not canvas.prefix_len  # AR conditions on a start token when the prompt is empty
     if start:

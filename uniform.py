@@ -127,11 +127,9 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
     """Ancestral reverse process for uniform noise. x (B, L) the canvas; gen_mask's positions start as uniform random
     tokens (x_T) and are all redrawn from p(x_s | x_t) at every step t -> s of time_grid(T, opts.steps); the others
     are fixed text, seen clean. opts.temperature, top_k and top_p shape pi before it enters the posterior, whose draw
-    is then exact (float64; temperature 0: its argmax); the step into s = 0 draws from pi itself. on_step(common.Step)
-    after each step: revealed = the positions whose token changed (the first step's prev is x_T), conf = each token's
-    posterior probability, nothing re-masked. Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample)."""
-    t0, steps, temperature = time.perf_counter(), opts.steps, opts.temperature
-    B, L = x.shape
+    is then exact (float64; temperature 0: its argmax); the step into s = 0 draws from pi itself. on_step gets a
+    common.Step per step (revealed: the tokens that changed, conf: their posterior probability). Returns (x, stats)."""
+    (B, L), t0, steps, temperature = x.shape, time.perf_counter(), opts.steps, opts.temperature
     if L > model.args.block_size:
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {model.args.block_size}")
     dev, gen_mask = x.device, gen_mask.bool()
@@ -170,7 +168,8 @@ NOISE_START = STEP_CHAIN = True  # starts from random tokens; walks the schedule
 
 def check(cfg, given=()):
     if cfg.steps > cfg.diffusion_steps:
-        raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use --steps={cfg.diffusion_steps} or fewer")
+        raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: "
+                        f"use --steps={cfg.diffusion_steps} or fewer")
 
 
 def loss(model, x, cfg, schedule, tok, draw):
@@ -180,7 +179,7 @@ def loss(model, x, cfg, schedule, tok, draw):
 
 def bound(model, x, cfg, schedule, tok, t, generator):
     """The NELBO per window (B,); evaluate's details read the positions the noise changed."""
-    _, nelbo, aux = uniform_loss(model, x, schedule, tok.mask_id, generator=generator, t=t[:, 0], vocab_size=tok.vocab_size)
+    _, nelbo, aux = uniform_loss(model, x, schedule, tok.mask_id, generator, t[:, 0], tok.vocab_size)
     return nelbo, dict(scored=aux["noised"], pred=aux["real"][aux["logits"].argmax(-1)], logits=aux["logits"],
                        t_tok=t.expand_as(x))
 
