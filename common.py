@@ -248,7 +248,7 @@ class Step:
     change rate). Tensors are (B, L) over the whole canvas unless noted."""
     step: int                 # batched forward passes so far
     nfe: torch.Tensor         # (B,) forward passes each sample has taken part in
-    time: torch.Tensor        # (B,) the time index the model was told (0 for samples sitting the step out)
+    time: torch.Tensor        # (B,) the time index the model was told (0 for samples that skip the step)
     x: torch.Tensor           # the canvas after the step
     prev: torch.Tensor        # the canvas before it
     gen_mask: torch.Tensor    # generated positions (the rest is given text, never changed)

@@ -217,7 +217,7 @@ class _Denoiser:
             forced = (u < sigma_t.to(u.device)[:, None]) & (u.argsort(1).argsort(1) < n_keep[:, None])
             score = score.masked_fill(forced, -math.inf)
         stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
-        return torch.where(todo[:, None], stay, is_masked)  # a sample sitting this step out is unchanged
+        return torch.where(todo[:, None], stay, is_masked)  # a sample that skips this step is unchanged
 
     def reveal(self, b, now, lo, hi, steps, greedy_end):
         """Reveal the block `now` (B, L): `steps` passes (step mode) or until it is filled (threshold). greedy_end:

@@ -105,7 +105,7 @@ def run_one(name, paths, restart, eval_iters):
     os.makedirs(out, exist_ok=True)
     if not stopped:
         cmd.append("--resume" if resume else "--overwrite")
-        if resume:  # bit-exact continuation (tests/test_train_scale.py); the summary lists the sittings
+        if resume:  # bit-exact continuation (tests/test_train_scale.py); the summary lists the restarts
             with open(f"{out}/resumed.txt", "a") as f:
                 f.write(time.strftime("%Y-%m-%d %H:%M:%S\n"))
         t0 = time.time()

@@ -72,7 +72,7 @@ def test_an_overflowing_scaled_step_is_skipped_and_the_scale_backs_off(flags):
 
 def test_the_loss_scale_is_checkpointed_and_a_resume_goes_on_at_it():
     """fp16's GradScaler state (the scale it backed off to, its count of good steps) rides in the checkpoint; a resume
-    that restarted at 2^16 would overflow again and skip the steps the first sitting had learned to avoid."""
+    that restarted at 2^16 would overflow again and skip the steps the first run had learned to avoid."""
     _, _, run = _step(torch.amp.GradScaler("cpu", init_scale=2.0 ** 127))
     run.margs, run.best_val, run.best_iter = run.raw_model.args, 9.0, 0
     cfg = get_config(["--device=cpu"])
