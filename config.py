@@ -163,7 +163,7 @@ NEEDS = dict(
 PRESETS = {
     # The speedrun's masked diffusion at the baby budget (~40 min at 1 thread): the budget's winners (noted above
     # PRESETS), the dual objective's causal pass at a quarter weight and four masks of each window a step (the step
-    # 4.6x the AR's); it samples ancestrally, the temperature falling from 1.1 as the canvas fills. The AR at this
+    # 4.6x the AR's); it samples ancestrally, the temperature falling from 1.0 as the canvas fills. The AR at this
     # budget: --objective=ar --min_lr=1e-4 --muon_momentum=0.95 --weight_decay=0.1.
     "baby": dict(
         data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
@@ -174,7 +174,7 @@ PRESETS = {
         optimizer="muon", muon_lr=0.005, muon_momentum=0.9, ema=0.999,
         eval_interval=500, eval_iters=10, log_interval=100,  # 120 windows x 4 t: +- 0.005 between two evals (paired)
         out_dir="artifacts/models/baby", checkpoint="artifacts/models/baby/model.pt",
-        prompt="ROMEO:", gen_len=48, steps=48, order="random", remask="none", temperature=1.1, temperature_end_share=0.1,
+        prompt="ROMEO:", gen_len=48, steps=48, order="random", remask="none", temperature=1.0, temperature_end_share=0.1,
         viz_video="artifacts/media/baby_trace.mp4"),
     # The best diffusion recipe at the baby budget (~30 min at 1 thread): block diffusion, blocks of 4, mask rates in
     # [0.3, 1] (BD3-LM's variance fix) with the plain CE of every noisy position, the clean half learning the next

@@ -195,10 +195,10 @@ def test_the_readme_states_the_parameter_count_train_py_cpu_prints():
 
 
 def test_a_presets_falling_temperature_does_not_leave_its_hot_start_to_an_objective_that_ignores_the_fall():
-    """baby's sampler starts hot (1.1) and cools as the canvas fills (end share 0.1): a pair. The AR and uniform read
-    no fall, so baby --objective=ar samples at the default temperature unless one is given."""
+    """baby's sampler starts at 1.0 and cools as the canvas fills (end share 0.1): a pair. The AR and uniform read
+    no fall, so baby --objective=ar samples at a constant default temperature unless one is given."""
     from configurator import get_config
-    assert (get_config(["baby"]).temperature, get_config(["baby"]).temperature_end_share) == (1.1, 0.1)
+    assert (get_config(["baby"]).temperature, get_config(["baby"]).temperature_end_share) == (1.0, 0.1)
     for objective in ("ar", "uniform"):
         c = get_config(["baby", f"--objective={objective}"])
         assert (c.temperature, c.temperature_end_share) == (1.0, 1.0), objective

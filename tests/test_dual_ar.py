@@ -121,11 +121,12 @@ def test_dual_sample_is_refused_where_it_cannot_apply():
 
 
 def test_a_presets_falling_temperature_is_not_the_ar_modes():
-    """baby samples hot while its canvas is [MASK] (1.1, falling); its AR mode draws at the default unless given one."""
+    """baby's temperature falls as its canvas fills (1.0 to 0.1x); its AR mode draws at a constant default unless given
+    one."""
     c = get_config(["baby", "--dual_sample"])
     assert (c.temperature, c.temperature_end_share) == (1.0, 1.0)
     assert get_config(["baby", "--dual_sample", "--temperature=0.9"]).temperature == 0.9
-    assert get_config(["baby"]).temperature == 1.1
+    assert (get_config(["baby"]).temperature, get_config(["baby"]).temperature_end_share) == (1.0, 0.1)
 
 
 @pytest.mark.slow

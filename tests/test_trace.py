@@ -191,7 +191,7 @@ def test_parent_dirs_created_and_zero_frames(tmp_path):
 @pytest.mark.parametrize("argv, title", [
     (["cpu", "--remask=none"], "micro-dllm  T=1000  64 steps, order random, remask none, temp 1"),
     (["cpu"], "64 steps, order random, remdm cap eta 0.05, temp 1"),  # ReMDM names its schedule
-    (["baby"], "48 steps, order random, remask none, temp 1.1 to 0.11"),
+    (["baby"], "48 steps, order random, remask none, temp 1 to 0.1"),
     (["baby_bd3"], "micro-dllm  T=1000  bd3 L'=4, drafts checked by its AR, temp 1"),
     (["baby_bd3", "--bd3_speculate=false"], "bd3 L'=4, 4 steps/block, order l2r, remask none, temp 1"),
     (["baby_bd3", "--bd3_ar=0"], "bd3 L'=4, 4 steps/block, order l2r, remask none, temp 1"),  # speculation needs --bd3_ar
