@@ -142,11 +142,9 @@ def causal_nll(model, w, mask_id):
     return -logp.gather(-1, w[:, 1:, None]).squeeze(-1)
 
 
-def causal_per_window(model, windows, mask_id, batch_size):
-    """The AR mode's mean NLL per window (N,) over windows (N, L + 1), batch by batch, on the host."""
-    dev = next(model.parameters()).device
-    return torch.cat([causal_nll(model, windows[i:i + batch_size].to(dev), mask_id).mean(1).cpu()
-                      for i in range(0, len(windows), batch_size)])
+def ar_nll(model, windows, cfg, mask_id):
+    """The AR mode (B,): --dual_sample's law at temperature 1, mean NLL of windows[:, 1:]; None without --dual_ar."""
+    return causal_nll(model, windows, mask_id).mean(1) if cfg.dual_ar else None
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):

@@ -24,6 +24,7 @@ sampler.py's, below them both; common.py below all) and offers the names below; 
     flops(model, cfg)                                    (training FLOPs per window token, columns per pass)
     sample(model, x, gen_mask, cfg, schedule, mask_id, generator, on_step)   fill the canvas: (tokens, stats)
     passes(cfg, n_gen, n_prompt)                         forward passes per sample (None: adaptive)
+    ar_nll(model, windows, cfg, mask_id)                 its AR mode's exact NLL per window (B,), None if it has none
     describe(cfg)                                        the sampler settings in force, in one line
 
 A fifth objective is one new module and one line below (tests/test_objectives.py registers a toy one).
@@ -45,7 +46,8 @@ OBJECTIVES = {"mdlm": diffusion, "uniform": uniform, "ar": ar, "bd3": bd3}
 DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_ONLY=False, ANY_LENGTH=False,
                 NOISE_START=False, EXACT=False, TRACE=True, STEP_CHAIN=False, BLOCKS=False, SEMI_AR=False,
                 LOSS_KEY="loss_type", check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
-                flops=lambda model, cfg: (model.flops_per_token(), cfg.block_size))
+                flops=lambda model, cfg: (model.flops_per_token(), cfg.block_size),
+                ar_nll=lambda model, windows, cfg, mask_id: None)
 INTERFACE = (*DEFAULTS, "loss", "bound", "sample", "passes", "describe")
 
 

@@ -29,9 +29,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from common import Schedule  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
-from diffusion import causal_per_window  # noqa: E402
 from scripts.order_nll import windows_sha  # noqa: E402
-from evals.bound import REPORT, evaluate, paired_difference, report_windows  # noqa: E402
+from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
 from scripts.eval import run_name  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.cli import ArgParser, at_least, read_json  # noqa: E402
@@ -166,10 +165,11 @@ def main(argv):
         d, dse = paired_difference(base, res["per_window"])
         print(f"  {run_name(path)} ({c.objective}): {res['nats_per_token']:.4f} ± {res['se']:.4f}; minus nanoGPT's: "
               f"{d:+.4f} ± {dse:.4f} (paired)")
-        if c.dual_ar:  # its AR mode too: --dual_sample's joint
-            per = causal_per_window(model, windows, tok.mask_id, args.batch_size).tolist()
+        per = ar_mode(model, c, windows, tok.mask_id, args.batch_size)  # its AR mode too (--dual_ar, --bd3_ar)
+        if per is not None:
+            per = per.tolist()
             d, dse = paired_difference(base, per)
-            print(f"    its AR mode (order_nll.py --orders causal): = {statistics.mean(per):.4f} ± "
+            print(f"    its AR mode (what --dual_sample, --bd3_speculate sample): = {statistics.mean(per):.4f} ± "
                   f"{statistics.stdev(per) / len(per) ** 0.5:.4f}; minus nanoGPT's: {d:+.4f} ± {dse:.4f} (paired)")
     for path, res in orders:
         for order, r in res["orders"].items():

@@ -40,6 +40,16 @@ def report_windows(tok, train_ids, val_ids, split, n_windows, L):
     return windows, chars_per_token(tok, windows[:, 1:])
 
 
+@torch.no_grad()
+def ar_mode(model, cfg, windows, mask_id, batch_size):
+    """The network's AR mode (objectives' ar_nll: what --dual_sample or --bd3_speculate samples at temperature 1), its
+    mean NLL per window (N,) over windows (N, L + 1), batch by batch, on the host; None if it has none."""
+    obj, dev = objectives.get(cfg.objective), next(model.parameters()).device
+    parts = [obj.ar_nll(model, windows[i:i + batch_size].to(dev), cfg, mask_id)
+             for i in range(0, len(windows), batch_size)]
+    return None if parts[0] is None else torch.cat(parts).cpu()
+
+
 def reported(model, cfg, schedule, tok, train_ids, val_ids, ctx=nullcontext()):
     """The figure records cite (train.py's last report line): REPORT's windows, as scripts/eval.py's defaults."""
     windows, cpt = report_windows(tok, train_ids, val_ids, REPORT["split"], REPORT["n_windows"], cfg.block_size)

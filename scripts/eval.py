@@ -23,8 +23,7 @@ import torch  # noqa: E402
 
 import objectives  # noqa: E402
 from common import Schedule  # noqa: E402
-from diffusion import causal_per_window  # noqa: E402
-from evals.bound import REPORT, evaluate, paired_difference, report_windows  # noqa: E402
+from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
 from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
 from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
                            write_json)
@@ -160,8 +159,8 @@ def evaluate_run(run, args, judge, device, bar):
                loss_type=getattr(cfg, obj.LOSS_KEY),  # the loss it trained (bd3's is bd3_loss)
                bd3_block=cfg.bd3_block if obj.BLOCKS else None,
                chars_per_token=cpt, split=args.split, **res)
-    if cfg.dual_ar:  # a --dual_ar network is an AR too: its causal pass's exact NLL
-        per = causal_per_window(model, windows, tok.mask_id, args.batch_size)
+    per = ar_mode(model, cfg, windows, tok.mask_id, args.batch_size)  # --dual_ar, --bd3_ar: an AR too, exactly scored
+    if per is not None:
         row["ar_mode"] = dict(nats_per_token=per.mean().item(), se=(per.std() / len(per) ** 0.5).item(),
                               per_window=per.tolist(), chars_per_token=cpt)
 
@@ -235,7 +234,7 @@ def table(rows, val_entropy, judge="none"):
         (f"{split} NLL/bound (nats/token)", lambda r: f"{r['nats_per_token']:.4f}"),
         ("  minus the first run's, paired (nats/char)", lambda r: "n/a (other windows)" if r.get("paired_vs_first", 0)
          is None else "%+.4f ± %.4f" % r["paired_vs_first"] if "paired_vs_first" in r else "-"),
-        ("its AR mode, --dual_sample's joint (nats/char)", ar_mode_cell),
+        ("its AR mode: --dual_sample's, --bd3_speculate's law (nats/char)", ar_mode_cell),
         ("perplexity (per token)", lambda r: f"{r['ppl']:.3f}"),
         ("masked recon accuracy (fraction)", lambda r: fmt(r.get("recon_acc"), ".4f")),
         ("entropy by t, low->high (nats)",

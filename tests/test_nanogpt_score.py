@@ -90,8 +90,8 @@ def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path,
                       "--dual_ar=0.25", "--viz_video=")  # a --dual_ar network: its causal pass is scored too
     code, out, err = run_cli_here(ns.main, [str(ckpt), "--against", str(dual), "--split", "dev", "--n-windows", "16",
                                             "--n-t", "2"], capsys)
-    got, d = re.search(r"its AR mode \(order_nll.py --orders causal\): = (\d\.\d{4}) ± \d\.\d{4}; minus nanoGPT's: "
-                       r"([+-]\d\.\d{4})", out).groups()
+    got, d = re.search(r"its AR mode \(what --dual_sample, --bd3_speculate sample\): = (\d\.\d{4}) ± \d\.\d{4}; "
+                       r"minus nanoGPT's: ([+-]\d\.\d{4})", out).groups()
     assert code == 0 and float(d) == pytest.approx(float(got) - mean, abs=2e-4), out
     orders = tmp_path / "orders.json"  # order_nll.py's figures on the same windows, paired against nanoGPT's too
     code, _, err = run_cli_here(script("order_nll").main, [str(dual), "--orders", "l2r,mixture", "--mixture-k", "2",

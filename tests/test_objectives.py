@@ -65,7 +65,7 @@ def test_config_imports_nothing_from_the_project():
 SIGNATURES = dict(check=("cfg", "given"), loss=("model", "x", "cfg", "schedule", "tok", "draw"),
                   eval_times=("cfg", "L"), bound=("model", "x", "cfg", "schedule", "tok", "t", "generator"), flops=("model", "cfg"),
                   sample=("model", "x", "gen_mask", "cfg", "schedule", "mask_id", "generator", "on_step"),
-                  passes=("cfg", "n_gen", "n_prompt"), describe=("cfg",))
+                  passes=("cfg", "n_gen", "n_prompt"), describe=("cfg",), ar_nll=("model", "windows", "cfg", "mask_id"))
 
 
 @pytest.mark.parametrize("name", list(objectives.OBJECTIVES))

@@ -65,3 +65,29 @@ def test_inference_draws_the_law_order_nll_scores_read_as_the_sampler_reads_it(o
     assert chi2 < limit, (chi2, limit)
     chi2, limit = pooled_chi2(draws, bound_read)  # the control: the bound's reading is another law
     assert chi2 > limit, (chi2, limit)
+
+
+def test_the_ar_mode_scored_is_the_law_bd3_speculate_draws():
+    """A --bd3_ar network's AR mode (bd3.ar_nll, what eval.py reports beside its bound): the first token from the noisy
+    half's all-[MASK] block, each next from the clean half. Over every window it sums to 1, and the self-speculative
+    sampler's draws (the noisy half drafting, the clean half checking) follow it by chi-square."""
+    import bd3
+    flags = ["--block_size=4", "--n_layer=2", "--n_head=2", "--n_embd=16", "--self_cond", "--objective=bd3",
+             "--bd3_block=2", "--bd3_ar=1.0", "--bd3_speculate", "--device=cpu"]
+    cfg = get_config(flags)
+    torch.manual_seed(3)
+    model = Transformer(objectives.model_args(cfg, TOK.vocab_size)).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(6)  # peaked: the drafts are often wrong, the check decides
+    ys = torch.tensor(list(itertools.product(range(3), repeat=4)))
+    windows = torch.cat([torch.zeros(len(ys), 1, dtype=torch.long), ys], 1)  # the first token is context: unread
+    law = dict(zip(map(tuple, ys.tolist()), torch.exp(-4 * bd3.ar_nll(model, windows, cfg, TOK.mask_id)).tolist()))
+    assert abs(sum(law.values()) - 1) < 1e-9
+    assert bd3.ar_nll(model, windows, get_config([*flags[:-2], "--bd3_ar=0"]), TOK.mask_id) is None
+    g, prompt = torch.Generator().manual_seed(4), torch.zeros(2000, 0, dtype=torch.long)
+    draws = [row for _ in range(10) for row in
+             bd3.sample_clean_ar(model, prompt, 4, 2, TOK.mask_id, generator=g)[0].tolist()]
+    chi2, limit = pooled_chi2(draws, law)
+    assert chi2 < limit, (chi2, limit)
+    flat = {y: 1 / 81 for y in law}  # the control: a law it does not draw
+    assert pooled_chi2(draws, flat)[0] > pooled_chi2(draws, flat)[1]
