@@ -279,7 +279,6 @@ def round_layout(n0, kd, sb, states, nxt, n, device):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def ar_nll(model, windows, cfg, mask_id):
     """A --bd3_ar network's AR mode (B,), the law --bd3_speculate samples at temperature 1, on windows[:, 1:] (the
     bound's tokens): the first from the noisy half's all-[MASK] block (the clean half has nothing to read yet, as in
@@ -293,6 +292,7 @@ def ar_nll(model, windows, cfg, mask_id):
     return -logp.gather(-1, x[..., None]).squeeze(-1).mean(1)
 
 
+@torch.no_grad()
 def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.0), generator=None, on_step=None):
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (its next-token model), the
     noisy half drafting, one pass a round (--bd3_speculate). The pass reads the newest token and the block's drafts

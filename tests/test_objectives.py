@@ -9,6 +9,7 @@ import re
 import types
 
 import pytest
+import torch
 
 import objectives
 from helpers import MICRO, ROOT, for_objective, real_text, run_cli_here
@@ -232,3 +233,27 @@ def test_bd3s_training_flops_by_hand(argv, columns, passes):
     model = Transformer(objectives.model_args(cfg, 12))
     flops, cols = objectives.get("bd3").flops(model, cfg)
     assert cols == columns and flops == pytest.approx(model.flops_per_token(columns) * columns / 32 * passes, rel=1e-12)
+
+
+@pytest.mark.parametrize("argv", [["--objective=mdlm"], ["--objective=mdlm", "--time_cond=none", "--dual_ar=0.25",
+                                                                 "--dual_sample"],
+                                  ["--objective=bd3", "--bd3_block=4"],
+                                  ["--objective=bd3", "--bd3_block=4", "--bd3_ar=1", "--bd3_speculate"],
+                                  ["--objective=uniform"], ["--objective=ar"]], ids=lambda a: "+".join(a))
+def test_every_sampler_runs_without_autograd(argv):
+    """A sampler that keeps autograd on builds a graph at every pass (a decorator lost in a refactor costs time and
+    memory, never a wrong token): every network call of every sampler runs with gradients off."""
+    from canvas import build_canvas
+    from common import Schedule
+    from configurator import get_config
+    from utils.tokenizer import CharTokenizer
+    micro = [a for a in MICRO if not ({"--bd3_speculate", "--dual_sample"} & set(argv) and a.startswith("--steps"))]
+    cfg = get_config(for_objective([*micro, "--prompt=ab", *argv]))
+    tok = CharTokenizer("abcd")
+    model = Transformer(objectives.model_args(cfg, tok.vocab_size)).eval()
+    calls = []
+    model.register_forward_pre_hook(lambda m, a: calls.append(torch.is_grad_enabled()))
+    x, gen_mask = build_canvas(cfg, tok, cfg.block_size).tensors(2, "cpu")  # the interface, as the scripts call it
+    objectives.get(cfg.objective).sample(model, x, gen_mask, cfg, Schedule(cfg.diffusion_steps), tok.mask_id,
+                                         torch.Generator().manual_seed(0))
+    assert calls and not any(calls), argv
