@@ -188,9 +188,11 @@ class CachedBlockModel:
             same = (idx[:, None, :n0] == kv.ids[None]).all(-1)  # (R, B)
             assert same.any(1).all(), "a row's context is not in the cache"
             kv.rows = same.float().argmax(1)
-        if positions is not None:
+        if positions is not None and positions.dtype == torch.bool:
             assert not positions[:, :n0 + m].any(), "only the noisy block is decided"
             positions = positions[:, n0:]
+        elif positions is not None:  # flat indices into the window, the noisy block's only -> into its columns n0..
+            positions = positions // idx.size(1) * (idx.size(1) - n0) + positions % idx.size(1) - n0
         mask = pending_mask(n0, m, self.block, idx.device, getattr(self.args, "clean_causal", False)) if m else None
         kv.store = m
         try:
@@ -432,13 +434,12 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
 
 
 def passes(cfg, n_gen, n_prompt=0):
-    """Forward passes per sample: sampler.block_passes of each block (None: threshold, speculation)."""
+    """Forward passes per sample: min(steps, its positions) for each block (None: threshold, speculation)."""
     if cfg.threshold or clean_check(cfg):
         return None
-    k, opts = cfg.bd3_block, SamplerOptions.from_config(cfg)
+    k = cfg.bd3_block
     end = -(-(n_prompt + n_gen) // k) * k  # the last block is generated whole, then cut
-    return sum(sampler.block_passes(opts, cfg.steps, b + k - max(b, n_prompt))
-               for b in range(n_prompt // k * k, end, k))
+    return sum(min(cfg.steps, b + k - max(b, n_prompt)) for b in range(n_prompt // k * k, end, k))
 
 
 def describe(cfg):

@@ -203,7 +203,7 @@ class Transformer(nn.Module):
         self_cond, a previous prediction of x0 (probabilities; zero rows where there is none), None = none at all.
         attn_mask (L, L_keys) bool, True = may attend; rope_pos (L,) long: each column's RoPE position instead of
         start_pos.. (a block-diffusion pass's two halves share 0..L/2-1). Returns float32 logits (B, L, V), or (N, V)
-        at the N True `positions` (B, L), or the first head_cols columns (a slice: no host sync, no graph break)."""
+        at the N True `positions` (B, L) or flat indices (N,) (no host sync), or the first head_cols columns (a slice)."""
         L, W = idx.size(1), self.args.block_size
         assert t is not None or self.args.time_cond == "none", "time-conditioned model needs t"
         if rope_pos is None:
@@ -227,7 +227,7 @@ class Transformer(nn.Module):
         if final is not None:
             x = x * (1 + final[1]) + final[0]  # adaLN before the head (DiT's final layer)
         if positions is not None:  # the head only where the loss looks (a large share of FLOPs at a big vocab)
-            x = x[positions]  # (N, C)
+            x = x[positions] if positions.dtype == torch.bool else x.flatten(0, 1)[positions]  # (N, C)
         elif head_cols is not None:
             x = x[:, :head_cols]
         return (F.linear(x, self.tok_emb.weight) if self.head is None else self.head(x)).float()

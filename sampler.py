@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from common import Step, filter_logits, predict_logits, reveal_plan, sample_tokens, time_grid
+from common import Step, draw_device, filter_logits, on_device, predict_logits, reveal_plan, sample_tokens, time_grid
 
 ORDERS = ("confidence", "margin", "entropy", "random", "l2r")
 UNSCORED_ORDERS = ("random", "l2r")  # rank by no model score: threshold decoding cannot use them
@@ -63,8 +63,8 @@ REVEAL_KEYS = tuple(f.name for f in fields(SamplerOptions) if f.name not in ("st
 def time_for_fraction(schedule, frac):
     """The time t in 1..T whose mask probability 1 - alpha(t) is nearest to frac (B,): what a time-conditioned
     model is told when the canvas's masked fraction is off the grid (the index must mean the training mask rate)."""
-    mp = 1.0 - schedule.alpha[1:].to(frac.device)  # (T,) increasing in t
-    return (mp[None, :] - frac.double()[:, None]).abs().argmin(1) + 1
+    mp = 1.0 - schedule.on(frac.device)[0][1:]  # (T,) increasing in t, on the device already: no copy
+    return (mp[None, :] - frac.to(mp.dtype)[:, None]).abs().argmin(1) + 1
 
 
 def position_scores(logp, cand, order, generator=None, cols=None):
@@ -83,7 +83,19 @@ def position_scores(logp, cand, order, generator=None, cols=None):
         ent = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
         return conf, torch.exp(-ent)
     # random: with schedule counts and remask='none' this is ancestral sampling with the count fixed (MDLM)
-    return conf, torch.rand(len(cand), generator=generator, dtype=torch.float64).to(logp.device)
+    return conf, uniform_draws(len(cand), generator=generator, device=logp.device)
+
+
+def uniform_draws(*shape, generator, device):
+    """U(0, 1) float64 draws on `device`: the CPU's from `generator`, an accelerator's seeded by it (no sync)."""
+    dev = draw_device(device)
+    return torch.rand(*shape, generator=on_device(generator, dev), device=dev, dtype=torch.float64).to(device)
+
+
+def _where(mask, n):
+    """The flat indices of mask's n True entries (n known on the host), as nonzero() lists them: no sync on a GPU."""
+    flat = mask.flatten()
+    return flat.nonzero().squeeze(1) if flat.is_cpu else flat.to(torch.uint8).argsort(descending=True, stable=True)[:n]
 
 
 def sigma(eta, committed, n_keep):
@@ -113,8 +125,8 @@ def _plan(n, steps, schedule, opts):
 
 
 def _window(now, L, W):
-    """Columns [lo, hi) the model sees while decoding the block `now` (B, L): the whole canvas when it fits,
-    else the W positions ending at the block's last one (a sliding window keeping the latest context)."""
+    """Columns [lo, hi) the model sees while decoding the block `now` (B, L, on the host): the whole canvas when it
+    fits, else the W positions ending at the block's last one (a sliding window keeping the latest context)."""
     if L <= W:
         return 0, L
     cols = now.any(0).nonzero().squeeze(1)
@@ -128,7 +140,8 @@ def _window(now, L, W):
 # ---------------------------------------------------------------------------- one call's state and its reverse step
 class _Denoiser:
     """The state of one denoise() call (the canvas and its semi-AR blocks, each committed token's confidence and
-    ranking score, the forward passes per sample) and its reverse step."""
+    ranking score, the forward passes per sample) and its reverse step. The canvas's layout and step mode's plan are
+    read and copied once a call; a pass then makes no host sync (tests/test_sync_free.py)."""
 
     def __init__(self, model, x, gen_mask, schedule, mask_id, opts, generator, on_step):
         self.model, self.gen_mask, self.schedule, self.mask_id = model, gen_mask, schedule, mask_id
@@ -136,8 +149,16 @@ class _Denoiser:
         B, L = x.shape
         # semi-AR blocks: the k-th generated position of a row (left to right) is in block k // semi_ar_length
         self.block_of = torch.where(gen_mask, (gen_mask.long().cumsum(1) - 1) // (opts.semi_ar_length or L), -1)
-        self.last_block = self.block_of.max(1).values.tolist()  # per sample
+        self.host_blocks = self.block_of.cpu()  # the layout on the host: the call's one read of it
+        self.last_block = self.host_blocks.max(1).values.tolist()  # per sample
         self.n_blocks, self.steps, self.done_at = max(self.last_block) + 1, 0, [0.0] * B
+        if not opts.threshold and opts.steps < self.n_blocks:
+            raise ValueError(f"{opts.steps} steps cannot decode {self.n_blocks} blocks: need one step per block")
+        self.sizes = [(self.host_blocks == b).sum(1) for b in range(self.n_blocks)]  # (B,) positions of each block
+        if not opts.threshold:  # step mode: the [MASK]s left after each step of each block, on the host and the device
+            self.plans = [_plan(n, k, schedule, opts)
+                          for n, k in zip(self.sizes, split_steps(opts.steps, self.n_blocks))]
+            self.plans_d = torch.cat(self.plans, 1).to(x.device).split([p.size(1) for p in self.plans], 1)
         self.mask_tok = torch.full_like(x, mask_id)
         self.x = torch.where(gen_mask, self.mask_tok, x)
         self.conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)  # p(token) at commit: the trace's colour
@@ -147,57 +168,49 @@ class _Denoiser:
         args = getattr(model, "args", None)
         self.sc = torch.zeros(B, L, args.vocab_size, device=x.device) if getattr(args, "self_cond", False) else None
 
-    def step(self, now, lo, hi, n_keep, todo, greedy):
-        """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,)
-        are decided, `n_keep` (B,) positions of the block stay masked (step mode); greedy: argmax draws. Returns
-        (revealed, remasked, the time told (B,))."""
-        x, mask_id, o = self.x, self.mask_id, self.opts
-        todo = todo.cpu()  # a sync only where it was computed on the device (threshold; step mode's is the plan's)
-        rows = todo.nonzero().squeeze(1).to(x.device)
-        sub = slice(None) if len(rows) == len(todo) else rows  # the samples in this forward: all of them, a slice
-        todo_d = todo.to(x.device)
-        is_masked = (x == mask_id) & now
-        committed = now & ~is_masked
-        remdm = o.remask == "remdm" and o.remask_eta > 0 and not o.threshold
-        sigma_t = sigma(o.remask_eta, committed.sum(1), n_keep) if remdm else None  # ReMDM's re-mask probability
+    def step(self, now, lo, hi, n_keep, todo, greedy, n, remdm=False):
+        """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,
+        host) decide their n [MASK]s, `n_keep` (B,) of the block stay masked (step mode); greedy: argmax draws; remdm:
+        ReMDM may re-mask. Returns (revealed, remasked, time told (B,)). Rows index the device only if some sit out."""
+        x, mask_id, o, (B, L) = self.x, self.mask_id, self.opts, self.x.shape
+        rows = todo.nonzero().squeeze(1)
+        sub = slice(None) if len(rows) == B else rows.to(x.device)  # the samples in this forward: all, or a slice
+        is_masked, committed = (x == mask_id) & now, (x != mask_id) & now
+        dec = is_masked if len(rows) == B else is_masked & todo.to(x.device)[:, None]  # (B, L) decided this step
+        at, at_win = _where(dec, n), _where(dec[sub, lo:hi], n)  # (n,) flat, row-major: in the canvas, the window
+        put = lambda base, v: base.flatten().scatter(0, at, v).view_as(base)  # noqa: E731, as masked_scatter(dec, v)
+        sigma_t = sigma(o.remask_eta, committed.sum(1), n_keep) if remdm and o.remask == "remdm" else None  # ReMDM
         # the time index means what it meant in training: the mask rate of the whole window the model sees
         # (given text counts as visible), not of the generated positions only
         win_masked = x[sub, lo:hi] == mask_id  # (R, W)
         tm = time_for_fraction(self.schedule, win_masked.double().mean(1))
-        dec = is_masked & todo_d[:, None]  # (B, L) the positions decided this step
-        sel = dec[sub, lo:hi]  # (R, W)
         sc = None if self.sc is None else self.sc[sub, lo:hi] * win_masked[..., None]
-        logits = predict_logits(self.model, x[sub, lo:hi], tm, mask_id, positions=sel, sc=sc)
+        logits = predict_logits(self.model, x[sub, lo:hi], tm, mask_id, positions=at_win, sc=sc)
         if logits.dim() == 3:  # a model without the positions= shortcut returned (R, W, V)
-            logits = logits[sel]
+            logits = logits.flatten(0, 1)[at_win]
         if self.sc is not None:
-            self.sc[dec] = torch.softmax(logits, -1)
-        logp = filter_logits(logits, self._temperature(is_masked, now, dec), o.top_k, o.top_p)  # (N, V) float64
-        cand = sample_tokens(logp, 0.0 if greedy else o.temperature, self.generator)  # (N,)
-        cols = dec.nonzero()[:, 1] if o.order == "l2r" else None  # a host sync on CUDA: only when it is read
-        c_conf, c_score = position_scores(logp, cand, o.order, self.generator, cols=cols)
-        # masked_scatter puts the N values back in row-major order, as logits[sel] was gathered
-        score_new = torch.full_like(self.conf, math.inf).masked_scatter(dec, c_score)  # +inf: never stays masked
-        stay = self._stay(is_masked, committed, score_new, rows, todo_d, n_keep, sigma_t)
+            self.sc.view(-1, self.sc.size(-1))[at] = torch.softmax(logits, -1)
+        logp = filter_logits(logits, self._temperature(is_masked, now, at), o.top_k, o.top_p)  # (n, V) float64
+        cand = sample_tokens(logp, 0.0 if greedy else o.temperature, self.generator)  # (n,)
+        c_conf, c_score = position_scores(logp, cand, o.order, self.generator, cols=at % L)
+        score_new = put(torch.full_like(self.conf, math.inf), c_score)  # +inf: never stays masked
+        stay = self._stay(is_masked, committed, score_new, rows, dec.any(1), n_keep, sigma_t)
         revealed, remasked = is_masked & ~stay, committed & stay
-        self.x = torch.where(stay, self.mask_tok, torch.where(revealed, x.masked_scatter(dec, cand), x))
-        self.conf = torch.where(revealed, self.conf.masked_scatter(dec, c_conf), self.conf).masked_fill(remasked, 0.0)
+        self.x = torch.where(stay, self.mask_tok, torch.where(revealed, put(x, cand), x))
+        self.conf = torch.where(revealed, put(self.conf, c_conf), self.conf).masked_fill(remasked, 0.0)
         self.kept = torch.where(revealed, score_new, self.kept)
         self.nfe += todo
-        told = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        told[sub] = tm
-        return revealed, remasked, told
+        return revealed, remasked, tm if len(rows) == B else torch.zeros_like(x[:, 0]).index_copy_(0, sub, tm)
 
-    def _temperature(self, is_masked, now, dec):
-        """The temperature of this step's draws: a number, or (N, 1) per decided position when it falls with the
-        share f of the block still masked, T * (s + (1 - s) * f) for s = temperature_end_share: hot while the
+    def _temperature(self, is_masked, now, at):
+        """The temperature of this step's draws: a number, or (n, 1) at the decided positions `at` when it falls with
+        the share f of the block still masked, T * (s + (1 - s) * f) for s = temperature_end_share: hot while the
         canvas is mostly [MASK], cooler as the last tokens are placed in full context (RESULTS.md)."""
         temperature, end_share = self.opts.temperature, self.opts.temperature_end_share
         if end_share == 1.0 or temperature == 0:
             return temperature
         f = is_masked.sum(1).double() / now.sum(1).clamp(min=1)  # (B,) share of the block still masked
-        per_row = temperature * (end_share + (1.0 - end_share) * f)
-        return per_row[:, None].expand_as(dec)[dec][:, None]  # (N, 1), in dec's row-major order as the logits
+        return (temperature * (end_share + (1.0 - end_share) * f))[at // now.size(1), None]  # in the logits' order
 
     def _stay(self, is_masked, committed, score, rows, todo, n_keep, sigma_t=None):
         """Which positions are [MASK] after the step (B, L). sigma_t (B,): remask='remdm''s re-masking probability."""
@@ -209,32 +222,30 @@ class _Denoiser:
             return is_masked & ~commit
         if self.opts.remask == "refine":  # committed tokens compete with the new candidates on their kept score
             score = torch.where(committed, self.kept, score)
-        elif sigma_t is not None and (sigma_t > 0).any():
-            B, L = score.shape
-            u = torch.rand(B, L, generator=self.generator, dtype=torch.float64).to(score.device)
-            u = u.masked_fill(~committed, 2.0)
+        elif sigma_t is not None:
+            u = uniform_draws(*score.shape, generator=self.generator, device=score.device).masked_fill(~committed, 2.0)
             # each committed token w.p. sigma, at most n_keep: those with the smallest u (a random subset)
-            forced = (u < sigma_t.to(u.device)[:, None]) & (u.argsort(1).argsort(1) < n_keep[:, None])
+            forced = (u < sigma_t[:, None]) & (u.argsort(1).argsort(1) < n_keep[:, None])
             score = score.masked_fill(forced, -math.inf)
         stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
         return torch.where(todo[:, None], stay, is_masked)  # a sample that skips this step is unchanged
 
-    def reveal(self, b, now, lo, hi, steps, greedy_end):
-        """Reveal the block `now` (B, L): `steps` passes (step mode) or until it is filled (threshold). greedy_end:
-        with schedule counts, the block's last step is the reference's greedy pass into t = 0."""
+    def reveal(self, b, now, lo, hi, greedy_end):
+        """Reveal the block `now` (B, L): its plan's passes (step mode) or until it is filled (threshold).
+        greedy_end: with schedule counts, the block's last step is the reference's greedy pass into t = 0."""
         if self.opts.threshold:  # every sample with a [MASK] left takes part, until the block is filled
-            while (left := (self.x == self.mask_id) & now).any():
+            while (left := (self.x == self.mask_id) & now).any():  # adaptive: the canvas read on the host each pass
                 prev = self.x
-                revealed, remasked, told = self.step(now, lo, hi, None, left.any(1), greedy=False)
+                revealed, remasked, told = self.step(now, lo, hi, None, left.any(1).cpu(), False, int(left.sum()))
                 self.report(b, prev, revealed, remasked, told, True)
             return
-        masked = now.sum(1).cpu()  # (B,) the block's [MASK]s before each step, on the host: one sync a block
-        plan = _plan(masked, steps, self.schedule, self.opts)  # after step i, exactly plan[:, i] are left
-        keep_after, S = plan.to(self.x.device), plan.size(1)
+        plan, keep_after, masked, S = self.plans[b], self.plans_d[b], self.sizes[b], self.plans[b].size(1)
         for i in range(S):
             prev = self.x
             todo = masked > plan[:, i]  # the samples in this forward: those with a token to reveal now
-            revealed, remasked, told = self.step(now, lo, hi, keep_after[:, i], todo, greedy=greedy_end and i == S - 1)
+            remdm = self.opts.remask_eta > 0 and bool(((self.sizes[b] > masked) & (plan[:, i] > 0)).any())  # sigma>0
+            revealed, remasked, told = self.step(now, lo, hi, keep_after[:, i], todo, greedy_end and i == S - 1,
+                                                 int(masked[todo].sum()), remdm)
             masked = plan[:, i]
             self.report(b, prev, revealed, remasked, told, i == S - 1, masked.tolist())
 
@@ -265,37 +276,28 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
     it reveals one of its tokens (threshold mode: until it is finished); on_step(common.Step) after every step.
     Returns (x, stats): nfe (batched passes), nfe_per_sample, seconds_per_sample (to the last fill), seconds, blocks."""
     L, W, gen_mask = x.size(1), model.args.block_size, gen_mask.bool()
-    d = _Denoiser(model, x, gen_mask, schedule, mask_id, opts, generator, on_step)
-    n_blocks = d.n_blocks
     if L > W and not (opts.semi_ar_length and (gen_mask == gen_mask[:1]).all()):
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {W}: decode it in blocks "
                          f"(semi_ar_length) with the same generated positions in every row")
-    if not opts.threshold and opts.steps < n_blocks:
-        raise ValueError(f"{opts.steps} steps cannot decode {n_blocks} blocks: need at least one step per block")
+    d = _Denoiser(model, x, gen_mask, schedule, mask_id, opts, generator, on_step)
     # with schedule counts the step into t = 0 is the reference's greedy clean-up: the sample's last step only
     greedy_end = opts.tokens_per_step == "schedule" and not opts.threshold
-    for b, steps in enumerate(split_steps(opts.steps, n_blocks)):
-        now = d.block_of == b  # (B, L) this block's positions
-        lo, hi = _window(now, L, W)
-        d.reveal(b, now, lo, hi, steps, greedy_end and b == n_blocks - 1)
+    for b in range(d.n_blocks):
+        lo, hi = _window(d.host_blocks == b, L, W)
+        d.reveal(b, d.block_of == b, lo, hi, greedy_end and b == d.n_blocks - 1)
     assert not ((d.x == mask_id) & gen_mask).any(), "sampler left a [MASK]"
     return d.x, dict(nfe=d.steps, nfe_per_sample=d.nfe.tolist(), seconds_per_sample=d.done_at,
-                     seconds=time.perf_counter() - d.t0, blocks=n_blocks)
+                     seconds=time.perf_counter() - d.t0, blocks=d.n_blocks)
 
 
 # ---------------------------------------------------------------------------- what a call costs, in one line
-def block_passes(opts, steps, n):
-    """Forward passes of one block of n generated positions given `steps` (step mode): at most one per position."""
-    return min(steps, n)
-
-
 def passes(opts, n_gen):
     """Forward passes per sample of denoise() over n_gen generated positions (None: threshold, adaptive)."""
     if opts.threshold:
         return None
     blen = opts.semi_ar_length or n_gen
     sizes = [min(blen, n_gen - s) for s in range(0, n_gen, blen)]
-    return sum(block_passes(opts, p, n) for p, n in zip(split_steps(opts.steps, len(sizes)), sizes))
+    return sum(min(p, n) for p, n in zip(split_steps(opts.steps, len(sizes)), sizes))  # at most one a position
 
 
 def describe(opts):

@@ -34,6 +34,11 @@ MICRO = ["--n_layer=1", "--n_head=2", "--n_embd=32", f"--block_size={L}", f"--ba
          "--steps=4", "--gen_len=8", "--eval_iters=2", "--device=cpu", "--learning_rate=3e-3", "--warmup_iters=5"]
 
 
+def pick(out, positions):
+    """A model's output (B, L, V) at `positions`: a boolean (B, L) mask or flat row-major indices (N,), as model.py."""
+    return out[positions] if positions.dtype == torch.bool else out.flatten(0, 1)[positions]
+
+
 def for_objective(args):
     """args less the flags its (last) --objective=X does not read: MICRO and TINY set diffusion keys, which
     configurator.validate refuses for AR (the user's rule: a given key that cannot apply is an error)."""
@@ -154,7 +159,7 @@ class ConstModel(torch.nn.Module):
 
     def forward(self, idx, t=None, positions=None, head_cols=None, **kw):  # model.Transformer's head options
         out = self.logits.expand(*idx.shape, -1).clone()
-        return out[positions] if positions is not None else out[:, :head_cols]
+        return pick(out, positions) if positions is not None else out[:, :head_cols]
 
 
 class ToyModel(torch.nn.Module):
@@ -171,7 +176,7 @@ class ToyModel(torch.nn.Module):
         assert idx.size(1) <= self.args.block_size and t is not None and (t >= 1).all()
         logits = self.emb(idx) + self.emb(idx.roll(1, 1)) + 0.1 * t[:, None, None]
         logits[..., self.mask_id] += 100.0
-        return logits if positions is None else logits[positions]
+        return logits if positions is None else pick(logits, positions)
 
 
 # ----------------------------------------------------------------------------- block diffusion's uncached reference
@@ -189,7 +194,7 @@ class WindowBlockModel:
         xt = torch.cat([torch.full_like(idx[:, :n], self.mask_id), idx[:, n:]], 1)  # noisy context: never read
         x0 = torch.cat([idx[:, :n], torch.zeros_like(idx[:, n:])], 1)  # clean block: only later blocks read it
         logits = bd3_logits(self.model, xt, x0, self.block, self.mask_id, sc=sc)  # (R, n + block, V); sc 0 off the block
-        return logits if positions is None else logits[positions]
+        return logits if positions is None else pick(logits, positions)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from common import LossOptions, Schedule, band_times, stratified_times
 from diffusion import diffusion_loss
 from sampler import SamplerOptions
 from model import ModelArgs, Transformer
-from helpers import ENV, WindowBlockModel, run_script, uncached_bd3
+from helpers import ENV, WindowBlockModel, pick, run_script, uncached_bd3
 from conftest import train_tiny
 from utils.errors import UserError
 
@@ -158,7 +158,7 @@ class ConstModel(torch.nn.Module):
 
     def forward(self, idx, t=None, positions=None, head_cols=None, **kw):
         out = self.logits.expand(*idx.shape, -1).clone()
-        return out[:, :head_cols] if positions is None else out[positions]
+        return out[:, :head_cols] if positions is None else pick(out, positions)
 
 
 def test_bd3_bound_equals_hand_computation():

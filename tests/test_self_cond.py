@@ -18,7 +18,7 @@ from diffusion import diffusion_loss, self_condition
 from sampler import SamplerOptions, denoise
 from model import ModelArgs, Transformer
 from utils.errors import UserError
-from helpers import uncached_bd3
+from helpers import pick, uncached_bd3
 
 V, MASK = 12, 11
 
@@ -85,7 +85,7 @@ class Spy(torch.nn.Module):
     def forward(self, idx, t=None, positions=None, sc=None, **kw):
         out = self.m(idx, t, sc=sc, **kw)
         self.calls.append((idx.clone(), sc.clone(), out.clone()))
-        return out if positions is None else out[positions]
+        return out if positions is None else pick(out, positions)
 
 
 def test_the_sampler_feeds_each_masked_positions_latest_prediction_and_keeps_fixed_tokens():

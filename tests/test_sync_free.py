@@ -78,3 +78,32 @@ def test_the_check_catches_each_kind_of_sync():
         with pytest.raises(AssertionError):
             with NoHostSync():
                 bad()
+
+
+SAMPLERS = {"baby": ["baby"], "cpu": ["cpu"], "shakespeare_char": ["shakespeare_char"],
+            "l2r_blocks": ["baby", "--order=l2r", "--semi_ar_length=4"]}
+
+
+@pytest.mark.parametrize("preset", list(SAMPLERS))
+def test_a_denoising_pass_makes_no_host_sync(preset):
+    """Every pass of a block of denoise() at a preset's sampler (baby: random order, the falling temperature; cpu:
+    ReMDM; shakespeare_char: confidence, refine; and l2r in semi-AR blocks), self-conditioning included: the call's
+    state is built on the CPU (its one read of the layout and copy of the plan), then moved to meta for the passes."""
+    from sampler import SamplerOptions, _Denoiser
+    cfg = get_config(for_objective([*SAMPLERS[preset], *SMALL]))
+    tok, meta = Tok(19), torch.device("meta")
+    model = Transformer(objectives.model_args(cfg, tok.vocab_size)).eval()
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+    gen_mask = torch.ones(2, cfg.block_size, dtype=torch.bool)
+    gen_mask[:, :4] = False  # a prompt of 4
+    d = _Denoiser(model, torch.zeros_like(gen_mask, dtype=torch.long), gen_mask, schedule, tok.mask_id,
+                  SamplerOptions.from_config(cfg), torch.Generator().manual_seed(0), None)
+    model.to(meta), schedule.on(meta)
+    for name in ("x", "gen_mask", "block_of", "mask_tok", "conf", "kept", "sc"):
+        if getattr(d, name) is not None:
+            setattr(d, name, getattr(d, name).to(meta))
+    d.plans_d = [p.to(meta) for p in d.plans_d]
+    with NoHostSync(), torch.no_grad():
+        for b in range(d.n_blocks):
+            d.reveal(b, d.block_of == b, 0, cfg.block_size, greedy_end=b == d.n_blocks - 1)
+    assert d.steps == sum(p.size(1) for p in d.plans) and d.steps > 1
