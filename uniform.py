@@ -132,20 +132,24 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
     (B, L), t0, steps, temperature = x.shape, time.perf_counter(), opts.steps, opts.temperature
     if L > model.args.block_size:
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {model.args.block_size}")
-    dev, gen_mask = x.device, gen_mask.bool()
+    dev = x.device
+    at = gen_mask.flatten().nonzero().squeeze(1).to(dev)  # the generated positions, read once a call: no sync a step
+    gen_mask = gen_mask.bool().to(dev)
     real = real_ids(model.args.vocab_size, mask_id, dev)
-    V = len(real)
-    x = torch.where(gen_mask, real[torch.randint(0, V, (B, L), generator=generator).to(dev)], x)  # x_T
-    grid, alpha = time_grid(schedule.T, steps), schedule.alpha.to(dev)
+    V, dd = len(real), draw_device(dev)  # x_T, drawn where draws run: on the CPU the generator's own numbers
+    x = torch.where(gen_mask, real[torch.randint(V, (B, L), generator=on_device(generator, dd), device=dd).to(dev)], x)
+    grid, alpha = time_grid(schedule.T, steps), schedule.on(dev)[0]
+    put = lambda base, v: base.flatten().scatter(0, at, v).view_as(base)  # noqa: E731, as masked_scatter(gen_mask, v)
     conf, none = torch.zeros(B, L, dtype=torch.float64, device=dev), torch.zeros_like(gen_mask)
     for i, (t, s) in enumerate(zip(grid, grid[1:])):
         tt = torch.full((B,), t, dtype=torch.long, device=dev)
         logits = no_mask_logit(model(x, tt), mask_id).index_select(-1, real)  # (B, L, V)
         logp0 = filter_logits(logits, temperature, opts.top_k, opts.top_p)  # float64, -inf outside top-k/top-p
         log_p = reverse_log_probs(logp0, compact(x, real), alpha[torch.full_like(tt, s)], alpha[tt], V)
-        draw = sample_tokens(log_p[gen_mask], temperature, generator)  # (N,) only generated positions
-        prev, x = x, x.masked_scatter(gen_mask, real[draw])  # new tensors: a hook may keep the old ones
-        conf = conf.masked_scatter(gen_mask, log_p[gen_mask].gather(-1, draw[:, None]).squeeze(-1).exp())
+        log_p = log_p.flatten(0, 1)[at]  # (N, V) only generated positions
+        draw = sample_tokens(log_p, temperature, generator)  # (N,)
+        prev, x = x, put(x, real[draw])  # new tensors: a hook may keep the old ones
+        conf = put(conf, log_p.gather(-1, draw[:, None]).squeeze(-1).exp())
         if on_step is not None:
             on_step(Step(step=i + 1, nfe=torch.full((B,), i + 1), time=tt, x=x, prev=prev, gen_mask=gen_mask,
                          revealed=(x != prev) & gen_mask, remasked=none, conf=conf, finished=[i + 1 == steps] * B))

@@ -107,3 +107,40 @@ def test_a_denoising_pass_makes_no_host_sync(preset):
         for b in range(d.n_blocks):
             d.reveal(b, d.block_of == b, 0, cfg.block_size, greedy_end=b == d.n_blocks - 1)
     assert d.steps == sum(p.size(1) for p in d.plans) and d.steps > 1
+
+
+def checked_from_the_first_pass(model):
+    """The model, with the sync check entered at its first forward (after the call's setup: its one read of the
+    canvas's layout); returns a function that leaves it."""
+    mode, forward = NoHostSync(), model.forward
+
+    def first(*args, **kw):
+        if not getattr(mode, "entered", False):
+            mode.entered = True
+            mode.__enter__()
+        return forward(*args, **kw)
+    model.forward = first
+    return lambda: mode.__exit__(None, None, None) if getattr(mode, "entered", False) else None
+
+
+@pytest.mark.parametrize("objective", ["uniform", "ar"])
+def test_a_uniform_step_and_a_kv_cached_ar_token_make_no_host_sync(objective):
+    """Every step of the uniform sampler and every token of the AR's KV-cached decode (model.generate) on meta."""
+    import uniform
+    from sampler import SamplerOptions
+    cfg = get_config(for_objective([*PRESETS[objective], *SMALL]))
+    tok, meta = Tok(19), torch.device("meta")
+    model = Transformer(objectives.model_args(cfg, tok.vocab_size)).eval().to(meta)
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+    schedule.on(meta)
+    x, gen_mask = torch.zeros(2, cfg.block_size, dtype=torch.long, device=meta), torch.ones(2, cfg.block_size).bool()
+    gen_mask[:, :4] = False  # given text; on the CPU, as the call's one read of the layout would bring it
+    leave = checked_from_the_first_pass(model)
+    try:
+        if objective == "uniform":
+            opts = SamplerOptions(steps=4, temperature=1.0, top_p=0.9)
+            uniform.sample_uniform(model, x, gen_mask, schedule, tok.mask_id, opts, torch.Generator().manual_seed(0))
+        else:
+            model.generate(x[:, :4], 12, top_k=5, generator=torch.Generator().manual_seed(0), mask_id=tok.mask_id)
+    finally:
+        leave()
