@@ -132,31 +132,36 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
 
 # ---------------------------------------------------------------------------- decoding
 class CleanCache:
-    """Keys/values of the clean context, per layer (B, H, n, D), and its token ids (B, n). model.Attention calls
-    update(k, v) per layer with the new columns' keys/values (after RoPE) and gets [cached ; new] back; the first
-    `store` new columns (clean blocks entering the context) are kept, a noisy block's never."""
+    """Keys/values of the clean context, per layer, in buffers (B, H, capacity, D) written in place (grown by
+    doubling), and its token ids (B, n). model.Attention calls update(k, v) per layer with the new columns' keys/values
+    (after RoPE) and gets [cached ; new] back, a view: no copy of the context a pass. The first `store` new columns
+    (clean blocks entering the context) are kept, a noisy block's never: the next pass writes over them."""
 
     def __init__(self, n_layer):
-        self.k, self.v = [None] * n_layer, [None] * n_layer
+        self.k, self.v, self.n = [None] * n_layer, [None] * n_layer, [0] * n_layer
         self.layer, self.store, self.rows, self.ids = 0, 0, None, None
 
     def __len__(self):
         return 0 if self.ids is None else self.ids.size(1)
 
     def update(self, k, v):
-        i, n = self.layer, self.store
+        i, n, m = self.layer, self.n[self.layer], k.size(2)
         self.layer = (i + 1) % len(self.k)
-        if self.k[i] is not None:
-            n += self.k[i].size(2)
-            ck, cv = (self.k[i], self.v[i]) if self.rows is None else (self.k[i][self.rows], self.v[i][self.rows])
-            k, v = torch.cat([ck, k], 2), torch.cat([cv, v], 2)
-        if self.store:
-            self.k[i], self.v[i] = k[:, :, :n], v[:, :, :n]
-        return k, v
+        if self.rows is not None:  # a subset of the rows reads the cache (CachedBlockModel); nothing enters it
+            assert not self.store, "new context enters the cache with every row"
+            return torch.cat([self.k[i][self.rows, :, :n], k], 2), torch.cat([self.v[i][self.rows, :, :n], v], 2)
+        if self.k[i] is None or n + m > self.k[i].size(2) or not n and len(k) != len(self.k[i]):  # grow by doubling
+            bufs = [k.new_zeros(*k.shape[:2], max(2 * (n + m), 128), k.size(3)) for _ in range(2)]
+            if n:
+                bufs[0][:, :, :n], bufs[1][:, :, :n] = self.k[i][:, :, :n], self.v[i][:, :, :n]
+            self.k[i], self.v[i] = bufs
+        self.k[i][:, :, n:n + m], self.v[i][:, :, n:n + m] = k, v
+        self.n[i] = n + self.store
+        return self.k[i][:, :, :n + m], self.v[i][:, :, :n + m]
 
     def truncate(self, n):
         """Keep the first n cached columns of every layer (sample_clean_ar: the drafts a round kept)."""
-        self.k, self.v = [t[:, :, :n] for t in self.k], [t[:, :, :n] for t in self.v]
+        self.n = [n] * len(self.n)
 
 
 @lru_cache(maxsize=64)
@@ -295,7 +300,8 @@ def ar_nll(model, windows, cfg, mask_id):
 
 
 @torch.no_grad()
-def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.0), generator=None, on_step=None):
+def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.0), generator=None, on_step=None,
+                    draft=None):
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (its next-token model), the
     noisy half drafting, one pass a round (--bd3_speculate). The pass reads the newest token and the block's drafts
     as clean columns against a KV cache of the text before; their next-token p check the drafts (keep_or_redraw:
@@ -303,10 +309,12 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
     any proposal keeps p's samples (Leviathan et al. 2023). The same pass holds the noisy states the next round
     drafts from, one per outcome r: the block known before r, [MASK] from r (this pass draws r), or the next block
     all [MASK]. The window is sample_bd3's; after a jump the first round is a plain AR step. Rows advance by the row
-    that kept fewest. settings = (temperature, top_k, top_p) of p and q. Returns (tokens, stats; kept: per pass)."""
+    that kept fewest, so draft=None drafts at batch 1 only: at batch 16 a round kept 1.00 token and cost 3.1x a
+    one-column pass (dev/LOG.md), and the clean half decodes alone, the same law. settings = (temperature, top_k,
+    top_p) of p and q. Returns (tokens, stats; kept: drafts kept per pass)."""
     (B, P), W, n, dev, t0 = prompt.shape, model.args.block_size, block, prompt.device, time.perf_counter()
     end, keep, seq, fill = P + gen_len, min((W // 2) // n * n, W - n), prompt, torch.full((B, n), mask_id, device=dev)
-    lo, kv, q, q_at, passes, kept = 0, None, None, 0, 0, 0
+    lo, kv, q, q_at, passes, kept, draft = 0, None, None, 0, 0, 0, B == 1 if draft is None else draft
     if not P:  # nothing for the clean half to read: the first token is the noisy half's, its block all [MASK]
         seq, passes = draw(probs(no_mask_logit(model(fill)[:, :1], mask_id), *settings), generator).to(dev), 1
     while seq.size(1) < end:
@@ -321,7 +329,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
         e = sb + n
         drafts = draw(q[:, S - q_at:min(e, end) - q_at], generator).to(dev) if q is not None else seq[:, :0]
         kd = drafts.size(1)
-        outcomes = [r for r in range(S, S + kd + 1) if r + 1 < end and (r <= e - 2 or e + n - lo <= W)]
+        outcomes = [r for r in range(S, S + kd + 1) if draft and r + 1 < end and (r <= e - 2 or e + n - lo <= W)]
         states = tuple(r for r in outcomes if r <= e - 2)  # outcome r: the next drafts come from state r
         nxt = states != tuple(outcomes)  # an outcome finishes the block: the next block drafts
         known = torch.cat([seq[:, sb:], drafts], 1)  # the block's columns as this round would keep them
@@ -329,6 +337,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
                           *([fill] if nxt else [])], 1)
         pos, mask = round_layout(S - 1 - lo, kd, sb - lo, tuple(r - sb for r in states), nxt, n, dev)
         kv.store = kd + 1
+        mask = None if cols.size(1) == 1 else mask  # one clean column sees all there is: the fast kernel
         logits = no_mask_logit(model(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
         p = probs(logits[:, :min(kd + 1, end - S)], *settings).cpu()
         new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator).to(dev)

@@ -111,11 +111,12 @@ def test_clean_ar_samples_follow_the_clean_halfs_joint_and_keeping_every_draft_d
     net, prompt = _bd3_net(ar=True), torch.tensor([[0, 1, 2, 0, 1][:P]], dtype=torch.long)
     joint, g = _clean_joint(net, prompt, n, settings), torch.Generator().manual_seed(13)
 
-    def draw_all():
+    def draw_all(draft=True):  # draft=False: the batch's default, the clean half decoding alone
         return [row[P:].tolist() for _ in range(6)
-                for row in sample_clean_ar(net, prompt.expand(400, -1), n, 4, MASK, settings, g)[0]]
-    chi2, limit = _pooled_chi2(draw_all(), joint)
-    assert chi2 < limit
+                for row in sample_clean_ar(net, prompt.expand(400, -1), n, 4, MASK, settings, g, draft=draft)[0]]
+    for draft in (True, False):
+        chi2, limit = _pooled_chi2(draw_all(draft), joint)
+        assert chi2 < limit, draft
     monkeypatch.setattr("bd3.keep_or_redraw", lambda p, q, drafts, generator: drafts if q is not None else
                         keep_or_redraw(p, q, drafts, generator))  # the control: every draft kept unchecked
     chi2, limit = _pooled_chi2(draw_all(), joint)
@@ -128,8 +129,12 @@ def test_clean_ar_greedy_is_the_clean_halfs_greedy_text_in_fewer_passes_past_the
     net = _bd3_net(ar=True)
     for P in (1, 3, 6):
         prompt = torch.randint(0, MASK, (2, P), generator=torch.Generator().manual_seed(P))
-        got, st = sample_clean_ar(net, prompt, 40, 4, MASK, (0, 0, 1.0), torch.Generator().manual_seed(1))
+        got, st = sample_clean_ar(net, prompt, 40, 4, MASK, (0, 0, 1.0), torch.Generator().manual_seed(1), draft=True)
         want = prompt
         for lo in _window_starts(P, 40):
             want = torch.cat([want, _clean_next(net, want, lo).argmax(-1, keepdim=True)], 1)
         assert torch.equal(got, want) and st["nfe"] < 40 and st["kept"] > 0
+        batch, st = sample_clean_ar(net, prompt, 40, 4, MASK, (0, 0, 1.0), torch.Generator().manual_seed(1))
+        assert torch.equal(batch, want) and st["nfe"] == 40 and st["kept"] == 0  # at batch 2 no drafts: a pass a token
+        one, st = sample_clean_ar(net, prompt[:1], 40, 4, MASK, (0, 0, 1.0), torch.Generator().manual_seed(1))
+        assert torch.equal(one, want[:1]) and st["nfe"] < 40  # batch 1 drafts by default
