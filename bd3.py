@@ -188,7 +188,7 @@ class CachedBlockModel:
         kv, n0 = self.cache, len(self.cache)
         m = idx.size(1) - self.block - n0  # clean columns not yet cached
         assert m >= 0 and m % self.block == 0 and n0 % self.block == 0, "the cache holds whole blocks of the window"
-        if n0 and (idx.size(0) != kv.ids.size(0) or not torch.equal(idx[:, :n0], kv.ids)):
+        if n0 and idx.size(0) != kv.ids.size(0):  # a subset of the rows (threshold): find each one's cache row
             assert not m, "new context enters the cache with every row"
             same = (idx[:, None, :n0] == kv.ids[None]).all(-1)  # (R, B)
             assert same.any(1).all(), "a row's context is not in the cache"
