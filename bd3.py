@@ -1,22 +1,20 @@
-"""Block diffusion (BD3-LM, Arriola et al. 2025), end to end: the attention mask, the bound with per-block times, the
-two-stream training pass, and block-by-block decoding with a KV cache of the clean blocks.
+"""Block diffusion (BD3-LM, Arriola et al. 2025): the attention mask, the bound with per-block times, the two-stream
+training pass, and block-by-block decoding with a KV cache of the clean blocks.
 
-Cut the window into blocks of L' tokens. log p(x) = sum_b log p(x^b | x^<b), and each block's term is bounded by
-the masked-diffusion NELBO of that block alone (diffusion.py), given the clean earlier blocks, with its own t (eq. 6):
+With blocks of L' tokens, log p(x) = sum_b log p(x^b | x^<b), each term bounded by the masked-diffusion NELBO
+(diffusion.py) of that block given the clean earlier ones, with its own t (eq. 6):
 
     -log p(x) <= sum_b E_t_b E_q [ T w(t_b) * sum_{i in block b, masked} -log p(x0_i | x_t^b, x0^<b) ]
 
-One forward pass covers every block: the network reads [x_t ; x_0] (2L tokens) under bd3_attn_mask, the loss on the
-noisy half. L' = 1 is the AR model (in expectation: a masked token sees only the clean tokens before it); L' = L is
-MDLM. --bd3_ar also trains the clean half, then token-causal, on the next token in the same pass (as dual-objective
-LMs); the bound is still the noisy half's.
+One pass covers every block: the network reads [x_t ; x_0] (2L tokens) under bd3_attn_mask, the loss on the noisy
+half. L' = 1 is the AR model (in expectation: a masked token sees only the clean tokens before it); L' = L is MDLM.
+--bd3_ar also trains the clean half, token-causal, on the next token in the same pass; the bound stays the noisy half's.
 
 Decoding goes left to right, each block denoised by sampler.denoise against a KV cache of the clean blocks before it
-(a reverse step costs one block, not the context); or, with --bd3_speculate on a --bd3_ar network, the clean half's
-AR samples token by token, the noisy half drafting whole blocks (sample_clean_ar). As in training, a block and its
-context sit in a window of block_size tokens, blocks aligned to its start; when the next block does not fit, the
-window jumps and keeps its last half (its keys/values recomputed once), so the cached decode equals the two-stream
-pass over the whole window (tests/helpers.py) at any length.
+(a step costs one block, not the context); with --bd3_speculate on a --bd3_ar network, the clean half samples token by
+token, the noisy half drafting whole blocks (sample_clean_ar). A block and its context sit in a window of block_size
+tokens, blocks aligned to its start; when the next block does not fit, the window jumps and keeps its last half (its
+keys/values recomputed once), so the cached decode equals the two-stream pass over the window (tests/helpers.py).
 
     python train.py baby --objective=bd3 --bd3_block=4
     python inference.py --checkpoint artifacts/models/baby/model.pt --prompt "ROMEO:" --gen-len 600
@@ -38,9 +36,9 @@ from utils.errors import UserError
 # ---------------------------------------------------------------------------- attention masks
 @lru_cache(maxsize=16)
 def bd3_attn_mask(L, block, device, causal=False):
-    """Block-diffusion attention over [x_t ; x_0] (2L, 2L) bool, True = may attend (BD3-LM, Arriola et al. 2025): a
-    noisy query of block b sees its own noisy block (both ways) and the clean blocks < b; a clean query of block b sees
-    the clean blocks <= b (causal: the clean tokens up to its own); no clean query sees a noisy key. Built once."""
+    """Attention over [x_t ; x_0] (2L, 2L) bool, True = may attend: a noisy query of block b sees its own noisy block
+    and the clean blocks < b; a clean query the clean blocks <= b (causal: the clean tokens up to its own), never a
+    noisy key."""
     i = torch.arange(2 * L, device=device)
     clean, blk = i >= L, (i % L) // block  # (2L,) which half, which block
     q_clean, k_clean, qb, kb = clean[:, None], clean[None, :], blk[:, None], blk[None, :]
@@ -55,9 +53,8 @@ BD3_LOSSES = ("elbo", "all_ce")  # config.bd3_loss
 
 
 def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, total=None, u=None):
-    """A time for every block of n sequences: (n, n_blocks) long. The n * n_blocks draws are stratified_times over
-    the global batch's total * n_blocks blocks, mapped onto `allowed`, then shuffled over (sequence, block) with
-    `generator` so the blocks of one sequence get unrelated strata."""
+    """(n, n_blocks) long times: stratified over the global batch's total * n_blocks blocks, mapped onto `allowed`,
+    shuffled over (sequence, block) with `generator` so one sequence's blocks get unrelated strata."""
     dev = draw_device(device)  # drawn where they are used: a keyed generator's times, no host copy
     idx = stratified_times(n * n_blocks, len(allowed), generator, dev, offset * n_blocks, (total or n) * n_blocks, u)
     perm = torch.randperm(len(idx), generator=on_device(generator, dev), device=dev)
@@ -65,40 +62,34 @@ def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, tota
 
 
 def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None, clean=False):
-    """One block-diffusion pass: logits of the noisy half of [xt ; x0] (B, 2L) under bd3_attn_mask, with the
-    [MASK] logit at -inf. Returns (B, L, V), or (N, V) at positions (B, L) bool of the noisy half. sc (B, L, V):
-    self-conditioning's input for the noisy half (the clean half reads zeros). The clean half is the context of
-    later blocks, so its last block is left out (L' = L: all of it, exactly MDLM's pass with time_cond='none'); a
-    clean_causal network's (--bd3_ar) with clean=True also gives its next-token logits (B, L - 1, V) of x0[:, 1:]."""
+    """Logits (B, L, V) of the noisy half of [xt ; x0] (B, 2L) under bd3_attn_mask, [MASK] at -inf; (N, V) at
+    positions (B, L) bool. sc (B, L, V): self-conditioning's input for the noisy half (the clean half reads zeros).
+    The clean half's last block is context for no one, so left out (L' = L: all of it, exactly MDLM's pass with
+    time_cond='none'); clean=True (a clean_causal network, --bd3_ar) keeps it and also returns the clean half's
+    next-token logits (B, L - 1, V) of x0[:, 1:]."""
     L, causal = x0.size(1), getattr(getattr(model, "args", None), "clean_causal", False)
-    if clean:  # the whole clean half, each column's logits predicting the next token
-        assert causal, "the next-token logits of the clean half need a clean_causal network (--bd3_ar)"
-        sc = None if sc is None else torch.cat([sc, torch.zeros_like(sc)], 1)
-        out = model(torch.cat([xt, x0], 1), attn_mask=bd3_attn_mask(L, block, x0.device, True),
-                    rope_pos=torch.arange(L, device=x0.device).repeat(2), sc=sc)
-        noisy = out[:, :L] if positions is None else out[:, :L][positions]
-        return no_mask_logit(noisy, mask_id), no_mask_logit(out[:, L:-1], mask_id)
-    if block == L:
-        logits = model(xt, positions=positions, sc=sc)
-    else:
-        n = 2 * L - block  # the last clean block is context for no one: left out
-        rope = torch.arange(L, device=x0.device).repeat(2)[:n]  # both halves at positions 0..L-1
-        cols = dict(head_cols=L) if positions is None else dict(  # the noisy half by a slice: no sync, no graph break
-            positions=torch.cat([positions, torch.zeros_like(positions[:, block:])], 1))  # (N, V)
-        if sc is not None:
-            sc = torch.cat([sc, sc.new_zeros(sc.size(0), n - L, sc.size(2))], 1)  # (B, n, V)
-        mask = bd3_attn_mask(L, block, x0.device, causal)[:n, :n]
-        logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=mask, rope_pos=rope, sc=sc, **cols)
-    return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
+    assert causal or not clean, "the next-token logits of the clean half need a clean_causal network (--bd3_ar)"
+    if block == L and not clean:
+        return no_mask_logit(model(xt, positions=positions, sc=sc), mask_id)
+    n = 2 * L - (0 if clean else block)
+    cols = {} if clean else dict(head_cols=L) if positions is None else dict(  # a slice: no sync, no graph break
+        positions=torch.cat([positions, torch.zeros_like(positions[:, block:])], 1))  # (N, V)
+    if sc is not None:
+        sc = torch.cat([sc, sc.new_zeros(sc.size(0), n - L, sc.size(2))], 1)  # (B, n, V)
+    out = model(torch.cat([xt, x0[:, :n - L]], 1), attn_mask=bd3_attn_mask(L, block, x0.device, causal)[:n, :n],
+                rope_pos=torch.arange(L, device=x0.device).repeat(2)[:n], sc=sc, **cols)  # both halves at 0..L-1
+    if not clean:
+        return no_mask_logit(out, mask_id)  # x0 is never [MASK]
+    noisy = out[:, :L] if positions is None else out[:, :L][positions]
+    return no_mask_logit(noisy, mask_id), no_mask_logit(out[:, L:-1], mask_id)
 
 
 def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, opts=LossOptions()):
-    """Block-diffusion NELBO of x0 (B, L), blocks of `block` tokens. t (B, L // block): per-block times, drawn here
-    (stratified) if None, from `allowed` (band_times; default 1..T). Each block is masked with probability
-    1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed that is T * w(t), so the sum
-    over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); a clipped band estimates only its share (train with
-    it, never report it). opts (common.LossOptions): loss_type='all_ce' trains the plain CE of every noisy position,
-    no w(t), the NELBO returned the same. Returns (loss, NELBO nats/token (B,), dict(t, t_tok, masked, logits, ce))."""
+    """Block-diffusion NELBO of x0 (B, L). t (B, L // block): per-block times, if None drawn stratified from
+    `allowed` (band_times; default 1..T). A block is masked with probability 1 - alpha(t_b) and weighted by
+    k * w(t_b), k = len(allowed): T * w(t) with every t allowed, so the sum estimates sum_b NELBO(x^b | x^<b) >=
+    -log p(x0); a clipped band only its share (train with it, never report it). opts.loss_type='all_ce' trains the
+    plain CE of every noisy position, the NELBO returned the same. Returns (loss, NELBO nats/token (B,), aux)."""
     B, L = x0.shape
     assert L % block == 0, f"block {block} must divide the window {L}"
     allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
@@ -132,10 +123,9 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
 
 # ---------------------------------------------------------------------------- decoding
 class CleanCache:
-    """Keys/values of the clean context, per layer, in buffers (B, H, capacity, D) written in place (grown by
-    doubling), and its token ids (B, n). model.Attention calls update(k, v) per layer with the new columns' keys/values
-    (after RoPE) and gets [cached ; new] back, a view: no copy of the context a pass. The first `store` new columns
-    (clean blocks entering the context) are kept, a noisy block's never: the next pass writes over them."""
+    """The clean context's keys/values per layer, in buffers (B, H, capacity, D) written in place (grown by doubling),
+    and its ids (B, n). update(k, v) (model.Attention, per layer, after RoPE) returns [cached ; new], a view: no copy
+    of the context a pass. The first `store` new columns (clean blocks) are kept; the next pass overwrites the rest."""
 
     def __init__(self, n_layer):
         self.k, self.v, self.n = [None] * n_layer, [None] * n_layer, [0] * n_layer
@@ -159,16 +149,11 @@ class CleanCache:
         self.n[i] = n + self.store
         return self.k[i][:, :, :n + m], self.v[i][:, :, :n + m]
 
-    def truncate(self, n):
-        """Keep the first n cached columns of every layer (sample_clean_ar: the drafts a round kept)."""
-        self.n = [n] * len(self.n)
-
 
 @lru_cache(maxsize=64)
 def pending_mask(n0, m, block, device, causal=False):
-    """Attention over [m pending clean columns ; a noisy block] after n0 cached ones, (m + block, n0 + m + block)
-    bool: the clean columns see the cache and each other as in training (block- or token-causally), never the noisy
-    block; the noisy block sees everything."""
+    """Attention (m + block, n0 + m + block) bool over [m pending clean columns ; a noisy block] after n0 cached ones:
+    the clean columns see the cache and each other as in training, never the noisy block, which sees everything."""
     mask = torch.ones(m + block, n0 + m + block, dtype=torch.bool, device=device)
     mask[:m, n0:n0 + m] = bd3_attn_mask(m, block, device, causal)[m:, m:]  # the clean-clean quarter
     mask[:m, n0 + m:] = False
@@ -176,10 +161,9 @@ def pending_mask(n0, m, block, device, causal=False):
 
 
 class CachedBlockModel:
-    """denoise()'s model for one block: handed the window (clean context, then the block), it runs only the block
-    against the cached context. Context the cache lacks (the prompt, the block finished last, a window after a jump)
-    rides along in the same pass and enters the cache. For a subset of the rows (threshold decoding drops finished
-    ones) the cache rows are those with equal context ids."""
+    """denoise()'s model for one block: handed the window (context, then the block), it runs only the block against
+    the cache. Context the cache lacks (the prompt, the last block, a window after a jump) rides along and enters it.
+    A subset of the rows (threshold decoding drops finished ones) reads the cache rows with equal context ids."""
 
     def __init__(self, model, cache, block):
         self.model, self.cache, self.block, self.args = model, cache, block, model.args
@@ -193,10 +177,7 @@ class CachedBlockModel:
             same = (idx[:, None, :n0] == kv.ids[None]).all(-1)  # (R, B)
             assert same.any(1).all(), "a row's context is not in the cache"
             kv.rows = same.float().argmax(1)
-        if positions is not None and positions.dtype == torch.bool:
-            assert not positions[:, :n0 + m].any(), "only the noisy block is decided"
-            positions = positions[:, n0:]
-        elif positions is not None:  # flat indices into the window, the noisy block's only -> into its columns n0..
+        if positions is not None:  # denoise()'s flat indices into the window (the noisy block's) -> its columns n0..
             positions = positions // idx.size(1) * (idx.size(1) - n0) + positions % idx.size(1) - n0
         mask = pending_mask(n0, m, self.block, idx.device, getattr(self.args, "clean_causal", False)) if m else None
         kv.store = m
@@ -214,9 +195,8 @@ class CachedBlockModel:
 
 @torch.no_grad()
 def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None):
-    """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with opts (SamplerOptions; steps per
-    block, at most its generated tokens but for the loop schedule's). on_step gets denoise()'s Step over the whole
-    output, counted over the whole generation. Returns (tokens (B, P + gen_len), stats)."""
+    """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with opts (steps per block). on_step
+    gets denoise()'s Step over the whole output, counted from the start. Returns (tokens (B, P + gen_len), stats)."""
     (B, P), W, dev, t0 = prompt.shape, model.args.block_size, prompt.device, time.perf_counter()
     if W % block or opts.semi_ar_length:
         raise ValueError(f"block {block} must divide the context {W}; semi-AR blocks do not apply to bd3")
@@ -231,11 +211,10 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
     gen = torch.arange(total, device=dev)[None].expand(B, -1) >= P  # (B, total)
     conf = torch.zeros(B, total, dtype=torch.float64, device=dev)  # each token's, as on_step reads it
     starts = range(P // block * block, total, block)  # from the first block holding a generated position
-    nfe, steps, start = torch.zeros(B, dtype=torch.long), 0, 0
+    nfe, steps, lo = torch.zeros(B, dtype=torch.long), 0, 0
 
     def whole(st, lo, hi, b):
-        """denoise()'s Step for the window [lo, hi) -> the Step over the output's first `width` columns (earlier
-        blocks as committed, later ones [MASK]), steps and NFE counted from the start."""
+        """denoise()'s Step of the window [lo, hi) over the output's first `width` columns, counted from the start."""
         def put(base, w):
             full = base.clone()
             full[:, lo:hi] = w
@@ -250,10 +229,10 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
 
     denoiser = CachedBlockModel(model, CleanCache(model.args.n_layer), block)
     for b, pos in enumerate(starts):
-        if pos - start + block > W:  # the block does not fit: jump, keeping the last `keep` clean tokens
-            start = pos - keep
+        if pos - lo + block > W:  # the block does not fit: jump, keeping the last `keep` clean tokens
+            lo = pos - keep
             denoiser.cache = CleanCache(model.args.n_layer)  # refilled, with the kept tokens, by the block's first step
-        lo, hi = start, pos + block
+        hi = pos + block
         block_step = None if on_step is None else lambda st, lo=lo, hi=hi, b=b: on_step(whole(st, lo, hi, b))
         now = gen[:, lo:hi].clone()
         now[:, :pos - lo] = False  # the context is fixed text to denoise(): only this block is generated
@@ -269,10 +248,10 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
 # ------------------------------------------------------------------------ self-speculative decoding (--bd3_speculate)
 @lru_cache(maxsize=1024)
 def round_layout(n0, kd, sb, states, nxt, n, device):
-    """sample_clean_ar's pass after n0 cached clean columns: the newest token and kd drafts as clean columns
-    (positions n0..n0+kd), a noisy copy of the block [sb, sb + n) per r in states (its columns before r known), then
-    (nxt) the next block. Returns (RoPE positions (C,), attention (C, n0 + C) bool), each as in training: a clean
-    column sees the clean ones up to its own, a noisy copy the clean columns before its block and its own block."""
+    """sample_clean_ar's pass after n0 cached clean columns: the newest token and kd drafts as clean columns, a noisy
+    copy of the block [sb, sb + n) per r in states (its columns before r known), then (nxt) the next block. Returns
+    (RoPE positions (C,), attention (C, n0 + C) bool), as in training: a clean column sees the clean ones up to its
+    own, a noisy copy the clean columns before its block and its own block."""
     pos = torch.cat([torch.arange(n0, n0 + kd + 1), *[torch.arange(sb, sb + n)] * len(states),
                      *([torch.arange(sb + n, sb + 2 * n)] if nxt else [])])
     group = torch.cat([torch.zeros(kd + 1, dtype=torch.long), torch.arange(len(states) + nxt).repeat_interleave(n) + 1])
@@ -287,9 +266,9 @@ def round_layout(n0, kd, sb, states, nxt, n, device):
 
 @torch.no_grad()
 def ar_nll(model, windows, cfg, mask_id):
-    """A --bd3_ar network's AR mode (B,), the law --bd3_speculate samples at temperature 1, on windows[:, 1:] (the
-    bound's tokens): the first from the noisy half's all-[MASK] block (the clean half has nothing to read yet, as in
-    sample_clean_ar without a prompt), each next one from the clean half. None without --bd3_ar."""
+    """The NLL (B,) of windows[:, 1:] under a --bd3_ar network's AR mode (--bd3_speculate's law at temperature 1):
+    the first token from the noisy half's all-[MASK] block (as sample_clean_ar without a prompt), each next one from
+    the clean half. None without --bd3_ar."""
     if not cfg.bd3_ar:
         return None
     x = windows[:, 1:]
@@ -303,15 +282,14 @@ def ar_nll(model, windows, cfg, mask_id):
 def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.0), generator=None, on_step=None,
                     draft=None):
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (its next-token model), the
-    noisy half drafting, one pass a round (--bd3_speculate). The pass reads the newest token and the block's drafts
-    as clean columns against a KV cache of the text before; their next-token p check the drafts (keep_or_redraw:
-    each kept while u < p / q, the first rejected redrawn from max(0, p - q), a bonus from p when all are kept), so
-    any proposal keeps p's samples (Leviathan et al. 2023). The same pass holds the noisy states the next round
-    drafts from, one per outcome r: the block known before r, [MASK] from r (this pass draws r), or the next block
-    all [MASK]. The window is sample_bd3's; after a jump the first round is a plain AR step. Rows advance by the row
-    that kept fewest, so draft=None drafts at batch 1 only: at batch 16 a round kept 1.00 token and cost 3.1x a
-    one-column pass (dev/LOG.md), and the clean half decodes alone, the same law. settings = (temperature, top_k,
-    top_p) of p and q. Returns (tokens, stats; kept: drafts kept per pass)."""
+    noisy half drafting, one pass a round (--bd3_speculate). The pass reads the newest token and the drafts as clean
+    columns against a KV cache; their next-token p check the drafts (keep_or_redraw: each kept while u < p / q, the
+    first rejected redrawn from max(0, p - q), a bonus from p when all are kept), so any proposal keeps p's law
+    (Leviathan et al. 2023). The same pass holds the noisy states the next round drafts from, one per outcome r: the
+    block known before r, [MASK] from r, or the next block all [MASK]. The window is sample_bd3's; after a jump the
+    first round is a plain AR step. Rows advance by the row that kept fewest, so draft=None drafts at batch 1 only (at
+    batch 16 a round kept 1.00 token and cost 3.1x a one-column pass, dev/LOG.md); else the clean half decodes alone,
+    the same law. settings: (temperature, top_k, top_p) of p and q. Returns (tokens, stats; kept: drafts per pass)."""
     (B, P), W, n, dev, t0 = prompt.shape, model.args.block_size, block, prompt.device, time.perf_counter()
     end, keep, seq, fill = P + gen_len, min((W // 2) // n * n, W - n), prompt, torch.full((B, n), mask_id, device=dev)
     lo, kv, q, q_at, passes, kept, draft = 0, None, None, 0, 0, 0, B == 1 if draft is None else draft
@@ -342,7 +320,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
         p = probs(logits[:, :min(kd + 1, end - S)], *settings).cpu()
         new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator).to(dev)
         k, prev = new.size(1), seq
-        kv.truncate(S - 1 - lo + k)  # the newest token and the kept drafts
+        kv.n = [S - 1 - lo + k] * len(kv.n)  # keep the newest token and the kept drafts
         seq, passes, kept = torch.cat([seq, new], 1), passes + 1, kept + k - 1
         r = S + k - 1  # the newest token: the next round drafts from the state of its outcome
         if r not in outcomes:
@@ -428,8 +406,7 @@ def flops(model, cfg):
 
 
 def clean_check(cfg):
-    """Whether the clean half's AR samples, the noisy half drafting: --bd3_speculate on a --bd3_ar network (else the
-    blocks' sampler; check() refuses a given --bd3_speculate without --bd3_ar)."""
+    """--bd3_speculate on a --bd3_ar network: the clean half samples, the noisy half drafts (else the blocks')."""
     return cfg.bd3_speculate and cfg.bd3_ar > 0
 
 
