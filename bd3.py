@@ -37,8 +37,7 @@ from utils.errors import UserError
 @lru_cache(maxsize=16)
 def bd3_attn_mask(L, block, device, causal=False):
     """Attention over [x_t ; x_0] (2L, 2L) bool, True = may attend: a noisy query of block b sees its own noisy block
-    and the clean blocks < b; a clean query the clean blocks <= b (causal: the clean tokens up to its own), never a
-    noisy key."""
+    and the clean blocks < b, a clean query only the clean blocks <= b (causal: the clean tokens up to its own)."""
     i = torch.arange(2 * L, device=device)
     clean, blk = i >= L, (i % L) // block  # (2L,) which half, which block
     q_clean, k_clean, qb, kb = clean[:, None], clean[None, :], blk[:, None], blk[None, :]
@@ -215,10 +214,8 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
 
     def whole(st, lo, hi, b):
         """denoise()'s Step of the window [lo, hi) over the output's first `width` columns, counted from the start."""
-        def put(base, w):
-            full = base.clone()
-            full[:, lo:hi] = w
-            return full[:, :width]
+        def put(base, w):  # base with its columns [lo, hi) replaced by w
+            return torch.cat([base[:, :lo], w, base[:, hi:]], 1)[:, :width]
 
         zeros = torch.zeros_like(gen)
         conf[:, hi - block:hi] = st.conf[:, -block:]  # this block's; the context keeps its blocks'
@@ -234,8 +231,7 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
             denoiser.cache = CleanCache(model.args.n_layer)  # refilled, with the kept tokens, by the block's first step
         hi = pos + block
         block_step = None if on_step is None else lambda st, lo=lo, hi=hi, b=b: on_step(whole(st, lo, hi, b))
-        now = gen[:, lo:hi].clone()
-        now[:, :pos - lo] = False  # the context is fixed text to denoise(): only this block is generated
+        now = torch.cat([torch.zeros_like(gen[:, lo:pos]), gen[:, pos:hi]], 1)  # the context is fixed text to denoise()
         x, st = sampler.denoise(denoiser, out[:, lo:hi], now, schedule, mask_id, opts, generator, block_step)
         out[:, lo:hi] = x
         nfe += torch.tensor(st["nfe_per_sample"])
