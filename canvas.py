@@ -1,14 +1,13 @@
 """What to generate: the canvas (given text and blanks, from --prompt, --infill or --prefix_file/--suffix_file), and
-generate(), which fills it with the objective's sampler and renders the text. The way down:
-inference.py -> build_canvas -> generate -> objective.sample -> model.
+generate(), which fills it (inference.py -> build_canvas -> generate -> objective.sample -> model) and renders the text.
 
     python inference.py --checkpoint M.pt --infill "The cat [___] on the mat"     # 5 tokens: one per marker character
     python inference.py --checkpoint M.pt --infill "Once upon a [___:12]. The end."
     python inference.py --checkpoint M.pt --prefix_file start.txt --suffix_file end.txt --gen-len 64
 
-Given text is encoded piece by piece and spliced back verbatim around the decoded blanks, so every given character
-comes out exactly as given, for the char and the BPE tokenizer alike. A blank [___:N] is N [MASK] tokens; a bare [___]
-(any number of underscores) takes one per character of the marker, so a char model's output lines up with the typing.
+Given text is encoded piece by piece and spliced back verbatim around the decoded blanks: every given character comes
+out as given, for char and BPE alike. A blank [___:N] is N [MASK] tokens; a bare [___] (any number of underscores)
+takes one per character of the marker, so a char model's output lines up with the typing.
 
     c = Canvas.from_parts(tok, ["Once upon a ", 12, ". The end."])    # str = given text, int = a blank of N tokens
     texts, out, stats = generate(model, tok, c, cfg, schedule, device)  # or build_canvas(cfg, tok, block_size)
@@ -59,12 +58,12 @@ class Canvas:
         return cls(parts)
 
     def tensors(self, batch, device):
-        """x (batch, L) long with the given ids (0 at blanks) and gen_mask (batch, L) bool, True at blanks."""
+        """x (batch, L) long, the given ids (0 at blanks), and gen_mask (batch, L) bool, True at blanks."""
         return (torch.tensor(self.ids, dtype=torch.long, device=device).repeat(batch, 1),
                 torch.tensor(self.gen, dtype=torch.bool, device=device).repeat(batch, 1))
 
     def fills(self, row, tok):
-        """The decoded text of each blank, from one generated row (list of ids, length L)."""
+        """The decoded text of each blank, from one generated row (a list of L ids)."""
         out, pos = [], 0
         for text, p in self.parts:
             if text is None:
@@ -79,14 +78,13 @@ class Canvas:
 
 
 def parse_infill(text, tok):
-    """--infill text -> Canvas. Raises UserError if there is no blank or a blank is empty."""
+    """--infill text -> Canvas; UserError without a blank or with an empty one."""
     pieces, pos = [], 0
     for m in BLANK.finditer(text):
-        pieces.append(text[pos:m.start()])
         n = int(m.group(2)) if m.group(2) is not None else len(m.group(0))
         if n < 1:
             raise UserError(f"blank {m.group(0)} asks for 0 tokens: use [___:N] with N >= 1")
-        pieces.append(n)
+        pieces += [text[pos:m.start()], n]
         pos = m.end()
     pieces.append(text[pos:])
     if len(pieces) == 1:
@@ -142,9 +140,8 @@ def start_token(tok):
 
 @torch.no_grad()
 def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None, num_samples=None):
-    """Fill `canvas` (a continuation, infill blanks, prefix + suffix) with cfg.objective's sampler.
-    Returns (texts: each sample's text after the canvas's leading given text, tokens (B, L), stats); stats
-    adds full_texts (given text verbatim, blanks filled), fills (per sample, per blank), prompt_tokens."""
+    """Fill `canvas` with cfg.objective's sampler: (texts after the canvas's leading given text, tokens (B, L), stats);
+    stats adds full_texts (given text verbatim, blanks filled), fills (per sample, per blank), prompt_tokens."""
     B, obj, t0 = num_samples or cfg.num_samples, objectives.get(cfg.objective), time.time()
     model.eval()
     x, gen_mask = canvas.tensors(B, device)

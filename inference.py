@@ -1,8 +1,7 @@
 """Sample from a trained checkpoint (or an exported folder) and, optionally, watch or record the denoising.
 
-    python inference.py --checkpoint artifacts/models/model.pt --prompt "Once upon a time" --gen-len 256 \
-        --temperature 1.0 --steps 100 --seed 0 --viz-video artifacts/media/diffusion_trace.mp4 \
-        --trace-every 1 --gif-frame-ms 180
+    python inference.py --checkpoint artifacts/models/model.pt --prompt "Once upon a time" --gen-len 256 --steps 100 \
+        --temperature 1.0 --seed 0 --viz-video artifacts/media/diffusion_trace.mp4 --trace-every 1 --gif-frame-ms 180
     python inference.py cpu --viz-video artifacts/media/cpu.mp4   # the cpu preset's checkpoint and prompt
     python inference.py cpu --live                                # watch the canvas denoise in the terminal
     python inference.py cpu --interactive                         # type prompts, one sample each, until Ctrl-D
@@ -12,13 +11,11 @@
     python inference.py cpu --infill "ROMEO: I [___:20] the night."                     # fill the blanks only
     python inference.py cpu --prefix_file start.txt --suffix_file end.txt --gen-len 64  # prefix + suffix
     python inference.py cpu --threshold 0.9 --order confidence --num-samples 4          # Fast-dLLM, NFE adaptive
-    python inference.py cpu --semi-ar-length 32 --gen-len 512 --remask none --tokens-per-step linear  # semi-AR, past the context
     python inference.py --help                                    # every key, its type, default and meaning
 
-Model, tokenizer and schedule come from the checkpoint; sampling flags (any config.py key in the
-sampling section, or --device/--seed) come from the command line. AR checkpoints sample with a KV cache.
---prompts-file and --interactive give prompt k (k = 1, 2, ...) its own draw, seed --seed + k - 1 (printed beside it):
---seed S reproduces the whole session, and `--prompt P --seed S+k-1` that one sample alone.
+Model, tokenizer and schedule come from the checkpoint; sampling flags (config.py's sampling section, --device, --seed)
+from the command line. --prompts-file and --interactive give prompt k (k = 1, 2, ...) its own draw, seed --seed + k - 1
+(printed beside it): --seed S reproduces the whole session, and `--prompt P --seed S+k-1` that one sample alone.
 """
 import sys
 import time
@@ -60,9 +57,8 @@ def main(argv):
 
 
 def load(argv):
-    """(the sampling config, what sampling needs). The command line is read in two passes, since its layers sit on the
-    config of the checkpoint it names: the first finds that checkpoint and the device; the second lays the same presets,
-    files and flags over the checkpoint's saved config (its model keys stay), whose sampling flags are then checked."""
+    """(the sampling config, what sampling needs). The command line is read twice, as its layers sit on the config of
+    the checkpoint it names: once for that checkpoint and the device, then over the checkpoint's saved config."""
     where, _ = parse(argv, check=False)  # pass 1: only --checkpoint and --device are read
     device = pick_device(where.device)
     model, ckpt = load_model(where.checkpoint, device)
@@ -140,8 +136,7 @@ def interactive(cfg, run):
 
 def sample_once(cfg, run):
     """One batch of cfg.num_samples samples from cfg's canvas; prints the texts and one line of figures."""
-    model, tok, device = run["model"], run["tok"], run["device"]
-    obj = objectives.get(cfg.objective)
+    model, tok, obj = run["model"], run["tok"], objectives.get(cfg.objective)
     canvas = build_canvas(cfg, tok, model.args.block_size)  # prompt/infill/prefix+suffix, checked
     writer = open_trace(cfg)  # the --viz-video path checked before any sampling
     g = torch.Generator().manual_seed(cfg.seed)
@@ -152,7 +147,7 @@ def sample_once(cfg, run):
         live.start(*canvas.tensors(1, "cpu"))
     t0 = time.time()
     with StepBar(passes, on=obj.TRACE and not live) as bar, run["ctx"]:
-        texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, run["schedule"], device, g,
+        texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, run["schedule"], run["device"], g,
                                                 on_step=chain(live, bar))
     dt = time.time() - t0 - (live.slept if live else 0)  # the sampler's time: --live's pauses left out
     nfes, seconds = stats["nfe_per_sample"], stats["seconds_per_sample"]

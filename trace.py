@@ -29,9 +29,9 @@ def token_states(tok, ids, gen, revealed, remasked):
 
 
 class TraceHook:
-    """The sampler's steps as trace frames of one sample: given text in the 'prompt' state, committed tokens coloured
-    by confidence, re-masked ones marked, the sample's own NFE and block in the header. Uniform noise (noise_start):
-    the first frame is the random canvas the sampler starts from (faded), then each step's changed tokens are 'new'."""
+    """The sampler's steps as trace frames of sample 0: given text as 'prompt', committed tokens coloured by confidence,
+    re-masked ones marked, its own NFE and block in the header. noise_start (uniform noise): the first frame is the
+    random canvas the sampler starts from (faded), then each step's changed tokens are 'new'."""
 
     def __init__(self, writer, tok, every, T, noise_start=False):
         self.writer, self.tok, self.every, self.T, self.frames = writer, tok, every, T, 0
@@ -46,7 +46,6 @@ class TraceHook:
         self.frames += 1
 
     def start(self, x, gen_mask):
-        """The first frame: x (B, L) as the sampler starts from it."""
         z = torch.zeros_like(gen_mask)
         self.frame(x, gen_mask, z, z, torch.zeros(x.shape, dtype=torch.float64), 0, self.T, 0)
 
@@ -78,8 +77,7 @@ def check_trace_path(cfg):
 
 
 def open_trace(cfg):
-    """A TraceWriter for cfg.viz_video (GIF beside it), or None; the path checked before any work. The frames are
-    sized when the trace closes, to hold the finished sample whole."""
+    """A TraceWriter for cfg.viz_video (GIF beside it), or None; its frames are sized at close to hold the sample."""
     if not cfg.viz_video:
         return None
     check_trace_path(cfg)
@@ -112,8 +110,7 @@ def trace_title(cfg, cols=64):
 
 
 def generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):
-    """generate() while recording the trace of sample 0 (writer None: plain generate); returns what generate() returns.
-    The writer is closed here (its .result says what was written: print_written)."""
+    """generate(), recording sample 0's trace unless writer is None; closes the writer (.result: print_written)."""
     if writer is None:
         return generate(model, tok, canvas, cfg, schedule, device, generator, on_step=on_step)
     noise = objectives.get(cfg.objective).NOISE_START
@@ -126,7 +123,7 @@ def generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, gener
 
 
 def print_written(writer):
-    """What a closed trace wrote, after its warnings; nothing without a writer."""
+    """What a closed trace wrote, after its warnings."""
     if writer is not None:
         res = writer.result
         for w in res["warnings"]:
@@ -139,9 +136,9 @@ ANSI = dict(prompt="\x1b[34m", mask="\x1b[90m", new="\x1b[1;30;43m", kept="", re
 
 
 class LiveView:
-    """--live: sample 0's canvas redrawn in place after every sampler step (an on_step hook): given text blue,
-    [MASK] grey '_', tokens revealed this step on yellow, re-masked ones on red, at most fps steps a second. When
-    the stream is not a terminal, every step is printed as plain text instead (a header line, then the canvas)."""
+    """--live: sample 0's canvas redrawn in place after every step (an on_step hook): given text blue, [MASK] grey '_',
+    tokens revealed this step on yellow, re-masked ones on red, at most fps steps a second. Off a terminal, each step
+    is printed as plain text (a header line, then the canvas)."""
 
     def __init__(self, tok, steps, stream=None, fps=0.0):
         self.tok, self.steps, self.out = tok, steps, stream or sys.stdout
@@ -149,7 +146,6 @@ class LiveView:
         self.fps, self.slept, self.shown = fps, 0.0, None  # slept: seconds paused, for the caller to leave out of its time
 
     def pace(self):
-        """At most fps frames a second: wait out the rest of the last frame's 1 / fps."""
         wait = self.shown + 1 / self.fps - time.perf_counter() if self.fps > 0 and self.shown is not None else 0
         if wait > 0:
             time.sleep(wait)
@@ -200,8 +196,8 @@ class LiveView:
 
 # ----------------------------------------------------------------------------- progress
 class StepBar:
-    """An on_step hook: a tqdm bar over the sampler's steps (or other units, n at a time), with an ETA, on stderr
-    when it is a terminal (and on=True). A context manager: the bar is gone when the block ends, however it ends."""
+    """An on_step hook: a tqdm bar over the sampler's steps (or other units, n at a time) on stderr if a terminal
+    (and on=True). A context manager: the bar is gone when the block ends, however it ends."""
 
     def __init__(self, total, on=True, desc="sampling", unit="step"):
         from tqdm import tqdm
