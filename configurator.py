@@ -1,7 +1,7 @@
-"""The command line and config files -> a checked Config: parsing, validation and --help. config.py holds the keys
-and presets; this file reads them.
+"""The command line and config files -> a checked Config (parsing, validation, --help); config.py holds the keys and
+presets.
 
-    from configurator import get_config; cfg = get_config(["cpu", "--max_iters=200"])
+    cfg = configurator.get_config(["cpu", "--max_iters=200"])
     python train.py --help          # the presets, then every key by section (read off config.py's comments)
 """
 import ast
@@ -38,9 +38,8 @@ def _coerce(name, typ, value):
     if name == "compile" and isinstance(value, bool):  # a config file's (or an older checkpoint's) compile = True
         value = str(value).lower()
     if isinstance(value, str) and typ is not str:
-        text = value.strip()
         try:
-            value = boolean(text) if typ is bool else ast.literal_eval(text)
+            value = boolean(value.strip()) if typ is bool else ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
             raise UserError(f"--{name}={value!r} is not a valid {typ.__name__}: e.g. --{name}={EXAMPLES[typ]}")
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
@@ -57,7 +56,6 @@ REMOVED = ("time_beta", "mask_span", "mir_weight", "mir_mask_max", "bd3_suffix_m
 
 
 def _known_key(key):
-    """key under its current name (an old name of a renamed key works: RENAMED); an unknown key is refused."""
     key = RENAMED.get(key, key)
     if key in REMOVED:
         raise UserError(f"--{key} was removed: no preset used it and it measured level or worse (dev/LOG.md, "
@@ -78,7 +76,7 @@ def _read_config_file(path):
             exec(compile(f.read(), path, "exec"), {}, ns)  # a config file is the user's own Python, as in nanoGPT
     except Exception as e:
         raise UserError(f"config file {path} failed to run: {type(e).__name__}: {e}")
-    return {k: v for k, v in ns.items() if not k.startswith("_")}
+    return {_known_key(k): v for k, v in ns.items() if not k.startswith("_")}
 
 
 def get_config(argv):
@@ -87,26 +85,24 @@ def get_config(argv):
 
 
 def parse(argv, base=None, check=True):
-    """(the Config, the keys the user set: by flag or config file, not by a preset). check=False: keys and types are
-    checked, the values' domains are not (validate)."""
+    """(the Config, the keys set by flag or config file, not by a preset); check=False checks keys and types only."""
     cfg = base if base is not None else Config()
-    overrides, given, i = {}, set(), 0
-    while i < len(argv):
-        arg = argv[i]
+    overrides, given, args = {}, set(), list(argv)
+    while args:
+        arg = args.pop(0)
         if arg.startswith("--"):
             key, eq, value = arg[2:].partition("=")
             key = _known_key(key.replace("-", "_"))  # --gen-len == --gen_len
             if not eq:
-                if (TYPES[key] is bool or key == "compile") and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+                if (TYPES[key] is bool or key == "compile") and (not args or args[0].startswith("--")):
                     value = "true"  # bare --flag
-                elif i + 1 < len(argv):
-                    i, value = i + 1, argv[i + 1]
+                elif args:
+                    value = args.pop(0)
                 else:
                     raise UserError(f"--{key} needs a value: e.g. --{key}={EXAMPLES[TYPES[key]]}")
             overrides[key] = _coerce(key, TYPES[key], value)
         elif arg.endswith(".py"):
             for k, v in _read_config_file(arg).items():
-                k = _known_key(k)
                 cfg = replace(cfg, **{k: _coerce(k, TYPES[k], v)})
                 given.add(k)
         elif arg in PRESETS:
@@ -117,16 +113,14 @@ def parse(argv, base=None, check=True):
             data = f": a text to train on goes in --data_path={arg}" if os.path.isfile(arg) else ""
             raise UserError(f"'{arg}' is neither a preset ({', '.join(PRESETS)}){hint} nor a .py config file nor a "
                             f"--key=value flag{data}")
-        i += 1
     cfg = replace(cfg, **overrides)
     given |= set(overrides)
     ignores = objectives.get(cfg.objective).IGNORES
     if (cfg.temperature_end_share != 1.0 and ("temperature_end_share" in ignores
                                               or cfg.dual_sample and "dual_sample" not in ignores)
             and not given & {"temperature", "temperature_end_share"}):
-        # a preset's falling temperature is a pair (hot while the canvas is [MASK], cool at the end): an objective that
-        # does not read the fall (AR, uniform: baby --objective=ar; mdlm's AR mode, --dual_sample) samples at the
-        # default temperature, not its hot start
+        # a preset's falling temperature is a pair (hot while the canvas is [MASK], cool at the end): an objective not
+        # reading the fall (AR, uniform; mdlm's --dual_sample) samples at the default temperature, not its hot start
         cfg = replace(cfg, temperature=Config.temperature, temperature_end_share=1.0)
     if overrides.get("infill") or overrides.get("prefix_file"):  # a text given here replaces a preset's/checkpoint's prompt
         cfg = replace(cfg, prompt=overrides.get("prompt", ""))
@@ -136,8 +130,8 @@ def parse(argv, base=None, check=True):
 
 
 def refuse_changes(cfg, given, saved, what, fix, allowed=()):
-    """What the user asked for is what runs: a key they set (given) to another value than `saved` (a checkpoint's
-    config dict) fixes is refused, in one line naming each key, the value given and the checkpoint's."""
+    """What is asked is what runs: a given key that `saved` (a checkpoint's config dict) fixes to another value is
+    refused, in one line naming each key, the value given and the checkpoint's."""
     bad = [k for k in sorted(given) if k in saved and k not in allowed and getattr(cfg, k) != saved[k]]
     if bad:
         pairs = ", ".join(f"{k}={getattr(cfg, k)!r} (the checkpoint's: {saved[k]!r})" for k in bad)
@@ -152,22 +146,16 @@ TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained")
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
 
 
-def needs(cfg, key):
-    """Whether key acts in cfg (config.NEEDS: the key it acts with has a value it acts with)."""
-    other, values = NEEDS.get(key, (None, None))
-    return other is None or (values is None and bool(getattr(cfg, other))) or getattr(cfg, other) in (values or ())
-
-
 def validate(cfg, given=()):
-    """Reject values that cannot work, before any work is done. given: the keys the user set (by flag or config
-    file, not by a preset); a given key the objective does not read (its IGNORES), or that acts only with another
-    key it is given without (config.NEEDS), is refused, never dropped."""
+    """Reject values that cannot work, before any work. A given key (set by flag or config file) the objective does not
+    read (its IGNORES), or that acts only with a key it is given without (config.NEEDS), is refused, never dropped."""
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
     positive = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "batch_size", "eval_interval",
                 "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every", "gif_frame_ms")
-    for key, low in [(k, 1) for k in positive] + [("max_iters", 0)]:
+    at_least_0 = ("max_iters", "semi_ar_length", "weight_decay", "grad_clip", "warmup_iters")
+    for key, low in [(k, 1) for k in positive] + [(k, 0) for k in at_least_0]:
         if getattr(cfg, key) < low:
             raise UserError(f"{key} must be >= {low}, got {getattr(cfg, key)}")
     if cfg.data_steps < 0:
@@ -180,17 +168,17 @@ def validate(cfg, given=()):
         raise UserError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
     if cfg.learning_rate <= 0 or cfg.min_lr < 0:
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
-    for key in ("weight_decay", "grad_clip", "warmup_iters"):  # min_lr < 0 is refused just above
-        if getattr(cfg, key) < 0:
-            raise UserError(f"{key} must be >= 0, got {getattr(cfg, key)}")
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise UserError(f"beta1 and beta2 are AdamW's decays in [0, 1), got {cfg.beta1}, {cfg.beta2}")
     obj = objectives.get(cfg.objective)
     unread = [k for k in obj.IGNORES if k in given]  # a preset's values for them are simply not read
     if unread:
         raise UserError(f"objective={cfg.objective} does not read --{unread[0]}: {obj.IGNORES[unread[0]]}; drop it")
-    for key in sorted(k for k in given if not needs(cfg, k)):
+    for key in sorted(k for k in given if k in NEEDS):
         other, values = NEEDS[key]
+        acts = bool(getattr(cfg, other)) if values is None else getattr(cfg, other) in values  # values None: any on
+        if acts:
+            continue
         want = f"--{other}" if values is None else " or ".join(f"--{other}={v!r}" for v in values)
         raise UserError(f"--{key} acts only with {want} (here {other}={getattr(cfg, other)!r}): give that too, "
                         f"or drop --{key}")
@@ -213,8 +201,6 @@ def validate(cfg, given=()):
     if cfg.temperature_end_share < 0:
         raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number >= 0 "
                         f"(1 = constant, 0.5 = half), got {cfg.temperature_end_share}")
-    if cfg.semi_ar_length < 0:
-        raise UserError(f"semi_ar_length must be >= 0, got {cfg.semi_ar_length}")
     if cfg.infill and (cfg.prompt or cfg.prefix_file or cfg.suffix_file):
         raise UserError("--infill holds the whole text (given parts and [___] blanks): drop --prompt/--prefix_file/--suffix_file")
     if cfg.prompt and cfg.prefix_file:
@@ -238,15 +224,13 @@ def validate(cfg, given=()):
 
 
 def config_from_dict(d):
-    """Rebuild a Config from a checkpoint's dict (utils.checkpoint.migrate renamed its old keys), ignoring keys this
-    version does not know, as its objective runs it (objectives.effective)."""
+    """A checkpoint's config dict (migrated) as the Config its objective runs (effective); unknown keys are ignored."""
     return objectives.effective(replace(Config(), **{k: _coerce(k, TYPES[k], v) if k == "compile" else v
                                                      for k, v in d.items() if k in TYPES}))
 
 
 def format_config(cfg, marks=None):
-    """`key = value` lines: every key, each with its mark (marks: {key: '*' or '+'}), or (marks None) only the keys
-    whose value differs from the default."""
+    """`key = value` lines: every key with its mark (marks: {key: '*' or '+'}), or (marks None) those off default."""
     d, defaults = asdict(cfg), asdict(Config())
     keys = list(d) if marks is not None else [k for k in d if d[k] != defaults[k]]
     width = max(map(len, keys), default=0)
@@ -258,21 +242,20 @@ def wants_help(argv):
     return any(a in ("-h", "--help") for a in argv)
 
 
-def _comments(source):
-    """{line number: comment text} of a source text (tokenize: a '#' inside a string is not a comment)."""
-    toks = tokenize.generate_tokens(io.StringIO(source).readline)
-    return {t.start[0]: t.string.lstrip("#").strip() for t in toks if t.type == tokenize.COMMENT}
+def _source_lines(obj):
+    """[(line, its comment's text or "")] of obj's source (tokenize: a '#' inside a string is not a comment)."""
+    src = inspect.getsource(obj)
+    toks = tokenize.generate_tokens(io.StringIO(src).readline)
+    comments = {t.start[0]: t.string.lstrip("#").strip() for t in toks if t.type == tokenize.COMMENT}
+    return [(line, comments.get(n, "")) for n, line in enumerate(src.splitlines(), 1)]
 
 
 def _key_docs():
     """[(section, [(key, comment)])] from the Config class: its '# ---- section' lines and each field's
     trailing comment (plus comment-only lines under it): the dataclass is the one source of the help."""
-    src = inspect.getsource(Config)
-    comments, lines = _comments(src), src.splitlines()
     sections, last = [("general", [])], None
-    for n, line in enumerate(lines, 1):
+    for line, text in _source_lines(Config):
         m = re.match(r"\s+(\w+)\s*:", line)
-        text = comments.get(n, "")
         if m and m[1] in TYPES:
             last = [m[1], text]
             sections[-1][1].append(last)
@@ -290,22 +273,20 @@ def sample_keys():
 
 def _preset_docs():
     """{preset: the comment lines above it in PRESETS}."""
-    src = inspect.getsource(config)
-    comments, docs, above = _comments(src), {}, []
-    start = src[:src.index("PRESETS = {")].count("\n") + 1
-    for n, line in enumerate(src.splitlines()[start:], start + 1):
+    lines, docs, above = _source_lines(config), {}, []
+    start = next(i for i, (line, _) in enumerate(lines) if line.startswith("PRESETS = {")) + 1
+    for line, text in lines[start:]:
         m = re.match(r'\s+"(\w+)":', line)
         if m and m[1] in PRESETS:
             docs[m[1]], above = " ".join(above), []
         elif line.strip().startswith("#"):
-            above.append(comments.get(n, ""))
+            above.append(text)
     return docs
 
 
 def help_text(prog, usage, from_checkpoint=False, argv=()):
-    """The presets, then every key by section: --key=TYPE, its comment, its default. from_checkpoint: the
-    model's keys (trained=...) are marked, since a checkpoint fixes them. argv (presets, config files, flags beside
-    --help): the config they resolve to instead, every key, those a preset sets marked '*' and those given '+'."""
+    """The presets, then every key by section: --key=TYPE, its comment, its default (from_checkpoint: the trained keys
+    marked, a checkpoint fixes them). argv beside --help: the config it resolves to, '*' a preset's key, '+' given."""
     rest = [a for a in argv if a not in ("-h", "--help")]
     if rest:
         cfg, given = parse(rest, check=False)

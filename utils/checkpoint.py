@@ -7,8 +7,8 @@ A training run's directory (save_run_checkpoint / load_latest):
     model_<iter>.pt   with keep_last = K >= 2: the K newest checkpoints; model.pt is a hard link to the newest
     metrics.jsonl     train.py's log rows; a resumed run first drops the rows logged after its checkpoint (trim_metrics)
 A kill at any moment leaves each file complete or absent: an older checkpoint goes only once a newer one is in place.
-Every checkpoint (and an export's weights) carries a checksum of what it holds, checked on load: torch does not check
-its archive on load, so a damaged file would otherwise run with whatever its damaged weights give.
+Every checkpoint (and an export's weights) carries a checksum, checked on load: torch does not check its archive, so a
+damaged file would otherwise run with whatever weights it holds.
 """
 import hashlib
 import json
@@ -37,13 +37,11 @@ RENAMED = {"block_length": "semi_ar_length", "bd3_mask_min": "mask_min", "bd3_ma
 
 
 def migrate(ckpt):
-    """A checkpoint (or an exported folder's dict) as this version writes it: config keys (RENAMED) and layers
-    (blocks.N, adaln.blocks.N -> layers.N) under their new names, and without the removed model options that were off
-    (False or 0, so the network never used them). Every load goes through here."""
+    """A checkpoint (or an export's dict) as this version writes it, what every load does first: config keys
+    (RENAMED) and layers (blocks.N, adaln.blocks.N -> layers.N) renamed, removed options left off (False, 0) dropped."""
     ckpt["config"] = {RENAMED.get(k, k): v for k, v in ckpt["config"].items()}
     if "model_args" in ckpt:
-        known = ModelArgs.__dataclass_fields__
-        ckpt["model_args"] = {k: v for k, v in ckpt["model_args"].items() if k in known or v}
+        ckpt["model_args"] = {k: v for k, v in ckpt["model_args"].items() if k in ModelArgs.__dataclass_fields__ or v}
     for key in ("model", "ema"):
         if ckpt.get(key) is not None:
             ckpt[key] = {re.sub(r"^(adaln\.)?blocks\.", r"\1layers.", k): v for k, v in ckpt[key].items()}
@@ -51,8 +49,7 @@ def migrate(ckpt):
 
 
 def checksum(obj):
-    """A digest of everything obj (a checkpoint dict) holds but its own 'checksum': every tensor's dtype, shape and
-    bytes and every other value's repr, dict keys in a fixed order."""
+    """Digest of all obj holds but its 'checksum': tensors' dtype, shape and bytes, other values' repr, keys sorted."""
     h = hashlib.blake2b(digest_size=16)
 
     def walk(x):
@@ -190,8 +187,7 @@ def load_latest(out_dir, warn=print):
 
 
 def trim_metrics(path, upto):
-    """Keep the rows of metrics.jsonl up to iter `upto` (-1: none), which a resumed run does not log again; unreadable
-    lines (a row cut by a kill) are dropped."""
+    """Keep metrics.jsonl's rows up to iter `upto` (-1: none), the rest a resumed run logs again; drop cut rows."""
     keep = []
     if upto >= 0 and os.path.exists(path):
         with open(path) as f:

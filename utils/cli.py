@@ -7,8 +7,6 @@ before any work, as one `error:` line and exit 2 (utils.errors.run_cli):
     p.add_argument("--bands", type=list_of(band))       # '0-1,0.3-0.8' -> [(0.0, 1.0), (0.3, 0.8)]; '0.8-0.3' refused
     p.add_argument("--grid", type=key_list({"steps": at_least(1)}))   # 'steps=8,16' -> ('steps', [8, 16])
     p.add_argument("--n-infill", type=at_least(1), needs=("infill_len",))  # refused given without --infill-len > 0
-
-read_json and read_jsonl read a JSON input checked for its kind and for being complete.
 """
 import argparse
 import json
@@ -19,9 +17,8 @@ from utils.fileio import check_output, read_text
 
 
 class ArgParser(argparse.ArgumentParser):
-    """argparse whose bad flag is one line (through run_cli), not a usage block; an output flag (type=output) comes
-    with --force and is checked against it once all flags are read; a flag with needs=(dests) acts only when one of
-    those flags is on (non-zero, non-empty), and is refused when given without (what is asked is what runs)."""
+    """argparse whose bad flag is one line (run_cli), not a usage block; type=output brings --force, checked once all
+    flags are read; a flag with needs=(dests) acts only with one of those on (non-zero, non-empty), else is refused."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
@@ -145,8 +142,7 @@ def read_json(path, what, keys, fix, rows=()):
 
 def read_jsonl(path, what, fix):
     """The rows of a JSON-lines file (train.py's metrics.jsonl); a damaged line is one UserError."""
-    lines = read_text(path, what, fix).splitlines()
     try:
-        return [json.loads(line) for line in lines if line.strip()]
+        return [json.loads(line) for line in read_text(path, what, fix).splitlines() if line.strip()]
     except json.JSONDecodeError as e:
         raise UserError(f"{path} holds a line that is not JSON ({e.msg}): the file is damaged") from None

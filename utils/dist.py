@@ -20,9 +20,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")  # config.dtype, see precisi
 # torch.cuda.get_device_name gives, for MFU: a device not listed gets no MFU rather than a wrong one
 PEAK_FLOPS = {
     "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H200": 989e12,  # the first is the SXM5
-    "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-SXM4-40GB": 312e12,
-    "NVIDIA A100 80GB PCIe": 312e12, "NVIDIA A100-PCIE-40GB": 312e12,
-    "NVIDIA L4": 121e12, "NVIDIA GeForce RTX 4090": 165e12,
+    "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100 80GB PCIe": 312e12,
+    "NVIDIA A100-PCIE-40GB": 312e12, "NVIDIA L4": 121e12, "NVIDIA GeForce RTX 4090": 165e12,
     "NVIDIA GeForce RTX 3090": 71e12,  # 142 is the fp16-accumulate figure
 }
 
@@ -67,9 +66,8 @@ def autocast_for(device, dtype):
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.allow_tf32 = True
-    if name == "float32":
-        return nullcontext(), name
-    return torch.autocast(device_type=device.type, dtype=getattr(torch, name)), name
+    ctx = nullcontext() if name == "float32" else torch.autocast(device_type=device.type, dtype=getattr(torch, name))
+    return ctx, name
 
 
 def grad_scaler(device, dtype_name):

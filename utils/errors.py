@@ -1,9 +1,8 @@
 """One way to fail on bad input: a one-line message, exit code 2, no traceback.
 
-Entry points wrap their main() with `run_cli(main)`; library code raises UserError with a message that names the
-problem and the fix. run_cli also turns what the environment causes (a read-only or full disk, missing memory) into
-such a line. Ctrl-C is one line too (exit 130; raise KeyboardInterrupt("what was kept") to say more), and output cut
-short by its reader (`python train.py --help | head`) ends quietly, as cat does (exit 141).
+Entry points run main() through run_cli; library code raises UserError naming the problem and the fix. A read-only
+or full disk, or missing memory, becomes such a line too; Ctrl-C is one line (exit 130; KeyboardInterrupt("what was
+kept") says more), and output its reader cut short (`python train.py --help | head`) ends quietly (141, as cat).
 """
 import errno
 import os

@@ -3,9 +3,8 @@
     with atomic_path("out/model.pt") as tmp:   # write tmp any way you like; atomic_open(path) gives a text file
         torch.save(obj, tmp)
 
-The temp file, NAME.tmp<pid>, one per process, sits beside the target (same filesystem: os.replace is an atomic
-rename) and replaces it, fsynced, only if the block finished. A SIGKILL skips the cleanup: remove_stale_temps(dir)
-deletes the temps of processes that are gone.
+The temp file NAME.tmp<pid> sits beside the target (same filesystem: os.replace is an atomic rename) and replaces it,
+fsynced, only if the block finished; remove_stale_temps(dir) deletes those of processes gone (a SIGKILL skips cleanup).
 """
 import os
 import re
@@ -78,16 +77,14 @@ def read_text(path, what, fix="", allow_empty=True, newline=None):
 
 
 def not_found(path, what, fix=""):
-    """The UserError for a missing input `what` (a flag or key): a relative path that is there under the repository
-    root says where to run; any other names the fix."""
+    """The UserError for a missing input `what`: a relative path there under the repository root says where to run."""
     if not os.path.isabs(path) and os.path.exists(os.path.join(REPO, path)):
         fix = f"paths are relative to where you run: run from the repository root ({REPO}) or give the full path"
     return UserError(f"{what} {path} not found" + (f": {fix}" if fix else ""))
 
 
 def check_output(path, force=False, flag="--output"):
-    """UserError unless `path` may be written: not a directory, not a checkpoint (not even with --force), and not an
-    existing file without --force."""
+    """UserError unless `path` may be written: no directory, never a checkpoint, an existing file only with --force."""
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a directory: pass a file path")
     # a checkpoint: weights by their name, or a zip archive (what torch.save writes)

@@ -58,11 +58,9 @@ def load_weights_into(model, path, tok, ckpt=None):
               if src_args.get(k, known[k]) != getattr(model.args, k)]
     if differ:
         raise UserError(f"--init_from={path} has {', '.join(differ)} {fix}")
-    state = weights(ckpt)
     own = model.state_dict()
-    extra = {k for k in state if k.startswith(INPUT_PREFIXES) and k not in own}  # inputs this model lacks
-    dropped = sorted({k.split(".")[0] for k in extra})
-    state = {k: v for k, v in state.items() if k not in extra}
+    extra = {k for k in weights(ckpt) if k.startswith(INPUT_PREFIXES) and k not in own}  # inputs this model lacks
+    state = {k: v for k, v in weights(ckpt).items() if k not in extra}
     src_t, own_t = state.get("time_emb.weight"), own.get("time_emb.weight")
     if src_t is not None and own_t is not None and src_t.shape != own_t.shape:
         raise UserError(f"--init_from={path} has a learned time embedding for diffusion_steps="
@@ -87,7 +85,8 @@ def load_weights_into(model, path, tok, ckpt=None):
         notes.append("adaLN starts as the identity with open gates")
     if "sc_proj.weight" in result.missing_keys:  # zero-initialised by the model: reads nothing at first
         notes.append("the self-conditioning input starts at zero")
-    if dropped:
+    if extra:
+        dropped = sorted({k.split(".")[0] for k in extra})
         notes.append(f"the source's {' and '.join(dropped)} dropped")
     if src_args.get("causal") and not model.args.causal:
         notes.append("causal attention becomes bidirectional")

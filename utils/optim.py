@@ -1,10 +1,9 @@
-"""Optimizers: AdamW (the default) or Muon for the hidden weight matrices with AdamW for the rest; the weight EMA
-(--ema) used for eval and samples; the LR schedule (lr_at) and the warm-up a short run keeps.
+"""Optimizers: AdamW (the default) or Muon on the hidden matrices with AdamW on the rest; the weight EMA (--ema) for
+eval and samples; the LR schedule (lr_at) and the warm-up a short run keeps.
 
-Muon (Keller Jordan 2024, kellerjordan.github.io/posts/muon; modded-nanogpt, nanochat): SGD with Nesterov momentum
-whose update for each 2-D hidden matrix is replaced by the nearest semi-orthogonal matrix, U V^T of its SVD, found by
-a few Newton-Schulz iterations; embeddings, the head and anything not 2-D keep AdamW. Both are torch's own
-(torch.optim.Muon, torch >= 2.9); off CUDA the Newton-Schulz runs in fp32 here (ns_dtype).
+Muon (Keller Jordan 2024, kellerjordan.github.io/posts/muon; modded-nanogpt, nanochat): SGD with Nesterov momentum whose
+update for each 2-D hidden matrix is replaced by the nearest semi-orthogonal matrix, U V^T of its SVD, found by a few
+Newton-Schulz iterations; torch's own (torch.optim.Muon, torch >= 2.9), its Newton-Schulz in fp32 off CUDA (ns_dtype).
 
     python train.py cpu --optimizer=muon --muon_lr=0.02
 """
@@ -19,6 +18,8 @@ import torch.optim._muon as _torch_muon
 from utils.errors import UserError
 
 OPTIMIZERS = ("adamw", "muon")  # config.optimizer, see build_optimizer
+
+
 def ns_dtype(device):
     """Muon's Newton-Schulz precision: bf16 on CUDA (torch's own), fp32 elsewhere (a CPU ran it 2-6x slower in bf16)."""
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
@@ -40,8 +41,7 @@ def newton_schulz(grad, ns_coefficients, ns_steps, eps, dtype=torch.float32):
 
 
 class MuonAdamW:
-    """torch.optim.Muon on the hidden matrices and torch.optim.AdamW on the rest, as one optimizer: step, zero_grad,
-    param_groups (Muon's first, each with base_lr) and one state_dict. ns: the Newton-Schulz dtype (ns_dtype)."""
+    """torch's Muon on the hidden matrices and AdamW on the rest, one optimizer (Muon's groups first); ns: ns_dtype."""
 
     def __init__(self, muon, adamw, ns):
         self.muon, self.adamw, self.ns = muon, adamw, ns
@@ -76,8 +76,8 @@ class MuonAdamW:
 
 
 def build_optimizer(model, cfg, device):
-    """AdamW over the model's own groups, or Muon on the 2-D weights inside the layers (not the head) and AdamW over
-    the rest, decayed as model.optimizer_groups says. Every group carries base_lr, which set_lr scales."""
+    """AdamW over model.optimizer_groups, or Muon on the layers' 2-D weights (not the head) and AdamW on the rest; every
+    group carries base_lr, which set_lr scales."""
     assert cfg.optimizer in OPTIMIZERS, cfg.optimizer
     hidden = [p for n, p in model.named_parameters()
               if cfg.optimizer == "muon" and p.dim() == 2 and n.startswith("layers.")]
