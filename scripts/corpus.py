@@ -12,6 +12,7 @@ import random
 import re
 import urllib.error
 import urllib.request
+from itertools import chain
 
 from utils.errors import UserError
 from utils.fileio import atomic_open, check_output, not_found
@@ -20,22 +21,20 @@ from utils.tokenizer import EOT_TOKEN
 SEPARATOR = EOT_TOKEN  # "<|endoftext|>"
 JOINER = "\n" + SEPARATOR + "\n"  # what goes between (and after) stories in the output file
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-LOCAL_EXAMPLE = "--input-file PATH (a .txt, .jsonl, .json, .parquet or .csv file you have)"
 DATASETS_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}  # -> `datasets` builder
 TEXT_EXTENSIONS = (".txt", ".text", ".md")
 _CHUNK = 1 << 20  # characters read at a time from local text files
 _BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
 
 
-# ----------------------------------------------------------------------------- hub
 def _first_line(e, limit=160):
     s = " ".join(str(e).split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 def _unreachable(name, why):
-    return UserError(f"could not reach the Hugging Face hub for '{name}' (offline? {why}): "
-                     f"pass a local file instead: {LOCAL_EXAMPLE}")
+    return UserError(f"could not reach the Hugging Face hub for '{name}' (offline? {why}): pass a local file "
+                     f"instead: --input-file PATH (a .txt, .jsonl, .json, .parquet or .csv file you have)")
 
 
 def _probe_hub(name, timeout=5.0):
@@ -73,8 +72,7 @@ def _hub_error(name, split, e):
 
 
 def _texts_from_records(records, text_field, where, on_error, empty=None):
-    """The `text_field` string of each record, the field checked on the first; empty: the UserError message when no
-    record holds a text (None: none raised)."""
+    """The `text_field` string of each record (the field checked on the first); `empty`: the error if none has one."""
     n, it = 0, iter(records)
     try:
         for i, rec in enumerate(it):
@@ -136,7 +134,6 @@ def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
         raise UserError(f"{url} did not return UTF-8 text: pass a local file with --input-file") from None
 
 
-# ----------------------------------------------------------------------------- local files
 def _read_chunks(path):
     try:  # newline="" keeps \r\n as is, so a single document is written back unchanged
         with open(path, encoding="utf-8", newline="") as f:
@@ -189,15 +186,6 @@ def iter_local_texts(path, text_field="text", split_blank_lines=False):
     return _texts_from_records(ds, text_field, path, on_error, f"input file has no records: {path}")
 
 
-def _split_stream(chunks, split):
-    """Split a stream of text chunks with `split(buffer) -> parts`; the last part carries over."""
-    buf = ""
-    for chunk in chunks:
-        *parts, buf = split(buf + chunk)
-        yield from parts
-    yield buf
-
-
 def _iter_text(path, fmt):
     """The texts of a .txt file read as `fmt` (local_format): the one document, or the stripped non-empty pieces."""
     if fmt == "document":
@@ -206,17 +194,17 @@ def _iter_text(path, fmt):
             raise UserError(f"input file has no text (only whitespace): {path}")
         yield text
         return
-    split = (lambda s: s.split(SEPARATOR)) if fmt == "separator" else _BLANK_LINE.split
-    n = 0
-    for piece in map(str.strip, _split_stream(_read_chunks(path), split)):
-        if piece:
+    sep, split = (SEPARATOR, lambda s: s.split(SEPARATOR)) if fmt == "separator" else ("\n\n", _BLANK_LINE.split)
+    n, buf = 0, ""
+    for chunk in chain(_read_chunks(path), [sep]):  # a separator after the last chunk ends its last piece
+        *parts, buf = split(buf + chunk)  # the last part may go on in the next chunk
+        for piece in filter(None, map(str.strip, parts)):
             n += 1
             yield piece
     if n == 0:
         raise UserError(f"input file has no stories (only separators/whitespace): {path}")
 
 
-# ----------------------------------------------------------------------------- sampling / writing
 def sample_texts(texts, num=0, seed=1337):
     """`num` texts picked uniformly at random in O(num) memory (reservoir sampling, random.Random(seed)), in a seeded
     random order; all of them (shuffled) if there are fewer. num=0 returns `texts` unchanged (all, in order)."""

@@ -29,7 +29,12 @@ from utils.cli import ArgParser, at_least, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
-def parse_args(argv):
+def progress(it, total=None, desc="stories"):
+    from tqdm import tqdm  # disable=None: no bar when stderr is not a terminal (logs, tests)
+    return tqdm(it, total=total or None, desc=desc, unit=" stories", unit_scale=True, dynamic_ncols=True, disable=None)
+
+
+def main(argv):
     p = ArgParser(prog="scripts/data.py", description="Make a plain-text corpus from a hub dataset or a local file.")
     src = p.add_argument_group("source (one of)")
     src.add_argument("--dataset", help="hub dataset (streamed), e.g. roneneldan/TinyStories, or 'tinyshakespeare'")
@@ -42,16 +47,7 @@ def parse_args(argv):
     p.add_argument("--shuffle-buffer", type=at_least(1), default=10_000, help="hub streaming shuffle buffer size")
     p.add_argument("--split-blank-lines", action="store_true", help="split a .txt without <|endoftext|> on blank lines")
     p.add_argument("--output", type=output, required=True, help="output .txt path")
-    return p.parse_args(argv)
-
-
-def progress(it, total=None, desc="stories"):
-    from tqdm import tqdm  # disable=None: no bar when stderr is not a terminal (logs, tests)
-    return tqdm(it, total=total or None, desc=desc, unit=" stories", unit_scale=True, dynamic_ncols=True, disable=None)
-
-
-def main(argv):
-    args = parse_args(argv)
+    args = p.parse_args(argv)
     os.environ.setdefault("USE_TORCH", "0")  # `datasets` imports torch when it is installed (~1 s); none needed
     from scripts import corpus
     if bool(args.dataset) == bool(args.input_file):

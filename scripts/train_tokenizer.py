@@ -20,17 +20,13 @@ from utils.fileio import read_text  # noqa: E402
 from utils.tokenizer import save_tokenizer, split_stories, train_bpe  # noqa: E402
 
 
-def parse_args(argv):
+def main(argv):
     p = ArgParser(prog="scripts/train_tokenizer.py", description="Train a byte-level BPE tokenizer on a text corpus.")
     p.add_argument("--input", required=True, help="UTF-8 text, stories separated by <|endoftext|>")
     p.add_argument("--output", type=output, default="artifacts/tokenizer/tokenizer.json", help="tokenizer.json path")
     p.add_argument("--vocab-size", type=int, default=2048, help="total vocab size, special tokens included")
     p.add_argument("--min-frequency", type=int, default=2, help="minimum pair count for a merge")
-    return p.parse_args(argv)
-
-
-def main(argv):
-    args = parse_args(argv)  # an --output that may not be replaced fails here, before any slow work
+    args = p.parse_args(argv)  # an --output that may not be replaced fails here, before any slow work
     text = read_text(args.input, "--input", "make one with scripts/data.py", allow_empty=False, newline="")
     stories = split_stories(text)
     mb = len(text.encode("utf-8")) / 1e6

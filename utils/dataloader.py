@@ -20,8 +20,7 @@ from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint, save_token
 CACHE_ROOT = os.path.join("artifacts", "data")
 
 _TINYSTORIES = "python scripts/data.py --dataset roneneldan/TinyStories"
-# the command that makes each file a preset reads, named when it is missing
-MAKE_DATA = {
+MAKE_DATA = {  # the command that makes each file a preset reads, named when it is missing
     **{f"data/{name}": f"it ships with the repository: restore it with git checkout -- data/{name}"
        for name in ("tinyshakespeare.txt", "tinystories_train_head.txt", "tinystories_valid_head.txt")},
     "data/stories.txt": f"{_TINYSTORIES} --split train --num-stories 10000 --seed 1337 --output data/stories.txt",
@@ -41,8 +40,7 @@ def _read(path, what):
 
 
 def check_inputs(cfg):
-    """Fail on a missing input file before anything is printed or built. A missing BPE tokenizer is no error
-    (build_tokenizer trains it); one that is not ours is."""
+    """Fail on a missing input file before any output or work; a missing BPE is trained later, one not ours fails."""
     for what in ("data_path", "val_path"):
         path = getattr(cfg, what)
         if path and not os.path.isfile(path):
@@ -152,9 +150,8 @@ SPLITS = ("test", "dev", "val", "train")  # what scripts/eval.py --split scores;
 
 
 def split_ids(train_ids, val_ids, split):
-    """The ids a split names. The validation text is cut in two halves: dev, the first, is what every choice reads
-    (train.py's evals, best.pt, lever searches); test, the second, is what every record reports, read by nothing that
-    chooses. val is both halves."""
+    """The ids a split names. val is cut in two halves: dev, the first, is what every choice reads (train.py's evals,
+    best.pt, lever searches); test, the second, is what every record reports, read by nothing that chooses."""
     half = len(val_ids) // 2
     return {"train": train_ids, "val": val_ids, "dev": val_ids[:half], "test": val_ids[half:]}[split]
 

@@ -69,8 +69,7 @@ class CharTokenizer:
 class BPETokenizer:
     kind = "bpe"
 
-    def __init__(self, tok):
-        """tok: a tokenizers.Tokenizer holding our two special tokens (see check_specials)."""
+    def __init__(self, tok):  # a tokenizers.Tokenizer that passed check_specials
         self.tok = tok
         self.eot_id, self.mask_id = tok.token_to_id(EOT_TOKEN), tok.token_to_id(MASK_TOKEN)
         self.vocab_size = tok.get_vocab_size()  # [MASK] and <|endoftext|> included
@@ -142,15 +141,12 @@ class BPETokenizer:
         return {"kind": "bpe", "json": self.tok.to_str()}
 
 
-MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # byte alphabet + specials, no merges
-
-
 def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False, length=None):
     """A byte-level BPETokenizer trained on texts split on "<|endoftext|>"; fewer than vocab_size tokens (specials and
     bytes included) only if the corpus runs out of pairs seen min_frequency times."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    if vocab_size < MIN_VOCAB_SIZE:
-        raise UserError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 bytes + "
+    if vocab_size < 256 + len(SPECIAL_TOKENS):  # the byte alphabet and the specials, no merges
+        raise UserError(f"--vocab-size must be at least {256 + len(SPECIAL_TOKENS)} (256 bytes + "
                         f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
     if min_frequency < 1:
         raise UserError(f"--min-frequency must be >= 1, got {min_frequency}")
@@ -161,10 +157,9 @@ def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False,
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
     tok.train_from_iterator((p for text in texts_iter for p in split_stories(text)), trainer=trainer, length=length)
-    # the trainer adds every special token as a matched one: [MASK] must not be (see above)
-    spec = json.loads(tok.to_str())
+    spec = json.loads(tok.to_str())  # the trainer adds every special token as a matched one: not [MASK] (see above)
     spec["added_tokens"] = [a for a in spec["added_tokens"] if a["content"] != MASK_TOKEN]
-    return BPETokenizer(check_specials(Tokenizer.from_str(json.dumps(spec)), "the trained tokenizer"))
+    return BPETokenizer.from_json(json.dumps(spec), "the trained tokenizer")
 
 
 def save_tokenizer(tok, path, force=False):
@@ -189,10 +184,9 @@ def split_stories(text):
     return [p for p in text.split(EOT_TOKEN) if p.strip()]
 
 
-# No BPE token crosses a " " or "\n" before a printable ASCII character: GPT-2's pre-tokenizer pattern (Radford et al.
-# 2019) cuts a whitespace run W before a non-space into W[:-1] and W[-1] + "word", and never puts whitespace after a
-# non-space in one pre-token (fuzz-tested in tests/test_bpe.py). ASCII only: Python's and Rust's Unicode whitespace
-# may differ.
+# No BPE token crosses a " " or "\n" before a printable ASCII character: GPT-2's pre-tokenizer (Radford et al. 2019)
+# cuts a whitespace run W before a non-space into W[:-1] and W[-1] + "word" and never puts whitespace after a non-space
+# in one pre-token (fuzz-tested in tests/test_bpe.py). ASCII only: Python and Rust may differ on Unicode whitespace.
 _SAFE_CUT = re.compile(r"[ \n](?=[!-~])")
 
 
@@ -203,10 +197,7 @@ def split_for_encoding(text, piece_chars=1 << 12):
     while pos < len(text):
         k = text.find(EOT_TOKEN, pos)
         end = len(text) if k < 0 else k
-        while end - pos > piece_chars:
-            m = _SAFE_CUT.search(text, pos + piece_chars, end)
-            if m is None:
-                break
+        while end - pos > piece_chars and (m := _SAFE_CUT.search(text, pos + piece_chars, end)):
             yield text[pos:m.start()]
             pos = m.start()
         if pos < end:

@@ -52,17 +52,16 @@ def _mix(a, b, w):
 
 class TraceWriter:
     def __init__(self, video_path, gif_path, frame_ms=180, cols=64, title="", font_size=14, hold_ms=1500):
-        """hold_ms: how long the last frame (the finished sample) stays on screen."""
         if frame_ms < 10 or cols < 1:
             raise ValueError("frame_ms must be >= 10 (GIF timing resolution) and cols >= 1")
         self.paths = {"mp4": video_path, "gif": gif_path}
         self.frame_ms, self.cols, self.title, self.rows, self.frames = int(frame_ms), int(cols), title, None, []
-        self.hold_frames = max(1, math.ceil(hold_ms / self.frame_ms))  # slots the last frame fills
+        self.hold_frames = max(1, math.ceil(hold_ms / self.frame_ms))  # slots the last frame (the sample) fills
         self.font, self.bold = _load_fonts(font_size)
         # Glyphs are placed one per cell at this pitch, so even a proportional fallback font lines up.
         self.adv, self.ch = self.font.getlength("M"), self.font.getbbox("Mg|_")[3] + 4
         self.m = self.ch // 2  # margin
-        self.size, self.n, self.warnings, self.result, self._tmp = None, 0, [], None, {}
+        self.size, self.warnings, self.result, self._tmp = None, [], None, {}
         self._proc = self._err = self._gif = self._prev = self._pal = None
 
     def _layout(self, tokens, states, conf=None):
@@ -132,7 +131,6 @@ class TraceWriter:
         self._check(tokens, states, confidence)
         self.frames.append((list(tokens), list(states), step, t, nfe, None if confidence is None else list(confidence),
                             caption))
-        self.n += 1
 
     def _start(self):
         for key, path in self.paths.items():
@@ -172,8 +170,9 @@ class TraceWriter:
             self._abort()
             raise RuntimeError(f"ffmpeg exited with code {self._proc.returncode} writing {self.paths['mp4']}:\n{tail}")
 
-    def _gif_write(self, p, ms):
+    def _gif_write(self, img, ms):
         """Append one GIF frame: the whole image first, then only the rectangle that changed."""
+        p = img.quantize(palette=self._pal, dither=Image.Dither.NONE)
         idx = Image.frombytes("L", p.size, p.tobytes())  # compare palette indices, not luminance
         if self._prev is None:
             hdr, _ = GifImagePlugin.getheader(p, None, {"loop": 0, "duration": ms})
@@ -185,8 +184,7 @@ class TraceWriter:
         self._prev = idx
 
     def close(self):
-        """Render the frames at the tallest one's size, finish both files, move them into place; returns {'mp4',
-        'gif', 'frames', 'warnings'}."""
+        """Render the frames at the tallest one's size, finish and move both files; -> {mp4, gif, frames, warnings}."""
         if self.result is not None:
             return self.result
         try:
@@ -194,12 +192,11 @@ class TraceWriter:
                 self._fix_size([f[:2] for f in self.frames])
                 self._start()
             for i, frame in enumerate(self.frames):
-                img, last = self.render(*frame), i == len(self.frames) - 1
-                if self._proc is not None:  # the last frame held: repeated for hold_frames slots
-                    self._ffmpeg(img.tobytes() * (self.hold_frames if last else 1))
+                img, slots = self.render(*frame), self.hold_frames if i == len(self.frames) - 1 else 1
+                if self._proc is not None:
+                    self._ffmpeg(img.tobytes() * slots)
                 if self._gif is not None:
-                    p = img.quantize(palette=self._pal, dither=Image.Dither.NONE)
-                    self._gif_write(p, self.frame_ms * (self.hold_frames if last else 1))
+                    self._gif_write(img, self.frame_ms * slots)
             if self._proc is not None:
                 self._ffmpeg(None)
                 self._err.close()
@@ -213,8 +210,8 @@ class TraceWriter:
             self._abort()
             raise
         self.result = {k: self.paths[k] if k in done else None for k in ("mp4", "gif")}
-        self.result.update(frames=self.n, warnings=self.warnings
-                           + ([] if self.n else ["no frames added: nothing written"]))
+        self.result.update(frames=len(self.frames), warnings=self.warnings
+                           + ([] if self.frames else ["no frames added: nothing written"]))
         return self.result
 
     def _abort(self):
@@ -228,8 +225,8 @@ class TraceWriter:
         for tmp in self._tmp.values():
             with suppress(FileNotFoundError):
                 os.remove(tmp)
-        self._tmp, self._prev, self.frames = {}, None, []
-        self.result = dict(mp4=None, gif=None, frames=self.n, warnings=self.warnings + ["aborted"])
+        self._tmp, self._prev = {}, None
+        self.result = dict(mp4=None, gif=None, frames=len(self.frames), warnings=self.warnings + ["aborted"])
 
     def __enter__(self):
         return self
