@@ -1,13 +1,11 @@
 """The validation score of any objective over fixed windows, with a standard error: the bound (diffusion) or the
-exact NLL (AR), per token and in bits per character. train.py's evals and scripts/eval.py both call evaluate().
+exact NLL (AR), per token and in bits per character, as train.py's evals and scripts/eval.py score it (evaluate()).
 
 The bound is estimated per window at n_t times stratified over all N windows: window w's k-th draw lies in stratum
 k * N + perm[w] of N * n_t equal slices of [0, 1) (a permutation per time for a t per block), unbiased for (1/T)
-sum_t of the per-t terms; the standard error is the spread of the per-window estimates. mc_se_max bounds the part of
-it due to the random t and masks from the differences of neighbouring strata ("collapsed strata", Cochran 1977
-§5A.12): an upper bound, since it also counts the drift between strata.
-
-    res = evaluate(model, windows, cfg, schedule, tok, n_t=8, chars_per_token=1.0)   # cfg.batch_size windows a pass
+sum_t of the per-t terms; the standard error is the spread of the per-window estimates. mc_se_max bounds its share
+due to the random t and masks from the differences of neighbouring strata ("collapsed strata", Cochran 1977 §5A.12):
+an upper bound, since it also counts the drift between strata.
 """
 import math
 from contextlib import nullcontext
@@ -32,8 +30,8 @@ def paired_difference(a, b):
 
 
 def report_windows(tok, train_ids, val_ids, split, n_windows, L):
-    """The fixed windows (n, L + 1) of a split (utils.dataloader.split_ids) that a report scores, and the characters
-    per scored token of exactly those windows (BPE windows decode to ~1 % other than the split's mean)."""
+    """A split's fixed windows (n, L + 1) and the characters per scored token of exactly those windows (BPE windows
+    decode to ~1 % other than the split's mean)."""
     ids = split_ids(train_ids, val_ids, split)
     check_fits(ids, L + 1, split)
     windows = fixed_windows(ids, n_windows, L + 1)  # every objective scores the same last L tokens of each
@@ -42,8 +40,8 @@ def report_windows(tok, train_ids, val_ids, split, n_windows, L):
 
 @torch.no_grad()
 def ar_mode(model, cfg, windows, mask_id, batch_size):
-    """The network's AR mode (objectives' ar_nll: what --dual_sample or --bd3_speculate samples at temperature 1), its
-    mean NLL per window (N,) over windows (N, L + 1), batch by batch, on the host; None if it has none."""
+    """The mean NLL per window (N,), on the host, of the network's AR mode (objectives' ar_nll: what --dual_sample or
+    --bd3_speculate samples at temperature 1) over windows (N, L + 1); None if it has none."""
     obj, dev = objectives.get(cfg.objective), next(model.parameters()).device
     parts = [obj.ar_nll(model, windows[i:i + batch_size].to(dev), cfg, mask_id)
              for i in range(0, len(windows), batch_size)]
@@ -59,12 +57,10 @@ def reported(model, cfg, schedule, tok, train_ids, val_ids, ctx=nullcontext()):
 
 @torch.no_grad()
 def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=0, chars_per_token=1.0, details=False):
-    """Score windows (N, L + 1) of token ids with cfg's objective: every objective scores the same tokens, the last
-    L of each window (AR reads the first as context, worth ~0.015 nats/char to it at L = 64: LOG.md). Returns dict:
-    nats_per_token, se, bits_per_char, bpc_se, ppl (per token), n_windows, n_t, mc_se_max (nats/token) and mc_bpc_max
-    (bits/char) when n_t > 1 and, with details (diffusion only), recon_acc and entropy_by_t (list of (t_lo, t_hi,
-    mean entropy in nats)) at the positions the objective scores (the masked ones; for uniform noise, those the noise
-    changed). chars_per_token: of the scored tokens, windows[:, 1:]. Runs where the model's weights are."""
+    """Score windows (N, L + 1) of token ids with cfg's objective, where the model's weights are: every objective
+    scores the same tokens, the last L of each window (AR reads the first as context, worth ~0.015 nats/char to it at
+    L = 64: LOG.md); chars_per_token: of windows[:, 1:]. details (diffusion only): recon_acc and entropy_by_t ((t_lo,
+    t_hi, mean entropy in nats) a bin) at the positions scored (masked; for uniform noise, those the noise changed)."""
     obj, device = objectives.get(cfg.objective), next(model.parameters()).device
     windows = windows[:, 1 - obj.WINDOW:].contiguous()  # an AR window keeps its first token as context
     was_training = model.training
@@ -101,22 +97,17 @@ def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=
             d = ests[:, 1:n_t - n_t % 2:2] - ests[:, 0:n_t - n_t % 2:2]  # (B, n_t // 2)
             mc_var.append(d.square().sum(1) * (n_t / (2 * d.size(1))) / n_t ** 2)
     model.train(was_training)
-    out = summary(torch.cat(per_seq), mc_var, n_t, chars_per_token)
+    v = torch.cat(per_seq)  # nats/token per window
+    mean, se = v.mean().item(), (v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan"))
+    out = dict(nats_per_token=mean, se=se, bits_per_char=mean / chars_per_token / LN2,
+               bpc_se=se / chars_per_token / LN2, ppl=math.exp(mean), n_windows=len(v), n_t=n_t,
+               per_window=v.tolist())  # paired comparisons of two runs on the same windows
+    if mc_var:
+        out["mc_se_max"] = torch.cat(mc_var).sum().sqrt().item() / len(v)
+        out["mc_bpc_max"] = out["mc_se_max"] / chars_per_token / LN2  # in the units of the ± it is a share of
     if details and k_times:
         out["recon_acc"] = correct / max(n_scored, 1)
         edges = [round(1 + j * T / ENTROPY_BINS) for j in range(ENTROPY_BINS + 1)]
         mean = (ent_sum / ent_cnt).tolist()  # nan where a bin saw no token
         out["entropy_by_t"] = [(edges[j], edges[j + 1] - 1, mean[j]) for j in range(ENTROPY_BINS)]
-    return out
-
-
-def summary(v, mc_var, n_t, chars_per_token):
-    """The figures of the per-window estimates v (nats/token); mc_var: bounds on their Monte Carlo variance."""
-    mean, se = v.mean().item(), (v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan"))
-    out = dict(nats_per_token=mean, se=se, bits_per_char=mean / chars_per_token / LN2,
-               bpc_se=se / chars_per_token / LN2, ppl=math.exp(mean), n_windows=len(v), n_t=n_t,
-               per_window=v.tolist())  # nats/token per window: paired comparisons of two runs on the same windows
-    if mc_var:
-        out["mc_se_max"] = torch.cat(mc_var).sum().sqrt().item() / len(v)
-        out["mc_bpc_max"] = out["mc_se_max"] / chars_per_token / LN2  # in the units of the ± it is a share of
     return out

@@ -1,8 +1,6 @@
 """Sample metrics (the validation bound is evals/bound.py): reverse-step token change rate, distinct-n, sample
 entropy, generative perplexity under our own AR baseline (same data and tokenizer: no retokenization), infill
 recovery of held-out spans and the n-gram JS divergence to reference text.
-
-    python -c "from evals.metrics import distinct_n; print(distinct_n(['a b a b'], 2))"   # 2 unique / 3
 """
 import math
 from collections import Counter
@@ -14,8 +12,8 @@ import objectives
 
 
 class ChangeRate:
-    """Reverse-step token change rate: of the generated positions holding a token before a step, the fraction whose
-    token differs after it (re-masked or replaced). 0 for samplers that never revisit."""
+    """An on_step hook: of the generated positions holding a token before a step, the fraction whose token differs
+    after it (re-masked or replaced). 0 for samplers that never revisit."""
 
     def __init__(self, mask_id):
         self.mask_id, self.changed, self.seen = mask_id, 0, 0
@@ -31,7 +29,7 @@ class ChangeRate:
 
 
 def distinct_n(texts, n):
-    """Unique word n-grams / all word n-grams, pooled over texts (Li et al. 2016)."""
+    """Unique word n-grams / all word n-grams, pooled over texts (Li et al. 2016): distinct_n(['a b a b'], 2) = 2/3."""
     grams = [tuple(w[i:i + n]) for w in (t.split() for t in texts) for i in range(len(w) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
@@ -50,7 +48,7 @@ def sample_entropy(rows):
 @torch.no_grad()
 def ar_nll(model, seqs, n_prompt):
     """-log p(seqs[:, j] | seqs[:, :j]) (B, S - n_prompt) float32, in nats, for j >= n_prompt under a causal model;
-    seqs (B, S) long. The first token has no context to be scored on: 1 <= n_prompt; S - 1 <= block_size."""
+    the first token has no context to be scored on: 1 <= n_prompt; S - 1 <= block_size."""
     B, S = seqs.shape
     assert 1 <= n_prompt < S and S - 1 <= model.args.block_size, (n_prompt, S, model.args.block_size)
     was_training = model.training
@@ -60,7 +58,6 @@ def ar_nll(model, seqs, n_prompt):
     return F.cross_entropy(logits.float().flatten(0, 1), seqs[:, n_prompt:].flatten(), reduction="none").view(B, -1)
 
 
-@torch.no_grad()
 def windowed_ar_nll(model, seqs, n_prompt):
     """ar_nll (B, S - n_prompt) for sequences longer than the scorer's context W: windows of W + 1 tokens, each token
     scored once with at least W // 2 tokens of context before it (or all it has), ~W // 2 new tokens per window."""
@@ -76,8 +73,8 @@ def windowed_ar_nll(model, seqs, n_prompt):
 
 
 def gen_ppl(scorer, seqs, n_prompt, batch_size=32):
-    """Generative perplexity: exp(mean NLL of seqs[:, n_prompt:] given what precedes them) under an AR scorer
-    (windowed past its context). seqs (N, S) long, n_prompt >= 1. Returns (gen-PPL, mean NLL in nats/token)."""
+    """(gen-PPL = exp(mean NLL of seqs[:, n_prompt:] given what precedes them) under an AR scorer, windowed past its
+    context, n_prompt >= 1; that mean NLL in nats/token)."""
     nll = torch.cat([windowed_ar_nll(scorer, seqs[i:i + batch_size], n_prompt)
                      for i in range(0, len(seqs), batch_size)])
     mean = nll.double().mean().item()
@@ -92,9 +89,8 @@ def span_starts(n, L, span, generator):
 
 @torch.no_grad()
 def infill_recovery(model, windows, cfg, schedule, mask_id, span, generator=None, batch_size=32, device="cpu"):
-    """Hold out `span` tokens in each window (N, L), fill them from prefix and suffix with cfg's sampler (its
-    objective, steps, temperature and switches), and score: exact match (whole span right) and token accuracy
-    (= character accuracy for the char tokenizer). nanoDLM reports 20-char recovery 0.156 on Shakespeare."""
+    """Hold out `span` tokens of each window (N, L), fill them from both sides with cfg's sampler and score exact match
+    (whole span) and token accuracy (char tokenizer: character accuracy; nanoDLM's 20 chars: 0.156 on Shakespeare)."""
     N, L = windows.shape
     assert span < L, f"infill span {span} must be shorter than the window {L}"
     starts = span_starts(N, L, span, generator)
@@ -109,7 +105,7 @@ def infill_recovery(model, windows, cfg, schedule, mask_id, span, generator=None
 
 
 def char_ngrams(texts, n):
-    """Counts of the character n-grams inside each text (none across two texts), pooled: {n-gram: count}."""
+    """{n-gram: count} of the character n-grams inside each text (none across two texts), pooled."""
     return Counter(t[i:i + n] for t in texts for i in range(len(t) - n + 1))
 
 
@@ -128,8 +124,7 @@ def js_divergence(p, q):
 
 
 def ngram_js(texts, reference, ns=(1, 2, 3, 4)):
-    """Distribution-level distance of samples to held-out text that repetition cannot game (Franca & Tong 2026 ask
-    for one beside gen-PPL): the JS divergence (bits) between the character n-gram distributions of the samples,
-    pooled, and of the reference text, for each n, and their mean. Returns ({n: js}, mean)."""
+    """A distance of samples to held-out text that repetition cannot game (Franca & Tong 2026 ask for one beside
+    gen-PPL): ({n: JS divergence in bits of the samples' pooled character n-grams from the reference's}, their mean)."""
     js = {n: js_divergence(char_ngrams(texts, n), char_ngrams([reference], n)) for n in ns}
     return js, sum(js.values()) / len(js)

@@ -1,9 +1,6 @@
 """What train.py prints about a run beside its loop: the startup memory and speed estimates, the first step's
 time and ETA (with a note when the run is long for its device), the name of the training loss in its log lines
 and the end-of-training metrics block with a sample. Every figure carries its unit or says what it counts.
-
-    from evals.report import estimate_line, final_report, loss_label
-    print(loss_label(cfg))                      # 'train all_ce' (the log line's figure) and what it measures
 """
 import os
 from dataclasses import replace
@@ -36,9 +33,8 @@ def fmt_time(s):
 
 
 def estimate_line(cfg, model, schedule, device, dtype_name, flops_tok, seq, assumed_mfu):
-    """(Memory per rank and tokens/s in a line, from the model's own accounting (rough: see model.estimate_memory);
-    the bytes a rank needs). seq: the columns of one pass (bd3: both streams); a micro-batch runs mask_draws
-    diffusion passes and the dual objective's causal one."""
+    """(A line of memory per rank and tokens/s by the model's own, rough accounting (model.estimate_memory); the
+    bytes a rank needs). seq: one pass's columns (bd3: both streams), mask_draws of them a micro-batch (+ dual_ar's)."""
     masked_head = cfg.head_on_masked_only and cfg.loss_type != "all_ce"  # (an objective without masks ignores both)
     head_frac = (1 - schedule.alpha[1:]).mean().item() if masked_head else 1.0  # E_t[mask rate]
     tokens = cfg.batch_size * (cfg.mask_draws * seq + (cfg.block_size - 1 if cfg.dual_ar else 0))
@@ -176,8 +172,7 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
     """The end-of-training metrics block (res: the dev eval; test: the figure the records cite, evals.bound.REPORT)
     and the samples (4 are drawn at least, for distinct-2; each is printed)."""
     g, obj = torch.Generator().manual_seed(cfg.seed), objectives.get(cfg.objective)
-    change = ChangeRate(tok.mask_id)
-    n = max(cfg.num_samples, 4)
+    change, n = ChangeRate(tok.mask_id), max(cfg.num_samples, 4)
     prompt_len, gen_len = report_samples(cfg, tok)
     writer = open_trace(cfg) if obj.TRACE else None  # sample 0's trace
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
@@ -185,15 +180,14 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
     with StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:
         texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule,
                                               device, g, on_step=chain(change, bar))
-    ar = obj.EXACT
     print("---- final validation metrics")
-    what, t = ("NLL", "") if ar else ("bound (NELBO)", " x %d t")
+    what, t = ("NLL", "") if obj.EXACT else ("bound (NELBO)", " x %d t")
     print(f"  dev {what}, the figure that picks best.pt: {units(res)} ({res['n_windows']} windows"
           f"{t and t % res['n_t']} of the dev half; ± one standard error)")
     if test:
         print(f"  test {what} (scripts/eval.py's figure, the one README and RESULTS cite): {units(test)} "
               f"({test['n_windows']} windows{t and t % test['n_t']} of the test half)")
-    print(f"  perplexity (per token, {'exp of the NLL' if ar else 'exp of the bound: an upper bound'}): "
+    print(f"  perplexity (per token, {'exp of the NLL' if obj.EXACT else 'exp of the bound: an upper bound'}): "
           f"{res['ppl']:.3f}")
     if "recon_acc" in res:
         where = "positions the noise changed" if obj.NOISE_START else "masked positions"

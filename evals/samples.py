@@ -1,11 +1,5 @@
 """What scripts/eval.py, frontier.py and order_nll.py share: opening a checkpoint, drawing samples and scoring them
-(samples continue a fixed start and get score()'s figures; held-out text of their length is scored the same way), and
-writing the JSON.
-
-    judge = load_judge("artifacts/models/cpu_ar/model.pt", device, {"M.pt": tok})   # checked: AR, same tokenizer
-    samples, nfe = draw(model, cfg, start_ids(tok, ""), 63, 16, 32, tok.mask_id, device, torch.Generator())
-    score(samples, 1, tok, judge)   # distinct_2, distinct_3, sample_entropy, sample_text, gen_ppl, gen_nll
-"""
+(samples continue a fixed start; held-out text of their length is scored the same way), and writing the JSON."""
 import json
 from dataclasses import replace
 
@@ -33,8 +27,7 @@ def open_checkpoint(path, device, data_path="", val_path=None):
 
 
 def write_json(path, doc):
-    """doc to path, atomically (readers never see half a file)."""
-    with atomic_open(path) as f:
+    with atomic_open(path) as f:  # readers never see half a file
         json.dump(doc, f, indent=1)
     print(f"wrote {path}")
 
@@ -45,8 +38,8 @@ def start_ids(tok, prompt):
 
 
 def load_judge(path, device, tokenizers):
-    """The AR model that scores samples (gen-PPL), checked before any work: its objective scores the exact NLL, and
-    its tokenizer is each of `tokenizers` ({checkpoint: its tokenizer}), since gen-PPL reads the same token ids."""
+    """The AR model that scores samples (gen-PPL), checked before any work: it scores the exact NLL, and its tokenizer
+    is each of `tokenizers`' ({checkpoint: its tokenizer}), since gen-PPL reads the same token ids."""
     judge, _, cfg, judge_tok = open_checkpoint(path, device)
     if not objectives.get(cfg.objective).EXACT:
         raise UserError(f"--ar-checkpoint {path} is a {cfg.objective} model: give an AR checkpoint "

@@ -5,8 +5,7 @@
     python scripts/bench_train.py cpu --compare_head         # mdlm with the head on all vs only masked positions
     python scripts/bench_train.py cpu --compare_compile      # every row eager and torch.compile'd
     python scripts/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
-    python scripts/bench_train.py --bd3_blocks=1,4,16,64 --block_size=64 --n_layer=4 --n_head=4 --n_embd=128 \
-        --batch_size=12
+    python scripts/bench_train.py baby --bd3_blocks=1,4,16,64    # a bd3 row per block size (dev/LOG.md's)
 
 One training step as train.py takes it (autocast forward, backward, clip, optimizer step) on random tokens: speed
 does not depend on the text. Warm-up (and so compilation) is not timed; rows take turns, so a drifting load slows all
@@ -34,8 +33,7 @@ from utils.optim import build_optimizer  # noqa: E402
 
 
 def matmul_rate(a, batch_tokens, device):
-    """One sample of the fp32 matmul rate (FLOP/s) over the model's shapes: (M x d) @ (d x 3d), (d x d), (d x 4d),
-    (M x 4d) @ (4d x d), (M x d) @ (d x V), M = tokens per step, each repeated to ~1 GFLOP (not the call overhead)."""
+    """The fp32 matmul rate (FLOP/s) on the model's shapes (M = tokens/step), each run to ~1 GFLOP: past overhead."""
     d, M = a.n_embd, batch_tokens
     flops, seconds = 0.0, 0.0
     for k, n in ((d, 3 * d), (d, d), (d, 4 * d), (4 * d, d), (d, a.vocab_size)):
@@ -83,8 +81,7 @@ def main(argv):
     ap.add_argument("--vocab_size", type=at_least(2), default=66, help="with [MASK]: 66 = Shakespeare's, 2048 = BPE")
     ap.add_argument("--compare_head", action="store_true", help="mdlm with the head on all and on masked positions")
     ap.add_argument("--compare_compile", action="store_true", help="every row eager and compiled")
-    ap.add_argument("--bd3_blocks", type=list_of(at_least(1)), default=[],
-                    help="comma-separated block sizes L': a bd3 row each (e.g. 1,4,16,64)")
+    ap.add_argument("--bd3_blocks", type=list_of(at_least(1)), default=[], help="block sizes L': a bd3 row each")
     args, rest = ap.parse_known_args(argv)
     cfg = get_config(rest)
     device = pick_device(cfg.device)
@@ -118,7 +115,6 @@ def main(argv):
     else:
         peak, src = statistics.median(peaks), "fp32 matmul of the model's shapes, measured between the rounds"
     print(f"peak: {peak / 1e9:,.1f} GFLOP/s ({src})" if peak else "peak: unknown for this GPU, so no MFU")
-    # per row: the median ms/iter, tokens/s and MFU; then each row's time against its AR partner's
     print(f"{'row':<24} {'ms/iter':>9} {'tokens/s':>11} {'MFU':>7}")
     results, configs = {}, dict(rows)
     for name, (_, model) in steps.items():

@@ -6,11 +6,9 @@
     python scripts/eval.py artifacts/models/baby_bd3_4/model.pt artifacts/models/baby_ar/model.pt --n-samples 0
     python scripts/eval.py artifacts/models/baby/model.pt --diffusion-steps 1000 --n-samples 0 --infill-len 0
 
-Per checkpoint: the bound (diffusion) or exact NLL (AR) in bits/char ± a standard error; reconstruction accuracy and
-entropy by timestep; of --n-samples samples, the reverse-step change rate, distinct-2/-3, sample entropy and gen-PPL
-under --ar-checkpoint; infill recovery of --infill-len held-out tokens. Rows only diffusion has read n/a for the AR;
-bd3 samples block by block (--steps a block), has no infill row. Plots: scripts/plot.py; sampler curves over
-temperature: scripts/frontier.py.
+Per checkpoint: the bound (diffusion) or exact NLL (AR) ± a standard error, reconstruction and entropy by timestep,
+the figures of --n-samples samples (gen-PPL under --ar-checkpoint) and infill recovery; n/a where an objective has
+none (bd3 samples --steps a block). Plots: scripts/plot.py; sampler curves over temperature: scripts/frontier.py.
 """
 import os
 import sys
@@ -40,13 +38,11 @@ def parse_args(argv):
     p = ArgParser(prog="scripts/eval.py", description="Evaluate diffusion and AR checkpoints into one table.")
     p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (diffusion or AR)")
     p.add_argument("--ar-checkpoint", default="", needs=("n_samples",), help="AR scorer of gen-PPL; same tokenizer")
-    p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows: test = the "
-                   "validation text's second half (records report it), dev = its first (train.py's evals and best.pt "
-                   "read it), val = both, train")
+    p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows: test = validation's "
+                   "second half (records cite it), dev = its first (best.pt's), val = both, train")
     p.add_argument("--data-path", default="", help="override the checkpoint's data_path")
     p.add_argument("--val-path", default=None, help="override the checkpoint's val_path ('' = split data_path)")
-    p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=REPORT["n_windows"],
-                   help="fixed windows, evenly spaced over the split")
+    p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=REPORT["n_windows"], help="of --split")
     p.add_argument("--n-t", type=at_least(1), default=REPORT["n_t"], help="stratified times per window for the bound")
     p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"], help="windows or samples a pass")
     p.add_argument("--n-samples", type=at_least(0), default=16, help="samples for gen-PPL, distinct-n (0 = none)")
@@ -59,10 +55,8 @@ def parse_args(argv):
                    help="mdlm's reveal order (random + --remask none = MDLM's ancestral sampler)")
     p.add_argument("--remask", choices=("refine", "none"), default="refine", needs=sampling, help="mdlm's samples")
     p.add_argument("--infill-len", type=at_least(0), default=20, help="held-out tokens (nanoDLM: 20 chars); 0 = none")
-    p.add_argument("--n-infill", type=at_least(1), default=64, needs=("infill_len",),
-                   help="windows with one held-out span each")
-    p.add_argument("--infill-temperature", type=at_least(0.0), default=0.0, needs=("infill_len",),
-                   help="0 = the most likely fill")
+    p.add_argument("--n-infill", type=at_least(1), default=64, needs=("infill_len",), help="windows, a span each")
+    p.add_argument("--infill-temperature", type=at_least(0.0), default=0.0, needs=("infill_len",), help="0 = argmax")
     p.add_argument("--diffusion-steps", type=at_least(0), default=0, help="score (and sample) a chain of this many "
                    "steps, not the checkpoint's T (0): only for a network with no time input (time_cond none, bd3)")
     p.add_argument("--seed", type=int, default=REPORT["seed"])
@@ -95,7 +89,6 @@ def load_run(path, args, device):
 
 
 def sample_plan(run, args):
-    """(the start ids every sample continues, tokens generated per sample)."""
     start = start_ids(run["tok"], args.prompt)
     return start, args.gen_len or run["cfg"].block_size - len(start)
 
@@ -130,7 +123,6 @@ def held_out_entropy(run, args):
 
 
 def label(cfg, obj):
-    """The objective and what it reads of the block size, schedule (and its T) and time input."""
     parts = [f"L'={cfg.bd3_block}"] if obj.BLOCKS else []
     if not obj.EXACT:
         parts += [cfg.schedule, f"T={cfg.diffusion_steps}"]
@@ -142,10 +134,9 @@ def label(cfg, obj):
 def evaluate_run(run, args, judge, device, bar):
     """One checkpoint's row: its bound on fixed windows, then its samples and infill (one generator)."""
     model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
-    t0 = time.time()
+    t0, L = time.time(), cfg.block_size
     bound_passes, sample_passes, infill_passes = work(run, args)  # the bar's units, counted as each part ends
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
-    L = cfg.block_size
     windows, cpt = report_windows(tok, train_ids, val_ids, args.split, args.n_windows, L)
     res = evaluate(model, windows, replace(cfg, batch_size=args.batch_size), run["schedule"], tok, n_t=args.n_t,
                    seed=args.seed, chars_per_token=cpt, details=True)
@@ -157,14 +148,12 @@ def evaluate_run(run, args, judge, device, bar):
                diffusion_steps=cfg.diffusion_steps,  # the chain scored: the checkpoint's T or --diffusion-steps
                time_cond=model.args.time_cond,  # the network's: an objective may fix it (bd3 and the AR have none)
                loss_type=getattr(cfg, obj.LOSS_KEY),  # the loss it trained (bd3's is bd3_loss)
-               bd3_block=cfg.bd3_block if obj.BLOCKS else None,
-               chars_per_token=cpt, split=args.split, **res)
+               bd3_block=cfg.bd3_block if obj.BLOCKS else None, chars_per_token=cpt, split=args.split, **res)
     per = ar_mode(model, cfg, windows, tok.mask_id, args.batch_size)  # --dual_ar, --bd3_ar: an AR too, exactly scored
     if per is not None:
         row["ar_mode"] = dict(nats_per_token=per.mean().item(), se=(per.std() / len(per) ** 0.5).item(),
                               per_window=per.tolist(), chars_per_token=cpt)
-
-    g = torch.Generator().manual_seed(args.seed)
+    g = torch.Generator().manual_seed(args.seed)  # the samples', then the infill's
     start, gen_len = sample_plan(run, args)
     if len(start) + gen_len > L or (judge is not None and len(start) + gen_len - 1 > judge.args.block_size):
         raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "

@@ -1,20 +1,18 @@
 """Sample frontiers: judge samplers by curves, not by one point (learning.md §6). Per checkpoint, every combination of
-the --grid values (AR: --ar-grid); per point: NFE (forward passes per sample: of the canvas for mdlm, a block for bd3,
-a token for the AR), sample entropy, gen-PPL under an AR judge, distinct-2/3, tokens/s, and the Jensen-Shannon
-divergence of the samples' character 1-4-grams from held-out text's, which repetition cannot lower as it can gen-PPL.
-A curve is one sampler over temperature, read where it crosses the held-out entropy (at_entropy).
+the --grid values (AR: --ar-grid), a point each: NFE (forward passes per sample: of the canvas for mdlm, a block for
+bd3, a token for the AR), sample entropy, gen-PPL under an AR judge, distinct-2/3, tokens/s (time_points), and the
+Jensen-Shannon divergence of the samples' character 1-4-grams from held-out text's, which repetition cannot lower as
+it can gen-PPL. A curve is one sampler over temperature, read where it crosses the held-out entropy (at_entropy).
 
     python scripts/frontier.py artifacts/models/baby/model.pt artifacts/models/baby_bd3/model.pt \
         artifacts/models/baby_ar/model.pt --ar-checkpoint artifacts/models/baby_ar/model.pt \
-        --grid order=random,confidence --grid remask=none,remdm \
-        --grid temperature=0.8,0.9,1.0 --json artifacts/eval/frontier_baby.json
+        --json artifacts/eval/frontier_baby.json    # the default grid: 3 temperatures x order x remask
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json --out artifacts/plots/frontier_baby.png
 
 The held-out entropy (the crossing that chooses a sampler's temperature) is read on --n-samples windows of dev (the
 validation split's first half, which also picks best.pt); the n-gram divergence is reported against test (the second
-half), never read for a choice, and those dev windows' own divergence from test is its floor at the samples' size.
-tokens/s: the median of rounds in which every point draws B samples in turn, so a drifting load slows all alike. AR and
-bd3 samples may run past the context (a sliding window; the judge scores them in windows).
+half), never read for a choice, and those dev windows' own divergence from test is its floor at the samples' size. AR
+and bd3 samples may run past the context (a sliding window; the judge scores them in windows).
 """
 import itertools
 import os
@@ -46,24 +44,17 @@ DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]
 GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KEYS})  # 'key=v1,v2', typed as config.py
 
 
-def canonical(settings, obj, cfg):
-    """The settings a sampler reads (cfg: the checkpoint's, for the keys the grid leaves): not its objective's IGNORES,
-    ReMDM's eta only with remask=remdm, none of the diffusion sampler's under dual_sample (the AR mode's sampler)."""
-    s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
-    get = lambda k: s.get(k, getattr(cfg, k))  # noqa: E731
-    if get("dual_sample"):
-        s = {k: v for k, v in s.items() if k not in ("steps", *REVEAL_KEYS)}
-    if get("remask") != "remdm":
-        s.pop("remask_eta", None)
-    return s
-
-
 def grid_points(grid, cfg, obj):
-    """Every distinct sampler of the grid for one checkpoint: [(settings, its sampling config)], each checked like a
-    command line (an impossible one, e.g. steps > diffusion_steps, is a one-line error)."""
+    """Every distinct sampler of the grid for one checkpoint: [(the settings it reads, its sampling config)], each
+    checked like a command line (an impossible one, e.g. steps > diffusion_steps, is a one-line error)."""
     points = {}  # the sorted settings -> (settings, sampling config), in the grid's order
     for values in itertools.product(*grid.values()):
-        s = canonical(dict(zip(grid, values)), obj, cfg)
+        s = {k: v for k, v in zip(grid, values) if k not in obj.IGNORES}
+        get = lambda k: s.get(k, getattr(cfg, k))  # noqa: E731
+        if get("dual_sample"):  # the AR mode's sampler reads none of the diffusion sampler's keys
+            s = {k: v for k, v in s.items() if k not in ("steps", *REVEAL_KEYS)}
+        if get("remask") != "remdm":  # ReMDM's eta only with remask=remdm
+            s.pop("remask_eta", None)
         key = tuple(sorted(s.items()))
         if key not in points:
             # the sampler's other switches off (as scripts/eval.py; ReMDM's keep the checkpoint's), then the point's
@@ -89,22 +80,6 @@ def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
             w = (target - ea) / (eb - ea) if eb > ea else 0.0
             return {k: a[k] + w * (b[k] - a[k]) for k in keys}
     return None
-
-
-def grid_of(r, args, judge, start, gen_len, ref, device, generator):
-    """Every point of one checkpoint's grid: its samples drawn and scored, each printed as it comes."""
-    points = []
-    for settings, scfg in r["points"]:
-        samples, nfe = draw(r["model"], scfg, start, gen_len, args.n_samples, args.batch_size, r["tok"].mask_id,
-                            device, generator)
-        nfe = sum(nfe) / len(nfe)
-        s = score(samples, len(start), r["tok"], judge, args.batch_size, reference=ref)
-        points.append(dict(curve=curve_label(settings), settings=settings, sampler=r["obj"].describe(scfg), nfe=nfe,
-                           temperature=scfg.temperature, gen_len=gen_len, n_samples=args.n_samples, **s))
-        print(f"  {r['path']} [{points[-1]['curve']}] T={scfg.temperature:g}: NFE {nfe:.1f}, entropy "
-              f"{s['sample_entropy']:.3f}, gen-PPL {s['gen_ppl']:.2f}, JS {s['js_mean']:.4f}, "
-              f"distinct-2 {s['distinct_2']:.3f}")
-    return points
 
 
 def time_points(runs, args, start, gen_len, device):
@@ -144,9 +119,8 @@ def read_curves(points, target, keys):
 
 
 def parse_args(argv):
-    p = ArgParser(prog="scripts/frontier.py", description="Gen-PPL and n-gram divergence against entropy, per sampler. "
-                  "Each curve is read at the held-out entropy, read on dev (the validation split's first half); the "
-                  "n-gram divergence is reported against test.")
+    p = ArgParser(prog="scripts/frontier.py", description="Gen-PPL and n-gram divergence against entropy, per sampler, "
+                  "each curve read at dev's held-out entropy; the n-gram divergence is reported against test.")
     p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (any objective)")
     p.add_argument("--ar-checkpoint", required=True, help="the AR judge of gen-PPL (same tokenizer and data)")
     p.add_argument("--grid", action="append", type=GRID, default=None, help=f"KEY=V1,V2 for diffusion checkpoints, "
@@ -159,11 +133,9 @@ def parse_args(argv):
     p.add_argument("--prompt", default="", help="text every sample continues; '' = the AR start token")
     p.add_argument("--batch-size", type=at_least(1), default=32, help="samples per forward pass")
     p.add_argument("--data-path", default="", help="override the checkpoints' data_path (held-out text)")
-    p.add_argument("--time-batches", type=list_of(at_least(1)), default="1,16", needs=("repeats",),
-                   help="batch sizes timed (tokens/s)")
+    p.add_argument("--time-batches", type=list_of(at_least(1)), default="1,16", needs=("repeats",), help="sizes timed")
     p.add_argument("--repeats", type=at_least(0), default=3, help="timed rounds per batch size (median); 0 = no timing")
-    p.add_argument("--time-draws", type=at_least(1), default=1, needs=("repeats",),
-                   help="draws of B samples a point makes in a timed round (its time: their mean)")
+    p.add_argument("--time-draws", type=at_least(1), default=1, needs=("repeats",), help="draws of B a point, a round")
     p.add_argument("--threads", type=at_least(1), default=1, help="CPU threads for every draw (a GPU's host side)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -174,17 +146,15 @@ def parse_args(argv):
     return a
 
 
-def load(path, args, device):
-    model, _, cfg, tok = open_checkpoint(path, device, args.data_path)
-    obj = objectives.get(cfg.objective)
-    points = grid_points(args.ar_grid_values if obj.EXACT else args.grid_values, cfg, obj)
-    return dict(path=str(path), model=model, cfg=cfg, tok=tok, obj=obj, points=points)
-
-
 def main(argv):
     args = parse_args(argv)
     device = pick_device(args.device)
-    runs = [load(p, args, device) for p in args.checkpoints]  # every check before any work
+    runs = []
+    for path in args.checkpoints:  # every check before any work
+        model, _, cfg, tok = open_checkpoint(path, device, args.data_path)
+        obj = objectives.get(cfg.objective)
+        points = grid_points(args.ar_grid_values if obj.EXACT else args.grid_values, cfg, obj)
+        runs.append(dict(path=str(path), model=model, cfg=cfg, tok=tok, obj=obj, points=points))
     judge = load_judge(args.ar_checkpoint, device, {r["path"]: r["tok"] for r in runs})
     tok = runs[0]["tok"]
     start = start_ids(tok, args.prompt)
@@ -205,10 +175,19 @@ def main(argv):
           f"samples of {gen_len} tokens per point; held-out entropy {held['sample_entropy']:.3f} (dev), n-gram JS "
           f"of dev text from test's {held['js_mean']:.4f}")
     g = torch.Generator().manual_seed(args.seed)
-    for r in runs:
-        t0 = time.time()
-        r["rows"] = grid_of(r, args, judge, start, gen_len, ref, device, g)
-        r["seconds"] = time.time() - t0
+    for r in runs:  # every point of each grid drawn, scored and printed as it comes
+        t0, pts = time.time(), []
+        for settings, scfg in r["points"]:
+            samples, nfe = draw(r["model"], scfg, start, gen_len, args.n_samples, args.batch_size, r["tok"].mask_id,
+                                device, g)
+            nfe = sum(nfe) / len(nfe)
+            s = score(samples, len(start), r["tok"], judge, args.batch_size, reference=ref)
+            pts.append(dict(curve=curve_label(settings), settings=settings, sampler=r["obj"].describe(scfg), nfe=nfe,
+                            temperature=scfg.temperature, gen_len=gen_len, n_samples=args.n_samples, **s))
+            print(f"  {r['path']} [{pts[-1]['curve']}] T={scfg.temperature:g}: NFE {nfe:.1f}, entropy "
+                  f"{s['sample_entropy']:.3f}, gen-PPL {s['gen_ppl']:.2f}, JS {s['js_mean']:.4f}, "
+                  f"distinct-2 {s['distinct_2']:.3f}")
+        r["rows"], r["seconds"] = pts, time.time() - t0
     speed = [f"tokens_per_s_b{b}" for b in args.time_batches] if args.repeats else []
     if speed:
         time_points(runs, args, start, gen_len, device)

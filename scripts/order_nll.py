@@ -1,14 +1,10 @@
-"""Exact NLL of a diffusion network's joint, reveal order by order (the laws each order scores: learning.md §2-3).
-Each held-out window is revealed one token a pass in a fixed order (left to right, right to left, or a random one per
-window), each token scored by the pass that reveals it: the NLL of the AR model the order defines. Over uniformly
-random orders it estimates the continuous-time NELBO without bias. `mixture`: the law of the sampler that reveals one
-uniformly random masked position a pass, -log mean_order p_order(x), below the NELBO by Jensen's gap; exact over the
-2^S reveal sets of a block of S <= 8 (bd3's), an importance-weighted bound over --mixture-k orders beyond (mdlm's
-window). `causal`: the AR mode of an mdlm network trained with --dual_ar, read as the AR reads a window.
+"""Exact NLL of a diffusion network's joint, reveal order by order (the laws each order scores: learning.md §2-3):
+each token of a held-out window scored by the pass that reveals it, one a pass in a fixed order (l2r, r2l, random),
+the NLL of the AR model the order defines. `mixture`: the random-order sampler's own law, below the NELBO by Jensen's
+gap (mixture_nll); `causal`: the AR mode of an mdlm network trained with --dual_ar, read as the AR reads a window.
 
-    python scripts/order_nll.py artifacts/models/baby/model.pt --orders random,l2r,r2l
+    python scripts/order_nll.py artifacts/models/baby/model.pt --orders random,l2r,r2l --n-windows 32 --device cpu
     python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,l2r    # the order inside each block
-    python scripts/order_nll.py artifacts/models/baby/model.pt --n-windows 32 --device cpu    # quick look
     python scripts/order_nll.py artifacts/models/baby/model.pt --self-cond-read sampler    # the sampler's joint
     python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,mixture    # the exact NLL
     python scripts/order_nll.py artifacts/models/baby/model.pt --orders mixture --semi-ar-length 4    # exact too
@@ -54,10 +50,9 @@ def order_positions(order, B, L, generator, block=0):
 
 @torch.no_grad()
 def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=None):
-    """NLL (B, L) float64 of each token of x (B, L) when all start masked and pass k reveals perm[:, :, k] (one
-    position per block), each scored by the pass that sees exactly the tokens revealed before it. logits_of(xt, sc):
-    (B, L, V) logits, [MASK] at -inf. self_cond: None (the network reads none), 'bound' (each pass reads a fresh first
-    pass's prediction, common.self_condition_input) or 'sampler' (the previous pass's, as diffusion.denoise)."""
+    """NLL (B, L) float64 of each token of x (B, L), all masked at first, pass k revealing perm[:, :, k] (a position a
+    block), each scored by the pass that sees exactly the tokens revealed before it. logits_of(xt, sc): (B, L, V),
+    [MASK] at -inf. self_cond: None, 'bound' (a fresh first pass's prediction a pass) or 'sampler' (the previous's)."""
     assert self_cond in (None, *SC_READS), self_cond
     B, L = x.shape
     perm = perm.to(x.device)
@@ -83,13 +78,11 @@ EXACT_ORDERS = 5  # read as the sampler reads self-conditioning, orders do not s
 MIXTURE_K = 16  # the random orders of a sampled mixture unless --mixture-k says otherwise
 
 
-@torch.no_grad()
 def mixture_nll(logits_of, x, block, mask_id, vocab_size, self_cond=None, k=MIXTURE_K, generator=None, semi_ar=0):
     """NLL (B, n_blocks) float64 of each block of x (B, L) under the sampler that reveals one uniformly random masked
-    position of every block a pass: -log mean_order p_order(block) over the S! orders. Exact up to EXACT_BLOCK
-    positions (reveal_sets_nll); beyond, -log mean_j p_order_j(block) over k random orders, whose expectation lies
-    between the mixture's NLL and the mean order's, tighter as k grows. semi_ar S (mdlm, block 0): the semi-AR sampler,
-    blocks of S left to right, each after the ones before it are revealed and before those after it."""
+    position of every block a pass: -log mean_order p_order(block) over the S! orders, exact up to EXACT_BLOCK
+    positions; beyond, -log mean_j p_order_j(block) over k random orders, whose expectation lies between the mixture's
+    NLL and the mean order's, tighter as k grows. semi_ar S (mdlm, block 0): blocks of S left to right."""
     B, L = x.shape
     exact = orders_nll if self_cond == "sampler" else reveal_sets_nll
     if semi_ar:
@@ -110,10 +103,10 @@ def mixture_nll(logits_of, x, block, mask_id, vocab_size, self_cond=None, k=MIXT
 
 @torch.no_grad()
 def orders_nll(logits_of, x, base, cols, mask_id, self_cond="sampler"):
-    """reveal_sets_nll's chance with self-conditioning read as the sampler reads it (diffusion.denoise): each pass reads
-    the previous pass's prediction at the group's still-masked positions (zeros at the first, and off the group), so
-    the chance of an order depends on the whole order, not on the set revealed: -log mean over the S! orders of their
-    product, each ordered prefix one pass (41 passes at S = 4)."""
+    """reveal_sets_nll with self-conditioning read as the sampler reads it (diffusion.denoise): each pass reads the
+    previous pass's prediction at the group's still-masked positions (zeros at the first, and off the group), so an
+    order's chance depends on the whole order, not the set revealed: -log mean over the S! orders of their product,
+    one pass per ordered prefix (41 passes at S = 4)."""
     L, S = x.size(1), cols.size(1)
     group = torch.zeros(L, dtype=torch.bool, device=x.device)
     group[cols.reshape(-1)] = True
@@ -146,8 +139,7 @@ def reveal_sets_nll(logits_of, x, base, cols, mask_id, self_cond=None):
         shown = cols[:, [i for i in range(S) if R >> i & 1]].reshape(-1)
         xt = base.clone()
         xt[:, shown] = x[:, shown]
-        masked = xt == mask_id
-        sc = self_condition_input(lambda r: logits_of(xt, None), masked, 1.0) if self_cond == "bound" else None
+        sc = self_condition_input(lambda r: logits_of(xt, None), xt == mask_id, 1.0) if self_cond == "bound" else None
         logp = torch.log_softmax(logits_of(xt, sc).double(), -1).gather(-1, x[..., None]).squeeze(-1)[:, cols]
         for i in range(S):
             if not R >> i & 1:
@@ -157,7 +149,7 @@ def reveal_sets_nll(logits_of, x, base, cols, mask_id, self_cond=None):
 
 
 def mdlm_pass(model, cfg, x, mask_id):
-    """(ordered_nll's logits_of: the network's pass over a canvas xt, told no time; its block, 0: the whole window)."""
+    """(logits_of: the network's pass over a canvas xt, told no time; its block, 0: the whole window)."""
     return lambda xt, sc: predict_logits(model, xt, None, mask_id, sc=sc), 0
 
 
@@ -167,8 +159,6 @@ def bd3_pass(model, cfg, x, mask_id):
 
 
 PASSES = {"mdlm": mdlm_pass, "bd3": bd3_pass}  # what fills [MASK]: the AR has one order, uniform no [MASK]
-
-
 # how the network is read (--self-cond-read, None: no self-conditioning), and what the random order then estimates
 READINGS = {
     None: "no self-conditioning: each order is the joint a one-token-a-step sampler draws from; random orders "
@@ -212,8 +202,8 @@ def mean_se(v):
 
 
 def check_flags(args, argv, cfg, model):
-    """Refuse what the network cannot be scored by (no time-free joint: an objective without [MASK], a network that
-    reads the time), and a flag that cannot apply to it; returns whether the mixture is summed exactly."""
+    """Refuse a network with no time-free joint (no [MASK], or it reads the time) and a flag that cannot apply to it;
+    returns whether the mixture is summed exactly."""
     if "causal" in args.orders and not cfg.dual_ar:
         raise UserError(f"--orders causal reads the AR mode that --dual_ar trains; {args.checkpoint} is a "
                         f"{cfg.objective} network trained without it: drop causal")
@@ -226,11 +216,12 @@ def check_flags(args, argv, cfg, model):
                         f"bound; give a network trained with --time_cond=none (the baby and cpu presets' recipe)")
     semi, L = args.semi_ar_length, cfg.block_size
     blocks = objectives.get(cfg.objective).BLOCKS  # bd3: its own blocks, read side by side
+    S = cfg.bd3_block if blocks else L
     if "--self-cond-read" in {w.split("=")[0] for w in argv} and not model.args.self_cond:
         raise UserError(f"--self-cond-read picks how a self-conditioned network is read; {args.checkpoint} was trained "
                         f"without self-conditioning: drop --self-cond-read")
     if ("mixture" in args.orders and model.args.self_cond and args.self_cond_read == "sampler"
-            and (semi or (cfg.bd3_block if blocks else L)) > EXACT_ORDERS):
+            and (semi or S) > EXACT_ORDERS):
         raise UserError(f"--orders mixture --self-cond-read sampler sums a block's S! orders, each read as the sampler "
                         f"reads it, up to blocks of {EXACT_ORDERS}: give an mdlm network --semi-ar-length 4, or a bd3 "
                         f"network of blocks <= {EXACT_ORDERS}")
@@ -241,7 +232,7 @@ def check_flags(args, argv, cfg, model):
     if semi and (L % semi or semi > EXACT_BLOCK):
         raise UserError(f"--semi-ar-length {semi}: give a divisor of the window ({L}) of at most {EXACT_BLOCK}, the "
                         f"largest block summed exactly")
-    exact = semi or (cfg.bd3_block if blocks else L) <= EXACT_BLOCK
+    exact = semi or S <= EXACT_BLOCK
     if args.mixture_k is not None and exact:
         raise UserError(f"--mixture-k {args.mixture_k} sets the orders of a sampled mixture, and this call sums its "
                         f"mixture exactly: drop --mixture-k")
@@ -257,10 +248,8 @@ def main(argv):
     device = pick_device(args.device)
     model, _, cfg, tok = open_checkpoint(args.checkpoint, device)
     exact = check_flags(args, argv, cfg, model)
-    semi, L = args.semi_ar_length, cfg.block_size
-    k = args.mixture_k or MIXTURE_K
-    pass_of = PASSES[cfg.objective]
-    sc_read = args.self_cond_read if model.args.self_cond else None
+    semi, L, k, V = args.semi_ar_length, cfg.block_size, args.mixture_k or MIXTURE_K, model.args.vocab_size
+    pass_of, sc_read = PASSES[cfg.objective], args.self_cond_read if model.args.self_cond else None
     _, tr, va, _ = prepare_data(cfg, tok, verbose=False)
     full, cpt = report_windows(tok, tr, va, args.split, args.n_windows, L)
     windows, g = full[:, 1:], torch.Generator().manual_seed(args.seed)  # eval.py's windows, their scored tokens
@@ -273,14 +262,13 @@ def main(argv):
         t0, parts = time.time(), []
         for i in range(0, len(windows), args.batch_size):
             x = windows[i:i + args.batch_size].to(device)
+            logits_of = pass_of(model, cfg, x, tok.mask_id)[0]
             if order == "mixture":  # (B, n_blocks) NLL of each block, no pass order to report
-                parts.append(mixture_nll(pass_of(model, cfg, x, tok.mask_id)[0], x, block, tok.mask_id,
-                                         model.args.vocab_size, sc_read, k, g, semi).cpu())
+                parts.append(mixture_nll(logits_of, x, block, tok.mask_id, V, sc_read, k, g, semi).cpu())
                 continue
             perm = order_positions("l2r" if order == "causal" else order, len(x), L, g, block)
             nll = (causal_nll(model, full[i:i + args.batch_size].to(device), tok.mask_id) if order == "causal" else
-                   ordered_nll(pass_of(model, cfg, x, tok.mask_id)[0], x, perm, tok.mask_id, model.args.vocab_size,
-                               sc_read)).cpu()
+                   ordered_nll(logits_of, x, perm, tok.mask_id, V, sc_read)).cpu()
             parts.append(torch.gather(nll, 1, perm.transpose(1, 2).reshape(len(x), L)))  # pass by pass
         by_step = torch.cat(parts)  # (N, L) pass by pass; mixture: (N, n_blocks)
         per_window[order] = by_step.sum(1) / L
@@ -298,11 +286,11 @@ def main(argv):
         print(f"  {order:>7}: {m:.4f} +- {se:.4f} nats/token, {res[order]['bits_per_char']:.4f} bits/char; "
               f"{how}{diff}  ({time.time() - t0:.0f} s)")
     if args.json:
-        sampled = "mixture" in args.orders and not exact
         write_json(args.json, dict(checkpoint=args.checkpoint, objective=cfg.objective, block=block or L,
                                    split=args.split, n_windows=len(windows), tokens=L, windows_sha=windows_sha(full),
                                    chars_per_token=cpt, seed=args.seed, semi_ar_length=semi,
-                                   mixture_k=k if sampled else None, self_cond_read=sc_read, orders=res))
+                                   mixture_k=k if "mixture" in args.orders and not exact else None,
+                                   self_cond_read=sc_read, orders=res))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json --x speed  # at the held-out entropy (or nfe)
 
 `curves` reads run directories' metrics.jsonl, `entropy` scripts/eval.py's JSON, `frontier` scripts/frontier.py's
-JSONs (dev/plot_epochs.py draws the data-constrained study's). --out names the PNG (written atomically); an existing
-file there is only replaced with --force, and a checkpoint never.
+(dev/plot_epochs.py draws the data-constrained study's). --out names the PNG, written atomically; an existing file is
+only replaced with --force, a checkpoint never.
 """
 import math
 import os
@@ -31,18 +31,16 @@ def run_label(run_dir):
     """(directory name, objective, whether its val figure is an exact NLL, training loss as train.py's log names it);
     (name, None, False, None) when its model.pt cannot be read."""
     name = os.path.basename(os.path.normpath(run_dir))
-    ckpt = os.path.join(run_dir, "model.pt")
-    if os.path.isfile(ckpt):
-        try:
-            import torch
-            import objectives
-            from configurator import config_from_dict
-            from evals.report import loss_label
-            cfg = config_from_dict(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["config"])
-            return name, cfg.objective, objectives.get(cfg.objective).EXACT, loss_label(cfg)[0].split(" ", 1)[1]
-        except Exception:
-            pass  # a label is not worth failing for
-    return name, None, False, None
+    try:
+        import torch
+        import objectives
+        from configurator import config_from_dict
+        from evals.report import loss_label
+        ckpt = torch.load(os.path.join(run_dir, "model.pt"), map_location="cpu", weights_only=True, mmap=True)
+        cfg = config_from_dict(ckpt["config"])
+        return name, cfg.objective, objectives.get(cfg.objective).EXACT, loss_label(cfg)[0].split(" ", 1)[1]
+    except Exception:  # no model.pt, or an unreadable one: a label is not worth failing for
+        return name, None, False, None
 
 
 def _figure(ncols=1, figsize=(8, 5), **kw):
@@ -109,13 +107,14 @@ def plot_entropy(paths, out, x=None):
 
 
 def plot_frontiers(docs, out):
-    """Every sampler's curve (points along temperature) of every checkpoint, AR's dashed black, against sample
-    entropy on two panels: gen-PPL, and the n-gram JS divergence to held-out text (mean over n = 1..4), with the
-    held-out text's entropy (vertical) and its own divergence (the floor)."""
+    """Every sampler's curve (points along temperature; the AR's dashed black) against sample entropy, two panels:
+    gen-PPL and the mean n-gram JS to held-out text, with that text's entropy (vertical) and own divergence (floor)."""
+    if not any(r["points"] for d in docs for r in d["runs"]):
+        raise UserError("no points in the given frontier JSONs: run scripts/frontier.py with a grid")
     from matplotlib.ticker import ScalarFormatter
     plt, fig, (ax, ax_js) = _figure(2, (16, 8), layout="constrained")
     ax.set_prop_cycle(color=plt.cm.tab20.colors)  # many curves: 20 colours before one repeats
-    held, n = docs[0]["held_out"], 0
+    held = docs[0]["held_out"]
     for d in docs:
         for r in d["runs"]:
             curves = {}
@@ -129,9 +128,6 @@ def plot_frontiers(docs, out):
                 line, = ax.plot(xs, [q["gen_ppl"] for q in pts], marker="o", ms=3, lw=1, label=label, **style)
                 ax_js.plot(xs, [q["js_mean"] for q in pts], marker="o", ms=3, lw=1, color=line.get_color(),
                            ls=line.get_linestyle())
-                n += 1
-    if not n:
-        raise UserError("no points in the given frontier JSONs: run scripts/frontier.py with a grid")
     for a in (ax, ax_js):
         a.axvline(held["sample_entropy"], color="grey", ls=":", lw=1,
                   label=f"held-out text entropy {held['sample_entropy']:.2f}")
@@ -197,9 +193,8 @@ def plot_frontier(paths, out, x=None):
 
 def main(argv):
     p = ArgParser(prog="scripts/plot.py", description="Plot training curves and evaluations to PNG.")
-    p.add_argument("what", choices=tuple(DEFAULT_OUT),
-                   help="curves: run dirs; entropy: eval.py JSON files; frontier: frontier.py JSON files")
-    p.add_argument("inputs", nargs="+", help="run directories (curves) or --json files (the others)")
+    p.add_argument("what", choices=tuple(DEFAULT_OUT), help="the plot")
+    p.add_argument("inputs", nargs="+", help="run dirs (curves), eval.py --json files (entropy) or frontier.py's")
     p.add_argument("--out", type=output, default="", help="PNG path (default artifacts/plots/<what>.png)")
     p.add_argument("--x", choices=("entropy", "speed", "nfe"), default=None, help="the frontier plot's x axis: "
                    "entropy (default), speed (tokens/s at the held-out entropy) or nfe")
