@@ -364,6 +364,9 @@ def check(cfg, given=()):
     if cfg.bd3_speculate and not cfg.bd3_ar and "bd3_speculate" in given:  # a preset's falls back to block sampling
         raise UserError("--bd3_speculate samples the clean half's next-token model, which only a --bd3_ar network has "
                         "trained: drop --bd3_speculate, or use a model trained with --bd3_ar=1")
+    if clean_check(cfg) and 2 * cfg.bd3_block > cfg.block_size:  # keep = 0: a moved window would hold no text
+        raise UserError(f"--bd3_speculate needs bd3_block <= block_size / 2 = {cfg.block_size // 2} (its window moves "
+                        f"by whole blocks and keeps half): e.g. --bd3_block=4")
     clash = [k for k in ("steps", *REVEAL_KEYS) if k in given] if clean_check(cfg) else []
     if clash:
         raise UserError(f"--{clash[0]} does not apply with --bd3_speculate (it drafts and checks whole blocks, at "

@@ -352,6 +352,8 @@ def test_ar_decode_is_the_uncached_one_within_the_context_and_slides_past_it():
     (["--objective=bd3", "--bd3_ar=1", "--bd3_speculate", "--steps=4"], "--steps does not apply with --bd3_speculate"),
     (["--objective=mdlm", "--bd3_speculate"], "does not read --bd3_speculate"),
     (["--objective=bd3", "--bd3_speculate"], "only a --bd3_ar network"),
+    (["--objective=bd3", "--bd3_ar=1", "--bd3_speculate", "--block_size=16", "--bd3_block=16"],
+     "bd3_block <= block_size / 2"),
     (["--objective=bd3", "--bd3_ar=-1"], "bd3_ar=-1.0 weighs"),
     (["--objective=mdlm", "--bd3_ar=1"], "does not read --bd3_ar"),
     (["--objective=uniform", "--bd3_ar=1"], "does not read --bd3_ar"),
