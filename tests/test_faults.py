@@ -229,3 +229,22 @@ def test_a_copied_run_resumes_into_its_new_directory(in_tmp):
     before = _sha(in_tmp / "a" / "model.pt")
     run_here(train_args(in_tmp / "b", "--max_iters=20", "--eval_interval=10", "--resume"), in_tmp)
     assert _sha(in_tmp / "a" / "model.pt") == before and load_checkpoint(in_tmp / "b" / "model.pt")["iter"] == 20
+
+
+def test_where_hard_links_fail_the_copy_is_flushed_before_it_replaces(tmp_path, monkeypatch):
+    """best.pt is model.pt's hard link; on a filesystem without links it is a copy, which must reach the disk before
+    it replaces the old best.pt (a crash then leaves the old file or the whole new one)."""
+    import os
+    from utils import checkpoint
+    src, dst = tmp_path / "model.pt", tmp_path / "best.pt"
+    src.write_bytes(b"new weights")
+    dst.write_bytes(b"old weights")
+    flushed = []
+
+    def no_link(a, b):
+        raise OSError("links not supported here")
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(os, "fsync", lambda fd: (flushed.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    checkpoint._link(str(src), str(dst))
+    assert dst.read_bytes() == b"new weights" and any(".tmp" in p and "best.pt" in p for p in flushed), flushed

@@ -121,10 +121,12 @@ class BackgroundWriter:
 
 
 def _link(src, dst):
-    with atomic_path(dst, fsync=False) as tmp:
-        try:
+    """dst as a hard link to src (its bytes already flushed), or where links fail a copy, flushed before it replaces."""
+    try:
+        with atomic_path(dst, fsync=False) as tmp:
             os.link(src, tmp)
-        except OSError:
+    except OSError:
+        with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
 
 
