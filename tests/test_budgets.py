@@ -14,7 +14,7 @@ import pytest
 from config import Config
 from helpers import ROOT
 
-PRODUCT_LINES = 7_450  # all .py outside tests/ and dev/: 7,426 at 2026-11-27 (the target, 6,500, not yet met)
+PRODUCT_LINES = 7_260  # all .py outside tests/ and dev/: 7,247 at 2026-11-27 (the target, 6,500, not yet met)
 READING_PATH = ("config.py", "model.py", "common.py", "diffusion.py", "sampler.py", "train.py")
 READING_LINES = 1_800
 CONFIG_KEYS = 85
