@@ -202,7 +202,7 @@ PRESETS = {
         out_dir="artifacts/models/tinystories_bpe", checkpoint="artifacts/models/tinystories_bpe/model.pt",
         prompt="Once upon a time"),
     # The main job, on a laptop or 2 CPU cores: Tiny Shakespeare (ships in data/), masked diffusion at the laptop
-    # budget with its winners (noted above PRESETS) and a tied head, ~18 min; it samples with ReMDM's capped remasking; MP4 + GIF.
+    # budget with its winners (noted above PRESETS) and a tied head, ~17 min; it samples with ReMDM's capped remasking; MP4 + GIF.
     "cpu": dict(
         data_path="data/tinyshakespeare.txt", block_size=128, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
         time_cond="none", self_cond=True, tie_weights=True,
