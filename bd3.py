@@ -148,6 +148,10 @@ class CleanCache:
         self.n[i] = n + self.store
         return self.k[i][:, :, :n + m], self.v[i][:, :, :n + m]
 
+    def truncate(self, n):
+        """Keep the first n columns of every layer (sample_clean_ar: the newest token and the drafts a round kept)."""
+        self.n = [n] * len(self.n)
+
 
 @lru_cache(maxsize=64)
 def pending_mask(n0, m, block, device, causal=False):
@@ -316,7 +320,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
         p = probs(logits[:, :min(kd + 1, end - S)], *settings).cpu()
         new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator).to(dev)
         k, prev = new.size(1), seq
-        kv.n = [S - 1 - lo + k] * len(kv.n)  # keep the newest token and the kept drafts
+        kv.truncate(S - 1 - lo + k)
         seq, passes, kept = torch.cat([seq, new], 1), passes + 1, kept + k - 1
         r = S + k - 1  # the newest token: the next round drafts from the state of its outcome
         if r not in outcomes:
