@@ -294,7 +294,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
     end, keep, seq, fill = P + gen_len, min((W // 2) // n * n, W - n), prompt, torch.full((B, n), mask_id, device=dev)
     lo, kv, q, q_at, passes, kept, draft = 0, None, None, 0, 0, 0, B == 1 if draft is None else draft
     if not P:  # nothing for the clean half to read: the first token is the noisy half's, its block all [MASK]
-        seq, passes = draw(probs(no_mask_logit(model(fill)[:, :1], mask_id), *settings), generator).to(dev), 1
+        seq, passes = draw(probs(no_mask_logit(model(fill)[:, :1], mask_id), *settings), generator), 1
     while seq.size(1) < end:
         S = seq.size(1)
         if kv is None or (S - lo) // n * n + n > W:  # a fresh window: the text before the newest token cached
@@ -305,7 +305,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
                       attn_mask=torch.ones(S - 1 - lo, S - 1 - lo, dtype=torch.bool, device=dev).tril())
         sb = lo + (S - lo) // n * n  # the block holding position S, aligned to the window's start
         e = sb + n
-        drafts = draw(q[:, S - q_at:min(e, end) - q_at], generator).to(dev) if q is not None else seq[:, :0]
+        drafts = draw(q[:, S - q_at:min(e, end) - q_at], generator) if q is not None else seq[:, :0]
         kd = drafts.size(1)
         outcomes = [r for r in range(S, S + kd + 1) if draft and r + 1 < end and (r <= e - 2 or e + n - lo <= W)]
         states = tuple(r for r in outcomes if r <= e - 2)  # outcome r: the next drafts come from state r
@@ -313,12 +313,12 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
         known = torch.cat([seq[:, sb:], drafts], 1)  # the block's columns as this round would keep them
         cols = torch.cat([seq[:, -1:], drafts, *[torch.cat([known[:, :r - sb], fill[:, r - e:]], 1) for r in states],
                           *([fill] if nxt else [])], 1)
-        pos, mask = round_layout(S - 1 - lo, kd, sb - lo, tuple(r - sb for r in states), nxt, n, dev)
+        pos, mask = (torch.arange(S - 1 - lo, S - lo, device=dev), None) if cols.size(1) == 1 else round_layout(
+            S - 1 - lo, kd, sb - lo, tuple(r - sb for r in states), nxt, n, dev)  # one clean column: the fast kernel
         kv.store = kd + 1
-        mask = None if cols.size(1) == 1 else mask  # one clean column sees all there is: the fast kernel
         logits = no_mask_logit(model(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
-        p = probs(logits[:, :min(kd + 1, end - S)], *settings).cpu()
-        new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator).to(dev)
+        p = probs(logits[:, :min(kd + 1, end - S)], *settings)  # on the device: one host read a round, none at kd = 0
+        new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator)
         k, prev = new.size(1), seq
         kv.truncate(S - 1 - lo + k)
         seq, passes, kept = torch.cat([seq, new], 1), passes + 1, kept + k - 1
@@ -327,9 +327,9 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
             q = None
         elif r in states:
             c = kd + 1 + n * states.index(r)
-            q, q_at = probs(logits[:, c:c + n], *settings).cpu(), sb
+            q, q_at = probs(logits[:, c:c + n], *settings), sb
         else:
-            q, q_at = probs(logits[:, -n:], *settings).cpu(), e
+            q, q_at = probs(logits[:, -n:], *settings), e
         if on_step is not None:
             on_step(_round_step(prev, seq, P, end, passes, mask_id))
     seconds = time.perf_counter() - t0

@@ -185,11 +185,7 @@ def on_device(generator, device):
 def sample_tokens(logp, temperature, generator=None):
     """One token per position from float64 log-probs (..., V), argmax at temperature 0; float64, as float32 categorical
     sampling quietly lowers the temperature (Zheng et al. 2024). generator: a CPU one (on_device: no host copy)."""
-    if temperature == 0 or logp.numel() == 0:
-        return logp.argmax(-1)
-    probs, dev = logp.exp().reshape(-1, logp.size(-1)), draw_device(logp.device)
-    draws = torch.multinomial(probs.to(dev), 1, generator=on_device(generator, dev)).to(logp.device)
-    return draws.view(logp.shape[:-1])
+    return logp.argmax(-1) if temperature == 0 or logp.numel() == 0 else draw(logp.exp(), generator)
 
 
 def probs(logits, temperature, top_k, top_p):
@@ -200,8 +196,10 @@ def probs(logits, temperature, top_k, top_p):
 
 
 def draw(p, generator):
-    """One index per row of probabilities p (..., V), on the CPU."""
-    return torch.multinomial(p.reshape(-1, p.size(-1)).cpu(), 1, generator=generator).view(p.shape[:-1])
+    """One index per row of probabilities p (..., V), drawn where p lives (draw_device; on_device: no host copy)."""
+    dev = draw_device(p.device)
+    return torch.multinomial(p.reshape(-1, p.size(-1)).to(dev), 1, generator=on_device(generator, dev)).view(
+        p.shape[:-1]).to(p.device)
 
 
 def keep_or_redraw(p, q, drafts, generator):
@@ -212,11 +210,11 @@ def keep_or_redraw(p, q, drafts, generator):
     B, k = drafts.shape
     if k == 0:
         return draw(p[:, 0], generator)[:, None]
-    drafts = drafts.cpu()
     pd, qd = p[:, :k].gather(-1, drafts[..., None])[..., 0], q.gather(-1, drafts[..., None])[..., 0]
-    u = torch.rand(B, k, generator=generator, dtype=torch.float64)
+    dev = draw_device(p.device)
+    u = torch.rand(B, k, generator=on_device(generator, dev), device=dev, dtype=torch.float64).to(p.device)
     kept = (u * qd < pd).long().cumprod(1).sum(1)  # (B,) drafts kept before the first rejection
-    j = int(kept.min())
+    j = int(kept.min())  # the round's one host read: how many columns the next pass has
     if j == k and p.size(1) == k:
         return drafts
     if j == k:

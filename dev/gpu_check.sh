@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # micro-dllm GPU check (~6-7 min on one H100; self-limits to DEADLINE s of work). From the repo root: bash dev/gpu_check.sh
 # Prints one table last; gpu_check.log, results.json and train_{mdlm,ar,bd3}.log go to $OUT (a temp dir when unset).
-# SECTIONS=attention,train,syncs,runs,sampling,gpt200m picks sections (a rerun: the failed one; sampling reads the
+# SECTIONS=attention,train,syncs,graphs,runs,recipe,sampling,gpt200m picks sections (a rerun: the failed one; sampling reads the
 # checkpoints runs writes); DEADLINE=450 the seconds of work before later sections are skipped; PYTHON= the interpreter.
 # SMOKE=1 runs the same code on the CPU at toy sizes (an API and syntax check, no timings; CUDA-only calls guarded).
 # Training rows as scripts/bench_train.make_step (the step makes no host sync: no patch). SMOKE ran clean at ef0588e, torch 2.13.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 WORK=${WORK:-$(mktemp -d)}; OUT=${OUT:-$WORK/out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 WORK OUT DEADLINE=${DEADLINE:-450} SMOKE=${SMOKE:-0} SECTIONS=${SECTIONS:-attention,train,syncs,runs,sampling,gpt200m}
+export PYTHONUNBUFFERED=1 WORK OUT DEADLINE=${DEADLINE:-450} SMOKE=${SMOKE:-0} SECTIONS=${SECTIONS:-attention,train,syncs,graphs,runs,recipe,sampling,gpt200m}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 "${PYTHON:-python3}" - <<'PY' 2>&1 | tee "$OUT/gpu_check.log" | grep --line-buffered -v -e Warning -e warn -e '^USDT'
 import json, os, re, subprocess, sys, time, traceback, warnings, statistics as st
@@ -182,6 +182,12 @@ def syncs():  # on the CPU smoke run the same calls, counting nothing
         print(f"  {k}: {sum(s.values())} syncs: {top}", flush=True)
 if section("host syncs", 40, "syncs"): guard(syncs)
 
+def graph_rows():  # every objective's step compiled with CUDA graphs (train.py's compile on one CUDA GPU)
+    for obj, fl in (("ar", ["--objective=ar"]), ("bd3 L'=4", ["--objective=bd3", "--bd3_block=4"]), ("mdlm", [])):
+        row(f"{obj} compiled reduce-overhead (CUDA graphs)", fl, None if SMOKE else "reduce-overhead")
+    torch._dynamo.reset()
+if section("CUDA graphs, every objective", 60, "graphs"): guard(graph_rows)
+
 # ---- 1,000-step shakespeare_char (the reference recipe, compiled), then the AR and bd3 that sampling reads
 TRAIN = ("import atexit,runpy,sys,torch; atexit.register(lambda: print('PEAK_MIB', round(torch.cuda.max_memory_allocated()/2**20)"
          " if torch.cuda.is_available() else 0)); sys.argv=['train.py']+sys.argv[1:]; runpy.run_path('train.py', run_name='__main__')")
@@ -210,6 +216,16 @@ def runs():
         R[f"run_{n}"] = parse_run(log, time.time() - t); print(" ", n, R[f"run_{n}"], flush=True)
         if p.returncode: out(f"[fail] {n} run rc={p.returncode}: {log[-300:]}")
 if section("1,000-step shakespeare_char runs", 130, "runs"): guard(runs)
+
+def recipe():  # `python train.py` as a user runs it: the reference recipe, 5,000 steps, compile=auto
+    toy = ["--max_iters=20", "--eval_interval=10", "--n_layer=2", "--n_embd=48", "--block_size=32", "--eval_iters=2"]
+    t = time.time(); p = subprocess.run([sys.executable, "-c", TRAIN, f"--out_dir={W}/ref", "--overwrite",
+                                         f"--device={dev.type}", *(toy if SMOKE else [])], capture_output=True, text=True)
+    open(f"{OUT}/train_ref.log", "w").write(p.stdout + p.stderr)
+    R["run_ref"] = dict(parse_run(p.stdout, time.time() - t), trained=(re.findall(r"trained (\d+m\d+s)", p.stdout) or [None])[-1])
+    print(" ", R["run_ref"], flush=True)
+    if p.returncode: out(f"[fail] reference recipe rc={p.returncode}: {p.stderr[-300:]}")
+if section("the reference recipe, python train.py", 100, "recipe"): guard(recipe)
 
 # ---- sampling tokens/s at batch 1 and 16: 250 tokens after 'ROMEO:' (inference.py's path)
 def sampling():
@@ -258,9 +274,9 @@ if "attention" in R:
 if "train" in R: print(f"{'train step (64 x 256 tok; gpt200m 32 x 1024)':<44} {'ms':>7} {'Mtok/s':>7} {'MFU%':>6} {'peak MiB':>9}")
 for k, r in R.get("train", {}).items():
     print(f"{k:<44} {f(r.get('ms'), 2):>7} {f(r.get('mtok'), 2):>7} {f(r.get('mfu')):>6} {f(r.get('peak_mib'), 0):>9} {r.get('error', '')}")
-for k in ("run_mdlm", "run_ar", "run_bd3"):
-    if k in R: print("%s 1000 steps: wall %.0f s (first step %s s), %s ms/it, %s tok/s, mfu %s%%, dev %s, test %s nats/char, peak %s MiB" % (
-        k, R[k]["wall_s"], R[k]["first_step_s"], R[k]["ms_it"], R[k]["tok_s"], R[k]["mfu"], R[k]["dev"], R[k]["test"], R[k]["peak_mib"]))
+for k in ("run_mdlm", "run_ar", "run_bd3", "run_ref"):
+    if k in R: print("%s %s steps: wall %.0f s (first step %s s), %s ms/it, %s tok/s, mfu %s%%, dev %s, test %s nats/char, peak %s MiB, trained %s" % (
+        k, 5000 if k == "run_ref" else 1000, R[k]["wall_s"], R[k]["first_step_s"], R[k]["ms_it"], R[k]["tok_s"], R[k]["mfu"], R[k]["dev"], R[k]["test"], R[k]["peak_mib"], R[k].get("trained")))
 for k, r in R.get("sampling", {}).items():
     txt = r if isinstance(r, str) else "%9s tok/s  %.2f passes/token  %.2f s" % (f(r["tok_s"], 0), r["passes_per_token"], r["seconds"])
     print(f"sample {k:<52} {txt}")

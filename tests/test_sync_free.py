@@ -49,27 +49,47 @@ class NoHostSync(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-@pytest.mark.parametrize("objective", list(PRESETS))
-def test_a_training_step_makes_no_host_sync(objective, monkeypatch):
+def training_step(objective, monkeypatch, device):
+    """One train.train_step of the objective's preset at SMALL sizes on `device`, its batch fixed (the input
+    pipeline's copy is its own: pinned, async); returns a function running step `it`."""
     cfg = get_config(for_objective([*PRESETS[objective], *SMALL]))
     tok = Tok(19)  # 19 characters and [MASK]
-    meta = torch.device("meta")
-    model = Transformer(objectives.model_args(cfg, tok.vocab_size)).to(meta)
+    model = Transformer(objectives.model_args(cfg, tok.vocab_size)).to(device)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    schedule.on(meta)  # the tables are copied to the device once, before the first step
-    run = train.Run(model=model, raw_model=model, eval_model=model, opt=build_optimizer(model, cfg, meta), ema=None,
+    schedule.on(device)  # the tables are copied to the device once, before the first step
+    run = train.Run(model=model, raw_model=model, eval_model=model, opt=build_optimizer(model, cfg, device), ema=None,
                     margs=model.args, schedule=schedule, metrics_path="", flops_tok=1.0,
-                    loss_acc=torch.zeros((), device=meta), bad_iter=torch.full((), -1, device=meta, dtype=torch.long),
+                    loss_acc=torch.zeros((), device=device), bad_iter=torch.full((), -1, device=device, dtype=torch.long),
                     scaler=torch.amp.GradScaler("cpu", enabled=False))
     run.ema = EMA(model, 0.999) if cfg.ema else None
-    env = train.Env(0, 0, 1, True, meta, 1, nullcontext(), "float32")
+    env = train.Env(0, 0, 1, True, device, 1, nullcontext(), "float32")
     window = cfg.block_size + objectives.get(objective).WINDOW
     data = train.Data(tok, None, None, None, 1.0, {}, window)
-    batch = torch.zeros(cfg.batch_size, window, dtype=torch.long, device=meta)
-    monkeypatch.setattr(train, "get_batch", lambda *a: batch)  # the input pipeline's copy is its own (pinned, async)
+    batch = torch.randint(0, 19, (cfg.batch_size, window), device="cpu").to(device)
+    monkeypatch.setattr(train, "get_batch", lambda *a: batch)
+    return lambda it: train.train_step(cfg, env, data, run, it)
+
+
+@pytest.mark.parametrize("objective", list(PRESETS))
+def test_a_training_step_makes_no_host_sync(objective, monkeypatch):
+    step = training_step(objective, monkeypatch, torch.device("meta"))
     for it in range(2):  # the second step: what every step does once the optimizer's state exists
         with NoHostSync() if it else nullcontext():
-            train.train_step(cfg, env, data, run, it)
+            step(it)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("objective", list(PRESETS))
+def test_a_cuda_training_step_runs_under_sync_debug_error(objective, monkeypatch):
+    """The same step on a real GPU under torch.cuda.set_sync_debug_mode("error"): any synchronising call raises."""
+    step = training_step(objective, monkeypatch, torch.device("cuda"))
+    step(0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step(1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_the_check_catches_each_kind_of_sync():
@@ -144,3 +164,19 @@ def test_a_uniform_step_and_a_kv_cached_ar_token_make_no_host_sync(objective):
             model.generate(x[:, :4], 12, top_k=5, generator=torch.Generator().manual_seed(0), mask_id=tok.mask_id)
     finally:
         leave()
+
+
+def test_bd3_clean_half_decoding_at_batch_2_makes_no_host_sync():
+    """--bd3_speculate at batch > 1 (the clean half decodes alone, one token a pass): every pass on meta, its draws
+    on the device (at batch 1 a round reads one number on the host: how many drafts it kept)."""
+    import bd3
+    cfg = get_config(for_objective([*PRESETS["bd3"], *SMALL, "--bd3_ar=true"]))
+    tok, meta = Tok(19), torch.device("meta")
+    model = Transformer(objectives.model_args(cfg, tok.vocab_size)).eval().to(meta)
+    leave = checked_from_the_first_pass(model)
+    try:
+        seq, stats = bd3.sample_clean_ar(model, torch.zeros(2, 5, dtype=torch.long, device=meta), 9, cfg.bd3_block,
+                                         tok.mask_id, generator=torch.Generator().manual_seed(0))
+    finally:
+        leave()
+    assert seq.shape == (2, 14) and stats["nfe"] == 9
