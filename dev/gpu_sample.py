@@ -1,37 +1,76 @@
-"""Sampling tokens/s on the GPU at batch 1 and 16 for the AR's KV-cached decode and bd3's clean-half decode (the
---bd3_speculate sampler without drafts: one token a pass at batch > 1), on random weights of the reference size (the
-speed of a pass does not depend on the weights; drafts' acceptance does, so batch 1 here is the clean half alone).
-python dev/gpu_sample.py [--smoke]"""
-import sys, time
-import torch
-sys.path.insert(0, ".")
-import bd3, objectives
-from configurator import get_config
-from model import Transformer
-from utils.dist import autocast_for
+"""Sampling tokens/s on the GPU at batch 1 and 16: the AR's KV-cached decode and bd3's clean-half decode (the
+--bd3_speculate sampler without drafts: one token a pass), on random weights of the reference size (a pass's speed
+does not depend on the weights; drafts' acceptance does, so this times the clean half alone). Each variant is timed
+in one process with its shapes warmed first (a process pays cuDNN's per-shape attention setup at each new cache
+length: dev/LOG.md 2026-11-27), in turns: autocast (as inference.py), cuDNN's attention excluded, bf16 weights.
+python dev/gpu_sample.py [--smoke] [--tokens 250]"""
+import argparse
+import os
+import sys
+import time
+from contextlib import nullcontext
 
-smoke = "--smoke" in sys.argv
-dev = torch.device("cpu" if smoke else "cuda")
-toy = ["--n_layer=2", "--n_embd=48", "--block_size=64"] if smoke else []
-G, V = (20 if smoke else 250), 66
-ctx, _ = autocast_for(dev, "auto")
-for name, flags in (("ar KV cache", ["--objective=ar"]), ("bd3 clean half (--bd3_speculate, no drafts)", ["--objective=bd3", "--bd3_ar=1"])):
-    cfg = get_config(flags + toy + ["--device=" + dev.type])
-    m = Transformer(objectives.model_args(cfg, V)).to(dev).eval()
-    for B in (1, 16):
-        prompt = torch.randint(0, V - 1, (B, 6), device=dev)
-        def f():
-            g = torch.Generator().manual_seed(0)
-            with torch.no_grad(), ctx:
-                if name.startswith("ar"):
-                    return m.generate(prompt, G, 1.0, 0, 1.0, g, V - 1)
-                return bd3.sample_clean_ar(m, prompt, G, cfg.bd3_block, V - 1, generator=g, draft=False)[0]
-        f()
-        ts = []
-        for _ in range(3):
-            if dev.type == "cuda": torch.cuda.synchronize()
-            t = time.perf_counter(); f()
-            if dev.type == "cuda": torch.cuda.synchronize()
-            ts.append(time.perf_counter() - t)
-        dt = sorted(ts)[1]
-        print(f"{name:<46} B={B:<3} {B * G / dt:>9,.0f} tokens/s  {dt / G * 1e3:.2f} ms a token", flush=True)
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import bd3  # noqa: E402
+import objectives  # noqa: E402
+from configurator import get_config  # noqa: E402
+from model import Transformer  # noqa: E402
+from utils.dist import autocast_for  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="the same calls on the CPU at toy sizes")
+    ap.add_argument("--tokens", type=int, default=250)
+    args = ap.parse_args()
+    dev = torch.device("cpu" if args.smoke else "cuda")
+    toy = ["--n_layer=2", "--n_embd=48", "--block_size=64"] if args.smoke else []
+    G, V = (20 if args.smoke else args.tokens), 66
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    no_cudnn = lambda: sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+    autocast = autocast_for(dev, "auto")[0]
+    for name, flags in (("ar KV cache", ["--objective=ar"]), ("bd3 clean half", ["--objective=bd3", "--bd3_ar=1"])):
+        cfg = get_config(flags + toy + ["--device=" + dev.type])
+        m32 = Transformer(objectives.model_args(cfg, V)).to(dev).eval()
+        m16 = Transformer(objectives.model_args(cfg, V)).to(dev).eval()
+        m16.load_state_dict(m32.state_dict())
+        m16.to(torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        variants = {"autocast": (m32, lambda: autocast), "autocast, no cuDNN": (m32, lambda: _both(autocast, no_cudnn())),
+                    "bf16 weights": (m16, nullcontext)}
+        for B in (1, 16):
+            prompt = torch.randint(0, V - 1, (B, 6), device=dev)
+
+            def run(m, ctx):
+                g = torch.Generator().manual_seed(0)
+                with torch.no_grad(), ctx():
+                    if name.startswith("ar"):
+                        return m.generate(prompt, G, 1.0, 0, 1.0, g, V - 1)
+                    return bd3.sample_clean_ar(m, prompt, G, cfg.bd3_block, V - 1, generator=g, draft=False)[0]
+            for m, ctx in variants.values():
+                run(m, ctx)  # every shape seen once
+            times = {k: [] for k in variants}
+            for _ in range(3):  # in turns
+                for k, (m, ctx) in variants.items():
+                    sync(); t = time.perf_counter(); run(m, ctx); sync()
+                    times[k].append(time.perf_counter() - t)
+            for k, ts in times.items():
+                dt = sorted(ts)[1]
+                print(f"{name:<15} B={B:<3} {k:<18} {B * G / dt:>9,.0f} tokens/s  {dt / G * 1e3:.2f} ms a token", flush=True)
+
+
+class _both:
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def __enter__(self):
+        self.a.__enter__(); self.b.__enter__()
+
+    def __exit__(self, *e):
+        self.b.__exit__(*e); self.a.__exit__(*e)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""How often can a one-pass drafter's first draft be kept? (issue 64's "tokens a round"). --bd3_speculate drafts the
+next round in the same pass that draws the newest token x_r, so its first draft (x_{r+1}) comes from a state in which
+x_r is still [MASK]. This instrument scores, on the sampler's own law (sequences drawn from the clean half), the
+expected acceptance sum_y min(p, q) of that first draft against p = the clean half's p(x_{r+1} | x_<=r), for three q:
+  model   the noisy half's state the sampler drafts from (its block known before r, [MASK] from r)
+  ceiling q* = sum_v p(v | x_<r) p(. | x_<r, v): the best any drafter not knowing x_r can propose (the exact marginal
+          under the verifier itself, its 65 branches enumerated)
+  knows   the noisy half's state with x_r known ([MASK] from r + 1): what a second, later pass would draft from
+Only in-block outcomes (r at most the block's second-last position, the sampler's per-outcome states); windows of 64
+from position 0, as the sampler's first window. With k drafts a round, tokens a round <= 1 + k * acceptance of the
+first. python dev/draft_ceiling.py CKPT [--n 24] [--seed 0]"""
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import bd3  # noqa: E402
+from utils.checkpoint import load_model  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("checkpoint")
+    ap.add_argument("--n", type=int, default=24, help="sequences drawn from the clean half")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    model, ck = load_model(args.checkpoint, "cpu")
+    model.eval()
+    cfg, L, M = ck["config"], model.args.block_size, model.args.vocab_size - 1
+    n = cfg["bd3_block"]
+    assert cfg.get("bd3_ar"), "needs a --bd3_ar network (its clean half is the verifier)"
+    g = torch.Generator().manual_seed(args.seed)
+    with torch.no_grad():
+        seqs, _ = bd3.sample_clean_ar(model, torch.zeros(args.n, 1, dtype=torch.long), L - 1, n, M, generator=g,
+                                      draft=False)
+        res = {"model": [], "ceiling": [], "knows": []}
+        for i, x in enumerate(seqs):
+            x = x[None]
+            nxt = bd3.bd3_logits(model, torch.full_like(x, M), x, n, M, clean=True)[1].double().softmax(-1)[0]
+            rs = [r for r in range(1, L - 1) if r % n <= n - 2]  # r + 1 in r's block
+            p_after = nxt[rs]  # p(x_{r+1} | x_<=r), (R, V)
+            for name, shift in (("model", 0), ("knows", 1)):
+                xt = x.repeat(len(rs), 1)
+                for j, r in enumerate(rs):
+                    xt[j, r + shift:r // n * n + n] = M  # the block known before r (or r + 1), [MASK] after
+                q = bd3.bd3_logits(model, xt, x.repeat(len(rs), 1), n, M, clean=True)[0].double().softmax(-1)
+                q = q[torch.arange(len(rs)), torch.tensor(rs) + 1]
+                res[name].append(torch.minimum(p_after, q).sum(-1))
+            star = []
+            for r in rs:  # q* = sum_v p(v | x_<r) p(. | x_<r, v): the verifier's own marginal over x_r
+                branch = x.repeat(M, 1)
+                branch[:, r] = torch.arange(M)
+                pv = bd3.bd3_logits(model, torch.full_like(branch, M), branch, n, M,
+                                    clean=True)[1][:, r].double().softmax(-1)  # (V', V)
+                star.append((nxt[r - 1, :M, None] * pv).sum(0))
+            res["ceiling"].append(torch.minimum(p_after, torch.stack(star)).sum(-1))
+            print(f"sequence {i + 1}/{args.n}: " + ", ".join(f"{k} {torch.cat(v).mean():.3f}" for k, v in res.items()),
+                  flush=True)
+    for k, v in res.items():
+        a = torch.stack([s.mean() for s in v])  # per-sequence means: the se over sequences
+        print(f"{k:>8}: first-draft acceptance {a.mean():.3f} ± {a.std() / len(a) ** 0.5:.3f}; tokens a round "
+              f"<= {1 + (n - 1) * a.mean():.2f} with {n - 1} drafts")
+
+
+if __name__ == "__main__":
+    main()
