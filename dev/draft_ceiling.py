@@ -8,7 +8,7 @@ expected acceptance sum_y min(p, q) of that first draft against p = the clean ha
   knows   the noisy half's state with x_r known ([MASK] from r + 1): what a second, later pass would draft from
 Only in-block outcomes (r at most the block's second-last position, the sampler's per-outcome states); windows of 64
 from position 0, as the sampler's first window. With k drafts a round, tokens a round <= 1 + k * acceptance of the
-first. python dev/draft_ceiling.py CKPT [--n 24] [--seed 0]"""
+first. python dev/draft_ceiling.py CKPT [--n 24] [--seed 0] [--no-ceiling]"""
 import argparse
 import os
 import sys
@@ -25,6 +25,8 @@ def main():
     ap.add_argument("checkpoint")
     ap.add_argument("--n", type=int, default=24, help="sequences drawn from the clean half")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-ceiling", action="store_true", help="score model and knows only (the ceiling's 65 branches a "
+                    "position are most of the time)")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     model, ck = load_model(args.checkpoint, "cpu")
@@ -36,7 +38,7 @@ def main():
     with torch.no_grad():
         seqs, _ = bd3.sample_clean_ar(model, torch.zeros(args.n, 1, dtype=torch.long), L - 1, n, M, generator=g,
                                       draft=False)
-        res = {"model": [], "ceiling": [], "knows": []}
+        res = {"model": [], "knows": []} if args.no_ceiling else {"model": [], "ceiling": [], "knows": []}
         for i, x in enumerate(seqs):
             x = x[None]
             nxt = bd3.bd3_logits(model, torch.full_like(x, M), x, n, M, clean=True)[1].double().softmax(-1)[0]
@@ -50,13 +52,14 @@ def main():
                 q = q[torch.arange(len(rs)), torch.tensor(rs) + 1]
                 res[name].append(torch.minimum(p_after, q).sum(-1))
             star = []
-            for r in rs:  # q* = sum_v p(v | x_<r) p(. | x_<r, v): the verifier's own marginal over x_r
+            for r in ([] if args.no_ceiling else rs):  # q* = sum_v p(v | x_<r) p(. | x_<r, v): the verifier's own marginal over x_r
                 branch = x.repeat(M, 1)
                 branch[:, r] = torch.arange(M)
                 pv = bd3.bd3_logits(model, torch.full_like(branch, M), branch, n, M,
                                     clean=True)[1][:, r].double().softmax(-1)  # (V', V)
                 star.append((nxt[r - 1, :M, None] * pv).sum(0))
-            res["ceiling"].append(torch.minimum(p_after, torch.stack(star)).sum(-1))
+            if star:
+                res["ceiling"].append(torch.minimum(p_after, torch.stack(star)).sum(-1))
             print(f"sequence {i + 1}/{args.n}: " + ", ".join(f"{k} {torch.cat(v).mean():.3f}" for k, v in res.items()),
                   flush=True)
     for k, v in res.items():
