@@ -288,7 +288,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
     (Leviathan et al. 2023). The same pass holds the noisy states the next round drafts from, one per outcome r: the
     block known before r, [MASK] from r, or the next block all [MASK]. The window is sample_bd3's; after a jump the
     first round is a plain AR step. Rows advance by the row that kept fewest, so draft=None drafts at batch 1 only (at
-    batch 16 a round kept 1.00 token and cost 3.1x a one-column pass, dev/LOG.md); else the clean half decodes alone,
+    batch 16 a round kept 1.00 token, dev/LOG.md); else the clean half decodes alone in the AR's loop (its KV cache),
     the same law. settings: (temperature, top_k, top_p) of p and q. Returns (tokens, stats; kept: drafts per pass)."""
     (B, P), W, n, dev, t0 = prompt.shape, model.args.block_size, block, prompt.device, time.perf_counter()
     end, keep, seq, fill = P + gen_len, min((W // 2) // n * n, W - n), prompt, torch.full((B, n), mask_id, device=dev)
@@ -298,38 +298,40 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.
     while seq.size(1) < end:
         S = seq.size(1)
         if kv is None or (S - lo) // n * n + n > W:  # a fresh window: the text before the newest token cached
-            lo, kv, q = 0 if kv is None and S // n * n + n <= W else S - keep, CleanCache(model.args.n_layer), None
+            lo, q = 0 if kv is None and S // n * n + n <= W else S - keep, None
+            kv = CleanCache(model.args.n_layer) if draft else model.new_kv_cache(B, dev, model.tok_emb.weight.dtype)
             if S - 1 > lo:
                 kv.store = S - 1 - lo
                 model(seq[:, lo:S - 1], kv_cache=kv, rope_pos=torch.arange(S - 1 - lo, device=dev),
                       attn_mask=torch.ones(S - 1 - lo, S - 1 - lo, dtype=torch.bool, device=dev).tril())
-        sb = lo + (S - lo) // n * n  # the block holding position S, aligned to the window's start
-        e = sb + n
-        drafts = draw(q[:, S - q_at:min(e, end) - q_at], generator) if q is not None else seq[:, :0]
-        kd = drafts.size(1)
-        outcomes = [r for r in range(S, S + kd + 1) if draft and r + 1 < end and (r <= e - 2 or e + n - lo <= W)]
-        states = tuple(r for r in outcomes if r <= e - 2)  # outcome r: the next drafts come from state r
-        nxt = states != tuple(outcomes)  # an outcome finishes the block: the next block drafts
-        known = torch.cat([seq[:, sb:], drafts], 1)  # the block's columns as this round would keep them
-        cols = torch.cat([seq[:, -1:], drafts, *[torch.cat([known[:, :r - sb], fill[:, r - e:]], 1) for r in states],
-                          *([fill] if nxt else [])], 1)
-        pos, mask = (torch.arange(S - 1 - lo, S - lo, device=dev), None) if cols.size(1) == 1 else round_layout(
-            S - 1 - lo, kd, sb - lo, tuple(r - sb for r in states), nxt, n, dev)  # one clean column: the fast kernel
-        kv.store = kd + 1
-        logits = no_mask_logit(model(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
-        p = probs(logits[:, :min(kd + 1, end - S)], *settings)  # on the device: one host read a round, none at kd = 0
-        new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator)
-        k, prev = new.size(1), seq
-        kv.truncate(S - 1 - lo + k)
-        seq, passes, kept = torch.cat([seq, new], 1), passes + 1, kept + k - 1
-        r = S + k - 1  # the newest token: the next round drafts from the state of its outcome
-        if r not in outcomes:
-            q = None
-        elif r in states:
-            c = kd + 1 + n * states.index(r)
-            q, q_at = probs(logits[:, c:c + n], *settings), sb
+        if not draft:  # batch > 1: the clean half alone, as the AR decodes (its KV cache, its loop; dev/LOG.md)
+            logits, prev = model(seq[:, -1:], kv_cache=kv, start_pos=S - 1 - lo)[:, -1], seq
+            logits[:, mask_id] = float("-inf")
+            seq, passes = torch.cat([seq, draw(probs(logits, *settings), generator)[:, None]], 1), passes + 1
         else:
-            q, q_at = probs(logits[:, -n:], *settings), e
+            sb = lo + (S - lo) // n * n  # the block holding position S, aligned to the window's start
+            e = sb + n
+            drafts = draw(q[:, S - q_at:min(e, end) - q_at], generator) if q is not None else seq[:, :0]
+            kd = drafts.size(1)
+            outcomes = [r for r in range(S, S + kd + 1) if draft and r + 1 < end and (r <= e - 2 or e + n - lo <= W)]
+            states = tuple(r for r in outcomes if r <= e - 2)  # outcome r: the next drafts come from state r
+            nxt = states != tuple(outcomes)  # an outcome finishes the block: the next block drafts
+            known = torch.cat([seq[:, sb:], drafts], 1)  # the block's columns as this round would keep them
+            cols = torch.cat([seq[:, -1:], drafts, *[torch.cat([known[:, :r - sb], fill[:, r - e:]], 1)
+                                                     for r in states], *([fill] if nxt else [])], 1)
+            pos, mask = (torch.arange(S - 1 - lo, S - lo, device=dev), None) if cols.size(1) == 1 else round_layout(
+                S - 1 - lo, kd, sb - lo, tuple(r - sb for r in states), nxt, n, dev)  # one clean column: fast kernel
+            kv.store = kd + 1
+            logits = no_mask_logit(model(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
+            p = probs(logits[:, :min(kd + 1, end - S)], *settings)  # on the device: one host read a round (kd > 0)
+            new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator)
+            k, prev = new.size(1), seq
+            kv.truncate(S - 1 - lo + k)
+            seq, passes, kept = torch.cat([seq, new], 1), passes + 1, kept + k - 1
+            r = S + k - 1  # the newest token: the next round drafts from the state of its outcome
+            if r in outcomes:  # r's state: the block's copy for r, or the next block's (drafts from e)
+                c, q_at = (kd + 1 + n * states.index(r), sb) if r in states else (logits.size(1) - n, e)
+            q = probs(logits[:, c:c + n], *settings) if r in outcomes else None
         if on_step is not None:
             on_step(_round_step(prev, seq, P, end, passes, mask_id))
     seconds = time.perf_counter() - t0
