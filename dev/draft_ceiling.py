@@ -9,7 +9,6 @@ expected acceptance sum_y min(p, q) of that first draft against p = the clean ha
 Only in-block outcomes (r at most the block's second-last position, the sampler's per-outcome states); windows of 64
 from position 0, as the sampler's first window. With k drafts a round, tokens a round <= 1 + k * acceptance of the
 first. python dev/draft_ceiling.py CKPT [--n 24] [--seed 0] [--no-ceiling]"""
-import argparse
 import os
 import sys
 
@@ -18,22 +17,30 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import bd3  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
+from utils.cli import ArgParser, at_least  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("checkpoint")
-    ap.add_argument("--n", type=int, default=24, help="sequences drawn from the clean half")
+def load_bd3_ar(path):
+    """(model, its block) of a --bd3_ar block-diffusion checkpoint, else a one-line error naming what to give."""
+    model, ck = load_model(path, "cpu")
+    if ck["config"].get("objective") != "bd3" or not ck["config"].get("bd3_ar"):
+        raise UserError(f"{path} is not a --bd3_ar block-diffusion network (its clean half is the verifier): give one "
+                        "trained with --objective=bd3 --bd3_ar=1, e.g. baby_bd3's")
+    return model.eval(), ck["config"]["bd3_block"]
+
+
+def main(argv):
+    ap = ArgParser(prog="dev/draft_ceiling.py", description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint", help="a --bd3_ar model.pt (baby_bd3's)")
+    ap.add_argument("--n", type=at_least(2, "a standard error"), default=24, help="sequences drawn from the clean half")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-ceiling", action="store_true", help="score model and knows only (the ceiling's 65 branches a "
                     "position are most of the time)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    model, ck = load_model(args.checkpoint, "cpu")
-    model.eval()
-    cfg, L, M = ck["config"], model.args.block_size, model.args.vocab_size - 1
-    n = cfg["bd3_block"]
-    assert cfg.get("bd3_ar"), "needs a --bd3_ar network (its clean half is the verifier)"
+    model, n = load_bd3_ar(args.checkpoint)
+    L, M = model.args.block_size, model.args.vocab_size - 1
     g = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
         seqs, _ = bd3.sample_clean_ar(model, torch.zeros(args.n, 1, dtype=torch.long), L - 1, n, M, generator=g,
@@ -69,4 +76,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -4,7 +4,6 @@ does not depend on the weights; drafts' acceptance does, so this times the clean
 in one process with its shapes warmed first (a process pays cuDNN's per-shape attention setup at each new cache
 length: dev/LOG.md 2026-11-27), in turns: autocast (as inference.py), cuDNN's attention excluded, bf16 weights.
 python dev/gpu_sample.py [--smoke] [--tokens 250]"""
-import argparse
 import os
 import sys
 import time
@@ -17,14 +16,18 @@ import bd3  # noqa: E402
 import objectives  # noqa: E402
 from configurator import get_config  # noqa: E402
 from model import Transformer  # noqa: E402
+from utils.cli import ArgParser, at_least  # noqa: E402
 from utils.dist import autocast_for  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 
 
-def main():
-    ap = argparse.ArgumentParser()
+def main(argv):
+    ap = ArgParser(prog="dev/gpu_sample.py", description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="the same calls on the CPU at toy sizes")
-    ap.add_argument("--tokens", type=int, default=250)
-    args = ap.parse_args()
+    ap.add_argument("--tokens", type=at_least(1), default=250, help="tokens a sample")
+    args = ap.parse_args(argv)
+    if not args.smoke and not torch.cuda.is_available():
+        raise UserError("dev/gpu_sample.py times a CUDA GPU and none is here: run it on one, or pass --smoke")
     dev = torch.device("cpu" if args.smoke else "cuda")
     toy = ["--n_layer=2", "--n_embd=48", "--block_size=64"] if args.smoke else []
     G, V = (20 if args.smoke else args.tokens), 66
@@ -73,4 +76,4 @@ class _both:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

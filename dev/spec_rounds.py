@@ -1,30 +1,32 @@
 """--bd3_speculate at batch 1 on several --bd3_ar checkpoints, timed in turns in one process: tokens a round (pass),
 each draft offset's acceptance, and tokens/s; T = 1, the same seeds for every checkpoint. The instrument behind
 dev/LOG.md's lever tables (issue 64). python dev/spec_rounds.py CKPT... [--n 32] [--gen 63]"""
-import argparse
 import os
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, ".."), HERE]  # the repo, and dev/ (draft_ceiling's loader)
 import bd3  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
+from draft_ceiling import load_bd3_ar  # noqa: E402
+from utils.cli import ArgParser, at_least  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("checkpoints", nargs="+")
-    ap.add_argument("--n", type=int, default=32)
-    ap.add_argument("--gen", type=int, default=63)
-    args = ap.parse_args()
+def main(argv):
+    ap = ArgParser(prog="dev/spec_rounds.py", description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoints", nargs="+", help="--bd3_ar model.pt files (baby_bd3's)")
+    ap.add_argument("--n", type=at_least(1), default=32, help="samples a checkpoint, batch 1")
+    ap.add_argument("--gen", type=at_least(1), default=63, help="tokens a sample, after one")
+    args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     runs = []
     for path in args.checkpoints:
-        model, ck = load_model(path, "cpu")
-        runs.append(dict(path=path, model=model.eval(), block=ck["config"]["bd3_block"], passes=0, tokens=0,
-                         seconds=0.0, kept_at=[0] * ck["config"]["bd3_block"], rounds=0))
+        model, block = load_bd3_ar(path)
+        runs.append(dict(path=path, model=model, block=block, passes=0, tokens=0, seconds=0.0, kept_at=[0] * block,
+                         rounds=0))
     real = bd3.keep_or_redraw
     for s in range(args.n):
         for r in runs:
@@ -52,4 +54,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
