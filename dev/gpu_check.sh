@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # micro-dllm GPU check (~6-7 min on one H100; self-limits to DEADLINE s of work). From the repo root: bash dev/gpu_check.sh
 # Prints one table last; gpu_check.log, results.json and train_{mdlm,ar,bd3}.log go to $OUT (a temp dir when unset).
-# SECTIONS=attention,train,syncs,graphs,runs,recipe,sampling,gpt200m picks sections (a rerun: the failed one; sampling reads the
+# SECTIONS=attention,train,syncs,graphs,runs,recipe,sampling,frontier,gpt200m picks sections (a rerun: the failed one; sampling reads the
 # checkpoints runs writes); DEADLINE=450 the seconds of work before later sections are skipped; PYTHON= the interpreter.
 # SMOKE=1 runs the same code on the CPU at toy sizes (an API and syntax check, no timings; CUDA-only calls guarded).
 # Training rows as scripts/bench_train.make_step (the step makes no host sync: no patch). SMOKE ran clean at ef0588e, torch 2.13.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 WORK=${WORK:-$(mktemp -d)}; OUT=${OUT:-$WORK/out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 WORK OUT DEADLINE=${DEADLINE:-450} SMOKE=${SMOKE:-0} SECTIONS=${SECTIONS:-attention,train,syncs,graphs,runs,recipe,sampling,gpt200m}
+export PYTHONUNBUFFERED=1 WORK OUT DEADLINE=${DEADLINE:-450} SMOKE=${SMOKE:-0} SECTIONS=${SECTIONS:-attention,train,syncs,graphs,runs,recipe,sampling,frontier,gpt200m}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 "${PYTHON:-python3}" - <<'PY' 2>&1 | tee "$OUT/gpu_check.log" | grep --line-buffered -v -e Warning -e warn -e '^USDT'
 import json, os, re, subprocess, sys, time, traceback, warnings, statistics as st
@@ -253,6 +253,24 @@ def sampling():
     R["sampling"] = res
 if section("sampling", 45, "sampling"): guard(sampling)
 
+# ---- issue 64 on the GPU: B10 against baby_ar at the held-out entropy, batch 1 and 16 (carry artifacts/gpu: its
+# baby_bd3/, baby_ar/ and judge_baby/ model.pt files, ~10 MB each; both sides eager, as inference.py runs)
+def frontier():
+    g = "artifacts/gpu"
+    if not all(os.path.exists(f"{g}/{m}/model.pt") for m in ("baby_bd3", "baby_ar", "judge_baby")):
+        out(f"[skip] frontier: carry {g}/{{baby_bd3,baby_ar,judge_baby}}/model.pt"); return
+    for seed in (0, 1):
+        p = subprocess.run([sys.executable, "scripts/frontier.py", f"{g}/baby_bd3/model.pt", f"{g}/baby_ar/model.pt",
+                            "--ar-checkpoint", f"{g}/judge_baby/model.pt", "--device", dev.type, "--n-samples",
+                            "16" if SMOKE else "128", "--batch-size", "16" if SMOKE else "64", "--repeats",
+                            "1" if SMOKE else "9", "--time-batches", "1,16", "--grid", "bd3_speculate=true", "--grid",
+                            "temperature=0.8,0.9,1.0", "--ar-grid", "temperature=0.7,0.8,0.9,1.0", "--ar-grid",
+                            "top_p=1.0", "--seed", str(seed)], capture_output=True, text=True)
+        open(f"{OUT}/frontier_s{seed}.log", "w").write(p.stdout + p.stderr)
+        R[f"frontier seed {seed}"] = [l.strip() for l in p.stdout.splitlines() if "held-out entropy," in l] or p.stderr[-300:]
+        print(" ", R[f"frontier seed {seed}"], flush=True)
+if section("frontier (issue 64)", 60, "frontier"): guard(frontier)
+
 # ---- gpt200m: one micro-step (32 x 1024, vocab 2048) eager: memory and speed; bd3 doubles the columns
 def gpt200m():
     toy = ["--n_layer=2", "--n_embd=64", "--n_head=2", "--block_size=64", "--batch_size=2"] if SMOKE else []
@@ -280,6 +298,8 @@ for k in ("run_mdlm", "run_ar", "run_bd3", "run_ref"):
 for k, r in R.get("sampling", {}).items():
     txt = r if isinstance(r, str) else "%9s tok/s  %.2f passes/token  %.2f s" % (f(r["tok_s"], 0), r["passes_per_token"], r["seconds"])
     print(f"sample {k:<52} {txt}")
+for k in ("frontier seed 0", "frontier seed 1"):
+    if k in R: print(k + ": " + " | ".join(R[k]) if isinstance(R[k], list) else f"{k}: {R[k]}")
 for k, s in R.get("syncs", {}).items():
     print(f"syncs {k}: {sum(s.values())} [" + ", ".join(f"{w} x{c}" for w, c in sorted(s.items(), key=lambda kv: -kv[1])[:5]) + "]")
 PY
