@@ -133,8 +133,8 @@ class Config:
     # ---- system
     device: str = resumable("auto")     # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
     dtype: str = "auto"                 # 'auto' (bf16 autocast on CUDA, fp16 + GradScaler on a GPU without bf16, fp32 elsewhere) | 'float32' | 'bfloat16' | 'float16'
-    compile: str = resumable("auto")    # 'auto' (torch.compile the training step's model on CUDA, eager elsewhere: a CPU
-                                        #   gains nothing measured) | 'true' | 'false'; a bare --compile is 'true'
+    compile: str = resumable("auto")    # 'auto' (torch.compile the step's model on CUDA, with CUDA graphs on one GPU; eager
+                                        #   elsewhere: a CPU gains nothing measured) | 'true' | 'false'; bare --compile: 'true'
     seed: int = 1337                    # the random seed: initialisation, data order, noise draws, samples
     wandb_log: bool = resumable(False)  # also log to Weights & Biases (pip install wandb); metrics.jsonl is always written
     wandb_project: str = resumable("micro-dllm")  # the Weights & Biases project (with wandb_log)
