@@ -33,9 +33,8 @@ from model import ModelArgs, Transformer
 from utils.checkpoint import (BackgroundWriter, host_copy, iter_of, load_latest, numbered_checkpoints, read_checkpoint,
                               save_run_checkpoint, trim_metrics)
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
-from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, compile_step, compiled, grad_accum_steps,
-                        grad_scaler, init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state,
-                        synchronize)
+from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, compile_step, grad_accum_steps, grad_scaler,
+                        init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state, synchronize)
 from utils.errors import UserError, run_cli
 from utils.fileio import remove_stale_temps
 from utils.init_from import load_weights_into, source_tokenizer
@@ -236,8 +235,7 @@ def build(cfg, env, data):
     if env.world > 1:  # wrapped before it is compiled: the compiled backward overlaps the all-reduce (DDPOptimizer);
         run.model = torch.nn.parallel.DistributedDataParallel(  # the RoPE tables are the same on every rank: no broadcast
             run.model, device_ids=[env.local_rank] if env.device.type == "cuda" else None, broadcast_buffers=False)
-    if compiled(cfg, env.device):
-        run.model = compile_step(run.model, env.device, env.world)
+    run.model = compile_step(run.model, cfg, env.device, env.world)
     if env.master:
         os.makedirs(cfg.out_dir, exist_ok=True)
         trim_metrics(run.metrics_path, run.start_iter if cfg.resume else -1)

@@ -26,7 +26,7 @@ import objectives  # noqa: E402
 from common import Draw, Schedule  # noqa: E402
 from configurator import get_config  # noqa: E402
 from model import Transformer  # noqa: E402
-from utils.dist import autocast_for, compile_step, compiled, keyed_generator, peak_flops, pick_device, timed  # noqa: E402
+from utils.dist import autocast_for, compile_step, keyed_generator, peak_flops, pick_device, timed  # noqa: E402
 from utils.cli import ArgParser, at_least, list_of  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
@@ -52,7 +52,7 @@ def make_step(cfg, vocab_size, device):
     obj = objectives.get(cfg.objective)
     model = Transformer(objectives.model_args(cfg, vocab_size)).to(device).train()
     opt = build_optimizer(model, cfg, device)
-    step_model = compile_step(model, device) if compiled(cfg, device) else model
+    step_model = compile_step(model, cfg, device)
     ctx, _ = autocast_for(device, cfg.dtype)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     vocab = SimpleNamespace(vocab_size=vocab_size, mask_id=vocab_size - 1)  # all a loss reads of a tokenizer

@@ -44,10 +44,12 @@ def test_the_training_step_of_every_objective_has_no_graph_break(flags):
 
 def test_one_cuda_gpu_compiles_the_step_with_cuda_graphs_and_nothing_else_does(monkeypatch):
     """compile_step's policy (dev/LOG.md, cbeb8ba: a reference-recipe step 11.9 -> 6.3 ms on an H200 with CUDA graphs):
-    mode 'reduce-overhead' on one CUDA GPU; the plain compile under DDP (graphs unmeasured there) and on a CPU."""
+    --compile=auto compiles on CUDA only; mode 'reduce-overhead' on one CUDA GPU, the plain compile under DDP (graphs
+    unmeasured there) and on a CPU given --compile=true; --compile=false never."""
     from utils.dist import compile_step
     seen = []
     monkeypatch.setattr(torch, "compile", lambda model, **kw: seen.append(kw.get("mode")) or model)
-    for device, world in (("cuda", 1), ("cuda", 2), ("cpu", 1)):
-        compile_step(torch.nn.Linear(2, 2), torch.device(device), world)
+    for flag, device, world in (("auto", "cuda", 1), ("auto", "cuda", 2), ("auto", "cpu", 1), ("true", "cpu", 1),
+                                ("false", "cuda", 1)):
+        compile_step(torch.nn.Linear(2, 2), get_config([f"--compile={flag}"]), torch.device(device), world)
     assert seen == ["reduce-overhead", None, None]

@@ -39,16 +39,13 @@ def pick_device(name):
     return dev
 
 
-def compiled(cfg, device):
-    """Whether the training step's model is torch.compile'd: --compile=auto compiles on CUDA (launch-bound in eager:
-    ~700 kernels a step) and leaves a CPU eager (nothing measured gained there)."""
-    return cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")
-
-
-def compile_step(model, device, world=1):
-    """torch.compile for the training step: on one CUDA GPU with CUDA graphs (mode 'reduce-overhead': a step's
-    launches replayed as one graph; a mdlm step of the reference recipe 11.9 -> 6.3 ms on an H200, RESULTS), plain
-    under DDP (graphs there unmeasured) and on a CPU."""
+def compile_step(model, cfg, device, world=1):
+    """The training step's model, torch.compile'd where --compile says: 'auto' compiles on CUDA (launch-bound in eager:
+    ~700 kernels a step) and leaves a CPU eager (nothing measured gained there). On one CUDA GPU with CUDA graphs (mode
+    'reduce-overhead': a step's launches replayed as one graph; a mdlm step of the reference recipe 11.9 -> 6.3 ms on
+    an H200, RESULTS), plain under DDP (graphs there unmeasured) and on a CPU."""
+    if not (cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")):
+        return model
     return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" and world == 1 else None)
 
 
