@@ -83,23 +83,27 @@ def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
 
 
 def time_points(runs, args, start, gen_len, device):
-    """Wall-clock tokens/s of every point at each --time-batches size B, into its seconds_bB (a draw of B samples)
-    and tokens_per_s_bB: an untimed warm-up draw each, then the median of --repeats rounds, each point drawing
-    --time-draws batches of B in turn, each its own seed (a sampler whose passes vary is timed over more samples)."""
+    """Wall-clock tokens/s of every point at each --time-batches size B, into its seconds_bB (a draw of B samples),
+    tokens_per_s_bB and passes_bB (forward passes a draw, their mean: tokens a pass and ms a pass are printed beside):
+    an untimed warm-up draw each, then the median of --repeats rounds, each point drawing --time-draws batches of B in
+    turn, each its own seed (a sampler whose passes vary is timed over more samples)."""
     jobs, n = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])], args.time_draws
     for b in args.time_batches:
-        def call(r, scfg, seed):
-            return draw(r["model"], scfg, start, gen_len, b, b, r["tok"].mask_id, device,
-                        torch.Generator().manual_seed(seed))
-        for r, _, scfg in jobs:
-            call(r, scfg, args.seed)
-        rounds = [[timed(lambda: [call(r, scfg, args.seed + n * k + j) for j in range(n)], device)[0] / n
-                   for r, _, scfg in jobs] for k in range(1, args.repeats + 1)]
+        def call(r, scfg, seed, passes):  # passes: each timed draw's forward passes (a row's; rows share them)
+            passes.append(statistics.mean(draw(r["model"], scfg, start, gen_len, b, b, r["tok"].mask_id, device,
+                                               torch.Generator().manual_seed(seed))[1]))
+        for r, pt, scfg in jobs:  # an untimed warm-up draw each
+            call(r, scfg, args.seed, [])
+            pt[f"passes_b{b}"] = []
+        rounds = [[timed(lambda: [call(r, scfg, args.seed + n * k + j, pt[f"passes_b{b}"]) for j in range(n)],
+                         device)[0] / n for r, pt, scfg in jobs] for k in range(1, args.repeats + 1)]
         for (r, pt, _), secs in zip(jobs, zip(*rounds)):
-            pt[f"seconds_b{b}"] = statistics.median(secs)
+            pt[f"seconds_b{b}"], pt[f"passes_b{b}"] = statistics.median(secs), statistics.mean(pt[f"passes_b{b}"])
             pt[f"tokens_per_s_b{b}"] = b * gen_len / pt[f"seconds_b{b}"]
             print(f"  {r['path']} [{pt['curve']}] T={pt['temperature']:g}, batch {b}: {pt[f'tokens_per_s_b{b}']:,.0f} "
-                  f"tokens/s ({pt[f'seconds_b{b}']:.3f} s a draw, median of {args.repeats} rounds of {n})")
+                  f"tokens/s ({pt[f'seconds_b{b}']:.3f} s a draw, median of {args.repeats} rounds of {n}; "
+                  f"{gen_len / pt[f'passes_b{b}']:.2f} tokens a pass, "
+                  f"{pt[f'seconds_b{b}'] / pt[f'passes_b{b}'] * 1e3:.2f} ms a pass)")
 
 
 def read_curves(points, target, keys):

@@ -229,7 +229,7 @@ def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):
     # seconds are a draw's: the round's time / K; the warm-up draw (seed itself) is not timed
     calls = []
     monkeypatch.setattr(frontier, "draw", lambda model, scfg, start, gen_len, n, bs, mask_id, device, g: calls.append(
-        (scfg, n, g.initial_seed())))
+        (scfg, n, g.initial_seed())) or (None, [g.initial_seed()] * n))  # passes a sample: its seed, say
     rows = [dict(curve="c", temperature=1.0), dict(curve="c", temperature=0.8)]
     runs = [dict(model=None, tok=type("T", (), dict(mask_id=0)), rows=rows, points=[(None, "a"), (None, "b")], path="x")]
     args = type("A", (), dict(time_batches=[1, 4], time_draws=3, repeats=2, seed=10))
@@ -239,3 +239,5 @@ def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):
     for row in rows:
         for b in (1, 4):
             assert row[f"seconds_b{b}"] > 0 and row[f"tokens_per_s_b{b}"] == pytest.approx(b * 5 / row[f"seconds_b{b}"])
+    # passes: the mean over the timed draws only (seeds 13..18: 15.5), not the warm-up's (seed 10: with it, 14.57)
+    assert rows[0]["passes_b1"] == pytest.approx(15.5) and rows[1]["passes_b4"] == pytest.approx(15.5)
