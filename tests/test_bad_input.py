@@ -404,15 +404,16 @@ CLASS_ROWS = {
         zero=[([DM, "--draws", "0"], ("--draws", ">= 2"))],
         root=[(["data/prompts.txt"], "run from the repository root")]),
     **{cli: dict(
-        missing=[(["missing.pt"], "checkpoint missing.pt not found")],
-        directory=[(["empty_dir"], "is a directory")],
+        missing=[(["missing.pt", *ar], "checkpoint missing.pt not found")],
+        directory=[(["empty_dir", *ar], "is a directory")],
         exists="writes no file: a table on stdout", checkpoint="writes no file: a table on stdout",
-        json=[(["exp_cutjson"], "unreadable config.json"), ([DM], "not a --bd3_ar block-diffusion network")],
+        json=[(["exp_cutjson", *ar], "unreadable config.json"), ([DM, *ar], "not a --bd3_ar block-diffusion network")],
         list="its checkpoints are paths: no typed list",
         empty="every checkpoint given is read: nothing to select (none given is argparse's one-line refusal)",
-        zero=[([DM, "--n", "0"], ("--n", ">= "))] + ([([DM, "--gen", "0"], ("--gen", ">= 1"))] if gen else []),
-        root=[(["data/prompts.txt"], "run from the repository root")])
-       for cli, gen in (("dev/draft_ceiling.py", False), ("dev/spec_rounds.py", True))},
+        zero=[([DM, *ar, "--n", "0"], ("--n", ">= "))] + ([([DM, *ar, "--gen", "0"], ("--gen", ">= 1"))] if gen else []),
+        root=[(["data/prompts.txt", *ar], "run from the repository root")])
+       for cli, gen, ar in (("dev/draft_ceiling.py", False, []), ("dev/spec_rounds.py", True, []),
+                            ("dev/two_pass.py", True, [AR]))},
     "dev/gpu_sample.py": dict(
         missing=NO_FILES, directory=NO_FILES, exists=NO_FILES, checkpoint=NO_FILES, json=NO_FILES, root=NO_FILES,
         list="no list flag", empty="--smoke or a GPU: every option leaves work to do",
@@ -432,6 +433,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "dev/nanogpt_score.py": [(["old.txt", "--against", "damaged.pt"], DAMAGED)],
         "dev/bd3_variance.py": [(["damaged.pt"], DAMAGED)],
         "dev/draft_ceiling.py": [(["damaged.pt"], DAMAGED)], "dev/spec_rounds.py": [(["damaged.pt"], DAMAGED)],
+        "dev/two_pass.py": [(["damaged.pt", AR], DAMAGED)],
         **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py",
                          "dev/plot_epochs.py", "dev/gpu_sample.py"), NO_CKPT),
         "dev/epochs.py": "reads no checkpoint: its runs are train.py's, their scores eval.py's"},
@@ -450,7 +452,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "dev/epochs.py": [(["--summary-only", "--restart"], "--restart sets the training --summary-only skips")],
         **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py",
                          "dev/plot_epochs.py", "scripts/export.py", "dev/nanogpt_score.py", "dev/bd3_variance.py",
-                         "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/gpu_sample.py"),
+                         "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/gpu_sample.py", "dev/two_pass.py"),
                         "no flag of it acts only with another")},
     "pickle": {
         "train.py": [([*T, "--out_dir=x", "--init_from=evil.pt"], "a weights-only load refuses")],
@@ -463,6 +465,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "dev/bd3_variance.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/draft_ceiling.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/spec_rounds.py": [(["evil.pt"], "a weights-only load refuses")],
+        "dev/two_pass.py": [(["evil.pt", AR], "a weights-only load refuses")],
         **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py",
                          "dev/plot_epochs.py", "dev/gpu_sample.py"),
                         "unpickles nothing: text, JSON and checkpoints read weights-only"),
