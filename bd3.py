@@ -436,7 +436,7 @@ def passes(cfg, n_gen, n_prompt=0):
 def describe(cfg):
     if clean_check(cfg):
         return (f"block diffusion's clean half (its AR) + KV cache, drafted {cfg.bd3_block} a round by the noisy half "
-                f"(self-speculative)")
+                f"at batch 1 (self-speculative; alone at batch > 1)")
     opts, k = SamplerOptions.from_config(cfg), min(cfg.steps, cfg.bd3_block)
     steps = sampler.describe(replace(opts, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")
     steps = steps.replace("schedule counts", "linear counts")  # sample_bd3: no greedy last step per block
