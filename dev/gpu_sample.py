@@ -7,7 +7,7 @@ python dev/gpu_sample.py [--smoke] [--tokens 250]"""
 import os
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -34,14 +34,14 @@ def main(argv):
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     from torch.nn.attention import SDPBackend, sdpa_kernel
     no_cudnn = lambda: sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
-    autocast = autocast_for(dev, "auto")[0]
+    autocast = lambda: autocast_for(dev, "auto")[0]  # a fresh context each draw
     for name, flags in (("ar KV cache", ["--objective=ar"]), ("bd3 clean half", ["--objective=bd3", "--bd3_ar=1"])):
         cfg = get_config(flags + toy + ["--device=" + dev.type])
         m32 = Transformer(objectives.model_args(cfg, V)).to(dev).eval()
         m16 = Transformer(objectives.model_args(cfg, V)).to(dev).eval()
         m16.load_state_dict(m32.state_dict())
         m16.to(torch.bfloat16 if dev.type == "cuda" else torch.float32)
-        variants = {"autocast": (m32, lambda: autocast), "autocast, no cuDNN": (m32, lambda: _both(autocast, no_cudnn())),
+        variants = {"autocast": (m32, autocast), "autocast, no cuDNN": (m32, lambda: _both(autocast(), no_cudnn())),
                     "bf16 weights": (m16, nullcontext)}
         for B in (1, 16):
             prompt = torch.randint(0, V - 1, (B, 6), device=dev)
@@ -64,15 +64,10 @@ def main(argv):
                 print(f"{name:<15} B={B:<3} {k:<18} {B * G / dt:>9,.0f} tokens/s  {dt / G * 1e3:.2f} ms a token", flush=True)
 
 
-class _both:
-    def __init__(self, a, b):
-        self.a, self.b = a, b
-
-    def __enter__(self):
-        self.a.__enter__(); self.b.__enter__()
-
-    def __exit__(self, *e):
-        self.b.__exit__(*e); self.a.__exit__(*e)
+@contextmanager
+def _both(a, b):
+    with a, b:
+        yield
 
 
 if __name__ == "__main__":
