@@ -196,10 +196,11 @@ def probs(logits, temperature, top_k, top_p):
 
 
 def draw(p, generator):
-    """One index per row of probabilities p (..., V), drawn where p lives (draw_device; on_device: no host copy)."""
-    dev = draw_device(p.device)
-    return torch.multinomial(p.reshape(-1, p.size(-1)).to(dev), 1, generator=on_device(generator, dev)).view(
-        p.shape[:-1]).to(p.device)
+    """One index per row of probabilities p (..., V), unnormalised, drawn where p lives (draw_device; on_device: no host
+    copy) by inverse CDF: exact, and at 16 rows of 2,048 ~17x torch.multinomial's speed on a CPU (dev/LOG.md)."""
+    dev, c = draw_device(p.device), p.to(draw_device(p.device), torch.float64).cumsum(-1)
+    u = torch.rand(c.shape[:-1] + (1,), generator=on_device(generator, dev), device=dev, dtype=torch.float64)
+    return torch.searchsorted(c, u * c[..., -1:], right=True)[..., 0].clamp_(max=c.size(-1) - 1).to(p.device)
 
 
 def keep_or_redraw(p, q, drafts, generator):

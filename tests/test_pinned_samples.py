@@ -15,11 +15,11 @@ RUNS = {  # objective -> (extra training flags, sampling flags)
     "uniform": (["--objective=uniform"], ["--steps=8"]),
     "ar": (["--objective=ar"], []),
 }
-PINNED = {  # recorded 2026-11-23 on main 6c6252f (before the one-objective-one-file restructuring), torch 2.13.0 CPU
-    "mdlm": 'ROMEO: ia teereo ao e t s t e ',
-    "bd3": 'ROMEO: \n  eroe tS aa s hfaetRs',
-    "uniform": "ROMEO:'JeD,aoshmqXqrUcuU eGJms",
-    "ar": 'ROMEO:T\nu Vit?Ta aroi,BoEqx fh',  # re-pinned 2026-11-25: the '_' here was [MASK], which the AR no longer draws
+PINNED = {  # re-pinned 2026-11-27: common.draw samples by inverse CDF (torch.multinomial before), torch 2.13.0 CPU
+    "mdlm": 'ROMEO:  a  e      o\ne  ao r  s',
+    "bd3": 'ROMEO: pdoei h  \n  oe hcnoa  \n',
+    "uniform": 'ROMEO:fha;w.zQ\nrgpereu QkSnRga',
+    "ar": "ROMEO:\nDk3niGYSm:edQw ,eu'nh S",
 }
 
 

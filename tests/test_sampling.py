@@ -457,13 +457,24 @@ def test_semi_ar_blocks_take_no_greedy_step_but_the_samples_last(block_length, m
     assert len(greedy) <= 1 and sum(greedy) <= 1, temps  # at most the final step, one token
 
 
-def test_draws_stay_on_a_float64_device_and_on_the_cpu_are_unchanged():
-    """common.sample_tokens draws on the logits' device where it has float64 (CUDA) and on the CPU otherwise (MPS
-    has no float64); on the CPU it is the same multinomial as ever, so the pinned samples hold."""
-    from common import draw_device, sample_tokens
+def test_draws_stay_on_a_float64_device_and_follow_the_probabilities():
+    """common.draw runs on the probabilities' device where it has float64 (CUDA), on the CPU otherwise (MPS has none).
+    Its inverse-CDF draw: the frequencies match p (chi-square), a zero-mass entry (the filtered, [MASK] last) never
+    comes, unnormalised rows are their normalised law, and a seed fixes the draws."""
+    from common import draw, draw_device
     assert draw_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
     assert draw_device(torch.device("mps")) == draw_device(torch.device("cpu")) == torch.device("cpu")
-    logp = torch.randn(3, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).log_softmax(-1)
-    got = sample_tokens(logp, 1.0, torch.Generator().manual_seed(4))
-    want = torch.multinomial(logp.exp().view(-1, 7), 1, generator=torch.Generator().manual_seed(4)).view(3, 5)
-    assert torch.equal(got, want)
+    p = torch.tensor([0.0, 0.5, 0.0, 0.2, 0.3, 0.0], dtype=torch.float64)
+    n = 60_000
+    x = draw((3 * p).expand(n, 6), torch.Generator().manual_seed(0))  # unnormalised: the same law
+    counts = torch.bincount(x, minlength=6).double()
+    assert counts[p == 0].sum() == 0  # never a zero-mass entry, the last one included
+    live = p > 0
+    chi2 = ((counts[live] - n * p[live]) ** 2 / (n * p[live])).sum().item()
+    assert chi2 < 13.8, chi2  # 2 degrees of freedom: P(chi2 > 13.8) = 0.001
+    drift = torch.tensor([0.0, 0.3, 0.0, 0.4, 0.3, 0.0], dtype=torch.float64)  # a wrong law fails the same test
+    assert ((counts[live] - n * drift[live]) ** 2 / (n * drift[live])).sum().item() > 13.8
+    one_hot = draw(torch.eye(6, dtype=torch.float64)[[5, 0, 2]], torch.Generator().manual_seed(1))
+    assert one_hot.tolist() == [5, 0, 2]  # all the mass on the first or the last entry
+    a, b = (draw(p.expand(4, 2, 6), torch.Generator().manual_seed(3)) for _ in range(2))
+    assert a.shape == (4, 2) and torch.equal(a, b)
