@@ -101,3 +101,23 @@ def test_tied_head_is_the_embedding_matrix_and_trains_it():
     logits[:, :, 3].sum().backward()  # a head-only gradient reaches row 3 of the embedding even if no input is 3
     assert m.tok_emb.weight.grad[3].abs().sum() > 0
     assert m.flops_per_token() == _tiny(time_cond="none").flops_per_token()  # the head's matmul is still done
+
+
+def test_a_cpu_load_lays_each_matmul_weight_out_transposed_with_the_same_values_and_logits(tmp_path):
+    """utils.checkpoint.load_model on the CPU keeps every Linear weight (in, out) in memory (MKL multiplies a few rows
+    by it ~2x faster: decoding, dev/LOG.md): the state_dict, the logits and a seeded KV-cached decode are the model's."""
+    from utils.checkpoint import load_model, save_checkpoint
+    torch.manual_seed(0)
+    a = ModelArgs(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, time_cond="none", causal=True)
+    m = Transformer(a).eval()
+    save_checkpoint(tmp_path / "m.pt", dict(model=m.state_dict(), config={}, model_args=vars(a), iter=0,
+                                            tokenizer=dict(kind="char", chars="abcdefghij")))
+    got, _ = load_model(tmp_path / "m.pt", "cpu")
+    lin = [x.weight for x in got.modules() if isinstance(x, torch.nn.Linear)]
+    assert len(lin) == 2 * 4 + 1 and all(w.stride() == (1, w.size(0)) for w in lin)  # (out, in) values, (in, out) memory
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in got.state_dict().items())
+    idx = torch.randint(0, 10, (3, 9))
+    with torch.no_grad():
+        assert torch.allclose(got(idx), m(idx), atol=1e-5)
+    seeded = [x.generate(idx[:, :2], 6, generator=torch.Generator().manual_seed(1), mask_id=10) for x in (got, m)]
+    assert torch.equal(*seeded)

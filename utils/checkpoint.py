@@ -310,4 +310,6 @@ def load_model(path, device):
     except (RuntimeError, TypeError, ValueError) as e:
         raise UserError(f"checkpoint {path} does not match its own model description "
                         f"({str(e).splitlines()[0][:100]}): the file is damaged")
+    for m in (m for m in model.modules() if isinstance(m, torch.nn.Linear) and torch.device(device).type == "cpu"):
+        m.weight.data = m.weight.data.t().contiguous().t()  # (in, out) in memory: MKL's GEMM of a few rows ~2x faster
     return model.to(device).eval(), ckpt

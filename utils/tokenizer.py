@@ -153,9 +153,8 @@ def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False,
     tok = Tokenizer(models.BPE(ignore_merges=False))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
     tok.train_from_iterator((p for text in texts_iter for p in split_stories(text)), trainer=trainer, length=length)
     spec = json.loads(tok.to_str())  # the trainer adds every special token as a matched one: not [MASK] (see above)
     spec["added_tokens"] = [a for a in spec["added_tokens"] if a["content"] != MASK_TOKEN]
