@@ -91,7 +91,7 @@ class Config:
     out_dir: str = resumable("artifacts/models")  # model.pt (latest/final) and best.pt land here
     resume: bool = resumable(False)     # continue from out_dir/model.pt (step, optimizer, LR schedule)
     init_from: str = ""                 # a model.pt or exported folder: start from its weights and tokenizer (new optimizer,
-                                        # step 0); AR -> mdlm/bd3, mdlm -> bd3 (utils/init_from.py)
+                                        # step 0); AR -> mdlm/bd3, mdlm -> bd3 (checkpoint_manager.py)
     overwrite: bool = resumable(False)  # allow replacing checkpoints already in out_dir
     keep_last: int = resumable(2)       # checkpoints kept: the K newest as model_<iter>.pt (model.pt links the newest) + best.pt;
                                         # 1 = model.pt and best.pt only

@@ -422,7 +422,8 @@ def bd3_ckpt(tmp_path_factory):
 @pytest.mark.slow
 def test_a_tiny_bd3_run_learns_and_writes_past_its_context(bd3_ckpt, tmp_path):
     from configurator import config_from_dict
-    from utils.checkpoint import load_checkpoint, load_model
+    from checkpoint_manager import load_model
+    from utils.checkpoint import load_checkpoint
     from canvas import continuation, generate
     from utils.tokenizer import tokenizer_from_state
     ck = load_checkpoint(bd3_ckpt)

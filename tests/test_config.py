@@ -94,7 +94,8 @@ def test_renamed_keys_keep_their_old_names(tmp_path):
 def test_checkpoints_from_before_the_layer_rename_still_load(tmp_path):
     import torch
     from model import ModelArgs, Transformer
-    from utils.checkpoint import load_model, save_checkpoint
+    from checkpoint_manager import load_model
+    from utils.checkpoint import save_checkpoint
     torch.manual_seed(0)
     a = ModelArgs(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, diffusion_steps=10, time_cond="adaln")
     m = Transformer(a)
@@ -112,7 +113,8 @@ def test_a_removed_model_option_loads_when_off_and_is_named_when_on(tmp_path):
     that the code lacks is named, not 'damaged'."""
     import torch
     from model import ModelArgs, Transformer
-    from utils.checkpoint import load_model, save_checkpoint
+    from checkpoint_manager import load_model
+    from utils.checkpoint import save_checkpoint
     a = ModelArgs(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, diffusion_steps=10)
     m = Transformer(a)
     for name, off, on in (("value_residual", False, True), ("attn_scale", 0.0, 0.35)):
