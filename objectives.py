@@ -26,22 +26,21 @@ sampler.py's; common.py sits below all) and offers the names below, DEFAULTS (ma
     ar_nll(model, windows, cfg, mask_id)                 its AR mode's exact NLL per window (B,), None if it has none
     describe(cfg)                                        the sampler settings in force, in one line
 
-A fifth objective is one new module and one line below (tests/test_objectives.py registers a toy one).
+A fifth objective is one new module and one line below (tests/test_objectives.py registers a toy one). The table
+names each module and get() imports the one asked for, so importing this file loads no objective (the configurator
+reads the names to list what --objective accepts).
 
     python -c "import objectives; print(list(objectives.OBJECTIVES))"
 """
+import importlib
 from dataclasses import fields, replace
 from types import SimpleNamespace
 
-import ar
-import bd3
-import diffusion
-import uniform
 from config import Config
 from model import ModelArgs
 from utils.errors import UserError
 
-OBJECTIVES = {"mdlm": diffusion, "uniform": uniform, "ar": ar, "bd3": bd3}
+OBJECTIVES = {"mdlm": "diffusion", "uniform": "uniform", "ar": "ar", "bd3": "bd3"}  # name -> the module telling its story
 DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_ONLY=False, ANY_LENGTH=False,
                 NOISE_START=False, EXACT=False, TRACE=True, STEP_CHAIN=False, BLOCKS=False, SEMI_AR=False,
                 LOSS_KEY="loss_type", check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
@@ -54,7 +53,7 @@ def get(name):
     """The objective called `name`: its module's interface, DEFAULTS for what the module leaves out."""
     if name not in OBJECTIVES:
         raise UserError(f"objective={name!r} is not one of {', '.join(OBJECTIVES)}")
-    module = OBJECTIVES[name]
+    module = importlib.import_module(OBJECTIVES[name])
     return SimpleNamespace(**{**DEFAULTS, **{k: getattr(module, k) for k in INTERFACE if hasattr(module, k)}})
 
 
@@ -67,4 +66,6 @@ def effective(cfg):
     """cfg as its objective runs it: the keys it does not read (IGNORES) at their defaults, those it fixes (MODEL) at
     its values, so a preset's value for another objective's key never reaches a log, a checkpoint or an `if cfg.key`."""
     obj, keys = get(cfg.objective), {f.name for f in fields(Config)}
-    return replace(cfg, **{**{k: getattr(Config, k) for k in obj.IGNORES}, **{k: v for k, v in obj.MODEL.items() if k in keys}})
+    unread = {k: getattr(Config, k) for k in obj.IGNORES}
+    fixed = {k: v for k, v in obj.MODEL.items() if k in keys}  # MODEL also names ModelArgs' own fields (causal)
+    return replace(cfg, **{**unread, **fixed})  # a key both unread and fixed (bd3's time_cond) takes the fixed value
