@@ -40,7 +40,8 @@ from config import Config
 from model import ModelArgs
 from utils.errors import UserError
 
-OBJECTIVES = {"mdlm": "diffusion", "uniform": "uniform", "ar": "ar", "bd3": "bd3"}  # name -> the module telling its story
+# name -> the module that tells its story
+OBJECTIVES = {"mdlm": "diffusion", "uniform": "uniform", "ar": "ar", "bd3": "bd3"}
 DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_ONLY=False, ANY_LENGTH=False,
                 NOISE_START=False, EXACT=False, TRACE=True, STEP_CHAIN=False, BLOCKS=False, SEMI_AR=False,
                 LOSS_KEY="loss_type", check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
