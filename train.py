@@ -31,8 +31,8 @@ from evals.bound import evaluate, reported
 from evals.report import (check_memory, check_report, contention_note, estimate_line, eta_seconds, final_report,
                           first_step_line, fmt_eta, fmt_time, long_run_note, loss_label, steady_step_s, units)
 from model import ModelArgs, Transformer
-from utils.checkpoint import (BackgroundWriter, host_copy, iter_of, load_latest, numbered_checkpoints, save_run_checkpoint,
-                              trim_metrics)
+from utils.checkpoint import (BackgroundWriter, host_copy, iter_of, load_latest, numbered_checkpoints,
+                              save_run_checkpoint, trim_metrics)
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
 from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, compile_step, grad_accum_steps, grad_scaler,
                         init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state, synchronize)
