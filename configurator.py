@@ -144,6 +144,7 @@ CHOICES = dict(tokenizer=TOKENIZERS, time_cond=TIME_CONDS, objective=objectives.
                remask=REMASKS, compile=("auto", "true", "false"))
 TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
+SAMPLED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("sampled"))
 
 
 def validate(cfg, given=()):
@@ -267,8 +268,9 @@ def _key_docs():
 
 
 def sample_keys():
-    """What sampling reads: config.py's sampling and system sections (inference.py takes the rest from the checkpoint)."""
-    return {k for section, keys in _key_docs() if section.startswith(("sampling", "system")) for k, _ in keys}
+    """What sampling reads, declared on each field of config.py (sampled(...)): inference.py takes these from its
+    command line and every other key from the checkpoint."""
+    return set(SAMPLED_KEYS)
 
 
 def _preset_docs():
