@@ -76,7 +76,7 @@ def test_trained_and_resumable_keys_are_field_metadata():
                                    "eval_iters", "head_on_masked_only", "wandb_log", "wandb_project", "keep_last",
                                    "skip_nonfinite", "out_dir"}
     from sampler import ORDERS
-    assert CHOICES["order"] is ORDERS and CHOICES["schedule"] == ("cosine", "linear")
+    assert CHOICES["order"] == ORDERS and CHOICES["schedule"] == ("cosine", "linear")
 
 
 def test_sampling_reads_the_keys_its_fields_declare():
@@ -171,6 +171,16 @@ def test_editing_or_moving_a_comment_in_config_py_changes_no_behaviour(edit, tmp
     assert shipped["sampled"] and shipped["trained"] and shipped["resumable"]
     assert _what_the_config_means(tmp_path / "edited") == shipped
 
+
+def test_each_choice_read_from_a_modules_source_is_the_modules_own():
+    """The configurator reads a choice list from the module that states it, without running it: the same tuple."""
+    import importlib
+    from configurator import declared
+    for module, name in [("sampler", "ORDERS"), ("sampler", "TOKENS_PER_STEP"), ("sampler", "REMASKS"),
+                         ("sampler", "UNSCORED_ORDERS"), ("diffusion", "LOSS_TYPES"), ("utils.optim", "OPTIMIZERS")]:
+        assert declared(module, name) == getattr(importlib.import_module(module), name), (module, name)
+    with pytest.raises(LookupError):
+        declared("sampler", "NOT_STATED")
 
 
 def test_renamed_keys_keep_their_old_names(tmp_path):
