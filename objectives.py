@@ -1,7 +1,8 @@
 """The objectives, by name: every entry script gets its objective here, once, and calls the same few functions.
 
-Each module tells its own whole story (forward noise, loss and bound, reverse sampler: mdlm's and bd3's share
-sampler.py's; common.py sits below all) and offers the names below, DEFAULTS (masked diffusion's) for those it omits:
+Each module tells its own whole story (forward noise, loss and bound, reverse sampler: mdlm's and bd3's blocks share
+sampler.py's, below them both; common.py below all) and offers the names below; what it leaves out takes DEFAULTS
+(masked diffusion's answer):
 
     MODEL           the ModelArgs it fixes itself (causal attention, no time input, no self-conditioning)
     WINDOW          tokens a training window needs beyond block_size (AR: 1, it scores the last L of L + 1)
@@ -64,8 +65,9 @@ def model_args(cfg, vocab_size):
 
 
 def effective(cfg):
-    """cfg as its objective runs it: the keys it does not read (IGNORES) at their defaults, those it fixes (MODEL) at
-    its values, so a preset's value for another objective's key never reaches a log, a checkpoint or an `if cfg.key`."""
+    """cfg as its objective runs it: the keys it does not read (IGNORES) at their defaults, the model keys it fixes
+    itself (MODEL: time_cond, self_cond) at its values. A preset's value for another objective's key then never
+    reaches a log line, a checkpoint's config or a branch that asks `if cfg.key`."""
     obj, keys = get(cfg.objective), {f.name for f in fields(Config)}
     unread = {k: getattr(Config, k) for k in obj.IGNORES}
     fixed = {k: v for k, v in obj.MODEL.items() if k in keys}  # MODEL also names ModelArgs' own fields (causal)
