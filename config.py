@@ -58,8 +58,9 @@ class Config:
                                         #   (a second pass; training feeds it to half the sequences)
     tie_weights: bool = trained(False)  # the output head reuses the token embedding matrix (nanoGPT ties them)
     # ---- objective
-    objective: str = trained("mdlm")    # 'mdlm' masked diffusion (diffusion.py) | 'uniform' uniform-state, no [MASK]
-                                        # (uniform.py) | 'ar' causal next-token (ar.py) | 'bd3' block diffusion (bd3.py)
+    objective: str = trained("mdlm")    # 'mdlm' masked diffusion (diffusion.py) | 'uniform' uniform-state diffusion
+                                        # (no [MASK]; uniform.py) | 'ar' the same net, causal, next-token loss (ar.py)
+                                        # | 'bd3' block diffusion (bd3.py); objectives.py is the table
     bd3_block: int = trained(4)         # bd3: tokens per block L', divides block_size;
                                         #   1 = AR, block_size = MDLM (BD3-LM)
     mask_min: float = 0.0               # mdlm/bd3 training only: the lowest mask rate drawn
@@ -163,7 +164,8 @@ class Config:
                                         #   the noisy half drafting each block in the same pass
                                         #   (self-speculative; a preset's on another network: off)
     dual_sample: bool = sampled(False)  # mdlm, a --dual_ar network: sample its AR mode exactly (the same weights
-                                        #   attending causally, KV-cached, a token a pass); continues a prompt only
+                                        #   attending causally, KV-cached, a token a pass: exact samples of that
+                                        #   joint); continues a prompt only
     live: bool = sampled(False)         # redraw the canvas in the terminal at every step
                                         #   (plain text when not a terminal)
     prompts_file: str = sampled("")     # sample once per line of this file (each line a prompt; blank lines skipped)
@@ -182,7 +184,8 @@ class Config:
 
 
 # A key that acts only together with another: {key: (that key, the values it acts with; None: any but off)}. Given
-# alone, configurator.validate refuses it (never drops it), and scripts/frontier.py drops it where it does not act.
+# alone, configurator.validate refuses it (what the user asks for is what runs: a flag that cannot apply is refused,
+# never dropped), and scripts/frontier.py drops it from a grid point where it does not act.
 NEEDS = dict(
     val_fraction=("val_path", ("",)), tokenizer_path=("tokenizer", ("bpe",)), mask_ramp_from=("mask_ramp", None),
     muon_lr=("optimizer", ("muon",)), muon_momentum=("optimizer", ("muon",)),
@@ -191,16 +194,18 @@ NEEDS = dict(
     remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),
     gif_frame_ms=("viz_video", None))
 
-# The presets: one flat literal each, every key it sets (as nanoGPT's config/*.py files), so that each recipe reads in
-# one place. The comment above a preset is its line in `python train.py --help`; `python train.py PRESET --help`
-# prints the resolved config, the preset's keys marked. What each gives: RESULTS.md; how each setting won: dev/LOG.md.
+# The presets: one flat literal each, every key it sets (as nanoGPT's config/*.py files); keys repeat across presets so
+# that each recipe reads in one place. The comment above a preset is its line in `python train.py --help`, and
+# `python train.py PRESET --help` prints the whole resolved config with the preset's keys marked. A preset whose data
+# file is missing names the command that makes it. What each one gives: RESULTS.md; how each setting won: dev/LOG.md.
 #
 # The baby budget is nanoGPT's "baby" CPU config (4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M
 # params, its split); the laptop budget is 4/4/128, ctx 128, 32 x 2,000 steps (8.19M tokens), ~18 min on 2 cores.
 # What won at both, for every objective (dev/LOG.md has the measurements): QK-norm, Muon at 0.005 with a weight EMA,
-# the LR floor at 30 % of the peak; for masked diffusion no time input with the CE of every position, mask rates in
-# [0.2, 0.8] whose top rises from 0.5 over the run, self-conditioning and a 1,000-step chain (a network without time
-# input defines one at any T). At the baby budget: Muon's momentum 0.9 and no weight decay.
+# the LR floor at 30 % of the peak; for masked diffusion no time input with the CE of every position (-0.23 nats/char
+# against learned time + ELBO), mask rates in [0.2, 0.8] whose top rises from 0.5 over the run, self-conditioning and
+# a 1,000-step chain (a network without time input defines one at any T; the finer chain's bound was the tighter on
+# every checkpoint measured). At the baby budget: Muon's momentum 0.9 and no weight decay.
 PRESETS = {
     # The speedrun's masked diffusion at the baby budget (~40 min at 1 thread): the budget's winners (noted above
     # PRESETS), the dual objective's causal pass at a quarter weight and four masks of each window a step (the step
