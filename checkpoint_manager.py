@@ -95,7 +95,7 @@ def load_model(path, device):
     """(model in eval mode on device, the checkpoint dict) for any checkpoint train.py wrote, or an exported folder."""
     ckpt = read_checkpoint(path)
     unknown = sorted(set(ckpt["model_args"]) - set(ModelArgs.__dataclass_fields__))
-    if unknown:  # an option in use that this version removed (migrate drops the ones left off)
+    if unknown:  # an option in use that this version removed (drop_removed_options drops the ones left off)
         raise UserError(f"checkpoint {path} was trained with model option(s) {', '.join(unknown)}, which this version "
                         f"of the code does not have: load it from the commit that trained it (git log -S {unknown[0]})")
     try:
