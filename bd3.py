@@ -366,7 +366,9 @@ def check(cfg, given=()):
         raise UserError(f"bd3_loss={cfg.bd3_loss!r} is not one of {', '.join(BD3_LOSSES)}")
     if cfg.bd3_ar < 0:
         raise UserError(f"bd3_ar={cfg.bd3_ar} weighs the clean half's next-token loss: give 0 (off) or more, e.g. 1")
-    check_band(cfg)
+    band_problem = check_band(cfg)
+    if band_problem:
+        raise UserError(band_problem)
     if cfg.bd3_speculate and not cfg.bd3_ar and "bd3_speculate" in given:  # a preset's falls back to block sampling
         raise UserError("--bd3_speculate samples the clean half's next-token model, which only a --bd3_ar network has "
                         "trained: drop --bd3_speculate, or use a model trained with --bd3_ar=1")

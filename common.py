@@ -1,6 +1,7 @@
 """What the objectives share: the noise schedule, time draws and grids, the training band, the loss's switches, logits
 filtering, float64 draws, speculative sampling's keep-or-redraw rule, reveal plans and the per-step record (Step).
-Imports nothing from the project but utils/errors.py.
+Imports nothing from the project: a problem with a config is returned as its message (check_band), for the objective
+that checks it to raise.
 
     python -c "from common import Schedule, time_grid; s = Schedule(100); print(s.alpha[:3], time_grid(100, 8))"
 """
@@ -8,8 +9,6 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
-
-from utils.errors import UserError
 
 LN2 = math.log(2)
 SCHEDULES = ("cosine", "linear")  # Schedule's kinds
@@ -67,20 +66,26 @@ def band_times(schedule, lo=0.0, hi=1.0):
     mp = 1.0 - schedule.alpha
     t = torch.nonzero((mp >= lo - 1e-12) & (mp <= hi + 1e-12)).squeeze(1)
     t = t[t >= 1]
-    if len(t) == 0:
-        raise UserError(f"no diffusion time has a mask rate in [{lo}, {hi}] (T={schedule.T}): widen the band "
-                        f"(--mask_min, --mask_max)")
+    if len(t) == 0:  # a config reaches here checked (check_band names this empty band to the user first)
+        raise ValueError(f"no diffusion time has a mask rate in [{lo}, {hi}] (T={schedule.T}): widen the band "
+                         f"(--mask_min, --mask_max)")
     assert t[-1] - t[0] + 1 == len(t), "1 - alpha(t) rises with t: a band is a run of times, band[0] + i"
     return t
 
 
 def check_band(cfg):
-    """mdlm's and bd3's training draws (mask_min, mask_max, mask_draws), refused in one line where they cannot work."""
+    """What is wrong with mdlm's and bd3's training draws (mask_min, mask_max, mask_draws), in one line, or "" when
+    they can work. It returns the problem rather than raising it so that this floor imports nothing from the project:
+    diffusion.check and bd3.check raise it as the user's error."""
     if cfg.mask_draws < 1:
-        raise UserError(f"mask_draws={cfg.mask_draws}: give the masks drawn of each window a step, 1 or more (e.g. 2)")
+        return f"mask_draws={cfg.mask_draws}: give the masks drawn of each window a step, 1 or more (e.g. 2)"
     if not 0 <= cfg.mask_min < cfg.mask_max <= 1:
-        raise UserError(f"need 0 <= mask_min < mask_max <= 1, got {cfg.mask_min}, {cfg.mask_max}")
-    band_times(Schedule(cfg.diffusion_steps, cfg.schedule), cfg.mask_min, cfg.mask_max)
+        return f"need 0 <= mask_min < mask_max <= 1, got {cfg.mask_min}, {cfg.mask_max}"
+    try:
+        band_times(Schedule(cfg.diffusion_steps, cfg.schedule), cfg.mask_min, cfg.mask_max)
+    except ValueError as empty:  # no time in the band: band_times says which band and how to widen it
+        return str(empty)
+    return ""
 
 
 def band_top(cfg, progress):

@@ -11,6 +11,11 @@ Defaults are the reference micro-dLLM (char-level, 6/6/384, ctx 256, T=100, cosi
 
 Unknown keys and values of the wrong type are refused (exit 2) with close matches. Each objective module
 (diffusion.py, bd3.py, uniform.py, ar.py) lists the keys it does not read in its IGNORES.
+
+What a key is to the program sits on its field, through the helpers below: trained() (the checkpoint fixes it),
+resumable() (a resumed run may change it), sampled() (inference.py reads it from its command line). The comments,
+the `# ---- section` headings among them, are for the reader and `--help` only: editing or moving one changes no
+behaviour (tests/test_config.py).
 """
 from dataclasses import dataclass, field
 
@@ -23,6 +28,12 @@ def trained(default):
 def resumable(default):
     """A setting a resumed run may change; every other one comes from the checkpoint it resumes."""
     return field(default=default, metadata={"resumable": True})
+
+
+def sampled(default, resumable=False):
+    """A setting sampling reads: inference.py takes it from its command line (or a preset), every other key from the
+    checkpoint it samples. resumable=True: a resumed run may change it too (the device)."""
+    return field(default=default, metadata={"sampled": True, "resumable": resumable})
 
 
 @dataclass
@@ -38,36 +49,49 @@ class Config:
     n_layer: int = trained(6)           # transformer blocks
     n_head: int = trained(6)            # attention heads per block
     n_embd: int = trained(384)          # model width (head_dim = n_embd / n_head)
-    time_cond: str = trained("learned")  # 'learned' Embedding(T+1, d) added to the input | 'adaln' (DiT adaLN-Zero) | 'none'
+    time_cond: str = trained("learned")  # 'learned' Embedding(T+1, d) added to the input
+                                        #   | 'adaln' (DiT adaLN-Zero) | 'none'
     dropout: float = 0.0                # training only (nanoGPT's key): embeddings, attention, MLP output; off in eval
     qk_norm: bool = trained(False)      # RMSNorm on queries and keys after RoPE (nanochat, the reference micro-dLLM)
-    self_cond: bool = trained(False)    # mdlm, bd3: self-conditioning (Chen et al. 2022): the net also reads its own first
-                                        #   prediction of x0 (a second pass; training feeds it to half the sequences)
+    self_cond: bool = trained(False)    # mdlm, bd3: self-conditioning (Chen et al. 2022): the net also reads its own
+                                        #   first prediction of x0
+                                        #   (a second pass; training feeds it to half the sequences)
     tie_weights: bool = trained(False)  # the output head reuses the token embedding matrix (nanoGPT ties them)
     # ---- objective
-    objective: str = trained("mdlm")    # 'mdlm' masked diffusion (diffusion.py) | 'uniform' uniform-state, no [MASK]
-                                        # (uniform.py) | 'ar' causal next-token (ar.py) | 'bd3' block diffusion (bd3.py)
-    bd3_block: int = trained(4)         # bd3: tokens per block L', divides block_size; 1 = AR, block_size = MDLM (BD3-LM)
-    mask_min: float = 0.0               # mdlm/bd3 training only: the lowest mask rate drawn (the band [mask_min, mask_max],
-                                        #   BD3-LM's variance fix, e.g. 0.3); validation always reports the full bound
-    mask_max: float = 1.0               # mdlm/bd3 training only: the highest mask rate drawn (the band's top, e.g. 0.8)
-    mask_ramp: float = 0.0              # mdlm training: an easy-to-hard curriculum on t (Quokka): the fraction of max_iters
-                                        #   over which the band's top rises linearly from mask_ramp_from to mask_max; 0 = off
-    mask_ramp_from: float = 0.5         # mdlm training, with mask_ramp > 0: the band's top at step 0 (it rises to mask_max)
-    bd3_loss: str = "elbo"              # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE on every noisy position (no w(t))
-    bd3_ar: float = trained(0.0)        # bd3: weight of a next-token loss on the clean half, which then attends causally; 0 = off
-    dual_ar: float = trained(0.0)       # mdlm training: weight of the dual objective's next-token CE, a second pass of the same
-                                        #   network attending causally over the clean window (Eso-LM); 0 = off; the bound is unchanged
+    objective: str = trained("mdlm")    # 'mdlm' masked diffusion (diffusion.py) | 'uniform' uniform-state diffusion
+                                        # (no [MASK]; uniform.py) | 'ar' the same net, causal, next-token loss (ar.py)
+                                        # | 'bd3' block diffusion (bd3.py); objectives.py is the table
+    bd3_block: int = trained(4)         # bd3: tokens per block L', divides block_size;
+                                        #   1 = AR, block_size = MDLM (BD3-LM)
+    mask_min: float = 0.0               # mdlm/bd3 training only: the lowest mask rate drawn
+                                        #   (the band [mask_min, mask_max], BD3-LM's variance fix, e.g. 0.3);
+                                        #   validation always reports the full bound
+    mask_max: float = 1.0               # mdlm/bd3 training only: the highest mask rate drawn
+                                        #   (the band's top, e.g. 0.8)
+    mask_ramp: float = 0.0              # mdlm training: an easy-to-hard curriculum on t (Quokka):
+                                        #   the fraction of max_iters over which the band's top rises linearly
+                                        #   from mask_ramp_from to mask_max; 0 = off
+    mask_ramp_from: float = 0.5         # mdlm training, with mask_ramp > 0: the band's top at step 0
+                                        #   (it rises to mask_max)
+    bd3_loss: str = "elbo"              # bd3 training: 'elbo' its NELBO
+                                        #   | 'all_ce' plain CE on every noisy position (no w(t))
+    bd3_ar: float = trained(0.0)        # bd3: weight of a next-token loss on the clean half,
+                                        #   which then attends causally; 0 = off
+    dual_ar: float = trained(0.0)       # mdlm training: weight of the dual objective's next-token CE, a second pass
+                                        #   of the same network attending causally over the clean window (Eso-LM);
+                                        #   0 = off; the bound is unchanged
     diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process
     schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T
     loss_type: str = "elbo"             # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
-    mask_draws: int = 1                 # mdlm/bd3 training: independent masks (and times) of each window a step, each its
-                                        #   own pass: the loss's noise averaged over k draws of the same tokens; k x the passes
+    mask_draws: int = 1                 # mdlm/bd3 training: independent masks (and times) of each window a step,
+                                        #   each its own pass: the loss's noise averaged over k draws of the same
+                                        #   tokens; k x the passes
     # ---- optimisation
     batch_size: int = 64                # sequences per step
     max_iters: int = resumable(5000)    # 0 = build everything, print config and parameter count, exit
-    data_steps: int = 0                 # > 0: the data repeats every data_steps steps (step i trains on step i % data_steps's
-                                        #   batch): max_iters = k x data_steps sees the same tokens k times (equal-FLOPs ARs)
+    data_steps: int = 0                 # > 0: the data repeats every data_steps steps
+                                        #   (step i trains on step i % data_steps's batch):
+                                        #   max_iters = k x data_steps sees the same tokens k times (equal-FLOPs ARs)
     learning_rate: float = 3e-4         # peak AdamW LR
     min_lr: float = 3e-5                # the cosine decay's floor (LR / 10, as nanoGPT)
     warmup_iters: int = 100             # linear warm-up steps
@@ -75,14 +99,18 @@ class Config:
     beta1: float = 0.9                  # AdamW's first-moment decay
     beta2: float = 0.99                 # 0.99: small batches (nanoGPT char recipe)
     grad_clip: float = 1.0              # 0 disables
-    total_batch_size: int = 0           # tokens per optimizer step, all ranks; 0 = batch_size*block_size*world; more = accumulate
-    optimizer: str = "adamw"            # 'adamw' | 'muon' (Muon on the layers' 2-D weights, AdamW on embeddings and head)
+    total_batch_size: int = 0           # tokens per optimizer step, all ranks;
+                                        #   0 = batch_size*block_size*world; more = accumulate
+    optimizer: str = "adamw"            # 'adamw'
+                                        #   | 'muon' (Muon on the layers' 2-D weights, AdamW on embeddings and head)
     muon_lr: float = 0.02               # peak Muon LR (same warm-up/cosine shape as learning_rate)
     muon_momentum: float = 0.95         # Muon's Nesterov momentum
-    ema: float = 0.0                    # 0 = off; else the decay (e.g. 0.999) of a weight average used for eval and samples
+    ema: float = 0.0                    # 0 = off; else the decay (e.g. 0.999) of a weight average
+                                        #   used for eval and samples
     activation_checkpointing: bool = resumable(False)  # keep each layer's input only, recompute it in backward
                                         #   (torch.utils.checkpoint): ~1/n_layer of the activations, ~4/3 of the compute
-    head_on_masked_only: bool = resumable(False)  # mdlm: output head only at masked positions (same loss; elbo/masked_ce)
+    head_on_masked_only: bool = resumable(False)  # mdlm: output head only at masked positions
+                                        #   (same loss; elbo/masked_ce)
     # ---- eval, logging, checkpoints
     eval_interval: int = resumable(250)  # steps between validation passes
     eval_iters: int = resumable(20)     # validation batches per pass (same batches every time); every eval scores them
@@ -90,58 +118,74 @@ class Config:
     log_interval: int = resumable(10)   # steps between log lines
     out_dir: str = resumable("artifacts/models")  # model.pt (latest/final) and best.pt land here
     resume: bool = resumable(False)     # continue from out_dir/model.pt (step, optimizer, LR schedule)
-    init_from: str = ""                 # a model.pt or exported folder: start from its weights and tokenizer (new optimizer,
-                                        # step 0); AR -> mdlm/bd3, mdlm -> bd3 (utils/init_from.py)
+    init_from: str = ""                 # a model.pt or exported folder: start from its weights and tokenizer
+                                        # (new optimizer, step 0); AR -> mdlm/bd3, mdlm -> bd3 (checkpoint_manager.py)
     overwrite: bool = resumable(False)  # allow replacing checkpoints already in out_dir
-    keep_last: int = resumable(2)       # checkpoints kept: the K newest as model_<iter>.pt (model.pt links the newest) + best.pt;
-                                        # 1 = model.pt and best.pt only
-    skip_nonfinite: int = resumable(0)  # steps with a NaN/inf loss or gradient skipped (no update) before training stops;
-                                        # 0 = stop at the first (> 0 costs one host sync per step)
+    keep_last: int = resumable(2)       # checkpoints kept: the K newest as model_<iter>.pt
+                                        # (model.pt links the newest) + best.pt; 1 = model.pt and best.pt only
+    skip_nonfinite: int = resumable(0)  # steps with a NaN/inf loss or gradient skipped (no update)
+                                        # before training stops; 0 = stop at the first
+                                        # (> 0 costs one host sync per step)
     # ---- sampling (inference.py, and the samples at the end of training)
-    checkpoint: str = "artifacts/models/model.pt"  # the model.pt (or exported folder) to sample from
-    prompt: str = ""                    # text the sample must start with
-    gen_len: int = 256                  # tokens to generate after the prompt
-    steps: int = 100                    # reverse steps (NFE); <= diffusion_steps. bd3: per block, at most its length
-    temperature: float = 1.0            # 0 = argmax; sampled in float64
-    temperature_end_share: float = 1.0  # diffusion (mdlm, bd3): the temperature falls linearly with the share of the block
-                                        #   still masked, from temperature (all masked) to temperature * this (1 = constant)
-    top_k: int = 0                      # 0 = off
-    top_p: float = 1.0                  # 1.0 = off
-    num_samples: int = 1                # samples drawn in one batch
-    viz_video: str = ""                 # MP4 path for the denoising trace (a GIF is written beside it)
-    trace_every: int = 1                # record one frame every N steps
-    gif_frame_ms: int = 180             # GIF/MP4 frame duration
-    infill: str = ""                    # text with blanks to fill: [___] = one token per marker character, [___:N] = N tokens
-    prefix_file: str = ""               # the sample starts with this file's text (instead of --prompt)
-    suffix_file: str = ""               # the sample ends with this file's text; gen_len tokens go between
-    order: str = "confidence"           # reveal first: 'confidence' | 'margin' (top1 - top2) | 'entropy' (low first) | 'random'
-                                        #   | 'l2r' (leftmost masked first: with one token a step, decodes left to right)
-    tokens_per_step: str = "schedule"   # reveals per step: 'schedule' (1 - alpha(t)) | 'linear' (LLaDA) | 'cosine' (MaskGIT)
-    remask: str = "refine"              # 'refine' (reference) | 'none' (LLaDA: committed tokens final) | 'remdm' (ReMDM)
-    remask_eta: float = 0.02            # remask='remdm': eta, the cap of sigma_t = min(eta, sigma_max), a committed token's
-                                        #   re-mask probability (ReMDM's max-capped schedule)
-    threshold: float = 0.0              # Fast-dLLM: commit every position with confidence > threshold, >= 1 per step; 0 = off
-    semi_ar_length: int = 0             # semi-AR: decode left to right, this many tokens at a time (0 = all at once);
-                                        # lets prompt + gen_len exceed block_size (a sliding window keeps the latest context)
-    bd3_speculate: bool = False         # bd3, a --bd3_ar network: sample its clean half's AR exactly, the noisy half drafting
-                                        #   each block in the same pass (self-speculative; a preset's on another network: off)
-    dual_sample: bool = False           # mdlm, a --dual_ar network: sample its AR mode exactly (the same weights
-                                        #   attending causally, KV-cached, a token a pass); continues a prompt only
-    live: bool = False                  # redraw the canvas in the terminal at every step (plain text when not a terminal)
-    prompts_file: str = ""              # sample once per line of this file (each line a prompt; blank lines skipped)
-    interactive: bool = False           # read prompts from stdin in a loop until EOF (Ctrl-D)
+    checkpoint: str = sampled("artifacts/models/model.pt")  # the model.pt (or exported folder) to sample from
+    prompt: str = sampled("")           # text the sample must start with
+    gen_len: int = sampled(256)         # tokens to generate after the prompt
+    steps: int = sampled(100)           # reverse steps (NFE); <= diffusion_steps. bd3: per block, at most its length
+    temperature: float = sampled(1.0)   # 0 = argmax; sampled in float64
+    temperature_end_share: float = sampled(1.0)  # diffusion (mdlm, bd3): the temperature falls linearly
+                                        #   with the share of the block still masked, from temperature (all masked)
+                                        #   to temperature * this (1 = constant)
+    top_k: int = sampled(0)             # 0 = off
+    top_p: float = sampled(1.0)         # 1.0 = off
+    num_samples: int = sampled(1)       # samples drawn in one batch
+    viz_video: str = sampled("")        # MP4 path for the denoising trace (a GIF is written beside it)
+    trace_every: int = sampled(1)       # record one frame every N steps
+    gif_frame_ms: int = sampled(180)    # GIF/MP4 frame duration
+    infill: str = sampled("")           # text with blanks to fill:
+                                        #   [___] = one token per marker character, [___:N] = N tokens
+    prefix_file: str = sampled("")      # the sample starts with this file's text (instead of --prompt)
+    suffix_file: str = sampled("")      # the sample ends with this file's text; gen_len tokens go between
+    order: str = sampled("confidence")  # reveal first: 'confidence' | 'margin' (top1 - top2)
+                                        #   | 'entropy' (low first) | 'random'
+                                        #   | 'l2r' (leftmost masked first:
+                                        #   with one token a step, decodes left to right)
+    tokens_per_step: str = sampled("schedule")  # reveals per step: 'schedule' (1 - alpha(t))
+                                        #   | 'linear' (LLaDA) | 'cosine' (MaskGIT)
+    remask: str = sampled("refine")     # 'refine' (reference) | 'none' (LLaDA: committed tokens final)
+                                        #   | 'remdm' (ReMDM)
+    remask_eta: float = sampled(0.02)   # remask='remdm': eta, the cap of sigma_t = min(eta, sigma_max),
+                                        #   a committed token's re-mask probability (ReMDM's max-capped schedule)
+    threshold: float = sampled(0.0)     # Fast-dLLM: commit every position with confidence > threshold,
+                                        #   >= 1 per step; 0 = off
+    semi_ar_length: int = sampled(0)    # semi-AR: decode left to right, this many tokens at a time (0 = all at once);
+                                        # lets prompt + gen_len exceed block_size
+                                        # (a sliding window keeps the latest context)
+    bd3_speculate: bool = sampled(False)  # bd3, a --bd3_ar network: sample its clean half's AR exactly,
+                                        #   the noisy half drafting each block in the same pass
+                                        #   (self-speculative; a preset's on another network: off)
+    dual_sample: bool = sampled(False)  # mdlm, a --dual_ar network: sample its AR mode exactly (the same weights
+                                        #   attending causally, KV-cached, a token a pass: exact samples of that
+                                        #   joint); continues a prompt only
+    live: bool = sampled(False)         # redraw the canvas in the terminal at every step
+                                        #   (plain text when not a terminal)
+    prompts_file: str = sampled("")     # sample once per line of this file (each line a prompt; blank lines skipped)
+    interactive: bool = sampled(False)  # read prompts from stdin in a loop until EOF (Ctrl-D)
     # ---- system
-    device: str = resumable("auto")     # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
-    dtype: str = "auto"                 # 'auto' (bf16 autocast on CUDA, fp16 + GradScaler on a GPU without bf16, fp32 elsewhere) | 'float32' | 'bfloat16' | 'float16'
-    compile: str = resumable("auto")    # 'auto' (torch.compile the step's model on CUDA, with CUDA graphs on one GPU; eager
-                                        #   elsewhere: a CPU gains nothing measured) | 'true' | 'false'; bare --compile: 'true'
-    seed: int = 1337                    # the random seed: initialisation, data order, noise draws, samples
-    wandb_log: bool = resumable(False)  # also log to Weights & Biases (pip install wandb); metrics.jsonl is always written
+    device: str = sampled("auto", resumable=True)  # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
+    dtype: str = sampled("auto")        # 'auto' (bf16 autocast on CUDA, fp16 + GradScaler on a GPU without bf16,
+                                        #   fp32 elsewhere) | 'float32' | 'bfloat16' | 'float16'
+    compile: str = resumable("auto")    # 'auto' (torch.compile the step's model on CUDA, with CUDA graphs on one GPU;
+                                        #   eager elsewhere: a CPU gains nothing measured) | 'true' | 'false';
+                                        #   bare --compile: 'true'
+    seed: int = sampled(1337)           # the random seed: initialisation, data order, noise draws, samples
+    wandb_log: bool = resumable(False)  # also log to Weights & Biases (pip install wandb);
+                                        #   metrics.jsonl is always written
     wandb_project: str = resumable("micro-dllm")  # the Weights & Biases project (with wandb_log)
 
 
 # A key that acts only together with another: {key: (that key, the values it acts with; None: any but off)}. Given
-# alone, configurator.validate refuses it (never drops it), and scripts/frontier.py drops it where it does not act.
+# alone, configurator.validate refuses it (what the user asks for is what runs: a flag that cannot apply is refused,
+# never dropped), and scripts/frontier.py drops it from a grid point where it does not act.
 NEEDS = dict(
     val_fraction=("val_path", ("",)), tokenizer_path=("tokenizer", ("bpe",)), mask_ramp_from=("mask_ramp", None),
     muon_lr=("optimizer", ("muon",)), muon_momentum=("optimizer", ("muon",)),
@@ -150,16 +194,18 @@ NEEDS = dict(
     remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),
     gif_frame_ms=("viz_video", None))
 
-# The presets: one flat literal each, every key it sets (as nanoGPT's config/*.py files), so that each recipe reads in
-# one place. The comment above a preset is its line in `python train.py --help`; `python train.py PRESET --help`
-# prints the resolved config, the preset's keys marked. What each gives: RESULTS.md; how each setting won: dev/LOG.md.
+# The presets: one flat literal each, every key it sets (as nanoGPT's config/*.py files); keys repeat across presets so
+# that each recipe reads in one place. The comment above a preset is its line in `python train.py --help`, and
+# `python train.py PRESET --help` prints the whole resolved config with the preset's keys marked. A preset whose data
+# file is missing names the command that makes it. What each one gives: RESULTS.md; how each setting won: dev/LOG.md.
 #
 # The baby budget is nanoGPT's "baby" CPU config (4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M
 # params, its split); the laptop budget is 4/4/128, ctx 128, 32 x 2,000 steps (8.19M tokens), ~18 min on 2 cores.
 # What won at both, for every objective (dev/LOG.md has the measurements): QK-norm, Muon at 0.005 with a weight EMA,
-# the LR floor at 30 % of the peak; for masked diffusion no time input with the CE of every position, mask rates in
-# [0.2, 0.8] whose top rises from 0.5 over the run, self-conditioning and a 1,000-step chain (a network without time
-# input defines one at any T). At the baby budget: Muon's momentum 0.9 and no weight decay.
+# the LR floor at 30 % of the peak; for masked diffusion no time input with the CE of every position (-0.23 nats/char
+# against learned time + ELBO), mask rates in [0.2, 0.8] whose top rises from 0.5 over the run, self-conditioning and
+# a 1,000-step chain (a network without time input defines one at any T; the finer chain's bound was the tighter on
+# every checkpoint measured). At the baby budget: Muon's momentum 0.9 and no weight decay.
 PRESETS = {
     # The speedrun's masked diffusion at the baby budget (~40 min at 1 thread): the budget's winners (noted above
     # PRESETS), the dual objective's causal pass at a quarter weight and four masks of each window a step (the step
@@ -174,7 +220,8 @@ PRESETS = {
         optimizer="muon", muon_lr=0.005, muon_momentum=0.9, ema=0.999,
         eval_interval=500, eval_iters=10, log_interval=100,  # 120 windows x 4 t: +- 0.005 between two evals (paired)
         out_dir="artifacts/models/baby", checkpoint="artifacts/models/baby/model.pt",
-        prompt="ROMEO:", gen_len=48, steps=48, order="random", remask="none", temperature=1.0, temperature_end_share=0.1,
+        prompt="ROMEO:", gen_len=48, steps=48, order="random", remask="none", temperature=1.0,
+        temperature_end_share=0.1,
         viz_video="artifacts/media/baby_trace.mp4"),
     # The best diffusion recipe at the baby budget (~30 min at 1 thread): block diffusion, blocks of 4, mask rates in
     # [0.3, 1] (BD3-LM's variance fix) with the plain CE of every noisy position, the clean half learning the next
@@ -202,7 +249,8 @@ PRESETS = {
         out_dir="artifacts/models/tinystories_bpe", checkpoint="artifacts/models/tinystories_bpe/model.pt",
         prompt="Once upon a time"),
     # The main job, on a laptop or 2 CPU cores: Tiny Shakespeare (ships in data/), masked diffusion at the laptop
-    # budget with its winners (noted above PRESETS) and a tied head, ~17 min; it samples with ReMDM's capped remasking; MP4 + GIF.
+    # budget with its winners (noted above PRESETS) and a tied head, ~17 min; it samples with ReMDM's capped
+    # remasking; MP4 + GIF.
     "cpu": dict(
         data_path="data/tinyshakespeare.txt", block_size=128, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
         time_cond="none", self_cond=True, tie_weights=True,
@@ -247,7 +295,8 @@ PRESETS = {
     # the laptop dims (1.31M parameters, ctx 128 tokens ~ 470 chars), block diffusion (blocks of 4, band [0.5, 1], the
     # clean half trained on the next token), whose block-by-block samples read as stories at this size.
     "tinystories_bpe_cpu": dict(
-        tokenizer="bpe", data_path="data/tinystories_train_head.txt", tokenizer_path="artifacts/tokenizer/tinystories_head.json",
+        tokenizer="bpe", data_path="data/tinystories_train_head.txt",
+        tokenizer_path="artifacts/tokenizer/tinystories_head.json",
         block_size=128, n_layer=4, n_head=4, n_embd=128,
         objective="bd3", bd3_block=4, bd3_ar=1.0, mask_min=0.5,
         batch_size=16, max_iters=2000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,

@@ -1,11 +1,13 @@
-"""The command line and config files -> a checked Config (parsing, validation, --help); config.py holds the keys and
-presets.
+"""The command line and config files -> a checked Config: parsing, validation and --help. config.py holds the keys
+and presets (each key's roles on its field); this file reads them.
 
     cfg = configurator.get_config(["cpu", "--max_iters=200"])
     python train.py --help          # the presets, then every key by section (read off config.py's comments)
 """
 import ast
 import difflib
+import functools
+import importlib.util
 import inspect
 import io
 import os
@@ -17,16 +19,13 @@ from dataclasses import asdict, fields, replace
 
 import config
 import objectives
-from config import NEEDS, PRESETS, Config
 from common import SCHEDULES
-from diffusion import LOSS_TYPES
+from config import NEEDS, PRESETS, Config
 from model import TIME_CONDS
-from sampler import ORDERS, REMASKS, TOKENS_PER_STEP, UNSCORED_ORDERS
 from utils.checkpoint import RENAMED
 from utils.cli import boolean
 from utils.dist import DTYPES
 from utils.errors import UserError
-from utils.optim import EMA, OPTIMIZERS
 from utils.tokenizer import TOKENIZERS
 
 TYPES = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}  # key -> its type
@@ -38,24 +37,27 @@ def _coerce(name, typ, value):
     if name == "compile" and isinstance(value, bool):  # a config file's (or an older checkpoint's) compile = True
         value = str(value).lower()
     if isinstance(value, str) and typ is not str:
+        text = value.strip()
         try:
-            value = boolean(value.strip()) if typ is bool else ast.literal_eval(value.strip())
+            value = boolean(text) if typ is bool else ast.literal_eval(text)
         except (ValueError, SyntaxError):
             raise UserError(f"--{name}={value!r} is not a valid {typ.__name__}: e.g. --{name}={EXAMPLES[typ]}")
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not typ:
-        raise UserError(f"{name} must be {typ.__name__}, got {type(value).__name__} {value!r}: e.g. {name}={EXAMPLES[typ]}")
+        raise UserError(f"{name} must be {typ.__name__}, got {type(value).__name__} {value!r}: "
+                        f"e.g. {name}={EXAMPLES[typ]}")
     return value
 
 
 # keys the measurements deleted (dev/LOG.md, 2026-11-27: each one's verdict and the commit that removed it)
-REMOVED = ("time_beta", "mask_span", "mir_weight", "mir_mask_max", "bd3_suffix_mix", "cooldown", "attn_scale", "dual_draft",
-           "threshold_rule", "bd3_check", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
+REMOVED = ("time_beta", "mask_span", "mir_weight", "mir_mask_max", "bd3_suffix_mix", "cooldown", "attn_scale",
+           "dual_draft", "threshold_rule", "bd3_check", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
            "corrector_steps", "corrector_frac", "corrector_pick", "draft", "draft_len", "live_fps", "muon_ns_dtype")
 
 
 def _known_key(key):
+    """key under its current name (an old name of a renamed key works: RENAMED); an unknown key is refused."""
     key = RENAMED.get(key, key)
     if key in REMOVED:
         raise UserError(f"--{key} was removed: no preset used it and it measured level or worse (dev/LOG.md, "
@@ -69,7 +71,8 @@ def _known_key(key):
 
 def _read_config_file(path):
     if not os.path.isfile(path):
-        raise UserError(f"config file {path} not found: give a path to a .py file of `key = value` lines, or a preset: {', '.join(PRESETS)}")
+        raise UserError(f"config file {path} not found: give a path to a .py file of `key = value` lines, or a preset: "
+                        f"{', '.join(PRESETS)}")
     ns = {}
     try:
         with open(path) as f:
@@ -85,7 +88,8 @@ def get_config(argv):
 
 
 def parse(argv, base=None, check=True):
-    """(the Config, the keys set by flag or config file, not by a preset); check=False checks keys and types only."""
+    """(the Config, the keys the user set: by flag or config file, not by a preset). check=False: keys and types are
+    checked, the values' domains are not (validate)."""
     cfg = base if base is not None else Config()
     overrides, given, args = {}, set(), list(argv)
     while args:
@@ -119,10 +123,12 @@ def parse(argv, base=None, check=True):
     if (cfg.temperature_end_share != 1.0 and ("temperature_end_share" in ignores
                                               or cfg.dual_sample and "dual_sample" not in ignores)
             and not given & {"temperature", "temperature_end_share"}):
-        # a preset's falling temperature is a pair (hot while the canvas is [MASK], cool at the end): an objective not
-        # reading the fall (AR, uniform; mdlm's --dual_sample) samples at the default temperature, not its hot start
+        # a preset's falling temperature is a pair (hot while the canvas is [MASK], cool at the end): an objective that
+        # does not read the fall (AR, uniform: baby --objective=ar; mdlm's AR mode, --dual_sample) samples at the
+        # default temperature, not its hot start
         cfg = replace(cfg, temperature=Config.temperature, temperature_end_share=1.0)
-    if overrides.get("infill") or overrides.get("prefix_file"):  # a text given here replaces a preset's/checkpoint's prompt
+    # a text given here replaces a preset's (or a checkpoint's) prompt
+    if overrides.get("infill") or overrides.get("prefix_file"):
         cfg = replace(cfg, prompt=overrides.get("prompt", ""))
     if check:
         validate(cfg, given)
@@ -130,28 +136,67 @@ def parse(argv, base=None, check=True):
 
 
 def refuse_changes(cfg, given, saved, what, fix, allowed=()):
-    """What is asked is what runs: a given key that `saved` (a checkpoint's config dict) fixes to another value is
-    refused, in one line naming each key, the value given and the checkpoint's."""
+    """What the user asked for is what runs: a key they set (given) to another value than `saved` (a checkpoint's
+    config dict) fixes is refused, in one line naming each key, the value given and the checkpoint's."""
     bad = [k for k in sorted(given) if k in saved and k not in allowed and getattr(cfg, k) != saved[k]]
     if bad:
         pairs = ", ".join(f"{k}={getattr(cfg, k)!r} (the checkpoint's: {saved[k]!r})" for k in bad)
         raise UserError(f"{what} fixes {', '.join(bad)}: given {pairs}; {fix}")
 
 
-# every choice list, defined once beside the code that implements it
+@functools.cache
+def _module_tree(module):
+    """The parsed source of a project module, found where `import module` would find it, never run."""
+    path = importlib.util.find_spec(module).origin
+    with open(path, encoding="utf-8") as f:
+        return ast.parse(f.read(), path)
+
+
+def declared(module, name):
+    """The value of the literal a module states at its top level as `name = (...)`, read from its source without
+    running it. Each choice list is stated once, beside the code that implements it (sampler.ORDERS,
+    diffusion.LOSS_TYPES, utils.optim.OPTIMIZERS); reading it as data lets the configurator say what a flag accepts
+    without importing the objectives, the sampler or the optimizers to parse a command line. Only a literal can be
+    read (ast.literal_eval); tests/test_config.py checks each value read against the imported module's."""
+    for node in _module_tree(module).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"{module} states no {name} = <literal> at its top level")
+
+
+# every choice list, stated once beside the code that implements it (objectives' table: the names it lists)
 CHOICES = dict(tokenizer=TOKENIZERS, time_cond=TIME_CONDS, objective=objectives.OBJECTIVES, schedule=SCHEDULES,
-               loss_type=LOSS_TYPES, dtype=DTYPES, optimizer=OPTIMIZERS, order=ORDERS, tokens_per_step=TOKENS_PER_STEP,
-               remask=REMASKS, compile=("auto", "true", "false"))
+               loss_type=declared("diffusion", "LOSS_TYPES"), dtype=DTYPES,
+               optimizer=declared("utils.optim", "OPTIMIZERS"), order=declared("sampler", "ORDERS"),
+               tokens_per_step=declared("sampler", "TOKENS_PER_STEP"), remask=declared("sampler", "REMASKS"),
+               compile=("auto", "true", "false"))
+UNSCORED_ORDERS = declared("sampler", "UNSCORED_ORDERS")  # orders ranked by no model score: no threshold decoding
 TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
+SAMPLED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("sampled"))
 
 
 def validate(cfg, given=()):
-    """Reject values that cannot work, before any work. A given key (set by flag or config file) the objective does not
-    read (its IGNORES), or that acts only with a key it is given without (config.NEEDS), is refused, never dropped."""
+    """Reject values that cannot work, before any work, one concern after another (the first problem found is the
+    one line the user reads). given: the keys set by flag or config file, not by a preset."""
+    check_choices(cfg)
+    check_ranges(cfg)
+    check_objective_keys(cfg, given)
+    check_sampling(cfg)
+    check_optimisation(cfg, given)
+
+
+def check_choices(cfg):
+    """Refuses a value outside its key's list (CHOICES)."""
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+
+
+def check_ranges(cfg):
+    """Refuses a size, count, rate or decay outside its range: a count below 1 (or 0 where 0 means none or off),
+    heads of odd or unequal size, a validation fraction outside (0, 1), a learning rate not above 0, AdamW's decays
+    outside [0, 1)."""
     positive = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "batch_size", "eval_interval",
                 "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every", "gif_frame_ms")
     at_least_0 = ("max_iters", "semi_ar_length", "weight_decay", "grad_clip", "warmup_iters")
@@ -170,19 +215,41 @@ def validate(cfg, given=()):
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise UserError(f"beta1 and beta2 are AdamW's decays in [0, 1), got {cfg.beta1}, {cfg.beta2}")
+
+
+def acts(cfg, key):
+    """Whether key acts in cfg: config.NEEDS names, for a key that acts only together with another, that key and the
+    values it acts with (None: any but off); a key NEEDS does not name always acts."""
+    if key not in NEEDS:
+        return True
+    other, values = NEEDS[key]
+    if values is None:
+        return bool(getattr(cfg, other))
+    return getattr(cfg, other) in values
+
+
+def check_objective_keys(cfg, given):
+    """Refuses a given key the objective does not read (its IGNORES; a preset's values for them are simply not read),
+    a given key that acts only with another key it is given without (config.NEEDS: refused, never dropped), and what
+    the objective's own check() refuses (this imports the one objective asked for)."""
     obj = objectives.get(cfg.objective)
-    unread = [k for k in obj.IGNORES if k in given]  # a preset's values for them are simply not read
+    unread = [k for k in obj.IGNORES if k in given]
     if unread:
         raise UserError(f"objective={cfg.objective} does not read --{unread[0]}: {obj.IGNORES[unread[0]]}; drop it")
-    for key in sorted(k for k in given if k in NEEDS):
+    lacking = sorted(k for k in given if not acts(cfg, k))  # the first in name order is named
+    if lacking:
+        key = lacking[0]
         other, values = NEEDS[key]
-        acts = bool(getattr(cfg, other)) if values is None else getattr(cfg, other) in values  # values None: any on
-        if acts:
-            continue
         want = f"--{other}" if values is None else " or ".join(f"--{other}={v!r}" for v in values)
         raise UserError(f"--{key} acts only with {want} (here {other}={getattr(cfg, other)!r}): give that too, "
                         f"or drop --{key}")
     obj.check(cfg, given)
+
+
+def check_sampling(cfg):
+    """Refuses sampler settings outside their ranges (temperature, top-k, top-p, threshold, ReMDM's eta, the
+    temperature's end share) and combinations that cannot run together: threshold decoding with an order that ranks
+    by no score or with ReMDM's remasking, --infill beside another text, --prompt beside --prefix_file."""
     if cfg.temperature < 0:
         raise UserError(f"temperature must be >= 0 (0 = argmax), got {cfg.temperature}")
     if cfg.top_k < 0:
@@ -202,9 +269,15 @@ def validate(cfg, given=()):
         raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number >= 0 "
                         f"(1 = constant, 0.5 = half), got {cfg.temperature_end_share}")
     if cfg.infill and (cfg.prompt or cfg.prefix_file or cfg.suffix_file):
-        raise UserError("--infill holds the whole text (given parts and [___] blanks): drop --prompt/--prefix_file/--suffix_file")
+        raise UserError("--infill holds the whole text (given parts and [___] blanks): "
+                        "drop --prompt/--prefix_file/--suffix_file")
     if cfg.prompt and cfg.prefix_file:
         raise UserError("give the start of the sample once: --prompt TEXT or --prefix_file FILE, not both")
+
+
+def check_optimisation(cfg, given):
+    """Refuses a total batch that micro-batches cannot make up, Muon's rate and momentum outside their ranges, a
+    dropout or an EMA decay outside [0, 1), and a given EMA decay the run is too short to reach."""
     micro = cfg.batch_size * cfg.block_size  # tokens in one micro-batch of one rank
     if cfg.total_batch_size < 0 or cfg.total_batch_size % micro:
         up = max(1, -(-cfg.total_batch_size // micro)) * micro
@@ -213,24 +286,29 @@ def validate(cfg, given=()):
     if cfg.muon_lr <= 0 or not 0 <= cfg.muon_momentum < 1:
         raise UserError(f"muon_lr must be > 0 and muon_momentum in [0, 1), got {cfg.muon_lr}, {cfg.muon_momentum}")
     if not 0 <= cfg.dropout < 1:
-        raise UserError(f"dropout must be a probability in [0, 1), e.g. 0.2 (nanoGPT's shakespeare_char); got {cfg.dropout}")
+        raise UserError(f"dropout must be a probability in [0, 1), e.g. 0.2 (nanoGPT's shakespeare_char); "
+                        f"got {cfg.dropout}")
     if not 0 <= cfg.ema < 1:
         raise UserError(f"ema must be 0 (off) or a decay in (0, 1) such as 0.999, got {cfg.ema}")
+    # the EMA's warm-up rule lives with the EMA: validation imports it (parsing a flag does not)
+    from utils.optim import EMA
     reach = EMA.ramp(cfg.max_iters - 1)  # the EMA's warm-up rule (1+n)/(10+n) at its last update
     if "ema" in given and cfg.ema >= reach and not cfg.resume and cfg.max_iters:
-        raise UserError(f"--ema={cfg.ema} cannot act in {cfg.max_iters:,} steps: the EMA's warm-up rule (1+n)/(10+n) stays "
-                        f"below {reach:.4f} until the end, so every decay above that averages alike; give --ema below "
-                        f"{reach:.4f} or more --max_iters")
+        raise UserError(f"--ema={cfg.ema} cannot act in {cfg.max_iters:,} steps: the EMA's warm-up rule (1+n)/(10+n) "
+                        f"stays below {reach:.4f} until the end, so every decay above that averages alike; give --ema "
+                        f"below {reach:.4f} or more --max_iters")
 
 
 def config_from_dict(d):
-    """A checkpoint's config dict (migrated) as the Config its objective runs (effective); unknown keys are ignored."""
+    """Rebuild a Config from a checkpoint's dict (utils.checkpoint.migrate renamed its old keys), ignoring keys this
+    version does not know, as its objective runs it (objectives.effective)."""
     return objectives.effective(replace(Config(), **{k: _coerce(k, TYPES[k], v) if k == "compile" else v
                                                      for k, v in d.items() if k in TYPES}))
 
 
 def format_config(cfg, marks=None):
-    """`key = value` lines: every key with its mark (marks: {key: '*' or '+'}), or (marks None) those off default."""
+    """`key = value` lines: every key, each with its mark (marks: {key: '*' or '+'}), or (marks None) only the keys
+    whose value differs from the default."""
     d, defaults = asdict(cfg), asdict(Config())
     keys = list(d) if marks is not None else [k for k in d if d[k] != defaults[k]]
     width = max(map(len, keys), default=0)
@@ -267,8 +345,9 @@ def _key_docs():
 
 
 def sample_keys():
-    """What sampling reads: config.py's sampling and system sections (inference.py takes the rest from the checkpoint)."""
-    return {k for section, keys in _key_docs() if section.startswith(("sampling", "system")) for k, _ in keys}
+    """What sampling reads, declared on each field of config.py (sampled(...)): inference.py takes these from its
+    command line and every other key from the checkpoint."""
+    return set(SAMPLED_KEYS)
 
 
 def _preset_docs():
@@ -285,8 +364,9 @@ def _preset_docs():
 
 
 def help_text(prog, usage, from_checkpoint=False, argv=()):
-    """The presets, then every key by section: --key=TYPE, its comment, its default (from_checkpoint: the trained keys
-    marked, a checkpoint fixes them). argv beside --help: the config it resolves to, '*' a preset's key, '+' given."""
+    """The presets, then every key by section: --key=TYPE, its comment, its default. from_checkpoint: the
+    model's keys (trained=...) are marked, since a checkpoint fixes them. argv (presets, config files, flags beside
+    --help): the config they resolve to instead, every key, those a preset sets marked '*' and those given '+'."""
     rest = [a for a in argv if a not in ("-h", "--help")]
     if rest:
         cfg, given = parse(rest, check=False)
@@ -294,7 +374,10 @@ def help_text(prog, usage, from_checkpoint=False, argv=()):
         return (f"python {prog} {' '.join(rest)}: the resolved config ('*' a preset's key, '+' a file's or flag's; "
                 f"the rest are the defaults; python {prog} --help documents every key)\n{format_config(cfg, marks)}")
     width = min(shutil.get_terminal_size((100, 24)).columns, 120)
-    wrap = lambda text, ind: textwrap.fill(text, width, initial_indent=ind, subsequent_indent=" " * len(ind))  # noqa: E731
+
+    def wrap(text, indent):
+        return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=" " * len(indent))
+
     out = [f"usage: python {prog} {usage}", "",
            wrap("Layers, later wins: defaults <- presets and .py config files (in order) <- --key=value (or --key "
                 "value; dashes work as underscores; a bare --flag sets a bool). Unknown keys and wrong types are "

@@ -1,7 +1,8 @@
 """The objectives, by name: every entry script gets its objective here, once, and calls the same few functions.
 
-Each module tells its own whole story (forward noise, loss and bound, reverse sampler: mdlm's and bd3's share
-sampler.py's; common.py sits below all) and offers the names below, DEFAULTS (masked diffusion's) for those it omits:
+Each module tells its own whole story (forward noise, loss and bound, reverse sampler: mdlm's and bd3's blocks share
+sampler.py's, below them both; common.py below all) and offers the names below; what it leaves out takes DEFAULTS
+(masked diffusion's answer):
 
     MODEL           the ModelArgs it fixes itself (causal attention, no time input, no self-conditioning)
     WINDOW          tokens a training window needs beyond block_size (AR: 1, it scores the last L of L + 1)
@@ -26,22 +27,22 @@ sampler.py's; common.py sits below all) and offers the names below, DEFAULTS (ma
     ar_nll(model, windows, cfg, mask_id)                 its AR mode's exact NLL per window (B,), None if it has none
     describe(cfg)                                        the sampler settings in force, in one line
 
-A fifth objective is one new module and one line below (tests/test_objectives.py registers a toy one).
+A fifth objective is one new module and one line below (tests/test_objectives.py registers a toy one). The table
+names each module and get() imports the one asked for, so importing this file loads no objective (the configurator
+reads the names to list what --objective accepts).
 
     python -c "import objectives; print(list(objectives.OBJECTIVES))"
 """
+import importlib
 from dataclasses import fields, replace
 from types import SimpleNamespace
 
-import ar
-import bd3
-import diffusion
-import uniform
 from config import Config
 from model import ModelArgs
 from utils.errors import UserError
 
-OBJECTIVES = {"mdlm": diffusion, "uniform": uniform, "ar": ar, "bd3": bd3}
+# name -> the module that tells its story
+OBJECTIVES = {"mdlm": "diffusion", "uniform": "uniform", "ar": "ar", "bd3": "bd3"}
 DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_ONLY=False, ANY_LENGTH=False,
                 NOISE_START=False, EXACT=False, TRACE=True, STEP_CHAIN=False, BLOCKS=False, SEMI_AR=False,
                 LOSS_KEY="loss_type", check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
@@ -54,7 +55,7 @@ def get(name):
     """The objective called `name`: its module's interface, DEFAULTS for what the module leaves out."""
     if name not in OBJECTIVES:
         raise UserError(f"objective={name!r} is not one of {', '.join(OBJECTIVES)}")
-    module = OBJECTIVES[name]
+    module = importlib.import_module(OBJECTIVES[name])
     return SimpleNamespace(**{**DEFAULTS, **{k: getattr(module, k) for k in INTERFACE if hasattr(module, k)}})
 
 
@@ -64,7 +65,10 @@ def model_args(cfg, vocab_size):
 
 
 def effective(cfg):
-    """cfg as its objective runs it: the keys it does not read (IGNORES) at their defaults, those it fixes (MODEL) at
-    its values, so a preset's value for another objective's key never reaches a log, a checkpoint or an `if cfg.key`."""
+    """cfg as its objective runs it: the keys it does not read (IGNORES) at their defaults, the model keys it fixes
+    itself (MODEL: time_cond, self_cond) at its values. A preset's value for another objective's key then never
+    reaches a log line, a checkpoint's config or a branch that asks `if cfg.key`."""
     obj, keys = get(cfg.objective), {f.name for f in fields(Config)}
-    return replace(cfg, **{**{k: getattr(Config, k) for k in obj.IGNORES}, **{k: v for k, v in obj.MODEL.items() if k in keys}})
+    unread = {k: getattr(Config, k) for k in obj.IGNORES}
+    fixed = {k: v for k, v in obj.MODEL.items() if k in keys}  # MODEL also names ModelArgs' own fields (causal)
+    return replace(cfg, **{**unread, **fixed})  # a key both unread and fixed (bd3's time_cond) takes the fixed value

@@ -24,20 +24,20 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 import objectives
+from checkpoint_manager import load_weights_into, read_checkpoint, source_tokenizer
 from common import Draw, Schedule
 from configurator import RESUMABLE_KEYS, format_config, help_text, parse, refuse_changes, wants_help
 from evals.bound import evaluate, reported
 from evals.report import (check_memory, check_report, contention_note, estimate_line, eta_seconds, final_report,
                           first_step_line, fmt_eta, fmt_time, long_run_note, loss_label, steady_step_s, units)
 from model import ModelArgs, Transformer
-from utils.checkpoint import (BackgroundWriter, host_copy, iter_of, load_latest, numbered_checkpoints, read_checkpoint,
+from utils.checkpoint import (BackgroundWriter, host_copy, iter_of, load_latest, numbered_checkpoints,
                               save_run_checkpoint, trim_metrics)
 from utils.dataloader import chars_per_token, check_fits, check_inputs, fixed_windows, get_batch, prepare_data, split_ids
 from utils.dist import (all_gather_objects, all_reduce_mean, autocast_for, compile_step, grad_accum_steps, grad_scaler,
                         init_distributed, keyed_generator, peak_flops, print0, rng_state, set_rng_state, synchronize)
 from utils.errors import UserError, run_cli
 from utils.fileio import remove_stale_temps
-from utils.init_from import load_weights_into, source_tokenizer
 from utils.optim import EMA, build_optimizer, cap_warmup, lr_at, set_lr
 from utils.tokenizer import fingerprint, normalize_prompt, tokenizer_from_state
 

@@ -20,7 +20,7 @@ import objectives  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
 from bd3 import bd3_loss, bd3_times  # noqa: E402
 from common import Schedule, band_times  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
+from checkpoint_manager import load_model  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data  # noqa: E402
 from utils.cli import ArgParser, at_least, band, list_of  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402

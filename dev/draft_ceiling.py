@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import bd3  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
+from checkpoint_manager import load_model  # noqa: E402
 from utils.cli import ArgParser, at_least  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 

@@ -18,7 +18,7 @@ sys.path[:0] = [os.path.join(HERE, ".."), HERE]  # the repo, and dev/ (draft_cei
 import bd3  # noqa: E402
 from common import draw, keep_or_redraw, no_mask_logit, probs  # noqa: E402
 from draft_ceiling import load_bd3_ar  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
+from checkpoint_manager import load_model  # noqa: E402
 from utils.cli import ArgParser, at_least  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 

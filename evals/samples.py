@@ -10,7 +10,7 @@ from canvas import start_token
 from common import Schedule
 from configurator import config_from_dict
 from evals.metrics import distinct_n, gen_ppl, ngram_js, sample_entropy
-from utils.checkpoint import load_model
+from checkpoint_manager import load_model
 from utils.dataloader import fixed_windows
 from utils.errors import UserError
 from utils.fileio import atomic_open

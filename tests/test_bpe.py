@@ -300,7 +300,7 @@ def test_eval_divides_by_the_characters_of_the_scored_windows(bpe_run):
     chars/token, which differs from the windows' (1.07 % on the 10k-story recipe)."""
     from configurator import config_from_dict
     from helpers import script
-    from utils.checkpoint import load_model
+    from checkpoint_manager import load_model
     from utils.dataloader import fixed_windows
     from utils.tokenizer import tokenizer_from_state
     d, _ = bpe_run

@@ -1,14 +1,18 @@
 """Config parsing: presets, files, --key=value, strict errors, --help; what a fresh clone needs.
 python -m pytest -q tests/test_config.py"""
+import io
+import json
+import os
 import subprocess
 import sys
+import tokenize
 from dataclasses import fields
 
 import pytest
 
 from config import PRESETS, Config
 from configurator import get_config
-from helpers import ROOT, run_cli_here
+from helpers import ENV, ROOT, run_cli_here
 from utils.errors import UserError
 
 
@@ -72,7 +76,111 @@ def test_trained_and_resumable_keys_are_field_metadata():
                                    "eval_iters", "head_on_masked_only", "wandb_log", "wandb_project", "keep_last",
                                    "skip_nonfinite", "out_dir"}
     from sampler import ORDERS
-    assert CHOICES["order"] is ORDERS and CHOICES["schedule"] == ("cosine", "linear")
+    assert CHOICES["order"] == ORDERS and CHOICES["schedule"] == ("cosine", "linear")
+
+
+def test_sampling_reads_the_keys_its_fields_declare():
+    """sampled() on a field: inference.py takes it from the command line. Of the system keys, sampling reads the
+    device, the dtype and the seed; compile and Weights & Biases are training's (inference.py refuses them)."""
+    from configurator import sample_keys
+    sampling = {"checkpoint", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k", "top_p",
+                "num_samples", "viz_video", "trace_every", "gif_frame_ms", "infill", "prefix_file", "suffix_file",
+                "order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length", "bd3_speculate",
+                "dual_sample", "live", "prompts_file", "interactive"}
+    assert sample_keys() == sampling | {"device", "dtype", "seed"}
+    roles = {f.name: f.metadata for f in fields(Config)}
+    assert roles["device"].get("sampled") and roles["device"].get("resumable")  # a key may carry two roles
+
+
+def _tiny_checkpoint(path):
+    import torch
+    from model import ModelArgs, Transformer
+    from utils.checkpoint import save_checkpoint
+    torch.manual_seed(0)
+    a = ModelArgs(vocab_size=3, block_size=16, n_layer=1, n_head=2, n_embd=16, diffusion_steps=10)
+    save_checkpoint(path, dict(model=Transformer(a).state_dict(), config=dict(block_size=16, n_layer=1, n_head=2,
+                                                                               n_embd=16, diffusion_steps=10),
+                               model_args=vars(a), tokenizer=dict(kind="char", chars="ab"), iter=0))
+    return path
+
+
+@pytest.mark.parametrize("flag", ["--compile=true", "--wandb_log", "--wandb_project=p"])
+def test_inference_refuses_the_system_keys_only_training_reads(flag, tmp_path, capsys):
+    import inference
+    ckpt = _tiny_checkpoint(tmp_path / "model.pt")
+    code, out, err = run_cli_here(inference.main, [f"--checkpoint={ckpt}", flag], capsys)
+    key = flag[2:].split("=")[0]
+    assert code == 2 and f"--{key} sets training, which sampling does not read" in err
+
+
+def test_inference_reads_the_device_the_dtype_and_the_seed_from_its_command_line(tmp_path):
+    import inference
+    ckpt = _tiny_checkpoint(tmp_path / "model.pt")
+    cfg, run = inference.load([f"--checkpoint={ckpt}", "--device=cpu", "--dtype=float32", "--seed=7", "--steps=5"])
+    assert (cfg.device, cfg.dtype, cfg.seed, cfg.steps) == ("cpu", "float32", 7, 5) and run["device"].type == "cpu"
+
+
+def _without_comments(source):
+    """source with every comment cut out (tokenize: a '#' inside a string stays)."""
+    lines = source.splitlines(keepends=True)
+    for tok in reversed(list(tokenize.generate_tokens(io.StringIO(source).readline))):
+        if tok.type == tokenize.COMMENT:
+            row, col = tok.start
+            lines[row - 1] = lines[row - 1][:col].rstrip() + "\n"
+    return "".join(lines)
+
+
+def _headings_moved(source):
+    """source with every `# ---- section` heading of Config moved to the top of the class: every key then sits
+    under the last heading (system), where --help lists it."""
+    lines = source.splitlines(keepends=True)
+    headings = [line for line in lines if line.strip().startswith("# ----")]
+    rest = [line for line in lines if not line.strip().startswith("# ----")]
+    top = rest.index("class Config:\n") + 1
+    return "".join(rest[:top] + headings + rest[top:])
+
+
+def _what_the_config_means(folder):
+    """In a fresh interpreter whose config.py is folder's: the roles of the keys, the defaults, NEEDS, the presets
+    and each preset resolved, the choices (what the program does with the config, never its prose)."""
+    code = ("import json, config, configurator as c; from dataclasses import asdict; "
+            "print(json.dumps(dict(file=config.__file__, sampled=sorted(c.sample_keys()), trained=c.TRAINED_KEYS, "
+            "resumable=c.RESUMABLE_KEYS, defaults=asdict(config.Config()), needs=config.NEEDS, presets=config.PRESETS, "
+            "resolved={p: asdict(c.get_config([p])) for p in config.PRESETS}, "
+            "choices={k: list(v) for k, v in c.CHOICES.items()}), default=str))")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True, check=True)
+    meaning = json.loads(out.stdout)
+    assert os.path.dirname(meaning.pop("file")) == str(folder)  # the copy was read, not the repo's config.py
+    return meaning
+
+
+@pytest.mark.parametrize("edit", [_without_comments, _headings_moved])
+def test_editing_or_moving_a_comment_in_config_py_changes_no_behaviour(edit, tmp_path):
+    """config.py is the file users edit: its comments are prose for the reader and --help. With every comment gone,
+    or the section headings moved, the keys sampling reads, a resume may change and training fixes, the defaults,
+    the presets and the choices stay what they are."""
+    source = (ROOT / "config.py").read_text()
+    edited = edit(source)
+    assert edited != source
+    (tmp_path / "as_shipped").mkdir()
+    (tmp_path / "as_shipped" / "config.py").write_text(source)
+    (tmp_path / "edited").mkdir()
+    (tmp_path / "edited" / "config.py").write_text(edited)
+    shipped = _what_the_config_means(tmp_path / "as_shipped")
+    assert shipped["sampled"] and shipped["trained"] and shipped["resumable"]
+    assert _what_the_config_means(tmp_path / "edited") == shipped
+
+
+def test_each_choice_read_from_a_modules_source_is_the_modules_own():
+    """The configurator reads a choice list from the module that states it, without running it: the same tuple."""
+    import importlib
+    from configurator import declared
+    for module, name in [("sampler", "ORDERS"), ("sampler", "TOKENS_PER_STEP"), ("sampler", "REMASKS"),
+                         ("sampler", "UNSCORED_ORDERS"), ("diffusion", "LOSS_TYPES"), ("utils.optim", "OPTIMIZERS")]:
+        assert declared(module, name) == getattr(importlib.import_module(module), name), (module, name)
+    with pytest.raises(LookupError):
+        declared("sampler", "NOT_STATED")
 
 
 def test_renamed_keys_keep_their_old_names(tmp_path):
@@ -94,7 +202,8 @@ def test_renamed_keys_keep_their_old_names(tmp_path):
 def test_checkpoints_from_before_the_layer_rename_still_load(tmp_path):
     import torch
     from model import ModelArgs, Transformer
-    from utils.checkpoint import load_model, save_checkpoint
+    from checkpoint_manager import load_model
+    from utils.checkpoint import save_checkpoint
     torch.manual_seed(0)
     a = ModelArgs(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, diffusion_steps=10, time_cond="adaln")
     m = Transformer(a)
@@ -112,7 +221,8 @@ def test_a_removed_model_option_loads_when_off_and_is_named_when_on(tmp_path):
     that the code lacks is named, not 'damaged'."""
     import torch
     from model import ModelArgs, Transformer
-    from utils.checkpoint import load_model, save_checkpoint
+    from checkpoint_manager import load_model
+    from utils.checkpoint import save_checkpoint
     a = ModelArgs(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, diffusion_steps=10)
     m = Transformer(a)
     for name, off, on in (("value_residual", False, True), ("attn_scale", 0.0, 0.35)):

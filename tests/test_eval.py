@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import objectives
+from checkpoint_manager import load_model
 from config import Config
 from configurator import get_config
 from helpers import ROOT, TINY, ConstModel, Tok, for_objective, real_text, script as _script
@@ -22,7 +23,7 @@ from evals.bound import evaluate
 from evals.metrics import ar_nll, distinct_n, gen_ppl, infill_recovery, ngram_js, sample_entropy, span_starts
 from evals.samples import held_out_windows, score
 from model import ModelArgs, Transformer
-from utils.checkpoint import load_checkpoint, load_model, save_checkpoint
+from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
 from utils.tokenizer import CharTokenizer
 

@@ -98,7 +98,7 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
     assert held["gen_len"] == 24 and 0 < held["sample_entropy"] and set(held["js"]) == {"1", "2", "3", "4"}
     from configurator import config_from_dict
     from evals.samples import held_out_windows, score
-    from utils.checkpoint import load_model
+    from checkpoint_manager import load_model
     from utils.dataloader import prepare_data
     from utils.tokenizer import tokenizer_from_state
     ck = load_model(tiny_ckpt, "cpu")[1]  # the entropy every curve is read at: dev's windows (a choice reads dev)

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import inference
+from checkpoint_manager import load_model
 from common import Schedule
 from helpers import ToyModel, run_cli_here, script
 from sampler import SamplerOptions, denoise
 from trace import ANSI, LiveView
-from utils.checkpoint import load_checkpoint, load_model
+from utils.checkpoint import load_checkpoint
 from utils.tokenizer import CharTokenizer
 
 

@@ -1,14 +1,14 @@
-"""--init_from (utils/init_from.py): a run starts from another checkpoint's weights. Tiny models only.
+"""--init_from (checkpoint_manager.py): a run starts from another checkpoint's weights. Tiny models only.
 python -m pytest -q tests/test_init_from.py"""
 import pytest
 import torch
 
+from checkpoint_manager import load_weights_into
 from conftest import train_tiny
 from helpers import TINY, assert_one_line_error, real_text, run_cli_here
 from model import ModelArgs, Transformer
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
-from utils.init_from import load_weights_into
 from utils.tokenizer import CharTokenizer, tokenizer_from_state
 
 pytestmark = pytest.mark.slow  # every test reads a trained AR checkpoint

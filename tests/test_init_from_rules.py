@@ -6,10 +6,10 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from checkpoint_manager import CONVERSIONS, check_conversion, load_weights_into, source_tokenizer
 from helpers import MICRO, assert_one_line_error, real_text, run_cli_here
 from model import ModelArgs, Transformer
 from utils.errors import UserError
-from utils.init_from import CONVERSIONS, check_conversion, load_weights_into, source_tokenizer
 from utils.tokenizer import CharTokenizer
 
 TOK = CharTokenizer(sorted(set(real_text().read_text())))  # the text train.py will read
@@ -88,7 +88,7 @@ def test_adaln_target_first_computes_what_the_source_did(tmp_path, src_objective
 
 
 def test_a_tied_head_exports_and_loads_and_init_from_refuses_a_mismatch(in_tmp, capsys):
-    from utils.checkpoint import load_model
+    from checkpoint_manager import load_model
     export = __import__("helpers").script("export")
     src = fake_ckpt(in_tmp / "t.pt", "mdlm", time_cond="none", tie_weights=True)
     assert "head.weight" not in src.state_dict()

@@ -104,9 +104,10 @@ def test_tied_head_is_the_embedding_matrix_and_trains_it():
 
 
 def test_a_cpu_load_lays_each_matmul_weight_out_transposed_with_the_same_values_and_logits(tmp_path):
-    """utils.checkpoint.load_model on the CPU keeps every Linear weight (in, out) in memory (MKL multiplies a few rows
+    """checkpoint_manager.load_model on the CPU keeps every Linear weight (in, out) in memory (MKL multiplies a few rows
     by it ~2x faster: decoding, dev/LOG.md): the state_dict, the logits and a seeded KV-cached decode are the model's."""
-    from utils.checkpoint import load_model, save_checkpoint
+    from checkpoint_manager import load_model
+    from utils.checkpoint import save_checkpoint
     torch.manual_seed(0)
     a = ModelArgs(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, time_cond="none", causal=True)
     m = Transformer(a).eval()

@@ -14,7 +14,7 @@ from conftest import train_tiny
 from helpers import assert_one_line_error, run_cli_here, script
 from configurator import config_from_dict
 from evals.bound import report_windows
-from utils.checkpoint import load_model
+from checkpoint_manager import load_model
 from utils.dataloader import prepare_data
 from utils.tokenizer import tokenizer_from_state
 

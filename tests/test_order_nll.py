@@ -17,7 +17,7 @@ from conftest import train_tiny
 from diffusion import diffusion_loss, self_condition
 from helpers import Args, ToyModel, assert_one_line_error, run_cli_here, script
 from model import ModelArgs, Transformer
-from utils.checkpoint import load_model
+from checkpoint_manager import load_model
 from utils.dataloader import fixed_windows, prepare_data
 from utils.tokenizer import tokenizer_from_state
 

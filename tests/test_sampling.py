@@ -394,7 +394,7 @@ class _Frames:
 def test_trace_of_an_infill(tiny_ckpt, extra):
     from dataclasses import replace
 
-    from utils.checkpoint import load_model
+    from checkpoint_manager import load_model
     from trace import generate_with_trace
     model, ckpt = load_model(tiny_ckpt, torch.device("cpu"))
     from configurator import config_from_dict

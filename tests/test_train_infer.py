@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import train
+from checkpoint_manager import load_model
 from helpers import TINY, real_text, run_script
-from utils.checkpoint import load_checkpoint, load_model, save_checkpoint
+from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
 
 

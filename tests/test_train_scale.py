@@ -16,12 +16,13 @@ import pytest
 import torch
 
 import train
+from checkpoint_manager import load_model
 from configurator import get_config
 from helpers import real_text
 from common import LossOptions, Schedule
 from diffusion import diffusion_loss
 from model import ModelArgs, Transformer
-from utils.checkpoint import load_checkpoint, load_model
+from utils.checkpoint import load_checkpoint
 from utils.dist import grad_accum_steps, keyed_generator
 from utils.errors import UserError, run_cli
 from helpers import B, L, MICRO, finish, popen, rows, run_here, train_args

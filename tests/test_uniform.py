@@ -302,7 +302,7 @@ def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     assert row["objective"] == "uniform" and row["n_windows"] == 4 and row["n_t"] == 2
     # eval.py's figure is the trained network's bound on its 4 windows, recomputed here (same windows, times, noise)
     from configurator import config_from_dict
-    from utils.checkpoint import load_model
+    from checkpoint_manager import load_model
     from evals.bound import evaluate
     from utils.dataloader import fixed_windows, prepare_data
     from utils.tokenizer import tokenizer_from_state

@@ -1,5 +1,5 @@
-"""Checkpoints: plain dicts of tensors and Python values, written atomically, read with weights_only=True; and
-load_model, the one way any script gets a trained model (from a model.pt or a folder scripts/export.py wrote).
+"""Checkpoints: plain dicts of tensors and Python values, written atomically, read with weights_only=True. What is
+written here knows no model (checkpoint_manager.py, above model.py, builds one from a checkpoint: load_model).
 
 A training run's directory (save_run_checkpoint / load_latest):
     model.pt          the latest checkpoint (what --resume and inference read)
@@ -21,27 +21,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from model import ModelArgs, Transformer
 from utils.errors import UserError
 from utils.fileio import atomic_open, atomic_path, not_found
-from utils.tokenizer import fingerprint, tokenizer_from_state
 
 REQUIRED = {"model": dict, "config": dict, "model_args": dict, "tokenizer": dict, "iter": int}
-EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
-EXPORT_BPE, EXPORT_CHARS = "tokenizer.json", "vocab.json"  # the exported vocabulary, by tokenizer kind
 USE_INSTEAD = "give a model.pt written by train.py or a folder written by scripts/export.py"
-EXPORT_AGAIN = "export it again with scripts/export.py"
 _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
 # old config key -> its name now ("block" is the context and BD3-LM's; the mask band is mdlm's too)
 RENAMED = {"block_length": "semi_ar_length", "bd3_mask_min": "mask_min", "bd3_mask_max": "mask_max"}
 
 
 def migrate(ckpt):
-    """A checkpoint (or an export's dict) as this version writes it, what every load does first: config keys
-    (RENAMED) and layers (blocks.N, adaln.blocks.N -> layers.N) renamed, removed options left off (False, 0) dropped."""
+    """A checkpoint (or an exported folder's dict) under this version's names, what every load does first: config keys
+    (RENAMED) and layers (blocks.N, adaln.blocks.N -> layers.N). Renames of names only, so a resume reads an old run
+    too; the removed model options are checkpoint_manager's to drop (it knows the model's arguments)."""
     ckpt["config"] = {RENAMED.get(k, k): v for k, v in ckpt["config"].items()}
-    if "model_args" in ckpt:
-        ckpt["model_args"] = {k: v for k, v in ckpt["model_args"].items() if k in ModelArgs.__dataclass_fields__ or v}
     for key in ("model", "ema"):
         if ckpt.get(key) is not None:
             ckpt[key] = {re.sub(r"^(adaln\.)?blocks\.", r"\1layers.", k): v for k, v in ckpt[key].items()}
@@ -49,7 +43,8 @@ def migrate(ckpt):
 
 
 def checksum(obj):
-    """Digest of all obj holds but its 'checksum': tensors' dtype, shape and bytes, other values' repr, keys sorted."""
+    """A digest of everything obj (a checkpoint dict) holds but its own 'checksum': every tensor's dtype, shape and
+    bytes and every other value's repr, dict keys in a fixed order."""
     h = hashlib.blake2b(digest_size=16)
 
     def walk(x):
@@ -189,7 +184,8 @@ def load_latest(out_dir, warn=print):
 
 
 def trim_metrics(path, upto):
-    """Keep metrics.jsonl's rows up to iter `upto` (-1: none), the rest a resumed run logs again; drop cut rows."""
+    """Keep the rows of metrics.jsonl up to iter `upto` (-1: none), which a resumed run does not log again; unreadable
+    lines (a row cut by a kill) are dropped."""
     keep = []
     if upto >= 0 and os.path.exists(path):
         with open(path) as f:
@@ -222,7 +218,7 @@ def load_checkpoint(path):
                             f"classes; it was not written by train.py and may be unsafe): nothing in it was run; use a "
                             f"checkpoint from train.py") from None
         raise UserError(_not_a_checkpoint(path, e)) from None
-    if _lacks_keys(ckpt):
+    if lacks_keys(ckpt):
         raise UserError(f"checkpoint {path} is not a micro-dllm checkpoint (missing keys); {USE_INSTEAD}")
     if "checksum" in ckpt and ckpt["checksum"] != checksum(ckpt):  # checkpoints written before it have none
         raise UserError(f"checkpoint {path} is damaged: what it holds does not match the checksum it was written "
@@ -230,7 +226,9 @@ def load_checkpoint(path):
     return migrate(ckpt)
 
 
-def _lacks_keys(ckpt, but=None):
+def lacks_keys(ckpt, but=None):
+    """Whether ckpt is not a dict holding REQUIRED's keys with their types (but: one key not asked, as an export's
+    config holds no weights): the one test of a checkpoint's and an export's shape."""
     return not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), t) for k, t in REQUIRED.items() if k != but)
 
 
@@ -249,67 +247,3 @@ def _not_a_checkpoint(path, e):
     reason = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
     return (f"checkpoint {path} is corrupt, truncated or not a micro-dllm checkpoint ({reason}); "
             f"use another file or retrain")
-
-
-def load_export(path):
-    """The checkpoint-shaped dict (model = the weights) of a folder written by scripts/export.py."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    missing = [n for n in (EXPORT_WEIGHTS, EXPORT_CONFIG) if not os.path.isfile(os.path.join(path, n))]
-    if missing:
-        raise UserError(f"checkpoint {path} is a directory without {' and '.join(missing)}: {USE_INSTEAD}")
-    try:
-        with open(os.path.join(path, EXPORT_CONFIG), encoding="utf-8") as f:
-            meta = json.load(f)
-        if _lacks_keys(meta, but="model"):
-            raise ValueError("missing keys")
-        bpe = meta["tokenizer"].get("kind") == "bpe"
-        with open(os.path.join(path, EXPORT_BPE if bpe else EXPORT_CHARS), encoding="utf-8") as f:
-            tokenizer = dict(kind="bpe", json=f.read()) if bpe else dict(kind="char", chars=json.load(f)["chars"])
-        if not isinstance(tokenizer.get("json", tokenizer.get("chars")), str):
-            raise ValueError("no vocabulary")
-    except FileNotFoundError as e:
-        raise UserError(f"exported model {path} lacks {os.path.basename(e.filename)}: {EXPORT_AGAIN}") from None
-    except (ValueError, KeyError, TypeError, AttributeError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise UserError(f"exported model {path} has an unreadable {EXPORT_CONFIG} or vocabulary: "
-                        f"{EXPORT_AGAIN}") from None
-    try:
-        tensors = load_file(os.path.join(path, EXPORT_WEIGHTS))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{os.path.join(path, EXPORT_WEIGHTS)} is corrupt or not a safetensors file "
-                        f"({str(e).splitlines()[0][:80]}): {EXPORT_AGAIN}") from None
-    if "weights_checksum" in meta and meta["weights_checksum"] != checksum(tensors):
-        raise UserError(f"{os.path.join(path, EXPORT_WEIGHTS)} is damaged: its weights do not match the checksum "
-                        f"{EXPORT_CONFIG} holds: {EXPORT_AGAIN}")
-    ckpt = migrate({**meta, "model": tensors, "tokenizer": tokenizer})
-    if fingerprint(tokenizer_from_state(tokenizer)) != meta.get("tokenizer_fingerprint"):
-        raise UserError(f"the tokenizer in {path} is not the one its model was trained with (fingerprints differ): "
-                        f"{EXPORT_AGAIN}")
-    return ckpt
-
-
-def weights(ckpt):
-    """The state_dict a checkpoint's model runs with: the EMA weights when it was trained with --ema."""
-    return ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
-
-
-def read_checkpoint(path):
-    return load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
-
-
-def load_model(path, device):
-    """(model in eval mode on device, the checkpoint dict) for any checkpoint train.py wrote, or an exported folder."""
-    ckpt = read_checkpoint(path)
-    unknown = sorted(set(ckpt["model_args"]) - set(ModelArgs.__dataclass_fields__))
-    if unknown:  # an option in use that this version removed (migrate drops the ones left off)
-        raise UserError(f"checkpoint {path} was trained with model option(s) {', '.join(unknown)}, which this version "
-                        f"of the code does not have: load it from the commit that trained it (git log -S {unknown[0]})")
-    try:
-        model = Transformer(ModelArgs(**ckpt["model_args"]))
-        model.load_state_dict(weights(ckpt))
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise UserError(f"checkpoint {path} does not match its own model description "
-                        f"({str(e).splitlines()[0][:100]}): the file is damaged")
-    for m in (m for m in model.modules() if isinstance(m, torch.nn.Linear) and torch.device(device).type == "cpu"):
-        m.weight.data = m.weight.data.t().contiguous().t()  # (in, out) in memory: MKL's GEMM of a few rows ~2x faster
-    return model.to(device).eval(), ckpt

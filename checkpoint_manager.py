@@ -1,0 +1,189 @@
+"""Loading a trained model, the one way any script gets one (from a model.pt train.py wrote or a folder
+scripts/export.py wrote), and --init_from, a new run that starts from another checkpoint's weights. What needs the
+model lives here, above model.py; utils/checkpoint.py below it keeps what any checkpoint needs (atomic and numbered
+writes, the checksum, the weights-only load and the renames of old names).
+
+    model, ckpt = checkpoint_manager.load_model("artifacts/models/cpu/model.pt", "cpu")
+
+--init_from starts a new run (new optimizer, step 0, the LR schedule restarted) from another checkpoint's weights and
+its tokenizer, so the data is encoded as the source's was:
+
+    python train.py baby --objective=ar --max_iters=1000 --out_dir=artifacts/models/baby_ar_1k
+    python train.py baby --init_from=artifacts/models/baby_ar_1k/model.pt --out_dir=artifacts/models/baby_ar2mdlm
+
+The same weights, put to another use: AR -> mdlm (causal attention becomes bidirectional), AR -> bd3, mdlm -> bd3, or
+any objective to itself (fine-tuning). A time embedding the source lacks starts at zero and an adaLN as the identity
+with open gates, so the converted model first computes what the source did; an input the target lacks is dropped.
+Other widths, depths, heads, tying, tokenizers or a learned time embedding of another T are refused.
+"""
+import json
+import os
+from dataclasses import fields
+
+import torch
+import torch.nn as nn
+
+from model import ModelArgs, Transformer
+from utils.checkpoint import USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate
+from utils.errors import UserError
+from utils.tokenizer import fingerprint, tokenizer_from_state
+
+EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
+EXPORT_BPE, EXPORT_CHARS = "tokenizer.json", "vocab.json"  # the exported vocabulary, by tokenizer kind
+EXPORT_AGAIN = "export it again with scripts/export.py"
+
+
+# ---------------------------------------------------------------------------- a trained model
+def drop_removed_options(ckpt):
+    """ckpt without the model options this version removed that it left off (False, 0): off, they changed nothing in
+    the network, so the checkpoint loads as it was. An option in use stays, for load_model to name."""
+    known = ModelArgs.__dataclass_fields__
+    ckpt["model_args"] = {k: v for k, v in ckpt["model_args"].items() if k in known or v}
+    return ckpt
+
+
+def load_export(path):
+    """The checkpoint-shaped dict (model = the weights) of a folder written by scripts/export.py."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    missing = [n for n in (EXPORT_WEIGHTS, EXPORT_CONFIG) if not os.path.isfile(os.path.join(path, n))]
+    if missing:
+        raise UserError(f"checkpoint {path} is a directory without {' and '.join(missing)}: {USE_INSTEAD}")
+    try:
+        with open(os.path.join(path, EXPORT_CONFIG), encoding="utf-8") as f:
+            meta = json.load(f)
+        if lacks_keys(meta, but="model"):
+            raise ValueError("missing keys")
+        bpe = meta["tokenizer"].get("kind") == "bpe"
+        with open(os.path.join(path, EXPORT_BPE if bpe else EXPORT_CHARS), encoding="utf-8") as f:
+            tokenizer = dict(kind="bpe", json=f.read()) if bpe else dict(kind="char", chars=json.load(f)["chars"])
+        if not isinstance(tokenizer.get("json", tokenizer.get("chars")), str):
+            raise ValueError("no vocabulary")
+    except FileNotFoundError as e:
+        raise UserError(f"exported model {path} lacks {os.path.basename(e.filename)}: {EXPORT_AGAIN}") from None
+    except (ValueError, KeyError, TypeError, AttributeError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"exported model {path} has an unreadable {EXPORT_CONFIG} or vocabulary: "
+                        f"{EXPORT_AGAIN}") from None
+    try:
+        tensors = load_file(os.path.join(path, EXPORT_WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{os.path.join(path, EXPORT_WEIGHTS)} is corrupt or not a safetensors file "
+                        f"({str(e).splitlines()[0][:80]}): {EXPORT_AGAIN}") from None
+    if "weights_checksum" in meta and meta["weights_checksum"] != checksum(tensors):
+        raise UserError(f"{os.path.join(path, EXPORT_WEIGHTS)} is damaged: its weights do not match the checksum "
+                        f"{EXPORT_CONFIG} holds: {EXPORT_AGAIN}")
+    ckpt = migrate({**meta, "model": tensors, "tokenizer": tokenizer})
+    if fingerprint(tokenizer_from_state(tokenizer)) != meta.get("tokenizer_fingerprint"):
+        raise UserError(f"the tokenizer in {path} is not the one its model was trained with (fingerprints differ): "
+                        f"{EXPORT_AGAIN}")
+    return ckpt
+
+
+def weights(ckpt):
+    """The state_dict a checkpoint's model runs with: the EMA weights when it was trained with --ema."""
+    return ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
+
+
+def read_checkpoint(path):
+    """The checkpoint dict of a model.pt or an exported folder, under this version's names (migrate, then the model
+    options it removed dropped where they were off)."""
+    ckpt = load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
+    return drop_removed_options(ckpt)
+
+
+def load_model(path, device):
+    """(model in eval mode on device, the checkpoint dict) for any checkpoint train.py wrote, or an exported folder."""
+    ckpt = read_checkpoint(path)
+    unknown = sorted(set(ckpt["model_args"]) - set(ModelArgs.__dataclass_fields__))
+    if unknown:  # an option in use that this version removed (drop_removed_options drops the ones left off)
+        raise UserError(f"checkpoint {path} was trained with model option(s) {', '.join(unknown)}, which this version "
+                        f"of the code does not have: load it from the commit that trained it (git log -S {unknown[0]})")
+    try:
+        model = Transformer(ModelArgs(**ckpt["model_args"]))
+        model.load_state_dict(weights(ckpt))
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise UserError(f"checkpoint {path} does not match its own model description "
+                        f"({str(e).splitlines()[0][:100]}): the file is damaged")
+    for m in (m for m in model.modules() if isinstance(m, torch.nn.Linear) and torch.device(device).type == "cpu"):
+        m.weight.data = m.weight.data.t().contiguous().t()  # (in, out) in memory: MKL's GEMM of a few rows ~2x faster
+    return model.to(device).eval(), ckpt
+
+
+# ---------------------------------------------------------------------------- --init_from
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size", "tie_weights")  # must match; block_size may differ (RoPE)
+INPUT_PREFIXES = ("time_emb.", "adaln.", "sc_proj.")  # the time and self-conditioning inputs: either side may lack them
+CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> target objective, besides X -> X
+
+
+def source_tokenizer(path, kind, objective, ckpt=None):
+    """The source's tokenizer, for the new run's data; the run's kind and objective are checked against the source's
+    before any data is read. ckpt: the source when already read (else path is read)."""
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
+    check_conversion(ckpt.get("config", {}).get("objective", "mdlm"), objective, path)  # before the key: all mdlm
+    tok = tokenizer_from_state(ckpt["tokenizer"])
+    if tok.kind != kind:
+        raise UserError(f"--init_from={path} has a {tok.kind} tokenizer, this run asks for --tokenizer={kind}: "
+                        f"pass --tokenizer={tok.kind} (--init_from keeps the source's tokenizer)")
+    return tok
+
+
+def check_conversion(src, dst, path):
+    if src != dst and (src, dst) not in CONVERSIONS:
+        pairs = ", ".join(f"{a} -> {b}" for a, b in sorted(CONVERSIONS))
+        raise UserError(f"--init_from={path} is a {src} model and this run trains {dst}: --init_from converts only "
+                        f"{pairs} (or keeps the objective); train {dst} from scratch or pass --objective={src}")
+
+
+def open_adaln(adaln):
+    """Zero weights (no dependence on t yet), gates 1 and shift/scale 0: every layer is x + attn(norm(x)),
+    x + mlp(norm(x)) as in the source, instead of adaLN-Zero's closed gates."""
+    adaln.zero_init()
+    with torch.no_grad():
+        for lin in adaln.layers:
+            lin.bias.view(6, -1)[[2, 5]] = 1.0  # (shift, scale, gate) for attention, then for the MLP: model.Layer
+
+
+def load_weights_into(model, path, tok, ckpt=None):
+    """Copy the source's weights (EMA ones if kept) into model; tok, the run's tokenizer, must be the source's; ckpt:
+    as for source_tokenizer. Returns a line saying what was converted."""
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
+    src_args, src_cfg = ckpt["model_args"], ckpt.get("config", {})
+    fix = "(--init_from keeps the architecture and the tokenizer: match the source or train from scratch)"
+    source_fp = fingerprint(tokenizer_from_state(ckpt["tokenizer"]))
+    if fingerprint(tok) != source_fp:
+        raise UserError(f"--init_from={path} was trained with another tokenizer (fingerprint {source_fp} vs this "
+                        f"run's {fingerprint(tok)}) {fix}")
+    known = {f.name: f.default for f in fields(ModelArgs)}  # a key older checkpoints lack has its default
+    differ = [f"{k}={src_args.get(k, known[k])} (this run {getattr(model.args, k)})" for k in SHAPE_KEYS
+              if src_args.get(k, known[k]) != getattr(model.args, k)]
+    if differ:
+        raise UserError(f"--init_from={path} has {', '.join(differ)} {fix}")
+    own = model.state_dict()
+    extra = {k for k in weights(ckpt) if k.startswith(INPUT_PREFIXES) and k not in own}  # inputs this model lacks
+    state = {k: v for k, v in weights(ckpt).items() if k not in extra}
+    src_t, own_t = state.get("time_emb.weight"), own.get("time_emb.weight")
+    if src_t is not None and own_t is not None and src_t.shape != own_t.shape:
+        raise UserError(f"--init_from={path} has a learned time embedding for diffusion_steps="
+                        f"{src_args.get('diffusion_steps')} (this run {model.args.diffusion_steps}): pass "
+                        f"--diffusion_steps={src_args.get('diffusion_steps')} (the source's)")
+    result = model.load_state_dict(state, strict=False)
+    lacking = [k for k in result.missing_keys if not k.startswith(INPUT_PREFIXES)]
+    if lacking or result.unexpected_keys:
+        raise UserError(f"--init_from={path} does not fit this model (missing {lacking[:3]}, unexpected "
+                        f"{result.unexpected_keys[:3]}) {fix}")
+    notes = []
+    if model.time_emb is not None and "time_emb.weight" in result.missing_keys:
+        nn.init.zeros_(model.time_emb.weight)  # adds nothing at first: the source's function, then learns t
+        notes.append("time_emb starts at zero")
+    if any(k.startswith("adaln.") for k in result.missing_keys):
+        open_adaln(model.adaln)
+        notes.append("adaLN starts as the identity with open gates")
+    if "sc_proj.weight" in result.missing_keys:  # zero-initialised by the model: reads nothing at first
+        notes.append("the self-conditioning input starts at zero")
+    if extra:
+        dropped = sorted({k.split(".")[0] for k in extra})
+        notes.append(f"the source's {' and '.join(dropped)} dropped")
+    if src_args.get("causal") and not model.args.causal:
+        notes.append("causal attention becomes bidirectional")
+    return (f"init_from {path} ({src_cfg.get('objective', '?')}, iter {ckpt.get('iter', '?')}): "
+            f"{len(state):,} tensors loaded{'; ' + '; '.join(notes) if notes else ''}; new optimizer, step 0")
