@@ -58,7 +58,10 @@ def main(argv):
             times = {k: [] for k in variants}
             for _ in range(3):  # in turns
                 for k, (m, ctx) in variants.items():
-                    sync(); t = time.perf_counter(); run(m, ctx); sync()
+                    sync()
+                    t = time.perf_counter()
+                    run(m, ctx)
+                    sync()
                     times[k].append(time.perf_counter() - t)
             for k, ts in times.items():
                 dt = sorted(ts)[1]
