@@ -201,7 +201,7 @@ def parse_args(argv):
                   "change how good its joint is? The exact NLL of its joint, reveal order by order.")
     p.add_argument("checkpoint", help="an mdlm or bd3 model.pt written by train.py")
     p.add_argument("--orders", type=list_of(ORDERS), default="l2r,random",
-                   help=f"comma-separated, each paired against the first: {', '.join(ORDERS)} (see the docstring)")
+                   help=f"comma-separated, each scored and paired against the first: {', '.join(ORDERS)}")
     p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=128,
                    help="fixed windows of --split, evenly spaced (scripts/eval.py's)")
     p.add_argument("--split", choices=SPLITS, default="test", help="whose windows, as scripts/eval.py --split: test "
