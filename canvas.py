@@ -99,13 +99,14 @@ def build_canvas(cfg, tok, block_size):
         c = parse_infill(cfg.infill, tok)
     else:
         # verbatim, trailing newline included: every given character stays
-        prefix = read_text(cfg.prefix_file, "--prefix_file", "give a UTF-8 text file") if cfg.prefix_file else cfg.prompt
-        suffix = read_text(cfg.suffix_file, "--suffix_file", "give a UTF-8 text file") if cfg.suffix_file else ""
+        hint = "give a UTF-8 text file"
+        prefix = read_text(cfg.prefix_file, "--prefix_file", hint) if cfg.prefix_file else cfg.prompt
+        suffix = read_text(cfg.suffix_file, "--suffix_file", hint) if cfg.suffix_file else ""
         c = Canvas.from_parts(tok, [prefix, cfg.gen_len, suffix])
     if obj.CONTINUES_ONLY and not c.is_continuation:
         kind = "an AR model" if obj.EXACT else f"objective={cfg.objective}"
-        raise UserError(f"infilling and --suffix_file need a masked diffusion checkpoint (mdlm or uniform): {kind} only "
-                        f"continues a prompt")
+        raise UserError(f"infilling and --suffix_file need a masked diffusion checkpoint (mdlm or uniform): {kind} "
+                        f"only continues a prompt")
     if obj.ANY_LENGTH:
         return c  # the sampler slides its window past the context
     semi_ar = obj.SEMI_AR and cfg.semi_ar_length
@@ -113,17 +114,18 @@ def build_canvas(cfg, tok, block_size):
         what = (f"prompt ({c.prefix_len} tokens) + --gen-len {c.n_gen}" if c.is_continuation else
                 f"given text ({len(c) - c.n_gen} tokens) + blanks ({c.n_gen} tokens)")
         fix = f"shorten the prompt or use --gen-len {max(block_size - c.prefix_len, 1)}"
-        if obj.SEMI_AR:
+        if obj.SEMI_AR:  # a continuation may run past the context in blocks, each reading the ones before it
             fix = (f"shorten the prompt, use --gen-len {max(block_size - c.prefix_len, 1)}, or decode in blocks with "
-                   f"--semi-ar-length {max(1, block_size // 4)}" if c.is_continuation else "shorten the text or the blanks")
+                   f"--semi-ar-length {max(1, block_size // 4)}" if c.is_continuation
+                   else "shorten the text or the blanks")
         raise UserError(f"{what} = {len(c)} exceeds the model's context of {block_size} tokens: {fix}")
     if len(c) > block_size and cfg.semi_ar_length >= block_size:
         raise UserError(f"--semi-ar-length {cfg.semi_ar_length} leaves no context in a window of {block_size} tokens: "
                         f"use --semi-ar-length {max(1, block_size // 4)}")
     n_blocks = -(-c.n_gen // cfg.semi_ar_length) if semi_ar else 1
     if obj.passes(cfg, c.n_gen, c.prefix_len) is not None and cfg.steps < n_blocks:
-        raise UserError(f"--steps {cfg.steps} is fewer than the {n_blocks} blocks of --semi-ar-length {cfg.semi_ar_length}: "
-                        f"use --steps {n_blocks} or more, or a longer --semi-ar-length")
+        raise UserError(f"--steps {cfg.steps} is fewer than the {n_blocks} blocks of --semi-ar-length "
+                        f"{cfg.semi_ar_length}: use --steps {n_blocks} or more, or a longer --semi-ar-length")
     return c
 
 
@@ -140,16 +142,17 @@ def start_token(tok):
 
 @torch.no_grad()
 def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None, num_samples=None):
-    """Fill `canvas` with cfg.objective's sampler: (texts after the canvas's leading given text, tokens (B, L), stats);
-    stats adds full_texts (given text verbatim, blanks filled), fills (per sample, per blank), prompt_tokens."""
+    """Fill `canvas` (a continuation, infill blanks, prefix + suffix) with cfg.objective's sampler. Returns (texts: each
+    sample's text after the canvas's leading given text, tokens (B, L), stats); stats is the sampler's, plus
+    full_texts (given text verbatim, blanks filled), fills (per sample, per blank) and prompt_tokens."""
     B, obj, t0 = num_samples or cfg.num_samples, objectives.get(cfg.objective), time.time()
     model.eval()
     x, gen_mask = canvas.tensors(B, device)
     start = obj.EXACT and not canvas.prefix_len  # AR conditions on a start token when the prompt is empty
     if start:
         if 1 + canvas.n_gen > model.args.block_size:
-            raise UserError(f"--gen-len {canvas.n_gen} plus a start token exceeds the context of {model.args.block_size}: "
-                            f"use --gen-len {model.args.block_size - 1}")
+            raise UserError(f"--gen-len {canvas.n_gen} plus a start token exceeds the context of "
+                            f"{model.args.block_size}: use --gen-len {model.args.block_size - 1}")
         x = torch.cat([torch.full((B, 1), start_token(tok), dtype=x.dtype, device=device), x], 1)
         gen_mask = torch.cat([torch.zeros_like(gen_mask[:, :1]), gen_mask], 1)
     out, stats = obj.sample(model, x, gen_mask, cfg, schedule, tok.mask_id, generator, on_step)

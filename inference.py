@@ -48,7 +48,8 @@ def main(argv):
     if cfg.interactive:
         interactive(cfg, run)
     elif cfg.prompts_file:
-        prompts = read_prompts(cfg, run["tok"], run["model"].args.block_size)  # every prompt checked before any sampling
+        # every prompt checked before any sampling
+        prompts = read_prompts(cfg, run["tok"], run["model"].args.block_size)
         for i, prompt in enumerate(prompts):
             print(f"==== prompt {i + 1}/{len(prompts)}: {prompt!r} (seed {cfg.seed + i})")
             sample_once(replace(cfg, prompt=prompt, seed=cfg.seed + i), run)
@@ -70,7 +71,8 @@ def load(argv):
     if training:
         raise UserError(f"inference.py samples: --{training[0]} sets training, which sampling does not read; drop it")
     # a preset's model and training keys do not apply either: the checkpoint's stay (sampling reads no batch size)
-    cfg = replace(cfg, **{k: getattr(saved, k) for k in vars(saved) if k not in sample_keys() and k != "tokenizer_path"})
+    kept = {k: getattr(saved, k) for k in vars(saved) if k not in sample_keys() and k != "tokenizer_path"}
+    cfg = replace(cfg, **kept)
     validate(cfg, flags)
     if "viz_video" not in flags:
         cfg = replace(cfg, viz_video="")  # write a video only when asked here: never replace one by default
@@ -78,9 +80,10 @@ def load(argv):
     if "tokenizer_path" in flags:
         other = BPETokenizer.from_file(cfg.tokenizer_path)  # UserError if missing or not ours
         if fingerprint(other) != fingerprint(tok):
-            raise UserError(f"tokenizer {cfg.tokenizer_path} (bpe, vocab {other.vocab_size}, fingerprint {fingerprint(other)}) "
-                            f"differs from the one {where.checkpoint} was trained with ({tok.kind}, vocab {tok.vocab_size}, "
-                            f"fingerprint {fingerprint(tok)}): drop --tokenizer_path to use the checkpoint's own")
+            raise UserError(f"tokenizer {cfg.tokenizer_path} (bpe, vocab {other.vocab_size}, fingerprint "
+                            f"{fingerprint(other)}) differs from the one {where.checkpoint} was trained with "
+                            f"({tok.kind}, vocab {tok.vocab_size}, fingerprint {fingerprint(tok)}): drop "
+                            f"--tokenizer_path to use the checkpoint's own")
     if not objectives.get(cfg.objective).TRACE and (cfg.viz_video or cfg.live):
         raise UserError(f"--{'viz-video' if cfg.viz_video else 'live'} shows the denoising of a diffusion model; "
                         f"this checkpoint is autoregressive")
@@ -158,8 +161,8 @@ def sample_once(cfg, run):
             print(text)
     unit = "BPE tokens (--gen-len counts tokens, not characters)" if tok.kind == "bpe" else "tokens"
     nfe = f"{nfes[0]}" if min(nfes) == max(nfes) else f"{sum(nfes) / len(nfes):.1f} (min {min(nfes)}, max {max(nfes)})"
-    print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched passes, "
-          f"{dt:.2f}s ({canvas.n_gen * len(texts) / dt:,.0f} tokens/s); sampler: {obj.describe(cfg)}, "
+    print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched "
+          f"passes, {dt:.2f}s ({canvas.n_gen * len(texts) / dt:,.0f} tokens/s); sampler: {obj.describe(cfg)}, "
           f"temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}")
     print_written(writer)
 

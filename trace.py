@@ -3,7 +3,7 @@ MP4 + GIF (rendered by utils/video.py), live in the terminal (--live), or as a p
 
     writer = open_trace(cfg)                                               # None without --viz-video
     texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, schedule, device)   # writer None: generate
-    print_written(writer)                                                  # writer.result: {'mp4', 'gif', 'frames', ...}
+    print_written(writer)                                                  # writer.result: {'mp4', 'gif', ...}
     live = LiveView(tok, cfg.steps); live.start(*canvas.tensors(1, "cpu")); generate(..., on_step=live)
     with StepBar(cfg.steps) as bar: generate(..., on_step=chain(bar, other_hook))   # a bar on a terminal
 """
@@ -24,8 +24,19 @@ from utils.video import TraceWriter
 def token_states(tok, ids, gen, revealed, remasked):
     """[(text, state)] per position of one sample: text None for [MASK], state one of utils/video.STATES."""
     texts = [None if tid == tok.mask_id else tok.token_text(tid) for tid in ids]
-    return [(text, "prompt" if not g else "remasked" if rem else "mask" if text is None else "new" if rev else "kept")
-            for text, g, rev, rem in zip(texts, gen, revealed, remasked)]
+    return [(text, token_state(text, g, rev, rem)) for text, g, rev, rem in zip(texts, gen, revealed, remasked)]
+
+
+def token_state(text, generated, revealed, remasked):
+    """A position's state in a frame: given text is 'prompt'; of the generated ones, a token sent back to [MASK] this
+    step is 'remasked', a [MASK] (text None) 'mask', a token revealed this step 'new', an older one 'kept'."""
+    if not generated:
+        return "prompt"
+    if remasked:
+        return "remasked"
+    if text is None:
+        return "mask"
+    return "new" if revealed else "kept"
 
 
 class TraceHook:
@@ -46,6 +57,7 @@ class TraceHook:
         self.frames += 1
 
     def start(self, x, gen_mask):
+        """The first frame: x (B, L) as the sampler starts from it, nothing yet revealed."""
         z = torch.zeros_like(gen_mask)
         self.frame(x, gen_mask, z, z, torch.zeros(x.shape, dtype=torch.float64), 0, self.T, 0)
 
@@ -103,14 +115,17 @@ def trace_title(cfg, cols=64):
         if not th and cfg.remask != "refine":  # ReMDM is max-capped
             how += [f"remdm cap eta {cfg.remask_eta:g}" if cfg.remask == "remdm" else f"remask {cfg.remask}"]
         how += [f"semi-AR {cfg.semi_ar_length}"] if cfg.semi_ar_length else []
-    end = cfg.temperature * cfg.temperature_end_share  # the temperature of the last draws (it falls as the canvas fills)
-    how = ", ".join(how + [f"temp {cfg.temperature:g}" + (f" to {end:.3g}" if cfg.temperature_end_share != 1.0 else "")])
+    temp = f"temp {cfg.temperature:g}"
+    if cfg.temperature_end_share != 1.0:  # the temperature falls as the canvas fills: name the last draws' too
+        temp += f" to {cfg.temperature * cfg.temperature_end_share:.3g}"
+    how = ", ".join(how + [temp])
     head = f"micro-dllm  T={cfg.diffusion_steps}  "
     return head + how if len(head + how) <= cols else how
 
 
 def generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):
-    """generate(), recording sample 0's trace unless writer is None; closes the writer (.result: print_written)."""
+    """generate(), recording the trace of sample 0 (writer None: plain generate); returns what generate() returns.
+    The writer is closed here (its .result says what was written: print_written)."""
     if writer is None:
         return generate(model, tok, canvas, cfg, schedule, device, generator, on_step=on_step)
     noise = objectives.get(cfg.objective).NOISE_START
@@ -123,7 +138,7 @@ def generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, gener
 
 
 def print_written(writer):
-    """What a closed trace wrote, after its warnings."""
+    """What a closed trace wrote, after its warnings; nothing without a writer."""
     if writer is not None:
         res = writer.result
         for w in res["warnings"]:
@@ -143,9 +158,11 @@ class LiveView:
     def __init__(self, tok, steps, stream=None, fps=0.0):
         self.tok, self.steps, self.out = tok, steps, stream or sys.stdout
         self.tty, self.lines, self.seen_nfe = self.out.isatty(), 0, 0
-        self.fps, self.slept, self.shown = fps, 0.0, None  # slept: seconds paused, for the caller to leave out of its time
+        # slept: seconds paused, for the caller to leave out of its time; shown: when the last frame was drawn
+        self.fps, self.slept, self.shown = fps, 0.0, None
 
     def pace(self):
+        """At most fps frames a second: wait out the rest of the last frame's 1 / fps."""
         wait = self.shown + 1 / self.fps - time.perf_counter() if self.fps > 0 and self.shown is not None else 0
         if wait > 0:
             time.sleep(wait)
@@ -183,11 +200,15 @@ class LiveView:
             if c != "\n":
                 lines[-1].append((c, state))
         lines = lines[-(rows - 3):]  # taller than the terminal: the end, where the work is
-        paint = lambda s, text: f"{ANSI[s]}{text}\x1b[0m" if ANSI[s] else text  # noqa: E731
+
+        def paint(state, text):  # text in the state's colours, reset after
+            return f"{ANSI[state]}{text}\x1b[0m" if ANSI[state] else text
+
+        def painted(line):  # a line's runs of one state, each painted at once
+            return "".join(paint(s, "".join(c for c, _ in run)) for s, run in groupby(line, key=lambda cell: cell[1]))
         legend = " ".join(paint(s, w) for s, w in (("prompt", "given"), ("mask", "_ [MASK]"), ("new", "new"),
                                                    ("remasked", "re-masked")))
-        body = "\n".join("".join(paint(s, "".join(c for c, _ in run)) for s, run in groupby(ln, key=lambda cell: cell[1]))
-                         for ln in lines)
+        body = "\n".join(painted(ln) for ln in lines)
         up = f"\x1b[{self.lines}F\x1b[J" if self.lines else ""  # back to the first line of the last frame, clear below
         self.out.write(f"{up}\x1b[1m{header[:cols - 1]}\x1b[0m\n{legend}\n{body}\n")
         self.out.flush()
@@ -196,12 +217,14 @@ class LiveView:
 
 # ----------------------------------------------------------------------------- progress
 class StepBar:
-    """An on_step hook: a tqdm bar over the sampler's steps (or other units, n at a time) on stderr if a terminal
-    (and on=True). A context manager: the bar is gone when the block ends, however it ends."""
+    """An on_step hook: a tqdm bar over the sampler's steps (or other units, n at a time), with an ETA, on stderr
+    when it is a terminal (and on=True). A context manager: the bar is gone when the block ends, however it ends."""
 
     def __init__(self, total, on=True, desc="sampling", unit="step"):
         from tqdm import tqdm
-        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, disable=None if on else True, dynamic_ncols=True)
+        # disable=None: tqdm shows the bar only on a terminal
+        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, disable=None if on else True,
+                        dynamic_ncols=True)
 
     def __call__(self, st=None, n=1):
         self.bar.update(n)
@@ -216,4 +239,6 @@ class StepBar:
 def chain(*hooks):
     """One on_step hook that calls each of the given ones (None ones left out); None if there are none."""
     hooks = [h for h in hooks if h is not None]
-    return None if not hooks else hooks[0] if len(hooks) == 1 else (lambda st: [h(st) for h in hooks])
+    if len(hooks) <= 1:
+        return hooks[0] if hooks else None
+    return lambda st: [h(st) for h in hooks]

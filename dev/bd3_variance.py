@@ -52,8 +52,10 @@ def main(argv):
     p.add_argument("--bands", type=list_of(band), default="0-1,0.3-0.8,0.5-1",
                    help="mask-rate bands lo-hi, comma-separated; 0-1 = the bound")
     p.add_argument("--draws", type=at_least(2, "a spread"), default=32, help="redraws of t and masks per band")
-    p.add_argument("--batch", type=at_least(0), default=0, help="windows in the batch (0 = the checkpoint's batch_size)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=at_least(0), default=0, help="windows in the fixed batch (0 = the checkpoint's "
+                   "batch_size)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the draws of t and masks: draw k takes the same seed in "
+                   "every band")
     a = p.parse_args(argv)
     model, ckpt = load_model(a.checkpoint, "cpu")
     cfg = config_from_dict(ckpt["config"])

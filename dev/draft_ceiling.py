@@ -34,9 +34,9 @@ def main(argv):
     ap = ArgParser(prog="dev/draft_ceiling.py", description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", help="a --bd3_ar model.pt (baby_bd3's)")
     ap.add_argument("--n", type=at_least(2, "a standard error"), default=24, help="sequences drawn from the clean half")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-ceiling", action="store_true", help="score model and knows only (the ceiling's 65 branches a "
-                    "position are most of the time)")
+    ap.add_argument("--seed", type=int, default=0, help="seeds the sequences drawn from the clean half")
+    ap.add_argument("--no-ceiling", action="store_true", help="score the model and knows drafters only: the "
+                    "ceiling's 65 branches a position are most of the run time")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     model, n = load_bd3_ar(args.checkpoint)

@@ -24,7 +24,8 @@ from utils.errors import UserError, run_cli  # noqa: E402
 def main(argv):
     ap = ArgParser(prog="dev/gpu_sample.py", description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="the same calls on the CPU at toy sizes")
-    ap.add_argument("--tokens", type=at_least(1), default=250, help="tokens a sample")
+    ap.add_argument("--tokens", type=at_least(1), default=250, help="tokens each timed sample generates after its "
+                    "6-token random prompt (--smoke: 20)")
     args = ap.parse_args(argv)
     if not args.smoke and not torch.cuda.is_available():
         raise UserError("dev/gpu_sample.py times a CUDA GPU and none is here: run it on one, or pass --smoke")
@@ -57,7 +58,10 @@ def main(argv):
             times = {k: [] for k in variants}
             for _ in range(3):  # in turns
                 for k, (m, ctx) in variants.items():
-                    sync(); t = time.perf_counter(); run(m, ctx); sync()
+                    sync()
+                    t = time.perf_counter()
+                    run(m, ctx)
+                    sync()
                     times[k].append(time.perf_counter() - t)
             for k, ts in times.items():
                 dt = sorted(ts)[1]

@@ -124,9 +124,10 @@ def main(argv):
     p.add_argument("--model-py", default="", help="nanoGPT's model.py (default: the clone holding the ckpt's folder)")
     p.add_argument("--meta", default="", help="its meta.pkl (default: the clone's data/DATASET/meta.pkl)")
     p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows (as scripts/eval.py)")
-    p.add_argument("--n-windows", type=at_least(2), default=REPORT["n_windows"])
+    p.add_argument("--n-windows", type=at_least(2), default=REPORT["n_windows"],
+                   help="fixed windows of --split, evenly spaced (scripts/eval.py's)")
     p.add_argument("--n-t", type=at_least(1), default=REPORT["n_t"], help="times per window for a diffusion bound")
-    p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"])
+    p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"], help="windows a forward pass reads")
     p.add_argument("--orders", nargs="+", default=[], help="scripts/order_nll.py --json files of the same split and "
                    "windows: each order's exact NLL (or the mixture's) paired against nanoGPT's too")
     args = p.parse_args(argv)

@@ -63,9 +63,10 @@ def plot_epochs(paths, out, x=None):
 
 def main(argv):
     p = ArgParser(prog="dev/plot_epochs.py", description="Plot the data-constrained study's summary to PNG.")
-    p.add_argument("inputs", nargs="+", help="dev/epochs.py summary JSON files")
-    p.add_argument("--out", type=output, default="artifacts/plots/epochs.png", help="PNG path")
-    p.add_argument("--x", choices=("epochs", "flops"), default="epochs", help="the x axis")
+    p.add_argument("inputs", nargs="+", help="dev/epochs.py summary JSON files (their runs drawn on one chart)")
+    p.add_argument("--out", type=output, default="artifacts/plots/epochs.png", help="the PNG to write")
+    p.add_argument("--x", choices=("epochs", "flops"), default="epochs", help="the x axis: epochs over the data "
+                   "slice, or training FLOPs (log scale)")
     a = p.parse_args(argv)
     if not a.out.lower().endswith(".png"):
         raise UserError(f"--out {a.out} should end in .png")

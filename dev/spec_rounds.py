@@ -18,8 +18,10 @@ from utils.errors import run_cli  # noqa: E402
 def main(argv):
     ap = ArgParser(prog="dev/spec_rounds.py", description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="+", help="--bd3_ar model.pt files (baby_bd3's)")
-    ap.add_argument("--n", type=at_least(1), default=32, help="samples a checkpoint, batch 1")
-    ap.add_argument("--gen", type=at_least(1), default=63, help="tokens a sample, after one")
+    ap.add_argument("--n", type=at_least(1), default=32, help="samples drawn from each checkpoint, one at a time "
+                    "(batch 1), seeds 1000, 1001, ...")
+    ap.add_argument("--gen", type=at_least(1), default=63, help="tokens each sample generates after its one start "
+                    "token")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     runs = []

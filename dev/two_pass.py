@@ -66,8 +66,10 @@ def main(argv):
     ap = ArgParser(prog="dev/two_pass.py", description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", help="a --bd3_ar model.pt (baby_bd3's)")
     ap.add_argument("ar_checkpoint", help="the AR it is timed against (baby_ar's)")
-    ap.add_argument("--n", type=at_least(1), default=32, help="samples a round of timing, batch 1")
-    ap.add_argument("--gen", type=at_least(1), default=63, help="tokens a sample, after one")
+    ap.add_argument("--n", type=at_least(1), default=32, help="samples each sampler draws in a timed round, one at a "
+                    "time (batch 1), seeds 0, 1, ...")
+    ap.add_argument("--gen", type=at_least(1), default=63, help="tokens each sample generates after its one start "
+                    "token (at most the context less one)")
     ap.add_argument("--rounds", type=at_least(1), default=5, help="timed rounds, in turns; the median is reported")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

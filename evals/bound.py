@@ -59,14 +59,22 @@ def reported(model, cfg, schedule, tok, train_ids, val_ids, ctx=nullcontext()):
 def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=0, chars_per_token=1.0, details=False):
     """Score windows (N, L + 1) of token ids with cfg's objective, where the model's weights are: every objective
     scores the same tokens, the last L of each window (AR reads the first as context, worth ~0.015 nats/char to it at
-    L = 64: LOG.md); chars_per_token: of windows[:, 1:]. details (diffusion only): recon_acc and entropy_by_t ((t_lo,
-    t_hi, mean entropy in nats) a bin) at the positions scored (masked; for uniform noise, those the noise changed)."""
+    L = 64: LOG.md). chars_per_token: of the scored tokens, windows[:, 1:]; n_t: stratified times per window (see the
+    top); seed: the times and masks drawn, so two calls score alike.
+
+    Returns summary()'s dict: nats_per_token, se, bits_per_char, bpc_se, ppl (per token), n_windows, n_t, per_window
+    (nats/token, for paired comparisons), and mc_se_max (nats/token) and mc_bpc_max (bits/char) when n_t > 1; with
+    details (diffusion only) also recon_acc and entropy_by_t (a list of (t_lo, t_hi, mean entropy in nats), one per
+    time bin) at the positions the objective scores (the masked ones; for uniform noise, those the noise changed)."""
     obj, device = objectives.get(cfg.objective), next(model.parameters()).device
     windows = windows[:, 1 - obj.WINDOW:].contiguous()  # an AR window keeps its first token as context
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
-    per_seq, mc_var, correct, n_scored, T = [], [], 0, 0, schedule.T
+    T = schedule.T
+    per_seq, mc_var = [], []  # each window's estimate (nats/token); bounds on each batch's Monte Carlo variance
+    correct, n_scored = 0, 0  # details: the scored positions the model's argmax gets right, of all scored
+    # details: each time bin's summed entropy and count of scored tokens
     ent_sum, ent_cnt = torch.zeros(ENTROPY_BINS, dtype=torch.float64), torch.zeros(ENTROPY_BINS, dtype=torch.float64)
     N, k_times = len(windows), obj.eval_times(cfg, windows.size(1))
     perm = torch.stack([torch.randperm(N, generator=g) for _ in range(max(k_times, 1))], 1)  # (N, k): see the top
@@ -97,17 +105,25 @@ def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=
             d = ests[:, 1:n_t - n_t % 2:2] - ests[:, 0:n_t - n_t % 2:2]  # (B, n_t // 2)
             mc_var.append(d.square().sum(1) * (n_t / (2 * d.size(1))) / n_t ** 2)
     model.train(was_training)
-    v = torch.cat(per_seq)  # nats/token per window
-    mean, se = v.mean().item(), (v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan"))
-    out = dict(nats_per_token=mean, se=se, bits_per_char=mean / chars_per_token / LN2,
-               bpc_se=se / chars_per_token / LN2, ppl=math.exp(mean), n_windows=len(v), n_t=n_t,
-               per_window=v.tolist())  # paired comparisons of two runs on the same windows
-    if mc_var:
-        out["mc_se_max"] = torch.cat(mc_var).sum().sqrt().item() / len(v)
-        out["mc_bpc_max"] = out["mc_se_max"] / chars_per_token / LN2  # in the units of the ± it is a share of
+    out = summary(torch.cat(per_seq), mc_var, n_t, chars_per_token)
     if details and k_times:
         out["recon_acc"] = correct / max(n_scored, 1)
         edges = [round(1 + j * T / ENTROPY_BINS) for j in range(ENTROPY_BINS + 1)]
         mean = (ent_sum / ent_cnt).tolist()  # nan where a bin saw no token
         out["entropy_by_t"] = [(edges[j], edges[j + 1] - 1, mean[j]) for j in range(ENTROPY_BINS)]
+    return out
+
+
+def summary(v, mc_var, n_t, chars_per_token):
+    """The figures of the per-window estimates v (N,) in nats/token, as evaluate returns them: the mean and its
+    standard error per token and per character, perplexity, and v itself (per_window: two runs on the same windows
+    compare paired). mc_var: bounds on each batch's Monte Carlo variance, for mc_se_max (empty when n_t = 1)."""
+    mean = v.mean().item()
+    se = v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan")
+    out = dict(nats_per_token=mean, se=se, bits_per_char=mean / chars_per_token / LN2,
+               bpc_se=se / chars_per_token / LN2, ppl=math.exp(mean), n_windows=len(v), n_t=n_t,
+               per_window=v.tolist())
+    if mc_var:
+        out["mc_se_max"] = torch.cat(mc_var).sum().sqrt().item() / len(v)
+        out["mc_bpc_max"] = out["mc_se_max"] / chars_per_token / LN2  # in the units of the ± it is a share of
     return out

@@ -12,8 +12,9 @@ import objectives
 
 
 class ChangeRate:
-    """An on_step hook: of the generated positions holding a token before a step, the fraction whose token differs
-    after it (re-masked or replaced). 0 for samplers that never revisit."""
+    """Reverse-step token change rate, an on_step hook: of the generated positions holding a token before a step, the
+    fraction whose token differs after it (re-masked or replaced), read as .rate. 0 for samplers that never revisit:
+    a sampler that refines its own tokens shows here how much it does."""
 
     def __init__(self, mask_id):
         self.mask_id, self.changed, self.seen = mask_id, 0, 0
@@ -48,7 +49,7 @@ def sample_entropy(rows):
 @torch.no_grad()
 def ar_nll(model, seqs, n_prompt):
     """-log p(seqs[:, j] | seqs[:, :j]) (B, S - n_prompt) float32, in nats, for j >= n_prompt under a causal model;
-    the first token has no context to be scored on: 1 <= n_prompt; S - 1 <= block_size."""
+    seqs (B, S) long. The first token has no context to be scored on: 1 <= n_prompt; S - 1 <= block_size."""
     B, S = seqs.shape
     assert 1 <= n_prompt < S and S - 1 <= model.args.block_size, (n_prompt, S, model.args.block_size)
     was_training = model.training
@@ -73,8 +74,9 @@ def windowed_ar_nll(model, seqs, n_prompt):
 
 
 def gen_ppl(scorer, seqs, n_prompt, batch_size=32):
-    """(gen-PPL = exp(mean NLL of seqs[:, n_prompt:] given what precedes them) under an AR scorer, windowed past its
-    context, n_prompt >= 1; that mean NLL in nats/token)."""
+    """Generative perplexity: exp(mean NLL of seqs[:, n_prompt:] given what precedes them) under an AR scorer
+    (windowed past its context), batch_size sequences a pass. seqs (N, S) long, n_prompt >= 1. Returns (gen-PPL, the
+    mean NLL in nats/token)."""
     nll = torch.cat([windowed_ar_nll(scorer, seqs[i:i + batch_size], n_prompt)
                      for i in range(0, len(seqs), batch_size)])
     mean = nll.double().mean().item()
@@ -89,8 +91,10 @@ def span_starts(n, L, span, generator):
 
 @torch.no_grad()
 def infill_recovery(model, windows, cfg, schedule, mask_id, span, generator=None, batch_size=32, device="cpu"):
-    """Hold out `span` tokens of each window (N, L), fill them from both sides with cfg's sampler and score exact match
-    (whole span) and token accuracy (char tokenizer: character accuracy; nanoDLM's 20 chars: 0.156 on Shakespeare)."""
+    """Hold out `span` tokens in each window (N, L), fill them from prefix and suffix with cfg's sampler (its
+    objective, steps, temperature and switches), and score them. Returns dict: infill_exact (the fraction of windows
+    whose whole span is right), infill_acc (token accuracy; character accuracy for the char tokenizer: nanoDLM reports
+    0.156 for 20 characters on Shakespeare), infill_span and infill_n (the windows)."""
     N, L = windows.shape
     assert span < L, f"infill span {span} must be shorter than the window {L}"
     starts = span_starts(N, L, span, generator)
@@ -125,6 +129,7 @@ def js_divergence(p, q):
 
 def ngram_js(texts, reference, ns=(1, 2, 3, 4)):
     """A distance of samples to held-out text that repetition cannot game (Franca & Tong 2026 ask for one beside
-    gen-PPL): ({n: JS divergence in bits of the samples' pooled character n-grams from the reference's}, their mean)."""
+    gen-PPL): the JS divergence (bits) between the character n-gram distribution of the samples, pooled, and that of
+    the reference text, for each n. Returns ({n: js}, their mean)."""
     js = {n: js_divergence(char_ngrams(texts, n), char_ngrams([reference], n)) for n in ns}
     return js, sum(js.values()) / len(js)

@@ -1,5 +1,11 @@
 """What scripts/eval.py, frontier.py and order_nll.py share: opening a checkpoint, drawing samples and scoring them
-(samples continue a fixed start; held-out text of their length is scored the same way), and writing the JSON."""
+(samples continue a fixed start and get score()'s figures; held-out text of their length is scored the same way), and
+writing the JSON.
+
+    judge = load_judge("artifacts/models/cpu_ar/model.pt", device, {"M.pt": tok})   # checked: AR, same tokenizer
+    samples, nfe = draw(model, cfg, start_ids(tok, ""), 63, 16, 32, tok.mask_id, device, torch.Generator())
+    score(samples, 1, tok, judge)   # distinct_2, distinct_3, sample_entropy, sample_text, gen_ppl, gen_nll
+"""
 import json
 from dataclasses import replace
 
@@ -27,7 +33,9 @@ def open_checkpoint(path, device, data_path="", val_path=None):
 
 
 def write_json(path, doc):
-    with atomic_open(path) as f:  # readers never see half a file
+    """doc to path as indented JSON, atomically (a reader, such as scripts/plot.py, never sees half a file), then
+    'wrote PATH' printed."""
+    with atomic_open(path) as f:
         json.dump(doc, f, indent=1)
     print(f"wrote {path}")
 

@@ -75,12 +75,12 @@ def make_step(cfg, vocab_size, device):
 
 def main(argv):
     ap = ArgParser(prog="scripts/bench_train.py", description=__doc__.splitlines()[0])
-    ap.add_argument("--iters", type=at_least(1), default=5, help="timed steps per repeat")
-    ap.add_argument("--repeats", type=at_least(1), default=3, help="repeats; the median is reported")
+    ap.add_argument("--iters", type=at_least(1), default=5, help="training steps timed a repeat (their mean)")
+    ap.add_argument("--repeats", type=at_least(1), default=3, help="timed repeats of every row, in turns (the median)")
     ap.add_argument("--warmup", type=at_least(0), default=2, help="untimed steps first (compilation happens here)")
     ap.add_argument("--vocab_size", type=at_least(2), default=66, help="with [MASK]: 66 = Shakespeare's, 2048 = BPE")
     ap.add_argument("--compare_head", action="store_true", help="mdlm with the head on all and on masked positions")
-    ap.add_argument("--compare_compile", action="store_true", help="every row eager and compiled")
+    ap.add_argument("--compare_compile", action="store_true", help="time every row eager and torch.compile'd")
     ap.add_argument("--bd3_blocks", type=list_of(at_least(1)), default=[], help="block sizes L': a bd3 row each")
     args, rest = ap.parse_known_args(argv)
     cfg = get_config(rest)
@@ -115,8 +115,14 @@ def main(argv):
     else:
         peak, src = statistics.median(peaks), "fp32 matmul of the model's shapes, measured between the rounds"
     print(f"peak: {peak / 1e9:,.1f} GFLOP/s ({src})" if peak else "peak: unknown for this GPU, so no MFU")
+    print_results(steps, times, dict(rows), tokens, peak)
+
+
+def print_results(steps, times, configs, tokens, peak):
+    """Per row: the median ms/iter, tokens/s and MFU (none without a peak); then each row's time against its AR
+    partner's, the figure the rows are there to compare."""
     print(f"{'row':<24} {'ms/iter':>9} {'tokens/s':>11} {'MFU':>7}")
-    results, configs = {}, dict(rows)
+    results = {}
     for name, (_, model) in steps.items():
         sec = results[name] = statistics.median(times[name])
         flops = objectives.get(configs[name].objective).flops(model, configs[name])[0]

@@ -1,5 +1,6 @@
 """The corpus maker behind scripts/data.py (whose docstring gives the output format): read text corpora (Hugging
-Face hub, local files), write one plain-text file. Whatever goes wrong because of the input is a one-line UserError.
+Face hub, local files), write one plain-text file. Everything that can go wrong because of the input raises
+utils.errors.UserError with a one-line message. Typical use (what scripts/data.py does):
 
     from scripts.corpus import iter_local_texts, sample_texts, write_corpus
     texts = sample_texts(iter_local_texts("stories.txt"), num=1000, seed=1337)
@@ -12,7 +13,6 @@ import random
 import re
 import urllib.error
 import urllib.request
-from itertools import chain
 
 from utils.errors import UserError
 from utils.fileio import atomic_open, check_output, not_found
@@ -27,6 +27,7 @@ _CHUNK = 1 << 20  # characters read at a time from local text files
 _BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
 
 
+# ----------------------------------------------------------------------------- hub
 def _first_line(e, limit=160):
     s = " ".join(str(e).split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
@@ -72,7 +73,9 @@ def _hub_error(name, split, e):
 
 
 def _texts_from_records(records, text_field, where, on_error, empty=None):
-    """The `text_field` string of each record (the field checked on the first); `empty`: the error if none has one."""
+    """Yield the `text_field` string of each record (records without one skipped); the field is checked once, on the
+    first record. on_error(e): the UserError for anything else the iterator raises. empty: the UserError message when
+    no record holds a text (None: yield nothing, raise nothing)."""
     n, it = 0, iter(records)
     try:
         for i, rec in enumerate(it):
@@ -102,7 +105,8 @@ def _texts_from_records(records, text_field, where, on_error, empty=None):
 def iter_hf_texts(name, split="train", text_field="text", seed=1337, shuffle_buffer=10_000, num=0, config=None):
     """Stream texts of a hub dataset: load_dataset(..., streaming=True) -> shuffle -> take(num); num=0 streams the
     whole split in order. Connects eagerly (errors are raised by this call); returns an iterator of str."""
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")  # short timeouts, read as huggingface_hub is first imported
+    # short timeouts; huggingface_hub reads them when it is first imported
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
     offline = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
     if not any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in offline):
@@ -134,8 +138,11 @@ def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
         raise UserError(f"{url} did not return UTF-8 text: pass a local file with --input-file") from None
 
 
+# ----------------------------------------------------------------------------- local files
 def _read_chunks(path):
-    try:  # newline="" keeps \r\n as is, so a single document is written back unchanged
+    """The text of path, _CHUNK characters at a time; a file that is not UTF-8 or cannot be read is a UserError."""
+    # newline="" keeps \r\n as is, so a single document is written back unchanged
+    try:
         with open(path, encoding="utf-8", newline="") as f:
             yield from iter(lambda: f.read(_CHUNK), "")
     except UnicodeDecodeError as e:
@@ -174,7 +181,8 @@ def iter_local_texts(path, text_field="text", split_blank_lines=False):
     fmt = local_format(path, split_blank_lines)
     if fmt in ("document", "separator", "blank-lines"):
         return _iter_text(path, fmt)
-    import datasets  # a datasets builder: the hub's streaming code path
+    # a datasets builder: the same streaming code path as the hub
+    import datasets
 
     def on_error(e):
         return UserError(f"could not read {path} as {fmt} ({type(e).__name__}: {_first_line(e)}): check the file")
@@ -194,17 +202,27 @@ def _iter_text(path, fmt):
             raise UserError(f"input file has no text (only whitespace): {path}")
         yield text
         return
-    sep, split = (SEPARATOR, lambda s: s.split(SEPARATOR)) if fmt == "separator" else ("\n\n", _BLANK_LINE.split)
-    n, buf = 0, ""
-    for chunk in chain(_read_chunks(path), [sep]):  # a separator after the last chunk ends its last piece
-        *parts, buf = split(buf + chunk)  # the last part may go on in the next chunk
-        for piece in filter(None, map(str.strip, parts)):
+    split = (lambda s: s.split(SEPARATOR)) if fmt == "separator" else _BLANK_LINE.split
+    n = 0
+    for piece in map(str.strip, _split_stream(_read_chunks(path), split)):
+        if piece:
             n += 1
             yield piece
     if n == 0:
         raise UserError(f"input file has no stories (only separators/whitespace): {path}")
 
 
+def _split_stream(chunks, split):
+    """Split a stream of text chunks with `split(buffer) -> parts`: every part as soon as the next one has begun (the
+    last part of a chunk may go on in the next chunk, so it carries over), then what is left at the end."""
+    buf = ""
+    for chunk in chunks:
+        *parts, buf = split(buf + chunk)
+        yield from parts
+    yield buf
+
+
+# ----------------------------------------------------------------------------- sampling / writing
 def sample_texts(texts, num=0, seed=1337):
     """`num` texts picked uniformly at random in O(num) memory (reservoir sampling, random.Random(seed)), in a seeded
     random order; all of them (shuffled) if there are fewer. num=0 returns `texts` unchanged (all, in order)."""
@@ -217,7 +235,9 @@ def sample_texts(texts, num=0, seed=1337):
     for i, t in enumerate(texts):
         if i < num:
             reservoir.append(t)
-        elif (j := rng.randint(0, i)) < num:
+            continue
+        j = rng.randint(0, i)  # text i replaces a kept one with chance num / (i + 1)
+        if j < num:
             reservoir[j] = t
     rng.shuffle(reservoir)
     return reservoir

@@ -29,26 +29,36 @@ from utils.cli import ArgParser, at_least, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
+def parse_args(argv):
+    p = ArgParser(prog="scripts/data.py",
+                  description="Make a plain-text corpus from a Hugging Face dataset or a local file.")
+    src = p.add_argument_group("source (one of)")
+    src.add_argument("--dataset", help="hub dataset name (streamed), e.g. roneneldan/TinyStories; or 'tinyshakespeare' "
+                     "to download Tiny Shakespeare")
+    src.add_argument("--input-file", help="local .txt/.jsonl/.json/.parquet/.csv file instead of the hub")
+    p.add_argument("--config", default=None, help="hub dataset config name, e.g. sample-10BT")
+    p.add_argument("--split", default="train", help="the hub dataset's split to stream, e.g. validation")
+    p.add_argument("--text-field", default="text", help="record field holding the text (hub/json/parquet/csv)")
+    p.add_argument("--num-stories", type=at_least(0), default=0, help="how many stories to sample; 0 = all, in order")
+    p.add_argument("--seed", type=int, default=1337, help="seeds --num-stories' sample and order (the hub's shuffle)")
+    p.add_argument("--shuffle-buffer", type=at_least(1), default=10_000, help="stories the hub's shuffle holds at once")
+    p.add_argument("--split-blank-lines", action="store_true",
+                   help="split a .txt without <|endoftext|> into stories on blank lines")
+    p.add_argument("--output", type=output, required=True, help="the corpus .txt to write (train.py's --data_path)")
+    return p.parse_args(argv)
+
+
 def progress(it, total=None, desc="stories"):
-    from tqdm import tqdm  # disable=None: no bar when stderr is not a terminal (logs, tests)
+    """A tqdm bar over the stories as they stream (total None: no ETA); disable=None: no bar when stderr is not a
+    terminal (logs, tests)."""
+    from tqdm import tqdm
     return tqdm(it, total=total or None, desc=desc, unit=" stories", unit_scale=True, dynamic_ncols=True, disable=None)
 
 
 def main(argv):
-    p = ArgParser(prog="scripts/data.py", description="Make a plain-text corpus from a hub dataset or a local file.")
-    src = p.add_argument_group("source (one of)")
-    src.add_argument("--dataset", help="hub dataset (streamed), e.g. roneneldan/TinyStories, or 'tinyshakespeare'")
-    src.add_argument("--input-file", help="local .txt/.jsonl/.json/.parquet/.csv file instead of the hub")
-    p.add_argument("--config", default=None, help="hub dataset config name, e.g. sample-10BT")
-    p.add_argument("--split", default="train", help="hub dataset split")
-    p.add_argument("--text-field", default="text", help="record field holding the text (hub/json/parquet/csv)")
-    p.add_argument("--num-stories", type=at_least(0), default=0, help="how many stories to sample; 0 = all, in order")
-    p.add_argument("--seed", type=int, default=1337, help="sampling / shuffling seed")
-    p.add_argument("--shuffle-buffer", type=at_least(1), default=10_000, help="hub streaming shuffle buffer size")
-    p.add_argument("--split-blank-lines", action="store_true", help="split a .txt without <|endoftext|> on blank lines")
-    p.add_argument("--output", type=output, required=True, help="output .txt path")
-    args = p.parse_args(argv)
-    os.environ.setdefault("USE_TORCH", "0")  # `datasets` imports torch when it is installed (~1 s); none needed
+    args = parse_args(argv)
+    # `datasets` imports torch when it is installed (~1 s); nothing here needs it
+    os.environ.setdefault("USE_TORCH", "0")
     from scripts import corpus
     if bool(args.dataset) == bool(args.input_file):
         raise UserError("pass exactly one source: --dataset NAME (hub) or --input-file PATH (local file)")

@@ -4,11 +4,16 @@
         --ar-checkpoint artifacts/models/cpu_ar/model.pt --json artifacts/eval/cpu.json
     python scripts/eval.py artifacts/models/cpu/model.pt --n-windows 32 --n-t 4 --n-samples 4 --device cpu  # quick
     python scripts/eval.py artifacts/models/baby_bd3_4/model.pt artifacts/models/baby_ar/model.pt --n-samples 0
-    python scripts/eval.py artifacts/models/baby/model.pt --diffusion-steps 1000 --n-samples 0 --infill-len 0
+    python scripts/eval.py artifacts/models/baby/model.pt --diffusion-steps 1000 --n-samples 0 --infill-len 0  # finer
 
-Per checkpoint: the bound (diffusion) or exact NLL (AR) ± a standard error, reconstruction and entropy by timestep,
-the figures of --n-samples samples (gen-PPL under --ar-checkpoint) and infill recovery; n/a where an objective has
-none (bd3 samples --steps a block). Plots: scripts/plot.py; sampler curves over temperature: scripts/frontier.py.
+Per checkpoint: the validation bound (diffusion) or exact NLL (AR) in bits/char ± a standard error, from --n-t
+stratified times per window; nats/token, perplexity; masked reconstruction accuracy and entropy per timestep; for
+--n-samples samples of --gen-len tokens after the prompt: reverse-step token change rate, distinct-2/-3, sample
+entropy and gen-PPL under --ar-checkpoint (an AR model with the same tokenizer); infill recovery of --infill-len
+held-out tokens given prefix and suffix. Rows an objective has no figure for read n/a (the AR has no reconstruction
+or change rate); bd3 samples block by block (--steps per block) and has no infill row. A network with an AR mode
+(--dual_ar, --bd3_ar) is also scored exactly in it. Plots: scripts/plot.py; samplers as curves over temperature:
+scripts/frontier.py.
 """
 import os
 import sys
@@ -37,12 +42,15 @@ from utils.tokenizer import fingerprint  # noqa: E402
 def parse_args(argv):
     p = ArgParser(prog="scripts/eval.py", description="Evaluate diffusion and AR checkpoints into one table.")
     p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (diffusion or AR)")
-    p.add_argument("--ar-checkpoint", default="", needs=("n_samples",), help="AR scorer of gen-PPL; same tokenizer")
-    p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows: test = validation's "
-                   "second half (records cite it), dev = its first (best.pt's), val = both, train")
-    p.add_argument("--data-path", default="", help="override the checkpoint's data_path")
+    p.add_argument("--ar-checkpoint", default="", needs=("n_samples",), help="the AR model that scores the samples "
+                   "(gen-PPL); same tokenizer")
+    p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows: test = the second "
+                   "half of the validation text (records report it); dev = its first half (choices read it: train.py's "
+                   "evals, best.pt); val = both; train")
+    p.add_argument("--data-path", default="", help="override the checkpoint's data_path (e.g. run from elsewhere)")
     p.add_argument("--val-path", default=None, help="override the checkpoint's val_path ('' = split data_path)")
-    p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=REPORT["n_windows"], help="of --split")
+    p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=REPORT["n_windows"],
+                   help="fixed evaluation windows, evenly spaced over --split")
     p.add_argument("--n-t", type=at_least(1), default=REPORT["n_t"], help="stratified times per window for the bound")
     p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"], help="windows or samples a pass")
     p.add_argument("--n-samples", type=at_least(0), default=16, help="samples for gen-PPL, distinct-n (0 = none)")
@@ -50,20 +58,24 @@ def parse_args(argv):
     p.add_argument("--gen-len", type=at_least(0), default=0, needs=samples, help="tokens per sample; 0 = fill context")
     p.add_argument("--prompt", default="", needs=samples, help="text every sample starts from; '' = the AR start token")
     p.add_argument("--steps", type=at_least(1), default=64, needs=sampling, help="reverse steps (NFE): samples, infill")
-    p.add_argument("--temperature", type=at_least(0.0), default=1.0, needs=samples, help="of samples; 0 = argmax")
+    p.add_argument("--temperature", type=at_least(0.0), default=1.0, needs=samples,
+                   help="the samples' sampling temperature (0 = argmax)")
     p.add_argument("--order", choices=ORDERS, default="confidence", needs=sampling,
                    help="mdlm's reveal order (random + --remask none = MDLM's ancestral sampler)")
-    p.add_argument("--remask", choices=("refine", "none"), default="refine", needs=sampling, help="mdlm's samples")
+    p.add_argument("--remask", choices=("refine", "none"), default="refine", needs=sampling, help="mdlm's samples: "
+                   "refine (the least sure committed tokens compete with new ones) or none (committed tokens stay)")
     p.add_argument("--infill-len", type=at_least(0), default=20, help="held-out tokens (nanoDLM: 20 chars); 0 = none")
-    p.add_argument("--n-infill", type=at_least(1), default=64, needs=("infill_len",), help="windows, a span each")
-    p.add_argument("--infill-temperature", type=at_least(0.0), default=0.0, needs=("infill_len",), help="0 = argmax")
+    p.add_argument("--n-infill", type=at_least(1), default=64, needs=("infill_len",),
+                   help="validation windows, each with one held-out span")
+    p.add_argument("--infill-temperature", type=at_least(0.0), default=0.0, needs=("infill_len",),
+                   help="temperature of the infill (0 = the most likely fill)")
     p.add_argument("--diffusion-steps", type=at_least(0), default=0, help="score (and sample) a chain of this many "
                    "steps, not the checkpoint's T (0): only for a network with no time input (time_cond none, bd3)")
-    p.add_argument("--seed", type=int, default=REPORT["seed"])
+    p.add_argument("--seed", type=int, default=REPORT["seed"], help="seeds the bound's draws, samples and infill")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="autocast of the forward passes, as train.py's "
                    "--dtype: auto = bf16 on a CUDA GPU that has it (else fp16), fp32 elsewhere")
-    p.add_argument("--json", type=output, default="", help="also write every figure here")
+    p.add_argument("--json", type=output, default="", help="also write every figure here (scripts/plot.py entropy)")
     return p.parse_args(argv)
 
 
@@ -89,12 +101,14 @@ def load_run(path, args, device):
 
 
 def sample_plan(run, args):
+    """(the start ids every sample continues, tokens generated per sample): --gen-len, or what fills the context."""
     start = start_ids(run["tok"], args.prompt)
     return start, args.gen_len or run["cfg"].block_size - len(start)
 
 
 class Progress(StepBar):
-    """One bar over every checkpoint's batched forward passes; no total (no ETA) when a sampler's are adaptive."""
+    """One bar over every checkpoint's batched forward passes: the bound's batches x t draws, every sampler pass
+    (no total, so no ETA, when a sampler's passes are adaptive, as threshold decoding's)."""
 
     def __init__(self, runs, args):
         units = [n for r in runs for n in work(r, args)]
@@ -102,7 +116,8 @@ class Progress(StepBar):
 
 
 def work(run, args):
-    """One checkpoint's batched forward passes (bound, samples, infill); None for an adaptive sampler's."""
+    """The batched forward passes of one checkpoint's evaluation, Progress's units: (bound, samples, infill); None
+    for a sampler whose passes are adaptive."""
     obj, cfg, scfg = run["obj"], run["cfg"], run["scfg"]
     start, gen_len = sample_plan(run, args)
 
@@ -123,6 +138,8 @@ def held_out_entropy(run, args):
 
 
 def label(cfg, obj):
+    """The objective as the table names it, with what tells two runs of it apart: block size, schedule and T, and
+    the time conditioning where the objective leaves it free ('mdlm (cosine, T=100, none)')."""
     parts = [f"L'={cfg.bd3_block}"] if obj.BLOCKS else []
     if not obj.EXACT:
         parts += [cfg.schedule, f"T={cfg.diffusion_steps}"]
@@ -208,6 +225,22 @@ def ar_mode_cell(r):
     return cell + ("" if paired is None else "; minus the first run's %+.4f ± %.4f" % paired)
 
 
+def paired_cell(r):
+    """The first run's row has no paired figure ('-'); a run scored on other windows cannot be paired (n/a)."""
+    if "paired_vs_first" not in r:
+        return "-"
+    return "n/a (other windows)" if r["paired_vs_first"] is None else "%+.4f ± %.4f" % r["paired_vs_first"]
+
+
+def entropy_label(rows, val_entropy):
+    """The sample entropy row's name: with the held-out target when every run shares one (val_entropy), else saying
+    each cell carries its own (runs whose samples differ in length), else plain (no samples)."""
+    if val_entropy:
+        return f"sample entropy (nats; val {val_entropy:.3f})"
+    each_own = any(r.get("val_sample_entropy") for r in rows)
+    return "sample entropy (nats; val at its length)" if each_own else "sample entropy (nats)"
+
+
 def table(rows, val_entropy, judge="none"):
     """Metrics down, runs across: easier to read than 15 columns."""
     split = rows[0].get("split", "val")
@@ -221,8 +254,7 @@ def table(rows, val_entropy, judge="none"):
          lambda r: f"{'=' if r['exact'] else '<='} {r['bits_per_char']:.4f} ± {r['bpc_se']:.4f}"),
         ("  MC share of the ±, at most (bits/char)", lambda r: fmt(r.get("mc_bpc_max"), ".4f")),
         (f"{split} NLL/bound (nats/token)", lambda r: f"{r['nats_per_token']:.4f}"),
-        ("  minus the first run's, paired (nats/char)", lambda r: "n/a (other windows)" if r.get("paired_vs_first", 0)
-         is None else "%+.4f ± %.4f" % r["paired_vs_first"] if "paired_vs_first" in r else "-"),
+        ("  minus the first run's, paired (nats/char)", paired_cell),
         ("its AR mode: --dual_sample's, --bd3_speculate's law (nats/char)", ar_mode_cell),
         ("perplexity (per token)", lambda r: f"{r['ppl']:.3f}"),
         ("masked recon accuracy (fraction)", lambda r: fmt(r.get("recon_acc"), ".4f")),
@@ -231,8 +263,7 @@ def table(rows, val_entropy, judge="none"):
         ("reverse-step change rate (fraction)", lambda r: fmt(r.get("change_rate"), ".4f")),
         ("distinct-2 (fraction)", lambda r: fmt(r.get("distinct_2"), ".4f")),
         ("distinct-3 (fraction)", lambda r: fmt(r.get("distinct_3"), ".4f")),
-        (f"sample entropy (nats; val {val_entropy:.3f})" if val_entropy else "sample entropy (nats; val at its length)"
-         if any(r.get("val_sample_entropy") for r in rows) else "sample entropy (nats)",
+        (entropy_label(rows, val_entropy),  # each run's own held-out target beside it when the label holds none
          lambda r: fmt(r.get("sample_entropy"), ".3f") + ("" if val_entropy or r.get("val_sample_entropy") is None
                                                           else f" (val {r['val_sample_entropy']:.3f})")),
         (f"gen-PPL (per token; judge {judge})",

@@ -2,17 +2,23 @@
 the --grid values (AR: --ar-grid), a point each: NFE (forward passes per sample: of the canvas for mdlm, a block for
 bd3, a token for the AR), sample entropy, gen-PPL under an AR judge, distinct-2/3, tokens/s (time_points), and the
 Jensen-Shannon divergence of the samples' character 1-4-grams from held-out text's, which repetition cannot lower as
-it can gen-PPL. A curve is one sampler over temperature, read where it crosses the held-out entropy (at_entropy).
+it can gen-PPL. A curve is one sampler over temperature, read where it crosses the held-out entropy (at_entropy); the
+better sampler has the lower gen-PPL and divergence there.
 
     python scripts/frontier.py artifacts/models/baby/model.pt artifacts/models/baby_bd3/model.pt \
         artifacts/models/baby_ar/model.pt --ar-checkpoint artifacts/models/baby_ar/model.pt \
-        --json artifacts/eval/frontier_baby.json    # the default grid: 3 temperatures x order x remask
+        --grid order=random,confidence --grid remask=none,remdm \
+        --grid temperature=0.8,0.9,1.0 --json artifacts/eval/frontier_baby.json    # (the default grid, spelled out)
     python scripts/plot.py frontier artifacts/eval/frontier_baby.json --out artifacts/plots/frontier_baby.png
+    python scripts/plot.py frontier artifacts/eval/frontier_baby.json --x speed    # tokens/s at the held-out entropy
 
 The held-out entropy (the crossing that chooses a sampler's temperature) is read on --n-samples windows of dev (the
 validation split's first half, which also picks best.pt); the n-gram divergence is reported against test (the second
-half), never read for a choice, and those dev windows' own divergence from test is its floor at the samples' size. AR
-and bd3 samples may run past the context (a sliding window; the judge scores them in windows).
+half), never read for a choice, and those dev windows' own divergence from test is its floor at the samples' size.
+tokens/s (--time-batches, --repeats, --time-draws, --threads): the median of rounds in which every point draws B
+samples in turn, so a drifting load slows all alike. AR and bd3 samples may run past the context (a sliding window;
+the judge scores them in windows). A point drops the settings its sampler does not read (canonical), so the grid
+holds each sampler once.
 """
 import itertools
 import os
@@ -44,17 +50,29 @@ DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]
 GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KEYS})  # 'key=v1,v2', typed as config.py
 
 
+def canonical(settings, obj, cfg):
+    """The settings a sampler actually reads, so that two grid points which differ only in a key nobody reads are one
+    sampler: settings without its objective's IGNORES, without ReMDM's eta unless remask=remdm, and without the
+    diffusion sampler's keys under dual_sample (mdlm's AR mode reads only the temperature and the filters). cfg, the
+    checkpoint's config, answers for the keys the grid leaves out. Returns the settings dict that remains."""
+    s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
+
+    def setting(key):  # the point's value, else the checkpoint's
+        return s.get(key, getattr(cfg, key))
+
+    if setting("dual_sample"):
+        s = {k: v for k, v in s.items() if k not in ("steps", *REVEAL_KEYS)}
+    if setting("remask") != "remdm":
+        s.pop("remask_eta", None)
+    return s
+
+
 def grid_points(grid, cfg, obj):
     """Every distinct sampler of the grid for one checkpoint: [(the settings it reads, its sampling config)], each
     checked like a command line (an impossible one, e.g. steps > diffusion_steps, is a one-line error)."""
     points = {}  # the sorted settings -> (settings, sampling config), in the grid's order
     for values in itertools.product(*grid.values()):
-        s = {k: v for k, v in zip(grid, values) if k not in obj.IGNORES}
-        get = lambda k: s.get(k, getattr(cfg, k))  # noqa: E731
-        if get("dual_sample"):  # the AR mode's sampler reads none of the diffusion sampler's keys
-            s = {k: v for k, v in s.items() if k not in ("steps", *REVEAL_KEYS)}
-        if get("remask") != "remdm":  # ReMDM's eta only with remask=remdm
-            s.pop("remask_eta", None)
+        s = canonical(dict(zip(grid, values)), obj, cfg)
         key = tuple(sorted(s.items()))
         if key not in points:
             # the sampler's other switches off (as scripts/eval.py; ReMDM's keep the checkpoint's), then the point's
@@ -82,12 +100,30 @@ def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
     return None
 
 
+def grid_of(r, args, judge, start, gen_len, ref, device, generator):
+    """Every point of one checkpoint's grid r, its samples drawn and scored, each printed as it comes: the list of
+    point rows (curve, settings, sampler, NFE, temperature and score()'s figures) that the JSON keeps."""
+    points = []
+    for settings, scfg in r["points"]:
+        samples, nfe = draw(r["model"], scfg, start, gen_len, args.n_samples, args.batch_size, r["tok"].mask_id,
+                            device, generator)
+        nfe = sum(nfe) / len(nfe)
+        s = score(samples, len(start), r["tok"], judge, args.batch_size, reference=ref)
+        points.append(dict(curve=curve_label(settings), settings=settings, sampler=r["obj"].describe(scfg), nfe=nfe,
+                           temperature=scfg.temperature, gen_len=gen_len, n_samples=args.n_samples, **s))
+        print(f"  {r['path']} [{points[-1]['curve']}] T={scfg.temperature:g}: NFE {nfe:.1f}, entropy "
+              f"{s['sample_entropy']:.3f}, gen-PPL {s['gen_ppl']:.2f}, JS {s['js_mean']:.4f}, "
+              f"distinct-2 {s['distinct_2']:.3f}")
+    return points
+
+
 def time_points(runs, args, start, gen_len, device):
     """Wall-clock tokens/s of every point at each --time-batches size B, into its seconds_bB (a draw of B samples),
     tokens_per_s_bB and passes_bB (forward passes a draw, their mean: tokens a pass and ms a pass are printed beside):
     an untimed warm-up draw each, then the median of --repeats rounds, each point drawing --time-draws batches of B in
     turn, each its own seed (a sampler whose passes vary is timed over more samples)."""
-    jobs, n = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])], args.time_draws
+    jobs = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])]
+    n = args.time_draws
     for b in args.time_batches:
         def call(r, scfg, seed, passes):  # passes: each timed draw's forward passes (a row's; rows share them)
             passes.append(statistics.mean(draw(r["model"], scfg, start, gen_len, b, b, r["tok"].mask_id, device,
@@ -95,10 +131,13 @@ def time_points(runs, args, start, gen_len, device):
         for r, pt, scfg in jobs:  # an untimed warm-up draw each
             call(r, scfg, args.seed, [])
             pt[f"passes_b{b}"] = []
-        rounds = [[timed(lambda: [call(r, scfg, args.seed + n * k + j, pt[f"passes_b{b}"]) for j in range(n)],
-                         device)[0] / n for r, pt, scfg in jobs] for k in range(1, args.repeats + 1)]
+        rounds = []  # rounds[k - 1][i]: seconds a draw of B for job i in round k (the mean of its n draws)
+        for k in range(1, args.repeats + 1):
+            rounds.append([timed(lambda: [call(r, scfg, args.seed + n * k + j, pt[f"passes_b{b}"]) for j in range(n)],
+                                 device)[0] / n for r, pt, scfg in jobs])
         for (r, pt, _), secs in zip(jobs, zip(*rounds)):
-            pt[f"seconds_b{b}"], pt[f"passes_b{b}"] = statistics.median(secs), statistics.mean(pt[f"passes_b{b}"])
+            pt[f"seconds_b{b}"] = statistics.median(secs)
+            pt[f"passes_b{b}"] = statistics.mean(pt[f"passes_b{b}"])
             pt[f"tokens_per_s_b{b}"] = b * gen_len / pt[f"seconds_b{b}"]
             print(f"  {r['path']} [{pt['curve']}] T={pt['temperature']:g}, batch {b}: {pt[f'tokens_per_s_b{b}']:,.0f} "
                   f"tokens/s ({pt[f'seconds_b{b}']:.3f} s a draw, median of {args.repeats} rounds of {n}; "
@@ -123,8 +162,9 @@ def read_curves(points, target, keys):
 
 
 def parse_args(argv):
-    p = ArgParser(prog="scripts/frontier.py", description="Gen-PPL and n-gram divergence against entropy, per sampler, "
-                  "each curve read at dev's held-out entropy; the n-gram divergence is reported against test.")
+    p = ArgParser(prog="scripts/frontier.py", description="Gen-PPL and n-gram divergence against entropy, per sampler. "
+                  "Each curve is read at the held-out entropy, read on dev (the validation split's first half); the "
+                  "n-gram divergence is reported against test.")
     p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (any objective)")
     p.add_argument("--ar-checkpoint", required=True, help="the AR judge of gen-PPL (same tokenizer and data)")
     p.add_argument("--grid", action="append", type=GRID, default=None, help=f"KEY=V1,V2 for diffusion checkpoints, "
@@ -135,30 +175,37 @@ def parse_args(argv):
                    "move the held-out entropy itself (baby, dev: 2.960 from 32 windows, 2.954 from 256)")
     p.add_argument("--gen-len", type=at_least(0), default=0, help="tokens per sample; 0 = fill the context")
     p.add_argument("--prompt", default="", help="text every sample continues; '' = the AR start token")
-    p.add_argument("--batch-size", type=at_least(1), default=32, help="samples per forward pass")
+    p.add_argument("--batch-size", type=at_least(1), default=32, help="samples per forward pass (not timed)")
     p.add_argument("--data-path", default="", help="override the checkpoints' data_path (held-out text)")
-    p.add_argument("--time-batches", type=list_of(at_least(1)), default="1,16", needs=("repeats",), help="sizes timed")
+    p.add_argument("--time-batches", type=list_of(at_least(1)), default="1,16", needs=("repeats",),
+                   help="comma-separated batch sizes B at which every point's wall-clock tokens/s is timed")
     p.add_argument("--repeats", type=at_least(0), default=3, help="timed rounds per batch size (median); 0 = no timing")
-    p.add_argument("--time-draws", type=at_least(1), default=1, needs=("repeats",), help="draws of B a point, a round")
+    p.add_argument("--time-draws", type=at_least(1), default=1, needs=("repeats",),
+                   help="draws of B samples each point makes in a timed round (its time: their mean; more: less noise "
+                   "from samplers whose passes vary)")
     p.add_argument("--threads", type=at_least(1), default=1, help="CPU threads for every draw (a GPU's host side)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the scored samples (and, after it, the timed ones)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--json", type=output, default="", help="write every point here")
+    p.add_argument("--json", type=output, default="", help="write every point here (scripts/plot.py frontier)")
     a = p.parse_args(argv)
     a.grid_values = dict(a.grid or map(GRID, DEFAULT_GRID))
     a.ar_grid_values = dict(a.ar_grid or map(GRID, DEFAULT_AR_GRID))
     return a
 
 
+def load(path, args, device):
+    """One checkpoint opened and its grid checked (grid_points), before any sampling: {path, model, cfg, tok, obj,
+    points}, to which main adds the scored rows and their seconds."""
+    model, _, cfg, tok = open_checkpoint(path, device, args.data_path)
+    obj = objectives.get(cfg.objective)
+    points = grid_points(args.ar_grid_values if obj.EXACT else args.grid_values, cfg, obj)
+    return dict(path=str(path), model=model, cfg=cfg, tok=tok, obj=obj, points=points)
+
+
 def main(argv):
     args = parse_args(argv)
     device = pick_device(args.device)
-    runs = []
-    for path in args.checkpoints:  # every check before any work
-        model, _, cfg, tok = open_checkpoint(path, device, args.data_path)
-        obj = objectives.get(cfg.objective)
-        points = grid_points(args.ar_grid_values if obj.EXACT else args.grid_values, cfg, obj)
-        runs.append(dict(path=str(path), model=model, cfg=cfg, tok=tok, obj=obj, points=points))
+    runs = [load(path, args, device) for path in args.checkpoints]  # every check before any work
     judge = load_judge(args.ar_checkpoint, device, {r["path"]: r["tok"] for r in runs})
     tok = runs[0]["tok"]
     start = start_ids(tok, args.prompt)
@@ -179,19 +226,10 @@ def main(argv):
           f"samples of {gen_len} tokens per point; held-out entropy {held['sample_entropy']:.3f} (dev), n-gram JS "
           f"of dev text from test's {held['js_mean']:.4f}")
     g = torch.Generator().manual_seed(args.seed)
-    for r in runs:  # every point of each grid drawn, scored and printed as it comes
-        t0, pts = time.time(), []
-        for settings, scfg in r["points"]:
-            samples, nfe = draw(r["model"], scfg, start, gen_len, args.n_samples, args.batch_size, r["tok"].mask_id,
-                                device, g)
-            nfe = sum(nfe) / len(nfe)
-            s = score(samples, len(start), r["tok"], judge, args.batch_size, reference=ref)
-            pts.append(dict(curve=curve_label(settings), settings=settings, sampler=r["obj"].describe(scfg), nfe=nfe,
-                            temperature=scfg.temperature, gen_len=gen_len, n_samples=args.n_samples, **s))
-            print(f"  {r['path']} [{pts[-1]['curve']}] T={scfg.temperature:g}: NFE {nfe:.1f}, entropy "
-                  f"{s['sample_entropy']:.3f}, gen-PPL {s['gen_ppl']:.2f}, JS {s['js_mean']:.4f}, "
-                  f"distinct-2 {s['distinct_2']:.3f}")
-        r["rows"], r["seconds"] = pts, time.time() - t0
+    for r in runs:
+        t0 = time.time()
+        r["rows"] = grid_of(r, args, judge, start, gen_len, ref, device, g)
+        r["seconds"] = time.time() - t0
     speed = [f"tokens_per_s_b{b}" for b in args.time_batches] if args.repeats else []
     if speed:
         time_points(runs, args, start, gen_len, device)

@@ -1,7 +1,17 @@
-"""Exact NLL of a diffusion network's joint, reveal order by order (the laws each order scores: learning.md §2-3):
-each token of a held-out window scored by the pass that reveals it, one a pass in a fixed order (l2r, r2l, random),
-the NLL of the AR model the order defines. `mixture`: the random-order sampler's own law, below the NELBO by Jensen's
-gap (mixture_nll); `causal`: the AR mode of an mdlm network trained with --dual_ar, read as the AR reads a window.
+"""Does the order a diffusion network decodes in change how good its joint is? Each held-out window is revealed one
+token a pass in a fixed order (l2r: left to right, r2l: right to left, or random: one per window), every token scored
+by the pass that reveals it. The mean is an exact NLL, not a bound: that of the autoregressive model the order
+defines. Over uniformly random orders it is an unbiased estimate of the network's continuous-time NELBO, the
+T -> infinity limit of the chain scripts/eval.py scores (learning.md §2-3 give the laws). If left to right scores what
+random orders do, the reveal order is not what separates a sampler's samples from an AR's.
+
+`mixture` scores the model that sampler is: one uniformly random masked position a pass, so x's probability is the mean
+over orders of each order's joint, and its NLL, -log mean_order p_order(x), lies below the mean order's (the NELBO) by
+Jensen's gap. It is summed exactly over the 2^S reveal sets of a block of S <= 8 (bd3's blocks: 16 canvases for 4);
+for a larger block (mdlm's window) it is an importance-weighted bound over --mixture-k random orders, which tightens
+with k (mixture_nll). `causal`, for an mdlm network trained with --dual_ar: its AR mode (the same weights attending
+causally over clean text), read as the AR reads a window (its first token as context; inference.py --dual_sample
+draws from it).
 
     python scripts/order_nll.py artifacts/models/baby/model.pt --orders random,l2r,r2l --n-windows 32 --device cpu
     python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,l2r    # the order inside each block
@@ -9,8 +19,13 @@ gap (mixture_nll); `causal`: the AR mode of an mdlm network trained with --dual_
     python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,mixture    # the exact NLL
     python scripts/order_nll.py artifacts/models/baby/model.pt --orders mixture --semi-ar-length 4    # exact too
 
-The network must read no time (time_cond none: an order defines none). Windows are scripts/eval.py's (--split,
---n-windows); bd3 reads each block after the clean blocks before it, every block's k-th token in the same pass.
+The network must read no time (time_cond none: an order defines none). A self-conditioned one reads, as the bound does,
+a fresh first pass's prediction (two passes a token); --self-cond-read sampler reads the previous pass's instead, a
+joint whose random order estimates no bound (tests/test_order_nll.py). Windows are scripts/eval.py's (--split,
+--n-windows). Prints per order nats/token and bits/char +- one standard error, the paired difference from the first
+order, and the NLL by quarter of the order. bd3 reads each block after the clean blocks before it, as its sampler
+reads them, every block's k-th token in the same pass (L' passes a window). The AR has one order; uniform-state
+diffusion has no [MASK] to reveal.
 """
 import hashlib
 import math
@@ -50,22 +65,28 @@ def order_positions(order, B, L, generator, block=0):
 
 @torch.no_grad()
 def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=None):
-    """NLL (B, L) float64 of each token of x (B, L), all masked at first, pass k revealing perm[:, :, k] (a position a
-    block), each scored by the pass that sees exactly the tokens revealed before it. logits_of(xt, sc): (B, L, V),
-    [MASK] at -inf. self_cond: None, 'bound' (a fresh first pass's prediction a pass) or 'sampler' (the previous's)."""
+    """NLL (B, L) float64 of each token of x (B, L) when all start masked and pass k reveals perm[:, :, k] (one
+    position per block), each scored by the pass that sees exactly the tokens revealed before it.
+    logits_of(xt, sc) -> (B, L, V) logits with the [MASK] logit at -inf. self_cond, for a self-conditioned network:
+    'bound' feeds each pass a fresh first pass's prediction over the same canvas (common.self_condition_input),
+    'sampler' the previous pass's (diffusion.denoise's reading; zeros at first); None: the network reads none."""
     assert self_cond in (None, *SC_READS), self_cond
     B, L = x.shape
     perm = perm.to(x.device)
     rows = torch.arange(B, device=x.device)[:, None]
     xt = torch.full_like(x, mask_id)
-    last = torch.zeros(B, L, vocab_size, device=x.device)  # the sampler's latest prediction
+    last = torch.zeros(B, L, vocab_size, device=x.device)  # the sampler's latest prediction, zeros at first
     nll = torch.zeros(B, L, dtype=torch.float64, device=x.device)
     for k in range(perm.size(2)):
         masked = xt == mask_id
-        sc = (self_condition_input(lambda r: logits_of(xt, None), masked, 1.0) if self_cond == "bound" else
-              last * masked[..., None] if self_cond == "sampler" else None)  # the latest prediction where still masked
+        sc = None
+        if self_cond == "bound":
+            sc = self_condition_input(lambda r: logits_of(xt, None), masked, 1.0)
+        elif self_cond == "sampler":  # the latest prediction of each still-masked position
+            sc = last * masked[..., None]
         logits = logits_of(xt, sc)
-        last = torch.softmax(logits, -1) if self_cond == "sampler" else last
+        if self_cond == "sampler":
+            last = torch.softmax(logits, -1)
         pos = perm[:, :, k]  # (B, n_blocks)
         logp = torch.log_softmax(logits[rows, pos].double(), -1)  # (B, n_blocks, V)
         nll[rows, pos] = -logp.gather(-1, x[rows, pos][..., None]).squeeze(-1)
@@ -80,9 +101,12 @@ MIXTURE_K = 16  # the random orders of a sampled mixture unless --mixture-k says
 
 def mixture_nll(logits_of, x, block, mask_id, vocab_size, self_cond=None, k=MIXTURE_K, generator=None, semi_ar=0):
     """NLL (B, n_blocks) float64 of each block of x (B, L) under the sampler that reveals one uniformly random masked
-    position of every block a pass: -log mean_order p_order(block) over the S! orders, exact up to EXACT_BLOCK
-    positions; beyond, -log mean_j p_order_j(block) over k random orders, whose expectation lies between the mixture's
-    NLL and the mean order's, tighter as k grows. semi_ar S (mdlm, block 0): blocks of S left to right."""
+    position of every block a pass: the mixture over the S! orders of each order's joint, -log mean_order
+    p_order(block). Up to EXACT_BLOCK positions a block it is exact (reveal_sets_nll; read as the sampler reads
+    self-conditioning, orders_nll up to EXACT_ORDERS). Beyond it, an importance-weighted bound over k uniformly random
+    orders, -log mean_j p_order_j(block), whose expectation lies between the mixture's NLL and the mean order's (the
+    NELBO), tightening as k grows. semi_ar S (mdlm, block 0): the semi-autoregressive sampler, blocks of S left to
+    right, each after the ones before it are revealed and before the ones after it (S passes a block)."""
     B, L = x.shape
     exact = orders_nll if self_cond == "sampler" else reveal_sets_nll
     if semi_ar:
@@ -173,22 +197,28 @@ READINGS = {
 
 
 def parse_args(argv):
-    p = ArgParser(prog="scripts/order_nll.py",
-                  description="Exact NLL of a diffusion network's joint (mdlm, bd3), reveal order by order.")
+    p = ArgParser(prog="scripts/order_nll.py", description="Does the order a diffusion network (mdlm, bd3) decodes in "
+                  "change how good its joint is? The exact NLL of its joint, reveal order by order.")
     p.add_argument("checkpoint", help="an mdlm or bd3 model.pt written by train.py")
-    p.add_argument("--orders", type=list_of(ORDERS), default="l2r,random", help=f"from {', '.join(ORDERS)}")
-    p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=128, help="fixed windows of --split")
-    p.add_argument("--split", choices=SPLITS, default="test", help="as scripts/eval.py's: test reports, dev chooses")
-    p.add_argument("--batch-size", type=at_least(1), default=128)
-    p.add_argument("--seed", type=int, default=0, help="seeds the random orders")
-    p.add_argument("--self-cond-read", choices=SC_READS, default="bound", help="a self-conditioned network's input: "
-                   "a fresh first pass's prediction (the bound's reading) or the previous pass's (the sampler's)")
-    p.add_argument("--mixture-k", type=at_least(2, "a mixture"), default=None, help=f"--orders mixture over blocks "
-                   f"above {EXACT_BLOCK} positions (mdlm's window): random orders of its bound (default {MIXTURE_K})")
-    p.add_argument("--semi-ar-length", type=at_least(1), default=0, help=f"--orders mixture of an mdlm network "
-                   f"sampled semi-autoregressively (inference.py --semi_ar_length S, S <= {EXACT_BLOCK}): exact")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", type=output, default="", help="write the figures here")
+    p.add_argument("--orders", type=list_of(ORDERS), default="l2r,random",
+                   help=f"comma-separated, each scored and paired against the first: {', '.join(ORDERS)}")
+    p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=128,
+                   help="fixed windows of --split, evenly spaced (scripts/eval.py's)")
+    p.add_argument("--split", choices=SPLITS, default="test", help="whose windows, as scripts/eval.py --split: test "
+                   "reports, dev chooses")
+    p.add_argument("--batch-size", type=at_least(1), default=128, help="windows read in one forward pass")
+    p.add_argument("--seed", type=int, default=0, help="seeds the random orders (random, a sampled mixture's)")
+    p.add_argument("--self-cond-read", choices=SC_READS, default="bound",
+                   help="a self-conditioned network's input at each pass: a fresh first pass's prediction (the bound's "
+                        "reading: random orders estimate the bound) or the previous pass's (the sampler's joint)")
+    p.add_argument("--mixture-k", type=at_least(2, "a mixture"), default=None,
+                   help=f"--orders mixture over blocks above {EXACT_BLOCK} positions (mdlm's window): the random "
+                        f"orders of its importance-weighted bound (each costs one random order; default {MIXTURE_K})")
+    p.add_argument("--semi-ar-length", type=at_least(1), default=0,
+                   help=f"--orders mixture of an mdlm network sampled semi-autoregressively (inference.py "
+                        f"--semi_ar_length S): blocks of S <= {EXACT_BLOCK} left to right, the mixture in each, exact")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--json", type=output, default="", help="write the figures here, per window too (to pair runs)")
     return p.parse_args(argv)
 
 
@@ -198,22 +228,28 @@ def windows_sha(windows):
 
 
 def mean_se(v):
+    """(mean, standard error of the mean) of the per-window figures v (N,)."""
     return v.mean().item(), (v.std() / math.sqrt(len(v))).item()
 
 
+def check_network(path, objective, model):
+    """Refuse what has no time-free joint to score: an objective without [MASK], a network that reads the time."""
+    if PASSES.get(objective) is None:
+        raise UserError(f"{path} is a {objective} model: order_nll.py reads masked diffusion (mdlm) "
+                        f"and block diffusion (bd3) checkpoints")
+    if model.args.time_cond != "none":
+        raise UserError(f"{path} reads the diffusion time (time_cond={model.args.time_cond}): a reveal "
+                        f"order tells it no time, so its orders define no joint and random ones do not estimate its "
+                        f"bound; give a network trained with --time_cond=none (the baby and cpu presets' recipe)")
+
+
 def check_flags(args, argv, cfg, model):
-    """Refuse a network with no time-free joint (no [MASK], or it reads the time) and a flag that cannot apply to it;
-    returns whether the mixture is summed exactly."""
+    """Refuse what the network cannot be scored by (check_network) and a flag that cannot apply to it; returns whether
+    the mixture is summed exactly."""
     if "causal" in args.orders and not cfg.dual_ar:
         raise UserError(f"--orders causal reads the AR mode that --dual_ar trains; {args.checkpoint} is a "
                         f"{cfg.objective} network trained without it: drop causal")
-    if PASSES.get(cfg.objective) is None:
-        raise UserError(f"{args.checkpoint} is a {cfg.objective} model: order_nll.py reads masked diffusion (mdlm) "
-                        f"and block diffusion (bd3) checkpoints")
-    if model.args.time_cond != "none":
-        raise UserError(f"{args.checkpoint} reads the diffusion time (time_cond={model.args.time_cond}): a reveal "
-                        f"order tells it no time, so its orders define no joint and random ones do not estimate its "
-                        f"bound; give a network trained with --time_cond=none (the baby and cpu presets' recipe)")
+    check_network(args.checkpoint, cfg.objective, model)
     semi, L = args.semi_ar_length, cfg.block_size
     blocks = objectives.get(cfg.objective).BLOCKS  # bd3: its own blocks, read side by side
     S = cfg.bd3_block if blocks else L
@@ -239,6 +275,38 @@ def check_flags(args, argv, cfg, model):
     return exact
 
 
+def nll_by_pass(order, model, cfg, full, args, block, sc_read, mask_id, generator, device):
+    """One order's NLL over the windows full (N, L + 1) (their last L tokens scored), batch by batch: (N, L) float64,
+    each row's tokens in the order the passes reveal them, so a row's quarters are the order's; for the mixture, which
+    has no pass order, (N, n_blocks), each block's NLL."""
+    L, V = cfg.block_size, model.args.vocab_size
+    pass_of = PASSES[cfg.objective]
+    parts = []
+    for i in range(0, len(full), args.batch_size):
+        x = full[i:i + args.batch_size, 1:].to(device)
+        logits_of = pass_of(model, cfg, x, mask_id)[0]
+        if order == "mixture":
+            parts.append(mixture_nll(logits_of, x, block, mask_id, V, sc_read, args.mixture_k or MIXTURE_K, generator,
+                                     args.semi_ar_length).cpu())
+            continue
+        perm = order_positions("l2r" if order == "causal" else order, len(x), L, generator, block)
+        if order == "causal":  # the AR mode reads the whole window, its first token as context
+            nll = causal_nll(model, full[i:i + args.batch_size].to(device), mask_id)
+        else:
+            nll = ordered_nll(logits_of, x, perm, mask_id, V, sc_read)
+        parts.append(torch.gather(nll.cpu(), 1, perm.transpose(1, 2).reshape(len(x), L)))  # pass by pass
+    return torch.cat(parts)
+
+
+def reading(quarters, semi, exact, k):
+    """How an order's figure was read, for its printed line: by quarter of the order, or how the mixture was summed."""
+    if quarters:
+        return f"by quarter of the order {', '.join(f'{v:.3f}' for v in quarters)}"
+    if semi:
+        return f"exact, semi-autoregressive blocks of {semi}"
+    return "exact" if exact else f"a bound over {k} random orders a block"
+
+
 def main(argv):
     args = parse_args(argv)
     for flag, v in (("--mixture-k", args.mixture_k), ("--semi-ar-length", args.semi_ar_length)):
@@ -248,47 +316,36 @@ def main(argv):
     device = pick_device(args.device)
     model, _, cfg, tok = open_checkpoint(args.checkpoint, device)
     exact = check_flags(args, argv, cfg, model)
-    semi, L, k, V = args.semi_ar_length, cfg.block_size, args.mixture_k or MIXTURE_K, model.args.vocab_size
-    pass_of, sc_read = PASSES[cfg.objective], args.self_cond_read if model.args.self_cond else None
+    L = cfg.block_size
+    k = args.mixture_k or MIXTURE_K
+    sc_read = args.self_cond_read if model.args.self_cond else None
     _, tr, va, _ = prepare_data(cfg, tok, verbose=False)
-    full, cpt = report_windows(tok, tr, va, args.split, args.n_windows, L)
-    windows, g = full[:, 1:], torch.Generator().manual_seed(args.seed)  # eval.py's windows, their scored tokens
-    block = pass_of(model, cfg, windows[:1], tok.mask_id)[1]
+    full, cpt = report_windows(tok, tr, va, args.split, args.n_windows, L)  # eval.py's windows; the last L scored
+    g = torch.Generator().manual_seed(args.seed)
+    block = PASSES[cfg.objective](model, cfg, full[:1, 1:], tok.mask_id)[1]
     each = f"in each block of {block} ({block} passes a window)" if block else f"({L} passes a window)"
-    print(f"{args.checkpoint}: {len(windows)} windows x {L} tokens, one token a pass {each}, {device}")
+    print(f"{args.checkpoint}: {len(full)} windows x {L} tokens, one token a pass {each}, {device}")
     print(f"  {READINGS[sc_read]}")
+    first = args.orders[0]
     res, per_window = {}, {}
     for order in args.orders:
-        t0, parts = time.time(), []
-        for i in range(0, len(windows), args.batch_size):
-            x = windows[i:i + args.batch_size].to(device)
-            logits_of = pass_of(model, cfg, x, tok.mask_id)[0]
-            if order == "mixture":  # (B, n_blocks) NLL of each block, no pass order to report
-                parts.append(mixture_nll(logits_of, x, block, tok.mask_id, V, sc_read, k, g, semi).cpu())
-                continue
-            perm = order_positions("l2r" if order == "causal" else order, len(x), L, g, block)
-            nll = (causal_nll(model, full[i:i + args.batch_size].to(device), tok.mask_id) if order == "causal" else
-                   ordered_nll(logits_of, x, perm, tok.mask_id, V, sc_read)).cpu()
-            parts.append(torch.gather(nll, 1, perm.transpose(1, 2).reshape(len(x), L)))  # pass by pass
-        by_step = torch.cat(parts)  # (N, L) pass by pass; mixture: (N, n_blocks)
+        t0 = time.time()
+        by_step = nll_by_pass(order, model, cfg, full, args, block, sc_read, tok.mask_id, g, device)
         per_window[order] = by_step.sum(1) / L
         m, se = mean_se(per_window[order])
         q = None if order == "mixture" else [by_step[:, j * L // 4:(j + 1) * L // 4].mean().item() for j in range(4)]
         res[order] = dict(nats_per_token=m, se=se, bits_per_char=m / cpt / math.log(2), by_quarter=q,
                           per_window=per_window[order].tolist())  # pairs two checkpoints on the same windows
-        first, diff = args.orders[0], ""
+        diff = ""
         if order != first:
             paired = res[order]["paired_vs_" + first] = list(mean_se(per_window[order] - per_window[first]))
             diff = "  {:+.4f} +- {:.4f} paired against {}".format(*paired, first)
-        how = (f"by quarter of the order {', '.join(f'{v:.3f}' for v in q)}" if q else
-               f"exact, semi-autoregressive blocks of {semi}" if semi else
-               "exact" if exact else f"a bound over {k} random orders a block")
         print(f"  {order:>7}: {m:.4f} +- {se:.4f} nats/token, {res[order]['bits_per_char']:.4f} bits/char; "
-              f"{how}{diff}  ({time.time() - t0:.0f} s)")
+              f"{reading(q, args.semi_ar_length, exact, k)}{diff}  ({time.time() - t0:.0f} s)")
     if args.json:
         write_json(args.json, dict(checkpoint=args.checkpoint, objective=cfg.objective, block=block or L,
-                                   split=args.split, n_windows=len(windows), tokens=L, windows_sha=windows_sha(full),
-                                   chars_per_token=cpt, seed=args.seed, semi_ar_length=semi,
+                                   split=args.split, n_windows=len(full), tokens=L, windows_sha=windows_sha(full),
+                                   chars_per_token=cpt, seed=args.seed, semi_ar_length=args.semi_ar_length,
                                    mixture_k=k if "mixture" in args.orders and not exact else None,
                                    self_cond_read=sc_read, orders=res))
 

@@ -23,6 +23,7 @@ DEFAULT_OUT = {what: f"artifacts/plots/{what}.png" for what in ("curves", "entro
 
 
 def read_eval_json(path):
+    """scripts/eval.py's or frontier.py's --json document (both keep their rows under 'runs'), checked complete."""
     fix = f"write one with python scripts/eval.py CKPT ... --json {path}"
     return read_json(path, "a scripts/eval.py --json file", ("runs",), fix, rows=("name",))
 
@@ -55,6 +56,7 @@ def _figure(ncols=1, figsize=(8, 5), **kw):
 
 
 def _save(plt, fig, out):
+    """fig to the PNG out, atomically (a reader never sees half a file), then closed and 'wrote OUT' printed."""
     if fig.get_layout_engine() is None:  # a constrained layout places its own legend
         fig.tight_layout()
     with atomic_path(out) as tmp:
@@ -64,6 +66,8 @@ def _save(plt, fig, out):
 
 
 def plot_curves(run_dirs, out, x=None):
+    """Each run's training loss and validation figure in bits/char against iteration, on one chart: a diffusion run's
+    val curve is a bound, an AR's an exact NLL, and its train curve names the loss it logs."""
     plt, fig, ax = _figure()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, d in enumerate(run_dirs):
@@ -78,7 +82,9 @@ def plot_curves(run_dirs, out, x=None):
         c = colors[i % len(colors)]
         tag = f"{name} ({objective})" if objective else name
         if train:
-            what = "NLL" if ar else ("NELBO estimate" if loss_type in ("elbo", None) else f"{loss_type}, not a bound")
+            what = "NLL" if ar else "NELBO estimate"
+            if not ar and loss_type not in ("elbo", None):  # a reweighted loss is no bound on the NLL
+                what = f"{loss_type}, not a bound"
             ax.plot([r["iter"] for r in train], [r["loss"] * to_bpc for r in train], color=c, alpha=0.5, lw=1,
                     label=f"{tag} train ({what})")
         ax.errorbar([r["iter"] for r in evals], [r["bits_per_char"] for r in evals],
@@ -91,6 +97,7 @@ def plot_curves(run_dirs, out, x=None):
 
 
 def plot_entropy(paths, out, x=None):
+    """The mean predictive entropy at masked positions against t / T, a line per diffusion run of the eval JSONs."""
     plt, fig, ax = _figure()
     runs = [r for p in paths for r in read_eval_json(p)["runs"] if r.get("entropy_by_t")]
     if not runs:
@@ -141,7 +148,8 @@ def plot_frontiers(docs, out):
            title="gen-PPL vs entropy, one curve per sampler (points: temperatures)")
     ax_js.set(ylabel="JS divergence to held-out char 1-4-grams, bits (lower = closer)",
               title="n-gram divergence vs entropy (repetition cannot game it)")
-    (handles, labels), (js_handles, js_labels) = ax.get_legend_handles_labels(), ax_js.get_legend_handles_labels()
+    handles, labels = ax.get_legend_handles_labels()
+    js_handles, js_labels = ax_js.get_legend_handles_labels()
     fig.legend(handles + js_handles[-1:], labels + js_labels[-1:], loc="outside lower center", ncol=2,
                fontsize=7)  # below both panels: the curves stay visible
     _save(plt, fig, out)
@@ -183,6 +191,8 @@ def plot_at_held_out(docs, out, x):
 
 
 def plot_frontier(paths, out, x=None):
+    """scripts/frontier.py's JSONs: the curves against entropy (x None or entropy), or each curve's reading at the
+    held-out entropy against speed or NFE (plot_at_held_out)."""
     docs = [read_eval_json(p) for p in paths]
     not_frontier = [p for p, d in zip(paths, docs) if "held_out" not in d]
     if not_frontier:
@@ -193,9 +203,10 @@ def plot_frontier(paths, out, x=None):
 
 def main(argv):
     p = ArgParser(prog="scripts/plot.py", description="Plot training curves and evaluations to PNG.")
-    p.add_argument("what", choices=tuple(DEFAULT_OUT), help="the plot")
+    p.add_argument("what", choices=tuple(DEFAULT_OUT), help="which plot: curves (train/val bits/char), entropy (per "
+                   "timestep) or frontier (samplers against entropy)")
     p.add_argument("inputs", nargs="+", help="run dirs (curves), eval.py --json files (entropy) or frontier.py's")
-    p.add_argument("--out", type=output, default="", help="PNG path (default artifacts/plots/<what>.png)")
+    p.add_argument("--out", type=output, default="", help="the PNG to write; '' = artifacts/plots/<what>.png")
     p.add_argument("--x", choices=("entropy", "speed", "nfe"), default=None, help="the frontier plot's x axis: "
                    "entropy (default), speed (tokens/s at the held-out entropy) or nfe")
     a = p.parse_args(argv)

@@ -23,7 +23,8 @@ from utils.tokenizer import save_tokenizer, split_stories, train_bpe  # noqa: E4
 def main(argv):
     p = ArgParser(prog="scripts/train_tokenizer.py", description="Train a byte-level BPE tokenizer on a text corpus.")
     p.add_argument("--input", required=True, help="UTF-8 text, stories separated by <|endoftext|>")
-    p.add_argument("--output", type=output, default="artifacts/tokenizer/tokenizer.json", help="tokenizer.json path")
+    p.add_argument("--output", type=output, default="artifacts/tokenizer/tokenizer.json",
+                   help="the tokenizer.json to write (train.py's --tokenizer_path)")
     p.add_argument("--vocab-size", type=int, default=2048, help="total vocab size, special tokens included")
     p.add_argument("--min-frequency", type=int, default=2, help="minimum pair count for a merge")
     args = p.parse_args(argv)  # an --output that may not be replaced fails here, before any slow work

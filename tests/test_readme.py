@@ -71,3 +71,18 @@ def test_every_readme_command_runs_in_order_on_a_fresh_copy(tmp_path):
         r = subprocess.run(["bash", "-c", shrink(cmd)], cwd=repo, env=env, capture_output=True, text=True,
                            stdin=subprocess.DEVNULL, timeout=600)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+
+
+def test_the_logs_index_lists_every_entry_in_order():
+    """dev/LOG.md opens with an index, a line per entry (date · commit · title · verdict), in the order of the entries
+    below it (newest first): an entry added without its index line, or out of order, fails here."""
+    lines = (ROOT / "dev" / "LOG.md").read_text().splitlines()
+    entries = [ln[3:].split(" · ", 2) for ln in lines if ln.startswith("## 20")]
+    index = [ln[2:].split(" · ", 2) for ln in lines if re.match(r"- 20\d\d-\d\d-\d\d · ", ln)]
+    assert len(index) == len(entries) > 0
+    for (date, commit, rest), (i_date, i_commit, i_rest) in zip(entries, index):
+        assert (i_date, i_commit) == (date, commit), rest
+        title, verdict = i_rest.rsplit(" · ", 1)
+        assert rest.startswith(title) and rest.endswith(verdict), rest  # the heading's title, then its verdict
+    dates = [e[0] for e in entries]
+    assert dates == sorted(dates, reverse=True)  # newest first

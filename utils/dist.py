@@ -98,7 +98,8 @@ def init_distributed(device_name):
         return 0, 0, 1, pick_device(device_name)
     rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
     cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
-    device = torch.device("cuda", local_rank) if cuda else pick_device("cpu" if device_name == "auto" else device_name)
+    other = "cpu" if device_name == "auto" else device_name  # no CUDA GPU, or another device named: gloo
+    device = torch.device("cuda", local_rank) if cuda else pick_device(other)  # a GPU per process, by LOCAL_RANK
     if cuda:
         torch.cuda.set_device(device)
     torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")

@@ -51,7 +51,9 @@ def _alive(pid):
 def remove_stale_temps(directory):
     """Delete NAME.tmp<pid> files left in `directory` by killed processes; returns their names."""
     names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
-    stale = [n for n in names if (m := _TEMP.match(n)) and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"]))]
+    temps = [(n, _TEMP.match(n)) for n in names]
+    # another process's temp file whose writer is gone
+    stale = [n for n, m in temps if m and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"]))]
     for name in stale:
         os.remove(os.path.join(directory, name))
     return stale

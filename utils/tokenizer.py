@@ -196,9 +196,12 @@ def split_for_encoding(text, piece_chars=1 << 12):
     while pos < len(text):
         k = text.find(EOT_TOKEN, pos)
         end = len(text) if k < 0 else k
-        while end - pos > piece_chars and (m := _SAFE_CUT.search(text, pos + piece_chars, end)):
-            yield text[pos:m.start()]
-            pos = m.start()
+        while end - pos > piece_chars:
+            cut = _SAFE_CUT.search(text, pos + piece_chars, end)
+            if cut is None:  # no safe point before `end` (the next EOT, or the text's end): the rest goes whole
+                break
+            yield text[pos:cut.start()]
+            pos = cut.start()
         if pos < end:
             yield text[pos:end]
         if k < 0:

@@ -74,7 +74,8 @@ class TraceWriter:
             for ch in chars:
                 if c >= self.cols:
                     r, c = r + 1, 0
-                g = GLYPH["remask" if st == "remasked" else "mask"] if ch is None else ch.translate(VISIBLE)
+                masked = GLYPH["remask" if st == "remasked" else "mask"]  # a [MASK]'s glyph, one cell
+                g = masked if ch is None else ch.translate(VISIBLE)
                 cells.append((r, c, g or GLYPH["empty"], st, None if conf is None else conf[i]))
                 r, c = (r + 1, 0) if ch == "\n" else (r, c + 1)
         return cells
