@@ -1,9 +1,18 @@
-"""What train.py prints about a run beside its loop: the startup memory and speed estimates, the first step's
-time and ETA (with a note when the run is long for its device), the name of the training loss in its log lines
-and the end-of-training metrics block with a sample. Every figure carries its unit or says what it counts.
+"""What train.py prints about a run beside its loop: the startup memory and speed estimates, the log it keeps while
+training (TrainLog: the first step's time and ETA, the log lines and metrics.jsonl, a note when the run is long for
+its device or its cores are shared), the name of the training loss in its log lines and the end-of-training metrics
+block with a sample. Every figure carries its unit or says what it counts.
+
+    from evals import report
+    name, legend = report.loss_label(cfg)      # 'train all_ce' (the log line's figure) and what it measures
+    log = report.TrainLog(cfg, env, start_iter, flops_tok, n_windows, eval_t)   # train.train's log
 """
+import json
 import os
-from dataclasses import replace
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, replace
 
 import torch
 
@@ -13,7 +22,8 @@ from configurator import get_config
 from canvas import continuation
 from evals.metrics import ChangeRate, distinct_n
 from trace import StepBar, chain, check_trace_path, generate_with_trace, open_trace, print_written
-from utils.dist import peak_flops
+from utils.checkpoint import trim_metrics
+from utils.dist import peak_flops, print0, synchronize
 from utils.errors import UserError
 
 # what each training loss measures (train.py's log lines), beside the validation bound the eval lines report
@@ -22,8 +32,9 @@ LOSSES = dict(elbo="the weighted NELBO on training batches", ce="the next-token 
               all_ce="the CE over every position, visible ones too (no bound)")
 
 
-# A CPU process's measured peak RSS (fp32, 1 thread): ~1.7 x model.estimate_memory's saved activations A (backward's
-# transient gradients beside them: 1.6-2.0 over 4/4/128-6/6/384; 6/6/384 at 64x256: 4.42 GiB, A = 2.40) + ~0.3 GiB.
+# A CPU process's peak RSS, measured (2026-11-24, torch 2.13, fp32, 1 thread) against model.estimate_memory's saved
+# activations A: ~1.7 A (backward's transient gradients beside the saved tensors: 1.6-2.0 over 4/4/128 at 32x128 and
+# 64x256, 8/4/128, and the 6/6/384 reference at 64x256, 4.42 GiB against A = 2.40) + ~0.3 GiB of runtime.
 CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30
 
 
@@ -33,8 +44,9 @@ def fmt_time(s):
 
 
 def estimate_line(cfg, model, schedule, device, dtype_name, flops_tok, seq, assumed_mfu):
-    """(A line of memory per rank and tokens/s by the model's own, rough accounting (model.estimate_memory); the
-    bytes a rank needs). seq: one pass's columns (bd3: both streams), mask_draws of them a micro-batch (+ dual_ar's)."""
+    """(Memory per rank and tokens/s in a line, from the model's own accounting (rough: see model.estimate_memory);
+    the bytes a rank needs). seq: the columns of one pass (bd3: both streams); a micro-batch runs mask_draws
+    diffusion passes and the dual objective's causal one."""
     masked_head = cfg.head_on_masked_only and cfg.loss_type != "all_ce"  # (an objective without masks ignores both)
     head_frac = (1 - schedule.alpha[1:]).mean().item() if masked_head else 1.0  # E_t[mask rate]
     tokens = cfg.batch_size * (cfg.mask_draws * seq + (cfg.block_size - 1 if cfg.dual_ar else 0))
@@ -114,7 +126,8 @@ def contention_note(window_s, device):
 
 
 def long_run_note(cfg, device, eta):
-    """A settled ETA over an hour: a note, naming the laptop preset on a CPU when the run is bigger."""
+    """Once the ETA has settled: a note when the run needs more than an hour here; on a CPU, when the run is
+    bigger than the laptop preset, it names that preset. "" when the run is shorter."""
     if eta <= 3600:
         return ""
     bigger = device.type == "cpu" and budget(cfg) > budget(get_config(["cpu"]))
@@ -145,10 +158,130 @@ def loss_label(cfg):
                              f"README's unit, too)")
 
 
+class TrainLog:
+    """What train.py prints and writes beside its loop, and the clock it times the steps by.
+
+    Opening it trims a resumed run's metrics.jsonl to the checkpoint's step, starts wandb and prints the legend (what
+    the log line's loss is; what best.pt holds). Then one call a step, step(), prints the first step's time and a
+    first ETA, and every log_interval steps (and at the last) the log line, its metrics.jsonl row and, once each, the
+    long-run and shared-cores notes. The clock counts steps only: clock_stopped() holds it while the loop evaluates
+    and saves, and that time prices the evals still to come. A step costs no host sync; a log line one (its loss,
+    which the loop reads) and the device's synchronize before the clock is read.
+    """
+
+    def __init__(self, cfg, env, start_iter, flops_tok, n_windows, eval_t):
+        self.cfg = cfg
+        self.env = env
+        self.flops_tok = flops_tok  # training FLOPs per token: the MFU
+        self.eval_t = eval_t        # the times each eval scores a window at (the ETA prices an unmeasured eval by it)
+        self.first = start_iter + 1  # the first step this process takes: its time is printed at once
+        self.peak = peak_flops(env.device)  # None where no peak is known: no MFU
+        self.metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
+        if env.master:
+            # a resumed run logs again what came after its checkpoint; a new run starts the file empty
+            trim_metrics(self.metrics_path, start_iter if cfg.resume else -1)
+            if env.wandb is not None:
+                name = os.path.basename(os.path.normpath(cfg.out_dir))
+                env.wandb.init(project=cfg.wandb_project, name=name, config=asdict(cfg))
+        self.last = time.time()     # the clock: when the steps since the last log line began (evals left out)
+        self.started = time.time()  # the run's wall clock, evals included (finish's "trained ...")
+        self.tokens = 0             # tokens trained since the last log line
+        self.steps = 0              # steps since the last log line
+        self.window_s = []          # s/step of each log window: the ETA's median and the shared-cores test read them
+        self.train_s = 0.0          # seconds spent stepping, evals left out (metrics.jsonl's "seconds")
+        self.eval_s = 0.0           # seconds the last eval + checkpoint took (the ETA counts the ones to come)
+        self.noted_long = False     # the long-run note: weighed once, at the first settled ETA
+        self.noted_shared = False   # the shared-cores note: printed once, when first seen
+        self.loss_name, legend = loss_label(cfg)
+        print0(f"{legend}\nbest.pt: the lowest dev figure of the evals ({n_windows} windows x {eval_t} t of the dev "
+               f"half of validation, the same windows and times at every eval, the final one included)")
+
+    def due(self, done):
+        """Whether a log line follows step `done` (1-based): every log_interval steps, and the last."""
+        return done % self.cfg.log_interval == 0 or done == self.cfg.max_iters
+
+    def step(self, done, lr, loss=None):
+        """After each step: count it; given the loss of the window (a log line is due) print the log line, else,
+        after this process's first step, its time and a first ETA (not after log_interval steps)."""
+        self.tokens += self.cfg.total_batch_size
+        self.steps += 1
+        if loss is not None:
+            self.line(done, lr, loss)
+        elif done == self.first:  # (a first step with a log line due, log_interval=1 say, has that line instead)
+            synchronize(self.env.device)
+            step_s = time.time() - self.last
+            eta = eta_seconds(self.cfg, self.env.accum, self.eval_s, done, step_s, self.eval_t)
+            print0(first_step_line(self.cfg, done, step_s, eta))
+
+    def line(self, done, lr, loss):
+        """The log line of the steps since the last one: loss, lr, ms/it, tok/s, MFU, ETA; its notes and its row."""
+        synchronize(self.env.device)  # the steps queued on the device are done before the clock is read
+        dt = time.time() - self.last
+        self.train_s += dt
+        tok_per_s = self.tokens / dt
+        self.window_s.append(dt / self.steps)
+        step_s, settled = steady_step_s(self.window_s)  # a median of recent windows: the first steps run slow
+        eta = eta_seconds(self.cfg, self.env.accum, self.eval_s, done, step_s, self.eval_t)
+        mfu = ""
+        if self.peak:
+            mfu = f" | mfu {self.flops_tok * self.cfg.total_batch_size * self.steps / dt / self.peak * 100:.1f}%"
+        print0(f"iter {done}/{self.cfg.max_iters} | {self.loss_name} {loss:.4f} | lr {lr:.2e} | "
+               f"{dt / self.steps * 1000:.0f} ms/it | {tok_per_s:,.0f} tok/s{mfu} | {fmt_eta(eta, settled)}")
+        self.notes(eta, settled)
+        sys.stdout.flush()
+        self.row(kind="train", iter=done, loss=loss, lr=lr, tok_per_s=tok_per_s, seconds=self.train_s)
+        self.tokens = 0
+        self.steps = 0
+        self.last = time.time()
+
+    def notes(self, eta, settled):
+        """The long-run note, weighed once from the first settled ETA; the shared-cores note, once, when it shows."""
+        if settled and not self.noted_long:
+            self.noted_long = True
+            note = long_run_note(self.cfg, self.env.device, eta)
+            if note:
+                print0(note)
+        if not self.noted_shared:
+            shared = contention_note(self.window_s, self.env.device)
+            if shared:
+                print0(shared)
+                self.noted_shared = True
+
+    @contextmanager
+    def clock_stopped(self):
+        """Around an eval and its checkpoint: the clock stops (the steps before it, since the last log line, still
+        count) and the time it took prices the evals still to come in the ETA."""
+        start = time.time()
+        yield
+        self.eval_s = time.time() - start
+        self.last += self.eval_s
+
+    def row(self, **row):
+        """One row of metrics.jsonl (and wandb), on rank 0."""
+        if not self.env.master:
+            return
+        row.pop("per_window", None)  # eval.py's JSON keeps those; the log keeps the figures
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.env.wandb is not None:
+            figures = {f"{row['kind']}/{k}": v for k, v in row.items() if isinstance(v, (int, float))}
+            self.env.wandb.log(figures, step=row["iter"])
+
+    def elapsed(self):
+        """Seconds since the log opened, evals included: what finish calls the time trained."""
+        return time.time() - self.started
+
+
 def units(res):
     """A bound or NLL per token and per character of the scored tokens (nats/char = bits/char x ln 2, as eval.py)."""
     return (f"{res['nats_per_token']:.4f} ± {res['se']:.4f} nats/token = {res['bits_per_char'] * LN2:.4f} ± "
             f"{res['bpc_se'] * LN2:.4f} nats/char = {res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char")
+
+
+def revisits(cfg):
+    """Whether the sampler in force can change a token it has committed (else its change rate is 0 by design)."""
+    obj = objectives.get(cfg.objective)
+    return obj.NOISE_START or (obj.TRACE and cfg.remask != "none" and not cfg.threshold)
 
 
 def report_samples(cfg, tok):
@@ -158,7 +291,8 @@ def report_samples(cfg, tok):
 
 
 def check_report(cfg, tok):
-    """The end-of-run report's canvas and trace path, refused before step 1 rather than after training."""
+    """What the end-of-run report will sample, refused before step 1 rather than after training: its canvas and its
+    trace's path."""
     prompt_len, gen_len = report_samples(cfg, tok)
     if gen_len < 1:
         raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for "
@@ -171,8 +305,10 @@ def check_report(cfg, tok):
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):
     """The end-of-training metrics block (res: the dev eval; test: the figure the records cite, evals.bound.REPORT)
     and the samples (4 are drawn at least, for distinct-2; each is printed)."""
-    g, obj = torch.Generator().manual_seed(cfg.seed), objectives.get(cfg.objective)
-    change, n = ChangeRate(tok.mask_id), max(cfg.num_samples, 4)
+    g = torch.Generator().manual_seed(cfg.seed)
+    obj = objectives.get(cfg.objective)
+    change = ChangeRate(tok.mask_id)  # the fraction of committed tokens a reverse step changes
+    n = max(cfg.num_samples, 4)
     prompt_len, gen_len = report_samples(cfg, tok)
     writer = open_trace(cfg) if obj.TRACE else None  # sample 0's trace
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
@@ -194,7 +330,7 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
         print(f"  reconstruction accuracy (fraction of {where} whose argmax is the true token): {res['recon_acc']:.4f}")
         print(f"  prediction entropy (nats, mean over {where}) by time step t of T={cfg.diffusion_steps}: " +
               "  ".join(f"t{lo}-{hi}:{e:.2f}" for lo, hi, e in res["entropy_by_t"]))
-        if obj.NOISE_START or (obj.TRACE and cfg.remask != "none" and not cfg.threshold):  # it revisits tokens
+        if revisits(cfg):
             print(f"  reverse-step token change rate (fraction of committed tokens a step changes): {change.rate:.4f}")
         else:
             print(f"  reverse-step token change rate: 0 by construction "

@@ -16,6 +16,7 @@ from common import Schedule
 from configurator import get_config
 from helpers import Tok, for_objective
 from model import Transformer
+from utils import dataloader
 from utils.optim import build_optimizer, EMA
 
 aten = torch.ops.aten
@@ -58,7 +59,7 @@ def training_step(objective, monkeypatch, device):
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     schedule.on(device)  # the tables are copied to the device once, before the first step
     run = train.Run(model=model, raw_model=model, eval_model=model, opt=build_optimizer(model, cfg, device), ema=None,
-                    margs=model.args, schedule=schedule, metrics_path="", flops_tok=1.0,
+                    margs=model.args, schedule=schedule, flops_tok=1.0,
                     loss_acc=torch.zeros((), device=device), bad_iter=torch.full((), -1, device=device, dtype=torch.long),
                     scaler=torch.amp.GradScaler("cpu", enabled=False))
     run.ema = EMA(model, 0.999) if cfg.ema else None
@@ -66,7 +67,7 @@ def training_step(objective, monkeypatch, device):
     window = cfg.block_size + objectives.get(objective).WINDOW
     data = train.Data(tok, None, None, None, 1.0, {}, window)
     batch = torch.randint(0, 19, (cfg.batch_size, window), device="cpu").to(device)
-    monkeypatch.setattr(train, "get_batch", lambda *a: batch)
+    monkeypatch.setattr(dataloader, "get_batch", lambda *a: batch)
     return lambda it: train.train_step(cfg, env, data, run, it)
 
 

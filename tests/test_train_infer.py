@@ -9,7 +9,9 @@ import torch
 
 import train
 from checkpoint_manager import load_model
+from evals import report
 from helpers import TINY, real_text, run_script
+from utils import dataloader
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
 
@@ -111,7 +113,7 @@ def test_the_log_clock_counts_steps_and_stops_during_evals(in_tmp, monkeypatch):
         return real_eval(*a, **k)
     monkeypatch.setattr(train, "train_step", step)
     monkeypatch.setattr(train, "run_eval", evaluate)
-    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setattr(report, "time", types.SimpleNamespace(time=lambda: clock[0]))  # the log's clock
     from helpers import MICRO, rows
     train.main([f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--max_iters=12", "--eval_interval=5",
                 "--log_interval=6"])
@@ -129,7 +131,7 @@ def _fake_clock_run(monkeypatch, step_s, *argv):
         clock[0] += step_s
         return real_step(*a, **k)
     monkeypatch.setattr(train, "train_step", step)
-    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setattr(report, "time", types.SimpleNamespace(time=lambda: clock[0]))  # the log's clock
     monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))  # a quiet machine: no shared-cores note
     from helpers import MICRO
     train.main([f"--data_path={real_text()}", "--out_dir=out", "--overwrite", *MICRO, "--eval_interval=100", *argv])
@@ -253,8 +255,8 @@ def test_data_steps_repeats_the_same_batches_epoch_after_epoch(in_tmp, monkeypat
     """--data_steps=k: step i trains on step i % k's batch (the equal-FLOPs AR's k passes over the same tokens); 0 (the
     default) draws a new batch every step."""
     from helpers import MICRO, for_objective
-    seen, real = [], train.get_batch
-    monkeypatch.setattr(train, "get_batch", lambda *a: seen.append(real(*a)) or seen[-1])
+    seen, real = [], dataloader.get_batch
+    monkeypatch.setattr(dataloader, "get_batch", lambda *a: seen.append(real(*a)) or seen[-1])
     for steps in (0, 2):
         seen.clear()
         train.main(for_objective([f"--data_path={real_text()}", "--out_dir=out", "--overwrite", *MICRO, "--max_iters=5",
