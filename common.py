@@ -203,6 +203,12 @@ def draw(p, generator):
     return torch.searchsorted(c, u * c[..., -1:], right=True)[..., 0].clamp_(max=c.size(-1) - 1).to(p.device)
 
 
+def put_at(base, at, values):
+    """base (a copy) with its flat, row-major positions `at` (n,) set to values (n,): what base.masked_scatter(mask,
+    values) gives for the mask whose n True entries are `at`, with no read of that count on the host (a GPU sync)."""
+    return base.flatten().scatter(0, at, values).view_as(base)
+
+
 def keep_or_redraw(p, q, drafts, generator):
     """Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): draft i is kept while u < p_i / q_i, the first
     rejected is redrawn from max(0, p_i - q_i) (normalised): whatever q, each token is p-distributed given those before.

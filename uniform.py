@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from common import (Step, draw_device, filter_logits, no_mask_logit, on_device, sample_tokens, stratified_times,
-                    time_grid)
+from common import (Step, draw_device, filter_logits, no_mask_logit, on_device, put_at, sample_tokens,
+                    stratified_times, time_grid)
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -134,7 +134,6 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
     V, dd = len(real), draw_device(dev)  # x_T, drawn where draws run: on the CPU the generator's own numbers
     x = torch.where(gen_mask, real[torch.randint(V, (B, L), generator=on_device(generator, dd), device=dd).to(dev)], x)
     grid, alpha = time_grid(schedule.T, steps), schedule.on(dev)[0]
-    put = lambda base, v: base.flatten().scatter(0, at, v).view_as(base)  # noqa: E731, as masked_scatter(gen_mask, v)
     conf, none = torch.zeros(B, L, dtype=torch.float64, device=dev), torch.zeros_like(gen_mask)
     for i, (t, s) in enumerate(zip(grid, grid[1:])):
         tt = torch.full((B,), t, dtype=torch.long, device=dev)
@@ -143,8 +142,9 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
         log_p = reverse_log_probs(logp0, compact(x, real), alpha[torch.full_like(tt, s)], alpha[tt], V)
         log_p = log_p.flatten(0, 1)[at]  # (N, V) only generated positions
         draw = sample_tokens(log_p, temperature, generator)  # (N,)
-        prev, x = x, put(x, real[draw])  # new tensors: a hook may keep the old ones
-        conf = put(conf, log_p.gather(-1, draw[:, None]).squeeze(-1).exp())
+        prev = x
+        x = put_at(x, at, real[draw])  # new tensors, as masked_scatter(gen_mask, ...) gives: a hook may keep the old
+        conf = put_at(conf, at, log_p.gather(-1, draw[:, None]).squeeze(-1).exp())
         if on_step is not None:
             on_step(Step(step=i + 1, nfe=torch.full((B,), i + 1), time=tt, x=x, prev=prev, gen_mask=gen_mask,
                          revealed=(x != prev) & gen_mask, remasked=none, conf=conf, finished=[i + 1 == steps] * B))
