@@ -61,26 +61,33 @@ def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, tota
 
 
 def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None, clean=False):
-    """Logits (B, L, V) of the noisy half of [xt ; x0] (B, 2L) under bd3_attn_mask, [MASK] at -inf; (N, V) at
-    positions (B, L) bool. sc (B, L, V): self-conditioning's input for the noisy half (the clean half reads zeros).
-    The clean half's last block is context for no one, so left out (L' = L: all of it, exactly MDLM's pass with
-    time_cond='none'); clean=True (a clean_causal network, --bd3_ar) keeps it and also returns the clean half's
-    next-token logits (B, L - 1, V) of x0[:, 1:]."""
+    """One block-diffusion pass: the logits of the noisy half of [xt ; x0] (B, 2L) under bd3_attn_mask, with the
+    [MASK] logit at -inf. Returns (B, L, V), or (N, V) at positions (B, L) bool of the noisy half. sc (B, L, V):
+    self-conditioning's input for the noisy half (the clean half reads zeros). The clean half is the context of later
+    blocks, so its last block, context for no one, is left out (L' = L: all of it, exactly MDLM's pass with
+    time_cond='none'). clean=True, on a clean_causal network (--bd3_ar), keeps the whole clean half and also returns
+    its next-token logits (B, L - 1, V) of x0[:, 1:]: (noisy logits, next-token logits)."""
     L, causal = x0.size(1), getattr(getattr(model, "args", None), "clean_causal", False)
-    assert causal or not clean, "the next-token logits of the clean half need a clean_causal network (--bd3_ar)"
-    if block == L and not clean:
+    if clean:  # the whole clean half, each column's logits predicting the next token
+        assert causal, "the next-token logits of the clean half need a clean_causal network (--bd3_ar)"
+        sc = None if sc is None else torch.cat([sc, torch.zeros_like(sc)], 1)
+        out = model(torch.cat([xt, x0], 1), attn_mask=bd3_attn_mask(L, block, x0.device, True),
+                    rope_pos=torch.arange(L, device=x0.device).repeat(2), sc=sc)  # both halves at 0..L-1
+        noisy = out[:, :L] if positions is None else out[:, :L][positions]
+        return no_mask_logit(noisy, mask_id), no_mask_logit(out[:, L:-1], mask_id)
+    if block == L:  # one block: no clean context, MDLM's pass
         return no_mask_logit(model(xt, positions=positions, sc=sc), mask_id)
-    n = 2 * L - (0 if clean else block)
-    cols = {} if clean else dict(head_cols=L) if positions is None else dict(  # a slice: no sync, no graph break
-        positions=torch.cat([positions, torch.zeros_like(positions[:, block:])], 1))  # (N, V)
+    n = 2 * L - block  # the last clean block is context for no one: left out
+    rope = torch.arange(L, device=x0.device).repeat(2)[:n]  # both halves at positions 0..L-1
+    if positions is None:  # the noisy half by a slice of the head's input: no sync, no graph break
+        cols = dict(head_cols=L)
+    else:  # (N, V) at the noisy half's positions, none of the clean half's
+        cols = dict(positions=torch.cat([positions, torch.zeros_like(positions[:, block:])], 1))
     if sc is not None:
         sc = torch.cat([sc, sc.new_zeros(sc.size(0), n - L, sc.size(2))], 1)  # (B, n, V)
-    out = model(torch.cat([xt, x0[:, :n - L]], 1), attn_mask=bd3_attn_mask(L, block, x0.device, causal)[:n, :n],
-                rope_pos=torch.arange(L, device=x0.device).repeat(2)[:n], sc=sc, **cols)  # both halves at 0..L-1
-    if not clean:
-        return no_mask_logit(out, mask_id)  # x0 is never [MASK]
-    noisy = out[:, :L] if positions is None else out[:, :L][positions]
-    return no_mask_logit(noisy, mask_id), no_mask_logit(out[:, L:-1], mask_id)
+    mask = bd3_attn_mask(L, block, x0.device, causal)[:n, :n]
+    logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=mask, rope_pos=rope, sc=sc, **cols)
+    return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
 
 
 def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, opts=LossOptions()):
