@@ -203,11 +203,54 @@ class CachedBlockModel:
         return logits
 
 
+class BlockOutput:
+    """sample_bd3's output while it is decoded block by block: the tokens (B, total) in whole blocks (the first may
+    hold the prompt's last tokens, the last is generated whole and cut to `width`), the generated positions, each
+    token's confidence (what on_step reads), and the reverse steps and forward passes so far."""
+
+    def __init__(self, prompt, gen_len, block, mask_id):
+        B, P = prompt.shape
+        dev = prompt.device
+        self.width = P + gen_len  # the columns returned
+        self.block = block
+        total = -(-(P + gen_len) // block) * block  # whole blocks
+        self.out = torch.cat([prompt, torch.full((B, total - P), mask_id, dtype=prompt.dtype, device=dev)], 1)
+        self.gen = torch.arange(total, device=dev)[None].expand(B, -1) >= P  # (B, total)
+        self.conf = torch.zeros(B, total, dtype=torch.float64, device=dev)  # each token's, as on_step reads it
+        self.starts = range(P // block * block, total, block)  # from the first block holding a generated position
+        self.nfe = torch.zeros(B, dtype=torch.long)  # forward passes each sample took part in
+        self.steps = 0  # batched forward passes
+
+    def hook(self, on_step, lo, hi, b):
+        """The on_step denoise() gets while it decodes block b in the window [lo, hi): on_step called with full()'s
+        Step over the whole output. None without an on_step (denoise() then builds no Step)."""
+        def block_step(st):
+            on_step(self.full(st, lo, hi, b))
+        return None if on_step is None else block_step
+
+    def full(self, st, lo, hi, b):
+        """denoise()'s Step for the window [lo, hi) -> the same Step over the whole output's first `width` columns
+        (earlier blocks as committed, later ones still [MASK]); steps and NFE counted over the whole generation."""
+        def put(base, w):  # base with its columns [lo, hi) replaced by w
+            return torch.cat([base[:, :lo], w, base[:, hi:]], 1)[:, :self.width]
+
+        zeros = torch.zeros_like(self.gen)
+        n_blocks = len(self.starts)
+        self.conf[:, hi - self.block:hi] = st.conf[:, -self.block:]  # this block's; the context keeps its blocks'
+        return replace(st, x=put(self.out, st.x), prev=put(self.out, st.prev), revealed=put(zeros, st.revealed),
+                       remasked=put(zeros, st.remasked), gen_mask=self.gen[:, :self.width],
+                       conf=self.conf[:, :self.width].clone(), step=self.steps + st.step, nfe=self.nfe + st.nfe,
+                       block=b, n_blocks=n_blocks, finished=[f and b == n_blocks - 1 for f in st.finished])
+
+
 @torch.no_grad()
 def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None):
-    """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with opts (steps per block). on_step
-    gets denoise()'s Step over the whole output, counted from the start. Returns (tokens (B, P + gen_len), stats)."""
-    (B, P), W, dev, t0 = prompt.shape, model.args.block_size, prompt.device, time.perf_counter()
+    """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with opts (SamplerOptions; steps per
+    block, at most its generated tokens; tokens_per_step='schedule' becomes 'linear'). on_step gets denoise()'s Step
+    over the whole output (B, P + gen_len), block / n_blocks / nfe / step counted over the whole generation.
+    Returns (tokens (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, blocks)."""
+    t0 = time.perf_counter()
+    W = model.args.block_size
     if W % block or opts.semi_ar_length:
         raise ValueError(f"block {block} must divide the context {W}; semi-AR blocks do not apply to bd3")
     if opts.tokens_per_step == "schedule" and not opts.threshold:
@@ -215,41 +258,24 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
         # block here, that would make every L'-th token an argmax (every token at L' = 1). Equal counts instead.
         opts = replace(opts, tokens_per_step="linear")
     keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks
-    # the output in whole blocks: the first may hold the prompt's last tokens, the last is generated whole and cut
-    width, total = P + gen_len, -(-(P + gen_len) // block) * block
-    out = torch.cat([prompt, torch.full((B, total - P), mask_id, dtype=prompt.dtype, device=dev)], 1)
-    gen = torch.arange(total, device=dev)[None].expand(B, -1) >= P  # (B, total)
-    conf = torch.zeros(B, total, dtype=torch.float64, device=dev)  # each token's, as on_step reads it
-    starts = range(P // block * block, total, block)  # from the first block holding a generated position
-    nfe, steps, lo = torch.zeros(B, dtype=torch.long), 0, 0
-
-    def whole(st, lo, hi, b):
-        """denoise()'s Step of the window [lo, hi) over the output's first `width` columns, counted from the start."""
-        def put(base, w):  # base with its columns [lo, hi) replaced by w
-            return torch.cat([base[:, :lo], w, base[:, hi:]], 1)[:, :width]
-
-        zeros = torch.zeros_like(gen)
-        conf[:, hi - block:hi] = st.conf[:, -block:]  # this block's; the context keeps its blocks'
-        return replace(st, x=put(out, st.x), prev=put(out, st.prev), revealed=put(zeros, st.revealed),
-                       remasked=put(zeros, st.remasked), gen_mask=gen[:, :width], conf=conf[:, :width].clone(),
-                       step=steps + st.step, nfe=nfe + st.nfe, block=b, n_blocks=len(starts),
-                       finished=[f and b == len(starts) - 1 for f in st.finished])
-
+    o = BlockOutput(prompt, gen_len, block, mask_id)
+    lo = 0  # the window's start: blocks are aligned to it, as in training
     denoiser = CachedBlockModel(model, CleanCache(model.args.n_layer), block)
-    for b, pos in enumerate(starts):
+    for b, pos in enumerate(o.starts):
         if pos - lo + block > W:  # the block does not fit: jump, keeping the last `keep` clean tokens
             lo = pos - keep
             denoiser.cache = CleanCache(model.args.n_layer)  # refilled, with the kept tokens, by the block's first step
         hi = pos + block
-        block_step = None if on_step is None else lambda st, lo=lo, hi=hi, b=b: on_step(whole(st, lo, hi, b))
-        now = torch.cat([torch.zeros_like(gen[:, lo:pos]), gen[:, pos:hi]], 1)  # the context is fixed text to denoise()
-        x, st = sampler.denoise(denoiser, out[:, lo:hi], now, schedule, mask_id, opts, generator, block_step)
-        out[:, lo:hi] = x
-        nfe += torch.tensor(st["nfe_per_sample"])
-        steps += st["nfe"]
+        # the context is fixed text to denoise(): only this block is generated
+        now = torch.cat([torch.zeros_like(o.gen[:, lo:pos]), o.gen[:, pos:hi]], 1)
+        x, st = sampler.denoise(denoiser, o.out[:, lo:hi], now, schedule, mask_id, opts, generator,
+                                o.hook(on_step, lo, hi, b))
+        o.out[:, lo:hi] = x
+        o.nfe += torch.tensor(st["nfe_per_sample"])
+        o.steps += st["nfe"]
     seconds = time.perf_counter() - t0
-    return out[:, :width], dict(nfe=steps, nfe_per_sample=nfe.tolist(), seconds=seconds,
-                                seconds_per_sample=[seconds] * B, blocks=len(starts))
+    return o.out[:, :o.width], dict(nfe=o.steps, nfe_per_sample=o.nfe.tolist(), seconds=seconds,
+                                    seconds_per_sample=[seconds] * len(prompt), blocks=len(o.starts))
 
 
 # ------------------------------------------------------------------------ self-speculative decoding (--bd3_speculate)
