@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (LossOptions, Step, band_times, check_band, draw, draw_device, keep_or_redraw, no_mask_logit,
-                    on_device, probs, repeat_draws, self_condition_input, stratified_times)
+from common import (LossOptions, Step, band_times, check_band, draw, draw_device, filter_logits, no_mask_logit,
+                    on_device, repeat_draws, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -279,6 +279,43 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
 
 
 # ------------------------------------------------------------------------ self-speculative decoding (--bd3_speculate)
+def probs(logits, temperature, top_k, top_p):
+    """The sampling distribution (..., V) float64 of logits under the sampler's temperature, top_k and top_p: the
+    target p and the proposal q of speculative sampling, which must be the laws drawn from (argmax one-hot at
+    temperature 0, where the check keeps a draft exactly when it is the target's argmax)."""
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).double()
+    return filter_logits(logits, temperature, top_k, top_p).exp()
+
+
+def keep_or_redraw(p, q, drafts, generator):
+    """Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): draft i is kept while u < p_i / q_i, the first
+    rejected is redrawn from max(0, p_i - q_i) (normalised), a bonus token drawn from p when all are kept; whatever q,
+    every token is p-distributed given those before it. p (B, k + 1, V): the target's distributions (its last the
+    bonus's, absent where the block ends); q (B, k, V): the drafter's, of drafts (B, k). Returns the round's tokens
+    (B, j + 1), j the fewest drafts any row kept (rows advance together): token j is each row's redraw from the
+    residual max(0, p_j - q_j) (a row that kept draft j keeps it), or the bonus draw from p_k when every row kept all
+    k (a p of k rows has no bonus: the k drafts). The one host read a round is j, how many columns the next pass has."""
+    B, k = drafts.shape
+    if k == 0:
+        return draw(p[:, 0], generator)[:, None]
+    pd = p[:, :k].gather(-1, drafts[..., None])[..., 0]  # (B, k) each draft's probability under p, and under q
+    qd = q.gather(-1, drafts[..., None])[..., 0]
+    dev = draw_device(p.device)
+    u = torch.rand(B, k, generator=on_device(generator, dev), device=dev, dtype=torch.float64).to(p.device)
+    kept = (u * qd < pd).long().cumprod(1).sum(1)  # (B,) drafts kept before the first rejection
+    j = int(kept.min())  # the round's one host read: how many columns the next pass has
+    if j == k and p.size(1) == k:
+        return drafts
+    if j == k:
+        last = draw(p[:, k], generator)
+    else:
+        resid = (p[:, j] - q[:, j]).clamp(min=0)
+        resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, p[:, j])  # p = q: nothing to correct
+        last = torch.where(kept > j, drafts[:, j], draw(resid, generator))
+    return torch.cat([drafts[:, :j], last[:, None]], 1)
+
+
 @lru_cache(maxsize=1024)
 def round_layout(n0, kd, sb, states, nxt, n, device):
     """sample_clean_ar's pass after n0 cached clean columns: the newest token and kd drafts as clean columns, a noisy

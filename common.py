@@ -1,6 +1,7 @@
-"""What the objectives share: the noise schedule, time draws and grids, the training band, the loss's switches, logits
-filtering, float64 draws, speculative sampling's keep-or-redraw rule, reveal plans and the per-step record (Step).
-Imports nothing from the project but utils/errors.py.
+"""What the objectives share, below all of them: the noise schedule, time draws and grids, the training band, the
+training loss's switches, logits filtering, float64 categorical draws, reveal plans, and the record each sampler fills
+once per reverse step (Step). What one objective alone uses lives in its own file (speculative sampling's
+keep-or-redraw rule in bd3.py). Imports nothing from the project but utils/errors.py.
 
     python -c "from common import Schedule, time_grid; s = Schedule(100); print(s.alpha[:3], time_grid(100, 8))"
 """
@@ -188,13 +189,6 @@ def sample_tokens(logp, temperature, generator=None):
     return logp.argmax(-1) if temperature == 0 or logp.numel() == 0 else draw(logp.exp(), generator)
 
 
-def probs(logits, temperature, top_k, top_p):
-    """The sampling distribution (..., V) float64 of logits under the sampler's settings (argmax one-hot at 0)."""
-    if temperature == 0:
-        return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).double()
-    return filter_logits(logits, temperature, top_k, top_p).exp()
-
-
 def draw(p, generator):
     """One index per row of probabilities p (..., V), unnormalised, drawn where p lives (draw_device; on_device: no host
     copy) by inverse CDF: exact, and at 16 rows of 2,048 ~17x torch.multinomial's speed on a CPU (dev/LOG.md)."""
@@ -207,30 +201,6 @@ def put_at(base, at, values):
     """base (a copy) with its flat, row-major positions `at` (n,) set to values (n,): what base.masked_scatter(mask,
     values) gives for the mask whose n True entries are `at`, with no read of that count on the host (a GPU sync)."""
     return base.flatten().scatter(0, at, values).view_as(base)
-
-
-def keep_or_redraw(p, q, drafts, generator):
-    """Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): draft i is kept while u < p_i / q_i, the first
-    rejected is redrawn from max(0, p_i - q_i) (normalised): whatever q, each token is p-distributed given those before.
-    p (B, k + 1, V): the target's; q (B, k, V): the drafter's, of drafts (B, k). Returns (B, j + 1), j the fewest drafts
-    any row kept: token j is a row's residual redraw (draft j if it kept it), or p_k's bonus draw (none if p has k)."""
-    B, k = drafts.shape
-    if k == 0:
-        return draw(p[:, 0], generator)[:, None]
-    pd, qd = p[:, :k].gather(-1, drafts[..., None])[..., 0], q.gather(-1, drafts[..., None])[..., 0]
-    dev = draw_device(p.device)
-    u = torch.rand(B, k, generator=on_device(generator, dev), device=dev, dtype=torch.float64).to(p.device)
-    kept = (u * qd < pd).long().cumprod(1).sum(1)  # (B,) drafts kept before the first rejection
-    j = int(kept.min())  # the round's one host read: how many columns the next pass has
-    if j == k and p.size(1) == k:
-        return drafts
-    if j == k:
-        last = draw(p[:, k], generator)
-    else:
-        resid = (p[:, j] - q[:, j]).clamp(min=0)
-        resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, p[:, j])  # p = q: nothing to correct
-        last = torch.where(kept > j, drafts[:, j], draw(resid, generator))
-    return torch.cat([drafts[:, :j], last[:, None]], 1)
 
 
 def reveal_plan(n, fractions):

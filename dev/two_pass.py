@@ -16,7 +16,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(HERE, ".."), HERE]  # the repo, and dev/ (draft_ceiling's loader)
 import bd3  # noqa: E402
-from common import draw, keep_or_redraw, no_mask_logit, probs  # noqa: E402
+from bd3 import keep_or_redraw, probs  # noqa: E402
+from common import draw, no_mask_logit  # noqa: E402
 from draft_ceiling import load_bd3_ar  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.cli import ArgParser, at_least  # noqa: E402

@@ -1,4 +1,4 @@
-"""Speculative sampling (common.keep_or_redraw) by hand, and block diffusion's self-speculative decoding: the clean
+"""Speculative sampling (bd3.keep_or_redraw) by hand, and block diffusion's self-speculative decoding: the clean
 half's AR drafted by the noisy half (bd3.sample_clean_ar), whose samples are that AR's own: greedy token for token
 (past the context too), and in distribution against its joint enumerated by hand, with a sampler that keeps every
 draft as the control the same test must catch. python -m pytest -q tests/test_speculative.py"""
@@ -8,8 +8,8 @@ import itertools
 import pytest
 import torch
 
-from bd3 import bd3_logits, bd3_loss, sample_clean_ar
-from common import LossOptions, Schedule, keep_or_redraw, no_mask_logit, probs
+from bd3 import bd3_logits, bd3_loss, keep_or_redraw, probs, sample_clean_ar
+from common import LossOptions, Schedule, no_mask_logit
 from model import ModelArgs, Transformer
 from helpers import pooled_chi2 as _pooled_chi2
 
