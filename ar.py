@@ -43,7 +43,8 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     """Continue x's given prefix (at least one token: the canvas supplies a start token) over its blanks."""
     P = int(gen_mask[0].long().argmax())
-    out = model.generate(x[:, :P], x.size(1) - P, cfg.temperature, cfg.top_k, cfg.top_p, generator, mask_id)
+    out = model.generate(x[:, :P], x.size(1) - P, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                         generator=generator, mask_id=mask_id)
     return out, dict(nfe=x.size(1) - P, nfe_per_sample=[x.size(1) - P] * len(x))
 
 

@@ -279,13 +279,13 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
 
 
 # ------------------------------------------------------------------------ self-speculative decoding (--bd3_speculate)
-def probs(logits, temperature, top_k, top_p):
-    """The sampling distribution (..., V) float64 of logits under the sampler's temperature, top_k and top_p: the
-    target p and the proposal q of speculative sampling, which must be the laws drawn from (argmax one-hot at
-    temperature 0, where the check keeps a draft exactly when it is the target's argmax)."""
-    if temperature == 0:
+def probs(logits, opts):
+    """The sampling distribution (..., V) float64 of logits under the sampler's temperature, top_k and top_p (opts, a
+    SamplerOptions): the target p and the proposal q of speculative sampling, which must be the laws drawn from
+    (argmax one-hot at temperature 0, where the check keeps a draft exactly when it is the target's argmax)."""
+    if opts.temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).double()
-    return filter_logits(logits, temperature, top_k, top_p).exp()
+    return filter_logits(logits, opts.temperature, opts.top_k, opts.top_p).exp()
 
 
 def keep_or_redraw(p, q, drafts, generator):
@@ -348,60 +348,102 @@ def ar_nll(model, windows, cfg, mask_id):
     return -logp.gather(-1, x[..., None]).squeeze(-1).mean(1)
 
 
+def _draft_round(model, kv, seq, lo, q, q_at, end, fill, mask_id, opts, generator):
+    """One round of sample_clean_ar at batch 1, one pass: the newest token of seq (B, S) and the drafts drawn from the
+    proposal q (B, m, V) of the columns from q_at (none if q is None) as clean columns against the cache kv of the
+    window from lo, checked by their next-token p (keep_or_redraw), beside the noisy states the next round drafts
+    from. Returns (the tokens kept (B, k), the next round's proposal q or None, its q_at)."""
+    S = seq.size(1)
+    n = fill.size(1)  # the block
+    dev = seq.device
+    sb = lo + (S - lo) // n * n  # the block holding position S, aligned to the window's start
+    e = sb + n
+    drafts = draw(q[:, S - q_at:min(e, end) - q_at], generator) if q is not None else seq[:, :0]
+    kd = drafts.size(1)
+    # an outcome r (the newest token after this round) needs a state to draft from when a token follows it: in this
+    # block, or in the next one where it fits the window
+    outcomes = [r for r in range(S, S + kd + 1) if r + 1 < end and (r <= e - 2 or e + n - lo <= model.args.block_size)]
+    states = tuple(r for r in outcomes if r <= e - 2)  # outcome r: the next drafts come from state r
+    nxt = states != tuple(outcomes)  # an outcome finishes the block: the next block drafts
+    known = torch.cat([seq[:, sb:], drafts], 1)  # the block's columns as this round would keep them
+    noisy = [torch.cat([known[:, :r - sb], fill[:, r - e:]], 1) for r in states]  # state r: known before r, [MASK] on
+    cols = torch.cat([seq[:, -1:], drafts, *noisy, *([fill] if nxt else [])], 1)
+    if cols.size(1) == 1:  # one clean column: no mask, the fast kernel
+        pos = torch.arange(S - 1 - lo, S - lo, device=dev)
+        mask = None
+    else:
+        pos, mask = round_layout(S - 1 - lo, kd, sb - lo, tuple(r - sb for r in states), nxt, n, dev)
+    kv.store = kd + 1
+    logits = no_mask_logit(model(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
+    p = probs(logits[:, :min(kd + 1, end - S)], opts)  # on the device: one host read a round (kd > 0)
+    new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator)
+    kv.truncate(S - 1 - lo + new.size(1))  # the newest token and the kept drafts
+    r = S + new.size(1) - 1  # the newest token: the next round drafts from the state of its outcome
+    if r not in outcomes:
+        return new, None, q_at
+    if r in states:  # the block's noisy copy for r
+        c = kd + 1 + n * states.index(r)
+        return new, probs(logits[:, c:c + n], opts), sb
+    return new, probs(logits[:, -n:], opts), e  # the next block's, all [MASK]: its drafts from e
+
+
 @torch.no_grad()
-def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.0), generator=None, on_step=None,
-                    draft=None):
-    """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (its next-token model), the
-    noisy half drafting, one pass a round (--bd3_speculate). The pass reads the newest token and the drafts as clean
-    columns against a KV cache; their next-token p check the drafts (keep_or_redraw: each kept while u < p / q, the
-    first rejected redrawn from max(0, p - q), a bonus from p when all are kept), so any proposal keeps p's law
-    (Leviathan et al. 2023). The same pass holds the noisy states the next round drafts from, one per outcome r: the
-    block known before r, [MASK] from r, or the next block all [MASK]. The window is sample_bd3's; after a jump the
-    first round is a plain AR step. Rows advance by the row that kept fewest, so draft=None drafts at batch 1 only (at
-    batch 16 a round kept 1.00 token, dev/LOG.md); else the clean half decodes alone in the AR's loop (its KV cache),
-    the same law. settings: (temperature, top_k, top_p) of p and q. Returns (tokens, stats; kept: drafts per pass)."""
-    (B, P), W, n, dev, t0 = prompt.shape, model.args.block_size, block, prompt.device, time.perf_counter()
-    end, keep, seq, fill = P + gen_len, min((W // 2) // n * n, W - n), prompt, torch.full((B, n), mask_id, device=dev)
-    lo, kv, q, q_at, passes, kept, draft = 0, None, None, 0, 0, 0, B == 1 if draft is None else draft
+def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(steps=1), generator=None,
+                    on_step=None, draft=None):
+    """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half, its next-token model (an
+    AR), the noisy half drafting: one pass a round (--bd3_speculate). The pass reads the newest token and the drafts
+    left in its block as clean columns against a KV cache of the text before: their next-token distributions p
+    check the drafts (keep_or_redraw: each kept while u < p / q, the first rejected redrawn from max(0, p - q), a
+    bonus token from p when all are kept), so any proposal keeps p's law (Leviathan et al. 2023). The same pass holds
+    the noisy states the next round drafts from, one per outcome r: the block with the drafts before column r known
+    and r onwards [MASK] (the newest token r is drawn by this pass, so no state knows it), or the next block all
+    [MASK] after this one's drafts (_draft_round). The window is sample_bd3's (blocks aligned to its start; a block
+    that does not fit restarts it on the last half, whose first round is a plain AR step). Rows advance by the row
+    that kept fewest, so draft=None drafts at batch 1 only: at batch 16 a round kept 1.00 token and cost 3.1x a
+    one-column pass (dev/LOG.md); there the clean half decodes alone in the AR's loop (its KV cache), the same law.
+    opts: a SamplerOptions whose temperature, top_k and top_p shape p and q (the block sampler's switches do not
+    apply). Returns (tokens (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts
+    kept per pass)."""
+    t0 = time.perf_counter()
+    B, P = prompt.shape
+    W = model.args.block_size
+    dev = prompt.device
+    end = P + gen_len
+    keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks
+    fill = torch.full((B, block), mask_id, device=dev)  # a noisy block all [MASK]
+    if draft is None:
+        draft = B == 1
+    seq = prompt  # the text so far
+    lo = 0  # the window's start
+    kv = None  # the window's cache of the text before the newest token
+    q = None  # the drafter's proposal (B, m, V) for the columns from q_at; None: the next round drafts nothing
+    q_at = 0
+    passes = 0
+    kept = 0  # drafts kept, over all rounds
     if not P:  # nothing for the clean half to read: the first token is the noisy half's, its block all [MASK]
-        seq, passes = draw(probs(no_mask_logit(model(fill)[:, :1], mask_id), *settings), generator), 1
+        seq = draw(probs(no_mask_logit(model(fill)[:, :1], mask_id), opts), generator)
+        passes = 1
     while seq.size(1) < end:
         S = seq.size(1)
-        if kv is None or (S - lo) // n * n + n > W:  # a fresh window: the text before the newest token cached
-            lo, q = 0 if kv is None and S // n * n + n <= W else S - keep, None
+        # a fresh window at the start, and when the newest token's block does not fit: the text before it cached
+        if kv is None or (S - lo) // block * block + block > W:
+            lo = 0 if kv is None and S // block * block + block <= W else S - keep
+            q = None  # the first round after a jump is a plain AR step
             kv = CleanCache(model.args.n_layer) if draft else model.new_kv_cache(B, dev, model.tok_emb.weight.dtype)
             if S - 1 > lo:
                 kv.store = S - 1 - lo
                 model(seq[:, lo:S - 1], kv_cache=kv, rope_pos=torch.arange(S - 1 - lo, device=dev),
                       attn_mask=torch.ones(S - 1 - lo, S - 1 - lo, dtype=torch.bool, device=dev).tril())
-        if not draft:  # batch > 1: the clean half alone, as the AR decodes (its KV cache, its loop; dev/LOG.md)
-            logits, prev = model(seq[:, -1:], kv_cache=kv, start_pos=S - 1 - lo)[:, -1], seq
+        prev = seq
+        if draft:
+            new, q, q_at = _draft_round(model, kv, seq, lo, q, q_at, end, fill, mask_id, opts, generator)
+            kept += new.size(1) - 1
+        else:  # batch > 1: the clean half alone, as the AR decodes (its KV cache, its loop; dev/LOG.md)
+            logits = model(seq[:, -1:], kv_cache=kv, start_pos=S - 1 - lo)[:, -1]
             logits[:, mask_id] = float("-inf")
-            seq, passes = torch.cat([seq, draw(probs(logits, *settings), generator)[:, None]], 1), passes + 1
-        else:
-            sb = lo + (S - lo) // n * n  # the block holding position S, aligned to the window's start
-            e = sb + n
-            drafts = draw(q[:, S - q_at:min(e, end) - q_at], generator) if q is not None else seq[:, :0]
-            kd = drafts.size(1)
-            outcomes = [r for r in range(S, S + kd + 1) if draft and r + 1 < end and (r <= e - 2 or e + n - lo <= W)]
-            states = tuple(r for r in outcomes if r <= e - 2)  # outcome r: the next drafts come from state r
-            nxt = states != tuple(outcomes)  # an outcome finishes the block: the next block drafts
-            known = torch.cat([seq[:, sb:], drafts], 1)  # the block's columns as this round would keep them
-            cols = torch.cat([seq[:, -1:], drafts, *[torch.cat([known[:, :r - sb], fill[:, r - e:]], 1)
-                                                     for r in states], *([fill] if nxt else [])], 1)
-            pos, mask = (torch.arange(S - 1 - lo, S - lo, device=dev), None) if cols.size(1) == 1 else round_layout(
-                S - 1 - lo, kd, sb - lo, tuple(r - sb for r in states), nxt, n, dev)  # one clean column: fast kernel
-            kv.store = kd + 1
-            logits = no_mask_logit(model(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
-            p = probs(logits[:, :min(kd + 1, end - S)], *settings)  # on the device: one host read a round (kd > 0)
-            new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator)
-            k, prev = new.size(1), seq
-            kv.truncate(S - 1 - lo + k)
-            seq, passes, kept = torch.cat([seq, new], 1), passes + 1, kept + k - 1
-            r = S + k - 1  # the newest token: the next round drafts from the state of its outcome
-            if r in outcomes:  # r's state: the block's copy for r, or the next block's (drafts from e)
-                c, q_at = (kd + 1 + n * states.index(r), sb) if r in states else (logits.size(1) - n, e)
-            q = probs(logits[:, c:c + n], *settings) if r in outcomes else None
+            new = draw(probs(logits, opts), generator)[:, None]
+        seq = torch.cat([seq, new], 1)
+        passes += 1
         if on_step is not None:
             on_step(_round_step(prev, seq, P, end, passes, mask_id))
     seconds = time.perf_counter() - t0
@@ -489,8 +531,7 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
     P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)  # a continuation: given text, then blanks
     opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
     if clean_check(cfg):
-        return sample_clean_ar(model, x[:, :P], x.size(1) - P, cfg.bd3_block, mask_id,
-                               (cfg.temperature, cfg.top_k, cfg.top_p), generator, on_step)
+        return sample_clean_ar(model, x[:, :P], x.size(1) - P, cfg.bd3_block, mask_id, opts, generator, on_step)
     return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, opts, generator, on_step)
 
 

@@ -268,12 +268,17 @@ class Transformer(nn.Module):
         return KVCache(a.n_layer, batch, a.n_head, a.block_size, a.n_embd // a.n_head, device, dtype)
 
     @torch.no_grad()
-    def generate(self, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None, mask_id=None, on_token=None):
+    def generate(self, prompt, gen_len, *, temperature=1.0, top_k=0, top_p=1.0, generator=None, mask_id=None,
+                 on_token=None):
         """Autoregressive sampling with a KV cache (nanoGPT's generate): one forward per token, the prompt's in one
-        pass. Past the context (as bd3's sampler), when the next token does not fit, keep the window's last half and
-        recompute its cache in one pass (which gives the next logits). prompt (B, P), P >= 1; mask_id: never drawn
-        ([MASK]: in the vocabulary, never a target); a bidirectional network (--dual_sample) reads causally masked.
-        Float64 draws; on_token(tokens so far, the last draw's filtered logits) after each. Returns (B, P + gen_len)."""
+        pass. Past the context, by the same window as bd3's sampler: when the next token does not fit, keep the last
+        half of the window and recompute its cache in one pass (which gives the next token's logits). prompt (B, P),
+        P >= 1. The draw's settings come by name, as nanoGPT's (temperature, top_k; top_p too): the network below the
+        samplers takes no sampler's options object. mask_id: a token never drawn ([MASK] is in the vocabulary but
+        never a target: ~2e-5 of an AR's draws at baby were it). A bidirectional network's AR mode (diffusion.py's
+        --dual_sample) reads its context with the causal mask the AR's attention implies. Draws in float64
+        (common.sample_tokens). on_token(tokens so far, the filtered logits the last one was drawn from) after each
+        token. Returns (B, P + gen_len)."""
         (B, P), W = prompt.shape, self.args.block_size
         seq, lo = prompt, max(0, P - W)
 
