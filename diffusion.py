@@ -93,7 +93,8 @@ def check(cfg, given=()):
     if cfg.dual_sample and not cfg.dual_ar:
         raise UserError("--dual_sample draws from the AR mode that --dual_ar trains, and this network was trained "
                         "without it (dual_ar=0): drop --dual_sample, or train with --dual_ar=0.25")
-    if cfg.dual_sample and (clash := sorted(set(given) & {"steps", *REVEAL_KEYS})):
+    clash = sorted(set(given) & {"steps", *REVEAL_KEYS})  # the diffusion sampler's keys, given on the command line
+    if cfg.dual_sample and clash:
         raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: --{clash[0]} "
                         f"sets the diffusion sampler; drop one of the two")
     check_band(cfg)
@@ -191,9 +192,13 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
 
 
 def passes(cfg, n_gen, n_prompt=0):
-    return n_gen if cfg.dual_sample else sampler.passes(SamplerOptions.from_config(cfg), n_gen)
+    """Forward passes per sample: one a token in the AR mode (--dual_sample), else the sampler's (None: threshold)."""
+    if cfg.dual_sample:
+        return n_gen
+    return sampler.passes(SamplerOptions.from_config(cfg), n_gen)
 
 
 def describe(cfg):
-    return ("its AR mode (the dual objective's causal pass) + KV cache, one token a pass" if cfg.dual_sample else
-            sampler.describe(SamplerOptions.from_config(cfg)))
+    if cfg.dual_sample:
+        return "its AR mode (the dual objective's causal pass) + KV cache, one token a pass"
+    return sampler.describe(SamplerOptions.from_config(cfg))
