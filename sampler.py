@@ -1,6 +1,7 @@
-"""The masked-diffusion reverse sampler of diffusion.py and of bd3.py's blocks: denoise() fills a canvas's gen_mask
-positions, never the rest; its switches are config.py's sampling keys (one SamplerOptions). Two remasking policies
-revisit committed tokens: the reference's 'refine' (the least sure compete with new candidates each step) and ReMDM:
+"""The masked-diffusion reverse sampler, shared by masked diffusion (diffusion.py) and block diffusion's blocks
+(bd3.py): denoise() fills the positions of a canvas marked in gen_mask and never touches the rest; its switches are
+config.py's sampling keys, carried by one SamplerOptions. Two remasking policies revisit committed tokens: the
+reference's 'refine' (the least sure committed tokens compete with new candidates each step) and ReMDM:
 
 ReMDM (Wang et al. 2025, arXiv 2503.00307, eq. 5): a step t -> s may send a committed token back to [MASK] with
 probability sigma_t and reveal a masked one with probability (alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t): the
@@ -70,7 +71,8 @@ def time_for_fraction(schedule, frac):
 
 def position_scores(logp, cand, order, generator=None, cols=None):
     """logp (N, V): float64 filtered log-probs of the N positions decided; cand (N,): their drawn tokens; cols (N,):
-    their columns ('l2r' only). Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]: highest first)."""
+    their columns (read by 'l2r' only). Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]: higher is
+    revealed first)."""
     p = logp.exp()
     conf = p.gather(-1, cand[:, None]).squeeze(-1)
     if order == "l2r":  # leftmost first: one token a step, the network's own left-to-right joint (scripts/order_nll.py)
@@ -233,19 +235,15 @@ class _Denoiser:
 
     def _commit(self, decided, logp, cand, n_keep, remdm):
         """Score the n candidates `cand` drawn from logp (n, V), choose which positions are [MASK] after the step
-        (_stay: the lowest scored, or above the threshold, and ReMDM's re-masking), and write the step into the
-        canvas, each committed token's confidence and its kept score. Returns (revealed, remasked) (B, L)."""
+        (_stay: the lowest scored, or those below the threshold; remdm: ReMDM may re-mask), and write the step into
+        the canvas, each committed token's confidence and its kept score. Returns (revealed, remasked) (B, L)."""
         cols = decided.at % self.x.size(1)
         new_conf, new_score = position_scores(logp, cand, self.opts.order, self.generator, cols=cols)  # (n,) each
         score = put_at(torch.full_like(self.conf, math.inf), decided.at, new_score)  # (B, L) +inf: never stays masked
-        sigma_t = None
-        if remdm and self.opts.remask == "remdm":  # ReMDM: each committed token's probability of going back
-            sigma_t = sigma(self.opts.remask_eta, decided.committed.sum(1), n_keep)
-        stay = self._stay(decided, score, n_keep, sigma_t)
+        stay = self._stay(decided, score, n_keep, remdm)
         revealed = decided.is_masked & ~stay
         remasked = decided.committed & stay
-        drawn = put_at(self.x, decided.at, cand)
-        self.x = torch.where(stay, self.mask_tok, torch.where(revealed, drawn, self.x))
+        self.x = torch.where(stay, self.mask_tok, torch.where(revealed, put_at(self.x, decided.at, cand), self.x))
         self.conf = torch.where(revealed, put_at(self.conf, decided.at, new_conf), self.conf).masked_fill(remasked, 0.0)
         self.kept = torch.where(revealed, score, self.kept)
         return revealed, remasked
@@ -260,12 +258,12 @@ class _Denoiser:
         f = is_masked.sum(1).double() / now.sum(1).clamp(min=1)  # (B,) share of the block still masked
         return (temperature * (end_share + (1.0 - end_share) * f))[at // now.size(1), None]  # in the logits' order
 
-    def _stay(self, decided, score, n_keep, sigma_t=None):
+    def _stay(self, decided, score, n_keep, remdm=False):
         """Which positions are [MASK] after the step (B, L), given each position's ranking score (B, L) (+inf where
         nothing was drawn). Threshold mode (n_keep None, Fast-dLLM): every [MASK] scoring above the threshold, at
         least each sample's best, is committed. Step mode: the n_keep (B,) lowest scored of the block stay masked,
-        'refine' ranking committed tokens by their kept score beside the new candidates; sigma_t (B,): ReMDM's
-        probability that a committed token goes back to [MASK] (remask='remdm')."""
+        'refine' ranking committed tokens by their kept score beside the new candidates; remdm (remask='remdm'): a
+        committed token goes back to [MASK] with ReMDM's probability sigma_t."""
         threshold = self.opts.threshold
         if threshold and n_keep is None:  # Fast-dLLM: every position above the threshold, at least the best one
             commit = decided.is_masked & (score > threshold)
@@ -274,7 +272,8 @@ class _Denoiser:
             return decided.is_masked & ~commit
         if self.opts.remask == "refine":  # committed tokens compete with the new candidates on their kept score
             score = torch.where(decided.committed, self.kept, score)
-        elif sigma_t is not None:
+        elif remdm and self.opts.remask == "remdm":
+            sigma_t = sigma(self.opts.remask_eta, decided.committed.sum(1), n_keep)  # (B,)
             u = uniform_draws(*score.shape, generator=self.generator, device=score.device)
             u = u.masked_fill(~decided.committed, 2.0)
             # each committed token w.p. sigma, at most n_keep: those with the smallest u (a random subset)
@@ -339,7 +338,8 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {W}: decode it in blocks "
                          f"(semi_ar_length) with the same generated positions in every row")
     d = _Denoiser(model, x, gen_mask, schedule, mask_id, opts, generator, on_step)
-    # with schedule counts the step into t = 0 is the reference's greedy clean-up: the sample's last step only
+    # with schedule counts the step into t = 0 is the reference's greedy clean-up: the whole sample's last step only,
+    # never the last of every semi-AR block (that made every block's last token an argmax)
     greedy_end = opts.tokens_per_step == "schedule" and not opts.threshold
     for b in range(d.n_blocks):
         lo, hi = _window(d.host_blocks == b, L, W)
@@ -360,6 +360,7 @@ def passes(opts, n_gen):
 
 
 def describe(opts):
+    """The sampler in one line (steps or threshold, counts, order, remask), as inference.py and eval.py print it."""
     if opts.threshold:
         how = f"threshold {opts.threshold:g} (NFE adaptive, committed tokens final), order {opts.order}"
     else:
