@@ -149,7 +149,8 @@ def ar_nll(model, windows, cfg, mask_id):
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):
-    """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read (masked, argmax, logits, t)."""
+    """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read: the masked positions (scored),
+    the argmax there (pred), the logits, each token's t (t_tok)."""
     opts = LossOptions(self_cond=1.0 if cfg.self_cond else 0.0)
     _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, opts, generator, t=t[:, 0])
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=t.expand_as(x))

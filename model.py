@@ -144,7 +144,8 @@ class AdaLN(nn.Module):
     def forward(self, t):
         """t (B,) integer steps -> (per-layer list of 6x (B, 1, C), final (shift, scale) 2x (B, 1, C))."""
         c = F.silu(self.mlp(timestep_embedding(t / self.T, self.mlp[0].in_features)))  # (B, C)
-        return [lin(c)[:, None].chunk(6, dim=-1) for lin in self.layers], self.final(c)[:, None].chunk(2, dim=-1)
+        layers = [lin(c)[:, None].chunk(6, dim=-1) for lin in self.layers]
+        return layers, self.final(c)[:, None].chunk(2, dim=-1)
 
 
 class KVCache:
