@@ -10,7 +10,8 @@ from sampler import REVEAL_KEYS
 
 
 def ar_loss(model, x):
-    """Next-token loss of x[:, 1:] given x[:, :-1], x (B, L+1): (loss, NLL nats/token (B,))."""
+    """Next-token loss of the causal baseline. x (B, L+1): predict x[:, 1:] from x[:, :-1].
+    Returns (loss, per-sequence NLL in nats/token (B,)): the mean to train on, the exact NLL evaluation reports."""
     logits = model(x[:, :-1])
     nll = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="none").view(len(x), -1).mean(1)
     return nll.mean(), nll.detach()

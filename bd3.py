@@ -1,20 +1,25 @@
-"""Block diffusion (BD3-LM, Arriola et al. 2025): the attention mask, the bound with per-block times, the two-stream
-training pass, and block-by-block decoding with a KV cache of the clean blocks.
+"""Block diffusion (BD3-LM, Arriola et al. 2025), end to end: the attention mask, the bound with per-block times, the
+two-stream training pass, and block-by-block decoding with a KV cache of the clean blocks.
 
-With blocks of L' tokens, log p(x) = sum_b log p(x^b | x^<b), each term bounded by the masked-diffusion NELBO
-(diffusion.py) of that block given the clean earlier ones, with its own t (eq. 6):
+Cut the window into blocks of L' tokens. log p(x) = sum_b log p(x^b | x^<b), and each block's term is bounded by
+the masked-diffusion NELBO of that block alone (diffusion.py), given the clean earlier blocks, with its own t (eq. 6):
 
     -log p(x) <= sum_b E_t_b E_q [ T w(t_b) * sum_{i in block b, masked} -log p(x0_i | x_t^b, x0^<b) ]
 
-One pass covers every block: the network reads [x_t ; x_0] (2L tokens) under bd3_attn_mask, the loss on the noisy
-half. L' = 1 is the AR model (in expectation: a masked token sees only the clean tokens before it); L' = L is MDLM.
---bd3_ar also trains the clean half, token-causal, on the next token in the same pass; the bound stays the noisy half's.
+One forward pass covers every block: the network reads [x_t ; x_0] (2L tokens) under bd3_attn_mask, and the loss
+sits on the noisy half. L' = 1 is the AR model (in expectation: a masked token sees only the clean tokens before
+it); L' = L is MDLM. --bd3_ar also trains the clean half, then token-causal, on the next token in the same pass (AR
+and diffusion together, as dual-objective LMs); the bound is still the noisy half's.
 
-Decoding goes left to right, each block denoised by sampler.denoise against a KV cache of the clean blocks before it
-(a step costs one block, not the context); with --bd3_speculate on a --bd3_ar network, the clean half samples token by
-token, the noisy half drafting whole blocks (sample_clean_ar). A block and its context sit in a window of block_size
-tokens, blocks aligned to its start; when the next block does not fit, the window jumps and keeps its last half (its
-keys/values recomputed once), so the cached decode equals the two-stream pass over the window (tests/helpers.py).
+Decoding goes left to right, a block at a time, against a KV cache of the clean blocks before it (a reverse step
+costs one block, not the context): each block is denoised by sampler.denoise (with all its switches); or, with
+--bd3_speculate on a --bd3_ar network, the clean half's AR samples token by token, the noisy half drafting whole
+blocks (sample_clean_ar, whose speculative-sampling rule keep_or_redraw lives here, its one user). As in training,
+the block and its clean context sit in a window of block_size tokens (RoPE positions 0..block_size-1, blocks aligned
+to its start); when the next block does not fit, the window jumps and keeps its last half (in whole blocks), whose
+keys/values are recomputed once: every step sees what the network saw in training, and the cached decode equals the
+two-stream pass over the whole window (tests/helpers.py) at any length. A finished block enters the cache in the
+next block's first step.
 
     python train.py baby --objective=bd3 --bd3_block=4
     python inference.py --checkpoint artifacts/models/baby/model.pt --prompt "ROMEO:" --gen-len 600
@@ -36,8 +41,9 @@ from utils.errors import UserError
 # ---------------------------------------------------------------------------- attention masks
 @lru_cache(maxsize=16)
 def bd3_attn_mask(L, block, device, causal=False):
-    """Attention over [x_t ; x_0] (2L, 2L) bool, True = may attend: a noisy query of block b sees its own noisy block
-    and the clean blocks < b, a clean query only the clean blocks <= b (causal: the clean tokens up to its own)."""
+    """Block-diffusion attention over [x_t ; x_0] (2L, 2L) bool, True = may attend (BD3-LM, Arriola et al. 2025): a
+    noisy query of block b sees its own noisy block (both ways) and the clean blocks < b; a clean query of block b sees
+    the clean blocks <= b (causal: the clean tokens up to its own); no clean query sees a noisy key. Built once."""
     i = torch.arange(2 * L, device=device)
     clean, blk = i >= L, (i % L) // block  # (2L,) which half, which block
     q_clean, k_clean, qb, kb = clean[:, None], clean[None, :], blk[:, None], blk[None, :]
@@ -52,8 +58,9 @@ BD3_LOSSES = ("elbo", "all_ce")  # config.bd3_loss
 
 
 def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, total=None, u=None):
-    """(n, n_blocks) long times: stratified over the global batch's total * n_blocks blocks, mapped onto `allowed`,
-    shuffled over (sequence, block) with `generator` so one sequence's blocks get unrelated strata."""
+    """A time for every block of n sequences: (n, n_blocks) long. The n * n_blocks draws are stratified_times over
+    the global batch's total * n_blocks blocks, mapped onto `allowed`, then shuffled over (sequence, block) with
+    `generator` so the blocks of one sequence get unrelated strata."""
     dev = draw_device(device)  # drawn where they are used: a keyed generator's times, no host copy
     idx = stratified_times(n * n_blocks, len(allowed), generator, dev, offset * n_blocks, (total or n) * n_blocks, u)
     perm = torch.randperm(len(idx), generator=on_device(generator, dev), device=dev)
@@ -91,11 +98,14 @@ def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None, clean=Fal
 
 
 def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, opts=LossOptions()):
-    """Block-diffusion NELBO of x0 (B, L). t (B, L // block): per-block times, if None drawn stratified from
-    `allowed` (band_times; default 1..T). A block is masked with probability 1 - alpha(t_b) and weighted by
-    k * w(t_b), k = len(allowed): T * w(t) with every t allowed, so the sum estimates sum_b NELBO(x^b | x^<b) >=
-    -log p(x0); a clipped band only its share (train with it, never report it). opts.loss_type='all_ce' trains the
-    plain CE of every noisy position, the NELBO returned the same. Returns (loss, NELBO nats/token (B,), aux)."""
+    """Block-diffusion NELBO of x0 (B, L) with blocks of `block` tokens. t (B, L // block) per-block times, drawn
+    here (stratified over the batch) if None, from `allowed` (band_times; default 1..T). Each block is masked with
+    probability 1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed that is T * w(t),
+    so the sum over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); a clipped band estimates only its share
+    (train with it, never report it). opts: the switches of common.LossOptions; loss_type='all_ce' trains the
+    plain CE of every noisy position, no w(t); ar_weight > 0 adds the clean half's next-token CE (--bd3_ar). The
+    NELBO returned is the same whatever is trained. Returns (loss, per-sequence NELBO in nats/token (B,),
+    dict(t, t_tok (B, L), masked, logits, ce))."""
     B, L = x0.shape
     assert L % block == 0, f"block {block} must divide the window {L}"
     allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
@@ -129,9 +139,10 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
 
 # ---------------------------------------------------------------------------- decoding
 class CleanCache:
-    """The clean context's keys/values per layer, in buffers (B, H, capacity, D) written in place (grown by doubling),
-    and its ids (B, n). update(k, v) (model.Attention, per layer, after RoPE) returns [cached ; new], a view: no copy
-    of the context a pass. The first `store` new columns (clean blocks) are kept; the next pass overwrites the rest."""
+    """Keys/values of the clean context, per layer, in buffers (B, H, capacity, D) written in place (grown by
+    doubling), and its token ids (B, n). model.Attention calls update(k, v) per layer with the new columns' keys/values
+    (after RoPE) and gets [cached ; new] back, a view: no copy of the context a pass. The first `store` new columns
+    (clean blocks entering the context) are kept, a noisy block's never: the next pass writes over them."""
 
     def __init__(self, n_layer):
         self.k, self.v, self.n = [None] * n_layer, [None] * n_layer, [0] * n_layer
@@ -162,8 +173,9 @@ class CleanCache:
 
 @lru_cache(maxsize=64)
 def pending_mask(n0, m, block, device, causal=False):
-    """Attention (m + block, n0 + m + block) bool over [m pending clean columns ; a noisy block] after n0 cached ones:
-    the clean columns see the cache and each other as in training, never the noisy block, which sees everything."""
+    """Attention of one pass over [m pending clean columns ; a noisy block] after n0 cached ones: (m + block,
+    n0 + m + block) bool. The clean columns see the cache and each other as the clean half in training
+    (block-causally, or token-causally: causal), never the noisy block; the noisy block sees everything."""
     mask = torch.ones(m + block, n0 + m + block, dtype=torch.bool, device=device)
     mask[:m, n0:n0 + m] = bd3_attn_mask(m, block, device, causal)[m:, m:]  # the clean-clean quarter
     mask[:m, n0 + m:] = False
@@ -171,9 +183,10 @@ def pending_mask(n0, m, block, device, causal=False):
 
 
 class CachedBlockModel:
-    """denoise()'s model for one block: handed the window (context, then the block), it runs only the block against
-    the cache. Context the cache lacks (the prompt, the last block, a window after a jump) rides along and enters it.
-    A subset of the rows (threshold decoding drops finished ones) reads the cache rows with equal context ids."""
+    """denoise()'s model while it denoises one block: handed the window (clean context, then the block), it runs only
+    the block through the network against the cached context. Context the cache lacks (the prompt, the block finished
+    last, a window recomputed after a jump) rides along in the same pass and enters the cache. denoise() may pass a
+    subset of the rows (threshold decoding drops finished ones): their cache rows are those with equal context ids."""
 
     def __init__(self, model, cache, block):
         self.model, self.cache, self.block, self.args = model, cache, block, model.args
@@ -318,10 +331,11 @@ def keep_or_redraw(p, q, drafts, generator):
 
 @lru_cache(maxsize=1024)
 def round_layout(n0, kd, sb, states, nxt, n, device):
-    """sample_clean_ar's pass after n0 cached clean columns: the newest token and kd drafts as clean columns, a noisy
-    copy of the block [sb, sb + n) per r in states (its columns before r known), then (nxt) the next block. Returns
-    (RoPE positions (C,), attention (C, n0 + C) bool), as in training: a clean column sees the clean ones up to its
-    own, a noisy copy the clean columns before its block and its own block."""
+    """sample_clean_ar's pass after n0 cached clean columns (window positions 0..n0-1): the newest token and kd drafts
+    as clean columns (positions n0..n0+kd), then a noisy copy of the block [sb, sb + n) per r in states (its columns
+    before r known), then (nxt) the next block. Returns (RoPE positions (C,), attention (C, n0 + C) bool): clean
+    columns see the clean columns up to their own (as the --bd3_ar clean half in training), a noisy copy sees the
+    clean columns before its block and its own block (as a noisy block in training), never the other copies."""
     pos = torch.cat([torch.arange(n0, n0 + kd + 1), *[torch.arange(sb, sb + n)] * len(states),
                      *([torch.arange(sb + n, sb + 2 * n)] if nxt else [])])
     group = torch.cat([torch.zeros(kd + 1, dtype=torch.long), torch.arange(len(states) + nxt).repeat_interleave(n) + 1])
@@ -336,9 +350,9 @@ def round_layout(n0, kd, sb, states, nxt, n, device):
 
 @torch.no_grad()
 def ar_nll(model, windows, cfg, mask_id):
-    """The NLL (B,) of windows[:, 1:] under a --bd3_ar network's AR mode (--bd3_speculate's law at temperature 1):
-    the first token from the noisy half's all-[MASK] block (as sample_clean_ar without a prompt), each next one from
-    the clean half. None without --bd3_ar."""
+    """A --bd3_ar network's AR mode (B,), the law --bd3_speculate samples at temperature 1, on windows[:, 1:] (the
+    bound's tokens): the mean NLL, the first from the noisy half's all-[MASK] block (the clean half has nothing to
+    read yet, as in sample_clean_ar without a prompt), each next one from the clean half. None without --bd3_ar."""
     if not cfg.bd3_ar:
         return None
     x = windows[:, 1:]
@@ -523,7 +537,8 @@ def flops(model, cfg):
 
 
 def clean_check(cfg):
-    """--bd3_speculate on a --bd3_ar network: the clean half samples, the noisy half drafts (else the blocks')."""
+    """Whether the clean half's AR samples, the noisy half drafting (--bd3_speculate on a --bd3_ar network; a preset's
+    --bd3_speculate on a network without one samples with the blocks' sampler, check() refuses a given one)."""
     return cfg.bd3_speculate and cfg.bd3_ar > 0
 
 
