@@ -280,7 +280,7 @@ class _Denoiser:
             forced = (u < sigma_t[:, None]) & (u.argsort(1).argsort(1) < n_keep[:, None])
             score = score.masked_fill(forced, -math.inf)
         stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
-        return torch.where(decided.taking_part[:, None], stay, decided.is_masked)  # a sample sitting out is unchanged
+        return torch.where(decided.taking_part[:, None], stay, decided.is_masked)  # a sample that skips the step: unchanged
 
     def reveal(self, b, now, lo, hi, greedy_end):
         """Reveal the block `now` (B, L): its plan's passes (step mode) or until it is filled (threshold).
