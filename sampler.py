@@ -190,8 +190,9 @@ class _Denoiser:
     def step(self, now, lo, hi, n_keep, todo, greedy, n, remdm=False):
         """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,
         on the host) decide their n [MASK]s, `n_keep` (B,) of the block stay masked (step mode); greedy: argmax
-        draws; remdm: ReMDM may re-mask. Four parts, in the order the random draws are made: which positions are
-        decided, the model's prediction there, the draw, the commit. Returns (revealed, remasked, time told (B,))."""
+        draws; remdm: ReMDM may re-mask. Four parts: which positions are decided, the model's prediction there, the
+        draw, the commit (its random draws after the tokens', always in that order: the samples depend on it).
+        Returns (revealed, remasked, time told (B,))."""
         decided = self._decide(now, todo, lo, hi, n)
         logits, told = self._predict(decided, lo, hi)
         temperature = self._temperature(decided.is_masked, now, decided.at)
