@@ -10,7 +10,8 @@ from sampler import REVEAL_KEYS
 
 
 def ar_loss(model, x):
-    """Next-token loss of x[:, 1:] given x[:, :-1], x (B, L+1): (loss, NLL nats/token (B,))."""
+    """Next-token loss of the causal baseline. x (B, L+1): predict x[:, 1:] from x[:, :-1].
+    Returns (loss, per-sequence NLL in nats/token (B,)): the mean to train on, the exact NLL evaluation reports."""
     logits = model(x[:, :-1])
     nll = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="none").view(len(x), -1).mean(1)
     return nll.mean(), nll.detach()
@@ -43,7 +44,8 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     """Continue x's given prefix (at least one token: the canvas supplies a start token) over its blanks."""
     P = int(gen_mask[0].long().argmax())
-    out = model.generate(x[:, :P], x.size(1) - P, cfg.temperature, cfg.top_k, cfg.top_p, generator, mask_id)
+    out = model.generate(x[:, :P], x.size(1) - P, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                         generator=generator, mask_id=mask_id)
     return out, dict(nfe=x.size(1) - P, nfe_per_sample=[x.size(1) - P] * len(x))
 
 

@@ -1,20 +1,25 @@
-"""Block diffusion (BD3-LM, Arriola et al. 2025): the attention mask, the bound with per-block times, the two-stream
-training pass, and block-by-block decoding with a KV cache of the clean blocks.
+"""Block diffusion (BD3-LM, Arriola et al. 2025), end to end: the attention mask, the bound with per-block times, the
+two-stream training pass, and block-by-block decoding with a KV cache of the clean blocks.
 
-With blocks of L' tokens, log p(x) = sum_b log p(x^b | x^<b), each term bounded by the masked-diffusion NELBO
-(diffusion.py) of that block given the clean earlier ones, with its own t (eq. 6):
+Cut the window into blocks of L' tokens. log p(x) = sum_b log p(x^b | x^<b), and each block's term is bounded by
+the masked-diffusion NELBO of that block alone (diffusion.py), given the clean earlier blocks, with its own t (eq. 6):
 
     -log p(x) <= sum_b E_t_b E_q [ T w(t_b) * sum_{i in block b, masked} -log p(x0_i | x_t^b, x0^<b) ]
 
-One pass covers every block: the network reads [x_t ; x_0] (2L tokens) under bd3_attn_mask, the loss on the noisy
-half. L' = 1 is the AR model (in expectation: a masked token sees only the clean tokens before it); L' = L is MDLM.
---bd3_ar also trains the clean half, token-causal, on the next token in the same pass; the bound stays the noisy half's.
+One forward pass covers every block: the network reads [x_t ; x_0] (2L tokens) under bd3_attn_mask, and the loss
+sits on the noisy half. L' = 1 is the AR model (in expectation: a masked token sees only the clean tokens before
+it); L' = L is MDLM. --bd3_ar also trains the clean half, then token-causal, on the next token in the same pass (AR
+and diffusion together, as dual-objective LMs); the bound is still the noisy half's.
 
-Decoding goes left to right, each block denoised by sampler.denoise against a KV cache of the clean blocks before it
-(a step costs one block, not the context); with --bd3_speculate on a --bd3_ar network, the clean half samples token by
-token, the noisy half drafting whole blocks (sample_clean_ar). A block and its context sit in a window of block_size
-tokens, blocks aligned to its start; when the next block does not fit, the window jumps and keeps its last half (its
-keys/values recomputed once), so the cached decode equals the two-stream pass over the window (tests/helpers.py).
+Decoding goes left to right, a block at a time, against a KV cache of the clean blocks before it (a reverse step
+costs one block, not the context): each block is denoised by sampler.denoise (with all its switches); or, with
+--bd3_speculate on a --bd3_ar network, the clean half's AR samples token by token, the noisy half drafting whole
+blocks (sample_clean_ar, whose speculative-sampling rule keep_or_redraw lives here, its one user). As in training,
+the block and its clean context sit in a window of block_size tokens (RoPE positions 0..block_size-1, blocks aligned
+to its start); when the next block does not fit, the window jumps and keeps its last half (in whole blocks), whose
+keys/values are recomputed once: every step sees what the network saw in training, and the cached decode equals the
+two-stream pass over the whole window (tests/helpers.py) at any length. A finished block enters the cache in the
+next block's first step.
 
     python train.py baby --objective=bd3 --bd3_block=4
     python inference.py --checkpoint artifacts/models/baby/model.pt --prompt "ROMEO:" --gen-len 600
@@ -27,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (LossOptions, Step, band_times, check_band, draw, draw_device, keep_or_redraw, no_mask_logit,
-                    on_device, probs, repeat_draws, self_condition_input, stratified_times)
+from common import (LossOptions, Step, band_times, check_band, draw, draw_device, filter_logits, no_mask_logit,
+                    on_device, repeat_draws, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -36,8 +41,9 @@ from utils.errors import UserError
 # ---------------------------------------------------------------------------- attention masks
 @lru_cache(maxsize=16)
 def bd3_attn_mask(L, block, device, causal=False):
-    """Attention over [x_t ; x_0] (2L, 2L) bool, True = may attend: a noisy query of block b sees its own noisy block
-    and the clean blocks < b, a clean query only the clean blocks <= b (causal: the clean tokens up to its own)."""
+    """Block-diffusion attention over [x_t ; x_0] (2L, 2L) bool, True = may attend (BD3-LM, Arriola et al. 2025): a
+    noisy query of block b sees its own noisy block (both ways) and the clean blocks < b; a clean query of block b sees
+    the clean blocks <= b (causal: the clean tokens up to its own); no clean query sees a noisy key. Built once."""
     i = torch.arange(2 * L, device=device)
     clean, blk = i >= L, (i % L) // block  # (2L,) which half, which block
     q_clean, k_clean, qb, kb = clean[:, None], clean[None, :], blk[:, None], blk[None, :]
@@ -52,8 +58,9 @@ BD3_LOSSES = ("elbo", "all_ce")  # config.bd3_loss
 
 
 def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, total=None, u=None):
-    """(n, n_blocks) long times: stratified over the global batch's total * n_blocks blocks, mapped onto `allowed`,
-    shuffled over (sequence, block) with `generator` so one sequence's blocks get unrelated strata."""
+    """A time for every block of n sequences: (n, n_blocks) long. The n * n_blocks draws are stratified_times over
+    the global batch's total * n_blocks blocks, mapped onto `allowed`, then shuffled over (sequence, block) with
+    `generator` so the blocks of one sequence get unrelated strata."""
     dev = draw_device(device)  # drawn where they are used: a keyed generator's times, no host copy
     idx = stratified_times(n * n_blocks, len(allowed), generator, dev, offset * n_blocks, (total or n) * n_blocks, u)
     perm = torch.randperm(len(idx), generator=on_device(generator, dev), device=dev)
@@ -61,34 +68,44 @@ def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, tota
 
 
 def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None, clean=False):
-    """Logits (B, L, V) of the noisy half of [xt ; x0] (B, 2L) under bd3_attn_mask, [MASK] at -inf; (N, V) at
-    positions (B, L) bool. sc (B, L, V): self-conditioning's input for the noisy half (the clean half reads zeros).
-    The clean half's last block is context for no one, so left out (L' = L: all of it, exactly MDLM's pass with
-    time_cond='none'); clean=True (a clean_causal network, --bd3_ar) keeps it and also returns the clean half's
-    next-token logits (B, L - 1, V) of x0[:, 1:]."""
+    """One block-diffusion pass: the logits of the noisy half of [xt ; x0] (B, 2L) under bd3_attn_mask, with the
+    [MASK] logit at -inf. Returns (B, L, V), or (N, V) at positions (B, L) bool of the noisy half. sc (B, L, V):
+    self-conditioning's input for the noisy half (the clean half reads zeros). The clean half is the context of later
+    blocks, so its last block, context for no one, is left out (L' = L: all of it, exactly MDLM's pass with
+    time_cond='none'). clean=True, on a clean_causal network (--bd3_ar), keeps the whole clean half and also returns
+    its next-token logits (B, L - 1, V) of x0[:, 1:]: (noisy logits, next-token logits)."""
     L, causal = x0.size(1), getattr(getattr(model, "args", None), "clean_causal", False)
-    assert causal or not clean, "the next-token logits of the clean half need a clean_causal network (--bd3_ar)"
-    if block == L and not clean:
+    if clean:  # the whole clean half, each column's logits predicting the next token
+        assert causal, "the next-token logits of the clean half need a clean_causal network (--bd3_ar)"
+        sc = None if sc is None else torch.cat([sc, torch.zeros_like(sc)], 1)
+        out = model(torch.cat([xt, x0], 1), attn_mask=bd3_attn_mask(L, block, x0.device, True),
+                    rope_pos=torch.arange(L, device=x0.device).repeat(2), sc=sc)  # both halves at 0..L-1
+        noisy = out[:, :L] if positions is None else out[:, :L][positions]
+        return no_mask_logit(noisy, mask_id), no_mask_logit(out[:, L:-1], mask_id)
+    if block == L:  # one block: no clean context, MDLM's pass
         return no_mask_logit(model(xt, positions=positions, sc=sc), mask_id)
-    n = 2 * L - (0 if clean else block)
-    cols = {} if clean else dict(head_cols=L) if positions is None else dict(  # a slice: no sync, no graph break
-        positions=torch.cat([positions, torch.zeros_like(positions[:, block:])], 1))  # (N, V)
+    n = 2 * L - block  # the last clean block is context for no one: left out
+    rope = torch.arange(L, device=x0.device).repeat(2)[:n]  # both halves at positions 0..L-1
+    if positions is None:  # the noisy half by a slice of the head's input: no sync, no graph break
+        cols = dict(head_cols=L)
+    else:  # (N, V) at the noisy half's positions, none of the clean half's
+        cols = dict(positions=torch.cat([positions, torch.zeros_like(positions[:, block:])], 1))
     if sc is not None:
         sc = torch.cat([sc, sc.new_zeros(sc.size(0), n - L, sc.size(2))], 1)  # (B, n, V)
-    out = model(torch.cat([xt, x0[:, :n - L]], 1), attn_mask=bd3_attn_mask(L, block, x0.device, causal)[:n, :n],
-                rope_pos=torch.arange(L, device=x0.device).repeat(2)[:n], sc=sc, **cols)  # both halves at 0..L-1
-    if not clean:
-        return no_mask_logit(out, mask_id)  # x0 is never [MASK]
-    noisy = out[:, :L] if positions is None else out[:, :L][positions]
-    return no_mask_logit(noisy, mask_id), no_mask_logit(out[:, L:-1], mask_id)
+    mask = bd3_attn_mask(L, block, x0.device, causal)[:n, :n]
+    logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=mask, rope_pos=rope, sc=sc, **cols)
+    return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
 
 
 def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, opts=LossOptions()):
-    """Block-diffusion NELBO of x0 (B, L). t (B, L // block): per-block times, if None drawn stratified from
-    `allowed` (band_times; default 1..T). A block is masked with probability 1 - alpha(t_b) and weighted by
-    k * w(t_b), k = len(allowed): T * w(t) with every t allowed, so the sum estimates sum_b NELBO(x^b | x^<b) >=
-    -log p(x0); a clipped band only its share (train with it, never report it). opts.loss_type='all_ce' trains the
-    plain CE of every noisy position, the NELBO returned the same. Returns (loss, NELBO nats/token (B,), aux)."""
+    """Block-diffusion NELBO of x0 (B, L) with blocks of `block` tokens. t (B, L // block) per-block times, drawn
+    here (stratified over the batch) if None, from `allowed` (band_times; default 1..T). Each block is masked with
+    probability 1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed that is T * w(t),
+    so the sum over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); a clipped band estimates only its share
+    (train with it, never report it). opts: the switches of common.LossOptions; loss_type='all_ce' trains the
+    plain CE of every noisy position, no w(t); ar_weight > 0 adds the clean half's next-token CE (--bd3_ar). The
+    NELBO returned is the same whatever is trained. Returns (loss, per-sequence NELBO in nats/token (B,),
+    dict(t, t_tok (B, L), masked, logits, ce))."""
     B, L = x0.shape
     assert L % block == 0, f"block {block} must divide the window {L}"
     allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
@@ -122,9 +139,10 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
 
 # ---------------------------------------------------------------------------- decoding
 class CleanCache:
-    """The clean context's keys/values per layer, in buffers (B, H, capacity, D) written in place (grown by doubling),
-    and its ids (B, n). update(k, v) (model.Attention, per layer, after RoPE) returns [cached ; new], a view: no copy
-    of the context a pass. The first `store` new columns (clean blocks) are kept; the next pass overwrites the rest."""
+    """Keys/values of the clean context, per layer, in buffers (B, H, capacity, D) written in place (grown by
+    doubling), and its token ids (B, n). model.Attention calls update(k, v) per layer with the new columns' keys/values
+    (after RoPE) and gets [cached ; new] back, a view: no copy of the context a pass. The first `store` new columns
+    (clean blocks entering the context) are kept, a noisy block's never: the next pass writes over them."""
 
     def __init__(self, n_layer):
         self.k, self.v, self.n = [None] * n_layer, [None] * n_layer, [0] * n_layer
@@ -155,8 +173,9 @@ class CleanCache:
 
 @lru_cache(maxsize=64)
 def pending_mask(n0, m, block, device, causal=False):
-    """Attention (m + block, n0 + m + block) bool over [m pending clean columns ; a noisy block] after n0 cached ones:
-    the clean columns see the cache and each other as in training, never the noisy block, which sees everything."""
+    """Attention of one pass over [m pending clean columns ; a noisy block] after n0 cached ones: (m + block,
+    n0 + m + block) bool. The clean columns see the cache and each other as the clean half in training
+    (block-causally, or token-causally: causal), never the noisy block; the noisy block sees everything."""
     mask = torch.ones(m + block, n0 + m + block, dtype=torch.bool, device=device)
     mask[:m, n0:n0 + m] = bd3_attn_mask(m, block, device, causal)[m:, m:]  # the clean-clean quarter
     mask[:m, n0 + m:] = False
@@ -164,9 +183,10 @@ def pending_mask(n0, m, block, device, causal=False):
 
 
 class CachedBlockModel:
-    """denoise()'s model for one block: handed the window (context, then the block), it runs only the block against
-    the cache. Context the cache lacks (the prompt, the last block, a window after a jump) rides along and enters it.
-    A subset of the rows (threshold decoding drops finished ones) reads the cache rows with equal context ids."""
+    """denoise()'s model while it denoises one block: handed the window (clean context, then the block), it runs only
+    the block through the network against the cached context. Context the cache lacks (the prompt, the block finished
+    last, a window recomputed after a jump) rides along in the same pass and enters the cache. denoise() may pass a
+    subset of the rows (threshold decoding drops finished ones): their cache rows are those with equal context ids."""
 
     def __init__(self, model, cache, block):
         self.model, self.cache, self.block, self.args = model, cache, block, model.args
@@ -196,11 +216,54 @@ class CachedBlockModel:
         return logits
 
 
+class BlockOutput:
+    """sample_bd3's output while it is decoded block by block: the tokens (B, total) in whole blocks (the first may
+    hold the prompt's last tokens, the last is generated whole and cut to `width`), the generated positions, each
+    token's confidence (what on_step reads), and the reverse steps and forward passes so far."""
+
+    def __init__(self, prompt, gen_len, block, mask_id):
+        B, P = prompt.shape
+        dev = prompt.device
+        self.width = P + gen_len  # the columns returned
+        self.block = block
+        total = -(-(P + gen_len) // block) * block  # whole blocks
+        self.out = torch.cat([prompt, torch.full((B, total - P), mask_id, dtype=prompt.dtype, device=dev)], 1)
+        self.gen = torch.arange(total, device=dev)[None].expand(B, -1) >= P  # (B, total)
+        self.conf = torch.zeros(B, total, dtype=torch.float64, device=dev)  # each token's, as on_step reads it
+        self.starts = range(P // block * block, total, block)  # from the first block holding a generated position
+        self.nfe = torch.zeros(B, dtype=torch.long)  # forward passes each sample took part in
+        self.steps = 0  # batched forward passes
+
+    def hook(self, on_step, lo, hi, b):
+        """The on_step denoise() gets while it decodes block b in the window [lo, hi): on_step called with full()'s
+        Step over the whole output. None without an on_step (denoise() then builds no Step)."""
+        def block_step(st):
+            on_step(self.full(st, lo, hi, b))
+        return None if on_step is None else block_step
+
+    def full(self, st, lo, hi, b):
+        """denoise()'s Step for the window [lo, hi) -> the same Step over the whole output's first `width` columns
+        (earlier blocks as committed, later ones still [MASK]); steps and NFE counted over the whole generation."""
+        def put(base, w):  # base with its columns [lo, hi) replaced by w
+            return torch.cat([base[:, :lo], w, base[:, hi:]], 1)[:, :self.width]
+
+        zeros = torch.zeros_like(self.gen)
+        n_blocks = len(self.starts)
+        self.conf[:, hi - self.block:hi] = st.conf[:, -self.block:]  # this block's; the context keeps its blocks'
+        return replace(st, x=put(self.out, st.x), prev=put(self.out, st.prev), revealed=put(zeros, st.revealed),
+                       remasked=put(zeros, st.remasked), gen_mask=self.gen[:, :self.width],
+                       conf=self.conf[:, :self.width].clone(), step=self.steps + st.step, nfe=self.nfe + st.nfe,
+                       block=b, n_blocks=n_blocks, finished=[f and b == n_blocks - 1 for f in st.finished])
+
+
 @torch.no_grad()
 def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None):
-    """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with opts (steps per block). on_step
-    gets denoise()'s Step over the whole output, counted from the start. Returns (tokens (B, P + gen_len), stats)."""
-    (B, P), W, dev, t0 = prompt.shape, model.args.block_size, prompt.device, time.perf_counter()
+    """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with opts (SamplerOptions; steps per
+    block, at most its generated tokens; tokens_per_step='schedule' becomes 'linear'). on_step gets denoise()'s Step
+    over the whole output (B, P + gen_len), block / n_blocks / nfe / step counted over the whole generation.
+    Returns (tokens (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, blocks)."""
+    t0 = time.perf_counter()
+    W = model.args.block_size
     if W % block or opts.semi_ar_length:
         raise ValueError(f"block {block} must divide the context {W}; semi-AR blocks do not apply to bd3")
     if opts.tokens_per_step == "schedule" and not opts.threshold:
@@ -208,50 +271,71 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
         # block here, that would make every L'-th token an argmax (every token at L' = 1). Equal counts instead.
         opts = replace(opts, tokens_per_step="linear")
     keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks
-    # the output in whole blocks: the first may hold the prompt's last tokens, the last is generated whole and cut
-    width, total = P + gen_len, -(-(P + gen_len) // block) * block
-    out = torch.cat([prompt, torch.full((B, total - P), mask_id, dtype=prompt.dtype, device=dev)], 1)
-    gen = torch.arange(total, device=dev)[None].expand(B, -1) >= P  # (B, total)
-    conf = torch.zeros(B, total, dtype=torch.float64, device=dev)  # each token's, as on_step reads it
-    starts = range(P // block * block, total, block)  # from the first block holding a generated position
-    nfe, steps, lo = torch.zeros(B, dtype=torch.long), 0, 0
-
-    def whole(st, lo, hi, b):
-        """denoise()'s Step of the window [lo, hi) over the output's first `width` columns, counted from the start."""
-        def put(base, w):  # base with its columns [lo, hi) replaced by w
-            return torch.cat([base[:, :lo], w, base[:, hi:]], 1)[:, :width]
-
-        zeros = torch.zeros_like(gen)
-        conf[:, hi - block:hi] = st.conf[:, -block:]  # this block's; the context keeps its blocks'
-        return replace(st, x=put(out, st.x), prev=put(out, st.prev), revealed=put(zeros, st.revealed),
-                       remasked=put(zeros, st.remasked), gen_mask=gen[:, :width], conf=conf[:, :width].clone(),
-                       step=steps + st.step, nfe=nfe + st.nfe, block=b, n_blocks=len(starts),
-                       finished=[f and b == len(starts) - 1 for f in st.finished])
-
+    o = BlockOutput(prompt, gen_len, block, mask_id)
+    lo = 0  # the window's start: blocks are aligned to it, as in training
     denoiser = CachedBlockModel(model, CleanCache(model.args.n_layer), block)
-    for b, pos in enumerate(starts):
+    for b, pos in enumerate(o.starts):
         if pos - lo + block > W:  # the block does not fit: jump, keeping the last `keep` clean tokens
             lo = pos - keep
             denoiser.cache = CleanCache(model.args.n_layer)  # refilled, with the kept tokens, by the block's first step
         hi = pos + block
-        block_step = None if on_step is None else lambda st, lo=lo, hi=hi, b=b: on_step(whole(st, lo, hi, b))
-        now = torch.cat([torch.zeros_like(gen[:, lo:pos]), gen[:, pos:hi]], 1)  # the context is fixed text to denoise()
-        x, st = sampler.denoise(denoiser, out[:, lo:hi], now, schedule, mask_id, opts, generator, block_step)
-        out[:, lo:hi] = x
-        nfe += torch.tensor(st["nfe_per_sample"])
-        steps += st["nfe"]
+        # the context is fixed text to denoise(): only this block is generated
+        now = torch.cat([torch.zeros_like(o.gen[:, lo:pos]), o.gen[:, pos:hi]], 1)
+        x, st = sampler.denoise(denoiser, o.out[:, lo:hi], now, schedule, mask_id, opts, generator,
+                                o.hook(on_step, lo, hi, b))
+        o.out[:, lo:hi] = x
+        o.nfe += torch.tensor(st["nfe_per_sample"])
+        o.steps += st["nfe"]
     seconds = time.perf_counter() - t0
-    return out[:, :width], dict(nfe=steps, nfe_per_sample=nfe.tolist(), seconds=seconds,
-                                seconds_per_sample=[seconds] * B, blocks=len(starts))
+    return o.out[:, :o.width], dict(nfe=o.steps, nfe_per_sample=o.nfe.tolist(), seconds=seconds,
+                                    seconds_per_sample=[seconds] * len(prompt), blocks=len(o.starts))
 
 
 # ------------------------------------------------------------------------ self-speculative decoding (--bd3_speculate)
+def probs(logits, opts):
+    """The sampling distribution (..., V) float64 of logits under the sampler's temperature, top_k and top_p (opts, a
+    SamplerOptions): the target p and the proposal q of speculative sampling, which must be the laws drawn from
+    (argmax one-hot at temperature 0, where the check keeps a draft exactly when it is the target's argmax)."""
+    if opts.temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).double()
+    return filter_logits(logits, opts.temperature, opts.top_k, opts.top_p).exp()
+
+
+def keep_or_redraw(p, q, drafts, generator):
+    """Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): draft i is kept while u < p_i / q_i, the first
+    rejected is redrawn from max(0, p_i - q_i) (normalised), a bonus token drawn from p when all are kept; whatever q,
+    every token is p-distributed given those before it. p (B, k + 1, V): the target's distributions (its last the
+    bonus's, absent where the block ends); q (B, k, V): the drafter's, of drafts (B, k). Returns the round's tokens
+    (B, j + 1), j the fewest drafts any row kept (rows advance together): token j is each row's redraw from the
+    residual max(0, p_j - q_j) (a row that kept draft j keeps it), or the bonus draw from p_k when every row kept all
+    k (a p of k rows has no bonus: the k drafts). The one host read a round is j, how many columns the next pass has."""
+    B, k = drafts.shape
+    if k == 0:
+        return draw(p[:, 0], generator)[:, None]
+    pd = p[:, :k].gather(-1, drafts[..., None])[..., 0]  # (B, k) each draft's probability under p, and under q
+    qd = q.gather(-1, drafts[..., None])[..., 0]
+    dev = draw_device(p.device)
+    u = torch.rand(B, k, generator=on_device(generator, dev), device=dev, dtype=torch.float64).to(p.device)
+    kept = (u * qd < pd).long().cumprod(1).sum(1)  # (B,) drafts kept before the first rejection
+    j = int(kept.min())  # the round's one host read: how many columns the next pass has
+    if j == k and p.size(1) == k:
+        return drafts
+    if j == k:
+        last = draw(p[:, k], generator)
+    else:
+        resid = (p[:, j] - q[:, j]).clamp(min=0)
+        resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, p[:, j])  # p = q: nothing to correct
+        last = torch.where(kept > j, drafts[:, j], draw(resid, generator))
+    return torch.cat([drafts[:, :j], last[:, None]], 1)
+
+
 @lru_cache(maxsize=1024)
 def round_layout(n0, kd, sb, states, nxt, n, device):
-    """sample_clean_ar's pass after n0 cached clean columns: the newest token and kd drafts as clean columns, a noisy
-    copy of the block [sb, sb + n) per r in states (its columns before r known), then (nxt) the next block. Returns
-    (RoPE positions (C,), attention (C, n0 + C) bool), as in training: a clean column sees the clean ones up to its
-    own, a noisy copy the clean columns before its block and its own block."""
+    """sample_clean_ar's pass after n0 cached clean columns (window positions 0..n0-1): the newest token and kd drafts
+    as clean columns (positions n0..n0+kd), then a noisy copy of the block [sb, sb + n) per r in states (its columns
+    before r known), then (nxt) the next block. Returns (RoPE positions (C,), attention (C, n0 + C) bool): clean
+    columns see the clean columns up to their own (as the --bd3_ar clean half in training), a noisy copy sees the
+    clean columns before its block and its own block (as a noisy block in training), never the other copies."""
     pos = torch.cat([torch.arange(n0, n0 + kd + 1), *[torch.arange(sb, sb + n)] * len(states),
                      *([torch.arange(sb + n, sb + 2 * n)] if nxt else [])])
     group = torch.cat([torch.zeros(kd + 1, dtype=torch.long), torch.arange(len(states) + nxt).repeat_interleave(n) + 1])
@@ -266,9 +350,9 @@ def round_layout(n0, kd, sb, states, nxt, n, device):
 
 @torch.no_grad()
 def ar_nll(model, windows, cfg, mask_id):
-    """The NLL (B,) of windows[:, 1:] under a --bd3_ar network's AR mode (--bd3_speculate's law at temperature 1):
-    the first token from the noisy half's all-[MASK] block (as sample_clean_ar without a prompt), each next one from
-    the clean half. None without --bd3_ar."""
+    """A --bd3_ar network's AR mode (B,), the law --bd3_speculate samples at temperature 1, on windows[:, 1:] (the
+    bound's tokens): the mean NLL, the first from the noisy half's all-[MASK] block (the clean half has nothing to
+    read yet, as in sample_clean_ar without a prompt), each next one from the clean half. None without --bd3_ar."""
     if not cfg.bd3_ar:
         return None
     x = windows[:, 1:]
@@ -278,60 +362,102 @@ def ar_nll(model, windows, cfg, mask_id):
     return -logp.gather(-1, x[..., None]).squeeze(-1).mean(1)
 
 
+def _draft_round(model, kv, seq, lo, q, q_at, end, fill, mask_id, opts, generator):
+    """One round of sample_clean_ar at batch 1, one pass: the newest token of seq (B, S) and the drafts drawn from the
+    proposal q (B, m, V) of the columns from q_at (none if q is None) as clean columns against the cache kv of the
+    window from lo, checked by their next-token p (keep_or_redraw), beside the noisy states the next round drafts
+    from. Returns (the tokens kept (B, k), the next round's proposal q or None, its q_at)."""
+    S = seq.size(1)
+    n = fill.size(1)  # the block
+    dev = seq.device
+    sb = lo + (S - lo) // n * n  # the block holding position S, aligned to the window's start
+    e = sb + n
+    drafts = draw(q[:, S - q_at:min(e, end) - q_at], generator) if q is not None else seq[:, :0]
+    kd = drafts.size(1)
+    # an outcome r (the newest token after this round) needs a state to draft from when a token follows it: in this
+    # block, or in the next one where it fits the window
+    outcomes = [r for r in range(S, S + kd + 1) if r + 1 < end and (r <= e - 2 or e + n - lo <= model.args.block_size)]
+    states = tuple(r for r in outcomes if r <= e - 2)  # outcome r: the next drafts come from state r
+    nxt = states != tuple(outcomes)  # an outcome finishes the block: the next block drafts
+    known = torch.cat([seq[:, sb:], drafts], 1)  # the block's columns as this round would keep them
+    noisy = [torch.cat([known[:, :r - sb], fill[:, r - e:]], 1) for r in states]  # state r: known before r, [MASK] on
+    cols = torch.cat([seq[:, -1:], drafts, *noisy, *([fill] if nxt else [])], 1)
+    if cols.size(1) == 1:  # one clean column: no mask, the fast kernel
+        pos = torch.arange(S - 1 - lo, S - lo, device=dev)
+        mask = None
+    else:
+        pos, mask = round_layout(S - 1 - lo, kd, sb - lo, tuple(r - sb for r in states), nxt, n, dev)
+    kv.store = kd + 1
+    logits = no_mask_logit(model(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
+    p = probs(logits[:, :min(kd + 1, end - S)], opts)  # on the device: one host read a round (kd > 0)
+    new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator)
+    kv.truncate(S - 1 - lo + new.size(1))  # the newest token and the kept drafts
+    r = S + new.size(1) - 1  # the newest token: the next round drafts from the state of its outcome
+    if r not in outcomes:
+        return new, None, q_at
+    if r in states:  # the block's noisy copy for r
+        c = kd + 1 + n * states.index(r)
+        return new, probs(logits[:, c:c + n], opts), sb
+    return new, probs(logits[:, -n:], opts), e  # the next block's, all [MASK]: its drafts from e
+
+
 @torch.no_grad()
-def sample_clean_ar(model, prompt, gen_len, block, mask_id, settings=(1.0, 0, 1.0), generator=None, on_step=None,
-                    draft=None):
-    """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (its next-token model), the
-    noisy half drafting, one pass a round (--bd3_speculate). The pass reads the newest token and the drafts as clean
-    columns against a KV cache; their next-token p check the drafts (keep_or_redraw: each kept while u < p / q, the
-    first rejected redrawn from max(0, p - q), a bonus from p when all are kept), so any proposal keeps p's law
-    (Leviathan et al. 2023). The same pass holds the noisy states the next round drafts from, one per outcome r: the
-    block known before r, [MASK] from r, or the next block all [MASK]. The window is sample_bd3's; after a jump the
-    first round is a plain AR step. Rows advance by the row that kept fewest, so draft=None drafts at batch 1 only (at
-    batch 16 a round kept 1.00 token, dev/LOG.md); else the clean half decodes alone in the AR's loop (its KV cache),
-    the same law. settings: (temperature, top_k, top_p) of p and q. Returns (tokens, stats; kept: drafts per pass)."""
-    (B, P), W, n, dev, t0 = prompt.shape, model.args.block_size, block, prompt.device, time.perf_counter()
-    end, keep, seq, fill = P + gen_len, min((W // 2) // n * n, W - n), prompt, torch.full((B, n), mask_id, device=dev)
-    lo, kv, q, q_at, passes, kept, draft = 0, None, None, 0, 0, 0, B == 1 if draft is None else draft
+def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(steps=1), generator=None,
+                    on_step=None, draft=None):
+    """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half, its next-token model (an
+    AR), the noisy half drafting: one pass a round (--bd3_speculate). The pass reads the newest token and the drafts
+    left in its block as clean columns against a KV cache of the text before: their next-token distributions p
+    check the drafts (keep_or_redraw: each kept while u < p / q, the first rejected redrawn from max(0, p - q), a
+    bonus token from p when all are kept), so any proposal keeps p's law (Leviathan et al. 2023). The same pass holds
+    the noisy states the next round drafts from, one per outcome r: the block with the drafts before column r known
+    and r onwards [MASK] (the newest token r is drawn by this pass, so no state knows it), or the next block all
+    [MASK] after this one's drafts (_draft_round). The window is sample_bd3's (blocks aligned to its start; a block
+    that does not fit restarts it on the last half, whose first round is a plain AR step). Rows advance by the row
+    that kept fewest, so draft=None drafts at batch 1 only: at batch 16 a round kept 1.00 token and cost 3.1x a
+    one-column pass (dev/LOG.md); there the clean half decodes alone in the AR's loop (its KV cache), the same law.
+    opts: a SamplerOptions whose temperature, top_k and top_p shape p and q (the block sampler's switches do not
+    apply). Returns (tokens (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts
+    kept per pass)."""
+    t0 = time.perf_counter()
+    B, P = prompt.shape
+    W = model.args.block_size
+    dev = prompt.device
+    end = P + gen_len
+    keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks
+    fill = torch.full((B, block), mask_id, device=dev)  # a noisy block all [MASK]
+    if draft is None:
+        draft = B == 1
+    seq = prompt  # the text so far
+    lo = 0  # the window's start
+    kv = None  # the window's cache of the text before the newest token
+    q = None  # the drafter's proposal (B, m, V) for the columns from q_at; None: the next round drafts nothing
+    q_at = 0
+    passes = 0
+    kept = 0  # drafts kept, over all rounds
     if not P:  # nothing for the clean half to read: the first token is the noisy half's, its block all [MASK]
-        seq, passes = draw(probs(no_mask_logit(model(fill)[:, :1], mask_id), *settings), generator), 1
+        seq = draw(probs(no_mask_logit(model(fill)[:, :1], mask_id), opts), generator)
+        passes = 1
     while seq.size(1) < end:
         S = seq.size(1)
-        if kv is None or (S - lo) // n * n + n > W:  # a fresh window: the text before the newest token cached
-            lo, q = 0 if kv is None and S // n * n + n <= W else S - keep, None
+        # a fresh window at the start, and when the newest token's block does not fit: the text before it cached
+        if kv is None or (S - lo) // block * block + block > W:
+            lo = 0 if kv is None and S // block * block + block <= W else S - keep
+            q = None  # the first round after a jump is a plain AR step
             kv = CleanCache(model.args.n_layer) if draft else model.new_kv_cache(B, dev, model.tok_emb.weight.dtype)
             if S - 1 > lo:
                 kv.store = S - 1 - lo
                 model(seq[:, lo:S - 1], kv_cache=kv, rope_pos=torch.arange(S - 1 - lo, device=dev),
                       attn_mask=torch.ones(S - 1 - lo, S - 1 - lo, dtype=torch.bool, device=dev).tril())
-        if not draft:  # batch > 1: the clean half alone, as the AR decodes (its KV cache, its loop; dev/LOG.md)
-            logits, prev = model(seq[:, -1:], kv_cache=kv, start_pos=S - 1 - lo)[:, -1], seq
+        prev = seq
+        if draft:
+            new, q, q_at = _draft_round(model, kv, seq, lo, q, q_at, end, fill, mask_id, opts, generator)
+            kept += new.size(1) - 1
+        else:  # batch > 1: the clean half alone, as the AR decodes (its KV cache, its loop; dev/LOG.md)
+            logits = model(seq[:, -1:], kv_cache=kv, start_pos=S - 1 - lo)[:, -1]
             logits[:, mask_id] = float("-inf")
-            seq, passes = torch.cat([seq, draw(probs(logits, *settings), generator)[:, None]], 1), passes + 1
-        else:
-            sb = lo + (S - lo) // n * n  # the block holding position S, aligned to the window's start
-            e = sb + n
-            drafts = draw(q[:, S - q_at:min(e, end) - q_at], generator) if q is not None else seq[:, :0]
-            kd = drafts.size(1)
-            outcomes = [r for r in range(S, S + kd + 1) if draft and r + 1 < end and (r <= e - 2 or e + n - lo <= W)]
-            states = tuple(r for r in outcomes if r <= e - 2)  # outcome r: the next drafts come from state r
-            nxt = states != tuple(outcomes)  # an outcome finishes the block: the next block drafts
-            known = torch.cat([seq[:, sb:], drafts], 1)  # the block's columns as this round would keep them
-            cols = torch.cat([seq[:, -1:], drafts, *[torch.cat([known[:, :r - sb], fill[:, r - e:]], 1)
-                                                     for r in states], *([fill] if nxt else [])], 1)
-            pos, mask = (torch.arange(S - 1 - lo, S - lo, device=dev), None) if cols.size(1) == 1 else round_layout(
-                S - 1 - lo, kd, sb - lo, tuple(r - sb for r in states), nxt, n, dev)  # one clean column: fast kernel
-            kv.store = kd + 1
-            logits = no_mask_logit(model(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
-            p = probs(logits[:, :min(kd + 1, end - S)], *settings)  # on the device: one host read a round (kd > 0)
-            new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator)
-            k, prev = new.size(1), seq
-            kv.truncate(S - 1 - lo + k)
-            seq, passes, kept = torch.cat([seq, new], 1), passes + 1, kept + k - 1
-            r = S + k - 1  # the newest token: the next round drafts from the state of its outcome
-            if r in outcomes:  # r's state: the block's copy for r, or the next block's (drafts from e)
-                c, q_at = (kd + 1 + n * states.index(r), sb) if r in states else (logits.size(1) - n, e)
-            q = probs(logits[:, c:c + n], *settings) if r in outcomes else None
+            new = draw(probs(logits, opts), generator)[:, None]
+        seq = torch.cat([seq, new], 1)
+        passes += 1
         if on_step is not None:
             on_step(_round_step(prev, seq, P, end, passes, mask_id))
     seconds = time.perf_counter() - t0
@@ -413,7 +539,8 @@ def flops(model, cfg):
 
 
 def clean_check(cfg):
-    """--bd3_speculate on a --bd3_ar network: the clean half samples, the noisy half drafts (else the blocks')."""
+    """Whether the clean half's AR samples, the noisy half drafting (--bd3_speculate on a --bd3_ar network; a preset's
+    --bd3_speculate on a network without one samples with the blocks' sampler, check() refuses a given one)."""
     return cfg.bd3_speculate and cfg.bd3_ar > 0
 
 
@@ -421,8 +548,7 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
     P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)  # a continuation: given text, then blanks
     opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
     if clean_check(cfg):
-        return sample_clean_ar(model, x[:, :P], x.size(1) - P, cfg.bd3_block, mask_id,
-                               (cfg.temperature, cfg.top_k, cfg.top_p), generator, on_step)
+        return sample_clean_ar(model, x[:, :P], x.size(1) - P, cfg.bd3_block, mask_id, opts, generator, on_step)
     return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, opts, generator, on_step)
 
 

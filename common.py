@@ -1,7 +1,8 @@
-"""What the objectives share: the noise schedule, time draws and grids, the training band, the loss's switches, logits
-filtering, float64 draws, speculative sampling's keep-or-redraw rule, reveal plans and the per-step record (Step).
-Imports nothing from the project: a problem with a config is returned as its message (check_band), for the objective
-that checks it to raise.
+"""What the objectives share, below all of them: the noise schedule, time draws and grids, the training band, the
+training loss's switches, logits filtering, float64 categorical draws, reveal plans, and the record each sampler fills
+once per reverse step (Step). What one objective alone uses lives in its own file (speculative sampling's
+keep-or-redraw rule in bd3.py). Imports nothing from the project: a problem with a config is returned as its message
+(check_band), for the objective that checks it to raise.
 
     python -c "from common import Schedule, time_grid; s = Schedule(100); print(s.alpha[:3], time_grid(100, 8))"
 """
@@ -33,7 +34,8 @@ class Schedule:
         self.weight[1:] = (alpha[:-1] - alpha[1:]) / (1.0 - alpha[1:])
 
     def on(self, device):
-        """(alpha, weight) on `device`, copied there once (float32 on MPS: no float64): no host copy per step."""
+        """(alpha, weight) on `device`, copied there once: a training step indexes them with no host-to-device copy
+        (float32 on MPS, which has no float64)."""
         device = torch.device(device)
         if device not in self._on:
             dtype = torch.float32 if device.type == "mps" else torch.float64
@@ -51,8 +53,10 @@ def stratum_time(i, u, total, T):
 
 
 def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u=None):
-    """n times in 1..T, one per stratum of [0, 1): t_i = floor((i + u) / total * T) + 1, one shared u ~ U[0,1)
-    (low-discrepancy t, MDLM). `offset`/`total` place them in a larger (multi-rank) batch: the same u on every rank."""
+    """n times in 1..T, one per stratum of [0, 1): t_i = floor((i + u) / total * T) + 1 with a shared u ~ U[0,1)
+    (antithetic / low-discrepancy t, MDLM: a lower-variance estimate of the bound than independent draws).
+    `offset`/`total` place these n draws inside a larger (e.g. multi-rank) batch so the strata cover the global batch;
+    pass the same u on every rank."""
     total, device = total or n, torch.device(device)
     if u is None:
         u = torch.rand((), generator=generator, dtype=torch.float64)  # a CPU scalar: read on the host, no copy
@@ -89,8 +93,9 @@ def check_band(cfg):
 
 
 def band_top(cfg, progress):
-    """The band's top at `progress` (0..1) of training: mask_max, or with mask_ramp > 0 a line from mask_ramp_from to
-    mask_max over the first mask_ramp of the run (an easy-to-hard curriculum on t, Quokka 2025)."""
+    """The training band's top at `progress` (0..1) of training: mask_max, or under the curriculum (mask_ramp > 0) a
+    line from mask_ramp_from at step 0 to mask_max once mask_ramp of the run is done: the early steps see only the
+    easier, less-masked windows (an easy-to-hard curriculum on t, Quokka 2025)."""
     if cfg.mask_ramp <= 0:
         return cfg.mask_max
     return cfg.mask_ramp_from + (cfg.mask_max - cfg.mask_ramp_from) * min(1.0, progress / cfg.mask_ramp)
@@ -107,8 +112,10 @@ class LossOptions:
 
 @dataclass
 class Draw:
-    """One training micro-batch's random draws: `generator` (keyed by seed, step and slot) draws the masks or noise;
-    the times are stratified over a global batch of `total`, one `u` a step, this one its offset .. offset + B - 1."""
+    """The random draws of one training micro-batch: `generator` (keyed by seed, step and slot) draws the masks or
+    the noise; the times are stratified over the global batch of `total` sequences with one shared `u` per step,
+    this micro-batch holding sequences offset .. offset + B - 1. Keyed draws make a resumed or DDP run bit for bit
+    the run that never stopped."""
     generator: torch.Generator = None
     u: torch.Tensor = None
     offset: int = 0
@@ -136,8 +143,9 @@ def no_mask_logit(logits, mask_id):
 
 
 def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
-    """The model's logits (B, L, V) float32 with [MASK] at -inf, or (N, V) at the True `positions` (B, L) only.
-    sc: the self-conditioning input (self_condition_input)."""
+    """Model logits (B, L, V) in float32 with the [MASK] logit at -inf: x0 is never [MASK]. With positions (B, L)
+    bool or their flat row-major indices (N,), only those rows: (N, V), the head run where the loss or the sampler
+    looks. sc: the self-conditioning input (self_condition_input)."""
     kw = {k: v for k, v in dict(positions=positions, sc=sc).items() if v is not None}
     return no_mask_logit(model(xt, t, **kw), mask_id)
 
@@ -157,7 +165,9 @@ def self_condition_input(logits_of, masked, share, generator=None):
 
 
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
-    """Temperature (a number, or (..., 1) per position), top-k and top-p on float64 logits (..., V): log-probs."""
+    """Temperature, top-k and top-p (nucleus) on float64 logits (..., V). Returns log-probabilities (-inf outside
+    top-k / top-p). temperature: a number (0: left as is, for an argmax), or a tensor (..., 1) of positive
+    per-position temperatures."""
     logits = logits.double()
     if torch.is_tensor(temperature) or temperature > 0:
         logits = logits / temperature
@@ -180,62 +190,43 @@ def draw_device(device):
 
 
 def on_device(generator, device):
-    """The generator for draws on `device`: `generator` (a CPU one) itself on the CPU or meta (no numbers); on an
-    accelerator one there, seeded by a CPU draw of `generator` (no sync): the seed fixes every draw, no copy is made."""
+    """The generator to draw on `device` with: `generator` (a CPU generator) itself on the CPU, and on meta, which
+    reads no numbers; on an accelerator a generator there, seeded by one draw of `generator` (a CPU draw: no device
+    sync), so a key or a seed still fixes every draw and no host-made tensor is copied to the device."""
     if generator is None or torch.device(device).type in ("cpu", "meta"):
         return generator
     return torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (), generator=generator)))
 
 
 def sample_tokens(logp, temperature, generator=None):
-    """One token per position from float64 log-probs (..., V), argmax at temperature 0; float64, as float32 categorical
-    sampling quietly lowers the temperature (Zheng et al. 2024). generator: a CPU one (on_device: no host copy)."""
+    """Draw one token per position from float64 log-probs (..., V); argmax when temperature == 0. float64 matters:
+    float32 categorical sampling quietly lowers the temperature (Zheng et al. 2024). generator: a CPU generator
+    (on_device: the draw stays on a float64 device, no host copy of the probabilities)."""
     return logp.argmax(-1) if temperature == 0 or logp.numel() == 0 else draw(logp.exp(), generator)
-
-
-def probs(logits, temperature, top_k, top_p):
-    """The sampling distribution (..., V) float64 of logits under the sampler's settings (argmax one-hot at 0)."""
-    if temperature == 0:
-        return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).double()
-    return filter_logits(logits, temperature, top_k, top_p).exp()
 
 
 def draw(p, generator):
     """One index per row of probabilities p (..., V), unnormalised, drawn where p lives (draw_device; on_device: no host
     copy) by inverse CDF: exact, and at 16 rows of 2,048 ~17x torch.multinomial's speed on a CPU (dev/LOG.md)."""
-    c = p.to(dev := draw_device(p.device), torch.float64).cumsum(-1)  # the cumulative mass, on the draw device
-    u = torch.rand(c.shape[:-1] + (1,), generator=on_device(generator, dev), device=dev, dtype=torch.float64)
-    return torch.searchsorted(c, u * c[..., -1:], right=True)[..., 0].clamp_(max=c.size(-1) - 1).to(p.device)
-
-
-def keep_or_redraw(p, q, drafts, generator):
-    """Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): draft i is kept while u < p_i / q_i, the first
-    rejected is redrawn from max(0, p_i - q_i) (normalised): whatever q, each token is p-distributed given those before.
-    p (B, k + 1, V): the target's; q (B, k, V): the drafter's, of drafts (B, k). Returns (B, j + 1), j the fewest drafts
-    any row kept: token j is a row's residual redraw (draft j if it kept it), or p_k's bonus draw (none if p has k)."""
-    B, k = drafts.shape
-    if k == 0:
-        return draw(p[:, 0], generator)[:, None]
-    pd, qd = p[:, :k].gather(-1, drafts[..., None])[..., 0], q.gather(-1, drafts[..., None])[..., 0]
     dev = draw_device(p.device)
-    u = torch.rand(B, k, generator=on_device(generator, dev), device=dev, dtype=torch.float64).to(p.device)
-    kept = (u * qd < pd).long().cumprod(1).sum(1)  # (B,) drafts kept before the first rejection
-    j = int(kept.min())  # the round's one host read: how many columns the next pass has
-    if j == k and p.size(1) == k:
-        return drafts
-    if j == k:
-        last = draw(p[:, k], generator)
-    else:
-        resid = (p[:, j] - q[:, j]).clamp(min=0)
-        resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, p[:, j])  # p = q: nothing to correct
-        last = torch.where(kept > j, drafts[:, j], draw(resid, generator))
-    return torch.cat([drafts[:, :j], last[:, None]], 1)
+    c = p.to(dev, torch.float64).cumsum(-1)  # (..., V) the cumulative mass, on the draw device
+    u = torch.rand(c.shape[:-1] + (1,), generator=on_device(generator, dev), device=dev, dtype=torch.float64)
+    # the first index whose cumulative mass passes u * total; clamped, as u * total rounded up would pass the last
+    index = torch.searchsorted(c, u * c[..., -1:], right=True)[..., 0].clamp_(max=c.size(-1) - 1)
+    return index.to(p.device)
+
+
+def put_at(base, at, values):
+    """base (a copy) with its flat, row-major positions `at` (n,) set to values (n,): what base.masked_scatter(mask,
+    values) gives for the mask whose n True entries are `at`, with no read of that count on the host (a GPU sync)."""
+    return base.flatten().scatter(0, at, values).view_as(base)
 
 
 def reveal_plan(n, fractions):
-    """Positions still masked after each step, (B, S) long, for blocks of n (B,): round(n * f_i) for the step's masked
-    fraction f_i (f_S = 0), moved just enough that every step reveals a token (rounding alone leaves empty passes where
-    the cosine schedule is flat, near T and 0). Needs S <= n; a shorter row reveals its positions as early as it can."""
+    """Positions still masked after each step, (B, S) long, for blocks of n (B,) positions: round(n * f_i) for
+    the step's masked fraction f_i (f_S = 0), moved just enough that every step reveals at least one token
+    (rounding alone leaves empty passes where the cosine schedule is flat, near T and near 0). Needs S <= n;
+    a row with fewer positions reveals them as early as it can."""
     S = len(fractions)
     f = torch.tensor(fractions, dtype=torch.float64)
     base = n[:, None] - torch.round(n[:, None].double() * f[None]).long()  # revealed after step i, (B, S)

@@ -93,7 +93,8 @@ def check(cfg, given=()):
     if cfg.dual_sample and not cfg.dual_ar:
         raise UserError("--dual_sample draws from the AR mode that --dual_ar trains, and this network was trained "
                         "without it (dual_ar=0): drop --dual_sample, or train with --dual_ar=0.25")
-    if cfg.dual_sample and (clash := sorted(set(given) & {"steps", *REVEAL_KEYS})):
+    clash = sorted(set(given) & {"steps", *REVEAL_KEYS})  # the diffusion sampler's keys, given on the command line
+    if cfg.dual_sample and clash:
         raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: --{clash[0]} "
                         f"sets the diffusion sampler; drop one of the two")
     band_problem = check_band(cfg)
@@ -153,7 +154,8 @@ def ar_nll(model, windows, cfg, mask_id):
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):
-    """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read (masked, argmax, logits, t)."""
+    """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read: the masked positions (scored),
+    the argmax there (pred), the logits, each token's t (t_tok)."""
     opts = LossOptions(self_cond=1.0 if cfg.self_cond else 0.0)
     _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, opts, generator, t=t[:, 0])
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=t.expand_as(x))
@@ -190,15 +192,19 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
                      gen_mask=gen_mask, revealed=x != prev, remasked=torch.zeros_like(gen_mask), conf=conf.clone(),
                      finished=[seq.size(1) == L] * B))
 
-    out = model.generate(x[:, :P], L - P, cfg.temperature, cfg.top_k, cfg.top_p, generator, mask_id,
-                         token_done if on_step else None)
+    out = model.generate(x[:, :P], L - P, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                         generator=generator, mask_id=mask_id, on_token=token_done if on_step else None)
     return out, dict(nfe=L - P, nfe_per_sample=[L - P] * B)
 
 
 def passes(cfg, n_gen, n_prompt=0):
-    return n_gen if cfg.dual_sample else sampler.passes(SamplerOptions.from_config(cfg), n_gen)
+    """Forward passes per sample: one a token in the AR mode (--dual_sample), else the sampler's (None: threshold)."""
+    if cfg.dual_sample:
+        return n_gen
+    return sampler.passes(SamplerOptions.from_config(cfg), n_gen)
 
 
 def describe(cfg):
-    return ("its AR mode (the dual objective's causal pass) + KV cache, one token a pass" if cfg.dual_sample else
-            sampler.describe(SamplerOptions.from_config(cfg)))
+    if cfg.dual_sample:
+        return "its AR mode (the dual objective's causal pass) + KV cache, one token a pass"
+    return sampler.describe(SamplerOptions.from_config(cfg))

@@ -144,7 +144,8 @@ class AdaLN(nn.Module):
     def forward(self, t):
         """t (B,) integer steps -> (per-layer list of 6x (B, 1, C), final (shift, scale) 2x (B, 1, C))."""
         c = F.silu(self.mlp(timestep_embedding(t / self.T, self.mlp[0].in_features)))  # (B, C)
-        return [lin(c)[:, None].chunk(6, dim=-1) for lin in self.layers], self.final(c)[:, None].chunk(2, dim=-1)
+        layers = [lin(c)[:, None].chunk(6, dim=-1) for lin in self.layers]
+        return layers, self.final(c)[:, None].chunk(2, dim=-1)
 
 
 class KVCache:
@@ -201,9 +202,11 @@ class Transformer(nn.Module):
                 head_cols=None, sc=None):
         """idx (B, L) token ids; t (B,) integer diffusion step (ignored if time_cond='none'); sc (B, L, V): with
         self_cond, a previous prediction of x0 (probabilities; zero rows where there is none), None = none at all.
-        attn_mask (L, L_keys) bool, True = may attend; rope_pos (L,) long: each column's RoPE position instead of
-        start_pos.. (a block-diffusion pass's two halves share 0..L/2-1). Returns float32 logits (B, L, V), or (N, V)
-        at the N True `positions` (B, L) or flat indices (N,) (no host sync), or the first head_cols columns (a slice)."""
+        attn_mask (L, L_keys) bool, True = may attend (block diffusion); rope_pos (L,) long: each column's RoPE
+        position, instead of start_pos..start_pos+L-1 (the two halves of a block-diffusion pass share 0..L/2-1).
+        Returns logits (B, L, V) in float32, or (N, V) for the N True entries of positions (B, L) bool or at its flat
+        row-major indices (N,) (no host sync), or (B, head_cols, V) for the first head_cols columns (a slice: no host
+        sync, no graph break under compile)."""
         L, W = idx.size(1), self.args.block_size
         assert t is not None or self.args.time_cond == "none", "time-conditioned model needs t"
         if rope_pos is None:
@@ -248,12 +251,17 @@ class Transformer(nn.Module):
     def estimate_memory(self, tokens, bf16, head_frac=1.0, ema=False):
         """Rough training bytes on one rank: (weights, grads, AdamW moments[, EMA]) in fp32 and the activations kept
         for backward of `tokens` columns (a micro-batch's, every pass of it). Per token and layer a block saves 68 d
-        bytes in fp32, 50 d under bf16 autocast; with checkpointing each layer keeps its input (4 d or 2 d) and one
-        at a time its inside; the head ~8 bytes per logit, plus ~4 transient. Returns (state, activations)."""
+        bytes in fp32 and 50 d under bf16 autocast (counted with torch.autograd.graph.saved_tensors_hooks on the CPU;
+        tests/test_train_scale.py checks it); with checkpointing each layer keeps only its input (4 d or 2 d) and one
+        layer at a time its inside; the head saves ~8 bytes per logit, plus ~4 for transient copies. Returns (state,
+        activations): what the start-up line reports and a CUDA run is refused by (evals/report.py)."""
         a = self.args
         state = self.num_params() * (4 * 4 + (4 if ema else 0))
-        block = a.n_embd * (50 if bf16 else 68)
-        layers = a.n_layer * a.n_embd * (2 if bf16 else 4) + block if self.checkpointing else a.n_layer * block
+        block = a.n_embd * (50 if bf16 else 68)  # one layer's saved activations per token
+        if self.checkpointing:  # every layer's input, and one layer's inside at a time
+            layers = a.n_layer * a.n_embd * (2 if bf16 else 4) + block
+        else:
+            layers = a.n_layer * block
         return state, (layers + 12 * a.vocab_size * head_frac) * tokens
 
     def optimizer_groups(self, weight_decay, exclude=()):
@@ -268,12 +276,17 @@ class Transformer(nn.Module):
         return KVCache(a.n_layer, batch, a.n_head, a.block_size, a.n_embd // a.n_head, device, dtype)
 
     @torch.no_grad()
-    def generate(self, prompt, gen_len, temperature=1.0, top_k=0, top_p=1.0, generator=None, mask_id=None, on_token=None):
+    def generate(self, prompt, gen_len, *, temperature=1.0, top_k=0, top_p=1.0, generator=None, mask_id=None,
+                 on_token=None):
         """Autoregressive sampling with a KV cache (nanoGPT's generate): one forward per token, the prompt's in one
-        pass. Past the context (as bd3's sampler), when the next token does not fit, keep the window's last half and
-        recompute its cache in one pass (which gives the next logits). prompt (B, P), P >= 1; mask_id: never drawn
-        ([MASK]: in the vocabulary, never a target); a bidirectional network (--dual_sample) reads causally masked.
-        Float64 draws; on_token(tokens so far, the last draw's filtered logits) after each. Returns (B, P + gen_len)."""
+        pass. Past the context, by the same window as bd3's sampler: when the next token does not fit, keep the last
+        half of the window and recompute its cache in one pass (which gives the next token's logits). prompt (B, P),
+        P >= 1. The draw's settings come by name, as nanoGPT's (temperature, top_k; top_p too): the network below the
+        samplers takes no sampler's options object. mask_id: a token never drawn ([MASK] is in the vocabulary but
+        never a target: ~2e-5 of an AR's draws at baby were it). A bidirectional network's AR mode (diffusion.py's
+        --dual_sample) reads its context with the causal mask the AR's attention implies. Draws in float64
+        (common.sample_tokens). on_token(tokens so far, the filtered logits the last one was drawn from) after each
+        token. Returns (B, P + gen_len)."""
         (B, P), W = prompt.shape, self.args.block_size
         seq, lo = prompt, max(0, P - W)
 

@@ -1,6 +1,7 @@
-"""The masked-diffusion reverse sampler of diffusion.py and of bd3.py's blocks: denoise() fills a canvas's gen_mask
-positions, never the rest; its switches are config.py's sampling keys (one SamplerOptions). Two remasking policies
-revisit committed tokens: the reference's 'refine' (the least sure compete with new candidates each step) and ReMDM:
+"""The masked-diffusion reverse sampler, shared by masked diffusion (diffusion.py) and block diffusion's blocks
+(bd3.py): denoise() fills the positions of a canvas marked in gen_mask and never touches the rest; its switches are
+config.py's sampling keys, carried by one SamplerOptions. Two remasking policies revisit committed tokens: the
+reference's 'refine' (the least sure committed tokens compete with new candidates each step) and ReMDM:
 
 ReMDM (Wang et al. 2025, arXiv 2503.00307, eq. 5): a step t -> s may send a committed token back to [MASK] with
 probability sigma_t and reveal a masked one with probability (alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t): the
@@ -19,7 +20,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from common import Step, draw_device, filter_logits, on_device, predict_logits, reveal_plan, sample_tokens, time_grid
+from common import (Step, draw_device, filter_logits, on_device, predict_logits, put_at, reveal_plan, sample_tokens,
+                    time_grid)
 
 ORDERS = ("confidence", "margin", "entropy", "random", "l2r")
 UNSCORED_ORDERS = ("random", "l2r")  # rank by no model score: threshold decoding cannot use them
@@ -69,7 +71,8 @@ def time_for_fraction(schedule, frac):
 
 def position_scores(logp, cand, order, generator=None, cols=None):
     """logp (N, V): float64 filtered log-probs of the N positions decided; cand (N,): their drawn tokens; cols (N,):
-    their columns ('l2r' only). Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]: highest first)."""
+    their columns (read by 'l2r' only). Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]: higher is
+    revealed first)."""
     p = logp.exp()
     conf = p.gather(-1, cand[:, None]).squeeze(-1)
     if order == "l2r":  # leftmost first: one token a step, the network's own left-to-right joint (scripts/order_nll.py)
@@ -138,6 +141,20 @@ def _window(now, L, W):
 
 
 # ---------------------------------------------------------------------------- one call's state and its reverse step
+@dataclass
+class _Decided:
+    """The positions one reverse step decides (_Denoiser._decide), read by its prediction, draw and commit. The flat
+    indices are row-major, as nonzero() lists them, so the n logits, draws and scores of a step line up with them."""
+    everyone: bool             # every sample takes part in this forward
+    rows: torch.Tensor         # (R,) on the host: the samples that take part
+    sub: object                # their rows of the canvas: slice(None) when everyone takes part (no gather), else rows
+    is_masked: torch.Tensor    # (B, L) the block's [MASK]s before the step
+    committed: torch.Tensor    # (B, L) the block's tokens before the step: what 'refine' and ReMDM may send back
+    taking_part: torch.Tensor  # (B,) on the device: the samples with a position decided (the others stay unchanged)
+    at: torch.Tensor           # (n,) the decided positions, flat in the canvas (B * L)
+    at_window: torch.Tensor    # (n,) the same positions, flat in the window the model sees (R * W)
+
+
 class _Denoiser:
     """The state of one denoise() call (the canvas and its semi-AR blocks, each committed token's confidence and
     ranking score, the forward passes per sample) and its reverse step. The canvas's layout and step mode's plan are
@@ -151,7 +168,9 @@ class _Denoiser:
         self.block_of = torch.where(gen_mask, (gen_mask.long().cumsum(1) - 1) // (opts.semi_ar_length or L), -1)
         self.host_blocks = self.block_of.cpu()  # the layout on the host: the call's one read of it
         self.last_block = self.host_blocks.max(1).values.tolist()  # per sample
-        self.n_blocks, self.steps, self.done_at = max(self.last_block) + 1, 0, [0.0] * B
+        self.n_blocks = max(self.last_block) + 1
+        self.steps = 0  # batched forward passes so far
+        self.done_at = [0.0] * B  # seconds from the start to each sample's last fill
         if not opts.threshold and opts.steps < self.n_blocks:
             raise ValueError(f"{opts.steps} steps cannot decode {self.n_blocks} blocks: need one step per block")
         self.sizes = [(self.host_blocks == b).sum(1) for b in range(self.n_blocks)]  # (B,) positions of each block
@@ -170,37 +189,65 @@ class _Denoiser:
 
     def step(self, now, lo, hi, n_keep, todo, greedy, n, remdm=False):
         """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,
-        host) decide their n [MASK]s, `n_keep` (B,) of the block stay masked (step mode); greedy: argmax draws; remdm:
-        ReMDM may re-mask. Returns (revealed, remasked, time told (B,)). Rows index the device only if some sit out."""
-        x, mask_id, o, (B, L) = self.x, self.mask_id, self.opts, self.x.shape
+        on the host) decide their n [MASK]s, `n_keep` (B,) of the block stay masked (step mode); greedy: argmax
+        draws; remdm: ReMDM may re-mask. Four parts: which positions are decided, the model's prediction there, the
+        draw, the commit (its random draws after the tokens', always in that order: the samples depend on it).
+        Returns (revealed, remasked, time told (B,))."""
+        decided = self._decide(now, todo, lo, hi, n)
+        logits, told = self._predict(decided, lo, hi)
+        temperature = self._temperature(decided.is_masked, now, decided.at)
+        logp = filter_logits(logits, temperature, self.opts.top_k, self.opts.top_p)  # (n, V) float64
+        cand = sample_tokens(logp, 0.0 if greedy else self.opts.temperature, self.generator)  # (n,)
+        revealed, remasked = self._commit(decided, logp, cand, n_keep, remdm)
+        self.nfe += todo
+        return revealed, remasked, told
+
+    def _decide(self, now, todo, lo, hi, n):
+        """The positions this step decides (a _Decided): the n [MASK]s of the block `now` (B, L) in the samples `todo`
+        (B, on the host: step mode counts it from the plan, so reading it costs no device sync), as flat indices into
+        the canvas and into the window [lo, hi). With every sample taking part the window is a slice, not a gather."""
+        everyone = bool(todo.all())
         rows = todo.nonzero().squeeze(1)
-        sub = slice(None) if len(rows) == B else rows.to(x.device)  # the samples in this forward: all, or a slice
-        is_masked, committed = (x == mask_id) & now, (x != mask_id) & now
-        dec = is_masked if len(rows) == B else is_masked & todo.to(x.device)[:, None]  # (B, L) decided this step
-        at, at_win = _where(dec, n), _where(dec[sub, lo:hi], n)  # (n,) flat, row-major: in the canvas, the window
-        put = lambda base, v: base.flatten().scatter(0, at, v).view_as(base)  # noqa: E731, as masked_scatter(dec, v)
-        sigma_t = sigma(o.remask_eta, committed.sum(1), n_keep) if remdm and o.remask == "remdm" else None  # ReMDM
+        is_masked = (self.x == self.mask_id) & now
+        decided = is_masked if everyone else is_masked & todo.to(self.x.device)[:, None]  # (B, L)
+        sub = slice(None) if everyone else rows.to(self.x.device)
+        return _Decided(everyone=everyone, rows=rows, sub=sub, is_masked=is_masked,
+                        committed=(self.x != self.mask_id) & now, taking_part=decided.any(1),
+                        at=_where(decided, n), at_window=_where(decided[sub, lo:hi], n))
+
+    def _predict(self, decided, lo, hi):
+        """The model's logits (n, V) at the decided positions of the window [lo, hi), and the time it was told per
+        sample (B,) (0 for a sample that sits the step out). With self-conditioning each masked position reads its
+        latest prediction of x0, and the decided ones keep this one."""
+        window = self.x[decided.sub, lo:hi]  # (R, W): the samples in this forward
         # the time index means what it meant in training: the mask rate of the whole window the model sees
         # (given text counts as visible), not of the generated positions only
-        win_masked = x[sub, lo:hi] == mask_id  # (R, W)
-        tm = time_for_fraction(self.schedule, win_masked.double().mean(1))
-        sc = None if self.sc is None else self.sc[sub, lo:hi] * win_masked[..., None]
-        logits = predict_logits(self.model, x[sub, lo:hi], tm, mask_id, positions=at_win, sc=sc)
+        win_masked = window == self.mask_id  # (R, W)
+        told = time_for_fraction(self.schedule, win_masked.double().mean(1))
+        sc = None if self.sc is None else self.sc[decided.sub, lo:hi] * win_masked[..., None]
+        logits = predict_logits(self.model, window, told, self.mask_id, positions=decided.at_window, sc=sc)
         if logits.dim() == 3:  # a model without the positions= shortcut returned (R, W, V)
-            logits = logits.flatten(0, 1)[at_win]
+            logits = logits.flatten(0, 1)[decided.at_window]
         if self.sc is not None:
-            self.sc.view(-1, self.sc.size(-1))[at] = torch.softmax(logits, -1)
-        logp = filter_logits(logits, self._temperature(is_masked, now, at), o.top_k, o.top_p)  # (n, V) float64
-        cand = sample_tokens(logp, 0.0 if greedy else o.temperature, self.generator)  # (n,)
-        c_conf, c_score = position_scores(logp, cand, o.order, self.generator, cols=at % L)
-        score_new = put(torch.full_like(self.conf, math.inf), c_score)  # +inf: never stays masked
-        stay = self._stay(is_masked, committed, score_new, rows, dec.any(1), n_keep, sigma_t)
-        revealed, remasked = is_masked & ~stay, committed & stay
-        self.x = torch.where(stay, self.mask_tok, torch.where(revealed, put(x, cand), x))
-        self.conf = torch.where(revealed, put(self.conf, c_conf), self.conf).masked_fill(remasked, 0.0)
-        self.kept = torch.where(revealed, score_new, self.kept)
-        self.nfe += todo
-        return revealed, remasked, tm if len(rows) == B else torch.zeros_like(x[:, 0]).index_copy_(0, sub, tm)
+            self.sc.view(-1, self.sc.size(-1))[decided.at] = torch.softmax(logits, -1)
+        if not decided.everyone:
+            told = torch.zeros_like(self.x[:, 0]).index_copy_(0, decided.sub, told)
+        return logits, told
+
+    def _commit(self, decided, logp, cand, n_keep, remdm):
+        """Score the n candidates `cand` drawn from logp (n, V), choose which positions are [MASK] after the step
+        (_stay: the lowest scored, or those below the threshold; remdm: ReMDM may re-mask), and write the step into
+        the canvas, each committed token's confidence and its kept score. Returns (revealed, remasked) (B, L)."""
+        cols = decided.at % self.x.size(1)
+        new_conf, new_score = position_scores(logp, cand, self.opts.order, self.generator, cols=cols)  # (n,) each
+        score = put_at(torch.full_like(self.conf, math.inf), decided.at, new_score)  # (B, L) +inf: never stays masked
+        stay = self._stay(decided, score, n_keep, remdm)
+        revealed = decided.is_masked & ~stay
+        remasked = decided.committed & stay
+        self.x = torch.where(stay, self.mask_tok, torch.where(revealed, put_at(self.x, decided.at, cand), self.x))
+        self.conf = torch.where(revealed, put_at(self.conf, decided.at, new_conf), self.conf).masked_fill(remasked, 0.0)
+        self.kept = torch.where(revealed, score, self.kept)
+        return revealed, remasked
 
     def _temperature(self, is_masked, now, at):
         """The temperature of this step's draws: a number, or (n, 1) at the decided positions `at` when it falls with
@@ -212,39 +259,51 @@ class _Denoiser:
         f = is_masked.sum(1).double() / now.sum(1).clamp(min=1)  # (B,) share of the block still masked
         return (temperature * (end_share + (1.0 - end_share) * f))[at // now.size(1), None]  # in the logits' order
 
-    def _stay(self, is_masked, committed, score, rows, todo, n_keep, sigma_t=None):
-        """Which positions are [MASK] after the step (B, L). sigma_t (B,): remask='remdm''s re-masking probability."""
+    def _stay(self, decided, score, n_keep, remdm=False):
+        """Which positions are [MASK] after the step (B, L), given each position's ranking score (B, L) (+inf where
+        nothing was drawn). Threshold mode (n_keep None, Fast-dLLM): every [MASK] scoring above the threshold, at
+        least each sample's best, is committed. Step mode: the n_keep (B,) lowest scored of the block stay masked,
+        'refine' ranking committed tokens by their kept score beside the new candidates; remdm (remask='remdm'): a
+        committed token goes back to [MASK] with ReMDM's probability sigma_t."""
         threshold = self.opts.threshold
         if threshold and n_keep is None:  # Fast-dLLM: every position above the threshold, at least the best one
-            commit = is_masked & (score > threshold)
-            best = score.masked_fill(~is_masked, -1.0).argmax(1)
-            commit[rows, best[rows]] = True
-            return is_masked & ~commit
+            commit = decided.is_masked & (score > threshold)
+            best = score.masked_fill(~decided.is_masked, -1.0).argmax(1)
+            commit[decided.rows, best[decided.rows]] = True
+            return decided.is_masked & ~commit
         if self.opts.remask == "refine":  # committed tokens compete with the new candidates on their kept score
-            score = torch.where(committed, self.kept, score)
-        elif sigma_t is not None:
-            u = uniform_draws(*score.shape, generator=self.generator, device=score.device).masked_fill(~committed, 2.0)
+            score = torch.where(decided.committed, self.kept, score)
+        elif remdm and self.opts.remask == "remdm":
+            sigma_t = sigma(self.opts.remask_eta, decided.committed.sum(1), n_keep)  # (B,)
+            u = uniform_draws(*score.shape, generator=self.generator, device=score.device)
+            u = u.masked_fill(~decided.committed, 2.0)
             # each committed token w.p. sigma, at most n_keep: those with the smallest u (a random subset)
             forced = (u < sigma_t[:, None]) & (u.argsort(1).argsort(1) < n_keep[:, None])
             score = score.masked_fill(forced, -math.inf)
         stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
-        return torch.where(todo[:, None], stay, is_masked)  # a sample that skips this step is unchanged
+        return torch.where(decided.taking_part[:, None], stay, decided.is_masked)  # a sample that skips the step: unchanged
 
     def reveal(self, b, now, lo, hi, greedy_end):
         """Reveal the block `now` (B, L): its plan's passes (step mode) or until it is filled (threshold).
         greedy_end: with schedule counts, the block's last step is the reference's greedy pass into t = 0."""
         if self.opts.threshold:  # every sample with a [MASK] left takes part, until the block is filled
-            while (left := (self.x == self.mask_id) & now).any():  # adaptive: the canvas read on the host each pass
+            left = (self.x == self.mask_id) & now  # (B, L) read on the host each pass: the stopping rule is adaptive
+            while left.any():
                 prev = self.x
                 revealed, remasked, told = self.step(now, lo, hi, None, left.any(1).cpu(), False, int(left.sum()))
                 self.report(b, prev, revealed, remasked, told, True)
+                left = (self.x == self.mask_id) & now
             return
-        plan, keep_after, masked, S = self.plans[b], self.plans_d[b], self.sizes[b], self.plans[b].size(1)
+        plan = self.plans[b]  # (B, S) on the host: the block's [MASK]s left after each step
+        masked = self.sizes[b]  # (B,) the block's [MASK]s before the step
+        S = plan.size(1)
         for i in range(S):
             prev = self.x
             todo = masked > plan[:, i]  # the samples in this forward: those with a token to reveal now
-            remdm = self.opts.remask_eta > 0 and bool(((self.sizes[b] > masked) & (plan[:, i] > 0)).any())  # sigma>0
-            revealed, remasked, told = self.step(now, lo, hi, keep_after[:, i], todo, greedy_end and i == S - 1,
+            # ReMDM's sigma > 0 for some sample: it holds a committed token and keeps a [MASK] after the step
+            remdm = self.opts.remask_eta > 0 and bool(((self.sizes[b] > masked) & (plan[:, i] > 0)).any())
+            # n_keep: the plan's count on the device, so the step reads nothing back
+            revealed, remasked, told = self.step(now, lo, hi, self.plans_d[b][:, i], todo, greedy_end and i == S - 1,
                                                  int(masked[todo].sum()), remdm)
             masked = plan[:, i]
             self.report(b, prev, revealed, remasked, told, i == S - 1, masked.tolist())
@@ -280,7 +339,8 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {W}: decode it in blocks "
                          f"(semi_ar_length) with the same generated positions in every row")
     d = _Denoiser(model, x, gen_mask, schedule, mask_id, opts, generator, on_step)
-    # with schedule counts the step into t = 0 is the reference's greedy clean-up: the sample's last step only
+    # with schedule counts the step into t = 0 is the reference's greedy clean-up: the whole sample's last step only,
+    # never the last of every semi-AR block (that made every block's last token an argmax)
     greedy_end = opts.tokens_per_step == "schedule" and not opts.threshold
     for b in range(d.n_blocks):
         lo, hi = _window(d.host_blocks == b, L, W)
@@ -301,6 +361,7 @@ def passes(opts, n_gen):
 
 
 def describe(opts):
+    """The sampler in one line (steps or threshold, counts, order, remask), as inference.py and eval.py print it."""
     if opts.threshold:
         how = f"threshold {opts.threshold:g} (NFE adaptive, committed tokens final), order {opts.order}"
     else:

@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from common import (Step, draw_device, filter_logits, no_mask_logit, on_device, sample_tokens, stratified_times,
-                    time_grid)
+from common import (Step, draw_device, filter_logits, no_mask_logit, on_device, put_at, sample_tokens,
+                    stratified_times, time_grid)
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -40,8 +40,9 @@ def compact(x, real):
 
 
 def uniform_corrupt(x0, t, schedule, real, generator=None):
-    """q(x_t | x0), x0 (B, L), t (B,): a token is kept with probability alpha(t), else drawn uniformly from the real
-    vocabulary (maybe x0 again: it survives with probability alpha + (1 - alpha) / V). Drawn on the device."""
+    """q(x_t | x0): each token is kept with probability alpha(t), else replaced by a uniform draw from the real
+    vocabulary (which may be x0 again: a token survives with probability alpha + (1 - alpha) / V).
+    x0 (B, L) long, t (B,) long. Drawn on the device (common.on_device): no host copy."""
     dev = draw_device(x0.device)
     a, g = schedule.on(dev)[0][t.to(dev)].float()[:, None], on_device(generator, dev)  # (B, 1)
     keep = torch.rand(x0.shape, generator=g, device=dev) < a
@@ -60,13 +61,15 @@ def _log_kernel(a, x, V):
 
 
 def reverse_log_probs(logp0, xt, a_s, a_t, V):
-    """log p(x_s = j | x_t) (B, L, V) float64, p = sum_x0 pi(x0) q(x_s | x_t, x0). logp0 (B, L, V): log pi over
-    the real vocabulary; xt (B, L) compact ids; a_s > a_t (B,) float64. With w(x0) = pi(x0) / q(x_t | x0), S = sum w:
+    """log p(x_s = j | x_t) for all j, with p = sum_x0 pi(x0) q(x_s | x_t, x0): (B, L, V) float64.
+    logp0 (B, L, V) log pi over the real vocabulary; xt (B, L) compact ids; a_s, a_t (B,) float64, a_s > a_t.
+
+    Writing w(x0) = pi(x0) / q(x_t | x0) and S = sum_x0 w(x0):
 
         p(x_s = j | x_t) = q(x_t | x_s = j) * (a_s w(j) + (1 - a_s) / V * S)
 
-    (the posterior is linear in onehot(x0) once divided by its normaliser q(x_t | x0): the mixture is cheap). In log
-    space, so that s = 0 (a_s = 1: p = pi exactly) and tiny pi stay finite."""
+    (the posterior is linear in onehot(x0) once divided by its normaliser q(x_t | x0), which is why the mixture
+    is cheap). Worked in log space so that s = 0 (a_s = 1: p = pi exactly) and tiny pi stay finite."""
     logp0 = logp0.double()
     log_a = _log_kernel(a_t / a_s, xt, V)  # log q(x_t | x_s = j), alpha(t | s) = a_t / a_s
     logw = logp0 - _log_kernel(a_t, xt, V)  # log pi(j) - log q(x_t | x0 = j)
@@ -77,8 +80,9 @@ def reverse_log_probs(logp0, xt, a_s, a_t, V):
 
 
 def bound_terms(logits_real, x0c, xtc, t, schedule):
-    """The NELBO's step-t term (B, L) float64 for one draw x_t: KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for
-    t >= 2, -log pi(x0 | x_1) for t = 1. logits_real (B, L, V) over the real vocabulary; x0c, xtc compact ids."""
+    """The NELBO's step-t term at every position (B, L) float64, for one draw x_t:
+    KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t >= 2, -log pi(x0 | x_1) for t = 1.
+    logits_real (B, L, V) over the real vocabulary; x0c, xtc (B, L) compact ids; t (B,)."""
     V = logits_real.size(-1)
     logp0 = logits_real.double().log_softmax(-1)
     recon = -logp0.gather(-1, x0c[..., None]).squeeze(-1)  # t = 1: p(x0 | x1) = pi
@@ -104,9 +108,10 @@ def prior_kl(schedule, V):
 
 
 def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_size=None):
-    """(loss, NELBO estimate nats/token (B,), aux): T times the step-t term at a stratified t, summed over positions,
-    plus the prior term, over L. vocab_size: the tokenizer's (default model.args.vocab_size; a DDP-wrapped model has
-    no .args). aux: t, noised (x_t != x0), logits (B, L, V_real), real (the ids)."""
+    """One training/eval pass: (loss, per-sequence NELBO estimate in nats/token (B,), aux). The estimate is
+    T times the step-t term at a stratified t, summed over positions, plus the prior term, divided by L.
+    vocab_size: the tokenizer's (default model.args.vocab_size; a DDP-wrapped model has no .args).
+    aux: t, noised = (x_t != x0) (the positions the noise changed), logits (B, L, V_real), real (the ids)."""
     B, L = x0.shape
     if t is None:
         t = stratified_times(B, schedule.T, generator, x0.device)
@@ -120,11 +125,13 @@ def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_siz
 
 @torch.no_grad()
 def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
-    """Ancestral reverse process on the canvas x (B, L): gen_mask's positions start as uniform random tokens (x_T),
-    all redrawn from p(x_s | x_t) at every step t -> s of time_grid(T, opts.steps); the rest is fixed text, seen
-    clean. temperature, top_k and top_p shape pi before it enters the posterior, whose draw is then exact (float64;
-    temperature 0: argmax); the step into s = 0 draws from pi itself. on_step gets a common.Step per step (revealed:
-    the tokens that changed, conf: their posterior probability). Returns (x, stats)."""
+    """Ancestral reverse process for uniform noise. x (B, L) the canvas; gen_mask's positions start as uniform random
+    tokens (x_T) and are all redrawn from p(x_s | x_t) at every step t -> s of time_grid(T, opts.steps); the others
+    are fixed text, seen clean. opts.temperature, top_k and top_p shape pi before it enters the posterior, whose draw
+    is then exact (float64; temperature 0: its argmax); the step into s = 0 draws from pi itself. on_step(common.Step)
+    after each step: revealed = the positions whose token changed (the first step's prev is x_T), conf = each token's
+    posterior probability, nothing re-masked. Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample,
+    blocks)."""
     (B, L), dev, t0, steps, temperature = x.shape, x.device, time.perf_counter(), opts.steps, opts.temperature
     if L > model.args.block_size:
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {model.args.block_size}")
@@ -134,7 +141,6 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
     V, dd = len(real), draw_device(dev)  # x_T, drawn where draws run: on the CPU the generator's own numbers
     x = torch.where(gen_mask, real[torch.randint(V, (B, L), generator=on_device(generator, dd), device=dd).to(dev)], x)
     grid, alpha = time_grid(schedule.T, steps), schedule.on(dev)[0]
-    put = lambda base, v: base.flatten().scatter(0, at, v).view_as(base)  # noqa: E731, as masked_scatter(gen_mask, v)
     conf, none = torch.zeros(B, L, dtype=torch.float64, device=dev), torch.zeros_like(gen_mask)
     for i, (t, s) in enumerate(zip(grid, grid[1:])):
         tt = torch.full((B,), t, dtype=torch.long, device=dev)
@@ -143,8 +149,9 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
         log_p = reverse_log_probs(logp0, compact(x, real), alpha[torch.full_like(tt, s)], alpha[tt], V)
         log_p = log_p.flatten(0, 1)[at]  # (N, V) only generated positions
         draw = sample_tokens(log_p, temperature, generator)  # (N,)
-        prev, x = x, put(x, real[draw])  # new tensors: a hook may keep the old ones
-        conf = put(conf, log_p.gather(-1, draw[:, None]).squeeze(-1).exp())
+        prev = x
+        x = put_at(x, at, real[draw])  # new tensors, as masked_scatter(gen_mask, ...) gives: a hook may keep the old
+        conf = put_at(conf, at, log_p.gather(-1, draw[:, None]).squeeze(-1).exp())
         if on_step is not None:
             on_step(Step(step=i + 1, nfe=torch.full((B,), i + 1), time=tt, x=x, prev=prev, gen_mask=gen_mask,
                          revealed=(x != prev) & gen_mask, remasked=none, conf=conf, finished=[i + 1 == steps] * B))

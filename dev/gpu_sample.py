@@ -51,7 +51,7 @@ def main(argv):
                 g = torch.Generator().manual_seed(0)
                 with torch.no_grad(), ctx():
                     if name.startswith("ar"):
-                        return m.generate(prompt, G, 1.0, 0, 1.0, g, V - 1)
+                        return m.generate(prompt, G, generator=g, mask_id=V - 1)
                     return bd3.sample_clean_ar(m, prompt, G, cfg.bd3_block, V - 1, generator=g, draft=False)[0]
             for m, ctx in variants.values():
                 run(m, ctx)  # every shape seen once

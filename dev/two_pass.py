@@ -16,16 +16,19 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(HERE, ".."), HERE]  # the repo, and dev/ (draft_ceiling's loader)
 import bd3  # noqa: E402
-from common import draw, keep_or_redraw, no_mask_logit, probs  # noqa: E402
+from bd3 import keep_or_redraw, probs  # noqa: E402
+from common import draw, no_mask_logit  # noqa: E402
 from draft_ceiling import load_bd3_ar  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
+from sampler import SamplerOptions  # noqa: E402
 from utils.cli import ArgParser, at_least  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
 @torch.no_grad()
-def sample_two_pass(model, prompt, gen_len, n, mask_id, generator, settings=(1.0, 0, 1.0)):
-    """(tokens (1, P + gen_len), passes, drafts kept a round by offset) of the clean half's AR, two passes a round."""
+def sample_two_pass(model, prompt, gen_len, n, mask_id, generator, opts=SamplerOptions(steps=1)):
+    """(tokens (1, P + gen_len), passes, drafts kept a round by offset) of the clean half's AR, two passes a round.
+    opts: the SamplerOptions whose temperature, top_k and top_p shape p and q (default: temperature 1, unfiltered)."""
     (B, P), dev = prompt.shape, prompt.device
     assert B == 1 and P >= 1 and P + gen_len <= model.args.block_size
     seq, end, kv, passes, kept_at = prompt, P + gen_len, bd3.CleanCache(model.args.n_layer), 0, [0] * n
@@ -44,7 +47,7 @@ def sample_two_pass(model, prompt, gen_len, n, mask_id, generator, settings=(1.0
         kv.store = 1
         logits = no_mask_logit(model(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
         kv.truncate(S)
-        p0, q = probs(logits[:, :1], *settings), probs(logits[:, 1 + S - sb:1 + S - sb + kd], *settings)
+        p0, q = probs(logits[:, :1], opts), probs(logits[:, 1 + S - sb:1 + S - sb + kd], opts)
         drafts = draw(q, generator)
         passes += 1
         # verify pass: the drafts as clean columns, each giving p of the position after it (the last: a bonus)
@@ -52,7 +55,7 @@ def sample_two_pass(model, prompt, gen_len, n, mask_id, generator, settings=(1.0
         kv.store = kd
         logits = no_mask_logit(model(drafts, kv_cache=kv, rope_pos=pos, attn_mask=None if kd == 1 else mask), mask_id)
         passes += 1
-        p = torch.cat([p0, probs(logits[:, :min(kd, end - S - 1)], *settings)], 1)
+        p = torch.cat([p0, probs(logits[:, :min(kd, end - S - 1)], opts)], 1)
         new = keep_or_redraw(p, q, drafts, generator)
         j = new.size(1) - 1
         for i in range(j):

@@ -97,7 +97,8 @@ def test_dual_sample_draws_the_causal_networks_samples_exactly_and_keeps_the_pro
     steps = []
     out, stats = diffusion.sample(bidir, x, gen, _cfg("--dual_sample", "--temperature=0.9", "--top_k=8"), Schedule(100),
                                   MASK, torch.Generator().manual_seed(5), on_step=steps.append)
-    expect = causal.generate(x[:, :4], 10, 0.9, 8, 1.0, torch.Generator().manual_seed(5), MASK)
+    expect = causal.generate(x[:, :4], 10, temperature=0.9, top_k=8, generator=torch.Generator().manual_seed(5),
+                             mask_id=MASK)
     assert torch.equal(out, expect) and torch.equal(out[:, :4], x[:, :4]) and not (out == MASK).any()
     assert stats["nfe"] == 10 == diffusion.passes(_cfg("--dual_sample"), 10) and len(steps) == 10
     assert all(s.revealed.sum(1).tolist() == [1] * 3 and s.revealed[:, 4 + i].all() for i, s in enumerate(steps))

@@ -1,4 +1,4 @@
-"""Speculative sampling (common.keep_or_redraw) by hand, and block diffusion's self-speculative decoding: the clean
+"""Speculative sampling (bd3.keep_or_redraw) by hand, and block diffusion's self-speculative decoding: the clean
 half's AR drafted by the noisy half (bd3.sample_clean_ar), whose samples are that AR's own: greedy token for token
 (past the context too), and in distribution against its joint enumerated by hand, with a sampler that keeps every
 draft as the control the same test must catch. python -m pytest -q tests/test_speculative.py"""
@@ -8,9 +8,10 @@ import itertools
 import pytest
 import torch
 
-from bd3 import bd3_logits, bd3_loss, sample_clean_ar
-from common import LossOptions, Schedule, keep_or_redraw, no_mask_logit, probs
+from bd3 import bd3_logits, bd3_loss, keep_or_redraw, probs, sample_clean_ar
+from common import LossOptions, Schedule, no_mask_logit
 from model import ModelArgs, Transformer
+from sampler import SamplerOptions
 from helpers import pooled_chi2 as _pooled_chi2
 
 V, MASK = 4, 3  # three tokens and [MASK]
@@ -89,7 +90,7 @@ def _window_starts(P, n_gen, W=8, n=4):
     return out
 
 
-def _clean_joint(net, prompt, n, settings):
+def _clean_joint(net, prompt, n, opts):
     """{the n tokens after prompt (1, P): probability} under the clean half's AR, by enumeration (P = 0: the first
     token from the noisy half's marginal, its block all [MASK])."""
     P, seqs = prompt.size(1), torch.tensor(list(itertools.product(range(V - 1), repeat=n)))
@@ -98,22 +99,24 @@ def _clean_joint(net, prompt, n, settings):
         for i, lo in zip(range(n), _window_starts(P, n)):
             logits = (no_mask_logit(net(torch.full((1, 4), MASK))[:, 0], MASK).expand(len(seqs), -1) if P + i == 0
                       else _clean_next(net, full[:, :P + i], lo))
-            joint *= probs(logits, *settings).gather(-1, full[:, P + i:P + i + 1])[:, 0]
+            joint *= probs(logits, opts).gather(-1, full[:, P + i:P + i + 1])[:, 0]
     return {tuple(s.tolist()): float(q) for s, q in zip(seqs, joint)}
 
 
-@pytest.mark.parametrize("P,n,settings", [(3, 5, (1.0, 0, 1.0)), (2, 5, (0.7, 2, 1.0)), (0, 4, (1.0, 0, 0.8)),
-                                          (5, 4, (1.0, 0, 1.0))])  # P = 5: the window restarts after one token
-def test_clean_ar_samples_follow_the_clean_halfs_joint_and_keeping_every_draft_does_not(P, n, settings, monkeypatch):
+@pytest.mark.parametrize("P,n,opts", [(3, 5, SamplerOptions(steps=1)),
+                                      (2, 5, SamplerOptions(steps=1, temperature=0.7, top_k=2)),
+                                      (0, 4, SamplerOptions(steps=1, top_p=0.8)),
+                                      (5, 4, SamplerOptions(steps=1))])  # P = 5: the window restarts after one token
+def test_clean_ar_samples_follow_the_clean_halfs_joint_and_keeping_every_draft_does_not(P, n, opts, monkeypatch):
     """Drafted by the noisy half, checked by the clean half: 2,400 draws against the clean half's joint enumerated
     by the uncached two-stream pass (across a block boundary, and past the context); the control that keeps every
     draft is caught by the same test."""
     net, prompt = _bd3_net(ar=True), torch.tensor([[0, 1, 2, 0, 1][:P]], dtype=torch.long)
-    joint, g = _clean_joint(net, prompt, n, settings), torch.Generator().manual_seed(13)
+    joint, g = _clean_joint(net, prompt, n, opts), torch.Generator().manual_seed(13)
 
     def draw_all(draft=True):  # draft=False: the batch's default, the clean half decoding alone
         return [row[P:].tolist() for _ in range(6)
-                for row in sample_clean_ar(net, prompt.expand(400, -1), n, 4, MASK, settings, g, draft=draft)[0]]
+                for row in sample_clean_ar(net, prompt.expand(400, -1), n, 4, MASK, opts, g, draft=draft)[0]]
     for draft in (True, False):
         chi2, limit = _pooled_chi2(draw_all(draft), joint)
         assert chi2 < limit, draft
@@ -126,15 +129,15 @@ def test_clean_ar_samples_follow_the_clean_halfs_joint_and_keeping_every_draft_d
 def test_clean_ar_greedy_is_the_clean_halfs_greedy_text_in_fewer_passes_past_the_context():
     """At temperature 0 every token is the clean half's argmax after the text before it (the uncached pass, in the
     same windows), 40 tokens through a context of 8; drafts are kept, so fewer passes than tokens."""
-    net = _bd3_net(ar=True)
+    net, greedy = _bd3_net(ar=True), SamplerOptions(steps=1, temperature=0)
     for P in (1, 3, 6):
         prompt = torch.randint(0, MASK, (2, P), generator=torch.Generator().manual_seed(P))
-        got, st = sample_clean_ar(net, prompt, 40, 4, MASK, (0, 0, 1.0), torch.Generator().manual_seed(1), draft=True)
+        got, st = sample_clean_ar(net, prompt, 40, 4, MASK, greedy, torch.Generator().manual_seed(1), draft=True)
         want = prompt
         for lo in _window_starts(P, 40):
             want = torch.cat([want, _clean_next(net, want, lo).argmax(-1, keepdim=True)], 1)
         assert torch.equal(got, want) and st["nfe"] < 40 and st["kept"] > 0
-        batch, st = sample_clean_ar(net, prompt, 40, 4, MASK, (0, 0, 1.0), torch.Generator().manual_seed(1))
+        batch, st = sample_clean_ar(net, prompt, 40, 4, MASK, greedy, torch.Generator().manual_seed(1))
         assert torch.equal(batch, want) and st["nfe"] == 40 and st["kept"] == 0  # at batch 2 no drafts: a pass a token
-        one, st = sample_clean_ar(net, prompt[:1], 40, 4, MASK, (0, 0, 1.0), torch.Generator().manual_seed(1))
+        one, st = sample_clean_ar(net, prompt[:1], 40, 4, MASK, greedy, torch.Generator().manual_seed(1))
         assert torch.equal(one, want[:1]) and st["nfe"] < 40  # batch 1 drafts by default
