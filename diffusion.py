@@ -135,7 +135,7 @@ def dual_ar_loss(model, x0, mask_id):
 
 def causal_logits(model, x, mask_id):
     """The network's AR mode (what --dual_ar trains): its pass over clean tokens x (B, L) attending causally, each
-    column's logits for the next token ([MASK] never drawn). scripts/order_nll.py --orders causal scores it exactly."""
+    column's logits for the next token ([MASK] never drawn). dev/order_nll.py --orders causal scores it exactly."""
     causal = torch.ones(x.size(1), x.size(1), dtype=torch.bool, device=x.device).tril()
     return no_mask_logit(model(x, attn_mask=causal), mask_id)
 
@@ -171,7 +171,7 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
 def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None):
     """--dual_sample: continue the prompt of the canvas x (B, L) over its blanks (gen_mask, a suffix) from the
     network's AR mode (causal_logits' joint), KV-cached, one token a pass: exact samples of the joint that
-    scripts/order_nll.py --orders causal scores. on_step(common.Step) after every token. Returns (x, stats)."""
+    dev/order_nll.py --orders causal scores. on_step(common.Step) after every token. Returns (x, stats)."""
     (B, L), dev = x.shape, x.device
     P = int(gen_mask[0].long().argmax()) if gen_mask.any() else L
     if P == 0 or not torch.equal(gen_mask.bool(), (torch.arange(L, device=dev) >= P).expand(B, L)):

@@ -75,7 +75,7 @@ def position_scores(logp, cand, order, generator=None, cols=None):
     revealed first)."""
     p = logp.exp()
     conf = p.gather(-1, cand[:, None]).squeeze(-1)
-    if order == "l2r":  # leftmost first: one token a step, the network's own left-to-right joint (scripts/order_nll.py)
+    if order == "l2r":  # leftmost first: one token a step, the network's own left-to-right joint (dev/order_nll.py)
         return conf, 1.0 / (1.0 + cols.to(logp.device, torch.float64))
     if order == "confidence":  # MaskGIT; LLaDA's low-confidence remasking
         return conf, conf
@@ -281,7 +281,8 @@ class _Denoiser:
             forced = (u < sigma_t[:, None]) & (u.argsort(1).argsort(1) < n_keep[:, None])
             score = score.masked_fill(forced, -math.inf)
         stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
-        return torch.where(decided.taking_part[:, None], stay, decided.is_masked)  # a sample that skips the step: unchanged
+        # a sample that skips the step stays as it was
+        return torch.where(decided.taking_part[:, None], stay, decided.is_masked)
 
     def reveal(self, b, now, lo, hi, greedy_end):
         """Reveal the block `now` (B, L): its plan's passes (step mode) or until it is filled (threshold).

@@ -29,7 +29,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from common import Schedule  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
-from scripts.order_nll import windows_sha  # noqa: E402
+from dev.order_nll import windows_sha  # noqa: E402
 from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
 from scripts.eval import run_name  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
@@ -128,10 +128,10 @@ def main(argv):
                    help="fixed windows of --split, evenly spaced (scripts/eval.py's)")
     p.add_argument("--n-t", type=at_least(1), default=REPORT["n_t"], help="times per window for a diffusion bound")
     p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"], help="windows a forward pass reads")
-    p.add_argument("--orders", nargs="+", default=[], help="scripts/order_nll.py --json files of the same split and "
+    p.add_argument("--orders", nargs="+", default=[], help="dev/order_nll.py --json files of the same split and "
                    "windows: each order's exact NLL (or the mixture's) paired against nanoGPT's too")
     args = p.parse_args(argv)
-    orders = [(path, read_json(path, "a scripts/order_nll.py --json file", ("checkpoint", "split", "n_windows", "orders"),
+    orders = [(path, read_json(path, "a dev/order_nll.py --json file", ("checkpoint", "split", "n_windows", "orders"),
                                "give the --json that order_nll.py wrote (this version records its split)"))
               for path in args.orders]
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))

@@ -183,7 +183,7 @@ TABLE = [
     ("inference.py", ["--checkpoint", DM, "--infill", "To [___:90] be"], "exceeds the model's context of 32", None),
     ("inference.py", ["--checkpoint", DM, "--gen-len", "500"], "exceeds the model's context", None),
     ("inference.py", ["--checkpoint", DM, "--dual_sample"], "trained without it (dual_ar=0): drop --dual_sample", None),
-    ("scripts/order_nll.py", [DM, "--orders", "causal"], "trained without it: drop causal", None),
+    ("dev/order_nll.py", [DM, "--orders", "causal"], "trained without it: drop causal", None),
     ("inference.py", ["--checkpoint", DM, "--prompt", "caf\u00e9 \u2603"], "not in the model's vocabulary", None),
     ("inference.py", ["--checkpoint", DM, "--viz-video", "x.gif"], "should end in .mp4", None),
     ("inference.py", ["--checkpoint", "truncated.pt"], "is corrupt, truncated", None),
@@ -370,7 +370,7 @@ CLASS_ROWS = {
               ([*FR, "--time-batches", "1,0"], ("--time-batches", ">= 1")), ([*FR, "--threads", "0"], ("--threads", ">= 1")),
               ([*FR, "--repeats", "-1"], ("--repeats", ">= 0")), ([*FR, "--time-draws", "0"], ("--time-draws", ">= 1"))],
         root=[([*FR, "--data-path", "data/tinyshakespeare.txt"], "run from the repository root")]),
-    "scripts/order_nll.py": dict(
+    "dev/order_nll.py": dict(
         missing=[(["missing.pt"], "checkpoint missing.pt not found")],
         directory=[(["empty_dir"], "is a directory")],
         exists=[([DM, "--json", "old.txt"], "old.txt already exists: pass --force")],
@@ -414,6 +414,11 @@ CLASS_ROWS = {
         root=[(["data/prompts.txt", *ar], "run from the repository root")])
        for cli, gen, ar in (("dev/draft_ceiling.py", False, []), ("dev/spec_rounds.py", True, []),
                             ("dev/two_pass.py", True, [AR]))},
+    "dev/threads.py": dict(
+        missing=NO_FILES, directory=NO_FILES, exists=NO_FILES, checkpoint=NO_FILES, json=NO_FILES, root=NO_FILES,
+        list=[(["cpu", "--threads", "1,x"], ("--threads", "'x'")), (["cpu", "--loads", "quiet,busy"], ("--loads", "'busy'"))],
+        empty=[(["cpu", "--threads", ","], ("--threads", "','"))],
+        zero=[(["cpu", "--steps", "0"], ("--steps", ">= 1")), (["cpu", "--threads", "0"], ("--threads", ">= 1"))]),
     "dev/gpu_sample.py": dict(
         missing=NO_FILES, directory=NO_FILES, exists=NO_FILES, checkpoint=NO_FILES, json=NO_FILES, root=NO_FILES,
         list="no list flag", empty="--smoke or a GPU: every option leaves work to do",
@@ -429,13 +434,13 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "scripts/eval.py": [(["damaged.pt"], DAMAGED), (["exp_altered"], DAMAGED)],
         "scripts/export.py": [(["damaged.pt", "out"], DAMAGED)],
         "scripts/frontier.py": [(["damaged.pt", "--ar-checkpoint", AR], DAMAGED)],
-        "scripts/order_nll.py": [(["damaged.pt"], DAMAGED)],
+        "dev/order_nll.py": [(["damaged.pt"], DAMAGED)],
         "dev/nanogpt_score.py": [(["old.txt", "--against", "damaged.pt"], DAMAGED)],
         "dev/bd3_variance.py": [(["damaged.pt"], DAMAGED)],
         "dev/draft_ceiling.py": [(["damaged.pt"], DAMAGED)], "dev/spec_rounds.py": [(["damaged.pt"], DAMAGED)],
         "dev/two_pass.py": [(["damaged.pt", AR], DAMAGED)],
         **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py",
-                         "dev/plot_epochs.py", "dev/gpu_sample.py"), NO_CKPT),
+                         "dev/plot_epochs.py", "dev/gpu_sample.py", "dev/threads.py"), NO_CKPT),
         "dev/epochs.py": "reads no checkpoint: its runs are train.py's, their scores eval.py's"},
     "depends": {
         "train.py": [([*T, "--out_dir=x", "--mask_ramp_from=0.6"], "--mask_ramp_from acts only with --mask_ramp"),
@@ -448,11 +453,12 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
                             ([*EV, "--steps", "4"], "--steps acts only with --n-samples or --infill-len"),
                             ([DM, "--infill-len", "0", "--n-infill", "8"], "--n-infill acts only with --infill-len")],
         "scripts/frontier.py": [([*FR, "--repeats", "0", "--time-batches", "1,2"], "--time-batches acts only with --repeats")],
-        "scripts/order_nll.py": [([DM, "--mixture-k", "4"], "no mixture")],
+        "dev/order_nll.py": [([DM, "--mixture-k", "4"], "no mixture")],
         "dev/epochs.py": [(["--summary-only", "--restart"], "--restart sets the training --summary-only skips")],
         **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py",
                          "dev/plot_epochs.py", "scripts/export.py", "dev/nanogpt_score.py", "dev/bd3_variance.py",
-                         "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/gpu_sample.py", "dev/two_pass.py"),
+                         "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/gpu_sample.py", "dev/two_pass.py",
+                         "dev/threads.py"),
                         "no flag of it acts only with another")},
     "pickle": {
         "train.py": [([*T, "--out_dir=x", "--init_from=evil.pt"], "a weights-only load refuses")],
@@ -460,14 +466,14 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "scripts/eval.py": [(["evil.pt"], "a weights-only load refuses")],
         "scripts/export.py": [(["evil.pt", "out"], "a weights-only load refuses")],
         "scripts/frontier.py": [(["evil.pt", "--ar-checkpoint", AR], "a weights-only load refuses")],
-        "scripts/order_nll.py": [(["evil.pt"], "a weights-only load refuses")],
+        "dev/order_nll.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/nanogpt_score.py": [(["evil.pt", "--against", DM], "is not a nanoGPT checkpoint")],  # meta.pkl: its test
         "dev/bd3_variance.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/draft_ceiling.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/spec_rounds.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/two_pass.py": [(["evil.pt", AR], "a weights-only load refuses")],
         **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py",
-                         "dev/plot_epochs.py", "dev/gpu_sample.py"),
+                         "dev/plot_epochs.py", "dev/gpu_sample.py", "dev/threads.py"),
                         "unpickles nothing: text, JSON and checkpoints read weights-only"),
         "dev/epochs.py": "unpickles nothing: its runs are train.py's"},
 }

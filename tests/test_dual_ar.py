@@ -153,7 +153,7 @@ def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_tr
     assert code == 0, err
     mode = json.loads((tmp_path / "e.json").read_text())["runs"][0]["ar_mode"]
     assert len(mode["per_window"]) == 4 and "its AR mode" in out
-    code, out, err = run_cli_here(script("order_nll").main, [str(ckpt), "--orders", "causal", "--n-windows", "4",
+    code, out, err = run_cli_here(script("dev/order_nll").main, [str(ckpt), "--orders", "causal", "--n-windows", "4",
                                                              "--split", "dev"], capsys)
     assert code == 0 and f"causal: {mode['nats_per_token']:.4f} +- {mode['se']:.4f}" in out, out
 

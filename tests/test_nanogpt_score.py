@@ -94,7 +94,7 @@ def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path,
                        r"minus nanoGPT's: ([+-]\d\.\d{4})", out).groups()
     assert code == 0 and float(d) == pytest.approx(float(got) - mean, abs=2e-4), out
     orders = tmp_path / "orders.json"  # order_nll.py's figures on the same windows, paired against nanoGPT's too
-    code, _, err = run_cli_here(script("order_nll").main, [str(dual), "--orders", "l2r,mixture", "--mixture-k", "2",
+    code, _, err = run_cli_here(script("dev/order_nll").main, [str(dual), "--orders", "l2r,mixture", "--mixture-k", "2",
                                                            "--split", "dev", "--n-windows", "16", "--device", "cpu",
                                                            "--json", str(orders)], capsys)
     assert code == 0, err

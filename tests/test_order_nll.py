@@ -1,4 +1,4 @@
-"""scripts/order_nll.py: the exact NLL of a diffusion network's joint in a fixed reveal order (one token a pass, per
+"""dev/order_nll.py: the exact NLL of a diffusion network's joint in a fixed reveal order (one token a pass, per
 block for bd3): what each pass sees, the orders, a hand computation, block diffusion's blocks sharing a pass, and the
 script on tiny checkpoints (slow).
 python -m pytest -q tests/test_order_nll.py"""
@@ -21,7 +21,7 @@ from checkpoint_manager import load_model
 from utils.dataloader import fixed_windows, prepare_data
 from utils.tokenizer import tokenizer_from_state
 
-order_nll = script("order_nll")
+order_nll = script("dev/order_nll")
 MASK = 11
 
 
@@ -381,7 +381,7 @@ def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_fac
 def test_the_causal_order_is_the_ar_network_of_the_same_weights_read_as_the_ar_reads_a_window():
     """--orders causal (a --dual_ar network's AR mode): each of the window's last L tokens is scored by the causal
     network of the same weights reading everything before it, the window's first token included (as the AR reads)."""
-    order_nll = script("order_nll")
+    order_nll = script("dev/order_nll")
     torch.manual_seed(0)
     a = dict(vocab_size=9, block_size=12, n_layer=2, n_head=2, n_embd=16, time_cond="none")
     bidir, causal = Transformer(ModelArgs(**a)).eval(), Transformer(ModelArgs(**a, causal=True)).eval()

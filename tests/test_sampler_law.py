@@ -1,5 +1,5 @@
 """A sampler's likelihood is the likelihood of the law it draws from (issue 61). On tiny self-conditioned networks,
-scripts/order_nll.py's exact mixture read as the sampler reads self-conditioning (--self-cond-read sampler: each pass
+dev/order_nll.py's exact mixture read as the sampler reads self-conditioning (--self-cond-read sampler: each pass
 reads the previous pass's prediction) against draws of inference.py's own sampler (canvas.generate: random order, one
 token a pass) by chi-square, for mdlm read semi-autoregressively and for bd3's blocks; the mixture read as the bound
 reads it (a fresh first pass a canvas), which no sampler draws from, fails the same test.
@@ -19,7 +19,7 @@ from helpers import pooled_chi2, script
 from model import Transformer
 from utils.tokenizer import CharTokenizer
 
-order_nll = script("order_nll")
+order_nll = script("dev/order_nll")
 TOK = CharTokenizer("abc")  # three characters, [MASK] = 3
 PROMPT = "abca"
 

@@ -230,7 +230,7 @@ def test_time_for_fraction_inverts_the_schedule():
 
 def test_l2r_reveals_the_leftmost_masked_position_each_step():
     """order=l2r at one token a step decodes left to right, stepping over fixed text (row 1's island), whatever
-    the model prefers: the network's left-to-right joint (scripts/order_nll.py scores it)."""
+    the model prefers: the network's left-to-right joint (dev/order_nll.py scores it)."""
     x, gm = _canvas()
     n = gm.sum(1)  # 34, 29, 30 generated positions
 

@@ -13,11 +13,11 @@ with k (mixture_nll). `causal`, for an mdlm network trained with --dual_ar: its 
 causally over clean text), read as the AR reads a window (its first token as context; inference.py --dual_sample
 draws from it).
 
-    python scripts/order_nll.py artifacts/models/baby/model.pt --orders random,l2r,r2l --n-windows 32 --device cpu
-    python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,l2r    # the order inside each block
-    python scripts/order_nll.py artifacts/models/baby/model.pt --self-cond-read sampler    # the sampler's joint
-    python scripts/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,mixture    # the exact NLL
-    python scripts/order_nll.py artifacts/models/baby/model.pt --orders mixture --semi-ar-length 4    # exact too
+    python dev/order_nll.py artifacts/models/baby/model.pt --orders random,l2r,r2l --n-windows 32 --device cpu
+    python dev/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,l2r    # the order inside each block
+    python dev/order_nll.py artifacts/models/baby/model.pt --self-cond-read sampler    # the sampler's joint
+    python dev/order_nll.py artifacts/models/baby_bd3/model.pt --orders random,mixture    # the exact NLL
+    python dev/order_nll.py artifacts/models/baby/model.pt --orders mixture --semi-ar-length 4    # exact too
 
 The network must read no time (time_cond none: an order defines none). A self-conditioned one reads, as the bound does,
 a fresh first pass's prediction (two passes a token); --self-cond-read sampler reads the previous pass's instead, a
@@ -26,6 +26,10 @@ joint whose random order estimates no bound (tests/test_order_nll.py). Windows a
 order, and the NLL by quarter of the order. bd3 reads each block after the clean blocks before it, as its sampler
 reads them, every block's k-th token in the same pass (L' passes a window). The AR has one order; uniform-state
 diffusion has no [MASK] to reveal.
+
+A study's instrument, in dev/ (issue 70): it answers a question about the networks and backs RESULTS' sampler-law
+rows (the law of `baby`'s semi-AR sampler, of `baby_bd3`'s random order inside blocks), as dev/nanogpt_score.py backs
+nanoGPT's; no user command needs it. Its tests: tests/test_order_nll.py, tests/test_sampler_law.py.
 """
 import hashlib
 import math
@@ -197,7 +201,7 @@ READINGS = {
 
 
 def parse_args(argv):
-    p = ArgParser(prog="scripts/order_nll.py", description="Does the order a diffusion network (mdlm, bd3) decodes in "
+    p = ArgParser(prog="dev/order_nll.py", description="Does the order a diffusion network (mdlm, bd3) decodes in "
                   "change how good its joint is? The exact NLL of its joint, reveal order by order.")
     p.add_argument("checkpoint", help="an mdlm or bd3 model.pt written by train.py")
     p.add_argument("--orders", type=list_of(ORDERS), default="l2r,random",
