@@ -31,7 +31,7 @@ from common import Schedule
 from configurator import (TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, sample_keys, validate,
                           wants_help)
 from trace import LiveView, StepBar, chain, generate_with_trace, open_trace, print_written
-from utils.dist import autocast_for, pick_device
+from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
 from utils.fileio import read_text
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
@@ -96,8 +96,13 @@ def load(argv):
         cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy: bf16 autocast (+ TF32) on CUDA, fp32 on CPU
+    threads = CpuThreads(device)  # as train.py picks them: the cores no other process holds, unless OMP_NUM_THREADS
     print(f"checkpoint {where.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
-          f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes, float64 draws")
+          f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes, float64 draws; "
+          f"{threads.line(follows=False)}")
+    if threads.auto and threads.n < threads.cores:
+        print(f"note: other processes hold {threads.cores - threads.n} of {threads.cores} core(s): sampling runs on "
+              f"{threads.n} thread(s), slower than on a quiet machine")
     return cfg, dict(model=model, tok=tok, schedule=Schedule(cfg.diffusion_steps, cfg.schedule), device=device, ctx=ctx,
                      cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0))
 

@@ -53,6 +53,7 @@ class Env:
     wandb: object = None      # the wandb module when --wandb_log, else None
     resume: dict = None       # the checkpoint being resumed, else None
     resumed_from: str = ""
+    threads: dist.CpuThreads = None  # a CPU run's thread count: picked for the load unless OMP_NUM_THREADS sets it
 
 
 @dataclass
@@ -168,9 +169,11 @@ def setup(argv):
     print0(f"config, what differs from the defaults ({again} prints it all):\n{configurator.format_config(cfg)}")
     if capped:
         print0(capped)
+    threads = dist.CpuThreads(device, world)
     print0(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
-           f"dtype: {dtype_name}, world size: {world}, {accum} micro-step(s) per optimizer step")
-    return cfg, Env(rank, local_rank, world, rank == 0, device, accum, ctx, dtype_name, wandb, resume, resumed_from)
+           f"dtype: {dtype_name}, world size: {world}, {accum} micro-step(s) per optimizer step; {threads.line()}")
+    return cfg, Env(rank, local_rank, world, rank == 0, device, accum, ctx, dtype_name, wandb, resume, resumed_from,
+                    threads)
 
 
 # ---------------------------------------------------------------- data and tokenizer

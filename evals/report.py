@@ -112,17 +112,22 @@ def first_step_line(cfg, done, step_s, eta):
     return f"iter {done}/{cfg.max_iters} | {step_s:.2f} s/step (the first, setup included) | {fmt_eta(eta, False)}"
 
 
-def contention_note(window_s, device):
+def contention_note(window_s, device, threads=None):
     """Once, when the cores are shared: a CPU's last log window several times slower than the run's fastest, or more
-    processes ready to run than cores. It names the fix (one thread a run)."""
+    processes ready to run than cores. It says what this run already does about it (threads: utils.dist.CpuThreads;
+    a count the program picks follows the load by itself) and names a fix only where one is left to take."""
     if device.type != "cpu" or len(window_s) < 3:
         return ""
     slow, load, cores = window_s[-1] / min(window_s[1:]), os.getloadavg()[0], os.cpu_count() or 1
     if slow < 2 and load <= cores + 0.5:
         return ""
-    return (f"note: steps run {slow:.1f}x slower than this run's fastest, {load:.1f} processes ready on {cores} "
-            f"cores: another process shares them; give each run one thread (OMP_NUM_THREADS=1 python train.py ...) or "
-            f"run one at a time")
+    note = (f"note: steps run {slow:.1f}x slower than this run's fastest, {load:.1f} processes ready on {cores} "
+            f"cores: another process shares them; ")
+    if threads is not None and threads.auto:
+        return note + f"this run's thread count follows the load (now {threads.n}); run one job at a time for its speed"
+    if threads is not None and threads.given == 1:
+        return note + "this run already takes one thread (OMP_NUM_THREADS=1): run one job at a time for its speed"
+    return note + "give each run one thread (OMP_NUM_THREADS=1 python train.py ...) or run one at a time"
 
 
 def long_run_note(cfg, device, eta):
@@ -235,14 +240,19 @@ class TrainLog:
         self.last = time.time()
 
     def notes(self, eta, settled):
-        """The long-run note, weighed once from the first settled ETA; the shared-cores note, once, when it shows."""
+        """The long-run note, weighed once from the first settled ETA; a CPU run's thread count fitted to the load again
+        (a line when it changes); the shared-cores note, once, when it shows."""
         if settled and not self.noted_long:
             self.noted_long = True
             note = long_run_note(self.cfg, self.env.device, eta)
             if note:
                 print0(note)
+        if self.env.threads is not None:
+            change = self.env.threads.follow()  # the CPU's thread count fitted to the load again: a line if it moved
+            if change:
+                print0(change)
         if not self.noted_shared:
-            shared = contention_note(self.window_s, self.env.device)
+            shared = contention_note(self.window_s, self.env.device, self.env.threads)
             if shared:
                 print0(shared)
                 self.noted_shared = True

@@ -3,8 +3,14 @@ The fast tier, for the edit-run loop: python -m pytest -q -m "not slow" tests"""
 import os
 
 import pytest
+import torch
 
 from helpers import TINY, for_objective, real_text
+
+# In-process runs keep torch's thread count as the test process has it: a CPU run picks its own threads only where
+# OMP_NUM_THREADS is unset (utils.dist.CpuThreads), and a count that changes with the machine's load would make runs
+# in this process differ from one another. The tests of that rule pass their own environment.
+os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 
 @pytest.fixture

@@ -88,3 +88,59 @@ def test_a_shared_machine_is_named_with_its_fix(monkeypatch):
     monkeypatch.setattr(os, "getloadavg", lambda: (3.9, 3.0, 2.0))
     assert "3.9 processes ready on 2 cores" in contention_note([0.5, 0.25, 0.26, 0.27], cpu)
     assert contention_note([0.5, 0.25, 0.26, 4.0], torch.device("meta")) == "" and contention_note([1, 4], cpu) == ""
+
+
+@pytest.fixture
+def torch_threads():
+    """torch's thread count as the test found it, put back after (CpuThreads sets it)."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_cpu_run_takes_the_cores_no_other_process_holds_and_follows_the_load(torch_threads):
+    """dev/threads.py on 2 cores: 2 threads 1.7-1.9x faster than 1 when alone, 1.8-1.9x slower beside another run.
+    The rule: the cores the other runnable processes leave (load minus this process's own threads), at least one."""
+    from utils.dist import CpuThreads
+    cpu, load = torch.device("cpu"), [0.1]
+    threads = CpuThreads(cpu, environ={}, cores=2, load=lambda: load[0])
+    assert threads.auto and threads.n == 2 == torch.get_num_threads()
+    assert "OMP_NUM_THREADS=N" in threads.line()
+    load[0] = 3.0  # this run's 2 threads and another process
+    assert threads.follow() == "threads: 2 -> 1 (another process holds a core: load 3.0 on 2 core(s))"
+    assert threads.n == 1 == torch.get_num_threads()
+    load[0] = 2.0  # its one thread and the other process: settled
+    assert threads.follow() == ""
+    load[0] = 1.0  # the other process ended
+    assert threads.follow().startswith("threads: 1 -> 2 (a core came free")
+    assert CpuThreads(cpu, environ={}, cores=2, load=lambda: 1.2).n == 1  # started beside another run
+    assert CpuThreads(cpu, environ={}, cores=2, load=lambda: None).n == 2  # no load average kept: every core
+    assert CpuThreads(cpu, world=2, environ={}, cores=2, load=lambda: 0.0).n == 1  # two ranks share the cores
+
+
+def test_a_thread_count_the_user_gives_is_kept_and_named(torch_threads):
+    from utils.dist import CpuThreads
+    before = torch.get_num_threads()
+    given = CpuThreads(torch.device("cpu"), environ={"OMP_NUM_THREADS": "1"}, cores=2, load=lambda: 0.0)
+    assert not given.auto and given.given == 1 and given.line() == "threads: 1 (OMP_NUM_THREADS)"
+    assert given.follow() == "" and torch.get_num_threads() == before  # never changed
+    accelerator = CpuThreads(torch.device("meta"), environ={}, cores=2, load=lambda: 5.0)
+    assert not accelerator.auto and accelerator.follow() == ""
+
+
+def test_the_shared_cores_note_says_what_the_run_already_does(monkeypatch, torch_threads):
+    """Issue 73: the note repeated advice already followed (OMP_NUM_THREADS=1 when it was set)."""
+    import os
+    from evals.report import contention_note
+    from utils.dist import CpuThreads
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    slow = [0.5, 0.25, 0.26, 4.0]
+    one = CpuThreads(cpu, environ={"OMP_NUM_THREADS": "1"}, cores=2, load=lambda: 3.0)
+    assert "already takes one thread" in contention_note(slow, cpu, one)
+    assert "OMP_NUM_THREADS=1 python" not in contention_note(slow, cpu, one)
+    auto = CpuThreads(cpu, environ={}, cores=2, load=lambda: 3.0)
+    assert "follows the load (now 1)" in contention_note(slow, cpu, auto)
+    four = CpuThreads(cpu, environ={"OMP_NUM_THREADS": "4"}, cores=2, load=lambda: 3.0)
+    assert "OMP_NUM_THREADS=1 python train.py" in contention_note(slow, cpu, four)

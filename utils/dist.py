@@ -4,6 +4,7 @@ gradient sync); the draws that make DDP and resume exact (keyed per-step generat
 torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; without them this is a single process.
     torchrun --standalone --nproc_per_node=2 train.py cpu --device=cpu   # gloo on CPU
 """
+import functools
 import os
 import random
 import time
@@ -37,6 +38,76 @@ def pick_device(name):
     if dev.type in available and not available[dev.type]():
         raise UserError(f"--device={name} but {dev.type.upper()} is not available here: use --device=cpu (or auto)")
     return dev
+
+
+class CpuThreads:
+    """The thread count of a CPU run. Unless OMP_NUM_THREADS (or MKL_NUM_THREADS) fixes it, the program picks it: every
+    core that no other runnable process holds (os.getloadavg's 1-minute average, this process's own threads taken
+    out), at least one, shared evenly by the ranks of a torchrun; and again at each of train.py's log lines, as other
+    jobs start and end (the load average follows within a minute or two).
+
+    Why not one fixed count (dev/threads.py, dev/LOG.md 2026-11-27): on this repo's 2-core CPU a training step of
+    every CPU preset took 1.7-1.9x less time on 2 threads than on 1 with nothing else running, and 1.8-1.9x MORE
+    beside one other single-thread run: a thread waiting for a busy core holds up the whole step. Neither count is
+    right on both machines; the cores left free are."""
+
+    def __init__(self, device, world=1, environ=None, cores=None, load=None):
+        environ = os.environ if environ is None else environ
+        given = environ.get("OMP_NUM_THREADS") or environ.get("MKL_NUM_THREADS")
+        self.given = int(given) if given and given.strip().isdigit() and int(given) > 0 else None
+        self.auto = device.type == "cpu" and self.given is None
+        # the cores torch uses by default on this machine, split evenly between the ranks
+        self.cores = max(1, (cores or _torch_default_threads()) // world)
+        self.load = load or _load_average  # (a test passes its own)
+        self.n = torch.get_num_threads()
+        if self.auto:
+            self.n = self.fit(mine=0)
+            torch.set_num_threads(self.n)
+
+    def fit(self, mine):
+        """The threads to run on: the cores the other runnable processes leave (load minus `mine`, this process's own
+        threads, rounded), at least one; every core where the OS keeps no load average (Windows)."""
+        load = self.load()
+        if load is None:
+            return self.cores
+        others = max(0, round(load - mine))
+        return max(1, min(self.cores, self.cores - others))
+
+    def line(self, follows=True):
+        """The start-up line: the count, who chose it and how to change it (follows: whether follow() will run)."""
+        if self.given is not None:
+            return f"threads: {self.given} (OMP_NUM_THREADS)"
+        if not self.auto:
+            return f"threads: {self.n} (torch's default; the device does the work)"
+        goes = "; it follows the load as the run goes" if follows else ""
+        return (f"threads: {self.n} of {self.cores} core(s), those no other process holds{goes} "
+                f"(OMP_NUM_THREADS=N fixes it)")
+
+    def follow(self):
+        """At a log line: the count fitted to the load again; a line saying the change, or "" when none."""
+        if not self.auto:
+            return ""
+        n = self.fit(mine=self.n)
+        if n == self.n:
+            return ""
+        before, self.n = self.n, n
+        torch.set_num_threads(n)
+        why = "another process holds a core" if n < before else "a core came free"
+        return f"threads: {before} -> {n} ({why}: load {self.load():.1f} on {self.cores} core(s))"
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_default_threads():
+    """torch's own thread count for this machine, read the first time it is asked (before anything sets another)."""
+    return torch.get_num_threads()
+
+
+def _load_average():
+    """The 1-minute load average (processes ready to run), or None where the OS keeps none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def compile_step(model, cfg, device, world=1):
