@@ -23,9 +23,11 @@ from dataclasses import fields
 import torch
 import torch.nn as nn
 
+from config import PRESETS, Config
 from model import ModelArgs, Transformer
 from utils.checkpoint import USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate
 from utils.errors import UserError
+from utils.fileio import not_found
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
@@ -84,9 +86,27 @@ def weights(ckpt):
     return ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
 
 
+def train_command(path):
+    """The command that writes the checkpoint `path`: the preset whose checkpoint (or out_dir's model.pt or best.pt)
+    it is, else a run with `--out_dir` its folder. What a missing checkpoint's message names."""
+    want = os.path.normpath(path)
+    for name, preset in PRESETS.items():
+        out_dir = preset.get("out_dir", Config.out_dir)
+        written = (preset.get("checkpoint", Config.checkpoint), os.path.join(out_dir, "model.pt"),
+                   os.path.join(out_dir, "best.pt"))
+        if want in {os.path.normpath(p) for p in written}:
+            return f"python train.py {name}"
+    if want == os.path.normpath(Config.checkpoint):
+        return "python train.py"  # the defaults: the reference recipe
+    return f"python train.py PRESET --out_dir={os.path.dirname(want) or '.'}"
+
+
 def read_checkpoint(path):
     """The checkpoint dict of a model.pt or an exported folder, under this version's names (migrate, then the model
     options it removed dropped where they were off)."""
+    if not os.path.exists(path):
+        raise not_found(path, "checkpoint", f"train it first ({train_command(path)}; README's Presets table gives "
+                        f"its time), or pass --checkpoint PATH")
     ckpt = load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
     return drop_removed_options(ckpt)
 
@@ -104,8 +124,10 @@ def load_model(path, device):
     except (RuntimeError, TypeError, ValueError) as e:
         raise UserError(f"checkpoint {path} does not match its own model description "
                         f"({str(e).splitlines()[0][:100]}): the file is damaged")
-    for m in (m for m in model.modules() if isinstance(m, torch.nn.Linear) and torch.device(device).type == "cpu"):
-        m.weight.data = m.weight.data.t().contiguous().t()  # (in, out) in memory: MKL's GEMM of a few rows ~2x faster
+    if torch.device(device).type == "cpu":
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):  # (in, out) in memory: MKL's GEMM of a few rows ~2x faster (decoding)
+                m.weight.data = m.weight.data.t().contiguous().t()
     return model.to(device).eval(), ckpt
 
 

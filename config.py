@@ -238,10 +238,12 @@ PRESETS = {
         prompt="ROMEO:", gen_len=48, steps=48, order="l2r", remask="none", bd3_speculate=True,
         viz_video="artifacts/media/baby_bd3_trace.mp4"),
     # nanoGPT's train_shakespeare_char recipe, diffusion flavour: the reference defaults (a GPU job).
-    "shakespeare_char": dict(data_path="data/tinyshakespeare.txt", out_dir="artifacts/models/shakespeare_char"),
+    "shakespeare_char": dict(data_path="data/tinyshakespeare.txt", out_dir="artifacts/models/shakespeare_char",
+                             checkpoint="artifacts/models/shakespeare_char/model.pt"),
     # TinyStories at character level; train on the train file, validate on the valid file.
     "tinystories_char": dict(data_path="data/tinystories_train.txt", val_path="data/tinystories_valid.txt",
-                             out_dir="artifacts/models/tinystories_char", prompt="Once upon a time"),
+                             out_dir="artifacts/models/tinystories_char",
+                             checkpoint="artifacts/models/tinystories_char/model.pt", prompt="Once upon a time"),
     # The reference BPE recipe: 10k TinyStories in data/stories.txt (scripts/data.py), a 2,048-token byte-level BPE
     # (scripts/train_tokenizer.py): 12,228,480 parameters at the default 6/6/384; --gen-len counts BPE tokens.
     "tinystories_bpe": dict(

@@ -166,12 +166,14 @@ def setup(argv):
     if not resume:  # a resumed run keeps the warm-up it saved
         cfg, capped = optim.cap_warmup(cfg, given)
     again = " ".join(["python train.py", *map(shlex.quote, argv), "--help"])
-    print0(f"config, what differs from the defaults ({again} prints it all):\n{configurator.format_config(cfg)}")
+    print0(report.wrap(f"config, what differs from the defaults ({again} prints it all):"))
+    print0(configurator.format_config(cfg))
     if capped:
         print0(capped)
     threads = dist.CpuThreads(device, world)
     print0(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
-           f"dtype: {dtype_name}, world size: {world}, {accum} micro-step(s) per optimizer step; {threads.line()}")
+           f"dtype: {dtype_name}, world size: {world}, {accum} micro-step(s) per optimizer step")
+    print0(threads.line())
     return cfg, Env(rank, local_rank, world, rank == 0, device, accum, ctx, dtype_name, wandb, resume, resumed_from,
                     threads)
 
@@ -204,9 +206,9 @@ def load_data(cfg, env):
     cfg = replace(cfg, prompt=tokenizer.normalize_prompt(tok, cfg.prompt))  # a bad prompt fails now, not after training
     report.check_report(cfg, tok)  # and so do the end-of-run samples' canvas and trace path
     fewer = "" if len(val_windows) == asked else f", all the split holds of the {asked} asked"
-    print0(f"data: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, vocab {tok.vocab_size} "
-           f"({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token on val "
-           f"({val_cpt:.3f} in the {len(val_windows)} disjoint eval windows of its dev half{fewer})")
+    print0(report.wrap(f"data: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, vocab "
+                       f"{tok.vocab_size} ({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token "
+                       f"on val ({val_cpt:.3f} in the {len(val_windows)} disjoint eval windows of its dev half{fewer})"))
     return cfg, Data(tok, train_ids, val_ids, val_windows, val_cpt, meta, window, source)
 
 
@@ -225,7 +227,7 @@ def build(cfg, env, data):
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     model.checkpointing = cfg.activation_checkpointing  # before the estimate, which counts what it keeps
     line, need = report.estimate_line(cfg, model, schedule, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
-    print0(line)
+    print0(report.wrap(line))
     report.check_memory(cfg, env.device, need)
     if cfg.max_iters == 0 and not cfg.resume:
         print0("max_iters=0: built data, tokenizer and model; exiting without training")

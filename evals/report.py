@@ -10,6 +10,7 @@ block with a sample. Every figure carries its unit or says what it counts.
 import json
 import os
 import sys
+import textwrap
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -36,6 +37,12 @@ LOSSES = dict(elbo="the weighted NELBO on training batches", ce="the next-token 
 # activations A: ~1.7 A (backward's transient gradients beside the saved tensors: 1.6-2.0 over 4/4/128 at 32x128 and
 # 64x256, 8/4/128, and the 6/6/384 reference at 64x256, 4.42 GiB against A = 2.40) + ~0.3 GiB of runtime.
 CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30
+
+
+def wrap(text, width=120):
+    """A start-up line's prose in lines of at most `width` columns, the later ones indented: a log read in a terminal
+    (the legend alone ran to ~520 characters on one line)."""
+    return textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
 
 
 def fmt_time(s):
@@ -198,8 +205,9 @@ class TrainLog:
         self.noted_long = False     # the long-run note: weighed once, at the first settled ETA
         self.noted_shared = False   # the shared-cores note: printed once, when first seen
         self.loss_name, legend = loss_label(cfg)
-        print0(f"{legend}\nbest.pt: the lowest dev figure of the evals ({n_windows} windows x {eval_t} t of the dev "
-               f"half of validation, the same windows and times at every eval, the final one included)")
+        print0(wrap(legend))
+        print0(wrap(f"best.pt: the lowest dev figure of the evals ({n_windows} windows x {eval_t} t of the dev half of "
+                    f"validation, the same windows and times at every eval, the final one included)"))
 
     def due(self, done):
         """Whether a log line follows step `done` (1-based): every log_interval steps, and the last."""

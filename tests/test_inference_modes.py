@@ -174,3 +174,20 @@ def test_live_through_the_cli(tiny_ckpt, capsys):
     assert code == 0 and out.count("\n-- step ") == 9 and "-- step 8/8: 0 of 16 generated positions masked" in out
     final = out.split("-- step 8/8: 0 of 16 generated positions masked\n")[1].split("\n")[0]
     assert out.count(final) == 1  # the last frame is the sample: its text is not printed a second time
+
+
+def test_a_missing_checkpoint_names_the_command_that_trains_it(in_tmp):
+    """Issue 73: `inference.py baby` (and eval.py on baby's checkpoint) said "train one (python train.py cpu ...)"."""
+    from checkpoint_manager import train_command
+    from config import PRESETS
+    from utils.errors import UserError
+    for name, preset in PRESETS.items():  # every preset's sampling checkpoint is the one its training writes
+        assert train_command(preset.get("checkpoint", "artifacts/models/model.pt")) == f"python train.py {name}", name
+        assert preset.get("checkpoint", "").startswith(preset.get("out_dir", "artifacts/models")), name
+    assert train_command("artifacts/models/model.pt") == "python train.py"
+    assert train_command("artifacts/models/baby/best.pt") == "python train.py baby"
+    assert train_command("runs/x/model.pt") == "python train.py PRESET --out_dir=runs/x"
+    for argv, command in ((["baby"], "python train.py baby"), (["baby_bd3"], "python train.py baby_bd3"),
+                          (["--checkpoint", "runs/x/model.pt"], "python train.py PRESET --out_dir=runs/x")):
+        with pytest.raises(UserError, match=f"not found: train it first \\({command};"):
+            inference.load(argv)

@@ -203,8 +203,8 @@ def load_checkpoint(path):
     if not os.path.isfile(path):
         if os.path.isdir(path):
             raise UserError(f"checkpoint {path} is a directory without an exported model in it: {USE_INSTEAD}")
-        raise not_found(path, "checkpoint", "train one (python train.py cpu, ~18 min on a laptop CPU; then python "
-                        "inference.py cpu samples it), or pass --checkpoint PATH")
+        raise not_found(path, "checkpoint", "train one with train.py (its --out_dir holds model.pt), or pass "
+                        "--checkpoint PATH")
     if str(path).endswith(".safetensors"):
         raise UserError(f"{path} holds an exported model's weights only: pass the folder it is in, "
                         f"--checkpoint {os.path.dirname(path) or '.'}")
