@@ -200,16 +200,16 @@ NEEDS = dict(
 # file is missing names the command that makes it. What each one gives: RESULTS.md; how each setting won: dev/LOG.md.
 #
 # The baby budget is nanoGPT's "baby" CPU config (4/4/128, ctx 64, 12 x 2,000 steps = 1,536,000 tokens, <= 0.85M
-# params, its split); the laptop budget is 4/4/128, ctx 128, 32 x 2,000 steps (8.19M tokens), ~18 min on 2 cores.
+# params, its split); the laptop budget is 4/4/128, ctx 128, 32 x 2,000 steps (8.19M tokens). Each preset's time:
+# README's Presets table.
 # What won at both, for every objective (dev/LOG.md has the measurements): QK-norm, Muon at 0.005 with a weight EMA,
 # the LR floor at 30 % of the peak; for masked diffusion no time input with the CE of every position (-0.23 nats/char
 # against learned time + ELBO), mask rates in [0.2, 0.8] whose top rises from 0.5 over the run, self-conditioning and
 # a 1,000-step chain (a network without time input defines one at any T; the finer chain's bound was the tighter on
 # every checkpoint measured). At the baby budget: Muon's momentum 0.9 and no weight decay.
 PRESETS = {
-    # The speedrun's masked diffusion at the baby budget (~40 min at 1 thread): the budget's winners (noted above
-    # PRESETS), the dual objective's causal pass at a quarter weight and four masks of each window a step (the step
-    # 4.6x the AR's); it samples ancestrally, the temperature falling from 1.0 as the canvas fills. The AR at this
+    # The speedrun's masked diffusion at the baby budget: the budget's winners (noted above PRESETS), the dual
+    # objective's causal pass at a quarter weight and four masks of each window a step (the step 4.6x the AR's); it samples ancestrally, the temperature falling from 1.0 as the canvas fills. The AR at this
     # budget: --objective=ar --min_lr=1e-4 --muon_momentum=0.95 --weight_decay=0.1.
     "baby": dict(
         data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
@@ -223,10 +223,10 @@ PRESETS = {
         prompt="ROMEO:", gen_len=48, steps=48, order="random", remask="none", temperature=1.0,
         temperature_end_share=0.1,
         viz_video="artifacts/media/baby_trace.mp4"),
-    # The best diffusion recipe at the baby budget (~30 min at 1 thread): block diffusion, blocks of 4, mask rates in
-    # [0.3, 1] (BD3-LM's variance fix) with the plain CE of every noisy position, the clean half learning the next
-    # token (--bd3_ar), two masks of each window a step, a tied head; it samples its clean half's AR exactly, the
-    # noisy half drafting each block (--bd3_speculate; =false: left to right in each block).
+    # The best diffusion recipe at the baby budget: block diffusion, blocks of 4, mask rates in [0.3, 1] (BD3-LM's
+    # variance fix) with the plain CE of every noisy position, the clean half learning the next token (--bd3_ar), two
+    # masks of each window a step, a tied head; it samples its clean half's AR exactly, the noisy half drafting each
+    # block (--bd3_speculate; =false: left to right in each block).
     "baby_bd3": dict(
         data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
         self_cond=True, tie_weights=True,
@@ -251,8 +251,7 @@ PRESETS = {
         out_dir="artifacts/models/tinystories_bpe", checkpoint="artifacts/models/tinystories_bpe/model.pt",
         prompt="Once upon a time"),
     # The main job, on a laptop or 2 CPU cores: Tiny Shakespeare (ships in data/), masked diffusion at the laptop
-    # budget with its winners (noted above PRESETS) and a tied head, ~17 min; it samples with ReMDM's capped
-    # remasking; MP4 + GIF.
+    # budget with its winners (noted above PRESETS) and a tied head; it samples with ReMDM's capped remasking; MP4 + GIF.
     "cpu": dict(
         data_path="data/tinyshakespeare.txt", block_size=128, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
         time_cond="none", self_cond=True, tie_weights=True,

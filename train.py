@@ -1,7 +1,7 @@
 """Train a masked diffusion LM (or the AR baseline) from scratch.
 
     python train.py                                   # reference recipe: char Tiny Shakespeare, 6/6/384, 5000 iters
-    python train.py cpu                               # the main job: Tiny Shakespeare (data/), ~18 min on 2 CPU cores
+    python train.py cpu                               # the main job: Tiny Shakespeare (data/); its time: README
     python train.py cpu --objective=ar                # the autoregressive baseline, same code and budget
     python train.py shakespeare_cpu --objective=uniform --time_cond=learned   # uniform-state diffusion (uniform.py)
     python train.py baby_bd3                          # block diffusion (BD3-LM): AR over blocks of 4, diffusion inside

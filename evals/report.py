@@ -144,7 +144,7 @@ def long_run_note(cfg, device, eta):
         return ""
     bigger = device.type == "cpu" and budget(cfg) > budget(get_config(["cpu"]))
     return f"note: this run needs ~{fmt_time(eta)} on this device ({device.type})" + (
-        "; the laptop preset (4/4/128, 2,000 steps) trains in ~18 min on 2 CPU cores: python train.py cpu"
+        "; the laptop preset (4/4/128, 2,000 steps) trains in minutes (README's Presets table): python train.py cpu"
         if bigger else "")
 
 

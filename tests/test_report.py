@@ -70,7 +70,7 @@ def test_the_long_run_note_names_the_laptop_preset_only_to_a_bigger_run():
     assert long_run_note(get_config(["cpu"]), cpu, 5000) == "note: this run needs ~1h23m on this device (cpu)"  # it is that preset
     assert "python train.py" not in long_run_note(get_config(["baby"]), cpu, 5000)  # smaller than the laptop preset
     for argv in (["shakespeare_char"], ["cpu", "--max_iters=5000"]):  # bigger: the laptop preset is the cheaper run
-        assert long_run_note(get_config(argv), cpu, 5000).endswith("on 2 CPU cores: python train.py cpu")
+        assert long_run_note(get_config(argv), cpu, 5000).endswith("(README's Presets table): python train.py cpu")
     assert "python train.py" not in long_run_note(get_config(["shakespeare_char"]), torch.device("meta"), 5000)  # not a CPU
 
 

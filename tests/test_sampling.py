@@ -353,6 +353,8 @@ def test_cli_infill_and_prefix_suffix_keep_the_given_text(tiny_ckpt, tmp_path, c
     assert code == 0, err
     m = re.fullmatch(r"the (.{6}) and (.{5}) of", _sample_text(out), re.S)
     assert m and "_" not in m.group(1) + m.group(2)
+    # 11 blanks take 11 passes whatever --steps asks (20 here): the summary says what ran (issue 73: "64 steps")
+    assert "NFE 11 per sample" in out and "sampler: 11 steps," in out and "(--steps 20: one pass a blank at most)" in out
     (tmp_path / "pre.txt").write_text("First Citizen:\n")
     (tmp_path / "suf.txt").write_text("\nSecond Citizen:\n")
     code, out, err = _inference(["--checkpoint", tiny_ckpt, "--prefix_file", tmp_path / "pre.txt", "--suffix_file",
