@@ -516,6 +516,8 @@ def draws(x, cfg, schedule, tok, draw):
     """The random draws of the micro-batch x's loss (common.Drawn), made eagerly from the keyed generator: a t per
     block, stratified over the global batch's blocks (shared u), from the clipped band if one is set; the generator
     shuffles them, then draws the masks and self-conditioning's rows; mask_draws > 1: as many copies of each window."""
+    # the schedule's tables on x's device now, eagerly: loss_of only reads them (a CUDA graph would own a first copy)
+    schedule.on(x.device)
     n = len(x) * cfg.mask_draws  # the copies' sequences
     draw = repeat_draws(draw, cfg.mask_draws, len(x))
     band = band_times(schedule, cfg.mask_min, cfg.mask_max)

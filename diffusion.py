@@ -126,6 +126,8 @@ def draws(x, cfg, schedule, tok, draw):
     the mask_draws copies of a window a time stratified over the band's times (every t, or BD3-LM's clipped band for
     the whole window: a biased, less noisy objective; evaluation reports the full bound), its masks, and
     self-conditioning's rows. band_top: the curriculum's top at this step; the band moves only the times drawn."""
+    # the schedule's tables on x's device now, eagerly: loss_of only reads them (a CUDA graph would own a first copy)
+    schedule.on(x.device)
     n = len(x) * cfg.mask_draws  # the copies' sequences
     draw = repeat_draws(draw, cfg.mask_draws, len(x))
     band = band_times(schedule, cfg.mask_min, band_top(cfg, draw.progress))  # on the host: a run of times, band[0] + i

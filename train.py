@@ -222,8 +222,6 @@ def build(cfg, env, data):
            f"{cfg.total_batch_size:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x "
            f"{cfg.batch_size} x {cfg.block_size}")
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    # its tables copied to the device now, not first inside the compiled step (a CUDA graph would own the copy)
-    schedule.on(env.device)
     model.checkpointing = cfg.activation_checkpointing  # before the estimate, which counts what it keeps
     line, need = report.estimate_line(cfg, model, schedule, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
     print0(line)

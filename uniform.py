@@ -195,6 +195,8 @@ def check(cfg, given=()):
 def draws(x, cfg, schedule, tok, draw):
     """The random draws of the micro-batch x's loss (common.Drawn), eager: its times, stratified over the global batch
     (shared u), and its noise (uniform_draws) from the keyed generator; and the prior term, read on the host."""
+    # the schedule's tables on x's device now, eagerly: loss_of only reads them (a CUDA graph would own a first copy)
+    schedule.on(x.device)
     t = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u)
     return uniform_draws(x.shape, t, schedule, len(real_ids(tok.vocab_size, tok.mask_id)), draw.generator, x.device)
 

@@ -57,7 +57,6 @@ def make_step(cfg, vocab_size, device):
     loss_of, step_model = compile_step(obj.loss_of, model, cfg, device)
     ctx, _ = autocast_for(device, cfg.dtype)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    schedule.on(device)  # its tables on the device before the compiled step, as train.py's
     vocab = SimpleNamespace(vocab_size=vocab_size, mask_id=vocab_size - 1)  # all a loss reads of a tokenizer
     B, L = cfg.batch_size, cfg.block_size + obj.WINDOW
     x = torch.randint(0, vocab.mask_id, (B, L), generator=keyed_generator(cfg.seed, 0), device="cpu").to(device)

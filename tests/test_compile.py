@@ -92,6 +92,23 @@ def test_the_whole_pure_loss_of_every_objective_is_one_graph(name, flags):
     assert (out.graph_count, out.graph_break_count) == (1, 0), [str(b.reason)[:300] for b in out.break_reasons]
 
 
+@pytest.mark.slow  # ~5 s: dynamo's first trace
+def test_steps_of_a_run_reuse_one_graph():
+    """Five steps as a run takes them (other keys, other u, other slots, the band's top rising under baby's mask_ramp)
+    run the one graph traced at the first: nothing that moves from step to step is a Python value the graph reads
+    (a recompile would be a new graph, and under CUDA graphs a new capture)."""
+    from torch._dynamo.utils import counters
+    obj, model, x, cfg, schedule, tok, _ = setting("mdlm baby")
+    torch._dynamo.reset()
+    counters.clear()
+    loss_of = torch.compile(obj.loss_of, backend="eager")
+    for step in range(5):
+        draw = Draw(torch.Generator().manual_seed(step), torch.tensor(step / 5, dtype=torch.float64), step % 2 * 4, 8,
+                    step / 4)
+        loss_of(model, x, cfg, schedule, tok, obj.draws(x, cfg, schedule, tok, draw)).backward()
+    assert counters["stats"]["unique_graphs"] == 1  # a Python number the graph read, changing, would make a second
+
+
 @pytest.mark.slow  # a cold inductor compile: ~1 min on 2 shared cores
 def test_inductor_compiles_the_loss_with_the_model_to_eagers_loss_and_gradients():
     """torch.compile (inductor, CPU) of mdlm's whole loss (the reference recipe's objective) at one layer: two steps
