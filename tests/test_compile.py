@@ -2,7 +2,8 @@
 eager, from the keyed generator) and a pure function of the model, the batch and those draws (loss_of), which
 train.py compiles whole (utils.dist.compile_step: CUDA graphs on one CUDA GPU). Here: the split gives the losses and
 gradients of the loss before it, bit for bit; the whole pure loss of every objective traces as one graph with no
-break (dynamo's explain, CPU); inductor's compiled step gives eager's loss; and compile_step's policy.
+break (dynamo's explain, CPU), which a run's later steps reuse; inductor's compiled step gives eager's loss; and
+compile_step's policy.
 
     python -m pytest -q tests/test_compile.py
 """
