@@ -39,7 +39,7 @@ def compact(x, real):
     return torch.searchsorted(real.to(x.device), x.contiguous())
 
 
-def uniform_draws(shape, t, schedule, V, generator=None, device="cpu"):
+def noise_draws(shape, t, schedule, V, generator=None, device="cpu"):
     """The noise of one pass (common.Drawn): the times t, a U[0, 1) draw per token (it keeps its token when under
     alpha(t)) and a random token (an index into the real vocabulary of V) for each, drawn in that order on the
     device (common.on_device): no host copy; and the prior term (prior_kl), read on the host. Made ahead of the
@@ -54,8 +54,8 @@ def uniform_draws(shape, t, schedule, V, generator=None, device="cpu"):
 def uniform_corrupt(x0, t, schedule, real, generator=None, drawn=None):
     """q(x_t | x0): each token is kept with probability alpha(t), else replaced by a uniform draw from the real
     vocabulary (which may be x0 again: a token survives with probability alpha + (1 - alpha) / V).
-    x0 (B, L) long, t (B,) long. drawn: the noise (uniform_draws), drawn here from generator when None."""
-    drawn = uniform_draws(x0.shape, t, schedule, len(real), generator, x0.device) if drawn is None else drawn
+    x0 (B, L) long, t (B,) long. drawn: the noise (noise_draws), drawn here from generator when None."""
+    drawn = noise_draws(x0.shape, t, schedule, len(real), generator, x0.device) if drawn is None else drawn
     a = schedule.on(x0.device)[0][t].float()[:, None]  # (B, 1)
     return torch.where(drawn.uniform < a, x0, real.to(x0.device)[drawn.noise])
 
@@ -121,14 +121,14 @@ def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_siz
     """One training/eval pass: (loss, per-sequence NELBO estimate in nats/token (B,), aux). The estimate is
     T times the step-t term at a stratified t, summed over positions, plus the prior term, divided by L.
     vocab_size: the tokenizer's (default model.args.vocab_size; a DDP-wrapped model has no .args). drawn: the pass's
-    draws made ahead (uniform_draws: a compiled step's, the pass then a pure function of its tensors); else t (drawn
+    draws made ahead (noise_draws: a compiled step's, the pass then a pure function of its tensors); else t (drawn
     stratified if None) and the noise are drawn here from generator.
     aux: t, noised = (x_t != x0) (the positions the noise changed), logits (B, L, V_real), real (the ids)."""
     B, L = x0.shape
     real = real_ids(vocab_size or model.args.vocab_size, mask_id, x0.device)
     if drawn is None:
         t = stratified_times(B, schedule.T, generator, x0.device) if t is None else t
-        drawn = uniform_draws(x0.shape, t, schedule, len(real), generator, x0.device)
+        drawn = noise_draws(x0.shape, t, schedule, len(real), generator, x0.device)
     t = drawn.t
     xt = uniform_corrupt(x0, t, schedule, real, drawn=drawn)
     logits = no_mask_logit(model(xt, t), mask_id).index_select(-1, real)  # (B, L, V): [MASK] never predicted
@@ -194,11 +194,11 @@ def check(cfg, given=()):
 
 def draws(x, cfg, schedule, tok, draw):
     """The random draws of the micro-batch x's loss (common.Drawn), eager: its times, stratified over the global batch
-    (shared u), and its noise (uniform_draws) from the keyed generator; and the prior term, read on the host."""
+    (shared u), and its noise (noise_draws) from the keyed generator; and the prior term, read on the host."""
     # the schedule's tables on x's device now, eagerly: loss_of only reads them (a CUDA graph would own a first copy)
     schedule.on(x.device)
     t = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u)
-    return uniform_draws(x.shape, t, schedule, len(real_ids(tok.vocab_size, tok.mask_id)), draw.generator, x.device)
+    return noise_draws(x.shape, t, schedule, len(real_ids(tok.vocab_size, tok.mask_id)), draw.generator, x.device)
 
 
 def loss_of(model, x, cfg, schedule, tok, drawn):
