@@ -28,8 +28,18 @@ CONTINUES_ONLY = EXACT = ANY_LENGTH = True  # continues a prompt; scores the exa
 TRACE = False  # no denoising to watch
 
 
-def loss(model, x, cfg, schedule, tok, draw):
+def draws(x, cfg, schedule, tok, draw):
+    """Nothing: the next-token loss draws no noise (common.Drawn's other objectives do)."""
+    return None
+
+
+def loss_of(model, x, cfg, schedule, tok, drawn):
+    """The next-token loss of the window x (B, L + 1): a pure function of the model and x (compiled)."""
     return ar_loss(model, x)[0]
+
+
+def loss(model, x, cfg, schedule, tok, draw):
+    return loss_of(model, x, cfg, schedule, tok, draws(x, cfg, schedule, tok, draw))
 
 
 def eval_times(cfg, L):

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (LossOptions, Step, band_times, check_band, draw, draw_device, filter_logits, no_mask_logit,
-                    on_device, repeat_draws, self_condition_input, stratified_times)
+from common import (LossOptions, Step, band_times, check_band, draw, draw_device, filter_logits, masking_draws,
+                    no_mask_logit, on_device, repeat_draws, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -97,29 +97,33 @@ def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None, clean=Fal
     return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
 
 
-def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, opts=LossOptions()):
+def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, opts=LossOptions(),
+             drawn=None):
     """Block-diffusion NELBO of x0 (B, L) with blocks of `block` tokens. t (B, L // block) per-block times, drawn
     here (stratified over the batch) if None, from `allowed` (band_times; default 1..T). Each block is masked with
     probability 1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed that is T * w(t),
     so the sum over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); a clipped band estimates only its share
     (train with it, never report it). opts: the switches of common.LossOptions; loss_type='all_ce' trains the
     plain CE of every noisy position, no w(t); ar_weight > 0 adds the clean half's next-token CE (--bd3_ar). The
-    NELBO returned is the same whatever is trained. Returns (loss, per-sequence NELBO in nats/token (B,),
+    NELBO returned is the same whatever is trained. drawn: the pass's draws made ahead (common.Drawn, draws(): a
+    compiled step's, the pass then a pure function of its tensors; its n_times is k), else the times, the masks and
+    self-conditioning's rows are drawn here from generator. Returns (loss, per-sequence NELBO in nats/token (B,),
     dict(t, t_tok (B, L), masked, logits, ce))."""
     B, L = x0.shape
     assert L % block == 0, f"block {block} must divide the window {L}"
-    allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
-    if t is None:
-        t = bd3_times(B, L // block, allowed, generator, x0.device)
+    if drawn is None:
+        allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
+        t = bd3_times(B, L // block, allowed, generator, x0.device) if t is None else t
+        drawn = masking_draws(x0.shape, t, opts.self_cond, generator, x0.device, len(allowed))
+    t = drawn.t
     t_tok = t.repeat_interleave(block, 1)  # (B, L) each token's block time
     p = schedule.mask_prob(t_tok).to(torch.float32)
-    dev = draw_device(x0.device)
-    masked = torch.rand(x0.shape, generator=on_device(generator, dev), device=dev).to(x0.device) < p
+    masked = drawn.uniform < p
     xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
     sc = None
     if opts.self_cond:  # the first pass is the same two-stream pass, without sc, for the chosen rows
         sc = self_condition_input(lambda r: bd3_logits(model, xt if r is None else xt[r], x0 if r is None else x0[r],
-                                                       block, mask_id), masked, opts.self_cond, generator)
+                                                       block, mask_id), masked, opts.self_cond, rows=drawn.rows)
     # masked_only: no logits where the loss is zero (unmasked); ar_weight: the clean half's next-token logits too
     out = bd3_logits(model, xt, x0, block, mask_id, positions=masked if opts.masked_only else None, sc=sc,
                      clean=opts.ar_weight > 0)
@@ -129,7 +133,7 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
         ce = torch.zeros(B, L, device=x0.device).masked_scatter(masked, ce)
     else:
         ce = F.cross_entropy(logits.reshape(B * L, -1), x0.view(-1), reduction="none").view(B, L)
-    w = (len(allowed) * schedule.on(x0.device)[1][t_tok]).float()  # (B, L) importance weight k * w(t_b)
+    w = (drawn.n_times * schedule.on(x0.device)[1][t_tok]).float()  # (B, L) importance weight k * w(t_b)
     nelbo = (w * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L as the MDLM bound
     loss = ce.mean() if opts.loss_type == "all_ce" else nelbo.mean()
     if nxt is not None:
@@ -508,16 +512,34 @@ def check(cfg, given=()):
     # no steps <= T limit: the block sampler's counts are linear (or cosine), never on the schedule's grid
 
 
-def loss(model, x, cfg, schedule, tok, draw):
-    """A t per block, stratified over the global batch's blocks (shared u), from the clipped band if one is set;
-    the keyed generator shuffles them and draws the masks; mask_draws > 1: as many copies of each window."""
-    x, draw = repeat_draws(x, draw, cfg.mask_draws)
+def draws(x, cfg, schedule, tok, draw):
+    """The random draws of the micro-batch x's loss (common.Drawn), made eagerly from the keyed generator: a t per
+    block, stratified over the global batch's blocks (shared u), from the clipped band if one is set; the generator
+    shuffles them, then draws the masks and self-conditioning's rows; mask_draws > 1: as many copies of each window."""
+    # the schedule's tables on x's device now, eagerly: loss_of only reads them (a CUDA graph would own a first copy)
+    schedule.on(x.device)
+    n = len(x) * cfg.mask_draws  # the copies' sequences
+    draw = repeat_draws(draw, cfg.mask_draws, len(x))
     band = band_times(schedule, cfg.mask_min, cfg.mask_max)
-    t = bd3_times(len(x), cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, offset=draw.offset,
-                  total=draw.total, u=draw.u)
-    opts = LossOptions(cfg.bd3_loss, cfg.head_on_masked_only, self_cond=0.5 if cfg.self_cond else 0.0,
-                       ar_weight=cfg.bd3_ar)
-    return bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, draw.generator, t=t, allowed=band, opts=opts)[0]
+    t = bd3_times(n, cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, draw.offset, draw.total, draw.u)
+    return masking_draws((n, x.size(1)), t, options(cfg).self_cond, draw.generator, x.device, len(band))
+
+
+def loss_of(model, x, cfg, schedule, tok, drawn):
+    """The training loss of the micro-batch x (B, L) given its draws: a pure function of the model, x and drawn's
+    tensors (the two-stream pass, its first pass for self-conditioning, the clean half's loss), what train.py
+    compiles with the model."""
+    copies = x.repeat(cfg.mask_draws, 1)
+    return bd3_loss(model, copies, schedule, tok.mask_id, cfg.bd3_block, t=drawn.t, opts=options(cfg), drawn=drawn)[0]
+
+
+def loss(model, x, cfg, schedule, tok, draw):
+    return loss_of(model, x, cfg, schedule, tok, draws(x, cfg, schedule, tok, draw))
+
+
+def options(cfg):
+    """The training loss's switches: self-conditioning feeds half the sequences their first pass's prediction."""
+    return LossOptions(cfg.bd3_loss, cfg.head_on_masked_only, 0.5 if cfg.self_cond else 0.0, cfg.bd3_ar)
 
 
 def eval_times(cfg, L):

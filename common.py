@@ -123,10 +123,32 @@ class Draw:
     progress: float = 1.0  # the fraction of training done (step / max_iters): what a curriculum on t reads
 
 
-def repeat_draws(x, draw, k):
-    """k copies of the micro-batch x (B, L) for k independent masks (and times) of each window (--mask_draws): copy j of
-    window i is row j * B + i, its stratum offset * k + j * B + i of the global k * total. Returns (x, draw)."""
-    return x.repeat(k, 1), replace(draw, offset=draw.offset * k, total=(draw.total or len(x)) * k)
+def repeat_draws(draw, k, n):
+    """The Draw of k copies of a micro-batch of n windows, for k independent masks (and times) of each window
+    (--mask_draws): copy j of window i is row j * n + i, its stratum offset * k + j * n + i of the global k * total."""
+    return replace(draw, offset=draw.offset * k, total=(draw.total or n) * k)
+
+
+@dataclass
+class Drawn:
+    """The random draws of one training pass, made ahead of it (an objective's draws(), eager, from the keyed
+    generator): its loss_of is then a pure function of the model, the batch and these tensors, with no generator,
+    which is what a compiled (and CUDA-graphed) step can hold. Tensors on the device; None where nothing is drawn."""
+    t: torch.Tensor             # the times (B,), or bd3's one per block (B, L // L')
+    uniform: torch.Tensor       # (B, L) float32 U[0, 1): a token is masked (uniform: noised) where it is under the rate
+    rows: torch.Tensor = None   # (R,) the sequences self-conditioning's first pass feeds (self_condition_rows)
+    noise: torch.Tensor = None  # uniform noise's (B, L) random tokens, as indices into the real vocabulary
+    # numbers of the config read on the host, which a compiled pass cannot read itself (the same all run)
+    n_times: int = 0            # bd3: the times its band holds, k of its weight k * w(t_b)
+    prior: float = 0.0          # uniform noise: its prior term per token (uniform.prior_kl)
+
+
+def masking_draws(shape, t, share, generator=None, device="cpu", n_times=0):
+    """Drawn for masked diffusion (mdlm, bd3): the times t, the masks' uniforms (shape) and, when 0 < share < 1,
+    self-conditioning's rows, drawn in that order from `generator` where draws run (draw_device, on_device)."""
+    dev = draw_device(device)
+    uniform = torch.rand(shape, generator=on_device(generator, dev), device=dev).to(device)
+    return Drawn(t, uniform, self_condition_rows(shape[0], share, generator, device), n_times=n_times)
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -150,16 +172,25 @@ def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
     return no_mask_logit(model(xt, t, **kw), mask_id)
 
 
-def self_condition_input(logits_of, masked, share, generator=None):
+def self_condition_rows(n, share, generator=None, device="cpu"):
+    """Which of n sequences self-conditioning's first pass feeds: a random round(share * n) of them (R,) long, drawn
+    where draws run; None when share >= 1 (all of them) or share is 0 (none: no first pass)."""
+    if not 0 < share < 1:
+        return None
+    dev = draw_device(device)
+    return torch.randperm(n, generator=on_device(generator, dev), device=dev)[:round(share * n)].to(device)
+
+
+def self_condition_input(logits_of, masked, share, generator=None, rows=None):
     """Self-conditioning's input (B, L, V) (Chen et al. 2022): the network's own prediction of x0 from a first pass
     without it (no gradient) at the masked positions, for a random `share` of the sequences (the others read zeros,
     as a sampler's first step does: training feeds half, so the net serves both passes). logits_of(rows): that pass's
-    logits (R, L, V) for the sequences `rows` (None = all). A function of x_t still, it keeps the NELBO a bound."""
+    logits (R, L, V) for the sequences `rows` (None = all). rows: those drawn ahead (self_condition_rows; a compiled
+    step's), else drawn here from generator. A function of x_t still, it keeps the NELBO a bound."""
+    rows = self_condition_rows(masked.size(0), share, generator, masked.device) if rows is None else rows
     with torch.no_grad():
-        if share >= 1:
+        if rows is None:  # share >= 1: every sequence
             return torch.softmax(logits_of(None), -1) * masked[..., None]
-        B, dev = masked.size(0), draw_device(masked.device)
-        rows = torch.randperm(B, generator=on_device(generator, dev), device=dev)[:round(share * B)].to(masked.device)
         probs = torch.softmax(logits_of(rows), -1) * masked[rows][..., None]
         return torch.zeros(*masked.shape, probs.size(-1), device=masked.device).index_copy_(0, rows, probs)
 

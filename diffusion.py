@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (LossOptions, Step, band_times, band_top, check_band, draw_device, no_mask_logit, on_device,
-                    predict_logits, repeat_draws, self_condition_input, stratified_times)
+from common import (LossOptions, Step, band_times, band_top, check_band, masking_draws, no_mask_logit, predict_logits,
+                    repeat_draws, self_condition_input, stratified_times)
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -28,31 +28,37 @@ LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
 
 
 # ---------------------------------------------------------------------------- forward process and loss
-def corrupt(x0, t, schedule, mask_id, generator=None):
+def corrupt(x0, t, schedule, mask_id, generator=None, uniform=None):
     """q(xt | x0): every token independently becomes [MASK] with probability 1 - alpha(t).
-    x0 (B, L) long, t (B,) long. Returns xt (B, L) and the mask (B, L) bool."""
+    x0 (B, L) long, t (B,) long; uniform (B, L): the U[0, 1) draws that decide it (common.masking_draws), drawn here
+    from generator when None. Returns xt (B, L) and the mask (B, L) bool."""
+    uniform = masking_draws(x0.shape, t, 0.0, generator, x0.device).uniform if uniform is None else uniform
     p = schedule.mask_prob(t).to(torch.float32)[:, None]  # (B, 1)
-    dev = draw_device(x0.device)  # drawn on the device: a keyed generator's masks, no host copy
-    masked = torch.rand(x0.shape, generator=on_device(generator, dev), device=dev).to(x0.device) < p
+    masked = uniform < p
     return torch.where(masked, torch.full_like(x0, mask_id), x0), masked
 
 
-def self_condition(model, xt, t, masked, mask_id, share, generator=None):
+def self_condition(model, xt, t, masked, mask_id, share, generator=None, rows=None):
     """Masked diffusion's self-conditioning input (B, L, V): common.self_condition_input over the window's own pass."""
     return self_condition_input(lambda r: predict_logits(model, xt if r is None else xt[r], t if r is None else t[r],
-                                                         mask_id), masked, share, generator)
+                                                         mask_id), masked, share, generator, rows)
 
 
-def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None):
+def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None, drawn=None):
     """One training/eval pass with the switches `opts` (common.LossOptions: loss_type, masked_only, self_cond).
     Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict): the NELBO whatever loss_type is trained,
-    so validation always reports the bound. t (B,): drawn stratified if None."""
+    so validation always reports the bound. drawn: the pass's draws made ahead (common.Drawn: a compiled step's, the
+    pass then a pure function of its tensors); else t (B,), drawn stratified if None, then the masks and
+    self-conditioning's rows, drawn here from generator."""
     B, L = x0.shape
-    if t is None:
-        t = stratified_times(B, schedule.T, generator, x0.device)
-    xt, masked = corrupt(x0, t, schedule, mask_id, generator)
-    sc = self_condition(model, xt, t, masked, mask_id, opts.self_cond, generator) if opts.self_cond else None
+    if drawn is None:
+        t = stratified_times(B, schedule.T, generator, x0.device) if t is None else t
+        drawn = masking_draws(x0.shape, t, opts.self_cond, generator, x0.device)
+    t = drawn.t
+    xt, masked = corrupt(x0, t, schedule, mask_id, uniform=drawn.uniform)
+    sc = self_condition(model, xt, t, masked, mask_id, opts.self_cond, rows=drawn.rows) if opts.self_cond else None
     if opts.masked_only and opts.loss_type != "all_ce":  # unmasked positions carry zero loss: skip their logits
+        # a boolean index: its size is read on the host (a graph break and a sync under --compile)
         logits = predict_logits(model, xt, t, mask_id, positions=masked, sc=sc)  # (N, V)
         ce_m = F.cross_entropy(logits, x0[masked], reduction="none")  # (N,)
         ce = torch.zeros(B, L, dtype=ce_m.dtype, device=x0.device).masked_scatter(masked, ce_m)  # (B, L), 0 elsewhere
@@ -115,15 +121,36 @@ def check(cfg, given=()):
                         f"--steps={cfg.diffusion_steps} or fewer, or --tokens_per_step=linear (its step count is free)")
 
 
-def loss(model, x, cfg, schedule, tok, draw):
-    clean, (x, draw) = x, repeat_draws(x, draw, cfg.mask_draws)  # the dual objective's pass reads each window once
-    # t stratified over the band's times: every t, or BD3-LM's clipped band for the whole window (clipped: a biased,
-    # less noisy objective; evaluation reports the full bound); band_top: the curriculum's top at this step
+def draws(x, cfg, schedule, tok, draw):
+    """The random draws of the micro-batch x's loss (common.Drawn), made eagerly from the keyed generator: for each of
+    the mask_draws copies of a window a time stratified over the band's times (every t, or BD3-LM's clipped band for
+    the whole window: a biased, less noisy objective; evaluation reports the full bound), its masks, and
+    self-conditioning's rows. band_top: the curriculum's top at this step; the band moves only the times drawn."""
+    # the schedule's tables on x's device now, eagerly: loss_of only reads them (a CUDA graph would own a first copy)
+    schedule.on(x.device)
+    n = len(x) * cfg.mask_draws  # the copies' sequences
+    draw = repeat_draws(draw, cfg.mask_draws, len(x))
     band = band_times(schedule, cfg.mask_min, band_top(cfg, draw.progress))  # on the host: a run of times, band[0] + i
-    t = stratified_times(len(x), len(band), None, x.device, draw.offset, draw.total, draw.u) - 1 + int(band[0])
-    opts = LossOptions(cfg.loss_type, cfg.head_on_masked_only, 0.5 if cfg.self_cond else 0.0)
-    loss = diffusion_loss(model, x, schedule, tok.mask_id, opts, draw.generator, t=t)[0]
-    return loss + cfg.dual_ar * dual_ar_loss(model, clean, tok.mask_id) if cfg.dual_ar else loss
+    t = stratified_times(n, len(band), None, x.device, draw.offset, draw.total, draw.u) - 1 + int(band[0])
+    return masking_draws((n, x.size(1)), t, options(cfg).self_cond, draw.generator, x.device)
+
+
+def loss_of(model, x, cfg, schedule, tok, drawn):
+    """The training loss of the micro-batch x (B, L) given its draws: a pure function of the model, x and drawn's
+    tensors, what train.py compiles with the model. The mask_draws copies of the windows each read their own mask and
+    time; the dual objective's causal pass reads each window once."""
+    copies = x.repeat(cfg.mask_draws, 1)
+    loss = diffusion_loss(model, copies, schedule, tok.mask_id, options(cfg), t=drawn.t, drawn=drawn)[0]
+    return loss + cfg.dual_ar * dual_ar_loss(model, x, tok.mask_id) if cfg.dual_ar else loss
+
+
+def loss(model, x, cfg, schedule, tok, draw):
+    return loss_of(model, x, cfg, schedule, tok, draws(x, cfg, schedule, tok, draw))
+
+
+def options(cfg):
+    """The training loss's switches: self-conditioning feeds half the sequences their first pass's prediction."""
+    return LossOptions(cfg.loss_type, cfg.head_on_masked_only, 0.5 if cfg.self_cond else 0.0)
 
 
 def dual_ar_loss(model, x0, mask_id):

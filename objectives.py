@@ -18,7 +18,13 @@ sampler.py's, below them both; common.py below all) and offers the names below; 
     SEMI_AR         its sampler can decode in semi-autoregressive blocks past the context (--semi_ar_length)
     LOSS_KEY        the config key that picks its training loss (what the log names it by)
     check(cfg, given)                                    refuse values that cannot apply (given: the keys the user set)
-    loss(model, x, cfg, schedule, tok, draw)             the training loss of one micro-batch (common.Draw)
+    draws(x, cfg, schedule, tok, draw)                   the random draws of one micro-batch's loss (common.Drawn, None:
+                                                         none), made eagerly from its keyed generator (common.Draw)
+    loss_of(model, x, cfg, schedule, tok, drawn)         that training loss given them: a pure function of the model,
+                                                         x and drawn's tensors (no generator, no Python value that
+                                                         changes from step to step, fixed shapes), which train.py
+                                                         compiles with the model (utils.dist.compile_step)
+    loss(model, x, cfg, schedule, tok, draw)             the two composed: the training loss of one micro-batch
     eval_times(cfg, L)                                   independent times per window for the bound (0: exact)
     bound(model, x, cfg, schedule, tok, t, generator)    per-window nats/token (B,), and what evaluation reads
     flops(model, cfg)                                    (training FLOPs per window token, columns per pass)
@@ -48,7 +54,7 @@ DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_
                 LOSS_KEY="loss_type", check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
                 flops=lambda model, cfg: (model.flops_per_token(), cfg.block_size),
                 ar_nll=lambda model, windows, cfg, mask_id: None)
-INTERFACE = (*DEFAULTS, "loss", "bound", "sample", "passes", "describe")
+INTERFACE = (*DEFAULTS, "draws", "loss_of", "loss", "bound", "sample", "passes", "describe")
 
 
 def get(name):

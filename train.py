@@ -73,7 +73,7 @@ class Data:
 class Run:
     """The model, its optimizer and everything the loop carries from step to step and a checkpoint saves (the log's
     clock and notes are evals.report.TrainLog's: a resume starts them again)."""
-    model: torch.nn.Module    # what the step runs: compiled and/or DDP-wrapped
+    model: torch.nn.Module    # what the step runs: DDP-wrapped (and then compiled) under torchrun
     raw_model: Transformer    # uncompiled, unwrapped: state_dict, eval, samples
     eval_model: Transformer   # the EMA copy when --ema, else raw_model
     opt: torch.optim.Optimizer
@@ -93,6 +93,7 @@ class Run:
     scaler: torch.amp.GradScaler = None  # loss scaling under fp16 autocast (utils.dist.grad_scaler); off otherwise
     # checkpoints written on a thread beside the steps (utils.checkpoint.BackgroundWriter)
     writer: checkpoint.BackgroundWriter = field(default_factory=checkpoint.BackgroundWriter)
+    loss_of: object = None    # the objective's pure loss, compiled with the model where --compile says (compile_step)
 
 
 def main(argv):
@@ -220,7 +221,8 @@ def build(cfg, env, data):
     model = Transformer(margs).to(env.device)
     if data.source is not None:
         print0(checkpoint_manager.load_weights_into(model, cfg.init_from, data.tok, data.source))
-    flops_tok, seq = objectives.get(cfg.objective).flops(model, cfg)
+    obj = objectives.get(cfg.objective)
+    flops_tok, seq = obj.flops(model, cfg)
     print0(f"model: {model.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
            f"{cfg.total_batch_size:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x "
            f"{cfg.batch_size} x {cfg.block_size}")
@@ -254,7 +256,8 @@ def build(cfg, env, data):
         device_ids = [env.local_rank] if env.device.type == "cuda" else None
         run.model = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=device_ids,
                                                               broadcast_buffers=False)
-    run.model = dist.compile_step(run.model, cfg, env.device, env.world)
+    # the loss compiled with the model on one process, the model alone under DDP (utils.dist.compile_step)
+    run.loss_of, run.model = dist.compile_step(obj.loss_of, run.model, cfg, env.device, env.world)
     if env.master:
         os.makedirs(cfg.out_dir, exist_ok=True)
     return run
@@ -399,10 +402,12 @@ def train_step(cfg, env, data, run, it):
         # DDP averages gradients across ranks only on the last micro-step; the others accumulate locally
         with model.no_sync() if world > 1 and micro < accum - 1 else nullcontext():
             with env.ctx:
-                # the masks (or noise) and the stratified times of this slot's sequences
+                # the masks (or noise) and the stratified times of this slot's sequences, drawn eagerly; the loss
+                # is a pure function of them, compiled with the model
                 draw = Draw(dist.keyed_generator(cfg.seed, STREAM_MASK, it, slot), u, slot * cfg.batch_size,
                             cfg.batch_size * accum * world, it / cfg.max_iters)
-                loss = obj.loss(model, x, cfg, run.schedule, data.tok, draw)
+                drawn = obj.draws(x, cfg, run.schedule, data.tok, draw)
+                loss = run.loss_of(model, x, cfg, run.schedule, data.tok, drawn)
             # the mean over micro-steps; DDP's all-reduce makes it the global mean
             run.scaler.scale(loss / accum).backward()
         step_loss += loss.detach() / accum

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from common import (Step, draw_device, filter_logits, no_mask_logit, on_device, put_at, sample_tokens,
+from common import (Drawn, Step, draw_device, filter_logits, no_mask_logit, on_device, put_at, sample_tokens,
                     stratified_times, time_grid)
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
@@ -39,15 +39,25 @@ def compact(x, real):
     return torch.searchsorted(real.to(x.device), x.contiguous())
 
 
-def uniform_corrupt(x0, t, schedule, real, generator=None):
+def noise_draws(shape, t, schedule, V, generator=None, device="cpu"):
+    """The noise of one pass (common.Drawn): the times t, a U[0, 1) draw per token (it keeps its token when under
+    alpha(t)) and a random token (an index into the real vocabulary of V) for each, drawn in that order on the
+    device (common.on_device): no host copy; and the prior term (prior_kl), read on the host. Made ahead of the
+    pass, as a compiled step needs."""
+    dev = draw_device(device)
+    g = on_device(generator, dev)
+    uniform = torch.rand(shape, generator=g, device=dev)
+    noise = torch.randint(0, V, shape, generator=g, device=dev)
+    return Drawn(t, uniform.to(device), noise=noise.to(device), prior=prior_kl(schedule, V))
+
+
+def uniform_corrupt(x0, t, schedule, real, generator=None, drawn=None):
     """q(x_t | x0): each token is kept with probability alpha(t), else replaced by a uniform draw from the real
     vocabulary (which may be x0 again: a token survives with probability alpha + (1 - alpha) / V).
-    x0 (B, L) long, t (B,) long. Drawn on the device (common.on_device): no host copy."""
-    dev = draw_device(x0.device)
-    a, g = schedule.on(dev)[0][t.to(dev)].float()[:, None], on_device(generator, dev)  # (B, 1)
-    keep = torch.rand(x0.shape, generator=g, device=dev) < a
-    noise = real.to(dev)[torch.randint(0, len(real), x0.shape, generator=g, device=dev)]
-    return torch.where(keep, x0.to(dev), noise).to(x0.device)
+    x0 (B, L) long, t (B,) long. drawn: the noise (noise_draws), drawn here from generator when None."""
+    drawn = noise_draws(x0.shape, t, schedule, len(real), generator, x0.device) if drawn is None else drawn
+    a = schedule.on(x0.device)[0][t].float()[:, None]  # (B, 1)
+    return torch.where(drawn.uniform < a, x0, real.to(x0.device)[drawn.noise])
 
 
 def _log_kernel(a, x, V):
@@ -107,19 +117,23 @@ def prior_kl(schedule, V):
     return hit * math.log(V * hit) + (V - 1) * (1 - a) / V * math.log(1 - a)
 
 
-def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_size=None):
+def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_size=None, drawn=None):
     """One training/eval pass: (loss, per-sequence NELBO estimate in nats/token (B,), aux). The estimate is
     T times the step-t term at a stratified t, summed over positions, plus the prior term, divided by L.
-    vocab_size: the tokenizer's (default model.args.vocab_size; a DDP-wrapped model has no .args).
+    vocab_size: the tokenizer's (default model.args.vocab_size; a DDP-wrapped model has no .args). drawn: the pass's
+    draws made ahead (noise_draws: a compiled step's, the pass then a pure function of its tensors); else t (drawn
+    stratified if None) and the noise are drawn here from generator.
     aux: t, noised = (x_t != x0) (the positions the noise changed), logits (B, L, V_real), real (the ids)."""
     B, L = x0.shape
-    if t is None:
-        t = stratified_times(B, schedule.T, generator, x0.device)
     real = real_ids(vocab_size or model.args.vocab_size, mask_id, x0.device)
-    xt = uniform_corrupt(x0, t, schedule, real, generator)
+    if drawn is None:
+        t = stratified_times(B, schedule.T, generator, x0.device) if t is None else t
+        drawn = noise_draws(x0.shape, t, schedule, len(real), generator, x0.device)
+    t = drawn.t
+    xt = uniform_corrupt(x0, t, schedule, real, drawn=drawn)
     logits = no_mask_logit(model(xt, t), mask_id).index_select(-1, real)  # (B, L, V): [MASK] never predicted
     terms = bound_terms(logits, compact(x0, real), compact(xt, real), t, schedule)  # (B, L) float64
-    nelbo = (schedule.T * terms.sum(1) + L * prior_kl(schedule, len(real))) / L
+    nelbo = (schedule.T * terms.sum(1) + L * drawn.prior) / L
     return nelbo.float().mean(), nelbo.detach().float(), dict(t=t, noised=xt != x0, logits=logits.detach(), real=real)
 
 
@@ -178,9 +192,22 @@ def check(cfg, given=()):
                         f"use --steps={cfg.diffusion_steps} or fewer")
 
 
-def loss(model, x, cfg, schedule, tok, draw):
+def draws(x, cfg, schedule, tok, draw):
+    """The random draws of the micro-batch x's loss (common.Drawn), eager: its times, stratified over the global batch
+    (shared u), and its noise (noise_draws) from the keyed generator; and the prior term, read on the host."""
+    # the schedule's tables on x's device now, eagerly: loss_of only reads them (a CUDA graph would own a first copy)
+    schedule.on(x.device)
     t = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u)
-    return uniform_loss(model, x, schedule, tok.mask_id, draw.generator, t=t, vocab_size=tok.vocab_size)[0]
+    return noise_draws(x.shape, t, schedule, len(real_ids(tok.vocab_size, tok.mask_id)), draw.generator, x.device)
+
+
+def loss_of(model, x, cfg, schedule, tok, drawn):
+    """The training loss of x given its draws: a pure function of the model, x and drawn's tensors (compiled)."""
+    return uniform_loss(model, x, schedule, tok.mask_id, vocab_size=tok.vocab_size, drawn=drawn)[0]
+
+
+def loss(model, x, cfg, schedule, tok, draw):
+    return loss_of(model, x, cfg, schedule, tok, draws(x, cfg, schedule, tok, draw))
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):

@@ -47,12 +47,14 @@ def matmul_rate(a, batch_tokens, device):
 
 
 def make_step(cfg, vocab_size, device):
-    """A closure running cfg's next training step (its objective, compile and head settings), and the model."""
+    """A closure running cfg's next training step (its objective, compile and head settings), and the model. The step
+    is train.py's: the objective's draws made eagerly, then its loss compiled with the model where --compile says
+    (utils.dist.compile_step, the function train.py calls: CUDA graphs on a CUDA GPU)."""
     torch.manual_seed(cfg.seed)
     obj = objectives.get(cfg.objective)
     model = Transformer(objectives.model_args(cfg, vocab_size)).to(device).train()
     opt = build_optimizer(model, cfg, device)
-    step_model = compile_step(model, cfg, device)
+    loss_of, step_model = compile_step(obj.loss_of, model, cfg, device)
     ctx, _ = autocast_for(device, cfg.dtype)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     vocab = SimpleNamespace(vocab_size=vocab_size, mask_id=vocab_size - 1)  # all a loss reads of a tokenizer
@@ -64,7 +66,8 @@ def make_step(cfg, vocab_size, device):
         i = next(steps)  # 0, 1, 2, ...: the step keys the same draws in every row
         u = torch.rand((), generator=keyed_generator(cfg.seed, 2, i), dtype=torch.float64)
         with ctx:
-            loss = obj.loss(step_model, x, cfg, schedule, vocab, Draw(keyed_generator(cfg.seed, 1, i), u))
+            drawn = obj.draws(x, cfg, schedule, vocab, Draw(keyed_generator(cfg.seed, 1, i), u))
+            loss = loss_of(step_model, x, cfg, schedule, vocab, drawn)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -73,18 +73,19 @@ def test_the_curriculum_is_refused_where_it_cannot_apply():
 
 
 def test_training_tells_the_loss_how_far_it_is(monkeypatch):
-    """train_step hands the loss step / max_iters (what the curriculum reads), the same on a resumed run."""
+    """train_step hands the loss's draws step / max_iters (what the curriculum reads), the same on a resumed run."""
     import objectives
     import train
     from types import SimpleNamespace
     seen, model = [], torch.nn.Linear(2, 1)
-    fake = SimpleNamespace(loss=lambda model, x, cfg, sch, tok, draw: seen.append(draw.progress) or model.weight.sum() * 0)
+    fake = SimpleNamespace(draws=lambda x, cfg, sch, tok, draw: seen.append(draw.progress),
+                           loss_of=lambda model, x, cfg, sch, tok, drawn: model.weight.sum() * 0)
     cfg = get_config([*MICRO, "--max_iters=8"])
     monkeypatch.setattr(objectives, "get", lambda name: fake)
     env = SimpleNamespace(accum=1, world=1, rank=0, device=torch.device("cpu"), ctx=torch.autocast("cpu", enabled=False))
     data = SimpleNamespace(train_ids=torch.randint(0, 8, (500,)), window=cfg.block_size, tok=None)
     run = SimpleNamespace(model=model, raw_model=model, opt=torch.optim.SGD(model.parameters(), lr=0.0), ema=None,
                           schedule=None, loss_acc=torch.zeros(()), n_acc=0, skipped=0, bad_iter=torch.full((), -1),
-                          scaler=torch.amp.GradScaler("cpu", enabled=False))
+                          scaler=torch.amp.GradScaler("cpu", enabled=False), loss_of=fake.loss_of)
     train.train_step(cfg, env, data, run, 6)
     assert seen == [6 / 8]

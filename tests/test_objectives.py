@@ -65,7 +65,9 @@ def test_config_imports_nothing_from_the_project():
 
 
 # objectives.py's interface: each function's leading parameters, in the order every caller passes them
-SIGNATURES = dict(check=("cfg", "given"), loss=("model", "x", "cfg", "schedule", "tok", "draw"),
+SIGNATURES = dict(check=("cfg", "given"), draws=("x", "cfg", "schedule", "tok", "draw"),
+                  loss_of=("model", "x", "cfg", "schedule", "tok", "drawn"),
+                  loss=("model", "x", "cfg", "schedule", "tok", "draw"),
                   eval_times=("cfg", "L"), bound=("model", "x", "cfg", "schedule", "tok", "t", "generator"), flops=("model", "cfg"),
                   sample=("model", "x", "gen_mask", "cfg", "schedule", "mask_id", "generator", "on_step"),
                   passes=("cfg", "n_gen", "n_prompt"), describe=("cfg",), ar_nll=("model", "windows", "cfg", "mask_id"))
@@ -78,7 +80,8 @@ def test_every_objective_offers_the_interface(name):
     from configurator import get_config
     from model import Transformer
     module, obj = importlib.import_module(objectives.OBJECTIVES[name]), objectives.get(name)
-    assert all(hasattr(module, k) for k in ("loss", "bound", "sample", "passes", "describe"))  # no default
+    no_default = ("draws", "loss_of", "loss", "bound", "sample", "passes", "describe")
+    assert all(hasattr(module, k) for k in no_default)
     assert set(SIGNATURES) | set(DEFAULTS_FLAGS) == set(objectives.INTERFACE)
     for k in objectives.INTERFACE:
         assert getattr(obj, k) is (getattr(module, k) if hasattr(module, k) else objectives.DEFAULTS[k]), k
@@ -122,9 +125,9 @@ def test_a_fifth_objective_is_one_module_and_one_table_line(tmp_path, monkeypatc
     import diffusion
     import inference
     import train
-    calls = {"loss": 0, "bound": 0, "sample": 0}
+    calls = {"draws": 0, "loss_of": 0, "bound": 0, "sample": 0}
     toy = types.ModuleType("toy")  # masked diffusion under another name, counting its calls
-    for k in ("IGNORES", "STEP_CHAIN", "check", "passes", "describe"):
+    for k in ("IGNORES", "STEP_CHAIN", "check", "loss", "passes", "describe"):
         setattr(toy, k, getattr(diffusion, k))
 
     def counted(name):
@@ -139,7 +142,7 @@ def test_a_fifth_objective_is_one_module_and_one_table_line(tmp_path, monkeypatc
     out = tmp_path / "out"
     train.main([f"--data_path={real_text()}", f"--out_dir={out}", *MICRO, "--objective=toy", "--max_iters=6",
                 "--eval_interval=3"])
-    assert calls["loss"] == 6 and calls["bound"] > 0 and calls["sample"] == 1
+    assert calls["draws"] == calls["loss_of"] == 6 and calls["bound"] > 0 and calls["sample"] == 1
     code, text, err = run_cli_here(inference.main, [f"--checkpoint={out / 'model.pt'}", "--prompt=ROMEO:", "--gen_len=8",
                                                     "--device=cpu"], capsys)
     assert code == 0 and "toy," in text and calls["sample"] == 2, err

@@ -48,7 +48,8 @@ def _step(scaler, flags=()):
     data = SimpleNamespace(train_ids=torch.randint(0, 8, (1000,), generator=torch.Generator().manual_seed(1)),
                            window=cfg.block_size, tok=tok)
     run = SimpleNamespace(model=model, raw_model=model, opt=opt, ema=None, schedule=Schedule(cfg.diffusion_steps),
-                          loss_acc=torch.zeros(()), n_acc=0, skipped=0, bad_iter=torch.full((), -1), scaler=scaler)
+                          loss_acc=torch.zeros(()), n_acc=0, skipped=0, bad_iter=torch.full((), -1), scaler=scaler,
+                          loss_of=objectives.get(cfg.objective).loss_of)
     train.train_step(cfg, env, data, run, 0)
     return before, [p.detach().clone() for p in model.parameters()], run
 

@@ -61,7 +61,7 @@ def training_step(objective, monkeypatch, device):
     run = train.Run(model=model, raw_model=model, eval_model=model, opt=build_optimizer(model, cfg, device), ema=None,
                     margs=model.args, schedule=schedule, flops_tok=1.0,
                     loss_acc=torch.zeros((), device=device), bad_iter=torch.full((), -1, device=device, dtype=torch.long),
-                    scaler=torch.amp.GradScaler("cpu", enabled=False))
+                    scaler=torch.amp.GradScaler("cpu", enabled=False), loss_of=objectives.get(objective).loss_of)
     run.ema = EMA(model, 0.999) if cfg.ema else None
     env = train.Env(0, 0, 1, True, device, 1, nullcontext(), "float32")
     window = cfg.block_size + objectives.get(objective).WINDOW

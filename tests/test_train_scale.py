@@ -216,18 +216,23 @@ def test_muon_keeps_the_loss_finite_and_falling(in_tmp):
     assert opt.param_groups == opt.muon.param_groups + opt.adamw.param_groups  # what set_lr and train.py see
 
 
-def test_compile_smoke_matches_eager():
-    """train.py --compile uses the default inductor backend; a cold inductor compile of even this tiny
-    model took 48 s on the shared 2-core machine (28 s CPU), over the budget, so this test traces the same
-    training step with dynamo + AOT autograd (backend aot_eager, ~seconds) and checks it against eager."""
-    if not hasattr(torch, "compile"):
-        pytest.skip("torch.compile is unavailable in this torch")
+@pytest.mark.parametrize("preset", ["baby", pytest.param("baby_bd3", marks=pytest.mark.slow)])
+def test_compile_smoke_matches_eager(preset):
+    """train.py --compile compiles the objective's whole loss with the model (utils.dist.compile_step) with the default
+    inductor backend; a cold inductor compile of even a tiny model took 48 s on the shared 2-core machine (28 s CPU),
+    over the budget (tests/test_compile.py has one, marked slow), so this test traces the same step at the presets'
+    settings (self-conditioning's first pass, the dual objective's causal pass, bd3's two streams and clean half, k
+    masks a window) with dynamo + AOT autograd (backend aot_eager, ~seconds) and checks it against eager."""
+    import objectives
+    from common import Draw
+    cfg = get_config([preset, "--n_layer=1", "--n_head=2", "--n_embd=32", f"--block_size={L}", "--batch_size=2"])
+    obj, tok = objectives.get(cfg.objective), type("Tok", (), dict(vocab_size=50, mask_id=49))
     torch.manual_seed(0)
-    m = Transformer(ModelArgs(vocab_size=50, block_size=L, n_layer=1, n_head=2, n_embd=32, diffusion_steps=20))
-    cm = torch.compile(m, backend="aot_eager")
-    s, x, t = Schedule(20), torch.randint(0, 49, (4, L)), torch.tensor([2, 7, 12, 19])
-    eager, _, _ = diffusion_loss(m, x, s, 49, generator=torch.Generator().manual_seed(1), t=t)
-    comp, _, _ = diffusion_loss(cm, x, s, 49, generator=torch.Generator().manual_seed(1), t=t)
+    m = Transformer(objectives.model_args(cfg, 50))
+    x, s = torch.randint(0, 49, (2, L + obj.WINDOW)), Schedule(cfg.diffusion_steps, cfg.schedule)
+    drawn = obj.draws(x, cfg, s, tok, Draw(torch.Generator().manual_seed(1), torch.tensor(0.4, dtype=torch.float64)))
+    eager = obj.loss_of(m, x, cfg, s, tok, drawn)
+    comp = torch.compile(obj.loss_of, backend="aot_eager")(m, x, cfg, s, tok, drawn)
     torch.testing.assert_close(comp, eager)
     for a, b in zip(torch.autograd.grad(eager, list(m.parameters())), torch.autograd.grad(comp, list(m.parameters()))):
         torch.testing.assert_close(a, b)

@@ -110,14 +110,26 @@ def _load_average():
         return None
 
 
-def compile_step(model, cfg, device, world=1):
-    """The training step's model, torch.compile'd where --compile says: 'auto' compiles on CUDA (launch-bound in eager:
-    ~700 kernels a step) and leaves a CPU eager (nothing measured gained there). On one CUDA GPU with CUDA graphs (mode
-    'reduce-overhead': a step's launches replayed as one graph; a mdlm step of the reference recipe 11.9 -> 6.3 ms on
-    an H200, RESULTS), plain under DDP (graphs there unmeasured) and on a CPU."""
+def compile_step(loss_of, model, cfg, device, world=1):
+    """(loss_of, model) as the training step runs them, torch.compile'd where --compile says: 'auto' compiles on CUDA
+    (launch-bound in eager: ~700 kernels a step) and leaves a CPU eager (nothing measured gained there).
+
+    loss_of(model, x, cfg, schedule, tok, drawn) is an objective's pure loss (objectives.py: its random draws made
+    before it, eagerly). On one process it is compiled whole, the model's calls inlined: the masking, the weights,
+    the cross-entropy, self-conditioning's first pass and the dual objective's causal pass run in the graph with the
+    forward (and so the backward), and on one CUDA GPU with CUDA graphs (mode 'reduce-overhead': a step's launches
+    replayed as one graph; with the model alone graphed a mdlm step of the reference recipe went 11.9 -> 6.3 ms on
+    an H200, RESULTS). Under DDP the model alone, plainly, as before: a compiled DDP module is the case torch
+    documents and tests (its DDPOptimizer splits the graph at the gradient buckets, so the backward overlaps the
+    all-reduce). A compiled function around the DDP module traced here as one graph (torch 2.13, one gloo rank),
+    but whether DDP's forward hooks and that overlap survive is unknown, and no multi-GPU machine was at hand to
+    measure it; CUDA graphs under DDP are unmeasured too. --head_on_masked_only's head sizes its logits by the mask,
+    read on the host: that step compiles in pieces around a sync (tests/test_compile.py)."""
     if not (cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")):
-        return model
-    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" and world == 1 else None)
+        return loss_of, model
+    if world > 1:
+        return loss_of, torch.compile(model)
+    return torch.compile(loss_of, mode="reduce-overhead" if device.type == "cuda" else None), model
 
 
 def precision(device, dtype="auto", bf16_supported=None):
