@@ -209,8 +209,9 @@ NEEDS = dict(
 # every checkpoint measured). At the baby budget: Muon's momentum 0.9 and no weight decay.
 PRESETS = {
     # The speedrun's masked diffusion at the baby budget: the budget's winners (noted above PRESETS), the dual
-    # objective's causal pass at a quarter weight and four masks of each window a step (the step 4.6x the AR's); it samples ancestrally, the temperature falling from 1.0 as the canvas fills. The AR at this
-    # budget: --objective=ar --min_lr=1e-4 --muon_momentum=0.95 --weight_decay=0.1.
+    # objective's causal pass at a quarter weight and four masks of each window a step (the step 4.6x the AR's); it
+    # samples ancestrally, the temperature falling from 1.0 as the canvas fills. The AR at this budget:
+    # --objective=ar --min_lr=1e-4 --muon_momentum=0.95 --weight_decay=0.1.
     "baby": dict(
         data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
         time_cond="none", self_cond=True,
@@ -251,7 +252,8 @@ PRESETS = {
         out_dir="artifacts/models/tinystories_bpe", checkpoint="artifacts/models/tinystories_bpe/model.pt",
         prompt="Once upon a time"),
     # The main job, on a laptop or 2 CPU cores: Tiny Shakespeare (ships in data/), masked diffusion at the laptop
-    # budget with its winners (noted above PRESETS) and a tied head; it samples with ReMDM's capped remasking; MP4 + GIF.
+    # budget with its winners (noted above PRESETS) and a tied head; it samples with ReMDM's capped remasking;
+    # MP4 + GIF.
     "cpu": dict(
         data_path="data/tinyshakespeare.txt", block_size=128, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
         time_cond="none", self_cond=True, tie_weights=True,

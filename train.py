@@ -207,9 +207,10 @@ def load_data(cfg, env):
     cfg = replace(cfg, prompt=tokenizer.normalize_prompt(tok, cfg.prompt))  # a bad prompt fails now, not after training
     report.check_report(cfg, tok)  # and so do the end-of-run samples' canvas and trace path
     fewer = "" if len(val_windows) == asked else f", all the split holds of the {asked} asked"
-    print0(report.wrap(f"data: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, vocab "
-                       f"{tok.vocab_size} ({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token "
-                       f"on val ({val_cpt:.3f} in the {len(val_windows)} disjoint eval windows of its dev half{fewer})"))
+    line = (f"data: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, vocab {tok.vocab_size} "
+            f"({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token on val ({val_cpt:.3f} in "
+            f"the {len(val_windows)} disjoint eval windows of its dev half{fewer})")
+    print0(report.wrap(line))
     return cfg, Data(tok, train_ids, val_ids, val_windows, val_cpt, meta, window, source)
 
 
