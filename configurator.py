@@ -10,6 +10,7 @@ import functools
 import importlib.util
 import inspect
 import io
+import math
 import os
 import re
 import shutil
@@ -176,10 +177,19 @@ RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumab
 SAMPLED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("sampled"))
 
 
+# The smallest temperature above 0, which asks for the argmax. The draws divide the float32 logits by it in float64
+# (common.filter_logits): any T above ~2e-270 keeps them finite (float32's largest logit, 3.4e38, over T stays below
+# float64's 1.8e308), and already at 1e-6 a draw is the argmax for every logit gap above 7.5e-4 (exp(-gap / T) is
+# below float64's smallest number past e^-745); a subnormal T (1e-320) overflows the logits to inf and the draw's rows
+# to NaN.
+MIN_TEMPERATURE = 1e-6
+
+
 def validate(cfg, given=()):
     """Reject values that cannot work, before any work, one concern after another (the first problem found is the
     one line the user reads). given: the keys set by flag or config file, not by a preset."""
     check_choices(cfg)
+    check_numbers(cfg)
     check_ranges(cfg)
     check_objective_keys(cfg, given)
     check_sampling(cfg)
@@ -191,6 +201,13 @@ def check_choices(cfg):
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+
+
+def check_numbers(cfg):
+    """Refuses a float that is not finite (nan from a config file, inf from 1e999): no key takes one."""
+    for key, typ in TYPES.items():
+        if typ is float and not math.isfinite(getattr(cfg, key)):
+            raise UserError(f"{key} must be a finite number, got {getattr(cfg, key)}")
 
 
 def check_ranges(cfg):
@@ -252,6 +269,15 @@ def check_sampling(cfg):
     by no score or with ReMDM's remasking, --infill beside another text, --prompt beside --prefix_file."""
     if cfg.temperature < 0:
         raise UserError(f"temperature must be >= 0 (0 = argmax), got {cfg.temperature}")
+    if 0 < cfg.temperature < MIN_TEMPERATURE:
+        raise UserError(f"temperature={cfg.temperature} is below {MIN_TEMPERATURE:g}, where a draw is already the "
+                        f"argmax but for near ties, and the logits / temperature overflow float64 for a tiny one: give "
+                        f"0 for the argmax, or {MIN_TEMPERATURE:g} or more")
+    # the last draws' temperature (the fall's end; every draw has part of its block masked, so the temperature stays
+    # above temperature / block); only a product that overflows can make the logits / temperature non-finite
+    if not math.isfinite(cfg.temperature * cfg.temperature_end_share):
+        raise UserError(f"temperature x temperature_end_share = {cfg.temperature:g} x {cfg.temperature_end_share:g} "
+                        f"overflows float64: give a smaller --temperature_end_share (1 = constant)")
     if cfg.top_k < 0:
         raise UserError(f"top_k must be >= 1, or 0 to turn it off; got {cfg.top_k}")
     if not 0 < cfg.top_p <= 1:

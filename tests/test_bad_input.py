@@ -172,6 +172,10 @@ TABLE = [
      "fixes n_embd, objective: given n_embd=64 (the checkpoint's: 32), objective='ar' (the checkpoint's: 'mdlm')", None),
     ("train.py", [*T, "--out_dir=dm", "--max_iters=8", "--resume", "--steps=2"], "steps=2 (the checkpoint's: 4)", None),
     ("inference.py", ["--checkpoint", DM, "--temperature", "-0.5"], "temperature must be >= 0", None),
+    # an infinite or subnormal temperature makes rows with no law: the AR printed [MASK]s (RO________), bd3 asserted
+    ("inference.py", ["--checkpoint", AR, "--temperature", "1e999"], "temperature must be a finite number, got inf", None),
+    ("inference.py", ["--checkpoint", DM, "--temperature", "1e999"], "temperature must be a finite number, got inf", None),
+    ("inference.py", ["--checkpoint", DM, "--temperature", "1e-320"], "temperature=1e-320 is below 1e-06", None),
     ("inference.py", ["--checkpoint", DM, "--learning_rate=1"], "--learning_rate sets training, which sampling", None),
     ("inference.py", ["--checkpoint", DM, "--n_layer=3"], "fixes n_layer: given n_layer=3 (the checkpoint's: 1)", None),
     ("inference.py", ["--checkpoint", DM, "--objective=ar"], "objective='ar' (the checkpoint's: 'mdlm')", None),
