@@ -146,9 +146,8 @@ def check_no_mask(rows, canvas, tok, objective):
     for i, row in enumerate(rows):
         left = sum(t == tok.mask_id for t, blank in zip(row, canvas.gen) if blank)
         if left:
-            raise UserError(f"sample {i} came back with {left} [MASK] token(s) among its generated ones: the "
-                            f"{objective} sampler left them undecided, or drew from logits that were not finite (a "
-                            f"damaged or diverged model)")
+            raise UserError(f"sample {i} came back with {left} [MASK] token(s) in its text: the {objective} sampler "
+                            f"left them undecided, or drew from non-finite logits (a damaged or diverged model)")
 
 
 @torch.no_grad()

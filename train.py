@@ -118,9 +118,8 @@ def interrupted(cfg, run, argv):
         return f"training had finished: {run.saved} (iter {run.saved_iter}) is complete; only the report was cut short"
     if not run.saved:
         # its metrics.jsonl is there: a new run in out_dir is refused without --overwrite (refuse_earlier_run)
-        same = "the same command" if cfg.overwrite else "the same command with --overwrite"
         return (f"before the first checkpoint (due at iter {min(cfg.eval_interval, cfg.max_iters)}): none was saved; "
-                f"run {same} to start again")
+                f"run the same command{'' if cfg.overwrite else ' with --overwrite'} to start again")
     prog = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"  # the path it was started by
     again = shlex.join(["python", prog, *argv, *([] if cfg.resume else ["--resume"])])
     return f"the last checkpoint is {run.saved} (iter {run.saved_iter}); continue it with: {again}"

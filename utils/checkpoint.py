@@ -72,23 +72,17 @@ def fall_back(path):
     folder = os.path.dirname(path) or "."
     names = [n for n in ("model.pt", "best.pt") if os.path.isfile(os.path.join(folder, n))]
     others = [p for _, p in reversed(numbered_checkpoints(folder))] + [os.path.join(folder, n) for n in names]
-    others = [p for p in others if _another(p, path) and _intact(p)][:2]
+    others = [p for p in others if _intact_other(p, path)][:2]
     return f"fall back to {' or '.join(others)}" if others else "retrain it, or give another run's checkpoint"
 
 
-def _another(p, path):
-    """Whether p is a file other than path: False for a dangling link or a file removed since the folder was listed
-    (os.path.samefile raises on either)."""
+def _intact_other(p, path):
+    """Whether p is another file than path that loads and matches its checksum (what fall_back names must be usable):
+    False too for a dangling link or a file removed since the folder was listed, on which samefile raises."""
     try:
-        return not os.path.samefile(p, path)
-    except OSError:
-        return False
-
-
-def _intact(path):
-    """Whether path loads and matches its checksum (what fall_back names must be usable)."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if os.path.samefile(p, path):
+            return False
+        ck = torch.load(p, map_location="cpu", weights_only=True)
         return isinstance(ck, dict) and ck.get("checksum") in (None, checksum(ck))
     except Exception:
         return False
