@@ -205,9 +205,8 @@ def sample_tokens(logp, temperature, generator=None):
     return logp.argmax(-1) if temperature == 0 or logp.numel() == 0 else draw(logp.exp(), generator)
 
 
-DEGENERATE_ROW = ("a row of probabilities to draw from has no mass or a NaN/inf entry: the logits were not finite (a "
-                  "damaged or diverged model) or the temperature/top-k/top-p made them so (configurator.check_sampling "
-                  "refuses the settings that do)")
+DEGENERATE_ROW = ("no law to draw from: a row of probabilities has no mass or a NaN/inf entry, as the model's logits "
+                  "were not finite (a damaged or diverged model) or a sampling setting validation refuses made them so")
 
 
 def draw(p, generator):

@@ -76,6 +76,10 @@ def files(tmp_path_factory):
     raw = torch.load(d / "dm" / "model.pt", weights_only=True)  # damaged after it was written: a weight changed,
     next(iter(raw["model"].values())).view(-1)[:8] += 1.0  # the checksum it carries no longer matches
     torch.save(raw, d / "damaged.pt")
+    from utils.checkpoint import save_checkpoint
+    raw = torch.load(d / "dm" / "model.pt", weights_only=True)  # a diverged run's weights, with their own checksum
+    next(iter(raw["model"].values())).fill_(float("nan"))
+    save_checkpoint(d / "nan.pt", {k: v for k, v in raw.items() if k != "checksum"})
     (d / "not_a_tokenizer.json").write_text('{"hello": 1}')
     script("train_tokenizer").main(["--input", str(d / "text.txt"), "--output", str(d / "tokenizer.json"),
                                     "--vocab-size", "300"])
@@ -178,6 +182,7 @@ TABLE = [
     ("inference.py", ["--checkpoint", DM, "--temperature", "1e999"], "temperature must be a finite number, got inf",
      None),
     ("inference.py", ["--checkpoint", DM, "--temperature", "1e-320"], "temperature=1e-320 is below 1e-06", None),
+    ("inference.py", ["--checkpoint", "nan.pt"], "no law to draw from", None),  # non-finite logits: no [MASK] text
     ("inference.py", ["--checkpoint", DM, "--learning_rate=1"], "--learning_rate sets training, which sampling", None),
     ("inference.py", ["--checkpoint", DM, "--n_layer=3"], "fixes n_layer: given n_layer=3 (the checkpoint's: 1)", None),
     ("inference.py", ["--checkpoint", DM, "--objective=ar"], "objective='ar' (the checkpoint's: 'mdlm')", None),

@@ -485,14 +485,14 @@ def test_draws_stay_on_a_float64_device_and_follow_the_probabilities():
 def test_a_row_with_no_mass_or_a_nan_or_inf_entry_is_refused_not_drawn(bad):
     """The inverse CDF of such a row would return its last index ([MASK] for a character vocabulary): the draw raises,
     whichever row of the batch it is, and draws the good rows as before."""
-    from common import DEGENERATE_ROW, draw
+    from common import draw
     good = torch.tensor([[0.1, 0.5, 0.4]] * 3, dtype=torch.float64)
     for i in range(3):
         p = good.clone()
         p[i] = torch.tensor(bad, dtype=torch.float64)
-        with pytest.raises(RuntimeError, match="no mass or a NaN/inf entry"):
+        with pytest.raises(RuntimeError, match="^no law to draw from: .* no mass or a NaN/inf entry"):
             draw(p, torch.Generator().manual_seed(0))
-    assert DEGENERATE_ROW.startswith("a row of probabilities") and draw(good, torch.Generator()).shape == (3,)
+    assert draw(good, torch.Generator()).shape == (3,)
 
 
 @pytest.mark.parametrize("objective", ["mdlm", "ar", "uniform", "bd3"])
