@@ -301,13 +301,7 @@ def check_sampling(cfg):
         raise UserError(f"temperature must be >= 0 (0 = argmax), got {cfg.temperature}")
     if 0 < cfg.temperature < MIN_TEMPERATURE:
         raise UserError(f"temperature={cfg.temperature} is below {MIN_TEMPERATURE:g}, where a draw is already the "
-                        f"argmax but for near ties, and the logits / temperature overflow float64 for a tiny one: give "
-                        f"0 for the argmax, or {MIN_TEMPERATURE:g} or more")
-    # the last draws' temperature (the fall's end; every draw has part of its block masked, so the temperature stays
-    # above temperature / block); only a product that overflows can make the logits / temperature non-finite
-    if not math.isfinite(cfg.temperature * cfg.temperature_end_share):
-        raise UserError(f"temperature x temperature_end_share = {cfg.temperature:g} x {cfg.temperature_end_share:g} "
-                        f"overflows float64: give a smaller --temperature_end_share (1 = constant)")
+                        f"argmax (a tiny one overflows the logits): give 0 for the argmax, or {MIN_TEMPERATURE:g}+")
     if cfg.top_k < 0:
         raise UserError(f"top_k must be >= 1, or 0 to turn it off; got {cfg.top_k}")
     if not 0 < cfg.top_p <= 1:
@@ -321,9 +315,13 @@ def check_sampling(cfg):
         raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
     if not 0 <= cfg.remask_eta <= 1:
         raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
-    if cfg.temperature_end_share < 0:
-        raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number >= 0 "
-                        f"(1 = constant, 0.5 = half), got {cfg.temperature_end_share}")
+    # a draw's temperature is T (s + (1 - s) f) at the block's masked share f (sampler._temperature), between T and
+    # T s (every draw has part of its block masked: f > 0). float64 rounds the sum by ~s x 1e-16, so past s = 1e6 the
+    # fall's start (f = 1: T itself) can round to 0 (at s = 2^64 it does); and T s must not overflow
+    if not 0 <= cfg.temperature_end_share <= 1e6 or not math.isfinite(cfg.temperature * cfg.temperature_end_share):
+        raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number in "
+                        f"[0, 1e6] (1 = constant, 0.5 = half) whose product with it is finite, got "
+                        f"{cfg.temperature_end_share}")
     if cfg.infill and (cfg.prompt or cfg.prefix_file or cfg.suffix_file):
         raise UserError("--infill holds the whole text (given parts and [___] blanks): "
                         "drop --prompt/--prefix_file/--suffix_file")

@@ -33,7 +33,7 @@ ACCEPTED = dict(
     muon_momentum=("0.0", "1e-320"), ema=("0.0", "1e-320"), eval_interval=("2 ** 62",), eval_iters=("2 ** 62",),
     log_interval=("2 ** 62",), out_dir=("'nonsense'",), init_from=("''", "'nonsense'"), keep_last=("2 ** 62",),
     skip_nonfinite=("0", "2 ** 62"), checkpoint=("'nonsense'",), prompt=("''", "'nonsense'"),
-    temperature=("0.0", "2.0 ** 64"), temperature_end_share=("0.0", "1e-320", "2.0 ** 64"), top_k=("0", "2 ** 62"),
+    temperature=("0.0", "2.0 ** 64"), temperature_end_share=("0.0", "1e-320"), top_k=("0", "2 ** 62"),
     top_p=("1e-320",), viz_video=("''", "'nonsense'"), trace_every=("2 ** 62",), infill=("''", "'nonsense'"),
     prefix_file=("''", "'nonsense'"), suffix_file=("''", "'nonsense'"), remask_eta=("0.0", "1e-320"),
     threshold=("0.0", "1e-320"), semi_ar_length=("0", "2 ** 62"), prompts_file=("''", "'nonsense'"),
