@@ -2,8 +2,8 @@
 
 Entry points run main() through run_cli; library code raises UserError naming the problem and the fix. A read-only
 or full disk, missing memory, or a model whose logits are not finite (common.draw refuses to draw) becomes such a
-line too; Ctrl-C is one line (exit 130; KeyboardInterrupt("what was
-kept") says more), and output its reader cut short (`python train.py --help | head`) ends quietly (141, as cat).
+line too; Ctrl-C is one line (exit 130; KeyboardInterrupt("what was kept") says more), and output its reader cut
+short (`python train.py --help | head`) ends quietly (141, as cat).
 """
 import errno
 import os
