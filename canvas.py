@@ -140,6 +140,16 @@ def start_token(tok):
     return tok.stoi.get("\n", 0) if tok.kind == "char" else tok.eot_id  # a BPE always has one (check_specials)
 
 
+def check_no_mask(rows, canvas, tok, objective):
+    """Refuse a sample whose blanks still hold [MASK] (rows: each sample's ids, the canvas's layout): a sampler
+    returns text, never its canvas (--live and the trace show the [MASK]s on purpose, from the steps)."""
+    for i, row in enumerate(rows):
+        left = sum(t == tok.mask_id for t, blank in zip(row, canvas.gen) if blank)
+        if left:
+            raise UserError(f"sample {i} came back with {left} [MASK] token(s) in its text: the {objective} sampler "
+                            f"left them undecided, or drew from non-finite logits (a damaged or diverged model)")
+
+
 @torch.no_grad()
 def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None, num_samples=None):
     """Fill `canvas` (a continuation, infill blanks, prefix + suffix) with cfg.objective's sampler. Returns (texts: each
@@ -157,6 +167,7 @@ def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=
         gen_mask = torch.cat([torch.zeros_like(gen_mask[:, :1]), gen_mask], 1)
     out, stats = obj.sample(model, x, gen_mask, cfg, schedule, tok.mask_id, generator, on_step)
     rows = out[:, int(start):].tolist()
+    check_no_mask(rows, canvas, tok, cfg.objective)
     full = [canvas.render(row, tok) for row in rows]
     stats["seconds"] = time.time() - t0
     stats.setdefault("seconds_per_sample", [stats["seconds"]] * B)

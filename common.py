@@ -236,11 +236,21 @@ def sample_tokens(logp, temperature, generator=None):
     return logp.argmax(-1) if temperature == 0 or logp.numel() == 0 else draw(logp.exp(), generator)
 
 
+DEGENERATE_ROW = ("no law to draw from: a row of probabilities has no mass or a NaN/inf entry, as the model's logits "
+                  "were not finite (a damaged or diverged model) or a sampling setting validation refuses made them so")
+
+
 def draw(p, generator):
     """One index per row of probabilities p (..., V), unnormalised, drawn where p lives (draw_device; on_device: no host
-    copy) by inverse CDF: exact, and at 16 rows of 2,048 ~17x torch.multinomial's speed on a CPU (dev/LOG.md)."""
+    copy) by inverse CDF: exact, and at 16 rows of 2,048 ~17x torch.multinomial's speed on a CPU (dev/LOG.md). A row
+    with no mass or a NaN/inf entry is no law: the draw raises (RuntimeError) rather than return its last index, which
+    for a character vocabulary is [MASK]."""
     dev = draw_device(p.device)
     c = p.to(dev, torch.float64).cumsum(-1)  # (..., V) the cumulative mass, on the draw device
+    # a NaN or inf entry carries into the total (p >= 0), and NaN fails both comparisons; checked on the device
+    # (_assert_async: no host sync on CUDA, a plain check on the CPU), as torch.multinomial refused such rows
+    total = c[..., -1]
+    torch._assert_async(((total > 0) & (total < math.inf)).all(), DEGENERATE_ROW)
     u = torch.rand(c.shape[:-1] + (1,), generator=on_device(generator, dev), device=dev, dtype=torch.float64)
     # the first index whose cumulative mass passes u * total; clamped, as u * total rounded up would pass the last
     index = torch.searchsorted(c, u * c[..., -1:], right=True)[..., 0].clamp_(max=c.size(-1) - 1)

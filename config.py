@@ -80,7 +80,7 @@ class Config:
     dual_ar: float = trained(0.0)       # mdlm training: weight of the dual objective's next-token CE, a second pass
                                         #   of the same network attending causally over the clean window (Eso-LM);
                                         #   0 = off; the bound is unchanged
-    diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process
+    diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process (at most 1,000,000)
     schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T
     loss_type: str = "elbo"             # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
     mask_draws: int = 1                 # mdlm/bd3 training: independent masks (and times) of each window a step,
@@ -120,7 +120,8 @@ class Config:
     resume: bool = resumable(False)     # continue from out_dir/model.pt (step, optimizer, LR schedule)
     init_from: str = ""                 # a model.pt or exported folder: start from its weights and tokenizer
                                         # (new optimizer, step 0); AR -> mdlm/bd3, mdlm -> bd3 (checkpoint_manager.py)
-    overwrite: bool = resumable(False)  # allow replacing checkpoints already in out_dir
+    overwrite: bool = resumable(False)  # allow replacing an earlier run's files: out_dir's checkpoints, best.pt and
+                                        #   metrics.jsonl, and the end-of-run trace (--viz_video and its GIF)
     keep_last: int = resumable(2)       # checkpoints kept: the K newest as model_<iter>.pt
                                         # (model.pt links the newest) + best.pt; 1 = model.pt and best.pt only
     skip_nonfinite: int = resumable(0)  # steps with a NaN/inf loss or gradient skipped (no update)
@@ -131,7 +132,7 @@ class Config:
     prompt: str = sampled("")           # text the sample must start with
     gen_len: int = sampled(256)         # tokens to generate after the prompt
     steps: int = sampled(100)           # reverse steps (NFE); <= diffusion_steps. bd3: per block, at most its length
-    temperature: float = sampled(1.0)   # 0 = argmax; sampled in float64
+    temperature: float = sampled(1.0)   # 0 = argmax, else >= 1e-6; sampled in float64
     temperature_end_share: float = sampled(1.0)  # diffusion (mdlm, bd3): the temperature falls linearly
                                         #   with the share of the block still masked, from temperature (all masked)
                                         #   to temperature * this (1 = constant)
@@ -140,7 +141,7 @@ class Config:
     num_samples: int = sampled(1)       # samples drawn in one batch
     viz_video: str = sampled("")        # MP4 path for the denoising trace (a GIF is written beside it)
     trace_every: int = sampled(1)       # record one frame every N steps
-    gif_frame_ms: int = sampled(180)    # GIF/MP4 frame duration
+    gif_frame_ms: int = sampled(180)    # GIF/MP4 frame duration (10 to 655,350: a GIF's hundredths of a second)
     infill: str = sampled("")           # text with blanks to fill:
                                         #   [___] = one token per marker character, [___:N] = N tokens
     prefix_file: str = sampled("")      # the sample starts with this file's text (instead of --prompt)
@@ -177,7 +178,7 @@ class Config:
     compile: str = resumable("auto")    # 'auto' (torch.compile the step's model on CUDA, with CUDA graphs on one GPU;
                                         #   eager elsewhere: a CPU gains nothing measured) | 'true' | 'false';
                                         #   bare --compile: 'true'
-    seed: int = sampled(1337)           # the random seed: initialisation, data order, noise draws, samples
+    seed: int = sampled(1337)           # the random seed (>= 0): initialisation, data order, noise draws, samples
     wandb_log: bool = resumable(False)  # also log to Weights & Biases (pip install wandb);
                                         #   metrics.jsonl is always written
     wandb_project: str = resumable("micro-dllm")  # the Weights & Biases project (with wandb_log)

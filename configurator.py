@@ -10,6 +10,7 @@ import functools
 import importlib.util
 import inspect
 import io
+import math
 import os
 import re
 import shutil
@@ -176,10 +177,33 @@ RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumab
 SAMPLED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("sampled"))
 
 
+# The most a size or count may be, and why. Past these a tensor's 64-bit size overflows (a RuntimeError, not a memory
+# error) or a loop builds for minutes before memory runs out, where a run must fail in one line; below them whether a
+# run fits is the memory's to say (an allocation that fails is one line; train.py prints its estimate and refuses a
+# CUDA run that cannot fit). A size that multiplies another (a batch by its columns, the samples by the canvas) stays
+# below 2^31, so that their product cannot overflow either; every other int key is a 64-bit integer (torch's).
+SIZE = "past any machine's memory: torch's 64-bit size of what it sizes would overflow first"
+LIMITS = dict(
+    block_size=(2**31 - 1, SIZE), batch_size=(2**31 - 1, SIZE), mask_draws=(2**31 - 1, SIZE),
+    num_samples=(2**31 - 1, SIZE), n_embd=(2**20, SIZE), gen_len=(2**24, "the canvas is laid out token by token"),
+    # ~1.5 ms and 0.1 MB a layer before its weights (measured, torch 2.13): 2^20 layers build for half an hour
+    n_layer=(4096, "each layer is a module built one by one: far past any network that trains"),
+    # 1 - alpha(1) = 1 - cos(pi / 2T) in float64 is off by 1.7e-5 at T = 1e6, 0.1% at 1e7, and 0 at 1e9 (a NaN weight)
+    diffusion_steps=(10**6, "past it float64 cannot tell the chain's first steps apart"),
+    gif_frame_ms=(655_350, "a GIF times a frame in hundredths of a second, in 16 bits"))
+# The smallest temperature above 0, which asks for the argmax. The draws divide the float32 logits by it in float64
+# (common.filter_logits): any T above ~2e-270 keeps them finite (float32's largest logit, 3.4e38, over T stays below
+# float64's 1.8e308), and already at 1e-6 a draw is the argmax for every logit gap above 7.5e-4 (exp(-gap / T) is
+# below float64's smallest number past e^-745); a subnormal T (1e-320) overflows the logits to inf and the draw's rows
+# to NaN.
+MIN_TEMPERATURE = 1e-6
+
+
 def validate(cfg, given=()):
     """Reject values that cannot work, before any work, one concern after another (the first problem found is the
     one line the user reads). given: the keys set by flag or config file, not by a preset."""
     check_choices(cfg)
+    check_numbers(cfg)
     check_ranges(cfg)
     check_objective_keys(cfg, given)
     check_sampling(cfg)
@@ -187,10 +211,30 @@ def validate(cfg, given=()):
 
 
 def check_choices(cfg):
-    """Refuses a value outside its key's list (CHOICES)."""
+    """Refuses a value outside its key's list (CHOICES), a device that is none of config.py's kinds (torch names
+    others, xla or meta say, that this code does not run on), and an empty path where one is always read or written."""
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        raise UserError(f"--device={cfg.device} is not a device: use auto, cpu, cuda, cuda:N or mps")
+    for key in ("data_path", "out_dir", "tokenizer_path", "checkpoint"):
+        if not getattr(cfg, key):
+            raise UserError(f"--{key} is empty: give a path, e.g. --{key}={getattr(Config, key)}")
+
+
+def check_numbers(cfg):
+    """Refuses a number no key takes: a float that is not finite (nan from a config file, inf from 1e999), and an int
+    outside a 64-bit integer (torch's) or past its LIMITS. (A seed is also >= 0, check_ranges: torch takes 64 bits and
+    numpy's SeedSequence no negative one; the half below 2^63 leaves room for the per-rank and per-prompt seeds added
+    to it.)"""
+    for key, typ in TYPES.items():
+        value = getattr(cfg, key)
+        if typ is float and not math.isfinite(value):
+            raise UserError(f"{key} must be a finite number, got {value}")
+        top, why = LIMITS.get(key, (2**63 - 1, "torch's integers are 64-bit"))
+        if typ is int and not -2**63 <= value <= top:
+            raise UserError(f"{key}={value} is out of range (at most {top:,}: {why})")
 
 
 def check_ranges(cfg):
@@ -198,11 +242,14 @@ def check_ranges(cfg):
     heads of odd or unequal size, a validation fraction outside (0, 1), a learning rate not above 0, AdamW's decays
     outside [0, 1)."""
     positive = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "batch_size", "eval_interval",
-                "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every", "gif_frame_ms")
-    at_least_0 = ("max_iters", "semi_ar_length", "weight_decay", "grad_clip", "warmup_iters")
+                "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every")
+    at_least_0 = ("max_iters", "semi_ar_length", "weight_decay", "grad_clip", "warmup_iters", "seed")
     for key, low in [(k, 1) for k in positive] + [(k, 0) for k in at_least_0]:
         if getattr(cfg, key) < low:
             raise UserError(f"{key} must be >= {low}, got {getattr(cfg, key)}")
+    if cfg.gif_frame_ms < 10:
+        raise UserError(f"gif_frame_ms must be >= 10 (a GIF times its frames in hundredths of a second), got "
+                        f"{cfg.gif_frame_ms}")
     if cfg.data_steps < 0:
         raise UserError(f"data_steps must be >= 0 (0: a new batch every step), got {cfg.data_steps}")
     if cfg.keep_last < 1 or cfg.skip_nonfinite < 0:
@@ -252,6 +299,9 @@ def check_sampling(cfg):
     by no score or with ReMDM's remasking, --infill beside another text, --prompt beside --prefix_file."""
     if cfg.temperature < 0:
         raise UserError(f"temperature must be >= 0 (0 = argmax), got {cfg.temperature}")
+    if 0 < cfg.temperature < MIN_TEMPERATURE:
+        raise UserError(f"temperature={cfg.temperature} is below {MIN_TEMPERATURE:g}, where a draw is already the "
+                        f"argmax (a tiny one overflows the logits): give 0 for the argmax, or {MIN_TEMPERATURE:g}+")
     if cfg.top_k < 0:
         raise UserError(f"top_k must be >= 1, or 0 to turn it off; got {cfg.top_k}")
     if not 0 < cfg.top_p <= 1:
@@ -265,9 +315,13 @@ def check_sampling(cfg):
         raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
     if not 0 <= cfg.remask_eta <= 1:
         raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
-    if cfg.temperature_end_share < 0:
-        raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number >= 0 "
-                        f"(1 = constant, 0.5 = half), got {cfg.temperature_end_share}")
+    # a draw's temperature is T (s + (1 - s) f) at the block's masked share f (sampler._temperature), between T and
+    # T s (every draw has part of its block masked: f > 0). float64 rounds the sum by ~s x 1e-16, so past s = 1e6 the
+    # fall's start (f = 1: T itself) can round to 0 (at s = 2^64 it does); and T s must not overflow
+    if not 0 <= cfg.temperature_end_share <= 1e6 or not math.isfinite(cfg.temperature * cfg.temperature_end_share):
+        raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number in "
+                        f"[0, 1e6] (1 = constant, 0.5 = half) whose product with it is finite, got "
+                        f"{cfg.temperature_end_share}")
     if cfg.infill and (cfg.prompt or cfg.prefix_file or cfg.suffix_file):
         raise UserError("--infill holds the whole text (given parts and [___] blanks): "
                         "drop --prompt/--prefix_file/--suffix_file")

@@ -94,8 +94,13 @@ def open_trace(cfg):
         return None
     check_trace_path(cfg)
     cols = 64 if cfg.tokenizer == "char" else 72
-    return TraceWriter(cfg.viz_video, os.path.splitext(cfg.viz_video)[0] + ".gif", frame_ms=cfg.gif_frame_ms,
-                       cols=cols, title=trace_title(cfg, cols))
+    mp4, gif = trace_paths(cfg.viz_video)
+    return TraceWriter(mp4, gif, frame_ms=cfg.gif_frame_ms, cols=cols, title=trace_title(cfg, cols))
+
+
+def trace_paths(mp4):
+    """(the MP4, the GIF beside it): the files a trace writes (train.py refuses to replace an earlier run's)."""
+    return mp4, os.path.splitext(mp4)[0] + ".gif"
 
 
 def trace_title(cfg, cols=64):

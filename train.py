@@ -27,6 +27,7 @@ import torch
 import checkpoint_manager
 import configurator
 import objectives
+import trace
 from common import Draw, Schedule
 from evals import bound, report
 from model import ModelArgs, Transformer
@@ -118,8 +119,9 @@ def interrupted(cfg, run, argv):
     if run.saved_iter >= cfg.max_iters:
         return f"training had finished: {run.saved} (iter {run.saved_iter}) is complete; only the report was cut short"
     if not run.saved:
+        # its metrics.jsonl is there: a new run in out_dir is refused without --overwrite (refuse_earlier_run)
         return (f"before the first checkpoint (due at iter {min(cfg.eval_interval, cfg.max_iters)}): none was saved; "
-                f"run the same command to start again")
+                f"run the same command{'' if cfg.overwrite else ' with --overwrite'} to start again")
     prog = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"  # the path it was started by
     again = shlex.join(["python", prog, *argv, *([] if cfg.resume else ["--resume"])])
     return f"the last checkpoint is {run.saved} (iter {run.saved_iter}); continue it with: {again}"
@@ -145,10 +147,8 @@ def setup(argv):
                                     configurator.RESUMABLE_KEYS)
         keep = {k: v for k, v in resume["config"].items() if k not in configurator.RESUMABLE_KEYS}
         cfg = replace(cfg, **keep)
-    elif ((os.path.exists(os.path.join(cfg.out_dir, "model.pt")) or checkpoint.numbered_checkpoints(cfg.out_dir))
-          and not cfg.overwrite and cfg.max_iters > 0):
-        raise UserError(f"{cfg.out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "
-                        f"replace them, or --out_dir=NEW_DIR")
+    elif not cfg.overwrite and cfg.max_iters > 0:  # max_iters=0 writes nothing
+        refuse_earlier_run(cfg)
     # gradient accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
     micro_tokens = cfg.batch_size * cfg.block_size
     accum = dist.grad_accum_steps(cfg.total_batch_size, micro_tokens, world)
@@ -177,6 +177,25 @@ def setup(argv):
     print0(threads.line())
     return cfg, Env(rank, local_rank, world, rank == 0, device, accum, ctx, dtype_name, wandb, resume, resumed_from,
                     threads)
+
+
+def refuse_earlier_run(cfg):
+    """A new run replaces no earlier run's files unless --overwrite says so: the checkpoints, best.pt and metrics.jsonl
+    in out_dir (utils.checkpoint.run_files) and the end-of-run trace (--viz_video and its GIF, for an objective that
+    traces) are refused in one line, whose every way out keeps them: --resume where there is a checkpoint to resume,
+    --out_dir=NEW_DIR or --viz_video=NEW.mp4, or --overwrite, the one that replaces them."""
+    held = checkpoint.run_files(cfg.out_dir)
+    if "model.pt" in held or checkpoint.numbered_checkpoints(cfg.out_dir):
+        raise UserError(f"{cfg.out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "
+                        f"replace them, or --out_dir=NEW_DIR")
+    if held:  # best.pt and the log of a run whose model.pt is gone (deleted as damaged, say): nothing to resume
+        raise UserError(f"{cfg.out_dir} already holds an earlier run's {', '.join(held)} (no model.pt to --resume): "
+                        f"pass --overwrite to replace them, or --out_dir=NEW_DIR")
+    if cfg.viz_video and objectives.get(cfg.objective).TRACE:
+        for path in trace.trace_paths(cfg.viz_video):
+            if os.path.lexists(path):
+                raise UserError(f"{path} already exists and this run's end-of-run trace would replace it: pass "
+                                f"--viz_video=NEW.mp4 (or --viz_video= for none), or --overwrite to replace it")
 
 
 # ---------------------------------------------------------------- data and tokenizer

@@ -76,6 +76,10 @@ def files(tmp_path_factory):
     raw = torch.load(d / "dm" / "model.pt", weights_only=True)  # damaged after it was written: a weight changed,
     next(iter(raw["model"].values())).view(-1)[:8] += 1.0  # the checksum it carries no longer matches
     torch.save(raw, d / "damaged.pt")
+    from utils.checkpoint import save_checkpoint
+    raw = torch.load(d / "dm" / "model.pt", weights_only=True)  # a diverged run's weights, with their own checksum
+    next(iter(raw["model"].values())).fill_(float("nan"))
+    save_checkpoint(d / "nan.pt", {k: v for k, v in raw.items() if k != "checksum"})
     (d / "not_a_tokenizer.json").write_text('{"hello": 1}')
     script("train_tokenizer").main(["--input", str(d / "text.txt"), "--output", str(d / "tokenizer.json"),
                                     "--vocab-size", "300"])
@@ -172,11 +176,37 @@ TABLE = [
      "fixes n_embd, objective: given n_embd=64 (the checkpoint's: 32), objective='ar' (the checkpoint's: 'mdlm')", None),
     ("train.py", [*T, "--out_dir=dm", "--max_iters=8", "--resume", "--steps=2"], "steps=2 (the checkpoint's: 4)", None),
     ("inference.py", ["--checkpoint", DM, "--temperature", "-0.5"], "temperature must be >= 0", None),
+    # an infinite or subnormal temperature makes rows with no law: the AR printed [MASK]s (RO________), bd3 asserted
+    ("inference.py", ["--checkpoint", AR, "--temperature", "1e999"], "temperature must be a finite number, got inf",
+     None),
+    ("inference.py", ["--checkpoint", DM, "--temperature", "1e999"], "temperature must be a finite number, got inf",
+     None),
+    ("inference.py", ["--checkpoint", DM, "--temperature", "1e-320"], "temperature=1e-320 is below 1e-06", None),
+    ("inference.py", ["--checkpoint", "nan.pt"], "no law to draw from", None),  # non-finite logits: no [MASK] text
     ("inference.py", ["--checkpoint", DM, "--learning_rate=1"], "--learning_rate sets training, which sampling", None),
     ("inference.py", ["--checkpoint", DM, "--n_layer=3"], "fixes n_layer: given n_layer=3 (the checkpoint's: 1)", None),
     ("inference.py", ["--checkpoint", DM, "--objective=ar"], "objective='ar' (the checkpoint's: 'mdlm')", None),
     ("inference.py", ["--checkpoint", DM, "--diffusion_steps=50", "--steps=10"], "diffusion_steps=50", None),
     ("inference.py", ["--checkpoint", DM, "--top-p", "1.5"], "top_p must be in (0, 1]", None),
+    # every value a key can be given: out of its range, past what its tensors can size, not a device, an empty path
+    ("inference.py", ["--checkpoint", DM, "--seed", "-1"], "seed must be >= 0, got -1", None),
+    ("inference.py", ["--checkpoint", DM, "--num-samples", str(2**62)],
+     "num_samples=4611686018427387904 is out of range", None),
+    ("inference.py", ["--checkpoint", AR, "--gen-len", str(2**63)], "gen_len=9223372036854775808 is out of range",
+     None),
+    ("inference.py", ["--checkpoint", DM, "--semi-ar-length", str(2**63)],
+     "semi_ar_length=9223372036854775808 is out of range", None),
+    ("inference.py", ["--checkpoint", DM, "--viz-video", "v.mp4", "--gif-frame-ms", "5"], "gif_frame_ms must be >= 10",
+     None),
+    ("inference.py", ["--checkpoint", DM, "--viz-video", "v.mp4", "--gif-frame-ms", "700000"], "at most 655,350", None),
+    ("train.py", [*T, "--out_dir=x", "--n_embd=99999999998"], "n_embd=99999999998 is out of range", None),
+    ("train.py", [*T, "--out_dir=x", "--diffusion_steps=4611686018427387904"], "at most 1,000,000", None),
+    ("train.py", [*T, "--out_dir=x", "--n_layer=1000000"], "n_layer=1000000 is out of range (at most 4,096", None),
+    ("train.py", [*T, "--out_dir=x", "--mask_draws=4611686018427387904"],
+     "mask_draws=4611686018427387904 is out of range", None),
+    ("train.py", [*T, "--out_dir=x", "--device=xla"], "--device=xla is not a device", None),
+    ("train.py", [*T, "--out_dir="], "--out_dir is empty: give a path", None),
+    ("train.py", [*T, "--out_dir=x", "--tokenizer=bpe", "--tokenizer_path="], "--tokenizer_path is empty", None),
     ("inference.py", ["--checkpoint", DM, "--top-k", "-1"], "top_k must be >= 1", None),
     ("inference.py", ["--checkpoint", DM, "--threshold", "1.5"], "threshold must be in (0, 1]", None),
     ("inference.py", ["--checkpoint", DM, "--infill", "no blanks here"], "has no blank", None),

@@ -344,3 +344,46 @@ def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key(
         get_config(["--weight_decay=-0.1"])
     with pytest.raises(UserError, match="beta1 and beta2"):
         get_config(["--beta2=1.5"])
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--temperature=1e999"], "temperature must be a finite number, got inf"),
+    (["baby_bd3", "--temperature=1e999"], "temperature must be a finite number, got inf"),  # bd3 ended in an assert
+    (["--objective=ar", "--temperature=1e999"], "temperature must be a finite number"),  # the AR printed RO________
+    (["--temperature=1e-320"], "temperature=1e-320 is below 1e-06, where a draw is already the argmax"),
+    (["--temperature=1e-7"], "give 0 for the argmax, or 1e-06+"),
+    (["--temperature=1e305", "--temperature_end_share=1e5"], "whose product with it is finite, got 100000.0"),
+    (["--temperature_end_share=1e7"], "give a number in [0, 1e6]"),  # T (s + (1 - s) f) rounds to 0 at s = 2^64
+    (["--top_p=1e999"], "top_p must be a finite number, got inf"),
+    (["--learning_rate=-1e999"], "learning_rate must be a finite number, got -inf"),
+])
+def test_a_temperature_or_filter_that_can_make_a_row_with_no_law_is_refused(argv, words):
+    """Each would leave the draw a row with no mass or a NaN/inf (logits / T overflowing float64): refused at
+    validation in one line; the floor, 1e-6, is where a draw is already an argmax (configurator.MIN_TEMPERATURE)."""
+    with pytest.raises(UserError) as e:
+        get_config(argv)
+    assert words in str(e.value)
+    assert get_config(["--temperature=1e-6"]).temperature == 1e-6 and get_config(["--temperature=0"]).temperature == 0
+
+
+@pytest.mark.parametrize("key", ["temperature", "top_p", "temperature_end_share", "mask_max", "ema"])
+def test_a_nan_from_a_config_file_is_refused_for_every_float_key(key, tmp_path):
+    """nan compares False with every bound (0 < nan <= 1 is False, nan < 0 too): each range check alone would let
+    it through; every float key is checked finite first."""
+    f = tmp_path / "nan.py"
+    f.write_text(f"{key} = float('nan')\n")
+    with pytest.raises(UserError, match=f"{key} must be a finite number, got nan"):
+        get_config([str(f)])
+
+
+def test_past_validation_an_infinite_temperature_raises_in_the_draw_instead_of_returning_mask():
+    """What validation now refuses, forced past it: the AR's draw at temperature inf (each logit / inf is 0, [MASK]'s
+    -inf / inf NaN) raises; it returned [MASK] for every token (the issue's 'RO________')."""
+    import torch
+    import objectives
+    from model import Transformer
+    cfg = get_config(["--objective=ar", "--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=16"])
+    model = Transformer(objectives.model_args(cfg, 12)).eval()
+    with pytest.raises(RuntimeError, match="no mass or a NaN/inf entry"):
+        model.generate(torch.zeros(1, 2, dtype=torch.long), 4, temperature=float("inf"), mask_id=11,
+                       generator=torch.Generator().manual_seed(0))

@@ -22,7 +22,8 @@ import torch
 
 import train
 from helpers import ROOT
-from helpers import ENV, popen, rows, run_here, train_args
+from config import PRESETS
+from helpers import ENV, for_objective, popen, rows, run_here, train_args
 from utils.checkpoint import load_checkpoint, load_latest, numbered_checkpoints
 from utils.errors import UserError
 from utils.fileio import atomic_open, atomic_path, remove_stale_temps
@@ -248,3 +249,101 @@ def test_where_hard_links_fail_the_copy_is_flushed_before_it_replaces(tmp_path, 
     monkeypatch.setattr(os, "fsync", lambda fd: (flushed.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
     checkpoint._link(str(src), str(dst))
     assert dst.read_bytes() == b"new weights" and any(".tmp" in p and "best.pt" in p for p in flushed), flushed
+
+
+# ----------------------------------------------------------------------------- an earlier run's files are kept
+def _stub_checkpoint(path, damaged=False):
+    """A small checkpoint with every key a reader asks for; damaged: a value changed after its checksum was taken."""
+    from utils.checkpoint import save_checkpoint
+    save_checkpoint(path, dict(model={"w": torch.ones(2)}, config={}, model_args={}, tokenizer={}, iter=5))
+    if damaged:
+        raw = torch.load(path, weights_only=True)
+        raw["model"]["w"] += 1.0
+        torch.save(raw, path)
+
+
+@pytest.mark.parametrize("name, words", [
+    ("model.pt", "out already holds checkpoints: pass --resume to continue them, --overwrite to replace them, or "
+                 "--out_dir=NEW_DIR"),
+    ("model_0000010.pt", "out already holds checkpoints: pass --resume"),
+    ("best.pt", "out already holds an earlier run's best.pt (no model.pt to --resume): pass --overwrite to replace "
+                "them, or --out_dir=NEW_DIR"),
+    ("metrics.jsonl", "an earlier run's metrics.jsonl (no model.pt to --resume): pass --overwrite"),
+    ("media/t.mp4", "media/t.mp4 already exists and this run's end-of-run trace would replace it: pass "
+                    "--viz_video=NEW.mp4 (or --viz_video= for none), or --overwrite to replace it"),
+    ("media/t.gif", "media/t.gif already exists and this run's end-of-run trace would replace it"),
+])
+def test_a_new_run_replaces_no_file_an_earlier_run_wrote(name, words, in_tmp):
+    """Every file a run writes (model.pt, model_<iter>.pt, best.pt, metrics.jsonl; the end-of-run trace and its GIF)
+    found where a new run would write it: refused in one line naming the ways that keep it, the file untouched; with
+    --overwrite the run goes on (setup passes), and --max_iters=0, which writes nothing, is not refused."""
+    path = in_tmp / ("" if name.startswith("media") else "out") / name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"an earlier run's")
+    argv = train_args(in_tmp / "out", "--max_iters=5", "--viz_video=media/t.mp4")[1:]
+    argv = [a.replace(f"={in_tmp / 'out'}", "=out") for a in argv]
+    with pytest.raises(UserError) as e:
+        train.main(argv)
+    assert words in str(e.value) and path.read_bytes() == b"an earlier run's"
+    train.setup([*argv, "--overwrite"])
+    train.main([*argv, "--max_iters=0"])
+    assert path.read_bytes() == b"an earlier run's"
+
+
+def test_the_trace_of_an_objective_that_draws_none_is_no_file_of_the_run(in_tmp):
+    """The cpu preset's trace path, taken by an earlier run, is no file of an AR run (it writes no trace)."""
+    trace = in_tmp / PRESETS["cpu"]["viz_video"]
+    trace.parent.mkdir(parents=True)
+    trace.write_bytes(b"an earlier run's")
+    cfg, _ = train.setup(for_objective(["cpu", *train_args(in_tmp / "out", "--max_iters=5", "--objective=ar")[1:]]))
+    assert cfg.viz_video == PRESETS["cpu"]["viz_video"]
+
+
+@pytest.mark.slow
+def test_the_damaged_checkpoints_advice_never_leads_into_replacing_the_runs_files(in_tmp, capsys):
+    """The issue's path: model.pt damaged, the refusal says fall back to best.pt; the user deletes model.pt, --resume
+    then finds no checkpoint and says to drop --resume; the new run that follows must not replace best.pt and empty
+    metrics.jsonl: it is refused, naming --overwrite."""
+    out = in_tmp / "out"
+    run_here(train_args(out, "--max_iters=8", "--eval_interval=4", "--keep_last=1"), in_tmp)
+    os.remove(out / "model.pt")  # best.pt stays a file of its own (model.pt was its hard link)
+    _stub_checkpoint(out / "model.pt", damaged=True)
+    kept = {n: _sha(out / n) for n in ("best.pt", "metrics.jsonl")}
+    with pytest.raises(UserError, match=f"is damaged.*fall back to {out / 'best.pt'}"):
+        train.main(train_args(out, "--max_iters=8", "--eval_interval=4", "--resume")[1:])
+    os.remove(out / "model.pt")
+    with pytest.raises(UserError, match="no checkpoint in .*drop --resume to start a new run"):
+        train.main(train_args(out, "--max_iters=8", "--eval_interval=4", "--resume")[1:])
+    with pytest.raises(UserError, match=r"already holds an earlier run's best.pt, metrics.jsonl .*--overwrite"):
+        train.main(train_args(out, "--max_iters=8", "--eval_interval=4")[1:])
+    assert {n: _sha(out / n) for n in kept} == kept
+
+
+def test_a_dangling_numbered_checkpoint_is_skipped_when_naming_the_fall_back(in_tmp):
+    """A model_<iter>.pt that is a link to nothing (or was removed after the folder was listed) is no checkpoint to
+    fall back to: a damaged model.pt beside it is refused in one line by inference's load_model and by --resume."""
+    from checkpoint_manager import load_model
+    out = in_tmp / "out"
+    out.mkdir()
+    _stub_checkpoint(out / "model.pt", damaged=True)
+    os.symlink(out / "gone.pt", out / "model_0000004.pt")
+    _stub_checkpoint(out / "best.pt")
+    with pytest.raises(UserError, match=f"model.pt is damaged.*; fall back to {out / 'best.pt'}$"):
+        load_model(out / "model.pt", torch.device("cpu"))
+    with pytest.raises(UserError, match=f"model.pt is damaged.*; fall back to {out / 'best.pt'}$"):
+        train.main(train_args(out, "--max_iters=8", "--resume")[1:])
+    os.remove(out / "best.pt")
+    with pytest.raises(UserError, match="model.pt is damaged.*retrain it"):
+        load_model(out / "model.pt", torch.device("cpu"))
+
+
+def test_ctrl_c_before_the_first_checkpoint_names_the_command_that_starts_again(in_tmp):
+    """Its metrics.jsonl is in out_dir: the same command alone would now be refused; the advice adds --overwrite (the
+    files there are this run's own), and says the command as it was when it had it already."""
+    from types import SimpleNamespace
+    from configurator import get_config
+    run = SimpleNamespace(saved="", saved_iter=-1)
+    said = train.interrupted(get_config(["--max_iters=50"]), run, ["--max_iters=50"])
+    assert said.endswith("none was saved; run the same command with --overwrite to start again")
+    said = train.interrupted(get_config(["--overwrite"]), run, ["--overwrite"])
+    assert said.endswith("none was saved; run the same command to start again")

@@ -144,3 +144,29 @@ def test_the_shared_cores_note_says_what_the_run_already_does(monkeypatch, torch
     assert "follows the load (now 1)" in contention_note(slow, cpu, auto)
     four = CpuThreads(cpu, environ={"OMP_NUM_THREADS": "4"}, cores=2, load=lambda: 3.0)
     assert "OMP_NUM_THREADS=1 python train.py" in contention_note(slow, cpu, four)
+
+
+@pytest.mark.parametrize("argv, columns", [
+    # mdlm: 3 masks of each window, each a pass of L = 8 columns, and the dual objective's causal pass over L - 1:
+    # 2 x (3 x 8 + 7) = 62 columns a micro-batch
+    (["--mask_draws=3", "--dual_ar=0.5", "--time_cond=none"], 62),
+    (["--mask_draws=3"], 48),  # 2 x 3 x 8: no causal pass
+    (["--dual_ar=0.5", "--time_cond=none"], 30),  # 2 x (8 + 7)
+    # bd3: each pass reads x_t (L = 8 columns) and x_0 less its last block (8 - 4): 2 masks, 2 x 2 x 12
+    (["--objective=bd3", "--bd3_block=4", "--mask_draws=2"], 48),
+])
+def test_the_memory_estimate_counts_every_pass_of_a_micro_batch_by_hand(argv, columns):
+    """The start-up estimate's activations, counted by hand: per column, one layer of width 32 saves 68 x 32 = 2,176
+    bytes in fp32, and the head 12 bytes per logit of a 20-token vocabulary, 240: 2,416 bytes a column, over every
+    column the micro-batch's passes read (batch 2: mask_draws passes of the objective's columns, plus the dual
+    objective's causal pass)."""
+    import objectives
+    from evals.report import estimate_line
+    from model import Transformer
+    cfg = get_config(["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=8", "--batch_size=2",
+                      "--diffusion_steps=20", "--steps=20", *argv])
+    model = Transformer(objectives.model_args(cfg, 20))
+    flops_tok, seq = objectives.get(cfg.objective).flops(model, cfg)
+    line, need = estimate_line(cfg, model, Schedule(20), torch.device("meta"), "float32", flops_tok, seq, 0.4)
+    assert need == model.num_params() * 16 + columns * 2_416  # weights, grads and AdamW's two moments: 16 bytes each
+    assert f"({columns:,} columns in its passes)" in line or columns == 2 * 8

@@ -480,3 +480,40 @@ def test_draws_stay_on_a_float64_device_and_follow_the_probabilities():
     assert one_hot.tolist() == [5, 0, 2]  # all the mass on the first or the last entry
     a, b = (draw(p.expand(4, 2, 6), torch.Generator().manual_seed(3)) for _ in range(2))
     assert a.shape == (4, 2) and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [[0.0, 0.0, 0.0], [0.2, float("nan"), 0.3], [0.2, float("inf"), 0.3],
+                                 [float("nan")] * 3])
+def test_a_row_with_no_mass_or_a_nan_or_inf_entry_is_refused_not_drawn(bad):
+    """The inverse CDF of such a row would return its last index ([MASK] for a character vocabulary): the draw raises,
+    whichever row of the batch it is, and draws the good rows as before."""
+    from common import draw
+    good = torch.tensor([[0.1, 0.5, 0.4]] * 3, dtype=torch.float64)
+    for i in range(3):
+        p = good.clone()
+        p[i] = torch.tensor(bad, dtype=torch.float64)
+        with pytest.raises(RuntimeError, match="^no law to draw from: .* no mass or a NaN/inf entry"):
+            draw(p, torch.Generator().manual_seed(0))
+    assert draw(good, torch.Generator()).shape == (3,)
+
+
+@pytest.mark.parametrize("objective", ["mdlm", "ar", "uniform", "bd3"])
+def test_no_sampler_returns_text_with_mask_in_it(objective, monkeypatch):
+    """A sampler that left a blank at [MASK] (or drew it) is refused where the text is decoded (canvas.generate), in
+    one line naming the likely cause: the [MASK]s of a canvas show only in its steps (--live, the trace)."""
+    import importlib
+    import objectives
+    from canvas import generate
+    from configurator import get_config
+    tok = CharTokenizer("abcdefghijk")
+    cfg = get_config(["--block_size=64", "--gen_len=12", "--viz_video=", f"--objective={objective}",
+                      *(["--time_cond=learned"] if objective == "uniform" else [])])
+
+    def leaves_one(model, x, gen_mask, *a, **k):
+        out = torch.where(gen_mask, 0, x)
+        out[-1, gen_mask[-1].nonzero()[-1]] = tok.mask_id  # the last sample's last blank
+        return out, dict(nfe=1, nfe_per_sample=[1] * len(x))
+    monkeypatch.setattr(importlib.import_module(objectives.OBJECTIVES[objective]), "sample", leaves_one)
+    canvas = build_canvas(cfg, tok, 64)
+    with pytest.raises(UserError, match=rf"sample 1 came back with 1 \[MASK\] token\(s\) .* {objective} sampler"):
+        generate(ToyModel(), tok, canvas, cfg, Schedule(20), "cpu", num_samples=2)

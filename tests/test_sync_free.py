@@ -28,7 +28,9 @@ PRESETS = {"mdlm": ["baby"], "bd3": ["baby_bd3"], "ar": ["baby", "--objective=ar
 
 class NoHostSync(TorchDispatchMode):
     """Raises on an op that reads a device tensor's values on the host, sizes its output by them, or copies between
-    the host and the device ('meta' is the device here; 0-dim CPU scalars are host numbers, read without a sync)."""
+    the host and the device ('meta' is the device here), a 0-dim tensor's copy included: torch.tensor(it).to(device)
+    a step is a host-to-device copy a step. A CPU scalar given as an operand (t * u, u a 0-dim CPU tensor) is no copy:
+    the op reads it on the host and passes its value to the kernel, and dispatch shows no _to_copy."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -45,7 +47,7 @@ class NoHostSync(TorchDispatchMode):
         if op in (aten._to_copy, aten.copy_):
             src = args[1] if op is aten.copy_ else args[0]
             dst = args[0].device if op is aten.copy_ else kwargs.get("device", src.device)
-            if torch.device(dst).type != src.device.type and src.dim() > 0:
+            if torch.device(dst).type != src.device.type:
                 raise AssertionError(f"a copy from {src.device} to {dst}: {func} of {tuple(src.shape)}")
         return func(*args, **kwargs)
 
@@ -95,10 +97,13 @@ def test_a_cuda_training_step_runs_under_sync_debug_error(objective, monkeypatch
 
 def test_the_check_catches_each_kind_of_sync():
     x = torch.ones(4, device="meta")
-    for bad in (lambda: x.sum().item(), lambda: x[x > 0], lambda: torch.ones(3).to("meta"), lambda: x.nonzero()):
+    for bad in (lambda: x.sum().item(), lambda: x[x > 0], lambda: torch.ones(3).to("meta"), lambda: x.nonzero(),
+                lambda: torch.tensor(7).to("meta"), lambda: x.new_zeros(()).copy_(torch.tensor(7.0))):
         with pytest.raises(AssertionError):
             with NoHostSync():
                 bad()
+    with NoHostSync():  # a CPU scalar as an operand: read on the host, no copy
+        assert (x * torch.tensor(2.0, dtype=torch.float64)).device.type == "meta"
 
 
 SAMPLERS = {"baby": ["baby"], "cpu": ["cpu"], "shakespeare_char": ["shakespeare_char"],

@@ -27,6 +27,7 @@ from utils.fileio import atomic_open, atomic_path, not_found
 REQUIRED = {"model": dict, "config": dict, "model_args": dict, "tokenizer": dict, "iter": int}
 USE_INSTEAD = "give a model.pt written by train.py or a folder written by scripts/export.py"
 _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
+RUN_FILES = ("model.pt", "best.pt", "metrics.jsonl")  # a run's files in its out_dir, beside its model_<iter>.pt
 # old config key -> its name now ("block" is the context and BD3-LM's; the mask band is mdlm's too)
 RENAMED = {"block_length": "semi_ar_length", "bd3_mask_min": "mask_min", "bd3_mask_max": "mask_max"}
 
@@ -71,14 +72,17 @@ def fall_back(path):
     folder = os.path.dirname(path) or "."
     names = [n for n in ("model.pt", "best.pt") if os.path.isfile(os.path.join(folder, n))]
     others = [p for _, p in reversed(numbered_checkpoints(folder))] + [os.path.join(folder, n) for n in names]
-    others = [p for p in others if not os.path.samefile(p, path) and _intact(p)][:2]
+    others = [p for p in others if _intact_other(p, path)][:2]
     return f"fall back to {' or '.join(others)}" if others else "retrain it, or give another run's checkpoint"
 
 
-def _intact(path):
-    """Whether path loads and matches its checksum (what fall_back names must be usable)."""
+def _intact_other(p, path):
+    """Whether p is another file than path that loads and matches its checksum (what fall_back names must be usable):
+    False too for a dangling link or a file removed since the folder was listed, on which samefile raises."""
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if os.path.samefile(p, path):
+            return False
+        ck = torch.load(p, map_location="cpu", weights_only=True)
         return isinstance(ck, dict) and ck.get("checksum") in (None, checksum(ck))
     except Exception:
         return False
@@ -128,6 +132,13 @@ def _link(src, dst):
 def iter_of(path):
     m = _NUMBERED.match(os.path.basename(path))
     return int(m[1]) if m else None
+
+
+def run_files(out_dir):
+    """The names of the files a training run writes (RUN_FILES and model_<iter>.pt) that out_dir holds: an earlier
+    run's, which a new run does not replace unless told to (train.refuse_earlier_run)."""
+    names = [n for n in RUN_FILES if os.path.lexists(os.path.join(out_dir, n))]
+    return names + [os.path.basename(p) for _, p in numbered_checkpoints(out_dir)]
 
 
 def numbered_checkpoints(out_dir):

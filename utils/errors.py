@@ -1,8 +1,9 @@
 """One way to fail on bad input: a one-line message, exit code 2, no traceback.
 
 Entry points run main() through run_cli; library code raises UserError naming the problem and the fix. A read-only
-or full disk, or missing memory, becomes such a line too; Ctrl-C is one line (exit 130; KeyboardInterrupt("what was
-kept") says more), and output its reader cut short (`python train.py --help | head`) ends quietly (141, as cat).
+or full disk, missing memory, or a model whose logits are not finite (common.draw refuses to draw) becomes such a
+line too; Ctrl-C is one line (exit 130; KeyboardInterrupt("what was kept") says more), and output its reader cut
+short (`python train.py --help | head`) ends quietly (141, as cat).
 """
 import errno
 import os
@@ -32,6 +33,8 @@ def explain(e):
             isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
         return ("out of memory: the requested batch/context does not fit; lower --batch_size, --block_size, "
                 "--num-samples or --gen-len (or raise total_batch_size to accumulate smaller micro-batches)")
+    if isinstance(e, RuntimeError) and str(e).startswith("no law to draw from"):  # common.draw's: non-finite logits
+        return str(e)
     return None
 
 
