@@ -18,7 +18,6 @@ what the loop prints beside it (log lines, ETA, notes, metrics.jsonl) is one eva
 import math
 import os
 import shlex
-import sys
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 
@@ -111,20 +110,7 @@ def main(argv):
         finish(cfg, env, data, run, log)
     except KeyboardInterrupt:
         run.writer.wait()  # a checkpoint being written is finished first: the line below names it
-        raise KeyboardInterrupt(interrupted(cfg, run, argv) if env.master else "") from None
-
-
-def interrupted(cfg, run, argv):
-    """What a Ctrl-C leaves behind, in one line: the checkpoint to continue from and the command that does."""
-    if run.saved_iter >= cfg.max_iters:
-        return f"training had finished: {run.saved} (iter {run.saved_iter}) is complete; only the report was cut short"
-    if not run.saved:
-        # its metrics.jsonl is there: a new run in out_dir is refused without --overwrite (refuse_earlier_run)
-        return (f"before the first checkpoint (due at iter {min(cfg.eval_interval, cfg.max_iters)}): none was saved; "
-                f"run the same command{'' if cfg.overwrite else ' with --overwrite'} to start again")
-    prog = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"  # the path it was started by
-    again = shlex.join(["python", prog, *argv, *([] if cfg.resume else ["--resume"])])
-    return f"the last checkpoint is {run.saved} (iter {run.saved_iter}); continue it with: {again}"
+        raise KeyboardInterrupt(report.interrupted(cfg, run, argv) if env.master else "") from None
 
 
 # ---------------------------------------------------------------- config, device, dist

@@ -9,6 +9,7 @@ block with a sample. Every figure carries its unit or says what it counts.
 """
 import json
 import os
+import shlex
 import sys
 import textwrap
 import time
@@ -288,6 +289,20 @@ class TrainLog:
     def elapsed(self):
         """Seconds since the log opened, evals included: what finish calls the time trained."""
         return time.time() - self.started
+
+
+def interrupted(cfg, run, argv):
+    """What a Ctrl-C of train.py leaves behind, in one line: the checkpoint to continue from and the command that does
+    (run: train.py's Run, its newest complete checkpoint in run.saved)."""
+    if run.saved_iter >= cfg.max_iters:
+        return f"training had finished: {run.saved} (iter {run.saved_iter}) is complete; only the report was cut short"
+    if not run.saved:
+        # its metrics.jsonl is there: a new run in out_dir is refused without --overwrite (refuse_earlier_run)
+        return (f"before the first checkpoint (due at iter {min(cfg.eval_interval, cfg.max_iters)}): none was saved; "
+                f"run the same command{'' if cfg.overwrite else ' with --overwrite'} to start again")
+    prog = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"  # the path it was started by
+    again = shlex.join(["python", prog, *argv, *([] if cfg.resume else ["--resume"])])
+    return f"the last checkpoint is {run.saved} (iter {run.saved_iter}); continue it with: {again}"
 
 
 def units(res):
