@@ -330,8 +330,9 @@ def check_sampling(cfg):
 
 
 def check_optimisation(cfg, given):
-    """Refuses a total batch that micro-batches cannot make up, Muon's rate and momentum outside their ranges, a
-    dropout or an EMA decay outside [0, 1), and a given EMA decay the run is too short to reach."""
+    """Refuses a total batch that micro-batches cannot make up, Muon's rate and momentum outside their ranges, an LR
+    floor above its peak, a decay that zeroes the weights, a dropout or an EMA decay outside [0, 1), and a given EMA
+    decay the run is too short to reach."""
     micro = cfg.batch_size * cfg.block_size  # tokens in one micro-batch of one rank
     if cfg.total_batch_size < 0 or cfg.total_batch_size % micro:
         up = max(1, -(-cfg.total_batch_size // micro)) * micro
@@ -339,6 +340,12 @@ def check_optimisation(cfg, given):
                         f"tokens: use --total_batch_size={up} (or 0 for no accumulation)")
     if cfg.muon_lr <= 0 or not 0 <= cfg.muon_momentum < 1:
         raise UserError(f"muon_lr must be > 0 and muon_momentum in [0, 1), got {cfg.muon_lr}, {cfg.muon_momentum}")
+    if cfg.min_lr > cfg.learning_rate:  # a preset's floor beside a lower peak given alone (cpu --learning_rate=1e-4)
+        raise UserError(f"min_lr={cfg.min_lr} is above learning_rate={cfg.learning_rate}: the schedule would rise, not "
+                        f"decay; give --min_lr at most the peak (e.g. a tenth of it, as nanoGPT)")
+    if cfg.learning_rate * cfg.weight_decay >= 1:  # AdamW's decoupled decay scales each weight by 1 - lr * wd
+        raise UserError(f"learning_rate x weight_decay = {cfg.learning_rate * cfg.weight_decay:g} >= 1: each step's "
+                        f"decay would zero or flip every weight; lower one of them (e.g. --weight_decay=0.1)")
     if not 0 <= cfg.dropout < 1:
         raise UserError(f"dropout must be a probability in [0, 1), e.g. 0.2 (nanoGPT's shakespeare_char); "
                         f"got {cfg.dropout}")

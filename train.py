@@ -452,6 +452,10 @@ def finish(cfg, env, data, run, log):
     """The final eval (with its details), the last checkpoint, then on rank 0 the test figure and the report."""
     eval_s = f", ~{report.fmt_time(log.eval_s)}" if log.eval_s else ""  # the last eval's time: this one's estimate
     print0(f"final eval: {len(data.val_windows)} windows x {EVAL_T} t{eval_s}")
+    # a last update that diverged shows in no loss (none is computed after it): every rank checks its weights
+    if not all(torch.isfinite(p).all() for p in run.raw_model.parameters()):
+        raise UserError(f"the weights became non-finite in the last step: stopped before saving them; the last good "
+                        f"checkpoint in {cfg.out_dir} is kept. Try a lower --learning_rate or --dtype=float32")
     res = run_eval(cfg, env, data, run, cfg.max_iters, details=True) if env.master else None
     log.row(kind="eval", iter=cfg.max_iters, **{k: v for k, v in (res or {}).items() if k != "entropy_by_t"})
     save_checkpoints(cfg, env, data, run, cfg.max_iters, res)

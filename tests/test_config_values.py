@@ -27,8 +27,9 @@ ACCEPTED = dict(
     data_path=("'nonsense'",), val_path=("''", "'nonsense'"), val_fraction=("1e-320",), tokenizer_path=("'nonsense'",),
     dropout=("0.0", "1e-320"), mask_min=("0.0", "1e-320"), mask_ramp=("0.0", "1e-320"),
     bd3_ar=("0.0", "1e-320", "2.0 ** 64"), dual_ar=("0.0",), max_iters=("0", "2 ** 62"), data_steps=("0", "2 ** 62"),
-    learning_rate=("1e-320", "2.0 ** 64"), min_lr=("0.0", "1e-320", "2.0 ** 64"), warmup_iters=("0", "2 ** 62"),
-    weight_decay=("0.0", "1e-320", "2.0 ** 64"), beta1=("0.0", "1e-320"), beta2=("0.0", "1e-320"),
+    # (the LR's peak below the default floor 3e-5, or x weight_decay 0.1 >= 1, is refused: check_optimisation)
+    learning_rate=(), min_lr=("0.0", "1e-320"), warmup_iters=("0", "2 ** 62"),
+    weight_decay=("0.0", "1e-320"), beta1=("0.0", "1e-320"), beta2=("0.0", "1e-320"),
     grad_clip=("0.0", "1e-320", "2.0 ** 64"), total_batch_size=("0", "2 ** 62"), muon_lr=("1e-320", "2.0 ** 64"),
     muon_momentum=("0.0", "1e-320"), ema=("0.0", "1e-320"), eval_interval=("2 ** 62",), eval_iters=("2 ** 62",),
     log_interval=("2 ** 62",), out_dir=("'nonsense'",), init_from=("''", "'nonsense'"), keep_last=("2 ** 62",),

@@ -164,15 +164,16 @@ def test_a_checkpoint_damaged_in_place_is_refused_and_resume_skips_it(in_tmp, ca
 
 
 def _nan_at(monkeypatch, calls):
-    """The objective's training loss is NaN on these (1-based) training calls: a fault on those exact steps."""
+    """The objective's training loss (its pure part, loss_of, what train_step runs) is NaN on these (1-based) training
+    calls: a fault on those exact steps."""
     import diffusion
-    real, n = diffusion.loss, [0]
+    real, n = diffusion.loss_of, [0]
 
     def loss(*args, **kwargs):
         n[0] += 1
         out = real(*args, **kwargs)
         return out * float("nan") if n[0] in calls else out
-    monkeypatch.setattr(diffusion, "loss", loss)
+    monkeypatch.setattr(diffusion, "loss_of", loss)
 
 
 @pytest.mark.slow
