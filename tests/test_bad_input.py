@@ -3,8 +3,9 @@ existing file changed (nor a temp file left behind). Each row runs the CLI's mai
 run_cli, in a fresh directory holding small real checkpoints (trained once for the module) and files to be spoiled.
 Rows come from three places: TABLE, slips met one by one; CLASS_ROWS, every CLI (train.py, inference.py and each
 scripts/*.py with a main(), found by discover(): a new script must join) against every class of slip in CLASSES, or
-a line saying why a class cannot apply; and derived_rows(), read off each script's argparse parser (every count and
-list flag of utils/cli.py's kinds).
+a line saying why a class cannot apply; and derived_rows(), read off the argparse parser of each scripts/ and dev/
+CLI (every count and list flag of utils/cli.py's kinds below its least and past what its kind holds, every option
+typed by a prefix, every --device torch was not built for or this machine lacks).
 python -m pytest -q tests/test_bad_input.py
 
 Read-only and full directories are simulated: every write under the named directory (open for writing,
