@@ -74,6 +74,9 @@ def load(argv):
     kept = {k: getattr(saved, k) for k in vars(saved) if k not in sample_keys() and k != "tokenizer_path"}
     cfg = replace(cfg, **kept)
     validate(cfg, flags)
+    if cfg.infill and "gen_len" in flags:  # the blanks are the tokens generated: a length beside them acts on nothing
+        raise UserError("--infill's blanks set the tokens generated ([___] one per marker character, [___:N] N): "
+                        "drop --gen-len")
     if "viz_video" not in flags:
         cfg = replace(cfg, viz_video="")  # write a video only when asked here: never replace one by default
     tok = tokenizer_from_state(ckpt["tokenizer"])

@@ -117,6 +117,7 @@ def main(argv):
 def setup(argv):
     """The checked config (a resumed run's own), this process's device and rank, and the start-up lines."""
     cfg, given = configurator.parse(argv)
+    report.refuse_inference_keys(given)  # what only sampling from a checkpoint reads acts on nothing here
     if os.path.isfile(cfg.out_dir):  # a checkpoint, say: never written over
         raise UserError(f"--out_dir={cfg.out_dir} is a file, not a folder: give --out_dir=NEW_DIR")
     rank, local_rank, world, device = dist.init_distributed(cfg.device)

@@ -22,7 +22,7 @@ from bd3 import bd3_loss, bd3_times  # noqa: E402
 from common import Schedule, band_times  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data  # noqa: E402
-from utils.cli import ArgParser, at_least, band, list_of  # noqa: E402
+from utils.cli import ArgParser, at_least, band, list_of, seed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
@@ -54,7 +54,7 @@ def main(argv):
     p.add_argument("--draws", type=at_least(2, "a spread"), default=32, help="redraws of t and masks per band")
     p.add_argument("--batch", type=at_least(0), default=0, help="windows in the fixed batch (0 = the checkpoint's "
                    "batch_size)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the draws of t and masks: draw k takes the same seed in "
+    p.add_argument("--seed", type=seed, default=0, help="seeds the draws of t and masks: draw k takes the same seed in "
                    "every band")
     a = p.parse_args(argv)
     model, ckpt = load_model(a.checkpoint, "cpu")

@@ -33,7 +33,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from evals.bound import paired_difference  # noqa: E402
-from utils.cli import ArgParser, at_least, list_of, output, read_json, read_jsonl  # noqa: E402
+from utils.cli import ArgParser, at_least, list_of, output, read_json, read_jsonl, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, read_text  # noqa: E402
 
@@ -229,7 +229,7 @@ def main(argv):
     p.add_argument("--summary", type=output, default=None, help=f"JSON summary path (default {ROOT}/summary.json, "
                    f"rewritten after every run)")
     a = p.parse_args(argv)
-    trains = [f for f in ("--runs", "--eval-iters", "--restart") if any(str(w).split("=")[0] == f for w in argv)]
+    trains = [f for f in ("--runs", "--eval-iters", "--restart") if f in typed(argv)]
     if a.summary_only and trains:  # what trains, given beside what trains nothing: refused, never dropped
         raise UserError(f"{trains[0]} sets the training --summary-only skips: drop one of them")
     summary = a.summary or f"{ROOT}/summary.json"

@@ -16,7 +16,7 @@ import bd3  # noqa: E402
 import objectives  # noqa: E402
 from configurator import get_config  # noqa: E402
 from model import Transformer  # noqa: E402
-from utils.cli import ArgParser, at_least  # noqa: E402
+from utils.cli import ArgParser, at_least, typed  # noqa: E402
 from utils.dist import autocast_for  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
@@ -27,6 +27,8 @@ def main(argv):
     ap.add_argument("--tokens", type=at_least(1), default=250, help="tokens each timed sample generates after its "
                     "6-token random prompt (--smoke: 20)")
     args = ap.parse_args(argv)
+    if args.smoke and "--tokens" in typed(argv):
+        raise UserError("--smoke times 20 tokens at toy sizes: drop --tokens (it sets the GPU's run)")
     if not args.smoke and not torch.cuda.is_available():
         raise UserError("dev/gpu_sample.py times a CUDA GPU and none is here: run it on one, or pass --smoke")
     dev = torch.device("cpu" if args.smoke else "cuda")

@@ -27,13 +27,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import objectives  # noqa: E402
 from common import Schedule  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
 from dev.order_nll import windows_sha  # noqa: E402
 from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
 from scripts.eval import run_name  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
-from utils.cli import ArgParser, at_least, read_json  # noqa: E402
+from utils.cli import ArgParser, at_least, read_json, typed  # noqa: E402
 from utils.dataloader import SPLITS, prepare_data  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import not_found  # noqa: E402
@@ -88,8 +89,15 @@ def load_nanogpt(ck, model_py, meta_path, tok):
             raise UserError(f"nanoGPT's {what} {path} is not a file: give the ckpt.pt of a character-level run inside "
                             f"its nanoGPT clone, or --model-py / --meta")
     spec = importlib.util.spec_from_file_location("nanogpt_model", model_py)
+    if spec is None:  # a path Python does not import from (not .py)
+        raise UserError(f"{model_py} is not a Python file: give the model.py of nanoGPT's clone (--model-py)")
     ng = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ng)
+    try:
+        spec.loader.exec_module(ng)
+    except Exception as e:  # a text file, another script, a model.py whose imports are missing here
+        raise UserError(f"{model_py} does not run as nanoGPT's model.py ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:80] if str(e) else ''}): give the model.py of its clone "
+                        f"(--model-py)") from None
     try:
         gpt = ng.GPT(ng.GPTConfig(**ck["model_args"]))
         gpt.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ck["model"].items()})  # a compiled run's names
@@ -137,6 +145,10 @@ def main(argv):
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     runs = [load_model(path, "cpu") for path in args.against]
     cfg, tok = config_from_dict(runs[0][1]["config"]), tokenizer_from_state(runs[0][1]["tokenizer"])
+    exact = [objectives.get(config_from_dict(saved["config"]).objective).EXACT for _, saved in runs]
+    if "--n-t" in typed(argv) and all(exact):  # an exact NLL draws no times
+        raise UserError("--n-t sets the times of a diffusion bound, and every --against run is an AR (its NLL is "
+                        "exact): drop --n-t")
 
     ck = read_nanogpt_ckpt(args.ckpt)
     clone = os.path.dirname(os.path.dirname(os.path.abspath(args.ckpt)))  # nanoGPT writes out_dir/ckpt.pt in its clone

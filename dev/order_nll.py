@@ -49,7 +49,7 @@ from evals.bound import report_windows  # noqa: E402
 from evals.samples import open_checkpoint, write_json  # noqa: E402
 from utils.dataloader import SPLITS, prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
-from utils.cli import ArgParser, at_least, list_of, output  # noqa: E402
+from utils.cli import ArgParser, at_least, list_of, output, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 ORDERS = ("l2r", "r2l", "random", "causal", "mixture")
@@ -211,7 +211,7 @@ def parse_args(argv):
     p.add_argument("--split", choices=SPLITS, default="test", help="whose windows, as scripts/eval.py --split: test "
                    "reports, dev chooses")
     p.add_argument("--batch-size", type=at_least(1), default=128, help="windows read in one forward pass")
-    p.add_argument("--seed", type=int, default=0, help="seeds the random orders (random, a sampled mixture's)")
+    p.add_argument("--seed", type=seed, default=0, help="seeds the random orders (random, a sampled mixture's)")
     p.add_argument("--self-cond-read", choices=SC_READS, default="bound",
                    help="a self-conditioned network's input at each pass: a fresh first pass's prediction (the bound's "
                         "reading: random orders estimate the bound) or the previous pass's (the sampler's joint)")
@@ -250,14 +250,19 @@ def check_network(path, objective, model):
 def check_flags(args, argv, cfg, model):
     """Refuse what the network cannot be scored by (check_network) and a flag that cannot apply to it; returns whether
     the mixture is summed exactly."""
-    if "causal" in args.orders and not cfg.dual_ar:
-        raise UserError(f"--orders causal reads the AR mode that --dual_ar trains; {args.checkpoint} is a "
-                        f"{cfg.objective} network trained without it: drop causal")
-    check_network(args.checkpoint, cfg.objective, model)
     semi, L = args.semi_ar_length, cfg.block_size
     blocks = objectives.get(cfg.objective).BLOCKS  # bd3: its own blocks, read side by side
     S = cfg.bd3_block if blocks else L
-    if "--self-cond-read" in {w.split("=")[0] for w in argv} and not model.args.self_cond:
+    exact = semi or S <= EXACT_BLOCK
+    if "causal" in args.orders and not cfg.dual_ar:
+        raise UserError(f"--orders causal reads the AR mode that --dual_ar trains; {args.checkpoint} is a "
+                        f"{cfg.objective} network trained without it: drop causal")
+    drawn = "random" in args.orders or ("mixture" in args.orders and not exact)  # what --seed seeds
+    if "--seed" in typed(argv) and not drawn:
+        raise UserError(f"--seed draws random orders, and --orders {','.join(args.orders)} draws none (l2r, r2l and "
+                        f"causal are fixed, this mixture is summed exactly): drop --seed")
+    check_network(args.checkpoint, cfg.objective, model)
+    if "--self-cond-read" in typed(argv) and not model.args.self_cond:
         raise UserError(f"--self-cond-read picks how a self-conditioned network is read; {args.checkpoint} was trained "
                         f"without self-conditioning: drop --self-cond-read")
     if ("mixture" in args.orders and model.args.self_cond and args.self_cond_read == "sampler"
@@ -272,7 +277,6 @@ def check_flags(args, argv, cfg, model):
     if semi and (L % semi or semi > EXACT_BLOCK):
         raise UserError(f"--semi-ar-length {semi}: give a divisor of the window ({L}) of at most {EXACT_BLOCK}, the "
                         f"largest block summed exactly")
-    exact = semi or S <= EXACT_BLOCK
     if args.mixture_k is not None and exact:
         raise UserError(f"--mixture-k {args.mixture_k} sets the orders of a sampled mixture, and this call sums its "
                         f"mixture exactly: drop --mixture-k")

@@ -323,6 +323,20 @@ def report_samples(cfg, tok):
     return prompt_len, min(cfg.gen_len, cfg.block_size - prompt_len - objectives.get(cfg.objective).WINDOW)
 
 
+# the sampling keys only inference.py reads: the end-of-run samples continue --prompt in the text they print (no
+# infill, prefix or suffix file, no --live canvas), from the model just trained, with no prompts from a file or stdin
+INFERENCE_ONLY = ("checkpoint", "infill", "prefix_file", "suffix_file", "prompts_file", "interactive", "live")
+
+
+def refuse_inference_keys(given):
+    """A key only inference.py reads, given to train.py (by flag or config file), is refused: it would act on nothing.
+    given: the keys the user set (configurator.parse's)."""
+    unread = [k for k in INFERENCE_ONLY if k in given]
+    if unread:
+        raise UserError(f"--{unread[0]} is inference.py's: train.py's end-of-run samples continue --prompt; drop it, "
+                        f"and sample the trained model with python inference.py --{unread[0]} ...")
+
+
 def check_report(cfg, tok):
     """What the end-of-run report will sample, refused before step 1 rather than after training: its canvas and its
     trace's path."""

@@ -24,12 +24,23 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import objectives  # noqa: E402
 from common import Draw, Schedule  # noqa: E402
-from configurator import get_config  # noqa: E402
+from configurator import TYPES, get_config, parse, sample_keys  # noqa: E402
 from model import Transformer  # noqa: E402
 from utils.dist import autocast_for, compile_step, keyed_generator, peak_flops, pick_device, timed  # noqa: E402
 from utils.cli import ArgParser, at_least, list_of  # noqa: E402
-from utils.errors import run_cli  # noqa: E402
+from utils.checkpoint import RENAMED  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
+
+
+# config.py's keys a training step on random tokens does not read: the data, the run's length and LR schedule (the
+# step runs at the peak LR), accumulation (one micro-batch a step), the EMA, activation checkpointing, the mask-rate
+# curriculum (the step is past it), evals, logs, checkpoints, Weights & Biases and sampling (but the device, the dtype
+# and the seed). Given here, each is refused: the rows would time what they time without it.
+UNREAD = {"data_path", "val_path", "val_fraction", "tokenizer", "tokenizer_path", "max_iters", "data_steps", "min_lr",
+          "warmup_iters", "total_batch_size", "ema", "activation_checkpointing", "mask_ramp", "mask_ramp_from",
+          "eval_interval", "eval_iters", "log_interval", "out_dir", "resume", "init_from", "overwrite", "keep_last",
+          "skip_nonfinite", "wandb_log", "wandb_project", *(sample_keys() - {"device", "dtype", "seed"})}
 
 
 def matmul_rate(a, batch_tokens, device):
@@ -86,7 +97,15 @@ def main(argv):
     ap.add_argument("--compare_compile", action="store_true", help="time every row eager and torch.compile'd")
     ap.add_argument("--bd3_blocks", type=list_of(at_least(1)), default=[], help="block sizes L': a bd3 row each")
     args, rest = ap.parse_known_args(argv)
-    cfg = get_config(rest)
+    for word in rest:  # the rest is config.py's: a word that is none of its keys but close to a flag here is a slip
+        key = word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
+        if key is not None and key not in TYPES and key not in RENAMED and ap.close_options(word):
+            ap.error(ap.unrecognized([word]))
+    cfg, given = parse(rest)
+    unread = sorted(given & UNREAD)
+    if unread:
+        raise UserError(f"--{unread[0]} is not read by the timed step (one micro-batch of random tokens at the peak "
+                        f"LR, no EMA, evals, checkpoints or samples): drop it")
     device = pick_device(cfg.device)
     _, dtype_name = autocast_for(device, cfg.dtype)  # and on CUDA TF32 outside autocast, as train.py
     tokens = cfg.batch_size * cfg.block_size

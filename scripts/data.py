@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.cli import ArgParser, at_least, output  # noqa: E402
+from utils.cli import ArgParser, at_least, output, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
@@ -36,16 +36,40 @@ def parse_args(argv):
     src.add_argument("--dataset", help="hub dataset name (streamed), e.g. roneneldan/TinyStories; or 'tinyshakespeare' "
                      "to download Tiny Shakespeare")
     src.add_argument("--input-file", help="local .txt/.jsonl/.json/.parquet/.csv file instead of the hub")
-    p.add_argument("--config", default=None, help="hub dataset config name, e.g. sample-10BT")
-    p.add_argument("--split", default="train", help="the hub dataset's split to stream, e.g. validation")
+    # each flag below acts only with a source that reads it: given with another, it is refused (refuse_unread)
+    p.add_argument("--config", default=None, needs=("dataset",), help="hub dataset config name, e.g. sample-10BT")
+    p.add_argument("--split", default="train", needs=("dataset",),
+                   help="the hub dataset's split to stream, e.g. validation")
     p.add_argument("--text-field", default="text", help="record field holding the text (hub/json/parquet/csv)")
     p.add_argument("--num-stories", type=at_least(0), default=0, help="how many stories to sample; 0 = all, in order")
-    p.add_argument("--seed", type=int, default=1337, help="seeds --num-stories' sample and order (the hub's shuffle)")
-    p.add_argument("--shuffle-buffer", type=at_least(1), default=10_000, help="stories the hub's shuffle holds at once")
-    p.add_argument("--split-blank-lines", action="store_true",
+    p.add_argument("--seed", type=seed, default=1337, needs=("num_stories",),
+                   help="seeds --num-stories' sample and order (the hub's shuffle)")
+    p.add_argument("--shuffle-buffer", type=at_least(1), default=10_000, needs=("num_stories",),
+                   help="stories the hub's shuffle holds at once (a local file's sample holds only --num-stories)")
+    p.add_argument("--split-blank-lines", action="store_true", needs=("input_file",),
                    help="split a .txt without <|endoftext|> into stories on blank lines")
     p.add_argument("--output", type=output, required=True, help="the corpus .txt to write (train.py's --data_path)")
     return p.parse_args(argv)
+
+
+# the flags of the sources: each source reads only those READS lists (--config and --split also need --dataset,
+# --seed and --shuffle-buffer --num-stories: needs=); given beside another source, one is refused, never dropped
+SOURCE_FLAGS = ("--config", "--split", "--shuffle-buffer", "--seed", "--text-field", "--split-blank-lines")
+READS = {  # source: (what it is, the flags it reads)
+    "hub": ("a hub dataset", ("--config", "--split", "--shuffle-buffer", "--seed", "--text-field")),
+    "records": ("a file of records", ("--seed", "--text-field")),  # .jsonl/.json/.parquet/.csv: a field of each
+    "separator": ("text split on <|endoftext|>", ("--seed",)),
+    "blank-lines": ("text split on blank lines", ("--seed", "--split-blank-lines")),
+    "document": ("one document, written unchanged", ()), "tinyshakespeare": ("one document, downloaded", ())}
+
+
+def refuse_unread(args, argv, source):
+    """A flag of SOURCE_FLAGS the source at hand does not read (READS), refused. source: 'hub', 'tinyshakespeare' or
+    a local file's format (corpus.local_format; its `datasets` builders are 'records')."""
+    what, reads = READS[source]
+    unread = [f for f in SOURCE_FLAGS if f in typed(argv) and f not in reads]
+    if unread:
+        raise UserError(f"{unread[0]} does not apply to {args.input_file or args.dataset}, {what}: drop {unread[0]}")
 
 
 def progress(it, total=None, desc="stories"):
@@ -65,6 +89,7 @@ def main(argv):
     t0, single = time.time(), False
     if args.input_file:
         fmt = corpus.local_format(args.input_file, args.split_blank_lines)
+        refuse_unread(args, argv, "records" if fmt in corpus.DATASETS_BUILDERS.values() else fmt)
         single = fmt == "document"
         if single and args.num_stories > 1:
             raise UserError(f"{args.input_file} is one document (no {corpus.SEPARATOR} in it), so "
@@ -76,11 +101,13 @@ def main(argv):
         if not single:
             texts = corpus.sample_texts(progress(texts, desc="reading"), args.num_stories, args.seed)
     elif args.dataset.lower() == "tinyshakespeare":
+        refuse_unread(args, argv, "tinyshakespeare")
         if args.num_stories > 1:
             raise UserError("Tiny Shakespeare is one document, so --num-stories does not apply: drop it")
         single = True
         texts = [corpus.download_tinyshakespeare()]
     else:
+        refuse_unread(args, argv, "hub")
         texts = corpus.iter_hf_texts(args.dataset, args.split, args.text_field, args.seed,
                                      args.shuffle_buffer, args.num_stories, config=args.config)
         texts = progress(texts, total=args.num_stories, desc="streaming")

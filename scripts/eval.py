@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 import objectives  # noqa: E402
 from common import Schedule  # noqa: E402
+from configurator import validate  # noqa: E402
 from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
 from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
 from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
@@ -34,7 +35,7 @@ from sampler import ORDERS  # noqa: E402
 from trace import StepBar, chain  # noqa: E402
 from utils.dataloader import SPLITS, fixed_windows, prepare_data, split_ids  # noqa: E402
 from utils.dist import DTYPES, autocast_for, pick_device  # noqa: E402
-from utils.cli import ArgParser, at_least, output  # noqa: E402
+from utils.cli import ArgParser, at_least, output, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.tokenizer import fingerprint  # noqa: E402
 
@@ -71,7 +72,7 @@ def parse_args(argv):
                    help="temperature of the infill (0 = the most likely fill)")
     p.add_argument("--diffusion-steps", type=at_least(0), default=0, help="score (and sample) a chain of this many "
                    "steps, not the checkpoint's T (0): only for a network with no time input (time_cond none, bd3)")
-    p.add_argument("--seed", type=int, default=REPORT["seed"], help="seeds the bound's draws, samples and infill")
+    p.add_argument("--seed", type=seed, default=REPORT["seed"], help="seeds the bound's draws, samples and infill")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="autocast of the forward passes, as train.py's "
                    "--dtype: auto = bf16 on a CUDA GPU that has it (else fp16), fp32 elsewhere")
@@ -79,8 +80,13 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def load_run(path, args, device):
-    """Model, tokenizer, config and the sampling config for one checkpoint; every check before any work."""
+# the sampler's flags and the config keys they set (checked as inference.py checks its own)
+SAMPLER_FLAGS = {"--steps": "steps", "--temperature": "temperature", "--order": "order", "--remask": "remask"}
+
+
+def load_run(path, args, device, given=()):
+    """Model, tokenizer, config and the sampling config for one checkpoint; every check before any work. given: the
+    options typed (utils.cli.typed), so that the sampling config is validated as a command line of them."""
     model, ckpt, cfg, tok = open_checkpoint(path, device, args.data_path, args.val_path)
     obj = objectives.get(cfg.objective)
     if args.diffusion_steps:
@@ -96,13 +102,40 @@ def load_run(path, args, device):
     if (args.n_samples or args.infill_len) and obj.STEP_CHAIN and args.steps > cfg.diffusion_steps:  # a grid's K <= T
         raise UserError(f"--steps {args.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: "
                         f"use --steps {cfg.diffusion_steps}")
+    if args.n_samples or args.infill_len:
+        # what train.py and inference.py refuse, refused here: the sampler's flags given that this objective reads,
+        # checked against its own switches (a --bd3_speculate or --dual_sample checkpoint reads no --steps or --order)
+        validate(scfg, {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES})
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),
                 schedule=Schedule(cfg.diffusion_steps, cfg.schedule))
+
+
+def refuse_unread(runs, args, given):
+    """A flag given that none of the checkpoints reads, refused, never dropped (one that acts only with another on is
+    needs='s): a sampler's flag where every run that samples (or fills held-out spans) ignores it (the AR reads no
+    --steps, --order or --remask, uniform no --order or --remask), the infill's where every objective only continues
+    a prompt (AR, bd3), --n-t where every figure is exact (the AR's)."""
+    infills = [r for r in runs if args.infill_len and not r["obj"].CONTINUES_ONLY]
+    sampling = runs if args.n_samples else infills
+    unread = [f for f, key in SAMPLER_FLAGS.items() if all(key in r["obj"].IGNORES for r in sampling)]
+    if not infills:
+        unread += ["--n-infill", "--infill-temperature"]
+    if args.infill_len and not infills:  # --infill-len 0 asks for none
+        unread.append("--infill-len")
+    if all(r["obj"].EXACT for r in runs):
+        unread.append("--n-t")
+    unread = [f for f in unread if f in given]
+    if unread:
+        kinds = ", ".join(sorted({r["cfg"].objective for r in runs}))
+        raise UserError(f"{unread[0]} acts on none of these checkpoints ({kinds}): drop {unread[0]}")
 
 
 def sample_plan(run, args):
     """(the start ids every sample continues, tokens generated per sample): --gen-len, or what fills the context."""
     start = start_ids(run["tok"], args.prompt)
+    if not args.gen_len and len(start) >= run["cfg"].block_size:  # nothing left to fill
+        raise UserError(f"--prompt is {len(start)} tokens: it fills the context of {run['path']} "
+                        f"({run['cfg'].block_size}); give a shorter --prompt")
     return start, args.gen_len or run["cfg"].block_size - len(start)
 
 
@@ -282,7 +315,9 @@ def main(argv):
     args = parse_args(argv)
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
-    runs = [load_run(p, args, device) for p in args.checkpoints]
+    given = typed(argv)
+    runs = [load_run(p, args, device, given) for p in args.checkpoints]
+    refuse_unread(runs, args, given)
     judge = load_judge(args.ar_checkpoint, device, {r["path"]: r["tok"] for r in runs}) if args.ar_checkpoint else None
     ctx, precision = autocast_for(device, args.dtype)  # training's policy (and TF32 on CUDA)
     print(f"device: {device}, {precision} forward passes (float64 draws); {args.split} split, {args.n_windows} windows "

@@ -39,7 +39,7 @@ from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, 
 from sampler import REVEAL_KEYS  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import pick_device, timed  # noqa: E402
-from utils.cli import ArgParser, at_least, key_list, list_of, output  # noqa: E402
+from utils.cli import ArgParser, at_least, key_list, list_of, output, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
@@ -183,8 +183,9 @@ def parse_args(argv):
     p.add_argument("--time-draws", type=at_least(1), default=1, needs=("repeats",),
                    help="draws of B samples each point makes in a timed round (its time: their mean; more: less noise "
                    "from samplers whose passes vary)")
-    p.add_argument("--threads", type=at_least(1), default=1, help="CPU threads for every draw (a GPU's host side)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the scored samples (and, after it, the timed ones)")
+    p.add_argument("--threads", type=at_least(1, most=os.cpu_count() or 1), default=1,
+                   help="CPU threads for every draw (a GPU's host side), at most this machine's")
+    p.add_argument("--seed", type=seed, default=0, help="seeds the scored samples (and, after it, the timed ones)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--json", type=output, default="", help="write every point here (scripts/plot.py frontier)")
     a = p.parse_args(argv)
@@ -202,14 +203,37 @@ def load(path, args, device):
     return dict(path=str(path), model=model, cfg=cfg, tok=tok, obj=obj, points=points)
 
 
+def refuse_unread(runs, args, given):
+    """A grid flag given that no checkpoint reads, refused (canonical drops a key a sampler does not read from each
+    point; a key no point of any checkpoint keeps would run as if never given): --grid without a diffusion checkpoint,
+    --ar-grid without an AR one, and a KEY of either that every sampler it reaches ignores."""
+    for flag, exact, grid in (("--grid", False, args.grid_values), ("--ar-grid", True, args.ar_grid_values)):
+        if flag not in given:
+            continue
+        mine = [r for r in runs if r["obj"].EXACT == exact]
+        if not mine:
+            kind = "AR" if exact else "diffusion"
+            raise UserError(f"{flag} sets the grid of {kind} checkpoints, and none is given: drop {flag}")
+        unread = [k for k in grid if not any(k in settings for r in mine for settings, _ in r["points"])]
+        if unread:  # canonical dropped it from every point
+            raise UserError(f"{flag} {unread[0]}=...: no sampler of these checkpoints reads {unread[0]} (their "
+                            f"objectives ignore it, or it acts only with remask=remdm, or not under dual_sample): "
+                            f"drop it")
+
+
 def main(argv):
     args = parse_args(argv)
     device = pick_device(args.device)
     runs = [load(path, args, device) for path in args.checkpoints]  # every check before any work
+    refuse_unread(runs, args, typed(argv))
     judge = load_judge(args.ar_checkpoint, device, {r["path"]: r["tok"] for r in runs})
     tok = runs[0]["tok"]
     start = start_ids(tok, args.prompt)
-    gen_len = args.gen_len or min(r["cfg"].block_size for r in runs) - len(start)
+    context = min(r["cfg"].block_size for r in runs)
+    gen_len = args.gen_len or context - len(start)
+    if gen_len < 1:  # the prompt fills the shortest context: nothing left to fill
+        raise UserError(f"--prompt is {len(start)} tokens: it fills the context of {context} tokens; give a shorter "
+                        f"--prompt or a --gen-len")
     long = [r["path"] for r in runs if len(start) + gen_len > r["cfg"].block_size and not r["obj"].ANY_LENGTH]
     if long:
         raise UserError(f"start ({len(start)} tokens) + --gen-len {gen_len} exceeds {long[0]}'s context, and its "

@@ -14,10 +14,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.cli import ArgParser, output  # noqa: E402
+from utils.cli import ArgParser, at_least, output  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 from utils.fileio import read_text  # noqa: E402
-from utils.tokenizer import save_tokenizer, split_stories, train_bpe  # noqa: E402
+from utils.tokenizer import SPECIAL_TOKENS, save_tokenizer, split_stories, train_bpe  # noqa: E402
 
 
 def main(argv):
@@ -25,8 +25,11 @@ def main(argv):
     p.add_argument("--input", required=True, help="UTF-8 text, stories separated by <|endoftext|>")
     p.add_argument("--output", type=output, default="artifacts/tokenizer/tokenizer.json",
                    help="the tokenizer.json to write (train.py's --tokenizer_path)")
-    p.add_argument("--vocab-size", type=int, default=2048, help="total vocab size, special tokens included")
-    p.add_argument("--min-frequency", type=int, default=2, help="minimum pair count for a merge")
+    # the trainer reserves memory by the vocab size (2**31 tokens abort the process): a million is past any use here
+    p.add_argument("--vocab-size", type=at_least(256 + len(SPECIAL_TOKENS), "256 bytes + the special tokens",
+                                                 most=2 ** 20), default=2048,
+                   help="total vocab size, special tokens included (at most 2**20)")
+    p.add_argument("--min-frequency", type=at_least(1), default=2, help="minimum pair count for a merge")
     args = p.parse_args(argv)  # an --output that may not be replaced fails here, before any slow work
     text = read_text(args.input, "--input", "make one with scripts/data.py", allow_empty=False, newline="")
     stories = split_stories(text)

@@ -3,8 +3,9 @@ existing file changed (nor a temp file left behind). Each row runs the CLI's mai
 run_cli, in a fresh directory holding small real checkpoints (trained once for the module) and files to be spoiled.
 Rows come from three places: TABLE, slips met one by one; CLASS_ROWS, every CLI (train.py, inference.py and each
 scripts/*.py with a main(), found by discover(): a new script must join) against every class of slip in CLASSES, or
-a line saying why a class cannot apply; and derived_rows(), read off each script's argparse parser (every count and
-list flag of utils/cli.py's kinds).
+a line saying why a class cannot apply; and derived_rows(), read off the argparse parser of each scripts/ and dev/
+CLI (every count and list flag of utils/cli.py's kinds below its least and past what its kind holds, every option
+typed by a prefix, every --device torch was not built for or this machine lacks).
 python -m pytest -q tests/test_bad_input.py
 
 Read-only and full directories are simulated: every write under the named directory (open for writing,
@@ -71,6 +72,8 @@ def files(tmp_path_factory):
     good = (d / "dm" / "model.pt").read_bytes()
     (d / "truncated.pt").write_bytes(good[: len(good) // 2])
     torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
+    torch.save({"model": {}, "model_args": {}}, d / "nanogpt.pt")  # the keys of nanoGPT's ckpt.pt, for its model.py
+    (d / "broken.py").write_text("import a_module_nobody_has\n")
     (d / "evil.pt").write_bytes(b"cos\nsystem\n(S'touch PWNED'\ntR.")  # os.system('touch PWNED') if unpickled
     (d / "evil.pkl").write_bytes(b"cos\nsystem\n(S'touch PWNED'\ntR.")
     raw = torch.load(d / "dm" / "model.pt", weights_only=True)  # damaged after it was written: a weight changed,
@@ -244,7 +247,7 @@ TABLE = [
     ("scripts/data.py", ["--input-file", "text.txt", "--num-stories", "-1", "--output", "o.txt"], "--num-stories: must be >= 0", None),
     ("scripts/data.py", ["--output", "o.txt"], "--dataset", None),  # no source
     ("scripts/data.py", ["--input-file", "text.txt", "--output", "ro/o.txt"], "Permission denied", "readonly"),
-    ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "t.json", "--vocab-size", "5"], "at least 258", None),
+    ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "t.json", "--vocab-size", "5"], ">= 258", None),
     ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "ro/t.json"], "Permission denied", "readonly"),
     ("scripts/eval.py", ["/etc/passwd"], "is a text file, not a checkpoint", None),
     ("scripts/eval.py", ["exp_damaged"], "is corrupt or not a safetensors file", None),
@@ -510,15 +513,111 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
 for cls, per_cli in MORE_ROWS.items():
     for cli, rows in per_cli.items():
         CLASS_ROWS[cli][cls] = rows
+
+# issue 71 (builds 3 and 4): an option is seen by its whole name (an abbreviation argparse expanded went past needs=),
+# and a value its kind cannot hold is one line, not a traceback; the classes below (abbreviation, range, device,
+# unread) hold the rest, each entry point by each
+TABLE += [
+    ("scripts/eval.py", [*EV, "--ar-check", AR], ("unrecognized arguments: --ar-check", "did you mean --ar-checkpoint"),
+     None),  # it was --ar-checkpoint with --n-samples 0, which needs= refuses spelled out
+    ("scripts/eval.py", [*EV, f"--ar-check={AR}"], ("unrecognized arguments: --ar-check=", "--ar-checkpoint"), None),
+    ("scripts/eval.py", [DM, "--n-sam", "0"], "did you mean --n-samples", None),
+    ("scripts/bench_train.py", [*BT, "--compare"], ("--compare_head or --compare_compile", "whole name"), None),
+    ("scripts/eval.py", [*EV[:-4], "--n-samples", "1", "--steps", "4", "--prompt", "To be" * 20],
+     "it fills the context of dm/model.pt", None),  # was 'fewer than -68 tokens'
+    ("scripts/frontier.py", [*FR, "--prompt", "To be" * 20], "it fills the context of 32", None),
+    ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "t.json", "--vocab-size", str(2 ** 62)],
+     ("--vocab-size", "<= 1,048,576"), None),  # the trainer aborted the process reserving its table
+    ("dev/nanogpt_score.py", ["nanogpt.pt", "--against", DM, "--model-py", "old.txt", "--meta", "old.txt"],
+     "old.txt is not a Python file", None),
+    ("dev/nanogpt_score.py", ["nanogpt.pt", "--against", DM, "--model-py", "broken.py", "--meta", "old.txt"],
+     "does not run as nanoGPT's model.py (ModuleNotFoundError", None),
+    ("scripts/frontier.py", [*FR, "--threads", "100000"], "--threads: must be <= ", None),  # torch.set_num_threads
+    ("scripts/eval.py", [*EV, "--n-t", str(2 ** 62)], "out of memory", None),  # too large to count the bytes of
+]
+
+# issue 71: what is typed is what runs. DERIVED: derived_rows() reads that class's rows off the CLI's parser (each
+# option abbreviated, each number past its kind, each --device of BAD_DEVICES), so a new flag is tried unlisted
+CLASSES.update(
+    abbreviation="an option typed by a prefix of its name (argparse expanded it): refused, naming the whole name",
+    range="a number its kind cannot hold: 'nan' or 'inf' for a float, a count past an int64 or its most (a seed past "
+          "2**32 - 1)",
+    device="a --device torch here was not built for or this machine lacks (xla, meta, cpu:1, cuda:7): one line naming "
+           "the devices there are",
+    unread="an option the entry point would ignore where it is given (another mode, another source): refused")
+DERIVED = "derived_rows(): read off its parser"
+BAD_DEVICES = ("xla", "meta", "cpu:1", "cuda:7", "mps", "cuda:x")
+NO_DEVICE = "no --device: it runs on the CPU"
+ISSUE_71_ROWS = {
+    "abbreviation": {
+        "train.py": [([*T, "--max_it=3"], "unknown config key 'max_it' (did you mean max_iters")],
+        "inference.py": [(["--checkpoint", DM, "--temperatur", "0.5"], "unknown config key 'temperatur' (did you mean "
+                                                                       "temperature"),
+                         (["--check", DM], "unknown config key 'check' (did you mean checkpoint")],
+        **{cli: DERIVED for cli in discover() if cli not in ("train.py", "inference.py")}},
+    "range": {
+        **dict.fromkeys(("train.py", "inference.py"), "config.py's keys: configurator.validate's ranges (TABLE)"),
+        **dict.fromkeys(("scripts/export.py", "scripts/plot.py", "dev/plot_epochs.py"), "no number flag"),
+        **{cli: DERIVED for cli in discover() if cli not in ("train.py", "inference.py", "scripts/export.py",
+                                                              "scripts/plot.py", "dev/plot_epochs.py")}},
+    "device": {
+        "train.py": [([*T, "--out_dir=x", f"--device={v}"], f"--device={v}") for v in BAD_DEVICES],
+        "inference.py": [(["--checkpoint", DM, "--device", v], f"--device={v}") for v in BAD_DEVICES],
+        "scripts/bench_train.py": [([*BT, f"--device={v}"], f"--device={v}") for v in BAD_DEVICES],
+        **dict.fromkeys(("scripts/eval.py", "scripts/frontier.py", "dev/order_nll.py"), DERIVED),
+        **dict.fromkeys(("scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py", "scripts/export.py",
+                         "dev/plot_epochs.py", "dev/nanogpt_score.py", "dev/bd3_variance.py", "dev/draft_ceiling.py",
+                         "dev/spec_rounds.py", "dev/two_pass.py", "dev/threads.py"), NO_DEVICE),
+        "dev/epochs.py": "no --device: its runs are train.py's, on the CPU",
+        "dev/gpu_sample.py": "no --device: a CUDA GPU, or the CPU with --smoke"},
+    "unread": {
+        "train.py": [([*T, "--out_dir=x", "--live"], "--live is inference.py's"),
+                     ([*T, "--out_dir=x", "--infill=To [___] be"], "--infill is inference.py's"),
+                     ([*T, "--out_dir=x", f"--checkpoint={DM}"], "--checkpoint is inference.py's")],
+        "inference.py": [(["--checkpoint", DM, "--infill", "To [___] be", "--gen-len", "4"], "drop --gen-len")],
+        "scripts/eval.py": [([AR, "--n-windows", "2", "--n-samples", "0", "--n-t", "2"], "--n-t acts on none"),
+                            ([AR, "--n-windows", "2", "--n-samples", "1", "--steps", "4"], "--steps acts on none"),
+                            ([AR, "--n-windows", "2", "--n-samples", "0", "--n-infill", "8"], "--n-infill acts on none")],
+        "scripts/frontier.py": [([AR, "--ar-checkpoint", AR, "--grid", "temperature=1.0"], "none is given: drop --grid"),
+                                ([*FR, "--ar-grid", "steps=4"], "no sampler of these checkpoints reads steps"),
+                                ([DM, "--ar-checkpoint", AR, "--grid", "remask=none", "--grid", "remask_eta=0.1"],
+                                 "no sampler of these checkpoints reads remask_eta")],
+        "scripts/bench_train.py": [([*BT, "--max_iters=10"], "--max_iters is not read by the timed step"),
+                                   ([*BT, "--temperature=0.5"], "--temperature is not read"),
+                                   ([*BT, "--activation_checkpointing"], "--activation_checkpointing is not read")],
+        "scripts/data.py": [(["--input-file", "text.txt", "--split", "validation", "--output", "o.txt"],
+                             "--split acts only with --dataset"),
+                            (["--input-file", "text.txt", "--seed", "3", "--output", "o.txt"],
+                             "--seed acts only with --num-stories"),
+                            (["--input-file", "text.txt", "--text-field", "x", "--output", "o.txt"],
+                             "--text-field does not apply to text.txt, one document"),
+                            (["--input-file", "eval.json", "--split-blank-lines", "--output", "o.txt"],
+                             "--split-blank-lines does not apply to eval.json, a file of records"),
+                            (["--dataset", "tinyshakespeare", "--split", "test", "--output", "o.txt"],
+                             "--split does not apply to tinyshakespeare, one document")],
+        "scripts/train_tokenizer.py": "every flag acts: --input, --output, --vocab-size, --min-frequency",
+        "scripts/plot.py": [(["curves", "dm", "--x", "speed"], "is not an x axis of the curves plot")],
+        "scripts/export.py": "no flag but --force, which permits and never acts alone",
+        "dev/order_nll.py": [([DM, "--orders", "l2r,r2l", "--seed", "3"], "--seed draws random orders")],
+        "dev/nanogpt_score.py": [(["old.txt", "--against", AR, "--n-t", "2"], "drop --n-t")],
+        "dev/gpu_sample.py": [(["--smoke", "--tokens", "5"], "drop --tokens")],
+        "dev/epochs.py": [(["--summary-only", "--eval-iters", "3"], "--eval-iters sets the training --summary-only")],
+        "dev/plot_epochs.py": "--x and --out act in every call",
+        **dict.fromkeys(("dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/two_pass.py",
+                         "dev/threads.py"), "every flag acts in every call")},
+}
+for cls, per_cli in ISSUE_71_ROWS.items():
+    for cli, rows in per_cli.items():
+        CLASS_ROWS[cli][cls] = rows
 CLASS_TABLE = [(cli, row[0], row[1], row[2] if len(row) > 2 else None, cls) for cli, classes in CLASS_ROWS.items()
                for cls, rows in classes.items() if not isinstance(rows, str) for row in rows]
 OUTPUT_FLAGS = ("--json", "--out", "--output", "--summary")
 
 
 def parser_of(cli):
-    """The argparse parser a scripts/ CLI builds, caught as its main() starts to parse (train.py and inference.py take
-    config.py's keys instead: None)."""
-    if not cli.startswith("scripts/"):
+    """The argparse parser a scripts/ or dev/ CLI builds, caught as its main() starts to parse (train.py and
+    inference.py take config.py's keys instead: None)."""
+    if cli in ("train.py", "inference.py"):
         return None
 
     class Caught(Exception):
@@ -539,7 +638,8 @@ def parser_of(cli):
 def derived_rows():
     """Rows read off each parser, so a new flag of the shared kinds (utils/cli.py) is tried without being listed: a
     count below its minimum, and a list with an element of the wrong type. Both fail while parsing, before any
-    required argument is missed."""
+    required argument is missed. Then issue 71's (range_rows, and each option abbreviated and each --device of
+    BAD_DEVICES after what the CLI needs to get that far: BASE)."""
     rows = []
     for cli in discover():
         for a in getattr(parser_of(cli), "_actions", []):
@@ -548,7 +648,44 @@ def derived_rows():
                 rows.append((cli, [flag, str(a.type.minimum - 1)], (flag, f">= {a.type.minimum}"), None, "zero"))
             if flag and getattr(a.type, "element", str) is not str:  # a list of any strings has no wrong item
                 rows.append((cli, [flag, "nope"], (flag, "'nope'"), None, "list"))
+            if not flag or a.dest == "help":
+                continue
+            rows += [(cli, argv, words, None, "range") for argv, words in range_rows(flag, a.type)]
+            prefix = flag[:-2] if len(flag) >= 6 else flag[:-1]  # one argparse would have taken for the flag
+            if len(prefix) > 2:  # '--' alone is the end of the options
+                rows.append((cli, [*BASE[cli], prefix], (f"unrecognized arguments: {prefix}", flag), None,
+                             "abbreviation"))
+            if flag == "--device":
+                rows += [(cli, [*BASE[cli], flag, v], f"--device={v}", None, "device") for v in BAD_DEVICES]
     return rows
+
+
+# what each CLI needs on its command line to get past parsing (required positionals and options) and to its device
+BASE = {"scripts/eval.py": [DM], "scripts/frontier.py": [AR, "--ar-checkpoint", AR], "scripts/plot.py": ["curves", "dm"],
+        "scripts/export.py": [DM, "out"], "scripts/data.py": ["--output", "o.txt"], "scripts/bench_train.py": BT,
+        "scripts/train_tokenizer.py": ["--input", "text.txt"], "dev/order_nll.py": [DM],
+        "dev/nanogpt_score.py": ["old.txt", "--against", DM], "dev/bd3_variance.py": [DM], "dev/draft_ceiling.py": [DM],
+        "dev/spec_rounds.py": [DM], "dev/two_pass.py": [DM, AR], "dev/threads.py": ["cpu"], "dev/epochs.py": [],
+        "dev/plot_epochs.py": ["s.json"], "dev/gpu_sample.py": ["--smoke"]}
+
+
+def range_rows(flag, kind):
+    """[(argv, words)]: the values a number flag of utils/cli.py's kinds cannot hold, each refused while parsing."""
+    element = getattr(kind, "element", None)
+    if isinstance(element, dict):  # key_list: each float key 'nan', each int key past an int64
+        return ([([flag, f"{k}=nan"], (flag, "finite")) for k, t in element.items() if t is float] +
+                [([flag, f"{k}={2 ** 63}"], (flag, "an int64")) for k, t in element.items() if t is int])
+    if element is not None:  # list_of: a good item, then one its kind cannot hold
+        inner = range_rows(flag, element) if callable(element) else []
+        return [([flag, f"1,{argv[-1]}"], words) for argv, words in inner]
+    minimum = getattr(kind, "minimum", None)
+    if isinstance(minimum, float):
+        return [([f"{flag}={v}"], (flag, "must be a finite number")) for v in ("nan", "inf", "-inf", "1e999")]
+    if isinstance(minimum, int):
+        most = getattr(kind, "most", None)
+        too_large = [([flag, str(most + 1)], (flag, f"<= {most:,}"))] if most is not None else []
+        return [([flag, str(2 ** 63)], (flag, "an int64")), *too_large]
+    return []
 
 
 def _state(d):
@@ -557,9 +694,12 @@ def _state(d):
 
 def test_every_cli_has_a_row_or_a_reason_for_every_class():
     assert sorted(CLASS_ROWS) == sorted(discover()), "a CLI without its rows (or one that is gone): add it to CLASS_ROWS"
+    derived = {(cli, cls) for cli, *_, cls in derived_rows()}
     for cli, classes in CLASS_ROWS.items():
         assert list(classes) == list(CLASSES) or sorted(classes) == sorted(CLASSES), (cli, set(CLASSES) ^ set(classes))
         assert all(rows for rows in classes.values()), f"{cli}: a class with neither rows nor a reason"
+        for cls, rows in classes.items():  # a class said to be read off the parser has rows there
+            assert rows != DERIVED or (cli, cls) in derived, f"{cli}: no {cls} row derived from its parser"
 
 
 def test_every_output_flag_goes_through_the_shared_check_and_has_its_rows():
@@ -665,6 +805,17 @@ def test_output_cut_short_by_its_reader_ends_quietly(files):
     err = p.stderr.read()
     p.wait(timeout=120)
     assert first.startswith(b"checkpoint ") and err == b"" and p.returncode == 141
+
+
+def test_a_device_index_past_the_gpus_is_one_line_naming_those_there_are(monkeypatch):
+    """cuda:7 on a one-GPU machine (the CPU rows cannot reach it here: CUDA is refused before its index)."""
+    from utils import dist
+    from utils.errors import UserError
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert dist.pick_device("cuda:0") == torch.device("cuda", 0) and dist.pick_device("cuda") == torch.device("cuda")
+    with pytest.raises(UserError, match=r"--device=cuda:7: this machine has no cuda device 7; use one of cpu, cuda:0"):
+        dist.pick_device("cuda:7")
 
 
 @pytest.mark.parametrize("argv, words", [

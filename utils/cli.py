@@ -7,21 +7,35 @@ before any work, as one `error:` line and exit 2 (utils.errors.run_cli):
     p.add_argument("--bands", type=list_of(band))       # '0-1,0.3-0.8' -> [(0.0, 1.0), (0.3, 0.8)]; '0.8-0.3' refused
     p.add_argument("--grid", type=key_list({"steps": at_least(1)}))   # 'steps=8,16' -> ('steps', [8, 16])
     p.add_argument("--n-infill", type=at_least(1), needs=("infill_len",))  # refused given without --infill-len > 0
+    p.add_argument("--seed", type=seed)                 # '-1', '2**32' and 'x' are refused
+    p.add_argument("--device", default="auto")          # utils.dist.pick_device refuses a device not here
+
+An option is known by its whole name only (no prefixes: `--ar-check X` is not --ar-checkpoint, which a needs= check
+would miss); a number is finite, a count fits an int64.
 """
 import argparse
+import difflib
 import json
+import math
 import sys
 
 from utils.errors import UserError
 from utils.fileio import check_output, read_text
 
 
+INT64_MAX = 2 ** 63 - 1  # the largest count a tensor size (or index) can hold
+
+
 class ArgParser(argparse.ArgumentParser):
     """argparse whose bad flag is one line (run_cli), not a usage block; type=output brings --force, checked once all
-    flags are read; a flag with needs=(dests) acts only with one of those on (non-zero, non-empty), else is refused."""
+    flags are read; a flag with needs=(dests) acts only with one of those on (non-zero, non-empty), else is refused
+    (what is asked is what runs). Options are matched by their whole name (allow_abbrev=False): an abbreviation
+    argparse would have expanded is refused naming the options it is close to, so needs= and every refusal see the
+    flag the user typed."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
         self.needs = {}
 
@@ -36,7 +50,7 @@ class ArgParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         a, rest = super().parse_known_args(args, namespace)
-        given = {w.split("=")[0] for w in (args if args is not None else sys.argv[1:]) if str(w).startswith("--")}
+        given = typed(args if args is not None else sys.argv[1:])
         for act, needs in self.needs.items():
             if given & set(act.option_strings) and not any(getattr(a, n) for n in needs):
                 flags = " or ".join(f"--{n.replace('_', '-')}" for n in needs)
@@ -47,8 +61,32 @@ class ArgParser(argparse.ArgumentParser):
                 check_output(getattr(a, act.dest), getattr(a, "force", False), (act.option_strings or [act.dest])[0])
         return a, rest
 
+    def parse_args(self, args=None, namespace=None):
+        a, rest = self.parse_known_args(args, namespace)
+        if rest:
+            self.error(self.unrecognized(rest))
+        return a
+
+    def close_options(self, word):
+        """The options a mistyped flag may have meant: those it abbreviates, else those spelled like it."""
+        flag = str(word).split("=")[0]
+        options = [o for act in self._actions for o in act.option_strings if o.startswith("--")]
+        return [o for o in options if o.startswith(flag)] or difflib.get_close_matches(flag, options, n=3)
+
+    def unrecognized(self, words):
+        """argparse's message for words no option took, naming the options the first flag among them is close to."""
+        flags = [w for w in words if str(w).startswith("--")]
+        close = self.close_options(flags[0]) if flags else []
+        hint = f" (did you mean {' or '.join(close)}? options take their whole name)" if close else ""
+        return f"unrecognized arguments: {' '.join(map(str, words))}{hint}"
+
     def error(self, message):
         raise UserError(f"{message} (see python {self.prog} --help)")
+
+
+def typed(argv):
+    """The options typed on a command line, as typed (`--n-t=4` -> '--n-t'): what a refusal checks was given."""
+    return {str(w).split("=")[0] for w in argv if str(w).startswith("--")}
 
 
 def output(path):
@@ -56,8 +94,10 @@ def output(path):
     return path
 
 
-def at_least(minimum, why=""):
-    """A count (a float when the minimum is one), refused below `minimum`; `why` says why that is the least."""
+def at_least(minimum, why="", most=None):
+    """A count (a float when the minimum is one), refused below `minimum` (and above `most`, where a larger value
+    cannot run); `why` says why that is the least. A float is finite ('nan' compares false with any bound, 'inf'
+    never ends a loop); a count fits an int64."""
     kind = type(minimum)
 
     def count(text):
@@ -65,11 +105,28 @@ def at_least(minimum, why=""):
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        fits(v, text)
         if v < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}{f' ({why})' if why else ''}, got {text}")
+        if most is not None and v > most:
+            raise argparse.ArgumentTypeError(f"must be <= {most:,}, got {text}")
         return v
-    count.minimum = minimum  # for the tests, which try every count below its least
+    count.minimum = minimum  # for the tests, which try every count below its least (and above its most)
+    count.most = most
     return count
+
+
+def fits(v, text):
+    """v (read from `text`) unless it is a float that is not finite or an int no int64 holds: an ArgumentTypeError."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    if isinstance(v, int) and not -INT64_MAX <= v <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"must fit an int64 (at most {INT64_MAX:,} either way), got {text}")
+    return v
+
+
+# a random seed: numpy's and the hub's shuffles take [0, 2**32), torch's generators that with the offsets added to it
+seed = at_least(0, most=2 ** 32 - 1)
 
 
 def list_of(element):
@@ -85,7 +142,7 @@ def list_of(element):
         if isinstance(element, tuple) and v not in element:
             raise argparse.ArgumentTypeError(f"{v!r} is not one of {', '.join(element)}")
         try:
-            return v if isinstance(element, tuple) else element(v)
+            return v if isinstance(element, tuple) else fits(element(v), v)
         except ValueError:  # a plain type (int, float); the checks (at_least, band) say what is wrong themselves
             raise argparse.ArgumentTypeError(f"{v!r} is not a valid {element.__name__}") from None
     items.element = element

@@ -27,17 +27,34 @@ PEAK_FLOPS = {
 }
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # what the program runs on; torch names more (xla, meta, ...), built or not
+
+
+def devices_here():
+    """The devices this machine has, by name ('cpu', 'cuda:0', ..., 'mps'): what a refused --device is told to use."""
+    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return ["cpu", *cuda, *(["mps"] if torch.backends.mps.is_available() else [])]
+
+
 def pick_device(name):
+    """The torch.device --device names: 'auto' is the first accelerator there is, else the CPU. A name that is not a
+    device, a type torch here was not built for or the program does not run on (xla, meta, ...), an accelerator this
+    machine lacks and an index past its devices (cuda:7 on one GPU, cpu:1) are each one UserError naming the devices
+    there are, never a traceback at the first tensor."""
     available = dict(cuda=torch.cuda.is_available, mps=torch.backends.mps.is_available)
     if name == "auto":  # the first accelerator there is, else the CPU
         return torch.device(next((kind for kind, there in available.items() if there()), "cpu"))
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device={name} is not a device: use auto, cpu, cuda, cuda:N or mps")
-    if dev.type in available and not available[dev.type]():
-        raise UserError(f"--device={name} but {dev.type.upper()} is not available here: use --device=cpu (or auto)")
-    return dev
+    kind, colon, index = name.partition(":")
+    here = ", ".join(devices_here())
+    if kind not in DEVICE_TYPES or (colon and not index.isdigit()):
+        raise UserError(f"--device={name} is not a device: use auto, cpu, cuda, cuda:N or mps (here: {here})")
+    if kind in available and not available[kind]():
+        raise UserError(f"--device={name} but {kind.upper()} is not available here: use --device=cpu (or auto; "
+                        f"here: {here})")
+    count = torch.cuda.device_count() if kind == "cuda" else 1  # the CPU and an Apple GPU are one device each
+    if colon and int(index) >= count:
+        raise UserError(f"--device={name}: this machine has no {kind} device {int(index)}; use one of {here} (or auto)")
+    return torch.device(kind, int(index)) if colon else torch.device(kind)
 
 
 class CpuThreads:

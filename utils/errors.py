@@ -29,8 +29,10 @@ def explain(e):
     if isinstance(e, OSError) and e.errno in _WRITE_FIXES:
         where = f": {e.filename}" if e.filename else ""
         return f"{e.strerror}{where}; {_WRITE_FIXES[e.errno]} (--out_dir, or the script's output flag)"
+    # a tensor too large to allocate, or even to count the bytes of (a size past an int64: 'overflowed')
+    too_large = ("can't allocate memory", "Storage size calculation overflowed")
     if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
-            isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
+            isinstance(e, RuntimeError) and any(t in str(e) for t in too_large)):
         return ("out of memory: the requested batch/context does not fit; lower --batch_size, --block_size, "
                 "--num-samples or --gen-len (or raise total_batch_size to accumulate smaller micro-batches)")
     if isinstance(e, RuntimeError) and str(e).startswith("no law to draw from"):  # common.draw's: non-finite logits
