@@ -443,17 +443,20 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(
         if kv is None or (S - lo) // block * block + block > W:
             lo = 0 if kv is None and S // block * block + block <= W else S - keep
             q = None  # the first round after a jump is a plain AR step
-            kv = CleanCache(model.args.n_layer) if draft else model.new_kv_cache(B, dev, model.tok_emb.weight.dtype)
-            if S - 1 > lo:
+            kv = CleanCache(model.args.n_layer) if draft else model.new_kv_cache(B, dev)
+            if S - 1 > lo and draft:
                 kv.store = S - 1 - lo
                 model(seq[:, lo:S - 1], kv_cache=kv, rope_pos=torch.arange(S - 1 - lo, device=dev),
                       attn_mask=torch.ones(S - 1 - lo, S - 1 - lo, dtype=torch.bool, device=dev).tril())
+            elif S - 1 > lo:
+                model.decode(seq[:, lo:S - 1], kv)  # the AR's prefill, causal over its cache
         prev = seq
         if draft:
             new, q, q_at = _draft_round(model, kv, seq, lo, q, q_at, end, fill, mask_id, opts, generator)
             kept += new.size(1) - 1
-        else:  # batch > 1: the clean half alone, as the AR decodes (its KV cache, its loop; dev/LOG.md)
-            logits = model(seq[:, -1:], kv_cache=kv, start_pos=S - 1 - lo)[:, -1]
+        else:  # batch > 1: the clean half alone, as the AR decodes (its KV cache, its compiled step; dev/LOG.md)
+            newest = seq[:, -1:].contiguous()  # its strides fixed: a compiled step's input recompiles on new ones
+            logits = (model.compiled_decode or model.decode)(newest, kv)
             logits[:, mask_id] = float("-inf")
             new = draw(probs(logits, opts), generator)[:, None]
         seq = torch.cat([seq, new], 1)

@@ -26,7 +26,7 @@ import torch
 
 import objectives
 from canvas import build_canvas
-from checkpoint_manager import load_model
+from checkpoint_manager import compile_decode, load_model
 from common import Schedule
 from configurator import (TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, sample_keys, validate,
                           wants_help)
@@ -96,8 +96,10 @@ def load(argv):
         cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy: bf16 autocast (+ TF32) on CUDA, fp32 on CPU
+    compile_decode(model, cfg, device)  # --compile: the KV-cached decode step (auto: CUDA graphs on CUDA)
+    compiled = "" if model.compiled_decode is None else ", the decode step compiled"
     print(f"checkpoint {where.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
-          f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes, float64 draws")
+          f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes{compiled}, float64 draws")
     return cfg, dict(model=model, tok=tok, schedule=Schedule(cfg.diffusion_steps, cfg.schedule), device=device, ctx=ctx,
                      cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0))
 

@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import objectives  # noqa: E402
+from checkpoint_manager import compile_decode  # noqa: E402
 from config import Config  # noqa: E402
 from configurator import validate  # noqa: E402
 from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
@@ -197,6 +198,7 @@ def load(path, args, device):
     """One checkpoint opened and its grid checked (grid_points), before any sampling: {path, model, cfg, tok, obj,
     points}, to which main adds the scored rows and their seconds."""
     model, _, cfg, tok = open_checkpoint(path, device, args.data_path)
+    compile_decode(model, cfg, device)  # its --compile (auto: CUDA graphs on CUDA), as inference.py samples
     obj = objectives.get(cfg.objective)
     points = grid_points(args.ar_grid_values if obj.EXACT else args.grid_values, cfg, obj)
     return dict(path=str(path), model=model, cfg=cfg, tok=tok, obj=obj, points=points)
