@@ -455,7 +455,9 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(
             new, q, q_at = _draft_round(model, kv, seq, lo, q, q_at, end, fill, mask_id, opts, generator)
             kept += new.size(1) - 1
         else:  # batch > 1: the clean half alone, as the AR decodes (its KV cache, its compiled step; dev/LOG.md)
-            newest = seq[:, -1:].contiguous()  # its strides fixed: a compiled step's input recompiles on new ones
+            # the newest token, its strides the same at every token: a compiled step recompiles on new ones (a view's
+            # grow with seq, and contiguous() keeps a (1, 1) view's)
+            newest = seq[:, -1:].clone(memory_format=torch.contiguous_format)
             logits = (model.compiled_decode or model.decode)(newest, kv)
             logits[:, mask_id] = float("-inf")
             new = draw(probs(logits, opts), generator)[:, None]
