@@ -116,13 +116,11 @@ def compile_decode(model, cfg, device):
     size, with CUDA graphs on CUDA (mode 'reduce-overhead': a step replays as one graph instead of ~220 launches); its
     cache is then the static one. Eager still: the prompt's pass and the window's recomputing one (their lengths
     vary), the draw after each step (common.filter_logits and common.draw, whose device generator is seeded by a CPU
-    draw each time), the diffusion samplers' passes and bd3's speculative round (its columns vary by round). Returns
-    the model."""
+    draw each time), the diffusion samplers' passes and bd3's speculative round (its columns vary by round)."""
     device = torch.device(device)
     if cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"):
         mode = "reduce-overhead" if device.type == "cuda" else None
         model.compiled_decode = torch.compile(model.decode, mode=mode, fullgraph=True, dynamic=False)
-    return model
 
 
 # ---------------------------------------------------------------------------- --init_from

@@ -154,7 +154,8 @@ def test_compile_decode_compiles_the_step_where_compile_says(monkeypatch):
     for flag, device, mode in (("auto", "cuda", "reduce-overhead"), ("auto", "cpu", None), ("true", "cpu", None),
                                ("true", "cuda", "reduce-overhead"), ("false", "cuda", None)):
         seen.clear()
-        m = compile_decode(_net(0), get_config([f"--compile={flag}"]), device)
+        m = _net(0)
+        compile_decode(m, get_config([f"--compile={flag}"]), device)
         compiled = flag == "true" or (flag == "auto" and device == "cuda")
         assert (m.compiled_decode is not None) == compiled and len(seen) == compiled, (flag, device)
         assert not seen or seen[0] == dict(mode=mode, fullgraph=True, dynamic=False)
