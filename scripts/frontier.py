@@ -187,6 +187,8 @@ def parse_args(argv):
     p.add_argument("--threads", type=at_least(1), default=1, help="CPU threads for every draw (a GPU's host side)")
     p.add_argument("--seed", type=int, default=0, help="seeds the scored samples (and, after it, the timed ones)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--compile", default="auto", choices=("auto", "true", "false"), help="inference.py's --compile: the "
+                   "KV-cached decode step compiled (auto: on CUDA, with CUDA graphs), whatever a checkpoint trained with")
     p.add_argument("--json", type=output, default="", help="write every point here (scripts/plot.py frontier)")
     a = p.parse_args(argv)
     a.grid_values = dict(a.grid or map(GRID, DEFAULT_GRID))
@@ -198,7 +200,7 @@ def load(path, args, device):
     """One checkpoint opened and its grid checked (grid_points), before any sampling: {path, model, cfg, tok, obj,
     points}, to which main adds the scored rows and their seconds."""
     model, _, cfg, tok = open_checkpoint(path, device, args.data_path)
-    compile_decode(model, cfg, device)  # its --compile (auto: CUDA graphs on CUDA), as inference.py samples
+    compile_decode(model, replace(cfg, compile=args.compile), device)  # as inference.py samples
     obj = objectives.get(cfg.objective)
     points = grid_points(args.ar_grid_values if obj.EXACT else args.grid_values, cfg, obj)
     return dict(path=str(path), model=model, cfg=cfg, tok=tok, obj=obj, points=points)
