@@ -187,8 +187,9 @@ def parse_args(argv):
     p.add_argument("--threads", type=at_least(1), default=1, help="CPU threads for every draw (a GPU's host side)")
     p.add_argument("--seed", type=int, default=0, help="seeds the scored samples (and, after it, the timed ones)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--compile", default="auto", choices=("auto", "true", "false"), help="inference.py's --compile: the "
-                   "KV-cached decode step compiled (auto: on CUDA, with CUDA graphs), whatever a checkpoint trained with")
+    p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
+                   help="inference.py's --compile: the KV-cached decode step compiled (auto: on CUDA, with CUDA "
+                   "graphs), whatever a checkpoint trained with")
     p.add_argument("--json", type=output, default="", help="write every point here (scripts/plot.py frontier)")
     a = p.parse_args(argv)
     a.grid_values = dict(a.grid or map(GRID, DEFAULT_GRID))
