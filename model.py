@@ -174,8 +174,9 @@ class KVCache:
 
     def update(self, k, v):
         i, at = self.layer, self.pos + self.cols[:k.size(2)]  # this pass's positions
-        self.k[i].index_copy_(2, at, k)
-        self.v[i].index_copy_(2, at, v)
+        # in the cache's dtype: under autocast keys may come in float32 (qk_norm), and attention reads them in bf16
+        self.k[i].index_copy_(2, at, k.to(self.k[i].dtype))
+        self.v[i].index_copy_(2, at, v.to(self.v[i].dtype))
         self.layer = (i + 1) % len(self.k)
         return self.k[i][:, :, :self.end], self.v[i][:, :, :self.end]
 
