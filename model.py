@@ -293,7 +293,7 @@ class Transformer(nn.Module):
         else the weights'). Kept on the model and handed to the next decode of the same kind: a CUDA graph replays a
         step on the buffers it was recorded with."""
         a, c, device = self.args, self.decode_cache, torch.device(device)
-        on = torch.is_autocast_enabled(device.type)
+        on = torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)  # (meta: none)
         dtype = torch.get_autocast_dtype(device.type) if on else self.tok_emb.weight.dtype
         kind = (batch, device, dtype, self.compiled_decode is not None)
         if c is None or (c.k[0].shape[0], c.k[0].device, c.k[0].dtype, c.static) != kind:

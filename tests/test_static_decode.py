@@ -183,3 +183,21 @@ def test_inference_samples_the_same_tokens_with_the_decode_step_compiled(tmp_pat
         texts[flag] = [line for line in out.splitlines()[1:] if not line.startswith("---- ")]  # the samples
     assert texts["true"] == texts["false"] and len(texts["true"]) == 2 and texts["true"][1].startswith("abc")
     torch._dynamo.reset()
+
+
+def test_the_static_decode_makes_no_host_sync():
+    """Every token of the AR's decode and of bd3's clean half at batch 2 on the static cache, past the context, on the
+    meta device under the sync check (tests/test_sync_free.py's): the position stays on the device."""
+    from test_sync_free import checked_from_the_first_pass
+    meta = torch.device("meta")
+    for model, sample in ((_net(0), lambda m, x: m.generate(x, 30, top_k=5, generator=torch.Generator().manual_seed(0),
+                                                            mask_id=MASK)),
+                          (_net(1, False, True), lambda m, x: bd3.sample_clean_ar(m, x, 30, 4, MASK, draft=False,
+                                                                                  generator=torch.Generator()))):
+        model = _static(model.to(meta))
+        leave = checked_from_the_first_pass(model)
+        try:
+            sample(model, torch.zeros(2, 3, dtype=torch.long, device=meta))
+        finally:
+            leave()
+        assert model.decode_cache.static and model.decode_cache.k[0].device == meta
