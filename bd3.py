@@ -414,7 +414,10 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(
     [MASK] after this one's drafts (_draft_round). The window is sample_bd3's (blocks aligned to its start; a block
     that does not fit restarts it on the last half, whose first round is a plain AR step). Rows advance by the row
     that kept fewest, so draft=None drafts at batch 1 only: at batch 16 a round kept 1.00 token and cost 3.1x a
-    one-column pass (dev/LOG.md); there the clean half decodes alone in the AR's loop (its KV cache), the same law.
+    one-column pass (dev/LOG.md); there the clean half decodes alone in the AR's loop (its KV cache), the same law,
+    its step CUDA-graphed under --compile (model.decode on the static cache). A drafting round stays eager: its columns
+    (the drafts left, a noisy copy per state, the next block) and the cache's kept length follow what the last round
+    kept, read on the host; fixed shapes would pass every state's copy each round, masked, ~2x the columns at L' = 4.
     opts: a SamplerOptions whose temperature, top_k and top_p shape p and q (the block sampler's switches do not
     apply). Returns (tokens (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts
     kept per pass)."""
