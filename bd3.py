@@ -417,7 +417,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(
     one-column pass (dev/LOG.md); there the clean half decodes alone in the AR's loop (its KV cache), the same law,
     its step CUDA-graphed under --compile (model.decode on the static cache). A drafting round stays eager: its columns
     (the drafts left, a noisy copy per state, the next block) and the cache's kept length follow what the last round
-    kept, read on the host; fixed shapes would pass every state's copy each round, masked, ~2x the columns at L' = 4.
+    kept, read on the host; fixed shapes would pass the widest round every time (every state's copy, masked).
     opts: a SamplerOptions whose temperature, top_k and top_p shape p and q (the block sampler's switches do not
     apply). Returns (tokens (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts
     kept per pass)."""
