@@ -295,9 +295,10 @@ class Transformer(nn.Module):
         a, c, device = self.args, self.decode_cache, torch.device(device)
         on = torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)  # (meta: none)
         dtype = torch.get_autocast_dtype(device.type) if on else self.tok_emb.weight.dtype
-        kind = (batch, device, dtype, self.compiled_decode is not None)
-        if c is None or (c.k[0].shape[0], c.k[0].device, c.k[0].dtype, c.static) != kind:
-            c = self.decode_cache = KVCache(a.n_layer, batch, a.n_head, a.block_size, a.n_embd // a.n_head, *kind[1:])
+        static = self.compiled_decode is not None  # where a compiled step replays it
+        if c is None or (c.k[0].shape[0], c.k[0].device, c.k[0].dtype, c.static) != (batch, device, dtype, static):
+            c = KVCache(a.n_layer, batch, a.n_head, a.block_size, a.n_embd // a.n_head, device, dtype, static)
+            self.decode_cache = c
         c.reset()
         return c
 
