@@ -30,6 +30,7 @@ from utils.dist import autocast_for, keyed_generator, peak_flops
 from utils.optim import build_optimizer
 import scripts.bench_train as bt
 from contextlib import contextmanager
+from torch._dynamo.utils import counters
 T0, DL, SMOKE, OUT, W = time.time(), float(os.environ["DEADLINE"]), os.environ["SMOKE"] == "1", os.environ["OUT"], os.environ["WORK"]
 dev = torch.device("cpu" if SMOKE else "cuda")
 TOY = ["--n_embd=48", "--block_size=32", "--batch_size=4"] if SMOKE else []
@@ -251,14 +252,16 @@ def compile_as(graphs):  # torch.compile as make_step calls it; graphs=False dro
 def bench_row(key, name, flags, compile_="true", graphs=True, vocab=66, n=20, rep=5, warm=3):
     try:
         cfg = get_config(flags + ["--device=" + dev.type, f"--compile={compile_}"])
+        skips = counters["inductor"]["cudagraph_skips"]
         with compile_as(graphs):
             step, model, opt = bt.make_step(cfg, vocab, dev)
             for _ in range(warm): step()  # compiled: the compile, then CUDA graphs' warm-up and recording
+            skips = counters["inductor"]["cudagraph_skips"] - skips  # graphs inductor declined (gpu_check.log says why)
             ms = timeit(step, 2 if SMOKE else n, 1 if SMOKE else rep)
             peak, what = bt.peak_memory(step, model, opt, dev)
         flops = objectives.get(cfg.objective).flops(model, cfg)[0] * cfg.batch_size * cfg.block_size
         r = dict(ms=ms, mtok=cfg.batch_size * cfg.block_size / ms / 1e3, mfu=flops / (ms / 1e3) / PEAK * 100, peak_mib=peak,
-                 peak_is=what)
+                 peak_is=what, note=f"{skips} CUDA-graph skips (gpu_check.log: why)" if skips else "")
     except Exception as e:
         r = dict(error=f"{type(e).__name__}: {str(e)[:120]}"); traceback.print_exc()
     R.setdefault(key, {})[name] = r
@@ -326,14 +329,17 @@ def sampling():
                     _, nfe = es.draw(m, cfg, start, G, B, B, mask_id, dev, torch.Generator().manual_seed(0))
                 return sum(nfe) / len(nfe), m.steps
             try:
+                skips = counters["inductor"]["cudagraph_skips"]
                 for m in models.values(): draw(m)  # shapes warmed, graphs recorded
+                skips = counters["inductor"]["cudagraph_skips"] - skips
                 ts = {k: [] for k in models}
                 for _ in range(1 if SMOKE else 3):  # in turns
                     for k, m in models.items():
                         sync(); t = time.perf_counter(); passes, steps = draw(m); sync(); ts[k].append(time.perf_counter() - t)
                 if cfg.objective == "mdlm": path = "denoise, eager (its passes are not graphed)"
                 elif B == 1 and cfg.objective == "bd3": path = "drafting rounds, eager (a round's columns vary)"
-                else: path = f"decode step graphed, {steps} graphed steps a draw"
+                else: path = f"decode step compiled, {steps} steps a draw; CUDA graphs " + (f"skipped {skips}x" if skips else "on")
+                if dev.type != "cuda" and "compiled" in path: path = path.replace("CUDA graphs on", "no CUDA graphs on a CPU")
                 r = {k: B * G / st.median(v) for k, v in ts.items()}
                 res[f"{name} B={B}"] = dict(eager=r["eager"], graphed=r.get("graphed"), passes_per_token=passes / G, path=path)
             except Exception as e:
@@ -388,7 +394,7 @@ for key, title in (("train", "train step (64 x 256 tok; gpt200m 32 x 1024)"), ("
     if key not in R: continue
     print(f"{title:<50} {'ms':>8} {'Mtok/s':>7} {'MFU%':>6} {'peak MiB':>9}")
     for k, r in R[key].items():
-        print(f"  {k:<48} {f(r.get('ms'), 2):>8} {f(r.get('mtok'), 2):>7} {f(r.get('mfu')):>6} {f(r.get('peak_mib'), 0):>9} {r.get('error', '')}")
+        print(f"  {k:<48} {f(r.get('ms'), 2):>8} {f(r.get('mtok'), 2):>7} {f(r.get('mfu')):>6} {f(r.get('peak_mib'), 0):>9} {r.get('error', r.get('note', ''))}")
 for k in ("run_mdlm", "run_ar", "run_bd3", "run_ref"):
     if k in R: print("%s %s steps: wall %.0f s (first step %s s), %s ms/it, %s tok/s, mfu %s%%, dev %s, test %s nats/char, peak %s MiB, trained %s" % (
         k, 5000 if k == "run_ref" else 1000, R[k]["wall_s"], R[k]["first_step_s"], R[k]["ms_it"], R[k]["tok_s"], R[k]["mfu"], R[k]["dev"], R[k]["test"], R[k]["peak_mib"], R[k].get("trained")))
