@@ -68,15 +68,15 @@ def peak_memory(step, model, opt, device):
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # the peak RSS (VmHWM) reset to the current RSS
-        step()
-        with open("/proc/self/status") as f:
-            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-        return kib / 1024, "the process's peak RSS over the row's step"
     except OSError:  # no /proc (macOS): the process's peak so far, every earlier row's included
         import resource  # Unix only
         step()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
         return rss / (2**20 if sys.platform == "darwin" else 1024), "the process's peak RSS so far (no reset here)"
+    step()
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kib / 1024, "the process's peak RSS over the row's step"
 
 
 def make_step(cfg, vocab_size, device):
