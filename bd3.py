@@ -418,7 +418,10 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(
     [MASK] after this one's drafts (_draft_round). The window is sample_bd3's (blocks aligned to its start; a block
     that does not fit restarts it on the last half, whose first round is a plain AR step). Rows advance by the row
     that kept fewest, so draft=None drafts at batch 1 only: at batch 16 a round kept 1.00 token and cost 3.1x a
-    one-column pass (dev/LOG.md); there the clean half decodes alone in the AR's loop (its KV cache), the same law.
+    one-column pass (dev/LOG.md); there the clean half decodes alone in the AR's loop (its KV cache), the same law,
+    its step CUDA-graphed under --compile (model.decode on the static cache). A drafting round stays eager: its columns
+    (the drafts left, a noisy copy per state, the next block) and the cache's kept length follow what the last round
+    kept, read on the host; fixed shapes would pass the widest round every time (every state's copy, masked).
     opts: a SamplerOptions whose temperature, top_k and top_p shape p and q (the block sampler's switches do not
     apply). Returns (tokens (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts
     kept per pass)."""
@@ -447,17 +450,22 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(
         if kv is None or (S - lo) // block * block + block > W:
             lo = 0 if kv is None and S // block * block + block <= W else S - keep
             q = None  # the first round after a jump is a plain AR step
-            kv = CleanCache(model.args.n_layer) if draft else model.new_kv_cache(B, dev, model.tok_emb.weight.dtype)
-            if S - 1 > lo:
+            kv = CleanCache(model.args.n_layer) if draft else model.new_kv_cache(B, dev)
+            if S - 1 > lo and draft:
                 kv.store = S - 1 - lo
                 model(seq[:, lo:S - 1], kv_cache=kv, rope_pos=torch.arange(S - 1 - lo, device=dev),
                       attn_mask=torch.ones(S - 1 - lo, S - 1 - lo, dtype=torch.bool, device=dev).tril())
+            elif S - 1 > lo:
+                model.decode(seq[:, lo:S - 1], kv)  # the AR's prefill, causal over its cache
         prev = seq
         if draft:
             new, q, q_at = _draft_round(model, kv, seq, lo, q, q_at, end, fill, mask_id, opts, generator)
             kept += new.size(1) - 1
-        else:  # batch > 1: the clean half alone, as the AR decodes (its KV cache, its loop; dev/LOG.md)
-            logits = model(seq[:, -1:], kv_cache=kv, start_pos=S - 1 - lo)[:, -1]
+        else:  # batch > 1: the clean half alone, as the AR decodes (its KV cache, its compiled step; dev/LOG.md)
+            # the newest token, its strides the same at every token: a compiled step recompiles on new ones (a view's
+            # grow with seq, and contiguous() keeps a (1, 1) view's)
+            newest = seq[:, -1:].clone(memory_format=torch.contiguous_format)
+            logits = (model.compiled_decode or model.decode)(newest, kv)
             logits[:, mask_id] = float("-inf")
             new = draw(probs(logits, opts), generator)[:, None]
         seq = torch.cat([seq, new], 1)

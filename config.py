@@ -175,9 +175,10 @@ class Config:
     device: str = sampled("auto", resumable=True)  # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
     dtype: str = sampled("auto")        # 'auto' (bf16 autocast on CUDA, fp16 + GradScaler on a GPU without bf16,
                                         #   fp32 elsewhere) | 'float32' | 'bfloat16' | 'float16'
-    compile: str = resumable("auto")    # 'auto' (torch.compile the step's model on CUDA, with CUDA graphs on one GPU;
-                                        #   eager elsewhere: a CPU gains nothing measured) | 'true' | 'false';
-                                        #   bare --compile: 'true'
+    compile: str = sampled("auto", resumable=True)  # 'auto' (torch.compile on CUDA: the training step's model,
+                                        #   with CUDA graphs on one GPU, and sampling's KV-cached decode step,
+                                        #   CUDA-graphed; eager elsewhere: a CPU gains nothing measured)
+                                        #   | 'true' | 'false'; bare --compile: 'true'
     seed: int = sampled(1337)           # the random seed (>= 0): initialisation, data order, noise draws, samples
     wandb_log: bool = resumable(False)  # also log to Weights & Biases (pip install wandb);
                                         #   metrics.jsonl is always written

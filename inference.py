@@ -26,7 +26,7 @@ import torch
 
 import objectives
 from canvas import build_canvas
-from checkpoint_manager import load_model
+from checkpoint_manager import compile_decode, load_model
 from common import Schedule
 from configurator import (TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, sample_keys, validate,
                           wants_help)
@@ -99,9 +99,11 @@ def load(argv):
         cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy: bf16 autocast (+ TF32) on CUDA, fp32 on CPU
+    compile_decode(model, cfg, device)  # --compile: the KV-cached decode step (auto: CUDA graphs on CUDA)
+    compiled = "" if model.compiled_decode is None else ", the decode step compiled"
     threads = CpuThreads(device)  # as train.py picks them: the cores no other process holds, unless OMP_NUM_THREADS
     print(f"checkpoint {where.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
-          f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes, float64 draws; "
+          f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes{compiled}, float64 draws; "
           f"{threads.line(follows=False)}")
     if threads.auto and threads.n < threads.cores:
         print(f"note: other processes hold {threads.cores - threads.n} of {threads.cores} core(s): sampling runs on "

@@ -2,17 +2,21 @@
 --bd3_speculate sampler without drafts: one token a pass), on random weights of the reference size (a pass's speed
 does not depend on the weights; drafts' acceptance does, so this times the clean half alone). Each variant is timed
 in one process with its shapes warmed first (a process pays cuDNN's per-shape attention setup at each new cache
-length: dev/LOG.md 2026-11-27), in turns: autocast (as inference.py), cuDNN's attention excluded, bf16 weights.
+length: dev/LOG.md 2026-11-27), in turns: autocast (as inference.py with --compile=false), cuDNN's attention
+excluded, bf16 weights, and the decode step compiled with CUDA graphs on its static cache (inference.py's default on
+CUDA: checkpoint_manager.compile_decode; --smoke: traced by dynamo's eager backend, no inductor on a CPU).
 python dev/gpu_sample.py [--smoke] [--tokens 250]"""
 import os
 import sys
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import bd3  # noqa: E402
+from checkpoint_manager import compile_decode  # noqa: E402
 import objectives  # noqa: E402
 from configurator import get_config  # noqa: E402
 from model import Transformer  # noqa: E402
@@ -44,8 +48,14 @@ def main(argv):
         m16 = Transformer(objectives.model_args(cfg, V)).to(dev).eval()
         m16.load_state_dict(m32.state_dict())
         m16.to(torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        graphed = Transformer(objectives.model_args(cfg, V)).to(dev).eval()
+        graphed.load_state_dict(m32.state_dict())
+        if args.smoke:
+            graphed.compiled_decode = torch.compile(graphed.decode, backend="eager", fullgraph=True, dynamic=False)
+        else:
+            compile_decode(graphed, replace(cfg, compile="true"), dev)
         variants = {"autocast": (m32, autocast), "autocast, no cuDNN": (m32, lambda: _both(autocast(), no_cudnn())),
-                    "bf16 weights": (m16, nullcontext)}
+                    "bf16 weights": (m16, nullcontext), "autocast, graphed": (graphed, autocast)}
         for B in (1, 16):
             prompt = torch.randint(0, V - 1, (B, 6), device=dev)
 

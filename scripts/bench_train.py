@@ -11,6 +11,8 @@ One training step as train.py takes it (autocast forward, backward, clip, optimi
 does not depend on the text. Warm-up (and so compilation) is not timed; rows take turns, so a drifting load slows all
 alike; each reports its median over repeats. MFU counts the model's FLOPs per token (the full head, even for the
 masked-head row) against utils/dist.PEAK_FLOPS on CUDA, on CPU against the measured fp32 matmul rate (matmul_rate).
+Peak memory is each row's, read in one more step of its own after the timing (peak_memory): on CUDA what the row alone
+would hold (the allocator's peak over that step, less what the other rows keep), on a CPU the process's peak RSS.
 """
 import itertools
 import os
@@ -20,6 +22,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import torch
+from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import objectives  # noqa: E402
@@ -57,10 +60,40 @@ def matmul_rate(a, batch_tokens, device):
     return flops / seconds
 
 
+def peak_memory(step, model, opt, device):
+    """(peak MiB of one more step of a row, what it is): on CUDA the allocator's peak over the step
+    (reset_peak_memory_stats, max_memory_allocated) less what was allocated before it, plus the row's own weights and
+    optimizer state: the row alone, not the other rows' models (under CUDA graphs a graph's temporaries sit in its
+    private pool, reserved before the step: not counted, its saved activations are); on a CPU the process's peak RSS
+    over the step (Linux: VmHWM, reset first through /proc/self/clear_refs; memory the allocator kept from earlier
+    rows counts), elsewhere the process's peak so far (getrusage: no reset)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        state = tree_leaves([model.state_dict(), opt.state_dict()])  # the row's weights and optimizer state
+        own = sum(t.numel() * t.element_size() for t in state if torch.is_tensor(t))
+        return (torch.cuda.max_memory_allocated(device) - before + own) / 2**20, "the row's own, on the GPU"
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # the peak RSS (VmHWM) reset to the current RSS
+    except OSError:  # no /proc (macOS): the process's peak so far, every earlier row's included
+        import resource  # Unix only
+        step()
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        return rss / (2**20 if sys.platform == "darwin" else 1024), "the process's peak RSS so far (no reset here)"
+    step()
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kib / 1024, "the process's peak RSS over the row's step"
+
+
 def make_step(cfg, vocab_size, device):
-    """A closure running cfg's next training step (its objective, compile and head settings), and the model. The step
-    is train.py's: the objective's draws made eagerly, then its loss compiled with the model where --compile says
-    (utils.dist.compile_step, the function train.py calls: CUDA graphs on a CUDA GPU)."""
+    """A closure running cfg's next training step (its objective, compile and head settings), the model and its
+    optimizer. The step is train.py's: the objective's draws made eagerly, then its loss compiled with the model
+    where --compile says (utils.dist.compile_step, the function train.py calls: CUDA graphs on a CUDA GPU)."""
     torch.manual_seed(cfg.seed)
     obj = objectives.get(cfg.objective)
     model = Transformer(objectives.model_args(cfg, vocab_size)).to(device).train()
@@ -84,7 +117,7 @@ def make_step(cfg, vocab_size, device):
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return step, model
+    return step, model, opt
 
 
 def main(argv):
@@ -124,32 +157,34 @@ def main(argv):
     # round-robin: one repeat of each row per round (and on CPU one peak sample), then the median per row
     steps = {name: make_step(c, args.vocab_size, device) for name, c in rows}
     for _ in range(args.warmup):
-        for step, _ in steps.values():
+        for step, *_ in steps.values():
             step()
     times, peaks = {name: [] for name in steps}, []
     for _ in range(args.repeats):
         if device.type != "cuda":
             peaks.append(matmul_rate(a, tokens, device))
-        for name, (step, _) in steps.items():
+        for name, (step, *_) in steps.items():
             times[name].append(timed(step, device, args.iters)[0] / args.iters)
+    memory = {name: peak_memory(*row, device) for name, row in steps.items()}  # each row's own untimed step
     if device.type == "cuda":
         peak, src = peak_flops(device), f"{torch.cuda.get_device_name(device)} bf16 peak from utils/dist.PEAK_FLOPS"
     else:
         peak, src = statistics.median(peaks), "fp32 matmul of the model's shapes, measured between the rounds"
     print(f"peak: {peak / 1e9:,.1f} GFLOP/s ({src})" if peak else "peak: unknown for this GPU, so no MFU")
-    print_results(steps, times, dict(rows), tokens, peak)
+    print_results(steps, times, dict(rows), tokens, peak, memory)
 
 
-def print_results(steps, times, configs, tokens, peak):
-    """Per row: the median ms/iter, tokens/s and MFU (none without a peak); then each row's time against its AR
-    partner's, the figure the rows are there to compare."""
-    print(f"{'row':<24} {'ms/iter':>9} {'tokens/s':>11} {'MFU':>7}")
+def print_results(steps, times, configs, tokens, peak, memory):
+    """Per row: the median ms/iter, tokens/s, MFU (none without a peak) and peak memory (peak_memory: MiB, what it
+    counts); then each row's time against its AR partner's, the figure the rows are there to compare."""
+    print(f"{'row':<24} {'ms/iter':>9} {'tokens/s':>11} {'MFU':>7} {'peak MiB':>9}")
     results = {}
-    for name, (_, model) in steps.items():
+    for name, (_, model, _) in steps.items():
         sec = results[name] = statistics.median(times[name])
         flops = objectives.get(configs[name].objective).flops(model, configs[name])[0]
         mfu = f"{flops * tokens / sec / peak * 100:6.1f}%" if peak else "     -"
-        print(f"{name:<24} {sec * 1000:9.1f} {tokens / sec:11,.0f} {mfu}")
+        print(f"{name:<24} {sec * 1000:9.1f} {tokens / sec:11,.0f} {mfu} {memory[name][0]:9,.0f}")
+    print(f"peak MiB: {next(iter(memory.values()))[1]}")
     for name, sec in results.items():
         if not name.startswith("ar"):
             # its AR partner: the same --compare_compile tag (a --compare_head or bd3 row: plain "ar")

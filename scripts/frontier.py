@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import objectives  # noqa: E402
+from checkpoint_manager import compile_decode  # noqa: E402
 from config import Config  # noqa: E402
 from configurator import validate  # noqa: E402
 from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
@@ -187,6 +188,9 @@ def parse_args(argv):
                    help="CPU threads for every draw (a GPU's host side), at most this machine's")
     p.add_argument("--seed", type=seed, default=0, help="seeds the scored samples (and, after it, the timed ones)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
+                   help="inference.py's --compile: the KV-cached decode step compiled (auto: on CUDA, with CUDA "
+                   "graphs), whatever a checkpoint trained with")
     p.add_argument("--json", type=output, default="", help="write every point here (scripts/plot.py frontier)")
     a = p.parse_args(argv)
     a.grid_values = dict(a.grid or map(GRID, DEFAULT_GRID))
@@ -198,6 +202,7 @@ def load(path, args, device):
     """One checkpoint opened and its grid checked (grid_points), before any sampling: {path, model, cfg, tok, obj,
     points}, to which main adds the scored rows and their seconds."""
     model, _, cfg, tok = open_checkpoint(path, device, args.data_path)
+    compile_decode(model, replace(cfg, compile=args.compile), device)  # as inference.py samples
     obj = objectives.get(cfg.objective)
     points = grid_points(args.ar_grid_values if obj.EXACT else args.grid_values, cfg, obj)
     return dict(path=str(path), model=model, cfg=cfg, tok=tok, obj=obj, points=points)

@@ -81,15 +81,17 @@ def test_trained_and_resumable_keys_are_field_metadata():
 
 def test_sampling_reads_the_keys_its_fields_declare():
     """sampled() on a field: inference.py takes it from the command line. Of the system keys, sampling reads the
-    device, the dtype and the seed; compile and Weights & Biases are training's (inference.py refuses them)."""
+    device, the dtype, the seed and compile (its decode step's); Weights & Biases are training's (inference.py refuses
+    them)."""
     from configurator import sample_keys
     sampling = {"checkpoint", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k", "top_p",
                 "num_samples", "viz_video", "trace_every", "gif_frame_ms", "infill", "prefix_file", "suffix_file",
                 "order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length", "bd3_speculate",
                 "dual_sample", "live", "prompts_file", "interactive"}
-    assert sample_keys() == sampling | {"device", "dtype", "seed"}
+    assert sample_keys() == sampling | {"device", "dtype", "seed", "compile"}
     roles = {f.name: f.metadata for f in fields(Config)}
-    assert roles["device"].get("sampled") and roles["device"].get("resumable")  # a key may carry two roles
+    for key in ("device", "compile"):  # a key may carry two roles
+        assert roles[key].get("sampled") and roles[key].get("resumable")
 
 
 def _tiny_checkpoint(path):
@@ -104,7 +106,7 @@ def _tiny_checkpoint(path):
     return path
 
 
-@pytest.mark.parametrize("flag", ["--compile=true", "--wandb_log", "--wandb_project=p"])
+@pytest.mark.parametrize("flag", ["--wandb_log", "--wandb_project=p"])
 def test_inference_refuses_the_system_keys_only_training_reads(flag, tmp_path, capsys):
     import inference
     ckpt = _tiny_checkpoint(tmp_path / "model.pt")
@@ -113,11 +115,13 @@ def test_inference_refuses_the_system_keys_only_training_reads(flag, tmp_path, c
     assert code == 2 and f"--{key} sets training, which sampling does not read" in err
 
 
-def test_inference_reads_the_device_the_dtype_and_the_seed_from_its_command_line(tmp_path):
+def test_inference_reads_the_device_the_dtype_the_seed_and_compile_from_its_command_line(tmp_path):
     import inference
     ckpt = _tiny_checkpoint(tmp_path / "model.pt")
-    cfg, run = inference.load([f"--checkpoint={ckpt}", "--device=cpu", "--dtype=float32", "--seed=7", "--steps=5"])
-    assert (cfg.device, cfg.dtype, cfg.seed, cfg.steps) == ("cpu", "float32", 7, 5) and run["device"].type == "cpu"
+    cfg, run = inference.load([f"--checkpoint={ckpt}", "--device=cpu", "--dtype=float32", "--seed=7", "--steps=5",
+                               "--compile=false"])
+    assert (cfg.device, cfg.dtype, cfg.seed, cfg.steps, cfg.compile) == ("cpu", "float32", 7, 5, "false")
+    assert run["device"].type == "cpu" and run["model"].compiled_decode is None
 
 
 def _without_comments(source):

@@ -1,4 +1,5 @@
 """Model invariants: parameter counts, attention direction, KV cache. python -m pytest -q tests/test_model.py"""
+import pytest
 import torch
 
 from model import ModelArgs, Transformer
@@ -42,12 +43,18 @@ def test_time_conditioning_changes_the_output_only_when_on():
     torch.testing.assert_close(m0(x, torch.tensor([1])), m0(x, torch.tensor([9])))
 
 
-def test_kv_cache_decoding_matches_full_forward():
+@pytest.mark.parametrize("static", [False, True])
+def test_kv_cache_decoding_matches_full_forward(static):
+    """model.decode over a KV cache, five columns in one pass then one a pass, gives the full causal forward's
+    logits: on the cache eager decoding reads (the keys written) and on the static one a CUDA graph replays (the whole
+    cache, masked)."""
     m = _tiny(causal=True, time_cond="none")
+    m.compiled_decode = m.decode if static else None  # the static cache, eager
     x = torch.randint(0, 10, (3, 16))
     cache = m.new_kv_cache(3, "cpu")
-    parts = [m(x[:, :5], kv_cache=cache)] + [m(x[:, i:i + 1], kv_cache=cache, start_pos=i) for i in range(5, 16)]
-    torch.testing.assert_close(torch.cat(parts, 1), m(x), atol=1e-5, rtol=1e-5)
+    assert cache.static == static
+    parts = [m.decode(x[:, :5], cache)] + [m.decode(x[:, i:i + 1], cache) for i in range(5, 16)]
+    torch.testing.assert_close(torch.stack(parts, 1), m(x)[:, 4:], atol=1e-5, rtol=1e-5)
 
 
 def test_flops_per_token_matches_the_6n_plus_attention_estimate():

@@ -1,0 +1,40 @@
+"""scripts/bench_train.py's table: ms/iter, tokens/s, MFU and peak memory for every row (issue 74, build 3), at tiny
+dims on the CPU, where the peak is the process's RSS over the row's own untimed step.
+
+    python -m pytest -q tests/test_bench_train.py
+"""
+import builtins
+
+import torch
+
+from helpers import run_cli_here
+from scripts import bench_train
+
+TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2", "--iters=1", "--repeats=1",
+        "--warmup=0", "--device=cpu"]
+
+
+def test_every_row_prints_its_peak_memory_beside_its_speed(capsys):
+    code, out, err = run_cli_here(bench_train.main, [*TINY, "--bd3_blocks=4"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("row "))
+    assert lines[head].split()[-2:] == ["peak", "MiB"]
+    rows = lines[head + 1:head + 4]
+    assert [r.split()[0] for r in rows] == ["ar", "mdlm", "bd3"]
+    assert all(float(r.split()[-1].replace(",", "")) > 0 for r in rows), rows
+    assert "peak MiB: the process's peak RSS over the row's step" in out
+
+
+def test_without_proc_the_peak_is_the_processs_so_far(monkeypatch):
+    """Where /proc cannot reset the peak (macOS), getrusage's peak so far, said as such."""
+    real_open = builtins.open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path).startswith("/proc/"):
+            raise OSError("no /proc here")
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", no_proc)
+    ran = []
+    mib, what = bench_train.peak_memory(lambda: ran.append(1), torch.nn.Linear(2, 2), None, torch.device("cpu"))
+    assert mib > 0 and ran == [1] and "so far" in what

@@ -1,0 +1,203 @@
+"""Static-shape decoding (issue 74): the KV-cached decode step a CUDA graph can replay. Transformer.decode on a static
+KVCache (preallocated to the context, its position a device tensor, attention over the whole cache masked to the
+keys written) draws the same tokens as the eager cache (the keys written, counted on the host) and as a full pass
+over the window without any cache, for the AR, --dual_sample's AR mode of a bidirectional network and bd3's clean
+half at batch > 1, past the context, over several seeds; compiled whole (fullgraph) it is one graph per batch size,
+which no token, window slide or second call recompiles. On the CPU, with no GPU, torch.compile runs dynamo's
+tracing on a counting backend: what breaks a graph or recompiles shows there as it would on CUDA.
+
+    python -m pytest -q tests/test_static_decode.py
+"""
+import pytest
+import torch
+
+import bd3
+from checkpoint_manager import compile_decode
+from common import filter_logits, sample_tokens
+from configurator import get_config
+from model import ModelArgs, Transformer
+from sampler import SamplerOptions
+
+V, MASK = 11, 10  # ten tokens and [MASK]
+
+
+def _net(seed, causal=True, clean_causal=False, block=16):
+    torch.manual_seed(seed)
+    return Transformer(ModelArgs(vocab_size=V, block_size=block, n_layer=2, n_head=2, n_embd=32, causal=causal,
+                                 time_cond="none", qk_norm=seed % 2 == 1, clean_causal=clean_causal)).eval()
+
+
+def _static(model, on=True):
+    """model with the static cache (what a compiled step reads), run eager: decode stands in for the compiled step."""
+    model.compiled_decode = model.decode if on else None
+    return model
+
+
+def _recording(model):
+    """model whose decode calls append their logits to model.seen (in call order)."""
+    model.seen, plain = [], model.decode
+
+    def decode(idx, cache):
+        model.seen.append(plain(idx, cache).clone())
+        return model.seen[-1]
+    model.decode = decode
+    return model
+
+
+def _uncached(model, prompt, n, generator, temperature=0.9, top_k=0):
+    """model.generate's law without a cache: each token from a full causal pass over the window, which keeps its last
+    half when the next token does not fit. Returns (tokens (B, P + n), the filtered logits of each draw)."""
+    W, seq, seen = model.args.block_size, prompt, []
+    lo = max(0, prompt.size(1) - W)
+    for _ in range(n):
+        L = seq.size(1) - lo
+        logits = model(seq[:, lo:], attn_mask=torch.ones(L, L, dtype=torch.bool).tril())[:, -1]
+        logits[:, MASK] = float("-inf")
+        seen.append(filter_logits(logits, temperature, top_k))
+        seq = torch.cat([seq, sample_tokens(seen[-1], temperature, generator)[:, None]], 1)
+        if seq.size(1) - lo > W:
+            lo = seq.size(1) - W // 2
+    return seq, seen
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("causal", [True, False], ids=["ar", "dual_sample"])
+def test_the_static_decode_draws_the_eager_decodes_and_the_uncached_tokens(seed, causal):
+    """Batch 3, a 5-token prompt, 40 tokens in a 16-token context (three slides of the window): the static cache and
+    the eager one give the tokens of the uncached passes, their logits allclose; a prompt longer than the context
+    too (its last W tokens read)."""
+    for prompt in (torch.randint(0, 10, (3, 5)), torch.randint(0, 10, (1, 20))):
+        ref, ref_logits = _uncached(_net(seed, causal), prompt, 40, torch.Generator().manual_seed(seed))
+        for static in (False, True):
+            got = []
+            out = _static(_net(seed, causal), static).generate(
+                prompt, 40, temperature=0.9, generator=torch.Generator().manual_seed(seed), mask_id=MASK,
+                on_token=lambda seq, filtered: got.append(filtered))
+            assert torch.equal(out, ref), (static, seed)
+            torch.testing.assert_close(torch.stack(got), torch.stack(ref_logits), atol=1e-5, rtol=1e-5)
+
+
+def _bd3_uncached(model, prompt, n, block, generator, opts):
+    """bd3.sample_clean_ar's batch path without a cache: each token from the clean half's causal pass over its window
+    (blocks aligned to the window's start; a block that does not fit moves the window to keep its last half)."""
+    W, seq, lo = model.args.block_size, prompt, 0
+    keep = min((W // 2) // block * block, W - block)
+    while seq.size(1) < prompt.size(1) + n:
+        S = seq.size(1)
+        if (S - lo) // block * block + block > W:
+            lo = S - keep
+        logits = model(seq[:, lo:], attn_mask=torch.ones(S - lo, S - lo, dtype=torch.bool).tril())[:, -1]
+        logits[:, MASK] = float("-inf")
+        seq = torch.cat([seq, bd3.draw(bd3.probs(logits, opts), generator)[:, None]], 1)
+    return seq
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bd3s_clean_half_at_batch_above_1_draws_the_same_tokens_on_the_static_cache(seed):
+    """sample_clean_ar at batch 4 (the clean half alone, in the AR's loop): the static cache and the eager one give
+    the tokens of the uncached clean half past the context (blocks of 4, context 16), and the same logits call by
+    call (the window's recomputing passes included)."""
+    opts, prompt = SamplerOptions(steps=1, temperature=1.0, top_k=5), torch.randint(0, 10, (4, 3))
+    ref = _bd3_uncached(_net(seed, False, True), prompt, 37, 4, torch.Generator().manual_seed(seed), opts)
+    seen = {}
+    for static in (False, True):
+        m = _static(_recording(_net(seed, False, True)), static)
+        out, stats = bd3.sample_clean_ar(m, prompt, 37, 4, MASK, opts, torch.Generator().manual_seed(seed))
+        assert torch.equal(out, ref) and stats["nfe"] == 37, static
+        seen[static] = torch.cat(m.seen)
+    torch.testing.assert_close(seen[True], seen[False], atol=1e-5, rtol=1e-5)
+
+
+def test_a_static_step_keeps_its_shapes_and_buffers():
+    """What a CUDA graph needs of a one-token step: the same input and output shapes at every token, past the
+    context too, and the same cache buffers, through the window's slides and into the next decode of the batch."""
+    m = _static(_net(0))
+    shapes, ptrs = set(), set()
+
+    def step(idx, cache):
+        out = m.decode(idx, cache)
+        shapes.add((tuple(idx.shape), tuple(out.shape), *(tuple(t.shape) for t in (*cache.k, *cache.v))))
+        ptrs.add(tuple(t.data_ptr() for t in (*cache.k, *cache.v, cache.pos)))
+        return out
+    m.compiled_decode = step
+    for seed in (0, 1):
+        m.generate(torch.randint(0, 10, (2, 3)), 40, generator=torch.Generator().manual_seed(seed), mask_id=MASK)
+    assert len(shapes) == 1 and len(ptrs) == 1, (shapes, ptrs)
+
+
+def test_the_compiled_step_is_one_graph_per_batch_size():
+    """decode compiled as compile_decode does (fullgraph, static shapes) on a counting backend: one graph for a whole
+    decode past the context, none more for a second call at that batch, one for another batch, and its tokens are
+    the eager decode's. The AR, then bd3's clean half at batch > 1 (the same step)."""
+    from torch._dynamo.testing import CompileCounter
+    torch._dynamo.reset()
+    for model, sample in ((_net(0), lambda m, x, g: m.generate(x, 30, generator=g, mask_id=MASK)),
+                          (_net(1, False, True), lambda m, x, g: bd3.sample_clean_ar(m, x, 30, 4, MASK, generator=g,
+                                                                                     draft=False)[0])):
+        counter = CompileCounter()
+        eager = [sample(model, x, torch.Generator().manual_seed(3)) for x in (torch.zeros(2, 3, dtype=torch.long),
+                                                                             torch.ones(1, 2, dtype=torch.long))]
+        model.compiled_decode = torch.compile(model.decode, backend=counter, fullgraph=True, dynamic=False)
+        got = [sample(model, x, torch.Generator().manual_seed(3)) for x in (torch.zeros(2, 3, dtype=torch.long),
+                                                                           torch.zeros(2, 3, dtype=torch.long))]
+        assert counter.frame_count == 1 and torch.equal(got[0], eager[0]) and torch.equal(got[1], eager[0])
+        assert torch.equal(sample(model, torch.ones(1, 2, dtype=torch.long), torch.Generator().manual_seed(3)),
+                           eager[1]) and counter.frame_count == 2
+    torch._dynamo.reset()
+
+
+def test_compile_decode_compiles_the_step_where_compile_says(monkeypatch):
+    """--compile for sampling: 'auto' compiles the decode step on CUDA only, with CUDA graphs (mode 'reduce-overhead');
+    'true' on a CPU too (no graphs there); 'false' never. Always whole (fullgraph) at static shapes."""
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw) or fn)
+    for flag, device, mode in (("auto", "cuda", "reduce-overhead"), ("auto", "cpu", None), ("true", "cpu", None),
+                               ("true", "cuda", "reduce-overhead"), ("false", "cuda", None)):
+        seen.clear()
+        m = _net(0)
+        compile_decode(m, get_config([f"--compile={flag}"]), device)
+        compiled = flag == "true" or (flag == "auto" and device == "cuda")
+        assert (m.compiled_decode is not None) == compiled and len(seen) == compiled, (flag, device)
+        assert not seen or seen[0] == dict(mode=mode, fullgraph=True, dynamic=False)
+
+
+def test_inference_samples_the_same_tokens_with_the_decode_step_compiled(tmp_path, capsys, monkeypatch):
+    """inference.py --compile=true on an AR checkpoint: the step compiled (here traced by dynamo on its eager backend,
+    no inductor on this CPU), said on the checkpoint line, and the sample the eager decode draws."""
+    import inference
+    from helpers import run_cli_here
+    from utils.checkpoint import save_checkpoint
+    a = ModelArgs(vocab_size=V, block_size=16, n_layer=1, n_head=2, n_embd=16, causal=True, time_cond="none")
+    config = dict(objective="ar", block_size=16, n_layer=1, n_head=2, n_embd=16, time_cond="none")
+    save_checkpoint(tmp_path / "m.pt", dict(model=_net(0).__class__(a).state_dict(), config=config,
+                                            model_args=vars(a), iter=0, tokenizer=dict(kind="char", chars="abcdefghij")))
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend="eager", fullgraph=True, dynamic=False))
+    texts = {}
+    for flag in ("false", "true"):
+        code, out, err = run_cli_here(inference.main, [f"--checkpoint={tmp_path / 'm.pt'}", "--prompt=abc",
+                                                       "--gen_len=30", "--num_samples=2", "--seed=3",
+                                                       f"--compile={flag}"], capsys)
+        assert code == 0, err
+        assert ("the decode step compiled" in out.splitlines()[0]) == (flag == "true")
+        texts[flag] = [line for line in out.splitlines()[1:] if not line.startswith("---- ")]  # the samples
+    assert texts["true"] == texts["false"] and len(texts["true"]) == 2 and texts["true"][1].startswith("abc")
+    torch._dynamo.reset()
+
+
+def test_the_static_decode_makes_no_host_sync():
+    """Every token of the AR's decode and of bd3's clean half at batch 2 on the static cache, past the context, on the
+    meta device under the sync check (tests/test_sync_free.py's): the position stays on the device."""
+    from test_sync_free import checked_from_the_first_pass
+    meta = torch.device("meta")
+    for model, sample in ((_net(0), lambda m, x: m.generate(x, 30, top_k=5, generator=torch.Generator().manual_seed(0),
+                                                            mask_id=MASK)),
+                          (_net(1, False, True), lambda m, x: bd3.sample_clean_ar(m, x, 30, 4, MASK, draft=False,
+                                                                                  generator=torch.Generator()))):
+        model = _static(model.to(meta))
+        leave = checked_from_the_first_pass(model)
+        try:
+            sample(model, torch.zeros(2, 3, dtype=torch.long, device=meta))
+        finally:
+            leave()
+        assert model.decode_cache.static and model.decode_cache.k[0].device == meta
