@@ -32,9 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import objectives  # noqa: E402
-from checkpoint_manager import compile_decode  # noqa: E402
 from config import Config  # noqa: E402
 from configurator import validate  # noqa: E402
+from decode import compile_decode  # noqa: E402
 from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
                            write_json)
 from sampler import REVEAL_KEYS  # noqa: E402
