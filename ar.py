@@ -6,6 +6,7 @@ with causal attention, the next-token loss (its exact NLL), and KV-cached decodi
 """
 import torch.nn.functional as F
 
+from decode import generate
 from sampler import REVEAL_KEYS
 
 
@@ -54,8 +55,8 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     """Continue x's given prefix (at least one token: the canvas supplies a start token) over its blanks."""
     P = int(gen_mask[0].long().argmax())
-    out = model.generate(x[:, :P], x.size(1) - P, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                         generator=generator, mask_id=mask_id)
+    out = generate(model, x[:, :P], x.size(1) - P, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                   generator=generator, mask_id=mask_id)
     return out, dict(nfe=x.size(1) - P, nfe_per_sample=[x.size(1) - P] * len(x))
 
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 import sampler
 from common import (LossOptions, Step, band_times, check_band, draw, draw_device, filter_logits, masking_draws,
                     no_mask_logit, on_device, repeat_draws, self_condition_input, stratified_times)
+from decode import decode, new_kv_cache
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -419,7 +420,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(
     that does not fit restarts it on the last half, whose first round is a plain AR step). Rows advance by the row
     that kept fewest, so draft=None drafts at batch 1 only: at batch 16 a round kept 1.00 token and cost 3.1x a
     one-column pass (dev/LOG.md); there the clean half decodes alone in the AR's loop (its KV cache), the same law,
-    its step CUDA-graphed under --compile (model.decode on the static cache). A drafting round stays eager: its columns
+    its step CUDA-graphed under --compile (decode.decode on the static cache). A drafting round stays eager: its columns
     (the drafts left, a noisy copy per state, the next block) and the cache's kept length follow what the last round
     kept, read on the host; fixed shapes would pass the widest round every time (every state's copy, masked).
     opts: a SamplerOptions whose temperature, top_k and top_p shape p and q (the block sampler's switches do not
@@ -450,13 +451,13 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(
         if kv is None or (S - lo) // block * block + block > W:
             lo = 0 if kv is None and S // block * block + block <= W else S - keep
             q = None  # the first round after a jump is a plain AR step
-            kv = CleanCache(model.args.n_layer) if draft else model.new_kv_cache(B, dev)
+            kv = CleanCache(model.args.n_layer) if draft else new_kv_cache(model, B, dev)
             if S - 1 > lo and draft:
                 kv.store = S - 1 - lo
                 model(seq[:, lo:S - 1], kv_cache=kv, rope_pos=torch.arange(S - 1 - lo, device=dev),
                       attn_mask=torch.ones(S - 1 - lo, S - 1 - lo, dtype=torch.bool, device=dev).tril())
             elif S - 1 > lo:
-                model.decode(seq[:, lo:S - 1], kv)  # the AR's prefill, causal over its cache
+                decode(model, seq[:, lo:S - 1], kv)  # the AR's prefill, causal over its cache
         prev = seq
         if draft:
             new, q, q_at = _draft_round(model, kv, seq, lo, q, q_at, end, fill, mask_id, opts, generator)
@@ -465,7 +466,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(
             # the newest token, its strides the same at every token: a compiled step recompiles on new ones (a view's
             # grow with seq, and contiguous() keeps a (1, 1) view's)
             newest = seq[:, -1:].clone(memory_format=torch.contiguous_format)
-            logits = (model.compiled_decode or model.decode)(newest, kv)
+            logits = (model.compiled_decode or decode)(model, newest, kv)
             logits[:, mask_id] = float("-inf")
             new = draw(probs(logits, opts), generator)[:, None]
         seq = torch.cat([seq, new], 1)

@@ -131,20 +131,6 @@ def load_model(path, device):
     return model.to(device).eval(), ckpt
 
 
-def compile_decode(model, cfg, device):
-    """--compile for sampling (config.compile), where train.py compiles its step (utils.dist.compile_step): 'auto' on
-    CUDA, 'true' anywhere. What is compiled is the one-token step of KV-cached decoding (Transformer.decode: the AR's
-    token, --dual_sample's, bd3's clean half at batch > 1), whole (fullgraph) at static shapes, a graph per batch
-    size, with CUDA graphs on CUDA (mode 'reduce-overhead': a step replays as one graph instead of ~220 launches); its
-    cache is then the static one. Eager still: the prompt's pass and the window's recomputing one (their lengths
-    vary), the draw after each step (common.filter_logits and common.draw, whose device generator is seeded by a CPU
-    draw each time), the diffusion samplers' passes and bd3's speculative round (its columns vary by round)."""
-    device = torch.device(device)
-    if cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"):
-        mode = "reduce-overhead" if device.type == "cuda" else None
-        model.compiled_decode = torch.compile(model.decode, mode=mode, fullgraph=True, dynamic=False)
-
-
 # ---------------------------------------------------------------------------- --init_from
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size", "tie_weights")  # must match; block_size may differ (RoPE)
 INPUT_PREFIXES = ("time_emb.", "adaln.", "sc_proj.")  # the time and self-conditioning inputs: either side may lack them

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import sampler
 from common import (LossOptions, Step, band_times, band_top, check_band, masking_draws, no_mask_logit, predict_logits,
                     repeat_draws, self_condition_input, stratified_times)
+from decode import generate
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -219,8 +220,8 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
                      gen_mask=gen_mask, revealed=x != prev, remasked=torch.zeros_like(gen_mask), conf=conf.clone(),
                      finished=[seq.size(1) == L] * B))
 
-    out = model.generate(x[:, :P], L - P, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                         generator=generator, mask_id=mask_id, on_token=token_done if on_step else None)
+    out = generate(model, x[:, :P], L - P, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                   generator=generator, mask_id=mask_id, on_token=token_done if on_step else None)
     return out, dict(nfe=L - P, nfe_per_sample=[L - P] * B)
 
 

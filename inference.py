@@ -26,10 +26,11 @@ import torch
 
 import objectives
 from canvas import build_canvas
-from checkpoint_manager import compile_decode, load_model
+from checkpoint_manager import load_model
 from common import Schedule
 from configurator import (TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, sample_keys, validate,
                           wants_help)
+from decode import compile_decode
 from trace import LiveView, StepBar, chain, generate_with_trace, open_trace, print_written
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli

@@ -24,6 +24,7 @@ import torch, torch.nn.functional as F
 import objectives, bd3, sampler
 from common import Draw, Schedule
 from configurator import get_config
+from decode import generate
 from model import Transformer
 from sampler import SamplerOptions
 from utils.dist import autocast_for, keyed_generator, peak_flops
@@ -181,7 +182,7 @@ def syncs():  # on the CPU smoke run the same calls, counting nothing
             x = torch.cat([torch.randint(0, V - 1, (B, 6), device=dev), torch.full((B, n), V - 1, device=dev)], 1)
             g = torch.Generator().manual_seed(0); ctx, _ = autocast_for(dev, "auto")
             with torch.no_grad(), ctx:
-                if name.startswith("ar"): f = lambda: (m.generate(x[:, :6], n, generator=g, mask_id=V - 1), dict(nfe=n))
+                if name.startswith("ar"): f = lambda: (generate(m, x[:, :6], n, generator=g, mask_id=V - 1), dict(nfe=n))
                 elif name.startswith("mdlm"): f = lambda: sampler.denoise(m, x, x == V - 1, sch, V - 1, SamplerOptions(steps=16), g)
                 else: f = lambda: bd3.sample_clean_ar(m, x[:, :6], n, 4, V - 1, generator=g)  # drafts at B = 1 only
                 f(); r = [None]; s = count(lambda: r.__setitem__(0, f()))
@@ -289,7 +290,8 @@ def ckpt(name):  # a carried checkpoint, else its stand-in, else None
         if os.path.exists(p): return p
 def sampling():
     import evals.samples as es
-    from checkpoint_manager import compile_decode, load_model
+    from checkpoint_manager import load_model
+    from decode import compile_decode, decode
     from configurator import config_from_dict
     from dataclasses import replace
     from utils.tokenizer import tokenizer_from_state
@@ -297,12 +299,12 @@ def sampling():
     jobs = []  # (name, {eager|graphed: model}, cfg, tokens generated, prompt ids, mask id)
     def pair(model, cfg):  # the eager model and a graphed copy (its own static cache: a graph keeps its buffers)
         graphed = Transformer(model.args).to(dev).eval(); graphed.load_state_dict(model.state_dict())
-        if SMOKE: graphed.compiled_decode = torch.compile(graphed.decode, backend="eager", fullgraph=True, dynamic=False)
+        if SMOKE: graphed.compiled_decode = torch.compile(decode, backend="eager", fullgraph=True, dynamic=False)
         else: compile_decode(graphed, replace(cfg, compile="true"), dev)
         step, model.steps, graphed.steps = graphed.compiled_decode, 0, 0
-        def counted(idx, cache):  # how many steps the graph ran: the path a draw took
+        def counted(model, idx, cache):  # how many steps the graph ran: the path a draw took
             graphed.steps += 1
-            return step(idx, cache)
+            return step(model, idx, cache)
         graphed.compiled_decode = counted
         return dict(eager=model, graphed=graphed)
     for name, fl, G in (("ar reference size (random weights)", ["--objective=ar"], 250),

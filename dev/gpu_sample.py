@@ -4,7 +4,7 @@ does not depend on the weights; drafts' acceptance does, so this times the clean
 in one process with its shapes warmed first (a process pays cuDNN's per-shape attention setup at each new cache
 length: dev/LOG.md 2026-11-27), in turns: autocast (as inference.py with --compile=false), cuDNN's attention
 excluded, bf16 weights, and the decode step compiled with CUDA graphs on its static cache (inference.py's default on
-CUDA: checkpoint_manager.compile_decode; --smoke: traced by dynamo's eager backend, no inductor on a CPU).
+CUDA: decode.compile_decode; --smoke: traced by dynamo's eager backend, no inductor on a CPU).
 python dev/gpu_sample.py [--smoke] [--tokens 250]"""
 import os
 import sys
@@ -16,9 +16,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import bd3  # noqa: E402
-from checkpoint_manager import compile_decode  # noqa: E402
 import objectives  # noqa: E402
 from configurator import get_config  # noqa: E402
+from decode import compile_decode, decode, generate  # noqa: E402
 from model import Transformer  # noqa: E402
 from utils.cli import ArgParser, at_least, typed  # noqa: E402
 from utils.dist import autocast_for  # noqa: E402
@@ -51,7 +51,7 @@ def main(argv):
         graphed = Transformer(objectives.model_args(cfg, V)).to(dev).eval()
         graphed.load_state_dict(m32.state_dict())
         if args.smoke:
-            graphed.compiled_decode = torch.compile(graphed.decode, backend="eager", fullgraph=True, dynamic=False)
+            graphed.compiled_decode = torch.compile(decode, backend="eager", fullgraph=True, dynamic=False)
         else:
             compile_decode(graphed, replace(cfg, compile="true"), dev)
         variants = {"autocast": (m32, autocast), "autocast, no cuDNN": (m32, lambda: _both(autocast(), no_cudnn())),
@@ -63,7 +63,7 @@ def main(argv):
                 g = torch.Generator().manual_seed(0)
                 with torch.no_grad(), ctx():
                     if name.startswith("ar"):
-                        return m.generate(prompt, G, generator=g, mask_id=V - 1)
+                        return generate(m, prompt, G, generator=g, mask_id=V - 1)
                     return bd3.sample_clean_ar(m, prompt, G, cfg.bd3_block, V - 1, generator=g, draft=False)[0]
             for m, ctx in variants.values():
                 run(m, ctx)  # every shape seen once

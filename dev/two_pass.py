@@ -20,6 +20,7 @@ from bd3 import keep_or_redraw, probs  # noqa: E402
 from common import draw, no_mask_logit  # noqa: E402
 from draft_ceiling import load_bd3_ar  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
+from decode import generate  # noqa: E402
 from sampler import SamplerOptions  # noqa: E402
 from utils.cli import ArgParser, at_least  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
@@ -93,8 +94,8 @@ def main(argv):
     runs = {"two passes a round": two,
             "one pass a round (--bd3_speculate)": lambda s: bd3.sample_clean_ar(
                 model, prompt, args.gen, n, M, generator=torch.Generator().manual_seed(s)),
-            "the AR's KV cache": lambda s: ar.generate(prompt, args.gen, generator=torch.Generator().manual_seed(s),
-                                                       mask_id=M)}
+            "the AR's KV cache": lambda s: generate(ar, prompt, args.gen, generator=torch.Generator().manual_seed(s),
+                                                     mask_id=M)}
     times = {k: [] for k in runs}
     for _ in range(args.rounds):
         for k, f in runs.items():

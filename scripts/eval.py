@@ -4,7 +4,6 @@
         --ar-checkpoint artifacts/models/cpu_ar/model.pt --json artifacts/eval/cpu.json
     python scripts/eval.py artifacts/models/cpu/model.pt --n-windows 32 --n-t 4 --n-samples 4 --device cpu  # quick
     python scripts/eval.py artifacts/models/baby_bd3_4/model.pt artifacts/models/baby_ar/model.pt --n-samples 0
-    python scripts/eval.py artifacts/models/baby/model.pt --diffusion-steps 1000 --n-samples 0 --infill-len 0  # finer
 
 Per checkpoint: the validation bound (diffusion) or exact NLL (AR) in bits/char ± a standard error, from --n-t
 stratified times per window; nats/token, perplexity; masked reconstruction accuracy and entropy per timestep; for
@@ -70,8 +69,6 @@ def parse_args(argv):
                    help="validation windows, each with one held-out span")
     p.add_argument("--infill-temperature", type=at_least(0.0), default=0.0, needs=("infill_len",),
                    help="temperature of the infill (0 = the most likely fill)")
-    p.add_argument("--diffusion-steps", type=at_least(0), default=0, help="score (and sample) a chain of this many "
-                   "steps, not the checkpoint's T (0): only for a network with no time input (time_cond none, bd3)")
     p.add_argument("--seed", type=seed, default=REPORT["seed"], help="seeds the bound's draws, samples and infill")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="autocast of the forward passes, as train.py's "
@@ -89,13 +86,6 @@ def load_run(path, args, device, given=()):
     options typed (utils.cli.typed), so that the sampling config is validated as a command line of them."""
     model, ckpt, cfg, tok = open_checkpoint(path, device, args.data_path, args.val_path)
     obj = objectives.get(cfg.objective)
-    if args.diffusion_steps:
-        if obj.EXACT or model.args.time_cond != "none":
-            why = "an AR model has no diffusion chain" if obj.EXACT else (
-                f"its network reads the time step (time_cond={model.args.time_cond}, "
-                f"trained at T={cfg.diffusion_steps})")
-            raise UserError(f"--diffusion-steps {args.diffusion_steps} cannot apply to {path}: {why}; drop the flag")
-        cfg = replace(cfg, diffusion_steps=args.diffusion_steps)
     # the samplers' settings: --steps, --temperature, --order, --remask; every other switch off
     scfg = replace(cfg, steps=args.steps, temperature=args.temperature, order=args.order, remask=args.remask,
                    tokens_per_step="schedule", remask_eta=0.0, threshold=0.0, semi_ar_length=0, top_k=0, top_p=1.0)
@@ -195,7 +185,7 @@ def evaluate_run(run, args, judge, device, bar):
                exact=obj.EXACT, params=model.num_params(),
                tokens_seen=int(ckpt["iter"]) * (cfg.total_batch_size or cfg.batch_size * L),  # 0: one rank's batch
                iter=int(ckpt["iter"]), tokenizer=tok.kind, tokenizer_fingerprint=run["fp"], schedule=cfg.schedule,
-               diffusion_steps=cfg.diffusion_steps,  # the chain scored: the checkpoint's T or --diffusion-steps
+               diffusion_steps=cfg.diffusion_steps,  # the chain scored: the checkpoint's T
                time_cond=model.args.time_cond,  # the network's: an objective may fix it (bd3 and the AR have none)
                loss_type=getattr(cfg, obj.LOSS_KEY),  # the loss it trained (bd3's is bd3_loss)
                bd3_block=cfg.bd3_block if obj.BLOCKS else None, chars_per_token=cpt, split=args.split, **res)

@@ -9,8 +9,8 @@ better sampler has the lower gen-PPL and divergence there.
         artifacts/models/baby_ar/model.pt --ar-checkpoint artifacts/models/baby_ar/model.pt \
         --grid order=random,confidence --grid remask=none,remdm \
         --grid temperature=0.8,0.9,1.0 --json artifacts/eval/frontier_baby.json    # (the default grid, spelled out)
-    python scripts/plot.py frontier artifacts/eval/frontier_baby.json --out artifacts/plots/frontier_baby.png
-    python scripts/plot.py frontier artifacts/eval/frontier_baby.json --x speed    # tokens/s at the held-out entropy
+    python dev/plot_frontier.py artifacts/eval/frontier_baby.json --out artifacts/plots/frontier_baby.png
+    python dev/plot_frontier.py artifacts/eval/frontier_baby.json --x speed    # tokens/s at the held-out entropy
 
 The held-out entropy (the crossing that chooses a sampler's temperature) is read on --n-samples windows of dev (the
 validation split's first half, which also picks best.pt); the n-gram divergence is reported against test (the second
@@ -32,9 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import objectives  # noqa: E402
-from checkpoint_manager import compile_decode  # noqa: E402
 from config import Config  # noqa: E402
 from configurator import validate  # noqa: E402
+from decode import compile_decode  # noqa: E402
 from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
                            write_json)
 from sampler import REVEAL_KEYS  # noqa: E402
@@ -191,7 +191,7 @@ def parse_args(argv):
     p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
                    help="inference.py's --compile: the KV-cached decode step compiled (auto: on CUDA, with CUDA "
                    "graphs), whatever a checkpoint trained with")
-    p.add_argument("--json", type=output, default="", help="write every point here (scripts/plot.py frontier)")
+    p.add_argument("--json", type=output, default="", help="write every point here (dev/plot_frontier.py)")
     a = p.parse_args(argv)
     a.grid_values = dict(a.grid or map(GRID, DEFAULT_GRID))
     a.ar_grid_values = dict(a.ar_grid or map(GRID, DEFAULT_AR_GRID))

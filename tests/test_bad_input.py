@@ -256,7 +256,7 @@ TABLE = [
     ("scripts/eval.py", [DM, "--json", "old.txt"], "old.txt already exists: pass --force", None),
     ("scripts/eval.py", [DM, "--bogus"], "unrecognized arguments: --bogus", None),
     ("scripts/plot.py", ["curves", "dm", "--out", "x.txt"], "should end in .png", None),
-    ("scripts/plot.py", ["frontier", "old.txt"], "old.txt", None),  # not JSON
+    ("dev/plot_frontier.py", ["old.txt"], "old.txt", None),  # not JSON
     ("scripts/plot.py", ["curves", "dm", "--out", "ro/c.png"], "Permission denied", "readonly"),
     ("scripts/bench_train.py", ["--iters=0"], "--iters: must be >= 1", None),
     ("scripts/bench_train.py", ["--n_layer=x"], "--n_layer='x' is not a valid int", None),
@@ -353,11 +353,11 @@ CLASS_ROWS = {
         directory=[(["entropy", "empty_dir"], "is a directory"), (["curves", "dm", "--out", "empty_dir"], ("--out", "empty_dir"))],
         exists=[(["curves", "dm", "--out", "old.png"], "old.png already exists: pass --force")],
         checkpoint=[(["curves", "dm", "--out", DM, "--force"], "is a checkpoint")],
-        json=[(["frontier", "cut.json"], ("cut.json", "JSON")), (["entropy", "not_a_tokenizer.json"], "'runs'")],
+        json=[(["entropy", "cut.json"], ("cut.json", "JSON")), (["entropy", "not_a_tokenizer.json"], "'runs'")],
         list="no list flag: the inputs are paths",
         empty=[(["entropy", "eval.json"], "no diffusion runs with entropy_by_t")],
         zero="no count flag",
-        root=[(["frontier", "data/prompts.txt"], "run from the repository root")]),
+        root=[(["entropy", "data/prompts.txt"], "run from the repository root")]),
     "scripts/bench_train.py": dict(
         missing=NO_FILES, directory=NO_FILES, exists=NO_FILES, checkpoint=NO_FILES, json=NO_FILES, root=NO_FILES,
         list=[([*BT, "--bd3_blocks=4,x"], ("--bd3_blocks", "'x'"))],
@@ -377,6 +377,14 @@ CLASS_ROWS = {
         directory=[(["empty_dir"], "is a directory"), (["s.json", "--out", "empty_dir"], ("--out", "empty_dir"))],
         exists=[(["s.json", "--out", "old.png"], "old.png already exists: pass --force")],
         checkpoint=[(["s.json", "--out", DM, "--force"], "is a checkpoint")],
+        json=[(["cut.json"], ("cut.json", "JSON")), (["not_a_tokenizer.json"], "'runs'")],
+        list="no list flag: the inputs are paths", empty="no selection flag", zero="no count flag",
+        root=[(["data/prompts.txt"], "run from the repository root")]),
+    "dev/plot_frontier.py": dict(
+        missing=[(["missing.json"], "missing.json not found")],
+        directory=[(["empty_dir"], "is a directory"), (["eval.json", "--out", "empty_dir"], ("--out", "empty_dir"))],
+        exists=[(["eval.json", "--out", "old.png"], "old.png already exists: pass --force")],
+        checkpoint=[(["eval.json", "--out", DM, "--force"], "is a checkpoint")],
         json=[(["cut.json"], ("cut.json", "JSON")), (["not_a_tokenizer.json"], "'runs'")],
         list="no list flag: the inputs are paths", empty="no selection flag", zero="no count flag",
         root=[(["data/prompts.txt"], "run from the repository root")]),
@@ -473,7 +481,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "dev/draft_ceiling.py": [(["damaged.pt"], DAMAGED)], "dev/spec_rounds.py": [(["damaged.pt"], DAMAGED)],
         "dev/two_pass.py": [(["damaged.pt", AR], DAMAGED)],
         **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py",
-                         "dev/plot_epochs.py", "dev/gpu_sample.py", "dev/threads.py"), NO_CKPT),
+                         "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/gpu_sample.py", "dev/threads.py"), NO_CKPT),
         "dev/epochs.py": "reads no checkpoint: its runs are train.py's, their scores eval.py's"},
     "depends": {
         "train.py": [([*T, "--out_dir=x", "--mask_ramp_from=0.6"], "--mask_ramp_from acts only with --mask_ramp"),
@@ -489,9 +497,9 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "dev/order_nll.py": [([DM, "--mixture-k", "4"], "no mixture")],
         "dev/epochs.py": [(["--summary-only", "--restart"], "--restart sets the training --summary-only skips")],
         **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py",
-                         "dev/plot_epochs.py", "scripts/export.py", "dev/nanogpt_score.py", "dev/bd3_variance.py",
-                         "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/gpu_sample.py", "dev/two_pass.py",
-                         "dev/threads.py"),
+                         "dev/plot_epochs.py", "dev/plot_frontier.py", "scripts/export.py", "dev/nanogpt_score.py",
+                         "dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/gpu_sample.py",
+                         "dev/two_pass.py", "dev/threads.py"),
                         "no flag of it acts only with another")},
     "pickle": {
         "train.py": [([*T, "--out_dir=x", "--init_from=evil.pt"], "a weights-only load refuses")],
@@ -506,7 +514,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "dev/spec_rounds.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/two_pass.py": [(["evil.pt", AR], "a weights-only load refuses")],
         **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py",
-                         "dev/plot_epochs.py", "dev/gpu_sample.py", "dev/threads.py"),
+                         "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/gpu_sample.py", "dev/threads.py"),
                         "unpickles nothing: text, JSON and checkpoints read weights-only"),
         "dev/epochs.py": "unpickles nothing: its runs are train.py's"},
 }
@@ -557,17 +565,19 @@ ISSUE_71_ROWS = {
         **{cli: DERIVED for cli in discover() if cli not in ("train.py", "inference.py")}},
     "range": {
         **dict.fromkeys(("train.py", "inference.py"), "config.py's keys: configurator.validate's ranges (TABLE)"),
-        **dict.fromkeys(("scripts/export.py", "scripts/plot.py", "dev/plot_epochs.py"), "no number flag"),
+        **dict.fromkeys(("scripts/export.py", "scripts/plot.py", "dev/plot_epochs.py", "dev/plot_frontier.py"),
+                        "no number flag"),
         **{cli: DERIVED for cli in discover() if cli not in ("train.py", "inference.py", "scripts/export.py",
-                                                              "scripts/plot.py", "dev/plot_epochs.py")}},
+                                                              "scripts/plot.py", "dev/plot_epochs.py",
+                                                              "dev/plot_frontier.py")}},
     "device": {
         "train.py": [([*T, "--out_dir=x", f"--device={v}"], f"--device={v}") for v in BAD_DEVICES],
         "inference.py": [(["--checkpoint", DM, "--device", v], f"--device={v}") for v in BAD_DEVICES],
         "scripts/bench_train.py": [([*BT, f"--device={v}"], f"--device={v}") for v in BAD_DEVICES],
         **dict.fromkeys(("scripts/eval.py", "scripts/frontier.py", "dev/order_nll.py"), DERIVED),
         **dict.fromkeys(("scripts/data.py", "scripts/train_tokenizer.py", "scripts/plot.py", "scripts/export.py",
-                         "dev/plot_epochs.py", "dev/nanogpt_score.py", "dev/bd3_variance.py", "dev/draft_ceiling.py",
-                         "dev/spec_rounds.py", "dev/two_pass.py", "dev/threads.py"), NO_DEVICE),
+                         "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/nanogpt_score.py", "dev/bd3_variance.py",
+                         "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/two_pass.py", "dev/threads.py"), NO_DEVICE),
         "dev/epochs.py": "no --device: its runs are train.py's, on the CPU",
         "dev/gpu_sample.py": "no --device: a CUDA GPU, or the CPU with --smoke"},
     "unread": {
@@ -596,13 +606,13 @@ ISSUE_71_ROWS = {
                             (["--dataset", "tinyshakespeare", "--split", "test", "--output", "o.txt"],
                              "--split does not apply to tinyshakespeare, one document")],
         "scripts/train_tokenizer.py": "every flag acts: --input, --output, --vocab-size, --min-frequency",
-        "scripts/plot.py": [(["curves", "dm", "--x", "speed"], "is not an x axis of the curves plot")],
+        "scripts/plot.py": "--out acts in every call",
         "scripts/export.py": "no flag but --force, which permits and never acts alone",
         "dev/order_nll.py": [([DM, "--orders", "l2r,r2l", "--seed", "3"], "--seed draws random orders")],
         "dev/nanogpt_score.py": [(["old.txt", "--against", AR, "--n-t", "2"], "drop --n-t")],
         "dev/gpu_sample.py": [(["--smoke", "--tokens", "5"], "drop --tokens")],
         "dev/epochs.py": [(["--summary-only", "--eval-iters", "3"], "--eval-iters sets the training --summary-only")],
-        "dev/plot_epochs.py": "--x and --out act in every call",
+        **dict.fromkeys(("dev/plot_epochs.py", "dev/plot_frontier.py"), "--x and --out act in every call"),
         **dict.fromkeys(("dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/two_pass.py",
                          "dev/threads.py"), "every flag acts in every call")},
 }
@@ -666,7 +676,7 @@ BASE = {"scripts/eval.py": [DM], "scripts/frontier.py": [AR, "--ar-checkpoint", 
         "scripts/train_tokenizer.py": ["--input", "text.txt"], "dev/order_nll.py": [DM],
         "dev/nanogpt_score.py": ["old.txt", "--against", DM], "dev/bd3_variance.py": [DM], "dev/draft_ceiling.py": [DM],
         "dev/spec_rounds.py": [DM], "dev/two_pass.py": [DM, AR], "dev/threads.py": ["cpu"], "dev/epochs.py": [],
-        "dev/plot_epochs.py": ["s.json"], "dev/gpu_sample.py": ["--smoke"]}
+        "dev/plot_epochs.py": ["s.json"], "dev/plot_frontier.py": ["eval.json"], "dev/gpu_sample.py": ["--smoke"]}
 
 
 def range_rows(flag, kind):

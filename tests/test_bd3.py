@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from bd3 import (CachedBlockModel, CleanCache, bd3_attn_mask, bd3_logits, bd3_loss, round_layout,
                  bd3_times, pending_mask, sample_bd3)
 from common import LossOptions, Schedule, band_times, stratified_times
+from decode import generate
 from diffusion import diffusion_loss
 from sampler import SamplerOptions
 from model import ModelArgs, Transformer
@@ -336,9 +337,9 @@ def test_ar_decode_is_the_uncached_one_within_the_context_and_slides_past_it():
     with torch.no_grad():
         for _ in range(12):
             seq = torch.cat([seq, m(seq)[:, -1].argmax(-1, keepdim=True)], 1)
-    assert torch.equal(m.generate(prompt, 12, temperature=0), seq)
-    a = m.generate(prompt, 12, generator=torch.Generator().manual_seed(5))
-    long = m.generate(prompt, 50, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(generate(m, prompt, 12, temperature=0), seq)
+    a = generate(m, prompt, 12, generator=torch.Generator().manual_seed(5))
+    long = generate(m, prompt, 50, generator=torch.Generator().manual_seed(5))
     assert long.shape == (2, 53) and torch.equal(long[:, :15], a)
 
 
@@ -379,7 +380,7 @@ def test_bd3_only_continues_a_prompt():
     assert len(long) == 102  # past the context: the block sampler slides its window
     from helpers import for_objective
     ar_long = build_canvas(get_config(for_objective(["--objective=ar", "--prompt=ab", "--gen_len=100"])), tok, 16)
-    assert len(ar_long) == 102  # and the AR's, model.generate
+    assert len(ar_long) == 102  # and the AR's, decode.generate
     with pytest.raises(UserError, match="exceeds the model's context of 16"):  # masked diffusion has no window to slide
         build_canvas(get_config(["--prompt=ab", "--gen_len=100"]), tok, 16)
 

@@ -38,6 +38,7 @@ FLOORS = (
     ("config", "utils"),                      # data and helpers that know nothing of the model
     ("common",),                              # what the objectives share: schedule, draws, filtering
     ("model", "sampler"),                     # the network; masked diffusion's reverse sampler
+    ("decode",),                              # the network's KV-cached decoding: AR, --dual_sample, bd3's clean half
     OBJECTIVES,                               # one objective a file, siblings
     ("objectives", "checkpoint_manager"),     # the table of objectives; loading a trained model (model-aware)
     ("canvas",),                              # what to generate: prompt, infill blanks, prefix and suffix

@@ -72,8 +72,6 @@ def test_summary_finds_each_runs_best_the_paired_difference_and_the_crossover(in
         stars = sorted((ln[1][0], ln[2][0]) for ln in fig["lines"] if ln[5] == "*")  # eval.py's figure on best.pt
         want = sorted([(at(iters[ar][-1]), 2.24), (at(iters[mdlm][-1]), 2.21)])  # the grey AR has none
         assert [v for p in stars for v in p] == pytest.approx([v for p in want for v in p], rel=1e-12), stars
-    code, out, err = run_cli_here(script("plot").main, ["curves", "x", "--x", "speed"], capsys)
-    assert code == 2 and "drop --x" in err
     code, out, err = run_cli_here(script("dev/epochs").main, ["--runs", "nope"], capsys)
     assert code == 2 and "'nope' is not one of" in err
 

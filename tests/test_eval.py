@@ -8,13 +8,11 @@ import re
 import subprocess
 import sys
 from contextlib import nullcontext
-from dataclasses import replace
 
 import pytest
 import torch
 
 import objectives
-from checkpoint_manager import load_model
 from config import Config
 from configurator import get_config
 from helpers import ROOT, TINY, ConstModel, Tok, for_objective, real_text, script as _script
@@ -127,35 +125,6 @@ def test_mismatched_tokenizer_scorer_exits_2_with_one_line(adaln_ckpt, ar_ckpt, 
 def test_eval_bad_input_is_one_line_user_error(adaln_ckpt, extra, words):
     with pytest.raises(UserError, match=re.escape(words)):
         _script("eval").main([str(adaln_ckpt), "--device", "cpu", *extra])
-
-
-@pytest.mark.slow
-def test_a_network_without_time_input_scores_on_a_finer_chain(tmp_path_factory, ar_ckpt, adaln_ckpt, in_tmp):
-    """--diffusion-steps N: the bound of the N-step chain (the same windows and draws as evaluate() with Schedule(N)),
-    named in the row and the label; its own T reproduces the plain figure; a network that reads t refuses it."""
-    from configurator import config_from_dict
-    from utils.dataloader import chars_per_token, fixed_windows, prepare_data
-    from utils.tokenizer import tokenizer_from_state
-    ck = _train(tmp_path_factory.mktemp("tiny_untimed"), "--time_cond=none")
-    ev = _script("eval")
-    base = ["--n-windows", "4", "--n-t", "2", "--n-samples", "0", "--infill-len", "0", "--device", "cpu"]
-    rows = {}
-    for n in (0, 20, 200):
-        ev.main([str(ck), *base, "--diffusion-steps", str(n), "--json", str(in_tmp / f"t{n}.json")])
-        rows[n] = json.loads((in_tmp / f"t{n}.json").read_text())["runs"][0]
-    assert rows[0]["nats_per_token"] == rows[20]["nats_per_token"] and rows[0]["diffusion_steps"] == 20
-    assert rows[200]["diffusion_steps"] == 200 and "T=200" in rows[200]["label"] and "T=20," in rows[20]["label"]
-    model, c = load_model(ck, "cpu")
-    cfg, tok = config_from_dict(c["config"]), tokenizer_from_state(c["tokenizer"])
-    _, _, val, _ = prepare_data(cfg, tok, verbose=False)
-    w = fixed_windows(val[len(val) // 2:], 4, cfg.block_size + 1)  # eval.py's default split: test, the second half
-    want = evaluate(model, w, replace(cfg, batch_size=32), Schedule(200, cfg.schedule), tok, n_t=2, seed=0,
-                    chars_per_token=chars_per_token(tok, w[:, 1:]))
-    assert rows[200]["nats_per_token"] == pytest.approx(want["nats_per_token"], rel=1e-6) != rows[20]["nats_per_token"]
-    for other, words in ((adaln_ckpt, "reads the time step (time_cond=adaln, trained at T=20)"),
-                         (ar_ckpt, "an AR model has no diffusion chain")):
-        with pytest.raises(UserError, match=re.escape(words)):
-            ev.main([str(other), *base, "--diffusion-steps", "200"])
 
 
 # ---------------------------------------------------------------------------------------- toys

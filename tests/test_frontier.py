@@ -1,4 +1,4 @@
-"""Sample frontiers (scripts/frontier.py, scripts/plot.py frontier): the grid, the n-gram Jensen-Shannon divergence
+"""Sample frontiers (scripts/frontier.py, dev/plot_frontier.py): the grid, the n-gram Jensen-Shannon divergence
 against hand computations and against repetition, and the JSON of a run on tiny checkpoints (slow).
 python -m pytest -q tests/test_frontier.py"""
 import json
@@ -123,7 +123,7 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
     assert nfe[("none", 8)] == 8 and nfe[("none", 6)] == 6 and nfe[("remdm", 8)] == 8  # a pass a step
     assert all(p["nfe"] == 24 for p in ar["points"])  # one pass per token
     for x in ("entropy", "speed", "nfe"):  # against entropy; the curves' readings against tokens/s, NFE (if any reached it)
-        code, _, err = run_cli_here(script("plot").main, ["frontier", out, "--x", x, "--out", in_tmp / f"{x}.png"], capsys)
+        code, _, err = run_cli_here(script("dev/plot_frontier").main, [out, "--x", x, "--out", in_tmp / f"{x}.png"], capsys)
         reached = any(v for r in d["runs"] for v in r["at_held_out"].values())
         assert (code, (in_tmp / f"{x}.png").exists()) == ((0, True) if x == "entropy" or reached else (2, False)), err
     code, _, err = run_cli_here(frontier.main, [tiny_ckpt, "--ar-checkpoint", tiny_ckpt, "--device", "cpu"], capsys)
@@ -207,21 +207,19 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
     assert ("[order=random, remask=none, steps=8] (NFE 8.0): gen-PPL 15.00, JS 0.2500, 100 tokens/s at batch 1, "
             "100 tokens/s at batch 2") in text
     assert "[order=random, remask=remdm, steps=8] (NFE 8.0): not reached" in text
-    plot, drawn_fig = script("plot"), {}
+    plot, drawn_fig = script("dev/plot_frontier"), {}
     monkeypatch.setattr(plot, "_save", lambda plt, fig, out: drawn_fig.update(
         {ax.get_title(): sorted((ln.get_xdata()[0], ln.get_ydata()[0], ln.get_marker()) for ln in ax.get_lines())
          for ax in fig.axes}))
-    code, _, err = run_cli_here(plot.main, ["frontier", out, "--x", "speed", "--out", "s.png"], capsys)
+    code, _, err = run_cli_here(plot.main, [out, "--x", "speed", "--out", "s.png"], capsys)
     assert code == 0, err  # one marker per sampler that reaches H, at (its tokens/s there, its gen-PPL there)
     assert drawn_fig == {f"speed vs quality, batch {b}": [(pytest.approx(100.0), pytest.approx(15.0), "o"),
                                                           (pytest.approx(240.0), pytest.approx(4.0), "*")] for b in (1, 2)}
     drawn_fig.clear()
-    code, _, err = run_cli_here(plot.main, ["frontier", out, "--x", "nfe", "--out", "n.png"], capsys)
+    code, _, err = run_cli_here(plot.main, [out, "--x", "nfe", "--out", "n.png"], capsys)
     assert code == 0, err  # the same markers at the curves' NFE (8: every fake draw says so)
     assert drawn_fig == {"quality vs NFE": [(pytest.approx(8.0), pytest.approx(4.0), "*"),
                                             (pytest.approx(8.0), pytest.approx(15.0), "o")]}
-    code, _, err = run_cli_here(plot.main, ["entropy", out, "--x", "speed"], capsys)
-    assert_one_line_error(code, err, "it has its own: drop --x")
 
 
 def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):

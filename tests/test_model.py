@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from decode import decode, generate, new_kv_cache
 from model import ModelArgs, Transformer
 
 
@@ -45,15 +46,15 @@ def test_time_conditioning_changes_the_output_only_when_on():
 
 @pytest.mark.parametrize("static", [False, True])
 def test_kv_cache_decoding_matches_full_forward(static):
-    """model.decode over a KV cache, five columns in one pass then one a pass, gives the full causal forward's
+    """decode over a KV cache, five columns in one pass then one a pass, gives the full causal forward's
     logits: on the cache eager decoding reads (the keys written) and on the static one a CUDA graph replays (the whole
     cache, masked)."""
     m = _tiny(causal=True, time_cond="none")
-    m.compiled_decode = m.decode if static else None  # the static cache, eager
+    m.compiled_decode = decode if static else None  # the static cache, eager
     x = torch.randint(0, 10, (3, 16))
-    cache = m.new_kv_cache(3, "cpu")
+    cache = new_kv_cache(m, 3, "cpu")
     assert cache.static == static
-    parts = [m.decode(x[:, :5], cache)] + [m.decode(x[:, i:i + 1], cache) for i in range(5, 16)]
+    parts = [decode(m, x[:, :5], cache)] + [decode(m, x[:, i:i + 1], cache) for i in range(5, 16)]
     torch.testing.assert_close(torch.stack(parts, 1), m(x)[:, 4:], atol=1e-5, rtol=1e-5)
 
 
@@ -127,5 +128,5 @@ def test_a_cpu_load_lays_each_matmul_weight_out_transposed_with_the_same_values_
     idx = torch.randint(0, 10, (3, 9))
     with torch.no_grad():
         assert torch.allclose(got(idx), m(idx), atol=1e-5)
-    seeded = [x.generate(idx[:, :2], 6, generator=torch.Generator().manual_seed(1), mask_id=10) for x in (got, m)]
+    seeded = [generate(x, idx[:, :2], 6, generator=torch.Generator().manual_seed(1), mask_id=10) for x in (got, m)]
     assert torch.equal(*seeded)

@@ -10,6 +10,7 @@ import torch
 
 from bd3 import bd3_logits, bd3_loss, keep_or_redraw, probs, sample_clean_ar
 from common import LossOptions, Schedule, no_mask_logit
+from decode import generate
 from model import ModelArgs, Transformer
 from sampler import SamplerOptions
 from helpers import pooled_chi2 as _pooled_chi2
@@ -48,8 +49,8 @@ def test_the_ar_never_emits_mask():
         ar.head.weight[MASK] = ar.head.weight[:MASK].mean(0) + 0.5 * ar.tok_emb.weight.mean(0)
         ar.head.weight[MASK] *= 5  # a large [MASK] logit at many positions
     prompt, g = torch.zeros(64, 1, dtype=torch.long), torch.Generator().manual_seed(9)
-    assert (ar.generate(prompt, 20, generator=g) == MASK).any()  # the control: unfiltered, it is drawn
-    assert not (ar.generate(prompt, 20, generator=g, mask_id=MASK) == MASK).any()
+    assert (generate(ar, prompt, 20, generator=g) == MASK).any()  # the control: unfiltered, it is drawn
+    assert not (generate(ar, prompt, 20, generator=g, mask_id=MASK) == MASK).any()
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,4 +1,4 @@
-"""Static-shape decoding (issue 74): the KV-cached decode step a CUDA graph can replay. Transformer.decode on a static
+"""Static-shape decoding (issue 74): the KV-cached decode step a CUDA graph can replay. decode.decode on a static
 KVCache (preallocated to the context, its position a device tensor, attention over the whole cache masked to the
 keys written) draws the same tokens as the eager cache (the keys written, counted on the host) and as a full pass
 over the window without any cache, for the AR, --dual_sample's AR mode of a bidirectional network and bd3's clean
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import bd3
-from checkpoint_manager import compile_decode
 from common import filter_logits, sample_tokens
 from configurator import get_config
+from decode import compile_decode, decode, generate
 from model import ModelArgs, Transformer
 from sampler import SamplerOptions
 
@@ -29,23 +29,20 @@ def _net(seed, causal=True, clean_causal=False, block=16):
 
 def _static(model, on=True):
     """model with the static cache (what a compiled step reads), run eager: decode stands in for the compiled step."""
-    model.compiled_decode = model.decode if on else None
+    model.compiled_decode = decode if on else None
     return model
 
 
-def _recording(model):
-    """model whose decode calls append their logits to model.seen (in call order)."""
-    model.seen, plain = [], model.decode
-
-    def decode(idx, cache):
-        model.seen.append(plain(idx, cache).clone())
-        return model.seen[-1]
-    model.decode = decode
-    return model
+def _recording(seen):
+    """decode, appending each call's logits to seen (in call order)."""
+    def recorded(model, idx, cache):
+        seen.append(decode(model, idx, cache).clone())
+        return seen[-1]
+    return recorded
 
 
 def _uncached(model, prompt, n, generator, temperature=0.9, top_k=0):
-    """model.generate's law without a cache: each token from a full causal pass over the window, which keeps its last
+    """decode.generate's law without a cache: each token from a full causal pass over the window, which keeps its last
     half when the next token does not fit. Returns (tokens (B, P + n), the filtered logits of each draw)."""
     W, seq, seen = model.args.block_size, prompt, []
     lo = max(0, prompt.size(1) - W)
@@ -70,8 +67,8 @@ def test_the_static_decode_draws_the_eager_decodes_and_the_uncached_tokens(seed,
         ref, ref_logits = _uncached(_net(seed, causal), prompt, 40, torch.Generator().manual_seed(seed))
         for static in (False, True):
             got = []
-            out = _static(_net(seed, causal), static).generate(
-                prompt, 40, temperature=0.9, generator=torch.Generator().manual_seed(seed), mask_id=MASK,
+            out = generate(
+                _static(_net(seed, causal), static), prompt, 40, temperature=0.9, generator=torch.Generator().manual_seed(seed), mask_id=MASK,
                 on_token=lambda seq, filtered: got.append(filtered))
             assert torch.equal(out, ref), (static, seed)
             torch.testing.assert_close(torch.stack(got), torch.stack(ref_logits), atol=1e-5, rtol=1e-5)
@@ -93,7 +90,7 @@ def _bd3_uncached(model, prompt, n, block, generator, opts):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_bd3s_clean_half_at_batch_above_1_draws_the_same_tokens_on_the_static_cache(seed):
+def test_bd3s_clean_half_at_batch_above_1_draws_the_same_tokens_on_the_static_cache(seed, monkeypatch):
     """sample_clean_ar at batch 4 (the clean half alone, in the AR's loop): the static cache and the eager one give
     the tokens of the uncached clean half past the context (blocks of 4, context 16), and the same logits call by
     call (the window's recomputing passes included)."""
@@ -101,10 +98,14 @@ def test_bd3s_clean_half_at_batch_above_1_draws_the_same_tokens_on_the_static_ca
     ref = _bd3_uncached(_net(seed, False, True), prompt, 37, 4, torch.Generator().manual_seed(seed), opts)
     seen = {}
     for static in (False, True):
-        m = _static(_recording(_net(seed, False, True)), static)
+        calls = []
+        recorded = _recording(calls)
+        monkeypatch.setattr(bd3, "decode", recorded)  # the window's passes, and the steps on the eager cache
+        m = _net(seed, False, True)
+        m.compiled_decode = recorded if static else None  # the steps on the static cache
         out, stats = bd3.sample_clean_ar(m, prompt, 37, 4, MASK, opts, torch.Generator().manual_seed(seed))
         assert torch.equal(out, ref) and stats["nfe"] == 37, static
-        seen[static] = torch.cat(m.seen)
+        seen[static] = torch.cat(calls)
     torch.testing.assert_close(seen[True], seen[False], atol=1e-5, rtol=1e-5)
 
 
@@ -114,14 +115,14 @@ def test_a_static_step_keeps_its_shapes_and_buffers():
     m = _static(_net(0))
     shapes, ptrs = set(), set()
 
-    def step(idx, cache):
-        out = m.decode(idx, cache)
+    def step(model, idx, cache):
+        out = decode(model, idx, cache)
         shapes.add((tuple(idx.shape), tuple(out.shape), *(tuple(t.shape) for t in (*cache.k, *cache.v))))
         ptrs.add(tuple(t.data_ptr() for t in (*cache.k, *cache.v, cache.pos)))
         return out
     m.compiled_decode = step
     for seed in (0, 1):
-        m.generate(torch.randint(0, 10, (2, 3)), 40, generator=torch.Generator().manual_seed(seed), mask_id=MASK)
+        generate(m, torch.randint(0, 10, (2, 3)), 40, generator=torch.Generator().manual_seed(seed), mask_id=MASK)
     assert len(shapes) == 1 and len(ptrs) == 1, (shapes, ptrs)
 
 
@@ -131,13 +132,13 @@ def test_the_compiled_step_is_one_graph_per_batch_size():
     the eager decode's. The AR, then bd3's clean half at batch > 1 (the same step)."""
     from torch._dynamo.testing import CompileCounter
     torch._dynamo.reset()
-    for model, sample in ((_net(0), lambda m, x, g: m.generate(x, 30, generator=g, mask_id=MASK)),
+    for model, sample in ((_net(0), lambda m, x, g: generate(m, x, 30, generator=g, mask_id=MASK)),
                           (_net(1, False, True), lambda m, x, g: bd3.sample_clean_ar(m, x, 30, 4, MASK, generator=g,
                                                                                      draft=False)[0])):
         counter = CompileCounter()
         eager = [sample(model, x, torch.Generator().manual_seed(3)) for x in (torch.zeros(2, 3, dtype=torch.long),
                                                                              torch.ones(1, 2, dtype=torch.long))]
-        model.compiled_decode = torch.compile(model.decode, backend=counter, fullgraph=True, dynamic=False)
+        model.compiled_decode = torch.compile(decode, backend=counter, fullgraph=True, dynamic=False)
         got = [sample(model, x, torch.Generator().manual_seed(3)) for x in (torch.zeros(2, 3, dtype=torch.long),
                                                                            torch.zeros(2, 3, dtype=torch.long))]
         assert counter.frame_count == 1 and torch.equal(got[0], eager[0]) and torch.equal(got[1], eager[0])
@@ -190,8 +191,8 @@ def test_the_static_decode_makes_no_host_sync():
     meta device under the sync check (tests/test_sync_free.py's): the position stays on the device."""
     from test_sync_free import checked_from_the_first_pass
     meta = torch.device("meta")
-    for model, sample in ((_net(0), lambda m, x: m.generate(x, 30, top_k=5, generator=torch.Generator().manual_seed(0),
-                                                            mask_id=MASK)),
+    for model, sample in ((_net(0), lambda m, x: generate(m, x, 30, top_k=5, generator=torch.Generator().manual_seed(0),
+                                                          mask_id=MASK)),
                           (_net(1, False, True), lambda m, x: bd3.sample_clean_ar(m, x, 30, 4, MASK, draft=False,
                                                                                   generator=torch.Generator()))):
         model = _static(model.to(meta))

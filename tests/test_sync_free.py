@@ -14,6 +14,7 @@ import objectives
 import train
 from common import Schedule
 from configurator import get_config
+from decode import generate
 from helpers import Tok, for_objective
 from model import Transformer
 from utils import dataloader
@@ -151,7 +152,7 @@ def checked_from_the_first_pass(model):
 
 @pytest.mark.parametrize("objective", ["uniform", "ar"])
 def test_a_uniform_step_and_a_kv_cached_ar_token_make_no_host_sync(objective):
-    """Every step of the uniform sampler and every token of the AR's KV-cached decode (model.generate) on meta."""
+    """Every step of the uniform sampler and every token of the AR's KV-cached decode (decode.generate) on meta."""
     import uniform
     from sampler import SamplerOptions
     cfg = get_config(for_objective([*PRESETS[objective], *SMALL]))
@@ -167,7 +168,7 @@ def test_a_uniform_step_and_a_kv_cached_ar_token_make_no_host_sync(objective):
             opts = SamplerOptions(steps=4, temperature=1.0, top_p=0.9)
             uniform.sample_uniform(model, x, gen_mask, schedule, tok.mask_id, opts, torch.Generator().manual_seed(0))
         else:
-            model.generate(x[:, :4], 12, top_k=5, generator=torch.Generator().manual_seed(0), mask_id=tok.mask_id)
+            generate(model, x[:, :4], 12, top_k=5, generator=torch.Generator().manual_seed(0), mask_id=tok.mask_id)
     finally:
         leave()
 
