@@ -57,13 +57,16 @@ def parse_args(argv):
     samples, sampling = ("n_samples",), ("n_samples", "infill_len")  # the flags that act only with samples (or infill)
     p.add_argument("--gen-len", type=at_least(0), default=0, needs=samples, help="tokens per sample; 0 = fill context")
     p.add_argument("--prompt", default="", needs=samples, help="text every sample starts from; '' = the AR start token")
-    p.add_argument("--steps", type=at_least(1), default=64, needs=sampling, help="reverse steps (NFE): samples, infill")
-    p.add_argument("--temperature", type=at_least(0.0), default=1.0, needs=samples,
-                   help="the samples' sampling temperature (0 = argmax)")
-    p.add_argument("--order", choices=ORDERS, default="confidence", needs=sampling,
+    # the sampler's settings: each checkpoint's own (what its preset and inference.py sample with) unless given here
+    p.add_argument("--steps", type=at_least(1), default=None, needs=sampling,
+                   help="reverse steps (NFE) of samples and infill; default: each checkpoint's own")
+    p.add_argument("--temperature", type=at_least(0.0), default=None, needs=samples,
+                   help="the samples' sampling temperature (0 = argmax); default: each checkpoint's own")
+    p.add_argument("--order", choices=ORDERS, default=None, needs=sampling,
                    help="mdlm's reveal order (random + --remask none = MDLM's ancestral sampler)")
-    p.add_argument("--remask", choices=("refine", "none"), default="refine", needs=sampling, help="mdlm's samples: "
-                   "refine (the least sure committed tokens compete with new ones) or none (committed tokens stay)")
+    p.add_argument("--remask", choices=("refine", "none"), default=None, needs=sampling, help="mdlm's samples: "
+                   "refine (the least sure committed tokens compete with new ones) or none (committed tokens stay); "
+                   "default: each checkpoint's own")
     p.add_argument("--infill-len", type=at_least(0), default=20, help="held-out tokens (nanoDLM: 20 chars); 0 = none")
     p.add_argument("--n-infill", type=at_least(1), default=64, needs=("infill_len",),
                    help="validation windows, each with one held-out span")
@@ -86,11 +89,14 @@ def load_run(path, args, device, given=()):
     options typed (utils.cli.typed), so that the sampling config is validated as a command line of them."""
     model, ckpt, cfg, tok = open_checkpoint(path, device, args.data_path, args.val_path)
     obj = objectives.get(cfg.objective)
-    # the samplers' settings: --steps, --temperature, --order, --remask; every other switch off
-    scfg = replace(cfg, steps=args.steps, temperature=args.temperature, order=args.order, remask=args.remask,
-                   tokens_per_step="schedule", remask_eta=0.0, threshold=0.0, semi_ar_length=0, top_k=0, top_p=1.0)
-    if (args.n_samples or args.infill_len) and obj.STEP_CHAIN and args.steps > cfg.diffusion_steps:  # a grid's K <= T
-        raise UserError(f"--steps {args.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: "
+    # the checkpoint's own sampler (issue 73: eval.py sampled `cpu` by confidence / refine where its preset and
+    # inference.py sample random / ReMDM capped), each of --steps, --temperature, --order, --remask given replacing its
+    # setting (a checkpoint's remdm, which the flag cannot name, is replaced only by a given --remask)
+    asked = {key: getattr(args, key) for key in SAMPLER_FLAGS.values() if getattr(args, key) is not None}
+    scfg = replace(cfg, **asked)
+    steps = scfg.steps
+    if (args.n_samples or args.infill_len) and obj.STEP_CHAIN and steps > cfg.diffusion_steps and not scfg.threshold:
+        raise UserError(f"--steps {steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: "
                         f"use --steps {cfg.diffusion_steps}")
     if args.n_samples or args.infill_len:
         # what train.py and inference.py refuse, refused here: the sampler's flags given that this objective reads,
@@ -98,6 +104,12 @@ def load_run(path, args, device, given=()):
         validate(scfg, {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES})
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),
                 schedule=Schedule(cfg.diffusion_steps, cfg.schedule))
+
+
+def overridden(args):
+    """The sampler settings given on the command line, as they read in the start-up line ('' when none)."""
+    asked = [f"{key}={getattr(args, key)}" for key in SAMPLER_FLAGS.values() if getattr(args, key) is not None]
+    return f" but {', '.join(asked)}" if asked else ""
 
 
 def refuse_unread(runs, args, given):
@@ -311,7 +323,7 @@ def main(argv):
     judge = load_judge(args.ar_checkpoint, device, {r["path"]: r["tok"] for r in runs}) if args.ar_checkpoint else None
     ctx, precision = autocast_for(device, args.dtype)  # training's policy (and TF32 on CUDA)
     print(f"device: {device}, {precision} forward passes (float64 draws); {args.split} split, {args.n_windows} windows "
-          f"x {args.n_t} t; {args.n_samples} samples at steps={args.steps}, temperature={args.temperature}; "
+          f"x {args.n_t} t; {args.n_samples} samples, each checkpoint's own sampler{overridden(args)}; "
           f"scorer: {args.ar_checkpoint or 'none'}")
     rows, t0 = [], time.time()
     with Progress(runs, args) as bar:

@@ -53,6 +53,24 @@ def adaln_ckpt(tmp_path_factory):
 # ---------------------------------------------------------------------------------------- eval.py
 
 @pytest.mark.slow
+def test_samples_come_from_each_checkpoints_own_sampler_unless_a_flag_says(adaln_ckpt, tmp_path):
+    """Issue 73: eval.py sampled the `cpu` checkpoint by confidence / refine (its own defaults) where the preset and
+    inference.py sample random / ReMDM capped. Now a checkpoint's own sampler, each flag given replacing one setting."""
+    ev = _script("eval")
+    ck = load_checkpoint(adaln_ckpt)
+    ck["config"].update(order="random", remask="remdm", remask_eta=0.05, steps=12, temperature=0.9)
+    own = tmp_path / "own.pt"
+    save_checkpoint(own, ck)
+    run = ev.load_run(str(own), ev.parse_args([str(own), "--n-samples", "2"]), torch.device("cpu"))
+    s = run["scfg"]
+    assert (s.order, s.remask, s.remask_eta, s.steps, s.temperature) == ("random", "remdm", 0.05, 12, 0.9)
+    assert run["obj"].describe(s) == run["obj"].describe(run["cfg"])  # the table names the sampler it ran
+    argv = [str(own), "--n-samples", "2", "--order", "confidence", "--remask", "none"]
+    s = ev.load_run(str(own), ev.parse_args(argv), torch.device("cpu"), {"--order", "--remask"})["scfg"]
+    assert (s.order, s.remask, s.steps, s.temperature) == ("confidence", "none", 12, 0.9)
+
+
+@pytest.mark.slow
 def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsys):
     ev = _script("eval")
     out = in_tmp / "eval.json"
