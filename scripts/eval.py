@@ -94,11 +94,10 @@ def load_run(path, args, device, given=()):
     # setting (a checkpoint's remdm, which the flag cannot name, is replaced only by a given --remask)
     asked = {key: getattr(args, key) for key in SAMPLER_FLAGS.values() if getattr(args, key) is not None}
     scfg = replace(cfg, **asked)
-    steps = scfg.steps
-    if (args.n_samples or args.infill_len) and obj.STEP_CHAIN and steps > cfg.diffusion_steps and not scfg.threshold:
-        raise UserError(f"--steps {steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: "
-                        f"use --steps {cfg.diffusion_steps}")
     if args.n_samples or args.infill_len:
+        if obj.STEP_CHAIN and scfg.steps > cfg.diffusion_steps and not scfg.threshold:  # a grid's K <= T
+            raise UserError(f"--steps {scfg.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: "
+                            f"use --steps {cfg.diffusion_steps}")
         # what train.py and inference.py refuse, refused here: the sampler's flags given that this objective reads,
         # checked against its own switches (a --bd3_speculate or --dual_sample checkpoint reads no --steps or --order)
         validate(scfg, {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES})
