@@ -255,7 +255,7 @@ class TrainLog:
             self.noted_long = True
             note = long_run_note(self.cfg, self.env.device, eta)
             if note:
-                print0(note)
+                print0(wrap(note))
         if self.env.threads is not None:
             change = self.env.threads.follow()  # the CPU's thread count fitted to the load again: a line if it moved
             if change:
@@ -263,7 +263,7 @@ class TrainLog:
         if not self.noted_shared:
             shared = contention_note(self.window_s, self.env.device, self.env.threads)
             if shared:
-                print0(shared)
+                print0(wrap(shared))
                 self.noted_shared = True
 
     @contextmanager

@@ -170,3 +170,23 @@ def test_the_memory_estimate_counts_every_pass_of_a_micro_batch_by_hand(argv, co
     line, need = estimate_line(cfg, model, Schedule(20), torch.device("meta"), "float32", flops_tok, seq, 0.4)
     assert need == model.num_params() * 16 + columns * 2_416  # weights, grads and AdamW's two moments: 16 bytes each
     assert f"({columns:,} columns in its passes)" in line or columns == 2 * 8
+
+
+def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_path):
+    """The shared-cores and long-run notes ran to ~190 characters on one line in a run's log; TrainLog.notes prints
+    each wrapped at 120 columns, the whole sentence kept."""
+    import os
+    from types import SimpleNamespace
+    from evals.report import TrainLog
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    cfg = get_config(["baby", f"--out_dir={tmp_path}", "--max_iters=100000"])
+    env = SimpleNamespace(device=torch.device("cpu"), master=False, wandb=None, threads=None)
+    log = TrainLog(cfg, env, 0, flops_tok=1.0, n_windows=8, eval_t=4)
+    log.window_s = [0.5, 0.25, 0.26, 4.0]
+    log.notes(eta=20 * 3600, settled=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) >= 4 and max(map(len, lines)) <= 120, lines
+    text = " ".join(line.strip() for line in lines)
+    assert "this run needs ~20h00m" in text and "python train.py cpu" in text
+    assert "3.0 processes ready on 2 cores" in text and "OMP_NUM_THREADS=1 python train.py ..." in text
