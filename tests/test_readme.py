@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -21,15 +22,29 @@ TINY = dict(max_iters=6, eval_interval=3, eval_iters=1, log_interval=3, warmup_i
 SKIP = ("python3 -m venv", "pip ", "python -m pytest")
 
 
-def readme_commands(text):
-    """The shell lines of README's ```bash blocks, in order: continuations joined, comments and setup lines dropped."""
-    cmds = []
+def readme_lines(text):
+    """(command, the whole line with its caption) for the shell lines of README's ```bash blocks, in order:
+    continuations joined, comment lines and setup lines dropped."""
+    lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
-            line = re.sub(r"\s+#.*$", "", line).strip()
-            if line and not line.startswith("#") and not line.startswith(SKIP):
-                cmds.append(line)
-    return cmds
+            cmd = re.sub(r"\s+#.*$", "", line).strip()
+            if cmd and not cmd.startswith("#") and not cmd.startswith(SKIP):
+                lines.append((cmd, line))
+    return lines
+
+
+def readme_commands(text):
+    """The commands alone, captions dropped."""
+    return [cmd for cmd, _ in readme_lines(text)]
+
+
+def promised_files(line):
+    """The trace files a README line names, in its command (--viz-video PATH) or its caption (artifacts/....mp4 +
+    .gif): each MP4 and the GIF written beside it (issue 73: the second command's caption promised a trace that only
+    --viz-video writes)."""
+    stems = re.findall(r"(artifacts/[\w./-]+)\.mp4", line)
+    return [f"{stem}{ext}" for stem in dict.fromkeys(stems) for ext in (".mp4", ".gif")]
 
 
 def shrink(cmd):
@@ -46,6 +61,8 @@ def shrink(cmd):
 def test_the_readme_commands_are_found_and_shrunk():
     text = "```bash\n# setup\npip install x\npython train.py cpu   # train\npython inference.py cpu \\\n  --seed 0\n```\n"
     assert readme_commands(text) == ["python train.py cpu", "python inference.py cpu    --seed 0"]
+    assert promised_files("python x.py --viz-video artifacts/a.mp4   # its trace: artifacts/a.mp4 + .gif") == [
+        "artifacts/a.mp4", "artifacts/a.gif"]
     got = shrink("python train.py cpu --max_iters=20 && python inference.py cpu")
     assert "--max_iters=20" in got and "--max_iters=6" not in got and "--n_layer=1" in got
     assert got.endswith("&& python inference.py cpu")  # sampling is left as written
@@ -67,10 +84,16 @@ def test_every_readme_command_runs_in_order_on_a_fresh_copy(tmp_path):
         (bin_dir / name).chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
                PYTHONDONTWRITEBYTECODE="1")
-    for cmd in readme_commands((ROOT / "README.md").read_text()):
+    for cmd, line in readme_lines((ROOT / "README.md").read_text()):
+        caption = line[len(line.split("#")[0]):]
+        # a caption that promises a trace names where it goes: in the caption, or through --viz-video in the command
+        assert "trace" not in caption or promised_files(line), line
+        started = time.time()
         r = subprocess.run(["bash", "-c", shrink(cmd)], cwd=repo, env=env, capture_output=True, text=True,
                            stdin=subprocess.DEVNULL, timeout=600)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+        for path in promised_files(line):  # what the caption says the command writes, written by this command
+            assert (repo / path).is_file() and (repo / path).stat().st_mtime >= started - 1, (line, path)
 
 
 def test_the_logs_index_lists_every_entry_in_order():
