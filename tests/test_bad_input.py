@@ -530,7 +530,7 @@ TABLE += [
      None),  # it was --ar-checkpoint with --n-samples 0, which needs= refuses spelled out
     ("scripts/eval.py", [*EV, f"--ar-check={AR}"], ("unrecognized arguments: --ar-check=", "--ar-checkpoint"), None),
     ("scripts/eval.py", [DM, "--n-sam", "0"], "did you mean --n-samples", None),
-    ("scripts/bench_train.py", [*BT, "--compare"], ("--compare_head or --compare_compile", "whole name"), None),
+    ("scripts/bench_train.py", [*BT, "--compare"], ("did you mean --compare_compile", "whole name"), None),
     ("scripts/eval.py", [*EV[:-4], "--n-samples", "1", "--steps", "4", "--prompt", "To be" * 20],
      "it fills the context of dm/model.pt", None),  # was 'fewer than -68 tokens'
     ("scripts/frontier.py", [*FR, "--prompt", "To be" * 20], "it fills the context of 32", None),
