@@ -360,9 +360,9 @@ CLASS_ROWS = {
         root=[(["entropy", "data/prompts.txt"], "run from the repository root")]),
     "scripts/bench_train.py": dict(
         missing=NO_FILES, directory=NO_FILES, exists=NO_FILES, checkpoint=NO_FILES, json=NO_FILES, root=NO_FILES,
-        list=[([*BT, "--bd3_blocks=4,x"], ("--bd3_blocks", "'x'"))],
-        empty=[([*BT, "--bd3_blocks=,"], ("--bd3_blocks", "','"))],
-        zero=[([*BT, "--iters=0"], ("--iters", ">= 1")), ([*BT, "--bd3_blocks=4,0"], "bd3_block")]),
+        list=SCALARS + "; its own flags are scalars too",
+        empty=[([*BT, "--mask_min=0.8", "--mask_max=0.2"], "mask_min")],
+        zero=[([*BT, "--iters=0"], ("--iters", ">= 1")), ([*BT, "--objective=bd3", "--bd3_block=0"], "bd3_block")]),
     "scripts/export.py": dict(
         missing=[(["missing.pt", "out"], "checkpoint missing.pt not found")],
         directory=[(["empty_dir", "out"], "empty_dir is a folder")],
