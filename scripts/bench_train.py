@@ -1,16 +1,17 @@
-"""Training-step benchmark: ms/iter, tokens/s and MFU of the config's objective beside ar (and bd3 rows), same dims.
+"""Training-step benchmark: ms/iter, tokens/s and MFU of the config's objective beside ar, same dims.
 
     python scripts/bench_train.py                            # the default model (6/6/384, ctx 256, batch 64)
     python scripts/bench_train.py cpu --iters=5 --repeats=3  # any preset or --key=value of config.py
-    python scripts/bench_train.py cpu --compare_head         # mdlm with the head on all vs only masked positions
     python scripts/bench_train.py cpu --compare_compile      # every row eager and torch.compile'd
+    python scripts/bench_train.py --head_on_masked_only      # the head on masked positions only (elbo, masked_ce)
     python scripts/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
-    python scripts/bench_train.py baby --bd3_blocks=1,4,16,64    # a bd3 row per block size (dev/LOG.md's)
+    python scripts/bench_train.py baby --objective=bd3 --bd3_block=16  # bd3 at blocks of 16 (a run per block size)
 
 One training step as train.py takes it (autocast forward, backward, clip, optimizer step) on random tokens: speed
 does not depend on the text. Warm-up (and so compilation) is not timed; rows take turns, so a drifting load slows all
-alike; each reports its median over repeats. MFU counts the model's FLOPs per token (the full head, even for the
-masked-head row) against utils/dist.PEAK_FLOPS on CUDA, on CPU against the measured fp32 matmul rate (matmul_rate).
+alike; each reports its median over repeats. MFU counts the model's FLOPs per token (the full head, even with
+--head_on_masked_only) against utils/dist.PEAK_FLOPS on CUDA, on CPU against the measured fp32 matmul rate
+(matmul_rate).
 Peak memory is each row's, read in one more step of its own after the timing (peak_memory): on CUDA what the row alone
 would hold (the allocator's peak over that step, less what the other rows keep), on a CPU the process's peak RSS.
 """
@@ -27,10 +28,10 @@ from torch.utils._pytree import tree_leaves
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import objectives  # noqa: E402
 from common import Draw, Schedule  # noqa: E402
-from configurator import TYPES, get_config, parse, sample_keys  # noqa: E402
+from configurator import TYPES, parse, sample_keys  # noqa: E402
 from model import Transformer  # noqa: E402
 from utils.dist import autocast_for, compile_step, keyed_generator, peak_flops, pick_device, timed  # noqa: E402
-from utils.cli import ArgParser, at_least, list_of  # noqa: E402
+from utils.cli import ArgParser, at_least  # noqa: E402
 from utils.checkpoint import RENAMED  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
@@ -126,9 +127,7 @@ def main(argv):
     ap.add_argument("--repeats", type=at_least(1), default=3, help="timed repeats of every row, in turns (the median)")
     ap.add_argument("--warmup", type=at_least(0), default=2, help="untimed steps first (compilation happens here)")
     ap.add_argument("--vocab_size", type=at_least(2), default=66, help="with [MASK]: 66 = Shakespeare's, 2048 = BPE")
-    ap.add_argument("--compare_head", action="store_true", help="mdlm with the head on all and on masked positions")
     ap.add_argument("--compare_compile", action="store_true", help="time every row eager and torch.compile'd")
-    ap.add_argument("--bd3_blocks", type=list_of(at_least(1)), default=[], help="block sizes L': a bd3 row each")
     args, rest = ap.parse_known_args(argv)
     for word in rest:  # the rest is config.py's: a word that is none of its keys but close to a flag here is a slip
         key = word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
@@ -143,10 +142,6 @@ def main(argv):
     _, dtype_name = autocast_for(device, cfg.dtype)  # and on CUDA TF32 outside autocast, as train.py
     tokens = cfg.batch_size * cfg.block_size
     rows = [("ar", replace(cfg, objective="ar")), (cfg.objective, cfg)]
-    if args.compare_head:
-        rows = [rows[0], (f"{cfg.objective} head=all", replace(cfg, head_on_masked_only=False)),
-                (f"{cfg.objective} head=masked", replace(cfg, head_on_masked_only=True))]
-    rows += [(f"bd3 L'={k}", get_config(rest + ["--objective=bd3", f"--bd3_block={k}"])) for k in args.bd3_blocks]
     if args.compare_compile:
         rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows
                 for tag, on in (("eager", "false"), ("compiled", "true"))]
@@ -187,7 +182,7 @@ def print_results(steps, times, configs, tokens, peak, memory):
     print(f"peak MiB: {next(iter(memory.values()))[1]}")
     for name, sec in results.items():
         if not name.startswith("ar"):
-            # its AR partner: the same --compare_compile tag (a --compare_head or bd3 row: plain "ar")
+            # its AR partner: the same --compare_compile tag (without it: plain "ar")
             ar_name = " ".join(["ar"] + [w for w in name.split() if w in ("eager", "compiled")])
             print(f"time ratio {name} / {ar_name}: {sec / results[ar_name]:.3f}")
 

@@ -360,9 +360,9 @@ CLASS_ROWS = {
         root=[(["entropy", "data/prompts.txt"], "run from the repository root")]),
     "scripts/bench_train.py": dict(
         missing=NO_FILES, directory=NO_FILES, exists=NO_FILES, checkpoint=NO_FILES, json=NO_FILES, root=NO_FILES,
-        list=[([*BT, "--bd3_blocks=4,x"], ("--bd3_blocks", "'x'"))],
-        empty=[([*BT, "--bd3_blocks=,"], ("--bd3_blocks", "','"))],
-        zero=[([*BT, "--iters=0"], ("--iters", ">= 1")), ([*BT, "--bd3_blocks=4,0"], "bd3_block")]),
+        list=SCALARS + "; its own flags are scalars too",
+        empty=[([*BT, "--mask_min=0.8", "--mask_max=0.2"], "mask_min")],
+        zero=[([*BT, "--iters=0"], ("--iters", ">= 1")), ([*BT, "--objective=bd3", "--bd3_block=0"], "bd3_block")]),
     "scripts/export.py": dict(
         missing=[(["missing.pt", "out"], "checkpoint missing.pt not found")],
         directory=[(["empty_dir", "out"], "empty_dir is a folder")],
@@ -530,7 +530,7 @@ TABLE += [
      None),  # it was --ar-checkpoint with --n-samples 0, which needs= refuses spelled out
     ("scripts/eval.py", [*EV, f"--ar-check={AR}"], ("unrecognized arguments: --ar-check=", "--ar-checkpoint"), None),
     ("scripts/eval.py", [DM, "--n-sam", "0"], "did you mean --n-samples", None),
-    ("scripts/bench_train.py", [*BT, "--compare"], ("--compare_head or --compare_compile", "whole name"), None),
+    ("scripts/bench_train.py", [*BT, "--compare"], ("did you mean --compare_compile", "whole name"), None),
     ("scripts/eval.py", [*EV[:-4], "--n-samples", "1", "--steps", "4", "--prompt", "To be" * 20],
      "it fills the context of dm/model.pt", None),  # was 'fewer than -68 tokens'
     ("scripts/frontier.py", [*FR, "--prompt", "To be" * 20], "it fills the context of 32", None),

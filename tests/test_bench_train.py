@@ -5,6 +5,7 @@ dims on the CPU, where the peak is the process's RSS over the row's own untimed 
 """
 import builtins
 
+import pytest
 import torch
 
 from helpers import run_cli_here
@@ -14,14 +15,17 @@ TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_
         "--warmup=0", "--device=cpu"]
 
 
-def test_every_row_prints_its_peak_memory_beside_its_speed(capsys):
-    code, out, err = run_cli_here(bench_train.main, [*TINY, "--bd3_blocks=4"], capsys)
+@pytest.mark.parametrize("objective, flags", [("mdlm", []), ("bd3", ["--objective=bd3", "--bd3_block=4"])])
+def test_every_row_prints_its_peak_memory_beside_its_speed(objective, flags, capsys):
+    """The AR row and the config's objective's (masked diffusion, block diffusion), each with its own peak."""
+    code, out, err = run_cli_here(bench_train.main, [*TINY, *flags], capsys)
     assert code == 0, err
     lines = out.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("row "))
     assert lines[head].split()[-2:] == ["peak", "MiB"]
-    rows = lines[head + 1:head + 4]
-    assert [r.split()[0] for r in rows] == ["ar", "mdlm", "bd3"]
+    rows = lines[head + 1:head + 3]
+    assert [r.split()[0] for r in rows] == ["ar", objective]
+    assert lines[head + 3].startswith("peak MiB:")  # no row beyond the two
     assert all(float(r.split()[-1].replace(",", "")) > 0 for r in rows), rows
     assert "peak MiB: the process's peak RSS over the row's step" in out
 
