@@ -336,6 +336,11 @@ def main(argv):
             to_go = len(runs) - i - 1
             eta = f" ({to_go} to go, ~{(time.time() - t0) / (i + 1) * to_go:.0f}s)" if to_go else ""
             print(f"  {row['name']}: {row['seconds']:.1f}s{eta}")
+            for flag, asked, got in (("--n-windows", args.n_windows, row["n_windows"]),
+                                     ("--n-infill", args.n_infill, row.get("infill_n", args.n_infill))):
+                if got < asked:  # a split too short for what was asked: all it holds, scored and said, never silently
+                    print(f"  {row['name']}: {flag} {asked}, but the {args.split} split holds {got} disjoint windows "
+                          f"of its context: those scored")
     paired_with_first(rows)
     targets = {r["val_sample_entropy"] for r in rows}  # one per sample length (and data): one figure if they agree
     val_entropy = targets.pop() if len(targets) == 1 else None

@@ -344,3 +344,20 @@ def test_progress_has_no_total_when_a_sampler_is_adaptive(monkeypatch):
     run.update(obj=objectives.get("bd3"), cfg=cfg, scfg=cfg)
     ev.Progress([run, run], args)
     assert totals == [32 + 96 + 32, None]
+
+
+@pytest.mark.slow
+def test_a_split_too_short_for_the_windows_asked_is_said(adaln_ckpt, tmp_path, capsys):
+    """eval.py scored every disjoint window a short split holds where --n-windows or --n-infill asked for more, and
+    said nothing (the start-up line names the count asked): the row's line now says how many were scored."""
+    ev = _script("eval")
+    short = tmp_path / "short.txt"
+    short.write_text(real_text().read_text()[:20_000])  # test half of validation: 1,000 chars, 15 windows of 65
+    ev.main([str(adaln_ckpt), "--data-path", str(short), "--val-path", "", "--n-windows", "40", "--n-t", "1",
+             "--n-infill", "30", "--infill-len", "4", "--steps", "4", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "--n-windows 40, but the test split holds 15 disjoint windows" in out
+    assert "--n-infill 30, but the test split holds 15 disjoint windows" in out
+    ev.main([str(adaln_ckpt), "--data-path", str(short), "--val-path", "", "--n-windows", "15", "--n-t", "1",
+             "--infill-len", "0", "--device", "cpu"])
+    assert "disjoint windows" not in capsys.readouterr().out  # as many as asked: nothing to say
