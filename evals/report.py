@@ -359,7 +359,9 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
     prompt_len, gen_len = report_samples(cfg, tok)
     writer = open_trace(cfg) if obj.TRACE else None  # sample 0's trace
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
-    print(f"sampling {n} x {gen_len} tokens" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
+    # a gen_len past the context is cut to what it holds after the prompt, and said so
+    cut = f" (gen_len={cfg.gen_len}: what the context holds after the prompt)" if gen_len < cfg.gen_len else ""
+    print(f"sampling {n} x {gen_len} tokens{cut}" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
     with StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:
         texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule,
                                               device, g, on_step=chain(change, bar))

@@ -51,6 +51,11 @@ def test_the_final_metrics_block_labels_every_figure_and_drops_what_the_sampler_
     assert "reverse-step token change rate (fraction of committed tokens a step changes): " in out
     assert "by construction" not in _report(capsys, "--remask=remdm")
     assert "0 by construction (threshold: committed tokens are final)" in _report(capsys, "--threshold=0.5")
+    # a gen_len past the context: the samples are cut to what it holds, and the line says why
+    full = _report(capsys)
+    assert "sampling 4 x 12 tokens\n" in full and "(gen_len=" not in full
+    assert "sampling 4 x 64 tokens (gen_len=100: what the context holds after the prompt)" in _report(capsys,
+                                                                                                 "--gen_len=100")
 
 
 def test_the_eta_projects_from_steady_windows_and_says_when_it_is_settling():
