@@ -21,7 +21,7 @@ def ar_loss(model, x):
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 MODEL = dict(causal=True, time_cond="none", self_cond=False, clean_causal=False)
 WINDOW = 1  # a training window of L + 1 tokens scores its last L
-IGNORES = dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps", "head_on_masked_only", "steps",
+IGNORES = dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps", "steps",
                          *REVEAL_KEYS, "bd3_block", "mask_min", "mask_max", "bd3_loss", "bd3_speculate", "bd3_ar",
                          "dual_ar", "dual_sample", "mask_ramp", "mask_ramp_from", "self_cond", "mask_draws"),
                         "an AR model predicts the next token: no noise, time, schedule or reverse steps")

@@ -68,33 +68,29 @@ def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, tota
     return (idx[perm] - 1 + int(allowed[0])).view(n, n_blocks).to(device)  # allowed: a run of times on the host
 
 
-def bd3_logits(model, xt, x0, block, mask_id, positions=None, sc=None, clean=False):
+def bd3_logits(model, xt, x0, block, mask_id, sc=None, clean=False):
     """One block-diffusion pass: the logits of the noisy half of [xt ; x0] (B, 2L) under bd3_attn_mask, with the
-    [MASK] logit at -inf. Returns (B, L, V), or (N, V) at positions (B, L) bool of the noisy half. sc (B, L, V):
-    self-conditioning's input for the noisy half (the clean half reads zeros). The clean half is the context of later
-    blocks, so its last block, context for no one, is left out (L' = L: all of it, exactly MDLM's pass with
-    time_cond='none'). clean=True, on a clean_causal network (--bd3_ar), keeps the whole clean half and also returns
-    its next-token logits (B, L - 1, V) of x0[:, 1:]: (noisy logits, next-token logits)."""
+    [MASK] logit at -inf. Returns (B, L, V). sc (B, L, V): self-conditioning's input for the noisy half (the clean
+    half reads zeros). The clean half is the context of later blocks, so its last block, context for no one, is left
+    out (L' = L: all of it, exactly MDLM's pass with time_cond='none'). clean=True, on a clean_causal network
+    (--bd3_ar), keeps the whole clean half and also returns its next-token logits (B, L - 1, V) of x0[:, 1:]: (noisy
+    logits, next-token logits)."""
     L, causal = x0.size(1), getattr(getattr(model, "args", None), "clean_causal", False)
     if clean:  # the whole clean half, each column's logits predicting the next token
         assert causal, "the next-token logits of the clean half need a clean_causal network (--bd3_ar)"
         sc = None if sc is None else torch.cat([sc, torch.zeros_like(sc)], 1)
         out = model(torch.cat([xt, x0], 1), attn_mask=bd3_attn_mask(L, block, x0.device, True),
                     rope_pos=torch.arange(L, device=x0.device).repeat(2), sc=sc)  # both halves at 0..L-1
-        noisy = out[:, :L] if positions is None else out[:, :L][positions]
-        return no_mask_logit(noisy, mask_id), no_mask_logit(out[:, L:-1], mask_id)
+        return no_mask_logit(out[:, :L], mask_id), no_mask_logit(out[:, L:-1], mask_id)
     if block == L:  # one block: no clean context, MDLM's pass
-        return no_mask_logit(model(xt, positions=positions, sc=sc), mask_id)
+        return no_mask_logit(model(xt, sc=sc), mask_id)
     n = 2 * L - block  # the last clean block is context for no one: left out
     rope = torch.arange(L, device=x0.device).repeat(2)[:n]  # both halves at positions 0..L-1
-    if positions is None:  # the noisy half by a slice of the head's input: no sync, no graph break
-        cols = dict(head_cols=L)
-    else:  # (N, V) at the noisy half's positions, none of the clean half's
-        cols = dict(positions=torch.cat([positions, torch.zeros_like(positions[:, block:])], 1))
     if sc is not None:
         sc = torch.cat([sc, sc.new_zeros(sc.size(0), n - L, sc.size(2))], 1)  # (B, n, V)
     mask = bd3_attn_mask(L, block, x0.device, causal)[:n, :n]
-    logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=mask, rope_pos=rope, sc=sc, **cols)
+    # the noisy half by a slice of the head's input: no sync, no graph break
+    logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=mask, rope_pos=rope, sc=sc, head_cols=L)
     return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
 
 
@@ -125,15 +121,10 @@ def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowe
     if opts.self_cond:  # the first pass is the same two-stream pass, without sc, for the chosen rows
         sc = self_condition_input(lambda r: bd3_logits(model, xt if r is None else xt[r], x0 if r is None else x0[r],
                                                        block, mask_id), masked, opts.self_cond, rows=drawn.rows)
-    # masked_only: no logits where the loss is zero (unmasked); ar_weight: the clean half's next-token logits too
-    out = bd3_logits(model, xt, x0, block, mask_id, positions=masked if opts.masked_only else None, sc=sc,
-                     clean=opts.ar_weight > 0)
+    # ar_weight: the clean half's next-token logits too
+    out = bd3_logits(model, xt, x0, block, mask_id, sc=sc, clean=opts.ar_weight > 0)
     logits, nxt = out if opts.ar_weight > 0 else (out, None)
-    if opts.masked_only:  # (N, V)
-        ce = F.cross_entropy(logits, x0[masked], reduction="none")
-        ce = torch.zeros(B, L, device=x0.device).masked_scatter(masked, ce)
-    else:
-        ce = F.cross_entropy(logits.reshape(B * L, -1), x0.view(-1), reduction="none").view(B, L)
+    ce = F.cross_entropy(logits.reshape(B * L, -1), x0.view(-1), reduction="none").view(B, L)
     w = (drawn.n_times * schedule.on(x0.device)[1][t_tok]).float()  # (B, L) importance weight k * w(t_b)
     nelbo = (w * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L as the MDLM bound
     loss = ce.mean() if opts.loss_type == "all_ce" else nelbo.mean()
@@ -548,7 +539,7 @@ def loss(model, x, cfg, schedule, tok, draw):
 
 def options(cfg):
     """The training loss's switches: self-conditioning feeds half the sequences their first pass's prediction."""
-    return LossOptions(cfg.bd3_loss, cfg.head_on_masked_only, 0.5 if cfg.self_cond else 0.0, cfg.bd3_ar)
+    return LossOptions(cfg.bd3_loss, 0.5 if cfg.self_cond else 0.0, cfg.bd3_ar)
 
 
 def eval_times(cfg, L):

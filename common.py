@@ -105,7 +105,6 @@ def band_top(cfg, progress):
 class LossOptions:
     """The training loss's switches, as masked diffusion (diffusion_loss) and block diffusion (bd3_loss) read them."""
     loss_type: str = "elbo"    # what is trained: 'elbo' (the NELBO), 'masked_ce' / 'all_ce' (plain CE, no w(t))
-    masked_only: bool = False  # the output head on masked positions only (the same NELBO; aux logits are then (N, V))
     self_cond: float = 0.0     # the share of sequences given the network's first prediction of x0; 0: one plain pass
     ar_weight: float = 0.0     # bd3: weight of the clean stream's next-token loss (the model's clean_causal)
 
@@ -165,9 +164,9 @@ def no_mask_logit(logits, mask_id):
 
 
 def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
-    """Model logits (B, L, V) in float32 with the [MASK] logit at -inf: x0 is never [MASK]. With positions (B, L)
-    bool or their flat row-major indices (N,), only those rows: (N, V), the head run where the loss or the sampler
-    looks. sc: the self-conditioning input (self_condition_input)."""
+    """Model logits (B, L, V) in float32 with the [MASK] logit at -inf: x0 is never [MASK]. With positions, flat
+    row-major indices (N,), only those rows: (N, V), the head run where the sampler looks. sc: the self-conditioning
+    input (self_condition_input)."""
     kw = {k: v for k, v in dict(positions=positions, sc=sc).items() if v is not None}
     return no_mask_logit(model(xt, t, **kw), mask_id)
 

@@ -109,8 +109,6 @@ class Config:
                                         #   used for eval and samples
     activation_checkpointing: bool = resumable(False)  # keep each layer's input only, recompute it in backward
                                         #   (torch.utils.checkpoint): ~1/n_layer of the activations, ~4/3 of the compute
-    head_on_masked_only: bool = resumable(False)  # mdlm: output head only at masked positions
-                                        #   (same loss; elbo/masked_ce)
     # ---- eval, logging, checkpoints
     eval_interval: int = resumable(250)  # steps between validation passes
     eval_iters: int = resumable(20)     # validation batches per pass (same batches every time); every eval scores them

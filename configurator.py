@@ -54,7 +54,8 @@ def _coerce(name, typ, value):
 # keys the measurements deleted (dev/LOG.md, 2026-11-27: each one's verdict and the commit that removed it)
 REMOVED = ("time_beta", "mask_span", "mir_weight", "mir_mask_max", "bd3_suffix_mix", "cooldown", "attn_scale",
            "dual_draft", "threshold_rule", "bd3_check", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
-           "corrector_steps", "corrector_frac", "corrector_pick", "draft", "draft_len", "live_fps", "muon_ns_dtype")
+           "corrector_steps", "corrector_frac", "corrector_pick", "draft", "draft_len", "live_fps", "muon_ns_dtype",
+           "head_on_masked_only")
 
 
 def _known_key(key):

@@ -46,7 +46,7 @@ def self_condition(model, xt, t, masked, mask_id, share, generator=None, rows=No
 
 
 def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None, drawn=None):
-    """One training/eval pass with the switches `opts` (common.LossOptions: loss_type, masked_only, self_cond).
+    """One training/eval pass with the switches `opts` (common.LossOptions: loss_type, self_cond).
     Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict): the NELBO whatever loss_type is trained,
     so validation always reports the bound. drawn: the pass's draws made ahead (common.Drawn: a compiled step's, the
     pass then a pure function of its tensors); else t (B,), drawn stratified if None, then the masks and
@@ -58,14 +58,8 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
     t = drawn.t
     xt, masked = corrupt(x0, t, schedule, mask_id, uniform=drawn.uniform)
     sc = self_condition(model, xt, t, masked, mask_id, opts.self_cond, rows=drawn.rows) if opts.self_cond else None
-    if opts.masked_only and opts.loss_type != "all_ce":  # unmasked positions carry zero loss: skip their logits
-        # a boolean index: its size is read on the host (a graph break and a sync under --compile)
-        logits = predict_logits(model, xt, t, mask_id, positions=masked, sc=sc)  # (N, V)
-        ce_m = F.cross_entropy(logits, x0[masked], reduction="none")  # (N,)
-        ce = torch.zeros(B, L, dtype=ce_m.dtype, device=x0.device).masked_scatter(masked, ce_m)  # (B, L), 0 elsewhere
-    else:
-        logits = predict_logits(model, xt, t, mask_id, sc=sc)
-        ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
+    logits = predict_logits(model, xt, t, mask_id, sc=sc)
+    ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
     w = (schedule.T * schedule.on(x0.device)[1][t]).float()  # (B,) importance weight T * w(t)
     nelbo = (w[:, None] * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L
     if opts.loss_type == "elbo":
@@ -151,7 +145,7 @@ def loss(model, x, cfg, schedule, tok, draw):
 
 def options(cfg):
     """The training loss's switches: self-conditioning feeds half the sequences their first pass's prediction."""
-    return LossOptions(cfg.loss_type, cfg.head_on_masked_only, 0.5 if cfg.self_cond else 0.0)
+    return LossOptions(cfg.loss_type, 0.5 if cfg.self_cond else 0.0)
 
 
 def dual_ar_loss(model, x0, mask_id):

@@ -187,9 +187,8 @@ class Transformer(nn.Module):
         self_cond, a previous prediction of x0 (probabilities; zero rows where there is none), None = none at all.
         attn_mask (L, L_keys) bool, True = may attend (block diffusion); rope_pos (L,) long: each column's RoPE
         position, instead of start_pos..start_pos+L-1 (the two halves of a block-diffusion pass share 0..L/2-1).
-        Returns logits (B, L, V) in float32, or (N, V) for the N True entries of positions (B, L) bool or at its flat
-        row-major indices (N,) (no host sync), or (B, head_cols, V) for the first head_cols columns (a slice: no host
-        sync, no graph break under compile)."""
+        Returns logits (B, L, V) in float32, or (N, V) at positions, flat row-major indices (N,) (no host sync), or
+        (B, head_cols, V) for the first head_cols columns (a slice: no host sync, no graph break under compile)."""
         L, W = idx.size(1), self.args.block_size
         assert t is not None or self.args.time_cond == "none", "time-conditioned model needs t"
         if rope_pos is None:
@@ -212,8 +211,8 @@ class Transformer(nn.Module):
         x = rms_norm(x)
         if final is not None:
             x = x * (1 + final[1]) + final[0]  # adaLN before the head (DiT's final layer)
-        if positions is not None:  # the head only where the loss looks (a large share of FLOPs at a big vocab)
-            x = x[positions] if positions.dtype == torch.bool else x.flatten(0, 1)[positions]  # (N, C)
+        if positions is not None:  # the head only where the sampler looks (a large share of FLOPs at a big vocab)
+            x = x.flatten(0, 1)[positions]  # (N, C)
         elif head_cols is not None:
             x = x[:, :head_cols]
         return (F.linear(x, self.tok_emb.weight) if self.head is None else self.head(x)).float()
@@ -231,7 +230,7 @@ class Transformer(nn.Module):
         n -= sum(p.numel() for m in (self.time_emb, self.adaln) if m is not None for p in m.parameters())
         return 6 * n + 12 * a.n_layer * a.n_embd * (seq_len or a.block_size)
 
-    def estimate_memory(self, tokens, bf16, head_frac=1.0, ema=False):
+    def estimate_memory(self, tokens, bf16, ema=False):
         """Rough training bytes on one rank: (weights, grads, AdamW moments[, EMA]) in fp32 and the activations kept
         for backward of `tokens` columns (a micro-batch's, every pass of it). Per token and layer a block saves 68 d
         bytes in fp32 and 50 d under bf16 autocast (counted with torch.autograd.graph.saved_tensors_hooks on the CPU;
@@ -245,7 +244,7 @@ class Transformer(nn.Module):
             layers = a.n_layer * a.n_embd * (2 if bf16 else 4) + block
         else:
             layers = a.n_layer * block
-        return state, (layers + 12 * a.vocab_size * head_frac) * tokens
+        return state, (layers + 12 * a.vocab_size) * tokens
 
     def optimizer_groups(self, weight_decay, exclude=()):
         """Decay 2-D matmul weights only, not the embeddings (token, time); exclude: another optimizer's parameters."""

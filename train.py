@@ -132,7 +132,9 @@ def setup(argv):
         configurator.refuse_changes(cfg, given, resume["config"], f"--resume: {resumed_from}",
                                     "drop those flags to continue the run, or train a new one in another --out_dir",
                                     configurator.RESUMABLE_KEYS)
-        keep = {k: v for k, v in resume["config"].items() if k not in configurator.RESUMABLE_KEYS}
+        # a key this version no longer has (configurator.REMOVED) is dropped, as config_from_dict drops it for sampling
+        keep = {k: v for k, v in resume["config"].items()
+                if k in configurator.TYPES and k not in configurator.RESUMABLE_KEYS}
         cfg = replace(cfg, **keep)
     elif not cfg.overwrite and cfg.max_iters > 0:  # max_iters=0 writes nothing
         refuse_earlier_run(cfg)
@@ -235,7 +237,7 @@ def build(cfg, env, data):
            f"{cfg.batch_size} x {cfg.block_size}")
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     model.checkpointing = cfg.activation_checkpointing  # before the estimate, which counts what it keeps
-    line, need = report.estimate_line(cfg, model, schedule, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
+    line, need = report.estimate_line(cfg, model, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
     print0(report.wrap(line))
     report.check_memory(cfg, env.device, need)
     if cfg.max_iters == 0 and not cfg.resume:

@@ -175,7 +175,7 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
 
 # ---------------------------------------------------------------------------- the objective (objectives.py)
 MODEL = dict(self_cond=False, clean_causal=False)  # no [MASK] positions to feed a prediction to
-IGNORES = {**dict.fromkeys(("loss_type", "head_on_masked_only", *REVEAL_KEYS, "bd3_block", "mask_min",
+IGNORES = {**dict.fromkeys(("loss_type", *REVEAL_KEYS, "bd3_block", "mask_min",
                            "mask_max", "bd3_loss", "bd3_speculate", "bd3_ar"),
                           "it trains its NELBO at every position and redraws every position each step, with no [MASK]"),
            **dict.fromkeys(("mask_ramp", "mask_ramp_from"),

@@ -51,14 +51,12 @@ def fmt_time(s):
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def estimate_line(cfg, model, schedule, device, dtype_name, flops_tok, seq, assumed_mfu):
+def estimate_line(cfg, model, device, dtype_name, flops_tok, seq, assumed_mfu):
     """(Memory per rank and tokens/s in a line, from the model's own accounting (rough: see model.estimate_memory);
     the bytes a rank needs). seq: the columns of one pass (bd3: both streams); a micro-batch runs mask_draws
     diffusion passes and the dual objective's causal one."""
-    masked_head = cfg.head_on_masked_only and cfg.loss_type != "all_ce"  # (an objective without masks ignores both)
-    head_frac = (1 - schedule.alpha[1:]).mean().item() if masked_head else 1.0  # E_t[mask rate]
     tokens = cfg.batch_size * (cfg.mask_draws * seq + (cfg.block_size - 1 if cfg.dual_ar else 0))
-    state_b, act_b = model.estimate_memory(tokens, dtype_name == "bfloat16", head_frac, cfg.ema > 0)
+    state_b, act_b = model.estimate_memory(tokens, dtype_name == "bfloat16", cfg.ema > 0)
     peak = peak_flops(device)
     est_tps = peak * assumed_mfu / flops_tok if peak else None  # training tokens/s at the assumed MFU
     speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {assumed_mfu:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"

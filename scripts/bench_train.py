@@ -3,15 +3,13 @@
     python scripts/bench_train.py                            # the default model (6/6/384, ctx 256, batch 64)
     python scripts/bench_train.py cpu --iters=5 --repeats=3  # any preset or --key=value of config.py
     python scripts/bench_train.py cpu --compare_compile      # every row eager and torch.compile'd
-    python scripts/bench_train.py --head_on_masked_only      # the head on masked positions only (elbo, masked_ce)
     python scripts/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
     python scripts/bench_train.py baby --objective=bd3 --bd3_block=16  # bd3 at blocks of 16 (a run per block size)
 
 One training step as train.py takes it (autocast forward, backward, clip, optimizer step) on random tokens: speed
 does not depend on the text. Warm-up (and so compilation) is not timed; rows take turns, so a drifting load slows all
-alike; each reports its median over repeats. MFU counts the model's FLOPs per token (the full head, even with
---head_on_masked_only) against utils/dist.PEAK_FLOPS on CUDA, on CPU against the measured fp32 matmul rate
-(matmul_rate).
+alike; each reports its median over repeats. MFU counts the model's FLOPs per token against utils/dist.PEAK_FLOPS on
+CUDA, on CPU against the measured fp32 matmul rate (matmul_rate).
 Peak memory is each row's, read in one more step of its own after the timing (peak_memory): on CUDA what the row alone
 would hold (the allocator's peak over that step, less what the other rows keep), on a CPU the process's peak RSS.
 """

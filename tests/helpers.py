@@ -35,8 +35,8 @@ MICRO = ["--n_layer=1", "--n_head=2", "--n_embd=32", f"--block_size={L}", f"--ba
 
 
 def pick(out, positions):
-    """A model's output (B, L, V) at `positions`: a boolean (B, L) mask or flat row-major indices (N,), as model.py."""
-    return out[positions] if positions.dtype == torch.bool else out.flatten(0, 1)[positions]
+    """A model's output (B, L, V) at `positions`, flat row-major indices (N,), as model.py."""
+    return out.flatten(0, 1)[positions]
 
 
 def for_objective(args):

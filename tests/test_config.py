@@ -73,7 +73,7 @@ def test_trained_and_resumable_keys_are_field_metadata():
                                  "tie_weights", "bd3_ar", "dual_ar"}
     assert set(RESUMABLE_KEYS) == {"max_iters", "eval_interval", "log_interval", "device", "resume", "overwrite", "compile",
                                    "activation_checkpointing",
-                                   "eval_iters", "head_on_masked_only", "wandb_log", "wandb_project", "keep_last",
+                                   "eval_iters", "wandb_log", "wandb_project", "keep_last",
                                    "skip_nonfinite", "out_dir"}
     from sampler import ORDERS
     assert CHOICES["order"] == ORDERS and CHOICES["schedule"] == ("cosine", "linear")
@@ -256,12 +256,17 @@ def test_help_lists_the_presets_then_every_key_with_type_default_and_comment(cli
     assert ("[from the checkpoint]" in out) == (cli == "inference")
 
 
-def test_a_removed_key_is_named_as_removed_with_where_its_verdict_is():
+def test_a_removed_key_is_named_as_removed_with_where_its_verdict_is(capsys):
+    import train
     from configurator import REMOVED
-    assert len(REMOVED) == 21 and not set(REMOVED) & {f.name for f in fields(Config)}
-    for key in ("time_beta", "corrector_steps", "bd3_check"):
+    from helpers import assert_one_line_error
+    assert len(REMOVED) == 22 and not set(REMOVED) & {f.name for f in fields(Config)}
+    for key in ("time_beta", "corrector_steps", "bd3_check", "head_on_masked_only"):
         with pytest.raises(UserError, match=f"--{key} was removed.*dev/LOG.md"):
             get_config([f"--{key}=1"])
+    # a bare boolean flag too, from the command line: one line, exit 2
+    code, out, err = run_cli_here(train.main, ["cpu", "--head_on_masked_only"], capsys)
+    assert_one_line_error(code, err, "--head_on_masked_only was removed", "dev/LOG.md, 2026-11-27")
 
 
 def test_a_presets_help_is_its_resolved_config_with_its_keys_marked(capsys):

@@ -172,7 +172,7 @@ def test_the_memory_estimate_counts_every_pass_of_a_micro_batch_by_hand(argv, co
                       "--diffusion_steps=20", "--steps=20", *argv])
     model = Transformer(objectives.model_args(cfg, 20))
     flops_tok, seq = objectives.get(cfg.objective).flops(model, cfg)
-    line, need = estimate_line(cfg, model, Schedule(20), torch.device("meta"), "float32", flops_tok, seq, 0.4)
+    line, need = estimate_line(cfg, model, torch.device("meta"), "float32", flops_tok, seq, 0.4)
     assert need == model.num_params() * 16 + columns * 2_416  # weights, grads and AdamW's two moments: 16 bytes each
     assert f"({columns:,} columns in its passes)" in line or columns == 2 * 8
 

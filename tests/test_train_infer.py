@@ -159,14 +159,13 @@ def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
     import torch
     import objectives
     from configurator import get_config
-    from common import Schedule
     from model import Transformer
     from evals.report import estimate_line
     cfg = get_config([])
     model = Transformer(objectives.model_args(cfg, 66))
-    line, _ = estimate_line(cfg, model, Schedule(100), torch.device("cpu"), "float32", 70.9e6, 256, 0.4)
+    line, _ = estimate_line(cfg, model, torch.device("cpu"), "float32", 70.9e6, 256, 0.4)
     assert line.startswith("estimate: ~4.5 GiB peak RSS on CPU = 0.2 weights+grads+adamw + 4.1 activations")
-    line, _ = estimate_line(cfg, model, Schedule(100), torch.device("meta"), "float32", 70.9e6, 256, 0.4)
+    line, _ = estimate_line(cfg, model, torch.device("meta"), "float32", 70.9e6, 256, 0.4)
     assert line.startswith("estimate per rank: ~2.6 GiB of meta memory")
 
 
@@ -205,6 +204,25 @@ def test_the_capped_warmup_is_saved_and_a_resume_keeps_it(in_tmp, capsys):
     train.main([*args, "--max_iters=40", "--resume"])  # 10 % of 40 would be 4: the run keeps its 2
     assert "warm-up:" not in capsys.readouterr().out
     assert load_checkpoint(in_tmp / "out" / "model.pt")["config"]["warmup_iters"] == 2
+
+
+@pytest.mark.parametrize("value", [False, True])
+def test_a_checkpoint_holding_a_removed_training_key_samples_and_resumes(in_tmp, value):
+    """head_on_masked_only (removed 2026-11-27, dev/LOG.md) ran the head on the masked rows only: the same network
+    and the same NELBO, so a checkpoint written with it, off or on, samples and resumes without it; a resume read it
+    into Config before and raised a TypeError for any key this version lacks."""
+    from configurator import config_from_dict
+    from helpers import MICRO
+    args = [f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--eval_interval=2", "--log_interval=1"]
+    train.main([*args, "--max_iters=2"])
+    path = in_tmp / "out" / "model.pt"
+    old = load_checkpoint(path)
+    old["config"]["head_on_masked_only"] = value  # as every checkpoint written before its removal holds it
+    save_checkpoint(path, {k: v for k, v in old.items() if k != "checksum"})
+    model, ckpt = load_model(path, "cpu")  # what inference.py and scripts/eval.py do with it
+    assert config_from_dict(ckpt["config"]).max_iters == 2
+    train.main([*args, "--max_iters=3", "--resume"])
+    assert load_checkpoint(path)["iter"] == 3 and "head_on_masked_only" not in load_checkpoint(path)["config"]
 
 
 def test_every_eval_scores_the_same_way_so_best_pt_is_picked_among_like_figures(in_tmp, capsys):

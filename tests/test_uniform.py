@@ -275,8 +275,7 @@ TINY_U = ["--objective=uniform", "--n_layer=1", "--n_head=2", "--n_embd=32", "--
           "--warmup_iters=5", "--log_interval=20"]
 
 
-@pytest.mark.parametrize("flag", ["--loss_type=masked_ce", "--threshold=0.9", "--semi_ar_length=8",
-                                  "--steps=50", "--head_on_masked_only"])
+@pytest.mark.parametrize("flag", ["--loss_type=masked_ce", "--threshold=0.9", "--semi_ar_length=8", "--steps=50"])
 def test_config_refuses_masked_only_options(flag):
     from configurator import get_config
     from utils.errors import UserError

@@ -140,8 +140,7 @@ def compile_step(loss_of, model, cfg, device, world=1):
     documents and tests (its DDPOptimizer splits the graph at the gradient buckets, so the backward overlaps the
     all-reduce). A compiled function around the DDP module traced here as one graph (torch 2.13, one gloo rank),
     but whether DDP's forward hooks and that overlap survive is unknown, and no multi-GPU machine was at hand to
-    measure it; CUDA graphs under DDP are unmeasured too. --head_on_masked_only's head sizes its logits by the mask,
-    read on the host: that step compiles in pieces around a sync (tests/test_compile.py)."""
+    measure it; CUDA graphs under DDP are unmeasured too."""
     if not (cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")):
         return loss_of, model
     if world > 1:
