@@ -121,36 +121,17 @@ def setup(argv):
     if os.path.isfile(cfg.out_dir):  # a checkpoint, say: never written over
         raise UserError(f"--out_dir={cfg.out_dir} is a file, not a folder: give --out_dir=NEW_DIR")
     rank, local_rank, world, device = dist.init_distributed(cfg.device)
-    resume = None
-    resumed_from = ""
     if rank == 0:
         for name in fileio.remove_stale_temps(cfg.out_dir):
             print(f"removed {os.path.join(cfg.out_dir, name)}: a partial write of a killed run")
-    if cfg.resume:
-        resume, resumed_from = checkpoint.load_latest(cfg.out_dir, warn=print0)
-        # the run's own settings; only the resumable ones (schedule length, intervals, checkpointing, device) change
-        configurator.refuse_changes(cfg, given, resume["config"], f"--resume: {resumed_from}",
-                                    "drop those flags to continue the run, or train a new one in another --out_dir",
-                                    configurator.RESUMABLE_KEYS)
-        # a key this version no longer has (configurator.REMOVED) is dropped, as config_from_dict drops it for sampling
-        keep = {k: v for k, v in resume["config"].items()
-                if k in configurator.TYPES and k not in configurator.RESUMABLE_KEYS}
-        cfg = replace(cfg, **keep)
-    elif not cfg.overwrite and cfg.max_iters > 0:  # max_iters=0 writes nothing
-        refuse_earlier_run(cfg)
+    cfg, resume, resumed_from = resumed_config(cfg, given)
     # gradient accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
     micro_tokens = cfg.batch_size * cfg.block_size
     accum = dist.grad_accum_steps(cfg.total_batch_size, micro_tokens, world)
     cfg = replace(cfg, total_batch_size=micro_tokens * accum * world)
     torch.manual_seed(cfg.seed + rank)
     ctx, dtype_name = dist.autocast_for(device, cfg.dtype)  # and TF32 on CUDA for what runs outside autocast
-    wandb = None
-    if cfg.wandb_log and rank == 0:
-        try:
-            import wandb  # optional: only imported when asked for
-        except ImportError:
-            raise UserError("--wandb_log needs the wandb package: pip install wandb "
-                            "(metrics.jsonl is written either way)")
+    wandb = report.open_wandb(cfg) if rank == 0 else None  # before any work: a missing package fails now
     dataloader.check_inputs(cfg)  # a missing data file: one line, no config dump
     capped = ""
     if not resume:  # a resumed run keeps the warm-up it saved
@@ -166,6 +147,24 @@ def setup(argv):
     print0(threads.line())
     return cfg, Env(rank, local_rank, world, rank == 0, device, accum, ctx, dtype_name, wandb, resume, resumed_from,
                     threads)
+
+
+def resumed_config(cfg, given):
+    """(cfg, the checkpoint, its path) of --resume: the run's own settings from its latest intact checkpoint, of which
+    only the resumable ones (schedule length, intervals, checkpointing, device) may be given again. A new run gets
+    (cfg, None, ""), after the check that it replaces no earlier run's files."""
+    if not cfg.resume:
+        if not cfg.overwrite and cfg.max_iters > 0:  # max_iters=0 writes nothing
+            refuse_earlier_run(cfg)
+        return cfg, None, ""
+    resume, resumed_from = checkpoint.load_latest(cfg.out_dir, warn=print0)
+    configurator.refuse_changes(cfg, given, resume["config"], f"--resume: {resumed_from}",
+                                "drop those flags to continue the run, or train a new one in another --out_dir",
+                                configurator.RESUMABLE_KEYS)
+    # a key this version no longer has (configurator.REMOVED) is dropped, as config_from_dict drops it for sampling
+    keep = {k: v for k, v in resume["config"].items()
+            if k in configurator.TYPES and k not in configurator.RESUMABLE_KEYS}
+    return replace(cfg, **keep), resume, resumed_from
 
 
 def refuse_earlier_run(cfg):
@@ -420,15 +419,23 @@ def train_step(cfg, env, data, run, it):
             # the mean over micro-steps; DDP's all-reduce makes it the global mean
             run.scaler.scale(loss / accum).backward()
         step_loss += loss.detach() / accum
+    optimizer_step(cfg, env, run, it, step_loss)
+
+
+def optimizer_step(cfg, env, run, it, step_loss):
+    """The step's update from its accumulated gradients: clipped (the true ones, unscaled), then the optimizer step and
+    the EMA, the loss added to the log window. A non-finite step is, with --skip_nonfinite, found at once (one host
+    sync) and skipped, the run stopping past that many; else its iter is kept on the device (bad_iter), for the next
+    log line's check, with no sync a step."""
     if cfg.grad_clip > 0 or cfg.skip_nonfinite:
         run.scaler.unscale_(run.opt)  # clip the true gradients (a no-op without fp16)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")  # inf: the norm only, for the check below
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), max_norm)
     update = True
     if cfg.skip_nonfinite:  # one host sync per step; the norm of the all-reduced gradients is the same on every rank
         # under fp16 an overflowing scaled gradient is the GradScaler's to skip (it then lowers the scale)
         ok = (torch.isfinite(step_loss) & (torch.isfinite(norm) | run.scaler.is_enabled())).float()
-        update = dist.all_reduce_mean(ok, world).item() == 1.0
+        update = dist.all_reduce_mean(ok, env.world).item() == 1.0
         if not update:
             run.skipped += 1
             print0(f"warning: non-finite loss or gradient at iter {it + 1}: step skipped, no update "

@@ -169,6 +169,18 @@ def loss_label(cfg):
                              f"README's unit, too)")
 
 
+def open_wandb(cfg):
+    """The wandb module TrainLog logs to when --wandb_log asks for it (rank 0 logs), else None; imported only then
+    (optional)."""
+    if not cfg.wandb_log:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("--wandb_log needs the wandb package: pip install wandb (metrics.jsonl is written either way)")
+    return wandb
+
+
 class TrainLog:
     """What train.py prints and writes beside its loop, and the clock it times the steps by.
 

@@ -195,3 +195,14 @@ def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_
     text = " ".join(line.strip() for line in lines)
     assert "this run needs ~20h00m" in text and "python train.py cpu" in text
     assert "3.0 processes ready on 2 cores" in text and "OMP_NUM_THREADS=1 python train.py ..." in text
+
+
+def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypatch):
+    """--wandb_log without the package: one line naming pip install wandb, from setup, before any work."""
+    import sys
+    from evals.report import open_wandb
+    from utils.errors import UserError
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
+    assert open_wandb(get_config([])) is None
+    with pytest.raises(UserError, match="pip install wandb"):
+        open_wandb(get_config(["--wandb_log"]))
