@@ -441,25 +441,14 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(
         # a fresh window at the start, and when the newest token's block does not fit: the text before it cached
         if kv is None or (S - lo) // block * block + block > W:
             lo = 0 if kv is None and S // block * block + block <= W else S - keep
+            kv = _window_cache(model, seq, lo, draft)
             q = None  # the first round after a jump is a plain AR step
-            kv = CleanCache(model.args.n_layer) if draft else new_kv_cache(model, B, dev)
-            if S - 1 > lo and draft:
-                kv.store = S - 1 - lo
-                model(seq[:, lo:S - 1], kv_cache=kv, rope_pos=torch.arange(S - 1 - lo, device=dev),
-                      attn_mask=torch.ones(S - 1 - lo, S - 1 - lo, dtype=torch.bool, device=dev).tril())
-            elif S - 1 > lo:
-                decode(model, seq[:, lo:S - 1], kv)  # the AR's prefill, causal over its cache
         prev = seq
         if draft:
             new, q, q_at = _draft_round(model, kv, seq, lo, q, q_at, end, fill, mask_id, opts, generator)
             kept += new.size(1) - 1
         else:  # batch > 1: the clean half alone, as the AR decodes (its KV cache, its compiled step; dev/LOG.md)
-            # the newest token, its strides the same at every token: a compiled step recompiles on new ones (a view's
-            # grow with seq, and contiguous() keeps a (1, 1) view's)
-            newest = seq[:, -1:].clone(memory_format=torch.contiguous_format)
-            logits = (model.compiled_decode or decode)(model, newest, kv)
-            logits[:, mask_id] = float("-inf")
-            new = draw(probs(logits, opts), generator)[:, None]
+            new = _clean_step(model, seq, kv, mask_id, opts, generator)
         seq = torch.cat([seq, new], 1)
         passes += 1
         if on_step is not None:
@@ -469,10 +458,39 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(
                      kept=kept / max(passes, 1))
 
 
+def _window_cache(model, seq, lo, draft):
+    """sample_clean_ar's cache of a fresh window starting at lo: the text from lo up to the newest token (exclusive)
+    passed once, causally. Drafting (batch 1): a CleanCache the rounds' clean columns extend; else the AR's KV cache,
+    prefilled by decode, as the AR's own loop does."""
+    S, B, dev = seq.size(1), seq.size(0), seq.device
+    kv = CleanCache(model.args.n_layer) if draft else new_kv_cache(model, B, dev)
+    n = S - 1 - lo  # the tokens before the newest one
+    if n > 0 and draft:
+        kv.store = n
+        model(seq[:, lo:S - 1], kv_cache=kv, rope_pos=torch.arange(n, device=dev),
+              attn_mask=torch.ones(n, n, dtype=torch.bool, device=dev).tril())
+    elif n > 0:
+        decode(model, seq[:, lo:S - 1], kv)  # the AR's prefill, causal over its cache
+    return kv
+
+
+def _clean_step(model, seq, kv, mask_id, opts, generator):
+    """One token (B, 1) a row from the clean half's next-token law given the newest token and the cache before it:
+    sample_clean_ar at batch > 1, one pass a token, the AR's decode step (CUDA-graphed under --compile)."""
+    # the newest token, its strides the same at every token: a compiled step recompiles on new ones (a view's grow
+    # with seq, and contiguous() keeps a (1, 1) view's)
+    newest = seq[:, -1:].clone(memory_format=torch.contiguous_format)
+    logits = (model.compiled_decode or decode)(model, newest, kv)
+    logits[:, mask_id] = float("-inf")
+    return draw(probs(logits, opts), generator)[:, None]
+
+
 def _round_step(prev, seq, P, end, passes, mask_id):
     """sample_clean_ar's round as a Step over the whole output (the trace, --live): the tokens so far, [MASK] after."""
-    (B, S), fill = seq.shape, lambda x: F.pad(x, (0, end - x.size(1)), value=mask_id)
-    x, before, gen = fill(seq), fill(prev), torch.arange(end, device=seq.device)[None].expand(B, -1) >= P
+    B, S = seq.shape
+    x = F.pad(seq, (0, end - S), value=mask_id)
+    before = F.pad(prev, (0, end - prev.size(1)), value=mask_id)
+    gen = torch.arange(end, device=seq.device)[None].expand(B, -1) >= P
     return Step(step=passes, nfe=torch.full((B,), passes), time=torch.zeros(B, dtype=torch.long), x=x, prev=before,
                 gen_mask=gen, revealed=x != before, remasked=torch.zeros_like(gen),
                 conf=torch.zeros(B, end, dtype=torch.float64), finished=[S >= end] * B)
