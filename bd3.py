@@ -507,6 +507,12 @@ CONTINUES_ONLY = ANY_LENGTH = BLOCKS = True  # continues a prompt block by block
 LOSS_KEY = "bd3_loss"  # its training loss is picked by bd3_loss (loss_type is mdlm's)
 
 
+def unread(cfg):
+    """The sampler keys cfg's switches leave unread: under --bd3_speculate (clean_check: the clean half's AR, drafted
+    by the noisy half) the block sampler's steps and reveal keys."""
+    return ("steps", *REVEAL_KEYS) if clean_check(cfg) else ()
+
+
 def check(cfg, given=()):
     if not 1 <= cfg.bd3_block <= cfg.block_size or cfg.block_size % cfg.bd3_block:
         raise UserError(f"bd3_block={cfg.bd3_block} must divide block_size={cfg.block_size}: e.g. --bd3_block=4")
@@ -523,7 +529,7 @@ def check(cfg, given=()):
     if clean_check(cfg) and 2 * cfg.bd3_block > cfg.block_size:  # keep = 0: a moved window would hold no text
         raise UserError(f"--bd3_speculate needs bd3_block <= block_size / 2 = {cfg.block_size // 2} (its window moves "
                         f"by whole blocks and keeps half): e.g. --bd3_block=4")
-    clash = [k for k in ("steps", *REVEAL_KEYS) if k in given] if clean_check(cfg) else []
+    clash = [k for k in unread(cfg) if k in given]
     if clash:
         raise UserError(f"--{clash[0]} does not apply with --bd3_speculate (it drafts and checks whole blocks, at "
                         f"temperature, top_k and top_p only): drop one of them")

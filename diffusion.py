@@ -87,6 +87,12 @@ def flops(model, cfg):
     return model.flops_per_token() * (diffusion + ((L - 1) / L if cfg.dual_ar else 0)), L
 
 
+def unread(cfg):
+    """The sampler keys cfg's switches leave unread: under --dual_sample (the AR mode, one token a pass, left to right)
+    the diffusion sampler's steps and reveal keys."""
+    return ("steps", *REVEAL_KEYS) if cfg.dual_sample else ()
+
+
 def check(cfg, given=()):
     if cfg.dual_ar < 0 or (cfg.dual_ar and cfg.time_cond != "none"):
         raise UserError(f"dual_ar={cfg.dual_ar} with time_cond={cfg.time_cond}: the dual objective's causal pass reads "
@@ -94,8 +100,8 @@ def check(cfg, given=()):
     if cfg.dual_sample and not cfg.dual_ar:
         raise UserError("--dual_sample draws from the AR mode that --dual_ar trains, and this network was trained "
                         "without it (dual_ar=0): drop --dual_sample, or train with --dual_ar=0.25")
-    clash = sorted(set(given) & {"steps", *REVEAL_KEYS})  # the diffusion sampler's keys, given on the command line
-    if cfg.dual_sample and clash:
+    clash = sorted(set(given) & set(unread(cfg)))  # the diffusion sampler's keys, given on the command line
+    if clash:
         raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: --{clash[0]} "
                         f"sets the diffusion sampler; drop one of the two")
     band_problem = check_band(cfg)

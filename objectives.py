@@ -32,6 +32,9 @@ sampler.py's, below them both; common.py below all) and offers the names below; 
     passes(cfg, n_gen, n_prompt)                         forward passes per sample (None: adaptive)
     ar_nll(model, windows, cfg, mask_id)                 its AR mode's exact NLL per window (B,), None if it has none
     describe(cfg)                                        the sampler settings in force, in one line
+    unread(cfg)                                          the sampler keys cfg's own switches leave unread (under
+                                                         --dual_sample or --bd3_speculate the diffusion sampler's):
+                                                         check() refuses them given, frontier.py drops them
 
 A fifth objective is one new module and one line below (tests/test_objectives.py registers a toy one). The table
 names each module and get() imports the one asked for, so importing this file loads no objective (the configurator
@@ -53,7 +56,7 @@ DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_
                 NOISE_START=False, EXACT=False, TRACE=True, STEP_CHAIN=False, BLOCKS=False, SEMI_AR=False,
                 LOSS_KEY="loss_type", check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
                 flops=lambda model, cfg: (model.flops_per_token(), cfg.block_size),
-                ar_nll=lambda model, windows, cfg, mask_id: None)
+                ar_nll=lambda model, windows, cfg, mask_id: None, unread=lambda cfg: ())
 INTERFACE = (*DEFAULTS, "draws", "loss_of", "loss", "bound", "sample", "passes", "describe")
 
 

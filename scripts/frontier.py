@@ -33,11 +33,10 @@ import torch  # noqa: E402
 
 import objectives  # noqa: E402
 from config import Config  # noqa: E402
-from configurator import validate  # noqa: E402
+from configurator import acts, validate  # noqa: E402
 from decode import compile_decode  # noqa: E402
 from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
                            write_json)
-from sampler import REVEAL_KEYS  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import pick_device, timed  # noqa: E402
 from utils.cli import ArgParser, at_least, key_list, list_of, output, seed, typed  # noqa: E402
@@ -53,19 +52,14 @@ GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KE
 
 def canonical(settings, obj, cfg):
     """The settings a sampler actually reads, so that two grid points which differ only in a key nobody reads are one
-    sampler: settings without its objective's IGNORES, without ReMDM's eta unless remask=remdm, and without the
-    diffusion sampler's keys under dual_sample (mdlm's AR mode reads only the temperature and the filters). cfg, the
-    checkpoint's config, answers for the keys the grid leaves out. Returns the settings dict that remains."""
+    sampler: settings without its objective's IGNORES, without the keys its own switches leave unread (obj.unread:
+    the diffusion sampler's under --dual_sample or --bd3_speculate, whose AR reads only the temperature and the
+    filters), and without a key that acts only with another that is off (config.NEEDS: ReMDM's eta unless
+    remask=remdm). cfg, the checkpoint's config, answers for the keys the grid leaves out. Returns the settings dict
+    that remains."""
     s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
-
-    def setting(key):  # the point's value, else the checkpoint's
-        return s.get(key, getattr(cfg, key))
-
-    if setting("dual_sample"):
-        s = {k: v for k, v in s.items() if k not in ("steps", *REVEAL_KEYS)}
-    if setting("remask") != "remdm":
-        s.pop("remask_eta", None)
-    return s
+    point = replace(cfg, **s)  # the point's values, else the checkpoint's
+    return {k: v for k, v in s.items() if k not in obj.unread(point) and acts(point, k)}
 
 
 def grid_points(grid, cfg, obj):
@@ -76,7 +70,8 @@ def grid_points(grid, cfg, obj):
         s = canonical(dict(zip(grid, values)), obj, cfg)
         key = tuple(sorted(s.items()))
         if key not in points:
-            # the sampler's other switches off (as scripts/eval.py; ReMDM's keep the checkpoint's), then the point's
+            # the sampler's other switches off (ReMDM's keep the checkpoint's), then the point's: a frontier compares
+            # the grid's samplers alone, where scripts/eval.py samples with each checkpoint's own
             scfg = replace(cfg, **{**dict(tokens_per_step="schedule", threshold=0.0, semi_ar_length=0, top_k=0,
                                           top_p=1.0), **s})
             validate(scfg, given=set(s))

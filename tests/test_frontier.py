@@ -68,6 +68,14 @@ def test_the_grid_holds_each_distinct_sampler_once():
     bd3_cfg = get_config([*MICRO, "--objective=bd3", "--bd3_ar=1"])
     assert [s for s, _ in frontier.grid_points(grid("bd3_speculate=false,true"), bd3_cfg, objectives.get("bd3"))] == \
         [dict(bd3_speculate=False), dict(bd3_speculate=True)]
+    # baby_bd3 samples its clean half's AR (--bd3_speculate): the default grid's orders are one sampler there (it
+    # refused the checkpoint with "--order does not apply with --bd3_speculate"), its temperatures three
+    baby_bd3 = frontier.grid_points(grid(*frontier.DEFAULT_GRID), get_config(["baby_bd3"]), objectives.get("bd3"))
+    assert [s for s, _ in baby_bd3] == [dict(temperature=t) for t in (0.8, 0.9, 1.0)]
+    # a key that acts only with another, off at a point, is not that point's (config.NEEDS): top_p at argmax
+    pts = frontier.grid_points(grid("temperature=0,1", "top_p=0.9,1"), cfg, objectives.get("mdlm"))
+    assert [s for s, _ in pts] == [dict(temperature=0.0), dict(temperature=1.0, top_p=0.9),
+                                   dict(temperature=1.0, top_p=1.0)]
 
 
 def test_a_curve_is_read_at_the_held_out_entropy_by_interpolation():

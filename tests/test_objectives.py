@@ -70,7 +70,8 @@ SIGNATURES = dict(check=("cfg", "given"), draws=("x", "cfg", "schedule", "tok", 
                   loss=("model", "x", "cfg", "schedule", "tok", "draw"),
                   eval_times=("cfg", "L"), bound=("model", "x", "cfg", "schedule", "tok", "t", "generator"), flops=("model", "cfg"),
                   sample=("model", "x", "gen_mask", "cfg", "schedule", "mask_id", "generator", "on_step"),
-                  passes=("cfg", "n_gen", "n_prompt"), describe=("cfg",), ar_nll=("model", "windows", "cfg", "mask_id"))
+                  passes=("cfg", "n_gen", "n_prompt"), describe=("cfg",), ar_nll=("model", "windows", "cfg", "mask_id"),
+                  unread=("cfg",))
 
 
 @pytest.mark.parametrize("name", list(objectives.OBJECTIVES))
