@@ -173,9 +173,11 @@ def sample_once(cfg, run):
     unit = "BPE tokens (--gen-len counts tokens, not characters)" if tok.kind == "bpe" else "tokens"
     nfe = f"{nfes[0]}" if min(nfes) == max(nfes) else f"{sum(nfes) / len(nfes):.1f} (min {min(nfes)}, max {max(nfes)})"
     sampler = obj.describe(cfg)
-    if passes is not None and passes < cfg.steps and not obj.BLOCKS:
-        # fewer blanks than --steps: one pass a blank at most, so say what ran (20 steps), not what was asked (64)
-        sampler = f"{obj.describe(replace(cfg, steps=passes))} (--steps {cfg.steps}: one pass a blank at most)"
+    capped = passes is not None and passes < cfg.steps and not obj.BLOCKS  # fewer blanks than --steps (bd3: blocks)
+    ran = obj.describe(replace(cfg, steps=passes)) if capped else sampler
+    # a sampler that reads --steps (the AR and --dual_sample read none): one pass a blank at most, so say what ran
+    if ran != sampler:
+        sampler = f"{ran} (--steps {cfg.steps}: one pass a blank at most)"
     print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched "
           f"passes, {dt:.2f}s ({canvas.n_gen * len(texts) / dt:,.0f} tokens/s); sampler: {sampler}, "
           f"temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import inference
+from conftest import train_tiny
 from helpers import FIXTURES, Args, ToyModel, run_cli_here
 from common import Schedule, reveal_plan, time_grid
 from sampler import SamplerOptions, denoise, position_scores, time_for_fraction
@@ -348,13 +349,19 @@ def _sample_text(stdout):
 
 
 @pytest.mark.slow
-def test_cli_infill_and_prefix_suffix_keep_the_given_text(tiny_ckpt, tmp_path, capsys):
+def test_cli_infill_and_prefix_suffix_keep_the_given_text(tiny_ckpt, tmp_path, tmp_path_factory, capsys):
     code, out, err = _inference(["--checkpoint", tiny_ckpt, "--infill", "the [___:6] and [___] of", "--seed", 1], capsys)
     assert code == 0, err
     m = re.fullmatch(r"the (.{6}) and (.{5}) of", _sample_text(out), re.S)
     assert m and "_" not in m.group(1) + m.group(2)
     # 11 blanks take 11 passes whatever --steps asks (20 here): the summary says what ran (issue 73: "64 steps")
     assert "NFE 11 per sample" in out and "sampler: 11 steps," in out and "(--steps 20: one pass a blank at most)" in out
+    # a sampler that reads no --steps (the AR, --dual_sample) has nothing capped: it said "--steps 100: one pass a
+    # blank at most" under any --gen-len below the default steps
+    ar = train_tiny(tmp_path_factory, "summary_ar", "--objective=ar", "--max_iters=4", "--eval_interval=4")
+    code, out, err = _inference(["--checkpoint", ar, "--gen-len", "8", "--seed", 1], capsys)
+    assert code == 0, err
+    assert "sampler: AR + KV cache, temperature" in out and "--steps" not in out
     (tmp_path / "pre.txt").write_text("First Citizen:\n")
     (tmp_path / "suf.txt").write_text("\nSecond Citizen:\n")
     code, out, err = _inference(["--checkpoint", tiny_ckpt, "--prefix_file", tmp_path / "pre.txt", "--suffix_file",
