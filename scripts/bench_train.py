@@ -38,11 +38,12 @@ from utils.optim import build_optimizer  # noqa: E402
 # config.py's keys a training step on random tokens does not read: the data, the run's length and LR schedule (the
 # step runs at the peak LR), accumulation (one micro-batch a step), the EMA, activation checkpointing, the mask-rate
 # curriculum (the step is past it), evals, logs, checkpoints, Weights & Biases and sampling (but the device, the dtype
-# and the seed). Given here, each is refused: the rows would time what they time without it.
+# and the seed, and --compile, which sampling and the timed step both read). Given here, each is refused: the rows
+# would time what they time without it.
 UNREAD = {"data_path", "val_path", "val_fraction", "tokenizer", "tokenizer_path", "max_iters", "data_steps", "min_lr",
           "warmup_iters", "total_batch_size", "ema", "activation_checkpointing", "mask_ramp", "mask_ramp_from",
           "eval_interval", "eval_iters", "log_interval", "out_dir", "resume", "init_from", "overwrite", "keep_last",
-          "skip_nonfinite", "wandb_log", "wandb_project", *(sample_keys() - {"device", "dtype", "seed"})}
+          "skip_nonfinite", "wandb_log", "wandb_project", *(sample_keys() - {"device", "dtype", "seed", "compile"})}
 
 
 def matmul_rate(a, batch_tokens, device):
@@ -90,7 +91,7 @@ def peak_memory(step, model, opt, device):
 
 
 def make_step(cfg, vocab_size, device):
-    """A closure running cfg's next training step (its objective, compile and head settings), the model and its
+    """A closure running cfg's next training step (its objective and compile settings), the model and its
     optimizer. The step is train.py's: the objective's draws made eagerly, then its loss compiled with the model
     where --compile says (utils.dist.compile_step, the function train.py calls: CUDA graphs on a CUDA GPU)."""
     torch.manual_seed(cfg.seed)

@@ -42,3 +42,11 @@ def test_without_proc_the_peak_is_the_processs_so_far(monkeypatch):
     ran = []
     mib, what = bench_train.peak_memory(lambda: ran.append(1), torch.nn.Linear(2, 2), None, torch.device("cpu"))
     assert mib > 0 and ran == [1] and "so far" in what
+
+
+def test_compile_is_read_by_the_timed_step(capsys):
+    """--compile is a key sampling reads too (it left bench_train's unread set refusing it: 'not read by the timed
+    step'), and the timed step reads it through utils.dist.compile_step: accepted."""
+    code, out, err = run_cli_here(bench_train.main, [*TINY, "--compile=false"], capsys)
+    assert code == 0, err
+    assert "not read" not in err and "peak MiB" in out
