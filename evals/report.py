@@ -25,7 +25,7 @@ from canvas import continuation
 from evals.metrics import ChangeRate, distinct_n
 from trace import StepBar, chain, check_trace_path, generate_with_trace, open_trace, print_written
 from utils.checkpoint import trim_metrics
-from utils.dist import peak_flops, print0, synchronize
+from utils.dist import load_average, peak_flops, print0, synchronize
 from utils.errors import UserError
 
 # what each training loss measures (train.py's log lines), beside the validation bound the eval lines report
@@ -124,11 +124,14 @@ def contention_note(window_s, device, threads=None):
     a count the program picks follows the load by itself) and names a fix only where one is left to take."""
     if device.type != "cpu" or len(window_s) < 3:
         return ""
-    slow, load, cores = window_s[-1] / min(window_s[1:]), os.getloadavg()[0], os.cpu_count() or 1
-    if slow < 2 and load <= cores + 0.5:
+    slow = window_s[-1] / min(window_s[1:])
+    load = load_average()  # None on an OS that keeps none (Windows): the slow steps alone tell then
+    cores = os.cpu_count() or 1
+    crowded = load is not None and load > cores + 0.5
+    if slow < 2 and not crowded:
         return ""
-    note = (f"note: steps run {slow:.1f}x slower than this run's fastest, {load:.1f} processes ready on {cores} "
-            f"cores: another process shares them; ")
+    ready = "" if load is None else f", {load:.1f} processes ready on {cores} cores"
+    note = f"note: steps run {slow:.1f}x slower than this run's fastest{ready}: another process shares them; "
     if threads is not None and threads.auto:
         return note + f"this run's thread count follows the load (now {threads.n}); run one job at a time for its speed"
     if threads is not None and threads.given == 1:

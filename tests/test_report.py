@@ -206,3 +206,14 @@ def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypat
     assert open_wandb(get_config([])) is None
     with pytest.raises(UserError, match="pip install wandb"):
         open_wandb(get_config(["--wandb_log"]))
+
+
+def test_the_shared_cores_note_where_the_os_keeps_no_load_average(monkeypatch):
+    """os.getloadavg is missing on Windows: the note then reads the slow steps alone, never an AttributeError."""
+    import os
+    from evals.report import contention_note
+    monkeypatch.delattr(os, "getloadavg")
+    cpu = torch.device("cpu")
+    assert contention_note([0.5, 0.25, 0.26, 0.27], cpu) == ""
+    note = contention_note([0.5, 0.25, 0.26, 4.0], cpu)
+    assert note.startswith("note: steps run 16.0x slower than this run's fastest: another process shares them")

@@ -75,7 +75,7 @@ class CpuThreads:
         self.auto = device.type == "cpu" and self.given is None
         # the cores torch uses by default on this machine, split evenly between the ranks
         self.cores = max(1, (cores or _torch_default_threads()) // world)
-        self.load = load or _load_average  # (a test passes its own)
+        self.load = load or load_average  # (a test passes its own)
         self.n = torch.get_num_threads()
         if self.auto:
             self.n = self.fit(mine=0)
@@ -119,7 +119,7 @@ def _torch_default_threads():
     return torch.get_num_threads()
 
 
-def _load_average():
+def load_average():
     """The 1-minute load average (processes ready to run), or None where the OS keeps none."""
     try:
         return os.getloadavg()[0]
