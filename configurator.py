@@ -24,7 +24,7 @@ from common import SCHEDULES
 from config import NEEDS, PRESETS, Config
 from model import TIME_CONDS
 from utils.checkpoint import RENAMED
-from utils.cli import boolean
+from utils.cli import INT64_MAX, boolean
 from utils.dist import DTYPES
 from utils.errors import UserError
 from utils.tokenizer import TOKENIZERS
@@ -233,8 +233,8 @@ def check_numbers(cfg):
         value = getattr(cfg, key)
         if typ is float and not math.isfinite(value):
             raise UserError(f"{key} must be a finite number, got {value}")
-        top, why = LIMITS.get(key, (2**63 - 1, "torch's integers are 64-bit"))
-        if typ is int and not -2**63 <= value <= top:
+        top, why = LIMITS.get(key, (INT64_MAX, "torch's integers are 64-bit"))
+        if typ is int and not -INT64_MAX - 1 <= value <= top:
             raise UserError(f"{key}={value} is out of range (at most {top:,}: {why})")
 
 

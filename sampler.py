@@ -244,7 +244,9 @@ class _Denoiser:
         stay = self._stay(decided, score, n_keep, remdm)
         revealed = decided.is_masked & ~stay
         remasked = decided.committed & stay
-        self.x = torch.where(stay, self.mask_tok, torch.where(revealed, put_at(self.x, decided.at, cand), self.x))
+        drawn = put_at(self.x, decided.at, cand)  # the candidates at their positions
+        self.x = torch.where(revealed, drawn, self.x)
+        self.x = torch.where(stay, self.mask_tok, self.x)  # what stays masked, or goes back to [MASK] (ReMDM)
         self.conf = torch.where(revealed, put_at(self.conf, decided.at, new_conf), self.conf).masked_fill(remasked, 0.0)
         self.kept = torch.where(revealed, score, self.kept)
         return revealed, remasked

@@ -66,7 +66,8 @@ class Data:
     val_cpt: float            # characters per scored token in val_windows (bits/char)
     meta: dict
     window: int               # tokens per training window: block_size, + 1 for AR
-    source: dict = None       # the --init_from checkpoint (read once: its tokenizer here, its weights in build)
+    source: dict = None       # the --init_from checkpoint (read once: its tokenizer here, its weights in build,
+                              # which lets it go)
 
 
 @dataclass
@@ -229,6 +230,7 @@ def build(cfg, env, data):
     model = Transformer(margs).to(env.device)
     if data.source is not None:
         print0(checkpoint_manager.load_weights_into(model, cfg.init_from, data.tok, data.source))
+        data.source = None  # its weights are the model's now: the checkpoint (optimizer, EMA) is not held all run
     obj = objectives.get(cfg.objective)
     flops_tok, seq = obj.flops(model, cfg)
     print0(f"model: {model.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
