@@ -92,8 +92,7 @@ def load_run(path, args, device, given=()):
     # the checkpoint's own sampler (issue 73: eval.py sampled `cpu` by confidence / refine where its preset and
     # inference.py sample random / ReMDM capped), each of --steps, --temperature, --order, --remask given replacing its
     # setting (a checkpoint's remdm, which the flag cannot name, is replaced only by a given --remask)
-    asked = {key: getattr(args, key) for key in SAMPLER_FLAGS.values() if getattr(args, key) is not None}
-    scfg = replace(cfg, **asked)
+    scfg = replace(cfg, **sampler_flags(args))
     if args.n_samples or args.infill_len:
         if obj.STEP_CHAIN and scfg.steps > cfg.diffusion_steps and not scfg.threshold:  # a grid's K <= T
             raise UserError(f"--steps {scfg.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: "
@@ -105,9 +104,15 @@ def load_run(path, args, device, given=()):
                 schedule=Schedule(cfg.diffusion_steps, cfg.schedule))
 
 
+def sampler_flags(args):
+    """{key: value} of the sampler settings given on the command line (their flags default to None: the
+    checkpoint's)."""
+    return {key: getattr(args, key) for key in SAMPLER_FLAGS.values() if getattr(args, key) is not None}
+
+
 def overridden(args):
     """The sampler settings given on the command line, as they read in the start-up line ('' when none)."""
-    asked = [f"{key}={getattr(args, key)}" for key in SAMPLER_FLAGS.values() if getattr(args, key) is not None]
+    asked = [f"{key}={value}" for key, value in sampler_flags(args).items()]
     return f" but {', '.join(asked)}" if asked else ""
 
 
@@ -164,9 +169,9 @@ def work(run, args):
             passes(0 if obj.CONTINUES_ONLY or not args.infill_len else args.n_infill, args.infill_len))
 
 
-def held_out_entropy(run, args):
-    """The sample entropy of held-out windows as long as this run's samples: the target they are read at."""
-    _, tr, va, _ = prepare_data(run["cfg"], run["tok"], verbose=False)
+def held_out_entropy(run, args, tr, va):
+    """The sample entropy of held-out windows as long as this run's samples: the target they are read at. tr, va:
+    the run's train and validation ids (evaluate_run's, read once)."""
     return sample_entropy(held_out_windows(split_ids(tr, va, args.split), max(args.n_samples, 2),
                                            sample_plan(run, args)[1], f"the {args.split} split"))
 
@@ -209,7 +214,8 @@ def evaluate_run(run, args, judge, device, bar):
     if len(start) + gen_len > L or (judge is not None and len(start) + gen_len - 1 > judge.args.block_size):
         raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
                         f"or of the scorer: use a shorter --gen-len")
-    row.update(sampler=obj.describe(scfg), val_sample_entropy=held_out_entropy(run, args) if args.n_samples else None)
+    target = held_out_entropy(run, args, train_ids, val_ids) if args.n_samples else None
+    row.update(sampler=obj.describe(scfg), val_sample_entropy=target)
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
         out, _ = draw(model, scfg, start, gen_len, args.n_samples, args.batch_size, tok.mask_id, device, g,

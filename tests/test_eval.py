@@ -315,8 +315,8 @@ def test_each_checkpoint_is_read_against_held_out_text_at_its_own_sample_length(
     args = SimpleNamespace(prompt="", gen_len=0, n_samples=4, split="val")
     tok = CharTokenizer.from_text(real_text().read_text())
     runs = [dict(cfg=Config(data_path=str(real_text()), block_size=L), tok=tok) for L in (32, 64)]
-    got = [ev.held_out_entropy(r, args) for r in runs]
-    _, _, va, _ = prepare_data(runs[0]["cfg"], tok, verbose=False)
+    _, tr, va, _ = prepare_data(runs[0]["cfg"], tok, verbose=False)
+    got = [ev.held_out_entropy(r, args, tr, va) for r in runs]
     assert got == [sample_entropy(fixed_windows(va, 4, n)) for n in (31, 63)] and got[0] != got[1]
     base = dict(name="a", label="mdlm", params=1, tokens_seen=1, exact=False, bits_per_char=2.0, bpc_se=0.1,
                 nats_per_token=1.4, ppl=4.0, sample_entropy=3.0)
