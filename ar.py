@@ -39,10 +39,6 @@ def loss_of(model, x, cfg, schedule, tok, drawn):
     return ar_loss(model, x)[0]
 
 
-def loss(model, x, cfg, schedule, tok, draw):
-    return loss_of(model, x, cfg, schedule, tok, draws(x, cfg, schedule, tok, draw))
-
-
 def eval_times(cfg, L):
     return 0  # exact: no t to draw
 

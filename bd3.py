@@ -557,10 +557,6 @@ def loss_of(model, x, cfg, schedule, tok, drawn):
     return bd3_loss(model, copies, schedule, tok.mask_id, cfg.bd3_block, t=drawn.t, opts=options(cfg), drawn=drawn)[0]
 
 
-def loss(model, x, cfg, schedule, tok, draw):
-    return loss_of(model, x, cfg, schedule, tok, draws(x, cfg, schedule, tok, draw))
-
-
 def options(cfg):
     """The training loss's switches: self-conditioning feeds half the sequences their first pass's prediction."""
     return LossOptions(cfg.bd3_loss, 0.5 if cfg.self_cond else 0.0, cfg.bd3_ar)

@@ -145,10 +145,6 @@ def loss_of(model, x, cfg, schedule, tok, drawn):
     return loss + cfg.dual_ar * dual_ar_loss(model, x, tok.mask_id) if cfg.dual_ar else loss
 
 
-def loss(model, x, cfg, schedule, tok, draw):
-    return loss_of(model, x, cfg, schedule, tok, draws(x, cfg, schedule, tok, draw))
-
-
 def options(cfg):
     """The training loss's switches: self-conditioning feeds half the sequences their first pass's prediction."""
     return LossOptions(cfg.loss_type, 0.5 if cfg.self_cond else 0.0)

@@ -25,6 +25,7 @@ sampler.py's, below them both; common.py below all) and offers the names below; 
                                                          changes from step to step, fixed shapes), which train.py
                                                          compiles with the model (utils.dist.compile_step)
     loss(model, x, cfg, schedule, tok, draw)             the two composed: the training loss of one micro-batch
+                                                         (get() composes it: no module writes it)
     eval_times(cfg, L)                                   independent times per window for the bound (0: exact)
     bound(model, x, cfg, schedule, tok, t, generator)    per-window nats/token (B,), and what evaluation reads
     flops(model, cfg)                                    (training FLOPs per window token, columns per pass)
@@ -43,6 +44,7 @@ reads the names to list what --objective accepts).
     python -c "import objectives; print(list(objectives.OBJECTIVES))"
 """
 import importlib
+from functools import partial
 from dataclasses import fields, replace
 from types import SimpleNamespace
 
@@ -57,7 +59,7 @@ DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_
                 LOSS_KEY="loss_type", check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
                 flops=lambda model, cfg: (model.flops_per_token(), cfg.block_size),
                 ar_nll=lambda model, windows, cfg, mask_id: None, unread=lambda cfg: ())
-INTERFACE = (*DEFAULTS, "draws", "loss_of", "loss", "bound", "sample", "passes", "describe")
+INTERFACE = (*DEFAULTS, "draws", "loss_of", "bound", "sample", "passes", "describe")
 
 
 def get(name):
@@ -65,7 +67,15 @@ def get(name):
     if name not in OBJECTIVES:
         raise UserError(f"objective={name!r} is not one of {', '.join(OBJECTIVES)}")
     module = importlib.import_module(OBJECTIVES[name])
-    return SimpleNamespace(**{**DEFAULTS, **{k: getattr(module, k) for k in INTERFACE if hasattr(module, k)}})
+    obj = SimpleNamespace(**{**DEFAULTS, **{k: getattr(module, k) for k in INTERFACE if hasattr(module, k)}})
+    obj.loss = partial(composed_loss, obj)
+    return obj
+
+
+def composed_loss(obj, model, x, cfg, schedule, tok, draw):
+    """An objective's loss(): its draws, then its loss given them, in one call (train.py's step makes the two calls
+    itself, so that only the second is compiled)."""
+    return obj.loss_of(model, x, cfg, schedule, tok, obj.draws(x, cfg, schedule, tok, draw))
 
 
 def model_args(cfg, vocab_size):

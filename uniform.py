@@ -206,10 +206,6 @@ def loss_of(model, x, cfg, schedule, tok, drawn):
     return uniform_loss(model, x, schedule, tok.mask_id, vocab_size=tok.vocab_size, drawn=drawn)[0]
 
 
-def loss(model, x, cfg, schedule, tok, draw):
-    return loss_of(model, x, cfg, schedule, tok, draws(x, cfg, schedule, tok, draw))
-
-
 def bound(model, x, cfg, schedule, tok, t, generator):
     """The NELBO per window (B,); evaluate's details read the positions the noise changed."""
     _, nelbo, aux = uniform_loss(model, x, schedule, tok.mask_id, generator, t[:, 0], tok.vocab_size)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import ar
 import diffusion
+import objectives
 from common import Draw, Schedule
 from configurator import get_config
 from decode import generate
@@ -59,7 +60,7 @@ def test_loss_is_the_diffusion_loss_plus_the_weight_times_the_causal_term_on_the
         cfg = get_config([*MICRO, "--objective=mdlm", "--block_size=16", "--mask_min=0.2", "--mask_max=0.8", "--time_cond=none",
                           f"--dual_ar={weight}"])
         tok = type("Tok", (), dict(mask_id=MASK))
-        return diffusion.loss(bidir, x, cfg, schedule, tok, Draw(torch.Generator().manual_seed(3), torch.tensor(0.25)))
+        return objectives.get("mdlm").loss(bidir, x, cfg, schedule, tok, Draw(torch.Generator().manual_seed(3), torch.tensor(0.25)))
 
     assert base.dual_ar == 0
     expect = loss(0) + 0.5 * diffusion.dual_ar_loss(bidir, x, MASK)
