@@ -174,7 +174,7 @@ def refuse_earlier_run(cfg):
     traces) are refused in one line, whose every way out keeps them: --resume where there is a checkpoint to resume,
     --out_dir=NEW_DIR or --viz_video=NEW.mp4, or --overwrite, the one that replaces them."""
     held = checkpoint.run_files(cfg.out_dir)
-    if "model.pt" in held or checkpoint.numbered_checkpoints(cfg.out_dir):
+    if any(name == "model.pt" or checkpoint.iter_of(name) is not None for name in held):  # a checkpoint to resume
         raise UserError(f"{cfg.out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "
                         f"replace them, or --out_dir=NEW_DIR")
     if held:  # best.pt and the log of a run whose model.pt is gone (deleted as damaged, say): nothing to resume
