@@ -111,7 +111,7 @@ def popen(args, cwd, torchrun=None):
 
 def finish(p, timeout=60):
     out, err = p.communicate(timeout=timeout)
-    assert p.returncode == 0, err[-2000:]
+    assert p.returncode == 0, err[-8000:]  # a torchrun worker's own error sits above the launcher's summary
     return out
 
 
