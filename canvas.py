@@ -129,6 +129,23 @@ def build_canvas(cfg, tok, block_size):
     return c
 
 
+def fit_gen_len(cfg, tok, block_size):
+    """(cfg, note): a default --gen-len the prompt would push past a one-window sampler's context, shortened to the
+    room left (note says so; "" when nothing changed). Only for a gen_len the user did not type: the reference recipe's
+    256 fills its 256-token context, so any prompt would overflow it."""
+    obj = objectives.get(cfg.objective)
+    if cfg.infill or obj.ANY_LENGTH or (obj.SEMI_AR and cfg.semi_ar_length):
+        return cfg, ""
+    c = build_canvas(replace(cfg, gen_len=1, semi_ar_length=0), tok, 2**62)
+    given = len(c) - 1
+    room = block_size - given
+    if cfg.gen_len <= room or room < 1:
+        return cfg, ""  # fits, or no room at all: build_canvas refuses it with its own advice
+    note = (f"note: {given} given token(s) + --gen-len {cfg.gen_len} (the default) exceed the model's context of "
+            f"{block_size}: generating {room} (give --gen-len to choose)")
+    return replace(cfg, gen_len=room), note
+
+
 def continuation(cfg, tok, prompt, gen_len, block_size):
     """The canvas of a plain continuation: prompt, then gen_len tokens (no infill, no prefix/suffix files)."""
     plain = replace(cfg, prompt=prompt, gen_len=gen_len, infill="", prefix_file="", suffix_file="")
@@ -159,10 +176,7 @@ def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=
     model.eval()
     x, gen_mask = canvas.tensors(B, device)
     start = obj.EXACT and not canvas.prefix_len  # AR conditions on a start token when the prompt is empty
-    if start:
-        if 1 + canvas.n_gen > model.args.block_size:
-            raise UserError(f"--gen-len {canvas.n_gen} plus a start token exceeds the context of "
-                            f"{model.args.block_size}: use --gen-len {model.args.block_size - 1}")
+    if start:  # (its window slides past the context: the extra position needs no room)
         x = torch.cat([torch.full((B, 1), start_token(tok), dtype=x.dtype, device=device), x], 1)
         gen_mask = torch.cat([torch.zeros_like(gen_mask[:, :1]), gen_mask], 1)
     out, stats = obj.sample(model, x, gen_mask, cfg, schedule, tok.mask_id, generator, on_step)

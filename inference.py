@@ -25,7 +25,7 @@ from functools import partial
 import torch
 
 import objectives
-from canvas import build_canvas
+from canvas import build_canvas, fit_gen_len
 from checkpoint_manager import load_model
 from common import Schedule
 from configurator import (TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, sample_keys, validate,
@@ -50,7 +50,7 @@ def main(argv):
         interactive(cfg, run)
     elif cfg.prompts_file:
         # every prompt checked before any sampling
-        prompts = read_prompts(cfg, run["tok"], run["model"].args.block_size)
+        prompts = read_prompts(cfg, run)
         for i, prompt in enumerate(prompts):
             print(f"==== prompt {i + 1}/{len(prompts)}: {prompt!r} (seed {cfg.seed + i})")
             sample_once(replace(cfg, prompt=prompt, seed=cfg.seed + i), run)
@@ -110,17 +110,25 @@ def load(argv):
         print(f"note: other processes hold {threads.cores - threads.n} of {threads.cores} core(s): sampling runs on "
               f"{threads.n} thread(s), slower than on a quiet machine")
     return cfg, dict(model=model, tok=tok, schedule=Schedule(cfg.diffusion_steps, cfg.schedule), device=device, ctx=ctx,
-                     cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0))
+                     cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0), fit_gen_len="gen_len" not in flags)
 
 
-def read_prompts(cfg, tok, block_size):
+def canvas_for(cfg, run):
+    """(cfg, its canvas, a note or ""): build_canvas, a --gen-len the user did not type first fitted to the context."""
+    note = ""
+    if run["fit_gen_len"]:
+        cfg, note = fit_gen_len(cfg, run["tok"], run["model"].args.block_size)
+    return cfg, build_canvas(cfg, run["tok"], run["model"].args.block_size), note
+
+
+def read_prompts(cfg, run):
     text = read_text(cfg.prompts_file, "--prompts-file", "give a text file with one prompt per line")
-    prompts = [normalize_prompt(tok, line) for line in text.splitlines() if line.strip()]
+    prompts = [normalize_prompt(run["tok"], line) for line in text.splitlines() if line.strip()]
     if not prompts:
         raise UserError(f"--prompts-file {cfg.prompts_file} has no prompts: write one prompt per line")
     for i, p in enumerate(prompts):
         try:
-            build_canvas(replace(cfg, prompt=p), tok, block_size)
+            canvas_for(replace(cfg, prompt=p), run)
         except UserError as e:
             raise UserError(f"--prompts-file {cfg.prompts_file}, prompt {i + 1}: {e}") from None
     return prompts
@@ -139,7 +147,7 @@ def interactive(cfg, run):
             return
         try:
             prompt = normalize_prompt(run["tok"], line.rstrip("\r\n"))
-            build_canvas(replace(cfg, prompt=prompt), run["tok"], run["model"].args.block_size)  # refused: no seed used
+            canvas_for(replace(cfg, prompt=prompt), run)  # refused: no seed used
             k += 1
             print(f"==== prompt {k}: {prompt!r} (seed {cfg.seed + k - 1})")
             sample_once(replace(cfg, prompt=prompt, seed=cfg.seed + k - 1), run)
@@ -151,7 +159,9 @@ def interactive(cfg, run):
 def sample_once(cfg, run):
     """One batch of cfg.num_samples samples from cfg's canvas; prints the texts and one line of figures."""
     model, tok, obj = run["model"], run["tok"], objectives.get(cfg.objective)
-    canvas = build_canvas(cfg, tok, model.args.block_size)  # prompt/infill/prefix+suffix, checked
+    cfg, canvas, note = canvas_for(cfg, run)  # prompt/infill/prefix+suffix, checked
+    if note:
+        print(note)
     writer = open_trace(cfg)  # the --viz-video path checked before any sampling
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # micro-dllm GPU check (~8 min on one H100; self-limits to DEADLINE s of work). From the repo root: bash dev/gpu_check.sh
 # Prints one table last; gpu_check.log, results.json and the subprocesses' logs go to $OUT (a temp dir when unset).
-# By default issue 74's sections: step (the reference recipe's mdlm step eager / compiled / graphed, its loss compiled
+# By default README's GPU lines first, as typed (readme: `python train.py` -- REF_ITERS=N cuts it to N steps --,
+# `python inference.py --prompt "ROMEO:"`, README's torchrun line over NCCL on the seeds' BPE recipe, BPE_ITERS steps),
+# then babies (baby_bd3 and README's baby AR line trained here when artifacts/gpu does not carry them), then issue 74's: step (the reference recipe's mdlm step eager / compiled / graphed, its loss compiled
 # with the model by scripts/bench_train.make_step), sampling (tokens/s at batch 1 and 16, eager and with the decode step
 # graphed), frontier (B10 against baby_ar at the held-out entropy, both sides graphed; carry artifacts/gpu), gpt200m
 # (each objective's compiled and graphed micro-step, MFU and peak memory). The earlier sections run when named:
-# SECTIONS=attention,train,syncs,graphs,runs,recipe,step,sampling,frontier,gpt200m is every one (sampling and frontier
+# SECTIONS=readme,babies,attention,train,syncs,graphs,runs,recipe,step,sampling,frontier,gpt200m is every one (sampling and frontier
 # fall back to the checkpoints runs writes when artifacts/gpu is not carried). DEADLINE=450 the seconds of work before
 # later sections and rows are skipped; PYTHON= the interpreter.
 # SMOKE=1 runs every section on the CPU at toy sizes (an API and syntax check, no timings; CUDA-only calls guarded;
@@ -13,8 +15,8 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 WORK=${WORK:-$(mktemp -d)}; OUT=${OUT:-$WORK/out}; mkdir -p "$OUT"
-ALL=attention,train,syncs,graphs,runs,recipe,step,sampling,frontier,gpt200m
-[ "${SMOKE:-0}" = 1 ] && DEFAULT=$ALL || DEFAULT=step,sampling,frontier,gpt200m
+ALL=readme,babies,attention,train,syncs,graphs,runs,recipe,step,sampling,frontier,gpt200m
+[ "${SMOKE:-0}" = 1 ] && DEFAULT=$ALL || DEFAULT=readme,babies,step,sampling,frontier,gpt200m
 export PYTHONUNBUFFERED=1 WORK OUT DEADLINE=${DEADLINE:-450} SMOKE=${SMOKE:-0} SECTIONS=${SECTIONS:-$DEFAULT}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 "${PYTHON:-python3}" - <<'PY' 2>&1 | tee "$OUT/gpu_check.log" | grep --line-buffered -v -e Warning -e warn -e '^USDT'
@@ -57,6 +59,64 @@ def timeit(fn, n, rep):  # median ms of rep rounds of n calls, the device synchr
 # ---- S0 environment
 out(f"torch {torch.__version__}, {torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'}, "
     f"SDPA order {[{0: 'math', 1: 'flash', 2: 'efficient', 3: 'cudnn', 4: 'overrideable'}.get(int(b), b) for b in torch._C._get_sdp_priority_order()] if hasattr(torch._C, '_get_sdp_priority_order') else '?'}")
+
+# ---- README's GPU lines as typed: python train.py, python inference.py --prompt "ROMEO:", the torchrun line (NCCL)
+TRAIN = ("import atexit,runpy,sys,torch; atexit.register(lambda: print('PEAK_MIB', round(torch.cuda.max_memory_allocated()/2**20)"
+         " if torch.cuda.is_available() else 0)); sys.argv=['train.py']+sys.argv[1:]; runpy.run_path('train.py', run_name='__main__')")
+def parse_run(log, wall):
+    last = lambda pat: (re.findall(pat, log) or [None])[-1]
+    return dict(wall_s=wall, ms_it=last(r"(\d+) ms/it"), tok_s=last(r"\| ([\d,]+) tok/s"), mfu=last(r"mfu ([\d.]+)%"),
+                dev=last(r"eval \d+: dev \w+ [^\n]*?= ([\d.]+) ± [\d.]+ nats/char"),
+                test=last(r"test [^\n]*?cite\): [^\n]*?= ([\d.]+) ± [\d.]+ nats/char"), peak_mib=last(r"PEAK_MIB (\d+)"),
+                first_step_s=last(r"iter 1/\d+ \| ([\d.]+) s/step"), trained=last(r"trained (\d+m\d+s)"))
+def command(key, argv, limit, python=True):  # one README line in a subprocess: (rc, its log), rc and wall in R[key]
+    t = time.time()
+    try:
+        p = subprocess.run(([sys.executable] if python else []) + argv, capture_output=True, text=True, timeout=limit)
+        rc, log = p.returncode, p.stdout + p.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, log = "timeout", (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+    open(f"{OUT}/{key}.log", "w").write(log)
+    R[key] = dict(rc=rc, wall_s=round(time.time() - t, 1))
+    out(f"{key}: rc={rc}, wall {R[key]['wall_s']} s" + ("" if rc == 0 else f": {log.strip()[-300:]}"))
+    return rc, log
+def readme():
+    smoke = ["--max_iters=10", "--eval_interval=5", "--n_layer=2", "--n_embd=48", "--block_size=32", "--eval_iters=2",
+             "--batch_size=4", "--compile=false"] if SMOKE else []
+    cut = [f"--max_iters={os.environ['REF_ITERS']}"] if os.environ.get("REF_ITERS") and not SMOKE else []
+    out_dir = [f"--out_dir={W}/models"] if SMOKE else []  # SMOKE leaves a user's artifacts/models alone
+    rc, log = command("readme_train", ["-c", TRAIN, *out_dir, *smoke, *cut], 200)
+    R["readme_train"].update(parse_run(log, R["readme_train"]["wall_s"]))
+    if rc == 0:
+        ck = [f"--checkpoint={W}/models/model.pt", "--gen-len=8", "--steps=4"] if SMOKE else []
+        rc, log = command("readme_inference", ["inference.py", "--prompt", "ROMEO:", *ck], 90)
+        R["readme_inference"]["tokens_s"] = (re.findall(r"\(([\d,]+) tokens/s\)", log) or [None])[-1]
+    bpe = ["--max_iters=10", "--eval_interval=5", "--n_layer=2", "--n_embd=48", "--block_size=32", "--eval_iters=2",
+           "--batch_size=4", "--compile=false", "--device=cpu"] if SMOKE else [f"--max_iters={os.environ.get('BPE_ITERS', 500)}"]
+    rc, log = command("readme_torchrun", ["torchrun", "--standalone", "--nproc_per_node=1", "train.py", "tinystories_bpe",
+                                          "--data_path=data/tinystories_train_head.txt", "--val_path=data/tinystories_valid_head.txt",
+                                          f"--out_dir={W}/ts_bpe", f"--viz_video={W}/ts_bpe.mp4", f"--tokenizer_path={W}/tok.json",
+                                          *bpe], 150, python=False)
+    R["readme_torchrun"].update(parse_run(log, R["readme_torchrun"]["wall_s"]))
+if section("README's GPU lines, as typed", 60, "readme"): guard(readme)
+
+# ---- baby_bd3 and baby's AR as README trains them, here, when artifacts/gpu does not carry them (sampling reads them)
+BABIES = dict(baby_bd3=["train.py", "baby_bd3"], baby_ar=["train.py", "baby", "--objective=ar", "--min_lr=1e-4",
+              "--muon_momentum=0.95", "--weight_decay=0.1", "--out_dir=artifacts/models/baby_ar"])
+def babies():
+    toy = ["--max_iters=10", "--eval_interval=5", "--eval_iters=2", "--compile=false"] if SMOKE else []
+    ps = {}
+    for name, argv in BABIES.items():
+        if os.path.exists(f"artifacts/gpu/{name}/model.pt"): continue
+        where = [f"--out_dir={W}/{name}"] if SMOKE else []
+        ps[name] = (time.time(), subprocess.Popen([sys.executable, *argv, *toy, *where], stdout=subprocess.PIPE,
+                                                 stderr=subprocess.STDOUT, text=True))
+    for name, (t, p) in ps.items():  # side by side: their timings are each other's neighbours'
+        log = p.communicate()[0]; open(f"{OUT}/train_{name}.log", "w").write(log)
+        R[f"train_{name}"] = dict(parse_run(log, round(time.time() - t, 1)), rc=p.returncode)
+        out(f"train {name}: rc={p.returncode}, wall {R[f'train_{name}']['wall_s']} s, trained {R[f'train_{name}']['trained']}, "
+            f"test {R[f'train_{name}']['test']} nats/char" + ("" if p.returncode == 0 else f": {log[-300:]}"))
+if section("baby_bd3 and baby_ar, trained here", 90, "babies"): guard(babies)
 
 # ---- S1 attention: which SDPA kernel each pattern hits, fwd+bwd ms; flex_attention for bd3's mask
 def attention():
@@ -200,18 +260,10 @@ def graph_rows():  # every objective's step compiled with CUDA graphs (train.py'
 if section("CUDA graphs, every objective", 60, "graphs"): guard(graph_rows)
 
 # ---- 1,000-step shakespeare_char (the reference recipe, compiled), then the AR and bd3 that sampling reads
-TRAIN = ("import atexit,runpy,sys,torch; atexit.register(lambda: print('PEAK_MIB', round(torch.cuda.max_memory_allocated()/2**20)"
-         " if torch.cuda.is_available() else 0)); sys.argv=['train.py']+sys.argv[1:]; runpy.run_path('train.py', run_name='__main__')")
 def train_cmd(out_dir, *flags):
     it = ["--max_iters=20", "--eval_interval=10", "--n_layer=2", "--n_embd=48", "--block_size=32", "--eval_iters=2"] if SMOKE else ["--max_iters=1000"]
     return [sys.executable, "-c", TRAIN, "shakespeare_char", f"--out_dir={out_dir}", "--overwrite", "--log_interval=50",
             f"--compile={'false' if SMOKE else 'true'}", f"--device={dev.type}", *it, *flags]
-def parse_run(log, wall):
-    last = lambda pat: (re.findall(pat, log) or [None])[-1]
-    return dict(wall_s=wall, ms_it=last(r"(\d+) ms/it"), tok_s=last(r"\| ([\d,]+) tok/s"), mfu=last(r"mfu ([\d.]+)%"),
-                dev=last(r"eval \d+: dev \w+ [^\n]*?= ([\d.]+) ± [\d.]+ nats/char"),
-                test=last(r"test [^\n]*?cite\): [^\n]*?= ([\d.]+) ± [\d.]+ nats/char"), peak_mib=last(r"PEAK_MIB (\d+)"),
-                first_step_s=last(r"iter 1/\d+ \| ([\d.]+) s/step"))
 def runs():
     t = time.time(); p = subprocess.run(train_cmd(f"{W}/mdlm"), capture_output=True, text=True)
     open(f"{OUT}/train_mdlm.log", "w").write(p.stdout + p.stderr)
@@ -286,7 +338,8 @@ if section("issue 74 (a): the reference step with its loss", 90, "step"): guard(
 # at 16), the cpu preset's sampler (mdlm denoise at its settings, random weights: eager, its passes are not graphed)
 STAND_IN = dict(baby_ar="ar", baby_bd3="bd3", judge_baby="ar")  # the runs section's checkpoint in a carried one's place
 def ckpt(name):  # a carried checkpoint, else its stand-in, else None
-    for p in (f"artifacts/gpu/{name}/model.pt", f"{W}/{STAND_IN[name]}/model.pt"):
+    for p in (f"artifacts/gpu/{name}/model.pt", f"artifacts/models/{name}/model.pt", f"{W}/{name}/model.pt",
+              f"{W}/{STAND_IN[name]}/model.pt"):
         if os.path.exists(p): return p
 def sampling():
     import evals.samples as es
@@ -397,6 +450,9 @@ for key, title in (("train", "train step (64 x 256 tok; gpt200m 32 x 1024)"), ("
     print(f"{title:<50} {'ms':>8} {'Mtok/s':>7} {'MFU%':>6} {'peak MiB':>9}")
     for k, r in R[key].items():
         print(f"  {k:<48} {f(r.get('ms'), 2):>8} {f(r.get('mtok'), 2):>7} {f(r.get('mfu')):>6} {f(r.get('peak_mib'), 0):>9} {r.get('error', r.get('note', ''))}")
+for k in ("readme_train", "readme_torchrun", "train_baby_bd3", "train_baby_ar"):
+    if k in R: print(f"{k}: " + ", ".join(f"{a} {b}" for a, b in R[k].items() if b is not None))
+if "readme_inference" in R: print("readme_inference: " + ", ".join(f"{a} {b}" for a, b in R["readme_inference"].items()))
 for k in ("run_mdlm", "run_ar", "run_bd3", "run_ref"):
     if k in R: print("%s %s steps: wall %.0f s (first step %s s), %s ms/it, %s tok/s, mfu %s%%, dev %s, test %s nats/char, peak %s MiB, trained %s" % (
         k, 5000 if k == "run_ref" else 1000, R[k]["wall_s"], R[k]["first_step_s"], R[k]["ms_it"], R[k]["tok_s"], R[k]["mfu"], R[k]["dev"], R[k]["test"], R[k]["peak_mib"], R[k].get("trained")))

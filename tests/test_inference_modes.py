@@ -191,3 +191,27 @@ def test_a_missing_checkpoint_names_the_command_that_trains_it(in_tmp):
                           (["--checkpoint", "runs/x/model.pt"], "python train.py PRESET --out_dir=runs/x")):
         with pytest.raises(UserError, match=f"not found: train it first \\({command};"):
             inference.load(argv)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["mdlm", "ar"])
+def test_a_default_gen_len_is_fitted_to_the_context_a_typed_one_is_refused(objective, tmp_path, capsys):
+    """README's GPU line, `python inference.py --prompt "ROMEO:"`, samples the reference recipe, whose default gen_len
+    (256) fills its 256-token context: the default shrinks to the room the prompt leaves; a --gen-len the user typed is
+    never changed, it is refused. The AR's window slides past the context: its length is never fitted, and its start
+    token (an empty prompt) needs no room either."""
+    from helpers import MICRO, L, for_objective, real_text, run_here
+    args = for_objective([f"--data_path={real_text()}", *MICRO, f"--gen_len={L}", "--max_iters=2",
+                          "--eval_interval=100", f"--objective={objective}"])
+    run_here(["train.py", *args, "--out_dir=run"], tmp_path, threads=1)
+    ckpt = str(tmp_path / "run" / "model.pt")
+    capsys.readouterr()
+    slides = objective == "ar"
+    for prompt, room in (("ROMEO:", L if slides else L - 6), ("", L)):
+        code, out, err = run_cli_here(inference.main, ["--checkpoint", ckpt, "--prompt", prompt, "--seed", 0], capsys)
+        assert code == 0, err
+        fitted = f"--gen-len {L} (the default) exceed the model's context of {L}: generating {room} " in out
+        assert fitted == (room < L), out
+        assert f"---- 1 x {room} tokens" in out
+    code, out, err = run_cli_here(inference.main, ["--checkpoint", ckpt, "--prompt", "ROMEO:", "--gen-len", L], capsys)
+    assert (code == 0) == slides and ("exceeds the model's context" in err) != slides and "generating" not in out
