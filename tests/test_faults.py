@@ -349,3 +349,33 @@ def test_ctrl_c_before_the_first_checkpoint_names_the_command_that_starts_again(
     assert said.endswith("none was saved; run the same command with --overwrite to start again")
     said = report.interrupted(get_config(["--overwrite"]), run, ["--overwrite"])
     assert said.endswith("none was saved; run the same command to start again")
+
+
+def test_a_ctrl_c_inside_the_writers_join_leaves_the_write_to_the_next_join():
+    """Issue 80: a SIGINT that lands while train.py joins the background write (BackgroundWriter.wait) must not drop
+    the write: train.py's Ctrl-C handler joins again, and its line then names the checkpoint the write made. A real
+    signal (SIGALRM raising KeyboardInterrupt, as SIGINT does) arrives while the write is held on an event."""
+    import threading
+    from utils.checkpoint import BackgroundWriter
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    go, saved, writer = threading.Event(), [], BackgroundWriter()
+    writer.submit(lambda: (go.wait(10), saved.append("model.pt")))
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(KeyboardInterrupt):
+            writer.wait()  # blocked in the join until the signal
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert saved == [] and writer.pending is not None  # the write still in flight, still owned
+    go.set()
+    writer.wait()  # the handler's join: the checkpoint is there when its line is printed
+    assert saved == ["model.pt"] and writer.pending is None
+    writer.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        writer.wait()
+    writer.wait()  # a failed write is raised once

@@ -114,9 +114,16 @@ class BackgroundWriter:
         self.pending = self.pool.submit(write)
 
     def wait(self):
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            pending.result()  # re-raises, in the training thread, what the write raised
+        """Join the write in flight. A signal (Ctrl-C) inside the join leaves it pending, so the next wait() joins it
+        again: the write goes on, and the checkpoint it makes is reported, not called lost."""
+        if self.pending is None:
+            return
+        try:
+            self.pending.result()  # re-raises, in the training thread, what the write raised
+        except Exception:
+            self.pending = None  # a failed write is raised once
+            raise
+        self.pending = None
 
 
 def _link(src, dst):
