@@ -1,9 +1,9 @@
 """The training loss compiled with the model (issue 74): each objective's loss is split into its random draws (draws,
 eager, from the keyed generator) and a pure function of the model, the batch and those draws (loss_of), which
 train.py compiles whole (utils.dist.compile_step: CUDA graphs on one CUDA GPU). Here: the split gives the losses and
-gradients of the loss before it, bit for bit; the whole pure loss of every objective traces as one graph with no
-break (dynamo's explain, CPU), which a run's later steps reuse; inductor's compiled step gives eager's loss; and
-compile_step's policy.
+gradients of the loss before it (pinned at that commit, to 1e-6 relative); the whole pure loss of every objective
+traces as one graph with no break (dynamo's explain, CPU), which a run's later steps reuse; inductor's compiled step
+gives eager's loss; and compile_step's policy.
 
     python -m pytest -q tests/test_compile.py
 """
@@ -64,15 +64,15 @@ def loss_and_grads(model, loss):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_the_split_loss_is_the_loss_before_it_bit_for_bit(name):
-    """train.py's step: draws() eagerly, then loss_of(); loss() composes the two for other callers. The two give the
-    same bits here, and the loss before the split to float32's last digits on any machine (exactly at one thread)."""
+def test_the_split_loss_is_the_loss_before_it(name):
+    """train.py's step, draws() eagerly then loss_of(), against BEFORE: the loss, gradient norm and gradient checksum
+    that the loss had before the split, pinned from that commit, never from the code under test. Exact on the machine
+    and thread count they were measured at; elsewhere float32 sums run in another order and move them by ~1e-8
+    relative (2e-9 to 1.2e-8 on an AMD EPYC), far inside the 1e-6 that a changed draw, weight or formula exceeds."""
     obj, model, x, cfg, schedule, tok, draw = setting(name)
     drawn = obj.draws(x, cfg, schedule, tok, draw)
     split = loss_and_grads(model, obj.loss_of(model, x, cfg, schedule, tok, drawn))
     assert split == pytest.approx(BEFORE[name], rel=1e-6, abs=0)
-    obj, model, x, cfg, schedule, tok, draw = setting(name)
-    assert loss_and_grads(model, obj.loss(model, x, cfg, schedule, tok, draw)) == split
 
 
 @pytest.mark.slow  # ~3 s each: dynamo's first trace

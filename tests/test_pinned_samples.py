@@ -1,13 +1,19 @@
-"""Pinned samples: a seeded tiny run of each objective, then inference.py with a fixed seed; the sample text is
-pinned. A silent change to a sampler, its random draws, the canvas or the checkpoint path fails here, the way
-tests/test_golden.py pins the training losses. If a change is meant to move them, re-pin and say why.
+"""Pinned samples: each objective's sampler, run by inference.py with a fixed seed on a checkpoint whose weights are
+small integers over 8 (drawn by torch's CPU generator, the same on every machine); the sample text is pinned. A silent
+change to a sampler, its random draws, the canvas or the checkpoint path fails here, the way tests/test_golden.py pins
+the training losses. The weights come from integers, not from training: a trained model's floats differ by CPU
+(an AMD EPYC machine sampled another mdlm text from a 40-step run than an Intel one), while these differ at most in
+the forward pass's last bits, which a float64 draw crosses once in ~10^7. If a change is meant to move them, re-pin
+and say why.
 
     python -m pytest -q tests/test_pinned_samples.py
 """
 import pytest
+import torch
 
 import inference
 from helpers import MICRO, ROOT, for_objective, run_cli_here, run_here
+from utils.checkpoint import load_checkpoint, save_checkpoint
 
 RUNS = {  # objective -> (extra training flags, sampling flags)
     "mdlm": ([], ["--steps=8", "--remask=refine"]),
@@ -15,24 +21,48 @@ RUNS = {  # objective -> (extra training flags, sampling flags)
     "uniform": (["--objective=uniform"], ["--steps=8"]),
     "ar": (["--objective=ar"], []),
 }
-PINNED = {  # re-pinned 2026-11-27: common.draw samples by inverse CDF (torch.multinomial before), torch 2.13.0 CPU
-    "mdlm": 'ROMEO:  a  e      o\ne  ao r  s',
-    "bd3": 'ROMEO: pdoei h  \n  oe hcnoa  \n',
-    "uniform": 'ROMEO:fha;w.zQ\nrgpereu QkSnRga',
-    "ar": "ROMEO:\nDk3niGYSm:edQw ,eu'nh S",
+# pinned 2026-11-28, torch 2.13.0 CPU, AMD EPYC; the same at 1 and 2 threads and under other CPUs' kernels
+# (ATEN_CPU_CAPABILITY=default, avx2, avx512 with MKL_ENABLE_INSTRUCTIONS=SSE4_2 or AVX2)
+PINNED = {
+    "mdlm": "ROMEO:RHRehVhe'V.WHHVFR\nk!uOhH",
+    "bd3": "ROMEO:&gbjjjV'V3 ii'jZqqjjjkjX",
+    "uniform": "ROMEO:VbVAuAyP&hafbhVr\nSfVfRfV",
+    "ar": "ROMEO:!JdFdcHXXjFSSOs,!Zv.dc'H",
 }
+
+
+def integer_weights(state):
+    """state's tensors replaced, in name order, by integers in [-3, 3] over 8 (norm scales 1): exact in float32."""
+    out = {}
+    for i, name in enumerate(sorted(state)):
+        g = torch.Generator().manual_seed(1000 + i)
+        w = torch.randint(-3, 4, state[name].shape, generator=g).to(state[name].dtype) / 8
+        out[name] = torch.ones_like(state[name]) if "norm" in name else w
+    return out
+
+
+def integer_checkpoint(objective, tmp_path):
+    """A one-step run of `objective` (its config, tokenizer and layout), its weights then replaced by integer_weights."""
+    out = tmp_path / "out"
+    run_here(for_objective(["train.py", f"--data_path={ROOT / 'data' / 'tinyshakespeare.txt'}", f"--out_dir={out}",
+                            *MICRO, "--max_iters=1", "--eval_interval=1", "--seed=7", *RUNS[objective][0]]),
+             tmp_path, threads=1)
+    ckpt = load_checkpoint(out / "model.pt")
+    ckpt.pop("checksum", None)
+    ckpt["model"] = integer_weights(ckpt["model"])
+    ckpt["ema"] = None
+    path = tmp_path / "integer.pt"
+    save_checkpoint(path, ckpt)
+    return path
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", list(RUNS))
 def test_a_fixed_seed_gives_the_pinned_sample(objective, tmp_path, capsys):
-    train_flags, sample_flags = RUNS[objective]
-    out = tmp_path / "out"
-    run_here(for_objective(["train.py", f"--data_path={ROOT / 'data' / 'tinyshakespeare.txt'}", f"--out_dir={out}",
-                            *MICRO, "--max_iters=40", "--eval_interval=40", "--seed=7", *train_flags]), tmp_path, threads=1)
+    path = integer_checkpoint(objective, tmp_path)
     capsys.readouterr()
-    code, text, err = run_cli_here(inference.main, [f"--checkpoint={out / 'model.pt'}", "--prompt=ROMEO:", "--gen_len=24",
-                                                    "--seed=3", "--device=cpu", *sample_flags], capsys)
+    code, text, err = run_cli_here(inference.main, [f"--checkpoint={path}", "--prompt=ROMEO:", "--gen_len=24",
+                                                    "--seed=3", "--device=cpu", *RUNS[objective][1]], capsys)
     assert code == 0, err
     sample = text.split("\n", 1)[1].split("\n---- ")[0]  # after the checkpoint line
     assert sample == PINNED[objective], repr(sample)
