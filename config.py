@@ -13,9 +13,9 @@ Unknown keys and values of the wrong type are refused (exit 2) with close matche
 (diffusion.py, bd3.py, uniform.py, ar.py) lists the keys it does not read in its IGNORES.
 
 What a key is to the program sits on its field, through the helpers below: trained() (the checkpoint fixes it),
-resumable() (a resumed run may change it), sampled() (inference.py reads it from its command line). The comments,
-the `# ---- section` headings among them, are for the reader and `--help` only: editing or moving one changes no
-behaviour (tests/test_config.py).
+resumable() (a resumed run may change it), sampled() (inference.py reads it from its command line), sampling_only()
+(inference.py alone reads it). The comments, the `# ---- section` headings among them, are for the reader and
+`--help` only: editing or moving one changes no behaviour (tests/test_config.py).
 """
 from dataclasses import dataclass, field
 
@@ -34,6 +34,11 @@ def sampled(default, resumable=False):
     """A setting sampling reads: inference.py takes it from its command line (or a preset), every other key from the
     checkpoint it samples. resumable=True: a resumed run may change it too (the device)."""
     return field(default=default, metadata={"sampled": True, "resumable": resumable})
+
+
+def sampling_only(default):
+    """A setting only inference.py reads (train.py refuses it: its end-of-run samples continue --prompt)."""
+    return field(default=default, metadata={"sampled": True, "sampling_only": True})
 
 
 @dataclass
@@ -126,7 +131,7 @@ class Config:
                                         # before training stops; 0 = stop at the first
                                         # (> 0 costs one host sync per step)
     # ---- sampling (inference.py, and the samples at the end of training)
-    checkpoint: str = sampled("artifacts/models/model.pt")  # the model.pt (or exported folder) to sample from
+    checkpoint: str = sampling_only("artifacts/models/model.pt")  # the model.pt (or exported folder) to sample from
     prompt: str = sampled("")           # text the sample must start with
     gen_len: int = sampled(256)         # tokens to generate after the prompt
     steps: int = sampled(100)           # reverse steps (NFE); <= diffusion_steps. bd3: per block, at most its length
@@ -140,10 +145,10 @@ class Config:
     viz_video: str = sampled("")        # MP4 path for the denoising trace (a GIF is written beside it)
     trace_every: int = sampled(1)       # record one frame every N steps
     gif_frame_ms: int = sampled(180)    # GIF/MP4 frame duration (10 to 655,350: a GIF's hundredths of a second)
-    infill: str = sampled("")           # text with blanks to fill:
+    infill: str = sampling_only("")           # text with blanks to fill:
                                         #   [___] = one token per marker character, [___:N] = N tokens
-    prefix_file: str = sampled("")      # the sample starts with this file's text (instead of --prompt)
-    suffix_file: str = sampled("")      # the sample ends with this file's text; gen_len tokens go between
+    prefix_file: str = sampling_only("")      # the sample starts with this file's text (instead of --prompt)
+    suffix_file: str = sampling_only("")      # the sample ends with this file's text; gen_len tokens go between
     order: str = sampled("confidence")  # reveal first: 'confidence' | 'margin' (top1 - top2)
                                         #   | 'entropy' (low first) | 'random'
                                         #   | 'l2r' (leftmost masked first:
@@ -165,10 +170,10 @@ class Config:
     dual_sample: bool = sampled(False)  # mdlm, a --dual_ar network: sample its AR mode exactly (the same weights
                                         #   attending causally, KV-cached, a token a pass: exact samples of that
                                         #   joint); continues a prompt only
-    live: bool = sampled(False)         # redraw the canvas in the terminal at every step
+    live: bool = sampling_only(False)         # redraw the canvas in the terminal at every step
                                         #   (plain text when not a terminal)
-    prompts_file: str = sampled("")     # sample once per line of this file (each line a prompt; blank lines skipped)
-    interactive: bool = sampled(False)  # read prompts from stdin in a loop until EOF (Ctrl-D)
+    prompts_file: str = sampling_only("")     # sample once per line of this file (each line a prompt; blank lines skipped)
+    interactive: bool = sampling_only(False)  # read prompts from stdin in a loop until EOF (Ctrl-D)
     # ---- system
     device: str = sampled("auto", resumable=True)  # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
     dtype: str = sampled("auto")        # 'auto' (bf16 autocast on CUDA, fp16 + GradScaler on a GPU without bf16,

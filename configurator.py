@@ -176,6 +176,15 @@ UNSCORED_ORDERS = declared("sampler", "UNSCORED_ORDERS")  # orders ranked by no 
 TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
 SAMPLED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("sampled"))
+SAMPLING_ONLY_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("sampling_only"))
+
+
+def refuse_sampling_only(given):
+    """train.py refuses a key only inference.py reads (given by flag or config file): it would act on nothing."""
+    unread = [k for k in SAMPLING_ONLY_KEYS if k in given]
+    if unread:
+        raise UserError(f"--{unread[0]} is inference.py's: train.py's end-of-run samples continue --prompt; drop it, "
+                        f"and sample the trained model with python inference.py --{unread[0]} ...")
 
 
 # The most a size or count may be, and why. Past these a tensor's 64-bit size overflows (a RuntimeError, not a memory

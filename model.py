@@ -17,6 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.dist import peak_flops
+from utils.errors import UserError
+
 TIME_CONDS = ("learned", "adaln", "none")  # config.time_cond
 
 
@@ -236,7 +239,7 @@ class Transformer(nn.Module):
         bytes in fp32 and 50 d under bf16 autocast (counted with torch.autograd.graph.saved_tensors_hooks on the CPU;
         tests/test_train_scale.py checks it); with checkpointing each layer keeps only its input (4 d or 2 d) and one
         layer at a time its inside; the head saves ~8 bytes per logit, plus ~4 for transient copies. Returns (state,
-        activations): what the start-up line reports and a CUDA run is refused by (evals/report.py)."""
+        activations): what estimate_line reports and check_memory refuses a CUDA run by."""
         a = self.args
         state = self.num_params() * (4 * 4 + (4 if ema else 0))
         block = a.n_embd * (50 if bf16 else 68)  # one layer's saved activations per token
@@ -252,3 +255,42 @@ class Transformer(nn.Module):
         decay = [p for n, p in named if p.dim() >= 2 and "emb" not in n]
         other = [p for n, p in named if not (p.dim() >= 2 and "emb" not in n)]
         return [dict(params=decay, weight_decay=weight_decay), dict(params=other, weight_decay=0.0)]
+
+
+# ---------------------------------------------------------------------------- the memory a run needs
+# A CPU process's peak RSS against estimate_memory's saved activations A: ~1.7 A (backward's transient gradients
+# beside the saved tensors) + ~0.3 GiB of runtime (measured: dev/LOG.md, "peak RSS on the CPU").
+CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30
+
+
+def estimate_line(cfg, model, device, dtype_name, flops_tok, seq, assumed_mfu):
+    """(the start-up line of memory per rank and tokens/s, the bytes a rank needs), from estimate_memory. seq: the
+    columns of one pass (bd3: both streams); a micro-batch runs mask_draws passes and the dual objective's causal one."""
+    tokens = cfg.batch_size * (cfg.mask_draws * seq + (cfg.block_size - 1 if cfg.dual_ar else 0))
+    state_b, act_b = model.estimate_memory(tokens, dtype_name == "bfloat16", cfg.ema > 0)
+    peak = peak_flops(device)
+    est_tps = peak * assumed_mfu / flops_tok if peak else None  # training tokens/s at the assumed MFU
+    speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {assumed_mfu:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
+             if est_tps else
+             f"no tokens/s estimate: no peak FLOP/s known for {device} (scripts/bench_train.py measures one)")
+    state = f"{state_b / 2**30:.1f} weights+grads+{cfg.optimizer}{'+EMA' if cfg.ema else ''}"
+    batch = f"a {cfg.batch_size}x{cfg.block_size} micro-batch" + (f" ({tokens:,} columns in its passes)"
+                                                                   if tokens != cfg.batch_size * cfg.block_size else "")
+    if device.type == "cpu":  # the tensors alone undercount a CPU process: see CPU_ACT_FACTOR
+        total = state_b + CPU_ACT_FACTOR * act_b + CPU_RUNTIME_B
+        return (f"estimate: ~{total / 2**30:.1f} GiB peak RSS on CPU = {state} + {CPU_ACT_FACTOR * act_b / 2**30:.1f} "
+                f"activations and their gradients in backward for {batch} + {CPU_RUNTIME_B / 2**30:.1f} runtime; "
+                f"{speed}"), total
+    return (f"estimate per rank: ~{(state_b + act_b) / 2**30:.1f} GiB of {device.type} memory = {state} + "
+            f"{act_b / 2**30:.1f} activations saved for backward of {batch}; {speed}"), state_b + act_b
+
+
+def check_memory(cfg, device, need):
+    """Refuse, before step 1, a CUDA run its estimate says cannot fit, naming the keys that make it fit."""
+    if device.type != "cuda":
+        return
+    have = torch.cuda.get_device_properties(device).total_memory
+    if need > 0.95 * have:
+        fix = "add --activation_checkpointing, or " if not cfg.activation_checkpointing else ""
+        raise UserError(f"this run needs ~{need / 2**30:.0f} GiB a rank and {device} has {have / 2**30:.0f} GiB: "
+                        f"{fix}halve --batch_size and double the micro-steps (--total_batch_size keeps the step)")

@@ -13,7 +13,7 @@
 
 main reads top to bottom: setup (config, device, DDP) -> load_data -> build (model, optimizer, resume) -> train
 (eval / save / step / log) -> finish (final eval, checkpoint, report). The loop's state is one Run, passed along;
-what the loop prints beside it (log lines, ETA, notes, metrics.jsonl) is one evals.report.TrainLog.
+what the loop prints beside it (log lines, ETA, notes, metrics.jsonl) is one train_log.TrainLog.
 """
 import math
 import os
@@ -28,9 +28,10 @@ import checkpoint_manager
 import configurator
 import objectives
 import trace
+import train_log
 from common import Draw, Schedule
 from evals import bound, report
-from model import ModelArgs, Transformer
+from model import ModelArgs, Transformer, check_memory, estimate_line
 from utils import checkpoint, dataloader, dist, fileio, optim, tokenizer
 from utils.dist import print0
 from utils.errors import UserError, run_cli
@@ -74,7 +75,7 @@ class Data:
 @dataclass
 class Run:
     """The model, its optimizer and everything the loop carries from step to step and a checkpoint saves (the log's
-    clock and notes are evals.report.TrainLog's: a resume starts them again)."""
+    clock and notes are train_log.TrainLog's: a resume starts them again)."""
     model: torch.nn.Module    # what the step runs: DDP-wrapped (and then compiled) under torchrun
     raw_model: Transformer    # uncompiled, unwrapped: state_dict, eval, samples
     eval_model: Transformer   # the EMA copy when --ema, else raw_model
@@ -112,14 +113,27 @@ def main(argv):
         finish(cfg, env, data, run, log)
     except KeyboardInterrupt:
         run.writer.wait()  # a checkpoint being written is finished first: the line below names it
-        raise KeyboardInterrupt(report.interrupted(cfg, run, argv) if env.master else "") from None
+        raise KeyboardInterrupt(interrupted(cfg, run, argv) if env.master else "") from None
+
+
+def interrupted(cfg, run, argv):
+    """The one line a Ctrl-C leaves: the newest complete checkpoint (run.saved) and the command that resumes it."""
+    if run.saved_iter >= cfg.max_iters:
+        return f"training had finished: {run.saved} (iter {run.saved_iter}) is complete; only the report was cut short"
+    if not run.saved:
+        # its metrics.jsonl is there: a new run in out_dir is refused without --overwrite (refuse_earlier_run)
+        return (f"before the first checkpoint (due at iter {min(cfg.eval_interval, cfg.max_iters)}): none was saved; "
+                f"run the same command{'' if cfg.overwrite else ' with --overwrite'} to start again")
+    prog = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"  # the path it was started by
+    again = shlex.join(["python", prog, *argv, *([] if cfg.resume else ["--resume"])])
+    return f"the last checkpoint is {run.saved} (iter {run.saved_iter}); continue it with: {again}"
 
 
 # ---------------------------------------------------------------- config, device, dist
 def setup(argv):
     """The checked config (a resumed run's own), this process's device and rank, and the start-up lines."""
     cfg, given = configurator.parse(argv)
-    report.refuse_inference_keys(given)  # what only sampling from a checkpoint reads acts on nothing here
+    configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
     if os.path.isfile(cfg.out_dir):  # a checkpoint, say: never written over
         raise UserError(f"--out_dir={cfg.out_dir} is a file, not a folder: give --out_dir=NEW_DIR")
     rank, local_rank, world, device = dist.init_distributed(cfg.device)
@@ -133,13 +147,13 @@ def setup(argv):
     cfg = replace(cfg, total_batch_size=micro_tokens * accum * world)
     torch.manual_seed(cfg.seed + rank)
     ctx, dtype_name = dist.autocast_for(device, cfg.dtype)  # and TF32 on CUDA for what runs outside autocast
-    wandb = report.open_wandb(cfg) if rank == 0 else None  # before any work: a missing package fails now
+    wandb = train_log.open_wandb(cfg) if rank == 0 else None  # before any work: a missing package fails now
     dataloader.check_inputs(cfg)  # a missing data file: one line, no config dump
     capped = ""
     if not resume:  # a resumed run keeps the warm-up it saved
         cfg, capped = optim.cap_warmup(cfg, given)
     again = " ".join(["python train.py", *map(shlex.quote, argv), "--help"])
-    print0(report.wrap(f"config, what differs from the defaults ({again} prints it all):"))
+    print0(train_log.wrap(f"config, what differs from the defaults ({again} prints it all):"))
     print0(configurator.format_config(cfg))
     if capped:
         print0(capped)
@@ -219,7 +233,7 @@ def load_data(cfg, env):
     line = (f"data: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, vocab {tok.vocab_size} "
             f"({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token on val ({val_cpt:.3f} in "
             f"the {len(val_windows)} disjoint eval windows of its dev half{fewer})")
-    print0(report.wrap(line))
+    print0(train_log.wrap(line))
     return cfg, Data(tok, train_ids, val_ids, val_windows, val_cpt, meta, window, source)
 
 
@@ -239,9 +253,9 @@ def build(cfg, env, data):
            f"{cfg.batch_size} x {cfg.block_size}")
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     model.checkpointing = cfg.activation_checkpointing  # before the estimate, which counts what it keeps
-    line, need = report.estimate_line(cfg, model, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
-    print0(report.wrap(line))
-    report.check_memory(cfg, env.device, need)
+    line, need = estimate_line(cfg, model, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
+    print0(train_log.wrap(line))
+    check_memory(cfg, env.device, need)
     if cfg.max_iters == 0 and not cfg.resume:
         print0("max_iters=0: built data, tokenizer and model; exiting without training")
         return None
@@ -368,7 +382,7 @@ def train(cfg, env, data, run):
     """The loop, as nanoGPT's: every eval_interval steps evaluate and save, then step, then log. Returns the log,
     whose clock finish reads (the last eval's time, the run's)."""
     run.model.train()
-    log = report.TrainLog(cfg, env, run.start_iter, run.flops_tok, len(data.val_windows), EVAL_T)
+    log = train_log.TrainLog(cfg, env, run.start_iter, run.flops_tok, len(data.val_windows), EVAL_T)
     for it in range(run.start_iter, cfg.max_iters):
         if it % cfg.eval_interval == 0 and it > run.start_iter:
             with log.clock_stopped():  # an eval and its checkpoint are no step's time
@@ -463,7 +477,7 @@ def optimizer_step(cfg, env, run, it, step_loss):
 # ---------------------------------------------------------------- final eval, checkpoint, report
 def finish(cfg, env, data, run, log):
     """The final eval (with its details), the last checkpoint, then on rank 0 the test figure and the report."""
-    eval_s = f", ~{report.fmt_time(log.eval_s)}" if log.eval_s else ""  # the last eval's time: this one's estimate
+    eval_s = f", ~{train_log.fmt_time(log.eval_s)}" if log.eval_s else ""  # the last eval's time: this one's estimate
     print0(f"final eval: {len(data.val_windows)} windows x {EVAL_T} t{eval_s}")
     # a last update that diverged shows in no loss (none is computed after it): every rank checks its weights
     if not all(torch.isfinite(p).all() for p in run.raw_model.parameters()):
@@ -475,7 +489,7 @@ def finish(cfg, env, data, run, log):
     run.writer.wait()
     if env.master:
         print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, dev {run.best_val:.4f} "
-              f"nats/token, in {os.path.join(cfg.out_dir, 'best.pt')}); trained {report.fmt_time(log.elapsed())}")
+              f"nats/token, in {os.path.join(cfg.out_dir, 'best.pt')}); trained {train_log.fmt_time(log.elapsed())}")
         # the test split's figure, as scripts/eval.py reports it
         test = bound.reported(run.eval_model, cfg, run.schedule, data.tok, data.train_ids, data.val_ids, env.ctx)
         report.final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"],

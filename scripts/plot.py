@@ -34,7 +34,7 @@ def run_label(run_dir):
         import torch
         import objectives
         from configurator import config_from_dict
-        from evals.report import loss_label
+        from train_log import loss_label
         ckpt = torch.load(os.path.join(run_dir, "model.pt"), map_location="cpu", weights_only=True, mmap=True)
         cfg = config_from_dict(ckpt["config"])
         return name, cfg.objective, objectives.get(cfg.objective).EXACT, loss_label(cfg)[0].split(" ", 1)[1]

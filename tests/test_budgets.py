@@ -45,7 +45,7 @@ FLOORS = (
     ("objectives", "checkpoint_manager"),     # the table of objectives; loading a trained model (model-aware)
     ("canvas",),                              # what to generate: prompt, infill blanks, prefix and suffix
     ("configurator", "trace"),                # the command line -> a checked Config; watching the denoising
-    ("evals",),                               # the bound, sample metrics, the end-of-run report
+    ("evals", "train_log"),                   # the bound, sample metrics, the end-of-run report; the training log
     ("train", "inference", "scripts"),        # what a user runs
 )
 CHOICE_SOURCES = ("sampler", "utils.optim", *OBJECTIVES)  # what the configurator must not import to list choices

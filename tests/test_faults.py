@@ -21,7 +21,6 @@ import pytest
 import torch
 
 import train
-from evals import report
 from helpers import ROOT
 from config import PRESETS
 from helpers import ENV, for_objective, popen, rows, run_here, train_args
@@ -345,9 +344,9 @@ def test_ctrl_c_before_the_first_checkpoint_names_the_command_that_starts_again(
     from types import SimpleNamespace
     from configurator import get_config
     run = SimpleNamespace(saved="", saved_iter=-1)
-    said = report.interrupted(get_config(["--max_iters=50"]), run, ["--max_iters=50"])
+    said = train.interrupted(get_config(["--max_iters=50"]), run, ["--max_iters=50"])
     assert said.endswith("none was saved; run the same command with --overwrite to start again")
-    said = report.interrupted(get_config(["--overwrite"]), run, ["--overwrite"])
+    said = train.interrupted(get_config(["--overwrite"]), run, ["--overwrite"])
     assert said.endswith("none was saved; run the same command to start again")
 
 

@@ -1,11 +1,12 @@
-"""What train.py prints beside its loop (evals/report.py): the training loss named for what it is, and the final
-metrics block with a unit or a meaning for every figure. python -m pytest -q tests/test_report.py"""
+"""What train.py prints beside its loop (train_log.py, evals/report.py): the training loss named for what it is,
+and the final metrics block with a unit or a meaning for every figure. python -m pytest -q tests/test_report.py"""
 import pytest
 import torch
 
 from configurator import get_config
 from common import Schedule
-from evals.report import final_report, first_step_line, fmt_eta, long_run_note, loss_label, steady_step_s
+from evals.report import final_report
+from train_log import first_step_line, fmt_eta, long_run_note, loss_label, steady_step_s
 from helpers import ToyModel
 from utils.tokenizer import CharTokenizer
 
@@ -83,7 +84,7 @@ def test_a_shared_machine_is_named_with_its_fix(monkeypatch):
     """Steps several times slower than the run's fastest (a second torch process on the cores), or more processes
     ready to run than cores: one note naming the fix; a quiet machine, another device or too few windows: none."""
     import os
-    from evals.report import contention_note
+    from train_log import contention_note
     cpu, quiet = torch.device("cpu"), lambda: (0.5, 0.5, 0.5)
     monkeypatch.setattr(os, "getloadavg", quiet)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
@@ -136,7 +137,7 @@ def test_a_thread_count_the_user_gives_is_kept_and_named(torch_threads):
 def test_the_shared_cores_note_says_what_the_run_already_does(monkeypatch, torch_threads):
     """Issue 73: the note repeated advice already followed (OMP_NUM_THREADS=1 when it was set)."""
     import os
-    from evals.report import contention_note
+    from train_log import contention_note
     from utils.dist import CpuThreads
     cpu = torch.device("cpu")
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
@@ -166,7 +167,7 @@ def test_the_memory_estimate_counts_every_pass_of_a_micro_batch_by_hand(argv, co
     column the micro-batch's passes read (batch 2: mask_draws passes of the objective's columns, plus the dual
     objective's causal pass)."""
     import objectives
-    from evals.report import estimate_line
+    from model import estimate_line
     from model import Transformer
     cfg = get_config(["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=8", "--batch_size=2",
                       "--diffusion_steps=20", "--steps=20", *argv])
@@ -182,7 +183,7 @@ def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_
     each wrapped at 120 columns, the whole sentence kept."""
     import os
     from types import SimpleNamespace
-    from evals.report import TrainLog
+    from train_log import TrainLog
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     cfg = get_config(["baby", f"--out_dir={tmp_path}", "--max_iters=100000"])
@@ -200,7 +201,7 @@ def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_
 def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypatch):
     """--wandb_log without the package: one line naming pip install wandb, from setup, before any work."""
     import sys
-    from evals.report import open_wandb
+    from train_log import open_wandb
     from utils.errors import UserError
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
     assert open_wandb(get_config([])) is None
@@ -211,7 +212,7 @@ def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypat
 def test_the_shared_cores_note_where_the_os_keeps_no_load_average(monkeypatch):
     """os.getloadavg is missing on Windows: the note then reads the slow steps alone, never an AttributeError."""
     import os
-    from evals.report import contention_note
+    from train_log import contention_note
     monkeypatch.delattr(os, "getloadavg")
     cpu = torch.device("cpu")
     assert contention_note([0.5, 0.25, 0.26, 0.27], cpu) == ""

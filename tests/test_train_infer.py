@@ -9,7 +9,7 @@ import torch
 
 import train
 from checkpoint_manager import load_model
-from evals import report
+import train_log
 from helpers import TINY, real_text, run_script
 from utils import dataloader
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -113,7 +113,7 @@ def test_the_log_clock_counts_steps_and_stops_during_evals(in_tmp, monkeypatch):
         return real_eval(*a, **k)
     monkeypatch.setattr(train, "train_step", step)
     monkeypatch.setattr(train, "run_eval", evaluate)
-    monkeypatch.setattr(report, "time", types.SimpleNamespace(time=lambda: clock[0]))  # the log's clock
+    monkeypatch.setattr(train_log, "time", types.SimpleNamespace(time=lambda: clock[0]))  # the log's clock
     from helpers import MICRO, rows
     train.main([f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--max_iters=12", "--eval_interval=5",
                 "--log_interval=6"])
@@ -131,7 +131,7 @@ def _fake_clock_run(monkeypatch, step_s, *argv):
         clock[0] += step_s
         return real_step(*a, **k)
     monkeypatch.setattr(train, "train_step", step)
-    monkeypatch.setattr(report, "time", types.SimpleNamespace(time=lambda: clock[0]))  # the log's clock
+    monkeypatch.setattr(train_log, "time", types.SimpleNamespace(time=lambda: clock[0]))  # the log's clock
     monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))  # a quiet machine: no shared-cores note
     from helpers import MICRO
     train.main([f"--data_path={real_text()}", "--out_dir=out", "--overwrite", *MICRO, "--eval_interval=100", *argv])
@@ -160,7 +160,7 @@ def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
     import objectives
     from configurator import get_config
     from model import Transformer
-    from evals.report import estimate_line
+    from model import estimate_line
     cfg = get_config([])
     model = Transformer(objectives.model_args(cfg, 66))
     line, _ = estimate_line(cfg, model, torch.device("cpu"), "float32", 70.9e6, 256, 0.4)

@@ -1,0 +1,255 @@
+"""The training log train.py keeps beside its loop: the legend, one line a log window (loss, lr, ms/it,
+tok/s, MFU, ETA), metrics.jsonl and wandb rows, and the notes a run may need (long for its device, shared cores).
+
+    log = TrainLog(cfg, env, start_iter, flops_tok, n_windows, eval_t)   # train.train
+    log.step(done, lr, loss)                                             # after each step
+"""
+import json
+import os
+import sys
+import textwrap
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+
+import objectives
+from configurator import get_config
+from utils.checkpoint import trim_metrics
+from utils.dist import load_average, peak_flops, print0, synchronize
+from utils.errors import UserError
+
+# what each training loss measures (train.py's log lines), beside the validation bound the eval lines report
+LOSSES = dict(elbo="the weighted NELBO on training batches", ce="the next-token CE on training batches",
+              masked_ce="the unweighted CE over masked positions (no bound)",
+              all_ce="the CE over every position, visible ones too (no bound)")
+
+
+
+def wrap(text, width=120):
+    """A start-up line's prose in lines of at most `width` columns, the later ones indented: a log read in a terminal
+    (the legend alone ran to ~520 characters on one line)."""
+    return textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+
+
+def fmt_time(s):
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def eta_seconds(cfg, accum, eval_s, done, step_s, eval_t):
+    """Time left: the steps, the evals (+ checkpoints) still to come and the final eval (its eval_s as well).
+    Until one eval is measured, an eval pass is priced as its forward passes: eval_t / 3 of a step's compute."""
+    eval_s = eval_s or cfg.eval_iters * eval_t * step_s / (3 * accum)
+    evals_left = (cfg.max_iters - 1) // cfg.eval_interval - (done - 1) // cfg.eval_interval
+    return (cfg.max_iters - done) * step_s + (evals_left + 1) * eval_s
+
+
+SETTLE_WINDOWS = 3  # log windows the ETA's step time is the median of; until that many follow the first: "(settling)"
+
+
+def steady_step_s(window_s):
+    """(s/step to project from, settled): the median of the last SETTLE_WINDOWS log windows' s/step, the first
+    window (setup, and a shared machine's slow first steps) left out once another is timed."""
+    recent = sorted((window_s[1:] or window_s)[-SETTLE_WINDOWS:])
+    return recent[(len(recent) - 1) // 2], len(window_s) > SETTLE_WINDOWS
+
+
+def fmt_eta(eta, settled):
+    return f"eta {fmt_time(eta)}" if settled else f"eta ~{fmt_time(eta)} (settling)"
+
+
+def budget(cfg):
+    """A run's size for comparing presets: non-embedding parameters (12 L d^2) x training tokens."""
+    tokens = cfg.max_iters * (cfg.total_batch_size or cfg.batch_size * cfg.block_size)
+    return 12 * cfg.n_layer * cfg.n_embd ** 2 * tokens
+
+
+def first_step_line(cfg, done, step_s, eta):
+    """The first step's time and a first, rough ETA (a log line's ETA settles from steady windows)."""
+    return f"iter {done}/{cfg.max_iters} | {step_s:.2f} s/step (the first, setup included) | {fmt_eta(eta, False)}"
+
+
+def contention_note(window_s, device, threads=None):
+    """Once, when the cores are shared: a CPU's last log window several times slower than the run's fastest, or more
+    processes ready to run than cores. It says what this run already does about it (threads: utils.dist.CpuThreads;
+    a count the program picks follows the load by itself) and names a fix only where one is left to take."""
+    if device.type != "cpu" or len(window_s) < 3:
+        return ""
+    slow = window_s[-1] / min(window_s[1:])
+    load = load_average()  # None on an OS that keeps none (Windows): the slow steps alone tell then
+    cores = os.cpu_count() or 1
+    crowded = load is not None and load > cores + 0.5
+    if slow < 2 and not crowded:
+        return ""
+    ready = "" if load is None else f", {load:.1f} processes ready on {cores} cores"
+    note = f"note: steps run {slow:.1f}x slower than this run's fastest{ready}: another process shares them; "
+    if threads is not None and threads.auto:
+        return note + f"this run's thread count follows the load (now {threads.n}); run one job at a time for its speed"
+    if threads is not None and threads.given == 1:
+        return note + "this run already takes one thread (OMP_NUM_THREADS=1): run one job at a time for its speed"
+    return note + "give each run one thread (OMP_NUM_THREADS=1 python train.py ...) or run one at a time"
+
+
+def long_run_note(cfg, device, eta):
+    """Once the ETA has settled: a note when the run needs more than an hour here; on a CPU, when the run is
+    bigger than the laptop preset, it names that preset. "" when the run is shorter."""
+    if eta <= 3600:
+        return ""
+    bigger = device.type == "cpu" and budget(cfg) > budget(get_config(["cpu"]))
+    return f"note: this run needs ~{fmt_time(eta)} on this device ({device.type})" + (
+        "; the laptop preset (4/4/128, 2,000 steps) trains in minutes (README's Presets table): python train.py cpu"
+        if bigger else "")
+
+
+def loss_label(cfg):
+    """(the name of the figure a log line reports as its training loss, a line saying what it measures)."""
+    obj = objectives.get(cfg.objective)
+    cfg = objectives.effective(cfg)  # another objective's keys at their defaults: off
+    name = "ce" if obj.EXACT else getattr(cfg, obj.LOSS_KEY)
+    # bd3's clean half learns the next token in the same pass (bd3_ar); mdlm's dual_ar, in a second, causal pass
+    ar, who = (cfg.bd3_ar, "the clean half") if cfg.bd3_ar else (cfg.dual_ar, "a causal pass")
+    band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}] (the bound scores every rate: not comparable "
+            f"to it)" if (cfg.mask_min, cfg.mask_max) != (0, 1) else "")
+    if cfg.mask_ramp:  # the curriculum: a rising training loss is the band moving, not divergence
+        band += (f", the band's top rising from {cfg.mask_ramp_from:g} to {cfg.mask_max:g} over the first "
+                 f"{cfg.mask_ramp:.0%} of the run: harder windows as it goes, so this loss can rise while the dev "
+                 f"bound falls")
+    draws = f", the mean over {cfg.mask_draws} masks of each window" if cfg.mask_draws > 1 else ""
+    val = "'dev NLL' is the exact NLL" if obj.EXACT else "'dev bound' is the NELBO"
+    what = LOSSES[name] + band + draws + (f" plus {ar:g} x {who}'s next-token CE" if ar else "")
+    name += "+ar" if ar else ""
+    return f"train {name}", (f"log: 'train {name}' is {what}; {val} on the fixed dev windows (validation's first "
+                             f"half), the figure to compare (both nats/token; the eval lines give nats/char, the "
+                             f"README's unit, too)")
+
+
+def open_wandb(cfg):
+    """The wandb module TrainLog logs to when --wandb_log asks for it (rank 0 logs), else None; imported only then
+    (optional)."""
+    if not cfg.wandb_log:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("--wandb_log needs the wandb package: pip install wandb (metrics.jsonl is written either way)")
+    return wandb
+
+
+class TrainLog:
+    """What train.py prints and writes beside its loop, and the clock it times the steps by.
+
+    Opening it trims a resumed run's metrics.jsonl to the checkpoint's step, starts wandb and prints the legend (what
+    the log line's loss is; what best.pt holds). Then one call a step, step(), prints the first step's time and a
+    first ETA, and every log_interval steps (and at the last) the log line, its metrics.jsonl row and, once each, the
+    long-run and shared-cores notes. The clock counts steps only: clock_stopped() holds it while the loop evaluates
+    and saves, and that time prices the evals still to come. A step costs no host sync; a log line one (its loss,
+    which the loop reads) and the device's synchronize before the clock is read.
+    """
+
+    def __init__(self, cfg, env, start_iter, flops_tok, n_windows, eval_t):
+        self.cfg = cfg
+        self.env = env
+        self.flops_tok = flops_tok  # training FLOPs per token: the MFU
+        self.eval_t = eval_t        # the times each eval scores a window at (the ETA prices an unmeasured eval by it)
+        self.first = start_iter + 1  # the first step this process takes: its time is printed at once
+        self.peak = peak_flops(env.device)  # None where no peak is known: no MFU
+        self.metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
+        if env.master:
+            # a resumed run logs again what came after its checkpoint; a new run starts the file empty
+            trim_metrics(self.metrics_path, start_iter if cfg.resume else -1)
+            if env.wandb is not None:
+                name = os.path.basename(os.path.normpath(cfg.out_dir))
+                env.wandb.init(project=cfg.wandb_project, name=name, config=asdict(cfg))
+        self.last = time.time()     # the clock: when the steps since the last log line began (evals left out)
+        self.started = time.time()  # the run's wall clock, evals included (finish's "trained ...")
+        self.tokens = 0             # tokens trained since the last log line
+        self.steps = 0              # steps since the last log line
+        self.window_s = []          # s/step of each log window: the ETA's median and the shared-cores test read them
+        self.train_s = 0.0          # seconds spent stepping, evals left out (metrics.jsonl's "seconds")
+        self.eval_s = 0.0           # seconds the last eval + checkpoint took (the ETA counts the ones to come)
+        self.noted_long = False     # the long-run note: weighed once, at the first settled ETA
+        self.noted_shared = False   # the shared-cores note: printed once, when first seen
+        self.loss_name, legend = loss_label(cfg)
+        print0(wrap(legend))
+        print0(wrap(f"best.pt: the lowest dev figure of the evals ({n_windows} windows x {eval_t} t of the dev half of "
+                    f"validation, the same windows and times at every eval, the final one included)"))
+
+    def due(self, done):
+        """Whether a log line follows step `done` (1-based): every log_interval steps, and the last."""
+        return done % self.cfg.log_interval == 0 or done == self.cfg.max_iters
+
+    def step(self, done, lr, loss=None):
+        """After each step: count it; given the loss of the window (a log line is due) print the log line, else,
+        after this process's first step, its time and a first ETA (not after log_interval steps)."""
+        self.tokens += self.cfg.total_batch_size
+        self.steps += 1
+        if loss is not None:
+            self.line(done, lr, loss)
+        elif done == self.first:  # (a first step with a log line due, log_interval=1 say, has that line instead)
+            synchronize(self.env.device)
+            step_s = time.time() - self.last
+            eta = eta_seconds(self.cfg, self.env.accum, self.eval_s, done, step_s, self.eval_t)
+            print0(first_step_line(self.cfg, done, step_s, eta))
+
+    def line(self, done, lr, loss):
+        """The log line of the steps since the last one: loss, lr, ms/it, tok/s, MFU, ETA; its notes and its row."""
+        synchronize(self.env.device)  # the steps queued on the device are done before the clock is read
+        dt = time.time() - self.last
+        self.train_s += dt
+        tok_per_s = self.tokens / dt
+        self.window_s.append(dt / self.steps)
+        step_s, settled = steady_step_s(self.window_s)  # a median of recent windows: the first steps run slow
+        eta = eta_seconds(self.cfg, self.env.accum, self.eval_s, done, step_s, self.eval_t)
+        mfu = ""
+        if self.peak:
+            mfu = f" | mfu {self.flops_tok * self.cfg.total_batch_size * self.steps / dt / self.peak * 100:.1f}%"
+        print0(f"iter {done}/{self.cfg.max_iters} | {self.loss_name} {loss:.4f} | lr {lr:.2e} | "
+               f"{dt / self.steps * 1000:.0f} ms/it | {tok_per_s:,.0f} tok/s{mfu} | {fmt_eta(eta, settled)}")
+        self.notes(eta, settled)
+        sys.stdout.flush()
+        self.row(kind="train", iter=done, loss=loss, lr=lr, tok_per_s=tok_per_s, seconds=self.train_s)
+        self.tokens = 0
+        self.steps = 0
+        self.last = time.time()
+
+    def notes(self, eta, settled):
+        """The long-run note, weighed once from the first settled ETA; a CPU run's thread count fitted to the load again
+        (a line when it changes); the shared-cores note, once, when it shows."""
+        if settled and not self.noted_long:
+            self.noted_long = True
+            note = long_run_note(self.cfg, self.env.device, eta)
+            if note:
+                print0(wrap(note))
+        if self.env.threads is not None:
+            change = self.env.threads.follow()  # the CPU's thread count fitted to the load again: a line if it moved
+            if change:
+                print0(change)
+        if not self.noted_shared:
+            shared = contention_note(self.window_s, self.env.device, self.env.threads)
+            if shared:
+                print0(wrap(shared))
+                self.noted_shared = True
+
+    @contextmanager
+    def clock_stopped(self):
+        """Around an eval and its checkpoint: the clock stops (the steps before it, since the last log line, still
+        count) and the time it took prices the evals still to come in the ETA."""
+        start = time.time()
+        yield
+        self.eval_s = time.time() - start
+        self.last += self.eval_s
+
+    def row(self, **row):
+        """One row of metrics.jsonl (and wandb), on rank 0."""
+        if not self.env.master:
+            return
+        row.pop("per_window", None)  # eval.py's JSON keeps those; the log keeps the figures
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.env.wandb is not None:
+            figures = {f"{row['kind']}/{k}": v for k, v in row.items() if isinstance(v, (int, float))}
+            self.env.wandb.log(figures, step=row["iter"])
+
+    def elapsed(self):
+        """Seconds since the log opened, evals included: what finish calls the time trained."""
+        return time.time() - self.started
