@@ -18,7 +18,7 @@ def ar_loss(model, x):
     return nll.mean(), nll.detach()
 
 
-# ---------------------------------------------------------------------------- the objective (objectives.py)
+# -------------------------------------------------------------------- the objective (objectives.py)
 MODEL = dict(causal=True, time_cond="none", self_cond=False, clean_causal=False)
 WINDOW = 1  # a training window of L + 1 tokens scores its last L
 IGNORES = dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps", "steps",

@@ -165,7 +165,8 @@ def causal_nll(model, w, mask_id):
 
 
 def ar_nll(model, windows, cfg, mask_id):
-    """The AR mode's mean NLL of windows[:, 1:] (B,), --dual_sample's at T = 1; None without it."""
+    """The AR mode's mean NLL (B,) of windows[:, 1:]: --dual_sample's law at temperature 1.
+    None without --dual_ar."""
     return causal_nll(model, windows, mask_id).mean(1) if cfg.dual_ar else None
 
 

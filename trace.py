@@ -220,7 +220,7 @@ class LiveView:
         self.lines = len(lines) + 2
 
 
-# ----------------------------------------------------------------------------- progress
+# ---------------------------------------------------------------------------- progress
 class StepBar:
     """An on_step hook: a tqdm bar over the sampler's steps (or other units, n at a time), with an ETA, on stderr
     when it is a terminal (and on=True). A context manager: the bar is gone when the block ends, however it ends."""
