@@ -75,7 +75,7 @@ class TraceHook:
 
 
 def check_trace_path(cfg):
-    """Refuse a --viz-video path that cannot be written, before any work (train.py: step 0)."""
+    """Refuse an unwritable --viz-video path before any work (train.py: before step 1)."""
     if not cfg.viz_video.lower().endswith(".mp4"):
         raise UserError(f"--viz-video {cfg.viz_video} should end in .mp4 (a GIF is written beside it)")
     out_dir = os.path.dirname(cfg.viz_video) or "."
