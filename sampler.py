@@ -28,8 +28,8 @@ REMASKS = ("refine", "none", "remdm")
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """The sampler's switches, named and documented as config.py's keys; the defaults are the
-    reference sampler's. Domains are asserted: the configurator words the user's messages."""
+    """The sampler's switches, as config.py's keys (documented there); the defaults are the
+    reference sampler's. Domains are only asserted: the configurator words user errors."""
     steps: int                         # forward passes, split over the semi-AR blocks (bd3: per block)
     temperature: float = 1.0           # 0 = argmax
     top_k: int = 0
@@ -60,8 +60,8 @@ REVEAL_KEYS = tuple(f.name for f in fields(SamplerOptions) if f.name not in ("st
 
 # -------------------------------------------------------------- time, scores and ReMDM's re-masking
 def time_for_fraction(schedule, frac):
-    """The t (B,) whose mask probability 1 - alpha(t) is nearest to frac (B,): off the grid, the
-    model is still told a t that means the training mask rate."""
+    """The t (B,) whose 1 - alpha(t) is nearest the masked fraction frac (B,): off the grid, the
+    model is told the t that means that mask rate in training."""
     mp = 1.0 - schedule.on(frac.device)[0][1:]  # (T,) increasing in t, already on the device
     return (mp[None, :] - frac.to(mp.dtype)[:, None]).abs().argmin(1) + 1
 
@@ -141,7 +141,7 @@ def _window(now, L, W):
 class _Decided:
     """The positions one step decides. Flat indices are row-major, as nonzero() lists them: the
     step's n logits, draws and scores line up with them."""
-    everyone: bool             # every sample takes part in this forward
+    everyone: bool             # every sample takes part
     rows: torch.Tensor         # (R,) on the host: the samples that take part
     sub: object                # their canvas rows: slice(None) (no gather) when everyone takes part
     is_masked: torch.Tensor    # (B, L) the block's [MASK]s before the step
@@ -164,12 +164,12 @@ class _Denoiser:
         self.host_blocks = self.block_of.cpu()  # the call's one read of the layout
         self.last_block = self.host_blocks.max(1).values.tolist()  # per sample
         self.n_blocks = max(self.last_block) + 1
-        self.steps = 0  # batched forward passes so far
-        self.done_at = [0.0] * B  # seconds from the start to each sample's last fill
+        self.steps = 0  # batched passes so far
+        self.done_at = [0.0] * B  # seconds to each sample's last fill
         if not opts.threshold and opts.steps < self.n_blocks:
             raise ValueError(f"{opts.steps} steps cannot decode {self.n_blocks} blocks: need one step per block")
         self.sizes = [(self.host_blocks == b).sum(1) for b in range(self.n_blocks)]  # (B,) positions of each block
-        if not opts.threshold:  # step mode: each block's [MASK]s left after each step, on host and device
+        if not opts.threshold:  # step mode's plans, on host and device
             self.plans = [_plan(n, k, schedule, opts)
                           for n, k in zip(self.sizes, split_steps(opts.steps, self.n_blocks))]
             self.plans_d = torch.cat(self.plans, 1).to(x.device).split([p.size(1) for p in self.plans], 1)
@@ -183,9 +183,9 @@ class _Denoiser:
         self.sc = torch.zeros(B, L, args.vocab_size, device=x.device) if getattr(args, "self_cond", False) else None
 
     def step(self, now, lo, hi, n_keep, todo, greedy, n, remdm=False):
-        """One reverse step over block `now` (B, L) seen through [lo, hi): the samples in `todo` (B,
-        host) decide their n [MASK]s, n_keep (B,) stay masked. The commit draws after the tokens:
-        seeded samples depend on that order. Returns (revealed, remasked, t told (B,))."""
+        """One reverse step over block `now` (B, L) seen through [lo, hi): `todo` (B, host) decide
+        their n [MASK]s, n_keep (B,) stay masked. The commit draws after the tokens: seeded samples
+        depend on that order. Returns (revealed, remasked, t told (B,))."""
         decided = self._decide(now, todo, lo, hi, n)
         logits, told = self._predict(decided, lo, hi)
         temperature = self._temperature(decided.is_masked, now, decided.at)
@@ -210,7 +210,7 @@ class _Denoiser:
     def _predict(self, decided, lo, hi):
         """(logits (n, V) at the decided positions, the t told (B,): 0 where a sample sits out).
         Self-conditioning: the decided positions keep this prediction of x0."""
-        window = self.x[decided.sub, lo:hi]  # (R, W): the samples in this forward
+        window = self.x[decided.sub, lo:hi]  # (R, W)
         # t means the training mask rate: of the whole window the model sees, given text included
         win_masked = window == self.mask_id  # (R, W)
         told = time_for_fraction(self.schedule, win_masked.double().mean(1))
@@ -233,9 +233,9 @@ class _Denoiser:
         stay = self._stay(decided, score, n_keep, remdm)
         revealed = decided.is_masked & ~stay
         remasked = decided.committed & stay
-        drawn = put_at(self.x, decided.at, cand)  # the candidates at their positions
+        drawn = put_at(self.x, decided.at, cand)
         self.x = torch.where(revealed, drawn, self.x)
-        self.x = torch.where(stay, self.mask_tok, self.x)  # what stays masked, or goes back to [MASK] (ReMDM)
+        self.x = torch.where(stay, self.mask_tok, self.x)
         self.conf = torch.where(revealed, put_at(self.conf, decided.at, new_conf), self.conf).masked_fill(remasked, 0.0)
         self.kept = torch.where(revealed, score, self.kept)
         return revealed, remasked
@@ -251,8 +251,8 @@ class _Denoiser:
         return (temperature * (end_share + (1.0 - end_share) * f))[at // now.size(1), None]  # in the logits' order
 
     def _stay(self, decided, score, n_keep, remdm=False):
-        """What is [MASK] after the step (B, L), from the scores (B, L) (+inf: not drawn). Step
-        mode: the n_keep (B,) lowest stay masked. Threshold mode (n_keep None): Fast-dLLM."""
+        """What is [MASK] after the step (B, L), by score (B, L; +inf: not drawn). Step mode: the
+        n_keep (B,) lowest. Threshold mode (n_keep None): Fast-dLLM."""
         threshold = self.opts.threshold
         if threshold and n_keep is None:  # every position above the threshold, at least each sample's best
             commit = decided.is_masked & (score > threshold)
@@ -275,7 +275,7 @@ class _Denoiser:
     def reveal(self, b, now, lo, hi, greedy_end):
         """Reveal block `now` (B, L) by its plan, or (threshold) until filled. greedy_end: the last
         step is the reference's greedy pass into t = 0."""
-        if self.opts.threshold:  # every sample with a [MASK] left takes part
+        if self.opts.threshold:
             left = (self.x == self.mask_id) & now  # read on the host each pass: the stopping rule is adaptive
             while left.any():
                 prev = self.x
@@ -298,8 +298,8 @@ class _Denoiser:
             self.report(b, prev, revealed, remasked, told, i == S - 1, masked.tolist())
 
     def report(self, b, prev, revealed, remasked, told, block_done, masked=None):
-        """After each pass: count it, time finished samples, call on_step (common.Step). masked: the
-        block's [MASK]s per sample on the host (step mode); None: read the canvas."""
+        """After each pass: count it, time finished samples, call on_step. masked: the block's
+        [MASK]s per sample, on the host (step mode); None: read from the canvas."""
         self.steps += 1
         left = (((self.x == self.mask_id) & self.gen_mask).any(1).tolist() if masked is None else
                 [m > 0 or b < last for m, last in zip(masked, self.last_block)])  # later blocks are all [MASK]
