@@ -28,7 +28,7 @@ from utils.errors import UserError
 
 
 def real_ids(vocab_size, mask_id, device="cpu"):
-    """The ids noise draws and the model predicts: all but [MASK] (last for char, 1 for BPE)."""
+    """Every id but [MASK] (last for char, 1 for BPE): what noise draws and the model predicts."""
     return torch.cat([torch.arange(mask_id, device=device), torch.arange(mask_id + 1, vocab_size, device=device)])
 
 
@@ -48,8 +48,8 @@ def noise_draws(shape, t, schedule, V, generator=None, device="cpu"):
 
 
 def uniform_corrupt(x0, t, schedule, real, generator=None, drawn=None):
-    """q(x_t | x0), x0 (B, L), t (B,): a token is kept w.p. alpha(t), else redrawn uniformly (maybe
-    as x0 again). drawn: noise_draws' output, drawn here from generator when None."""
+    """q(x_t | x0), x0 (B, L), t (B,): a token is kept w.p. alpha(t), else redrawn (x0 included).
+    drawn: noise_draws' output, drawn here from generator when None."""
     drawn = noise_draws(x0.shape, t, schedule, len(real), generator, x0.device) if drawn is None else drawn
     a = schedule.on(x0.device)[0][t].float()[:, None]  # (B, 1)
     return torch.where(drawn.uniform < a, x0, real.to(x0.device)[drawn.noise])
@@ -111,10 +111,9 @@ def prior_kl(schedule, V):
 
 
 def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_size=None, drawn=None):
-    """One pass: (loss, NELBO estimate in nats/token (B,), aux): (T * the step-t term summed over
-    positions + L * prior) / L. vocab_size: needed when DDP wraps the model (no .args). drawn: the
-    draws made ahead (noise_draws); else t (stratified if None) and the noise come from generator.
-    aux: t, noised (x_t != x0), logits (B, L, V_real), real (the ids)."""
+    """One pass: (loss, NELBO estimate in nats/token (B,), aux: t, noised (x_t != x0), logits,
+    real). vocab_size: needed when DDP wraps the model (no .args). drawn: the draws made ahead
+    (noise_draws); else t (stratified if None) and the noise come from generator."""
     B, L = x0.shape
     real = real_ids(vocab_size or model.args.vocab_size, mask_id, x0.device)
     if drawn is None:
