@@ -83,7 +83,7 @@ def flops(model, cfg):
 
 
 def unread(cfg):
-    """The sampler keys cfg leaves unread: --dual_sample reads no steps or reveal keys."""
+    """The sampler keys --dual_sample leaves unread."""
     return ("steps", *REVEAL_KEYS) if cfg.dual_sample else ()
 
 
@@ -118,8 +118,8 @@ def check(cfg, given=()):
 
 def draws(x, cfg, schedule, tok, draw):
     """The micro-batch x's draws (common.Drawn), eager, from the keyed generator: per mask_draws
-    copy a t stratified over the band (BD3-LM's clipped band: biased, less noisy; evaluation
-    reports the full bound), its masks and self-conditioning's rows."""
+    copy a t stratified over BD3-LM's clipped band (biased, less noisy; evaluation reports the
+    full bound), its masks and self-conditioning's rows."""
     # the schedule's tables onto x's device eagerly: a CUDA graph of loss_of would own a first copy
     schedule.on(x.device)
     n = len(x) * cfg.mask_draws  # the copies' sequences
@@ -199,7 +199,7 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
     x, conf = x.clone(), torch.zeros(B, L, dtype=torch.float64, device=dev)
 
     def token_done(seq, filtered):  # the drawn token's probability, then a Step of the canvas so far
-        n = seq.size(1) - P  # tokens drawn so far, one pass each
+        n = seq.size(1) - P  # tokens drawn so far
         p = torch.softmax(filtered.double() / max(cfg.temperature, 1e-9), -1)
         conf[:, seq.size(1) - 1] = p.gather(-1, seq[:, -1:]).squeeze(-1)
         prev = x.clone()
