@@ -12,11 +12,10 @@ from common import filter_logits, sample_tokens
 
 
 class KVCache:
-    """Per-layer key/value buffers (B, H, context, D), preallocated in the keys' dtype; pos (on the
-    device) counts the columns written. update writes a pass's keys at pos and returns what it
-    reads. Static: the whole buffers (the mask hides unwritten keys), so no shape changes and a CUDA
-    graph can replay a step. Else the first `end` columns, counted on the host: eager decoding's,
-    faster on a CPU than the whole cache."""
+    """Per-layer key/value buffers (B, H, context, D) in the keys' dtype; pos (on the device) counts
+    the columns written. update writes a pass's keys at pos and returns what it reads. Static: the
+    whole buffers (the mask hides unwritten keys), so a CUDA graph can replay a step. Else the first
+    `end` columns, counted on the host: faster on a CPU."""
 
     def __init__(self, n_layer, batch, n_head, size, head_dim, device, dtype, static):
         shape = (batch, n_head, size, head_dim)
@@ -29,7 +28,7 @@ class KVCache:
         self.reset()
 
     def reset(self):
-        """Empty it: the next pass writes from column 0 (a new decode, or the window's slide)."""
+        """Empty it (a new decode, or the window's slide)."""
         self.pos.zero_()
         self.end = len(self.cols) if self.static else 0
 
@@ -44,8 +43,8 @@ class KVCache:
 
 def new_kv_cache(model, batch, device):
     """An empty KVCache for `batch` rows: static under a compiled step, in the keys' dtype
-    (autocast's if on, so the cache is never cast whole a token). Kept as model.decode_cache for the
-    next decode of the same kind: a CUDA graph replays on the buffers it recorded."""
+    (autocast's if on: no cast of the whole cache a token). Kept as model.decode_cache for the next
+    decode of the same kind: a CUDA graph replays on the buffers it recorded."""
     a, c, device = model.args, model.decode_cache, torch.device(device)
     on = torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)  # (meta: none)
     dtype = torch.get_autocast_dtype(device.type) if on else model.tok_emb.weight.dtype
