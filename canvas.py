@@ -138,7 +138,7 @@ def fit_gen_len(cfg, tok, block_size):
     given = len(c) - 1
     room = block_size - given
     if cfg.gen_len <= room or room < 1:
-        return cfg, ""  # fits, or no room at all: build_canvas refuses it with advice
+        return cfg, ""  # fits, or no room: build_canvas refuses it with advice
     note = (f"note: {given} given token(s) + --gen-len {cfg.gen_len} (the default) exceed the model's context of "
             f"{block_size}: generating {room} (give --gen-len to choose)")
     return replace(cfg, gen_len=room), note
@@ -156,8 +156,7 @@ def start_token(tok):
 
 
 def check_no_mask(rows, canvas, tok, objective):
-    """Refuse a sample (rows: each sample's ids) whose blanks still hold [MASK]: a sampler returns
-    text, never its canvas (--live and the trace show the steps' [MASK]s)."""
+    """Refuse a sample (rows: their ids) whose blanks still hold [MASK]: a sample is text."""
     for i, row in enumerate(rows):
         left = sum(t == tok.mask_id for t, blank in zip(row, canvas.gen) if blank)
         if left:

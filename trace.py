@@ -1,5 +1,5 @@
-"""Watching the sampler: its steps (common.Step, the same from every sampler) as frames of an MP4 +
-GIF (utils/video.py), live in the terminal (--live), or as a progress bar.
+"""Watching the sampler's steps (common.Step): as frames of an MP4 + GIF (utils/video.py), live in
+the terminal (--live), or as a progress bar.
 
     writer = open_trace(cfg)                               # None without --viz-video
     texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, schedule, device)
@@ -28,8 +28,7 @@ def token_states(tok, ids, gen, revealed, remasked):
 
 
 def token_state(text, generated, revealed, remasked):
-    """A position's state in a frame: 'prompt' (given), 'remasked' (this step), 'mask', 'new'
-    (revealed this step) or 'kept'."""
+    """A position's state in a frame: prompt (given), remasked, mask, new (this step) or kept."""
     if not generated:
         return "prompt"
     if remasked:
@@ -65,8 +64,8 @@ class TraceHook:
             self.start(st.prev, st.gen_mask)
         nfe = int(st.nfe[0])
         if self.drawn_done or nfe == self.seen_nfe:
-            return  # its final frame is drawn, or it sat the step out (finished, threshold decoding)
-        done = bool(st.finished[0])  # the final state: always a frame, drawn once
+            return  # its final frame is drawn, or it sat the step out (threshold decoding)
+        done = bool(st.finished[0])  # always a frame, drawn once
         self.seen_nfe, self.drawn_done = nfe, done
         if nfe % self.every == 0 or done:
             caption = f"block {st.block + 1}/{st.n_blocks}" if st.n_blocks > 1 else ""
@@ -160,7 +159,7 @@ class LiveView:
     def __init__(self, tok, steps, stream=None, fps=0.0):
         self.tok, self.steps, self.out = tok, steps, stream or sys.stdout
         self.tty, self.lines, self.seen_nfe = self.out.isatty(), 0, 0
-        # slept: seconds paused, left out of the caller's timing; shown: the last frame's time
+        # slept: seconds paused, for the caller's timing; shown: the last frame's time
         self.fps, self.slept, self.shown = fps, 0.0, None
 
     def pace(self):
@@ -178,7 +177,7 @@ class LiveView:
     def __call__(self, st):
         nfe = int(st.nfe[0])
         if nfe == self.seen_nfe:
-            return  # sat the step out (finished, threshold decoding)
+            return  # sat the step out (threshold decoding)
         self.seen_nfe = nfe
         blocks = f", block {st.block + 1}/{st.n_blocks}" if st.n_blocks > 1 else ""
         self.draw(st.x[0].tolist(), st.gen_mask[0].tolist(), st.revealed[0].tolist(), st.remasked[0].tolist(),
@@ -219,8 +218,8 @@ class LiveView:
 
 # ---------------------------------------------------------------------------- progress
 class StepBar:
-    """An on_step hook: a tqdm bar with an ETA on stderr when it is a terminal (and on). A context
-    manager: the bar goes when the block ends, however it ends."""
+    """An on_step hook: a tqdm bar with an ETA, on stderr if a terminal (and on); closed when the
+    with-block ends, however it ends."""
 
     def __init__(self, total, on=True, desc="sampling", unit="step"):
         from tqdm import tqdm
