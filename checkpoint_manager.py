@@ -11,10 +11,9 @@ tokenizer, so the data is encoded as the source's was:
     python train.py baby --init_from=artifacts/models/baby_ar_1k/model.pt \
         --out_dir=artifacts/models/baby_ar2mdlm
 
-Conversions: AR -> mdlm (attention becomes bidirectional), AR -> bd3, mdlm -> bd3, or any objective
-to itself. A time embedding the source lacks starts at zero and an adaLN as the identity, so the new
-model first computes what the source did; the source's extra inputs are dropped. Other shapes,
-another tokenizer or a learned time embedding of another T are refused.
+Conversions: AR -> mdlm (attention becomes bidirectional) or bd3, mdlm -> bd3, any objective to
+itself. A missing time embedding starts at zero and adaLN as the identity: the new model first
+computes what the source did. Other shapes or tokenizers are refused.
 """
 import json
 import os
@@ -37,8 +36,8 @@ EXPORT_AGAIN = "export it again with scripts/export.py"
 
 # ---------------------------------------------------------------------------- a trained model
 def drop_removed_options(ckpt):
-    """ckpt without the removed model options it left off (False, 0): they changed nothing, so it
-    loads as it was. An option in use stays, for load_model to name."""
+    """ckpt without the removed model options it left off (False, 0), which changed nothing; one
+    in use stays, for load_model to name."""
     known = ModelArgs.__dataclass_fields__
     ckpt["model_args"] = {k: v for k, v in ckpt["model_args"].items() if k in known or v}
     return ckpt

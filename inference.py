@@ -66,7 +66,7 @@ def load(argv):
     device = pick_device(where.device)
     model, ckpt = load_model(where.checkpoint, device)
     saved = config_from_dict(ckpt["config"])
-    cfg, flags = parse(argv, base=saved, check=False)  # pass 2: the command line over the checkpoint's settings
+    cfg, flags = parse(argv, base=saved, check=False)  # pass 2: over the checkpoint's settings
     refuse_changes(cfg, flags & set(TRAINED_KEYS), vars(saved), f"checkpoint {where.checkpoint}",
                    "drop those flags (sampling takes them from the checkpoint)")
     training = sorted(flags - sample_keys() - set(TRAINED_KEYS) - {"tokenizer_path"})
@@ -100,7 +100,7 @@ def load(argv):
             raise UserError(f"{what} supplies the prompts, one sample each: drop --{clash[0].replace('_', '-')}")
         cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
-    ctx, precision = autocast_for(device, cfg.dtype)  # training's: bf16 autocast (+ TF32) on CUDA, fp32 on CPU
+    ctx, precision = autocast_for(device, cfg.dtype)  # training's policy
     compile_decode(model, cfg, device)  # --compile: the KV-cached decode step
     compiled = "" if model.compiled_decode is None else ", the decode step compiled"
     threads = CpuThreads(device)  # as train.py: the cores no other process holds, unless OMP_NUM_THREADS
@@ -136,8 +136,8 @@ def read_prompts(cfg, run):
 
 
 def interactive(cfg, run):
-    """Prompts from stdin, a sample each, until EOF; a refused prompt says why and asks again. The
-    k-th sampled prompt draws with seed cfg.seed + k - 1 (a refused line takes no seed)."""
+    """Prompts from stdin, a sample each, until EOF; a refused one says why. The k-th sampled
+    prompt draws with seed cfg.seed + k - 1 (a refused line takes no seed)."""
     k, say = 0, partial(print, file=sys.stderr, flush=True) if sys.stdin.isatty() else lambda *a, **kw: None
     say("type a prompt and press Enter (an empty line samples without one); Ctrl-D ends")
     while True:
@@ -158,10 +158,9 @@ def interactive(cfg, run):
 
 
 def sample_once(cfg, run):
-    """One batch of cfg.num_samples samples of cfg's canvas; prints the texts and a line of
-    figures."""
+    """One batch of cfg.num_samples samples; prints the texts and a line of figures."""
     model, tok, obj = run["model"], run["tok"], objectives.get(cfg.objective)
-    cfg, canvas, note = canvas_for(cfg, run)  # prompt/infill/prefix+suffix, checked
+    cfg, canvas, note = canvas_for(cfg, run)
     if note:
         print(note)
     writer = open_trace(cfg)  # checks the --viz-video path before any sampling
