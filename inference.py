@@ -60,8 +60,7 @@ def main(argv):
 
 
 def load(argv):
-    """(the sampling config, what sampling needs). The command line is read twice: for the
-    checkpoint and device, then over the checkpoint's saved config."""
+    """(sampling config, run): argv read for the checkpoint, then over the checkpoint's config."""
     where, _ = parse(argv, check=False)  # pass 1: only --checkpoint and --device are read
     device = pick_device(where.device)
     model, ckpt = load_model(where.checkpoint, device)
