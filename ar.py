@@ -1,5 +1,5 @@
-"""The autoregressive baseline, trained and scored by the same code as the diffusion objectives: the same network
-with causal attention, the next-token loss (its exact NLL), and KV-cached decoding, also past the context.
+"""The autoregressive baseline, run by the diffusion objectives' code: the same network, causal,
+the next-token loss (an exact NLL) and KV-cached decoding, also past the context.
 
     python train.py cpu --objective=ar
     python inference.py --checkpoint artifacts/models/cpu_ar/model.pt --prompt "ROMEO:"
@@ -11,14 +11,13 @@ from sampler import REVEAL_KEYS
 
 
 def ar_loss(model, x):
-    """Next-token loss of the causal baseline. x (B, L+1): predict x[:, 1:] from x[:, :-1].
-    Returns (loss, per-sequence NLL in nats/token (B,)): the mean to train on, the exact NLL evaluation reports."""
+    """Next-token loss of x (B, L + 1): (the mean to train on, the exact NLL (B,) in nats/token)."""
     logits = model(x[:, :-1])
     nll = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="none").view(len(x), -1).mean(1)
     return nll.mean(), nll.detach()
 
 
-# ---------------------------------------------------------------------------- the objective (objectives.py)
+# -------------------------------------------------------------------- the objective (objectives.py)
 MODEL = dict(causal=True, time_cond="none", self_cond=False, clean_causal=False)
 WINDOW = 1  # a training window of L + 1 tokens scores its last L
 IGNORES = dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps", "steps",
@@ -30,12 +29,12 @@ TRACE = False  # no denoising to watch
 
 
 def draws(x, cfg, schedule, tok, draw):
-    """Nothing: the next-token loss draws no noise (common.Drawn's other objectives do)."""
+    """None: the next-token loss draws no noise."""
     return None
 
 
 def loss_of(model, x, cfg, schedule, tok, drawn):
-    """The next-token loss of the window x (B, L + 1): a pure function of the model and x (compiled)."""
+    """The next-token loss of x (B, L + 1): a pure function of the model and x (compiled)."""
     return ar_loss(model, x)[0]
 
 
@@ -49,7 +48,7 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
-    """Continue x's given prefix (at least one token: the canvas supplies a start token) over its blanks."""
+    """Continue x's prefix (>= 1 token: the canvas adds a start token) over its blanks."""
     P = int(gen_mask[0].long().argmax())
     out = generate(model, x[:, :P], x.size(1) - P, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                    generator=generator, mask_id=mask_id)

@@ -1,17 +1,16 @@
-"""What to generate: the canvas (given text and blanks, from --prompt, --infill or --prefix_file/--suffix_file), and
-generate(), which fills it (inference.py -> build_canvas -> generate -> objective.sample -> model) and renders the text.
+"""What to generate: the canvas (given text and blanks from --prompt, --infill or --prefix_file and
+--suffix_file), and generate(), which fills it with objective.sample and renders the text.
 
-    python inference.py --checkpoint M.pt --infill "The cat [___] on the mat"     # 5 tokens: one per marker character
+    python inference.py --checkpoint M.pt --infill "The cat [___] on the mat"   # 5 tokens
     python inference.py --checkpoint M.pt --infill "Once upon a [___:12]. The end."
     python inference.py --checkpoint M.pt --prefix_file start.txt --suffix_file end.txt --gen-len 64
 
-Given text is encoded piece by piece and spliced back verbatim around the decoded blanks: every given character comes
-out as given, for char and BPE alike. A blank [___:N] is N [MASK] tokens; a bare [___] (any number of underscores)
-takes one per character of the marker, so a char model's output lines up with the typing.
+Given text is encoded piece by piece and spliced back verbatim: every given character comes out as
+given, char or BPE. [___:N] is N [MASK] tokens; a bare [___] one per marker character.
 
-    c = Canvas.from_parts(tok, ["Once upon a ", 12, ". The end."])    # str = given text, int = a blank of N tokens
-    texts, out, stats = generate(model, tok, c, cfg, schedule, device)  # or build_canvas(cfg, tok, block_size)
-    c.render(out[0].tolist(), tok), c.fills(out[0].tolist(), tok)       # the full text; the blanks' texts
+    c = Canvas.from_parts(tok, ["Once upon a ", 12, ". The end."])    # int: a blank of N tokens
+    texts, out, stats = generate(model, tok, c, cfg, schedule, device)  # or build_canvas(...)
+    c.render(out[0].tolist(), tok), c.fills(out[0].tolist(), tok)       # full text; blanks' texts
 """
 import re
 import time
@@ -28,7 +27,7 @@ BLANK_HELP = "mark each gap with [___] (one token per marker character) or [___:
 
 
 class Canvas:
-    """Given text and blanks in order: parts are (text, ids) for given text and (None, n) for a blank of n tokens."""
+    """Given text and blanks in order: (text, ids) for given text, (None, n) for a blank."""
 
     def __init__(self, parts):
         self.parts = parts
@@ -38,18 +37,18 @@ class Canvas:
         first = next(k for k, (text, _) in enumerate(parts) if text is None) if self.n_gen else len(parts)
         self.prefix = "".join(text for text, _ in parts[:first])  # the given text before the first blank
         self.prefix_len = sum(len(p) for _, p in parts[:first])  # in tokens
-        self.is_continuation = len(parts) == first + 1  # given text, then one blank: what an AR model can do
+        self.is_continuation = len(parts) == first + 1  # given text, then one blank: all an AR can do
 
     def __len__(self):
         return len(self.ids)
 
     @classmethod
     def from_parts(cls, tok, pieces):
-        """pieces: str (given text) or int (a blank of that many tokens), in order."""
+        """pieces, in order: str (given text) or int (a blank of that many tokens)."""
         parts = []
         for p in pieces:
             if isinstance(p, str):
-                if p:  # each piece encoded alone: the ids decode back to exactly this text
+                if p:  # encoded alone: the ids decode back to exactly this text
                     parts.append((p, list(tok.encode(p))))
             elif isinstance(p, int) and not isinstance(p, bool) and p >= 1:
                 parts.append((None, p))
@@ -58,12 +57,12 @@ class Canvas:
         return cls(parts)
 
     def tensors(self, batch, device):
-        """x (batch, L) long, the given ids (0 at blanks), and gen_mask (batch, L) bool, True at blanks."""
+        """(x, gen_mask), (batch, L) each: the given ids (0 at blanks), True at blanks."""
         return (torch.tensor(self.ids, dtype=torch.long, device=device).repeat(batch, 1),
                 torch.tensor(self.gen, dtype=torch.bool, device=device).repeat(batch, 1))
 
     def fills(self, row, tok):
-        """The decoded text of each blank, from one generated row (a list of L ids)."""
+        """Each blank's decoded text, from one generated row (a list of L ids)."""
         out, pos = [], 0
         for text, p in self.parts:
             if text is None:
@@ -72,7 +71,7 @@ class Canvas:
         return out
 
     def render(self, row, tok):
-        """The full text: the given pieces verbatim, each blank replaced by its decoded fill."""
+        """The full text: the given pieces verbatim, each blank replaced by its fill."""
         fills = iter(self.fills(row, tok))
         return "".join(text if text is not None else next(fills) for text, _ in self.parts)
 
@@ -98,7 +97,7 @@ def build_canvas(cfg, tok, block_size):
     if cfg.infill:
         c = parse_infill(cfg.infill, tok)
     else:
-        # verbatim, trailing newline included: every given character stays
+        # verbatim, trailing newline included
         hint = "give a UTF-8 text file"
         prefix = read_text(cfg.prefix_file, "--prefix_file", hint) if cfg.prefix_file else cfg.prompt
         suffix = read_text(cfg.suffix_file, "--suffix_file", hint) if cfg.suffix_file else ""
@@ -108,13 +107,13 @@ def build_canvas(cfg, tok, block_size):
         raise UserError(f"infilling and --suffix_file need a masked diffusion checkpoint (mdlm or uniform): {kind} "
                         f"only continues a prompt")
     if obj.ANY_LENGTH:
-        return c  # the sampler slides its window past the context
+        return c  # its sampler slides a window past the context
     semi_ar = obj.SEMI_AR and cfg.semi_ar_length
     if len(c) > block_size and not (c.is_continuation and semi_ar):
         what = (f"prompt ({c.prefix_len} tokens) + --gen-len {c.n_gen}" if c.is_continuation else
                 f"given text ({len(c) - c.n_gen} tokens) + blanks ({c.n_gen} tokens)")
         fix = f"shorten the prompt or use --gen-len {max(block_size - c.prefix_len, 1)}"
-        if obj.SEMI_AR:  # a continuation may run past the context in blocks, each reading the ones before it
+        if obj.SEMI_AR:  # a continuation may run past the context in blocks
             fix = (f"shorten the prompt, use --gen-len {max(block_size - c.prefix_len, 1)}, or decode in blocks with "
                    f"--semi-ar-length {max(1, block_size // 4)}" if c.is_continuation
                    else "shorten the text or the blanks")
@@ -130,9 +129,8 @@ def build_canvas(cfg, tok, block_size):
 
 
 def fit_gen_len(cfg, tok, block_size):
-    """(cfg, note): a default --gen-len the prompt would push past a one-window sampler's context, shortened to the
-    room left (note says so; "" when nothing changed). Only for a gen_len the user did not type: the reference recipe's
-    256 fills its 256-token context, so any prompt would overflow it."""
+    """(cfg, note): a --gen-len the user did not type, shortened where the prompt would push it past
+    a one-window sampler's context, and a note saying so (else ""). The reference's 256 fills it."""
     obj = objectives.get(cfg.objective)
     if cfg.infill or obj.ANY_LENGTH or (obj.SEMI_AR and cfg.semi_ar_length):
         return cfg, ""
@@ -140,26 +138,25 @@ def fit_gen_len(cfg, tok, block_size):
     given = len(c) - 1
     room = block_size - given
     if cfg.gen_len <= room or room < 1:
-        return cfg, ""  # fits, or no room at all: build_canvas refuses it with its own advice
+        return cfg, ""  # fits, or no room: build_canvas refuses it with advice
     note = (f"note: {given} given token(s) + --gen-len {cfg.gen_len} (the default) exceed the model's context of "
             f"{block_size}: generating {room} (give --gen-len to choose)")
     return replace(cfg, gen_len=room), note
 
 
 def continuation(cfg, tok, prompt, gen_len, block_size):
-    """The canvas of a plain continuation: prompt, then gen_len tokens (no infill, no prefix/suffix files)."""
+    """The canvas of a plain continuation: prompt, then gen_len tokens."""
     plain = replace(cfg, prompt=prompt, gen_len=gen_len, infill="", prefix_file="", suffix_file="")
     return build_canvas(plain, tok, block_size)
 
 
 def start_token(tok):
-    """The token a model that needs context (AR) conditions on when the prompt is empty: newline, or BPE's EOT."""
+    """What an AR conditions on when the prompt is empty: newline, or BPE's EOT."""
     return tok.stoi.get("\n", 0) if tok.kind == "char" else tok.eot_id  # a BPE always has one (check_specials)
 
 
 def check_no_mask(rows, canvas, tok, objective):
-    """Refuse a sample whose blanks still hold [MASK] (rows: each sample's ids, the canvas's layout): a sampler
-    returns text, never its canvas (--live and the trace show the [MASK]s on purpose, from the steps)."""
+    """Refuse a sample (rows: their ids) whose blanks still hold [MASK]: a sample is text."""
     for i, row in enumerate(rows):
         left = sum(t == tok.mask_id for t, blank in zip(row, canvas.gen) if blank)
         if left:
@@ -169,14 +166,13 @@ def check_no_mask(rows, canvas, tok, objective):
 
 @torch.no_grad()
 def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None, num_samples=None):
-    """Fill `canvas` (a continuation, infill blanks, prefix + suffix) with cfg.objective's sampler. Returns (texts: each
-    sample's text after the canvas's leading given text, tokens (B, L), stats); stats is the sampler's, plus
-    full_texts (given text verbatim, blanks filled), fills (per sample, per blank) and prompt_tokens."""
+    """Fill `canvas` with cfg.objective's sampler. Returns (texts after the leading given text,
+    tokens (B, L), stats: the sampler's, with full_texts, fills and prompt_tokens)."""
     B, obj, t0 = num_samples or cfg.num_samples, objectives.get(cfg.objective), time.time()
     model.eval()
     x, gen_mask = canvas.tensors(B, device)
     start = obj.EXACT and not canvas.prefix_len  # AR conditions on a start token when the prompt is empty
-    if start:  # (its window slides past the context: the extra position needs no room)
+    if start:  # its window slides: the extra position needs no room
         x = torch.cat([torch.full((B, 1), start_token(tok), dtype=x.dtype, device=device), x], 1)
         gen_mask = torch.cat([torch.zeros_like(gen_mask[:, :1]), gen_mask], 1)
     out, stats = obj.sample(model, x, gen_mask, cfg, schedule, tok.mask_id, generator, on_step)

@@ -1,20 +1,19 @@
-"""Loading a trained model, the one way any script gets one (from a model.pt train.py wrote or a folder
-scripts/export.py wrote), and --init_from, a new run that starts from another checkpoint's weights. What needs the
-model lives here, above model.py; utils/checkpoint.py below it keeps what any checkpoint needs (atomic and numbered
-writes, the checksum, the weights-only load and the renames of old names).
+"""Loading a trained model (train.py's model.pt or scripts/export.py's folder), the one way any
+script gets one, and --init_from, a new run from another checkpoint's weights. What needs the
+model lives here; utils/checkpoint.py, below model.py, keeps what any checkpoint needs.
 
     model, ckpt = checkpoint_manager.load_model("artifacts/models/cpu/model.pt", "cpu")
 
---init_from starts a new run (new optimizer, step 0, the LR schedule restarted) from another checkpoint's weights and
-its tokenizer, so the data is encoded as the source's was:
+--init_from starts a new run (new optimizer, step 0) from another checkpoint's weights and its
+tokenizer, so the data is encoded as the source's was:
 
     python train.py baby --objective=ar --max_iters=1000 --out_dir=artifacts/models/baby_ar_1k
-    python train.py baby --init_from=artifacts/models/baby_ar_1k/model.pt --out_dir=artifacts/models/baby_ar2mdlm
+    python train.py baby --init_from=artifacts/models/baby_ar_1k/model.pt \
+        --out_dir=artifacts/models/baby_ar2mdlm
 
-The same weights, put to another use: AR -> mdlm (causal attention becomes bidirectional), AR -> bd3, mdlm -> bd3, or
-any objective to itself (fine-tuning). A time embedding the source lacks starts at zero and an adaLN as the identity
-with open gates, so the converted model first computes what the source did; an input the target lacks is dropped.
-Other widths, depths, heads, tying, tokenizers or a learned time embedding of another T are refused.
+Conversions: AR -> mdlm (attention becomes bidirectional) or bd3, mdlm -> bd3, any objective to
+itself. A missing time embedding starts at zero and adaLN as the identity: the new model first
+computes what the source did. Other shapes or tokenizers are refused.
 """
 import json
 import os
@@ -31,21 +30,21 @@ from utils.fileio import not_found
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
-EXPORT_BPE, EXPORT_CHARS = "tokenizer.json", "vocab.json"  # the exported vocabulary, by tokenizer kind
+EXPORT_BPE, EXPORT_CHARS = "tokenizer.json", "vocab.json"  # by tokenizer kind
 EXPORT_AGAIN = "export it again with scripts/export.py"
 
 
 # ---------------------------------------------------------------------------- a trained model
 def drop_removed_options(ckpt):
-    """ckpt without the model options this version removed that it left off (False, 0): off, they changed nothing in
-    the network, so the checkpoint loads as it was. An option in use stays, for load_model to name."""
+    """ckpt without the removed model options it left off (False, 0), which changed nothing; one
+    in use stays, for load_model to name."""
     known = ModelArgs.__dataclass_fields__
     ckpt["model_args"] = {k: v for k, v in ckpt["model_args"].items() if k in known or v}
     return ckpt
 
 
 def load_export(path):
-    """The checkpoint-shaped dict (model = the weights) of a folder written by scripts/export.py."""
+    """The checkpoint-shaped dict of a scripts/export.py folder."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     missing = [n for n in (EXPORT_WEIGHTS, EXPORT_CONFIG) if not os.path.isfile(os.path.join(path, n))]
@@ -82,13 +81,13 @@ def load_export(path):
 
 
 def weights(ckpt):
-    """The state_dict a checkpoint's model runs with: the EMA weights when it was trained with --ema."""
+    """The state_dict a checkpoint runs with: the EMA weights if trained with --ema."""
     return ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
 
 
 def train_command(path):
-    """The command that writes the checkpoint `path`: the preset whose checkpoint (or out_dir's model.pt or best.pt)
-    it is, else a run with `--out_dir` its folder. What a missing checkpoint's message names."""
+    """The command that writes the checkpoint `path` (its preset's, else one with --out_dir), for a
+    missing checkpoint's message."""
     want = os.path.normpath(path)
     for name, preset in PRESETS.items():
         out_dir = preset.get("out_dir", Config.out_dir)
@@ -102,8 +101,7 @@ def train_command(path):
 
 
 def read_checkpoint(path):
-    """The checkpoint dict of a model.pt or an exported folder, under this version's names (migrate, then the model
-    options it removed dropped where they were off)."""
+    """The checkpoint dict of a model.pt or exported folder, in this version's names."""
     if not os.path.exists(path):
         raise not_found(path, "checkpoint", f"train it first ({train_command(path)}; README's Presets table gives "
                         f"its time), or pass --checkpoint PATH")
@@ -112,10 +110,10 @@ def read_checkpoint(path):
 
 
 def load_model(path, device):
-    """(model in eval mode on device, the checkpoint dict) for any checkpoint train.py wrote, or an exported folder."""
+    """(model in eval mode on device, the checkpoint dict) of a model.pt or exported folder."""
     ckpt = read_checkpoint(path)
     unknown = sorted(set(ckpt["model_args"]) - set(ModelArgs.__dataclass_fields__))
-    if unknown:  # an option in use that this version removed (drop_removed_options drops the ones left off)
+    if unknown:  # an option in use that this version removed
         raise UserError(f"checkpoint {path} was trained with model option(s) {', '.join(unknown)}, which this version "
                         f"of the code does not have: load it from the commit that trained it (git log -S {unknown[0]})")
     try:
@@ -126,20 +124,20 @@ def load_model(path, device):
                         f"({str(e).splitlines()[0][:100]}): the file is damaged")
     if torch.device(device).type == "cpu":
         for m in model.modules():
-            if isinstance(m, torch.nn.Linear):  # (in, out) in memory: MKL's GEMM of a few rows ~2x faster (decoding)
+            if isinstance(m, torch.nn.Linear):  # (in, out) in memory: MKL's few-row GEMM ~2x faster
                 m.weight.data = m.weight.data.t().contiguous().t()
     return model.to(device).eval(), ckpt
 
 
 # ---------------------------------------------------------------------------- --init_from
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "vocab_size", "tie_weights")  # must match; block_size may differ (RoPE)
-INPUT_PREFIXES = ("time_emb.", "adaln.", "sc_proj.")  # the time and self-conditioning inputs: either side may lack them
-CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> target objective, besides X -> X
+INPUT_PREFIXES = ("time_emb.", "adaln.", "sc_proj.")  # time and self-conditioning inputs: either side may lack them
+CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> target, besides X -> X
 
 
 def source_tokenizer(path, kind, objective, ckpt=None):
-    """The source's tokenizer, for the new run's data; the run's kind and objective are checked against the source's
-    before any data is read. ckpt: the source when already read (else path is read)."""
+    """The source's tokenizer for the new run's data, checked against the run's kind and objective
+    before any data is read. ckpt: the source if already read."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     check_conversion(ckpt.get("config", {}).get("objective", "mdlm"), objective, path)  # before the key: all mdlm
     tok = tokenizer_from_state(ckpt["tokenizer"])
@@ -157,8 +155,8 @@ def check_conversion(src, dst, path):
 
 
 def open_adaln(adaln):
-    """Zero weights (no dependence on t yet), gates 1 and shift/scale 0: every layer is x + attn(norm(x)),
-    x + mlp(norm(x)) as in the source, instead of adaLN-Zero's closed gates."""
+    """Zero weights (no t yet), gates 1, shift and scale 0: each layer computes the source's
+    x + attn(norm(x)), x + mlp(norm(x)), not adaLN-Zero's closed gates."""
     adaln.zero_init()
     with torch.no_grad():
         for lin in adaln.layers:
@@ -166,8 +164,8 @@ def open_adaln(adaln):
 
 
 def load_weights_into(model, path, tok, ckpt=None):
-    """Copy the source's weights (EMA ones if kept) into model; tok, the run's tokenizer, must be the source's; ckpt:
-    as for source_tokenizer. Returns a line saying what was converted."""
+    """Copy the source's weights (EMA if kept) into model; tok must be the source's tokenizer.
+    ckpt: as for source_tokenizer. Returns a line saying what was converted."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     src_args, src_cfg = ckpt["model_args"], ckpt.get("config", {})
     fix = "(--init_from keeps the architecture and the tokenizer: match the source or train from scratch)"
@@ -175,7 +173,7 @@ def load_weights_into(model, path, tok, ckpt=None):
     if fingerprint(tok) != source_fp:
         raise UserError(f"--init_from={path} was trained with another tokenizer (fingerprint {source_fp} vs this "
                         f"run's {fingerprint(tok)}) {fix}")
-    known = {f.name: f.default for f in fields(ModelArgs)}  # a key older checkpoints lack has its default
+    known = {f.name: f.default for f in fields(ModelArgs)}  # a key older checkpoints lack: its default
     differ = [f"{k}={src_args.get(k, known[k])} (this run {getattr(model.args, k)})" for k in SHAPE_KEYS
               if src_args.get(k, known[k]) != getattr(model.args, k)]
     if differ:
@@ -195,12 +193,12 @@ def load_weights_into(model, path, tok, ckpt=None):
                         f"{result.unexpected_keys[:3]}) {fix}")
     notes = []
     if model.time_emb is not None and "time_emb.weight" in result.missing_keys:
-        nn.init.zeros_(model.time_emb.weight)  # adds nothing at first: the source's function, then learns t
+        nn.init.zeros_(model.time_emb.weight)  # adds nothing at first, then learns t
         notes.append("time_emb starts at zero")
     if any(k.startswith("adaln.") for k in result.missing_keys):
         open_adaln(model.adaln)
         notes.append("adaLN starts as the identity with open gates")
-    if "sc_proj.weight" in result.missing_keys:  # zero-initialised by the model: reads nothing at first
+    if "sc_proj.weight" in result.missing_keys:  # zero-initialised by the model
         notes.append("the self-conditioning input starts at zero")
     if extra:
         dropped = sorted({k.split(".")[0] for k in extra})

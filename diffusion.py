@@ -1,15 +1,13 @@
-"""Masked (absorbing-state) diffusion, MDLM: the forward corruption, the loss and its bound, and the objective
-interface (objectives.py). The schedule is common.Schedule; the reverse sampler is sampler.py's denoise.
+"""Masked (absorbing-state) diffusion, MDLM: the forward corruption, the loss and its bound, and the
+objective interface (objectives.py). Schedule: common.Schedule; reverse sampler: sampler.denoise.
 
-Discrete time t in {0..T}. alpha(t) is the probability that a token is still visible: alpha(0) = 1 (clean) and
-alpha(T) = 0 (all [MASK]). The negative ELBO (an upper bound on -log p(x0); Austin et al. 2021; Sahoo et al.
-2024, MDLM eq. 10 in discrete time) is
+Discrete time t in 0..T; alpha(t), a token's chance to be still visible, falls from 1 to 0. The
+negative ELBO, >= -log p(x0) (Austin et al. 2021; MDLM, Sahoo et al. 2024, eq. 10 in discrete time):
 
     NELBO = sum_t E_q(xt|x0) [ w(t) * sum_{i masked in xt} -log p(x0_i | xt) ],
     w(t)  = (alpha(t-1) - alpha(t)) / (1 - alpha(t)),
 
-estimated by drawing t uniformly from 1..T and multiplying by T. Per-token figures divide by the sequence length
-L (not by the number of masked tokens).
+estimated with t drawn from 1..T, the term times T. Per token: over L, not over the masked count.
 
     python -m pytest -q tests/test_diffusion.py
 """
@@ -28,11 +26,10 @@ from utils.errors import UserError
 LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
 
 
-# ---------------------------------------------------------------------------- forward process and loss
+# ------------------------------------------------------------------------- forward process and loss
 def corrupt(x0, t, schedule, mask_id, generator=None, uniform=None):
-    """q(xt | x0): every token independently becomes [MASK] with probability 1 - alpha(t).
-    x0 (B, L) long, t (B,) long; uniform (B, L): the U[0, 1) draws that decide it (common.masking_draws), drawn here
-    from generator when None. Returns xt (B, L) and the mask (B, L) bool."""
+    """q(xt | x0): each token becomes [MASK] w.p. 1 - alpha(t). x0 (B, L), t (B,); uniform (B, L):
+    the deciding U[0, 1) draws (common.masking_draws), else from generator. Returns (xt, mask)."""
     uniform = masking_draws(x0.shape, t, 0.0, generator, x0.device).uniform if uniform is None else uniform
     p = schedule.mask_prob(t).to(torch.float32)[:, None]  # (B, 1)
     masked = uniform < p
@@ -40,17 +37,15 @@ def corrupt(x0, t, schedule, mask_id, generator=None, uniform=None):
 
 
 def self_condition(model, xt, t, masked, mask_id, share, generator=None, rows=None):
-    """Masked diffusion's self-conditioning input (B, L, V): common.self_condition_input over the window's own pass."""
+    """Self-conditioning's input (B, L, V): common.self_condition_input over xt's own pass."""
     return self_condition_input(lambda r: predict_logits(model, xt if r is None else xt[r], t if r is None else t[r],
                                                          mask_id), masked, share, generator, rows)
 
 
 def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None, drawn=None):
-    """One training/eval pass with the switches `opts` (common.LossOptions: loss_type, self_cond).
-    Returns (loss to optimise, per-sequence NELBO in nats/token (B,), dict): the NELBO whatever loss_type is trained,
-    so validation always reports the bound. drawn: the pass's draws made ahead (common.Drawn: a compiled step's, the
-    pass then a pure function of its tensors); else t (B,), drawn stratified if None, then the masks and
-    self-conditioning's rows, drawn here from generator."""
+    """One pass with `opts` (common.LossOptions). Returns (loss, NELBO in nats/token (B,), aux): the
+    NELBO whatever loss_type trains, so validation reports the bound. drawn: the draws made ahead
+    (common.Drawn, for a compiled step); else t (stratified if None) and masks from generator."""
     B, L = x0.shape
     if drawn is None:
         t = stratified_times(B, schedule.T, generator, x0.device) if t is None else t
@@ -60,8 +55,8 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
     sc = self_condition(model, xt, t, masked, mask_id, opts.self_cond, rows=drawn.rows) if opts.self_cond else None
     logits = predict_logits(model, xt, t, mask_id, sc=sc)
     ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
-    w = (schedule.T * schedule.on(x0.device)[1][t]).float()  # (B,) importance weight T * w(t)
-    nelbo = (w[:, None] * ce * masked).sum(1) / L  # (B,) nats per token, normalised by L
+    w = (schedule.T * schedule.on(x0.device)[1][t]).float()  # (B,) T * w(t)
+    nelbo = (w[:, None] * ce * masked).sum(1) / L  # (B,) nats per token
     if opts.loss_type == "elbo":
         loss = nelbo.mean()
     elif opts.loss_type == "masked_ce":
@@ -73,23 +68,22 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
     return loss, nelbo.detach(), dict(t=t, masked=masked, logits=logits.detach(), ce=ce.detach())
 
 
-# ---------------------------------------------------------------------------- the objective (objectives.py)
+# -------------------------------------------------------------------- the objective (objectives.py)
 IGNORES = dict.fromkeys(("bd3_block", "bd3_loss", "bd3_speculate", "bd3_ar"),
                         "block diffusion's keys: use --objective=bd3")
-STEP_CHAIN = SEMI_AR = True  # the K-step sampler walks the schedule's grid (eval.py scores that chain's bound); blocks
+STEP_CHAIN = SEMI_AR = True  # its sampler walks the schedule's grid (eval.py scores that chain); blocks
 
 
 def flops(model, cfg):
-    """Training FLOPs per window token: self-conditioning adds a forward pass (2 per weight) for half the sequences,
-    each of mask_draws masks is a pass of its own, the dual objective a forward and backward over L - 1 tokens."""
+    """Training FLOPs per window token: self-conditioning adds a forward (2 per weight) for half the
+    rows, each of mask_draws is a pass, the dual objective a pass over L - 1 tokens."""
     L = cfg.block_size
     diffusion = cfg.mask_draws * (7 / 6 if cfg.self_cond else 1)
     return model.flops_per_token() * (diffusion + ((L - 1) / L if cfg.dual_ar else 0)), L
 
 
 def unread(cfg):
-    """The sampler keys cfg's switches leave unread: under --dual_sample (the AR mode, one token a pass, left to right)
-    the diffusion sampler's steps and reveal keys."""
+    """The sampler keys --dual_sample leaves unread."""
     return ("steps", *REVEAL_KEYS) if cfg.dual_sample else ()
 
 
@@ -100,7 +94,7 @@ def check(cfg, given=()):
     if cfg.dual_sample and not cfg.dual_ar:
         raise UserError("--dual_sample draws from the AR mode that --dual_ar trains, and this network was trained "
                         "without it (dual_ar=0): drop --dual_sample, or train with --dual_ar=0.25")
-    clash = sorted(set(given) & set(unread(cfg)))  # the diffusion sampler's keys, given on the command line
+    clash = sorted(set(given) & set(unread(cfg)))  # unread keys given on the command line
     if clash:
         raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: --{clash[0]} "
                         f"sets the diffusion sampler; drop one of the two")
@@ -123,63 +117,62 @@ def check(cfg, given=()):
 
 
 def draws(x, cfg, schedule, tok, draw):
-    """The random draws of the micro-batch x's loss (common.Drawn), made eagerly from the keyed generator: for each of
-    the mask_draws copies of a window a time stratified over the band's times (every t, or BD3-LM's clipped band for
-    the whole window: a biased, less noisy objective; evaluation reports the full bound), its masks, and
-    self-conditioning's rows. band_top: the curriculum's top at this step; the band moves only the times drawn."""
-    # the schedule's tables on x's device now, eagerly: loss_of only reads them (a CUDA graph would own a first copy)
+    """The micro-batch x's draws (common.Drawn), eager, from the keyed generator: per mask_draws
+    copy a t stratified over BD3-LM's clipped band (biased, less noisy; evaluation reports the
+    full bound), its masks and self-conditioning's rows."""
+    # the schedule's tables onto x's device eagerly: a CUDA graph of loss_of would own a first copy
     schedule.on(x.device)
     n = len(x) * cfg.mask_draws  # the copies' sequences
     draw = repeat_draws(draw, cfg.mask_draws, len(x))
-    band = band_times(schedule, cfg.mask_min, band_top(cfg, draw.progress))  # on the host: a run of times, band[0] + i
+    band = band_times(schedule, cfg.mask_min, band_top(cfg, draw.progress))  # on the host: band[0] + i
     t = stratified_times(n, len(band), None, x.device, draw.offset, draw.total, draw.u) - 1 + int(band[0])
     return masking_draws((n, x.size(1)), t, options(cfg).self_cond, draw.generator, x.device)
 
 
 def loss_of(model, x, cfg, schedule, tok, drawn):
-    """The training loss of the micro-batch x (B, L) given its draws: a pure function of the model, x and drawn's
-    tensors, what train.py compiles with the model. The mask_draws copies of the windows each read their own mask and
-    time; the dual objective's causal pass reads each window once."""
+    """x's (B, L) training loss given its draws: a pure function of its tensors (compiled). Each
+    mask_draws copy reads its own mask and t; the dual objective reads each window once."""
     copies = x.repeat(cfg.mask_draws, 1)
     loss = diffusion_loss(model, copies, schedule, tok.mask_id, options(cfg), t=drawn.t, drawn=drawn)[0]
     return loss + cfg.dual_ar * dual_ar_loss(model, x, tok.mask_id) if cfg.dual_ar else loss
 
 
 def options(cfg):
-    """The training loss's switches: self-conditioning feeds half the sequences their first pass's prediction."""
+    """The loss's switches: self-conditioning feeds half the rows their first pass's prediction."""
     return LossOptions(cfg.loss_type, 0.5 if cfg.self_cond else 0.0)
 
 
 def dual_ar_loss(model, x0, mask_id):
-    """The dual objective's term (Eso-LM, Sahoo et al. 2025; arXiv 2512.14549): the same network attending causally over
-    the clean window x0 (B, L), no [MASK] and no self-conditioning input, predicts each next token. Mean CE (nats)."""
+    """The dual objective's term (Eso-LM, Sahoo et al. 2025; arXiv 2512.14549): mean next-token CE
+    of the same network attending causally over the clean x0 (B, L), no self-conditioning."""
     logits = causal_logits(model, x0[:, :-1], mask_id)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), x0[:, 1:].reshape(-1))
 
 
 def causal_logits(model, x, mask_id):
-    """The network's AR mode (what --dual_ar trains): its pass over clean tokens x (B, L) attending causally, each
-    column's logits for the next token ([MASK] never drawn). dev/order_nll.py --orders causal scores it exactly."""
+    """The AR mode --dual_ar trains: next-token logits of a causal pass over clean x (B, L), [MASK]
+    never drawn. dev/order_nll.py --orders causal scores it exactly."""
     causal = torch.ones(x.size(1), x.size(1), dtype=torch.bool, device=x.device).tril()
     return no_mask_logit(model(x, attn_mask=causal), mask_id)
 
 
 @torch.no_grad()
 def causal_nll(model, w, mask_id):
-    """NLL (B, L) float64 of w[:, 1:] under the AR mode reading the window w (B, L + 1) left to right, as the AR reads
-    it (its first token context only): the exact NLL of --dual_sample's joint."""
+    """NLL (B, L) float64 of w[:, 1:] under the AR mode reading w (B, L + 1) left to right, as the
+    AR does: the exact NLL of --dual_sample's joint."""
     logp = torch.log_softmax(causal_logits(model, w[:, :-1], mask_id).double(), -1)
     return -logp.gather(-1, w[:, 1:, None]).squeeze(-1)
 
 
 def ar_nll(model, windows, cfg, mask_id):
-    """The AR mode (B,): --dual_sample's law at temperature 1, mean NLL of windows[:, 1:]; None without --dual_ar."""
+    """The AR mode's mean NLL (B,) of windows[:, 1:]: --dual_sample's law at temperature 1.
+    None without --dual_ar."""
     return causal_nll(model, windows, mask_id).mean(1) if cfg.dual_ar else None
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):
-    """The NELBO per window (B,) at times t (B, 1), and what evaluate's details read: the masked positions (scored),
-    the argmax there (pred), the logits, each token's t (t_tok)."""
+    """The NELBO per window (B,) at times t (B, 1), and evaluate's details: scored (the masked
+    positions), pred (the argmax), logits, t_tok."""
     opts = LossOptions(self_cond=1.0 if cfg.self_cond else 0.0)
     _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, opts, generator, t=t[:, 0])
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=t.expand_as(x))
@@ -193,9 +186,8 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
 
 @torch.no_grad()
 def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None):
-    """--dual_sample: continue the prompt of the canvas x (B, L) over its blanks (gen_mask, a suffix) from the
-    network's AR mode (causal_logits' joint), KV-cached, one token a pass: exact samples of the joint that
-    dev/order_nll.py --orders causal scores. on_step(common.Step) after every token. Returns (x, stats)."""
+    """--dual_sample: continue the prompt of x (B, L) over its blank suffix from the AR mode,
+    KV-cached, one token a pass: exact samples of causal_nll's joint. Returns (x, stats)."""
     (B, L), dev = x.shape, x.device
     P = int(gen_mask[0].long().argmax()) if gen_mask.any() else L
     if P == 0 or not torch.equal(gen_mask.bool(), (torch.arange(L, device=dev) >= P).expand(B, L)):
@@ -206,8 +198,8 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
                         f"block_size {model.args.block_size}; give a shorter --gen_len")
     x, conf = x.clone(), torch.zeros(B, L, dtype=torch.float64, device=dev)
 
-    def token_done(seq, filtered):  # the drawn token's probability, then one Step: the canvas so far, the rest [MASK]
-        n = seq.size(1) - P  # tokens drawn so far, one pass each
+    def token_done(seq, filtered):  # the drawn token's probability, then a Step of the canvas so far
+        n = seq.size(1) - P  # tokens drawn so far
         p = torch.softmax(filtered.double() / max(cfg.temperature, 1e-9), -1)
         conf[:, seq.size(1) - 1] = p.gather(-1, seq[:, -1:]).squeeze(-1)
         prev = x.clone()
@@ -222,7 +214,7 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
 
 
 def passes(cfg, n_gen, n_prompt=0):
-    """Forward passes per sample: one a token in the AR mode (--dual_sample), else the sampler's (None: threshold)."""
+    """Passes per sample: one a token under --dual_sample, else the sampler's (None: threshold)."""
     if cfg.dual_sample:
         return n_gen
     return sampler.passes(SamplerOptions.from_config(cfg), n_gen)

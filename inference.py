@@ -1,21 +1,22 @@
-"""Sample from a trained checkpoint (or an exported folder) and, optionally, watch or record the denoising.
+"""Sample from a trained checkpoint or exported folder; optionally watch or record the denoising.
 
-    python inference.py --checkpoint artifacts/models/model.pt --prompt "Once upon a time" --gen-len 256 --steps 100 \
-        --temperature 1.0 --seed 0 --viz-video artifacts/media/diffusion_trace.mp4 --trace-every 1 --gif-frame-ms 180
-    python inference.py cpu --viz-video artifacts/media/cpu.mp4   # the cpu preset's checkpoint and prompt
-    python inference.py cpu --live                                # watch the canvas denoise in the terminal
-    python inference.py cpu --interactive                         # type prompts, one sample each, until Ctrl-D
-    python inference.py cpu --prompts-file data/prompts.txt       # one sample per line of the file
-    python inference.py --checkpoint artifacts/export/cpu         # a folder written by scripts/export.py
-    python inference.py tinystories_bpe --gen-len 128 --viz-video artifacts/media/bpe.mp4  # BPE: --gen-len in tokens
-    python inference.py cpu --infill "ROMEO: I [___:20] the night."                     # fill the blanks only
-    python inference.py cpu --prefix_file start.txt --suffix_file end.txt --gen-len 64  # prefix + suffix
-    python inference.py cpu --threshold 0.9 --order confidence --num-samples 4          # Fast-dLLM, NFE adaptive
-    python inference.py --help                                    # every key, its type, default and meaning
+    python inference.py --checkpoint artifacts/models/model.pt --prompt "Once upon a time" \
+        --gen-len 256 --steps 100 --temperature 1.0 --seed 0 --trace-every 1 --gif-frame-ms 180 \
+        --viz-video artifacts/media/diffusion_trace.mp4
+    python inference.py cpu --viz-video artifacts/media/cpu.mp4   # the preset's checkpoint, prompt
+    python inference.py cpu --live                                # the canvas, in the terminal
+    python inference.py cpu --interactive                         # a sample a prompt, to Ctrl-D
+    python inference.py cpu --prompts-file data/prompts.txt       # a sample a line
+    python inference.py --checkpoint artifacts/export/cpu         # from scripts/export.py
+    python inference.py tinystories_bpe --gen-len 128 --viz-video artifacts/media/bpe.mp4  # tokens
+    python inference.py cpu --infill "ROMEO: I [___:20] the night."
+    python inference.py cpu --prefix_file start.txt --suffix_file end.txt --gen-len 64
+    python inference.py cpu --threshold 0.9 --order confidence --num-samples 4   # Fast-dLLM
+    python inference.py --help                                    # every key, type, default
 
-Model, tokenizer and schedule come from the checkpoint; sampling flags (config.py's sampling section, --device, --seed)
-from the command line. --prompts-file and --interactive give prompt k (k = 1, 2, ...) its own draw, seed --seed + k - 1
-(printed beside it): --seed S reproduces the whole session, and `--prompt P --seed S+k-1` that one sample alone.
+Model, tokenizer and schedule come from the checkpoint; sampling flags from the command line.
+Prompt k (1, 2, ...) of --prompts-file or --interactive draws with seed --seed + k - 1, printed
+beside it: --seed S reproduces the session, `--prompt P --seed S+k-1` that one sample.
 """
 import sys
 import time
@@ -37,7 +38,7 @@ from utils.errors import UserError, run_cli
 from utils.fileio import read_text
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
 
-LIVE_FPS = 8.0  # --live draws at most this many steps a second: the canvas can be watched
+LIVE_FPS = 8.0  # --live's steps a second at most, so the canvas can be watched
 USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
 
 
@@ -59,27 +60,26 @@ def main(argv):
 
 
 def load(argv):
-    """(the sampling config, what sampling needs). The command line is read twice, as its layers sit on the config of
-    the checkpoint it names: once for that checkpoint and the device, then over the checkpoint's saved config."""
+    """(sampling config, run): argv read for the checkpoint, then over the checkpoint's config."""
     where, _ = parse(argv, check=False)  # pass 1: only --checkpoint and --device are read
     device = pick_device(where.device)
     model, ckpt = load_model(where.checkpoint, device)
     saved = config_from_dict(ckpt["config"])
-    cfg, flags = parse(argv, base=saved, check=False)  # pass 2: the command line over the checkpoint's settings
+    cfg, flags = parse(argv, base=saved, check=False)  # pass 2: over the checkpoint's settings
     refuse_changes(cfg, flags & set(TRAINED_KEYS), vars(saved), f"checkpoint {where.checkpoint}",
                    "drop those flags (sampling takes them from the checkpoint)")
     training = sorted(flags - sample_keys() - set(TRAINED_KEYS) - {"tokenizer_path"})
     if training:
         raise UserError(f"inference.py samples: --{training[0]} sets training, which sampling does not read; drop it")
-    # a preset's model and training keys do not apply either: the checkpoint's stay (sampling reads no batch size)
+    # a preset's model and training keys do not apply either: the checkpoint's stay
     kept = {k: getattr(saved, k) for k in vars(saved) if k not in sample_keys() and k != "tokenizer_path"}
     cfg = replace(cfg, **kept)
     validate(cfg, flags)
-    if cfg.infill and "gen_len" in flags:  # the blanks are the tokens generated: a length beside them acts on nothing
+    if cfg.infill and "gen_len" in flags:  # the blanks set the length
         raise UserError("--infill's blanks set the tokens generated ([___] one per marker character, [___:N] N): "
                         "drop --gen-len")
     if "viz_video" not in flags:
-        cfg = replace(cfg, viz_video="")  # write a video only when asked here: never replace one by default
+        cfg = replace(cfg, viz_video="")  # a video only when asked here: never replace one by default
     tok = tokenizer_from_state(ckpt["tokenizer"])
     if "tokenizer_path" in flags:
         other = BPETokenizer.from_file(cfg.tokenizer_path)  # UserError if missing or not ours
@@ -99,10 +99,10 @@ def load(argv):
             raise UserError(f"{what} supplies the prompts, one sample each: drop --{clash[0].replace('_', '-')}")
         cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
-    ctx, precision = autocast_for(device, cfg.dtype)  # training's policy: bf16 autocast (+ TF32) on CUDA, fp32 on CPU
-    compile_decode(model, cfg, device)  # --compile: the KV-cached decode step (auto: CUDA graphs on CUDA)
+    ctx, precision = autocast_for(device, cfg.dtype)  # training's policy
+    compile_decode(model, cfg, device)  # --compile: the KV-cached decode step
     compiled = "" if model.compiled_decode is None else ", the decode step compiled"
-    threads = CpuThreads(device)  # as train.py picks them: the cores no other process holds, unless OMP_NUM_THREADS
+    threads = CpuThreads(device)  # as train.py: the cores no other process holds, unless OMP_NUM_THREADS
     print(f"checkpoint {where.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
           f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes{compiled}, float64 draws; "
           f"{threads.line(follows=False)}")
@@ -114,7 +114,7 @@ def load(argv):
 
 
 def canvas_for(cfg, run):
-    """(cfg, its canvas, a note or ""): build_canvas, a --gen-len the user did not type first fitted to the context."""
+    """(cfg, its canvas, a note or ""): build_canvas, after fit_gen_len for an untyped --gen-len."""
     note = ""
     if run["fit_gen_len"]:
         cfg, note = fit_gen_len(cfg, run["tok"], run["model"].args.block_size)
@@ -135,8 +135,8 @@ def read_prompts(cfg, run):
 
 
 def interactive(cfg, run):
-    """Prompts from stdin, one sample each, until EOF; a prompt that cannot work says why and asks again.
-    The k-th sampled prompt draws with seed cfg.seed + k - 1 (a refused line takes no seed)."""
+    """Prompts from stdin, a sample each, until EOF; a refused one says why. The k-th sampled
+    prompt draws with seed cfg.seed + k - 1 (a refused line takes no seed)."""
     k, say = 0, partial(print, file=sys.stderr, flush=True) if sys.stdin.isatty() else lambda *a, **kw: None
     say("type a prompt and press Enter (an empty line samples without one); Ctrl-D ends")
     while True:
@@ -147,7 +147,7 @@ def interactive(cfg, run):
             return
         try:
             prompt = normalize_prompt(run["tok"], line.rstrip("\r\n"))
-            canvas_for(replace(cfg, prompt=prompt), run)  # refused: no seed used
+            canvas_for(replace(cfg, prompt=prompt), run)  # refused here: no seed used
             k += 1
             print(f"==== prompt {k}: {prompt!r} (seed {cfg.seed + k - 1})")
             sample_once(replace(cfg, prompt=prompt, seed=cfg.seed + k - 1), run)
@@ -157,12 +157,12 @@ def interactive(cfg, run):
 
 
 def sample_once(cfg, run):
-    """One batch of cfg.num_samples samples from cfg's canvas; prints the texts and one line of figures."""
+    """One batch of cfg.num_samples samples; prints the texts and a line of figures."""
     model, tok, obj = run["model"], run["tok"], objectives.get(cfg.objective)
-    cfg, canvas, note = canvas_for(cfg, run)  # prompt/infill/prefix+suffix, checked
+    cfg, canvas, note = canvas_for(cfg, run)
     if note:
         print(note)
-    writer = open_trace(cfg)  # the --viz-video path checked before any sampling
+    writer = open_trace(cfg)  # checks the --viz-video path before any sampling
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     passes = obj.passes(cfg, canvas.n_gen, canvas.prefix_len)
@@ -173,19 +173,19 @@ def sample_once(cfg, run):
     with StepBar(passes, on=obj.TRACE and not live) as bar, run["ctx"]:
         texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, run["schedule"], run["device"], g,
                                                 on_step=chain(live, bar))
-    dt = time.time() - t0 - (live.slept if live else 0)  # the sampler's time: --live's pauses left out
+    dt = time.time() - t0 - (live.slept if live else 0)  # --live's pauses left out
     nfes, seconds = stats["nfe_per_sample"], stats["seconds_per_sample"]
     for i, text in enumerate(stats["full_texts"]):
         if len(texts) > 1:
             print(f"---- sample {i}: {nfes[i]} NFE, {seconds[i]:.2f}s")
-        if not (live and i == 0):  # --live's last frame is sample 0's text: not printed twice
+        if not (live and i == 0):  # --live's last frame already shows sample 0
             print(text)
     unit = "BPE tokens (--gen-len counts tokens, not characters)" if tok.kind == "bpe" else "tokens"
     nfe = f"{nfes[0]}" if min(nfes) == max(nfes) else f"{sum(nfes) / len(nfes):.1f} (min {min(nfes)}, max {max(nfes)})"
     sampler = obj.describe(cfg)
     capped = passes is not None and passes < cfg.steps and not obj.BLOCKS  # fewer blanks than --steps (bd3: blocks)
     ran = obj.describe(replace(cfg, steps=passes)) if capped else sampler
-    # a sampler that reads --steps (the AR and --dual_sample read none): one pass a blank at most, so say what ran
+    # a sampler reading --steps makes one pass a blank at most: say what ran
     if ran != sampler:
         sampler = f"{ran} (--steps {cfg.steps}: one pass a blank at most)"
     print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched "

@@ -1,15 +1,12 @@
-"""The masked-diffusion reverse sampler, shared by masked diffusion (diffusion.py) and block diffusion's blocks
-(bd3.py): denoise() fills the positions of a canvas marked in gen_mask and never touches the rest; its switches are
-config.py's sampling keys, carried by one SamplerOptions. Two remasking policies revisit committed tokens: the
-reference's 'refine' (the least sure committed tokens compete with new candidates each step) and ReMDM:
+"""The masked-diffusion reverse sampler of mdlm (diffusion.py) and of bd3's blocks (bd3.py):
+denoise() fills the positions gen_mask marks, with config.py's sampling keys (SamplerOptions). Two
+policies revisit committed tokens: 'refine' (the least sure compete with new candidates) and ReMDM.
 
-ReMDM (Wang et al. 2025, arXiv 2503.00307, eq. 5): a step t -> s may send a committed token back to [MASK] with
-probability sigma_t and reveal a masked one with probability (alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t): the
-marginal q(z_s | x) stays the forward process's for any 0 <= sigma_t <= sigma_max = min(1, (1 - alpha_s) / alpha_t).
-Our counts are fixed (reveal_plan): a block of n positions, m of them committed, keeps n_keep masked after the step,
-so alpha_t = m / n, 1 - alpha_s = n_keep / n and sigma_max = min(1, n_keep / m): the expected number re-masked,
-sigma * m, never exceeds what stays masked. sigma_t = min(eta, sigma_max), the paper's "max-capped" schedule (Sec.
-4.1), the `cpu` preset's (its loop schedule measured level for mdlm and worse inside bd3's blocks: dev/LOG.md).
+ReMDM (Wang et al. 2025, arXiv 2503.00307, eq. 5): a step t -> s re-masks a committed token w.p.
+sigma_t, and q(z_s | x) stays the forward marginal for sigma_t <= min(1, (1 - alpha_s) / alpha_t).
+In a block of n with m committed and fixed counts (reveal_plan), alpha_t = m / n and 1 - alpha_s =
+n_keep / n, so sigma_max = min(1, n_keep / m). We use the paper's "max-capped" min(eta, sigma_max)
+(Sec. 4.1); its loop schedule lost (dev/LOG.md, "The measurements delete what lost").
 
     python inference.py --checkpoint artifacts/models/model.pt --threshold 0.9 --semi-ar-length 32
     python -m pytest -q tests/test_sampling.py tests/test_remasking.py
@@ -24,26 +21,26 @@ from common import (Step, draw_device, filter_logits, on_device, predict_logits,
                     time_grid)
 
 ORDERS = ("confidence", "margin", "entropy", "random", "l2r")
-UNSCORED_ORDERS = ("random", "l2r")  # rank by no model score: threshold decoding cannot use them
+UNSCORED_ORDERS = ("random", "l2r")  # no model score to rank by: threshold decoding cannot use them
 TOKENS_PER_STEP = ("schedule", "linear", "cosine")
 REMASKS = ("refine", "none", "remdm")
 
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """The sampler's switches, named as config.py's keys (more there); the defaults are the reference sampler,
-    revisiting nothing. Their domains are asserted: the configurator gives users the messages (from the lists above)."""
+    """The sampler's switches, as config.py's keys (documented there); the defaults are the
+    reference sampler's. Domains are only asserted: the configurator words user errors."""
     steps: int                         # forward passes, split over the semi-AR blocks (bd3: per block)
-    temperature: float = 1.0           # of the float64 draws; 0 = argmax
+    temperature: float = 1.0           # 0 = argmax
     top_k: int = 0
     top_p: float = 1.0
-    order: str = "confidence"          # reveal first: confidence | margin | entropy | random | l2r
-    tokens_per_step: str = "schedule"  # reveals per step: schedule (1 - alpha(t)) | linear (LLaDA) | cosine (MaskGIT)
-    remask: str = "refine"             # refine (least sure committed tokens go back to [MASK]) | none (LLaDA) | remdm
+    order: str = "confidence"          # which position is revealed first
+    tokens_per_step: str = "schedule"  # schedule (1 - alpha(t)) | linear (LLaDA) | cosine (MaskGIT)
+    remask: str = "refine"             # refine | none (LLaDA) | remdm
     remask_eta: float = 0.0            # remdm's eta
-    threshold: float = 0.0             # Fast-dLLM: commit every position scoring above it, >= 1 per step; NFE adaptive
-    semi_ar_length: int = 0            # blocks left to right (LLaDA); past the context, a window keeps the latest
-    temperature_end_share: float = 1.0
+    threshold: float = 0.0             # Fast-dLLM: commit every position above it, >= 1 per step
+    semi_ar_length: int = 0            # blocks left to right (LLaDA); a sliding window past the context
+    temperature_end_share: float = 1.0  # T falls to this share as the block fills (_temperature)
 
     @classmethod
     def from_config(cls, cfg):
@@ -52,30 +49,29 @@ class SamplerOptions:
     def __post_init__(self):
         assert self.order in ORDERS and self.tokens_per_step in TOKENS_PER_STEP and self.remask in REMASKS, self
         assert self.temperature >= 0 and 0 <= self.remask_eta <= 1 and 0 <= self.threshold <= 1 and self.steps >= 1
-        assert self.semi_ar_length >= 0 and self.temperature_end_share >= 0, self  # f > 0 at every draw: T stays > 0
+        assert self.semi_ar_length >= 0 and self.temperature_end_share >= 0, self  # f > 0 at a draw: T stays > 0
         assert not (self.threshold > 0 and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
             "threshold ranks by the model's score, never re-masks"
 
 
-# the switches of revealing [MASK] positions: ar (each token drawn once) and uniform (all redrawn each step) refuse them
+# the switches of revealing [MASK]s, which ar and uniform refuse
 REVEAL_KEYS = tuple(f.name for f in fields(SamplerOptions) if f.name not in ("steps", "temperature", "top_k", "top_p"))
 
 
-# ---------------------------------------------------------------------------- time, scores and ReMDM's re-masking
+# -------------------------------------------------------------- time, scores and ReMDM's re-masking
 def time_for_fraction(schedule, frac):
-    """The time t in 1..T whose mask probability 1 - alpha(t) is nearest to frac (B,): what a time-conditioned
-    model is told when the canvas's masked fraction is off the grid (the index must mean the training mask rate)."""
-    mp = 1.0 - schedule.on(frac.device)[0][1:]  # (T,) increasing in t, on the device already: no copy
+    """The t (B,) whose 1 - alpha(t) is nearest the masked fraction frac (B,): off the grid, the
+    model is told the t that means that mask rate in training."""
+    mp = 1.0 - schedule.on(frac.device)[0][1:]  # (T,) increasing in t, already on the device
     return (mp[None, :] - frac.to(mp.dtype)[:, None]).abs().argmin(1) + 1
 
 
 def position_scores(logp, cand, order, generator=None, cols=None):
-    """logp (N, V): float64 filtered log-probs of the N positions decided; cand (N,): their drawn tokens; cols (N,):
-    their columns (read by 'l2r' only). Returns (confidence p(cand) (N,), ranking score (N,) in [0, 1]: higher is
-    revealed first)."""
+    """(p(cand), ranking score in [0, 1], higher first), (N,) each. logp (N, V): float64 filtered
+    log-probs; cand (N,): the drawn tokens; cols (N,): their columns ('l2r' only)."""
     p = logp.exp()
     conf = p.gather(-1, cand[:, None]).squeeze(-1)
-    if order == "l2r":  # leftmost first: one token a step, the network's own left-to-right joint (dev/order_nll.py)
+    if order == "l2r":  # leftmost first: the network's own left-to-right joint (dev/order_nll.py)
         return conf, 1.0 / (1.0 + cols.to(logp.device, torch.float64))
     if order == "confidence":  # MaskGIT; LLaDA's low-confidence remasking
         return conf, conf
@@ -85,42 +81,42 @@ def position_scores(logp, cand, order, generator=None, cols=None):
     if order == "entropy":  # exp(-H): 1 for a certain prediction, 1/V for a uniform one (Dream 7B)
         ent = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
         return conf, torch.exp(-ent)
-    # random: with schedule counts and remask='none' this is ancestral sampling with the count fixed (MDLM)
+    # random, with schedule counts and remask='none': MDLM's ancestral sampling, the count fixed
     return conf, uniform_draws(len(cand), generator=generator, device=logp.device)
 
 
 def uniform_draws(*shape, generator, device):
-    """U(0, 1) float64 draws on `device`: the CPU's from `generator`, an accelerator's seeded by it (no sync)."""
+    """U(0, 1) float64 draws on `device`: the CPU's from `generator`, others seeded by it."""
     dev = draw_device(device)
     return torch.rand(*shape, generator=on_device(generator, dev), device=dev, dtype=torch.float64).to(device)
 
 
 def _where(mask, n):
-    """The flat indices of mask's n True entries (n known on the host), as nonzero() lists them: no sync on a GPU."""
+    """The flat indices of mask's n True entries, as nonzero() lists them, with no GPU sync."""
     flat = mask.flatten()
     return flat.nonzero().squeeze(1) if flat.is_cpu else flat.to(torch.uint8).argsort(descending=True, stable=True)[:n]
 
 
 def sigma(eta, committed, n_keep):
-    """sigma_t per row (B,) float64: each committed token's probability of going back to [MASK] this step, ReMDM's
-    max-capped min(eta, sigma_max). committed (B,): tokens held before the step; n_keep (B,): masked after it."""
+    """ReMDM's min(eta, sigma_max) (B,) float64, a committed token's chance of re-masking. committed
+    (B,): tokens held before the step; n_keep (B,): [MASK]s after it."""
     m, k = committed.double(), n_keep.double()
     smax = torch.where(m > 0, (k / m.clamp(min=1)).clamp(max=1.0), torch.zeros_like(m))  # min(1, (1-alpha_s)/alpha_t)
     return smax.clamp(max=eta)
 
 
-# ---------------------------------------------------------------------------- the plan of a call: blocks, steps, window
+# -------------------------------------------------------- the plan of a call: blocks, steps, window
 def split_steps(steps, n_blocks):
-    """The step budget over n_blocks semi-AR blocks: as even as it goes, the first blocks one more."""
+    """The steps over n_blocks semi-AR blocks, as even as it goes (the first blocks one more)."""
     return [steps // max(n_blocks, 1) + (b < steps % max(n_blocks, 1)) for b in range(n_blocks)]
 
 
 def _plan(n, steps, schedule, opts):
-    """Step mode's plan for a block of n (B,) generated positions: those still masked after each step, (B, S) long."""
-    def fractions(j, k):  # the share of the block still masked after step j of k
+    """Step mode's plan for a block of n (B,) positions: the [MASK]s left after each step (B, S)."""
+    def fractions(j, k):  # the share still masked after step j of k
         if opts.tokens_per_step == "schedule":
             return 1.0 - schedule.alpha[time_grid(schedule.T, k)[j + 1]].item()
-        r = (j + 1) / k  # linear: LLaDA, as many each step; cosine: MaskGIT (Chang et al. 2022), few early, many late
+        r = (j + 1) / k  # linear: LLaDA; cosine: MaskGIT (Chang et al. 2022), few early, many late
         return 1.0 - r if opts.tokens_per_step == "linear" else math.cos(0.5 * math.pi * r)
 
     S = min(steps, int(n.max()))  # no step without a token to reveal
@@ -128,8 +124,8 @@ def _plan(n, steps, schedule, opts):
 
 
 def _window(now, L, W):
-    """Columns [lo, hi) the model sees while decoding the block `now` (B, L, on the host): the whole canvas when it
-    fits, else the W positions ending at the block's last one (a sliding window keeping the latest context)."""
+    """Columns [lo, hi) the model sees while decoding block `now` (B, L, host): the whole canvas if
+    it fits, else the W positions ending at the block's last one."""
     if L <= W:
         return 0, L
     cols = now.any(0).nonzero().squeeze(1)
@@ -140,59 +136,56 @@ def _window(now, L, W):
     return lo, lo + W
 
 
-# ---------------------------------------------------------------------------- one call's state and its reverse step
+# ------------------------------------------------------------ one call's state and its reverse step
 @dataclass
 class _Decided:
-    """The positions one reverse step decides (_Denoiser._decide), read by its prediction, draw and commit. The flat
-    indices are row-major, as nonzero() lists them, so the n logits, draws and scores of a step line up with them."""
-    everyone: bool             # every sample takes part in this forward
+    """The positions one step decides. Flat indices are row-major, as nonzero() lists them: the
+    step's n logits, draws and scores line up with them."""
+    everyone: bool             # every sample takes part
     rows: torch.Tensor         # (R,) on the host: the samples that take part
-    sub: object                # their rows of the canvas: slice(None) when everyone takes part (no gather), else rows
+    sub: object                # their canvas rows: slice(None) (no gather) when everyone takes part
     is_masked: torch.Tensor    # (B, L) the block's [MASK]s before the step
-    committed: torch.Tensor    # (B, L) the block's tokens before the step: what 'refine' and ReMDM may send back
-    taking_part: torch.Tensor  # (B,) on the device: the samples with a position decided (the others stay unchanged)
+    committed: torch.Tensor    # (B, L) the block's tokens before the step: what may be re-masked
+    taking_part: torch.Tensor  # (B,) on the device: the samples with a position decided
     at: torch.Tensor           # (n,) the decided positions, flat in the canvas (B * L)
-    at_window: torch.Tensor    # (n,) the same positions, flat in the window the model sees (R * W)
+    at_window: torch.Tensor    # (n,) the same, flat in the window the model sees (R * W)
 
 
 class _Denoiser:
-    """The state of one denoise() call (the canvas and its semi-AR blocks, each committed token's confidence and
-    ranking score, the forward passes per sample) and its reverse step. The canvas's layout and step mode's plan are
-    read and copied once a call; a pass then makes no host sync (tests/test_sync_free.py)."""
+    """One denoise() call's state and its reverse step. The layout and plan are read once a call: a
+    pass makes no host sync (tests/test_sync_free.py)."""
 
     def __init__(self, model, x, gen_mask, schedule, mask_id, opts, generator, on_step):
         self.model, self.gen_mask, self.schedule, self.mask_id = model, gen_mask, schedule, mask_id
         self.opts, self.generator, self.on_step, self.t0 = opts, generator, on_step, time.perf_counter()
         B, L = x.shape
-        # semi-AR blocks: the k-th generated position of a row (left to right) is in block k // semi_ar_length
+        # semi-AR blocks: a row's k-th generated position is in block k // semi_ar_length
         self.block_of = torch.where(gen_mask, (gen_mask.long().cumsum(1) - 1) // (opts.semi_ar_length or L), -1)
-        self.host_blocks = self.block_of.cpu()  # the layout on the host: the call's one read of it
+        self.host_blocks = self.block_of.cpu()  # the call's one read of the layout
         self.last_block = self.host_blocks.max(1).values.tolist()  # per sample
         self.n_blocks = max(self.last_block) + 1
-        self.steps = 0  # batched forward passes so far
-        self.done_at = [0.0] * B  # seconds from the start to each sample's last fill
+        self.steps = 0  # batched passes so far
+        self.done_at = [0.0] * B  # seconds to each sample's last fill
         if not opts.threshold and opts.steps < self.n_blocks:
             raise ValueError(f"{opts.steps} steps cannot decode {self.n_blocks} blocks: need one step per block")
         self.sizes = [(self.host_blocks == b).sum(1) for b in range(self.n_blocks)]  # (B,) positions of each block
-        if not opts.threshold:  # step mode: the [MASK]s left after each step of each block, on the host and the device
+        if not opts.threshold:  # step mode's plans, on host and device
             self.plans = [_plan(n, k, schedule, opts)
                           for n, k in zip(self.sizes, split_steps(opts.steps, self.n_blocks))]
             self.plans_d = torch.cat(self.plans, 1).to(x.device).split([p.size(1) for p in self.plans], 1)
         self.mask_tok = torch.full_like(x, mask_id)
         self.x = torch.where(gen_mask, self.mask_tok, x)
         self.conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)  # p(token) at commit: the trace's colour
-        self.kept = torch.zeros_like(self.conf)  # its ranking score at commit: what 'refine' compares
+        self.kept = torch.zeros_like(self.conf)  # ranking score at commit: what 'refine' compares
         self.nfe = torch.zeros(B, dtype=torch.long)
-        # self-conditioning: each position's latest prediction of x0, read while it is masked (zeros before the first)
+        # self-conditioning: each position's latest x0 prediction, read while it is masked
         args = getattr(model, "args", None)
         self.sc = torch.zeros(B, L, args.vocab_size, device=x.device) if getattr(args, "self_cond", False) else None
 
     def step(self, now, lo, hi, n_keep, todo, greedy, n, remdm=False):
-        """One reverse step over the block `now` (B, L) seen through the window [lo, hi): the samples in `todo` (B,
-        on the host) decide their n [MASK]s, `n_keep` (B,) of the block stay masked (step mode); greedy: argmax
-        draws; remdm: ReMDM may re-mask. Four parts: which positions are decided, the model's prediction there, the
-        draw, the commit (its random draws after the tokens', always in that order: the samples depend on it).
-        Returns (revealed, remasked, time told (B,))."""
+        """One reverse step over block `now` (B, L) seen through [lo, hi): `todo` (B, host) decide
+        their n [MASK]s, n_keep (B,) stay masked. The commit draws after the tokens: seeded samples
+        depend on that order. Returns (revealed, remasked, t told (B,))."""
         decided = self._decide(now, todo, lo, hi, n)
         logits, told = self._predict(decided, lo, hi)
         temperature = self._temperature(decided.is_masked, now, decided.at)
@@ -203,9 +196,8 @@ class _Denoiser:
         return revealed, remasked, told
 
     def _decide(self, now, todo, lo, hi, n):
-        """The positions this step decides (a _Decided): the n [MASK]s of the block `now` (B, L) in the samples `todo`
-        (B, on the host: step mode counts it from the plan, so reading it costs no device sync), as flat indices into
-        the canvas and into the window [lo, hi). With every sample taking part the window is a slice, not a gather."""
+        """The _Decided of this step: the n [MASK]s of block `now` in the samples `todo` (B, host,
+        known from the plan: no sync), flat in the canvas and in the window [lo, hi)."""
         everyone = bool(todo.all())
         rows = todo.nonzero().squeeze(1)
         is_masked = (self.x == self.mask_id) & now
@@ -216,12 +208,10 @@ class _Denoiser:
                         at=_where(decided, n), at_window=_where(decided[sub, lo:hi], n))
 
     def _predict(self, decided, lo, hi):
-        """The model's logits (n, V) at the decided positions of the window [lo, hi), and the time it was told per
-        sample (B,) (0 for a sample that sits the step out). With self-conditioning each masked position reads its
-        latest prediction of x0, and the decided ones keep this one."""
-        window = self.x[decided.sub, lo:hi]  # (R, W): the samples in this forward
-        # the time index means what it meant in training: the mask rate of the whole window the model sees
-        # (given text counts as visible), not of the generated positions only
+        """(logits (n, V) at the decided positions, the t told (B,): 0 where a sample sits out).
+        Self-conditioning: the decided positions keep this prediction of x0."""
+        window = self.x[decided.sub, lo:hi]  # (R, W)
+        # t means the training mask rate: of the whole window the model sees, given text included
         win_masked = window == self.mask_id  # (R, W)
         told = time_for_fraction(self.schedule, win_masked.double().mean(1))
         sc = None if self.sc is None else self.sc[decided.sub, lo:hi] * win_masked[..., None]
@@ -235,51 +225,47 @@ class _Denoiser:
         return logits, told
 
     def _commit(self, decided, logp, cand, n_keep, remdm):
-        """Score the n candidates `cand` drawn from logp (n, V), choose which positions are [MASK] after the step
-        (_stay: the lowest scored, or those below the threshold; remdm: ReMDM may re-mask), and write the step into
-        the canvas, each committed token's confidence and its kept score. Returns (revealed, remasked) (B, L)."""
+        """Score the candidates `cand` (n,), choose what stays [MASK] (_stay), write the step into
+        the canvas, conf and kept. Returns (revealed, remasked) (B, L)."""
         cols = decided.at % self.x.size(1)
         new_conf, new_score = position_scores(logp, cand, self.opts.order, self.generator, cols=cols)  # (n,) each
         score = put_at(torch.full_like(self.conf, math.inf), decided.at, new_score)  # (B, L) +inf: never stays masked
         stay = self._stay(decided, score, n_keep, remdm)
         revealed = decided.is_masked & ~stay
         remasked = decided.committed & stay
-        drawn = put_at(self.x, decided.at, cand)  # the candidates at their positions
+        drawn = put_at(self.x, decided.at, cand)
         self.x = torch.where(revealed, drawn, self.x)
-        self.x = torch.where(stay, self.mask_tok, self.x)  # what stays masked, or goes back to [MASK] (ReMDM)
+        self.x = torch.where(stay, self.mask_tok, self.x)
         self.conf = torch.where(revealed, put_at(self.conf, decided.at, new_conf), self.conf).masked_fill(remasked, 0.0)
         self.kept = torch.where(revealed, score, self.kept)
         return revealed, remasked
 
     def _temperature(self, is_masked, now, at):
-        """The temperature of this step's draws: a number, or (n, 1) at the decided positions `at` when it falls with
-        the share f of the block still masked, T * (s + (1 - s) * f) for s = temperature_end_share: hot while the
-        canvas is mostly [MASK], cooler as the last tokens are placed in full context (RESULTS.md)."""
+        """The draws' temperature: a number, or (n, 1) at `at` falling with the block's masked share
+        f, T * (s + (1 - s) * f), s = temperature_end_share: cooler for the last tokens (dev/LOG.md,
+        "Reveal order and a falling temperature")."""
         temperature, end_share = self.opts.temperature, self.opts.temperature_end_share
         if end_share == 1.0 or temperature == 0:
             return temperature
-        f = is_masked.sum(1).double() / now.sum(1).clamp(min=1)  # (B,) share of the block still masked
+        f = is_masked.sum(1).double() / now.sum(1).clamp(min=1)  # (B,)
         return (temperature * (end_share + (1.0 - end_share) * f))[at // now.size(1), None]  # in the logits' order
 
     def _stay(self, decided, score, n_keep, remdm=False):
-        """Which positions are [MASK] after the step (B, L), given each position's ranking score (B, L) (+inf where
-        nothing was drawn). Threshold mode (n_keep None, Fast-dLLM): every [MASK] scoring above the threshold, at
-        least each sample's best, is committed. Step mode: the n_keep (B,) lowest scored of the block stay masked,
-        'refine' ranking committed tokens by their kept score beside the new candidates; remdm (remask='remdm'): a
-        committed token goes back to [MASK] with ReMDM's probability sigma_t."""
+        """What is [MASK] after the step (B, L), by score (B, L; +inf: not drawn). Step mode: the
+        n_keep (B,) lowest. Threshold mode (n_keep None): Fast-dLLM."""
         threshold = self.opts.threshold
-        if threshold and n_keep is None:  # Fast-dLLM: every position above the threshold, at least the best one
+        if threshold and n_keep is None:  # every position above the threshold, at least each sample's best
             commit = decided.is_masked & (score > threshold)
             best = score.masked_fill(~decided.is_masked, -1.0).argmax(1)
             commit[decided.rows, best[decided.rows]] = True
             return decided.is_masked & ~commit
-        if self.opts.remask == "refine":  # committed tokens compete with the new candidates on their kept score
+        if self.opts.remask == "refine":  # committed tokens compete on their kept score
             score = torch.where(decided.committed, self.kept, score)
         elif remdm and self.opts.remask == "remdm":
             sigma_t = sigma(self.opts.remask_eta, decided.committed.sum(1), n_keep)  # (B,)
             u = uniform_draws(*score.shape, generator=self.generator, device=score.device)
             u = u.masked_fill(~decided.committed, 2.0)
-            # each committed token w.p. sigma, at most n_keep: those with the smallest u (a random subset)
+            # each committed token w.p. sigma, at most n_keep (the smallest u: a random subset)
             forced = (u < sigma_t[:, None]) & (u.argsort(1).argsort(1) < n_keep[:, None])
             score = score.masked_fill(forced, -math.inf)
         stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
@@ -287,33 +273,33 @@ class _Denoiser:
         return torch.where(decided.taking_part[:, None], stay, decided.is_masked)
 
     def reveal(self, b, now, lo, hi, greedy_end):
-        """Reveal the block `now` (B, L): its plan's passes (step mode) or until it is filled (threshold).
-        greedy_end: with schedule counts, the block's last step is the reference's greedy pass into t = 0."""
-        if self.opts.threshold:  # every sample with a [MASK] left takes part, until the block is filled
-            left = (self.x == self.mask_id) & now  # (B, L) read on the host each pass: the stopping rule is adaptive
+        """Reveal block `now` (B, L) by its plan, or (threshold) until filled. greedy_end: the last
+        step is the reference's greedy pass into t = 0."""
+        if self.opts.threshold:
+            left = (self.x == self.mask_id) & now  # read on the host each pass: the stopping rule is adaptive
             while left.any():
                 prev = self.x
                 revealed, remasked, told = self.step(now, lo, hi, None, left.any(1).cpu(), False, int(left.sum()))
                 self.report(b, prev, revealed, remasked, told, True)
                 left = (self.x == self.mask_id) & now
             return
-        plan = self.plans[b]  # (B, S) on the host: the block's [MASK]s left after each step
+        plan = self.plans[b]  # (B, S) on the host
         masked = self.sizes[b]  # (B,) the block's [MASK]s before the step
         S = plan.size(1)
         for i in range(S):
             prev = self.x
-            todo = masked > plan[:, i]  # the samples in this forward: those with a token to reveal now
-            # ReMDM's sigma > 0 for some sample: it holds a committed token and keeps a [MASK] after the step
+            todo = masked > plan[:, i]  # the samples with a token to reveal now
+            # sigma > 0 where a sample holds a committed token and keeps a [MASK] after the step
             remdm = self.opts.remask_eta > 0 and bool(((self.sizes[b] > masked) & (plan[:, i] > 0)).any())
-            # n_keep: the plan's count on the device, so the step reads nothing back
+            # n_keep from the device copy: the step reads nothing back
             revealed, remasked, told = self.step(now, lo, hi, self.plans_d[b][:, i], todo, greedy_end and i == S - 1,
                                                  int(masked[todo].sum()), remdm)
             masked = plan[:, i]
             self.report(b, prev, revealed, remasked, told, i == S - 1, masked.tolist())
 
     def report(self, b, prev, revealed, remasked, told, block_done, masked=None):
-        """After each forward pass: count it, time the samples that are done, call on_step (common.Step). masked:
-        the block's [MASK]s per sample, counted on the host (step mode); else read from the canvas."""
+        """After each pass: count it, time finished samples, call on_step. masked: the block's
+        [MASK]s per sample, on the host (step mode); None: read from the canvas."""
         self.steps += 1
         left = (((self.x == self.mask_id) & self.gen_mask).any(1).tolist() if masked is None else
                 [m > 0 or b < last for m, last in zip(masked, self.last_block)])  # later blocks are all [MASK]
@@ -329,21 +315,17 @@ class _Denoiser:
 
 @torch.no_grad()
 def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
-    """Reverse process over the canvas x (B, L) with the switches `opts` (SamplerOptions): positions where gen_mask
-    (B, L) is True are generated (start as [MASK]); all others are fixed text, never changed.
-
-    Step mode (threshold == 0): `steps` passes split over the semi-AR blocks (at most one per position); after step
-    i the lowest-scored round(n * f(i)) of a block's n positions stay masked (f: tokens_per_step). The model is told
-    the t whose 1 - alpha(t) matches the masked fraction of the window it sees. A sample takes part in a step only if
-    it reveals one of its tokens (threshold mode: until it is finished); on_step(common.Step) after every step.
-    Returns (x, stats): nfe (batched passes), nfe_per_sample, seconds_per_sample (to the last fill), seconds, blocks."""
+    """Reverse process over the canvas x (B, L) with `opts` (SamplerOptions): the gen_mask (B, L)
+    positions start as [MASK]; the others are given text, never changed. Step mode: after step i the
+    lowest scored round(n * f(i)) of a block's n positions stay masked (f: tokens_per_step); a
+    sample takes part only if it reveals a token. on_step(common.Step) after every step. Returns (x,
+    stats: nfe, nfe_per_sample, seconds_per_sample to the last fill, seconds, blocks)."""
     L, W, gen_mask = x.size(1), model.args.block_size, gen_mask.bool()
     if L > W and not (opts.semi_ar_length and (gen_mask == gen_mask[:1]).all()):
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {W}: decode it in blocks "
                          f"(semi_ar_length) with the same generated positions in every row")
     d = _Denoiser(model, x, gen_mask, schedule, mask_id, opts, generator, on_step)
-    # with schedule counts the step into t = 0 is the reference's greedy clean-up: the whole sample's last step only,
-    # never the last of every semi-AR block (that made every block's last token an argmax)
+    # the greedy step into t = 0 ends the sample, not each block (else each block ends in an argmax)
     greedy_end = opts.tokens_per_step == "schedule" and not opts.threshold
     for b in range(d.n_blocks):
         lo, hi = _window(d.host_blocks == b, L, W)
@@ -353,9 +335,9 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
                      seconds=time.perf_counter() - d.t0, blocks=d.n_blocks)
 
 
-# ---------------------------------------------------------------------------- what a call costs, in one line
+# ------------------------------------------------------------------- what a call costs, in one line
 def passes(opts, n_gen):
-    """Forward passes per sample of denoise() over n_gen generated positions (None: threshold, adaptive)."""
+    """denoise()'s passes per sample over n_gen positions (None: threshold, adaptive)."""
     if opts.threshold:
         return None
     blen = opts.semi_ar_length or n_gen
@@ -364,7 +346,7 @@ def passes(opts, n_gen):
 
 
 def describe(opts):
-    """The sampler in one line (steps or threshold, counts, order, remask), as inference.py and eval.py print it."""
+    """The sampler in one line, as inference.py and eval.py print it."""
     if opts.threshold:
         how = f"threshold {opts.threshold:g} (NFE adaptive, committed tokens final), order {opts.order}"
     else:

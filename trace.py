@@ -1,11 +1,11 @@
-"""Watching the sampler: its steps (common.Step, one per reverse step, the same from every sampler) as frames of an
-MP4 + GIF (rendered by utils/video.py), live in the terminal (--live), or as a progress bar.
+"""Watching the sampler's steps (common.Step): as frames of an MP4 + GIF (utils/video.py), live in
+the terminal (--live), or as a progress bar.
 
-    writer = open_trace(cfg)                                               # None without --viz-video
-    texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, schedule, device)   # writer None: generate
-    print_written(writer)                                                  # writer.result: {'mp4', 'gif', ...}
-    live = LiveView(tok, cfg.steps); live.start(*canvas.tensors(1, "cpu")); generate(..., on_step=live)
-    with StepBar(cfg.steps) as bar: generate(..., on_step=chain(bar, other_hook))   # a bar on a terminal
+    writer = open_trace(cfg)                               # None without --viz-video
+    texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, schedule, device)
+    print_written(writer)                                  # writer.result: {'mp4', 'gif', ...}
+    live = LiveView(tok, steps); live.start(*canvas.tensors(1, "cpu")); generate(..., on_step=live)
+    with StepBar(cfg.steps) as bar: generate(..., on_step=chain(bar, other_hook))
 """
 import os
 import shutil
@@ -22,14 +22,13 @@ from utils.video import TraceWriter
 
 
 def token_states(tok, ids, gen, revealed, remasked):
-    """[(text, state)] per position of one sample: text None for [MASK], state one of utils/video.STATES."""
+    """[(text, state)] per position of one sample: text None for [MASK], state from video.STATES."""
     texts = [None if tid == tok.mask_id else tok.token_text(tid) for tid in ids]
     return [(text, token_state(text, g, rev, rem)) for text, g, rev, rem in zip(texts, gen, revealed, remasked)]
 
 
 def token_state(text, generated, revealed, remasked):
-    """A position's state in a frame: given text is 'prompt'; of the generated ones, a token sent back to [MASK] this
-    step is 'remasked', a [MASK] (text None) 'mask', a token revealed this step 'new', an older one 'kept'."""
+    """A position's state in a frame: prompt (given), remasked, mask, new (this step) or kept."""
     if not generated:
         return "prompt"
     if remasked:
@@ -40,9 +39,8 @@ def token_state(text, generated, revealed, remasked):
 
 
 class TraceHook:
-    """The sampler's steps as trace frames of sample 0: given text as 'prompt', committed tokens coloured by confidence,
-    re-masked ones marked, its own NFE and block in the header. noise_start (uniform noise): the first frame is the
-    random canvas the sampler starts from (faded), then each step's changed tokens are 'new'."""
+    """The sampler's steps as trace frames of sample 0: tokens coloured by confidence, its NFE and
+    block in the header. noise_start (uniform): the first frame is the sampler's random x_T."""
 
     def __init__(self, writer, tok, every, T, noise_start=False):
         self.writer, self.tok, self.every, self.T, self.frames = writer, tok, every, T, 0
@@ -57,17 +55,17 @@ class TraceHook:
         self.frames += 1
 
     def start(self, x, gen_mask):
-        """The first frame: x (B, L) as the sampler starts from it, nothing yet revealed."""
+        """The first frame: x (B, L) as the sampler starts from it."""
         z = torch.zeros_like(gen_mask)
         self.frame(x, gen_mask, z, z, torch.zeros(x.shape, dtype=torch.float64), 0, self.T, 0)
 
     def __call__(self, st):
-        if self.noise_start and self.frames == 0:  # step 1's prev is the sampler's initial noise x_T
+        if self.noise_start and self.frames == 0:  # step 1's prev is the sampler's x_T
             self.start(st.prev, st.gen_mask)
         nfe = int(st.nfe[0])
         if self.drawn_done or nfe == self.seen_nfe:
-            return  # its final frame is drawn, or it sat the step out (threshold decoding: it had already finished)
-        done = bool(st.finished[0])  # its final state: always a frame, drawn once
+            return  # its final frame is drawn, or it sat the step out (threshold decoding)
+        done = bool(st.finished[0])  # always a frame, drawn once
         self.seen_nfe, self.drawn_done = nfe, done
         if nfe % self.every == 0 or done:
             caption = f"block {st.block + 1}/{st.n_blocks}" if st.n_blocks > 1 else ""
@@ -76,7 +74,7 @@ class TraceHook:
 
 
 def check_trace_path(cfg):
-    """Refuse a --viz-video path that cannot be written, before any work (train.py checks it before step 1)."""
+    """Refuse an unwritable --viz-video path before any work (train.py: before step 1)."""
     if not cfg.viz_video.lower().endswith(".mp4"):
         raise UserError(f"--viz-video {cfg.viz_video} should end in .mp4 (a GIF is written beside it)")
     out_dir = os.path.dirname(cfg.viz_video) or "."
@@ -89,7 +87,7 @@ def check_trace_path(cfg):
 
 
 def open_trace(cfg):
-    """A TraceWriter for cfg.viz_video (GIF beside it), or None; its frames are sized at close to hold the sample."""
+    """A TraceWriter for cfg.viz_video (GIF beside it), or None; frames sized at close."""
     if not cfg.viz_video:
         return None
     check_trace_path(cfg)
@@ -99,18 +97,18 @@ def open_trace(cfg):
 
 
 def trace_paths(mp4):
-    """(the MP4, the GIF beside it): the files a trace writes (train.py refuses to replace an earlier run's)."""
+    """(MP4, the GIF beside it): what a trace writes (train.py never replaces an earlier run's)."""
     return mp4, os.path.splitext(mp4)[0] + ".gif"
 
 
 def trace_title(cfg, cols=64):
-    """The sampler settings that differ from the defaults, each named ('order random, remask none'), in one header
-    line of cols cells: 'micro-dllm  T=100  ' leads when it fits."""
+    """A header line of cols cells naming the sampler settings off their defaults ('order random,
+    remask none'), led by 'micro-dllm  T=100  ' when it fits."""
     obj, th = objectives.get(cfg.objective), cfg.threshold
     block = [f"{cfg.objective} L'={cfg.bd3_block}"] if obj.BLOCKS else []
     if obj.NOISE_START:
         how = [f"{cfg.objective} noise", f"{cfg.steps} steps"]
-    elif obj.BLOCKS and cfg.bd3_speculate and cfg.bd3_ar:  # the clean half's AR, drafted: no reveal setting applies
+    elif obj.BLOCKS and cfg.bd3_speculate and cfg.bd3_ar:  # drafted, checked by the AR: no reveal setting
         how = block + ["drafts checked by its AR"]
     else:  # blocks count steps per block
         steps = f"{min(cfg.steps, cfg.bd3_block)} steps/block" if obj.BLOCKS else f"{cfg.steps} steps"
@@ -121,7 +119,7 @@ def trace_title(cfg, cols=64):
             how += [f"remdm cap eta {cfg.remask_eta:g}" if cfg.remask == "remdm" else f"remask {cfg.remask}"]
         how += [f"semi-AR {cfg.semi_ar_length}"] if cfg.semi_ar_length else []
     temp = f"temp {cfg.temperature:g}"
-    if cfg.temperature_end_share != 1.0:  # the temperature falls as the canvas fills: name the last draws' too
+    if cfg.temperature_end_share != 1.0:  # falling as the canvas fills: name the last draws' too
         temp += f" to {cfg.temperature * cfg.temperature_end_share:.3g}"
     how = ", ".join(how + [temp])
     head = f"micro-dllm  T={cfg.diffusion_steps}  "
@@ -129,14 +127,13 @@ def trace_title(cfg, cols=64):
 
 
 def generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):
-    """generate(), recording the trace of sample 0 (writer None: plain generate); returns what generate() returns.
-    The writer is closed here (its .result says what was written: print_written)."""
+    """generate(), recording sample 0's trace unless writer is None; closes the writer."""
     if writer is None:
         return generate(model, tok, canvas, cfg, schedule, device, generator, on_step=on_step)
     noise = objectives.get(cfg.objective).NOISE_START
     hook = TraceHook(writer, tok, cfg.trace_every, cfg.diffusion_steps, noise_start=noise)
     with writer:
-        if not noise:  # noise: the start frame is the sampler's own x_T (see TraceHook)
+        if not noise:  # noise: the start frame is the sampler's own x_T (TraceHook)
             x, gen_mask = canvas.tensors(1, "cpu")
             hook.start(x.masked_fill(gen_mask, tok.mask_id), gen_mask)
         return generate(model, tok, canvas, cfg, schedule, device, generator, on_step=chain(hook, on_step))
@@ -151,23 +148,22 @@ def print_written(writer):
         print(f"trace: {res['frames']} frames -> " + ", ".join(p for p in (res["mp4"], res["gif"]) if p))
 
 
-# --live: ANSI colours per token state (the video's palette, as near as a terminal gets)
+# --live: ANSI colours per token state, near the video's palette
 ANSI = dict(prompt="\x1b[34m", mask="\x1b[90m", new="\x1b[1;30;43m", kept="", remasked="\x1b[1;37;41m")
 
 
 class LiveView:
-    """--live: sample 0's canvas redrawn in place after every step (an on_step hook): given text blue, [MASK] grey '_',
-    tokens revealed this step on yellow, re-masked ones on red, at most fps steps a second. Off a terminal, each step
-    is printed as plain text (a header line, then the canvas)."""
+    """--live, an on_step hook: sample 0's canvas redrawn in place after every step, at most fps a
+    second. Off a terminal, each step is printed as plain text."""
 
     def __init__(self, tok, steps, stream=None, fps=0.0):
         self.tok, self.steps, self.out = tok, steps, stream or sys.stdout
         self.tty, self.lines, self.seen_nfe = self.out.isatty(), 0, 0
-        # slept: seconds paused, for the caller to leave out of its time; shown: when the last frame was drawn
+        # slept: seconds paused, for the caller's timing; shown: the last frame's time
         self.fps, self.slept, self.shown = fps, 0.0, None
 
     def pace(self):
-        """At most fps frames a second: wait out the rest of the last frame's 1 / fps."""
+        """At most fps frames a second: wait out the last frame's 1 / fps."""
         wait = self.shown + 1 / self.fps - time.perf_counter() if self.fps > 0 and self.shown is not None else 0
         if wait > 0:
             time.sleep(wait)
@@ -181,7 +177,7 @@ class LiveView:
     def __call__(self, st):
         nfe = int(st.nfe[0])
         if nfe == self.seen_nfe:
-            return  # this sample sat the step out (threshold decoding: it had already finished)
+            return  # sat the step out (threshold decoding)
         self.seen_nfe = nfe
         blocks = f", block {st.block + 1}/{st.n_blocks}" if st.n_blocks > 1 else ""
         self.draw(st.x[0].tolist(), st.gen_mask[0].tolist(), st.revealed[0].tolist(), st.remasked[0].tolist(),
@@ -190,7 +186,7 @@ class LiveView:
     def draw(self, ids, gen, revealed, remasked, header):
         self.pace()
         cells = [(c, state) for text, state in token_states(self.tok, ids, gen, revealed, remasked)
-                 for c in ("_" if text is None else text)]  # (character, state)
+                 for c in ("_" if text is None else text)]
         n_masked = sum(1 for tid, g in zip(ids, gen) if g and tid == self.tok.mask_id)
         header = f"{header}: {n_masked} of {sum(gen)} generated positions masked"
         if not self.tty:
@@ -199,35 +195,35 @@ class LiveView:
             return
         cols, rows = shutil.get_terminal_size((80, 24))
         lines = [[]]
-        for c, state in cells:  # wrap by hand, so the next frame knows how many lines to go back up
+        for c, state in cells:  # wrap by hand: the next frame must know how many lines to go up
             if c == "\n" or len(lines[-1]) >= cols - 1:
                 lines.append([])
             if c != "\n":
                 lines[-1].append((c, state))
-        lines = lines[-(rows - 3):]  # taller than the terminal: the end, where the work is
+        lines = lines[-(rows - 3):]  # taller than the terminal: show the end, where the work is
 
-        def paint(state, text):  # text in the state's colours, reset after
+        def paint(state, text):
             return f"{ANSI[state]}{text}\x1b[0m" if ANSI[state] else text
 
-        def painted(line):  # a line's runs of one state, each painted at once
+        def painted(line):  # each run of one state painted at once
             return "".join(paint(s, "".join(c for c, _ in run)) for s, run in groupby(line, key=lambda cell: cell[1]))
         legend = " ".join(paint(s, w) for s, w in (("prompt", "given"), ("mask", "_ [MASK]"), ("new", "new"),
                                                    ("remasked", "re-masked")))
         body = "\n".join(painted(ln) for ln in lines)
-        up = f"\x1b[{self.lines}F\x1b[J" if self.lines else ""  # back to the first line of the last frame, clear below
+        up = f"\x1b[{self.lines}F\x1b[J" if self.lines else ""  # up to the last frame's first line, clear below
         self.out.write(f"{up}\x1b[1m{header[:cols - 1]}\x1b[0m\n{legend}\n{body}\n")
         self.out.flush()
         self.lines = len(lines) + 2
 
 
-# ----------------------------------------------------------------------------- progress
+# ---------------------------------------------------------------------------- progress
 class StepBar:
-    """An on_step hook: a tqdm bar over the sampler's steps (or other units, n at a time), with an ETA, on stderr
-    when it is a terminal (and on=True). A context manager: the bar is gone when the block ends, however it ends."""
+    """An on_step hook: a tqdm bar with an ETA, on stderr if a terminal (and on); closed when the
+    with-block ends, however it ends."""
 
     def __init__(self, total, on=True, desc="sampling", unit="step"):
         from tqdm import tqdm
-        # disable=None: tqdm shows the bar only on a terminal
+        # disable=None: only on a terminal
         self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, disable=None if on else True,
                         dynamic_ncols=True)
 
@@ -242,7 +238,7 @@ class StepBar:
 
 
 def chain(*hooks):
-    """One on_step hook that calls each of the given ones (None ones left out); None if there are none."""
+    """One on_step hook calling each given one (None left out); None if there are none."""
     hooks = [h for h in hooks if h is not None]
     if len(hooks) <= 1:
         return hooks[0] if hooks else None

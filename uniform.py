@@ -1,22 +1,20 @@
-"""Uniform-state discrete diffusion: forward noise, the exact discrete-time NELBO, its estimator, and the
-ancestral reverse sampler (UDLM, Schiff et al. 2024; Duo, Sahoo et al. 2025; D3PM, Austin et al. 2021).
+"""Uniform-state discrete diffusion (UDLM, Schiff et al. 2024; Duo, Sahoo et al. 2025; D3PM, Austin
+et al. 2021): forward noise, the exact NELBO and its estimator, the ancestral sampler. No [MASK]:
+noise is a uniform draw from the V real ids. Per position, with alpha(t) from common.Schedule:
 
-No [MASK]: with V the real vocabulary (the tokenizer's [MASK] id excluded) and alpha(t) from common.Schedule,
-
-    q(x_t | x_0)     = alpha(t) onehot(x_0) + (1 - alpha(t)) / V           (noise = a uniform random token)
+    q(x_t | x_0)     = alpha(t) onehot(x_0) + (1 - alpha(t)) / V
     q(x_t | x_s)     = b onehot(x_s) + (1 - b) / V,  b = alpha(t) / alpha(s)  (s < t)
     q(x_s | x_t, x0) = q(x_t | x_s) q(x_s | x0) / q(x_t | x0)
-    p(x_s | x_t)     = sum_x0 pi(x0) q(x_s | x_t, x0),  pi = the model's x0 distribution given (x_t, t)
+    p(x_s | x_t)     = sum_x0 pi(x0) q(x_s | x_t, x0),  pi = the model's x0 distribution
 
-per position. p is the exact reverse step when pi is the true p(x0 | x_t), so the bound is tight there
-(tests/test_uniform.py). The NELBO, an upper bound on -log p(x0):
+p is exact when pi is the true p(x0 | x_t) (tests/test_uniform.py). The NELBO >= -log p(x0) is
 
-    KL(q(x_T | x0) || uniform) + sum_{t=2..T} E_q(x_t|x0) KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t))
-                               + E_q(x_1|x0) [-log pi(x0 | x_1)]
+    KL(q(x_T | x0) || uniform) + E_q(x_1|x0) [-log pi(x0 | x_1)]
+        + sum_{t=2..T} E_q(x_t|x0) KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)),
 
-estimated, like mdlm's, with t drawn stratified from 1..T and the term multiplied by T. Derivation: learning.md.
+estimated as mdlm's: t stratified over 1..T, the term times T. Derivation: learning.md.
 
-    python -c "from uniform import *; from common import Schedule; print(prior_kl(Schedule(100), 65))"
+    python -c "import uniform, common; print(uniform.prior_kl(common.Schedule(100), 65))"
 """
 import math
 import time
@@ -30,20 +28,18 @@ from utils.errors import UserError
 
 
 def real_ids(vocab_size, mask_id, device="cpu"):
-    """The ids noise may draw and the model may predict: every id but [MASK] (last for char, 1 for BPE)."""
+    """Every id but [MASK] (last for char, 1 for BPE): what noise draws and the model predicts."""
     return torch.cat([torch.arange(mask_id, device=device), torch.arange(mask_id + 1, vocab_size, device=device)])
 
 
 def compact(x, real):
-    """Token ids -> positions in `real` (0..V-1), the index space of all the maths below."""
+    """Token ids -> positions in `real` (0..V-1), the index space of the maths below."""
     return torch.searchsorted(real.to(x.device), x.contiguous())
 
 
 def noise_draws(shape, t, schedule, V, generator=None, device="cpu"):
-    """The noise of one pass (common.Drawn): the times t, a U[0, 1) draw per token (it keeps its token when under
-    alpha(t)) and a random token (an index into the real vocabulary of V) for each, drawn in that order on the
-    device (common.on_device): no host copy; and the prior term (prior_kl), read on the host. Made ahead of the
-    pass, as a compiled step needs."""
+    """One pass's noise (common.Drawn), made ahead as a compiled step needs: per token a U[0, 1)
+    draw (kept under alpha(t)), then a random real index, on the device; and the prior term."""
     dev = draw_device(device)
     g = on_device(generator, dev)
     uniform = torch.rand(shape, generator=g, device=dev)
@@ -52,18 +48,17 @@ def noise_draws(shape, t, schedule, V, generator=None, device="cpu"):
 
 
 def uniform_corrupt(x0, t, schedule, real, generator=None, drawn=None):
-    """q(x_t | x0): each token is kept with probability alpha(t), else replaced by a uniform draw from the real
-    vocabulary (which may be x0 again: a token survives with probability alpha + (1 - alpha) / V).
-    x0 (B, L) long, t (B,) long. drawn: the noise (noise_draws), drawn here from generator when None."""
+    """q(x_t | x0), x0 (B, L), t (B,): a token is kept w.p. alpha(t), else redrawn (x0 included).
+    drawn: noise_draws' output, drawn here from generator when None."""
     drawn = noise_draws(x0.shape, t, schedule, len(real), generator, x0.device) if drawn is None else drawn
     a = schedule.on(x0.device)[0][t].float()[:, None]  # (B, 1)
     return torch.where(drawn.uniform < a, x0, real.to(x0.device)[drawn.noise])
 
 
 def _log_kernel(a, x, V):
-    """log(a onehot(x) + (1 - a) / V) over j (B, L, V) float64, a (B,): every distribution in this file is one.
-    Read as a function of j: q(x_s = j | x0 = x) with a = alpha(s); q(x_t = x | x_s = j) with a = alpha(t|s);
-    q(x_t = x | x0 = j) with a = alpha(t) (the kernel is symmetric in its two tokens)."""
+    """log(a onehot(x) + (1 - a) / V) over j (B, L, V) float64, a (B,): every distribution here.
+    In j: q(x_s = j | x0 = x) for a = alpha(s), q(x_t = x | x_s = j) for a = alpha(t|s),
+    q(x_t = x | x0 = j) for a = alpha(t) (the kernel is symmetric)."""
     a = a.double()[:, None, None]
     miss = (torch.log1p(-a) - math.log(V)).expand(*x.shape, V)  # log((1 - a) / V); -inf when a = 1
     hit = torch.log(a + (1 - a) / V).expand(*x.shape, 1)
@@ -71,15 +66,14 @@ def _log_kernel(a, x, V):
 
 
 def reverse_log_probs(logp0, xt, a_s, a_t, V):
-    """log p(x_s = j | x_t) for all j, with p = sum_x0 pi(x0) q(x_s | x_t, x0): (B, L, V) float64.
-    logp0 (B, L, V) log pi over the real vocabulary; xt (B, L) compact ids; a_s, a_t (B,) float64, a_s > a_t.
+    """log p(x_s = j | x_t) (B, L, V) float64, p = sum_x0 pi(x0) q(x_s | x_t, x0). logp0 (B, L, V):
+    log pi over the real ids; xt (B, L) compact ids; a_s > a_t (B,) float64.
 
-    Writing w(x0) = pi(x0) / q(x_t | x0) and S = sum_x0 w(x0):
-
+        w(x0) = pi(x0) / q(x_t | x0),  S = sum_x0 w(x0)
         p(x_s = j | x_t) = q(x_t | x_s = j) * (a_s w(j) + (1 - a_s) / V * S)
 
-    (the posterior is linear in onehot(x0) once divided by its normaliser q(x_t | x0), which is why the mixture
-    is cheap). Worked in log space so that s = 0 (a_s = 1: p = pi exactly) and tiny pi stay finite."""
+    Cheap: the posterior is linear in onehot(x0) once divided by q(x_t | x0). In log space, so s = 0
+    (a_s = 1: p = pi) and tiny pi stay finite."""
     logp0 = logp0.double()
     log_a = _log_kernel(a_t / a_s, xt, V)  # log q(x_t | x_s = j), alpha(t | s) = a_t / a_s
     logw = logp0 - _log_kernel(a_t, xt, V)  # log pi(j) - log q(x_t | x0 = j)
@@ -90,18 +84,17 @@ def reverse_log_probs(logp0, xt, a_s, a_t, V):
 
 
 def bound_terms(logits_real, x0c, xtc, t, schedule):
-    """The NELBO's step-t term at every position (B, L) float64, for one draw x_t:
-    KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) for t >= 2, -log pi(x0 | x_1) for t = 1.
-    logits_real (B, L, V) over the real vocabulary; x0c, xtc (B, L) compact ids; t (B,)."""
+    """The NELBO's step-t term (B, L) float64 for one draw x_t: the KL for t >= 2, -log pi(x0 | x_1)
+    for t = 1. logits_real (B, L, V) over the real ids; x0c, xtc (B, L) compact ids; t (B,)."""
     V = logits_real.size(-1)
     logp0 = logits_real.double().log_softmax(-1)
     recon = -logp0.gather(-1, x0c[..., None]).squeeze(-1)  # t = 1: p(x0 | x1) = pi
     alpha = schedule.on(logits_real.device)[0]
-    # a stand-in a_s < 1 on rows with t = 1 keeps their (unused) KL finite, so no NaN leaks into the gradient
+    # a stand-in a_s < 1 where t = 1 keeps the unused KL finite: no NaN leaks into the gradient
     a_s = torch.where(t == 1, torch.full_like(alpha[t], 0.5), alpha[t - 1])
     a_t = torch.where(t == 1, torch.full_like(alpha[t], 0.25), alpha[t])
     log_p = reverse_log_probs(logp0, xtc, a_s, a_t, V)
-    # the true posterior, Bayes: log q(x_s=j | x_t, x0) = log q(x_t | x_s=j) + log q(x_s=j | x0) - log q(x_t | x0)
+    # the true posterior, Bayes: log q(x_t | x_s=j) + log q(x_s=j | x0) - log q(x_t | x0)
     log_z = _log_kernel(a_t, xtc, V).gather(-1, x0c[..., None])  # (B, L, 1)
     log_q = _log_kernel(a_t / a_s, xtc, V) + _log_kernel(a_s, x0c, V) - log_z
     kl = (log_q.exp() * (log_q - log_p)).sum(-1)  # every q > 0 here (a_s < 1), so no 0 * log 0
@@ -109,7 +102,7 @@ def bound_terms(logits_real, x0c, xtc, t, schedule):
 
 
 def prior_kl(schedule, V):
-    """KL(q(x_T | x0) || uniform) per token, nats: 0 when alpha(T) = 0 (every schedule here), kept for honesty."""
+    """KL(q(x_T | x0) || uniform) per token, nats: 0 when alpha(T) = 0 (every schedule here)."""
     a = schedule.alpha[-1].item()
     if a == 0.0:
         return 0.0
@@ -118,12 +111,9 @@ def prior_kl(schedule, V):
 
 
 def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_size=None, drawn=None):
-    """One training/eval pass: (loss, per-sequence NELBO estimate in nats/token (B,), aux). The estimate is
-    T times the step-t term at a stratified t, summed over positions, plus the prior term, divided by L.
-    vocab_size: the tokenizer's (default model.args.vocab_size; a DDP-wrapped model has no .args). drawn: the pass's
-    draws made ahead (noise_draws: a compiled step's, the pass then a pure function of its tensors); else t (drawn
-    stratified if None) and the noise are drawn here from generator.
-    aux: t, noised = (x_t != x0) (the positions the noise changed), logits (B, L, V_real), real (the ids)."""
+    """One pass: (loss, NELBO estimate in nats/token (B,), aux: t, noised (x_t != x0), logits,
+    real). vocab_size: needed when DDP wraps the model (no .args). drawn: the draws made ahead
+    (noise_draws); else t (stratified if None) and the noise come from generator."""
     B, L = x0.shape
     real = real_ids(vocab_size or model.args.vocab_size, mask_id, x0.device)
     if drawn is None:
@@ -139,20 +129,18 @@ def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_siz
 
 @torch.no_grad()
 def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
-    """Ancestral reverse process for uniform noise. x (B, L) the canvas; gen_mask's positions start as uniform random
-    tokens (x_T) and are all redrawn from p(x_s | x_t) at every step t -> s of time_grid(T, opts.steps); the others
-    are fixed text, seen clean. opts.temperature, top_k and top_p shape pi before it enters the posterior, whose draw
-    is then exact (float64; temperature 0: its argmax); the step into s = 0 draws from pi itself. on_step(common.Step)
-    after each step: revealed = the positions whose token changed (the first step's prev is x_T), conf = each token's
-    posterior probability, nothing re-masked. Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample,
-    blocks)."""
+    """Ancestral reverse process over the canvas x (B, L): gen_mask's positions start as random
+    tokens (x_T), all redrawn from p(x_s | x_t) at each step of time_grid(T, opts.steps); the rest
+    is given text. temperature, top_k and top_p shape pi before the exact float64 posterior draw.
+    on_step(common.Step): revealed = changed tokens, conf = their posterior probability.
+    Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample, blocks)."""
     (B, L), dev, t0, steps, temperature = x.shape, x.device, time.perf_counter(), opts.steps, opts.temperature
     if L > model.args.block_size:
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {model.args.block_size}")
-    at = gen_mask.flatten().nonzero().squeeze(1).to(dev)  # the generated positions, read once a call: no sync a step
+    at = gen_mask.flatten().nonzero().squeeze(1).to(dev)  # read once a call: no sync a step
     gen_mask = gen_mask.bool().to(dev)
     real = real_ids(model.args.vocab_size, mask_id, dev)
-    V, dd = len(real), draw_device(dev)  # x_T, drawn where draws run: on the CPU the generator's own numbers
+    V, dd = len(real), draw_device(dev)  # x_T drawn where draws run: on the CPU, the generator's own
     x = torch.where(gen_mask, real[torch.randint(V, (B, L), generator=on_device(generator, dd), device=dd).to(dev)], x)
     grid, alpha = time_grid(schedule.T, steps), schedule.on(dev)[0]
     conf, none = torch.zeros(B, L, dtype=torch.float64, device=dev), torch.zeros_like(gen_mask)
@@ -161,10 +149,10 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
         logits = no_mask_logit(model(x, tt), mask_id).index_select(-1, real)  # (B, L, V)
         logp0 = filter_logits(logits, temperature, opts.top_k, opts.top_p)  # float64, -inf outside top-k/top-p
         log_p = reverse_log_probs(logp0, compact(x, real), alpha[torch.full_like(tt, s)], alpha[tt], V)
-        log_p = log_p.flatten(0, 1)[at]  # (N, V) only generated positions
+        log_p = log_p.flatten(0, 1)[at]  # (N, V) generated positions only
         draw = sample_tokens(log_p, temperature, generator)  # (N,)
         prev = x
-        x = put_at(x, at, real[draw])  # new tensors, as masked_scatter(gen_mask, ...) gives: a hook may keep the old
+        x = put_at(x, at, real[draw])  # a new tensor: a hook may keep the old one
         conf = put_at(conf, at, log_p.gather(-1, draw[:, None]).squeeze(-1).exp())
         if on_step is not None:
             on_step(Step(step=i + 1, nfe=torch.full((B,), i + 1), time=tt, x=x, prev=prev, gen_mask=gen_mask,
@@ -173,8 +161,8 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
     return x, dict(nfe=steps, nfe_per_sample=[steps] * B, seconds=secs, seconds_per_sample=[secs] * B, blocks=1)
 
 
-# ---------------------------------------------------------------------------- the objective (objectives.py)
-MODEL = dict(self_cond=False, clean_causal=False)  # no [MASK] positions to feed a prediction to
+# -------------------------------------------------------------------- the objective (objectives.py)
+MODEL = dict(self_cond=False, clean_causal=False)  # no [MASK] to feed a prediction to
 IGNORES = {**dict.fromkeys(("loss_type", *REVEAL_KEYS, "bd3_block", "mask_min",
                            "mask_max", "bd3_loss", "bd3_speculate", "bd3_ar"),
                           "it trains its NELBO at every position and redraws every position each step, with no [MASK]"),
@@ -193,21 +181,21 @@ def check(cfg, given=()):
 
 
 def draws(x, cfg, schedule, tok, draw):
-    """The random draws of the micro-batch x's loss (common.Drawn), eager: its times, stratified over the global batch
-    (shared u), and its noise (noise_draws) from the keyed generator; and the prior term, read on the host."""
-    # the schedule's tables on x's device now, eagerly: loss_of only reads them (a CUDA graph would own a first copy)
+    """The micro-batch x's draws (common.Drawn), eager: t stratified over the global batch (shared
+    u), then noise_draws from the keyed generator."""
+    # the schedule's tables onto x's device eagerly: a CUDA graph of loss_of would own a first copy
     schedule.on(x.device)
     t = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u)
     return noise_draws(x.shape, t, schedule, len(real_ids(tok.vocab_size, tok.mask_id)), draw.generator, x.device)
 
 
 def loss_of(model, x, cfg, schedule, tok, drawn):
-    """The training loss of x given its draws: a pure function of the model, x and drawn's tensors (compiled)."""
+    """x's training loss given its draws: a pure function of its tensors (compiled)."""
     return uniform_loss(model, x, schedule, tok.mask_id, vocab_size=tok.vocab_size, drawn=drawn)[0]
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):
-    """The NELBO per window (B,); evaluate's details read the positions the noise changed."""
+    """The NELBO per window (B,) and evaluate's details (scored: where the noise changed x)."""
     _, nelbo, aux = uniform_loss(model, x, schedule, tok.mask_id, generator, t[:, 0], tok.vocab_size)
     return nelbo, dict(scored=aux["noised"], pred=aux["real"][aux["logits"].argmax(-1)], logits=aux["logits"],
                        t_tok=t.expand_as(x))
