@@ -27,7 +27,7 @@ PEAK_FLOPS = {
 }
 
 
-DEVICE_TYPES = ("cpu", "cuda", "mps")  # the ones this program runs on (torch names more: xla, meta, ...)
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # the ones this program runs on
 
 
 def devices_here():
@@ -37,9 +37,9 @@ def devices_here():
 
 
 def pick_device(name):
-    """The torch.device that --device names; 'auto' is the first accelerator there is, else the CPU.
-    An unknown type, a missing accelerator or an index past the devices (cuda:7 on one GPU) is a
-    UserError listing the devices here, not a traceback at the first tensor."""
+    """The torch.device --device names ('auto': the first accelerator, else the CPU). An unknown
+    type, a missing accelerator or a bad index (cuda:7) is a UserError listing the devices here,
+    not a traceback at the first tensor."""
     available = dict(cuda=torch.cuda.is_available, mps=torch.backends.mps.is_available)
     if name == "auto":
         return torch.device(next((kind for kind, there in available.items() if there()), "cpu"))
@@ -57,19 +57,17 @@ def pick_device(name):
 
 
 class CpuThreads:
-    """The thread count of a CPU run, unless OMP_NUM_THREADS (or MKL_NUM_THREADS) fixes it.
-
-    It takes every core no other runnable process holds (the 1-minute load average less our own
-    threads), at least one, split evenly over torchrun's ranks, and fits again at each log line.
-    A thread waiting for a busy core holds up the whole step, so no fixed count suits both a quiet
-    and a shared machine. Why: dev/LOG.md, "How many CPU threads a run wants"."""
+    """The thread count of a CPU run, unless OMP_NUM_THREADS (or MKL_NUM_THREADS) fixes it: every
+    core no other process holds (the 1-minute load average less ours), at least one, split over
+    torchrun's ranks, refitted at each log line. A thread waiting for a busy core holds up the whole
+    step, so no fixed count suits both a quiet and a busy machine: dev/LOG.md, "How many CPU
+    threads a run wants"."""
 
     def __init__(self, device, world=1, environ=None, cores=None, load=None):
         environ = os.environ if environ is None else environ
         given = environ.get("OMP_NUM_THREADS") or environ.get("MKL_NUM_THREADS")
         self.given = int(given) if given and given.strip().isdigit() and int(given) > 0 else None
         self.auto = device.type == "cpu" and self.given is None
-        # torch's default cores, split evenly between the ranks
         self.cores = max(1, (cores or _torch_default_threads()) // world)
         self.load = load or load_average  # (a test passes its own)
         self.n = torch.get_num_threads()
@@ -78,8 +76,7 @@ class CpuThreads:
             torch.set_num_threads(self.n)
 
     def fit(self, mine):
-        """The cores the other processes leave (load less `mine`, our own threads), at least one;
-        every core where the OS keeps no load average (Windows)."""
+        """The cores others leave (load less `mine`, ours), at least one; all if no load average."""
         load = self.load()
         if load is None:
             return self.cores
@@ -124,13 +121,11 @@ def load_average():
 
 
 def compile_step(loss_of, model, cfg, device, world=1):
-    """(loss_of, model) as the training step runs them, compiled where --compile says.
-
-    'auto' compiles on CUDA, where eager is launch-bound, and leaves a CPU eager (no gain measured).
-    loss_of(model, x, cfg, schedule, tok, drawn) is an objective's pure loss, its draws made before.
-    On one process it is compiled whole, on CUDA with CUDA graphs ('reduce-overhead'): dev/LOG.md,
-    "the first idle-GPU check". Under DDP only the model is compiled, the case torch tests: its
-    DDPOptimizer splits the graph at gradient buckets, so the backward overlaps the all-reduce."""
+    """(loss_of, model) as the training step runs them, compiled where --compile says ('auto': on
+    CUDA, where eager is launch-bound; a CPU gained nothing). One process compiles the pure loss
+    loss_of(model, x, cfg, schedule, tok, drawn) whole, with CUDA graphs on CUDA (dev/LOG.md, "the
+    first idle-GPU check"). DDP compiles the model alone, the case torch tests: its DDPOptimizer
+    splits the graph at gradient buckets, so the backward overlaps the all-reduce."""
     if not (cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")):
         return loss_of, model
     if world > 1:
@@ -141,7 +136,7 @@ def compile_step(loss_of, model, cfg, device, world=1):
 def precision(device, dtype="auto", bf16_supported=None):
     """The autocast dtype's name. 'auto' is bf16 on a GPU that has it (Ampere on), fp16 with a
     GradScaler where bf16 is emulated (V100, T4), fp32 elsewhere (bf16 measured 2.4x slower on CPU).
-    bf16_supported: the GPU's answer, asked when None."""
+    bf16_supported: asked of the GPU when None."""
     assert dtype in DTYPES, dtype
     if device.type != "cuda" or dtype not in ("auto", "bfloat16"):
         return "float32" if dtype == "auto" else dtype
@@ -203,8 +198,8 @@ def all_reduce_mean(x, world):
 
 
 def grad_accum_steps(total_batch_size, micro_tokens, world):
-    """Micro-steps so that world * accum * micro_tokens == total_batch_size (0: one micro-batch).
-    A recipe's step is the same on any world size: split over the ranks, never multiplied."""
+    """Micro-steps so that world * accum * micro_tokens == total_batch_size (0: one micro-batch):
+    a recipe's step is the same on any world size."""
     total = total_batch_size or micro_tokens
     if total % (micro_tokens * world):
         why = (f"world size {world} does not divide total_batch_size={total}" if total % world else
@@ -217,9 +212,8 @@ def grad_accum_steps(total_batch_size, micro_tokens, world):
 
 
 def keyed_generator(*key):
-    """A CPU generator seeded from ints, e.g. (seed, stream, step, slot).
-    Keyed draws carry no state: a resumed run, or a batch split otherwise over ranks and
-    micro-steps, sees the same draws."""
+    """A CPU generator seeded from ints, e.g. (seed, stream, step, slot): stateless draws, the
+    same after a resume or over any split into ranks and micro-steps."""
     entropy = [k & 0xFFFFFFFFFFFFFFFF for k in key]  # SeedSequence wants non-negative ints
     return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
 
