@@ -42,8 +42,7 @@ def migrate(ckpt):
 
 
 def checksum(obj):
-    """A digest of all obj holds but its 'checksum': tensors' dtype, shape and bytes, other
-    values' repr, dict keys sorted."""
+    """A digest of all obj holds but 'checksum': tensors' dtype, shape, bytes; others' repr."""
     h = hashlib.blake2b(digest_size=16)
 
     def walk(x):
@@ -75,8 +74,7 @@ def fall_back(path):
 
 
 def _intact_other(p, path):
-    """Whether p is a file other than path that loads and matches its checksum.
-    False on a dangling link or a file removed since (samefile raises)."""
+    """Whether p is not path, loads and matches its checksum (False on a dangling link, too)."""
     try:
         if os.path.samefile(p, path):
             return False
@@ -101,8 +99,8 @@ def host_copy(obj):
 
 
 class BackgroundWriter:
-    """Writes checkpoints on a thread, one at a time, while training goes on.
-    Under DDP the other ranks then wait only for rank 0's copy to the host."""
+    """Writes checkpoints on a thread, one at a time, while training goes on: under DDP the other
+    ranks wait only for rank 0's copy to the host."""
 
     def __init__(self):
         self.pool, self.pending = ThreadPoolExecutor(1), None
@@ -112,8 +110,8 @@ class BackgroundWriter:
         self.pending = self.pool.submit(write)
 
     def wait(self):
-        """Join the write in flight, raising its error. A Ctrl-C here leaves it pending for the
-        next wait(), so its checkpoint is reported, not called lost."""
+        """Join the write in flight, raising its error. A Ctrl-C here leaves it pending, so the
+        checkpoint it makes is reported, not called lost."""
         if self.pending is None:
             return
         try:
@@ -152,8 +150,8 @@ def numbered_checkpoints(out_dir):
 
 
 def save_run_checkpoint(out_dir, state, keep_last=1, is_best=False):
-    """Write model.pt (best.pt when is_best); with keep_last >= 2 also model_<iter>.pt, keeping
-    the keep_last newest. Returns the numbered files removed, an abandoned run's later ones too."""
+    """Write model.pt (best.pt when is_best), and with keep_last >= 2 model_<iter>.pt, keeping the
+    keep_last newest. Returns the numbered files removed, an abandoned run's later ones too."""
     latest = os.path.join(out_dir, "model.pt")
     if keep_last >= 2:
         numbered = os.path.join(out_dir, f"model_{state['iter']:07d}.pt")
@@ -172,8 +170,8 @@ def save_run_checkpoint(out_dir, state, keep_last=1, is_best=False):
 
 
 def load_latest(out_dir, warn=print):
-    """(ckpt, path) of the newest checkpoint in out_dir that loads: model.pt, or a newer numbered
-    one (a kill before model.pt was linked), or one standing in for an unreadable model.pt."""
+    """(ckpt, path) of the newest checkpoint in out_dir that loads: model.pt, or a numbered one
+    newer (killed before linking) or standing in for an unreadable model.pt."""
     latest = os.path.join(out_dir, "model.pt")
     if not os.path.exists(latest) and not numbered_checkpoints(out_dir):
         raise UserError(f"--resume: no checkpoint in {out_dir}: drop --resume to start a new run, "
@@ -199,8 +197,7 @@ def load_latest(out_dir, warn=print):
 
 
 def trim_metrics(path, upto):
-    """Keep metrics.jsonl's rows up to iter `upto` (-1: none), which a resume will not log again.
-    Drops unreadable lines (a row cut by a kill)."""
+    """Keep metrics.jsonl's rows up to iter `upto` (-1: none), dropping lines a kill cut."""
     keep = []
     if upto >= 0 and os.path.exists(path):
         with open(path) as f:
@@ -242,8 +239,7 @@ def load_checkpoint(path):
 
 
 def lacks_keys(ckpt, but=None):
-    """Whether ckpt is not a dict of REQUIRED's keys and types (but: a key not asked, as an
-    export's config holds no weights)."""
+    """Whether ckpt is not a dict of REQUIRED's keys and types (but: a key an export lacks)."""
     return not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), t) for k, t in REQUIRED.items() if k != but)
 
 

@@ -25,9 +25,9 @@ INT64_MAX = 2 ** 63 - 1  # the largest tensor size or index
 
 
 class ArgParser(argparse.ArgumentParser):
-    """argparse whose bad flag is one line (run_cli), not a usage block. type=output adds --force.
-    A flag with needs=(dests) is refused unless one of those is on, so what is asked is what runs.
-    No abbreviations (allow_abbrev=False): needs= and every refusal see the flag as typed."""
+    """argparse whose bad flag is one line (run_cli). type=output adds --force. A flag with
+    needs=(dests) is refused unless one is on (what is asked is what runs). No abbreviations, so
+    every refusal sees the flag as typed."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
@@ -125,8 +125,7 @@ seed = at_least(0, most=2 ** 32 - 1)
 
 
 def list_of(element):
-    """'a,b,c' -> [element(a), ...]; element is a type, a check (at_least(1), band) or a tuple of
-    allowed names. A wrong item names itself; an empty list is refused."""
+    """'a,b,c' -> [element(a), ...]; element: a type, a check (band) or a tuple of names."""
     def items(text):
         values = [v.strip() for v in text.split(",") if v.strip()]
         if not values:
@@ -138,14 +137,14 @@ def list_of(element):
             raise argparse.ArgumentTypeError(f"{v!r} is not one of {', '.join(element)}")
         try:
             return v if isinstance(element, tuple) else fits(element(v), v)
-        except ValueError:  # a plain type (int, float); the checks word their own errors
+        except ValueError:  # a plain type; the checks word their own errors
             raise argparse.ArgumentTypeError(f"{v!r} is not a valid {element.__name__}") from None
     items.element = element
     return items
 
 
 def boolean(text):
-    """'true' / 'false' (or 1 / 0, yes / no, on / off) -> bool: bool('false') would be True."""
+    """'true' / 'false' (1 / 0, yes / no, on / off) -> bool, since bool('false') is True."""
     words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
     if text.lower() not in words:
         raise ValueError(text)
@@ -178,8 +177,8 @@ def band(text):
 
 
 def read_json(path, what, keys, fix, rows=()):
-    """The JSON object in `path`, checked to be a complete `what`: all `keys`, and `rows` in each of
-    its 'runs'. Any failure is one UserError naming the file and `fix`."""
+    """The JSON object in `path`, holding all `keys` and `rows` in each of its 'runs', or one
+    UserError naming the file and `fix`."""
     try:
         d = json.loads(read_text(path, what, fix))
     except json.JSONDecodeError as e:
