@@ -18,7 +18,7 @@ from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint, save_token
 CACHE_ROOT = os.path.join("artifacts", "data")
 
 _TINYSTORIES = "python scripts/data.py --dataset roneneldan/TinyStories"
-MAKE_DATA = {  # how to make each file a preset reads, named when it is missing
+MAKE_DATA = {  # how to make each file a preset reads
     **{f"data/{name}": f"it ships with the repository: restore it with git checkout -- data/{name}"
        for name in ("tinyshakespeare.txt", "tinystories_train_head.txt", "tinystories_valid_head.txt")},
     "data/stories.txt": f"{_TINYSTORIES} --split train --num-stories 10000 --seed 1337 --output data/stories.txt",
@@ -153,7 +153,7 @@ def split_ids(train_ids, val_ids, split):
 
 
 def chars_per_token(tok, windows):
-    """Characters per token of the windows (N, L), exactly. Every window scores as many tokens, so
+    """Characters per token of the windows (N, L), exactly. Windows score equal token counts, so
     (mean nats/token) / this = summed ELBO / characters scored."""
     counts = torch.tensor(tok.char_counts(), dtype=torch.float64)
     return (counts[windows].sum() / windows.numel()).item()
@@ -173,8 +173,8 @@ def get_batch(ids, batch_size, length, generator, device):
 
 
 def fixed_windows(ids, n, length):
-    """Up to n windows (n', length), evenly spaced: the same set at every eval, never overlapping
-    (overlap scores a token many times while the standard error counts each window once)."""
+    """Up to n windows (n', length), evenly spaced, the same at every eval. They never overlap:
+    the standard error counts each window once."""
     n = max(1, min(n, (len(ids) - 1) // length))
     starts = np.linspace(0, len(ids) - length - 1, n).astype(np.int64)  # spacing >= length: disjoint
     return torch.from_numpy(np.stack([ids[s:s + length] for s in starts]).astype(np.int64))

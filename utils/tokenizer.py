@@ -1,5 +1,5 @@
-"""Tokenizers with a [MASK] token: characters (vocab read off the data) or byte-level BPE
-(scripts/train_tokenizer.py). Both store as plain values (`state()`) in every checkpoint.
+"""Tokenizers with a [MASK] token: characters or byte-level BPE (scripts/train_tokenizer.py).
+Both store as plain values (`state()`) in every checkpoint.
 
 BPE id 0, "<|endoftext|>", separates stories and is an added token. Id 1, "[MASK]", is NOT added:
 added tokens match in raw text first, so a user's "[MASK]" would become the mask. Only model code
@@ -127,7 +127,7 @@ class BPETokenizer:
         return counts
 
     def decode(self, ids, mask="_"):
-        # decode the runs between masks whole, so byte-level merges stay intact
+        # runs between masks decode whole, keeping byte-level merges intact
         runs = groupby((int(i) for i in ids), key=lambda i: i == self.mask_id)
         return "".join(mask * len(list(run)) if masked else self.tok.decode(list(run), skip_special_tokens=False)
                        for masked, run in runs)
@@ -181,9 +181,9 @@ def split_stories(text):
     return [p for p in text.split(EOT_TOKEN) if p.strip()]
 
 
-# No BPE token crosses a " " or "\n" before printable ASCII. GPT-2's pre-tokenizer (Radford et al.
-# 2019) splits whitespace W before a word into W[:-1] and W[-1] + "word", and never puts whitespace
-# after a non-space in one pre-token. Fuzzed in tests/test_bpe.py. ASCII only: Rust may differ.
+# No BPE token crosses a " " or "\n" before printable ASCII: GPT-2's pre-tokenizer (Radford et al.
+# 2019) splits "  word" into " " and " word", and no pre-token has whitespace after a non-space.
+# Fuzzed in tests/test_bpe.py. ASCII only: Rust may differ on Unicode whitespace.
 _SAFE_CUT = re.compile(r"[ \n](?=[!-~])")
 
 
@@ -209,8 +209,7 @@ def split_for_encoding(text, piece_chars=1 << 12):
 
 
 def symbol_to_byte():
-    """GPT-2's byte-level alphabet: printable Latin-1 bytes stand for themselves, the other 68
-    map in order to chr(256 + k)."""
+    """GPT-2's byte alphabet: printable Latin-1 bytes as themselves, the other 68 chr(256 + k)."""
     printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
     table = {chr(b): b for b in printable}
     for k, b in enumerate(b for b in range(256) if chr(b) not in table):
@@ -226,7 +225,7 @@ def fingerprint(tokenizer):
 
 def normalize_prompt(tok, prompt):
     """A BPE prompt NFC-normalised, trailing spaces/tabs cut: BPE joins a space to the next word,
-    so a trailing " " is a rare token. Whitespace only is refused. Char prompts stay as given."""
+    so a trailing " " is a rare token. Char prompts stay as given."""
     if tok.kind != "bpe" or not prompt:
         return prompt
     out = unicodedata.normalize("NFC", prompt).rstrip(" \t")
