@@ -1,9 +1,8 @@
 """One way to fail on bad input: a one-line message, exit code 2, no traceback.
 
-Entry points run main() through run_cli; library code raises UserError naming the problem and the
-fix. A full or read-only disk, no memory, or non-finite logits (common.draw) also give one line.
-Ctrl-C is one line (exit 130), saying what was kept; output whose reader left (`--help | head`)
-ends quietly (141, as cat).
+Entry points run main() through run_cli; code raises UserError naming the problem and the fix.
+A full or read-only disk, no memory, or non-finite logits also give one line; so does Ctrl-C
+(exit 130, saying what was kept). Output whose reader left (`--help | head`) ends quietly (141).
 """
 import errno
 import os

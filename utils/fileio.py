@@ -59,8 +59,7 @@ def remove_stale_temps(directory):
 
 
 def read_text(path, what, fix="", allow_empty=True, newline=None):
-    """path's UTF-8 text; any failure is one UserError naming `what` (a flag or key) and, for a
-    missing file, the fix. newline="" keeps "\\r\\n" as written."""
+    """path's UTF-8 text, or a UserError naming `what` and the fix; newline="" keeps "\\r\\n"."""
     try:
         with open(path, encoding="utf-8", newline=newline) as f:
             text = f.read()

@@ -106,8 +106,8 @@ WARMUP_FRACTION = 0.1  # the most of a run a preset's warm-up may take
 
 
 def cap_warmup(cfg, given):
-    """A run cut short by --max_iters warms up over at most 10 % of its steps, so it reaches its
-    peak LR; a --warmup_iters given is kept. Returns (cfg, a note or "")."""
+    """A run cut short by --max_iters warms up over at most 10 % of it, so it reaches its peak LR,
+    unless --warmup_iters is given. Returns (cfg, a note or "")."""
     cap = max(1, int(cfg.max_iters * WARMUP_FRACTION))
     if "warmup_iters" in given or cfg.max_iters <= 0 or cfg.warmup_iters <= cap:
         return cfg, ""
