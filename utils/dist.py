@@ -122,7 +122,7 @@ def load_average():
 
 def compile_step(loss_of, model, cfg, device, world=1):
     """(loss_of, model) as the training step runs them, compiled where --compile says ('auto': on
-    CUDA, where eager is launch-bound; a CPU gained nothing). One process compiles the pure loss
+    CUDA, where eager is launch-bound; no CPU gain measured). One process compiles the pure loss
     loss_of(model, x, cfg, schedule, tok, drawn) whole, with CUDA graphs on CUDA (dev/LOG.md, "the
     first idle-GPU check"). DDP compiles the model alone, the case torch tests: its DDPOptimizer
     splits the graph at gradient buckets, so the backward overlaps the all-reduce."""
