@@ -1,14 +1,13 @@
-"""Checkpoints: plain dicts of tensors and Python values, written atomically, read with weights_only=True. What is
-written here knows no model (checkpoint_manager.py, above model.py, builds one from a checkpoint: load_model).
+"""Checkpoints: plain dicts of tensors and Python values, written atomically, loaded weights_only.
+checkpoint_manager.py builds the model from one (load_model).
 
-A training run's directory (save_run_checkpoint / load_latest):
-    model.pt          the latest checkpoint (what --resume and inference read)
-    best.pt           the one with the best validation bound so far
-    model_<iter>.pt   with keep_last = K >= 2: the K newest checkpoints; model.pt is a hard link to the newest
-    metrics.jsonl     train.py's log rows; a resumed run first drops the rows logged after its checkpoint (trim_metrics)
-A kill at any moment leaves each file complete or absent: an older checkpoint goes only once a newer one is in place.
-Every checkpoint (and an export's weights) carries a checksum, checked on load: torch does not check its archive, so a
-damaged file would otherwise run with whatever weights it holds.
+A training run's directory:
+    model.pt          the latest (what --resume and inference read)
+    best.pt           the best validation bound so far
+    model_<iter>.pt   with keep_last = K >= 2, the K newest; model.pt links to the newest
+    metrics.jsonl     the log rows; a resume drops those after its checkpoint
+A kill leaves each file complete or absent. Each checkpoint carries a checksum, checked on load:
+torch does not check its archive.
 """
 import hashlib
 import json
@@ -27,15 +26,14 @@ from utils.fileio import atomic_open, atomic_path, not_found
 REQUIRED = {"model": dict, "config": dict, "model_args": dict, "tokenizer": dict, "iter": int}
 USE_INSTEAD = "give a model.pt written by train.py or a folder written by scripts/export.py"
 _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
-RUN_FILES = ("model.pt", "best.pt", "metrics.jsonl")  # a run's files in its out_dir, beside its model_<iter>.pt
-# old config key -> its name now ("block" is the context and BD3-LM's; the mask band is mdlm's too)
+RUN_FILES = ("model.pt", "best.pt", "metrics.jsonl")  # a run's files besides model_<iter>.pt
+# old config key -> its name now ("block" is BD3-LM's; the mask band is mdlm's too)
 RENAMED = {"block_length": "semi_ar_length", "bd3_mask_min": "mask_min", "bd3_mask_max": "mask_max"}
 
 
 def migrate(ckpt):
-    """A checkpoint (or an exported folder's dict) under this version's names, what every load does first: config keys
-    (RENAMED) and layers (blocks.N, adaln.blocks.N -> layers.N). Renames of names only, so a resume reads an old run
-    too; the removed model options are checkpoint_manager's to drop (it knows the model's arguments)."""
+    """ckpt (or an export's dict) under today's names, so an old run still loads: config keys
+    (RENAMED), blocks.N -> layers.N. checkpoint_manager drops removed model options."""
     ckpt["config"] = {RENAMED.get(k, k): v for k, v in ckpt["config"].items()}
     for key in ("model", "ema"):
         if ckpt.get(key) is not None:
@@ -44,8 +42,7 @@ def migrate(ckpt):
 
 
 def checksum(obj):
-    """A digest of everything obj (a checkpoint dict) holds but its own 'checksum': every tensor's dtype, shape and
-    bytes and every other value's repr, dict keys in a fixed order."""
+    """A digest of all obj holds but 'checksum': tensors' dtype, shape, bytes; others' repr."""
     h = hashlib.blake2b(digest_size=16)
 
     def walk(x):
@@ -77,8 +74,7 @@ def fall_back(path):
 
 
 def _intact_other(p, path):
-    """Whether p is another file than path that loads and matches its checksum (what fall_back names must be usable):
-    False too for a dangling link or a file removed since the folder was listed, on which samefile raises."""
+    """Whether p is not path, loads and matches its checksum (False on a dangling link, too)."""
     try:
         if os.path.samefile(p, path):
             return False
@@ -94,7 +90,7 @@ def save_checkpoint(path, obj):
 
 
 def host_copy(obj):
-    """obj with every tensor copied to the host: a snapshot the training step can no longer change."""
+    """obj with its tensors copied to the host: a snapshot the training step cannot change."""
     if isinstance(obj, dict):
         return {k: host_copy(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -103,8 +99,8 @@ def host_copy(obj):
 
 
 class BackgroundWriter:
-    """Writes one checkpoint at a time on a thread while training goes on (in DDP, rank 0's disk write then stalls
-    the other ranks no longer than the copy to the host); wait() joins it and raises what it raised."""
+    """Writes checkpoints on a thread, one at a time, while training goes on: under DDP the other
+    ranks wait only for rank 0's copy to the host."""
 
     def __init__(self):
         self.pool, self.pending = ThreadPoolExecutor(1), None
@@ -114,12 +110,12 @@ class BackgroundWriter:
         self.pending = self.pool.submit(write)
 
     def wait(self):
-        """Join the write in flight. A signal (Ctrl-C) inside the join leaves it pending, so the next wait() joins it
-        again: the write goes on, and the checkpoint it makes is reported, not called lost."""
+        """Join the write in flight, raising its error. A Ctrl-C here leaves it pending, so the
+        checkpoint it makes is reported, not called lost."""
         if self.pending is None:
             return
         try:
-            self.pending.result()  # re-raises, in the training thread, what the write raised
+            self.pending.result()
         except Exception:
             self.pending = None  # a failed write is raised once
             raise
@@ -127,7 +123,7 @@ class BackgroundWriter:
 
 
 def _link(src, dst):
-    """dst as a hard link to src (its bytes already flushed), or where links fail a copy, flushed before it replaces."""
+    """dst as a hard link to src (already flushed), or a flushed copy where links fail."""
     try:
         with atomic_path(dst, fsync=False) as tmp:
             os.link(src, tmp)
@@ -142,8 +138,7 @@ def iter_of(path):
 
 
 def run_files(out_dir):
-    """The names of the files a training run writes (RUN_FILES and model_<iter>.pt) that out_dir holds: an earlier
-    run's, which a new run does not replace unless told to (train.refuse_earlier_run)."""
+    """The run files out_dir holds, replaced only when told to (train.refuse_earlier_run)."""
     names = [n for n in RUN_FILES if os.path.lexists(os.path.join(out_dir, n))]
     return names + [os.path.basename(p) for _, p in numbered_checkpoints(out_dir)]
 
@@ -155,8 +150,8 @@ def numbered_checkpoints(out_dir):
 
 
 def save_run_checkpoint(out_dir, state, keep_last=1, is_best=False):
-    """Write model.pt (and best.pt when is_best); with keep_last >= 2 also model_<iter>.pt, keeping the keep_last
-    newest. Returns the numbered files removed, those of later iters (a replaced or abandoned run's) included."""
+    """Write model.pt (best.pt when is_best), and with keep_last >= 2 model_<iter>.pt, keeping the
+    keep_last newest. Returns the numbered files removed, an abandoned run's later ones too."""
     latest = os.path.join(out_dir, "model.pt")
     if keep_last >= 2:
         numbered = os.path.join(out_dir, f"model_{state['iter']:07d}.pt")
@@ -175,8 +170,8 @@ def save_run_checkpoint(out_dir, state, keep_last=1, is_best=False):
 
 
 def load_latest(out_dir, warn=print):
-    """(ckpt, path) of the newest checkpoint in out_dir that loads: model.pt, or a numbered one that is newer (a kill
-    between writing it and linking model.pt) or that stands in for an unreadable model.pt."""
+    """(ckpt, path) of the newest checkpoint in out_dir that loads: model.pt, or a numbered one
+    newer (killed before linking) or standing in for an unreadable model.pt."""
     latest = os.path.join(out_dir, "model.pt")
     if not os.path.exists(latest) and not numbered_checkpoints(out_dir):
         raise UserError(f"--resume: no checkpoint in {out_dir}: drop --resume to start a new run, "
@@ -202,8 +197,7 @@ def load_latest(out_dir, warn=print):
 
 
 def trim_metrics(path, upto):
-    """Keep the rows of metrics.jsonl up to iter `upto` (-1: none), which a resumed run does not log again; unreadable
-    lines (a row cut by a kill) are dropped."""
+    """Keep metrics.jsonl's rows up to iter `upto` (-1: none), dropping lines a kill cut."""
     keep = []
     if upto >= 0 and os.path.exists(path):
         with open(path) as f:
@@ -227,10 +221,10 @@ def load_checkpoint(path):
         raise UserError(f"{path} holds an exported model's weights only: pass the folder it is in, "
                         f"--checkpoint {os.path.dirname(path) or '.'}")
     try:
-        with warnings.catch_warnings():  # torch warns on legacy/foreign files; the error below says it in one line
+        with warnings.catch_warnings():  # torch warns on foreign files; the error below says it once
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load on arbitrary bytes fails in many ways (IndexError on /etc/passwd)
+    except Exception as e:  # arbitrary bytes fail in many ways (IndexError on /etc/passwd)
         if isinstance(e, pickle.UnpicklingError) and "GLOBAL" in str(e):  # a class or function it refused
             raise UserError(f"checkpoint {path} holds objects a weights-only load refuses (code or foreign "
                             f"classes; it was not written by train.py and may be unsafe): nothing in it was run; use a "
@@ -245,8 +239,7 @@ def load_checkpoint(path):
 
 
 def lacks_keys(ckpt, but=None):
-    """Whether ckpt is not a dict holding REQUIRED's keys with their types (but: one key not asked, as an export's
-    config holds no weights): the one test of a checkpoint's and an export's shape."""
+    """Whether ckpt is not a dict of REQUIRED's keys and types (but: a key an export lacks)."""
     return not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), t) for k, t in REQUIRED.items() if k != but)
 
 

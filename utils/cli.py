@@ -1,17 +1,15 @@
-"""How every script takes its command line. Each check is an argparse type, so a slip fails as the flags are read,
+"""How every script reads its command line. Each check is an argparse type, so a slip fails
 before any work, as one `error:` line and exit 2 (utils.errors.run_cli):
 
     p = ArgParser(prog="scripts/eval.py")
-    p.add_argument("--json", type=output, default="")   # comes with --force; a checkpoint is never replaced
-    p.add_argument("--n-windows", type=at_least(2))     # a count: '1' and 'x' are refused
-    p.add_argument("--bands", type=list_of(band))       # '0-1,0.3-0.8' -> [(0.0, 1.0), (0.3, 0.8)]; '0.8-0.3' refused
-    p.add_argument("--grid", type=key_list({"steps": at_least(1)}))   # 'steps=8,16' -> ('steps', [8, 16])
-    p.add_argument("--n-infill", type=at_least(1), needs=("infill_len",))  # refused given without --infill-len > 0
-    p.add_argument("--seed", type=seed)                 # '-1', '2**32' and 'x' are refused
-    p.add_argument("--device", default="auto")          # utils.dist.pick_device refuses a device not here
+    p.add_argument("--json", type=output, default="")  # adds --force; never replaces a checkpoint
+    p.add_argument("--n-windows", type=at_least(2))    # '1' and 'x' refused
+    p.add_argument("--bands", type=list_of(band))      # '0-1,0.3-0.8' -> [(0.0, 1.0), (0.3, 0.8)]
+    p.add_argument("--grid", type=key_list({"steps": at_least(1)}))  # 'steps=8' -> ('steps', [8])
+    p.add_argument("--n-infill", type=at_least(1), needs=("infill_len",))  # needs --infill-len
+    p.add_argument("--seed", type=seed)                # '-1', '2**32' and 'x' refused
 
-An option is known by its whole name only (no prefixes: `--ar-check X` is not --ar-checkpoint, which a needs= check
-would miss); a number is finite, a count fits an int64.
+Options match by whole name only (`--ar-check` is not --ar-checkpoint, which needs= would miss).
 """
 import argparse
 import difflib
@@ -23,15 +21,13 @@ from utils.errors import UserError
 from utils.fileio import check_output, read_text
 
 
-INT64_MAX = 2 ** 63 - 1  # the largest count a tensor size (or index) can hold
+INT64_MAX = 2 ** 63 - 1  # the largest tensor size or index
 
 
 class ArgParser(argparse.ArgumentParser):
-    """argparse whose bad flag is one line (run_cli), not a usage block; type=output brings --force, checked once all
-    flags are read; a flag with needs=(dests) acts only with one of those on (non-zero, non-empty), else is refused
-    (what is asked is what runs). Options are matched by their whole name (allow_abbrev=False): an abbreviation
-    argparse would have expanded is refused naming the options it is close to, so needs= and every refusal see the
-    flag the user typed."""
+    """argparse whose bad flag is one line (run_cli). type=output adds --force. A flag with
+    needs=(dests) is refused unless one is on (what is asked is what runs). No abbreviations, so
+    every refusal sees the flag as typed."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
@@ -68,13 +64,13 @@ class ArgParser(argparse.ArgumentParser):
         return a
 
     def close_options(self, word):
-        """The options a mistyped flag may have meant: those it abbreviates, else those spelled like it."""
+        """The options a mistyped flag may mean: those it abbreviates, else look-alikes."""
         flag = str(word).split("=")[0]
         options = [o for act in self._actions for o in act.option_strings if o.startswith("--")]
         return [o for o in options if o.startswith(flag)] or difflib.get_close_matches(flag, options, n=3)
 
     def unrecognized(self, words):
-        """argparse's message for words no option took, naming the options the first flag among them is close to."""
+        """argparse's message for words no option took, naming options close to the first flag."""
         flags = [w for w in words if str(w).startswith("--")]
         close = self.close_options(flags[0]) if flags else []
         hint = f" (did you mean {' or '.join(close)}? options take their whole name)" if close else ""
@@ -85,19 +81,18 @@ class ArgParser(argparse.ArgumentParser):
 
 
 def typed(argv):
-    """The options typed on a command line, as typed (`--n-t=4` -> '--n-t'): what a refusal checks was given."""
+    """The options typed on a command line (`--n-t=4` -> '--n-t'), for needs= to check."""
     return {str(w).split("=")[0] for w in argv if str(w).startswith("--")}
 
 
 def output(path):
-    """An output file: ArgParser refuses one that exists unless --force, and a checkpoint even then."""
+    """An output file: refused if it exists unless --force, and if a checkpoint even then."""
     return path
 
 
 def at_least(minimum, why="", most=None):
-    """A count (a float when the minimum is one), refused below `minimum` (and above `most`, where a larger value
-    cannot run); `why` says why that is the least. A float is finite ('nan' compares false with any bound, 'inf'
-    never ends a loop); a count fits an int64."""
+    """A count (a float if minimum is), refused below `minimum` (`why`: the reason) or above `most`.
+    A float must be finite: 'nan' passes any bound, 'inf' never ends a loop."""
     kind = type(minimum)
 
     def count(text):
@@ -111,13 +106,13 @@ def at_least(minimum, why="", most=None):
         if most is not None and v > most:
             raise argparse.ArgumentTypeError(f"must be <= {most:,}, got {text}")
         return v
-    count.minimum = minimum  # for the tests, which try every count below its least (and above its most)
+    count.minimum = minimum  # for the tests, which try values past each bound
     count.most = most
     return count
 
 
 def fits(v, text):
-    """v (read from `text`) unless it is a float that is not finite or an int no int64 holds: an ArgumentTypeError."""
+    """v (read from `text`); an ArgumentTypeError for a float not finite or an int past int64."""
     if isinstance(v, float) and not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     if isinstance(v, int) and not -INT64_MAX <= v <= INT64_MAX:
@@ -125,13 +120,12 @@ def fits(v, text):
     return v
 
 
-# a random seed: numpy's and the hub's shuffles take [0, 2**32), torch's generators that with the offsets added to it
+# numpy's and the hub's shuffles take seeds in [0, 2**32)
 seed = at_least(0, most=2 ** 32 - 1)
 
 
 def list_of(element):
-    """'a,b,c' -> [element(a), ...]: element is a type or check (float, at_least(1), band) or a tuple of the names
-    allowed; a wrong item names itself, and a list of nothing is refused."""
+    """'a,b,c' -> [element(a), ...]; element: a type, a check (band) or a tuple of names."""
     def items(text):
         values = [v.strip() for v in text.split(",") if v.strip()]
         if not values:
@@ -143,14 +137,14 @@ def list_of(element):
             raise argparse.ArgumentTypeError(f"{v!r} is not one of {', '.join(element)}")
         try:
             return v if isinstance(element, tuple) else fits(element(v), v)
-        except ValueError:  # a plain type (int, float); the checks (at_least, band) say what is wrong themselves
+        except ValueError:  # a plain type; the checks word their own errors
             raise argparse.ArgumentTypeError(f"{v!r} is not a valid {element.__name__}") from None
     items.element = element
     return items
 
 
 def boolean(text):
-    """'true' / 'false' (or 1 / 0, yes / no, on / off) -> bool: bool('false') would be True."""
+    """'true' / 'false' (1 / 0, yes / no, on / off) -> bool, since bool('false') is True."""
     words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
     if text.lower() not in words:
         raise ValueError(text)
@@ -158,7 +152,7 @@ def boolean(text):
 
 
 def key_list(types):
-    """'key=v1,v2' -> (key, [values]): key one of `types` (key -> a list_of element), each value of its type."""
+    """'key=v1,v2' -> (key, [values]); `types` maps each key to its list_of element."""
     def pair(text):
         key, eq, values = text.partition("=")
         if not eq or key not in types:
@@ -172,7 +166,7 @@ def key_list(types):
 
 
 def band(text):
-    """'lo-hi' -> (lo, hi), a band of rates in [0, 1]; one that selects nothing (lo >= hi) is refused."""
+    """'lo-hi' -> (lo, hi), rates in [0, 1]; an empty band (lo >= hi) is refused."""
     try:
         lo, hi = (float(v) for v in text.split("-"))
     except ValueError:
@@ -183,14 +177,14 @@ def band(text):
 
 
 def read_json(path, what, keys, fix, rows=()):
-    """The JSON object in `path`, checked to be `what` (a script's file: every one of `keys` in it, and each entry of
-    its 'runs' holding `rows`) and complete; every failure is one UserError naming the file and `fix`."""
+    """The JSON object in `path`, holding all `keys` and `rows` in each of its 'runs', or one
+    UserError naming the file and `fix`."""
     try:
         d = json.loads(read_text(path, what, fix))
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not complete JSON ({e.msg} at character {e.pos}; cut short?): {fix}") from None
     lacks = [k for k in keys if not isinstance(d, dict) or k not in d]
-    if not lacks:  # and complete: every run holds what the reader needs
+    if not lacks:
         lacks = [f"runs[{i}].{k}" for i, r in enumerate(d.get("runs", [])) for k in rows if k not in r]
     if lacks:
         raise UserError(f"{path} is not {what} (it has no {lacks[0]!r}): {fix}")

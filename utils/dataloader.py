@@ -1,9 +1,7 @@
-"""The training data: text -> token ids, encoded once into uint16 files and memory-mapped (nanoGPT's .bin idea), then
-random training windows and the fixed validation windows.
-
-With one text file the first (1 - val_fraction) of its characters train and the rest validate (nanoGPT's split);
-with val_path, that file validates. The encoded splits are cached under artifacts/data/<name>-<kind>-<hash>/, keyed by
-the text, the split and the tokenizer, so a second run starts at once.
+"""The training data: text encoded once into memory-mapped uint16 files (nanoGPT's .bin), then
+random training windows and fixed validation windows. One file splits as nanoGPT's (its last
+val_fraction validates) unless val_path is given. The encoded splits are cached in artifacts/data/,
+keyed by text, split and tokenizer, so a second run starts at once.
 """
 import hashlib
 import json
@@ -20,7 +18,7 @@ from utils.tokenizer import BPETokenizer, CharTokenizer, fingerprint, save_token
 CACHE_ROOT = os.path.join("artifacts", "data")
 
 _TINYSTORIES = "python scripts/data.py --dataset roneneldan/TinyStories"
-MAKE_DATA = {  # the command that makes each file a preset reads, named when it is missing
+MAKE_DATA = {  # how to make each file a preset reads
     **{f"data/{name}": f"it ships with the repository: restore it with git checkout -- data/{name}"
        for name in ("tinyshakespeare.txt", "tinystories_train_head.txt", "tinystories_valid_head.txt")},
     "data/stories.txt": f"{_TINYSTORIES} --split train --num-stories 10000 --seed 1337 --output data/stories.txt",
@@ -40,11 +38,11 @@ def _read(path, what):
 
 
 def check_inputs(cfg):
-    """Fail on a missing input file before any output or work; a missing BPE is trained later, one not ours fails."""
+    """Fail on a missing input before any work; a missing BPE is trained later, a bad one fails."""
     for what in ("data_path", "val_path"):
         path = getattr(cfg, what)
         if path and not os.path.isfile(path):
-            _read(path, what)  # the one-line error, with the command that makes a preset's file
+            _read(path, what)  # raises the one-line error
     if cfg.tokenizer == "bpe" and os.path.isfile(cfg.tokenizer_path):
         BPETokenizer.from_file(cfg.tokenizer_path)
 
@@ -58,7 +56,7 @@ def split_texts(cfg):
 
 
 def build_tokenizer(cfg, train_text, val_text):
-    """The run's tokenizer; a BPE it names but nobody trained yet is trained on data_path and saved."""
+    """The run's tokenizer; a BPE not trained yet is trained on data_path and saved."""
     if cfg.tokenizer == "char":
         return CharTokenizer.from_text(train_text + val_text)  # vocab from all the text, as nanoGPT
     path, src = cfg.tokenizer_path, cfg.data_path
@@ -66,13 +64,13 @@ def build_tokenizer(cfg, train_text, val_text):
         return BPETokenizer.from_file(path, text=src)
     print(f"tokenizer: {path} does not exist, so training a 2,048-token byte-level BPE on {src} "
           f"(what python scripts/train_tokenizer.py --input {src} --output {path} does)")
-    tok = train_bpe([train_text + ("" if cfg.val_path else val_text)], 2048)  # data_path whole, as that command
+    tok = train_bpe([train_text + ("" if cfg.val_path else val_text)], 2048)  # all data_path, as that command
     save_tokenizer(tok, path)
     return tok
 
 
 def _encode_to_file(tok, text, path, dtype, desc, verbose):
-    """Encode text into a file of `dtype` ids (a progress bar on a terminal); returns the token count."""
+    """Encode text into a file of `dtype` ids; returns the token count."""
     from tqdm import tqdm
     t0, n_tok = time.time(), 0
     with open(path, "wb") as f, tqdm(total=len(text), desc=f"encoding {desc}", unit="char", unit_scale=True,
@@ -89,19 +87,17 @@ def _encode_to_file(tok, text, path, dtype, desc, verbose):
 
 
 def packing_stats(ids, eot, length):
-    """Stories are packed back to back, separated by <|endoftext|>, and windows start anywhere (as nanoGPT does). At
-    context `length`: cross = the fraction of window starts whose window spans two stories; pad_waste = the fraction of
-    slots padding would waste if every story of n tokens (separator included) had its own ceil(n / length) windows."""
+    """For stories packed back to back (as nanoGPT) at context `length`: cross, the fraction of
+    windows spanning two stories; pad_waste, the slots lost padding each story to whole windows."""
     pos = np.flatnonzero(np.asarray(ids) == eot)
-    starts = len(ids) - length  # window starts 0 .. len - length - 1, as get_batch draws them
+    starts = len(ids) - length  # starts 0 .. len - length - 1, as get_batch draws them
     if len(pos) == 0 or starts < 1:
         return None
-    # a start s is clean if [s, s + length) misses every separator: a gap of g tokens between separators holds
-    # max(g - length + 1, 0) clean starts (the tail is cut at the last start)
+    # a gap of g tokens between separators holds max(g - length + 1, 0) windows that miss them
     gaps = np.diff(np.concatenate(([-1], pos, [len(ids)]))) - 1
     gaps[-1] -= 1  # no window starts at len - length
     clean = np.maximum(gaps - length + 1, 0).sum()
-    stories = np.diff(np.concatenate(([-1], pos)))  # tokens per story, its separator included
+    stories = np.diff(np.concatenate(([-1], pos)))  # tokens per story, separator included
     windows = np.ceil(stories / length).sum()
     return dict(block_size=length, stories=int(len(pos)), story_tokens_mean=float(stories.mean()),
                 story_tokens_median=float(np.median(stories)), longer_than_window=float((stories > length).mean()),
@@ -109,7 +105,7 @@ def packing_stats(ids, eot, length):
 
 
 def prepare_data(cfg, tokenizer=None, verbose=True):
-    """Returns (tokenizer, train ids, val ids, meta). ids are read-only np.memmap arrays."""
+    """(tokenizer, train ids, val ids, meta); the ids are read-only np.memmap arrays."""
     train_text, val_text = split_texts(cfg)
     tok = tokenizer or build_tokenizer(cfg, train_text, val_text)
     key = hashlib.sha256()
@@ -136,7 +132,7 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
                       f"({p['longer_than_window'] * 100:.0f}% longer than {cfg.block_size}); "
                       f"{p['cross'] * 100:.0f}% of {cfg.block_size}-token windows span a story boundary; "
                       f"padding each story instead would waste {p['pad_waste'] * 100:.0f}% of the slots")
-        with atomic_open(meta_path) as f:  # written last: its presence means the cache is complete
+        with atomic_open(meta_path) as f:  # last: its presence means the cache is complete
             json.dump(meta, f, indent=1)
     with open(meta_path) as f:
         meta = json.load(f)
@@ -146,19 +142,19 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
     return tok, train, val, meta
 
 
-SPLITS = ("test", "dev", "val", "train")  # what scripts/eval.py --split scores; test reports, dev chooses
+SPLITS = ("test", "dev", "val", "train")  # scripts/eval.py --split; test reports, dev chooses
 
 
 def split_ids(train_ids, val_ids, split):
-    """The ids a split names. val is cut in two halves: dev, the first, is what every choice reads (train.py's evals,
-    best.pt, lever searches); test, the second, is what every record reports, read by nothing that chooses."""
+    """The ids a split names. val's first half, dev, is what every choice reads (evals, best.pt,
+    lever searches); the second, test, is what records report and no choice reads."""
     half = len(val_ids) // 2
     return {"train": train_ids, "val": val_ids, "dev": val_ids[:half], "test": val_ids[half:]}[split]
 
 
 def chars_per_token(tok, windows):
-    """Characters the windows (N, L) decode to, per token (exact: see char_counts). Every window scores the same
-    number of tokens, so (mean nats/token) / this = (summed ELBO) / (characters of exactly the text scored)."""
+    """Characters per token of the windows (N, L), exactly. Windows score equal token counts, so
+    (mean nats/token) / this = summed ELBO / characters scored."""
     counts = torch.tensor(tok.char_counts(), dtype=torch.float64)
     return (counts[windows].sum() / windows.numel()).item()
 
@@ -177,8 +173,8 @@ def get_batch(ids, batch_size, length, generator, device):
 
 
 def fixed_windows(ids, n, length):
-    """Up to n windows (n', length), n' = min(n, (len - 1) // length), evenly spaced over the split: the same set at
-    every eval, never overlapping (overlap scores a token many times while the standard error counts each window)."""
+    """Up to n windows (n', length), evenly spaced, the same at every eval. They never overlap:
+    the standard error counts each window once."""
     n = max(1, min(n, (len(ids) - 1) // length))
     starts = np.linspace(0, len(ids) - length - 1, n).astype(np.int64)  # spacing >= length: disjoint
     return torch.from_numpy(np.stack([ids[s:s + length] for s in starts]).astype(np.int64))

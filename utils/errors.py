@@ -1,9 +1,8 @@
 """One way to fail on bad input: a one-line message, exit code 2, no traceback.
 
-Entry points run main() through run_cli; library code raises UserError naming the problem and the fix. A read-only
-or full disk, missing memory, or a model whose logits are not finite (common.draw refuses to draw) becomes such a
-line too; Ctrl-C is one line (exit 130; KeyboardInterrupt("what was kept") says more), and output its reader cut
-short (`python train.py --help | head`) ends quietly (141, as cat).
+Entry points run main() through run_cli; code raises UserError naming the problem and the fix.
+A full or read-only disk, no memory, or non-finite logits also give one line; so does Ctrl-C
+(exit 130, saying what was kept). Output whose reader left (`--help | head`) ends quietly (141).
 """
 import errno
 import os
@@ -23,13 +22,13 @@ _WRITE_FIXES = {
 
 
 def explain(e):
-    """The one-line message for an environmental failure, or None for a bug (which keeps its traceback)."""
+    """The one-line message for an environmental failure; None for a bug, keeping its traceback."""
     if isinstance(e, UserError):
         return str(e)
     if isinstance(e, OSError) and e.errno in _WRITE_FIXES:
         where = f": {e.filename}" if e.filename else ""
         return f"{e.strerror}{where}; {_WRITE_FIXES[e.errno]} (--out_dir, or the script's output flag)"
-    # a tensor too large to allocate, or even to count the bytes of (a size past an int64: 'overflowed')
+    # a tensor too large to allocate, or to count the bytes of (past an int64: 'overflowed')
     too_large = ("can't allocate memory", "Storage size calculation overflowed")
     if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
             isinstance(e, RuntimeError) and any(t in str(e) for t in too_large)):
@@ -48,9 +47,9 @@ def run_cli(main, argv=None):
         print(f"interrupted{': ' if str(e) else ''}{' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
-        # nowhere to write the rest: point stdout at /dev/null so the flush at exit cannot fail again
+        # stdout to /dev/null, so the flush at exit cannot fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a writer its reader left
+        sys.exit(141)  # 128 + SIGPIPE, as a shell reports it
     except Exception as e:
         msg = explain(e)
         if msg is None:

@@ -1,10 +1,10 @@
-"""Files: writes that a crash never leaves half done, and reads and output checks that fail in one line.
+"""Files: writes a crash never leaves half done; reads and output checks that fail in one line.
 
-    with atomic_path("out/model.pt") as tmp:   # write tmp any way you like; atomic_open(path) gives a text file
+    with atomic_path("out/model.pt") as tmp:  # atomic_open(path) gives a text file
         torch.save(obj, tmp)
 
-The temp file NAME.tmp<pid> sits beside the target (same filesystem: os.replace is an atomic rename) and replaces it,
-fsynced, only if the block finished; remove_stale_temps(dir) deletes those of processes gone (a SIGKILL skips cleanup).
+The temp NAME.tmp<pid> sits beside the target, so os.replace is an atomic rename, and replaces it,
+fsynced, only if the block finished. remove_stale_temps(dir) deletes those a SIGKILL left.
 """
 import os
 import re
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from utils.errors import UserError
 
 _TEMP = re.compile(r"^(?P<name>.+)\.tmp(?P<pid>\d+)$")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root, where relative paths start
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 
 
 @contextmanager
@@ -52,7 +52,6 @@ def remove_stale_temps(directory):
     """Delete NAME.tmp<pid> files left in `directory` by killed processes; returns their names."""
     names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
     temps = [(n, _TEMP.match(n)) for n in names]
-    # another process's temp file whose writer is gone
     stale = [n for n, m in temps if m and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"]))]
     for name in stale:
         os.remove(os.path.join(directory, name))
@@ -60,8 +59,7 @@ def remove_stale_temps(directory):
 
 
 def read_text(path, what, fix="", allow_empty=True, newline=None):
-    """The whole UTF-8 text of path, verbatim; every failure is one UserError naming `what` (a flag or key)
-    and, for a missing file, the fix. newline="" keeps "\\r\\n" as written."""
+    """path's UTF-8 text, or a UserError naming `what` and the fix; newline="" keeps "\\r\\n"."""
     try:
         with open(path, encoding="utf-8", newline=newline) as f:
             text = f.read()
@@ -79,17 +77,17 @@ def read_text(path, what, fix="", allow_empty=True, newline=None):
 
 
 def not_found(path, what, fix=""):
-    """The UserError for a missing input `what`: a relative path there under the repository root says where to run."""
+    """The UserError for a missing input; a relative path found under the repo says where to run."""
     if not os.path.isabs(path) and os.path.exists(os.path.join(REPO, path)):
         fix = f"paths are relative to where you run: run from the repository root ({REPO}) or give the full path"
     return UserError(f"{what} {path} not found" + (f": {fix}" if fix else ""))
 
 
 def check_output(path, force=False, flag="--output"):
-    """UserError unless `path` may be written: no directory, never a checkpoint, an existing file only with --force."""
+    """UserError unless path may be written: not a directory or checkpoint, a file with --force."""
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a directory: pass a file path")
-    # a checkpoint: weights by their name, or a zip archive (what torch.save writes)
+    # a checkpoint by its name, or a zip archive (what torch.save writes)
     if os.path.exists(path) and (path.endswith((".pt", ".pth", ".safetensors")) or zipfile.is_zipfile(path)):
         raise UserError(f"{flag} {path} is a checkpoint (or another archive): never replaced, not even with --force; "
                         f"choose another path")

@@ -1,9 +1,8 @@
-"""Optimizers: AdamW (the default) or Muon on the hidden matrices with AdamW on the rest; the weight EMA (--ema) for
-eval and samples; the LR schedule (lr_at) and the warm-up a short run keeps.
+"""Optimizers (AdamW, or Muon on hidden matrices and AdamW on the rest), weight EMA, LR schedule.
 
-Muon (Keller Jordan 2024, kellerjordan.github.io/posts/muon; modded-nanogpt, nanochat): SGD with Nesterov momentum whose
-update for each 2-D hidden matrix is replaced by the nearest semi-orthogonal matrix, U V^T of its SVD, found by a few
-Newton-Schulz iterations; torch's own (torch.optim.Muon, torch >= 2.9), its Newton-Schulz in fp32 off CUDA (ns_dtype).
+Muon (Keller Jordan 2024, kellerjordan.github.io/posts/muon; modded-nanogpt, nanochat): SGD with
+Nesterov momentum whose update of each hidden matrix becomes the nearest semi-orthogonal one
+(U V^T of its SVD), found by a few Newton-Schulz steps; torch.optim.Muon (torch >= 2.9).
 
     python train.py cpu --optimizer=muon --muon_lr=0.02
 """
@@ -21,13 +20,14 @@ OPTIMIZERS = ("adamw", "muon")  # config.optimizer, see build_optimizer
 
 
 def ns_dtype(device):
-    """Muon's Newton-Schulz precision: bf16 on CUDA (torch's own), fp32 elsewhere (a CPU ran it 2-6x slower in bf16)."""
+    """Muon's Newton-Schulz precision: bf16 on CUDA, fp32 elsewhere, where bf16 is slower
+    (dev/LOG.md, "Muon's Newton–Schulz on a CPU: bf16 against fp32")."""
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
 def newton_schulz(grad, ns_coefficients, ns_steps, eps, dtype=torch.float32):
-    """torch.optim.Muon's orthogonalisation (the same quintic iteration, coefficients and order of operations) in
-    `dtype` instead of bf16: G / |G|_F, then X <- a X + (b A + c A^2) X with A = X X^T, on the wide orientation."""
+    """torch.optim.Muon's orthogonalisation, step for step, in `dtype` instead of bf16:
+    G / |G|_F, then X <- a X + (b A + c A^2) X with A = X X^T, on the wide orientation."""
     a, b, c = ns_coefficients
     x = grad.to(dtype)
     tall = grad.size(0) > grad.size(1)
@@ -41,7 +41,7 @@ def newton_schulz(grad, ns_coefficients, ns_steps, eps, dtype=torch.float32):
 
 
 class MuonAdamW:
-    """torch's Muon on the hidden matrices and AdamW on the rest, one optimizer (Muon's groups first); ns: ns_dtype."""
+    """torch's Muon on the hidden matrices and AdamW on the rest as one optimizer; ns: ns_dtype."""
 
     def __init__(self, muon, adamw, ns):
         self.muon, self.adamw, self.ns = muon, adamw, ns
@@ -52,7 +52,7 @@ class MuonAdamW:
 
     def step(self):
         own = _torch_muon._zeropower_via_newtonschulz
-        if self.ns != torch.bfloat16:  # torch's own function is bf16: swap in ours for this step
+        if self.ns != torch.bfloat16:  # torch's is bf16: swap in ours for this step
             _torch_muon._zeropower_via_newtonschulz = functools.partial(newton_schulz, dtype=self.ns)
         try:
             self.muon.step()
@@ -68,7 +68,7 @@ class MuonAdamW:
         return dict(muon=self.muon.state_dict(), adamw=self.adamw.state_dict())
 
     def load_state_dict(self, state):
-        if "muon" not in state:  # written by the hand-written Muon this replaced (its momentum is scaled otherwise)
+        if "muon" not in state:  # the hand-written Muon this replaced (its momentum scaled otherwise)
             raise UserError("the checkpoint's Muon state is from before torch.optim.Muon (micro-dllm 6c6252f and "
                             "earlier): resume it with that version, or start a new run")
         self.muon.load_state_dict(state["muon"])
@@ -76,8 +76,8 @@ class MuonAdamW:
 
 
 def build_optimizer(model, cfg, device):
-    """AdamW over model.optimizer_groups, or Muon on the layers' 2-D weights (not the head) and AdamW on the rest; every
-    group carries base_lr, which set_lr scales."""
+    """AdamW over model.optimizer_groups, or Muon on the layers' 2-D weights (not the head) and
+    AdamW on the rest. Each group carries base_lr, which set_lr scales."""
     assert cfg.optimizer in OPTIMIZERS, cfg.optimizer
     hidden = [p for n, p in model.named_parameters()
               if cfg.optimizer == "muon" and p.dim() == 2 and n.startswith("layers.")]
@@ -86,9 +86,9 @@ def build_optimizer(model, cfg, device):
                               betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     if cfg.optimizer == "adamw":
         return adamw
-    # adjust_lr_fn="original" scales each matrix's lr by max(1, rows/cols)**0.5: a semi-orthogonal update has RMS
-    # 1/sqrt(max(rows, cols)); the boost for tall matrices makes it 1/sqrt(fan_in) for every shape. Nesterov and the
-    # write-up's coefficients are torch's defaults; its momentum, mu b + (1 - mu) g, is a scale Newton-Schulz removes.
+    # A semi-orthogonal update has RMS 1/sqrt(max(rows, cols)); "original" scales lr by
+    # max(1, rows/cols)**0.5, making it 1/sqrt(fan_in) for all shapes. Nesterov and the coefficients
+    # are torch's defaults; its momentum, mu b + (1 - mu) g, is off by a scale Newton-Schulz drops.
     muon = torch.optim.Muon([dict(params=hidden, base_lr=cfg.muon_lr)], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
                             nesterov=True, weight_decay=0.0, adjust_lr_fn="original")  # no decay, as in the original
     return MuonAdamW(muon, adamw, ns_dtype(device))
@@ -102,12 +102,12 @@ def lr_at(it, cfg):
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (cfg.learning_rate - cfg.min_lr)
 
 
-WARMUP_FRACTION = 0.1  # the most of a run a preset's (or the default's) warm-up may take
+WARMUP_FRACTION = 0.1  # the most of a run a preset's warm-up may take
 
 
 def cap_warmup(cfg, given):
-    """A run cut short with --max_iters (a 40-step try of a 100-step warm-up preset) warms up over at most 10 % of
-    its steps, so it reaches its peak LR; a --warmup_iters the user set is kept. Returns (cfg, a note or "")."""
+    """A run cut short by --max_iters warms up over at most 10 % of it, so it reaches its peak LR,
+    unless --warmup_iters is given. Returns (cfg, a note or "")."""
     cap = max(1, int(cfg.max_iters * WARMUP_FRACTION))
     if "warmup_iters" in given or cfg.max_iters <= 0 or cfg.warmup_iters <= cap:
         return cfg, ""
@@ -117,28 +117,28 @@ def cap_warmup(cfg, given):
 
 
 def set_lr(opt, scale):
-    """Every group's lr = its base_lr x the schedule's factor (warm-up, then the cosine)."""
+    """Every group's lr = its base_lr x the schedule's factor."""
     for g in opt.param_groups:
         g["lr"] = g["base_lr"] * scale
 
 
 # ---------------------------------------------------------------------------- EMA of the weights
 class EMA:
-    """Polyak & Juditsky 1992 (--ema=0.999): eval, best.pt selection and samples use the averaged weights; checkpoints
-    carry them under 'ema' (a plain state_dict, which load_model prefers) and the update count under 'ema_updates'."""
+    """Weight averaging (Polyak & Juditsky 1992) for eval, best.pt and samples. Checkpoints carry it
+    under 'ema' (load_model prefers it), its count under 'ema_updates'."""
 
     def __init__(self, model, decay):
         self.decay, self.updates = decay, 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)  # its own uncompiled copy
 
     def rate(self):
-        """The next update's decay: ramps up from 0.1 so the average forgets the random init quickly in short runs
+        """The next decay, ramping up from 0.1 so a short run soon forgets the random init
         (TensorFlow's ExponentialMovingAverage num_updates rule)."""
         return min(self.decay, self.ramp(self.updates))
 
     @staticmethod
     def ramp(updates):
-        """The warm-up rule's rate after `updates` updates: a run of N steps never uses a decay above ramp(N - 1)."""
+        """The ramp's decay after `updates` updates; N steps never use more than ramp(N - 1)."""
         return (1 + updates) / (10 + updates)
 
     @torch.no_grad()

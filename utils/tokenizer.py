@@ -1,13 +1,11 @@
-"""Tokenizers with a [MASK] token: characters (vocab read off the data) or byte-level BPE (scripts/train_tokenizer.py).
-Both serialise to plain Python values (`state()`) that every checkpoint stores, so it loads with weights_only=True.
+"""Tokenizers with a [MASK] token: characters or byte-level BPE (scripts/train_tokenizer.py).
+Both store as plain values (`state()`) in every checkpoint.
 
-The BPE (Hugging Face `tokenizers`) has two special tokens: id 0 "<|endoftext|>", the story separator, an *added*
-token (the literal text encodes to it), and id 1 "[MASK]", in the vocabulary but deliberately NOT added: added tokens
-are matched in the raw input first, so a user text holding "[MASK]" would encode to the mask id. As it is, the
-byte-level pre-tokenizer splits it into "[", "MASK", "]" and only model code places id 1 (so never wrap the JSON in a
-transformers tokenizer with mask_token="[MASK]"). Any byte sequence encodes; decode(encode(text)) == text exactly.
+BPE id 0, "<|endoftext|>", separates stories and is an added token. Id 1, "[MASK]", is NOT added:
+added tokens match in raw text first, so a user's "[MASK]" would become the mask. Only model code
+places id 1 (never wrap the JSON in transformers with mask_token="[MASK]").
 
-    tok = BPETokenizer.from_file("artifacts/tokenizer/tokenizer.json")   # or CharTokenizer.from_text(text)
+    tok = BPETokenizer.from_file("artifacts/tokenizer/tokenizer.json")  # or CharTokenizer.from_text
     ids = tok.encode("Once upon a time"); tok.decode(ids); fingerprint(tok)
 """
 import hashlib
@@ -33,7 +31,7 @@ class CharTokenizer:
     def __init__(self, chars):
         self.chars = list(chars)
         self.stoi = {c: i for i, c in enumerate(self.chars)}
-        self.mask_id = len(self.chars)  # [MASK] is the last id: vocab 65 chars + 1 = 66 on Shakespeare
+        self.mask_id = len(self.chars)  # the last id (66 on Shakespeare)
         self.vocab_size = len(self.chars) + 1
 
     @classmethod
@@ -86,7 +84,7 @@ class BPETokenizer:
 
     @classmethod
     def from_file(cls, path, text="data/stories.txt"):
-        """A tokenizer.json from scripts/train_tokenizer.py; if missing, the error says how to make one from `text`."""
+        """A tokenizer.json from scripts/train_tokenizer.py; if missing, say how to make one."""
         from tokenizers import Tokenizer
         if not os.path.isfile(path):
             raise UserError(f"tokenizer not found: {path}: train one with "
@@ -102,8 +100,8 @@ class BPETokenizer:
         return [i for ids, _ in self.encode_chunks(text) for i in ids]
 
     def encode_chunks(self, text, chunk_chars=1 << 20):
-        """(ids, n_chars) for consecutive chunks of about chunk_chars characters, each encoded in parallel (Rust's
-        encode_batch over split_for_encoding's pieces); the concatenated ids == tok.encode(text).ids."""
+        """(ids, n_chars) of consecutive ~chunk_chars chunks, encoded in parallel (encode_batch on
+        split_for_encoding's pieces); together they are tok.encode(text).ids."""
         batch, n = [], 0
         for piece in split_for_encoding(text):
             batch.append(piece)
@@ -115,21 +113,21 @@ class BPETokenizer:
             yield [i for e in self.tok.encode_batch(batch, add_special_tokens=False) for i in e.ids], n
 
     def token_bytes(self):
-        """The raw bytes of every id (a list indexed by id); special tokens give their text's UTF-8."""
+        """The raw bytes of each id; special tokens give their text's UTF-8."""
         sym = symbol_to_byte()
         special = {t.content for t in self.tok.get_added_tokens_decoder().values()}
         tokens = [self.tok.id_to_token(i) for i in range(self.vocab_size)]
         return [s.encode("utf-8") if s in special or s == MASK_TOKEN else bytes(sym[c] for c in s) for s in tokens]
 
     def char_counts(self):
-        """Characters each id adds to decoded text: its bytes that start a UTF-8 character (not 0b10xxxxxx). Additive:
-        a window that cuts a multi-byte character counts it once, and the counts of encode(text) sum to len(text)."""
+        """Characters each id adds to decoded text: its bytes that start a UTF-8 character.
+        Additive, so a window that cuts a character counts it once."""
         counts = [sum((b & 0xC0) != 0x80 for b in bs) for bs in self.token_bytes()]
         counts[self.mask_id] = 0
         return counts
 
     def decode(self, ids, mask="_"):
-        # decode the runs between masks whole, so byte-level merges stay intact; specials are kept
+        # runs between masks decode whole, keeping byte-level merges intact
         runs = groupby((int(i) for i in ids), key=lambda i: i == self.mask_id)
         return "".join(mask * len(list(run)) if masked else self.tok.decode(list(run), skip_special_tokens=False)
                        for masked, run in runs)
@@ -142,8 +140,8 @@ class BPETokenizer:
 
 
 def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False, length=None):
-    """A byte-level BPETokenizer trained on texts split on "<|endoftext|>"; fewer than vocab_size tokens (specials and
-    bytes included) only if the corpus runs out of pairs seen min_frequency times."""
+    """A byte-level BPETokenizer trained on texts split on "<|endoftext|>". vocab_size counts bytes
+    and specials; fewer only if no pair is seen min_frequency times."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     if vocab_size < 256 + len(SPECIAL_TOKENS):  # the byte alphabet and the specials, no merges
         raise UserError(f"--vocab-size must be at least {256 + len(SPECIAL_TOKENS)} (256 bytes + "
@@ -156,7 +154,7 @@ def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False,
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress)
     tok.train_from_iterator((p for text in texts_iter for p in split_stories(text)), trainer=trainer, length=length)
-    spec = json.loads(tok.to_str())  # the trainer adds every special token as a matched one: not [MASK] (see above)
+    spec = json.loads(tok.to_str())  # the trainer adds every special; [MASK] must not be (see top)
     spec["added_tokens"] = [a for a in spec["added_tokens"] if a["content"] != MASK_TOKEN]
     return BPETokenizer.from_json(json.dumps(spec), "the trained tokenizer")
 
@@ -168,7 +166,7 @@ def save_tokenizer(tok, path, force=False):
 
 
 def check_specials(tok, where):
-    """tok itself, if it has <|endoftext|> as an added special token and [MASK] in the vocab but not added."""
+    """tok, if <|endoftext|> is an added token and [MASK] in the vocab but not added."""
     if tok.token_to_id(EOT_TOKEN) is None or tok.token_to_id(MASK_TOKEN) is None:
         raise UserError(f"{where} lacks {EOT_TOKEN} or {MASK_TOKEN}: {RETRAIN}")
     added = {t.content for t in tok.get_added_tokens_decoder().values()}
@@ -183,22 +181,22 @@ def split_stories(text):
     return [p for p in text.split(EOT_TOKEN) if p.strip()]
 
 
-# No BPE token crosses a " " or "\n" before a printable ASCII character: GPT-2's pre-tokenizer (Radford et al. 2019)
-# cuts a whitespace run W before a non-space into W[:-1] and W[-1] + "word" and never puts whitespace after a non-space
-# in one pre-token (fuzz-tested in tests/test_bpe.py). ASCII only: Python and Rust may differ on Unicode whitespace.
+# No BPE token crosses a " " or "\n" before printable ASCII: GPT-2's pre-tokenizer (Radford et al.
+# 2019) splits "  word" into " " and " word", and no pre-token has whitespace after a non-space.
+# Fuzzed in tests/test_bpe.py. ASCII only: Rust may differ on Unicode whitespace.
 _SAFE_CUT = re.compile(r"[ \n](?=[!-~])")
 
 
 def split_for_encoding(text, piece_chars=1 << 12):
-    """Pieces of text that encode independently to exactly the ids of the whole: "<|endoftext|>" on its own (added
-    tokens are matched before pre-tokenization), and a cut at the first safe point after each piece_chars characters."""
+    """Pieces that encode apart to exactly the whole's ids: "<|endoftext|>" alone (added tokens
+    match before pre-tokenization), and a cut at the first safe point past piece_chars."""
     pos = 0
     while pos < len(text):
         k = text.find(EOT_TOKEN, pos)
         end = len(text) if k < 0 else k
         while end - pos > piece_chars:
             cut = _SAFE_CUT.search(text, pos + piece_chars, end)
-            if cut is None:  # no safe point before `end` (the next EOT, or the text's end): the rest goes whole
+            if cut is None:  # no safe point before the next EOT: the rest goes whole
                 break
             yield text[pos:cut.start()]
             pos = cut.start()
@@ -211,8 +209,7 @@ def split_for_encoding(text, piece_chars=1 << 12):
 
 
 def symbol_to_byte():
-    """The byte-level alphabet (GPT-2): the 188 printable Latin-1 bytes stand for themselves; the other 68 (controls,
-    space, 0x7F-0xA0, 0xAD) map, in byte order, to chr(256 + k)."""
+    """GPT-2's byte alphabet: printable Latin-1 bytes as themselves, the other 68 chr(256 + k)."""
     printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
     table = {chr(b): b for b in printable}
     for k, b in enumerate(b for b in range(256) if chr(b) not in table):
@@ -221,14 +218,14 @@ def symbol_to_byte():
 
 
 def fingerprint(tokenizer):
-    """A short hash of the tokenizer's full definition: checkpoints and data caches record it."""
+    """A short hash of the tokenizer's definition, recorded by checkpoints and data caches."""
     blob = json.dumps(tokenizer.state(), sort_keys=True).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def normalize_prompt(tok, prompt):
-    """BPE prompts are NFC-normalised and lose trailing spaces/tabs (byte-level BPE attaches a space to the word after
-    it, so a trailing " " is a token the model rarely saw); a whitespace-only one is refused. Char prompts are kept."""
+    """A BPE prompt NFC-normalised, trailing spaces/tabs cut: BPE joins a space to the next word,
+    so a trailing " " is a rare token. Char prompts stay as given."""
     if tok.kind != "bpe" or not prompt:
         return prompt
     out = unicodedata.normalize("NFC", prompt).rstrip(" \t")

@@ -1,10 +1,7 @@
-"""The trace video renderer: frames of the sampler's per-step sequence state, streamed to an MP4 and a GIF.
-
-A frame is a fixed grid of monospace cells (one per character, a placeholder per masked position) coloured by state.
-add_frame keeps each frame's tokens and states; close() sizes the grid to hold the tallest frame (so the finished
-sample is never clipped), then streams RGB frames to ffmpeg's stdin (H.264 MP4) and writes the GIF frame by frame (one
-palette, the changed rectangle only); both go to temp files that replace the targets only when close() succeeds.
-    with TraceWriter("out.mp4", "out.gif", title="char MDM") as tw: tw.add_frame(...)   # per step: trace.py
+"""The trace video: the sampler's state at each step, drawn as a grid of monospace cells coloured
+by state, streamed to an MP4 (ffmpeg) and a GIF. close() sizes the grid to the tallest frame, so
+the finished sample is never clipped; the files replace their targets only when it succeeds.
+    with TraceWriter("out.mp4", "out.gif", title="char MDM") as tw: tw.add_frame(...)  # trace.py
 """
 import importlib.util, math, os, shutil, subprocess, tempfile  # noqa: E401
 from contextlib import suppress
@@ -24,9 +21,9 @@ NO_FFMPEG = "no ffmpeg found: install imageio-ffmpeg or put ffmpeg on PATH; wrot
 
 
 def _find_ffmpeg():
-    """System ffmpeg first (usually the most capable build), else imageio-ffmpeg's bundled one."""
+    """The system's ffmpeg (usually the fuller build), else imageio-ffmpeg's."""
     exe = shutil.which("ffmpeg")
-    with suppress(Exception):  # imageio-ffmpeg not installed, or it has no binary for this platform
+    with suppress(Exception):  # not installed, or no binary for this platform
         import imageio_ffmpeg
         exe = exe or imageio_ffmpeg.get_ffmpeg_exe()
     return exe if exe and os.access(exe, os.X_OK) else None
@@ -42,7 +39,7 @@ def _load_fonts(size):
         if os.path.isfile(reg):
             f = ImageFont.truetype(reg, size)
             return f, (ImageFont.truetype(bold, size) if os.path.isfile(bold) else f)
-    f = ImageFont.load_default(size=size)  # scalable since Pillow 10.1; only reached without DejaVu
+    f = ImageFont.load_default(size=size)  # scalable since Pillow 10.1
     return f, f
 
 
@@ -56,16 +53,16 @@ class TraceWriter:
             raise ValueError("frame_ms must be >= 10 (GIF timing resolution) and cols >= 1")
         self.paths = {"mp4": video_path, "gif": gif_path}
         self.frame_ms, self.cols, self.title, self.rows, self.frames = int(frame_ms), int(cols), title, None, []
-        self.hold_frames = max(1, math.ceil(hold_ms / self.frame_ms))  # slots the last frame (the sample) fills
+        self.hold_frames = max(1, math.ceil(hold_ms / self.frame_ms))  # the final sample's slots
         self.font, self.bold = _load_fonts(font_size)
-        # Glyphs are placed one per cell at this pitch, so even a proportional fallback font lines up.
+        # one glyph per cell at this pitch, so even a proportional fallback font lines up
         self.adv, self.ch = self.font.getlength("M"), self.font.getbbox("Mg|_")[3] + 4
         self.m = self.ch // 2  # margin
         self.size, self.warnings, self.result, self._tmp = None, [], None, {}
         self._proc = self._err = self._gif = self._prev = self._pal = None
 
     def _layout(self, tokens, states, conf=None):
-        """[(row, col, glyph, state, conf)]: wrap at cols, short tokens kept whole, break after "\\n"."""
+        """[(row, col, glyph, state, conf)]: wrap at cols, short tokens whole, break after "\\n"."""
         cells, r, c = [], 0, 0
         for i, (tok, st) in enumerate(zip(tokens, states)):
             chars = [None] if tok is None or st in ("mask", "remasked") else list(tok) or [""]
@@ -81,7 +78,7 @@ class TraceWriter:
         return cells
 
     def _fix_size(self, frames):
-        """Fix the frame size (rawvideo needs one): rows enough for the tallest of frames [(tokens, states)]."""
+        """Fix the frame size (rawvideo needs one) to the tallest of frames [(tokens, states)]."""
         self.rows = max([1] + [cells[-1][0] + 1 for cells in (self._layout(t, s) for t, s in frames) if cells])
         self.top = self.m + 2 * self.ch + self.m
         w = 2 * self.m + math.ceil(max(self.cols, 48) * self.adv)  # >= 48 cells: room for the legend
@@ -107,7 +104,7 @@ class TraceWriter:
             raise ValueError(f"need tokens, states, confidence of equal length and states in {STATES}")
 
     def render(self, tokens, states, step=0, t=0.0, nfe=0, confidence=None, caption=""):
-        """One frame as an RGB image (without a fixed size, this frame fixes it)."""
+        """One frame as an RGB image (the first fixes the size)."""
         self._check(tokens, states, confidence)
         if self.size is None:
             self._fix_size([(tokens, states)])
@@ -126,7 +123,7 @@ class TraceWriter:
         return img
 
     def add_frame(self, tokens, states, step, t, nfe, confidence=None, caption=""):
-        """Keep one frame (its lists: a few KB); close() renders them all at one size."""
+        """Keep one frame's lists (a few KB); close() renders them all at one size."""
         if self.result is not None:
             raise RuntimeError("TraceWriter is already closed")
         self._check(tokens, states, confidence)
@@ -135,13 +132,13 @@ class TraceWriter:
 
     def _start(self):
         for key, path in self.paths.items():
-            if path:  # temp beside the target so os.replace is an atomic rename (not mkstemp: 0600)
+            if path:  # beside the target, so os.replace is atomic (not mkstemp: 0600)
                 d, base = os.path.split(os.path.abspath(path))
                 os.makedirs(d, exist_ok=True)
                 self._tmp[key] = os.path.join(d, f".{base}.{os.getpid()}-{id(self):x}.tmp")
         if "gif" in self._tmp:
             self._gif = open(self._tmp["gif"], "wb")
-            # One palette for all frames, fitted to every state x confidence (not just the first frame)
+            # one palette for all frames, fitted to every state x confidence
             swatch = self.render(["Mg"] * 30, [s for s in STATES for _ in range(6)],
                                  confidence=[i / 5 for i in range(6)] * 5)
             self._pal = swatch.quantize(256, method=Image.Quantize.MEDIANCUT)
@@ -151,7 +148,7 @@ class TraceWriter:
                    f"{w}x{h}", "-r", f"1000/{self.frame_ms}", "-i", "-", "-an", "-c:v", "libx264", "-preset",
                    "veryfast", "-tune", "animation", "-crf", "20", "-pix_fmt", "yuv420p", "-movflags",
                    "+faststart", "-f", "mp4", self._tmp["mp4"]]
-            if exe:  # stderr to a file, not a pipe: an unread pipe can fill up and stall ffmpeg
+            if exe:  # stderr to a file: an unread pipe can fill up and stall ffmpeg
                 self._err = tempfile.TemporaryFile()
                 self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
             else:
@@ -159,8 +156,8 @@ class TraceWriter:
                 del self._tmp["mp4"]
 
     def _ffmpeg(self, data=None):
-        """Send frame bytes (None: end the stream and wait). If ffmpeg failed, raise with its stderr."""
-        with suppress(OSError):  # broken pipe: ffmpeg died; fall through to wait() and report why
+        """Send frame bytes (None: end and wait); if ffmpeg failed, raise with its stderr."""
+        with suppress(OSError):  # ffmpeg died: wait() below reports why
             if data is not None:
                 self._proc.stdin.write(data)
                 return
@@ -172,20 +169,20 @@ class TraceWriter:
             raise RuntimeError(f"ffmpeg exited with code {self._proc.returncode} writing {self.paths['mp4']}:\n{tail}")
 
     def _gif_write(self, img, ms):
-        """Append one GIF frame: the whole image first, then only the rectangle that changed."""
+        """Append a GIF frame: the whole image first, then only the changed rectangle."""
         p = img.quantize(palette=self._pal, dither=Image.Dither.NONE)
         idx = Image.frombytes("L", p.size, p.tobytes())  # compare palette indices, not luminance
         if self._prev is None:
             hdr, _ = GifImagePlugin.getheader(p, None, {"loop": 0, "duration": ms})
             self._gif.write(b"".join(hdr))
             box = (0, 0) + p.size
-        else:  # an unchanged frame still gets a 1x1 patch, so GIF frames == add_frame calls
+        else:  # a 1x1 patch if unchanged, so GIF frames == add_frame calls
             box = ImageChops.difference(self._prev, idx).getbbox() or (0, 0, 1, 1)
         self._gif.write(b"".join(GifImagePlugin.getdata(p.crop(box), offset=box[:2], duration=ms)))
         self._prev = idx
 
     def close(self):
-        """Render the frames at the tallest one's size, finish and move both files; -> {mp4, gif, frames, warnings}."""
+        """Render and write every frame, then move the files; -> {mp4, gif, frames, warnings}."""
         if self.result is not None:
             return self.result
         try:
@@ -204,7 +201,7 @@ class TraceWriter:
             if self._gif is not None:
                 self._gif.write(b";")  # GIF trailer
                 self._gif.close()
-            for key, tmp in self._tmp.items():  # replace only once every encode has succeeded
+            for key, tmp in self._tmp.items():  # only once every encode has succeeded
                 os.replace(tmp, self.paths[key])
             done, self._tmp = self._tmp, {}
         except BaseException:
@@ -216,7 +213,7 @@ class TraceWriter:
         return self.result
 
     def _abort(self):
-        """Stop ffmpeg, delete temp files, leave existing outputs untouched. Safe to call twice."""
+        """Stop ffmpeg and delete temp files, leaving existing outputs; safe to call twice."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
@@ -232,5 +229,5 @@ class TraceWriter:
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, exc, tb):  # on error: drop temp files, replace nothing
+    def __exit__(self, exc_type, exc, tb):  # on error, replace nothing
         self.close() if exc_type is None else self._abort()
