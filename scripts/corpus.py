@@ -1,6 +1,6 @@
-"""The corpus maker behind scripts/data.py (whose docstring gives the output format): reads text
-corpora (Hugging Face hub, local files), writes one plain-text file. An input fault raises
-utils.errors.UserError with a one-line message. What scripts/data.py does:
+"""The corpus maker behind scripts/data.py (whose docstring gives the output format): reads the
+Hugging Face hub or local files, writes one plain-text file. Input faults raise a one-line
+UserError. As data.py uses it:
 
     from scripts.corpus import iter_local_texts, sample_texts, write_corpus
     texts = sample_texts(iter_local_texts("stories.txt"), num=1000, seed=1337)
@@ -73,9 +73,8 @@ def _hub_error(name, split, e):
 
 
 def _texts_from_records(records, text_field, where, on_error, empty=None):
-    """Yield each record's `text_field` string, skipping records without one; the field is checked
-    on the first record. on_error(e): the UserError for anything else the iterator raises.
-    empty: the message when no record holds a text (None: no error)."""
+    """Yield each record's `text_field` string (skipped if None), checking the field on the first
+    record. on_error(e): the UserError for other iterator errors. empty: the message if no text."""
     n, it = 0, iter(records)
     try:
         for i, rec in enumerate(it):
@@ -141,7 +140,7 @@ def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
 # ----------------------------------------------------------------------------- local files
 def _read_chunks(path):
     """path's text, _CHUNK characters at a time; an unreadable or non-UTF-8 file is a UserError."""
-    # newline="" keeps \r\n as is, so a single document is written back unchanged
+    # newline="" keeps \r\n, so a single document is written back unchanged
     try:
         with open(path, encoding="utf-8", newline="") as f:
             yield from iter(lambda: f.read(_CHUNK), "")
@@ -152,8 +151,8 @@ def _read_chunks(path):
 
 
 def local_format(path, split_blank_lines=False):
-    """How iter_local_texts reads `path`: 'separator', 'blank-lines', 'document' (one text,
-    unchanged) or a `datasets` builder ('json', 'parquet', 'csv')."""
+    """How iter_local_texts reads `path`: 'separator' if it holds <|endoftext|>, else 'blank-lines'
+    if split_blank_lines, else 'document' (one text, unchanged); or a `datasets` builder name."""
     if not os.path.exists(path):
         raise not_found(path, "--input-file", "check the path")
     if not os.path.isfile(path):
@@ -175,13 +174,12 @@ def local_format(path, split_blank_lines=False):
 
 
 def iter_local_texts(path, text_field="text", split_blank_lines=False):
-    """A local file's texts in order, read lazily (its type checked now). .txt: split on
-    "<|endoftext|>" if present, else on blank lines if split_blank_lines (stripped, empties
-    dropped), else the whole file is one text. .jsonl/.json/.parquet/.csv: each `text_field`."""
+    """A local file's texts in order, read lazily, its format (local_format) checked now.
+    .jsonl/.json/.parquet/.csv: each record's `text_field`."""
     fmt = local_format(path, split_blank_lines)
     if fmt in ("document", "separator", "blank-lines"):
         return _iter_text(path, fmt)
-    # a datasets builder: the same streaming path as the hub
+    # a datasets builder streams as the hub does
     import datasets
 
     def on_error(e):
@@ -195,7 +193,7 @@ def iter_local_texts(path, text_field="text", split_blank_lines=False):
 
 
 def _iter_text(path, fmt):
-    """A .txt file's texts read as `fmt`: the one document, or the stripped non-empty pieces."""
+    """A .txt read as `fmt`: the one document, or the stripped non-empty pieces."""
     if fmt == "document":
         text = "".join(_read_chunks(path))
         if not text.strip():
@@ -213,8 +211,7 @@ def _iter_text(path, fmt):
 
 
 def _split_stream(chunks, split):
-    """Split a chunk stream with `split(buffer) -> parts`. A chunk's last part may go on in the
-    next chunk, so it carries over; the remainder comes last."""
+    """Split a chunk stream with `split(buffer) -> parts`; a chunk's last part carries over."""
     buf = ""
     for chunk in chunks:
         *parts, buf = split(buf + chunk)
