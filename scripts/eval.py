@@ -7,12 +7,11 @@
     python scripts/eval.py artifacts/models/baby_bd3_4/model.pt artifacts/models/baby_ar/model.pt \
         --n-samples 0
 
-Per checkpoint: the bound (diffusion) or exact NLL (AR) in bits/char ± a standard error; masked
-reconstruction accuracy and entropy by t; the samples' change rate per step, distinct-2/-3, entropy
-and gen-PPL under --ar-checkpoint; infill recovery of --infill-len held-out tokens. A figure an
-objective lacks reads n/a; bd3 samples block by block (--steps per block). A network with an AR
-mode (--dual_ar, --bd3_ar) is also scored in it.
-Plots: scripts/plot.py; samplers over temperature: scripts/frontier.py.
+Per checkpoint: the bound (diffusion) or exact NLL (AR) in bits/char ± se; masked reconstruction
+accuracy and entropy by t; the samples' change rate, distinct-2/-3, entropy and gen-PPL under
+--ar-checkpoint; infill recovery (n/a where an objective lacks a figure). bd3 samples block by
+block (--steps per block). An AR mode (--dual_ar, --bd3_ar) is scored too. Plots: scripts/plot.py;
+samplers over temperature: scripts/frontier.py.
 """
 import os
 import sys
@@ -57,7 +56,6 @@ def parse_args(argv):
     samples, sampling = ("n_samples",), ("n_samples", "infill_len")  # flags that act only with samples (or infill)
     p.add_argument("--gen-len", type=at_least(0), default=0, needs=samples, help="tokens per sample; 0 = fill context")
     p.add_argument("--prompt", default="", needs=samples, help="text every sample starts from; '' = the AR start token")
-    # the sampler's settings: default, each checkpoint's own
     p.add_argument("--steps", type=at_least(1), default=None, needs=sampling,
                    help="reverse steps (NFE) of samples and infill; default: each checkpoint's own")
     p.add_argument("--temperature", type=at_least(0.0), default=None, needs=samples,
@@ -85,8 +83,8 @@ SAMPLER_FLAGS = {"--steps": "steps", "--temperature": "temperature", "--order": 
 
 
 def load_run(path, args, device, given=()):
-    """One checkpoint's model, tokenizer, config and sampling config, checked before any work.
-    given: the options typed (utils.cli.typed); the sampling config is validated as typed."""
+    """One checkpoint's model, tokenizer and configs, checked before any work.
+    given: the flags typed (utils.cli.typed)."""
     model, ckpt, cfg, tok = open_checkpoint(path, device, args.data_path, args.val_path)
     obj = objectives.get(cfg.objective)
     # Sample as the preset and inference.py do; a given flag replaces its setting.
@@ -96,8 +94,7 @@ def load_run(path, args, device, given=()):
         if obj.STEP_CHAIN and scfg.steps > cfg.diffusion_steps and not scfg.threshold:  # a grid's K <= T
             raise UserError(f"--steps {scfg.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: "
                             f"use --steps {cfg.diffusion_steps}")
-        # Refuse what train.py and inference.py refuse, among the flags this objective reads
-        # (a --bd3_speculate or --dual_sample run reads no --steps, --order).
+        # refuse what train.py and inference.py refuse, of the flags this objective reads
         validate(scfg, {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES})
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),
                 schedule=Schedule(cfg.diffusion_steps, cfg.schedule))
@@ -109,15 +106,14 @@ def sampler_flags(args):
 
 
 def overridden(args):
-    """The given sampler settings as the start-up line reads them ('' when none)."""
+    """The given sampler settings for the start-up line ('' if none)."""
     asked = [f"{key}={value}" for key, value in sampler_flags(args).items()]
     return f" but {', '.join(asked)}" if asked else ""
 
 
 def refuse_unread(runs, args, given):
-    """Refuse, never drop, a given flag no checkpoint reads: a sampler flag all sampling runs
-    ignore, the infill's for AR and bd3 only, --n-t where every figure is exact (the AR's).
-    A flag that needs another is needs='s job."""
+    """Refuse, never drop, a given flag no checkpoint reads: a sampler flag every sampling run
+    ignores, the infill's if none infills, --n-t if all are exact. needs= covers the rest."""
     infills = [r for r in runs if args.infill_len and not r["obj"].CONTINUES_ONLY]
     sampling = runs if args.n_samples else infills
     unread = [f for f, key in SAMPLER_FLAGS.items() if all(key in r["obj"].IGNORES for r in sampling)]
@@ -165,15 +161,14 @@ def work(run, args):
 
 
 def held_out_entropy(run, args, tr, va):
-    """Sample entropy of held-out windows as long as this run's samples (their target).
-    tr, va: the run's train and validation ids."""
+    """Sample entropy of held-out windows as long as this run's samples: their target."""
     return sample_entropy(held_out_windows(split_ids(tr, va, args.split), max(args.n_samples, 2),
                                            sample_plan(run, args)[1], f"the {args.split} split"))
 
 
 def label(cfg, obj):
     """The objective with what tells two runs apart: block size, schedule and T, and the time
-    conditioning where the objective leaves it free ('mdlm (cosine, T=100, none)')."""
+    conditioning where free ('mdlm (cosine, T=100, none)')."""
     parts = [f"L'={cfg.bd3_block}"] if obj.BLOCKS else []
     if not obj.EXACT:
         parts += [cfg.schedule, f"T={cfg.diffusion_steps}"]
@@ -251,7 +246,7 @@ def paired_with_first(rows):
 
 
 def ar_mode_cell(r):
-    """A network's AR mode: its exact NLL, and minus the first run's figure on the same windows."""
+    """A network's AR mode: exact NLL, and minus the first run's on the same windows."""
     m = r.get("ar_mode")
     if m is None:
         return "n/a"
