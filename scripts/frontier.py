@@ -11,14 +11,11 @@
 
 A point per combination of --grid values (AR: --ar-grid): NFE (forward passes per sample; of a
 block for bd3, a token for the AR), sample entropy, gen-PPL under an AR judge, distinct-2/3,
-tokens/s, and the Jensen-Shannon divergence of the samples' character 1-4-grams from held-out
-text's, which repetition cannot lower as it can gen-PPL. A curve is one sampler over temperature,
-read where it crosses the held-out entropy: the better sampler is lower there.
+tokens/s, and the JS divergence of the samples' character 1-4-grams from held-out text's. A curve
+is one sampler over temperature, read where it crosses the held-out entropy: lower is better there.
 
-The held-out entropy is read on dev (the first half of validation, which picks best.pt), the
-divergence on test (its floor: dev text's own). tokens/s is the median of rounds in which every
-point draws in turn, so a drifting load slows all alike. AR and bd3 samples may run past the
-context (a sliding window).
+The held-out entropy is read on dev (which picks best.pt), the divergence on test (its floor: dev
+text's own). AR and bd3 samples may run past the context (a sliding window).
 """
 import itertools
 import os
@@ -42,7 +39,7 @@ from utils.dist import pick_device, timed  # noqa: E402
 from utils.cli import ArgParser, at_least, key_list, list_of, output, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
-# the sampling keys a grid may vary (config.py documents each); the rest are the checkpoint's
+# the sampling keys a grid may vary (config.py documents each)
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
              "semi_ar_length", "temperature_end_share", "bd3_speculate", "dual_sample")
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "temperature=0.8,0.9,1.0"]
@@ -51,10 +48,9 @@ GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KE
 
 
 def canonical(settings, obj, cfg):
-    """The settings a sampler reads, so points differing only in unread keys are one sampler.
-    Drops the objective's IGNORES, keys its switches leave unread (obj.unread: --dual_sample's
-    AR reads only temperature and filters), and keys whose partner is off (config.NEEDS: ReMDM's
-    eta unless remask=remdm). cfg answers for keys not in the grid."""
+    """The settings a sampler reads, so points differing only in unread keys are one sampler:
+    without the objective's IGNORES, keys its switches leave unread (obj.unread), and keys whose
+    partner is off (config.NEEDS: ReMDM's eta unless remask=remdm). cfg fills the others."""
     s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
     point = replace(cfg, **s)  # the point's values, else the checkpoint's
     return {k: v for k, v in s.items() if k not in obj.unread(point) and acts(point, k)}
@@ -82,8 +78,8 @@ def curve_label(settings):
 
 
 def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
-    """One curve read at entropy `target`, each key interpolated between the points around it.
-    None when the curve does not reach it (never extrapolated)."""
+    """One curve read at entropy `target`, each key interpolated between the points around it;
+    None if it never gets there (no extrapolation)."""
     pts = sorted(points, key=lambda q: q["sample_entropy"])
     for a, b in zip(pts, pts[1:]):
         ea, eb = a["sample_entropy"], b["sample_entropy"]
@@ -111,9 +107,9 @@ def grid_of(r, args, judge, start, gen_len, ref, device, generator):
 
 
 def time_points(runs, args, start, gen_len, device):
-    """Time every point at each --time-batches size B: seconds_bB (a draw of B samples),
-    tokens_per_s_bB, passes_bB (mean passes a draw). After an untimed warm-up, the median of
-    --repeats rounds, each point drawing --time-draws batches of B in turn, each its own seed."""
+    """Time every point at each --time-batches size B: seconds_bB (a draw of B), tokens_per_s_bB,
+    passes_bB. The median of --repeats rounds in which every point draws in turn, so a drifting
+    load slows all alike."""
     jobs = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])]
     n = args.time_draws
     for b in args.time_batches:
@@ -200,8 +196,8 @@ def load(path, args, device):
 
 
 def refuse_unread(runs, args, given):
-    """Refuse a grid flag no checkpoint reads, rather than run as if it were never given: --grid
-    without a diffusion checkpoint, --ar-grid without an AR one, a KEY every sampler ignores."""
+    """Refuse a grid flag no checkpoint reads (it would run as if never given): --grid with no
+    diffusion checkpoint, --ar-grid with no AR one, a KEY no sampler reads."""
     for flag, exact, grid in (("--grid", False, args.grid_values), ("--ar-grid", True, args.ar_grid_values)):
         if flag not in given:
             continue
