@@ -3,9 +3,9 @@ exact NLL (AR), per token and per character. evaluate() scores train.py's evals 
 
 The bound takes n_t times per window, stratified over all N windows: window w's k-th draw lies in
 slice k * N + perm[w] of N * n_t equal slices of [0, 1) (a permutation per time for a t per block),
-unbiased for (1/T) sum_t of the per-t terms. The standard error is the spread of the per-window
-estimates. mc_se_max bounds its share due to random t and masks, from neighbouring strata's
-differences ("collapsed strata", Cochran 1977 §5A.12); from above, as it counts their drift too.
+unbiased for (1/T) sum_t of the per-t terms. The se is the spread of per-window estimates.
+mc_se_max bounds its Monte Carlo share from neighbouring strata's differences ("collapsed strata",
+Cochran 1977 §5A.12), from above as it also counts the drift between strata.
 """
 import math
 from contextlib import nullcontext
@@ -40,8 +40,8 @@ def report_windows(tok, train_ids, val_ids, split, n_windows, L):
 
 @torch.no_grad()
 def ar_mode(model, cfg, windows, mask_id, batch_size):
-    """Mean NLL per window (N,), on the host, of the network's AR mode over windows (N, L + 1),
-    the law --dual_sample or --bd3_speculate samples at T = 1 (objectives' ar_nll); None if none."""
+    """Mean NLL per window (N,), on the host, of the network's AR mode (the law --dual_sample or
+    --bd3_speculate samples at T = 1), or None."""
     obj, dev = objectives.get(cfg.objective), next(model.parameters()).device
     parts = [obj.ar_nll(model, windows[i:i + batch_size].to(dev), cfg, mask_id)
              for i in range(0, len(windows), batch_size)]
@@ -57,12 +57,11 @@ def reported(model, cfg, schedule, tok, train_ids, val_ids, ctx=nullcontext()):
 
 @torch.no_grad()
 def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=0, chars_per_token=1.0, details=False):
-    """Score windows (N, L + 1) of token ids with cfg's objective: the last L tokens of each. The AR
-    reads the first as context (~0.015 nats/char in its favour at L = 64: dev/LOG.md, "From AR to
-    diffusion at the baby budget"). chars_per_token: of windows[:, 1:]. seed fixes the times and
-    masks, so two calls score alike. Returns summary()'s dict; with details (diffusion only) also
-    recon_acc and entropy_by_t, (t_lo, t_hi, mean entropy in nats) per time bin, over the scored
-    positions (the masked ones; for uniform noise, those the noise changed)."""
+    """Score the last L tokens of windows (N, L + 1) with cfg's objective; the AR reads the first as
+    context (~0.015 nats/char in its favour at L = 64: dev/LOG.md, "From AR to diffusion at the
+    baby budget"). seed fixes the times and masks. Returns summary()'s dict; with details
+    (diffusion only) also recon_acc and entropy_by_t, (t_lo, t_hi, mean entropy in nats) per time
+    bin, over the scored positions (masked ones; for uniform noise, those the noise changed)."""
     obj, device = objectives.get(cfg.objective), next(model.parameters()).device
     windows = windows[:, 1 - obj.WINDOW:].contiguous()  # an AR window keeps its first token as context
     was_training = model.training
@@ -112,10 +111,9 @@ def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=
 
 
 def summary(v, mc_var, n_t, chars_per_token):
-    """evaluate's figures from per-window estimates v (N,) in nats/token: nats_per_token, se,
-    bits_per_char, bpc_se, ppl (per token), n_windows, n_t, per_window (v, for paired comparisons).
-    With mc_var (bounds on each batch's Monte Carlo variance; empty when n_t = 1) also mc_se_max
-    (nats/token) and mc_bpc_max (bits/char)."""
+    """evaluate's figures from per-window estimates v (N,), nats/token: mean and se per token and
+    per character, perplexity, v itself (for paired comparisons), and with mc_var (each batch's
+    Monte Carlo variance bound; empty when n_t = 1) mc_se_max."""
     mean = v.mean().item()
     se = v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan")
     out = dict(nats_per_token=mean, se=se, bits_per_char=mean / chars_per_token / LN2,
