@@ -1,5 +1,5 @@
-"""What scripts/eval.py, frontier.py and dev/order_nll.py share: open a checkpoint, draw samples
-continuing a fixed start, score them (held-out text of their length alike), write the JSON.
+"""What scripts/eval.py, frontier.py and dev/order_nll.py share: open a checkpoint, draw samples,
+score them (and held-out text alike), write the JSON.
 
     judge = load_judge("artifacts/models/cpu_ar/model.pt", device, {"M.pt": tok})  # checked
     samples, nfe = draw(model, cfg, start_ids(tok, ""), 63, 16, 32, tok.mask_id, device,
@@ -45,8 +45,8 @@ def start_ids(tok, prompt):
 
 
 def load_judge(path, device, tokenizers):
-    """The AR model that scores samples (gen-PPL), checked before any work: exact, and with the
-    tokenizer of each of `tokenizers` ({checkpoint: tokenizer}), since gen-PPL reads their ids."""
+    """The AR model that scores samples (gen-PPL), checked first: exact, and sharing each
+    checkpoint's tokenizer ({checkpoint: tokenizer}), since gen-PPL reads their ids."""
     judge, _, cfg, judge_tok = open_checkpoint(path, device)
     if not objectives.get(cfg.objective).EXACT:
         raise UserError(f"--ar-checkpoint {path} is a {cfg.objective} model: give an AR checkpoint "
@@ -75,10 +75,9 @@ def draw(model, cfg, start, gen_len, n, batch_size, mask_id, device, generator, 
 
 
 def score(samples, P, tok, judge=None, batch_size=32, reference=None):
-    """Figures of samples (n, P + gen_len) whose first P tokens were given. Of the generated part:
-    distinct-2/-3, sample entropy (nats), the first sample's text; with a judge, gen-PPL and NLL
-    (nats/token) given the P tokens (P = 0: the AR start token); with reference text, the n-gram JS
-    divergence (bits: js, js_mean)."""
+    """Figures of samples (n, P + gen_len) past their given P tokens: distinct-2/-3, sample entropy,
+    the first sample's text; with a judge, gen-PPL and NLL given the P tokens (P = 0: the AR start
+    token); with reference text, the n-gram JS divergence (bits: js, js_mean)."""
     gen = samples[:, P:].cpu()
     texts = [tok.decode(row.tolist()) for row in gen]
     res = dict(distinct_2=distinct_n(texts, 2), distinct_3=distinct_n(texts, 3), sample_entropy=sample_entropy(gen),
