@@ -4,10 +4,9 @@
     python inference.py --checkpoint artifacts/export/cpu --seed 0  # same text as model.pt's
 
 OUT_DIR gets model.safetensors (the weights the checkpoint samples with, EMA's under --ema; no
-optimizer, RNG or loop state), config.json (what the weights are, and the run's full config, whose
-sampling settings are the folder's defaults) and the tokenizer: tokenizer.json (BPE, for
-`tokenizers`' Tokenizer.from_file) or vocab.json (char: {"chars": the characters in id order},
-[MASK] the next id). safetensors runs no code on load. A non-empty OUT_DIR needs --force.
+loop state; it runs no code on load), config.json (what they are, and the run's config, whose
+sampling settings become the defaults) and tokenizer.json (BPE) or vocab.json (char: {"chars":
+the characters in id order}, [MASK] the next id). A non-empty OUT_DIR needs --force.
 """
 import json
 import os
