@@ -38,7 +38,6 @@ def parse_args(argv):
     src.add_argument("--dataset", help="hub dataset name (streamed), e.g. roneneldan/TinyStories; or 'tinyshakespeare' "
                      "to download Tiny Shakespeare")
     src.add_argument("--input-file", help="local .txt/.jsonl/.json/.parquet/.csv file instead of the hub")
-    # the flags below act only with a source that reads them (refuse_unread)
     p.add_argument("--config", default=None, needs=("dataset",), help="hub dataset config name, e.g. sample-10BT")
     p.add_argument("--split", default="train", needs=("dataset",),
                    help="the hub dataset's split to stream, e.g. validation")
@@ -54,8 +53,7 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-# Each source reads only the flags READS lists; another is refused, never dropped. needs= also ties
-# --config and --split to --dataset, --seed and --shuffle-buffer to --num-stories.
+# each source reads only the flags READS lists; another is refused, never dropped
 SOURCE_FLAGS = ("--config", "--split", "--shuffle-buffer", "--seed", "--text-field", "--split-blank-lines")
 READS = {  # source: (what it is, the flags it reads)
     "hub": ("a hub dataset", ("--config", "--split", "--shuffle-buffer", "--seed", "--text-field")),
@@ -66,8 +64,7 @@ READS = {  # source: (what it is, the flags it reads)
 
 
 def refuse_unread(args, argv, source):
-    """Refuse a SOURCE_FLAGS flag the source does not read (READS). source: 'hub', 'tinyshakespeare'
-    or a local file's format (corpus.local_format; a `datasets` one is 'records')."""
+    """Refuse a SOURCE_FLAGS flag the source (a READS key) does not read."""
     what, reads = READS[source]
     unread = [f for f in SOURCE_FLAGS if f in typed(argv) and f not in reads]
     if unread:
@@ -75,8 +72,7 @@ def refuse_unread(args, argv, source):
 
 
 def progress(it, total=None, desc="stories"):
-    """A tqdm bar over the streaming stories (total None: no ETA); no bar when stderr is not a
-    terminal (disable=None: logs, tests)."""
+    """A tqdm bar over streaming stories (total None: no ETA), off when stderr is no terminal."""
     from tqdm import tqdm
     return tqdm(it, total=total or None, desc=desc, unit=" stories", unit_scale=True, dynamic_ncols=True, disable=None)
 
