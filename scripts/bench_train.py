@@ -43,8 +43,8 @@ UNREAD = {"data_path", "val_path", "val_fraction", "tokenizer", "tokenizer_path"
 
 
 def matmul_rate(a, batch_tokens, device):
-    """fp32 matmul rate (FLOP/s) on the model's shapes (M = tokens/step), each run to ~1 GFLOP to
-    amortize the call overhead."""
+    """fp32 matmul rate (FLOP/s) on the model's shapes (M = tokens/step), each run to ~1 GFLOP
+    to amortize call overhead."""
     d, M = a.n_embd, batch_tokens
     flops, seconds = 0.0, 0.0
     for k, n in ((d, 3 * d), (d, d), (d, 4 * d), (4 * d, d), (d, a.vocab_size)):
@@ -59,10 +59,9 @@ def matmul_rate(a, batch_tokens, device):
 
 def peak_memory(step, model, opt, device):
     """(peak MiB over one more step of a row, what that counts). CUDA: the allocator's peak over
-    the step less what was allocated before, plus the row's weights and optimizer state. A CUDA
-    graph's pool (reserved earlier) is not counted; its saved activations are. Linux: peak RSS
-    (VmHWM, reset via /proc/self/clear_refs), with what the allocator kept from earlier rows.
-    Elsewhere: the peak so far."""
+    the step less what was there before, plus the row's weights and optimizer state; a CUDA graph's
+    pool is not counted, its saved activations are. Linux: peak RSS (VmHWM, reset via
+    /proc/self/clear_refs), memory kept from earlier rows included. Elsewhere: the peak so far."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
@@ -164,8 +163,8 @@ def main(argv):
 
 
 def print_results(steps, times, configs, tokens, peak, memory):
-    """Per row: median ms/iter, tokens/s, MFU (none without a peak) and peak MiB (peak_memory);
-    then each row's time over its AR partner's, the figure the rows are there to compare."""
+    """Per row: median ms/iter, tokens/s, MFU and peak MiB; then each row's time over its AR
+    partner's, the figure the rows are there to compare."""
     print(f"{'row':<24} {'ms/iter':>9} {'tokens/s':>11} {'MFU':>7} {'peak MiB':>9}")
     results = {}
     for name, (_, model, _) in steps.items():
@@ -176,7 +175,7 @@ def print_results(steps, times, configs, tokens, peak, memory):
     print(f"peak MiB: {next(iter(memory.values()))[1]}")
     for name, sec in results.items():
         if not name.startswith("ar"):
-            # its AR partner: the same --compare_compile tag (without it: plain "ar")
+            # its AR partner: the same --compare_compile tag, or plain "ar"
             ar_name = " ".join(["ar"] + [w for w in name.split() if w in ("eager", "compiled")])
             print(f"time ratio {name} / {ar_name}: {sec / results[ar_name]:.3f}")
 
