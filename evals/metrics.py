@@ -1,6 +1,5 @@
-"""Sample metrics (the bound is evals/bound.py): change rate per reverse step, distinct-n, sample
-entropy, gen-PPL under our own AR (same data and tokenizer: no retokenization), infill recovery of
-held-out spans, and the n-gram JS divergence to reference text.
+"""Sample metrics (the bound is evals/bound.py): change rate, distinct-n, sample entropy, gen-PPL
+under our own AR (same tokenizer: no retokenization), infill recovery, n-gram JS divergence.
 """
 import math
 from collections import Counter
@@ -47,8 +46,8 @@ def sample_entropy(rows):
 
 @torch.no_grad()
 def ar_nll(model, seqs, n_prompt):
-    """-log p(seqs[:, j] | seqs[:, :j]) in nats for j >= n_prompt under a causal model: seqs (B, S)
-    long -> (B, S - n_prompt) float32. 1 <= n_prompt (the first token has no context)."""
+    """-log p(seqs[:, j] | seqs[:, :j]), j >= n_prompt, under a causal model: (B, S - n_prompt)
+    float32 nats. 1 <= n_prompt, as the first token has no context."""
     B, S = seqs.shape
     assert 1 <= n_prompt < S and S - 1 <= model.args.block_size, (n_prompt, S, model.args.block_size)
     was_training = model.training
@@ -59,8 +58,8 @@ def ar_nll(model, seqs, n_prompt):
 
 
 def windowed_ar_nll(model, seqs, n_prompt):
-    """ar_nll (B, S - n_prompt) past the scorer's context W: windows of W + 1 tokens, each token
-    scored once with at least W // 2 tokens of context (or all it has)."""
+    """ar_nll past the scorer's context W: windows of W + 1 tokens, each token scored once after
+    at least W // 2 tokens of context (or all it has)."""
     S, W = seqs.size(1), model.args.block_size
     if S - 1 <= W:
         return ar_nll(model, seqs, n_prompt)
@@ -73,8 +72,8 @@ def windowed_ar_nll(model, seqs, n_prompt):
 
 
 def gen_ppl(scorer, seqs, n_prompt, batch_size=32):
-    """Generative perplexity: exp(mean NLL of seqs[:, n_prompt:] given what precedes) under an AR
-    scorer, windowed past its context. seqs (N, S) long, n_prompt >= 1. Returns (gen-PPL, NLL)."""
+    """(gen-PPL, mean NLL in nats/token) of seqs[:, n_prompt:] given what precedes, under an AR
+    scorer windowed past its context."""
     nll = torch.cat([windowed_ar_nll(scorer, seqs[i:i + batch_size], n_prompt)
                      for i in range(0, len(seqs), batch_size)])
     mean = nll.double().mean().item()
