@@ -53,7 +53,7 @@ def _figure(ncols=1, figsize=(8, 5), **kw):
 
 
 def _save(plt, fig, out):
-    """Write fig to the PNG out atomically (no reader sees half a file), close it, say so."""
+    """Write fig to the PNG out atomically (no reader sees half a file) and close it."""
     if fig.get_layout_engine() is None:  # a constrained layout places its own legend
         fig.tight_layout()
     with atomic_path(out) as tmp:
