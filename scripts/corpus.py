@@ -92,7 +92,7 @@ def _texts_from_records(records, text_field, where, on_error, empty=None):
             yield value
     except UserError:
         raise
-    except Exception as e:  # the dataset iterator talks to the network / parses files
+    except Exception as e:  # network and parse errors
         raise on_error(e) from None
     finally:  # a parquet reader left half read aborts at exit (datasets#7879, arrow#45214):
         getattr(it, "close", lambda: None)()  # end it now, while Arrow is alive
