@@ -30,8 +30,8 @@ def paired_difference(a, b):
 
 
 def report_windows(tok, train_ids, val_ids, split, n_windows, L):
-    """A split's fixed windows (n, L + 1) and the characters per scored token of exactly those
-    (BPE windows decode to ~1 % off the split's mean)."""
+    """A split's fixed windows (n, L + 1) and chars per scored token of exactly those (BPE
+    windows decode ~1 % off the split's mean)."""
     ids = split_ids(train_ids, val_ids, split)
     check_fits(ids, L + 1, split)
     windows = fixed_windows(ids, n_windows, L + 1)  # every objective scores the same last L tokens of each
@@ -49,7 +49,7 @@ def ar_mode(model, cfg, windows, mask_id, batch_size):
 
 
 def reported(model, cfg, schedule, tok, train_ids, val_ids, ctx=nullcontext()):
-    """The figure records cite (train.py's last report line) on REPORT's windows."""
+    """evaluate() on REPORT's windows."""
     windows, cpt = report_windows(tok, train_ids, val_ids, REPORT["split"], REPORT["n_windows"], cfg.block_size)
     return evaluate(model, windows, replace(cfg, batch_size=REPORT["batch_size"]), schedule, tok, ctx,
                     n_t=REPORT["n_t"], seed=REPORT["seed"], chars_per_token=cpt)
