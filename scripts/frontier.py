@@ -186,8 +186,7 @@ def parse_args(argv):
 
 
 def load(path, args, device):
-    """Open a checkpoint and check its grid before any sampling: {path, model, cfg, tok, obj,
-    points}; main adds rows and seconds."""
+    """Open a checkpoint, checking its grid first: {path, model, cfg, tok, obj, points}."""
     model, _, cfg, tok = open_checkpoint(path, device, args.data_path)
     compile_decode(model, replace(cfg, compile=args.compile), device)  # as inference.py samples
     obj = objectives.get(cfg.objective)
