@@ -24,8 +24,8 @@ from utils.tokenizer import fingerprint, tokenizer_from_state
 
 
 def open_checkpoint(path, device, data_path="", val_path=None):
-    """(model, checkpoint dict, config, tokenizer) of a model.pt or export. data_path and val_path
-    override where its text is read (val_path None: the checkpoint's; '' splits data_path)."""
+    """(model, checkpoint dict, config, tokenizer) of a model.pt or export; data_path and val_path
+    override its text's (val_path None: the checkpoint's; '': split data_path)."""
     model, ckpt = load_model(path, device)
     cfg = config_from_dict(ckpt["config"])
     cfg = replace(cfg, data_path=data_path or cfg.data_path, val_path=cfg.val_path if val_path is None else val_path)
