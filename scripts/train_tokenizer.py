@@ -5,9 +5,9 @@
   python scripts/train_tokenizer.py --input data/tinyshakespeare.txt \
       --output artifacts/tokenizer/shakespeare.json --vocab-size 1024
 
-The input is split into stories on "<|endoftext|>" (scripts/data.py's format). --vocab-size counts
-the two special tokens (id 0 "<|endoftext|>", id 1 "[MASK]") and the 256 bytes. Encoding text never
-yields "[MASK]", not even from the literal string. Load with utils.tokenizer.BPETokenizer.from_file.
+Stories are split on "<|endoftext|>" (data.py's format). --vocab-size counts the 256 bytes and two
+specials (0 "<|endoftext|>", 1 "[MASK]"); text, even a literal "[MASK]", never encodes to [MASK].
+Load the result with utils.tokenizer.BPETokenizer.from_file.
 """
 import os
 import sys
