@@ -1,11 +1,11 @@
-"""The validation score of any objective over fixed windows, with a standard error: the bound (diffusion) or the
-exact NLL (AR), per token and in bits per character, as train.py's evals and scripts/eval.py score it (evaluate()).
+"""Any objective's validation score on fixed windows, ± a standard error: the bound (diffusion) or
+exact NLL (AR), per token and per character. evaluate() scores train.py's evals and eval.py's.
 
-The bound is estimated per window at n_t times stratified over all N windows: window w's k-th draw lies in stratum
-k * N + perm[w] of N * n_t equal slices of [0, 1) (a permutation per time for a t per block), unbiased for (1/T)
-sum_t of the per-t terms; the standard error is the spread of the per-window estimates. mc_se_max bounds its share
-due to the random t and masks from the differences of neighbouring strata ("collapsed strata", Cochran 1977 §5A.12):
-an upper bound, since it also counts the drift between strata.
+The bound takes n_t times per window, stratified over all N windows: window w's k-th draw lies in
+slice k * N + perm[w] of N * n_t equal slices of [0, 1) (a permutation per time for a t per block),
+unbiased for (1/T) sum_t of the per-t terms. The se is the spread of per-window estimates.
+mc_se_max bounds its Monte Carlo share from neighbouring strata's differences ("collapsed strata",
+Cochran 1977 §5A.12), from above as it also counts the drift between strata.
 """
 import math
 from contextlib import nullcontext
@@ -18,20 +18,20 @@ from common import LN2, stratum_time
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, split_ids
 
 ENTROPY_BINS = 10  # time bins of evaluate's entropy_by_t
-# the figure every record reports: scripts/eval.py's defaults, and what train.py's last report line repeats
+# the figure records report: scripts/eval.py's defaults, repeated by train.py's last report line
 REPORT = dict(split="test", n_windows=128, n_t=8, batch_size=32, seed=0)
 
 
 def paired_difference(a, b):
-    """(mean, standard error) of b - a, two runs' per-window figures: far less noisy than either run's own ±."""
+    """(mean, se) of b - a, two runs' per-window figures: far less noisy than either run's ±."""
     d = [y - x for x, y in zip(a, b)]
     mean = sum(d) / len(d)
     return mean, math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d))
 
 
 def report_windows(tok, train_ids, val_ids, split, n_windows, L):
-    """A split's fixed windows (n, L + 1) and the characters per scored token of exactly those windows (BPE windows
-    decode to ~1 % other than the split's mean)."""
+    """A split's fixed windows (n, L + 1) and chars per scored token of exactly those (BPE
+    windows decode ~1 % off the split's mean)."""
     ids = split_ids(train_ids, val_ids, split)
     check_fits(ids, L + 1, split)
     windows = fixed_windows(ids, n_windows, L + 1)  # every objective scores the same last L tokens of each
@@ -40,8 +40,8 @@ def report_windows(tok, train_ids, val_ids, split, n_windows, L):
 
 @torch.no_grad()
 def ar_mode(model, cfg, windows, mask_id, batch_size):
-    """The mean NLL per window (N,), on the host, of the network's AR mode (objectives' ar_nll: what --dual_sample or
-    --bd3_speculate samples at temperature 1) over windows (N, L + 1); None if it has none."""
+    """Mean NLL per window (N,), on the host, of the network's AR mode (the law --dual_sample or
+    --bd3_speculate samples at T = 1), or None."""
     obj, dev = objectives.get(cfg.objective), next(model.parameters()).device
     parts = [obj.ar_nll(model, windows[i:i + batch_size].to(dev), cfg, mask_id)
              for i in range(0, len(windows), batch_size)]
@@ -49,7 +49,7 @@ def ar_mode(model, cfg, windows, mask_id, batch_size):
 
 
 def reported(model, cfg, schedule, tok, train_ids, val_ids, ctx=nullcontext()):
-    """The figure records cite (train.py's last report line): REPORT's windows, as scripts/eval.py's defaults."""
+    """evaluate() on REPORT's windows."""
     windows, cpt = report_windows(tok, train_ids, val_ids, REPORT["split"], REPORT["n_windows"], cfg.block_size)
     return evaluate(model, windows, replace(cfg, batch_size=REPORT["batch_size"]), schedule, tok, ctx,
                     n_t=REPORT["n_t"], seed=REPORT["seed"], chars_per_token=cpt)
@@ -57,15 +57,11 @@ def reported(model, cfg, schedule, tok, train_ids, val_ids, ctx=nullcontext()):
 
 @torch.no_grad()
 def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=0, chars_per_token=1.0, details=False):
-    """Score windows (N, L + 1) of token ids with cfg's objective, where the model's weights are: every objective
-    scores the same tokens, the last L of each window (AR reads the first as context, worth ~0.015 nats/char to it at
-    L = 64: LOG.md). chars_per_token: of the scored tokens, windows[:, 1:]; n_t: stratified times per window (see the
-    top); seed: the times and masks drawn, so two calls score alike.
-
-    Returns summary()'s dict: nats_per_token, se, bits_per_char, bpc_se, ppl (per token), n_windows, n_t, per_window
-    (nats/token, for paired comparisons), and mc_se_max (nats/token) and mc_bpc_max (bits/char) when n_t > 1; with
-    details (diffusion only) also recon_acc and entropy_by_t (a list of (t_lo, t_hi, mean entropy in nats), one per
-    time bin) at the positions the objective scores (the masked ones; for uniform noise, those the noise changed)."""
+    """Score the last L tokens of windows (N, L + 1) with cfg's objective; the AR reads the first as
+    context (~0.015 nats/char in its favour at L = 64: dev/LOG.md, "From AR to diffusion at the
+    baby budget"). seed fixes the times and masks. Returns summary()'s dict; with details
+    (diffusion only) also recon_acc and entropy_by_t, (t_lo, t_hi, mean entropy in nats) per time
+    bin, over the scored positions (masked ones; for uniform noise, those the noise changed)."""
     obj, device = objectives.get(cfg.objective), next(model.parameters()).device
     windows = windows[:, 1 - obj.WINDOW:].contiguous()  # an AR window keeps its first token as context
     was_training = model.training
@@ -73,7 +69,7 @@ def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=
     g = torch.Generator().manual_seed(seed)
     T = schedule.T
     per_seq, mc_var = [], []  # each window's estimate (nats/token); bounds on each batch's Monte Carlo variance
-    correct, n_scored = 0, 0  # details: the scored positions the model's argmax gets right, of all scored
+    correct, n_scored = 0, 0  # details: scored positions the argmax gets right, of all scored
     # details: each time bin's summed entropy and count of scored tokens
     ent_sum, ent_cnt = torch.zeros(ENTROPY_BINS, dtype=torch.float64), torch.zeros(ENTROPY_BINS, dtype=torch.float64)
     N, k_times = len(windows), obj.eval_times(cfg, windows.size(1))
@@ -115,9 +111,9 @@ def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=
 
 
 def summary(v, mc_var, n_t, chars_per_token):
-    """The figures of the per-window estimates v (N,) in nats/token, as evaluate returns them: the mean and its
-    standard error per token and per character, perplexity, and v itself (per_window: two runs on the same windows
-    compare paired). mc_var: bounds on each batch's Monte Carlo variance, for mc_se_max (empty when n_t = 1)."""
+    """evaluate's figures from per-window estimates v (N,), nats/token: mean and se per token and
+    per character, perplexity, v itself (for paired comparisons), and with mc_var (each batch's
+    Monte Carlo variance bound; empty when n_t = 1) mc_se_max."""
     mean = v.mean().item()
     se = v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan")
     out = dict(nats_per_token=mean, se=se, bits_per_char=mean / chars_per_token / LN2,

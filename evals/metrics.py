@@ -1,6 +1,5 @@
-"""Sample metrics (the validation bound is evals/bound.py): reverse-step token change rate, distinct-n, sample
-entropy, generative perplexity under our own AR baseline (same data and tokenizer: no retokenization), infill
-recovery of held-out spans and the n-gram JS divergence to reference text.
+"""Sample metrics (the bound is evals/bound.py): change rate, distinct-n, sample entropy, gen-PPL
+under our own AR (same tokenizer: no retokenization), infill recovery, n-gram JS divergence.
 """
 import math
 from collections import Counter
@@ -12,9 +11,8 @@ import objectives
 
 
 class ChangeRate:
-    """Reverse-step token change rate, an on_step hook: of the generated positions holding a token before a step, the
-    fraction whose token differs after it (re-masked or replaced), read as .rate. 0 for samplers that never revisit:
-    a sampler that refines its own tokens shows here how much it does."""
+    """An on_step hook. .rate: of generated positions holding a token before a step, the fraction
+    changed after it (re-masked or replaced); 0 for a sampler that never revisits."""
 
     def __init__(self, mask_id):
         self.mask_id, self.changed, self.seen = mask_id, 0, 0
@@ -30,14 +28,14 @@ class ChangeRate:
 
 
 def distinct_n(texts, n):
-    """Unique word n-grams / all word n-grams, pooled over texts (Li et al. 2016): distinct_n(['a b a b'], 2) = 2/3."""
+    """Unique / all word n-grams over texts (Li et al. 2016): distinct_n(['a b a b'], 2) = 2/3."""
     grams = [tuple(w[i:i + n]) for w in (t.split() for t in texts) for i in range(len(w) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
 def sample_entropy(rows):
-    """Mean over samples of the entropy (nats) of each sample's own token histogram: low when a sampler repeats
-    itself (the entropy of Zheng et al. 2024 / ReMDM that gen-PPL is read against)."""
+    """Mean entropy (nats) of each sample's own token histogram: low when a sampler repeats itself
+    (Zheng et al. 2024 / ReMDM; gen-PPL is read against it)."""
     ents = []
     for r in rows:
         p = torch.bincount(torch.as_tensor(r).flatten()).double()
@@ -48,8 +46,8 @@ def sample_entropy(rows):
 
 @torch.no_grad()
 def ar_nll(model, seqs, n_prompt):
-    """-log p(seqs[:, j] | seqs[:, :j]) (B, S - n_prompt) float32, in nats, for j >= n_prompt under a causal model;
-    seqs (B, S) long. The first token has no context to be scored on: 1 <= n_prompt; S - 1 <= block_size."""
+    """-log p(seqs[:, j] | seqs[:, :j]), j >= n_prompt, under a causal model: (B, S - n_prompt)
+    float32 nats. 1 <= n_prompt, as the first token has no context."""
     B, S = seqs.shape
     assert 1 <= n_prompt < S and S - 1 <= model.args.block_size, (n_prompt, S, model.args.block_size)
     was_training = model.training
@@ -60,8 +58,8 @@ def ar_nll(model, seqs, n_prompt):
 
 
 def windowed_ar_nll(model, seqs, n_prompt):
-    """ar_nll (B, S - n_prompt) for sequences longer than the scorer's context W: windows of W + 1 tokens, each token
-    scored once with at least W // 2 tokens of context before it (or all it has), ~W // 2 new tokens per window."""
+    """ar_nll past the scorer's context W: windows of W + 1 tokens, each token scored once after
+    at least W // 2 tokens of context (or all it has)."""
     S, W = seqs.size(1), model.args.block_size
     if S - 1 <= W:
         return ar_nll(model, seqs, n_prompt)
@@ -74,9 +72,8 @@ def windowed_ar_nll(model, seqs, n_prompt):
 
 
 def gen_ppl(scorer, seqs, n_prompt, batch_size=32):
-    """Generative perplexity: exp(mean NLL of seqs[:, n_prompt:] given what precedes them) under an AR scorer
-    (windowed past its context), batch_size sequences a pass. seqs (N, S) long, n_prompt >= 1. Returns (gen-PPL, the
-    mean NLL in nats/token)."""
+    """(gen-PPL, mean NLL in nats/token) of seqs[:, n_prompt:] given what precedes, under an AR
+    scorer windowed past its context."""
     nll = torch.cat([windowed_ar_nll(scorer, seqs[i:i + batch_size], n_prompt)
                      for i in range(0, len(seqs), batch_size)])
     mean = nll.double().mean().item()
@@ -84,17 +81,16 @@ def gen_ppl(scorer, seqs, n_prompt, batch_size=32):
 
 
 def span_starts(n, L, span, generator):
-    """One held-out span start per window, uniform over the middle half so each span has context on both sides."""
+    """A held-out span start per window, uniform over the middle half: context on both sides."""
     lo, hi = L // 4, max(L // 4 + 1, 3 * L // 4 - span + 1)
     return torch.randint(lo, hi, (n,), generator=generator)
 
 
 @torch.no_grad()
 def infill_recovery(model, windows, cfg, schedule, mask_id, span, generator=None, batch_size=32, device="cpu"):
-    """Hold out `span` tokens in each window (N, L), fill them from prefix and suffix with cfg's sampler (its
-    objective, steps, temperature and switches), and score them. Returns dict: infill_exact (the fraction of windows
-    whose whole span is right), infill_acc (token accuracy; character accuracy for the char tokenizer: nanoDLM reports
-    0.156 for 20 characters on Shakespeare), infill_span and infill_n (the windows)."""
+    """Hold out `span` tokens of each window (N, L), fill them from both sides with cfg's sampler,
+    score them: infill_exact (windows whose whole span is right), infill_acc (per token; nanoDLM
+    reports 0.156 for 20 Shakespeare characters), infill_span, infill_n."""
     N, L = windows.shape
     assert span < L, f"infill span {span} must be shorter than the window {L}"
     starts = span_starts(N, L, span, generator)
@@ -109,13 +105,12 @@ def infill_recovery(model, windows, cfg, schedule, mask_id, span, generator=None
 
 
 def char_ngrams(texts, n):
-    """{n-gram: count} of the character n-grams inside each text (none across two texts), pooled."""
+    """{n-gram: count} of character n-grams, pooled over texts (none across two texts)."""
     return Counter(t[i:i + n] for t in texts for i in range(len(t) - n + 1))
 
 
 def js_divergence(p, q):
-    """Jensen-Shannon divergence in bits (0 = the same distribution, 1 = disjoint supports) between two count
-    dicts, each normalised: JS = KL(P || M) / 2 + KL(Q || M) / 2 with M = (P + Q) / 2. Empty: nan."""
+    """Jensen-Shannon divergence (bits; 0 = same, 1 = disjoint) of two count dicts; nan if empty."""
     sp, sq = sum(p.values()), sum(q.values())
     if not sp or not sq:
         return float("nan")
@@ -128,8 +123,7 @@ def js_divergence(p, q):
 
 
 def ngram_js(texts, reference, ns=(1, 2, 3, 4)):
-    """A distance of samples to held-out text that repetition cannot game (Franca & Tong 2026 ask for one beside
-    gen-PPL): the JS divergence (bits) between the character n-gram distribution of the samples, pooled, and that of
-    the reference text, for each n. Returns ({n: js}, their mean)."""
+    """A distance to held-out text that repetition cannot game (Franca & Tong 2026 ask for one
+    beside gen-PPL): ({n: JS of the samples' character n-grams from reference's}, their mean)."""
     js = {n: js_divergence(char_ngrams(texts, n), char_ngrams([reference], n)) for n in ns}
     return js, sum(js.values()) / len(js)

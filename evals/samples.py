@@ -1,10 +1,10 @@
-"""What scripts/eval.py, frontier.py and order_nll.py share: opening a checkpoint, drawing samples and scoring them
-(samples continue a fixed start and get score()'s figures; held-out text of their length is scored the same way), and
-writing the JSON.
+"""What scripts/eval.py, frontier.py and dev/order_nll.py share: open a checkpoint, draw samples,
+score them (and held-out text alike), write the JSON.
 
-    judge = load_judge("artifacts/models/cpu_ar/model.pt", device, {"M.pt": tok})   # checked: AR, same tokenizer
-    samples, nfe = draw(model, cfg, start_ids(tok, ""), 63, 16, 32, tok.mask_id, device, torch.Generator())
-    score(samples, 1, tok, judge)   # distinct_2, distinct_3, sample_entropy, sample_text, gen_ppl, gen_nll
+    judge = load_judge("artifacts/models/cpu_ar/model.pt", device, {"M.pt": tok})  # checked
+    samples, nfe = draw(model, cfg, start_ids(tok, ""), 63, 16, 32, tok.mask_id, device,
+                        torch.Generator())
+    score(samples, 1, tok, judge)  # {distinct_2, ..., gen_ppl, gen_nll}
 """
 import json
 from dataclasses import replace
@@ -24,8 +24,8 @@ from utils.tokenizer import fingerprint, tokenizer_from_state
 
 
 def open_checkpoint(path, device, data_path="", val_path=None):
-    """(model, checkpoint dict, config, tokenizer) of a model.pt or an export; data_path and val_path (None: the
-    checkpoint's; '' splits data_path) override where its text is read."""
+    """(model, checkpoint dict, config, tokenizer) of a model.pt or export; data_path and val_path
+    override its text's (val_path None: the checkpoint's; '': split data_path)."""
     model, ckpt = load_model(path, device)
     cfg = config_from_dict(ckpt["config"])
     cfg = replace(cfg, data_path=data_path or cfg.data_path, val_path=cfg.val_path if val_path is None else val_path)
@@ -33,21 +33,20 @@ def open_checkpoint(path, device, data_path="", val_path=None):
 
 
 def write_json(path, doc):
-    """doc to path as indented JSON, atomically (a reader, such as scripts/plot.py, never sees half a file), then
-    'wrote PATH' printed."""
+    """Write doc to path as JSON, atomically (scripts/plot.py never reads half a file); say so."""
     with atomic_open(path) as f:
         json.dump(doc, f, indent=1)
     print(f"wrote {path}")
 
 
 def start_ids(tok, prompt):
-    """The ids every sample continues: the prompt's, or the AR start token (newline / EOT) when there is none."""
+    """The ids every sample continues: the prompt's, or the AR start token (newline / EOT)."""
     return tok.encode(prompt) if prompt else [start_token(tok)]
 
 
 def load_judge(path, device, tokenizers):
-    """The AR model that scores samples (gen-PPL), checked before any work: it scores the exact NLL, and its tokenizer
-    is each of `tokenizers`' ({checkpoint: its tokenizer}), since gen-PPL reads the same token ids."""
+    """The AR model that scores samples (gen-PPL), checked first: exact, and sharing each
+    checkpoint's tokenizer ({checkpoint: tokenizer}), since gen-PPL reads their ids."""
     judge, _, cfg, judge_tok = open_checkpoint(path, device)
     if not objectives.get(cfg.objective).EXACT:
         raise UserError(f"--ar-checkpoint {path} is a {cfg.objective} model: give an AR checkpoint "
@@ -61,7 +60,7 @@ def load_judge(path, device, tokenizers):
 
 
 def draw(model, cfg, start, gen_len, n, batch_size, mask_id, device, generator, on_step=None):
-    """n samples of gen_len tokens continuing the start ids, from cfg's objective and sampling settings, in batches.
+    """n samples of gen_len tokens continuing start, by cfg's objective and sampler, in batches.
     Returns (tokens (n, len(start) + gen_len) on the CPU, forward passes per sample)."""
     obj, schedule, out, nfe = objectives.get(cfg.objective), Schedule(cfg.diffusion_steps, cfg.schedule), [], []
     for i in range(0, n, batch_size):
@@ -76,9 +75,9 @@ def draw(model, cfg, start, gen_len, n, batch_size, mask_id, device, generator, 
 
 
 def score(samples, P, tok, judge=None, batch_size=32, reference=None):
-    """The figures of samples (n, P + gen_len) whose first P tokens were given: of the generated part distinct-2/-3,
-    the sample entropy (nats) and the first sample's text; with a judge, gen-PPL and the mean NLL (nats/token) given the
-    P tokens before (P = 0: the AR start token); with reference text, the n-gram JS divergence (bits: js, js_mean)."""
+    """Figures of samples (n, P + gen_len) past their given P tokens: distinct-2/-3, sample entropy,
+    the first sample's text; with a judge, gen-PPL and NLL given the P tokens (P = 0: the AR start
+    token); with reference text, the n-gram JS divergence (bits: js, js_mean)."""
     gen = samples[:, P:].cpu()
     texts = [tok.decode(row.tolist()) for row in gen]
     res = dict(distinct_2=distinct_n(texts, 2), distinct_3=distinct_n(texts, 3), sample_entropy=sample_entropy(gen),
@@ -96,7 +95,7 @@ def score(samples, P, tok, judge=None, batch_size=32, reference=None):
 
 
 def held_out_windows(ids, n, length, what="the split"):
-    """n windows of `length` tokens evenly spaced over ids, never overlapping: the text samples are read against."""
+    """n disjoint windows of `length` tokens evenly spaced over ids, to read samples against."""
     windows = fixed_windows(ids, n, length)
     if windows.size(1) != length:
         raise UserError(f"{what} has fewer than {length} tokens: use a shorter --gen-len")

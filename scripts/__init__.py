@@ -1,1 +1,1 @@
-"""Command-line scripts (run from the repo root: python scripts/NAME.py); corpus.py is scripts/data.py's library."""
+"""Command-line scripts, run from the repo root: python scripts/NAME.py. data.py uses corpus.py."""

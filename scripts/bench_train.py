@@ -1,17 +1,15 @@
 """Training-step benchmark: ms/iter, tokens/s and MFU of the config's objective beside ar, same dims.
 
-    python scripts/bench_train.py                            # the default model (6/6/384, ctx 256, batch 64)
-    python scripts/bench_train.py cpu --iters=5 --repeats=3  # any preset or --key=value of config.py
-    python scripts/bench_train.py cpu --compare_compile      # every row eager and torch.compile'd
+    python scripts/bench_train.py  # the default model (6/6/384, ctx 256, batch 64)
+    python scripts/bench_train.py cpu --iters=5 --repeats=3  # any preset or config.py --key=value
+    python scripts/bench_train.py cpu --compare_compile  # every row eager and torch.compile'd
     python scripts/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
-    python scripts/bench_train.py baby --objective=bd3 --bd3_block=16  # bd3 at blocks of 16 (a run per block size)
+    python scripts/bench_train.py baby --objective=bd3 --bd3_block=16  # one run per block size
 
-One training step as train.py takes it (autocast forward, backward, clip, optimizer step) on random tokens: speed
-does not depend on the text. Warm-up (and so compilation) is not timed; rows take turns, so a drifting load slows all
-alike; each reports its median over repeats. MFU counts the model's FLOPs per token against utils/dist.PEAK_FLOPS on
-CUDA, on CPU against the measured fp32 matmul rate (matmul_rate).
-Peak memory is each row's, read in one more step of its own after the timing (peak_memory): on CUDA what the row alone
-would hold (the allocator's peak over that step, less what the other rows keep), on a CPU the process's peak RSS.
+One training step as train.py takes it (autocast forward, backward, clip, optimizer step), on
+random tokens since speed does not depend on the text. Warm-up and compilation are not timed. Rows
+take turns, so a drifting load slows all alike. MFU divides by utils/dist.PEAK_FLOPS on CUDA, by
+the measured fp32 matmul rate on a CPU.
 """
 import itertools
 import os
@@ -35,11 +33,9 @@ from utils.errors import UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
 
 
-# config.py's keys a training step on random tokens does not read: the data, the run's length and LR schedule (the
-# step runs at the peak LR), accumulation (one micro-batch a step), the EMA, activation checkpointing, the mask-rate
-# curriculum (the step is past it), evals, logs, checkpoints, Weights & Biases and sampling (but the device, the dtype
-# and the seed, and --compile, which sampling and the timed step both read). Given here, each is refused: the rows
-# would time what they time without it.
+# config.py's keys the timed step (one micro-batch of random tokens at peak LR, past the mask-rate
+# curriculum) never reads, refused since the rows would time the same. It does read device, dtype,
+# seed and compile.
 UNREAD = {"data_path", "val_path", "val_fraction", "tokenizer", "tokenizer_path", "max_iters", "data_steps", "min_lr",
           "warmup_iters", "total_batch_size", "ema", "activation_checkpointing", "mask_ramp", "mask_ramp_from",
           "eval_interval", "eval_iters", "log_interval", "out_dir", "resume", "init_from", "overwrite", "keep_last",
@@ -47,7 +43,8 @@ UNREAD = {"data_path", "val_path", "val_fraction", "tokenizer", "tokenizer_path"
 
 
 def matmul_rate(a, batch_tokens, device):
-    """The fp32 matmul rate (FLOP/s) on the model's shapes (M = tokens/step), each run to ~1 GFLOP: past overhead."""
+    """fp32 matmul rate (FLOP/s) on the model's shapes (M = tokens/step), each run to ~1 GFLOP
+    to amortize call overhead."""
     d, M = a.n_embd, batch_tokens
     flops, seconds = 0.0, 0.0
     for k, n in ((d, 3 * d), (d, d), (d, 4 * d), (4 * d, d), (d, a.vocab_size)):
@@ -61,12 +58,10 @@ def matmul_rate(a, batch_tokens, device):
 
 
 def peak_memory(step, model, opt, device):
-    """(peak MiB of one more step of a row, what it is): on CUDA the allocator's peak over the step
-    (reset_peak_memory_stats, max_memory_allocated) less what was allocated before it, plus the row's own weights and
-    optimizer state: the row alone, not the other rows' models (under CUDA graphs a graph's temporaries sit in its
-    private pool, reserved before the step: not counted, its saved activations are); on a CPU the process's peak RSS
-    over the step (Linux: VmHWM, reset first through /proc/self/clear_refs; memory the allocator kept from earlier
-    rows counts), elsewhere the process's peak so far (getrusage: no reset)."""
+    """(peak MiB over one more step of a row, what that counts). CUDA: the allocator's peak over
+    the step less what was there before, plus the row's weights and optimizer state; a CUDA graph's
+    pool is not counted, its saved activations are. Linux: peak RSS (VmHWM, reset via
+    /proc/self/clear_refs), memory kept from earlier rows included. Elsewhere: the peak so far."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
@@ -78,8 +73,8 @@ def peak_memory(step, model, opt, device):
         return (torch.cuda.max_memory_allocated(device) - before + own) / 2**20, "the row's own, on the GPU"
     try:
         with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # the peak RSS (VmHWM) reset to the current RSS
-    except OSError:  # no /proc (macOS): the process's peak so far, every earlier row's included
+            f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    except OSError:  # no /proc (macOS): the peak so far, earlier rows included
         import resource  # Unix only
         step()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
@@ -91,9 +86,8 @@ def peak_memory(step, model, opt, device):
 
 
 def make_step(cfg, vocab_size, device):
-    """A closure running cfg's next training step (its objective and compile settings), the model and its
-    optimizer. The step is train.py's: the objective's draws made eagerly, then its loss compiled with the model
-    where --compile says (utils.dist.compile_step, the function train.py calls: CUDA graphs on a CUDA GPU)."""
+    """(step, model, optimizer); step() is cfg's next training step as in train.py: draws eagerly,
+    then the loss compiled with the model per --compile (compile_step: CUDA graphs on CUDA)."""
     torch.manual_seed(cfg.seed)
     obj = objectives.get(cfg.objective)
     model = Transformer(objectives.model_args(cfg, vocab_size)).to(device).train()
@@ -107,7 +101,7 @@ def make_step(cfg, vocab_size, device):
     steps = itertools.count()
 
     def step():
-        i = next(steps)  # 0, 1, 2, ...: the step keys the same draws in every row
+        i = next(steps)  # the step keys the same draws in every row
         u = torch.rand((), generator=keyed_generator(cfg.seed, 2, i), dtype=torch.float64)
         with ctx:
             drawn = obj.draws(x, cfg, schedule, vocab, Draw(keyed_generator(cfg.seed, 1, i), u))
@@ -128,7 +122,7 @@ def main(argv):
     ap.add_argument("--vocab_size", type=at_least(2), default=66, help="with [MASK]: 66 = Shakespeare's, 2048 = BPE")
     ap.add_argument("--compare_compile", action="store_true", help="time every row eager and torch.compile'd")
     args, rest = ap.parse_known_args(argv)
-    for word in rest:  # the rest is config.py's: a word that is none of its keys but close to a flag here is a slip
+    for word in rest:  # config.py's; a non-key close to our flags is a slip
         key = word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
         if key is not None and key not in TYPES and key not in RENAMED and ap.close_options(word):
             ap.error(ap.unrecognized([word]))
@@ -148,7 +142,7 @@ def main(argv):
     print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab "
           f"{a.vocab_size}, batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} "
           f"steps after {args.warmup} warm-up")
-    # round-robin: one repeat of each row per round (and on CPU one peak sample), then the median per row
+    # round-robin, then each row's median (on a CPU, one peak sample per round)
     steps = {name: make_step(c, args.vocab_size, device) for name, c in rows}
     for _ in range(args.warmup):
         for step, *_ in steps.values():
@@ -169,8 +163,8 @@ def main(argv):
 
 
 def print_results(steps, times, configs, tokens, peak, memory):
-    """Per row: the median ms/iter, tokens/s, MFU (none without a peak) and peak memory (peak_memory: MiB, what it
-    counts); then each row's time against its AR partner's, the figure the rows are there to compare."""
+    """Per row: median ms/iter, tokens/s, MFU and peak MiB; then each row's time over its AR
+    partner's, the figure the rows are there to compare."""
     print(f"{'row':<24} {'ms/iter':>9} {'tokens/s':>11} {'MFU':>7} {'peak MiB':>9}")
     results = {}
     for name, (_, model, _) in steps.items():
@@ -181,7 +175,7 @@ def print_results(steps, times, configs, tokens, peak, memory):
     print(f"peak MiB: {next(iter(memory.values()))[1]}")
     for name, sec in results.items():
         if not name.startswith("ar"):
-            # its AR partner: the same --compare_compile tag (without it: plain "ar")
+            # its AR partner: the same --compare_compile tag, or plain "ar"
             ar_name = " ".join(["ar"] + [w for w in name.split() if w in ("eager", "compiled")])
             print(f"time ratio {name} / {ar_name}: {sec / results[ar_name]:.3f}")
 

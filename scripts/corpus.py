@@ -1,6 +1,6 @@
-"""The corpus maker behind scripts/data.py (whose docstring gives the output format): read text corpora (Hugging
-Face hub, local files), write one plain-text file. Everything that can go wrong because of the input raises
-utils.errors.UserError with a one-line message. Typical use (what scripts/data.py does):
+"""The corpus maker behind scripts/data.py (whose docstring gives the output format): reads the
+Hugging Face hub or local files, writes one plain-text file. Input faults raise a one-line
+UserError. As data.py uses it:
 
     from scripts.corpus import iter_local_texts, sample_texts, write_corpus
     texts = sample_texts(iter_local_texts("stories.txt"), num=1000, seed=1337)
@@ -19,11 +19,11 @@ from utils.fileio import atomic_open, check_output, not_found
 from utils.tokenizer import EOT_TOKEN
 
 SEPARATOR = EOT_TOKEN  # "<|endoftext|>"
-JOINER = "\n" + SEPARATOR + "\n"  # what goes between (and after) stories in the output file
+JOINER = "\n" + SEPARATOR + "\n"  # between (and after) stories in the output
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 DATASETS_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}  # -> `datasets` builder
 TEXT_EXTENSIONS = (".txt", ".text", ".md")
-_CHUNK = 1 << 20  # characters read at a time from local text files
+_CHUNK = 1 << 20  # characters read at a time
 _BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
 
 
@@ -39,8 +39,8 @@ def _unreachable(name, why):
 
 
 def _probe_hub(name, timeout=5.0):
-    """Fail in a few seconds, not `datasets`' ~25 s of retries, when the hub cannot be reached at all. Any HTTP
-    answer, even an error status, counts as reachable; urllib honours proxy env variables."""
+    """Fail in seconds (not `datasets`' ~25 s of retries) when the hub is unreachable. Any HTTP
+    answer counts as reachable; urllib honours proxy env variables."""
     from huggingface_hub import constants
     req = urllib.request.Request(constants.ENDPOINT.rstrip("/") + "/api/datasets", method="HEAD")
     try:
@@ -73,9 +73,8 @@ def _hub_error(name, split, e):
 
 
 def _texts_from_records(records, text_field, where, on_error, empty=None):
-    """Yield the `text_field` string of each record (records without one skipped); the field is checked once, on the
-    first record. on_error(e): the UserError for anything else the iterator raises. empty: the UserError message when
-    no record holds a text (None: yield nothing, raise nothing)."""
+    """Yield each record's `text_field` string (skipped if None), checking the field on the first
+    record. on_error(e): the UserError for other iterator errors. empty: the message if no text."""
     n, it = 0, iter(records)
     try:
         for i, rec in enumerate(it):
@@ -93,9 +92,9 @@ def _texts_from_records(records, text_field, where, on_error, empty=None):
             yield value
     except UserError:
         raise
-    except Exception as e:  # the dataset iterator talks to the network / parses files
+    except Exception as e:  # network and parse errors
         raise on_error(e) from None
-    finally:  # a parquet reader left half read until interpreter exit aborts it (datasets#7879, arrow#45214):
+    finally:  # a parquet reader left half read aborts at exit (datasets#7879, arrow#45214):
         getattr(it, "close", lambda: None)()  # end it now, while Arrow is alive
         gc.collect()
     if n == 0 and empty:
@@ -103,8 +102,8 @@ def _texts_from_records(records, text_field, where, on_error, empty=None):
 
 
 def iter_hf_texts(name, split="train", text_field="text", seed=1337, shuffle_buffer=10_000, num=0, config=None):
-    """Stream texts of a hub dataset: load_dataset(..., streaming=True) -> shuffle -> take(num); num=0 streams the
-    whole split in order. Connects eagerly (errors are raised by this call); returns an iterator of str."""
+    """Stream a hub dataset's texts: load_dataset(streaming=True) -> shuffle -> take(num); num=0
+    streams the whole split in order. Connects now, so errors raise here; returns an iterator."""
     # short timeouts; huggingface_hub reads them when it is first imported
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
@@ -140,8 +139,8 @@ def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
 
 # ----------------------------------------------------------------------------- local files
 def _read_chunks(path):
-    """The text of path, _CHUNK characters at a time; a file that is not UTF-8 or cannot be read is a UserError."""
-    # newline="" keeps \r\n as is, so a single document is written back unchanged
+    """path's text, _CHUNK characters at a time; an unreadable or non-UTF-8 file is a UserError."""
+    # newline="" keeps \r\n, so a single document is written back unchanged
     try:
         with open(path, encoding="utf-8", newline="") as f:
             yield from iter(lambda: f.read(_CHUNK), "")
@@ -152,8 +151,8 @@ def _read_chunks(path):
 
 
 def local_format(path, split_blank_lines=False):
-    """How iter_local_texts reads `path`: 'separator', 'blank-lines', 'document' (one text, written unchanged), or a
-    `datasets` builder name ('json', 'parquet', 'csv')."""
+    """How iter_local_texts reads `path`: 'separator' if it holds <|endoftext|>, else 'blank-lines'
+    if split_blank_lines, else 'document' (one text, unchanged); or a `datasets` builder name."""
     if not os.path.exists(path):
         raise not_found(path, "--input-file", "check the path")
     if not os.path.isfile(path):
@@ -175,13 +174,12 @@ def local_format(path, split_blank_lines=False):
 
 
 def iter_local_texts(path, text_field="text", split_blank_lines=False):
-    """The texts of a local file, in file order, read lazily (its type is checked by this call). .txt: split on
-    "<|endoftext|>" if it occurs, else on blank lines if split_blank_lines (pieces stripped, empty ones dropped), else
-    the whole file is one text, unchanged. .jsonl/.json/.parquet/.csv: the field `text_field` of each record."""
+    """A local file's texts in order, read lazily, its format (local_format) checked now.
+    .jsonl/.json/.parquet/.csv: each record's `text_field`."""
     fmt = local_format(path, split_blank_lines)
     if fmt in ("document", "separator", "blank-lines"):
         return _iter_text(path, fmt)
-    # a datasets builder: the same streaming code path as the hub
+    # a datasets builder streams as the hub does
     import datasets
 
     def on_error(e):
@@ -195,7 +193,7 @@ def iter_local_texts(path, text_field="text", split_blank_lines=False):
 
 
 def _iter_text(path, fmt):
-    """The texts of a .txt file read as `fmt` (local_format): the one document, or the stripped non-empty pieces."""
+    """A .txt read as `fmt`: the one document, or the stripped non-empty pieces."""
     if fmt == "document":
         text = "".join(_read_chunks(path))
         if not text.strip():
@@ -213,8 +211,7 @@ def _iter_text(path, fmt):
 
 
 def _split_stream(chunks, split):
-    """Split a stream of text chunks with `split(buffer) -> parts`: every part as soon as the next one has begun (the
-    last part of a chunk may go on in the next chunk, so it carries over), then what is left at the end."""
+    """Split a chunk stream with `split(buffer) -> parts`; a chunk's last part carries over."""
     buf = ""
     for chunk in chunks:
         *parts, buf = split(buf + chunk)
@@ -224,8 +221,8 @@ def _split_stream(chunks, split):
 
 # ----------------------------------------------------------------------------- sampling / writing
 def sample_texts(texts, num=0, seed=1337):
-    """`num` texts picked uniformly at random in O(num) memory (reservoir sampling, random.Random(seed)), in a seeded
-    random order; all of them (shuffled) if there are fewer. num=0 returns `texts` unchanged (all, in order)."""
+    """`num` texts picked uniformly in O(num) memory (reservoir sampling, random.Random(seed)), in
+    seeded random order; all, shuffled, if fewer. num=0 returns `texts` unchanged."""
     if num < 0:
         raise UserError(f"--num-stories must be >= 0, got {num}: use 0 for all stories")
     if num == 0:
@@ -244,8 +241,8 @@ def sample_texts(texts, num=0, seed=1337):
 
 
 def write_corpus(texts, path, force=False, single_document=False):
-    """Write texts to `path` atomically, as they arrive: each stripped and followed by JOINER, empty ones skipped
-    (single_document=True: the one text byte for byte). Returns {'stories', 'chars', 'distinct_chars', 'path'}."""
+    """Write texts to `path` atomically as they arrive: each stripped, empties skipped, + JOINER
+    (single_document: the one text as is). Returns {stories, chars, distinct_chars, path}."""
     check_output(path, force)
     stories, chars, seen = 0, 0, set()
     with atomic_open(path, newline="") as f:

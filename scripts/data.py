@@ -2,22 +2,24 @@
 TinyStories-train.txt), or a single document written unchanged (Tiny Shakespeare).
 
   # 10,000 random TinyStories, streamed from the Hugging Face hub (never downloaded whole)
-  python scripts/data.py --dataset roneneldan/TinyStories --split train --num-stories 10000 --seed 1337 \
-      --output data/stories.txt
-  # any streaming text dataset (config name optional)
-  python scripts/data.py --dataset HuggingFaceFW/fineweb-edu --config sample-10BT --text-field text \
-      --num-stories 5000 --output data/fineweb.txt
-  # Tiny Shakespeare, downloaded from karpathy/char-rnn and written unchanged (the repo already ships it in data/)
+  python scripts/data.py --dataset roneneldan/TinyStories --split train --num-stories 10000 \
+      --seed 1337 --output data/stories.txt
+  # any streaming text dataset (--config optional)
+  python scripts/data.py --dataset HuggingFaceFW/fineweb-edu --config sample-10BT \
+      --text-field text --num-stories 5000 --output data/fineweb.txt
+  # Tiny Shakespeare from karpathy/char-rnn, unchanged (the repo already ships it in data/)
   python scripts/data.py --dataset tinyshakespeare --output data/shakespeare_download.txt
 
   # offline: local files (.txt, .jsonl, .json, .parquet, .csv)
-  python scripts/data.py --input-file TinyStories-train.txt --num-stories 1000 --seed 1337 --output data/stories.txt
-  python scripts/data.py --input-file my_paragraphs.txt --split-blank-lines --output data/paragraphs.txt
+  python scripts/data.py --input-file TinyStories-train.txt --num-stories 1000 --seed 1337 \
+      --output data/stories.txt
+  python scripts/data.py --input-file my_paragraphs.txt --split-blank-lines \
+      --output data/paragraphs.txt
   python scripts/data.py --input-file my_corpus.jsonl --text-field content --output data/mine.txt
 
-Local .txt files are split on "<|endoftext|>" when it occurs, else on blank lines with --split-blank-lines, else taken
-as one document. --num-stories N samples N stories uniformly with --seed, in a seeded random order; 0 (the default)
-keeps all of them in order. An existing --output is only replaced with --force.
+A local .txt is split on "<|endoftext|>" if present, else on blank lines with --split-blank-lines,
+else kept as one document. --num-stories N samples N stories uniformly (--seed) in seeded order;
+0 keeps all, in order. Only --force replaces an existing --output.
 """
 import os
 import sys
@@ -36,7 +38,6 @@ def parse_args(argv):
     src.add_argument("--dataset", help="hub dataset name (streamed), e.g. roneneldan/TinyStories; or 'tinyshakespeare' "
                      "to download Tiny Shakespeare")
     src.add_argument("--input-file", help="local .txt/.jsonl/.json/.parquet/.csv file instead of the hub")
-    # each flag below acts only with a source that reads it: given with another, it is refused (refuse_unread)
     p.add_argument("--config", default=None, needs=("dataset",), help="hub dataset config name, e.g. sample-10BT")
     p.add_argument("--split", default="train", needs=("dataset",),
                    help="the hub dataset's split to stream, e.g. validation")
@@ -52,8 +53,7 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-# the flags of the sources: each source reads only those READS lists (--config and --split also need --dataset,
-# --seed and --shuffle-buffer --num-stories: needs=); given beside another source, one is refused, never dropped
+# each source reads only the flags READS lists; another is refused, never dropped
 SOURCE_FLAGS = ("--config", "--split", "--shuffle-buffer", "--seed", "--text-field", "--split-blank-lines")
 READS = {  # source: (what it is, the flags it reads)
     "hub": ("a hub dataset", ("--config", "--split", "--shuffle-buffer", "--seed", "--text-field")),
@@ -64,8 +64,7 @@ READS = {  # source: (what it is, the flags it reads)
 
 
 def refuse_unread(args, argv, source):
-    """A flag of SOURCE_FLAGS the source at hand does not read (READS), refused. source: 'hub', 'tinyshakespeare' or
-    a local file's format (corpus.local_format; its `datasets` builders are 'records')."""
+    """Refuse a SOURCE_FLAGS flag the source (a READS key) does not read."""
     what, reads = READS[source]
     unread = [f for f in SOURCE_FLAGS if f in typed(argv) and f not in reads]
     if unread:
@@ -73,8 +72,7 @@ def refuse_unread(args, argv, source):
 
 
 def progress(it, total=None, desc="stories"):
-    """A tqdm bar over the stories as they stream (total None: no ETA); disable=None: no bar when stderr is not a
-    terminal (logs, tests)."""
+    """A tqdm bar over streaming stories (total None: no ETA), off when stderr is no terminal."""
     from tqdm import tqdm
     return tqdm(it, total=total or None, desc=desc, unit=" stories", unit_scale=True, dynamic_ncols=True, disable=None)
 
@@ -94,7 +92,7 @@ def main(argv):
         if single and args.num_stories > 1:
             raise UserError(f"{args.input_file} is one document (no {corpus.SEPARATOR} in it), so "
                             f"--num-stories does not apply: drop it, or pass --split-blank-lines")
-        if fmt in corpus.DATASETS_BUILDERS.values():  # `datasets` logs a parse error before raising it: we say it once
+        if fmt in corpus.DATASETS_BUILDERS.values():  # `datasets` logs a parse error, then raises it: say it once
             import datasets
             datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL)
         texts = corpus.iter_local_texts(args.input_file, args.text_field, args.split_blank_lines)

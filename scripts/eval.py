@@ -2,17 +2,16 @@
 
     python scripts/eval.py artifacts/models/cpu/model.pt artifacts/models/cpu_ar/model.pt \
         --ar-checkpoint artifacts/models/cpu_ar/model.pt --json artifacts/eval/cpu.json
-    python scripts/eval.py artifacts/models/cpu/model.pt --n-windows 32 --n-t 4 --n-samples 4 --device cpu  # quick
-    python scripts/eval.py artifacts/models/baby_bd3_4/model.pt artifacts/models/baby_ar/model.pt --n-samples 0
+    python scripts/eval.py artifacts/models/cpu/model.pt --n-windows 32 --n-t 4 --n-samples 4 \
+        --device cpu  # quick
+    python scripts/eval.py artifacts/models/baby_bd3_4/model.pt artifacts/models/baby_ar/model.pt \
+        --n-samples 0
 
-Per checkpoint: the validation bound (diffusion) or exact NLL (AR) in bits/char ± a standard error, from --n-t
-stratified times per window; nats/token, perplexity; masked reconstruction accuracy and entropy per timestep; for
---n-samples samples of --gen-len tokens after the prompt: reverse-step token change rate, distinct-2/-3, sample
-entropy and gen-PPL under --ar-checkpoint (an AR model with the same tokenizer); infill recovery of --infill-len
-held-out tokens given prefix and suffix. Rows an objective has no figure for read n/a (the AR has no reconstruction
-or change rate); bd3 samples block by block (--steps per block) and has no infill row. A network with an AR mode
-(--dual_ar, --bd3_ar) is also scored exactly in it. Plots: scripts/plot.py; samplers as curves over temperature:
-scripts/frontier.py.
+Per checkpoint: the bound (diffusion) or exact NLL (AR) in bits/char ± se; masked reconstruction
+accuracy and entropy by t; the samples' change rate, distinct-2/-3, entropy and gen-PPL under
+--ar-checkpoint; infill recovery (n/a where an objective lacks a figure). bd3 samples block by
+block (--steps per block). An AR mode (--dual_ar, --bd3_ar) is scored too. Plots: scripts/plot.py;
+samplers over temperature: scripts/frontier.py.
 """
 import os
 import sys
@@ -54,10 +53,9 @@ def parse_args(argv):
     p.add_argument("--n-t", type=at_least(1), default=REPORT["n_t"], help="stratified times per window for the bound")
     p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"], help="windows or samples a pass")
     p.add_argument("--n-samples", type=at_least(0), default=16, help="samples for gen-PPL, distinct-n (0 = none)")
-    samples, sampling = ("n_samples",), ("n_samples", "infill_len")  # the flags that act only with samples (or infill)
+    samples, sampling = ("n_samples",), ("n_samples", "infill_len")  # flags that act only with samples (or infill)
     p.add_argument("--gen-len", type=at_least(0), default=0, needs=samples, help="tokens per sample; 0 = fill context")
     p.add_argument("--prompt", default="", needs=samples, help="text every sample starts from; '' = the AR start token")
-    # the sampler's settings: each checkpoint's own (what its preset and inference.py sample with) unless given here
     p.add_argument("--steps", type=at_least(1), default=None, needs=sampling,
                    help="reverse steps (NFE) of samples and infill; default: each checkpoint's own")
     p.add_argument("--temperature", type=at_least(0.0), default=None, needs=samples,
@@ -80,47 +78,42 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-# the sampler's flags and the config keys they set (checked as inference.py checks its own)
+# each sampler flag and the config key it sets
 SAMPLER_FLAGS = {"--steps": "steps", "--temperature": "temperature", "--order": "order", "--remask": "remask"}
 
 
 def load_run(path, args, device, given=()):
-    """Model, tokenizer, config and the sampling config for one checkpoint; every check before any work. given: the
-    options typed (utils.cli.typed), so that the sampling config is validated as a command line of them."""
+    """One checkpoint's model, tokenizer and configs, checked before any work.
+    given: the flags typed (utils.cli.typed)."""
     model, ckpt, cfg, tok = open_checkpoint(path, device, args.data_path, args.val_path)
     obj = objectives.get(cfg.objective)
-    # the checkpoint's own sampler (issue 73: eval.py sampled `cpu` by confidence / refine where its preset and
-    # inference.py sample random / ReMDM capped), each of --steps, --temperature, --order, --remask given replacing its
-    # setting (a checkpoint's remdm, which the flag cannot name, is replaced only by a given --remask)
+    # Sample as the preset and inference.py do; a given flag replaces its setting.
+    # A checkpoint's remdm, which no flag names, yields only to a given --remask.
     scfg = replace(cfg, **sampler_flags(args))
     if args.n_samples or args.infill_len:
         if obj.STEP_CHAIN and scfg.steps > cfg.diffusion_steps and not scfg.threshold:  # a grid's K <= T
             raise UserError(f"--steps {scfg.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: "
                             f"use --steps {cfg.diffusion_steps}")
-        # what train.py and inference.py refuse, refused here: the sampler's flags given that this objective reads,
-        # checked against its own switches (a --bd3_speculate or --dual_sample checkpoint reads no --steps or --order)
+        # refuse what train.py and inference.py refuse, of the flags this objective reads
         validate(scfg, {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES})
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),
                 schedule=Schedule(cfg.diffusion_steps, cfg.schedule))
 
 
 def sampler_flags(args):
-    """{key: value} of the sampler settings given on the command line (their flags default to None: the
-    checkpoint's)."""
+    """{key: value} of the sampler settings given on the command line."""
     return {key: getattr(args, key) for key in SAMPLER_FLAGS.values() if getattr(args, key) is not None}
 
 
 def overridden(args):
-    """The sampler settings given on the command line, as they read in the start-up line ('' when none)."""
+    """The given sampler settings for the start-up line ('' if none)."""
     asked = [f"{key}={value}" for key, value in sampler_flags(args).items()]
     return f" but {', '.join(asked)}" if asked else ""
 
 
 def refuse_unread(runs, args, given):
-    """A flag given that none of the checkpoints reads, refused, never dropped (one that acts only with another on is
-    needs='s): a sampler's flag where every run that samples (or fills held-out spans) ignores it (the AR reads no
-    --steps, --order or --remask, uniform no --order or --remask), the infill's where every objective only continues
-    a prompt (AR, bd3), --n-t where every figure is exact (the AR's)."""
+    """Refuse, never drop, a given flag no checkpoint reads: a sampler flag every sampling run
+    ignores, the infill's if none infills, --n-t if all are exact. needs= covers the rest."""
     infills = [r for r in runs if args.infill_len and not r["obj"].CONTINUES_ONLY]
     sampling = runs if args.n_samples else infills
     unread = [f for f, key in SAMPLER_FLAGS.items() if all(key in r["obj"].IGNORES for r in sampling)]
@@ -137,7 +130,7 @@ def refuse_unread(runs, args, given):
 
 
 def sample_plan(run, args):
-    """(the start ids every sample continues, tokens generated per sample): --gen-len, or what fills the context."""
+    """(start ids each sample continues, tokens per sample: --gen-len or what fills the context)."""
     start = start_ids(run["tok"], args.prompt)
     if not args.gen_len and len(start) >= run["cfg"].block_size:  # nothing left to fill
         raise UserError(f"--prompt is {len(start)} tokens: it fills the context of {run['path']} "
@@ -146,8 +139,7 @@ def sample_plan(run, args):
 
 
 class Progress(StepBar):
-    """One bar over every checkpoint's batched forward passes: the bound's batches x t draws, every sampler pass
-    (no total, so no ETA, when a sampler's passes are adaptive, as threshold decoding's)."""
+    """One bar over all checkpoints' forward passes; no total (no ETA) if a sampler is adaptive."""
 
     def __init__(self, runs, args):
         units = [n for r in runs for n in work(r, args)]
@@ -155,8 +147,7 @@ class Progress(StepBar):
 
 
 def work(run, args):
-    """The batched forward passes of one checkpoint's evaluation, Progress's units: (bound, samples, infill); None
-    for a sampler whose passes are adaptive."""
+    """Progress's units for one checkpoint: (bound, samples, infill) passes; None if adaptive."""
     obj, cfg, scfg = run["obj"], run["cfg"], run["scfg"]
     start, gen_len = sample_plan(run, args)
 
@@ -170,25 +161,24 @@ def work(run, args):
 
 
 def held_out_entropy(run, args, tr, va):
-    """The sample entropy of held-out windows as long as this run's samples: the target they are read at. tr, va:
-    the run's train and validation ids (evaluate_run's, read once)."""
+    """Sample entropy of held-out windows as long as this run's samples: their target."""
     return sample_entropy(held_out_windows(split_ids(tr, va, args.split), max(args.n_samples, 2),
                                            sample_plan(run, args)[1], f"the {args.split} split"))
 
 
 def label(cfg, obj):
-    """The objective as the table names it, with what tells two runs of it apart: block size, schedule and T, and
-    the time conditioning where the objective leaves it free ('mdlm (cosine, T=100, none)')."""
+    """The objective with what tells two runs apart: block size, schedule and T, and the time
+    conditioning where free ('mdlm (cosine, T=100, none)')."""
     parts = [f"L'={cfg.bd3_block}"] if obj.BLOCKS else []
     if not obj.EXACT:
         parts += [cfg.schedule, f"T={cfg.diffusion_steps}"]
-    if "time_cond" not in obj.MODEL:  # the objectives that fix none (bd3 and the AR read no time)
+    if "time_cond" not in obj.MODEL:  # bd3 and the AR read no time
         parts.append(cfg.time_cond)
     return f"{cfg.objective} ({', '.join(parts)})" if parts else cfg.objective
 
 
 def evaluate_run(run, args, judge, device, bar):
-    """One checkpoint's row: its bound on fixed windows, then its samples and infill (one generator)."""
+    """One checkpoint's row: its bound on fixed windows, then samples and infill (one generator)."""
     model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
     t0, L = time.time(), cfg.block_size
     bound_passes, sample_passes, infill_passes = work(run, args)  # the bar's units, counted as each part ends
@@ -202,8 +192,8 @@ def evaluate_run(run, args, judge, device, bar):
                tokens_seen=int(ckpt["iter"]) * (cfg.total_batch_size or cfg.batch_size * L),  # 0: one rank's batch
                iter=int(ckpt["iter"]), tokenizer=tok.kind, tokenizer_fingerprint=run["fp"], schedule=cfg.schedule,
                diffusion_steps=cfg.diffusion_steps,  # the chain scored: the checkpoint's T
-               time_cond=model.args.time_cond,  # the network's: an objective may fix it (bd3 and the AR have none)
-               loss_type=getattr(cfg, obj.LOSS_KEY),  # the loss it trained (bd3's is bd3_loss)
+               time_cond=model.args.time_cond,  # the network's (bd3 and the AR have none)
+               loss_type=getattr(cfg, obj.LOSS_KEY),  # bd3's is bd3_loss
                bd3_block=cfg.bd3_block if obj.BLOCKS else None, chars_per_token=cpt, split=args.split, **res)
     per = ar_mode(model, cfg, windows, tok.mask_id, args.batch_size)  # --dual_ar, --bd3_ar: an AR too, exactly scored
     if per is not None:
@@ -220,7 +210,7 @@ def evaluate_run(run, args, judge, device, bar):
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
         out, _ = draw(model, scfg, start, gen_len, args.n_samples, args.batch_size, tok.mask_id, device, g,
                       on_step=chain(change, bar))
-        if not obj.TRACE:  # no steps reported: its passes at once
+        if not obj.TRACE:  # no steps reported: count its passes at once
             bar(n=sample_passes)
         row.update(score(out, len(start), tok, judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
@@ -245,8 +235,8 @@ def fmt(v, spec):
 
 
 def paired_with_first(rows):
-    """Each run's figure minus the first run's on the same windows (a paired difference, far less noisy than either
-    ±), in nats/char: r['paired_vs_first'] = (mean, standard error), None where the windows differ."""
+    """Set r['paired_vs_first'] = (mean, se) of per-window differences from the first run, nats/char
+    (far less noisy than either ±); None where the windows differ."""
     a = rows[0]
     per_char = lambda r: [w / r["chars_per_token"] for w in r["per_window"]]  # noqa: E731
     for r in rows[1:]:
@@ -256,7 +246,7 @@ def paired_with_first(rows):
 
 
 def ar_mode_cell(r):
-    """A --dual_ar network's AR mode: its exact NLL, and minus the first run's figure on the same windows."""
+    """A network's AR mode: exact NLL, and minus the first run's on the same windows."""
     m = r.get("ar_mode")
     if m is None:
         return "n/a"
@@ -266,15 +256,14 @@ def ar_mode_cell(r):
 
 
 def paired_cell(r):
-    """The first run's row has no paired figure ('-'); a run scored on other windows cannot be paired (n/a)."""
+    """'-' for the first run; n/a for a run scored on other windows (no pairing)."""
     if "paired_vs_first" not in r:
         return "-"
     return "n/a (other windows)" if r["paired_vs_first"] is None else "%+.4f ± %.4f" % r["paired_vs_first"]
 
 
 def entropy_label(rows, val_entropy):
-    """The sample entropy row's name: with the held-out target when every run shares one (val_entropy), else saying
-    each cell carries its own (runs whose samples differ in length), else plain (no samples)."""
+    """The sample entropy row's name, with the held-out target if all runs share one."""
     if val_entropy:
         return f"sample entropy (nats; val {val_entropy:.3f})"
     each_own = any(r.get("val_sample_entropy") for r in rows)
@@ -303,7 +292,7 @@ def table(rows, val_entropy, judge="none"):
         ("reverse-step change rate (fraction)", lambda r: fmt(r.get("change_rate"), ".4f")),
         ("distinct-2 (fraction)", lambda r: fmt(r.get("distinct_2"), ".4f")),
         ("distinct-3 (fraction)", lambda r: fmt(r.get("distinct_3"), ".4f")),
-        (entropy_label(rows, val_entropy),  # each run's own held-out target beside it when the label holds none
+        (entropy_label(rows, val_entropy),  # each run's target beside it if the label holds none
          lambda r: fmt(r.get("sample_entropy"), ".3f") + ("" if val_entropy or r.get("val_sample_entropy") is None
                                                           else f" (val {r['val_sample_entropy']:.3f})")),
         (f"gen-PPL (per token; judge {judge})",
@@ -336,7 +325,7 @@ def main(argv):
             with ctx:
                 row = evaluate_run(r, args, judge, device, bar)
             rows.append(row)
-            # precision: what scored the bound and drew the samples; a model scoring its own samples flatters itself
+            # a model scoring its own samples flatters itself
             row.update(precision=precision, judge=args.ar_checkpoint or None,
                        self_scored=bool(args.ar_checkpoint) and os.path.samefile(r["path"], args.ar_checkpoint))
             to_go = len(runs) - i - 1
@@ -344,11 +333,11 @@ def main(argv):
             print(f"  {row['name']}: {row['seconds']:.1f}s{eta}")
             for flag, asked, got in (("--n-windows", args.n_windows, row["n_windows"]),
                                      ("--n-infill", args.n_infill, row.get("infill_n", args.n_infill))):
-                if got < asked:  # a split too short for what was asked: all it holds, scored and said, never silently
+                if got < asked:  # a split too short: score all it holds, and say so
                     print(f"  {row['name']}: {flag} {asked}, but the {args.split} split holds {got} disjoint windows "
                           f"of its context: those scored")
     paired_with_first(rows)
-    targets = {r["val_sample_entropy"] for r in rows}  # one per sample length (and data): one figure if they agree
+    targets = {r["val_sample_entropy"] for r in rows}  # one per sample length and data
     val_entropy = targets.pop() if len(targets) == 1 else None
     print(table(rows, val_entropy, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
     if args.json:

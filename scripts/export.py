@@ -1,13 +1,12 @@
-"""Export a trained model to hand to someone else: the weights only, what they are, and the tokenizer.
+"""Export a trained model to hand on: the weights only, what they are, and the tokenizer.
 
     python scripts/export.py artifacts/models/cpu/model.pt artifacts/export/cpu
-    python inference.py --checkpoint artifacts/export/cpu --seed 0     # the same text as from model.pt with --seed 0
+    python inference.py --checkpoint artifacts/export/cpu --seed 0  # same text as model.pt's
 
-OUT_DIR gets model.safetensors (the weights the checkpoint samples with, the EMA copy when trained with --ema; no
-optimizer, RNG or loop state), config.json (model_args, tokenizer kind and fingerprint, objective, schedule,
-diffusion_steps, mask_id, iter, and the run's full config, whose sampling settings are the folder's defaults) and the
-tokenizer: tokenizer.json (BPE: `tokenizers`' Tokenizer.from_file reads it) or vocab.json (char: {"chars": the
-characters in id order}, [MASK] the next id). safetensors runs no code on load; a non-empty OUT_DIR needs --force.
+OUT_DIR gets model.safetensors (the weights the checkpoint samples with, EMA's under --ema; no
+loop state; it runs no code on load), config.json (what they are, and the run's config, whose
+sampling settings become the defaults) and tokenizer.json (BPE) or vocab.json (char: {"chars":
+the characters in id order}, [MASK] the next id). A non-empty OUT_DIR needs --force.
 """
 import json
 import os
@@ -24,7 +23,7 @@ from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
 
 def export(ckpt, model, out_dir):
-    """Write the three files; config.json last (a folder without it is no export). Returns their paths."""
+    """Write the three files, config.json last (without it, no export); return their paths."""
     from safetensors.torch import save_file
     tok, cfg = tokenizer_from_state(ckpt["tokenizer"]), ckpt["config"]
     meta = dict(format="micro-dllm export 1", model_args=ckpt["model_args"], tokenizer={"kind": tok.kind},

@@ -1,24 +1,21 @@
-"""Sample frontiers: judge samplers by curves, not by one point (learning.md §6). Per checkpoint, every combination of
-the --grid values (AR: --ar-grid), a point each: NFE (forward passes per sample: of the canvas for mdlm, a block for
-bd3, a token for the AR), sample entropy, gen-PPL under an AR judge, distinct-2/3, tokens/s (time_points), and the
-Jensen-Shannon divergence of the samples' character 1-4-grams from held-out text's, which repetition cannot lower as
-it can gen-PPL. A curve is one sampler over temperature, read where it crosses the held-out entropy (at_entropy); the
-better sampler has the lower gen-PPL and divergence there.
+"""Sample frontiers: judge samplers by curves, not by one point (learning.md §6).
 
     python scripts/frontier.py artifacts/models/baby/model.pt artifacts/models/baby_bd3/model.pt \
-        artifacts/models/baby_ar/model.pt --ar-checkpoint artifacts/models/baby_ar/model.pt \
-        --grid order=random,confidence --grid remask=none,remdm \
-        --grid temperature=0.8,0.9,1.0 --json artifacts/eval/frontier_baby.json    # (the default grid, spelled out)
-    python dev/plot_frontier.py artifacts/eval/frontier_baby.json --out artifacts/plots/frontier_baby.png
-    python dev/plot_frontier.py artifacts/eval/frontier_baby.json --x speed    # tokens/s at the held-out entropy
+        artifacts/models/baby_ar/model.pt \
+        --ar-checkpoint artifacts/models/baby_ar/model.pt --grid order=random,confidence \
+        --grid remask=none,remdm --grid temperature=0.8,0.9,1.0 \
+        --json artifacts/eval/frontier_baby.json  # the default grid
+    python dev/plot_frontier.py artifacts/eval/frontier_baby.json \
+        --out artifacts/plots/frontier_baby.png
+    python dev/plot_frontier.py artifacts/eval/frontier_baby.json --x speed  # tokens/s
 
-The held-out entropy (the crossing that chooses a sampler's temperature) is read on --n-samples windows of dev (the
-validation split's first half, which also picks best.pt); the n-gram divergence is reported against test (the second
-half), never read for a choice, and those dev windows' own divergence from test is its floor at the samples' size.
-tokens/s (--time-batches, --repeats, --time-draws, --threads): the median of rounds in which every point draws B
-samples in turn, so a drifting load slows all alike. AR and bd3 samples may run past the context (a sliding window;
-the judge scores them in windows). A point drops the settings its sampler does not read (canonical), so the grid
-holds each sampler once.
+A point per combination of --grid values (AR: --ar-grid): NFE (forward passes per sample; of a
+block for bd3, a token for the AR), sample entropy, gen-PPL under an AR judge, distinct-2/3,
+tokens/s, and the JS divergence of the samples' character 1-4-grams from held-out text's. A curve
+is one sampler over temperature, read where it crosses the held-out entropy: lower is better there.
+
+The held-out entropy is read on dev (which picks best.pt), the divergence on test (its floor: dev
+text's own). AR and bd3 samples may run past the context (a sliding window).
 """
 import itertools
 import os
@@ -42,7 +39,7 @@ from utils.dist import pick_device, timed  # noqa: E402
 from utils.cli import ArgParser, at_least, key_list, list_of, output, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
-# the sampling keys a grid may vary (config.py documents each); every other setting is the checkpoint's
+# the sampling keys a grid may vary (config.py documents each)
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
              "semi_ar_length", "temperature_end_share", "bd3_speculate", "dual_sample")
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "temperature=0.8,0.9,1.0"]
@@ -51,27 +48,23 @@ GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KE
 
 
 def canonical(settings, obj, cfg):
-    """The settings a sampler actually reads, so that two grid points which differ only in a key nobody reads are one
-    sampler: settings without its objective's IGNORES, without the keys its own switches leave unread (obj.unread:
-    the diffusion sampler's under --dual_sample or --bd3_speculate, whose AR reads only the temperature and the
-    filters), and without a key that acts only with another that is off (config.NEEDS: ReMDM's eta unless
-    remask=remdm). cfg, the checkpoint's config, answers for the keys the grid leaves out. Returns the settings dict
-    that remains."""
+    """The settings a sampler reads, so points differing only in unread keys are one sampler:
+    without the objective's IGNORES, keys its switches leave unread (obj.unread), and keys whose
+    partner is off (config.NEEDS: ReMDM's eta unless remask=remdm). cfg fills the others."""
     s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
     point = replace(cfg, **s)  # the point's values, else the checkpoint's
     return {k: v for k, v in s.items() if k not in obj.unread(point) and acts(point, k)}
 
 
 def grid_points(grid, cfg, obj):
-    """Every distinct sampler of the grid for one checkpoint: [(the settings it reads, its sampling config)], each
-    checked like a command line (an impossible one, e.g. steps > diffusion_steps, is a one-line error)."""
-    points = {}  # the sorted settings -> (settings, sampling config), in the grid's order
+    """Every distinct sampler of one checkpoint's grid: [(settings it reads, sampling config)],
+    each checked like a command line (steps > diffusion_steps is a one-line error)."""
+    points = {}  # sorted settings -> (settings, sampling config), in grid order
     for values in itertools.product(*grid.values()):
         s = canonical(dict(zip(grid, values)), obj, cfg)
         key = tuple(sorted(s.items()))
         if key not in points:
-            # the sampler's other switches off (ReMDM's keep the checkpoint's), then the point's: a frontier compares
-            # the grid's samplers alone, where scripts/eval.py samples with each checkpoint's own
+            # Unlike eval.py, compare the grid's samplers alone: other switches off (ReMDM's kept).
             scfg = replace(cfg, **{**dict(tokens_per_step="schedule", threshold=0.0, semi_ar_length=0, top_k=0,
                                           top_p=1.0), **s})
             validate(scfg, given=set(s))
@@ -85,8 +78,8 @@ def curve_label(settings):
 
 
 def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
-    """One curve read at the held-out entropy: each key linear between the two points (by entropy) that bracket
-    `target`; None when the curve does not reach it (a frontier is not extrapolated)."""
+    """One curve read at entropy `target`, each key interpolated between the points around it;
+    None if it never gets there (no extrapolation)."""
     pts = sorted(points, key=lambda q: q["sample_entropy"])
     for a, b in zip(pts, pts[1:]):
         ea, eb = a["sample_entropy"], b["sample_entropy"]
@@ -97,8 +90,8 @@ def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
 
 
 def grid_of(r, args, judge, start, gen_len, ref, device, generator):
-    """Every point of one checkpoint's grid r, its samples drawn and scored, each printed as it comes: the list of
-    point rows (curve, settings, sampler, NFE, temperature and score()'s figures) that the JSON keeps."""
+    """Draw, score and print every point of checkpoint r's grid: a row each (curve, settings,
+    sampler, NFE, temperature and score()'s figures)."""
     points = []
     for settings, scfg in r["points"]:
         samples, nfe = draw(r["model"], scfg, start, gen_len, args.n_samples, args.batch_size, r["tok"].mask_id,
@@ -114,20 +107,19 @@ def grid_of(r, args, judge, start, gen_len, ref, device, generator):
 
 
 def time_points(runs, args, start, gen_len, device):
-    """Wall-clock tokens/s of every point at each --time-batches size B, into its seconds_bB (a draw of B samples),
-    tokens_per_s_bB and passes_bB (forward passes a draw, their mean: tokens a pass and ms a pass are printed beside):
-    an untimed warm-up draw each, then the median of --repeats rounds, each point drawing --time-draws batches of B in
-    turn, each its own seed (a sampler whose passes vary is timed over more samples)."""
+    """Time every point at each --time-batches size B: seconds_bB (a draw of B), tokens_per_s_bB,
+    passes_bB. The median of --repeats rounds in which every point draws in turn, so a drifting
+    load slows all alike."""
     jobs = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])]
     n = args.time_draws
     for b in args.time_batches:
-        def call(r, scfg, seed, passes):  # passes: each timed draw's forward passes (a row's; rows share them)
+        def call(r, scfg, seed, passes):  # passes: collects each draw's forward passes
             passes.append(statistics.mean(draw(r["model"], scfg, start, gen_len, b, b, r["tok"].mask_id, device,
                                                torch.Generator().manual_seed(seed))[1]))
         for r, pt, scfg in jobs:  # an untimed warm-up draw each
             call(r, scfg, args.seed, [])
             pt[f"passes_b{b}"] = []
-        rounds = []  # rounds[k - 1][i]: seconds a draw of B for job i in round k (the mean of its n draws)
+        rounds = []  # rounds[k - 1][i]: job i's mean seconds a draw of B in round k
         for k in range(1, args.repeats + 1):
             rounds.append([timed(lambda: [call(r, scfg, args.seed + n * k + j, pt[f"passes_b{b}"]) for j in range(n)],
                                  device)[0] / n for r, pt, scfg in jobs])
@@ -142,7 +134,7 @@ def time_points(runs, args, start, gen_len, device):
 
 
 def read_curves(points, target, keys):
-    """Each curve of the points read at the held-out entropy (at_entropy), printed: {curve: reading or None}."""
+    """Each curve read at the held-out entropy, printed: {curve: at_entropy's reading or None}."""
     curves = {}
     for pt in points:
         curves.setdefault(pt["curve"], []).append(pt)
@@ -194,8 +186,7 @@ def parse_args(argv):
 
 
 def load(path, args, device):
-    """One checkpoint opened and its grid checked (grid_points), before any sampling: {path, model, cfg, tok, obj,
-    points}, to which main adds the scored rows and their seconds."""
+    """Open a checkpoint, checking its grid first: {path, model, cfg, tok, obj, points}."""
     model, _, cfg, tok = open_checkpoint(path, device, args.data_path)
     compile_decode(model, replace(cfg, compile=args.compile), device)  # as inference.py samples
     obj = objectives.get(cfg.objective)
@@ -204,9 +195,8 @@ def load(path, args, device):
 
 
 def refuse_unread(runs, args, given):
-    """A grid flag given that no checkpoint reads, refused (canonical drops a key a sampler does not read from each
-    point; a key no point of any checkpoint keeps would run as if never given): --grid without a diffusion checkpoint,
-    --ar-grid without an AR one, and a KEY of either that every sampler it reaches ignores."""
+    """Refuse a grid flag no checkpoint reads (it would run as if never given): --grid with no
+    diffusion checkpoint, --ar-grid with no AR one, a KEY no sampler reads."""
     for flag, exact, grid in (("--grid", False, args.grid_values), ("--ar-grid", True, args.ar_grid_values)):
         if flag not in given:
             continue
@@ -231,21 +221,21 @@ def main(argv):
     start = start_ids(tok, args.prompt)
     context = min(r["cfg"].block_size for r in runs)
     gen_len = args.gen_len or context - len(start)
-    if gen_len < 1:  # the prompt fills the shortest context: nothing left to fill
+    if gen_len < 1:  # the prompt fills the shortest context
         raise UserError(f"--prompt is {len(start)} tokens: it fills the context of {context} tokens; give a shorter "
                         f"--prompt or a --gen-len")
     long = [r["path"] for r in runs if len(start) + gen_len > r["cfg"].block_size and not r["obj"].ANY_LENGTH]
     if long:
         raise UserError(f"start ({len(start)} tokens) + --gen-len {gen_len} exceeds {long[0]}'s context, and its "
                         f"sampler does not slide a window: use a shorter --gen-len")
-    _, _, val_ids, _ = prepare_data(runs[0]["cfg"], tok, verbose=False)  # held-out text, as described above
+    _, _, val_ids, _ = prepare_data(runs[0]["cfg"], tok, verbose=False)  # held-out text
     ref = tok.decode(val_ids[len(val_ids) // 2:].tolist())  # test: what the divergence is reported against
     windows = held_out_windows(val_ids[:len(val_ids) // 2], args.n_samples, gen_len,
                                "the validation split's first half (dev)")
     s = score(windows, 0, tok, reference=ref)
     held = dict(sample_entropy=s["sample_entropy"], js=s["js"], js_mean=s["js_mean"], n_windows=len(windows),
                 gen_len=gen_len, reference_chars=len(ref), split="dev", reference_split="test")
-    torch.set_num_threads(args.threads)  # the CPU's share of every draw (all of it on a CPU)
+    torch.set_num_threads(args.threads)  # the CPU's share of every draw
     print(f"device: {device} ({torch.get_num_threads()} threads); judge {args.ar_checkpoint}; {args.n_samples} "
           f"samples of {gen_len} tokens per point; held-out entropy {held['sample_entropy']:.3f} (dev), n-gram JS "
           f"of dev text from test's {held['js_mean']:.4f}")

@@ -1,11 +1,10 @@
-"""PNG plots of training runs and evaluations, under artifacts/plots/ (matplotlib, Agg: no screen needed).
+"""PNG plots of training runs and evaluations, under artifacts/plots/ (matplotlib Agg: no screen).
 
-    python scripts/plot.py curves artifacts/models/cpu artifacts/models/cpu_ar   # train/val bits/char, one chart
-    python scripts/plot.py entropy artifacts/eval/cpu.json                       # entropy per timestep
+    python scripts/plot.py curves artifacts/models/cpu artifacts/models/cpu_ar  # train/val bpc
+    python scripts/plot.py entropy artifacts/eval/cpu.json  # entropy per timestep
 
-`curves` reads run directories' metrics.jsonl, `entropy` scripts/eval.py's JSON (the studies' figures are dev/'s:
-dev/plot_frontier.py draws scripts/frontier.py's samplers, dev/plot_epochs.py the data-constrained study). --out
-names the PNG, written atomically; an existing file is only replaced with --force, a checkpoint never.
+`curves` reads run directories' metrics.jsonl, `entropy` scripts/eval.py's JSON. The studies' plots
+live in dev/ (plot_frontier.py, plot_epochs.py). --force replaces an --out, never a checkpoint.
 """
 import math
 import os
@@ -21,13 +20,13 @@ DEFAULT_OUT = {what: f"artifacts/plots/{what}.png" for what in ("curves", "entro
 
 
 def read_eval_json(path):
-    """scripts/eval.py's or frontier.py's --json document (both keep their rows under 'runs'), checked complete."""
+    """scripts/eval.py's or frontier.py's --json document (rows under 'runs'), checked complete."""
     fix = f"write one with python scripts/eval.py CKPT ... --json {path}"
     return read_json(path, "a scripts/eval.py --json file", ("runs",), fix, rows=("name",))
 
 
 def run_label(run_dir):
-    """(directory name, objective, whether its val figure is an exact NLL, training loss as train.py's log names it);
+    """(directory name, objective, whether val is an exact NLL, train.py's name for the loss);
     (name, None, False, None) when its model.pt cannot be read."""
     name = os.path.basename(os.path.normpath(run_dir))
     try:
@@ -38,14 +37,14 @@ def run_label(run_dir):
         ckpt = torch.load(os.path.join(run_dir, "model.pt"), map_location="cpu", weights_only=True, mmap=True)
         cfg = config_from_dict(ckpt["config"])
         return name, cfg.objective, objectives.get(cfg.objective).EXACT, loss_label(cfg)[0].split(" ", 1)[1]
-    except Exception:  # no model.pt, or an unreadable one: a label is not worth failing for
+    except Exception:  # a label is not worth failing for
         return name, None, False, None
 
 
 def _figure(ncols=1, figsize=(8, 5), **kw):
-    """(pyplot, the figure, its axes) on matplotlib's file-only backend, each axis gridded."""
+    """(pyplot, figure, axes) on matplotlib's file-only backend, each axis gridded."""
     import matplotlib
-    matplotlib.use("Agg")  # files only, never a window
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, ncols, figsize=figsize, dpi=120, **kw)
     for ax in getattr(axes, "flat", [axes]):  # one axis, or an array of them
@@ -54,7 +53,7 @@ def _figure(ncols=1, figsize=(8, 5), **kw):
 
 
 def _save(plt, fig, out):
-    """fig to the PNG out, atomically (a reader never sees half a file), then closed and 'wrote OUT' printed."""
+    """Write fig to the PNG out atomically (no reader sees half a file) and close it."""
     if fig.get_layout_engine() is None:  # a constrained layout places its own legend
         fig.tight_layout()
     with atomic_path(out) as tmp:
@@ -64,8 +63,8 @@ def _save(plt, fig, out):
 
 
 def plot_curves(run_dirs, out):
-    """Each run's training loss and validation figure in bits/char against iteration, on one chart: a diffusion run's
-    val curve is a bound, an AR's an exact NLL, and its train curve names the loss it logs."""
+    """Each run's train loss and val figure in bits/char against iteration, on one chart; the train
+    curve names its loss."""
     plt, fig, ax = _figure()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, d in enumerate(run_dirs):
@@ -74,8 +73,8 @@ def plot_curves(run_dirs, out):
         evals = sorted((r for r in rows if r.get("kind") == "eval"), key=lambda r: r["iter"])
         if not evals:
             raise UserError(f"{d}/metrics.jsonl has no eval rows: train past one eval_interval first")
-        name, objective, ar, loss_type = run_label(d)  # ar: the val curve is an exact NLL, not a bound
-        e0 = evals[0]  # nats/token -> bits/char with the run's own chars/token, read back from an eval row
+        name, objective, ar, loss_type = run_label(d)  # ar: val is an exact NLL, not a bound
+        e0 = evals[0]  # nats/token -> bits/char with the run's own chars/token
         to_bpc = e0["bits_per_char"] / e0["nats_per_token"] if e0["nats_per_token"] else 1 / math.log(2)
         c = colors[i % len(colors)]
         tag = f"{name} ({objective})" if objective else name
@@ -95,7 +94,7 @@ def plot_curves(run_dirs, out):
 
 
 def plot_entropy(paths, out):
-    """The mean predictive entropy at masked positions against t / T, a line per diffusion run of the eval JSONs."""
+    """Mean predictive entropy at masked positions against t / T, a line per diffusion run."""
     plt, fig, ax = _figure()
     runs = [r for p in paths for r in read_eval_json(p)["runs"] if r.get("entropy_by_t")]
     if not runs:

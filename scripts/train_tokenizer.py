@@ -1,12 +1,13 @@
 """Train a byte-level BPE tokenizer (Hugging Face `tokenizers`) on a plain-text corpus.
 
-  python scripts/train_tokenizer.py --input data/stories.txt --output artifacts/tokenizer/tokenizer.json
-  python scripts/train_tokenizer.py --input data/tinyshakespeare.txt --output artifacts/tokenizer/shakespeare.json \
-      --vocab-size 1024
+  python scripts/train_tokenizer.py --input data/stories.txt \
+      --output artifacts/tokenizer/tokenizer.json
+  python scripts/train_tokenizer.py --input data/tinyshakespeare.txt \
+      --output artifacts/tokenizer/shakespeare.json --vocab-size 1024
 
-The input is split into stories on "<|endoftext|>" (the format scripts/data.py writes). --vocab-size counts the two
-special tokens (id 0 "<|endoftext|>", id 1 "[MASK]") and the 256 byte symbols. Encoding text never produces "[MASK]",
-not even from the literal string (utils/tokenizer.py). Load the result with utils.tokenizer.BPETokenizer.from_file.
+Stories are split on "<|endoftext|>" (data.py's format). --vocab-size counts the 256 bytes and two
+specials (0 "<|endoftext|>", 1 "[MASK]"); text, even a literal "[MASK]", never encodes to [MASK].
+Load the result with utils.tokenizer.BPETokenizer.from_file.
 """
 import os
 import sys
@@ -25,12 +26,12 @@ def main(argv):
     p.add_argument("--input", required=True, help="UTF-8 text, stories separated by <|endoftext|>")
     p.add_argument("--output", type=output, default="artifacts/tokenizer/tokenizer.json",
                    help="the tokenizer.json to write (train.py's --tokenizer_path)")
-    # the trainer reserves memory by the vocab size (2**31 tokens abort the process): a million is past any use here
+    # the trainer reserves memory by vocab size (2**31 aborts); 2**20 is past any use here
     p.add_argument("--vocab-size", type=at_least(256 + len(SPECIAL_TOKENS), "256 bytes + the special tokens",
                                                  most=2 ** 20), default=2048,
                    help="total vocab size, special tokens included (at most 2**20)")
     p.add_argument("--min-frequency", type=at_least(1), default=2, help="minimum pair count for a merge")
-    args = p.parse_args(argv)  # an --output that may not be replaced fails here, before any slow work
+    args = p.parse_args(argv)  # an --output that may not be replaced fails here, before slow work
     text = read_text(args.input, "--input", "make one with scripts/data.py", allow_empty=False, newline="")
     stories = split_stories(text)
     mb = len(text.encode("utf-8")) / 1e6
