@@ -172,7 +172,7 @@ class Config:
                                         #   joint); continues a prompt only
     live: bool = sampling_only(False)         # redraw the canvas in the terminal at every step
                                         #   (plain text when not a terminal)
-    prompts_file: str = sampling_only("")     # sample once per line of this file (each line a prompt; blank lines skipped)
+    prompts_file: str = sampling_only("")     # sample once per line of this file (blank lines skipped)
     interactive: bool = sampling_only(False)  # read prompts from stdin in a loop until EOF (Ctrl-D)
     # ---- system
     device: str = sampled("auto", resumable=True)  # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'

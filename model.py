@@ -264,8 +264,9 @@ CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30
 
 
 def estimate_line(cfg, model, device, dtype_name, flops_tok, seq, assumed_mfu):
-    """(the start-up line of memory per rank and tokens/s, the bytes a rank needs), from estimate_memory. seq: the
-    columns of one pass (bd3: both streams); a micro-batch runs mask_draws passes and the dual objective's causal one."""
+    """(the start-up line of memory per rank and tokens/s, the bytes a rank needs), from estimate_memory.
+    seq: the columns of one pass (bd3: both streams); a micro-batch runs mask_draws passes and the dual
+    objective's causal one."""
     tokens = cfg.batch_size * (cfg.mask_draws * seq + (cfg.block_size - 1 if cfg.dual_ar else 0))
     state_b, act_b = model.estimate_memory(tokens, dtype_name == "bfloat16", cfg.ema > 0)
     peak = peak_flops(device)

@@ -101,6 +101,14 @@ def trace_paths(mp4):
     return mp4, os.path.splitext(mp4)[0] + ".gif"
 
 
+
+def refuse_earlier_trace(mp4):
+    """A new training run's end-of-run trace replaces no file already there (--overwrite does)."""
+    for path in trace_paths(mp4) if mp4 else ():
+        if os.path.lexists(path):
+            raise UserError(f"{path} already exists and this run's end-of-run trace would replace it: pass "
+                            f"--viz_video=NEW.mp4 (or --viz_video= for none), or --overwrite to replace it")
+
 def trace_title(cfg, cols=64):
     """A header line of cols cells naming the sampler settings off their defaults ('order random,
     remask none'), led by 'micro-dllm  T=100  ' when it fits."""

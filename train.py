@@ -11,9 +11,9 @@
     python train.py gpt200m --max_iters=0             # the ~200M preset: memory and tokens/s estimates, then exit
     python train.py --help                            # the presets, then every key: type, default, meaning
 
-main reads top to bottom: setup (config, device, DDP) -> load_data -> build (model, optimizer, resume) -> train
-(eval / save / step / log) -> finish (final eval, checkpoint, report). The loop's state is one Run, passed along;
-what the loop prints beside it (log lines, ETA, notes, metrics.jsonl) is one train_log.TrainLog.
+main reads top to bottom: setup (config, device, DDP) -> load_data -> build (model, optimizer, resume)
+-> train (eval / save / step / log) -> finish (final eval, checkpoint, report). The loop's state is one
+Run; what it prints beside the loop is one train_log.TrainLog.
 """
 import math
 import os
@@ -68,14 +68,12 @@ class Data:
     val_cpt: float            # characters per scored token in val_windows (bits/char)
     meta: dict
     window: int               # tokens per training window: block_size, + 1 for AR
-    source: dict = None       # the --init_from checkpoint (read once: its tokenizer here, its weights in build,
-                              # which lets it go)
+    source: dict = None       # the --init_from checkpoint, read once (its tokenizer here, its weights in build)
 
 
 @dataclass
 class Run:
-    """The model, its optimizer and everything the loop carries from step to step and a checkpoint saves (the log's
-    clock and notes are train_log.TrainLog's: a resume starts them again)."""
+    """The model, its optimizer and what the loop carries from step to step and a checkpoint saves."""
     model: torch.nn.Module    # what the step runs: DDP-wrapped (and then compiled) under torchrun
     raw_model: Transformer    # uncompiled, unwrapped: state_dict, eval, samples
     eval_model: Transformer   # the EMA copy when --ema, else raw_model
@@ -112,7 +110,7 @@ def main(argv):
         log = train(cfg, env, data, run)
         finish(cfg, env, data, run, log)
     except KeyboardInterrupt:
-        run.writer.wait()  # a checkpoint being written is finished first: the line below names it
+        run.writer.wait()  # the checkpoint being written is finished first: the line names it
         raise KeyboardInterrupt(interrupted(cfg, run, argv) if env.master else "") from None
 
 
@@ -121,7 +119,7 @@ def interrupted(cfg, run, argv):
     if run.saved_iter >= cfg.max_iters:
         return f"training had finished: {run.saved} (iter {run.saved_iter}) is complete; only the report was cut short"
     if not run.saved:
-        # its metrics.jsonl is there: a new run in out_dir is refused without --overwrite (refuse_earlier_run)
+        # its metrics.jsonl is there: a new run in out_dir is refused without --overwrite
         return (f"before the first checkpoint (due at iter {min(cfg.eval_interval, cfg.max_iters)}): none was saved; "
                 f"run the same command{'' if cfg.overwrite else ' with --overwrite'} to start again")
     prog = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"  # the path it was started by
@@ -161,17 +159,19 @@ def setup(argv):
     print0(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
            f"dtype: {dtype_name}, world size: {world}, {accum} micro-step(s) per optimizer step")
     print0(threads.line())
-    return cfg, Env(rank, local_rank, world, rank == 0, device, accum, ctx, dtype_name, wandb, resume, resumed_from,
-                    threads)
+    return cfg, Env(rank=rank, local_rank=local_rank, world=world, master=rank == 0, device=device, accum=accum,
+                    ctx=ctx, dtype_name=dtype_name, wandb=wandb, resume=resume, resumed_from=resumed_from,
+                    threads=threads)
 
 
 def resumed_config(cfg, given):
-    """(cfg, the checkpoint, its path) of --resume: the run's own settings from its latest intact checkpoint, of which
-    only the resumable ones (schedule length, intervals, checkpointing, device) may be given again. A new run gets
-    (cfg, None, ""), after the check that it replaces no earlier run's files."""
+    """(cfg, the checkpoint, its path) of --resume: the run's own settings from its newest intact checkpoint; only the
+    resumable keys may be given again. A new run gets (cfg, None, "") once it replaces no earlier run's files."""
     if not cfg.resume:
         if not cfg.overwrite and cfg.max_iters > 0:  # max_iters=0 writes nothing
-            refuse_earlier_run(cfg)
+            checkpoint.refuse_earlier_run(cfg.out_dir)
+            if objectives.get(cfg.objective).TRACE:
+                trace.refuse_earlier_trace(cfg.viz_video)
         return cfg, None, ""
     resume, resumed_from = checkpoint.load_latest(cfg.out_dir, warn=print0)
     configurator.refuse_changes(cfg, given, resume["config"], f"--resume: {resumed_from}",
@@ -183,29 +183,10 @@ def resumed_config(cfg, given):
     return replace(cfg, **keep), resume, resumed_from
 
 
-def refuse_earlier_run(cfg):
-    """A new run replaces no earlier run's files unless --overwrite says so: the checkpoints, best.pt and metrics.jsonl
-    in out_dir (utils.checkpoint.run_files) and the end-of-run trace (--viz_video and its GIF, for an objective that
-    traces) are refused in one line, whose every way out keeps them: --resume where there is a checkpoint to resume,
-    --out_dir=NEW_DIR or --viz_video=NEW.mp4, or --overwrite, the one that replaces them."""
-    held = checkpoint.run_files(cfg.out_dir)
-    if any(name == "model.pt" or checkpoint.iter_of(name) is not None for name in held):  # a checkpoint to resume
-        raise UserError(f"{cfg.out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "
-                        f"replace them, or --out_dir=NEW_DIR")
-    if held:  # best.pt and the log of a run whose model.pt is gone (deleted as damaged, say): nothing to resume
-        raise UserError(f"{cfg.out_dir} already holds an earlier run's {', '.join(held)} (no model.pt to --resume): "
-                        f"pass --overwrite to replace them, or --out_dir=NEW_DIR")
-    if cfg.viz_video and objectives.get(cfg.objective).TRACE:
-        for path in trace.trace_paths(cfg.viz_video):
-            if os.path.lexists(path):
-                raise UserError(f"{path} already exists and this run's end-of-run trace would replace it: pass "
-                                f"--viz_video=NEW.mp4 (or --viz_video= for none), or --overwrite to replace it")
-
-
 # ---------------------------------------------------------------- data and tokenizer
 def load_data(cfg, env):
-    """The tokenizer (a resumed or --init_from run's own), the token streams and the fixed validation windows; the
-    prompt and the end-of-run samples are checked here, before any step."""
+    """The tokenizer, the token streams and the fixed dev windows; the prompt and the end-of-run samples are checked
+    here, before any step."""
     tok = tokenizer.tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
     # the --init_from checkpoint, read once (its weights are build's); a resumed run has its own
     source = checkpoint_manager.read_checkpoint(cfg.init_from) if cfg.init_from and not env.resume else None
@@ -239,8 +220,7 @@ def load_data(cfg, env):
 
 # ---------------------------------------------------------------- model, optimizer, resume
 def build(cfg, env, data):
-    """The model and its estimates; then (unless max_iters=0) the optimizer, EMA and the resumed state. Returns the
-    Run, or None when max_iters=0 asked for the estimates only."""
+    """The model and its estimates, then the optimizer, EMA and resumed state: the Run (None when max_iters=0)."""
     margs = objectives.model_args(cfg, data.tok.vocab_size)
     model = Transformer(margs).to(env.device)
     if data.source is not None:
@@ -275,8 +255,8 @@ def build(cfg, env, data):
     if run.ema and cfg.ema >= reach:
         print0(f"EMA: its warm-up rule (1+n)/(10+n) stays below {cfg.ema} all run: any decay above {reach:.4f} "
                f"averages alike")
-    # DDP wraps the model before it is compiled: the compiled backward overlaps the all-reduce (DDPOptimizer); the
-    # RoPE tables are the same on every rank: no buffers broadcast
+    # DDP wraps the model before it is compiled (the compiled backward overlaps the all-reduce); the RoPE tables
+    # are the same on every rank: no buffers broadcast
     if env.world > 1:
         device_ids = [env.local_rank] if env.device.type == "cuda" else None
         run.model = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=device_ids,
@@ -318,7 +298,7 @@ def resume_state(cfg, env, run):
 
 # ---------------------------------------------------------------- eval, checkpoint
 def run_eval(cfg, env, data, run, it, details=False):
-    """The dev figure (evals.bound.evaluate's dict) of the weights best.pt would hold, printed as one eval line."""
+    """The dev figure (evals.bound.evaluate's dict) of the weights best.pt would hold, and its eval line."""
     res = bound.evaluate(run.eval_model, data.val_windows, cfg, run.schedule, data.tok, env.ctx,
                          n_t=EVAL_T, seed=cfg.seed, chars_per_token=data.val_cpt, details=details)
     what = "NLL" if objectives.get(cfg.objective).EXACT else "bound"
@@ -337,8 +317,8 @@ def check_finite(cfg, run, it, value):
 
 
 def snapshot(cfg, env, data, run, it, val):
-    """The checkpoint dict (on rank 0; None elsewhere). Every rank must call it: it gathers their RNG states,
-    and makes the running loss sum the same on all ranks so that a resume continues the log window exactly."""
+    """The checkpoint dict on rank 0 (None elsewhere). Every rank calls it: it gathers their RNG states and
+    averages the running loss, so a resume continues the log window exactly."""
     dist.all_reduce_mean(run.loss_acc, env.world)
     check_finite(cfg, run, it, run.loss_acc.item())
     rngs = dist.all_gather_objects(dist.rng_state(), env.world)
@@ -379,8 +359,7 @@ def save_checkpoints(cfg, env, data, run, it, res):
 
 # ---------------------------------------------------------------- training loop
 def train(cfg, env, data, run):
-    """The loop, as nanoGPT's: every eval_interval steps evaluate and save, then step, then log. Returns the log,
-    whose clock finish reads (the last eval's time, the run's)."""
+    """The loop, as nanoGPT's: every eval_interval steps evaluate and save, then step, then log. Returns the log."""
     run.model.train()
     log = train_log.TrainLog(cfg, env, run.start_iter, run.flops_tok, len(data.val_windows), EVAL_T)
     for it in range(run.start_iter, cfg.max_iters):
@@ -401,8 +380,7 @@ def train(cfg, env, data, run):
 
 
 def window_loss(cfg, env, run, done):
-    """The mean training loss of the steps since the last log line, over the ranks (a log line's one host sync); a
-    non-finite one stops the run. The window then starts again."""
+    """The mean training loss since the last log line over the ranks (the log line's one host sync)."""
     loss = dist.all_reduce_mean(run.loss_acc / max(run.n_acc, 1), env.world).item()
     check_finite(cfg, run, done, loss)
     run.loss_acc.zero_()
@@ -411,10 +389,9 @@ def window_loss(cfg, env, run, done):
 
 
 def train_step(cfg, env, data, run, it):
-    """One optimizer step over accum micro-batches; a non-finite step stops training or, with --skip_nonfinite, is
-    skipped (no update). Every random draw of a step is keyed by (seed, stream, step, slot), slot = rank * accum +
-    micro, its place in the global batch: the global batch depends only on the seed and step, so a resumed run, or
-    the same global batch split as 2 ranks x 1 micro-step or 1 rank x 2, sees the same data, masks and t."""
+    """One optimizer step over accum micro-batches. Every draw is keyed by (seed, stream, step, slot), slot = rank *
+    accum + micro: the global batch depends only on the seed and step, so a resumed run, or the same batch split
+    over other ranks and micro-steps, sees the same data, masks and t."""
     accum, world, model, obj = env.accum, env.world, run.model, objectives.get(cfg.objective)
     # stratified t over the global batch of B * accum * world sequences (MDLM): one shared u per step
     u = torch.rand((), generator=dist.keyed_generator(cfg.seed, STREAM_TIME, it), dtype=torch.float64)
@@ -427,10 +404,10 @@ def train_step(cfg, env, data, run, it):
         # DDP averages gradients across ranks only on the last micro-step; the others accumulate locally
         with model.no_sync() if world > 1 and micro < accum - 1 else nullcontext():
             with env.ctx:
-                # the masks (or noise) and the stratified times of this slot's sequences, drawn eagerly; the loss
-                # is a pure function of them, compiled with the model
-                draw = Draw(dist.keyed_generator(cfg.seed, STREAM_MASK, it, slot), u, slot * cfg.batch_size,
-                            cfg.batch_size * accum * world, it / cfg.max_iters)
+                # the masks (or noise) and times drawn eagerly; the loss is a pure function of them (compiled)
+                draw = Draw(generator=dist.keyed_generator(cfg.seed, STREAM_MASK, it, slot), u=u,
+                            offset=slot * cfg.batch_size, total=cfg.batch_size * accum * world,
+                            progress=it / cfg.max_iters)
                 drawn = obj.draws(x, cfg, run.schedule, data.tok, draw)
                 loss = run.loss_of(model, x, cfg, run.schedule, data.tok, drawn)
             # the mean over micro-steps; DDP's all-reduce makes it the global mean
@@ -440,10 +417,8 @@ def train_step(cfg, env, data, run, it):
 
 
 def optimizer_step(cfg, env, run, it, step_loss):
-    """The step's update from its accumulated gradients: clipped (the true ones, unscaled), then the optimizer step and
-    the EMA, the loss added to the log window. A non-finite step is, with --skip_nonfinite, found at once (one host
-    sync) and skipped, the run stopping past that many; else its iter is kept on the device (bad_iter), for the next
-    log line's check, with no sync a step."""
+    """Clip, step the optimizer and the EMA, add the loss to the log window. With --skip_nonfinite a non-finite step
+    is found at once (one host sync) and skipped; else its iter waits on the device (bad_iter) for the next log line."""
     if cfg.grad_clip > 0 or cfg.skip_nonfinite:
         run.scaler.unscale_(run.opt)  # clip the true gradients (a no-op without fp16)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")  # inf: the norm only, for the check below
@@ -476,7 +451,7 @@ def optimizer_step(cfg, env, run, it, step_loss):
 
 # ---------------------------------------------------------------- final eval, checkpoint, report
 def finish(cfg, env, data, run, log):
-    """The final eval (with its details), the last checkpoint, then on rank 0 the test figure and the report."""
+    """The final eval, the last checkpoint, then on rank 0 the test figure and the report."""
     eval_s = f", ~{train_log.fmt_time(log.eval_s)}" if log.eval_s else ""  # the last eval's time: this one's estimate
     print0(f"final eval: {len(data.val_windows)} windows x {EVAL_T} t{eval_s}")
     # a last update that diverged shows in no loss (none is computed after it): every rank checks its weights
@@ -496,10 +471,10 @@ def finish(cfg, env, data, run, log):
                             test)
         if env.wandb is not None:
             env.wandb.finish()
-    if env.world > 1:
+    if torch.distributed.is_initialized():  # torchrun started one, even for a single rank
         torch.distributed.destroy_process_group()
-        # a torchrun rank leaves without C++'s exit-time destructors: on the CPU (gloo, torch 2.13) a rank died in them
-        # in ~1 run of 10 ("terminate called without an active exception", SIGABRT) after everything was written
+        # leave without C++'s exit-time destructors, where a gloo rank died ~1 run in 10 after everything was
+        # written (SIGABRT: dev/LOG.md, "Measurements the code cites")
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -138,10 +138,21 @@ def iter_of(path):
 
 
 def run_files(out_dir):
-    """The run files out_dir holds, replaced only when told to (train.refuse_earlier_run)."""
+    """The run files out_dir holds, replaced only when told to (refuse_earlier_run)."""
     names = [n for n in RUN_FILES if os.path.lexists(os.path.join(out_dir, n))]
     return names + [os.path.basename(p) for _, p in numbered_checkpoints(out_dir)]
 
+
+def refuse_earlier_run(out_dir):
+    """A new run in out_dir replaces no earlier run's files (run_files): one line whose every way out keeps them
+    but --overwrite, the one that replaces them."""
+    held = run_files(out_dir)
+    if any(name == "model.pt" or iter_of(name) is not None for name in held):  # a checkpoint to resume
+        raise UserError(f"{out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "
+                        f"replace them, or --out_dir=NEW_DIR")
+    if held:  # best.pt and the log of a run whose model.pt is gone (deleted as damaged, say): nothing to resume
+        raise UserError(f"{out_dir} already holds an earlier run's {', '.join(held)} (no model.pt to --resume): "
+                        f"pass --overwrite to replace them, or --out_dir=NEW_DIR")
 
 def numbered_checkpoints(out_dir):
     """[(iter, path)] of the model_<iter>.pt files in out_dir, oldest first."""
