@@ -123,8 +123,9 @@ class Config:
     resume: bool = resumable(False)     # continue from out_dir/model.pt (step, optimizer, LR schedule)
     init_from: str = ""                 # a model.pt or exported folder: start from its weights and tokenizer
                                         # (new optimizer, step 0); AR -> mdlm/bd3, mdlm -> bd3 (checkpoint_manager.py)
-    overwrite: bool = resumable(False)  # allow replacing an earlier run's files: out_dir's checkpoints, best.pt and
-                                        #   metrics.jsonl, and the end-of-run trace (--viz_video and its GIF)
+    overwrite: bool = sampled(False, resumable=True)  # allow replacing an earlier run's files: out_dir's
+                                        #   checkpoints, best.pt and metrics.jsonl, and the trace (--viz_video and
+                                        #   its GIF; inference.py: an existing --viz-video and its GIF)
     keep_last: int = resumable(2)       # checkpoints kept: the K newest as model_<iter>.pt
                                         # (model.pt links the newest) + best.pt; 1 = model.pt and best.pt only
     skip_nonfinite: int = resumable(0)  # steps with a NaN/inf loss or gradient skipped (no update)
@@ -194,7 +195,7 @@ class Config:
 NEEDS = dict(
     val_fraction=("val_path", ("",)), tokenizer_path=("tokenizer", ("bpe",)), mask_ramp_from=("mask_ramp", None),
     muon_lr=("optimizer", ("muon",)), muon_momentum=("optimizer", ("muon",)),
-    init_from=("resume", (False,)), wandb_project=("wandb_log", None),
+    init_from=("resume", (False,)), overwrite=("resume", (False,)), wandb_project=("wandb_log", None),
     top_k=("temperature", None), top_p=("temperature", None), temperature_end_share=("temperature", None),
     remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),
     gif_frame_ms=("viz_video", None))

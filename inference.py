@@ -78,6 +78,8 @@ def load(argv):
     if cfg.infill and "gen_len" in flags:  # the blanks set the length
         raise UserError("--infill's blanks set the tokens generated ([___] one per marker character, [___:N] N): "
                         "drop --gen-len")
+    if "overwrite" in flags and "viz_video" not in flags:
+        raise UserError("--overwrite lets --viz-video replace an existing file: give --viz-video too, or drop it")
     if "viz_video" not in flags:
         cfg = replace(cfg, viz_video="")  # a video only when asked here: never replace one by default
     tok = tokenizer_from_state(ckpt["tokenizer"])
@@ -88,9 +90,6 @@ def load(argv):
                             f"{fingerprint(other)}) differs from the one {where.checkpoint} was trained with "
                             f"({tok.kind}, vocab {tok.vocab_size}, fingerprint {fingerprint(tok)}): drop "
                             f"--tokenizer_path to use the checkpoint's own")
-    if not objectives.get(cfg.objective).TRACE and (cfg.viz_video or cfg.live):
-        raise UserError(f"--{'viz-video' if cfg.viz_video else 'live'} shows the denoising of a diffusion model; "
-                        f"this checkpoint is autoregressive")
     if cfg.interactive or cfg.prompts_file:
         what = "--interactive" if cfg.interactive else "--prompts-file"
         clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", "viz_video") if k in flags]
@@ -162,7 +161,7 @@ def sample_once(cfg, run):
     cfg, canvas, note = canvas_for(cfg, run)
     if note:
         print(note)
-    writer = open_trace(cfg)  # checks the --viz-video path before any sampling
+    writer = open_trace(cfg, cfg.overwrite)  # checks the --viz-video path before any sampling
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     passes = obj.passes(cfg, canvas.n_gen, canvas.prefix_len)

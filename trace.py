@@ -18,6 +18,7 @@ import torch
 import objectives
 from canvas import generate
 from utils.errors import UserError
+from utils.fileio import check_output
 from utils.video import TraceWriter
 
 
@@ -73,41 +74,29 @@ class TraceHook:
                        0 if done else int(st.time[0]), nfe, caption)
 
 
-def check_trace_path(cfg):
-    """Refuse an unwritable --viz-video path before any work (train.py: before step 1)."""
+def check_trace_path(cfg, replace=False):
+    """Refuse a --viz-video path, or the GIF beside it, that cannot be written, or that holds a file and replace
+    is off: before any work (train.py: before step 1)."""
     if not cfg.viz_video.lower().endswith(".mp4"):
         raise UserError(f"--viz-video {cfg.viz_video} should end in .mp4 (a GIF is written beside it)")
-    out_dir = os.path.dirname(cfg.viz_video) or "."
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create {out_dir} for --viz-video ({e.strerror}): choose a writable path")
-    if not os.access(out_dir, os.W_OK):
-        raise UserError(f"{out_dir} is not writable: choose another --viz-video path")
+    for path in trace_paths(cfg.viz_video):
+        check_output(path, replace, "--viz-video", "--overwrite")
 
 
-def open_trace(cfg):
+def open_trace(cfg, replace=False):
     """A TraceWriter for cfg.viz_video (GIF beside it), or None; frames sized at close."""
     if not cfg.viz_video:
         return None
-    check_trace_path(cfg)
+    check_trace_path(cfg, replace)
     cols = 64 if cfg.tokenizer == "char" else 72
     mp4, gif = trace_paths(cfg.viz_video)
     return TraceWriter(mp4, gif, frame_ms=cfg.gif_frame_ms, cols=cols, title=trace_title(cfg, cols))
 
 
 def trace_paths(mp4):
-    """(MP4, the GIF beside it): what a trace writes (train.py never replaces an earlier run's)."""
+    """(MP4, the GIF beside it): the files a trace writes, both named by --viz-video."""
     return mp4, os.path.splitext(mp4)[0] + ".gif"
 
-
-
-def refuse_earlier_trace(mp4):
-    """A new training run's end-of-run trace replaces no file already there (--overwrite does)."""
-    for path in trace_paths(mp4) if mp4 else ():
-        if os.path.lexists(path):
-            raise UserError(f"{path} already exists and this run's end-of-run trace would replace it: pass "
-                            f"--viz_video=NEW.mp4 (or --viz_video= for none), or --overwrite to replace it")
 
 def trace_title(cfg, cols=64):
     """A header line of cols cells naming the sampler settings off their defaults ('order random,

@@ -27,7 +27,6 @@ import torch
 import checkpoint_manager
 import configurator
 import objectives
-import trace
 import train_log
 from common import Draw, Schedule
 from evals import bound, report
@@ -132,6 +131,8 @@ def setup(argv):
     """The checked config (a resumed run's own), this process's device and rank, and the start-up lines."""
     cfg, given = configurator.parse(argv)
     configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
+    if "out_dir" in given and "viz_video" not in given and cfg.viz_video:  # a side run keeps the main run's trace
+        cfg = replace(cfg, viz_video=os.path.join(cfg.out_dir, os.path.basename(cfg.viz_video)))
     if os.path.isfile(cfg.out_dir):  # a checkpoint, say: never written over
         raise UserError(f"--out_dir={cfg.out_dir} is a file, not a folder: give --out_dir=NEW_DIR")
     rank, local_rank, world, device = dist.init_distributed(cfg.device)
@@ -170,8 +171,6 @@ def resumed_config(cfg, given):
     if not cfg.resume:
         if not cfg.overwrite and cfg.max_iters > 0:  # max_iters=0 writes nothing
             checkpoint.refuse_earlier_run(cfg.out_dir)
-            if objectives.get(cfg.objective).TRACE:
-                trace.refuse_earlier_trace(cfg.viz_video)
         return cfg, None, ""
     resume, resumed_from = checkpoint.load_latest(cfg.out_dir, warn=print0)
     configurator.refuse_changes(cfg, given, resume["config"], f"--resume: {resumed_from}",

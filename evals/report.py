@@ -42,8 +42,8 @@ def check_report(cfg, tok):
         raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for "
                         f"the end-of-run samples; give a shorter prompt")
     continuation(cfg, tok, cfg.prompt, gen_len, cfg.block_size)
-    if cfg.viz_video and objectives.get(cfg.objective).TRACE:
-        check_trace_path(cfg)
+    if cfg.viz_video and objectives.get(cfg.objective).TRACE:  # a resumed run's own trace is its to replace
+        check_trace_path(cfg, replace=cfg.overwrite or cfg.resume or cfg.max_iters == 0)
 
 
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):
@@ -54,7 +54,7 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
     change = ChangeRate(tok.mask_id)  # the fraction of committed tokens a reverse step changes
     n = max(cfg.num_samples, 4)
     prompt_len, gen_len = report_samples(cfg, tok)
-    writer = open_trace(cfg) if obj.TRACE else None  # sample 0's trace
+    writer = open_trace(cfg, replace=True) if obj.TRACE else None  # sample 0's trace (checked before step 1)
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
     # a gen_len past the context is cut to what it holds after the prompt, and said so
     cut = f" (gen_len={cfg.gen_len}: what the context holds after the prompt)" if gen_len < cfg.gen_len else ""

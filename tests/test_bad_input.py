@@ -222,7 +222,7 @@ TABLE = [
     ("inference.py", ["--checkpoint", "truncated.pt"], "is corrupt, truncated", None),
     ("inference.py", ["--checkpoint", "foreign.pt"], "not a micro-dllm checkpoint (missing keys)", None),
     ("inference.py", ["--checkpoint", "evil.pt"], "a weights-only load refuses", None),
-    ("inference.py", ["--checkpoint", AR, "--viz-video", "v.mp4"], "this checkpoint is autoregressive", None),
+    ("inference.py", ["--checkpoint", AR, "--viz-video", "v.mp4"], "an AR model has no denoising to watch", None),
     ("inference.py", ["--checkpoint", DM, "--num-samples", "1000000000"], "out of memory", None),
     ("inference.py", ["--checkpoint", DM, "--gen-len", "8", "--viz-video", "ro/v.mp4"], "Permission denied", "readonly"),
     # anything that is not a checkpoint
@@ -239,7 +239,7 @@ TABLE = [
     ("inference.py", ["--checkpoint", DM, "--prompts-file", "prompts.txt"], "prompts.txt, prompt 2: 2 character(s)", None),
     ("inference.py", ["--checkpoint", DM, "--interactive", "--prompt", "x"], "--interactive supplies the prompts", None),
     ("inference.py", ["--checkpoint", DM, "--prompts-file", "prompts.txt", "--viz-video", "v.mp4"], "drop --viz-video", None),
-    ("inference.py", ["--checkpoint", AR, "--live"], "--live shows the denoising", None),
+    ("inference.py", ["--checkpoint", AR, "--live"], "does not read --live: an AR model has no denoising", None),
     ("scripts/export.py", ["/etc/passwd", "out"], "is a text file, not a checkpoint", None),
     ("scripts/export.py", ["dm", "out"], "dm is a folder", None),
     ("scripts/export.py", [DM, "old.txt"], "old.txt is a file", None),

@@ -172,15 +172,41 @@ def peak_flops_of(name):
 
 
 def print0(*args, **kwargs):
-    if int(os.environ.get("RANK", "0")) == 0:
+    if os.environ.get("RANK", "0") == "0":  # (torchrun_ranks has checked RANK by the time a run prints)
         print(*args, **kwargs)
+
+
+TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def torchrun_ranks():
+    """(rank, local_rank, world) from torchrun's environment, None outside torchrun; a UserError names a
+    variable missing or inconsistent (a partial environment would fail deep in init_process_group)."""
+    given = [v for v in TORCHRUN_VARS if v in os.environ]
+    if not given:
+        return None
+    missing = [v for v in TORCHRUN_VARS if v not in os.environ]
+    if missing:
+        raise UserError(f"{', '.join(given)} set but not {missing[0]}: start the run with torchrun (it sets "
+                        f"{', '.join(TORCHRUN_VARS)}), or unset {', '.join(given)} for a single process")
+    try:
+        numbers = [int(os.environ[v]) for v in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")]
+    except ValueError:
+        raise UserError("RANK, LOCAL_RANK, WORLD_SIZE and MASTER_PORT must be whole numbers: start the run with "
+                        "torchrun, which sets them") from None
+    rank, local_rank, world, port = numbers
+    if not (0 <= local_rank <= rank < world and 0 < port < 65536):
+        raise UserError(f"torchrun's environment is inconsistent (RANK={rank}, LOCAL_RANK={local_rank}, "
+                        f"WORLD_SIZE={world}, MASTER_PORT={port}): start the run with torchrun, which sets them")
+    return rank, local_rank, world
 
 
 def init_distributed(device_name):
     """Returns (rank, local_rank, world_size, device). Starts a process group under torchrun."""
-    if "RANK" not in os.environ:
+    ranks = torchrun_ranks()
+    if ranks is None:
         return 0, 0, 1, pick_device(device_name)
-    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    rank, local_rank, world = ranks
     cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
     other = "cpu" if device_name == "auto" else device_name  # no CUDA GPU, or another device named: gloo
     device = torch.device("cuda", local_rank) if cuda else pick_device(other)  # one GPU per process, by LOCAL_RANK

@@ -54,5 +54,7 @@ def run_cli(main, argv=None):
         msg = explain(e)
         if msg is None:
             raise
-        print(f"error: {' '.join(msg.split())}", file=sys.stderr)  # always one line
+        rank = os.environ.get("RANK", "0")
+        if not (rank.isdigit() and int(rank) > 0):  # under torchrun, rank 0 says it once
+            print(f"error: {' '.join(msg.split())}", file=sys.stderr)  # always one line
         sys.exit(2)

@@ -83,13 +83,21 @@ def not_found(path, what, fix=""):
     return UserError(f"{what} {path} not found" + (f": {fix}" if fix else ""))
 
 
-def check_output(path, force=False, flag="--output"):
-    """UserError unless path may be written: not a directory or checkpoint, a file with --force."""
+def check_output(path, force=False, flag="--output", force_flag="--force"):
+    """UserError unless path may be written now, before any work: not a folder or a checkpoint, its folder there
+    (made if missing) and writable, and no file already there unless force."""
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a directory: pass a file path")
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:  # a path under a regular file, say
+        raise UserError(f"{flag} {path}: cannot make its folder {folder} ({e.strerror}): choose another path") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{flag} {path}: its folder {folder} is not writable: choose another path")
     # a checkpoint by its name, or a zip archive (what torch.save writes)
     if os.path.exists(path) and (path.endswith((".pt", ".pth", ".safetensors")) or zipfile.is_zipfile(path)):
-        raise UserError(f"{flag} {path} is a checkpoint (or another archive): never replaced, not even with --force; "
-                        f"choose another path")
+        raise UserError(f"{flag} {path} is a checkpoint (or another archive): never replaced, not even with "
+                        f"{force_flag}; choose another path")
     if os.path.exists(path) and not force:
-        raise UserError(f"{path} already exists: pass --force to overwrite it, or choose another {flag} path")
+        raise UserError(f"{path} already exists: pass {force_flag} to replace it, or choose another {flag} path")
