@@ -126,6 +126,7 @@ def test_a_static_step_keeps_its_shapes_and_buffers():
     assert len(shapes) == 1 and len(ptrs) == 1, (shapes, ptrs)
 
 
+@pytest.mark.slow  # dynamo traces the step (seconds)
 def test_the_compiled_step_is_one_graph_per_batch_size():
     """decode compiled as compile_decode does (fullgraph, static shapes) on a counting backend: one graph for a whole
     decode past the context, none more for a second call at that batch, one for another batch, and its tokens are
@@ -162,6 +163,7 @@ def test_compile_decode_compiles_the_step_where_compile_says(monkeypatch):
         assert not seen or seen[0] == dict(mode=mode, fullgraph=True, dynamic=False)
 
 
+@pytest.mark.slow  # dynamo traces the step
 def test_inference_samples_the_same_tokens_with_the_decode_step_compiled(tmp_path, capsys, monkeypatch):
     """inference.py --compile=true on an AR checkpoint: the step compiled (here traced by dynamo on its eager backend,
     no inductor on this CPU), said on the checkpoint line, and the sample the eager decode draws."""
