@@ -213,21 +213,22 @@ def test_clean_ar_samples_at_batch_1_follow_the_clean_halfs_joint(P, n):
     """At batch 1 (inference.py's) every row's drafts are its own, so a round checks two or three drafts: the second
     and third drafts' ratios p / q and the residual max(0, p_j - q_j) of a later rejection decide the law. 1,000
     independent draws (a generator each) against the toy's joint by hand, through a block boundary (its bonus token
-    and the next block's drafts), with 150 rounds or more that kept two drafts; P = 0: the first token from the
-    drafter, its block all [MASK]."""
+    and the next block's drafts); the first 200 draws hold over 30 rounds that kept two drafts or more. P = 0: the
+    first token from the drafter, its block all [MASK]."""
     net, prompt = MarkovToy(), torch.tensor([[0, 1, 2][:P]], dtype=torch.long)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # ~4,000 passes of a few columns: a second thread only waits (shared cores)
     try:
         draws, late = [], 0
         for seed in range(1_000):
-            rounds = []
+            rounds = []  # the first 200 draws' rounds, as the trace sees them
+            hook = rounds.append if seed < 200 else None
             out, st = sample_clean_ar(net, prompt, n, 4, MASK, SamplerOptions(steps=1),
-                                      torch.Generator().manual_seed(seed), on_step=rounds.append)
+                                      torch.Generator().manual_seed(seed), on_step=hook)
             assert out.shape == (1, P + n) and not (out == MASK).any()
             draws.append(out[0, P:].tolist())
             late += sum(int(s.revealed.sum()) >= 3 for s in rounds)  # a round that kept two drafts or more
     finally:
         torch.set_num_threads(threads)
     chi2, limit = _pooled_chi2(draws, _markov_joint(prompt[0].tolist(), n))
-    assert chi2 < limit and late > 150, (chi2, limit, late)
+    assert chi2 < limit and late > 30, (chi2, limit, late)

@@ -193,9 +193,9 @@ def test_the_static_decode_makes_no_host_sync():
     meta device under the sync check (tests/test_sync_free.py's): the position stays on the device."""
     from test_sync_free import checked_from_the_first_pass
     meta = torch.device("meta")
-    for model, sample in ((_net(0), lambda m, x: generate(m, x, 30, top_k=5, generator=torch.Generator().manual_seed(0),
+    for model, sample in ((_net(0), lambda m, x: generate(m, x, 20, top_k=5, generator=torch.Generator().manual_seed(0),
                                                           mask_id=MASK)),
-                          (_net(1, False, True), lambda m, x: bd3.sample_clean_ar(m, x, 30, 4, MASK, draft=False,
+                          (_net(1, False, True), lambda m, x: bd3.sample_clean_ar(m, x, 20, 4, MASK, draft=False,
                                                                                   generator=torch.Generator()))):
         model = _static(model.to(meta))
         leave = checked_from_the_first_pass(model)
