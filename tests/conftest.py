@@ -13,6 +13,22 @@ from helpers import TINY, for_objective, real_text
 os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 
+@pytest.fixture(autouse=True)
+def one_thread_unless_slow(request):
+    """The fast tier runs torch on one thread: its models are tiny, where a second thread saves nothing and, on shared
+    cores, makes every op wait for it (scripts/bench_train.py's fp32 rate, 100,000 small products: 95 s on two threads
+    beside other jobs, 0.4 s on one). A slow test keeps the process's count (a trained run gains from two)."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run inside a temp dir so artifacts/ (data cache, checkpoints) never touch the repo."""

@@ -290,6 +290,7 @@ def test_the_floor_check_catches_an_arrow_up():
     assert arrows_up("utils.checkpoint", {"utils.fileio"}) == []  # the ground floor is one package
 
 
+@pytest.mark.slow  # starts an interpreter (torch's import)
 def test_parsing_the_command_line_imports_no_objective_sampler_or_optimizer():
     """The configurator learns what a flag accepts from data: importing it (and reading --help's choices) loads none
     of the modules that implement the choices."""

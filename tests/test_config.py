@@ -159,6 +159,7 @@ def _what_the_config_means(folder):
     return meaning
 
 
+@pytest.mark.slow  # starts two interpreters a case (each imports torch)
 @pytest.mark.parametrize("edit", [_without_comments, _headings_moved])
 def test_editing_or_moving_a_comment_in_config_py_changes_no_behaviour(edit, tmp_path):
     """config.py is the file users edit: its comments are prose for the reader and --help. With every comment gone,

@@ -1,7 +1,8 @@
 """Speculative sampling (bd3.keep_or_redraw) by hand, and block diffusion's self-speculative decoding: the clean
 half's AR drafted by the noisy half (bd3.sample_clean_ar), whose samples are that AR's own: greedy token for token
 (past the context too), and in distribution against its joint enumerated by hand, with a sampler that keeps every
-draft as the control the same test must catch. python -m pytest -q tests/test_speculative.py"""
+draft as the control the same test must catch; and at batch 1, where a round checks two or three drafts, against a toy
+whose two halves are known by hand. python -m pytest -q tests/test_speculative.py"""
 import functools
 import itertools
 
@@ -142,3 +143,92 @@ def test_clean_ar_greedy_is_the_clean_halfs_greedy_text_in_fewer_passes_past_the
         assert torch.equal(batch, want) and st["nfe"] == 40 and st["kept"] == 0  # at batch 2 no drafts: a pass a token
         one, st = sample_clean_ar(net, prompt[:1], 40, 4, MASK, greedy, torch.Generator().manual_seed(1))
         assert torch.equal(one, want[:1]) and st["nfe"] < 40  # batch 1 drafts by default
+
+
+# ------------------------------------------------------------------------------------------ batch 1, by hand
+# An order-2 Markov chain as the clean half: p(next | a, b), b the newest token and a the one before it (P1[b] when b
+# has none before it). The drafter: a [MASK] column d = 1, 2, 3+ positions after the last token a it sees draws from
+# Q[a, d - 1] (Q0 when it sees none), a different law at each column, so a check that reads a draft's q or p in the
+# wrong column changes the law.
+P1 = torch.tensor([[.6, .3, .1], [.2, .5, .3], [.3, .1, .6]], dtype=torch.float64)
+P2 = torch.tensor([[[.7, .2, .1], [.1, .6, .3], [.2, .2, .6]],
+                   [[.3, .5, .2], [.5, .1, .4], [.1, .7, .2]],
+                   [[.4, .4, .2], [.2, .3, .5], [.6, .1, .3]]], dtype=torch.float64)
+Q = torch.tensor([[[.8, .1, .1], [.1, .8, .1], [.1, .1, .8]],
+                  [[.1, .8, .1], [.1, .1, .8], [.8, .1, .1]],
+                  [[.1, .1, .8], [.8, .1, .1], [.1, .8, .1]]], dtype=torch.float64)
+Q0 = torch.tensor([.5, .3, .2], dtype=torch.float64)
+
+
+class MarkovToy(torch.nn.Module):
+    """A --bd3_ar network whose halves are P2 and Q above, read through the attention mask and the KV cache the
+    sampler hands it: a column sees the cached columns and this pass's where attn_mask allows (all of them without
+    one). A clean column (its token not [MASK]) predicts from its own token and the one it sees a position before;
+    a [MASK] column from the last token it sees before its position. The cache stores each column's token as its key
+    and its RoPE position as its value, so the positions of cached tokens are the sampler's own."""
+
+    def __init__(self, block_size=8):
+        super().__init__()
+        self.args = ModelArgs(vocab_size=V, block_size=block_size, n_layer=1)
+
+    def forward(self, idx, kv_cache=None, rope_pos=None, attn_mask=None, **kw):
+        B, C = idx.shape
+        pos = torch.arange(C) if rope_pos is None else rope_pos
+        keys, kpos = idx, pos.expand(B, C)
+        if kv_cache is not None:  # (B, K): the cached columns, then this pass's
+            k, v = kv_cache.update(idx[:, None, :, None].double(), kpos[:, None, :, None].double())
+            keys, kpos = k[:, 0, :, 0].long(), v[:, 0, :, 0].long()
+        seen = torch.ones(C, keys.size(1), dtype=torch.bool) if attn_mask is None else attn_mask
+        seen = seen[None] & (keys != MASK)[:, None]  # (B, C, K) the tokens each column sees
+        before = torch.where(seen & (kpos[:, None] < pos[None, :, None]), kpos[:, None], -1)
+        y, at = before.max(-1)  # (B, C) the position of the last token each column sees before its own (-1: none)
+        a = keys.gather(1, at).clamp(max=MASK - 1)  # that token (any, where there is none: not read)
+        b = idx.clamp(max=MASK - 1)  # a clean column's own token
+        clean = torch.where(((y >= 0) & (y == pos - 1))[..., None], P2[a, b], P1[b])
+        noisy = torch.where((y >= 0)[..., None], Q[a, (pos - y).clamp(1, 3) - 1], Q0)
+        p = torch.where((idx == MASK)[..., None], noisy, clean)
+        return torch.cat([p.log(), torch.full_like(p[..., :1], 9.0)], -1)  # [MASK] favoured: it must never be drawn
+
+
+def _markov_joint(prompt, n):
+    """{the n tokens after prompt (a list): probability} under P1/P2, the first from Q0 when there is no prompt."""
+    joint = {}
+    for s in itertools.product(range(MASK), repeat=n):
+        seq, q = prompt + list(s), 1.0
+        for i in range(len(prompt), len(seq)):
+            if i == 0:
+                q *= float(Q0[seq[0]])
+            elif i == 1:
+                q *= float(P1[seq[0], seq[1]])
+            else:
+                q *= float(P2[seq[i - 2], seq[i - 1], seq[i]])
+        joint[s] = q
+    return joint
+
+
+# P = 1 alone catches every wrong check tried on this test (a column early, the first q in the residual, p / q
+# inverted, a redraw skipped, the bonus from the last draft's p, one u a round); P = 0 adds the first token's draw
+@pytest.mark.parametrize("P,n", [pytest.param(0, 5, marks=pytest.mark.slow), (1, 6)])
+def test_clean_ar_samples_at_batch_1_follow_the_clean_halfs_joint(P, n):
+    """At batch 1 (inference.py's) every row's drafts are its own, so a round checks two or three drafts: the second
+    and third drafts' ratios p / q and the residual max(0, p_j - q_j) of a later rejection decide the law. 1,000
+    independent draws (a generator each) against the toy's joint by hand, through a block boundary (its bonus token
+    and the next block's drafts); the first 200 draws hold over 30 rounds that kept two drafts or more. P = 0: the
+    first token from the drafter, its block all [MASK]."""
+    net, prompt = MarkovToy(), torch.tensor([[0, 1, 2][:P]], dtype=torch.long)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # ~4,000 passes of a few columns: a second thread only waits (shared cores)
+    try:
+        draws, late = [], 0
+        for seed in range(1_000):
+            rounds = []  # the first 200 draws' rounds, as the trace sees them
+            hook = rounds.append if seed < 200 else None
+            out, st = sample_clean_ar(net, prompt, n, 4, MASK, SamplerOptions(steps=1),
+                                      torch.Generator().manual_seed(seed), on_step=hook)
+            assert out.shape == (1, P + n) and not (out == MASK).any()
+            draws.append(out[0, P:].tolist())
+            late += sum(int(s.revealed.sum()) >= 3 for s in rounds)  # a round that kept two drafts or more
+    finally:
+        torch.set_num_threads(threads)
+    chi2, limit = _pooled_chi2(draws, _markov_joint(prompt[0].tolist(), n))
+    assert chi2 < limit and late > 30, (chi2, limit, late)

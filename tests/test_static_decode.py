@@ -126,6 +126,7 @@ def test_a_static_step_keeps_its_shapes_and_buffers():
     assert len(shapes) == 1 and len(ptrs) == 1, (shapes, ptrs)
 
 
+@pytest.mark.slow  # dynamo traces the step (seconds)
 def test_the_compiled_step_is_one_graph_per_batch_size():
     """decode compiled as compile_decode does (fullgraph, static shapes) on a counting backend: one graph for a whole
     decode past the context, none more for a second call at that batch, one for another batch, and its tokens are
@@ -162,6 +163,7 @@ def test_compile_decode_compiles_the_step_where_compile_says(monkeypatch):
         assert not seen or seen[0] == dict(mode=mode, fullgraph=True, dynamic=False)
 
 
+@pytest.mark.slow  # dynamo traces the step
 def test_inference_samples_the_same_tokens_with_the_decode_step_compiled(tmp_path, capsys, monkeypatch):
     """inference.py --compile=true on an AR checkpoint: the step compiled (here traced by dynamo on its eager backend,
     no inductor on this CPU), said on the checkpoint line, and the sample the eager decode draws."""
@@ -191,9 +193,9 @@ def test_the_static_decode_makes_no_host_sync():
     meta device under the sync check (tests/test_sync_free.py's): the position stays on the device."""
     from test_sync_free import checked_from_the_first_pass
     meta = torch.device("meta")
-    for model, sample in ((_net(0), lambda m, x: generate(m, x, 30, top_k=5, generator=torch.Generator().manual_seed(0),
+    for model, sample in ((_net(0), lambda m, x: generate(m, x, 20, top_k=5, generator=torch.Generator().manual_seed(0),
                                                           mask_id=MASK)),
-                          (_net(1, False, True), lambda m, x: bd3.sample_clean_ar(m, x, 30, 4, MASK, draft=False,
+                          (_net(1, False, True), lambda m, x: bd3.sample_clean_ar(m, x, 20, 4, MASK, draft=False,
                                                                                   generator=torch.Generator()))):
         model = _static(model.to(meta))
         leave = checked_from_the_first_pass(model)
