@@ -166,6 +166,9 @@ TABLE = [
     ("train.py", ["nope_preset"], "is neither a preset", None),
     ("train.py", [*T, "--data_path=empty.txt"], "data_path empty.txt is empty", None),
     ("train.py", [*T, "--data_path=short.txt"], "too few for one window", None),
+    # issue 81: an accepted extreme that left no text to validate on died in np.memmap ("cannot mmap an empty file")
+    ("train.py", [*T, "--out_dir=x", "--val_fraction=1e-320"], "leaves no validation text", None),
+    ("train.py", [*T, "--out_dir=x", "--val_fraction=0.99999999999"], "leaves no training text", None),
     ("train.py", [*T, "--out_dir=none", "--resume"], "--resume: no checkpoint in none", None),
     ("train.py", [*T, "--out_dir=x", "--prompt=\u2603"], "not in the model's vocabulary", None),
     ("train.py", [*T, "--out_dir=x", "--total_batch_size=300"], "total_batch_size=300 is not a multiple", None),

@@ -52,6 +52,10 @@ def split_texts(cfg):
     if cfg.val_path:
         return train, _read(cfg.val_path, "val_path")
     cut = int(len(train) * (1 - cfg.val_fraction))
+    if not 0 < cut < len(train):  # a fraction so near 0 or 1 that one side gets no character
+        side = "validation" if cut == len(train) else "training"
+        raise UserError(f"val_fraction={cfg.val_fraction:g} leaves no {side} text of {cfg.data_path}'s "
+                        f"{len(train):,} characters: give --val_fraction=0.1 (nanoGPT's), or --val_path")
     return train[:cut], train[cut:]
 
 
