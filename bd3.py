@@ -94,24 +94,18 @@ def bd3_logits(model, xt, x0, block, mask_id, sc=None, clean=False):
     return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
 
 
-def bd3_loss(model, x0, schedule, mask_id, block, generator=None, t=None, allowed=None, opts=LossOptions(),
-             drawn=None):
-    """Block-diffusion NELBO of x0 (B, L) with blocks of `block` tokens. t (B, L // block) per-block times, drawn
-    here (stratified over the batch) if None, from `allowed` (band_times; default 1..T). Each block is masked with
-    probability 1 - alpha(t_b) and weighted by k * w(t_b), k = len(allowed): with every t allowed that is T * w(t),
+def bd3_loss(model, x0, schedule, mask_id, block, drawn, opts=LossOptions()):
+    """Block-diffusion NELBO of x0 (B, L) with blocks of `block` tokens, given the pass's draws (common.Drawn: a t
+    per block, the masks' uniforms, self-conditioning's rows; made by draws() for training, by bound() at given
+    times), so the pass is a pure function of its tensors. Each block is masked with probability 1 - alpha(t_b) and
+    weighted by k * w(t_b), k = drawn.n_times, the times the draws could take: with every t allowed that is T * w(t),
     so the sum over blocks estimates sum_b NELBO(x^b | x^<b) >= -log p(x0); a clipped band estimates only its share
     (train with it, never report it). opts: the switches of common.LossOptions; loss_type='all_ce' trains the
     plain CE of every noisy position, no w(t); ar_weight > 0 adds the clean half's next-token CE (--bd3_ar). The
-    NELBO returned is the same whatever is trained. drawn: the pass's draws made ahead (common.Drawn, draws(): a
-    compiled step's, the pass then a pure function of its tensors; its n_times is k), else the times, the masks and
-    self-conditioning's rows are drawn here from generator. Returns (loss, per-sequence NELBO in nats/token (B,),
+    NELBO returned is the same whatever is trained. Returns (loss, per-sequence NELBO in nats/token (B,),
     dict(t, t_tok (B, L), masked, logits, ce))."""
     B, L = x0.shape
     assert L % block == 0, f"block {block} must divide the window {L}"
-    if drawn is None:
-        allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
-        t = bd3_times(B, L // block, allowed, generator, x0.device) if t is None else t
-        drawn = masking_draws(x0.shape, t, opts.self_cond, generator, x0.device, len(allowed))
     t = drawn.t
     t_tok = t.repeat_interleave(block, 1)  # (B, L) each token's block time
     p = schedule.mask_prob(t_tok).to(torch.float32)
@@ -554,7 +548,7 @@ def loss_of(model, x, cfg, schedule, tok, drawn):
     tensors (the two-stream pass, its first pass for self-conditioning, the clean half's loss), what train.py
     compiles with the model."""
     copies = x.repeat(cfg.mask_draws, 1)
-    return bd3_loss(model, copies, schedule, tok.mask_id, cfg.bd3_block, t=drawn.t, opts=options(cfg), drawn=drawn)[0]
+    return bd3_loss(model, copies, schedule, tok.mask_id, cfg.bd3_block, drawn=drawn, opts=options(cfg))[0]
 
 
 def options(cfg):
@@ -567,8 +561,9 @@ def eval_times(cfg, L):
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):
-    _, nelbo, aux = bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, generator=generator, t=t,
-                             opts=LossOptions(self_cond=1.0 if cfg.self_cond else 0.0))
+    opts = LossOptions(self_cond=1.0 if cfg.self_cond else 0.0)
+    drawn = masking_draws(x.shape, t, opts.self_cond, generator, x.device, schedule.T)  # every t allowed: k = T
+    _, nelbo, aux = bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, drawn, opts)
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=aux["t_tok"])
 
 

@@ -13,7 +13,7 @@ from common import LossOptions, Schedule, no_mask_logit
 from decode import generate
 from model import ModelArgs, Transformer
 from sampler import SamplerOptions
-from helpers import pooled_chi2 as _pooled_chi2
+from helpers import bd3_drawn, pooled_chi2 as _pooled_chi2
 
 V, MASK = 4, 3  # three tokens and [MASK]
 
@@ -67,7 +67,8 @@ def _bd3_net(ar=False):
     for _ in range(200):
         steps = torch.where(torch.rand(64, 7, generator=g) < 0.8, 1, 2)
         x = torch.cat([torch.randint(0, 3, (64, 1), generator=g), steps], 1).cumsum(1) % 3
-        loss = bd3_loss(net, x, Schedule(10), MASK, 4, generator=g, opts=LossOptions(ar_weight=float(ar)))[0]
+        drawn = bd3_drawn(x, 4, Schedule(10), g)
+        loss = bd3_loss(net, x, Schedule(10), MASK, 4, drawn, LossOptions(ar_weight=float(ar)))[0]
         opt.zero_grad()
         loss.backward()
         opt.step()
