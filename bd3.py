@@ -25,7 +25,7 @@ next block's first step.
     python inference.py --checkpoint artifacts/models/baby/model.pt --prompt "ROMEO:" --gen-len 600
 """
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
@@ -352,43 +352,52 @@ def ar_nll(model, windows, cfg, mask_id):
     return -logp.gather(-1, x[..., None]).squeeze(-1).mean(1)
 
 
-def _draft_round(model, kv, seq, lo, q, q_at, end, fill, mask_id, opts, generator):
-    """One round of sample_clean_ar at batch 1, one pass: the newest token of seq (B, S) and the drafts drawn from the
-    proposal q (B, m, V) of the columns from q_at (none if q is None) as clean columns against the cache kv of the
-    window from lo, checked by their next-token p (keep_or_redraw), beside the noisy states the next round drafts
-    from. Returns (the tokens kept (B, k), the next round's proposal q or None, its q_at)."""
-    S = seq.size(1)
+@dataclass
+class Round:
+    """sample_clean_ar's state between rounds."""
+    seq: torch.Tensor        # (B, S) the text so far
+    lo: int = 0              # the window's start
+    kv: object = None        # the window's cache of the text before the newest token
+    q: torch.Tensor = None   # the drafter's proposal (B, n, V) for the block holding position S; None: no drafts
+
+
+def _draft_round(model, s, end, fill, mask_id, opts, generator):
+    """One round of sample_clean_ar at batch 1, one pass: the newest token of s.seq (B, S) and the drafts drawn from
+    the proposal s.q as clean columns against the cache s.kv of the window from s.lo, checked by their next-token p
+    (keep_or_redraw), beside the noisy states the next round drafts from. A proposal always covers the block holding
+    position S: a state of this block is drafted from in it, the next block's from its start, and a jump drops it.
+    Returns (the tokens kept (B, k), the next round's proposal q or None)."""
+    S = s.seq.size(1)
     n = fill.size(1)  # the block
-    dev = seq.device
-    sb = lo + (S - lo) // n * n  # the block holding position S, aligned to the window's start
+    sb = s.lo + (S - s.lo) // n * n  # the block holding position S, aligned to the window's start
     e = sb + n
-    drafts = draw(q[:, S - q_at:min(e, end) - q_at], generator) if q is not None else seq[:, :0]
+    drafts = draw(s.q[:, S - sb:min(e, end) - sb], generator) if s.q is not None else s.seq[:, :0]
     kd = drafts.size(1)
     # an outcome r (the newest token after this round) needs a state to draft from when a token follows it: in this
     # block, or in the next one where it fits the window
-    outcomes = [r for r in range(S, S + kd + 1) if r + 1 < end and (r <= e - 2 or e + n - lo <= model.args.block_size)]
-    states = tuple(r for r in outcomes if r <= e - 2)  # outcome r: the next drafts come from state r
+    outcomes = [r for r in range(S, S + kd + 1) if r + 1 < end and (r < e - 1 or e + n - s.lo <= model.args.block_size)]
+    states = tuple(r for r in outcomes if r < e - 1)  # outcome r: the next drafts come from state r
     nxt = states != tuple(outcomes)  # an outcome finishes the block: the next block drafts
-    known = torch.cat([seq[:, sb:], drafts], 1)  # the block's columns as this round would keep them
+    known = torch.cat([s.seq[:, sb:], drafts], 1)  # the block's columns as this round would keep them
     noisy = [torch.cat([known[:, :r - sb], fill[:, r - e:]], 1) for r in states]  # state r: known before r, [MASK] on
-    cols = torch.cat([seq[:, -1:], drafts, *noisy, *([fill] if nxt else [])], 1)
+    cols = torch.cat([s.seq[:, -1:], drafts, *noisy, *([fill] if nxt else [])], 1)
     if cols.size(1) == 1:  # one clean column: no mask, the fast kernel
-        pos = torch.arange(S - 1 - lo, S - lo, device=dev)
+        pos = torch.arange(S - 1 - s.lo, S - s.lo, device=s.seq.device)
         mask = None
     else:
-        pos, mask = round_layout(S - 1 - lo, kd, sb - lo, tuple(r - sb for r in states), nxt, n, dev)
-    kv.store = kd + 1
-    logits = no_mask_logit(model(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
+        pos, mask = round_layout(S - 1 - s.lo, kd, sb - s.lo, tuple(r - sb for r in states), nxt, n, s.seq.device)
+    s.kv.store = kd + 1
+    logits = no_mask_logit(model(cols, kv_cache=s.kv, rope_pos=pos, attn_mask=mask), mask_id)
     p = probs(logits[:, :min(kd + 1, end - S)], opts)  # on the device: one host read a round (kd > 0)
-    new = keep_or_redraw(p, q[:, S - q_at:S - q_at + kd] if kd else None, drafts, generator)
-    kv.truncate(S - 1 - lo + new.size(1))  # the newest token and the kept drafts
+    new = keep_or_redraw(p, s.q[:, S - sb:S - sb + kd] if kd else None, drafts, generator)
+    s.kv.truncate(S - 1 - s.lo + new.size(1))  # the newest token and the kept drafts
     r = S + new.size(1) - 1  # the newest token: the next round drafts from the state of its outcome
     if r not in outcomes:
-        return new, None, q_at
+        return new, None
     if r in states:  # the block's noisy copy for r
         c = kd + 1 + n * states.index(r)
-        return new, probs(logits[:, c:c + n], opts), sb
-    return new, probs(logits[:, -n:], opts), e  # the next block's, all [MASK]: its drafts from e
+        return new, probs(logits[:, c:c + n], opts)
+    return new, probs(logits[:, -n:], opts)  # the next block's, all [MASK]
 
 
 @torch.no_grad()
@@ -414,42 +423,36 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(
     t0 = time.perf_counter()
     B, P = prompt.shape
     W = model.args.block_size
-    dev = prompt.device
     end = P + gen_len
     keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks
-    fill = torch.full((B, block), mask_id, device=dev)  # a noisy block all [MASK]
+    fill = torch.full((B, block), mask_id, device=prompt.device)  # a noisy block all [MASK]
     if draft is None:
         draft = B == 1
-    seq = prompt  # the text so far
-    lo = 0  # the window's start
-    kv = None  # the window's cache of the text before the newest token
-    q = None  # the drafter's proposal (B, m, V) for the columns from q_at; None: the next round drafts nothing
-    q_at = 0
+    s = Round(seq=prompt)
     passes = 0
-    kept = 0  # drafts kept, over all rounds
     if not P:  # nothing for the clean half to read: the first token is the noisy half's, its block all [MASK]
-        seq = draw(probs(no_mask_logit(model(fill)[:, :1], mask_id), opts), generator)
+        s.seq = draw(probs(no_mask_logit(model(fill)[:, :1], mask_id), opts), generator)
         passes = 1
-    while seq.size(1) < end:
-        S = seq.size(1)
+    while s.seq.size(1) < end:
+        S = s.seq.size(1)
         # a fresh window at the start, and when the newest token's block does not fit: the text before it cached
-        if kv is None or (S - lo) // block * block + block > W:
-            lo = 0 if kv is None and S // block * block + block <= W else S - keep
-            kv = _window_cache(model, seq, lo, draft)
-            q = None  # the first round after a jump is a plain AR step
-        prev = seq
+        if s.kv is None or (S - s.lo) // block * block + block > W:
+            s.lo = 0 if s.kv is None and S // block * block + block <= W else S - keep
+            s.kv = _window_cache(model, s.seq, s.lo, draft)
+            s.q = None  # the first round after a jump is a plain AR step
+        prev = s.seq
         if draft:
-            new, q, q_at = _draft_round(model, kv, seq, lo, q, q_at, end, fill, mask_id, opts, generator)
-            kept += new.size(1) - 1
+            new, s.q = _draft_round(model, s, end, fill, mask_id, opts, generator)
         else:  # batch > 1: the clean half alone, as the AR decodes (its KV cache, its compiled step; dev/LOG.md)
-            new = _clean_step(model, seq, kv, mask_id, opts, generator)
-        seq = torch.cat([seq, new], 1)
+            new = _clean_step(model, s.seq, s.kv, mask_id, opts, generator)
+        s.seq = torch.cat([s.seq, new], 1)
         passes += 1
         if on_step is not None:
-            on_step(_round_step(prev, seq, P, end, passes, mask_id))
+            on_step(_round_step(prev, s.seq, P, end, passes, mask_id))
     seconds = time.perf_counter() - t0
-    return seq, dict(nfe=passes, nfe_per_sample=[passes] * B, seconds=seconds, seconds_per_sample=[seconds] * B,
-                     kept=kept / max(passes, 1))
+    # a pass commits one token and the drafts it kept: the drafts kept are the tokens beyond one a pass
+    return s.seq, dict(nfe=passes, nfe_per_sample=[passes] * B, seconds=seconds, seconds_per_sample=[seconds] * B,
+                       kept=(end - P - passes) / max(passes, 1))
 
 
 def _window_cache(model, seq, lo, draft):
