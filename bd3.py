@@ -128,6 +128,14 @@ def bd3_loss(model, x0, schedule, mask_id, block, drawn, opts=LossOptions()):
 
 
 # ---------------------------------------------------------------------------- decoding
+@dataclass(frozen=True)
+class Blocks:
+    """What both samplers (sample_bd3, sample_clean_ar) need of a bd3 network: its blocks of `size` tokens (L', as
+    trained) and its [MASK]."""
+    size: int
+    mask_id: int
+
+
 class CleanCache:
     """Keys/values of the clean context, per layer, in buffers (B, H, capacity, D) written in place (grown by
     doubling), and its token ids (B, n). model.Attention calls update(k, v) per layer with the new columns' keys/values
@@ -247,13 +255,15 @@ class BlockOutput:
 
 
 @torch.no_grad()
-def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator=None, on_step=None):
-    """Continue prompt (B, P) by gen_len tokens, block by block, each denoised with opts (SamplerOptions; steps per
-    block, at most its generated tokens; tokens_per_step='schedule' becomes 'linear'). on_step gets denoise()'s Step
-    over the whole output (B, P + gen_len), block / n_blocks / nfe / step counted over the whole generation.
-    Returns (tokens (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, blocks)."""
+def sample_bd3(model, prompt, gen_len, blocks, schedule, opts, generator=None, on_step=None):
+    """Continue prompt (B, P) by gen_len tokens, block by block (blocks: the network's Blocks), each denoised with opts
+    (SamplerOptions; steps per block, at most its generated tokens; tokens_per_step='schedule' becomes 'linear').
+    on_step gets denoise()'s Step over the whole output (B, P + gen_len), block / n_blocks / nfe / step counted over the
+    whole generation. Returns (tokens (B, P + gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample,
+    blocks)."""
     t0 = time.perf_counter()
     W = model.args.block_size
+    block = blocks.size
     if W % block or opts.semi_ar_length:
         raise ValueError(f"block {block} must divide the context {W}; semi-AR blocks do not apply to bd3")
     if opts.tokens_per_step == "schedule" and not opts.threshold:
@@ -261,7 +271,7 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
         # block here, that would make every L'-th token an argmax (every token at L' = 1). Equal counts instead.
         opts = replace(opts, tokens_per_step="linear")
     keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks
-    o = BlockOutput(prompt, gen_len, block, mask_id)
+    o = BlockOutput(prompt, gen_len, block, blocks.mask_id)
     lo = 0  # the window's start: blocks are aligned to it, as in training
     denoiser = CachedBlockModel(model, CleanCache(model.args.n_layer), block)
     for b, pos in enumerate(o.starts):
@@ -271,7 +281,7 @@ def sample_bd3(model, prompt, gen_len, block, schedule, mask_id, opts, generator
         hi = pos + block
         # the context is fixed text to denoise(): only this block is generated
         now = torch.cat([torch.zeros_like(o.gen[:, lo:pos]), o.gen[:, pos:hi]], 1)
-        x, st = sampler.denoise(denoiser, o.out[:, lo:hi], now, schedule, mask_id, opts, generator,
+        x, st = sampler.denoise(denoiser, o.out[:, lo:hi], now, schedule, blocks.mask_id, opts, generator,
                                 o.hook(on_step, lo, hi, b))
         o.out[:, lo:hi] = x
         o.nfe += torch.tensor(st["nfe_per_sample"])
@@ -401,8 +411,8 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
 
 
 @torch.no_grad()
-def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(steps=1), generator=None,
-                    on_step=None, draft=None):
+def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1), generator=None, on_step=None,
+                    draft=None):
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half, its next-token model (an
     AR), the noisy half drafting: one pass a round (--bd3_speculate). The pass reads the newest token and the drafts
     left in its block as clean columns against a KV cache of the text before: their next-token distributions p
@@ -423,6 +433,7 @@ def sample_clean_ar(model, prompt, gen_len, block, mask_id, opts=SamplerOptions(
     t0 = time.perf_counter()
     B, P = prompt.shape
     W = model.args.block_size
+    block, mask_id = blocks.size, blocks.mask_id
     end = P + gen_len
     keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks
     fill = torch.full((B, block), mask_id, device=prompt.device)  # a noisy block all [MASK]
@@ -587,9 +598,10 @@ def clean_check(cfg):
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)  # a continuation: given text, then blanks
     opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
+    blocks = Blocks(size=cfg.bd3_block, mask_id=mask_id)
     if clean_check(cfg):
-        return sample_clean_ar(model, x[:, :P], x.size(1) - P, cfg.bd3_block, mask_id, opts, generator, on_step)
-    return sample_bd3(model, x[:, :P], x.size(1) - P, cfg.bd3_block, schedule, mask_id, opts, generator, on_step)
+        return sample_clean_ar(model, x[:, :P], x.size(1) - P, blocks, opts, generator, on_step)
+    return sample_bd3(model, x[:, :P], x.size(1) - P, blocks, schedule, opts, generator, on_step)
 
 
 def passes(cfg, n_gen, n_prompt=0):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bd3 import (CachedBlockModel, CleanCache, bd3_attn_mask, bd3_logits, bd3_loss, round_layout,
+from bd3 import (Blocks, CachedBlockModel, CleanCache, bd3_attn_mask, bd3_logits, bd3_loss, round_layout,
                  bd3_times, pending_mask, sample_bd3)
 from common import LossOptions, Schedule, band_times, stratified_times
 from decode import generate
@@ -264,7 +264,7 @@ def test_cached_decode_equals_uncached_past_the_context(block, opts):
     for cache in (True, False):
         frames = []
         with uncached_bd3(MASK, uncached=not cache):
-            out, st = sample_bd3(m, prompt, 40, block, s, MASK, SamplerOptions(3, **opts),
+            out, st = sample_bd3(m, prompt, 40, Blocks(size=block, mask_id=MASK), s, SamplerOptions(3, **opts),
                                  torch.Generator().manual_seed(1), on_step=lambda info: frames.append(info))
         outs.append(out)
     assert torch.equal(outs[0], outs[1])
@@ -310,8 +310,8 @@ def test_a_bd3_ar_network_decodes_with_its_cache_as_without_past_the_context():
     outs = []
     for cache in (True, False):
         with uncached_bd3(MASK, uncached=not cache):
-            outs.append(sample_bd3(m, prompt, 40, 4, s, MASK, SamplerOptions(4, remask="none", order="l2r"),
-                                   torch.Generator().manual_seed(1))[0])
+            outs.append(sample_bd3(m, prompt, 40, Blocks(size=4, mask_id=MASK), s,
+                                   SamplerOptions(4, remask="none", order="l2r"), torch.Generator().manual_seed(1))[0])
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0][:, :6], prompt) and not (outs[0] == MASK).any()
 
 
@@ -321,7 +321,7 @@ def test_schedule_counts_leave_no_greedy_token_per_block():
     # for draw, and a block's tokens are not the argmax that greedy decoding (temperature 0) writes.
     m, s = _tiny(), Schedule(10)
     prompt = torch.randint(0, 10, (1, 4), generator=torch.Generator().manual_seed(0))
-    draw = lambda k, **kw: tuple(sample_bd3(m, prompt, 12, 1, s, MASK, SamplerOptions(1, **kw),
+    draw = lambda k, **kw: tuple(sample_bd3(m, prompt, 12, Blocks(size=1, mask_id=MASK), s, SamplerOptions(1, **kw),
                                             generator=torch.Generator().manual_seed(k))[0][0].tolist())
     outs = [draw(k, tokens_per_step="schedule") for k in range(4)]
     assert outs == [draw(k, tokens_per_step="linear") for k in range(4)]
@@ -390,7 +390,8 @@ def test_the_trace_keeps_every_earlier_blocks_confidences():
     m, s = _tiny(), Schedule(10)
     prompt = torch.randint(0, 10, (2, 3), generator=torch.Generator().manual_seed(0))
     steps = []
-    out, _ = sample_bd3(m, prompt, 37, 4, s, MASK, SamplerOptions(4), torch.Generator().manual_seed(1), steps.append)
+    out, _ = sample_bd3(m, prompt, 37, Blocks(size=4, mask_id=MASK), s, SamplerOptions(4),
+                        torch.Generator().manual_seed(1), steps.append)
     last = steps[-1]
     assert last.block == last.n_blocks - 1 and (last.conf[:, 3:] > 0).all() and (last.conf[:, :3] == 0).all()
 

@@ -166,7 +166,8 @@ def test_bd3_cached_decode_with_it_equals_the_uncached_pass_and_reads_it():
 
     def draw(model, cache):
         with uncached_bd3(MASK, uncached=not cache):
-            return bd3.sample_bd3(model, prompt, 30, 4, sched, MASK, SamplerOptions(4, order="random", remask="none"),
+            return bd3.sample_bd3(model, prompt, 30, bd3.Blocks(size=4, mask_id=MASK), sched,
+                                  SamplerOptions(4, order="random", remask="none"),
                                   generator=torch.Generator().manual_seed(1))[0]
 
     spy = Spy(m)
