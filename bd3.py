@@ -567,7 +567,7 @@ def loss_of(model, x, cfg, schedule, tok, drawn):
 
 def options(cfg):
     """The training loss's switches: self-conditioning feeds half the sequences their first pass's prediction."""
-    return LossOptions(cfg.bd3_loss, 0.5 if cfg.self_cond else 0.0, cfg.bd3_ar)
+    return LossOptions(loss_type=cfg.bd3_loss, self_cond=0.5 if cfg.self_cond else 0.0, ar_weight=cfg.bd3_ar)
 
 
 def eval_times(cfg, L):
