@@ -19,7 +19,7 @@ import torch  # noqa: E402
 import objectives  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
 from bd3 import bd3_loss, bd3_times  # noqa: E402
-from common import Schedule, band_times  # noqa: E402
+from common import Schedule, band_times, masking_draws  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data  # noqa: E402
 from utils.cli import ArgParser, at_least, band, list_of, seed  # noqa: E402
@@ -35,7 +35,8 @@ def band_stats(model, x, schedule, mask_id, block, band, draws, seed):
     for k in range(draws):
         g = torch.Generator().manual_seed(seed + k)
         t = bd3_times(len(x), x.size(1) // block, allowed, g)
-        loss, _, _ = bd3_loss(model, x, schedule, mask_id, block, g, t=t, allowed=allowed)
+        drawn = masking_draws(x.shape, t, 0.0, g, x.device, len(allowed))  # the masks, then k = the band's times
+        loss, _, _ = bd3_loss(model, x, schedule, mask_id, block, drawn)
         model.zero_grad(set_to_none=True)
         loss.backward()
         losses.append(loss.item())

@@ -43,8 +43,8 @@ def main(argv):
     L, M = model.args.block_size, model.args.vocab_size - 1
     g = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
-        seqs, _ = bd3.sample_clean_ar(model, torch.zeros(args.n, 1, dtype=torch.long), L - 1, n, M, generator=g,
-                                      draft=False)
+        seqs, _ = bd3.sample_clean_ar(model, torch.zeros(args.n, 1, dtype=torch.long), L - 1,
+                                      bd3.Blocks(size=n, mask_id=M), generator=g, draft=False)
         res = {"model": [], "knows": []} if args.no_ceiling else {"model": [], "ceiling": [], "knows": []}
         for i, x in enumerate(seqs):
             x = x[None]

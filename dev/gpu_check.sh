@@ -235,6 +235,7 @@ def syncs():  # on the CPU smoke run the same calls, counting nothing
         res[f"train {name}"] = count(step)
     torch.manual_seed(0)
     V, n = 66, 20 if SMOKE else 32
+    blocks = bd3.Blocks(size=4, mask_id=V - 1)
     for name, fl in (("ar KV cache", ["--objective=ar"]), ("mdlm denoise", []), ("bd3 speculative", ["--objective=bd3", "--bd3_ar=1"])):
         cfg = get_config(fl + TOY + ["--device=" + dev.type])
         m = Transformer(objectives.model_args(cfg, V)).to(dev).eval(); sch = Schedule(cfg.diffusion_steps)
@@ -244,7 +245,7 @@ def syncs():  # on the CPU smoke run the same calls, counting nothing
             with torch.no_grad(), ctx:
                 if name.startswith("ar"): f = lambda: (generate(m, x[:, :6], n, generator=g, mask_id=V - 1), dict(nfe=n))
                 elif name.startswith("mdlm"): f = lambda: sampler.denoise(m, x, x == V - 1, sch, V - 1, SamplerOptions(steps=16), g)
-                else: f = lambda: bd3.sample_clean_ar(m, x[:, :6], n, 4, V - 1, generator=g)  # drafts at B = 1 only
+                else: f = lambda: bd3.sample_clean_ar(m, x[:, :6], n, blocks, generator=g)  # drafts at B = 1 only
                 f(); r = [None]; s = count(lambda: r.__setitem__(0, f()))
             res[f"sample {name} B={B} ({r[0][1]['nfe']} passes, {n} tokens)"] = s
     R["syncs"] = res

@@ -64,7 +64,8 @@ def main(argv):
                 with torch.no_grad(), ctx():
                     if name.startswith("ar"):
                         return generate(m, prompt, G, generator=g, mask_id=V - 1)
-                    return bd3.sample_clean_ar(m, prompt, G, cfg.bd3_block, V - 1, generator=g, draft=False)[0]
+                    return bd3.sample_clean_ar(m, prompt, G, bd3.Blocks(size=cfg.bd3_block, mask_id=V - 1), generator=g,
+                                               draft=False)[0]
             for m, ctx in variants.values():
                 run(m, ctx)  # every shape seen once
             times = {k: [] for k in variants}

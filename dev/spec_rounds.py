@@ -43,8 +43,9 @@ def main(argv):
             g = torch.Generator().manual_seed(1000 + s)
             t = time.perf_counter()
             with torch.no_grad():
-                _, st = bd3.sample_clean_ar(r["model"], torch.zeros(1, 1, dtype=torch.long), args.gen, r["block"],
-                                            r["model"].args.vocab_size - 1, generator=g)
+                blocks = bd3.Blocks(size=r["block"], mask_id=r["model"].args.vocab_size - 1)
+                _, st = bd3.sample_clean_ar(r["model"], torch.zeros(1, 1, dtype=torch.long), args.gen, blocks,
+                                            generator=g)
             r["seconds"] += time.perf_counter() - t
             r["passes"] += st["nfe"]
             r["tokens"] += args.gen

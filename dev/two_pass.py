@@ -93,7 +93,7 @@ def main(argv):
         stats["kept"] = [a + b for a, b in zip(stats["kept"], kept)]
     runs = {"two passes a round": two,
             "one pass a round (--bd3_speculate)": lambda s: bd3.sample_clean_ar(
-                model, prompt, args.gen, n, M, generator=torch.Generator().manual_seed(s)),
+                model, prompt, args.gen, bd3.Blocks(size=n, mask_id=M), generator=torch.Generator().manual_seed(s)),
             "the AR's KV cache": lambda s: generate(ar, prompt, args.gen, generator=torch.Generator().manual_seed(s),
                                                      mask_id=M)}
     times = {k: [] for k in runs}

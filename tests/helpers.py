@@ -197,6 +197,17 @@ class WindowBlockModel:
         return logits if positions is None else pick(logits, positions)
 
 
+def bd3_drawn(x0, block, schedule, generator, t=None, allowed=None, share=0.0):
+    """bd3.bd3_loss's draws (common.Drawn) for x0 (B, L), made as it once made them itself: the times
+    t (B, L // block), or one a block stratified over `allowed` (default 1..T), then the masks and
+    self-conditioning's rows (share, the loss's self_cond) from generator; n_times = len(allowed)."""
+    from bd3 import bd3_times
+    from common import masking_draws
+    allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
+    t = bd3_times(len(x0), x0.size(1) // block, allowed, generator, x0.device) if t is None else t
+    return masking_draws(x0.shape, t, share, generator, x0.device, len(allowed))
+
+
 @contextlib.contextmanager
 def uncached_bd3(mask_id, uncached=True):
     """Inside it bd3.sample_bd3 decodes through WindowBlockModel instead of its KV cache (uncached=False: unchanged)."""

@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bd3 import (CachedBlockModel, CleanCache, bd3_attn_mask, bd3_logits, bd3_loss, round_layout,
+from bd3 import (Blocks, CachedBlockModel, CleanCache, bd3_attn_mask, bd3_logits, bd3_loss, round_layout,
                  bd3_times, pending_mask, sample_bd3)
 from common import LossOptions, Schedule, band_times, stratified_times
 from decode import generate
 from diffusion import diffusion_loss
 from sampler import SamplerOptions
 from model import ModelArgs, Transformer
-from helpers import ENV, WindowBlockModel, pick, run_script, uncached_bd3
+from helpers import ENV, WindowBlockModel, bd3_drawn, pick, run_script, uncached_bd3
 from conftest import train_tiny
 from utils.errors import UserError
 
@@ -70,8 +70,8 @@ def test_a_bd3_ar_networks_clean_half_predicts_each_next_token_from_the_tokens_b
 def test_bd3_ar_adds_its_weighted_next_token_ce_and_leaves_the_bound_alone():
     m, s = _tiny(clean_causal=True), Schedule(10)
     x0 = torch.randint(0, 10, (3, 16), generator=torch.Generator().manual_seed(2))
-    runs = {w: bd3_loss(m, x0, s, MASK, 4, generator=torch.Generator().manual_seed(5),
-                        opts=LossOptions("all_ce", ar_weight=w)) for w in (0.0, 0.5)}
+    runs = {w: bd3_loss(m, x0, s, MASK, 4, bd3_drawn(x0, 4, s, torch.Generator().manual_seed(5)),
+                        LossOptions("all_ce", ar_weight=w)) for w in (0.0, 0.5)}
     xt = torch.where(runs[0.5][2]["masked"], MASK, x0)
     by_hand = F.cross_entropy(bd3_logits(m, xt, x0, 4, MASK, clean=True)[1].reshape(-1, V), x0[:, 1:].reshape(-1))
     assert runs[0.5][0].item() == pytest.approx(runs[0.0][0].item() + 0.5 * by_hand.item(), rel=1e-5)
@@ -131,7 +131,7 @@ def test_block_1_bound_equals_the_exact_ar_nll_in_expectation():
     exact = exact_ce.mean().item()
     reps = x0.repeat(256, 1)  # 1024 rows, stratified t over all 1024 * 16 blocks
     with torch.no_grad():
-        _, nelbo, aux = bd3_loss(m, reps, s, MASK, 1, generator=torch.Generator().manual_seed(2))
+        _, nelbo, aux = bd3_loss(m, reps, s, MASK, 1, bd3_drawn(reps, 1, s, torch.Generator().manual_seed(2)))
     masked = aux["masked"]
     torch.testing.assert_close(aux["ce"][masked], exact_ce.repeat(256, 1)[masked], atol=1e-5, rtol=1e-5)
     se = nelbo.std().item() / math.sqrt(len(nelbo))
@@ -144,7 +144,7 @@ def test_one_block_is_mdlm():
     x0 = torch.randint(0, 10, (3, 16))
     t = torch.tensor([2, 5, 9])
     with torch.no_grad():
-        _, bd3, _ = bd3_loss(m, x0, s, MASK, 16, generator=torch.Generator().manual_seed(4), t=t[:, None])
+        _, bd3, _ = bd3_loss(m, x0, s, MASK, 16, bd3_drawn(x0, 16, s, torch.Generator().manual_seed(4), t=t[:, None]))
         _, mdlm, _ = diffusion_loss(m, x0, s, MASK, generator=torch.Generator().manual_seed(4), t=t)
     torch.testing.assert_close(bd3, mdlm)
 
@@ -165,7 +165,7 @@ def test_bd3_bound_equals_hand_computation():
     model = ConstModel([math.log(0.7), math.log(0.3), 5.0])  # token 2 is [MASK]: its big logit is ignored
     x0, s = torch.tensor([[0, 1, 0, 0]]), Schedule(4)
     t = torch.tensor([[2, 4]])  # blocks of 2: block 0 at t = 2, block 1 at t = 4 (all masked)
-    _, nelbo, aux = bd3_loss(model, x0, s, 2, 2, t=t, generator=torch.Generator().manual_seed(3))
+    _, nelbo, aux = bd3_loss(model, x0, s, 2, 2, bd3_drawn(x0, 2, s, torch.Generator().manual_seed(3), t=t))
     m = aux["masked"][0].double()
     assert m[2:].all()  # alpha(4) = 0
     ce = torch.tensor([-math.log(0.7), -math.log(0.3), -math.log(0.7), -math.log(0.7)], dtype=torch.float64)
@@ -178,8 +178,8 @@ def test_bd3_bound_equals_hand_computation():
 def test_bd3_all_ce_trains_the_plain_ce_of_every_noisy_position_and_reports_the_same_bound():
     model = ConstModel([math.log(0.7), math.log(0.3), 5.0])
     x0, s, t = torch.tensor([[0, 1, 0, 0]]), Schedule(4), torch.tensor([[2, 4]])
-    elbo = bd3_loss(model, x0, s, 2, 2, t=t, generator=torch.Generator().manual_seed(3))
-    ce = bd3_loss(model, x0, s, 2, 2, t=t, generator=torch.Generator().manual_seed(3), opts=LossOptions("all_ce"))
+    elbo = bd3_loss(model, x0, s, 2, 2, bd3_drawn(x0, 2, s, torch.Generator().manual_seed(3), t=t))
+    ce = bd3_loss(model, x0, s, 2, 2, bd3_drawn(x0, 2, s, torch.Generator().manual_seed(3), t=t), LossOptions("all_ce"))
     want = (3 * -math.log(0.7) - math.log(0.3)) / 4  # every noisy position, masked or not, weight 1, / L
     assert ce[0].item() == pytest.approx(want, rel=1e-6) and ce[0].item() != pytest.approx(elbo[0].item())
     assert torch.equal(ce[1], elbo[1])  # the bound it reports does not depend on what is trained
@@ -219,7 +219,7 @@ def test_clipped_band_weights_are_the_bands_share_of_the_bound():
     model = ConstModel([math.log(0.5), math.log(0.5), 0.0])
     s, x0 = Schedule(100), torch.zeros(2000, 8, dtype=torch.long)
     band = band_times(s, 0.3, 0.8)
-    _, nelbo, _ = bd3_loss(model, x0, s, 2, 4, allowed=band, generator=torch.Generator().manual_seed(0))
+    _, nelbo, _ = bd3_loss(model, x0, s, 2, 4, bd3_drawn(x0, 4, s, torch.Generator().manual_seed(0), allowed=band))
     share = (s.weight[band] * (1 - s.alpha[band])).sum().item()  # the band's part of sum_t w(t)(1 - alpha(t)) = 1
     assert nelbo.mean().item() == pytest.approx(share * math.log(2), rel=0.03)
 
@@ -264,7 +264,7 @@ def test_cached_decode_equals_uncached_past_the_context(block, opts):
     for cache in (True, False):
         frames = []
         with uncached_bd3(MASK, uncached=not cache):
-            out, st = sample_bd3(m, prompt, 40, block, s, MASK, SamplerOptions(3, **opts),
+            out, st = sample_bd3(m, prompt, 40, Blocks(size=block, mask_id=MASK), s, SamplerOptions(3, **opts),
                                  torch.Generator().manual_seed(1), on_step=lambda info: frames.append(info))
         outs.append(out)
     assert torch.equal(outs[0], outs[1])
@@ -310,8 +310,8 @@ def test_a_bd3_ar_network_decodes_with_its_cache_as_without_past_the_context():
     outs = []
     for cache in (True, False):
         with uncached_bd3(MASK, uncached=not cache):
-            outs.append(sample_bd3(m, prompt, 40, 4, s, MASK, SamplerOptions(4, remask="none", order="l2r"),
-                                   torch.Generator().manual_seed(1))[0])
+            outs.append(sample_bd3(m, prompt, 40, Blocks(size=4, mask_id=MASK), s,
+                                   SamplerOptions(4, remask="none", order="l2r"), torch.Generator().manual_seed(1))[0])
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0][:, :6], prompt) and not (outs[0] == MASK).any()
 
 
@@ -321,7 +321,7 @@ def test_schedule_counts_leave_no_greedy_token_per_block():
     # for draw, and a block's tokens are not the argmax that greedy decoding (temperature 0) writes.
     m, s = _tiny(), Schedule(10)
     prompt = torch.randint(0, 10, (1, 4), generator=torch.Generator().manual_seed(0))
-    draw = lambda k, **kw: tuple(sample_bd3(m, prompt, 12, 1, s, MASK, SamplerOptions(1, **kw),
+    draw = lambda k, **kw: tuple(sample_bd3(m, prompt, 12, Blocks(size=1, mask_id=MASK), s, SamplerOptions(1, **kw),
                                             generator=torch.Generator().manual_seed(k))[0][0].tolist())
     outs = [draw(k, tokens_per_step="schedule") for k in range(4)]
     assert outs == [draw(k, tokens_per_step="linear") for k in range(4)]
@@ -390,7 +390,8 @@ def test_the_trace_keeps_every_earlier_blocks_confidences():
     m, s = _tiny(), Schedule(10)
     prompt = torch.randint(0, 10, (2, 3), generator=torch.Generator().manual_seed(0))
     steps = []
-    out, _ = sample_bd3(m, prompt, 37, 4, s, MASK, SamplerOptions(4), torch.Generator().manual_seed(1), steps.append)
+    out, _ = sample_bd3(m, prompt, 37, Blocks(size=4, mask_id=MASK), s, SamplerOptions(4),
+                        torch.Generator().manual_seed(1), steps.append)
     last = steps[-1]
     assert last.block == last.n_blocks - 1 and (last.conf[:, 3:] > 0).all() and (last.conf[:, :3] == 0).all()
 

@@ -57,7 +57,8 @@ def test_mask_draws_give_k_masks_of_the_same_windows_stratified_over_k_times_the
     from utils.errors import UserError
     seen = []
     module, inner = (diffusion, "diffusion_loss") if objective == "mdlm" else (bd3, "bd3_loss")
-    monkeypatch.setattr(module, inner, lambda model, x, *a, t=None, **k: (seen.append((x, t)) or x.sum(), None, {}))
+    monkeypatch.setattr(module, inner,
+                        lambda model, x, *a, drawn=None, **k: (seen.append((x, drawn.t)) or x.sum(), None, {}))
     x, u, schedule = torch.randint(0, 7, (4, 8), generator=torch.Generator().manual_seed(0)), torch.tensor(0.3), Schedule(100)
     band = band_times(schedule, 0.2, 0.8)
     n = 1 if objective == "mdlm" else 2  # times a window: one, or one per block of 4

@@ -15,7 +15,7 @@ from common import LossOptions, Schedule, predict_logits, self_condition_input
 from configurator import config_from_dict
 from conftest import train_tiny
 from diffusion import diffusion_loss, self_condition
-from helpers import Args, ToyModel, assert_one_line_error, run_cli_here, script
+from helpers import Args, ToyModel, assert_one_line_error, bd3_drawn, run_cli_here, script
 from model import ModelArgs, Transformer
 from checkpoint_manager import load_model
 from utils.dataloader import fixed_windows, prepare_data
@@ -248,8 +248,8 @@ def test_random_orders_estimate_a_self_conditioned_networks_bound_read_as_the_bo
     x = torch.randint(0, M, (4, L), generator=torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(2)
     if block:  # the bound's CE at a mask it drew (self_cond=1.0: what bd3.bound and diffusion.bound pass)
-        _, _, aux = bd3_loss(model, x, Schedule(20), M, block, g, t=torch.tensor([[5, 12], [19, 2], [9, 9], [15, 7]]),
-                             opts=LossOptions(self_cond=1.0))
+        drawn = bd3_drawn(x, block, Schedule(20), g, t=torch.tensor([[5, 12], [19, 2], [9, 9], [15, 7]]), share=1.0)
+        _, _, aux = bd3_loss(model, x, Schedule(20), M, block, drawn, LossOptions(self_cond=1.0))
     else:
         _, _, aux = diffusion_loss(model, x, Schedule(20), M, LossOptions(self_cond=1.0), g,
                                    t=torch.tensor([5, 12, 19, 9]))

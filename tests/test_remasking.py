@@ -5,7 +5,7 @@ import torch
 
 import bd3
 import diffusion
-from bd3 import sample_bd3
+from bd3 import Blocks, sample_bd3
 from configurator import get_config
 from common import Schedule
 from helpers import MICRO, ToyModel, for_objective
@@ -70,7 +70,7 @@ def test_bd3_remasks_only_inside_the_current_block_and_counts_its_passes():
     prompt = torch.randint(0, 10, (2, 6), generator=torch.Generator().manual_seed(0))
     opts = dict(remask="remdm", remask_eta=0.5)
     frames = []
-    out, st = sample_bd3(m, prompt, 18, 4, Schedule(10), 10, SamplerOptions(4, **opts),
+    out, st = sample_bd3(m, prompt, 18, Blocks(size=4, mask_id=10), Schedule(10), SamplerOptions(4, **opts),
                          generator=torch.Generator().manual_seed(1), on_step=frames.append)
     assert torch.equal(out[:, :6], prompt) and not (out == 10).any()
     for info in frames:  # re-masked and redrawn positions all lie in the block being decoded

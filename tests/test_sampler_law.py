@@ -139,7 +139,8 @@ def test_the_ar_mode_scored_is_the_law_bd3_speculate_draws():
     assert bd3.ar_nll(model, windows, get_config([*flags[:-2], "--bd3_ar=0"]), TOK.mask_id) is None
     g, prompt = torch.Generator().manual_seed(4), torch.zeros(2000, 0, dtype=torch.long)
     draws = [row for _ in range(10) for row in
-             bd3.sample_clean_ar(model, prompt, 4, 2, TOK.mask_id, generator=g, draft=True)[0].tolist()]
+             bd3.sample_clean_ar(model, prompt, 4, bd3.Blocks(size=2, mask_id=TOK.mask_id), generator=g,
+                                 draft=True)[0].tolist()]
     chi2, limit = pooled_chi2(draws, law)
     assert chi2 < limit, (chi2, limit)
     flat = {y: 1 / 81 for y in law}  # the control: a law it does not draw

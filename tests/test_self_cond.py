@@ -18,7 +18,7 @@ from diffusion import diffusion_loss, self_condition
 from sampler import SamplerOptions, denoise
 from model import ModelArgs, Transformer
 from utils.errors import UserError
-from helpers import pick, uncached_bd3
+from helpers import bd3_drawn, pick, uncached_bd3
 
 V, MASK = 12, 11
 
@@ -143,8 +143,8 @@ def test_the_bd3_bound_is_the_weighted_ce_of_the_second_two_stream_pass(block):
     t = torch.randint(1, 11, (4, 16 // block))
 
     def run(self_cond):
-        return bd3.bd3_loss(m, x0, sched, MASK, block, torch.Generator().manual_seed(3), t=t,
-                            opts=LossOptions(self_cond=self_cond))
+        drawn = bd3_drawn(x0, block, sched, torch.Generator().manual_seed(3), t=t, share=self_cond)
+        return bd3.bd3_loss(m, x0, sched, MASK, block, drawn, LossOptions(self_cond=self_cond))
 
     _, plain, _ = run(0.0)
     torch.testing.assert_close(run(1.0)[1], plain)  # sc_proj starts at zero: the plain network
@@ -166,7 +166,8 @@ def test_bd3_cached_decode_with_it_equals_the_uncached_pass_and_reads_it():
 
     def draw(model, cache):
         with uncached_bd3(MASK, uncached=not cache):
-            return bd3.sample_bd3(model, prompt, 30, 4, sched, MASK, SamplerOptions(4, order="random", remask="none"),
+            return bd3.sample_bd3(model, prompt, 30, bd3.Blocks(size=4, mask_id=MASK), sched,
+                                  SamplerOptions(4, order="random", remask="none"),
                                   generator=torch.Generator().manual_seed(1))[0]
 
     spy = Spy(m)

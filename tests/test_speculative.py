@@ -9,14 +9,15 @@ import itertools
 import pytest
 import torch
 
-from bd3 import bd3_logits, bd3_loss, keep_or_redraw, probs, sample_clean_ar
+from bd3 import Blocks, bd3_logits, bd3_loss, keep_or_redraw, probs, sample_clean_ar
 from common import LossOptions, Schedule, no_mask_logit
 from decode import generate
 from model import ModelArgs, Transformer
 from sampler import SamplerOptions
-from helpers import pooled_chi2 as _pooled_chi2
+from helpers import bd3_drawn, pooled_chi2 as _pooled_chi2
 
 V, MASK = 4, 3  # three tokens and [MASK]
+BLOCKS = Blocks(size=4, mask_id=MASK)
 
 
 def _net(causal, seed, block=16, vocab=V):
@@ -68,7 +69,8 @@ def _bd3_net(ar=False):
     for _ in range(200):
         steps = torch.where(torch.rand(64, 7, generator=g) < 0.8, 1, 2)
         x = torch.cat([torch.randint(0, 3, (64, 1), generator=g), steps], 1).cumsum(1) % 3
-        loss = bd3_loss(net, x, Schedule(10), MASK, 4, generator=g, opts=LossOptions(ar_weight=float(ar)))[0]
+        drawn = bd3_drawn(x, 4, Schedule(10), g)
+        loss = bd3_loss(net, x, Schedule(10), MASK, 4, drawn, LossOptions(ar_weight=float(ar)))[0]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -118,7 +120,7 @@ def test_clean_ar_samples_follow_the_clean_halfs_joint_and_keeping_every_draft_d
 
     def draw_all(draft=True):  # draft=False: the batch's default, the clean half decoding alone
         return [row[P:].tolist() for _ in range(6)
-                for row in sample_clean_ar(net, prompt.expand(400, -1), n, 4, MASK, opts, g, draft=draft)[0]]
+                for row in sample_clean_ar(net, prompt.expand(400, -1), n, BLOCKS, opts, g, draft=draft)[0]]
     for draft in (True, False):
         chi2, limit = _pooled_chi2(draw_all(draft), joint)
         assert chi2 < limit, draft
@@ -134,14 +136,14 @@ def test_clean_ar_greedy_is_the_clean_halfs_greedy_text_in_fewer_passes_past_the
     net, greedy = _bd3_net(ar=True), SamplerOptions(steps=1, temperature=0)
     for P in (1, 3, 6):
         prompt = torch.randint(0, MASK, (2, P), generator=torch.Generator().manual_seed(P))
-        got, st = sample_clean_ar(net, prompt, 40, 4, MASK, greedy, torch.Generator().manual_seed(1), draft=True)
+        got, st = sample_clean_ar(net, prompt, 40, BLOCKS, greedy, torch.Generator().manual_seed(1), draft=True)
         want = prompt
         for lo in _window_starts(P, 40):
             want = torch.cat([want, _clean_next(net, want, lo).argmax(-1, keepdim=True)], 1)
         assert torch.equal(got, want) and st["nfe"] < 40 and st["kept"] > 0
-        batch, st = sample_clean_ar(net, prompt, 40, 4, MASK, greedy, torch.Generator().manual_seed(1))
+        batch, st = sample_clean_ar(net, prompt, 40, BLOCKS, greedy, torch.Generator().manual_seed(1))
         assert torch.equal(batch, want) and st["nfe"] == 40 and st["kept"] == 0  # at batch 2 no drafts: a pass a token
-        one, st = sample_clean_ar(net, prompt[:1], 40, 4, MASK, greedy, torch.Generator().manual_seed(1))
+        one, st = sample_clean_ar(net, prompt[:1], 40, BLOCKS, greedy, torch.Generator().manual_seed(1))
         assert torch.equal(one, want[:1]) and st["nfe"] < 40  # batch 1 drafts by default
 
 

@@ -19,6 +19,7 @@ from model import ModelArgs, Transformer
 from sampler import SamplerOptions
 
 V, MASK = 11, 10  # ten tokens and [MASK]
+BLOCKS = bd3.Blocks(size=4, mask_id=MASK)  # bd3 networks below: blocks of 4
 
 
 def _net(seed, causal=True, clean_causal=False, block=16):
@@ -103,7 +104,7 @@ def test_bd3s_clean_half_at_batch_above_1_draws_the_same_tokens_on_the_static_ca
         monkeypatch.setattr(bd3, "decode", recorded)  # the window's passes, and the steps on the eager cache
         m = _net(seed, False, True)
         m.compiled_decode = recorded if static else None  # the steps on the static cache
-        out, stats = bd3.sample_clean_ar(m, prompt, 37, 4, MASK, opts, torch.Generator().manual_seed(seed))
+        out, stats = bd3.sample_clean_ar(m, prompt, 37, BLOCKS, opts, torch.Generator().manual_seed(seed))
         assert torch.equal(out, ref) and stats["nfe"] == 37, static
         seen[static] = torch.cat(calls)
     torch.testing.assert_close(seen[True], seen[False], atol=1e-5, rtol=1e-5)
@@ -134,7 +135,7 @@ def test_the_compiled_step_is_one_graph_per_batch_size():
     from torch._dynamo.testing import CompileCounter
     torch._dynamo.reset()
     for model, sample in ((_net(0), lambda m, x, g: generate(m, x, 30, generator=g, mask_id=MASK)),
-                          (_net(1, False, True), lambda m, x, g: bd3.sample_clean_ar(m, x, 30, 4, MASK, generator=g,
+                          (_net(1, False, True), lambda m, x, g: bd3.sample_clean_ar(m, x, 30, BLOCKS, generator=g,
                                                                                      draft=False)[0])):
         counter = CompileCounter()
         eager = [sample(model, x, torch.Generator().manual_seed(3)) for x in (torch.zeros(2, 3, dtype=torch.long),
@@ -195,7 +196,7 @@ def test_the_static_decode_makes_no_host_sync():
     meta = torch.device("meta")
     for model, sample in ((_net(0), lambda m, x: generate(m, x, 20, top_k=5, generator=torch.Generator().manual_seed(0),
                                                           mask_id=MASK)),
-                          (_net(1, False, True), lambda m, x: bd3.sample_clean_ar(m, x, 20, 4, MASK, draft=False,
+                          (_net(1, False, True), lambda m, x: bd3.sample_clean_ar(m, x, 20, BLOCKS, draft=False,
                                                                                   generator=torch.Generator()))):
         model = _static(model.to(meta))
         leave = checked_from_the_first_pass(model)

@@ -182,8 +182,9 @@ def test_bd3_clean_half_decoding_at_batch_2_makes_no_host_sync():
     model = Transformer(objectives.model_args(cfg, tok.vocab_size)).eval().to(meta)
     leave = checked_from_the_first_pass(model)
     try:
-        seq, stats = bd3.sample_clean_ar(model, torch.zeros(2, 5, dtype=torch.long, device=meta), 9, cfg.bd3_block,
-                                         tok.mask_id, generator=torch.Generator().manual_seed(0))
+        seq, stats = bd3.sample_clean_ar(model, torch.zeros(2, 5, dtype=torch.long, device=meta), 9,
+                                         bd3.Blocks(size=cfg.bd3_block, mask_id=tok.mask_id),
+                                         generator=torch.Generator().manual_seed(0))
     finally:
         leave()
     assert seq.shape == (2, 14) and stats["nfe"] == 9
