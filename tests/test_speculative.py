@@ -225,7 +225,7 @@ def test_clean_ar_samples_at_batch_1_follow_the_clean_halfs_joint(P, n):
         for seed in range(1_000):
             rounds = []  # the first 200 draws' rounds, as the trace sees them
             hook = rounds.append if seed < 200 else None
-            out, st = sample_clean_ar(net, prompt, n, 4, MASK, SamplerOptions(steps=1),
+            out, st = sample_clean_ar(net, prompt, n, BLOCKS, SamplerOptions(steps=1),
                                       torch.Generator().manual_seed(seed), on_step=hook)
             assert out.shape == (1, P + n) and not (out == MASK).any()
             draws.append(out[0, P:].tolist())
