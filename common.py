@@ -1,8 +1,7 @@
 """What the objectives share, below all of them: the noise schedule, time draws and grids, the training band, the
 training loss's switches, logits filtering, float64 categorical draws, reveal plans, and the record each sampler fills
 once per reverse step (Step). What one objective alone uses lives in its own file (speculative sampling's
-keep-or-redraw rule in bd3.py). Imports nothing from the project: a problem with a config is returned as its message
-(check_band), for the objective that checks it to raise.
+keep-or-redraw rule in bd3.py). It imports only the ground floor (utils/): check_band raises the user's error itself.
 
     python -c "from common import Schedule, time_grid; s = Schedule(100); print(s.alpha[:3], time_grid(100, 8))"
 """
@@ -10,6 +9,8 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
+
+from utils.errors import UserError
 
 LN2 = math.log(2)
 SCHEDULES = ("cosine", "linear")  # Schedule's kinds
@@ -78,18 +79,15 @@ def band_times(schedule, lo=0.0, hi=1.0):
 
 
 def check_band(cfg):
-    """What is wrong with mdlm's and bd3's training draws (mask_min, mask_max, mask_draws), in one line, or "" when
-    they can work. It returns the problem rather than raising it so that this floor imports nothing from the project:
-    diffusion.check and bd3.check raise it as the user's error."""
+    """Refuses mdlm's and bd3's training draws (mask_min, mask_max, mask_draws) when they cannot work, in one line."""
     if cfg.mask_draws < 1:
-        return f"mask_draws={cfg.mask_draws}: give the masks drawn of each window a step, 1 or more (e.g. 2)"
+        raise UserError(f"mask_draws={cfg.mask_draws}: give the masks drawn of each window a step, 1 or more (e.g. 2)")
     if not 0 <= cfg.mask_min < cfg.mask_max <= 1:
-        return f"need 0 <= mask_min < mask_max <= 1, got {cfg.mask_min}, {cfg.mask_max}"
+        raise UserError(f"need 0 <= mask_min < mask_max <= 1, got {cfg.mask_min}, {cfg.mask_max}")
     try:
         band_times(Schedule(cfg.diffusion_steps, cfg.schedule), cfg.mask_min, cfg.mask_max)
     except ValueError as empty:  # no time in the band: band_times says which band and how to widen it
-        return str(empty)
-    return ""
+        raise UserError(str(empty)) from None
 
 
 def band_top(cfg, progress):

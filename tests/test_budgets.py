@@ -280,7 +280,8 @@ def test_every_import_points_down_the_floors():
     assert not unplaced, f"give each product module a floor in FLOORS: {unplaced}"
     assert not upward_imports(files)
     project = {top for floor in FLOORS for top in floor}
-    assert not {n.split(".")[0] for n in imported(ROOT / "common.py")} & project  # the objectives' floor stands alone
+    # what the objectives share stands on the ground floor alone
+    assert {n.split(".")[0] for n in imported(ROOT / "common.py")} & project <= {"utils"}
 
 
 def test_the_floor_check_catches_an_arrow_up():
