@@ -279,17 +279,6 @@ PRESETS = {
         out_dir="artifacts/models/cpu_bd3", checkpoint="artifacts/models/cpu_bd3/model.pt",
         prompt="ROMEO:", gen_len=96, steps=64, order="l2r", remask="none",
         viz_video="artifacts/media/cpu_bd3_trace.mp4"),
-    # The same run as cpu under its results-table name, in its own out_dir.
-    "shakespeare_cpu": dict(
-        data_path="data/tinyshakespeare.txt", block_size=128, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
-        time_cond="none", self_cond=True, tie_weights=True,
-        loss_type="all_ce", diffusion_steps=1000, mask_min=0.2, mask_max=0.8, mask_ramp=1.0, mask_ramp_from=0.5,
-        batch_size=32, max_iters=2000, learning_rate=1e-3, min_lr=3e-4, warmup_iters=100,
-        optimizer="muon", muon_lr=0.005, ema=0.999,
-        eval_interval=250, eval_iters=10,
-        out_dir="artifacts/models/shakespeare_cpu", checkpoint="artifacts/models/shakespeare_cpu/model.pt",
-        prompt="ROMEO:", gen_len=96, steps=64, order="random", remask="remdm", remask_eta=0.05,
-        viz_video="artifacts/media/shakespeare_cpu_trace.mp4"),
     # The laptop budget on char-level TinyStories: the 2,316-story excerpt that ships in data/ (data/README.md),
     # masked diffusion without time input, the CE of every position.
     "tinystories_cpu": dict(
