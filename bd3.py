@@ -34,6 +34,7 @@ import torch.nn.functional as F
 import sampler
 from common import (LossOptions, Step, band_times, check_band, draw, draw_device, filter_logits, masking_draws,
                     no_mask_logit, on_device, repeat_draws, self_condition_input, stratified_times)
+from config import CHOICES
 from decode import decode, new_kv_cache
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
@@ -55,7 +56,7 @@ def bd3_attn_mask(L, block, device, causal=False):
 
 
 # ---------------------------------------------------------------------------- the bound
-BD3_LOSSES = ("elbo", "all_ce")  # config.bd3_loss
+BD3_LOSSES = CHOICES["bd3_loss"]
 
 
 def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, total=None, u=None):

@@ -1,7 +1,8 @@
 """What the objectives share, below all of them: the noise schedule, time draws and grids, the training band, the
 training loss's switches, logits filtering, float64 categorical draws, reveal plans, and the record each sampler fills
 once per reverse step (Step). What one objective alone uses lives in its own file (speculative sampling's
-keep-or-redraw rule in bd3.py). It imports only the ground floor (utils/): check_band raises the user's error itself.
+keep-or-redraw rule in bd3.py). It imports only the ground floors (config.py, utils/): check_band raises the user's
+error itself.
 
     python -c "from common import Schedule, time_grid; s = Schedule(100); print(s.alpha[:3], time_grid(100, 8))"
 """
@@ -10,10 +11,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from config import CHOICES
 from utils.errors import UserError
 
 LN2 = math.log(2)
-SCHEDULES = ("cosine", "linear")  # Schedule's kinds
+SCHEDULES = CHOICES["schedule"]  # Schedule's kinds
 
 
 # ---------------------------------------------------------------------------- the noise schedule

@@ -14,15 +14,16 @@ Unknown keys and values of the wrong type are refused (exit 2) with close matche
 
 What a key is to the program sits on its field, through the helpers below: trained() (the checkpoint fixes it),
 resumable() (a resumed run may change it), sampled() (inference.py reads it from its command line), sampling_only()
-(inference.py alone reads it). The comments, the `# ---- section` headings among them, are for the reader and
+(inference.py alone reads it); so do the values it accepts (choices=, gathered in CHOICES, from which the modules that
+implement them import them). The comments, the `# ---- section` headings among them, are for the reader and
 `--help` only: editing or moving one changes no behaviour (tests/test_config.py).
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
-def trained(default):
+def trained(default, choices=()):
     """A setting of the trained model (or of its data): sampling always takes it from the checkpoint."""
-    return field(default=default, metadata={"trained": True})
+    return field(default=default, metadata={"trained": True, "choices": choices})
 
 
 def resumable(default):
@@ -30,15 +31,20 @@ def resumable(default):
     return field(default=default, metadata={"resumable": True})
 
 
-def sampled(default, resumable=False):
+def sampled(default, resumable=False, choices=()):
     """A setting sampling reads: inference.py takes it from its command line (or a preset), every other key from the
     checkpoint it samples. resumable=True: a resumed run may change it too (the device)."""
-    return field(default=default, metadata={"sampled": True, "resumable": resumable})
+    return field(default=default, metadata={"sampled": True, "resumable": resumable, "choices": choices})
 
 
 def sampling_only(default):
     """A setting only inference.py reads (train.py refuses it: its end-of-run samples continue --prompt)."""
     return field(default=default, metadata={"sampled": True, "sampling_only": True})
+
+
+def one_of(default, choices):
+    """A setting with no other role than a list of values it accepts."""
+    return field(default=default, metadata={"choices": choices})
 
 
 @dataclass
@@ -47,14 +53,15 @@ class Config:
     data_path: str = trained("data/tinyshakespeare.txt")  # text file; make one with scripts/data.py
     val_path: str = trained("")         # separate validation text; "" = last val_fraction of data_path
     val_fraction: float = 0.1           # nanoGPT's split: first 90% train, last 10% val
-    tokenizer: str = trained("char")    # 'char' (vocab from the data + [MASK]) | 'bpe'
+    tokenizer: str = trained("char", choices=("char", "bpe"))  # 'char' (vocab from the data + [MASK]) | 'bpe'
     tokenizer_path: str = "artifacts/tokenizer/tokenizer.json"  # bpe only (scripts/train_tokenizer.py)
     # ---- model
     block_size: int = trained(256)      # context length in tokens
     n_layer: int = trained(6)           # transformer blocks
     n_head: int = trained(6)            # attention heads per block
     n_embd: int = trained(384)          # model width (head_dim = n_embd / n_head)
-    time_cond: str = trained("learned")  # 'learned' Embedding(T+1, d) added to the input
+    time_cond: str = trained("learned", choices=("learned", "adaln", "none"))  
+                                        # 'learned' Embedding(T+1, d) added to the input
                                         #   | 'adaln' (DiT adaLN-Zero) | 'none'
     dropout: float = 0.0                # training only (nanoGPT's key): embeddings, attention, MLP output; off in eval
     qk_norm: bool = trained(False)      # RMSNorm on queries and keys after RoPE (nanochat, the reference micro-dLLM)
@@ -63,7 +70,8 @@ class Config:
                                         #   (a second pass; training feeds it to half the sequences)
     tie_weights: bool = trained(False)  # the output head reuses the token embedding matrix (nanoGPT ties them)
     # ---- objective
-    objective: str = trained("mdlm")    # 'mdlm' masked diffusion (diffusion.py) | 'uniform' uniform-state diffusion
+    objective: str = trained("mdlm", choices=("mdlm", "uniform", "ar", "bd3"))  
+                                        # 'mdlm' masked diffusion (diffusion.py) | 'uniform' uniform-state diffusion
                                         # (no [MASK]; uniform.py) | 'ar' the same net, causal, next-token loss (ar.py)
                                         # | 'bd3' block diffusion (bd3.py); objectives.py is the table
     bd3_block: int = trained(4)         # bd3: tokens per block L', divides block_size;
@@ -78,7 +86,7 @@ class Config:
                                         #   from mask_ramp_from to mask_max; 0 = off
     mask_ramp_from: float = 0.5         # mdlm training, with mask_ramp > 0: the band's top at step 0
                                         #   (it rises to mask_max)
-    bd3_loss: str = "elbo"              # bd3 training: 'elbo' its NELBO
+    bd3_loss: str = one_of("elbo", ("elbo", "all_ce"))  # bd3 training: 'elbo' its NELBO
                                         #   | 'all_ce' plain CE on every noisy position (no w(t))
     bd3_ar: float = trained(0.0)        # bd3: weight of a next-token loss on the clean half,
                                         #   which then attends causally; 0 = off
@@ -86,8 +94,10 @@ class Config:
                                         #   of the same network attending causally over the clean window (Eso-LM);
                                         #   0 = off; the bound is unchanged
     diffusion_steps: int = trained(100)  # T: discrete time steps of the forward process (at most 1,000,000)
-    schedule: str = trained("cosine")   # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T
-    loss_type: str = "elbo"             # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
+    schedule: str = trained("cosine", choices=("cosine", "linear"))  
+                                        # survival alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T
+    loss_type: str = one_of("elbo", ("elbo", "masked_ce", "all_ce"))  
+                                        # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (reference objectives)
     mask_draws: int = 1                 # mdlm/bd3 training: independent masks (and times) of each window a step,
                                         #   each its own pass: the loss's noise averaged over k draws of the same
                                         #   tokens; k x the passes
@@ -106,7 +116,7 @@ class Config:
     grad_clip: float = 1.0              # 0 disables
     total_batch_size: int = 0           # tokens per optimizer step, all ranks;
                                         #   0 = batch_size*block_size*world; more = accumulate
-    optimizer: str = "adamw"            # 'adamw'
+    optimizer: str = one_of("adamw", ("adamw", "muon"))  # 'adamw'
                                         #   | 'muon' (Muon on the layers' 2-D weights, AdamW on embeddings and head)
     muon_lr: float = 0.02               # peak Muon LR (same warm-up/cosine shape as learning_rate)
     muon_momentum: float = 0.95         # Muon's Nesterov momentum
@@ -149,13 +159,16 @@ class Config:
                                         #   [___] = one token per marker character, [___:N] = N tokens
     prefix_file: str = sampling_only("")      # the sample starts with this file's text (instead of --prompt)
     suffix_file: str = sampling_only("")      # the sample ends with this file's text; gen_len tokens go between
-    order: str = sampled("confidence")  # reveal first: 'confidence' | 'margin' (top1 - top2)
+    order: str = sampled("confidence", choices=("confidence", "margin", "entropy", "random", "l2r"))  
+                                        # reveal first: 'confidence' | 'margin' (top1 - top2)
                                         #   | 'entropy' (low first) | 'random'
                                         #   | 'l2r' (leftmost masked first:
                                         #   with one token a step, decodes left to right)
-    tokens_per_step: str = sampled("schedule")  # reveals per step: 'schedule' (1 - alpha(t))
+    tokens_per_step: str = sampled("schedule", choices=("schedule", "linear", "cosine"))  
+                                        # reveals per step: 'schedule' (1 - alpha(t))
                                         #   | 'linear' (LLaDA) | 'cosine' (MaskGIT)
-    remask: str = sampled("refine")     # 'refine' (reference) | 'none' (LLaDA: committed tokens final)
+    remask: str = sampled("refine", choices=("refine", "none", "remdm"))  
+                                        # 'refine' (reference) | 'none' (LLaDA: committed tokens final)
                                         #   | 'remdm' (ReMDM)
     remask_eta: float = sampled(0.02)   # remask='remdm': eta, the cap of sigma_t = min(eta, sigma_max),
                                         #   a committed token's re-mask probability (ReMDM's max-capped schedule)
@@ -176,9 +189,11 @@ class Config:
     interactive: bool = sampling_only(False)  # read prompts from stdin in a loop until EOF (Ctrl-D)
     # ---- system
     device: str = sampled("auto", resumable=True)  # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
-    dtype: str = sampled("auto")        # 'auto' (bf16 autocast on CUDA, fp16 + GradScaler on a GPU without bf16,
+    dtype: str = sampled("auto", choices=("auto", "float32", "bfloat16", "float16"))  
+                                        # 'auto' (bf16 autocast on CUDA, fp16 + GradScaler on a GPU without bf16,
                                         #   fp32 elsewhere) | 'float32' | 'bfloat16' | 'float16'
-    compile: str = sampled("auto", resumable=True)  # 'auto' (torch.compile on CUDA: the training step's model,
+    compile: str = sampled("auto", resumable=True, choices=("auto", "true", "false"))  
+                                        # 'auto' (torch.compile on CUDA: the training step's model,
                                         #   with CUDA graphs on one GPU, and sampling's KV-cached decode step,
                                         #   CUDA-graphed; eager elsewhere: a CPU gains nothing measured)
                                         #   | 'true' | 'false'; bare --compile: 'true'
@@ -187,6 +202,9 @@ class Config:
                                         #   metrics.jsonl is always written
     wandb_project: str = resumable("micro-dllm")  # the Weights & Biases project (with wandb_log)
 
+
+CHOICES = {f.name: f.metadata["choices"] for f in fields(Config) if f.metadata.get("choices")}  # key -> its values
+UNSCORED_ORDERS = ("random", "l2r")  # orders no model score ranks: threshold decoding cannot use them
 
 # A key that acts only together with another: {key: (that key, the values it acts with; None: any but off)}. Given
 # alone, configurator.validate refuses it (what the user asks for is what runs: a flag that cannot apply is refused,

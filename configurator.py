@@ -1,13 +1,11 @@
 """The command line and config files -> a checked Config: parsing, validation and --help. config.py holds the keys
-and presets (each key's roles on its field); this file reads them.
+and presets (each key's roles and choices on its field); this file reads them.
 
     cfg = configurator.get_config(["cpu", "--max_iters=200"])
     python train.py --help          # the presets, then every key by section (read off config.py's comments)
 """
 import ast
 import difflib
-import functools
-import importlib.util
 import inspect
 import io
 import math
@@ -20,14 +18,10 @@ from dataclasses import asdict, fields, replace
 
 import config
 import objectives
-from common import SCHEDULES
-from config import NEEDS, PRESETS, Config
-from model import TIME_CONDS
+from config import CHOICES, NEEDS, PRESETS, UNSCORED_ORDERS, Config
 from utils.checkpoint import RENAMED
 from utils.cli import INT64_MAX, boolean
-from utils.dist import DTYPES
 from utils.errors import UserError
-from utils.tokenizer import TOKENIZERS
 
 TYPES = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}  # key -> its type
 EXAMPLES = {bool: "true", int: "100", float: "0.5", str: "text"}  # a valid value of each type, for the errors
@@ -146,33 +140,6 @@ def refuse_changes(cfg, given, saved, what, fix, allowed=()):
         raise UserError(f"{what} fixes {', '.join(bad)}: given {pairs}; {fix}")
 
 
-@functools.cache
-def _module_tree(module):
-    """The parsed source of a project module, found where `import module` would find it, never run."""
-    path = importlib.util.find_spec(module).origin
-    with open(path, encoding="utf-8") as f:
-        return ast.parse(f.read(), path)
-
-
-def declared(module, name):
-    """The value of the literal a module states at its top level as `name = (...)`, read from its source without
-    running it. Each choice list is stated once, beside the code that implements it (sampler.ORDERS,
-    diffusion.LOSS_TYPES, utils.optim.OPTIMIZERS); reading it as data lets the configurator say what a flag accepts
-    without importing the objectives, the sampler or the optimizers to parse a command line. Only a literal can be
-    read (ast.literal_eval); tests/test_config.py checks each value read against the imported module's."""
-    for node in _module_tree(module).body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise LookupError(f"{module} states no {name} = <literal> at its top level")
-
-
-# every choice list, stated once beside the code that implements it (objectives' table: the names it lists)
-CHOICES = dict(tokenizer=TOKENIZERS, time_cond=TIME_CONDS, objective=objectives.OBJECTIVES, schedule=SCHEDULES,
-               loss_type=declared("diffusion", "LOSS_TYPES"), dtype=DTYPES,
-               optimizer=declared("utils.optim", "OPTIMIZERS"), order=declared("sampler", "ORDERS"),
-               tokens_per_step=declared("sampler", "TOKENS_PER_STEP"), remask=declared("sampler", "REMASKS"),
-               compile=("auto", "true", "false"))
-UNSCORED_ORDERS = declared("sampler", "UNSCORED_ORDERS")  # orders ranked by no model score: no threshold decoding
 TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
 SAMPLED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("sampled"))
@@ -411,7 +378,7 @@ def _key_docs():
         elif text.startswith("----"):
             sections.append((text.strip("- "), []))
         elif text and last is not None and line.strip().startswith("#"):
-            last[1] += " " + text
+            last[1] = f"{last[1]} {text}".strip()
     return [(name, keys) for name, keys in sections if keys]
 
 

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 import sampler
 from common import (LossOptions, Step, band_times, band_top, check_band, masking_draws, no_mask_logit, predict_logits,
                     repeat_draws, self_condition_input, stratified_times)
+from config import CHOICES
 from decode import generate
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
-LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
+LOSS_TYPES = CHOICES["loss_type"]  # diffusion_loss's objectives
 
 
 # ------------------------------------------------------------------------- forward process and loss

@@ -37,9 +37,9 @@ sampler.py's, below them both; common.py below all) and offers the names below; 
                                                          --dual_sample or --bd3_speculate the diffusion sampler's):
                                                          check() refuses them given, frontier.py drops them
 
-A fifth objective is one new module and one line below (tests/test_objectives.py registers a toy one). The table
-names each module and get() imports the one asked for, so importing this file loads no objective (the configurator
-reads the names to list what --objective accepts).
+A fifth objective is one new module, its name in config.py's objective choices and one line below
+(tests/test_objectives.py registers a toy one). The table names each module and get() imports the one asked for, so
+importing this file loads no objective.
 
     python -c "import objectives; print(list(objectives.OBJECTIVES))"
 """
@@ -48,12 +48,12 @@ from functools import partial
 from dataclasses import fields, replace
 from types import SimpleNamespace
 
-from config import Config
+from config import CHOICES, Config
 from model import ModelArgs
 from utils.errors import UserError
 
-# name -> the module that tells its story
-OBJECTIVES = {"mdlm": "diffusion", "uniform": "uniform", "ar": "ar", "bd3": "bd3"}
+# name (config.py's choices) -> the module that tells its story
+OBJECTIVES = dict(zip(CHOICES["objective"], ("diffusion", "uniform", "ar", "bd3"), strict=True))
 DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_ONLY=False, ANY_LENGTH=False,
                 NOISE_START=False, EXACT=False, TRACE=True, STEP_CHAIN=False, BLOCKS=False, SEMI_AR=False,
                 LOSS_KEY="loss_type", check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,

@@ -176,15 +176,29 @@ def test_editing_or_moving_a_comment_in_config_py_changes_no_behaviour(edit, tmp
     assert _what_the_config_means(tmp_path / "edited") == shipped
 
 
-def test_each_choice_read_from_a_modules_source_is_the_modules_own():
-    """The configurator reads a choice list from the module that states it, without running it: the same tuple."""
+def test_each_modules_choices_are_config_pys_own():
+    """A key's choices are stated once, on its field in config.py: each module that implements them holds that very
+    tuple, and the configurator checks and lists the same."""
     import importlib
-    from configurator import declared
-    for module, name in [("sampler", "ORDERS"), ("sampler", "TOKENS_PER_STEP"), ("sampler", "REMASKS"),
-                         ("sampler", "UNSCORED_ORDERS"), ("diffusion", "LOSS_TYPES"), ("utils.optim", "OPTIMIZERS")]:
-        assert declared(module, name) == getattr(importlib.import_module(module), name), (module, name)
-    with pytest.raises(LookupError):
-        declared("sampler", "NOT_STATED")
+    import config
+    import configurator
+    import objectives
+    for module, name, key in [("sampler", "ORDERS", "order"), ("sampler", "TOKENS_PER_STEP", "tokens_per_step"),
+                              ("sampler", "REMASKS", "remask"), ("diffusion", "LOSS_TYPES", "loss_type"),
+                              ("bd3", "BD3_LOSSES", "bd3_loss"), ("utils.optim", "OPTIMIZERS", "optimizer"),
+                              ("utils.dist", "DTYPES", "dtype"), ("utils.tokenizer", "TOKENIZERS", "tokenizer"),
+                              ("model", "TIME_CONDS", "time_cond"), ("common", "SCHEDULES", "schedule")]:
+        assert getattr(importlib.import_module(module), name) is config.CHOICES[key], (module, name)
+    assert importlib.import_module("sampler").UNSCORED_ORDERS is config.UNSCORED_ORDERS
+    assert tuple(objectives.OBJECTIVES) == config.CHOICES["objective"]
+    assert configurator.CHOICES is config.CHOICES and set(config.CHOICES) == {
+        "tokenizer", "time_cond", "objective", "bd3_loss", "schedule", "loss_type", "optimizer", "order",
+        "tokens_per_step", "remask", "dtype", "compile"}
+
+
+def test_bd3_loss_is_checked_against_its_choices_like_every_other_key():
+    with pytest.raises(UserError, match="bd3_loss='mse' is not one of elbo, all_ce"):
+        get_config(["--objective=bd3", "--bd3_loss=mse"])
 
 
 def test_renamed_keys_keep_their_old_names(tmp_path):

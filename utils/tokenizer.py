@@ -15,10 +15,11 @@ import re
 import unicodedata
 from itertools import groupby
 
+from config import CHOICES
 from utils.errors import UserError
 from utils.fileio import atomic_open, check_output
 
-TOKENIZERS = ("char", "bpe")  # config.tokenizer
+TOKENIZERS = CHOICES["tokenizer"]
 EOT_TOKEN = "<|endoftext|>"
 MASK_TOKEN = "[MASK]"
 SPECIAL_TOKENS = [EOT_TOKEN, MASK_TOKEN]  # ids 0 and 1
