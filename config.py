@@ -47,6 +47,18 @@ def one_of(default, choices):
     return field(default=default, metadata={"choices": choices})
 
 
+class Tristate(str):
+    """'auto' | 'true' | 'false'. As for a bool, a bare --flag means 'true'; True or False (from a config file or an
+    older checkpoint) reads as 'true' or 'false'."""
+
+    def __new__(cls, value):
+        return super().__new__(cls, str(value).lower() if isinstance(value, bool) else value)
+
+    # a checkpoint's config (asdict) holds a plain str: torch.load(weights_only=True) reads no other
+    def __reduce__(self):
+        return str, (str(self),)
+
+
 @dataclass
 class Config:
     # ---- data
@@ -192,7 +204,7 @@ class Config:
     dtype: str = sampled("auto", choices=("auto", "float32", "bfloat16", "float16"))  
                                         # 'auto' (bf16 autocast on CUDA, fp16 + GradScaler on a GPU without bf16,
                                         #   fp32 elsewhere) | 'float32' | 'bfloat16' | 'float16'
-    compile: str = sampled("auto", resumable=True, choices=("auto", "true", "false"))  
+    compile: Tristate = sampled(Tristate("auto"), resumable=True, choices=("auto", "true", "false"))  
                                         # 'auto' (torch.compile on CUDA: the training step's model,
                                         #   with CUDA graphs on one GPU, and sampling's KV-cached decode step,
                                         #   CUDA-graphed; eager elsewhere: a CPU gains nothing measured)

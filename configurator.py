@@ -18,19 +18,21 @@ from dataclasses import asdict, fields, replace
 
 import config
 import objectives
-from config import CHOICES, NEEDS, PRESETS, UNSCORED_ORDERS, Config
+from config import CHOICES, NEEDS, PRESETS, UNSCORED_ORDERS, Config, Tristate
 from utils.checkpoint import RENAMED
 from utils.cli import INT64_MAX, boolean
 from utils.errors import UserError
 
 TYPES = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}  # key -> its type
 EXAMPLES = {bool: "true", int: "100", float: "0.5", str: "text"}  # a valid value of each type, for the errors
+FLAGS = (bool, Tristate)  # the types a bare --flag sets to true
 
 
 def _coerce(name, typ, value):
-    """Turn a command-line string (or a config-file value) into the field's type."""
-    if name == "compile" and isinstance(value, bool):  # a config file's (or an older checkpoint's) compile = True
-        value = str(value).lower()
+    """Turn a command-line string (or a config file's or checkpoint's value) into the field's type."""
+    if typ not in EXAMPLES:
+        # a type of config.py's own (Tristate) reads the value itself
+        return typ(value)
     if isinstance(value, str) and typ is not str:
         text = value.strip()
         try:
@@ -94,7 +96,7 @@ def parse(argv, base=None, check=True):
             key, eq, value = arg[2:].partition("=")
             key = _known_key(key.replace("-", "_"))  # --gen-len == --gen_len
             if not eq:
-                if (TYPES[key] is bool or key == "compile") and (not args or args[0].startswith("--")):
+                if TYPES[key] in FLAGS and (not args or args[0].startswith("--")):
                     value = "true"  # bare --flag
                 elif args:
                     value = args.pop(0)
@@ -340,8 +342,8 @@ def check_optimisation(cfg, given):
 def config_from_dict(d):
     """Rebuild a Config from a checkpoint's dict (utils.checkpoint.migrate renamed its old keys), ignoring keys this
     version does not know, as its objective runs it (objectives.effective)."""
-    return objectives.effective(replace(Config(), **{k: _coerce(k, TYPES[k], v) if k == "compile" else v
-                                                     for k, v in d.items() if k in TYPES}))
+    cfg = replace(Config(), **{k: _coerce(k, TYPES[k], v) for k, v in d.items() if k in TYPES})
+    return objectives.effective(cfg)
 
 
 def format_config(cfg, marks=None):

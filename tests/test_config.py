@@ -201,6 +201,33 @@ def test_bd3_loss_is_checked_against_its_choices_like_every_other_key():
         get_config(["--objective=bd3", "--bd3_loss=mse"])
 
 
+@pytest.mark.parametrize("argv, value", [
+    (["--compile"], "true"), (["--compile", "--max_iters=3"], "true"), (["--compile=false"], "false"),
+    (["--compile", "auto"], "auto"), ([], "auto"), (["gpt200m"], "true")])
+def test_compile_is_a_tristate_a_bare_flag_sets_true(argv, value):
+    assert get_config(argv).compile == value
+
+
+@pytest.mark.parametrize("given, value", [(True, "true"), (False, "false"), ("auto", "auto")])
+def test_a_bool_compile_from_a_config_file_or_an_older_checkpoint_reads_as_its_word(given, value, tmp_path):
+    """A Tristate takes a bool as its word; a checkpoint's config holds a plain str (torch.load weights_only)."""
+    import io
+    import torch
+    from dataclasses import asdict
+    from configurator import config_from_dict
+    f = tmp_path / "exp.py"
+    f.write_text(f"compile = {given!r}\n")
+    assert get_config([str(f)]).compile == value and config_from_dict(dict(compile=given)).compile == value
+    saved = asdict(get_config([str(f)]))
+    assert type(saved["compile"]) is str
+    buf = io.BytesIO()
+    torch.save(dict(config=saved), buf)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=True)["config"]["compile"] == value
+    with pytest.raises(UserError, match="compile='maybe' is not one of auto, true, false"):
+        get_config(["--compile=maybe"])
+
+
 def test_renamed_keys_keep_their_old_names(tmp_path):
     from configurator import config_from_dict
     new = get_config(["--semi-ar-length=8"])
