@@ -117,20 +117,12 @@ def parse(argv, base=None, check=True):
                             f"--key=value flag{data}")
     cfg = replace(cfg, **overrides)
     given |= set(overrides)
-    ignores = objectives.get(cfg.objective).IGNORES
-    if (cfg.temperature_end_share != 1.0 and ("temperature_end_share" in ignores
-                                              or cfg.dual_sample and "dual_sample" not in ignores)
-            and not given & {"temperature", "temperature_end_share"}):
-        # a preset's falling temperature is a pair (hot while the canvas is [MASK], cool at the end): an objective that
-        # does not read the fall (AR, uniform: baby --objective=ar; mdlm's AR mode, --dual_sample) samples at the
-        # default temperature, not its hot start
-        cfg = replace(cfg, temperature=Config.temperature, temperature_end_share=1.0)
     # a text given here replaces a preset's (or a checkpoint's) prompt
     if overrides.get("infill") or overrides.get("prefix_file"):
         cfg = replace(cfg, prompt=overrides.get("prompt", ""))
     if check:
         validate(cfg, given)
-    return objectives.effective(cfg), given
+    return objectives.effective(cfg, given), given
 
 
 def refuse_changes(cfg, given, saved, what, fix, allowed=()):
@@ -343,7 +335,8 @@ def config_from_dict(d):
     """Rebuild a Config from a checkpoint's dict (utils.checkpoint.migrate renamed its old keys), ignoring keys this
     version does not know, as its objective runs it (objectives.effective)."""
     cfg = replace(Config(), **{k: _coerce(k, TYPES[k], v) for k, v in d.items() if k in TYPES})
-    return objectives.effective(cfg)
+    # every key of a checkpoint's config is what ran: given, never a preset's
+    return objectives.effective(cfg, given=set(d))
 
 
 def format_config(cfg, marks=None):

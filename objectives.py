@@ -83,11 +83,16 @@ def model_args(cfg, vocab_size):
     return ModelArgs.from_config(cfg, vocab_size, **get(cfg.objective).MODEL)
 
 
-def effective(cfg):
+def effective(cfg, given=()):
     """cfg as its objective runs it: the keys it does not read (IGNORES) at their defaults, the model keys it fixes
     itself (MODEL: time_cond, self_cond) at its values. A preset's value for another objective's key then never
-    reaches a log line, a checkpoint's config or a branch that asks `if cfg.key`."""
+    reaches a log line, a checkpoint's config or a branch that asks `if cfg.key`. given: the keys the user set."""
     obj, keys = get(cfg.objective), {f.name for f in fields(Config)}
     unread = {k: getattr(Config, k) for k in obj.IGNORES}
     fixed = {k: v for k, v in obj.MODEL.items() if k in keys}  # MODEL also names ModelArgs' own fields (causal)
-    return replace(cfg, **{**unread, **fixed})  # a key both unread and fixed (bd3's time_cond) takes the fixed value
+    cooled = {}
+    fall_unread = "temperature_end_share" in {*obj.IGNORES, *obj.unread(cfg)}
+    if fall_unread and cfg.temperature_end_share != 1.0 and not {"temperature", "temperature_end_share"} & set(given):
+        # a preset's temperature falls from a hot start: where the fall is unread, so is its start
+        cooled = dict(temperature=Config.temperature, temperature_end_share=1.0)
+    return replace(cfg, **{**unread, **fixed, **cooled})  # a key unread and fixed (bd3's time_cond) is fixed

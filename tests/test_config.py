@@ -360,6 +360,9 @@ def test_a_presets_falling_temperature_does_not_leave_its_hot_start_to_an_object
         c = get_config(["baby", f"--objective={objective}"])
         assert (c.temperature, c.temperature_end_share) == (1.0, 1.0), objective
     assert get_config(["baby", "--objective=ar", "--temperature=1.3"]).temperature == 1.3  # what the user asks runs
+    # mdlm's AR mode reads no fall either (objectives.effective, through its unread keys)
+    c = get_config(["baby", "--dual_sample"])
+    assert (c.temperature, c.temperature_end_share) == (1.0, 1.0)
 
 
 def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key():
