@@ -307,7 +307,7 @@ def test_a_removed_key_is_named_as_removed_with_where_its_verdict_is(capsys):
             get_config([f"--{key}=1"])
     # a bare boolean flag too, from the command line: one line, exit 2
     code, out, err = run_cli_here(train.main, ["cpu", "--head_on_masked_only"], capsys)
-    assert_one_line_error(code, err, "--head_on_masked_only was removed", "dev/LOG.md, 2026-11-27")
+    assert_one_line_error(code, err, "--head_on_masked_only was removed", "dev/LOG.md names its verdict")
 
 
 def test_a_presets_help_is_its_resolved_config_with_its_keys_marked(capsys):
