@@ -1,13 +1,11 @@
-"""The command line and config files -> a checked Config: parsing, validation and --help. config.py holds the keys
-and presets (each key's roles on its field); this file reads them.
+"""The command line and config files -> a checked Config: parsing, validation and --help, all read
+off config.py.
 
     cfg = configurator.get_config(["cpu", "--max_iters=200"])
-    python train.py --help          # the presets, then every key by section (read off config.py's comments)
+    python train.py --help          # the presets, then every key by section
 """
 import ast
 import difflib
-import functools
-import importlib.util
 import inspect
 import io
 import math
@@ -20,23 +18,21 @@ from dataclasses import asdict, fields, replace
 
 import config
 import objectives
-from common import SCHEDULES
-from config import NEEDS, PRESETS, Config
-from model import TIME_CONDS
+from config import CHOICES, NEEDS, PRESETS, UNSCORED_ORDERS, Config, Tristate
 from utils.checkpoint import RENAMED
 from utils.cli import INT64_MAX, boolean
-from utils.dist import DTYPES
 from utils.errors import UserError
-from utils.tokenizer import TOKENIZERS
 
 TYPES = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}  # key -> its type
 EXAMPLES = {bool: "true", int: "100", float: "0.5", str: "text"}  # a valid value of each type, for the errors
+FLAGS = (bool, Tristate)  # the types a bare --flag sets to true
 
 
 def _coerce(name, typ, value):
-    """Turn a command-line string (or a config-file value) into the field's type."""
-    if name == "compile" and isinstance(value, bool):  # a config file's (or an older checkpoint's) compile = True
-        value = str(value).lower()
+    """A command-line string, or a config file's or checkpoint's value, as the field's type."""
+    if typ not in EXAMPLES:
+        # a type of config.py's own (Tristate) reads the value itself
+        return typ(value)
     if isinstance(value, str) and typ is not str:
         text = value.strip()
         try:
@@ -51,7 +47,8 @@ def _coerce(name, typ, value):
     return value
 
 
-# keys the measurements deleted (dev/LOG.md, 2026-11-27: each one's verdict and the commit that removed it)
+# keys the measurements deleted (dev/LOG.md: "The measurements delete what lost", "Two more
+# keys leave the product", "`head_on_masked_only` leaves the product")
 REMOVED = ("time_beta", "mask_span", "mir_weight", "mir_mask_max", "bd3_suffix_mix", "cooldown", "attn_scale",
            "dual_draft", "threshold_rule", "bd3_check", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
            "corrector_steps", "corrector_frac", "corrector_pick", "draft", "draft_len", "live_fps", "muon_ns_dtype",
@@ -59,11 +56,11 @@ REMOVED = ("time_beta", "mask_span", "mir_weight", "mir_mask_max", "bd3_suffix_m
 
 
 def _known_key(key):
-    """key under its current name (an old name of a renamed key works: RENAMED); an unknown key is refused."""
+    """key under its current name (RENAMED maps old names); an unknown or removed key is refused."""
     key = RENAMED.get(key, key)
     if key in REMOVED:
-        raise UserError(f"--{key} was removed: no preset used it and it measured level or worse (dev/LOG.md, "
-                        f"2026-11-27, names its verdict and the commit that removed it); drop it")
+        raise UserError(f"--{key} was removed: no preset used it and it measured level or worse (dev/LOG.md "
+                        f"names its verdict and the commit that removed it); drop it")
     if key not in TYPES:
         close = difflib.get_close_matches(key, TYPES, n=3, cutoff=0.6)
         hint = f" (did you mean {', '.join(close)}?)" if close else " (--help lists the keys)"
@@ -85,13 +82,13 @@ def _read_config_file(path):
 
 
 def get_config(argv):
-    """Resolve defaults <- presets/config files <- --key=value flags. Returns a checked Config."""
+    """defaults <- presets and config files <- flags: a checked Config."""
     return parse(argv)[0]
 
 
 def parse(argv, base=None, check=True):
-    """(the Config, the keys the user set: by flag or config file, not by a preset). check=False: keys and types are
-    checked, the values' domains are not (validate)."""
+    """(the Config, the keys the user set by flag or config file). check=False: the values' domains
+    go unchecked (validate)."""
     cfg = base if base is not None else Config()
     overrides, given, args = {}, set(), list(argv)
     while args:
@@ -100,7 +97,7 @@ def parse(argv, base=None, check=True):
             key, eq, value = arg[2:].partition("=")
             key = _known_key(key.replace("-", "_"))  # --gen-len == --gen_len
             if not eq:
-                if (TYPES[key] is bool or key == "compile") and (not args or args[0].startswith("--")):
+                if TYPES[key] in FLAGS and (not args or args[0].startswith("--")):
                     value = "true"  # bare --flag
                 elif args:
                     value = args.pop(0)
@@ -121,58 +118,23 @@ def parse(argv, base=None, check=True):
                             f"--key=value flag{data}")
     cfg = replace(cfg, **overrides)
     given |= set(overrides)
-    ignores = objectives.get(cfg.objective).IGNORES
-    if (cfg.temperature_end_share != 1.0 and ("temperature_end_share" in ignores
-                                              or cfg.dual_sample and "dual_sample" not in ignores)
-            and not given & {"temperature", "temperature_end_share"}):
-        # a preset's falling temperature is a pair (hot while the canvas is [MASK], cool at the end): an objective that
-        # does not read the fall (AR, uniform: baby --objective=ar; mdlm's AR mode, --dual_sample) samples at the
-        # default temperature, not its hot start
-        cfg = replace(cfg, temperature=Config.temperature, temperature_end_share=1.0)
     # a text given here replaces a preset's (or a checkpoint's) prompt
     if overrides.get("infill") or overrides.get("prefix_file"):
         cfg = replace(cfg, prompt=overrides.get("prompt", ""))
     if check:
         validate(cfg, given)
-    return objectives.effective(cfg), given
+    return objectives.effective(cfg, given), given
 
 
 def refuse_changes(cfg, given, saved, what, fix, allowed=()):
-    """What the user asked for is what runs: a key they set (given) to another value than `saved` (a checkpoint's
-    config dict) fixes is refused, in one line naming each key, the value given and the checkpoint's."""
+    """A key the user set (given) to another value than `saved`, the checkpoint's config dict, is
+    refused in one line naming each key and both values."""
     bad = [k for k in sorted(given) if k in saved and k not in allowed and getattr(cfg, k) != saved[k]]
     if bad:
         pairs = ", ".join(f"{k}={getattr(cfg, k)!r} (the checkpoint's: {saved[k]!r})" for k in bad)
         raise UserError(f"{what} fixes {', '.join(bad)}: given {pairs}; {fix}")
 
 
-@functools.cache
-def _module_tree(module):
-    """The parsed source of a project module, found where `import module` would find it, never run."""
-    path = importlib.util.find_spec(module).origin
-    with open(path, encoding="utf-8") as f:
-        return ast.parse(f.read(), path)
-
-
-def declared(module, name):
-    """The value of the literal a module states at its top level as `name = (...)`, read from its source without
-    running it. Each choice list is stated once, beside the code that implements it (sampler.ORDERS,
-    diffusion.LOSS_TYPES, utils.optim.OPTIMIZERS); reading it as data lets the configurator say what a flag accepts
-    without importing the objectives, the sampler or the optimizers to parse a command line. Only a literal can be
-    read (ast.literal_eval); tests/test_config.py checks each value read against the imported module's."""
-    for node in _module_tree(module).body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise LookupError(f"{module} states no {name} = <literal> at its top level")
-
-
-# every choice list, stated once beside the code that implements it (objectives' table: the names it lists)
-CHOICES = dict(tokenizer=TOKENIZERS, time_cond=TIME_CONDS, objective=objectives.OBJECTIVES, schedule=SCHEDULES,
-               loss_type=declared("diffusion", "LOSS_TYPES"), dtype=DTYPES,
-               optimizer=declared("utils.optim", "OPTIMIZERS"), order=declared("sampler", "ORDERS"),
-               tokens_per_step=declared("sampler", "TOKENS_PER_STEP"), remask=declared("sampler", "REMASKS"),
-               compile=("auto", "true", "false"))
-UNSCORED_ORDERS = declared("sampler", "UNSCORED_ORDERS")  # orders ranked by no model score: no threshold decoding
 TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
 RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
 SAMPLED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("sampled"))
@@ -180,38 +142,36 @@ SAMPLING_ONLY_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("sam
 
 
 def refuse_sampling_only(given):
-    """train.py refuses a key only inference.py reads (given by flag or config file): it would act on nothing."""
+    """train.py refuses a key only inference.py reads: it would act on nothing."""
     unread = [k for k in SAMPLING_ONLY_KEYS if k in given]
     if unread:
         raise UserError(f"--{unread[0]} is inference.py's: train.py's end-of-run samples continue --prompt; drop it, "
                         f"and sample the trained model with python inference.py --{unread[0]} ...")
 
 
-# The most a size or count may be, and why. Past these a tensor's 64-bit size overflows (a RuntimeError, not a memory
-# error) or a loop builds for minutes before memory runs out, where a run must fail in one line; below them whether a
-# run fits is the memory's to say (an allocation that fails is one line; train.py prints its estimate and refuses a
-# CUDA run that cannot fit). A size that multiplies another (a batch by its columns, the samples by the canvas) stays
-# below 2^31, so that their product cannot overflow either; every other int key is a 64-bit integer (torch's).
+# The most a size or count may be, and why: past these a tensor's 64-bit size overflows, or a loop
+# builds for minutes, where a run must fail in one line. Below them the memory decides (train.py
+# estimates it and refuses a CUDA run that cannot fit). A size that multiplies another stays below
+# 2^31, so their product cannot overflow; every other int key is a 64-bit integer (torch's).
 SIZE = "past any machine's memory: torch's 64-bit size of what it sizes would overflow first"
 LIMITS = dict(
     block_size=(2**31 - 1, SIZE), batch_size=(2**31 - 1, SIZE), mask_draws=(2**31 - 1, SIZE),
     num_samples=(2**31 - 1, SIZE), n_embd=(2**20, SIZE), gen_len=(2**24, "the canvas is laid out token by token"),
-    # ~1.5 ms and 0.1 MB a layer before its weights (measured, torch 2.13): 2^20 layers build for half an hour
+    # ~1.5 ms and 0.1 MB a layer before its weights (torch 2.13): 2^20 layers build for half an hour
     n_layer=(4096, "each layer is a module built one by one: far past any network that trains"),
-    # 1 - alpha(1) = 1 - cos(pi / 2T) in float64 is off by 1.7e-5 at T = 1e6, 0.1% at 1e7, and 0 at 1e9 (a NaN weight)
+    # 1 - alpha(1) = 1 - cos(pi / 2T) in float64 is off by 1.7e-5 at T = 1e6, 0.1% at 1e7,
+    # and 0 at 1e9 (a NaN weight)
     diffusion_steps=(10**6, "past it float64 cannot tell the chain's first steps apart"),
     gif_frame_ms=(655_350, "a GIF times a frame in hundredths of a second, in 16 bits"))
-# The smallest temperature above 0, which asks for the argmax. The draws divide the float32 logits by it in float64
-# (common.filter_logits): any T above ~2e-270 keeps them finite (float32's largest logit, 3.4e38, over T stays below
-# float64's 1.8e308), and already at 1e-6 a draw is the argmax for every logit gap above 7.5e-4 (exp(-gap / T) is
-# below float64's smallest number past e^-745); a subnormal T (1e-320) overflows the logits to inf and the draw's rows
-# to NaN.
+# The smallest temperature above 0 (0 asks for the argmax). The draws divide float32 logits by T in
+# float64: any T above ~2e-270 keeps them finite, and at 1e-6 a draw is already the argmax for every
+# logit gap above 7.5e-4. A subnormal T (1e-320) overflows the logits to inf and the rows to NaN.
 MIN_TEMPERATURE = 1e-6
 
 
 def validate(cfg, given=()):
-    """Reject values that cannot work, before any work, one concern after another (the first problem found is the
-    one line the user reads). given: the keys set by flag or config file, not by a preset."""
+    """Refuse values that cannot work, before any work; the first problem found is the user's one
+    line. given: the keys set by flag or config file."""
     check_choices(cfg)
     check_numbers(cfg)
     check_ranges(cfg)
@@ -221,8 +181,8 @@ def validate(cfg, given=()):
 
 
 def check_choices(cfg):
-    """Refuses a value outside its key's list (CHOICES), a device that is none of config.py's kinds (torch names
-    others, xla or meta say, that this code does not run on), and an empty path where one is always read or written."""
+    """Refuses a value outside its key's choices, a device none of config.py's kinds (torch names
+    others this code does not run on), and an empty path."""
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
@@ -234,10 +194,10 @@ def check_choices(cfg):
 
 
 def check_numbers(cfg):
-    """Refuses a number no key takes: a float that is not finite (nan from a config file, inf from 1e999), and an int
-    outside a 64-bit integer (torch's) or past its LIMITS. (A seed is also >= 0, check_ranges: torch takes 64 bits and
-    numpy's SeedSequence no negative one; the half below 2^63 leaves room for the per-rank and per-prompt seeds added
-    to it.)"""
+    """Refuses a float that is not finite (nan from a config file, inf from 1e999) and an int
+    outside 64 bits (torch's) or past its LIMITS. A seed is also >= 0 (check_ranges): numpy's
+    SeedSequence takes no negative one, and the room below 2^63 holds the per-rank and per-prompt
+    seeds added to it."""
     for key, typ in TYPES.items():
         value = getattr(cfg, key)
         if typ is float and not math.isfinite(value):
@@ -248,9 +208,7 @@ def check_numbers(cfg):
 
 
 def check_ranges(cfg):
-    """Refuses a size, count, rate or decay outside its range: a count below 1 (or 0 where 0 means none or off),
-    heads of odd or unequal size, a validation fraction outside (0, 1), a learning rate not above 0, AdamW's decays
-    outside [0, 1)."""
+    """Refuses a size, count, rate or decay outside its range, and heads of odd or unequal size."""
     positive = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "batch_size", "eval_interval",
                 "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every")
     at_least_0 = ("max_iters", "semi_ar_length", "weight_decay", "grad_clip", "warmup_iters", "seed")
@@ -275,8 +233,8 @@ def check_ranges(cfg):
 
 
 def acts(cfg, key):
-    """Whether key acts in cfg: config.NEEDS names, for a key that acts only together with another, that key and the
-    values it acts with (None: any but off); a key NEEDS does not name always acts."""
+    """Whether key acts in cfg: config.NEEDS names the key it acts with and its values (None: any
+    but off); any other key always acts."""
     if key not in NEEDS:
         return True
     other, values = NEEDS[key]
@@ -286,9 +244,9 @@ def acts(cfg, key):
 
 
 def check_objective_keys(cfg, given):
-    """Refuses a given key the objective does not read (its IGNORES; a preset's values for them are simply not read),
-    a given key that acts only with another key it is given without (config.NEEDS: refused, never dropped), and what
-    the objective's own check() refuses (this imports the one objective asked for)."""
+    """Refuses a given key the objective does not read (its IGNORES), a given key without the key it
+    acts with (config.NEEDS), and what the objective's check() refuses (importing that one
+    objective)."""
     obj = objectives.get(cfg.objective)
     unread = [k for k in obj.IGNORES if k in given]
     if unread:
@@ -304,9 +262,9 @@ def check_objective_keys(cfg, given):
 
 
 def check_sampling(cfg):
-    """Refuses sampler settings outside their ranges (temperature, top-k, top-p, threshold, ReMDM's eta, the
-    temperature's end share) and combinations that cannot run together: threshold decoding with an order that ranks
-    by no score or with ReMDM's remasking, --infill beside another text, --prompt beside --prefix_file."""
+    """Refuses sampler settings outside their ranges and those that cannot run together: threshold
+    decoding with an unscored order or ReMDM, --infill beside another text, --prompt beside
+    --prefix_file."""
     if cfg.temperature < 0:
         raise UserError(f"temperature must be >= 0 (0 = argmax), got {cfg.temperature}")
     if 0 < cfg.temperature < MIN_TEMPERATURE:
@@ -325,9 +283,9 @@ def check_sampling(cfg):
         raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
     if not 0 <= cfg.remask_eta <= 1:
         raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
-    # a draw's temperature is T (s + (1 - s) f) at the block's masked share f (sampler._temperature), between T and
-    # T s (every draw has part of its block masked: f > 0). float64 rounds the sum by ~s x 1e-16, so past s = 1e6 the
-    # fall's start (f = 1: T itself) can round to 0 (at s = 2^64 it does); and T s must not overflow
+    # a draw's temperature is T (s + (1 - s) f) at the block's masked share f
+    # (sampler._temperature). float64 rounds the sum by ~s x 1e-16, so past s = 1e6 the fall's
+    # start (f = 1) can round to 0; and T s must not overflow
     if not 0 <= cfg.temperature_end_share <= 1e6 or not math.isfinite(cfg.temperature * cfg.temperature_end_share):
         raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number in "
                         f"[0, 1e6] (1 = constant, 0.5 = half) whose product with it is finite, got "
@@ -340,9 +298,9 @@ def check_sampling(cfg):
 
 
 def check_optimisation(cfg, given):
-    """Refuses a total batch that micro-batches cannot make up, Muon's rate and momentum outside their ranges, an LR
-    floor above its peak, a decay that zeroes the weights, a dropout or an EMA decay outside [0, 1), and a given EMA
-    decay the run is too short to reach."""
+    """Refuses a total batch micro-batches cannot make up, Muon's settings out of range, an LR floor
+    above its peak, a decay that zeroes the weights, a dropout or EMA decay outside [0, 1), and a
+    given EMA decay the run is too short to reach."""
     micro = cfg.batch_size * cfg.block_size  # tokens in one micro-batch of one rank
     if cfg.total_batch_size < 0 or cfg.total_batch_size % micro:
         up = max(1, -(-cfg.total_batch_size // micro)) * micro
@@ -361,7 +319,7 @@ def check_optimisation(cfg, given):
                         f"got {cfg.dropout}")
     if not 0 <= cfg.ema < 1:
         raise UserError(f"ema must be 0 (off) or a decay in (0, 1) such as 0.999, got {cfg.ema}")
-    # the EMA's warm-up rule lives with the EMA: validation imports it (parsing a flag does not)
+    # validation imports the EMA's rule (parsing a flag does not)
     from utils.optim import EMA
     reach = EMA.ramp(cfg.max_iters - 1)  # the EMA's warm-up rule (1+n)/(10+n) at its last update
     if "ema" in given and cfg.ema >= reach and not cfg.resume and cfg.max_iters:
@@ -371,28 +329,30 @@ def check_optimisation(cfg, given):
 
 
 def config_from_dict(d):
-    """Rebuild a Config from a checkpoint's dict (utils.checkpoint.migrate renamed its old keys), ignoring keys this
-    version does not know, as its objective runs it (objectives.effective)."""
-    return objectives.effective(replace(Config(), **{k: _coerce(k, TYPES[k], v) if k == "compile" else v
-                                                     for k, v in d.items() if k in TYPES}))
+    """A checkpoint's config dict (utils.checkpoint.migrate renamed its old keys) as the Config its
+    objective runs; keys this version lacks are ignored."""
+    cfg = replace(Config(), **{k: _coerce(k, TYPES[k], v) for k, v in d.items() if k in TYPES})
+    # every key of a checkpoint's config is what ran: given, never a preset's
+    return objectives.effective(cfg, given=set(d))
 
 
 def format_config(cfg, marks=None):
-    """`key = value` lines: every key, each with its mark (marks: {key: '*' or '+'}), or (marks None) only the keys
-    whose value differs from the default."""
+    """`key = value` lines: every key with its mark (marks: {key: '*' or '+'}), or (marks None) only
+    those off their defaults."""
     d, defaults = asdict(cfg), asdict(Config())
     keys = list(d) if marks is not None else [k for k in d if d[k] != defaults[k]]
     width = max(map(len, keys), default=0)
     return "\n".join(f"{(marks or {}).get(k, ' ')} {k:<{width}} = {d[k]!r}" for k in keys)
 
 
-# ----------------------------------------------------------------------------- --help, read off this file
+# ---------------------------------------------------------------------- --help, read off config.py
 def wants_help(argv):
     return any(a in ("-h", "--help") for a in argv)
 
 
 def _source_lines(obj):
-    """[(line, its comment's text or "")] of obj's source (tokenize: a '#' inside a string is not a comment)."""
+    """[(line, its comment's text or "")] of obj's source (tokenize: a '#' in a string is no
+    comment)."""
     src = inspect.getsource(obj)
     toks = tokenize.generate_tokens(io.StringIO(src).readline)
     comments = {t.start[0]: t.string.lstrip("#").strip() for t in toks if t.type == tokenize.COMMENT}
@@ -400,8 +360,8 @@ def _source_lines(obj):
 
 
 def _key_docs():
-    """[(section, [(key, comment)])] from the Config class: its '# ---- section' lines and each field's
-    trailing comment (plus comment-only lines under it): the dataclass is the one source of the help."""
+    """[(section, [(key, comment)])] read off the Config class: its '# ---- section' lines and each
+    field's comments."""
     sections, last = [("general", [])], None
     for line, text in _source_lines(Config):
         m = re.match(r"\s+(\w+)\s*:", line)
@@ -411,13 +371,13 @@ def _key_docs():
         elif text.startswith("----"):
             sections.append((text.strip("- "), []))
         elif text and last is not None and line.strip().startswith("#"):
-            last[1] += " " + text
+            last[1] = f"{last[1]} {text}".strip()
     return [(name, keys) for name, keys in sections if keys]
 
 
 def sample_keys():
-    """What sampling reads, declared on each field of config.py (sampled(...)): inference.py takes these from its
-    command line and every other key from the checkpoint."""
+    """The keys sampling reads (sampled() in config.py): inference.py takes them from its command
+    line."""
     return set(SAMPLED_KEYS)
 
 
@@ -435,9 +395,9 @@ def _preset_docs():
 
 
 def help_text(prog, usage, from_checkpoint=False, argv=()):
-    """The presets, then every key by section: --key=TYPE, its comment, its default. from_checkpoint: the
-    model's keys (trained=...) are marked, since a checkpoint fixes them. argv (presets, config files, flags beside
-    --help): the config they resolve to instead, every key, those a preset sets marked '*' and those given '+'."""
+    """The presets, then every key by section: --key=TYPE, its comment, its default
+    (from_checkpoint: the trained keys marked). argv beside --help: the config it resolves to, a
+    preset's keys marked '*', the given ones '+'."""
     rest = [a for a in argv if a not in ("-h", "--help")]
     if rest:
         cfg, given = parse(rest, check=False)

@@ -23,7 +23,6 @@ from decode import generate
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
-LOSS_TYPES = ("elbo", "masked_ce", "all_ce")  # diffusion_loss's objectives
 
 
 # ------------------------------------------------------------------------- forward process and loss
@@ -98,18 +97,14 @@ def check(cfg, given=()):
     if clash:
         raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: --{clash[0]} "
                         f"sets the diffusion sampler; drop one of the two")
-    band_problem = check_band(cfg)
-    if band_problem:
-        raise UserError(band_problem)
+    check_band(cfg)
     if cfg.mask_ramp:
         if not 0 < cfg.mask_ramp <= 1 or not cfg.mask_min < cfg.mask_ramp_from <= cfg.mask_max:
             raise UserError(f"mask_ramp={cfg.mask_ramp}, mask_ramp_from={cfg.mask_ramp_from}: need 0 < mask_ramp <= 1 "
                             f"(a fraction of max_iters) and mask_min={cfg.mask_min} < mask_ramp_from <= "
                             f"mask_max={cfg.mask_max}")
         # the first step's band must hold a time
-        first_band_problem = check_band(replace(cfg, mask_max=cfg.mask_ramp_from))
-        if first_band_problem:
-            raise UserError(first_band_problem)
+        check_band(replace(cfg, mask_max=cfg.mask_ramp_from))
     if (cfg.steps > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold
             and not cfg.dual_sample):
         raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use "

@@ -17,10 +17,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from config import CHOICES
 from utils.dist import peak_flops
 from utils.errors import UserError
 
-TIME_CONDS = ("learned", "adaln", "none")  # config.time_cond
+TIME_CONDS = CHOICES["time_cond"]
 
 
 @dataclass

@@ -19,11 +19,11 @@ import torch
 
 from common import (Step, draw_device, filter_logits, on_device, predict_logits, put_at, reveal_plan, sample_tokens,
                     time_grid)
+from config import CHOICES, UNSCORED_ORDERS
 
-ORDERS = ("confidence", "margin", "entropy", "random", "l2r")
-UNSCORED_ORDERS = ("random", "l2r")  # no model score to rank by: threshold decoding cannot use them
-TOKENS_PER_STEP = ("schedule", "linear", "cosine")
-REMASKS = ("refine", "none", "remdm")
+ORDERS = CHOICES["order"]
+TOKENS_PER_STEP = CHOICES["tokens_per_step"]
+REMASKS = CHOICES["remask"]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
     python train.py                                   # reference recipe: char Tiny Shakespeare, 6/6/384, 5000 iters
     python train.py cpu                               # the main job: Tiny Shakespeare (data/); its time: README
     python train.py cpu --objective=ar                # the autoregressive baseline, same code and budget
-    python train.py shakespeare_cpu --objective=uniform --time_cond=learned   # uniform-state diffusion (uniform.py)
+    python train.py cpu --objective=uniform --time_cond=learned               # uniform-state diffusion (uniform.py)
     python train.py baby_bd3                          # block diffusion (BD3-LM): AR over blocks of 4, diffusion inside
     python train.py tinystories_bpe                   # BPE (data/stories.txt + artifacts/tokenizer/tokenizer.json)
     python train.py cpu --resume                      # continue from out_dir/model.pt (exactly as if never stopped)

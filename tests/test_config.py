@@ -177,15 +177,54 @@ def test_editing_or_moving_a_comment_in_config_py_changes_no_behaviour(edit, tmp
     assert _what_the_config_means(tmp_path / "edited") == shipped
 
 
-def test_each_choice_read_from_a_modules_source_is_the_modules_own():
-    """The configurator reads a choice list from the module that states it, without running it: the same tuple."""
+def test_each_modules_choices_are_config_pys_own():
+    """A key's choices are stated once, on its field in config.py: each module that implements them holds that very
+    tuple, and the configurator checks and lists the same."""
     import importlib
-    from configurator import declared
-    for module, name in [("sampler", "ORDERS"), ("sampler", "TOKENS_PER_STEP"), ("sampler", "REMASKS"),
-                         ("sampler", "UNSCORED_ORDERS"), ("diffusion", "LOSS_TYPES"), ("utils.optim", "OPTIMIZERS")]:
-        assert declared(module, name) == getattr(importlib.import_module(module), name), (module, name)
-    with pytest.raises(LookupError):
-        declared("sampler", "NOT_STATED")
+    import config
+    import configurator
+    import objectives
+    for module, name, key in [("sampler", "ORDERS", "order"), ("sampler", "TOKENS_PER_STEP", "tokens_per_step"),
+                              ("sampler", "REMASKS", "remask"), ("utils.optim", "OPTIMIZERS", "optimizer"),
+                              ("utils.dist", "DTYPES", "dtype"), ("model", "TIME_CONDS", "time_cond")]:
+        assert getattr(importlib.import_module(module), name) is config.CHOICES[key], (module, name)
+    assert importlib.import_module("sampler").UNSCORED_ORDERS is config.UNSCORED_ORDERS
+    assert tuple(objectives.OBJECTIVES) == config.CHOICES["objective"]
+    assert configurator.CHOICES is config.CHOICES and set(config.CHOICES) == {
+        "tokenizer", "time_cond", "objective", "bd3_loss", "schedule", "loss_type", "optimizer", "order",
+        "tokens_per_step", "remask", "dtype", "compile"}
+
+
+def test_bd3_loss_is_checked_against_its_choices_like_every_other_key():
+    with pytest.raises(UserError, match="bd3_loss='mse' is not one of elbo, all_ce"):
+        get_config(["--objective=bd3", "--bd3_loss=mse"])
+
+
+@pytest.mark.parametrize("argv, value", [
+    (["--compile"], "true"), (["--compile", "--max_iters=3"], "true"), (["--compile=false"], "false"),
+    (["--compile", "auto"], "auto"), ([], "auto"), (["gpt200m"], "true")])
+def test_compile_is_a_tristate_a_bare_flag_sets_true(argv, value):
+    assert get_config(argv).compile == value
+
+
+@pytest.mark.parametrize("given, value", [(True, "true"), (False, "false"), ("auto", "auto")])
+def test_a_bool_compile_from_a_config_file_or_an_older_checkpoint_reads_as_its_word(given, value, tmp_path):
+    """A Tristate takes a bool as its word; a checkpoint's config holds a plain str (torch.load weights_only)."""
+    import io
+    import torch
+    from dataclasses import asdict
+    from configurator import config_from_dict
+    f = tmp_path / "exp.py"
+    f.write_text(f"compile = {given!r}\n")
+    assert get_config([str(f)]).compile == value and config_from_dict(dict(compile=given)).compile == value
+    saved = asdict(get_config([str(f)]))
+    assert type(saved["compile"]) is str
+    buf = io.BytesIO()
+    torch.save(dict(config=saved), buf)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=True)["config"]["compile"] == value
+    with pytest.raises(UserError, match="compile='maybe' is not one of auto, true, false"):
+        get_config(["--compile=maybe"])
 
 
 def test_renamed_keys_keep_their_old_names(tmp_path):
@@ -267,7 +306,7 @@ def test_a_removed_key_is_named_as_removed_with_where_its_verdict_is(capsys):
             get_config([f"--{key}=1"])
     # a bare boolean flag too, from the command line: one line, exit 2
     code, out, err = run_cli_here(train.main, ["cpu", "--head_on_masked_only"], capsys)
-    assert_one_line_error(code, err, "--head_on_masked_only was removed", "dev/LOG.md, 2026-11-27")
+    assert_one_line_error(code, err, "--head_on_masked_only was removed", "dev/LOG.md names its verdict")
 
 
 def test_a_presets_help_is_its_resolved_config_with_its_keys_marked(capsys):
@@ -285,12 +324,9 @@ def test_the_readme_commands_read_the_shipped_corpus():
     """python train.py and python train.py cpu need no file from outside the repo; a preset that does names the
     command that makes it."""
     from utils.dataloader import MAKE_DATA
-    for argv in ([], ["cpu"], ["shakespeare_cpu"], ["shakespeare_char"]):
+    for argv in ([], ["cpu"], ["shakespeare_char"]):
         assert get_config(argv).data_path == "data/tinyshakespeare.txt" and (ROOT / "data/tinyshakespeare.txt").is_file()
     assert get_config(["cpu"]).prompt == "ROMEO:"
-    where = ("out_dir", "checkpoint", "viz_video")  # cpu and shakespeare_cpu: one run, two names and places
-    assert {k: v for k, v in PRESETS["cpu"].items() if k not in where} == \
-        {k: v for k, v in PRESETS["shakespeare_cpu"].items() if k not in where}
     for name in PRESETS:
         c = get_config([name])
         for path in filter(None, (c.data_path, c.val_path)):
@@ -323,6 +359,9 @@ def test_a_presets_falling_temperature_does_not_leave_its_hot_start_to_an_object
         c = get_config(["baby", f"--objective={objective}"])
         assert (c.temperature, c.temperature_end_share) == (1.0, 1.0), objective
     assert get_config(["baby", "--objective=ar", "--temperature=1.3"]).temperature == 1.3  # what the user asks runs
+    # mdlm's AR mode reads no fall either (objectives.effective, through its unread keys)
+    c = get_config(["baby", "--dual_sample"])
+    assert (c.temperature, c.temperature_end_share) == (1.0, 1.0)
 
 
 def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key():

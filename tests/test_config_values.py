@@ -10,12 +10,13 @@ from dataclasses import fields
 import pytest
 
 import objectives
-from config import NEEDS, Config
+from config import NEEDS, Config, Tristate
 from configurator import SAMPLED_KEYS, TYPES, parse, validate
 from utils.errors import UserError
 
 WORST = {float: ["float('nan')", "float('inf')", "-float('inf')", "-1.0", "0.0", "1e-320", "2.0 ** 64"],
-         int: ["-1", "0", "2 ** 62", "2 ** 63", "2 ** 64", "-2 ** 63 - 1"], str: ["''", "'nonsense'"], bool: []}
+         int: ["-1", "0", "2 ** 62", "2 ** 63", "2 ** 64", "-2 ** 63 - 1"], str: ["''", "'nonsense'"], bool: [],
+         Tristate: ["''", "'nonsense'", "2 ** 64", "True"]}
 # what makes a key act (config.NEEDS): given alone it would be refused for that, whatever its value
 WITH = dict(tokenizer_path="--tokenizer=bpe", mask_ramp_from="--mask_ramp=0.5", muon_lr="--optimizer=muon",
             muon_momentum="--optimizer=muon", wandb_project="--wandb_log", remask_eta="--remask=remdm",
@@ -38,7 +39,7 @@ ACCEPTED = dict(
     top_p=("1e-320",), viz_video=("''", "'nonsense'"), trace_every=("2 ** 62",), infill=("''", "'nonsense'"),
     prefix_file=("''", "'nonsense'"), suffix_file=("''", "'nonsense'"), remask_eta=("0.0", "1e-320"),
     threshold=("0.0", "1e-320"), semi_ar_length=("0", "2 ** 62"), prompts_file=("''", "'nonsense'"),
-    seed=("0", "2 ** 62"))
+    seed=("0", "2 ** 62"), compile=("True",))
 CASES = [(key, value) for key, typ in TYPES.items() for value in WORST[typ]]
 
 

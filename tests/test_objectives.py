@@ -1,5 +1,5 @@
 """The shape of the house: one objective per module behind one table, imports that only point down, a config.py that
-imports nothing from the project, and a fifth objective that is one module and one table line.
+imports nothing from the project, and a fifth objective that is one module, its name and one table line.
 
     python -m pytest -q tests/test_objectives.py
 """
@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import objectives
+from config import CHOICES
 from helpers import MICRO, ROOT, for_objective, real_text, run_cli_here
 from model import Transformer
 
@@ -54,9 +55,10 @@ def test_imports_have_no_cycle():
     for m in graph:
         if m not in state:
             visit(m, [m])
-    assert graph["common"] == set() and graph["utils.errors"] == set()  # the bottom stays the bottom
+    assert graph["config"] == set() and graph["utils.errors"] == set()  # the bottom stays the bottom
+    assert graph["common"] <= {"config", "utils.errors"}  # what the objectives share stands on the ground alone
     assert "objectives" not in graph["diffusion"]
-    assert graph["sampler"] == {"common"}  # shared by mdlm and bd3, below both
+    assert graph["sampler"] == {"common", "config"}  # shared by mdlm and bd3, below both
 
 
 def test_config_imports_nothing_from_the_project():
@@ -121,8 +123,9 @@ def test_longest_product_function_fits_on_a_screen():
 
 @pytest.mark.slow
 def test_a_fifth_objective_is_one_module_and_one_table_line(tmp_path, monkeypatch, capsys):
-    """A toy objective registered in the table trains, evaluates, checkpoints and samples through the same entry
-    points, which reach it only through the table (it counts its calls)."""
+    """A toy objective registered in the table (and named among config.py's choices) trains, evaluates,
+    checkpoints and samples through the same entry points, which reach it only through the table (it counts its
+    calls)."""
     import diffusion
     import inference
     import train
@@ -140,6 +143,7 @@ def test_a_fifth_objective_is_one_module_and_one_table_line(tmp_path, monkeypatc
         setattr(toy, name, counted(name))
     monkeypatch.setitem(sys.modules, "toy", toy)  # the table names a module; get() imports it
     monkeypatch.setitem(objectives.OBJECTIVES, "toy", "toy")
+    monkeypatch.setitem(CHOICES, "objective", (*CHOICES["objective"], "toy"))  # config.py lists it
     out = tmp_path / "out"
     train.main([f"--data_path={real_text()}", f"--out_dir={out}", *MICRO, "--objective=toy", "--max_iters=6",
                 "--eval_interval=3"])

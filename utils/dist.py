@@ -13,9 +13,10 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
+from config import CHOICES
 from utils.errors import UserError
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # config.dtype, see precision
+DTYPES = CHOICES["dtype"]  # see precision
 
 # Dense bf16 peak FLOP/s (fp32 accumulate, no sparsity), by torch.cuda.get_device_name.
 # A device not listed gets no MFU rather than a wrong one.

@@ -14,9 +14,10 @@ from dataclasses import replace
 import torch
 import torch.optim._muon as _torch_muon
 
+from config import CHOICES
 from utils.errors import UserError
 
-OPTIMIZERS = ("adamw", "muon")  # config.optimizer, see build_optimizer
+OPTIMIZERS = CHOICES["optimizer"]  # see build_optimizer
 
 
 def ns_dtype(device):

@@ -18,7 +18,6 @@ from itertools import groupby
 from utils.errors import UserError
 from utils.fileio import atomic_open, check_output
 
-TOKENIZERS = ("char", "bpe")  # config.tokenizer
 EOT_TOKEN = "<|endoftext|>"
 MASK_TOKEN = "[MASK]"
 SPECIAL_TOKENS = [EOT_TOKEN, MASK_TOKEN]  # ids 0 and 1
