@@ -81,16 +81,16 @@ def test_trained_and_resumable_keys_are_field_metadata():
 
 def test_sampling_reads_the_keys_its_fields_declare():
     """sampled() on a field: inference.py takes it from the command line. Of the system keys, sampling reads the
-    device, the dtype, the seed and compile (its decode step's); Weights & Biases are training's (inference.py refuses
-    them)."""
+    device, the dtype, the seed and compile (its decode step's), and overwrite (--viz-video's files); Weights & Biases
+    are training's (inference.py refuses them)."""
     from configurator import sample_keys
     sampling = {"checkpoint", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k", "top_p",
                 "num_samples", "viz_video", "trace_every", "gif_frame_ms", "infill", "prefix_file", "suffix_file",
                 "order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length", "bd3_speculate",
                 "dual_sample", "live", "prompts_file", "interactive"}
-    assert sample_keys() == sampling | {"device", "dtype", "seed", "compile"}
+    assert sample_keys() == sampling | {"device", "dtype", "seed", "compile", "overwrite"}
     roles = {f.name: f.metadata for f in fields(Config)}
-    for key in ("device", "compile"):  # a key may carry two roles
+    for key in ("device", "compile", "overwrite"):  # a key may carry two roles
         assert roles[key].get("sampled") and roles[key].get("resumable")
 
 
@@ -372,7 +372,7 @@ def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key(
                    resume="false", wandb_log="true", temperature="0.8", remask="remdm", threshold="0.0",
                    viz_video="v.mp4")
     value = dict(val_fraction="0.2", tokenizer_path="t.json", mask_ramp_from="0.5", muon_lr="0.01", muon_momentum="0.9",
-                 init_from="a.pt", wandb_project="p", top_k="5", top_p="0.9",
+                 init_from="a.pt", overwrite="true", wandb_project="p", top_k="5", top_p="0.9",
                  temperature_end_share="0.5", remask_eta="0.1", tokens_per_step="linear", trace_every="2",
                  gif_frame_ms="100")
     off = dict(val_path="data/tinyshakespeare.txt", tokenizer="char", mask_ramp="0", optimizer="adamw", resume="true",

@@ -1,12 +1,13 @@
 """Arrows point down: utils/ is the floor, so none of its modules imports a repo module above it (the objectives, the
-samplers, canvas.py, trace.py, evals/, the entry points); model.py, the network, is the one it may read. evals/ and
+samplers, canvas.py, trace.py, evals/, the entry points); config.py (data: the keys and their choices) and model.py,
+the network, are the ones it may read. evals/ and
 trace.py in turn sit below the entry points (train.py, inference.py, scripts/).
 python -m pytest -q tests/test_layers.py"""
 import ast
 
 from helpers import ROOT
 
-FLOOR_MAY_IMPORT = {"utils", "model"}
+FLOOR_MAY_IMPORT = {"utils", "model", "config"}
 
 
 def repo_imports(path):
