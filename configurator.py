@@ -117,9 +117,7 @@ def parse(argv, base=None, check=True):
             raise UserError(f"'{arg}' is neither a preset ({', '.join(PRESETS)}){hint} nor a .py config file nor a "
                             f"--key=value flag{data}")
     cfg = replace(cfg, **overrides)
-    # an off value of a key the objective ignores (--viz_video= for an AR) asks for nothing: not refused
-    ignored = objectives.get(cfg.objective).IGNORES if cfg.objective in objectives.OBJECTIVES else {}
-    given |= {k for k in overrides if not (k in ignored and not overrides[k])}
+    given |= set(overrides)
     # a text given here replaces a preset's (or a checkpoint's) prompt
     if overrides.get("infill") or overrides.get("prefix_file"):
         cfg = replace(cfg, prompt=overrides.get("prompt", ""))

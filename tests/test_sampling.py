@@ -513,7 +513,7 @@ def test_no_sampler_returns_text_with_mask_in_it(objective, monkeypatch):
     from canvas import generate
     from configurator import get_config
     tok = CharTokenizer("abcdefghijk")
-    cfg = get_config(["--block_size=64", "--gen_len=12", "--viz_video=", f"--objective={objective}",
+    cfg = get_config(["--block_size=64", "--gen_len=12", f"--objective={objective}",
                       *(["--time_cond=learned"] if objective == "uniform" else [])])
 
     def leaves_one(model, x, gen_mask, *a, **k):
