@@ -6,7 +6,7 @@ the next-token loss (an exact NLL) and KV-cached decoding, also past the context
 """
 import torch.nn.functional as F
 
-from decode import generate
+from decode import generate_canvas
 from sampler import REVEAL_KEYS
 
 
@@ -51,9 +51,7 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     """Continue x's prefix (>= 1 token: the canvas adds a start token) over its blanks."""
     P = int(gen_mask[0].long().argmax())
-    out = generate(model, x[:, :P], x.size(1) - P, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                   generator=generator, mask_id=mask_id)
-    return out, dict(nfe=x.size(1) - P, nfe_per_sample=[x.size(1) - P] * len(x))
+    return generate_canvas(model, x, P, cfg, generator, mask_id, on_step)
 
 
 def passes(cfg, n_gen, n_prompt=0):

@@ -198,7 +198,8 @@ class CachedBlockModel:
         mask = pending_mask(n0, m, self.block, idx.device, getattr(self.args, "clean_causal", False)) if m else None
         kv.store = m
         try:
-            logits = self.model(idx[:, n0:], kv_cache=kv, start_pos=n0, attn_mask=mask, positions=positions,
+            rope = torch.arange(n0, idx.size(1), device=idx.device)  # the columns past the cached ones
+            logits = self.model(idx[:, n0:], kv_cache=kv, rope_pos=rope, attn_mask=mask, positions=positions,
                                 sc=None if sc is None else sc[:, n0:])  # zeros over the clean columns, as in training
         finally:
             kv.store, kv.rows = 0, None

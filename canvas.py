@@ -165,10 +165,10 @@ def check_no_mask(rows, canvas, tok, objective):
 
 
 @torch.no_grad()
-def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None, num_samples=None):
+def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):
     """Fill `canvas` with cfg.objective's sampler. Returns (texts after the leading given text,
     tokens (B, L), stats: the sampler's, with full_texts, fills and prompt_tokens)."""
-    B, obj, t0 = num_samples or cfg.num_samples, objectives.get(cfg.objective), time.time()
+    B, obj, t0 = cfg.num_samples, objectives.get(cfg.objective), time.time()
     model.eval()
     x, gen_mask = canvas.tensors(B, device)
     start = obj.EXACT and not canvas.prefix_len  # AR conditions on a start token when the prompt is empty

@@ -4,11 +4,11 @@
 batch > 1 (bd3.py). model.py reads a cache it is handed and builds none.
 
     from decode import generate
-    out = generate(model, prompt, 100, temperature=0.8, top_k=50)   # prompt (B, P) -> (B, P + 100)
+    out = generate(model, prompt, 100, cfg)   # prompt (B, P) -> (B, P + 100), cfg's temperature, top_k, top_p
 """
 import torch
 
-from common import filter_logits, sample_tokens
+from common import Step, filter_logits, sample_tokens
 
 
 class KVCache:
@@ -71,12 +71,14 @@ def decode(model, idx, cache):
 
 
 @torch.no_grad()
-def generate(model, prompt, gen_len, *, temperature=1.0, top_k=0, top_p=1.0, generator=None, mask_id=None,
-             on_token=None):
+def generate(model, prompt, gen_len, opts=None, generator=None, mask_id=None, on_token=None):
     """Sample gen_len tokens after prompt (B, P >= 1) with a KV cache, as nanoGPT's generate: one
     pass a token. Past the context, keep the window's last half and recompute its cache in one pass.
-    mask_id: never drawn (never a target, yet ~2e-5 of an AR's draws). Draws in float64, outside the
-    graph. on_token(tokens so far, filtered logits) after each token. Returns (B, P + gen_len)."""
+    opts: the draw's temperature, top_k and top_p (a Config or SamplerOptions; None: T = 1, no
+    filter). mask_id: never drawn (never a target, yet ~2e-5 of an AR's draws). Draws in float64,
+    outside the graph. on_token(tokens so far, filtered logits) after each token. Returns
+    (B, P + gen_len)."""
+    temperature, top_k, top_p = (1.0, 0, 1.0) if opts is None else (opts.temperature, opts.top_k, opts.top_p)
     (B, P), W = prompt.shape, model.args.block_size
     seq, lo = prompt, max(0, P - W)
     step = model.compiled_decode or decode  # the CUDA graph when compiled
@@ -99,6 +101,27 @@ def generate(model, prompt, gen_len, *, temperature=1.0, top_k=0, top_p=1.0, gen
         else:
             logits = step(model, nxt[:, None], cache)
     return seq
+
+
+def generate_canvas(model, x, P, opts, generator=None, mask_id=None, on_step=None):
+    """generate() over a canvas x (B, L) whose first P tokens are given, reporting a Step per token
+    to on_step (the trace, --live, the progress bar). Returns (x filled, stats)."""
+    (B, L), dev = x.shape, x.device
+    x, conf = x.clone(), torch.zeros(B, L, dtype=torch.float64, device=dev)
+
+    def token_done(seq, filtered):  # the drawn token's probability, then a Step of the canvas so far
+        n = seq.size(1) - P  # tokens drawn so far
+        p = torch.softmax(filtered.double() / max(opts.temperature, 1e-9), -1)
+        conf[:, seq.size(1) - 1] = p.gather(-1, seq[:, -1:]).squeeze(-1)
+        prev = x.clone()
+        x[:, :seq.size(1)] = seq
+        gen_mask = (torch.arange(L, device=dev) >= P).expand(B, L)
+        on_step(Step(step=n, nfe=torch.full((B,), n), time=torch.zeros(B, dtype=torch.long), x=x, prev=prev,
+                     gen_mask=gen_mask, revealed=x != prev, remasked=torch.zeros_like(gen_mask), conf=conf.clone(),
+                     finished=[seq.size(1) == L] * B))
+
+    out = generate(model, x[:, :P], L - P, opts, generator, mask_id, token_done if on_step else None)
+    return out, dict(nfe=L - P, nfe_per_sample=[L - P] * B)
 
 
 def compile_decode(model, cfg, device):

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (LossOptions, Step, band_times, band_top, check_band, masking_draws, no_mask_logit, predict_logits,
+from common import (LossOptions, band_times, band_top, check_band, masking_draws, no_mask_logit, predict_logits,
                     repeat_draws, self_condition_input, stratified_times)
-from decode import generate
+from decode import generate_canvas
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -191,21 +191,7 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
     if L > model.args.block_size:
         raise UserError(f"--dual_sample reads the whole canvas in one context: prompt + gen_len = {L} tokens exceeds "
                         f"block_size {model.args.block_size}; give a shorter --gen_len")
-    x, conf = x.clone(), torch.zeros(B, L, dtype=torch.float64, device=dev)
-
-    def token_done(seq, filtered):  # the drawn token's probability, then a Step of the canvas so far
-        n = seq.size(1) - P  # tokens drawn so far
-        p = torch.softmax(filtered.double() / max(cfg.temperature, 1e-9), -1)
-        conf[:, seq.size(1) - 1] = p.gather(-1, seq[:, -1:]).squeeze(-1)
-        prev = x.clone()
-        x[:, :seq.size(1)] = seq
-        on_step(Step(step=n, nfe=torch.full((B,), n), time=torch.zeros(B, dtype=torch.long), x=x, prev=prev,
-                     gen_mask=gen_mask, revealed=x != prev, remasked=torch.zeros_like(gen_mask), conf=conf.clone(),
-                     finished=[seq.size(1) == L] * B))
-
-    out = generate(model, x[:, :P], L - P, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                   generator=generator, mask_id=mask_id, on_token=token_done if on_step else None)
-    return out, dict(nfe=L - P, nfe_per_sample=[L - P] * B)
+    return generate_canvas(model, x, P, cfg, generator, mask_id, on_step)
 
 
 def passes(cfg, n_gen, n_prompt=0):

@@ -20,19 +20,20 @@ beside it: --seed S reproduces the session, `--prompt P --seed S+k-1` that one s
 """
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 
 import torch
 
 import objectives
-from canvas import build_canvas, fit_gen_len
+from canvas import build_canvas, fit_gen_len, generate
 from checkpoint_manager import load_model
 from common import Schedule
 from configurator import (TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, sample_keys, validate,
                           wants_help)
 from decode import compile_decode
-from trace import LiveView, StepBar, chain, generate_with_trace, open_trace, print_written
+from trace import LiveView, StepBar, chain, open_trace, print_written, trace_hook
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
 from utils.fileio import read_text
@@ -169,9 +170,9 @@ def sample_once(cfg, run):
     if live:
         live.start(*canvas.tensors(1, "cpu"))
     t0 = time.time()
-    with StepBar(passes, on=obj.TRACE and not live) as bar, run["ctx"]:
-        texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, run["schedule"], run["device"], g,
-                                                on_step=chain(live, bar))
+    hooks = chain(trace_hook(writer, tok, canvas, cfg), live)
+    with writer or nullcontext(), StepBar(passes, on=obj.TRACE and not live) as bar, run["ctx"]:
+        texts, out, stats = generate(model, tok, canvas, cfg, run["schedule"], run["device"], g, chain(hooks, bar))
     dt = time.time() - t0 - (live.slept if live else 0)  # --live's pauses left out
     nfes, seconds = stats["nfe_per_sample"], stats["seconds_per_sample"]
     for i, text in enumerate(stats["full_texts"]):

@@ -185,19 +185,19 @@ class Transformer(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, t=None, kv_cache=None, start_pos=0, positions=None, attn_mask=None, rope_pos=None,
-                head_cols=None, sc=None):
+    def forward(self, idx, t=None, kv_cache=None, positions=None, attn_mask=None, rope_pos=None, head_cols=None,
+                sc=None):
         """idx (B, L) token ids; t (B,) integer diffusion step (ignored if time_cond='none'); sc (B, L, V): with
         self_cond, a previous prediction of x0 (probabilities; zero rows where there is none), None = none at all.
         attn_mask (L, L_keys) bool, True = may attend (block diffusion); rope_pos (L,) long: each column's RoPE
-        position, instead of start_pos..start_pos+L-1 (the two halves of a block-diffusion pass share 0..L/2-1).
+        position, instead of 0..L-1 (a cached pass's columns; the two halves of a block-diffusion pass share them).
         Returns logits (B, L, V) in float32, or (N, V) at positions, flat row-major indices (N,) (no host sync), or
         (B, head_cols, V) for the first head_cols columns (a slice: no host sync, no graph break under compile)."""
         L, W = idx.size(1), self.args.block_size
         assert t is not None or self.args.time_cond == "none", "time-conditioned model needs t"
         if rope_pos is None:
-            assert start_pos + L <= W, f"sequence of {start_pos + L} exceeds block_size {W}"
-            rope_pos = slice(start_pos, start_pos + L)
+            assert L <= W, f"sequence of {L} exceeds block_size {W}"
+            rope_pos = slice(0, L)
         cos, sin = self.rope_cos[rope_pos][None, None], self.rope_sin[rope_pos][None, None]
         x = self.tok_emb(idx)
         if self.time_emb is not None:

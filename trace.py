@@ -2,7 +2,7 @@
 the terminal (--live), or as a progress bar.
 
     writer = open_trace(cfg)                               # None without --viz-video
-    texts, out, stats = generate_with_trace(writer, model, tok, canvas, cfg, schedule, device)
+    with writer: texts, out, stats = generate(..., on_step=trace_hook(writer, tok, canvas, cfg))
     print_written(writer)                                  # writer.result: {'mp4', 'gif', ...}
     live = LiveView(tok, steps); live.start(*canvas.tensors(1, "cpu")); generate(..., on_step=live)
     with StepBar(cfg.steps) as bar: generate(..., on_step=chain(bar, other_hook))
@@ -16,7 +16,7 @@ from itertools import groupby
 import torch
 
 import objectives
-from canvas import generate
+from common import Step
 from utils.errors import UserError
 from utils.fileio import check_output
 from utils.video import TraceWriter
@@ -47,18 +47,21 @@ class TraceHook:
         self.writer, self.tok, self.every, self.T, self.frames = writer, tok, every, T, 0
         self.noise_start, self.drawn_done, self.seen_nfe = noise_start, False, 0
 
-    def frame(self, x, gen_mask, revealed, remasked, conf, step, t, nfe, caption=""):
-        cells = token_states(self.tok, x[0].tolist(), gen_mask[0].tolist(), revealed[0].tolist(), remasked[0].tolist())
+    def frame(self, st, t, nfe, caption=""):
+        """Sample 0 of the Step st as one frame; t: the time index its header shows."""
+        cells = token_states(self.tok, st.x[0].tolist(), st.gen_mask[0].tolist(), st.revealed[0].tolist(),
+                             st.remasked[0].tolist())
         confidence = [c if state != "prompt" and text is not None else None
-                      for (text, state), c in zip(cells, conf[0].tolist())]
-        self.writer.add_frame([text for text, _ in cells], [state for _, state in cells], step=step, t=t / self.T,
-                              nfe=nfe, confidence=confidence, caption=caption)
+                      for (text, state), c in zip(cells, st.conf[0].tolist())]
+        self.writer.add_frame([text for text, _ in cells], [state for _, state in cells], step=st.step,
+                              t=t / self.T, nfe=nfe, confidence=confidence, caption=caption)
         self.frames += 1
 
     def start(self, x, gen_mask):
         """The first frame: x (B, L) as the sampler starts from it."""
         z = torch.zeros_like(gen_mask)
-        self.frame(x, gen_mask, z, z, torch.zeros(x.shape, dtype=torch.float64), 0, self.T, 0)
+        self.frame(Step(step=0, nfe=None, time=None, x=x, prev=x, gen_mask=gen_mask, revealed=z, remasked=z,
+                        conf=torch.zeros(x.shape, dtype=torch.float64), finished=[False]), self.T, 0)
 
     def __call__(self, st):
         if self.noise_start and self.frames == 0:  # step 1's prev is the sampler's x_T
@@ -70,8 +73,7 @@ class TraceHook:
         self.seen_nfe, self.drawn_done = nfe, done
         if nfe % self.every == 0 or done:
             caption = f"block {st.block + 1}/{st.n_blocks}" if st.n_blocks > 1 else ""
-            self.frame(st.x, st.gen_mask, st.revealed, st.remasked, st.conf, st.step,
-                       0 if done else int(st.time[0]), nfe, caption)
+            self.frame(st, 0 if done else int(st.time[0]), nfe, caption)
 
 
 def check_trace_path(cfg, replace=False):
@@ -123,17 +125,17 @@ def trace_title(cfg, cols=64):
     return head + how if len(head + how) <= cols else how
 
 
-def generate_with_trace(writer, model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):
-    """generate(), recording sample 0's trace unless writer is None; closes the writer."""
+def trace_hook(writer, tok, canvas, cfg):
+    """The on_step hook recording sample 0's steps into writer, its first frame drawn (None
+    without a writer). Sample inside `with writer:`, which writes the files or, on error, none."""
     if writer is None:
-        return generate(model, tok, canvas, cfg, schedule, device, generator, on_step=on_step)
+        return None
     noise = objectives.get(cfg.objective).NOISE_START
     hook = TraceHook(writer, tok, cfg.trace_every, cfg.diffusion_steps, noise_start=noise)
-    with writer:
-        if not noise:  # noise: the start frame is the sampler's own x_T (TraceHook)
-            x, gen_mask = canvas.tensors(1, "cpu")
-            hook.start(x.masked_fill(gen_mask, tok.mask_id), gen_mask)
-        return generate(model, tok, canvas, cfg, schedule, device, generator, on_step=chain(hook, on_step))
+    if not noise:  # noise: the start frame is the sampler's own x_T (TraceHook)
+        x, gen_mask = canvas.tensors(1, "cpu")
+        hook.start(x.masked_fill(gen_mask, tok.mask_id), gen_mask)
+    return hook
 
 
 def print_written(writer):

@@ -298,8 +298,9 @@ def resume_state(cfg, env, run):
 # ---------------------------------------------------------------- eval, checkpoint
 def run_eval(cfg, env, data, run, it, details=False):
     """The dev figure (evals.bound.evaluate's dict) of the weights best.pt would hold, and its eval line."""
-    res = bound.evaluate(run.eval_model, data.val_windows, cfg, run.schedule, data.tok, env.ctx,
-                         n_t=EVAL_T, seed=cfg.seed, chars_per_token=data.val_cpt, details=details)
+    with env.ctx:
+        res = bound.evaluate(run.eval_model, data.val_windows, cfg, data.tok, n_t=EVAL_T, seed=cfg.seed,
+                             chars_per_token=data.val_cpt, details=details)
     what = "NLL" if objectives.get(cfg.objective).EXACT else "bound"
     print0(f"eval {it}: dev {what} {report.units(res)}{' (EMA weights)' if run.ema else ''}")
     return res
@@ -465,7 +466,7 @@ def finish(cfg, env, data, run, log):
         print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, dev {run.best_val:.4f} "
               f"nats/token, in {os.path.join(cfg.out_dir, 'best.pt')}); trained {train_log.fmt_time(log.elapsed())}")
         # the test split's figure, as scripts/eval.py reports it
-        test = bound.reported(run.eval_model, cfg, run.schedule, data.tok, data.train_ids, data.val_ids, env.ctx)
+        test = bound.reported(run.eval_model, cfg, data.tok, data.train_ids, data.val_ids, env.ctx)
         report.final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"],
                             test)
         if env.wandb is not None:

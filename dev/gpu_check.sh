@@ -382,7 +382,7 @@ def sampling():
             def draw(m):  # (passes a sample, graphed steps) of one draw of B samples
                 m.steps = 0
                 with torch.no_grad(), ctx():
-                    _, nfe = es.draw(m, cfg, start, G, B, B, mask_id, dev, torch.Generator().manual_seed(0))
+                    _, nfe = es.draw(m, replace(cfg, num_samples=B), start, G, B, mask_id, torch.Generator().manual_seed(0))
                 return sum(nfe) / len(nfe), m.steps
             try:
                 skips = counters["inductor"]["cudagraph_skips"]

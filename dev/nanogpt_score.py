@@ -173,8 +173,7 @@ def main(argv):
         if c.block_size != cfg.block_size or c.data_path != cfg.data_path or c.tokenizer != cfg.tokenizer:
             raise UserError(f"{path} reads other windows than {args.against[0]} (block size, data or tokenizer): score "
                             f"it in its own call")
-        res = evaluate(model, windows, replace(c, batch_size=args.batch_size), Schedule(c.diffusion_steps, c.schedule),
-                       tok, n_t=args.n_t, chars_per_token=cpt)
+        res = evaluate(model, windows, replace(c, batch_size=args.batch_size), tok, n_t=args.n_t, chars_per_token=cpt)
         d, dse = paired_difference(base, res["per_window"])
         print(f"  {run_name(path)} ({c.objective}): {res['nats_per_token']:.4f} ± {res['se']:.4f}; minus nanoGPT's: "
               f"{d:+.4f} ± {dse:.4f} (paired)")

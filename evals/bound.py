@@ -14,7 +14,7 @@ from dataclasses import replace
 import torch
 
 import objectives
-from common import LN2, stratum_time
+from common import LN2, Schedule, stratum_time
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, split_ids
 
 ENTROPY_BINS = 10  # time bins of evaluate's entropy_by_t
@@ -48,15 +48,16 @@ def ar_mode(model, cfg, windows, mask_id, batch_size):
     return None if parts[0] is None else torch.cat(parts).cpu()
 
 
-def reported(model, cfg, schedule, tok, train_ids, val_ids, ctx=nullcontext()):
+def reported(model, cfg, tok, train_ids, val_ids, ctx=nullcontext()):
     """evaluate() on REPORT's windows."""
     windows, cpt = report_windows(tok, train_ids, val_ids, REPORT["split"], REPORT["n_windows"], cfg.block_size)
-    return evaluate(model, windows, replace(cfg, batch_size=REPORT["batch_size"]), schedule, tok, ctx,
-                    n_t=REPORT["n_t"], seed=REPORT["seed"], chars_per_token=cpt)
+    with ctx:
+        return evaluate(model, windows, replace(cfg, batch_size=REPORT["batch_size"]), tok, n_t=REPORT["n_t"],
+                        seed=REPORT["seed"], chars_per_token=cpt)
 
 
 @torch.no_grad()
-def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=0, chars_per_token=1.0, details=False):
+def evaluate(model, windows, cfg, tok, n_t=1, seed=0, chars_per_token=1.0, details=False):
     """Score the last L tokens of windows (N, L + 1) with cfg's objective; the AR reads the first as
     context (~0.015 nats/char in its favour at L = 64: dev/LOG.md, "From AR to diffusion at the
     baby budget"). seed fixes the times and masks. Returns summary()'s dict; with details
@@ -67,6 +68,7 @@ def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     T = schedule.T
     per_seq, mc_var = [], []  # each window's estimate (nats/token); bounds on each batch's Monte Carlo variance
     correct, n_scored = 0, 0  # details: scored positions the argmax gets right, of all scored
@@ -77,16 +79,14 @@ def evaluate(model, windows, cfg, schedule, tok, ctx=nullcontext(), n_t=1, seed=
     for i in range(0, N, cfg.batch_size):
         x = windows[i:i + cfg.batch_size].to(device)
         if k_times == 0:  # exact: one pass, no times
-            with ctx:
-                nll, _ = obj.bound(model, x, cfg, schedule, tok, None, g)
+            nll, _ = obj.bound(model, x, cfg, schedule, tok, None, g)
             per_seq.append(nll.double().cpu())
             continue
         ests = torch.zeros(len(x), n_t, dtype=torch.float64)  # (B, n_t) one estimate per stratum
         u = torch.rand(len(x), n_t, k_times, generator=g, dtype=torch.float64)
         for k in range(n_t):
             t = stratum_time(k * N + perm[i:i + len(x)], u[:, k], N * n_t, T).to(device)  # (B, k_times)
-            with ctx:
-                nelbo, aux = obj.bound(model, x, cfg, schedule, tok, t, g)
+            nelbo, aux = obj.bound(model, x, cfg, schedule, tok, t, g)
             ests[:, k] = nelbo.double().cpu()
             if details:
                 m, logp = aux["scored"], aux["logits"].log_softmax(-1)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import objectives
+from common import Schedule
 
 
 class ChangeRate:
@@ -87,17 +88,18 @@ def span_starts(n, L, span, generator):
 
 
 @torch.no_grad()
-def infill_recovery(model, windows, cfg, schedule, mask_id, span, generator=None, batch_size=32, device="cpu"):
-    """Hold out `span` tokens of each window (N, L), fill them from both sides with cfg's sampler,
-    score them: infill_exact (windows whose whole span is right), infill_acc (per token; nanoDLM
-    reports 0.156 for 20 Shakespeare characters), infill_span, infill_n."""
+def infill_recovery(model, windows, cfg, mask_id, span, generator=None, batch_size=32):
+    """Hold out `span` tokens of each window (N, L; on the model's device), fill them from both
+    sides with cfg's sampler, score them: infill_exact (windows whose whole span is right),
+    infill_acc (per token; nanoDLM reports 0.156 for 20 Shakespeare characters), infill_span,
+    infill_n."""
     N, L = windows.shape
     assert span < L, f"infill span {span} must be shorter than the window {L}"
     starts = span_starts(N, L, span, generator)
     gen_mask = (torch.arange(L)[None] >= starts[:, None]) & (torch.arange(L)[None] < starts[:, None] + span)  # (N, L)
-    hits, exact = 0, 0
+    gen_mask, schedule, hits, exact = gen_mask.to(windows.device), Schedule(cfg.diffusion_steps, cfg.schedule), 0, 0
     for i in range(0, N, batch_size):
-        x, gm = windows[i:i + batch_size].to(device), gen_mask[i:i + batch_size].to(device)
+        x, gm = windows[i:i + batch_size], gen_mask[i:i + batch_size]
         out, _ = objectives.get(cfg.objective).sample(model, x.clone(), gm, cfg, schedule, mask_id, generator)
         hits += ((out == x) & gm).sum().item()
         exact += ((out == x) | ~gm).all(1).sum().item()  # fixed text counts as right: a row is exact iff its span is

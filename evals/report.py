@@ -4,15 +4,16 @@
     report.check_report(cfg, tok)                             # before step 1: its canvas and trace path
     report.final_report(model, tok, cfg, schedule, device, res, test=test)
 """
+from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
 
 import objectives
-from canvas import continuation
+from canvas import continuation, generate
 from common import LN2
 from evals.metrics import ChangeRate, distinct_n
-from trace import StepBar, chain, check_trace_path, generate_with_trace, open_trace, print_written
+from trace import StepBar, chain, check_trace_path, open_trace, print_written, trace_hook
 from utils.errors import UserError
 
 
@@ -59,9 +60,10 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
     # a gen_len past the context is cut to what it holds after the prompt, and said so
     cut = f" (gen_len={cfg.gen_len}: what the context holds after the prompt)" if gen_len < cfg.gen_len else ""
     print(f"sampling {n} x {gen_len} tokens{cut}" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
-    with StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:
-        texts, _, stats = generate_with_trace(writer, model, tok, canvas, replace(cfg, num_samples=n), schedule,
-                                              device, g, on_step=chain(change, bar))
+    hooks = chain(trace_hook(writer, tok, canvas, cfg), change)
+    with writer or nullcontext(), StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:
+        texts, _, stats = generate(model, tok, canvas, replace(cfg, num_samples=n), schedule, device, g,
+                                   chain(hooks, bar))
     print("---- final validation metrics")
     what, t = ("NLL", "") if obj.EXACT else ("bound (NELBO)", " x %d t")
     print(f"  dev {what}, the figure that picks best.pt: {units(res)} ({res['n_windows']} windows"

@@ -59,12 +59,14 @@ def load_judge(path, device, tokenizers):
     return judge
 
 
-def draw(model, cfg, start, gen_len, n, batch_size, mask_id, device, generator, on_step=None):
-    """n samples of gen_len tokens continuing start, by cfg's objective and sampler, in batches.
-    Returns (tokens (n, len(start) + gen_len) on the CPU, forward passes per sample)."""
+def draw(model, cfg, start, gen_len, n, mask_id, generator, on_step=None):
+    """n samples of gen_len tokens continuing start, by cfg's objective and sampler, in batches of
+    cfg.num_samples, on the model's device. Returns (tokens (n, len(start) + gen_len) on the CPU,
+    forward passes per sample)."""
     obj, schedule, out, nfe = objectives.get(cfg.objective), Schedule(cfg.diffusion_steps, cfg.schedule), [], []
-    for i in range(0, n, batch_size):
-        B = min(batch_size, n - i)
+    device = next(model.parameters()).device
+    for i in range(0, n, cfg.num_samples):
+        B = min(cfg.num_samples, n - i)
         x = torch.cat([torch.tensor(start, dtype=torch.long, device=device).repeat(B, 1),
                        torch.full((B, gen_len), mask_id, device=device)], 1)
         gen_mask = torch.arange(x.size(1), device=device).expand_as(x) >= len(start)

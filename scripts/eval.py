@@ -184,8 +184,8 @@ def evaluate_run(run, args, judge, device, bar):
     bound_passes, sample_passes, infill_passes = work(run, args)  # the bar's units, counted as each part ends
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     windows, cpt = report_windows(tok, train_ids, val_ids, args.split, args.n_windows, L)
-    res = evaluate(model, windows, replace(cfg, batch_size=args.batch_size), run["schedule"], tok, n_t=args.n_t,
-                   seed=args.seed, chars_per_token=cpt, details=True)
+    res = evaluate(model, windows, replace(cfg, batch_size=args.batch_size), tok, n_t=args.n_t, seed=args.seed,
+                   chars_per_token=cpt, details=True)
     bar(n=bound_passes)
     row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
                exact=obj.EXACT, params=model.num_params(),
@@ -208,8 +208,8 @@ def evaluate_run(run, args, judge, device, bar):
     row.update(sampler=obj.describe(scfg), val_sample_entropy=target)
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
-        out, _ = draw(model, scfg, start, gen_len, args.n_samples, args.batch_size, tok.mask_id, device, g,
-                      on_step=chain(change, bar))
+        out, _ = draw(model, replace(scfg, num_samples=args.batch_size), start, gen_len, args.n_samples, tok.mask_id,
+                      g, on_step=chain(change, bar))
         if not obj.TRACE:  # no steps reported: count its passes at once
             bar(n=sample_passes)
         row.update(score(out, len(start), tok, judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
@@ -218,8 +218,8 @@ def evaluate_run(run, args, judge, device, bar):
         if args.infill_len >= L:
             raise UserError(f"--infill-len {args.infill_len} must be shorter than the context {L}")
         iw = fixed_windows(split_ids(train_ids, val_ids, args.split), args.n_infill, L)
-        row.update(infill_recovery(model, iw, replace(scfg, temperature=args.infill_temperature), run["schedule"],
-                                   tok.mask_id, args.infill_len, g, args.batch_size, device))
+        row.update(infill_recovery(model, iw.to(device), replace(scfg, temperature=args.infill_temperature),
+                                   tok.mask_id, args.infill_len, g, args.batch_size))
         bar(n=infill_passes)
     row["seconds"] = time.time() - t0
     return row

@@ -94,8 +94,8 @@ def grid_of(r, args, judge, start, gen_len, ref, device, generator):
     sampler, NFE, temperature and score()'s figures)."""
     points = []
     for settings, scfg in r["points"]:
-        samples, nfe = draw(r["model"], scfg, start, gen_len, args.n_samples, args.batch_size, r["tok"].mask_id,
-                            device, generator)
+        samples, nfe = draw(r["model"], replace(scfg, num_samples=args.batch_size), start, gen_len, args.n_samples,
+                            r["tok"].mask_id, generator)
         nfe = sum(nfe) / len(nfe)
         s = score(samples, len(start), r["tok"], judge, args.batch_size, reference=ref)
         points.append(dict(curve=curve_label(settings), settings=settings, sampler=r["obj"].describe(scfg), nfe=nfe,
@@ -114,8 +114,8 @@ def time_points(runs, args, start, gen_len, device):
     n = args.time_draws
     for b in args.time_batches:
         def call(r, scfg, seed, passes):  # passes: collects each draw's forward passes
-            passes.append(statistics.mean(draw(r["model"], scfg, start, gen_len, b, b, r["tok"].mask_id, device,
-                                               torch.Generator().manual_seed(seed))[1]))
+            passes.append(statistics.mean(draw(r["model"], replace(scfg, num_samples=b), start, gen_len, b,
+                                               r["tok"].mask_id, torch.Generator().manual_seed(seed))[1]))
         for r, pt, scfg in jobs:  # an untimed warm-up draw each
             call(r, scfg, args.seed, [])
             pt[f"passes_b{b}"] = []

@@ -336,7 +336,7 @@ def test_ar_decode_is_the_uncached_one_within_the_context_and_slides_past_it():
     with torch.no_grad():
         for _ in range(12):
             seq = torch.cat([seq, m(seq)[:, -1].argmax(-1, keepdim=True)], 1)
-    assert torch.equal(generate(m, prompt, 12, temperature=0), seq)
+    assert torch.equal(generate(m, prompt, 12, SamplerOptions(1, temperature=0)), seq)
     a = generate(m, prompt, 12, generator=torch.Generator().manual_seed(5))
     long = generate(m, prompt, 50, generator=torch.Generator().manual_seed(5))
     assert long.shape == (2, 53) and torch.equal(long[:, :15], a)

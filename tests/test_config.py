@@ -432,8 +432,9 @@ def test_past_validation_an_infinite_temperature_raises_in_the_draw_instead_of_r
     import objectives
     from decode import generate
     from model import Transformer
+    from sampler import SamplerOptions
     cfg = get_config(["--objective=ar", "--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=16"])
     model = Transformer(objectives.model_args(cfg, 12)).eval()
     with pytest.raises(RuntimeError, match="no mass or a NaN/inf entry"):
-        generate(model, torch.zeros(1, 2, dtype=torch.long), 4, temperature=float("inf"), mask_id=11,
-                 generator=torch.Generator().manual_seed(0))
+        generate(model, torch.zeros(1, 2, dtype=torch.long), 4, SamplerOptions(1, temperature=float("inf")),
+                 torch.Generator().manual_seed(0), mask_id=11)

@@ -17,6 +17,7 @@ from configurator import get_config
 from decode import generate
 from helpers import MICRO, for_objective
 from model import ModelArgs, Transformer
+from sampler import SamplerOptions
 from utils.errors import UserError
 
 V, MASK = 12, 11
@@ -99,8 +100,8 @@ def test_dual_sample_draws_the_causal_networks_samples_exactly_and_keeps_the_pro
     steps = []
     out, stats = diffusion.sample(bidir, x, gen, _cfg("--dual_sample", "--temperature=0.9", "--top_k=8"), Schedule(100),
                                   MASK, torch.Generator().manual_seed(5), on_step=steps.append)
-    expect = generate(causal, x[:, :4], 10, temperature=0.9, top_k=8, generator=torch.Generator().manual_seed(5),
-                      mask_id=MASK)
+    expect = generate(causal, x[:, :4], 10, SamplerOptions(1, temperature=0.9, top_k=8),
+                      torch.Generator().manual_seed(5), MASK)
     assert torch.equal(out, expect) and torch.equal(out[:, :4], x[:, :4]) and not (out == MASK).any()
     assert stats["nfe"] == 10 == diffusion.passes(_cfg("--dual_sample"), 10) and len(steps) == 10
     assert all(s.revealed.sum(1).tolist() == [1] * 3 and s.revealed[:, 4 + i].all() for i, s in enumerate(steps))

@@ -193,15 +193,14 @@ class PositionOracle(torch.nn.Module):
 
 
 def test_infill_recovery_on_toys_with_known_answers():
-    s = Schedule(10)
     windows = (torch.arange(40) % 7).repeat(6, 1)  # (6, 40) exactly what the oracle predicts
-    cfg = Config(steps=10, temperature=0.0)
-    res = infill_recovery(PositionOracle(), windows, cfg, s, 7, span=5, generator=torch.Generator().manual_seed(0))
+    cfg = Config(steps=10, temperature=0.0, diffusion_steps=10)
+    res = infill_recovery(PositionOracle(), windows, cfg, 7, span=5, generator=torch.Generator().manual_seed(0))
     assert res["infill_exact"] == 1.0 and res["infill_acc"] == 1.0
     # always guessing token 0: right exactly where the held-out span holds a 0
     g = torch.Generator().manual_seed(3)
     windows = torch.randint(0, 2, (50, 40), generator=g)
-    res = infill_recovery(PositionOracle(const=0), windows, cfg, s, 7, span=3, generator=torch.Generator().manual_seed(1))
+    res = infill_recovery(PositionOracle(const=0), windows, cfg, 7, span=3, generator=torch.Generator().manual_seed(1))
     starts = span_starts(50, 40, 3, torch.Generator().manual_seed(1))
     spans = torch.stack([w[a:a + 3] for w, a in zip(windows, starts.tolist())])
     assert res["infill_acc"] == pytest.approx((spans == 0).float().mean().item())
@@ -236,7 +235,7 @@ def test_mc_part_of_the_error_bar_is_conservative_but_close():
     # identical windows: the spread across windows is pure Monte Carlo noise, which mc_se_max bounds from above
     model = ConstAR([0.5, 0.2, 0.3, 1e-9], block_size=32)
     x = torch.randint(0, 3, (1, 32), generator=torch.Generator().manual_seed(0)).repeat(300, 1)
-    res = evaluate(model, x, Config(batch_size=100), Schedule(50), Tok(3), nullcontext(), n_t=8, seed=0)
+    res = evaluate(model, x, Config(batch_size=100, diffusion_steps=50), Tok(3), n_t=8, seed=0)
     assert 0.8 * res["se"] < res["mc_se_max"] < 1.5 * res["se"], res  # measured ratio 0.95-1.11 over seeds and schedules
     # and the bound of a context-free model is its exact NLL
     exact = -torch.log(torch.tensor([0.5, 0.2, 0.3]))[x[0]].mean().item()
@@ -292,7 +291,7 @@ def test_every_objective_scores_the_same_tokens_of_a_window(objective):
     model = ConstAR(p, block_size=32)
     x = torch.randint(0, 3, (64, 33), generator=torch.Generator().manual_seed(0))
     x[:, 0] = 3
-    res = evaluate(model, x, Config(objective=objective, batch_size=64), Schedule(50), Tok(4, 5), n_t=4, seed=0)
+    res = evaluate(model, x, Config(objective=objective, batch_size=64, diffusion_steps=50), Tok(4, 5), n_t=4, seed=0)
     exact = -torch.log(torch.tensor(p))[x[:, 1:]].mean().item()
     assert abs(res["nats_per_token"] - exact) < 4 * res["se"] + 1e-6, (res, exact)
 
@@ -300,7 +299,7 @@ def test_every_objective_scores_the_same_tokens_of_a_window(objective):
 def test_the_mc_share_is_in_the_units_of_its_error_bar():
     model = ConstAR([0.5, 0.2, 0.3, 1e-9], block_size=32)
     x = torch.randint(0, 3, (64, 33), generator=torch.Generator().manual_seed(0))
-    res = evaluate(model, x, Config(batch_size=64), Schedule(50), Tok(3), n_t=8, seed=0, chars_per_token=4.0)
+    res = evaluate(model, x, Config(batch_size=64, diffusion_steps=50), Tok(3), n_t=8, seed=0, chars_per_token=4.0)
     assert res["mc_bpc_max"] == pytest.approx(res["mc_se_max"] / 4.0 / math.log(2))
     assert res["bpc_se"] == pytest.approx(res["se"] / 4.0 / math.log(2))
 

@@ -8,6 +8,7 @@ import torch
 
 import objectives
 from conftest import train_tiny
+from config import Config
 from configurator import get_config
 from evals.metrics import char_ngrams, js_divergence, ngram_js
 from helpers import MICRO, assert_one_line_error, real_text, run_cli_here, script, for_objective
@@ -234,10 +235,11 @@ def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):
     # --time-draws K: in each timed round every point draws K batches in turn (seeds seed + K * round + j), and its
     # seconds are a draw's: the round's time / K; the warm-up draw (seed itself) is not timed
     calls = []
-    monkeypatch.setattr(frontier, "draw", lambda model, scfg, start, gen_len, n, bs, mask_id, device, g: calls.append(
-        (scfg, n, g.initial_seed())) or (None, [g.initial_seed()] * n))  # passes a sample: its seed, say
+    monkeypatch.setattr(frontier, "draw", lambda model, scfg, start, gen_len, n, mask_id, g: calls.append(
+        (scfg.prompt, n, g.initial_seed())) or (None, [g.initial_seed()] * n))  # passes a sample: its seed, say
     rows = [dict(curve="c", temperature=1.0), dict(curve="c", temperature=0.8)]
-    runs = [dict(model=None, tok=type("T", (), dict(mask_id=0)), rows=rows, points=[(None, "a"), (None, "b")], path="x")]
+    points = [(None, Config(prompt="a")), (None, Config(prompt="b"))]  # the points, told apart by a field
+    runs = [dict(model=None, tok=type("T", (), dict(mask_id=0)), rows=rows, points=points, path="x")]
     args = type("A", (), dict(time_batches=[1, 4], time_draws=3, repeats=2, seed=10))
     frontier.time_points(runs, args, [0], 5, torch.device("cpu"))
     per_batch = [("a", 10), ("b", 10)] + [(p, 10 + 3 * k + j) for k in (1, 2) for p in "ab" for j in range(3)]

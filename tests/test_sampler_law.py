@@ -7,6 +7,7 @@ reads it (a fresh first pass a canvas), which no sampler draws from, fails the s
     python -m pytest -q tests/test_sampler_law.py
 """
 import itertools
+from dataclasses import replace
 
 import pytest
 import torch
@@ -60,7 +61,8 @@ def test_inference_draws_the_law_order_nll_scores_read_as_the_sampler_reads_it(o
     assert abs(sum(law.values()) - 1) < 1e-9 and abs(sum(bound_read.values()) - 1) < 1e-9  # exact: laws
     canvas, g = build_canvas(cfg, TOK, 8), torch.Generator().manual_seed(2)
     draws = [row[4:] for _ in range(10) for row in
-             generate(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps), "cpu", g, num_samples=2000)[1].tolist()]
+             generate(model, TOK, canvas, replace(cfg, num_samples=2000), Schedule(cfg.diffusion_steps), "cpu", g)[1]
+             .tolist()]
     chi2, limit = pooled_chi2(draws, law)
     assert chi2 < limit, (chi2, limit)
     chi2, limit = pooled_chi2(draws, bound_read)  # the control: the bound's reading is another law
@@ -115,7 +117,8 @@ def test_the_sampler_and_the_scorer_read_self_conditioning_at_masked_positions_o
     assert abs(sum(law.values()) - 1) < 1e-12 and max(abs(law[y] - mixture[y]) for y in law) < 1e-12
     canvas, g = build_canvas(cfg, TOK, 8), torch.Generator().manual_seed(5)
     draws = [row[4:] for _ in range(10) for row in
-             generate(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps), "cpu", g, num_samples=2000)[1].tolist()]
+             generate(model, TOK, canvas, replace(cfg, num_samples=2000), Schedule(cfg.diffusion_steps), "cpu", g)[1]
+             .tolist()]
     chi2, limit = pooled_chi2(draws, law)
     assert chi2 < limit, (chi2, limit)
 

@@ -404,7 +404,8 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     from dataclasses import replace
 
     from checkpoint_manager import load_model
-    from trace import generate_with_trace
+    from canvas import generate
+    from trace import trace_hook
     model, ckpt = load_model(tiny_ckpt, torch.device("cpu"))
     from configurator import config_from_dict
     cfg = replace(config_from_dict(ckpt["config"]), num_samples=2, trace_every=1, **extra)
@@ -412,8 +413,8 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     tok = tokenizer_from_state(ckpt["tokenizer"])
     canvas = parse_infill("the [___:5] and [___:4] of", tok)
     w = _Frames()
-    _, _, stats = generate_with_trace(w, model, tok, canvas, cfg, Schedule(cfg.diffusion_steps), "cpu",
-                                      torch.Generator().manual_seed(0))
+    _, _, stats = generate(model, tok, canvas, cfg, Schedule(cfg.diffusion_steps), "cpu",
+                           torch.Generator().manual_seed(0), trace_hook(w, tok, canvas, cfg))
     given = [not g for g in canvas.gen]
     for f in w.frames:  # infill context is shown as given text in every frame
         assert [s == "prompt" for s in f["states"]] == given
@@ -509,6 +510,7 @@ def test_no_sampler_returns_text_with_mask_in_it(objective, monkeypatch):
     """A sampler that left a blank at [MASK] (or drew it) is refused where the text is decoded (canvas.generate), in
     one line naming the likely cause: the [MASK]s of a canvas show only in its steps (--live, the trace)."""
     import importlib
+    from dataclasses import replace
     import objectives
     from canvas import generate
     from configurator import get_config
@@ -523,4 +525,4 @@ def test_no_sampler_returns_text_with_mask_in_it(objective, monkeypatch):
     monkeypatch.setattr(importlib.import_module(objectives.OBJECTIVES[objective]), "sample", leaves_one)
     canvas = build_canvas(cfg, tok, 64)
     with pytest.raises(UserError, match=rf"sample 1 came back with 1 \[MASK\] token\(s\) .* {objective} sampler"):
-        generate(ToyModel(), tok, canvas, cfg, Schedule(20), "cpu", num_samples=2)
+        generate(ToyModel(), tok, canvas, replace(cfg, num_samples=2), Schedule(20), "cpu")

@@ -68,9 +68,8 @@ def test_the_static_decode_draws_the_eager_decodes_and_the_uncached_tokens(seed,
         ref, ref_logits = _uncached(_net(seed, causal), prompt, 40, torch.Generator().manual_seed(seed))
         for static in (False, True):
             got = []
-            out = generate(
-                _static(_net(seed, causal), static), prompt, 40, temperature=0.9, generator=torch.Generator().manual_seed(seed), mask_id=MASK,
-                on_token=lambda seq, filtered: got.append(filtered))
+            out = generate(_static(_net(seed, causal), static), prompt, 40, SamplerOptions(1, temperature=0.9),
+                           torch.Generator().manual_seed(seed), MASK, on_token=lambda seq, filtered: got.append(filtered))
             assert torch.equal(out, ref), (static, seed)
             torch.testing.assert_close(torch.stack(got), torch.stack(ref_logits), atol=1e-5, rtol=1e-5)
 
@@ -194,8 +193,8 @@ def test_the_static_decode_makes_no_host_sync():
     meta device under the sync check (tests/test_sync_free.py's): the position stays on the device."""
     from test_sync_free import checked_from_the_first_pass
     meta = torch.device("meta")
-    for model, sample in ((_net(0), lambda m, x: generate(m, x, 20, top_k=5, generator=torch.Generator().manual_seed(0),
-                                                          mask_id=MASK)),
+    for model, sample in ((_net(0), lambda m, x: generate(m, x, 20, SamplerOptions(1, top_k=5),
+                                                          torch.Generator().manual_seed(0), MASK)),
                           (_net(1, False, True), lambda m, x: bd3.sample_clean_ar(m, x, 20, BLOCKS, draft=False,
                                                                                   generator=torch.Generator()))):
         model = _static(model.to(meta))

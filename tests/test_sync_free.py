@@ -168,7 +168,7 @@ def test_a_uniform_step_and_a_kv_cached_ar_token_make_no_host_sync(objective):
             opts = SamplerOptions(steps=4, temperature=1.0, top_p=0.9)
             uniform.sample_uniform(model, x, gen_mask, schedule, tok.mask_id, opts, torch.Generator().manual_seed(0))
         else:
-            generate(model, x[:, :4], 12, top_k=5, generator=torch.Generator().manual_seed(0), mask_id=tok.mask_id)
+            generate(model, x[:, :4], 12, SamplerOptions(1, top_k=5), torch.Generator().manual_seed(0), tok.mask_id)
     finally:
         leave()
 

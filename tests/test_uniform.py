@@ -309,7 +309,7 @@ def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     cfg, tok = config_from_dict(ck["config"]), tokenizer_from_state(ck["tokenizer"])
     val = prepare_data(cfg, tok, verbose=False)[2]
     windows = fixed_windows(val[len(val) // 2:], 4, cfg.block_size + 1)  # eval.py's default split: test, the second half
-    res = evaluate(model, windows, replace(cfg, batch_size=32), Schedule(cfg.diffusion_steps, cfg.schedule), tok, n_t=2, seed=0,
+    res = evaluate(model, windows, replace(cfg, batch_size=32), tok, n_t=2, seed=0,
                    chars_per_token=row["chars_per_token"])
     assert row["nats_per_token"] == pytest.approx(res["nats_per_token"], rel=1e-9)
     assert row["se"] == pytest.approx(res["se"], rel=1e-9)
