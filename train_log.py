@@ -15,7 +15,7 @@ from dataclasses import asdict
 import objectives
 from configurator import get_config
 from utils.checkpoint import trim_metrics
-from utils.dist import load_average, peak_flops, print0, synchronize
+from utils.dist import peak_flops, print0, run_queue, synchronize
 from utils.errors import UserError
 
 # what each training loss measures (train.py's log lines), beside the validation bound the eval lines report
@@ -70,23 +70,20 @@ def first_step_line(cfg, done, step_s, eta):
 
 
 def contention_note(window_s, device, threads=None):
-    """Once, when the cores are shared: a CPU's last log window several times slower than the run's fastest, or more
-    processes ready to run than cores. It says what this run already does about it (threads: utils.dist.CpuThreads;
-    a count the program picks follows the load by itself) and names a fix only where one is left to take."""
+    """Once, when the cores are shared: a CPU's last log window several times slower than the run's
+    fastest, or more threads ready to run than cores (an instant reading). It says what this run
+    already does about it (utils.dist.CpuThreads) and names a fix only where one is left to take."""
     if device.type != "cpu" or len(window_s) < 3:
         return ""
     slow = window_s[-1] / min(window_s[1:])
-    load = load_average()  # None on an OS that keeps none (Windows): the slow steps alone tell then
-    cores = os.cpu_count() or 1
-    crowded = load is not None and load > cores + 0.5
-    if slow < 2 and not crowded:
+    running, cores = run_queue(), os.cpu_count() or 1
+    if slow < 2 and (running is None or running <= cores):
         return ""
-    ready = "" if load is None else f", {load:.1f} processes ready on {cores} cores"
+    ready = "" if running is None else f", {running} threads ready to run on {cores} cores"
     note = f"note: steps run {slow:.1f}x slower than this run's fastest{ready}: another process shares them; "
-    if threads is not None and threads.auto:
-        return note + f"this run's thread count follows the load (now {threads.n}); run one job at a time for its speed"
-    if threads is not None and threads.given == 1:
-        return note + "this run already takes one thread (OMP_NUM_THREADS=1): run one job at a time for its speed"
+    if threads is not None and (threads.auto or threads.given == 1):  # no fix left in this run: fewer jobs
+        why = "fewer when its steps slow" if threads.auto else "OMP_NUM_THREADS=1"
+        return note + f"this run already takes {threads.n} thread(s) ({why}): run one job at a time for its speed"
     return note + "give each run one thread (OMP_NUM_THREADS=1 python train.py ...) or run one at a time"
 
 
@@ -183,6 +180,9 @@ class TrainLog:
         after this process's first step, its time and a first ETA (not after log_interval steps)."""
         self.tokens += self.cfg.total_batch_size
         self.steps += 1
+        change = self.env.threads.tick()  # a CPU run's thread count, by what its steps measure
+        if change:
+            print0(change)
         if loss is not None:
             self.line(done, lr, loss)
         elif done == self.first:  # (a first step with a log line due, log_interval=1 say, has that line instead)
@@ -213,17 +213,12 @@ class TrainLog:
         self.last = time.time()
 
     def notes(self, eta, settled):
-        """The long-run note, weighed once from the first settled ETA; a CPU run's thread count fitted to the load again
-        (a line when it changes); the shared-cores note, once, when it shows."""
+        """The long-run note, weighed once from the first settled ETA; the shared-cores note, once, when it shows."""
         if settled and not self.noted_long:
             self.noted_long = True
             note = long_run_note(self.cfg, self.env.device, eta)
             if note:
                 print0(wrap(note))
-        if self.env.threads is not None:
-            change = self.env.threads.follow()  # the CPU's thread count fitted to the load again: a line if it moved
-            if change:
-                print0(change)
         if not self.noted_shared:
             shared = contention_note(self.window_s, self.env.device, self.env.threads)
             if shared:
@@ -238,6 +233,7 @@ class TrainLog:
         yield
         self.eval_s = time.time() - start
         self.last += self.eval_s
+        self.env.threads.restart()  # the eval is no step's time
 
     def row(self, **row):
         """One row of metrics.jsonl (and wandb), on rank 0."""

@@ -81,18 +81,18 @@ def test_the_long_run_note_names_the_laptop_preset_only_to_a_bigger_run():
 
 
 def test_a_shared_machine_is_named_with_its_fix(monkeypatch):
-    """Steps several times slower than the run's fastest (a second torch process on the cores), or more processes
+    """Steps several times slower than the run's fastest (a second torch process on the cores), or more threads
     ready to run than cores: one note naming the fix; a quiet machine, another device or too few windows: none."""
     import os
     from train_log import contention_note
-    cpu, quiet = torch.device("cpu"), lambda: (0.5, 0.5, 0.5)
-    monkeypatch.setattr(os, "getloadavg", quiet)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr("train_log.run_queue", lambda: 1)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert contention_note([0.5, 0.25, 0.26, 0.25], cpu) == ""
     note = contention_note([0.5, 0.25, 0.26, 4.0], cpu)
     assert "16.0x slower" in note and "OMP_NUM_THREADS=1" in note
-    monkeypatch.setattr(os, "getloadavg", lambda: (3.9, 3.0, 2.0))
-    assert "3.9 processes ready on 2 cores" in contention_note([0.5, 0.25, 0.26, 0.27], cpu)
+    monkeypatch.setattr("train_log.run_queue", lambda: 4)
+    assert "4 threads ready to run on 2 cores" in contention_note([0.5, 0.25, 0.26, 0.27], cpu)
     assert contention_note([0.5, 0.25, 0.26, 4.0], torch.device("meta")) == "" and contention_note([1, 4], cpu) == ""
 
 
@@ -104,51 +104,21 @@ def torch_threads():
     torch.set_num_threads(before)
 
 
-def test_a_cpu_run_takes_the_cores_no_other_process_holds_and_follows_the_load(torch_threads):
-    """dev/threads.py on 2 cores: 2 threads 1.7-1.9x faster than 1 when alone, 1.8-1.9x slower beside another run.
-    The rule: the cores the other runnable processes leave (load minus this process's own threads), at least one."""
-    from utils.dist import CpuThreads
-    cpu, load = torch.device("cpu"), [0.1]
-    threads = CpuThreads(cpu, environ={}, cores=2, load=lambda: load[0])
-    assert threads.auto and threads.n == 2 == torch.get_num_threads()
-    assert "OMP_NUM_THREADS=N" in threads.line()
-    load[0] = 3.0  # this run's 2 threads and another process
-    assert threads.follow() == "threads: 2 -> 1 (another process holds a core: load 3.0 on 2 core(s))"
-    assert threads.n == 1 == torch.get_num_threads()
-    load[0] = 2.0  # its one thread and the other process: settled
-    assert threads.follow() == ""
-    load[0] = 1.0  # the other process ended
-    assert threads.follow().startswith("threads: 1 -> 2 (a core came free")
-    assert CpuThreads(cpu, environ={}, cores=2, load=lambda: 1.2).n == 1  # started beside another run
-    assert CpuThreads(cpu, environ={}, cores=2, load=lambda: None).n == 2  # no load average kept: every core
-    assert CpuThreads(cpu, world=2, environ={}, cores=2, load=lambda: 0.0).n == 1  # two ranks share the cores
-
-
-def test_a_thread_count_the_user_gives_is_kept_and_named(torch_threads):
-    from utils.dist import CpuThreads
-    before = torch.get_num_threads()
-    given = CpuThreads(torch.device("cpu"), environ={"OMP_NUM_THREADS": "1"}, cores=2, load=lambda: 0.0)
-    assert not given.auto and given.given == 1 and given.line() == "threads: 1 (OMP_NUM_THREADS)"
-    assert given.follow() == "" and torch.get_num_threads() == before  # never changed
-    accelerator = CpuThreads(torch.device("meta"), environ={}, cores=2, load=lambda: 5.0)
-    assert not accelerator.auto and accelerator.follow() == ""
-
-
 def test_the_shared_cores_note_says_what_the_run_already_does(monkeypatch, torch_threads):
     """Issue 73: the note repeated advice already followed (OMP_NUM_THREADS=1 when it was set)."""
     import os
     from train_log import contention_note
     from utils.dist import CpuThreads
     cpu = torch.device("cpu")
-    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    monkeypatch.setattr("train_log.run_queue", lambda: 3)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     slow = [0.5, 0.25, 0.26, 4.0]
-    one = CpuThreads(cpu, environ={"OMP_NUM_THREADS": "1"}, cores=2, load=lambda: 3.0)
-    assert "already takes one thread" in contention_note(slow, cpu, one)
+    one = CpuThreads(cpu, environ={"OMP_NUM_THREADS": "1"}, cores=2)
+    assert "already takes 1 thread(s) (OMP_NUM_THREADS=1)" in contention_note(slow, cpu, one)
     assert "OMP_NUM_THREADS=1 python" not in contention_note(slow, cpu, one)
-    auto = CpuThreads(cpu, environ={}, cores=2, load=lambda: 3.0)
-    assert "follows the load (now 1)" in contention_note(slow, cpu, auto)
-    four = CpuThreads(cpu, environ={"OMP_NUM_THREADS": "4"}, cores=2, load=lambda: 3.0)
+    auto = CpuThreads(cpu, environ={}, cores=2)
+    assert "already takes 1 thread(s) (fewer when its steps slow)" in contention_note(slow, cpu, auto)
+    four = CpuThreads(cpu, environ={"OMP_NUM_THREADS": "4"}, cores=2)
     assert "OMP_NUM_THREADS=1 python train.py" in contention_note(slow, cpu, four)
 
 
@@ -184,18 +154,21 @@ def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_
     import os
     from types import SimpleNamespace
     from train_log import TrainLog
-    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    from utils.dist import CpuThreads
+    monkeypatch.setattr("train_log.run_queue", lambda: 3)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     cfg = get_config(["baby", f"--out_dir={tmp_path}", "--max_iters=100000"])
-    env = SimpleNamespace(device=torch.device("cpu"), master=False, wandb=None, threads=None)
+    threads = CpuThreads(torch.device("cpu"), environ={"OMP_NUM_THREADS": "2"})
+    env = SimpleNamespace(device=torch.device("cpu"), master=False, wandb=None, threads=threads)
     log = TrainLog(cfg, env, 0, flops_tok=1.0, n_windows=8, eval_t=4)
+    capsys.readouterr()
     log.window_s = [0.5, 0.25, 0.26, 4.0]
     log.notes(eta=20 * 3600, settled=True)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) >= 4 and max(map(len, lines)) <= 120, lines
     text = " ".join(line.strip() for line in lines)
     assert "this run needs ~20h00m" in text and "python train.py cpu" in text
-    assert "3.0 processes ready on 2 cores" in text and "OMP_NUM_THREADS=1 python train.py ..." in text
+    assert "3 threads ready to run on 2 cores" in text and "OMP_NUM_THREADS=1 python train.py ..." in text
 
 
 def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypatch):
@@ -209,11 +182,10 @@ def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypat
         open_wandb(get_config(["--wandb_log"]))
 
 
-def test_the_shared_cores_note_where_the_os_keeps_no_load_average(monkeypatch):
-    """os.getloadavg is missing on Windows: the note then reads the slow steps alone, never an AttributeError."""
-    import os
+def test_the_shared_cores_note_where_the_os_keeps_no_run_queue(monkeypatch):
+    """No /proc/loadavg (macOS, Windows): the note then reads the slow steps alone, never an error."""
     from train_log import contention_note
-    monkeypatch.delattr(os, "getloadavg")
+    monkeypatch.setattr("train_log.run_queue", lambda: None)
     cpu = torch.device("cpu")
     assert contention_note([0.5, 0.25, 0.26, 0.27], cpu) == ""
     note = contention_note([0.5, 0.25, 0.26, 4.0], cpu)
