@@ -144,7 +144,9 @@ def test_a_count_the_user_gives_is_kept_and_a_bad_one_refused():
 def test_a_bad_thread_count_is_refused_before_any_work(monkeypatch, capsys):
     """OMP_NUM_THREADS=abc was silently replaced by the automatic count while the start-up line named it."""
     import train
+    from scripts import bench_train
     monkeypatch.setenv("OMP_NUM_THREADS", "1e3")
-    with pytest.raises(UserError, match="OMP_NUM_THREADS=1e3 is not a positive integer"):
-        train.main(["cpu", "--max_iters=0"])
+    for main in (lambda: train.main(["cpu", "--max_iters=0"]), lambda: bench_train.main(["cpu"])):
+        with pytest.raises(UserError, match="OMP_NUM_THREADS=1e3 is not a positive integer"):
+            main()
     assert "config" not in capsys.readouterr().out  # refused before the config is printed
