@@ -150,3 +150,21 @@ def test_a_bad_thread_count_is_refused_before_any_work(monkeypatch, capsys):
         with pytest.raises(UserError, match="OMP_NUM_THREADS=1e3 is not a positive integer"):
             main()
     assert "config" not in capsys.readouterr().out  # refused before the config is printed
+
+
+@pytest.mark.parametrize("ready, busy", [(2, False), (9, True)])
+def test_the_benchmark_says_when_the_machine_was_too_busy_for_its_figures(ready, busy, monkeypatch, capsys):
+    """Issue 82: bench_train printed a 1.7x ratio and 48 % MFU at load 10 with no word. It holds one thread while
+    timing and, when more threads were ready to run than cores, says its figures are not the machine's speed."""
+    from helpers import run_cli_here
+    from scripts import bench_train
+    monkeypatch.setattr(bench_train, "run_queue", lambda: ready)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    argv = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2", "--iters=1",
+            "--repeats=3", "--warmup=0", "--device=cpu"]
+    code, out, err = run_cli_here(bench_train.main, argv, capsys)
+    assert code == 0, err
+    assert "warm-up; 1 thread(s) (OMP_NUM_THREADS=N times at N)" in out
+    note = f"note: the machine was busy: {ready} threads ready to run on 2 cores"
+    assert (note in out) == busy and ("not its speed, nor their ratios" in out) == busy
