@@ -173,8 +173,7 @@ def parse_args(argv):
                    help="draws of B samples each point makes in a timed round (its time: their mean; more: less noise "
                    "from samplers whose passes vary)")
     p.add_argument("--threads", type=at_least(1, most=os.cpu_count() or 1), default=1,
-                   help="CPU threads for the timed draws (a GPU's host side), at most this machine's; the scored draws "
-                   "choose theirs as train.py does")
+                   help="CPU threads of the timed draws, at most this machine's (the scored draws choose theirs)")
     p.add_argument("--seed", type=seed, default=0, help="seeds the scored samples (and, after it, the timed ones)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),

@@ -91,8 +91,7 @@ class CpuThreads:
             return f"threads: {self.given} (OMP_NUM_THREADS)"
         if not self.auto:
             return f"threads: {self.n} (torch's default; the device does the work)"
-        return (f"threads: 1 of {self.cores} core(s) to start, more while the cores are free and the steps measure "
-                f"faster (OMP_NUM_THREADS=N fixes it)")
+        return f"threads: 1 of {self.cores} core(s), more while free and measured faster (OMP_NUM_THREADS=N fixes it)"
 
     def restart(self):
         """After a pause (an eval, a prompt being typed, other work): the next step is untimed."""
@@ -152,8 +151,7 @@ def fixed_threads(environ):
     name = "OMP_NUM_THREADS" if environ.get("OMP_NUM_THREADS", "").strip() else "MKL_NUM_THREADS"
     value = environ.get(name, "").strip()
     if value and not (value.isdigit() and int(value) > 0):
-        raise UserError(f"{name}={value} is not a positive integer: give a thread count (1, 2, ...) or unset it to "
-                        f"let the run choose")
+        raise UserError(f"{name}={value} is not a positive integer: give a thread count, or unset it (the run picks)")
     return int(value) if value else None
 
 
