@@ -102,15 +102,13 @@ def load(argv):
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy
     compile_decode(model, cfg, device)  # --compile: the KV-cached decode step
     compiled = "" if model.compiled_decode is None else ", the decode step compiled"
-    threads = CpuThreads(device)  # as train.py: the cores no other process holds, unless OMP_NUM_THREADS
+    threads = CpuThreads(device)  # as train.py: by what the passes measure, unless OMP_NUM_THREADS
     print(f"checkpoint {where.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
           f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes{compiled}, float64 draws; "
-          f"{threads.line(follows=False)}")
-    if threads.auto and threads.n < threads.cores:
-        print(f"note: other processes hold {threads.cores - threads.n} of {threads.cores} core(s): sampling runs on "
-              f"{threads.n} thread(s), slower than on a quiet machine")
+          f"{threads.line()}")
     return cfg, dict(model=model, tok=tok, schedule=Schedule(cfg.diffusion_steps, cfg.schedule), device=device, ctx=ctx,
-                     cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0), fit_gen_len="gen_len" not in flags)
+                     cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0), fit_gen_len="gen_len" not in flags,
+                     threads=threads)
 
 
 def canvas_for(cfg, run):
@@ -170,7 +168,8 @@ def sample_once(cfg, run):
     if live:
         live.start(*canvas.tensors(1, "cpu"))
     t0 = time.time()
-    hooks = chain(trace_hook(writer, tok, canvas, cfg), live)
+    run["threads"].restart()  # no pass spans the time between prompts
+    hooks = chain(trace_hook(writer, tok, canvas, cfg), live, run["threads"].tick)
     with writer or nullcontext(), StepBar(passes, on=obj.TRACE and not live) as bar, run["ctx"]:
         texts, out, stats = generate(model, tok, canvas, cfg, run["schedule"], run["device"], g, chain(hooks, bar))
     dt = time.time() - t0 - (live.slept if live else 0)  # --live's pauses left out

@@ -54,7 +54,7 @@ class Env:
     wandb: object = None      # the wandb module when --wandb_log, else None
     resume: dict = None       # the checkpoint being resumed, else None
     resumed_from: str = ""
-    threads: dist.CpuThreads = None  # a CPU run's thread count: picked for the load unless OMP_NUM_THREADS sets it
+    threads: dist.CpuThreads = None  # a CPU run's thread count: by what its steps measure, unless OMP_NUM_THREADS
 
 
 @dataclass
@@ -148,6 +148,7 @@ def setup(argv):
     ctx, dtype_name = dist.autocast_for(device, cfg.dtype)  # and TF32 on CUDA for what runs outside autocast
     wandb = train_log.open_wandb(cfg) if rank == 0 else None  # before any work: a missing package fails now
     dataloader.check_inputs(cfg)  # a missing data file: one line, no config dump
+    threads = dist.CpuThreads(device, world)  # a bad OMP_NUM_THREADS: one line too
     capped = ""
     if not resume:  # a resumed run keeps the warm-up it saved
         cfg, capped = optim.cap_warmup(cfg, given)
@@ -156,7 +157,6 @@ def setup(argv):
     print0(configurator.format_config(cfg))
     if capped:
         print0(capped)
-    threads = dist.CpuThreads(device, world)
     print0(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
            f"dtype: {dtype_name}, world size: {world}, {accum} micro-step(s) per optimizer step")
     print0(threads.line())

@@ -1,11 +1,13 @@
-"""The training log train.py keeps beside its loop: the legend, one line a log window (loss, lr, ms/it,
-tok/s, MFU, ETA), metrics.jsonl and wandb rows, and the notes a run may need (long for its device, shared cores).
+"""The training log train.py keeps beside its loop: the legend, one line a log window (loss, lr,
+ms/it, tok/s, MFU, ETA), metrics.jsonl and wandb rows, and the notes a run may need (long for its
+device, shared cores).
 
     log = TrainLog(cfg, env, start_iter, flops_tok, n_windows, eval_t)   # train.train
     log.step(done, lr, loss)                                             # after each step
 """
 import json
 import os
+import statistics
 import sys
 import textwrap
 import time
@@ -15,10 +17,10 @@ from dataclasses import asdict
 import objectives
 from configurator import get_config
 from utils.checkpoint import trim_metrics
-from utils.dist import load_average, peak_flops, print0, synchronize
+from utils.dist import peak_flops, print0, run_queue, synchronize
 from utils.errors import UserError
 
-# what each training loss measures (train.py's log lines), beside the validation bound the eval lines report
+# what each training loss measures (train.py's log lines), beside the eval lines' validation bound
 LOSSES = dict(elbo="the weighted NELBO on training batches", ce="the next-token CE on training batches",
               masked_ce="the unweighted CE over masked positions (no bound)",
               all_ce="the CE over every position, visible ones too (no bound)")
@@ -26,8 +28,8 @@ LOSSES = dict(elbo="the weighted NELBO on training batches", ce="the next-token 
 
 
 def wrap(text, width=120):
-    """A start-up line's prose in lines of at most `width` columns, the later ones indented: a log read in a terminal
-    (the legend alone ran to ~520 characters on one line)."""
+    """A start-up line's prose in lines of at most `width` columns, the later ones indented: a log
+    read in a terminal (the legend alone ran to ~520 characters on one line)."""
     return textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
 
 
@@ -37,25 +39,35 @@ def fmt_time(s):
 
 
 def eta_seconds(cfg, accum, eval_s, done, step_s, eval_t):
-    """Time left: the steps, the evals (+ checkpoints) still to come and the final eval (its eval_s as well).
-    Until one eval is measured, an eval pass is priced as its forward passes: eval_t / 3 of a step's compute."""
+    """Time left: the steps, the evals (+ checkpoints) still to come and the final eval (its eval_s
+    as well). Until one eval is measured, an eval pass is priced as its forward passes: eval_t / 3
+    of a step's compute."""
     eval_s = eval_s or cfg.eval_iters * eval_t * step_s / (3 * accum)
     evals_left = (cfg.max_iters - 1) // cfg.eval_interval - (done - 1) // cfg.eval_interval
     return (cfg.max_iters - done) * step_s + (evals_left + 1) * eval_s
 
 
-SETTLE_WINDOWS = 3  # log windows the ETA's step time is the median of; until that many follow the first: "(settling)"
+SETTLE_WINDOWS = 3  # the recent log windows; until that many follow the first: "(settling)"
+SHARED_EVERY_S = 600  # the shared-cores note comes again when steps slow again, at most this often
 
 
-def steady_step_s(window_s):
-    """(s/step to project from, settled): the median of the last SETTLE_WINDOWS log windows' s/step, the first
-    window (setup, and a shared machine's slow first steps) left out once another is timed."""
-    recent = sorted((window_s[1:] or window_s)[-SETTLE_WINDOWS:])
-    return recent[(len(recent) - 1) // 2], len(window_s) > SETTLE_WINDOWS
+def projected_step_s(window_s):
+    """(s/step of the run's history, of its recent windows, settled): the median of every log window
+    and of the last SETTLE_WINDOWS. The first (setup, a shared machine's slow start) is left out
+    once another is timed. The history steadies the ETA; the recent windows move first when the load
+    changes."""
+    history = window_s[1:] or window_s
+    return statistics.median(history), statistics.median(history[-SETTLE_WINDOWS:]), len(window_s) > SETTLE_WINDOWS
 
 
-def fmt_eta(eta, settled):
-    return f"eta {fmt_time(eta)}" if settled else f"eta ~{fmt_time(eta)} (settling)"
+def fmt_span(etas):
+    """The first of etas (the history's), or their range when they disagree by more than 20 %."""
+    low, high = min(etas), max(etas)
+    return fmt_time(etas[0]) if high <= 1.2 * low else f"{fmt_time(low)}-{fmt_time(high)}"
+
+
+def fmt_eta(etas, settled):
+    return f"eta {fmt_span(etas)}" if settled else f"eta ~{fmt_span(etas)} (settling)"
 
 
 def budget(cfg):
@@ -65,48 +77,51 @@ def budget(cfg):
 
 
 def first_step_line(cfg, done, step_s, eta):
-    """The first step's time and a first, rough ETA (a log line's ETA settles from steady windows)."""
-    return f"iter {done}/{cfg.max_iters} | {step_s:.2f} s/step (the first, setup included) | {fmt_eta(eta, False)}"
+    """The first step's time and a first, rough ETA (a log line's settles from later windows)."""
+    return f"iter {done}/{cfg.max_iters} | {step_s:.2f} s/step (the first, setup included) | {fmt_eta([eta], False)}"
 
 
 def contention_note(window_s, device, threads=None):
-    """Once, when the cores are shared: a CPU's last log window several times slower than the run's fastest, or more
-    processes ready to run than cores. It says what this run already does about it (threads: utils.dist.CpuThreads;
-    a count the program picks follows the load by itself) and names a fix only where one is left to take."""
+    """When the cores are shared: a CPU's last log window several times slower than the run's
+    fastest, or more threads ready to run than cores (an instant reading). It says what this run
+    already does about it (utils.dist.CpuThreads) and names a fix only where one is left to take."""
     if device.type != "cpu" or len(window_s) < 3:
         return ""
     slow = window_s[-1] / min(window_s[1:])
-    load = load_average()  # None on an OS that keeps none (Windows): the slow steps alone tell then
-    cores = os.cpu_count() or 1
-    crowded = load is not None and load > cores + 0.5
-    if slow < 2 and not crowded:
+    running, cores = run_queue(), os.cpu_count() or 1
+    if slow < 2 and (running is None or running <= cores):
         return ""
-    ready = "" if load is None else f", {load:.1f} processes ready on {cores} cores"
+    ready = "" if running is None else f", {running} threads ready to run on {cores} cores"
     note = f"note: steps run {slow:.1f}x slower than this run's fastest{ready}: another process shares them; "
-    if threads is not None and threads.auto:
-        return note + f"this run's thread count follows the load (now {threads.n}); run one job at a time for its speed"
-    if threads is not None and threads.given == 1:
-        return note + "this run already takes one thread (OMP_NUM_THREADS=1): run one job at a time for its speed"
+    if threads is not None and (threads.auto or threads.given == 1):  # no fix left in this run: fewer jobs
+        why = "fewer when its steps slow" if threads.auto else "OMP_NUM_THREADS=1"
+        return note + f"this run already takes {threads.n} thread(s) ({why}): run one job at a time for its speed"
     return note + "give each run one thread (OMP_NUM_THREADS=1 python train.py ...) or run one at a time"
 
 
-def long_run_note(cfg, device, eta):
-    """Once the ETA has settled: a note when the run needs more than an hour here; on a CPU, when the run is
-    bigger than the laptop preset, it names that preset. "" when the run is shorter."""
-    if eta <= 3600:
+def long_run_note(cfg, device, eta, moved=None):
+    """A note when the run needs more than an hour here (eta: its settled ETA, one or a range). On a
+    CPU, when the run is bigger than the laptop preset, it names that preset. moved: the step time
+    over the one at the last note, when it moved a lot: the note is revised. "" when shorter."""
+    if moved is not None:
+        return (f"note: this run now needs ~{fmt_span(eta)} on this device: its steps take {moved:.1f}x their time "
+                f"at the last note")
+    if max(eta) <= 3600:
         return ""
     bigger = device.type == "cpu" and budget(cfg) > budget(get_config(["cpu"]))
-    return f"note: this run needs ~{fmt_time(eta)} on this device ({device.type})" + (
+    return f"note: this run needs ~{fmt_span(eta)} on this device ({device.type})" + (
         "; the laptop preset (4/4/128, 2,000 steps) trains in minutes (README's Presets table): python train.py cpu"
         if bigger else "")
 
 
 def loss_label(cfg):
-    """(the name of the figure a log line reports as its training loss, a line saying what it measures)."""
+    """(the name of the figure a log line reports as its training loss, a line saying what it
+    measures)."""
     obj = objectives.get(cfg.objective)
     cfg = objectives.effective(cfg)  # another objective's keys at their defaults: off
     name = "ce" if obj.EXACT else getattr(cfg, obj.LOSS_KEY)
-    # bd3's clean half learns the next token in the same pass (bd3_ar); mdlm's dual_ar, in a second, causal pass
+    # bd3's clean half learns the next token in the same pass (bd3_ar); mdlm's dual_ar in a second,
+    # causal pass
     ar, who = (cfg.bd3_ar, "the clean half") if cfg.bd3_ar else (cfg.dual_ar, "a causal pass")
     band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}] (the bound scores every rate: not comparable "
             f"to it)" if (cfg.mask_min, cfg.mask_max) != (0, 1) else "")
@@ -124,8 +139,8 @@ def loss_label(cfg):
 
 
 def open_wandb(cfg):
-    """The wandb module TrainLog logs to when --wandb_log asks for it (rank 0 logs), else None; imported only then
-    (optional)."""
+    """The wandb module TrainLog logs to when --wandb_log asks for it (rank 0 logs), else None;
+    imported only then (optional)."""
     if not cfg.wandb_log:
         return None
     try:
@@ -138,12 +153,14 @@ def open_wandb(cfg):
 class TrainLog:
     """What train.py prints and writes beside its loop, and the clock it times the steps by.
 
-    Opening it trims a resumed run's metrics.jsonl to the checkpoint's step, starts wandb and prints the legend (what
-    the log line's loss is; what best.pt holds). Then one call a step, step(), prints the first step's time and a
-    first ETA, and every log_interval steps (and at the last) the log line, its metrics.jsonl row and, once each, the
-    long-run and shared-cores notes. The clock counts steps only: clock_stopped() holds it while the loop evaluates
-    and saves, and that time prices the evals still to come. A step costs no host sync; a log line one (its loss,
-    which the loop reads) and the device's synchronize before the clock is read.
+    Opening it trims a resumed run's metrics.jsonl to the checkpoint's step, starts wandb and prints
+    the legend (what the log line's loss is; what best.pt holds). Then one call a step, step(),
+    times the step for the thread count (utils.dist.CpuThreads) and prints the first step's time
+    and a first ETA. Every log_interval steps (and at the last) it prints the log line and the notes
+    when due, and writes its metrics.jsonl row. The clock counts steps only: clock_stopped() holds
+    it while the loop evaluates and saves, and that time prices the evals still to come. A step
+    costs no host sync; a log line one (its loss, which the loop reads), and the device's
+    synchronize before the clock is read.
     """
 
     def __init__(self, cfg, env, start_iter, flops_tok, n_windows, eval_t):
@@ -155,7 +172,7 @@ class TrainLog:
         self.peak = peak_flops(env.device)  # None where no peak is known: no MFU
         self.metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
         if env.master:
-            # a resumed run logs again what came after its checkpoint; a new run starts the file empty
+            # a resumed run logs again what came after its checkpoint; a new run starts it empty
             trim_metrics(self.metrics_path, start_iter if cfg.resume else -1)
             if env.wandb is not None:
                 name = os.path.basename(os.path.normpath(cfg.out_dir))
@@ -164,25 +181,30 @@ class TrainLog:
         self.started = time.time()  # the run's wall clock, evals included (finish's "trained ...")
         self.tokens = 0             # tokens trained since the last log line
         self.steps = 0              # steps since the last log line
-        self.window_s = []          # s/step of each log window: the ETA's median and the shared-cores test read them
+        self.window_s = []          # s/step of each log window: the ETA and the shared-cores note read them
         self.train_s = 0.0          # seconds spent stepping, evals left out (metrics.jsonl's "seconds")
         self.eval_s = 0.0           # seconds the last eval + checkpoint took (the ETA counts the ones to come)
-        self.noted_long = False     # the long-run note: weighed once, at the first settled ETA
-        self.noted_shared = False   # the shared-cores note: printed once, when first seen
+        self.noted_s = None         # s/step when the long-run note was printed: noted again when it moves a lot
+        self.shared = False         # whether the last log line found the cores shared
+        self.shared_at = -SHARED_EVERY_S  # when the shared-cores note was last printed
         self.loss_name, legend = loss_label(cfg)
         print0(wrap(legend))
         print0(wrap(f"best.pt: the lowest dev figure of the evals ({n_windows} windows x {eval_t} t of the dev half of "
                     f"validation, the same windows and times at every eval, the final one included)"))
 
     def due(self, done):
-        """Whether a log line follows step `done` (1-based): every log_interval steps, and the last."""
+        """Whether a log line follows step `done` (1-based): every log_interval steps, and the
+        last."""
         return done % self.cfg.log_interval == 0 or done == self.cfg.max_iters
 
     def step(self, done, lr, loss=None):
-        """After each step: count it; given the loss of the window (a log line is due) print the log line, else,
-        after this process's first step, its time and a first ETA (not after log_interval steps)."""
+        """After each step: count and time it. Given the window's loss (a log line is due), print
+        the log line; else, after this process's first step, its time and a first ETA."""
         self.tokens += self.cfg.total_batch_size
         self.steps += 1
+        change = self.env.threads.tick()  # a CPU run's thread count, by what its steps measure
+        if change:
+            print0(change)
         if loss is not None:
             self.line(done, lr, loss)
         elif done == self.first:  # (a first step with a log line due, log_interval=1 say, has that line instead)
@@ -192,52 +214,51 @@ class TrainLog:
             print0(first_step_line(self.cfg, done, step_s, eta))
 
     def line(self, done, lr, loss):
-        """The log line of the steps since the last one: loss, lr, ms/it, tok/s, MFU, ETA; its notes and its row."""
+        """The log line of the steps since the last one (loss, lr, ms/it, tok/s, MFU, ETA), its
+        notes and its row."""
         synchronize(self.env.device)  # the steps queued on the device are done before the clock is read
         dt = time.time() - self.last
         self.train_s += dt
         tok_per_s = self.tokens / dt
         self.window_s.append(dt / self.steps)
-        step_s, settled = steady_step_s(self.window_s)  # a median of recent windows: the first steps run slow
-        eta = eta_seconds(self.cfg, self.env.accum, self.eval_s, done, step_s, self.eval_t)
+        *step_s, settled = projected_step_s(self.window_s)  # the history's and the recent windows'
+        eta = [eta_seconds(self.cfg, self.env.accum, self.eval_s, done, s, self.eval_t) for s in step_s]
         mfu = ""
         if self.peak:
             mfu = f" | mfu {self.flops_tok * self.cfg.total_batch_size * self.steps / dt / self.peak * 100:.1f}%"
         print0(f"iter {done}/{self.cfg.max_iters} | {self.loss_name} {loss:.4f} | lr {lr:.2e} | "
                f"{dt / self.steps * 1000:.0f} ms/it | {tok_per_s:,.0f} tok/s{mfu} | {fmt_eta(eta, settled)}")
-        self.notes(eta, settled)
+        self.notes(eta, max(step_s), settled)
         sys.stdout.flush()
         self.row(kind="train", iter=done, loss=loss, lr=lr, tok_per_s=tok_per_s, seconds=self.train_s)
         self.tokens = 0
         self.steps = 0
         self.last = time.time()
 
-    def notes(self, eta, settled):
-        """The long-run note, weighed once from the first settled ETA; a CPU run's thread count fitted to the load again
-        (a line when it changes); the shared-cores note, once, when it shows."""
-        if settled and not self.noted_long:
-            self.noted_long = True
-            note = long_run_note(self.cfg, self.env.device, eta)
+    def notes(self, eta, step_s, settled):
+        """Once the ETA settles, the long-run note, again when the step time moves by half since.
+        The shared-cores note when steps slow again, at most every SHARED_EVERY_S."""
+        moved = None if self.noted_s is None else step_s / self.noted_s
+        if settled and (moved is None or not 1 / 1.5 < moved < 1.5):
+            note = long_run_note(self.cfg, self.env.device, eta, moved)
             if note:
                 print0(wrap(note))
-        if self.env.threads is not None:
-            change = self.env.threads.follow()  # the CPU's thread count fitted to the load again: a line if it moved
-            if change:
-                print0(change)
-        if not self.noted_shared:
-            shared = contention_note(self.window_s, self.env.device, self.env.threads)
-            if shared:
-                print0(wrap(shared))
-                self.noted_shared = True
+                self.noted_s = step_s
+        shared = contention_note(self.window_s, self.env.device, self.env.threads)
+        if shared and not self.shared and time.time() - self.shared_at >= SHARED_EVERY_S:
+            print0(wrap(shared))
+            self.shared_at = time.time()
+        self.shared = bool(shared)
 
     @contextmanager
     def clock_stopped(self):
-        """Around an eval and its checkpoint: the clock stops (the steps before it, since the last log line, still
-        count) and the time it took prices the evals still to come in the ETA."""
+        """Around an eval and its checkpoint: the clock stops (the steps before it, since the last
+        log line, still count), and the time it took prices the evals still to come in the ETA."""
         start = time.time()
         yield
         self.eval_s = time.time() - start
         self.last += self.eval_s
+        self.env.threads.restart()  # the eval is no step's time
 
     def row(self, **row):
         """One row of metrics.jsonl (and wandb), on rank 0."""

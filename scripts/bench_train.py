@@ -26,7 +26,8 @@ import objectives  # noqa: E402
 from common import Draw, Schedule  # noqa: E402
 from configurator import TYPES, parse, sample_keys  # noqa: E402
 from model import Transformer  # noqa: E402
-from utils.dist import autocast_for, compile_step, keyed_generator, peak_flops, pick_device, timed  # noqa: E402
+from utils.dist import (CpuThreads, autocast_for, compile_step, keyed_generator, peak_flops, pick_device,  # noqa: E402
+                        run_queue, timed)
 from utils.cli import ArgParser, at_least  # noqa: E402
 from utils.checkpoint import RENAMED  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
@@ -132,6 +133,7 @@ def main(argv):
         raise UserError(f"--{unread[0]} is not read by the timed step (one micro-batch of random tokens at the peak "
                         f"LR, no EMA, evals, checkpoints or samples): drop it")
     device = pick_device(cfg.device)
+    CpuThreads(device)  # one thread on a CPU unless OMP_NUM_THREADS says more, held while timing: the rows compare
     _, dtype_name = autocast_for(device, cfg.dtype)  # and on CUDA TF32 outside autocast, as train.py
     tokens = cfg.batch_size * cfg.block_size
     rows = [("ar", replace(cfg, objective="ar")), (cfg.objective, cfg)]
@@ -141,17 +143,18 @@ def main(argv):
     a = objectives.model_args(cfg, args.vocab_size)
     print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab "
           f"{a.vocab_size}, batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} "
-          f"steps after {args.warmup} warm-up")
+          f"steps after {args.warmup} warm-up; {torch.get_num_threads()} thread(s) (OMP_NUM_THREADS=N times at N)")
     # round-robin, then each row's median (on a CPU, one peak sample per round)
     steps = {name: make_step(c, args.vocab_size, device) for name, c in rows}
     for _ in range(args.warmup):
         for step, *_ in steps.values():
             step()
-    times, peaks = {name: [] for name in steps}, []
+    times, peaks, ready = {name: [] for name in steps}, [], []
     for _ in range(args.repeats):
         if device.type != "cuda":
             peaks.append(matmul_rate(a, tokens, device))
         for name, (step, *_) in steps.items():
+            ready.append(run_queue() or 0)  # threads ready to run, this one included: was the machine quiet?
             times[name].append(timed(step, device, args.iters)[0] / args.iters)
     memory = {name: peak_memory(*row, device) for name, row in steps.items()}  # each row's own untimed step
     if device.type == "cuda":
@@ -160,6 +163,10 @@ def main(argv):
         peak, src = statistics.median(peaks), "fp32 matmul of the model's shapes, measured between the rounds"
     print(f"peak: {peak / 1e9:,.1f} GFLOP/s ({src})" if peak else "peak: unknown for this GPU, so no MFU")
     print_results(steps, times, dict(rows), tokens, peak, memory)
+    cores = os.cpu_count() or 1
+    if device.type == "cpu" and statistics.median(ready) > cores:
+        print(f"note: the machine was busy: {statistics.median(ready):g} threads ready to run on {cores} cores (median "
+              f"while timing, up to {max(ready)}); these figures are not its speed, nor their ratios: time it alone")
 
 
 def print_results(steps, times, configs, tokens, peak, memory):

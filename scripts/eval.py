@@ -32,7 +32,7 @@ from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, 
 from sampler import ORDERS  # noqa: E402
 from trace import StepBar, chain  # noqa: E402
 from utils.dataloader import SPLITS, fixed_windows, prepare_data, split_ids  # noqa: E402
-from utils.dist import DTYPES, autocast_for, pick_device  # noqa: E402
+from utils.dist import DTYPES, CpuThreads, autocast_for, pick_device  # noqa: E402
 from utils.cli import ArgParser, at_least, output, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.tokenizer import fingerprint  # noqa: E402
@@ -177,7 +177,7 @@ def label(cfg, obj):
     return f"{cfg.objective} ({', '.join(parts)})" if parts else cfg.objective
 
 
-def evaluate_run(run, args, judge, device, bar):
+def evaluate_run(run, args, judge, device, bar, threads):
     """One checkpoint's row: its bound on fixed windows, then samples and infill (one generator)."""
     model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
     t0, L = time.time(), cfg.block_size
@@ -208,8 +208,9 @@ def evaluate_run(run, args, judge, device, bar):
     row.update(sampler=obj.describe(scfg), val_sample_entropy=target)
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
+        threads.restart()  # no pass spans the bound's evaluation
         out, _ = draw(model, replace(scfg, num_samples=args.batch_size), start, gen_len, args.n_samples, tok.mask_id,
-                      g, on_step=chain(change, bar))
+                      g, on_step=chain(change, bar, threads.tick))
         if not obj.TRACE:  # no steps reported: count its passes at once
             bar(n=sample_passes)
         row.update(score(out, len(start), tok, judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
@@ -310,6 +311,7 @@ def table(rows, val_entropy, judge="none"):
 def main(argv):
     args = parse_args(argv)
     device = pick_device(args.device)
+    threads = CpuThreads(device)  # as train.py: by what the sampling passes measure, unless OMP_NUM_THREADS
     torch.manual_seed(args.seed)
     given = typed(argv)
     runs = [load_run(p, args, device, given) for p in args.checkpoints]
@@ -318,12 +320,12 @@ def main(argv):
     ctx, precision = autocast_for(device, args.dtype)  # training's policy (and TF32 on CUDA)
     print(f"device: {device}, {precision} forward passes (float64 draws); {args.split} split, {args.n_windows} windows "
           f"x {args.n_t} t; {args.n_samples} samples, each checkpoint's own sampler{overridden(args)}; "
-          f"scorer: {args.ar_checkpoint or 'none'}")
+          f"scorer: {args.ar_checkpoint or 'none'}; {threads.line()}")
     rows, t0 = [], time.time()
     with Progress(runs, args) as bar:
         for i, r in enumerate(runs):
             with ctx:
-                row = evaluate_run(r, args, judge, device, bar)
+                row = evaluate_run(r, args, judge, device, bar, threads)
             rows.append(row)
             # a model scoring its own samples flatters itself
             row.update(precision=precision, judge=args.ar_checkpoint or None,

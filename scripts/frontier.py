@@ -35,7 +35,7 @@ from decode import compile_decode  # noqa: E402
 from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
                            write_json)
 from utils.dataloader import prepare_data  # noqa: E402
-from utils.dist import pick_device, timed  # noqa: E402
+from utils.dist import CpuThreads, pick_device, timed  # noqa: E402
 from utils.cli import ArgParser, at_least, key_list, list_of, output, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
@@ -89,13 +89,14 @@ def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
     return None
 
 
-def grid_of(r, args, judge, start, gen_len, ref, device, generator):
+def grid_of(r, args, judge, start, gen_len, ref, device, generator, threads):
     """Draw, score and print every point of checkpoint r's grid: a row each (curve, settings,
     sampler, NFE, temperature and score()'s figures)."""
     points = []
     for settings, scfg in r["points"]:
+        threads.restart()  # no pass spans the scoring
         samples, nfe = draw(r["model"], replace(scfg, num_samples=args.batch_size), start, gen_len, args.n_samples,
-                            r["tok"].mask_id, generator)
+                            r["tok"].mask_id, generator, on_step=threads.tick if threads.auto else None)
         nfe = sum(nfe) / len(nfe)
         s = score(samples, len(start), r["tok"], judge, args.batch_size, reference=ref)
         points.append(dict(curve=curve_label(settings), settings=settings, sampler=r["obj"].describe(scfg), nfe=nfe,
@@ -172,7 +173,7 @@ def parse_args(argv):
                    help="draws of B samples each point makes in a timed round (its time: their mean; more: less noise "
                    "from samplers whose passes vary)")
     p.add_argument("--threads", type=at_least(1, most=os.cpu_count() or 1), default=1,
-                   help="CPU threads for every draw (a GPU's host side), at most this machine's")
+                   help="CPU threads of the timed draws, at most this machine's (the scored draws choose theirs)")
     p.add_argument("--seed", type=seed, default=0, help="seeds the scored samples (and, after it, the timed ones)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
@@ -214,6 +215,7 @@ def refuse_unread(runs, args, given):
 def main(argv):
     args = parse_args(argv)
     device = pick_device(args.device)
+    threads = CpuThreads(device)  # the scored draws': by what their passes measure, unless OMP_NUM_THREADS
     runs = [load(path, args, device) for path in args.checkpoints]  # every check before any work
     refuse_unread(runs, args, typed(argv))
     judge = load_judge(args.ar_checkpoint, device, {r["path"]: r["tok"] for r in runs})
@@ -235,16 +237,16 @@ def main(argv):
     s = score(windows, 0, tok, reference=ref)
     held = dict(sample_entropy=s["sample_entropy"], js=s["js"], js_mean=s["js_mean"], n_windows=len(windows),
                 gen_len=gen_len, reference_chars=len(ref), split="dev", reference_split="test")
-    torch.set_num_threads(args.threads)  # the CPU's share of every draw
-    print(f"device: {device} ({torch.get_num_threads()} threads); judge {args.ar_checkpoint}; {args.n_samples} "
-          f"samples of {gen_len} tokens per point; held-out entropy {held['sample_entropy']:.3f} (dev), n-gram JS "
-          f"of dev text from test's {held['js_mean']:.4f}")
+    print(f"device: {device}; scored draws' {threads.line()}; timed draws: {args.threads} thread(s); judge "
+          f"{args.ar_checkpoint}; {args.n_samples} samples of {gen_len} tokens per point; held-out entropy "
+          f"{held['sample_entropy']:.3f} (dev), n-gram JS of dev text from test's {held['js_mean']:.4f}")
     g = torch.Generator().manual_seed(args.seed)
     for r in runs:
         t0 = time.time()
-        r["rows"] = grid_of(r, args, judge, start, gen_len, ref, device, g)
+        r["rows"] = grid_of(r, args, judge, start, gen_len, ref, device, g, threads)
         r["seconds"] = time.time() - t0
     speed = [f"tokens_per_s_b{b}" for b in args.time_batches] if args.repeats else []
+    torch.set_num_threads(args.threads)  # held while timing, so the points compare
     if speed:
         time_points(runs, args, start, gen_len, device)
     rows = [dict(at_held_out=read_curves(r["rows"], held["sample_entropy"], ("gen_ppl", "js_mean", *speed)),

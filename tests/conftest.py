@@ -7,26 +7,13 @@ import torch
 
 from helpers import TINY, for_objective, real_text
 
-# In-process runs keep torch's thread count as the test process has it: a CPU run picks its own threads only where
-# OMP_NUM_THREADS is unset (utils.dist.CpuThreads), and a count that changes with the machine's load would make runs
-# in this process differ from one another. The tests of that rule pass their own environment.
-os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
-
-
-@pytest.fixture(autouse=True)
-def one_thread_unless_slow(request):
-    """The fast tier runs torch on one thread: its models are tiny, where a second thread saves nothing and, on shared
-    cores, makes every op wait for it (scripts/bench_train.py's fp32 rate, 100,000 small products: 95 s on two threads
-    beside other jobs, 0.4 s on one). A slow test keeps the process's count (a trained run gains from two)."""
-    if request.node.get_closest_marker("slow"):
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+# One thread for this process, as for the runs it starts (helpers.ENV): a suite beside other work then never waits on a
+# busy core (a step at 2 threads runs 10-20x slower while another job holds one of 2 cores), in-process runs keep one
+# count whatever the load (utils.dist.CpuThreads follows it only where OMP_NUM_THREADS is unset), and the pinned
+# figures were measured at one thread. OMP_NUM_THREADS=N given to pytest keeps N; the tests of the rule pass their own
+# environment.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture

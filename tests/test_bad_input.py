@@ -616,8 +616,10 @@ ISSUE_71_ROWS = {
         "dev/gpu_sample.py": [(["--smoke", "--tokens", "5"], "drop --tokens")],
         "dev/epochs.py": [(["--summary-only", "--eval-iters", "3"], "--eval-iters sets the training --summary-only")],
         **dict.fromkeys(("dev/plot_epochs.py", "dev/plot_frontier.py"), "--x and --out act in every call"),
-        **dict.fromkeys(("dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/two_pass.py",
-                         "dev/threads.py"), "every flag acts in every call")},
+        **dict.fromkeys(("dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/two_pass.py"),
+                        "every flag acts in every call"),
+        "dev/threads.py": [(["cpu", "--gap", "5"], "--gap acts only with --starts"),
+                           (["cpu", "--starts", "--loads", "quiet"], "--loads acts only on the step table")]},
 }
 for cls, per_cli in ISSUE_71_ROWS.items():
     for cli, rows in per_cli.items():

@@ -170,7 +170,7 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
     def key_of(cfg):
         return "ar" if cfg.objective == "ar" else cfg.remask, cfg.temperature
 
-    def fake_draw(model, cfg, start, gen_len, n, *args):
+    def fake_draw(model, cfg, start, gen_len, n, *args, on_step=None):  # on_step: the thread count's tick
         drawn.append((key_of(cfg), n))
         return cfg, [8.0]  # the settings ride along as the 'samples'
 

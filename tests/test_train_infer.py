@@ -132,7 +132,7 @@ def _fake_clock_run(monkeypatch, step_s, *argv):
         return real_step(*a, **k)
     monkeypatch.setattr(train, "train_step", step)
     monkeypatch.setattr(train_log, "time", types.SimpleNamespace(time=lambda: clock[0]))  # the log's clock
-    monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))  # a quiet machine: no shared-cores note
+    monkeypatch.setattr(train_log, "run_queue", lambda: 1)  # a quiet machine: no shared-cores note
     from helpers import MICRO
     train.main([f"--data_path={real_text()}", "--out_dir=out", "--overwrite", *MICRO, "--eval_interval=100", *argv])
 

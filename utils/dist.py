@@ -58,53 +58,102 @@ def pick_device(name):
 
 
 class CpuThreads:
-    """The thread count of a CPU run, unless OMP_NUM_THREADS (or MKL_NUM_THREADS) fixes it: every
-    core no other process holds (the 1-minute load average less ours), at least one, split over
-    torchrun's ranks, refitted at each log line. A thread waiting for a busy core holds up the whole
-    step, so no fixed count suits both a quiet and a busy machine: dev/LOG.md, "How many CPU
-    threads a run wants"."""
+    """A CPU run's thread count, chosen by what its steps measure, unless OMP_NUM_THREADS (or
+    MKL_NUM_THREADS) fixes it. It starts at one thread. At each window's end (8 steps or 2 s) it
+    tries more threads only when the run queue has shown a free core twice in a row, and keeps them
+    only if their steps run faster. It steps down at once when steps slow well past this count's
+    best. A thread waiting for a busy core holds up the whole step, so a wrong guess costs far more
+    than one thread: dev/LOG.md, "How many CPU threads a run wants"."""
 
-    def __init__(self, device, world=1, environ=None, cores=None, load=None):
-        environ = os.environ if environ is None else environ
-        given = environ.get("OMP_NUM_THREADS") or environ.get("MKL_NUM_THREADS")
-        self.given = int(given) if given and given.strip().isdigit() and int(given) > 0 else None
+    def __init__(self, device, world=1, environ=None, cores=None, clock=time.perf_counter, running=None):
+        self.given = fixed_threads(os.environ if environ is None else environ)
         self.auto = device.type == "cpu" and self.given is None
         self.cores = max(1, (cores or _torch_default_threads()) // world)
-        self.load = load or load_average  # (a test passes its own)
-        self.n = torch.get_num_threads()
+        self.clock = clock
+        self.running = running or run_queue  # (a test passes its own clock and run queue)
+        self.n = self.given or torch.get_num_threads()
+        self.times = []      # the open window's step times
+        self.best = None     # this count's best window since it was taken
+        self.trial = None    # (the count below, its window) while more threads are on trial
+        self.free = 0        # windows in a row that ended with a core free
+        self.wait = 10.0     # seconds before the next try up; a lost try doubles it, up to 320
+        self.next_try = 0.0
+        self.last = None     # when the last step ended; None: the next step is not timed
         if self.auto:
-            self.n = self.fit(mine=0)
-            torch.set_num_threads(self.n)
+            self.set(1)
 
-    def fit(self, mine):
-        """The cores others leave (load less `mine`, ours), at least one; all if no load average."""
-        load = self.load()
-        if load is None:
-            return self.cores
-        others = max(0, round(load - mine))
-        return max(1, min(self.cores, self.cores - others))
+    def set(self, n):
+        self.n = n
+        torch.set_num_threads(n)
 
-    def line(self, follows=True):
-        """The start-up line: the count, who chose it, how to change it (follows: will follow())."""
+    def line(self):
+        """The start-up line: the count, who chose it, how to change it."""
         if self.given is not None:
             return f"threads: {self.given} (OMP_NUM_THREADS)"
         if not self.auto:
             return f"threads: {self.n} (torch's default; the device does the work)"
-        goes = "; it follows the load as the run goes" if follows else ""
-        return (f"threads: {self.n} of {self.cores} core(s), those no other process holds{goes} "
-                f"(OMP_NUM_THREADS=N fixes it)")
+        return f"threads: 1 of {self.cores} core(s), more while free and measured faster (OMP_NUM_THREADS=N fixes it)"
 
-    def follow(self):
-        """Refit the count to the load; returns a line saying the change, or "" when none."""
-        if not self.auto:
+    def restart(self):
+        """After a pause (an eval, a prompt being typed, other work): the next step is untimed."""
+        self.last = None
+
+    def tick(self, st=None):
+        """After each step: its time (a clock read); at a window's end, a decision. Returns a
+        line saying a change, or "". st: a sampler's Step, unread (tick is an on_step hook too)."""
+        now = self.clock()
+        last = self.last
+        self.last = now
+        if not self.auto or self.cores == 1 or last is None:
             return ""
-        n = self.fit(mine=self.n)
-        if n == self.n:
+        self.times.append(now - last)
+        # a step slower than the count below (on trial) or 4.5x this count's best decides alone:
+        # a job starting beside costs one step, not a window
+        if now - last > (self.trial[1] if self.trial else 4.5 * (self.best or float("inf"))):
+            return self.decide(now - last, now)
+        if len(self.times) >= 8 or sum(self.times) >= 2.0:
+            # the window's lower quartile: a few slow steps (GC, a checkpoint written) move it not
+            return self.decide(sorted(self.times)[len(self.times) // 4], now)
+        return ""
+
+    def decide(self, step_s, now):
+        """A window's step time -> keep or end a trial, step down when slow, or try more threads."""
+        self.times = []
+        if self.trial is not None:
+            (below, below_s), self.trial = self.trial, None
+            # kept only when 10 % faster: a second thread beside a busy core loses 10-20x
+            if step_s <= 0.9 * below_s:
+                self.best = step_s
+                self.wait = 10.0
+                return f"threads: {below} -> {self.n} (its steps measured {below_s / step_s:.1f}x faster)"
+            self.set(below)
+            self.wait = min(2 * self.wait, 320.0)
+            self.next_try = now + self.wait
             return ""
-        before, self.n = self.n, n
-        torch.set_num_threads(n)
-        why = "another process holds a core" if n < before else "a core came free"
-        return f"threads: {before} -> {n} ({why}: load {self.load():.1f} on {self.cores} core(s))"
+        if self.best is not None and self.n > 1 and step_s > 1.5 * self.best:
+            before, slow = self.n, step_s / self.best
+            self.set(max(1, self.n // 2))
+            self.best = None
+            self.next_try = now + self.wait
+            return f"threads: {before} -> {self.n} (steps {slow:.1f}x slower than at their best: the cores are shared)"
+        self.best = min(step_s, 1.01 * (self.best or step_s))  # a lucky window fades: noise never adds up to a drop
+        running, cpus = self.running(), os.cpu_count() or 1
+        self.free = self.free + 1 if running is None or running < cpus else 0
+        if self.n < self.cores and self.free >= 2 and now >= self.next_try:
+            self.trial = (self.n, step_s)
+            self.set(self.cores if running is None else min(self.cores, self.n + cpus - running))
+        return ""
+
+
+def fixed_threads(environ):
+    """The count OMP_NUM_THREADS (or MKL_NUM_THREADS) fixes, None where unset. Anything but a
+    positive integer is a UserError: torch would run at its own count while the start-up line
+    named the variable."""
+    name = "OMP_NUM_THREADS" if environ.get("OMP_NUM_THREADS", "").strip() else "MKL_NUM_THREADS"
+    value = environ.get(name, "").strip()
+    if value and not (value.isdigit() and int(value) > 0):
+        raise UserError(f"{name}={value} is not a positive integer: give a thread count, or unset it (the run picks)")
+    return int(value) if value else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,11 +162,13 @@ def _torch_default_threads():
     return torch.get_num_threads()
 
 
-def load_average():
-    """The 1-minute load average (processes ready to run), or None where the OS keeps none."""
+def run_queue():
+    """The threads ready to run now, this one included (/proc/loadavg), or None where the OS keeps
+    none. An instant reading: the 1-minute load average lags a second job by a minute."""
     try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
+        with open("/proc/loadavg") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
         return None
 
 

@@ -1,0 +1,170 @@
+"""How many threads a CPU run takes (utils.dist.CpuThreads), driven by a fake clock, fake step times and a fake run
+queue: no real timing. The case of issue 82: two jobs on 2 cores, where a second thread wins ~1.8x alone and loses
+10-20x beside another job. python -m pytest -q tests/test_threads.py"""
+import random
+
+import pytest
+import torch
+
+from utils.dist import CpuThreads, fixed_threads
+from utils.errors import UserError
+
+CPU = torch.device("cpu")
+QUIET = {1: 0.55, 2: 0.30}    # s/step of the cpu preset alone on 2 cores (dev/LOG.md, "How many CPU threads ...")
+SHARED = {1: 0.60, 2: 6.0}    # beside another job at one thread: the second thread waits for a busy core
+
+
+@pytest.fixture(autouse=True)
+def torch_threads():
+    """torch's thread count as the test found it, put back after (CpuThreads sets it)."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+class Machine:
+    """A fake 2-core machine: the clock, the run queue and what a step costs at each count."""
+
+    def __init__(self, step_s, others=0):
+        self.now = 0.0
+        self.step_s = step_s  # {threads: seconds a step}, or a function of the count
+        self.others = others  # threads of other jobs ready to run
+        self.threads = CpuThreads(CPU, environ={}, cores=2, clock=lambda: self.now, running=self.running)
+        self.threads.tick()   # the first step's end: its time (setup) is not one the rule reads
+
+    def running(self):
+        return self.others + self.threads.n
+
+    def steps(self, n):
+        """n steps; returns the thread count after each and the lines the controller printed."""
+        counts, lines = [], []
+        for _ in range(n):
+            cost = self.step_s(self.threads.n) if callable(self.step_s) else self.step_s[self.threads.n]
+            self.now += cost
+            line = self.threads.tick()
+            counts.append(self.threads.n)
+            lines += [line] if line else []
+        return counts, lines
+
+
+def test_a_run_alone_starts_at_one_thread_and_keeps_two_once_measured_faster(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    m = Machine(QUIET)
+    assert m.threads.n == 1 == torch.get_num_threads()
+    counts, lines = m.steps(30)
+    first_two = counts.index(2)
+    assert first_two < 12  # the try comes after two windows (~4 s at 0.55 s a step), its window after it
+    assert counts[first_two:] == [2] * (30 - first_two)  # kept, never dropped
+    assert lines == ["threads: 1 -> 2 (its steps measured 1.8x faster)"]
+    assert torch.get_num_threads() == 2
+
+
+def test_a_second_job_starting_drops_the_count_within_one_slow_step(monkeypatch):
+    """Issue 82's failure the other way round: at 2 threads when another job starts, the next step runs 20x slower;
+    the count drops after that one step (within 10 s), not a window or a log line later."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    m = Machine(QUIET)
+    m.steps(30)
+    assert m.threads.n == 2
+    m.step_s, m.others = SHARED, 1
+    started = m.now
+    counts, lines = m.steps(40)
+    assert counts[0] == 1 and m.now - started < 100  # one slow step, then one thread
+    assert lines[0].startswith("threads: 2 -> 1 (steps 20.0x slower than at their best")
+    assert counts == [1] * 40  # the run queue shows the other job: no try while it runs
+    m.step_s, m.others = QUIET, 0  # it ended
+    counts, lines = m.steps(40)
+    assert counts[-1] == 2 and lines == ["threads: 1 -> 2 (its steps measured 1.8x faster)"]
+
+
+def test_two_jobs_started_together_stay_at_one_thread_each(monkeypatch):
+    """Both start at one thread; each sees the other in the run queue and never tries a second."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    m = Machine(SHARED, others=1)
+    counts, lines = m.steps(200)
+    assert set(counts) == {1} and lines == []
+
+
+def test_free_cores_raise_the_count_only_when_its_steps_measure_faster(monkeypatch):
+    """A machine whose second thread gains nothing (a small model): the run queue says free, every try is
+    measured and undone, and the tries thin out (the wait doubles): no flapping."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    m = Machine({1: 0.5, 2: 0.48})
+    counts, lines = m.steps(2000)  # ~1000 s
+    tries = sum(1 for a, b in zip(counts, counts[1:]) if (a, b) == (1, 2))
+    assert lines == [] and counts[-1] == 1
+    assert 3 <= tries <= 7  # at ~4 s, then 10, 20, 40, 80, 160 s apart, then every 320 s at most
+    assert sum(c == 2 for c in counts) < 0.05 * len(counts)  # the tries cost under 5 % of the steps
+
+
+def test_noisy_steps_do_not_flap_the_count(monkeypatch):
+    """Steps that vary by +-20 % and an odd slow one (GC, a checkpoint written beside): the count stays put."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    rng = random.Random(0)
+
+    def noisy(n):
+        slow = 2.5 if rng.random() < 0.01 else 1.0  # one step in 100 at 2.5x (under the 4.5x that decides alone)
+        return QUIET[n] * rng.uniform(0.8, 1.2) * slow
+    m = Machine(noisy)
+    counts, lines = m.steps(3000)  # ~15 min
+    changes = sum(1 for a, b in zip(counts, counts[1:]) if a != b)
+    assert counts[-1] == 2 and changes == 1 and len(lines) == 1
+
+
+def test_a_pause_is_no_step_and_dearer_work_finds_its_count_again(monkeypatch):
+    """restart(): an eval or a prompt being typed is not a slow step. Passes of a dearer sampler look like a slowdown:
+    the count drops, and a try measures its way back."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    m = Machine(QUIET)
+    m.steps(30)
+    m.now += 600  # an eval, ten minutes
+    m.threads.restart()
+    assert m.steps(5)[0] == [2] * 5
+    m.threads.restart()
+    m.step_s = {1: 5.5, 2: 3.0}  # passes ten times dearer
+    counts, lines = m.steps(20)
+    assert counts[:2] == [2, 1] and counts[-1] == 2 and len(lines) == 2  # (the first step after a restart: untimed)
+
+
+def test_a_count_the_user_gives_is_kept_and_a_bad_one_refused():
+    before = torch.get_num_threads()
+    given = CpuThreads(CPU, environ={"OMP_NUM_THREADS": "1"}, cores=2)
+    assert not given.auto and given.given == 1 and given.line() == "threads: 1 (OMP_NUM_THREADS)"
+    assert given.tick() == given.tick() == "" and torch.get_num_threads() == before  # never changed
+    accelerator = CpuThreads(torch.device("meta"), environ={}, cores=2)
+    assert not accelerator.auto and accelerator.tick() == "" and "the device does the work" in accelerator.line()
+    assert fixed_threads({}) is None and fixed_threads({"OMP_NUM_THREADS": ""}) is None
+    assert fixed_threads({"OMP_NUM_THREADS": " 2"}) == 2 and fixed_threads({"MKL_NUM_THREADS": "3"}) == 3
+    for bad in ("0", "abc", "1e3", "-1", "2.5"):
+        with pytest.raises(UserError, match=f"OMP_NUM_THREADS={bad} is not a positive integer"):
+            fixed_threads({"OMP_NUM_THREADS": bad})
+    assert CpuThreads(CPU, world=2, environ={}, cores=2).cores == 1  # two ranks share the cores
+
+
+def test_a_bad_thread_count_is_refused_before_any_work(monkeypatch, capsys):
+    """OMP_NUM_THREADS=abc was silently replaced by the automatic count while the start-up line named it."""
+    import train
+    from scripts import bench_train
+    monkeypatch.setenv("OMP_NUM_THREADS", "1e3")
+    for main in (lambda: train.main(["cpu", "--max_iters=0"]), lambda: bench_train.main(["cpu"])):
+        with pytest.raises(UserError, match="OMP_NUM_THREADS=1e3 is not a positive integer"):
+            main()
+    assert "config" not in capsys.readouterr().out  # refused before the config is printed
+
+
+@pytest.mark.parametrize("ready, busy", [(2, False), (9, True)])
+def test_the_benchmark_says_when_the_machine_was_too_busy_for_its_figures(ready, busy, monkeypatch, capsys):
+    """Issue 82: bench_train printed a 1.7x ratio and 48 % MFU at load 10 with no word. It holds one thread while
+    timing and, when more threads were ready to run than cores, says its figures are not the machine's speed."""
+    from helpers import run_cli_here
+    from scripts import bench_train
+    monkeypatch.setattr(bench_train, "run_queue", lambda: ready)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    argv = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2", "--iters=1",
+            "--repeats=3", "--warmup=0", "--device=cpu"]
+    code, out, err = run_cli_here(bench_train.main, argv, capsys)
+    assert code == 0, err
+    assert "warm-up; 1 thread(s) (OMP_NUM_THREADS=N times at N)" in out
+    note = f"note: the machine was busy: {ready} threads ready to run on 2 cores"
+    assert (note in out) == busy and ("not its speed, nor their ratios" in out) == busy
