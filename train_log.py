@@ -91,8 +91,9 @@ def contention_note(window_s, device, threads=None):
     running, cores = run_queue(), os.cpu_count() or 1
     if slow < 2 and (running is None or running <= cores):
         return ""
-    ready = "" if running is None else f", {running} threads ready to run on {cores} cores"
-    note = f"note: steps run {slow:.1f}x slower than this run's fastest{ready}: another process shares them; "
+    seen = [f"steps run {slow:.1f}x slower than this run's fastest"] if slow >= 1.5 else []
+    seen += [] if running is None or running <= cores else [f"{running} threads ready to run on {cores} cores"]
+    note = f"note: {', '.join(seen)}: another process shares the cores; "
     if threads is not None and (threads.auto or threads.given == 1):  # no fix left in this run: fewer jobs
         why = "fewer when its steps slow" if threads.auto else "OMP_NUM_THREADS=1"
         return note + f"this run already takes {threads.n} thread(s) ({why}): run one job at a time for its speed"

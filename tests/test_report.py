@@ -224,4 +224,4 @@ def test_the_shared_cores_note_where_the_os_keeps_no_run_queue(monkeypatch):
     cpu = torch.device("cpu")
     assert contention_note([0.5, 0.25, 0.26, 0.27], cpu) == ""
     note = contention_note([0.5, 0.25, 0.26, 4.0], cpu)
-    assert note.startswith("note: steps run 16.0x slower than this run's fastest: another process shares them")
+    assert note.startswith("note: steps run 16.0x slower than this run's fastest: another process shares the cores")
