@@ -242,11 +242,15 @@ class BlockOutput:
 
         zeros = torch.zeros_like(self.gen)
         n_blocks = len(self.starts)
+        at, logp = st.law
+        col = lo + at % (hi - lo)  # the window's flat positions as the output's
+        kept = col < self.width
         self.conf[:, hi - self.block:hi] = st.conf[:, -self.block:]  # this block's; the context keeps its blocks'
         return replace(st, x=put(self.out, st.x), prev=put(self.out, st.prev), revealed=put(zeros, st.revealed),
                        remasked=put(zeros, st.remasked), gen_mask=self.gen[:, :self.width],
                        conf=self.conf[:, :self.width].clone(), step=self.steps + st.step, nfe=self.nfe + st.nfe,
-                       block=b, n_blocks=n_blocks, finished=[f and b == n_blocks - 1 for f in st.finished])
+                       block=b, n_blocks=n_blocks, finished=[f and b == n_blocks - 1 for f in st.finished],
+                       law=((at // (hi - lo) * self.width + col)[kept], logp[kept]))
 
 
 @torch.no_grad()
@@ -375,12 +379,13 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
     new = keep_or_redraw(p, s.q[:, S - sb:S - sb + kd] if kd else None, drafts, generator)
     s.kv.truncate(S - 1 - s.lo + new.size(1))  # the newest token and the kept drafts
     r = S + new.size(1) - 1  # the newest token: the next round drafts from its outcome's state
+    law = p[:, :new.size(1)]  # what each new token was drawn from (the trace page's candidates)
     if r not in outcomes:
-        return new, None
+        return new, None, law
     if r in states:
         c = kd + 1 + n * states.index(r)
-        return new, probs(logits[:, c:c + n], opts)
-    return new, probs(logits[:, -n:], opts)  # the next block's, all [MASK]
+        return new, probs(logits[:, c:c + n], opts), law
+    return new, probs(logits[:, -n:], opts), law  # the next block's, all [MASK]
 
 
 @torch.no_grad()
@@ -418,15 +423,15 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1)
             s.q = None  # the first round after a jump is a plain AR step
         prev = s.seq
         if draft:
-            new, s.q = _draft_round(model, s, end, fill, mask_id, opts, generator)
+            new, s.q, law = _draft_round(model, s, end, fill, mask_id, opts, generator)
         else:
             # the clean half alone, as the AR decodes
             # (why: dev/LOG.md, "bd3's clean half at batch > 1 in the AR's own loop")
-            new = _clean_step(model, s.seq, s.kv, mask_id, opts, generator)
+            new, law = _clean_step(model, s.seq, s.kv, mask_id, opts, generator)
         s.seq = torch.cat([s.seq, new], 1)
         passes += 1
         if on_step is not None:
-            on_step(_round_step(prev, s.seq, P, end, passes, mask_id))
+            on_step(_round_step(prev, s.seq, P, end, passes, mask_id, law))
     seconds = time.perf_counter() - t0
     # a pass commits one token, and the drafts it kept
     return s.seq, dict(nfe=passes, nfe_per_sample=[passes] * B, seconds=seconds, seconds_per_sample=[seconds] * B,
@@ -456,18 +461,23 @@ def _clean_step(model, seq, kv, mask_id, opts, generator):
     newest = seq[:, -1:].clone(memory_format=torch.contiguous_format)
     logits = (model.compiled_decode or decode)(model, newest, kv)
     logits[:, mask_id] = float("-inf")
-    return draw(probs(logits, opts), generator)[:, None]
+    p = probs(logits, opts)
+    return draw(p, generator)[:, None], p[:, None]
 
 
-def _round_step(prev, seq, P, end, passes, mask_id):
-    """A round as a Step over the whole output (the trace, --live): tokens so far, [MASK] after."""
+def _round_step(prev, seq, P, end, passes, mask_id, p):
+    """A round as a Step over the whole output (the trace, --live): tokens so far, [MASK] after;
+    p (B, k, V): the laws of its k new tokens."""
     B, S = seq.shape
+    cols = torch.arange(prev.size(1), S, device=seq.device)
+    at = (torch.arange(B, device=seq.device)[:, None] * end + cols).flatten()
     x = F.pad(seq, (0, end - S), value=mask_id)
     before = F.pad(prev, (0, end - prev.size(1)), value=mask_id)
     gen = torch.arange(end, device=seq.device)[None].expand(B, -1) >= P
     return Step(step=passes, nfe=torch.full((B,), passes), time=torch.zeros(B, dtype=torch.long), x=x, prev=before,
                 gen_mask=gen, revealed=x != before, remasked=torch.zeros_like(gen),
-                conf=torch.zeros(B, end, dtype=torch.float64), finished=[S >= end] * B)
+                conf=torch.zeros(B, end, dtype=torch.float64), finished=[S >= end] * B,
+                law=(at, p[:, :S - prev.size(1)].flatten(0, 1).log()))
 
 
 # -------------------------------------------------------------------- the objective (objectives.py)

@@ -283,3 +283,4 @@ class Step:
     finished: list            # (B,) bool: the sample takes part in no further step
     block: int = 0            # the semi-AR or bd3 block being decoded, of n_blocks
     n_blocks: int = 1
+    law: tuple = None         # (at (n,) flat positions of the canvas, logp (n, V)): what the step drew from there

@@ -139,6 +139,7 @@ class Config:
     top_k: int = sampled(0)             # 0 = off
     top_p: float = sampled(1.0)         # 1.0 = off
     num_samples: int = sampled(1)       # samples drawn in one batch
+    html: str = sampling_only("")       # the trace as one HTML page to scrub: a slider, play, each position's top 5
     viz_video: str = sampled("")        # MP4 path for the denoising trace (a GIF beside it)
     trace_every: int = sampled(1)       # record one frame every N steps
     gif_frame_ms: int = sampled(180)    # frame duration (10 to 655,350: a GIF's hundredths of a second)

@@ -113,12 +113,13 @@ def generate_canvas(model, x, P, opts, generator=None, mask_id=None, on_step=Non
         n = seq.size(1) - P  # tokens drawn so far
         p = torch.softmax(filtered.double() / max(opts.temperature, 1e-9), -1)
         conf[:, seq.size(1) - 1] = p.gather(-1, seq[:, -1:]).squeeze(-1)
+        at = torch.arange(B, device=dev) * L + seq.size(1) - 1
         prev = x.clone()
         x[:, :seq.size(1)] = seq
         gen_mask = (torch.arange(L, device=dev) >= P).expand(B, L)
         on_step(Step(step=n, nfe=torch.full((B,), n), time=torch.zeros(B, dtype=torch.long), x=x, prev=prev,
                      gen_mask=gen_mask, revealed=x != prev, remasked=torch.zeros_like(gen_mask), conf=conf.clone(),
-                     finished=[seq.size(1) == L] * B))
+                     finished=[seq.size(1) == L] * B, law=(at, p.log())))
 
     out = generate(model, x[:, :P], L - P, opts, generator, mask_id, token_done if on_step else None)
     return out, dict(nfe=L - P, nfe_per_sample=[L - P] * B)

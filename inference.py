@@ -33,7 +33,7 @@ from common import Schedule
 from configurator import (TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, sample_keys, validate,
                           wants_help)
 from decode import compile_decode
-from trace import LiveView, StepBar, chain, open_trace, print_written, trace_hook
+from trace import LiveView, StepBar, chain, open_page, open_trace, print_written, trace_hook
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
 from utils.fileio import read_text
@@ -79,8 +79,8 @@ def load(argv):
     if cfg.infill and "gen_len" in flags:  # the blanks set the length
         raise UserError("--infill's blanks set the tokens generated ([___] one per marker character, [___:N] N): "
                         "drop --gen-len")
-    if "overwrite" in flags and "viz_video" not in flags:
-        raise UserError("--overwrite lets --viz-video replace an existing file: give --viz-video too, or drop it")
+    if "overwrite" in flags and not flags & {"viz_video", "html"}:
+        raise UserError("--overwrite lets --viz-video or --html replace an existing file: give one, or drop it")
     if "viz_video" not in flags:
         cfg = replace(cfg, viz_video="")  # a video only when asked here: never replace one by default
     tok = tokenizer_from_state(ckpt["tokenizer"])
@@ -93,7 +93,7 @@ def load(argv):
                             f"--tokenizer_path to use the checkpoint's own")
     if cfg.interactive or cfg.prompts_file:
         what = "--interactive" if cfg.interactive else "--prompts-file"
-        clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", "viz_video") if k in flags]
+        clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", "viz_video", "html") if k in flags]
         clash += ["prompts_file"] if cfg.interactive and cfg.prompts_file else []
         if clash:
             raise UserError(f"{what} supplies the prompts, one sample each: drop --{clash[0].replace('_', '-')}")
@@ -161,6 +161,7 @@ def sample_once(cfg, run):
     if note:
         print(note)
     writer = open_trace(cfg, cfg.overwrite)  # checks the --viz-video path before any sampling
+    page = open_page(cfg, cfg.overwrite)  # and --html's
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     passes = obj.passes(cfg, canvas.n_gen, canvas.prefix_len)
@@ -169,8 +170,8 @@ def sample_once(cfg, run):
         live.start(*canvas.tensors(1, "cpu"))
     t0 = time.time()
     run["threads"].restart()  # no pass spans the time between prompts
-    hooks = chain(trace_hook(writer, tok, canvas, cfg), live, run["threads"].tick)
-    with writer or nullcontext(), StepBar(passes, on=obj.TRACE and not live) as bar, run["ctx"]:
+    hooks = chain(trace_hook(writer, tok, canvas, cfg), trace_hook(page, tok, canvas, cfg), live, run["threads"].tick)
+    with writer or nullcontext(), page or nullcontext(), StepBar(passes, on=obj.TRACE and not live) as bar, run["ctx"]:
         texts, out, stats = generate(model, tok, canvas, cfg, run["schedule"], run["device"], g, chain(hooks, bar))
     dt = time.time() - t0 - (live.slept if live else 0)  # --live's pauses left out
     nfes, seconds = stats["nfe_per_sample"], stats["seconds_per_sample"]
@@ -191,6 +192,7 @@ def sample_once(cfg, run):
           f"passes, {dt:.2f}s ({canvas.n_gen * len(texts) / dt:,.0f} tokens/s); sampler: {sampler}, "
           f"temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}")
     print_written(writer)
+    print_written(page)
 
 
 if __name__ == "__main__":

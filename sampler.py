@@ -191,6 +191,7 @@ class _Denoiser:
         temperature = self._temperature(decided.is_masked, now, decided.at)
         logp = filter_logits(logits, temperature, self.opts.top_k, self.opts.top_p)  # (n, V) float64
         cand = sample_tokens(logp, 0.0 if greedy else self.opts.temperature, self.generator)  # (n,)
+        self.law = (decided.at, logp)  # the Step's: the trace page's candidates
         revealed, remasked = self._commit(decided, logp, cand, n_keep, remdm)
         self.nfe += todo
         return revealed, remasked, told
@@ -310,7 +311,7 @@ class _Denoiser:
         if self.on_step is not None:
             self.on_step(Step(step=self.steps, nfe=self.nfe.clone(), time=told, x=self.x, prev=prev,
                               gen_mask=self.gen_mask, revealed=revealed, remasked=remasked, conf=self.conf, block=b,
-                              n_blocks=self.n_blocks, finished=finished))
+                              n_blocks=self.n_blocks, finished=finished, law=self.law))
 
 
 @torch.no_grad()

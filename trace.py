@@ -19,6 +19,7 @@ import objectives
 from common import Step
 from utils.errors import UserError
 from utils.fileio import check_output
+from utils.page import PageWriter
 from utils.video import TraceWriter
 
 
@@ -48,14 +49,26 @@ class TraceHook:
         self.noise_start, self.drawn_done, self.seen_nfe = noise_start, False, 0
 
     def frame(self, st, t, nfe, caption=""):
-        """Sample 0 of the Step st as one frame; t: the time index its header shows."""
+        """Sample 0 of the Step st as one frame; t: the time index its header shows. A writer that
+        keeps candidates (utils.page.PageWriter) also gets each predicted position's top ones."""
         cells = token_states(self.tok, st.x[0].tolist(), st.gen_mask[0].tolist(), st.revealed[0].tolist(),
                              st.remasked[0].tolist())
         confidence = [c if state != "prompt" and text is not None else None
                       for (text, state), c in zip(cells, st.conf[0].tolist())]
+        top = {"top": self.top(st)} if getattr(self.writer, "candidates", 0) else {}
         self.writer.add_frame([text for text, _ in cells], [state for _, state in cells], step=st.step,
-                              t=t / self.T, nfe=nfe, confidence=confidence, caption=caption)
+                              t=t / self.T, nfe=nfe, confidence=confidence, caption=caption, **top)
         self.frames += 1
+
+    def top(self, st):
+        """{position: [(text, probability)]}: sample 0's most likely tokens where the step drew."""
+        if st.law is None:
+            return {}
+        at, logp = st.law
+        mine = at < st.x.size(1)  # sample 0's rows
+        p, ids = logp[mine].exp().topk(min(self.writer.candidates, logp.size(-1)), -1)
+        return {int(i): [(self.tok.token_text(t), round(q, 4)) for t, q in zip(row_ids, row_p) if q > 0]
+                for i, row_ids, row_p in zip(at[mine].tolist(), ids.tolist(), p.tolist())}
 
     def start(self, x, gen_mask):
         """The first frame: x (B, L) as the sampler starts from it."""
@@ -105,7 +118,9 @@ def trace_title(cfg, cols=64):
     remask none'), led by 'micro-dllm  T=100  ' when it fits."""
     obj, th = objectives.get(cfg.objective), cfg.threshold
     block = [f"{cfg.objective} L'={cfg.bd3_block}"] if obj.BLOCKS else []
-    if obj.NOISE_START:
+    if obj.EXACT or cfg.dual_sample:  # a token a pass: no chain, no reveal setting
+        how = ["AR, a token a pass" if obj.EXACT else "its AR mode (--dual_sample)"]
+    elif obj.NOISE_START:
         how = [f"{cfg.objective} noise", f"{cfg.steps} steps"]
     elif obj.BLOCKS and cfg.bd3_speculate and cfg.bd3_ar:  # drafted, checked by the AR: no reveal setting
         how = block + ["drafts checked by its AR"]
@@ -121,21 +136,32 @@ def trace_title(cfg, cols=64):
     if cfg.temperature_end_share != 1.0:  # falling as the canvas fills: name the last draws' too
         temp += f" to {cfg.temperature * cfg.temperature_end_share:.3g}"
     how = ", ".join(how + [temp])
-    head = f"micro-dllm  T={cfg.diffusion_steps}  "
+    head = "micro-dllm  " if obj.EXACT else f"micro-dllm  T={cfg.diffusion_steps}  "
     return head + how if len(head + how) <= cols else how
 
 
 def trace_hook(writer, tok, canvas, cfg):
     """The on_step hook recording sample 0's steps into writer, its first frame drawn (None
-    without a writer). Sample inside `with writer:`, which writes the files or, on error, none."""
+    without a writer). Sample inside `with writer:`, which writes the files or, on error, none.
+    A page (PageWriter) keeps every step: it is scrubbed, not played at a frame rate."""
     if writer is None:
         return None
     noise = objectives.get(cfg.objective).NOISE_START
-    hook = TraceHook(writer, tok, cfg.trace_every, cfg.diffusion_steps, noise_start=noise)
+    every = 1 if isinstance(writer, PageWriter) else cfg.trace_every
+    hook = TraceHook(writer, tok, every, cfg.diffusion_steps, noise_start=noise)
     if not noise:  # noise: the start frame is the sampler's own x_T (TraceHook)
         x, gen_mask = canvas.tensors(1, "cpu")
         hook.start(x.masked_fill(gen_mask, tok.mask_id), gen_mask)
     return hook
+
+
+def open_page(cfg, replace=False):
+    """--html: a PageWriter for cfg.html, its path checked now, before any sampling (None without)."""
+    if not cfg.html:
+        return None
+    check_output(cfg.html, replace, "--html", "--overwrite")
+    settings = f"{objectives.get(cfg.objective).describe(cfg)}, temperature {cfg.temperature:g}"
+    return PageWriter(cfg.html, title=trace_title(cfg, 200), settings=settings, frame_ms=cfg.gif_frame_ms)
 
 
 def print_written(writer):
@@ -144,7 +170,8 @@ def print_written(writer):
         res = writer.result
         for w in res["warnings"]:
             print(f"warning: {w}")
-        print(f"trace: {res['frames']} frames -> " + ", ".join(p for p in (res["mp4"], res["gif"]) if p))
+        paths = [res.get(k) for k in ("mp4", "gif", "html")]
+        print(f"trace: {res['frames']} frames -> " + ", ".join(p for p in paths if p))
 
 
 # --live: ANSI colours per token state, near the video's palette

@@ -155,8 +155,10 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
         x = put_at(x, at, real[draw])  # a new tensor: a hook may keep the old one
         conf = put_at(conf, at, log_p.gather(-1, draw[:, None]).squeeze(-1).exp())
         if on_step is not None:
+            full = log_p.new_full((len(at), model.args.vocab_size), -math.inf).index_copy(1, real, log_p)
             on_step(Step(step=i + 1, nfe=torch.full((B,), i + 1), time=tt, x=x, prev=prev, gen_mask=gen_mask,
-                         revealed=(x != prev) & gen_mask, remasked=none, conf=conf, finished=[i + 1 == steps] * B))
+                         revealed=(x != prev) & gen_mask, remasked=none, conf=conf, finished=[i + 1 == steps] * B,
+                         law=(at, full)))
     secs = time.perf_counter() - t0
     return x, dict(nfe=steps, nfe_per_sample=[steps] * B, seconds=secs, seconds_per_sample=[secs] * B, blocks=1)
 

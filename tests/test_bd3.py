@@ -2,6 +2,7 @@
 the block sampler's KV cache against the uncached pass, and a tiny trained run end to end (slow).
 python -m pytest -q tests/test_bd3.py      (-m "not slow": without the trained run)"""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -433,8 +434,8 @@ def test_a_tiny_bd3_run_learns_and_writes_past_its_context(bd3_ckpt, tmp_path):
     model, _ = load_model(bd3_ckpt, "cpu")
     cfg = config_from_dict(ck["config"])
     canvas = continuation(cfg, tok, "ROMEO:", 150, model.args.block_size)  # 156 tokens from a context of 64
-    texts, out, stats = generate(model, tok, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
-                                 torch.Generator().manual_seed(0), num_samples=2)
+    texts, out, stats = generate(model, tok, canvas, replace(cfg, num_samples=2),
+                                 Schedule(cfg.diffusion_steps, cfg.schedule), "cpu", torch.Generator().manual_seed(0))
     prompt = torch.tensor(tok.encode("ROMEO:"))
     assert out.shape == (2, 156) and (out[:, :6] == prompt).all() and not (out == tok.mask_id).any()
     assert all(f.startswith("ROMEO:") and len(t) == 150 for f, t in zip(stats["full_texts"], texts))

@@ -36,7 +36,7 @@ ACCEPTED = dict(
     log_interval=("2 ** 62",), out_dir=("'nonsense'",), init_from=("''", "'nonsense'"), keep_last=("2 ** 62",),
     skip_nonfinite=("0", "2 ** 62"), checkpoint=("'nonsense'",), prompt=("''", "'nonsense'"),
     temperature=("0.0", "2.0 ** 64"), temperature_end_share=("0.0", "1e-320"), top_k=("0", "2 ** 62"),
-    top_p=("1e-320",), viz_video=("''", "'nonsense'"), trace_every=("2 ** 62",), infill=("''", "'nonsense'"),
+    top_p=("1e-320",), viz_video=("''", "'nonsense'"), html=("''", "'nonsense'"), trace_every=("2 ** 62",), infill=("''", "'nonsense'"),
     prefix_file=("''", "'nonsense'"), suffix_file=("''", "'nonsense'"), remask_eta=("0.0", "1e-320"),
     threshold=("0.0", "1e-320"), semi_ar_length=("0", "2 ** 62"), prompts_file=("''", "'nonsense'"),
     seed=("0", "2 ** 62"), compile=("True",))

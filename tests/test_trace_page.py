@@ -1,0 +1,121 @@
+"""inference.py --html: the trace as one HTML page. Every sampler's Steps say where they drew and
+from what law (Step.law), the page embeds every step with sample 0's top candidates, its data
+round-trips, and (where Debian's chromium is installed) a real browser loads it without a console
+error and its slider moves the canvas.
+
+    python -m pytest -q tests/test_trace_page.py
+"""
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+import objectives
+from canvas import build_canvas, generate
+from common import Schedule
+from configurator import get_config
+from helpers import for_objective
+from model import Transformer
+from trace import trace_hook
+from utils.page import PageWriter
+from utils.tokenizer import CharTokenizer
+
+TOK = CharTokenizer("abcdefghijk")  # 11 characters, [MASK] = 11
+SMALL = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--diffusion_steps=8", "--gen_len=8",
+         "--prompt=abc", "--device=cpu"]
+SAMPLERS = {  # name -> the flags of one sampler of each objective
+    "mdlm": ["--steps=4"], "mdlm remdm": ["--steps=4", "--remask=remdm", "--remask_eta=0.2"],
+    "mdlm threshold": ["--threshold=0.5"], "mdlm dual_sample": ["--dual_ar=0.5", "--time_cond=none", "--dual_sample"],
+    "uniform": ["--objective=uniform", "--steps=4"], "bd3": ["--objective=bd3", "--bd3_block=4", "--steps=4"],
+    "bd3 past the context": ["--objective=bd3", "--bd3_block=4", "--steps=4", "--gen_len=24"],  # its window moves
+    "bd3 speculate": ["--objective=bd3", "--bd3_block=4", "--bd3_ar=1", "--bd3_speculate"],
+    "ar": ["--objective=ar"]}
+
+
+def _setup(flags, seed=0):
+    """(cfg, canvas, model): flags' sampler over 2 canvases of a random tiny network."""
+    cfg = get_config(for_objective([*SMALL, *flags, "--num_samples=2"]))
+    torch.manual_seed(seed)
+    model = Transformer(objectives.model_args(cfg, TOK.vocab_size)).eval()
+    return cfg, build_canvas(cfg, TOK, model.args.block_size), model
+
+
+def _run(flags, hooks, seed=0):
+    cfg, canvas, model = _setup(flags, seed)
+    return generate(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
+                    torch.Generator().manual_seed(seed), hooks)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_samplers_steps_say_where_they_drew_and_from_what_law(name):
+    """Step.law (at, logp): each position a step changed (revealed) has a row there; each row is a law (sums to 1
+    in float64) under which the token drawn has mass; positions it names are the canvas's, never given text."""
+    steps = []
+    _run(SAMPLERS[name], steps.append)
+    assert steps
+    for st in steps:
+        at, logp = st.law
+        B, L = st.x.shape
+        assert at.dtype == torch.long and (at >= 0).all() and (at < B * L).all()
+        assert st.gen_mask.flatten()[at].all(), "a law at given text"
+        assert set(st.revealed.flatten().nonzero().squeeze(1).tolist()) <= set(at.tolist()), "a change with no law"
+        p = logp.exp()
+        assert torch.allclose(p.sum(-1), torch.ones(len(at), dtype=p.dtype), atol=1e-6)
+        drawn = st.revealed.flatten()[at]
+        assert (p[drawn].gather(-1, st.x.flatten()[at][drawn][:, None]) > 0).all(), "a token drawn with no mass"
+
+
+def _page_data(html):
+    return json.loads(re.search(r'<script id="trace-data" type="application/json">(.*?)</script>', html, re.S)[1])
+
+
+@pytest.mark.parametrize("name", ["mdlm", "bd3 speculate", "ar"])
+def test_the_page_embeds_every_step_with_its_candidates_and_round_trips(name, tmp_path):
+    cfg, canvas, model = _setup(SAMPLERS[name])
+    page, steps = PageWriter(tmp_path / "t.html", title="<title></script>", settings="s"), []
+    hook = trace_hook(page, TOK, canvas, cfg)
+    with page:
+        generate(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
+                 torch.Generator().manual_seed(0), lambda st: (steps.append(st), hook(st)))
+    data = _page_data((tmp_path / "t.html").read_text())
+    assert data["title"] == "<title></script>"  # escaped in the page, itself after the round trip
+    assert len(data["steps"]) == 1 + len({int(st.nfe[0]) for st in steps})  # the start, then every step of sample 0
+    assert all(state != "mask" for _, state, _ in data["steps"][-1]["cells"])
+    for st, shown in zip(steps, data["steps"][1:]):
+        assert len(shown["cells"]) == st.x.size(1) and shown["nfe"] == int(st.nfe[0])
+        changed = st.revealed[0].nonzero().squeeze(1).tolist()
+        assert set(changed) <= {int(i) for i in shown["top"]}, "a token revealed with no candidates"
+        for i in changed:
+            top = shown["top"][str(i)]
+            assert 1 <= len(top) <= 5 and all(a[1] >= b[1] for a, b in zip(top, top[1:]))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_a_real_browser_loads_the_page_and_its_slider_moves_the_canvas(tmp_path):
+    cfg, canvas, model = _setup(SAMPLERS["mdlm"])
+    page = PageWriter(tmp_path / "t.html", title="t", settings="s")
+    with page:
+        generate(model, TOK, canvas, cfg, Schedule(8), "cpu", torch.Generator().manual_seed(0),
+                 trace_hook(page, TOK, canvas, cfg))
+    probe = """<script>
+window.__errors = [];
+window.addEventListener("error", (e) => window.__errors.push(String(e.message)));
+window.addEventListener("load", () => {
+  const slider = document.getElementById("slider"), canvas = document.getElementById("canvas");
+  const before = canvas.textContent;
+  slider.value = slider.max; slider.dispatchEvent(new Event("input"));
+  const out = document.createElement("pre"); out.id = "probe";
+  out.textContent = JSON.stringify({errors: window.__errors, before, after: canvas.textContent});
+  document.body.appendChild(out);
+});
+</script>"""
+    html = (tmp_path / "t.html").read_text().replace('<script id="trace-data"', probe + '<script id="trace-data"', 1)
+    (tmp_path / "probe.html").write_text(html)
+    out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          (tmp_path / "probe.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    seen = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', out, re.S)[1].replace("&quot;", '"'))
+    assert seen["errors"] == [] and seen["before"] != seen["after"]
+    assert seen["before"].startswith("abc") and "_" in seen["before"] and "_" not in seen["after"]

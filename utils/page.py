@@ -1,0 +1,50 @@
+"""The trace as one self-contained HTML page (inference.py --html): utils/trace_page.html with the
+sampler's steps embedded as JSON. A slider and a play button walk the steps; hovering a position
+shows the network's top candidates there. No server, no network, no dependency.
+    with PageWriter("trace.html", title="mdlm 64 steps") as page: page.add_frame(...)  # trace.py
+"""
+import json
+import os
+
+from utils.fileio import atomic_open
+
+TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trace_page.html")
+
+
+class PageWriter:
+    """A trace writer (trace.TraceHook feeds it, as it feeds utils.video.TraceWriter) whose frames
+    become one HTML file at close, written atomically; on an error, no file."""
+    candidates = 5  # the top candidates kept per predicted position (TraceHook reads it)
+
+    def __init__(self, path, title="", settings="", frame_ms=180):
+        self.path, self.title, self.settings, self.frame_ms = path, title, settings, frame_ms
+        self.steps, self.result = [], None
+
+    def add_frame(self, tokens, states, step, t, nfe, confidence=None, caption="", top=None):
+        """One step: each position's text (None: [MASK]), state and confidence; top: {position:
+        [(text, probability)]} where the step predicted."""
+        conf = confidence or [None] * len(tokens)
+        self.steps.append(dict(step=step, t=t, nfe=nfe, caption=caption, top=top or {},
+                               cells=[[text, state, c] for text, state, c in zip(tokens, states, conf)]))
+
+    def page(self):
+        """The HTML text: the template with the steps embedded ('</' escaped: no early end of script)."""
+        data = dict(title=self.title, settings=self.settings, frame_ms=self.frame_ms, steps=self.steps)
+        with open(TEMPLATE, encoding="utf-8") as f:
+            template = f.read()
+        return template.replace("/*TRACE_DATA*/", json.dumps(data, ensure_ascii=False).replace("</", "<\\/"))
+
+    def close(self):
+        """Write the page; -> {html, frames, warnings}."""
+        if self.result is None:
+            with atomic_open(self.path) as f:
+                f.write(self.page())
+            self.result = dict(html=self.path, frames=len(self.steps), warnings=[])
+        return self.result
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):  # on error, write nothing
+        if exc_type is None:
+            self.close()
