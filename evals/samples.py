@@ -7,6 +7,7 @@ score them (and held-out text alike), write the JSON.
     score(samples, 1, tok, judge)  # {distinct_2, ..., gen_ppl, gen_nll}
 """
 import json
+from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
@@ -74,6 +75,25 @@ def draw(model, cfg, start, gen_len, n, mask_id, generator, on_step=None):
         out.append(x.cpu())
         nfe += stats["nfe_per_sample"]
     return torch.cat(out), nfe
+
+
+@contextmanager
+def columns_counted(model, P):
+    """{'columns': n}: the columns the network reads from position P - 1 on (the last given token's
+    column predicts the first new one, as an AR's does), over every pass in the block (eager: a
+    compiled step runs no hook). Committed tokens over it is p_cache (WeDLM): 1 for an AR."""
+    seen, compiled = dict(columns=0), model.compiled_decode
+
+    def count(module, args, kwargs):
+        idx, pos = args[0], kwargs.get("rope_pos")
+        pos = torch.arange(idx.size(1)) if pos is None else pos
+        seen["columns"] += idx.size(0) * int((pos >= P - 1).sum())
+    hook, model.compiled_decode = model.register_forward_pre_hook(count, with_kwargs=True), None
+    try:
+        yield seen
+    finally:
+        hook.remove()
+        model.compiled_decode = compiled
 
 
 def score(samples, P, tok, judge=None, batch_size=32, reference=None):

@@ -32,8 +32,8 @@ import objectives  # noqa: E402
 from config import Config  # noqa: E402
 from configurator import acts, validate  # noqa: E402
 from decode import compile_decode  # noqa: E402
-from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
-                           write_json)
+from evals.samples import (columns_counted, draw, held_out_windows, load_judge, open_checkpoint, score,  # noqa: E402
+                           start_ids, write_json)
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import CpuThreads, pick_device, timed  # noqa: E402
 from utils.cli import ArgParser, at_least, key_list, list_of, output, seed, typed  # noqa: E402
@@ -109,16 +109,20 @@ def grid_of(r, args, judge, start, gen_len, ref, device, generator, threads):
 
 def time_points(runs, args, start, gen_len, device):
     """Time every point at each --time-batches size B: seconds_bB (a draw of B), tokens_per_s_bB,
-    passes_bB. The median of --repeats rounds in which every point draws in turn, so a drifting
-    load slows all alike."""
+    passes_bB, tokens_per_pass_bB, and p_cache_bB (committed tokens over the columns the network
+    read: evals.samples.columns_counted, on an untimed draw). The median of --repeats rounds in
+    which every point draws in turn, so a drifting load slows all alike."""
     jobs = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])]
     n = args.time_draws
     for b in args.time_batches:
         def call(r, scfg, seed, passes):  # passes: collects each draw's forward passes
             passes.append(statistics.mean(draw(r["model"], replace(scfg, num_samples=b), start, gen_len, b,
                                                r["tok"].mask_id, torch.Generator().manual_seed(seed))[1]))
-        for r, pt, scfg in jobs:  # an untimed warm-up draw each
+        for r, pt, scfg in jobs:  # an untimed warm-up draw each, then one whose columns are counted
             call(r, scfg, args.seed, [])
+            with columns_counted(r["model"], len(start)) as seen:
+                call(r, scfg, args.seed, [])
+            pt[f"p_cache_b{b}"] = b * gen_len / seen["columns"]
             pt[f"passes_b{b}"] = []
         rounds = []  # rounds[k - 1][i]: job i's mean seconds a draw of B in round k
         for k in range(1, args.repeats + 1):
@@ -128,9 +132,10 @@ def time_points(runs, args, start, gen_len, device):
             pt[f"seconds_b{b}"] = statistics.median(secs)
             pt[f"passes_b{b}"] = statistics.mean(pt[f"passes_b{b}"])
             pt[f"tokens_per_s_b{b}"] = b * gen_len / pt[f"seconds_b{b}"]
+            pt[f"tokens_per_pass_b{b}"] = gen_len / pt[f"passes_b{b}"]
             print(f"  {r['path']} [{pt['curve']}] T={pt['temperature']:g}, batch {b}: {pt[f'tokens_per_s_b{b}']:,.0f} "
                   f"tokens/s ({pt[f'seconds_b{b}']:.3f} s a draw, median of {args.repeats} rounds of {n}; "
-                  f"{gen_len / pt[f'passes_b{b}']:.2f} tokens a pass, "
+                  f"{pt[f'tokens_per_pass_b{b}']:.2f} tokens a pass, p_cache {pt[f'p_cache_b{b}']:.3f}, "
                   f"{pt[f'seconds_b{b}'] / pt[f'passes_b{b}'] * 1e3:.2f} ms a pass)")
 
 

@@ -1,6 +1,7 @@
 """Sample frontiers (scripts/frontier.py, dev/plot_frontier.py): the grid, the n-gram Jensen-Shannon divergence
 against hand computations and against repetition, and the JSON of a run on tiny checkpoints (slow).
 python -m pytest -q tests/test_frontier.py"""
+import contextlib
 import json
 
 import pytest
@@ -190,6 +191,7 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
     monkeypatch.setattr(frontier, "draw", fake_draw)
     monkeypatch.setattr(frontier, "score", fake_score)
     monkeypatch.setattr(frontier, "timed", fake_timed)
+    monkeypatch.setattr(frontier, "columns_counted", _columns(40))
     out = in_tmp / "h.json"
     code, text, err = run_cli_here(frontier.main, [
         tiny_ckpt, ar_judge, "--ar-checkpoint", ar_judge, "--n-samples", "4", "--gen-len", "24", "--device", "cpu",
@@ -202,7 +204,8 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
     # in turn (the AR's between diffusion's rounds, never after all of them)
     points = [k for k, n in drawn[:6]]
     assert [n for _, n in drawn[:6]] == [4] * 6 and len({k[0] for k in points}) == 3
-    assert drawn[6:] == [(k, b) for b in (1, 2) for _ in range(4) for k in points]
+    # per batch: each point's warm-up draw and its counted one (p_cache), then 3 rounds of every point in turn
+    assert drawn[6:] == [(k, b) for b in (1, 2) for k in [*(q for q in points for _ in (0, 1)), *points * 3]]
     mdlm, ar = (r["at_held_out"] for r in d["runs"])
     # tokens/s = B x 24 / (the median round, 2 x B x seconds per sample) = 12 / seconds per sample, read at H like
     # gen-PPL: a quarter of the way from 120 (T 0.8) to 40 (T 1.0) = 100; the AR's at its T 0.8 point, 240
@@ -231,10 +234,19 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
                                             (pytest.approx(8.0), pytest.approx(15.0), "o")]}
 
 
+def _columns(n):
+    """A stand-in for evals.samples.columns_counted: every counted draw read n columns."""
+    @contextlib.contextmanager
+    def counted(model, P):
+        yield dict(columns=n)
+    return counted
+
+
 def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):
     # --time-draws K: in each timed round every point draws K batches in turn (seeds seed + K * round + j), and its
     # seconds are a draw's: the round's time / K; the warm-up draw (seed itself) is not timed
     calls = []
+    monkeypatch.setattr(frontier, "columns_counted", _columns(20))
     monkeypatch.setattr(frontier, "draw", lambda model, scfg, start, gen_len, n, mask_id, g: calls.append(
         (scfg.prompt, n, g.initial_seed())) or (None, [g.initial_seed()] * n))  # passes a sample: its seed, say
     rows = [dict(curve="c", temperature=1.0), dict(curve="c", temperature=0.8)]
@@ -242,10 +254,29 @@ def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):
     runs = [dict(model=None, tok=type("T", (), dict(mask_id=0)), rows=rows, points=points, path="x")]
     args = type("A", (), dict(time_batches=[1, 4], time_draws=3, repeats=2, seed=10))
     frontier.time_points(runs, args, [0], 5, torch.device("cpu"))
-    per_batch = [("a", 10), ("b", 10)] + [(p, 10 + 3 * k + j) for k in (1, 2) for p in "ab" for j in range(3)]
+    per_batch = [("a", 10)] * 2 + [("b", 10)] * 2 + [(p, 10 + 3 * k + j) for k in (1, 2) for p in "ab" for j in range(3)]
     assert calls == [(p, b, s) for b in (1, 4) for p, s in per_batch]
     for row in rows:
         for b in (1, 4):
             assert row[f"seconds_b{b}"] > 0 and row[f"tokens_per_s_b{b}"] == pytest.approx(b * 5 / row[f"seconds_b{b}"])
     # passes: the mean over the timed draws only (seeds 13..18: 15.5), not the warm-up's (seed 10: with it, 14.57)
     assert rows[0]["passes_b1"] == pytest.approx(15.5) and rows[1]["passes_b4"] == pytest.approx(15.5)
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_p_cache_counts_the_columns_each_sampler_reads_past_the_prompt(B):
+    """columns_counted, p_cache's denominator, by hand: the AR reads one column a token (its prompt's last predicts the
+    first): p_cache 1; masked diffusion reads the whole canvas every pass: (gen_len + 1) columns a row a pass."""
+    from common import Schedule  # noqa: F401 (draw builds its own)
+    from evals.samples import columns_counted, draw
+    from model import Transformer
+    P, G, S = 3, 8, 4
+    for flags, columns in ((["--objective=ar"], B * G), ([f"--steps={S}"], B * S * (G + 1))):
+        cfg = get_config(for_objective(["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16",
+                                        "--diffusion_steps=8", f"--num_samples={B}", "--device=cpu", *flags]))
+        torch.manual_seed(0)
+        model = Transformer(objectives.model_args(cfg, 12)).eval()
+        with columns_counted(model, P) as seen:
+            _, passes = draw(model, cfg, [0, 1, 2], G, B, 11, torch.Generator().manual_seed(0))
+        assert seen["columns"] == columns, (flags, seen)
+        assert passes == [G if "--objective=ar" in flags else S] * B

@@ -12,7 +12,8 @@ STATES = ("prompt", "mask", "new", "kept", "remasked")
 PAGE, HEAD_INK = (250, 250, 247), (55, 55, 65)
 STYLE = {  # state -> (ink, cell background or None)
     "prompt": ((80, 80, 88), (222, 226, 234)), "mask": ((170, 170, 170), None),
-    "new": ((15, 15, 15), (255, 186, 30)), "kept": ((25, 30, 55), None), "remasked": ((210, 25, 25), (255, 214, 214))}
+    "new": ((15, 15, 15), (255, 186, 30)), "kept": ((25, 30, 55), None), "remasked": ((210, 25, 25), (255, 214, 214)),
+    "label": (HEAD_INK, None)}  # label: text that is no token (scripts/race.py's lane captions)
 LOW_CONF_INK = (120, 160, 220)  # 'kept' ink fades towards this as confidence -> 0
 # Placeholders and stand-ins for control characters; all in DejaVu Sans Mono (matplotlib ships it).
 GLYPH = dict(mask="_", remask="×", empty="∅")
@@ -72,7 +73,8 @@ class TraceWriter:
                 if c >= self.cols:
                     r, c = r + 1, 0
                 masked = GLYPH["remask" if st == "remasked" else "mask"]  # a [MASK]'s glyph, one cell
-                g = masked if ch is None else ch.translate(VISIBLE)
+                shown = {10: " "} if st == "label" else VISIBLE  # a label's line break is no glyph
+                g = masked if ch is None else ch.translate(shown)
                 cells.append((r, c, g or GLYPH["empty"], st, None if conf is None else conf[i]))
                 r, c = (r + 1, 0) if ch == "\n" else (r, c + 1)
         return cells
@@ -100,7 +102,7 @@ class TraceWriter:
     @staticmethod
     def _check(tokens, states, confidence):
         n = len(tokens)
-        if len(states) != n or (confidence is not None and len(confidence) != n) or set(states) - set(STATES):
+        if len(states) != n or (confidence is not None and len(confidence) != n) or set(states) - set(STYLE):
             raise ValueError(f"need tokens, states, confidence of equal length and states in {STATES}")
 
     def render(self, tokens, states, step=0, t=0.0, nfe=0, confidence=None, caption=""):
@@ -112,6 +114,7 @@ class TraceWriter:
         d, fit = ImageDraw.Draw(img), int((self.size[0] - 2 * self.m) / self.adv)
         d.text((self.m, self.m), self.title[:fit], font=self.bold, fill=HEAD_INK)
         info = f"step {step}  t={t:.3f}  NFE {nfe}" + (f"  |  {caption}" if caption else "")
+        info = caption if nfe is None else info  # a frame of no one step (the race): its caption alone
         d.text((self.m, self.m + self.ch), info.replace("\n", " ")[:fit], font=self.font, fill=HEAD_INK)
         for r, c, g, st, cf in self._layout(tokens, states, confidence):
             self._cell(d, self.top + r * self.ch, c, g, st, cf)
