@@ -89,7 +89,7 @@ def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
     return None
 
 
-def grid_of(r, args, judge, start, gen_len, ref, device, generator, threads):
+def grid_of(r, args, judge, start, gen_len, ref, generator, threads):
     """Draw, score and print every point of checkpoint r's grid: a row each (curve, settings,
     sampler, NFE, temperature and score()'s figures)."""
     points = []
@@ -248,7 +248,7 @@ def main(argv):
     g = torch.Generator().manual_seed(args.seed)
     for r in runs:
         t0 = time.time()
-        r["rows"] = grid_of(r, args, judge, start, gen_len, ref, device, g, threads)
+        r["rows"] = grid_of(r, args, judge, start, gen_len, ref, g, threads)
         r["seconds"] = time.time() - t0
     speed = [f"tokens_per_s_b{b}" for b in args.time_batches] if args.repeats else []
     torch.set_num_threads(args.threads)  # held while timing, so the points compare

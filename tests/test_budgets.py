@@ -27,7 +27,12 @@ from config import Config  # noqa: E402
 # for what it adds; how the count moved: dev/LOG.md, "The product's code-line budget".
 PRODUCT_CODE_LINES = 5_600
 READING_PATH = ("config.py", "model.py", "common.py", "diffusion.py", "sampler.py", "train.py")
-READING_CODE_LINES = 1_300  # (1,258 at 093d223)
+READING_CODE_LINES = 1_300
+PRODUCT_PHYSICAL_LINES = 7_800  # every line of the product's .py files: code, prose and blanks (issue 79)
+PRODUCT_PROSE_WORDS = 22_000  # docstring and comment words (issue 79: 28,628 before its prose rule)
+PROSE_COLUMNS = 100  # docstring and comment-only lines; code may use LINE_COLUMNS
+FILE_LINES = {"evals/report.py": 200}  # a file that grew nine jobs once
+PARAMETERS = 8  # the most a product function takes (self and cls left out)
 CONFIG_KEYS = 85
 FUNCTION_CODE_LINES = {"reading": 50, "product": 60}  # the longest function, in code lines (nested ones inside it)
 LINE_COLUMNS = 120
@@ -112,6 +117,51 @@ def functions(path):
     return out
 
 
+def prose(path):
+    """(docstring and comment words, [(line number, its text)] of prose-only lines) of a file."""
+    source = path.read_text()
+    tree, words, lines = ast.parse(source), 0, docstring_lines(ast.parse(source))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                words += len(first.value.value.split())
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            words += len(tok.string.lstrip("#").split())
+            if not tok.line[:tok.start[1]].strip():  # a comment alone on its line
+                lines.add(tok.start[0])
+    text = source.splitlines()
+    return words, [(n, text[n - 1]) for n in sorted(lines)]
+
+
+def wide_prose(path):
+    return [f"{path.relative_to(ROOT)}:{n}" for n, line in prose(path)[1] if len(line) > PROSE_COLUMNS]
+
+
+DATED = re.compile(r"\b20\d\d-\d\d-\d\d\b|\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b")  # a date; a hash
+
+
+def dated_prose(path):
+    """Prose lines of a product file naming a date or a commit hash (history belongs in dev/LOG.md)."""
+    source, (_, lines) = path.read_text(), prose(path)
+    comments = [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT]
+    docs = [line for _, line in lines]
+    return [f"{path.relative_to(ROOT)}: {m}" for text in docs + comments for m in DATED.findall(text)]
+
+
+def many_parameters(path):
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)] + [x.arg for x in (a.vararg, a.kwarg) if x]
+            names = [n for n in names if n not in ("self", "cls")]
+            if len(names) > PARAMETERS:
+                found.append(f"{path.relative_to(ROOT)}:{node.name} ({len(names)})")
+    return found
+
+
 def long_functions(paths, cap):
     return [(f"{p.relative_to(ROOT)}:{name}", n) for p in paths for name, n in functions(p) if n > cap]
 
@@ -194,6 +244,32 @@ def test_the_product_and_its_reading_path_stay_within_their_code_line_budgets():
     assert len(files) > 20 and total <= PRODUCT_CODE_LINES, (total, sorted((count(p), str(p)) for p in files)[-5:])
     reading = {name: count(ROOT / name) for name in READING_PATH}
     assert sum(reading.values()) <= READING_CODE_LINES, reading
+
+
+def test_the_products_physical_lines_prose_and_file_sizes_stay_within_their_ceilings():
+    files = product()
+    physical = sum(len(p.read_text().splitlines()) for p in files)
+    words = sum(prose(p)[0] for p in files)
+    assert physical <= PRODUCT_PHYSICAL_LINES and words <= PRODUCT_PROSE_WORDS, (physical, words)
+    for name, cap in FILE_LINES.items():
+        assert len((ROOT / name).read_text().splitlines()) <= cap, name
+
+
+def test_prose_is_wrapped_dated_nowhere_and_no_function_takes_too_many_parameters():
+    files = product()
+    assert not [hit for p in files for hit in wide_prose(p)]
+    assert not [hit for p in files for hit in dated_prose(p)]
+    assert not [hit for p in files for hit in many_parameters(p)]
+
+
+def test_the_prose_checks_catch_what_they_name(tmp_path):
+    bad = tmp_path / "prose.py"
+    bad.write_text('"""A module, measured 2026-11-27 at f40e528."""\n# ' + "x" * PROSE_COLUMNS + "\n"
+                   "def f(a, b, c, d, e, f, g, h, i):\n    return a  # fine\n")
+    probe = _as_product(bad)
+    assert prose(probe)[0] == 6 + 1 + 1 and len(wide_prose(probe)) == 1  # the docstring, the long and the short comment
+    assert [h.split(": ")[1] for h in dated_prose(probe)] == ["2026-11-27", "f40e528"]
+    assert many_parameters(probe) == [f"{probe.relative_to(ROOT)}:f (9)"]
 
 
 def test_code_lines_count_code_only():
@@ -328,7 +404,12 @@ def summary():
     print("reading path:", {p.name: count(p) for p in reading})
     print("long functions:", long_functions(reading, FUNCTION_CODE_LINES["reading"])
           + long_functions([p for p in files if p not in reading], FUNCTION_CODE_LINES["product"]))
+    print(f"prose words {sum(prose(p)[0] for p in files):,} (<= {PRODUCT_PROSE_WORDS:,}); physical lines <= "
+          f"{PRODUCT_PHYSICAL_LINES:,}")
     print("long lines:", [h for p in files for h in long_lines(p)])
+    print("wide prose:", [h for p in files for h in wide_prose(p)])
+    print("dated prose:", [h for p in files for h in dated_prose(p)])
+    print("many parameters:", [h for p in files for h in many_parameters(p)])
     print("chained conditionals:", [h for p in files for h in chained_conditionals(p)])
     print("semicolons:", [h for p in files for h in semicolons(p)])
     print("walruses:", [h for p in files for h in walruses(p, p not in reading)])
