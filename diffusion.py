@@ -42,9 +42,9 @@ def self_condition(model, xt, t, masked, mask_id, share, generator=None, rows=No
 
 
 def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None, drawn=None):
-    """One pass with `opts` (common.LossOptions). Returns (loss, NELBO in nats/token (B,), aux): the
-    NELBO whatever loss_type trains, so validation reports the bound. drawn: the draws made ahead
-    (common.Drawn, for a compiled step); else t (stratified if None) and masks from generator."""
+    """One pass with `opts` (common.LossOptions): (loss, NELBO in nats/token (B,), aux), the NELBO
+    whatever loss_type trains (eval reports the bound). drawn: made ahead (common.Drawn, for a
+    compiled step); else t (stratified if None) and masks from generator."""
     B, L = x0.shape
     if drawn is None:
         t = stratified_times(B, schedule.T, generator, x0.device) if t is None else t
@@ -103,8 +103,7 @@ def check(cfg, given=()):
             raise UserError(f"mask_ramp={cfg.mask_ramp}, mask_ramp_from={cfg.mask_ramp_from}: need 0 < mask_ramp <= 1 "
                             f"(a fraction of max_iters) and mask_min={cfg.mask_min} < mask_ramp_from <= "
                             f"mask_max={cfg.mask_max}")
-        # the first step's band must hold a time
-        check_band(replace(cfg, mask_max=cfg.mask_ramp_from))
+        check_band(replace(cfg, mask_max=cfg.mask_ramp_from))  # the first step's band must hold a time
     if (cfg.steps > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold
             and not cfg.dual_sample):
         raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use "
@@ -112,9 +111,8 @@ def check(cfg, given=()):
 
 
 def draws(x, cfg, schedule, tok, draw):
-    """The micro-batch x's draws (common.Drawn), eager, from the keyed generator: per mask_draws
-    copy a t stratified over BD3-LM's clipped band (biased, less noisy; evaluation reports the
-    full bound), its masks and self-conditioning's rows."""
+    """x's draws (common.Drawn), eager, keyed: per mask_draws copy a t stratified over BD3-LM's
+    clipped band (less noisy, biased: eval scores the full bound), masks, self-conditioning's rows."""
     # the schedule's tables onto x's device eagerly: a CUDA graph of loss_of would own a first copy
     schedule.on(x.device)
     n = len(x) * cfg.mask_draws  # the copies' sequences
@@ -160,8 +158,7 @@ def causal_nll(model, w, mask_id):
 
 
 def ar_nll(model, windows, cfg, mask_id):
-    """The AR mode's mean NLL (B,) of windows[:, 1:]: --dual_sample's law at temperature 1.
-    None without --dual_ar."""
+    """Mean NLL (B,) of windows[:, 1:] under the AR mode (--dual_sample's law at T = 1), or None."""
     return causal_nll(model, windows, mask_id).mean(1) if cfg.dual_ar else None
 
 
