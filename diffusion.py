@@ -112,7 +112,7 @@ def check(cfg, given=()):
 
 def draws(x, cfg, schedule, tok, draw):
     """x's draws (common.Drawn), eager, keyed: per mask_draws copy a t stratified over BD3-LM's
-    clipped band (less noisy, biased: eval scores the full bound), masks, self-conditioning's rows."""
+    clipped band (less noisy, biased: eval scores the full bound), masks, self-conditioning rows."""
     # the schedule's tables onto x's device eagerly: a CUDA graph of loss_of would own a first copy
     schedule.on(x.device)
     n = len(x) * cfg.mask_draws  # the copies' sequences
