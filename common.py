@@ -60,8 +60,7 @@ def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u
 
 
 def band_times(schedule, lo=0.0, hi=1.0):
-    """The times t in 1..T whose mask rate 1 - alpha(t) is in [lo, hi] (long). BD3-LM clips the
-    rates to a band to cut the gradient's variance."""
+    """Times t in 1..T whose mask rate is in [lo, hi] (BD3-LM's band: a lower-variance gradient)."""
     mp = 1.0 - schedule.alpha
     t = torch.nonzero((mp >= lo - 1e-12) & (mp <= hi + 1e-12)).squeeze(1)
     t = t[t >= 1]
@@ -227,8 +226,7 @@ def draw(p, generator):
     with no mass or a NaN/inf raises rather than return its last index ([MASK] for chars)."""
     dev = draw_device(p.device)
     c = p.to(dev, torch.float64).cumsum(-1)  # (..., V) the cumulative mass, on the draw device
-    # a NaN or inf carries into the total and fails the check; _assert_async: no host sync on CUDA
-    total = c[..., -1]
+    total = c[..., -1]  # a NaN or inf carries into the total, failing the check; _assert_async: no sync
     torch._assert_async(((total > 0) & (total < math.inf)).all(), DEGENERATE_ROW)
     u = torch.rand(c.shape[:-1] + (1,), generator=on_device(generator, dev), device=dev, dtype=torch.float64)
     # the first index whose mass passes u * total; clamped: u * total rounded up could pass the last
@@ -257,8 +255,7 @@ def reveal_plan(n, fractions):
 
 @dataclass
 class Step:
-    """One reverse step, as every sampler reports it to on_step (trace, --live, progress bar).
-    Tensors are (B, L) over the canvas unless noted."""
+    """A reverse step as reported to on_step. Tensors: (B, L) over the canvas unless noted."""
     step: int                 # batched forward passes so far
     nfe: torch.Tensor         # (B,) forward passes each sample has taken part in
     time: torch.Tensor        # (B,) the time the model was told (0 for samples that skip the step)

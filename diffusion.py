@@ -113,8 +113,7 @@ def check(cfg, given=()):
 def draws(x, cfg, schedule, tok, draw):
     """x's draws (common.Drawn), eager, keyed: per mask_draws copy a t stratified over BD3-LM's
     clipped band (less noisy, biased: eval scores the full bound), masks, self-conditioning rows."""
-    # the schedule's tables onto x's device eagerly: a CUDA graph of loss_of would own a first copy
-    schedule.on(x.device)
+    schedule.on(x.device)  # tables on x's device now: a CUDA graph of loss_of would own a first copy
     n = len(x) * cfg.mask_draws  # the copies' sequences
     draw = repeat_draws(draw, cfg.mask_draws, len(x))
     band = band_times(schedule, cfg.mask_min, band_top(cfg, draw.progress))  # on the host: band[0] + i
@@ -151,8 +150,7 @@ def causal_logits(model, x, mask_id):
 
 @torch.no_grad()
 def causal_nll(model, w, mask_id):
-    """NLL (B, L) float64 of w[:, 1:] under the AR mode reading w (B, L + 1) left to right, as the
-    AR does: the exact NLL of --dual_sample's joint."""
+    """NLL (B, L) float64 of w[:, 1:] by the AR mode reading w (B, L + 1): --dual_sample's law."""
     logp = torch.log_softmax(causal_logits(model, w[:, :-1], mask_id).double(), -1)
     return -logp.gather(-1, w[:, 1:, None]).squeeze(-1)
 
@@ -163,8 +161,7 @@ def ar_nll(model, windows, cfg, mask_id):
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):
-    """The NELBO per window (B,) at times t (B, 1), and evaluate's details: scored (the masked
-    positions), pred (the argmax), logits, t_tok."""
+    """The NELBO per window (B,) at times t (B, 1), and evaluate's details (scored: the masked)."""
     opts = LossOptions(self_cond=1.0 if cfg.self_cond else 0.0)
     _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, opts, generator, t=t[:, 0])
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=t.expand_as(x))

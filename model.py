@@ -255,9 +255,8 @@ class Transformer(nn.Module):
 
 
 # ------------------------------------------------------------------------ the memory a run needs
-# A CPU process's peak RSS is ~1.7 A for estimate_memory's activations A (backward's transient
-# gradients beside them) + ~0.3 GiB runtime (measured: dev/LOG.md, "peak RSS on the CPU").
-CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30
+# CPU peak RSS ~ 1.7 x estimate_memory's activations (backward's gradients beside them) + 0.3 GiB
+CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30  # measured: dev/LOG.md, "peak RSS on the CPU"
 
 
 def estimate_line(cfg, model, device, dtype_name, flops_tok, seq, assumed_mfu):

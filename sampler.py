@@ -121,8 +121,7 @@ def _plan(n, steps, schedule, opts):
 
 
 def _window(now, L, W):
-    """Columns [lo, hi) the model sees while decoding block `now` (B, L, host): the whole canvas if
-    it fits, else the W positions ending at the block's last one."""
+    """Columns [lo, hi) the model sees for block `now` (B, L, host): all, or W up to its last."""
     if L <= W:
         return 0, L
     cols = now.any(0).nonzero().squeeze(1)

@@ -196,8 +196,7 @@ def load_data(cfg, env):
         torch.distributed.barrier()
     window = cfg.block_size + objectives.get(cfg.objective).WINDOW  # AR predicts L tokens from a window of L+1
     dataloader.check_fits(train_ids, window, "train")
-    # choices read dev; the test half is for scripts/eval.py to report
-    dev_ids = dataloader.split_ids(train_ids, val_ids, "dev")
+    dev_ids = dataloader.split_ids(train_ids, val_ids, "dev")  # choices read dev; the test half is eval.py's
     dataloader.check_fits(dev_ids, cfg.block_size + 1, "dev (the first half of validation)")
     # every objective scores the last block_size tokens of these windows (AR: the first is context)
     asked = cfg.eval_iters * cfg.batch_size
@@ -250,12 +249,11 @@ def build(cfg, env, data):
     if run.ema and cfg.ema >= reach:
         print0(f"EMA: its warm-up rule (1+n)/(10+n) stays below {cfg.ema} all run: any decay above {reach:.4f} "
                f"averages alike")
-    # DDP wraps before compile (the compiled backward overlaps the all-reduce). The RoPE tables are
-    # the same on every rank: no buffers broadcast
+    # DDP wraps before compile (the compiled backward overlaps the all-reduce)
     if env.world > 1:
         device_ids = [env.local_rank] if env.device.type == "cuda" else None
         run.model = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=device_ids,
-                                                              broadcast_buffers=False)
+                                                              broadcast_buffers=False)  # RoPE: alike on all ranks
     run.loss_of, run.model = dist.compile_step(obj.loss_of, run.model, cfg, env.device, env.world)
     if env.master:
         os.makedirs(cfg.out_dir, exist_ok=True)
@@ -405,8 +403,7 @@ def train_step(cfg, env, data, run, it):
                             progress=it / cfg.max_iters)
                 drawn = obj.draws(x, cfg, run.schedule, data.tok, draw)
                 loss = run.loss_of(model, x, cfg, run.schedule, data.tok, drawn)
-            # the mean over micro-steps; DDP's all-reduce makes it the global mean
-            run.scaler.scale(loss / accum).backward()
+            run.scaler.scale(loss / accum).backward()  # mean over micro-steps; DDP's all-reduce: the global mean
         step_loss += loss.detach() / accum
     optimizer_step(cfg, env, run, it, step_loss)
 

@@ -183,8 +183,7 @@ def check(cfg, given=()):
 
 def draws(x, cfg, schedule, tok, draw):
     """x's draws (common.Drawn), eager: stratified t over the global batch, keyed noise_draws."""
-    # the schedule's tables onto x's device eagerly: a CUDA graph of loss_of would own a first copy
-    schedule.on(x.device)
+    schedule.on(x.device)  # tables on x's device now: a CUDA graph of loss_of would own a first copy
     t = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u)
     return noise_draws(x.shape, t, schedule, len(real_ids(tok.vocab_size, tok.mask_id)), draw.generator, x.device)
 

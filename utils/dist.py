@@ -17,8 +17,7 @@ from utils.errors import UserError
 
 DTYPES = CHOICES["dtype"]  # see precision
 
-# Dense bf16 peak FLOP/s (fp32 accumulate, no sparsity) by name; unlisted: no MFU, not a wrong one
-PEAK_FLOPS = {
+PEAK_FLOPS = {  # dense bf16 peak FLOP/s (fp32 accumulate, no sparsity); unlisted: no MFU, not a wrong one
     "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H200": 989e12,  # the first is the SXM5
     "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100 80GB PCIe": 312e12,
     "NVIDIA A100-PCIE-40GB": 312e12, "NVIDIA L4": 121e12, "NVIDIA GeForce RTX 4090": 165e12,
@@ -116,8 +115,7 @@ class CpuThreads:
         self.times = []
         if self.trial is not None:
             (below, below_s), self.trial = self.trial, None
-            # kept only when 10 % faster: a second thread beside a busy core loses 10-20x
-            if step_s <= 0.9 * below_s:
+            if step_s <= 0.9 * below_s:  # kept if 10 % faster: a second thread beside a busy core loses 10-20x
                 self.best = step_s
                 self.wait = 10.0
                 return f"threads: {below} -> {self.n} (its steps measured {below_s / step_s:.1f}x faster)"
