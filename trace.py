@@ -176,8 +176,7 @@ ANSI = dict(prompt="\x1b[34m", mask="\x1b[90m", new="\x1b[1;30;43m", kept="", re
 
 
 class LiveView:
-    """--live, an on_step hook: sample 0's canvas redrawn in place after every step, at most fps a
-    second. Off a terminal, each step is printed as plain text."""
+    """--live: sample 0's canvas redrawn in place each step (<= fps a second); text off a tty."""
 
     def __init__(self, tok, steps, stream=None, fps=0.0):
         self.tok, self.steps, self.out = tok, steps, stream or sys.stdout

@@ -182,8 +182,7 @@ def resumed_config(cfg, given):
 
 # ---------------------------------------------------------------- data and tokenizer
 def load_data(cfg, env):
-    """The tokenizer, token streams and fixed dev windows; the prompt and the end-of-run samples are
-    checked here, before any step."""
+    """Tokenizer, token streams, fixed dev windows; checks the prompt and end-of-run samples now."""
     tok = tokenizer.tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
     # the --init_from checkpoint, read once (its weights are build's); a resumed run has its own
     source = checkpoint_manager.read_checkpoint(cfg.init_from) if cfg.init_from and not env.resume else None

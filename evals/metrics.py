@@ -58,8 +58,7 @@ def ar_nll(model, seqs, n_prompt):
 
 
 def windowed_ar_nll(model, seqs, n_prompt):
-    """ar_nll past the scorer's context W: windows of W + 1 tokens, each token scored once after
-    at least W // 2 tokens of context (or all it has)."""
+    """ar_nll past the context W: windows of W + 1, each token scored once with >= W // 2 context."""
     S, W = seqs.size(1), model.args.block_size
     if S - 1 <= W:
         return ar_nll(model, seqs, n_prompt)
