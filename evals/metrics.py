@@ -58,7 +58,7 @@ def ar_nll(model, seqs, n_prompt):
 
 
 def windowed_ar_nll(model, seqs, n_prompt):
-    """ar_nll past the context W: windows of W + 1, each token scored once with >= W // 2 context."""
+    """ar_nll past context W: windows of W + 1, each token scored once with >= W // 2 of context."""
     S, W = seqs.size(1), model.args.block_size
     if S - 1 <= W:
         return ar_nll(model, seqs, n_prompt)
