@@ -1,6 +1,5 @@
-"""What the objectives share, below all of them: the noise schedule, time draws, the training band,
-logits filtering, float64 draws, reveal plans and the record a sampler fills each reverse step
-(Step). What one objective alone uses lives in its own file.
+"""What the objectives share, below them all: the noise schedule, time draws, the training band,
+logits filtering, float64 draws, reveal plans and the Step a sampler reports each reverse step.
 
     python -c "import common; print(common.Schedule(100).alpha[:3], common.time_grid(100, 8))"
 """
@@ -33,8 +32,7 @@ class Schedule:
         self.weight[1:] = (alpha[:-1] - alpha[1:]) / (1.0 - alpha[1:])
 
     def on(self, device):
-        """(alpha, weight) on `device`, copied once, so a step indexes them with no copy (MPS:
-        float32)."""
+        """(alpha, weight) on `device`, copied once: a step indexes them copy-free (MPS: fp32)."""
         device = torch.device(device)
         if device not in self._on:
             dtype = torch.float32 if device.type == "mps" else torch.float64
@@ -52,9 +50,8 @@ def stratum_time(i, u, total, T):
 
 
 def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u=None):
-    """n times in 1..T, one per stratum: t_i = floor((i + u) / total * T) + 1 with a shared u ~
-    U[0,1) (low-discrepancy t, MDLM: a lower-variance bound). offset/total place them in a global
-    batch (the same u on every rank)."""
+    """n times in 1..T, one per stratum: t_i = floor((i + u) / total * T) + 1, one shared u ~ U[0,1)
+    (MDLM's low-discrepancy t: lower variance). offset/total: their place in the global batch."""
     total, device = total or n, torch.device(device)
     if u is None:
         u = torch.rand((), generator=generator, dtype=torch.float64)  # a CPU scalar: no copy
@@ -63,8 +60,7 @@ def stratified_times(n, T, generator=None, device="cpu", offset=0, total=None, u
 
 
 def band_times(schedule, lo=0.0, hi=1.0):
-    """The times t in 1..T whose mask rate 1 - alpha(t) is in [lo, hi] (long). BD3-LM clips the
-    rates to a band to cut the gradient's variance."""
+    """Times t in 1..T whose mask rate is in [lo, hi] (BD3-LM's band: a lower-variance gradient)."""
     mp = 1.0 - schedule.alpha
     t = torch.nonzero((mp >= lo - 1e-12) & (mp <= hi + 1e-12)).squeeze(1)
     t = t[t >= 1]
@@ -76,8 +72,7 @@ def band_times(schedule, lo=0.0, hi=1.0):
 
 
 def check_band(cfg):
-    """Refuses mdlm's and bd3's training draws (mask_min, mask_max, mask_draws) when they cannot
-    work."""
+    """Refuses mdlm's and bd3's training draws (mask_min, mask_max, mask_draws) that cannot work."""
     if cfg.mask_draws < 1:
         raise UserError(f"mask_draws={cfg.mask_draws}: give the masks drawn of each window a step, 1 or more (e.g. 2)")
     if not 0 <= cfg.mask_min < cfg.mask_max <= 1:
@@ -89,9 +84,8 @@ def check_band(cfg):
 
 
 def band_top(cfg, progress):
-    """The band's top at `progress` (0..1) of training: mask_max, or (mask_ramp > 0) rising from
-    mask_ramp_from to mask_max over mask_ramp of the run: easy, less-masked windows first (Quokka
-    2025)."""
+    """The band's top at `progress` (0..1) of training: mask_max, or rising from mask_ramp_from over
+    the first mask_ramp of the run: easy, less-masked windows first (Quokka 2025)."""
     if cfg.mask_ramp <= 0:
         return cfg.mask_max
     return cfg.mask_ramp_from + (cfg.mask_max - cfg.mask_ramp_from) * min(1.0, progress / cfg.mask_ramp)
@@ -107,9 +101,8 @@ class LossOptions:
 
 @dataclass
 class Draw:
-    """One micro-batch's randomness: `generator`, keyed by seed, step and slot, draws the masks or
-    noise; the times are stratified over the global batch (`total`, one `u` a step) from `offset`.
-    Keyed draws make a resumed or DDP run bit-exact."""
+    """One micro-batch's randomness, keyed (bit-exact on resume and DDP): `generator` draws masks or
+    noise; times are stratified over the global batch (`total`, one `u` a step) from `offset`."""
     generator: torch.Generator = None
     u: torch.Tensor = None
     offset: int = 0
@@ -174,10 +167,9 @@ def self_condition_rows(n, share, generator=None, device="cpu"):
 
 
 def self_condition_input(logits_of, masked, share, generator=None, rows=None):
-    """Self-conditioning's input (B, L, V) (Chen et al. 2022): a first pass's x0 prediction, without
-    gradient, at the masked positions of a random `share` of the sequences (the others read zeros,
-    as a sampler's first step). logits_of(rows): that pass's logits (R, L, V), None = all. rows:
-    drawn ahead, else here. A function of x_t, it keeps the NELBO a bound."""
+    """Self-conditioning's input (B, L, V) (Chen et al. 2022): a no-grad first pass's x0 prediction
+    at the masked positions of a random `share` of sequences, zeros elsewhere (as a sampler's first
+    step). logits_of(rows): (R, L, V), None = all. A function of x_t: the NELBO stays a bound."""
     rows = self_condition_rows(masked.size(0), share, generator, masked.device) if rows is None else rows
     with torch.no_grad():
         if rows is None:  # share >= 1: every sequence
@@ -187,9 +179,8 @@ def self_condition_input(logits_of, masked, share, generator=None, rows=None):
 
 
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
-    """Temperature, top-k and top-p on float64 logits (..., V): log-probabilities, -inf outside
-    top-k/p. temperature: a number (0: unscaled, for an argmax) or a (..., 1) tensor of positive
-    ones."""
+    """Temperature, top-k, top-p on float64 logits (..., V) -> log-probs, -inf outside top-k/p.
+    temperature: a number (0: unscaled, for an argmax) or a positive (..., 1) tensor."""
     logits = logits.double()
     if torch.is_tensor(temperature) or temperature > 0:
         logits = logits / temperature
@@ -212,18 +203,16 @@ def draw_device(device):
 
 
 def on_device(generator, device):
-    """The generator to draw on `device` with: `generator` itself on the CPU (or meta); on an
-    accelerator one there, seeded by a CPU draw of `generator` (no sync), so the seed still fixes
-    every draw."""
+    """The generator for draws on `device`: `generator` on the CPU (or meta), else one there seeded
+    by a CPU draw of `generator` (no sync), so the seed still fixes every draw."""
     if generator is None or torch.device(device).type in ("cpu", "meta"):
         return generator
     return torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (), generator=generator)))
 
 
 def sample_tokens(logp, temperature, generator=None):
-    """One token per position from float64 log-probs (..., V); argmax at temperature 0. float32
-    categorical sampling quietly lowers the temperature (Zheng et al. 2024). generator: a CPU
-    generator."""
+    """One token per position from float64 log-probs (..., V) (a CPU generator); argmax at T = 0.
+    float32 categorical sampling quietly lowers the temperature (Zheng et al. 2024)."""
     return logp.argmax(-1) if temperature == 0 or logp.numel() == 0 else draw(logp.exp(), generator)
 
 
@@ -232,14 +221,12 @@ DEGENERATE_ROW = ("no law to draw from: a row of probabilities has no mass or a 
 
 
 def draw(p, generator):
-    """One index per row of unnormalised probabilities p (..., V) by inverse CDF: exact, and faster
-    than torch.multinomial on a CPU (dev/LOG.md, "Two CPU decode costs removed for every sampler").
-    A row with no mass or a NaN/inf raises (RuntimeError) rather than return its last index, [MASK]
-    for chars."""
+    """One index per row of unnormalised p (..., V) by inverse CDF: exact, and faster than
+    torch.multinomial on a CPU (dev/LOG.md, "Two CPU decode costs removed for every sampler"). A row
+    with no mass or a NaN/inf raises rather than return its last index ([MASK] for chars)."""
     dev = draw_device(p.device)
     c = p.to(dev, torch.float64).cumsum(-1)  # (..., V) the cumulative mass, on the draw device
-    # a NaN or inf carries into the total and fails the check; _assert_async: no host sync on CUDA
-    total = c[..., -1]
+    total = c[..., -1]  # a NaN or inf carries into the total, failing the check; _assert_async: no sync
     torch._assert_async(((total > 0) & (total < math.inf)).all(), DEGENERATE_ROW)
     u = torch.rand(c.shape[:-1] + (1,), generator=on_device(generator, dev), device=dev, dtype=torch.float64)
     # the first index whose mass passes u * total; clamped: u * total rounded up could pass the last
@@ -248,15 +235,14 @@ def draw(p, generator):
 
 
 def put_at(base, at, values):
-    """base (a copy) with flat positions `at` (n,) set to values (n,): masked_scatter without
-    reading the mask's count on the host (a GPU sync)."""
+    """A copy of base, flat positions `at` (n,) set to values (n,): masked_scatter with no sync."""
     return base.flatten().scatter(0, at, values).view_as(base)
 
 
 def reveal_plan(n, fractions):
-    """Positions still masked after each step, (B, S) long, for blocks of n (B,): round(n * f_i) at
-    the step's masked fraction f_i, moved so every step reveals a token (rounding alone leaves empty
-    passes where the cosine is flat). Short rows reveal as early as they can."""
+    """Positions still masked after each step (B, S) for blocks of n (B,): round(n * fractions[i]),
+    moved so every step reveals a token (rounding alone leaves empty passes where the cosine is
+    flat). Short rows reveal as early as they can."""
     S = len(fractions)
     f = torch.tensor(fractions, dtype=torch.float64)
     base = n[:, None] - torch.round(n[:, None].double() * f[None]).long()  # revealed after step i, (B, S)
@@ -269,8 +255,7 @@ def reveal_plan(n, fractions):
 
 @dataclass
 class Step:
-    """One reverse step, as every sampler reports it to on_step (the trace, --live, the progress
-    bar). Tensors are (B, L) over the canvas unless noted."""
+    """A reverse step as reported to on_step. Tensors: (B, L) over the canvas unless noted."""
     step: int                 # batched forward passes so far
     nfe: torch.Tensor         # (B,) forward passes each sample has taken part in
     time: torch.Tensor        # (B,) the time the model was told (0 for samples that skip the step)

@@ -25,8 +25,7 @@ def resumable(default):
 
 
 def sampled(default, resumable=False, choices=()):
-    """A setting inference.py takes from its command line, the rest from the checkpoint.
-    resumable=True: a resumed run may change it too."""
+    """A setting inference.py takes from its command line (resumable=True: a resumed run's too)."""
     return field(default=default, metadata={"sampled": True, "resumable": resumable, "choices": choices})
 
 
@@ -47,8 +46,7 @@ class Tristate(str):
     def __new__(cls, value):
         return super().__new__(cls, str(value).lower() if isinstance(value, bool) else value)
 
-    # a checkpoint's config (asdict) holds a plain str: torch.load(weights_only=True) reads no other
-    def __reduce__(self):
+    def __reduce__(self):  # a checkpoint's config (asdict) holds a plain str: weights_only reads no other
         return str, (str(self),)
 
 
@@ -65,35 +63,27 @@ class Config:
     n_layer: int = trained(6)           # transformer blocks
     n_head: int = trained(6)            # attention heads per block
     n_embd: int = trained(384)          # model width (head_dim = n_embd / n_head)
-    time_cond: str = trained("learned", choices=("learned", "adaln", "none"))
-                                        # 'learned' Embedding(T+1, d) added to the input
-                                        #   | 'adaln' (DiT adaLN-Zero) | 'none'
+    time_cond: str = trained("learned", choices=("learned", "adaln", "none"))  # 'learned' Embedding(T+1, d)
+                                        #   on the input | 'adaln' (DiT adaLN-Zero) | 'none'
     dropout: float = 0.0                # training only: embeddings, attention, MLP output
     qk_norm: bool = trained(False)      # RMSNorm on queries and keys after RoPE (nanochat)
     self_cond: bool = trained(False)    # mdlm, bd3: a second pass reads the first's predicted x0 (Chen et al. 2022)
     tie_weights: bool = trained(False)  # the output head is the token embedding (nanoGPT)
     # ---- objective
-    objective: str = trained("mdlm", choices=("mdlm", "uniform", "ar", "bd3"))
-                                        # 'mdlm' masked diffusion | 'uniform' uniform-state
-                                        #   diffusion | 'ar' the same net, causal | 'bd3' block
-                                        #   diffusion (objectives.py)
+    objective: str = trained("mdlm", choices=("mdlm", "uniform", "ar", "bd3"))  # 'mdlm' masked diffusion
+                                        #   | 'uniform' uniform-state diffusion | 'ar' the same net,
+                                        #   causal | 'bd3' block diffusion (objectives.py)
     bd3_block: int = trained(4)         # bd3: tokens per block, divides block_size; 1 = AR, block_size = MDLM
-    mask_min: float = 0.0               # mdlm/bd3 training: the lowest mask rate drawn (BD3-LM, e.g. 0.3);
-                                        #   eval scores every rate
+    mask_min: float = 0.0               # mdlm/bd3 training: lowest mask rate drawn (BD3-LM, e.g. 0.3); eval: every rate
     mask_max: float = 1.0               # mdlm/bd3 training: the highest mask rate drawn (e.g. 0.8)
-    mask_ramp: float = 0.0              # mdlm training: share of max_iters over which the top rate rises from
-                                        #   mask_ramp_from (Quokka); 0 = off
+    mask_ramp: float = 0.0              # mdlm training: share of the run the top rate rises over (Quokka); 0 = off
     mask_ramp_from: float = 0.5         # the top rate at step 0 (with mask_ramp)
-    bd3_loss: str = one_of("elbo", ("elbo", "all_ce"))
-                                        # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE
+    bd3_loss: str = one_of("elbo", ("elbo", "all_ce"))  # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE
     bd3_ar: float = trained(0.0)        # bd3: weight of a next-token loss on the clean half (then causal); 0 = off
-    dual_ar: float = trained(0.0)       # mdlm training: weight of a causal next-token pass over the clean window
-                                        #   (Eso-LM); 0 = off
+    dual_ar: float = trained(0.0)       # mdlm: weight of a causal next-token loss on the clean window (Eso-LM); 0 = off
     diffusion_steps: int = trained(100)  # T, the forward process's discrete steps (at most 1,000,000)
-    schedule: str = trained("cosine", choices=("cosine", "linear"))
-                                        # alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1 - t/T
-    loss_type: str = one_of("elbo", ("elbo", "masked_ce", "all_ce"))
-                                        # 'elbo' weighted NELBO | 'masked_ce' | 'all_ce' (plain CE)
+    schedule: str = trained("cosine", choices=("cosine", "linear"))  # alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1-t/T
+    loss_type: str = one_of("elbo", ("elbo", "masked_ce", "all_ce"))  # 'elbo' NELBO | plain CE: 'masked_ce' | 'all_ce'
     mask_draws: int = 1                 # mdlm/bd3 training: masks (and times) of each window a step, a pass each
     # ---- optimisation
     batch_size: int = 64                # sequences per step
@@ -106,10 +96,8 @@ class Config:
     beta1: float = 0.9                  # AdamW's first-moment decay
     beta2: float = 0.99                 # 0.99: small batches (nanoGPT char recipe)
     grad_clip: float = 1.0              # 0 disables
-    total_batch_size: int = 0           # tokens per optimizer step, all ranks;
-                                        #   0 = batch_size*block_size*world; more = accumulate
-    optimizer: str = one_of("adamw", ("adamw", "muon"))
-                                        # 'adamw' | 'muon' (on the layers' 2-D weights)
+    total_batch_size: int = 0           # tokens a step, all ranks; 0 = batch_size*block_size*world; more = accumulate
+    optimizer: str = one_of("adamw", ("adamw", "muon"))  # 'adamw' | 'muon' (on the layers' 2-D weights)
     muon_lr: float = 0.02               # peak Muon LR (learning_rate's schedule)
     muon_momentum: float = 0.95         # Muon's Nesterov momentum
     ema: float = 0.0                    # 0 = off; else the decay (e.g. 0.999) of a weight average for eval and samples
@@ -121,10 +109,9 @@ class Config:
     log_interval: int = resumable(10)   # steps between log lines
     out_dir: str = resumable("artifacts/models")  # model.pt (latest/final) and best.pt land here
     resume: bool = resumable(False)     # continue from out_dir/model.pt (step, optimizer, LR schedule)
-    init_from: str = ""                 # start from a model.pt's (or export's) weights at step 0:
-                                        #   AR -> mdlm/bd3, mdlm -> bd3
+    init_from: str = ""                 # a model.pt's (or export's) weights to start from: AR -> mdlm/bd3, mdlm -> bd3
     overwrite: bool = sampled(False, resumable=True)  # allow replacing an earlier run's checkpoints,
-                                        #   metrics.jsonl and trace (inference.py: --viz-video's files)
+                                        #   metrics.jsonl, trace (inference.py: --viz-video's files)
     keep_last: int = resumable(2)       # the newest K checkpoints kept;
                                         #   1 = model.pt and best.pt only, else also model_<iter>.pt
     skip_nonfinite: int = resumable(0)  # NaN/inf steps skipped before training stops (> 0: a host sync a step)
@@ -143,8 +130,7 @@ class Config:
     viz_video: str = sampled("")        # MP4 path for the denoising trace (a GIF beside it)
     trace_every: int = sampled(1)       # record one frame every N steps
     gif_frame_ms: int = sampled(180)    # frame duration (10 to 655,350: a GIF's hundredths of a second)
-    infill: str = sampling_only("")           # text with blanks to fill:
-                                        #   [___] one token per marker character, [___:N] N tokens
+    infill: str = sampling_only("")           # text with blanks: [___] one token per marker character, [___:N] N tokens
     prefix_file: str = sampling_only("")      # the sample starts with this file's text (not --prompt)
     suffix_file: str = sampling_only("")      # the sample ends with this file's text; gen_len tokens between
     order: str = sampled("confidence", choices=("confidence", "margin", "entropy", "random", "l2r"))
@@ -153,30 +139,24 @@ class Config:
     tokens_per_step: str = sampled("schedule", choices=("schedule", "linear", "cosine"))
                                         # reveals per step: 'schedule' (1 - alpha(t))
                                         #   | 'linear' (LLaDA) | 'cosine' (MaskGIT)
-    remask: str = sampled("refine", choices=("refine", "none", "remdm"))
-                                        # 'refine' (reference) | 'none' (LLaDA: committed
-                                        #   tokens final) | 'remdm' (ReMDM)
+    remask: str = sampled("refine", choices=("refine", "none", "remdm"))  # 'refine' (reference) | 'none' (LLaDA:
+                                        #   committed tokens final) | 'remdm' (ReMDM)
     remask_eta: float = sampled(0.02)   # remdm: eta, a committed token's re-mask probability min(eta, sigma_max)
-    threshold: float = sampled(0.0)     # Fast-dLLM: commit every position with confidence > threshold,
-                                        #   >= 1 a step; 0 = off
+    threshold: float = sampled(0.0)     # Fast-dLLM: commit every position with confidence > this, >= 1 a step; 0 = off
     semi_ar_length: int = sampled(0)    # decode left to right this many tokens at a time, past block_size; 0 = off
-    bd3_speculate: bool = sampled(False)  # bd3, a --bd3_ar net: sample the clean half's AR exactly,
-                                        #   the noisy half drafting
-    dual_sample: bool = sampled(False)  # mdlm, a --dual_ar net: sample its AR mode exactly (KV-cached);
-                                        #   continues a prompt only
+    bd3_speculate: bool = sampled(False)  # bd3, --bd3_ar nets: sample the clean half's AR exactly, noisy half drafting
+    dual_sample: bool = sampled(False)  # mdlm, --dual_ar nets: exact samples of its AR mode (KV-cached); prompts only
     live: bool = sampling_only(False)         # redraw the canvas in the terminal
     prompts_file: str = sampling_only("")     # sample once per non-blank line of this file
     interactive: bool = sampling_only(False)  # read prompts from stdin until Ctrl-D
     # ---- system
     device: str = sampled("auto", resumable=True)  # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
     dtype: str = sampled("auto", choices=("auto", "float32", "bfloat16", "float16"))
-                                        # 'auto' (bf16 autocast on CUDA, fp16 + GradScaler on
-                                        #   a GPU without bf16, fp32 elsewhere) | 'float32'
-                                        #   | 'bfloat16' | 'float16'
+                                        # 'auto': bf16 autocast on CUDA, fp16 + GradScaler on a
+                                        #   GPU without bf16, fp32 elsewhere
     compile: Tristate = sampled(Tristate("auto"), resumable=True, choices=("auto", "true", "false"))
-                                        # 'auto' (torch.compile the training and decode steps
-                                        #   on CUDA; a CPU gained nothing) | 'true' | 'false';
-                                        #   bare --compile: 'true'
+                                        # 'auto' (compile the training and decode steps on CUDA; a
+                                        #   CPU gained nothing) | 'true' (bare --compile) | 'false'
     seed: int = sampled(1337)           # the random seed (>= 0): initialisation, data order, noise, samples
     wandb_log: bool = resumable(False)  # also log to Weights & Biases (pip install wandb)
     wandb_project: str = resumable("micro-dllm")  # the Weights & Biases project (with wandb_log)
@@ -196,17 +176,14 @@ NEEDS = dict(
     gif_frame_ms=("viz_video", None))
 
 # The presets: one flat literal each, every key it sets (as nanoGPT's config/*.py); the comment
-# above each is its --help line. How each setting won: dev/LOG.md.
-#
-# Budgets: baby is nanoGPT's "baby" CPU config (4/4/128, ctx 64, 12 x 2,000 steps), laptop 4/4/128,
-# ctx 128, 32 x 2,000 steps. What won at both: QK-norm, Muon (0.005) with a weight EMA, an LR floor
-# at 30 % of the peak; for masked diffusion also no time input with all-position CE, mask rates in
-# [0.2, 0.8] (the top rising from 0.5), self-conditioning, a 1,000-step chain. At baby: Muon's
-# momentum 0.9, no weight decay.
+# above each is its --help line. How each setting won: dev/LOG.md. Budgets: baby is nanoGPT's
+# "baby" CPU config (4/4/128, ctx 64, 12 x 2,000 steps), laptop 4/4/128, ctx 128, 32 x 2,000. The
+# winners at both: QK-norm, Muon (0.005) with a weight EMA, an LR floor at 30 % of the peak; for
+# masked diffusion no time input, all-position CE, mask rates in [0.2, 0.8] (the top rising from
+# 0.5), self-conditioning, a 1,000-step chain. At baby: Muon's momentum 0.9, no weight decay.
 PRESETS = {
-    # The speedrun's masked diffusion at the baby budget: the winners above, the dual objective (a
-    # quarter weight), four masks a window; the temperature falls from 1.0. Its AR: --objective=ar
-    # --min_lr=1e-4 --muon_momentum=0.95 --weight_decay=0.1.
+    # The speedrun's masked diffusion, baby budget: the winners above, the dual objective, four
+    # masks a window. Its AR: --objective=ar --min_lr=1e-4 --muon_momentum=0.95 --weight_decay=0.1.
     "baby": dict(
         data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
         time_cond="none", self_cond=True,
@@ -276,9 +253,8 @@ PRESETS = {
         eval_interval=250, eval_iters=10,
         out_dir="artifacts/models/tinystories_cpu", checkpoint="artifacts/models/tinystories_cpu/model.pt",
         prompt="Once upon a time", gen_len=96, steps=64, viz_video="artifacts/media/tinystories_cpu_trace.mp4"),
-    # The BPE path on a laptop: the shipped excerpt, a 2,048-token BPE (trained by train.py when
-    # missing), block diffusion (blocks of 4, band [0.5, 1], the clean half on the next token),
-    # 1.31M parameters.
+    # The BPE path on a laptop: the shipped excerpt, a 2,048-token BPE (trained if missing), block
+    # diffusion (blocks of 4, band [0.5, 1], the clean half on the next token), 1.31M parameters.
     "tinystories_bpe_cpu": dict(
         tokenizer="bpe", data_path="data/tinystories_train_head.txt",
         tokenizer_path="artifacts/tokenizer/tinystories_head.json",

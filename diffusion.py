@@ -42,9 +42,9 @@ def self_condition(model, xt, t, masked, mask_id, share, generator=None, rows=No
 
 
 def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None, drawn=None):
-    """One pass with `opts` (common.LossOptions). Returns (loss, NELBO in nats/token (B,), aux): the
-    NELBO whatever loss_type trains, so validation reports the bound. drawn: the draws made ahead
-    (common.Drawn, for a compiled step); else t (stratified if None) and masks from generator."""
+    """One pass with `opts` (common.LossOptions): (loss, NELBO in nats/token (B,), aux), the NELBO
+    whatever loss_type trains (eval reports the bound). drawn: made ahead (common.Drawn, for a
+    compiled step); else t (stratified if None) and masks from generator."""
     B, L = x0.shape
     if drawn is None:
         t = stratified_times(B, schedule.T, generator, x0.device) if t is None else t
@@ -103,8 +103,7 @@ def check(cfg, given=()):
             raise UserError(f"mask_ramp={cfg.mask_ramp}, mask_ramp_from={cfg.mask_ramp_from}: need 0 < mask_ramp <= 1 "
                             f"(a fraction of max_iters) and mask_min={cfg.mask_min} < mask_ramp_from <= "
                             f"mask_max={cfg.mask_max}")
-        # the first step's band must hold a time
-        check_band(replace(cfg, mask_max=cfg.mask_ramp_from))
+        check_band(replace(cfg, mask_max=cfg.mask_ramp_from))  # the first step's band must hold a time
     if (cfg.steps > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold
             and not cfg.dual_sample):
         raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use "
@@ -112,11 +111,9 @@ def check(cfg, given=()):
 
 
 def draws(x, cfg, schedule, tok, draw):
-    """The micro-batch x's draws (common.Drawn), eager, from the keyed generator: per mask_draws
-    copy a t stratified over BD3-LM's clipped band (biased, less noisy; evaluation reports the
-    full bound), its masks and self-conditioning's rows."""
-    # the schedule's tables onto x's device eagerly: a CUDA graph of loss_of would own a first copy
-    schedule.on(x.device)
+    """x's draws (common.Drawn), eager, keyed: per mask_draws copy a t stratified over BD3-LM's
+    clipped band (less noisy, biased: eval scores the full bound), masks, self-conditioning rows."""
+    schedule.on(x.device)  # tables on x's device now: a CUDA graph of loss_of would own a first copy
     n = len(x) * cfg.mask_draws  # the copies' sequences
     draw = repeat_draws(draw, cfg.mask_draws, len(x))
     band = band_times(schedule, cfg.mask_min, band_top(cfg, draw.progress))  # on the host: band[0] + i
@@ -153,21 +150,18 @@ def causal_logits(model, x, mask_id):
 
 @torch.no_grad()
 def causal_nll(model, w, mask_id):
-    """NLL (B, L) float64 of w[:, 1:] under the AR mode reading w (B, L + 1) left to right, as the
-    AR does: the exact NLL of --dual_sample's joint."""
+    """NLL (B, L) float64 of w[:, 1:] by the AR mode reading w (B, L + 1): --dual_sample's law."""
     logp = torch.log_softmax(causal_logits(model, w[:, :-1], mask_id).double(), -1)
     return -logp.gather(-1, w[:, 1:, None]).squeeze(-1)
 
 
 def ar_nll(model, windows, cfg, mask_id):
-    """The AR mode's mean NLL (B,) of windows[:, 1:]: --dual_sample's law at temperature 1.
-    None without --dual_ar."""
+    """Mean NLL (B,) of windows[:, 1:] under the AR mode (--dual_sample's law at T = 1), or None."""
     return causal_nll(model, windows, mask_id).mean(1) if cfg.dual_ar else None
 
 
 def bound(model, x, cfg, schedule, tok, t, generator):
-    """The NELBO per window (B,) at times t (B, 1), and evaluate's details: scored (the masked
-    positions), pred (the argmax), logits, t_tok."""
+    """The NELBO per window (B,) at times t (B, 1), and evaluate's details (scored: the masked)."""
     opts = LossOptions(self_cond=1.0 if cfg.self_cond else 0.0)
     _, nelbo, aux = diffusion_loss(model, x, schedule, tok.mask_id, opts, generator, t=t[:, 0])
     return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=t.expand_as(x))

@@ -1,13 +1,10 @@
-"""The network: a transformer with RoPE, parameter-free RMSNorm, relu^2 MLP and no biases.
+"""The network: a transformer with RoPE, parameter-free RMSNorm, relu^2 MLP and no biases;
+bidirectional for diffusion, causal (one flag) for the AR baseline. It builds no attention mask or
+positions: an objective that needs them passes attn_mask= and rope_pos= (bd3.py). The diffusion
+step t enters as a learned embedding or through adaLN-Zero (time_cond). A pass may read and extend
+a KV cache it is handed (kv_cache=); the cached decoding that builds one is decode.py's.
 
-Bidirectional for diffusion, causal (one flag) for the autoregressive baseline. It builds no attention mask and no
-positions: an objective that needs them passes attn_mask= and rope_pos= (block diffusion, bd3.py). With
-time_cond='learned' a learned Embedding(T+1, n_embd) of the diffusion step t is added to every position's input;
-with time_cond='adaln' a sinusoidal embedding of t/T sets a per-layer shift, scale and gate of the normalised
-activations (adaLN-Zero, DiT: Peebles & Xie 2023). A pass may read and extend a KV cache it is handed (kv_cache=):
-the cached decoding that builds one, generate included, is decode.py's.
-
-    python -c "from model import *; m = Transformer(ModelArgs(vocab_size=66)); print(m.num_params())"
+    python -c "from model import *; print(Transformer(ModelArgs(vocab_size=66)).num_params())"
     # 10706304: the reference micro-dLLM char model (65 characters + [MASK])
 """
 import math
@@ -42,7 +39,7 @@ class ModelArgs:
 
     @classmethod
     def from_config(cls, cfg, vocab_size, **fixed):
-        """The model a config describes; `fixed`: what the objective sets itself (objectives.model_args)."""
+        """The model a config describes; fixed: what the objective sets (objectives.model_args)."""
         return cls(**{**dict(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                              n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps, time_cond=cfg.time_cond,
                              dropout=cfg.dropout, qk_norm=cfg.qk_norm, self_cond=cfg.self_cond,
@@ -105,7 +102,7 @@ class MLP(nn.Module):
 
 
 class Layer(nn.Module):
-    """One transformer layer (a 'block' in nanoGPT): attention then MLP, each pre-normed on a residual."""
+    """One transformer layer (nanoGPT's 'block'): attention then MLP, each pre-normed, residual."""
 
     def __init__(self, a: ModelArgs):
         super().__init__()
@@ -121,8 +118,8 @@ class Layer(nn.Module):
 
 
 def timestep_embedding(t_frac, dim, max_period=10000.0):
-    """Sinusoidal features (B, dim) of t/T in [0, 1], scaled by 1000 as DiT does for its integer steps.
-    A fraction, not the index: the same features mean the same mask rate whatever T is."""
+    """Sinusoidal features (B, dim) of t/T in [0, 1], scaled by 1000 as DiT's integer steps. A
+    fraction, not the index: the same features mean the same mask rate whatever T is."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t_frac.device) / half)
     args = 1000.0 * t_frac.float()[:, None] * freqs[None]  # (B, half)
@@ -130,8 +127,9 @@ def timestep_embedding(t_frac, dim, max_period=10000.0):
 
 
 class AdaLN(nn.Module):
-    """adaLN-Zero: sinusoid(t/T) -> MLP -> c -> 6 modulations per layer and a final shift/scale before the head.
-    Zero-initialised: every layer starts as the identity, blind to t; biases (as DiT's) let gates open at any t."""
+    """adaLN-Zero (DiT: Peebles & Xie 2023): sinusoid(t/T) -> MLP -> c -> each layer's shift, scale
+    and gate of its normalised input (6), and a final shift/scale before the head. Zero-initialised:
+    every layer starts as the identity, blind to t; biases (as DiT's) let gates open at any t."""
 
     def __init__(self, a: ModelArgs):
         super().__init__()
@@ -145,7 +143,7 @@ class AdaLN(nn.Module):
             nn.init.zeros_(p)
 
     def forward(self, t):
-        """t (B,) integer steps -> (per-layer list of 6x (B, 1, C), final (shift, scale) 2x (B, 1, C))."""
+        """t (B,) integer steps -> (per layer 6x (B, 1, C), final (shift, scale) 2x (B, 1, C))."""
         c = F.silu(self.mlp(timestep_embedding(t / self.T, self.mlp[0].in_features)))  # (B, C)
         layers = [lin(c)[:, None].chunk(6, dim=-1) for lin in self.layers]
         return layers, self.final(c)[:, None].chunk(2, dim=-1)
@@ -156,17 +154,16 @@ class Transformer(nn.Module):
         super().__init__()
         assert a.n_embd % a.n_head == 0 and (a.n_embd // a.n_head) % 2 == 0 and a.time_cond in TIME_CONDS
         self.args, self.checkpointing = a, False  # checkpointing: train.py sets it (--activation_checkpointing)
-        # decode.py's, for sampling: the KV cache (new_kv_cache) and the one-token step compiled (compile_decode; None:
-        # eager)
+        # decode.py's KV cache (new_kv_cache), compiled one-token step (compile_decode; None: eager)
         self.decode_cache, self.compiled_decode = None, None
         self.tok_emb = nn.Embedding(a.vocab_size, a.n_embd)
         self.time_emb = nn.Embedding(a.diffusion_steps + 1, a.n_embd) if a.time_cond == "learned" else None
         self.adaln = AdaLN(a) if a.time_cond == "adaln" else None
-        # self-conditioning: E[embedding of x0] under the previous prediction, through a projection that starts at zero
+        # self-conditioning: E[x0's embedding] under the last prediction, by a projection from 0
         self.sc_proj = nn.Linear(a.n_embd, a.n_embd, bias=False) if a.self_cond else None
         self.drop = dropout(a.dropout)  # on the input embeddings' sum
         self.layers = nn.ModuleList(Layer(a) for _ in range(a.n_layer))
-        # tied: logits = x @ tok_emb.weight.T, the [MASK] row included (its logit is set to -inf downstream)
+        # tied: logits = x @ tok_emb.weight.T, [MASK]'s row too (its logit is -inf downstream)
         self.head = None if a.tie_weights else nn.Linear(a.n_embd, a.vocab_size, bias=False)
         cos, sin = rope_tables(a.block_size, a.n_embd // a.n_head)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -187,12 +184,12 @@ class Transformer(nn.Module):
 
     def forward(self, idx, t=None, kv_cache=None, positions=None, attn_mask=None, rope_pos=None, head_cols=None,
                 sc=None):
-        """idx (B, L) token ids; t (B,) integer diffusion step (ignored if time_cond='none'); sc (B, L, V): with
-        self_cond, a previous prediction of x0 (probabilities; zero rows where there is none), None = none at all.
-        attn_mask (L, L_keys) bool, True = may attend (block diffusion); rope_pos (L,) long: each column's RoPE
-        position, instead of 0..L-1 (a cached pass's columns; the two halves of a block-diffusion pass share them).
-        Returns logits (B, L, V) in float32, or (N, V) at positions, flat row-major indices (N,) (no host sync), or
-        (B, head_cols, V) for the first head_cols columns (a slice: no host sync, no graph break under compile)."""
+        """idx (B, L) token ids; t (B,) integer step (unused if time_cond='none'); sc (B, L, V):
+        self_cond's previous x0 probabilities (zero rows: none yet; None: none at all). attn_mask
+        (L, L_keys) bool, True = may attend; rope_pos (L,) long: each column's RoPE position if not
+        0..L-1 (cached columns; bd3's two halves share them). Returns float32 logits (B, L, V), or
+        (N, V) at flat row-major `positions` (N,), or (B, head_cols, V) for the first head_cols
+        columns (a slice: no host sync, no graph break under compile)."""
         L, W = idx.size(1), self.args.block_size
         assert t is not None or self.args.time_cond == "none", "time-conditioned model needs t"
         if rope_pos is None:
@@ -235,12 +232,11 @@ class Transformer(nn.Module):
         return 6 * n + 12 * a.n_layer * a.n_embd * (seq_len or a.block_size)
 
     def estimate_memory(self, tokens, bf16, ema=False):
-        """Rough training bytes on one rank: (weights, grads, AdamW moments[, EMA]) in fp32 and the activations kept
-        for backward of `tokens` columns (a micro-batch's, every pass of it). Per token and layer a block saves 68 d
-        bytes in fp32 and 50 d under bf16 autocast (counted with torch.autograd.graph.saved_tensors_hooks on the CPU;
-        tests/test_train_scale.py checks it); with checkpointing each layer keeps only its input (4 d or 2 d) and one
-        layer at a time its inside; the head saves ~8 bytes per logit, plus ~4 for transient copies. Returns (state,
-        activations): what estimate_line reports and check_memory refuses a CUDA run by."""
+        """Rough training bytes on one rank, (state, activations): weights, grads, AdamW moments [,
+        EMA] in fp32; what backward keeps of `tokens` columns (every pass of a micro-batch). A layer
+        saves 68 d bytes a token in fp32, 50 d under bf16 autocast (counted by saved_tensors_hooks
+        on the CPU; tests/test_train_scale.py checks it); the head ~8 bytes a logit + ~4 transient.
+        estimate_line reports it; check_memory refuses a CUDA run by it."""
         a = self.args
         state = self.num_params() * (4 * 4 + (4 if ema else 0))
         block = a.n_embd * (50 if bf16 else 68)  # one layer's saved activations per token
@@ -251,23 +247,21 @@ class Transformer(nn.Module):
         return state, (layers + 12 * a.vocab_size) * tokens
 
     def optimizer_groups(self, weight_decay, exclude=()):
-        """Decay 2-D matmul weights only, not the embeddings (token, time); exclude: another optimizer's parameters."""
+        """Decay 2-D matmul weights, not embeddings; exclude: parameters another optimizer holds."""
         named = [(n, p) for n, p in self.named_parameters() if all(p is not q for q in exclude)]
         decay = [p for n, p in named if p.dim() >= 2 and "emb" not in n]
         other = [p for n, p in named if not (p.dim() >= 2 and "emb" not in n)]
         return [dict(params=decay, weight_decay=weight_decay), dict(params=other, weight_decay=0.0)]
 
 
-# ---------------------------------------------------------------------------- the memory a run needs
-# A CPU process's peak RSS against estimate_memory's saved activations A: ~1.7 A (backward's transient gradients
-# beside the saved tensors) + ~0.3 GiB of runtime (measured: dev/LOG.md, "peak RSS on the CPU").
-CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30
+# ------------------------------------------------------------------------ the memory a run needs
+# CPU peak RSS ~ 1.7 x estimate_memory's activations (backward's gradients beside them) + 0.3 GiB
+CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30  # measured: dev/LOG.md, "peak RSS on the CPU"
 
 
 def estimate_line(cfg, model, device, dtype_name, flops_tok, seq, assumed_mfu):
-    """(the start-up line of memory per rank and tokens/s, the bytes a rank needs), from estimate_memory.
-    seq: the columns of one pass (bd3: both streams); a micro-batch runs mask_draws passes and the dual
-    objective's causal one."""
+    """(start-up line: memory a rank and tokens/s, the bytes a rank needs). seq: one pass's columns
+    (bd3: both streams); a micro-batch runs mask_draws passes + the dual objective's causal one."""
     tokens = cfg.batch_size * (cfg.mask_draws * seq + (cfg.block_size - 1 if cfg.dual_ar else 0))
     state_b, act_b = model.estimate_memory(tokens, dtype_name == "bfloat16", cfg.ema > 0)
     peak = peak_flops(device)
@@ -288,7 +282,7 @@ def estimate_line(cfg, model, device, dtype_name, flops_tok, seq, assumed_mfu):
 
 
 def check_memory(cfg, device, need):
-    """Refuse, before step 1, a CUDA run its estimate says cannot fit, naming the keys that make it fit."""
+    """Refuse before step 1 a CUDA run its estimate says cannot fit, naming the keys that fit it."""
     if device.type != "cuda":
         return
     have = torch.cuda.get_device_properties(device).total_memory

@@ -1,12 +1,11 @@
-"""The masked-diffusion reverse sampler of mdlm (diffusion.py) and of bd3's blocks (bd3.py):
-denoise() fills the positions gen_mask marks, with config.py's sampling keys (SamplerOptions). Two
-policies revisit committed tokens: 'refine' (the least sure compete with new candidates) and ReMDM.
+"""The reverse sampler of mdlm (diffusion.py) and bd3's blocks (bd3.py): denoise() fills gen_mask's
+positions by config.py's sampling keys (SamplerOptions); 'refine' and ReMDM revisit committed ones.
 
 ReMDM (Wang et al. 2025, arXiv 2503.00307, eq. 5): a step t -> s re-masks a committed token w.p.
-sigma_t, and q(z_s | x) stays the forward marginal for sigma_t <= min(1, (1 - alpha_s) / alpha_t).
-In a block of n with m committed and fixed counts (reveal_plan), alpha_t = m / n and 1 - alpha_s =
-n_keep / n, so sigma_max = min(1, n_keep / m). We use the paper's "max-capped" min(eta, sigma_max)
-(Sec. 4.1); its loop schedule lost (dev/LOG.md, "The measurements delete what lost").
+sigma_t <= min(1, (1 - alpha_s) / alpha_t), which keeps q(z_s | x) the forward marginal. A block of
+n with m committed and reveal_plan's fixed counts has alpha_t = m / n, 1 - alpha_s = n_keep / n:
+sigma_max = min(1, n_keep / m). We use the "max-capped" min(eta, sigma_max) (Sec. 4.1); its loop
+schedule lost (dev/LOG.md, "The measurements delete what lost").
 
     python inference.py --checkpoint artifacts/models/model.pt --threshold 0.9 --semi-ar-length 32
     python -m pytest -q tests/test_sampling.py tests/test_remasking.py
@@ -28,8 +27,7 @@ REMASKS = CHOICES["remask"]
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """The sampler's switches, as config.py's keys (documented there); the defaults are the
-    reference sampler's. Domains are only asserted: the configurator words user errors."""
+    """The sampler's switches: config.py's keys (documented there), the reference's defaults."""
     steps: int                         # forward passes, split over the semi-AR blocks (bd3: per block)
     temperature: float = 1.0           # 0 = argmax
     top_k: int = 0
@@ -46,7 +44,7 @@ class SamplerOptions:
     def from_config(cls, cfg):
         return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
-    def __post_init__(self):
+    def __post_init__(self):  # domains only asserted: the configurator words user errors
         assert self.order in ORDERS and self.tokens_per_step in TOKENS_PER_STEP and self.remask in REMASKS, self
         assert self.temperature >= 0 and 0 <= self.remask_eta <= 1 and 0 <= self.threshold <= 1 and self.steps >= 1
         assert self.semi_ar_length >= 0 and self.temperature_end_share >= 0, self  # f > 0 at a draw: T stays > 0
@@ -60,8 +58,7 @@ REVEAL_KEYS = tuple(f.name for f in fields(SamplerOptions) if f.name not in ("st
 
 # -------------------------------------------------------------- time, scores and ReMDM's re-masking
 def time_for_fraction(schedule, frac):
-    """The t (B,) whose 1 - alpha(t) is nearest the masked fraction frac (B,): off the grid, the
-    model is told the t that means that mask rate in training."""
+    """The t (B,) whose training mask rate 1 - alpha(t) is nearest the masked fraction frac (B,)."""
     mp = 1.0 - schedule.on(frac.device)[0][1:]  # (T,) increasing in t, already on the device
     return (mp[None, :] - frac.to(mp.dtype)[:, None]).abs().argmin(1) + 1
 
@@ -124,8 +121,7 @@ def _plan(n, steps, schedule, opts):
 
 
 def _window(now, L, W):
-    """Columns [lo, hi) the model sees while decoding block `now` (B, L, host): the whole canvas if
-    it fits, else the W positions ending at the block's last one."""
+    """Columns [lo, hi) the model sees for block `now` (B, L, host): all, or W up to its last."""
     if L <= W:
         return 0, L
     cols = now.any(0).nonzero().squeeze(1)
@@ -139,8 +135,7 @@ def _window(now, L, W):
 # ------------------------------------------------------------ one call's state and its reverse step
 @dataclass
 class _Decided:
-    """The positions one step decides. Flat indices are row-major, as nonzero() lists them: the
-    step's n logits, draws and scores line up with them."""
+    """What one step decides; flat indices row-major (nonzero()'s), as its n logits and draws."""
     everyone: bool             # every sample takes part
     rows: torch.Tensor         # (R,) on the host: the samples that take part
     sub: object                # their canvas rows: slice(None) (no gather) when everyone takes part
@@ -226,8 +221,7 @@ class _Denoiser:
         return logits, told
 
     def _commit(self, decided, logp, cand, n_keep, remdm):
-        """Score the candidates `cand` (n,), choose what stays [MASK] (_stay), write the step into
-        the canvas, conf and kept. Returns (revealed, remasked) (B, L)."""
+        """Score cand (n,), pick the [MASK]s (_stay), write x, conf, kept: (revealed, remasked)."""
         cols = decided.at % self.x.size(1)
         new_conf, new_score = position_scores(logp, cand, self.opts.order, self.generator, cols=cols)  # (n,) each
         score = put_at(torch.full_like(self.conf, math.inf), decided.at, new_score)  # (B, L) +inf: never stays masked
@@ -270,8 +264,7 @@ class _Denoiser:
             forced = (u < sigma_t[:, None]) & (u.argsort(1).argsort(1) < n_keep[:, None])
             score = score.masked_fill(forced, -math.inf)
         stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
-        # a sample that skips the step stays as it was
-        return torch.where(decided.taking_part[:, None], stay, decided.is_masked)
+        return torch.where(decided.taking_part[:, None], stay, decided.is_masked)  # sat out: unchanged
 
     def reveal(self, b, now, lo, hi, greedy_end):
         """Reveal block `now` (B, L) by its plan, or (threshold) until filled. greedy_end: the last
@@ -316,11 +309,10 @@ class _Denoiser:
 
 @torch.no_grad()
 def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
-    """Reverse process over the canvas x (B, L) with `opts` (SamplerOptions): the gen_mask (B, L)
-    positions start as [MASK]; the others are given text, never changed. Step mode: after step i the
-    lowest scored round(n * f(i)) of a block's n positions stay masked (f: tokens_per_step); a
-    sample takes part only if it reveals a token. on_step(common.Step) after every step. Returns (x,
-    stats: nfe, nfe_per_sample, seconds_per_sample to the last fill, seconds, blocks)."""
+    """Reverse process over the canvas x (B, L) by `opts` (SamplerOptions): gen_mask (B, L) starts
+    as [MASK], the rest is given text, never changed. Step mode: after step i the lowest-scored
+    round(n * f(i)) of a block's n stay masked (f: tokens_per_step); on_step(common.Step) after
+    each. Returns (x, stats: nfe, nfe_per_sample, seconds_per_sample, seconds, blocks)."""
     L, W, gen_mask = x.size(1), model.args.block_size, gen_mask.bool()
     if L > W and not (opts.semi_ar_length and (gen_mask == gen_mask[:1]).all()):
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {W}: decode it in blocks "

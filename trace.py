@@ -1,5 +1,4 @@
-"""Watching the sampler's steps (common.Step): as frames of an MP4 + GIF (utils/video.py), live in
-the terminal (--live), or as a progress bar.
+"""Watching the sampler's steps (common.Step): MP4 + GIF frames (utils/video.py), --live, a bar.
 
     writer = open_trace(cfg)                               # None without --viz-video
     with writer: texts, out, stats = generate(..., on_step=trace_hook(writer, tok, canvas, cfg))
@@ -90,8 +89,7 @@ class TraceHook:
 
 
 def check_trace_path(cfg, replace=False):
-    """Refuse a --viz-video path, or the GIF beside it, that cannot be written, or that holds a file and replace
-    is off: before any work (train.py: before step 1)."""
+    """Refuse, before any work, an unwritable --viz-video MP4 or GIF, or one taken (replace off)."""
     if not cfg.viz_video.lower().endswith(".mp4"):
         raise UserError(f"--viz-video {cfg.viz_video} should end in .mp4 (a GIF is written beside it)")
     for path in trace_paths(cfg.viz_video):
@@ -141,9 +139,8 @@ def trace_title(cfg, cols=64):
 
 
 def trace_hook(writer, tok, canvas, cfg):
-    """The on_step hook recording sample 0's steps into writer, its first frame drawn (None
-    without a writer). Sample inside `with writer:`, which writes the files or, on error, none.
-    A page (PageWriter) keeps every step: it is scrubbed, not played at a frame rate."""
+    """The on_step hook recording sample 0's steps into writer (None without), first frame drawn.
+    Sample in `with writer:` (no files on error). A page keeps every step: scrubbed, not played."""
     if writer is None:
         return None
     noise = objectives.get(cfg.objective).NOISE_START
@@ -156,7 +153,7 @@ def trace_hook(writer, tok, canvas, cfg):
 
 
 def open_page(cfg, replace=False):
-    """--html: a PageWriter for cfg.html, its path checked now, before any sampling (None without)."""
+    """--html: a PageWriter for cfg.html, its path checked before any sampling (None without)."""
     if not cfg.html:
         return None
     check_output(cfg.html, replace, "--html", "--overwrite")
@@ -179,8 +176,7 @@ ANSI = dict(prompt="\x1b[34m", mask="\x1b[90m", new="\x1b[1;30;43m", kept="", re
 
 
 class LiveView:
-    """--live, an on_step hook: sample 0's canvas redrawn in place after every step, at most fps a
-    second. Off a terminal, each step is printed as plain text."""
+    """--live: sample 0's canvas redrawn in place each step (<= fps a second); text off a tty."""
 
     def __init__(self, tok, steps, stream=None, fps=0.0):
         self.tok, self.steps, self.out = tok, steps, stream or sys.stdout
@@ -244,12 +240,10 @@ class LiveView:
 
 # ---------------------------------------------------------------------------- progress
 class StepBar:
-    """An on_step hook: a tqdm bar with an ETA, on stderr if a terminal (and on); closed when the
-    with-block ends, however it ends."""
+    """An on_step tqdm bar with ETA, on a terminal's stderr (if on), closed however `with` ends."""
 
     def __init__(self, total, on=True, desc="sampling", unit="step"):
         from tqdm import tqdm
-        # disable=None: only on a terminal
         self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, disable=None if on else True,
                         dynamic_ncols=True)
 

@@ -1,19 +1,18 @@
 """Train a masked diffusion LM (or the AR baseline) from scratch.
 
-    python train.py                                   # reference recipe: char Tiny Shakespeare, 6/6/384, 5000 iters
-    python train.py cpu                               # the main job: Tiny Shakespeare (data/); its time: README
-    python train.py cpu --objective=ar                # the autoregressive baseline, same code and budget
-    python train.py cpu --objective=uniform --time_cond=learned               # uniform-state diffusion (uniform.py)
-    python train.py baby_bd3                          # block diffusion (BD3-LM): AR over blocks of 4, diffusion inside
-    python train.py tinystories_bpe                   # BPE (data/stories.txt + artifacts/tokenizer/tokenizer.json)
-    python train.py cpu --resume                      # continue from out_dir/model.pt (exactly as if never stopped)
-    torchrun --standalone --nproc_per_node=4 train.py shakespeare_char   # DDP (NCCL on GPUs)
-    python train.py gpt200m --max_iters=0             # the ~200M preset: memory and tokens/s estimates, then exit
-    python train.py --help                            # the presets, then every key: type, default, meaning
+    python train.py                      # reference: char Tiny Shakespeare, 6/6/384, 5000 iters
+    python train.py cpu                  # the main job: Tiny Shakespeare (data/); its time: README
+    python train.py cpu --objective=ar   # the autoregressive baseline, same code and budget
+    python train.py cpu --objective=uniform --time_cond=learned  # uniform-state (uniform.py)
+    python train.py baby_bd3             # block diffusion (BD3-LM): AR over blocks of 4
+    python train.py tinystories_bpe      # BPE: data/stories.txt, artifacts/tokenizer/tokenizer.json
+    python train.py cpu --resume         # continue out_dir/model.pt, exactly as if never stopped
+    torchrun --standalone --nproc_per_node=4 train.py shakespeare_char  # DDP (NCCL on GPUs)
+    python train.py gpt200m --max_iters=0  # the ~200M preset: memory, tokens/s estimates; exit
+    python train.py --help               # the presets, then every key: type, default, meaning
 
-main reads top to bottom: setup (config, device, DDP) -> load_data -> build (model, optimizer, resume)
--> train (eval / save / step / log) -> finish (final eval, checkpoint, report). The loop's state is one
-Run; what it prints beside the loop is one train_log.TrainLog.
+main, top to bottom: setup -> load_data -> build -> train (eval / save / step / log) -> finish.
+The loop's state is one Run; what it prints beside the loop, one train_log.TrainLog.
 """
 import math
 import os
@@ -72,7 +71,7 @@ class Data:
 
 @dataclass
 class Run:
-    """The model, its optimizer and what the loop carries from step to step and a checkpoint saves."""
+    """The model, its optimizer and what the loop carries from step to step and checkpoints."""
     model: torch.nn.Module    # what the step runs: DDP-wrapped (and then compiled) under torchrun
     raw_model: Transformer    # uncompiled, unwrapped: state_dict, eval, samples
     eval_model: Transformer   # the EMA copy when --ema, else raw_model
@@ -91,7 +90,6 @@ class Run:
     saved: str = ""           # the newest complete checkpoint: what a Ctrl-C leaves to --resume
     saved_iter: int = -1
     scaler: torch.amp.GradScaler = None  # loss scaling under fp16 autocast (utils.dist.grad_scaler); off otherwise
-    # checkpoints written on a thread beside the steps (utils.checkpoint.BackgroundWriter)
     writer: checkpoint.BackgroundWriter = field(default_factory=checkpoint.BackgroundWriter)
     loss_of: object = None    # the objective's pure loss, compiled with the model where --compile says (compile_step)
 
@@ -114,7 +112,7 @@ def main(argv):
 
 
 def interrupted(cfg, run, argv):
-    """The one line a Ctrl-C leaves: the newest complete checkpoint (run.saved) and the command that resumes it."""
+    """The line a Ctrl-C leaves: the newest complete checkpoint and the command that resumes it."""
     if run.saved_iter >= cfg.max_iters:
         return f"training had finished: {run.saved} (iter {run.saved_iter}) is complete; only the report was cut short"
     if not run.saved:
@@ -128,7 +126,7 @@ def interrupted(cfg, run, argv):
 
 # ---------------------------------------------------------------- config, device, dist
 def setup(argv):
-    """The checked config (a resumed run's own), this process's device and rank, and the start-up lines."""
+    """The checked config (a resumed run's own), device and rank; prints the start-up lines."""
     cfg, given = configurator.parse(argv)
     configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
     if "out_dir" in given and "viz_video" not in given and cfg.viz_video:  # a side run keeps the main run's trace
@@ -140,7 +138,7 @@ def setup(argv):
         for name in fileio.remove_stale_temps(cfg.out_dir):
             print(f"removed {os.path.join(cfg.out_dir, name)}: a partial write of a killed run")
     cfg, resume, resumed_from = resumed_config(cfg, given)
-    # gradient accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
+    # accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
     micro_tokens = cfg.batch_size * cfg.block_size
     accum = dist.grad_accum_steps(cfg.total_batch_size, micro_tokens, world)
     cfg = replace(cfg, total_batch_size=micro_tokens * accum * world)
@@ -166,8 +164,8 @@ def setup(argv):
 
 
 def resumed_config(cfg, given):
-    """(cfg, the checkpoint, its path) of --resume: the run's own settings from its newest intact checkpoint; only the
-    resumable keys may be given again. A new run gets (cfg, None, "") once it replaces no earlier run's files."""
+    """(cfg, checkpoint, path) of --resume: the run's settings from its newest intact checkpoint,
+    only resumable keys given again. A new run: (cfg, None, ""), refused if it replaces files."""
     if not cfg.resume:
         if not cfg.overwrite and cfg.max_iters > 0:  # max_iters=0 writes nothing
             checkpoint.refuse_earlier_run(cfg.out_dir)
@@ -176,7 +174,7 @@ def resumed_config(cfg, given):
     configurator.refuse_changes(cfg, given, resume["config"], f"--resume: {resumed_from}",
                                 "drop those flags to continue the run, or train a new one in another --out_dir",
                                 configurator.RESUMABLE_KEYS)
-    # a key this version no longer has (configurator.REMOVED) is dropped, as config_from_dict drops it for sampling
+    # keys this version lacks (configurator.REMOVED) drop out, as config_from_dict drops them
     keep = {k: v for k, v in resume["config"].items()
             if k in configurator.TYPES and k not in configurator.RESUMABLE_KEYS}
     return replace(cfg, **keep), resume, resumed_from
@@ -184,13 +182,11 @@ def resumed_config(cfg, given):
 
 # ---------------------------------------------------------------- data and tokenizer
 def load_data(cfg, env):
-    """The tokenizer, the token streams and the fixed dev windows; the prompt and the end-of-run samples are checked
-    here, before any step."""
+    """Tokenizer, token streams, fixed dev windows; checks the prompt and end-of-run samples now."""
     tok = tokenizer.tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
     # the --init_from checkpoint, read once (its weights are build's); a resumed run has its own
     source = checkpoint_manager.read_checkpoint(cfg.init_from) if cfg.init_from and not env.resume else None
-    if source is not None:
-        # its tokenizer, as --resume takes the run's own
+    if source is not None:  # its tokenizer, as --resume takes the run's own
         tok = checkpoint_manager.source_tokenizer(cfg.init_from, cfg.tokenizer, cfg.objective, source)
     if env.world > 1 and not env.master:
         torch.distributed.barrier()  # rank 0 encodes the token cache first; the others then read it
@@ -199,13 +195,12 @@ def load_data(cfg, env):
         torch.distributed.barrier()
     window = cfg.block_size + objectives.get(cfg.objective).WINDOW  # AR predicts L tokens from a window of L+1
     dataloader.check_fits(train_ids, window, "train")
-    # choices read dev; the test half is for scripts/eval.py to report
-    dev_ids = dataloader.split_ids(train_ids, val_ids, "dev")
+    dev_ids = dataloader.split_ids(train_ids, val_ids, "dev")  # choices read dev; the test half is eval.py's
     dataloader.check_fits(dev_ids, cfg.block_size + 1, "dev (the first half of validation)")
-    # every objective scores the last block_size tokens of the same windows (AR reads the first as context)
+    # every objective scores the last block_size tokens of these windows (AR: the first is context)
     asked = cfg.eval_iters * cfg.batch_size
     val_windows = dataloader.fixed_windows(dev_ids, asked, cfg.block_size + 1)
-    # bits/char = summed ELBO / the characters the scored tokens decode to (exact for BPE too; 1.0 for char)
+    # bits/char = summed ELBO / chars the scored tokens decode to (exact for BPE too; 1.0 for char)
     val_cpt = dataloader.chars_per_token(tok, val_windows[:, 1:])
     cfg = replace(cfg, prompt=tokenizer.normalize_prompt(tok, cfg.prompt))  # a bad prompt fails now, not after training
     report.check_report(cfg, tok)  # and so do the end-of-run samples' canvas and trace path
@@ -219,7 +214,7 @@ def load_data(cfg, env):
 
 # ---------------------------------------------------------------- model, optimizer, resume
 def build(cfg, env, data):
-    """The model and its estimates, then the optimizer, EMA and resumed state: the Run (None when max_iters=0)."""
+    """Model and estimates, then optimizer, EMA, resumed state: the Run (None when max_iters=0)."""
     margs = objectives.model_args(cfg, data.tok.vocab_size)
     model = Transformer(margs).to(env.device)
     if data.source is not None:
@@ -248,19 +243,16 @@ def build(cfg, env, data):
     run.ema = optim.EMA(model, cfg.ema) if cfg.ema and env.master else None  # only rank 0 evaluates and saves it
     if run.ema and env.resume and "ema" in env.resume:
         run.ema.load_state_dict(env.resume["ema"], env.resume["ema_updates"])
-    # eval, best.pt selection and samples use the EMA weights when on
-    run.eval_model = run.ema.model if run.ema else model
+    run.eval_model = run.ema.model if run.ema else model  # eval, best.pt and samples: the EMA's
     reach = optim.EMA.ramp(cfg.max_iters - 1)  # the decay its warm-up rule reaches by the last step
     if run.ema and cfg.ema >= reach:
         print0(f"EMA: its warm-up rule (1+n)/(10+n) stays below {cfg.ema} all run: any decay above {reach:.4f} "
                f"averages alike")
-    # DDP wraps the model before it is compiled (the compiled backward overlaps the all-reduce); the RoPE tables
-    # are the same on every rank: no buffers broadcast
+    # DDP wraps before compile (the compiled backward overlaps the all-reduce)
     if env.world > 1:
         device_ids = [env.local_rank] if env.device.type == "cuda" else None
         run.model = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=device_ids,
-                                                              broadcast_buffers=False)
-    # the loss compiled with the model on one process, the model alone under DDP (utils.dist.compile_step)
+                                                              broadcast_buffers=False)  # RoPE: alike on all ranks
     run.loss_of, run.model = dist.compile_step(obj.loss_of, run.model, cfg, env.device, env.world)
     if env.master:
         os.makedirs(cfg.out_dir, exist_ok=True)
@@ -268,7 +260,7 @@ def build(cfg, env, data):
 
 
 def resume_state(cfg, env, run):
-    """Weights, optimizer, step, best val, RNG states and the open log window from the checkpoint."""
+    """Restore weights, optimizer, step, best val, RNG states and the open log window."""
     ck = env.resume
     run.raw_model.load_state_dict(ck["model"])
     base_lrs = [g["base_lr"] for g in run.opt.param_groups]
@@ -297,7 +289,7 @@ def resume_state(cfg, env, run):
 
 # ---------------------------------------------------------------- eval, checkpoint
 def run_eval(cfg, env, data, run, it, details=False):
-    """The dev figure (evals.bound.evaluate's dict) of the weights best.pt would hold, and its eval line."""
+    """The dev figure (bound.evaluate's dict) of the weights best.pt would hold; prints its line."""
     with env.ctx:
         res = bound.evaluate(run.eval_model, data.val_windows, cfg, data.tok, n_t=EVAL_T, seed=cfg.seed,
                              chars_per_token=data.val_cpt, details=details)
@@ -307,9 +299,9 @@ def run_eval(cfg, env, data, run, it, details=False):
 
 
 def check_finite(cfg, run, it, value):
-    """Stop on a non-finite loss (averaged over ranks: all stop together) before anything is saved."""
+    """Stop on a non-finite loss (a mean over ranks: all stop together) before anything is saved."""
     if not math.isfinite(value):
-        # the step that first went non-finite (bad_iter, when train_step recorded it), else the one that saw it
+        # the step that first went non-finite (bad_iter, if recorded), else the one that saw it
         step = run.bad_iter.item() + 1 if run.bad_iter.item() >= 0 else it
         raise UserError(f"loss became {value} at iter {step}: stopped; the last good checkpoint in {cfg.out_dir} "
                         f"is kept. Try a lower --learning_rate, --grad_clip=1, --dtype=float32, or "
@@ -317,8 +309,8 @@ def check_finite(cfg, run, it, value):
 
 
 def snapshot(cfg, env, data, run, it, val):
-    """The checkpoint dict on rank 0 (None elsewhere). Every rank calls it: it gathers their RNG states and
-    averages the running loss, so a resume continues the log window exactly."""
+    """The checkpoint dict on rank 0 (None elsewhere). Every rank calls it: it gathers their RNG
+    states and averages the running loss, so a resume continues the log window exactly."""
     dist.all_reduce_mean(run.loss_acc, env.world)
     check_finite(cfg, run, it, run.loss_acc.item())
     rngs = dist.all_gather_objects(dist.rng_state(), env.world)
@@ -331,7 +323,7 @@ def snapshot(cfg, env, data, run, it, val):
                loop=dict(loss_acc=run.loss_acc.cpu(), n_acc=run.n_acc, skipped=run.skipped))
     if run.ema:
         out.update(ema=run.ema.state_dict(), ema_updates=run.ema.updates)
-    # fp16's loss scale and its growth count: a resume goes on at the scale it reached, not back at 2^16
+    # fp16's loss scale and growth count: a resume goes on at the scale it reached, not at 2^16
     if run.scaler is not None and run.scaler.is_enabled():
         out.update(scaler=run.scaler.state_dict())
     return out
@@ -359,7 +351,7 @@ def save_checkpoints(cfg, env, data, run, it, res):
 
 # ---------------------------------------------------------------- training loop
 def train(cfg, env, data, run):
-    """The loop, as nanoGPT's: every eval_interval steps evaluate and save, then step, then log. Returns the log."""
+    """nanoGPT's loop: every eval_interval steps evaluate and save; step; log. -> the TrainLog."""
     run.model.train()
     log = train_log.TrainLog(cfg, env, run.start_iter, run.flops_tok, len(data.val_windows), EVAL_T)
     for it in range(run.start_iter, cfg.max_iters):
@@ -380,7 +372,7 @@ def train(cfg, env, data, run):
 
 
 def window_loss(cfg, env, run, done):
-    """The mean training loss since the last log line over the ranks (the log line's one host sync)."""
+    """The mean training loss since the last log line, over ranks (the log line's one host sync)."""
     loss = dist.all_reduce_mean(run.loss_acc / max(run.n_acc, 1), env.world).item()
     check_finite(cfg, run, done, loss)
     run.loss_acc.zero_()
@@ -389,11 +381,11 @@ def window_loss(cfg, env, run, done):
 
 
 def train_step(cfg, env, data, run, it):
-    """One optimizer step over accum micro-batches. Every draw is keyed by (seed, stream, step, slot), slot = rank *
-    accum + micro: the global batch depends only on the seed and step, so a resumed run, or the same batch split
-    over other ranks and micro-steps, sees the same data, masks and t."""
+    """One optimizer step over accum micro-batches. A draw is keyed by (seed, stream, step, slot),
+    slot = rank * accum + micro: the global batch depends on seed and step only, so a resumed run or
+    another split over ranks and micro-steps sees the same data, masks and t."""
     accum, world, model, obj = env.accum, env.world, run.model, objectives.get(cfg.objective)
-    # stratified t over the global batch of B * accum * world sequences (MDLM): one shared u per step
+    # stratified t over the global batch (B * accum * world sequences, MDLM): one u per step
     u = torch.rand((), generator=dist.keyed_generator(cfg.seed, STREAM_TIME, it), dtype=torch.float64)
     step_loss = torch.zeros((), device=env.device)
     for micro in range(accum):
@@ -401,31 +393,30 @@ def train_step(cfg, env, data, run, it):
         key = it % cfg.data_steps if cfg.data_steps else it  # --data_steps: the same batches again, epoch after epoch
         gen = dist.keyed_generator(cfg.seed, STREAM_DATA, key, slot)
         x = dataloader.get_batch(data.train_ids, cfg.batch_size, data.window, gen, env.device)
-        # DDP averages gradients across ranks only on the last micro-step; the others accumulate locally
+        # DDP all-reduces gradients on the last micro-step only; the others accumulate locally
         with model.no_sync() if world > 1 and micro < accum - 1 else nullcontext():
             with env.ctx:
-                # the masks (or noise) and times drawn eagerly; the loss is a pure function of them (compiled)
+                # masks (or noise) and times drawn eagerly: the compiled loss is pure in them
                 draw = Draw(generator=dist.keyed_generator(cfg.seed, STREAM_MASK, it, slot), u=u,
                             offset=slot * cfg.batch_size, total=cfg.batch_size * accum * world,
                             progress=it / cfg.max_iters)
                 drawn = obj.draws(x, cfg, run.schedule, data.tok, draw)
                 loss = run.loss_of(model, x, cfg, run.schedule, data.tok, drawn)
-            # the mean over micro-steps; DDP's all-reduce makes it the global mean
-            run.scaler.scale(loss / accum).backward()
+            run.scaler.scale(loss / accum).backward()  # mean over micro-steps; DDP's all-reduce: the global mean
         step_loss += loss.detach() / accum
     optimizer_step(cfg, env, run, it, step_loss)
 
 
 def optimizer_step(cfg, env, run, it, step_loss):
-    """Clip, step the optimizer and the EMA, add the loss to the log window. With --skip_nonfinite a non-finite step
-    is found at once (one host sync) and skipped; else its iter waits on the device (bad_iter) for the next log line."""
+    """Clip, step the optimizer and EMA, add the loss to the log window. A non-finite step: skipped
+    at once with --skip_nonfinite (a host sync), else its iter waits on device (bad_iter) to log."""
     if cfg.grad_clip > 0 or cfg.skip_nonfinite:
         run.scaler.unscale_(run.opt)  # clip the true gradients (a no-op without fp16)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")  # inf: the norm only, for the check below
         norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), max_norm)
     update = True
     if cfg.skip_nonfinite:  # one host sync per step; the norm of the all-reduced gradients is the same on every rank
-        # under fp16 an overflowing scaled gradient is the GradScaler's to skip (it then lowers the scale)
+        # under fp16 an overflowing gradient is the GradScaler's to skip (it lowers the scale)
         ok = (torch.isfinite(step_loss) & (torch.isfinite(norm) | run.scaler.is_enabled())).float()
         update = dist.all_reduce_mean(ok, env.world).item() == 1.0
         if not update:
@@ -454,7 +445,7 @@ def finish(cfg, env, data, run, log):
     """The final eval, the last checkpoint, then on rank 0 the test figure and the report."""
     eval_s = f", ~{train_log.fmt_time(log.eval_s)}" if log.eval_s else ""  # the last eval's time: this one's estimate
     print0(f"final eval: {len(data.val_windows)} windows x {EVAL_T} t{eval_s}")
-    # a last update that diverged shows in no loss (none is computed after it): every rank checks its weights
+    # a diverged last update shows in no loss (none follows it): every rank checks its weights
     if not all(torch.isfinite(p).all() for p in run.raw_model.parameters()):
         raise UserError(f"the weights became non-finite in the last step: stopped before saving them; the last good "
                         f"checkpoint in {cfg.out_dir} is kept. Try a lower --learning_rate or --dtype=float32")
@@ -473,8 +464,8 @@ def finish(cfg, env, data, run, log):
             env.wandb.finish()
     if torch.distributed.is_initialized():  # torchrun started one, even for a single rank
         torch.distributed.destroy_process_group()
-        # leave without C++'s exit-time destructors, where a gloo rank died ~1 run in 10 after everything was
-        # written (SIGABRT: dev/LOG.md, "Measurements the code cites")
+        # skip C++'s exit-time destructors: a gloo rank died in them ~1 run in 10, its work done
+        # (SIGABRT: dev/LOG.md, "Measurements the code cites")
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

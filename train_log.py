@@ -1,6 +1,5 @@
-"""The training log train.py keeps beside its loop: the legend, one line a log window (loss, lr,
-ms/it, tok/s, MFU, ETA), metrics.jsonl and wandb rows, and the notes a run may need (long for its
-device, shared cores).
+"""train.py's log beside its loop: the legend, a line a log window (loss, lr, ms/it, tok/s, MFU,
+ETA), metrics.jsonl and wandb rows, and the notes a run may need (long here, shared cores).
 
     log = TrainLog(cfg, env, start_iter, flops_tok, n_windows, eval_t)   # train.train
     log.step(done, lr, loss)                                             # after each step
@@ -28,8 +27,7 @@ LOSSES = dict(elbo="the weighted NELBO on training batches", ce="the next-token 
 
 
 def wrap(text, width=120):
-    """A start-up line's prose in lines of at most `width` columns, the later ones indented: a log
-    read in a terminal (the legend alone ran to ~520 characters on one line)."""
+    """Start-up prose wrapped at `width`, later lines indented (the legend ran ~520 columns)."""
     return textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
 
 
@@ -39,9 +37,8 @@ def fmt_time(s):
 
 
 def eta_seconds(cfg, accum, eval_s, done, step_s, eval_t):
-    """Time left: the steps, the evals (+ checkpoints) still to come and the final eval (its eval_s
-    as well). Until one eval is measured, an eval pass is priced as its forward passes: eval_t / 3
-    of a step's compute."""
+    """Time left: the steps, the evals (+ checkpoints) to come and the final one. An eval not yet
+    measured is priced by its forward passes: eval_t / 3 of a step's compute."""
     eval_s = eval_s or cfg.eval_iters * eval_t * step_s / (3 * accum)
     evals_left = (cfg.max_iters - 1) // cfg.eval_interval - (done - 1) // cfg.eval_interval
     return (cfg.max_iters - done) * step_s + (evals_left + 1) * eval_s
@@ -52,10 +49,9 @@ SHARED_EVERY_S = 600  # the shared-cores note comes again when steps slow again,
 
 
 def projected_step_s(window_s):
-    """(s/step of the run's history, of its recent windows, settled): the median of every log window
-    and of the last SETTLE_WINDOWS. The first (setup, a shared machine's slow start) is left out
-    once another is timed. The history steadies the ETA; the recent windows move first when the load
-    changes."""
+    """(s/step of the history, of the last SETTLE_WINDOWS, settled): medians of the log windows, the
+    first (setup, a slow start) left out once another is timed. The history steadies the ETA; the
+    recent windows move first when the load changes."""
     history = window_s[1:] or window_s
     return statistics.median(history), statistics.median(history[-SETTLE_WINDOWS:]), len(window_s) > SETTLE_WINDOWS
 
@@ -82,9 +78,8 @@ def first_step_line(cfg, done, step_s, eta):
 
 
 def contention_note(window_s, device, threads=None):
-    """When the cores are shared: a CPU's last log window several times slower than the run's
-    fastest, or more threads ready to run than cores (an instant reading). It says what this run
-    already does about it (utils.dist.CpuThreads) and names a fix only where one is left to take."""
+    """A note when a CPU's cores are shared (the last window far slower than the fastest, or more
+    threads ready than cores): what the run already does (CpuThreads); a fix only if one is left."""
     if device.type != "cpu" or len(window_s) < 3:
         return ""
     slow = window_s[-1] / min(window_s[1:])
@@ -101,9 +96,8 @@ def contention_note(window_s, device, threads=None):
 
 
 def long_run_note(cfg, device, eta, moved=None):
-    """A note when the run needs more than an hour here (eta: its settled ETA, one or a range). On a
-    CPU, when the run is bigger than the laptop preset, it names that preset. moved: the step time
-    over the one at the last note, when it moved a lot: the note is revised. "" when shorter."""
+    """A note when the run needs over an hour here (eta: settled, one or a range), naming the laptop
+    preset on a CPU if the run is bigger; moved (step time over the last note's): a revised note."""
     if moved is not None:
         return (f"note: this run now needs ~{fmt_span(eta)} on this device: its steps take {moved:.1f}x their time "
                 f"at the last note")
@@ -116,13 +110,11 @@ def long_run_note(cfg, device, eta, moved=None):
 
 
 def loss_label(cfg):
-    """(the name of the figure a log line reports as its training loss, a line saying what it
-    measures)."""
+    """(the log line's name for its training loss, a line saying what it measures)."""
     obj = objectives.get(cfg.objective)
     cfg = objectives.effective(cfg)  # another objective's keys at their defaults: off
     name = "ce" if obj.EXACT else getattr(cfg, obj.LOSS_KEY)
-    # bd3's clean half learns the next token in the same pass (bd3_ar); mdlm's dual_ar in a second,
-    # causal pass
+    # bd3_ar: the clean half's next token, in the same pass; dual_ar: in a second, causal pass
     ar, who = (cfg.bd3_ar, "the clean half") if cfg.bd3_ar else (cfg.dual_ar, "a causal pass")
     band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}] (the bound scores every rate: not comparable "
             f"to it)" if (cfg.mask_min, cfg.mask_max) != (0, 1) else "")
@@ -140,8 +132,7 @@ def loss_label(cfg):
 
 
 def open_wandb(cfg):
-    """The wandb module TrainLog logs to when --wandb_log asks for it (rank 0 logs), else None;
-    imported only then (optional)."""
+    """The wandb module (imported only then: optional) when --wandb_log, else None; rank 0 logs."""
     if not cfg.wandb_log:
         return None
     try:
@@ -152,17 +143,9 @@ def open_wandb(cfg):
 
 
 class TrainLog:
-    """What train.py prints and writes beside its loop, and the clock it times the steps by.
-
-    Opening it trims a resumed run's metrics.jsonl to the checkpoint's step, starts wandb and prints
-    the legend (what the log line's loss is; what best.pt holds). Then one call a step, step(),
-    times the step for the thread count (utils.dist.CpuThreads) and prints the first step's time
-    and a first ETA. Every log_interval steps (and at the last) it prints the log line and the notes
-    when due, and writes its metrics.jsonl row. The clock counts steps only: clock_stopped() holds
-    it while the loop evaluates and saves, and that time prices the evals still to come. A step
-    costs no host sync; a log line one (its loss, which the loop reads), and the device's
-    synchronize before the clock is read.
-    """
+    """What train.py prints and writes beside its loop, and the clock it times steps by (steps only:
+    clock_stopped() holds it during evals). Opening it prints the legend. A step costs no host sync;
+    a log line one (its loss), and a device synchronize before the clock is read."""
 
     def __init__(self, cfg, env, start_iter, flops_tok, n_windows, eval_t):
         self.cfg = cfg
@@ -194,13 +177,12 @@ class TrainLog:
                     f"validation, the same windows and times at every eval, the final one included)"))
 
     def due(self, done):
-        """Whether a log line follows step `done` (1-based): every log_interval steps, and the
-        last."""
+        """Whether a log line follows step `done` (1-based): every log_interval, and the last."""
         return done % self.cfg.log_interval == 0 or done == self.cfg.max_iters
 
     def step(self, done, lr, loss=None):
-        """After each step: count and time it. Given the window's loss (a log line is due), print
-        the log line; else, after this process's first step, its time and a first ETA."""
+        """After each step: count and time it (CpuThreads too). With the window's loss: the log
+        line; else, after this process's first step: its time and a first ETA."""
         self.tokens += self.cfg.total_batch_size
         self.steps += 1
         change = self.env.threads.tick()  # a CPU run's thread count, by what its steps measure
@@ -215,8 +197,7 @@ class TrainLog:
             print0(first_step_line(self.cfg, done, step_s, eta))
 
     def line(self, done, lr, loss):
-        """The log line of the steps since the last one (loss, lr, ms/it, tok/s, MFU, ETA), its
-        notes and its row."""
+        """The log line since the last (loss, lr, ms/it, tok/s, MFU, ETA), its notes and row."""
         synchronize(self.env.device)  # the steps queued on the device are done before the clock is read
         dt = time.time() - self.last
         self.train_s += dt

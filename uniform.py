@@ -49,7 +49,7 @@ def noise_draws(shape, t, schedule, V, generator=None, device="cpu"):
 
 def uniform_corrupt(x0, t, schedule, real, generator=None, drawn=None):
     """q(x_t | x0), x0 (B, L), t (B,): a token is kept w.p. alpha(t), else redrawn (x0 included).
-    drawn: noise_draws' output, drawn here from generator when None."""
+    drawn: noise_draws', else drawn here from generator."""
     drawn = noise_draws(x0.shape, t, schedule, len(real), generator, x0.device) if drawn is None else drawn
     a = schedule.on(x0.device)[0][t].float()[:, None]  # (B, 1)
     return torch.where(drawn.uniform < a, x0, real.to(x0.device)[drawn.noise])
@@ -111,9 +111,9 @@ def prior_kl(schedule, V):
 
 
 def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_size=None, drawn=None):
-    """One pass: (loss, NELBO estimate in nats/token (B,), aux: t, noised (x_t != x0), logits,
-    real). vocab_size: needed when DDP wraps the model (no .args). drawn: the draws made ahead
-    (noise_draws); else t (stratified if None) and the noise come from generator."""
+    """One pass: (loss, NELBO in nats/token (B,), aux: t, noised (x_t != x0), logits, real).
+    vocab_size: when DDP wraps the model (no .args). drawn: noise_draws made ahead; else t
+    (stratified if None) and noise from generator."""
     B, L = x0.shape
     real = real_ids(vocab_size or model.args.vocab_size, mask_id, x0.device)
     if drawn is None:
@@ -130,10 +130,9 @@ def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_siz
 @torch.no_grad()
 def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
     """Ancestral reverse process over the canvas x (B, L): gen_mask's positions start as random
-    tokens (x_T), all redrawn from p(x_s | x_t) at each step of time_grid(T, opts.steps); the rest
-    is given text. temperature, top_k and top_p shape pi before the exact float64 posterior draw.
-    on_step(common.Step): revealed = changed tokens, conf = their posterior probability.
-    Returns (x, stats: nfe, nfe_per_sample, seconds, seconds_per_sample, blocks)."""
+    tokens (x_T), all redrawn from p(x_s | x_t) each step of time_grid(T, opts.steps); temperature,
+    top_k, top_p shape pi before the exact float64 posterior draw. Step.revealed: changed tokens,
+    conf: their posterior probability. Returns (x, stats) as sampler.denoise does."""
     (B, L), dev, t0, steps, temperature = x.shape, x.device, time.perf_counter(), opts.steps, opts.temperature
     if L > model.args.block_size:
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {model.args.block_size}")
@@ -183,10 +182,8 @@ def check(cfg, given=()):
 
 
 def draws(x, cfg, schedule, tok, draw):
-    """The micro-batch x's draws (common.Drawn), eager: t stratified over the global batch (shared
-    u), then noise_draws from the keyed generator."""
-    # the schedule's tables onto x's device eagerly: a CUDA graph of loss_of would own a first copy
-    schedule.on(x.device)
+    """x's draws (common.Drawn), eager: stratified t over the global batch, keyed noise_draws."""
+    schedule.on(x.device)  # tables on x's device now: a CUDA graph of loss_of would own a first copy
     t = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u)
     return noise_draws(x.shape, t, schedule, len(real_ids(tok.vocab_size, tok.mask_id)), draw.generator, x.device)
 

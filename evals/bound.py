@@ -58,11 +58,10 @@ def reported(model, cfg, tok, train_ids, val_ids, ctx=nullcontext()):
 
 @torch.no_grad()
 def evaluate(model, windows, cfg, tok, n_t=1, seed=0, chars_per_token=1.0, details=False):
-    """Score the last L tokens of windows (N, L + 1) with cfg's objective; the AR reads the first as
-    context (~0.015 nats/char in its favour at L = 64: dev/LOG.md, "From AR to diffusion at the
-    baby budget"). seed fixes the times and masks. Returns summary()'s dict; with details
-    (diffusion only) also recon_acc and entropy_by_t, (t_lo, t_hi, mean entropy in nats) per time
-    bin, over the scored positions (masked ones; for uniform noise, those the noise changed)."""
+    """Score the last L tokens of windows (N, L + 1) with cfg's objective, the AR reading the first
+    as context (~0.015 nats/char in its favour at L = 64: dev/LOG.md, "From AR to diffusion at the
+    baby budget"); seed fixes times and masks. Returns summary()'s dict; details (diffusion) adds
+    recon_acc and entropy_by_t, (t_lo, t_hi, mean nats) a time bin, over the scored positions."""
     obj, device = objectives.get(cfg.objective), next(model.parameters()).device
     windows = windows[:, 1 - obj.WINDOW:].contiguous()  # an AR window keeps its first token as context
     was_training = model.training
@@ -111,9 +110,8 @@ def evaluate(model, windows, cfg, tok, n_t=1, seed=0, chars_per_token=1.0, detai
 
 
 def summary(v, mc_var, n_t, chars_per_token):
-    """evaluate's figures from per-window estimates v (N,), nats/token: mean and se per token and
-    per character, perplexity, v itself (for paired comparisons), and with mc_var (each batch's
-    Monte Carlo variance bound; empty when n_t = 1) mc_se_max."""
+    """evaluate's figures from per-window estimates v (N,) in nats/token: mean, se (per token and
+    char), perplexity, v (for paired comparisons), and mc_se_max from mc_var (empty if n_t = 1)."""
     mean = v.mean().item()
     se = v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan")
     out = dict(nats_per_token=mean, se=se, bits_per_char=mean / chars_per_token / LN2,

@@ -1,6 +1,5 @@
 """Sample metrics (the bound is evals/bound.py): change rate, distinct-n, sample entropy, gen-PPL
-under our own AR (same tokenizer: no retokenization), infill recovery, n-gram JS divergence.
-"""
+under our own AR (same tokenizer: no retokenization), infill recovery, n-gram JS divergence."""
 import math
 from collections import Counter
 
@@ -59,8 +58,7 @@ def ar_nll(model, seqs, n_prompt):
 
 
 def windowed_ar_nll(model, seqs, n_prompt):
-    """ar_nll past the scorer's context W: windows of W + 1 tokens, each token scored once after
-    at least W // 2 tokens of context (or all it has)."""
+    """ar_nll past context W: windows of W + 1, each token scored once with >= W // 2 of context."""
     S, W = seqs.size(1), model.args.block_size
     if S - 1 <= W:
         return ar_nll(model, seqs, n_prompt)
@@ -73,8 +71,7 @@ def windowed_ar_nll(model, seqs, n_prompt):
 
 
 def gen_ppl(scorer, seqs, n_prompt, batch_size=32):
-    """(gen-PPL, mean NLL in nats/token) of seqs[:, n_prompt:] given what precedes, under an AR
-    scorer windowed past its context."""
+    """(gen-PPL, nats/token) of seqs[:, n_prompt:] given what precedes, by a windowed AR scorer."""
     nll = torch.cat([windowed_ar_nll(scorer, seqs[i:i + batch_size], n_prompt)
                      for i in range(0, len(seqs), batch_size)])
     mean = nll.double().mean().item()
@@ -90,9 +87,8 @@ def span_starts(n, L, span, generator):
 @torch.no_grad()
 def infill_recovery(model, windows, cfg, mask_id, span, generator=None, batch_size=32):
     """Hold out `span` tokens of each window (N, L; on the model's device), fill them from both
-    sides with cfg's sampler, score them: infill_exact (windows whose whole span is right),
-    infill_acc (per token; nanoDLM reports 0.156 for 20 Shakespeare characters), infill_span,
-    infill_n."""
+    sides with cfg's sampler: infill_exact (windows whose whole span is right), infill_acc (a
+    token's; nanoDLM reports 0.156 for 20 Shakespeare characters), infill_span, infill_n."""
     N, L = windows.shape
     assert span < L, f"infill span {span} must be shorter than the window {L}"
     starts = span_starts(N, L, span, generator)

@@ -1,7 +1,7 @@
-"""The end-of-training report train.py prints: the dev and test figures in every unit, the sampler's metrics
-(reconstruction, entropy by t, the change rate, distinct-2) and the samples, sample 0 traced.
+"""The end-of-training report train.py prints: dev and test figures in every unit, the sampler's
+metrics (reconstruction, entropy by t, change rate, distinct-2) and the samples, sample 0 traced.
 
-    report.check_report(cfg, tok)                             # before step 1: its canvas and trace path
+    report.check_report(cfg, tok)                 # before step 1: its canvas and trace path
     report.final_report(model, tok, cfg, schedule, device, res, test=test)
 """
 from contextlib import nullcontext
@@ -18,26 +18,25 @@ from utils.errors import UserError
 
 
 def units(res):
-    """A bound or NLL per token and per character of the scored tokens (nats/char = bits/char x ln 2, as eval.py)."""
+    """A bound or NLL per token and per scored char (nats/char = bits/char x ln 2, as eval.py)."""
     return (f"{res['nats_per_token']:.4f} ± {res['se']:.4f} nats/token = {res['bits_per_char'] * LN2:.4f} ± "
             f"{res['bpc_se'] * LN2:.4f} nats/char = {res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char")
 
 
 def revisits(cfg):
-    """Whether the sampler in force can change a token it has committed (else its change rate is 0 by design)."""
+    """Whether the sampler can change a committed token (else its change rate is 0 by design)."""
     obj = objectives.get(cfg.objective)
     return obj.NOISE_START or (obj.TRACE and cfg.remask != "none" and not cfg.threshold)
 
 
 def report_samples(cfg, tok):
-    """(prompt tokens, tokens generated) of the end-of-run samples: gen_len, cut to what the context holds."""
+    """(prompt tokens, tokens generated) of the end-of-run samples: gen_len, cut to the context."""
     prompt_len = len(tok.encode(cfg.prompt))
     return prompt_len, min(cfg.gen_len, cfg.block_size - prompt_len - objectives.get(cfg.objective).WINDOW)
 
 
 def check_report(cfg, tok):
-    """What the end-of-run report will sample, refused before step 1 rather than after training: its canvas and its
-    trace's path."""
+    """Refuse before step 1, not after training, the end-of-run samples' bad canvas or trace."""
     prompt_len, gen_len = report_samples(cfg, tok)
     if gen_len < 1:
         raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for "
@@ -48,8 +47,8 @@ def check_report(cfg, tok):
 
 
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):
-    """The end-of-training metrics block (res: the dev eval; test: the figure the records cite, evals.bound.REPORT)
-    and the samples (4 are drawn at least, for distinct-2; each is printed)."""
+    """The end-of-training metrics (res: the dev eval; test: the records' figure, bound.REPORT) and
+    the samples (at least 4 drawn, for distinct-2; each printed)."""
     g = torch.Generator().manual_seed(cfg.seed)
     obj = objectives.get(cfg.objective)
     change = ChangeRate(tok.mask_id)  # the fraction of committed tokens a reverse step changes

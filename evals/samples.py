@@ -61,9 +61,8 @@ def load_judge(path, device, tokenizers):
 
 
 def draw(model, cfg, start, gen_len, n, mask_id, generator, on_step=None):
-    """n samples of gen_len tokens continuing start, by cfg's objective and sampler, in batches of
-    cfg.num_samples, on the model's device. Returns (tokens (n, len(start) + gen_len) on the CPU,
-    forward passes per sample)."""
+    """n samples of gen_len tokens after start by cfg's sampler, num_samples a batch, on the model's
+    device: (tokens (n, len(start) + gen_len) on the CPU, forward passes per sample)."""
     obj, schedule, out, nfe = objectives.get(cfg.objective), Schedule(cfg.diffusion_steps, cfg.schedule), [], []
     device = next(model.parameters()).device
     for i in range(0, n, cfg.num_samples):

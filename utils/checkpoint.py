@@ -144,8 +144,8 @@ def run_files(out_dir):
 
 
 def refuse_earlier_run(out_dir):
-    """A new run in out_dir replaces no earlier run's files (run_files): one line whose every way out keeps them
-    but --overwrite, the one that replaces them."""
+    """Refuse a new run in out_dir that would replace an earlier run's files (run_files): one line,
+    every way out keeping them but --overwrite."""
     held = run_files(out_dir)
     if any(name == "model.pt" or iter_of(name) is not None for name in held):  # a checkpoint to resume
         raise UserError(f"{out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "

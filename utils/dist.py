@@ -1,7 +1,6 @@
-"""Where the work runs: device, precision, peak FLOP/s, gradient accumulation, DDP written out,
-and the keyed draws and RNG states that make DDP and resume exact.
+"""Where the work runs: device, precision, peak FLOP/s, gradient accumulation, DDP written out
+(torchrun's RANK / LOCAL_RANK / WORLD_SIZE; without them, one process), keyed draws, RNG states.
 
-torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; without them this is a single process.
     torchrun --standalone --nproc_per_node=2 train.py cpu --device=cpu   # gloo on CPU
 """
 import functools
@@ -18,9 +17,7 @@ from utils.errors import UserError
 
 DTYPES = CHOICES["dtype"]  # see precision
 
-# Dense bf16 peak FLOP/s (fp32 accumulate, no sparsity), by torch.cuda.get_device_name.
-# A device not listed gets no MFU rather than a wrong one.
-PEAK_FLOPS = {
+PEAK_FLOPS = {  # dense bf16 peak FLOP/s (fp32 accumulate, no sparsity); unlisted: no MFU, not a wrong one
     "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H200": 989e12,  # the first is the SXM5
     "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100 80GB PCIe": 312e12,
     "NVIDIA A100-PCIE-40GB": 312e12, "NVIDIA L4": 121e12, "NVIDIA GeForce RTX 4090": 165e12,
@@ -38,9 +35,8 @@ def devices_here():
 
 
 def pick_device(name):
-    """The torch.device --device names ('auto': the first accelerator, else the CPU). An unknown
-    type, a missing accelerator or a bad index (cuda:7) is a UserError listing the devices here,
-    not a traceback at the first tensor."""
+    """The torch.device --device names ('auto': the first accelerator, else the CPU). A bad type,
+    index (cuda:7) or missing accelerator: a UserError listing the devices here, not a traceback."""
     available = dict(cuda=torch.cuda.is_available, mps=torch.backends.mps.is_available)
     if name == "auto":
         return torch.device(next((kind for kind, there in available.items() if there()), "cpu"))
@@ -58,12 +54,10 @@ def pick_device(name):
 
 
 class CpuThreads:
-    """A CPU run's thread count, chosen by what its steps measure, unless OMP_NUM_THREADS (or
-    MKL_NUM_THREADS) fixes it. It starts at one thread. At each window's end (8 steps or 2 s) it
-    tries more threads only when the run queue has shown a free core twice in a row, and keeps them
-    only if their steps run faster. It steps down at once when steps slow well past this count's
-    best. A thread waiting for a busy core holds up the whole step, so a wrong guess costs far more
-    than one thread: dev/LOG.md, "How many CPU threads a run wants"."""
+    """A CPU run's thread count unless OMP_NUM_THREADS (or MKL_NUM_THREADS) fixes it: one at first,
+    more tried when cores stay free, kept only if steps run faster; fewer at once when steps slow.
+    A thread waiting for a busy core holds up the whole step, so a wrong guess costs far more than
+    one thread: dev/LOG.md, "How many CPU threads a run wants"."""
 
     def __init__(self, device, world=1, environ=None, cores=None, clock=time.perf_counter, running=None):
         self.given = fixed_threads(os.environ if environ is None else environ)
@@ -121,8 +115,7 @@ class CpuThreads:
         self.times = []
         if self.trial is not None:
             (below, below_s), self.trial = self.trial, None
-            # kept only when 10 % faster: a second thread beside a busy core loses 10-20x
-            if step_s <= 0.9 * below_s:
+            if step_s <= 0.9 * below_s:  # kept if 10 % faster: a second thread beside a busy core loses 10-20x
                 self.best = step_s
                 self.wait = 10.0
                 return f"threads: {below} -> {self.n} (its steps measured {below_s / step_s:.1f}x faster)"
@@ -146,9 +139,8 @@ class CpuThreads:
 
 
 def fixed_threads(environ):
-    """The count OMP_NUM_THREADS (or MKL_NUM_THREADS) fixes, None where unset. Anything but a
-    positive integer is a UserError: torch would run at its own count while the start-up line
-    named the variable."""
+    """The count OMP_NUM_THREADS (or MKL_NUM_THREADS) fixes, None if unset. Anything but a positive
+    integer is a UserError: torch would run its own count while the start-up line named it."""
     name = "OMP_NUM_THREADS" if environ.get("OMP_NUM_THREADS", "").strip() else "MKL_NUM_THREADS"
     value = environ.get(name, "").strip()
     if value and not (value.isdigit() and int(value) > 0):
@@ -173,11 +165,10 @@ def run_queue():
 
 
 def compile_step(loss_of, model, cfg, device, world=1):
-    """(loss_of, model) as the training step runs them, compiled where --compile says ('auto': on
-    CUDA, where eager is launch-bound; no CPU gain measured). One process compiles the pure loss
-    loss_of(model, x, cfg, schedule, tok, drawn) whole, with CUDA graphs on CUDA (dev/LOG.md, "the
-    first idle-GPU check"). DDP compiles the model alone, the case torch tests: its DDPOptimizer
-    splits the graph at gradient buckets, so the backward overlaps the all-reduce."""
+    """(loss_of, model) as the step runs them, compiled where --compile says ('auto': on CUDA, where
+    eager is launch-bound; no CPU gain measured). One process compiles the pure loss whole, CUDA
+    graphs on CUDA (dev/LOG.md, "the first idle-GPU check"). DDP compiles the model alone, the case
+    torch tests: its DDPOptimizer splits the graph at gradient buckets to overlap the all-reduce."""
     if not (cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")):
         return loss_of, model
     if world > 1:
@@ -232,8 +223,8 @@ TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT
 
 
 def torchrun_ranks():
-    """(rank, local_rank, world) from torchrun's environment, None outside torchrun; a UserError names a
-    variable missing or inconsistent (a partial environment would fail deep in init_process_group)."""
+    """(rank, local_rank, world) from torchrun's environment, None outside it. A UserError names a
+    variable missing or inconsistent (a partial one would fail deep in init_process_group)."""
     given = [v for v in TORCHRUN_VARS if v in os.environ]
     if not given:
         return None
@@ -290,8 +281,8 @@ def grad_accum_steps(total_batch_size, micro_tokens, world):
 
 
 def keyed_generator(*key):
-    """A CPU generator seeded from ints, e.g. (seed, stream, step, slot): stateless draws, the
-    same after a resume or over any split into ranks and micro-steps."""
+    """A CPU generator seeded by ints, e.g. (seed, stream, step, slot): stateless draws, the same
+    after a resume or over any split into ranks and micro-steps."""
     entropy = [k & 0xFFFFFFFFFFFFFFFF for k in key]  # SeedSequence wants non-negative ints
     return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
 

@@ -47,8 +47,7 @@ def run_cli(main, argv=None):
         print(f"interrupted{': ' if str(e) else ''}{' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
-        # stdout to /dev/null, so the flush at exit cannot fail again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
         sys.exit(141)  # 128 + SIGPIPE, as a shell reports it
     except Exception as e:
         msg = explain(e)

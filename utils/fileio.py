@@ -84,8 +84,8 @@ def not_found(path, what, fix=""):
 
 
 def check_output(path, force=False, flag="--output", force_flag="--force"):
-    """UserError unless path may be written now, before any work: not a folder or a checkpoint, its folder there
-    (made if missing) and writable, and no file already there unless force."""
+    """UserError, before any work, unless path may be written: not a folder or a checkpoint, its
+    folder there (made if missing) and writable, no file there unless force."""
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a directory: pass a file path")
     folder = os.path.dirname(path) or "."

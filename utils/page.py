@@ -28,7 +28,7 @@ class PageWriter:
                                cells=[[text, state, c] for text, state, c in zip(tokens, states, conf)]))
 
     def page(self):
-        """The HTML text: the template with the steps embedded ('</' escaped: no early end of script)."""
+        """The HTML: the template with the steps embedded ('</' escaped: no early end of script)."""
         data = dict(title=self.title, settings=self.settings, frame_ms=self.frame_ms, steps=self.steps)
         with open(TEMPLATE, encoding="utf-8") as f:
             template = f.read()
