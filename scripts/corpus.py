@@ -20,7 +20,6 @@ from utils.tokenizer import EOT_TOKEN
 
 SEPARATOR = EOT_TOKEN  # "<|endoftext|>"
 JOINER = "\n" + SEPARATOR + "\n"  # between (and after) stories in the output
-TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 DATASETS_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}  # -> `datasets` builder
 TEXT_EXTENSIONS = (".txt", ".text", ".md")
 _CHUNK = 1 << 20  # characters read at a time
@@ -119,22 +118,6 @@ def iter_hf_texts(name, split="train", text_field="text", seed=1337, shuffle_buf
     except Exception as e:  # only the hub call: map every failure to one line
         raise on_error(e) from None
     return _texts_from_records(ds, text_field, f"'{name}'", on_error)
-
-
-def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
-    """The Tiny Shakespeare text (1,115,394 characters), fetched with urllib."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            data = r.read()
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise UserError(f"could not download Tiny Shakespeare from {url} ({type(reason).__name__}: "
-                        f"{_first_line(reason, 80)}): no download is needed, it ships with this repository as "
-                        f"data/tinyshakespeare.txt (or pass another local file with --input-file PATH)") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{url} did not return UTF-8 text: pass a local file with --input-file") from None
 
 
 # ----------------------------------------------------------------------------- local files

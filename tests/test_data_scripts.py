@@ -257,8 +257,6 @@ def test_hub_error_messages():
                              "LocalEntryNotFoundError)")
     e = corpus._hub_error("a/b", "tran", ValueError("Bad split: tran. Available splits: ['train']"))
     assert "--split" in str(e)
-    with pytest.raises(UserError, match="--input-file"):
-        corpus.download_tinyshakespeare(url="http://127.0.0.1:9/input.txt", timeout=5)
 
 
 @pytest.mark.slow
