@@ -336,5 +336,3 @@ def test_train_tokenizer_cli(tmp_path, tok512):
     assert out.read_bytes() == before
     assert_user_error(run_script("train_tokenizer.py", "--input", tmp_path / "nope.txt", "--output",
                                  tmp_path / "t.json"), "not found")
-    with pytest.raises(UserError, match="vocab-size"):
-        train_bpe(["abc"], vocab_size=100)
