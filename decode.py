@@ -108,6 +108,7 @@ def generate_canvas(model, x, P, opts, generator=None, mask_id=None, on_step=Non
     to on_step (the trace, --live, the progress bar). Returns (x filled, stats)."""
     (B, L), dev = x.shape, x.device
     x, conf = x.clone(), torch.zeros(B, L, dtype=torch.float64, device=dev)
+    x[:, P:] = mask_id  # nothing drawn there yet: [MASK], as every other sampler's Steps show it
 
     def token_done(seq, filtered):  # the drawn token's probability, then a Step of the canvas so far
         n = seq.size(1) - P  # tokens drawn so far
