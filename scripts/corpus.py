@@ -206,8 +206,6 @@ def _split_stream(chunks, split):
 def sample_texts(texts, num=0, seed=1337):
     """`num` texts picked uniformly in O(num) memory (reservoir sampling, random.Random(seed)), in
     seeded random order; all, shuffled, if fewer. num=0 returns `texts` unchanged."""
-    if num < 0:
-        raise UserError(f"--num-stories must be >= 0, got {num}: use 0 for all stories")
     if num == 0:
         return texts
     rng = random.Random(seed)
