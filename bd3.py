@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 import sampler
-from common import (LossOptions, Step, band_times, check_band, draw, draw_device, filter_logits, masking_draws,
-                    no_mask_logit, on_device, repeat_draws, self_condition_input, stratified_times)
-from decode import decode, new_kv_cache
+from common import (LossOptions, band_times, check_band, draw, draw_device, filter_logits, masking_draws, no_mask_logit,
+                    on_device, repeat_draws, self_condition_input, stratified_times)
+from decode import decode, new_kv_cache, ordered_step
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -431,7 +431,7 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1)
         s.seq = torch.cat([s.seq, new], 1)
         passes += 1
         if on_step is not None:
-            on_step(_round_step(prev, s.seq, P, end, passes, mask_id, law))
+            on_step(ordered_step(prev, s.seq, P, end, passes, mask_id, law))
     seconds = time.perf_counter() - t0
     # a pass commits one token, and the drafts it kept
     return s.seq, dict(nfe=passes, nfe_per_sample=[passes] * B, seconds=seconds, seconds_per_sample=[seconds] * B,
@@ -463,21 +463,6 @@ def _clean_step(model, seq, kv, mask_id, opts, generator):
     logits[:, mask_id] = float("-inf")
     p = probs(logits, opts)
     return draw(p, generator)[:, None], p[:, None]
-
-
-def _round_step(prev, seq, P, end, passes, mask_id, p):
-    """A round as a Step over the whole output (the trace, --live): tokens so far, [MASK] after;
-    p (B, k, V): the laws of its k new tokens."""
-    B, S = seq.shape
-    cols = torch.arange(prev.size(1), S, device=seq.device)
-    at = (torch.arange(B, device=seq.device)[:, None] * end + cols).flatten()
-    x = F.pad(seq, (0, end - S), value=mask_id)
-    before = F.pad(prev, (0, end - prev.size(1)), value=mask_id)
-    gen = torch.arange(end, device=seq.device)[None].expand(B, -1) >= P
-    return Step(step=passes, nfe=torch.full((B,), passes), time=torch.zeros(B, dtype=torch.long), x=x, prev=before,
-                gen_mask=gen, revealed=x != before, remasked=torch.zeros_like(gen),
-                conf=torch.zeros(B, end, dtype=torch.float64), finished=[S >= end] * B,
-                law=(at, p[:, :S - prev.size(1)].flatten(0, 1).log()))
 
 
 # -------------------------------------------------------------------- the objective (objectives.py)

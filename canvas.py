@@ -167,7 +167,7 @@ def check_no_mask(rows, canvas, tok, objective):
 @torch.no_grad()
 def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):
     """Fill `canvas` with cfg.objective's sampler. Returns (texts after the leading given text,
-    tokens (B, L), stats: the sampler's, with full_texts, fills and prompt_tokens)."""
+    tokens (B, L), stats: the sampler's, with seconds and full_texts)."""
     B, obj, t0 = cfg.num_samples, objectives.get(cfg.objective), time.time()
     model.eval()
     x, gen_mask = canvas.tensors(B, device)
@@ -181,6 +181,5 @@ def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=
     full = [canvas.render(row, tok) for row in rows]
     stats["seconds"] = time.time() - t0
     stats.setdefault("seconds_per_sample", [stats["seconds"]] * B)
-    stats.update(prompt_tokens=canvas.prefix_len + int(start), full_texts=full,
-                 fills=[canvas.fills(row, tok) for row in rows])
+    stats["full_texts"] = full
     return [f[len(canvas.prefix):] for f in full], out, stats

@@ -7,6 +7,7 @@ batch > 1 (bd3.py). model.py reads a cache it is handed and builds none.
     out = generate(model, prompt, 100, cfg)   # prompt (B, P) -> (B, P + 100), cfg's temperature, top_k, top_p
 """
 import torch
+import torch.nn.functional as F
 
 from common import Step, filter_logits, sample_tokens
 
@@ -103,23 +104,34 @@ def generate(model, prompt, gen_len, opts=None, generator=None, mask_id=None, on
     return seq
 
 
+def ordered_step(prev, seq, P, L, n, mask_id, p, conf=None):
+    """A pass of decoding in order (the AR's token, a bd3 round) as a Step over an output of L
+    tokens (the trace, --live): the tokens so far seq (B, S), [MASK] after; prev, those before the
+    pass; n passes so far; p (B, k, V), the laws its k new tokens were drawn from; conf (B, L)
+    float64, or zeros."""
+    (B, S), dev = seq.shape, seq.device
+    x = F.pad(seq, (0, L - S), value=mask_id)
+    before = F.pad(prev, (0, L - prev.size(1)), value=mask_id)
+    gen = (torch.arange(L, device=dev) >= P).expand(B, L)
+    cols = torch.arange(prev.size(1), S, device=dev)  # the pass's new tokens
+    at = (torch.arange(B, device=dev)[:, None] * L + cols).flatten()
+    if conf is None:
+        conf = torch.zeros(B, L, dtype=torch.float64, device=dev)
+    return Step(step=n, nfe=torch.full((B,), n), time=torch.zeros(B, dtype=torch.long), x=x, prev=before,
+                gen_mask=gen, revealed=x != before, remasked=torch.zeros_like(gen), conf=conf,
+                finished=[S >= L] * B, law=(at, p[:, :S - prev.size(1)].flatten(0, 1).log()))
+
+
 def generate_canvas(model, x, P, opts, generator=None, mask_id=None, on_step=None):
     """generate() over a canvas x (B, L) whose first P tokens are given, reporting a Step per token
     to on_step (the trace, --live, the progress bar). Returns (x filled, stats)."""
-    (B, L), dev = x.shape, x.device
-    x, conf = x.clone(), torch.zeros(B, L, dtype=torch.float64, device=dev)
+    B, L = x.shape
+    conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)
 
     def token_done(seq, filtered):  # the drawn token's probability, then a Step of the canvas so far
-        n = seq.size(1) - P  # tokens drawn so far
         p = torch.softmax(filtered.double() / max(opts.temperature, 1e-9), -1)
         conf[:, seq.size(1) - 1] = p.gather(-1, seq[:, -1:]).squeeze(-1)
-        at = torch.arange(B, device=dev) * L + seq.size(1) - 1
-        prev = x.clone()
-        x[:, :seq.size(1)] = seq
-        gen_mask = (torch.arange(L, device=dev) >= P).expand(B, L)
-        on_step(Step(step=n, nfe=torch.full((B,), n), time=torch.zeros(B, dtype=torch.long), x=x, prev=prev,
-                     gen_mask=gen_mask, revealed=x != prev, remasked=torch.zeros_like(gen_mask), conf=conf.clone(),
-                     finished=[seq.size(1) == L] * B, law=(at, p.log())))
+        on_step(ordered_step(seq[:, :-1], seq, P, L, seq.size(1) - P, mask_id, p[:, None], conf.clone()))
 
     out = generate(model, x[:, :P], L - P, opts, generator, mask_id, token_done if on_step else None)
     return out, dict(nfe=L - P, nfe_per_sample=[L - P] * B)

@@ -17,7 +17,6 @@ offers these names; what it leaves out takes DEFAULTS:
     check(cfg, given)                       refuse values that cannot apply (given: the user's keys)
     draws(x, cfg, schedule, tok, draw)      one micro-batch's random draws (common.Drawn), eager
     loss_of(model, x, cfg, schedule, tok, drawn)    the loss given them, pure: train.py compiles it
-    loss(model, x, cfg, schedule, tok, draw)        the two composed (by get())
     eval_times(cfg, L)                      times per window for the bound (0: exact)
     bound(model, x, cfg, schedule, tok, t, generator)    per-window nats/token (B,)
     flops(model, cfg)                       (training FLOPs per window token, columns per pass)
@@ -33,7 +32,6 @@ A fifth objective is one module, its name among config.py's choices and one line
     python -c "import objectives; print(list(objectives.OBJECTIVES))"
 """
 import importlib
-from functools import partial
 from dataclasses import fields, replace
 from types import SimpleNamespace
 
@@ -56,15 +54,7 @@ def get(name):
     if name not in OBJECTIVES:
         raise UserError(f"objective={name!r} is not one of {', '.join(OBJECTIVES)}")
     module = importlib.import_module(OBJECTIVES[name])
-    obj = SimpleNamespace(**{**DEFAULTS, **{k: getattr(module, k) for k in INTERFACE if hasattr(module, k)}})
-    obj.loss = partial(composed_loss, obj)
-    return obj
-
-
-def composed_loss(obj, model, x, cfg, schedule, tok, draw):
-    """An objective's loss(): its draws, then its loss given them (train.py makes the two calls
-    itself, to compile only the second)."""
-    return obj.loss_of(model, x, cfg, schedule, tok, obj.draws(x, cfg, schedule, tok, draw))
+    return SimpleNamespace(**{**DEFAULTS, **{k: getattr(module, k) for k in INTERFACE if hasattr(module, k)}})
 
 
 def model_args(cfg, vocab_size):

@@ -177,7 +177,8 @@ def make_step(flags, vocab=66, mode=None):
         i = it[0] = it[0] + 1
         u = torch.rand((), generator=keyed_generator(cfg.seed, 2, i), dtype=torch.float64)
         with ctx:
-            loss = obj.loss(net, x, cfg, sch, tok, Draw(keyed_generator(cfg.seed, 1, i), u))
+            drawn = obj.draws(x, cfg, sch, tok, Draw(keyed_generator(cfg.seed, 1, i), u))
+            loss = obj.loss_of(net, x, cfg, sch, tok, drawn)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step(); opt.zero_grad(set_to_none=True)

@@ -1,8 +1,8 @@
 """The sampler studies' figures, from scripts/frontier.py's JSONs: every sampler's curve against sample entropy
 (gen-PPL and the n-gram JS divergence to held-out text, two panels), or each curve's reading at the held-out entropy
 against wall-clock tokens/s or NFE. scripts/frontier.py's table (its stdout, and its JSON) is the product's reading of
-a frontier; these plots are the figures dev/LOG.md's sampler studies drew from it. scripts/plot.py draws the
-product's own (training curves, entropy per timestep) with the same figure and save helpers.
+a frontier; these plots are the figures dev/LOG.md's sampler studies drew from it. dev/plot.py draws the
+training curves and the entropy per timestep with the same figure and save helpers.
 
     python dev/plot_frontier.py artifacts/eval/frontier_baby.json            # gen-PPL, n-gram JS vs entropy
     python dev/plot_frontier.py artifacts/eval/frontier_baby.json --x speed  # at the held-out entropy (or nfe)
@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts.plot import _figure, _save, read_eval_json  # noqa: E402
+from dev.plot import _figure, _save, read_eval_json  # noqa: E402
 from utils.cli import ArgParser, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 

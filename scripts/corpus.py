@@ -20,7 +20,6 @@ from utils.tokenizer import EOT_TOKEN
 
 SEPARATOR = EOT_TOKEN  # "<|endoftext|>"
 JOINER = "\n" + SEPARATOR + "\n"  # between (and after) stories in the output
-TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 DATASETS_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}  # -> `datasets` builder
 TEXT_EXTENSIONS = (".txt", ".text", ".md")
 _CHUNK = 1 << 20  # characters read at a time
@@ -121,22 +120,6 @@ def iter_hf_texts(name, split="train", text_field="text", seed=1337, shuffle_buf
     return _texts_from_records(ds, text_field, f"'{name}'", on_error)
 
 
-def download_tinyshakespeare(url=TINYSHAKESPEARE_URL, timeout=20.0):
-    """The Tiny Shakespeare text (1,115,394 characters), fetched with urllib."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            data = r.read()
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise UserError(f"could not download Tiny Shakespeare from {url} ({type(reason).__name__}: "
-                        f"{_first_line(reason, 80)}): no download is needed, it ships with this repository as "
-                        f"data/tinyshakespeare.txt (or pass another local file with --input-file PATH)") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{url} did not return UTF-8 text: pass a local file with --input-file") from None
-
-
 # ----------------------------------------------------------------------------- local files
 def _read_chunks(path):
     """path's text, _CHUNK characters at a time; an unreadable or non-UTF-8 file is a UserError."""
@@ -223,8 +206,6 @@ def _split_stream(chunks, split):
 def sample_texts(texts, num=0, seed=1337):
     """`num` texts picked uniformly in O(num) memory (reservoir sampling, random.Random(seed)), in
     seeded random order; all, shuffled, if fewer. num=0 returns `texts` unchanged."""
-    if num < 0:
-        raise UserError(f"--num-stories must be >= 0, got {num}: use 0 for all stories")
     if num == 0:
         return texts
     rng = random.Random(seed)

@@ -7,8 +7,6 @@ TinyStories-train.txt), or a single document written unchanged (Tiny Shakespeare
   # any streaming text dataset (--config optional)
   python scripts/data.py --dataset HuggingFaceFW/fineweb-edu --config sample-10BT \
       --text-field text --num-stories 5000 --output data/fineweb.txt
-  # Tiny Shakespeare from karpathy/char-rnn, unchanged (the repo already ships it in data/)
-  python scripts/data.py --dataset tinyshakespeare --output data/shakespeare_download.txt
 
   # offline: local files (.txt, .jsonl, .json, .parquet, .csv)
   python scripts/data.py --input-file TinyStories-train.txt --num-stories 1000 --seed 1337 \
@@ -35,8 +33,7 @@ def parse_args(argv):
     p = ArgParser(prog="scripts/data.py",
                   description="Make a plain-text corpus from a Hugging Face dataset or a local file.")
     src = p.add_argument_group("source (one of)")
-    src.add_argument("--dataset", help="hub dataset name (streamed), e.g. roneneldan/TinyStories; or 'tinyshakespeare' "
-                     "to download Tiny Shakespeare")
+    src.add_argument("--dataset", help="hub dataset name (streamed), e.g. roneneldan/TinyStories")
     src.add_argument("--input-file", help="local .txt/.jsonl/.json/.parquet/.csv file instead of the hub")
     p.add_argument("--config", default=None, needs=("dataset",), help="hub dataset config name, e.g. sample-10BT")
     p.add_argument("--split", default="train", needs=("dataset",),
@@ -60,7 +57,7 @@ READS = {  # source: (what it is, the flags it reads)
     "records": ("a file of records", ("--seed", "--text-field")),  # .jsonl/.json/.parquet/.csv: a field of each
     "separator": ("text split on <|endoftext|>", ("--seed",)),
     "blank-lines": ("text split on blank lines", ("--seed", "--split-blank-lines")),
-    "document": ("one document, written unchanged", ()), "tinyshakespeare": ("one document, downloaded", ())}
+    "document": ("one document, written unchanged", ())}
 
 
 def refuse_unread(args, argv, source):
@@ -98,12 +95,6 @@ def main(argv):
         texts = corpus.iter_local_texts(args.input_file, args.text_field, args.split_blank_lines)
         if not single:
             texts = corpus.sample_texts(progress(texts, desc="reading"), args.num_stories, args.seed)
-    elif args.dataset.lower() == "tinyshakespeare":
-        refuse_unread(args, argv, "tinyshakespeare")
-        if args.num_stories > 1:
-            raise UserError("Tiny Shakespeare is one document, so --num-stories does not apply: drop it")
-        single = True
-        texts = [corpus.download_tinyshakespeare()]
     else:
         refuse_unread(args, argv, "hub")
         texts = corpus.iter_hf_texts(args.dataset, args.split, args.text_field, args.seed,

@@ -10,7 +10,7 @@
 Per checkpoint: the bound (diffusion) or exact NLL (AR) in bits/char ± se; masked reconstruction
 accuracy and entropy by t; the samples' change rate, distinct-2/-3, entropy and gen-PPL under
 --ar-checkpoint; infill recovery (n/a where an objective lacks a figure). bd3 samples block by
-block (--steps per block). An AR mode (--dual_ar, --bd3_ar) is scored too. Plots: scripts/plot.py;
+block (--steps per block). An AR mode (--dual_ar, --bd3_ar) is scored too. Plots: dev/plot.py;
 samplers over temperature: scripts/frontier.py.
 """
 import os
@@ -74,7 +74,7 @@ def parse_args(argv):
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="autocast of the forward passes, as train.py's "
                    "--dtype: auto = bf16 on a CUDA GPU that has it (else fp16), fp32 elsewhere")
-    p.add_argument("--json", type=output, default="", help="also write every figure here (scripts/plot.py entropy)")
+    p.add_argument("--json", type=output, default="", help="also write every figure here (dev/plot.py entropy)")
     return p.parse_args(argv)
 
 

@@ -39,6 +39,12 @@ def pick(out, positions):
     return out.flatten(0, 1)[positions]
 
 
+def loss(obj, model, x, cfg, schedule, tok, draw):
+    """An objective's loss in one call: its draws, then its loss given them (train.py makes the two calls itself, to
+    compile only the second)."""
+    return obj.loss_of(model, x, cfg, schedule, tok, obj.draws(x, cfg, schedule, tok, draw))
+
+
 def for_objective(args):
     """args less the flags its (last) --objective=X does not read: MICRO and TINY set diffusion keys, which
     configurator.validate refuses for AR (the user's rule: a given key that cannot apply is an error)."""

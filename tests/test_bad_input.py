@@ -350,7 +350,7 @@ CLASS_ROWS = {
         empty=[([*EV, "--val-path", "empty.txt"], ("val_path empty.txt is empty", "text in it"))],
         zero=[([*EV, "--n-windows", "0"], ("--n-windows", "must be >= ")), ([*EV, "--n-t", "0"], ("--n-t", ">= 1"))],
         root=[([*EV, "--data-path", "data/tinyshakespeare.txt"], "run from the repository root")]),
-    "scripts/plot.py": dict(
+    "dev/plot.py": dict(
         missing=[(["curves", "missing_dir"], "missing_dir/metrics.jsonl not found"),
                  (["entropy", "missing.json"], "missing.json not found")],
         directory=[(["entropy", "empty_dir"], "is a directory"), (["curves", "dm", "--out", "empty_dir"], ("--out", "empty_dir"))],

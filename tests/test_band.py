@@ -6,7 +6,7 @@ import torch
 import objectives
 from common import Draw, Schedule, band_times, band_top
 from configurator import get_config
-from helpers import MICRO, ToyModel, for_objective
+from helpers import MICRO, ToyModel, for_objective, loss
 from utils.errors import UserError
 
 
@@ -28,8 +28,8 @@ def test_the_band_trains_mdlm_on_its_mask_rates_only_stratified_and_the_old_key_
     sch, x = Schedule(20), torch.randint(0, 10, (40, 16), generator=torch.Generator().manual_seed(1))
     cfg = get_config([*MICRO, "--mask_min=0.3", "--mask_max=0.8"])
     assert get_config([*MICRO, "--bd3_mask_min=0.3", "--bd3_mask_max=0.8"]) == cfg  # the old names, aliases now
-    objectives.get("mdlm").loss(Recorder(seen), x, cfg, sch, type("Tok", (), {"mask_id": 10}),
-                   Draw(torch.Generator().manual_seed(5), torch.tensor(0.25, dtype=torch.float64), 0, 40))
+    loss(objectives.get("mdlm"), Recorder(seen), x, cfg, sch, type("Tok", (), {"mask_id": 10}),
+         Draw(torch.Generator().manual_seed(5), torch.tensor(0.25, dtype=torch.float64), 0, 40))
     band = band_times(sch, 0.3, 0.8)
     p = sch.mask_prob(seen[0])
     assert ((p >= 0.3 - 1e-9) & (p <= 0.8 + 1e-9)).all()  # every draw inside the band
@@ -54,7 +54,7 @@ def test_the_curriculum_draws_early_times_from_the_easy_band_and_is_off_by_defau
     ramp = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8", "--mask_ramp=0.5", "--mask_ramp_from=0.5"])
     band = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8"])
     for cfg, progress in ((ramp, 0.0), (ramp, 0.6), (band, 0.0), (band, 0.6)):
-        objectives.get("mdlm").loss(Recorder(seen), x, cfg, sch, tok, draw(progress))
+        loss(objectives.get("mdlm"), Recorder(seen), x, cfg, sch, tok, draw(progress))
     early, late, b0, b1 = (sch.mask_prob(t) for t in seen)
     assert (early >= 0.2 - 1e-9).all() and (early <= 0.5 + 1e-9).all()  # step 0: the easy band [0.2, 0.5] only
     assert torch.equal(late, b0) and torch.equal(b0, b1)  # past the ramp, and with no ramp at all: the plain band

@@ -30,7 +30,7 @@ from model import ModelArgs, Transformer
 from scripts.train_tokenizer import save_tokenizer, train_bpe
 from story_grammar import stories
 from trace import open_trace
-from utils.dataloader import chars_per_token, packing_stats, prepare_data
+from utils.dataloader import chars_per_token, prepare_data
 from utils.errors import UserError, run_cli
 from utils.tokenizer import (EOT_TOKEN, BPETokenizer, CharTokenizer, fingerprint, normalize_prompt, split_for_encoding,
                              split_stories, symbol_to_byte)
@@ -113,20 +113,6 @@ def test_char_counts_are_exact(corpus):
     assert chars_per_token(tok, torch.tensor(rows)) * 64 * len(rows) == pytest.approx(decoded, rel=1e-12)
     ch = CharTokenizer.from_text("abc\n")
     assert chars_per_token(ch, torch.tensor([[0, 1, 2, 3]])) == 1.0
-
-
-def test_packing_stats_against_brute_force():
-    rng = np.random.default_rng(0)
-    ids = rng.integers(2, 50, 400)
-    ids[rng.choice(400, 9, replace=False)] = 0  # 9 separators
-    L = 16
-    starts = range(len(ids) - L)  # as get_batch draws them
-    cross = np.mean([(ids[s:s + L] == 0).any() for s in starts])
-    p = packing_stats(ids, 0, L)
-    assert p["cross"] == pytest.approx(cross) and p["stories"] == 9
-    lens = np.diff(np.concatenate(([-1], np.flatnonzero(ids == 0))))
-    assert p["pad_waste"] == pytest.approx(1 - lens.sum() / (L * np.ceil(lens / L).sum()))
-    assert packing_stats(np.array([5, 0, 5, 5, 0]), 0, 2)["pad_waste"] == pytest.approx(1 - 5 / 6)
 
 
 # ----------------------------------------------------------------------------- model size, prompts, traces
@@ -217,7 +203,7 @@ def bpe_run(corpus, tmp_path_factory):
 @pytest.mark.slow
 def test_tiny_bpe_run_learns_and_records_its_tokenizer(bpe_run, corpus):
     d, out = bpe_run
-    assert "encoded train:" in out and "M chars/s" in out and "M tokens/s" in out and "packing:" in out
+    assert "encoded train:" in out and "M chars/s" in out and "M tokens/s" in out
     evals = [r for r in map(json.loads, open(d / "artifacts/models/tinystories_bpe/metrics.jsonl")) if r["kind"] == "eval"]
     bpc = [e["bits_per_char"] for e in evals]
     assert len(bpc) == 10 and all(math.isfinite(b) for b in bpc)

@@ -78,8 +78,6 @@ def test_sample_texts_uniform_and_bounded():
     assert max(int(t[1:]) for t in a) > 500  # not just the head of the stream
     assert sorted(corpus.sample_texts(iter(items[:5]), 50, seed=3)) == sorted(items[:5])
     assert list(corpus.sample_texts(iter(items), 0, seed=3)) == items  # 0 = all, in order
-    with pytest.raises(UserError):
-        corpus.sample_texts(iter(items), -1)
 
 
 def test_split_on_chunk_boundaries(tmp_path, monkeypatch):
@@ -257,8 +255,6 @@ def test_hub_error_messages():
                              "LocalEntryNotFoundError)")
     e = corpus._hub_error("a/b", "tran", ValueError("Bad split: tran. Available splits: ['train']"))
     assert "--split" in str(e)
-    with pytest.raises(UserError, match="--input-file"):
-        corpus.download_tinyshakespeare(url="http://127.0.0.1:9/input.txt", timeout=5)
 
 
 @pytest.mark.slow
@@ -338,5 +334,3 @@ def test_train_tokenizer_cli(tmp_path, tok512):
     assert out.read_bytes() == before
     assert_user_error(run_script("train_tokenizer.py", "--input", tmp_path / "nope.txt", "--output",
                                  tmp_path / "t.json"), "not found")
-    with pytest.raises(UserError, match="vocab-size"):
-        train_bpe(["abc"], vocab_size=100)

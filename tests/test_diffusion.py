@@ -9,7 +9,7 @@ from ar import ar_loss
 from common import LossOptions, Schedule, filter_logits, reveal_plan, sample_tokens, stratified_times, time_grid
 from diffusion import corrupt, diffusion_loss
 from sampler import SamplerOptions, denoise
-from helpers import ConstModel, ToyModel
+from helpers import ConstModel, ToyModel, loss
 
 
 def test_schedule_endpoints_and_weights_by_hand():
@@ -67,8 +67,8 @@ def test_mask_draws_give_k_masks_of_the_same_windows_stratified_over_k_times_the
                                         "--mask_min=0.2", "--mask_max=0.8", "--bd3_block=4", f"--mask_draws={k}"]))
         seen.clear()
         for offset in (0, 4):  # two micro-batches (or ranks) of 4 in a global batch of 8
-            objectives.get(objective).loss(None, x, cfg, schedule, type("Tok", (), dict(mask_id=7)),
-                                           Draw(torch.Generator().manual_seed(offset), u, offset, 8))
+            loss(objectives.get(objective), None, x, cfg, schedule, type("Tok", (), dict(mask_id=7)),
+                 Draw(torch.Generator().manual_seed(offset), u, offset, 8))
         assert all(torch.equal(xs, x.repeat(k, 1)) for xs, _ in seen)  # k copies of each window, its own noise each
         # the k * 8 copies of the global batch hold one time in each of k * 8 * n strata, as one batch of k * 8 would
         drawn = sorted(torch.cat([t.reshape(-1) for _, t in seen]).tolist())

@@ -15,7 +15,7 @@ import objectives
 from common import Draw, Schedule
 from configurator import get_config
 from decode import generate
-from helpers import MICRO, for_objective
+from helpers import MICRO, for_objective, loss as objective_loss
 from model import ModelArgs, Transformer
 from sampler import SamplerOptions
 from utils.errors import UserError
@@ -61,7 +61,8 @@ def test_loss_is_the_diffusion_loss_plus_the_weight_times_the_causal_term_on_the
         cfg = get_config([*MICRO, "--objective=mdlm", "--block_size=16", "--mask_min=0.2", "--mask_max=0.8", "--time_cond=none",
                           f"--dual_ar={weight}"])
         tok = type("Tok", (), dict(mask_id=MASK))
-        return objectives.get("mdlm").loss(bidir, x, cfg, schedule, tok, Draw(torch.Generator().manual_seed(3), torch.tensor(0.25)))
+        draw = Draw(torch.Generator().manual_seed(3), torch.tensor(0.25))
+        return objective_loss(objectives.get("mdlm"), bidir, x, cfg, schedule, tok, draw)
 
     assert base.dual_ar == 0
     expect = loss(0) + 0.5 * diffusion.dual_ar_loss(bidir, x, MASK)

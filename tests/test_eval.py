@@ -1,4 +1,4 @@
-"""Evaluation you can trust: scripts/eval.py and scripts/plot.py end to end on tiny checkpoints,
+"""Evaluation you can trust: scripts/eval.py and dev/plot.py end to end on tiny checkpoints,
 gen-PPL and infill recovery against hand computations, the adaLN-Zero time conditioning.
 python -m pytest -q tests/test_eval.py"""
 import json
@@ -113,7 +113,7 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
         ev.main(args)
     assert out.read_bytes() == before
 
-    plot = _script("plot")
+    plot = _script("dev/plot")
     from PIL import Image
     for what, inputs in (("curves", [adaln_ckpt.parent, ar_ckpt.parent]), ("entropy", [out])):
         png = in_tmp / "plots" / f"{what}.png"

@@ -69,7 +69,6 @@ def test_config_imports_nothing_from_the_project():
 # objectives.py's interface: each function's leading parameters, in the order every caller passes them
 SIGNATURES = dict(check=("cfg", "given"), draws=("x", "cfg", "schedule", "tok", "draw"),
                   loss_of=("model", "x", "cfg", "schedule", "tok", "drawn"),
-                  loss=("model", "x", "cfg", "schedule", "tok", "draw"),
                   eval_times=("cfg", "L"), bound=("model", "x", "cfg", "schedule", "tok", "t", "generator"), flops=("model", "cfg"),
                   sample=("model", "x", "gen_mask", "cfg", "schedule", "mask_id", "generator", "on_step"),
                   passes=("cfg", "n_gen", "n_prompt"), describe=("cfg",), ar_nll=("model", "windows", "cfg", "mask_id"),
@@ -85,7 +84,7 @@ def test_every_objective_offers_the_interface(name):
     module, obj = importlib.import_module(objectives.OBJECTIVES[name]), objectives.get(name)
     no_default = ("draws", "loss_of", "bound", "sample", "passes", "describe")
     assert all(hasattr(module, k) for k in no_default)
-    assert set(SIGNATURES) | set(DEFAULTS_FLAGS) == {*objectives.INTERFACE, "loss"}  # loss: get() composes it
+    assert set(SIGNATURES) | set(DEFAULTS_FLAGS) == set(objectives.INTERFACE)
     for k in objectives.INTERFACE:
         assert getattr(obj, k) is (getattr(module, k) if hasattr(module, k) else objectives.DEFAULTS[k]), k
     for k, params in SIGNATURES.items():

@@ -90,24 +90,6 @@ def _encode_to_file(tok, text, path, dtype, desc, verbose):
     return n_tok
 
 
-def packing_stats(ids, eot, length):
-    """For stories packed back to back (as nanoGPT) at context `length`: cross, the fraction of
-    windows spanning two stories; pad_waste, the slots lost padding each story to whole windows."""
-    pos = np.flatnonzero(np.asarray(ids) == eot)
-    starts = len(ids) - length  # starts 0 .. len - length - 1, as get_batch draws them
-    if len(pos) == 0 or starts < 1:
-        return None
-    # a gap of g tokens between separators holds max(g - length + 1, 0) windows that miss them
-    gaps = np.diff(np.concatenate(([-1], pos, [len(ids)]))) - 1
-    gaps[-1] -= 1  # no window starts at len - length
-    clean = np.maximum(gaps - length + 1, 0).sum()
-    stories = np.diff(np.concatenate(([-1], pos)))  # tokens per story, separator included
-    windows = np.ceil(stories / length).sum()
-    return dict(block_size=length, stories=int(len(pos)), story_tokens_mean=float(stories.mean()),
-                story_tokens_median=float(np.median(stories)), longer_than_window=float((stories > length).mean()),
-                cross=float(1 - clean / starts), pad_waste=float(1 - stories.sum() / (windows * length)))
-
-
 def prepare_data(cfg, tokenizer=None, verbose=True):
     """(tokenizer, train ids, val ids, meta); the ids are read-only np.memmap arrays."""
     train_text, val_text = split_texts(cfg)
@@ -128,14 +110,6 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
             with atomic_path(os.path.join(cache, f"{split}.bin")) as tmp:
                 meta[f"{split}_tokens"] = _encode_to_file(tok, text, tmp, dtype, split, verbose)
             meta[f"{split}_chars"] = len(text)
-        if tok.kind == "bpe":
-            train = np.memmap(os.path.join(cache, "train.bin"), dtype=dtype, mode="r")
-            p = meta["packing"] = packing_stats(train, tok.eot_id, cfg.block_size)
-            if verbose and p:
-                print(f"packing: {p['stories']:,} stories of {p['story_tokens_mean']:.0f} tokens on average "
-                      f"({p['longer_than_window'] * 100:.0f}% longer than {cfg.block_size}); "
-                      f"{p['cross'] * 100:.0f}% of {cfg.block_size}-token windows span a story boundary; "
-                      f"padding each story instead would waste {p['pad_waste'] * 100:.0f}% of the slots")
         with atomic_open(meta_path) as f:  # last: its presence means the cache is complete
             json.dump(meta, f, indent=1)
     with open(meta_path) as f:

@@ -142,11 +142,6 @@ def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False,
     """A byte-level BPETokenizer trained on texts split on "<|endoftext|>". vocab_size counts bytes
     and specials; fewer only if no pair is seen min_frequency times."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    if vocab_size < 256 + len(SPECIAL_TOKENS):  # the byte alphabet and the specials, no merges
-        raise UserError(f"--vocab-size must be at least {256 + len(SPECIAL_TOKENS)} (256 bytes + "
-                        f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
-    if min_frequency < 1:
-        raise UserError(f"--min-frequency must be >= 1, got {min_frequency}")
     tok = Tokenizer(models.BPE(ignore_merges=False))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()

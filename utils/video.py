@@ -50,8 +50,6 @@ def _mix(a, b, w):
 
 class TraceWriter:
     def __init__(self, video_path, gif_path, frame_ms=180, cols=64, title="", font_size=14, hold_ms=1500):
-        if frame_ms < 10 or cols < 1:
-            raise ValueError("frame_ms must be >= 10 (GIF timing resolution) and cols >= 1")
         self.paths = {"mp4": video_path, "gif": gif_path}
         self.frame_ms, self.cols, self.title, self.rows, self.frames = int(frame_ms), int(cols), title, None, []
         self.hold_frames = max(1, math.ceil(hold_ms / self.frame_ms))  # the final sample's slots
@@ -99,15 +97,8 @@ class TraceWriter:
         if glyph != " ":
             d.text((x0, y + 2), glyph, font=self.bold if st == "new" else self.font, fill=ink)
 
-    @staticmethod
-    def _check(tokens, states, confidence):
-        n = len(tokens)
-        if len(states) != n or (confidence is not None and len(confidence) != n) or set(states) - set(STYLE):
-            raise ValueError(f"need tokens, states, confidence of equal length and states in {STATES}")
-
     def render(self, tokens, states, step=0, t=0.0, nfe=0, confidence=None, caption=""):
         """One frame as an RGB image (the first fixes the size)."""
-        self._check(tokens, states, confidence)
         if self.size is None:
             self._fix_size([(tokens, states)])
         img = Image.new("RGB", self.size, PAGE)
@@ -127,9 +118,6 @@ class TraceWriter:
 
     def add_frame(self, tokens, states, step, t, nfe, confidence=None, caption=""):
         """Keep one frame's lists (a few KB); close() renders them all at one size."""
-        if self.result is not None:
-            raise RuntimeError("TraceWriter is already closed")
-        self._check(tokens, states, confidence)
         self.frames.append((list(tokens), list(states), step, t, nfe, None if confidence is None else list(confidence),
                             caption))
 

@@ -1,10 +1,10 @@
 """PNG plots of training runs and evaluations, under artifacts/plots/ (matplotlib Agg: no screen).
 
-    python scripts/plot.py curves artifacts/models/cpu artifacts/models/cpu_ar  # train/val bpc
-    python scripts/plot.py entropy artifacts/eval/cpu.json  # entropy per timestep
+    python dev/plot.py curves artifacts/models/cpu artifacts/models/cpu_ar  # train/val bpc
+    python dev/plot.py entropy artifacts/eval/cpu.json  # entropy per timestep
 
-`curves` reads run directories' metrics.jsonl, `entropy` scripts/eval.py's JSON. The studies' plots
-live in dev/ (plot_frontier.py, plot_epochs.py). --force replaces an --out, never a checkpoint.
+`curves` reads run directories' metrics.jsonl, `entropy` scripts/eval.py's JSON. The other studies' plots
+(plot_frontier.py, plot_epochs.py) use its figure and save helpers. --force replaces an --out, never a checkpoint.
 """
 import math
 import os
@@ -111,7 +111,7 @@ def plot_entropy(paths, out):
 
 
 def main(argv):
-    p = ArgParser(prog="scripts/plot.py", description="Plot training curves and evaluations to PNG.")
+    p = ArgParser(prog="dev/plot.py", description="Plot training curves and evaluations to PNG.")
     p.add_argument("what", choices=tuple(DEFAULT_OUT), help="which plot: curves (train/val bits/char) or entropy (per "
                    "timestep)")
     p.add_argument("inputs", nargs="+", help="run dirs (curves) or eval.py --json files (entropy)")
