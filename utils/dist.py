@@ -166,7 +166,8 @@ def run_queue():
 
 def compile_step(loss_of, model, cfg, device, world=1):
     """(loss_of, model) as the step runs them, compiled where --compile says ('auto': on CUDA, where
-    eager is launch-bound; no CPU gain measured). One process compiles the pure loss whole, CUDA
+    eager is launch-bound; a CPU step runs faster compiled too, but its numbers move: dev/LOG.md,
+    "Compiled on a CPU"). One process compiles the pure loss whole, CUDA
     graphs on CUDA (dev/LOG.md, "the first idle-GPU check"). DDP compiles the model alone, the case
     torch tests: its DDPOptimizer splits the graph at gradient buckets to overlap the all-reduce."""
     if not (cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")):
