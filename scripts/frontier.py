@@ -132,9 +132,11 @@ def time_points(runs, args, start, gen_len, device):
             pt[f"seconds_b{b}"] = statistics.median(secs)
             pt[f"passes_b{b}"] = statistics.mean(pt[f"passes_b{b}"])
             pt[f"tokens_per_s_b{b}"] = b * gen_len / pt[f"seconds_b{b}"]
+            pt[f"spread_b{b}"] = [b * gen_len / max(secs), b * gen_len / min(secs)]  # the rounds' tokens/s, low and high
             pt[f"tokens_per_pass_b{b}"] = gen_len / pt[f"passes_b{b}"]
             print(f"  {r['path']} [{pt['curve']}] T={pt['temperature']:g}, batch {b}: {pt[f'tokens_per_s_b{b}']:,.0f} "
-                  f"tokens/s ({pt[f'seconds_b{b}']:.3f} s a draw, median of {args.repeats} rounds of {n}; "
+                  f"tokens/s ({pt[f'spread_b{b}'][0]:,.0f}-{pt[f'spread_b{b}'][1]:,.0f}; {pt[f'seconds_b{b}']:.3f} s a "
+                  f"draw, median of {args.repeats} rounds of {n}; "
                   f"{pt[f'tokens_per_pass_b{b}']:.2f} tokens a pass, p_cache {pt[f'p_cache_b{b}']:.3f}, "
                   f"{pt[f'seconds_b{b}'] / pt[f'passes_b{b}'] * 1e3:.2f} ms a pass)")
 

@@ -28,6 +28,8 @@ def parse_args(argv):
     p.add_argument("--prompt", default="ROMEO:", help="the text every lane continues")
     p.add_argument("--gen-len", type=at_least(1), default=48, help="tokens each lane generates")
     p.add_argument("--seed", type=seed, default=0, help="the one seed every lane draws with")
+    p.add_argument("--repeats", type=at_least(1), default=5, help="timed draws a lane, the same tokens each: the "
+                   "median one is drawn (frontier.py's rule: the median of its rounds)")
     p.add_argument("--tick-ms", type=at_least(1), default=20, help="wall-clock milliseconds a frame")
     p.add_argument("--frame-ms", type=at_least(10), default=100, help="milliseconds a frame shows in the MP4 and "
                    "GIF (--tick-ms: real time; 100 by default: 5x slower, so a 0.3 s race can be watched)")
@@ -41,33 +43,45 @@ def parse_args(argv):
     return a
 
 
-def open_lane(path, args, device):
-    """A lane: its model, sampling config (the checkpoint's sampler over the race's prompt and
-    length) and tokenizer, checked to sample the prompt before any lane samples."""
+def open_lanes(args, device):
+    """The lanes: each one's model, sampling config (its checkpoint's sampler over the race's prompt
+    and length) and tokenizer; one tokenizer for all, and each lane able to sample the prompt."""
     from canvas import build_canvas
     from evals.samples import open_checkpoint
-    model, _, cfg, tok = open_checkpoint(path, device)
-    cfg = replace(cfg, prompt=args.prompt, gen_len=args.gen_len, num_samples=1)
-    try:
-        build_canvas(cfg, tok, model.args.block_size)
-    except UserError as e:
-        raise UserError(f"{path} cannot race on this prompt: {e}") from None
-    name = os.path.basename(os.path.dirname(os.path.abspath(path)))
-    return dict(path=path, name=name, model=model, cfg=cfg, tok=tok)
+    from utils.tokenizer import fingerprint
+    lanes = []
+    for path in args.checkpoints:
+        model, _, cfg, tok = open_checkpoint(path, device)
+        cfg = replace(cfg, prompt=args.prompt, gen_len=args.gen_len, num_samples=1)
+        name = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        lanes.append(dict(path=path, name=name, model=model, cfg=cfg, tok=tok))
+        if fingerprint(tok) != fingerprint(lanes[0]["tok"]):
+            raise UserError(f"{path} has another tokenizer than {lanes[0]['path']}: a race compares one text")
+    for lane in lanes:
+        try:
+            build_canvas(lane["cfg"], lane["tok"], lane["model"].args.block_size)
+        except UserError as e:
+            raise UserError(f"{lane['path']} cannot race on this prompt: {e}") from None
+    return lanes
 
 
 def run_lane(lane, start, args):
-    """Warm the lane (its columns counted), then time one draw, each step stamped by the clock:
-    lane gains seconds, passes, columns and stamps [(seconds, Step of sample 0)]."""
+    """Warm the lane (its columns counted), then time --repeats draws of the one seed, each step
+    stamped by the clock; the median draw is the lane's: seconds, passes, columns and stamps
+    [(seconds, Step of sample 0)]."""
     import torch
     from evals.samples import columns_counted, draw
     gen = lambda: torch.Generator().manual_seed(args.seed)  # noqa: E731
     with columns_counted(lane["model"], len(start)) as seen:
         draw(lane["model"], lane["cfg"], start, args.gen_len, 1, lane["tok"].mask_id, gen())
-    stamps, t0 = [], time.perf_counter()
-    _, nfe = draw(lane["model"], lane["cfg"], start, args.gen_len, 1, lane["tok"].mask_id, gen(),
-                  on_step=lambda st: stamps.append((time.perf_counter() - t0, st)))
-    lane.update(seconds=time.perf_counter() - t0, passes=nfe[0], columns=seen["columns"], stamps=stamps)
+    runs = []
+    for _ in range(args.repeats):
+        stamps, t0 = [], time.perf_counter()
+        _, nfe = draw(lane["model"], lane["cfg"], start, args.gen_len, 1, lane["tok"].mask_id, gen(),
+                      on_step=lambda st: stamps.append((time.perf_counter() - t0, st)))
+        runs.append((time.perf_counter() - t0, stamps))
+    seconds, stamps = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+    lane.update(seconds=seconds, passes=nfe[0], columns=seen["columns"], stamps=stamps)
     lane["caption"] = (f"{lane['name']}: {args.gen_len / lane['seconds']:,.0f} tokens/s, {nfe[0]} passes, "
                        f"{args.gen_len / nfe[0]:.2f} tokens a pass, p_cache {args.gen_len / seen['columns']:.2f}")
     print(f"{lane['path']}: {lane['caption']} ({lane['seconds']:.3f} s)")
@@ -105,13 +119,9 @@ def main(argv):
     import torch
     from evals.samples import start_ids
     from utils.dist import pick_device
-    from utils.tokenizer import fingerprint
     from utils.video import TraceWriter
     device = pick_device(args.device)
-    lanes = [open_lane(path, args, device) for path in args.checkpoints]
-    other = next((lane for lane in lanes if fingerprint(lane["tok"]) != fingerprint(lanes[0]["tok"])), None)
-    if other:
-        raise UserError(f"{other['path']} has another tokenizer than {lanes[0]['path']}: a race compares one text")
+    lanes = open_lanes(args, device)
     torch.set_num_threads(args.threads)
     start = start_ids(lanes[0]["tok"], args.prompt)
     for lane in lanes:
