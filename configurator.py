@@ -22,6 +22,7 @@ from config import CHOICES, NEEDS, PRESETS, UNSCORED_ORDERS, Config, Tristate
 from utils.checkpoint import RENAMED
 from utils.cli import INT64_MAX, boolean
 from utils.errors import UserError
+from utils.fileio import read_text
 
 TYPES = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}  # key -> its type
 EXAMPLES = {bool: "true", int: "100", float: "0.5", str: "text"}  # a valid value of each type, for the errors
@@ -69,16 +70,26 @@ def _known_key(key):
 
 
 def _read_config_file(path):
-    if not os.path.isfile(path):
-        raise UserError(f"config file {path} not found: give a path to a .py file of `key = value` lines, or a preset: "
-                        f"{', '.join(PRESETS)}")
-    ns = {}
+    """A config file's {key: value}: data, never run. Each statement is `key = value` with a Python
+    literal value; comments and blank lines are free."""
+    text = read_text(path, "config file", f"give a .py file of `key = value` lines, or a preset: {', '.join(PRESETS)}")
     try:
-        with open(path) as f:
-            exec(compile(f.read(), path, "exec"), {}, ns)  # a config file is the user's own Python, as in nanoGPT
-    except Exception as e:
-        raise UserError(f"config file {path} failed to run: {type(e).__name__}: {e}")
-    return {_known_key(k): v for k, v in ns.items() if not k.startswith("_")}
+        body = ast.parse(text, path).body
+    except SyntaxError as e:
+        raise UserError(f"config file {path}, line {e.lineno}: {e.msg}: write `key = value` lines") from None
+    out = {}
+    for node in body:
+        try:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                raise ValueError
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            line = " ".join(ast.get_source_segment(text, node).split())[:60]
+            raise UserError(f"config file {path}, line {node.lineno}: `{line}` is not `key = value` with a literal "
+                            f"value (a number, a 'string', True or False): a config file is data, nothing in it "
+                            f"runs") from None
+        out[_known_key(node.targets[0].id)] = value
+    return out
 
 
 def get_config(argv):

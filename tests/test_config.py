@@ -416,13 +416,31 @@ def test_a_temperature_or_filter_that_can_make_a_row_with_no_law_is_refused(argv
 
 
 @pytest.mark.parametrize("key", ["temperature", "top_p", "temperature_end_share", "mask_max", "ema"])
-def test_a_nan_from_a_config_file_is_refused_for_every_float_key(key, tmp_path):
+def test_a_nan_is_refused_for_every_float_key(key, tmp_path):
     """nan compares False with every bound (0 < nan <= 1 is False, nan < 0 too): each range check alone would let
-    it through; every float key is checked finite first."""
+    it through. A config file cannot write one (float('nan') is a call, and nothing in the file runs)."""
     f = tmp_path / "nan.py"
     f.write_text(f"{key} = float('nan')\n")
-    with pytest.raises(UserError, match=f"{key} must be a finite number, got nan"):
+    with pytest.raises(UserError, match="line 1: `.*` is not `key = value` with a literal value"):
         get_config([str(f)])
+
+
+def test_a_config_file_is_data_read_line_by_line_and_nothing_in_it_runs(tmp_path, monkeypatch):
+    """python train.py my.py exec()ed the file: a line calling os.system ran its command. Now each statement is
+    `key = value` with a Python literal; anything else is one line naming its line number, before any of it acts."""
+    monkeypatch.chdir(tmp_path)
+    ok = tmp_path / "ok.py"
+    ok.write_text("# a comment\n\nmax_iters = 7  # why\nprompt = 'Hi'\nqk_norm = True\nlearning_rate = 1e-3\n")
+    cfg = get_config([str(ok)])
+    assert (cfg.max_iters, cfg.prompt, cfg.qk_norm, cfg.learning_rate) == (7, "Hi", True, 1e-3)
+    for body, line in [("max_iters = 3\n__import__('os').system('touch PWNED')\n", 2), ("import os\n", 1),
+                       ("n_layer = 2 ** 3\n", 1), ("x = y = 1\n", 1), ("max_iters = len('ab')\n", 1),
+                       ("# c\nmax_iters = (\n", 2)]:
+        f = tmp_path / "bad.py"
+        f.write_text(body)
+        with pytest.raises(UserError, match=f"config file .*bad.py, line {line}: "):
+            get_config([str(f)])
+    assert not (tmp_path / "PWNED").exists()
 
 
 def test_past_validation_an_infinite_temperature_raises_in_the_draw_instead_of_returning_mask():
