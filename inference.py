@@ -64,7 +64,7 @@ def load(argv):
     where, _ = parse(argv, check=False)  # pass 1: only --checkpoint and --device are read
     device = pick_device(where.device)
     model, ckpt = load_model(where.checkpoint, device)
-    saved = config_from_dict(ckpt["config"])
+    saved = config_from_dict(ckpt["config"], f"checkpoint {where.checkpoint}")
     cfg, flags = parse(argv, base=saved, check=False)  # pass 2: over the checkpoint's settings
     refuse_changes(cfg, flags & set(TRAINED_KEYS), vars(saved), f"checkpoint {where.checkpoint}",
                    "drop those flags (sampling takes them from the checkpoint)")

@@ -173,12 +173,12 @@ def resumed_config(cfg, given):
             checkpoint.refuse_earlier_run(cfg.out_dir)
         return cfg, None, ""
     resume, resumed_from = checkpoint.load_latest(cfg.out_dir, warn=print0)
-    configurator.refuse_changes(cfg, given, resume["config"], f"--resume: {resumed_from}",
+    checkpoint.refuse_removed(resume["config"], f"--resume: {resumed_from}")
+    saved = asdict(configurator.config_from_dict(resume["config"], resumed_from))
+    configurator.refuse_changes(cfg, given, saved, f"--resume: {resumed_from}",
                                 "drop those flags to continue the run, or train a new one in another --out_dir",
                                 configurator.RESUMABLE_KEYS)
-    # a key this version no longer has (configurator.REMOVED) is dropped, as config_from_dict drops it for sampling
-    keep = {k: v for k, v in resume["config"].items()
-            if k in configurator.TYPES and k not in configurator.RESUMABLE_KEYS}
+    keep = {k: v for k, v in saved.items() if k not in configurator.RESUMABLE_KEYS}
     return replace(cfg, **keep), resume, resumed_from
 
 

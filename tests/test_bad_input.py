@@ -32,7 +32,7 @@ import torch
 
 import inference
 import train
-from helpers import ENV, FIXTURES, MICRO, ROOT, for_objective, real_text, script
+from helpers import ENV, FIXTURES, MICRO, ROOT, for_objective, real_text, run_cli_here, script
 from utils import fileio, video
 from utils.errors import run_cli
 
@@ -846,3 +846,69 @@ def test_a_missing_input_file_is_the_first_line_not_after_the_config(argv, words
         run_cli(train.main, [*argv, "--max_iters=0"])
     out, err = capsys.readouterr()
     assert e.value.code == 2 and words in err and out == ""  # nothing printed before the error: no config dump
+
+
+# ----------------------------------------------------------------------------- an export or checkpoint is input too
+def _chars(meta, d, cut=0, extra=""):
+    """Swap the export's vocabulary for another (its fingerprint recomputed, as a forger would): the network's
+    vocab_size no longer matches it (fewer: an IndexError on a high id; more: [MASK] read as a character)."""
+    from utils.tokenizer import fingerprint, tokenizer_from_state
+    chars = json.loads((d / "vocab.json").read_text())["chars"]
+    chars = (chars[:-cut] if cut else chars) + extra
+    (d / "vocab.json").write_text(json.dumps({"chars": chars}))
+    meta["tokenizer_fingerprint"] = fingerprint(tokenizer_from_state(dict(kind="char", chars=chars)))
+
+
+ARGS, CFG = "model_args", "config"
+EDITS = [  # (part, key, value or an edit of (meta, folder), words): model_args are refused before a layer is built
+    (ARGS, "n_layer", "1", "n_layer='1', which is no ModelArgs int"),  # was a TypeError deep in torch, or 'damaged'
+    (ARGS, "n_layr", 1, "n_layr=1, which is no ModelArgs key"),
+    (ARGS, "n_layer", 10 ** 9, "n_layer=1,000,000,000, outside 1 to 4,096"),  # built layers for hours
+    (ARGS, "n_embd", 0, "n_embd=0, outside 1 to 1,048,576"),
+    (ARGS, "attn_scale", 0.35, ("attn_scale=0.35, which this version removed", "git checkout 3cea44f")),
+    (ARGS, "vocab", lambda m, d: _chars(m, d, cut=3), "its tokenizer has"),
+    (ARGS, "vocab", lambda m, d: _chars(m, d, extra="\u00e9\u00e8"), "its tokenizer has"),
+    (CFG, "max_itters", 3, "unknown config key 'max_itters' (did you mean max_iters"),
+    (CFG, "diffusion_steps", "20", "diffusion_steps must be int, got str"),
+    (CFG, "temperature", float("nan"), "temperature must be a finite number, got nan"),  # JSON's NaN
+    (CFG, "diffusion_steps", 10 ** 12, "diffusion_steps=1000000000000 is out of range"),
+    (CFG, "objective", "mdlm2", "objective='mdlm2' is not one of"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part, key, value, words", EDITS, ids=[f"{p}-{k}" for p, k, *_ in EDITS])
+def test_an_edited_export_is_refused_in_one_line_as_a_command_line_would_be(part, key, value, words, files, tmp_path,
+                                                                            monkeypatch, capsys):
+    """An exported folder's config.json goes through the command line's checks: a type, an unknown key, a size past
+    configurator's LIMITS, a vocabulary that is not the network's; a model_args problem before any layer is built."""
+    import checkpoint_manager
+    d = tmp_path / "e"
+    shutil.copytree(files / "exp", d)
+    meta = json.loads((d / "config.json").read_text())
+    if callable(value):
+        value(meta, d)
+    else:
+        meta[part][key] = value
+    (d / "config.json").write_text(json.dumps(meta))
+    if part == ARGS:
+        monkeypatch.setattr(checkpoint_manager, "Transformer", lambda *a: pytest.fail("a layer was built"))
+    with pytest.raises(SystemExit) as e:
+        run_cli(inference.main, ["--checkpoint", str(d)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert all(w in err for w in ([words] if isinstance(words, str) else words)), err
+
+
+@pytest.mark.slow
+def test_an_edited_checkpoint_is_refused_as_its_export_would_be(files, tmp_path, capsys):
+    """The same checks on a model.pt whose checksum was recomputed after the edit: its config and its model_args."""
+    from utils.checkpoint import save_checkpoint
+    raw = torch.load(files / DM, weights_only=True)
+    for part, key, value, words in [(CFG, "n_layer", "1", "n_layer must be int"), (ARGS, "block_size", 2 ** 40,
+                                                                                   "outside 1 to 2,147,483,647")]:
+        edited = {k: v for k, v in raw.items() if k != "checksum"}
+        edited[part] = {**raw[part], key: value}
+        save_checkpoint(tmp_path / "e.pt", edited)
+        code, _, err = run_cli_here(inference.main, ["--checkpoint", tmp_path / "e.pt"], capsys)
+        assert code == 2 and words in err and err.count("\n") == 1, err
