@@ -329,7 +329,8 @@ def config_from_dict(d, where="a checkpoint"):
         check_numbers(cfg)
         check_ranges(cfg)
     except UserError as e:
-        raise UserError(f"{where}'s config: {e}; it was changed after train.py wrote it: use the file it wrote") from None
+        raise UserError(f"{where}'s config: {e}; it was changed after train.py wrote it: use the file it "
+                        f"wrote") from None
     # every key of a checkpoint's config is what ran: given, never a preset's
     return objectives.effective(cfg, given=set(d))
 

@@ -881,7 +881,7 @@ EDITS = [  # (part, key, value or an edit of (meta, folder), words): model_args 
 def test_an_edited_export_is_refused_in_one_line_as_a_command_line_would_be(part, key, value, words, files, tmp_path,
                                                                             monkeypatch, capsys):
     """An exported folder's config.json goes through the command line's checks: a type, an unknown key, a size past
-    configurator's LIMITS, a vocabulary that is not the network's; a model_args problem before any layer is built."""
+    utils.cli.LIMITS, a vocabulary that is not the network's; a model_args problem before any layer is built."""
     import checkpoint_manager
     d = tmp_path / "e"
     shutil.copytree(files / "exp", d)
