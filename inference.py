@@ -32,7 +32,7 @@ from common import Schedule
 from configurator import (TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, sample_keys, validate,
                           wants_help)
 from decode import compile_decode
-from trace import LiveView, StepBar, chain, generate_with_trace, open_trace, print_written
+from trace import LiveView, StepBar, chain, check_trace_path, generate_with_trace, open_trace, print_written
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
 from utils.fileio import read_text
@@ -61,7 +61,9 @@ def main(argv):
 
 def load(argv):
     """(sampling config, run): argv read for the checkpoint, then over the checkpoint's config."""
-    where, _ = parse(argv, check=False)  # pass 1: only --checkpoint and --device are read
+    where, given = parse(argv, check=False)  # pass 1: only --checkpoint, --device and --viz-video are read
+    if "viz_video" in given:  # its path, before the model is read
+        check_trace_path(where, where.overwrite)
     device = pick_device(where.device)
     model, ckpt = load_model(where.checkpoint, device)
     saved = config_from_dict(ckpt["config"], f"checkpoint {where.checkpoint}")

@@ -27,6 +27,7 @@ import torch
 import checkpoint_manager
 import configurator
 import objectives
+import trace
 import train_log
 from common import Draw, Schedule
 from evals import bound, report
@@ -133,13 +134,14 @@ def setup(argv):
     configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
     if "out_dir" in given and "viz_video" not in given and cfg.viz_video:  # a side run keeps the main run's trace
         cfg = replace(cfg, viz_video=os.path.join(cfg.out_dir, os.path.basename(cfg.viz_video)))
-    if os.path.isfile(cfg.out_dir):  # a checkpoint, say: never written over
-        raise UserError(f"--out_dir={cfg.out_dir} is a file, not a folder: give --out_dir=NEW_DIR")
+    fileio.check_folder(cfg.out_dir, f"--out_dir={cfg.out_dir}")  # a checkpoint, say: never written over
     rank, local_rank, world, device = dist.init_distributed(cfg.device)
     if rank == 0:
         for name in fileio.remove_stale_temps(cfg.out_dir):
             print(f"removed {os.path.join(cfg.out_dir, name)}: a partial write of a killed run")
     cfg, resume, resumed_from = resumed_config(cfg, given)
+    if cfg.viz_video:  # the end-of-run trace's path, before any work (a resumed run's own is its to replace)
+        trace.check_trace_path(cfg, replace=cfg.overwrite or cfg.resume or cfg.max_iters == 0)
     # gradient accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
     micro_tokens = cfg.batch_size * cfg.block_size
     accum = dist.grad_accum_steps(cfg.total_batch_size, micro_tokens, world)

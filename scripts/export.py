@@ -18,7 +18,7 @@ from checkpoint_manager import EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_W
 from utils.checkpoint import checksum  # noqa: E402
 from utils.cli import ArgParser  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open, atomic_path  # noqa: E402
+from utils.fileio import atomic_open, atomic_path, check_folder  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
 
@@ -56,8 +56,7 @@ def main(argv):
     p.add_argument("out_dir", help="folder to write model.safetensors, config.json and the tokenizer into")
     p.add_argument("--force", action="store_true", help="write into OUT_DIR even if it holds files")
     args = p.parse_args(argv)
-    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-        raise UserError(f"{args.out_dir} is a file: OUT_DIR must be a folder (it gets three files)")
+    check_folder(args.out_dir, f"OUT_DIR {args.out_dir} (a folder: it gets three files)")
     if os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not args.force:
         raise UserError(f"{args.out_dir} already holds files: pass --force to write into it, or choose another OUT_DIR")
     if os.path.isdir(args.checkpoint):

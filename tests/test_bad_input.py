@@ -98,6 +98,8 @@ def files(tmp_path_factory):
     w = d / "exp_damaged" / "model.safetensors"
     w.write_bytes(w.read_bytes()[:100])
     (d / "empty_dir").mkdir()
+    (d / "folder.mp4").mkdir()  # a folder named as a file: --viz-video's
+    (d / "trace.gif").mkdir()  # the GIF trace.mp4 would write beside it
     (d / "prompts.txt").write_text("ROMEO:\ncaf\u00e9 \u2603\n")
     # JSON: eval.py's kind with one AR run (nothing to plot per timestep), the same cut short, an export whose config.json is
     eval_json = json.dumps(dict(settings={}, runs=[dict(name="ar/model.pt", path="ar/model.pt", objective="ar")]))
@@ -622,6 +624,36 @@ ISSUE_71_ROWS = {
 for cls, per_cli in ISSUE_71_ROWS.items():
     for cli, rows in per_cli.items():
         CLASS_ROWS[cli][cls] = rows
+# issue 80: an output path that cannot be written is refused before the work (utils.fileio.check_output and
+# check_folder), never found when the work is done; test_outputs_are_checked_before_the_work pins the order
+CLASSES["output"] = "an output that cannot be written: a folder where a file goes, a path under a regular file, " \
+                    "the trace's GIF a folder"
+UNDER = "old.txt is a file, not a folder"  # old.txt/x: a path under a regular file
+NO_OUTPUT = "writes no file: a table on stdout"
+OUTPUT_ROWS = {
+    "train.py": [([*T, "--out_dir=x", "--viz_video=folder.mp4"], "--viz-video folder.mp4 is a directory"),
+                 ([*T, "--out_dir=x", "--viz_video=old.txt/v.mp4"], UNDER),
+                 ([*T, "--out_dir=x", "--viz_video=trace.mp4"], "--viz-video trace.gif is a directory"),
+                 ([*T, "--out_dir=old.txt/run"], ("--out_dir=old.txt/run", UNDER))],
+    "inference.py": [(["--checkpoint", DM, "--viz-video", "folder.mp4"], "--viz-video folder.mp4 is a directory"),
+                     (["--checkpoint", DM, "--viz-video", "old.txt/v.mp4"], UNDER),
+                     (["--checkpoint", DM, "--viz-video", "trace.mp4"], "--viz-video trace.gif is a directory")],
+    "scripts/eval.py": [([*EV, "--json", "folder.mp4"], "is a directory"), ([*EV, "--json", "old.txt/e.json"], UNDER)],
+    "scripts/frontier.py": [([*FR, "--json", "folder.mp4"], "is a directory"), ([*FR, "--json", "old.txt/f.json"], UNDER)],
+    "scripts/export.py": [([DM, "old.txt/exp"], ("OUT_DIR old.txt/exp", UNDER))],
+    "scripts/plot.py": [(["curves", "dm", "--out", "old.txt/c.png"], UNDER)],
+    "scripts/data.py": [(["--input-file", "text.txt", "--output", "old.txt/o.txt"], UNDER)],
+    "scripts/train_tokenizer.py": [(["--input", "text.txt", "--output", "old.txt/t.json"], UNDER)],
+    "scripts/bench_train.py": NO_FILES,
+    "dev/plot_epochs.py": [(["s.json", "--out", "old.txt/p.png"], UNDER)],
+    "dev/plot_frontier.py": [(["eval.json", "--out", "old.txt/p.png"], UNDER)],
+    "dev/epochs.py": [(["--summary-only", "--summary", "old.txt/s.json"], UNDER)],
+    "dev/order_nll.py": [([DM, "--json", "old.txt/o.json"], UNDER)],
+    **dict.fromkeys(("dev/nanogpt_score.py", "dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py",
+                     "dev/two_pass.py"), NO_OUTPUT),
+    **dict.fromkeys(("dev/threads.py", "dev/gpu_sample.py"), NO_FILES)}
+for cli, rows in OUTPUT_ROWS.items():
+    CLASS_ROWS[cli]["output"] = rows
 CLASS_TABLE = [(cli, row[0], row[1], row[2] if len(row) > 2 else None, cls) for cli, classes in CLASS_ROWS.items()
                for cls, rows in classes.items() if not isinstance(rows, str) for row in rows]
 OUTPUT_FLAGS = ("--json", "--out", "--output", "--summary")
@@ -912,3 +944,32 @@ def test_an_edited_checkpoint_is_refused_as_its_export_would_be(files, tmp_path,
         save_checkpoint(tmp_path / "e.pt", edited)
         code, _, err = run_cli_here(inference.main, ["--checkpoint", tmp_path / "e.pt"], capsys)
         assert code == 2 and words in err and err.count("\n") == 1, err
+
+
+BEFORE_WORK = [  # (cli, argv, the first piece of work: it must not start, words)
+    ("train.py", [*T, "--out_dir=x", "--viz_video=folder.mp4"], "utils.dataloader.prepare_data", "is a directory"),
+    ("train.py", [*T, "--out_dir=old.txt/run"], "utils.dataloader.prepare_data", UNDER),
+    ("inference.py", ["--checkpoint", DM, "--viz-video", "trace.mp4"], "checkpoint_manager.read_checkpoint",
+     "trace.gif is a directory"),
+    ("scripts/eval.py", [*EV, "--json", "old.txt/e.json"], "checkpoint_manager.read_checkpoint", UNDER),
+    ("scripts/frontier.py", [*FR, "--json", "old.txt/f.json"], "checkpoint_manager.read_checkpoint", UNDER),
+    ("scripts/export.py", [DM, "old.txt/exp"], "checkpoint_manager.read_checkpoint", UNDER),
+    ("scripts/plot.py", ["curves", "dm", "--out", "old.txt/c.png"], "utils.cli.read_text", UNDER),
+    ("scripts/data.py", ["--input-file", "text.txt", "--output", "old.txt/o.txt"], "scripts.corpus.local_format", UNDER),
+    ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "old.txt/t.json"],
+     "scripts.train_tokenizer.read_text", UNDER),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cli, argv, work, words", BEFORE_WORK, ids=[f"{r[0]}-{i}" for i, r in enumerate(BEFORE_WORK)])
+def test_outputs_are_checked_before_the_work(cli, argv, work, words, files, tmp_path, monkeypatch, capsys):
+    """An output that cannot be written is refused before the entry point's first piece of work (reading data or a
+    checkpoint), which here fails loudly: a check that ran after it would let the work run for nothing."""
+    import importlib
+    shutil.copytree(files, tmp_path / "case")
+    monkeypatch.chdir(tmp_path / "case")
+    module, name = work.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: pytest.fail(f"{work} ran first"))
+    code, _, err = run_cli_here(MAINS[cli](), argv, capsys)
+    assert code == 2 and words in err and err.count("\n") == 1, err

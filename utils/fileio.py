@@ -83,18 +83,24 @@ def not_found(path, what, fix=""):
     return UserError(f"{what} {path} not found" + (f": {fix}" if fix else ""))
 
 
+def check_folder(folder, what):
+    """UserError unless folder is one this user can write, or can make: the nearest part of it that
+    exists is a writable folder (not a regular file). what: the flag and path, for the message."""
+    there = folder
+    while not os.path.exists(there):
+        there = os.path.dirname(there) or "."
+    if not os.path.isdir(there):
+        raise UserError(f"{what}: {there} is a file, not a folder: choose another path")
+    if not os.access(there, os.W_OK):
+        raise UserError(f"{what}: {there} is not a folder you can write: choose another path")
+
+
 def check_output(path, force=False, flag="--output", force_flag="--force"):
-    """UserError unless path may be written now, before any work: not a folder or a checkpoint, its folder there
-    (made if missing) and writable, and no file already there unless force."""
+    """UserError unless path may be written now, before any work: not a folder or a checkpoint, its
+    folder writable (check_folder), and no file already there unless force."""
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a directory: pass a file path")
-    folder = os.path.dirname(path) or "."
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:  # a path under a regular file, say
-        raise UserError(f"{flag} {path}: cannot make its folder {folder} ({e.strerror}): choose another path") from None
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"{flag} {path}: its folder {folder} is not writable: choose another path")
+    check_folder(os.path.dirname(path) or ".", f"{flag} {path}")
     # a checkpoint by its name, or a zip archive (what torch.save writes)
     if os.path.exists(path) and (path.endswith((".pt", ".pth", ".safetensors")) or zipfile.is_zipfile(path)):
         raise UserError(f"{flag} {path} is a checkpoint (or another archive): never replaced, not even with "
