@@ -150,6 +150,11 @@ def _spoil(case, monkeypatch, d):
         shutil.copytree(d / "dm", d / "run")
         for name in ("model.pt", "best.pt"):
             (d / "run" / name).write_bytes((d / "damaged.pt").read_bytes())
+    elif case in ENVIRONMENTS:  # torchrun's variables as a stray shell or a hand-made launch leaves them
+        for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in ENVIRONMENTS[case].items():
+            monkeypatch.setenv(name, value)
     elif case == "epochs_run":  # a study run whose eval.json was cut short
         run = d / "artifacts" / "epochs" / "runs" / "mdlm_wd0.1_do0_s02_75k"
         run.mkdir(parents=True)
@@ -654,6 +659,24 @@ OUTPUT_ROWS = {
     **dict.fromkeys(("dev/threads.py", "dev/gpu_sample.py"), NO_FILES)}
 for cli, rows in OUTPUT_ROWS.items():
     CLASS_ROWS[cli]["output"] = rows
+
+# issue 80: torchrun's environment read strictly (utils.dist.torchrun_ranks), and a refusal printed unless a whole
+# torchrun environment names this process a rank past 0 (utils.errors.run_cli): a stray RANK=1 silenced every one
+CLASSES["environment"] = "torchrun's variables partial or not numbers: RANK alone, ranks without MASTER_ADDR, RANK=one"
+ENVIRONMENTS = {"rank_alone": dict(RANK="1"),
+                "no_master": dict(RANK="1", LOCAL_RANK="1", WORLD_SIZE="2", MASTER_PORT="29500"),
+                "not_a_number": dict(RANK="one", LOCAL_RANK="0", WORLD_SIZE="2", MASTER_ADDR="localhost",
+                                     MASTER_PORT="29500")}
+ONE_PROCESS = "starts no process group: torchrun's variables are not read (a stray RANK silences no refusal: " \
+              "inference.py's row)"
+ENVIRONMENT_ROWS = {
+    "train.py": [([*T, "--out_dir=x"], ("RANK set but not LOCAL_RANK", "unset RANK"), "rank_alone"),
+                 ([*T, "--out_dir=x"], "set but not MASTER_ADDR: start the run with torchrun", "no_master"),
+                 ([*T, "--out_dir=x"], "must be whole numbers", "not_a_number")],
+    "inference.py": [(["--checkpoint", DM, "--temperature", "-1"], "temperature must be >= 0", "rank_alone")],
+    **{cli: ONE_PROCESS for cli in discover() if cli not in ("train.py", "inference.py")}}
+for cli, rows in ENVIRONMENT_ROWS.items():
+    CLASS_ROWS[cli]["environment"] = rows
 CLASS_TABLE = [(cli, row[0], row[1], row[2] if len(row) > 2 else None, cls) for cli, classes in CLASS_ROWS.items()
                for cls, rows in classes.items() if not isinstance(rows, str) for row in rows]
 OUTPUT_FLAGS = ("--json", "--out", "--output", "--summary")
