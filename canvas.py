@@ -19,6 +19,7 @@ from dataclasses import replace
 import torch
 
 import objectives
+from utils.cli import LIMITS
 from utils.errors import UserError
 from utils.fileio import read_text
 
@@ -81,8 +82,9 @@ def parse_infill(text, tok):
     pieces, pos = [], 0
     for m in BLANK.finditer(text):
         n = int(m.group(2)) if m.group(2) is not None else len(m.group(0))
-        if n < 1:
-            raise UserError(f"blank {m.group(0)} asks for 0 tokens: use [___:N] with N >= 1")
+        if not 1 <= n <= LIMITS["gen_len"][0]:  # 10^23 made a list past any memory
+            raise UserError(f"blank {m.group(0)} asks for {n:,} tokens: use [___:N] with N from 1 to "
+                            f"{LIMITS['gen_len'][0]:,} (gen_len's most)")
         pieces += [text[pos:m.start()], n]
         pos = m.end()
     pieces.append(text[pos:])

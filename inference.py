@@ -31,7 +31,7 @@ from checkpoint_manager import load_model
 from common import Schedule
 from configurator import (TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, sample_keys, validate,
                           wants_help)
-from decode import compile_decode
+from decode import DECODERS, compile_decode
 from trace import LiveView, StepBar, chain, check_trace_path, generate_with_trace, open_trace, print_written
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
@@ -76,14 +76,14 @@ def load(argv):
     # a preset's model and training keys do not apply either: the checkpoint's stay
     kept = {k: getattr(saved, k) for k in vars(saved) if k not in sample_keys() and k != "tokenizer_path"}
     cfg = replace(cfg, **kept)
+    if "viz_video" not in flags:
+        cfg = replace(cfg, viz_video="")  # a video only when asked here (--trace-every then acts on none)
     validate(cfg, flags)
     if cfg.infill and "gen_len" in flags:  # the blanks set the length
         raise UserError("--infill's blanks set the tokens generated ([___] one per marker character, [___:N] N): "
                         "drop --gen-len")
     if "overwrite" in flags and "viz_video" not in flags:
         raise UserError("--overwrite lets --viz-video replace an existing file: give --viz-video too, or drop it")
-    if "viz_video" not in flags:
-        cfg = replace(cfg, viz_video="")  # a video only when asked here: never replace one by default
     tok = tokenizer_from_state(ckpt["tokenizer"])
     if "tokenizer_path" in flags:
         other = BPETokenizer.from_file(cfg.tokenizer_path)  # UserError if missing or not ours
@@ -101,7 +101,11 @@ def load(argv):
         cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy
-    compile_decode(model, cfg, device)  # --compile: the KV-cached decode step
+    if objectives.get(cfg.objective).decodes(cfg, cfg.num_samples):
+        compile_decode(model, cfg, device)  # --compile: the KV-cached decode step
+    elif "compile" in flags and cfg.compile == "true":
+        raise UserError(f"--compile compiles the KV-cached decode step, and this sampler runs none ({DECODERS}): "
+                        f"drop it")
     compiled = "" if model.compiled_decode is None else ", the decode step compiled"
     threads = CpuThreads(device)  # as train.py: the cores no other process holds, unless OMP_NUM_THREADS
     print(f"checkpoint {where.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 import objectives  # noqa: E402
 from config import Config  # noqa: E402
 from configurator import acts, validate  # noqa: E402
-from decode import compile_decode  # noqa: E402
+from decode import DECODERS, compile_decode  # noqa: E402
 from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
                            write_json)
 from utils.dataloader import prepare_data  # noqa: E402
@@ -180,6 +180,10 @@ def parse_args(argv):
                    "graphs), whatever a checkpoint trained with")
     p.add_argument("--json", type=output, default="", help="write every point here (dev/plot_frontier.py)")
     a = p.parse_args(argv)
+    for flag, grid in (("--grid", a.grid or []), ("--ar-grid", a.ar_grid or [])):
+        keys = [key for key, _ in grid]
+        if len(set(keys)) < len(keys):  # dict() would keep the last alone
+            raise UserError(f"{flag} names a key twice: give it once, with all its values (KEY=V1,V2)")
     a.grid_values = dict(a.grid or map(GRID, DEFAULT_GRID))
     a.ar_grid_values = dict(a.ar_grid or map(GRID, DEFAULT_AR_GRID))
     return a
@@ -195,8 +199,14 @@ def load(path, args, device):
 
 
 def refuse_unread(runs, args, given):
-    """Refuse a grid flag no checkpoint reads (it would run as if never given): --grid with no
-    diffusion checkpoint, --ar-grid with no AR one, a KEY no sampler reads."""
+    """Refuse a flag no checkpoint reads (it would run as if never given): --compile true where no
+    sampler decodes, --grid with no diffusion checkpoint, --ar-grid with no AR one, a KEY no sampler
+    reads."""
+    batch = max(args.batch_size, *args.time_batches)
+    if "--compile" in given and args.compile == "true" and not any(
+            r["obj"].decodes(scfg, batch) for r in runs for _, scfg in r["points"]):
+        raise UserError(f"--compile compiles the KV-cached decode step, and none of these samplers runs it "
+                        f"({DECODERS}): drop it")
     for flag, exact, grid in (("--grid", False, args.grid_values), ("--ar-grid", True, args.ar_grid_values)):
         if flag not in given:
             continue

@@ -554,6 +554,22 @@ TABLE += [
     ("scripts/eval.py", [*EV, "--n-t", str(2 ** 62)], "out of memory", None),  # too large to count the bytes of
 ]
 
+# issue 80, class 7: each flag acts or is refused. Each row ran before, the flag doing nothing (or, the blank, a list
+# past any memory)
+TABLE += [
+    ("scripts/frontier.py", [DM, "--ar-checkpoint", AR, "--n-samples", "2", "--compile", "true"],
+     ("--compile compiles the KV-cached decode step, and none of these samplers runs it", "drop it"), None),
+    ("scripts/frontier.py", [*FR, "--ar-grid", "temperature=0.8,0.8"], "'temperature=0.8,0.8' names a value twice",
+     None),
+    ("scripts/frontier.py", [*FR[:-1], "temperature=0.8", "--ar-grid", "temperature=0.9"], "--ar-grid names a key twice",
+     None),  # dict() kept the last
+    ("inference.py", ["cpu", "--checkpoint", DM, "--trace-every", "2"], "--trace_every acts only with --viz_video",
+     None),  # the preset's --viz_video was cleared after the check: the trace it paced was never written
+    ("inference.py", ["--checkpoint", DM, "--compile=true"], "this sampler runs none", None),  # said 'compiled'
+    ("inference.py", ["--checkpoint", DM, "--infill", "To [___:100000000000000000000000] be"],
+     "asks for 100,000,000,000,000,000,000,000 tokens", None),
+]
+
 # issue 71: what is typed is what runs. DERIVED: derived_rows() reads that class's rows off the CLI's parser (each
 # option abbreviated, each number past its kind, each --device of BAD_DEVICES), so a new flag is tried unlisted
 CLASSES.update(
@@ -996,3 +1012,16 @@ def test_outputs_are_checked_before_the_work(cli, argv, work, words, files, tmp_
     monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: pytest.fail(f"{work} ran first"))
     code, _, err = run_cli_here(MAINS[cli](), argv, capsys)
     assert code == 2 and words in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_a_checkpoints_own_compile_true_samples_and_the_start_up_line_names_no_step_it_did_not_compile(files, tmp_path,
+                                                                                                      capsys):
+    """--compile=true saved by a run (gpt200m's) is no flag typed here: a masked-diffusion sampler runs no decode
+    step, so nothing is compiled and the line says none (it said 'the decode step compiled')."""
+    from utils.checkpoint import save_checkpoint
+    raw = torch.load(files / DM, weights_only=True)
+    save_checkpoint(tmp_path / "c.pt", {**{k: v for k, v in raw.items() if k != "checksum"},
+                                        "config": {**raw["config"], "compile": "true"}})
+    code, out, err = run_cli_here(inference.main, ["--checkpoint", tmp_path / "c.pt"], capsys)
+    assert code == 0 and out.startswith("checkpoint ") and "compiled" not in out.splitlines()[0], err

@@ -64,7 +64,10 @@ def test_the_grid_holds_each_distinct_sampler_once():
         with pytest.raises(UserError, match="--grid"):
             grid(bad)
     # a bool key reads its words (bool('false') is True): block diffusion's two samplers, two points
-    assert grid("bd3_speculate=false,true,0,on") == dict(bd3_speculate=[False, True, False, True])
+    assert grid("bd3_speculate=false,on") == grid("bd3_speculate=0,true") == dict(bd3_speculate=[False, True])
+    for twice in ("bd3_speculate=false,0", "temperature=0.8,0.80"):  # one point, silently, before
+        with pytest.raises(UserError, match="names a value twice"):
+            grid(twice)
     bd3_cfg = get_config([*MICRO, "--objective=bd3", "--bd3_ar=1"])
     assert [s for s, _ in frontier.grid_points(grid("bd3_speculate=false,true"), bd3_cfg, objectives.get("bd3"))] == \
         [dict(bd3_speculate=False), dict(bd3_speculate=True)]

@@ -167,15 +167,19 @@ def boolean(text):
 
 
 def key_list(types):
-    """'key=v1,v2' -> (key, [values]); `types` maps each key to its list_of element."""
+    """'key=v1,v2' -> (key, [values]); `types` maps each key to its list_of element. A value given
+    twice is refused (0.8,0.80 too)."""
     def pair(text):
         key, eq, values = text.partition("=")
         if not eq or key not in types:
             raise argparse.ArgumentTypeError(f"{text!r}: give KEY=V1,V2 with KEY one of {', '.join(types)}")
         try:
-            return key, list_of(boolean if types[key] is bool else types[key])(values)
+            parsed = list_of(boolean if types[key] is bool else types[key])(values)
         except argparse.ArgumentTypeError as e:
             raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+        if len(set(parsed)) < len(parsed):  # a point run twice would be one point, silently
+            raise argparse.ArgumentTypeError(f"{text!r} names a value twice: give each once")
+        return key, parsed
     pair.element = types
     return pair
 
