@@ -112,14 +112,20 @@ def build_canvas(cfg, tok, block_size):
         return c  # its sampler slides a window past the context
     semi_ar = obj.SEMI_AR and cfg.semi_ar_length
     if len(c) > block_size and not (c.is_continuation and semi_ar):
-        what = (f"prompt ({c.prefix_len} tokens) + --gen-len {c.n_gen}" if c.is_continuation else
-                f"given text ({len(c) - c.n_gen} tokens) + blanks ({c.n_gen} tokens)")
-        fix = f"shorten the prompt or use --gen-len {max(block_size - c.prefix_len, 1)}"
-        if obj.SEMI_AR:  # a continuation may run past the context in blocks
-            fix = (f"shorten the prompt, use --gen-len {max(block_size - c.prefix_len, 1)}, or decode in blocks with "
-                   f"--semi-ar-length {max(1, block_size // 4)}" if c.is_continuation
-                   else "shorten the text or the blanks")
-        raise UserError(f"{what} = {len(c)} exceeds the model's context of {block_size} tokens: {fix}")
+        given = len(c) - c.n_gen
+        what = (f"prompt ({given} tokens) + --gen-len {c.n_gen}" if c.is_continuation else
+                f"given text ({given} tokens) + blanks ({c.n_gen} tokens)")
+        # each way out one the same command then takes (--infill sets its own length)
+        fixes = ["shorten the text or the blanks" if cfg.infill else "shorten the given text"]
+        if given < block_size and not cfg.infill:
+            fixes.append(f"use --gen-len {block_size - given}")
+        if c.is_continuation and obj.SEMI_AR and "semi_ar_length" not in obj.unread(cfg):
+            length = max(1, block_size // 4)  # a quarter window
+            if obj.passes(cfg, c.n_gen) is not None:  # longer where --steps are fewer than its blocks
+                length = max(length, -(-c.n_gen // cfg.steps))
+            if length < block_size:
+                fixes.append(f"decode in blocks with --semi-ar-length {length}")
+        raise UserError(f"{what} = {len(c)} exceeds the model's context of {block_size} tokens: {', or '.join(fixes)}")
     if len(c) > block_size and cfg.semi_ar_length >= block_size:
         raise UserError(f"--semi-ar-length {cfg.semi_ar_length} leaves no context in a window of {block_size} tokens: "
                         f"use --semi-ar-length {max(1, block_size // 4)}")

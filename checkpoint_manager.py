@@ -22,12 +22,11 @@ from dataclasses import fields
 import torch
 import torch.nn as nn
 
-from config import PRESETS, Config
 from model import ModelArgs, Transformer
 from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, refuse_removed
 from utils.cli import INT64_MAX, LIMITS
 from utils.errors import UserError
-from utils.fileio import not_found
+from utils.fileio import require_checkpoints
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
@@ -101,26 +100,10 @@ def weights(ckpt):
     return ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
 
 
-def train_command(path):
-    """The command that writes the checkpoint `path` (its preset's, else one with --out_dir), for a
-    missing checkpoint's message."""
-    want = os.path.normpath(path)
-    for name, preset in PRESETS.items():
-        out_dir = preset.get("out_dir", Config.out_dir)
-        written = (preset.get("checkpoint", Config.checkpoint), os.path.join(out_dir, "model.pt"),
-                   os.path.join(out_dir, "best.pt"))
-        if want in {os.path.normpath(p) for p in written}:
-            return f"python train.py {name}"
-    if want == os.path.normpath(Config.checkpoint):
-        return "python train.py"  # the defaults: the reference recipe
-    return f"python train.py PRESET --out_dir={os.path.dirname(want) or '.'}"
-
-
-def read_checkpoint(path):
-    """The checkpoint dict of a model.pt or exported folder, in this version's names."""
-    if not os.path.exists(path):
-        raise not_found(path, "checkpoint", f"train it first ({train_command(path)}; README's Presets table gives "
-                        f"its time), or pass --checkpoint PATH")
+def read_checkpoint(path, instead="pass --checkpoint PATH"):
+    """The checkpoint dict of a model.pt or exported folder, in this version's names. instead: the
+    caller's way to give another, for a missing one's message."""
+    require_checkpoints([path], instead)
     ckpt = load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
     ckpt["model_args"] = check_model_args(ckpt, path)
     return ckpt

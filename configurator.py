@@ -245,6 +245,8 @@ def check_objective_keys(cfg, given):
     if lacking:
         key = lacking[0]
         other, values = NEEDS[key]
+        if values == (False,):  # a switch that must be off: nothing to give
+            raise UserError(f"--{key} acts only without --{other}: drop one of the two")
         want = f"--{other}" if values is None else " or ".join(f"--{other}={v!r}" for v in values)
         raise UserError(f"--{key} acts only with {want} (here {other}={getattr(cfg, other)!r}): give that too, "
                         f"or drop --{key}")

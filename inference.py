@@ -78,7 +78,7 @@ def load(argv):
     cfg = replace(cfg, **kept)
     if "viz_video" not in flags:
         cfg = replace(cfg, viz_video="")  # a video only when asked here (--trace-every then acts on none)
-    validate(cfg, flags)
+    validate(cfg, flags - {"tokenizer_path"})  # read below, against the checkpoint's own
     if cfg.infill and "gen_len" in flags:  # the blanks set the length
         raise UserError("--infill's blanks set the tokens generated ([___] one per marker character, [___:N] N): "
                         "drop --gen-len")

@@ -190,8 +190,9 @@ def load_data(cfg, env):
     here, before any step."""
     tok = tokenizer.tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
     # the --init_from checkpoint, read once (its weights are build's); a resumed run has its own
-    source = checkpoint_manager.read_checkpoint(cfg.init_from) if cfg.init_from and not env.resume else None
-    if source is not None:
+    source = None
+    if cfg.init_from and not env.resume:
+        source = checkpoint_manager.read_checkpoint(cfg.init_from, "give another --init_from")
         # its tokenizer, as --resume takes the run's own
         tok = checkpoint_manager.source_tokenizer(cfg.init_from, cfg.tokenizer, cfg.objective, source)
     if env.world > 1 and not env.master:

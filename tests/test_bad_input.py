@@ -21,6 +21,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -63,6 +64,9 @@ def files(tmp_path_factory):
         common = ["--max_iters=4", "--eval_interval=4", "--log_interval=2", "--keep_last=1", *MICRO]
         train.main([f"--data_path={real_text()}", "--out_dir=dm", *common])
         train.main(for_objective([f"--data_path={FIXTURES / 'tiny_stories.txt'}", "--out_dir=ar", "--objective=ar", *common]))
+        # the other samplers' refusals past the context (the advice they give must run)
+        train.main(for_objective([f"--data_path={real_text()}", "--out_dir=uni", "--objective=uniform", *common]))
+        train.main([f"--data_path={real_text()}", "--out_dir=dual", "--dual_ar=0.25", "--time_cond=none", *common])
     finally:
         os.chdir(cwd)
     (d / "empty.txt").write_text("")
@@ -316,7 +320,7 @@ CLASS_ROWS = {
         exists=[(["--checkpoint", DM, "--gen-len", "8", "--viz-video", "old.png"], "should end in .mp4")],
         checkpoint=[(["--checkpoint", DM, "--viz-video", DM], "should end in .mp4")],
         json=[(["--checkpoint", "exp_cutjson"], "unreadable config.json"),
-              (["--checkpoint", DM, "--tokenizer_path", "not_a_tokenizer.json"], "acts only with --tokenizer='bpe'")],
+              (["--checkpoint", DM, "--tokenizer_path", "not_a_tokenizer.json"], "cannot read tokenizer")],
         list=SCALARS,
         empty=[(["--checkpoint", DM, "--top-p", "0"], "top_p must be in (0, 1]"),
                (["--checkpoint", DM, "--prompts-file", "empty.txt"], "has no prompts")],
@@ -496,7 +500,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
     "depends": {
         "train.py": [([*T, "--out_dir=x", "--mask_ramp_from=0.6"], "--mask_ramp_from acts only with --mask_ramp"),
                      ([*T, "--out_dir=x", "--muon_lr=0.01"], "--muon_lr acts only with --optimizer='muon'"),
-                     ([*T, "--out_dir=dm", "--resume", "--init_from=ar/model.pt"], "--init_from acts only with --resume=False")],
+                     ([*T, "--out_dir=dm", "--resume", "--init_from=ar/model.pt"], "--init_from acts only without --resume: drop one")],
         "inference.py": [(["--checkpoint", DM, "--temperature", "0", "--top_k", "5"], "--top_k acts only with --temperature"),
                          (["--checkpoint", DM, "--trace-every", "2"], "--trace_every acts only with --viz_video"),
                          (["--checkpoint", DM, "--remask_eta", "0.1"], "--remask_eta acts only with --remask='remdm'")],
@@ -568,6 +572,30 @@ TABLE += [
     ("inference.py", ["--checkpoint", DM, "--compile=true"], "this sampler runs none", None),  # said 'compiled'
     ("inference.py", ["--checkpoint", DM, "--infill", "To [___:100000000000000000000000] be"],
      "asks for 100,000,000,000,000,000,000,000 tokens", None),
+    # past the context: each refusal's advice runs (test_a_refusals_advice_runs). It advised --gen-len beside
+    # --infill, which refuses it; --semi-ar-length beside --dual_sample, which reads none; --semi-ar-length 8 where
+    # --steps 4 were fewer than its blocks
+    ("inference.py", ["--checkpoint", "uni/model.pt", "--infill", "To [___:40] be"], "shorten the text or the blanks",
+     None),
+    ("inference.py", ["--checkpoint", "dual/model.pt", "--dual_sample", "--gen-len", "500"],
+     ("exceeds the model's context of 32 tokens", "use --gen-len 32"), None),
+    ("inference.py", ["--checkpoint", DM, "--gen-len", "500"], "or use --gen-len 32", None),  # no block fits 4 steps
+    ("inference.py", ["--checkpoint", DM, "--gen-len", "60"], "--semi-ar-length 15", None),  # 4 steps, 4 blocks
+    ("inference.py", ["--checkpoint", DM, "--threshold", "0.9", "--gen-len", "500"], "exceeds the model's context",
+     None),
+    ("inference.py", ["--checkpoint", DM, "--prompt", "To be, or not to be, that is the question:", "--gen-len", "9"],
+     "shorten the given text, or decode in blocks", None),  # a prompt past the context alone: no --gen-len fits
+    # every missing checkpoint named at once, with advice eval.py takes (it advised --checkpoint PATH, no flag of its)
+    ("scripts/eval.py", ["a.pt", DM, "b.pt", "--ar-checkpoint", "c.pt", "--n-samples", "1"],
+     ("checkpoint a.pt, b.pt, c.pt not found: train them first", "or give paths that exist"), None),
+    ("scripts/frontier.py", ["a.pt", "--ar-checkpoint", "b.pt"], "checkpoint a.pt, b.pt not found", None),
+    ("scripts/export.py", ["a.pt", "out"], ("checkpoint a.pt not found", "give the path of one that exists"), None),
+    ("train.py", [*T, "--out_dir=x", "--init_from=a.pt"], ("checkpoint a.pt not found", "give another --init_from"),
+     None),
+    # advice the same command would refuse (test_a_refusals_advice_runs): it said 'acts only with --tokenizer=bpe:
+    # give that too', and inference.py refuses a --tokenizer the checkpoint does not have
+    ("inference.py", ["--checkpoint", DM, "--tokenizer_path", "tokenizer.json"],
+     ("differs from the one dm/model.pt was trained with", "drop --tokenizer_path"), None),
 ]
 
 # issue 71: what is typed is what runs. DERIVED: derived_rows() reads that class's rows off the CLI's parser (each
@@ -1025,3 +1053,101 @@ def test_a_checkpoints_own_compile_true_samples_and_the_start_up_line_names_no_s
                                         "config": {**raw["config"], "compile": "true"}})
     code, out, err = run_cli_here(inference.main, ["--checkpoint", tmp_path / "c.pt"], capsys)
     assert code == 0 and out.startswith("checkpoint ") and "compiled" not in out.splitlines()[0], err
+
+
+# ----------------------------------------------------------------------------- advice that runs
+# A refusal's advice with values ('use --gen-len 24', 'with --semi-ar-length 8 --steps 63', 'e.g. --max_iters=100'):
+# the value after '=' (or a number after a space), quoted as a shell reads it (--optimizer='muon' is muon); an
+# upper-case placeholder (PATH, NEW_DIR) is no value to try; 'train with --dual_ar=0.25' is advice for another run
+PAIR = r"(--[a-z][a-z0-9_-]*)(?:=([^\s,;:()]+)|\s+(\d[\d.]*)\b)"
+ADVICE = re.compile(r"\b(?:use|pass|give|(?<!train )with|e\.g\.)\s+(%s(?:\s+%s)*)" % (PAIR, PAIR))
+# where each entry point's work starts, stopped once the advised command passed every check before it
+WORK = {"train.py": "train.train", "inference.py": "inference.generate_with_trace", "scripts/eval.py":
+        "scripts.eval.evaluate", "scripts/frontier.py": "scripts.frontier.grid_of", "scripts/export.py":
+        "scripts.export.export", "scripts/plot.py": "scripts.plot._save", "scripts/data.py": "scripts.corpus.write_corpus",
+        "scripts/train_tokenizer.py": "scripts.train_tokenizer.train_bpe", "scripts/bench_train.py":
+        "scripts.bench_train.make_step"}
+
+
+class Checked(BaseException):
+    """Raised where the work starts: every check passed (run_cli lets it through)."""
+
+
+def advice(err):
+    """[[(flag, value), ...] a clause] of what a one-line refusal advises."""
+    clauses = [[(flag, (eq or num).strip("'\"")) for flag, eq, num in re.findall(PAIR, m[0])]
+               for m in ADVICE.findall(err)]
+    return [c for c in clauses if not any(re.fullmatch(r"[A-Z_.]+", value) for _, value in c)]
+
+
+def with_advice(argv, clause):
+    """argv with each flag of the clause (either spelling) set to its value: its own, if given, dropped."""
+    for flag, value in clause:
+        names = {"--" + flag[2:].replace("_", "-"), "--" + flag[2:].replace("-", "_")}
+        out, i = [], 0
+        while i < len(argv):
+            word = str(argv[i])
+            if word.split("=")[0] in names:  # --flag=v, --flag v, or a bare --flag
+                bare = "=" in word or i + 1 == len(argv) or str(argv[i + 1]).startswith("--")
+                i += 1 if bare else 2
+                continue
+            out.append(argv[i])
+            i += 1
+        argv = [*out, f"{flag}={value}"]
+    return argv
+
+
+def test_advice_is_read_with_its_value():
+    assert advice("shorten the prompt, use --gen-len 24, or decode in blocks with --semi-ar-length 8 --steps 63") == [
+        [("--gen-len", "24")], [("--semi-ar-length", "8"), ("--steps", "63")]]
+    assert advice("pass --force to replace it, or --out_dir=NEW_DIR; e.g. --max_iters=100") == [[("--max_iters", "100")]]
+    assert advice("acts only with --remask='remdm': give that too; or train with --dual_ar=0.25") == [
+        [("--remask", "remdm")]]
+    assert with_advice(["--gen-len", "500", "--live", "--x=1", "--steps=3"], [("--gen_len", "24"), ("--steps", "9")]) \
+        == ["--live", "--x=1", "--gen_len=24", "--steps=9"]
+
+
+ADVISED = [r for r in ROWS if r[0] in WORK and not r[3]]  # the product's entry points, no spoiled environment
+
+
+@pytest.mark.slow
+def test_a_refusals_advice_runs(files, tmp_path, monkeypatch, capsys):
+    """Every refusal that advises a flag's value: the same command with that value is not refused for that flag
+    (it was: past the context, the advised --gen-len beside --infill, --semi-ar-length beside --dual_sample)."""
+    import importlib
+    d = tmp_path / "case"
+    shutil.copytree(files, d)
+    monkeypatch.chdir(d)
+    for cli, *_ in ADVISED:
+        module, name = WORK[cli].rsplit(".", 1)
+        monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: (_ for _ in ()).throw(Checked()))
+    tried, failed = 0, []
+    for cli, argv, *_ in ADVISED:
+        try:
+            _, _, err = run_cli_here(MAINS[cli](), argv, capsys)
+        except Checked:  # refused in the work itself (non-finite logits): no advice before it
+            continue
+        for clause in advice(err):
+            tried += 1
+            again = with_advice(argv, clause)
+            try:
+                code, _, err2 = run_cli_here(MAINS[cli](), again, capsys)
+            except Checked:
+                continue
+            keys = {k for flag, _ in clause for k in (flag[2:].replace("-", "_"), flag[2:].replace("_", "-"))}
+            if code == 2 and keys & {w.strip("-") for w in re.findall(r"[\w-]+", err2)}:
+                failed.append(f"{cli} {' '.join(map(str, argv))}: {err.strip()} -> {' '.join(map(str, again))}: "
+                              f"{err2.strip()}")
+    assert tried >= 10 and not failed, "\n".join(failed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cli, argv", [("scripts/eval.py", ["--help"]), ("scripts/eval.py", ["a.pt", "b.pt"]),
+                                       ("scripts/frontier.py", ["--help"]), ("scripts/export.py", ["a.pt", "out"])])
+def test_help_and_a_refused_path_answer_before_torch_is_imported(cli, argv, tmp_path):
+    """On a busy machine torch's import took 16-19 s before --help or a one-line refusal: these parse their flags
+    and check their paths first."""
+    r = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / cli), *argv], cwd=tmp_path, env=ENV,
+                       capture_output=True, text=True, timeout=60)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert r.returncode == (0 if argv == ["--help"] else 2) and "torch" not in imported, r.stderr[-500:]

@@ -38,8 +38,9 @@ def test_repeating_one_character_scores_worse_than_real_text():
 
 
 def grid(*specs, flag="--grid"):
-    """The grid a command line's --grid (or --ar-grid) flags give: {key: [typed values]}."""
-    a = frontier.parse_args(["m.pt", "--ar-checkpoint", "a.pt", *(x for spec in specs for x in (flag, spec))])
+    """The grid a command line's --grid (or --ar-grid) flags give: {key: [typed values]}. (Parsing refuses a
+    checkpoint path that does not exist; it reads none: this file stands in.)"""
+    a = frontier.parse_args([__file__, "--ar-checkpoint", __file__, *(x for spec in specs for x in (flag, spec))])
     return a.grid_values if flag == "--grid" else a.ar_grid_values
 
 

@@ -11,6 +11,7 @@ import re
 import zipfile
 from contextlib import contextmanager
 
+from config import PRESETS, Config
 from utils.errors import UserError
 
 _TEMP = re.compile(r"^(?P<name>.+)\.tmp(?P<pid>\d+)$")
@@ -81,6 +82,32 @@ def not_found(path, what, fix=""):
     if not os.path.isabs(path) and os.path.exists(os.path.join(REPO, path)):
         fix = f"paths are relative to where you run: run from the repository root ({REPO}) or give the full path"
     return UserError(f"{what} {path} not found" + (f": {fix}" if fix else ""))
+
+
+def train_command(path):
+    """The command that writes the checkpoint `path` (its preset's, else one with --out_dir), for a
+    missing checkpoint's message."""
+    want = os.path.normpath(path)
+    for name, preset in PRESETS.items():
+        out_dir = preset.get("out_dir", Config.out_dir)
+        written = (preset.get("checkpoint", Config.checkpoint), os.path.join(out_dir, "model.pt"),
+                   os.path.join(out_dir, "best.pt"))
+        if want in {os.path.normpath(p) for p in written}:
+            return f"python train.py {name}"
+    if want == os.path.normpath(Config.checkpoint):
+        return "python train.py"  # the defaults: the reference recipe
+    return f"python train.py PRESET --out_dir={os.path.dirname(want) or '.'}"
+
+
+def require_checkpoints(paths, instead):
+    """Refuse every path of paths that does not exist, in one line: how to train each, and instead,
+    the caller's way to give another (its flag, or its positional paths)."""
+    missing = [str(p) for p in paths if not os.path.exists(p)]
+    if missing:
+        them = "them" if len(missing) > 1 else "it"
+        how = "; ".join(dict.fromkeys(map(train_command, missing)))  # one command may write several
+        raise not_found(", ".join(missing), "checkpoint", f"train {them} first ({how}; README's Presets table gives "
+                        f"the time), or {instead}")
 
 
 def check_folder(folder, what):
