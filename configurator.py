@@ -66,22 +66,18 @@ def _read_config_file(path):
     """A config file's {key: value}: data, never run. Each statement is `key = value` with a Python
     literal value; comments and blank lines are free."""
     text = read_text(path, "config file", f"give a .py file of `key = value` lines, or a preset: {', '.join(PRESETS)}")
-    try:
-        body = ast.parse(text, path).body
-    except SyntaxError as e:
-        raise UserError(f"config file {path}, line {e.lineno}: {e.msg}: write `key = value` lines") from None
     out = {}
-    for node in body:
-        try:
+    line = 1
+    try:
+        for node in ast.parse(text, path).body:
+            line = node.lineno
             if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-                raise ValueError
-            value = ast.literal_eval(node.value)
-        except ValueError:
-            line = " ".join(ast.get_source_segment(text, node).split())[:60]
-            raise UserError(f"config file {path}, line {node.lineno}: `{line}` is not `key = value` with a literal "
-                            f"value (a number, a 'string', True or False): a config file is data, nothing in it "
-                            f"runs") from None
-        out[_known_key(node.targets[0].id)] = value
+                raise ValueError(node)
+            out[_known_key(node.targets[0].id)] = ast.literal_eval(node.value)
+    except (SyntaxError, ValueError) as e:  # a SyntaxError knows its own line
+        raise UserError(f"config file {path}, line {getattr(e, 'lineno', None) or line}: not `key = value` with a "
+                        f"literal value (a number, a 'string', True or False): a config file is data, nothing in it "
+                        f"runs") from None
     return out
 
 
@@ -322,8 +318,8 @@ def check_optimisation(cfg, given):
 
 def config_from_dict(d, where="a checkpoint"):
     """A checkpoint's config dict (utils.checkpoint.migrate renamed its old keys) as the Config its
-    objective runs, checked as a command line is: an edited file is one line naming `where`. Removed
-    keys are dropped (--resume and --init_from refuse one in use: utils.checkpoint.refuse_removed)."""
+    objective runs, checked as a command line is: an edited file is one line naming `where`.
+    Removed keys are dropped (--resume and --init_from refuse one in use: refuse_removed)."""
     try:
         kept = {_known_key(k): v for k, v in d.items() if k not in REMOVED}
         cfg = replace(Config(), **{k: _coerce(k, TYPES[k], v) for k, v in kept.items()})

@@ -209,9 +209,8 @@ def refuse_unread(runs, args, given):
     """Refuse a flag no checkpoint reads (it would run as if never given): --compile true where no
     sampler decodes, --grid with no diffusion checkpoint, --ar-grid with no AR one, a KEY no sampler
     reads."""
-    batch = max(args.batch_size, *args.time_batches)
     if "--compile" in given and args.compile == "true" and not any(
-            r["obj"].decodes(scfg, batch) for r in runs for _, scfg in r["points"]):
+            r["obj"].decodes(scfg, max(args.batch_size, *args.time_batches)) for r in runs for _, scfg in r["points"]):
         raise UserError(f"--compile compiles the KV-cached decode step, and none of these samplers runs it "
                         f"({DECODERS}): drop it")
     for flag, exact, grid in (("--grid", False, args.grid_values), ("--ar-grid", True, args.ar_grid_values)):

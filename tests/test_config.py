@@ -425,7 +425,7 @@ def test_a_nan_is_refused_for_every_float_key(key, tmp_path):
     from configurator import config_from_dict
     f = tmp_path / "nan.py"
     f.write_text(f"{key} = float('nan')\n")
-    with pytest.raises(UserError, match="line 1: `.*` is not `key = value` with a literal value"):
+    with pytest.raises(UserError, match="line 1: not `key = value` with a literal value"):
         get_config([str(f)])
     with pytest.raises(UserError, match=f"checkpoint c.pt's config: {key} must be a finite number, got nan"):
         config_from_dict({key: float("nan")}, "checkpoint c.pt")

@@ -29,8 +29,8 @@ _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
 RUN_FILES = ("model.pt", "best.pt", "metrics.jsonl")  # a run's files besides model_<iter>.pt
 # old config key -> its name now ("block" is BD3-LM's; the mask band is mdlm's too)
 RENAMED = {"block_length": "semi_ar_length", "bd3_mask_min": "mask_min", "bd3_mask_max": "mask_max"}
-# Keys the measurements removed (dev/LOG.md, "The measurements delete what lost" and the entries after
-# it): {key: (the last commit that had it, its values that did what this version does)}. A checkpoint
+# Keys the measurements removed (dev/LOG.md, "The measurements delete what lost" and after):
+# {key: (the last commit that had it, its values that did what this version does)}. A checkpoint
 # that used one at another value continues at that commit.
 REMOVED = dict(
     time_beta=("bcc25a1", 0.0), mask_span=("2d3bdbd", 0), mask_blocks=("2d3bdbd", 0), mir_weight=("a2e0d46", 0.0),
@@ -54,8 +54,9 @@ def migrate(ckpt):
 
 
 def refuse_removed(d, what):
-    """Refuse a config or model_args dict d that used a key this version removed (config.REMOVED): one line
-    naming the key and the commit to continue it at. At a value that did what this version does, it loads."""
+    """Refuse a config or model_args dict d that used a key this version removed (REMOVED): one
+    line naming the key and the commit to continue it at. At a value that did what this version
+    does, it loads."""
     used = [k for k, v in d.items() if k in REMOVED and v not in REMOVED[k][1:]]
     if used:
         raise UserError(f"{what} was trained with {used[0]}={d[used[0]]!r}, which this version removed (dev/LOG.md "

@@ -104,10 +104,9 @@ def require_checkpoints(paths, instead):
     the caller's way to give another (its flag, or its positional paths)."""
     missing = [str(p) for p in paths if not os.path.exists(p)]
     if missing:
-        them = "them" if len(missing) > 1 else "it"
         how = "; ".join(dict.fromkeys(map(train_command, missing)))  # one command may write several
-        raise not_found(", ".join(missing), "checkpoint", f"train {them} first ({how}; README's Presets table gives "
-                        f"the time), or {instead}")
+        raise not_found(", ".join(missing), "checkpoint", f"train {'them' if missing[1:] else 'it'} first ({how}; "
+                        f"README's Presets table gives the time), or {instead}")
 
 
 def check_folder(folder, what):
@@ -116,10 +115,9 @@ def check_folder(folder, what):
     there = folder
     while not os.path.exists(there):
         there = os.path.dirname(there) or "."
-    if not os.path.isdir(there):
-        raise UserError(f"{what}: {there} is a file, not a folder: choose another path")
-    if not os.access(there, os.W_OK):
-        raise UserError(f"{what}: {there} is not a folder you can write: choose another path")
+    if not (os.path.isdir(there) and os.access(there, os.W_OK)):
+        state = "not a folder you can write" if os.path.isdir(there) else "a file, not a folder"
+        raise UserError(f"{what}: {there} is {state}: choose another path")
 
 
 def check_output(path, force=False, flag="--output", force_flag="--force"):
