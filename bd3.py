@@ -557,6 +557,10 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
     return sample_bd3(model, x[:, :P], x.size(1) - P, blocks, schedule, opts, generator, on_step)
 
 
+def decodes(cfg, batch):
+    return clean_check(cfg) and batch > 1  # drafted rounds at batch 1 stay eager (sample_clean_ar)
+
+
 def passes(cfg, n_gen, n_prompt=0):
     """Forward passes a sample: min(steps, positions) per block (None: threshold, speculation)."""
     if cfg.threshold or clean_check(cfg):

@@ -19,6 +19,7 @@ from dataclasses import replace
 import torch
 
 import objectives
+from utils.cli import LIMITS
 from utils.errors import UserError
 from utils.fileio import read_text
 
@@ -44,16 +45,14 @@ class Canvas:
 
     @classmethod
     def from_parts(cls, tok, pieces):
-        """pieces, in order: str (given text) or int (a blank of that many tokens)."""
+        """pieces, in order: str (given text) or int (a blank of that many tokens, >= 1)."""
         parts = []
         for p in pieces:
             if isinstance(p, str):
                 if p:  # encoded alone: the ids decode back to exactly this text
                     parts.append((p, list(tok.encode(p))))
-            elif isinstance(p, int) and not isinstance(p, bool) and p >= 1:
+            else:  # a count the checks before kept within 1 and LIMITS' gen_len
                 parts.append((None, p))
-            else:
-                raise UserError(f"a blank must be a whole number of tokens >= 1, got {p!r}")
         return cls(parts)
 
     def tensors(self, batch, device):
@@ -81,8 +80,9 @@ def parse_infill(text, tok):
     pieces, pos = [], 0
     for m in BLANK.finditer(text):
         n = int(m.group(2)) if m.group(2) is not None else len(m.group(0))
-        if n < 1:
-            raise UserError(f"blank {m.group(0)} asks for 0 tokens: use [___:N] with N >= 1")
+        if not 1 <= n <= LIMITS["gen_len"][0]:  # 10^23 made a list past any memory
+            raise UserError(f"blank {m.group(0)} asks for {n:,} tokens: use [___:N] with N from 1 to "
+                            f"{LIMITS['gen_len'][0]:,} (gen_len's most)")
         pieces += [text[pos:m.start()], n]
         pos = m.end()
     pieces.append(text[pos:])
@@ -110,14 +110,20 @@ def build_canvas(cfg, tok, block_size):
         return c  # its sampler slides a window past the context
     semi_ar = obj.SEMI_AR and cfg.semi_ar_length
     if len(c) > block_size and not (c.is_continuation and semi_ar):
-        what = (f"prompt ({c.prefix_len} tokens) + --gen-len {c.n_gen}" if c.is_continuation else
-                f"given text ({len(c) - c.n_gen} tokens) + blanks ({c.n_gen} tokens)")
-        fix = f"shorten the prompt or use --gen-len {max(block_size - c.prefix_len, 1)}"
-        if obj.SEMI_AR:  # a continuation may run past the context in blocks
-            fix = (f"shorten the prompt, use --gen-len {max(block_size - c.prefix_len, 1)}, or decode in blocks with "
-                   f"--semi-ar-length {max(1, block_size // 4)}" if c.is_continuation
-                   else "shorten the text or the blanks")
-        raise UserError(f"{what} = {len(c)} exceeds the model's context of {block_size} tokens: {fix}")
+        given = len(c) - c.n_gen
+        what = (f"prompt ({given} tokens) + --gen-len {c.n_gen}" if c.is_continuation else
+                f"given text ({given} tokens) + blanks ({c.n_gen} tokens)")
+        # each way out one the same command then takes (--infill sets its own length)
+        fixes = ["shorten the text or the blanks" if cfg.infill else "shorten the given text"]
+        if given < block_size and not cfg.infill:
+            fixes.append(f"use --gen-len {block_size - given}")
+        if c.is_continuation and obj.SEMI_AR and "semi_ar_length" not in obj.unread(cfg):
+            length = max(1, block_size // 4)  # a quarter window
+            if obj.passes(cfg, c.n_gen) is not None:  # longer where --steps are fewer than its blocks
+                length = max(length, -(-c.n_gen // cfg.steps))
+            if length < block_size:
+                fixes.append(f"decode in blocks with --semi-ar-length {length}")
+        raise UserError(f"{what} = {len(c)} exceeds the model's context of {block_size} tokens: {', or '.join(fixes)}")
     if len(c) > block_size and cfg.semi_ar_length >= block_size:
         raise UserError(f"--semi-ar-length {cfg.semi_ar_length} leaves no context in a window of {block_size} tokens: "
                         f"use --semi-ar-length {max(1, block_size // 4)}")

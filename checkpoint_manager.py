@@ -22,25 +22,40 @@ from dataclasses import fields
 import torch
 import torch.nn as nn
 
-from config import PRESETS, Config
 from model import ModelArgs, Transformer
-from utils.checkpoint import USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate
+from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, refuse_removed
+from utils.cli import INT64_MAX, LIMITS
 from utils.errors import UserError
-from utils.fileio import not_found
+from utils.fileio import require_checkpoints
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
 EXPORT_BPE, EXPORT_CHARS = "tokenizer.json", "vocab.json"  # by tokenizer kind
 EXPORT_AGAIN = "export it again with scripts/export.py"
+CHANGED = "it was changed after train.py or scripts/export.py wrote it; use the file they wrote"
 
 
 # ---------------------------------------------------------------------------- a trained model
-def drop_removed_options(ckpt):
-    """ckpt without the removed model options it left off (False, 0), which changed nothing; one
-    in use stays, for load_model to name."""
-    known = ModelArgs.__dataclass_fields__
-    ckpt["model_args"] = {k: v for k, v in ckpt["model_args"].items() if k in known or v}
-    return ckpt
+def check_model_args(ckpt, path):
+    """The network a checkpoint describes, checked as a command line is before a layer is built: a
+    removed option in use, an unknown key, a wrong type, a size past utils.cli.LIMITS, a vocabulary
+    other than its tokenizer's. Returns its model_args less the removed options it left off."""
+    refuse_removed(ckpt["model_args"], f"checkpoint {path}")
+    args = {k: v for k, v in ckpt["model_args"].items() if k not in REMOVED}
+    types = {f.name: f.type for f in fields(ModelArgs)}
+    for key, value in args.items():
+        typ = types.get(key)
+        if typ is None or not (type(value) is typ or typ is float and type(value) is int):
+            raise UserError(f"checkpoint {path}: its model_args hold {key}={value!r}, which is no ModelArgs "
+                            f"{typ.__name__ if typ else 'key'}: {CHANGED}")
+        top = LIMITS.get(key, (INT64_MAX,))[0]
+        if typ is int and not 1 <= value <= top:
+            raise UserError(f"checkpoint {path}: its model_args hold {key}={value:,}, outside 1 to {top:,}: {CHANGED}")
+    vocab = tokenizer_from_state(ckpt["tokenizer"]).vocab_size
+    if args.get("vocab_size") != vocab:
+        raise UserError(f"checkpoint {path}: its network reads vocab_size={args.get('vocab_size')} tokens, its "
+                        f"tokenizer has {vocab}: {CHANGED}")
+    return args
 
 
 def load_export(path):
@@ -85,37 +100,18 @@ def weights(ckpt):
     return ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
 
 
-def train_command(path):
-    """The command that writes the checkpoint `path` (its preset's, else one with --out_dir), for a
-    missing checkpoint's message."""
-    want = os.path.normpath(path)
-    for name, preset in PRESETS.items():
-        out_dir = preset.get("out_dir", Config.out_dir)
-        written = (preset.get("checkpoint", Config.checkpoint), os.path.join(out_dir, "model.pt"),
-                   os.path.join(out_dir, "best.pt"))
-        if want in {os.path.normpath(p) for p in written}:
-            return f"python train.py {name}"
-    if want == os.path.normpath(Config.checkpoint):
-        return "python train.py"  # the defaults: the reference recipe
-    return f"python train.py PRESET --out_dir={os.path.dirname(want) or '.'}"
-
-
-def read_checkpoint(path):
-    """The checkpoint dict of a model.pt or exported folder, in this version's names."""
-    if not os.path.exists(path):
-        raise not_found(path, "checkpoint", f"train it first ({train_command(path)}; README's Presets table gives "
-                        f"its time), or pass --checkpoint PATH")
+def read_checkpoint(path, instead="pass --checkpoint PATH"):
+    """The checkpoint dict of a model.pt or exported folder, in this version's names. instead: the
+    caller's way to give another, for a missing one's message."""
+    require_checkpoints([path], instead)
     ckpt = load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
-    return drop_removed_options(ckpt)
+    ckpt["model_args"] = check_model_args(ckpt, path)
+    return ckpt
 
 
 def load_model(path, device):
     """(model in eval mode on device, the checkpoint dict) of a model.pt or exported folder."""
     ckpt = read_checkpoint(path)
-    unknown = sorted(set(ckpt["model_args"]) - set(ModelArgs.__dataclass_fields__))
-    if unknown:  # an option in use that this version removed
-        raise UserError(f"checkpoint {path} was trained with model option(s) {', '.join(unknown)}, which this version "
-                        f"of the code does not have: load it from the commit that trained it (git log -S {unknown[0]})")
     try:
         model = Transformer(ModelArgs(**ckpt["model_args"]))
         model.load_state_dict(weights(ckpt))
@@ -139,6 +135,7 @@ def source_tokenizer(path, kind, objective, ckpt=None):
     """The source's tokenizer for the new run's data, checked against the run's kind and objective
     before any data is read. ckpt: the source if already read."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
+    refuse_removed(ckpt["config"], f"--init_from={path}")
     check_conversion(ckpt.get("config", {}).get("objective", "mdlm"), objective, path)  # before the key: all mdlm
     tok = tokenizer_from_state(ckpt["tokenizer"])
     if tok.kind != kind:

@@ -4,7 +4,7 @@ Later layers win; configurator.py parses them and refuses unknown keys and wrong
 
     python train.py                                   # defaults
     python train.py cpu                               # a named preset (see PRESETS)
-    python train.py my_experiment.py                  # a Python file of `key = value` lines
+    python train.py my_experiment.py                  # `key = value` lines, each value a literal
     python train.py cpu --max_iters=200 --device cpu  # --key=value or --key value
     python train.py --resume                          # bare --flag sets a bool to True
 

@@ -19,21 +19,23 @@ from dataclasses import asdict, fields, replace
 import config
 import objectives
 from config import CHOICES, NEEDS, PRESETS, UNSCORED_ORDERS, Config, Tristate
-from utils.checkpoint import RENAMED
-from utils.cli import INT64_MAX, boolean
+from utils.checkpoint import REMOVED, RENAMED
+from utils.cli import INT64_MAX, LIMITS, boolean
 from utils.errors import UserError
+from utils.fileio import read_text
 
-TYPES = {f.name: f.type if isinstance(f.type, type) else eval(f.type) for f in fields(Config)}  # key -> its type
+TYPES = {f.name: f.type for f in fields(Config)}  # key -> its type
 EXAMPLES = {bool: "true", int: "100", float: "0.5", str: "text"}  # a valid value of each type, for the errors
 FLAGS = (bool, Tristate)  # the types a bare --flag sets to true
 
 
-def _coerce(name, typ, value):
-    """A command-line string, or a config file's or checkpoint's value, as the field's type."""
+def _coerce(name, typ, value, text=False):
+    """A config file's or checkpoint's value as the field's type; text=True: a command-line string,
+    read first (a file's value is a literal already: '4' is a string there)."""
     if typ not in EXAMPLES:
         # a type of config.py's own (Tristate) reads the value itself
         return typ(value)
-    if isinstance(value, str) and typ is not str:
+    if text and typ is not str:
         text = value.strip()
         try:
             value = boolean(text) if typ is bool else ast.literal_eval(text)
@@ -47,20 +49,12 @@ def _coerce(name, typ, value):
     return value
 
 
-# keys the measurements deleted (dev/LOG.md: "The measurements delete what lost", "Two more
-# keys leave the product", "`head_on_masked_only` leaves the product")
-REMOVED = ("time_beta", "mask_span", "mir_weight", "mir_mask_max", "bd3_suffix_mix", "cooldown", "attn_scale",
-           "dual_draft", "threshold_rule", "bd3_check", "remdm_schedule", "remdm_alpha_on", "remdm_t_on", "remdm_t_off",
-           "corrector_steps", "corrector_frac", "corrector_pick", "draft", "draft_len", "live_fps", "muon_ns_dtype",
-           "head_on_masked_only")
-
-
 def _known_key(key):
     """key under its current name (RENAMED maps old names); an unknown or removed key is refused."""
     key = RENAMED.get(key, key)
     if key in REMOVED:
         raise UserError(f"--{key} was removed: no preset used it and it measured level or worse (dev/LOG.md "
-                        f"names its verdict and the commit that removed it); drop it")
+                        f"names its verdict; git checkout {REMOVED[key][0]} has it); drop it")
     if key not in TYPES:
         close = difflib.get_close_matches(key, TYPES, n=3, cutoff=0.6)
         hint = f" (did you mean {', '.join(close)}?)" if close else " (--help lists the keys)"
@@ -69,16 +63,22 @@ def _known_key(key):
 
 
 def _read_config_file(path):
-    if not os.path.isfile(path):
-        raise UserError(f"config file {path} not found: give a path to a .py file of `key = value` lines, or a preset: "
-                        f"{', '.join(PRESETS)}")
-    ns = {}
+    """A config file's {key: value}: data, never run. Each statement is `key = value` with a Python
+    literal value; comments and blank lines are free."""
+    text = read_text(path, "config file", f"give a .py file of `key = value` lines, or a preset: {', '.join(PRESETS)}")
+    out = {}
+    line = 1
     try:
-        with open(path) as f:
-            exec(compile(f.read(), path, "exec"), {}, ns)  # a config file is the user's own Python, as in nanoGPT
-    except Exception as e:
-        raise UserError(f"config file {path} failed to run: {type(e).__name__}: {e}")
-    return {_known_key(k): v for k, v in ns.items() if not k.startswith("_")}
+        for node in ast.parse(text, path).body:
+            line = node.lineno
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                raise ValueError(node)
+            out[_known_key(node.targets[0].id)] = ast.literal_eval(node.value)
+    except (SyntaxError, ValueError) as e:  # a SyntaxError knows its own line
+        raise UserError(f"config file {path}, line {getattr(e, 'lineno', None) or line}: not `key = value` with a "
+                        f"literal value (a number, a 'string', True or False): a config file is data, nothing in it "
+                        f"runs") from None
+    return out
 
 
 def get_config(argv):
@@ -103,7 +103,7 @@ def parse(argv, base=None, check=True):
                     value = args.pop(0)
                 else:
                     raise UserError(f"--{key} needs a value: e.g. --{key}={EXAMPLES[TYPES[key]]}")
-            overrides[key] = _coerce(key, TYPES[key], value)
+            overrides[key] = _coerce(key, TYPES[key], value, text=True)
         elif arg.endswith(".py"):
             for k, v in _read_config_file(arg).items():
                 cfg = replace(cfg, **{k: _coerce(k, TYPES[k], v)})
@@ -149,20 +149,6 @@ def refuse_sampling_only(given):
                         f"and sample the trained model with python inference.py --{unread[0]} ...")
 
 
-# The most a size or count may be, and why: past these a tensor's 64-bit size overflows, or a loop
-# builds for minutes, where a run must fail in one line. Below them the memory decides (train.py
-# estimates it and refuses a CUDA run that cannot fit). A size that multiplies another stays below
-# 2^31, so their product cannot overflow; every other int key is a 64-bit integer (torch's).
-SIZE = "past any machine's memory: torch's 64-bit size of what it sizes would overflow first"
-LIMITS = dict(
-    block_size=(2**31 - 1, SIZE), batch_size=(2**31 - 1, SIZE), mask_draws=(2**31 - 1, SIZE),
-    num_samples=(2**31 - 1, SIZE), n_embd=(2**20, SIZE), gen_len=(2**24, "the canvas is laid out token by token"),
-    # ~1.5 ms and 0.1 MB a layer before its weights (torch 2.13): 2^20 layers build for half an hour
-    n_layer=(4096, "each layer is a module built one by one: far past any network that trains"),
-    # 1 - alpha(1) = 1 - cos(pi / 2T) in float64 is off by 1.7e-5 at T = 1e6, 0.1% at 1e7,
-    # and 0 at 1e9 (a NaN weight)
-    diffusion_steps=(10**6, "past it float64 cannot tell the chain's first steps apart"),
-    gif_frame_ms=(655_350, "a GIF times a frame in hundredths of a second, in 16 bits"))
 # The smallest temperature above 0 (0 asks for the argmax). The draws divide float32 logits by T in
 # float64: any T above ~2e-270 keeps them finite, and at 1e-6 a draw is already the argmax for every
 # logit gap above 7.5e-4. A subnormal T (1e-320) overflows the logits to inf and the rows to NaN.
@@ -255,6 +241,8 @@ def check_objective_keys(cfg, given):
     if lacking:
         key = lacking[0]
         other, values = NEEDS[key]
+        if values == (False,):  # a switch that must be off: nothing to give
+            raise UserError(f"--{key} acts only without --{other}: drop one of the two")
         want = f"--{other}" if values is None else " or ".join(f"--{other}={v!r}" for v in values)
         raise UserError(f"--{key} acts only with {want} (here {other}={getattr(cfg, other)!r}): give that too, "
                         f"or drop --{key}")
@@ -328,10 +316,19 @@ def check_optimisation(cfg, given):
                         f"below {reach:.4f} or more --max_iters")
 
 
-def config_from_dict(d):
+def config_from_dict(d, where="a checkpoint"):
     """A checkpoint's config dict (utils.checkpoint.migrate renamed its old keys) as the Config its
-    objective runs; keys this version lacks are ignored."""
-    cfg = replace(Config(), **{k: _coerce(k, TYPES[k], v) for k, v in d.items() if k in TYPES})
+    objective runs, checked as a command line is: an edited file is one line naming `where`.
+    Removed keys are dropped (--resume and --init_from refuse one in use: refuse_removed)."""
+    try:
+        kept = {_known_key(k): v for k, v in d.items() if k not in REMOVED}
+        cfg = replace(Config(), **{k: _coerce(k, TYPES[k], v) for k, v in kept.items()})
+        check_choices(cfg)
+        check_numbers(cfg)
+        check_ranges(cfg)
+    except UserError as e:
+        raise UserError(f"{where}'s config: {e}; it was changed after train.py wrote it: use the file it "
+                        f"wrote") from None
     # every key of a checkpoint's config is what ran: given, never a preset's
     return objectives.effective(cfg, given=set(d))
 

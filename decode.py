@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 from common import Step, filter_logits, sample_tokens
 
+DECODERS = "the AR, --dual_sample and bd3's --bd3_speculate at a batch of 2 or more run it"  # objective.decodes
+
 
 class KVCache:
     """Per-layer key/value buffers (B, H, context, D) in the keys' dtype; pos (on the device) counts

@@ -188,6 +188,10 @@ def sample_causal(model, x, gen_mask, cfg, mask_id, generator=None, on_step=None
     return generate_canvas(model, x, P, cfg, generator, mask_id, on_step)
 
 
+def decodes(cfg, batch):
+    return cfg.dual_sample  # the AR mode draws through decode.py's step
+
+
 def passes(cfg, n_gen, n_prompt=0):
     """Passes per sample: one a token under --dual_sample, else the sampler's (None: threshold)."""
     if cfg.dual_sample:

@@ -32,8 +32,9 @@ from checkpoint_manager import load_model
 from common import Schedule
 from configurator import (TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, sample_keys, validate,
                           wants_help)
-from decode import compile_decode
-from trace import LiveView, StepBar, chain, open_page, open_trace, print_written, trace_hook
+from decode import DECODERS, compile_decode
+from trace import (LiveView, StepBar, chain, check_trace_path, open_page, open_trace, print_written,
+                   trace_hook)
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
 from utils.fileio import read_text
@@ -62,10 +63,12 @@ def main(argv):
 
 def load(argv):
     """(sampling config, run): argv read for the checkpoint, then over the checkpoint's config."""
-    where, _ = parse(argv, check=False)  # pass 1: only --checkpoint and --device are read
+    where, given = parse(argv, check=False)  # pass 1: only --checkpoint, --device and --viz-video are read
+    if "viz_video" in given:  # its path, before the model is read
+        check_trace_path(where, where.overwrite)
     device = pick_device(where.device)
     model, ckpt = load_model(where.checkpoint, device)
-    saved = config_from_dict(ckpt["config"])
+    saved = config_from_dict(ckpt["config"], f"checkpoint {where.checkpoint}")
     cfg, flags = parse(argv, base=saved, check=False)  # pass 2: over the checkpoint's settings
     refuse_changes(cfg, flags & set(TRAINED_KEYS), vars(saved), f"checkpoint {where.checkpoint}",
                    "drop those flags (sampling takes them from the checkpoint)")
@@ -75,14 +78,14 @@ def load(argv):
     # a preset's model and training keys do not apply either: the checkpoint's stay
     kept = {k: getattr(saved, k) for k in vars(saved) if k not in sample_keys() and k != "tokenizer_path"}
     cfg = replace(cfg, **kept)
-    validate(cfg, flags)
+    if "viz_video" not in flags:
+        cfg = replace(cfg, viz_video="")  # a video only when asked here (--trace-every then acts on none)
+    validate(cfg, flags - {"tokenizer_path"})  # read below, against the checkpoint's own
     if cfg.infill and "gen_len" in flags:  # the blanks set the length
         raise UserError("--infill's blanks set the tokens generated ([___] one per marker character, [___:N] N): "
                         "drop --gen-len")
     if "overwrite" in flags and not flags & {"viz_video", "html"}:
         raise UserError("--overwrite lets --viz-video or --html replace an existing file: give one, or drop it")
-    if "viz_video" not in flags:
-        cfg = replace(cfg, viz_video="")  # a video only when asked here: never replace one by default
     tok = tokenizer_from_state(ckpt["tokenizer"])
     if "tokenizer_path" in flags:
         other = BPETokenizer.from_file(cfg.tokenizer_path)  # UserError if missing or not ours
@@ -100,7 +103,11 @@ def load(argv):
         cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy
-    compile_decode(model, cfg, device)  # --compile: the KV-cached decode step
+    if objectives.get(cfg.objective).decodes(cfg, cfg.num_samples):
+        compile_decode(model, cfg, device)  # --compile: the KV-cached decode step
+    elif "compile" in flags and cfg.compile == "true":
+        raise UserError(f"--compile compiles the KV-cached decode step, and this sampler runs none ({DECODERS}): "
+                        f"drop it")
     compiled = "" if model.compiled_decode is None else ", the decode step compiled"
     threads = CpuThreads(device)  # as train.py: by what the passes measure, unless OMP_NUM_THREADS
     print(f"checkpoint {where.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "

@@ -22,6 +22,7 @@ offers these names; what it leaves out takes DEFAULTS:
     flops(model, cfg)                       (training FLOPs per window token, columns per pass)
     sample(model, x, gen_mask, cfg, schedule, mask_id, generator, on_step)    (tokens, stats)
     passes(cfg, n_gen, n_prompt)            forward passes per sample (None: adaptive)
+    decodes(cfg, batch)                     its sampler runs decode.py's KV-cached step
     ar_nll(model, windows, cfg, mask_id)    its AR mode's exact NLL per window (B,), or None
     describe(cfg)                           the sampler settings in force, in one line
     unread(cfg)                             sampler keys cfg's switches leave unread: refused given
@@ -45,7 +46,8 @@ DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_
                 NOISE_START=False, EXACT=False, TRACE=True, STEP_CHAIN=False, BLOCKS=False, SEMI_AR=False,
                 LOSS_KEY="loss_type", check=lambda cfg, given=(): None, eval_times=lambda cfg, L: 1,
                 flops=lambda model, cfg: (model.flops_per_token(), cfg.block_size),
-                ar_nll=lambda model, windows, cfg, mask_id: None, unread=lambda cfg: ())
+                ar_nll=lambda model, windows, cfg, mask_id: None, unread=lambda cfg: (),
+                decodes=lambda cfg, batch: False)
 INTERFACE = (*DEFAULTS, "draws", "loss_of", "bound", "sample", "passes", "describe")
 
 

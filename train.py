@@ -26,6 +26,7 @@ import torch
 import checkpoint_manager
 import configurator
 import objectives
+import trace
 import train_log
 from common import Draw, Schedule
 from evals import bound, report
@@ -131,14 +132,15 @@ def setup(argv):
     configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
     if "out_dir" in given and "viz_video" not in given and cfg.viz_video:  # a side run keeps the main run's trace
         cfg = replace(cfg, viz_video=os.path.join(cfg.out_dir, os.path.basename(cfg.viz_video)))
-    if os.path.isfile(cfg.out_dir):  # a checkpoint, say: never written over
-        raise UserError(f"--out_dir={cfg.out_dir} is a file, not a folder: give --out_dir=NEW_DIR")
+    fileio.check_folder(cfg.out_dir, f"--out_dir={cfg.out_dir}")  # a checkpoint, say: never written over
     rank, local_rank, world, device = dist.init_distributed(cfg.device)
     if rank == 0:
         for name in fileio.remove_stale_temps(cfg.out_dir):
             print(f"removed {os.path.join(cfg.out_dir, name)}: a partial write of a killed run")
     cfg, resume, resumed_from = resumed_config(cfg, given)
-    # accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
+    if cfg.viz_video:  # the end-of-run trace's path, before any work (a resumed run's own is its to replace)
+        trace.check_trace_path(cfg, replace=cfg.overwrite or cfg.resume or cfg.max_iters == 0)
+    # gradient accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
     micro_tokens = cfg.batch_size * cfg.block_size
     accum = dist.grad_accum_steps(cfg.total_batch_size, micro_tokens, world)
     cfg = replace(cfg, total_batch_size=micro_tokens * accum * world)
@@ -171,12 +173,12 @@ def resumed_config(cfg, given):
             checkpoint.refuse_earlier_run(cfg.out_dir)
         return cfg, None, ""
     resume, resumed_from = checkpoint.load_latest(cfg.out_dir, warn=print0)
-    configurator.refuse_changes(cfg, given, resume["config"], f"--resume: {resumed_from}",
+    checkpoint.refuse_removed(resume["config"], f"--resume: {resumed_from}")
+    saved = asdict(configurator.config_from_dict(resume["config"], resumed_from))
+    configurator.refuse_changes(cfg, given, saved, f"--resume: {resumed_from}",
                                 "drop those flags to continue the run, or train a new one in another --out_dir",
                                 configurator.RESUMABLE_KEYS)
-    # keys this version lacks (configurator.REMOVED) drop out, as config_from_dict drops them
-    keep = {k: v for k, v in resume["config"].items()
-            if k in configurator.TYPES and k not in configurator.RESUMABLE_KEYS}
+    keep = {k: v for k, v in saved.items() if k not in configurator.RESUMABLE_KEYS}
     return replace(cfg, **keep), resume, resumed_from
 
 
@@ -185,8 +187,10 @@ def load_data(cfg, env):
     """Tokenizer, token streams, fixed dev windows; checks the prompt and end-of-run samples now."""
     tok = tokenizer.tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
     # the --init_from checkpoint, read once (its weights are build's); a resumed run has its own
-    source = checkpoint_manager.read_checkpoint(cfg.init_from) if cfg.init_from and not env.resume else None
-    if source is not None:  # its tokenizer, as --resume takes the run's own
+    source = None
+    if cfg.init_from and not env.resume:
+        source = checkpoint_manager.read_checkpoint(cfg.init_from, "give another --init_from")
+        # its tokenizer, as --resume takes the run's own
         tok = checkpoint_manager.source_tokenizer(cfg.init_from, cfg.tokenizer, cfg.objective, source)
     if env.world > 1 and not env.master:
         torch.distributed.barrier()  # rank 0 encodes the token cache first; the others then read it

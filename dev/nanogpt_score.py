@@ -35,7 +35,8 @@ from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_win
 from scripts.eval import run_name  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from utils.cli import ArgParser, at_least, read_json, typed  # noqa: E402
-from utils.dataloader import SPLITS, prepare_data  # noqa: E402
+from evals import SPLITS  # noqa: E402
+from utils.dataloader import prepare_data  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import not_found  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402

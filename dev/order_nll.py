@@ -47,7 +47,8 @@ from common import predict_logits, self_condition_input  # noqa: E402
 from diffusion import causal_nll  # noqa: E402
 from evals.bound import report_windows  # noqa: E402
 from evals.samples import open_checkpoint, write_json  # noqa: E402
-from utils.dataloader import SPLITS, prepare_data  # noqa: E402
+from evals import SPLITS  # noqa: E402
+from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.cli import ArgParser, at_least, list_of, output, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402

@@ -15,11 +15,10 @@ import torch
 
 import objectives
 from common import LN2, Schedule, stratum_time
+from evals import REPORT
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, split_ids
 
 ENTROPY_BINS = 10  # time bins of evaluate's entropy_by_t
-# the figure records report: scripts/eval.py's defaults, repeated by train.py's last report line
-REPORT = dict(split="test", n_windows=128, n_t=8, batch_size=32, seed=0)
 
 
 def paired_difference(a, b):

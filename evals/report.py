@@ -13,7 +13,7 @@ import objectives
 from canvas import continuation, generate
 from common import LN2
 from evals.metrics import ChangeRate, distinct_n
-from trace import StepBar, chain, check_trace_path, open_trace, print_written, trace_hook
+from trace import StepBar, chain, open_trace, print_written, trace_hook
 from utils.errors import UserError
 
 
@@ -36,14 +36,13 @@ def report_samples(cfg, tok):
 
 
 def check_report(cfg, tok):
-    """Refuse before step 1, not after training, the end-of-run samples' bad canvas or trace."""
+    """What the end-of-run report will sample, refused before step 1 rather than after training:
+    its canvas (its trace's path: train.setup)."""
     prompt_len, gen_len = report_samples(cfg, tok)
     if gen_len < 1:
         raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for "
                         f"the end-of-run samples; give a shorter prompt")
     continuation(cfg, tok, cfg.prompt, gen_len, cfg.block_size)
-    if cfg.viz_video and objectives.get(cfg.objective).TRACE:  # a resumed run's own trace is its to replace
-        check_trace_path(cfg, replace=cfg.overwrite or cfg.resume or cfg.max_iters == 0)
 
 
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):

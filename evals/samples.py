@@ -28,7 +28,7 @@ def open_checkpoint(path, device, data_path="", val_path=None):
     """(model, checkpoint dict, config, tokenizer) of a model.pt or export; data_path and val_path
     override its text's (val_path None: the checkpoint's; '': split data_path)."""
     model, ckpt = load_model(path, device)
-    cfg = config_from_dict(ckpt["config"])
+    cfg = config_from_dict(ckpt["config"], f"checkpoint {path}")
     cfg = replace(cfg, data_path=data_path or cfg.data_path, val_path=cfg.val_path if val_path is None else val_path)
     return model, ckpt, cfg, tokenizer_from_state(ckpt["tokenizer"])
 

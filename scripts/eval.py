@@ -20,22 +20,11 @@ from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
-
-import objectives  # noqa: E402
-from common import Schedule  # noqa: E402
-from configurator import validate  # noqa: E402
-from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
-from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
-from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
-                           write_json)
-from sampler import ORDERS  # noqa: E402
-from trace import StepBar, chain  # noqa: E402
-from utils.dataloader import SPLITS, fixed_windows, prepare_data, split_ids  # noqa: E402
-from utils.dist import DTYPES, CpuThreads, autocast_for, pick_device  # noqa: E402
+from config import CHOICES  # noqa: E402
+from evals import REPORT, SPLITS  # noqa: E402
 from utils.cli import ArgParser, at_least, output, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.tokenizer import fingerprint  # noqa: E402
+from utils.fileio import require_checkpoints  # noqa: E402
 
 
 def parse_args(argv):
@@ -60,7 +49,7 @@ def parse_args(argv):
                    help="reverse steps (NFE) of samples and infill; default: each checkpoint's own")
     p.add_argument("--temperature", type=at_least(0.0), default=None, needs=samples,
                    help="the samples' sampling temperature (0 = argmax); default: each checkpoint's own")
-    p.add_argument("--order", choices=ORDERS, default=None, needs=sampling,
+    p.add_argument("--order", choices=CHOICES["order"], default=None, needs=sampling,
                    help="mdlm's reveal order (random + --remask none = MDLM's ancestral sampler)")
     p.add_argument("--remask", choices=("refine", "none"), default=None, needs=sampling, help="mdlm's samples: "
                    "refine (the least sure committed tokens compete with new ones) or none (committed tokens stay); "
@@ -72,10 +61,31 @@ def parse_args(argv):
                    help="temperature of the infill (0 = the most likely fill)")
     p.add_argument("--seed", type=seed, default=REPORT["seed"], help="seeds the bound's draws, samples and infill")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--dtype", choices=DTYPES, default="auto", help="autocast of the forward passes, as train.py's "
-                   "--dtype: auto = bf16 on a CUDA GPU that has it (else fp16), fp32 elsewhere")
+    p.add_argument("--dtype", choices=CHOICES["dtype"], default="auto", help="autocast of the forward passes, as "
+                   "train.py's --dtype: auto = bf16 on a CUDA GPU that has it (else fp16), fp32 elsewhere")
     p.add_argument("--json", type=output, default="", help="also write every figure here (dev/plot.py entropy)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # every checkpoint named, all at once, before any is read
+    require_checkpoints([*args.checkpoints, *filter(None, [args.ar_checkpoint])], "give paths that exist")
+    return args
+
+
+if __name__ == "__main__":  # flags and paths refused before torch is imported (seconds on a busy machine)
+    run_cli(parse_args)
+
+import torch  # noqa: E402
+
+import objectives  # noqa: E402
+from common import Schedule  # noqa: E402
+from configurator import validate  # noqa: E402
+from evals.bound import ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
+from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
+from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
+                           write_json)
+from trace import StepBar, chain  # noqa: E402
+from utils.dataloader import fixed_windows, prepare_data, split_ids  # noqa: E402
+from utils.dist import CpuThreads, autocast_for, pick_device  # noqa: E402
+from utils.tokenizer import fingerprint  # noqa: E402
 
 
 # each sampler flag and the config key it sets

@@ -14,11 +14,31 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from checkpoint_manager import EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_WEIGHTS, load_model  # noqa: E402
-from utils.checkpoint import checksum  # noqa: E402
 from utils.cli import ArgParser  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_open, atomic_path  # noqa: E402
+from utils.fileio import atomic_open, atomic_path, check_folder, require_checkpoints  # noqa: E402
+
+
+def parse_args(argv):
+    p = ArgParser(prog="scripts/export.py", description="Export a checkpoint's weights, config and tokenizer.")
+    p.add_argument("checkpoint", help="a model.pt written by train.py")
+    p.add_argument("out_dir", help="folder to write model.safetensors, config.json and the tokenizer into")
+    p.add_argument("--force", action="store_true", help="write into OUT_DIR even if it holds files")
+    args = p.parse_args(argv)
+    check_folder(args.out_dir, f"OUT_DIR {args.out_dir} (a folder: it gets three files)")
+    if os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not args.force:
+        raise UserError(f"{args.out_dir} already holds files: pass --force to write into it, or choose another OUT_DIR")
+    if os.path.isdir(args.checkpoint):
+        raise UserError(f"{args.checkpoint} is a folder: export a model.pt written by train.py")
+    require_checkpoints([args.checkpoint], "give the path of one that exists")
+    return args
+
+
+if __name__ == "__main__":  # flags and paths refused before torch is imported (seconds on a busy machine)
+    run_cli(parse_args)
+
+from checkpoint_manager import EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_WEIGHTS, load_model  # noqa: E402
+from utils.checkpoint import checksum  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
 
@@ -51,17 +71,7 @@ def export(ckpt, model, out_dir):
 
 
 def main(argv):
-    p = ArgParser(prog="scripts/export.py", description="Export a checkpoint's weights, config and tokenizer.")
-    p.add_argument("checkpoint", help="a model.pt written by train.py")
-    p.add_argument("out_dir", help="folder to write model.safetensors, config.json and the tokenizer into")
-    p.add_argument("--force", action="store_true", help="write into OUT_DIR even if it holds files")
-    args = p.parse_args(argv)
-    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-        raise UserError(f"{args.out_dir} is a file: OUT_DIR must be a folder (it gets three files)")
-    if os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not args.force:
-        raise UserError(f"{args.out_dir} already holds files: pass --force to write into it, or choose another OUT_DIR")
-    if os.path.isdir(args.checkpoint):
-        raise UserError(f"{args.checkpoint} is a folder: export a model.pt written by train.py")
+    args = parse_args(argv)
     model, ckpt = load_model(args.checkpoint, "cpu")
     paths = export(ckpt, model, args.out_dir)
     print(f"exported {args.checkpoint} (iter {ckpt['iter']}, {model.num_params():,} parameters"

@@ -26,18 +26,10 @@ from dataclasses import fields, replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
-
-import objectives  # noqa: E402
 from config import Config  # noqa: E402
-from configurator import acts, validate  # noqa: E402
-from decode import compile_decode  # noqa: E402
-from evals.samples import (columns_counted, draw, held_out_windows, load_judge, open_checkpoint, score,  # noqa: E402
-                           start_ids, write_json)
-from utils.dataloader import prepare_data  # noqa: E402
-from utils.dist import CpuThreads, pick_device, timed  # noqa: E402
 from utils.cli import ArgParser, at_least, key_list, list_of, output, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.fileio import require_checkpoints  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each)
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
@@ -45,6 +37,61 @@ GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "temperature=0.8,0.9,1.0"]
 DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]
 GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KEYS})  # 'key=v1,v2', typed as config.py
+
+
+def parse_args(argv):
+    p = ArgParser(prog="scripts/frontier.py", description="Gen-PPL and n-gram divergence against entropy, per sampler. "
+                  "Each curve is read at the held-out entropy, read on dev (the validation split's first half); the "
+                  "n-gram divergence is reported against test.")
+    p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (any objective)")
+    p.add_argument("--ar-checkpoint", required=True, help="the AR judge of gen-PPL (same tokenizer and data)")
+    p.add_argument("--grid", action="append", type=GRID, default=None, help=f"KEY=V1,V2 for diffusion checkpoints, "
+                   f"repeatable; every combination runs (default: {' '.join(DEFAULT_GRID)})")
+    p.add_argument("--ar-grid", action="append", type=GRID, default=None,
+                   help=f"KEY=V1,V2 for AR checkpoints (default: {' '.join(DEFAULT_AR_GRID)})")
+    p.add_argument("--n-samples", type=at_least(2), default=256, help="samples per point and held-out windows; fewer "
+                   "move the held-out entropy itself (baby, dev: 2.960 from 32 windows, 2.954 from 256)")
+    p.add_argument("--gen-len", type=at_least(0), default=0, help="tokens per sample; 0 = fill the context")
+    p.add_argument("--prompt", default="", help="text every sample continues; '' = the AR start token")
+    p.add_argument("--batch-size", type=at_least(1), default=32, help="samples per forward pass (not timed)")
+    p.add_argument("--data-path", default="", help="override the checkpoints' data_path (held-out text)")
+    p.add_argument("--time-batches", type=list_of(at_least(1)), default="1,16", needs=("repeats",),
+                   help="comma-separated batch sizes B at which every point's wall-clock tokens/s is timed")
+    p.add_argument("--repeats", type=at_least(0), default=3, help="timed rounds per batch size (median); 0 = no timing")
+    p.add_argument("--time-draws", type=at_least(1), default=1, needs=("repeats",),
+                   help="draws of B samples each point makes in a timed round (its time: their mean; more: less noise "
+                   "from samplers whose passes vary)")
+    p.add_argument("--threads", type=at_least(1, most=os.cpu_count() or 1), default=1,
+                   help="CPU threads of the timed draws, at most this machine's (the scored draws choose theirs)")
+    p.add_argument("--seed", type=seed, default=0, help="seeds the scored samples (and, after it, the timed ones)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
+                   help="inference.py's --compile: the KV-cached decode step compiled (auto: on CUDA, with CUDA "
+                   "graphs), whatever a checkpoint trained with")
+    p.add_argument("--json", type=output, default="", help="write every point here (dev/plot_frontier.py)")
+    a = p.parse_args(argv)
+    for flag, grid in (("--grid", a.grid or []), ("--ar-grid", a.ar_grid or [])):
+        keys = [key for key, _ in grid]
+        if len(set(keys)) < len(keys):  # dict() would keep the last alone
+            raise UserError(f"{flag} names a key twice: give it once, with all its values (KEY=V1,V2)")
+    a.grid_values = dict(a.grid or map(GRID, DEFAULT_GRID))
+    a.ar_grid_values = dict(a.ar_grid or map(GRID, DEFAULT_AR_GRID))
+    require_checkpoints([*a.checkpoints, a.ar_checkpoint], "give paths that exist")  # all at once
+    return a
+
+
+if __name__ == "__main__":  # flags and paths refused before torch is imported (seconds on a busy machine)
+    run_cli(parse_args)
+
+import torch  # noqa: E402
+
+import objectives  # noqa: E402
+from configurator import acts, validate  # noqa: E402
+from decode import DECODERS, compile_decode  # noqa: E402
+from evals.samples import (columns_counted, draw, held_out_windows, load_judge, open_checkpoint, score,  # noqa: E402
+                           start_ids, write_json)
+from utils.dataloader import prepare_data  # noqa: E402
+from utils.dist import CpuThreads, pick_device, timed  # noqa: E402
 
 
 def canonical(settings, obj, cfg):
@@ -157,42 +204,6 @@ def read_curves(points, target, keys):
     return at_held
 
 
-def parse_args(argv):
-    p = ArgParser(prog="scripts/frontier.py", description="Gen-PPL and n-gram divergence against entropy, per sampler. "
-                  "Each curve is read at the held-out entropy, read on dev (the validation split's first half); the "
-                  "n-gram divergence is reported against test.")
-    p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (any objective)")
-    p.add_argument("--ar-checkpoint", required=True, help="the AR judge of gen-PPL (same tokenizer and data)")
-    p.add_argument("--grid", action="append", type=GRID, default=None, help=f"KEY=V1,V2 for diffusion checkpoints, "
-                   f"repeatable; every combination runs (default: {' '.join(DEFAULT_GRID)})")
-    p.add_argument("--ar-grid", action="append", type=GRID, default=None,
-                   help=f"KEY=V1,V2 for AR checkpoints (default: {' '.join(DEFAULT_AR_GRID)})")
-    p.add_argument("--n-samples", type=at_least(2), default=256, help="samples per point and held-out windows; fewer "
-                   "move the held-out entropy itself (baby, dev: 2.960 from 32 windows, 2.954 from 256)")
-    p.add_argument("--gen-len", type=at_least(0), default=0, help="tokens per sample; 0 = fill the context")
-    p.add_argument("--prompt", default="", help="text every sample continues; '' = the AR start token")
-    p.add_argument("--batch-size", type=at_least(1), default=32, help="samples per forward pass (not timed)")
-    p.add_argument("--data-path", default="", help="override the checkpoints' data_path (held-out text)")
-    p.add_argument("--time-batches", type=list_of(at_least(1)), default="1,16", needs=("repeats",),
-                   help="comma-separated batch sizes B at which every point's wall-clock tokens/s is timed")
-    p.add_argument("--repeats", type=at_least(0), default=3, help="timed rounds per batch size (median); 0 = no timing")
-    p.add_argument("--time-draws", type=at_least(1), default=1, needs=("repeats",),
-                   help="draws of B samples each point makes in a timed round (its time: their mean; more: less noise "
-                   "from samplers whose passes vary)")
-    p.add_argument("--threads", type=at_least(1, most=os.cpu_count() or 1), default=1,
-                   help="CPU threads of the timed draws, at most this machine's (the scored draws choose theirs)")
-    p.add_argument("--seed", type=seed, default=0, help="seeds the scored samples (and, after it, the timed ones)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
-                   help="inference.py's --compile: the KV-cached decode step compiled (auto: on CUDA, with CUDA "
-                   "graphs), whatever a checkpoint trained with")
-    p.add_argument("--json", type=output, default="", help="write every point here (dev/plot_frontier.py)")
-    a = p.parse_args(argv)
-    a.grid_values = dict(a.grid or map(GRID, DEFAULT_GRID))
-    a.ar_grid_values = dict(a.ar_grid or map(GRID, DEFAULT_AR_GRID))
-    return a
-
-
 def load(path, args, device):
     """Open a checkpoint, checking its grid first: {path, model, cfg, tok, obj, points}."""
     model, _, cfg, tok = open_checkpoint(path, device, args.data_path)
@@ -203,8 +214,13 @@ def load(path, args, device):
 
 
 def refuse_unread(runs, args, given):
-    """Refuse a grid flag no checkpoint reads (it would run as if never given): --grid with no
-    diffusion checkpoint, --ar-grid with no AR one, a KEY no sampler reads."""
+    """Refuse a flag no checkpoint reads (it would run as if never given): --compile true where no
+    sampler decodes, --grid with no diffusion checkpoint, --ar-grid with no AR one, a KEY no sampler
+    reads."""
+    if "--compile" in given and args.compile == "true" and not any(
+            r["obj"].decodes(scfg, max(args.batch_size, *args.time_batches)) for r in runs for _, scfg in r["points"]):
+        raise UserError(f"--compile compiles the KV-cached decode step, and none of these samplers runs it "
+                        f"({DECODERS}): drop it")
     for flag, exact, grid in (("--grid", False, args.grid_values), ("--ar-grid", True, args.ar_grid_values)):
         if flag not in given:
             continue

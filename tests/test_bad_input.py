@@ -21,6 +21,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,7 +33,7 @@ import torch
 
 import inference
 import train
-from helpers import ENV, FIXTURES, MICRO, ROOT, for_objective, real_text, script
+from helpers import ENV, FIXTURES, MICRO, ROOT, for_objective, real_text, run_cli_here, script
 from utils import fileio, video
 from utils.errors import run_cli
 
@@ -63,6 +64,9 @@ def files(tmp_path_factory):
         common = ["--max_iters=4", "--eval_interval=4", "--log_interval=2", "--keep_last=1", *MICRO]
         train.main([f"--data_path={real_text()}", "--out_dir=dm", *common])
         train.main(for_objective([f"--data_path={FIXTURES / 'tiny_stories.txt'}", "--out_dir=ar", "--objective=ar", *common]))
+        # the other samplers' refusals past the context (the advice they give must run)
+        train.main(for_objective([f"--data_path={real_text()}", "--out_dir=uni", "--objective=uniform", *common]))
+        train.main([f"--data_path={real_text()}", "--out_dir=dual", "--dual_ar=0.25", "--time_cond=none", *common])
     finally:
         os.chdir(cwd)
     (d / "empty.txt").write_text("")
@@ -98,6 +102,8 @@ def files(tmp_path_factory):
     w = d / "exp_damaged" / "model.safetensors"
     w.write_bytes(w.read_bytes()[:100])
     (d / "empty_dir").mkdir()
+    (d / "folder.mp4").mkdir()  # a folder named as a file: --viz-video's
+    (d / "trace.gif").mkdir()  # the GIF trace.mp4 would write beside it
     (d / "prompts.txt").write_text("ROMEO:\ncaf\u00e9 \u2603\n")
     # JSON: eval.py's kind with one AR run (nothing to plot per timestep), the same cut short, an export whose config.json is
     eval_json = json.dumps(dict(settings={}, runs=[dict(name="ar/model.pt", path="ar/model.pt", objective="ar")]))
@@ -148,6 +154,11 @@ def _spoil(case, monkeypatch, d):
         shutil.copytree(d / "dm", d / "run")
         for name in ("model.pt", "best.pt"):
             (d / "run" / name).write_bytes((d / "damaged.pt").read_bytes())
+    elif case in ENVIRONMENTS:  # torchrun's variables as a stray shell or a hand-made launch leaves them
+        for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in ENVIRONMENTS[case].items():
+            monkeypatch.setenv(name, value)
     elif case == "epochs_run":  # a study run whose eval.json was cut short
         run = d / "artifacts" / "epochs" / "runs" / "mdlm_wd0.1_do0_s02_75k"
         run.mkdir(parents=True)
@@ -286,6 +297,7 @@ CLASSES = {
 NO_FILES = "reads and writes no file: random tokens in, a table out"
 SCALARS = "config.py's keys are all scalars (a wrong type, --max_iters=ten, is in TABLE)"
 EV = [DM, "--n-windows", "2", "--n-t", "1", "--n-samples", "0", "--infill-len", "0"]
+RC = [DM, DM]  # a race of one checkpoint against itself: the lanes share a tokenizer
 FR = [AR, "--ar-checkpoint", AR, "--n-samples", "2", "--ar-grid", "temperature=1.0"]  # the fixture's AR judges itself
 BT = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=2", "--iters=1", "--repeats=1",
       "--warmup=0", "--device=cpu"]
@@ -309,7 +321,7 @@ CLASS_ROWS = {
         exists=[(["--checkpoint", DM, "--gen-len", "8", "--viz-video", "old.png"], "should end in .mp4")],
         checkpoint=[(["--checkpoint", DM, "--viz-video", DM], "should end in .mp4")],
         json=[(["--checkpoint", "exp_cutjson"], "unreadable config.json"),
-              (["--checkpoint", DM, "--tokenizer_path", "not_a_tokenizer.json"], "acts only with --tokenizer='bpe'")],
+              (["--checkpoint", DM, "--tokenizer_path", "not_a_tokenizer.json"], "cannot read tokenizer")],
         list=SCALARS,
         empty=[(["--checkpoint", DM, "--top-p", "0"], "top_p must be in (0, 1]"),
                (["--checkpoint", DM, "--prompts-file", "empty.txt"], "has no prompts")],
@@ -458,6 +470,17 @@ CLASS_ROWS = {
         root=[(["data/prompts.txt", *ar], "run from the repository root")])
        for cli, gen, ar in (("dev/draft_ceiling.py", False, []), ("dev/spec_rounds.py", True, []),
                             ("dev/two_pass.py", True, [AR]))},
+    "scripts/race.py": dict(
+        missing=[([DM, "missing.pt"], "checkpoint missing.pt not found")],
+        directory=[(["empty_dir", DM], "is a directory")],
+        exists=[([DM, DM, "--out", "old.txt"], "old.txt already exists: pass --force")],
+        checkpoint=[([DM, DM, "--out", DM, "--force"], "is a checkpoint")],
+        json=[(["exp_cutjson", DM], "unreadable config.json")],
+        list="no list flag",
+        empty=[([DM], "a race needs two or more checkpoints")],
+        zero=[([*RC, "--gen-len", "0"], ("--gen-len", ">= 1")), ([*RC, "--repeats", "0"], ("--repeats", ">= 1")),
+              ([*RC, "--tick-ms", "0"], ("--tick-ms", ">= 1"))],
+        root=[(["data/prompts.txt", DM], "run from the repository root")]),
     "dev/threads.py": dict(
         missing=NO_FILES, directory=NO_FILES, exists=NO_FILES, checkpoint=NO_FILES, json=NO_FILES, root=NO_FILES,
         list=[(["cpu", "--threads", "1,x"], ("--threads", "'x'")), (["cpu", "--loads", "quiet,busy"], ("--loads", "'busy'"))],
@@ -478,6 +501,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "scripts/eval.py": [(["damaged.pt"], DAMAGED), (["exp_altered"], DAMAGED)],
         "scripts/export.py": [(["damaged.pt", "out"], DAMAGED)],
         "scripts/frontier.py": [(["damaged.pt", "--ar-checkpoint", AR], DAMAGED)],
+        "scripts/race.py": [(["damaged.pt", DM], DAMAGED)],
         "dev/order_nll.py": [(["damaged.pt"], DAMAGED)],
         "dev/nanogpt_score.py": [(["old.txt", "--against", "damaged.pt"], DAMAGED)],
         "dev/bd3_variance.py": [(["damaged.pt"], DAMAGED)],
@@ -489,7 +513,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
     "depends": {
         "train.py": [([*T, "--out_dir=x", "--mask_ramp_from=0.6"], "--mask_ramp_from acts only with --mask_ramp"),
                      ([*T, "--out_dir=x", "--muon_lr=0.01"], "--muon_lr acts only with --optimizer='muon'"),
-                     ([*T, "--out_dir=dm", "--resume", "--init_from=ar/model.pt"], "--init_from acts only with --resume=False")],
+                     ([*T, "--out_dir=dm", "--resume", "--init_from=ar/model.pt"], "--init_from acts only without --resume: drop one")],
         "inference.py": [(["--checkpoint", DM, "--temperature", "0", "--top_k", "5"], "--top_k acts only with --temperature"),
                          (["--checkpoint", DM, "--trace-every", "2"], "--trace_every acts only with --viz_video"),
                          (["--checkpoint", DM, "--remask_eta", "0.1"], "--remask_eta acts only with --remask='remdm'")],
@@ -497,6 +521,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
                             ([*EV, "--steps", "4"], "--steps acts only with --n-samples or --infill-len"),
                             ([DM, "--infill-len", "0", "--n-infill", "8"], "--n-infill acts only with --infill-len")],
         "scripts/frontier.py": [([*FR, "--repeats", "0", "--time-batches", "1,2"], "--time-batches acts only with --repeats")],
+        "scripts/race.py": "no flag of it acts only with another",
         "dev/order_nll.py": [([DM, "--mixture-k", "4"], "no mixture")],
         "dev/epochs.py": [(["--summary-only", "--restart"], "--restart sets the training --summary-only skips")],
         **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
@@ -510,6 +535,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "scripts/eval.py": [(["evil.pt"], "a weights-only load refuses")],
         "scripts/export.py": [(["evil.pt", "out"], "a weights-only load refuses")],
         "scripts/frontier.py": [(["evil.pt", "--ar-checkpoint", AR], "a weights-only load refuses")],
+        "scripts/race.py": [(["evil.pt", DM], "a weights-only load refuses")],
         "dev/order_nll.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/nanogpt_score.py": [(["evil.pt", "--against", DM], "is not a nanoGPT checkpoint")],  # meta.pkl: its test
         "dev/bd3_variance.py": [(["evil.pt"], "a weights-only load refuses")],
@@ -547,6 +573,46 @@ TABLE += [
     ("scripts/eval.py", [*EV, "--n-t", str(2 ** 62)], "out of memory", None),  # too large to count the bytes of
 ]
 
+# issue 80, class 7: each flag acts or is refused. Each row ran before, the flag doing nothing (or, the blank, a list
+# past any memory)
+TABLE += [
+    ("scripts/frontier.py", [DM, "--ar-checkpoint", AR, "--n-samples", "2", "--compile", "true"],
+     ("--compile compiles the KV-cached decode step, and none of these samplers runs it", "drop it"), None),
+    ("scripts/frontier.py", [*FR, "--ar-grid", "temperature=0.8,0.8"], "'temperature=0.8,0.8' names a value twice",
+     None),
+    ("scripts/frontier.py", [*FR[:-1], "temperature=0.8", "--ar-grid", "temperature=0.9"], "--ar-grid names a key twice",
+     None),  # dict() kept the last
+    ("inference.py", ["cpu", "--checkpoint", DM, "--trace-every", "2"], "--trace_every acts only with --viz_video",
+     None),  # the preset's --viz_video was cleared after the check: the trace it paced was never written
+    ("inference.py", ["--checkpoint", DM, "--compile=true"], "this sampler runs none", None),  # said 'compiled'
+    ("inference.py", ["--checkpoint", DM, "--infill", "To [___:100000000000000000000000] be"],
+     "asks for 100,000,000,000,000,000,000,000 tokens", None),
+    # past the context: each refusal's advice runs (test_a_refusals_advice_runs). It advised --gen-len beside
+    # --infill, which refuses it; --semi-ar-length beside --dual_sample, which reads none; --semi-ar-length 8 where
+    # --steps 4 were fewer than its blocks
+    ("inference.py", ["--checkpoint", "uni/model.pt", "--infill", "To [___:40] be"], "shorten the text or the blanks",
+     None),
+    ("inference.py", ["--checkpoint", "dual/model.pt", "--dual_sample", "--gen-len", "500"],
+     ("exceeds the model's context of 32 tokens", "use --gen-len 32"), None),
+    ("inference.py", ["--checkpoint", DM, "--gen-len", "500"], "or use --gen-len 32", None),  # no block fits 4 steps
+    ("inference.py", ["--checkpoint", DM, "--gen-len", "60"], "--semi-ar-length 15", None),  # 4 steps, 4 blocks
+    ("inference.py", ["--checkpoint", DM, "--threshold", "0.9", "--gen-len", "500"], "exceeds the model's context",
+     None),
+    ("inference.py", ["--checkpoint", DM, "--prompt", "To be, or not to be, that is the question:", "--gen-len", "9"],
+     "shorten the given text, or decode in blocks", None),  # a prompt past the context alone: no --gen-len fits
+    # every missing checkpoint named at once, with advice eval.py takes (it advised --checkpoint PATH, no flag of its)
+    ("scripts/eval.py", ["a.pt", DM, "b.pt", "--ar-checkpoint", "c.pt", "--n-samples", "1"],
+     ("checkpoint a.pt, b.pt, c.pt not found: train them first", "or give paths that exist"), None),
+    ("scripts/frontier.py", ["a.pt", "--ar-checkpoint", "b.pt"], "checkpoint a.pt, b.pt not found", None),
+    ("scripts/export.py", ["a.pt", "out"], ("checkpoint a.pt not found", "give the path of one that exists"), None),
+    ("train.py", [*T, "--out_dir=x", "--init_from=a.pt"], ("checkpoint a.pt not found", "give another --init_from"),
+     None),
+    # advice the same command would refuse (test_a_refusals_advice_runs): it said 'acts only with --tokenizer=bpe:
+    # give that too', and inference.py refuses a --tokenizer the checkpoint does not have
+    ("inference.py", ["--checkpoint", DM, "--tokenizer_path", "tokenizer.json"],
+     ("differs from the one dm/model.pt was trained with", "drop --tokenizer_path"), None),
+]
+
 # issue 71: what is typed is what runs. DERIVED: derived_rows() reads that class's rows off the CLI's parser (each
 # option abbreviated, each number past its kind, each --device of BAD_DEVICES), so a new flag is tried unlisted
 CLASSES.update(
@@ -577,7 +643,7 @@ ISSUE_71_ROWS = {
         "train.py": [([*T, "--out_dir=x", f"--device={v}"], f"--device={v}") for v in BAD_DEVICES],
         "inference.py": [(["--checkpoint", DM, "--device", v], f"--device={v}") for v in BAD_DEVICES],
         "scripts/bench_train.py": [([*BT, f"--device={v}"], f"--device={v}") for v in BAD_DEVICES],
-        **dict.fromkeys(("scripts/eval.py", "scripts/frontier.py", "dev/order_nll.py"), DERIVED),
+        **dict.fromkeys(("scripts/eval.py", "scripts/frontier.py", "scripts/race.py", "dev/order_nll.py"), DERIVED),
         **dict.fromkeys(("scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py", "scripts/export.py",
                          "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/nanogpt_score.py", "dev/bd3_variance.py",
                          "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/two_pass.py", "dev/threads.py"), NO_DEVICE),
@@ -607,6 +673,7 @@ ISSUE_71_ROWS = {
                             (["--input-file", "eval.json", "--split-blank-lines", "--output", "o.txt"],
                              "--split-blank-lines does not apply to eval.json, a file of records")],
         "scripts/train_tokenizer.py": "every flag acts: --input, --output, --vocab-size, --min-frequency",
+        "scripts/race.py": "every flag acts in every race",
         "dev/plot.py": "--out acts in every call",
         "scripts/export.py": "no flag but --force, which permits and never acts alone",
         "dev/order_nll.py": [([DM, "--orders", "l2r,r2l", "--seed", "3"], "--seed draws random orders")],
@@ -622,6 +689,56 @@ ISSUE_71_ROWS = {
 for cls, per_cli in ISSUE_71_ROWS.items():
     for cli, rows in per_cli.items():
         CLASS_ROWS[cli][cls] = rows
+# issue 80: an output path that cannot be written is refused before the work (utils.fileio.check_output and
+# check_folder), never found when the work is done; test_outputs_are_checked_before_the_work pins the order
+CLASSES["output"] = "an output that cannot be written: a folder where a file goes, a path under a regular file, " \
+                    "the trace's GIF a folder"
+UNDER = "old.txt is a file, not a folder"  # old.txt/x: a path under a regular file
+NO_OUTPUT = "writes no file: a table on stdout"
+OUTPUT_ROWS = {
+    "train.py": [([*T, "--out_dir=x", "--viz_video=folder.mp4"], "--viz-video folder.mp4 is a directory"),
+                 ([*T, "--out_dir=x", "--viz_video=old.txt/v.mp4"], UNDER),
+                 ([*T, "--out_dir=x", "--viz_video=trace.mp4"], "--viz-video trace.gif is a directory"),
+                 ([*T, "--out_dir=old.txt/run"], ("--out_dir=old.txt/run", UNDER))],
+    "inference.py": [(["--checkpoint", DM, "--viz-video", "folder.mp4"], "--viz-video folder.mp4 is a directory"),
+                     (["--checkpoint", DM, "--viz-video", "old.txt/v.mp4"], UNDER),
+                     (["--checkpoint", DM, "--viz-video", "trace.mp4"], "--viz-video trace.gif is a directory")],
+    "scripts/eval.py": [([*EV, "--json", "folder.mp4"], "is a directory"), ([*EV, "--json", "old.txt/e.json"], UNDER)],
+    "scripts/frontier.py": [([*FR, "--json", "folder.mp4"], "is a directory"), ([*FR, "--json", "old.txt/f.json"], UNDER)],
+    "scripts/export.py": [([DM, "old.txt/exp"], ("OUT_DIR old.txt/exp", UNDER))],
+    "dev/plot.py": [(["curves", "dm", "--out", "old.txt/c.png"], UNDER)],
+    "scripts/race.py": [([*RC, "--out", "folder.mp4"], "is a directory"), ([*RC, "--out", "old.txt/r.mp4"], UNDER),
+                        ([*RC, "--out", "trace.mp4"], "--out trace.gif is a directory")],
+    "scripts/data.py": [(["--input-file", "text.txt", "--output", "old.txt/o.txt"], UNDER)],
+    "scripts/train_tokenizer.py": [(["--input", "text.txt", "--output", "old.txt/t.json"], UNDER)],
+    "scripts/bench_train.py": NO_FILES,
+    "dev/plot_epochs.py": [(["s.json", "--out", "old.txt/p.png"], UNDER)],
+    "dev/plot_frontier.py": [(["eval.json", "--out", "old.txt/p.png"], UNDER)],
+    "dev/epochs.py": [(["--summary-only", "--summary", "old.txt/s.json"], UNDER)],
+    "dev/order_nll.py": [([DM, "--json", "old.txt/o.json"], UNDER)],
+    **dict.fromkeys(("dev/nanogpt_score.py", "dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py",
+                     "dev/two_pass.py"), NO_OUTPUT),
+    **dict.fromkeys(("dev/threads.py", "dev/gpu_sample.py"), NO_FILES)}
+for cli, rows in OUTPUT_ROWS.items():
+    CLASS_ROWS[cli]["output"] = rows
+
+# issue 80: torchrun's environment read strictly (utils.dist.torchrun_ranks), and a refusal printed unless a whole
+# torchrun environment names this process a rank past 0 (utils.errors.run_cli): a stray RANK=1 silenced every one
+CLASSES["environment"] = "torchrun's variables partial or not numbers: RANK alone, ranks without MASTER_ADDR, RANK=one"
+ENVIRONMENTS = {"rank_alone": dict(RANK="1"),
+                "no_master": dict(RANK="1", LOCAL_RANK="1", WORLD_SIZE="2", MASTER_PORT="29500"),
+                "not_a_number": dict(RANK="one", LOCAL_RANK="0", WORLD_SIZE="2", MASTER_ADDR="localhost",
+                                     MASTER_PORT="29500")}
+ONE_PROCESS = "starts no process group: torchrun's variables are not read (a stray RANK silences no refusal: " \
+              "inference.py's row)"
+ENVIRONMENT_ROWS = {
+    "train.py": [([*T, "--out_dir=x"], ("RANK set but not LOCAL_RANK", "unset RANK"), "rank_alone"),
+                 ([*T, "--out_dir=x"], "set but not MASTER_ADDR: start the run with torchrun", "no_master"),
+                 ([*T, "--out_dir=x"], "must be whole numbers", "not_a_number")],
+    "inference.py": [(["--checkpoint", DM, "--temperature", "-1"], "temperature must be >= 0", "rank_alone")],
+    **{cli: ONE_PROCESS for cli in discover() if cli not in ("train.py", "inference.py")}}
+for cli, rows in ENVIRONMENT_ROWS.items():
+    CLASS_ROWS[cli]["environment"] = rows
 CLASS_TABLE = [(cli, row[0], row[1], row[2] if len(row) > 2 else None, cls) for cli, classes in CLASS_ROWS.items()
                for cls, rows in classes.items() if not isinstance(rows, str) for row in rows]
 OUTPUT_FLAGS = ("--json", "--out", "--output", "--summary")
@@ -679,7 +796,8 @@ BASE = {"scripts/eval.py": [DM], "scripts/frontier.py": [AR, "--ar-checkpoint", 
         "scripts/train_tokenizer.py": ["--input", "text.txt"], "dev/order_nll.py": [DM],
         "dev/nanogpt_score.py": ["old.txt", "--against", DM], "dev/bd3_variance.py": [DM], "dev/draft_ceiling.py": [DM],
         "dev/spec_rounds.py": [DM], "dev/two_pass.py": [DM, AR], "dev/threads.py": ["cpu"], "dev/epochs.py": [],
-        "dev/plot_epochs.py": ["s.json"], "dev/plot_frontier.py": ["eval.json"], "dev/gpu_sample.py": ["--smoke"]}
+        "dev/plot_epochs.py": ["s.json"], "dev/plot_frontier.py": ["eval.json"], "dev/gpu_sample.py": ["--smoke"],
+        "scripts/race.py": [DM, DM]}
 
 
 def range_rows(flag, kind):
@@ -846,3 +964,209 @@ def test_a_missing_input_file_is_the_first_line_not_after_the_config(argv, words
         run_cli(train.main, [*argv, "--max_iters=0"])
     out, err = capsys.readouterr()
     assert e.value.code == 2 and words in err and out == ""  # nothing printed before the error: no config dump
+
+
+# ----------------------------------------------------------------------------- an export or checkpoint is input too
+def _chars(meta, d, cut=0, extra=""):
+    """Swap the export's vocabulary for another (its fingerprint recomputed, as a forger would): the network's
+    vocab_size no longer matches it (fewer: an IndexError on a high id; more: [MASK] read as a character)."""
+    from utils.tokenizer import fingerprint, tokenizer_from_state
+    chars = json.loads((d / "vocab.json").read_text())["chars"]
+    chars = (chars[:-cut] if cut else chars) + extra
+    (d / "vocab.json").write_text(json.dumps({"chars": chars}))
+    meta["tokenizer_fingerprint"] = fingerprint(tokenizer_from_state(dict(kind="char", chars=chars)))
+
+
+ARGS, CFG = "model_args", "config"
+EDITS = [  # (part, key, value or an edit of (meta, folder), words): model_args are refused before a layer is built
+    (ARGS, "n_layer", "1", "n_layer='1', which is no ModelArgs int"),  # was a TypeError deep in torch, or 'damaged'
+    (ARGS, "n_layr", 1, "n_layr=1, which is no ModelArgs key"),
+    (ARGS, "n_layer", 10 ** 9, "n_layer=1,000,000,000, outside 1 to 4,096"),  # built layers for hours
+    (ARGS, "n_embd", 0, "n_embd=0, outside 1 to 1,048,576"),
+    (ARGS, "attn_scale", 0.35, ("attn_scale=0.35, which this version removed", "git checkout 3cea44f")),
+    (ARGS, "vocab", lambda m, d: _chars(m, d, cut=3), "its tokenizer has"),
+    (ARGS, "vocab", lambda m, d: _chars(m, d, extra="\u00e9\u00e8"), "its tokenizer has"),
+    (CFG, "max_itters", 3, "unknown config key 'max_itters' (did you mean max_iters"),
+    (CFG, "diffusion_steps", "20", "diffusion_steps must be int, got str"),
+    (CFG, "temperature", float("nan"), "temperature must be a finite number, got nan"),  # JSON's NaN
+    (CFG, "diffusion_steps", 10 ** 12, "diffusion_steps=1000000000000 is out of range"),
+    (CFG, "objective", "mdlm2", "objective='mdlm2' is not one of"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part, key, value, words", EDITS, ids=[f"{p}-{k}" for p, k, *_ in EDITS])
+def test_an_edited_export_is_refused_in_one_line_as_a_command_line_would_be(part, key, value, words, files, tmp_path,
+                                                                            monkeypatch, capsys):
+    """An exported folder's config.json goes through the command line's checks: a type, an unknown key, a size past
+    utils.cli.LIMITS, a vocabulary that is not the network's; a model_args problem before any layer is built."""
+    import checkpoint_manager
+    d = tmp_path / "e"
+    shutil.copytree(files / "exp", d)
+    meta = json.loads((d / "config.json").read_text())
+    if callable(value):
+        value(meta, d)
+    else:
+        meta[part][key] = value
+    (d / "config.json").write_text(json.dumps(meta))
+    if part == ARGS:
+        monkeypatch.setattr(checkpoint_manager, "Transformer", lambda *a: pytest.fail("a layer was built"))
+    with pytest.raises(SystemExit) as e:
+        run_cli(inference.main, ["--checkpoint", str(d)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert all(w in err for w in ([words] if isinstance(words, str) else words)), err
+
+
+@pytest.mark.slow
+def test_an_edited_checkpoint_is_refused_as_its_export_would_be(files, tmp_path, capsys):
+    """The same checks on a model.pt whose checksum was recomputed after the edit: its config and its model_args."""
+    from utils.checkpoint import save_checkpoint
+    raw = torch.load(files / DM, weights_only=True)
+    for part, key, value, words in [(CFG, "n_layer", "1", "n_layer must be int"), (ARGS, "block_size", 2 ** 40,
+                                                                                   "outside 1 to 2,147,483,647")]:
+        edited = {k: v for k, v in raw.items() if k != "checksum"}
+        edited[part] = {**raw[part], key: value}
+        save_checkpoint(tmp_path / "e.pt", edited)
+        code, _, err = run_cli_here(inference.main, ["--checkpoint", tmp_path / "e.pt"], capsys)
+        assert code == 2 and words in err and err.count("\n") == 1, err
+
+
+BEFORE_WORK = [  # (cli, argv, the first piece of work: it must not start, words)
+    ("train.py", [*T, "--out_dir=x", "--viz_video=folder.mp4"], "utils.dataloader.prepare_data", "is a directory"),
+    ("train.py", [*T, "--out_dir=old.txt/run"], "utils.dataloader.prepare_data", UNDER),
+    ("inference.py", ["--checkpoint", DM, "--viz-video", "trace.mp4"], "checkpoint_manager.read_checkpoint",
+     "trace.gif is a directory"),
+    ("scripts/eval.py", [*EV, "--json", "old.txt/e.json"], "checkpoint_manager.read_checkpoint", UNDER),
+    ("scripts/frontier.py", [*FR, "--json", "old.txt/f.json"], "checkpoint_manager.read_checkpoint", UNDER),
+    ("scripts/export.py", [DM, "old.txt/exp"], "checkpoint_manager.read_checkpoint", UNDER),
+    ("dev/plot.py", ["curves", "dm", "--out", "old.txt/c.png"], "dev.plot.read_jsonl", UNDER),
+    ("scripts/data.py", ["--input-file", "text.txt", "--output", "old.txt/o.txt"], "scripts.corpus.local_format", UNDER),
+    ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "old.txt/t.json"],
+     "scripts.train_tokenizer.read_text", UNDER),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cli, argv, work, words", BEFORE_WORK, ids=[f"{r[0]}-{i}" for i, r in enumerate(BEFORE_WORK)])
+def test_outputs_are_checked_before_the_work(cli, argv, work, words, files, tmp_path, monkeypatch, capsys):
+    """An output that cannot be written is refused before the entry point's first piece of work (reading data or a
+    checkpoint), which here fails loudly: a check that ran after it would let the work run for nothing."""
+    import importlib
+    shutil.copytree(files, tmp_path / "case")
+    monkeypatch.chdir(tmp_path / "case")
+    module, name = work.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: pytest.fail(f"{work} ran first"))
+    code, _, err = run_cli_here(MAINS[cli](), argv, capsys)
+    assert code == 2 and words in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_a_checkpoints_own_compile_true_samples_and_the_start_up_line_names_no_step_it_did_not_compile(files, tmp_path,
+                                                                                                      capsys):
+    """--compile=true saved by a run (gpt200m's) is no flag typed here: a masked-diffusion sampler runs no decode
+    step, so nothing is compiled and the line says none (it said 'the decode step compiled')."""
+    from utils.checkpoint import save_checkpoint
+    raw = torch.load(files / DM, weights_only=True)
+    save_checkpoint(tmp_path / "c.pt", {**{k: v for k, v in raw.items() if k != "checksum"},
+                                        "config": {**raw["config"], "compile": "true"}})
+    code, out, err = run_cli_here(inference.main, ["--checkpoint", tmp_path / "c.pt"], capsys)
+    assert code == 0 and out.startswith("checkpoint ") and "compiled" not in out.splitlines()[0], err
+
+
+# ----------------------------------------------------------------------------- advice that runs
+# A refusal's advice with values ('use --gen-len 24', 'with --semi-ar-length 8 --steps 63', 'e.g. --max_iters=100'):
+# the value after '=' (or a number after a space), quoted as a shell reads it (--optimizer='muon' is muon); an
+# upper-case placeholder (PATH, NEW_DIR) is no value to try; 'train with --dual_ar=0.25' is advice for another run
+PAIR = r"(--[a-z][a-z0-9_-]*)(?:=([^\s,;:()]+)|\s+(\d[\d.]*)\b)"
+ADVICE = re.compile(r"\b(?:use|pass|give|(?<!train )with|e\.g\.)\s+(%s(?:\s+%s)*)" % (PAIR, PAIR))
+# where each entry point's work starts, stopped once the advised command passed every check before it
+WORK = {"train.py": "train.train", "inference.py": "inference.generate", "scripts/eval.py":
+        "scripts.eval.evaluate", "scripts/frontier.py": "scripts.frontier.grid_of", "scripts/export.py":
+        "scripts.export.export", "dev/plot.py": "dev.plot._save", "scripts/data.py": "scripts.corpus.write_corpus",
+        "scripts/train_tokenizer.py": "scripts.train_tokenizer.train_bpe", "scripts/bench_train.py":
+        "scripts.bench_train.make_step"}
+
+
+class Checked(BaseException):
+    """Raised where the work starts: every check passed (run_cli lets it through)."""
+
+
+def advice(err):
+    """[[(flag, value), ...] a clause] of what a one-line refusal advises."""
+    clauses = [[(flag, (eq or num).strip("'\"")) for flag, eq, num in re.findall(PAIR, m[0])]
+               for m in ADVICE.findall(err)]
+    return [c for c in clauses if not any(re.fullmatch(r"[A-Z_.]+", value) for _, value in c)]
+
+
+def with_advice(argv, clause):
+    """argv with each flag of the clause (either spelling) set to its value: its own, if given, dropped."""
+    for flag, value in clause:
+        names = {"--" + flag[2:].replace("_", "-"), "--" + flag[2:].replace("-", "_")}
+        out, i = [], 0
+        while i < len(argv):
+            word = str(argv[i])
+            if word.split("=")[0] in names:  # --flag=v, --flag v, or a bare --flag
+                bare = "=" in word or i + 1 == len(argv) or str(argv[i + 1]).startswith("--")
+                i += 1 if bare else 2
+                continue
+            out.append(argv[i])
+            i += 1
+        argv = [*out, f"{flag}={value}"]
+    return argv
+
+
+def test_advice_is_read_with_its_value():
+    assert advice("shorten the prompt, use --gen-len 24, or decode in blocks with --semi-ar-length 8 --steps 63") == [
+        [("--gen-len", "24")], [("--semi-ar-length", "8"), ("--steps", "63")]]
+    assert advice("pass --force to replace it, or --out_dir=NEW_DIR; e.g. --max_iters=100") == [[("--max_iters", "100")]]
+    assert advice("acts only with --remask='remdm': give that too; or train with --dual_ar=0.25") == [
+        [("--remask", "remdm")]]
+    assert with_advice(["--gen-len", "500", "--live", "--x=1", "--steps=3"], [("--gen_len", "24"), ("--steps", "9")]) \
+        == ["--live", "--x=1", "--gen_len=24", "--steps=9"]
+
+
+ADVISED = [r for r in ROWS if r[0] in WORK and not r[3]]  # the product's entry points, no spoiled environment
+
+
+@pytest.mark.slow
+def test_a_refusals_advice_runs(files, tmp_path, monkeypatch, capsys):
+    """Every refusal that advises a flag's value: the same command with that value is not refused for that flag
+    (it was: past the context, the advised --gen-len beside --infill, --semi-ar-length beside --dual_sample)."""
+    import importlib
+    d = tmp_path / "case"
+    shutil.copytree(files, d)
+    monkeypatch.chdir(d)
+    for cli, *_ in ADVISED:
+        module, name = WORK[cli].rsplit(".", 1)
+        monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: (_ for _ in ()).throw(Checked()))
+    tried, failed = 0, []
+    for cli, argv, *_ in ADVISED:
+        try:
+            _, _, err = run_cli_here(MAINS[cli](), argv, capsys)
+        except Checked:  # refused in the work itself (non-finite logits): no advice before it
+            continue
+        for clause in advice(err):
+            tried += 1
+            again = with_advice(argv, clause)
+            try:
+                code, _, err2 = run_cli_here(MAINS[cli](), again, capsys)
+            except Checked:
+                continue
+            keys = {k for flag, _ in clause for k in (flag[2:].replace("-", "_"), flag[2:].replace("_", "-"))}
+            if code == 2 and keys & {w.strip("-") for w in re.findall(r"[\w-]+", err2)}:
+                failed.append(f"{cli} {' '.join(map(str, argv))}: {err.strip()} -> {' '.join(map(str, again))}: "
+                              f"{err2.strip()}")
+    assert tried >= 10 and not failed, "\n".join(failed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cli, argv", [("scripts/eval.py", ["--help"]), ("scripts/eval.py", ["a.pt", "b.pt"]),
+                                       ("scripts/frontier.py", ["--help"]), ("scripts/export.py", ["a.pt", "out"])])
+def test_help_and_a_refused_path_answer_before_torch_is_imported(cli, argv, tmp_path):
+    """On a busy machine torch's import took 16-19 s before --help or a one-line refusal: these parse their flags
+    and check their paths first."""
+    r = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / cli), *argv], cwd=tmp_path, env=ENV,
+                       capture_output=True, text=True, timeout=60)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert r.returncode == (0 if argv == ["--help"] else 2) and "torch" not in imported, r.stderr[-500:]

@@ -253,8 +253,8 @@ def test_checkpoints_from_before_the_layer_rename_still_load(tmp_path):
     m = Transformer(a)
     old = {k.replace("layers.", "blocks."): v for k, v in m.state_dict().items()}  # adaln.blocks.N and blocks.N
     assert any(k.startswith("blocks.") for k in old) and any(k.startswith("adaln.blocks.") for k in old)
-    save_checkpoint(tmp_path / "old.pt", dict(model=old, config={}, model_args=vars(a), tokenizer=dict(kind="char", chars="ab"),
-                                              iter=0))
+    save_checkpoint(tmp_path / "old.pt", dict(model=old, config={}, model_args=vars(a),
+                                              tokenizer=dict(kind="char", chars="abcdefghij"), iter=0))
     fresh, _ = load_model(tmp_path / "old.pt", "cpu")  # every load goes through utils.checkpoint.migrate
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in fresh.state_dict().items())
 
@@ -264,6 +264,7 @@ def test_a_removed_model_option_loads_when_off_and_is_named_when_on(tmp_path):
     checkpoints written then carry them. Off, they changed nothing in the network, so they load; an option in use
     that the code lacks is named, not 'damaged'."""
     import torch
+    from utils.checkpoint import REMOVED
     from model import ModelArgs, Transformer
     from checkpoint_manager import load_model
     from utils.checkpoint import save_checkpoint
@@ -272,12 +273,13 @@ def test_a_removed_model_option_loads_when_off_and_is_named_when_on(tmp_path):
     for name, off, on in (("value_residual", False, True), ("attn_scale", 0.0, 0.35)):
         for value in (off, on):
             save_checkpoint(tmp_path / "c.pt", dict(model=m.state_dict(), config={}, model_args={**vars(a), name: value},
-                                                    tokenizer=dict(kind="char", chars="ab"), iter=0))
+                                                    tokenizer=dict(kind="char", chars="abcdefghij"), iter=0))
             if value == off:
                 fresh, _ = load_model(tmp_path / "c.pt", "cpu")
                 assert all(torch.equal(v, m.state_dict()[k]) for k, v in fresh.state_dict().items())
             else:
-                with pytest.raises(UserError, match=f"trained with model option.s. {name}.*git log -S {name}"):
+                with pytest.raises(UserError, match=f"trained with {name}={on}, which this version removed.*"
+                                                    f"git checkout {REMOVED[name][0]}"):
                     load_model(tmp_path / "c.pt", "cpu")
 
 
@@ -300,7 +302,7 @@ def test_a_removed_key_is_named_as_removed_with_where_its_verdict_is(capsys):
     import train
     from configurator import REMOVED
     from helpers import assert_one_line_error
-    assert len(REMOVED) == 22 and not set(REMOVED) & {f.name for f in fields(Config)}
+    assert len(REMOVED) == 24 and not set(REMOVED) & {f.name for f in fields(Config)}
     for key in ("time_beta", "corrector_steps", "bd3_check", "head_on_masked_only"):
         with pytest.raises(UserError, match=f"--{key} was removed.*dev/LOG.md"):
             get_config([f"--{key}=1"])
@@ -385,7 +387,7 @@ def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key(
                 get_config([f"--{other}={off[other]}", f"--{key}={value[key]}"])
             assert get_config([f"--{key}={value[key]}"]).val_fraction == 0.2
             continue
-        with pytest.raises(UserError, match=f"--{key} acts only with --{other}"):
+        with pytest.raises(UserError, match=f"--{key} acts only with(out)? --{other}"):  # without: a switch off
             get_config([*base, f"--{other}={off[other]}", f"--{key}={value[key]}"])
         assert get_config([*base, f"--{other}={with_it[other]}", f"--{key}={value[key]}"]) is not None  # with it: read
     assert get_config(["baby"]).temperature_end_share == 0.1  # the preset's own pair is not "given"
@@ -416,13 +418,35 @@ def test_a_temperature_or_filter_that_can_make_a_row_with_no_law_is_refused(argv
 
 
 @pytest.mark.parametrize("key", ["temperature", "top_p", "temperature_end_share", "mask_max", "ema"])
-def test_a_nan_from_a_config_file_is_refused_for_every_float_key(key, tmp_path):
+def test_a_nan_is_refused_for_every_float_key(key, tmp_path):
     """nan compares False with every bound (0 < nan <= 1 is False, nan < 0 too): each range check alone would let
-    it through; every float key is checked finite first."""
+    it through. A config file cannot write one (float('nan') is a call, and nothing in the file runs); a checkpoint's
+    config or an export's config.json (JSON's NaN) can, and is checked as a command line is."""
+    from configurator import config_from_dict
     f = tmp_path / "nan.py"
     f.write_text(f"{key} = float('nan')\n")
-    with pytest.raises(UserError, match=f"{key} must be a finite number, got nan"):
+    with pytest.raises(UserError, match="line 1: not `key = value` with a literal value"):
         get_config([str(f)])
+    with pytest.raises(UserError, match=f"checkpoint c.pt's config: {key} must be a finite number, got nan"):
+        config_from_dict({key: float("nan")}, "checkpoint c.pt")
+
+
+def test_a_config_file_is_data_read_line_by_line_and_nothing_in_it_runs(tmp_path, monkeypatch):
+    """python train.py my.py exec()ed the file: a line calling os.system ran its command. Now each statement is
+    `key = value` with a Python literal; anything else is one line naming its line number, before any of it acts."""
+    monkeypatch.chdir(tmp_path)
+    ok = tmp_path / "ok.py"
+    ok.write_text("# a comment\n\nmax_iters = 7  # why\nprompt = 'Hi'\nqk_norm = True\nlearning_rate = 1e-3\n")
+    cfg = get_config([str(ok)])
+    assert (cfg.max_iters, cfg.prompt, cfg.qk_norm, cfg.learning_rate) == (7, "Hi", True, 1e-3)
+    for body, line in [("max_iters = 3\n__import__('os').system('touch PWNED')\n", 2), ("import os\n", 1),
+                       ("n_layer = 2 ** 3\n", 1), ("x = y = 1\n", 1), ("max_iters = len('ab')\n", 1),
+                       ("# c\nmax_iters = (\n", 2)]:
+        f = tmp_path / "bad.py"
+        f.write_text(body)
+        with pytest.raises(UserError, match=f"config file .*bad.py, line {line}: "):
+            get_config([str(f)])
+    assert not (tmp_path / "PWNED").exists()
 
 
 def test_past_validation_an_infinite_temperature_raises_in_the_draw_instead_of_returning_mask():

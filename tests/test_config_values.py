@@ -2,9 +2,11 @@
 config.Config walked with the worst values of its type (nan, inf, -1, 0, a subnormal, 2^63, 2^64, '') through
 train.py's parse + validate and, for the keys sampling reads, inference.py's (the command line over a checkpoint's
 config, then validate). A value is accepted where ACCEPTED says it is legal, else refused with a UserError: never
-another exception, and never silently. The values come in a config file, the one way to give a nan (a flag's
-1e999 is inf); paths are checked where they are read (tests/test_bad_input.py's rows).
+another exception, and never silently. The values come in a config file, written as Python literals (a file is data:
+2 ** 62 is written out, inf as 1e999); a nan comes only in a checkpoint's config (or an export's config.json), walked
+through configurator.config_from_dict. Paths are checked where they are read (tests/test_bad_input.py's rows).
 python -m pytest -q tests/test_config_values.py"""
+import math
 from dataclasses import fields
 
 import pytest
@@ -14,7 +16,7 @@ from config import NEEDS, Config, Tristate
 from configurator import SAMPLED_KEYS, TYPES, parse, validate
 from utils.errors import UserError
 
-WORST = {float: ["float('nan')", "float('inf')", "-float('inf')", "-1.0", "0.0", "1e-320", "2.0 ** 64"],
+WORST = {float: ["float('inf')", "-float('inf')", "-1.0", "0.0", "1e-320", "2.0 ** 64"],
          int: ["-1", "0", "2 ** 62", "2 ** 63", "2 ** 64", "-2 ** 63 - 1"], str: ["''", "'nonsense'"], bool: [],
          Tristate: ["''", "'nonsense'", "2 ** 64", "True"]}
 # what makes a key act (config.NEEDS): given alone it would be refused for that, whatever its value
@@ -51,7 +53,8 @@ def _objective(key):
 def _given(key, value, tmp_path):
     """argv setting key = value (a Python expression) in a config file, with what makes the key act."""
     f = tmp_path / "values.py"
-    f.write_text(f"{key} = {value}\n")
+    v = eval(value)
+    f.write_text(f"{key} = {'1e999' if v == math.inf else '-1e999' if v == -math.inf else repr(v)}\n")
     objective = [] if key == "objective" else [f"--objective={_objective(key)}"]
     return [*objective, *([WITH[key]] if key in WITH else []), str(f)]
 

@@ -40,8 +40,9 @@ def test_repeating_one_character_scores_worse_than_real_text():
 
 
 def grid(*specs, flag="--grid"):
-    """The grid a command line's --grid (or --ar-grid) flags give: {key: [typed values]}."""
-    a = frontier.parse_args(["m.pt", "--ar-checkpoint", "a.pt", *(x for spec in specs for x in (flag, spec))])
+    """The grid a command line's --grid (or --ar-grid) flags give: {key: [typed values]}. (Parsing refuses a
+    checkpoint path that does not exist; it reads none: this file stands in.)"""
+    a = frontier.parse_args([__file__, "--ar-checkpoint", __file__, *(x for spec in specs for x in (flag, spec))])
     return a.grid_values if flag == "--grid" else a.ar_grid_values
 
 
@@ -66,7 +67,10 @@ def test_the_grid_holds_each_distinct_sampler_once():
         with pytest.raises(UserError, match="--grid"):
             grid(bad)
     # a bool key reads its words (bool('false') is True): block diffusion's two samplers, two points
-    assert grid("bd3_speculate=false,true,0,on") == dict(bd3_speculate=[False, True, False, True])
+    assert grid("bd3_speculate=false,on") == grid("bd3_speculate=0,true") == dict(bd3_speculate=[False, True])
+    for twice in ("bd3_speculate=false,0", "temperature=0.8,0.80"):  # one point, silently, before
+        with pytest.raises(UserError, match="names a value twice"):
+            grid(twice)
     bd3_cfg = get_config([*MICRO, "--objective=bd3", "--bd3_ar=1"])
     assert [s for s, _ in frontier.grid_points(grid("bd3_speculate=false,true"), bd3_cfg, objectives.get("bd3"))] == \
         [dict(bd3_speculate=False), dict(bd3_speculate=True)]

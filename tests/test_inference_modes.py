@@ -178,7 +178,7 @@ def test_live_through_the_cli(tiny_ckpt, capsys):
 
 def test_a_missing_checkpoint_names_the_command_that_trains_it(in_tmp):
     """Issue 73: `inference.py baby` (and eval.py on baby's checkpoint) said "train one (python train.py cpu ...)"."""
-    from checkpoint_manager import train_command
+    from utils.fileio import train_command
     from config import PRESETS
     from utils.errors import UserError
     for name, preset in PRESETS.items():  # every preset's sampling checkpoint is the one its training writes

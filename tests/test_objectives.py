@@ -72,7 +72,7 @@ SIGNATURES = dict(check=("cfg", "given"), draws=("x", "cfg", "schedule", "tok", 
                   eval_times=("cfg", "L"), bound=("model", "x", "cfg", "schedule", "tok", "t", "generator"), flops=("model", "cfg"),
                   sample=("model", "x", "gen_mask", "cfg", "schedule", "mask_id", "generator", "on_step"),
                   passes=("cfg", "n_gen", "n_prompt"), describe=("cfg",), ar_nll=("model", "windows", "cfg", "mask_id"),
-                  unread=("cfg",))
+                  unread=("cfg",), decodes=("cfg", "batch"))
 
 
 @pytest.mark.parametrize("name", list(objectives.OBJECTIVES))

@@ -29,6 +29,18 @@ _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
 RUN_FILES = ("model.pt", "best.pt", "metrics.jsonl")  # a run's files besides model_<iter>.pt
 # old config key -> its name now ("block" is BD3-LM's; the mask band is mdlm's too)
 RENAMED = {"block_length": "semi_ar_length", "bd3_mask_min": "mask_min", "bd3_mask_max": "mask_max"}
+# Keys the measurements removed (dev/LOG.md, "The measurements delete what lost" and after):
+# {key: (the last commit that had it, its values that did what this version does)}. A checkpoint
+# that used one at another value continues at that commit.
+REMOVED = dict(
+    time_beta=("bcc25a1", 0.0), mask_span=("2d3bdbd", 0), mask_blocks=("2d3bdbd", 0), mir_weight=("a2e0d46", 0.0),
+    mir_mask_max=("a2e0d46", 0.5), bd3_suffix_mix=("f39e744", 0.0), cooldown=("748393b", 0.0),
+    attn_scale=("3cea44f", 0.0), value_residual=("ab77de4", False), dual_draft=("072746b", 0),
+    threshold_rule=("796eedb", "above"), bd3_check=("18a4230", "l2r", "ar"),
+    remdm_schedule=("0bf5f38", "constant", "cap"), remdm_alpha_on=("0bf5f38", 0.9), remdm_t_on=("0bf5f38", 0.55),
+    remdm_t_off=("0bf5f38", 0.05), corrector_steps=("fc80f4d", 0), corrector_frac=("fc80f4d", 0.1),
+    corrector_pick=("fc80f4d", "confidence"), draft=("d7a1d0d", ""), draft_len=("d7a1d0d", 4),
+    live_fps=("b191f40", 8.0), muon_ns_dtype=("321e25a", "auto"), head_on_masked_only=("51be282", False))
 
 
 def migrate(ckpt):
@@ -39,6 +51,16 @@ def migrate(ckpt):
         if ckpt.get(key) is not None:
             ckpt[key] = {re.sub(r"^(adaln\.)?blocks\.", r"\1layers.", k): v for k, v in ckpt[key].items()}
     return ckpt
+
+
+def refuse_removed(d, what):
+    """Refuse a config or model_args dict d that used a key this version removed (REMOVED): one
+    line naming the key and the commit to continue it at. At a value that did what this version
+    does, it loads."""
+    used = [k for k, v in d.items() if k in REMOVED and v not in REMOVED[k][1:]]
+    if used:
+        raise UserError(f"{what} was trained with {used[0]}={d[used[0]]!r}, which this version removed (dev/LOG.md "
+                        f"names its verdict): use it with the code that had it, git checkout {REMOVED[used[0]][0]}")
 
 
 def checksum(obj):

@@ -120,9 +120,6 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
     return tok, train, val, meta
 
 
-SPLITS = ("test", "dev", "val", "train")  # scripts/eval.py --split; test reports, dev chooses
-
-
 def split_ids(train_ids, val_ids, split):
     """The ids a split names. val's first half, dev, is what every choice reads (evals, best.pt,
     lever searches); the second, test, is what records report and no choice reads."""

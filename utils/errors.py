@@ -53,7 +53,8 @@ def run_cli(main, argv=None):
         msg = explain(e)
         if msg is None:
             raise
-        rank = os.environ.get("RANK", "0")
-        if not (rank.isdigit() and int(rank) > 0):  # under torchrun, rank 0 says it once
+        # under torchrun (its whole environment: a stray RANK is not one) rank 0 says it once
+        torchrun = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR"} <= set(os.environ)
+        if not (torchrun and os.environ["RANK"].isdigit() and int(os.environ["RANK"]) > 0):
             print(f"error: {' '.join(msg.split())}", file=sys.stderr)  # always one line
         sys.exit(2)

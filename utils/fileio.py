@@ -11,6 +11,7 @@ import re
 import zipfile
 from contextlib import contextmanager
 
+from config import PRESETS, Config
 from utils.errors import UserError
 
 _TEMP = re.compile(r"^(?P<name>.+)\.tmp(?P<pid>\d+)$")
@@ -83,18 +84,48 @@ def not_found(path, what, fix=""):
     return UserError(f"{what} {path} not found" + (f": {fix}" if fix else ""))
 
 
+def train_command(path):
+    """The command that writes the checkpoint `path` (its preset's, else one with --out_dir), for a
+    missing checkpoint's message."""
+    want = os.path.normpath(path)
+    for name, preset in PRESETS.items():
+        out_dir = preset.get("out_dir", Config.out_dir)
+        written = (preset.get("checkpoint", Config.checkpoint), os.path.join(out_dir, "model.pt"),
+                   os.path.join(out_dir, "best.pt"))
+        if want in {os.path.normpath(p) for p in written}:
+            return f"python train.py {name}"
+    if want == os.path.normpath(Config.checkpoint):
+        return "python train.py"  # the defaults: the reference recipe
+    return f"python train.py PRESET --out_dir={os.path.dirname(want) or '.'}"
+
+
+def require_checkpoints(paths, instead):
+    """Refuse every path of paths that does not exist, in one line: how to train each, and instead,
+    the caller's way to give another (its flag, or its positional paths)."""
+    missing = [str(p) for p in paths if not os.path.exists(p)]
+    if missing:
+        how = "; ".join(dict.fromkeys(map(train_command, missing)))  # one command may write several
+        raise not_found(", ".join(missing), "checkpoint", f"train {'them' if missing[1:] else 'it'} first ({how}; "
+                        f"README's Presets table gives the time), or {instead}")
+
+
+def check_folder(folder, what):
+    """UserError unless folder is one this user can write, or can make: the nearest part of it that
+    exists is a writable folder (not a regular file). what: the flag and path, for the message."""
+    there = folder
+    while not os.path.exists(there):
+        there = os.path.dirname(there) or "."
+    if not (os.path.isdir(there) and os.access(there, os.W_OK)):
+        state = "not a folder you can write" if os.path.isdir(there) else "a file, not a folder"
+        raise UserError(f"{what}: {there} is {state}: choose another path")
+
+
 def check_output(path, force=False, flag="--output", force_flag="--force"):
-    """UserError, before any work, unless path may be written: not a folder or a checkpoint, its
-    folder there (made if missing) and writable, no file there unless force."""
+    """UserError unless path may be written now, before any work: not a folder or a checkpoint, its
+    folder writable (check_folder), and no file already there unless force."""
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a directory: pass a file path")
-    folder = os.path.dirname(path) or "."
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:  # a path under a regular file, say
-        raise UserError(f"{flag} {path}: cannot make its folder {folder} ({e.strerror}): choose another path") from None
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"{flag} {path}: its folder {folder} is not writable: choose another path")
+    check_folder(os.path.dirname(path) or ".", f"{flag} {path}")
     # a checkpoint by its name, or a zip archive (what torch.save writes)
     if os.path.exists(path) and (path.endswith((".pt", ".pth", ".safetensors")) or zipfile.is_zipfile(path)):
         raise UserError(f"{flag} {path} is a checkpoint (or another archive): never replaced, not even with "
