@@ -176,9 +176,12 @@ def test_live_through_the_cli(tiny_ckpt, capsys):
     assert out.count(final) == 1  # the last frame is the sample: its text is not printed a second time
 
 
-def test_a_missing_checkpoint_names_the_command_that_trains_it(in_tmp):
-    """Issue 73: `inference.py baby` (and eval.py on baby's checkpoint) said "train one (python train.py cpu ...)"."""
+def test_a_missing_checkpoint_names_the_command_that_trains_it(in_tmp, monkeypatch):
+    """Issue 73: `inference.py baby` (and eval.py on baby's checkpoint) said "train one (python train.py cpu ...)".
+    The repository is pointed at the empty folder: a checkout that has trained baby keeps this test green."""
+    import utils.fileio
     from utils.fileio import train_command
+    monkeypatch.setattr(utils.fileio, "REPO", str(in_tmp))
     from config import PRESETS
     from utils.errors import UserError
     for name, preset in PRESETS.items():  # every preset's sampling checkpoint is the one its training writes
