@@ -140,7 +140,7 @@ def setup(argv):
     cfg, resume, resumed_from = resumed_config(cfg, given)
     if cfg.viz_video:  # the end-of-run trace's path, before any work (a resumed run's own is its to replace)
         trace.check_trace_path(cfg, replace=cfg.overwrite or cfg.resume or cfg.max_iters == 0)
-    # gradient accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
+    # accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
     micro_tokens = cfg.batch_size * cfg.block_size
     accum = dist.grad_accum_steps(cfg.total_batch_size, micro_tokens, world)
     cfg = replace(cfg, total_batch_size=micro_tokens * accum * world)
@@ -190,7 +190,6 @@ def load_data(cfg, env):
     source = None
     if cfg.init_from and not env.resume:
         source = checkpoint_manager.read_checkpoint(cfg.init_from, "give another --init_from")
-        # its tokenizer, as --resume takes the run's own
         tok = checkpoint_manager.source_tokenizer(cfg.init_from, cfg.tokenizer, cfg.objective, source)
     if env.world > 1 and not env.master:
         torch.distributed.barrier()  # rank 0 encodes the token cache first; the others then read it
