@@ -2,10 +2,9 @@
 positions by config.py's sampling keys (SamplerOptions); 'refine' and ReMDM revisit committed ones.
 
 ReMDM (Wang et al. 2025, arXiv 2503.00307, eq. 5): a step t -> s re-masks a committed token w.p.
-sigma_t <= min(1, (1 - alpha_s) / alpha_t), which keeps q(z_s | x) the forward marginal. A block of
-n with m committed and reveal_plan's fixed counts has alpha_t = m / n, 1 - alpha_s = n_keep / n:
-sigma_max = min(1, n_keep / m). We use the "max-capped" min(eta, sigma_max) (Sec. 4.1); its loop
-schedule lost (dev/LOG.md, "The measurements delete what lost").
+sigma_t <= min(1, (1 - alpha_s) / alpha_t), keeping q(z_s | x) the forward marginal; with m
+committed and n_keep left masked, sigma_max = min(1, n_keep / m). We use the "max-capped" min(eta,
+sigma_max) (Sec. 4.1); its loop schedule lost (dev/LOG.md, "The measurements delete what lost").
 
     python inference.py --checkpoint artifacts/models/model.pt --threshold 0.9 --semi-ar-length 32
     python -m pytest -q tests/test_sampling.py tests/test_remasking.py
