@@ -9,13 +9,11 @@
         --out artifacts/plots/frontier_baby.png
     python dev/plot_frontier.py artifacts/eval/frontier_baby.json --x speed  # tokens/s
 
-A point per combination of --grid values (AR: --ar-grid): NFE (forward passes per sample; of a
-block for bd3, a token for the AR), sample entropy, gen-PPL under an AR judge, distinct-2/3,
-tokens/s, and the JS divergence of the samples' character 1-4-grams from held-out text's. A curve
-is one sampler over temperature, read where it crosses the held-out entropy: lower is better there.
-
-The held-out entropy is read on dev (which picks best.pt), the divergence on test (its floor: dev
-text's own). AR and bd3 samples may run past the context (a sliding window).
+A point per combination of --grid values (AR: --ar-grid): NFE (forward passes per sample), sample
+entropy, gen-PPL under an AR judge, distinct-2/3, tokens/s, and the JS divergence of the samples'
+character 1-4-grams from held-out text's. A curve is one sampler over temperature, read where it
+crosses the held-out entropy (dev; the divergence on test, its floor dev text's own): lower is
+better there. AR and bd3 samples may run past the context (a sliding window).
 """
 import itertools
 import os
@@ -125,8 +123,7 @@ def curve_label(settings):
 
 
 def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
-    """One curve read at entropy `target`, each key interpolated between the points around it;
-    None if it never gets there (no extrapolation)."""
+    """One curve's keys at entropy `target`, interpolated between points; None out of reach."""
     pts = sorted(points, key=lambda q: q["sample_entropy"])
     for a, b in zip(pts, pts[1:]):
         ea, eb = a["sample_entropy"], b["sample_entropy"]
@@ -179,7 +176,7 @@ def time_points(runs, args, start, gen_len, device):
             pt[f"seconds_b{b}"] = statistics.median(secs)
             pt[f"passes_b{b}"] = statistics.mean(pt[f"passes_b{b}"])
             pt[f"tokens_per_s_b{b}"] = b * gen_len / pt[f"seconds_b{b}"]
-            pt[f"spread_b{b}"] = [b * gen_len / max(secs), b * gen_len / min(secs)]  # the rounds' tokens/s, low and high
+            pt[f"spread_b{b}"] = [b * gen_len / max(secs), b * gen_len / min(secs)]  # the rounds' tokens/s: low, high
             pt[f"tokens_per_pass_b{b}"] = gen_len / pt[f"passes_b{b}"]
             print(f"  {r['path']} [{pt['curve']}] T={pt['temperature']:g}, batch {b}: {pt[f'tokens_per_s_b{b}']:,.0f} "
                   f"tokens/s ({pt[f'spread_b{b}'][0]:,.0f}-{pt[f'spread_b{b}'][1]:,.0f}; {pt[f'seconds_b{b}']:.3f} s a "
