@@ -1,6 +1,5 @@
 """Loading a trained model (train.py's model.pt or scripts/export.py's folder), the one way any
-script gets one, and --init_from, a new run from another checkpoint's weights. What needs the
-model lives here; utils/checkpoint.py, below model.py, keeps what any checkpoint needs.
+script gets one, and --init_from; utils/checkpoint.py, below model.py, keeps what needs no model.
 
     model, ckpt = checkpoint_manager.load_model("artifacts/models/cpu/model.pt", "cpu")
 
@@ -101,8 +100,7 @@ def weights(ckpt):
 
 
 def read_checkpoint(path, instead="pass --checkpoint PATH"):
-    """The checkpoint dict of a model.pt or exported folder, in this version's names. instead: the
-    caller's way to give another, for a missing one's message."""
+    """A model.pt's or export's dict, in this version's names; instead: how to give another."""
     require_checkpoints([path], instead)
     ckpt = load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
     ckpt["model_args"] = check_model_args(ckpt, path)
