@@ -42,9 +42,8 @@ def self_condition(model, xt, t, masked, mask_id, share, generator=None, rows=No
 
 
 def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None, drawn=None):
-    """One pass with `opts` (common.LossOptions): (loss, NELBO in nats/token (B,), aux), the NELBO
-    whatever loss_type trains (eval reports the bound). drawn: made ahead (common.Drawn, for a
-    compiled step); else t (stratified if None) and masks from generator."""
+    """One pass with `opts` (LossOptions): (loss, NELBO in nats/token (B,), aux), the NELBO whatever
+    loss_type trains; drawn: made ahead (Drawn), else t (stratified if None), masks drawn here."""
     B, L = x0.shape
     if drawn is None:
         t = stratified_times(B, schedule.T, generator, x0.device) if t is None else t

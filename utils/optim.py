@@ -88,8 +88,7 @@ def build_optimizer(model, cfg, device):
     if cfg.optimizer == "adamw":
         return adamw
     # A semi-orthogonal update has RMS 1/sqrt(max(rows, cols)); "original" scales lr by
-    # max(1, rows/cols)**0.5, making it 1/sqrt(fan_in) for all shapes. Nesterov and the coefficients
-    # are torch's defaults; its momentum, mu b + (1 - mu) g, is off by a scale Newton-Schulz drops.
+    # max(1, rows/cols)**0.5: 1/sqrt(fan_in) for all shapes. Newton-Schulz drops momentum's scale.
     muon = torch.optim.Muon([dict(params=hidden, base_lr=cfg.muon_lr)], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
                             nesterov=True, weight_decay=0.0, adjust_lr_fn="original")  # no decay, as in the original
     return MuonAdamW(muon, adamw, ns_dtype(device))
