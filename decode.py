@@ -1,10 +1,9 @@
 """The network's KV-cached decoding, one token a pass: the cache (KVCache), a pass written into it
 (decode), sampling past the context (generate, as nanoGPT's) and the compiled one-token step
-(compile_decode). Shared by the AR (ar.py), --dual_sample (diffusion.py) and bd3's clean half at
-batch > 1 (bd3.py). model.py reads a cache it is handed and builds none.
+(compile_decode). Shared by the AR, --dual_sample and bd3's clean half at batch > 1.
 
     from decode import generate
-    out = generate(model, prompt, 100, cfg)   # prompt (B, P) -> (B, P + 100), cfg's temperature, top_k, top_p
+    out = generate(model, prompt, 100, cfg)   # (B, P) -> (B, P + 100); cfg: temperature, top_k, top_p
 """
 import torch
 import torch.nn.functional as F
@@ -15,10 +14,9 @@ DECODERS = "the AR, --dual_sample and bd3's --bd3_speculate at a batch of 2 or m
 
 
 class KVCache:
-    """Per-layer key/value buffers (B, H, context, D) in the keys' dtype; pos (on the device) counts
-    the columns written. update writes a pass's keys at pos and returns what it reads. Static: the
-    whole buffers (the mask hides unwritten keys), so a CUDA graph can replay a step. Else the first
-    `end` columns, counted on the host: faster on a CPU."""
+    """Per-layer key/value buffers (B, H, context, D); pos (on the device) counts the columns
+    written. update writes a pass's keys at pos and returns the whole buffers if static (the mask
+    hides unwritten keys: a CUDA graph can replay a step), else the first `end` (faster on CPU)."""
 
     def __init__(self, n_layer, batch, n_head, size, head_dim, device, dtype, static):
         shape = (batch, n_head, size, head_dim)
@@ -77,10 +75,9 @@ def decode(model, idx, cache):
 def generate(model, prompt, gen_len, opts=None, generator=None, mask_id=None, on_token=None):
     """Sample gen_len tokens after prompt (B, P >= 1) with a KV cache, as nanoGPT's generate: one
     pass a token. Past the context, keep the window's last half and recompute its cache in one pass.
-    opts: the draw's temperature, top_k and top_p (a Config or SamplerOptions; None: T = 1, no
-    filter). mask_id: never drawn (never a target, yet ~2e-5 of an AR's draws). Draws in float64,
-    outside the graph. on_token(tokens so far, filtered logits) after each token. Returns
-    (B, P + gen_len)."""
+    opts: temperature, top_k, top_p (None: T = 1, no filter). mask_id: never drawn (never a target,
+    yet ~2e-5 of an AR's draws). Draws in float64, outside the graph. on_token(tokens so far,
+    filtered logits) after each token. Returns (B, P + gen_len)."""
     temperature, top_k, top_p = (1.0, 0, 1.0) if opts is None else (opts.temperature, opts.top_k, opts.top_p)
     (B, P), W = prompt.shape, model.args.block_size
     seq, lo = prompt, max(0, P - W)
@@ -108,9 +105,8 @@ def generate(model, prompt, gen_len, opts=None, generator=None, mask_id=None, on
 
 def ordered_step(prev, seq, P, L, n, mask_id, p, conf=None):
     """A pass of decoding in order (the AR's token, a bd3 round) as a Step over an output of L
-    tokens (the trace, --live): the tokens so far seq (B, S), [MASK] after; prev, those before the
-    pass; n passes so far; p (B, k, V), the laws its k new tokens were drawn from; conf (B, L)
-    float64, or zeros."""
+    tokens: seq (B, S) the tokens so far, [MASK] after; prev, those before the pass; n: passes;
+    p (B, k, V) the laws its k new tokens were drawn from; conf (B, L) float64, or zeros."""
     (B, S), dev = seq.shape, seq.device
     x = F.pad(seq, (0, L - S), value=mask_id)
     before = F.pad(prev, (0, L - prev.size(1)), value=mask_id)
@@ -141,9 +137,8 @@ def generate_canvas(model, x, P, opts, generator=None, mask_id=None, on_step=Non
 
 def compile_decode(model, cfg, device):
     """--compile for sampling ('auto': CUDA only, as train.py's step): sets model.compiled_decode,
-    the one-token decode step compiled whole at static shapes, with CUDA graphs on CUDA (one replay,
-    not ~220 launches). Eager still: passes of varying length (prompt, window slide, bd3's
-    speculative rounds), the draws, the diffusion samplers' passes."""
+    the one-token decode step compiled whole at static shapes, CUDA-graphed on CUDA (one replay, not
+    ~220 launches). Passes of varying length, the draws and the diffusion samplers stay eager."""
     device = torch.device(device)
     if cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"):
         mode = "reduce-overhead" if device.type == "cuda" else None
