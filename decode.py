@@ -3,7 +3,7 @@
 (compile_decode). Shared by the AR, --dual_sample and bd3's clean half at batch > 1.
 
     from decode import generate
-    out = generate(model, prompt, 100, cfg)   # (B, P) -> (B, P + 100); cfg: temperature, top_k, top_p
+    out = generate(model, prompt, 100, cfg)   # (B, P) -> (B, P + 100) at cfg's T, top_k, top_p
 """
 import torch
 import torch.nn.functional as F
