@@ -1,6 +1,5 @@
-"""The objectives, by name: every entry script gets its objective here, once, and calls the same
-few functions. Each module tells its own story (forward noise, loss and bound, reverse sampler) and
-offers these names; what it leaves out takes DEFAULTS:
+"""The objectives by name: an entry script gets its objective here, once, and calls these names on
+it. Each module tells its own story; what it leaves out takes DEFAULTS:
 
     MODEL           the ModelArgs it fixes (causal, no time input, no self-conditioning)
     WINDOW          tokens a training window needs beyond block_size (AR: 1)

@@ -3,10 +3,9 @@
     python scripts/race.py     # baby_ar (KV cache) against baby_bd3 (self-speculative) and baby
     python scripts/race.py A/model.pt B/model.pt --prompt "ROMEO:" --gen-len 48 --out race.mp4
 
-Each lane samples with its checkpoint's own sampler at batch 1, one seed, warmed first, timed by
-the code scripts/frontier.py times (evals.samples.draw), its steps stamped by the clock. A frame is
-a fixed tick of that clock (--tick-ms): each lane shows what its sampler had committed by then,
-captioned with its tokens/s, passes, tokens a pass and p_cache (WeDLM's, columns_counted).
+Each lane samples with its checkpoint's own sampler at batch 1, one seed, warmed first, timed as
+frontier.py times (evals.samples.draw). A frame is a tick of that clock (--tick-ms): each lane shows
+what it had committed by then, with its tokens/s, passes, tokens a pass and p_cache.
 """
 import os
 import platform

@@ -1,7 +1,6 @@
-"""The training data: text encoded once into memory-mapped uint16 files (nanoGPT's .bin), then
-random training windows and fixed validation windows. One file splits as nanoGPT's (its last
-val_fraction validates) unless val_path is given. The encoded splits are cached in artifacts/data/,
-keyed by text, split and tokenizer, so a second run starts at once.
+"""The training data: text encoded once into memory-mapped uint16 files (nanoGPT's .bin), cached in
+artifacts/data/ by text, split and tokenizer; then random training windows and fixed validation
+windows. One file splits as nanoGPT's (its last val_fraction validates) unless val_path is given.
 """
 import hashlib
 import json

@@ -1,6 +1,5 @@
 """The trace as one self-contained HTML page (inference.py --html): utils/trace_page.html with the
-sampler's steps embedded as JSON. A slider and a play button walk the steps; hovering a position
-shows the network's top candidates there. No server, no network, no dependency.
+steps as JSON; a slider walks them, hovering a position shows its top candidates.
     with PageWriter("trace.html", title="mdlm 64 steps") as page: page.add_frame(...)  # trace.py
 """
 import json
