@@ -29,8 +29,7 @@ def paired_difference(a, b):
 
 
 def report_windows(tok, train_ids, val_ids, split, n_windows, L):
-    """A split's fixed windows (n, L + 1) and chars per scored token of exactly those (BPE
-    windows decode ~1 % off the split's mean)."""
+    """A split's fixed windows (n, L + 1), and chars per scored token of those (BPE's: ~1 % off)."""
     ids = split_ids(train_ids, val_ids, split)
     check_fits(ids, L + 1, split)
     windows = fixed_windows(ids, n_windows, L + 1)  # every objective scores the same last L tokens of each
@@ -39,8 +38,7 @@ def report_windows(tok, train_ids, val_ids, split, n_windows, L):
 
 @torch.no_grad()
 def ar_mode(model, cfg, windows, mask_id, batch_size):
-    """Mean NLL per window (N,), on the host, of the network's AR mode (the law --dual_sample or
-    --bd3_speculate samples at T = 1), or None."""
+    """Mean NLL per window (N,), on the host, under the AR mode (--dual_sample's law), or None."""
     obj, dev = objectives.get(cfg.objective), next(model.parameters()).device
     parts = [obj.ar_nll(model, windows[i:i + batch_size].to(dev), cfg, mask_id)
              for i in range(0, len(windows), batch_size)]

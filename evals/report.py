@@ -36,8 +36,7 @@ def report_samples(cfg, tok):
 
 
 def check_report(cfg, tok):
-    """What the end-of-run report will sample, refused before step 1 rather than after training:
-    its canvas (its trace's path: train.setup)."""
+    """The end-of-run samples' canvas, refused before step 1 rather than after training."""
     prompt_len, gen_len = report_samples(cfg, tok)
     if gen_len < 1:
         raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for "

@@ -46,8 +46,7 @@ def start_ids(tok, prompt):
 
 
 def load_judge(path, device, tokenizers):
-    """The AR model that scores samples (gen-PPL), checked first: exact, and sharing each
-    checkpoint's tokenizer ({checkpoint: tokenizer}), since gen-PPL reads their ids."""
+    """The AR judge of gen-PPL, checked: exact, and each checkpoint's tokenizer (it reads ids)."""
     judge, _, cfg, judge_tok = open_checkpoint(path, device)
     if not objectives.get(cfg.objective).EXACT:
         raise UserError(f"--ar-checkpoint {path} is a {cfg.objective} model: give an AR checkpoint "
