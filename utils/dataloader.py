@@ -147,8 +147,7 @@ def get_batch(ids, batch_size, length, generator, device):
 
 
 def fixed_windows(ids, n, length):
-    """Up to n windows (n', length), evenly spaced, the same at every eval. They never overlap:
-    the standard error counts each window once."""
+    """Up to n evenly spaced, disjoint windows (n', length): the se counts each window once."""
     n = max(1, min(n, (len(ids) - 1) // length))
     starts = np.linspace(0, len(ids) - length - 1, n).astype(np.int64)  # spacing >= length: disjoint
     return torch.from_numpy(np.stack([ids[s:s + length] for s in starts]).astype(np.int64))

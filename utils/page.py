@@ -11,8 +11,7 @@ TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trace_page.
 
 
 class PageWriter:
-    """A trace writer (trace.TraceHook feeds it, as it feeds utils.video.TraceWriter) whose frames
-    become one HTML file at close, written atomically; on an error, no file."""
+    """video.TraceWriter's twin whose frames become one HTML file at close (on an error, none)."""
     candidates = 5  # the top candidates kept per predicted position (TraceHook reads it)
 
     def __init__(self, path, title="", settings="", frame_ms=180):
