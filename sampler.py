@@ -146,8 +146,7 @@ class _Decided:
 
 
 class _Denoiser:
-    """One denoise() call's state and its reverse step. The layout and plan are read once a call: a
-    pass makes no host sync (tests/test_sync_free.py)."""
+    """One denoise() call's state and reverse step; layout and plan read once: no sync a pass."""
 
     def __init__(self, model, x, gen_mask, schedule, mask_id, opts, generator, on_step):
         self.model, self.gen_mask, self.schedule, self.mask_id = model, gen_mask, schedule, mask_id
@@ -235,9 +234,8 @@ class _Denoiser:
         return revealed, remasked
 
     def _temperature(self, is_masked, now, at):
-        """The draws' temperature: a number, or (n, 1) at `at` falling with the block's masked share
-        f, T * (s + (1 - s) * f), s = temperature_end_share: cooler for the last tokens (dev/LOG.md,
-        "Reveal order and a falling temperature")."""
+        """The draws' temperature: a number, or (n, 1) at `at`, T (s + (1 - s) f) at masked share f,
+        s = temperature_end_share (dev/LOG.md, "Reveal order and a falling temperature")."""
         temperature, end_share = self.opts.temperature, self.opts.temperature_end_share
         if end_share == 1.0 or temperature == 0:
             return temperature

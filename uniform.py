@@ -111,9 +111,8 @@ def prior_kl(schedule, V):
 
 
 def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_size=None, drawn=None):
-    """One pass: (loss, NELBO in nats/token (B,), aux: t, noised (x_t != x0), logits, real).
-    vocab_size: when DDP wraps the model (no .args). drawn: noise_draws made ahead; else t
-    (stratified if None) and noise from generator."""
+    """One pass: (loss, NELBO in nats/token (B,), aux: t, noised (x_t != x0), logits, real);
+    vocab_size for a DDP-wrapped model; drawn: noise_draws, else t and generator's noise."""
     B, L = x0.shape
     real = real_ids(vocab_size or model.args.vocab_size, mask_id, x0.device)
     if drawn is None:
@@ -130,9 +129,8 @@ def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_siz
 @torch.no_grad()
 def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
     """Ancestral reverse process over the canvas x (B, L): gen_mask's positions start as random
-    tokens (x_T), all redrawn from p(x_s | x_t) each step of time_grid(T, opts.steps); temperature,
-    top_k, top_p shape pi before the exact float64 posterior draw. Step.revealed: changed tokens,
-    conf: their posterior probability. Returns (x, stats) as sampler.denoise does."""
+    tokens (x_T), all redrawn from p(x_s | x_t) each of opts.steps steps (pi shaped by temperature,
+    top_k, top_p). Step.revealed: changed tokens; conf: their probability. Returns (x, stats)."""
     (B, L), dev, t0, steps, temperature = x.shape, x.device, time.perf_counter(), opts.steps, opts.temperature
     if L > model.args.block_size:
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {model.args.block_size}")

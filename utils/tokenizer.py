@@ -98,8 +98,7 @@ class BPETokenizer:
         return [i for ids, _ in self.encode_chunks(text) for i in ids]
 
     def encode_chunks(self, text, chunk_chars=1 << 20):
-        """(ids, n_chars) of consecutive ~chunk_chars chunks, encoded in parallel (encode_batch on
-        split_for_encoding's pieces); together they are tok.encode(text).ids."""
+        """(ids, n_chars) per ~chunk_chars chunk, in parallel; together: tok.encode(text).ids."""
         batch, n = [], 0
         for piece in split_for_encoding(text):
             batch.append(piece)
