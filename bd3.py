@@ -126,9 +126,8 @@ class Blocks:
 
 
 class CleanCache:
-    """Per-layer clean-context keys/values in buffers (B, H, capacity, D) grown by doubling, and
-    its ids (B, n). update(k, v) returns a view [cached ; new] (no copy a pass); of the new columns
-    only the first `store` stay."""
+    """Per-layer clean-context keys/values in buffers (B, H, capacity, D) grown by doubling, and its
+    ids (B, n). update(k, v) returns a view [cached ; new]; of the new, the first `store` stay."""
 
     def __init__(self, n_layer):
         self.k, self.v, self.n = [None] * n_layer, [None] * n_layer, [0] * n_layer
@@ -225,8 +224,7 @@ class BlockOutput:
         return None if on_step is None else block_step
 
     def full(self, st, lo, hi, b):
-        """denoise()'s Step over the window [lo, hi) as one over the output's first `width` columns,
-        steps and NFE counted over the whole generation."""
+        """denoise()'s Step over [lo, hi) as one over the first `width` columns, counts over all."""
         def put(base, w):  # w in base's columns [lo, hi)
             return torch.cat([base[:, :lo], w, base[:, hi:]], 1)[:, :self.width]
 
@@ -340,8 +338,7 @@ class Round:
 
 def _draft_round(model, s, end, fill, mask_id, opts, generator):
     """One round, one pass: the newest token and s.q's drafts as clean columns, checked by their
-    next-token laws, beside the noisy states the next round drafts from. Returns (the tokens kept
-    (B, k), the next round's q or None, the laws they were drawn from)."""
+    next-token laws, beside the noisy states the next round drafts from. Returns (kept, q, laws)."""
     S = s.seq.size(1)
     n = fill.size(1)  # the block
     sb = s.lo + (S - s.lo) // n * n  # the block holding position S, aligned to the window's start

@@ -159,8 +159,7 @@ def open_adaln(adaln):
 
 
 def load_weights_into(model, path, tok, ckpt=None):
-    """Copy the source's weights (EMA if kept) into model; tok must be the source's tokenizer.
-    ckpt: as for source_tokenizer. Returns a line saying what was converted."""
+    """Copy the source's weights (EMA if kept) into model (tok: its own); a line of what changed."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     src_args, src_cfg = ckpt["model_args"], ckpt.get("config", {})
     fix = "(--init_from keeps the architecture and the tokenizer: match the source or train from scratch)"

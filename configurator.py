@@ -212,8 +212,7 @@ def check_ranges(cfg):
 
 
 def acts(cfg, key):
-    """Whether key acts in cfg: config.NEEDS names the key it acts with and its values (None: any
-    but off); any other key always acts."""
+    """Whether key acts in cfg, by config.NEEDS (its partner and values; None: not off)."""
     if key not in NEEDS:
         return True
     other, values = NEEDS[key]
@@ -323,8 +322,7 @@ def config_from_dict(d, where="a checkpoint"):
 
 
 def format_config(cfg, marks=None):
-    """`key = value` lines: every key with its mark (marks: {key: '*' or '+'}), or (marks None) only
-    those off their defaults."""
+    """`key = value` lines: every key with marks ({key: '*' or '+'}), else those off defaults."""
     d, defaults = asdict(cfg), asdict(Config())
     keys = list(d) if marks is not None else [k for k in d if d[k] != defaults[k]]
     width = max(map(len, keys), default=0)
@@ -379,9 +377,8 @@ def _preset_docs():
 
 
 def help_text(prog, usage, from_checkpoint=False, argv=()):
-    """The presets, then every key by section: --key=TYPE, its comment, its default
-    (from_checkpoint: the trained keys marked). argv beside --help: the config it resolves to, a
-    preset's keys marked '*', the given ones '+'."""
+    """The presets, then every key by section: --key=TYPE, comment, default (from_checkpoint:
+    trained keys marked); with argv, the config it resolves to (preset keys '*', given '+')."""
     rest = [a for a in argv if a not in ("-h", "--help")]
     if rest:
         cfg, given = parse(rest, check=False)

@@ -141,8 +141,7 @@ def dual_ar_loss(model, x0, mask_id):
 
 
 def causal_logits(model, x, mask_id):
-    """The AR mode --dual_ar trains: next-token logits of a causal pass over clean x (B, L), [MASK]
-    never drawn. dev/order_nll.py --orders causal scores it exactly."""
+    """The AR mode --dual_ar trains: next-token logits of a causal pass over clean x (B, L)."""
     causal = torch.ones(x.size(1), x.size(1), dtype=torch.bool, device=x.device).tril()
     return no_mask_logit(model(x, attn_mask=causal), mask_id)
 

@@ -231,9 +231,8 @@ class Transformer(nn.Module):
 
     def estimate_memory(self, tokens, bf16, ema=False):
         """Rough training bytes on one rank, (state, activations): weights, grads, AdamW moments [,
-        EMA] in fp32; what backward keeps of `tokens` columns (every pass of a micro-batch). A layer
-        saves 68 d bytes a token in fp32, 50 d under bf16 autocast (measured on the CPU:
-        tests/test_train_scale.py); the head ~8 bytes a logit + ~4 transient."""
+        EMA] in fp32; what backward keeps of `tokens` columns. A layer saves 68 d bytes a token in
+        fp32, 50 d in bf16 (tests/test_train_scale.py); the head ~8 bytes a logit + ~4 transient."""
         a = self.args
         state = self.num_params() * (4 * 4 + (4 if ema else 0))
         block = a.n_embd * (50 if bf16 else 68)  # one layer's saved activations per token

@@ -179,8 +179,7 @@ class TrainLog:
         return done % self.cfg.log_interval == 0 or done == self.cfg.max_iters
 
     def step(self, done, lr, loss=None):
-        """After each step: count and time it (CpuThreads too). With the window's loss: the log
-        line; else, after this process's first step: its time and a first ETA."""
+        """After each step: count and time it; with the loss, the log line, else a first ETA."""
         self.tokens += self.cfg.total_batch_size
         self.steps += 1
         change = self.env.threads.tick()  # a CPU run's thread count, by what its steps measure
