@@ -46,8 +46,7 @@ def sample_entropy(rows):
 
 @torch.no_grad()
 def ar_nll(model, seqs, n_prompt):
-    """-log p(seqs[:, j] | seqs[:, :j]), j >= n_prompt, under a causal model: (B, S - n_prompt)
-    float32 nats. 1 <= n_prompt, as the first token has no context."""
+    """-log p(seqs[:, j] | seqs[:, :j]) for j >= n_prompt >= 1, (B, S - n_prompt) float32 nats."""
     B, S = seqs.shape
     assert 1 <= n_prompt < S and S - 1 <= model.args.block_size, (n_prompt, S, model.args.block_size)
     was_training = model.training

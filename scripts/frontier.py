@@ -102,8 +102,7 @@ def canonical(settings, obj, cfg):
 
 
 def grid_points(grid, cfg, obj):
-    """Every distinct sampler of one checkpoint's grid: [(settings it reads, sampling config)],
-    each checked like a command line (steps > diffusion_steps is a one-line error)."""
+    """Every distinct sampler of a grid: [(settings it reads, config)], each one validated."""
     points = {}  # sorted settings -> (settings, sampling config), in grid order
     for values in itertools.product(*grid.values()):
         s = canonical(dict(zip(grid, values)), obj, cfg)
@@ -134,8 +133,7 @@ def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
 
 
 def grid_of(r, args, judge, start, gen_len, ref, generator, threads):
-    """Draw, score and print every point of checkpoint r's grid: a row each (curve, settings,
-    sampler, NFE, temperature and score()'s figures)."""
+    """Draw, score and print every point of checkpoint r's grid: a row each (settings, figures)."""
     points = []
     for settings, scfg in r["points"]:
         threads.restart()  # no pass spans the scoring
@@ -153,9 +151,8 @@ def grid_of(r, args, judge, start, gen_len, ref, generator, threads):
 
 def time_points(runs, args, start, gen_len, device):
     """Time every point at each --time-batches size B: seconds_bB (a draw of B), tokens_per_s_bB,
-    passes_bB, tokens_per_pass_bB, and p_cache_bB (committed tokens over the columns the network
-    read: evals.samples.columns_counted, on an untimed draw). The median of --repeats rounds in
-    which every point draws in turn, so a drifting load slows all alike."""
+    passes_bB, tokens_per_pass_bB and p_cache_bB (columns_counted, on an untimed draw). The median
+    of --repeats rounds in which every point draws in turn, so a drifting load slows all alike."""
     jobs = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])]
     n = args.time_draws
     for b in args.time_batches:
@@ -211,9 +208,8 @@ def load(path, args, device):
 
 
 def refuse_unread(runs, args, given):
-    """Refuse a flag no checkpoint reads (it would run as if never given): --compile true where no
-    sampler decodes, --grid with no diffusion checkpoint, --ar-grid with no AR one, a KEY no sampler
-    reads."""
+    """Refuse a flag no checkpoint reads (it would act as never given): --compile true where no
+    sampler decodes, --grid or --ar-grid with no checkpoint of its kind, a KEY none reads."""
     if "--compile" in given and args.compile == "true" and not any(
             r["obj"].decodes(scfg, max(args.batch_size, *args.time_batches)) for r in runs for _, scfg in r["points"]):
         raise UserError(f"--compile compiles the KV-cached decode step, and none of these samplers runs it "

@@ -42,8 +42,7 @@ REMOVED = dict(
 
 
 def migrate(ckpt):
-    """ckpt (or an export's dict) under today's names, so an old run still loads: config keys
-    (RENAMED), blocks.N -> layers.N. checkpoint_manager drops removed model options."""
+    """ckpt (or an export's) under today's names (RENAMED, blocks.N -> layers.N): old runs load."""
     ckpt["config"] = {RENAMED.get(k, k): v for k, v in ckpt["config"].items()}
     for key in ("model", "ema"):
         if ckpt.get(key) is not None:

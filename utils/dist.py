@@ -91,8 +91,7 @@ class CpuThreads:
         self.last = None
 
     def tick(self, st=None):
-        """After each step: its time (a clock read); at a window's end, a decision. Returns a
-        line saying a change, or "". st: a sampler's Step, unread (tick is an on_step hook too)."""
+        """After each step: time it; at a window's end, decide. Returns a change's line or ""."""
         now = self.clock()
         last = self.last
         self.last = now
