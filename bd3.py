@@ -380,10 +380,9 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1)
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (an AR),
     drafted by its noisy half, one pass a round: the newest token and its block's drafts pass as
     clean columns against a KV cache, and their next-token laws check the drafts (keep_or_redraw).
-    Rows advance by the slowest, so draft=None drafts at batch 1 only (why: dev/LOG.md,
-    "`baby_bd3`'s sampler at batch 16"). Rounds stay eager: fixed shapes pass the widest round.
-    opts: temperature, top_k, top_p. Returns (tokens (B, P + gen_len), stats: nfe, nfe_per_sample,
-    seconds, seconds_per_sample, kept: drafts kept per pass)."""
+    Rows advance by the slowest, so draft=None drafts at batch 1 only (dev/LOG.md, "`baby_bd3`'s
+    sampler at batch 16"). Rounds stay eager: fixed shapes pass the widest round. Returns (tokens,
+    stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept per pass)."""
     t0 = time.perf_counter()
     B, P = prompt.shape
     W = model.args.block_size

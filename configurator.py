@@ -174,9 +174,8 @@ def check_choices(cfg):
 
 
 def check_numbers(cfg):
-    """Refuses a non-finite float (nan from a config file, inf from 1e999) and an int outside 64
-    bits (torch's) or past its LIMITS. A seed is also >= 0 (check_ranges): numpy's SeedSequence
-    takes no negative one, and per-rank and per-prompt seeds are added below 2^63."""
+    """Refuses a non-finite float (nan, inf from 1e999) and an int past 64 bits or its LIMITS. A
+    seed is >= 0 (check_ranges): SeedSequence takes no negative one; seeds are added below 2^63."""
     for key, typ in TYPES.items():
         value = getattr(cfg, key)
         if typ is float and not math.isfinite(value):
@@ -305,9 +304,8 @@ def check_optimisation(cfg, given):
 
 
 def config_from_dict(d, where="a checkpoint"):
-    """A checkpoint's config dict (utils.checkpoint.migrate renamed its old keys) as the Config its
-    objective runs, checked as a command line is: an edited file is one line naming `where`.
-    Removed keys are dropped (--resume and --init_from refuse one in use: refuse_removed)."""
+    """A checkpoint's config dict (migrate renamed old keys) as the Config its objective runs,
+    checked as a command line (one line naming `where`); removed keys dropped (refuse_removed)."""
     try:
         kept = {_known_key(k): v for k, v in d.items() if k not in REMOVED}
         cfg = replace(Config(), **{k: _coerce(k, TYPES[k], v) for k, v in kept.items()})

@@ -43,9 +43,8 @@ class KVCache:
 
 
 def new_kv_cache(model, batch, device):
-    """An empty KVCache for `batch` rows: static under a compiled step, in the keys' dtype
-    (autocast's if on: no cast of the whole cache a token). Kept as model.decode_cache for the next
-    decode of the same kind: a CUDA graph replays on the buffers it recorded."""
+    """An empty KVCache for `batch` rows: static under a compiled step, in autocast's dtype (no cast
+    a token); kept as model.decode_cache, as a CUDA graph replays on the buffers it recorded."""
     a, c, device = model.args, model.decode_cache, torch.device(device)
     on = torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)  # (meta: none)
     dtype = torch.get_autocast_dtype(device.type) if on else model.tok_emb.weight.dtype
@@ -74,10 +73,9 @@ def decode(model, idx, cache):
 @torch.no_grad()
 def generate(model, prompt, gen_len, opts=None, generator=None, mask_id=None, on_token=None):
     """Sample gen_len tokens after prompt (B, P >= 1) with a KV cache, as nanoGPT's generate: one
-    pass a token. Past the context, keep the window's last half and recompute its cache in one pass.
-    opts: temperature, top_k, top_p (None: T = 1, no filter). mask_id: never drawn (never a target,
-    yet ~2e-5 of an AR's draws). Draws in float64, outside the graph. on_token(tokens so far,
-    filtered logits) after each token. Returns (B, P + gen_len)."""
+    pass a token. Past the context, keep the window's last half and recompute its cache. opts:
+    temperature, top_k, top_p (None: T = 1, no filter); mask_id: never drawn (never a target, yet
+    ~2e-5 of an AR's draws); on_token(seq, filtered logits) a token. Returns (B, P + gen_len)."""
     temperature, top_k, top_p = (1.0, 0, 1.0) if opts is None else (opts.temperature, opts.top_k, opts.top_p)
     (B, P), W = prompt.shape, model.args.block_size
     seq, lo = prompt, max(0, P - W)

@@ -183,11 +183,10 @@ class Transformer(nn.Module):
 
     def forward(self, idx, t=None, kv_cache=None, positions=None, attn_mask=None, rope_pos=None, head_cols=None,
                 sc=None):
-        """idx (B, L) token ids; t (B,) integer step (unused if time_cond='none'); sc (B, L, V):
-        self_cond's previous x0 probabilities (zero rows: none yet). attn_mask (L, L_keys) bool,
-        True = may attend; rope_pos (L,) long: each column's RoPE position if not 0..L-1. Returns
-        float32 logits (B, L, V), or (N, V) at flat row-major `positions` (N,), or (B, head_cols, V)
-        for the first head_cols columns (a slice: no host sync, no graph break under compile)."""
+        """idx (B, L); t (B,) step (unused if time_cond='none'); sc (B, L, V): self_cond's previous
+        x0 probabilities (zero rows: none yet). attn_mask (L, L_keys) bool, True = may attend;
+        rope_pos (L,): RoPE positions if not 0..L-1. Returns float32 logits (B, L, V), or (N, V) at
+        flat `positions` (N,), or (B, head_cols, V) (a slice: no host sync, no graph break)."""
         L, W = idx.size(1), self.args.block_size
         assert t is not None or self.args.time_cond == "none", "time-conditioned model needs t"
         if rope_pos is None:

@@ -38,9 +38,8 @@ LIMITS = dict(
 
 
 class ArgParser(argparse.ArgumentParser):
-    """argparse whose bad flag is one line (run_cli). type=output adds --force. A flag with
-    needs=(dests) is refused unless one is on (what is asked is what runs). No abbreviations, so
-    every refusal sees the flag as typed."""
+    """argparse, a bad flag one line; type=output adds --force; needs=(dests) refuses a flag unless
+    one is on (what is asked is what runs). No abbreviations: a refusal sees the flag as typed."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)

@@ -162,10 +162,9 @@ def run_queue():
 
 
 def compile_step(loss_of, model, cfg, device, world=1):
-    """(loss_of, model) as the step runs them, compiled where --compile says ('auto': on CUDA, where
-    eager is launch-bound; on a CPU the numbers move: dev/LOG.md, "Compiled on a CPU"). One process
-    compiles the pure loss whole, CUDA graphs on CUDA (dev/LOG.md, "the first idle-GPU check"); DDP
-    the model alone, so its DDPOptimizer splits the graph at gradient buckets for the all-reduce."""
+    """(loss_of, model) for the step, compiled where --compile says ('auto': on CUDA, where eager is
+    launch-bound; CPU: dev/LOG.md, "Compiled on a CPU"). One process compiles the pure loss whole,
+    CUDA graphs on CUDA (dev/LOG.md, "the first idle-GPU check"); DDP the model, as torch tests."""
     if not (cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")):
         return loss_of, model
     if world > 1:
