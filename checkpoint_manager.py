@@ -129,8 +129,7 @@ CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> targ
 
 
 def source_tokenizer(path, kind, objective, ckpt=None):
-    """The source's tokenizer for the new run's data, checked against the run's kind and objective
-    before any data is read. ckpt: the source if already read."""
+    """The source's tokenizer, checked against this run's kind and objective before data is read."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     refuse_removed(ckpt["config"], f"--init_from={path}")
     check_conversion(ckpt.get("config", {}).get("objective", "mdlm"), objective, path)  # before the key: all mdlm

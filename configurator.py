@@ -221,8 +221,7 @@ def acts(cfg, key):
 
 
 def check_objective_keys(cfg, given):
-    """Refuses a given key the objective does not read (its IGNORES) or without the key it acts with
-    (config.NEEDS), then what the objective's check() refuses."""
+    """Refuses given keys its objective ignores or whose partner is off (NEEDS); then its check."""
     obj = objectives.get(cfg.objective)
     unread = [k for k in obj.IGNORES if k in given]
     if unread:

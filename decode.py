@@ -119,8 +119,7 @@ def ordered_step(prev, seq, P, L, n, mask_id, p, conf=None):
 
 
 def generate_canvas(model, x, P, opts, generator=None, mask_id=None, on_step=None):
-    """generate() over a canvas x (B, L) whose first P tokens are given, reporting a Step per token
-    to on_step (the trace, --live, the progress bar). Returns (x filled, stats)."""
+    """generate() over x (B, L) with P given tokens first, a Step a token: (x filled, stats)."""
     B, L = x.shape
     conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)
 

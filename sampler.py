@@ -94,8 +94,7 @@ def _where(mask, n):
 
 
 def sigma(eta, committed, n_keep):
-    """ReMDM's min(eta, sigma_max) (B,) float64, a committed token's chance of re-masking. committed
-    (B,): tokens held before the step; n_keep (B,): [MASK]s after it."""
+    """ReMDM's min(eta, sigma_max) (B,) float64: a committed token's chance of re-masking."""
     m, k = committed.double(), n_keep.double()
     smax = torch.where(m > 0, (k / m.clamp(min=1)).clamp(max=1.0), torch.zeros_like(m))  # min(1, (1-alpha_s)/alpha_t)
     return smax.clamp(max=eta)

@@ -111,8 +111,7 @@ def trace_paths(mp4):
 
 
 def trace_title(cfg, cols=64):
-    """A header line of cols cells naming the sampler settings off their defaults ('order random,
-    remask none'), led by 'micro-dllm  T=100  ' when it fits."""
+    """A cols-cell header: settings off their defaults, led by 'micro-dllm  T=100  ' if it fits."""
     obj, th = objectives.get(cfg.objective), cfg.threshold
     block = [f"{cfg.objective} L'={cfg.bd3_block}"] if obj.BLOCKS else []
     if obj.EXACT or cfg.dual_sample:  # a token a pass: no chain, no reveal setting

@@ -45,8 +45,7 @@ def check_report(cfg, tok):
 
 
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):
-    """The end-of-training metrics (res: the dev eval; test: the records' figure, bound.REPORT) and
-    the samples (at least 4 drawn, for distinct-2; each printed)."""
+    """Final metrics (res: dev eval; test: bound.REPORT's) and >= 4 samples (for distinct-2)."""
     g = torch.Generator().manual_seed(cfg.seed)
     obj = objectives.get(cfg.objective)
     change = ChangeRate(tok.mask_id)  # the fraction of committed tokens a reverse step changes

@@ -51,8 +51,7 @@ def migrate(ckpt):
 
 
 def refuse_removed(d, what):
-    """Refuse a config or model_args dict d that used a REMOVED key, naming it and the commit to
-    continue at; at a value that acts as this version does, it loads."""
+    """Refuse d (config or model_args) using a REMOVED key at a value this version lacks."""
     used = [k for k, v in d.items() if k in REMOVED and v not in REMOVED[k][1:]]
     if used:
         raise UserError(f"{what} was trained with {used[0]}={d[used[0]]!r}, which this version removed (dev/LOG.md "

@@ -106,8 +106,7 @@ WARMUP_FRACTION = 0.1  # the most of a run a preset's warm-up may take
 
 
 def cap_warmup(cfg, given):
-    """A run cut short by --max_iters warms up over at most 10 % of it, so it reaches its peak LR,
-    unless --warmup_iters is given. Returns (cfg, a note or "")."""
+    """Caps a warm-up at 10 % of a cut --max_iters, so the run reaches peak LR: (cfg, note)."""
     cap = max(1, int(cfg.max_iters * WARMUP_FRACTION))
     if "warmup_iters" in given or cfg.max_iters <= 0 or cfg.warmup_iters <= cap:
         return cfg, ""
