@@ -2,10 +2,9 @@
 exact NLL (AR), per token and per character. evaluate() scores train.py's evals and eval.py's.
 
 The bound takes n_t times per window, stratified over all N windows: window w's k-th draw lies in
-slice k * N + perm[w] of N * n_t equal slices of [0, 1) (a permutation per time for a t per block),
-unbiased for (1/T) sum_t of the per-t terms. The se is the spread of per-window estimates.
-mc_se_max bounds its Monte Carlo share from neighbouring strata's differences ("collapsed strata",
-Cochran 1977 §5A.12), from above as it also counts the drift between strata.
+slice k * N + perm[w] of N * n_t equal slices of [0, 1), unbiased for (1/T) sum_t of the per-t
+terms. The se is the spread of per-window estimates; mc_se_max bounds its Monte Carlo share from
+above by neighbouring strata's differences ("collapsed strata", Cochran 1977 §5A.12).
 """
 import math
 from contextlib import nullcontext
