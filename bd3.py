@@ -492,7 +492,6 @@ def draws(x, cfg, schedule, tok, draw):
 
 
 def loss_of(model, x, cfg, schedule, tok, drawn):
-    """x's training loss given its draws: a pure function of them, which train.py compiles."""
     copies = x.repeat(cfg.mask_draws, 1)
     return bd3_loss(model, copies, schedule, tok.mask_id, cfg.bd3_block, drawn=drawn, opts=options(cfg))[0]
 

@@ -187,7 +187,6 @@ def draws(x, cfg, schedule, tok, draw):
 
 
 def loss_of(model, x, cfg, schedule, tok, drawn):
-    """x's training loss given its draws: a pure function of its tensors (compiled)."""
     return uniform_loss(model, x, schedule, tok.mask_id, vocab_size=tok.vocab_size, drawn=drawn)[0]
 
 
