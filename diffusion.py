@@ -120,7 +120,7 @@ def draws(x, cfg, schedule, tok, draw):
 
 
 def loss_of(model, x, cfg, schedule, tok, drawn):
-    """Each mask_draws copy of x reads its own mask and t; the dual objective reads each window once."""
+    """Each mask_draws copy reads its own mask and t; the dual objective reads each window once."""
     copies = x.repeat(cfg.mask_draws, 1)
     loss = diffusion_loss(model, copies, schedule, tok.mask_id, options(cfg), t=drawn.t, drawn=drawn)[0]
     return loss + cfg.dual_ar * dual_ar_loss(model, x, tok.mask_id) if cfg.dual_ar else loss
