@@ -35,7 +35,6 @@ def draws(x, cfg, schedule, tok, draw):
 
 
 def loss_of(model, x, cfg, schedule, tok, drawn):
-    """The next-token loss of x (B, L + 1): a pure function of the model and x (compiled)."""
     return ar_loss(model, x)[0]
 
 

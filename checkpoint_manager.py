@@ -10,9 +10,8 @@ tokenizer, so the data is encoded as the source's was:
     python train.py baby --init_from=artifacts/models/baby_ar_1k/model.pt \
         --out_dir=artifacts/models/baby_ar2mdlm
 
-Conversions: AR -> mdlm (attention becomes bidirectional) or bd3, mdlm -> bd3, any objective to
-itself. A missing time embedding starts at zero and adaLN as the identity: the new model first
-computes what the source did. Other shapes or tokenizers are refused.
+Conversions: AR -> mdlm or bd3, mdlm -> bd3, any objective to itself. A missing time embedding
+starts at zero and adaLN as the identity: the new model first computes what the source did.
 """
 import json
 import os

@@ -39,7 +39,6 @@ from config import CHOICES, Config
 from model import ModelArgs
 from utils.errors import UserError
 
-# name (config.py's choices) -> the module that tells its story
 OBJECTIVES = dict(zip(CHOICES["objective"], ("diffusion", "uniform", "ar", "bd3"), strict=True))
 DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_ONLY=False, ANY_LENGTH=False,
                 NOISE_START=False, EXACT=False, TRACE=True, STEP_CHAIN=False, BLOCKS=False, SEMI_AR=False,

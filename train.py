@@ -459,7 +459,6 @@ def finish(cfg, env, data, run, log):
     if env.master:
         print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, dev {run.best_val:.4f} "
               f"nats/token, in {os.path.join(cfg.out_dir, 'best.pt')}); trained {train_log.fmt_time(log.elapsed())}")
-        # the test split's figure, as scripts/eval.py reports it
         test = bound.reported(run.eval_model, cfg, data.tok, data.train_ids, data.val_ids, env.ctx)
         report.final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"],
                             test)

@@ -34,7 +34,7 @@ def open_checkpoint(path, device, data_path="", val_path=None):
 
 
 def write_json(path, doc):
-    """Write doc to path as JSON, atomically (scripts/plot.py never reads half a file); say so."""
+    """Write doc to path as JSON, atomically (a reader never sees half a file); say so."""
     with atomic_open(path) as f:
         json.dump(doc, f, indent=1)
     print(f"wrote {path}")

@@ -116,7 +116,6 @@ def cap_warmup(cfg, given):
 
 
 def set_lr(opt, scale):
-    """Every group's lr = its base_lr x the schedule's factor."""
     for g in opt.param_groups:
         g["lr"] = g["base_lr"] * scale
 
