@@ -57,9 +57,8 @@ def new_kv_cache(model, batch, device):
 
 
 def decode(model, idx, cache):
-    """A causal pass of idx (B, n), the columns after the cache's, written into it (a bidirectional
-    network's AR mode too). Returns the last column's logits (B, V), float32. On a static cache
-    shapes depend on n alone, so a CUDA graph replays a one-token step (compile_decode)."""
+    """A causal pass of idx (B, n) after the cache's columns, written into it: the last column's
+    logits (B, V) float32. On a static cache shapes depend on n alone (a CUDA graph replays)."""
     n = idx.size(1)
     pos = cache.pos + cache.cols[:n]  # (n,) each column's position
     if not cache.static:  # only the keys written: one column reads them all, unmasked
@@ -133,9 +132,8 @@ def generate_canvas(model, x, P, opts, generator=None, mask_id=None, on_step=Non
 
 
 def compile_decode(model, cfg, device):
-    """--compile for sampling ('auto': CUDA only, as train.py's step): sets model.compiled_decode,
-    the one-token decode step compiled whole at static shapes, CUDA-graphed on CUDA (one replay, not
-    ~220 launches). Passes of varying length, the draws and the diffusion samplers stay eager."""
+    """--compile for sampling ('auto': CUDA): model.compiled_decode, the one-token step compiled
+    whole at static shapes, CUDA-graphed on CUDA (one replay, not ~220 launches)."""
     device = torch.device(device)
     if cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"):
         mode = "reduce-overhead" if device.type == "cuda" else None

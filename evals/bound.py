@@ -56,8 +56,7 @@ def reported(model, cfg, tok, train_ids, val_ids, ctx=nullcontext()):
 def evaluate(model, windows, cfg, tok, n_t=1, seed=0, chars_per_token=1.0, details=False):
     """Score the last L tokens of windows (N, L + 1) with cfg's objective, the AR reading the first
     as context (~0.015 nats/char in its favour at L = 64: dev/LOG.md, "From AR to diffusion at the
-    baby budget"); seed fixes times and masks. Returns summary()'s dict; details (diffusion) adds
-    recon_acc and entropy_by_t, (t_lo, t_hi, mean nats) a time bin, over the scored positions."""
+    baby budget"). Returns summary()'s dict; details adds recon_acc and entropy_by_t by time bin."""
     obj, device = objectives.get(cfg.objective), next(model.parameters()).device
     windows = windows[:, 1 - obj.WINDOW:].contiguous()  # an AR window keeps its first token as context
     was_training = model.training

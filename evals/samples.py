@@ -95,9 +95,8 @@ def columns_counted(model, P):
 
 
 def score(samples, P, tok, judge=None, batch_size=32, reference=None):
-    """Figures of samples (n, P + gen_len) past their given P tokens: distinct-2/-3, sample entropy,
-    the first sample's text; with a judge, gen-PPL and NLL given the P tokens (P = 0: the AR start
-    token); with reference text, the n-gram JS divergence (bits: js, js_mean)."""
+    """Figures of samples (n, P + gen_len) past their P given tokens: distinct-2/-3, sample entropy,
+    first text; with a judge, gen-PPL and NLL; with reference, n-gram JS (js, js_mean, bits)."""
     gen = samples[:, P:].cpu()
     texts = [tok.decode(row.tolist()) for row in gen]
     res = dict(distinct_2=distinct_n(texts, 2), distinct_3=distinct_n(texts, 3), sample_entropy=sample_entropy(gen),
