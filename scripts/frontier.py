@@ -94,7 +94,7 @@ from utils.dist import CpuThreads, pick_device, timed  # noqa: E402
 
 def canonical(settings, obj, cfg):
     """The settings a sampler reads, so points differing only in unread keys are one sampler: all
-    but IGNORES, keys its switches leave unread, keys whose partner is off (ReMDM's eta sans remdm)."""
+    but IGNORES, keys its switches leave unread, keys whose partner is off (ReMDM's eta)."""
     s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
     point = replace(cfg, **s)  # the point's values, else the checkpoint's
     return {k: v for k, v in s.items() if k not in obj.unread(point) and acts(point, k)}
