@@ -2,8 +2,7 @@
 score them (and held-out text alike), write the JSON.
 
     judge = load_judge("artifacts/models/cpu_ar/model.pt", device, {"M.pt": tok})  # checked
-    samples, nfe = draw(model, cfg, start_ids(tok, ""), 63, 16, 32, tok.mask_id, device,
-                        torch.Generator())
+    samples, nfe = draw(model, cfg, start_ids(tok, ""), 63, 16, tok.mask_id, torch.Generator())
     score(samples, 1, tok, judge)  # {distinct_2, ..., gen_ppl, gen_nll}
 """
 import json
