@@ -1,5 +1,4 @@
-"""The autoregressive baseline, run by the diffusion objectives' code: the same network, causal,
-the next-token loss (an exact NLL) and KV-cached decoding, also past the context.
+"""The AR baseline on the same code: a causal network, exact next-token NLL, KV-cached decoding.
 
     python train.py cpu --objective=ar
     python inference.py --checkpoint artifacts/models/cpu_ar/model.pt --prompt "ROMEO:"

@@ -1,5 +1,4 @@
-"""train.py's log beside its loop: the legend, a line a log window (loss, lr, ms/it, tok/s, MFU,
-ETA), metrics.jsonl and wandb rows, and the notes a run may need (long here, shared cores).
+"""train.py's log: the legend, a line a window (loss, lr, ms/it, tok/s, MFU, ETA), notes, rows.
 
     log = TrainLog(cfg, env, start_iter, flops_tok, n_windows, eval_t)   # train.train
     log.step(done, lr, loss)                                             # after each step

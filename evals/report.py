@@ -1,5 +1,4 @@
-"""The end-of-training report train.py prints: dev and test figures in every unit, the sampler's
-metrics (reconstruction, entropy by t, change rate, distinct-2) and the samples, sample 0 traced.
+"""The end-of-training report: dev and test figures in every unit, sampler metrics, samples.
 
     report.check_report(cfg, tok)                 # before step 1: its canvas and trace path
     report.final_report(model, tok, cfg, schedule, device, res, test=test)
