@@ -48,8 +48,7 @@ def noise_draws(shape, t, schedule, V, generator=None, device="cpu"):
 
 
 def uniform_corrupt(x0, t, schedule, real, generator=None, drawn=None):
-    """q(x_t | x0), x0 (B, L), t (B,): a token is kept w.p. alpha(t), else redrawn (x0 included).
-    drawn: noise_draws', else drawn here from generator."""
+    """q(x_t | x0), x0 (B, L), t (B,): a token is kept w.p. alpha(t), else redrawn (x0 included)."""
     drawn = noise_draws(x0.shape, t, schedule, len(real), generator, x0.device) if drawn is None else drawn
     a = schedule.on(x0.device)[0][t].float()[:, None]  # (B, 1)
     return torch.where(drawn.uniform < a, x0, real.to(x0.device)[drawn.noise])
