@@ -345,7 +345,7 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
     e = sb + n
     drafts = draw(s.q[:, S - sb:min(e, end) - sb], generator) if s.q is not None else s.seq[:, :0]
     kd = drafts.size(1)
-    # outcome r (the newest token after the round) needs a state if a token follows it in reach
+    # outcome r (the round's newest token) needs a state if a token follows, in this block or next
     outcomes = [r for r in range(S, S + kd + 1) if r + 1 < end and (r < e - 1 or e + n - s.lo <= model.args.block_size)]
     # state r: known before r, [MASK] from r on (no state knows r: this pass draws it)
     states = tuple(r for r in outcomes if r < e - 1)

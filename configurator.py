@@ -124,7 +124,7 @@ def parse(argv, base=None, check=True):
 
 
 def refuse_changes(cfg, given, saved, what, fix, allowed=()):
-    """Refuses a given key set to other than `saved` (the checkpoint's config): both values."""
+    """Refuses, naming both values, a given key set other than `saved` (the checkpoint's config)."""
     bad = [k for k in sorted(given) if k in saved and k not in allowed and getattr(cfg, k) != saved[k]]
     if bad:
         pairs = ", ".join(f"{k}={getattr(cfg, k)!r} (the checkpoint's: {saved[k]!r})" for k in bad)

@@ -45,7 +45,7 @@ def start_ids(tok, prompt):
 
 
 def load_judge(path, device, tokenizers):
-    """The AR judge of gen-PPL, checked: exact, and each checkpoint's tokenizer (it reads ids)."""
+    """The AR judge of gen-PPL, checked: exact, on each checkpoint's tokenizer (it reads ids)."""
     judge, _, cfg, judge_tok = open_checkpoint(path, device)
     if not objectives.get(cfg.objective).EXACT:
         raise UserError(f"--ar-checkpoint {path} is a {cfg.objective} model: give an AR checkpoint "
