@@ -1,6 +1,5 @@
-"""The network's KV-cached decoding, one token a pass: the cache (KVCache), a pass written into it
-(decode), sampling past the context (generate, as nanoGPT's) and the compiled one-token step
-(compile_decode). Shared by the AR, --dual_sample and bd3's clean half at batch > 1.
+"""The network's KV-cached decoding, one token a pass: KVCache, decode, generate (past the context,
+as nanoGPT's), compile_decode; for the AR, --dual_sample and bd3's clean half at batch > 1.
 
     from decode import generate
     out = generate(model, prompt, 100, cfg)   # (B, P) -> (B, P + 100) at cfg's T, top_k, top_p

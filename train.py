@@ -11,8 +11,7 @@
     python train.py gpt200m --max_iters=0  # the ~200M preset: memory, tokens/s estimates; exit
     python train.py --help               # the presets, then every key: type, default, meaning
 
-main, top to bottom: setup -> load_data -> build -> train (eval / save / step / log) -> finish.
-The loop's state is one Run; what it prints beside the loop, one train_log.TrainLog.
+main: setup -> load_data -> build -> train (eval / save / step / log) -> finish; the state: one Run.
 """
 import math
 import os
