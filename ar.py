@@ -1,5 +1,4 @@
-"""The autoregressive baseline, run by the diffusion objectives' code: the same network, causal,
-the next-token loss (an exact NLL) and KV-cached decoding, also past the context.
+"""The AR baseline on the same code: a causal network, exact next-token NLL, KV-cached decoding.
 
     python train.py cpu --objective=ar
     python inference.py --checkpoint artifacts/models/cpu_ar/model.pt --prompt "ROMEO:"
@@ -35,7 +34,6 @@ def draws(x, cfg, schedule, tok, draw):
 
 
 def loss_of(model, x, cfg, schedule, tok, drawn):
-    """The next-token loss of x (B, L + 1): a pure function of the model and x (compiled)."""
     return ar_loss(model, x)[0]
 
 

@@ -1,16 +1,13 @@
 """Block diffusion (BD3-LM, Arriola et al. 2025): its attention mask, bound, two-stream training
-pass and block-by-block decoding.
-
-Cut the window into blocks of L' tokens: log p(x) = sum_b log p(x^b | x^<b), each term bounded by
-block b's masked-diffusion NELBO given the clean blocks before it, at its own t (eq. 6):
+pass and block-by-block decoding. Each block of L' tokens is bounded given the clean blocks before
+it, at its own t (eq. 6):
 
     -log p(x) <= sum_b E_t_b E_q [ T w(t_b) sum_{i in b, masked} -log p(x0_i | x_t^b, x0^<b) ]
 
 One pass reads [x_t ; x_0] (2L tokens) under bd3_attn_mask; the loss sits on the noisy half.
-L' = 1 is the AR in expectation (a masked token sees only the clean tokens before it), L' = L is
-MDLM. --bd3_ar also trains the clean half on the next token, which --bd3_speculate samples.
-Decoding caches the clean blocks (a step costs one block, not the context) in windows aligned as
-in training, so it equals the two-stream pass (tests/helpers.py).
+L' = 1 is the AR in expectation, L' = L is MDLM. --bd3_ar also trains the clean half on the next
+token, which --bd3_speculate samples. Decoding caches the clean blocks in windows aligned as in
+training, so it equals the two-stream pass (tests/helpers.py).
 
     python train.py baby --objective=bd3 --bd3_block=4
     python inference.py --checkpoint artifacts/models/baby/model.pt --prompt "ROMEO:" --gen-len 600
@@ -33,9 +30,8 @@ from utils.errors import UserError
 # -------------------------------------------------------------------- attention masks
 @lru_cache(maxsize=16)
 def bd3_attn_mask(L, block, device, causal=False):
-    """[x_t ; x_0]'s attention (2L, 2L) bool, True = may attend, built once: a noisy query of block
-    b sees its own block and the clean blocks < b; a clean query sees the clean blocks <= b (causal:
-    the clean tokens up to its own), never a noisy key."""
+    """[x_t ; x_0]'s attention (2L, 2L) bool, True = may attend: a noisy query of block b sees its
+    own block and the clean blocks < b; a clean one the clean blocks <= b (causal: up to itself)."""
     i = torch.arange(2 * L, device=device)
     clean, blk = i >= L, (i % L) // block  # (2L,) which half, which block
     q_clean, k_clean, qb, kb = clean[:, None], clean[None, :], blk[:, None], blk[None, :]
@@ -59,9 +55,8 @@ def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, tota
 
 def bd3_logits(model, xt, x0, block, mask_id, sc=None, clean=False):
     """The noisy half's logits (B, L, V), [MASK] at -inf, of one pass over [xt ; x0] (B, 2L); sc
-    (B, L, V): self-conditioning's input. The last clean block, context for no one, is left out
-    (L' = L: MDLM's pass); clean=True (--bd3_ar) keeps it and also returns the next-token logits
-    (B, L - 1, V) of x0[:, 1:]."""
+    (B, L, V): self-conditioning's input. The last clean block, context for no one, is left out;
+    clean=True (--bd3_ar) keeps it and also returns x0[:, 1:]'s next-token logits (B, L - 1, V)."""
     L, causal = x0.size(1), getattr(getattr(model, "args", None), "clean_causal", False)
     if clean:
         assert causal, "the next-token logits of the clean half need a clean_causal network (--bd3_ar)"
@@ -82,12 +77,11 @@ def bd3_logits(model, xt, x0, block, mask_id, sc=None, clean=False):
 
 
 def bd3_loss(model, x0, schedule, mask_id, block, drawn, opts=LossOptions()):
-    """Block-diffusion NELBO of x0 (B, L) in blocks of `block` tokens, given its draws
-    (common.Drawn, made by draws() or bound()). Block b is masked w.p. 1 - alpha(t_b) and weighted
-    by k * w(t_b), k = drawn.n_times: over all T times the sum estimates sum_b NELBO(x^b | x^<b) >=
-    -log p(x0); a clipped band only its share (train with it, never report it). opts: 'all_ce'
-    trains every noisy position's CE, ar_weight adds the clean half's next-token CE; the NELBO stays
-    the bound. Returns (loss, NELBO in nats/token (B,), dict(t, t_tok, masked, logits, ce))."""
+    """Block-diffusion NELBO of x0 (B, L) in blocks of `block` tokens, given its draws (Drawn).
+    Block b is masked w.p. 1 - alpha(t_b) and weighted by k * w(t_b), k = drawn.n_times: over all T
+    times the sum estimates the bound on -log p(x0), a clipped band its share (never report it).
+    opts: 'all_ce' trains every noisy position's CE, ar_weight adds the clean half's next-token CE.
+    Returns (loss, NELBO in nats/token (B,), dict(t, t_tok, masked, logits, ce))."""
     B, L = x0.shape
     assert L % block == 0, f"block {block} must divide the window {L}"
     t = drawn.t
@@ -112,9 +106,8 @@ def bd3_loss(model, x0, schedule, mask_id, block, drawn, opts=LossOptions()):
 
 @torch.no_grad()
 def ar_nll(model, windows, cfg, mask_id):
-    """The mean NLL (B,) of windows[:, 1:] under a --bd3_ar network's AR mode (--bd3_speculate's law
-    at temperature 1): the first token from an all-[MASK] noisy block, the rest from the clean half.
-    None without --bd3_ar."""
+    """The mean NLL (B,) of windows[:, 1:] under --bd3_ar's AR mode (--bd3_speculate at temperature
+    1): the first token from an all-[MASK] block, the rest from the clean half. None without it."""
     if not cfg.bd3_ar:
         return None
     x = windows[:, 1:]
@@ -127,16 +120,14 @@ def ar_nll(model, windows, cfg, mask_id):
 # -------------------------------------------------------------------- decoding
 @dataclass(frozen=True)
 class Blocks:
-    """What both samplers need of a bd3 network: its blocks of `size` tokens (L', as trained) and
-    its [MASK]."""
+    """What both samplers need of a bd3 network: its block size L' (as trained) and its [MASK]."""
     size: int
     mask_id: int
 
 
 class CleanCache:
-    """Per-layer keys/values of the clean context, written in place into buffers (B, H, capacity, D)
-    grown by doubling, and its ids (B, n). update(k, v) returns [cached ; new], a view: no copy a
-    pass. Of the new columns only the first `store` (clean blocks) stay."""
+    """Per-layer clean-context keys/values in buffers (B, H, capacity, D) grown by doubling, and its
+    ids (B, n). update(k, v) returns a view [cached ; new]; of the new, the first `store` stay."""
 
     def __init__(self, n_layer):
         self.k, self.v, self.n = [None] * n_layer, [None] * n_layer, [0] * n_layer
@@ -168,8 +159,7 @@ class CleanCache:
 @lru_cache(maxsize=64)
 def pending_mask(n0, m, block, device, causal=False):
     """Attention (m + block, n0 + m + block) of [m pending clean columns ; a noisy block] after n0
-    cached ones: the clean columns see the cache and each other as the clean half does in training,
-    never the noisy block, which sees everything."""
+    cached ones: the clean columns see what they would in training, the noisy block everything."""
     mask = torch.ones(m + block, n0 + m + block, dtype=torch.bool, device=device)
     mask[:m, n0:n0 + m] = bd3_attn_mask(m, block, device, causal)[m:, m:]  # the clean-clean quarter
     mask[:m, n0 + m:] = False
@@ -228,15 +218,13 @@ class BlockOutput:
         self.steps = 0  # batched forward passes
 
     def hook(self, on_step, lo, hi, b):
-        """denoise()'s on_step for block b in the window [lo, hi), or None (denoise() then builds no
-        Step)."""
+        """denoise()'s on_step for block b in [lo, hi), or None (denoise() then builds no Step)."""
         def block_step(st):
             on_step(self.full(st, lo, hi, b))
         return None if on_step is None else block_step
 
     def full(self, st, lo, hi, b):
-        """denoise()'s Step over the window [lo, hi) as one over the output's first `width` columns,
-        steps and NFE counted over the whole generation."""
+        """denoise()'s Step over [lo, hi) as one over the first `width` columns, counts over all."""
         def put(base, w):  # w in base's columns [lo, hi)
             return torch.cat([base[:, :lo], w, base[:, hi:]], 1)[:, :self.width]
 
@@ -299,9 +287,8 @@ def probs(logits, opts):
 def keep_or_redraw(p, q, drafts, generator):
     """Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): draft i is kept while
     u < p_i / q_i, the first rejected one is redrawn from max(0, p_i - q_i), and a bonus token comes
-    from p when all are kept; whatever q, each token is p-distributed. p (B, k + 1, V): the target's
-    laws (no bonus where the block ends); q (B, k, V): the drafts' (B, k). Returns (B, j + 1), j the
-    fewest drafts a row kept: rows advance together, and j is a round's one host sync."""
+    from p when all are kept, so each token is p-distributed. p (B, k + 1, V): the target's laws;
+    q (B, k, V): the drafts'. Returns (B, j + 1), j the fewest drafts a row kept (one host sync)."""
     B, k = drafts.shape
     if k == 0:
         return draw(p[:, 0], generator)[:, None]
@@ -351,16 +338,14 @@ class Round:
 
 def _draft_round(model, s, end, fill, mask_id, opts, generator):
     """One round, one pass: the newest token and s.q's drafts as clean columns, checked by their
-    next-token laws, beside the noisy states the next round drafts from. Returns (the tokens kept
-    (B, k), the next round's q or None)."""
+    next-token laws, beside the noisy states the next round drafts from. Returns (kept, q, laws)."""
     S = s.seq.size(1)
     n = fill.size(1)  # the block
     sb = s.lo + (S - s.lo) // n * n  # the block holding position S, aligned to the window's start
     e = sb + n
     drafts = draw(s.q[:, S - sb:min(e, end) - sb], generator) if s.q is not None else s.seq[:, :0]
     kd = drafts.size(1)
-    # outcome r (the newest token after the round) needs a state if a token follows it, in this
-    # block or, where it fits the window, the next
+    # outcome r (the round's newest token) needs a state if a token follows, in this block or next
     outcomes = [r for r in range(S, S + kd + 1) if r + 1 < end and (r < e - 1 or e + n - s.lo <= model.args.block_size)]
     # state r: known before r, [MASK] from r on (no state knows r: this pass draws it)
     states = tuple(r for r in outcomes if r < e - 1)
@@ -392,14 +377,11 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
 def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1), generator=None, on_step=None,
                     draft=None):
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (an AR),
-    drafted by its noisy half, one pass a round. A round passes the newest token and its block's
-    drafts as clean columns against a KV cache; their next-token laws check the drafts
-    (keep_or_redraw), so the samples are the AR's whatever the drafts. The pass also holds the noisy
-    states the next round drafts from, one per way the check can end. Rows advance by the slowest,
-    so draft=None drafts at batch 1 only (why: dev/LOG.md, "`baby_bd3`'s sampler at batch 16").
-    Rounds stay eager: their columns follow the last round, and fixed shapes would pass the widest
-    round every time. opts: temperature, top_k, top_p. Returns (tokens (B, P + gen_len), stats: nfe,
-    nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept per pass)."""
+    drafted by its noisy half, one pass a round: the newest token and its block's drafts pass as
+    clean columns against a KV cache, and their next-token laws check the drafts (keep_or_redraw).
+    Rows advance by the slowest, so draft=None drafts at batch 1 only (dev/LOG.md, "`baby_bd3`'s
+    sampler at batch 16"). Rounds stay eager: fixed shapes pass the widest round. Returns (tokens,
+    stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept per pass)."""
     t0 = time.perf_counter()
     B, P = prompt.shape
     W = model.args.block_size
@@ -425,8 +407,7 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1)
         if draft:
             new, s.q, law = _draft_round(model, s, end, fill, mask_id, opts, generator)
         else:
-            # the clean half alone, as the AR decodes
-            # (why: dev/LOG.md, "bd3's clean half at batch > 1 in the AR's own loop")
+            # why: dev/LOG.md, "bd3's clean half at batch > 1 in the AR's own loop"
             new, law = _clean_step(model, s.seq, s.kv, mask_id, opts, generator)
         s.seq = torch.cat([s.seq, new], 1)
         passes += 1
@@ -454,10 +435,8 @@ def _window_cache(model, seq, lo, draft):
 
 
 def _clean_step(model, seq, kv, mask_id, opts, generator):
-    """One token (B, 1) a row from the clean half alone: the AR's decode step on the newest token
-    (CUDA-graphed under --compile)."""
-    # a copy: a view's strides grow with seq, and a compiled step recompiles on new strides
-    # (contiguous() would keep a (1, 1) view's)
+    """The clean half's next token (B, 1): the AR's decode step (CUDA-graphed under --compile)."""
+    # a copy, not contiguous(): a view's strides grow with seq, and new strides recompile the step
     newest = seq[:, -1:].clone(memory_format=torch.contiguous_format)
     logits = (model.compiled_decode or decode)(model, newest, kv)
     logits[:, mask_id] = float("-inf")
@@ -513,7 +492,6 @@ def draws(x, cfg, schedule, tok, draw):
 
 
 def loss_of(model, x, cfg, schedule, tok, drawn):
-    """x's training loss given its draws: a pure function of them, which train.py compiles."""
     copies = x.repeat(cfg.mask_draws, 1)
     return bd3_loss(model, copies, schedule, tok.mask_id, cfg.bd3_block, drawn=drawn, opts=options(cfg))[0]
 
@@ -543,8 +521,7 @@ def flops(model, cfg):
 
 
 def clean_check(cfg):
-    """Whether the clean half samples: --bd3_speculate on a --bd3_ar network (else the block
-    sampler)."""
+    """Whether the clean half samples: --bd3_speculate on a --bd3_ar network (else blocks)."""
     return cfg.bd3_speculate and cfg.bd3_ar > 0
 
 

@@ -1,6 +1,5 @@
 """Loading a trained model (train.py's model.pt or scripts/export.py's folder), the one way any
-script gets one, and --init_from, a new run from another checkpoint's weights. What needs the
-model lives here; utils/checkpoint.py, below model.py, keeps what any checkpoint needs.
+script gets one, and --init_from; utils/checkpoint.py, below model.py, keeps what needs no model.
 
     model, ckpt = checkpoint_manager.load_model("artifacts/models/cpu/model.pt", "cpu")
 
@@ -11,9 +10,8 @@ tokenizer, so the data is encoded as the source's was:
     python train.py baby --init_from=artifacts/models/baby_ar_1k/model.pt \
         --out_dir=artifacts/models/baby_ar2mdlm
 
-Conversions: AR -> mdlm (attention becomes bidirectional) or bd3, mdlm -> bd3, any objective to
-itself. A missing time embedding starts at zero and adaLN as the identity: the new model first
-computes what the source did. Other shapes or tokenizers are refused.
+Conversions: AR -> mdlm or bd3, mdlm -> bd3, any objective to itself. A missing time embedding
+starts at zero and adaLN as the identity: the new model first computes what the source did.
 """
 import json
 import os
@@ -37,9 +35,8 @@ CHANGED = "it was changed after train.py or scripts/export.py wrote it; use the 
 
 # ---------------------------------------------------------------------------- a trained model
 def check_model_args(ckpt, path):
-    """The network a checkpoint describes, checked as a command line is before a layer is built: a
-    removed option in use, an unknown key, a wrong type, a size past utils.cli.LIMITS, a vocabulary
-    other than its tokenizer's. Returns its model_args less the removed options it left off."""
+    """The network a checkpoint describes (model_args less removed options), checked before a layer
+    is built: a removed option, an unknown key or type, a size past LIMITS, another vocabulary."""
     refuse_removed(ckpt["model_args"], f"checkpoint {path}")
     args = {k: v for k, v in ckpt["model_args"].items() if k not in REMOVED}
     types = {f.name: f.type for f in fields(ModelArgs)}
@@ -101,8 +98,7 @@ def weights(ckpt):
 
 
 def read_checkpoint(path, instead="pass --checkpoint PATH"):
-    """The checkpoint dict of a model.pt or exported folder, in this version's names. instead: the
-    caller's way to give another, for a missing one's message."""
+    """A model.pt's or export's dict, in this version's names; instead: how to give another."""
     require_checkpoints([path], instead)
     ckpt = load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
     ckpt["model_args"] = check_model_args(ckpt, path)
@@ -132,8 +128,7 @@ CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> targ
 
 
 def source_tokenizer(path, kind, objective, ckpt=None):
-    """The source's tokenizer for the new run's data, checked against the run's kind and objective
-    before any data is read. ckpt: the source if already read."""
+    """The source's tokenizer, checked against this run's kind and objective before data is read."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     refuse_removed(ckpt["config"], f"--init_from={path}")
     check_conversion(ckpt.get("config", {}).get("objective", "mdlm"), objective, path)  # before the key: all mdlm
@@ -161,8 +156,7 @@ def open_adaln(adaln):
 
 
 def load_weights_into(model, path, tok, ckpt=None):
-    """Copy the source's weights (EMA if kept) into model; tok must be the source's tokenizer.
-    ckpt: as for source_tokenizer. Returns a line saying what was converted."""
+    """Copy the source's weights (EMA if kept) into model (tok: its own); a line of what changed."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     src_args, src_cfg = ckpt["model_args"], ckpt.get("config", {})
     fix = "(--init_from keeps the architecture and the tokenizer: match the source or train from scratch)"

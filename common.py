@@ -111,8 +111,7 @@ class Draw:
 
 
 def repeat_draws(draw, k, n):
-    """The Draw of k copies of n windows (--mask_draws): copy j of window i is row j * n + i,
-    stratum offset * k + j * n + i of k * total."""
+    """The Draw of k copies of n windows (--mask_draws): copy j of window i is row j * n + i."""
     return replace(draw, offset=draw.offset * k, total=(draw.total or n) * k)
 
 
@@ -130,8 +129,7 @@ class Drawn:
 
 
 def masking_draws(shape, t, share, generator=None, device="cpu", n_times=0):
-    """Drawn for masked diffusion: the times t, the masks' uniforms (shape) and, if 0 < share < 1,
-    self-conditioning's rows, in that order from `generator`."""
+    """Drawn for masked diffusion: t, the masks' uniforms, self-conditioning's rows, in order."""
     dev = draw_device(device)
     uniform = torch.rand(shape, generator=on_device(generator, dev), device=dev).to(device)
     return Drawn(t, uniform, self_condition_rows(shape[0], share, generator, device), n_times=n_times)
@@ -151,15 +149,13 @@ def no_mask_logit(logits, mask_id):
 
 
 def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
-    """Model logits (B, L, V), float32, [MASK] at -inf. positions (N,), flat indices: only those
-    rows, (N, V). sc: the self-conditioning input."""
+    """Logits (B, L, V) float32, [MASK] at -inf; positions (N,) flat: those rows only, (N, V)."""
     kw = {k: v for k, v in dict(positions=positions, sc=sc).items() if v is not None}
     return no_mask_logit(model(xt, t, **kw), mask_id)
 
 
 def self_condition_rows(n, share, generator=None, device="cpu"):
-    """Which of n sequences self-conditioning's first pass feeds: a random round(share * n) (R,);
-    None when share >= 1 (all) or 0 (no first pass)."""
+    """round(share * n) random rows of n (R,) for self-conditioning; None if share >= 1 or 0."""
     if not 0 < share < 1:
         return None
     dev = draw_device(device)
@@ -241,8 +237,7 @@ def put_at(base, at, values):
 
 def reveal_plan(n, fractions):
     """Positions still masked after each step (B, S) for blocks of n (B,): round(n * fractions[i]),
-    moved so every step reveals a token (rounding alone leaves empty passes where the cosine is
-    flat). Short rows reveal as early as they can."""
+    moved so each step reveals a token (rounding leaves empty passes where cosine is flat)."""
     S = len(fractions)
     f = torch.tensor(fractions, dtype=torch.float64)
     base = n[:, None] - torch.round(n[:, None].double() * f[None]).long()  # revealed after step i, (B, S)

@@ -155,9 +155,9 @@ class Config:
                                         # 'auto': bf16 autocast on CUDA, fp16 + GradScaler on a
                                         #   GPU without bf16, fp32 elsewhere
     compile: Tristate = sampled(Tristate("auto"), resumable=True, choices=("auto", "true", "false"))
-                                        # 'auto' (compile the training and decode steps on CUDA; eager
-                                        #   on a CPU, where the records were trained) | 'true' (bare
-                                        #   --compile: faster on a CPU too) | 'false'
+                                        # 'auto' (compile the training and decode steps on CUDA;
+                                        #   eager on a CPU, where the records were trained) | 'true'
+                                        #   (bare --compile: faster on a CPU too) | 'false'
     seed: int = sampled(1337)           # the random seed (>= 0): initialisation, data order, noise, samples
     wandb_log: bool = resumable(False)  # also log to Weights & Biases (pip install wandb)
     wandb_project: str = resumable("micro-dllm")  # the Weights & Biases project (with wandb_log)

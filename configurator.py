@@ -1,5 +1,4 @@
-"""The command line and config files -> a checked Config: parsing, validation and --help, all read
-off config.py.
+"""The command line and config files -> a checked Config: parsing, validation and --help.
 
     cfg = configurator.get_config(["cpu", "--max_iters=200"])
     python train.py --help          # the presets, then every key by section
@@ -63,8 +62,7 @@ def _known_key(key):
 
 
 def _read_config_file(path):
-    """A config file's {key: value}: data, never run. Each statement is `key = value` with a Python
-    literal value; comments and blank lines are free."""
+    """A config file's {key: value}: data, never run; each statement is `key = value`, a literal."""
     text = read_text(path, "config file", f"give a .py file of `key = value` lines, or a preset: {', '.join(PRESETS)}")
     out = {}
     line = 1
@@ -87,8 +85,7 @@ def get_config(argv):
 
 
 def parse(argv, base=None, check=True):
-    """(the Config, the keys the user set by flag or config file). check=False: the values' domains
-    go unchecked (validate)."""
+    """(the Config, the keys the user set by flag or config file); check=False skips validate."""
     cfg = base if base is not None else Config()
     overrides, given, args = {}, set(), list(argv)
     while args:
@@ -127,8 +124,7 @@ def parse(argv, base=None, check=True):
 
 
 def refuse_changes(cfg, given, saved, what, fix, allowed=()):
-    """A key the user set (given) to another value than `saved`, the checkpoint's config dict, is
-    refused in one line naming each key and both values."""
+    """Refuses, naming both values, a given key set other than `saved` (the checkpoint's config)."""
     bad = [k for k in sorted(given) if k in saved and k not in allowed and getattr(cfg, k) != saved[k]]
     if bad:
         pairs = ", ".join(f"{k}={getattr(cfg, k)!r} (the checkpoint's: {saved[k]!r})" for k in bad)
@@ -149,15 +145,13 @@ def refuse_sampling_only(given):
                         f"and sample the trained model with python inference.py --{unread[0]} ...")
 
 
-# The smallest temperature above 0 (0 asks for the argmax). The draws divide float32 logits by T in
-# float64: any T above ~2e-270 keeps them finite, and at 1e-6 a draw is already the argmax for every
-# logit gap above 7.5e-4. A subnormal T (1e-320) overflows the logits to inf and the rows to NaN.
+# The smallest temperature above 0 (0 asks for the argmax): at 1e-6 a draw is already the argmax for
+# every logit gap above 7.5e-4, and a subnormal T (1e-320) overflows the logits to inf.
 MIN_TEMPERATURE = 1e-6
 
 
 def validate(cfg, given=()):
-    """Refuse values that cannot work, before any work; the first problem found is the user's one
-    line. given: the keys set by flag or config file."""
+    """Refuse values that cannot work, before any work: the first problem is the user's one line."""
     check_choices(cfg)
     check_numbers(cfg)
     check_ranges(cfg)
@@ -180,10 +174,8 @@ def check_choices(cfg):
 
 
 def check_numbers(cfg):
-    """Refuses a float that is not finite (nan from a config file, inf from 1e999) and an int
-    outside 64 bits (torch's) or past its LIMITS. A seed is also >= 0 (check_ranges): numpy's
-    SeedSequence takes no negative one, and the room below 2^63 holds the per-rank and per-prompt
-    seeds added to it."""
+    """Refuses a non-finite float (nan, inf from 1e999) and an int past 64 bits or its LIMITS. A
+    seed is >= 0 (check_ranges): SeedSequence takes no negative one; seeds are added below 2^63."""
     for key, typ in TYPES.items():
         value = getattr(cfg, key)
         if typ is float and not math.isfinite(value):
@@ -219,8 +211,7 @@ def check_ranges(cfg):
 
 
 def acts(cfg, key):
-    """Whether key acts in cfg: config.NEEDS names the key it acts with and its values (None: any
-    but off); any other key always acts."""
+    """Whether key acts in cfg, by config.NEEDS (its partner and values; None: not off)."""
     if key not in NEEDS:
         return True
     other, values = NEEDS[key]
@@ -230,9 +221,7 @@ def acts(cfg, key):
 
 
 def check_objective_keys(cfg, given):
-    """Refuses a given key the objective does not read (its IGNORES), a given key without the key it
-    acts with (config.NEEDS), and what the objective's check() refuses (importing that one
-    objective)."""
+    """Refuses given keys its objective ignores or whose partner is off (NEEDS); then its check."""
     obj = objectives.get(cfg.objective)
     unread = [k for k in obj.IGNORES if k in given]
     if unread:
@@ -250,9 +239,8 @@ def check_objective_keys(cfg, given):
 
 
 def check_sampling(cfg):
-    """Refuses sampler settings outside their ranges and those that cannot run together: threshold
-    decoding with an unscored order or ReMDM, --infill beside another text, --prompt beside
-    --prefix_file."""
+    """Refuses sampler settings out of range or that cannot run together: threshold with an unscored
+    order or ReMDM, --infill beside another text, --prompt beside --prefix_file."""
     if cfg.temperature < 0:
         raise UserError(f"temperature must be >= 0 (0 = argmax), got {cfg.temperature}")
     if 0 < cfg.temperature < MIN_TEMPERATURE:
@@ -271,9 +259,8 @@ def check_sampling(cfg):
         raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
     if not 0 <= cfg.remask_eta <= 1:
         raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
-    # a draw's temperature is T (s + (1 - s) f) at the block's masked share f
-    # (sampler._temperature). float64 rounds the sum by ~s x 1e-16, so past s = 1e6 the fall's
-    # start (f = 1) can round to 0; and T s must not overflow
+    # a draw's temperature is T (s + (1 - s) f) at the masked share f (sampler._temperature): past
+    # s = 1e6 float64 can round its start (f = 1) to 0, and T s must not overflow
     if not 0 <= cfg.temperature_end_share <= 1e6 or not math.isfinite(cfg.temperature * cfg.temperature_end_share):
         raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number in "
                         f"[0, 1e6] (1 = constant, 0.5 = half) whose product with it is finite, got "
@@ -287,8 +274,7 @@ def check_sampling(cfg):
 
 def check_optimisation(cfg, given):
     """Refuses a total batch micro-batches cannot make up, Muon's settings out of range, an LR floor
-    above its peak, a decay that zeroes the weights, a dropout or EMA decay outside [0, 1), and a
-    given EMA decay the run is too short to reach."""
+    above its peak, a decay zeroing the weights, a dropout or EMA outside [0, 1) or out of reach."""
     micro = cfg.batch_size * cfg.block_size  # tokens in one micro-batch of one rank
     if cfg.total_batch_size < 0 or cfg.total_batch_size % micro:
         up = max(1, -(-cfg.total_batch_size // micro)) * micro
@@ -317,9 +303,8 @@ def check_optimisation(cfg, given):
 
 
 def config_from_dict(d, where="a checkpoint"):
-    """A checkpoint's config dict (utils.checkpoint.migrate renamed its old keys) as the Config its
-    objective runs, checked as a command line is: an edited file is one line naming `where`.
-    Removed keys are dropped (--resume and --init_from refuse one in use: refuse_removed)."""
+    """A checkpoint's config dict (migrate renamed old keys) as the Config its objective runs,
+    checked as a command line (one line naming `where`); removed keys dropped (refuse_removed)."""
     try:
         kept = {_known_key(k): v for k, v in d.items() if k not in REMOVED}
         cfg = replace(Config(), **{k: _coerce(k, TYPES[k], v) for k, v in kept.items()})
@@ -334,8 +319,7 @@ def config_from_dict(d, where="a checkpoint"):
 
 
 def format_config(cfg, marks=None):
-    """`key = value` lines: every key with its mark (marks: {key: '*' or '+'}), or (marks None) only
-    those off their defaults."""
+    """`key = value` lines: every key with marks ({key: '*' or '+'}), else those off defaults."""
     d, defaults = asdict(cfg), asdict(Config())
     keys = list(d) if marks is not None else [k for k in d if d[k] != defaults[k]]
     width = max(map(len, keys), default=0)
@@ -348,8 +332,7 @@ def wants_help(argv):
 
 
 def _source_lines(obj):
-    """[(line, its comment's text or "")] of obj's source (tokenize: a '#' in a string is no
-    comment)."""
+    """[(line, its comment's text or "")] of obj's source (tokenize: a '#' in a string is none)."""
     src = inspect.getsource(obj)
     toks = tokenize.generate_tokens(io.StringIO(src).readline)
     comments = {t.start[0]: t.string.lstrip("#").strip() for t in toks if t.type == tokenize.COMMENT}
@@ -357,8 +340,7 @@ def _source_lines(obj):
 
 
 def _key_docs():
-    """[(section, [(key, comment)])] read off the Config class: its '# ---- section' lines and each
-    field's comments."""
+    """[(section, [(key, comment)])] of Config: '# ---- section' lines, each field's comments."""
     sections, last = [("general", [])], None
     for line, text in _source_lines(Config):
         m = re.match(r"\s+(\w+)\s*:", line)
@@ -392,9 +374,8 @@ def _preset_docs():
 
 
 def help_text(prog, usage, from_checkpoint=False, argv=()):
-    """The presets, then every key by section: --key=TYPE, its comment, its default
-    (from_checkpoint: the trained keys marked). argv beside --help: the config it resolves to, a
-    preset's keys marked '*', the given ones '+'."""
+    """The presets, then every key by section: --key=TYPE, comment, default (from_checkpoint:
+    trained keys marked); with argv, the config it resolves to (preset keys '*', given '+')."""
     rest = [a for a in argv if a not in ("-h", "--help")]
     if rest:
         cfg, given = parse(rest, check=False)

@@ -1,10 +1,8 @@
-"""The network's KV-cached decoding, one token a pass: the cache (KVCache), a pass written into it
-(decode), sampling past the context (generate, as nanoGPT's) and the compiled one-token step
-(compile_decode). Shared by the AR (ar.py), --dual_sample (diffusion.py) and bd3's clean half at
-batch > 1 (bd3.py). model.py reads a cache it is handed and builds none.
+"""The network's KV-cached decoding, one token a pass: KVCache, decode, generate (past the context,
+as nanoGPT's), compile_decode; for the AR, --dual_sample and bd3's clean half at batch > 1.
 
     from decode import generate
-    out = generate(model, prompt, 100, cfg)   # prompt (B, P) -> (B, P + 100), cfg's temperature, top_k, top_p
+    out = generate(model, prompt, 100, cfg)   # (B, P) -> (B, P + 100) at cfg's T, top_k, top_p
 """
 import torch
 import torch.nn.functional as F
@@ -15,10 +13,9 @@ DECODERS = "the AR, --dual_sample and bd3's --bd3_speculate at a batch of 2 or m
 
 
 class KVCache:
-    """Per-layer key/value buffers (B, H, context, D) in the keys' dtype; pos (on the device) counts
-    the columns written. update writes a pass's keys at pos and returns what it reads. Static: the
-    whole buffers (the mask hides unwritten keys), so a CUDA graph can replay a step. Else the first
-    `end` columns, counted on the host: faster on a CPU."""
+    """Per-layer key/value buffers (B, H, context, D); pos (on the device) counts the columns
+    written. update writes a pass's keys at pos and returns the whole buffers if static (the mask
+    hides unwritten keys: a CUDA graph can replay a step), else the first `end` (faster on CPU)."""
 
     def __init__(self, n_layer, batch, n_head, size, head_dim, device, dtype, static):
         shape = (batch, n_head, size, head_dim)
@@ -45,9 +42,8 @@ class KVCache:
 
 
 def new_kv_cache(model, batch, device):
-    """An empty KVCache for `batch` rows: static under a compiled step, in the keys' dtype
-    (autocast's if on: no cast of the whole cache a token). Kept as model.decode_cache for the next
-    decode of the same kind: a CUDA graph replays on the buffers it recorded."""
+    """An empty KVCache for `batch` rows: static under a compiled step, in autocast's dtype (no cast
+    a token); kept as model.decode_cache, as a CUDA graph replays on the buffers it recorded."""
     a, c, device = model.args, model.decode_cache, torch.device(device)
     on = torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)  # (meta: none)
     dtype = torch.get_autocast_dtype(device.type) if on else model.tok_emb.weight.dtype
@@ -60,9 +56,8 @@ def new_kv_cache(model, batch, device):
 
 
 def decode(model, idx, cache):
-    """A causal pass of idx (B, n), the columns after the cache's, written into it (a bidirectional
-    network's AR mode too). Returns the last column's logits (B, V), float32. On a static cache
-    shapes depend on n alone, so a CUDA graph replays a one-token step (compile_decode)."""
+    """A causal pass of idx (B, n) after the cache's columns, written into it: the last column's
+    logits (B, V) float32. On a static cache shapes depend on n alone (a CUDA graph replays)."""
     n = idx.size(1)
     pos = cache.pos + cache.cols[:n]  # (n,) each column's position
     if not cache.static:  # only the keys written: one column reads them all, unmasked
@@ -76,11 +71,9 @@ def decode(model, idx, cache):
 @torch.no_grad()
 def generate(model, prompt, gen_len, opts=None, generator=None, mask_id=None, on_token=None):
     """Sample gen_len tokens after prompt (B, P >= 1) with a KV cache, as nanoGPT's generate: one
-    pass a token. Past the context, keep the window's last half and recompute its cache in one pass.
-    opts: the draw's temperature, top_k and top_p (a Config or SamplerOptions; None: T = 1, no
-    filter). mask_id: never drawn (never a target, yet ~2e-5 of an AR's draws). Draws in float64,
-    outside the graph. on_token(tokens so far, filtered logits) after each token. Returns
-    (B, P + gen_len)."""
+    pass a token. Past the context, keep the window's last half and recompute its cache. opts:
+    temperature, top_k, top_p (None: T = 1, no filter); mask_id: never drawn (never a target, yet
+    ~2e-5 of an AR's draws); on_token(seq, filtered logits) a token. Returns (B, P + gen_len)."""
     temperature, top_k, top_p = (1.0, 0, 1.0) if opts is None else (opts.temperature, opts.top_k, opts.top_p)
     (B, P), W = prompt.shape, model.args.block_size
     seq, lo = prompt, max(0, P - W)
@@ -108,9 +101,8 @@ def generate(model, prompt, gen_len, opts=None, generator=None, mask_id=None, on
 
 def ordered_step(prev, seq, P, L, n, mask_id, p, conf=None):
     """A pass of decoding in order (the AR's token, a bd3 round) as a Step over an output of L
-    tokens (the trace, --live): the tokens so far seq (B, S), [MASK] after; prev, those before the
-    pass; n passes so far; p (B, k, V), the laws its k new tokens were drawn from; conf (B, L)
-    float64, or zeros."""
+    tokens: seq (B, S) the tokens so far, [MASK] after; prev, those before the pass; n: passes;
+    p (B, k, V) the laws its k new tokens were drawn from; conf (B, L) float64, or zeros."""
     (B, S), dev = seq.shape, seq.device
     x = F.pad(seq, (0, L - S), value=mask_id)
     before = F.pad(prev, (0, L - prev.size(1)), value=mask_id)
@@ -125,8 +117,7 @@ def ordered_step(prev, seq, P, L, n, mask_id, p, conf=None):
 
 
 def generate_canvas(model, x, P, opts, generator=None, mask_id=None, on_step=None):
-    """generate() over a canvas x (B, L) whose first P tokens are given, reporting a Step per token
-    to on_step (the trace, --live, the progress bar). Returns (x filled, stats)."""
+    """generate() over x (B, L) with P given tokens first, a Step a token: (x filled, stats)."""
     B, L = x.shape
     conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)
 
@@ -140,10 +131,8 @@ def generate_canvas(model, x, P, opts, generator=None, mask_id=None, on_step=Non
 
 
 def compile_decode(model, cfg, device):
-    """--compile for sampling ('auto': CUDA only, as train.py's step): sets model.compiled_decode,
-    the one-token decode step compiled whole at static shapes, with CUDA graphs on CUDA (one replay,
-    not ~220 launches). Eager still: passes of varying length (prompt, window slide, bd3's
-    speculative rounds), the draws, the diffusion samplers' passes."""
+    """--compile for sampling ('auto': CUDA): model.compiled_decode, the one-token step compiled
+    whole at static shapes, CUDA-graphed on CUDA (one replay, not ~220 launches)."""
     device = torch.device(device)
     if cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"):
         mode = "reduce-overhead" if device.type == "cuda" else None

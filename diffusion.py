@@ -42,9 +42,8 @@ def self_condition(model, xt, t, masked, mask_id, share, generator=None, rows=No
 
 
 def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None, drawn=None):
-    """One pass with `opts` (common.LossOptions): (loss, NELBO in nats/token (B,), aux), the NELBO
-    whatever loss_type trains (eval reports the bound). drawn: made ahead (common.Drawn, for a
-    compiled step); else t (stratified if None) and masks from generator."""
+    """One pass with `opts` (LossOptions): (loss, NELBO in nats/token (B,), aux), the NELBO whatever
+    loss_type trains; drawn: made ahead (Drawn), else t (stratified if None), masks drawn here."""
     B, L = x0.shape
     if drawn is None:
         t = stratified_times(B, schedule.T, generator, x0.device) if t is None else t
@@ -82,7 +81,6 @@ def flops(model, cfg):
 
 
 def unread(cfg):
-    """The sampler keys --dual_sample leaves unread."""
     return ("steps", *REVEAL_KEYS) if cfg.dual_sample else ()
 
 
@@ -122,8 +120,7 @@ def draws(x, cfg, schedule, tok, draw):
 
 
 def loss_of(model, x, cfg, schedule, tok, drawn):
-    """x's (B, L) training loss given its draws: a pure function of its tensors (compiled). Each
-    mask_draws copy reads its own mask and t; the dual objective reads each window once."""
+    """Each mask_draws copy reads its own mask and t; the dual objective reads each window once."""
     copies = x.repeat(cfg.mask_draws, 1)
     loss = diffusion_loss(model, copies, schedule, tok.mask_id, options(cfg), t=drawn.t, drawn=drawn)[0]
     return loss + cfg.dual_ar * dual_ar_loss(model, x, tok.mask_id) if cfg.dual_ar else loss
@@ -142,8 +139,7 @@ def dual_ar_loss(model, x0, mask_id):
 
 
 def causal_logits(model, x, mask_id):
-    """The AR mode --dual_ar trains: next-token logits of a causal pass over clean x (B, L), [MASK]
-    never drawn. dev/order_nll.py --orders causal scores it exactly."""
+    """The AR mode --dual_ar trains: next-token logits of a causal pass over clean x (B, L)."""
     causal = torch.ones(x.size(1), x.size(1), dtype=torch.bool, device=x.device).tril()
     return no_mask_logit(model(x, attn_mask=causal), mask_id)
 

@@ -15,8 +15,7 @@
     python inference.py --help                                    # every key, type, default
 
 Model, tokenizer and schedule come from the checkpoint; sampling flags from the command line.
-Prompt k (1, 2, ...) of --prompts-file or --interactive draws with seed --seed + k - 1, printed
-beside it: --seed S reproduces the session, `--prompt P --seed S+k-1` that one sample.
+Prompt k of --prompts-file or --interactive draws with seed --seed + k - 1, printed beside it.
 """
 import sys
 import time
@@ -192,7 +191,6 @@ def sample_once(cfg, run):
     sampler = obj.describe(cfg)
     capped = passes is not None and passes < cfg.steps and not obj.BLOCKS  # fewer blanks than --steps (bd3: blocks)
     ran = obj.describe(replace(cfg, steps=passes)) if capped else sampler
-    # a sampler reading --steps makes one pass a blank at most: say what ran
     if ran != sampler:
         sampler = f"{ran} (--steps {cfg.steps}: one pass a blank at most)"
     print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched "

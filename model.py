@@ -1,8 +1,7 @@
 """The network: a transformer with RoPE, parameter-free RMSNorm, relu^2 MLP and no biases;
-bidirectional for diffusion, causal (one flag) for the AR baseline. It builds no attention mask or
-positions: an objective that needs them passes attn_mask= and rope_pos= (bd3.py). The diffusion
-step t enters as a learned embedding or through adaLN-Zero (time_cond). A pass may read and extend
-a KV cache it is handed (kv_cache=); the cached decoding that builds one is decode.py's.
+bidirectional for diffusion, causal (one flag) for the AR baseline. The diffusion step t enters as
+a learned embedding or through adaLN-Zero (time_cond). A mask, positions or a KV cache are handed
+in by the objective (attn_mask=, rope_pos=: bd3.py) or decode.py (kv_cache=).
 
     python -c "from model import *; print(Transformer(ModelArgs(vocab_size=66)).num_params())"
     # 10706304: the reference micro-dLLM char model (65 characters + [MASK])
@@ -184,12 +183,10 @@ class Transformer(nn.Module):
 
     def forward(self, idx, t=None, kv_cache=None, positions=None, attn_mask=None, rope_pos=None, head_cols=None,
                 sc=None):
-        """idx (B, L) token ids; t (B,) integer step (unused if time_cond='none'); sc (B, L, V):
-        self_cond's previous x0 probabilities (zero rows: none yet; None: none at all). attn_mask
-        (L, L_keys) bool, True = may attend; rope_pos (L,) long: each column's RoPE position if not
-        0..L-1 (cached columns; bd3's two halves share them). Returns float32 logits (B, L, V), or
-        (N, V) at flat row-major `positions` (N,), or (B, head_cols, V) for the first head_cols
-        columns (a slice: no host sync, no graph break under compile)."""
+        """idx (B, L); t (B,) step (unused if time_cond='none'); sc (B, L, V): self_cond's previous
+        x0 probabilities (zero rows: none yet). attn_mask (L, L_keys) bool, True = may attend;
+        rope_pos (L,): RoPE positions if not 0..L-1. Returns float32 logits (B, L, V), or (N, V) at
+        flat `positions` (N,), or (B, head_cols, V) (a slice: no host sync, no graph break)."""
         L, W = idx.size(1), self.args.block_size
         assert t is not None or self.args.time_cond == "none", "time-conditioned model needs t"
         if rope_pos is None:
@@ -233,10 +230,8 @@ class Transformer(nn.Module):
 
     def estimate_memory(self, tokens, bf16, ema=False):
         """Rough training bytes on one rank, (state, activations): weights, grads, AdamW moments [,
-        EMA] in fp32; what backward keeps of `tokens` columns (every pass of a micro-batch). A layer
-        saves 68 d bytes a token in fp32, 50 d under bf16 autocast (counted by saved_tensors_hooks
-        on the CPU; tests/test_train_scale.py checks it); the head ~8 bytes a logit + ~4 transient.
-        estimate_line reports it; check_memory refuses a CUDA run by it."""
+        EMA] in fp32; what backward keeps of `tokens` columns. A layer saves 68 d bytes a token in
+        fp32, 50 d in bf16 (tests/test_train_scale.py); the head ~8 bytes a logit + ~4 transient."""
         a = self.args
         state = self.num_params() * (4 * 4 + (4 if ema else 0))
         block = a.n_embd * (50 if bf16 else 68)  # one layer's saved activations per token

@@ -1,6 +1,5 @@
-"""The objectives, by name: every entry script gets its objective here, once, and calls the same
-few functions. Each module tells its own story (forward noise, loss and bound, reverse sampler) and
-offers these names; what it leaves out takes DEFAULTS:
+"""The objectives by name: an entry script gets its objective here, once, and calls these names on
+it. Each module tells its own story; what it leaves out takes DEFAULTS:
 
     MODEL           the ModelArgs it fixes (causal, no time input, no self-conditioning)
     WINDOW          tokens a training window needs beyond block_size (AR: 1)
@@ -40,7 +39,6 @@ from config import CHOICES, Config
 from model import ModelArgs
 from utils.errors import UserError
 
-# name (config.py's choices) -> the module that tells its story
 OBJECTIVES = dict(zip(CHOICES["objective"], ("diffusion", "uniform", "ar", "bd3"), strict=True))
 DEFAULTS = dict(MODEL=dict(clean_causal=False), WINDOW=0, IGNORES={}, CONTINUES_ONLY=False, ANY_LENGTH=False,
                 NOISE_START=False, EXACT=False, TRACE=True, STEP_CHAIN=False, BLOCKS=False, SEMI_AR=False,

@@ -2,10 +2,9 @@
 positions by config.py's sampling keys (SamplerOptions); 'refine' and ReMDM revisit committed ones.
 
 ReMDM (Wang et al. 2025, arXiv 2503.00307, eq. 5): a step t -> s re-masks a committed token w.p.
-sigma_t <= min(1, (1 - alpha_s) / alpha_t), which keeps q(z_s | x) the forward marginal. A block of
-n with m committed and reveal_plan's fixed counts has alpha_t = m / n, 1 - alpha_s = n_keep / n:
-sigma_max = min(1, n_keep / m). We use the "max-capped" min(eta, sigma_max) (Sec. 4.1); its loop
-schedule lost (dev/LOG.md, "The measurements delete what lost").
+sigma_t <= min(1, (1 - alpha_s) / alpha_t), keeping q(z_s | x) the forward marginal; with m
+committed and n_keep left masked, sigma_max = min(1, n_keep / m). We use the "max-capped" min(eta,
+sigma_max) (Sec. 4.1); its loop schedule lost (dev/LOG.md, "The measurements delete what lost").
 
     python inference.py --checkpoint artifacts/models/model.pt --threshold 0.9 --semi-ar-length 32
     python -m pytest -q tests/test_sampling.py tests/test_remasking.py
@@ -95,8 +94,7 @@ def _where(mask, n):
 
 
 def sigma(eta, committed, n_keep):
-    """ReMDM's min(eta, sigma_max) (B,) float64, a committed token's chance of re-masking. committed
-    (B,): tokens held before the step; n_keep (B,): [MASK]s after it."""
+    """ReMDM's min(eta, sigma_max) (B,) float64: a committed token's chance of re-masking."""
     m, k = committed.double(), n_keep.double()
     smax = torch.where(m > 0, (k / m.clamp(min=1)).clamp(max=1.0), torch.zeros_like(m))  # min(1, (1-alpha_s)/alpha_t)
     return smax.clamp(max=eta)
@@ -147,8 +145,7 @@ class _Decided:
 
 
 class _Denoiser:
-    """One denoise() call's state and its reverse step. The layout and plan are read once a call: a
-    pass makes no host sync (tests/test_sync_free.py)."""
+    """One denoise() call's state and reverse step; layout and plan read once: no sync a pass."""
 
     def __init__(self, model, x, gen_mask, schedule, mask_id, opts, generator, on_step):
         self.model, self.gen_mask, self.schedule, self.mask_id = model, gen_mask, schedule, mask_id
@@ -236,9 +233,8 @@ class _Denoiser:
         return revealed, remasked
 
     def _temperature(self, is_masked, now, at):
-        """The draws' temperature: a number, or (n, 1) at `at` falling with the block's masked share
-        f, T * (s + (1 - s) * f), s = temperature_end_share: cooler for the last tokens (dev/LOG.md,
-        "Reveal order and a falling temperature")."""
+        """The draws' temperature: a number, or (n, 1) at `at`, T (s + (1 - s) f) at masked share f,
+        s = temperature_end_share (dev/LOG.md, "Reveal order and a falling temperature")."""
         temperature, end_share = self.opts.temperature, self.opts.temperature_end_share
         if end_share == 1.0 or temperature == 0:
             return temperature

@@ -48,8 +48,7 @@ class TraceHook:
         self.noise_start, self.drawn_done, self.seen_nfe = noise_start, False, 0
 
     def frame(self, st, t, nfe, caption=""):
-        """Sample 0 of the Step st as one frame; t: the time index its header shows. A writer that
-        keeps candidates (utils.page.PageWriter) also gets each predicted position's top ones."""
+        """Sample 0 of st as one frame (t: its header's time); a page also gets top candidates."""
         cells = token_states(self.tok, st.x[0].tolist(), st.gen_mask[0].tolist(), st.revealed[0].tolist(),
                              st.remasked[0].tolist())
         confidence = [c if state != "prompt" and text is not None else None
@@ -112,8 +111,7 @@ def trace_paths(mp4):
 
 
 def trace_title(cfg, cols=64):
-    """A header line of cols cells naming the sampler settings off their defaults ('order random,
-    remask none'), led by 'micro-dllm  T=100  ' when it fits."""
+    """A cols-cell header: settings off their defaults, led by 'micro-dllm  T=100  ' if it fits."""
     obj, th = objectives.get(cfg.objective), cfg.threshold
     block = [f"{cfg.objective} L'={cfg.bd3_block}"] if obj.BLOCKS else []
     if obj.EXACT or cfg.dual_sample:  # a token a pass: no chain, no reveal setting

@@ -11,8 +11,7 @@
     python train.py gpt200m --max_iters=0  # the ~200M preset: memory, tokens/s estimates; exit
     python train.py --help               # the presets, then every key: type, default, meaning
 
-main, top to bottom: setup -> load_data -> build -> train (eval / save / step / log) -> finish.
-The loop's state is one Run; what it prints beside the loop, one train_log.TrainLog.
+main: setup -> load_data -> build -> train (eval / save / step / log) -> finish; the state: one Run.
 """
 import math
 import os
@@ -140,7 +139,7 @@ def setup(argv):
     cfg, resume, resumed_from = resumed_config(cfg, given)
     if cfg.viz_video:  # the end-of-run trace's path, before any work (a resumed run's own is its to replace)
         trace.check_trace_path(cfg, replace=cfg.overwrite or cfg.resume or cfg.max_iters == 0)
-    # gradient accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
+    # accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
     micro_tokens = cfg.batch_size * cfg.block_size
     accum = dist.grad_accum_steps(cfg.total_batch_size, micro_tokens, world)
     cfg = replace(cfg, total_batch_size=micro_tokens * accum * world)
@@ -190,7 +189,6 @@ def load_data(cfg, env):
     source = None
     if cfg.init_from and not env.resume:
         source = checkpoint_manager.read_checkpoint(cfg.init_from, "give another --init_from")
-        # its tokenizer, as --resume takes the run's own
         tok = checkpoint_manager.source_tokenizer(cfg.init_from, cfg.tokenizer, cfg.objective, source)
     if env.world > 1 and not env.master:
         torch.distributed.barrier()  # rank 0 encodes the token cache first; the others then read it
@@ -460,7 +458,6 @@ def finish(cfg, env, data, run, log):
     if env.master:
         print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, dev {run.best_val:.4f} "
               f"nats/token, in {os.path.join(cfg.out_dir, 'best.pt')}); trained {train_log.fmt_time(log.elapsed())}")
-        # the test split's figure, as scripts/eval.py reports it
         test = bound.reported(run.eval_model, cfg, data.tok, data.train_ids, data.val_ids, env.ctx)
         report.final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"],
                             test)

@@ -1,5 +1,4 @@
-"""train.py's log beside its loop: the legend, a line a log window (loss, lr, ms/it, tok/s, MFU,
-ETA), metrics.jsonl and wandb rows, and the notes a run may need (long here, shared cores).
+"""train.py's log: the legend, a line a window (loss, lr, ms/it, tok/s, MFU, ETA), notes, rows.
 
     log = TrainLog(cfg, env, start_iter, flops_tok, n_windows, eval_t)   # train.train
     log.step(done, lr, loss)                                             # after each step
@@ -49,9 +48,8 @@ SHARED_EVERY_S = 600  # the shared-cores note comes again when steps slow again,
 
 
 def projected_step_s(window_s):
-    """(s/step of the history, of the last SETTLE_WINDOWS, settled): medians of the log windows, the
-    first (setup, a slow start) left out once another is timed. The history steadies the ETA; the
-    recent windows move first when the load changes."""
+    """(s/step of the history, of the last SETTLE_WINDOWS, settled): medians of the windows but the
+    first (setup); the history steadies the ETA, the recent windows follow a change of load."""
     history = window_s[1:] or window_s
     return statistics.median(history), statistics.median(history[-SETTLE_WINDOWS:]), len(window_s) > SETTLE_WINDOWS
 
@@ -143,9 +141,8 @@ def open_wandb(cfg):
 
 
 class TrainLog:
-    """What train.py prints and writes beside its loop, and the clock it times steps by (steps only:
-    clock_stopped() holds it during evals). Opening it prints the legend. A step costs no host sync;
-    a log line one (its loss), and a device synchronize before the clock is read."""
+    """What train.py prints and writes beside its loop, and its step clock (evals: clock_stopped).
+    A step costs no host sync; a log line one, and a synchronize before the clock is read."""
 
     def __init__(self, cfg, env, start_iter, flops_tok, n_windows, eval_t):
         self.cfg = cfg
@@ -181,8 +178,7 @@ class TrainLog:
         return done % self.cfg.log_interval == 0 or done == self.cfg.max_iters
 
     def step(self, done, lr, loss=None):
-        """After each step: count and time it (CpuThreads too). With the window's loss: the log
-        line; else, after this process's first step: its time and a first ETA."""
+        """After each step: count and time it; with the loss, the log line, else a first ETA."""
         self.tokens += self.cfg.total_batch_size
         self.steps += 1
         change = self.env.threads.tick()  # a CPU run's thread count, by what its steps measure

@@ -48,8 +48,7 @@ def noise_draws(shape, t, schedule, V, generator=None, device="cpu"):
 
 
 def uniform_corrupt(x0, t, schedule, real, generator=None, drawn=None):
-    """q(x_t | x0), x0 (B, L), t (B,): a token is kept w.p. alpha(t), else redrawn (x0 included).
-    drawn: noise_draws', else drawn here from generator."""
+    """q(x_t | x0), x0 (B, L), t (B,): a token is kept w.p. alpha(t), else redrawn (x0 included)."""
     drawn = noise_draws(x0.shape, t, schedule, len(real), generator, x0.device) if drawn is None else drawn
     a = schedule.on(x0.device)[0][t].float()[:, None]  # (B, 1)
     return torch.where(drawn.uniform < a, x0, real.to(x0.device)[drawn.noise])
@@ -111,9 +110,8 @@ def prior_kl(schedule, V):
 
 
 def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_size=None, drawn=None):
-    """One pass: (loss, NELBO in nats/token (B,), aux: t, noised (x_t != x0), logits, real).
-    vocab_size: when DDP wraps the model (no .args). drawn: noise_draws made ahead; else t
-    (stratified if None) and noise from generator."""
+    """One pass: (loss, NELBO in nats/token (B,), aux: t, noised (x_t != x0), logits, real);
+    vocab_size for a DDP-wrapped model; drawn: noise_draws, else t and generator's noise."""
     B, L = x0.shape
     real = real_ids(vocab_size or model.args.vocab_size, mask_id, x0.device)
     if drawn is None:
@@ -130,9 +128,8 @@ def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_siz
 @torch.no_grad()
 def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
     """Ancestral reverse process over the canvas x (B, L): gen_mask's positions start as random
-    tokens (x_T), all redrawn from p(x_s | x_t) each step of time_grid(T, opts.steps); temperature,
-    top_k, top_p shape pi before the exact float64 posterior draw. Step.revealed: changed tokens,
-    conf: their posterior probability. Returns (x, stats) as sampler.denoise does."""
+    tokens (x_T), all redrawn from p(x_s | x_t) each of opts.steps steps (pi shaped by temperature,
+    top_k, top_p). Step.revealed: changed tokens; conf: their probability. Returns (x, stats)."""
     (B, L), dev, t0, steps, temperature = x.shape, x.device, time.perf_counter(), opts.steps, opts.temperature
     if L > model.args.block_size:
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {model.args.block_size}")
@@ -189,7 +186,6 @@ def draws(x, cfg, schedule, tok, draw):
 
 
 def loss_of(model, x, cfg, schedule, tok, drawn):
-    """x's training loss given its draws: a pure function of its tensors (compiled)."""
     return uniform_loss(model, x, schedule, tok.mask_id, vocab_size=tok.vocab_size, drawn=drawn)[0]
 
 

@@ -2,10 +2,9 @@
 exact NLL (AR), per token and per character. evaluate() scores train.py's evals and eval.py's.
 
 The bound takes n_t times per window, stratified over all N windows: window w's k-th draw lies in
-slice k * N + perm[w] of N * n_t equal slices of [0, 1) (a permutation per time for a t per block),
-unbiased for (1/T) sum_t of the per-t terms. The se is the spread of per-window estimates.
-mc_se_max bounds its Monte Carlo share from neighbouring strata's differences ("collapsed strata",
-Cochran 1977 §5A.12), from above as it also counts the drift between strata.
+slice k * N + perm[w] of N * n_t equal slices of [0, 1), unbiased for (1/T) sum_t of the per-t
+terms. The se is the spread of per-window estimates; mc_se_max bounds its Monte Carlo share from
+above by neighbouring strata's differences ("collapsed strata", Cochran 1977 §5A.12).
 """
 import math
 from contextlib import nullcontext
@@ -29,8 +28,7 @@ def paired_difference(a, b):
 
 
 def report_windows(tok, train_ids, val_ids, split, n_windows, L):
-    """A split's fixed windows (n, L + 1) and chars per scored token of exactly those (BPE
-    windows decode ~1 % off the split's mean)."""
+    """A split's fixed windows (n, L + 1), and chars per scored token of those (BPE's: ~1 % off)."""
     ids = split_ids(train_ids, val_ids, split)
     check_fits(ids, L + 1, split)
     windows = fixed_windows(ids, n_windows, L + 1)  # every objective scores the same last L tokens of each
@@ -39,8 +37,7 @@ def report_windows(tok, train_ids, val_ids, split, n_windows, L):
 
 @torch.no_grad()
 def ar_mode(model, cfg, windows, mask_id, batch_size):
-    """Mean NLL per window (N,), on the host, of the network's AR mode (the law --dual_sample or
-    --bd3_speculate samples at T = 1), or None."""
+    """Mean NLL per window (N,), on the host, under the AR mode (--dual_sample's law), or None."""
     obj, dev = objectives.get(cfg.objective), next(model.parameters()).device
     parts = [obj.ar_nll(model, windows[i:i + batch_size].to(dev), cfg, mask_id)
              for i in range(0, len(windows), batch_size)]
@@ -59,8 +56,7 @@ def reported(model, cfg, tok, train_ids, val_ids, ctx=nullcontext()):
 def evaluate(model, windows, cfg, tok, n_t=1, seed=0, chars_per_token=1.0, details=False):
     """Score the last L tokens of windows (N, L + 1) with cfg's objective, the AR reading the first
     as context (~0.015 nats/char in its favour at L = 64: dev/LOG.md, "From AR to diffusion at the
-    baby budget"); seed fixes times and masks. Returns summary()'s dict; details (diffusion) adds
-    recon_acc and entropy_by_t, (t_lo, t_hi, mean nats) a time bin, over the scored positions."""
+    baby budget"). Returns summary()'s dict; details adds recon_acc and entropy_by_t by time bin."""
     obj, device = objectives.get(cfg.objective), next(model.parameters()).device
     windows = windows[:, 1 - obj.WINDOW:].contiguous()  # an AR window keeps its first token as context
     was_training = model.training

@@ -46,8 +46,7 @@ def sample_entropy(rows):
 
 @torch.no_grad()
 def ar_nll(model, seqs, n_prompt):
-    """-log p(seqs[:, j] | seqs[:, :j]), j >= n_prompt, under a causal model: (B, S - n_prompt)
-    float32 nats. 1 <= n_prompt, as the first token has no context."""
+    """-log p(seqs[:, j] | seqs[:, :j]) for j >= n_prompt >= 1, (B, S - n_prompt) float32 nats."""
     B, S = seqs.shape
     assert 1 <= n_prompt < S and S - 1 <= model.args.block_size, (n_prompt, S, model.args.block_size)
     was_training = model.training
@@ -86,9 +85,8 @@ def span_starts(n, L, span, generator):
 
 @torch.no_grad()
 def infill_recovery(model, windows, cfg, mask_id, span, generator=None, batch_size=32):
-    """Hold out `span` tokens of each window (N, L; on the model's device), fill them from both
-    sides with cfg's sampler: infill_exact (windows whose whole span is right), infill_acc (a
-    token's; nanoDLM reports 0.156 for 20 Shakespeare characters), infill_span, infill_n."""
+    """Hold out `span` tokens of each window (N, L), filled from both sides: infill_exact (whole
+    span right), infill_acc (nanoDLM: 0.156 on 20 Shakespeare chars), infill_span, infill_n."""
     N, L = windows.shape
     assert span < L, f"infill span {span} must be shorter than the window {L}"
     starts = span_starts(N, L, span, generator)

@@ -1,5 +1,4 @@
-"""The end-of-training report train.py prints: dev and test figures in every unit, the sampler's
-metrics (reconstruction, entropy by t, change rate, distinct-2) and the samples, sample 0 traced.
+"""The end-of-training report: dev and test figures in every unit, sampler metrics, samples.
 
     report.check_report(cfg, tok)                 # before step 1: its canvas and trace path
     report.final_report(model, tok, cfg, schedule, device, res, test=test)
@@ -36,8 +35,7 @@ def report_samples(cfg, tok):
 
 
 def check_report(cfg, tok):
-    """What the end-of-run report will sample, refused before step 1 rather than after training:
-    its canvas (its trace's path: train.setup)."""
+    """The end-of-run samples' canvas, refused before step 1 rather than after training."""
     prompt_len, gen_len = report_samples(cfg, tok)
     if gen_len < 1:
         raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for "
@@ -46,8 +44,7 @@ def check_report(cfg, tok):
 
 
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):
-    """The end-of-training metrics (res: the dev eval; test: the records' figure, bound.REPORT) and
-    the samples (at least 4 drawn, for distinct-2; each printed)."""
+    """Final metrics (res: dev eval; test: bound.REPORT's) and >= 4 samples (for distinct-2)."""
     g = torch.Generator().manual_seed(cfg.seed)
     obj = objectives.get(cfg.objective)
     change = ChangeRate(tok.mask_id)  # the fraction of committed tokens a reverse step changes

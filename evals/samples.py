@@ -2,8 +2,7 @@
 score them (and held-out text alike), write the JSON.
 
     judge = load_judge("artifacts/models/cpu_ar/model.pt", device, {"M.pt": tok})  # checked
-    samples, nfe = draw(model, cfg, start_ids(tok, ""), 63, 16, 32, tok.mask_id, device,
-                        torch.Generator())
+    samples, nfe = draw(model, cfg, start_ids(tok, ""), 63, 16, tok.mask_id, torch.Generator())
     score(samples, 1, tok, judge)  # {distinct_2, ..., gen_ppl, gen_nll}
 """
 import json
@@ -34,7 +33,7 @@ def open_checkpoint(path, device, data_path="", val_path=None):
 
 
 def write_json(path, doc):
-    """Write doc to path as JSON, atomically (scripts/plot.py never reads half a file); say so."""
+    """Write doc to path as JSON, atomically (a reader never sees half a file); say so."""
     with atomic_open(path) as f:
         json.dump(doc, f, indent=1)
     print(f"wrote {path}")
@@ -46,8 +45,7 @@ def start_ids(tok, prompt):
 
 
 def load_judge(path, device, tokenizers):
-    """The AR model that scores samples (gen-PPL), checked first: exact, and sharing each
-    checkpoint's tokenizer ({checkpoint: tokenizer}), since gen-PPL reads their ids."""
+    """The AR judge of gen-PPL, checked: exact, on each checkpoint's tokenizer (it reads ids)."""
     judge, _, cfg, judge_tok = open_checkpoint(path, device)
     if not objectives.get(cfg.objective).EXACT:
         raise UserError(f"--ar-checkpoint {path} is a {cfg.objective} model: give an AR checkpoint "
@@ -96,9 +94,8 @@ def columns_counted(model, P):
 
 
 def score(samples, P, tok, judge=None, batch_size=32, reference=None):
-    """Figures of samples (n, P + gen_len) past their given P tokens: distinct-2/-3, sample entropy,
-    the first sample's text; with a judge, gen-PPL and NLL given the P tokens (P = 0: the AR start
-    token); with reference text, the n-gram JS divergence (bits: js, js_mean)."""
+    """Figures of samples (n, P + gen_len) past their P given tokens: distinct-2/-3, sample entropy,
+    first text; with a judge, gen-PPL and NLL; with reference, n-gram JS (js, js_mean, bits)."""
     gen = samples[:, P:].cpu()
     texts = [tok.decode(row.tolist()) for row in gen]
     res = dict(distinct_2=distinct_n(texts, 2), distinct_3=distinct_n(texts, 3), sample_entropy=sample_entropy(gen),

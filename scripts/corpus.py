@@ -1,6 +1,5 @@
 """The corpus maker behind scripts/data.py (whose docstring gives the output format): reads the
-Hugging Face hub or local files, writes one plain-text file. Input faults raise a one-line
-UserError. As data.py uses it:
+Hugging Face hub or local files, writes one plain-text file. As data.py uses it:
 
     from scripts.corpus import iter_local_texts, sample_texts, write_corpus
     texts = sample_texts(iter_local_texts("stories.txt"), num=1000, seed=1337)
@@ -157,8 +156,7 @@ def local_format(path, split_blank_lines=False):
 
 
 def iter_local_texts(path, text_field="text", split_blank_lines=False):
-    """A local file's texts in order, read lazily, its format (local_format) checked now.
-    .jsonl/.json/.parquet/.csv: each record's `text_field`."""
+    """A local file's texts, lazily (records: their `text_field`); local_format checks it now."""
     fmt = local_format(path, split_blank_lines)
     if fmt in ("document", "separator", "blank-lines"):
         return _iter_text(path, fmt)

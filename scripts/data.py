@@ -15,9 +15,8 @@ TinyStories-train.txt), or a single document written unchanged (Tiny Shakespeare
       --output data/paragraphs.txt
   python scripts/data.py --input-file my_corpus.jsonl --text-field content --output data/mine.txt
 
-A local .txt is split on "<|endoftext|>" if present, else on blank lines with --split-blank-lines,
-else kept as one document. --num-stories N samples N stories uniformly (--seed) in seeded order;
-0 keeps all, in order. Only --force replaces an existing --output.
+A local .txt is split on "<|endoftext|>", else on blank lines with --split-blank-lines, else kept
+whole. --num-stories N samples N stories (--seed); 0 keeps all, in order.
 """
 import os
 import sys

@@ -3,10 +3,9 @@
     python scripts/export.py artifacts/models/cpu/model.pt artifacts/export/cpu
     python inference.py --checkpoint artifacts/export/cpu --seed 0  # same text as model.pt's
 
-OUT_DIR gets model.safetensors (the weights the checkpoint samples with, EMA's under --ema; no
-loop state; it runs no code on load), config.json (what they are, and the run's config, whose
-sampling settings become the defaults) and tokenizer.json (BPE) or vocab.json (char: {"chars":
-the characters in id order}, [MASK] the next id). A non-empty OUT_DIR needs --force.
+OUT_DIR gets model.safetensors (the weights the checkpoint samples with, EMA's under --ema; no code
+runs on load), config.json (what they are; the run's sampling settings become the defaults) and
+tokenizer.json (BPE) or vocab.json (char). A non-empty OUT_DIR needs --force.
 """
 import json
 import os

@@ -9,13 +9,11 @@
         --out artifacts/plots/frontier_baby.png
     python dev/plot_frontier.py artifacts/eval/frontier_baby.json --x speed  # tokens/s
 
-A point per combination of --grid values (AR: --ar-grid): NFE (forward passes per sample; of a
-block for bd3, a token for the AR), sample entropy, gen-PPL under an AR judge, distinct-2/3,
-tokens/s, and the JS divergence of the samples' character 1-4-grams from held-out text's. A curve
-is one sampler over temperature, read where it crosses the held-out entropy: lower is better there.
-
-The held-out entropy is read on dev (which picks best.pt), the divergence on test (its floor: dev
-text's own). AR and bd3 samples may run past the context (a sliding window).
+A point per combination of --grid values (AR: --ar-grid): NFE (forward passes per sample), sample
+entropy, gen-PPL under an AR judge, distinct-2/3, tokens/s, and the JS divergence of the samples'
+character 1-4-grams from held-out text's. A curve is one sampler over temperature, read where it
+crosses the held-out entropy (dev; the divergence on test, its floor dev text's own): lower is
+better there. AR and bd3 samples may run past the context (a sliding window).
 """
 import itertools
 import os
@@ -95,17 +93,15 @@ from utils.dist import CpuThreads, pick_device, timed  # noqa: E402
 
 
 def canonical(settings, obj, cfg):
-    """The settings a sampler reads, so points differing only in unread keys are one sampler:
-    without the objective's IGNORES, keys its switches leave unread (obj.unread), and keys whose
-    partner is off (config.NEEDS: ReMDM's eta unless remask=remdm). cfg fills the others."""
+    """The settings a sampler reads, so points differing only in unread keys are one sampler: all
+    but IGNORES, keys its switches leave unread, keys whose partner is off (ReMDM's eta)."""
     s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
     point = replace(cfg, **s)  # the point's values, else the checkpoint's
     return {k: v for k, v in s.items() if k not in obj.unread(point) and acts(point, k)}
 
 
 def grid_points(grid, cfg, obj):
-    """Every distinct sampler of one checkpoint's grid: [(settings it reads, sampling config)],
-    each checked like a command line (steps > diffusion_steps is a one-line error)."""
+    """Every distinct sampler of a grid: [(settings it reads, config)], each one validated."""
     points = {}  # sorted settings -> (settings, sampling config), in grid order
     for values in itertools.product(*grid.values()):
         s = canonical(dict(zip(grid, values)), obj, cfg)
@@ -125,8 +121,7 @@ def curve_label(settings):
 
 
 def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
-    """One curve read at entropy `target`, each key interpolated between the points around it;
-    None if it never gets there (no extrapolation)."""
+    """One curve's keys at entropy `target`, interpolated between points; None out of reach."""
     pts = sorted(points, key=lambda q: q["sample_entropy"])
     for a, b in zip(pts, pts[1:]):
         ea, eb = a["sample_entropy"], b["sample_entropy"]
@@ -137,8 +132,7 @@ def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
 
 
 def grid_of(r, args, judge, start, gen_len, ref, generator, threads):
-    """Draw, score and print every point of checkpoint r's grid: a row each (curve, settings,
-    sampler, NFE, temperature and score()'s figures)."""
+    """Draw, score and print every point of checkpoint r's grid: a row each (settings, figures)."""
     points = []
     for settings, scfg in r["points"]:
         threads.restart()  # no pass spans the scoring
@@ -156,9 +150,8 @@ def grid_of(r, args, judge, start, gen_len, ref, generator, threads):
 
 def time_points(runs, args, start, gen_len, device):
     """Time every point at each --time-batches size B: seconds_bB (a draw of B), tokens_per_s_bB,
-    passes_bB, tokens_per_pass_bB, and p_cache_bB (committed tokens over the columns the network
-    read: evals.samples.columns_counted, on an untimed draw). The median of --repeats rounds in
-    which every point draws in turn, so a drifting load slows all alike."""
+    passes_bB, tokens_per_pass_bB and p_cache_bB (columns_counted, on an untimed draw). The median
+    of --repeats rounds in which every point draws in turn, so a drifting load slows all alike."""
     jobs = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])]
     n = args.time_draws
     for b in args.time_batches:
@@ -179,7 +172,7 @@ def time_points(runs, args, start, gen_len, device):
             pt[f"seconds_b{b}"] = statistics.median(secs)
             pt[f"passes_b{b}"] = statistics.mean(pt[f"passes_b{b}"])
             pt[f"tokens_per_s_b{b}"] = b * gen_len / pt[f"seconds_b{b}"]
-            pt[f"spread_b{b}"] = [b * gen_len / max(secs), b * gen_len / min(secs)]  # the rounds' tokens/s, low and high
+            pt[f"spread_b{b}"] = [b * gen_len / max(secs), b * gen_len / min(secs)]  # the rounds' tokens/s: low, high
             pt[f"tokens_per_pass_b{b}"] = gen_len / pt[f"passes_b{b}"]
             print(f"  {r['path']} [{pt['curve']}] T={pt['temperature']:g}, batch {b}: {pt[f'tokens_per_s_b{b}']:,.0f} "
                   f"tokens/s ({pt[f'spread_b{b}'][0]:,.0f}-{pt[f'spread_b{b}'][1]:,.0f}; {pt[f'seconds_b{b}']:.3f} s a "
@@ -214,9 +207,8 @@ def load(path, args, device):
 
 
 def refuse_unread(runs, args, given):
-    """Refuse a flag no checkpoint reads (it would run as if never given): --compile true where no
-    sampler decodes, --grid with no diffusion checkpoint, --ar-grid with no AR one, a KEY no sampler
-    reads."""
+    """Refuse a flag no checkpoint reads (it would act as never given): --compile true where no
+    sampler decodes, --grid or --ar-grid with no checkpoint of its kind, a KEY none reads."""
     if "--compile" in given and args.compile == "true" and not any(
             r["obj"].decodes(scfg, max(args.batch_size, *args.time_batches)) for r in runs for _, scfg in r["points"]):
         raise UserError(f"--compile compiles the KV-cached decode step, and none of these samplers runs it "

@@ -3,10 +3,9 @@
     python scripts/race.py     # baby_ar (KV cache) against baby_bd3 (self-speculative) and baby
     python scripts/race.py A/model.pt B/model.pt --prompt "ROMEO:" --gen-len 48 --out race.mp4
 
-Each lane samples with its checkpoint's own sampler at batch 1, one seed, warmed first, timed by
-the code scripts/frontier.py times (evals.samples.draw), its steps stamped by the clock. A frame is
-a fixed tick of that clock (--tick-ms): each lane shows what its sampler had committed by then,
-captioned with its tokens/s, passes, tokens a pass and p_cache (WeDLM's, columns_counted).
+Each lane samples with its checkpoint's own sampler at batch 1, one seed, warmed first, timed as
+frontier.py times (evals.samples.draw). A frame is a tick of that clock (--tick-ms): each lane shows
+what it had committed by then, with its tokens/s, passes, tokens a pass and p_cache.
 """
 import os
 import platform
@@ -44,8 +43,7 @@ def parse_args(argv):
 
 
 def open_lanes(args, device):
-    """The lanes: each one's model, sampling config (its checkpoint's sampler over the race's prompt
-    and length) and tokenizer; one tokenizer for all, and each lane able to sample the prompt."""
+    """Each lane's model, sampling config and tokenizer (one for all), checked on the prompt."""
     from canvas import build_canvas
     from evals.samples import open_checkpoint
     from utils.tokenizer import fingerprint
@@ -66,9 +64,8 @@ def open_lanes(args, device):
 
 
 def run_lane(lane, start, args):
-    """Warm the lane (its columns counted), then time --repeats draws of the one seed, each step
-    stamped by the clock; the median draw is the lane's: seconds, passes, columns and stamps
-    [(seconds, Step of sample 0)]."""
+    """Warm the lane, then time --repeats draws of the one seed, steps stamped by the clock; the
+    median draw is the lane's: seconds, passes, columns, stamps [(seconds, Step of sample 0)]."""
     import torch
     from evals.samples import columns_counted, draw
     gen = lambda: torch.Generator().manual_seed(args.seed)  # noqa: E731

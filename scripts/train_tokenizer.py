@@ -5,9 +5,8 @@
   python scripts/train_tokenizer.py --input data/tinyshakespeare.txt \
       --output artifacts/tokenizer/shakespeare.json --vocab-size 1024
 
-Stories are split on "<|endoftext|>" (data.py's format). --vocab-size counts the 256 bytes and two
-specials (0 "<|endoftext|>", 1 "[MASK]"); text, even a literal "[MASK]", never encodes to [MASK].
-Load the result with utils.tokenizer.BPETokenizer.from_file.
+Stories split on "<|endoftext|>" (data.py's format). --vocab-size counts the 256 bytes and the
+specials (0 "<|endoftext|>", 1 "[MASK]", which no text encodes to). Load: BPETokenizer.from_file.
 """
 import os
 import sys

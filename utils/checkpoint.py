@@ -6,8 +6,7 @@ A training run's directory:
     best.pt           the best validation bound so far
     model_<iter>.pt   with keep_last = K >= 2, the K newest; model.pt links to the newest
     metrics.jsonl     the log rows; a resume drops those after its checkpoint
-A kill leaves each file complete or absent. Each checkpoint carries a checksum, checked on load:
-torch does not check its archive.
+A kill leaves each file whole or absent; a checksum, checked on load, catches what torch does not.
 """
 import hashlib
 import json
@@ -29,9 +28,8 @@ _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
 RUN_FILES = ("model.pt", "best.pt", "metrics.jsonl")  # a run's files besides model_<iter>.pt
 # old config key -> its name now ("block" is BD3-LM's; the mask band is mdlm's too)
 RENAMED = {"block_length": "semi_ar_length", "bd3_mask_min": "mask_min", "bd3_mask_max": "mask_max"}
-# Keys the measurements removed (dev/LOG.md, "The measurements delete what lost" and after):
-# {key: (the last commit that had it, its values that did what this version does)}. A checkpoint
-# that used one at another value continues at that commit.
+# Keys the measurements removed (dev/LOG.md, "The measurements delete what lost"): {key: (the last
+# commit with it, the values that act as this version does)}; another value goes on at that commit.
 REMOVED = dict(
     time_beta=("bcc25a1", 0.0), mask_span=("2d3bdbd", 0), mask_blocks=("2d3bdbd", 0), mir_weight=("a2e0d46", 0.0),
     mir_mask_max=("a2e0d46", 0.5), bd3_suffix_mix=("f39e744", 0.0), cooldown=("748393b", 0.0),
@@ -44,8 +42,7 @@ REMOVED = dict(
 
 
 def migrate(ckpt):
-    """ckpt (or an export's dict) under today's names, so an old run still loads: config keys
-    (RENAMED), blocks.N -> layers.N. checkpoint_manager drops removed model options."""
+    """ckpt (or an export's) under today's names (RENAMED, blocks.N -> layers.N): old runs load."""
     ckpt["config"] = {RENAMED.get(k, k): v for k, v in ckpt["config"].items()}
     for key in ("model", "ema"):
         if ckpt.get(key) is not None:
@@ -54,9 +51,7 @@ def migrate(ckpt):
 
 
 def refuse_removed(d, what):
-    """Refuse a config or model_args dict d that used a key this version removed (REMOVED): one
-    line naming the key and the commit to continue it at. At a value that did what this version
-    does, it loads."""
+    """Refuse d (config or model_args) using a REMOVED key at a value this version lacks."""
     used = [k for k, v in d.items() if k in REMOVED and v not in REMOVED[k][1:]]
     if used:
         raise UserError(f"{what} was trained with {used[0]}={d[used[0]]!r}, which this version removed (dev/LOG.md "
@@ -166,8 +161,7 @@ def run_files(out_dir):
 
 
 def refuse_earlier_run(out_dir):
-    """Refuse a new run in out_dir that would replace an earlier run's files (run_files): one line,
-    every way out keeping them but --overwrite."""
+    """Refuse a new run over an earlier run's files (run_files): one line naming every way out."""
     held = run_files(out_dir)
     if any(name == "model.pt" or iter_of(name) is not None for name in held):  # a checkpoint to resume
         raise UserError(f"{out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "

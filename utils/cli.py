@@ -24,25 +24,22 @@ from utils.fileio import check_output, read_text
 INT64_MAX = 2 ** 63 - 1  # the largest tensor size or index
 
 # The most a size or count may be, and why: past these a tensor's 64-bit size overflows, or a loop
-# builds for minutes, where a run must fail in one line. Below them the memory decides (train.py
-# estimates it and refuses a CUDA run that cannot fit). A size that multiplies another stays below
-# 2^31, so their product cannot overflow; every other int key is a 64-bit integer (torch's).
+# builds for minutes. Below them the memory decides (train.py refuses a CUDA run that cannot fit).
+# A size that multiplies another stays below 2^31, so their product cannot overflow.
 SIZE = "past any machine's memory: torch's 64-bit size of what it sizes would overflow first"
 LIMITS = dict(
     block_size=(2**31 - 1, SIZE), batch_size=(2**31 - 1, SIZE), mask_draws=(2**31 - 1, SIZE),
     num_samples=(2**31 - 1, SIZE), n_embd=(2**20, SIZE), gen_len=(2**24, "the canvas is laid out token by token"),
     # ~1.5 ms and 0.1 MB a layer before its weights (torch 2.13): 2^20 layers build for half an hour
     n_layer=(4096, "each layer is a module built one by one: far past any network that trains"),
-    # 1 - alpha(1) = 1 - cos(pi / 2T) in float64 is off by 1.7e-5 at T = 1e6, 0.1% at 1e7,
-    # and 0 at 1e9 (a NaN weight)
+    # 1 - alpha(1) = 1 - cos(pi / 2T) in float64: off 1.7e-5 at T = 1e6, 0.1% at 1e7, 0 (NaN) at 1e9
     diffusion_steps=(10**6, "past it float64 cannot tell the chain's first steps apart"),
     gif_frame_ms=(655_350, "a GIF times a frame in hundredths of a second, in 16 bits"))
 
 
 class ArgParser(argparse.ArgumentParser):
-    """argparse whose bad flag is one line (run_cli). type=output adds --force. A flag with
-    needs=(dests) is refused unless one is on (what is asked is what runs). No abbreviations, so
-    every refusal sees the flag as typed."""
+    """argparse, a bad flag one line; type=output adds --force; needs=(dests) refuses a flag unless
+    one is on (what is asked is what runs). No abbreviations: a refusal sees the flag as typed."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
@@ -167,8 +164,7 @@ def boolean(text):
 
 
 def key_list(types):
-    """'key=v1,v2' -> (key, [values]); `types` maps each key to its list_of element. A value given
-    twice is refused (0.8,0.80 too)."""
+    """'key=v1,v2' -> (key, [values]) by `types` (key -> list_of element); no value twice."""
     def pair(text):
         key, eq, values = text.partition("=")
         if not eq or key not in types:
@@ -196,8 +192,7 @@ def band(text):
 
 
 def read_json(path, what, keys, fix, rows=()):
-    """The JSON object in `path`, holding all `keys` and `rows` in each of its 'runs', or one
-    UserError naming the file and `fix`."""
+    """`path`'s JSON object, with `keys` and each run's `rows`, else a UserError naming `fix`."""
     try:
         d = json.loads(read_text(path, what, fix))
     except json.JSONDecodeError as e:

@@ -1,7 +1,6 @@
-"""The training data: text encoded once into memory-mapped uint16 files (nanoGPT's .bin), then
-random training windows and fixed validation windows. One file splits as nanoGPT's (its last
-val_fraction validates) unless val_path is given. The encoded splits are cached in artifacts/data/,
-keyed by text, split and tokenizer, so a second run starts at once.
+"""The training data: text encoded once into memory-mapped uint16 files (nanoGPT's .bin), cached in
+artifacts/data/ by text, split and tokenizer; then random training windows and fixed validation
+windows. One file splits as nanoGPT's (its last val_fraction validates) unless val_path is given.
 """
 import hashlib
 import json
@@ -148,8 +147,7 @@ def get_batch(ids, batch_size, length, generator, device):
 
 
 def fixed_windows(ids, n, length):
-    """Up to n windows (n', length), evenly spaced, the same at every eval. They never overlap:
-    the standard error counts each window once."""
+    """Up to n evenly spaced, disjoint windows (n', length): the se counts each window once."""
     n = max(1, min(n, (len(ids) - 1) // length))
     starts = np.linspace(0, len(ids) - length - 1, n).astype(np.int64)  # spacing >= length: disjoint
     return torch.from_numpy(np.stack([ids[s:s + length] for s in starts]).astype(np.int64))

@@ -35,8 +35,7 @@ def devices_here():
 
 
 def pick_device(name):
-    """The torch.device --device names ('auto': the first accelerator, else the CPU). A bad type,
-    index (cuda:7) or missing accelerator: a UserError listing the devices here, not a traceback."""
+    """--device's torch.device ('auto': an accelerator, else CPU); a bad one lists those here."""
     available = dict(cuda=torch.cuda.is_available, mps=torch.backends.mps.is_available)
     if name == "auto":
         return torch.device(next((kind for kind, there in available.items() if there()), "cpu"))
@@ -54,10 +53,9 @@ def pick_device(name):
 
 
 class CpuThreads:
-    """A CPU run's thread count unless OMP_NUM_THREADS (or MKL_NUM_THREADS) fixes it: one at first,
-    more tried when cores stay free, kept only if steps run faster; fewer at once when steps slow.
-    A thread waiting for a busy core holds up the whole step, so a wrong guess costs far more than
-    one thread: dev/LOG.md, "How many CPU threads a run wants"."""
+    """A CPU run's thread count unless OMP_NUM_THREADS fixes it: one at first, more tried when cores
+    stay free, kept only if steps run faster; fewer at once when steps slow. A thread waiting for a
+    busy core holds up the whole step (dev/LOG.md, "How many CPU threads a run wants")."""
 
     def __init__(self, device, world=1, environ=None, cores=None, clock=time.perf_counter, running=None):
         self.given = fixed_threads(os.environ if environ is None else environ)
@@ -93,8 +91,7 @@ class CpuThreads:
         self.last = None
 
     def tick(self, st=None):
-        """After each step: its time (a clock read); at a window's end, a decision. Returns a
-        line saying a change, or "". st: a sampler's Step, unread (tick is an on_step hook too)."""
+        """After each step: time it; at a window's end, decide. Returns a change's line or ""."""
         now = self.clock()
         last = self.last
         self.last = now
@@ -165,11 +162,9 @@ def run_queue():
 
 
 def compile_step(loss_of, model, cfg, device, world=1):
-    """(loss_of, model) as the step runs them, compiled where --compile says ('auto': on CUDA, where
-    eager is launch-bound; a CPU step runs faster compiled too, but its numbers move: dev/LOG.md,
-    "Compiled on a CPU"). One process compiles the pure loss whole, CUDA
-    graphs on CUDA (dev/LOG.md, "the first idle-GPU check"). DDP compiles the model alone, the case
-    torch tests: its DDPOptimizer splits the graph at gradient buckets to overlap the all-reduce."""
+    """(loss_of, model) for the step, compiled where --compile says ('auto': on CUDA, where eager is
+    launch-bound; CPU: dev/LOG.md, "Compiled on a CPU"). One process compiles the pure loss whole,
+    CUDA graphs on CUDA (dev/LOG.md, "the first idle-GPU check"); DDP the model, as torch tests."""
     if not (cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")):
         return loss_of, model
     if world > 1:
@@ -179,8 +174,7 @@ def compile_step(loss_of, model, cfg, device, world=1):
 
 def precision(device, dtype="auto", bf16_supported=None):
     """The autocast dtype's name. 'auto' is bf16 on a GPU that has it (Ampere on), fp16 with a
-    GradScaler where bf16 is emulated (V100, T4), fp32 elsewhere (bf16 measured 2.4x slower on CPU).
-    bf16_supported: asked of the GPU when None."""
+    GradScaler where bf16 is emulated (V100, T4), fp32 elsewhere (bf16: 2.4x slower on CPU)."""
     assert dtype in DTYPES, dtype
     if device.type != "cuda" or dtype not in ("auto", "bfloat16"):
         return "float32" if dtype == "auto" else dtype

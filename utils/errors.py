@@ -1,8 +1,7 @@
 """One way to fail on bad input: a one-line message, exit code 2, no traceback.
 
-Entry points run main() through run_cli; code raises UserError naming the problem and the fix.
-A full or read-only disk, no memory, or non-finite logits also give one line; so does Ctrl-C
-(exit 130, saying what was kept). Output whose reader left (`--help | head`) ends quietly (141).
+Entry points run main() through run_cli; a UserError names the problem and the fix. Disk, memory and
+non-finite-logit failures and Ctrl-C (exit 130) give one line; a closed pipe ends quietly (141).
 """
 import errno
 import os

@@ -85,8 +85,7 @@ def not_found(path, what, fix=""):
 
 
 def train_command(path):
-    """The command that writes the checkpoint `path` (its preset's, else one with --out_dir), for a
-    missing checkpoint's message."""
+    """The command that writes checkpoint `path` (its preset's, else one with --out_dir)."""
     want = os.path.normpath(path)
     for name, preset in PRESETS.items():
         out_dir = preset.get("out_dir", Config.out_dir)
@@ -100,8 +99,7 @@ def train_command(path):
 
 
 def require_checkpoints(paths, instead):
-    """Refuse every path of paths that does not exist, in one line: how to train each, and instead,
-    the caller's way to give another (its flag, or its positional paths)."""
+    """Refuse missing paths in one line: how to train each, or `instead` (the caller's way)."""
     missing = [str(p) for p in paths if not os.path.exists(p)]
     if missing:
         how = "; ".join(dict.fromkeys(map(train_command, missing)))  # one command may write several
@@ -110,8 +108,7 @@ def require_checkpoints(paths, instead):
 
 
 def check_folder(folder, what):
-    """UserError unless folder is one this user can write, or can make: the nearest part of it that
-    exists is a writable folder (not a regular file). what: the flag and path, for the message."""
+    """UserError unless folder's nearest existing part is a folder this user can write."""
     there = folder
     while not os.path.exists(there):
         there = os.path.dirname(there) or "."

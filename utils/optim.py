@@ -88,8 +88,7 @@ def build_optimizer(model, cfg, device):
     if cfg.optimizer == "adamw":
         return adamw
     # A semi-orthogonal update has RMS 1/sqrt(max(rows, cols)); "original" scales lr by
-    # max(1, rows/cols)**0.5, making it 1/sqrt(fan_in) for all shapes. Nesterov and the coefficients
-    # are torch's defaults; its momentum, mu b + (1 - mu) g, is off by a scale Newton-Schulz drops.
+    # max(1, rows/cols)**0.5: 1/sqrt(fan_in) for all shapes. Newton-Schulz drops momentum's scale.
     muon = torch.optim.Muon([dict(params=hidden, base_lr=cfg.muon_lr)], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
                             nesterov=True, weight_decay=0.0, adjust_lr_fn="original")  # no decay, as in the original
     return MuonAdamW(muon, adamw, ns_dtype(device))
@@ -107,8 +106,7 @@ WARMUP_FRACTION = 0.1  # the most of a run a preset's warm-up may take
 
 
 def cap_warmup(cfg, given):
-    """A run cut short by --max_iters warms up over at most 10 % of it, so it reaches its peak LR,
-    unless --warmup_iters is given. Returns (cfg, a note or "")."""
+    """Caps a warm-up at 10 % of a cut --max_iters, so the run reaches peak LR: (cfg, note)."""
     cap = max(1, int(cfg.max_iters * WARMUP_FRACTION))
     if "warmup_iters" in given or cfg.max_iters <= 0 or cfg.warmup_iters <= cap:
         return cfg, ""
@@ -118,7 +116,6 @@ def cap_warmup(cfg, given):
 
 
 def set_lr(opt, scale):
-    """Every group's lr = its base_lr x the schedule's factor."""
     for g in opt.param_groups:
         g["lr"] = g["base_lr"] * scale
 

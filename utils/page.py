@@ -1,6 +1,5 @@
 """The trace as one self-contained HTML page (inference.py --html): utils/trace_page.html with the
-sampler's steps embedded as JSON. A slider and a play button walk the steps; hovering a position
-shows the network's top candidates there. No server, no network, no dependency.
+steps as JSON; a slider walks them, hovering a position shows its top candidates.
     with PageWriter("trace.html", title="mdlm 64 steps") as page: page.add_frame(...)  # trace.py
 """
 import json
@@ -12,8 +11,7 @@ TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trace_page.
 
 
 class PageWriter:
-    """A trace writer (trace.TraceHook feeds it, as it feeds utils.video.TraceWriter) whose frames
-    become one HTML file at close, written atomically; on an error, no file."""
+    """video.TraceWriter's twin whose frames become one HTML file at close (on an error, none)."""
     candidates = 5  # the top candidates kept per predicted position (TraceHook reads it)
 
     def __init__(self, path, title="", settings="", frame_ms=180):

@@ -1,9 +1,8 @@
 """Tokenizers with a [MASK] token: characters or byte-level BPE (scripts/train_tokenizer.py).
 Both store as plain values (`state()`) in every checkpoint.
 
-BPE id 0, "<|endoftext|>", separates stories and is an added token. Id 1, "[MASK]", is NOT added:
-added tokens match in raw text first, so a user's "[MASK]" would become the mask. Only model code
-places id 1 (never wrap the JSON in transformers with mask_token="[MASK]").
+BPE id 0, "<|endoftext|>", separates stories (an added token). Id 1, "[MASK]", is not added: added
+tokens match in raw text first, so a user's "[MASK]" would become the mask.
 
     tok = BPETokenizer.from_file("artifacts/tokenizer/tokenizer.json")  # or CharTokenizer.from_text
     ids = tok.encode("Once upon a time"); tok.decode(ids); fingerprint(tok)
@@ -99,8 +98,7 @@ class BPETokenizer:
         return [i for ids, _ in self.encode_chunks(text) for i in ids]
 
     def encode_chunks(self, text, chunk_chars=1 << 20):
-        """(ids, n_chars) of consecutive ~chunk_chars chunks, encoded in parallel (encode_batch on
-        split_for_encoding's pieces); together they are tok.encode(text).ids."""
+        """(ids, n_chars) per ~chunk_chars chunk, in parallel; together: tok.encode(text).ids."""
         batch, n = [], 0
         for piece in split_for_encoding(text):
             batch.append(piece)
