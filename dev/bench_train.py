@@ -1,15 +1,19 @@
 """Training-step benchmark: ms/iter, tokens/s and MFU of the config's objective beside ar, same dims.
 
-    python scripts/bench_train.py  # the default model (6/6/384, ctx 256, batch 64)
-    python scripts/bench_train.py cpu --iters=5 --repeats=3  # any preset or config.py --key=value
-    python scripts/bench_train.py cpu --compare_compile  # every row eager and torch.compile'd
-    python scripts/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
-    python scripts/bench_train.py baby --objective=bd3 --bd3_block=16  # one run per block size
+    python dev/bench_train.py  # the default model (6/6/384, ctx 256, batch 64)
+    python dev/bench_train.py cpu --iters=5 --repeats=3  # any preset or config.py --key=value
+    python dev/bench_train.py cpu --compare_compile  # every row eager and torch.compile'd
+    python dev/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
+    python dev/bench_train.py baby --objective=bd3 --bd3_block=16  # one run per block size
 
 One training step as train.py takes it (autocast forward, backward, clip, optimizer step), on
 random tokens since speed does not depend on the text. Warm-up and compilation are not timed. Rows
 take turns, so a drifting load slows all alike. MFU divides by utils/dist.PEAK_FLOPS on CUDA, by
 the measured fp32 matmul rate on a CPU.
+
+The laboratory's, in dev/: train.py's log line gives a run its ms/iter, tokens/s and MFU; these
+rows side by side (eager and compiled, each objective beside the AR, peak memory) are the study
+instrument RESULTS' train-speed rows came from.
 """
 import itertools
 import os
@@ -116,7 +120,7 @@ def make_step(cfg, vocab_size, device):
 
 
 def main(argv):
-    ap = ArgParser(prog="scripts/bench_train.py", description=__doc__.splitlines()[0])
+    ap = ArgParser(prog="dev/bench_train.py", description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=at_least(1), default=5, help="training steps timed a repeat (their mean)")
     ap.add_argument("--repeats", type=at_least(1), default=3, help="timed repeats of every row, in turns (the median)")
     ap.add_argument("--warmup", type=at_least(0), default=2, help="untimed steps first (compilation happens here)")
