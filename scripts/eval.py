@@ -101,10 +101,7 @@ def load_run(path, args, device, given=()):
     # A checkpoint's remdm, which no flag names, yields only to a given --remask.
     scfg = replace(cfg, **sampler_flags(args))
     if args.n_samples or args.infill_len:
-        if obj.STEP_CHAIN and scfg.steps > cfg.diffusion_steps and not scfg.threshold:  # a grid's K <= T
-            raise UserError(f"--steps {scfg.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: "
-                            f"use --steps {cfg.diffusion_steps}")
-        # refuse what train.py and inference.py refuse, of the flags this objective reads
+        # refuse what train.py and inference.py refuse (--steps > T too), of the flags it reads
         validate(scfg, {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES})
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),
                 schedule=Schedule(cfg.diffusion_steps, cfg.schedule))
