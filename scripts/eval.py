@@ -11,7 +11,7 @@ Per checkpoint: the bound (diffusion) or exact NLL (AR) in bits/char ± se; mask
 accuracy and entropy by t; the samples' change rate, distinct-2/-3, entropy and gen-PPL under
 --ar-checkpoint; infill recovery (n/a where an objective lacks a figure). bd3 samples block by
 block (--steps per block). An AR mode (--dual_ar, --bd3_ar) is scored too. Plots: dev/plot.py;
-samplers over temperature: scripts/frontier.py.
+samplers over temperature, read where they cross held-out text's entropy: scripts/frontier.py.
 """
 import os
 import sys
@@ -79,9 +79,8 @@ import objectives  # noqa: E402
 from common import Schedule  # noqa: E402
 from configurator import validate  # noqa: E402
 from evals.bound import ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
-from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
-from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
-                           write_json)
+from evals.metrics import ChangeRate, infill_recovery  # noqa: E402
+from evals.samples import draw, load_judge, open_checkpoint, score, start_ids, write_json  # noqa: E402
 from trace import StepBar, chain  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data, split_ids  # noqa: E402
 from utils.dist import CpuThreads, autocast_for, pick_device  # noqa: E402
@@ -167,12 +166,6 @@ def work(run, args):
             passes(0 if obj.CONTINUES_ONLY or not args.infill_len else args.n_infill, args.infill_len))
 
 
-def held_out_entropy(run, args, tr, va):
-    """Sample entropy of held-out windows as long as this run's samples: their target."""
-    return sample_entropy(held_out_windows(split_ids(tr, va, args.split), max(args.n_samples, 2),
-                                           sample_plan(run, args)[1], f"the {args.split} split"))
-
-
 def label(cfg, obj):
     """The objective with what tells two runs apart: block size, schedule and T, and the time
     conditioning where free ('mdlm (cosine, T=100, none)')."""
@@ -211,8 +204,7 @@ def evaluate_run(run, args, judge, device, bar, threads):
     if len(start) + gen_len > L or (judge is not None and len(start) + gen_len - 1 > judge.args.block_size):
         raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
                         f"or of the scorer: use a shorter --gen-len")
-    target = held_out_entropy(run, args, train_ids, val_ids) if args.n_samples else None
-    row.update(sampler=obj.describe(scfg), val_sample_entropy=target)
+    row["sampler"] = obj.describe(scfg)
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
         threads.restart()  # no pass spans the bound's evaluation
@@ -270,15 +262,7 @@ def paired_cell(r):
     return "n/a (other windows)" if r["paired_vs_first"] is None else "%+.4f ± %.4f" % r["paired_vs_first"]
 
 
-def entropy_label(rows, val_entropy):
-    """The sample entropy row's name, with the held-out target if all runs share one."""
-    if val_entropy:
-        return f"sample entropy (nats; val {val_entropy:.3f})"
-    each_own = any(r.get("val_sample_entropy") for r in rows)
-    return "sample entropy (nats; val at its length)" if each_own else "sample entropy (nats)"
-
-
-def table(rows, val_entropy, judge="none"):
+def table(rows, judge="none"):
     """Metrics down, runs across: easier to read than 15 columns."""
     split = rows[0].get("split", "val")
     lines = [
@@ -300,9 +284,7 @@ def table(rows, val_entropy, judge="none"):
         ("reverse-step change rate (fraction)", lambda r: fmt(r.get("change_rate"), ".4f")),
         ("distinct-2 (fraction)", lambda r: fmt(r.get("distinct_2"), ".4f")),
         ("distinct-3 (fraction)", lambda r: fmt(r.get("distinct_3"), ".4f")),
-        (entropy_label(rows, val_entropy),  # each run's target beside it if the label holds none
-         lambda r: fmt(r.get("sample_entropy"), ".3f") + ("" if val_entropy or r.get("val_sample_entropy") is None
-                                                          else f" (val {r['val_sample_entropy']:.3f})")),
+        ("sample entropy (nats)", lambda r: fmt(r.get("sample_entropy"), ".3f")),
         (f"gen-PPL (per token; judge {judge})",
          lambda r: fmt(r.get("gen_ppl"), ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
         ("infill exact match (fraction)", lambda r: fmt(r.get("infill_exact"), ".4f")),
@@ -346,12 +328,9 @@ def main(argv):
                     print(f"  {row['name']}: {flag} {asked}, but the {args.split} split holds {got} disjoint windows "
                           f"of its context: those scored")
     paired_with_first(rows)
-    targets = {r["val_sample_entropy"] for r in rows}  # one per sample length and data
-    val_entropy = targets.pop() if len(targets) == 1 else None
-    print(table(rows, val_entropy, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
+    print(table(rows, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
     if args.json:
-        write_json(args.json, dict(settings=vars(args), device=str(device), precision=precision,
-                                   val_sample_entropy=val_entropy, runs=rows))
+        write_json(args.json, dict(settings=vars(args), device=str(device), precision=precision, runs=rows))
 
 
 if __name__ == "__main__":
