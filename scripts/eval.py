@@ -144,28 +144,6 @@ def sample_plan(run, args):
     return start, args.gen_len or run["cfg"].block_size - len(start)
 
 
-class Progress(StepBar):
-    """One bar over all checkpoints' forward passes; no total (no ETA) if a sampler is adaptive."""
-
-    def __init__(self, runs, args):
-        units = [n for r in runs for n in work(r, args)]
-        super().__init__(None if None in units else sum(units), desc="eval", unit="pass")
-
-
-def work(run, args):
-    """Progress's units for one checkpoint: (bound, samples, infill) passes; None if adaptive."""
-    obj, cfg, scfg = run["obj"], run["cfg"], run["scfg"]
-    start, gen_len = sample_plan(run, args)
-
-    def passes(n, *plan):  # n samples' batches x each one's passes
-        per = obj.passes(scfg, *plan) if n else 0
-        return None if per is None else -(-n // args.batch_size) * per
-
-    return (-(-args.n_windows // args.batch_size) * (args.n_t if obj.eval_times(cfg, cfg.block_size) else 1),
-            passes(args.n_samples, gen_len, len(start)),
-            passes(0 if obj.CONTINUES_ONLY or not args.infill_len else args.n_infill, args.infill_len))
-
-
 def label(cfg, obj):
     """The objective with what tells two runs apart: block size, schedule and T, and the time
     conditioning where free ('mdlm (cosine, T=100, none)')."""
@@ -181,12 +159,10 @@ def evaluate_run(run, args, judge, device, bar, threads):
     """One checkpoint's row: its bound on fixed windows, then samples and infill (one generator)."""
     model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
     t0, L = time.time(), cfg.block_size
-    bound_passes, sample_passes, infill_passes = work(run, args)  # the bar's units, counted as each part ends
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     windows, cpt = report_windows(tok, train_ids, val_ids, args.split, args.n_windows, L)
     res = evaluate(model, windows, replace(cfg, batch_size=args.batch_size), tok, n_t=args.n_t, seed=args.seed,
                    chars_per_token=cpt, details=True)
-    bar(n=bound_passes)
     row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
                exact=obj.EXACT, params=model.num_params(),
                tokens_seen=int(ckpt["iter"]) * (cfg.total_batch_size or cfg.batch_size * L),  # 0: one rank's batch
@@ -210,8 +186,6 @@ def evaluate_run(run, args, judge, device, bar, threads):
         threads.restart()  # no pass spans the bound's evaluation
         out, _ = draw(model, replace(scfg, num_samples=args.batch_size), start, gen_len, args.n_samples, tok.mask_id,
                       g, on_step=chain(change, bar, threads.tick))
-        if not obj.TRACE:  # no steps reported: count its passes at once
-            bar(n=sample_passes)
         row.update(score(out, len(start), tok, judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
     if args.infill_len and not obj.CONTINUES_ONLY:  # AR and bd3 only continue a prompt
@@ -220,7 +194,6 @@ def evaluate_run(run, args, judge, device, bar, threads):
         iw = fixed_windows(split_ids(train_ids, val_ids, args.split), args.n_infill, L)
         row.update(infill_recovery(model, iw.to(device), replace(scfg, temperature=args.infill_temperature),
                                    tok.mask_id, args.infill_len, g, args.batch_size))
-        bar(n=infill_passes)
     row["seconds"] = time.time() - t0
     return row
 
@@ -311,7 +284,8 @@ def main(argv):
           f"x {args.n_t} t; {args.n_samples} samples, each checkpoint's own sampler{overridden(args)}; "
           f"scorer: {args.ar_checkpoint or 'none'}; {threads.line()}")
     rows, t0 = [], time.time()
-    with Progress(runs, args) as bar:
+    # the samples' passes as they run (a count, a rate); each checkpoint's line says what is left
+    with StepBar(None, on=args.n_samples > 0, desc="eval: sampling", unit="pass") as bar:
         for i, r in enumerate(runs):
             with ctx:
                 row = evaluate_run(r, args, judge, device, bar, threads)

@@ -12,9 +12,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-import objectives
 from config import Config
-from configurator import get_config
 from helpers import ROOT, TINY, ConstModel, Tok, for_objective, real_text, script as _script
 from common import Schedule
 from evals.bound import evaluate
@@ -300,28 +298,6 @@ def test_the_mc_share_is_in_the_units_of_its_error_bar():
     res = evaluate(model, x, Config(batch_size=64, diffusion_steps=50), Tok(3), n_t=8, seed=0, chars_per_token=4.0)
     assert res["mc_bpc_max"] == pytest.approx(res["mc_se_max"] / 4.0 / math.log(2))
     assert res["bpc_se"] == pytest.approx(res["se"] / 4.0 / math.log(2))
-
-
-def test_progress_has_no_total_when_a_sampler_is_adaptive(monkeypatch):
-    # baby_bd3 samples speculatively (passes adaptive: objective.passes is None); eval.py's bar then has no total and
-    # no sample pass is counted when --n-samples 0 (it crashed on None x 0 before)
-    ev = _script("eval")
-    args = type("A", (), dict(batch_size=32, n_windows=128, n_t=8, n_samples=0, n_infill=64, infill_len=16,
-                              prompt="", gen_len=48))
-    cfg = get_config(["baby_bd3"])
-    run = dict(obj=objectives.get("bd3"), cfg=cfg, scfg=cfg, tok=CharTokenizer(real_text().read_text()[:5000]))
-    assert cfg.bd3_speculate and objectives.get("bd3").passes(cfg, 48) is None
-    assert ev.work(run, args) == (4 * 8, 0, 0)  # the bound's 4 batches x 8 t; continues only: no infill
-    args.n_samples = 64
-    assert ev.work(run, args) == (32, None, 0)
-    run.update(obj=objectives.get("mdlm"), cfg=get_config(["baby"]), scfg=get_config(["baby"]))
-    assert ev.work(run, args) == (32, 2 * 48, 2 * 16)  # 48 steps a sample, 2 batches; infill: one step per blank at most
-    totals = []
-    monkeypatch.setattr(ev.StepBar, "__init__", lambda self, total, **kw: totals.append(total))
-    ev.Progress([run], args)
-    run.update(obj=objectives.get("bd3"), cfg=cfg, scfg=cfg)
-    ev.Progress([run, run], args)
-    assert totals == [32 + 96 + 32, None]
 
 
 @pytest.mark.slow
