@@ -354,12 +354,6 @@ def _key_docs():
     return [(name, keys) for name, keys in sections if keys]
 
 
-def sample_keys():
-    """The keys sampling reads (sampled() in config.py): inference.py takes them from its command
-    line."""
-    return set(SAMPLED_KEYS)
-
-
 def _preset_docs():
     """{preset: the comment lines above it in PRESETS}."""
     lines, docs, above = _source_lines(config), {}, []

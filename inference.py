@@ -29,7 +29,7 @@ import objectives
 from canvas import build_canvas, fit_gen_len, generate
 from checkpoint_manager import load_model
 from common import Schedule
-from configurator import (TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, sample_keys, validate,
+from configurator import (SAMPLED_KEYS, TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, validate,
                           wants_help)
 from decode import DECODERS, compile_decode
 from trace import (LiveView, StepBar, chain, check_trace_path, open_page, open_trace, print_written,
@@ -71,11 +71,11 @@ def load(argv):
     cfg, flags = parse(argv, base=saved, check=False)  # pass 2: over the checkpoint's settings
     refuse_changes(cfg, flags & set(TRAINED_KEYS), vars(saved), f"checkpoint {where.checkpoint}",
                    "drop those flags (sampling takes them from the checkpoint)")
-    training = sorted(flags - sample_keys() - set(TRAINED_KEYS) - {"tokenizer_path"})
+    training = sorted(flags - set(SAMPLED_KEYS) - set(TRAINED_KEYS) - {"tokenizer_path"})
     if training:
         raise UserError(f"inference.py samples: --{training[0]} sets training, which sampling does not read; drop it")
     # a preset's model and training keys do not apply either: the checkpoint's stay
-    kept = {k: getattr(saved, k) for k in vars(saved) if k not in sample_keys() and k != "tokenizer_path"}
+    kept = {k: getattr(saved, k) for k in vars(saved) if k not in SAMPLED_KEYS and k != "tokenizer_path"}
     cfg = replace(cfg, **kept)
     if "viz_video" not in flags:
         cfg = replace(cfg, viz_video="")  # a video only when asked here (--trace-every then acts on none)

@@ -263,7 +263,7 @@ def estimate_line(cfg, model, device, dtype_name, flops_tok, seq, assumed_mfu):
     est_tps = peak * assumed_mfu / flops_tok if peak else None  # training tokens/s at the assumed MFU
     speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {assumed_mfu:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
              if est_tps else
-             f"no tokens/s estimate: no peak FLOP/s known for {device} (scripts/bench_train.py measures one)")
+             f"no tokens/s estimate: no peak FLOP/s known for {device} (dev/bench_train.py measures one)")
     state = f"{state_b / 2**30:.1f} weights+grads+{cfg.optimizer}{'+EMA' if cfg.ema else ''}"
     batch = f"a {cfg.batch_size}x{cfg.block_size} micro-batch" + (f" ({tokens:,} columns in its passes)"
                                                                    if tokens != cfg.batch_size * cfg.block_size else "")

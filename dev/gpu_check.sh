@@ -4,7 +4,7 @@
 # By default README's GPU lines first, as typed (readme: `python train.py` -- REF_ITERS=N cuts it to N steps --,
 # `python inference.py --prompt "ROMEO:"`, README's torchrun line over NCCL on the seeds' BPE recipe, BPE_ITERS steps),
 # then babies (baby_bd3 and README's baby AR line trained here when artifacts/gpu does not carry them), then issue 74's: step (the reference recipe's mdlm step eager / compiled / graphed, its loss compiled
-# with the model by scripts/bench_train.make_step), sampling (tokens/s at batch 1 and 16, eager and with the decode step
+# with the model by dev/bench_train.make_step), sampling (tokens/s at batch 1 and 16, eager and with the decode step
 # graphed), frontier (B10 against baby_ar at the held-out entropy, both sides graphed; carry artifacts/gpu), gpt200m
 # (each objective's compiled and graphed micro-step, MFU and peak memory). The earlier sections run when named:
 # SECTIONS=readme,babies,attention,train,syncs,graphs,runs,recipe,step,sampling,frontier,gpt200m is every one (sampling and frontier
@@ -31,7 +31,7 @@ from model import Transformer
 from sampler import SamplerOptions
 from utils.dist import autocast_for, keyed_generator, peak_flops
 from utils.optim import build_optimizer
-import scripts.bench_train as bt
+import dev.bench_train as bt
 from contextlib import contextmanager
 from torch._dynamo.utils import counters
 T0, DL, SMOKE, OUT, W = time.time(), float(os.environ["DEADLINE"]), os.environ["SMOKE"] == "1", os.environ["OUT"], os.environ["WORK"]
@@ -160,7 +160,7 @@ def attention():
     R["attention"] = res
 if section("attention kernels", 60, "attention"): guard(attention)
 
-# ---- training-step rows (as scripts/bench_train.make_step, plus the compile mode and activation checkpointing)
+# ---- training-step rows (as dev/bench_train.make_step, plus the compile mode and activation checkpointing)
 def make_step(flags, vocab=66, mode=None):
     cfg = get_config(flags + TOY + ["--device=" + dev.type])
     torch.manual_seed(cfg.seed)
@@ -292,7 +292,7 @@ def recipe():  # `python train.py` as a user runs it: the reference recipe, 5,00
     if p.returncode: out(f"[fail] reference recipe rc={p.returncode}: {p.stderr[-300:]}")
 if section("the reference recipe, python train.py", 100, "recipe"): guard(recipe)
 
-# ---- issue 74: rows through scripts/bench_train.make_step (the step as bench_train and train.py take it: the loss
+# ---- issue 74: rows through dev/bench_train.make_step (the step as bench_train and train.py take it: the loss
 # compiled with the model where make_step compiles it), peak memory by bench_train.peak_memory (the row's own)
 @contextmanager
 def compile_as(graphs):  # torch.compile as make_step calls it; graphs=False drops CUDA graphs; SMOKE: dynamo's eager backend

@@ -11,7 +11,7 @@ Per checkpoint: the bound (diffusion) or exact NLL (AR) in bits/char ± se; mask
 accuracy and entropy by t; the samples' change rate, distinct-2/-3, entropy and gen-PPL under
 --ar-checkpoint; infill recovery (n/a where an objective lacks a figure). bd3 samples block by
 block (--steps per block). An AR mode (--dual_ar, --bd3_ar) is scored too. Plots: dev/plot.py;
-samplers over temperature: scripts/frontier.py.
+samplers over temperature, read where they cross held-out text's entropy: scripts/frontier.py.
 """
 import os
 import sys
@@ -79,9 +79,8 @@ import objectives  # noqa: E402
 from common import Schedule  # noqa: E402
 from configurator import validate  # noqa: E402
 from evals.bound import ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
-from evals.metrics import ChangeRate, infill_recovery, sample_entropy  # noqa: E402
-from evals.samples import (draw, held_out_windows, load_judge, open_checkpoint, score, start_ids,  # noqa: E402
-                           write_json)
+from evals.metrics import ChangeRate, infill_recovery  # noqa: E402
+from evals.samples import draw, load_judge, open_checkpoint, score, start_ids, write_json  # noqa: E402
 from trace import StepBar, chain  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data, split_ids  # noqa: E402
 from utils.dist import CpuThreads, autocast_for, pick_device  # noqa: E402
@@ -101,10 +100,7 @@ def load_run(path, args, device, given=()):
     # A checkpoint's remdm, which no flag names, yields only to a given --remask.
     scfg = replace(cfg, **sampler_flags(args))
     if args.n_samples or args.infill_len:
-        if obj.STEP_CHAIN and scfg.steps > cfg.diffusion_steps and not scfg.threshold:  # a grid's K <= T
-            raise UserError(f"--steps {scfg.steps} exceeds diffusion_steps={cfg.diffusion_steps} of {path}: "
-                            f"use --steps {cfg.diffusion_steps}")
-        # refuse what train.py and inference.py refuse, of the flags this objective reads
+        # refuse what train.py and inference.py refuse (--steps > T too), of the flags it reads
         validate(scfg, {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES})
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),
                 schedule=Schedule(cfg.diffusion_steps, cfg.schedule))
@@ -148,34 +144,6 @@ def sample_plan(run, args):
     return start, args.gen_len or run["cfg"].block_size - len(start)
 
 
-class Progress(StepBar):
-    """One bar over all checkpoints' forward passes; no total (no ETA) if a sampler is adaptive."""
-
-    def __init__(self, runs, args):
-        units = [n for r in runs for n in work(r, args)]
-        super().__init__(None if None in units else sum(units), desc="eval", unit="pass")
-
-
-def work(run, args):
-    """Progress's units for one checkpoint: (bound, samples, infill) passes; None if adaptive."""
-    obj, cfg, scfg = run["obj"], run["cfg"], run["scfg"]
-    start, gen_len = sample_plan(run, args)
-
-    def passes(n, *plan):  # n samples' batches x each one's passes
-        per = obj.passes(scfg, *plan) if n else 0
-        return None if per is None else -(-n // args.batch_size) * per
-
-    return (-(-args.n_windows // args.batch_size) * (args.n_t if obj.eval_times(cfg, cfg.block_size) else 1),
-            passes(args.n_samples, gen_len, len(start)),
-            passes(0 if obj.CONTINUES_ONLY or not args.infill_len else args.n_infill, args.infill_len))
-
-
-def held_out_entropy(run, args, tr, va):
-    """Sample entropy of held-out windows as long as this run's samples: their target."""
-    return sample_entropy(held_out_windows(split_ids(tr, va, args.split), max(args.n_samples, 2),
-                                           sample_plan(run, args)[1], f"the {args.split} split"))
-
-
 def label(cfg, obj):
     """The objective with what tells two runs apart: block size, schedule and T, and the time
     conditioning where free ('mdlm (cosine, T=100, none)')."""
@@ -191,12 +159,10 @@ def evaluate_run(run, args, judge, device, bar, threads):
     """One checkpoint's row: its bound on fixed windows, then samples and infill (one generator)."""
     model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
     t0, L = time.time(), cfg.block_size
-    bound_passes, sample_passes, infill_passes = work(run, args)  # the bar's units, counted as each part ends
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     windows, cpt = report_windows(tok, train_ids, val_ids, args.split, args.n_windows, L)
     res = evaluate(model, windows, replace(cfg, batch_size=args.batch_size), tok, n_t=args.n_t, seed=args.seed,
                    chars_per_token=cpt, details=True)
-    bar(n=bound_passes)
     row = dict(path=str(run["path"]), name=run_name(run["path"]), objective=cfg.objective, label=label(cfg, obj),
                exact=obj.EXACT, params=model.num_params(),
                tokens_seen=int(ckpt["iter"]) * (cfg.total_batch_size or cfg.batch_size * L),  # 0: one rank's batch
@@ -214,15 +180,12 @@ def evaluate_run(run, args, judge, device, bar, threads):
     if len(start) + gen_len > L or (judge is not None and len(start) + gen_len - 1 > judge.args.block_size):
         raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
                         f"or of the scorer: use a shorter --gen-len")
-    target = held_out_entropy(run, args, train_ids, val_ids) if args.n_samples else None
-    row.update(sampler=obj.describe(scfg), val_sample_entropy=target)
+    row["sampler"] = obj.describe(scfg)
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
         threads.restart()  # no pass spans the bound's evaluation
         out, _ = draw(model, replace(scfg, num_samples=args.batch_size), start, gen_len, args.n_samples, tok.mask_id,
                       g, on_step=chain(change, bar, threads.tick))
-        if not obj.TRACE:  # no steps reported: count its passes at once
-            bar(n=sample_passes)
         row.update(score(out, len(start), tok, judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
     if args.infill_len and not obj.CONTINUES_ONLY:  # AR and bd3 only continue a prompt
@@ -231,7 +194,6 @@ def evaluate_run(run, args, judge, device, bar, threads):
         iw = fixed_windows(split_ids(train_ids, val_ids, args.split), args.n_infill, L)
         row.update(infill_recovery(model, iw.to(device), replace(scfg, temperature=args.infill_temperature),
                                    tok.mask_id, args.infill_len, g, args.batch_size))
-        bar(n=infill_passes)
     row["seconds"] = time.time() - t0
     return row
 
@@ -273,15 +235,7 @@ def paired_cell(r):
     return "n/a (other windows)" if r["paired_vs_first"] is None else "%+.4f ± %.4f" % r["paired_vs_first"]
 
 
-def entropy_label(rows, val_entropy):
-    """The sample entropy row's name, with the held-out target if all runs share one."""
-    if val_entropy:
-        return f"sample entropy (nats; val {val_entropy:.3f})"
-    each_own = any(r.get("val_sample_entropy") for r in rows)
-    return "sample entropy (nats; val at its length)" if each_own else "sample entropy (nats)"
-
-
-def table(rows, val_entropy, judge="none"):
+def table(rows, judge="none"):
     """Metrics down, runs across: easier to read than 15 columns."""
     split = rows[0].get("split", "val")
     lines = [
@@ -303,9 +257,7 @@ def table(rows, val_entropy, judge="none"):
         ("reverse-step change rate (fraction)", lambda r: fmt(r.get("change_rate"), ".4f")),
         ("distinct-2 (fraction)", lambda r: fmt(r.get("distinct_2"), ".4f")),
         ("distinct-3 (fraction)", lambda r: fmt(r.get("distinct_3"), ".4f")),
-        (entropy_label(rows, val_entropy),  # each run's target beside it if the label holds none
-         lambda r: fmt(r.get("sample_entropy"), ".3f") + ("" if val_entropy or r.get("val_sample_entropy") is None
-                                                          else f" (val {r['val_sample_entropy']:.3f})")),
+        ("sample entropy (nats)", lambda r: fmt(r.get("sample_entropy"), ".3f")),
         (f"gen-PPL (per token; judge {judge})",
          lambda r: fmt(r.get("gen_ppl"), ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
         ("infill exact match (fraction)", lambda r: fmt(r.get("infill_exact"), ".4f")),
@@ -332,7 +284,8 @@ def main(argv):
           f"x {args.n_t} t; {args.n_samples} samples, each checkpoint's own sampler{overridden(args)}; "
           f"scorer: {args.ar_checkpoint or 'none'}; {threads.line()}")
     rows, t0 = [], time.time()
-    with Progress(runs, args) as bar:
+    # the samples' passes as they run (a count, a rate); each checkpoint's line says what is left
+    with StepBar(None, on=args.n_samples > 0, desc="eval: sampling", unit="pass") as bar:
         for i, r in enumerate(runs):
             with ctx:
                 row = evaluate_run(r, args, judge, device, bar, threads)
@@ -349,12 +302,9 @@ def main(argv):
                     print(f"  {row['name']}: {flag} {asked}, but the {args.split} split holds {got} disjoint windows "
                           f"of its context: those scored")
     paired_with_first(rows)
-    targets = {r["val_sample_entropy"] for r in rows}  # one per sample length and data
-    val_entropy = targets.pop() if len(targets) == 1 else None
-    print(table(rows, val_entropy, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
+    print(table(rows, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
     if args.json:
-        write_json(args.json, dict(settings=vars(args), device=str(device), precision=precision,
-                                   val_sample_entropy=val_entropy, runs=rows))
+        write_json(args.json, dict(settings=vars(args), device=str(device), precision=precision, runs=rows))
 
 
 if __name__ == "__main__":

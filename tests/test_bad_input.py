@@ -272,8 +272,8 @@ TABLE = [
     ("dev/plot.py", ["curves", "dm", "--out", "x.txt"], "should end in .png", None),
     ("dev/plot_frontier.py", ["old.txt"], "old.txt", None),  # not JSON
     ("dev/plot.py", ["curves", "dm", "--out", "ro/c.png"], "Permission denied", "readonly"),
-    ("scripts/bench_train.py", ["--iters=0"], "--iters: must be >= 1", None),
-    ("scripts/bench_train.py", ["--n_layer=x"], "--n_layer='x' is not a valid int", None),
+    ("dev/bench_train.py", ["--iters=0"], "--iters: must be >= 1", None),
+    ("dev/bench_train.py", ["--n_layer=x"], "--n_layer='x' is not a valid int", None),
 ]
 
 # ----------------------------------------------------------------------------- every CLI x every class of slip
@@ -373,7 +373,7 @@ CLASS_ROWS = {
         empty=[(["entropy", "eval.json"], "no diffusion runs with entropy_by_t")],
         zero="no count flag",
         root=[(["entropy", "data/prompts.txt"], "run from the repository root")]),
-    "scripts/bench_train.py": dict(
+    "dev/bench_train.py": dict(
         missing=NO_FILES, directory=NO_FILES, exists=NO_FILES, checkpoint=NO_FILES, json=NO_FILES, root=NO_FILES,
         list=SCALARS + "; its own flags are scalars too",
         empty=[([*BT, "--mask_min=0.8", "--mask_max=0.2"], "mask_min")],
@@ -507,7 +507,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "dev/bd3_variance.py": [(["damaged.pt"], DAMAGED)],
         "dev/draft_ceiling.py": [(["damaged.pt"], DAMAGED)], "dev/spec_rounds.py": [(["damaged.pt"], DAMAGED)],
         "dev/two_pass.py": [(["damaged.pt", AR], DAMAGED)],
-        **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
+        **dict.fromkeys(("dev/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
                          "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/gpu_sample.py", "dev/threads.py"), NO_CKPT),
         "dev/epochs.py": "reads no checkpoint: its runs are train.py's, their scores eval.py's"},
     "depends": {
@@ -524,7 +524,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "scripts/race.py": "no flag of it acts only with another",
         "dev/order_nll.py": [([DM, "--mixture-k", "4"], "no mixture")],
         "dev/epochs.py": [(["--summary-only", "--restart"], "--restart sets the training --summary-only skips")],
-        **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
+        **dict.fromkeys(("dev/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
                          "dev/plot_epochs.py", "dev/plot_frontier.py", "scripts/export.py", "dev/nanogpt_score.py",
                          "dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/gpu_sample.py",
                          "dev/two_pass.py", "dev/threads.py"),
@@ -542,7 +542,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "dev/draft_ceiling.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/spec_rounds.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/two_pass.py": [(["evil.pt", AR], "a weights-only load refuses")],
-        **dict.fromkeys(("scripts/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
+        **dict.fromkeys(("dev/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
                          "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/gpu_sample.py", "dev/threads.py"),
                         "unpickles nothing: text, JSON and checkpoints read weights-only"),
         "dev/epochs.py": "unpickles nothing: its runs are train.py's"},
@@ -559,7 +559,7 @@ TABLE += [
      None),  # it was --ar-checkpoint with --n-samples 0, which needs= refuses spelled out
     ("scripts/eval.py", [*EV, f"--ar-check={AR}"], ("unrecognized arguments: --ar-check=", "--ar-checkpoint"), None),
     ("scripts/eval.py", [DM, "--n-sam", "0"], "did you mean --n-samples", None),
-    ("scripts/bench_train.py", [*BT, "--compare"], ("did you mean --compare_compile", "whole name"), None),
+    ("dev/bench_train.py", [*BT, "--compare"], ("did you mean --compare_compile", "whole name"), None),
     ("scripts/eval.py", [*EV[:-4], "--n-samples", "1", "--steps", "4", "--prompt", "To be" * 20],
      "it fills the context of dm/model.pt", None),  # was 'fewer than -68 tokens'
     ("scripts/frontier.py", [*FR, "--prompt", "To be" * 20], "it fills the context of 32", None),
@@ -642,7 +642,7 @@ ISSUE_71_ROWS = {
     "device": {
         "train.py": [([*T, "--out_dir=x", f"--device={v}"], f"--device={v}") for v in BAD_DEVICES],
         "inference.py": [(["--checkpoint", DM, "--device", v], f"--device={v}") for v in BAD_DEVICES],
-        "scripts/bench_train.py": [([*BT, f"--device={v}"], f"--device={v}") for v in BAD_DEVICES],
+        "dev/bench_train.py": [([*BT, f"--device={v}"], f"--device={v}") for v in BAD_DEVICES],
         **dict.fromkeys(("scripts/eval.py", "scripts/frontier.py", "scripts/race.py", "dev/order_nll.py"), DERIVED),
         **dict.fromkeys(("scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py", "scripts/export.py",
                          "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/nanogpt_score.py", "dev/bd3_variance.py",
@@ -661,7 +661,7 @@ ISSUE_71_ROWS = {
                                 ([*FR, "--ar-grid", "steps=4"], "no sampler of these checkpoints reads steps"),
                                 ([DM, "--ar-checkpoint", AR, "--grid", "remask=none", "--grid", "remask_eta=0.1"],
                                  "no sampler of these checkpoints reads remask_eta")],
-        "scripts/bench_train.py": [([*BT, "--max_iters=10"], "--max_iters is not read by the timed step"),
+        "dev/bench_train.py": [([*BT, "--max_iters=10"], "--max_iters is not read by the timed step"),
                                    ([*BT, "--temperature=0.5"], "--temperature is not read"),
                                    ([*BT, "--activation_checkpointing"], "--activation_checkpointing is not read")],
         "scripts/data.py": [(["--input-file", "text.txt", "--split", "validation", "--output", "o.txt"],
@@ -711,7 +711,7 @@ OUTPUT_ROWS = {
                         ([*RC, "--out", "trace.mp4"], "--out trace.gif is a directory")],
     "scripts/data.py": [(["--input-file", "text.txt", "--output", "old.txt/o.txt"], UNDER)],
     "scripts/train_tokenizer.py": [(["--input", "text.txt", "--output", "old.txt/t.json"], UNDER)],
-    "scripts/bench_train.py": NO_FILES,
+    "dev/bench_train.py": NO_FILES,
     "dev/plot_epochs.py": [(["s.json", "--out", "old.txt/p.png"], UNDER)],
     "dev/plot_frontier.py": [(["eval.json", "--out", "old.txt/p.png"], UNDER)],
     "dev/epochs.py": [(["--summary-only", "--summary", "old.txt/s.json"], UNDER)],
@@ -792,7 +792,7 @@ def derived_rows():
 
 # what each CLI needs on its command line to get past parsing (required positionals and options) and to its device
 BASE = {"scripts/eval.py": [DM], "scripts/frontier.py": [AR, "--ar-checkpoint", AR], "dev/plot.py": ["curves", "dm"],
-        "scripts/export.py": [DM, "out"], "scripts/data.py": ["--output", "o.txt"], "scripts/bench_train.py": BT,
+        "scripts/export.py": [DM, "out"], "scripts/data.py": ["--output", "o.txt"], "dev/bench_train.py": BT,
         "scripts/train_tokenizer.py": ["--input", "text.txt"], "dev/order_nll.py": [DM],
         "dev/nanogpt_score.py": ["old.txt", "--against", DM], "dev/bd3_variance.py": [DM], "dev/draft_ceiling.py": [DM],
         "dev/spec_rounds.py": [DM], "dev/two_pass.py": [DM, AR], "dev/threads.py": ["cpu"], "dev/epochs.py": [],
@@ -1084,8 +1084,8 @@ ADVICE = re.compile(r"\b(?:use|pass|give|(?<!train )with|e\.g\.)\s+(%s(?:\s+%s)*
 WORK = {"train.py": "train.train", "inference.py": "inference.generate", "scripts/eval.py":
         "scripts.eval.evaluate", "scripts/frontier.py": "scripts.frontier.grid_of", "scripts/export.py":
         "scripts.export.export", "dev/plot.py": "dev.plot._save", "scripts/data.py": "scripts.corpus.write_corpus",
-        "scripts/train_tokenizer.py": "scripts.train_tokenizer.train_bpe", "scripts/bench_train.py":
-        "scripts.bench_train.make_step"}
+        "scripts/train_tokenizer.py": "scripts.train_tokenizer.train_bpe", "dev/bench_train.py":
+        "dev.bench_train.make_step"}
 
 
 class Checked(BaseException):

@@ -1,4 +1,4 @@
-"""scripts/bench_train.py's table: ms/iter, tokens/s, MFU and peak memory for every row (issue 74, build 3), at tiny
+"""dev/bench_train.py's table: ms/iter, tokens/s, MFU and peak memory for every row (issue 74, build 3), at tiny
 dims on the CPU, where the peak is the process's RSS over the row's own untimed step.
 
     python -m pytest -q tests/test_bench_train.py
@@ -8,8 +8,9 @@ import builtins
 import pytest
 import torch
 
-from helpers import run_cli_here
-from scripts import bench_train
+from helpers import run_cli_here, script
+
+bench_train = script("dev/bench_train")
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2", "--iters=1", "--repeats=1",
         "--warmup=0", "--device=cpu"]

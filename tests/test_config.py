@@ -83,12 +83,12 @@ def test_sampling_reads_the_keys_its_fields_declare():
     """sampled() on a field: inference.py takes it from the command line. Of the system keys, sampling reads the
     device, the dtype, the seed and compile (its decode step's), and overwrite (--viz-video's files); Weights & Biases
     are training's (inference.py refuses them)."""
-    from configurator import sample_keys
+    from configurator import SAMPLED_KEYS
     sampling = {"checkpoint", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k", "top_p",
                 "num_samples", "viz_video", "trace_every", "gif_frame_ms", "infill", "prefix_file", "suffix_file",
                 "order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length", "bd3_speculate",
                 "dual_sample", "live", "prompts_file", "interactive", "html"}
-    assert sample_keys() == sampling | {"device", "dtype", "seed", "compile", "overwrite"}
+    assert set(SAMPLED_KEYS) == sampling | {"device", "dtype", "seed", "compile", "overwrite"}
     roles = {f.name: f.metadata for f in fields(Config)}
     for key in ("device", "compile", "overwrite"):  # a key may carry two roles
         assert roles[key].get("sampled") and roles[key].get("resumable")
@@ -148,7 +148,7 @@ def _what_the_config_means(folder):
     """In a fresh interpreter whose config.py is folder's: the roles of the keys, the defaults, NEEDS, the presets
     and each preset resolved, the choices (what the program does with the config, never its prose)."""
     code = ("import json, config, configurator as c; from dataclasses import asdict; "
-            "print(json.dumps(dict(file=config.__file__, sampled=sorted(c.sample_keys()), trained=c.TRAINED_KEYS, "
+            "print(json.dumps(dict(file=config.__file__, sampled=sorted(c.SAMPLED_KEYS), trained=c.TRAINED_KEYS, "
             "resumable=c.RESUMABLE_KEYS, defaults=asdict(config.Config()), needs=config.NEEDS, presets=config.PRESETS, "
             "resolved={p: asdict(c.get_config([p])) for p in config.PRESETS}, "
             "choices={k: list(v) for k, v in c.CHOICES.items()}), default=str))")

@@ -144,7 +144,8 @@ def test_a_count_the_user_gives_is_kept_and_a_bad_one_refused():
 def test_a_bad_thread_count_is_refused_before_any_work(monkeypatch, capsys):
     """OMP_NUM_THREADS=abc was silently replaced by the automatic count while the start-up line named it."""
     import train
-    from scripts import bench_train
+    from helpers import script
+    bench_train = script("dev/bench_train")
     monkeypatch.setenv("OMP_NUM_THREADS", "1e3")
     for main in (lambda: train.main(["cpu", "--max_iters=0"]), lambda: bench_train.main(["cpu"])):
         with pytest.raises(UserError, match="OMP_NUM_THREADS=1e3 is not a positive integer"):
@@ -156,8 +157,8 @@ def test_a_bad_thread_count_is_refused_before_any_work(monkeypatch, capsys):
 def test_the_benchmark_says_when_the_machine_was_too_busy_for_its_figures(ready, busy, monkeypatch, capsys):
     """Issue 82: bench_train printed a 1.7x ratio and 48 % MFU at load 10 with no word. It holds one thread while
     timing and, when more threads were ready to run than cores, says its figures are not the machine's speed."""
-    from helpers import run_cli_here
-    from scripts import bench_train
+    from helpers import run_cli_here, script
+    bench_train = script("dev/bench_train")
     monkeypatch.setattr(bench_train, "run_queue", lambda: ready)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     monkeypatch.delenv("OMP_NUM_THREADS")

@@ -1,15 +1,19 @@
 """Training-step benchmark: ms/iter, tokens/s and MFU of the config's objective beside ar, same dims.
 
-    python scripts/bench_train.py  # the default model (6/6/384, ctx 256, batch 64)
-    python scripts/bench_train.py cpu --iters=5 --repeats=3  # any preset or config.py --key=value
-    python scripts/bench_train.py cpu --compare_compile  # every row eager and torch.compile'd
-    python scripts/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
-    python scripts/bench_train.py baby --objective=bd3 --bd3_block=16  # one run per block size
+    python dev/bench_train.py  # the default model (6/6/384, ctx 256, batch 64)
+    python dev/bench_train.py cpu --iters=5 --repeats=3  # any preset or config.py --key=value
+    python dev/bench_train.py cpu --compare_compile  # every row eager and torch.compile'd
+    python dev/bench_train.py gpt200m --vocab_size=2048 --device=cuda --compile
+    python dev/bench_train.py baby --objective=bd3 --bd3_block=16  # one run per block size
 
 One training step as train.py takes it (autocast forward, backward, clip, optimizer step), on
 random tokens since speed does not depend on the text. Warm-up and compilation are not timed. Rows
 take turns, so a drifting load slows all alike. MFU divides by utils/dist.PEAK_FLOPS on CUDA, by
 the measured fp32 matmul rate on a CPU.
+
+The laboratory's, in dev/: train.py's log line gives a run its ms/iter, tokens/s and MFU; these
+rows side by side (eager and compiled, each objective beside the AR, peak memory) are the study
+instrument RESULTS' train-speed rows came from.
 """
 import itertools
 import os
@@ -24,7 +28,7 @@ from torch.utils._pytree import tree_leaves
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import objectives  # noqa: E402
 from common import Draw, Schedule  # noqa: E402
-from configurator import TYPES, parse, sample_keys  # noqa: E402
+from configurator import SAMPLED_KEYS, TYPES, parse  # noqa: E402
 from model import Transformer  # noqa: E402
 from utils.dist import (CpuThreads, autocast_for, compile_step, keyed_generator, peak_flops, pick_device,  # noqa: E402
                         run_queue, timed)
@@ -40,7 +44,7 @@ from utils.optim import build_optimizer  # noqa: E402
 UNREAD = {"data_path", "val_path", "val_fraction", "tokenizer", "tokenizer_path", "max_iters", "data_steps", "min_lr",
           "warmup_iters", "total_batch_size", "ema", "activation_checkpointing", "mask_ramp", "mask_ramp_from",
           "eval_interval", "eval_iters", "log_interval", "out_dir", "resume", "init_from", "overwrite", "keep_last",
-          "skip_nonfinite", "wandb_log", "wandb_project", *(sample_keys() - {"device", "dtype", "seed", "compile"})}
+          "skip_nonfinite", "wandb_log", "wandb_project", *(set(SAMPLED_KEYS) - {"device", "dtype", "seed", "compile"})}
 
 
 def matmul_rate(a, batch_tokens, device):
@@ -116,7 +120,7 @@ def make_step(cfg, vocab_size, device):
 
 
 def main(argv):
-    ap = ArgParser(prog="scripts/bench_train.py", description=__doc__.splitlines()[0])
+    ap = ArgParser(prog="dev/bench_train.py", description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=at_least(1), default=5, help="training steps timed a repeat (their mean)")
     ap.add_argument("--repeats", type=at_least(1), default=3, help="timed repeats of every row, in turns (the median)")
     ap.add_argument("--warmup", type=at_least(0), default=2, help="untimed steps first (compilation happens here)")
