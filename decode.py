@@ -27,10 +27,11 @@ class KVCache:
             torch._dynamo.mark_static_address(t)
         self.reset()
 
-    def reset(self):
-        """Empty it (a new decode, or the window's slide)."""
-        self.pos.zero_()
-        self.end = len(self.cols) if self.static else 0
+    def reset(self, n=0):
+        """Keep the first n columns: 0 empties it (a new decode, the window's slide); bd3's drafting
+        round keeps its newest token and the drafts it accepted."""
+        self.pos.fill_(n)
+        self.end = len(self.cols) if self.static else n
 
     def update(self, k, v):
         i, at = self.layer, self.pos + self.cols[:k.size(2)]  # this pass's positions
