@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import sampler
 from common import (LossOptions, band_times, check_band, draw, draw_device, filter_logits, masking_draws, no_mask_logit,
                     on_device, repeat_draws, self_condition_input, stratified_times)
-from decode import decode, new_kv_cache, ordered_step
+from decode import KVCache, decode, new_kv_cache, ordered_step
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -150,10 +150,6 @@ class CleanCache:
         self.k[i][:, :, n:n + m], self.v[i][:, :, n:n + m] = k, v
         self.n[i] = n + self.store
         return self.k[i][:, :, :n + m], self.v[i][:, :, :n + m]
-
-    def truncate(self, n):
-        """Keep the first n columns of every layer (a round's newest token and kept drafts)."""
-        self.n = [n] * len(self.n)
 
 
 @lru_cache(maxsize=64)
@@ -310,21 +306,40 @@ def keep_or_redraw(p, q, drafts, generator):
     return torch.cat([drafts[:, :j], last[:, None]], 1)
 
 
+class RoundCache(KVCache):
+    """decode.KVCache for sample_clean_ar's drafting rounds, static (a pass reads every column), its
+    buffers shaped at the first pass by the keys it writes: any network that reads a cache can
+    draft (the tests' toys too)."""
+
+    def __init__(self, n_layer, batch, size, device):
+        super().__init__(n_layer, batch, 0, size, 0, device, None, True)  # empty until the first pass
+
+    def update(self, k, v):
+        if not self.k[0].numel():  # the first pass, eager: the buffers a compiled pass writes in place
+            super().__init__(len(self.k), len(k), k.size(1), len(self.cols), k.size(3), k.device, k.dtype, True)
+        return super().update(k, v)
+
+
 @lru_cache(maxsize=1024)
-def round_layout(n0, kd, sb, states, nxt, n, device):
-    """RoPE positions (C,) and attention (C, n0 + C) of a round's pass after n0 cached columns: the
-    newest token and kd drafts (clean), a noisy copy of the block [sb, sb + n) per r in states
-    (known before r), then, if nxt, the next block. Each column sees what it would in training."""
-    pos = torch.cat([torch.arange(n0, n0 + kd + 1), *[torch.arange(sb, sb + n)] * len(states),
-                     *([torch.arange(sb + n, sb + 2 * n)] if nxt else [])])
-    group = torch.cat([torch.zeros(kd + 1, dtype=torch.long), torch.arange(len(states) + nxt).repeat_interleave(n) + 1])
-    keys = torch.cat([torch.arange(n0), pos])  # every key's position; the cached ones are clean
-    clean_k = torch.cat([torch.ones(n0, dtype=torch.bool), group == 0])
-    own = torch.cat([torch.zeros(n0, dtype=torch.long), group])[None] == group[:, None]
-    start = torch.where(pos < sb + n, sb, sb + n)[:, None]  # each noisy column's block start
-    mask = torch.where((group == 0)[:, None], clean_k & (keys[None] <= pos[:, None]),
-                       clean_k & (keys[None] < start) | own)
-    return pos.to(device), mask.to(device)
+def round_layout(n0, sb, cols, n, W, keys, device):
+    """RoPE positions (C,) and attention (C, keys) of a round's pass after n0 cached columns, its
+    block starting at sb: the newest token and `slots` draft slots (clean), kd of them drafts, m
+    noisy copies of the block (the first knowing its first t0 tokens, the next one more) and, if
+    nxt, the next block; cols = (t0, kd, slots, m, nxt). Column c is key n0 + c; the keys past the
+    pass's, and unfilled slots, are never read. Each column sees what it would in training. Also
+    the copies' known tokens (m, n) bool."""
+    t0, kd, slots, m, nxt = cols
+    clean = torch.arange(n0, n0 + slots + 1, device=device)
+    group = torch.arange(m + nxt, device=device).repeat_interleave(n)  # each noisy column's copy
+    start = sb + n * (group == m)  # its block's start: the next block's for the last copy if nxt
+    # positions past the context are only a fixed-shape pass's unread columns
+    pos = torch.cat([clean, start + torch.arange(n, device=device).repeat(m + nxt)]).clamp(max=W - 1)
+    k = torch.arange(keys, device=device) - n0  # each key's column in the pass (< 0: cached)
+    # a clean key up to its own position (a clean column) or before its block (a noisy one)
+    sees_clean = (k <= kd) & (k + n0 <= torch.cat([clean, start - 1])[:, None])
+    own = ((k - slots - 1) // n == torch.cat([clean * 0 - 1, group])[:, None]) & (k > slots) & (k < len(pos))
+    known = torch.arange(n, device=device) < torch.arange(t0, t0 + m, device=device)[:, None]
+    return pos, sees_clean | own, known  # own: a noisy column's own copy
 
 
 @dataclass
@@ -350,25 +365,26 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
     # state r: known before r, [MASK] from r on (no state knows r: this pass draws it)
     states = tuple(r for r in outcomes if r < e - 1)
     nxt = states != tuple(outcomes)  # an outcome finishes the block: the next block drafts
-    known = torch.cat([s.seq[:, sb:], drafts], 1)  # the block as this round would keep it
-    noisy = [torch.cat([known[:, :r - sb], fill[:, r - e:]], 1) for r in states]
-    cols = torch.cat([s.seq[:, -1:], drafts, *noisy, *([fill] if nxt else [])], 1)
-    if cols.size(1) == 1:  # one clean column: no mask, the fast kernel
-        pos = torch.arange(S - 1 - s.lo, S - s.lo, device=s.seq.device)
-        mask = None
-    else:
-        pos, mask = round_layout(S - 1 - s.lo, kd, sb - s.lo, tuple(r - sb for r in states), nxt, n, s.seq.device)
-    s.kv.store = kd + 1
-    logits = no_mask_logit(model(cols, kv_cache=s.kv, rope_pos=pos, attn_mask=mask), mask_id)
+    step = getattr(model, "compiled_pass", None)  # --compile: fixed shapes (every draft slot and state)
+    first, slots, copies, tail = (S, kd, len(states), nxt) if step is None else (sb, n, n - 1, True)
+    n0 = S - 1 - s.lo
+    cols = (first - sb, kd, slots, copies, tail)
+    pos, mask, known = round_layout(n0, sb - s.lo, cols, n, model.args.block_size, s.kv.end, fill.device)
+    # the block as this round would keep it, in each copy; unread draft slots and copies are [MASK]
+    block = torch.cat([s.seq[:, sb:], drafts, fill], 1)[:, None, :n]
+    noisy = torch.where(known, block, mask_id).flatten(1)
+    ids = torch.cat([s.seq[:, -1:], drafts, fill[:, :slots - kd], noisy, fill[:, :n * tail]], 1)
+    run = step if step is not None and s.kv.k[0].numel() else model  # the first pass shapes the cache: eager
+    logits = no_mask_logit(run(ids, kv_cache=s.kv, rope_pos=pos, attn_mask=mask), mask_id)
     p = probs(logits[:, :min(kd + 1, end - S)], opts)
     new = keep_or_redraw(p, s.q[:, S - sb:S - sb + kd] if kd else None, drafts, generator)
-    s.kv.truncate(S - 1 - s.lo + new.size(1))  # the newest token and the kept drafts
+    s.kv.reset(n0 + new.size(1))  # the newest token and the kept drafts
     r = S + new.size(1) - 1  # the newest token: the next round drafts from its outcome's state
     law = p[:, :new.size(1)]  # what each new token was drawn from (the trace page's candidates)
     if r not in outcomes:
         return new, None, law
     if r in states:
-        c = kd + 1 + n * states.index(r)
+        c = 1 + slots + n * (r - first)
         return new, probs(logits[:, c:c + n], opts), law
     return new, probs(logits[:, -n:], opts), law  # the next block's, all [MASK]
 
@@ -380,8 +396,9 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1)
     drafted by its noisy half, one pass a round: the newest token and its block's drafts pass as
     clean columns against a KV cache, and their next-token laws check the drafts (keep_or_redraw).
     Rows advance by the slowest, so draft=None drafts at batch 1 only (dev/LOG.md, "`baby_bd3`'s
-    sampler at batch 16"). Rounds stay eager: fixed shapes pass the widest round. Returns (tokens,
-    stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept per pass)."""
+    sampler at batch 16"). Under --compile a round passes fixed shapes (every draft slot and noisy
+    state: a CUDA graph), else only the columns it reads (fewer on a CPU). Returns (tokens, stats:
+    nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept per pass)."""
     t0 = time.perf_counter()
     B, P = prompt.shape
     W = model.args.block_size
@@ -392,6 +409,7 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1)
     if draft is None:
         draft = B == 1
     s = Round(seq=prompt)
+    kv = _round_cache(model, B, block, prompt.device) if draft else new_kv_cache(model, B, prompt.device)
     passes = 0
     if not P:  # nothing for the clean half to read: the first token is the noisy half's
         s.seq = draw(probs(no_mask_logit(model(fill)[:, :1], mask_id), opts), generator)
@@ -401,7 +419,10 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1)
         # a fresh window at the start, and when the newest token's block does not fit
         if s.kv is None or (S - s.lo) // block * block + block > W:
             s.lo = 0 if s.kv is None and S // block * block + block <= W else S - keep
-            s.kv = _window_cache(model, s.seq, s.lo, draft)
+            s.kv = kv
+            kv.reset()
+            if S - 1 - s.lo > 0:  # the text before the newest token, passed once, causally
+                decode(model, s.seq[:, s.lo:S - 1], kv)
             s.q = None  # the first round after a jump is a plain AR step
         prev = s.seq
         if draft:
@@ -419,19 +440,15 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1)
                        kept=(end - P - passes) / max(passes, 1))
 
 
-def _window_cache(model, seq, lo, draft):
-    """A fresh window's cache from lo: the text before the newest token, passed once, causally; a
-    CleanCache to draft, else the AR's KV cache."""
-    S, B, dev = seq.size(1), seq.size(0), seq.device
-    kv = CleanCache(model.args.n_layer) if draft else new_kv_cache(model, B, dev)
-    n = S - 1 - lo  # the tokens before the newest one
-    if n > 0 and draft:
-        kv.store = n
-        model(seq[:, lo:S - 1], kv_cache=kv, rope_pos=torch.arange(n, device=dev),
-              attn_mask=torch.ones(n, n, dtype=torch.bool, device=dev).tril())
-    elif n > 0:
-        decode(model, seq[:, lo:S - 1], kv)
-    return kv
+def _round_cache(model, batch, block, device):
+    """The drafting rounds' RoundCache, with room for a window and a round's widest pass, kept as
+    model.decode_cache: a CUDA graph replays on the buffers it recorded."""
+    c = getattr(model, "decode_cache", None)  # (a toy network has none)
+    if not isinstance(c, RoundCache) or (len(c.k[0]), c.pos.device) != (batch, device):
+        size = model.args.block_size + block * block + block + 1
+        c = RoundCache(model.args.n_layer, batch, size, device)
+        model.decode_cache = c
+    return c
 
 
 def _clean_step(model, seq, kv, mask_id, opts, generator):
@@ -535,7 +552,7 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
 
 
 def decodes(cfg, batch):
-    return clean_check(cfg) and batch > 1  # drafted rounds at batch 1 stay eager (sample_clean_ar)
+    return clean_check(cfg)  # the AR's step at batch > 1, the drafting round's pass at 1 (sample_clean_ar)
 
 
 def passes(cfg, n_gen, n_prompt=0):

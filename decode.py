@@ -1,5 +1,6 @@
 """The network's KV-cached decoding, one token a pass: KVCache, decode, generate (past the context,
-as nanoGPT's), compile_decode; for the AR, --dual_sample and bd3's clean half at batch > 1.
+as nanoGPT's), compile_decode; for the AR, --dual_sample and bd3's clean half at batch > 1 (at
+batch 1 bd3's drafting rounds pass several columns against a KVCache, compiled by compile_decode).
 
     from decode import generate
     out = generate(model, prompt, 100, cfg)   # (B, P) -> (B, P + 100) at cfg's T, top_k, top_p
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 from common import Step, filter_logits, sample_tokens
 
-DECODERS = "the AR, --dual_sample and bd3's --bd3_speculate at a batch of 2 or more run it"  # objective.decodes
+DECODERS = "the AR, --dual_sample and bd3's --bd3_speculate run it"  # objective.decodes
 
 
 class KVCache:
@@ -132,9 +133,11 @@ def generate_canvas(model, x, P, opts, generator=None, mask_id=None, on_step=Non
 
 
 def compile_decode(model, cfg, device):
-    """--compile for sampling ('auto': CUDA): model.compiled_decode, the one-token step compiled
-    whole at static shapes, CUDA-graphed on CUDA (one replay, not ~220 launches)."""
+    """--compile for sampling ('auto': CUDA): model.compiled_decode, the one-token step, and
+    model.compiled_pass, the network's pass as bd3's drafting round calls it, compiled whole at
+    static shapes, CUDA-graphed on CUDA (one replay, not ~220 launches)."""
     device = torch.device(device)
     if cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"):
         mode = "reduce-overhead" if device.type == "cuda" else None
         model.compiled_decode = torch.compile(decode, mode=mode, fullgraph=True, dynamic=False)
+        model.compiled_pass = torch.compile(model.forward, mode=mode, fullgraph=True, dynamic=False)

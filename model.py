@@ -153,8 +153,8 @@ class Transformer(nn.Module):
         super().__init__()
         assert a.n_embd % a.n_head == 0 and (a.n_embd // a.n_head) % 2 == 0 and a.time_cond in TIME_CONDS
         self.args, self.checkpointing = a, False  # checkpointing: train.py sets it (--activation_checkpointing)
-        # decode.py's KV cache (new_kv_cache), compiled one-token step (compile_decode; None: eager)
-        self.decode_cache, self.compiled_decode = None, None
+        # decode.py's KV cache (new_kv_cache); compile_decode's step and pass (None: eager)
+        self.decode_cache, self.compiled_decode, self.compiled_pass = None, None, None
         self.tok_emb = nn.Embedding(a.vocab_size, a.n_embd)
         self.time_emb = nn.Embedding(a.diffusion_steps + 1, a.n_embd) if a.time_cond == "learned" else None
         self.adaln = AdaLN(a) if a.time_cond == "adaln" else None

@@ -21,7 +21,7 @@ it. Each module tells its own story; what it leaves out takes DEFAULTS:
     flops(model, cfg)                       (training FLOPs per window token, columns per pass)
     sample(model, x, gen_mask, cfg, schedule, mask_id, generator, on_step)    (tokens, stats)
     passes(cfg, n_gen, n_prompt)            forward passes per sample (None: adaptive)
-    decodes(cfg, batch)                     its sampler runs decode.py's KV-cached step
+    decodes(cfg, batch)                     its sampler runs compile_decode's cached step or pass
     ar_nll(model, windows, cfg, mask_id)    its AR mode's exact NLL per window (B,), or None
     describe(cfg)                           the sampler settings in force, in one line
     unread(cfg)                             sampler keys cfg's switches leave unread: refused given

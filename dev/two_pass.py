@@ -32,36 +32,36 @@ def sample_two_pass(model, prompt, gen_len, n, mask_id, generator, opts=SamplerO
     opts: the SamplerOptions whose temperature, top_k and top_p shape p and q (default: temperature 1, unfiltered)."""
     (B, P), dev = prompt.shape, prompt.device
     assert B == 1 and P >= 1 and P + gen_len <= model.args.block_size
-    seq, end, kv, passes, kept_at = prompt, P + gen_len, bd3.CleanCache(model.args.n_layer), 0, [0] * n
+    W = model.args.block_size
+    seq, end, passes, kept_at = prompt, P + gen_len, 0, [0] * n
+    kv = bd3.RoundCache(model.args.n_layer, 1, W + 2 * n, dev)
     fill = torch.full((1, n), mask_id, device=dev)
     if P > 1:  # the prompt before its last token, cached
-        kv.store = P - 1
         model(seq[:, :P - 1], kv_cache=kv, rope_pos=torch.arange(P - 1, device=dev),
-              attn_mask=torch.ones(P - 1, P - 1, dtype=torch.bool, device=dev).tril())
+              attn_mask=torch.ones(P - 1, kv.end, dtype=torch.bool, device=dev).tril())
+        kv.reset(P - 1)
     while seq.size(1) < end:
         S = seq.size(1)
         sb = S // n * n
         kd = min(sb + n, end) - S  # drafts: the rest of the newest token's block (>= 1)
         # draft pass: the newest token (clean, cached) and its block known up to it, [MASK] from S
         cols = torch.cat([seq[:, -1:], seq[:, sb:S], fill[:, :sb + n - S]], 1)
-        pos, mask = bd3.round_layout(S - 1, 0, sb, (S - sb,), False, n, dev)
-        kv.store = 1
+        pos, mask, _ = bd3.round_layout(S - 1, sb, (S - sb, 0, 0, 1, False), n, W, kv.end, dev)
         logits = no_mask_logit(model(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
-        kv.truncate(S)
+        kv.reset(S)
         p0, q = probs(logits[:, :1], opts), probs(logits[:, 1 + S - sb:1 + S - sb + kd], opts)
         drafts = draw(q, generator)
         passes += 1
         # verify pass: the drafts as clean columns, each giving p of the position after it (the last: a bonus)
-        pos, mask = bd3.round_layout(S, kd - 1, sb, (), False, n, dev)
-        kv.store = kd
-        logits = no_mask_logit(model(drafts, kv_cache=kv, rope_pos=pos, attn_mask=None if kd == 1 else mask), mask_id)
+        pos, mask, _ = bd3.round_layout(S, sb, (0, kd - 1, kd - 1, 0, False), n, W, kv.end, dev)
+        logits = no_mask_logit(model(drafts, kv_cache=kv, rope_pos=pos, attn_mask=mask), mask_id)
         passes += 1
         p = torch.cat([p0, probs(logits[:, :min(kd, end - S - 1)], opts)], 1)
         new = keep_or_redraw(p, q, drafts, generator)
         j = new.size(1) - 1
         for i in range(j):
             kept_at[i] += 1
-        kv.truncate(S + j)  # the kept drafts' columns; the newest token is the next draft pass's
+        kv.reset(S + j)  # the kept drafts' columns; the newest token is the next draft pass's
         seq = torch.cat([seq, new], 1)
     return seq[:, :end], passes, kept_at
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bd3 import (Blocks, CachedBlockModel, CleanCache, bd3_attn_mask, bd3_logits, bd3_loss, round_layout,
+from bd3 import (Blocks, CachedBlockModel, CleanCache, RoundCache, bd3_attn_mask, bd3_logits, bd3_loss, round_layout,
                  bd3_times, pending_mask, sample_bd3)
 from common import LossOptions, Schedule, band_times, stratified_times
 from decode import generate
@@ -279,26 +279,35 @@ def test_cached_decode_equals_uncached_past_the_context(block, opts):
         assert st["nfe"] == sum(min(3, b + block - max(b, 6)) for b in range(6 // block * block, end, block))
 
 
-def test_a_clean_ar_round_reads_what_the_two_stream_pass_reads():
+@pytest.mark.parametrize("static", [False, True], ids=["read columns", "fixed shapes"])
+def test_a_clean_ar_round_reads_what_the_two_stream_pass_reads(static):
     """bd3.sample_clean_ar's one pass (round_layout's mask and positions, 4 clean columns cached): its clean columns
     give the two-stream pass's next-token logits, each noisy copy of the block (columns before r known) and the
-    next block (all [MASK], after the drafts) the two-stream pass's noisy logits of that state."""
+    next block (all [MASK], after the drafts) the two-stream pass's noisy logits of that state. Every column of
+    the cache is read, the ones no pass wrote holding noise the mask must hide; static: the fixed shapes a compiled
+    round passes, with a [MASK] draft slot the round did not fill."""
     m, g = _tiny(clean_causal=True), torch.Generator().manual_seed(3)
     toks = torch.randint(0, MASK, (2, 8), generator=g)  # positions 0..3 cached, 4 the newest, 5..7 drafts
-    kv = CleanCache(m.args.n_layer)
-    kv.store = 4
+    kv = RoundCache(m.args.n_layer, 2, 40, CPU)
+    slots = 4 if static else 3
     with torch.no_grad():
-        m(toks[:, :4], kv_cache=kv, rope_pos=torch.arange(4), attn_mask=torch.ones(4, 4, dtype=torch.bool).tril())
+        m(toks[:, :4], kv_cache=kv, rope_pos=torch.arange(4), attn_mask=torch.ones(4, 40, dtype=torch.bool).tril())
+        kv.reset(4)
+        for t in (*kv.k, *kv.v):  # what no pass wrote: noise
+            t[:, :, 4:] = torch.randn(t[:, :, 4:].shape, generator=g, dtype=t.dtype)
         states, fill = (0, 1, 2), torch.full((2, 4), MASK)  # r - 4: the block with its first r - 4 columns known
-        cols = torch.cat([toks[:, 4:], *[torch.cat([toks[:, 4:4 + r], fill[:, r:]], 1) for r in states], fill], 1)
-        pos, mask = round_layout(4, 3, 4, states, True, 4, "cpu")
-        kv.store = 4
+        clean = torch.cat([toks[:, 4:], fill], 1)[:, :1 + slots]
+        cols = torch.cat([clean, *[torch.cat([toks[:, 4:4 + r], fill[:, r:]], 1) for r in states], fill], 1)
+        pos, mask, known = round_layout(4, 4, (0, 3, slots, 3, True), 4, 16, kv.end, CPU)
+        assert not mask[:, 4 + 1 + 3:4 + 1 + slots].any()  # a draft slot the round did not fill: read by none
+        assert torch.equal(known, torch.arange(4) < torch.tensor(states)[:, None])  # copy r - 4: its first r - 4
         got = m(cols, kv_cache=kv, rope_pos=pos, attn_mask=mask)
         x0 = torch.cat([toks, torch.randint(0, MASK, (2, 8), generator=g)], 1)  # 16: what follows is never read
         for i, r in enumerate(states):
-            xt = torch.cat([x0[:, :4], cols[:, 4 + 4 * i:8 + 4 * i], x0[:, 8:]], 1)
+            c = 1 + slots + 4 * i
+            xt = torch.cat([x0[:, :4], cols[:, c:c + 4], x0[:, 8:]], 1)
             want = bd3_logits(m, xt, x0, 4, MASK)[:, 4:8]
-            assert torch.allclose(got[:, 4 + 4 * i:8 + 4 * i, :MASK], want[..., :MASK], atol=1e-5), r
+            assert torch.allclose(got[:, c:c + 4, :MASK], want[..., :MASK], atol=1e-5), r
         xt = torch.cat([x0[:, :8], fill, x0[:, 12:]], 1)
         assert torch.allclose(got[:, -4:, :MASK], bd3_logits(m, xt, x0, 4, MASK)[:, 8:12, :MASK], atol=1e-5)
         nxt = bd3_logits(m, torch.full_like(x0, MASK), x0, 4, MASK, clean=True)[1]

@@ -3,8 +3,11 @@ KVCache (preallocated to the context, its position a device tensor, attention ov
 keys written) draws the same tokens as the eager cache (the keys written, counted on the host) and as a full pass
 over the window without any cache, for the AR, --dual_sample's AR mode of a bidirectional network and bd3's clean
 half at batch > 1, past the context, over several seeds; compiled whole (fullgraph) it is one graph per batch size,
-which no token, window slide or second call recompiles. On the CPU, with no GPU, torch.compile runs dynamo's
-tracing on a counting backend: what breaks a graph or recompiles shows there as it would on CUDA.
+which no token, window slide or second call recompiles. bd3's drafting round at batch 1 (issue 78) likewise: at fixed
+shapes (every draft slot and noisy state, the static cache) it draws the tokens of the round that passes only the
+columns it reads, runs one graph compiled, and reads one number on the host a round. On the CPU, with no GPU,
+torch.compile runs dynamo's tracing on a counting backend: what breaks a graph or recompiles shows there as it would
+on CUDA.
 
     python -m pytest -q tests/test_static_decode.py
 """
@@ -149,8 +152,9 @@ def test_the_compiled_step_is_one_graph_per_batch_size():
 
 
 def test_compile_decode_compiles_the_step_where_compile_says(monkeypatch):
-    """--compile for sampling: 'auto' compiles the decode step on CUDA only, with CUDA graphs (mode 'reduce-overhead');
-    'true' on a CPU too (no graphs there); 'false' never. Always whole (fullgraph) at static shapes."""
+    """--compile for sampling: 'auto' compiles the decode step and bd3's drafting round on CUDA only, with CUDA graphs
+    (mode 'reduce-overhead'); 'true' on a CPU too (no graphs there); 'false' never. Always whole (fullgraph) at
+    static shapes."""
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw) or fn)
     for flag, device, mode in (("auto", "cuda", "reduce-overhead"), ("auto", "cpu", None), ("true", "cpu", None),
@@ -159,8 +163,8 @@ def test_compile_decode_compiles_the_step_where_compile_says(monkeypatch):
         m = _net(0)
         compile_decode(m, get_config([f"--compile={flag}"]), device)
         compiled = flag == "true" or (flag == "auto" and device == "cuda")
-        assert (m.compiled_decode is not None) == compiled and len(seen) == compiled, (flag, device)
-        assert not seen or seen[0] == dict(mode=mode, fullgraph=True, dynamic=False)
+        assert (m.compiled_decode is not None) == compiled == (m.compiled_pass is not None), (flag, device)
+        assert len(seen) == 2 * compiled and all(kw == dict(mode=mode, fullgraph=True, dynamic=False) for kw in seen)
 
 
 @pytest.mark.slow  # dynamo traces the step
@@ -204,3 +208,80 @@ def test_the_static_decode_makes_no_host_sync():
         finally:
             leave()
         assert model.decode_cache.static and model.decode_cache.k[0].device == meta
+
+
+# ------------------------------------------------------------------------------------------ bd3's drafting round
+def _drafting(seed, static):
+    """A --bd3_ar network (blocks of 4, context 16) whose rounds pass fixed shapes if static: its forward, eager, as
+    the compiled round (what --compile makes of it) would run, on the static cache."""
+    m = _net(seed, False, True)
+    m.compiled_pass = m.forward if static else None
+    return m
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bd3s_drafting_rounds_draw_the_same_tokens_at_fixed_shapes(seed):
+    """sample_clean_ar drafting, 40 tokens through a context of 16 (its window moves): the fixed-shape round (every
+    draft slot and noisy state, the rest [MASK] and masked) draws the tokens of the round that passes only the
+    columns it reads, in the same passes, at T = 1 and filtered, at batch 1 and at batch 3 (rows advance together)."""
+    passes = []
+    for opts in (SamplerOptions(steps=1), SamplerOptions(steps=1, temperature=0.8, top_k=4)):
+        for B in (1, 3):
+            prompt = torch.randint(0, 10, (B, 3), generator=torch.Generator().manual_seed(seed))
+            got = [bd3.sample_clean_ar(_drafting(seed, static), prompt, 40, BLOCKS, opts,
+                                       torch.Generator().manual_seed(seed), draft=True) for static in (False, True)]
+            assert torch.equal(got[0][0], got[1][0]) and got[0][1]["nfe"] == got[1][1]["nfe"], (opts, B)
+            passes.append(got[0][1]["nfe"])
+    assert min(passes) < 40  # drafts were kept: the rounds' later columns were read
+
+
+@pytest.mark.slow  # dynamo traces the round (seconds)
+def test_the_compiled_drafting_round_is_one_graph():
+    """The round's pass compiled as compile_decode does (fullgraph, static shapes) on dynamo's eager backend: every
+    round of a drafted sample past the context, and of a second sample, runs the one graph traced at the first (a
+    changing Python number it read would make a second), and the tokens are the eager round's."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    prompt = torch.randint(0, 10, (1, 3), generator=torch.Generator().manual_seed(5))
+    eager = bd3.sample_clean_ar(_drafting(1, False), prompt, 30, BLOCKS, generator=torch.Generator().manual_seed(3))
+    m, calls = _net(1, False, True), []
+    compiled = torch.compile(m.forward, backend="eager", fullgraph=True, dynamic=False)
+
+    def counted(idx, **kw):
+        calls.append(tuple(idx.shape))
+        return compiled(idx, **kw)
+    m.compiled_pass = counted
+    for _ in range(2):
+        out, stats = bd3.sample_clean_ar(m, prompt, 30, BLOCKS, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(out, eager[0]) and stats["nfe"] == eager[1]["nfe"] < 30
+    assert counters["stats"]["unique_graphs"] == 1 and len(calls) == 2 * eager[1]["nfe"]  # every round compiled
+    assert set(calls) == {(1, 21)}  # the newest token, 4 draft slots, 3 noisy copies of the block, the next block
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["read columns", "fixed shapes"])
+def test_a_drafting_round_reads_one_number_on_the_host(static, monkeypatch):
+    """Every pass of sample_clean_ar at batch 1 on the meta device, past the context, under the sync check
+    (tests/test_sync_free.py's): no copy between the host and the device, no output sized by device values, and one
+    device value read on the host a drafting round (the drafts it kept; meta has no numbers: 0, 1, 0, ... here)."""
+    from test_sync_free import NoHostSync
+    reads, rounds, real = [], [], bd3.keep_or_redraw
+
+    class OneRead(NoHostSync):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten._local_scalar_dense:
+                reads.append(len(rounds))
+                return len(reads) % 2  # a count every drafting round can keep (it drafts one or more)
+            return super().__torch_dispatch__(func, types, args, kwargs)
+
+    def counted(p, q, drafts, generator):
+        rounds.append(drafts.size(1))
+        return real(p, q, drafts, generator)
+    monkeypatch.setattr(bd3, "keep_or_redraw", counted)
+    model = _drafting(0, static).to(torch.device("meta"))
+    with OneRead():  # the call's setup too: it builds its cache and [MASK] block on the device
+        out, stats = bd3.sample_clean_ar(model, torch.zeros(1, 3, dtype=torch.long, device="meta"), 40, BLOCKS,
+                                         SamplerOptions(1, top_k=5), torch.Generator().manual_seed(0))
+    drafting = [i + 1 for i, k in enumerate(rounds) if k]  # rounds read so far when each drafting round reads
+    assert reads == drafting and len(drafting) > 10 and stats["nfe"] == len(rounds), (reads, rounds)
