@@ -4,7 +4,7 @@ change to a sampler, its random draws, the canvas or the checkpoint path fails h
 the training losses. The weights come from integers, not from training: a trained model's floats differ by CPU
 (an AMD EPYC machine sampled another mdlm text from a 40-step run than an Intel one), while these differ at most in
 the forward pass's last bits, which a float64 draw crosses once in ~10^7. If a change is meant to move them, re-pin
-and say why.
+and say why. bd3's --bd3_speculate drafts at batch 1; its round compiled at fixed shapes samples the same text.
 
     python -m pytest -q tests/test_pinned_samples.py
 """
@@ -20,6 +20,7 @@ RUNS = {  # objective -> (extra training flags, sampling flags)
     "bd3": (["--objective=bd3", "--bd3_block=4"], ["--steps=4"]),
     "uniform": (["--objective=uniform"], ["--steps=8"]),
     "ar": (["--objective=ar"], []),
+    "bd3 speculate": (["--objective=bd3", "--bd3_block=4", "--bd3_ar=1"], ["--bd3_speculate=true"]),  # batch 1: drafts
 }
 # pinned 2026-11-28, torch 2.13.0 CPU, AMD EPYC; the same at 1 and 2 threads and under other CPUs' kernels
 # (ATEN_CPU_CAPABILITY=default, avx2, avx512 with MKL_ENABLE_INSTRUCTIONS=SSE4_2 or AVX2)
@@ -28,6 +29,7 @@ PINNED = {
     "bd3": "ROMEO:&gbjjjV'V3 ii'jZqqjjjkjX",
     "uniform": "ROMEO:VbVAuAyP&hafbhVr\nSfVfRfV",
     "ar": "ROMEO:!JdFdcHXXjFSSOs,!Zv.dc'H",
+    "bd3 speculate": "ROMEO:!?3;:pBT\n;kRWnEQ& z3WWnF",  # pinned 2026-11-28 at a18cdd5 (before issue 78's round)
 }
 
 
@@ -66,3 +68,19 @@ def test_a_fixed_seed_gives_the_pinned_sample(objective, tmp_path, capsys):
     assert code == 0, err
     sample = text.split("\n", 1)[1].split("\n---- ")[0]  # after the checkpoint line
     assert sample == PINNED[objective], repr(sample)
+
+
+@pytest.mark.slow
+def test_bd3s_compiled_drafting_round_gives_the_pinned_sample(tmp_path, capsys, monkeypatch):
+    """--compile=true on --bd3_speculate at batch 1 (issue 78): the drafting round's pass compiled whole at fixed
+    shapes (traced by dynamo's eager backend: no inductor on this CPU) samples the eager round's pinned text."""
+    path = integer_checkpoint("bd3 speculate", tmp_path)
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend="eager", fullgraph=True, dynamic=False))
+    capsys.readouterr()
+    code, text, err = run_cli_here(inference.main, [f"--checkpoint={path}", "--prompt=ROMEO:", "--gen_len=24",
+                                                    "--seed=3", "--device=cpu", "--bd3_speculate=true",
+                                                    "--compile=true"], capsys)
+    torch._dynamo.reset()
+    assert code == 0, err
+    assert "compiled" in text.splitlines()[0] and text.split("\n", 1)[1].split("\n---- ")[0] == PINNED["bd3 speculate"]
