@@ -354,13 +354,18 @@ def sampling():
     jobs = []  # (name, {eager|graphed: model}, cfg, tokens generated, prompt ids, mask id)
     def pair(model, cfg):  # the eager model and a graphed copy (its own static cache: a graph keeps its buffers)
         graphed = Transformer(model.args).to(dev).eval(); graphed.load_state_dict(model.state_dict())
-        if SMOKE: graphed.compiled_decode = torch.compile(decode, backend="eager", fullgraph=True, dynamic=False)
+        if SMOKE:
+            graphed.compiled_decode = torch.compile(decode, backend="eager", fullgraph=True, dynamic=False)
+            graphed.compiled_pass = torch.compile(graphed.forward, backend="eager", fullgraph=True, dynamic=False)
         else: compile_decode(graphed, replace(cfg, compile="true"), dev)
-        step, model.steps, graphed.steps = graphed.compiled_decode, 0, 0
+        step, rnd, model.steps, graphed.steps = graphed.compiled_decode, graphed.compiled_pass, 0, 0
         def counted(model, idx, cache):  # how many steps the graph ran: the path a draw took
             graphed.steps += 1
             return step(model, idx, cache)
-        graphed.compiled_decode = counted
+        def counted_round(idx, **kw):  # bd3's drafting rounds (batch 1), at fixed shapes
+            graphed.steps += 1
+            return rnd(idx, **kw)
+        graphed.compiled_decode, graphed.compiled_pass = counted, counted_round
         return dict(eager=model, graphed=graphed)
     for name, fl, G in (("ar reference size (random weights)", ["--objective=ar"], 250),
                         ("mdlm, the cpu preset's sampler (random weights)", ["cpu"], 96)):
@@ -393,9 +398,10 @@ def sampling():
                 for _ in range(1 if SMOKE else 3):  # in turns
                     for k, m in models.items():
                         sync(); t = time.perf_counter(); passes, steps = draw(m); sync(); ts[k].append(time.perf_counter() - t)
+                graphs = f"CUDA graphs skipped {skips}x" if skips else "CUDA graphs on"
                 if cfg.objective == "mdlm": path = "denoise, eager (its passes are not graphed)"
-                elif B == 1 and cfg.objective == "bd3": path = "drafting rounds, eager (a round's columns vary)"
-                else: path = f"decode step compiled, {steps} steps a draw; CUDA graphs " + (f"skipped {skips}x" if skips else "on")
+                elif B == 1 and cfg.objective == "bd3": path = f"drafting rounds compiled at fixed shapes, {steps} a draw; {graphs}"
+                else: path = f"decode step compiled, {steps} steps a draw; {graphs}"
                 if dev.type != "cuda" and "compiled" in path: path = path.replace("CUDA graphs on", "no CUDA graphs on a CPU")
                 r = {k: B * G / st.median(v) for k, v in ts.items()}
                 res[f"{name} B={B}"] = dict(eager=r["eager"], graphed=r.get("graphed"), passes_per_token=passes / G, path=path)
