@@ -33,7 +33,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from evals.bound import paired_difference  # noqa: E402
-from utils.cli import ArgParser, at_least, list_of, output, read_json, read_jsonl, typed  # noqa: E402
+from dev.readers import read_json, read_jsonl  # noqa: E402
+from utils.cli import ArgParser, at_least, list_of, output, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_open, read_text  # noqa: E402
 

@@ -34,7 +34,8 @@ from dev.order_nll import windows_sha  # noqa: E402
 from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
 from scripts.eval import run_name  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
-from utils.cli import ArgParser, at_least, read_json, typed  # noqa: E402
+from dev.readers import read_json  # noqa: E402
+from utils.cli import ArgParser, at_least, typed  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402

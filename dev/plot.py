@@ -12,7 +12,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.cli import ArgParser, output, read_json, read_jsonl  # noqa: E402
+from dev.readers import read_json, read_jsonl  # noqa: E402
+from utils.cli import ArgParser, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_path, check_output  # noqa: E402
 

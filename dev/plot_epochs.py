@@ -10,7 +10,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dev.plot import _figure, _save  # noqa: E402
-from utils.cli import ArgParser, output, read_json  # noqa: E402
+from dev.readers import read_json  # noqa: E402
+from utils.cli import ArgParser, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 

@@ -13,12 +13,11 @@ Options match by whole name only (`--ar-check` is not --ar-checkpoint, which nee
 """
 import argparse
 import difflib
-import json
 import math
 import sys
 
 from utils.errors import UserError
-from utils.fileio import check_output, read_text
+from utils.fileio import check_output
 
 
 INT64_MAX = 2 ** 63 - 1  # the largest tensor size or index
@@ -189,25 +188,3 @@ def band(text):
     if not 0 <= lo < hi <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} selects nothing: a band lo-hi needs 0 <= lo < hi <= 1")
     return lo, hi
-
-
-def read_json(path, what, keys, fix, rows=()):
-    """`path`'s JSON object, with `keys` and each run's `rows`, else a UserError naming `fix`."""
-    try:
-        d = json.loads(read_text(path, what, fix))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not complete JSON ({e.msg} at character {e.pos}; cut short?): {fix}") from None
-    lacks = [k for k in keys if not isinstance(d, dict) or k not in d]
-    if not lacks:
-        lacks = [f"runs[{i}].{k}" for i, r in enumerate(d.get("runs", [])) for k in rows if k not in r]
-    if lacks:
-        raise UserError(f"{path} is not {what} (it has no {lacks[0]!r}): {fix}")
-    return d
-
-
-def read_jsonl(path, what, fix):
-    """The rows of a JSON-lines file (train.py's metrics.jsonl); a damaged line is one UserError."""
-    try:
-        return [json.loads(line) for line in read_text(path, what, fix).splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} holds a line that is not JSON ({e.msg}): the file is damaged") from None
