@@ -307,16 +307,17 @@ def keep_or_redraw(p, q, drafts, generator):
 
 
 class RoundCache(KVCache):
-    """decode.KVCache for sample_clean_ar's drafting rounds, static (a pass reads every column), its
-    buffers shaped at the first pass by the keys it writes: any network that reads a cache can
-    draft (the tests' toys too)."""
+    """decode.KVCache for sample_clean_ar's drafting rounds, its buffers shaped at the first pass by
+    the keys it writes: any network that reads a cache can draft (the tests' toys too)."""
 
-    def __init__(self, n_layer, batch, size, device):
-        super().__init__(n_layer, batch, 0, size, 0, device, None, True)  # empty until the first pass
+    def __init__(self, n_layer, batch, size, device, static):
+        super().__init__(n_layer, batch, 0, size, 0, device, None, static)  # empty until the first pass
 
     def update(self, k, v):
         if not self.k[0].numel():  # the first pass, eager: the buffers a compiled pass writes in place
-            super().__init__(len(self.k), len(k), k.size(1), len(self.cols), k.size(3), k.device, k.dtype, True)
+            end = self.end  # (this pass's, which __init__ would empty)
+            super().__init__(len(self.k), len(k), k.size(1), len(self.cols), k.size(3), k.device, k.dtype, self.static)
+            self.end = end
         return super().update(k, v)
 
 
@@ -369,6 +370,8 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
     first, slots, copies, tail = (S, kd, len(states), nxt) if step is None else (sb, n, n - 1, True)
     n0 = S - 1 - s.lo
     cols = (first - sb, kd, slots, copies, tail)
+    if not s.kv.static:  # the keys it reads: those cached and its own
+        s.kv.end += 1 + slots + n * (copies + tail)
     pos, mask, known = round_layout(n0, sb - s.lo, cols, n, model.args.block_size, s.kv.end, fill.device)
     # the block as this round would keep it, in each copy; unread draft slots and copies are [MASK]
     block = torch.cat([s.seq[:, sb:], drafts, fill], 1)[:, None, :n]
@@ -397,8 +400,9 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1)
     clean columns against a KV cache, and their next-token laws check the drafts (keep_or_redraw).
     Rows advance by the slowest, so draft=None drafts at batch 1 only (dev/LOG.md, "`baby_bd3`'s
     sampler at batch 16"). Under --compile a round passes fixed shapes (every draft slot and noisy
-    state: a CUDA graph), else only the columns it reads (fewer on a CPU). Returns (tokens, stats:
-    nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept per pass)."""
+    state, all the cache's columns: a CUDA graph), else only the columns and keys it reads (fewer
+    on a CPU). Returns (tokens, stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept:
+    drafts kept per pass)."""
     t0 = time.perf_counter()
     B, P = prompt.shape
     W = model.args.block_size
@@ -441,12 +445,14 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1)
 
 
 def _round_cache(model, batch, block, device):
-    """The drafting rounds' RoundCache, with room for a window and a round's widest pass, kept as
-    model.decode_cache: a CUDA graph replays on the buffers it recorded."""
-    c = getattr(model, "decode_cache", None)  # (a toy network has none)
+    """The drafting rounds' RoundCache, with room for a window and a round's widest pass: static
+    under a compiled round (model.compiled_pass), and then kept as model.decode_cache, as a CUDA
+    graph replays on the buffers it recorded."""
+    static = getattr(model, "compiled_pass", None) is not None  # (a toy network has none)
+    c = model.decode_cache if static else None
     if not isinstance(c, RoundCache) or (len(c.k[0]), c.pos.device) != (batch, device):
-        size = model.args.block_size + block * block + block + 1
-        c = RoundCache(model.args.n_layer, batch, size, device)
+        c = RoundCache(model.args.n_layer, batch, model.args.block_size + block * block + block + 1, device, static)
+    if static:
         model.decode_cache = c
     return c
 

@@ -15,8 +15,10 @@ DECODERS = "the AR, --dual_sample and bd3's --bd3_speculate run it"  # objective
 
 class KVCache:
     """Per-layer key/value buffers (B, H, context, D); pos (on the device) counts the columns
-    written. update writes a pass's keys at pos and returns the whole buffers if static (the mask
-    hides unwritten keys: a CUDA graph can replay a step), else the first `end` (faster on CPU)."""
+    written. If static, update writes a pass's keys at pos and returns the whole buffers (the mask
+    hides unwritten keys: a CUDA graph can replay a step); else it writes them before `end`, the
+    host's count with this pass's (its caller adds them), and returns the first `end` (faster on a
+    CPU: slicing costs less than index_copy_, more so at bd3's drafting round's many columns)."""
 
     def __init__(self, n_layer, batch, n_head, size, head_dim, device, dtype, static):
         shape = (batch, n_head, size, head_dim)
@@ -35,10 +37,14 @@ class KVCache:
         self.end = len(self.cols) if self.static else n
 
     def update(self, k, v):
-        i, at = self.layer, self.pos + self.cols[:k.size(2)]  # this pass's positions
+        i, m = self.layer, k.size(2)
         # in the cache's dtype: under autocast qk_norm's keys may be float32; attention reads bf16
-        self.k[i].index_copy_(2, at, k.to(self.k[i].dtype))
-        self.v[i].index_copy_(2, at, v.to(self.v[i].dtype))
+        if self.static:
+            at = self.pos + self.cols[:m]  # this pass's positions
+            self.k[i].index_copy_(2, at, k.to(self.k[i].dtype))
+            self.v[i].index_copy_(2, at, v.to(self.v[i].dtype))
+        else:
+            self.k[i][:, :, self.end - m:self.end], self.v[i][:, :, self.end - m:self.end] = k, v
         self.layer = (i + 1) % len(self.k)
         return self.k[i][:, :, :self.end], self.v[i][:, :, :self.end]
 

@@ -34,7 +34,7 @@ def sample_two_pass(model, prompt, gen_len, n, mask_id, generator, opts=SamplerO
     assert B == 1 and P >= 1 and P + gen_len <= model.args.block_size
     W = model.args.block_size
     seq, end, passes, kept_at = prompt, P + gen_len, 0, [0] * n
-    kv = bd3.RoundCache(model.args.n_layer, 1, W + 2 * n, dev)
+    kv = bd3.RoundCache(model.args.n_layer, 1, W + 2 * n, dev, True)
     fill = torch.full((1, n), mask_id, device=dev)
     if P > 1:  # the prompt before its last token, cached
         model(seq[:, :P - 1], kv_cache=kv, rope_pos=torch.arange(P - 1, device=dev),

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from bd3 import (Blocks, CachedBlockModel, CleanCache, RoundCache, bd3_attn_mask, bd3_logits, bd3_loss, round_layout,
                  bd3_times, pending_mask, sample_bd3)
 from common import LossOptions, Schedule, band_times, stratified_times
-from decode import generate
+from decode import decode, generate
 from diffusion import diffusion_loss
 from sampler import SamplerOptions
 from model import ModelArgs, Transformer
@@ -283,21 +283,22 @@ def test_cached_decode_equals_uncached_past_the_context(block, opts):
 def test_a_clean_ar_round_reads_what_the_two_stream_pass_reads(static):
     """bd3.sample_clean_ar's one pass (round_layout's mask and positions, 4 clean columns cached): its clean columns
     give the two-stream pass's next-token logits, each noisy copy of the block (columns before r known) and the
-    next block (all [MASK], after the drafts) the two-stream pass's noisy logits of that state. Every column of
-    the cache is read, the ones no pass wrote holding noise the mask must hide; static: the fixed shapes a compiled
-    round passes, with a [MASK] draft slot the round did not fill."""
+    next block (all [MASK], after the drafts) the two-stream pass's noisy logits of that state. Static: the fixed
+    shapes a compiled round passes, a [MASK] draft slot the round did not fill and every column of the cache read,
+    the ones no pass wrote holding noise the mask must hide."""
     m, g = _tiny(clean_causal=True), torch.Generator().manual_seed(3)
     toks = torch.randint(0, MASK, (2, 8), generator=g)  # positions 0..3 cached, 4 the newest, 5..7 drafts
-    kv = RoundCache(m.args.n_layer, 2, 40, CPU)
+    kv = RoundCache(m.args.n_layer, 2, 40, CPU, static)
     slots = 4 if static else 3
     with torch.no_grad():
-        m(toks[:, :4], kv_cache=kv, rope_pos=torch.arange(4), attn_mask=torch.ones(4, 40, dtype=torch.bool).tril())
+        decode(m, toks[:, :4], kv)  # as sample_clean_ar fills a window's cache
         kv.reset(4)
         for t in (*kv.k, *kv.v):  # what no pass wrote: noise
             t[:, :, 4:] = torch.randn(t[:, :, 4:].shape, generator=g, dtype=t.dtype)
         states, fill = (0, 1, 2), torch.full((2, 4), MASK)  # r - 4: the block with its first r - 4 columns known
         clean = torch.cat([toks[:, 4:], fill], 1)[:, :1 + slots]
         cols = torch.cat([clean, *[torch.cat([toks[:, 4:4 + r], fill[:, r:]], 1) for r in states], fill], 1)
+        kv.end += 0 if static else cols.size(1)  # read columns: the keys cached and the pass's own
         pos, mask, known = round_layout(4, 4, (0, 3, slots, 3, True), 4, 16, kv.end, CPU)
         assert not mask[:, 4 + 1 + 3:4 + 1 + slots].any()  # a draft slot the round did not fill: read by none
         assert torch.equal(known, torch.arange(4) < torch.tensor(states)[:, None])  # copy r - 4: its first r - 4
