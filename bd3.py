@@ -323,12 +323,10 @@ class RoundCache(KVCache):
 
 @lru_cache(maxsize=1024)
 def round_layout(n0, sb, cols, n, W, keys, device):
-    """RoPE positions (C,) and attention (C, keys) of a round's pass after n0 cached columns, its
-    block starting at sb: the newest token and `slots` draft slots (clean), kd of them drafts, m
-    noisy copies of the block (the first knowing its first t0 tokens, the next one more) and, if
-    nxt, the next block; cols = (t0, kd, slots, m, nxt). Column c is key n0 + c; the keys past the
-    pass's, and unfilled slots, are never read. Each column sees what it would in training. Also
-    the copies' known tokens (m, n) bool."""
+    """RoPE positions (C,), attention (C, keys) and the copies' known tokens (m, n) of a round's
+    pass after n0 cached columns, cols = (t0, kd, slots, m, nxt): the newest token and `slots`
+    draft slots (kd filled), m noisy copies of the block from sb (t0 tokens known, then one more
+    each), the next block if nxt. Column c is key n0 + c; each sees what it would in training."""
     t0, kd, slots, m, nxt = cols
     clean = torch.arange(n0, n0 + slots + 1, device=device)
     group = torch.arange(m + nxt, device=device).repeat_interleave(n)  # each noisy column's copy
@@ -445,9 +443,8 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1)
 
 
 def _round_cache(model, batch, block, device):
-    """The drafting rounds' RoundCache, with room for a window and a round's widest pass: static
-    under a compiled round (model.compiled_pass), and then kept as model.decode_cache, as a CUDA
-    graph replays on the buffers it recorded."""
+    """The rounds' RoundCache (room for a window and the widest round): static when compiled, and
+    then kept as model.decode_cache (a CUDA graph replays on the buffers it recorded)."""
     static = getattr(model, "compiled_pass", None) is not None  # (a toy network has none)
     c = model.decode_cache if static else None
     if not isinstance(c, RoundCache) or (len(c.k[0]), c.pos.device) != (batch, device):

@@ -1,6 +1,5 @@
 """The network's KV-cached decoding, one token a pass: KVCache, decode, generate (past the context,
-as nanoGPT's), compile_decode; for the AR, --dual_sample and bd3's clean half at batch > 1 (at
-batch 1 bd3's drafting rounds pass several columns against a KVCache, compiled by compile_decode).
+as nanoGPT's), compile_decode; for the AR, --dual_sample and bd3's clean half (and its rounds).
 
     from decode import generate
     out = generate(model, prompt, 100, cfg)   # (B, P) -> (B, P + 100) at cfg's T, top_k, top_p
@@ -15,10 +14,9 @@ DECODERS = "the AR, --dual_sample and bd3's --bd3_speculate run it"  # objective
 
 class KVCache:
     """Per-layer key/value buffers (B, H, context, D); pos (on the device) counts the columns
-    written. If static, update writes a pass's keys at pos and returns the whole buffers (the mask
-    hides unwritten keys: a CUDA graph can replay a step); else it writes them before `end`, the
-    host's count with this pass's (its caller adds them), and returns the first `end` (faster on a
-    CPU: slicing costs less than index_copy_, more so at bd3's drafting round's many columns)."""
+    written. Static: update writes a pass's keys at pos and returns the whole buffers (the mask
+    hides unwritten keys: a CUDA graph can replay it); else it slices them in before `end` (the
+    host's count, the caller's pass added) and returns the first `end` (faster on a CPU)."""
 
     def __init__(self, n_layer, batch, n_head, size, head_dim, device, dtype, static):
         shape = (batch, n_head, size, head_dim)
