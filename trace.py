@@ -1,11 +1,5 @@
 """Watching the sampler's steps (common.Step): MP4 + GIF frames (utils/video.py), --live, a bar.
-
-    writer = open_trace(cfg)                               # None without --viz-video
-    with writer: texts, out, stats = generate(..., on_step=trace_hook(writer, tok, canvas, cfg))
-    print_written(writer)                                  # writer.result: {'mp4', 'gif', ...}
-    live = LiveView(tok, steps); live.start(*canvas.tensors(1, "cpu")); generate(..., on_step=live)
-    with StepBar(cfg.steps) as bar: generate(..., on_step=chain(bar, other_hook))
-"""
+inference.sample_once chains them (chain) into generate()'s on_step."""
 import os
 import shutil
 import sys

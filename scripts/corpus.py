@@ -1,10 +1,5 @@
 """The corpus maker behind scripts/data.py (whose docstring gives the output format): reads the
-Hugging Face hub or local files, writes one plain-text file. As data.py uses it:
-
-    from scripts.corpus import iter_local_texts, sample_texts, write_corpus
-    texts = sample_texts(iter_local_texts("stories.txt"), num=1000, seed=1337)
-    stats = write_corpus(texts, "data/stories.txt", force=False)
-"""
+Hugging Face hub or local files, writes one plain-text file."""
 import functools
 import gc
 import os
