@@ -276,8 +276,7 @@ def grad_accum_steps(total_batch_size, micro_tokens, world):
 
 
 def keyed_generator(*key):
-    """A CPU generator seeded by ints, e.g. (seed, stream, step, slot): stateless draws, the same
-    after a resume or over any split into ranks and micro-steps."""
+    """A CPU generator seeded by ints, e.g. (seed, stream, step, slot): stateless, so resumable."""
     entropy = [k & 0xFFFFFFFFFFFFFFFF for k in key]  # SeedSequence wants non-negative ints
     return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
 
