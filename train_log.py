@@ -1,8 +1,4 @@
-"""train.py's log: the legend, a line a window (loss, lr, ms/it, tok/s, MFU, ETA), notes, rows.
-
-    log = TrainLog(cfg, env, start_iter, flops_tok, n_windows, eval_t)   # train.train
-    log.step(done, lr, loss)                                             # after each step
-"""
+"""train.py's log: the legend, a line a window (loss, lr, ms/it, tok/s, MFU, ETA), notes, rows."""
 import json
 import os
 import statistics

@@ -5,7 +5,6 @@ BPE id 0, "<|endoftext|>", separates stories (an added token). Id 1, "[MASK]", i
 tokens match in raw text first, so a user's "[MASK]" would become the mask.
 
     tok = BPETokenizer.from_file("artifacts/tokenizer/tokenizer.json")  # or CharTokenizer.from_text
-    ids = tok.encode("Once upon a time"); tok.decode(ids); fingerprint(tok)
 """
 import hashlib
 import json
