@@ -35,8 +35,7 @@ CHANGED = "it was changed after train.py or scripts/export.py wrote it; use the 
 
 # ---------------------------------------------------------------------------- a trained model
 def check_model_args(ckpt, path):
-    """The network a checkpoint describes (model_args less removed options), checked before a layer
-    is built: a removed option, an unknown key or type, a size past LIMITS, another vocabulary."""
+    """The checkpoint's model_args less removed options, checked before a layer is built."""
     refuse_removed(ckpt["model_args"], f"checkpoint {path}")
     args = {k: v for k, v in ckpt["model_args"].items() if k not in REMOVED}
     types = {f.name: f.type for f in fields(ModelArgs)}
