@@ -38,8 +38,7 @@ LIMITS = dict(
 
 
 class ArgParser(argparse.ArgumentParser):
-    """argparse, a bad flag one line; type=output adds --force; needs=(dests) refuses a flag unless
-    one is on (what is asked is what runs). No abbreviations: a refusal sees the flag as typed."""
+    """argparse with one-line errors, no abbreviations and needs= (what is asked is what runs)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
