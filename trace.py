@@ -34,8 +34,7 @@ def token_state(text, generated, revealed, remasked):
 
 
 class TraceHook:
-    """The sampler's steps as trace frames of sample 0: tokens coloured by confidence, its NFE and
-    block in the header. noise_start (uniform): the first frame is the sampler's random x_T."""
+    """Sample 0's steps as trace frames: tokens coloured by confidence, NFE and block on top."""
 
     def __init__(self, writer, tok, every, T, noise_start=False):
         self.writer, self.tok, self.every, self.T, self.frames = writer, tok, every, T, 0
