@@ -116,8 +116,7 @@ def host_copy(obj):
 
 
 class BackgroundWriter:
-    """Writes checkpoints on a thread, one at a time, while training goes on: under DDP the other
-    ranks wait only for rank 0's copy to the host."""
+    """Writes checkpoints on a thread, one at a time: DDP ranks wait only for rank 0's host copy."""
 
     def __init__(self):
         self.pool, self.pending = ThreadPoolExecutor(1), None

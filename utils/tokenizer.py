@@ -116,8 +116,7 @@ class BPETokenizer:
         return [s.encode("utf-8") if s in special or s == MASK_TOKEN else bytes(sym[c] for c in s) for s in tokens]
 
     def char_counts(self):
-        """Characters each id adds to decoded text: its bytes that start a UTF-8 character.
-        Additive, so a window that cuts a character counts it once."""
+        """Characters per id: its UTF-8 lead bytes (additive: a cut character counts once)."""
         counts = [sum((b & 0xC0) != 0x80 for b in bs) for bs in self.token_bytes()]
         counts[self.mask_id] = 0
         return counts
