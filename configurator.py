@@ -145,8 +145,7 @@ def refuse_sampling_only(given):
                         f"and sample the trained model with python inference.py --{unread[0]} ...")
 
 
-# The smallest temperature above 0 (0 asks for the argmax): at 1e-6 a draw is already the argmax for
-# every logit gap above 7.5e-4, and a subnormal T (1e-320) overflows the logits to inf.
+# The least temperature above 0: at 1e-6 a draw is already the argmax; a subnormal T overflows.
 MIN_TEMPERATURE = 1e-6
 
 

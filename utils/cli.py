@@ -23,9 +23,8 @@ from utils.fileio import check_output, read_text
 
 INT64_MAX = 2 ** 63 - 1  # the largest tensor size or index
 
-# The most a size or count may be, and why: past these a tensor's 64-bit size overflows, or a loop
-# builds for minutes. Below them the memory decides (train.py refuses a CUDA run that cannot fit).
-# A size that multiplies another stays below 2^31, so their product cannot overflow.
+# The most a size or count may be: past it a 64-bit size overflows, or a loop builds for minutes.
+# Memory decides below (train.py refuses a CUDA run that won't fit); 2^31 keeps products in int64.
 SIZE = "past any machine's memory: torch's 64-bit size of what it sizes would overflow first"
 LIMITS = dict(
     block_size=(2**31 - 1, SIZE), batch_size=(2**31 - 1, SIZE), mask_draws=(2**31 - 1, SIZE),
