@@ -1,8 +1,6 @@
 """Loading a trained model (train.py's model.pt or scripts/export.py's folder), the one way any
 script gets one, and --init_from; utils/checkpoint.py, below model.py, keeps what needs no model.
 
-    model, ckpt = checkpoint_manager.load_model("artifacts/models/cpu/model.pt", "cpu")
-
 --init_from starts a new run (new optimizer, step 0) from another checkpoint's weights and its
 tokenizer, so the data is encoded as the source's was:
 
