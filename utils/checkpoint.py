@@ -1,7 +1,5 @@
 """Checkpoints: plain dicts of tensors and Python values, written atomically, loaded weights_only.
-checkpoint_manager.py builds the model from one (load_model).
-
-A training run's directory:
+checkpoint_manager.py builds the model from one (load_model). A training run's directory:
     model.pt          the latest (what --resume and inference read)
     best.pt           the best validation bound so far
     model_<iter>.pt   with keep_last = K >= 2, the K newest; model.pt links to the newest

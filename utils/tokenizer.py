@@ -214,8 +214,7 @@ def fingerprint(tokenizer):
 
 
 def normalize_prompt(tok, prompt):
-    """A BPE prompt NFC-normalised, trailing spaces/tabs cut: BPE joins a space to the next word,
-    so a trailing " " is a rare token. Char prompts stay as given."""
+    """A BPE prompt NFC-normalised, trailing spaces/tabs cut: alone, a space is a rare BPE token."""
     if tok.kind != "bpe" or not prompt:
         return prompt
     out = unicodedata.normalize("NFC", prompt).rstrip(" \t")
