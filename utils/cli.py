@@ -6,7 +6,7 @@ before any work, as one `error:` line and exit 2 (utils.errors.run_cli):
     p.add_argument("--n-windows", type=at_least(2))    # '1' and 'x' refused
     p.add_argument("--bands", type=list_of(band))      # '0-1,0.3-0.8' -> [(0.0, 1.0), (0.3, 0.8)]
     p.add_argument("--grid", type=key_list({"steps": at_least(1)}))  # 'steps=8' -> ('steps', [8])
-    p.add_argument("--n-infill", type=at_least(1), needs=("infill_len",))  # needs --infill-len
+    p.add_argument("--steps", type=at_least(1), needs=("n_samples",))  # needs --n-samples
     p.add_argument("--seed", type=seed)                # '-1', '2**32' and 'x' refused
 
 Options match by whole name only (`--ar-check` is not --ar-checkpoint, which needs= would miss).
