@@ -80,7 +80,6 @@ def bd3_loss(model, x0, schedule, mask_id, block, drawn, opts=LossOptions()):
     """Block-diffusion NELBO of x0 (B, L) in blocks of `block` tokens, given its draws (Drawn).
     Block b is masked w.p. 1 - alpha(t_b) and weighted by k * w(t_b), k = drawn.n_times: over all T
     times the sum estimates the bound on -log p(x0), a clipped band its share (never report it).
-    opts: 'all_ce' trains every noisy position's CE, ar_weight adds the clean half's next-token CE.
     Returns (loss, NELBO in nats/token (B,), dict(t, t_tok, masked, logits, ce))."""
     B, L = x0.shape
     assert L % block == 0, f"block {block} must divide the window {L}"
@@ -163,9 +162,8 @@ def pending_mask(n0, m, block, device, causal=False):
 
 
 class CachedBlockModel:
-    """denoise()'s model for one block of the window (context, then block): only the block is
-    passed, against the cache. Context the cache lacks (the prompt, the last block, a jumped window)
-    rides along and enters it. A subset of rows (threshold) reads the rows with the same context."""
+    """denoise()'s model for one block of the window (context, then block): only the block passes,
+    against the cache; context it lacks (the prompt, the last block, a jumped window) enters it."""
 
     def __init__(self, model, cache, block):
         self.model, self.cache, self.block, self.args = model, cache, block, model.args
@@ -197,8 +195,7 @@ class CachedBlockModel:
 
 
 class BlockOutput:
-    """sample_bd3's output while decoded: the tokens (B, total) in whole blocks (cut to `width`),
-    the generated positions, each token's confidence (on_step reads it), the steps and passes."""
+    """sample_bd3's output while decoded: tokens in whole blocks, their confidences, the counts."""
 
     def __init__(self, prompt, gen_len, block, mask_id):
         B, P = prompt.shape
@@ -273,8 +270,7 @@ def sample_bd3(model, prompt, gen_len, blocks, schedule, opts, generator=None, o
 
 # -------------------------------------------------------------------- self-speculative decoding
 def probs(logits, opts):
-    """The law (..., V) float64 drawn from under opts' temperature, top_k and top_p: the check's p
-    and q must be the laws drawn from (one-hot at temperature 0)."""
+    """The float64 law (..., V) drawn from (one-hot at T = 0): the check's p and q must be these."""
     if opts.temperature == 0:
         return F.one_hot(logits.argmax(-1), logits.size(-1)).double()
     return filter_logits(logits, opts.temperature, opts.top_k, opts.top_p).exp()
@@ -394,8 +390,7 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
 def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1), generator=None, on_step=None,
                     draft=None):
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (an AR),
-    drafted by its noisy half, one pass a round: the newest token and its block's drafts pass as
-    clean columns against a KV cache, and their next-token laws check the drafts (keep_or_redraw).
+    drafted by its noisy half, one pass a round (_draft_round; keep_or_redraw checks the drafts).
     Rows advance by the slowest, so draft=None drafts at batch 1 only (dev/LOG.md, "`baby_bd3`'s
     sampler at batch 16"). Under --compile a round passes fixed shapes (every draft slot and noisy
     state, all the cache's columns: a CUDA graph), else only the columns and keys it reads (fewer

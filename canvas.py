@@ -7,10 +7,6 @@
 
 Given text is encoded piece by piece and spliced back verbatim: every given character comes out as
 given, char or BPE. [___:N] is N [MASK] tokens; a bare [___] one per marker character.
-
-    c = Canvas.from_parts(tok, ["Once upon a ", 12, ". The end."])    # int: a blank of N tokens
-    texts, out, stats = generate(model, tok, c, cfg, schedule, device)  # or build_canvas(...)
-    c.render(out[0].tolist(), tok), c.fills(out[0].tolist(), tok)       # full text; blanks' texts
 """
 import re
 import time

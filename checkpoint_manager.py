@@ -1,8 +1,6 @@
 """Loading a trained model (train.py's model.pt or scripts/export.py's folder), the one way any
 script gets one, and --init_from; utils/checkpoint.py, below model.py, keeps what needs no model.
 
-    model, ckpt = checkpoint_manager.load_model("artifacts/models/cpu/model.pt", "cpu")
-
 --init_from starts a new run (new optimizer, step 0) from another checkpoint's weights and its
 tokenizer, so the data is encoded as the source's was:
 
@@ -35,8 +33,7 @@ CHANGED = "it was changed after train.py or scripts/export.py wrote it; use the 
 
 # ---------------------------------------------------------------------------- a trained model
 def check_model_args(ckpt, path):
-    """The network a checkpoint describes (model_args less removed options), checked before a layer
-    is built: a removed option, an unknown key or type, a size past LIMITS, another vocabulary."""
+    """The checkpoint's model_args less removed options, checked before a layer is built."""
     refuse_removed(ckpt["model_args"], f"checkpoint {path}")
     args = {k: v for k, v in ckpt["model_args"].items() if k not in REMOVED}
     types = {f.name: f.type for f in fields(ModelArgs)}

@@ -117,8 +117,7 @@ def repeat_draws(draw, k, n):
 
 @dataclass
 class Drawn:
-    """A training pass's draws, made eagerly ahead of it, so loss_of is a pure function a compiled
-    (and CUDA-graphed) step can hold. Tensors on the device; None where nothing is drawn."""
+    """A pass's draws on the device, made ahead so that a compiled, CUDA-graphed loss_of is pure."""
     t: torch.Tensor             # the times (B,), or bd3's one per block (B, L // L')
     uniform: torch.Tensor       # (B, L) float32 U[0, 1): a token under the rate is masked (uniform: noised)
     rows: torch.Tensor = None   # (R,) the sequences self-conditioning's first pass feeds
@@ -199,8 +198,7 @@ def draw_device(device):
 
 
 def on_device(generator, device):
-    """The generator for draws on `device`: `generator` on the CPU (or meta), else one there seeded
-    by a CPU draw of `generator` (no sync), so the seed still fixes every draw."""
+    """The generator for draws on `device`: `generator` on the CPU, else one it seeds (no sync)."""
     if generator is None or torch.device(device).type in ("cpu", "meta"):
         return generator
     return torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (), generator=generator)))

@@ -145,8 +145,7 @@ def refuse_sampling_only(given):
                         f"and sample the trained model with python inference.py --{unread[0]} ...")
 
 
-# The smallest temperature above 0 (0 asks for the argmax): at 1e-6 a draw is already the argmax for
-# every logit gap above 7.5e-4, and a subnormal T (1e-320) overflows the logits to inf.
+# The least temperature above 0: at 1e-6 a draw is already the argmax; a subnormal T overflows.
 MIN_TEMPERATURE = 1e-6
 
 
@@ -161,8 +160,7 @@ def validate(cfg, given=()):
 
 
 def check_choices(cfg):
-    """Refuses a value outside its key's choices, a device none of config.py's kinds (torch names
-    others this code does not run on), and an empty path."""
+    """Refuses a value outside its key's choices, a device this code cannot use, an empty path."""
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
@@ -239,8 +237,7 @@ def check_objective_keys(cfg, given):
 
 
 def check_sampling(cfg):
-    """Refuses sampler settings out of range or that cannot run together: threshold with an unscored
-    order or ReMDM, --infill beside another text, --prompt beside --prefix_file."""
+    """Refuses sampler settings out of range or that cannot run together, and two texts at once."""
     if cfg.temperature < 0:
         raise UserError(f"temperature must be >= 0 (0 = argmax), got {cfg.temperature}")
     if 0 < cfg.temperature < MIN_TEMPERATURE:
@@ -273,8 +270,7 @@ def check_sampling(cfg):
 
 
 def check_optimisation(cfg, given):
-    """Refuses a total batch micro-batches cannot make up, Muon's settings out of range, an LR floor
-    above its peak, a decay zeroing the weights, a dropout or EMA outside [0, 1) or out of reach."""
+    """Refuses a batch, LR, Muon, decay, dropout or EMA setting that cannot run or cannot act."""
     micro = cfg.batch_size * cfg.block_size  # tokens in one micro-batch of one rank
     if cfg.total_batch_size < 0 or cfg.total_batch_size % micro:
         up = max(1, -(-cfg.total_batch_size // micro)) * micro

@@ -1,9 +1,5 @@
 """The network's KV-cached decoding, one token a pass: KVCache, decode, generate (past the context,
-as nanoGPT's), compile_decode; for the AR, --dual_sample and bd3's clean half (and its rounds).
-
-    from decode import generate
-    out = generate(model, prompt, 100, cfg)   # (B, P) -> (B, P + 100) at cfg's T, top_k, top_p
-"""
+as nanoGPT's), compile_decode; for the AR, --dual_sample and bd3's clean half (and its rounds)."""
 import torch
 import torch.nn.functional as F
 

@@ -132,8 +132,7 @@ def options(cfg):
 
 
 def dual_ar_loss(model, x0, mask_id):
-    """The dual objective's term (Eso-LM, Sahoo et al. 2025; arXiv 2512.14549): mean next-token CE
-    of the same network attending causally over the clean x0 (B, L), no self-conditioning."""
+    """The dual objective (Eso-LM, Sahoo et al. 2025; arXiv 2512.14549): causal_logits' mean CE."""
     logits = causal_logits(model, x0[:, :-1], mask_id)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), x0[:, 1:].reshape(-1))
 

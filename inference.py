@@ -139,8 +139,7 @@ def read_prompts(cfg, run):
 
 
 def interactive(cfg, run):
-    """Prompts from stdin, a sample each, until EOF; a refused one says why. The k-th sampled
-    prompt draws with seed cfg.seed + k - 1 (a refused line takes no seed)."""
+    """Prompts from stdin, a sample each, until EOF; a refused one says why and takes no seed."""
     k, say = 0, partial(print, file=sys.stderr, flush=True) if sys.stdin.isatty() else lambda *a, **kw: None
     say("type a prompt and press Enter (an empty line samples without one); Ctrl-D ends")
     while True:

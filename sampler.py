@@ -201,8 +201,7 @@ class _Denoiser:
                         at=_where(decided, n), at_window=_where(decided[sub, lo:hi], n))
 
     def _predict(self, decided, lo, hi):
-        """(logits (n, V) at the decided positions, the t told (B,): 0 where a sample sits out).
-        Self-conditioning: the decided positions keep this prediction of x0."""
+        """(logits (n, V) at the decided positions, the t told (B,): 0 where a sample sits out)."""
         window = self.x[decided.sub, lo:hi]  # (R, W)
         # t means the training mask rate: of the whole window the model sees, given text included
         win_masked = window == self.mask_id  # (R, W)
@@ -242,8 +241,7 @@ class _Denoiser:
         return (temperature * (end_share + (1.0 - end_share) * f))[at // now.size(1), None]  # in the logits' order
 
     def _stay(self, decided, score, n_keep, remdm=False):
-        """What is [MASK] after the step (B, L), by score (B, L; +inf: not drawn). Step mode: the
-        n_keep (B,) lowest. Threshold mode (n_keep None): Fast-dLLM."""
+        """[MASK] after the step (B, L), by score: the n_keep lowest, or Fast-dLLM's threshold."""
         threshold = self.opts.threshold
         if threshold and n_keep is None:  # every position above the threshold, at least each sample's best
             commit = decided.is_masked & (score > threshold)
@@ -263,8 +261,7 @@ class _Denoiser:
         return torch.where(decided.taking_part[:, None], stay, decided.is_masked)  # sat out: unchanged
 
     def reveal(self, b, now, lo, hi, greedy_end):
-        """Reveal block `now` (B, L) by its plan, or (threshold) until filled. greedy_end: the last
-        step is the reference's greedy pass into t = 0."""
+        """Fill block `now` by its plan, or until full (threshold); greedy_end: last step argmax."""
         if self.opts.threshold:
             left = (self.x == self.mask_id) & now  # read on the host each pass: the stopping rule is adaptive
             while left.any():
@@ -288,8 +285,7 @@ class _Denoiser:
             self.report(b, prev, revealed, remasked, told, i == S - 1, masked.tolist())
 
     def report(self, b, prev, revealed, remasked, told, block_done, masked=None):
-        """After each pass: count it, time finished samples, call on_step. masked: the block's
-        [MASK]s per sample, on the host (step mode); None: read from the canvas."""
+        """After each pass: count it, time finished samples, call on_step (masked: host counts)."""
         self.steps += 1
         left = (((self.x == self.mask_id) & self.gen_mask).any(1).tolist() if masked is None else
                 [m > 0 or b < last for m, last in zip(masked, self.last_block)])  # later blocks are all [MASK]

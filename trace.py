@@ -1,11 +1,5 @@
 """Watching the sampler's steps (common.Step): MP4 + GIF frames (utils/video.py), --live, a bar.
-
-    writer = open_trace(cfg)                               # None without --viz-video
-    with writer: texts, out, stats = generate(..., on_step=trace_hook(writer, tok, canvas, cfg))
-    print_written(writer)                                  # writer.result: {'mp4', 'gif', ...}
-    live = LiveView(tok, steps); live.start(*canvas.tensors(1, "cpu")); generate(..., on_step=live)
-    with StepBar(cfg.steps) as bar: generate(..., on_step=chain(bar, other_hook))
-"""
+inference.sample_once chains them (chain) into generate()'s on_step."""
 import os
 import shutil
 import sys
@@ -40,8 +34,7 @@ def token_state(text, generated, revealed, remasked):
 
 
 class TraceHook:
-    """The sampler's steps as trace frames of sample 0: tokens coloured by confidence, its NFE and
-    block in the header. noise_start (uniform): the first frame is the sampler's random x_T."""
+    """Sample 0's steps as trace frames: tokens coloured by confidence, NFE and block on top."""
 
     def __init__(self, writer, tok, every, T, noise_start=False):
         self.writer, self.tok, self.every, self.T, self.frames = writer, tok, every, T, 0

@@ -383,9 +383,8 @@ def window_loss(cfg, env, run, done):
 
 
 def train_step(cfg, env, data, run, it):
-    """One optimizer step over accum micro-batches. A draw is keyed by (seed, stream, step, slot),
-    slot = rank * accum + micro: the global batch depends on seed and step only, so a resumed run or
-    another split over ranks and micro-steps sees the same data, masks and t."""
+    """One optimizer step over accum micro-batches. Draws are keyed by (seed, stream, step, rank *
+    accum + micro): a resume or any rank/micro-step split sees the same data, masks and t."""
     accum, world, model, obj = env.accum, env.world, run.model, objectives.get(cfg.objective)
     # stratified t over the global batch (B * accum * world sequences, MDLM): one u per step
     u = torch.rand((), generator=dist.keyed_generator(cfg.seed, STREAM_TIME, it), dtype=torch.float64)
@@ -465,8 +464,7 @@ def finish(cfg, env, data, run, log):
             env.wandb.finish()
     if torch.distributed.is_initialized():  # torchrun started one, even for a single rank
         torch.distributed.destroy_process_group()
-        # skip C++'s exit-time destructors: a gloo rank died in them ~1 run in 10, its work done
-        # (SIGABRT: dev/LOG.md, "Measurements the code cites")
+        # skip C++'s teardown, where gloo ranks died (dev/LOG.md, "Measurements the code cites")
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -1,8 +1,4 @@
-"""train.py's log: the legend, a line a window (loss, lr, ms/it, tok/s, MFU, ETA), notes, rows.
-
-    log = TrainLog(cfg, env, start_iter, flops_tok, n_windows, eval_t)   # train.train
-    log.step(done, lr, loss)                                             # after each step
-"""
+"""train.py's log: the legend, a line a window (loss, lr, ms/it, tok/s, MFU, ETA), notes, rows."""
 import json
 import os
 import statistics
@@ -214,8 +210,7 @@ class TrainLog:
         self.last = time.time()
 
     def notes(self, eta, step_s, settled):
-        """Once the ETA settles, the long-run note, again when the step time moves by half since.
-        The shared-cores note when steps slow again, at most every SHARED_EVERY_S."""
+        """The notes: long-run once settled (again if step time moves by half), and shared cores."""
         moved = None if self.noted_s is None else step_s / self.noted_s
         if settled and (moved is None or not 1 / 1.5 < moved < 1.5):
             note = long_run_note(self.cfg, self.env.device, eta, moved)

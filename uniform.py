@@ -7,12 +7,11 @@ noise is a uniform draw from the V real ids. Per position, with alpha(t) from co
     q(x_s | x_t, x0) = q(x_t | x_s) q(x_s | x0) / q(x_t | x0)
     p(x_s | x_t)     = sum_x0 pi(x0) q(x_s | x_t, x0),  pi = the model's x0 distribution
 
-p is exact when pi is the true p(x0 | x_t) (tests/test_uniform.py). The NELBO >= -log p(x0) is
+p is exact when pi is the true p(x0 | x_t) (tests/test_uniform.py). Estimated as mdlm's (t drawn
+stratified over 1..T, the term times T; derivation: learning.md), the NELBO >= -log p(x0) is
 
     KL(q(x_T | x0) || uniform) + E_q(x_1|x0) [-log pi(x0 | x_1)]
-        + sum_{t=2..T} E_q(x_t|x0) KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)),
-
-estimated as mdlm's: t stratified over 1..T, the term times T. Derivation: learning.md.
+        + sum_{t=2..T} E_q(x_t|x0) KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t))
 
     python -c "import uniform, common; print(uniform.prior_kl(common.Schedule(100), 65))"
 """
@@ -71,8 +70,7 @@ def reverse_log_probs(logp0, xt, a_s, a_t, V):
         w(x0) = pi(x0) / q(x_t | x0),  S = sum_x0 w(x0)
         p(x_s = j | x_t) = q(x_t | x_s = j) * (a_s w(j) + (1 - a_s) / V * S)
 
-    Cheap: the posterior is linear in onehot(x0) once divided by q(x_t | x0). In log space, so s = 0
-    (a_s = 1: p = pi) and tiny pi stay finite."""
+    Cheap: linear in onehot(x0) over q(x_t | x0). Log space keeps s = 0 and tiny pi finite."""
     logp0 = logp0.double()
     log_a = _log_kernel(a_t / a_s, xt, V)  # log q(x_t | x_s = j), alpha(t | s) = a_t / a_s
     logw = logp0 - _log_kernel(a_t, xt, V)  # log pi(j) - log q(x_t | x0 = j)
@@ -127,9 +125,8 @@ def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_siz
 
 @torch.no_grad()
 def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
-    """Ancestral reverse process over the canvas x (B, L): gen_mask's positions start as random
-    tokens (x_T), all redrawn from p(x_s | x_t) each of opts.steps steps (pi shaped by temperature,
-    top_k, top_p). Step.revealed: changed tokens; conf: their probability. Returns (x, stats)."""
+    """(x, stats) by ancestral sampling: x's (B, L) gen_mask positions start random (x_T), all
+    redrawn from p(x_s | x_t) each step; Step.revealed: changed tokens, conf: their probability."""
     (B, L), dev, t0, steps, temperature = x.shape, x.device, time.perf_counter(), opts.steps, opts.temperature
     if L > model.args.block_size:
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {model.args.block_size}")

@@ -132,7 +132,7 @@ def run_one(name, paths, restart, eval_iters):
         if proc.returncode and not os.path.isfile(f"{out}/stopped.json"):
             raise UserError(f"{name}: train.py failed, see {out}/train.log")
         print(f"{name}: trained in {time.time() - t0:.0f}s", flush=True)
-    ev = [sys.executable, "scripts/eval.py", f"{out}/best.pt", "--n-samples", "0", "--infill-len", "0",
+    ev = [sys.executable, "scripts/eval.py", f"{out}/best.pt", "--n-samples", "0",
           "--json", f"{out}/eval.json", "--force"]
     with open(f"{out}/eval.log", "w") as log:
         if subprocess.run(ev, stdout=log, stderr=subprocess.STDOUT).returncode:

@@ -1,13 +1,10 @@
 """Sample metrics (the bound is evals/bound.py): change rate, distinct-n, sample entropy, gen-PPL
-under our own AR (same tokenizer: no retokenization), infill recovery, n-gram JS divergence."""
+under our own AR (same tokenizer: no retokenization), n-gram JS divergence."""
 import math
 from collections import Counter
 
 import torch
 import torch.nn.functional as F
-
-import objectives
-from common import Schedule
 
 
 class ChangeRate:
@@ -75,29 +72,6 @@ def gen_ppl(scorer, seqs, n_prompt, batch_size=32):
                      for i in range(0, len(seqs), batch_size)])
     mean = nll.double().mean().item()
     return math.exp(mean), mean
-
-
-def span_starts(n, L, span, generator):
-    """A held-out span start per window, uniform over the middle half: context on both sides."""
-    lo, hi = L // 4, max(L // 4 + 1, 3 * L // 4 - span + 1)
-    return torch.randint(lo, hi, (n,), generator=generator)
-
-
-@torch.no_grad()
-def infill_recovery(model, windows, cfg, mask_id, span, generator=None, batch_size=32):
-    """Hold out `span` tokens of each window (N, L), filled from both sides: infill_exact (whole
-    span right), infill_acc (nanoDLM: 0.156 on 20 Shakespeare chars), infill_span, infill_n."""
-    N, L = windows.shape
-    assert span < L, f"infill span {span} must be shorter than the window {L}"
-    starts = span_starts(N, L, span, generator)
-    gen_mask = (torch.arange(L)[None] >= starts[:, None]) & (torch.arange(L)[None] < starts[:, None] + span)  # (N, L)
-    gen_mask, schedule, hits, exact = gen_mask.to(windows.device), Schedule(cfg.diffusion_steps, cfg.schedule), 0, 0
-    for i in range(0, N, batch_size):
-        x, gm = windows[i:i + batch_size], gen_mask[i:i + batch_size]
-        out, _ = objectives.get(cfg.objective).sample(model, x.clone(), gm, cfg, schedule, mask_id, generator)
-        hits += ((out == x) & gm).sum().item()
-        exact += ((out == x) | ~gm).all(1).sum().item()  # fixed text counts as right: a row is exact iff its span is
-    return dict(infill_exact=exact / N, infill_acc=hits / (N * span), infill_span=span, infill_n=N)
 
 
 def char_ngrams(texts, n):

@@ -1,8 +1,4 @@
-"""The end-of-training report: dev and test figures in every unit, sampler metrics, samples.
-
-    report.check_report(cfg, tok)                 # before step 1: its canvas and trace path
-    report.final_report(model, tok, cfg, schedule, device, res, test=test)
-"""
+"""The end-of-training report: dev and test figures in every unit, sampler metrics, samples."""
 from contextlib import nullcontext
 from dataclasses import replace
 

@@ -1,10 +1,5 @@
 """What scripts/eval.py, frontier.py and dev/order_nll.py share: open a checkpoint, draw samples,
-score them (and held-out text alike), write the JSON.
-
-    judge = load_judge("artifacts/models/cpu_ar/model.pt", device, {"M.pt": tok})  # checked
-    samples, nfe = draw(model, cfg, start_ids(tok, ""), 63, 16, tok.mask_id, torch.Generator())
-    score(samples, 1, tok, judge)  # {distinct_2, ..., gen_ppl, gen_nll}
-"""
+score them (and held-out text alike), write the JSON."""
 import json
 from contextlib import contextmanager
 from dataclasses import replace

@@ -1,10 +1,5 @@
 """The corpus maker behind scripts/data.py (whose docstring gives the output format): reads the
-Hugging Face hub or local files, writes one plain-text file. As data.py uses it:
-
-    from scripts.corpus import iter_local_texts, sample_texts, write_corpus
-    texts = sample_texts(iter_local_texts("stories.txt"), num=1000, seed=1337)
-    stats = write_corpus(texts, "data/stories.txt", force=False)
-"""
+Hugging Face hub or local files, writes one plain-text file."""
 import functools
 import gc
 import os
@@ -100,8 +95,7 @@ def _texts_from_records(records, text_field, where, on_error, empty=None):
 
 
 def iter_hf_texts(name, split="train", text_field="text", seed=1337, shuffle_buffer=10_000, num=0, config=None):
-    """Stream a hub dataset's texts: load_dataset(streaming=True) -> shuffle -> take(num); num=0
-    streams the whole split in order. Connects now, so errors raise here; returns an iterator."""
+    """Stream num of a hub dataset's texts (0: all, in order), connecting now: errors raise here."""
     # short timeouts; huggingface_hub reads them when it is first imported
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")

@@ -2,16 +2,12 @@
 
     python scripts/eval.py artifacts/models/cpu/model.pt artifacts/models/cpu_ar/model.pt \
         --ar-checkpoint artifacts/models/cpu_ar/model.pt --json artifacts/eval/cpu.json
-    python scripts/eval.py artifacts/models/cpu/model.pt --n-windows 32 --n-t 4 --n-samples 4 \
-        --device cpu  # quick
-    python scripts/eval.py artifacts/models/baby_bd3_4/model.pt artifacts/models/baby_ar/model.pt \
-        --n-samples 0
+    python scripts/eval.py artifacts/models/cpu/model.pt --n-windows 32 --n-t 4 --n-samples 4
 
-Per checkpoint: the bound (diffusion) or exact NLL (AR) in bits/char ± se; masked reconstruction
-accuracy and entropy by t; the samples' change rate, distinct-2/-3, entropy and gen-PPL under
---ar-checkpoint; infill recovery (n/a where an objective lacks a figure). bd3 samples block by
-block (--steps per block). An AR mode (--dual_ar, --bd3_ar) is scored too. Plots: dev/plot.py;
-samplers over temperature, read where they cross held-out text's entropy: scripts/frontier.py.
+Per checkpoint: the bound (diffusion) or exact NLL (AR) in bits/char ± se, and an AR mode's
+(--dual_ar, --bd3_ar); masked reconstruction accuracy and entropy by t; the samples' change rate,
+distinct-2/-3, entropy and gen-PPL under --ar-checkpoint (bd3: --steps per block). Elsewhere:
+plots, dev/plot.py; infill recovery, dev/infill.py; samplers over temperature, scripts/frontier.py.
 """
 import os
 import sys
@@ -42,24 +38,19 @@ def parse_args(argv):
     p.add_argument("--n-t", type=at_least(1), default=REPORT["n_t"], help="stratified times per window for the bound")
     p.add_argument("--batch-size", type=at_least(1), default=REPORT["batch_size"], help="windows or samples a pass")
     p.add_argument("--n-samples", type=at_least(0), default=16, help="samples for gen-PPL, distinct-n (0 = none)")
-    samples, sampling = ("n_samples",), ("n_samples", "infill_len")  # flags that act only with samples (or infill)
+    samples = ("n_samples",)  # flags that act only with samples
     p.add_argument("--gen-len", type=at_least(0), default=0, needs=samples, help="tokens per sample; 0 = fill context")
     p.add_argument("--prompt", default="", needs=samples, help="text every sample starts from; '' = the AR start token")
-    p.add_argument("--steps", type=at_least(1), default=None, needs=sampling,
-                   help="reverse steps (NFE) of samples and infill; default: each checkpoint's own")
+    p.add_argument("--steps", type=at_least(1), default=None, needs=samples,
+                   help="reverse steps (NFE) of the samples; default: each checkpoint's own")
     p.add_argument("--temperature", type=at_least(0.0), default=None, needs=samples,
                    help="the samples' sampling temperature (0 = argmax); default: each checkpoint's own")
-    p.add_argument("--order", choices=CHOICES["order"], default=None, needs=sampling,
+    p.add_argument("--order", choices=CHOICES["order"], default=None, needs=samples,
                    help="mdlm's reveal order (random + --remask none = MDLM's ancestral sampler)")
-    p.add_argument("--remask", choices=("refine", "none"), default=None, needs=sampling, help="mdlm's samples: "
+    p.add_argument("--remask", choices=("refine", "none"), default=None, needs=samples, help="mdlm's samples: "
                    "refine (the least sure committed tokens compete with new ones) or none (committed tokens stay); "
                    "default: each checkpoint's own")
-    p.add_argument("--infill-len", type=at_least(0), default=20, help="held-out tokens (nanoDLM: 20 chars); 0 = none")
-    p.add_argument("--n-infill", type=at_least(1), default=64, needs=("infill_len",),
-                   help="validation windows, each with one held-out span")
-    p.add_argument("--infill-temperature", type=at_least(0.0), default=0.0, needs=("infill_len",),
-                   help="temperature of the infill (0 = the most likely fill)")
-    p.add_argument("--seed", type=seed, default=REPORT["seed"], help="seeds the bound's draws, samples and infill")
+    p.add_argument("--seed", type=seed, default=REPORT["seed"], help="seeds the bound's draws and the samples")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", choices=CHOICES["dtype"], default="auto", help="autocast of the forward passes, as "
                    "train.py's --dtype: auto = bf16 on a CUDA GPU that has it (else fp16), fp32 elsewhere")
@@ -79,10 +70,10 @@ import objectives  # noqa: E402
 from common import Schedule  # noqa: E402
 from configurator import validate  # noqa: E402
 from evals.bound import ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
-from evals.metrics import ChangeRate, infill_recovery  # noqa: E402
+from evals.metrics import ChangeRate  # noqa: E402
 from evals.samples import draw, load_judge, open_checkpoint, score, start_ids, write_json  # noqa: E402
 from trace import StepBar, chain  # noqa: E402
-from utils.dataloader import fixed_windows, prepare_data, split_ids  # noqa: E402
+from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import CpuThreads, autocast_for, pick_device  # noqa: E402
 from utils.tokenizer import fingerprint  # noqa: E402
 
@@ -99,7 +90,7 @@ def load_run(path, args, device, given=()):
     # Sample as the preset and inference.py do; a given flag replaces its setting.
     # A checkpoint's remdm, which no flag names, yields only to a given --remask.
     scfg = replace(cfg, **sampler_flags(args))
-    if args.n_samples or args.infill_len:
+    if args.n_samples:
         # refuse what train.py and inference.py refuse (--steps > T too), of the flags it reads
         validate(scfg, {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES})
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),
@@ -118,15 +109,9 @@ def overridden(args):
 
 
 def refuse_unread(runs, args, given):
-    """Refuse, never drop, a given flag no checkpoint reads: a sampler flag every sampling run
-    ignores, the infill's if none infills, --n-t if all are exact. needs= covers the rest."""
-    infills = [r for r in runs if args.infill_len and not r["obj"].CONTINUES_ONLY]
-    sampling = runs if args.n_samples else infills
-    unread = [f for f, key in SAMPLER_FLAGS.items() if all(key in r["obj"].IGNORES for r in sampling)]
-    if not infills:
-        unread += ["--n-infill", "--infill-temperature"]
-    if args.infill_len and not infills:  # --infill-len 0 asks for none
-        unread.append("--infill-len")
+    """Refuse, never drop, a given flag no checkpoint reads: a sampler flag every run ignores,
+    --n-t if all are exact. needs= covers the rest."""
+    unread = [f for f, key in SAMPLER_FLAGS.items() if all(key in r["obj"].IGNORES for r in runs)]
     if all(r["obj"].EXACT for r in runs):
         unread.append("--n-t")
     unread = [f for f in unread if f in given]
@@ -155,8 +140,8 @@ def label(cfg, obj):
     return f"{cfg.objective} ({', '.join(parts)})" if parts else cfg.objective
 
 
-def evaluate_run(run, args, judge, device, bar, threads):
-    """One checkpoint's row: its bound on fixed windows, then samples and infill (one generator)."""
+def evaluate_run(run, args, judge, bar, threads):
+    """One checkpoint's row: its bound on fixed windows, then its samples."""
     model, cfg, scfg, tok, ckpt, obj = run["model"], run["cfg"], run["scfg"], run["tok"], run["ckpt"], run["obj"]
     t0, L = time.time(), cfg.block_size
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
@@ -175,7 +160,7 @@ def evaluate_run(run, args, judge, device, bar, threads):
     if per is not None:
         row["ar_mode"] = dict(nats_per_token=per.mean().item(), se=(per.std() / len(per) ** 0.5).item(),
                               per_window=per.tolist(), chars_per_token=cpt)
-    g = torch.Generator().manual_seed(args.seed)  # the samples', then the infill's
+    g = torch.Generator().manual_seed(args.seed)
     start, gen_len = sample_plan(run, args)
     if len(start) + gen_len > L or (judge is not None and len(start) + gen_len - 1 > judge.args.block_size):
         raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
@@ -188,12 +173,6 @@ def evaluate_run(run, args, judge, device, bar, threads):
                       g, on_step=chain(change, bar, threads.tick))
         row.update(score(out, len(start), tok, judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
-    if args.infill_len and not obj.CONTINUES_ONLY:  # AR and bd3 only continue a prompt
-        if args.infill_len >= L:
-            raise UserError(f"--infill-len {args.infill_len} must be shorter than the context {L}")
-        iw = fixed_windows(split_ids(train_ids, val_ids, args.split), args.n_infill, L)
-        row.update(infill_recovery(model, iw.to(device), replace(scfg, temperature=args.infill_temperature),
-                                   tok.mask_id, args.infill_len, g, args.batch_size))
     row["seconds"] = time.time() - t0
     return row
 
@@ -260,8 +239,6 @@ def table(rows, judge="none"):
         ("sample entropy (nats)", lambda r: fmt(r.get("sample_entropy"), ".3f")),
         (f"gen-PPL (per token; judge {judge})",
          lambda r: fmt(r.get("gen_ppl"), ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
-        ("infill exact match (fraction)", lambda r: fmt(r.get("infill_exact"), ".4f")),
-        ("infill token/char acc (fraction)", lambda r: fmt(r.get("infill_acc"), ".4f")),
     ]
     cells = [[label] + [f(r) for r in rows] for label, f in lines]
     widths = [max(len(c[i]) for c in cells) for i in range(len(rows) + 1)]
@@ -288,7 +265,7 @@ def main(argv):
     with StepBar(None, on=args.n_samples > 0, desc="eval: sampling", unit="pass") as bar:
         for i, r in enumerate(runs):
             with ctx:
-                row = evaluate_run(r, args, judge, device, bar, threads)
+                row = evaluate_run(r, args, judge, bar, threads)
             rows.append(row)
             # a model scoring its own samples flatters itself
             row.update(precision=precision, judge=args.ar_checkpoint or None,
@@ -296,11 +273,9 @@ def main(argv):
             to_go = len(runs) - i - 1
             eta = f" ({to_go} to go, ~{(time.time() - t0) / (i + 1) * to_go:.0f}s)" if to_go else ""
             print(f"  {row['name']}: {row['seconds']:.1f}s{eta}")
-            for flag, asked, got in (("--n-windows", args.n_windows, row["n_windows"]),
-                                     ("--n-infill", args.n_infill, row.get("infill_n", args.n_infill))):
-                if got < asked:  # a split too short: score all it holds, and say so
-                    print(f"  {row['name']}: {flag} {asked}, but the {args.split} split holds {got} disjoint windows "
-                          f"of its context: those scored")
+            if row["n_windows"] < args.n_windows:  # a split too short: score all it holds, and say so
+                print(f"  {row['name']}: --n-windows {args.n_windows}, but the {args.split} split holds "
+                      f"{row['n_windows']} disjoint windows of its context: those scored")
     paired_with_first(rows)
     print(table(rows, run_name(args.ar_checkpoint) if args.ar_checkpoint else "none"))
     if args.json:

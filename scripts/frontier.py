@@ -207,8 +207,7 @@ def load(path, args, device):
 
 
 def refuse_unread(runs, args, given):
-    """Refuse a flag no checkpoint reads (it would act as never given): --compile true where no
-    sampler decodes, --grid or --ar-grid with no checkpoint of its kind, a KEY none reads."""
+    """Refuse --compile, --grid, --ar-grid or a KEY no checkpoint reads: it would act as unset."""
     if "--compile" in given and args.compile == "true" and not any(
             r["obj"].decodes(scfg, max(args.batch_size, *args.time_batches)) for r in runs for _, scfg in r["points"]):
         raise UserError(f"--compile compiles the KV-cached decode step, and none of these samplers runs it "

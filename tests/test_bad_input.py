@@ -296,7 +296,8 @@ CLASSES = {
 }
 NO_FILES = "reads and writes no file: random tokens in, a table out"
 SCALARS = "config.py's keys are all scalars (a wrong type, --max_iters=ten, is in TABLE)"
-EV = [DM, "--n-windows", "2", "--n-t", "1", "--n-samples", "0", "--infill-len", "0"]
+EV = [DM, "--n-windows", "2", "--n-t", "1", "--n-samples", "0"]
+PRINTS_ONLY = "writes no file: two figures on stdout"
 RC = [DM, DM]  # a race of one checkpoint against itself: the lanes share a tokenizer
 FR = [AR, "--ar-checkpoint", AR, "--n-samples", "2", "--ar-grid", "temperature=1.0"]  # the fixture's AR judges itself
 BT = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=2", "--iters=1", "--repeats=1",
@@ -436,6 +437,14 @@ CLASS_ROWS = {
         empty=[([DM, "--orders", ","], ("--orders", "','"))],
         zero=[([DM, "--n-windows", "0"], ("--n-windows", "2"))],
         root=[(["data/prompts.txt"], "run from the repository root")]),
+    "dev/infill.py": dict(
+        missing=[(["missing.pt"], "checkpoint missing.pt not found")],
+        directory=[(["empty_dir"], "is a directory")],
+        exists=PRINTS_ONLY, checkpoint=PRINTS_ONLY,
+        json=[(["exp_cutjson"], "unreadable config.json")],
+        list="no list flag", empty="no selection flag",
+        zero=[([DM, "--n-infill", "0"], ("--n-infill", ">= 1")), ([DM, "--span", "0"], ("--span", ">= 1"))],
+        root=[(["data/prompts.txt"], "run from the repository root")]),
     "dev/nanogpt_score.py": dict(
         missing=[(["missing.pt", "--against", DM], "nanoGPT's checkpoint missing.pt not found"),
                  (["old.txt", "--against", "missing.pt"], "checkpoint missing.pt not found")],
@@ -502,7 +511,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "scripts/export.py": [(["damaged.pt", "out"], DAMAGED)],
         "scripts/frontier.py": [(["damaged.pt", "--ar-checkpoint", AR], DAMAGED)],
         "scripts/race.py": [(["damaged.pt", DM], DAMAGED)],
-        "dev/order_nll.py": [(["damaged.pt"], DAMAGED)],
+        "dev/order_nll.py": [(["damaged.pt"], DAMAGED)], "dev/infill.py": [(["damaged.pt"], DAMAGED)],
         "dev/nanogpt_score.py": [(["old.txt", "--against", "damaged.pt"], DAMAGED)],
         "dev/bd3_variance.py": [(["damaged.pt"], DAMAGED)],
         "dev/draft_ceiling.py": [(["damaged.pt"], DAMAGED)], "dev/spec_rounds.py": [(["damaged.pt"], DAMAGED)],
@@ -518,11 +527,11 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
                          (["--checkpoint", DM, "--trace-every", "2"], "--trace_every acts only with --viz_video"),
                          (["--checkpoint", DM, "--remask_eta", "0.1"], "--remask_eta acts only with --remask='remdm'")],
         "scripts/eval.py": [([*EV, "--ar-checkpoint", AR], "--ar-checkpoint acts only with --n-samples"),
-                            ([*EV, "--steps", "4"], "--steps acts only with --n-samples or --infill-len"),
-                            ([DM, "--infill-len", "0", "--n-infill", "8"], "--n-infill acts only with --infill-len")],
+                            ([*EV, "--steps", "4"], "--steps acts only with --n-samples")],
         "scripts/frontier.py": [([*FR, "--repeats", "0", "--time-batches", "1,2"], "--time-batches acts only with --repeats")],
         "scripts/race.py": "no flag of it acts only with another",
         "dev/order_nll.py": [([DM, "--mixture-k", "4"], "no mixture")],
+        "dev/infill.py": "no flag of it acts only with another",
         "dev/epochs.py": [(["--summary-only", "--restart"], "--restart sets the training --summary-only skips")],
         **dict.fromkeys(("dev/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
                          "dev/plot_epochs.py", "dev/plot_frontier.py", "scripts/export.py", "dev/nanogpt_score.py",
@@ -537,6 +546,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "scripts/frontier.py": [(["evil.pt", "--ar-checkpoint", AR], "a weights-only load refuses")],
         "scripts/race.py": [(["evil.pt", DM], "a weights-only load refuses")],
         "dev/order_nll.py": [(["evil.pt"], "a weights-only load refuses")],
+        "dev/infill.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/nanogpt_score.py": [(["evil.pt", "--against", DM], "is not a nanoGPT checkpoint")],  # meta.pkl: its test
         "dev/bd3_variance.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/draft_ceiling.py": [(["evil.pt"], "a weights-only load refuses")],
@@ -643,7 +653,8 @@ ISSUE_71_ROWS = {
         "train.py": [([*T, "--out_dir=x", f"--device={v}"], f"--device={v}") for v in BAD_DEVICES],
         "inference.py": [(["--checkpoint", DM, "--device", v], f"--device={v}") for v in BAD_DEVICES],
         "dev/bench_train.py": [([*BT, f"--device={v}"], f"--device={v}") for v in BAD_DEVICES],
-        **dict.fromkeys(("scripts/eval.py", "scripts/frontier.py", "scripts/race.py", "dev/order_nll.py"), DERIVED),
+        **dict.fromkeys(("scripts/eval.py", "scripts/frontier.py", "scripts/race.py", "dev/order_nll.py",
+                         "dev/infill.py"), DERIVED),
         **dict.fromkeys(("scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py", "scripts/export.py",
                          "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/nanogpt_score.py", "dev/bd3_variance.py",
                          "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/two_pass.py", "dev/threads.py"), NO_DEVICE),
@@ -655,8 +666,7 @@ ISSUE_71_ROWS = {
                      ([*T, "--out_dir=x", f"--checkpoint={DM}"], "--checkpoint is inference.py's")],
         "inference.py": [(["--checkpoint", DM, "--infill", "To [___] be", "--gen-len", "4"], "drop --gen-len")],
         "scripts/eval.py": [([AR, "--n-windows", "2", "--n-samples", "0", "--n-t", "2"], "--n-t acts on none"),
-                            ([AR, "--n-windows", "2", "--n-samples", "1", "--steps", "4"], "--steps acts on none"),
-                            ([AR, "--n-windows", "2", "--n-samples", "0", "--n-infill", "8"], "--n-infill acts on none")],
+                            ([AR, "--n-windows", "2", "--n-samples", "1", "--steps", "4"], "--steps acts on none")],
         "scripts/frontier.py": [([AR, "--ar-checkpoint", AR, "--grid", "temperature=1.0"], "none is given: drop --grid"),
                                 ([*FR, "--ar-grid", "steps=4"], "no sampler of these checkpoints reads steps"),
                                 ([DM, "--ar-checkpoint", AR, "--grid", "remask=none", "--grid", "remask_eta=0.1"],
@@ -677,6 +687,7 @@ ISSUE_71_ROWS = {
         "dev/plot.py": "--out acts in every call",
         "scripts/export.py": "no flag but --force, which permits and never acts alone",
         "dev/order_nll.py": [([DM, "--orders", "l2r,r2l", "--seed", "3"], "--seed draws random orders")],
+        "dev/infill.py": [([AR], "only continues a prompt")],
         "dev/nanogpt_score.py": [(["old.txt", "--against", AR, "--n-t", "2"], "drop --n-t")],
         "dev/gpu_sample.py": [(["--smoke", "--tokens", "5"], "drop --tokens")],
         "dev/epochs.py": [(["--summary-only", "--eval-iters", "3"], "--eval-iters sets the training --summary-only")],
@@ -716,6 +727,7 @@ OUTPUT_ROWS = {
     "dev/plot_frontier.py": [(["eval.json", "--out", "old.txt/p.png"], UNDER)],
     "dev/epochs.py": [(["--summary-only", "--summary", "old.txt/s.json"], UNDER)],
     "dev/order_nll.py": [([DM, "--json", "old.txt/o.json"], UNDER)],
+    "dev/infill.py": NO_OUTPUT,
     **dict.fromkeys(("dev/nanogpt_score.py", "dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py",
                      "dev/two_pass.py"), NO_OUTPUT),
     **dict.fromkeys(("dev/threads.py", "dev/gpu_sample.py"), NO_FILES)}
@@ -793,7 +805,7 @@ def derived_rows():
 # what each CLI needs on its command line to get past parsing (required positionals and options) and to its device
 BASE = {"scripts/eval.py": [DM], "scripts/frontier.py": [AR, "--ar-checkpoint", AR], "dev/plot.py": ["curves", "dm"],
         "scripts/export.py": [DM, "out"], "scripts/data.py": ["--output", "o.txt"], "dev/bench_train.py": BT,
-        "scripts/train_tokenizer.py": ["--input", "text.txt"], "dev/order_nll.py": [DM],
+        "scripts/train_tokenizer.py": ["--input", "text.txt"], "dev/order_nll.py": [DM], "dev/infill.py": [DM],
         "dev/nanogpt_score.py": ["old.txt", "--against", DM], "dev/bd3_variance.py": [DM], "dev/draft_ceiling.py": [DM],
         "dev/spec_rounds.py": [DM], "dev/two_pass.py": [DM, AR], "dev/threads.py": ["cpu"], "dev/epochs.py": [],
         "dev/plot_epochs.py": ["s.json"], "dev/plot_frontier.py": ["eval.json"], "dev/gpu_sample.py": ["--smoke"],

@@ -490,7 +490,7 @@ def test_eval_counts_the_passes_bd3_samples_run(bd3_ckpt, tmp_path_factory, caps
     for steps, per_block, passes in ((30, 4, 23), (2, 2, 12)):
         counted["done"] = 0
         code, out, err = run_cli_here(ev.main, [bd3_ckpt, "--ar-checkpoint", judge, "--n-windows", 8, "--n-t", 2,
-                                                "--n-samples", 2, "--gen-len", 22, "--steps", steps, "--infill-len", 0,
+                                                "--n-samples", 2, "--gen-len", 22, "--steps", steps,
                                                 "--device", "cpu"], capsys)
         assert code == 0, err
         assert f"{per_block} steps per block" in next(line for line in out.splitlines() if line.startswith("sampler"))

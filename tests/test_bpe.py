@@ -295,7 +295,7 @@ def test_eval_divides_by_the_characters_of_the_scored_windows(bpe_run):
     os.chdir(d)
     try:
         out = d / "ev.json"
-        script("eval").main([str(ckpt), "--n-windows", "8", "--n-t", "2", "--n-samples", "0", "--infill-len", "0",
+        script("eval").main([str(ckpt), "--n-windows", "8", "--n-t", "2", "--n-samples", "0",
                              "--device", "cpu", "--json", str(out)])
         row = json.loads(out.read_text())["runs"][0]
         model, ck = load_model(str(ckpt), "cpu")

@@ -151,7 +151,7 @@ def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_tr
     # scripts/eval.py reads its AR mode beside its bound: the figure order_nll.py --orders causal prints, same windows
     import json
     from helpers import script
-    code, out, err = run_cli_here(script("eval").main, [str(ckpt), "--n-samples", "0", "--infill-len", "0",
+    code, out, err = run_cli_here(script("eval").main, [str(ckpt), "--n-samples", "0",
                                                          "--n-windows", "4", "--split", "dev", "--json",
                                                          str(tmp_path / "e.json")], capsys)
     assert code == 0, err

@@ -270,7 +270,7 @@ def test_the_final_report_prints_the_figure_scripts_eval_py_gives_the_same_check
     line = next(ln for ln in out.splitlines() if ln.startswith("  test bound (NELBO) (scripts/eval.py's figure, the one "
                                                                 "README and RESULTS cite): "))
     assert line.endswith("(128 windows x 8 t of the test half)")
-    script("eval").main(["out/model.pt", "--n-samples", "0", "--infill-len", "0", "--device", "cpu", "--json", "e.json"])
+    script("eval").main(["out/model.pt", "--n-samples", "0", "--device", "cpu", "--json", "e.json"])
     r = json.load(open(in_tmp / "e.json"))["runs"][0]
     assert (r["split"], r["n_windows"], r["n_t"]) == ("test", 128, 8)
     ln2 = math.log(2)

@@ -295,8 +295,8 @@ def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     assert len(evals) == 2 and evals[1] < evals[0] < 20  # it learns; the bound is finite
     assert "reconstruction accuracy (fraction of positions the noise changed whose" in out and "trace: 6 frames" in out
     assert (in_tmp / "trace.gif").is_file()
-    script("eval").main(["out/model.pt", "--n-windows", "4", "--n-t", "2", "--n-samples", "2", "--steps", "4", "--n-infill", "2",
-             "--infill-len", "4", "--device", "cpu", "--data-path", str(real_text()), "--json", "eval.json"])
+    script("eval").main(["out/model.pt", "--n-windows", "4", "--n-t", "2", "--n-samples", "2", "--steps", "4",
+             "--device", "cpu", "--data-path", str(real_text()), "--json", "eval.json"])
     row = json.loads((in_tmp / "eval.json").read_text())["runs"][0]
     assert row["objective"] == "uniform" and row["n_windows"] == 4 and row["n_t"] == 2
     # eval.py's figure is the trained network's bound on its 4 windows, recomputed here (same windows, times, noise)
@@ -314,10 +314,14 @@ def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     assert row["nats_per_token"] == pytest.approx(res["nats_per_token"], rel=1e-9)
     assert row["se"] == pytest.approx(res["se"], rel=1e-9)
     assert row["bits_per_char"] == pytest.approx(row["nats_per_token"] / row["chars_per_token"] / math.log(2))
-    # infill recovery over 2 spans of 4 tokens: whole tokens right out of 8, whole spans out of 2; a span right is
+    # dev/infill.py over 2 spans of 4 tokens: whole tokens right out of 8, whole spans out of 2; a span right is
     # 4 tokens right
-    assert (8 * row["infill_acc"]).is_integer() and (2 * row["infill_exact"]).is_integer()
-    assert row["infill_acc"] >= row["infill_exact"] and row["infill_n"] == 2 and row["infill_span"] == 4
+    capsys.readouterr()
+    script("dev/infill").main(["out/model.pt", "--span", "4", "--n-infill", "2", "--steps", "4"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    exact, acc = float(line.split("exact ")[1].split(",")[0]), float(line.split("tokens right ")[1])
+    assert "2 spans of 4 tokens (test)" in line and (8 * acc).is_integer() and (2 * exact).is_integer()
+    assert acc >= exact
     assert 0 < row["change_rate"] < 1  # uniform noise revisits positions: tokens change between steps
 
 

@@ -1,7 +1,5 @@
 """Checkpoints: plain dicts of tensors and Python values, written atomically, loaded weights_only.
-checkpoint_manager.py builds the model from one (load_model).
-
-A training run's directory:
+checkpoint_manager.py builds the model from one (load_model). A training run's directory:
     model.pt          the latest (what --resume and inference read)
     best.pt           the best validation bound so far
     model_<iter>.pt   with keep_last = K >= 2, the K newest; model.pt links to the newest
@@ -116,8 +114,7 @@ def host_copy(obj):
 
 
 class BackgroundWriter:
-    """Writes checkpoints on a thread, one at a time, while training goes on: under DDP the other
-    ranks wait only for rank 0's copy to the host."""
+    """Writes checkpoints on a thread, one at a time: DDP ranks wait only for rank 0's host copy."""
 
     def __init__(self):
         self.pool, self.pending = ThreadPoolExecutor(1), None

@@ -6,7 +6,7 @@ before any work, as one `error:` line and exit 2 (utils.errors.run_cli):
     p.add_argument("--n-windows", type=at_least(2))    # '1' and 'x' refused
     p.add_argument("--bands", type=list_of(band))      # '0-1,0.3-0.8' -> [(0.0, 1.0), (0.3, 0.8)]
     p.add_argument("--grid", type=key_list({"steps": at_least(1)}))  # 'steps=8' -> ('steps', [8])
-    p.add_argument("--n-infill", type=at_least(1), needs=("infill_len",))  # needs --infill-len
+    p.add_argument("--steps", type=at_least(1), needs=("n_samples",))  # needs --n-samples
     p.add_argument("--seed", type=seed)                # '-1', '2**32' and 'x' refused
 
 Options match by whole name only (`--ar-check` is not --ar-checkpoint, which needs= would miss).
@@ -22,9 +22,8 @@ from utils.fileio import check_output
 
 INT64_MAX = 2 ** 63 - 1  # the largest tensor size or index
 
-# The most a size or count may be, and why: past these a tensor's 64-bit size overflows, or a loop
-# builds for minutes. Below them the memory decides (train.py refuses a CUDA run that cannot fit).
-# A size that multiplies another stays below 2^31, so their product cannot overflow.
+# The most a size or count may be: past it a 64-bit size overflows, or a loop builds for minutes.
+# Memory decides below (train.py refuses a CUDA run that won't fit); 2^31 keeps products in int64.
 SIZE = "past any machine's memory: torch's 64-bit size of what it sizes would overflow first"
 LIMITS = dict(
     block_size=(2**31 - 1, SIZE), batch_size=(2**31 - 1, SIZE), mask_draws=(2**31 - 1, SIZE),
@@ -37,8 +36,7 @@ LIMITS = dict(
 
 
 class ArgParser(argparse.ArgumentParser):
-    """argparse, a bad flag one line; type=output adds --force; needs=(dests) refuses a flag unless
-    one is on (what is asked is what runs). No abbreviations: a refusal sees the flag as typed."""
+    """argparse with one-line errors, no abbreviations and needs= (what is asked is what runs)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)

@@ -262,8 +262,7 @@ def all_reduce_mean(x, world):
 
 
 def grad_accum_steps(total_batch_size, micro_tokens, world):
-    """Micro-steps so that world * accum * micro_tokens == total_batch_size (0: one micro-batch):
-    a recipe's step is the same on any world size."""
+    """Micro-steps so world * accum * micro_tokens == total_batch_size: alike on any world size."""
     total = total_batch_size or micro_tokens
     if total % (micro_tokens * world):
         why = (f"world size {world} does not divide total_batch_size={total}" if total % world else
@@ -276,8 +275,7 @@ def grad_accum_steps(total_batch_size, micro_tokens, world):
 
 
 def keyed_generator(*key):
-    """A CPU generator seeded by ints, e.g. (seed, stream, step, slot): stateless draws, the same
-    after a resume or over any split into ranks and micro-steps."""
+    """A CPU generator seeded by ints, e.g. (seed, stream, step, slot): stateless, so resumable."""
     entropy = [k & 0xFFFFFFFFFFFFFFFF for k in key]  # SeedSequence wants non-negative ints
     return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
 

@@ -130,8 +130,7 @@ class EMA:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)  # its own uncompiled copy
 
     def rate(self):
-        """The next decay, ramping up from 0.1 so a short run soon forgets the random init
-        (TensorFlow's ExponentialMovingAverage num_updates rule)."""
+        """The decay, up from 0.1 so a short run soon forgets its init (TF's num_updates rule)."""
         return min(self.decay, self.ramp(self.updates))
 
     @staticmethod

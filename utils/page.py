@@ -19,8 +19,7 @@ class PageWriter:
         self.steps, self.result = [], None
 
     def add_frame(self, tokens, states, step, t, nfe, confidence=None, caption="", top=None):
-        """One step: each position's text (None: [MASK]), state and confidence; top: {position:
-        [(text, probability)]} where the step predicted."""
+        """One step: each position's text (None: [MASK]), state, confidence; top: its candidates."""
         conf = confidence or [None] * len(tokens)
         self.steps.append(dict(step=step, t=t, nfe=nfe, caption=caption, top=top or {},
                                cells=[[text, state, c] for text, state, c in zip(tokens, states, conf)]))

@@ -5,7 +5,6 @@ BPE id 0, "<|endoftext|>", separates stories (an added token). Id 1, "[MASK]", i
 tokens match in raw text first, so a user's "[MASK]" would become the mask.
 
     tok = BPETokenizer.from_file("artifacts/tokenizer/tokenizer.json")  # or CharTokenizer.from_text
-    ids = tok.encode("Once upon a time"); tok.decode(ids); fingerprint(tok)
 """
 import hashlib
 import json
@@ -117,8 +116,7 @@ class BPETokenizer:
         return [s.encode("utf-8") if s in special or s == MASK_TOKEN else bytes(sym[c] for c in s) for s in tokens]
 
     def char_counts(self):
-        """Characters each id adds to decoded text: its bytes that start a UTF-8 character.
-        Additive, so a window that cuts a character counts it once."""
+        """Characters per id: its UTF-8 lead bytes (additive: a cut character counts once)."""
         counts = [sum((b & 0xC0) != 0x80 for b in bs) for bs in self.token_bytes()]
         counts[self.mask_id] = 0
         return counts
@@ -216,8 +214,7 @@ def fingerprint(tokenizer):
 
 
 def normalize_prompt(tok, prompt):
-    """A BPE prompt NFC-normalised, trailing spaces/tabs cut: BPE joins a space to the next word,
-    so a trailing " " is a rare token. Char prompts stay as given."""
+    """A BPE prompt NFC-normalised, trailing spaces/tabs cut: alone, a space is a rare BPE token."""
     if tok.kind != "bpe" or not prompt:
         return prompt
     out = unicodedata.normalize("NFC", prompt).rstrip(" \t")
