@@ -12,7 +12,7 @@
 # later sections and rows are skipped; PYTHON= the interpreter.
 # SMOKE=1 runs every section on the CPU at toy sizes (an API and syntax check, no timings; CUDA-only calls guarded;
 # torch.compile traced by dynamo's eager backend, no inductor). SMOKE ran clean at the commit that last changed this file.
-set -u
+set -uo pipefail  # the Python below failing fails the script (a pipe reports its last command)
 cd "$(dirname "$0")/.." || exit 1
 WORK=${WORK:-$(mktemp -d)}; OUT=${OUT:-$WORK/out}; mkdir -p "$OUT"
 ALL=readme,babies,attention,train,syncs,graphs,runs,recipe,step,sampling,frontier,gpt200m
