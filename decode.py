@@ -20,8 +20,9 @@ class KVCache:
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.pos, self.layer = torch.zeros((), dtype=torch.long, device=device), 0
         self.cols, self.static = torch.arange(size, device=device), static  # each column's position
-        for t in (*self.k, *self.v, self.pos):
-            torch._dynamo.mark_static_address(t)
+        if static:  # for torch.compile, whose import an eager run need not pay (~2 s)
+            for t in (*self.k, *self.v, self.pos):
+                torch._dynamo.mark_static_address(t)
         self.reset()
 
     def reset(self, n=0):

@@ -11,6 +11,10 @@ on CUDA.
 
     python -m pytest -q tests/test_static_decode.py
 """
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -285,3 +289,15 @@ def test_a_drafting_round_reads_one_number_on_the_host(static, monkeypatch):
                                          SamplerOptions(1, top_k=5), torch.Generator().manual_seed(0))
     drafting = [i + 1 for i, k in enumerate(rounds) if k]  # rounds read so far when each drafting round reads
     assert reads == drafting and len(drafting) > 10 and stats["nfe"] == len(rounds), (reads, rounds)
+
+
+def test_eager_decoding_never_imports_the_compiler():
+    """The AR's decode and bd3's drafting rounds, eager (no --compile), run without importing torch._dynamo: the
+    static cache's marks are for torch.compile, and their import alone cost an eager sample ~2 s."""
+    code = ("import sys, torch; sys.path.insert(0, 'tests'); import bd3, test_static_decode as t; "
+            "from decode import generate; from sampler import SamplerOptions; "
+            "generate(t._net(0), torch.zeros(1, 3, dtype=torch.long), 20, SamplerOptions(1)); "
+            "bd3.sample_clean_ar(t._net(0, False, True), torch.zeros(1, 3, dtype=torch.long), 20, t.BLOCKS); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
