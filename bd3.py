@@ -332,7 +332,8 @@ def round_layout(n0, sb, cols, n, W, keys, device):
     k = torch.arange(keys, device=device) - n0  # each key's column in the pass (< 0: cached)
     # a clean key up to its own position (a clean column) or before its block (a noisy one)
     sees_clean = (k <= kd) & (k + n0 <= torch.cat([clean, start - 1])[:, None])
-    own = ((k - slots - 1) // n == torch.cat([clean * 0 - 1, group])[:, None]) & (k > slots) & (k < len(pos))
+    copy = torch.cat([torch.full_like(clean, -1), group])  # each column's noisy copy (-1: a clean column)
+    own = ((k - slots - 1) // n == copy[:, None]) & (k > slots) & (k < len(pos))
     known = torch.arange(n, device=device) < torch.arange(t0, t0 + m, device=device)[:, None]
     return pos, sees_clean | own, known  # own: a noisy column's own copy
 
