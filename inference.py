@@ -103,7 +103,7 @@ def load(argv):
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy
     if objectives.get(cfg.objective).decodes(cfg, cfg.num_samples):
-        compile_decode(model, cfg, device)  # --compile: the KV-cached decode step
+        compile_decode(model, cfg, device)  # --compile: the KV-cached decode step, bd3's drafting round
     elif "compile" in flags and cfg.compile == "true":
         raise UserError(f"--compile compiles the KV-cached decode step, and this sampler runs none ({DECODERS}): "
                         f"drop it")

@@ -64,8 +64,8 @@ def parse_args(argv):
     p.add_argument("--seed", type=seed, default=0, help="seeds the scored samples (and, after it, the timed ones)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
-                   help="inference.py's --compile: the KV-cached decode step compiled (auto: on CUDA, with CUDA "
-                   "graphs), whatever a checkpoint trained with")
+                   help="inference.py's --compile: the KV-cached decode step and bd3's drafting round compiled (auto: "
+                   "on CUDA, with CUDA graphs), whatever a checkpoint trained with")
     p.add_argument("--json", type=output, default="", help="write every point here (dev/plot_frontier.py)")
     a = p.parse_args(argv)
     for flag, grid in (("--grid", a.grid or []), ("--ar-grid", a.ar_grid or [])):
