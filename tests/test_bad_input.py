@@ -629,6 +629,10 @@ TABLE += [
     ("inference.py", ["--checkpoint", DM, "--threshold", "0.5", "--steps", "3"], "--steps acts only without --threshold",
      None),
     ("train.py", [*T, "--out_dir=x", "--threshold=0.5"], "--steps acts only without --threshold", None),
+    # --html took any path: --viz-video's own MP4 (the page replaced it), a run's metrics.jsonl under --overwrite
+    ("inference.py", ["--checkpoint", DM, "--gen-len", "8", "--viz-video", "v.mp4", "--html", "v.mp4"],
+     "--html v.mp4 should end in .html", None),
+    ("inference.py", ["--checkpoint", DM, "--html", "dm/metrics.jsonl", "--overwrite"], "should end in .html", None),
 ]
 
 # issue 71: what is typed is what runs. DERIVED: derived_rows() reads that class's rows off the CLI's parser (each
