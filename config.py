@@ -174,7 +174,7 @@ NEEDS = dict(
     init_from=("resume", (False,)), overwrite=("resume", (False,)), wandb_project=("wandb_log", None),
     top_k=("temperature", None), top_p=("temperature", None), temperature_end_share=("temperature", None),
     remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),
-    gif_frame_ms=("viz_video", None))
+    gif_frame_ms=("viz_video", None), steps=("threshold", (0.0,)))
 
 # The presets: one flat literal each, every key it sets (as nanoGPT's config/*.py); the comment
 # above each is its --help line. How each setting won: dev/LOG.md. Budgets: baby is nanoGPT's

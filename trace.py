@@ -147,6 +147,8 @@ def open_page(cfg, replace=False):
     """--html: a PageWriter for cfg.html, its path checked before any sampling (None without)."""
     if not cfg.html:
         return None
+    if not cfg.html.lower().endswith((".html", ".htm")):  # never another file's path: --viz-video's, a log's
+        raise UserError(f"--html {cfg.html} should end in .html (one page a browser opens)")
     check_output(cfg.html, replace, "--html", "--overwrite")
     settings = f"{objectives.get(cfg.objective).describe(cfg)}, temperature {cfg.temperature:g}"
     return PageWriter(cfg.html, title=trace_title(cfg, 200), settings=settings, frame_ms=cfg.gif_frame_ms)

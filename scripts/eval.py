@@ -83,8 +83,7 @@ SAMPLER_FLAGS = {"--steps": "steps", "--temperature": "temperature", "--order": 
 
 
 def load_run(path, args, device, given=()):
-    """One checkpoint's model, tokenizer and configs, checked before any work.
-    given: the flags typed (utils.cli.typed)."""
+    """A checkpoint's model, tokenizer and configs, checked before work; given: utils.cli.typed."""
     model, ckpt, cfg, tok = open_checkpoint(path, device, args.data_path, args.val_path)
     obj = objectives.get(cfg.objective)
     # Sample as the preset and inference.py do; a given flag replaces its setting.
@@ -109,8 +108,7 @@ def overridden(args):
 
 
 def refuse_unread(runs, args, given):
-    """Refuse, never drop, a given flag no checkpoint reads: a sampler flag every run ignores,
-    --n-t if all are exact. needs= covers the rest."""
+    """Refuse a flag no run reads (all ignore it; --n-t: all exact); needs= covers the rest."""
     unread = [f for f, key in SAMPLER_FLAGS.items() if all(key in r["obj"].IGNORES for r in runs)]
     if all(r["obj"].EXACT for r in runs):
         unread.append("--n-t")

@@ -623,6 +623,18 @@ TABLE += [
      ("differs from the one dm/model.pt was trained with", "drop --tokenizer_path"), None),
 ]
 
+# flags a mode never reads, found by trying the neighbours of the rows above: each ran, the flag doing nothing
+TABLE += [
+    # threshold decoding runs until every blank is committed: --steps 1 and --steps 20 sampled alike
+    ("inference.py", ["--checkpoint", DM, "--threshold", "0.5", "--steps", "3"], "--steps acts only without --threshold",
+     None),
+    ("train.py", [*T, "--out_dir=x", "--threshold=0.5"], "--steps acts only without --threshold", None),
+    # --html took any path: --viz-video's own MP4 (the page replaced it), a run's metrics.jsonl under --overwrite
+    ("inference.py", ["--checkpoint", DM, "--gen-len", "8", "--viz-video", "v.mp4", "--html", "v.mp4"],
+     "--html v.mp4 should end in .html", None),
+    ("inference.py", ["--checkpoint", DM, "--html", "dm/metrics.jsonl", "--overwrite"], "should end in .html", None),
+]
+
 # issue 71: what is typed is what runs. DERIVED: derived_rows() reads that class's rows off the CLI's parser (each
 # option abbreviated, each number past its kind, each --device of BAD_DEVICES), so a new flag is tried unlisted
 CLASSES.update(

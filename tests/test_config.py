@@ -376,7 +376,7 @@ def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key(
     value = dict(val_fraction="0.2", tokenizer_path="t.json", mask_ramp_from="0.5", muon_lr="0.01", muon_momentum="0.9",
                  init_from="a.pt", overwrite="true", wandb_project="p", top_k="5", top_p="0.9",
                  temperature_end_share="0.5", remask_eta="0.1", tokens_per_step="linear", trace_every="2",
-                 gif_frame_ms="100")
+                 gif_frame_ms="100", steps="10")
     off = dict(val_path="data/tinyshakespeare.txt", tokenizer="char", mask_ramp="0", optimizer="adamw", resume="true",
                wandb_log="false", temperature="0", remask="none", threshold="0.5", viz_video="")
     assert set(value) == set(NEEDS)
