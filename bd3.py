@@ -236,9 +236,8 @@ class BlockOutput:
 
 @torch.no_grad()
 def sample_bd3(model, prompt, gen_len, blocks, schedule, opts, generator=None, on_step=None):
-    """Continue prompt (B, P) by gen_len tokens, block by block, each denoised by sampler.denoise
-    with opts (steps per block); on_step gets Steps over the whole output. Returns (tokens (B, P +
-    gen_len), stats: nfe, nfe_per_sample, seconds, seconds_per_sample, blocks)."""
+    """Continue prompt (B, P) by gen_len tokens block by block, each by sampler.denoise (opts.steps
+    a block; on_step: Steps over it all). Returns (tokens, stats: nfe, seconds, blocks, ...)."""
     t0 = time.perf_counter()
     W = model.args.block_size
     block = blocks.size
@@ -391,12 +390,9 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
 def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1), generator=None, on_step=None,
                     draft=None):
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (an AR),
-    drafted by its noisy half, one pass a round (_draft_round; keep_or_redraw checks the drafts).
-    Rows advance by the slowest, so draft=None drafts at batch 1 only (dev/LOG.md, "`baby_bd3`'s
-    sampler at batch 16"). Under --compile a round passes fixed shapes (every draft slot and noisy
-    state, all the cache's columns: a CUDA graph), else only the columns and keys it reads (fewer
-    on a CPU). Returns (tokens, stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept:
-    drafts kept per pass)."""
+    drafted by its noisy half, one pass a round (_draft_round). Rows advance by the slowest, so
+    draft=None drafts at batch 1 only (dev/LOG.md, "`baby_bd3`'s sampler at batch 16"). Returns
+    (tokens, stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept a pass)."""
     t0 = time.perf_counter()
     B, P = prompt.shape
     W = model.args.block_size

@@ -9,10 +9,9 @@ DECODERS = "the AR, --dual_sample and bd3's --bd3_speculate run it"  # objective
 
 
 class KVCache:
-    """Per-layer key/value buffers (B, H, context, D); pos (on the device) counts the columns
-    written. Static: update writes a pass's keys at pos and returns the whole buffers (the mask
-    hides unwritten keys: a CUDA graph can replay it); else it slices them in before `end` (the
-    host's count, the caller's pass added) and returns the first `end` (faster on a CPU)."""
+    """Per-layer key/value buffers (B, H, context, D), pos (on the device) the columns written.
+    Static: update writes at pos, returns whole buffers (the mask hides unwritten keys: a CUDA graph
+    replays it); else it slices a pass in before `end` (host-counted), returns the first `end`."""
 
     def __init__(self, n_layer, batch, n_head, size, head_dim, device, dtype, static):
         shape = (batch, n_head, size, head_dim)
@@ -103,9 +102,8 @@ def generate(model, prompt, gen_len, opts=None, generator=None, mask_id=None, on
 
 
 def ordered_step(prev, seq, P, L, n, mask_id, p, conf=None):
-    """A pass of decoding in order (the AR's token, a bd3 round) as a Step over an output of L
-    tokens: seq (B, S) the tokens so far, [MASK] after; prev, those before the pass; n: passes;
-    p (B, k, V) the laws its k new tokens were drawn from; conf (B, L) float64, or zeros."""
+    """A pass of ordered decoding (the AR's token, a bd3 round) as a Step over L tokens: seq (B, S)
+    so far ([MASK] after), prev before it, n passes, p (B, k, V) its k tokens' laws, conf (B, L)."""
     (B, S), dev = seq.shape, seq.device
     x = F.pad(seq, (0, L - S), value=mask_id)
     before = F.pad(prev, (0, L - prev.size(1)), value=mask_id)
@@ -134,9 +132,8 @@ def generate_canvas(model, x, P, opts, generator=None, mask_id=None, on_step=Non
 
 
 def compile_decode(model, cfg, device):
-    """--compile for sampling ('auto': CUDA): model.compiled_decode, the one-token step, and
-    model.compiled_pass, the network's pass as bd3's drafting round calls it, compiled whole at
-    static shapes, CUDA-graphed on CUDA (one replay, not ~220 launches)."""
+    """--compile for sampling ('auto': CUDA): compiled_decode (a token) and compiled_pass (bd3's
+    drafting round), whole at static shapes, CUDA-graphed on CUDA (a replay, not ~220 launches)."""
     device = torch.device(device)
     if cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"):
         mode = "reduce-overhead" if device.type == "cuda" else None
