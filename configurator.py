@@ -278,6 +278,10 @@ def check_optimisation(cfg, given):
                         f"tokens: use --total_batch_size={up} (or 0 for no accumulation)")
     if cfg.muon_lr <= 0 or not 0 <= cfg.muon_momentum < 1:
         raise UserError(f"muon_lr must be > 0 and muon_momentum in [0, 1), got {cfg.muon_lr}, {cfg.muon_momentum}")
+    first = dict(learning_rate=cfg.learning_rate / (1 - cfg.beta1), muon_lr=cfg.muon_lr)  # each optimizer's first step
+    for key, step in first.items():  # a float32 holds < 3.4e38 (Muon scales by its matrices' shapes)
+        if step > 1e37:
+            raise UserError(f"{key}={getattr(cfg, key):g}: a first step of {step:.3g} is past float32; give ~3e-3")
     if cfg.min_lr > cfg.learning_rate:  # a preset's floor beside a lower peak given alone (cpu --learning_rate=1e-4)
         raise UserError(f"min_lr={cfg.min_lr} is above learning_rate={cfg.learning_rate}: the schedule would rise, not "
                         f"decay; give --min_lr at most the peak (e.g. a tenth of it, as nanoGPT)")

@@ -7,6 +7,7 @@ in by the objective (attn_mask=, rope_pos=: bd3.py) or decode.py (kv_cache=).
     # 10706304: the reference micro-dLLM char model (65 characters + [MASK])
 """
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -277,11 +278,14 @@ def estimate_line(cfg, model, device, dtype_name, flops_tok, seq, assumed_mfu):
 
 
 def check_memory(cfg, device, need):
-    """Refuse before step 1 a CUDA run its estimate says cannot fit, naming the keys that fit it."""
-    if device.type != "cuda":
+    """Refuse before step 1 a run its estimate says cannot fit (a GPU, or a training CPU's RAM)."""
+    if device.type == "cuda":
+        have, share = torch.cuda.get_device_properties(device).total_memory, 0.95
+    elif device.type == "cpu" and cfg.max_iters and "SC_PHYS_PAGES" in getattr(os, "sysconf_names", {}):
+        have, share = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), 1.0
+    else:  # (a CPU at max_iters=0: the estimate alone)
         return
-    have = torch.cuda.get_device_properties(device).total_memory
-    if need > 0.95 * have:
+    if need > share * have:
         fix = "add --activation_checkpointing, or " if not cfg.activation_checkpointing else ""
         raise UserError(f"this run needs ~{need / 2**30:.0f} GiB a rank and {device} has {have / 2**30:.0f} GiB: "
                         f"{fix}halve --batch_size and double the micro-steps (--total_batch_size keeps the step)")

@@ -186,6 +186,12 @@ TABLE = [
     # an EMA decay its warm-up rule never reaches in the run would train exactly as any other: refused, not dropped
     ("train.py", [*T, "--out_dir=x", "--max_iters=100", "--ema=0.95"], "--ema=0.95 cannot act in 100 steps", None),
     ("train.py", [*T, "--data_path=mine.txt"], "give --data_path=PATH of a UTF-8 text file", None),
+    # a micro-batch past any machine's RAM hung building its first batch; a CPU run is refused as a CUDA one is
+    ("train.py", [*T, "--out_dir=x", "--batch_size=100000000"], "GiB a rank and cpu has", None),
+    # a rate whose first step overflows float32 died in Adam's addcdiv_ with a traceback (1e38: lr / (1 - beta1))
+    ("train.py", [*T, "--out_dir=x", "--learning_rate=1e38", "--min_lr=0", "--weight_decay=0"],
+     "learning_rate=1e+38: a first step of 1e+39 is past float32", None),
+    ("train.py", [*T, "--out_dir=x", "--optimizer=muon", "--muon_lr=1e300"], "muon_lr=1e+300: a first step", None),
     ("train.py", [*T, "--out_dir=ro/run"], "Permission denied", "readonly"),
     ("train.py", [*T, "--out_dir=run", "--max_iters=8", "--resume"], "No space left on device", "full"),
     # a resumed run keeps its own settings: a flag that would change one is refused, not dropped

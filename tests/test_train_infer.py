@@ -169,6 +169,22 @@ def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
     assert line.startswith("estimate per rank: ~2.6 GiB of meta memory")
 
 
+def test_a_cpu_run_past_the_machines_ram_is_refused_only_when_it_would_train(monkeypatch):
+    """check_memory on a CPU: a need past the RAM (sysconf's pages) is refused with the keys that fit it; at
+    max_iters=0 (the estimate alone, as gpt200m's line) and within the RAM it passes."""
+    import os
+    import torch
+    from configurator import get_config
+    from model import check_memory
+    from utils.errors import UserError
+    monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**20}[name])  # 4 GiB
+    cpu = torch.device("cpu")
+    with pytest.raises(UserError, match="needs ~5 GiB a rank and cpu has 4 GiB: add --activation_checkpointing"):
+        check_memory(get_config(["--max_iters=10"]), cpu, 5 * 2**30)
+    check_memory(get_config(["--max_iters=0"]), cpu, 5 * 2**30)
+    check_memory(get_config(["--max_iters=10"]), cpu, 3 * 2**30)
+
+
 def test_the_lr_warms_up_linearly_then_falls_by_a_cosine_to_the_floor():
     from configurator import get_config
     from utils.optim import lr_at
