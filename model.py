@@ -277,15 +277,15 @@ def estimate_line(cfg, model, device, dtype_name, flops_tok, seq, assumed_mfu):
             f"{act_b / 2**30:.1f} activations saved for backward of {batch}; {speed}"), state_b + act_b
 
 
-def check_memory(cfg, device, need):
-    """Refuse before step 1 a run its estimate says cannot fit (a GPU, or a training CPU's RAM)."""
+def check_memory(cfg, device, need, ranks=1):
+    """Refuse before step 1 a run its estimate says cannot fit (a GPU; a CPU's RAM, by ranks)."""
     if device.type == "cuda":
-        have, share = torch.cuda.get_device_properties(device).total_memory, 0.95
+        have = 0.95 * torch.cuda.get_device_properties(device).total_memory
     elif device.type == "cpu" and cfg.max_iters and "SC_PHYS_PAGES" in getattr(os, "sysconf_names", {}):
-        have, share = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), 1.0
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / ranks  # torchrun's ranks share it
     else:  # (a CPU at max_iters=0: the estimate alone)
         return
-    if need > share * have:
+    if need > have:
         fix = "add --activation_checkpointing, or " if not cfg.activation_checkpointing else ""
-        raise UserError(f"this run needs ~{need / 2**30:.0f} GiB a rank and {device} has {have / 2**30:.0f} GiB: "
+        raise UserError(f"this run needs ~{need / 2**30:.0f} GiB a rank and {device} has {have / 2**30:.0f} a rank: "
                         f"{fix}halve --batch_size and double the micro-steps (--total_batch_size keeps the step)")

@@ -231,7 +231,7 @@ def build(cfg, env, data):
     model.checkpointing = cfg.activation_checkpointing  # before the estimate, which counts what it keeps
     line, need = estimate_line(cfg, model, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
     print0(train_log.wrap(line))
-    check_memory(cfg, env.device, need)
+    check_memory(cfg, env.device, need, env.world)
     if cfg.max_iters == 0 and not cfg.resume:
         print0("max_iters=0: built data, tokenizer and model; exiting without training")
         return None

@@ -170,7 +170,7 @@ def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
 
 
 def test_a_cpu_run_past_the_machines_ram_is_refused_only_when_it_would_train(monkeypatch):
-    """check_memory on a CPU: a need past the RAM (sysconf's pages) is refused with the keys that fit it; at
+    """check_memory on a CPU: a need past the RAM (sysconf's pages, shared by its ranks) is refused with the keys; at
     max_iters=0 (the estimate alone, as gpt200m's line) and within the RAM it passes."""
     import os
     import torch
@@ -179,8 +179,10 @@ def test_a_cpu_run_past_the_machines_ram_is_refused_only_when_it_would_train(mon
     from utils.errors import UserError
     monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**20}[name])  # 4 GiB
     cpu = torch.device("cpu")
-    with pytest.raises(UserError, match="needs ~5 GiB a rank and cpu has 4 GiB: add --activation_checkpointing"):
+    with pytest.raises(UserError, match="needs ~5 GiB a rank and cpu has 4 a rank: add --activation_checkpointing"):
         check_memory(get_config(["--max_iters=10"]), cpu, 5 * 2**30)
+    with pytest.raises(UserError, match="needs ~3 GiB a rank and cpu has 2 a rank"):  # two ranks share the RAM
+        check_memory(get_config(["--max_iters=10"]), cpu, 3 * 2**30, ranks=2)
     check_memory(get_config(["--max_iters=0"]), cpu, 5 * 2**30)
     check_memory(get_config(["--max_iters=10"]), cpu, 3 * 2**30)
 
