@@ -178,9 +178,9 @@ class LiveView:
         self.fps, self.slept, self.shown = fps, 0.0, None
 
     def pace(self):
-        """At most fps frames a second: wait out the last frame's 1 / fps."""
+        """At most fps frames a second on a terminal, whose frames are watched (off it: a log)."""
         wait = self.shown + 1 / self.fps - time.perf_counter() if self.fps > 0 and self.shown is not None else 0
-        if wait > 0:
+        if wait > 0 and self.tty:
             time.sleep(wait)
             self.slept += wait
         self.shown = time.perf_counter()

@@ -53,7 +53,7 @@ def test_live_redraws_in_place_on_a_terminal_with_one_colour_per_state(monkeypat
     assert ANSI["mask"] not in frames[-1].split("\n", 2)[2]  # the canvas of the last frame: no [MASK] left
 
 
-def test_live_paces_its_frames_and_sampling_without_it_never_sleeps(monkeypatch):
+def test_live_paces_its_frames_on_a_terminal_and_nowhere_else(monkeypatch):
     import time
     clock, naps = [0.0], []
 
@@ -62,10 +62,11 @@ def test_live_paces_its_frames_and_sampling_without_it_never_sleeps(monkeypatch)
         clock[0] += s
     monkeypatch.setattr(time, "sleep", sleep)
     monkeypatch.setattr(time, "perf_counter", lambda: clock[0])  # the sampler's steps take no time on this clock
-    _live(io.StringIO(), steps=6, fps=8.0)  # 7 frames (step 0 to 6): 6 waits of 1/8 s between them
+    _live(Terminal(), steps=6, fps=8.0)  # 7 frames (step 0 to 6): 6 waits of 1/8 s between them
     assert naps == [0.125] * 6
     naps.clear()
-    _live(io.StringIO(), steps=6)  # fps 0: no pause
+    _live(Terminal(), steps=6)  # fps 0: no pause
+    _live(io.StringIO(), steps=6, fps=8.0)  # off a terminal (a pipe, a log): text, not watched, so not paced
     tok_x = torch.tensor([[0, 1, 2] + [11] * 9])
     denoise(ToyModel(), tok_x, tok_x == 11, Schedule(20), 11, SamplerOptions(6))  # sampling without --live
     assert naps == []
