@@ -187,7 +187,7 @@ TABLE = [
     ("train.py", [*T, "--out_dir=x", "--max_iters=100", "--ema=0.95"], "--ema=0.95 cannot act in 100 steps", None),
     ("train.py", [*T, "--data_path=mine.txt"], "give --data_path=PATH of a UTF-8 text file", None),
     # a micro-batch past any machine's RAM hung building its first batch; a CPU run is refused as a CUDA one is
-    ("train.py", [*T, "--out_dir=x", "--batch_size=100000000"], "GiB a rank and cpu has", None),
+    ("train.py", [*T, "--out_dir=x", "--batch_size=100000000"], "GiB a rank, cpu has", None),
     # a rate whose first step overflows float32 died in Adam's addcdiv_ with a traceback (1e38: lr / (1 - beta1))
     ("train.py", [*T, "--out_dir=x", "--learning_rate=1e38", "--min_lr=0", "--weight_decay=0"],
      "learning_rate=1e+38: a first step of 1e+39 is past float32", None),

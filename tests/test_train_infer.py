@@ -179,9 +179,9 @@ def test_a_cpu_run_past_the_machines_ram_is_refused_only_when_it_would_train(mon
     from utils.errors import UserError
     monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**20}[name])  # 4 GiB
     cpu = torch.device("cpu")
-    with pytest.raises(UserError, match="needs ~5 GiB a rank and cpu has 4 a rank: add --activation_checkpointing"):
+    with pytest.raises(UserError, match="needs ~5 GiB a rank, cpu has 4 GiB a rank: add --activation_checkpointing"):
         check_memory(get_config(["--max_iters=10"]), cpu, 5 * 2**30)
-    with pytest.raises(UserError, match="needs ~3 GiB a rank and cpu has 2 a rank"):  # two ranks share the RAM
+    with pytest.raises(UserError, match="needs ~3 GiB a rank, cpu has 2 GiB a rank"):  # two ranks share the RAM
         check_memory(get_config(["--max_iters=10"]), cpu, 3 * 2**30, ranks=2)
     check_memory(get_config(["--max_iters=0"]), cpu, 5 * 2**30)
     check_memory(get_config(["--max_iters=10"]), cpu, 3 * 2**30)
