@@ -270,6 +270,27 @@ def test_every_sampler_returns_a_canvas_without_a_blank_unchanged(argv):
 
 
 @pytest.mark.parametrize("argv", SAMPLERS, ids=lambda a: "+".join(a))
+def test_every_sampler_keeps_each_rows_given_tokens_or_refuses_the_layout(argv):
+    """Through objective.sample, prompts of different lengths in one batch, and given text after the blanks: ar and
+    bd3 read row 0's prompt length for every row and overwrote the other rows' prompts and any suffix."""
+    from common import Schedule
+    from utils.errors import UserError
+    cfg = _sampler_cfg(argv)
+    model = Transformer(objectives.model_args(cfg, 5)).eval()
+    x = torch.randint(0, 4, (2, 12), generator=torch.Generator().manual_seed(0))
+    ragged, suffix = torch.zeros_like(x, dtype=torch.bool), torch.zeros_like(x, dtype=torch.bool)
+    ragged[0, 3:], ragged[1, 7:], suffix[:, 3:9] = True, True, True
+    for gen_mask in (ragged, suffix):
+        try:
+            out, _ = objectives.get(cfg.objective).sample(model, x.clone(), gen_mask, cfg, Schedule(20), 4,
+                                                          torch.Generator().manual_seed(0))
+        except (AssertionError, UserError):  # a left-to-right sampler continues one prompt length
+            assert cfg.objective in ("ar", "bd3") or cfg.dual_sample, argv
+            continue
+        assert torch.equal(out[~gen_mask], x[~gen_mask]), argv
+
+
+@pytest.mark.parametrize("argv", SAMPLERS, ids=lambda a: "+".join(a))
 def test_every_sampler_runs_without_autograd(argv):
     """A sampler that keeps autograd on builds a graph at every pass (a decorator lost in a refactor costs time and
     memory, never a wrong token): every network call of every sampler runs with gradients off."""
