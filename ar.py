@@ -48,7 +48,8 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     """Continue x's prefix (>= 1 token: the canvas adds a start token) over its blanks."""
-    P = int(gen_mask[0].long().argmax())
+    P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)  # no blank: all given
+    assert (gen_mask == gen_mask[:1]).all() and gen_mask[0, P:].all(), "one prompt length in every row, then blanks"
     return generate_canvas(model, x, P, cfg, generator, mask_id, on_step)
 
 

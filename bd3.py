@@ -539,6 +539,7 @@ def clean_check(cfg):
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)  # a continuation: given text, then blanks
+    assert (gen_mask == gen_mask[:1]).all() and gen_mask[0, P:].all(), "one prompt length in every row, then blanks"
     opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
     blocks = Blocks(size=cfg.bd3_block, mask_id=mask_id)
     if clean_check(cfg):

@@ -3,7 +3,6 @@
 
     python inference.py --checkpoint M.pt --infill "The cat [___] on the mat"   # 5 tokens
     python inference.py --checkpoint M.pt --infill "Once upon a [___:12]. The end."
-    python inference.py --checkpoint M.pt --prefix_file start.txt --suffix_file end.txt --gen-len 64
 
 Given text is encoded piece by piece and spliced back verbatim: every given character comes out as
 given, char or BPE. [___:N] is N [MASK] tokens; a bare [___] one per marker character.
@@ -102,6 +101,8 @@ def build_canvas(cfg, tok, block_size):
         kind = "an AR model" if obj.EXACT else f"objective={cfg.objective}"
         raise UserError(f"infilling and --suffix_file need a masked diffusion checkpoint (mdlm or uniform): {kind} "
                         f"only continues a prompt")
+    if cfg.dual_sample and not (c.is_continuation and c.prefix_len):  # refused here, before any seed is drawn
+        raise UserError("--dual_sample continues a prompt left to right: give one, and no given text after the blank")
     if obj.ANY_LENGTH:
         return c  # its sampler slides a window past the context
     semi_ar = obj.SEMI_AR and cfg.semi_ar_length
@@ -131,8 +132,7 @@ def build_canvas(cfg, tok, block_size):
 
 
 def fit_gen_len(cfg, tok, block_size):
-    """(cfg, note): a --gen-len the user did not type, shortened where the prompt would push it past
-    a one-window sampler's context, and a note saying so (else ""). The reference's 256 fills it."""
+    """(cfg, note or ""): an untyped --gen-len cut to the room a window leaves after the prompt."""
     obj = objectives.get(cfg.objective)
     if cfg.infill or obj.ANY_LENGTH or (obj.SEMI_AR and cfg.semi_ar_length):
         return cfg, ""

@@ -32,8 +32,7 @@ def _coerce(name, typ, value, text=False):
     """A config file's or checkpoint's value as the field's type; text=True: a command-line string,
     read first (a file's value is a literal already: '4' is a string there)."""
     if typ not in EXAMPLES:
-        # a type of config.py's own (Tristate) reads the value itself
-        return typ(value)
+        return typ(value)  # a type of config.py's own (Tristate) reads the value itself
     if text and typ is not str:
         text = value.strip()
         try:

@@ -51,8 +51,7 @@ def main(argv):
     if cfg.interactive:
         interactive(cfg, run)
     elif cfg.prompts_file:
-        # every prompt checked before any sampling
-        prompts = read_prompts(cfg, run)
+        prompts = read_prompts(cfg, run)  # every prompt checked before any sampling
         for i, prompt in enumerate(prompts):
             print(f"==== prompt {i + 1}/{len(prompts)}: {prompt!r} (seed {cfg.seed + i})")
             sample_once(replace(cfg, prompt=prompt, seed=cfg.seed + i), run)

@@ -161,7 +161,7 @@ class _Denoiser:
         if not opts.threshold and opts.steps < self.n_blocks:
             raise ValueError(f"{opts.steps} steps cannot decode {self.n_blocks} blocks: need one step per block")
         self.sizes = [(self.host_blocks == b).sum(1) for b in range(self.n_blocks)]  # (B,) positions of each block
-        if not opts.threshold:  # step mode's plans, on host and device
+        if not opts.threshold and self.n_blocks:  # step mode's plans (none without a blank), host and device
             self.plans = [_plan(n, k, schedule, opts)
                           for n, k in zip(self.sizes, split_steps(opts.steps, self.n_blocks))]
             self.plans_d = torch.cat(self.plans, 1).to(x.device).split([p.size(1) for p in self.plans], 1)

@@ -608,8 +608,8 @@ TABLE += [
     # --steps 4 were fewer than its blocks
     ("inference.py", ["--checkpoint", "uni/model.pt", "--infill", "To [___:40] be"], "shorten the text or the blanks",
      None),
-    ("inference.py", ["--checkpoint", "dual/model.pt", "--dual_sample", "--gen-len", "500"],
-     ("exceeds the model's context of 32 tokens", "use --gen-len 32"), None),
+    ("inference.py", ["--checkpoint", "dual/model.pt", "--dual_sample", "--prompt", "To", "--gen-len", "500"],
+     ("exceeds the model's context of 32 tokens", "use --gen-len 30"), None),  # it continues a prompt only
     ("inference.py", ["--checkpoint", DM, "--gen-len", "500"], "or use --gen-len 32", None),  # no block fits 4 steps
     ("inference.py", ["--checkpoint", DM, "--gen-len", "60"], "--semi-ar-length 15", None),  # 4 steps, 4 blocks
     ("inference.py", ["--checkpoint", DM, "--threshold", "0.9", "--gen-len", "500"], "exceeds the model's context",

@@ -125,6 +125,20 @@ def test_dual_sample_is_refused_where_it_cannot_apply():
         diffusion.sample(bidir, x, gen, _cfg("--dual_sample"), Schedule(100), MASK)
 
 
+def test_dual_sample_refuses_a_canvas_it_cannot_continue_before_sampling(tmp_path):
+    """The canvas is refused when built, not at sampling: --interactive's empty line took a seed and printed its header
+    (prompt 3 drew with seed + 2), as its bad lines do not; --prompt '' and an infill were refused only at sampling."""
+    from canvas import build_canvas
+    from utils.tokenizer import CharTokenizer
+    tok, suffix = CharTokenizer("abc "), tmp_path / "end.txt"
+    suffix.write_text("c")
+    for flags in (["--prompt="], ["--infill=ab[___:3]c"], ["--prompt=ab", f"--suffix_file={suffix}"]):
+        with pytest.raises(UserError, match="--dual_sample continues a prompt"):
+            build_canvas(_cfg("--dual_sample", "--gen_len=4", *flags), tok, 16)
+    assert build_canvas(_cfg("--dual_sample", "--prompt=ab", "--gen_len=4"), tok, 16).n_gen == 4
+    assert build_canvas(_cfg("--prompt=", "--gen_len=4", "--steps=4"), tok, 16).n_gen == 4  # diffusion needs none
+
+
 def test_a_presets_falling_temperature_is_not_the_ar_modes():
     """baby's temperature falls as its canvas fills (1.0 to 0.1x); its AR mode draws at a constant default unless given
     one."""

@@ -245,20 +245,59 @@ def test_bd3s_training_flops_by_hand(argv, columns, passes):
     assert cols == columns and flops == pytest.approx(model.flops_per_token(columns) * columns / 32 * passes, rel=1e-12)
 
 
-@pytest.mark.parametrize("argv", [["--objective=mdlm"], ["--objective=mdlm", "--time_cond=none", "--dual_ar=0.25",
-                                                                 "--dual_sample"],
-                                  ["--objective=bd3", "--bd3_block=4"],
-                                  ["--objective=bd3", "--bd3_block=4", "--bd3_ar=1", "--bd3_speculate"],
-                                  ["--objective=uniform"], ["--objective=ar"]], ids=lambda a: "+".join(a))
+SAMPLERS = [["--objective=mdlm"], ["--objective=mdlm", "--time_cond=none", "--dual_ar=0.25", "--dual_sample"],
+            ["--objective=bd3", "--bd3_block=4"], ["--objective=bd3", "--bd3_block=4", "--bd3_ar=1", "--bd3_speculate"],
+            ["--objective=uniform"], ["--objective=ar"]]
+
+
+def _sampler_cfg(argv):
+    from configurator import get_config
+    micro = [a for a in MICRO if not ({"--bd3_speculate", "--dual_sample"} & set(argv) and a.startswith("--steps"))]
+    return get_config(for_objective([*micro, "--prompt=ab", *argv]))
+
+
+@pytest.mark.parametrize("argv", SAMPLERS, ids=lambda a: "+".join(a))
+def test_every_sampler_returns_a_canvas_without_a_blank_unchanged(argv):
+    """The neighbour of a canvas with blanks, through objective.sample: ar.sample read its prompt as 0 tokens long
+    (argmax of an all-False gen_mask) and raised an IndexError; the others returned x."""
+    from common import Schedule
+    cfg = _sampler_cfg(argv)
+    model = Transformer(objectives.model_args(cfg, 5)).eval()
+    x = torch.randint(0, 4, (2, 10), generator=torch.Generator().manual_seed(0))
+    out, _ = objectives.get(cfg.objective).sample(model, x.clone(), torch.zeros_like(x, dtype=torch.bool), cfg,
+                                                  Schedule(cfg.diffusion_steps), 4, torch.Generator().manual_seed(0))
+    assert torch.equal(out, x), argv
+
+
+@pytest.mark.parametrize("argv", SAMPLERS, ids=lambda a: "+".join(a))
+def test_every_sampler_keeps_each_rows_given_tokens_or_refuses_the_layout(argv):
+    """Through objective.sample, prompts of different lengths in one batch, and given text after the blanks: ar and
+    bd3 read row 0's prompt length for every row and overwrote the other rows' prompts and any suffix."""
+    from common import Schedule
+    from utils.errors import UserError
+    cfg = _sampler_cfg(argv)
+    model = Transformer(objectives.model_args(cfg, 5)).eval()
+    x = torch.randint(0, 4, (2, 12), generator=torch.Generator().manual_seed(0))
+    ragged, suffix = torch.zeros_like(x, dtype=torch.bool), torch.zeros_like(x, dtype=torch.bool)
+    ragged[0, 3:], ragged[1, 7:], suffix[:, 3:9] = True, True, True
+    for gen_mask in (ragged, suffix):
+        try:
+            out, _ = objectives.get(cfg.objective).sample(model, x.clone(), gen_mask, cfg, Schedule(20), 4,
+                                                          torch.Generator().manual_seed(0))
+        except (AssertionError, UserError):  # a left-to-right sampler continues one prompt length
+            assert cfg.objective in ("ar", "bd3") or cfg.dual_sample, argv
+            continue
+        assert torch.equal(out[~gen_mask], x[~gen_mask]), argv
+
+
+@pytest.mark.parametrize("argv", SAMPLERS, ids=lambda a: "+".join(a))
 def test_every_sampler_runs_without_autograd(argv):
     """A sampler that keeps autograd on builds a graph at every pass (a decorator lost in a refactor costs time and
     memory, never a wrong token): every network call of every sampler runs with gradients off."""
     from canvas import build_canvas
     from common import Schedule
-    from configurator import get_config
     from utils.tokenizer import CharTokenizer
-    micro = [a for a in MICRO if not ({"--bd3_speculate", "--dual_sample"} & set(argv) and a.startswith("--steps"))]
-    cfg = get_config(for_objective([*micro, "--prompt=ab", *argv]))
+    cfg = _sampler_cfg(argv)
     tok = CharTokenizer("abcd")
     model = Transformer(objectives.model_args(cfg, tok.vocab_size)).eval()
     calls = []

@@ -69,6 +69,14 @@ def test_given_text_never_changes_and_no_mask_is_left(mode, temperature):
     assert len(stats["nfe_per_sample"]) == 3 and all(n >= 1 for n in stats["nfe_per_sample"])
 
 
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: ",".join(f"{k}={v}" for k, v in m.items()) or "reference")
+def test_a_canvas_without_a_blank_comes_back_unchanged_in_every_mode(mode):
+    """One blank's neighbour: step mode torch.cat its plans of no blocks (a ValueError); threshold returned x."""
+    x, gm = _canvas()
+    out, stats = _run(ToyModel(), x, torch.zeros_like(gm), mode)
+    assert torch.equal(out, x) and stats["nfe"] == 0 and stats["nfe_per_sample"] == [0, 0, 0]
+
+
 @pytest.mark.parametrize("mode", MODES[:9] + [dict(semi_ar_length=4, remask="none")])
 def test_top_k_1_emits_the_argmax_at_every_position(mode):
     model = PositionModel()
