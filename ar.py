@@ -1,11 +1,7 @@
-"""The AR baseline on the same code: a causal network, exact next-token NLL, KV-cached decoding.
-
-    python train.py cpu --objective=ar
-    python inference.py --checkpoint artifacts/models/cpu_ar/model.pt --prompt "ROMEO:"
-"""
+"""The AR baseline on the same code: a causal network, exact next-token NLL, KV-cached decoding."""
 import torch.nn.functional as F
 
-from decode import generate_canvas
+from decode import generate_canvas, prompt_length
 from sampler import REVEAL_KEYS
 
 
@@ -48,9 +44,7 @@ def bound(model, x, cfg, schedule, tok, t, generator):
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
     """Continue x's prefix (>= 1 token: the canvas adds a start token) over its blanks."""
-    P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)  # no blank: all given
-    assert (gen_mask == gen_mask[:1]).all() and gen_mask[0, P:].all(), "one prompt length in every row, then blanks"
-    return generate_canvas(model, x, P, cfg, generator, mask_id, on_step)
+    return generate_canvas(model, x, prompt_length(x, gen_mask), cfg, generator, mask_id, on_step)
 
 
 def passes(cfg, n_gen, n_prompt=0):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import sampler
 from common import (LossOptions, band_times, check_band, draw, draw_device, filter_logits, masking_draws, no_mask_logit,
                     on_device, repeat_draws, self_condition_input, stratified_times)
-from decode import KVCache, decode, new_kv_cache, ordered_step
+from decode import KVCache, decode, new_kv_cache, ordered_step, prompt_length
 from sampler import REVEAL_KEYS, SamplerOptions
 from utils.errors import UserError
 
@@ -538,8 +538,7 @@ def clean_check(cfg):
 
 
 def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
-    P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)  # a continuation: given text, then blanks
-    assert (gen_mask == gen_mask[:1]).all() and gen_mask[0, P:].all(), "one prompt length in every row, then blanks"
+    P = prompt_length(x, gen_mask)
     opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
     blocks = Blocks(size=cfg.bd3_block, mask_id=mask_id)
     if clean_check(cfg):

@@ -117,6 +117,13 @@ def ordered_step(prev, seq, P, L, n, mask_id, p, conf=None):
                 finished=[S >= L] * B, law=(at, p[:, :S - prev.size(1)].flatten(0, 1).log()))
 
 
+def prompt_length(x, gen_mask):
+    """P, the given tokens of a continuation x (B, L): each row's first P, then blanks (none: L)."""
+    P = int(gen_mask[0].long().argmax()) if gen_mask[0].any() else x.size(1)
+    assert (gen_mask == gen_mask[:1]).all() and gen_mask[0, P:].all(), "one prompt length in every row, then blanks"
+    return P
+
+
 def generate_canvas(model, x, P, opts, generator=None, mask_id=None, on_step=None):
     """generate() over x (B, L) with P given tokens first, a Step a token: (x filled, stats)."""
     B, L = x.shape

@@ -8,8 +8,6 @@ negative ELBO, >= -log p(x0) (Austin et al. 2021; MDLM, Sahoo et al. 2024, eq. 1
     w(t)  = (alpha(t-1) - alpha(t)) / (1 - alpha(t)),
 
 estimated with t drawn from 1..T, the term times T. Per token: over L, not over the masked count.
-
-    python -m pytest -q tests/test_diffusion.py
 """
 from dataclasses import replace
 

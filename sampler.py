@@ -7,7 +7,6 @@ committed and n_keep left masked, sigma_max = min(1, n_keep / m). We use the "ma
 sigma_max) (Sec. 4.1); its loop schedule lost (dev/LOG.md, "The measurements delete what lost").
 
     python inference.py --checkpoint artifacts/models/model.pt --threshold 0.9 --semi-ar-length 32
-    python -m pytest -q tests/test_sampling.py tests/test_remasking.py
 """
 import math
 import time
