@@ -19,11 +19,10 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-import sampler
-from common import (LossOptions, band_times, check_band, draw, draw_device, filter_logits, masking_draws, no_mask_logit,
-                    on_device, repeat_draws, self_condition_input, stratified_times)
-from decode import KVCache, decode, new_kv_cache, ordered_step, prompt_length
-from sampler import REVEAL_KEYS, SamplerOptions
+from diffusion import (REVEAL_KEYS, LossOptions, SamplerOptions, band_times, check_band, denoise, describe_denoise,
+                       draw, draw_device, filter_logits, masking_draws, no_mask_logit, on_device, ordered_step,
+                       prompt_length, repeat_draws, self_condition_input, stratified_times)
+from model import KVCache, decode, new_kv_cache
 from utils.errors import UserError
 
 
@@ -236,7 +235,7 @@ class BlockOutput:
 
 @torch.no_grad()
 def sample_bd3(model, prompt, gen_len, blocks, schedule, opts, generator=None, on_step=None):
-    """Continue prompt (B, P) by gen_len tokens block by block, each by sampler.denoise (opts.steps
+    """Continue prompt (B, P) by gen_len tokens block by block, each by denoise (opts.steps
     a block; on_step: Steps over it all). Returns (tokens, stats: nfe, seconds, blocks, ...)."""
     t0 = time.perf_counter()
     W = model.args.block_size
@@ -257,7 +256,7 @@ def sample_bd3(model, prompt, gen_len, blocks, schedule, opts, generator=None, o
         hi = pos + block
         # only this block is generated; its context is fixed text
         now = torch.cat([torch.zeros_like(o.gen[:, lo:pos]), o.gen[:, pos:hi]], 1)
-        x, st = sampler.denoise(denoiser, o.out[:, lo:hi], now, schedule, blocks.mask_id, opts, generator,
+        x, st = denoise(denoiser, o.out[:, lo:hi], now, schedule, blocks.mask_id, opts, generator,
                                 o.hook(on_step, lo, hi, b))
         o.out[:, lo:hi] = x
         o.nfe += torch.tensor(st["nfe_per_sample"])
@@ -302,7 +301,7 @@ def keep_or_redraw(p, q, drafts, generator):
 
 
 class RoundCache(KVCache):
-    """decode.KVCache for sample_clean_ar's drafting rounds, its buffers shaped at the first pass by
+    """model.KVCache for sample_clean_ar's drafting rounds, its buffers shaped at the first pass by
     the keys it writes: any network that reads a cache can draft (the tests' toys too)."""
 
     def __init__(self, n_layer, batch, size, device, static):
@@ -456,14 +455,22 @@ def _clean_step(model, seq, kv, mask_id, opts, generator):
     return draw(p, generator)[:, None], p[:, None]
 
 
-# -------------------------------------------------------------------- the objective (objectives.py)
+# ---------------------------------------- the objective bd3 (diffusion.py lists the names)
 MODEL = dict(time_cond="none")  # each block has its own t, and its [MASK] count tells its rate
 IGNORES = {**dict.fromkeys(("time_cond", "loss_type"), "it trains the block-diffusion bound, with no time input"),
            "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
            **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective; block diffusion's "
                                                          "next-token loss is --bd3_ar, its sampler --bd3_speculate"),
            **dict.fromkeys(("mask_ramp", "mask_ramp_from"), "masked diffusion's curriculum on t: use --objective=mdlm")}
-CONTINUES_ONLY = ANY_LENGTH = BLOCKS = True  # continues a prompt block by block, past the context
+WINDOW = 0
+CONTINUES_ONLY = True  # continues a prompt block by block,
+ANY_LENGTH = True  # past the context
+NOISE_START = False
+EXACT = False
+TRACE = True
+STEP_CHAIN = False  # blocks count their steps linearly: no chain on the schedule's grid
+BLOCKS = True
+SEMI_AR = False  # it decodes in its own blocks
 LOSS_KEY = "bd3_loss"  # its training loss is picked by bd3_loss (loss_type is mdlm's)
 
 
@@ -492,7 +499,7 @@ def check(cfg, given=()):
 
 
 def draws(x, cfg, schedule, tok, draw):
-    """x's draws (common.Drawn), eager, from the keyed generator: a t per block stratified over the
+    """x's draws (Drawn), eager, from the keyed generator: a t per block stratified over the
     global batch in the band, then the masks and self-conditioning's rows, for mask_draws copies."""
     # the schedule's tables on x's device now: a CUDA graph of loss_of would own a first copy
     schedule.on(x.device)
@@ -564,6 +571,6 @@ def describe(cfg):
         return (f"block diffusion's clean half (its AR) + KV cache, drafted {cfg.bd3_block} a round by the noisy half "
                 f"at batch 1 (self-speculative; alone at batch > 1)")
     opts, k = SamplerOptions.from_config(cfg), min(cfg.steps, cfg.bd3_block)
-    steps = sampler.describe(replace(opts, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")
+    steps = describe_denoise(replace(opts, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")
     steps = steps.replace("schedule counts", "linear counts")  # sample_bd3: no greedy last step per block
     return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, {steps}"

@@ -72,7 +72,7 @@ class Config:
     # ---- objective
     objective: str = trained("mdlm", choices=("mdlm", "uniform", "ar", "bd3"))  # 'mdlm' masked diffusion
                                         #   | 'uniform' uniform-state diffusion | 'ar' the same net,
-                                        #   causal | 'bd3' block diffusion (objectives.py)
+                                        #   causal | 'bd3' block diffusion (configurator.OBJECTIVES)
     bd3_block: int = trained(4)         # bd3: tokens per block, divides block_size; 1 = AR, block_size = MDLM
     mask_min: float = 0.0               # mdlm/bd3 training: lowest mask rate drawn (BD3-LM, e.g. 0.3); eval: every rate
     mask_max: float = 1.0               # mdlm/bd3 training: the highest mask rate drawn (e.g. 0.8)

@@ -1,4 +1,5 @@
-"""The command line and config files -> a checked Config: parsing, validation and --help.
+"""The command line and config files -> a checked Config: parsing, validation and --help. Also the
+objectives by name (OBJECTIVES): the entry scripts find a config's objective here.
 
     cfg = configurator.get_config(["cpu", "--max_iters=200"])
     python train.py --help          # the presets, then every key by section
@@ -15,13 +16,21 @@ import textwrap
 import tokenize
 from dataclasses import asdict, fields, replace
 
+import ar
+import bd3
 import config
-import objectives
+import diffusion
+import uniform
 from config import CHOICES, NEEDS, PRESETS, UNSCORED_ORDERS, Config, Tristate
+from model import ModelArgs
 from utils.checkpoint import REMOVED, RENAMED
 from utils.cli import INT64_MAX, LIMITS, boolean
 from utils.errors import UserError
 from utils.fileio import read_text
+
+# The objectives by config.py's name. Each module states the same names (diffusion.py's last section
+# lists them); the entry scripts call them and never ask which objective they hold.
+OBJECTIVES = dict(mdlm=diffusion, uniform=uniform, ar=ar, bd3=bd3)
 
 TYPES = {f.name: f.type for f in fields(Config)}  # key -> its type
 EXAMPLES = {bool: "true", int: "100", float: "0.5", str: "text"}  # a valid value of each type, for the errors
@@ -119,7 +128,26 @@ def parse(argv, base=None, check=True):
         cfg = replace(cfg, prompt=overrides.get("prompt", ""))
     if check:
         validate(cfg, given)
-    return objectives.effective(cfg, given), given
+    return effective(cfg, given), given
+
+
+def effective(cfg, given=()):
+    """cfg as its objective runs it: IGNORES at their defaults, MODEL's keys at its values, so
+    another objective's preset values reach no log or checkpoint. given: the keys the user set."""
+    obj, keys = OBJECTIVES[cfg.objective], {f.name for f in fields(Config)}
+    unread = {k: getattr(Config, k) for k in obj.IGNORES}
+    fixed = {k: v for k, v in obj.MODEL.items() if k in keys}  # MODEL also names ModelArgs' own fields (causal)
+    cooled = {}
+    fall_unread = "temperature_end_share" in {*obj.IGNORES, *obj.unread(cfg)}
+    if fall_unread and cfg.temperature_end_share != 1.0 and not {"temperature", "temperature_end_share"} & set(given):
+        # a preset's temperature falls from a hot start: where the fall is unread, so is its start
+        cooled = dict(temperature=Config.temperature, temperature_end_share=1.0)
+    return replace(cfg, **{**unread, **fixed, **cooled})  # a key unread and fixed (bd3's time_cond) is fixed
+
+
+def model_args(cfg, vocab_size):
+    """The network a config trains: its dimensions, and what its objective fixes."""
+    return ModelArgs.from_config(cfg, vocab_size, **OBJECTIVES[cfg.objective].MODEL)
 
 
 def refuse_changes(cfg, given, saved, what, fix, allowed=()):
@@ -219,7 +247,7 @@ def acts(cfg, key):
 
 def check_objective_keys(cfg, given):
     """Refuses given keys its objective ignores or whose partner is off (NEEDS); then its check."""
-    obj = objectives.get(cfg.objective)
+    obj = OBJECTIVES[cfg.objective]
     unread = [k for k in obj.IGNORES if k in given]
     if unread:
         raise UserError(f"objective={cfg.objective} does not read --{unread[0]}: {obj.IGNORES[unread[0]]}; drop it")
@@ -255,8 +283,8 @@ def check_sampling(cfg):
         raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
     if not 0 <= cfg.remask_eta <= 1:
         raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
-    # a draw's temperature is T (s + (1 - s) f) at the masked share f (sampler._temperature): past
-    # s = 1e6 float64 can round its start (f = 1) to 0, and T s must not overflow
+    # a draw's temperature is T (s + (1 - s) f) at the masked share f (diffusion.py's _temperature):
+    # past s = 1e6 float64 can round its start (f = 1) to 0, and T s must not overflow
     if not 0 <= cfg.temperature_end_share <= 1e6 or not math.isfinite(cfg.temperature * cfg.temperature_end_share):
         raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number in "
                         f"[0, 1e6] (1 = constant, 0.5 = half) whose product with it is finite, got "
@@ -314,7 +342,7 @@ def config_from_dict(d, where="a checkpoint"):
         raise UserError(f"{where}'s config: {e}; it was changed after train.py wrote it: use the file it "
                         f"wrote") from None
     # every key of a checkpoint's config is what ran: given, never a preset's
-    return objectives.effective(cfg, given=set(d))
+    return effective(cfg, given=set(d))
 
 
 def format_config(cfg, marks=None):

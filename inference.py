@@ -25,15 +25,14 @@ from functools import partial
 
 import torch
 
-import objectives
-from canvas import build_canvas, fit_gen_len, generate
+import configurator
 from checkpoint_manager import load_model
-from common import Schedule
 from configurator import (SAMPLED_KEYS, TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, validate,
                           wants_help)
-from decode import DECODERS, compile_decode
-from trace import (LiveView, StepBar, chain, check_trace_path, open_page, open_trace, print_written,
-                   trace_hook)
+from diffusion import Schedule
+from model import DECODERS, compile_decode
+from sampling.canvas import build_canvas, fill, fit_gen_len
+from sampling.trace import LiveView, StepBar, chain, check_trace_path, open_page, open_trace, print_written, trace_hook
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
 from utils.fileio import read_text
@@ -101,7 +100,7 @@ def load(argv):
         cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy
-    if objectives.get(cfg.objective).decodes(cfg, cfg.num_samples):
+    if configurator.OBJECTIVES[cfg.objective].decodes(cfg, cfg.num_samples):
         compile_decode(model, cfg, device)  # --compile: the KV-cached decode step, bd3's drafting round
     elif "compile" in flags and cfg.compile == "true":
         raise UserError(f"--compile compiles the KV-cached decode step, and this sampler runs none ({DECODERS}): "
@@ -160,7 +159,7 @@ def interactive(cfg, run):
 
 def sample_once(cfg, run):
     """One batch of cfg.num_samples samples; prints the texts and a line of figures."""
-    model, tok, obj = run["model"], run["tok"], objectives.get(cfg.objective)
+    model, tok, obj = run["model"], run["tok"], configurator.OBJECTIVES[cfg.objective]
     cfg, canvas, note = canvas_for(cfg, run)
     if note:
         print(note)
@@ -176,7 +175,7 @@ def sample_once(cfg, run):
     run["threads"].restart()  # no pass spans the time between prompts
     hooks = chain(trace_hook(writer, tok, canvas, cfg), trace_hook(page, tok, canvas, cfg), live, run["threads"].tick)
     with writer or nullcontext(), page or nullcontext(), StepBar(passes, on=obj.TRACE and not live) as bar, run["ctx"]:
-        texts, out, stats = generate(model, tok, canvas, cfg, run["schedule"], run["device"], g, chain(hooks, bar))
+        texts, out, stats = fill(model, tok, canvas, cfg, run["schedule"], run["device"], g, chain(hooks, bar))
     dt = time.time() - t0 - (live.slept if live else 0)  # --live's pauses left out
     nfes, seconds = stats["nfe_per_sample"], stats["seconds_per_sample"]
     for i, text in enumerate(stats["full_texts"]):

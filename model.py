@@ -1,13 +1,12 @@
 """The network: a transformer with RoPE, parameter-free RMSNorm, relu^2 MLP and no biases;
 bidirectional for diffusion, causal (one flag) for the AR baseline. The diffusion step t enters as
-a learned embedding or through adaLN-Zero (time_cond). A mask, positions or a KV cache are handed
-in by the objective (attn_mask=, rope_pos=: bd3.py) or decode.py (kv_cache=).
+a learned embedding or through adaLN-Zero (time_cond). A mask and positions are handed in by the
+objective (attn_mask=, rope_pos=: bd3.py); below the network, its KV-cached decoding (generate).
 
     python -c "from model import *; print(Transformer(ModelArgs(vocab_size=66)).num_params())"
     # 10706304: the reference micro-dLLM char model (65 characters + [MASK])
 """
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -15,8 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config import CHOICES
-from utils.dist import peak_flops
-from utils.errors import UserError
+from diffusion import filter_logits, sample_tokens
 
 TIME_CONDS = CHOICES["time_cond"]
 
@@ -39,7 +37,7 @@ class ModelArgs:
 
     @classmethod
     def from_config(cls, cfg, vocab_size, **fixed):
-        """The model a config describes; fixed: what the objective sets (objectives.model_args)."""
+        """The model a config describes; fixed: its objective's (configurator.model_args)."""
         return cls(**{**dict(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                              n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps, time_cond=cfg.time_cond,
                              dropout=cfg.dropout, qk_norm=cfg.qk_norm, self_cond=cfg.self_cond,
@@ -154,7 +152,7 @@ class Transformer(nn.Module):
         super().__init__()
         assert a.n_embd % a.n_head == 0 and (a.n_embd // a.n_head) % 2 == 0 and a.time_cond in TIME_CONDS
         self.args, self.checkpointing = a, False  # checkpointing: train.py sets it (--activation_checkpointing)
-        # decode.py's KV cache (new_kv_cache); compile_decode's step and pass (None: eager)
+        # the KV cache of generate (new_kv_cache); compile_decode's step and pass (None: eager)
         self.decode_cache, self.compiled_decode, self.compiled_pass = None, None, None
         self.tok_emb = nn.Embedding(a.vocab_size, a.n_embd)
         self.time_emb = nn.Embedding(a.diffusion_steps + 1, a.n_embd) if a.time_cond == "learned" else None
@@ -216,6 +214,37 @@ class Transformer(nn.Module):
             x = x[:, :head_cols]
         return (F.linear(x, self.tok_emb.weight) if self.head is None else self.head(x)).float()
 
+    @torch.no_grad()
+    def generate(self, prompt, gen_len, opts=None, generator=None, mask_id=None, on_token=None):
+        """Sample gen_len tokens after prompt (B, P >= 1) with a KV cache, as nanoGPT's
+        generate: one pass a token. Past the context, keep the window's last half and recompute
+        its cache. opts: temperature, top_k, top_p (None: T = 1, no filter); mask_id: never drawn
+        (never a target, yet ~2e-5 of an AR's draws); on_token(seq, filtered logits) a token.
+        Returns (B, P + gen_len)."""
+        temperature, top_k, top_p = (1.0, 0, 1.0) if opts is None else (opts.temperature, opts.top_k, opts.top_p)
+        (B, P), W = prompt.shape, self.args.block_size
+        seq, lo = prompt, max(0, P - W)
+        step = self.compiled_decode or decode  # the CUDA graph when compiled
+        cache = new_kv_cache(self, B, prompt.device)
+        logits = decode(self, seq[:, lo:], cache)  # the prompt's pass, eager (its length varies)
+        for i in range(gen_len):
+            if mask_id is not None:
+                logits[:, mask_id] = float("-inf")
+            filtered = filter_logits(logits, temperature, top_k, top_p)
+            nxt = sample_tokens(filtered, temperature, generator)
+            seq = torch.cat([seq, nxt[:, None]], 1)
+            if on_token is not None:
+                on_token(seq, filtered)
+            if i + 1 == gen_len:
+                break
+            if seq.size(1) - lo > W:  # no room: slide the window, recompute its kept half's cache
+                lo = seq.size(1) - W // 2
+                cache.reset()
+                logits = decode(self, seq[:, lo:], cache)
+            else:
+                logits = step(self, nxt[:, None], cache)
+        return seq
+
     # ---- accounting: the model owns it
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
@@ -250,42 +279,79 @@ class Transformer(nn.Module):
         return [dict(params=decay, weight_decay=weight_decay), dict(params=other, weight_decay=0.0)]
 
 
-# ------------------------------------------------------------------------ the memory a run needs
-# CPU peak RSS ~ 1.7 x estimate_memory's activations (backward's gradients beside them) + 0.3 GiB
-CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30  # measured: dev/LOG.md, "peak RSS on the CPU"
 
 
-def estimate_line(cfg, model, device, dtype_name, flops_tok, seq, assumed_mfu):
-    """(start-up line: memory a rank and tokens/s, the bytes a rank needs). seq: one pass's columns
-    (bd3: both streams); a micro-batch runs mask_draws passes + the dual objective's causal one."""
-    tokens = cfg.batch_size * (cfg.mask_draws * seq + (cfg.block_size - 1 if cfg.dual_ar else 0))
-    state_b, act_b = model.estimate_memory(tokens, dtype_name == "bfloat16", cfg.ema > 0)
-    peak = peak_flops(device)
-    est_tps = peak * assumed_mfu / flops_tok if peak else None  # training tokens/s at the assumed MFU
-    speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {assumed_mfu:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
-             if est_tps else
-             f"no tokens/s estimate: no peak FLOP/s known for {device} (dev/bench_train.py measures one)")
-    state = f"{state_b / 2**30:.1f} weights+grads+{cfg.optimizer}{'+EMA' if cfg.ema else ''}"
-    batch = f"a {cfg.batch_size}x{cfg.block_size} micro-batch" + (f" ({tokens:,} columns in its passes)"
-                                                                   if tokens != cfg.batch_size * cfg.block_size else "")
-    if device.type == "cpu":  # the tensors alone undercount a CPU process: see CPU_ACT_FACTOR
-        total = state_b + CPU_ACT_FACTOR * act_b + CPU_RUNTIME_B
-        return (f"estimate: ~{total / 2**30:.1f} GiB peak RSS on CPU = {state} + {CPU_ACT_FACTOR * act_b / 2**30:.1f} "
-                f"activations and their gradients in backward for {batch} + {CPU_RUNTIME_B / 2**30:.1f} runtime; "
-                f"{speed}"), total
-    return (f"estimate per rank: ~{(state_b + act_b) / 2**30:.1f} GiB of {device.type} memory = {state} + "
-            f"{act_b / 2**30:.1f} activations saved for backward of {batch}; {speed}"), state_b + act_b
+# ------------------------------------------------------------------------ KV-cached decoding
+class KVCache:
+    """Per-layer key/value buffers (B, H, context, D), pos (on the device) the columns written.
+    Static: update writes at pos, returns whole buffers (the mask hides unwritten keys: a CUDA graph
+    replays it); else it slices a pass in before `end` (host-counted), returns the first `end`."""
+
+    def __init__(self, n_layer, batch, n_head, size, head_dim, device, dtype, static):
+        shape = (batch, n_head, size, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.pos, self.layer = torch.zeros((), dtype=torch.long, device=device), 0
+        self.cols, self.static = torch.arange(size, device=device), static  # each column's position
+        if static:  # for torch.compile, whose import an eager run need not pay (~2 s)
+            for t in (*self.k, *self.v, self.pos):
+                torch._dynamo.mark_static_address(t)
+        self.reset()
+
+    def reset(self, n=0):
+        """Keep the first n columns: 0 empties it (a new decode, the window's slide); bd3's drafting
+        round keeps its newest token and the drafts it accepted."""
+        self.pos.fill_(n)
+        self.end = len(self.cols) if self.static else n
+
+    def update(self, k, v):
+        i, m = self.layer, k.size(2)
+        # in the cache's dtype: under autocast qk_norm's keys may be float32; attention reads bf16
+        if self.static:
+            at = self.pos + self.cols[:m]  # this pass's positions
+            self.k[i].index_copy_(2, at, k.to(self.k[i].dtype))
+            self.v[i].index_copy_(2, at, v.to(self.v[i].dtype))
+        else:
+            self.k[i][:, :, self.end - m:self.end], self.v[i][:, :, self.end - m:self.end] = k, v
+        self.layer = (i + 1) % len(self.k)
+        return self.k[i][:, :, :self.end], self.v[i][:, :, :self.end]
 
 
-def check_memory(cfg, device, need, ranks=1):
-    """Refuse before step 1 a run its estimate says cannot fit (a GPU; a CPU's RAM, by ranks)."""
-    if device.type == "cuda":
-        have = 0.95 * torch.cuda.get_device_properties(device).total_memory
-    elif device.type == "cpu" and cfg.max_iters and "SC_PHYS_PAGES" in getattr(os, "sysconf_names", {}):
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / ranks  # torchrun's ranks share it
-    else:  # (a CPU at max_iters=0: the estimate alone)
-        return
-    if need > have:
-        fix = "add --activation_checkpointing, or " if not cfg.activation_checkpointing else ""
-        raise UserError(f"this run needs ~{need / 2**30:.0f} GiB a rank, {device} has {have / 2**30:.0f} GiB a rank: "
-                        f"{fix}halve --batch_size and double the micro-steps (--total_batch_size keeps the step)")
+def new_kv_cache(model, batch, device):
+    """An empty KVCache for `batch` rows: static under a compiled step, in autocast's dtype (no cast
+    a token); kept as model.decode_cache, as a CUDA graph replays on the buffers it recorded."""
+    a, c, device = model.args, model.decode_cache, torch.device(device)
+    on = torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)  # (meta: none)
+    dtype = torch.get_autocast_dtype(device.type) if on else model.tok_emb.weight.dtype
+    static = model.compiled_decode is not None
+    if c is None or (c.k[0].shape[0], c.k[0].device, c.k[0].dtype, c.static) != (batch, device, dtype, static):
+        c = KVCache(a.n_layer, batch, a.n_head, a.block_size, a.n_embd // a.n_head, device, dtype, static)
+        model.decode_cache = c
+    c.reset()
+    return c
+
+
+def decode(model, idx, cache):
+    """A causal pass of idx (B, n) after the cache's columns, written into it: the last column's
+    logits (B, V) float32. On a static cache shapes depend on n alone (a CUDA graph replays)."""
+    n = idx.size(1)
+    pos = cache.pos + cache.cols[:n]  # (n,) each column's position
+    if not cache.static:  # only the keys written: one column reads them all, unmasked
+        cache.end += n
+    seen = None if n == 1 and not cache.static else cache.cols[:cache.end] <= pos[:, None]  # (n, keys)
+    logits = model(idx, kv_cache=cache, rope_pos=pos, attn_mask=seen)[:, -1]
+    cache.pos += n
+    return logits
+
+
+DECODERS = "the AR, --dual_sample and bd3's --bd3_speculate run it"  # an objective's decodes(): True
+
+
+def compile_decode(model, cfg, device):
+    """--compile for sampling ('auto': CUDA): compiled_decode (a token) and compiled_pass (bd3's
+    drafting round), whole at static shapes, CUDA-graphed on CUDA (a replay, not ~220 launches)."""
+    device = torch.device(device)
+    if cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"):
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        model.compiled_decode = torch.compile(decode, mode=mode, fullgraph=True, dynamic=False)
+        model.compiled_pass = torch.compile(model.forward, mode=mode, fullgraph=True, dynamic=False)

@@ -24,13 +24,12 @@ import torch
 
 import checkpoint_manager
 import configurator
-import objectives
-import trace
-import train_log
-from common import Draw, Schedule
+from diffusion import Draw, Schedule
 from evals import bound, report
-from model import ModelArgs, Transformer, check_memory, estimate_line
-from utils import checkpoint, dataloader, dist, fileio, optim, tokenizer
+from model import ModelArgs, Transformer
+from sampling import trace
+from utils import checkpoint, dataloader, dist, fileio, optim, tokenizer, train_log
+from utils.train_log import check_memory, estimate_line
 from utils.dist import print0
 from utils.errors import UserError, run_cli
 
@@ -195,7 +194,7 @@ def load_data(cfg, env):
     tok, train_ids, val_ids, meta = dataloader.prepare_data(cfg, tok, verbose=env.master)
     if env.world > 1 and env.master:
         torch.distributed.barrier()
-    window = cfg.block_size + objectives.get(cfg.objective).WINDOW  # AR predicts L tokens from a window of L+1
+    window = cfg.block_size + configurator.OBJECTIVES[cfg.objective].WINDOW  # AR predicts L tokens from a window of L+1
     dataloader.check_fits(train_ids, window, "train")
     dev_ids = dataloader.split_ids(train_ids, val_ids, "dev")  # choices read dev; the test half is eval.py's
     dataloader.check_fits(dev_ids, cfg.block_size + 1, "dev (the first half of validation)")
@@ -217,12 +216,12 @@ def load_data(cfg, env):
 # ---------------------------------------------------------------- model, optimizer, resume
 def build(cfg, env, data):
     """Model and estimates, then optimizer, EMA, resumed state: the Run (None when max_iters=0)."""
-    margs = objectives.model_args(cfg, data.tok.vocab_size)
+    margs = configurator.model_args(cfg, data.tok.vocab_size)
     model = Transformer(margs).to(env.device)
     if data.source is not None:
         print0(checkpoint_manager.load_weights_into(model, cfg.init_from, data.tok, data.source))
         data.source = None  # its weights are the model's now: the checkpoint (optimizer, EMA) is not held all run
-    obj = objectives.get(cfg.objective)
+    obj = configurator.OBJECTIVES[cfg.objective]
     flops_tok, seq = obj.flops(model, cfg)
     print0(f"model: {model.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
            f"{cfg.total_batch_size:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x "
@@ -295,7 +294,7 @@ def run_eval(cfg, env, data, run, it, details=False):
     with env.ctx:
         res = bound.evaluate(run.eval_model, data.val_windows, cfg, data.tok, n_t=EVAL_T, seed=cfg.seed,
                              chars_per_token=data.val_cpt, details=details)
-    what = "NLL" if objectives.get(cfg.objective).EXACT else "bound"
+    what = "NLL" if configurator.OBJECTIVES[cfg.objective].EXACT else "bound"
     print0(f"eval {it}: dev {what} {report.units(res)}{' (EMA weights)' if run.ema else ''}")
     return res
 
@@ -355,7 +354,8 @@ def save_checkpoints(cfg, env, data, run, it, res):
 def train(cfg, env, data, run):
     """nanoGPT's loop: every eval_interval steps evaluate and save; step; log. -> the TrainLog."""
     run.model.train()
-    log = train_log.TrainLog(cfg, env, run.start_iter, run.flops_tok, len(data.val_windows), EVAL_T)
+    obj = configurator.OBJECTIVES[cfg.objective]
+    log = train_log.TrainLog(cfg, env, obj, run.start_iter, run.flops_tok, len(data.val_windows), EVAL_T)
     for it in range(run.start_iter, cfg.max_iters):
         if it % cfg.eval_interval == 0 and it > run.start_iter:
             with log.clock_stopped():  # an eval and its checkpoint are no step's time
@@ -385,7 +385,7 @@ def window_loss(cfg, env, run, done):
 def train_step(cfg, env, data, run, it):
     """One optimizer step over accum micro-batches. Draws are keyed by (seed, stream, step, rank *
     accum + micro): a resume or any rank/micro-step split sees the same data, masks and t."""
-    accum, world, model, obj = env.accum, env.world, run.model, objectives.get(cfg.objective)
+    accum, world, model, obj = env.accum, env.world, run.model, configurator.OBJECTIVES[cfg.objective]
     # stratified t over the global batch (B * accum * world sequences, MDLM): one u per step
     u = torch.rand((), generator=dist.keyed_generator(cfg.seed, STREAM_TIME, it), dtype=torch.float64)
     step_loss = torch.zeros((), device=env.device)

@@ -1,6 +1,6 @@
 """Uniform-state discrete diffusion (UDLM, Schiff et al. 2024; Duo, Sahoo et al. 2025; D3PM, Austin
 et al. 2021): forward noise, the exact NELBO and its estimator, the ancestral sampler. No [MASK]:
-noise is a uniform draw from the V real ids. Per position, with alpha(t) from common.Schedule:
+noise is a uniform draw from the V real ids. Per position, with alpha(t) from diffusion.Schedule:
 
     q(x_t | x_0)     = alpha(t) onehot(x_0) + (1 - alpha(t)) / V
     q(x_t | x_s)     = b onehot(x_s) + (1 - b) / V,  b = alpha(t) / alpha(s)  (s < t)
@@ -13,16 +13,16 @@ stratified over 1..T, the term times T; derivation: learning.md), the NELBO >= -
     KL(q(x_T | x0) || uniform) + E_q(x_1|x0) [-log pi(x0 | x_1)]
         + sum_{t=2..T} E_q(x_t|x0) KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t))
 
-    python -c "import uniform, common; print(uniform.prior_kl(common.Schedule(100), 65))"
+    python -c "import uniform, diffusion; print(uniform.prior_kl(diffusion.Schedule(100), 65))"
+    python train.py cpu --objective=uniform --time_cond=learned
 """
 import math
 import time
 
 import torch
 
-from common import (Drawn, Step, draw_device, filter_logits, no_mask_logit, on_device, put_at, sample_tokens,
-                    stratified_times, time_grid)
-from sampler import REVEAL_KEYS, SamplerOptions
+from diffusion import (REVEAL_KEYS, Drawn, SamplerOptions, Step, draw_device, filter_logits, no_mask_logit, on_device,
+                       put_at, sample_tokens, stratified_times, time_grid)
 from utils.errors import UserError
 
 
@@ -37,7 +37,7 @@ def compact(x, real):
 
 
 def noise_draws(shape, t, schedule, V, generator=None, device="cpu"):
-    """One pass's noise (common.Drawn), made ahead as a compiled step needs: per token a U[0, 1)
+    """One pass's noise (diffusion.Drawn), made ahead as a compiled step needs: per token a U[0, 1)
     draw (kept under alpha(t)), then a random real index, on the device; and the prior term."""
     dev = draw_device(device)
     g = on_device(generator, dev)
@@ -156,7 +156,7 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
     return x, dict(nfe=steps, nfe_per_sample=[steps] * B, seconds=secs, seconds_per_sample=[secs] * B, blocks=1)
 
 
-# -------------------------------------------------------------------- the objective (objectives.py)
+# ---------------------------------------- the objective uniform (diffusion.py lists the names)
 MODEL = dict(self_cond=False, clean_causal=False)  # no [MASK] to feed a prediction to
 IGNORES = {**dict.fromkeys(("loss_type", *REVEAL_KEYS, "bd3_block", "mask_min",
                            "mask_max", "bd3_loss", "bd3_speculate", "bd3_ar"),
@@ -166,7 +166,16 @@ IGNORES = {**dict.fromkeys(("loss_type", *REVEAL_KEYS, "bd3_block", "mask_min",
            "self_cond": "masked diffusion's self-conditioning: use --objective=mdlm",
            "mask_draws": "the masks drawn of each window (mdlm, bd3): it has no [MASK]",
            **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective: use --objective=mdlm")}
-NOISE_START = STEP_CHAIN = True  # starts from random tokens; walks the schedule's grid
+WINDOW = 0
+CONTINUES_ONLY = False
+ANY_LENGTH = False
+NOISE_START = True  # starts from random tokens
+EXACT = False
+TRACE = True
+STEP_CHAIN = True  # walks the schedule's grid
+BLOCKS = False
+SEMI_AR = False
+LOSS_KEY = "loss_type"  # (it trains its NELBO whatever the key says: it refuses loss_type given)
 
 
 def check(cfg, given=()):
@@ -176,7 +185,7 @@ def check(cfg, given=()):
 
 
 def draws(x, cfg, schedule, tok, draw):
-    """x's draws (common.Drawn), eager: stratified t over the global batch, keyed noise_draws."""
+    """x's draws (diffusion.Drawn), eager: stratified t over the global batch, keyed noise_draws."""
     schedule.on(x.device)  # tables on x's device now: a CUDA graph of loss_of would own a first copy
     t = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u)
     return noise_draws(x.shape, t, schedule, len(real_ids(tok.vocab_size, tok.mask_id)), draw.generator, x.device)
@@ -197,8 +206,28 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
     return sample_uniform(model, x, gen_mask, schedule, mask_id, SamplerOptions.from_config(cfg), generator, on_step)
 
 
+def eval_times(cfg, L):
+    return 1
+
+
+def ar_nll(model, windows, cfg, mask_id):
+    return None  # no AR mode
+
+
+def flops(model, cfg):
+    return model.flops_per_token(), cfg.block_size
+
+
+def unread(cfg):
+    return ()
+
+
 def passes(cfg, n_gen, n_prompt=0):
     return cfg.steps
+
+
+def decodes(cfg, batch):
+    return False
 
 
 def describe(cfg):

@@ -16,10 +16,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-import objectives  # noqa: E402
+import configurator  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
 from bd3 import bd3_loss, bd3_times  # noqa: E402
-from common import Schedule, band_times, masking_draws  # noqa: E402
+from diffusion import Schedule, band_times, masking_draws  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data  # noqa: E402
 from utils.cli import ArgParser, at_least, band, list_of, seed  # noqa: E402
@@ -60,7 +60,7 @@ def main(argv):
     a = p.parse_args(argv)
     model, ckpt = load_model(a.checkpoint, "cpu")
     cfg = config_from_dict(ckpt["config"])
-    if not objectives.get(cfg.objective).BLOCKS:  # not block diffusion: it has no blocks, no bands
+    if not configurator.OBJECTIVES[cfg.objective].BLOCKS:  # not block diffusion: it has no blocks, no bands
         raise UserError(f"{a.checkpoint} is a {cfg.objective} model: give a bd3 checkpoint")
     tok = tokenizer_from_state(ckpt["tokenizer"])
     _, train_ids, _, _ = prepare_data(cfg, tok, verbose=False)

@@ -26,8 +26,8 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import objectives  # noqa: E402
-from common import Draw, Schedule  # noqa: E402
+import configurator  # noqa: E402
+from diffusion import Draw, Schedule  # noqa: E402
 from configurator import SAMPLED_KEYS, TYPES, parse  # noqa: E402
 from model import Transformer  # noqa: E402
 from utils.dist import (CpuThreads, autocast_for, compile_step, keyed_generator, peak_flops, pick_device,  # noqa: E402
@@ -94,8 +94,8 @@ def make_step(cfg, vocab_size, device):
     """(step, model, optimizer); step() is cfg's next training step as in train.py: draws eagerly,
     then the loss compiled with the model per --compile (compile_step: CUDA graphs on CUDA)."""
     torch.manual_seed(cfg.seed)
-    obj = objectives.get(cfg.objective)
-    model = Transformer(objectives.model_args(cfg, vocab_size)).to(device).train()
+    obj = configurator.OBJECTIVES[cfg.objective]
+    model = Transformer(configurator.model_args(cfg, vocab_size)).to(device).train()
     opt = build_optimizer(model, cfg, device)
     loss_of, step_model = compile_step(obj.loss_of, model, cfg, device)
     ctx, _ = autocast_for(device, cfg.dtype)
@@ -144,7 +144,7 @@ def main(argv):
     if args.compare_compile:
         rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows
                 for tag, on in (("eager", "false"), ("compiled", "true"))]
-    a = objectives.model_args(cfg, args.vocab_size)
+    a = configurator.model_args(cfg, args.vocab_size)
     print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab "
           f"{a.vocab_size}, batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} "
           f"steps after {args.warmup} warm-up; {torch.get_num_threads()} thread(s) (OMP_NUM_THREADS=N times at N)")
@@ -180,7 +180,7 @@ def print_results(steps, times, configs, tokens, peak, memory):
     results = {}
     for name, (_, model, _) in steps.items():
         sec = results[name] = statistics.median(times[name])
-        flops = objectives.get(configs[name].objective).flops(model, configs[name])[0]
+        flops = configurator.OBJECTIVES[configs[name].objective].flops(model, configs[name])[0]
         mfu = f"{flops * tokens / sec / peak * 100:6.1f}%" if peak else "     -"
         print(f"{name:<24} {sec * 1000:9.1f} {tokens / sec:11,.0f} {mfu} {memory[name][0]:9,.0f}")
     print(f"peak MiB: {next(iter(memory.values()))[1]}")

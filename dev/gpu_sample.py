@@ -16,9 +16,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import bd3  # noqa: E402
-import objectives  # noqa: E402
+import configurator  # noqa: E402
 from configurator import get_config  # noqa: E402
-from decode import compile_decode, decode, generate  # noqa: E402
+from model import compile_decode, decode  # noqa: E402
 from model import Transformer  # noqa: E402
 from utils.cli import ArgParser, at_least, typed  # noqa: E402
 from utils.dist import autocast_for  # noqa: E402
@@ -44,11 +44,11 @@ def main(argv):
     autocast = lambda: autocast_for(dev, "auto")[0]  # a fresh context each draw
     for name, flags in (("ar KV cache", ["--objective=ar"]), ("bd3 clean half", ["--objective=bd3", "--bd3_ar=1"])):
         cfg = get_config(flags + toy + ["--device=" + dev.type])
-        m32 = Transformer(objectives.model_args(cfg, V)).to(dev).eval()
-        m16 = Transformer(objectives.model_args(cfg, V)).to(dev).eval()
+        m32 = Transformer(configurator.model_args(cfg, V)).to(dev).eval()
+        m16 = Transformer(configurator.model_args(cfg, V)).to(dev).eval()
         m16.load_state_dict(m32.state_dict())
         m16.to(torch.bfloat16 if dev.type == "cuda" else torch.float32)
-        graphed = Transformer(objectives.model_args(cfg, V)).to(dev).eval()
+        graphed = Transformer(configurator.model_args(cfg, V)).to(dev).eval()
         graphed.load_state_dict(m32.state_dict())
         if args.smoke:
             graphed.compiled_decode = torch.compile(decode, backend="eager", fullgraph=True, dynamic=False)
@@ -63,7 +63,7 @@ def main(argv):
                 g = torch.Generator().manual_seed(0)
                 with torch.no_grad(), ctx():
                     if name.startswith("ar"):
-                        return generate(m, prompt, G, generator=g, mask_id=V - 1)
+                        return m.generate(prompt, G, generator=g, mask_id=V - 1)
                     return bd3.sample_clean_ar(m, prompt, G, bd3.Blocks(size=cfg.bd3_block, mask_id=V - 1), generator=g,
                                                draft=False)[0]
             for m, ctx in variants.values():

@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import objectives  # noqa: E402
-from common import Schedule  # noqa: E402
+import configurator  # noqa: E402
+from diffusion import Schedule  # noqa: E402
 from configurator import validate  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from evals.samples import open_checkpoint  # noqa: E402
@@ -46,7 +46,7 @@ def infill_recovery(model, windows, cfg, mask_id, span, generator=None, batch_si
     gen_mask, schedule, hits, exact = gen_mask.to(windows.device), Schedule(cfg.diffusion_steps, cfg.schedule), 0, 0
     for i in range(0, N, batch_size):
         x, gm = windows[i:i + batch_size], gen_mask[i:i + batch_size]
-        out, _ = objectives.get(cfg.objective).sample(model, x.clone(), gm, cfg, schedule, mask_id, generator)
+        out, _ = configurator.OBJECTIVES[cfg.objective].sample(model, x.clone(), gm, cfg, schedule, mask_id, generator)
         hits += ((out == x) & gm).sum().item()
         exact += ((out == x) | ~gm).all(1).sum().item()  # fixed text counts as right: a row is exact iff its span is
     return dict(infill_exact=exact / N, infill_acc=hits / (N * span), infill_span=span, infill_n=N)
@@ -72,7 +72,7 @@ def main(argv):
     args = parse_args(argv)
     device = pick_device(args.device)
     model, _, cfg, tok = open_checkpoint(args.checkpoint, device)
-    if objectives.get(cfg.objective).CONTINUES_ONLY:
+    if configurator.OBJECTIVES[cfg.objective].CONTINUES_ONLY:
         raise UserError(f"{args.checkpoint} is {cfg.objective}, whose sampler only continues a prompt: give a "
                         f"masked or uniform-state diffusion checkpoint")
     L = cfg.block_size
@@ -92,7 +92,7 @@ def main(argv):
 
 def obj_line(cfg):
     """The sampler in force, as inference.py names it, and its temperature."""
-    return f"{objectives.get(cfg.objective).describe(cfg)}, temperature {cfg.temperature:g}"
+    return f"{configurator.OBJECTIVES[cfg.objective].describe(cfg)}, temperature {cfg.temperature:g}"
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import objectives  # noqa: E402
-from common import Schedule  # noqa: E402
+import configurator  # noqa: E402
+from diffusion import Schedule  # noqa: E402
 from configurator import config_from_dict  # noqa: E402
 from dev.order_nll import windows_sha  # noqa: E402
 from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
@@ -147,7 +147,7 @@ def main(argv):
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     runs = [load_model(path, "cpu") for path in args.against]
     cfg, tok = config_from_dict(runs[0][1]["config"]), tokenizer_from_state(runs[0][1]["tokenizer"])
-    exact = [objectives.get(config_from_dict(saved["config"]).objective).EXACT for _, saved in runs]
+    exact = [configurator.OBJECTIVES[config_from_dict(saved["config"]).objective].EXACT for _, saved in runs]
     if "--n-t" in typed(argv) and all(exact):  # an exact NLL draws no times
         raise UserError("--n-t sets the times of a diffusion bound, and every --against run is an AR (its NLL is "
                         "exact): drop --n-t")

@@ -41,9 +41,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-import objectives  # noqa: E402
+import configurator  # noqa: E402
 from bd3 import bd3_logits  # noqa: E402
-from common import predict_logits, self_condition_input  # noqa: E402
+from diffusion import predict_logits, self_condition_input  # noqa: E402
 from diffusion import causal_nll  # noqa: E402
 from evals.bound import report_windows  # noqa: E402
 from evals.samples import open_checkpoint, write_json  # noqa: E402
@@ -73,7 +73,7 @@ def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=None):
     """NLL (B, L) float64 of each token of x (B, L) when all start masked and pass k reveals perm[:, :, k] (one
     position per block), each scored by the pass that sees exactly the tokens revealed before it.
     logits_of(xt, sc) -> (B, L, V) logits with the [MASK] logit at -inf. self_cond, for a self-conditioned network:
-    'bound' feeds each pass a fresh first pass's prediction over the same canvas (common.self_condition_input),
+    'bound' feeds each pass a fresh first pass's prediction over the same canvas (diffusion.self_condition_input),
     'sampler' the previous pass's (diffusion.denoise's reading; zeros at first); None: the network reads none."""
     assert self_cond in (None, *SC_READS), self_cond
     B, L = x.shape
@@ -252,7 +252,7 @@ def check_flags(args, argv, cfg, model):
     """Refuse what the network cannot be scored by (check_network) and a flag that cannot apply to it; returns whether
     the mixture is summed exactly."""
     semi, L = args.semi_ar_length, cfg.block_size
-    blocks = objectives.get(cfg.objective).BLOCKS  # bd3: its own blocks, read side by side
+    blocks = configurator.OBJECTIVES[cfg.objective].BLOCKS  # bd3: its own blocks, read side by side
     S = cfg.bd3_block if blocks else L
     exact = semi or S <= EXACT_BLOCK
     if "causal" in args.orders and not cfg.dual_ar:

@@ -32,12 +32,12 @@ def run_label(run_dir):
     name = os.path.basename(os.path.normpath(run_dir))
     try:
         import torch
-        import objectives
+        import configurator
         from configurator import config_from_dict
-        from train_log import loss_label
+        from utils.train_log import loss_label
         ckpt = torch.load(os.path.join(run_dir, "model.pt"), map_location="cpu", weights_only=True, mmap=True)
         cfg = config_from_dict(ckpt["config"])
-        return name, cfg.objective, objectives.get(cfg.objective).EXACT, loss_label(cfg)[0].split(" ", 1)[1]
+        return name, cfg.objective, configurator.OBJECTIVES[cfg.objective].EXACT, loss_label(cfg)[0].split(" ", 1)[1]
     except Exception:  # a label is not worth failing for
         return name, None, False, None
 

@@ -17,11 +17,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(HERE, ".."), HERE]  # the repo, and dev/ (draft_ceiling's loader)
 import bd3  # noqa: E402
 from bd3 import keep_or_redraw, probs  # noqa: E402
-from common import draw, no_mask_logit  # noqa: E402
+from diffusion import draw, no_mask_logit  # noqa: E402
 from draft_ceiling import load_bd3_ar  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
-from decode import generate  # noqa: E402
-from sampler import SamplerOptions  # noqa: E402
+from diffusion import SamplerOptions  # noqa: E402
 from utils.cli import ArgParser, at_least  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
@@ -94,7 +93,7 @@ def main(argv):
     runs = {"two passes a round": two,
             "one pass a round (--bd3_speculate)": lambda s: bd3.sample_clean_ar(
                 model, prompt, args.gen, bd3.Blocks(size=n, mask_id=M), generator=torch.Generator().manual_seed(s)),
-            "the AR's KV cache": lambda s: generate(ar, prompt, args.gen, generator=torch.Generator().manual_seed(s),
+            "the AR's KV cache": lambda s: ar.generate(prompt, args.gen, generator=torch.Generator().manual_seed(s),
                                                      mask_id=M)}
     times = {k: [] for k in runs}
     for _ in range(args.rounds):

@@ -4,11 +4,11 @@ from dataclasses import replace
 
 import torch
 
-import objectives
-from canvas import continuation, generate
-from common import LN2
+import configurator
+from sampling.canvas import continuation, fill
+from evals.bound import LN2
 from evals.metrics import ChangeRate, distinct_n
-from trace import StepBar, chain, open_trace, print_written, trace_hook
+from sampling.trace import StepBar, chain, open_trace, print_written, trace_hook
 from utils.errors import UserError
 
 
@@ -20,14 +20,14 @@ def units(res):
 
 def revisits(cfg):
     """Whether the sampler can change a committed token (else its change rate is 0 by design)."""
-    obj = objectives.get(cfg.objective)
+    obj = configurator.OBJECTIVES[cfg.objective]
     return obj.NOISE_START or (obj.TRACE and cfg.remask != "none" and not cfg.threshold)
 
 
 def report_samples(cfg, tok):
     """(prompt tokens, tokens generated) of the end-of-run samples: gen_len, cut to the context."""
     prompt_len = len(tok.encode(cfg.prompt))
-    return prompt_len, min(cfg.gen_len, cfg.block_size - prompt_len - objectives.get(cfg.objective).WINDOW)
+    return prompt_len, min(cfg.gen_len, cfg.block_size - prompt_len - configurator.OBJECTIVES[cfg.objective].WINDOW)
 
 
 def check_report(cfg, tok):
@@ -42,7 +42,7 @@ def check_report(cfg, tok):
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):
     """Final metrics (res: dev eval; test: bound.REPORT's) and >= 4 samples (for distinct-2)."""
     g = torch.Generator().manual_seed(cfg.seed)
-    obj = objectives.get(cfg.objective)
+    obj = configurator.OBJECTIVES[cfg.objective]
     change = ChangeRate(tok.mask_id)  # the fraction of committed tokens a reverse step changes
     n = max(cfg.num_samples, 4)
     prompt_len, gen_len = report_samples(cfg, tok)
@@ -53,7 +53,7 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
     print(f"sampling {n} x {gen_len} tokens{cut}" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
     hooks = chain(trace_hook(writer, tok, canvas, cfg), change)
     with writer or nullcontext(), StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:
-        texts, _, stats = generate(model, tok, canvas, replace(cfg, num_samples=n), schedule, device, g,
+        texts, _, stats = fill(model, tok, canvas, replace(cfg, num_samples=n), schedule, device, g,
                                    chain(hooks, bar))
     print("---- final validation metrics")
     what, t = ("NLL", "") if obj.EXACT else ("bound (NELBO)", " x %d t")

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import torch
 
-import objectives
-from canvas import start_token
-from common import Schedule
+import configurator
+from sampling.canvas import start_token
+from diffusion import Schedule
 from configurator import config_from_dict
 from evals.metrics import distinct_n, gen_ppl, ngram_js, sample_entropy
 from checkpoint_manager import load_model
@@ -42,7 +42,7 @@ def start_ids(tok, prompt):
 def load_judge(path, device, tokenizers):
     """The AR judge of gen-PPL, checked: exact, on each checkpoint's tokenizer (it reads ids)."""
     judge, _, cfg, judge_tok = open_checkpoint(path, device)
-    if not objectives.get(cfg.objective).EXACT:
+    if not configurator.OBJECTIVES[cfg.objective].EXACT:
         raise UserError(f"--ar-checkpoint {path} is a {cfg.objective} model: give an AR checkpoint "
                         f"(python train.py ... --objective=ar)")
     fp = fingerprint(judge_tok)
@@ -56,7 +56,8 @@ def load_judge(path, device, tokenizers):
 def draw(model, cfg, start, gen_len, n, mask_id, generator, on_step=None):
     """n samples of gen_len tokens after start by cfg's sampler, num_samples a batch, on the model's
     device: (tokens (n, len(start) + gen_len) on the CPU, forward passes per sample)."""
-    obj, schedule, out, nfe = objectives.get(cfg.objective), Schedule(cfg.diffusion_steps, cfg.schedule), [], []
+    obj = configurator.OBJECTIVES[cfg.objective]
+    schedule, out, nfe = Schedule(cfg.diffusion_steps, cfg.schedule), [], []
     device = next(model.parameters()).device
     for i in range(0, n, cfg.num_samples):
         B = min(cfg.num_samples, n - i)

@@ -44,7 +44,7 @@ def parse_args(argv):
 
 def open_lanes(args, device):
     """Each lane's model, sampling config and tokenizer (one for all), checked on the prompt."""
-    from canvas import build_canvas
+    from sampling.canvas import build_canvas
     from evals.samples import open_checkpoint
     from utils.tokenizer import fingerprint
     lanes = []
@@ -87,7 +87,7 @@ def run_lane(lane, start, args):
 def lane_cells(lane, now, tick):
     """(texts, states) of a lane at wall-clock second `now`: its caption, then its canvas after the
     last step stamped by then (tokens a step of this tick revealed are new)."""
-    from trace import token_states
+    from sampling.trace import token_states
     done = [(t, st) for t, st in lane["stamps"] if t <= now]
     t, st = done[-1] if done else (-1.0, lane["stamps"][0][1])
     x = st.x[0] if done else st.prev[0]
@@ -109,14 +109,14 @@ def machine():
 
 def main(argv):
     args = parse_args(argv)
-    from trace import trace_paths
+    from sampling.trace import trace_paths
     from utils.fileio import check_output
     for path in trace_paths(args.out):  # the MP4 and the GIF beside it: checked before any work
         check_output(path, args.force, "--out")
     import torch
     from evals.samples import start_ids
     from utils.dist import pick_device
-    from utils.video import TraceWriter
+    from sampling.video import TraceWriter
     device = pick_device(args.device)
     lanes = open_lanes(args, device)
     torch.set_num_threads(args.threads)

@@ -48,9 +48,9 @@ def loss(obj, model, x, cfg, schedule, tok, draw):
 def for_objective(args):
     """args less the flags its (last) --objective=X does not read: MICRO and TINY set diffusion keys, which
     configurator.validate refuses for AR (the user's rule: a given key that cannot apply is an error)."""
-    import objectives
+    import configurator
     name = next((str(a).split("=", 1)[1] for a in reversed(args) if str(a).startswith("--objective=")), "mdlm")
-    ignored = objectives.get(name).IGNORES
+    ignored = configurator.OBJECTIVES[name].IGNORES
     return [a for a in args if not (str(a).startswith("--") and str(a)[2:].split("=")[0] in ignored)]
 
 
@@ -208,7 +208,7 @@ def bd3_drawn(x0, block, schedule, generator, t=None, allowed=None, share=0.0):
     t (B, L // block), or one a block stratified over `allowed` (default 1..T), then the masks and
     self-conditioning's rows (share, the loss's self_cond) from generator; n_times = len(allowed)."""
     from bd3 import bd3_times
-    from common import masking_draws
+    from diffusion import masking_draws
     allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
     t = bd3_times(len(x0), x0.size(1) // block, allowed, generator, x0.device) if t is None else t
     return masking_draws(x0.shape, t, share, generator, x0.device, len(allowed))

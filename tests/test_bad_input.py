@@ -34,7 +34,8 @@ import torch
 import inference
 import train
 from helpers import ENV, FIXTURES, MICRO, ROOT, for_objective, real_text, run_cli_here, script
-from utils import fileio, video
+from sampling import video
+from utils import fileio
 from utils.errors import run_cli
 
 
@@ -939,7 +940,7 @@ def test_ctrl_c_in_training_names_the_last_checkpoint_and_the_command_that_resum
 
 @pytest.mark.slow
 def test_ctrl_c_in_sampling_is_one_line_and_leaves_no_half_video(files, tmp_path, monkeypatch, capsys):
-    import trace
+    from sampling import trace
     real, calls = trace.TraceHook.__call__, []
 
     def interrupt_at_step_2(self, info):
@@ -1111,7 +1112,7 @@ def test_a_checkpoints_own_compile_true_samples_and_the_start_up_line_names_no_s
 PAIR = r"(--[a-z][a-z0-9_-]*)(?:=([^\s,;:()]+)|\s+(\d[\d.]*)\b)"
 ADVICE = re.compile(r"\b(?:use|pass|give|(?<!train )with|e\.g\.)\s+(%s(?:\s+%s)*)" % (PAIR, PAIR))
 # where each entry point's work starts, stopped once the advised command passed every check before it
-WORK = {"train.py": "train.train", "inference.py": "inference.generate", "scripts/eval.py":
+WORK = {"train.py": "train.train", "inference.py": "inference.fill", "scripts/eval.py":
         "scripts.eval.evaluate", "scripts/frontier.py": "scripts.frontier.grid_of", "scripts/export.py":
         "scripts.export.export", "dev/plot.py": "dev.plot._save", "scripts/data.py": "scripts.corpus.write_corpus",
         "scripts/train_tokenizer.py": "scripts.train_tokenizer.train_bpe", "dev/bench_train.py":

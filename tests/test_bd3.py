@@ -10,10 +10,10 @@ import torch.nn.functional as F
 
 from bd3 import (Blocks, CachedBlockModel, CleanCache, RoundCache, bd3_attn_mask, bd3_logits, bd3_loss, round_layout,
                  bd3_times, pending_mask, sample_bd3)
-from common import LossOptions, Schedule, band_times, stratified_times
-from decode import decode, generate
+from diffusion import LossOptions, Schedule, band_times, stratified_times
+from model import decode
 from diffusion import diffusion_loss
-from sampler import SamplerOptions
+from diffusion import SamplerOptions
 from model import ModelArgs, Transformer
 from helpers import ENV, WindowBlockModel, bd3_drawn, pick, run_script, uncached_bd3
 from conftest import train_tiny
@@ -347,9 +347,9 @@ def test_ar_decode_is_the_uncached_one_within_the_context_and_slides_past_it():
     with torch.no_grad():
         for _ in range(12):
             seq = torch.cat([seq, m(seq)[:, -1].argmax(-1, keepdim=True)], 1)
-    assert torch.equal(generate(m, prompt, 12, SamplerOptions(1, temperature=0)), seq)
-    a = generate(m, prompt, 12, generator=torch.Generator().manual_seed(5))
-    long = generate(m, prompt, 50, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(m.generate(prompt, 12, SamplerOptions(1, temperature=0)), seq)
+    a = m.generate(prompt, 12, generator=torch.Generator().manual_seed(5))
+    long = m.generate(prompt, 50, generator=torch.Generator().manual_seed(5))
     assert long.shape == (2, 53) and torch.equal(long[:, :15], a)
 
 
@@ -380,7 +380,7 @@ def test_bad_bd3_settings_are_refused_before_any_work(argv, words):
 def test_bd3_only_continues_a_prompt():
     from configurator import get_config
     from utils.errors import UserError
-    from canvas import build_canvas
+    from sampling.canvas import build_canvas
     from utils.tokenizer import CharTokenizer
     tok = CharTokenizer.from_text("abc ")
     cfg = get_config(["--objective=bd3", "--infill=a [___:3] b"])
@@ -436,7 +436,7 @@ def test_a_tiny_bd3_run_learns_and_writes_past_its_context(bd3_ckpt, tmp_path):
     from configurator import config_from_dict
     from checkpoint_manager import load_model
     from utils.checkpoint import load_checkpoint
-    from canvas import continuation, generate
+    from sampling.canvas import continuation, fill
     from utils.tokenizer import tokenizer_from_state
     ck = load_checkpoint(bd3_ckpt)
     tok = tokenizer_from_state(ck["tokenizer"])
@@ -444,7 +444,7 @@ def test_a_tiny_bd3_run_learns_and_writes_past_its_context(bd3_ckpt, tmp_path):
     model, _ = load_model(bd3_ckpt, "cpu")
     cfg = config_from_dict(ck["config"])
     canvas = continuation(cfg, tok, "ROMEO:", 150, model.args.block_size)  # 156 tokens from a context of 64
-    texts, out, stats = generate(model, tok, canvas, replace(cfg, num_samples=2),
+    texts, out, stats = fill(model, tok, canvas, replace(cfg, num_samples=2),
                                  Schedule(cfg.diffusion_steps, cfg.schedule), "cpu", torch.Generator().manual_seed(0))
     prompt = torch.tensor(tok.encode("ROMEO:"))
     assert out.shape == (2, 156) and (out[:, :6] == prompt).all() and not (out == tok.mask_id).any()

@@ -29,7 +29,7 @@ from helpers import FIXTURES, ROOT, TINY, run_cli_here, script
 from model import ModelArgs, Transformer
 from scripts.train_tokenizer import save_tokenizer, train_bpe
 from story_grammar import stories
-from trace import open_trace
+from sampling.trace import open_trace
 from utils.dataloader import chars_per_token, prepare_data
 from utils.errors import UserError, run_cli
 from utils.tokenizer import (EOT_TOKEN, BPETokenizer, CharTokenizer, fingerprint, normalize_prompt, split_for_encoding,

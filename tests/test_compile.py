@@ -10,8 +10,8 @@ gives eager's loss; and compile_step's policy.
 import pytest
 import torch
 
-import objectives
-from common import Draw, Schedule
+import configurator
+from diffusion import Draw, Schedule
 from configurator import get_config
 from helpers import Tok, for_objective
 from model import Transformer
@@ -47,9 +47,9 @@ def setting(name, flags=()):
     """(obj, model, x, cfg, schedule, tok, draw) of a case: a seeded model, a batch, and the Draw of a micro-batch
     that is slot 1 of a global batch of 16 sequences, 30 % into training (the band's ramp reads it)."""
     cfg = get_config(for_objective([*CASES[name], *SMALL, *flags]))
-    obj, tok = objectives.get(cfg.objective), Tok(19)
+    obj, tok = configurator.OBJECTIVES[cfg.objective], Tok(19)
     torch.manual_seed(0)
-    model = Transformer(objectives.model_args(cfg, tok.vocab_size))
+    model = Transformer(configurator.model_args(cfg, tok.vocab_size))
     x = torch.randint(0, 19, (cfg.batch_size, cfg.block_size + obj.WINDOW), generator=torch.Generator().manual_seed(1))
     draw = Draw(torch.Generator().manual_seed(5), torch.tensor(0.37, dtype=torch.float64), 4, 16, 0.3)
     return obj, model, x, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), tok, draw
@@ -137,7 +137,7 @@ def test_one_process_compiles_the_loss_with_the_model_and_ddp_the_model_alone(mo
     from utils.dist import compile_step
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append((fn, kw.get("mode"))) or fn)
-    loss_of, model = objectives.get("mdlm").loss_of, torch.nn.Linear(2, 2)
+    loss_of, model = configurator.OBJECTIVES["mdlm"].loss_of, torch.nn.Linear(2, 2)
     for flag, device, world in (("auto", "cuda", 1), ("auto", "cuda", 2), ("auto", "cpu", 1), ("true", "cpu", 1),
                                 ("false", "cuda", 1)):
         assert compile_step(loss_of, model, get_config([f"--compile={flag}"]), torch.device(device), world) == (

@@ -75,8 +75,7 @@ def test_trained_and_resumable_keys_are_field_metadata():
                                    "activation_checkpointing",
                                    "eval_iters", "wandb_log", "wandb_project", "keep_last",
                                    "skip_nonfinite", "out_dir"}
-    from sampler import ORDERS
-    assert CHOICES["order"] == ORDERS and CHOICES["schedule"] == ("cosine", "linear")
+    assert CHOICES["schedule"] == ("cosine", "linear")
 
 
 def test_sampling_reads_the_keys_its_fields_declare():
@@ -183,13 +182,11 @@ def test_each_modules_choices_are_config_pys_own():
     import importlib
     import config
     import configurator
-    import objectives
-    for module, name, key in [("sampler", "ORDERS", "order"), ("sampler", "TOKENS_PER_STEP", "tokens_per_step"),
-                              ("sampler", "REMASKS", "remask"), ("utils.optim", "OPTIMIZERS", "optimizer"),
-                              ("utils.dist", "DTYPES", "dtype"), ("model", "TIME_CONDS", "time_cond")]:
+    for module, name, key in [("utils.optim", "OPTIMIZERS", "optimizer"), ("utils.dist", "DTYPES", "dtype"),
+                              ("model", "TIME_CONDS", "time_cond")]:
         assert getattr(importlib.import_module(module), name) is config.CHOICES[key], (module, name)
-    assert importlib.import_module("sampler").UNSCORED_ORDERS is config.UNSCORED_ORDERS
-    assert tuple(objectives.OBJECTIVES) == config.CHOICES["objective"]
+    assert importlib.import_module("diffusion").UNSCORED_ORDERS is config.UNSCORED_ORDERS
+    assert tuple(configurator.OBJECTIVES) == config.CHOICES["objective"]
     assert configurator.CHOICES is config.CHOICES and set(config.CHOICES) == {
         "tokenizer", "time_cond", "objective", "bd3_loss", "schedule", "loss_type", "optimizer", "order",
         "tokens_per_step", "remask", "dtype", "compile"}
@@ -344,11 +341,11 @@ def test_no_product_file_names_the_development_layout():
 
 def test_the_readme_states_the_parameter_count_train_py_cpu_prints():
     import re
-    import objectives
+    import configurator
     from model import Transformer
     m = re.search(r"`python train.py cpu` reads .*? trains an ([\d,]+)-parameter model", (ROOT / "README.md").read_text(), re.S)
     vocab = len(set((ROOT / "data/tinyshakespeare.txt").read_text())) + 1  # the chars + [MASK]
-    n = Transformer(objectives.model_args(get_config(["cpu"]), vocab)).num_params()
+    n = Transformer(configurator.model_args(get_config(["cpu"]), vocab)).num_params()
     assert m and int(m[1].replace(",", "")) == n
 
 
@@ -361,7 +358,7 @@ def test_a_presets_falling_temperature_does_not_leave_its_hot_start_to_an_object
         c = get_config(["baby", f"--objective={objective}"])
         assert (c.temperature, c.temperature_end_share) == (1.0, 1.0), objective
     assert get_config(["baby", "--objective=ar", "--temperature=1.3"]).temperature == 1.3  # what the user asks runs
-    # mdlm's AR mode reads no fall either (objectives.effective, through its unread keys)
+    # mdlm's AR mode reads no fall either (configurator.effective, through its unread keys)
     c = get_config(["baby", "--dual_sample"])
     assert (c.temperature, c.temperature_end_share) == (1.0, 1.0)
 
@@ -453,12 +450,11 @@ def test_past_validation_an_infinite_temperature_raises_in_the_draw_instead_of_r
     """What validation now refuses, forced past it: the AR's draw at temperature inf (each logit / inf is 0, [MASK]'s
     -inf / inf NaN) raises; it returned [MASK] for every token (the issue's 'RO________')."""
     import torch
-    import objectives
-    from decode import generate
+    import configurator
     from model import Transformer
-    from sampler import SamplerOptions
+    from diffusion import SamplerOptions
     cfg = get_config(["--objective=ar", "--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=16"])
-    model = Transformer(objectives.model_args(cfg, 12)).eval()
+    model = Transformer(configurator.model_args(cfg, 12)).eval()
     with pytest.raises(RuntimeError, match="no mass or a NaN/inf entry"):
-        generate(model, torch.zeros(1, 2, dtype=torch.long), 4, SamplerOptions(1, temperature=float("inf")),
+        model.generate(torch.zeros(1, 2, dtype=torch.long), 4, SamplerOptions(1, temperature=float("inf")),
                  torch.Generator().manual_seed(0), mask_id=11)

@@ -11,7 +11,7 @@ from dataclasses import fields
 
 import pytest
 
-import objectives
+import configurator
 from config import NEEDS, Config, Tristate
 from configurator import SAMPLED_KEYS, TYPES, parse, validate
 from utils.errors import UserError
@@ -47,7 +47,7 @@ CASES = [(key, value) for key, typ in TYPES.items() for value in WORST[typ]]
 
 def _objective(key):
     """An objective that reads key (the others refuse it, given, whatever its value)."""
-    return next(name for name in objectives.OBJECTIVES if key not in objectives.get(name).IGNORES)
+    return next(name for name in configurator.OBJECTIVES if key not in configurator.OBJECTIVES[name].IGNORES)
 
 
 def _given(key, value, tmp_path):

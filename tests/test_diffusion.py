@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 
-import objectives
+import configurator
 from ar import ar_loss
-from common import LossOptions, Schedule, filter_logits, reveal_plan, sample_tokens, stratified_times, time_grid
+from diffusion import LossOptions, Schedule, filter_logits, reveal_plan, sample_tokens, stratified_times, time_grid
 from diffusion import corrupt, diffusion_loss
-from sampler import SamplerOptions, denoise
+from diffusion import SamplerOptions, denoise
 from helpers import ConstModel, ToyModel, loss
 
 
@@ -51,7 +51,7 @@ def test_stratified_times_cover_every_stratum():
 def test_mask_draws_give_k_masks_of_the_same_windows_stratified_over_k_times_the_global_batch(objective, monkeypatch):
     import bd3
     import diffusion
-    from common import Draw, band_times
+    from diffusion import Draw, band_times
     from configurator import get_config
     from helpers import MICRO, for_objective
     from utils.errors import UserError
@@ -67,7 +67,7 @@ def test_mask_draws_give_k_masks_of_the_same_windows_stratified_over_k_times_the
                                         "--mask_min=0.2", "--mask_max=0.8", "--bd3_block=4", f"--mask_draws={k}"]))
         seen.clear()
         for offset in (0, 4):  # two micro-batches (or ranks) of 4 in a global batch of 8
-            loss(objectives.get(objective), None, x, cfg, schedule, type("Tok", (), dict(mask_id=7)),
+            loss(configurator.OBJECTIVES[objective], None, x, cfg, schedule, type("Tok", (), dict(mask_id=7)),
                  Draw(torch.Generator().manual_seed(offset), u, offset, 8))
         assert all(torch.equal(xs, x.repeat(k, 1)) for xs, _ in seen)  # k copies of each window, its own noise each
         # the k * 8 copies of the global batch hold one time in each of k * 8 * n strata, as one batch of k * 8 would

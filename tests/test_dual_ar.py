@@ -11,13 +11,12 @@ import torch.nn.functional as F
 
 import ar
 import diffusion
-import objectives
-from common import Draw, Schedule
+import configurator
+from diffusion import Draw, Schedule
 from configurator import get_config
-from decode import generate
 from helpers import MICRO, for_objective, loss as objective_loss
 from model import ModelArgs, Transformer
-from sampler import SamplerOptions
+from diffusion import SamplerOptions
 from utils.errors import UserError
 
 V, MASK = 12, 11
@@ -62,7 +61,7 @@ def test_loss_is_the_diffusion_loss_plus_the_weight_times_the_causal_term_on_the
                           f"--dual_ar={weight}"])
         tok = type("Tok", (), dict(mask_id=MASK))
         draw = Draw(torch.Generator().manual_seed(3), torch.tensor(0.25))
-        return objective_loss(objectives.get("mdlm"), bidir, x, cfg, schedule, tok, draw)
+        return objective_loss(configurator.OBJECTIVES["mdlm"], bidir, x, cfg, schedule, tok, draw)
 
     assert base.dual_ar == 0
     expect = loss(0) + 0.5 * diffusion.dual_ar_loss(bidir, x, MASK)
@@ -101,7 +100,7 @@ def test_dual_sample_draws_the_causal_networks_samples_exactly_and_keeps_the_pro
     steps = []
     out, stats = diffusion.sample(bidir, x, gen, _cfg("--dual_sample", "--temperature=0.9", "--top_k=8"), Schedule(100),
                                   MASK, torch.Generator().manual_seed(5), on_step=steps.append)
-    expect = generate(causal, x[:, :4], 10, SamplerOptions(1, temperature=0.9, top_k=8),
+    expect = causal.generate(x[:, :4], 10, SamplerOptions(1, temperature=0.9, top_k=8),
                       torch.Generator().manual_seed(5), MASK)
     assert torch.equal(out, expect) and torch.equal(out[:, :4], x[:, :4]) and not (out == MASK).any()
     assert stats["nfe"] == 10 == diffusion.passes(_cfg("--dual_sample"), 10) and len(steps) == 10
@@ -128,7 +127,7 @@ def test_dual_sample_is_refused_where_it_cannot_apply():
 def test_dual_sample_refuses_a_canvas_it_cannot_continue_before_sampling(tmp_path):
     """The canvas is refused when built, not at sampling: --interactive's empty line took a seed and printed its header
     (prompt 3 drew with seed + 2), as its bad lines do not; --prompt '' and an infill were refused only at sampling."""
-    from canvas import build_canvas
+    from sampling.canvas import build_canvas
     from utils.tokenizer import CharTokenizer
     tok, suffix = CharTokenizer("abc "), tmp_path / "end.txt"
     suffix.write_text("c")

@@ -14,7 +14,7 @@ import torch
 
 from config import Config
 from helpers import ROOT, TINY, ConstModel, Tok, for_objective, real_text, script as _script
-from common import Schedule
+from diffusion import Schedule
 from evals.bound import evaluate
 from dev.infill import infill_recovery, span_starts
 from evals.metrics import ar_nll, distinct_n, gen_ppl, ngram_js, sample_entropy

@@ -296,7 +296,7 @@ def test_the_trace_of_an_objective_that_draws_none_is_no_file_of_the_run(in_tmp)
     trace.parent.mkdir(parents=True)
     trace.write_bytes(b"an earlier run's")
     cfg, _ = train.setup(for_objective(["cpu", *train_args(in_tmp / "out", "--max_iters=5", "--objective=ar")[1:]]))
-    assert cfg.viz_video == ""  # the AR reads no --viz_video (objectives.effective leaves it off)
+    assert cfg.viz_video == ""  # the AR reads no --viz_video (configurator.effective leaves it off)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-import objectives
+import configurator
 from conftest import train_tiny
 from config import Config
 from configurator import get_config
@@ -50,7 +50,7 @@ def test_the_grid_holds_each_distinct_sampler_once():
     g = grid("remask=none,remdm", "remask_eta=0.05,0.1", "temperature=0.8,1", "steps=8")
     assert g == dict(remask=["none", "remdm"], remask_eta=[0.05, 0.1], temperature=[0.8, 1.0], steps=[8])
     cfg = get_config([*MICRO, "--remask=none"])
-    pts = frontier.grid_points(g, cfg, objectives.get("mdlm"))
+    pts = frontier.grid_points(g, cfg, configurator.OBJECTIVES["mdlm"])
     # remask none: eta is not read (2 temperatures); remdm: two etas (2 x 2)
     assert len(pts) == 6 and sum(s.get("remask") == "none" for s, _ in pts) == 2
     assert all("remask_eta" not in s for s, _ in pts if s["remask"] == "none")
@@ -59,10 +59,10 @@ def test_the_grid_holds_each_distinct_sampler_once():
     # an AR checkpoint reads only temperature and top-p of it
     ar_cfg = get_config(for_objective([*MICRO, "--objective=ar"]))
     ar_pts = frontier.grid_points(grid("order=random,confidence", "temperature=0.8,1", "top_p=0.9,1", flag="--ar-grid"),
-                                  ar_cfg, objectives.get("ar"))
+                                  ar_cfg, configurator.OBJECTIVES["ar"])
     assert [s for s, _ in ar_pts] == [dict(temperature=t, top_p=p) for t in (0.8, 1.0) for p in (0.9, 1.0)]
     with pytest.raises(UserError, match="steps"):  # a point the objective refuses: steps > diffusion_steps (20)
-        frontier.grid_points(dict(steps=[40]), cfg, objectives.get("mdlm"))
+        frontier.grid_points(dict(steps=[40]), cfg, configurator.OBJECTIVES["mdlm"])
     for bad in ("epochs=3", "temperature=hot", "steps=", "bd3_speculate=maybe"):
         with pytest.raises(UserError, match="--grid"):
             grid(bad)
@@ -72,14 +72,14 @@ def test_the_grid_holds_each_distinct_sampler_once():
         with pytest.raises(UserError, match="names a value twice"):
             grid(twice)
     bd3_cfg = get_config([*MICRO, "--objective=bd3", "--bd3_ar=1"])
-    assert [s for s, _ in frontier.grid_points(grid("bd3_speculate=false,true"), bd3_cfg, objectives.get("bd3"))] == \
+    assert [s for s, _ in frontier.grid_points(grid("bd3_speculate=false,true"), bd3_cfg, configurator.OBJECTIVES["bd3"])] == \
         [dict(bd3_speculate=False), dict(bd3_speculate=True)]
     # baby_bd3 samples its clean half's AR (--bd3_speculate): the default grid's orders are one sampler there (it
     # refused the checkpoint with "--order does not apply with --bd3_speculate"), its temperatures three
-    baby_bd3 = frontier.grid_points(grid(*frontier.DEFAULT_GRID), get_config(["baby_bd3"]), objectives.get("bd3"))
+    baby_bd3 = frontier.grid_points(grid(*frontier.DEFAULT_GRID), get_config(["baby_bd3"]), configurator.OBJECTIVES["bd3"])
     assert [s for s, _ in baby_bd3] == [dict(temperature=t) for t in (0.8, 0.9, 1.0)]
     # a key that acts only with another, off at a point, is not that point's (config.NEEDS): top_p at argmax
-    pts = frontier.grid_points(grid("temperature=0,1", "top_p=0.9,1"), cfg, objectives.get("mdlm"))
+    pts = frontier.grid_points(grid("temperature=0,1", "top_p=0.9,1"), cfg, configurator.OBJECTIVES["mdlm"])
     assert [s for s, _ in pts] == [dict(temperature=0.0), dict(temperature=1.0, top_p=0.9),
                                    dict(temperature=1.0, top_p=1.0)]
 
@@ -271,7 +271,7 @@ def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):
 def test_p_cache_counts_the_columns_each_sampler_reads_past_the_prompt(B):
     """columns_counted, p_cache's denominator, by hand: the AR reads one column a token (its prompt's last predicts the
     first): p_cache 1; masked diffusion reads the whole canvas every pass: (gen_len + 1) columns a row a pass."""
-    from common import Schedule  # noqa: F401 (draw builds its own)
+    from diffusion import Schedule  # noqa: F401 (draw builds its own)
     from evals.samples import columns_counted, draw
     from model import Transformer
     P, G, S = 3, 8, 4
@@ -279,7 +279,7 @@ def test_p_cache_counts_the_columns_each_sampler_reads_past_the_prompt(B):
         cfg = get_config(for_objective(["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16",
                                         "--diffusion_steps=8", f"--num_samples={B}", "--device=cpu", *flags]))
         torch.manual_seed(0)
-        model = Transformer(objectives.model_args(cfg, 12)).eval()
+        model = Transformer(configurator.model_args(cfg, 12)).eval()
         with columns_counted(model, P) as seen:
             _, passes = draw(model, cfg, [0, 1, 2], G, B, 11, torch.Generator().manual_seed(0))
         assert seen["columns"] == columns, (flags, seen)

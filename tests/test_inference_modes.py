@@ -9,10 +9,10 @@ import torch
 
 import inference
 from checkpoint_manager import load_model
-from common import Schedule
+from diffusion import Schedule
 from helpers import ToyModel, run_cli_here, script
-from sampler import SamplerOptions, denoise
-from trace import ANSI, LiveView
+from diffusion import SamplerOptions, denoise
+from sampling.trace import ANSI, LiveView
 from utils.checkpoint import load_checkpoint
 from utils.tokenizer import CharTokenizer
 

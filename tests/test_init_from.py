@@ -58,7 +58,7 @@ def test_converted_ar_starts_below_a_fresh_mdlm(ar_ckpt):
     """The first mdlm bound of AR weights is well below a fresh model's (~ln V): measured 3.75 vs 4.20 nats/token.
     Not more: the AR head at position i predicts token i+1, mdlm's predicts token i (no logit shift here), so
     what carries over is the representation, not the head."""
-    from common import Schedule
+    from diffusion import Schedule
     from diffusion import diffusion_loss
     ck = load_checkpoint(ar_ckpt)
     tok = tokenizer_from_state(ck["tokenizer"])

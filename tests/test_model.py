@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from decode import decode, generate, new_kv_cache
+from model import decode, new_kv_cache
 from model import ModelArgs, Transformer
 
 
@@ -128,5 +128,5 @@ def test_a_cpu_load_lays_each_matmul_weight_out_transposed_with_the_same_values_
     idx = torch.randint(0, 10, (3, 9))
     with torch.no_grad():
         assert torch.allclose(got(idx), m(idx), atol=1e-5)
-    seeded = [generate(x, idx[:, :2], 6, generator=torch.Generator().manual_seed(1), mask_id=10) for x in (got, m)]
+    seeded = [x.generate(idx[:, :2], 6, generator=torch.Generator().manual_seed(1), mask_id=10) for x in (got, m)]
     assert torch.equal(*seeded)

@@ -1,5 +1,6 @@
-"""The shape of the house: one objective per module behind one table, imports that only point down, a config.py that
-imports nothing from the project, and a fifth objective that is one module, its name and one table line.
+"""The shape of the house: one objective per module behind one table of plain imports (configurator.OBJECTIVES), every
+module stating the whole interface itself, imports that only point down, a config.py that imports nothing from the
+project, and a fifth objective that is one module, its name and one table line.
 
     python -m pytest -q tests/test_objectives.py
 """
@@ -13,14 +14,14 @@ import types
 import pytest
 import torch
 
-import objectives
+import configurator
 from config import CHOICES
 from helpers import MICRO, ROOT, for_objective, real_text, run_cli_here
 from model import Transformer
 
-DEFAULTS_FLAGS = dict(MODEL=dict, WINDOW=int, IGNORES=dict, CONTINUES_ONLY=bool, ANY_LENGTH=bool, NOISE_START=bool,
-                      EXACT=bool, TRACE=bool, STEP_CHAIN=bool, BLOCKS=bool, SEMI_AR=bool, LOSS_KEY=str)  # the interface's values, by type
-PRODUCT = sorted(p for p in [*ROOT.glob("*.py"), *ROOT.glob("utils/*.py"), *ROOT.glob("scripts/*.py")])
+FLAGS = dict(MODEL=dict, WINDOW=int, IGNORES=dict, CONTINUES_ONLY=bool, ANY_LENGTH=bool, NOISE_START=bool,
+             EXACT=bool, TRACE=bool, STEP_CHAIN=bool, BLOCKS=bool, SEMI_AR=bool, LOSS_KEY=str)  # the interface's values, by type
+PRODUCT = sorted(p for folder in ("", "utils/", "scripts/", "sampling/", "evals/") for p in ROOT.glob(f"{folder}*.py"))
 
 
 def module_name(path):
@@ -56,9 +57,10 @@ def test_imports_have_no_cycle():
         if m not in state:
             visit(m, [m])
     assert graph["config"] == set() and graph["utils.errors"] == set()  # the bottom stays the bottom
-    assert graph["common"] <= {"config", "utils.errors"}  # what the objectives share stands on the ground alone
-    assert "objectives" not in graph["diffusion"]
-    assert graph["sampler"] == {"common", "config"}  # shared by mdlm and bd3, below both
+    assert graph["diffusion"] <= {"config", "utils.errors"}  # masked diffusion stands on the ground alone
+    assert graph["model"] <= {"config", "diffusion"}  # the network, and its generate's draws
+    for name in ("ar", "bd3", "uniform"):  # each builds on diffusion.py and model.py, never on a sibling
+        assert graph[name] <= {"config", "diffusion", "model", "utils.errors"}, name
 
 
 def test_config_imports_nothing_from_the_project():
@@ -66,7 +68,7 @@ def test_config_imports_nothing_from_the_project():
     assert project_imports(ROOT / "config.py", known) == set()
 
 
-# objectives.py's interface: each function's leading parameters, in the order every caller passes them
+# the interface's functions: each one's leading parameters, in the order every caller passes them
 SIGNATURES = dict(check=("cfg", "given"), draws=("x", "cfg", "schedule", "tok", "draw"),
                   loss_of=("model", "x", "cfg", "schedule", "tok", "drawn"),
                   eval_times=("cfg", "L"), bound=("model", "x", "cfg", "schedule", "tok", "t", "generator"), flops=("model", "cfg"),
@@ -75,21 +77,22 @@ SIGNATURES = dict(check=("cfg", "given"), draws=("x", "cfg", "schedule", "tok", 
                   unread=("cfg",), decodes=("cfg", "batch"))
 
 
-@pytest.mark.parametrize("name", list(objectives.OBJECTIVES))
+@pytest.mark.parametrize("name", list(configurator.OBJECTIVES))
 def test_every_objective_offers_the_interface(name):
-    """Every name of the interface, the module's own where it has one (DEFAULTS' otherwise), each function taking what
-    its callers pass, and the answers of a MICRO config agreeing with the flags (an exact score has no times)."""
+    """Every name of the interface stated by the module itself (no defaults filled in, no function borrowed from
+    another module), each function taking what its callers pass, and the answers of a MICRO config agreeing with the
+    flags (an exact score has no times)."""
     from configurator import get_config
     from model import Transformer
-    module, obj = importlib.import_module(objectives.OBJECTIVES[name]), objectives.get(name)
-    no_default = ("draws", "loss_of", "bound", "sample", "passes", "describe")
-    assert all(hasattr(module, k) for k in no_default)
-    assert set(SIGNATURES) | set(DEFAULTS_FLAGS) == set(objectives.INTERFACE)
-    for k in objectives.INTERFACE:
-        assert getattr(obj, k) is (getattr(module, k) if hasattr(module, k) else objectives.DEFAULTS[k]), k
+    obj = configurator.OBJECTIVES[name]
+    assert obj.__name__ == {"mdlm": "diffusion"}.get(name, name)  # a module, imported plainly
+    for k in SIGNATURES:
+        assert getattr(obj, k).__module__ == obj.__name__, k  # its own function
+    for k in FLAGS:
+        assert k in vars(obj), k
     for k, params in SIGNATURES.items():
         assert tuple(inspect.signature(getattr(obj, k)).parameters)[:len(params)] == params, k
-    for k, kind in DEFAULTS_FLAGS.items():
+    for k, kind in FLAGS.items():
         assert isinstance(getattr(obj, k), kind), k
     assert set(obj.MODEL) <= {"causal", "time_cond", "self_cond", "clean_causal"} and obj.WINDOW in (0, 1)
     cfg = get_config(for_objective([*MICRO, f"--objective={name}"]))
@@ -97,7 +100,7 @@ def test_every_objective_offers_the_interface(name):
     obj.check(cfg, set())  # MICRO is valid for every objective
     n_times = obj.eval_times(cfg, cfg.block_size)
     assert isinstance(n_times, int) and n_times >= 0 and (n_times == 0) == obj.EXACT
-    model = Transformer(objectives.model_args(cfg, 12))
+    model = Transformer(configurator.model_args(cfg, 12))
     assert all(getattr(model.args, k) == v for k, v in obj.MODEL.items())
     flops, columns = obj.flops(model, cfg)
     assert flops >= model.flops_per_token() and columns >= cfg.block_size
@@ -130,7 +133,7 @@ def test_a_fifth_objective_is_one_module_and_one_table_line(tmp_path, monkeypatc
     import train
     calls = {"draws": 0, "loss_of": 0, "bound": 0, "sample": 0}
     toy = types.ModuleType("toy")  # masked diffusion under another name, counting its calls
-    for k in ("IGNORES", "STEP_CHAIN", "check", "passes", "describe"):
+    for k in (*FLAGS, *SIGNATURES):
         setattr(toy, k, getattr(diffusion, k))
 
     def counted(name):
@@ -140,8 +143,7 @@ def test_a_fifth_objective_is_one_module_and_one_table_line(tmp_path, monkeypatc
         return call
     for name in calls:
         setattr(toy, name, counted(name))
-    monkeypatch.setitem(sys.modules, "toy", toy)  # the table names a module; get() imports it
-    monkeypatch.setitem(objectives.OBJECTIVES, "toy", "toy")
+    monkeypatch.setitem(configurator.OBJECTIVES, "toy", toy)  # its line in the table
     monkeypatch.setitem(CHOICES, "objective", (*CHOICES["objective"], "toy"))  # config.py lists it
     out = tmp_path / "out"
     train.main([f"--data_path={real_text()}", f"--out_dir={out}", *MICRO, "--objective=toy", "--max_iters=6",
@@ -158,13 +160,13 @@ def _flag(key):
     return f"--{key}={getattr(Config(), key)}"  # its default value: refused for being given, not for its value
 
 
-@pytest.mark.parametrize("name", list(objectives.OBJECTIVES))
+@pytest.mark.parametrize("name", list(configurator.OBJECTIVES))
 def test_every_objective_refuses_every_given_key_it_does_not_read(name, tmp_path):
     """One mechanism for all (configurator.validate over the objective's IGNORES): by flag or config file, a key the
     objective does not read is refused in a message naming the key, the objective and why."""
     from configurator import get_config
     from utils.errors import UserError
-    ignored = objectives.get(name).IGNORES
+    ignored = configurator.OBJECTIVES[name].IGNORES
     assert ignored and all(isinstance(why, str) and why for why in ignored.values()), name
     for key in ignored:
         with pytest.raises(UserError, match=rf"objective={name} does not read --{key}: {re.escape(ignored[key])}; drop"):
@@ -224,8 +226,8 @@ def test_the_training_flops_of_every_objective_by_hand(argv, passes):
     dual objective's causal pass), each 6 FLOPs a weight plus attention (model.flops_per_token). bd3 by hand below."""
     from configurator import get_config
     cfg = get_config(for_objective([*MICRO, *argv]))
-    model = Transformer(objectives.model_args(cfg, 12))
-    flops, columns = objectives.get(cfg.objective).flops(model, cfg)
+    model = Transformer(configurator.model_args(cfg, 12))
+    flops, columns = configurator.OBJECTIVES[cfg.objective].flops(model, cfg)
     assert columns == cfg.block_size and flops == pytest.approx(model.flops_per_token() * passes, rel=1e-12)
 
 
@@ -240,8 +242,8 @@ def test_bd3s_training_flops_by_hand(argv, columns, passes):
     columns / 32, once per pass."""
     from configurator import get_config
     cfg = get_config([*MICRO, "--objective=bd3", *argv])
-    model = Transformer(objectives.model_args(cfg, 12))
-    flops, cols = objectives.get("bd3").flops(model, cfg)
+    model = Transformer(configurator.model_args(cfg, 12))
+    flops, cols = configurator.OBJECTIVES["bd3"].flops(model, cfg)
     assert cols == columns and flops == pytest.approx(model.flops_per_token(columns) * columns / 32 * passes, rel=1e-12)
 
 
@@ -260,11 +262,11 @@ def _sampler_cfg(argv):
 def test_every_sampler_returns_a_canvas_without_a_blank_unchanged(argv):
     """The neighbour of a canvas with blanks, through objective.sample: ar.sample read its prompt as 0 tokens long
     (argmax of an all-False gen_mask) and raised an IndexError; the others returned x."""
-    from common import Schedule
+    from diffusion import Schedule
     cfg = _sampler_cfg(argv)
-    model = Transformer(objectives.model_args(cfg, 5)).eval()
+    model = Transformer(configurator.model_args(cfg, 5)).eval()
     x = torch.randint(0, 4, (2, 10), generator=torch.Generator().manual_seed(0))
-    out, _ = objectives.get(cfg.objective).sample(model, x.clone(), torch.zeros_like(x, dtype=torch.bool), cfg,
+    out, _ = configurator.OBJECTIVES[cfg.objective].sample(model, x.clone(), torch.zeros_like(x, dtype=torch.bool), cfg,
                                                   Schedule(cfg.diffusion_steps), 4, torch.Generator().manual_seed(0))
     assert torch.equal(out, x), argv
 
@@ -273,16 +275,16 @@ def test_every_sampler_returns_a_canvas_without_a_blank_unchanged(argv):
 def test_every_sampler_keeps_each_rows_given_tokens_or_refuses_the_layout(argv):
     """Through objective.sample, prompts of different lengths in one batch, and given text after the blanks: ar and
     bd3 read row 0's prompt length for every row and overwrote the other rows' prompts and any suffix."""
-    from common import Schedule
+    from diffusion import Schedule
     from utils.errors import UserError
     cfg = _sampler_cfg(argv)
-    model = Transformer(objectives.model_args(cfg, 5)).eval()
+    model = Transformer(configurator.model_args(cfg, 5)).eval()
     x = torch.randint(0, 4, (2, 12), generator=torch.Generator().manual_seed(0))
     ragged, suffix = torch.zeros_like(x, dtype=torch.bool), torch.zeros_like(x, dtype=torch.bool)
     ragged[0, 3:], ragged[1, 7:], suffix[:, 3:9] = True, True, True
     for gen_mask in (ragged, suffix):
         try:
-            out, _ = objectives.get(cfg.objective).sample(model, x.clone(), gen_mask, cfg, Schedule(20), 4,
+            out, _ = configurator.OBJECTIVES[cfg.objective].sample(model, x.clone(), gen_mask, cfg, Schedule(20), 4,
                                                           torch.Generator().manual_seed(0))
         except (AssertionError, UserError):  # a left-to-right sampler continues one prompt length
             assert cfg.objective in ("ar", "bd3") or cfg.dual_sample, argv
@@ -294,15 +296,15 @@ def test_every_sampler_keeps_each_rows_given_tokens_or_refuses_the_layout(argv):
 def test_every_sampler_runs_without_autograd(argv):
     """A sampler that keeps autograd on builds a graph at every pass (a decorator lost in a refactor costs time and
     memory, never a wrong token): every network call of every sampler runs with gradients off."""
-    from canvas import build_canvas
-    from common import Schedule
+    from sampling.canvas import build_canvas
+    from diffusion import Schedule
     from utils.tokenizer import CharTokenizer
     cfg = _sampler_cfg(argv)
     tok = CharTokenizer("abcd")
-    model = Transformer(objectives.model_args(cfg, tok.vocab_size)).eval()
+    model = Transformer(configurator.model_args(cfg, tok.vocab_size)).eval()
     calls = []
     model.register_forward_pre_hook(lambda m, a: calls.append(torch.is_grad_enabled()))
     x, gen_mask = build_canvas(cfg, tok, cfg.block_size).tensors(2, "cpu")  # the interface, as the scripts call it
-    objectives.get(cfg.objective).sample(model, x, gen_mask, cfg, Schedule(cfg.diffusion_steps), tok.mask_id,
+    configurator.OBJECTIVES[cfg.objective].sample(model, x, gen_mask, cfg, Schedule(cfg.diffusion_steps), tok.mask_id,
                                          torch.Generator().manual_seed(0))
     assert calls and not any(calls), argv

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bd3 import bd3_logits, bd3_loss
-from common import LossOptions, Schedule, predict_logits, self_condition_input
+from diffusion import LossOptions, Schedule, predict_logits, self_condition_input
 from configurator import config_from_dict
 from conftest import train_tiny
 from diffusion import diffusion_loss, self_condition
@@ -146,7 +146,7 @@ def test_the_sampler_read_mixture_is_the_mean_over_every_order_of_the_samplers_j
     whole order. orders_nll sums the S! orders one by one: it must equal -log mean over the permutations of
     ordered_nll's sampler joint (the same order in every block), differ from the bound reading's figure on a network
     whose self-conditioning matters, and for the semi-AR blocks read block j's first pass with no prediction (zeros),
-    as sampler.denoise keeps none off the block it decides."""
+    as diffusion.denoise keeps none off the block it decides."""
     M, V = 8, 9
     x = torch.randint(0, M, (3, 6), generator=torch.Generator().manual_seed(4))
     model = _self_conditioned(6)

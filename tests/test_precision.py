@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import objectives
+import configurator
 import train
 from configurator import get_config
-from common import Schedule
+from diffusion import Schedule
 from model import Transformer
 from utils.dist import PEAK_FLOPS, autocast_for, grad_scaler, peak_flops_of, precision
 from utils.errors import UserError
@@ -41,7 +41,7 @@ def _step(scaler, flags=()):
                       "--device=cpu", *flags])
     tok = CharTokenizer(list("abcdefgh"))
     torch.manual_seed(0)
-    model = Transformer(objectives.model_args(cfg, tok.vocab_size))
+    model = Transformer(configurator.model_args(cfg, tok.vocab_size))
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     env = SimpleNamespace(accum=1, world=1, rank=0, device=CPU, ctx=torch.autocast("cpu", enabled=False))
@@ -49,7 +49,7 @@ def _step(scaler, flags=()):
                            window=cfg.block_size, tok=tok)
     run = SimpleNamespace(model=model, raw_model=model, opt=opt, ema=None, schedule=Schedule(cfg.diffusion_steps),
                           loss_acc=torch.zeros(()), n_acc=0, skipped=0, bad_iter=torch.full((), -1), scaler=scaler,
-                          loss_of=objectives.get(cfg.objective).loss_of)
+                          loss_of=configurator.OBJECTIVES[cfg.objective].loss_of)
     train.train_step(cfg, env, data, run, 0)
     return before, [p.detach().clone() for p in model.parameters()], run
 

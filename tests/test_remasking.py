@@ -1,15 +1,16 @@
-"""ReMDM's remasking (sampler.py), max-capped, in the masked-diffusion sampler and block by block in bd3; their config keys.
+"""ReMDM's remasking (diffusion.py), max-capped, in the masked-diffusion sampler and block by block in bd3; their config keys.
 python -m pytest -q tests/test_remasking.py"""
 import pytest
 import torch
 
 import bd3
+import configurator
 import diffusion
 from bd3 import Blocks, sample_bd3
 from configurator import get_config
-from common import Schedule
+from diffusion import Schedule
 from helpers import MICRO, ToyModel, for_objective
-from sampler import SamplerOptions, denoise, sigma
+from diffusion import SamplerOptions, denoise, sigma
 from utils.errors import UserError
 
 MASK = 11
@@ -91,4 +92,4 @@ def test_keys_are_checked_and_refused_where_they_cannot_apply():
     for objective in ("ar", "uniform"):
         with pytest.raises(UserError, match="remask_eta"):
             get_config([*for_objective([*MICRO, f"--objective={objective}"]), "--remask_eta=0.1"])
-        assert "remask_eta" in __import__("objectives").get(objective).IGNORES
+        assert "remask_eta" in configurator.OBJECTIVES[objective].IGNORES

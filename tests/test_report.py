@@ -1,12 +1,13 @@
-"""What train.py prints beside its loop (train_log.py, evals/report.py): the training loss named for what it is,
+"""What train.py prints beside its loop (utils/train_log.py, evals/report.py): the training loss named for what it is,
 and the final metrics block with a unit or a meaning for every figure. python -m pytest -q tests/test_report.py"""
 import pytest
 import torch
 
+import configurator
 from configurator import get_config
-from common import Schedule
+from diffusion import Schedule
 from evals.report import final_report
-from train_log import first_step_line, fmt_eta, long_run_note, loss_label, projected_step_s
+from utils.train_log import first_step_line, fmt_eta, long_run_note, loss_label, projected_step_s
 from helpers import ToyModel
 from utils.tokenizer import CharTokenizer
 
@@ -25,7 +26,7 @@ from utils.tokenizer import CharTokenizer
     (["baby", "--mask_draws=1"], "train all_ce+ar", "while the dev bound falls plus 0.25"),
 ])
 def test_the_log_names_the_training_loss_apart_from_the_validation_figure(argv, name, says):
-    label, legend = loss_label(get_config(argv))
+    label, legend = loss_label(get_config(argv), configurator.OBJECTIVES[get_config(argv).objective])
     assert label == name and f"'{name}' is" in legend and says in legend
     assert ("'dev NLL'" if "--objective=ar" in argv else "'dev bound'") in legend
 
@@ -78,13 +79,13 @@ def test_the_eta_projects_from_the_runs_history_and_gives_a_range_when_recent_wi
 def test_the_long_run_note_is_revised_when_the_steps_slow_or_speed_up_by_half(monkeypatch, capsys, tmp_path):
     """Issue 82: "this run needs ~2h01m" was printed once and never corrected while the steps ran 2x slower."""
     from types import SimpleNamespace
-    from train_log import TrainLog
+    from utils.train_log import TrainLog
     from utils.dist import CpuThreads
-    monkeypatch.setattr("train_log.run_queue", lambda: 1)
+    monkeypatch.setattr("utils.train_log.run_queue", lambda: 1)
     cfg = get_config(["baby", f"--out_dir={tmp_path}"])
     threads = CpuThreads(torch.device("meta"), environ={})
-    log = TrainLog(cfg, SimpleNamespace(device=torch.device("cpu"), master=False, wandb=None, threads=threads), 0,
-                   flops_tok=1.0, n_windows=8, eval_t=4)
+    env = SimpleNamespace(device=torch.device("cpu"), master=False, wandb=None, threads=threads)
+    log = TrainLog(cfg, env, configurator.OBJECTIVES[cfg.objective], 0, flops_tok=1.0, n_windows=8, eval_t=4)
     capsys.readouterr()
     for eta, step_s in (([7000], 0.5), ([7200], 0.6), ([14000, 7000], 1.0), ([14000], 1.0), ([3000], 0.3)):
         log.notes(eta, step_s, settled=True)
@@ -108,14 +109,14 @@ def test_a_shared_machine_is_named_with_its_fix(monkeypatch):
     """Steps several times slower than the run's fastest (a second torch process on the cores), or more threads
     ready to run than cores: one note naming the fix; a quiet machine, another device or too few windows: none."""
     import os
-    from train_log import contention_note
+    from utils.train_log import contention_note
     cpu = torch.device("cpu")
-    monkeypatch.setattr("train_log.run_queue", lambda: 1)
+    monkeypatch.setattr("utils.train_log.run_queue", lambda: 1)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert contention_note([0.5, 0.25, 0.26, 0.25], cpu) == ""
     note = contention_note([0.5, 0.25, 0.26, 4.0], cpu)
     assert "16.0x slower" in note and "OMP_NUM_THREADS=1" in note
-    monkeypatch.setattr("train_log.run_queue", lambda: 4)
+    monkeypatch.setattr("utils.train_log.run_queue", lambda: 4)
     assert "4 threads ready to run on 2 cores" in contention_note([0.5, 0.25, 0.26, 0.27], cpu)
     assert contention_note([0.5, 0.25, 0.26, 4.0], torch.device("meta")) == "" and contention_note([1, 4], cpu) == ""
 
@@ -131,10 +132,10 @@ def torch_threads():
 def test_the_shared_cores_note_says_what_the_run_already_does(monkeypatch, torch_threads):
     """Issue 73: the note repeated advice already followed (OMP_NUM_THREADS=1 when it was set)."""
     import os
-    from train_log import contention_note
+    from utils.train_log import contention_note
     from utils.dist import CpuThreads
     cpu = torch.device("cpu")
-    monkeypatch.setattr("train_log.run_queue", lambda: 3)
+    monkeypatch.setattr("utils.train_log.run_queue", lambda: 3)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     slow = [0.5, 0.25, 0.26, 4.0]
     one = CpuThreads(cpu, environ={"OMP_NUM_THREADS": "1"}, cores=2)
@@ -160,13 +161,13 @@ def test_the_memory_estimate_counts_every_pass_of_a_micro_batch_by_hand(argv, co
     bytes in fp32, and the head 12 bytes per logit of a 20-token vocabulary, 240: 2,416 bytes a column, over every
     column the micro-batch's passes read (batch 2: mask_draws passes of the objective's columns, plus the dual
     objective's causal pass)."""
-    import objectives
-    from model import estimate_line
+    import configurator
+    from utils.train_log import estimate_line
     from model import Transformer
     cfg = get_config(["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=8", "--batch_size=2",
                       "--diffusion_steps=20", "--steps=20", *argv])
-    model = Transformer(objectives.model_args(cfg, 20))
-    flops_tok, seq = objectives.get(cfg.objective).flops(model, cfg)
+    model = Transformer(configurator.model_args(cfg, 20))
+    flops_tok, seq = configurator.OBJECTIVES[cfg.objective].flops(model, cfg)
     line, need = estimate_line(cfg, model, torch.device("meta"), "float32", flops_tok, seq, 0.4)
     assert need == model.num_params() * 16 + columns * 2_416  # weights, grads and AdamW's two moments: 16 bytes each
     assert f"({columns:,} columns in its passes)" in line or columns == 2 * 8
@@ -178,7 +179,7 @@ def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_
     at most every SHARED_EVERY_S (issue 82: it came once and never again)."""
     import os
     from types import SimpleNamespace
-    import train_log
+    from utils import train_log
     from utils.dist import CpuThreads
     clock = [1000.0]
     monkeypatch.setattr(train_log, "time", SimpleNamespace(time=lambda: clock[0]))
@@ -187,7 +188,7 @@ def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_
     cfg = get_config(["baby", f"--out_dir={tmp_path}", "--max_iters=100000"])
     threads = CpuThreads(torch.device("cpu"), environ={"OMP_NUM_THREADS": "2"})
     env = SimpleNamespace(device=torch.device("cpu"), master=False, wandb=None, threads=threads)
-    log = train_log.TrainLog(cfg, env, 0, flops_tok=1.0, n_windows=8, eval_t=4)
+    log = train_log.TrainLog(cfg, env, configurator.OBJECTIVES[cfg.objective], 0, flops_tok=1.0, n_windows=8, eval_t=4)
     capsys.readouterr()
     log.window_s = [0.5, 0.25, 0.26, 4.0]
     log.notes([20 * 3600], 4.0, settled=True)
@@ -210,7 +211,7 @@ def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_
 def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypatch):
     """--wandb_log without the package: one line naming pip install wandb, from setup, before any work."""
     import sys
-    from train_log import open_wandb
+    from utils.train_log import open_wandb
     from utils.errors import UserError
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
     assert open_wandb(get_config([])) is None
@@ -220,8 +221,8 @@ def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypat
 
 def test_the_shared_cores_note_where_the_os_keeps_no_run_queue(monkeypatch):
     """No /proc/loadavg (macOS, Windows): the note then reads the slow steps alone, never an error."""
-    from train_log import contention_note
-    monkeypatch.setattr("train_log.run_queue", lambda: None)
+    from utils.train_log import contention_note
+    monkeypatch.setattr("utils.train_log.run_queue", lambda: None)
     cpu = torch.device("cpu")
     assert contention_note([0.5, 0.25, 0.26, 0.27], cpu) == ""
     note = contention_note([0.5, 0.25, 0.26, 4.0], cpu)

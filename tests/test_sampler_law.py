@@ -12,9 +12,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-import objectives
-from canvas import build_canvas, generate
-from common import Schedule
+import configurator
+from sampling.canvas import build_canvas, fill
+from diffusion import Schedule
 from configurator import get_config
 from helpers import pooled_chi2, script
 from model import Transformer
@@ -29,7 +29,7 @@ def _net(objective):
     """A random self-conditioned network whose self-conditioning input moves its logits (sc_proj is zero at init) and
     whose distributions are peaked, so that orders, and how a pass reads the last one, make different laws."""
     torch.manual_seed(1 if objective == "bd3" else 0)
-    m = Transformer(objectives.model_args(get_config(_flags(objective)), TOK.vocab_size)).eval()
+    m = Transformer(configurator.model_args(get_config(_flags(objective)), TOK.vocab_size)).eval()
     with torch.no_grad():
         m.sc_proj.weight.normal_(0, 3.0)
         m.head.weight.mul_(8)
@@ -61,7 +61,7 @@ def test_inference_draws_the_law_order_nll_scores_read_as_the_sampler_reads_it(o
     assert abs(sum(law.values()) - 1) < 1e-9 and abs(sum(bound_read.values()) - 1) < 1e-9  # exact: laws
     canvas, g = build_canvas(cfg, TOK, 8), torch.Generator().manual_seed(2)
     draws = [row[4:] for _ in range(10) for row in
-             generate(model, TOK, canvas, replace(cfg, num_samples=2000), Schedule(cfg.diffusion_steps), "cpu", g)[1]
+             fill(model, TOK, canvas, replace(cfg, num_samples=2000), Schedule(cfg.diffusion_steps), "cpu", g)[1]
              .tolist()]
     chi2, limit = pooled_chi2(draws, law)
     assert chi2 < limit, (chi2, limit)
@@ -99,7 +99,7 @@ def _sc_net():
     embedding x 0.1), so that where the network reads it changes the law: read at the decided positions too, the
     sampler's law moves by 0.10 in total variation (_net's by 0.005, which 20,000 draws cannot see)."""
     torch.manual_seed(3)
-    m = Transformer(objectives.model_args(get_config(_flags("mdlm")), TOK.vocab_size)).eval()
+    m = Transformer(configurator.model_args(get_config(_flags("mdlm")), TOK.vocab_size)).eval()
     with torch.no_grad():
         m.sc_proj.weight.normal_(0, 1.0)
         m.tok_emb.weight.mul_(0.1)
@@ -117,7 +117,7 @@ def test_the_sampler_and_the_scorer_read_self_conditioning_at_masked_positions_o
     assert abs(sum(law.values()) - 1) < 1e-12 and max(abs(law[y] - mixture[y]) for y in law) < 1e-12
     canvas, g = build_canvas(cfg, TOK, 8), torch.Generator().manual_seed(5)
     draws = [row[4:] for _ in range(10) for row in
-             generate(model, TOK, canvas, replace(cfg, num_samples=2000), Schedule(cfg.diffusion_steps), "cpu", g)[1]
+             fill(model, TOK, canvas, replace(cfg, num_samples=2000), Schedule(cfg.diffusion_steps), "cpu", g)[1]
              .tolist()]
     chi2, limit = pooled_chi2(draws, law)
     assert chi2 < limit, (chi2, limit)
@@ -132,7 +132,7 @@ def test_the_ar_mode_scored_is_the_law_bd3_speculate_draws():
              "--bd3_block=2", "--bd3_ar=1.0", "--bd3_speculate", "--device=cpu"]
     cfg = get_config(flags)
     torch.manual_seed(3)
-    model = Transformer(objectives.model_args(cfg, TOK.vocab_size)).eval()
+    model = Transformer(configurator.model_args(cfg, TOK.vocab_size)).eval()
     with torch.no_grad():
         model.head.weight.mul_(6)  # peaked: the drafts are often wrong, the check decides
     ys = torch.tensor(list(itertools.product(range(3), repeat=4)))

@@ -8,10 +8,10 @@ import torch
 import inference
 from conftest import train_tiny
 from helpers import FIXTURES, Args, ToyModel, run_cli_here
-from common import Schedule, reveal_plan, time_grid
-from sampler import SamplerOptions, denoise, position_scores, time_for_fraction
+from diffusion import Schedule, reveal_plan, time_grid
+from diffusion import SamplerOptions, denoise, position_scores, time_for_fraction
 from utils.errors import UserError
-from canvas import Canvas, build_canvas, parse_infill
+from sampling.canvas import Canvas, build_canvas, parse_infill
 from utils.tokenizer import CharTokenizer
 
 MASK = 11
@@ -412,8 +412,8 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     from dataclasses import replace
 
     from checkpoint_manager import load_model
-    from canvas import generate
-    from trace import trace_hook
+    from sampling.canvas import fill
+    from sampling.trace import trace_hook
     model, ckpt = load_model(tiny_ckpt, torch.device("cpu"))
     from configurator import config_from_dict
     cfg = replace(config_from_dict(ckpt["config"]), num_samples=2, trace_every=1, **extra)
@@ -421,7 +421,7 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     tok = tokenizer_from_state(ckpt["tokenizer"])
     canvas = parse_infill("the [___:5] and [___:4] of", tok)
     w = _Frames()
-    _, _, stats = generate(model, tok, canvas, cfg, Schedule(cfg.diffusion_steps), "cpu",
+    _, _, stats = fill(model, tok, canvas, cfg, Schedule(cfg.diffusion_steps), "cpu",
                            torch.Generator().manual_seed(0), trace_hook(w, tok, canvas, cfg))
     given = [not g for g in canvas.gen]
     for f in w.frames:  # infill context is shown as given text in every frame
@@ -460,13 +460,13 @@ def test_cli_bad_input_exits_2_with_one_line(tiny_ckpt, capsys, args, words):
 def test_semi_ar_blocks_take_no_greedy_step_but_the_samples_last(block_length, monkeypatch):
     """With schedule counts, the step into t = 0 is the reference's greedy clean-up: once per sample, never once per
     semi-AR block (at temperature 1 that made 15 of 60 tokens argmax draws in blocks of 4)."""
-    import sampler
-    temps, real = [], sampler.sample_tokens
+    import diffusion
+    temps, real = [], diffusion.sample_tokens
 
     def spy(logp, temperature, generator=None):
         temps.append((temperature, logp.size(0)))
         return real(logp, temperature, generator)
-    monkeypatch.setattr(sampler, "sample_tokens", spy)
+    monkeypatch.setattr(diffusion, "sample_tokens", spy)
     x = torch.zeros(1, 64, dtype=torch.long)
     gm = torch.zeros(1, 64, dtype=torch.bool)
     gm[:, 4:] = True
@@ -479,7 +479,7 @@ def test_draws_stay_on_a_float64_device_and_follow_the_probabilities():
     """common.draw runs on the probabilities' device where it has float64 (CUDA), on the CPU otherwise (MPS has none).
     Its inverse-CDF draw: the frequencies match p (chi-square), a zero-mass entry (the filtered, [MASK] last) never
     comes, unnormalised rows are their normalised law, and a seed fixes the draws."""
-    from common import draw, draw_device
+    from diffusion import draw, draw_device
     assert draw_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
     assert draw_device(torch.device("mps")) == draw_device(torch.device("cpu")) == torch.device("cpu")
     p = torch.tensor([0.0, 0.5, 0.0, 0.2, 0.3, 0.0], dtype=torch.float64)
@@ -503,7 +503,7 @@ def test_draws_stay_on_a_float64_device_and_follow_the_probabilities():
 def test_a_row_with_no_mass_or_a_nan_or_inf_entry_is_refused_not_drawn(bad):
     """The inverse CDF of such a row would return its last index ([MASK] for a character vocabulary): the draw raises,
     whichever row of the batch it is, and draws the good rows as before."""
-    from common import draw
+    from diffusion import draw
     good = torch.tensor([[0.1, 0.5, 0.4]] * 3, dtype=torch.float64)
     for i in range(3):
         p = good.clone()
@@ -519,8 +519,8 @@ def test_no_sampler_returns_text_with_mask_in_it(objective, monkeypatch):
     one line naming the likely cause: the [MASK]s of a canvas show only in its steps (--live, the trace)."""
     import importlib
     from dataclasses import replace
-    import objectives
-    from canvas import generate
+    import configurator
+    from sampling.canvas import fill
     from configurator import get_config
     tok = CharTokenizer("abcdefghijk")
     cfg = get_config(["--block_size=64", "--gen_len=12", f"--objective={objective}",
@@ -530,7 +530,7 @@ def test_no_sampler_returns_text_with_mask_in_it(objective, monkeypatch):
         out = torch.where(gen_mask, 0, x)
         out[-1, gen_mask[-1].nonzero()[-1]] = tok.mask_id  # the last sample's last blank
         return out, dict(nfe=1, nfe_per_sample=[1] * len(x))
-    monkeypatch.setattr(importlib.import_module(objectives.OBJECTIVES[objective]), "sample", leaves_one)
+    monkeypatch.setattr(configurator.OBJECTIVES[objective], "sample", leaves_one)
     canvas = build_canvas(cfg, tok, 64)
     with pytest.raises(UserError, match=rf"sample 1 came back with 1 \[MASK\] token\(s\) .* {objective} sampler"):
-        generate(ToyModel(), tok, canvas, replace(cfg, num_samples=2), Schedule(20), "cpu")
+        fill(ToyModel(), tok, canvas, replace(cfg, num_samples=2), Schedule(20), "cpu")

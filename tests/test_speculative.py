@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from bd3 import Blocks, bd3_logits, bd3_loss, keep_or_redraw, probs, sample_clean_ar
-from common import LossOptions, Schedule, no_mask_logit
-from decode import generate
+from diffusion import LossOptions, Schedule, no_mask_logit
 from model import ModelArgs, Transformer
-from sampler import SamplerOptions
+from diffusion import SamplerOptions
 from helpers import bd3_drawn, pooled_chi2 as _pooled_chi2
 
 V, MASK = 4, 3  # three tokens and [MASK]
@@ -51,8 +50,8 @@ def test_the_ar_never_emits_mask():
         ar.head.weight[MASK] = ar.head.weight[:MASK].mean(0) + 0.5 * ar.tok_emb.weight.mean(0)
         ar.head.weight[MASK] *= 5  # a large [MASK] logit at many positions
     prompt, g = torch.zeros(64, 1, dtype=torch.long), torch.Generator().manual_seed(9)
-    assert (generate(ar, prompt, 20, generator=g) == MASK).any()  # the control: unfiltered, it is drawn
-    assert not (generate(ar, prompt, 20, generator=g, mask_id=MASK) == MASK).any()
+    assert (ar.generate(prompt, 20, generator=g) == MASK).any()  # the control: unfiltered, it is drawn
+    assert not (ar.generate(prompt, 20, generator=g, mask_id=MASK) == MASK).any()
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,11 +19,11 @@ import pytest
 import torch
 
 import bd3
-from common import filter_logits, sample_tokens
+from diffusion import filter_logits, sample_tokens
 from configurator import get_config
-from decode import compile_decode, decode, generate
+from model import compile_decode, decode
 from model import ModelArgs, Transformer
-from sampler import SamplerOptions
+from diffusion import SamplerOptions
 
 V, MASK = 11, 10  # ten tokens and [MASK]
 BLOCKS = bd3.Blocks(size=4, mask_id=MASK)  # bd3 networks below: blocks of 4
@@ -75,7 +75,7 @@ def test_the_static_decode_draws_the_eager_decodes_and_the_uncached_tokens(seed,
         ref, ref_logits = _uncached(_net(seed, causal), prompt, 40, torch.Generator().manual_seed(seed))
         for static in (False, True):
             got = []
-            out = generate(_static(_net(seed, causal), static), prompt, 40, SamplerOptions(1, temperature=0.9),
+            out = _static(_net(seed, causal), static).generate(prompt, 40, SamplerOptions(1, temperature=0.9),
                            torch.Generator().manual_seed(seed), MASK, on_token=lambda seq, filtered: got.append(filtered))
             assert torch.equal(out, ref), (static, seed)
             torch.testing.assert_close(torch.stack(got), torch.stack(ref_logits), atol=1e-5, rtol=1e-5)
@@ -129,7 +129,7 @@ def test_a_static_step_keeps_its_shapes_and_buffers():
         return out
     m.compiled_decode = step
     for seed in (0, 1):
-        generate(m, torch.randint(0, 10, (2, 3)), 40, generator=torch.Generator().manual_seed(seed), mask_id=MASK)
+        m.generate(torch.randint(0, 10, (2, 3)), 40, generator=torch.Generator().manual_seed(seed), mask_id=MASK)
     assert len(shapes) == 1 and len(ptrs) == 1, (shapes, ptrs)
 
 
@@ -140,7 +140,7 @@ def test_the_compiled_step_is_one_graph_per_batch_size():
     the eager decode's. The AR, then bd3's clean half at batch > 1 (the same step)."""
     from torch._dynamo.testing import CompileCounter
     torch._dynamo.reset()
-    for model, sample in ((_net(0), lambda m, x, g: generate(m, x, 30, generator=g, mask_id=MASK)),
+    for model, sample in ((_net(0), lambda m, x, g: m.generate(x, 30, generator=g, mask_id=MASK)),
                           (_net(1, False, True), lambda m, x, g: bd3.sample_clean_ar(m, x, 30, BLOCKS, generator=g,
                                                                                      draft=False)[0])):
         counter = CompileCounter()
@@ -201,7 +201,7 @@ def test_the_static_decode_makes_no_host_sync():
     meta device under the sync check (tests/test_sync_free.py's): the position stays on the device."""
     from test_sync_free import checked_from_the_first_pass
     meta = torch.device("meta")
-    for model, sample in ((_net(0), lambda m, x: generate(m, x, 20, SamplerOptions(1, top_k=5),
+    for model, sample in ((_net(0), lambda m, x: m.generate(x, 20, SamplerOptions(1, top_k=5),
                                                           torch.Generator().manual_seed(0), MASK)),
                           (_net(1, False, True), lambda m, x: bd3.sample_clean_ar(m, x, 20, BLOCKS, draft=False,
                                                                                   generator=torch.Generator()))):
@@ -295,8 +295,8 @@ def test_eager_decoding_never_imports_the_compiler():
     """The AR's decode and bd3's drafting rounds, eager (no --compile), run without importing torch._dynamo: the
     static cache's marks are for torch.compile, and their import alone cost an eager sample ~2 s."""
     code = ("import sys, torch; sys.path.insert(0, 'tests'); import bd3, test_static_decode as t; "
-            "from decode import generate; from sampler import SamplerOptions; "
-            "generate(t._net(0), torch.zeros(1, 3, dtype=torch.long), 20, SamplerOptions(1)); "
+            "from diffusion import SamplerOptions; "
+            "t._net(0).generate(torch.zeros(1, 3, dtype=torch.long), 20, SamplerOptions(1)); "
             "bd3.sample_clean_ar(t._net(0, False, True), torch.zeros(1, 3, dtype=torch.long), 20, t.BLOCKS); "
             "print('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

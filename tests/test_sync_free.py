@@ -10,11 +10,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-import objectives
+import configurator
 import train
-from common import Schedule
+from diffusion import Schedule
 from configurator import get_config
-from decode import generate
 from helpers import Tok, for_objective
 from model import Transformer
 from utils import dataloader
@@ -58,16 +57,16 @@ def training_step(objective, monkeypatch, device):
     pipeline's copy is its own: pinned, async); returns a function running step `it`."""
     cfg = get_config(for_objective([*PRESETS[objective], *SMALL]))
     tok = Tok(19)  # 19 characters and [MASK]
-    model = Transformer(objectives.model_args(cfg, tok.vocab_size)).to(device)
+    model = Transformer(configurator.model_args(cfg, tok.vocab_size)).to(device)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     schedule.on(device)  # the tables are copied to the device once, before the first step
     run = train.Run(model=model, raw_model=model, eval_model=model, opt=build_optimizer(model, cfg, device), ema=None,
                     margs=model.args, schedule=schedule, flops_tok=1.0,
                     loss_acc=torch.zeros((), device=device), bad_iter=torch.full((), -1, device=device, dtype=torch.long),
-                    scaler=torch.amp.GradScaler("cpu", enabled=False), loss_of=objectives.get(objective).loss_of)
+                    scaler=torch.amp.GradScaler("cpu", enabled=False), loss_of=configurator.OBJECTIVES[objective].loss_of)
     run.ema = EMA(model, 0.999) if cfg.ema else None
     env = train.Env(0, 0, 1, True, device, 1, nullcontext(), "float32")
-    window = cfg.block_size + objectives.get(objective).WINDOW
+    window = cfg.block_size + configurator.OBJECTIVES[objective].WINDOW
     data = train.Data(tok, None, None, None, 1.0, {}, window)
     batch = torch.randint(0, 19, (cfg.batch_size, window), device="cpu").to(device)
     monkeypatch.setattr(dataloader, "get_batch", lambda *a: batch)
@@ -116,10 +115,10 @@ def test_a_denoising_pass_makes_no_host_sync(preset):
     """Every pass of a block of denoise() at a preset's sampler (baby: random order, the falling temperature; cpu:
     ReMDM; shakespeare_char: confidence, refine; and l2r in semi-AR blocks), self-conditioning included: the call's
     state is built on the CPU (its one read of the layout and copy of the plan), then moved to meta for the passes."""
-    from sampler import SamplerOptions, _Denoiser
+    from diffusion import SamplerOptions, _Denoiser
     cfg = get_config(for_objective([*SAMPLERS[preset], *SMALL]))
     tok, meta = Tok(19), torch.device("meta")
-    model = Transformer(objectives.model_args(cfg, tok.vocab_size)).eval()
+    model = Transformer(configurator.model_args(cfg, tok.vocab_size)).eval()
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     gen_mask = torch.ones(2, cfg.block_size, dtype=torch.bool)
     gen_mask[:, :4] = False  # a prompt of 4
@@ -154,10 +153,10 @@ def checked_from_the_first_pass(model):
 def test_a_uniform_step_and_a_kv_cached_ar_token_make_no_host_sync(objective):
     """Every step of the uniform sampler and every token of the AR's KV-cached decode (decode.generate) on meta."""
     import uniform
-    from sampler import SamplerOptions
+    from diffusion import SamplerOptions
     cfg = get_config(for_objective([*PRESETS[objective], *SMALL]))
     tok, meta = Tok(19), torch.device("meta")
-    model = Transformer(objectives.model_args(cfg, tok.vocab_size)).eval().to(meta)
+    model = Transformer(configurator.model_args(cfg, tok.vocab_size)).eval().to(meta)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     schedule.on(meta)
     x, gen_mask = torch.zeros(2, cfg.block_size, dtype=torch.long, device=meta), torch.ones(2, cfg.block_size).bool()
@@ -168,7 +167,7 @@ def test_a_uniform_step_and_a_kv_cached_ar_token_make_no_host_sync(objective):
             opts = SamplerOptions(steps=4, temperature=1.0, top_p=0.9)
             uniform.sample_uniform(model, x, gen_mask, schedule, tok.mask_id, opts, torch.Generator().manual_seed(0))
         else:
-            generate(model, x[:, :4], 12, SamplerOptions(1, top_k=5), torch.Generator().manual_seed(0), tok.mask_id)
+            model.generate(x[:, :4], 12, SamplerOptions(1, top_k=5), torch.Generator().manual_seed(0), tok.mask_id)
     finally:
         leave()
 
@@ -179,7 +178,7 @@ def test_bd3_clean_half_decoding_at_batch_2_makes_no_host_sync():
     import bd3
     cfg = get_config(for_objective([*PRESETS["bd3"], *SMALL, "--bd3_ar=true"]))
     tok, meta = Tok(19), torch.device("meta")
-    model = Transformer(objectives.model_args(cfg, tok.vocab_size)).eval().to(meta)
+    model = Transformer(configurator.model_args(cfg, tok.vocab_size)).eval().to(meta)
     leave = checked_from_the_first_pass(model)
     try:
         seq, stats = bd3.sample_clean_ar(model, torch.zeros(2, 5, dtype=torch.long, device=meta), 9,

@@ -1,4 +1,4 @@
-"""Tests for the denoising-trace renderer (utils/video.py): real MP4/GIF files, no mocks of the encoders.
+"""Tests for the denoising-trace renderer (sampling/video.py): real MP4/GIF files, no mocks of the encoders.
 
 Run: pytest tests/test_trace.py -q      (a few seconds on 2 CPU cores; MP4 checks skip without ffmpeg)
 """
@@ -9,8 +9,8 @@ import subprocess
 import pytest
 from PIL import Image
 
-from utils import video as trace
-from utils.video import STYLE, TraceWriter
+from sampling import video as trace
+from sampling.video import STYLE, TraceWriter
 
 FFMPEG = trace._find_ffmpeg()
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="no ffmpeg (install imageio-ffmpeg)")
@@ -201,6 +201,6 @@ def test_parent_dirs_created_and_zero_frames(tmp_path):
 ])
 def test_the_trace_header_names_each_sampler_setting(argv, title):
     from configurator import get_config
-    from trace import trace_title
+    from sampling.trace import trace_title
     got = trace_title(get_config(argv))
     assert got.endswith(title) and len(got) <= 64  # one line of the 64-cell char frame

@@ -13,14 +13,14 @@ import subprocess
 import pytest
 import torch
 
-import objectives
-from canvas import build_canvas, generate
-from common import Schedule
+import configurator
+from sampling.canvas import build_canvas, fill
+from diffusion import Schedule
 from configurator import get_config
 from helpers import for_objective
 from model import Transformer
-from trace import trace_hook
-from utils.page import PageWriter
+from sampling.trace import trace_hook
+from sampling.page import PageWriter
 from utils.tokenizer import CharTokenizer
 
 TOK = CharTokenizer("abcdefghijk")  # 11 characters, [MASK] = 11
@@ -39,13 +39,13 @@ def _setup(flags, seed=0):
     """(cfg, canvas, model): flags' sampler over 2 canvases of a random tiny network."""
     cfg = get_config(for_objective([*SMALL, *flags, "--num_samples=2"]))
     torch.manual_seed(seed)
-    model = Transformer(objectives.model_args(cfg, TOK.vocab_size)).eval()
+    model = Transformer(configurator.model_args(cfg, TOK.vocab_size)).eval()
     return cfg, build_canvas(cfg, TOK, model.args.block_size), model
 
 
 def _run(flags, hooks, seed=0):
     cfg, canvas, model = _setup(flags, seed)
-    return generate(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
+    return fill(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
                     torch.Generator().manual_seed(seed), hooks)
 
 
@@ -78,7 +78,7 @@ def test_the_page_embeds_every_step_with_its_candidates_and_round_trips(name, tm
     page, steps = PageWriter(tmp_path / "t.html", title="<title></script>", settings="s"), []
     hook = trace_hook(page, TOK, canvas, cfg)
     with page:
-        generate(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
+        fill(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
                  torch.Generator().manual_seed(0), lambda st: (steps.append(st), hook(st)))
     data = _page_data((tmp_path / "t.html").read_text())
     assert data["title"] == "<title></script>"  # escaped in the page, itself after the round trip
@@ -98,7 +98,7 @@ def test_a_real_browser_loads_the_page_and_its_slider_moves_the_canvas(tmp_path)
     cfg, canvas, model = _setup(SAMPLERS["mdlm"])
     page = PageWriter(tmp_path / "t.html", title="t", settings="s")
     with page:
-        generate(model, TOK, canvas, cfg, Schedule(8), "cpu", torch.Generator().manual_seed(0),
+        fill(model, TOK, canvas, cfg, Schedule(8), "cpu", torch.Generator().manual_seed(0),
                  trace_hook(page, TOK, canvas, cfg))
     probe = """<script>
 window.__errors = [];

@@ -9,7 +9,7 @@ import torch
 
 import train
 from checkpoint_manager import load_model
-import train_log
+from utils import train_log
 from helpers import TINY, real_text, run_script
 from utils import dataloader
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -157,12 +157,12 @@ def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
     """On CPU the peak RSS is ~1.7x the activations saved for backward + 0.3 GiB (measured: 4.42 GiB for the reference
     recipe, whose saved tensors are 2.56 GiB); elsewhere the line is the tensors alone and says so."""
     import torch
-    import objectives
+    import configurator
     from configurator import get_config
     from model import Transformer
-    from model import estimate_line
+    from utils.train_log import estimate_line
     cfg = get_config([])
-    model = Transformer(objectives.model_args(cfg, 66))
+    model = Transformer(configurator.model_args(cfg, 66))
     line, _ = estimate_line(cfg, model, torch.device("cpu"), "float32", 70.9e6, 256, 0.4)
     assert line.startswith("estimate: ~4.5 GiB peak RSS on CPU = 0.2 weights+grads+adamw + 4.1 activations")
     line, _ = estimate_line(cfg, model, torch.device("meta"), "float32", 70.9e6, 256, 0.4)
@@ -175,7 +175,7 @@ def test_a_cpu_run_past_the_machines_ram_is_refused_only_when_it_would_train(mon
     import os
     import torch
     from configurator import get_config
-    from model import check_memory
+    from utils.train_log import check_memory
     from utils.errors import UserError
     monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**20}[name])  # 4 GiB
     cpu = torch.device("cpu")

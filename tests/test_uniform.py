@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from common import Schedule
+from diffusion import Schedule
 from config import Config
 from helpers import Tok, real_text, script
-from sampler import SamplerOptions
+from diffusion import SamplerOptions
 from uniform import (bound_terms, compact, prior_kl, real_ids, reverse_log_probs, sample_uniform, uniform_corrupt,
                      uniform_loss)
 

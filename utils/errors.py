@@ -33,7 +33,7 @@ def explain(e):
             isinstance(e, RuntimeError) and any(t in str(e) for t in too_large)):
         return ("out of memory: the requested batch/context does not fit; lower --batch_size, --block_size, "
                 "--num-samples or --gen-len (or raise total_batch_size to accumulate smaller micro-batches)")
-    if isinstance(e, RuntimeError) and str(e).startswith("no law to draw from"):  # common.draw's: non-finite logits
+    if isinstance(e, RuntimeError) and str(e).startswith("no law to draw from"):  # diffusion.draw's: non-finite logits
         return str(e)
     return None
 

@@ -3,7 +3,12 @@ by state, streamed to an MP4 (ffmpeg) and a GIF. close() sizes the grid to the t
 the finished sample is never clipped; the files replace their targets only when it succeeds.
     with TraceWriter("out.mp4", "out.gif", title="char MDM") as tw: tw.add_frame(...)  # trace.py
 """
-import importlib.util, math, os, shutil, subprocess, tempfile  # noqa: E401
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from contextlib import suppress
 
 from PIL import GifImagePlugin, Image, ImageChops, ImageDraw, ImageFont
@@ -31,9 +36,8 @@ def _find_ffmpeg():
 
 
 def _load_fonts(size):
-    """(regular, bold) DejaVu Sans Mono; matplotlib's copy is located without importing it."""
-    spec = importlib.util.find_spec("matplotlib")
-    mpl = [os.path.join(p, "mpl-data/fonts/ttf") for p in (spec and spec.submodule_search_locations or [])]
+    """(regular, bold) DejaVu Sans Mono; matplotlib's copy, found on the path, not imported."""
+    mpl = [os.path.join(p, "matplotlib", "mpl-data", "fonts", "ttf") for p in sys.path if p]
     for d in ["/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/TTF", "/usr/share/fonts/dejavu",
               "/Library/Fonts", os.path.expanduser("~/.fonts"), *mpl]:
         reg, bold = os.path.join(d, "DejaVuSansMono.ttf"), os.path.join(d, "DejaVuSansMono-Bold.ttf")

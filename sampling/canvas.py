@@ -1,5 +1,5 @@
 """What to generate: the canvas (given text and blanks from --prompt, --infill or --prefix_file and
---suffix_file), and generate(), which fills it with objective.sample and renders the text.
+--suffix_file), and fill(), which fills it with the objective's sampler and renders the text.
 
     python inference.py --checkpoint M.pt --infill "The cat [___] on the mat"   # 5 tokens
     python inference.py --checkpoint M.pt --infill "Once upon a [___:12]. The end."
@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import torch
 
-import objectives
+import configurator
 from utils.cli import LIMITS
 from utils.errors import UserError
 from utils.fileio import read_text
@@ -88,7 +88,7 @@ def parse_infill(text, tok):
 
 def build_canvas(cfg, tok, block_size):
     """The canvas a config asks for, checked against the model (cfg.objective's) before any work."""
-    obj = objectives.get(cfg.objective)
+    obj = configurator.OBJECTIVES[cfg.objective]
     if cfg.infill:
         c = parse_infill(cfg.infill, tok)
     else:
@@ -133,7 +133,7 @@ def build_canvas(cfg, tok, block_size):
 
 def fit_gen_len(cfg, tok, block_size):
     """(cfg, note or ""): an untyped --gen-len cut to the room a window leaves after the prompt."""
-    obj = objectives.get(cfg.objective)
+    obj = configurator.OBJECTIVES[cfg.objective]
     if cfg.infill or obj.ANY_LENGTH or (obj.SEMI_AR and cfg.semi_ar_length):
         return cfg, ""
     c = build_canvas(replace(cfg, gen_len=1, semi_ar_length=0), tok, 2**62)
@@ -167,10 +167,10 @@ def check_no_mask(rows, canvas, tok, objective):
 
 
 @torch.no_grad()
-def generate(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):
+def fill(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):
     """Fill `canvas` with cfg.objective's sampler. Returns (texts after the leading given text,
     tokens (B, L), stats: the sampler's, with seconds and full_texts)."""
-    B, obj, t0 = cfg.num_samples, objectives.get(cfg.objective), time.time()
+    B, obj, t0 = cfg.num_samples, configurator.OBJECTIVES[cfg.objective], time.time()
     model.eval()
     x, gen_mask = canvas.tensors(B, device)
     start = obj.EXACT and not canvas.prefix_len  # AR conditions on a start token when the prompt is empty

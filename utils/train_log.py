@@ -1,4 +1,8 @@
-"""train.py's log: the legend, a line a window (loss, lr, ms/it, tok/s, MFU, ETA), notes, rows."""
+"""train.py's log: the start-up estimates (memory, tokens/s), the refusal of a run that cannot
+fit, the legend, a line a window (loss, lr, ms/it, tok/s, MFU, ETA), notes, metrics.jsonl's rows.
+
+    python train.py gpt200m --max_iters=0   # the estimates alone, nothing trained
+"""
 import json
 import os
 import statistics
@@ -6,10 +10,11 @@ import sys
 import textwrap
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
-import objectives
-from configurator import get_config
+import torch
+
+from config import PRESETS, Config
 from utils.checkpoint import trim_metrics
 from utils.dist import peak_flops, print0, run_queue, synchronize
 from utils.errors import UserError
@@ -97,16 +102,15 @@ def long_run_note(cfg, device, eta, moved=None):
                 f"at the last note")
     if max(eta) <= 3600:
         return ""
-    bigger = device.type == "cpu" and budget(cfg) > budget(get_config(["cpu"]))
+    bigger = device.type == "cpu" and budget(cfg) > budget(replace(Config(), **PRESETS["cpu"]))
     return f"note: this run needs ~{fmt_span(eta)} on this device ({device.type})" + (
         "; the laptop preset (4/4/128, 2,000 steps) trains in minutes (README's Presets table): python train.py cpu"
         if bigger else "")
 
 
-def loss_label(cfg):
-    """(the log line's name for its training loss, a line saying what it measures)."""
-    obj = objectives.get(cfg.objective)
-    cfg = objectives.effective(cfg)  # another objective's keys at their defaults: off
+def loss_label(cfg, obj):
+    """(the log line's name for its training loss, a line saying what it measures); cfg as its
+    objective `obj` runs it (configurator.effective: another objective's keys off)."""
     name = "ce" if obj.EXACT else getattr(cfg, obj.LOSS_KEY)
     # bd3_ar: the clean half's next token, in the same pass; dual_ar: in a second, causal pass
     ar, who = (cfg.bd3_ar, "the clean half") if cfg.bd3_ar else (cfg.dual_ar, "a causal pass")
@@ -140,7 +144,7 @@ class TrainLog:
     """What train.py prints and writes beside its loop, and its step clock (evals: clock_stopped).
     A step costs no host sync; a log line one, and a synchronize before the clock is read."""
 
-    def __init__(self, cfg, env, start_iter, flops_tok, n_windows, eval_t):
+    def __init__(self, cfg, env, obj, start_iter, flops_tok, n_windows, eval_t):
         self.cfg = cfg
         self.env = env
         self.flops_tok = flops_tok  # training FLOPs per token: the MFU
@@ -164,7 +168,7 @@ class TrainLog:
         self.noted_s = None         # s/step when the long-run note was printed: noted again when it moves a lot
         self.shared = False         # whether the last log line found the cores shared
         self.shared_at = -SHARED_EVERY_S  # when the shared-cores note was last printed
-        self.loss_name, legend = loss_label(cfg)
+        self.loss_name, legend = loss_label(cfg, obj)
         print0(wrap(legend))
         print0(wrap(f"best.pt: the lowest dev figure of the evals ({n_windows} windows x {eval_t} t of the dev half of "
                     f"validation, the same windows and times at every eval, the final one included)"))
@@ -247,3 +251,44 @@ class TrainLog:
     def elapsed(self):
         """Seconds since the log opened, evals included: what finish calls the time trained."""
         return time.time() - self.started
+
+
+# ---------------------------------------------------------------- the memory and speed a run needs
+# CPU peak RSS ~ 1.7 x estimate_memory's activations (backward's gradients beside them) + 0.3 GiB
+CPU_ACT_FACTOR, CPU_RUNTIME_B = 1.7, 0.3 * 2**30  # measured: dev/LOG.md, "peak RSS on the CPU"
+
+
+def estimate_line(cfg, model, device, dtype_name, flops_tok, seq, assumed_mfu):
+    """(start-up line: memory a rank and tokens/s, the bytes a rank needs). seq: one pass's columns
+    (bd3: both streams); a micro-batch runs mask_draws passes + the dual objective's causal one."""
+    tokens = cfg.batch_size * (cfg.mask_draws * seq + (cfg.block_size - 1 if cfg.dual_ar else 0))
+    state_b, act_b = model.estimate_memory(tokens, dtype_name == "bfloat16", cfg.ema > 0)
+    peak = peak_flops(device)
+    est_tps = peak * assumed_mfu / flops_tok if peak else None  # training tokens/s at the assumed MFU
+    speed = (f"~{est_tps:,.0f} tokens/s per rank at an assumed {assumed_mfu:.0%} MFU of {peak / 1e12:.0f} TFLOP/s"
+             if est_tps else
+             f"no tokens/s estimate: no peak FLOP/s known for {device} (dev/bench_train.py measures one)")
+    state = f"{state_b / 2**30:.1f} weights+grads+{cfg.optimizer}{'+EMA' if cfg.ema else ''}"
+    batch = f"a {cfg.batch_size}x{cfg.block_size} micro-batch" + (f" ({tokens:,} columns in its passes)"
+                                                                   if tokens != cfg.batch_size * cfg.block_size else "")
+    if device.type == "cpu":  # the tensors alone undercount a CPU process: see CPU_ACT_FACTOR
+        total = state_b + CPU_ACT_FACTOR * act_b + CPU_RUNTIME_B
+        return (f"estimate: ~{total / 2**30:.1f} GiB peak RSS on CPU = {state} + {CPU_ACT_FACTOR * act_b / 2**30:.1f} "
+                f"activations and their gradients in backward for {batch} + {CPU_RUNTIME_B / 2**30:.1f} runtime; "
+                f"{speed}"), total
+    return (f"estimate per rank: ~{(state_b + act_b) / 2**30:.1f} GiB of {device.type} memory = {state} + "
+            f"{act_b / 2**30:.1f} activations saved for backward of {batch}; {speed}"), state_b + act_b
+
+
+def check_memory(cfg, device, need, ranks=1):
+    """Refuse before step 1 a run its estimate says cannot fit (a GPU; a CPU's RAM, by ranks)."""
+    if device.type == "cuda":
+        have = 0.95 * torch.cuda.get_device_properties(device).total_memory
+    elif device.type == "cpu" and cfg.max_iters and "SC_PHYS_PAGES" in getattr(os, "sysconf_names", {}):
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / ranks  # torchrun's ranks share it
+    else:  # (a CPU at max_iters=0: the estimate alone)
+        return
+    if need > have:
+        fix = "add --activation_checkpointing, or " if not cfg.activation_checkpointing else ""
+        raise UserError(f"this run needs ~{need / 2**30:.0f} GiB a rank, {device} has {have / 2**30:.0f} GiB a rank: "
+                        f"{fix}halve --batch_size and double the micro-steps (--total_batch_size keeps the step)")

@@ -1,4 +1,4 @@
-"""Watching the sampler's steps (common.Step): MP4 + GIF frames (utils/video.py), --live, a bar.
+"""Watching the sampler's steps (diffusion.Step): MP4 + GIF frames (video.py), --live, a bar.
 inference.sample_once chains them (chain) into generate()'s on_step."""
 import os
 import shutil
@@ -8,12 +8,12 @@ from itertools import groupby
 
 import torch
 
-import objectives
-from common import Step
+import configurator
+from diffusion import Step
+from sampling.page import PageWriter
+from sampling.video import TraceWriter
 from utils.errors import UserError
 from utils.fileio import check_output
-from utils.page import PageWriter
-from utils.video import TraceWriter
 
 
 def token_states(tok, ids, gen, revealed, remasked):
@@ -105,7 +105,7 @@ def trace_paths(mp4):
 
 def trace_title(cfg, cols=64):
     """A cols-cell header: settings off their defaults, led by 'micro-dllm  T=100  ' if it fits."""
-    obj, th = objectives.get(cfg.objective), cfg.threshold
+    obj, th = configurator.OBJECTIVES[cfg.objective], cfg.threshold
     block = [f"{cfg.objective} L'={cfg.bd3_block}"] if obj.BLOCKS else []
     if obj.EXACT or cfg.dual_sample:  # a token a pass: no chain, no reveal setting
         how = ["AR, a token a pass" if obj.EXACT else "its AR mode (--dual_sample)"]
@@ -134,7 +134,7 @@ def trace_hook(writer, tok, canvas, cfg):
     Sample in `with writer:` (no files on error). A page keeps every step: scrubbed, not played."""
     if writer is None:
         return None
-    noise = objectives.get(cfg.objective).NOISE_START
+    noise = configurator.OBJECTIVES[cfg.objective].NOISE_START
     every = 1 if isinstance(writer, PageWriter) else cfg.trace_every
     hook = TraceHook(writer, tok, every, cfg.diffusion_steps, noise_start=noise)
     if not noise:  # noise: the start frame is the sampler's own x_T (TraceHook)
@@ -150,7 +150,7 @@ def open_page(cfg, replace=False):
     if not cfg.html.lower().endswith((".html", ".htm")):  # never another file's path: --viz-video's, a log's
         raise UserError(f"--html {cfg.html} should end in .html (one page a browser opens)")
     check_output(cfg.html, replace, "--html", "--overwrite")
-    settings = f"{objectives.get(cfg.objective).describe(cfg)}, temperature {cfg.temperature:g}"
+    settings = f"{configurator.OBJECTIVES[cfg.objective].describe(cfg)}, temperature {cfg.temperature:g}"
     return PageWriter(cfg.html, title=trace_title(cfg, 200), settings=settings, frame_ms=cfg.gif_frame_ms)
 
 
