@@ -21,12 +21,10 @@ IGNORES = dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps"
                          *REVEAL_KEYS, "bd3_block", "mask_min", "mask_max", "bd3_loss", "bd3_speculate", "bd3_ar",
                          "dual_ar", "dual_sample", "mask_ramp", "mask_ramp_from", "self_cond", "mask_draws"),
                         "an AR model predicts the next token: no noise, time, schedule or reverse steps")
-IGNORES |= dict.fromkeys(("viz_video", "trace_every", "gif_frame_ms", "live"), "an AR model has no denoising to watch")
 CONTINUES_ONLY = True  # continues a prompt
 ANY_LENGTH = True  # writes past the context
 NOISE_START = False
 EXACT = True  # scores the exact NLL
-TRACE = False  # no denoising to watch
 STEP_CHAIN = False
 BLOCKS = False
 SEMI_AR = False

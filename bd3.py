@@ -386,13 +386,14 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
 
 
 @torch.no_grad()
-def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1), generator=None, on_step=None,
-                    draft=None):
+def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, on_step=None, draft=None):
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (an AR),
     drafted by its noisy half, one pass a round (_draft_round). Rows advance by the slowest, so
     draft=None drafts at batch 1 only (dev/LOG.md, "`baby_bd3`'s sampler at batch 16"). Returns
-    (tokens, stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept a pass)."""
+    (tokens, stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept a pass).
+    opts: temperature, top_k, top_p (None: T = 1, no filter)."""
     t0 = time.perf_counter()
+    opts = SamplerOptions(steps=1) if opts is None else opts
     B, P = prompt.shape
     W = model.args.block_size
     block, mask_id = blocks.size, blocks.mask_id
@@ -405,8 +406,11 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=SamplerOptions(steps=1)
     kv = _round_cache(model, B, block, prompt.device) if draft else new_kv_cache(model, B, prompt.device)
     passes = 0
     if not P:  # nothing for the clean half to read: the first token is the noisy half's
-        s.seq = draw(probs(no_mask_logit(model(fill)[:, :1], mask_id), opts), generator)
+        law = probs(no_mask_logit(model(fill)[:, :1], mask_id), opts)
+        s.seq = draw(law, generator)
         passes = 1
+        if on_step is not None:
+            on_step(ordered_step(prompt, s.seq, P, end, passes, mask_id, law))
     while s.seq.size(1) < end:
         S = s.seq.size(1)
         # a fresh window at the start, and when the newest token's block does not fit
@@ -467,7 +471,6 @@ CONTINUES_ONLY = True  # continues a prompt block by block,
 ANY_LENGTH = True  # past the context
 NOISE_START = False
 EXACT = False
-TRACE = True
 STEP_CHAIN = False  # blocks count their steps linearly: no chain on the schedule's grid
 BLOCKS = True
 SEMI_AR = False  # it decodes in its own blocks

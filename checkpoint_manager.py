@@ -18,9 +18,9 @@ from dataclasses import fields
 import torch
 import torch.nn as nn
 
+from config import INT64_MAX, LIMITS
 from model import ModelArgs, Transformer
 from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, refuse_removed
-from utils.cli import INT64_MAX, LIMITS
 from utils.errors import UserError
 from utils.fileio import require_checkpoints
 from utils.tokenizer import fingerprint, tokenizer_from_state

@@ -8,86 +8,52 @@ Later layers win; configurator.py parses them and refuses unknown keys and wrong
     python train.py cpu --max_iters=200 --device cpu  # --key=value or --key value
     python train.py --resume                          # bare --flag sets a bool to True
 
-A field carries its role (the helpers below) and its values (choices=, which the modules
-implementing them import from CHOICES). Comments are for the reader and --help only.
+Below the block: each key's role (TRAINED, RESUMABLE, SAMPLED), its values (CHOICES), its limits.
+Comments are for the reader and --help only.
 """
-from dataclasses import dataclass, field, fields
-
-
-def trained(default, choices=()):
-    """A setting of the trained model or its data: sampling takes it from the checkpoint."""
-    return field(default=default, metadata={"trained": True, "choices": choices})
-
-
-def resumable(default):
-    """A setting a resumed run may change; the rest come from the checkpoint."""
-    return field(default=default, metadata={"resumable": True})
-
-
-def sampled(default, resumable=False, choices=()):
-    """A setting inference.py takes from its command line (resumable=True: a resumed run's too)."""
-    return field(default=default, metadata={"sampled": True, "resumable": resumable, "choices": choices})
-
-
-def sampling_only(default):
-    """A setting only inference.py reads (train.py's end-of-run samples continue --prompt)."""
-    return field(default=default, metadata={"sampled": True, "sampling_only": True})
-
-
-def one_of(default, choices):
-    """A setting with no role but a list of values."""
-    return field(default=default, metadata={"choices": choices})
-
-
-class Tristate(str):
-    """'auto' | 'true' | 'false'. As for a bool, a bare --flag means 'true'; True or False (from a
-    config file or an old checkpoint) reads as 'true' or 'false'."""
-
-    def __new__(cls, value):
-        return super().__new__(cls, str(value).lower() if isinstance(value, bool) else value)
-
-    def __reduce__(self):  # a checkpoint's config (asdict) holds a plain str: weights_only reads no other
-        return str, (str(self),)
+from dataclasses import dataclass
 
 
 @dataclass
 class Config:
     # ---- data
-    data_path: str = trained("data/tinyshakespeare.txt")  # text file; make one with scripts/data.py
-    val_path: str = trained("")         # validation text; "" = the last val_fraction of data_path
+    data_path: str = "data/tinyshakespeare.txt"  # text file; make one with scripts/data.py
+    val_path: str = ""                  # validation text; "" = the last val_fraction of data_path
     val_fraction: float = 0.1           # nanoGPT's split: the last 10% validates
-    tokenizer: str = trained("char", choices=("char", "bpe"))  # 'char' (the data's characters + [MASK]) | 'bpe'
+    tokenizer: str = "char"             # 'char' (the data's characters + [MASK]) | 'bpe'
     tokenizer_path: str = "artifacts/tokenizer/tokenizer.json"  # bpe only (scripts/train_tokenizer.py)
     # ---- model
-    block_size: int = trained(256)      # context length in tokens
-    n_layer: int = trained(6)           # transformer blocks
-    n_head: int = trained(6)            # attention heads per block
-    n_embd: int = trained(384)          # model width (head_dim = n_embd / n_head)
-    time_cond: str = trained("learned", choices=("learned", "adaln", "none"))  # 'learned' Embedding(T+1, d)
-                                        #   on the input | 'adaln' (DiT adaLN-Zero) | 'none'
+    block_size: int = 256               # context length in tokens
+    n_layer: int = 6                    # transformer blocks
+    n_head: int = 6                     # attention heads per block
+    n_embd: int = 384                   # model width (head_dim = n_embd / n_head)
+    time_cond: str = "learned"          # 'learned' Embedding(T+1, d) on the input
+                                        #   | 'adaln' (DiT adaLN-Zero) | 'none'
     dropout: float = 0.0                # training only: embeddings, attention, MLP output
-    qk_norm: bool = trained(False)      # RMSNorm on queries and keys after RoPE (nanochat)
-    self_cond: bool = trained(False)    # mdlm, bd3: a second pass reads the first's predicted x0 (Chen et al. 2022)
-    tie_weights: bool = trained(False)  # the output head is the token embedding (nanoGPT)
+    qk_norm: bool = False               # RMSNorm on queries and keys after RoPE (nanochat)
+    self_cond: bool = False             # mdlm, bd3: a second pass reads the first's predicted x0
+                                        #   (Chen et al. 2022)
+    tie_weights: bool = False           # the output head is the token embedding (nanoGPT)
     # ---- objective
-    objective: str = trained("mdlm", choices=("mdlm", "uniform", "ar", "bd3"))  # 'mdlm' masked diffusion
-                                        #   | 'uniform' uniform-state diffusion | 'ar' the same net,
-                                        #   causal | 'bd3' block diffusion (configurator.OBJECTIVES)
-    bd3_block: int = trained(4)         # bd3: tokens per block, divides block_size; 1 = AR, block_size = MDLM
-    mask_min: float = 0.0               # mdlm/bd3 training: lowest mask rate drawn (BD3-LM, e.g. 0.3); eval: every rate
+    objective: str = "mdlm"             # 'mdlm' masked diffusion | 'uniform' uniform-state diffusion
+                                        #   | 'ar' the same net, causal | 'bd3' block diffusion
+    bd3_block: int = 4                  # bd3: tokens per block, divides block_size; 1 = AR, block_size = MDLM
+    mask_min: float = 0.0               # mdlm/bd3 training: lowest mask rate drawn (BD3-LM, e.g. 0.3);
+                                        #   eval: every rate
     mask_max: float = 1.0               # mdlm/bd3 training: the highest mask rate drawn (e.g. 0.8)
     mask_ramp: float = 0.0              # mdlm training: share of the run the top rate rises over (Quokka); 0 = off
     mask_ramp_from: float = 0.5         # the top rate at step 0 (with mask_ramp)
-    bd3_loss: str = one_of("elbo", ("elbo", "all_ce"))  # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE
-    bd3_ar: float = trained(0.0)        # bd3: weight of a next-token loss on the clean half (then causal); 0 = off
-    dual_ar: float = trained(0.0)       # mdlm: weight of a causal next-token loss on the clean window (Eso-LM); 0 = off
-    diffusion_steps: int = trained(100)  # T, the forward process's discrete steps (at most 1,000,000)
-    schedule: str = trained("cosine", choices=("cosine", "linear"))  # alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1-t/T
-    loss_type: str = one_of("elbo", ("elbo", "masked_ce", "all_ce"))  # 'elbo' NELBO | plain CE: 'masked_ce' | 'all_ce'
+    bd3_loss: str = "elbo"              # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE
+    bd3_ar: float = 0.0                 # bd3: weight of a next-token loss on the clean half (then causal); 0 = off
+    dual_ar: float = 0.0                # mdlm: weight of a causal next-token loss on the clean window (Eso-LM);
+                                        #   0 = off
+    diffusion_steps: int = 100          # T, the forward process's discrete steps (at most 1,000,000)
+    schedule: str = "cosine"            # alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1-t/T
+    loss_type: str = "elbo"             # 'elbo' NELBO | plain CE: 'masked_ce' | 'all_ce'
     mask_draws: int = 1                 # mdlm/bd3 training: masks (and times) of each window a step, a pass each
     # ---- optimisation
     batch_size: int = 64                # sequences per step
-    max_iters: int = resumable(5000)    # 0 = print config and parameter count, exit
+    max_iters: int = 5000               # 0 = print config and parameter count, exit
     data_steps: int = 0                 # > 0: step i trains on batch i % data_steps (repeats the data)
     learning_rate: float = 3e-4         # peak AdamW LR
     min_lr: float = 3e-5                # the cosine decay's floor (LR / 10, as nanoGPT)
@@ -96,85 +62,131 @@ class Config:
     beta1: float = 0.9                  # AdamW's first-moment decay
     beta2: float = 0.99                 # 0.99: small batches (nanoGPT char recipe)
     grad_clip: float = 1.0              # 0 disables
-    total_batch_size: int = 0           # tokens a step, all ranks; 0 = batch_size*block_size*world; more = accumulate
-    optimizer: str = one_of("adamw", ("adamw", "muon"))  # 'adamw' | 'muon' (on the layers' 2-D weights)
+    total_batch_size: int = 0           # tokens a step, all ranks; 0 = batch_size*block_size*world;
+                                        #   more = accumulate
+    optimizer: str = "adamw"            # 'adamw' | 'muon' (on the layers' 2-D weights)
     muon_lr: float = 0.02               # peak Muon LR (learning_rate's schedule)
     muon_momentum: float = 0.95         # Muon's Nesterov momentum
-    ema: float = 0.0                    # 0 = off; else the decay (e.g. 0.999) of a weight average for eval and samples
-    activation_checkpointing: bool = resumable(False)  # recompute each layer in backward:
+    ema: float = 0.0                    # 0 = off; else the decay (e.g. 0.999) of a weight average
+                                        #   for eval and samples
+    activation_checkpointing: bool = False  # recompute each layer in backward:
                                         #   ~1/n_layer of the activations, 4/3 the compute
     # ---- eval, logging, checkpoints
-    eval_interval: int = resumable(250)  # steps between validation passes
-    eval_iters: int = resumable(20)     # validation batches per pass, the same each time
-    log_interval: int = resumable(10)   # steps between log lines
-    out_dir: str = resumable("artifacts/models")  # model.pt (latest/final) and best.pt land here
-    resume: bool = resumable(False)     # continue from out_dir/model.pt (step, optimizer, LR schedule)
-    init_from: str = ""                 # a model.pt's (or export's) weights to start from: AR -> mdlm/bd3, mdlm -> bd3
-    overwrite: bool = sampled(False, resumable=True)  # allow replacing an earlier run's checkpoints,
+    eval_interval: int = 250            # steps between validation passes
+    eval_iters: int = 20                # validation batches per pass, the same each time
+    log_interval: int = 10              # steps between log lines
+    out_dir: str = "artifacts/models"   # model.pt (latest/final) and best.pt land here
+    resume: bool = False                # continue from out_dir/model.pt (step, optimizer, LR schedule)
+    init_from: str = ""                 # a model.pt's (or export's) weights to start from:
+                                        #   AR -> mdlm/bd3, mdlm -> bd3
+    overwrite: bool = False             # allow replacing an earlier run's checkpoints,
                                         #   metrics.jsonl, trace (inference.py: --viz-video's files)
-    keep_last: int = resumable(2)       # the newest K checkpoints kept;
+    keep_last: int = 2                  # the newest K checkpoints kept;
                                         #   1 = model.pt and best.pt only, else also model_<iter>.pt
-    skip_nonfinite: int = resumable(0)  # NaN/inf steps skipped before training stops (> 0: a host sync a step)
+    skip_nonfinite: int = 0             # NaN/inf steps skipped before training stops (> 0: a host sync a step)
     # ---- sampling (inference.py, and training's end-of-run samples)
-    checkpoint: str = sampling_only("artifacts/models/model.pt")  # the model.pt (or exported folder) to sample from
-    prompt: str = sampled("")           # text the sample must start with
-    gen_len: int = sampled(256)         # tokens to generate after the prompt
-    steps: int = sampled(100)           # reverse steps (NFE), <= diffusion_steps; bd3: per block, at most its length
-    temperature: float = sampled(1.0)   # 0 = argmax, else >= 1e-6; sampled in float64
-    temperature_end_share: float = sampled(1.0)  # mdlm, bd3: the temperature falls as the block fills,
+    checkpoint: str = "artifacts/models/model.pt"  # the model.pt (or exported folder) to sample from
+    prompt: str = ""                    # text the sample must start with
+    gen_len: int = 256                  # tokens to generate after the prompt
+    steps: int = 100                    # reverse steps (NFE), <= diffusion_steps; bd3: per block,
+                                        #   at most its length
+    temperature: float = 1.0            # 0 = argmax, else >= 1e-6; sampled in float64
+    temperature_end_share: float = 1.0  # mdlm, bd3: the temperature falls as the block fills,
                                         #   to temperature * this (1 = constant)
-    top_k: int = sampled(0)             # 0 = off
-    top_p: float = sampled(1.0)         # 1.0 = off
-    num_samples: int = sampled(1)       # samples drawn in one batch
-    html: str = sampling_only("")       # the trace as one HTML page to scrub: a slider, play, each position's top 5
-    viz_video: str = sampled("")        # MP4 path for the denoising trace (a GIF beside it)
-    trace_every: int = sampled(1)       # record one frame every N steps
-    gif_frame_ms: int = sampled(180)    # frame duration (10 to 655,350: a GIF's hundredths of a second)
-    infill: str = sampling_only("")           # text with blanks: [___] one token per marker character, [___:N] N tokens
-    prefix_file: str = sampling_only("")      # the sample starts with this file's text (not --prompt)
-    suffix_file: str = sampling_only("")      # the sample ends with this file's text; gen_len tokens between
-    order: str = sampled("confidence", choices=("confidence", "margin", "entropy", "random", "l2r"))
-                                        # reveal first: 'confidence' | 'margin' (top1 - top2)
+    top_k: int = 0                      # 0 = off
+    top_p: float = 1.0                  # 1.0 = off
+    num_samples: int = 1                # samples drawn in one batch
+    html: str = ""                      # the trace as one HTML page to scrub (a slider, play,
+                                        #   each position's top 5): a path ending in .html, or
+                                        #   'auto' (a bare --html): a new page in artifacts/media/
+    viz_video: str = "auto"             # the denoising trace's MP4 (a GIF beside it): 'auto',
+                                        #   a new file in artifacts/media/ named by the run; a
+                                        #   path ending in .mp4; or 'off'
+    trace_every: int = 1                # record one frame every N steps
+    gif_frame_ms: int = 180             # frame duration (10 to 655,350: a GIF's hundredths of a second)
+    infill: str = ""                    # text with blanks: [___] one token per marker character,
+                                        #   [___:N] N tokens
+    prefix_file: str = ""               # the sample starts with this file's text (not --prompt)
+    suffix_file: str = ""               # the sample ends with this file's text; gen_len tokens between
+    order: str = "confidence"           # reveal first: 'confidence' | 'margin' (top1 - top2)
                                         #   | 'entropy' (low first) | 'random' | 'l2r' (leftmost)
-    tokens_per_step: str = sampled("schedule", choices=("schedule", "linear", "cosine"))
-                                        # reveals per step: 'schedule' (1 - alpha(t))
+    tokens_per_step: str = "schedule"   # reveals per step: 'schedule' (1 - alpha(t))
                                         #   | 'linear' (LLaDA) | 'cosine' (MaskGIT)
-    remask: str = sampled("refine", choices=("refine", "none", "remdm"))  # 'refine' (reference) | 'none' (LLaDA:
-                                        #   committed tokens final) | 'remdm' (ReMDM)
-    remask_eta: float = sampled(0.02)   # remdm: eta, a committed token's re-mask probability min(eta, sigma_max)
-    threshold: float = sampled(0.0)     # Fast-dLLM: commit every position with confidence > this, >= 1 a step; 0 = off
-    semi_ar_length: int = sampled(0)    # decode left to right this many tokens at a time, past block_size; 0 = off
-    bd3_speculate: bool = sampled(False)  # bd3, --bd3_ar nets: sample the clean half's AR exactly, noisy half drafting
-    dual_sample: bool = sampled(False)  # mdlm, --dual_ar nets: exact samples of its AR mode (KV-cached); prompts only
-    live: bool = sampling_only(False)         # redraw the canvas in the terminal
-    prompts_file: str = sampling_only("")     # sample once per non-blank line of this file
-    interactive: bool = sampling_only(False)  # read prompts from stdin until Ctrl-D
+    remask: str = "refine"              # 'refine' (reference) | 'none' (LLaDA: committed tokens final)
+                                        #   | 'remdm' (ReMDM)
+    remask_eta: float = 0.02            # remdm: eta, a committed token's re-mask probability
+                                        #   min(eta, sigma_max)
+    threshold: float = 0.0              # Fast-dLLM: commit every position with confidence > this,
+                                        #   >= 1 a step; 0 = off
+    semi_ar_length: int = 0             # decode left to right this many tokens at a time, past block_size;
+                                        #   0 = off
+    bd3_speculate: bool = False         # bd3, --bd3_ar nets: sample the clean half's AR exactly,
+                                        #   the noisy half drafting
+    dual_sample: bool = False           # mdlm, --dual_ar nets: exact samples of its AR mode (KV-cached);
+                                        #   prompts only
+    live: bool = False                  # redraw the canvas in the terminal
+    prompts_file: str = ""              # sample once per non-blank line of this file
+    interactive: bool = False           # read prompts from stdin until Ctrl-D
     # ---- system
-    device: str = sampled("auto", resumable=True)  # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
-    dtype: str = sampled("auto", choices=("auto", "float32", "bfloat16", "float16"))
-                                        # 'auto': bf16 autocast on CUDA, fp16 + GradScaler on a
+    device: str = "auto"                # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
+    dtype: str = "auto"                 # 'auto': bf16 autocast on CUDA, fp16 + GradScaler on a
                                         #   GPU without bf16, fp32 elsewhere
-    compile: Tristate = sampled(Tristate("auto"), resumable=True, choices=("auto", "true", "false"))
-                                        # 'auto' (compile the training and decode steps on CUDA;
+    compile: str = "auto"               # 'auto' (compile the training and decode steps on CUDA;
                                         #   eager on a CPU, where the records were trained) | 'true'
                                         #   (bare --compile: faster on a CPU too) | 'false'
-    seed: int = sampled(1337)           # the random seed (>= 0): initialisation, data order, noise, samples
-    wandb_log: bool = resumable(False)  # also log to Weights & Biases (pip install wandb)
-    wandb_project: str = resumable("micro-dllm")  # the Weights & Biases project (with wandb_log)
+    seed: int = 1337                    # the random seed (>= 0): initialisation, data order, noise, samples
+    wandb_log: bool = False             # also log to Weights & Biases (pip install wandb)
+    wandb_project: str = "micro-dllm"   # the Weights & Biases project (with wandb_log)
 
 
-CHOICES = {f.name: f.metadata["choices"] for f in fields(Config) if f.metadata.get("choices")}  # key -> its values
+# Each key's role. Trained: a setting of the trained model or its data, which sampling takes from
+# the checkpoint. Resumable: a resumed run may change it (the rest come from its checkpoint).
+# Sampled: inference.py takes it from its command line; sampling only: train.py refuses it.
+TRAINED = ("data_path", "val_path", "tokenizer", "block_size", "n_layer", "n_head", "n_embd", "time_cond", "qk_norm",
+           "self_cond", "tie_weights", "objective", "bd3_block", "bd3_ar", "dual_ar", "diffusion_steps", "schedule")
+RESUMABLE = ("max_iters", "activation_checkpointing", "eval_interval", "eval_iters", "log_interval", "out_dir",
+             "resume", "overwrite", "keep_last", "skip_nonfinite", "device", "compile", "wandb_log", "wandb_project")
+SAMPLING_ONLY = ("checkpoint", "html", "infill", "prefix_file", "suffix_file", "live", "prompts_file", "interactive")
+SAMPLED = (*SAMPLING_ONLY, "overwrite", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k",
+           "top_p", "num_samples", "viz_video", "trace_every", "gif_frame_ms", "order", "tokens_per_step", "remask",
+           "remask_eta", "threshold", "semi_ar_length", "bd3_speculate", "dual_sample", "device", "dtype", "compile",
+           "seed")
+
+# The values a key takes; the modules that implement them check against these.
+CHOICES = dict(
+    tokenizer=("char", "bpe"), time_cond=("learned", "adaln", "none"), objective=("mdlm", "uniform", "ar", "bd3"),
+    bd3_loss=("elbo", "all_ce"), schedule=("cosine", "linear"), loss_type=("elbo", "masked_ce", "all_ce"),
+    optimizer=("adamw", "muon"), order=("confidence", "margin", "entropy", "random", "l2r"),
+    tokens_per_step=("schedule", "linear", "cosine"), remask=("refine", "none", "remdm"),
+    dtype=("auto", "float32", "bfloat16", "float16"), compile=("auto", "true", "false"))
 UNSCORED_ORDERS = ("random", "l2r")  # orders no model score ranks: no threshold decoding
 
-# A key that acts only with another: {key: (that key, the values it acts with; None: any but off)}.
-# Given alone, validation refuses it; scripts/frontier.py drops it where it does not act.
+# A key that acts only with another: {key: (that key, the values it acts with; None: any but off,
+# which is False, 0, '' or 'off')}, or a tuple of such pairs (any one will do). Given alone,
+# validation refuses it; scripts/frontier.py drops it where it does not act.
 NEEDS = dict(
     val_fraction=("val_path", ("",)), tokenizer_path=("tokenizer", ("bpe",)), mask_ramp_from=("mask_ramp", None),
     muon_lr=("optimizer", ("muon",)), muon_momentum=("optimizer", ("muon",)),
     init_from=("resume", (False,)), overwrite=("resume", (False,)), wandb_project=("wandb_log", None),
     top_k=("temperature", None), top_p=("temperature", None), temperature_end_share=("temperature", None),
     remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),
-    gif_frame_ms=("viz_video", None), steps=("threshold", (0.0,)))
+    gif_frame_ms=(("viz_video", None), ("html", None)), steps=("threshold", (0.0,)))
+
+# The most a size or count may be: past it a 64-bit size overflows, or a loop builds for minutes.
+# Memory decides below (train.py refuses a run that won't fit); 2^31 keeps products in int64.
+INT64_MAX = 2 ** 63 - 1  # the largest tensor size or index
+SIZE = "past any machine's memory: torch's 64-bit size of what it sizes would overflow first"
+LIMITS = dict(
+    block_size=(2**31 - 1, SIZE), batch_size=(2**31 - 1, SIZE), mask_draws=(2**31 - 1, SIZE),
+    num_samples=(2**31 - 1, SIZE), n_embd=(2**20, SIZE), gen_len=(2**24, "the canvas is laid out token by token"),
+    # ~1.5 ms and 0.1 MB a layer before its weights (torch 2.13): 2^20 layers build for half an hour
+    n_layer=(4096, "each layer is a module built one by one: far past any network that trains"),
+    # 1 - alpha(1) = 1 - cos(pi / 2T) in float64: off 1.7e-5 at T = 1e6, 0.1% at 1e7, 0 (NaN) at 1e9
+    diffusion_steps=(10**6, "past it float64 cannot tell the chain's first steps apart"),
+    gif_frame_ms=(655_350, "a GIF times a frame in hundredths of a second, in 16 bits"))
+
+# The words a bool flag takes (bool('false') is True): --live=off, --compile=yes.
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 # The presets: one flat literal each, every key it sets (as nanoGPT's config/*.py); the comment
 # above each is its --help line. How each setting won: dev/LOG.md. Budgets: baby is nanoGPT's
@@ -195,8 +207,7 @@ PRESETS = {
         eval_interval=500, eval_iters=10, log_interval=100,  # 120 windows x 4 t: +- 0.005 between evals
         out_dir="artifacts/models/baby", checkpoint="artifacts/models/baby/model.pt",
         prompt="ROMEO:", gen_len=48, steps=48, order="random", remask="none", temperature=1.0,
-        temperature_end_share=0.1,
-        viz_video="artifacts/media/baby_trace.mp4"),
+        temperature_end_share=0.1),
     # The best diffusion at the baby budget: blocks of 4, mask rates in [0.3, 1], plain CE, the
     # clean half on the next token, two masks a window, a tied head; it samples the clean half's AR,
     # the noisy half drafting (--bd3_speculate=false: left to right).
@@ -208,8 +219,7 @@ PRESETS = {
         optimizer="muon", muon_lr=0.005, muon_momentum=0.9, ema=0.999,
         eval_interval=500, eval_iters=10, log_interval=100,
         out_dir="artifacts/models/baby_bd3", checkpoint="artifacts/models/baby_bd3/model.pt",
-        prompt="ROMEO:", gen_len=48, steps=48, order="l2r", remask="none", bd3_speculate=True,
-        viz_video="artifacts/media/baby_bd3_trace.mp4"),
+        prompt="ROMEO:", gen_len=48, steps=48, order="l2r", remask="none", bd3_speculate=True),
     # nanoGPT's train_shakespeare_char, diffusion flavour: the defaults (a GPU job).
     "shakespeare_char": dict(data_path="data/tinyshakespeare.txt", out_dir="artifacts/models/shakespeare_char",
                              checkpoint="artifacts/models/shakespeare_char/model.pt"),
@@ -233,8 +243,7 @@ PRESETS = {
         optimizer="muon", muon_lr=0.005, ema=0.999,
         eval_interval=250, eval_iters=10,  # 320 windows x 4 t: +- 0.005 between evals
         out_dir="artifacts/models/cpu", checkpoint="artifacts/models/cpu/model.pt",
-        prompt="ROMEO:", gen_len=96, steps=64, order="random", remask="remdm", remask_eta=0.05,
-        viz_video="artifacts/media/cpu_trace.mp4"),
+        prompt="ROMEO:", gen_len=96, steps=64, order="random", remask="remdm", remask_eta=0.05),
     # Block diffusion at the laptop budget: blocks of 4, mask rates in [0.5, 1], 100 steps, AdamW;
     # it samples left to right in each block.
     "cpu_bd3": dict(
@@ -243,8 +252,7 @@ PRESETS = {
         batch_size=32, max_iters=2000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
         eval_interval=250, eval_iters=10,
         out_dir="artifacts/models/cpu_bd3", checkpoint="artifacts/models/cpu_bd3/model.pt",
-        prompt="ROMEO:", gen_len=96, steps=64, order="l2r", remask="none",
-        viz_video="artifacts/media/cpu_bd3_trace.mp4"),
+        prompt="ROMEO:", gen_len=96, steps=64, order="l2r", remask="none"),
     # Char-level TinyStories (the excerpt in data/) at the laptop budget: masked diffusion, no time
     # input, all-position CE.
     "tinystories_cpu": dict(
@@ -253,7 +261,7 @@ PRESETS = {
         batch_size=32, max_iters=2000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
         eval_interval=250, eval_iters=10,
         out_dir="artifacts/models/tinystories_cpu", checkpoint="artifacts/models/tinystories_cpu/model.pt",
-        prompt="Once upon a time", gen_len=96, steps=64, viz_video="artifacts/media/tinystories_cpu_trace.mp4"),
+        prompt="Once upon a time", gen_len=96, steps=64),
     # The BPE path on a laptop: the shipped excerpt, a 2,048-token BPE (trained if missing), block
     # diffusion (blocks of 4, band [0.5, 1], the clean half on the next token), 1.31M parameters.
     "tinystories_bpe_cpu": dict(
@@ -264,8 +272,7 @@ PRESETS = {
         batch_size=16, max_iters=2000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
         eval_interval=250, eval_iters=10,
         out_dir="artifacts/models/tinystories_bpe_cpu", checkpoint="artifacts/models/tinystories_bpe_cpu/model.pt",
-        prompt="Once upon a time", gen_len=96, steps=64, order="random", remask="none",
-        viz_video="artifacts/media/tinystories_bpe_cpu_trace.mp4"),
+        prompt="Once upon a time", gen_len=96, steps=64, order="random", remask="none"),
     # The 200M+ speed run: 16 x 1024, ctx 1024, BPE on all of TinyStories (~206M parameters), 0.5M
     # tokens a step (16 micro-batches of 32 x 1024 on one 80 GB GPU).
     "gpt200m": dict(

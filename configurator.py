@@ -21,10 +21,10 @@ import bd3
 import config
 import diffusion
 import uniform
-from config import CHOICES, NEEDS, PRESETS, UNSCORED_ORDERS, Config, Tristate
+from config import (BOOLEANS, CHOICES, INT64_MAX, LIMITS, NEEDS, PRESETS, SAMPLING_ONLY, TRAINED, UNSCORED_ORDERS,
+                    Config)
 from model import ModelArgs
 from utils.checkpoint import REMOVED, RENAMED
-from utils.cli import INT64_MAX, LIMITS, boolean
 from utils.errors import UserError
 from utils.fileio import read_text
 
@@ -34,19 +34,26 @@ OBJECTIVES = dict(mdlm=diffusion, uniform=uniform, ar=ar, bd3=bd3)
 
 TYPES = {f.name: f.type for f in fields(Config)}  # key -> its type
 EXAMPLES = {bool: "true", int: "100", float: "0.5", str: "text"}  # a valid value of each type, for the errors
-FLAGS = (bool, Tristate)  # the types a bare --flag sets to true
+TRISTATE = ("auto", "true", "false")  # a key with these values takes a bare --flag (true) and a bool, as a bool does
+BARE = dict(html="auto")  # a path key whose bare --flag names its file itself
+
+
+def is_flag(key):
+    """Whether a bare --key sets it: a bool, a tristate (then to 'true'), or a BARE path key."""
+    return TYPES[key] is bool or CHOICES.get(key) == TRISTATE or key in BARE
 
 
 def _coerce(name, typ, value, text=False):
     """A config file's or checkpoint's value as the field's type; text=True: a command-line string,
-    read first (a file's value is a literal already: '4' is a string there)."""
-    if typ not in EXAMPLES:
-        return typ(value)  # a type of config.py's own (Tristate) reads the value itself
+    read first (a file's value is a literal already: '4' is a string there). A tristate takes a
+    bool as its word (an older checkpoint's compile=True is 'true')."""
+    if CHOICES.get(name) == TRISTATE and isinstance(value, bool):
+        return str(value).lower()
     if text and typ is not str:
         text = value.strip()
         try:
-            value = boolean(text) if typ is bool else ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+            value = BOOLEANS[text.lower()] if typ is bool else ast.literal_eval(text)
+        except (KeyError, ValueError, SyntaxError):
             raise UserError(f"--{name}={value!r} is not a valid {typ.__name__}: e.g. --{name}={EXAMPLES[typ]}")
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -102,8 +109,8 @@ def parse(argv, base=None, check=True):
             key, eq, value = arg[2:].partition("=")
             key = _known_key(key.replace("-", "_"))  # --gen-len == --gen_len
             if not eq:
-                if TYPES[key] in FLAGS and (not args or args[0].startswith("--")):
-                    value = "true"  # bare --flag
+                if is_flag(key) and (not args or args[0].startswith("--")):
+                    value = BARE.get(key, "true")  # bare --flag
                 elif args:
                     value = args.pop(0)
                 else:
@@ -158,15 +165,9 @@ def refuse_changes(cfg, given, saved, what, fix, allowed=()):
         raise UserError(f"{what} fixes {', '.join(bad)}: given {pairs}; {fix}")
 
 
-TRAINED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("trained"))
-RESUMABLE_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("resumable"))
-SAMPLED_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("sampled"))
-SAMPLING_ONLY_KEYS = tuple(f.name for f in fields(Config) if f.metadata.get("sampling_only"))
-
-
 def refuse_sampling_only(given):
     """train.py refuses a key only inference.py reads: it would act on nothing."""
-    unread = [k for k in SAMPLING_ONLY_KEYS if k in given]
+    unread = [k for k in SAMPLING_ONLY if k in given]
     if unread:
         raise UserError(f"--{unread[0]} is inference.py's: train.py's end-of-run samples continue --prompt; drop it, "
                         f"and sample the trained model with python inference.py --{unread[0]} ...")
@@ -196,6 +197,12 @@ def check_choices(cfg):
     for key in ("data_path", "out_dir", "tokenizer_path", "checkpoint"):
         if not getattr(cfg, key):
             raise UserError(f"--{key} is empty: give a path, e.g. --{key}={getattr(Config, key)}")
+    if cfg.viz_video not in ("auto", "off") and not cfg.viz_video.lower().endswith(".mp4"):
+        raise UserError(f"--viz-video {cfg.viz_video!r} is a path ending in .mp4 (a GIF is written beside it), 'auto' "
+                        f"(a new file under artifacts/media/) or 'off'")
+    if cfg.html not in ("", "auto") and not cfg.html.lower().endswith((".html", ".htm")):
+        raise UserError(f"--html {cfg.html!r} is a path ending in .html (one page a browser opens), or a bare --html "
+                        f"(a new page under artifacts/media/)")
 
 
 def check_numbers(cfg):
@@ -235,14 +242,20 @@ def check_ranges(cfg):
         raise UserError(f"beta1 and beta2 are AdamW's decays in [0, 1), got {cfg.beta1}, {cfg.beta2}")
 
 
+def partners(key):
+    """[(other key, the values key acts with)] of NEEDS[key]: one pair, or several (any one)."""
+    need = NEEDS[key]
+    return need if isinstance(need[0], tuple) else (need,)
+
+
 def acts(cfg, key):
-    """Whether key acts in cfg, by config.NEEDS (its partner and values; None: not off)."""
+    """Whether key acts in cfg, by config.NEEDS: one of its partners at a value it acts with (None:
+    any but off, which is False, 0, '' or 'off')."""
     if key not in NEEDS:
         return True
-    other, values = NEEDS[key]
-    if values is None:
-        return bool(getattr(cfg, other))
-    return getattr(cfg, other) in values
+    on = [getattr(cfg, other) not in (False, "", "off") if values is None else getattr(cfg, other) in values
+          for other, values in partners(key)]
+    return any(on)
 
 
 def check_objective_keys(cfg, given):
@@ -254,12 +267,13 @@ def check_objective_keys(cfg, given):
     lacking = sorted(k for k in given if not acts(cfg, k))  # the first in name order is named
     if lacking:
         key = lacking[0]
-        other, values = NEEDS[key]
-        if values == (False,):  # a switch that must be off: nothing to give
-            raise UserError(f"--{key} acts only without --{other}: drop one of the two")
-        want = f"--{other}" if values is None else " or ".join(f"--{other}={v!r}" for v in values)
-        raise UserError(f"--{key} acts only with {want} (here {other}={getattr(cfg, other)!r}): give that too, "
-                        f"or drop --{key}")
+        pairs = partners(key)
+        if pairs[0][1] == (False,):  # a switch that must be off: nothing to give
+            raise UserError(f"--{key} acts only without --{pairs[0][0]}: drop one of the two")
+        want = " or ".join(f"--{other}" if values is None else " or ".join(f"--{other}={v!r}" for v in values)
+                           for other, values in pairs)
+        here = ", ".join(f"{other}={getattr(cfg, other)!r}" for other, _ in pairs)
+        raise UserError(f"--{key} acts only with {want} (here {here}): give that too, or drop --{key}")
     obj.check(cfg, given)
 
 
@@ -420,7 +434,7 @@ def help_text(prog, usage, from_checkpoint=False, argv=()):
     for section, keys in _key_docs():
         out += ["", f"{section}:"]
         for key, text in keys:
-            tag = " [from the checkpoint]" if from_checkpoint and key in TRAINED_KEYS else ""
+            tag = " [from the checkpoint]" if from_checkpoint and key in TRAINED else ""
             listed = key in CHOICES and all(f"'{c}'" in text for c in CHOICES[key])
             choice = f" (one of {', '.join(CHOICES[key])})" if key in CHOICES and not listed else ""
             head = f"  --{key}={TYPES[key].__name__.upper()}"

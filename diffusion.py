@@ -203,9 +203,8 @@ def self_condition_input(logits_of, masked, share, generator=None, rows=None):
 
 def self_condition(model, xt, t, masked, mask_id, share, generator=None, rows=None):
     """Self-conditioning's input (B, L, V): self_condition_input over xt's own pass."""
-    def logits_of(r):
-        return predict_logits(model, xt if r is None else xt[r], t if r is None else t[r], mask_id)
-    return self_condition_input(logits_of, masked, share, generator, rows)
+    return self_condition_input(lambda r: predict_logits(model, xt if r is None else xt[r], t if r is None else t[r],
+                                                         mask_id), masked, share, generator, rows)
 
 
 def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None, drawn=None):
@@ -423,14 +422,15 @@ def split_steps(steps, n_blocks):
 
 def _plan(n, steps, schedule, opts):
     """Step mode's plan for a block of n (B,) positions: the [MASK]s left after each step (B, S)."""
-    def fractions(j, k):  # the share still masked after step j of k
-        if opts.tokens_per_step == "schedule":
-            return 1.0 - schedule.alpha[time_grid(schedule.T, k)[j + 1]].item()
-        r = (j + 1) / k  # linear: LLaDA; cosine: MaskGIT (Chang et al. 2022), few early, many late
-        return 1.0 - r if opts.tokens_per_step == "linear" else math.cos(0.5 * math.pi * r)
-
     S = min(steps, int(n.max()))  # no step without a token to reveal
-    return reveal_plan(n, [fractions(j, S) for j in range(S)])
+    done = [(j + 1) / S for j in range(S)]  # the share of the S steps taken after step j
+    if opts.tokens_per_step == "schedule":  # the share still masked: 1 - alpha(t) at the grid's next time
+        masked = [1.0 - schedule.alpha[t].item() for t in time_grid(schedule.T, S)[1:]]
+    elif opts.tokens_per_step == "linear":  # LLaDA
+        masked = [1.0 - r for r in done]
+    else:  # cosine: MaskGIT (Chang et al. 2022), few early, many late
+        masked = [math.cos(0.5 * math.pi * r) for r in done]
+    return reveal_plan(n, masked)
 
 
 def _window(now, L, W):
@@ -712,7 +712,6 @@ CONTINUES_ONLY = False  # its samples only continue a prompt
 ANY_LENGTH = False  # its sampler writes past the model's context
 NOISE_START = False  # its reverse process starts from random tokens, not [MASK]
 EXACT = False  # its score is the exact NLL, not a bound
-TRACE = True  # it has a denoising trace (MP4/GIF, --live)
 STEP_CHAIN = True  # its sampler walks the schedule's time grid (eval.py scores that chain)
 BLOCKS = False  # it decodes bd3_block tokens at a time
 SEMI_AR = True  # its sampler can decode semi-autoregressive blocks (--semi_ar_length)

@@ -27,12 +27,13 @@ import torch
 
 import configurator
 from checkpoint_manager import load_model
-from configurator import (SAMPLED_KEYS, TRAINED_KEYS, config_from_dict, help_text, parse, refuse_changes, validate,
-                          wants_help)
+from config import SAMPLED, TRAINED
+from configurator import check_choices, config_from_dict, help_text, parse, refuse_changes, validate, wants_help
 from diffusion import Schedule
 from model import DECODERS, compile_decode
 from sampling.canvas import build_canvas, fill, fit_gen_len
-from sampling.trace import LiveView, StepBar, chain, check_trace_path, open_page, open_trace, print_written, trace_hook
+from sampling.trace import (LiveView, StepBar, chain, check_trace_path, open_page, open_trace, print_written, run_name,
+                            trace_hook)
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
 from utils.fileio import read_text
@@ -61,28 +62,31 @@ def main(argv):
 def load(argv):
     """(sampling config, run): argv read for the checkpoint, then over the checkpoint's config."""
     where, given = parse(argv, check=False)  # pass 1: only --checkpoint, --device and --viz-video are read
+    check_choices(where)  # a --viz-video or --html that names no such file, say
     if "viz_video" in given:  # its path, before the model is read
         check_trace_path(where, where.overwrite)
     device = pick_device(where.device)
     model, ckpt = load_model(where.checkpoint, device)
     saved = config_from_dict(ckpt["config"], f"checkpoint {where.checkpoint}")
     cfg, flags = parse(argv, base=saved, check=False)  # pass 2: over the checkpoint's settings
-    refuse_changes(cfg, flags & set(TRAINED_KEYS), vars(saved), f"checkpoint {where.checkpoint}",
+    refuse_changes(cfg, flags & set(TRAINED), vars(saved), f"checkpoint {where.checkpoint}",
                    "drop those flags (sampling takes them from the checkpoint)")
-    training = sorted(flags - set(SAMPLED_KEYS) - set(TRAINED_KEYS) - {"tokenizer_path"})
+    training = sorted(flags - set(SAMPLED) - set(TRAINED) - {"tokenizer_path"})
     if training:
         raise UserError(f"inference.py samples: --{training[0]} sets training, which sampling does not read; drop it")
     # a preset's model and training keys do not apply either: the checkpoint's stay
-    kept = {k: getattr(saved, k) for k in vars(saved) if k not in SAMPLED_KEYS and k != "tokenizer_path"}
+    kept = {k: getattr(saved, k) for k in vars(saved) if k not in SAMPLED and k != "tokenizer_path"}
     cfg = replace(cfg, **kept)
-    if "viz_video" not in flags:
-        cfg = replace(cfg, viz_video="")  # a video only when asked here (--trace-every then acts on none)
+    if "viz_video" not in flags:  # one trace a sample, named by the run; none for a stream of prompts
+        cfg = replace(cfg, viz_video="off" if cfg.interactive or cfg.prompts_file else "auto")
     validate(cfg, flags - {"tokenizer_path"})  # read below, against the checkpoint's own
     if cfg.infill and "gen_len" in flags:  # the blanks set the length
         raise UserError("--infill's blanks set the tokens generated ([___] one per marker character, [___:N] N): "
                         "drop --gen-len")
-    if "overwrite" in flags and not flags & {"viz_video", "html"}:
-        raise UserError("--overwrite lets --viz-video or --html replace an existing file: give one, or drop it")
+    typed = cfg.viz_video not in ("auto", "off") or cfg.html not in ("", "auto")  # a path the user chose
+    if "overwrite" in flags and not typed:
+        raise UserError("--overwrite lets the --viz-video or --html path you give replace an existing file (their "
+                        "default names are new each time): give one, or drop --overwrite")
     tok = tokenizer_from_state(ckpt["tokenizer"])
     if "tokenizer_path" in flags:
         other = BPETokenizer.from_file(cfg.tokenizer_path)  # UserError if missing or not ours
@@ -112,7 +116,7 @@ def load(argv):
           f"{threads.line()}")
     return cfg, dict(model=model, tok=tok, schedule=Schedule(cfg.diffusion_steps, cfg.schedule), device=device, ctx=ctx,
                      cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0), fit_gen_len="gen_len" not in flags,
-                     threads=threads)
+                     threads=threads, name=run_name(where.checkpoint))
 
 
 def canvas_for(cfg, run):
@@ -163,8 +167,8 @@ def sample_once(cfg, run):
     cfg, canvas, note = canvas_for(cfg, run)
     if note:
         print(note)
-    writer = open_trace(cfg, cfg.overwrite)  # checks the --viz-video path before any sampling
-    page = open_page(cfg, cfg.overwrite)  # and --html's
+    writer = open_trace(cfg, run["name"], cfg.overwrite)  # checks a --viz-video path before any sampling
+    page = open_page(cfg, run["name"], cfg.overwrite)  # and an --html path
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     passes = obj.passes(cfg, canvas.n_gen, canvas.prefix_len)
@@ -173,8 +177,8 @@ def sample_once(cfg, run):
         live.start(*canvas.tensors(1, "cpu"))
     t0 = time.time()
     run["threads"].restart()  # no pass spans the time between prompts
-    hooks = chain(trace_hook(writer, tok, canvas, cfg), trace_hook(page, tok, canvas, cfg), live, run["threads"].tick)
-    with writer or nullcontext(), page or nullcontext(), StepBar(passes, on=obj.TRACE and not live) as bar, run["ctx"]:
+    hooks = chain(trace_hook(writer, tok, cfg), trace_hook(page, tok, cfg), live, run["threads"].tick)
+    with writer or nullcontext(), page or nullcontext(), StepBar(passes, on=not live) as bar, run["ctx"]:
         texts, out, stats = fill(model, tok, canvas, cfg, run["schedule"], run["device"], g, chain(hooks, bar))
     dt = time.time() - t0 - (live.slept if live else 0)  # --live's pauses left out
     nfes, seconds = stats["nfe_per_sample"], stats["seconds_per_sample"]

@@ -24,10 +24,10 @@ import torch
 
 import checkpoint_manager
 import configurator
+from config import RESUMABLE
 from diffusion import Draw, Schedule
 from evals import bound, report
 from model import ModelArgs, Transformer
-from sampling import trace
 from utils import checkpoint, dataloader, dist, fileio, optim, tokenizer, train_log
 from utils.train_log import check_memory, estimate_line
 from utils.dist import print0
@@ -89,7 +89,7 @@ class Run:
     saved: str = ""           # the newest complete checkpoint: what a Ctrl-C leaves to --resume
     saved_iter: int = -1
     scaler: torch.amp.GradScaler = None  # loss scaling under fp16 autocast (utils.dist.grad_scaler); off otherwise
-    writer: checkpoint.BackgroundWriter = field(default_factory=checkpoint.BackgroundWriter)
+    writer: fileio.BackgroundWriter = field(default_factory=fileio.BackgroundWriter)
     loss_of: object = None    # the objective's pure loss, compiled with the model where --compile says (compile_step)
 
 
@@ -128,16 +128,14 @@ def setup(argv):
     """The checked config (a resumed run's own), device and rank; prints the start-up lines."""
     cfg, given = configurator.parse(argv)
     configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
-    if "out_dir" in given and "viz_video" not in given and cfg.viz_video:  # a side run keeps the main run's trace
-        cfg = replace(cfg, viz_video=os.path.join(cfg.out_dir, os.path.basename(cfg.viz_video)))
     fileio.check_folder(cfg.out_dir, f"--out_dir={cfg.out_dir}")  # a checkpoint, say: never written over
     rank, local_rank, world, device = dist.init_distributed(cfg.device)
     if rank == 0:
         for name in fileio.remove_stale_temps(cfg.out_dir):
             print(f"removed {os.path.join(cfg.out_dir, name)}: a partial write of a killed run")
     cfg, resume, resumed_from = resumed_config(cfg, given)
-    if cfg.viz_video:  # the end-of-run trace's path, before any work (a resumed run's own is its to replace)
-        trace.check_trace_path(cfg, replace=cfg.overwrite or cfg.resume or cfg.max_iters == 0)
+    if cfg.viz_video not in ("auto", "off"):  # a typed trace path, before any work (a resumed run's is its own)
+        fileio.check_trace(cfg.viz_video, replace=cfg.overwrite or cfg.resume or cfg.max_iters == 0)
     # accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
     micro_tokens = cfg.batch_size * cfg.block_size
     accum = dist.grad_accum_steps(cfg.total_batch_size, micro_tokens, world)
@@ -168,15 +166,15 @@ def resumed_config(cfg, given):
     only resumable keys given again. A new run: (cfg, None, ""), refused if it replaces files."""
     if not cfg.resume:
         if not cfg.overwrite and cfg.max_iters > 0:  # max_iters=0 writes nothing
-            checkpoint.refuse_earlier_run(cfg.out_dir)
+            fileio.refuse_earlier_run(cfg.out_dir)
         return cfg, None, ""
     resume, resumed_from = checkpoint.load_latest(cfg.out_dir, warn=print0)
     checkpoint.refuse_removed(resume["config"], f"--resume: {resumed_from}")
     saved = asdict(configurator.config_from_dict(resume["config"], resumed_from))
     configurator.refuse_changes(cfg, given, saved, f"--resume: {resumed_from}",
                                 "drop those flags to continue the run, or train a new one in another --out_dir",
-                                configurator.RESUMABLE_KEYS)
-    keep = {k: v for k, v in saved.items() if k not in configurator.RESUMABLE_KEYS}
+                                RESUMABLE)
+    keep = {k: v for k, v in saved.items() if k not in RESUMABLE}
     return replace(cfg, **keep), resume, resumed_from
 
 
@@ -343,7 +341,7 @@ def save_checkpoints(cfg, env, data, run, it, res):
 
         def write():
             for path in checkpoint.save_run_checkpoint(cfg.out_dir, state, cfg.keep_last, is_best):
-                if checkpoint.iter_of(path) > it:
+                if fileio.iter_of(path) > it:
                     print(f"removed {path}: a checkpoint of the run this one replaces")
             run.saved = os.path.join(cfg.out_dir, "model.pt")
             run.saved_iter = it

@@ -171,7 +171,6 @@ CONTINUES_ONLY = False
 ANY_LENGTH = False
 NOISE_START = True  # starts from random tokens
 EXACT = False
-TRACE = True
 STEP_CHAIN = True  # walks the schedule's grid
 BLOCKS = False
 SEMI_AR = False

@@ -28,7 +28,8 @@ from torch.utils._pytree import tree_leaves
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
 from diffusion import Draw, Schedule  # noqa: E402
-from configurator import SAMPLED_KEYS, TYPES, parse  # noqa: E402
+from config import SAMPLED  # noqa: E402
+from configurator import TYPES, parse  # noqa: E402
 from model import Transformer  # noqa: E402
 from utils.dist import (CpuThreads, autocast_for, compile_step, keyed_generator, peak_flops, pick_device,  # noqa: E402
                         run_queue, timed)
@@ -44,7 +45,7 @@ from utils.optim import build_optimizer  # noqa: E402
 UNREAD = {"data_path", "val_path", "val_fraction", "tokenizer", "tokenizer_path", "max_iters", "data_steps", "min_lr",
           "warmup_iters", "total_batch_size", "ema", "activation_checkpointing", "mask_ramp", "mask_ramp_from",
           "eval_interval", "eval_iters", "log_interval", "out_dir", "resume", "init_from", "overwrite", "keep_last",
-          "skip_nonfinite", "wandb_log", "wandb_project", *(set(SAMPLED_KEYS) - {"device", "dtype", "seed", "compile"})}
+          "skip_nonfinite", "wandb_log", "wandb_project", *(set(SAMPLED) - {"device", "dtype", "seed", "compile"})}
 
 
 def matmul_rate(a, batch_tokens, device):

@@ -89,7 +89,7 @@ def train_command(name, paths, eval_iters, out):
            *extra, f"--data_path={paths[f'train_{n_chars}']}",
            f"--val_path={paths['val']}", f"--max_iters={round(epochs * steps_per_epoch)}",
            f"--eval_interval={round(per_eval * steps_per_epoch)}", f"--eval_iters={eval_iters}", "--keep_last=1",
-           "--log_interval=500", f"--out_dir={out}", *(["--viz_video="] if flags in (MDLM, BD3) else [])]
+           "--log_interval=500", f"--out_dir={out}", "--viz_video=off"]
 
 
 def run_one(name, paths, restart, eval_iters):

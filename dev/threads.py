@@ -100,7 +100,7 @@ class Run:
         if threads is not None:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = threads
         # as a user types it (log lines every 10 steps, the old rule's cadence), without the preset's trace video
-        argv = [sys.executable, "-u", train_py, preset, f"--out_dir={out_dir}", f"--max_iters={iters}", "--viz_video="]
+        argv = [sys.executable, "-u", train_py, preset, f"--out_dir={out_dir}", f"--max_iters={iters}", "--viz_video=off"]
         self.start = time.monotonic()
         self.p = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []  # (seconds since the start, line)

@@ -5,10 +5,10 @@ from dataclasses import replace
 import torch
 
 import configurator
-from sampling.canvas import continuation, fill
 from evals.bound import LN2
 from evals.metrics import ChangeRate, distinct_n
-from sampling.trace import StepBar, chain, open_trace, print_written, trace_hook
+from sampling.canvas import continuation, fill
+from sampling.trace import StepBar, chain, open_trace, print_written, run_name, trace_hook
 from utils.errors import UserError
 
 
@@ -21,7 +21,7 @@ def units(res):
 def revisits(cfg):
     """Whether the sampler can change a committed token (else its change rate is 0 by design)."""
     obj = configurator.OBJECTIVES[cfg.objective]
-    return obj.NOISE_START or (obj.TRACE and cfg.remask != "none" and not cfg.threshold)
+    return obj.NOISE_START or (not obj.EXACT and cfg.remask != "none" and not cfg.threshold)
 
 
 def report_samples(cfg, tok):
@@ -31,12 +31,20 @@ def report_samples(cfg, tok):
 
 
 def check_report(cfg, tok):
-    """The end-of-run samples' canvas, refused before step 1 rather than after training."""
+    """Refuse before step 1, not after training, what would refuse the end-of-run samples' canvas
+    (sampling.canvas.build_canvas, where the report builds it): a prompt that leaves no room,
+    --dual_sample with no prompt to continue, fewer --steps than the semi-AR blocks."""
     prompt_len, gen_len = report_samples(cfg, tok)
     if gen_len < 1:
         raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for "
                         f"the end-of-run samples; give a shorter prompt")
-    continuation(cfg, tok, cfg.prompt, gen_len, cfg.block_size)
+    if cfg.dual_sample and not prompt_len:
+        raise UserError("--dual_sample continues a prompt left to right: give the end-of-run samples one (--prompt)")
+    semi_ar = configurator.OBJECTIVES[cfg.objective].SEMI_AR and cfg.semi_ar_length
+    blocks = -(-gen_len // cfg.semi_ar_length) if semi_ar else 1
+    if cfg.steps < blocks and not cfg.threshold:
+        raise UserError(f"--steps {cfg.steps} is fewer than the {blocks} blocks of --semi-ar-length "
+                        f"{cfg.semi_ar_length}: use --steps {blocks} or more, or a longer --semi-ar-length")
 
 
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):
@@ -46,13 +54,14 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
     change = ChangeRate(tok.mask_id)  # the fraction of committed tokens a reverse step changes
     n = max(cfg.num_samples, 4)
     prompt_len, gen_len = report_samples(cfg, tok)
-    writer = open_trace(cfg, replace=True) if obj.TRACE else None  # sample 0's trace (checked before step 1)
+    # sample 0's trace: a typed path was checked before step 1, 'auto' takes a new name now
+    writer = open_trace(cfg, run_name(cfg.out_dir), replace=True)
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
     # a gen_len past the context is cut to what it holds after the prompt, and said so
     cut = f" (gen_len={cfg.gen_len}: what the context holds after the prompt)" if gen_len < cfg.gen_len else ""
-    print(f"sampling {n} x {gen_len} tokens{cut}" + (f", tracing sample 0 to {cfg.viz_video}" if writer else ""))
-    hooks = chain(trace_hook(writer, tok, canvas, cfg), change)
-    with writer or nullcontext(), StepBar(obj.passes(cfg, gen_len, prompt_len), on=obj.TRACE) as bar:
+    print(f"sampling {n} x {gen_len} tokens{cut}" + (f", tracing sample 0 to {writer.paths['mp4']}" if writer else ""))
+    hooks = chain(trace_hook(writer, tok, cfg), change)
+    with writer or nullcontext(), StepBar(obj.passes(cfg, gen_len, prompt_len)) as bar:
         texts, _, stats = fill(model, tok, canvas, replace(cfg, num_samples=n), schedule, device, g,
                                    chain(hooks, bar))
     print("---- final validation metrics")

@@ -14,7 +14,7 @@ from dataclasses import replace
 import torch
 
 import configurator
-from utils.cli import LIMITS
+from config import LIMITS
 from utils.errors import UserError
 from utils.fileio import read_text
 

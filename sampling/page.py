@@ -5,7 +5,7 @@ steps as JSON; a slider walks them, hovering a position shows its top candidates
 import json
 import os
 
-from utils.fileio import atomic_open
+from utils.fileio import atomic_open, drop_if_empty
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trace_page.html")
 
@@ -14,8 +14,9 @@ class PageWriter:
     """video.TraceWriter's twin whose frames become one HTML file at close (on an error, none)."""
     candidates = 5  # the top candidates kept per predicted position (TraceHook reads it)
 
-    def __init__(self, path, title="", settings="", frame_ms=180):
+    def __init__(self, path, title="", settings="", frame_ms=180, reserved=False):
         self.path, self.title, self.settings, self.frame_ms = path, title, settings, frame_ms
+        self.reserved = reserved  # path is fresh_path's empty placeholder: removed if no page replaces it
         self.steps, self.result = [], None
 
     def add_frame(self, tokens, states, step, t, nfe, confidence=None, caption="", top=None):
@@ -45,3 +46,5 @@ class PageWriter:
     def __exit__(self, exc_type, exc, tb):  # on error, write nothing
         if exc_type is None:
             self.close()
+        elif self.reserved:
+            drop_if_empty(self.path)

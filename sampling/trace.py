@@ -12,8 +12,9 @@ import configurator
 from diffusion import Step
 from sampling.page import PageWriter
 from sampling.video import TraceWriter
-from utils.errors import UserError
-from utils.fileio import check_output
+from utils.fileio import check_output, check_trace, fresh_path, trace_paths
+
+MEDIA = os.path.join("artifacts", "media")  # where a trace goes unless its path is given
 
 
 def token_states(tok, ids, gen, revealed, remasked):
@@ -36,9 +37,9 @@ def token_state(text, generated, revealed, remasked):
 class TraceHook:
     """Sample 0's steps as trace frames: tokens coloured by confidence, NFE and block on top."""
 
-    def __init__(self, writer, tok, every, T, noise_start=False):
+    def __init__(self, writer, tok, every, T):
         self.writer, self.tok, self.every, self.T, self.frames = writer, tok, every, T, 0
-        self.noise_start, self.drawn_done, self.seen_nfe = noise_start, False, 0
+        self.drawn_done, self.seen_nfe = False, 0
 
     def frame(self, st, t, nfe, caption=""):
         """Sample 0 of st as one frame (t: its header's time); a page also gets top candidates."""
@@ -68,7 +69,7 @@ class TraceHook:
                         conf=torch.zeros(x.shape, dtype=torch.float64), finished=[False]), self.T, 0)
 
     def __call__(self, st):
-        if self.noise_start and self.frames == 0:  # step 1's prev is the sampler's x_T
+        if self.frames == 0:  # step 1's prev is where the sampler starts: [MASK]s, or uniform noise's x_T
             self.start(st.prev, st.gen_mask)
         nfe = int(st.nfe[0])
         if self.drawn_done or nfe == self.seen_nfe:
@@ -80,27 +81,30 @@ class TraceHook:
             self.frame(st, 0 if done else int(st.time[0]), nfe, caption)
 
 
+def run_name(path):
+    """The name a run's traces take: its folder's (artifacts/models/cpu/model.pt and an exported
+    artifacts/export/cpu: cpu)."""
+    path = os.path.abspath(path)
+    return os.path.basename(path if os.path.isdir(path) else os.path.dirname(path))
+
+
 def check_trace_path(cfg, replace=False):
-    """Refuse, before any work, an unwritable --viz-video MP4 or GIF, or one taken (replace off)."""
-    if not cfg.viz_video.lower().endswith(".mp4"):
-        raise UserError(f"--viz-video {cfg.viz_video} should end in .mp4 (a GIF is written beside it)")
-    for path in trace_paths(cfg.viz_video):
-        check_output(path, replace, "--viz-video", "--overwrite")
+    """Refuse, before any work, a typed --viz-video whose MP4 or GIF cannot be written or is taken
+    (replace off); 'auto' takes a new name and 'off' writes nothing."""
+    if cfg.viz_video not in ("auto", "off"):
+        check_trace(cfg.viz_video, replace)
 
 
-def open_trace(cfg, replace=False):
-    """A TraceWriter for cfg.viz_video (GIF beside it), or None; frames sized at close."""
-    if not cfg.viz_video:
+def open_trace(cfg, name, replace=False):
+    """A TraceWriter for cfg.viz_video (the GIF beside it): its path, or for 'auto' a new
+    artifacts/media/NAME_k.mp4 no earlier trace holds; None for 'off'. Frames sized at close."""
+    if cfg.viz_video == "off":
         return None
     check_trace_path(cfg, replace)
+    auto = cfg.viz_video == "auto"
+    mp4, gif = trace_paths(fresh_path(MEDIA, name, ".mp4", beside=trace_paths) if auto else cfg.viz_video)
     cols = 64 if cfg.tokenizer == "char" else 72
-    mp4, gif = trace_paths(cfg.viz_video)
-    return TraceWriter(mp4, gif, frame_ms=cfg.gif_frame_ms, cols=cols, title=trace_title(cfg, cols))
-
-
-def trace_paths(mp4):
-    """(MP4, the GIF beside it): the files a trace writes, both named by --viz-video."""
-    return mp4, os.path.splitext(mp4)[0] + ".gif"
+    return TraceWriter(mp4, gif, frame_ms=cfg.gif_frame_ms, cols=cols, title=trace_title(cfg, cols), reserved=auto)
 
 
 def trace_title(cfg, cols=64):
@@ -129,29 +133,28 @@ def trace_title(cfg, cols=64):
     return head + how if len(head + how) <= cols else how
 
 
-def trace_hook(writer, tok, canvas, cfg):
-    """The on_step hook recording sample 0's steps into writer (None without), first frame drawn.
+def trace_hook(writer, tok, cfg):
+    """The on_step hook recording sample 0's steps into writer (None without), the start first.
     Sample in `with writer:` (no files on error). A page keeps every step: scrubbed, not played."""
     if writer is None:
         return None
-    noise = configurator.OBJECTIVES[cfg.objective].NOISE_START
     every = 1 if isinstance(writer, PageWriter) else cfg.trace_every
-    hook = TraceHook(writer, tok, every, cfg.diffusion_steps, noise_start=noise)
-    if not noise:  # noise: the start frame is the sampler's own x_T (TraceHook)
-        x, gen_mask = canvas.tensors(1, "cpu")
-        hook.start(x.masked_fill(gen_mask, tok.mask_id), gen_mask)
-    return hook
+    return TraceHook(writer, tok, every, cfg.diffusion_steps)
 
 
-def open_page(cfg, replace=False):
-    """--html: a PageWriter for cfg.html, its path checked before any sampling (None without)."""
+def open_page(cfg, name, replace=False):
+    """--html: a PageWriter for cfg.html, its path checked before any sampling, or for 'auto' (a
+    bare --html) a new artifacts/media/NAME_k.html; None without."""
     if not cfg.html:
         return None
-    if not cfg.html.lower().endswith((".html", ".htm")):  # never another file's path: --viz-video's, a log's
-        raise UserError(f"--html {cfg.html} should end in .html (one page a browser opens)")
-    check_output(cfg.html, replace, "--html", "--overwrite")
+    auto = cfg.html == "auto"
+    if auto:
+        path = fresh_path(MEDIA, name, ".html")
+    else:
+        path = cfg.html
+        check_output(path, replace, "--html", "--overwrite")
     settings = f"{configurator.OBJECTIVES[cfg.objective].describe(cfg)}, temperature {cfg.temperature:g}"
-    return PageWriter(cfg.html, title=trace_title(cfg, 200), settings=settings, frame_ms=cfg.gif_frame_ms)
+    return PageWriter(path, title=trace_title(cfg, 200), settings=settings, frame_ms=cfg.gif_frame_ms, reserved=auto)
 
 
 def print_written(writer):

@@ -13,6 +13,8 @@ from contextlib import suppress
 
 from PIL import GifImagePlugin, Image, ImageChops, ImageDraw, ImageFont
 
+from utils.fileio import drop_if_empty
+
 STATES = ("prompt", "mask", "new", "kept", "remasked")
 PAGE, HEAD_INK = (250, 250, 247), (55, 55, 65)
 STYLE = {  # state -> (ink, cell background or None)
@@ -53,14 +55,13 @@ def _mix(a, b, w):
 
 
 class TraceWriter:
-    def __init__(self, video_path, gif_path, frame_ms=180, cols=64, title="", font_size=14, hold_ms=1500):
+    def __init__(self, video_path, gif_path, frame_ms=180, cols=64, title="", font_size=14, hold_ms=1500,
+                 reserved=False):
         self.paths = {"mp4": video_path, "gif": gif_path}
+        self.reserved = reserved  # video_path is fresh_path's empty placeholder: removed if nothing replaces it
         self.frame_ms, self.cols, self.title, self.rows, self.frames = int(frame_ms), int(cols), title, None, []
         self.hold_frames = max(1, math.ceil(hold_ms / self.frame_ms))  # the final sample's slots
-        self.font, self.bold = _load_fonts(font_size)
-        # one glyph per cell at this pitch, so even a proportional fallback font lines up
-        self.adv, self.ch = self.font.getlength("M"), self.font.getbbox("Mg|_")[3] + 4
-        self.m = self.ch // 2  # margin
+        self.font_size, self.font = font_size, None  # loaded at the first render (_fonts)
         self.size, self.warnings, self.result, self._tmp = None, [], None, {}
         self._proc = self._err = self._gif = self._prev = self._pal = None
 
@@ -81,8 +82,17 @@ class TraceWriter:
                 r, c = (r + 1, 0) if ch == "\n" else (r, c + 1)
         return cells
 
+    def _fonts(self):
+        """Load the fonts and the cell metrics once, at the first frame rendered or sized."""
+        if self.font is None:
+            self.font, self.bold = _load_fonts(self.font_size)
+            # one glyph per cell at this pitch, so even a proportional fallback font lines up
+            self.adv, self.ch = self.font.getlength("M"), self.font.getbbox("Mg|_")[3] + 4
+            self.m = self.ch // 2  # margin
+
     def _fix_size(self, frames):
         """Fix the frame size (rawvideo needs one) to the tallest of frames [(tokens, states)]."""
+        self._fonts()
         self.rows = max([1] + [cells[-1][0] + 1 for cells in (self._layout(t, s) for t, s in frames) if cells])
         self.top = self.m + 2 * self.ch + self.m
         w = 2 * self.m + math.ceil(max(self.cols, 48) * self.adv)  # >= 48 cells: room for the legend
@@ -103,6 +113,7 @@ class TraceWriter:
 
     def render(self, tokens, states, step=0, t=0.0, nfe=0, confidence=None, caption=""):
         """One frame as an RGB image (the first fixes the size)."""
+        self._fonts()
         if self.size is None:
             self._fix_size([(tokens, states)])
         img = Image.new("RGB", self.size, PAGE)
@@ -203,6 +214,8 @@ class TraceWriter:
             self._abort()
             raise
         self.result = {k: self.paths[k] if k in done else None for k in ("mp4", "gif")}
+        if self.reserved and self.result["mp4"] is None:  # no ffmpeg, or no frames
+            drop_if_empty(self.paths["mp4"])
         self.result.update(frames=len(self.frames), warnings=self.warnings
                            + ([] if self.frames else ["no frames added: nothing written"]))
         return self.result
@@ -219,6 +232,8 @@ class TraceWriter:
             with suppress(FileNotFoundError):
                 os.remove(tmp)
         self._tmp, self._prev = {}, None
+        if self.reserved:
+            drop_if_empty(self.paths["mp4"])
         self.result = dict(mp4=None, gif=None, frames=len(self.frames), warnings=self.warnings + ["aborted"])
 
     def __enter__(self):

@@ -109,7 +109,7 @@ def machine():
 
 def main(argv):
     args = parse_args(argv)
-    from sampling.trace import trace_paths
+    from utils.fileio import trace_paths
     from utils.fileio import check_output
     for path in trace_paths(args.out):  # the MP4 and the GIF beside it: checked before any work
         check_output(path, args.force, "--out")

@@ -168,7 +168,7 @@ def test_bpe_trace_frame_fits_a_full_generation(corpus, tmp_path):
     text, tok, _ = corpus
     cfg = get_config(["--tokenizer=bpe", f"--viz_video={tmp_path / 't.mp4'}"])
     ids = tok.encode(text)
-    with open_trace(cfg) as writer:
+    with open_trace(cfg, "bpe") as writer:
         for start in range(0, len(ids) - 256, len(ids) // 12):  # 256-token stretches of the corpus
             tokens = [tok.token_text(i) for i in ids[start:start + 256]]
             writer.add_frame(tokens, ["kept"] * 256, step=0, t=0.0, nfe=0)
@@ -241,7 +241,7 @@ def test_bpe_export_carries_its_tokenizer_and_samples_the_same(bpe_run, tmp_path
     assert run_cli_here(script("export").main, [ckpt, out], capsys)[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
     assert BPETokenizer.from_file(str(out / "tokenizer.json")).vocab_size == 512  # the Hugging Face file, ours
-    argv = ["--prompt", "Once upon a time", "--gen-len", 20, "--steps", 10, "--seed", 1]
+    argv = ["--prompt", "Once upon a time", "--gen-len", 20, "--steps", 10, "--seed", 1, "--viz-video", "off"]
     a = run_cli_here(inference.main, ["--checkpoint", ckpt, *argv], capsys)[1].splitlines()
     b = run_cli_here(inference.main, ["--checkpoint", out, *argv], capsys)[1].splitlines()
     assert a[1:-1] == b[1:-1] and a[1].startswith("Once upon a time")

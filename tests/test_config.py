@@ -66,12 +66,12 @@ def test_cli_exits_2_with_one_line_and_no_traceback():
     assert "unknown config key 'max_itters'" in r.stderr and "max_iters" in r.stderr
 
 
-def test_trained_and_resumable_keys_are_field_metadata():
-    from configurator import CHOICES, RESUMABLE_KEYS, TRAINED_KEYS
-    assert set(TRAINED_KEYS) == {"objective", "diffusion_steps", "schedule", "block_size", "n_layer", "n_head", "n_embd",
+def test_trained_and_resumable_keys_are_named_in_config_py():
+    from config import CHOICES, RESUMABLE, TRAINED
+    assert set(TRAINED) == {"objective", "diffusion_steps", "schedule", "block_size", "n_layer", "n_head", "n_embd",
                                  "time_cond", "tokenizer", "data_path", "val_path", "bd3_block", "qk_norm", "self_cond",
                                  "tie_weights", "bd3_ar", "dual_ar"}
-    assert set(RESUMABLE_KEYS) == {"max_iters", "eval_interval", "log_interval", "device", "resume", "overwrite", "compile",
+    assert set(RESUMABLE) == {"max_iters", "eval_interval", "log_interval", "device", "resume", "overwrite", "compile",
                                    "activation_checkpointing",
                                    "eval_iters", "wandb_log", "wandb_project", "keep_last",
                                    "skip_nonfinite", "out_dir"}
@@ -79,18 +79,18 @@ def test_trained_and_resumable_keys_are_field_metadata():
 
 
 def test_sampling_reads_the_keys_its_fields_declare():
-    """sampled() on a field: inference.py takes it from the command line. Of the system keys, sampling reads the
+    """config.SAMPLED: inference.py takes these from the command line. Of the system keys, sampling reads the
     device, the dtype, the seed and compile (its decode step's), and overwrite (--viz-video's files); Weights & Biases
     are training's (inference.py refuses them)."""
-    from configurator import SAMPLED_KEYS
+    from config import RESUMABLE, SAMPLED, SAMPLING_ONLY
     sampling = {"checkpoint", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k", "top_p",
                 "num_samples", "viz_video", "trace_every", "gif_frame_ms", "infill", "prefix_file", "suffix_file",
                 "order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length", "bd3_speculate",
                 "dual_sample", "live", "prompts_file", "interactive", "html"}
-    assert set(SAMPLED_KEYS) == sampling | {"device", "dtype", "seed", "compile", "overwrite"}
-    roles = {f.name: f.metadata for f in fields(Config)}
+    assert set(SAMPLED) == sampling | {"device", "dtype", "seed", "compile", "overwrite"} and len(set(SAMPLED)) == len(SAMPLED)
+    assert set(SAMPLING_ONLY) < set(SAMPLED) and set(SAMPLED) | set(RESUMABLE) <= {f.name for f in fields(Config)}
     for key in ("device", "compile", "overwrite"):  # a key may carry two roles
-        assert roles[key].get("sampled") and roles[key].get("resumable")
+        assert key in SAMPLED and key in RESUMABLE
 
 
 def _tiny_checkpoint(path):
@@ -147,8 +147,8 @@ def _what_the_config_means(folder):
     """In a fresh interpreter whose config.py is folder's: the roles of the keys, the defaults, NEEDS, the presets
     and each preset resolved, the choices (what the program does with the config, never its prose)."""
     code = ("import json, config, configurator as c; from dataclasses import asdict; "
-            "print(json.dumps(dict(file=config.__file__, sampled=sorted(c.SAMPLED_KEYS), trained=c.TRAINED_KEYS, "
-            "resumable=c.RESUMABLE_KEYS, defaults=asdict(config.Config()), needs=config.NEEDS, presets=config.PRESETS, "
+            "print(json.dumps(dict(file=config.__file__, sampled=sorted(config.SAMPLED), trained=config.TRAINED, "
+            "resumable=config.RESUMABLE, defaults=asdict(config.Config()), needs=config.NEEDS, presets=config.PRESETS, "
             "resolved={p: asdict(c.get_config([p])) for p in config.PRESETS}, "
             "choices={k: list(v) for k, v in c.CHOICES.items()}), default=str))")
     env = {**ENV, "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)])}
@@ -206,7 +206,7 @@ def test_compile_is_a_tristate_a_bare_flag_sets_true(argv, value):
 
 @pytest.mark.parametrize("given, value", [(True, "true"), (False, "false"), ("auto", "auto")])
 def test_a_bool_compile_from_a_config_file_or_an_older_checkpoint_reads_as_its_word(given, value, tmp_path):
-    """A Tristate takes a bool as its word; a checkpoint's config holds a plain str (torch.load weights_only)."""
+    """A tristate key takes a bool as its word; a checkpoint's config holds a plain str (torch.load weights_only)."""
     import io
     import torch
     from dataclasses import asdict
@@ -364,21 +364,25 @@ def test_a_presets_falling_temperature_does_not_leave_its_hot_start_to_an_object
 
 
 def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key():
-    """config.NEEDS, by construction: each key that acts only with another is refused given without it (the other at
-    its default, off) and read given with it; a preset's value never trips it (only what the user gives is checked)."""
+    """config.NEEDS, by construction: each key that acts only with another is refused given without it (every partner
+    off) and read given with any one of them; a preset's value never trips it (only what the user gives is checked)."""
     from config import NEEDS
+    from configurator import partners
     with_it = dict(val_path="data/tinyshakespeare.txt", tokenizer="bpe", mask_ramp="0.5", optimizer="muon",
                    resume="false", wandb_log="true", temperature="0.8", remask="remdm", threshold="0.0",
-                   viz_video="v.mp4")
+                   viz_video="v.mp4", html="p.html")
     value = dict(val_fraction="0.2", tokenizer_path="t.json", mask_ramp_from="0.5", muon_lr="0.01", muon_momentum="0.9",
                  init_from="a.pt", overwrite="true", wandb_project="p", top_k="5", top_p="0.9",
                  temperature_end_share="0.5", remask_eta="0.1", tokens_per_step="linear", trace_every="2",
                  gif_frame_ms="100", steps="10")
     off = dict(val_path="data/tinyshakespeare.txt", tokenizer="char", mask_ramp="0", optimizer="adamw", resume="true",
-               wandb_log="false", temperature="0", remask="none", threshold="0.5", viz_video="")
+               wandb_log="false", temperature="0", remask="none", threshold="0.5", viz_video="off", html="")
     assert set(value) == set(NEEDS)
-    for key, (other, _) in NEEDS.items():
+    for key in NEEDS:
+        others = [other for other, _ in partners(key)]
+        other = others[0]
         base = ["--mask_min=0.2", "--mask_max=0.8"] if other == "mask_ramp" else []
+        base += [f"--{o}={off[o]}" for o in others[1:]]  # the other partners off too
         if key == "val_fraction":  # it acts with no --val_path: the 'off' case gives one
             with pytest.raises(UserError, match=f"--{key} acts only with --{other}"):
                 get_config([f"--{other}={off[other]}", f"--{key}={value[key]}"])
@@ -386,7 +390,8 @@ def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key(
             continue
         with pytest.raises(UserError, match=f"--{key} acts only with(out)? --{other}"):  # without: a switch off
             get_config([*base, f"--{other}={off[other]}", f"--{key}={value[key]}"])
-        assert get_config([*base, f"--{other}={with_it[other]}", f"--{key}={value[key]}"]) is not None  # with it: read
+        for o in others:  # with any one partner: read
+            assert get_config([*base, f"--{o}={with_it[o]}", f"--{key}={value[key]}"]) is not None
     assert get_config(["baby"]).temperature_end_share == 0.1  # the preset's own pair is not "given"
     with pytest.raises(UserError, match="weight_decay must be >= 0"):
         get_config(["--weight_decay=-0.1"])

@@ -154,7 +154,7 @@ def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_tr
     from conftest import train_tiny
     from helpers import run_cli_here
     ckpt = train_tiny(tmp_path_factory, "dual", "--max_iters=20", "--eval_interval=20", "--time_cond=none",
-                      "--dual_ar=0.25", "--viz_video=")
+                      "--dual_ar=0.25", "--viz_video=off")
     video = tmp_path / "t.mp4"
     code, out, err = run_cli_here(inference.main, ["--checkpoint", str(ckpt), "--dual_sample", "--prompt", "ROMEO:",
                                                    "--gen_len", "12", "--viz_video", str(video)], capsys)

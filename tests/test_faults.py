@@ -22,9 +22,9 @@ import torch
 
 import train
 from helpers import ROOT
-from config import PRESETS
 from helpers import ENV, for_objective, popen, rows, run_here, train_args
-from utils.checkpoint import load_checkpoint, load_latest, numbered_checkpoints
+from utils.checkpoint import load_checkpoint, load_latest
+from utils.fileio import numbered_checkpoints
 from utils.errors import UserError
 from utils.fileio import atomic_open, atomic_path, remove_stale_temps
 
@@ -290,13 +290,20 @@ def test_a_new_run_replaces_no_file_an_earlier_run_wrote(name, words, in_tmp):
     assert path.read_bytes() == b"an earlier run's"
 
 
-def test_the_trace_of_an_objective_that_draws_none_is_no_file_of_the_run(in_tmp):
-    """The cpu preset's trace path, taken by an earlier run, is no file of an AR run (it writes no trace)."""
-    trace = in_tmp / PRESETS["cpu"]["viz_video"]
-    trace.parent.mkdir(parents=True)
-    trace.write_bytes(b"an earlier run's")
+def test_a_default_trace_never_takes_an_earlier_runs_name(in_tmp):
+    """--viz_video's default ('auto') is a new artifacts/media/RUN_k.mp4: an earlier run's MP4 or GIF (or a
+    placeholder another run holds) moves k on, and a trace that writes nothing leaves no placeholder behind."""
+    from sampling.trace import open_trace
+    media = in_tmp / "artifacts" / "media"
+    media.mkdir(parents=True)
+    (media / "out_1.mp4").write_bytes(b"an earlier run's")
+    (media / "out_2.gif").write_bytes(b"an earlier run's")
     cfg, _ = train.setup(for_objective(["cpu", *train_args(in_tmp / "out", "--max_iters=5", "--objective=ar")[1:]]))
-    assert cfg.viz_video == ""  # the AR reads no --viz_video (configurator.effective leaves it off)
+    assert cfg.viz_video == "auto"  # the AR's trace too: its tokens drawn one a pass
+    with open_trace(cfg, "out") as first, open_trace(cfg, "out") as second:  # two runs at once: two names
+        assert (first.paths["mp4"], second.paths["mp4"]) == ("artifacts/media/out_3.mp4", "artifacts/media/out_4.mp4")
+    assert not (media / "out_3.mp4").exists() and not (media / "out_4.mp4").exists()  # no frames: nothing written
+    assert (media / "out_1.mp4").read_bytes() == b"an earlier run's"
 
 
 @pytest.mark.slow
@@ -354,7 +361,7 @@ def test_a_ctrl_c_inside_the_writers_join_leaves_the_write_to_the_next_join():
     the write: train.py's Ctrl-C handler joins again, and its line then names the checkpoint the write made. A real
     signal (SIGALRM raising KeyboardInterrupt, as SIGINT does) arrives while the write is held on an event."""
     import threading
-    from utils.checkpoint import BackgroundWriter
+    from utils.fileio import BackgroundWriter
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt

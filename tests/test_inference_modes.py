@@ -97,7 +97,7 @@ def test_export_holds_weights_only_and_samples_exactly_like_the_checkpoint(tiny_
     b, _ = load_model(out_dir, torch.device("cpu"))
     x, t = torch.randint(0, 20, (2, 64)), torch.tensor([3, 17])
     assert torch.equal(a(x, t), b(x, t))
-    argv = ["--prompt", "the ", "--gen-len", 24, "--steps", 20, "--seed", 5, "--num-samples", 2]
+    argv = ["--prompt", "the ", "--gen-len", 24, "--steps", 20, "--seed", 5, "--num-samples", 2, "--viz-video", "off"]
     from_ckpt = run_cli_here(inference.main, ["--checkpoint", tiny_ckpt, *argv], capsys)
     from_export = run_cli_here(inference.main, ["--checkpoint", out_dir, *argv], capsys)
     assert from_ckpt[0] == from_export[0] == 0
@@ -126,7 +126,7 @@ def test_each_prompt_of_a_session_gets_its_own_seed_and_the_seed_reproduces_the_
                                                                                          monkeypatch):
     common = ["--checkpoint", tiny_ckpt, "--gen-len", 16, "--steps", 10, "--order", "random", "--remask", "none"]
     # prompt k draws with seed + k - 1: the printed seed reproduces it alone
-    alone = [_one(run_cli_here(inference.main, [*common, "--prompt", p, "--seed", s], capsys)[1])
+    alone = [_one(run_cli_here(inference.main, [*common, "--prompt", p, "--seed", s, "--viz-video", "off"], capsys)[1])
              for p, s in (("the ", 2), ("and ", 3))]
     f = tmp_path / "prompts.txt"
     f.write_text("the \n\nand \n")  # blank lines are skipped

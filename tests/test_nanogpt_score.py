@@ -87,7 +87,7 @@ def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path,
     assert float(d) == pytest.approx(float(got) - mean, abs=2e-4) and "16 windows, the last 64 tokens" in out
     assert "its AR mode" not in out  # trained without --dual_ar: no causal mode to read
     dual = train_tiny(tmp_path_factory, "dual", "--max_iters=20", "--eval_interval=20", "--time_cond=none",
-                      "--dual_ar=0.25", "--viz_video=")  # a --dual_ar network: its causal pass is scored too
+                      "--dual_ar=0.25", "--viz_video=off")  # a --dual_ar network: its causal pass is scored too
     code, out, err = run_cli_here(ns.main, [str(ckpt), "--against", str(dual), "--split", "dev", "--n-windows", "16",
                                             "--n-t", "2"], capsys)
     got, d = re.search(r"its AR mode \(what --dual_sample, --bd3_speculate sample\): = (\d\.\d{4}) ± \d\.\d{4}; "

@@ -5,9 +5,7 @@ project, and a fifth objective that is one module, its name and one table line.
     python -m pytest -q tests/test_objectives.py
 """
 import ast
-import importlib
 import inspect
-import sys
 import re
 import types
 
@@ -20,7 +18,7 @@ from helpers import MICRO, ROOT, for_objective, real_text, run_cli_here
 from model import Transformer
 
 FLAGS = dict(MODEL=dict, WINDOW=int, IGNORES=dict, CONTINUES_ONLY=bool, ANY_LENGTH=bool, NOISE_START=bool,
-             EXACT=bool, TRACE=bool, STEP_CHAIN=bool, BLOCKS=bool, SEMI_AR=bool, LOSS_KEY=str)  # the interface's values, by type
+             EXACT=bool, STEP_CHAIN=bool, BLOCKS=bool, SEMI_AR=bool, LOSS_KEY=str)  # the interface's values, by type
 PRODUCT = sorted(p for folder in ("", "utils/", "scripts/", "sampling/", "evals/") for p in ROOT.glob(f"{folder}*.py"))
 
 

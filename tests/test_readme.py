@@ -42,9 +42,11 @@ def readme_commands(text):
 def promised_files(line):
     """The trace files a README line names, in its command (--viz-video PATH) or its caption (artifacts/....mp4 +
     .gif): each MP4 and the GIF written beside it (issue 73: the second command's caption promised a trace that only
-    --viz-video writes)."""
+    --viz-video writes). A caption that puts the trace in a folder (artifacts/media/) promises a new MP4 and GIF there:
+    the folder is returned."""
     stems = re.findall(r"(artifacts/[\w./-]+)\.mp4", line)
-    return [f"{stem}{ext}" for stem in dict.fromkeys(stems) for ext in (".mp4", ".gif")]
+    folders = [] if stems else re.findall(r"trace.* in (artifacts/[\w/-]+/)", line)
+    return [f"{stem}{ext}" for stem in dict.fromkeys(stems) for ext in (".mp4", ".gif")] + folders
 
 
 def shrink(cmd):
@@ -63,6 +65,7 @@ def test_the_readme_commands_are_found_and_shrunk():
     assert readme_commands(text) == ["python train.py cpu", "python inference.py cpu    --seed 0"]
     assert promised_files("python x.py --viz-video artifacts/a.mp4   # its trace: artifacts/a.mp4 + .gif") == [
         "artifacts/a.mp4", "artifacts/a.gif"]
+    assert promised_files("python x.py   # the text, its trace (MP4 + GIF) in artifacts/media/") == ["artifacts/media/"]
     got = shrink("python train.py cpu --max_iters=20 && python inference.py cpu")
     assert "--max_iters=20" in got and "--max_iters=6" not in got and "--n_layer=1" in got
     assert got.endswith("&& python inference.py cpu")  # sampling is left as written
@@ -93,7 +96,11 @@ def test_every_readme_command_runs_in_order_on_a_fresh_copy(tmp_path):
                            stdin=subprocess.DEVNULL, timeout=600)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
         for path in promised_files(line):  # what the caption says the command writes, written by this command
-            assert (repo / path).is_file() and (repo / path).stat().st_mtime >= started - 1, (line, path)
+            if path.endswith("/"):  # a new MP4 and GIF in the folder
+                new = {p.suffix for p in (repo / path).glob("*") if p.stat().st_mtime >= started - 1}
+                assert {".mp4", ".gif"} <= new, (line, path)
+            else:
+                assert (repo / path).is_file() and (repo / path).stat().st_mtime >= started - 1, (line, path)
 
 
 def test_the_logs_index_lists_every_entry_in_order():

@@ -37,7 +37,7 @@ RES = dict(nats_per_token=2.0, se=0.01, bits_per_char=2.9, bpc_se=0.02, ppl=7.4,
 
 def _report(capsys, *flags):
     steps = [] if "--threshold=0.5" in flags else ["--steps=8"]  # threshold decoding reads no --steps: refused beside it
-    cfg = get_config(["--block_size=64", "--diffusion_steps=20", *steps, "--gen_len=12", "--viz_video=", *flags])
+    cfg = get_config(["--block_size=64", "--diffusion_steps=20", *steps, "--gen_len=12", "--viz_video=off", *flags])
     final_report(ToyModel(), CharTokenizer("abcdefghijk"), cfg, Schedule(20), "cpu", RES)
     return capsys.readouterr().out
 

@@ -422,7 +422,7 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     canvas = parse_infill("the [___:5] and [___:4] of", tok)
     w = _Frames()
     _, _, stats = fill(model, tok, canvas, cfg, Schedule(cfg.diffusion_steps), "cpu",
-                           torch.Generator().manual_seed(0), trace_hook(w, tok, canvas, cfg))
+                           torch.Generator().manual_seed(0), trace_hook(w, tok, cfg))
     given = [not g for g in canvas.gen]
     for f in w.frames:  # infill context is shown as given text in every frame
         assert [s == "prompt" for s in f["states"]] == given
@@ -517,7 +517,6 @@ def test_a_row_with_no_mass_or_a_nan_or_inf_entry_is_refused_not_drawn(bad):
 def test_no_sampler_returns_text_with_mask_in_it(objective, monkeypatch):
     """A sampler that left a blank at [MASK] (or drew it) is refused where the text is decoded (canvas.generate), in
     one line naming the likely cause: the [MASK]s of a canvas show only in its steps (--live, the trace)."""
-    import importlib
     from dataclasses import replace
     import configurator
     from sampling.canvas import fill

@@ -188,7 +188,7 @@ def test_inference_samples_the_same_tokens_with_the_decode_step_compiled(tmp_pat
     for flag in ("false", "true"):
         code, out, err = run_cli_here(inference.main, [f"--checkpoint={tmp_path / 'm.pt'}", "--prompt=abc",
                                                        "--gen_len=30", "--num_samples=2", "--seed=3",
-                                                       f"--compile={flag}"], capsys)
+                                                       f"--compile={flag}", "--viz-video=off"], capsys)
         assert code == 0, err
         assert ("the decode step compiled" in out.splitlines()[0]) == (flag == "true")
         texts[flag] = [line for line in out.splitlines()[1:] if not line.startswith("---- ")]  # the samples

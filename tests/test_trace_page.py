@@ -76,7 +76,7 @@ def _page_data(html):
 def test_the_page_embeds_every_step_with_its_candidates_and_round_trips(name, tmp_path):
     cfg, canvas, model = _setup(SAMPLERS[name])
     page, steps = PageWriter(tmp_path / "t.html", title="<title></script>", settings="s"), []
-    hook = trace_hook(page, TOK, canvas, cfg)
+    hook = trace_hook(page, TOK, cfg)
     with page:
         fill(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
                  torch.Generator().manual_seed(0), lambda st: (steps.append(st), hook(st)))
@@ -99,7 +99,7 @@ def test_a_real_browser_loads_the_page_and_its_slider_moves_the_canvas(tmp_path)
     page = PageWriter(tmp_path / "t.html", title="t", settings="s")
     with page:
         fill(model, TOK, canvas, cfg, Schedule(8), "cpu", torch.Generator().manual_seed(0),
-                 trace_hook(page, TOK, canvas, cfg))
+                 trace_hook(page, TOK, cfg))
     probe = """<script>
 window.__errors = [];
 window.addEventListener("error", (e) => window.__errors.push(String(e.message)));

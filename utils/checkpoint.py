@@ -7,23 +7,19 @@ checkpoint_manager.py builds the model from one (load_model). A training run's d
 A kill leaves each file whole or absent; a checksum, checked on load, catches what torch does not.
 """
 import hashlib
-import json
 import os
 import pickle
 import re
 import shutil
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from utils.errors import UserError
-from utils.fileio import atomic_open, atomic_path, not_found
+from utils.fileio import atomic_path, not_found, numbered_checkpoints
 
 REQUIRED = {"model": dict, "config": dict, "model_args": dict, "tokenizer": dict, "iter": int}
 USE_INSTEAD = "give a model.pt written by train.py or a folder written by scripts/export.py"
-_NUMBERED = re.compile(r"^model_(\d+)\.pt$")
-RUN_FILES = ("model.pt", "best.pt", "metrics.jsonl")  # a run's files besides model_<iter>.pt
 # old config key -> its name now ("block" is BD3-LM's; the mask band is mdlm's too)
 RENAMED = {"block_length": "semi_ar_length", "bd3_mask_min": "mask_min", "bd3_mask_max": "mask_max"}
 # Keys the measurements removed (dev/LOG.md, "The measurements delete what lost"): {key: (the last
@@ -40,8 +36,11 @@ REMOVED = dict(
 
 
 def migrate(ckpt):
-    """ckpt (or an export's) under today's names (RENAMED, blocks.N -> layers.N): old runs load."""
+    """ckpt (or an export's) under today's names (RENAMED, blocks.N -> layers.N) and meanings (an
+    empty viz_video, once 'no trace', is 'off'): old runs load."""
     ckpt["config"] = {RENAMED.get(k, k): v for k, v in ckpt["config"].items()}
+    if ckpt["config"].get("viz_video") == "":
+        ckpt["config"]["viz_video"] = "off"
     for key in ("model", "ema"):
         if ckpt.get(key) is not None:
             ckpt[key] = {re.sub(r"^(adaln\.)?blocks\.", r"\1layers.", k): v for k, v in ckpt[key].items()}
@@ -113,29 +112,6 @@ def host_copy(obj):
     return obj.detach().to("cpu", copy=True) if isinstance(obj, torch.Tensor) else obj
 
 
-class BackgroundWriter:
-    """Writes checkpoints on a thread, one at a time: DDP ranks wait only for rank 0's host copy."""
-
-    def __init__(self):
-        self.pool, self.pending = ThreadPoolExecutor(1), None
-
-    def submit(self, write):
-        self.wait()
-        self.pending = self.pool.submit(write)
-
-    def wait(self):
-        """Join the write in flight, raising its error. A Ctrl-C here leaves it pending, so the
-        checkpoint it makes is reported, not called lost."""
-        if self.pending is None:
-            return
-        try:
-            self.pending.result()
-        except Exception:
-            self.pending = None  # a failed write is raised once
-            raise
-        self.pending = None
-
-
 def _link(src, dst):
     """dst as a hard link to src (already flushed), or a flushed copy where links fail."""
     try:
@@ -144,33 +120,6 @@ def _link(src, dst):
     except OSError:
         with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
-
-
-def iter_of(path):
-    m = _NUMBERED.match(os.path.basename(path))
-    return int(m[1]) if m else None
-
-
-def run_files(out_dir):
-    """The run files out_dir holds, replaced only when told to (refuse_earlier_run)."""
-    names = [n for n in RUN_FILES if os.path.lexists(os.path.join(out_dir, n))]
-    return names + [os.path.basename(p) for _, p in numbered_checkpoints(out_dir)]
-
-
-def refuse_earlier_run(out_dir):
-    """Refuse a new run over an earlier run's files (run_files): one line naming every way out."""
-    held = run_files(out_dir)
-    if any(name == "model.pt" or iter_of(name) is not None for name in held):  # a checkpoint to resume
-        raise UserError(f"{out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "
-                        f"replace them, or --out_dir=NEW_DIR")
-    if held:  # best.pt and the log of a run whose model.pt is gone (deleted as damaged, say): nothing to resume
-        raise UserError(f"{out_dir} already holds an earlier run's {', '.join(held)} (no model.pt to --resume): "
-                        f"pass --overwrite to replace them, or --out_dir=NEW_DIR")
-
-def numbered_checkpoints(out_dir):
-    """[(iter, path)] of the model_<iter>.pt files in out_dir, oldest first."""
-    names = os.listdir(out_dir) if os.path.isdir(out_dir) else []
-    return sorted((iter_of(name), os.path.join(out_dir, name)) for name in names if _NUMBERED.match(name))
 
 
 def save_run_checkpoint(out_dir, state, keep_last=1, is_best=False):
@@ -218,21 +167,6 @@ def load_latest(out_dir, warn=print):
     if ckpt is None:
         raise error
     return ckpt, latest
-
-
-def trim_metrics(path, upto):
-    """Keep metrics.jsonl's rows up to iter `upto` (-1: none), dropping lines a kill cut."""
-    keep = []
-    if upto >= 0 and os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    if json.loads(line)["iter"] <= upto:
-                        keep.append(line.rstrip("\n") + "\n")
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    pass
-    with atomic_open(path) as f:
-        f.writelines(keep)
 
 
 def load_checkpoint(path):

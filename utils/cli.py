@@ -16,23 +16,9 @@ import difflib
 import math
 import sys
 
+from config import BOOLEANS, INT64_MAX
 from utils.errors import UserError
 from utils.fileio import check_output
-
-
-INT64_MAX = 2 ** 63 - 1  # the largest tensor size or index
-
-# The most a size or count may be: past it a 64-bit size overflows, or a loop builds for minutes.
-# Memory decides below (train.py refuses a CUDA run that won't fit); 2^31 keeps products in int64.
-SIZE = "past any machine's memory: torch's 64-bit size of what it sizes would overflow first"
-LIMITS = dict(
-    block_size=(2**31 - 1, SIZE), batch_size=(2**31 - 1, SIZE), mask_draws=(2**31 - 1, SIZE),
-    num_samples=(2**31 - 1, SIZE), n_embd=(2**20, SIZE), gen_len=(2**24, "the canvas is laid out token by token"),
-    # ~1.5 ms and 0.1 MB a layer before its weights (torch 2.13): 2^20 layers build for half an hour
-    n_layer=(4096, "each layer is a module built one by one: far past any network that trains"),
-    # 1 - alpha(1) = 1 - cos(pi / 2T) in float64: off 1.7e-5 at T = 1e6, 0.1% at 1e7, 0 (NaN) at 1e9
-    diffusion_steps=(10**6, "past it float64 cannot tell the chain's first steps apart"),
-    gif_frame_ms=(655_350, "a GIF times a frame in hundredths of a second, in 16 bits"))
 
 
 class ArgParser(argparse.ArgumentParser):
@@ -153,11 +139,10 @@ def list_of(element):
 
 
 def boolean(text):
-    """'true' / 'false' (1 / 0, yes / no, on / off) -> bool, since bool('false') is True."""
-    words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-    if text.lower() not in words:
+    """'true' / 'false' (1 / 0, yes / no, on / off: config.BOOLEANS) -> bool."""
+    if text.lower() not in BOOLEANS:
         raise ValueError(text)
-    return words[text.lower()]
+    return BOOLEANS[text.lower()]
 
 
 def key_list(types):

@@ -6,15 +6,19 @@
 The temp NAME.tmp<pid> sits beside the target, so os.replace is an atomic rename, and replaces it,
 fsynced, only if the block finished. remove_stale_temps(dir) deletes those a SIGKILL left.
 """
+import itertools
 import os
 import re
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from config import PRESETS, Config
 from utils.errors import UserError
 
 _TEMP = re.compile(r"^(?P<name>.+)\.tmp(?P<pid>\d+)$")
+_NUMBERED = re.compile(r"^model_(\d+)\.pt$")
+RUN_FILES = ("model.pt", "best.pt", "metrics.jsonl")  # a run's files besides model_<iter>.pt
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 
 
@@ -129,3 +133,88 @@ def check_output(path, force=False, flag="--output", force_flag="--force"):
                         f"{force_flag}; choose another path")
     if os.path.exists(path) and not force:
         raise UserError(f"{path} already exists: pass {force_flag} to replace it, or choose another {flag} path")
+
+
+def trace_paths(mp4):
+    """(MP4, the GIF beside it): the two files a trace writes, named by its MP4."""
+    return mp4, os.path.splitext(mp4)[0] + ".gif"
+
+
+def fresh_path(folder, name, suffix, beside=None):
+    """folder/name_k.suffix for the first k whose file (and beside(path)'s, if given) is free,
+    created empty at once (O_EXCL), so two runs started together never take one name."""
+    os.makedirs(folder, exist_ok=True)
+    for k in itertools.count(1):
+        path = os.path.join(folder, f"{name}_{k}{suffix}")
+        if beside is not None and any(os.path.exists(p) for p in beside(path)):
+            continue
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        return path
+
+
+def check_trace(mp4, replace=False):
+    """Refuse, before any work, a trace's MP4 or the GIF beside it that cannot be written or is
+    taken (replace off)."""
+    for path in trace_paths(mp4):
+        check_output(path, replace, "--viz-video", "--overwrite")
+
+
+def drop_if_empty(path):
+    """Remove path if it is an empty file (fresh_path's placeholder, when nothing was written)."""
+    if path and os.path.isfile(path) and os.path.getsize(path) == 0:
+        os.remove(path)
+
+
+# ------------------------------------------------------------------------ a training run's folder
+def iter_of(path):
+    m = _NUMBERED.match(os.path.basename(path))
+    return int(m[1]) if m else None
+
+
+def run_files(out_dir):
+    """The run files out_dir holds, replaced only when told to (refuse_earlier_run)."""
+    names = [n for n in RUN_FILES if os.path.lexists(os.path.join(out_dir, n))]
+    return names + [os.path.basename(p) for _, p in numbered_checkpoints(out_dir)]
+
+
+def refuse_earlier_run(out_dir):
+    """Refuse a new run over an earlier run's files (run_files): one line naming every way out."""
+    held = run_files(out_dir)
+    if any(name == "model.pt" or iter_of(name) is not None for name in held):  # a checkpoint to resume
+        raise UserError(f"{out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "
+                        f"replace them, or --out_dir=NEW_DIR")
+    if held:  # best.pt and the log of a run whose model.pt is gone (deleted as damaged, say): nothing to resume
+        raise UserError(f"{out_dir} already holds an earlier run's {', '.join(held)} (no model.pt to --resume): "
+                        f"pass --overwrite to replace them, or --out_dir=NEW_DIR")
+
+
+def numbered_checkpoints(out_dir):
+    """[(iter, path)] of the model_<iter>.pt files in out_dir, oldest first."""
+    names = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    return sorted((iter_of(name), os.path.join(out_dir, name)) for name in names if _NUMBERED.match(name))
+
+
+class BackgroundWriter:
+    """Writes checkpoints on a thread, one at a time: DDP ranks wait only for rank 0's host copy."""
+
+    def __init__(self):
+        self.pool, self.pending = ThreadPoolExecutor(1), None
+
+    def submit(self, write):
+        self.wait()
+        self.pending = self.pool.submit(write)
+
+    def wait(self):
+        """Join the write in flight, raising its error. A Ctrl-C here leaves it pending, so the
+        checkpoint it makes is reported, not called lost."""
+        if self.pending is None:
+            return
+        try:
+            self.pending.result()
+        except Exception:
+            self.pending = None  # a failed write is raised once
+            raise
+        self.pending = None

@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 import torch
 
 from config import PRESETS, Config
-from utils.checkpoint import trim_metrics
+from utils.fileio import atomic_open
 from utils.dist import peak_flops, print0, run_queue, synchronize
 from utils.errors import UserError
 
@@ -138,6 +138,21 @@ def open_wandb(cfg):
     except ImportError:
         raise UserError("--wandb_log needs the wandb package: pip install wandb (metrics.jsonl is written either way)")
     return wandb
+
+
+def trim_metrics(path, upto):
+    """Keep metrics.jsonl's rows up to iter `upto` (-1: none), dropping lines a kill cut."""
+    keep = []
+    if upto >= 0 and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    if json.loads(line)["iter"] <= upto:
+                        keep.append(line.rstrip("\n") + "\n")
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    pass
+    with atomic_open(path) as f:
+        f.writelines(keep)
 
 
 class TrainLog:
