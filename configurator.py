@@ -177,14 +177,16 @@ def refuse_sampling_only(given):
 MIN_TEMPERATURE = 1e-6
 
 
-def validate(cfg, given=()):
-    """Refuse values that cannot work, before any work: the first problem is the user's one line."""
+def validate(cfg, given=(), training=True):
+    """Refuse values that cannot work, before any work: the first problem is the user's one line.
+    training=False: a sampler's config, whose optimiser settings no one reads (its checkpoint's)."""
     check_choices(cfg)
     check_numbers(cfg)
     check_ranges(cfg)
     check_objective_keys(cfg, given)
     check_sampling(cfg)
-    check_optimisation(cfg, given)
+    if training:
+        check_optimisation(cfg, given)
 
 
 def check_choices(cfg):

@@ -79,7 +79,7 @@ def load(argv):
     cfg = replace(cfg, **kept)
     if "viz_video" not in flags:  # one trace a sample, named by the run; none for a stream of prompts
         cfg = replace(cfg, viz_video="off" if cfg.interactive or cfg.prompts_file else "auto")
-    validate(cfg, flags - {"tokenizer_path"})  # read below, against the checkpoint's own
+    validate(cfg, flags - {"tokenizer_path"}, training=False)  # tokenizer_path: read below, against the checkpoint's
     if cfg.infill and "gen_len" in flags:  # the blanks set the length
         raise UserError("--infill's blanks set the tokens generated ([___] one per marker character, [___:N] N): "
                         "drop --gen-len")

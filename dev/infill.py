@@ -79,7 +79,7 @@ def main(argv):
     if args.span >= L:
         raise UserError(f"--span {args.span} must be shorter than the context {L}")
     scfg = replace(cfg, temperature=args.temperature, steps=args.steps or cfg.steps)
-    validate(scfg, {"steps"} if args.steps else set())
+    validate(scfg, {"steps"} if args.steps else set(), training=False)
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     windows = fixed_windows(split_ids(train_ids, val_ids, args.split), args.n_infill, L).to(device)
     g = torch.Generator().manual_seed(args.seed)

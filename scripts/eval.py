@@ -91,7 +91,8 @@ def load_run(path, args, device, given=()):
     scfg = replace(cfg, **sampler_flags(args))
     if args.n_samples:
         # refuse what train.py and inference.py refuse (--steps > T too), of the flags it reads
-        validate(scfg, {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES})
+        read = {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES}
+        validate(scfg, read, training=False)
     return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),
                 schedule=Schedule(cfg.diffusion_steps, cfg.schedule))
 

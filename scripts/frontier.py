@@ -110,7 +110,7 @@ def grid_points(grid, cfg, obj):
             # Unlike eval.py, compare the grid's samplers alone: other switches off (ReMDM's kept).
             scfg = replace(cfg, **{**dict(tokens_per_step="schedule", threshold=0.0, semi_ar_length=0, top_k=0,
                                           top_p=1.0), **s})
-            validate(scfg, given=set(s))
+            validate(scfg, given=set(s), training=False)
             points[key] = (s, scfg)
     return list(points.values())
 

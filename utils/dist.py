@@ -71,8 +71,9 @@ class CpuThreads:
         self.wait = 10.0     # seconds before the next try up; a lost try doubles it, up to 320
         self.next_try = 0.0
         self.last = None     # when the last step ended; None: the next step is not timed
-        if self.auto:
-            self.set(1)
+        if self.auto:  # one thread to start: more only once measured faster
+            self.n = 1
+            torch.set_num_threads(1)
 
     def set(self, n):
         self.n = n
