@@ -45,8 +45,8 @@ class Config:
     mask_ramp_from: float = 0.5         # the top rate at step 0 (with mask_ramp)
     bd3_loss: str = "elbo"              # bd3 training: 'elbo' its NELBO | 'all_ce' plain CE
     bd3_ar: float = 0.0                 # bd3: weight of a next-token loss on the clean half (then causal); 0 = off
-    dual_ar: float = 0.0                # mdlm: weight of a causal next-token loss on the clean window (Eso-LM);
-                                        #   0 = off
+    dual_ar: float = 0.0                # mdlm: weight of a causal next-token loss on the clean window
+                                        #   (Samuel & Charpentier 2025); 0 = off
     diffusion_steps: int = 100          # T, the forward process's discrete steps (at most 1,000,000)
     schedule: str = "cosine"            # alpha(t): 'cosine' cos(pi/2 t/T) | 'linear' 1-t/T
     loss_type: str = "elbo"             # 'elbo' NELBO | plain CE: 'masked_ce' | 'all_ce'

@@ -239,7 +239,8 @@ def causal_logits(model, x, mask_id):
 
 
 def dual_ar_loss(model, x0, mask_id):
-    """The dual objective (Eso-LM, Sahoo et al. 2025; arXiv 2512.14549): causal_logits' mean CE."""
+    """The dual objective's AR loss: causal_logits' mean CE (Dual Language Models, Samuel &
+    Charpentier 2025, arXiv 2512.14549)."""
     logits = causal_logits(model, x0[:, :-1], mask_id)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), x0[:, 1:].reshape(-1))
 

@@ -1,5 +1,7 @@
 """The evaluation: the bound (bound.py), sample metrics (metrics.py, samples.py), the end-of-run
-report (report.py). Below, what scripts/eval.py's flags read before torch is imported."""
+report (report.py). Below, what scripts/eval.py's flags read before torch is imported.
+
+    python scripts/eval.py artifacts/models/baby/model.pt --n-samples 0   # the test bound ± se"""
 
 SPLITS = ("test", "dev", "val", "train")  # scripts/eval.py --split; test reports, dev chooses
 # the figure records report: scripts/eval.py's defaults, repeated by train.py's last report line

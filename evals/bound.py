@@ -5,6 +5,8 @@ The bound takes n_t times per window, stratified over all N windows: window w's 
 slice k * N + perm[w] of N * n_t equal slices of [0, 1), unbiased for (1/T) sum_t of the per-t
 terms. The se is the spread of per-window estimates; mc_se_max bounds its Monte Carlo share from
 above by neighbouring strata's differences ("collapsed strata", Cochran 1977 §5A.12).
+
+    python scripts/eval.py artifacts/models/baby/model.pt --n-samples 0   # 128 windows x 8 times
 """
 import math
 from contextlib import nullcontext

@@ -1,5 +1,7 @@
 """Sample metrics (the bound is evals/bound.py): change rate, distinct-n, sample entropy, gen-PPL
-under our own AR (same tokenizer: no retokenization), n-gram JS divergence."""
+under our own AR (same tokenizer: no retokenization), n-gram JS divergence.
+
+    python scripts/eval.py artifacts/models/baby/model.pt --n-samples 8   # distinct-n, entropy"""
 import math
 from collections import Counter
 

@@ -1,4 +1,7 @@
-"""The end-of-training report: dev and test figures in every unit, sampler metrics, samples."""
+"""The end-of-training report: dev and test figures in every unit, sampler metrics, samples.
+
+    python train.py cpu --max_iters=20 --eval_interval=10   # ends with this report
+"""
 from contextlib import nullcontext
 from dataclasses import replace
 

@@ -1,5 +1,7 @@
 """What scripts/eval.py, frontier.py and dev/order_nll.py share: open a checkpoint, draw samples,
-score them (and held-out text alike), write the JSON."""
+score them (and held-out text alike), write the JSON.
+
+    python scripts/frontier.py artifacts/models/baby/model.pt --n-samples 32 --repeats 1"""
 import json
 from contextlib import contextmanager
 from dataclasses import replace

@@ -1,5 +1,7 @@
-"""The trace as one self-contained HTML page (inference.py --html): utils/trace_page.html with the
-steps as JSON; a slider walks them, hovering a position shows its top candidates.
+"""The trace as one self-contained HTML page (inference.py --html): trace_page.html beside this
+file, with the steps as JSON; a slider walks them, hovering a position shows its top candidates.
+
+    python inference.py baby --html   # a new page in artifacts/media/
     with PageWriter("trace.html", title="mdlm 64 steps") as page: page.add_frame(...)  # trace.py
 """
 import json

@@ -1,5 +1,8 @@
-"""Watching the sampler's steps (diffusion.Step): MP4 + GIF frames (video.py), --live, a bar.
-inference.sample_once chains them (chain) into generate()'s on_step."""
+"""Watching the sampler's steps (diffusion.Step): MP4 + GIF frames (video.py), an HTML page
+(page.py), --live, a bar. inference.sample_once chains them into canvas.fill's on_step.
+
+    python inference.py cpu --prompt "JULIET:"   # a new MP4 and GIF in artifacts/media/
+    python inference.py cpu --live --html        # the canvas in the terminal; a page to scrub"""
 import os
 import shutil
 import sys

@@ -1,5 +1,7 @@
 """The corpus maker behind scripts/data.py (whose docstring gives the output format): reads the
-Hugging Face hub or local files, writes one plain-text file."""
+Hugging Face hub or local files, writes one plain-text file.
+
+    python scripts/data.py --input-file notes.txt --output data/notes.txt   # through this module"""
 import functools
 import gc
 import os

@@ -343,7 +343,7 @@ def test_the_readme_states_the_parameter_count_train_py_cpu_prints():
     import re
     import configurator
     from model import Transformer
-    m = re.search(r"`python train.py cpu` reads .*? trains an ([\d,]+)-parameter model", (ROOT / "README.md").read_text(), re.S)
+    m = re.search(r"`python train.py cpu` trains .*?, an ([\d,]+)-parameter model", (ROOT / "README.md").read_text(), re.S)
     vocab = len(set((ROOT / "data/tinyshakespeare.txt").read_text())) + 1  # the chars + [MASK]
     n = Transformer(configurator.model_args(get_config(["cpu"]), vocab)).num_params()
     assert m and int(m[1].replace(",", "")) == n

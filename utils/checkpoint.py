@@ -5,6 +5,8 @@ checkpoint_manager.py builds the model from one (load_model). A training run's d
     model_<iter>.pt   with keep_last = K >= 2, the K newest; model.pt links to the newest
     metrics.jsonl     the log rows; a resume drops those after its checkpoint
 A kill leaves each file whole or absent; a checksum, checked on load, catches what torch does not.
+
+    python train.py cpu --resume   # the run's newest intact checkpoint, loaded here
 """
 import hashlib
 import os

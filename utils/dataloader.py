@@ -1,6 +1,8 @@
 """The training data: text encoded once into memory-mapped uint16 files (nanoGPT's .bin), cached in
 artifacts/data/ by text, split and tokenizer; then random training windows and fixed validation
 windows. One file splits as nanoGPT's (its last val_fraction validates) unless val_path is given.
+
+    python train.py cpu --max_iters=0   # encodes data/tinyshakespeare.txt once, then exits
 """
 import hashlib
 import json

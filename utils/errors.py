@@ -2,6 +2,8 @@
 
 Entry points run main() through run_cli; a UserError names the problem and the fix. Disk, memory and
 non-finite-logit failures and Ctrl-C (exit 130) give one line; a closed pipe ends quietly (141).
+
+    python train.py --max_itters=3   # error: unknown config key 'max_itters' (did you mean ...?)
 """
 import errno
 import os

@@ -5,6 +5,7 @@ BPE id 0, "<|endoftext|>", separates stories (an added token). Id 1, "[MASK]", i
 tokens match in raw text first, so a user's "[MASK]" would become the mask.
 
     tok = BPETokenizer.from_file("artifacts/tokenizer/tokenizer.json")  # or CharTokenizer.from_text
+    python scripts/train_tokenizer.py --input data/tinystories_train_head.txt --output t.json
 """
 import hashlib
 import json
