@@ -195,8 +195,10 @@ BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false
 # masked diffusion no time input, all-position CE, mask rates in [0.2, 0.8] (the top rising from
 # 0.5), self-conditioning, a 1,000-step chain. At baby: Muon's momentum 0.9, no weight decay.
 PRESETS = {
-    # The speedrun's masked diffusion, baby budget: the winners above, the dual objective, four
-    # masks a window. Its AR: --objective=ar --min_lr=1e-4 --muon_momentum=0.95 --weight_decay=0.1.
+    # Masked diffusion at nanoGPT's baby budget, its best recipe: QK-norm, Muon and a weight EMA,
+    # no time input, all-position CE, mask rates in [0.2, 0.8], self-conditioning, the dual
+    # objective, four masks a window. Its AR: --objective=ar --min_lr=1e-4 --muon_momentum=0.95
+    # --weight_decay=0.1.
     "baby": dict(
         data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
         time_cond="none", self_cond=True,
@@ -233,8 +235,9 @@ PRESETS = {
         tokenizer="bpe", data_path="data/stories.txt", tokenizer_path="artifacts/tokenizer/tokenizer.json",
         out_dir="artifacts/models/tinystories_bpe", checkpoint="artifacts/models/tinystories_bpe/model.pt",
         prompt="Once upon a time"),
-    # The main job, on a laptop or 2 CPU cores: Tiny Shakespeare, masked diffusion at the laptop
-    # budget, the winners above, a tied head; ReMDM's capped remasking.
+    # The main job, on a laptop or 2 CPU cores: masked diffusion of Tiny Shakespeare at the laptop
+    # budget. QK-norm, Muon and a weight EMA, no time input, all-position CE, mask rates in
+    # [0.2, 0.8], self-conditioning, a tied head; it samples with ReMDM's capped remasking.
     "cpu": dict(
         data_path="data/tinyshakespeare.txt", block_size=128, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
         time_cond="none", self_cond=True, tie_weights=True,
@@ -273,8 +276,8 @@ PRESETS = {
         eval_interval=250, eval_iters=10,
         out_dir="artifacts/models/tinystories_bpe_cpu", checkpoint="artifacts/models/tinystories_bpe_cpu/model.pt",
         prompt="Once upon a time", gen_len=96, steps=64, order="random", remask="none"),
-    # The 200M+ speed run: 16 x 1024, ctx 1024, BPE on all of TinyStories (~206M parameters), 0.5M
-    # tokens a step (16 micro-batches of 32 x 1024 on one 80 GB GPU).
+    # A 200M-parameter GPU run: 16 x 1024, ctx 1024, BPE on all of TinyStories (~206M parameters),
+    # 0.5M tokens a step (16 micro-batches of 32 x 1024 on one 80 GB GPU).
     "gpt200m": dict(
         tokenizer="bpe", data_path="data/tinystories_train.txt", val_path="data/tinystories_valid.txt",
         block_size=1024, n_layer=16, n_head=16, n_embd=1024,
