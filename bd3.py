@@ -407,12 +407,13 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, o
     kv = _round_cache(model, B, block, prompt.device) if draft else new_kv_cache(model, B, prompt.device)
     # calls: every network call (the NFE: prefills included); rounds: the calls that commit tokens
     calls, rounds = 0, 0
+    conf = torch.zeros(B, end, dtype=torch.float64, device=prompt.device)  # each token's p when drawn (a Step's)
     if not P:  # nothing for the clean half to read: the first token is the noisy half's
         law = probs(no_mask_logit(model(fill)[:, :1], mask_id), opts)
         s.seq = draw(law, generator)
         calls = 1
         if on_step is not None:
-            on_step(ordered_step(prompt, s.seq, P, end, calls, mask_id, law))
+            on_step(ordered_step(prompt, s.seq, P, end, calls, mask_id, law, conf))
     while s.seq.size(1) < end:
         S = s.seq.size(1)
         # a fresh window at the start, and when the newest token's block does not fit
@@ -434,7 +435,7 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, o
         calls += 1
         rounds += 1
         if on_step is not None:
-            on_step(ordered_step(prev, s.seq, P, end, calls, mask_id, law))
+            on_step(ordered_step(prev, s.seq, P, end, calls, mask_id, law, conf))
     seconds = time.perf_counter() - t0
     # a round commits one token, and the drafts it kept
     return s.seq, dict(nfe=calls, nfe_per_sample=[calls] * B, seconds=seconds, seconds_per_sample=[seconds] * B,
