@@ -211,3 +211,47 @@ def test_the_page_shows_the_law_each_token_was_drawn_from(name, temperature, tmp
             if st.revealed[0, i]:
                 assert law[st.x[0, i]] > 0  # the token drawn is one the law allows
                 assert frame["cells"][i][2] == pytest.approx(float(law[st.x[0, i]]), abs=1e-6)  # 'p when drawn'
+
+
+NODE_PROBE = """
+const els = {};
+function el() {
+  return {style: {}, dataset: {}, children: [], classList: {add() {}, remove() {}}, addEventListener() {},
+          replaceChildren(...c) { this.children = c; }, querySelectorAll() { return []; },
+          getBoundingClientRect() { return {top: 100, bottom: 118}; }, offsetHeight: 40, offsetWidth: 200,
+          closest() { return this; }};
+}
+global.document = {getElementById: (id) => els[id] || (els[id] = el()), createElement: () => el()};
+global.window = {innerWidth: 1000};
+els["trace-data"] = Object.assign(el(), {textContent: process.argv[2]});
+eval(process.argv[1] + `
+const last = data.steps.length - 1;
+const first = els.canvas.children.map((c) => [c.className, c.textContent]);
+show(last);
+const span = els.canvas.children[1];
+point({target: span, clientX: 10, clientY: 110});
+console.log(JSON.stringify({first, pos: $("pos").textContent, head: $("head").textContent, top: tip.style.top,
+  cells: els.canvas.children.map((c) => [c.className, c.textContent])}));`);
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no node to run the page's script")
+def test_the_pages_counter_newlines_blanks_and_tooltip(tmp_path):
+    """The page's own script, run by node on a stand-in DOM: the counter reads '2 / 2' beside step 2 (it read
+    '3 / 3'), a newline is an arrow one can point at (it was a bare break), each blank its own span with a gap after
+    it (a run of them drew as one underline), the tooltip sits above the line pointed at (it covered the next), and
+    the page says how to start."""
+    page = PageWriter(tmp_path / "t.html", title="t", settings="s")
+    page.add_frame(["a", None, None, None], ["prompt", "mask", "mask", "mask"], 0, 1.0, 0)
+    page.add_frame(["a", "\n", None, None], ["prompt", "new", "mask", "mask"], 1, 0.5, 1, top={1: [("\n", 0.9)]})
+    page.add_frame(["a", "\n", "b", "c"], ["prompt", "kept", "new", "new"], 2, 0.0, 2)
+    html = page.page()
+    script = re.search(r'<script>\n(.*?)</script>', html, re.S)[1]
+    data = json.dumps(_page_data(html))
+    out = subprocess.run(["node", "-e", NODE_PROBE, script, data], capture_output=True, text=True, timeout=60)
+    seen = json.loads(out.stdout)
+    assert seen["first"] == [["prompt", "a"], *[["mask", "_"]] * 3]  # the page opens at the start
+    assert seen["pos"] == "2 / 2" and seen["head"].startswith("step 2 ")
+    assert seen["cells"] == [["prompt", "a"], ["kept", "\u21b5\n"], ["new", "b"], ["new", "c"]]
+    assert seen["top"] == "56px"  # 100 (the line's top) - 40 (the tooltip) - 4
+    assert "press play, or drag the slider" in html and re.search(r"\.mask \{[^}]*margin-right", html)
