@@ -265,6 +265,7 @@ def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):
     for row in rows:
         for b in (1, 4):
             assert row[f"seconds_b{b}"] > 0 and row[f"tokens_per_s_b{b}"] == pytest.approx(b * 5 / row[f"seconds_b{b}"])
+            assert row[f"p_cache_b{b}"] == pytest.approx(b * 5 / 20)  # B x 5 tokens over the counted draw's 20 columns
     # passes: the median of the timed draws only (seeds 13..18: 15.5), not the warm-up's (seed 10: with it, 15)
     assert rows[0]["passes_b1"] == pytest.approx(15.5) and rows[1]["passes_b4"] == pytest.approx(15.5)
 

@@ -16,7 +16,7 @@ import torch
 import configurator
 from bd3 import Blocks, sample_clean_ar
 from configurator import get_config
-from evals.samples import columns_counted, draw, speed_figures, time_draws
+from evals.samples import busy_note, columns_counted, draw, speed_figures, time_draws
 from helpers import for_objective, script
 from model import Transformer
 
@@ -182,3 +182,29 @@ def test_the_race_and_frontier_read_the_same_figures_for_the_same_draws(monkeypa
         # the frames replay the median-time draw: its stamps end at the median seconds (n odd: the median itself)
         assert lane["seconds"] == pytest.approx(G / f["tokens_per_s"])
         assert lane["stamps"][-1][0] <= lane["seconds"] and lane["stamps"][-1][1].x[0, len(start):].ne(MASK).all()
+
+
+def test_time_draws_times_a_draw_when_a_round_makes_several(monkeypatch):
+    """frontier.py's --time-draws K: a round times K draws in turn (seeds seed + K * k + j); its seconds are a draw's,
+    the round's over K: on the fake clock, the mean of the K draws' own costs."""
+    lanes = _lanes()[:1]
+    clock = Clock(monkeypatch, [lanes[0]["model"]])
+    [t], _ = time_draws([(lanes[0]["model"], lanes[0]["cfg"], MASK)], [1, 2, 3], 10, 1, 2, 0, torch.device("cpu"), 3)
+    assert t["seeds"] == [3, 4, 5, 6, 7, 8] and len(t["seconds"]) == 2
+    costs = []
+    for s in t["seeds"]:
+        before = clock.now
+        draw(lanes[0]["model"], lanes[0]["cfg"], [1, 2, 3], 10, 1, MASK, torch.Generator().manual_seed(s))
+        costs.append(clock.now - before)
+    assert t["seconds"] == pytest.approx([sum(costs[:3]) / 3, sum(costs[3:]) / 3], rel=1e-3)
+
+
+def test_the_busy_note_reads_the_median_of_the_run_queue(monkeypatch):
+    """More threads ready to run than cores, at the median of the timed draws: a note; a burst does not make one,
+    nor does a queue that fills the cores exactly; an accelerator's figures get none."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    cpu = torch.device("cpu")
+    assert busy_note([1, 2, 9], cpu) == "" and busy_note([2, 2, 2], cpu) == "" and busy_note([None, None], cpu) == ""
+    assert busy_note([3, 3, 4, None], cpu).startswith("note: the machine was busy: 3 threads ready to run on 2 cores "
+                                                      "(median while timing, up to 4)")
+    assert busy_note([9, 9], torch.device("meta")) == ""
