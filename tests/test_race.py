@@ -135,3 +135,16 @@ def test_a_race_that_cannot_run_is_refused_before_any_sampling(argv, words, lane
     code, _, err = run_cli_here(race.main, argv, capsys)
     assert_one_line_error(code, err, words)
     assert (lanes / "old.mp4").read_bytes() == b"an earlier race" and not os.path.exists(lanes / "artifacts")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["a/model.pt", "./a/model.pt"], "a/model.pt is given twice"), (["a.pt", "b.pt", "--out", "r.gif"], "NAME.mp4"),
+    (["a.pt", "b.pt", "--overwrite"], "give --out NAME.mp4, or drop --overwrite"),
+    (["a.pt", "b.pt", "--frame-ms", "655351"], "must be <= 655,350"), (["a.pt"], "two or more checkpoints")])
+def test_a_race_is_refused_on_its_command_line_before_a_checkpoint_is_read(argv, words, tmp_path, monkeypatch):
+    """What the command line alone says cannot race: refused while parsing (the GIF --out and a huge --frame-ms
+    gave tracebacks after the race)."""
+    from utils.errors import UserError
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=words):
+        race.parse_args(argv)

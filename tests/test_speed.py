@@ -122,7 +122,8 @@ def _lanes():
     from utils.tokenizer import CharTokenizer
     tok = CharTokenizer("abcdefghijk")  # [MASK] = 11
     lanes = []
-    for name, seed in (("ar", 0), ("bd3 speculate", 5), ("mdlm", 0)):  # bd3's seed 3's draw: 6 passes, the rest 4
+    # bd3's network 9 draws seeds 17..21 in 6, 4, 5, 4, 6 passes: the first, the fastest and the median all differ
+    for name, seed in (("ar", 0), ("bd3 speculate", 9), ("mdlm", 0)):
         cfg, model = _net(SAMPLERS[name][0], seed)
         lanes.append(dict(path=f"{name}/model.pt", name=name, model=model, tok=tok, cfg=replace(cfg, num_samples=1)))
     return lanes
@@ -135,10 +136,10 @@ def test_time_draws_reads_the_median_of_its_rounds_every_call_on_the_clock(monke
     lanes = _lanes()
     clock = Clock(monkeypatch, [lane["model"] for lane in lanes])
     jobs = [(lane["model"], lane["cfg"], MASK) for lane in lanes]
-    timings, ready = time_draws(jobs, [1, 2, 3], 10, 1, 5, 2, torch.device("cpu"))
+    timings, ready = time_draws(jobs, [1, 2, 3], 10, 1, 5, 16, torch.device("cpu"))
     assert len(ready) == 3 * 5
     for lane, t in zip(lanes, timings):
-        assert t["seeds"] == [3, 4, 5, 6, 7] and len(t["seconds"]) == len(t["passes"]) == 5
+        assert t["seeds"] == [17, 18, 19, 20, 21] and len(t["seconds"]) == len(t["passes"]) == 5
         for s, seconds, passes in zip(t["seeds"], t["seconds"], t["passes"]):
             with Calls(lane["model"]) as calls:  # the same draw again, its calls priced by hand
                 before = clock.now
@@ -152,8 +153,9 @@ def test_time_draws_reads_the_median_of_its_rounds_every_call_on_the_clock(monke
         assert f["tokens_per_pass"] == pytest.approx(10 / statistics.median(t["passes"]))
         assert f["pass_spread"] == pytest.approx([10 / max(t["passes"]), 10 / min(t["passes"])])
         assert f["p_cache"] == pytest.approx(10 / t["columns"])
-    bd3 = timings[1]  # its rounds vary by seed, the first an outlier: the median is no other reading
+    bd3 = timings[1]  # its rounds vary by seed: the median is neither the first reading nor the fastest
     assert bd3["passes"][0] > statistics.median(bd3["passes"]) and bd3["seconds"][0] > statistics.median(bd3["seconds"])
+    assert min(bd3["seconds"]) < statistics.median(bd3["seconds"])
 
 
 def test_the_race_and_frontier_read_the_same_figures_for_the_same_draws(monkeypatch, capsys):
@@ -165,11 +167,11 @@ def test_the_race_and_frontier_read_the_same_figures_for_the_same_draws(monkeypa
     lanes = _lanes()
     Clock(monkeypatch, [lane["model"] for lane in lanes])
     start, G, n = [1, 2, 3], 10, 5
-    args = SimpleNamespace(gen_len=G, seeds=n, seed=2)
+    args = SimpleNamespace(gen_len=G, seeds=n, seed=16)
     race.run_lanes(lanes, start, args, torch.device("cpu"))
     runs = [dict(path=lane["path"], model=lane["model"], tok=lane["tok"], points=[(None, lane["cfg"])],
                  rows=[dict(curve="c", temperature=1.0)]) for lane in lanes]
-    fargs = SimpleNamespace(time_batches=[1], repeats=n, seed=2, time_draws=1)
+    fargs = SimpleNamespace(time_batches=[1], repeats=n, seed=16, time_draws=1)
     frontier.time_points(runs, fargs, start, G, torch.device("cpu"))
     out = capsys.readouterr().out
     for lane, run in zip(lanes, runs):

@@ -118,6 +118,7 @@ def test_two_jobs_started_together_stay_at_one_thread_each(gap, monkeypatch):
     other shows in the run queue; so neither tries, and each runs a step at the pair's fixed one-thread pace.
     A rule that read one free window, or the queue without itself, would try a second thread here and stall."""
     monkeypatch.setattr("os.cpu_count", lambda: 2)
+    torch.set_num_threads(2)  # torch's own count on 2 cores (the suite runs at 1): each job must start at one
     pair = Pair(gap).run(300.0)
     assert [set(c) for c in pair.counts] == [{1}, {1}] and pair.lines == []
     assert all(len(c) >= 300 / 0.6 - 10 for c in pair.counts)  # every step at 0.6 s: none waited for a busy core
