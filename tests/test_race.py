@@ -5,8 +5,6 @@ prompt, an output that exists) comes before any sampling and writes nothing; its
 
     python -m pytest -q tests/test_race.py
 """
-import os
-
 import pytest
 import torch
 from PIL import Image
@@ -125,7 +123,7 @@ def test_a_race_of_trained_checkpoints_draws_one_frame_a_tick(lanes, tmp_path, c
     (["ar/model.pt", "./ar/model.pt"], "is given twice"),
     (["ar/model.pt", "mdlm/model.pt", "--out", "old.mp4"], "old.mp4 already exists: pass --overwrite"),
     (["ar/model.pt", "mdlm/model.pt", "--out", "v.mp4"], "v.gif already exists"),  # the GIF beside it counts
-    (["ar/model.pt", "mdlm/model.pt", "--out", "v.gif"], "give the MP4's path"),
+    (["ar/model.pt", "mdlm/model.pt", "--out", "w.gif"], "give the MP4's path"),
 ])
 def test_a_race_that_cannot_run_is_refused_before_any_sampling(argv, words, lanes, monkeypatch, capsys):
     monkeypatch.chdir(lanes)
@@ -134,7 +132,7 @@ def test_a_race_that_cannot_run_is_refused_before_any_sampling(argv, words, lane
     monkeypatch.setattr(race, "run_lanes", lambda *a: pytest.fail("sampled before the refusal"))
     code, _, err = run_cli_here(race.main, argv, capsys)
     assert_one_line_error(code, err, words)
-    assert (lanes / "old.mp4").read_bytes() == b"an earlier race" and not os.path.exists(lanes / "artifacts")
+    assert (lanes / "old.mp4").read_bytes() == b"an earlier race" and not list(lanes.glob("artifacts/media/race*"))
 
 
 @pytest.mark.parametrize("argv, words", [
