@@ -124,6 +124,19 @@ def test_two_jobs_started_together_stay_at_one_thread_each(gap, monkeypatch):
     assert all(len(c) >= 300 / 0.6 - 10 for c in pair.counts)  # every step at 0.6 s: none waited for a busy core
 
 
+def test_a_long_shared_stretch_tries_nothing_so_a_freed_core_is_taken_at_once(monkeypatch):
+    """Ten minutes beside another job at one thread each: the run queue fills the 2 cores, so no second thread is
+    tried (a try there would be at the same count and, lost, double the wait towards 320 s). When the other job
+    ends, the run takes its second thread within two windows, as a fresh run would."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    m = Machine(SHARED, others=1)
+    counts, lines = m.steps(1000)  # ~600 s
+    assert set(counts) == {1} and lines == [] and m.threads.wait == 10.0
+    m.step_s, m.others = QUIET, 0
+    counts, lines = m.steps(20)  # ~11 s
+    assert counts[-1] == 2 and lines == ["threads: 1 -> 2 (its steps measured 1.8x faster)"]
+
+
 def test_free_cores_raise_the_count_only_when_its_steps_measure_faster(monkeypatch):
     """A machine whose second thread gains nothing (a small model): the run queue says free, every try is
     measured and undone, and the tries thin out (the wait doubles): no flapping."""
