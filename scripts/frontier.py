@@ -151,8 +151,8 @@ def grid_of(r, args, judge, start, gen_len, ref, generator, threads):
 def time_points(runs, args, start, gen_len, device):
     """Time every point at each --time-batches size B (evals.samples.time_draws: the timing race.py
     reads too): seconds_bB (a draw of B), tokens_per_s_bB and its spread_bB, passes_bB,
-    tokens_per_pass_bB, p_cache_bB (on an untimed, counted draw): medians of --repeats rounds in
-    which every point draws in turn. Returns the threads ready to run at each timed draw."""
+    tokens_per_pass_bB and its pass_spread_bB, p_cache_bB (on an untimed, counted draw): medians of
+    --repeats rounds in which every point draws in turn. Returns the threads ready to run then."""
     jobs = [(r["model"], scfg, r["tok"].mask_id) for r in runs for _, scfg in r["points"]]
     rows = [pt for r in runs for pt in r["rows"]]
     paths = [r["path"] for r in runs for _ in r["points"]]
@@ -162,7 +162,7 @@ def time_points(runs, args, start, gen_len, device):
         ready += seen
         for path, pt, timing in zip(paths, rows, timings):
             f = speed_figures(timing, b, gen_len)
-            for key in ("seconds", "tokens_per_s", "spread", "passes", "tokens_per_pass", "p_cache"):
+            for key in ("seconds", "tokens_per_s", "spread", "passes", "tokens_per_pass", "pass_spread", "p_cache"):
                 pt[f"{key}_b{b}"] = f[key]
             print(f"  {path} [{pt['curve']}] T={pt['temperature']:g}, batch {b}: {f['tokens_per_s']:,.0f} tokens/s "
                   f"({f['spread'][0]:,.0f}-{f['spread'][1]:,.0f}; {f['seconds']:.3f} s a draw, median of "
