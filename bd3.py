@@ -390,7 +390,8 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, o
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (an AR),
     drafted by its noisy half, one pass a round (_draft_round). Rows advance by the slowest, so
     draft=None drafts at batch 1 only (dev/LOG.md, "`baby_bd3`'s sampler at batch 16"). Returns
-    (tokens, stats: nfe, nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept a pass).
+    (tokens, stats: nfe (every network call, prefills included), nfe_per_sample, seconds,
+    seconds_per_sample, kept: drafts kept a round).
     opts: temperature, top_k, top_p (None: T = 1, no filter)."""
     t0 = time.perf_counter()
     opts = SamplerOptions(steps=1) if opts is None else opts
@@ -404,13 +405,15 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, o
         draft = B == 1
     s = Round(seq=prompt)
     kv = _round_cache(model, B, block, prompt.device) if draft else new_kv_cache(model, B, prompt.device)
-    passes = 0
+    # calls: every network call (the NFE: prefills included); rounds: the calls that commit tokens
+    calls, rounds = 0, 0
+    conf = torch.zeros(B, end, dtype=torch.float64, device=prompt.device)  # each token's p when drawn (a Step's)
     if not P:  # nothing for the clean half to read: the first token is the noisy half's
         law = probs(no_mask_logit(model(fill)[:, :1], mask_id), opts)
         s.seq = draw(law, generator)
-        passes = 1
+        calls = 1
         if on_step is not None:
-            on_step(ordered_step(prompt, s.seq, P, end, passes, mask_id, law))
+            on_step(ordered_step(prompt, s.seq, P, end, calls, mask_id, law, conf))
     while s.seq.size(1) < end:
         S = s.seq.size(1)
         # a fresh window at the start, and when the newest token's block does not fit
@@ -418,8 +421,9 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, o
             s.lo = 0 if s.kv is None and S // block * block + block <= W else S - keep
             s.kv = kv
             kv.reset()
-            if S - 1 - s.lo > 0:  # the text before the newest token, passed once, causally
+            if S - 1 - s.lo > 0:  # the text before the newest token, passed once, causally: a call of its own
                 decode(model, s.seq[:, s.lo:S - 1], kv)
+                calls += 1
             s.q = None  # the first round after a jump is a plain AR step
         prev = s.seq
         if draft:
@@ -428,13 +432,14 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, o
             # why: dev/LOG.md, "bd3's clean half at batch > 1 in the AR's own loop"
             new, law = _clean_step(model, s.seq, s.kv, mask_id, opts, generator)
         s.seq = torch.cat([s.seq, new], 1)
-        passes += 1
+        calls += 1
+        rounds += 1
         if on_step is not None:
-            on_step(ordered_step(prev, s.seq, P, end, passes, mask_id, law))
+            on_step(ordered_step(prev, s.seq, P, end, calls, mask_id, law, conf))
     seconds = time.perf_counter() - t0
-    # a pass commits one token, and the drafts it kept
-    return s.seq, dict(nfe=passes, nfe_per_sample=[passes] * B, seconds=seconds, seconds_per_sample=[seconds] * B,
-                       kept=(end - P - passes) / max(passes, 1))
+    # a round commits one token, and the drafts it kept
+    return s.seq, dict(nfe=calls, nfe_per_sample=[calls] * B, seconds=seconds, seconds_per_sample=[seconds] * B,
+                       kept=(end - P - (P == 0) - rounds) / max(rounds, 1))
 
 
 def _round_cache(model, batch, block, device):

@@ -284,6 +284,14 @@ def sample_tokens(logp, temperature, generator=None):
     return logp.argmax(-1) if temperature == 0 or logp.numel() == 0 else draw(logp.exp(), generator)
 
 
+def drawn_law(logp, greedy):
+    """The law sample_tokens drew from, as log-probs (..., V): logp, or at an argmax (T = 0, a
+    greedy last step) a point mass there. What Step.law reports, so the trace page shows it."""
+    if not greedy:
+        return logp
+    return torch.full_like(logp, -math.inf).scatter(-1, logp.argmax(-1, keepdim=True), 0.0)
+
+
 DEGENERATE_ROW = ("no law to draw from: a row of probabilities has no mass or a NaN/inf entry, as the model's logits "
                   "were not finite (a damaged or diverged model) or a sampling setting validation refuses made them so")
 
@@ -503,8 +511,9 @@ class _Denoiser:
         logits, told = self._predict(decided, lo, hi)
         temperature = self._temperature(decided.is_masked, now, decided.at)
         logp = filter_logits(logits, temperature, self.opts.top_k, self.opts.top_p)  # (n, V) float64
+        greedy = greedy or self.opts.temperature == 0
         cand = sample_tokens(logp, 0.0 if greedy else self.opts.temperature, self.generator)  # (n,)
-        self.law = (decided.at, logp)  # the Step's: the trace page's candidates
+        self.law = (decided.at, drawn_law(logp, greedy))  # the Step's: the trace page's candidates
         revealed, remasked = self._commit(decided, logp, cand, n_keep, remdm)
         self.nfe += todo
         return revealed, remasked, told
@@ -540,7 +549,8 @@ class _Denoiser:
     def _commit(self, decided, logp, cand, n_keep, remdm):
         """Score cand (n,), pick the [MASK]s (_stay), write x, conf, kept: (revealed, remasked)."""
         cols = decided.at % self.x.size(1)
-        new_conf, new_score = position_scores(logp, cand, self.opts.order, self.generator, cols=cols)  # (n,) each
+        _, new_score = position_scores(logp, cand, self.opts.order, self.generator, cols=cols)  # (n,)
+        new_conf = self.law[1].gather(-1, cand[:, None]).squeeze(-1).exp()  # p(cand) under the law it was drawn from
         score = put_at(torch.full_like(self.conf, math.inf), decided.at, new_score)  # (B, L) +inf: never stays masked
         stay = self._stay(decided, score, n_keep, remdm)
         revealed = decided.is_masked & ~stay
@@ -664,20 +674,21 @@ def describe_denoise(opts):
 
 
 # ------------------------------------------------------------------------ left to right
-def ordered_step(prev, seq, P, L, n, mask_id, p, conf=None):
+def ordered_step(prev, seq, P, L, n, mask_id, p, conf):
     """A pass of ordered decoding (the AR's token, a bd3 round) as a Step over L tokens: seq (B, S)
-    so far ([MASK] after), prev before it, n passes, p (B, k, V) its k tokens' laws, conf (B, L)."""
+    so far ([MASK] after), prev before it, n passes, p (B, k, V) the laws its k new tokens were
+    drawn from; conf (B, L), each token's probability when drawn, is updated with theirs."""
     (B, S), dev = seq.shape, seq.device
     x = F.pad(seq, (0, L - S), value=mask_id)
     before = F.pad(prev, (0, L - prev.size(1)), value=mask_id)
     gen = (torch.arange(L, device=dev) >= P).expand(B, L)
     cols = torch.arange(prev.size(1), S, device=dev)  # the pass's new tokens
     at = (torch.arange(B, device=dev)[:, None] * L + cols).flatten()
-    if conf is None:
-        conf = torch.zeros(B, L, dtype=torch.float64, device=dev)
+    law = p[:, :S - prev.size(1)]  # (B, k, V)
+    conf[:, cols] = law.gather(-1, seq[:, cols, None]).squeeze(-1).double()
     return Step(step=n, nfe=torch.full((B,), n), time=torch.zeros(B, dtype=torch.long), x=x, prev=before,
-                gen_mask=gen, revealed=x != before, remasked=torch.zeros_like(gen), conf=conf,
-                finished=[S >= L] * B, law=(at, p[:, :S - prev.size(1)].flatten(0, 1).log()))
+                gen_mask=gen, revealed=x != before, remasked=torch.zeros_like(gen), conf=conf.clone(),
+                finished=[S >= L] * B, law=(at, law.flatten(0, 1).log()))
 
 
 def prompt_length(x, gen_mask):
@@ -693,10 +704,10 @@ def sample_causal(model, x, P, opts, generator=None, mask_id=None, on_step=None)
     B, L = x.shape
     conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)
 
-    def token_done(seq, filtered):  # the drawn token's probability, then a Step of the canvas so far
-        p = torch.softmax(filtered.double() / max(opts.temperature, 1e-9), -1)
-        conf[:, seq.size(1) - 1] = p.gather(-1, seq[:, -1:]).squeeze(-1)
-        on_step(ordered_step(seq[:, :-1], seq, P, L, seq.size(1) - P, mask_id, p[:, None], conf.clone()))
+    def token_done(seq, filtered):  # a Step of the canvas so far
+        # filtered: log-probs at the temperature already (model.generate drew from them)
+        p = drawn_law(filtered, opts.temperature == 0).exp()
+        on_step(ordered_step(seq[:, :-1], seq, P, L, seq.size(1) - P, mask_id, p[:, None], conf))
 
     out = model.generate(x[:, :P], L - P, opts, generator, mask_id, token_done if on_step else None)
     return out, dict(nfe=L - P, nfe_per_sample=[L - P] * B)

@@ -223,6 +223,8 @@ class Transformer(nn.Module):
         Returns (B, P + gen_len)."""
         temperature, top_k, top_p = (1.0, 0, 1.0) if opts is None else (opts.temperature, opts.top_k, opts.top_p)
         (B, P), W = prompt.shape, self.args.block_size
+        if gen_len == 0:  # nothing to draw: no pass
+            return prompt
         seq, lo = prompt, max(0, P - W)
         step = self.compiled_decode or decode  # the CUDA graph when compiled
         cache = new_kv_cache(self, B, prompt.device)

@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from diffusion import (REVEAL_KEYS, Drawn, SamplerOptions, Step, draw_device, filter_logits, no_mask_logit, on_device,
-                       put_at, sample_tokens, stratified_times, time_grid)
+from diffusion import (REVEAL_KEYS, Drawn, SamplerOptions, Step, draw_device, drawn_law, filter_logits, no_mask_logit,
+                       on_device, put_at, sample_tokens, stratified_times, time_grid)
 from utils.errors import UserError
 
 
@@ -146,9 +146,10 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
         draw = sample_tokens(log_p, temperature, generator)  # (N,)
         prev = x
         x = put_at(x, at, real[draw])  # a new tensor: a hook may keep the old one
-        conf = put_at(conf, at, log_p.gather(-1, draw[:, None]).squeeze(-1).exp())
+        law = drawn_law(log_p, temperature == 0)  # what the tokens were drawn from
+        conf = put_at(conf, at, law.gather(-1, draw[:, None]).squeeze(-1).exp())
         if on_step is not None:
-            full = log_p.new_full((len(at), model.args.vocab_size), -math.inf).index_copy(1, real, log_p)
+            full = log_p.new_full((len(at), model.args.vocab_size), -math.inf).index_copy(1, real, law)
             on_step(Step(step=i + 1, nfe=torch.full((B,), i + 1), time=tt, x=x, prev=prev, gen_mask=gen_mask,
                          revealed=(x != prev) & gen_mask, remasked=none, conf=conf, finished=[i + 1 == steps] * B,
                          law=(at, full)))

@@ -1,8 +1,11 @@
-"""What scripts/eval.py, frontier.py and dev/order_nll.py share: open a checkpoint, draw samples,
-score them (and held-out text alike), write the JSON.
+"""What scripts/eval.py, frontier.py, race.py and dev/order_nll.py share: open a checkpoint, draw
+samples, time and count them (one timing for every speed figure), score them (and held-out text
+alike), write the JSON.
 
     python scripts/frontier.py artifacts/models/baby/model.pt --n-samples 32 --repeats 1"""
 import json
+import os
+import statistics
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -15,6 +18,7 @@ from configurator import config_from_dict
 from evals.metrics import distinct_n, gen_ppl, ngram_js, sample_entropy
 from checkpoint_manager import load_model
 from utils.dataloader import fixed_windows
+from utils.dist import run_queue, timed
 from utils.errors import UserError
 from utils.fileio import atomic_open
 from utils.tokenizer import fingerprint, tokenizer_from_state
@@ -73,16 +77,23 @@ def draw(model, cfg, start, gen_len, n, mask_id, generator, on_step=None):
 
 
 @contextmanager
-def columns_counted(model, P):
-    """{'columns': n}: the columns the network reads from position P - 1 on (the last given token's
-    column predicts the first new one, as an AR's does), over every pass in the block (eager: a
-    compiled step runs no hook). Committed tokens over it is p_cache (WeDLM): 1 for an AR."""
-    seen, compiled = dict(columns=0), (model.compiled_decode, model.compiled_pass)
+def columns_counted(model, start):
+    """{'columns': n, 'calls': c}: the network calls in the block and the columns they read past the
+    prompt `start` (ids) but its last token (whose column predicts the first new one, as an AR's
+    does). A column before P - 1 is the prompt's only where a call holds the prompt there: after a
+    window moves, the text at those positions is generated, and its columns count. Committed
+    tokens over columns is p_cache (WeDLM): 1 for an AR. Eager: a compiled step runs no hook."""
+    seen, compiled = dict(columns=0, calls=0), (model.compiled_decode, model.compiled_pass)
+    P = len(start)
 
     def count(module, args, kwargs):
         idx, pos = args[0], kwargs.get("rope_pos")
-        pos = torch.arange(idx.size(1)) if pos is None else pos
-        seen["columns"] += idx.size(0) * int((pos >= P - 1).sum())
+        pos = torch.arange(idx.size(1), device=idx.device) if pos is None else pos
+        early = pos < P - 1  # (n,) the columns at the prompt's positions, but its last
+        prompt = torch.tensor(start, device=idx.device)[pos[early]]
+        holds = bool(early.any()) and bool((idx[:, early] == prompt).all())
+        seen["columns"] += idx.size(0) * (int((~early).sum()) if holds else idx.size(1))
+        seen["calls"] += 1
     hook = model.register_forward_pre_hook(count, with_kwargs=True)
     model.compiled_decode, model.compiled_pass = None, None  # eager: the columns each pass reads
     try:
@@ -90,6 +101,59 @@ def columns_counted(model, P):
     finally:
         hook.remove()
         model.compiled_decode, model.compiled_pass = compiled
+
+
+def time_draws(jobs, start, gen_len, b, rounds, seed, device, per_round=1):
+    """Time samplers as frontier.py and race.py report them. Each job (model, sampling config, its
+    [MASK] id) makes an untimed warm-up draw of b samples and one whose calls and columns are
+    counted, both at `seed`; then, in each of `rounds` rounds, every job in turn makes `per_round`
+    timed draws (seeds seed + per_round * k + j, k = 1..rounds), with no callback inside: a load
+    that drifts slows every job alike. Returns ([per job: dict(seconds=[a draw's seconds, a round
+    each], passes=[a timed draw's passes a sample], seeds, columns, calls)], [threads ready to run
+    at each timed draw's start: run_queue, None where the OS keeps none])."""
+    out = [dict(seconds=[], passes=[], seeds=[]) for _ in jobs]
+    ready = []
+
+    def call(model, cfg, mask_id, s, row=None):  # row: collects the draw's passes a sample
+        nfe = draw(model, replace(cfg, num_samples=b), start, gen_len, b, mask_id, torch.Generator().manual_seed(s))[1]
+        if row is not None:
+            row["passes"].append(statistics.mean(nfe))
+            row["seeds"].append(s)
+    for (model, cfg, mask_id), row in zip(jobs, out):
+        call(model, cfg, mask_id, seed)
+        with columns_counted(model, start) as seen:
+            call(model, cfg, mask_id, seed)
+        row.update(columns=seen["columns"], calls=seen["calls"])
+    for k in range(1, rounds + 1):
+        for (model, cfg, mask_id), row in zip(jobs, out):
+            ready.append(run_queue())
+            seeds = [seed + per_round * k + j for j in range(per_round)]
+            seconds = timed(lambda: [call(model, cfg, mask_id, s, row) for s in seeds], device)[0]
+            row["seconds"].append(seconds / per_round)
+    return out, ready
+
+
+def speed_figures(row, b, gen_len):
+    """The figures of one time_draws job: tokens/s = b * gen_len / its median seconds, with the
+    spread (its slowest and fastest draw's); tokens a pass = gen_len / its median passes, with the
+    spread; p_cache = the counted draw's tokens / columns."""
+    seconds, passes = statistics.median(row["seconds"]), statistics.median(row["passes"])
+    return dict(seconds=seconds, tokens_per_s=b * gen_len / seconds,
+                spread=[b * gen_len / max(row["seconds"]), b * gen_len / min(row["seconds"])], passes=passes,
+                tokens_per_pass=gen_len / passes,
+                pass_spread=[gen_len / max(row["passes"]), gen_len / min(row["passes"])],
+                p_cache=b * gen_len / row["columns"])
+
+
+def busy_note(ready, device):
+    """A line saying timed figures were read on a busy CPU (more threads ready to run than cores,
+    the median over the rounds), else ""; as dev/bench_train.py words it."""
+    known = [n for n in ready if n is not None]
+    cores = os.cpu_count() or 1
+    if device.type != "cpu" or not known or statistics.median(known) <= cores:
+        return ""
+    return (f"note: the machine was busy: {statistics.median(known):g} threads ready to run on {cores} cores (median "
+            f"while timing, up to {max(known)}); these figures are not its speed, nor their ratios: time it alone")
 
 
 def score(samples, P, tok, judge=None, batch_size=32, reference=None):

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from contextlib import suppress
 
 from PIL import GifImagePlugin, Image, ImageChops, ImageDraw, ImageFont
@@ -22,6 +23,9 @@ STYLE = {  # state -> (ink, cell background or None)
     "new": ((15, 15, 15), (255, 186, 30)), "kept": ((25, 30, 55), None), "remasked": ((210, 25, 25), (255, 214, 214)),
     "label": (HEAD_INK, None)}  # label: text that is no token (scripts/race.py's lane captions)
 LOW_CONF_INK = (120, 160, 220)  # 'kept' ink fades towards this as confidence -> 0
+# the legend: (state, confidence) -> label; kept text is dark if drawn at p ~ 1, blue at p ~ 0
+LEGEND = {("prompt", None): "prompt", ("mask", None): "mask", ("new", None): "new", ("kept", 1.0): "kept p~1",
+          ("kept", 0.0): "kept p~0", ("remasked", None): "remasked"}
 # Placeholders and stand-ins for control characters; all in DejaVu Sans Mono (matplotlib ships it).
 GLYPH = dict(mask="_", remask="×", empty="∅")
 VISIBLE = {i: "¤" for i in [*range(32), *range(127, 160)]} | {ord("\n"): "↵", ord("\t"): "→"}
@@ -48,6 +52,14 @@ def _load_fonts(size):
             return f, (ImageFont.truetype(bold, size) if os.path.isfile(bold) else f)
     f = ImageFont.load_default(size=size)  # scalable since Pillow 10.1
     return f, f
+
+
+def info_line(step, t, nfe, caption):
+    """The header's second line: the step, its time and NFE, then the caption; a frame of no one
+    step (nfe None: the race) shows its caption alone."""
+    if nfe is None:
+        return caption
+    return f"step {step}  t={t:.3f}  NFE {nfe}" + (f"  |  {caption}" if caption else "")
 
 
 def _mix(a, b, w):
@@ -91,13 +103,21 @@ class TraceWriter:
             self.m = self.ch // 2  # margin
 
     def _fix_size(self, frames):
-        """Fix the frame size (rawvideo needs one) to the tallest of frames [(tokens, states)]."""
+        """Fix the frame size (rawvideo needs one) to the tallest of frames [(tokens, states,
+        info)]: its grid rows, and the header lines its info line wraps to."""
         self._fonts()
-        self.rows = max([1] + [cells[-1][0] + 1 for cells in (self._layout(t, s) for t, s in frames) if cells])
-        self.top = self.m + 2 * self.ch + self.m
-        w = 2 * self.m + math.ceil(max(self.cols, 48) * self.adv)  # >= 48 cells: room for the legend
+        self.rows = max([1] + [cells[-1][0] + 1 for cells in (self._layout(t, s) for t, s, _ in frames) if cells])
+        # the cells a line holds: the grid's, or more for the legend
+        self.fit = max(self.cols, sum(len(label) + 4 for label in LEGEND.values()))
+        self.info_rows = max(len(self._wrap(info)) for _, _, info in frames)
+        self.top = self.m + (1 + self.info_rows) * self.ch + self.m
+        w = 2 * self.m + math.ceil(self.fit * self.adv)
         h = self.top + self.rows * self.ch + self.m + self.ch + self.m
         self.size = (w + w % 2, h + h % 2)  # yuv420p needs even dimensions
+
+    def _wrap(self, info):
+        """The header's info line as the lines it takes at the frame's width, broken at spaces."""
+        return textwrap.wrap(info.replace("\n", " "), self.fit, break_on_hyphens=False) or [""]
 
     def _cell(self, d, y, col, glyph, st, conf=None):
         ink, bg = STYLE[st]
@@ -114,21 +134,22 @@ class TraceWriter:
     def render(self, tokens, states, step=0, t=0.0, nfe=0, confidence=None, caption=""):
         """One frame as an RGB image (the first fixes the size)."""
         self._fonts()
+        info = info_line(step, t, nfe, caption)
         if self.size is None:
-            self._fix_size([(tokens, states)])
+            self._fix_size([(tokens, states, info)])
         img = Image.new("RGB", self.size, PAGE)
-        d, fit = ImageDraw.Draw(img), int((self.size[0] - 2 * self.m) / self.adv)
-        d.text((self.m, self.m), self.title[:fit], font=self.bold, fill=HEAD_INK)
-        info = f"step {step}  t={t:.3f}  NFE {nfe}" + (f"  |  {caption}" if caption else "")
-        info = caption if nfe is None else info  # a frame of no one step (the race): its caption alone
-        d.text((self.m, self.m + self.ch), info.replace("\n", " ")[:fit], font=self.font, fill=HEAD_INK)
+        d = ImageDraw.Draw(img)
+        d.text((self.m, self.m), self.title[:self.fit], font=self.bold, fill=HEAD_INK)
+        for i, line in enumerate(self._wrap(info)):
+            d.text((self.m, self.m + (1 + i) * self.ch), line, font=self.font, fill=HEAD_INK)
         for r, c, g, st, cf in self._layout(tokens, states, confidence):
             self._cell(d, self.top + r * self.ch, c, g, st, cf)
         y, col = self.size[1] - self.m - self.ch, 0
-        for st, g in zip(STATES, ("a", GLYPH["mask"], "a", "a", GLYPH["remask"])):  # legend
-            self._cell(d, y, col, g, st)
-            d.text((self.m + int((col + 1.5) * self.adv), y + 2), st, font=self.font, fill=HEAD_INK)
-            col += len(st) + 4
+        for (st, cf), label in LEGEND.items():  # a swatch each: kept text at both ends of its confidence shade
+            glyph = {"mask": GLYPH["mask"], "remasked": GLYPH["remask"]}.get(st, "a")
+            self._cell(d, y, col, glyph, st, cf)
+            d.text((self.m + int((col + 1.5) * self.adv), y + 2), label, font=self.font, fill=HEAD_INK)
+            col += len(label) + 4
         return img
 
     def add_frame(self, tokens, states, step, t, nfe, confidence=None, caption=""):
@@ -193,7 +214,7 @@ class TraceWriter:
             return self.result
         try:
             if self.frames:
-                self._fix_size([f[:2] for f in self.frames])
+                self._fix_size([(*f[:2], info_line(*f[2:5], f[6])) for f in self.frames])
                 self._start()
             for i, frame in enumerate(self.frames):
                 img, slots = self.render(*frame), self.hold_frames if i == len(self.frames) - 1 else 1

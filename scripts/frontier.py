@@ -86,10 +86,10 @@ import torch  # noqa: E402
 import configurator  # noqa: E402
 from configurator import acts, validate  # noqa: E402
 from model import DECODERS, compile_decode  # noqa: E402
-from evals.samples import (columns_counted, draw, held_out_windows, load_judge, open_checkpoint, score,  # noqa: E402
-                           start_ids, write_json)
+from evals.samples import (busy_note, draw, held_out_windows, load_judge, open_checkpoint, score,  # noqa: E402
+                           speed_figures, start_ids, time_draws, write_json)
 from utils.dataloader import prepare_data  # noqa: E402
-from utils.dist import CpuThreads, pick_device, timed  # noqa: E402
+from utils.dist import CpuThreads, pick_device  # noqa: E402
 
 
 def canonical(settings, obj, cfg):
@@ -149,36 +149,26 @@ def grid_of(r, args, judge, start, gen_len, ref, generator, threads):
 
 
 def time_points(runs, args, start, gen_len, device):
-    """Time every point at each --time-batches size B: seconds_bB (a draw of B), tokens_per_s_bB,
-    passes_bB, tokens_per_pass_bB and p_cache_bB (columns_counted, on an untimed draw). The median
-    of --repeats rounds in which every point draws in turn, so a drifting load slows all alike."""
-    jobs = [(r, pt, scfg) for r in runs for pt, (_, scfg) in zip(r["rows"], r["points"])]
-    n = args.time_draws
+    """Time every point at each --time-batches size B (evals.samples.time_draws: the timing race.py
+    reads too): seconds_bB (a draw of B), tokens_per_s_bB and its spread_bB, passes_bB,
+    tokens_per_pass_bB and its pass_spread_bB, p_cache_bB (on an untimed, counted draw): medians of
+    --repeats rounds in which every point draws in turn. Returns the threads ready to run then."""
+    jobs = [(r["model"], scfg, r["tok"].mask_id) for r in runs for _, scfg in r["points"]]
+    rows = [pt for r in runs for pt in r["rows"]]
+    paths = [r["path"] for r in runs for _ in r["points"]]
+    ready = []
     for b in args.time_batches:
-        def call(r, scfg, seed, passes):  # passes: collects each draw's forward passes
-            passes.append(statistics.mean(draw(r["model"], replace(scfg, num_samples=b), start, gen_len, b,
-                                               r["tok"].mask_id, torch.Generator().manual_seed(seed))[1]))
-        for r, pt, scfg in jobs:  # an untimed warm-up draw each, then one whose columns are counted
-            call(r, scfg, args.seed, [])
-            with columns_counted(r["model"], len(start)) as seen:
-                call(r, scfg, args.seed, [])
-            pt[f"p_cache_b{b}"] = b * gen_len / seen["columns"]
-            pt[f"passes_b{b}"] = []
-        rounds = []  # rounds[k - 1][i]: job i's mean seconds a draw of B in round k
-        for k in range(1, args.repeats + 1):
-            rounds.append([timed(lambda: [call(r, scfg, args.seed + n * k + j, pt[f"passes_b{b}"]) for j in range(n)],
-                                 device)[0] / n for r, pt, scfg in jobs])
-        for (r, pt, _), secs in zip(jobs, zip(*rounds)):
-            pt[f"seconds_b{b}"] = statistics.median(secs)
-            pt[f"passes_b{b}"] = statistics.mean(pt[f"passes_b{b}"])
-            pt[f"tokens_per_s_b{b}"] = b * gen_len / pt[f"seconds_b{b}"]
-            pt[f"spread_b{b}"] = [b * gen_len / max(secs), b * gen_len / min(secs)]  # the rounds' tokens/s: low, high
-            pt[f"tokens_per_pass_b{b}"] = gen_len / pt[f"passes_b{b}"]
-            print(f"  {r['path']} [{pt['curve']}] T={pt['temperature']:g}, batch {b}: {pt[f'tokens_per_s_b{b}']:,.0f} "
-                  f"tokens/s ({pt[f'spread_b{b}'][0]:,.0f}-{pt[f'spread_b{b}'][1]:,.0f}; {pt[f'seconds_b{b}']:.3f} s a "
-                  f"draw, median of {args.repeats} rounds of {n}; "
-                  f"{pt[f'tokens_per_pass_b{b}']:.2f} tokens a pass, p_cache {pt[f'p_cache_b{b}']:.3f}, "
-                  f"{pt[f'seconds_b{b}'] / pt[f'passes_b{b}'] * 1e3:.2f} ms a pass)")
+        timings, seen = time_draws(jobs, start, gen_len, b, args.repeats, args.seed, device, args.time_draws)
+        ready += seen
+        for path, pt, timing in zip(paths, rows, timings):
+            f = speed_figures(timing, b, gen_len)
+            for key in ("seconds", "tokens_per_s", "spread", "passes", "tokens_per_pass", "pass_spread", "p_cache"):
+                pt[f"{key}_b{b}"] = f[key]
+            print(f"  {path} [{pt['curve']}] T={pt['temperature']:g}, batch {b}: {f['tokens_per_s']:,.0f} tokens/s "
+                  f"({f['spread'][0]:,.0f}-{f['spread'][1]:,.0f}; {f['seconds']:.3f} s a draw, median of "
+                  f"{args.repeats} rounds of {args.time_draws}; {f['tokens_per_pass']:.2f} tokens a pass, p_cache "
+                  f"{f['p_cache']:.3f}, {f['seconds'] / f['passes'] * 1e3:.2f} ms a pass)")
+    return ready
 
 
 def read_curves(points, target, keys):
@@ -262,7 +252,9 @@ def main(argv):
     speed = [f"tokens_per_s_b{b}" for b in args.time_batches] if args.repeats else []
     torch.set_num_threads(args.threads)  # held while timing, so the points compare
     if speed:
-        time_points(runs, args, start, gen_len, device)
+        note = busy_note(time_points(runs, args, start, gen_len, device), device)
+        if note:
+            print(note)
     rows = [dict(at_held_out=read_curves(r["rows"], held["sample_entropy"], ("gen_ppl", "js_mean", *speed)),
                  path=r["path"], name=os.path.basename(os.path.dirname(os.path.abspath(r["path"]))),
                  objective=r["cfg"].objective, exact=r["obj"].EXACT, seconds=r["seconds"],

@@ -3,9 +3,12 @@
     python scripts/race.py     # baby_ar (KV cache) against baby_bd3 (self-speculative) and baby
     python scripts/race.py A/model.pt B/model.pt --prompt "ROMEO:" --gen-len 48 --out race.mp4
 
-Each lane samples with its checkpoint's own sampler at batch 1, one seed, warmed first, timed as
-frontier.py times (evals.samples.draw). A frame is a tick of that clock (--tick-ms): each lane shows
-what it had committed by then, with its tokens/s, passes, tokens a pass and p_cache.
+Each lane samples with its checkpoint's own sampler at batch 1, timed as frontier.py times
+(evals.samples.time_draws: a warm-up, then --seeds rounds in which every lane draws in turn, no
+callback inside a timed draw). A lane's figures are medians over the seeds, with the lowest and
+highest. Its frames replay its median-time draw, stamped step by step on a separate, untimed
+draw of that seed, the stamps scaled to the timed draw's seconds. A frame is a tick of that
+clock (--tick-ms): each lane shows what it had committed by then.
 """
 import os
 import platform
@@ -15,6 +18,7 @@ from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from config import LIMITS  # noqa: E402
 from utils.cli import ArgParser, at_least, output, seed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
@@ -22,30 +26,43 @@ LANES = ["artifacts/models/baby_ar/model.pt", "artifacts/models/baby_bd3/model.p
 
 
 def parse_args(argv):
-    p = ArgParser(prog="scripts/race.py", description="Samplers racing on one wall clock, drawn side by side.")
+    p = ArgParser(prog="scripts/race.py", description="Samplers racing on one wall clock, drawn side by side.",
+                  replace="--overwrite")
     p.add_argument("checkpoints", nargs="*", default=LANES, help="two or more model.pt files, one lane each")
     p.add_argument("--prompt", default="ROMEO:", help="the text every lane continues")
     p.add_argument("--gen-len", type=at_least(1), default=48, help="tokens each lane generates")
-    p.add_argument("--seed", type=seed, default=0, help="the one seed every lane draws with")
-    p.add_argument("--repeats", type=at_least(1), default=5, help="timed draws a lane, the same tokens each: the "
-                   "median one is drawn (frontier.py's rule: the median of its rounds)")
+    p.add_argument("--seed", type=seed, default=0, help="the warm-up's seed; the timed draws take the next --seeds")
+    p.add_argument("--seeds", type=at_least(1), default=21, help="timed draws a lane, one seed each: its figures "
+                   "are their medians (frontier.py's --repeats), its frames its median-time draw")
     p.add_argument("--tick-ms", type=at_least(1), default=20, help="wall-clock milliseconds a frame")
-    p.add_argument("--frame-ms", type=at_least(10), default=100, help="milliseconds a frame shows in the MP4 and "
-                   "GIF (--tick-ms: real time; 100 by default: 5x slower, so a 0.3 s race can be watched)")
+    p.add_argument("--frame-ms", type=at_least(10, most=LIMITS["gif_frame_ms"][0]), default=100,
+                   help="milliseconds a frame shows in the MP4 and GIF (--tick-ms: real time; 100 by default: 5x "
+                   "slower, so a 0.3 s race can be watched)")
     p.add_argument("--threads", type=at_least(1, most=os.cpu_count() or 1), default=1,
                    help="CPU threads every lane samples with (scripts/frontier.py's default: 1)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
-    p.add_argument("--out", type=output, default="artifacts/media/race.mp4", help="the MP4; the GIF goes beside it")
+    p.add_argument("--out", type=output, default="", help="the MP4, the GIF beside it (--overwrite replaces "
+                   "them); none: a new artifacts/media/race_k.mp4, never an earlier race's")
     a = p.parse_args(argv)
     if len(a.checkpoints) < 2:
         raise UserError("a race needs two or more checkpoints: give them, or none for the three baby lanes")
+    real = [os.path.realpath(path) for path in a.checkpoints]
+    twice = next((path for path, r in zip(a.checkpoints, real) if real.count(r) > 1), None)
+    if twice is not None:
+        raise UserError(f"{twice} is given twice: a race compares different checkpoints; give each once")
+    if a.out and not a.out.endswith(".mp4"):
+        raise UserError(f"--out {a.out}: give the MP4's path, NAME.mp4 (the GIF goes beside it)")
+    if a.overwrite and not a.out:
+        raise UserError("--overwrite lets the --out you give replace earlier files (without one, the race's name is "
+                        "new each time): give --out NAME.mp4, or drop --overwrite")
     return a
 
 
 def open_lanes(args, device):
     """Each lane's model, sampling config and tokenizer (one for all), checked on the prompt."""
+    import configurator
     from sampling.canvas import build_canvas
-    from evals.samples import open_checkpoint
+    from evals.samples import open_checkpoint, start_ids
     from utils.tokenizer import fingerprint
     lanes = []
     for path in args.checkpoints:
@@ -55,33 +72,51 @@ def open_lanes(args, device):
         lanes.append(dict(path=path, name=name, model=model, cfg=cfg, tok=tok))
         if fingerprint(tok) != fingerprint(lanes[0]["tok"]):
             raise UserError(f"{path} has another tokenizer than {lanes[0]['path']}: a race compares one text")
+    P = len(start_ids(lanes[0]["tok"], args.prompt))
     for lane in lanes:
+        obj, cfg, W = configurator.OBJECTIVES[lane["cfg"].objective], lane["cfg"], lane["model"].args.block_size
+        windowed = obj.ANY_LENGTH or (obj.SEMI_AR and cfg.semi_ar_length)
+        if P + args.gen_len > W and not windowed:  # the race sets only --prompt and --gen-len of a lane
+            fix = f"use --gen-len {W - P} or less" if P < W else "give a shorter --prompt"
+            raise UserError(f"{lane['path']} cannot race on this prompt: the prompt ({P} tokens) + --gen-len "
+                            f"{args.gen_len} exceeds its context of {W} tokens: {fix}")
         try:
-            build_canvas(lane["cfg"], lane["tok"], lane["model"].args.block_size)
+            build_canvas(cfg, lane["tok"], W)
         except UserError as e:
-            raise UserError(f"{lane['path']} cannot race on this prompt: {e}") from None
+            raise UserError(f"{lane['path']} cannot race with its saved sampler settings: {e}") from None
     return lanes
 
 
-def run_lane(lane, start, args):
-    """Warm the lane, then time --repeats draws of the one seed, steps stamped by the clock; the
-    median draw is the lane's: seconds, passes, columns, stamps [(seconds, Step of sample 0)]."""
+def run_lanes(lanes, start, args, device):
+    """Time every lane (evals.samples.time_draws), then stamp its median-time draw on an untimed
+    draw of that seed. Each lane gains figures (speed_figures), seed, seconds, stamps [(seconds,
+    Step of sample 0)] and its caption. Returns the threads ready to run at each timed draw."""
+    from evals.samples import speed_figures, time_draws
+    jobs = [(lane["model"], lane["cfg"], lane["tok"].mask_id) for lane in lanes]
+    timings, ready = time_draws(jobs, start, args.gen_len, 1, args.seeds, args.seed, device)
+    for lane, timing in zip(lanes, timings):
+        f = speed_figures(timing, 1, args.gen_len)
+        # the median-time draw (the lower of two middle ones): its frames end at the median seconds
+        k = sorted(range(args.seeds), key=lambda i: timing["seconds"][i])[(args.seeds - 1) // 2]
+        lane.update(figures=f, seed=timing["seeds"][k], seconds=timing["seconds"][k])
+        lane["stamps"] = stamp(lane, start, args.gen_len, lane["seed"], lane["seconds"])
+        lane["caption"] = (f"{lane['name']}: {f['tokens_per_s']:,.0f} tokens/s ({f['spread'][0]:,.0f}-"
+                           f"{f['spread'][1]:,.0f}), {f['tokens_per_pass']:.2f} tokens a pass "
+                           f"({f['pass_spread'][0]:.2f}-{f['pass_spread'][1]:.2f}), p_cache {f['p_cache']:.2f}")
+        print(f"{lane['path']}: {lane['caption']}; median draw {lane['seconds']:.3f} s (seed {lane['seed']})")
+    return ready
+
+
+def stamp(lane, start, gen_len, seed, seconds):
+    """[(seconds, Step of sample 0)] of an untimed draw of `seed` with a callback each step, its
+    times scaled so that it ends at `seconds`, the timed draw's: the callbacks cost it nothing."""
     import torch
-    from evals.samples import columns_counted, draw
-    gen = lambda: torch.Generator().manual_seed(args.seed)  # noqa: E731
-    with columns_counted(lane["model"], len(start)) as seen:
-        draw(lane["model"], lane["cfg"], start, args.gen_len, 1, lane["tok"].mask_id, gen())
-    runs = []
-    for _ in range(args.repeats):
-        stamps, t0 = [], time.perf_counter()
-        _, nfe = draw(lane["model"], lane["cfg"], start, args.gen_len, 1, lane["tok"].mask_id, gen(),
-                      on_step=lambda st: stamps.append((time.perf_counter() - t0, st)))
-        runs.append((time.perf_counter() - t0, stamps))
-    seconds, stamps = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
-    lane.update(seconds=seconds, passes=nfe[0], columns=seen["columns"], stamps=stamps)
-    lane["caption"] = (f"{lane['name']}: {args.gen_len / lane['seconds']:,.0f} tokens/s, {nfe[0]} passes, "
-                       f"{args.gen_len / nfe[0]:.2f} tokens a pass, p_cache {args.gen_len / seen['columns']:.2f}")
-    print(f"{lane['path']}: {lane['caption']} ({lane['seconds']:.3f} s)")
+    from evals.samples import draw
+    stamps, t0 = [], time.perf_counter()
+    draw(lane["model"], lane["cfg"], start, gen_len, 1, lane["tok"].mask_id, torch.Generator().manual_seed(seed),
+         on_step=lambda st: stamps.append((time.perf_counter() - t0, st)))
+    total = time.perf_counter() - t0
+    return [(t * seconds / total, st) for t, st in stamps]
 
 
 def lane_cells(lane, now, tick):
@@ -94,7 +129,8 @@ def lane_cells(lane, now, tick):
     fresh = bool(done) and t > now - tick
     cells = token_states(lane["tok"], x.tolist(), st.gen_mask[0].tolist(),
                          (st.revealed[0] & fresh).tolist(), (st.remasked[0] & fresh).tolist())
-    label = lane["caption"] + (f"; done at {lane['seconds']:.2f} s" if now >= lane["seconds"] else "") + "\n"
+    done_at = f"  (done at {lane['seconds']:.2f} s)" if now >= lane["seconds"] else ""
+    label = lane["caption"].replace(", ", done_at + "\n", 1) + "\n"  # the name and tokens/s, then the counts
     return [*label, *(c for c, _ in cells), "\n\n"], ["label"] * len(label) + [s for _, s in cells] + ["label"]
 
 
@@ -107,33 +143,47 @@ def machine():
         return platform.processor() or platform.machine()
 
 
+def write_frames(lanes, args, where, path):
+    """The race's frames, a tick of the clock each, into the MP4 at path and the GIF beside it."""
+    from sampling.video import TraceWriter
+    from utils.fileio import trace_paths
+    mp4, gif = trace_paths(path)
+    tick, ticks = args.tick_ms / 1000, int(max(lane["seconds"] for lane in lanes) * 1000 // args.tick_ms) + 1
+    slow = f", shown {args.frame_ms / args.tick_ms:g}x slower" if args.frame_ms != args.tick_ms else ""
+    seeds = f"medians (lowest-highest) of {args.seeds} seeds, each lane's median-time draw shown"
+    with TraceWriter(mp4, gif, frame_ms=args.frame_ms, cols=84, title="micro-dllm race: one prompt, one clock",
+                     reserved=not args.out) as w:
+        for k in range(ticks + 1):
+            texts, states = zip(*[lane_cells(lane, k * tick, tick) for lane in lanes])
+            w.add_frame(sum(texts, []), sum(states, []), k, 0.0, None,
+                        caption=f"{k * tick:.2f} s of wall clock{slow}; {where}; batch 1; {seeds}")
+    written = [p for p in (w.result["mp4"], w.result["gif"]) if p]
+    print(f"race: {ticks + 1} frames of {args.tick_ms} ms -> {', '.join(written)}")
+
+
 def main(argv):
     args = parse_args(argv)
-    from utils.fileio import trace_paths
-    from utils.fileio import check_output
-    for path in trace_paths(args.out):  # the MP4 and the GIF beside it: checked before any work
-        check_output(path, args.force, "--out")
+    from utils.fileio import check_output, fresh_path, trace_paths
+    if args.out:  # the MP4 and the GIF beside it: checked before any work
+        for path in trace_paths(args.out):
+            check_output(path, args.overwrite, "--out", "--overwrite")
     import torch
-    from evals.samples import start_ids
+    from evals.samples import busy_note, start_ids
+    from sampling.trace import MEDIA
     from utils.dist import pick_device
-    from sampling.video import TraceWriter
     device = pick_device(args.device)
     lanes = open_lanes(args, device)
     torch.set_num_threads(args.threads)
     start = start_ids(lanes[0]["tok"], args.prompt)
-    for lane in lanes:
-        run_lane(lane, start, args)
+    note = busy_note(run_lanes(lanes, start, args, device), device)
     where = f"{machine()}, {torch.get_num_threads()} thread(s)" if device.type == "cpu" else str(device)
-    mp4, gif = trace_paths(args.out)
-    tick, ticks = args.tick_ms / 1000, int(max(lane["seconds"] for lane in lanes) * 1000 // args.tick_ms) + 1
-    slow = f", shown {args.frame_ms / args.tick_ms:g}x slower" if args.frame_ms != args.tick_ms else ""
-    with TraceWriter(mp4, gif, frame_ms=args.frame_ms, cols=84, title="micro-dllm race: one prompt, one clock") as w:
-        for k in range(ticks + 1):
-            texts, states = zip(*[lane_cells(lane, k * tick, tick) for lane in lanes])
-            w.add_frame(sum(texts, []), sum(states, []), k, 0.0, None,
-                        caption=f"{k * tick:.2f} s of wall clock{slow}; {where}; batch 1, seed {args.seed}")
-    written = [p for p in (w.result["mp4"], w.result["gif"]) if p]
-    print(f"race: {ticks + 1} frames of {args.tick_ms} ms -> {', '.join(written)}")
+    if note:  # said under the figures and in every frame: they are not this machine's speed
+        print(note)
+        where += ", a busy machine (not its speed)"
+    path = args.out
+    if not path:  # a name no earlier race holds, taken once the lanes are timed
+        path = fresh_path(MEDIA, "race", ".mp4", beside=trace_paths)
+    write_frames(lanes, args, where, path)
 
 
 if __name__ == "__main__":

@@ -303,7 +303,7 @@ NO_FILES = "reads and writes no file: random tokens in, a table out"
 SCALARS = "config.py's keys are all scalars (a wrong type, --max_iters=ten, is in TABLE)"
 EV = [DM, "--n-windows", "2", "--n-t", "1", "--n-samples", "0"]
 PRINTS_ONLY = "writes no file: two figures on stdout"
-RC = [DM, DM]  # a race of one checkpoint against itself: the lanes share a tokenizer
+RC = [DM, "dual/model.pt"]  # a race of two checkpoints trained on one text: the lanes share a tokenizer
 FR = [AR, "--ar-checkpoint", AR, "--n-samples", "2", "--ar-grid", "temperature=1.0"]  # the fixture's AR judges itself
 BT = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=2", "--iters=1", "--repeats=1",
       "--warmup=0", "--device=cpu"]
@@ -487,12 +487,12 @@ CLASS_ROWS = {
     "scripts/race.py": dict(
         missing=[([DM, "missing.pt"], "checkpoint missing.pt not found")],
         directory=[(["empty_dir", DM], "is a directory")],
-        exists=[([DM, DM, "--out", "old.txt"], "old.txt already exists: pass --force")],
-        checkpoint=[([DM, DM, "--out", DM, "--force"], "is a checkpoint")],
+        exists=[([*RC, "--out", "old.txt"], "old.txt already exists: pass --overwrite")],
+        checkpoint=[([*RC, "--out", DM, "--overwrite"], "is a checkpoint")],
         json=[(["exp_cutjson", DM], "unreadable config.json")],
         list="no list flag",
         empty=[([DM], "a race needs two or more checkpoints")],
-        zero=[([*RC, "--gen-len", "0"], ("--gen-len", ">= 1")), ([*RC, "--repeats", "0"], ("--repeats", ">= 1")),
+        zero=[([*RC, "--gen-len", "0"], ("--gen-len", ">= 1")), ([*RC, "--seeds", "0"], ("--seeds", ">= 1")),
               ([*RC, "--tick-ms", "0"], ("--tick-ms", ">= 1"))],
         root=[(["data/prompts.txt", DM], "run from the repository root")]),
     "dev/threads.py": dict(
@@ -587,6 +587,17 @@ TABLE += [
      "does not run as nanoGPT's model.py (ModuleNotFoundError", None),
     ("scripts/frontier.py", [*FR, "--threads", "100000"], "--threads: must be <= ", None),  # torch.set_num_threads
     ("scripts/eval.py", [*EV, "--n-t", str(2 ** 62)], "out of memory", None),  # too large to count the bytes of
+]
+
+# issue 87: the race's edges, each refused before any sampling (a GIF --out and a huge --frame-ms gave tracebacks
+# after the race; a lane too long for its context advised --semi-ar-length, a flag race.py does not have)
+TABLE += [
+    ("scripts/race.py", [DM, "./dm/model.pt"], "dm/model.pt is given twice: a race compares different checkpoints",
+     None),
+    ("scripts/race.py", [*RC, "--out", "x.gif"], "--out x.gif: give the MP4's path", None),
+    ("scripts/race.py", [*RC, "--overwrite"], "give --out NAME.mp4, or drop --overwrite", None),
+    ("scripts/race.py", [*RC, "--gen-len", "100"], ("dm/model.pt cannot race on this prompt", "use --gen-len 26"), None),
+    ("scripts/race.py", [*RC, "--prompt", "To be" * 8], ("exceeds its context of 32", "give a shorter --prompt"), None),
 ]
 
 # issue 80, class 7: each flag acts or is refused. Each row ran before, the flag doing nothing (or, the blank, a list
@@ -828,7 +839,7 @@ BASE = {"scripts/eval.py": [DM], "scripts/frontier.py": [AR, "--ar-checkpoint", 
         "dev/nanogpt_score.py": ["old.txt", "--against", DM], "dev/bd3_variance.py": [DM], "dev/draft_ceiling.py": [DM],
         "dev/spec_rounds.py": [DM], "dev/two_pass.py": [DM, AR], "dev/threads.py": ["cpu"], "dev/epochs.py": [],
         "dev/plot_epochs.py": ["s.json"], "dev/plot_frontier.py": ["eval.json"], "dev/gpu_sample.py": ["--smoke"],
-        "scripts/race.py": [DM, DM]}
+        "scripts/race.py": RC}
 
 
 def range_rows(flag, kind):
@@ -1116,7 +1127,7 @@ WORK = {"train.py": "train.train", "inference.py": "inference.fill", "scripts/ev
         "scripts.eval.evaluate", "scripts/frontier.py": "scripts.frontier.grid_of", "scripts/export.py":
         "scripts.export.export", "dev/plot.py": "dev.plot._save", "scripts/data.py": "scripts.corpus.write_corpus",
         "scripts/train_tokenizer.py": "scripts.train_tokenizer.train_bpe", "dev/bench_train.py":
-        "dev.bench_train.make_step"}
+        "dev.bench_train.make_step", "scripts/race.py": "scripts.race.run_lanes"}
 
 
 class Checked(BaseException):

@@ -9,6 +9,7 @@ import torch
 
 import configurator
 from conftest import train_tiny
+from evals import samples
 from config import Config
 from configurator import get_config
 from evals.metrics import char_ngrams, js_divergence, ngram_js
@@ -192,10 +193,11 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
         de, ppl, js = made[key_of(samples)]
         return dict(gen_ppl=ppl, sample_entropy=H["v"] + de, js_mean=js, distinct_2=0.5)
 
-    monkeypatch.setattr(frontier, "draw", fake_draw)
+    for module in (frontier, samples):  # the scored draws, and the timed ones (evals.samples.time_draws)
+        monkeypatch.setattr(module, "draw", fake_draw)
     monkeypatch.setattr(frontier, "score", fake_score)
-    monkeypatch.setattr(frontier, "timed", fake_timed)
-    monkeypatch.setattr(frontier, "columns_counted", _columns(40))
+    monkeypatch.setattr(samples, "timed", fake_timed)
+    monkeypatch.setattr(samples, "columns_counted", _columns(40))
     out = in_tmp / "h.json"
     code, text, err = run_cli_here(frontier.main, [
         tiny_ckpt, ar_judge, "--ar-checkpoint", ar_judge, "--n-samples", "4", "--gen-len", "24", "--device", "cpu",
@@ -239,10 +241,10 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
 
 
 def _columns(n):
-    """A stand-in for evals.samples.columns_counted: every counted draw read n columns."""
+    """A stand-in for evals.samples.columns_counted: every counted draw read n columns (in one call, say)."""
     @contextlib.contextmanager
-    def counted(model, P):
-        yield dict(columns=n)
+    def counted(model, start):
+        yield dict(columns=n, calls=1)
     return counted
 
 
@@ -250,8 +252,8 @@ def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):
     # --time-draws K: in each timed round every point draws K batches in turn (seeds seed + K * round + j), and its
     # seconds are a draw's: the round's time / K; the warm-up draw (seed itself) is not timed
     calls = []
-    monkeypatch.setattr(frontier, "columns_counted", _columns(20))
-    monkeypatch.setattr(frontier, "draw", lambda model, scfg, start, gen_len, n, mask_id, g: calls.append(
+    monkeypatch.setattr(samples, "columns_counted", _columns(20))
+    monkeypatch.setattr(samples, "draw", lambda model, scfg, start, gen_len, n, mask_id, g: calls.append(
         (scfg.prompt, n, g.initial_seed())) or (None, [g.initial_seed()] * n))  # passes a sample: its seed, say
     rows = [dict(curve="c", temperature=1.0), dict(curve="c", temperature=0.8)]
     points = [(None, Config(prompt="a")), (None, Config(prompt="b"))]  # the points, told apart by a field
@@ -263,7 +265,8 @@ def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):
     for row in rows:
         for b in (1, 4):
             assert row[f"seconds_b{b}"] > 0 and row[f"tokens_per_s_b{b}"] == pytest.approx(b * 5 / row[f"seconds_b{b}"])
-    # passes: the mean over the timed draws only (seeds 13..18: 15.5), not the warm-up's (seed 10: with it, 14.57)
+            assert row[f"p_cache_b{b}"] == pytest.approx(b * 5 / 20)  # B x 5 tokens over the counted draw's 20 columns
+    # passes: the median of the timed draws only (seeds 13..18: 15.5), not the warm-up's (seed 10: with it, 15)
     assert rows[0]["passes_b1"] == pytest.approx(15.5) and rows[1]["passes_b4"] == pytest.approx(15.5)
 
 
@@ -280,7 +283,7 @@ def test_p_cache_counts_the_columns_each_sampler_reads_past_the_prompt(B):
                                         "--diffusion_steps=8", f"--num_samples={B}", "--device=cpu", *flags]))
         torch.manual_seed(0)
         model = Transformer(configurator.model_args(cfg, 12)).eval()
-        with columns_counted(model, P) as seen:
+        with columns_counted(model, [0, 1, 2]) as seen:
             _, passes = draw(model, cfg, [0, 1, 2], G, B, 11, torch.Generator().manual_seed(0))
         assert seen["columns"] == columns, (flags, seen)
         assert passes == [G if "--objective=ar" in flags else S] * B

@@ -1,16 +1,93 @@
-"""scripts/race.py: checkpoints sampling one prompt on one wall clock. Each lane is timed through the
-code frontier.py times (evals.samples.draw), frames are ticks of that clock, and every refusal
-(another tokenizer, a lane that cannot sample the prompt, an output that exists) comes before any
-sampling and writes nothing.
+"""scripts/race.py: checkpoints sampling one prompt on one wall clock. Each lane is timed through the code
+frontier.py times (evals.samples.time_draws; tests/test_speed.py holds the two together), its figures medians
+over seeds, its frames a separate stamped draw; every refusal (another tokenizer, a lane that cannot sample the
+prompt, an output that exists) comes before any sampling and writes nothing; its default output is always new.
 
     python -m pytest -q tests/test_race.py
 """
 import pytest
+import torch
 from PIL import Image
 
 from helpers import MICRO, FIXTURES, assert_one_line_error, for_objective, real_text, run_cli_here, run_here, script
+from test_speed import _lanes
 
 race = script("race")
+
+
+@pytest.fixture
+def toy_race(monkeypatch, tmp_path):
+    """race.main on three tiny random lanes (the AR, bd3's speculative sampler, mdlm), in a fresh directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(race, "open_lanes", lambda args, device: _lanes())
+    return ["a.pt", "b.pt", "c.pt", "--prompt", "abc", "--gen-len", "6", "--seeds", "3", "--tick-ms", "50"]
+
+
+def test_the_default_output_is_a_new_name_each_race_and_a_typed_one_is_replaced_only_when_told(toy_race, tmp_path,
+                                                                                                 capsys):
+    for k in (1, 2):
+        code, out, err = run_cli_here(race.main, toy_race, capsys)
+        assert code == 0, err
+        gif = tmp_path / "artifacts" / "media" / f"race_{k}.gif"
+        assert gif.exists() and str(gif.relative_to(tmp_path)) in out
+    assert not (tmp_path / "artifacts" / "media" / "race_3.gif").exists()
+    first = (tmp_path / "artifacts" / "media" / "race_1.gif").read_bytes()
+    code, _, err = run_cli_here(race.main, [*toy_race, "--out", "artifacts/media/race_1.mp4"], capsys)
+    assert_one_line_error(code, err, "already exists: pass --overwrite")
+    assert (tmp_path / "artifacts" / "media" / "race_1.gif").read_bytes() == first
+    code, _, err = run_cli_here(race.main, [*toy_race, "--out", "artifacts/media/race_1.mp4", "--overwrite"], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("ready, busy", [(2, False), (9, True)])
+def test_the_race_says_when_the_machine_was_too_busy_for_its_figures(ready, busy, toy_race, monkeypatch, capsys):
+    """Absolute tokens/s read on a busy machine, with no word (as dev/bench_train.py words it), and in the frames."""
+    from evals import samples
+    from sampling import video
+    monkeypatch.setattr(samples, "run_queue", lambda: ready)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    captions = []
+    real = video.TraceWriter.add_frame
+    monkeypatch.setattr(video.TraceWriter, "add_frame", lambda self, *a, caption="", **k: captions.append(caption) or
+                        real(self, *a, caption=caption, **k))
+    code, out, err = run_cli_here(race.main, toy_race, capsys)
+    assert code == 0, err
+    note = f"note: the machine was busy: {ready} threads ready to run on 2 cores"
+    assert (note in out) == busy and all(("a busy machine" in c) == busy for c in captions) and captions
+    assert all("medians (lowest-highest) of 3 seeds" in c for c in captions)
+
+
+def test_a_lanes_frames_walk_its_stamps_on_the_timed_clock(toy_race, capsys):
+    """Before the first stamp a lane shows all [MASK]; at its median seconds its text is whole and 'done'; a
+    token a step revealed within the tick is new. Its caption leads each frame of it."""
+    from evals.samples import start_ids
+    lanes = _lanes()
+    args = race.parse_args(toy_race)
+    race.run_lanes(lanes, start_ids(lanes[0]["tok"], "abc"), args, torch.device("cpu"))
+    for lane in lanes:
+        texts, states = race.lane_cells(lane, 0.0, 0.05)
+        label = "".join(t for t, s in zip(texts, states) if s == "label")
+        assert states.count("mask") == 6 and "done at" not in label
+        texts, states = race.lane_cells(lane, lane["seconds"], 0.05)
+        label = "".join(t for t, s in zip(texts, states) if s == "label")
+        assert states.count("mask") == 0 and f"(done at {lane['seconds']:.2f} s)" in label
+        assert label.startswith(lane["caption"].split(", ")[0])
+        t, st = lane["stamps"][len(lane["stamps"]) // 2]
+        _, states = race.lane_cells(lane, t, 1e-9)
+        assert states.count("new") == int(st.revealed[0].sum())
+
+
+def test_a_lane_too_long_for_its_context_is_told_a_gen_len_the_race_has(monkeypatch, capsys):
+    """The refusal came from inference.py's canvas check, which advises --semi-ar-length: race.py has no such flag."""
+    import evals.samples
+    from utils.errors import UserError
+    lanes = _lanes()
+    monkeypatch.setattr(evals.samples, "open_checkpoint", lambda path, device: (
+        lanes[2]["model"], None, lanes[2]["cfg"], lanes[2]["tok"]))
+    args = race.parse_args(["m.pt", "n.pt", "--prompt", "abc", "--gen-len", "40"])
+    with pytest.raises(UserError) as e:
+        race.open_lanes(args, "cpu")
+    assert "use --gen-len 13 or less" in str(e.value) and "semi" not in str(e.value)
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +102,14 @@ def lanes(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_race_stamps_each_lane_by_the_clock_and_draws_one_frame_a_tick(lanes, tmp_path, capsys):
+def test_a_race_of_trained_checkpoints_draws_one_frame_a_tick(lanes, tmp_path, capsys):
     out = tmp_path / "race.mp4"
     code, text, err = run_cli_here(race.main, [lanes / "ar/model.pt", lanes / "mdlm/model.pt", "--prompt", "ROMEO:",
-                                               "--gen-len", 8, "--repeats", 3, "--tick-ms", 1, "--out", out], capsys)
+                                               "--gen-len", 8, "--seeds", 3, "--tick-ms", 1, "--out", out], capsys)
     assert code == 0, err
     ar, mdlm = [line for line in text.splitlines() if "tokens/s" in line]
-    assert "8 passes, 1.00 tokens a pass, p_cache 1.00" in ar  # a token a pass, one column a token
-    assert "4 passes, 2.00 tokens a pass" in mdlm  # MICRO's --steps=4 for its 8 blanks
+    assert "1.00 tokens a pass (1.00-1.00), p_cache 1.00" in ar  # a token a pass, one column a token
+    assert "2.00 tokens a pass (2.00-2.00)" in mdlm  # MICRO's --steps=4 for its 8 blanks
     frames = int(text.split("race: ")[1].split(" frames")[0])
     gif = Image.open(tmp_path / "race.gif")
     assert gif.n_frames == frames >= 2 and "frames of 1 ms" in text
@@ -43,14 +120,29 @@ def test_a_race_stamps_each_lane_by_the_clock_and_draws_one_frame_a_tick(lanes, 
     (["ar/model.pt", "other/model.pt"], "has another tokenizer than"),
     (["ar/model.pt", "mdlm/model.pt", "--gen-len", "100"], "mdlm/model.pt cannot race on this prompt"),
     (["ar/model.pt"], "a race needs two or more checkpoints"),
-    (["ar/model.pt", "mdlm/model.pt", "--out", "old.mp4"], "old.mp4 already exists: pass --force"),
+    (["ar/model.pt", "./ar/model.pt"], "is given twice"),
+    (["ar/model.pt", "mdlm/model.pt", "--out", "old.mp4"], "old.mp4 already exists: pass --overwrite"),
     (["ar/model.pt", "mdlm/model.pt", "--out", "v.mp4"], "v.gif already exists"),  # the GIF beside it counts
+    (["ar/model.pt", "mdlm/model.pt", "--out", "w.gif"], "give the MP4's path"),
 ])
 def test_a_race_that_cannot_run_is_refused_before_any_sampling(argv, words, lanes, monkeypatch, capsys):
     monkeypatch.chdir(lanes)
     (lanes / "old.mp4").write_bytes(b"an earlier race")
     (lanes / "v.gif").write_bytes(b"an earlier race's GIF")
-    monkeypatch.setattr(race, "run_lane", lambda *a: pytest.fail("sampled before the refusal"))
+    monkeypatch.setattr(race, "run_lanes", lambda *a: pytest.fail("sampled before the refusal"))
     code, _, err = run_cli_here(race.main, argv, capsys)
     assert_one_line_error(code, err, words)
-    assert (lanes / "old.mp4").read_bytes() == b"an earlier race"
+    assert (lanes / "old.mp4").read_bytes() == b"an earlier race" and not list(lanes.glob("artifacts/media/race*"))
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["a/model.pt", "./a/model.pt"], "a/model.pt is given twice"), (["a.pt", "b.pt", "--out", "r.gif"], "NAME.mp4"),
+    (["a.pt", "b.pt", "--overwrite"], "give --out NAME.mp4, or drop --overwrite"),
+    (["a.pt", "b.pt", "--frame-ms", "655351"], "must be <= 655,350"), (["a.pt"], "two or more checkpoints")])
+def test_a_race_is_refused_on_its_command_line_before_a_checkpoint_is_read(argv, words, tmp_path, monkeypatch):
+    """What the command line alone says cannot race: refused while parsing (the GIF --out and a huge --frame-ms
+    gave tracebacks after the race)."""
+    from utils.errors import UserError
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=words):
+        race.parse_args(argv)

@@ -204,3 +204,22 @@ def test_the_trace_header_names_each_sampler_setting(argv, title):
     from sampling.trace import trace_title
     got = trace_title(get_config(argv))
     assert got.endswith(title) and len(got) <= 64  # one line of the 64-cell char frame
+
+
+def test_a_long_header_wraps_and_the_legend_shows_both_shades_of_kept_text():
+    """The info line under the title wraps onto as many lines as it needs (the race's caption was cut at the frame's
+    edge), the grid below it; the legend has a swatch for kept text drawn at p ~ 1 and one at p ~ 0 (the two inks
+    a kept token shades between), each where its label says."""
+    caption = " ".join(f"word{i}" for i in range(60))  # ~420 characters: seven lines of 64
+    tw = TraceWriter(None, None, cols=64)
+    img = tw.render(list("ab"), ["kept", "kept"], nfe=None, caption=caption)
+    assert " ".join(tw._wrap(caption)) == caption and tw.info_rows == len(tw._wrap(caption)) >= 6
+    assert tw.top == tw.m + (1 + tw.info_rows) * tw.ch + tw.m  # the grid starts below the last header line
+    last = tw.m + tw.info_rows * tw.ch  # the header's last line: inked
+    assert {c for _, c in img.crop((tw.m, last, tw.size[0] - tw.m, last + tw.ch)).getcolors(1 << 16)} - {trace.PAGE}
+    y, col, inks = tw.size[1] - tw.m - tw.ch, 0, {}
+    for (state, conf), label in trace.LEGEND.items():
+        x = tw.m + int(col * tw.adv)
+        inks[label] = {c for _, c in img.crop((x, y, x + int(tw.adv), y + tw.ch)).getcolors(1 << 16)}
+        col += len(label) + 4
+    assert STYLE["kept"][0] in inks["kept p~1"] and trace.LOW_CONF_INK in inks["kept p~0"]

@@ -170,21 +170,45 @@ def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
 
 
 def test_a_cpu_run_past_the_machines_ram_is_refused_only_when_it_would_train(monkeypatch):
-    """check_memory on a CPU: a need past the RAM (sysconf's pages, shared by its ranks) is refused with the keys; at
-    max_iters=0 (the estimate alone, as gpt200m's line) and within the RAM it passes."""
+    """check_memory on a CPU: a need past the RAM (sysconf's pages, shared by its ranks) is refused with the keys, in
+    GiB to a tenth (whole GiB hid a GB-for-GiB slip, 7 %); a need equal to the RAM passes, as at max_iters=0 (the
+    estimate alone, as gpt200m's line)."""
     import os
     import torch
     from configurator import get_config
     from utils.train_log import check_memory
     from utils.errors import UserError
     monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**20}[name])  # 4 GiB
-    cpu = torch.device("cpu")
-    with pytest.raises(UserError, match="needs ~5 GiB a rank, cpu has 4 GiB a rank: add --activation_checkpointing"):
-        check_memory(get_config(["--max_iters=10"]), cpu, 5 * 2**30)
-    with pytest.raises(UserError, match="needs ~3 GiB a rank, cpu has 2 GiB a rank"):  # two ranks share the RAM
-        check_memory(get_config(["--max_iters=10"]), cpu, 3 * 2**30, ranks=2)
+    cpu, run = torch.device("cpu"), get_config(["--max_iters=10"])
+    with pytest.raises(UserError, match=r"needs ~5\.0 GiB a rank, cpu has 4\.0 GiB a rank: add --activation_check"):
+        check_memory(run, cpu, 5 * 2**30)
+    with pytest.raises(UserError, match=r"needs ~2\.5 GiB a rank, cpu has 2\.0 GiB a rank"):  # two ranks share the RAM
+        check_memory(run, cpu, 2.5 * 2**30, ranks=2)
+    with pytest.raises(UserError, match=r"needs ~4\.0 GiB a rank, cpu has 4\.0 GiB a rank"):  # a byte past it
+        check_memory(run, cpu, 4 * 2**30 + 1)
+    check_memory(run, cpu, 4 * 2**30)  # all of it: passes
     check_memory(get_config(["--max_iters=0"]), cpu, 5 * 2**30)
-    check_memory(get_config(["--max_iters=10"]), cpu, 3 * 2**30)
+    check_memory(run, cpu, 2 * 2**30, ranks=2)
+
+
+def test_a_gpu_run_past_its_memory_is_refused_before_step_1(monkeypatch):
+    """check_memory on CUDA, torch.cuda's properties stood in: 95 % of the GPU's memory is what a rank has (each rank
+    its own GPU: ranks do not divide it), in GiB to a tenth; a need within it passes."""
+    import torch
+    from types import SimpleNamespace
+    from configurator import get_config
+    from utils.train_log import check_memory
+    from utils.errors import UserError
+    total = 80 * 2**30  # an 80 GiB GPU: 76.0 GiB to use
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=total))
+    gpu, run = torch.device("cuda", 0), get_config(["--max_iters=10"])
+    for ranks in (1, 8):
+        with pytest.raises(UserError, match=r"needs ~76\.1 GiB a rank, cuda:0 has 76\.0 GiB a rank: add --activ"):
+            check_memory(run, gpu, 76.1 * 2**30, ranks)
+        check_memory(run, gpu, 0.95 * total, ranks)  # all it has: passes
+    with pytest.raises(UserError, match="halve --batch_size") as e:
+        check_memory(get_config(["--max_iters=10", "--activation_checkpointing"]), gpu, 100 * 2**30)
+    assert "--activation_checkpointing" not in str(e.value)  # on already: not advised
 
 
 def test_the_lr_warms_up_linearly_then_falls_by_a_cosine_to_the_floor():

@@ -22,20 +22,22 @@ from utils.fileio import check_output
 
 
 class ArgParser(argparse.ArgumentParser):
-    """argparse with one-line errors, no abbreviations and needs= (what is asked is what runs)."""
+    """argparse with one-line errors, no abbreviations and needs= (what is asked is what runs);
+    `replace`: the flag an output adds, which lets it replace a file (race.py's: --overwrite)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, replace="--force", **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
         self.needs = {}
+        self.replace = replace
 
     def add_argument(self, *args, needs=(), **kwargs):
         action = super().add_argument(*args, **kwargs)
         if needs:
             self.needs[action] = needs
-        if kwargs.get("type") is output and "force" not in {a.dest for a in self._actions}:
-            super().add_argument("--force", action="store_true",
+        if kwargs.get("type") is output and self.replace[2:] not in {a.dest for a in self._actions}:
+            super().add_argument(self.replace, action="store_true",
                                  help="replace an existing output file (not a checkpoint)")
         return action
 
@@ -49,7 +51,8 @@ class ArgParser(argparse.ArgumentParser):
                                 f"{act.option_strings[0]}")
         for act in self._actions:
             if act.type is output and getattr(a, act.dest):
-                check_output(getattr(a, act.dest), getattr(a, "force", False), (act.option_strings or [act.dest])[0])
+                check_output(getattr(a, act.dest), getattr(a, self.replace[2:], False),
+                             (act.option_strings or [act.dest])[0], self.replace)
         return a, rest
 
     def parse_args(self, args=None, namespace=None):

@@ -305,5 +305,5 @@ def check_memory(cfg, device, need, ranks=1):
         return
     if need > have:
         fix = "add --activation_checkpointing, or " if not cfg.activation_checkpointing else ""
-        raise UserError(f"this run needs ~{need / 2**30:.0f} GiB a rank, {device} has {have / 2**30:.0f} GiB a rank: "
+        raise UserError(f"this run needs ~{need / 2**30:.1f} GiB a rank, {device} has {have / 2**30:.1f} GiB a rank: "
                         f"{fix}halve --batch_size and double the micro-steps (--total_batch_size keeps the step)")
