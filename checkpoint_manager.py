@@ -22,7 +22,7 @@ from config import INT64_MAX, LIMITS
 from model import ModelArgs, Transformer
 from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, refuse_removed
 from utils.errors import UserError
-from utils.fileio import require_checkpoints
+from utils.fileio import is_shipped, own_or_shipped, require_checkpoints
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
@@ -95,11 +95,23 @@ def weights(ckpt):
 
 
 def read_checkpoint(path, instead="pass --checkpoint PATH"):
-    """A model.pt's or export's dict, in this version's names; instead: how to give another."""
+    """A model.pt's or export's dict, in this version's names; instead: how to give another. A
+    preset's own run not trained yet reads the weights the repo ships, and says so."""
     require_checkpoints([path], instead)
+    path = own_or_shipped(path)
     ckpt = load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
     ckpt["model_args"] = check_model_args(ckpt, path)
+    if is_shipped(path):
+        print(shipped_note(path, ckpt.get("about", {})))
     return ckpt
+
+
+def shipped_note(path, about):
+    """One line: which shipped weights are read, how they were made, how to train your own."""
+    made = f"made by `{about['command']}`, test {about['test']}" if {"command", "test"} <= about.keys() else ""
+    own = os.path.join("artifacts", "models", os.path.basename(os.path.normpath(path)), "model.pt")
+    return (f"reading {path}, the weights this repo ships{f' ({made})' if made else ''}: a run of your own at "
+            f"{own} is read instead once you train it")
 
 
 def load_model(path, device):

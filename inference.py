@@ -36,7 +36,7 @@ from sampling.trace import (LiveView, StepBar, chain, check_trace_path, open_pag
                             trace_hook)
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
-from utils.fileio import read_text
+from utils.fileio import own_or_shipped, read_text
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
 
 LIVE_FPS = 8.0  # --live's steps a second at most, so the canvas can be watched
@@ -66,6 +66,7 @@ def load(argv):
     if "viz_video" in given:  # its path, before the model is read
         check_trace_path(where, where.overwrite)
     device = pick_device(where.device)
+    where = replace(where, checkpoint=own_or_shipped(where.checkpoint))  # a fresh clone: the shipped weights
     model, ckpt = load_model(where.checkpoint, device)
     saved = config_from_dict(ckpt["config"], f"checkpoint {where.checkpoint}")
     cfg, flags = parse(argv, base=saved, check=False)  # pass 2: over the checkpoint's settings

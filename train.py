@@ -129,6 +129,9 @@ def setup(argv):
     cfg, given = configurator.parse(argv)
     configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
     fileio.check_folder(cfg.out_dir, f"--out_dir={cfg.out_dir}")  # a checkpoint, say: never written over
+    if fileio.is_shipped(cfg.out_dir):
+        raise UserError(f"--out_dir={cfg.out_dir} is inside the folder of weights the repo ships, which training "
+                        f"never writes: choose another --out_dir (each preset's own is artifacts/models/PRESET)")
     rank, local_rank, world, device = dist.init_distributed(cfg.device)
     if rank == 0:
         for name in fileio.remove_stale_temps(cfg.out_dir):

@@ -2,6 +2,8 @@
 
     python scripts/export.py artifacts/models/cpu/model.pt artifacts/export/cpu
     python inference.py --checkpoint artifacts/export/cpu --seed 0  # same text as model.pt's
+    python scripts/export.py artifacts/models/cpu/best.pt artifacts/weights/cpu --force \
+        --about preset=cpu --about "command=python train.py cpu" --about "test=<= 1.8683 nats/char"
 
 OUT_DIR gets model.safetensors (the weights the checkpoint samples with, EMA's under --ema; no code
 runs on load), config.json (what they are; the run's sampling settings become the defaults) and
@@ -23,7 +25,11 @@ def parse_args(argv):
     p.add_argument("checkpoint", help="a model.pt written by train.py")
     p.add_argument("out_dir", help="folder to write model.safetensors, config.json and the tokenizer into")
     p.add_argument("--force", action="store_true", help="write into OUT_DIR even if it holds files")
+    p.add_argument("--about", action="append", default=[], metavar="KEY=VALUE",
+                   help="how the weights were made, kept in config.json's 'about' (preset=, command=, trained_at=, "
+                        "test=); repeat it for each")
     args = p.parse_args(argv)
+    args.about = about_of(args.about)
     check_folder(args.out_dir, f"OUT_DIR {args.out_dir} (a folder: it gets three files)")
     if os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not args.force:
         raise UserError(f"{args.out_dir} already holds files: pass --force to write into it, or choose another OUT_DIR")
@@ -31,6 +37,18 @@ def parse_args(argv):
         raise UserError(f"{args.checkpoint} is a folder: export a model.pt written by train.py")
     require_checkpoints([args.checkpoint], "give the path of one that exists")
     return args
+
+
+def about_of(pairs):
+    """--about's KEY=VALUE pairs as a dict, each key once."""
+    about = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip() or key in about:
+            why = f"sets {key} twice" if key in about else "is not KEY=VALUE"
+            raise UserError(f"--about {pair!r} {why}: give each as --about KEY=VALUE, once, e.g. --about preset=cpu")
+        about[key.strip()] = value
+    return about
 
 
 if __name__ == "__main__":  # flags and paths refused before torch is imported (seconds on a busy machine)
@@ -41,8 +59,9 @@ from utils.checkpoint import checksum  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
 
-def export(ckpt, model, out_dir):
-    """Write the three files, config.json last (without it, no export); return their paths."""
+def export(ckpt, model, out_dir, about=None):
+    """Write the three files, config.json last (without it, no export); return their paths. about:
+    how the weights were made (the repo's shipped weights say preset, command, commit and test)."""
     from safetensors.torch import save_file
     tok, cfg = tokenizer_from_state(ckpt["tokenizer"]), ckpt["config"]
     meta = dict(format="micro-dllm export 1", model_args=ckpt["model_args"], tokenizer={"kind": tok.kind},
@@ -50,6 +69,8 @@ def export(ckpt, model, out_dir):
                 schedule=cfg.get("schedule", "cosine"), diffusion_steps=cfg.get("diffusion_steps"), mask_id=tok.mask_id,
                 iter=int(ckpt["iter"]), ema_weights=ckpt.get("ema") is not None, config=cfg,
                 meta={k: v for k, v in ckpt.get("meta", {}).items() if k == "chars_per_token"})
+    if about:
+        meta["about"] = about
     vocab = EXPORT_BPE if tok.kind == "bpe" else EXPORT_CHARS
     paths = [os.path.join(out_dir, n) for n in (EXPORT_WEIGHTS, vocab, EXPORT_CONFIG)]
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -72,7 +93,7 @@ def export(ckpt, model, out_dir):
 def main(argv):
     args = parse_args(argv)
     model, ckpt = load_model(args.checkpoint, "cpu")
-    paths = export(ckpt, model, args.out_dir)
+    paths = export(ckpt, model, args.out_dir, args.about)
     print(f"exported {args.checkpoint} (iter {ckpt['iter']}, {model.num_params():,} parameters"
           f"{', EMA weights' if ckpt.get('ema') is not None else ''}) to {args.out_dir}: "
           + ", ".join(f"{os.path.basename(p)} {os.path.getsize(p) / 1e6:.2f} MB" for p in paths)

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config import LIMITS  # noqa: E402
 from utils.cli import ArgParser, at_least, output, seed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.fileio import own_or_shipped  # noqa: E402
 
 LANES = ["artifacts/models/baby_ar/model.pt", "artifacts/models/baby_bd3/model.pt", "artifacts/models/baby/model.pt"]
 
@@ -46,6 +47,7 @@ def parse_args(argv):
     a = p.parse_args(argv)
     if len(a.checkpoints) < 2:
         raise UserError("a race needs two or more checkpoints: give them, or none for the three baby lanes")
+    a.checkpoints = [own_or_shipped(path) for path in a.checkpoints]  # a fresh clone: the shipped weights
     real = [os.path.realpath(path) for path in a.checkpoints]
     twice = next((path for path, r in zip(a.checkpoints, real) if real.count(r) > 1), None)
     if twice is not None:
@@ -62,13 +64,14 @@ def open_lanes(args, device):
     """Each lane's model, sampling config and tokenizer (one for all), checked on the prompt."""
     import configurator
     from sampling.canvas import build_canvas
+    from sampling.trace import run_name
     from evals.samples import open_checkpoint, start_ids
     from utils.tokenizer import fingerprint
     lanes = []
     for path in args.checkpoints:
         model, _, cfg, tok = open_checkpoint(path, device)
         cfg = replace(cfg, prompt=args.prompt, gen_len=args.gen_len, num_samples=1)
-        name = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        name = run_name(path)  # its run folder's or export's name
         lanes.append(dict(path=path, name=name, model=model, cfg=cfg, tok=tok))
         if fingerprint(tok) != fingerprint(lanes[0]["tok"]):
             raise UserError(f"{path} has another tokenizer than {lanes[0]['path']}: a race compares one text")

@@ -182,6 +182,8 @@ TABLE = [
     ("train.py", [*T, "--out_dir=x", "--val_fraction=1e-320"], "leaves no validation text", None),
     ("train.py", [*T, "--out_dir=x", "--val_fraction=0.99999999999"], "leaves no training text", None),
     ("train.py", [*T, "--out_dir=none", "--resume"], "--resume: no checkpoint in none", None),
+    ("train.py", [*T, f"--out_dir={ROOT / 'artifacts' / 'weights' / 'cpu'}"], "weights the repo ships", None),
+    ("train.py", [*T, f"--out_dir={ROOT / 'artifacts' / 'weights'}", "--overwrite"], "which training never", None),
     ("train.py", [*T, "--out_dir=x", "--prompt=\u2603"], "not in the model's vocabulary", None),
     ("train.py", [*T, "--out_dir=x", "--total_batch_size=300"], "total_batch_size=300 is not a multiple", None),
     # an EMA decay its warm-up rule never reaches in the run would train exactly as any other: refused, not dropped

@@ -102,9 +102,34 @@ def train_command(path):
     return f"python train.py PRESET --out_dir={os.path.dirname(want) or '.'}"
 
 
+# ------------------------------------------------------------------ the weights the repo ships
+# scripts/export.py's folders of cpu, baby, baby_bd3 and baby_ar, tracked in git
+# (artifacts/README.md): a fresh clone samples, races and scrubs before it trains.
+SHIPPED = os.path.join(REPO, "artifacts", "weights")
+
+
+def own_or_shipped(path):
+    """path, unless it is a preset's own run not trained yet (artifacts/models/NAME/model.pt or its
+    folder) and the repo ships NAME's weights: then that shipped folder, relative to here."""
+    if os.path.exists(path):
+        return path
+    asked = os.path.abspath(path)
+    run = os.path.dirname(asked) if os.path.basename(asked) == "model.pt" else asked
+    shipped = os.path.join(SHIPPED, os.path.basename(run))
+    if os.path.dirname(run) != os.path.join(REPO, "artifacts", "models") or not os.path.isdir(shipped):
+        return path
+    return os.path.relpath(shipped)
+
+
+def is_shipped(path):
+    """Whether path lies in the folder of shipped weights (training never writes there)."""
+    return os.path.abspath(path) == SHIPPED or os.path.abspath(path).startswith(SHIPPED + os.sep)
+
+
 def require_checkpoints(paths, instead):
-    """Refuse missing paths in one line: how to train each, or `instead` (the caller's way)."""
-    missing = [str(p) for p in paths if not os.path.exists(p)]
+    """Refuse missing paths in one line: how to train each, or `instead` (the caller's way).
+    A preset's own run not trained yet counts as found where the repo ships its weights."""
+    missing = [str(p) for p in paths if not os.path.exists(own_or_shipped(p))]
     if missing:
         how = "; ".join(dict.fromkeys(map(train_command, missing)))  # one command may write several
         raise not_found(", ".join(missing), "checkpoint", f"train {'them' if missing[1:] else 'it'} first ({how}; "

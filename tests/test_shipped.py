@@ -1,0 +1,107 @@
+"""The weights the repo ships (artifacts/weights: cpu, baby, baby_bd3 and the baby AR): each loads, says how it was
+made, is the network and tokenizer its command trains today, samples its pinned text, and scores the test figure
+its config.json gives (RESULTS' for its preset). A change to the network's shape, its parameter names or the
+tokenizer fails here until the weights are exported again (scripts/export.py, artifacts/README.md says when).
+
+    python -m pytest -q tests/test_shipped.py
+"""
+import json
+import os
+import re
+import shlex
+
+import pytest
+
+import configurator
+import inference
+from checkpoint_manager import load_model, shipped_note
+from helpers import ROOT, run_cli_here, script
+from utils import fileio
+from utils.tokenizer import CharTokenizer, fingerprint, tokenizer_from_state
+
+NAMES = ("cpu", "baby", "baby_bd3", "baby_ar")
+# seed 0, 24 tokens after "JULIET:" at batch 1, each folder's own sampler; the same text under ATEN_CPU_CAPABILITY
+# default and avx2 (an AMD EPYC, torch 2.13.0). Pinned 2026-11-28 on the weights trained at 87939fb.
+PINNED = {
+    "cpu": "JULIET:\nWhy net so willmon, goo",
+    "baby": "JULIET:\nWelleto me that not ere",
+    "baby_bd3": "JULIET:\nHeaving approve me, not",
+    "baby_ar": "JULIET:\nSir, Sir, I see his par",
+}
+
+
+def about(name):
+    with open(ROOT / "artifacts" / "weights" / name / "config.json", encoding="utf-8") as f:
+        return json.load(f)["about"]
+
+
+def test_the_shipped_weights_fit_in_sixteen_megabytes():
+    sizes = [os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ROOT / "artifacts" / "weights") for f in fs]
+    assert len(sizes) == 3 * len(NAMES)  # model.safetensors, config.json, vocab.json each
+    assert sum(sizes) <= 16e6
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_is_the_network_and_tokenizer_its_command_trains_today(name):
+    model, ckpt = load_model(str(ROOT / "artifacts" / "weights" / name), "cpu")  # strict: every name and shape
+    made = about(name)
+    assert made["preset"] in configurator.PRESETS and re.fullmatch(r"[0-9a-f]{7,40}", made["trained_at"])
+    argv = shlex.split(made["command"])
+    assert argv[:3] == ["python", "train.py", made["preset"]]
+    cfg, _ = configurator.parse(argv[2:])
+    tok = tokenizer_from_state(ckpt["tokenizer"])
+    text = (ROOT / cfg.data_path).read_text(encoding="utf-8")
+    assert fingerprint(tok) == fingerprint(CharTokenizer.from_text(text))
+    assert ckpt["model_args"] == vars(configurator.model_args(cfg, tok.vocab_size))
+    assert ckpt["config"]["objective"] == cfg.objective and model.num_params() < 850_000
+
+
+def test_a_presets_own_run_is_read_first_and_the_shipped_weights_only_in_its_place(tmp_path, monkeypatch):
+    (tmp_path / "artifacts" / "weights" / "cpu").mkdir(parents=True)
+    (tmp_path / "artifacts" / "models" / "baby").mkdir(parents=True)
+    (tmp_path / "artifacts" / "models" / "baby" / "model.pt").write_bytes(b"")
+    monkeypatch.setattr(fileio, "REPO", str(tmp_path))
+    monkeypatch.setattr(fileio, "SHIPPED", str(tmp_path / "artifacts" / "weights"))
+    monkeypatch.chdir(tmp_path)
+    shipped = os.path.join("artifacts", "weights", "cpu")
+    assert fileio.own_or_shipped("artifacts/models/cpu/model.pt") == shipped
+    assert fileio.own_or_shipped("./artifacts/models/cpu") == shipped
+    assert fileio.own_or_shipped("artifacts/models/baby/model.pt") == "artifacts/models/baby/model.pt"  # your own
+    for elsewhere in ("artifacts/models/cpu/best.pt", "runs/cpu/model.pt", "artifacts/models/baby_bd3/model.pt"):
+        assert fileio.own_or_shipped(elsewhere) == elsewhere  # not a preset's run, or nothing shipped for it
+    fileio.require_checkpoints(["artifacts/models/cpu/model.pt"], "")  # found: it stands in
+    with pytest.raises(fileio.UserError, match="artifacts/models/baby_bd3/model.pt not found"):
+        fileio.require_checkpoints(["artifacts/models/baby_bd3/model.pt"], "")
+    assert fileio.is_shipped(shipped) and fileio.is_shipped("artifacts/weights")
+    assert not fileio.is_shipped("artifacts/weightsX/cpu") and not fileio.is_shipped("artifacts/models/cpu")
+
+
+def test_the_note_says_which_weights_are_read_how_they_were_made_and_how_to_train_your_own():
+    note = shipped_note("artifacts/weights/baby_ar", about("baby_ar"))
+    assert note.startswith("reading artifacts/weights/baby_ar, the weights this repo ships")
+    assert f"`{about('baby_ar')['command']}`" in note and about("baby_ar")["test"] in note
+    assert "artifacts/models/baby_ar/model.pt is read instead once you train it" in note
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_samples_its_pinned_text(name, capsys):
+    code, out, err = run_cli_here(inference.main, [f"--checkpoint={ROOT / 'artifacts' / 'weights' / name}",
+                                                   "--prompt=JULIET:", "--gen_len=24", "--seed=0", "--device=cpu",
+                                                   "--viz-video=off"], capsys)
+    assert code == 0, err
+    assert out.startswith("reading ") and "the weights this repo ships" in out.splitlines()[0]
+    sample = out.split("\n", 2)[2].split("\n---- ")[0]  # after the note and the checkpoint line
+    assert sample == PINNED[name], repr(sample)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_each_scores_its_test_figure_to_the_printed_digit(name, capsys):
+    """scripts/eval.py's test bound (128 windows x 8 times), the figure config.json and RESULTS give."""
+    code, out, err = run_cli_here(script("eval").main, [str(ROOT / "artifacts" / "weights" / name), "--n-samples=0",
+                                                     "--device=cpu"], capsys)
+    assert code == 0, err
+    figure = float(re.search(r"[0-9]+\.[0-9]{4}", about(name)["test"]).group())
+    row = next(line for line in out.splitlines() if line.startswith("test NLL/bound (nats/token)"))
+    measured = float(row.split("|")[1])
+    assert abs(measured - figure) <= 0.5e-4 + 1e-6, (measured, figure)
