@@ -252,9 +252,7 @@ def build(cfg, env, data):
                f"averages alike")
     # DDP wraps before compile (the compiled backward overlaps the all-reduce)
     if env.world > 1:
-        device_ids = [env.local_rank] if env.device.type == "cuda" else None
-        run.model = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=device_ids,
-                                                              broadcast_buffers=False)  # RoPE: alike on all ranks
+        run.model = dist.wrap_ddp(run.model, env.device, env.local_rank)
     run.loss_of, run.model = dist.compile_step(obj.loss_of, run.model, cfg, env.device, env.world)
     if env.master:
         os.makedirs(cfg.out_dir, exist_ok=True)

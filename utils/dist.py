@@ -255,6 +255,16 @@ def init_distributed(device_name):
     return rank, local_rank, world, device
 
 
+def wrap_ddp(model, device, local_rank):
+    """The model under DDP. RoPE's buffers are alike on every rank, so none is sent each forward:
+    torch 2.13 names that forward_sync_buffers=False; broadcast_buffers=False, before, now warns."""
+    import inspect
+    ddp = torch.nn.parallel.DistributedDataParallel
+    renamed = "forward_sync_buffers" in inspect.signature(ddp).parameters
+    no_sync = {"forward_sync_buffers" if renamed else "broadcast_buffers": False}
+    return ddp(model, device_ids=[local_rank] if device.type == "cuda" else None, **no_sync)
+
+
 def all_reduce_mean(x, world):
     if world > 1:
         torch.distributed.all_reduce(x)
