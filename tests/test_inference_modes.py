@@ -179,10 +179,12 @@ def test_live_through_the_cli(tiny_ckpt, capsys):
 
 def test_a_missing_checkpoint_names_the_command_that_trains_it(in_tmp, monkeypatch):
     """Issue 73: `inference.py baby` (and eval.py on baby's checkpoint) said "train one (python train.py cpu ...)".
-    The repository is pointed at the empty folder: a checkout that has trained baby keeps this test green."""
+    The repository is pointed at the empty folder: a checkout that has trained baby keeps this test green, and no
+    weights are shipped there (tests/test_shipped.py: where they are, they stand in)."""
     import utils.fileio
     from utils.fileio import train_command
     monkeypatch.setattr(utils.fileio, "REPO", str(in_tmp))
+    monkeypatch.setattr(utils.fileio, "SHIPPED", str(in_tmp / "artifacts" / "weights"))  # none shipped here either
     from config import PRESETS
     from utils.errors import UserError
     for name, preset in PRESETS.items():  # every preset's sampling checkpoint is the one its training writes
