@@ -14,7 +14,7 @@ training, so it equals the two-stream pass (tests/helpers.py).
 """
 import time
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, wraps
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,21 @@ from utils.errors import UserError
 
 
 # -------------------------------------------------------------------- attention masks
-@lru_cache(maxsize=16)
+def cached(maxsize):
+    """functools.lru_cache for a pure function of its arguments, skipped while torch.compile
+    traces it: dynamo ignores the cache anyway, and warns of 'silent incorrectness' when it meets
+    one (harmless here: each call returns what its arguments alone decide)."""
+    def wrap(fn):
+        hit = lru_cache(maxsize)(fn)
+
+        @wraps(fn)
+        def call(*args, **kwargs):
+            return fn(*args, **kwargs) if torch.compiler.is_compiling() else hit(*args, **kwargs)
+        return call
+    return wrap
+
+
+@cached(maxsize=16)
 def bd3_attn_mask(L, block, device, causal=False):
     """[x_t ; x_0]'s attention (2L, 2L) bool, True = may attend: a noisy query of block b sees its
     own block and the clean blocks < b; a clean one the clean blocks <= b (causal: up to itself)."""
@@ -150,7 +164,7 @@ class CleanCache:
         return self.k[i][:, :, :n + m], self.v[i][:, :, :n + m]
 
 
-@lru_cache(maxsize=64)
+@cached(maxsize=64)
 def pending_mask(n0, m, block, device, causal=False):
     """Attention (m + block, n0 + m + block) of [m pending clean columns ; a noisy block] after n0
     cached ones: the clean columns see what they would in training, the noisy block everything."""
