@@ -102,6 +102,10 @@ def main(argv):
     run = build(cfg, env, data)
     if run is None:
         return  # max_iters=0: built and printed everything
+    if run.start_iter >= cfg.max_iters:  # --resume on a run with no step left: the report it ended with
+        res = run_eval(cfg, env, data, run, run.start_iter, details=True) if env.master else None
+        report_and_close(cfg, env, data, run, res)
+        return
     try:
         log = train(cfg, env, data, run)
         finish(cfg, env, data, run, log)
@@ -112,14 +116,15 @@ def main(argv):
 
 def interrupted(cfg, run, argv):
     """The line a Ctrl-C leaves: the newest complete checkpoint and the command that resumes it."""
+    prog = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"  # the path it was started by
+    again = shlex.join(["python", prog, *argv, *([] if cfg.resume else ["--resume"])])
     if run.saved_iter >= cfg.max_iters:
-        return f"training had finished: {run.saved} (iter {run.saved_iter}) is complete; only the report was cut short"
+        return (f"training had finished: {run.saved} (iter {run.saved_iter}) is complete; only the report was cut "
+                f"short (the report alone: {again})")
     if not run.saved:
         # its metrics.jsonl is there: a new run in out_dir is refused without --overwrite
         return (f"before the first checkpoint (due at iter {min(cfg.eval_interval, cfg.max_iters)}): none was saved; "
                 f"run the same command{'' if cfg.overwrite else ' with --overwrite'} to start again")
-    prog = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"  # the path it was started by
-    again = shlex.join(["python", prog, *argv, *([] if cfg.resume else ["--resume"])])
     return f"the last checkpoint is {run.saved} (iter {run.saved_iter}); continue it with: {again}"
 
 
@@ -128,6 +133,8 @@ def setup(argv):
     """The checked config (a resumed run's own), device and rank; prints the start-up lines."""
     cfg, given = configurator.parse(argv)
     configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
+    if "data_path" in given and "prompt" not in given and not cfg.resume:  # your own text: not a preset's ROMEO:
+        cfg = replace(cfg, prompt="")
     fileio.check_folder(cfg.out_dir, f"--out_dir={cfg.out_dir}")  # a checkpoint, say: never written over
     if fileio.is_shipped(cfg.out_dir):
         raise UserError(f"--out_dir={cfg.out_dir} is inside the folder of weights the repo ships, which training "
@@ -283,8 +290,8 @@ def resume_state(cfg, env, run):
     run.saved = env.resumed_from
     run.saved_iter = run.start_iter
     if run.start_iter >= cfg.max_iters:
-        raise UserError(f"{env.resumed_from} is already at iter {run.start_iter} >= max_iters={cfg.max_iters}: "
-                        f"raise --max_iters to train further")
+        print0(f"{env.resumed_from} is at iter {run.start_iter} >= max_iters={cfg.max_iters}: no step to train, so "
+               f"only its end-of-run report follows (raise --max_iters to train further)")
 
 
 # ---------------------------------------------------------------- eval, checkpoint
@@ -456,6 +463,12 @@ def finish(cfg, env, data, run, log):
     if env.master:
         print(f"saved {os.path.join(cfg.out_dir, 'model.pt')} (best.pt: iter {run.best_iter}, dev {run.best_val:.4f} "
               f"nats/token, in {os.path.join(cfg.out_dir, 'best.pt')}); trained {train_log.fmt_time(log.elapsed())}")
+    report_and_close(cfg, env, data, run, res)
+
+
+def report_and_close(cfg, env, data, run, res):
+    """On rank 0 the test figure and the report (res: the last dev eval); then every rank closes."""
+    if env.master:
         test = bound.reported(run.eval_model, cfg, data.tok, data.train_ids, data.val_ids, env.ctx)
         report.final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"],
                             test)

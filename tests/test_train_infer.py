@@ -10,7 +10,7 @@ import torch
 import train
 from checkpoint_manager import load_model
 from utils import train_log
-from helpers import TINY, real_text, run_script
+from helpers import ROOT, TINY, real_text, run_script
 from utils import dataloader
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
@@ -53,8 +53,20 @@ def test_max_iters_zero_builds_and_exits_without_writing(in_tmp, capsys):
     assert not (in_tmp / "out").exists()
 
 
+def test_training_on_your_own_text_samples_from_nothing_not_after_the_presets_prompt(in_tmp, monkeypatch):
+    """A preset's prompt (cpu's ROMEO:) is its text's: given another --data_path, the end-of-run sample
+    starts from nothing unless --prompt says otherwise."""
+    cfg, _ = train.setup(["cpu", f"--data_path={real_text()}", "--out_dir=out", "--max_iters=0"])
+    assert cfg.prompt == ""
+    cfg, _ = train.setup(["cpu", f"--data_path={real_text()}", "--out_dir=out", "--max_iters=0", "--prompt=the "])
+    assert cfg.prompt == "the "
+    monkeypatch.chdir(ROOT)  # the preset's own text, data/tinyshakespeare.txt
+    cfg, _ = train.setup(["cpu", f"--out_dir={in_tmp / 'out'}", "--max_iters=0"])
+    assert cfg.prompt == "ROMEO:"
+
+
 @pytest.mark.slow
-def test_refuses_to_overwrite_then_resumes(tiny_ckpt, in_tmp):
+def test_refuses_to_overwrite_then_resumes(tiny_ckpt, in_tmp, capsys):
     out = in_tmp / "run"
     args = [f"--data_path={real_text()}", f"--out_dir={out}", "--eval_interval=20", "--gen_len=16", *TINY]
     train.main([*args, "--max_iters=20"])
@@ -65,6 +77,14 @@ def test_refuses_to_overwrite_then_resumes(tiny_ckpt, in_tmp):
     train.main([*args, "--max_iters=30", "--resume"])
     ck = load_checkpoint(out / "model.pt")
     assert ck["iter"] == 30 and ck["config"]["max_iters"] == 30
+    # a run with no step left (finished, or --max_iters lowered to where it was cut): its report alone
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    train.main([*args, "--max_iters=20", "--resume"])
+    text = capsys.readouterr().out
+    assert "is at iter 30 >= max_iters=20: no step to train, so only its end-of-run report follows" in text
+    assert "---- final validation metrics" in text and "  test bound" in text and "iter 31" not in text
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files  # nothing written
 
 
 @pytest.mark.slow
