@@ -291,13 +291,23 @@ def draw(p, generator):
     """One index per row of unnormalised p (..., V) by inverse CDF: exact, and faster than
     torch.multinomial on a CPU (dev/LOG.md, "Two CPU decode costs removed for every sampler"). A row
     with no mass or a NaN/inf raises rather than return its last index ([MASK] for chars)."""
-    dev = draw_device(p.device)
-    c = p.to(dev, torch.float64).cumsum(-1)  # (..., V) the cumulative mass, on the draw device
+    return draw_at(p, uniforms(p.shape[:-1], generator, p.device))
+
+
+def uniforms(shape, generator, device):
+    """U(0, 1) float64 draws (shape) on `device`'s draw device, in the order draw() takes them."""
+    dev = draw_device(device)
+    return torch.rand(shape, generator=on_device(generator, dev), device=dev, dtype=torch.float64)
+
+
+def draw_at(p, u):
+    """draw() with its uniforms u (...) float64 given, on the draw device: no generator, so a CUDA
+    graph replays it (the uniforms are drawn before the replay, into a buffer it reads)."""
+    c = p.to(u.device, torch.float64).cumsum(-1)  # (..., V) the cumulative mass, on the draw device
     total = c[..., -1]  # a NaN or inf carries into the total, failing the check; _assert_async: no sync
     torch._assert_async(((total > 0) & (total < math.inf)).all(), DEGENERATE_ROW)
-    u = torch.rand(c.shape[:-1] + (1,), generator=on_device(generator, dev), device=dev, dtype=torch.float64)
     # the first index whose mass passes u * total; clamped: u * total rounded up could pass the last
-    index = torch.searchsorted(c, u * c[..., -1:], right=True)[..., 0].clamp_(max=c.size(-1) - 1)
+    index = torch.searchsorted(c, u[..., None] * c[..., -1:], right=True)[..., 0].clamp_(max=c.size(-1) - 1)
     return index.to(p.device)
 
 
