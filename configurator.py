@@ -222,7 +222,7 @@ def check_numbers(cfg):
 def check_ranges(cfg):
     """Refuses a size, count, rate or decay outside its range, and heads of odd or unequal size."""
     positive = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "batch_size", "eval_interval",
-                "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every")
+                "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every", "replay_steps")
     at_least_0 = ("max_iters", "semi_ar_length", "weight_decay", "grad_clip", "warmup_iters", "seed")
     for key, low in [(k, 1) for k in positive] + [(k, 0) for k in at_least_0]:
         if getattr(cfg, key) < low:

@@ -354,19 +354,21 @@ class SamplerOptions:
     threshold: float = 0.0             # Fast-dLLM: commit every position above it, >= 1 per step
     semi_ar_length: int = 0            # blocks left to right (LLaDA); a sliding window past the context
     temperature_end_share: float = 1.0  # T falls to this share as the block fills (_temperature)
+    replay_steps: int = 4              # decoders: tokens (bd3 at batch 1: rounds) a call (model.decode_steps)
 
     @classmethod
     def from_config(cls, cfg):
         return cls(steps=cfg.steps, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, order=cfg.order,
                    tokens_per_step=cfg.tokens_per_step, remask=cfg.remask, remask_eta=cfg.remask_eta,
                    threshold=cfg.threshold, semi_ar_length=cfg.semi_ar_length,
-                   temperature_end_share=cfg.temperature_end_share)
+                   temperature_end_share=cfg.temperature_end_share, replay_steps=cfg.replay_steps)
 
     def __post_init__(self):  # domains only asserted: the configurator words user errors
         assert self.order in CHOICES["order"] and self.remask in CHOICES["remask"], self
         assert self.tokens_per_step in CHOICES["tokens_per_step"], self
         assert self.temperature >= 0 and 0 <= self.remask_eta <= 1 and 0 <= self.threshold <= 1 and self.steps >= 1
         assert self.semi_ar_length >= 0 and self.temperature_end_share >= 0, self  # f > 0 at a draw: T stays > 0
+        assert self.replay_steps >= 1, self
         assert not (self.threshold > 0 and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
             "threshold ranks by the model's score, never re-masks"
 

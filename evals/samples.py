@@ -75,19 +75,19 @@ def columns_counted(model, P):
     """{'columns': n}: the columns the network reads from position P - 1 on (the last given token's
     column predicts the first new one, as an AR's does), over every pass in the block (eager: a
     compiled step runs no hook). Committed tokens over it is p_cache (WeDLM): 1 for an AR."""
-    seen, compiled = dict(columns=0), (model.compiled_decode, model.compiled_pass)
+    seen, compiler = dict(columns=0), model.compiler
 
     def count(module, args, kwargs):
         idx, pos = args[0], kwargs.get("rope_pos")
         pos = torch.arange(idx.size(1)) if pos is None else pos
         seen["columns"] += idx.size(0) * int((pos >= P - 1).sum())
     hook = model.register_forward_pre_hook(count, with_kwargs=True)
-    model.compiled_decode, model.compiled_pass = None, None  # eager: the columns each pass reads
+    model.compiler = None  # eager: the columns each pass reads
     try:
         yield seen
     finally:
         hook.remove()
-        model.compiled_decode, model.compiled_pass = compiled
+        model.compiler = compiler
 
 
 def score(samples, P, tok, judge=None, batch_size=32, reference=None):
