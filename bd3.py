@@ -277,25 +277,37 @@ def probs(logits, opts):
 def keep_or_redraw(p, q, drafts, generator):
     """Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): draft i is kept while
     u < p_i / q_i, the first rejected one is redrawn from max(0, p_i - q_i), and a bonus token comes
-    from p when all are kept, so each token is p-distributed. p (B, k + 1, V): the target's laws (k
-    of them when the text ends with the drafts); q (B, k, V): the drafts'. check_drafts with this
-    round's uniforms from generator. Returns (B, j + 1), j the fewest drafts a row kept (a host
-    sync)."""
+    from p when all are kept, so each token is p-distributed. p (B, k + 1, V): the target's laws;
+    q (B, k, V): the drafts'. Returns (B, j + 1), j the fewest drafts a row kept (one host sync)."""
     B, k = drafts.shape
     if k == 0:
         return draw(p[:, 0], generator)[:, None]
-    u, last_u = uniforms((B, k), generator, p.device), uniforms((B,), generator, p.device)
-    p_all = torch.cat([p, p[:, -1:]], 1)[:, :k + 1]  # (a last law, unread when no token follows)
-    tokens, m, _ = check_drafts(p_all, q, drafts, k, u, last_u, bonus=p.size(1) > k)
-    return tokens[:, :int(m)]
+    pd = p[:, :k].gather(-1, drafts[..., None])[..., 0]  # (B, k) the drafts' probabilities under p, then q
+    qd = q.gather(-1, drafts[..., None])[..., 0]
+    dev = draw_device(p.device)
+    u = torch.rand(B, k, generator=on_device(generator, dev), device=dev, dtype=torch.float64).to(p.device)
+    kept = (u * qd < pd).long().cumprod(1).sum(1)  # (B,) drafts kept before the first rejection
+    j = int(kept.min())
+    if j == k and p.size(1) == k:  # every draft kept, and the block ends: no bonus
+        return drafts
+    if j == k:
+        last = draw(p[:, k], generator)
+    else:
+        resid = (p[:, j] - q[:, j]).clamp(min=0)
+        resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, p[:, j])  # p = q: nothing to correct
+        # a row that kept draft j keeps it; the others redraw
+        last = torch.where(kept > j, drafts[:, j], draw(resid, generator))
+    return torch.cat([drafts[:, :j], last[:, None]], 1)
 
 
 def check_drafts(p, q, drafts, kd, u, last_u, bonus):
-    """keep_or_redraw at fixed shapes with no host read: the first kd (0-d) of drafts (B, n), drawn
-    from q (B, n, V), checked against p (B, n + 1, V) with uniforms u (B, n); the first rejected
-    one redrawn from max(0, p_j - q_j), or the bonus token drawn from p_kd when all are kept and a
-    token follows (bonus), with last_u (B,). Returns (tokens (B, n + 1), the round's count m (0-d):
-    tokens[:, :m] are its tokens, whether a last token was drawn (0-d): its uniforms were read)."""
+    """keep_or_redraw at fixed shapes with no host read, for the whole round (the eager round reads j
+    on the host and skips what it need not compute: dev/LOG.md, "k steps a replay"). The first kd of
+    drafts (B, n), drawn from q (B, n, V), checked against p (B, n + 1, V) with uniforms u (B, n);
+    the first rejected one redrawn from max(0, p_j - q_j), or the bonus token drawn from p_kd when
+    all are kept and a token follows (bonus), with last_u (B,). Returns (tokens (B, n + 1), the
+    round's count m (0-d): tokens[:, :m] are its tokens, whether a last token was drawn (0-d): its
+    uniforms were read)."""
     (B, n), V = drafts.shape, p.size(-1)
     slot = torch.arange(n, device=drafts.device)
     pd = p[:, :n].gather(-1, drafts[..., None])[..., 0]  # (B, n) the drafts' probabilities under p, then q

@@ -1,11 +1,14 @@
 """The tokens the samplers that decode (the AR's KV-cached generate, bd3's clean half drafted at batch 1 and alone at
 batch > 1) drew before issue 89 made their steps replayable, pinned for fixed seeds: whatever path runs them now must
-draw these. The networks' weights are small integers over 8 (tests/test_pinned_samples.py's), so a CPU's kernels
-move a logit in its last bits at most; three laws (T = 1; T = 0.8 with top-k 4; greedy), one and three rows, a
-prompt longer than the context, no prompt; 40 tokens through a context of 16 (the window moves).
+draw these, the eager one and the replayed one (--compile's, k steps a call: here eager, and on CUDA as CUDA graphs
+where a GPU is present). The networks' weights are small integers over 8 (tests/test_pinned_samples.py's), so a
+CPU's kernels move a logit in its last bits at most; three laws (T = 1; T = 0.8 with top-k 4; greedy), one and three
+rows, a prompt longer than the context, no prompt; 40 tokens through a context of 16 (the window moves).
 
     python -m pytest -q tests/test_replay.py
 """
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -83,3 +86,45 @@ def test_a_fixed_seed_draws_the_tokens_drawn_before_the_replay(key):
     tokens, passes = sample(kind, OPTS[law], prompt)
     assert tokens == PINNED[key]
     assert passes == (PASSES[law, B, P] if kind == "drafted" else 40)  # the AR and the clean half: a pass a token
+
+
+def replayed(model):
+    """model whose decoding runs as --compile runs it, here eager: the static cache, decode_steps k tokens a call,
+    bd3's whole rounds (bd3._rounds) k a call (model.compiler returns each function unchanged)."""
+    model.compiler, model.compiled = (lambda fn: fn), {}
+    return model
+
+
+@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("key", list(PINNED), ids=lambda k: " ".join(map(str, k)))
+def test_the_replayed_steps_draw_the_pinned_tokens_whatever_k(key, k):
+    """The replayed path (fixed shapes, the check and the next drafts on the device, uniforms drawn ahead into a
+    buffer) draws the pinned tokens in the pinned passes, k steps a call or one."""
+    kind, law, B, P = key
+    prompt = torch.randint(0, 10, (B, P), generator=torch.Generator().manual_seed(P))
+    tokens, passes = sample(kind, replace(OPTS[law], replay_steps=k), prompt, replayed(net(kind == "ar")))
+    assert tokens == PINNED[key]
+    assert passes == (PASSES[law, B, P] if kind == "drafted" else 40)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_on_cuda_the_replays_are_graphs_that_draw_the_eager_tokens():
+    """compile_decode on CUDA (mode reduce-overhead): the AR's 4 tokens and bd3's 4 whole rounds a CUDA graph replay,
+    none skipped (torch._dynamo's cudagraph_skips), their tokens the pinned ones at T = 0 and, at T = 1, those of the
+    same steps run eagerly on CUDA (the uniforms are CUDA's there, not the CPU pins')."""
+    from torch._dynamo.utils import counters
+    from configurator import get_config
+    from model import compile_decode
+    cuda = torch.device("cuda")
+    torch._dynamo.reset()
+    skips = counters["inductor"]["cudagraph_skips"]
+    for key in [k for k in PINNED if k[0] != "clean" and k[1] in ("T0", "T1")]:
+        kind, law, B, P = key
+        prompt = torch.randint(0, 10, (B, P), generator=torch.Generator().manual_seed(P)).to(cuda)
+        graphed = net(kind == "ar").to(cuda)
+        compile_decode(graphed, get_config(["--compile=true"]), cuda)
+        got = [sample(kind, OPTS[law], prompt, graphed) for _ in range(2)]  # the second replays what the first recorded
+        want = PINNED[key] if law == "T0" else sample(kind, OPTS[law], prompt, replayed(net(kind == "ar").to(cuda)))[0]
+        assert got[0][0] == got[1][0] == want, key
+    assert counters["inductor"]["cudagraph_skips"] == skips
+    torch._dynamo.reset()
