@@ -601,6 +601,9 @@ TABLE += [
     ("inference.py", ["cpu", "--checkpoint", DM, "--viz-video", "off", "--trace-every", "2"],
      "--trace_every acts only with --viz_video", None),  # the trace it paced is never written
     ("inference.py", ["--checkpoint", DM, "--compile=true"], "this sampler runs none", None),  # said 'compiled'
+    ("inference.py", ["--checkpoint", DM, "--replay-steps", "8"], "--replay_steps paces KV-cached decoding", None),
+    ("inference.py", ["--checkpoint", AR, "--replay-steps", "0"], "replay_steps must be >= 1", None),
+    ("inference.py", ["--checkpoint", AR, "--replay-steps", "65"], "replay_steps=65 is out of range (at most 64", None),
     ("inference.py", ["--checkpoint", DM, "--infill", "To [___:100000000000000000000000] be"],
      "asks for 100,000,000,000,000,000,000,000 tokens", None),
     # past the context: each refusal's advice runs (test_a_refusals_advice_runs). It advised --gen-len beside
