@@ -91,12 +91,12 @@ def test_every_mask_the_samplers_and_losses_pass_has_no_empty_row(monkeypatch):
             ar, dual, clean = _net(causal=True), _net(), _net(clean_causal=True)
             for m in (ar, dual, clean):
                 m.compiler = (lambda fn: fn) if static else None
-            ar.generate(prompt, 30, opts, g, MASK)
+            ar.generate(prompt, 20, opts, g, MASK)
             dual.generate(prompt, 10, opts, g, MASK)  # --dual_sample: the AR mode of a bidirectional network
-            bd3.sample_clean_ar(clean, prompt, 30, blocks, opts, g)  # drafting rounds, batch 1
-            bd3.sample_clean_ar(clean, prompt[:, :0], 30, blocks, opts, g)  # no prompt
-            bd3.sample_clean_ar(clean, prompt.expand(2, -1), 30, blocks, opts, g)  # the clean half alone
-        bd3.sample_bd3(_net(), prompt, 30, blocks, Schedule(10), opts, g)  # block diffusion, its cached context
+            bd3.sample_clean_ar(clean, prompt, 20, blocks, opts, g)  # drafting rounds, batch 1
+            bd3.sample_clean_ar(clean, prompt[:, :0], 20, blocks, opts, g)  # no prompt
+            bd3.sample_clean_ar(clean, prompt.expand(2, -1), 20, blocks, opts, g)  # the clean half alone
+        bd3.sample_bd3(_net(), prompt, 20, blocks, Schedule(10), opts, g)  # block diffusion, its cached context
         x = torch.randint(0, MASK, (2, 16), generator=g)
         bd3.bd3_logits(clean, torch.full_like(x, MASK), x, 4, MASK, clean=True)  # --bd3_ar's training pass
         bd3.bd3_logits(_net(), torch.full_like(x, MASK), x, 4, MASK)
