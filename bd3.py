@@ -301,13 +301,13 @@ def keep_or_redraw(p, q, drafts, generator):
 
 
 def check_drafts(p, q, drafts, kd, u, last_u, bonus):
-    """keep_or_redraw at fixed shapes with no host read, for the whole round (the eager round reads j
-    on the host and skips what it need not compute: dev/LOG.md, "k steps a replay"). The first kd of
-    drafts (B, n), drawn from q (B, n, V), checked against p (B, n + 1, V) with uniforms u (B, n);
-    the first rejected one redrawn from max(0, p_j - q_j), or the bonus token drawn from p_kd when
-    all are kept and a token follows (bonus), with last_u (B,). Returns (tokens (B, n + 1), the
-    round's count m (0-d): tokens[:, :m] are its tokens, whether a last token was drawn (0-d): its
-    uniforms were read)."""
+    """keep_or_redraw at fixed shapes with no host read, for the whole round (the eager round reads
+    j on the host and skips what it need not compute: dev/LOG.md, "k steps a replay"). The first kd
+    of drafts (B, n), drawn from q (B, n, V), checked against p (B, n + 1, V) with uniforms
+    u (B, n); the first rejected one redrawn from max(0, p_j - q_j), or the bonus token drawn from
+    p_kd when all are kept and a token follows (bonus), with last_u (B,). Returns (tokens
+    (B, n + 1), the round's count m (0-d): tokens[:, :m] are its tokens, whether a last token was
+    drawn (0-d): its uniforms were read)."""
     (B, n), V = drafts.shape, p.size(-1)
     slot = torch.arange(n, device=drafts.device)
     pd = p[:, :n].gather(-1, drafts[..., None])[..., 0]  # (B, n) the drafts' probabilities under p, then q
