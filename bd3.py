@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from diffusion import (REVEAL_KEYS, LossOptions, SamplerOptions, band_times, check_band, denoise, describe_denoise,
-                       draw, draw_device, filter_logits, masking_draws, no_mask_logit, on_device, ordered_step,
-                       prompt_length, repeat_draws, self_condition_input, stratified_times)
-from model import KVCache, decode, new_kv_cache
+                       draw, draw_at, draw_device, filter_logits, masking_draws, no_mask_logit, on_device,
+                       ordered_step, prompt_length, repeat_draws, self_condition_input, stratified_times, uniforms)
+from model import KVCache, decode, decode_steps, new_kv_cache, replay
 from utils.errors import UserError
 
 
@@ -314,12 +314,60 @@ def keep_or_redraw(p, q, drafts, generator):
     return torch.cat([drafts[:, :j], last[:, None]], 1)
 
 
+def check_drafts(p, q, drafts, kd, u, last_u, bonus):
+    """keep_or_redraw at fixed shapes with no host read, for the whole round (the eager round reads
+    j on the host and skips what it need not compute: dev/LOG.md, "k steps a replay"). The first kd
+    of drafts (B, n), drawn from q (B, n, V), checked against p (B, n + 1, V) with uniforms
+    u (B, n); the first rejected one redrawn from max(0, p_j - q_j), or the bonus token drawn from
+    p_kd when all are kept and a token follows (bonus), with last_u (B,). Returns (tokens
+    (B, n + 1), the round's count m (0-d): tokens[:, :m] are its tokens, whether a last token was
+    drawn (0-d): its uniforms were read)."""
+    (B, n), V = drafts.shape, p.size(-1)
+    slot = torch.arange(n, device=drafts.device)
+    pd = p[:, :n].gather(-1, drafts[..., None])[..., 0]  # (B, n) the drafts' probabilities under p, then q
+    qd = q.gather(-1, drafts[..., None])[..., 0]
+    kept = ((u * qd < pd) & (slot < kd)).long().cumprod(1).sum(1)  # (B,) drafts kept before the first rejection
+    j = kept.min()  # rows advance by the slowest
+    # token j's law: the residual of p_j over q_j after a rejection; the bonus's p_kd (q_kd = 0)
+    p_j = p.gather(1, j.expand(B, 1, V))[:, 0]
+    q_j = torch.where(j < kd, q.gather(1, j.clamp(max=n - 1).expand(B, 1, V))[:, 0], 0.0)
+    resid = (p_j - q_j).clamp(min=0)
+    resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, p_j)  # p = q: nothing to correct
+    # a row that kept draft j keeps it; the others draw
+    kept_j = drafts.gather(1, j.clamp(max=n - 1).expand(B, 1))[:, 0]
+    last = torch.where(kept > j, kept_j, draw_at(resid, last_u))
+    tokens = torch.cat([drafts, last[:, None]], 1).scatter(1, j.expand(B, 1), last[:, None])
+    drew = (j < kd) | bonus  # every draft kept and no token follows: no last token
+    return tokens, j + drew.long(), drew
+
+
 class RoundCache(KVCache):
     """model.KVCache for sample_clean_ar's drafting rounds, its buffers shaped at the first pass by
     the keys it writes: any network that reads a cache can draft (the tests' toys too)."""
 
     def __init__(self, n_layer, batch, size, device, static):
         super().__init__(n_layer, batch, 0, size, 0, device, None, static)  # empty until the first pass
+        self.text = None  # hold_rounds: what a whole round reads and writes on the device
+
+    def hold_rounds(self, n, W, V):
+        """The whole round's state (_whole_round), kept at fixed addresses for a CUDA graph: the
+        window's text (room for a round past its end), the drafter's laws q for the block holding
+        the next position, whether they are drawn from yet, the text's end in the window (stop);
+        and the uniforms the next call reads (u, from u_used on)."""
+        B, dev = self.k[0].size(0), self.pos.device
+        self.text = torch.zeros(B, W + 2 * n + 1, dtype=torch.long, device=dev)
+        self.q = torch.ones(B, n, V, dtype=torch.float64, device=dev)  # a law to draw unread drafts from
+        self.drafting = torch.zeros((), dtype=torch.bool, device=dev)
+        self.stop = torch.zeros((), dtype=torch.long, device=dev)
+        for t in (self.text, self.q, self.drafting, self.stop):
+            torch._dynamo.mark_static_address(t)
+        self.u = torch.zeros(0, dtype=torch.float64, device=draw_device(dev))
+
+    def new_window(self, text, stop):
+        """A moved (or first) window: its text (B, S - lo), its end; no drafter's laws yet."""
+        self.text[:, :text.size(1)] = text
+        self.stop.fill_(stop)
+        self.drafting.fill_(False)
 
     def update(self, k, v):
         if not self.k[0].numel():  # the first pass, eager: the buffers a compiled pass writes in place
@@ -329,14 +377,14 @@ class RoundCache(KVCache):
         return super().update(k, v)
 
 
-@lru_cache(maxsize=1024)
 def round_layout(n0, sb, cols, n, W, keys, device):
     """RoPE positions (C,), attention (C, keys) and the copies' known tokens (m, n) of a round's
     pass after n0 cached columns, cols = (t0, kd, slots, m, nxt): the newest token and `slots`
     draft slots (kd filled), m noisy copies of the block from sb (t0 tokens known, then one more
-    each), the next block if nxt. Column c is key n0 + c; each sees what it would in training."""
+    each), the next block if nxt. Column c is key n0 + c; each sees what it would in training.
+    n0, sb and kd may be device numbers (_whole_round's): the layout is then built on the device."""
     t0, kd, slots, m, nxt = cols
-    clean = torch.arange(n0, n0 + slots + 1, device=device)
+    clean = n0 + torch.arange(slots + 1, device=device)
     group = torch.arange(m + nxt, device=device).repeat_interleave(n)  # each noisy column's copy
     start = sb + n * (group == m)  # its block's start: the next block's for the last copy if nxt
     # positions past the context are only a fixed-shape pass's unread columns
@@ -348,6 +396,9 @@ def round_layout(n0, sb, cols, n, W, keys, device):
     own = ((k - slots - 1) // n == copy[:, None]) & (k > slots) & (k < len(pos))
     known = torch.arange(n, device=device) < torch.arange(t0, t0 + m, device=device)[:, None]
     return pos, sees_clean | own, known  # own: a noisy column's own copy
+
+
+cached_layout = lru_cache(maxsize=1024)(round_layout)  # _draft_round's: its layouts repeat
 
 
 @dataclass
@@ -373,19 +424,15 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
     # state r: known before r, [MASK] from r on (no state knows r: this pass draws it)
     states = tuple(r for r in outcomes if r < e - 1)
     nxt = states != tuple(outcomes)  # an outcome finishes the block: the next block drafts
-    step = getattr(model, "compiled_pass", None)  # --compile: fixed shapes (every draft slot and state)
-    first, slots, copies, tail = (S, kd, len(states), nxt) if step is None else (sb, n, n - 1, True)
     n0 = S - 1 - s.lo
-    cols = (first - sb, kd, slots, copies, tail)
-    if not s.kv.static:  # the keys it reads: those cached and its own
-        s.kv.end += 1 + slots + n * (copies + tail)
-    pos, mask, known = round_layout(n0, sb - s.lo, cols, n, model.args.block_size, s.kv.end, fill.device)
-    # the block as this round would keep it, in each copy; unread draft slots and copies are [MASK]
+    s.kv.end += 1 + kd + n * (len(states) + nxt)  # the keys it reads: those cached and its own
+    pos, mask, known = cached_layout(n0, sb - s.lo, (S - sb, kd, kd, len(states), nxt), n, model.args.block_size,
+                                     s.kv.end, fill.device)
+    # the block as this round would keep it, in each copy
     block = torch.cat([s.seq[:, sb:], drafts, fill], 1)[:, None, :n]
     noisy = torch.where(known, block, mask_id).flatten(1)
-    ids = torch.cat([s.seq[:, -1:], drafts, fill[:, :slots - kd], noisy, fill[:, :n * tail]], 1)
-    run = step if step is not None and s.kv.k[0].numel() else model  # the first pass shapes the cache: eager
-    logits = no_mask_logit(run(ids, kv_cache=s.kv, rope_pos=pos, attn_mask=mask), mask_id)
+    ids = torch.cat([s.seq[:, -1:], drafts, noisy, fill[:, :n * nxt]], 1)
+    logits = no_mask_logit(model(ids, kv_cache=s.kv, rope_pos=pos, attn_mask=mask), mask_id)
     p = probs(logits[:, :min(kd + 1, end - S)], opts)
     new = keep_or_redraw(p, s.q[:, S - sb:S - sb + kd] if kd else None, drafts, generator)
     s.kv.reset(n0 + new.size(1))  # the newest token and the kept drafts
@@ -394,7 +441,7 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
     if r not in outcomes:
         return new, None, law
     if r in states:
-        c = 1 + slots + n * (r - first)
+        c = 1 + kd + n * (r - S)
         return new, probs(logits[:, c:c + n], opts), law
     return new, probs(logits[:, -n:], opts), law  # the next block's, all [MASK]
 
@@ -402,11 +449,13 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
 @torch.no_grad()
 def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, on_step=None, draft=None):
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (an AR),
-    drafted by its noisy half, one pass a round (_draft_round). Rows advance by the slowest, so
-    draft=None drafts at batch 1 only (dev/LOG.md, "`baby_bd3`'s sampler at batch 16"). Returns
-    (tokens, stats: nfe (every network call, prefills included), nfe_per_sample, seconds,
-    seconds_per_sample, kept: drafts kept a round).
-    opts: temperature, top_k, top_p (None: T = 1, no filter)."""
+    drafted by its noisy half, one pass a round: eager, _draft_round's (the columns it reads, a host
+    read a round); compiled (--compile), opts.replay_steps rounds a call of _rounds (fixed shapes,
+    one CUDA graph replay, a host read a call). Rows advance by the slowest, so draft=None drafts
+    at batch 1 only (dev/LOG.md, "`baby_bd3`'s sampler at batch 16"); undrafted, the clean half
+    decodes alone, opts.replay_steps tokens a call. Returns (tokens, stats: nfe (every network
+    call, prefills included), nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept a
+    round). opts: temperature, top_k, top_p, replay_steps (None: T = 1, no filter, 4)."""
     t0 = time.perf_counter()
     opts = SamplerOptions(steps=1) if opts is None else opts
     B, P = prompt.shape
@@ -417,6 +466,7 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, o
     fill = torch.full((B, block), mask_id, device=prompt.device)  # a noisy block all [MASK]
     if draft is None:
         draft = B == 1
+    whole = draft and getattr(model, "compiler", None) is not None  # the round whole, at fixed shapes
     s = Round(seq=prompt)
     kv = _round_cache(model, B, block, prompt.device) if draft else new_kv_cache(model, B, prompt.device)
     # calls: every network call (the NFE: prefills included); rounds: the calls that commit tokens
@@ -439,17 +489,25 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, o
                 decode(model, s.seq[:, s.lo:S - 1], kv)
                 calls += 1
             s.q = None  # the first round after a jump is a plain AR step
-        prev = s.seq
-        if draft:
+            if whole:
+                kv.new_window(s.seq[:, s.lo:], end - s.lo)
+        if whole:
+            made, ran = _replayed_rounds(model, s, kv, opts, mask_id, generator)
+            calls += ran - len(made)  # rounds with no room (the end, a window to move): passes, no tokens
+        elif draft:
             new, s.q, law = _draft_round(model, s, end, fill, mask_id, opts, generator)
+            made = [(new, law)]
         else:
             # why: dev/LOG.md, "bd3's clean half at batch > 1 in the AR's own loop"
-            new, law = _clean_step(model, s.seq, s.kv, mask_id, opts, generator)
-        s.seq = torch.cat([s.seq, new], 1)
-        calls += 1
-        rounds += 1
-        if on_step is not None:
-            on_step(ordered_step(prev, s.seq, P, end, calls, mask_id, law, conf))
+            fits = min(end - S, W - (S - s.lo)) >= opts.replay_steps  # before the end and the window's move
+            made = _clean_steps(model, s, opts.replay_steps if fits else 1, mask_id, opts, generator)
+        for new, law in made:  # each pass's tokens, and the laws they were drawn from
+            prev = s.seq
+            s.seq = torch.cat([s.seq, new], 1)
+            calls += 1
+            rounds += 1
+            if on_step is not None:
+                on_step(ordered_step(prev, s.seq, P, end, calls, mask_id, law, conf))
     seconds = time.perf_counter() - t0
     # a round commits one token, and the drafts it kept
     return s.seq, dict(nfe=calls, nfe_per_sample=[calls] * B, seconds=seconds, seconds_per_sample=[seconds] * B,
@@ -457,25 +515,123 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, o
 
 
 def _round_cache(model, batch, block, device):
-    """The rounds' RoundCache (room for a window and the widest round): static when compiled, and
-    then kept as model.decode_cache (a CUDA graph replays on the buffers it recorded)."""
-    static = getattr(model, "compiled_pass", None) is not None  # (a toy network has none)
+    """The rounds' RoundCache (room for a window and the widest round, from past the window's end):
+    static when compiled, and then kept as model.decode_cache (a CUDA graph replays on the buffers
+    it recorded)."""
+    static = getattr(model, "compiler", None) is not None  # (a toy network has none)
     c = model.decode_cache if static else None
+    a = model.args
     if not isinstance(c, RoundCache) or (len(c.k[0]), c.pos.device) != (batch, device):
-        c = RoundCache(model.args.n_layer, batch, model.args.block_size + block * block + block + 1, device, static)
-    if static:
+        c = RoundCache(a.n_layer, batch, a.block_size + block * block + 2 * block, device, static)
+    if static and c.text is None:
+        c.hold_rounds(block, a.block_size, a.vocab_size)
         model.decode_cache = c
+    if static:
+        c.u, c.u_used = c.u[:0], 0  # a sample's uniforms are its generator's
     return c
 
 
-def _clean_step(model, seq, kv, mask_id, opts, generator):
-    """The clean half's next token (B, 1): the AR's decode step (CUDA-graphed under --compile)."""
+def _clean_steps(model, s, k, mask_id, opts, generator):
+    """The clean half's next k tokens, one pass each: the AR's decode_steps (one CUDA graph replay
+    under --compile). Returns [(token (B, 1), its law (B, 1, V))]."""
     # a copy, not contiguous(): a view's strides grow with seq, and new strides recompile the step
-    newest = seq[:, -1:].clone(memory_format=torch.contiguous_format)
-    logits = (model.compiled_decode or decode)(model, newest, kv)
-    logits[:, mask_id] = float("-inf")
-    p = probs(logits, opts)
-    return draw(p, generator)[:, None], p[:, None]
+    newest = s.seq[:, -1:].clone(memory_format=torch.contiguous_format)
+    u = uniforms((k, len(newest)), generator, newest.device)
+    law = (opts.temperature, opts.top_k, opts.top_p)
+    new, logp = replay(model, decode_steps)(model, newest, s.kv, u, law, mask_id)
+    return [(new[:, i:i + 1], logp[:, i:i + 1].exp()) for i in range(k)]
+
+
+# -------------------------------------------------------------------- the whole round, k a replay
+def _replayed_rounds(model, s, c, opts, mask_id, generator):
+    """opts.replay_steps whole rounds (_rounds) in one call, then the host's one read: the tokens
+    each committed (a round with no room commits none; the window then moves) and the uniforms
+    they used, whose rest the next call reads first (the eager rounds' order, so their tokens).
+    Returns ([(the round's tokens (B, m), their laws (B, m, V))] for the rounds that committed, the
+    rounds run: each a network pass, committing or not)."""
+    k, (B, S), n = opts.replay_steps, s.seq.shape, c.q.size(1)
+    used = c.u_used
+    fresh = uniforms((k * B * (2 * n + 1) - len(c.u) + used,), generator, s.seq.device)
+    c.u = torch.cat([c.u[used:], fresh])  # room for k rounds that each draw every slot
+    # the first pass shapes the cache's buffers: eager
+    rounds = replay(model, _rounds) if c.k[0].numel() else _rounds
+    counts, used, laws = rounds(model, c, c.u, k, opts, mask_id)
+    *counts, c.u_used = torch.cat([counts, used[None]]).tolist()  # the host's one read
+    text, at, made = c.text[:, S - s.lo:S - s.lo + sum(counts)].clone(), 0, []
+    for m, law in zip(counts, laws):
+        if m:
+            made.append((text[:, at:at + m], law[:, :m]))
+            at += m
+    return made, k
+
+
+def _rounds(model, c, u, k, opts, mask_id):
+    """k drafting rounds in a row (_whole_round), with no host read between: compiled, one CUDA
+    graph. Returns (tokens each committed (k,), uniforms used (0-d), each round's laws)."""
+    at = torch.zeros((), dtype=torch.long, device=u.device)
+    counts, laws = [], []
+    for _ in range(k):
+        m, at, p = _whole_round(model, c, u, at, opts, mask_id)
+        counts.append(m)
+        laws.append(p)
+    return torch.stack(counts), at, laws
+
+
+def _whole_round(model, c, u, at, opts, mask_id):
+    """_draft_round at fixed shapes, on the device, with no host read: every draft slot and noisy
+    state of the block pass, the unread ones [MASK] and masked out. It reads and writes the static
+    RoundCache c: the window's text, the drafter's laws q, the cache's length. u (N,): uniforms, the
+    round's read from `at` in the order _draft_round draws them. A round without room (the text's
+    end, a window to move) commits nothing. Returns (tokens committed (0-d), the next uniform's
+    index, the clean columns' laws p (B, n + 1, V))."""
+    (B, n, V), W = c.q.shape, model.args.block_size
+    slot = torch.arange(n, device=c.pos.device)  # (n,) a draft slot; a column of the block
+    row = torch.arange(B, device=c.pos.device)[:, None]  # (B, 1)
+    # 1. Where the round stands, in window positions: the newest token at S - 1 (the cache holds
+    # the text before it), the block holding S from sb, kd drafts to the block's or the text's end
+    S = c.pos + 1
+    live = (S < c.stop) & (S < W)  # else the text is done, or the window must move first
+    sb = S // n * n
+    kd = torch.where(c.drafting, torch.minimum(sb + n, c.stop) - S, 0)
+    bonus = S + kd < c.stop  # a token follows the last draft
+    # its uniforms, in _draft_round's order: each row's drafts, each row's checks, the last tokens
+    u_draft = _read(u, at + row * kd + slot)
+    u_check = _read(u, at + B * kd + row * kd + slot)
+    u_last = _read(u, at + 2 * B * kd + row[:, 0])
+    # 2. The drafts: slot i (position S + i) drawn from q's law for S + i
+    q = c.q.gather(1, (S - sb + slot).clamp(max=n - 1)[None, :, None].expand(B, n, V))  # (B, n, V)
+    drafts = torch.where(slot < kd, draw_at(q, u_draft), mask_id)  # (B, n)
+    # 3. The pass: the newest token, the n draft slots, the block's n - 1 noisy states (state g
+    # knows its first g tokens, text or drafts), the next block all [MASK]
+    pos, mask, known = round_layout(c.pos, sb, (0, kd, n, n - 1, True), n, W, len(c.cols), slot.device)
+    at_block = sb + slot  # (n,)
+    from_drafts = drafts.gather(1, (at_block - S).clamp(0, n - 1).expand(B, n))
+    block = torch.where(at_block < S, c.text[:, at_block], from_drafts)  # (B, n)
+    noisy = torch.where(known, block[:, None], mask_id).flatten(1)  # (B, (n - 1) n)
+    newest = c.text.gather(1, (S - 1).expand(B, 1))
+    ids = torch.cat([newest, drafts, noisy, torch.full_like(drafts, mask_id)], 1)
+    logits = no_mask_logit(model(ids, kv_cache=c, rope_pos=pos, attn_mask=mask), mask_id)
+    # 4. The check: the drafts kept, then the first rejected one redrawn, or the bonus token
+    p = probs(logits[:, :n + 1], opts)  # (B, n + 1, V) the clean half's next-token laws
+    tokens, m, drew = check_drafts(p, q, drafts, kd, u_check, u_last, bonus)
+    at = at + live * (2 * B * kd + B * drew)
+    m = m * live
+    # 5. Commit: the tokens into the text (past them, unread), the cache's length, and the next
+    # round's q: the noisy state of the newest token r (its columns 1 + n + n (r - sb); the last
+    # state's are the next block's, which r = e - 1 and r = e both draft from)
+    c.text.scatter_(1, (S + torch.arange(n + 1, device=S.device)).expand(B, n + 1), tokens)
+    r = S + m - 1
+    state = 1 + n + n * (r - sb).clamp(0, n - 1) + slot  # (n,)
+    q_next = probs(logits.gather(1, state[None, :, None].expand(B, n, V)), opts)
+    c.q.copy_(torch.where(live, q_next, c.q))
+    c.drafting.copy_(c.drafting | live)
+    c.pos.add_(m)
+    return m, at, p
+
+
+def _read(u, at):
+    """The uniforms u at indices `at` (any shape; past u's end, unread: clamped)."""
+    return u[at.clamp(max=len(u) - 1).to(u.device)]
 
 
 # ---------------------------------------- the objective bd3 (diffusion.py lists the names)

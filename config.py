@@ -124,6 +124,9 @@ class Config:
                                         #   the noisy half drafting
     dual_sample: bool = False           # mdlm, --dual_ar nets: exact samples of its AR mode (KV-cached);
                                         #   prompts only
+    replay_steps: int = 4               # KV-cached decoding: tokens (bd3 at batch 1: drafting rounds)
+                                        #   between two host reads, one CUDA graph replay under
+                                        #   --compile; the samples do not depend on it
     live: bool = False                  # redraw the canvas in the terminal
     prompts_file: str = ""              # sample once per non-blank line of this file
     interactive: bool = False           # read prompts from stdin until Ctrl-D
@@ -149,8 +152,8 @@ RESUMABLE = ("max_iters", "activation_checkpointing", "eval_interval", "eval_ite
 SAMPLING_ONLY = ("checkpoint", "html", "infill", "prefix_file", "suffix_file", "live", "prompts_file", "interactive")
 SAMPLED = (*SAMPLING_ONLY, "overwrite", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k",
            "top_p", "num_samples", "viz_video", "trace_every", "gif_frame_ms", "order", "tokens_per_step", "remask",
-           "remask_eta", "threshold", "semi_ar_length", "bd3_speculate", "dual_sample", "device", "dtype", "compile",
-           "seed")
+           "remask_eta", "threshold", "semi_ar_length", "bd3_speculate", "dual_sample", "replay_steps", "device",
+           "dtype", "compile", "seed")
 
 # The values a key takes; the modules that implement them check against these.
 CHOICES = dict(
@@ -183,7 +186,8 @@ LIMITS = dict(
     n_layer=(4096, "each layer is a module built one by one: far past any network that trains"),
     # 1 - alpha(1) = 1 - cos(pi / 2T) in float64: off 1.7e-5 at T = 1e6, 0.1% at 1e7, 0 (NaN) at 1e9
     diffusion_steps=(10**6, "past it float64 cannot tell the chain's first steps apart"),
-    gif_frame_ms=(655_350, "a GIF times a frame in hundredths of a second, in 16 bits"))
+    gif_frame_ms=(655_350, "a GIF times a frame in hundredths of a second, in 16 bits"),
+    replay_steps=(64, "each step is written out in the compiled replay, whose compile time grows with them"))
 
 # The words a bool flag takes (bool('false') is True): --live=off, --compile=yes.
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

@@ -23,7 +23,7 @@ import diffusion
 import uniform
 from config import (BOOLEANS, CHOICES, INT64_MAX, LIMITS, NEEDS, PRESETS, SAMPLING_ONLY, TRAINED, UNSCORED_ORDERS,
                     Config)
-from model import ModelArgs
+from model import DECODERS, ModelArgs
 from utils.checkpoint import REMOVED, RENAMED
 from utils.errors import UserError
 from utils.fileio import read_text
@@ -222,7 +222,7 @@ def check_numbers(cfg):
 def check_ranges(cfg):
     """Refuses a size, count, rate or decay outside its range, and heads of odd or unequal size."""
     positive = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "batch_size", "eval_interval",
-                "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every")
+                "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every", "replay_steps")
     at_least_0 = ("max_iters", "semi_ar_length", "weight_decay", "grad_clip", "warmup_iters", "seed")
     for key, low in [(k, 1) for k in positive] + [(k, 0) for k in at_least_0]:
         if getattr(cfg, key) < low:
@@ -266,6 +266,8 @@ def check_objective_keys(cfg, given):
     unread = [k for k in obj.IGNORES if k in given]
     if unread:
         raise UserError(f"objective={cfg.objective} does not read --{unread[0]}: {obj.IGNORES[unread[0]]}; drop it")
+    if "replay_steps" in given and not obj.decodes(cfg, cfg.num_samples):
+        raise UserError(f"--replay_steps paces KV-cached decoding, and this sampler runs none ({DECODERS}): drop it")
     lacking = sorted(k for k in given if not acts(cfg, k))  # the first in name order is named
     if lacking:
         key = lacking[0]

@@ -300,13 +300,23 @@ def draw(p, generator):
     """One index per row of unnormalised p (..., V) by inverse CDF: exact, and faster than
     torch.multinomial on a CPU (dev/LOG.md, "Two CPU decode costs removed for every sampler"). A row
     with no mass or a NaN/inf raises rather than return its last index ([MASK] for chars)."""
-    dev = draw_device(p.device)
-    c = p.to(dev, torch.float64).cumsum(-1)  # (..., V) the cumulative mass, on the draw device
+    return draw_at(p, uniforms(p.shape[:-1], generator, p.device))
+
+
+def uniforms(shape, generator, device):
+    """U(0, 1) float64 draws (shape) on `device`'s draw device, in the order draw() takes them."""
+    dev = draw_device(device)
+    return torch.rand(shape, generator=on_device(generator, dev), device=dev, dtype=torch.float64)
+
+
+def draw_at(p, u):
+    """draw() with its uniforms u (...) float64 given, on the draw device: no generator, so a CUDA
+    graph replays it (the uniforms are drawn before the replay, into a buffer it reads)."""
+    c = p.to(u.device, torch.float64).cumsum(-1)  # (..., V) the cumulative mass, on the draw device
     total = c[..., -1]  # a NaN or inf carries into the total, failing the check; _assert_async: no sync
     torch._assert_async(((total > 0) & (total < math.inf)).all(), DEGENERATE_ROW)
-    u = torch.rand(c.shape[:-1] + (1,), generator=on_device(generator, dev), device=dev, dtype=torch.float64)
     # the first index whose mass passes u * total; clamped: u * total rounded up could pass the last
-    index = torch.searchsorted(c, u * c[..., -1:], right=True)[..., 0].clamp_(max=c.size(-1) - 1)
+    index = torch.searchsorted(c, u[..., None] * c[..., -1:], right=True)[..., 0].clamp_(max=c.size(-1) - 1)
     return index.to(p.device)
 
 
@@ -353,19 +363,21 @@ class SamplerOptions:
     threshold: float = 0.0             # Fast-dLLM: commit every position above it, >= 1 per step
     semi_ar_length: int = 0            # blocks left to right (LLaDA); a sliding window past the context
     temperature_end_share: float = 1.0  # T falls to this share as the block fills (_temperature)
+    replay_steps: int = 4              # decoders: tokens (bd3 at batch 1: rounds) a call (model.decode_steps)
 
     @classmethod
     def from_config(cls, cfg):
         return cls(steps=cfg.steps, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, order=cfg.order,
                    tokens_per_step=cfg.tokens_per_step, remask=cfg.remask, remask_eta=cfg.remask_eta,
                    threshold=cfg.threshold, semi_ar_length=cfg.semi_ar_length,
-                   temperature_end_share=cfg.temperature_end_share)
+                   temperature_end_share=cfg.temperature_end_share, replay_steps=cfg.replay_steps)
 
     def __post_init__(self):  # domains only asserted: the configurator words user errors
         assert self.order in CHOICES["order"] and self.remask in CHOICES["remask"], self
         assert self.tokens_per_step in CHOICES["tokens_per_step"], self
         assert self.temperature >= 0 and 0 <= self.remask_eta <= 1 and 0 <= self.threshold <= 1 and self.steps >= 1
         assert self.semi_ar_length >= 0 and self.temperature_end_share >= 0, self  # f > 0 at a draw: T stays > 0
+        assert self.replay_steps >= 1, self
         assert not (self.threshold > 0 and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
             "threshold ranks by the model's score, never re-masks"
 
@@ -709,8 +721,9 @@ def sample_causal(model, x, P, opts, generator=None, mask_id=None, on_step=None)
         p = drawn_law(filtered, opts.temperature == 0).exp()
         on_step(ordered_step(seq[:, :-1], seq, P, L, seq.size(1) - P, mask_id, p[:, None], conf))
 
-    out = model.generate(x[:, :P], L - P, opts, generator, mask_id, token_done if on_step else None)
-    return out, dict(nfe=L - P, nfe_per_sample=[L - P] * B)
+    counts = {}  # every network call: a token's, and the prompt's pass before its last token
+    out = model.generate(x[:, :P], L - P, opts, generator, mask_id, token_done if on_step else None, counts)
+    return out, dict(nfe=counts["calls"], nfe_per_sample=[counts["calls"]] * B)
 
 
 # ------------------------------------------------------------------------ the objective mdlm

@@ -106,11 +106,11 @@ def load(argv):
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy
     if configurator.OBJECTIVES[cfg.objective].decodes(cfg, cfg.num_samples):
-        compile_decode(model, cfg, device)  # --compile: the KV-cached decode step, bd3's drafting round
+        compile_decode(model, cfg, device)  # --compile: the KV-cached decoding steps, bd3's drafting rounds
     elif "compile" in flags and cfg.compile == "true":
         raise UserError(f"--compile compiles the KV-cached decode step, and this sampler runs none ({DECODERS}): "
                         f"drop it")
-    compiled = "" if model.compiled_decode is None else ", the decode step compiled"
+    compiled = "" if model.compiler is None else f", decoding compiled ({cfg.replay_steps} steps a replay)"
     threads = CpuThreads(device)  # as train.py: by what the passes measure, unless OMP_NUM_THREADS
     print(f"checkpoint {where.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
           f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes{compiled}, float64 draws; "

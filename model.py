@@ -6,6 +6,7 @@ objective (attn_mask=, rope_pos=: bd3.py); below the network, its KV-cached deco
     python -c "from model import *; print(Transformer(ModelArgs(vocab_size=66)).num_params())"
     # 10706304: the reference micro-dLLM char model (65 characters + [MASK])
 """
+import functools
 import math
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config import CHOICES
-from diffusion import filter_logits, sample_tokens
+from diffusion import draw_at, filter_logits, uniforms
 
 TIME_CONDS = CHOICES["time_cond"]
 
@@ -152,8 +153,8 @@ class Transformer(nn.Module):
         super().__init__()
         assert a.n_embd % a.n_head == 0 and (a.n_embd // a.n_head) % 2 == 0 and a.time_cond in TIME_CONDS
         self.args, self.checkpointing = a, False  # checkpointing: train.py sets it (--activation_checkpointing)
-        # the KV cache of generate (new_kv_cache); compile_decode's step and pass (None: eager)
-        self.decode_cache, self.compiled_decode, self.compiled_pass = None, None, None
+        # generate's KV cache (new_kv_cache); compile_decode's compiler, what it compiled (replay)
+        self.decode_cache, self.compiler, self.compiled = None, None, {}
         self.tok_emb = nn.Embedding(a.vocab_size, a.n_embd)
         self.time_emb = nn.Embedding(a.diffusion_steps + 1, a.n_embd) if a.time_cond == "learned" else None
         self.adaln = AdaLN(a) if a.time_cond == "adaln" else None
@@ -215,36 +216,44 @@ class Transformer(nn.Module):
         return (F.linear(x, self.tok_emb.weight) if self.head is None else self.head(x)).float()
 
     @torch.no_grad()
-    def generate(self, prompt, gen_len, opts=None, generator=None, mask_id=None, on_token=None):
-        """Sample gen_len tokens after prompt (B, P >= 1) with a KV cache, as nanoGPT's
-        generate: one pass a token. Past the context, keep the window's last half and recompute
-        its cache. opts: temperature, top_k, top_p (None: T = 1, no filter); mask_id: never drawn
-        (never a target, yet ~2e-5 of an AR's draws); on_token(seq, filtered logits) a token.
+    def generate(self, prompt, gen_len, opts=None, generator=None, mask_id=None, on_token=None, counts=None):
+        """Sample gen_len tokens after prompt (B, P >= 1) with a KV cache, as nanoGPT's generate:
+        one pass a token, opts.replay_steps of them a call of decode_steps (one CUDA graph replay
+        when compiled: no host read between). Past the context, keep the window's last half and
+        recompute its cache. opts: temperature, top_k, top_p (None: T = 1, no filter); mask_id:
+        never drawn; on_token(seq, the log-probs drawn from) a token; counts, a dict given, gets
+        'calls': every network call, the window's text passed before its newest token included.
         Returns (B, P + gen_len)."""
-        temperature, top_k, top_p = (1.0, 0, 1.0) if opts is None else (opts.temperature, opts.top_k, opts.top_p)
+        law = (1.0, 0, 1.0) if opts is None else (opts.temperature, opts.top_k, opts.top_p)
+        every = 4 if opts is None else opts.replay_steps
         (B, P), W = prompt.shape, self.args.block_size
-        if gen_len == 0:  # nothing to draw: no pass
-            return prompt
-        seq, lo = prompt, max(0, P - W)
-        step = self.compiled_decode or decode  # the CUDA graph when compiled
+        seq, lo, end = prompt, max(0, P - W), P + gen_len
+        steps = replay(self, decode_steps)
         cache = new_kv_cache(self, B, prompt.device)
-        logits = decode(self, seq[:, lo:], cache)  # the prompt's pass, eager (its length varies)
-        for i in range(gen_len):
-            if mask_id is not None:
-                logits[:, mask_id] = float("-inf")
-            filtered = filter_logits(logits, temperature, top_k, top_p)
-            nxt = sample_tokens(filtered, temperature, generator)
-            seq = torch.cat([seq, nxt[:, None]], 1)
-            if on_token is not None:
-                on_token(seq, filtered)
-            if i + 1 == gen_len:
-                break
-            if seq.size(1) - lo > W:  # no room: slide the window, recompute its kept half's cache
-                lo = seq.size(1) - W // 2
+        fresh = True  # the cache is to be filled with the window's text before the newest token
+        calls = 0
+        while seq.size(1) < end:
+            S = seq.size(1)
+            if S - lo > W:  # no room for the newest token: keep the window's last half
+                lo, fresh = S - W // 2, True
+            if fresh:
                 cache.reset()
-                logits = decode(self, seq[:, lo:], cache)
-            else:
-                logits = step(self, nxt[:, None], cache)
+                if S - 1 > lo:
+                    decode(self, seq[:, lo:S - 1], cache)  # eager: its length varies
+                    calls += 1
+                fresh = False
+            # `every` tokens if as many fit before the end and the window's next move, else one
+            k = every if min(end - S, W + 1 - (S - lo)) >= every else 1
+            u = uniforms((k, B), generator, prompt.device)  # drawn before the replay, in the order it reads them
+            # a copy: a view's strides grow with seq, and new strides recompile the step
+            newest = seq[:, -1:].clone(memory_format=torch.contiguous_format)
+            new, laws = steps(self, newest, cache, u, law, mask_id)
+            for i in range(k if on_token is not None else 0):
+                on_token(torch.cat([seq, new[:, :i + 1]], 1), laws[:, i])
+            seq = torch.cat([seq, new], 1)
+            calls += k
+        if counts is not None:
+            counts["calls"] = calls
         return seq
 
     # ---- accounting: the model owns it
@@ -325,7 +334,7 @@ def new_kv_cache(model, batch, device):
     a, c, device = model.args, model.decode_cache, torch.device(device)
     on = torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)  # (meta: none)
     dtype = torch.get_autocast_dtype(device.type) if on else model.tok_emb.weight.dtype
-    static = model.compiled_decode is not None
+    static = model.compiler is not None
     if c is None or (c.k[0].shape[0], c.k[0].device, c.k[0].dtype, c.static) != (batch, device, dtype, static):
         c = KVCache(a.n_layer, batch, a.n_head, a.block_size, a.n_embd // a.n_head, device, dtype, static)
         model.decode_cache = c
@@ -346,14 +355,43 @@ def decode(model, idx, cache):
     return logits
 
 
+def decode_steps(model, newest, cache, u, law, mask_id=None):
+    """len(u) tokens, a causal pass each: the newest token (B, 1) passes into the cache, the next
+    is drawn from its logits with the uniforms u[i] (B,) (draw's inverse CDF; the argmax at T = 0)
+    and passes in turn. law: (temperature, top_k, top_p). No host read, static shapes on a static
+    cache: compiled, the k tokens are one graph (replay). Returns (tokens (B, k), the log-probs each
+    was drawn from (B, k, V))."""
+    temperature, top_k, top_p = law
+    tokens, laws = [], []
+    for i in range(len(u)):
+        logits = decode(model, newest, cache)
+        if mask_id is not None:
+            logits[:, mask_id] = float("-inf")  # never a target, yet ~2e-5 of an AR's draws
+        logp = filter_logits(logits, temperature, top_k, top_p)
+        newest = (logp.argmax(-1) if temperature == 0 else draw_at(logp.exp(), u[i]))[:, None]
+        tokens.append(newest)
+        laws.append(logp)
+    return torch.cat(tokens, 1), torch.stack(laws, 1)
+
+
 DECODERS = "the AR, --dual_sample and bd3's --bd3_speculate run it"  # an objective's decodes(): True
 
 
 def compile_decode(model, cfg, device):
-    """--compile for sampling ('auto': CUDA): compiled_decode (a token) and compiled_pass (bd3's
-    drafting round), whole at static shapes, CUDA-graphed on CUDA (a replay, not ~220 launches)."""
+    """--compile for sampling ('auto': CUDA): the decoding steps (decode_steps, bd3's rounds)
+    compiled whole at static shapes by replay(), CUDA-graphed on CUDA: k steps a replay, not ~220
+    launches and a host read a step."""
     device = torch.device(device)
     if cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda"):
         mode = "reduce-overhead" if device.type == "cuda" else None
-        model.compiled_decode = torch.compile(decode, mode=mode, fullgraph=True, dynamic=False)
-        model.compiled_pass = torch.compile(model.forward, mode=mode, fullgraph=True, dynamic=False)
+        model.compiler = functools.partial(torch.compile, mode=mode, fullgraph=True, dynamic=False)
+
+
+def replay(model, fn):
+    """fn as the model's sampler runs it: eager, or compiled by model.compiler (compile_decode) once
+    a model, as a CUDA graph replays the buffers it recorded (its static KV cache)."""
+    if model.compiler is None:
+        return fn
+    if fn not in model.compiled:
+        model.compiled[fn] = model.compiler(fn)
+    return model.compiled[fn]

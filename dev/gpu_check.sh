@@ -4,12 +4,14 @@
 # By default README's GPU lines first, as typed (readme: `python train.py` -- REF_ITERS=N cuts it to N steps --,
 # `python inference.py --prompt "ROMEO:"`, README's torchrun line over NCCL on the seeds' BPE recipe, BPE_ITERS steps),
 # then babies (baby_bd3 and README's baby AR line trained here when artifacts/gpu does not carry them), then issue 74's: step (the reference recipe's mdlm step eager / compiled / graphed, its loss compiled
-# with the model by dev/bench_train.make_step), sampling (tokens/s at batch 1 and 16, eager and with the decode step
-# graphed), frontier (B10 against baby_ar at the held-out entropy, both sides graphed; carry artifacts/gpu), gpt200m
-# (each objective's compiled and graphed micro-step, MFU and peak memory). The earlier sections run when named:
+# with the model by dev/bench_train.make_step), sampling (issue 89's table, dev/gpu_sample.py, <= 3 min: the AR a graph a
+# token and k a replay, bd3's forward graphed and its whole round k a replay, batch 1 and 16, T = 1, 0, 0.5), frontier (B10
+# against baby_ar at the held-out entropy, both sides graphed; carry artifacts/gpu), gpt200m (each objective's compiled and
+# graphed micro-step, MFU and peak memory). A loan's first job: SECTIONS=babies,sampling bash dev/gpu_check.sh (~4 min).
+# The earlier sections run when named:
 # SECTIONS=readme,babies,attention,train,syncs,graphs,runs,recipe,step,sampling,frontier,gpt200m is every one (sampling and frontier
 # fall back to the checkpoints runs writes when artifacts/gpu is not carried). DEADLINE=450 the seconds of work before
-# later sections and rows are skipped; PYTHON= the interpreter.
+# later sections and rows are skipped (SMOKE: 1200); PYTHON= the interpreter.
 # SMOKE=1 runs every section on the CPU at toy sizes (an API and syntax check, no timings; CUDA-only calls guarded;
 # torch.compile traced by dynamo's eager backend, no inductor). SMOKE ran clean at the commit that last changed this file.
 set -uo pipefail  # the Python below failing fails the script (a pipe reports its last command)
@@ -17,18 +19,18 @@ cd "$(dirname "$0")/.." || exit 1
 WORK=${WORK:-$(mktemp -d)}; OUT=${OUT:-$WORK/out}; mkdir -p "$OUT"
 ALL=readme,babies,attention,train,syncs,graphs,runs,recipe,step,sampling,frontier,gpt200m
 [ "${SMOKE:-0}" = 1 ] && DEFAULT=$ALL || DEFAULT=readme,babies,step,sampling,frontier,gpt200m
+# SMOKE's default deadline reaches every section on a busy 2-core CPU (dynamo traces each sampling row: ~2 min)
+[ "${SMOKE:-0}" = 1 ] && DEADLINE=${DEADLINE:-1200}
 export PYTHONUNBUFFERED=1 WORK OUT DEADLINE=${DEADLINE:-450} SMOKE=${SMOKE:-0} SECTIONS=${SECTIONS:-$DEFAULT}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 "${PYTHON:-python3}" - <<'PY' 2>&1 | tee "$OUT/gpu_check.log" | grep --line-buffered -v -e Warning -e warn -e '^USDT'
 import json, os, re, subprocess, sys, time, traceback, warnings, statistics as st
 sys.path.insert(0, os.getcwd())
 import torch, torch.nn.functional as F
-import objectives, bd3, sampler
-from common import Draw, Schedule
+import bd3, configurator, diffusion
+from diffusion import Draw, SamplerOptions, Schedule
 from configurator import get_config
-from decode import generate
 from model import Transformer
-from sampler import SamplerOptions
 from utils.dist import autocast_for, keyed_generator, peak_flops
 from utils.optim import build_optimizer
 import dev.bench_train as bt
@@ -164,8 +166,8 @@ if section("attention kernels", 60, "attention"): guard(attention)
 def make_step(flags, vocab=66, mode=None):
     cfg = get_config(flags + TOY + ["--device=" + dev.type])
     torch.manual_seed(cfg.seed)
-    obj = objectives.get(cfg.objective)
-    model = Transformer(objectives.model_args(cfg, vocab)).to(dev).train()
+    obj = configurator.OBJECTIVES[cfg.objective]
+    model = Transformer(configurator.model_args(cfg, vocab)).to(dev).train()
     model.checkpointing = cfg.activation_checkpointing  # as train.py sets it
     opt = build_optimizer(model, cfg, dev)
     net = model if mode is None else torch.compile(model, **({} if mode == "default" else dict(mode=mode)))
@@ -239,13 +241,13 @@ def syncs():  # on the CPU smoke run the same calls, counting nothing
     blocks = bd3.Blocks(size=4, mask_id=V - 1)
     for name, fl in (("ar KV cache", ["--objective=ar"]), ("mdlm denoise", []), ("bd3 speculative", ["--objective=bd3", "--bd3_ar=1"])):
         cfg = get_config(fl + TOY + ["--device=" + dev.type])
-        m = Transformer(objectives.model_args(cfg, V)).to(dev).eval(); sch = Schedule(cfg.diffusion_steps)
+        m = Transformer(configurator.model_args(cfg, V)).to(dev).eval(); sch = Schedule(cfg.diffusion_steps)
         for B in (1, 16):
             x = torch.cat([torch.randint(0, V - 1, (B, 6), device=dev), torch.full((B, n), V - 1, device=dev)], 1)
             g = torch.Generator().manual_seed(0); ctx, _ = autocast_for(dev, "auto")
             with torch.no_grad(), ctx:
-                if name.startswith("ar"): f = lambda: (generate(m, x[:, :6], n, generator=g, mask_id=V - 1), dict(nfe=n))
-                elif name.startswith("mdlm"): f = lambda: sampler.denoise(m, x, x == V - 1, sch, V - 1, SamplerOptions(steps=16), g)
+                if name.startswith("ar"): f = lambda: (m.generate(x[:, :6], n, generator=g, mask_id=V - 1), dict(nfe=n))
+                elif name.startswith("mdlm"): f = lambda: diffusion.denoise(m, x, x == V - 1, sch, V - 1, SamplerOptions(steps=16), g)
                 else: f = lambda: bd3.sample_clean_ar(m, x[:, :6], n, blocks, generator=g)  # drafts at B = 1 only
                 f(); r = [None]; s = count(lambda: r.__setitem__(0, f()))
             res[f"sample {name} B={B} ({r[0][1]['nfe']} passes, {n} tokens)"] = s
@@ -314,7 +316,7 @@ def bench_row(key, name, flags, compile_="true", graphs=True, vocab=66, n=20, re
             skips = counters["inductor"]["cudagraph_skips"] - skips  # graphs inductor declined (gpu_check.log says why)
             ms = timeit(step, 2 if SMOKE else n, 1 if SMOKE else rep)
             peak, what = bt.peak_memory(step, model, opt, dev)
-        flops = objectives.get(cfg.objective).flops(model, cfg)[0] * cfg.batch_size * cfg.block_size
+        flops = configurator.OBJECTIVES[cfg.objective].flops(model, cfg)[0] * cfg.batch_size * cfg.block_size
         r = dict(ms=ms, mtok=cfg.batch_size * cfg.block_size / ms / 1e3, mfu=flops / (ms / 1e3) / PEAK * 100, peak_mib=peak,
                  peak_is=what, note=f"{skips} CUDA-graph skips (gpu_check.log: why)" if skips else "")
     except Exception as e:
@@ -334,82 +336,23 @@ def step_rows():
         bench_row("step", name, fl + toy, c, g)
 if section("issue 74 (a): the reference step with its loss", 90, "step"): guard(step_rows)
 
-# ---- (c) sampling tokens/s at batch 1 and 16, eager and graphed (compile_decode, as inference.py on CUDA), in turns:
-# the AR at the reference size (random weights: speed only; target >= 1,000 tokens/s at batch 1), baby_ar and baby_bd3
-# (carried artifacts/gpu, else runs' checkpoints: bd3 drafts at batch 1 in eager rounds, its clean half decodes alone
-# at 16), the cpu preset's sampler (mdlm denoise at its settings, random weights: eager, its passes are not graphed)
+# ---- (c) issue 89's sampling table (dev/gpu_sample.py, under 3 minutes): baby_ar against baby_bd3's preset, 250 tokens
+# after ROMEO: at batch 1 and 16, T = 1, 0, 0.5, four variants (the AR a graph a token and k a replay; bd3's forward
+# graphed and its whole round k a replay): tokens/s, GPU ms a step (CUDA events), round / AR step, tokens a pass, p_cache.
+# Carried artifacts/gpu checkpoints, else those the babies section trained here (SMOKE: toy ones, the CPU, no graphs)
 STAND_IN = dict(baby_ar="ar", baby_bd3="bd3", judge_baby="ar")  # the runs section's checkpoint in a carried one's place
-def ckpt(name):  # a carried checkpoint, else its stand-in, else None
+def ckpt(name):  # a carried checkpoint, else one trained here, else its stand-in, else None
     for p in (f"artifacts/gpu/{name}/model.pt", f"artifacts/models/{name}/model.pt", f"{W}/{name}/model.pt",
               f"{W}/{STAND_IN[name]}/model.pt"):
         if os.path.exists(p): return p
 def sampling():
-    import evals.samples as es
-    from checkpoint_manager import load_model
-    from decode import compile_decode, decode
-    from configurator import config_from_dict
-    from dataclasses import replace
-    from utils.tokenizer import tokenizer_from_state
-    ctx = lambda: autocast_for(dev, "auto")[0]
-    jobs = []  # (name, {eager|graphed: model}, cfg, tokens generated, prompt ids, mask id)
-    def pair(model, cfg):  # the eager model and a graphed copy (its own static cache: a graph keeps its buffers)
-        graphed = Transformer(model.args).to(dev).eval(); graphed.load_state_dict(model.state_dict())
-        if SMOKE:
-            graphed.compiled_decode = torch.compile(decode, backend="eager", fullgraph=True, dynamic=False)
-            graphed.compiled_pass = torch.compile(graphed.forward, backend="eager", fullgraph=True, dynamic=False)
-        else: compile_decode(graphed, replace(cfg, compile="true"), dev)
-        step, rnd, model.steps, graphed.steps = graphed.compiled_decode, graphed.compiled_pass, 0, 0
-        def counted(model, idx, cache):  # how many steps the graph ran: the path a draw took
-            graphed.steps += 1
-            return step(model, idx, cache)
-        def counted_round(idx, **kw):  # bd3's drafting rounds (batch 1), at fixed shapes
-            graphed.steps += 1
-            return rnd(idx, **kw)
-        graphed.compiled_decode, graphed.compiled_pass = counted, counted_round
-        return dict(eager=model, graphed=graphed)
-    for name, fl, G in (("ar reference size (random weights)", ["--objective=ar"], 250),
-                        ("mdlm, the cpu preset's sampler (random weights)", ["cpu"], 96)):
-        cfg = get_config(fl + (TOY + ["--steps=8"] if SMOKE and fl == ["cpu"] else TOY) + ["--device=" + dev.type])
-        torch.manual_seed(0)
-        m = Transformer(objectives.model_args(cfg, 66)).to(dev).eval()
-        m.steps = 0
-        jobs.append((name, pair(m, cfg) if cfg.objective == "ar" else dict(eager=m), cfg, 26 if SMOKE else G, [0] * 6, 65))
-    for name in ("baby_ar", "baby_bd3"):
-        p = ckpt(name)
-        if p is None: out(f"[skip] sampling {name}: no checkpoint (carry artifacts/gpu/{name}/model.pt)"); continue
-        m, ck = load_model(p, dev)
-        cfg = replace(config_from_dict(ck["config"]), device=dev.type, bd3_speculate=name == "baby_bd3")  # (a stand-in's off)
-        tok = tokenizer_from_state(ck["tokenizer"])
-        jobs.append((name + ("" if p.startswith("artifacts") else " (runs' stand-in)"), pair(m, cfg), cfg, 26 if SMOKE else 250,
-                     tok.encode("ROMEO:"), tok.mask_id))
-    res = {}
-    for name, models, cfg, G, start, mask_id in jobs:
-        for B in (1, 16):
-            def draw(m):  # (passes a sample, graphed steps) of one draw of B samples
-                m.steps = 0
-                with torch.no_grad(), ctx():
-                    _, nfe = es.draw(m, replace(cfg, num_samples=B), start, G, B, mask_id, torch.Generator().manual_seed(0))
-                return sum(nfe) / len(nfe), m.steps
-            try:
-                skips = counters["inductor"]["cudagraph_skips"]
-                for m in models.values(): draw(m)  # shapes warmed, graphs recorded
-                skips = counters["inductor"]["cudagraph_skips"] - skips
-                ts = {k: [] for k in models}
-                for _ in range(1 if SMOKE else 3):  # in turns
-                    for k, m in models.items():
-                        sync(); t = time.perf_counter(); passes, steps = draw(m); sync(); ts[k].append(time.perf_counter() - t)
-                graphs = f"CUDA graphs skipped {skips}x" if skips else "CUDA graphs on"
-                if cfg.objective == "mdlm": path = "denoise, eager (its passes are not graphed)"
-                elif B == 1 and cfg.objective == "bd3": path = f"drafting rounds compiled at fixed shapes, {steps} a draw; {graphs}"
-                else: path = f"decode step compiled, {steps} steps a draw; {graphs}"
-                if dev.type != "cuda" and "compiled" in path: path = path.replace("CUDA graphs on", "no CUDA graphs on a CPU")
-                r = {k: B * G / st.median(v) for k, v in ts.items()}
-                res[f"{name} B={B}"] = dict(eager=r["eager"], graphed=r.get("graphed"), passes_per_token=passes / G, path=path)
-            except Exception as e:
-                res[f"{name} B={B}"] = dict(error=f"{type(e).__name__}: {str(e)[:120]}"); traceback.print_exc()
-            print(f"  {name} B={B}: {res[f'{name} B={B}']}", flush=True)
-    R["sampling"] = res
-if section("issue 74 (c): sampling, eager and graphed", 60, "sampling"): guard(sampling)
+    cks = [ckpt("baby_ar"), ckpt("baby_bd3")]
+    if None in cks: out("[skip] sampling: no baby_ar or baby_bd3 checkpoint (carry artifacts/gpu/{baby_ar,baby_bd3}/model.pt)"); return
+    limit = min(300 if SMOKE else 180, max(30, left() - 10))  # (SMOKE: dynamo traces each row on a busy CPU)
+    argv = [sys.executable, "dev/gpu_sample.py", *cks, "--deadline", str(limit - 20)] + (["--smoke"] if SMOKE else [])
+    rc, log = command("sampling", argv, limit, python=False)
+    R["sampling"] = dict(checkpoints=cks, rc=rc, table=[l for l in log.splitlines() if re.match(r"\s*(\d+ |B |sampling,|done)", l)])
+if section("issue 89 (c): sampling, the AR and bd3's rounds graphed", 60, "sampling"): guard(sampling)
 
 # ---- (d) issue 64 on the GPU: B10 against baby_ar at the held-out entropy, batch 1 and 16, both sides' decode step graphed
 # (frontier.py --compile auto: on CUDA, as inference.py; bd3 drafts at batch 1 in eager rounds). Carry artifacts/gpu: its
@@ -464,11 +407,9 @@ if "readme_inference" in R: print("readme_inference: " + ", ".join(f"{a} {b}" fo
 for k in ("run_mdlm", "run_ar", "run_bd3", "run_ref"):
     if k in R: print("%s %s steps: wall %.0f s (first step %s s), %s ms/it, %s tok/s, mfu %s%%, dev %s, test %s nats/char, peak %s MiB, trained %s" % (
         k, 5000 if k == "run_ref" else 1000, R[k]["wall_s"], R[k]["first_step_s"], R[k]["ms_it"], R[k]["tok_s"], R[k]["mfu"], R[k]["dev"], R[k]["test"], R[k]["peak_mib"], R[k].get("trained")))
-if "sampling" in R: print(f"{'(c) sampling, tokens/s':<58} {'eager':>9} {'graphed':>9} {'x':>5} {'passes/tok':>10}  path")
-for k, r in R.get("sampling", {}).items():
-    if "error" in r: print(f"  {k:<56} {r['error']}"); continue
-    x = r["graphed"] / r["eager"] if r["graphed"] else None
-    print(f"  {k:<56} {f(r['eager'], 0):>9} {f(r['graphed'], 0):>9} {f(x, 2):>5} {r['passes_per_token']:>10.2f}  {r['path']}")
+if "sampling" in R:
+    print(f"(c) sampling ({', '.join(R['sampling']['checkpoints'])}), rc {R['sampling']['rc']}")
+    for l in R["sampling"]["table"]: print("  " + l)
 if "frontier path" in R: print(f"(d) frontier: {R['frontier path']}")
 for k in ("frontier seed 0", "frontier seed 1"):
     if k in R: print(k + ": " + " | ".join(R[k]) if isinstance(R[k], list) else f"{k}: {R[k]}")

@@ -83,7 +83,7 @@ def columns_counted(model, start):
     does). A column before P - 1 is the prompt's only where a call holds the prompt there: after a
     window moves, the text at those positions is generated, and its columns count. Committed
     tokens over columns is p_cache (WeDLM): 1 for an AR. Eager: a compiled step runs no hook."""
-    seen, compiled = dict(columns=0, calls=0), (model.compiled_decode, model.compiled_pass)
+    seen, compiler = dict(columns=0, calls=0), model.compiler
     P = len(start)
 
     def count(module, args, kwargs):
@@ -95,12 +95,12 @@ def columns_counted(model, start):
         seen["columns"] += idx.size(0) * (int((~early).sum()) if holds else idx.size(1))
         seen["calls"] += 1
     hook = model.register_forward_pre_hook(count, with_kwargs=True)
-    model.compiled_decode, model.compiled_pass = None, None  # eager: the columns each pass reads
+    model.compiler = None  # eager: the columns each pass reads
     try:
         yield seen
     finally:
         hook.remove()
-        model.compiled_decode, model.compiled_pass = compiled
+        model.compiler = compiler
 
 
 def time_draws(jobs, start, gen_len, b, rounds, seed, device, per_round=1):

@@ -307,6 +307,7 @@ EV = [DM, "--n-windows", "2", "--n-t", "1", "--n-samples", "0"]
 PRINTS_ONLY = "writes no file: two figures on stdout"
 RC = [DM, "dual/model.pt"]  # a race of two checkpoints trained on one text: the lanes share a tokenizer
 FR = [AR, "--ar-checkpoint", AR, "--n-samples", "2", "--ar-grid", "temperature=1.0"]  # the fixture's AR judges itself
+GS = [AR, AR, "--smoke"]  # dev/gpu_sample.py past parsing (the fixture has no --bd3_ar network: refused at load)
 BT = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=2", "--iters=1", "--repeats=1",
       "--warmup=0", "--device=cpu"]
 CLASS_ROWS = {
@@ -503,9 +504,15 @@ CLASS_ROWS = {
         empty=[(["cpu", "--threads", ","], ("--threads", "','"))],
         zero=[(["cpu", "--steps", "0"], ("--steps", ">= 1")), (["cpu", "--threads", "0"], ("--threads", ">= 1"))]),
     "dev/gpu_sample.py": dict(
-        missing=NO_FILES, directory=NO_FILES, exists=NO_FILES, checkpoint=NO_FILES, json=NO_FILES, root=NO_FILES,
-        list="no list flag", empty="--smoke or a GPU: every option leaves work to do",
-        zero=[(["--smoke", "--tokens", "0"], ("--tokens", ">= 1"))]),
+        missing=[(["missing.pt", AR, "--smoke"], "checkpoint missing.pt not found")],
+        directory=[(["empty_dir", AR, "--smoke"], "is a directory")],
+        exists="writes no file: a table on stdout", checkpoint="writes no file: a table on stdout",
+        json=[(["exp_cutjson", AR, "--smoke"], "unreadable config.json"), ([DM, AR, "--smoke"], "give an AR checkpoint"),
+              ([AR, DM, "--smoke"], "no --bd3_ar network")],
+        list="its checkpoints are paths: no typed list", empty="both checkpoints are read: nothing to select",
+        zero=[([*GS, "--tokens", "0"], ("--tokens", ">= 1")), ([*GS, "--k", "1"], ("--k", ">= 2")),
+              ([*GS, "--deadline", "0"], ("--deadline", ">= 1"))],
+        root=[(["data/prompts.txt", AR, "--smoke"], "run from the repository root")]),
 }
 NO_CKPT = "reads no checkpoint"
 DAMAGED = ("is damaged", "checksum")
@@ -522,9 +529,9 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "dev/nanogpt_score.py": [(["old.txt", "--against", "damaged.pt"], DAMAGED)],
         "dev/bd3_variance.py": [(["damaged.pt"], DAMAGED)],
         "dev/draft_ceiling.py": [(["damaged.pt"], DAMAGED)], "dev/spec_rounds.py": [(["damaged.pt"], DAMAGED)],
-        "dev/two_pass.py": [(["damaged.pt", AR], DAMAGED)],
+        "dev/two_pass.py": [(["damaged.pt", AR], DAMAGED)], "dev/gpu_sample.py": [(["damaged.pt", AR, "--smoke"], DAMAGED)],
         **dict.fromkeys(("dev/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
-                         "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/gpu_sample.py", "dev/threads.py"), NO_CKPT),
+                         "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/threads.py"), NO_CKPT),
         "dev/epochs.py": "reads no checkpoint: its runs are train.py's, their scores eval.py's"},
     "depends": {
         "train.py": [([*T, "--out_dir=x", "--mask_ramp_from=0.6"], "--mask_ramp_from acts only with --mask_ramp"),
@@ -541,9 +548,10 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "dev/order_nll.py": [([DM, "--mixture-k", "4"], "no mixture")],
         "dev/infill.py": "no flag of it acts only with another",
         "dev/epochs.py": [(["--summary-only", "--restart"], "--restart sets the training --summary-only skips")],
+        "dev/spec_rounds.py": [([DM, "--k", "2"], ("--k sets the AR's tokens", "give --ar or --compile"))],
         **dict.fromkeys(("dev/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
                          "dev/plot_epochs.py", "dev/plot_frontier.py", "scripts/export.py", "dev/nanogpt_score.py",
-                         "dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/gpu_sample.py",
+                         "dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/gpu_sample.py",
                          "dev/two_pass.py", "dev/threads.py"),
                         "no flag of it acts only with another")},
     "pickle": {
@@ -560,8 +568,9 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "dev/draft_ceiling.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/spec_rounds.py": [(["evil.pt"], "a weights-only load refuses")],
         "dev/two_pass.py": [(["evil.pt", AR], "a weights-only load refuses")],
+        "dev/gpu_sample.py": [(["evil.pt", AR, "--smoke"], "a weights-only load refuses")],
         **dict.fromkeys(("dev/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
-                         "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/gpu_sample.py", "dev/threads.py"),
+                         "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/threads.py"),
                         "unpickles nothing: text, JSON and checkpoints read weights-only"),
         "dev/epochs.py": "unpickles nothing: its runs are train.py's"},
 }
@@ -614,6 +623,9 @@ TABLE += [
     ("inference.py", ["cpu", "--checkpoint", DM, "--viz-video", "off", "--trace-every", "2"],
      "--trace_every acts only with --viz_video", None),  # the trace it paced is never written
     ("inference.py", ["--checkpoint", DM, "--compile=true"], "this sampler runs none", None),  # said 'compiled'
+    ("inference.py", ["--checkpoint", DM, "--replay-steps", "8"], "--replay_steps paces KV-cached decoding", None),
+    ("inference.py", ["--checkpoint", AR, "--replay-steps", "0"], "replay_steps must be >= 1", None),
+    ("inference.py", ["--checkpoint", AR, "--replay-steps", "65"], "replay_steps=65 is out of range (at most 64", None),
     ("inference.py", ["--checkpoint", DM, "--infill", "To [___:100000000000000000000000] be"],
      "asks for 100,000,000,000,000,000,000,000 tokens", None),
     # past the context: each refusal's advice runs (test_a_refusals_advice_runs). It advised --gen-len beside
@@ -721,11 +733,12 @@ ISSUE_71_ROWS = {
         "dev/order_nll.py": [([DM, "--orders", "l2r,r2l", "--seed", "3"], "--seed draws random orders")],
         "dev/infill.py": [([AR], "only continues a prompt")],
         "dev/nanogpt_score.py": [(["old.txt", "--against", AR, "--n-t", "2"], "drop --n-t")],
-        "dev/gpu_sample.py": [(["--smoke", "--tokens", "5"], "drop --tokens")],
+        "dev/gpu_sample.py": [([*GS, "--tokens", "5"], "drop --tokens")],
         "dev/epochs.py": [(["--summary-only", "--eval-iters", "3"], "--eval-iters sets the training --summary-only")],
         **dict.fromkeys(("dev/plot_epochs.py", "dev/plot_frontier.py"), "--x and --out act in every call"),
-        **dict.fromkeys(("dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/two_pass.py"),
+        **dict.fromkeys(("dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/two_pass.py"),
                         "every flag acts in every call"),
+        "dev/spec_rounds.py": [([DM, "--k", "2"], "drop --k")],
         "dev/threads.py": [(["cpu", "--gap", "5"], "--gap acts only with --starts"),
                            (["cpu", "--starts", "--loads", "quiet"], "--loads acts only on the step table")]},
 }
@@ -761,8 +774,8 @@ OUTPUT_ROWS = {
     "dev/order_nll.py": [([DM, "--json", "old.txt/o.json"], UNDER)],
     "dev/infill.py": NO_OUTPUT,
     **dict.fromkeys(("dev/nanogpt_score.py", "dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py",
-                     "dev/two_pass.py"), NO_OUTPUT),
-    **dict.fromkeys(("dev/threads.py", "dev/gpu_sample.py"), NO_FILES)}
+                     "dev/two_pass.py", "dev/gpu_sample.py"), NO_OUTPUT),
+    "dev/threads.py": NO_FILES}
 for cli, rows in OUTPUT_ROWS.items():
     CLASS_ROWS[cli]["output"] = rows
 
@@ -840,7 +853,7 @@ BASE = {"scripts/eval.py": [DM], "scripts/frontier.py": [AR, "--ar-checkpoint", 
         "scripts/train_tokenizer.py": ["--input", "text.txt"], "dev/order_nll.py": [DM], "dev/infill.py": [DM],
         "dev/nanogpt_score.py": ["old.txt", "--against", DM], "dev/bd3_variance.py": [DM], "dev/draft_ceiling.py": [DM],
         "dev/spec_rounds.py": [DM], "dev/two_pass.py": [DM, AR], "dev/threads.py": ["cpu"], "dev/epochs.py": [],
-        "dev/plot_epochs.py": ["s.json"], "dev/plot_frontier.py": ["eval.json"], "dev/gpu_sample.py": ["--smoke"],
+        "dev/plot_epochs.py": ["s.json"], "dev/plot_frontier.py": ["eval.json"], "dev/gpu_sample.py": GS,
         "scripts/race.py": RC}
 
 

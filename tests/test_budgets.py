@@ -34,7 +34,7 @@ PRODUCT_PROSE_WORDS = 22_000  # docstring and comment words (issue 79: 28,628 be
 PROSE_COLUMNS = 100  # docstring and comment-only lines; code may use LINE_COLUMNS
 FILE_LINES = {"evals/report.py": 200}  # a file that grew nine jobs once
 PARAMETERS = 8  # the most a product function takes (self and cls left out)
-CONFIG_KEYS = 85
+CONFIG_KEYS = 86  # 85 until issue 89's replay_steps (k steps a replay: a key the issue asks for)
 FUNCTION_CODE_LINES = {"reading": 50, "product": 60}  # the longest function, in code lines (nested ones inside it)
 LINE_COLUMNS = 120
 # The documents are read for their sentences, not counted in lines (issue 86): the median words a sentence, the

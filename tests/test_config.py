@@ -86,7 +86,7 @@ def test_sampling_reads_the_keys_its_fields_declare():
     sampling = {"checkpoint", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k", "top_p",
                 "num_samples", "viz_video", "trace_every", "gif_frame_ms", "infill", "prefix_file", "suffix_file",
                 "order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length", "bd3_speculate",
-                "dual_sample", "live", "prompts_file", "interactive", "html"}
+                "dual_sample", "replay_steps", "live", "prompts_file", "interactive", "html"}
     assert set(SAMPLED) == sampling | {"device", "dtype", "seed", "compile", "overwrite"} and len(set(SAMPLED)) == len(SAMPLED)
     assert set(SAMPLING_ONLY) < set(SAMPLED) and set(SAMPLED) | set(RESUMABLE) <= {f.name for f in fields(Config)}
     for key in ("device", "compile", "overwrite"):  # a key may carry two roles
@@ -120,7 +120,7 @@ def test_inference_reads_the_device_the_dtype_the_seed_and_compile_from_its_comm
     cfg, run = inference.load([f"--checkpoint={ckpt}", "--device=cpu", "--dtype=float32", "--seed=7", "--steps=5",
                                "--compile=false"])
     assert (cfg.device, cfg.dtype, cfg.seed, cfg.steps, cfg.compile) == ("cpu", "float32", 7, 5, "false")
-    assert run["device"].type == "cpu" and run["model"].compiled_decode is None
+    assert run["device"].type == "cpu" and run["model"].compiler is None
 
 
 def _without_comments(source):

@@ -103,7 +103,8 @@ def test_dual_sample_draws_the_causal_networks_samples_exactly_and_keeps_the_pro
     expect = causal.generate(x[:, :4], 10, SamplerOptions(1, temperature=0.9, top_k=8),
                       torch.Generator().manual_seed(5), MASK)
     assert torch.equal(out, expect) and torch.equal(out[:, :4], x[:, :4]) and not (out == MASK).any()
-    assert stats["nfe"] == 10 == diffusion.passes(_cfg("--dual_sample"), 10) and len(steps) == 10
+    # a Step a token; the NFE counts the prompt's pass before its last token too (every network call)
+    assert stats["nfe"] == 11 and diffusion.passes(_cfg("--dual_sample"), 10) == len(steps) == 10
     assert all(s.revealed.sum(1).tolist() == [1] * 3 and s.revealed[:, 4 + i].all() for i, s in enumerate(steps))
     assert steps[-1].finished == [True] * 3 and not any(steps[0].finished)
 

@@ -286,4 +286,5 @@ def test_p_cache_counts_the_columns_each_sampler_reads_past_the_prompt(B):
         with columns_counted(model, [0, 1, 2]) as seen:
             _, passes = draw(model, cfg, [0, 1, 2], G, B, 11, torch.Generator().manual_seed(0))
         assert seen["columns"] == columns, (flags, seen)
-        assert passes == [G if "--objective=ar" in flags else S] * B
+        # the AR: a call a token, and the prompt's pass before its last token (the first step passes that token)
+        assert passes == [G + 1 if "--objective=ar" in flags else S] * B

@@ -28,6 +28,17 @@ def test_auto_picks_bf16_only_on_a_gpu_that_has_it():
         precision(CUDA, "bfloat16", bf16_supported=False)
 
 
+def test_half_precision_on_mps_is_refused_before_torch_2_13():
+    """MPS's attention let queries see later tokens in fp16/bf16 before torch 2.13 (issue 89): refused in one line,
+    as train.py and inference.py ask for their precision before any work; fp32 (auto) runs; 2.13 on allows it."""
+    for dtype in ("float16", "bfloat16"):
+        with pytest.raises(UserError, match=f"--dtype={dtype} on MPS needs torch 2.13 or newer"):
+            precision(MPS, dtype, torch_version="2.12.1+cpu")
+        assert precision(MPS, dtype, torch_version="2.13.0") == precision(MPS, dtype, torch_version="3.0.0") == dtype
+        assert precision(CPU, dtype, torch_version="2.12.1") == dtype  # only MPS's kernels
+    assert precision(MPS, "auto", torch_version="2.5.0") == precision(MPS, "float32", torch_version="2.5.0") == "float32"
+
+
 def test_the_scaler_is_on_only_under_fp16():
     assert grad_scaler(CPU, "float16").is_enabled()
     assert not grad_scaler(CPU, "bfloat16").is_enabled() and not grad_scaler(CPU, "float32").is_enabled()

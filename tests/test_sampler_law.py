@@ -123,16 +123,19 @@ def test_the_sampler_and_the_scorer_read_self_conditioning_at_masked_positions_o
     assert chi2 < limit, (chi2, limit)
 
 
-def test_the_ar_mode_scored_is_the_law_bd3_speculate_draws():
+@pytest.mark.parametrize("whole", [False, True], ids=["eager rounds", "whole rounds"])
+def test_the_ar_mode_scored_is_the_law_bd3_speculate_draws(whole):
     """A --bd3_ar network's AR mode (bd3.ar_nll, what eval.py reports beside its bound): the first token from the noisy
     half's all-[MASK] block, each next from the clean half. Over every window it sums to 1, and the self-speculative
-    sampler's draws (the noisy half drafting, the clean half checking) follow it by chi-square."""
+    sampler's draws (the noisy half drafting, the clean half checking) follow it by chi-square: the eager rounds and
+    the whole ones (--compile's, here eager: fixed shapes, the check on the device)."""
     import bd3
     flags = ["--block_size=4", "--n_layer=2", "--n_head=2", "--n_embd=16", "--self_cond", "--objective=bd3",
              "--bd3_block=2", "--bd3_ar=1.0", "--bd3_speculate", "--device=cpu"]
     cfg = get_config(flags)
     torch.manual_seed(3)
     model = Transformer(configurator.model_args(cfg, TOK.vocab_size)).eval()
+    model.compiler = (lambda fn: fn) if whole else None
     with torch.no_grad():
         model.head.weight.mul_(6)  # peaked: the drafts are often wrong, the check decides
     ys = torch.tensor(list(itertools.product(range(3), repeat=4)))

@@ -5,10 +5,12 @@ draft as the control the same test must catch; and at batch 1, where a round che
 whose two halves are known by hand. python -m pytest -q tests/test_speculative.py"""
 import functools
 import itertools
+from dataclasses import replace
 
 import pytest
 import torch
 
+import bd3
 from bd3 import Blocks, bd3_logits, bd3_loss, keep_or_redraw, probs, sample_clean_ar
 from diffusion import LossOptions, Schedule, no_mask_logit
 from model import ModelArgs, Transformer
@@ -112,21 +114,29 @@ def _clean_joint(net, prompt, n, opts):
                                       (5, 4, SamplerOptions(steps=1))])  # P = 5: the window restarts after one token
 def test_clean_ar_samples_follow_the_clean_halfs_joint_and_keeping_every_draft_does_not(P, n, opts, monkeypatch):
     """Drafted by the noisy half, checked by the clean half: 2,400 draws against the clean half's joint enumerated
-    by the uncached two-stream pass (across a block boundary, and past the context); the control that keeps every
-    draft is caught by the same test."""
+    by the uncached two-stream pass (across a block boundary, and past the context), by the eager rounds, the whole
+    rounds (--compile's, here eager: 2 a call) and the clean half alone; the control that keeps every draft is caught
+    by the same test, on both drafting paths."""
     net, prompt = _bd3_net(ar=True), torch.tensor([[0, 1, 2, 0, 1][:P]], dtype=torch.long)
     joint, g = _clean_joint(net, prompt, n, opts), torch.Generator().manual_seed(13)
 
-    def draw_all(draft=True):  # draft=False: the batch's default, the clean half decoding alone
-        return [row[P:].tolist() for _ in range(6)
-                for row in sample_clean_ar(net, prompt.expand(400, -1), n, BLOCKS, opts, g, draft=draft)[0]]
-    for draft in (True, False):
-        chi2, limit = _pooled_chi2(draw_all(draft), joint)
-        assert chi2 < limit, draft
-    monkeypatch.setattr("bd3.keep_or_redraw", lambda p, q, drafts, generator: drafts if q is not None else
-                        keep_or_redraw(p, q, drafts, generator))  # the control: every draft kept unchecked
-    chi2, limit = _pooled_chi2(draw_all(), joint)
-    assert chi2 > limit
+    def draw_all(path):  # 'alone': the batch's default, the clean half decoding with no drafts
+        net.compiler = (lambda fn: fn) if path == "whole" else None
+        return [row[P:].tolist() for _ in range(6) for row in sample_clean_ar(
+            net, prompt.expand(400, -1), n, BLOCKS, replace(opts, replay_steps=2), g, draft=path != "alone")[0]]
+    for path in ("eager", "whole", "alone"):
+        chi2, limit = _pooled_chi2(draw_all(path), joint)
+        assert chi2 < limit, path
+    # the control: every draft kept unchecked (eager), u = 0 keeps every draft p allows (whole rounds)
+    monkeypatch.setattr(bd3, "keep_or_redraw", lambda p, q, drafts, generator: drafts if q is not None else
+                        keep_or_redraw(p, q, drafts, generator))
+    real = bd3.check_drafts
+    monkeypatch.setattr(bd3, "check_drafts", lambda p, q, drafts, kd, u, last_u, bonus: real(
+        p, q, drafts, kd, torch.zeros_like(u), last_u, bonus))
+    for path in ("eager", "whole"):
+        chi2, limit = _pooled_chi2(draw_all(path), joint)
+        assert chi2 > limit, path
+    net.compiler = None
 
 
 def test_clean_ar_greedy_is_the_clean_halfs_greedy_text_in_fewer_passes_past_the_context():
@@ -213,14 +223,17 @@ def _markov_joint(prompt, n):
 
 # P = 1 alone catches every wrong check tried on this test (a column early, the first q in the residual, p / q
 # inverted, a redraw skipped, the bonus from the last draft's p, one u a round); P = 0 adds the first token's draw
+@pytest.mark.parametrize("whole", [False, True], ids=["eager rounds", "whole rounds"])
 @pytest.mark.parametrize("P,n", [pytest.param(0, 5, marks=pytest.mark.slow), (1, 6)])
-def test_clean_ar_samples_at_batch_1_follow_the_clean_halfs_joint(P, n):
+def test_clean_ar_samples_at_batch_1_follow_the_clean_halfs_joint(P, n, whole):
     """At batch 1 (inference.py's) every row's drafts are its own, so a round checks two or three drafts: the second
     and third drafts' ratios p / q and the residual max(0, p_j - q_j) of a later rejection decide the law. 1,000
     independent draws (a generator each) against the toy's joint by hand, through a block boundary (its bonus token
     and the next block's drafts); the first 200 draws hold over 30 rounds that kept two drafts or more. P = 0: the
-    first token from the drafter, its block all [MASK]."""
+    first token from the drafter, its block all [MASK]. The eager rounds (the columns they read), and the whole
+    rounds (--compile's, here eager: fixed shapes, the check on the device, 3 a call)."""
     net, prompt = MarkovToy(), torch.tensor([[0, 1, 2][:P]], dtype=torch.long)
+    net.compiler, net.compiled, net.decode_cache = ((lambda fn: fn) if whole else None), {}, None  # Transformer's
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # ~4,000 passes of a few columns: a second thread only waits (shared cores)
     try:
@@ -228,7 +241,7 @@ def test_clean_ar_samples_at_batch_1_follow_the_clean_halfs_joint(P, n):
         for seed in range(1_000):
             rounds = []  # the first 200 draws' rounds, as the trace sees them
             hook = rounds.append if seed < 200 else None
-            out, st = sample_clean_ar(net, prompt, n, BLOCKS, SamplerOptions(steps=1),
+            out, st = sample_clean_ar(net, prompt, n, BLOCKS, SamplerOptions(steps=1, replay_steps=3),
                                       torch.Generator().manual_seed(seed), on_step=hook)
             assert out.shape == (1, P + n) and not (out == MASK).any()
             draws.append(out[0, P:].tolist())

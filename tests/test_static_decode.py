@@ -1,19 +1,22 @@
-"""Static-shape decoding (issue 74): the KV-cached decode step a CUDA graph can replay. decode.decode on a static
+"""Static-shape decoding (issues 74, 89): KV-cached decoding a CUDA graph can replay. model.decode_steps on a static
 KVCache (preallocated to the context, its position a device tensor, attention over the whole cache masked to the
 keys written) draws the same tokens as the eager cache (the keys written, counted on the host) and as a full pass
 over the window without any cache, for the AR, --dual_sample's AR mode of a bidirectional network and bd3's clean
-half at batch > 1, past the context, over several seeds; compiled whole (fullgraph) it is one graph per batch size,
-which no token, window slide or second call recompiles. bd3's drafting round at batch 1 (issue 78) likewise: at fixed
-shapes (every draft slot and noisy state, the static cache) it draws the tokens of the round that passes only the
-columns it reads, runs one graph compiled, and reads one number on the host a round. On the CPU, with no GPU,
+half at batch > 1, past the context, over several seeds; compiled whole (fullgraph) k tokens are one graph per batch
+size (and one token before the window moves), which no token, window slide or second call recompiles. bd3's drafting
+round at batch 1 (issues 78, 89) likewise: whole at fixed shapes (every draft slot and noisy state, the static
+cache, the check and the next drafts on the device: bd3._whole_round) it draws the tokens of the round that passes
+only the columns it reads, k rounds compile to one graph, and the host reads once a call. On the CPU, with no GPU,
 torch.compile runs dynamo's tracing on a counting backend: what breaks a graph or recompiles shows there as it would
 on CUDA.
 
     python -m pytest -q tests/test_static_decode.py
 """
+import functools
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -21,7 +24,8 @@ import torch
 import bd3
 from diffusion import filter_logits, sample_tokens
 from configurator import get_config
-from model import compile_decode, decode
+import model as model_py
+from model import compile_decode, decode, decode_steps
 from model import ModelArgs, Transformer
 from diffusion import SamplerOptions
 
@@ -36,17 +40,9 @@ def _net(seed, causal=True, clean_causal=False, block=16):
 
 
 def _static(model, on=True):
-    """model with the static cache (what a compiled step reads), run eager: decode stands in for the compiled step."""
-    model.compiled_decode = decode if on else None
+    """model with the static cache (what a compiled step reads), run eager: the steps stand in for their graph."""
+    model.compiler = (lambda fn: fn) if on else None
     return model
-
-
-def _recording(seen):
-    """decode, appending each call's logits to seen (in call order)."""
-    def recorded(model, idx, cache):
-        seen.append(decode(model, idx, cache).clone())
-        return seen[-1]
-    return recorded
 
 
 def _uncached(model, prompt, n, generator, temperature=0.9, top_k=0):
@@ -97,48 +93,54 @@ def _bd3_uncached(model, prompt, n, block, generator, opts):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_bd3s_clean_half_at_batch_above_1_draws_the_same_tokens_on_the_static_cache(seed, monkeypatch):
+def test_bd3s_clean_half_at_batch_above_1_draws_the_same_tokens_on_the_static_cache(seed):
     """sample_clean_ar at batch 4 (the clean half alone, in the AR's loop): the static cache and the eager one give
-    the tokens of the uncached clean half past the context (blocks of 4, context 16), and the same logits call by
-    call (the window's recomputing passes included)."""
+    the tokens of the uncached clean half past the context (blocks of 4, context 16), and the same laws token by
+    token."""
     opts, prompt = SamplerOptions(steps=1, temperature=1.0, top_k=5), torch.randint(0, 10, (4, 3))
     ref = _bd3_uncached(_net(seed, False, True), prompt, 37, 4, torch.Generator().manual_seed(seed), opts)
-    seen = {}
+    laws = {}
     for static in (False, True):
-        calls = []
-        recorded = _recording(calls)
-        monkeypatch.setattr(bd3, "decode", recorded)  # the window's passes, and the steps on the eager cache
-        m = _net(seed, False, True)
-        m.compiled_decode = recorded if static else None  # the steps on the static cache
-        out, stats = bd3.sample_clean_ar(m, prompt, 37, BLOCKS, opts, torch.Generator().manual_seed(seed))
+        seen, calls = [], []
+        m = _static(_net(seed, False, True), static)
+        hook = m.register_forward_pre_hook(lambda *a: calls.append(1))  # every network call
+        out, stats = bd3.sample_clean_ar(m, prompt, 37, BLOCKS, opts, torch.Generator().manual_seed(seed),
+                                         on_step=lambda st: seen.append(st.law[1]))
+        hook.remove()
         # a pass a token, and one for the text before the newest token each time the window moves: every call
         assert torch.equal(out, ref) and stats["nfe"] == len(calls) > 37, static
-        seen[static] = torch.cat(calls)
-    torch.testing.assert_close(seen[True], seen[False], atol=1e-5, rtol=1e-5)
+        laws[static] = torch.cat(seen)
+    torch.testing.assert_close(laws[True], laws[False], atol=1e-5, rtol=1e-5)
 
 
 def test_a_static_step_keeps_its_shapes_and_buffers():
-    """What a CUDA graph needs of a one-token step: the same input and output shapes at every token, past the
-    context too, and the same cache buffers, through the window's slides and into the next decode of the batch."""
+    """What a CUDA graph needs of decode_steps: the same input and output shapes at every call (k tokens, or one before
+    the window moves and at the end), past the context too, and the same cache buffers, through the window's slides
+    and into the next decode of the batch."""
     m = _static(_net(0))
     shapes, ptrs = set(), set()
 
-    def step(model, idx, cache):
-        out = decode(model, idx, cache)
-        shapes.add((tuple(idx.shape), tuple(out.shape), *(tuple(t.shape) for t in (*cache.k, *cache.v))))
-        ptrs.add(tuple(t.data_ptr() for t in (*cache.k, *cache.v, cache.pos)))
-        return out
-    m.compiled_decode = step
+    def recording(fn):  # model.compiler's place: the function as a graph would see each call
+        def steps(model, newest, cache, u, law, mask_id):
+            out = fn(model, newest, cache, u, law, mask_id)
+            shapes.add((tuple(newest.shape), tuple(u.shape), *(tuple(t.shape) for t in (*out, *cache.k, *cache.v))))
+            ptrs.add(tuple(t.data_ptr() for t in (*cache.k, *cache.v, cache.pos)))
+            return out
+        return steps
+    m.compiler = recording
     for seed in (0, 1):
-        m.generate(torch.randint(0, 10, (2, 3)), 40, generator=torch.Generator().manual_seed(seed), mask_id=MASK)
-    assert len(shapes) == 1 and len(ptrs) == 1, (shapes, ptrs)
+        m.generate(torch.randint(0, 10, (2, 3)), 40, SamplerOptions(1, replay_steps=4),
+                   torch.Generator().manual_seed(seed), mask_id=MASK)
+    assert {s[:2] for s in shapes} == {((2, 1), (4, 2)), ((2, 1), (1, 2))} and len(shapes) == 2, shapes
+    assert len(ptrs) == 1, ptrs
 
 
-@pytest.mark.slow  # dynamo traces the step (seconds)
-def test_the_compiled_step_is_one_graph_per_batch_size():
-    """decode compiled as compile_decode does (fullgraph, static shapes) on a counting backend: one graph for a whole
-    decode past the context, none more for a second call at that batch, one for another batch, and its tokens are
-    the eager decode's. The AR, then bd3's clean half at batch > 1 (the same step)."""
+@pytest.mark.slow  # dynamo traces the steps (seconds)
+def test_the_compiled_steps_are_two_graphs_per_batch_size():
+    """decode_steps compiled as compile_decode does (fullgraph, static shapes) on a counting backend: two graphs for a
+    whole decode past the context (k tokens a call, and one token before the window moves or the text ends), none
+    more for a second call at that batch, two for another batch, and its tokens are the eager decode's. The AR, then
+    bd3's clean half at batch > 1 (the same steps)."""
     from torch._dynamo.testing import CompileCounter
     torch._dynamo.reset()
     for model, sample in ((_net(0), lambda m, x, g: m.generate(x, 30, generator=g, mask_id=MASK)),
@@ -147,19 +149,19 @@ def test_the_compiled_step_is_one_graph_per_batch_size():
         counter = CompileCounter()
         eager = [sample(model, x, torch.Generator().manual_seed(3)) for x in (torch.zeros(2, 3, dtype=torch.long),
                                                                              torch.ones(1, 2, dtype=torch.long))]
-        model.compiled_decode = torch.compile(decode, backend=counter, fullgraph=True, dynamic=False)
+        model.compiler = functools.partial(torch.compile, backend=counter, fullgraph=True, dynamic=False)
         got = [sample(model, x, torch.Generator().manual_seed(3)) for x in (torch.zeros(2, 3, dtype=torch.long),
                                                                            torch.zeros(2, 3, dtype=torch.long))]
-        assert counter.frame_count == 1 and torch.equal(got[0], eager[0]) and torch.equal(got[1], eager[0])
+        assert counter.frame_count == 2 and torch.equal(got[0], eager[0]) and torch.equal(got[1], eager[0])
         assert torch.equal(sample(model, torch.ones(1, 2, dtype=torch.long), torch.Generator().manual_seed(3)),
-                           eager[1]) and counter.frame_count == 2
-    torch._dynamo.reset()
+                           eager[1]) and counter.frame_count == 4
+        torch._dynamo.reset()
 
 
 def test_compile_decode_compiles_the_step_where_compile_says(monkeypatch):
-    """--compile for sampling: 'auto' compiles the decode step and bd3's drafting round on CUDA only, with CUDA graphs
-    (mode 'reduce-overhead'); 'true' on a CPU too (no graphs there); 'false' never. Always whole (fullgraph) at
-    static shapes."""
+    """--compile for sampling: 'auto' compiles the decoding steps (the AR's k tokens, bd3's k drafting rounds) on CUDA
+    only, with CUDA graphs (mode 'reduce-overhead'); 'true' on a CPU too (no graphs there); 'false' never. Always
+    whole (fullgraph) at static shapes, once a model and function (replay)."""
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw) or fn)
     for flag, device, mode in (("auto", "cuda", "reduce-overhead"), ("auto", "cpu", None), ("true", "cpu", None),
@@ -168,7 +170,8 @@ def test_compile_decode_compiles_the_step_where_compile_says(monkeypatch):
         m = _net(0)
         compile_decode(m, get_config([f"--compile={flag}"]), device)
         compiled = flag == "true" or (flag == "auto" and device == "cuda")
-        assert (m.compiled_decode is not None) == compiled == (m.compiled_pass is not None), (flag, device)
+        assert (m.compiler is not None) == compiled, (flag, device)
+        assert model_py.replay(m, decode_steps) is decode_steps and model_py.replay(m, decode) is decode
         assert len(seen) == 2 * compiled and all(kw == dict(mode=mode, fullgraph=True, dynamic=False) for kw in seen)
 
 
@@ -191,7 +194,7 @@ def test_inference_samples_the_same_tokens_with_the_decode_step_compiled(tmp_pat
                                                        "--gen_len=30", "--num_samples=2", "--seed=3",
                                                        f"--compile={flag}", "--viz-video=off"], capsys)
         assert code == 0, err
-        assert ("the decode step compiled" in out.splitlines()[0]) == (flag == "true")
+        assert ("decoding compiled" in out.splitlines()[0]) == (flag == "true")
         texts[flag] = [line for line in out.splitlines()[1:] if not line.startswith("---- ")]  # the samples
     assert texts["true"] == texts["false"] and len(texts["true"]) == 2 and texts["true"][1].startswith("abc")
     torch._dynamo.reset()
@@ -217,62 +220,77 @@ def test_the_static_decode_makes_no_host_sync():
 
 # ------------------------------------------------------------------------------------------ bd3's drafting round
 def _drafting(seed, static):
-    """A --bd3_ar network (blocks of 4, context 16) whose rounds pass fixed shapes if static: its forward, eager, as
-    the compiled round (what --compile makes of it) would run, on the static cache."""
-    m = _net(seed, False, True)
-    m.compiled_pass = m.forward if static else None
-    return m
+    """A --bd3_ar network (blocks of 4, context 16) whose rounds are whole at fixed shapes if static (_whole_round, k
+    a call), eager, as the compiled replay (what --compile makes of it) would run them, on the static cache."""
+    return _static(_net(seed, False, True), static)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_bd3s_drafting_rounds_draw_the_same_tokens_at_fixed_shapes(seed):
-    """sample_clean_ar drafting, 40 tokens through a context of 16 (its window moves): the fixed-shape round (every
-    draft slot and noisy state, the rest [MASK] and masked) draws the tokens of the round that passes only the
-    columns it reads, in the same passes, at T = 1 and filtered, at batch 1 and at batch 3 (rows advance together)."""
+def test_bd3s_drafting_rounds_draw_the_same_tokens_whole_at_fixed_shapes(seed):
+    """sample_clean_ar drafting, 40 tokens through a context of 16 (its window moves): the whole round at fixed
+    shapes (every draft slot and noisy state, the rest [MASK] and masked; the check, the redraw and the next drafts on
+    the device), 1 or 3 rounds a call, draws the tokens of the round that passes only the columns it reads, in the
+    same passes, at T = 1 and filtered, at batch 1 and at batch 3 (rows advance together)."""
     passes = []
-    for opts in (SamplerOptions(steps=1), SamplerOptions(steps=1, temperature=0.8, top_k=4)):
-        for B in (1, 3):
+    for opts in (SamplerOptions(steps=1, replay_steps=3), SamplerOptions(steps=1, temperature=0.8, top_k=4)):
+        for B, k in ((1, 1), (1, 3), (3, 3)):
             prompt = torch.randint(0, 10, (B, 3), generator=torch.Generator().manual_seed(seed))
-            got = [bd3.sample_clean_ar(_drafting(seed, static), prompt, 40, BLOCKS, opts,
+            got = [bd3.sample_clean_ar(_drafting(seed, static), prompt, 40, BLOCKS, replace(opts, replay_steps=k),
                                        torch.Generator().manual_seed(seed), draft=True) for static in (False, True)]
-            assert torch.equal(got[0][0], got[1][0]) and got[0][1]["nfe"] == got[1][1]["nfe"], (opts, B)
+            # the same rounds commit the same tokens (kept: drafts kept a round); a replay of k rounds may run
+            # some without room (the end, a window to move): passes that commit nothing, in its NFE
+            assert torch.equal(got[0][0], got[1][0]) and got[0][1]["kept"] == got[1][1]["kept"], (opts, B)
+            assert got[0][1]["nfe"] <= got[1][1]["nfe"] <= got[0][1]["nfe"] + (k - 1) * 5, (opts, B, k)
             passes.append(got[0][1]["nfe"])
     assert min(passes) < 40  # drafts were kept: the rounds' later columns were read
 
 
-@pytest.mark.slow  # dynamo traces the round (seconds)
-def test_the_compiled_drafting_round_is_one_graph(monkeypatch):
-    """The round's pass compiled as compile_decode does (fullgraph, static shapes) on dynamo's eager backend: every
-    round of a drafted sample past the context, and of a second sample, runs the one graph traced at the first (a
-    changing Python number it read would make a second), and the tokens are the eager round's."""
-    from torch._dynamo.utils import counters
+@pytest.mark.slow  # dynamo traces four rounds (seconds)
+def test_the_compiled_drafting_rounds_are_one_graph(monkeypatch):
+    """k = 4 whole rounds compiled as compile_decode does (fullgraph, static shapes) on a counting backend: every call
+    of a drafted sample past the context, and of a second sample, runs the one graph traced at the first (a changing
+    Python number it read, or a host read inside, would make a second or break it), the host reads once a call, and
+    the tokens are the eager rounds'."""
+    from torch._dynamo.testing import CompileCounter
     torch._dynamo.reset()
-    counters.clear()
-    prompt = torch.randint(0, 10, (1, 3), generator=torch.Generator().manual_seed(5))
-    eager = bd3.sample_clean_ar(_drafting(1, False), prompt, 30, BLOCKS, generator=torch.Generator().manual_seed(3))
-    m, calls = _net(1, False, True), []
-    compiled = torch.compile(m.forward, backend="eager", fullgraph=True, dynamic=False)
+    prompt, opts = torch.randint(0, 10, (1, 3), generator=torch.Generator().manual_seed(5)), SamplerOptions(1)
+    eager = bd3.sample_clean_ar(_drafting(1, False), prompt, 30, BLOCKS, opts, torch.Generator().manual_seed(3))
+    m, counter, calls = _net(1, False, True), CompileCounter(), []
 
-    def counted(idx, **kw):
-        calls.append(tuple(idx.shape))
-        return compiled(idx, **kw)
-    m.compiled_pass = counted
+    def compiler(fn):
+        compiled = torch.compile(fn, backend=counter, fullgraph=True, dynamic=False)
+        return lambda *args: calls.append(args[3]) or compiled(*args)  # (model, cache, uniforms, k, ...)
+    m.compiler = compiler
     prefills = []  # the eager passes of the text before the newest token, at each window's start
     monkeypatch.setattr(bd3, "decode", lambda *a: prefills.append(1) or decode(*a))
     for _ in range(2):
-        out, stats = bd3.sample_clean_ar(m, prompt, 30, BLOCKS, generator=torch.Generator().manual_seed(3))
+        out, stats = bd3.sample_clean_ar(m, prompt, 30, BLOCKS, opts, torch.Generator().manual_seed(3))
         assert torch.equal(out, eager[0]) and stats["nfe"] == eager[1]["nfe"] < 30
-    # every round compiled: every call but the prefills
-    assert counters["stats"]["unique_graphs"] == 1 and len(calls) == 2 * eager[1]["nfe"] - len(prefills) > 0
-    assert set(calls) == {(1, 21)}  # the newest token, 4 draft slots, 3 noisy copies of the block, the next block
+    rounds = 2 * stats["nfe"] - len(prefills)  # the calls that commit tokens (the NFE counts the prefills too)
+    assert counter.frame_count == 1 and set(calls) == {4} and len(prefills) > 0
+    assert rounds <= 4 * len(calls) < rounds + 4 * 8  # a read a call; some rounds idle at a jump
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("static", [False, True], ids=["read columns", "fixed shapes"])
-def test_a_drafting_round_reads_one_number_on_the_host(static, monkeypatch):
-    """Every pass of sample_clean_ar at batch 1 on the meta device, past the context, under the sync check
-    (tests/test_sync_free.py's): no copy between the host and the device, no output sized by device values, and one
-    device value read on the host a drafting round (the drafts it kept; meta has no numbers: 0, 1, 0, ... here)."""
+def test_the_whole_rounds_read_nothing_on_the_host():
+    """bd3._rounds (k = 3 whole rounds, what a replay runs) on the meta device under the sync check
+    (tests/test_sync_free.py's): no device value read on the host, no output sized by device values, no copy."""
+    from test_sync_free import NoHostSync
+    meta = torch.device("meta")
+    model = _drafting(0, True).to(meta)
+    c = bd3._round_cache(model, 1, 4, meta)
+    decode(model, torch.zeros(1, 2, dtype=torch.long, device=meta), c)  # the window before the newest token
+    c.new_window(torch.zeros(1, 3, dtype=torch.long, device=meta), 40)
+    u = torch.zeros(3 * 9, dtype=torch.float64, device=meta)
+    with NoHostSync():
+        counts, used, laws = bd3._rounds(model, c, u, 3, SamplerOptions(1, top_k=5), MASK)
+    assert counts.shape == (3,) and used.shape == () and [tuple(p.shape) for p in laws] == [(1, 5, V)] * 3
+
+
+def test_an_eager_drafting_round_reads_one_number_on_the_host(monkeypatch):
+    """Every pass of sample_clean_ar at batch 1 on the meta device, past the context, under the sync check: no copy
+    between the host and the device, no output sized by device values, and one device value read on the host a
+    drafting round (the drafts it kept; meta has no numbers: 0, 1, 0, ... here)."""
     from test_sync_free import NoHostSync
     reads, rounds, real = [], [], bd3.keep_or_redraw
 
@@ -289,7 +307,7 @@ def test_a_drafting_round_reads_one_number_on_the_host(static, monkeypatch):
     monkeypatch.setattr(bd3, "keep_or_redraw", counted)
     prefills = []  # the text before the newest token, passed at each window's start: a call of its own
     monkeypatch.setattr(bd3, "decode", lambda *a: prefills.append(1) or decode(*a))
-    model = _drafting(0, static).to(torch.device("meta"))
+    model = _drafting(0, False).to(torch.device("meta"))
     with OneRead():  # the call's setup too: it builds its cache and [MASK] block on the device
         out, stats = bd3.sample_clean_ar(model, torch.zeros(1, 3, dtype=torch.long, device="meta"), 40, BLOCKS,
                                          SamplerOptions(1, top_k=5), torch.Generator().manual_seed(0))

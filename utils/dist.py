@@ -173,10 +173,16 @@ def compile_step(loss_of, model, cfg, device, world=1):
     return torch.compile(loss_of, mode="reduce-overhead" if device.type == "cuda" else None), model
 
 
-def precision(device, dtype="auto", bf16_supported=None):
+def precision(device, dtype="auto", bf16_supported=None, torch_version=torch.__version__):
     """The autocast dtype's name. 'auto' is bf16 on a GPU that has it (Ampere on), fp16 with a
-    GradScaler where bf16 is emulated (V100, T4), fp32 elsewhere (bf16: 2.4x slower on CPU)."""
+    GradScaler where bf16 is emulated (V100, T4), fp32 elsewhere (bf16: 2.4x slower on CPU). Half
+    precision on MPS is refused before torch 2.13, whose causal attention let queries see later
+    tokens in fp16/bf16 (the AR trains with is_causal, no explicit mask)."""
     assert dtype in DTYPES, dtype
+    major, minor = (int(part) for part in torch_version.split("+")[0].split(".")[:2])
+    if device.type == "mps" and dtype in ("float16", "bfloat16") and (major, minor) < (2, 13):
+        raise UserError(f"--dtype={dtype} on MPS needs torch 2.13 or newer (here {torch_version}): older MPS "
+                        f"attention lets a query see later tokens in half precision; use --dtype=float32, or upgrade")
     if device.type != "cuda" or dtype not in ("auto", "bfloat16"):
         return "float32" if dtype == "auto" else dtype
     if bf16_supported or (bf16_supported is None and torch.cuda.is_bf16_supported(including_emulation=False)):
