@@ -5,7 +5,8 @@ Rows come from three places: TABLE, slips met one by one; CLASS_ROWS, every CLI 
 scripts/*.py with a main(), found by discover(): a new script must join) against every class of slip in CLASSES, or
 a line saying why a class cannot apply; and derived_rows(), read off the argparse parser of each scripts/ and dev/
 CLI (every count and list flag of utils/cli.py's kinds below its least and past what its kind holds, every option
-typed by a prefix, every --device torch was not built for or this machine lacks).
+typed by a prefix, every --device torch was not built for or this machine lacks). VALID holds the other side: input
+each entry point must accept, run until its work starts (WORK).
 python -m pytest -q tests/test_bad_input.py
 
 Read-only and full directories are simulated: every write under the named directory (open for writing,
@@ -36,7 +37,7 @@ import train
 from helpers import ENV, FIXTURES, MICRO, ROOT, for_objective, real_text, run_cli_here, script
 from sampling import video
 from utils import fileio
-from utils.errors import run_cli
+from utils.errors import UserError, run_cli
 
 
 def discover():
@@ -156,7 +157,8 @@ def _spoil(case, monkeypatch, d):
         for name in ("model.pt", "best.pt"):
             (d / "run" / name).write_bytes((d / "damaged.pt").read_bytes())
     elif case in ENVIRONMENTS:  # torchrun's variables as a stray shell or a hand-made launch leaves them
-        for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
+                     "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             monkeypatch.delenv(name, raising=False)
         for name, value in ENVIRONMENTS[case].items():
             monkeypatch.setenv(name, value)
@@ -753,21 +755,43 @@ OUTPUT_ROWS = {
 for cli, rows in OUTPUT_ROWS.items():
     CLASS_ROWS[cli]["output"] = rows
 
-# issue 80: torchrun's environment read strictly (utils.dist.torchrun_ranks), and a refusal printed unless a whole
-# torchrun environment names this process a rank past 0 (utils.errors.run_cli): a stray RANK=1 silenced every one
-CLASSES["environment"] = "torchrun's variables partial or not numbers: RANK alone, ranks without MASTER_ADDR, RANK=one"
+# issue 80: torchrun's environment read strictly (utils.dist.torchrun_ranks). Issue 90: read whole. A refusal is
+# printed by every process but torchrun's workers past local rank 0 (utils.errors.speaks): a lone process or a worker
+# node's with a whole rank environment said nothing; the thread variables are read together (OMP_NUM_THREADS=1
+# MKL_NUM_THREADS=2 named 1 while torch ran 2); MASTER_ADDR and MASTER_PORT alone are no torchrun (VALID)
+CLASSES["environment"] = "torchrun's variables partial or not numbers: RANK alone, ranks without MASTER_ADDR, RANK=one; " \
+                         "a refusal under a worker's whole rank environment still printed; a bad thread variable"
 ENVIRONMENTS = {"rank_alone": dict(RANK="1"),
                 "no_master": dict(RANK="1", LOCAL_RANK="1", WORLD_SIZE="2", MASTER_PORT="29500"),
                 "not_a_number": dict(RANK="one", LOCAL_RANK="0", WORLD_SIZE="2", MASTER_ADDR="localhost",
-                                     MASTER_PORT="29500")}
-ONE_PROCESS = "starts no process group: torchrun's variables are not read (a stray RANK silences no refusal: " \
-              "inference.py's row)"
+                                     MASTER_PORT="29500"),
+                # a worker of a hand-made launch (or of a node past the first): its own refusal is its only line
+                "worker": dict(RANK="1", LOCAL_RANK="1", WORLD_SIZE="2", MASTER_ADDR="localhost", MASTER_PORT="29500"),
+                "mkl_bad": dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="two")}  # torch reads MKL's over OMP's
+
+
+def first_refusal(rows):
+    """A CLI's first class row run in no spoiled environment: its refusal, to try under a worker's."""
+    for cls in ("zero", "missing", "empty", "depends"):
+        for row in rows.get(cls, ()) if not isinstance(rows.get(cls), str) else ():
+            if len(row) == 2:
+                return row
+    raise AssertionError("no plain refusal row to try under a worker's environment")
+
+
 ENVIRONMENT_ROWS = {
     "train.py": [([*T, "--out_dir=x"], ("RANK set but not LOCAL_RANK", "unset RANK"), "rank_alone"),
                  ([*T, "--out_dir=x"], "set but not MASTER_ADDR: start the run with torchrun", "no_master"),
-                 ([*T, "--out_dir=x"], "must be whole numbers", "not_a_number")],
+                 ([*T, "--out_dir=x"], "must be whole numbers", "not_a_number"),
+                 ([*T, "--out_dir=x"], "MKL_NUM_THREADS=two is not a positive integer", "mkl_bad")],
     "inference.py": [(["--checkpoint", DM, "--temperature", "-1"], "temperature must be >= 0", "rank_alone")],
-    **{cli: ONE_PROCESS for cli in discover() if cli not in ("train.py", "inference.py")}}
+    "scripts/eval.py": [], "scripts/frontier.py": [], "dev/bench_train.py": []}
+for cli in discover():
+    ENVIRONMENT_ROWS.setdefault(cli, [])
+    ENVIRONMENT_ROWS[cli].append((*first_refusal(CLASS_ROWS[cli]), "worker"))
+for cli, base in (("inference.py", ["--checkpoint", DM]), ("scripts/eval.py", EV), ("scripts/frontier.py", FR),
+                  ("dev/bench_train.py", BT)):
+    ENVIRONMENT_ROWS[cli].append((base, "MKL_NUM_THREADS=two is not a positive integer", "mkl_bad"))
 for cli, rows in ENVIRONMENT_ROWS.items():
     CLASS_ROWS[cli]["environment"] = rows
 CLASS_TABLE = [(cli, row[0], row[1], row[2] if len(row) > 2 else None, cls) for cli, classes in CLASS_ROWS.items()
@@ -1189,6 +1213,69 @@ def test_a_refusals_advice_runs(files, tmp_path, monkeypatch, capsys):
                 failed.append(f"{cli} {' '.join(map(str, argv))}: {err.strip()} -> {' '.join(map(str, again))}: "
                               f"{err2.strip()}")
     assert tried >= 10 and not failed, "\n".join(failed)
+
+
+# ----------------------------------------------------------------------------- valid input accepted
+# Issue 90: 6 of the 18 valid inputs of an outside set were refused. Each row must reach its entry point's work (WORK):
+# (cli, argv, environment variables set, or None)
+CLUSTER = dict(MASTER_ADDR="10.0.0.1", MASTER_PORT="29500")  # what a cluster profile sets for every job
+VALID = [
+    ("train.py", [*T, "--out_dir=x"], CLUSTER),
+    ("inference.py", ["--checkpoint", DM], CLUSTER),
+    ("train.py", [*T, "--out_dir=x"], dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="2")),
+]
+
+
+def reach_work(monkeypatch):
+    """Every entry point's work (WORK) raises Checked: what reaches it passed every check."""
+    import importlib
+    for module, name in (w.rsplit(".", 1) for w in WORK.values()):
+        monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: (_ for _ in ()).throw(Checked()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cli, argv, environ", VALID, ids=[f"{i:02d}-{r[0]}" for i, r in enumerate(VALID)])
+def test_valid_input_reaches_the_work(cli, argv, environ, files, tmp_path, monkeypatch, capsys):
+    shutil.copytree(files, tmp_path / "case")
+    monkeypatch.chdir(tmp_path / "case")
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS",
+                 "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in (environ or {}).items():
+        monkeypatch.setenv(name, value)
+    reach_work(monkeypatch)
+    try:
+        code, _, err = run_cli_here(MAINS[cli](), argv, capsys)
+    except Checked:
+        return
+    pytest.fail(f"{cli} {' '.join(map(str, argv))} with {environ}: exit {code} before its work: {err}")
+
+
+@pytest.mark.slow
+def test_under_torchrun_a_refusal_is_said_once_by_local_rank_0(tmp_path):
+    from helpers import popen
+    p = popen([str(ROOT / "train.py"), "--batch_size=0", "--device=cpu", "--max_iters=0"], tmp_path, torchrun=2)
+    _, err = p.communicate(timeout=180)
+    assert p.returncode != 0 and err.count("error: batch_size must be >= 1") == 1, err[-3000:]
+
+
+def test_who_prints_a_refusal_and_when_torchruns_variables_mean_a_process_group(monkeypatch):
+    """torchrun's workers past local rank 0 leave the line to it (the same agent started both, in one log); every other
+    process says its own, rank variables or not. MASTER_ADDR and MASTER_PORT alone are a cluster's profile."""
+    from utils import dist
+    from utils.errors import speaks
+    worker = dict(RANK="3", LOCAL_RANK="1", WORLD_SIZE="4", MASTER_ADDR="n0", MASTER_PORT="29500")
+    assert speaks({}) and speaks(worker) and speaks({**worker, "RANK": "2", "LOCAL_RANK": "0"})
+    assert not speaks({**worker, "TORCHELASTIC_RUN_ID": "none"})
+    assert speaks({**worker, "TORCHELASTIC_RUN_ID": "none", "LOCAL_RANK": "0", "RANK": "2"})  # a second node's first
+    for name in dist.TORCHRUN_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in CLUSTER.items():
+        monkeypatch.setenv(name, value)
+    assert dist.torchrun_ranks() is None
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="MASTER_PORT set but not RANK: .* or unset WORLD_SIZE for a single process"):
+        dist.torchrun_ranks()
 
 
 @pytest.mark.slow

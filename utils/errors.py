@@ -52,8 +52,15 @@ def run_cli(main, argv=None):
         msg = explain(e)
         if msg is None:
             raise
-        # under torchrun (its whole environment: a stray RANK is not one) rank 0 says it once
-        torchrun = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR"} <= set(os.environ)
-        if not (torchrun and os.environ["RANK"].isdigit() and int(os.environ["RANK"]) > 0):
+        if speaks(os.environ):
             print(f"error: {' '.join(msg.split())}", file=sys.stderr)  # always one line
         sys.exit(2)
+
+
+def speaks(environ):
+    """Whether this process prints its refusal: every one but torchrun's workers past the first of
+    their node, whose local rank 0 (started beside them by the same agent, which sets
+    TORCHELASTIC_RUN_ID) refuses alike in the same log. Rank variables alone (a lone process, a
+    hand-made launch, a worker node of several) name no process that would speak for this one."""
+    local = environ.get("LOCAL_RANK", "0")
+    return not ("TORCHELASTIC_RUN_ID" in environ and local.isdigit() and int(local) > 0)
