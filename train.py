@@ -215,23 +215,31 @@ def load_data(cfg, env):
 def build(cfg, env, data):
     """Model and estimates, then optimizer, EMA, resumed state: the Run (None when max_iters=0)."""
     margs = configurator.model_args(cfg, data.tok.vocab_size)
+    # the estimates read a network on the meta device (shapes, no storage): a run that cannot fit is
+    # refused before its weights, optimizer or first batch take a byte
+    with torch.device("meta"):
+        shape = Transformer(margs)
+    obj = configurator.OBJECTIVES[cfg.objective]
+    flops_tok, seq = obj.flops(shape, cfg)
+    print0(f"model: {shape.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
+           f"{cfg.total_batch_size:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x "
+           f"{cfg.batch_size} x {cfg.block_size}")
+    shape.checkpointing = cfg.activation_checkpointing  # the estimate counts what it keeps
+    line, need = estimate_line(cfg, shape, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
+    print0(train_log.wrap(line))
+    check_memory(cfg, env.device, need, env.world)
+    if cfg.max_iters == 0 and not cfg.resume and not cfg.init_from:  # (--init_from's fit is checked on the model)
+        print0("max_iters=0: built data and tokenizer, sized the model; exiting without training")
+        return None
     model = Transformer(margs).to(env.device)
+    model.checkpointing = cfg.activation_checkpointing
     if data.source is not None:
         print0(checkpoint_manager.load_weights_into(model, cfg.init_from, data.tok, data.source))
         data.source = None  # its weights are the model's now: the checkpoint (optimizer, EMA) is not held all run
-    obj = configurator.OBJECTIVES[cfg.objective]
-    flops_tok, seq = obj.flops(model, cfg)
-    print0(f"model: {model.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
-           f"{cfg.total_batch_size:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x "
-           f"{cfg.batch_size} x {cfg.block_size}")
-    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    model.checkpointing = cfg.activation_checkpointing  # before the estimate, which counts what it keeps
-    line, need = estimate_line(cfg, model, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
-    print0(train_log.wrap(line))
-    check_memory(cfg, env.device, need, env.world)
     if cfg.max_iters == 0 and not cfg.resume:
         print0("max_iters=0: built data, tokenizer and model; exiting without training")
         return None
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     run = Run(model=model, raw_model=model, eval_model=model, opt=optim.build_optimizer(model, cfg, env.device),
               ema=None, margs=margs, schedule=schedule, flops_tok=flops_tok,
               loss_acc=torch.zeros((), device=env.device),

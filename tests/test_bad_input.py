@@ -644,6 +644,13 @@ TABLE += [
      None),
 ]
 
+# issue 90: each estimate before what it prices is allocated; the older sets' last open rows
+TABLE += [
+    ("dev/bench_train.py", [*BT, "--n_embd=65536", "--n_head=64", "--n_layer=64"], "GiB a rank, cpu has", None),
+    ("dev/bench_train.py", [*BT, "--compare_compile", "--compile=false"], "--compare_compile times every row eager "
+     "and compiled, so --compile=false is never read: drop one of the two", None),
+]
+
 # issue 71: what is typed is what runs. DERIVED: derived_rows() reads that class's rows off the CLI's parser (each
 # option abbreviated, each number past its kind, each --device of BAD_DEVICES), so a new flag is tried unlisted
 CLASSES.update(
@@ -1114,6 +1121,24 @@ def test_outputs_are_checked_before_the_work(cli, argv, work, words, files, tmp_
     monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: pytest.fail(f"{work} ran first"))
     code, _, err = run_cli_here(MAINS[cli](), argv, capsys)
     assert code == 2 and words in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv", [["--n_layer=64", "--n_embd=65536", "--n_head=64"], ["--batch_size=100000000"],
+                                  ["--optimizer=muon", "--n_embd=32768", "--n_layer=32", "--n_head=32", "--ema=0.5"]])
+def test_a_run_past_the_machines_memory_is_refused_before_its_model_is_built(argv, tmp_path, monkeypatch, capsys):
+    """Issue 90: the estimate read the model it was meant to keep from being built (at 3e12 weights the allocator's
+    line, or the OOM killer, came first). It reads a network on the meta device; a real one is never made."""
+    real = train.Transformer
+
+    def only_on_meta(*a, **k):
+        assert torch.get_default_device().type == "meta", "a real model was built before the memory check"
+        return real(*a, **k)
+    monkeypatch.setattr(train, "Transformer", only_on_meta)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli_here(train.main, [*T, "--out_dir=x", "--max_iters=10", *argv], capsys)
+    assert code == 2 and "GiB a rank, cpu has" in err and err.count("\n") == 1, err
+    assert "estimate: ~" in out and not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
