@@ -644,8 +644,15 @@ TABLE += [
      None),
 ]
 
-# issue 90: each estimate before what it prices is allocated; the older sets' last open rows
+# issue 90: each estimate before what it prices is allocated; a run that diverges saves nothing after it (--muon_lr=1e30
+# passed the float32 check, trained to NaN and saved weights whose eval was NaN as "the last good checkpoint"); the
+# older sets' last open rows
 TABLE += [
+    ("train.py", [*T, "--out_dir=x", "--optimizer=muon", "--muon_lr=1e30", "--eval_interval=1"],
+     ("the dev figure became non-finite by iter 1: stopped, no checkpoint saved", "--muon_lr=1e+30 is the first thing "
+      "to lower", "--muon_lr=0.02 and --overwrite"), None),
+    ("train.py", [*T, "--out_dir=x", "--learning_rate=1e30", "--min_lr=0", "--weight_decay=0", "--max_iters=40"],
+     ("non-finite", "--learning_rate=1e+30 is the first thing to lower", "--learning_rate=0.0003"), None),
     ("dev/bench_train.py", [*BT, "--n_embd=65536", "--n_head=64", "--n_layer=64"], "GiB a rank, cpu has", None),
     ("dev/bench_train.py", [*BT, "--compare_compile", "--compile=false"], "--compare_compile times every row eager "
      "and compiled, so --compile=false is never read: drop one of the two", None),
