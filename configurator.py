@@ -51,6 +51,9 @@ def _coerce(name, typ, value, text=False):
         return str(value).lower()
     if text and typ is not str:
         text = value.strip()
+        if typ in (int, float) and len(text) > 100 and text.lstrip("+-").isdigit():  # past 4,300 digits: no int
+            most = "torch's integers are 64-bit" if typ is int else "a float holds at most ~1.8e308"
+            raise UserError(f"--{name} is a {len(text):,}-digit number: out of range ({most})")
         try:
             value = BOOLEANS[text.lower()] if typ is bool else ast.literal_eval(text)
         except (KeyError, ValueError, SyntaxError):
@@ -77,20 +80,29 @@ def _known_key(key):
 
 
 def _read_config_file(path):
-    """A config file's {key: value}: data, never run; each statement is `key = value`, a literal."""
+    """A config file's {key: value}: data, never run; each statement is `key = value`, a literal.
+    Read as a text file someone wrote: a UTF-8 BOM (Windows editors write one) and CRLF lines are
+    fine; a key set twice is refused naming both lines (which one meant it?)."""
     text = read_text(path, "config file", f"give a .py file of `key = value` lines, or a preset: {', '.join(PRESETS)}")
-    out = {}
+    text = text.removeprefix("\ufeff")
+    out, lines = {}, {}
     line = 1
     try:
         for node in ast.parse(text, path).body:
             line = node.lineno
             if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
                 raise ValueError(node)
-            out[_known_key(node.targets[0].id)] = ast.literal_eval(node.value)
+            key = _known_key(node.targets[0].id)
+            if key in lines:
+                raise UserError(f"config file {path} sets {key} twice, on lines {lines[key]} and {line}: keep one")
+            out[key] = ast.literal_eval(node.value)
+            lines[key] = line
     except (SyntaxError, ValueError) as e:  # a SyntaxError knows its own line
-        raise UserError(f"config file {path}, line {getattr(e, 'lineno', None) or line}: not `key = value` with a "
-                        f"literal value (a number, a 'string', True or False): a config file is data, nothing in it "
-                        f"runs") from None
+        where = f"config file {path}, line {getattr(e, 'lineno', None) or line}"
+        if "Exceeds the limit" in str(e):  # an int literal past 4,300 digits, which Python does not read
+            raise UserError(f"{where}: a number past 4,300 digits is out of range (torch's integers are 64-bit)")
+        raise UserError(f"{where}: not `key = value` with a literal value (a number, a 'string', True or False): a "
+                        f"config file is data, nothing in it runs") from None
     return out
 
 
@@ -426,8 +438,9 @@ def help_text(prog, usage, from_checkpoint=False, argv=()):
 
     out = [f"usage: python {prog} {usage}", "",
            wrap("Layers, later wins: defaults <- presets and .py config files (in order) <- --key=value (or --key "
-                "value; dashes work as underscores; a bare --flag sets a bool). Unknown keys and wrong types are "
-                "refused.", ""), "", "presets:"]
+                "value; dashes work as underscores; a bare --flag sets a bool; a flag given twice takes its last "
+                "value, as every script's does). Unknown keys, wrong types and a key set twice in one config file "
+                "are refused.", ""), "", "presets:"]
     docs = _preset_docs()
     name_w = max(map(len, PRESETS)) + 2  # the longest name still leaves a gap before its text
     out += [wrap(docs.get(name, ""), f"  {name:<{name_w}}") for name in PRESETS]

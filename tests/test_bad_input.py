@@ -115,6 +115,12 @@ def files(tmp_path_factory):
     c = d / "exp_cutjson" / "config.json"
     c.write_bytes(c.read_bytes()[:200])
     (d / "old.png").write_bytes(b"\x89PNG\r\n\x1a\n a plot someone cares about")
+    # config files as people write them (issue 90): a Windows editor's BOM and CRLF lines, a key set twice, a number
+    # past Python's 4,300 digits
+    (d / "bom.py").write_bytes(b"\xef\xbb\xbftemperature = 0.5\r\nseed = 3\r\n")
+    (d / "bom_train.py").write_bytes(b"\xef\xbb\xbfn_layer = 1\r\nn_head = 2\r\n")
+    (d / "twice.py").write_text("temperature = 0.5\nseed = 3\n# later\ntemperature = 0.7\n")
+    (d / "long.py").write_text(f"seed = {'9' * 5000}\n")
     return d
 
 
@@ -654,6 +660,19 @@ TABLE += [
     ("train.py", [*T, "--out_dir=x", "--learning_rate=1e30", "--min_lr=0", "--weight_decay=0", "--max_iters=40"],
      ("non-finite", "--learning_rate=1e+30 is the first thing to lower", "--learning_rate=0.0003"), None),
     ("dev/bench_train.py", [*BT, "--n_embd=65536", "--n_head=64", "--n_layer=64"], "GiB a rank, cpu has", None),
+    # a config file read as the text file a user wrote; a number past 4,300 digits (int() refuses it) in one line
+    ("train.py", [*T, "twice.py", "--out_dir=x"], "config file twice.py sets temperature twice, on lines 1 and 4: "
+     "keep one", None),
+    ("inference.py", ["twice.py", "--checkpoint", DM], "sets temperature twice, on lines 1 and 4", None),
+    ("dev/bench_train.py", [*BT, "twice.py"], "sets temperature twice", None),
+    ("train.py", [*T, "long.py", "--out_dir=x"], "long.py, line 1: a number past 4,300 digits is out of range", None),
+    ("train.py", [*T, "--out_dir=x", "--max_iters=" + "9" * 5000], "--max_iters is a 5,000-digit number: out of "
+     "range", None),
+    ("train.py", [*T, "--out_dir=x", "--learning_rate=" + "9" * 5000], "a float holds at most", None),
+    ("inference.py", ["--checkpoint", DM, "--infill", f"To [___:{'9' * 5000}] be"], "asks for a 5,000-digit count",
+     None),  # int() raised its ValueError with a traceback
+    ("scripts/eval.py", [DM, "--n-windows", "9" * 5000], ("--n-windows", "a 5,000-digit number"), None),
+    ("scripts/frontier.py", [*FR, "--grid", f"steps={'9' * 5000}"], ("--grid", "(5,009 characters)"), None),
     ("dev/bench_train.py", [*BT, "--compare_compile", "--compile=false"], "--compare_compile times every row eager "
      "and compiled, so --compile=false is never read: drop one of the two", None),
 ]
@@ -1255,6 +1274,10 @@ VALID = [
     ("train.py", [*T, "--out_dir=x"], CLUSTER),
     ("inference.py", ["--checkpoint", DM], CLUSTER),
     ("train.py", [*T, "--out_dir=x"], dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="2")),
+    # a config file with a UTF-8 BOM and CRLF lines (what Windows editors write) was refused at line 1
+    ("inference.py", ["bom.py", "--checkpoint", DM], None),
+    ("dev/bench_train.py", [*BT, "bom_train.py"], None),
+    ("train.py", [*T, "bom_train.py", "--out_dir=x"], None),
 ]
 
 
@@ -1281,6 +1304,18 @@ def test_valid_input_reaches_the_work(cli, argv, environ, files, tmp_path, monke
     except Checked:
         return
     pytest.fail(f"{cli} {' '.join(map(str, argv))} with {environ}: exit {code} before its work: {err}")
+
+
+def test_a_flag_given_twice_takes_its_last_value_on_every_entry_point_and_a_config_file_key_is_refused():
+    """Issue 90, decided: a command line is composed (a base command, then overrides: these tests' rows do it), so the
+    last value of a flag wins on train.py and inference.py (configurator) as on every script (utils.cli, argparse);
+    a config file is one text a user wrote, where a key set twice is a slip (its rows in TABLE)."""
+    import configurator
+    from utils.cli import ArgParser, at_least
+    assert configurator.parse(["--max_iters=3", "--max_iters", "5", "--max-iters=7"], check=False)[0].max_iters == 7
+    p = ArgParser(prog="x")
+    p.add_argument("--n-t", type=at_least(1), default=1)
+    assert p.parse_args(["--n-t", "2", "--n-t=4"]).n_t == 4
 
 
 @pytest.mark.slow

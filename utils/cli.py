@@ -9,7 +9,9 @@ before any work, as one `error:` line and exit 2 (utils.errors.run_cli):
     p.add_argument("--steps", type=at_least(1), needs=("n_samples",))  # needs --n-samples
     p.add_argument("--seed", type=seed)                # '-1', '2**32' and 'x' refused
 
-Options match by whole name only (`--ar-check` is not --ar-checkpoint, which needs= would miss).
+Options match by whole name only (`--ar-check` is not --ar-checkpoint, which needs= would miss). An
+option given twice takes its last value, as train.py and inference.py take a --key given twice: a
+command line is composed (a base command, overrides appended); a KEY=V list names each key once.
 """
 import argparse
 import difflib
@@ -91,6 +93,9 @@ def at_least(minimum, why="", most=None):
     kind = type(minimum)
 
     def count(text):
+        if kind is int and len(text) > 100 and text.strip().lstrip("+-").isdigit():  # past 4,300 digits: no int
+            raise argparse.ArgumentTypeError(f"must fit an int64 (at most {INT64_MAX:,} either way), got a "
+                                             f"{len(text.strip()):,}-digit number")
         try:
             v = kind(text)
         except ValueError:

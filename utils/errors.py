@@ -12,6 +12,13 @@ class UserError(Exception):
     """Bad input from the user (flag, file, config). Printed as one line, exit 2."""
 
 
+def clip(text, most=40):
+    """A value as a message quotes it: past `most` characters, its start and its length (a 5,000-digit
+    number is still one readable line)."""
+    text = str(text)
+    return text if len(text) <= most else f"{text[:most // 2]}... ({len(text):,} characters)"
+
+
 _WRITE_FIXES = {
     errno.ENOSPC: "free some space or write somewhere else",
     errno.EDQUOT: "free some space (disk quota) or write somewhere else",
@@ -53,7 +60,9 @@ def run_cli(main, argv=None):
         if msg is None:
             raise
         if speaks(os.environ):
-            print(f"error: {' '.join(msg.split())}", file=sys.stderr)  # always one line
+            # always one line, a word past 200 characters (a 5,000-digit number echoed) clipped
+            words = [clip(w, 60) if len(w) > 200 else w for w in msg.split()]
+            print(f"error: {' '.join(words)}", file=sys.stderr)
         sys.exit(2)
 
 
