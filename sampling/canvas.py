@@ -78,7 +78,7 @@ def parse_infill(text, tok):
         count = m.group(2)
         if count is None:
             n = len(m.group(0))
-        elif len(count.lstrip("0")) > 12:  # never read: 5,000 digits are past Python's int conversion
+        elif len(count.lstrip("0")) > 100:  # never read: 5,000 digits are past Python's int conversion
             raise UserError(f"blank {clip(m.group(0))} asks for a {len(count):,}-digit count of tokens: {fix}")
         else:
             n = int(count)
