@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from config import INT64_MAX, LIMITS
 from model import ModelArgs, Transformer
-from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, refuse_removed
+from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, removed_notes
 from utils.errors import UserError
 from utils.fileio import require_checkpoints
 from utils.tokenizer import fingerprint, tokenizer_from_state
@@ -33,8 +33,9 @@ CHANGED = "it was changed after train.py or scripts/export.py wrote it; use the 
 
 # ---------------------------------------------------------------------------- a trained model
 def check_model_args(ckpt, path):
-    """The checkpoint's model_args less removed options, checked before a layer is built."""
-    refuse_removed(ckpt["model_args"], f"checkpoint {path}")
+    """The checkpoint's model_args less removed options, checked before a layer is built; the
+    notes of those dropped join ckpt["notes"]."""
+    ckpt["notes"] += removed_notes(ckpt["model_args"], f"checkpoint {path}")
     args = {k: v for k, v in ckpt["model_args"].items() if k not in REMOVED}
     types = {f.name: f.type for f in fields(ModelArgs)}
     for key, value in args.items():
@@ -95,16 +96,21 @@ def weights(ckpt):
 
 
 def read_checkpoint(path, instead="pass --checkpoint PATH"):
-    """A model.pt's or export's dict, in this version's names; instead: how to give another."""
+    """A model.pt's or export's dict, in this version's names; instead: how to give another. A
+    removed key that acted on the network is refused; ckpt["notes"] say which others were dropped."""
     require_checkpoints([path], instead)
     ckpt = load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
+    ckpt["notes"] = removed_notes(ckpt["config"], f"checkpoint {path}")
     ckpt["model_args"] = check_model_args(ckpt, path)
     return ckpt
 
 
 def load_model(path, device):
-    """(model in eval mode on device, the checkpoint dict) of a model.pt or exported folder."""
+    """(model in eval mode on device, the checkpoint dict) of a model.pt or exported folder; prints
+    the notes of removed keys it dropped."""
     ckpt = read_checkpoint(path)
+    for note in ckpt["notes"]:
+        print(note)
     try:
         model = Transformer(ModelArgs(**ckpt["model_args"]))
         model.load_state_dict(weights(ckpt))
@@ -127,7 +133,6 @@ CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> targ
 def source_tokenizer(path, kind, objective, ckpt=None):
     """The source's tokenizer, checked against this run's kind and objective before data is read."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
-    refuse_removed(ckpt["config"], f"--init_from={path}")
     check_conversion(ckpt.get("config", {}).get("objective", "mdlm"), objective, path)  # before the key: all mdlm
     tok = tokenizer_from_state(ckpt["tokenizer"])
     if tok.kind != kind:

@@ -169,7 +169,10 @@ def resumed_config(cfg, given):
             fileio.refuse_earlier_run(cfg.out_dir)
         return cfg, None, ""
     resume, resumed_from = checkpoint.load_latest(cfg.out_dir, warn=print0)
-    checkpoint.refuse_removed(resume["config"], f"--resume: {resumed_from}")
+    # a removed key that acted on its network or training: the run cannot go on as it was
+    for part in ("config", "model_args"):
+        for note in checkpoint.removed_notes(resume[part], f"--resume: {resumed_from}", ("network", "training")):
+            print0(note)
     saved = asdict(configurator.config_from_dict(resume["config"], resumed_from))
     configurator.refuse_changes(cfg, given, saved, f"--resume: {resumed_from}",
                                 "drop those flags to continue the run, or train a new one in another --out_dir",
@@ -186,6 +189,8 @@ def load_data(cfg, env):
     source = None
     if cfg.init_from and not env.resume:
         source = checkpoint_manager.read_checkpoint(cfg.init_from, "give another --init_from")
+        for note in source["notes"]:  # its removed keys that acted on no network
+            print0(note)
         tok = checkpoint_manager.source_tokenizer(cfg.init_from, cfg.tokenizer, cfg.objective, source)
     if env.world > 1 and not env.master:
         torch.distributed.barrier()  # rank 0 encodes the token cache first; the others then read it

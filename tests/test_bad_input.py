@@ -34,6 +34,7 @@ import torch
 
 import inference
 import train
+from utils.checkpoint import save_checkpoint
 from helpers import ENV, FIXTURES, MICRO, ROOT, for_objective, real_text, run_cli_here, script
 from sampling import video
 from utils import fileio
@@ -85,7 +86,6 @@ def files(tmp_path_factory):
     raw = torch.load(d / "dm" / "model.pt", weights_only=True)  # damaged after it was written: a weight changed,
     next(iter(raw["model"].values())).view(-1)[:8] += 1.0  # the checksum it carries no longer matches
     torch.save(raw, d / "damaged.pt")
-    from utils.checkpoint import save_checkpoint
     raw = torch.load(d / "dm" / "model.pt", weights_only=True)  # a diverged run's weights, with their own checksum
     next(iter(raw["model"].values())).fill_(float("nan"))
     save_checkpoint(d / "nan.pt", {k: v for k, v in raw.items() if k != "checksum"})
@@ -121,6 +121,15 @@ def files(tmp_path_factory):
     (d / "bom_train.py").write_bytes(b"\xef\xbb\xbfn_layer = 1\r\nn_head = 2\r\n")
     (d / "twice.py").write_text("temperature = 0.5\nseed = 3\n# later\ntemperature = 0.7\n")
     (d / "long.py").write_text(f"seed = {'9' * 5000}\n")
+    # runs an older version wrote with keys this one removed (issue 90): a display pace and a sampler's setting, which
+    # no network, loss or law of this version reads (dropped with a note); a training setting (--resume refuses it)
+    raw = torch.load(d / "dm" / "model.pt", weights_only=True)
+    for name, extra in (("old_display", dict(live_fps=4.0, remdm_t_on=0.3)), ("old_training", dict(time_beta=0.5))):
+        shutil.copytree(d / "dm", d / name)
+        edited = {**{k: v for k, v in raw.items() if k != "checksum"}, "config": {**raw["config"], **extra}}
+        for file in ("model.pt", "best.pt"):
+            (d / name / file).unlink()
+            save_checkpoint(d / name / file, edited)
     return d
 
 
@@ -660,6 +669,9 @@ TABLE += [
     ("train.py", [*T, "--out_dir=x", "--learning_rate=1e30", "--min_lr=0", "--weight_decay=0", "--max_iters=40"],
      ("non-finite", "--learning_rate=1e+30 is the first thing to lower", "--learning_rate=0.0003"), None),
     ("dev/bench_train.py", [*BT, "--n_embd=65536", "--n_head=64", "--n_layer=64"], "GiB a rank, cpu has", None),
+    # a removed training setting: the resumed run cannot go on as it was
+    ("train.py", [*T, "--out_dir=old_training", "--max_iters=8", "--resume"],
+     ("was trained with time_beta=0.5, which this version removed", "git checkout bcc25a1"), None),
     # a config file read as the text file a user wrote; a number past 4,300 digits (int() refuses it) in one line
     ("train.py", [*T, "twice.py", "--out_dir=x"], "config file twice.py sets temperature twice, on lines 1 and 4: "
      "keep one", None),
@@ -1278,6 +1290,12 @@ VALID = [
     ("inference.py", ["bom.py", "--checkpoint", DM], None),
     ("dev/bench_train.py", [*BT, "bom_train.py"], None),
     ("train.py", [*T, "bom_train.py", "--out_dir=x"], None),
+    # a removed key that changes neither the network, its loss nor a sample's law was refused on every path
+    ("inference.py", ["--checkpoint", "old_display/model.pt"], None),
+    ("train.py", [*T, "--out_dir=old_display", "--max_iters=8", "--resume"], None),
+    ("train.py", [*T, "--out_dir=x", "--init_from=old_display/model.pt"], None),
+    ("train.py", [*T, "--out_dir=x", "--init_from=old_training/model.pt"], None),  # a new run: its own training
+    ("scripts/eval.py", ["old_training/model.pt", *EV[1:]], None),
 ]
 
 
@@ -1324,6 +1342,19 @@ def test_under_torchrun_a_refusal_is_said_once_by_local_rank_0(tmp_path):
     p = popen([str(ROOT / "train.py"), "--batch_size=0", "--device=cpu", "--max_iters=0"], tmp_path, torchrun=2)
     _, err = p.communicate(timeout=180)
     assert p.returncode != 0 and err.count("error: batch_size must be >= 1") == 1, err[-3000:]
+
+
+@pytest.mark.slow
+def test_a_removed_key_that_acted_on_no_network_is_dropped_with_a_note(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(files)
+    code, out, err = run_cli_here(inference.main, ["--checkpoint", "old_display/model.pt", "--viz-video", "off"], capsys)
+    assert code == 0, err
+    assert "note: checkpoint old_display/model.pt has live_fps=4.0, which this version removed: dropped (it changed " \
+           "neither the network, its loss nor a sample)" in out
+    assert "remdm_t_on=0.3, which this version removed: dropped (a sampler's setting" in out
+    from utils.checkpoint import REMOVED, REMOVED_ACTED_ON
+    named = [k for keys in REMOVED_ACTED_ON.values() for k in keys]
+    assert sorted(named) == sorted(REMOVED)  # every removed key says what it acted on
 
 
 def test_who_prints_a_refusal_and_when_torchruns_variables_mean_a_process_group(monkeypatch):
