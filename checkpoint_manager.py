@@ -96,8 +96,9 @@ def weights(ckpt):
 
 
 def read_checkpoint(path, instead="pass --checkpoint PATH"):
-    """A model.pt's or export's dict, in this version's names; instead: how to give another. A
-    removed key that acted on the network is refused; ckpt["notes"] say which others were dropped."""
+    """A model.pt's or export's dict, in this version's names; instead: how to give another.
+    A removed key that acted on the network is refused; ckpt["notes"] say which others were
+    dropped."""
     require_checkpoints([path], instead)
     ckpt = load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
     ckpt["notes"] = removed_notes(ckpt["config"], f"checkpoint {path}")

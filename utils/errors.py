@@ -13,8 +13,8 @@ class UserError(Exception):
 
 
 def clip(text, most=40):
-    """A value as a message quotes it: past `most` characters, its start and its length (a 5,000-digit
-    number is still one readable line)."""
+    """A value as a message quotes it: past `most` characters, its start and its length (a
+    5,000-digit number is still one readable line)."""
     text = str(text)
     return text if len(text) <= most else f"{text[:most // 2]}... ({len(text):,} characters)"
 
