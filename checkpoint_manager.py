@@ -27,6 +27,7 @@ from utils.tokenizer import fingerprint, tokenizer_from_state
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
 EXPORT_BPE, EXPORT_CHARS = "tokenizer.json", "vocab.json"  # by tokenizer kind
+EXPORT_FORMAT = "micro-dllm export 1"  # config.json's format field
 EXPORT_AGAIN = "export it again with scripts/export.py"
 CHANGED = "it was changed after train.py or scripts/export.py wrote it; use the file they wrote"
 
@@ -51,6 +52,27 @@ def check_model_args(ckpt, path):
         raise UserError(f"checkpoint {path}: its network reads vocab_size={args.get('vocab_size')} tokens, its "
                         f"tokenizer has {vocab}: {CHANGED}")
     return args
+
+
+def check_fields(ckpt, path, export=False):
+    """What a checkpoint or export holds beside its config and network, field by field as written:
+    its step, its text's chars per token, an export's format and EMA flag (configurator's
+    checkpoint_config checks the rest against the config)."""
+    where = f"checkpoint {path}: its"
+    if not (type(ckpt["iter"]) is int and ckpt["iter"] >= 0):
+        raise UserError(f"{where} iter={ckpt['iter']!r} is no step count: {CHANGED}")
+    meta = ckpt.get("meta", {})
+    cpt = meta.get("chars_per_token", 1.0) if isinstance(meta, dict) else None
+    if not (type(cpt) in (int, float) and 0 < cpt < float("inf")):
+        raise UserError(f"{where} meta={meta!r} holds no chars_per_token > 0: {CHANGED}")
+    if not export:  # the rest are an export's
+        return
+    where = f"exported model {path}: {EXPORT_CONFIG}'s"
+    if ckpt.get("format") != EXPORT_FORMAT:
+        raise UserError(f"{where} format={ckpt.get('format')!r} is not {EXPORT_FORMAT!r}: {CHANGED}")
+    if type(ckpt.get("ema_weights")) is not bool:
+        raise UserError(f"{where} ema_weights={ckpt.get('ema_weights')!r} is neither true nor false: {CHANGED}")
+
 
 
 def load_export(path):
@@ -100,16 +122,18 @@ def read_checkpoint(path, instead="pass --checkpoint PATH"):
     A removed key that acted on the network is refused; ckpt["notes"] say which others were
     dropped."""
     require_checkpoints([path], instead)
-    ckpt = load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
+    export = os.path.isdir(path) and bool(os.listdir(path))
+    ckpt = load_export(path) if export else load_checkpoint(path)
     ckpt["notes"] = removed_notes(ckpt["config"], f"checkpoint {path}")
     ckpt["model_args"] = check_model_args(ckpt, path)
+    check_fields(ckpt, path, export)
     return ckpt
 
 
-def load_model(path, device):
-    """(model in eval mode on device, the checkpoint dict) of a model.pt or exported folder; prints
-    the notes of removed keys it dropped."""
-    ckpt = read_checkpoint(path)
+def load_model(path, device, ckpt=None):
+    """(model in eval mode on device, the checkpoint dict) of a model.pt or exported folder (ckpt:
+    read_checkpoint's, if read already); prints the notes of removed keys it dropped."""
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
     for note in ckpt["notes"]:
         print(note)
     try:

@@ -26,9 +26,9 @@ from functools import partial
 import torch
 
 import configurator
-from checkpoint_manager import load_model
+from checkpoint_manager import load_model, read_checkpoint
 from config import SAMPLED, TRAINED
-from configurator import check_choices, config_from_dict, help_text, parse, refuse_changes, validate, wants_help
+from configurator import check_choices, checkpoint_config, help_text, parse, refuse_changes, validate, wants_help
 from diffusion import Schedule
 from model import DECODERS, compile_decode
 from sampling.canvas import build_canvas, fill, fit_gen_len
@@ -66,8 +66,9 @@ def load(argv):
     if "viz_video" in given:  # its path, before the model is read
         check_trace_path(where, where.overwrite)
     device = pick_device(where.device)
-    model, ckpt = load_model(where.checkpoint, device)
-    saved = config_from_dict(ckpt["config"], f"checkpoint {where.checkpoint}")
+    ckpt = read_checkpoint(where.checkpoint)
+    saved = checkpoint_config(ckpt, f"checkpoint {where.checkpoint}")  # before a layer is built
+    model, ckpt = load_model(where.checkpoint, device, ckpt)
     cfg, flags = parse(argv, base=saved, check=False)  # pass 2: over the checkpoint's settings
     refuse_changes(cfg, flags & set(TRAINED), vars(saved), f"checkpoint {where.checkpoint}",
                    "drop those flags (sampling takes them from the checkpoint)")

@@ -29,7 +29,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import configurator  # noqa: E402
 from diffusion import Schedule  # noqa: E402
-from configurator import config_from_dict  # noqa: E402
+from configurator import checkpoint_config, config_from_dict  # noqa: E402
 from dev.order_nll import windows_sha  # noqa: E402
 from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
 from scripts.eval import run_name  # noqa: E402
@@ -146,7 +146,8 @@ def main(argv):
               for path in args.orders]
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     runs = [load_model(path, "cpu") for path in args.against]
-    cfg, tok = config_from_dict(runs[0][1]["config"]), tokenizer_from_state(runs[0][1]["tokenizer"])
+    cfg = checkpoint_config(runs[0][1], f"checkpoint {args.against[0]}")
+    tok = tokenizer_from_state(runs[0][1]["tokenizer"])
     exact = [configurator.OBJECTIVES[config_from_dict(saved["config"]).objective].EXACT for _, saved in runs]
     if "--n-t" in typed(argv) and all(exact):  # an exact NLL draws no times
         raise UserError("--n-t sets the times of a diffusion bound, and every --against run is an AR (its NLL is "

@@ -36,7 +36,7 @@ def parse_args(argv):
 if __name__ == "__main__":  # flags and paths refused before torch is imported (seconds on a busy machine)
     run_cli(parse_args)
 
-from checkpoint_manager import EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_WEIGHTS, load_model  # noqa: E402
+from checkpoint_manager import EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, load_model  # noqa: E402
 from utils.checkpoint import checksum  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
@@ -45,7 +45,7 @@ def export(ckpt, model, out_dir):
     """Write the three files, config.json last (without it, no export); return their paths."""
     from safetensors.torch import save_file
     tok, cfg = tokenizer_from_state(ckpt["tokenizer"]), ckpt["config"]
-    meta = dict(format="micro-dllm export 1", model_args=ckpt["model_args"], tokenizer={"kind": tok.kind},
+    meta = dict(format=EXPORT_FORMAT, model_args=ckpt["model_args"], tokenizer={"kind": tok.kind},
                 tokenizer_fingerprint=fingerprint(tok), objective=cfg.get("objective", "mdlm"),
                 schedule=cfg.get("schedule", "cosine"), diffusion_steps=cfg.get("diffusion_steps"), mask_id=tok.mask_id,
                 iter=int(ckpt["iter"]), ema_weights=ckpt.get("ema") is not None, config=cfg,

@@ -1077,7 +1077,7 @@ def _chars(meta, d, cut=0, extra=""):
     meta["tokenizer_fingerprint"] = fingerprint(tokenizer_from_state(dict(kind="char", chars=chars)))
 
 
-ARGS, CFG = "model_args", "config"
+ARGS, CFG, TOP = "model_args", "config", None  # TOP: config.json's own fields
 EDITS = [  # (part, key, value or an edit of (meta, folder), words): model_args are refused before a layer is built
     (ARGS, "n_layer", "1", "n_layer='1', which is no ModelArgs int"),  # was a TypeError deep in torch, or 'damaged'
     (ARGS, "n_layr", 1, "n_layr=1, which is no ModelArgs key"),
@@ -1091,11 +1091,28 @@ EDITS = [  # (part, key, value or an edit of (meta, folder), words): model_args 
     (CFG, "temperature", float("nan"), "temperature must be a finite number, got nan"),  # JSON's NaN
     (CFG, "diffusion_steps", 10 ** 12, "diffusion_steps=1000000000000 is out of range"),
     (CFG, "objective", "mdlm2", "objective='mdlm2' is not one of"),
+    # issue 90: each field checked against the rest (config.objective='ar' on a masked-diffusion network was an
+    # AssertionError in its forward; the top-level objective, schedule, T and [MASK] id were never read)
+    (CFG, "objective", "ar", ("its config (objective='ar') describes a network with", "causal=True",
+                              "its model_args hold", "causal=False")),
+    (TOP, "objective", "ar", "config.json's objective='ar' disagrees"),
+    (TOP, "schedule", "linear", "config.json's schedule='linear' disagrees"),
+    (TOP, "diffusion_steps", 5, "config.json's diffusion_steps=5 disagrees"),
+    (TOP, "mask_id", 3, "config.json's mask_id=3 disagrees"),
+    (TOP, "format", "micro-dllm export 9", "format='micro-dllm export 9' is not 'micro-dllm export 1'"),
+    (TOP, "ema_weights", 3, "ema_weights=3 is neither true nor false"),
+    (TOP, "iter", -1, "iter=-1 is no step count"),
+    (TOP, "meta", {"chars_per_token": "x"}, "holds no chars_per_token > 0"),
+    (ARGS, "causal", True, "describes a network with causal=False, its model_args hold causal=True"),
+    (ARGS, "block_size", 64, "describes a network with block_size=32, its model_args hold block_size=64"),
+    (CFG, "n_layer", 2, "describes a network with n_layer=2, its model_args hold n_layer=1"),
+    (CFG, "tokenizer", "bpe", "its config says tokenizer='bpe', its tokenizer is 'char'"),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("part, key, value, words", EDITS, ids=[f"{p}-{k}" for p, k, *_ in EDITS])
+@pytest.mark.parametrize("part, key, value, words", EDITS, ids=[f"{p or 'top'}-{k}-{i}" for i, (p, k, *_) in
+                                                             enumerate(EDITS)])
 def test_an_edited_export_is_refused_in_one_line_as_a_command_line_would_be(part, key, value, words, files, tmp_path,
                                                                             monkeypatch, capsys):
     """An exported folder's config.json goes through the command line's checks: a type, an unknown key, a size past
@@ -1106,6 +1123,8 @@ def test_an_edited_export_is_refused_in_one_line_as_a_command_line_would_be(part
     meta = json.loads((d / "config.json").read_text())
     if callable(value):
         value(meta, d)
+    elif part is TOP:
+        meta[key] = value
     else:
         meta[part][key] = value
     (d / "config.json").write_text(json.dumps(meta))
