@@ -5,7 +5,7 @@
 
 OUT_DIR gets model.safetensors (the weights the checkpoint samples with, EMA's under --ema; no code
 runs on load), config.json (what they are; the run's sampling settings become the defaults) and
-tokenizer.json (BPE) or vocab.json (char). A non-empty OUT_DIR needs --force.
+tokenizer.json (BPE) or vocab.json (char). A non-empty OUT_DIR needs --overwrite.
 """
 import json
 import os
@@ -22,11 +22,13 @@ def parse_args(argv):
     p = ArgParser(prog="scripts/export.py", description="Export a checkpoint's weights, config and tokenizer.")
     p.add_argument("checkpoint", help="a model.pt written by train.py")
     p.add_argument("out_dir", help="folder to write model.safetensors, config.json and the tokenizer into")
-    p.add_argument("--force", action="store_true", help="write into OUT_DIR even if it holds files")
+    p.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                   help="write into OUT_DIR even if it holds files (--force: the same, its old name)")
     args = p.parse_args(argv)
     check_folder(args.out_dir, f"OUT_DIR {args.out_dir} (a folder: it gets three files)")
-    if os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not args.force:
-        raise UserError(f"{args.out_dir} already holds files: pass --force to write into it, or choose another OUT_DIR")
+    if os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not args.overwrite:
+        raise UserError(f"{args.out_dir} already holds files: pass --overwrite to write into it, or choose another "
+                        f"OUT_DIR")
     if os.path.isdir(args.checkpoint):
         raise UserError(f"{args.checkpoint} is a folder: export a model.pt written by train.py")
     require_checkpoints([args.checkpoint], "give the path of one that exists")
@@ -36,7 +38,8 @@ def parse_args(argv):
 if __name__ == "__main__":  # flags and paths refused before torch is imported (seconds on a busy machine)
     run_cli(parse_args)
 
-from checkpoint_manager import EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS, load_model  # noqa: E402
+from checkpoint_manager import (EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS,  # noqa: E402
+                                load_model)
 from utils.checkpoint import checksum  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 

@@ -289,7 +289,7 @@ TABLE = [
     ("scripts/eval.py", ["exp_damaged"], "is corrupt or not a safetensors file", None),
     ("scripts/eval.py", [DM, "--steps", "4", "--ar-checkpoint", DM], "is a mdlm model: give an AR checkpoint", None),
     ("scripts/eval.py", [DM, "--steps", "4", "--ar-checkpoint", AR], "differs from the scorer", None),
-    ("scripts/eval.py", [DM, "--json", "old.txt"], "old.txt already exists: pass --force", None),
+    ("scripts/eval.py", [DM, "--json", "old.txt"], "old.txt already exists: pass --overwrite", None),
     ("scripts/eval.py", [DM, "--bogus"], "unrecognized arguments: --bogus", None),
     ("dev/plot.py", ["curves", "dm", "--out", "x.txt"], "should end in .png", None),
     ("dev/plot_frontier.py", ["old.txt"], "old.txt", None),  # not JSON
@@ -305,8 +305,8 @@ TABLE = [
 CLASSES = {
     "missing": "an input path that does not exist",
     "directory": "a directory where a file goes",
-    "exists": "an output path that exists, without --force",
-    "checkpoint": "a checkpoint as the output path, even with --force",
+    "exists": "an output path that exists, without --overwrite",
+    "checkpoint": "a checkpoint as the output path, even with --overwrite (--force: its old name, on one row)",
     "json": "a cut or foreign JSON input",
     "list": "a list flag with an element of the wrong type",
     "empty": "a range, band or grid that selects nothing, or options that leave nothing to do",
@@ -355,8 +355,8 @@ CLASS_ROWS = {
         missing=[(["--input-file", "missing.txt", "--output", "o.txt"], ("missing.txt", "not found"))],
         directory=[(["--input-file", "empty_dir", "--output", "o.txt"], ("--input-file", "empty_dir")),
                    (["--input-file", "text.txt", "--output", "empty_dir"], "empty_dir is a directory")],
-        exists=[(["--input-file", "text.txt", "--output", "old.txt"], "old.txt already exists: pass --force")],
-        checkpoint=[(["--input-file", "text.txt", "--output", DM, "--force"], "is a checkpoint")],
+        exists=[(["--input-file", "text.txt", "--output", "old.txt"], "old.txt already exists: pass --overwrite")],
+        checkpoint=[(["--input-file", "text.txt", "--output", DM, "--overwrite"], "is a checkpoint")],
         json=[(["--input-file", "cut.json", "--output", "o.txt"], "could not read cut.json"),
               (["--input-file", "not_a_tokenizer.json", "--output", "o.txt"], "text")],
         list="no list flag",
@@ -367,8 +367,8 @@ CLASS_ROWS = {
         missing=[(["--input", "missing.txt", "--output", "t.json"], "--input missing.txt not found")],
         directory=[(["--input", "empty_dir", "--output", "t.json"], "is a directory"),
                    (["--input", "text.txt", "--output", "empty_dir"], "is a directory")],
-        exists=[(["--input", "text.txt", "--output", "old.txt"], "already exists: pass --force")],
-        checkpoint=[(["--input", "text.txt", "--output", DM, "--force"], "is a checkpoint")],
+        exists=[(["--input", "text.txt", "--output", "old.txt"], "already exists: pass --overwrite")],
+        checkpoint=[(["--input", "text.txt", "--output", DM, "--overwrite"], "is a checkpoint")],
         json="reads UTF-8 text: any JSON is text to learn from",
         list="no list flag",
         empty=[(["--input", "empty.txt", "--output", "t.json"], "is empty")],
@@ -378,8 +378,9 @@ CLASS_ROWS = {
         missing=[(["missing.pt"], "checkpoint missing.pt not found"),
                  ([*EV, "--n-samples", "1", "--steps", "4", "--ar-checkpoint", "missing.pt"], "checkpoint missing.pt not found")],
         directory=[(["empty_dir"], "is a directory"), ([*EV, "--json", "empty_dir"], "is a directory")],
-        exists=[([*EV, "--json", "old.txt"], "old.txt already exists: pass --force")],
-        checkpoint=[([*EV, "--json", AR, "--force"], "is a checkpoint")],
+        exists=[([*EV, "--json", "old.txt"], "old.txt already exists: pass --overwrite")],
+        checkpoint=[([*EV, "--json", AR, "--overwrite"], "is a checkpoint"),
+                    ([*EV, "--json", AR, "--force"], "not even with --overwrite")],  # the old name still works
         json=[(["exp_cutjson"], "unreadable config.json")],
         list="no list flag",
         empty=[([*EV, "--val-path", "empty.txt"], ("val_path empty.txt is empty", "text in it"))],
@@ -389,8 +390,8 @@ CLASS_ROWS = {
         missing=[(["curves", "missing_dir"], "missing_dir/metrics.jsonl not found"),
                  (["entropy", "missing.json"], "missing.json not found")],
         directory=[(["entropy", "empty_dir"], "is a directory"), (["curves", "dm", "--out", "empty_dir"], ("--out", "empty_dir"))],
-        exists=[(["curves", "dm", "--out", "old.png"], "old.png already exists: pass --force")],
-        checkpoint=[(["curves", "dm", "--out", DM, "--force"], "is a checkpoint")],
+        exists=[(["curves", "dm", "--out", "old.png"], "old.png already exists: pass --overwrite")],
+        checkpoint=[(["curves", "dm", "--out", DM, "--overwrite"], "is a checkpoint")],
         json=[(["entropy", "cut.json"], ("cut.json", "JSON")), (["entropy", "not_a_tokenizer.json"], "'runs'")],
         list="no list flag: the inputs are paths",
         empty=[(["entropy", "eval.json"], "no diffusion runs with entropy_by_t")],
@@ -404,8 +405,8 @@ CLASS_ROWS = {
     "scripts/export.py": dict(
         missing=[(["missing.pt", "out"], "checkpoint missing.pt not found")],
         directory=[(["empty_dir", "out"], "empty_dir is a folder")],
-        exists=[([DM, "exp"], "exp already holds files: pass --force")],
-        checkpoint=[([DM, DM, "--force"], "is a file")],
+        exists=[([DM, "exp"], "exp already holds files: pass --overwrite")],
+        checkpoint=[([DM, DM, "--overwrite"], "is a file")],
         json=[(["not_a_tokenizer.json", "out"], "is a text file, not a checkpoint")],
         list="one checkpoint in, one folder out: no list", empty="one checkpoint in, one folder out: nothing to select",
         zero="one checkpoint in, one folder out: no count",
@@ -413,24 +414,24 @@ CLASS_ROWS = {
     "dev/plot_epochs.py": dict(
         missing=[(["missing.json"], "missing.json not found")],
         directory=[(["empty_dir"], "is a directory"), (["s.json", "--out", "empty_dir"], ("--out", "empty_dir"))],
-        exists=[(["s.json", "--out", "old.png"], "old.png already exists: pass --force")],
-        checkpoint=[(["s.json", "--out", DM, "--force"], "is a checkpoint")],
+        exists=[(["s.json", "--out", "old.png"], "old.png already exists: pass --overwrite")],
+        checkpoint=[(["s.json", "--out", DM, "--overwrite"], "is a checkpoint")],
         json=[(["cut.json"], ("cut.json", "JSON")), (["not_a_tokenizer.json"], "'runs'")],
         list="no list flag: the inputs are paths", empty="no selection flag", zero="no count flag",
         root=[(["data/prompts.txt"], "run from the repository root")]),
     "dev/plot_frontier.py": dict(
         missing=[(["missing.json"], "missing.json not found")],
         directory=[(["empty_dir"], "is a directory"), (["eval.json", "--out", "empty_dir"], ("--out", "empty_dir"))],
-        exists=[(["eval.json", "--out", "old.png"], "old.png already exists: pass --force")],
-        checkpoint=[(["eval.json", "--out", DM, "--force"], "is a checkpoint")],
+        exists=[(["eval.json", "--out", "old.png"], "old.png already exists: pass --overwrite")],
+        checkpoint=[(["eval.json", "--out", DM, "--overwrite"], "is a checkpoint")],
         json=[(["cut.json"], ("cut.json", "JSON")), (["not_a_tokenizer.json"], "'runs'")],
         list="no list flag: the inputs are paths", empty="no selection flag", zero="no count flag",
         root=[(["data/prompts.txt"], "run from the repository root")]),
     "dev/epochs.py": dict(
         missing="reads only the run folders it writes under artifacts/epochs (a missing one is a run not started)",
         directory="reads only the run folders it writes under artifacts/epochs",
-        exists=[(["--summary-only", "--summary", "old.txt"], "old.txt already exists: pass --force")],
-        checkpoint=[(["--summary-only", "--summary", DM, "--force"], "is a checkpoint")],
+        exists=[(["--summary-only", "--summary", "old.txt"], "old.txt already exists: pass --overwrite")],
+        checkpoint=[(["--summary-only", "--summary", DM, "--overwrite"], "is a checkpoint")],
         json=[(["--summary-only", "--summary", "s.json"], "eval.json is not complete JSON", "epochs_run")],
         list=[(["--runs", "mdlm_wd0.1_do0_s02_75k,7"], ("--runs", "'7' is not one of"))],
         empty=[(["--runs", ","], ("--runs", "','"))],
@@ -440,8 +441,8 @@ CLASS_ROWS = {
         missing=[(["missing.pt", "--ar-checkpoint", AR], "checkpoint missing.pt not found"),
                  ([AR, "--ar-checkpoint", "missing.pt"], "checkpoint missing.pt not found")],
         directory=[(["empty_dir", "--ar-checkpoint", AR], "is a directory")],
-        exists=[([*FR, "--json", "old.txt"], "old.txt already exists: pass --force")],
-        checkpoint=[([*FR, "--json", DM, "--force"], "is a checkpoint")],
+        exists=[([*FR, "--json", "old.txt"], "old.txt already exists: pass --overwrite")],
+        checkpoint=[([*FR, "--json", DM, "--overwrite"], "is a checkpoint")],
         json=[(["exp_cutjson", "--ar-checkpoint", AR], "unreadable config.json")],
         list=[([*FR, "--grid", "steps=4,x"], ("--grid", "steps=4,x")), ([*FR, "--time-batches", "1,x"], ("--time-batches", "'x'"))],
         empty=[([*FR, "--grid", "temperature="], ("--grid", "temperature=")), ([*FR, "--time-batches", ","], ("--time-batches", "','"))],
@@ -452,8 +453,8 @@ CLASS_ROWS = {
     "dev/order_nll.py": dict(
         missing=[(["missing.pt"], "checkpoint missing.pt not found")],
         directory=[(["empty_dir"], "is a directory")],
-        exists=[([DM, "--json", "old.txt"], "old.txt already exists: pass --force")],
-        checkpoint=[([DM, "--n-windows", "2", "--json", AR, "--force"], "is a checkpoint")],
+        exists=[([DM, "--json", "old.txt"], "old.txt already exists: pass --overwrite")],
+        checkpoint=[([DM, "--n-windows", "2", "--json", AR, "--overwrite"], "is a checkpoint")],
         json=[(["exp_cutjson"], "unreadable config.json")],
         list=[([DM, "--orders", "l2r,5"], ("--orders", "l2r, r2l, random"))],
         empty=[([DM, "--orders", ","], ("--orders", "','"))],
@@ -504,8 +505,8 @@ CLASS_ROWS = {
     "scripts/race.py": dict(
         missing=[([DM, "missing.pt"], "checkpoint missing.pt not found")],
         directory=[(["empty_dir", DM], "is a directory")],
-        exists=[([DM, DM, "--out", "old.txt"], "old.txt already exists: pass --force")],
-        checkpoint=[([DM, DM, "--out", DM, "--force"], "is a checkpoint")],
+        exists=[([DM, DM, "--out", "old.txt"], "old.txt already exists: pass --overwrite")],
+        checkpoint=[([DM, DM, "--out", DM, "--overwrite"], "is a checkpoint")],
         json=[(["exp_cutjson", DM], "unreadable config.json")],
         list="no list flag",
         empty=[([DM], "a race needs two or more checkpoints")],
@@ -751,7 +752,7 @@ ISSUE_71_ROWS = {
         "scripts/train_tokenizer.py": "every flag acts: --input, --output, --vocab-size, --min-frequency",
         "scripts/race.py": "every flag acts in every race",
         "dev/plot.py": "--out acts in every call",
-        "scripts/export.py": "no flag but --force, which permits and never acts alone",
+        "scripts/export.py": "no flag but --overwrite, which permits and never acts alone",
         "dev/order_nll.py": [([DM, "--orders", "l2r,r2l", "--seed", "3"], "--seed draws random orders")],
         "dev/infill.py": [([AR], "only continues a prompt")],
         "dev/nanogpt_score.py": [(["old.txt", "--against", AR, "--n-t", "2"], "drop --n-t")],
@@ -1374,6 +1375,27 @@ def test_a_removed_key_that_acted_on_no_network_is_dropped_with_a_note(files, tm
     from utils.checkpoint import REMOVED, REMOVED_ACTED_ON
     named = [k for keys in REMOVED_ACTED_ON.values() for k in keys]
     assert sorted(named) == sorted(REMOVED)  # every removed key says what it acted on
+
+
+@pytest.mark.slow
+def test_a_default_output_never_collides_and_a_typed_one_is_refused_unless_overwrite(files, tmp_path, monkeypatch,
+                                                                                        capsys):
+    """Issue 90: the same plot command run twice was refused (artifacts/plots/curves.png existed): a default path is
+    new each time, as --viz-video auto's and a bare --html's are; a path typed twice is refused without --overwrite
+    (its old name --force works too)."""
+    shutil.copytree(files / "dm", tmp_path / "dm")
+    monkeypatch.chdir(tmp_path)
+    plot = MAINS["dev/plot.py"]()
+    for _ in range(2):
+        assert run_cli_here(plot, ["curves", "dm"], capsys)[0] == 0
+    assert sorted(p.name for p in (tmp_path / "artifacts" / "plots").iterdir()) == ["curves_1.png", "curves_2.png"]
+    assert run_cli_here(plot, ["curves", "dm", "--out", "c.png"], capsys)[0] == 0
+    code, _, err = run_cli_here(plot, ["curves", "dm", "--out", "c.png"], capsys)
+    assert code == 2 and "c.png already exists: pass --overwrite to replace it" in err
+    for flag in ("--overwrite", "--force"):
+        assert run_cli_here(plot, ["curves", "dm", "--out", "c.png", flag], capsys)[0] == 0
+    code, _, err = run_cli_here(plot, ["curves", "missing_dir"], capsys)  # nothing plotted: no placeholder left
+    assert code == 2 and len(list((tmp_path / "artifacts" / "plots").iterdir())) == 2
 
 
 def test_who_prints_a_refusal_and_when_torchruns_variables_mean_a_process_group(monkeypatch):

@@ -43,7 +43,7 @@ def test_a_race_stamps_each_lane_by_the_clock_and_draws_one_frame_a_tick(lanes, 
     (["ar/model.pt", "other/model.pt"], "has another tokenizer than"),
     (["ar/model.pt", "mdlm/model.pt", "--gen-len", "100"], "mdlm/model.pt cannot race on this prompt"),
     (["ar/model.pt"], "a race needs two or more checkpoints"),
-    (["ar/model.pt", "mdlm/model.pt", "--out", "old.mp4"], "old.mp4 already exists: pass --force"),
+    (["ar/model.pt", "mdlm/model.pt", "--out", "old.mp4"], "old.mp4 already exists: pass --overwrite"),
     (["ar/model.pt", "mdlm/model.pt", "--out", "v.mp4"], "v.gif already exists"),  # the GIF beside it counts
 ])
 def test_a_race_that_cannot_run_is_refused_before_any_sampling(argv, words, lanes, monkeypatch, capsys):

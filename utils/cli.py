@@ -2,7 +2,7 @@
 before any work, as one `error:` line and exit 2 (utils.errors.run_cli):
 
     p = ArgParser(prog="scripts/eval.py")
-    p.add_argument("--json", type=output, default="")  # adds --force; never replaces a checkpoint
+    p.add_argument("--json", type=output, default="")  # adds --overwrite (never a checkpoint)
     p.add_argument("--n-windows", type=at_least(2))    # '1' and 'x' refused
     p.add_argument("--bands", type=list_of(band))      # '0-1,0.3-0.8' -> [(0.0, 1.0), (0.3, 0.8)]
     p.add_argument("--grid", type=key_list({"steps": at_least(1)}))  # 'steps=8' -> ('steps', [8])
@@ -36,9 +36,10 @@ class ArgParser(argparse.ArgumentParser):
         action = super().add_argument(*args, **kwargs)
         if needs:
             self.needs[action] = needs
-        if kwargs.get("type") is output and "force" not in {a.dest for a in self._actions}:
-            super().add_argument("--force", action="store_true",
-                                 help="replace an existing output file (not a checkpoint)")
+        if kwargs.get("type") is output and "overwrite" not in {a.dest for a in self._actions}:
+            # --overwrite, as train.py and inference.py name it; --force (its old name) still works
+            super().add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                                 help="replace an existing output file (not a checkpoint); --force: the same")
         return action
 
     def parse_known_args(self, args=None, namespace=None):
@@ -51,7 +52,9 @@ class ArgParser(argparse.ArgumentParser):
                                 f"{act.option_strings[0]}")
         for act in self._actions:
             if act.type is output and getattr(a, act.dest):
-                check_output(getattr(a, act.dest), getattr(a, "force", False), (act.option_strings or [act.dest])[0])
+                check_output(getattr(a, act.dest), a.overwrite, (act.option_strings or [act.dest])[0])
+        if hasattr(a, "overwrite"):
+            a.force = a.overwrite  # scripts/race.py's name for it until it moves (issue 87)
         return a, rest
 
     def parse_args(self, args=None, namespace=None):

@@ -121,18 +121,18 @@ def check_folder(folder, what):
         raise UserError(f"{what}: {there} is {state}: choose another path")
 
 
-def check_output(path, force=False, flag="--output", force_flag="--force"):
+def check_output(path, overwrite=False, flag="--output", overwrite_flag="--overwrite"):
     """UserError unless path may be written now, before any work: not a folder or a checkpoint, its
-    folder writable (check_folder), and no file already there unless force."""
+    folder writable (check_folder), and no file already there unless overwrite."""
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a directory: pass a file path")
     check_folder(os.path.dirname(path) or ".", f"{flag} {path}")
     # a checkpoint by its name, or a zip archive (what torch.save writes)
     if os.path.exists(path) and (path.endswith((".pt", ".pth", ".safetensors")) or zipfile.is_zipfile(path)):
         raise UserError(f"{flag} {path} is a checkpoint (or another archive): never replaced, not even with "
-                        f"{force_flag}; choose another path")
-    if os.path.exists(path) and not force:
-        raise UserError(f"{path} already exists: pass {force_flag} to replace it, or choose another {flag} path")
+                        f"{overwrite_flag}; choose another path")
+    if os.path.exists(path) and not overwrite:
+        raise UserError(f"{path} already exists: pass {overwrite_flag} to replace it, or choose another {flag} path")
 
 
 def trace_paths(mp4):
@@ -159,7 +159,7 @@ def check_trace(mp4, replace=False):
     """Refuse, before any work, a trace's MP4 or the GIF beside it that cannot be written or is
     taken (replace off)."""
     for path in trace_paths(mp4):
-        check_output(path, replace, "--viz-video", "--overwrite")
+        check_output(path, replace, "--viz-video")
 
 
 def drop_if_empty(path):
