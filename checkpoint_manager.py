@@ -117,7 +117,7 @@ def weights(ckpt):
     return ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
 
 
-def read_checkpoint(path, instead="pass --checkpoint PATH"):
+def read_checkpoint(path, instead="give the path of one that exists"):
     """A model.pt's or export's dict, in this version's names; instead: how to give another.
     A removed key that acted on the network is refused; ckpt["notes"] say which others were
     dropped."""

@@ -140,7 +140,7 @@ def parse(argv, base=None, check=True):
             hint = f" (did you mean {close[0]}?)" if close else ""
             data = f": a text to train on goes in --data_path={arg}" if os.path.isfile(arg) else ""
             raise UserError(f"'{arg}' is neither a preset ({', '.join(PRESETS)}){hint} nor a .py config file nor a "
-                            f"--key=value flag{data}")
+                            f"--KEY=VALUE flag{data}")
     cfg = replace(cfg, **overrides)
     given |= set(overrides)
     # a text given here replaces a preset's (or a checkpoint's) prompt

@@ -35,7 +35,7 @@ from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_win
 from scripts.eval import run_name  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from dev.readers import read_json  # noqa: E402
-from utils.cli import ArgParser, at_least, typed  # noqa: E402
+from utils.cli import ArgParser, at_least, own_flags, typed  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
@@ -141,6 +141,12 @@ def main(argv):
     p.add_argument("--orders", nargs="+", default=[], help="dev/order_nll.py --json files of the same split and "
                    "windows: each order's exact NLL (or the mixture's) paired against nanoGPT's too")
     args = p.parse_args(argv)
+    with own_flags(args):  # refusals name this script's flags
+        score_all(args, argv)
+
+
+def score_all(args, argv):
+    """nanoGPT's NLL and each --against run's on the same windows, paired."""
     orders = [(path, read_json(path, "a dev/order_nll.py --json file", ("checkpoint", "split", "n_windows", "orders"),
                                "give the --json that order_nll.py wrote (this version records its split)"))
               for path in args.orders]

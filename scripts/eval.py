@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import CHOICES  # noqa: E402
 from evals import REPORT, SPLITS  # noqa: E402
-from utils.cli import ArgParser, at_least, output, seed, typed  # noqa: E402
+from utils.cli import ArgParser, at_least, output, own_flags, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import require_checkpoints  # noqa: E402
 
@@ -89,6 +89,9 @@ def load_run(path, args, device, given=()):
     # Sample as the preset and inference.py do; a given flag replaces its setting.
     # A checkpoint's remdm, which no flag names, yields only to a given --remask.
     scfg = replace(cfg, **sampler_flags(args))
+    if "--steps" in given and args.n_samples and not configurator.acts(scfg, "steps"):
+        raise UserError(f"{path} decodes by threshold ({cfg.threshold:g}: each step commits what it is sure enough "
+                        f"of), which reads no step count: drop --steps")
     if args.n_samples:
         # refuse what train.py and inference.py refuse (--steps > T too), of the flags it reads
         read = {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES}
@@ -248,6 +251,12 @@ def table(rows, judge="none"):
 
 def main(argv):
     args = parse_args(argv)
+    with own_flags(args):  # refusals name this script's flags
+        evaluate_all(args, argv)
+
+
+def evaluate_all(args, argv):
+    """Every checkpoint's row, then the table (and --json)."""
     device = pick_device(args.device)
     threads = CpuThreads(device)  # as train.py: by what the sampling passes measure, unless OMP_NUM_THREADS
     torch.manual_seed(args.seed)

@@ -19,6 +19,7 @@ import ast
 import builtins
 import errno
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -70,6 +71,10 @@ def files(tmp_path_factory):
         # the other samplers' refusals past the context (the advice they give must run)
         train.main(for_objective([f"--data_path={real_text()}", "--out_dir=uni", "--objective=uniform", *common]))
         train.main([f"--data_path={real_text()}", "--out_dir=dual", "--dual_ar=0.25", "--time_cond=none", *common])
+        # issue 90: a checkpoint that decodes by threshold (no --steps of its own), and an AR judge of its text
+        train.main([f"--data_path={real_text()}", "--out_dir=th", "--threshold=0.5",
+                    *[a for a in common if not a.startswith("--steps=")]])
+        train.main(for_objective([f"--data_path={real_text()}", "--out_dir=ar_sh", "--objective=ar", *common]))
     finally:
         os.chdir(cwd)
     (d / "empty.txt").write_text("")
@@ -495,7 +500,7 @@ CLASS_ROWS = {
         missing=[(["missing.pt", *ar], "checkpoint missing.pt not found")],
         directory=[(["empty_dir", *ar], "is a directory")],
         exists="writes no file: a table on stdout", checkpoint="writes no file: a table on stdout",
-        json=[(["exp_cutjson", *ar], "unreadable config.json"), ([DM, *ar], "not a --bd3_ar block-diffusion network")],
+        json=[(["exp_cutjson", *ar], "unreadable config.json"), ([DM, *ar], "not a block-diffusion network trained with a next-token loss")],
         list="its checkpoints are paths: no typed list",
         empty="every checkpoint given is read: nothing to select (none given is argparse's one-line refusal)",
         zero=[([DM, *ar, "--n", "0"], ("--n", ">= "))] + ([([DM, *ar, "--gen", "0"], ("--gen", ">= 1"))] if gen else []),
@@ -686,6 +691,16 @@ TABLE += [
      None),  # int() raised its ValueError with a traceback
     ("scripts/eval.py", [DM, "--n-windows", "9" * 5000], ("--n-windows", "a 5,000-digit number"), None),
     ("scripts/frontier.py", [*FR, "--grid", f"steps={'9' * 5000}"], ("--grid", "(5,009 characters)"), None),
+    # advice in the script's own flags: neither eval.py nor dev/infill.py has --threshold ('drop one of the two')
+    ("scripts/eval.py", ["th/model.pt", "--n-windows", "2", "--n-samples", "1", "--steps", "4"],
+     "th/model.pt decodes by threshold (0.5: each step commits what it is sure enough of), which reads no step count: "
+     "drop --steps", None),
+    ("dev/infill.py", ["th/model.pt", "--steps", "4", "--span", "8"], "decodes by threshold (0.5", None),
+    ("dev/infill.py", [DM, "--span", "17"], "--span 17 does not fit the middle half of a 32-token window, where a span "
+     "has context on both sides: give --span 16 or fewer", None),  # it scored 16 of the 17 asked
+    ("scripts/frontier.py", ["th/model.pt", "--ar-checkpoint", "ar_sh/model.pt", "--n-samples", "2", "--repeats", "0",
+                             "--grid", "temperature=1.0"], "steps=100 exceeds diffusion_steps=20: use --grid steps=20 "
+     "or fewer, or --grid tokens_per_step=linear", None),  # its own threshold off, its --steps was never read
     ("dev/bench_train.py", [*BT, "--compare_compile", "--compile=false"], "--compare_compile times every row eager "
      "and compiled, so --compile=false is never read: drop one of the two", None),
 ]
@@ -920,6 +935,31 @@ def range_rows(flag, kind):
     return []
 
 
+@functools.lru_cache(maxsize=None)
+def flags_of(cli):
+    """Every spelling of every flag the CLI takes: config.py's keys (train.py, inference.py and bench_train.py's
+    rest), its parser's options."""
+    import configurator
+    keys = {f"--{k}" for k in configurator.TYPES} | {f"--{k.replace('_', '-')}" for k in configurator.TYPES}
+    if cli in ("train.py", "inference.py"):
+        return frozenset(keys | {"--help"})
+    options = {o for a in parser_of(cli)._actions for o in a.option_strings}
+    return frozenset(options | (keys if cli == "dev/bench_train.py" else set()))
+
+
+# what a refusal may name that is not its CLI's flag: a command to run, what a run was trained with, another program's
+# flag, the words it could not read (echoed)
+ELSEWHERE = re.compile(r"python \S+\.py[^;:,]*|train(?:ed|s|ing)?(?: it| them| a new one| one)? with [^;:,)]*|"
+                       r"\S+\.py(?:'s)? --\S+|unrecognized arguments: [^(]*")
+
+
+def foreign_flags(cli, err):
+    """The flags a one-line refusal names that its CLI does not take (outside ELSEWHERE's mentions)."""
+    own = ELSEWHERE.sub("", err)
+    named = {m.rstrip(".,;:'\")") for m in re.findall(r"(?<![\w/-])--[a-z][\w-]*", own)}
+    return sorted(f for f in named if f.split("=")[0] not in flags_of(cli))
+
+
 def _state(d):
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(d).rglob("*") if p.is_file()}
 
@@ -966,6 +1006,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(cli, argv, words, s
     assert e.value.code == 2, err
     assert err.startswith("error: ") and err.endswith("\n") and err.count("\n") == 1, err
     assert all(w in err for w in ([words] if isinstance(words, str) else words)) and "Traceback" not in err, err
+    assert not foreign_flags(cli, err), f"{cli} has no {foreign_flags(cli, err)}: {err}"  # issue 90
     monkeypatch.undo()
     after = _state(d)
     assert {p: h for p, h in after.items() if p in before and p not in may_change} == \
@@ -1168,13 +1209,15 @@ BEFORE_WORK = [  # (cli, argv, the first piece of work: it must not start, words
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cli, argv, work, words", BEFORE_WORK, ids=[f"{r[0]}-{i}" for i, r in enumerate(BEFORE_WORK)])
-def test_outputs_are_checked_before_the_work(cli, argv, work, words, files, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("cli, argv, work, words, spoiler", [(*r, None)[:5] for r in BEFORE_WORK],
+                         ids=[f"{r[0]}-{i}" for i, r in enumerate(BEFORE_WORK)])
+def test_outputs_are_checked_before_the_work(cli, argv, work, words, spoiler, files, tmp_path, monkeypatch, capsys):
     """An output that cannot be written is refused before the entry point's first piece of work (reading data or a
     checkpoint), which here fails loudly: a check that ran after it would let the work run for nothing."""
     import importlib
     shutil.copytree(files, tmp_path / "case")
     monkeypatch.chdir(tmp_path / "case")
+    _spoil(spoiler, monkeypatch, tmp_path / "case")
     module, name = work.rsplit(".", 1)
     monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: pytest.fail(f"{work} ran first"))
     code, _, err = run_cli_here(MAINS[cli](), argv, capsys)
@@ -1215,15 +1258,23 @@ def test_a_checkpoints_own_compile_true_samples_and_the_start_up_line_names_no_s
 # ----------------------------------------------------------------------------- advice that runs
 # A refusal's advice with values ('use --gen-len 24', 'with --semi-ar-length 8 --steps 63', 'e.g. --max_iters=100'):
 # the value after '=' (or a number after a space), quoted as a shell reads it (--optimizer='muon' is muon); an
-# upper-case placeholder (PATH, NEW_DIR) is no value to try; 'train with --dual_ar=0.25' is advice for another run
+# upper-case placeholder (PATH, NEW_DIR) is no value to try; 'train with --dual_ar=0.25' and 'one trained with
+# --bd3_ar=1' are advice for another run
 PAIR = r"(--[a-z][a-z0-9_-]*)(?:=([^\s,;:()]+)|\s+(\d[\d.]*)\b)"
-ADVICE = re.compile(r"\b(?:use|pass|give|(?<!train )with|e\.g\.)\s+(%s(?:\s+%s)*)" % (PAIR, PAIR))
+ADVICE = re.compile(r"\b(?:use|pass|give|(?<!train )(?<!trained )with|e\.g\.)\s+(%s(?:\s+%s)*)" % (PAIR, PAIR))
 # where each entry point's work starts, stopped once the advised command passed every check before it
 WORK = {"train.py": "train.train", "inference.py": "inference.fill", "scripts/eval.py":
         "scripts.eval.evaluate", "scripts/frontier.py": "scripts.frontier.grid_of", "scripts/export.py":
         "scripts.export.export", "dev/plot.py": "dev.plot._save", "scripts/data.py": "scripts.corpus.write_corpus",
         "scripts/train_tokenizer.py": "scripts.train_tokenizer.train_bpe", "dev/bench_train.py":
-        "dev.bench_train.make_step"}
+        "dev.bench_train.make_step",
+        # issue 90: every script's (scripts/race.py's is issue 87's, this round)
+        "dev/order_nll.py": "dev.order_nll.nll_by_pass", "dev/infill.py": "dev.infill.infill_recovery",
+        "dev/nanogpt_score.py": "dev.nanogpt_score.nanogpt_per_window", "dev/bd3_variance.py":
+        "dev.bd3_variance.band_stats", "dev/draft_ceiling.py": "bd3.sample_clean_ar", "dev/spec_rounds.py":
+        "bd3.sample_clean_ar", "dev/two_pass.py": "dev.two_pass.sample_two_pass", "dev/plot_epochs.py":
+        "dev.plot_epochs._save", "dev/plot_frontier.py": "dev.plot_frontier._save", "dev/epochs.py":
+        "dev.epochs.write_summary", "dev/threads.py": "dev.threads.child", "dev/gpu_sample.py": "dev.gpu_sample.get_config"}
 
 
 class Checked(BaseException):
@@ -1260,6 +1311,7 @@ def test_advice_is_read_with_its_value():
     assert advice("pass --force to replace it, or --out_dir=NEW_DIR; e.g. --max_iters=100") == [[("--max_iters", "100")]]
     assert advice("acts only with --remask='remdm': give that too; or train with --dual_ar=0.25") == [
         [("--remask", "remdm")]]
+    assert advice("give one trained with --objective=bd3 --bd3_ar=1") == []  # advice for another run
     assert with_advice(["--gen-len", "500", "--live", "--x=1", "--steps=3"], [("--gen_len", "24"), ("--steps", "9")]) \
         == ["--live", "--x=1", "--gen_len=24", "--steps=9"]
 
@@ -1316,6 +1368,10 @@ VALID = [
     ("train.py", [*T, "--out_dir=x", "--init_from=old_display/model.pt"], None),
     ("train.py", [*T, "--out_dir=x", "--init_from=old_training/model.pt"], None),  # a new run: its own training
     ("scripts/eval.py", ["old_training/model.pt", *EV[1:]], None),
+    # a valid --grid steps on a checkpoint that decodes by threshold: the grid's points run without it
+    ("scripts/frontier.py", ["th/model.pt", "--ar-checkpoint", "ar_sh/model.pt", "--n-samples", "2", "--repeats", "0",
+                             "--grid", "steps=4,8", "--grid", "temperature=1.0"], None),
+    ("dev/infill.py", [DM, "--data-path", str(real_text()), "--span", "16"], None),  # told --data_path, which it lacked
 ]
 
 

@@ -16,11 +16,16 @@ command line is composed (a base command, overrides appended); a KEY=V list name
 import argparse
 import difflib
 import math
+import re
 import sys
+from contextlib import contextmanager
+from dataclasses import fields
 
-from config import BOOLEANS, INT64_MAX
+from config import BOOLEANS, INT64_MAX, Config
 from utils.errors import UserError
 from utils.fileio import check_output
+
+KEYS = {f.name for f in fields(Config)}
 
 
 class ArgParser(argparse.ArgumentParser):
@@ -80,13 +85,32 @@ class ArgParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see python {self.prog} --help)")
 
 
+@contextmanager
+def own_flags(args, spelled=None):
+    """Refusals raised inside, in the script's own flags: configurator's and train.py's words name
+    config.py's --key, which a script takes as --key-with-dashes (args: its parsed namespace) or
+    not at all (then named as a setting, key=value, never as a flag it lacks); spelled: keys it
+    takes otherwise ({'steps': '--grid steps'})."""
+    spelling = {dest: "--" + dest.replace("_", "-") for dest in vars(args) if dest in KEYS} | (spelled or {})
+
+    def spell(m):
+        key = m[1].replace("-", "_")
+        if key not in KEYS:  # the script's own flag, or no config key
+            return m[0]
+        return spelling.get(key, key) + (m[2] or "")
+    try:
+        yield
+    except UserError as e:
+        raise UserError(re.sub(r"(?<![\w/-])--([a-z][\w-]*)(=[^\s,;:()]+)?", spell, str(e))) from None
+
+
 def typed(argv):
     """The options typed on a command line (`--n-t=4` -> '--n-t'), for needs= to check."""
     return {str(w).split("=")[0] for w in argv if str(w).startswith("--")}
 
 
 def output(path):
-    """An output file: refused if it exists unless --force, and if a checkpoint even then."""
+    """An output file: refused if it exists unless --overwrite, and if a checkpoint even then."""
     return path
 
 
