@@ -110,6 +110,8 @@ def files(tmp_path_factory):
     w.write_bytes(w.read_bytes()[:100])
     (d / "empty_dir").mkdir()
     (d / "folder.mp4").mkdir()  # a folder named as a file: --viz-video's
+    (d / "folder.html").mkdir()  # and --html's
+    (d / "old.html").write_text("<p>a page someone cares about</p>\n")
     (d / "trace.gif").mkdir()  # the GIF trace.mp4 would write beside it
     (d / "prompts.txt").write_text("ROMEO:\ncaf\u00e9 \u2603\n")
     # JSON: eval.py's kind with one AR run (nothing to plot per timestep), the same cut short, an export whose config.json is
@@ -182,6 +184,10 @@ def _spoil(case, monkeypatch, d):
             monkeypatch.delenv(name, raising=False)
         for name, value in ENVIRONMENTS[case].items():
             monkeypatch.setenv(name, value)
+    elif case == "media_blocked":  # a file where artifacts/media, the auto-named trace's folder, would be
+        shutil.rmtree(d / "artifacts" / "media", ignore_errors=True)
+        (d / "artifacts").mkdir(exist_ok=True)
+        (d / "artifacts" / "media").write_text("not a folder\n")
     elif case == "epochs_run":  # a study run whose eval.json was cut short
         run = d / "artifacts" / "epochs" / "runs" / "mdlm_wd0.1_do0_s02_75k"
         run.mkdir(parents=True)
@@ -701,6 +707,24 @@ TABLE += [
     ("scripts/frontier.py", ["th/model.pt", "--ar-checkpoint", "ar_sh/model.pt", "--n-samples", "2", "--repeats", "0",
                              "--grid", "temperature=1.0"], "steps=100 exceeds diffusion_steps=20: use --grid steps=20 "
      "or fewer, or --grid tokens_per_step=linear", None),  # its own threshold off, its --steps was never read
+    # a stream of prompts records no trace: its refusal came after --viz-video's advice ('give that too'), which it
+    # refuses
+    ("inference.py", ["--checkpoint", DM, "--prompts-file", "prompts.txt", "--gif-frame-ms", "100"],
+     "--prompts-file supplies the prompts, one sample each, and records no trace: drop --gif-frame-ms", None),
+    ("inference.py", ["--checkpoint", DM, "--interactive", "--trace-every", "2"], "records no trace: drop --trace-every",
+     None),
+    ("inference.py", ["--checkpoint", DM, "--interactive", "--overwrite"], "records no trace: drop --overwrite", None),
+    # the auto-named trace's folder, artifacts/media, under a file: NotADirectoryError's traceback (after training)
+    ("inference.py", ["--checkpoint", DM, "--gen-len", "8"], "--viz-video names its new file in artifacts/media (or "
+     "give it a path): artifacts/media is a file, not a folder", "media_blocked"),
+    ("inference.py", ["--checkpoint", DM, "--viz-video", "off", "--html"], "--html names its new file in "
+     "artifacts/media", "media_blocked"),
+    ("train.py", [*T, "--out_dir=x"], "--viz-video names its new file in artifacts/media", "media_blocked"),
+    ("inference.py", ["--checkpoint", DM, "--html", "page"], "--html 'page' is a path ending in .html", None),
+    ("inference.py", ["--checkpoint", DM, "--html", "old.txt/p.html"], "old.txt is a file, not a folder", None),
+    ("inference.py", ["--checkpoint", DM, "--html", "folder.html"], "--html folder.html is a directory", None),
+    ("inference.py", ["--checkpoint", DM, "--html", "old.html"], "old.html already exists: pass --overwrite", None),
+    ("inference.py", ["--checkpoint", DM, "--viz-video", ""], "--viz-video '' is a path ending in .mp4", None),
     ("dev/bench_train.py", [*BT, "--compare_compile", "--compile=false"], "--compare_compile times every row eager "
      "and compiled, so --compile=false is never read: drop one of the two", None),
 ]
@@ -1198,6 +1222,9 @@ BEFORE_WORK = [  # (cli, argv, the first piece of work: it must not start, words
     ("train.py", [*T, "--out_dir=old.txt/run"], "utils.dataloader.prepare_data", UNDER),
     ("inference.py", ["--checkpoint", DM, "--viz-video", "trace.mp4"], "checkpoint_manager.read_checkpoint",
      "trace.gif is a directory"),
+    ("inference.py", ["--checkpoint", DM, "--html", "old.txt/p.html"], "checkpoint_manager.read_checkpoint", UNDER),
+    ("inference.py", ["--checkpoint", DM], "checkpoint_manager.read_checkpoint", "artifacts/media is a file",
+     "media_blocked"),
     ("scripts/eval.py", [*EV, "--json", "old.txt/e.json"], "checkpoint_manager.read_checkpoint", UNDER),
     ("scripts/frontier.py", [*FR, "--json", "old.txt/f.json"], "checkpoint_manager.read_checkpoint", UNDER),
     ("scripts/export.py", [DM, "old.txt/exp"], "checkpoint_manager.read_checkpoint", UNDER),
@@ -1372,6 +1399,11 @@ VALID = [
     ("scripts/frontier.py", ["th/model.pt", "--ar-checkpoint", "ar_sh/model.pt", "--n-samples", "2", "--repeats", "0",
                              "--grid", "steps=4,8", "--grid", "temperature=1.0"], None),
     ("dev/infill.py", [DM, "--data-path", str(real_text()), "--span", "16"], None),  # told --data_path, which it lacked
+    # siblings: the page reads --gif-frame-ms as the MP4 does
+    ("inference.py", ["--checkpoint", DM, "--viz-video", "off", "--html", "--gif-frame-ms", "100"], None),
+    ("inference.py", ["--checkpoint", AR, "--viz-video", "off", "--html"], None),  # the AR's trace: a token a frame
+    ("inference.py", ["--checkpoint", AR, "--live"], None),
+    ("inference.py", ["--checkpoint", AR, "--viz-video", "ar.mp4"], None),  # all three alike on an AR
 ]
 
 
