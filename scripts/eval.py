@@ -58,6 +58,10 @@ def parse_args(argv):
     args = p.parse_args(argv)
     # every checkpoint named, all at once, before any is read
     require_checkpoints([*args.checkpoints, *filter(None, [args.ar_checkpoint])], "give paths that exist")
+    for i, a in enumerate(args.checkpoints):  # one scored twice would be paired against itself
+        twin = next((b for b in args.checkpoints[:i] if os.path.samefile(a, b)), None)
+        if twin is not None:
+            raise UserError(f"{twin} and {a} are one checkpoint: give each once")
     return args
 
 
@@ -122,13 +126,19 @@ def refuse_unread(runs, args, given):
         raise UserError(f"{unread[0]} acts on none of these checkpoints ({kinds}): drop {unread[0]}")
 
 
-def sample_plan(run, args):
-    """(start ids each sample continues, tokens per sample: --gen-len or what fills the context)."""
+def sample_plan(run, args, judge):
+    """(start ids each sample continues, tokens per sample: --gen-len or what fills the context),
+    checked against the run's context and the scorer's before any run is scored."""
     start = start_ids(run["tok"], args.prompt)
     if not args.gen_len and len(start) >= run["cfg"].block_size:  # nothing left to fill
         raise UserError(f"--prompt is {len(start)} tokens: it fills the context of {run['path']} "
                         f"({run['cfg'].block_size}); give a shorter --prompt")
-    return start, args.gen_len or run["cfg"].block_size - len(start)
+    gen_len = args.gen_len or run["cfg"].block_size - len(start)
+    L = run["cfg"].block_size
+    if len(start) + gen_len > L or (judge is not None and len(start) + gen_len - 1 > judge.args.block_size):
+        raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
+                        f"or of the scorer: use a shorter --gen-len")
+    return start, gen_len
 
 
 def label(cfg, obj):
@@ -163,10 +173,7 @@ def evaluate_run(run, args, judge, bar, threads):
         row["ar_mode"] = dict(nats_per_token=per.mean().item(), se=(per.std() / len(per) ** 0.5).item(),
                               per_window=per.tolist(), chars_per_token=cpt)
     g = torch.Generator().manual_seed(args.seed)
-    start, gen_len = sample_plan(run, args)
-    if len(start) + gen_len > L or (judge is not None and len(start) + gen_len - 1 > judge.args.block_size):
-        raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
-                        f"or of the scorer: use a shorter --gen-len")
+    start, gen_len = run["plan"]
     row["sampler"] = obj.describe(scfg)
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
@@ -264,6 +271,8 @@ def evaluate_all(args, argv):
     runs = [load_run(p, args, device, given) for p in args.checkpoints]
     refuse_unread(runs, args, given)
     judge = load_judge(args.ar_checkpoint, device, {r["path"]: r["tok"] for r in runs}) if args.ar_checkpoint else None
+    for r in runs:  # every run's samples fit, before any run is scored
+        r["plan"] = sample_plan(r, args, judge)
     ctx, precision = autocast_for(device, args.dtype)  # training's policy (and TF32 on CUDA)
     print(f"device: {device}, {precision} forward passes (float64 draws); {args.split} split, {args.n_windows} windows "
           f"x {args.n_t} t; {args.n_samples} samples, each checkpoint's own sampler{overridden(args)}; "

@@ -725,6 +725,8 @@ TABLE += [
     ("inference.py", ["--checkpoint", DM, "--html", "folder.html"], "--html folder.html is a directory", None),
     ("inference.py", ["--checkpoint", DM, "--html", "old.html"], "old.html already exists: pass --overwrite", None),
     ("inference.py", ["--checkpoint", DM, "--viz-video", ""], "--viz-video '' is a path ending in .mp4", None),
+    ("scripts/eval.py", [DM, f"./{DM}", "--n-windows", "2", "--n-samples", "0"], "dm/model.pt and ./dm/model.pt are one "
+     "checkpoint: give each once", None),  # it was scored twice, the second paired against itself
     ("dev/bench_train.py", [*BT, "--compare_compile", "--compile=false"], "--compare_compile times every row eager "
      "and compiled, so --compile=false is never read: drop one of the two", None),
 ]
@@ -1232,6 +1234,9 @@ BEFORE_WORK = [  # (cli, argv, the first piece of work: it must not start, words
     ("scripts/data.py", ["--input-file", "text.txt", "--output", "old.txt/o.txt"], "scripts.corpus.local_format", UNDER),
     ("scripts/train_tokenizer.py", ["--input", "text.txt", "--output", "old.txt/t.json"],
      "scripts.train_tokenizer.read_text", UNDER),
+    # issue 90: a range checked after the work (eval.py scored the bound, then refused the samples' length)
+    ("scripts/eval.py", [DM, "--n-windows", "2", "--n-samples", "1", "--gen-len", "500"], "scripts.eval.evaluate",
+     "exceeds the context of dm/model.pt"),
 ]
 
 
