@@ -107,9 +107,15 @@ def load_nanogpt(ck, model_py, meta_path, tok):
         raise UserError(f"{model_py} does not build the checkpoint's model ({str(e).splitlines()[0][:80]}): give "
                         f"the model.py of the nanoGPT clone that wrote it (--model-py)") from None
     stoi = read_meta(meta_path)
+    same = ("score a nanoGPT run prepared from the same text (data/shakespeare_char/prepare.py on "
+            "data/tinyshakespeare.txt)")
     if tok.kind != "char" or any(tok.stoi.get(c) != i for c, i in stoi.items()):
-        raise UserError(f"{meta_path}'s character ids differ from the checkpoint's tokenizer: score a nanoGPT run "
-                        f"prepared from the same text (data/shakespeare_char/prepare.py on data/tinyshakespeare.txt)")
+        raise UserError(f"{meta_path}'s character ids differ from the checkpoint's tokenizer: {same}")
+    # a text without some character: the ids agree, and a window holding it is past nanoGPT's embedding
+    lacking = [c for c in tok.chars if c not in stoi]
+    if lacking:
+        raise UserError(f"{meta_path} has no id for {len(lacking)} of the checkpoint's characters ({lacking[0]!r} "
+                        f"first): it was prepared from another text; {same}")
     return gpt.eval()
 
 
