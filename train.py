@@ -176,7 +176,7 @@ def resumed_config(cfg, given):
     for part in ("config", "model_args"):
         for note in checkpoint.removed_notes(resume[part], f"--resume: {resumed_from}", ("network", "training")):
             print0(note)
-    saved = asdict(configurator.config_from_dict(resume["config"], resumed_from))
+    saved = asdict(configurator.checkpoint_config(resume, resumed_from))
     configurator.refuse_changes(cfg, given, saved, f"--resume: {resumed_from}",
                                 "drop those flags to continue the run, or train a new one in another --out_dir",
                                 RESUMABLE)

@@ -1237,6 +1237,8 @@ BEFORE_WORK = [  # (cli, argv, the first piece of work: it must not start, words
     # issue 90: a range checked after the work (eval.py scored the bound, then refused the samples' length)
     ("scripts/eval.py", [DM, "--n-windows", "2", "--n-samples", "1", "--gen-len", "500"], "scripts.eval.evaluate",
      "exceeds the context of dm/model.pt"),
+    ("train.py", [*T, "--out_dir=x", "--n_layer=64", "--n_embd=65536", "--n_head=64"], "utils.dataloader.get_batch",
+     "GiB a rank, cpu has"),
 ]
 
 
@@ -1409,6 +1411,8 @@ VALID = [
     ("inference.py", ["--checkpoint", AR, "--viz-video", "off", "--html"], None),  # the AR's trace: a token a frame
     ("inference.py", ["--checkpoint", AR, "--live"], None),
     ("inference.py", ["--checkpoint", AR, "--viz-video", "ar.mp4"], None),  # all three alike on an AR
+    # the environment a cluster sets, every thread variable: a positive count
+    ("inference.py", ["--checkpoint", DM], dict(OMP_NUM_THREADS="4", MKL_NUM_THREADS="1")),
 ]
 
 
