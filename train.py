@@ -130,6 +130,7 @@ def setup(argv):
     cfg, given = configurator.parse(argv)
     configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
     fileio.check_folder(cfg.out_dir, f"--out_dir={cfg.out_dir}")  # a checkpoint, say: never written over
+    fileio.check_run_files(cfg.out_dir)  # its log or a checkpoint's name taken by a folder
     rank, local_rank, world, device = dist.init_distributed(cfg.device)
     if rank == 0:
         for name in fileio.remove_stale_temps(cfg.out_dir):

@@ -188,6 +188,17 @@ def _spoil(case, monkeypatch, d):
         shutil.rmtree(d / "artifacts" / "media", ignore_errors=True)
         (d / "artifacts").mkdir(exist_ok=True)
         (d / "artifacts" / "media").write_text("not a folder\n")
+    elif case == "media_readonly":  # artifacts/media a folder this user cannot write (root can: os.access says so)
+        media = d / "artifacts" / "media"
+        media.mkdir(parents=True, exist_ok=True)
+        _fail_writes(monkeypatch, media, errno.EACCES)
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **k: not (mode & os.W_OK and os.path.abspath(p) == str(media))
+                            and access(p, mode, **k))
+    elif case == "log_folder":  # a folder where a run writes its log (a copy gone wrong, say)
+        shutil.copytree(d / "dm", d / "run")
+        (d / "run" / "metrics.jsonl").unlink()
+        (d / "run" / "metrics.jsonl").mkdir()
     elif case == "epochs_run":  # a study run whose eval.json was cut short
         run = d / "artifacts" / "epochs" / "runs" / "mdlm_wd0.1_do0_s02_75k"
         run.mkdir(parents=True)
@@ -720,6 +731,13 @@ TABLE += [
     ("inference.py", ["--checkpoint", DM, "--viz-video", "off", "--html"], "--html names its new file in "
      "artifacts/media", "media_blocked"),
     ("train.py", [*T, "--out_dir=x"], "--viz-video names its new file in artifacts/media", "media_blocked"),
+    ("inference.py", ["--checkpoint", DM, "--gen-len", "8"], "artifacts/media is not a folder you can write",
+     "media_readonly"),  # refused by the write, after the sampling
+    ("train.py", [*T, "--out_dir=x"], "artifacts/media is not a folder you can write", "media_readonly"),
+    # a folder where a run writes its log: the resumed log's trim, or --overwrite's replace, raised IsADirectoryError
+    ("train.py", [*T, "--out_dir=run", "--max_iters=8", "--resume"], "run/metrics.jsonl is a folder where the run "
+     "writes its metrics.jsonl: move it away, or give --out_dir=NEW_DIR", "log_folder"),
+    ("train.py", [*T, "--out_dir=run", "--overwrite"], "run/metrics.jsonl is a folder", "log_folder"),
     ("inference.py", ["--checkpoint", DM, "--html", "page"], "--html 'page' is a path ending in .html", None),
     ("inference.py", ["--checkpoint", DM, "--html", "old.txt/p.html"], "old.txt is a file, not a folder", None),
     ("inference.py", ["--checkpoint", DM, "--html", "folder.html"], "--html folder.html is a directory", None),
@@ -1227,6 +1245,10 @@ BEFORE_WORK = [  # (cli, argv, the first piece of work: it must not start, words
     ("inference.py", ["--checkpoint", DM, "--html", "old.txt/p.html"], "checkpoint_manager.read_checkpoint", UNDER),
     ("inference.py", ["--checkpoint", DM], "checkpoint_manager.read_checkpoint", "artifacts/media is a file",
      "media_blocked"),
+    ("train.py", [*T, "--out_dir=x"], "utils.dataloader.prepare_data", "artifacts/media is not a folder you can write",
+     "media_readonly"),
+    ("train.py", [*T, "--out_dir=run", "--max_iters=8", "--resume"], "utils.dataloader.prepare_data",
+     "run/metrics.jsonl is a folder", "log_folder"),
     ("scripts/eval.py", [*EV, "--json", "old.txt/e.json"], "checkpoint_manager.read_checkpoint", UNDER),
     ("scripts/frontier.py", [*FR, "--json", "old.txt/f.json"], "checkpoint_manager.read_checkpoint", UNDER),
     ("scripts/export.py", [DM, "old.txt/exp"], "checkpoint_manager.read_checkpoint", UNDER),
@@ -1493,6 +1515,17 @@ def test_a_default_output_never_collides_and_a_typed_one_is_refused_unless_overw
         assert run_cli_here(plot, ["curves", "dm", "--out", "c.png", flag], capsys)[0] == 0
     code, _, err = run_cli_here(plot, ["curves", "missing_dir"], capsys)  # nothing plotted: no placeholder left
     assert code == 2 and len(list((tmp_path / "artifacts" / "plots").iterdir())) == 2
+
+
+def test_a_resumed_log_with_bytes_no_row_of_ours_holds_is_trimmed_not_a_traceback(tmp_path):
+    """Issue 90: --resume trims metrics.jsonl to its checkpoint; bytes that are no UTF-8 (a damaged disk, another
+    tool's write) raised UnicodeDecodeError with a traceback. Rows up to the checkpoint stay; the damaged line goes."""
+    from utils.train_log import trim_metrics
+    log = tmp_path / "metrics.jsonl"
+    rows = [json.dumps(dict(kind="train", iter=i, loss=1.0)) + "\n" for i in (2, 4, 6)]
+    log.write_bytes("".join(rows[:2]).encode() + b'\xff\xfe{"iter": 3}\n' + rows[2].encode())
+    trim_metrics(str(log), 4)
+    assert log.read_text() == "".join(rows[:2])
 
 
 def test_who_prints_a_refusal_and_when_torchruns_variables_mean_a_process_group(monkeypatch):

@@ -180,6 +180,16 @@ def run_files(out_dir):
     return names + [os.path.basename(p) for _, p in numbered_checkpoints(out_dir)]
 
 
+def check_run_files(out_dir):
+    """Refuse, before any work, a folder where a run writes one of its files (RUN_FILES): the
+    resumed log's trim, a save's replace, and --overwrite too would fail on it after the work."""
+    for name in RUN_FILES:
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path):
+            raise UserError(f"{path} is a folder where the run writes its {name}: move it away, or give "
+                            f"--out_dir=NEW_DIR")
+
+
 def refuse_earlier_run(out_dir):
     """Refuse a new run over an earlier run's files (run_files): one line naming every way out."""
     held = run_files(out_dir)

@@ -141,10 +141,11 @@ def open_wandb(cfg):
 
 
 def trim_metrics(path, upto):
-    """Keep metrics.jsonl's rows up to iter `upto` (-1: none), dropping lines a kill cut."""
+    """Keep metrics.jsonl's rows up to iter `upto` (-1: none), dropping lines a kill cut (and
+    bytes that are no UTF-8, which no row of ours holds)."""
     keep = []
     if upto >= 0 and os.path.exists(path):
-        with open(path) as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     if json.loads(line)["iter"] <= upto:
