@@ -1517,6 +1517,24 @@ def test_a_default_output_never_collides_and_a_typed_one_is_refused_unless_overw
     assert code == 2 and len(list((tmp_path / "artifacts" / "plots").iterdir())) == 2
 
 
+def test_a_scripts_refusal_names_its_own_flags_and_keeps_another_programs():
+    """Issue 90: configurator's words inside a script (utils.cli.own_flags) name the script's flags; a key it lacks is
+    named as a setting; a command to run and what to train another run with keep train.py's flags."""
+    from types import SimpleNamespace
+    from utils.cli import own_flags
+    from utils.errors import UserError
+
+    def said(msg, **spelled):
+        with pytest.raises(UserError) as e, own_flags(SimpleNamespace(gen_len=8, n_samples=1), spelled):
+            raise UserError(msg)
+        return str(e.value)
+    assert said("use --gen_len 24 or --semi_ar_length=8") == "use --gen-len 24 or semi_ar_length=8"
+    assert said("steps=100 exceeds T: use --steps=20", steps="--grid steps") == "steps=100 exceeds T: use --grid steps=20"
+    assert said("train it first (python train.py baby --out_dir=run), or --n-samples 0") == \
+        "train it first (python train.py baby --out_dir=run), or --n-samples 0"
+    assert said("acts only with --dual_ar: train with --dual_ar=0.25") == "acts only with dual_ar: train with --dual_ar=0.25"
+
+
 def test_a_resumed_log_with_bytes_no_row_of_ours_holds_is_trimmed_not_a_traceback(tmp_path):
     """Issue 90: --resume trims metrics.jsonl to its checkpoint; bytes that are no UTF-8 (a damaged disk, another
     tool's write) raised UnicodeDecodeError with a traceback. Rows up to the checkpoint stay; the damaged line goes."""

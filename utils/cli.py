@@ -26,6 +26,8 @@ from utils.errors import UserError
 from utils.fileio import check_output
 
 KEYS = {f.name for f in fields(Config)}
+# a command to run, or what to train another run with: train.py's flags, spelled as it takes them
+ELSEWHERE = r"python \S+\.py[^;:,)]*|train(?:ed|s|ing)?(?: it| them| a new one| one)? with [^;:,)]*"
 
 
 class ArgParser(argparse.ArgumentParser):
@@ -90,10 +92,13 @@ def own_flags(args, spelled=None):
     """Refusals raised inside, in the script's own flags: configurator's and train.py's words name
     config.py's --key, which a script takes as --key-with-dashes (args: its parsed namespace) or
     not at all (then named as a setting, key=value, never as a flag it lacks); spelled: keys it
-    takes otherwise ({'steps': '--grid steps'})."""
+    takes otherwise ({'steps': '--grid steps'}). A command to run (python train.py ...) and what
+    to train another run with keep train.py's flags (ELSEWHERE)."""
     spelling = {dest: "--" + dest.replace("_", "-") for dest in vars(args) if dest in KEYS} | (spelled or {})
 
     def spell(m):
+        if m[1] is None:  # ELSEWHERE's: another program's flags, as that program takes them
+            return m[0]
         key = m[1].replace("-", "_")
         if key not in KEYS:  # the script's own flag, or no config key
             return m[0]
@@ -101,7 +106,7 @@ def own_flags(args, spelled=None):
     try:
         yield
     except UserError as e:
-        raise UserError(re.sub(r"(?<![\w/-])--([a-z][\w-]*)(=[^\s,;:()]+)?", spell, str(e))) from None
+        raise UserError(re.sub(rf"{ELSEWHERE}|(?<![\w/-])--([a-z][\w-]*)(=[^\s,;:()]+)?", spell, str(e))) from None
 
 
 def typed(argv):
