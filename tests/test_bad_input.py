@@ -745,6 +745,16 @@ TABLE += [
     ("inference.py", ["--checkpoint", DM, "--viz-video", ""], "--viz-video '' is a path ending in .mp4", None),
     ("scripts/eval.py", [DM, f"./{DM}", "--n-windows", "2", "--n-samples", "0"], "dm/model.pt and ./dm/model.pt are one "
      "checkpoint: give each once", None),  # it was scored twice, the second paired against itself
+    # a name past what the filesystem takes: 'File name too long' with a traceback, after the sampling or the scoring
+    ("inference.py", ["--checkpoint", DM, "--gen-len", "8", "--html", "n" * 300 + ".html"],
+     ("--html", "a name of 305 characters, past the 223 this filesystem takes): choose a shorter name"), None),
+    ("inference.py", ["--checkpoint", DM, "--gen-len", "8", "--viz-video", "n" * 300 + "/v.mp4"],
+     "a name of 300 characters, past the 255", None),
+    ("scripts/eval.py", [*EV, "--json", "n" * 300 + ".json"], ("--json", "choose a shorter name"), None),
+    ("scripts/data.py", ["--input-file", "text.txt", "--output", "n" * 300], ("--output", "choose a shorter name"),
+     None),
+    ("train.py", [*T, "--out_dir=" + "n" * 300], ("--out_dir", "past the 255 this filesystem takes"), None),
+    ("scripts/export.py", [DM, "n" * 300], ("OUT_DIR", "choose a shorter name"), None),
     ("dev/bench_train.py", [*BT, "--compare_compile", "--compile=false"], "--compare_compile times every row eager "
      "and compiled, so --compile=false is never read: drop one of the two", None),
 ]
@@ -1249,6 +1259,8 @@ BEFORE_WORK = [  # (cli, argv, the first piece of work: it must not start, words
      "media_readonly"),
     ("train.py", [*T, "--out_dir=run", "--max_iters=8", "--resume"], "utils.dataloader.prepare_data",
      "run/metrics.jsonl is a folder", "log_folder"),
+    ("inference.py", ["--checkpoint", DM, "--html", "n" * 300 + ".html"], "checkpoint_manager.read_checkpoint",
+     "choose a shorter name"),
     ("scripts/eval.py", [*EV, "--json", "old.txt/e.json"], "checkpoint_manager.read_checkpoint", UNDER),
     ("scripts/frontier.py", [*FR, "--json", "old.txt/f.json"], "checkpoint_manager.read_checkpoint", UNDER),
     ("scripts/export.py", [DM, "old.txt/exp"], "checkpoint_manager.read_checkpoint", UNDER),

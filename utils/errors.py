@@ -29,6 +29,7 @@ _WRITE_FIXES = {
     errno.EDQUOT: "free some space (disk quota) or write somewhere else",
     **dict.fromkeys((errno.EACCES, errno.EPERM), "fix the permissions or choose a location you can write"),
     errno.EROFS: "the filesystem is read-only: choose another location",
+    errno.ENAMETOOLONG: "choose a shorter name",
 }
 
 

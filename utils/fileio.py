@@ -18,6 +18,8 @@ from utils.errors import UserError
 
 _TEMP = re.compile(r"^(?P<name>.+)\.tmp(?P<pid>\d+)$")
 _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
+# what a temp adds to its file's name: atomic_path's .tmp<pid>, a trace's .NAME.<pid>-<id>.tmp
+TEMP_SUFFIX = 32
 RUN_FILES = ("model.pt", "best.pt", "metrics.jsonl")  # a run's files besides model_<iter>.pt
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 
@@ -111,14 +113,23 @@ def require_checkpoints(paths, instead):
                         f"README's Presets table gives the time), or {instead}")
 
 
-def check_folder(folder, what):
-    """UserError unless folder's nearest existing part is a folder this user can write."""
+def check_folder(folder, what, name=""):
+    """UserError unless folder's nearest existing part is a folder this user can write, and each
+    part still to make (and name, a file to write in it, with its temp's suffix) is a name its
+    filesystem takes: past it, the write after the work failed with 'File name too long'."""
     there = folder
     while not os.path.exists(there):
         there = os.path.dirname(there) or "."
     if not (os.path.isdir(there) and os.access(there, os.W_OK)):
         state = "not a folder you can write" if os.path.isdir(there) else "a file, not a folder"
         raise UserError(f"{what}: {there} is {state}: choose another path")
+    most = os.pathconf(there, "PC_NAME_MAX")
+    parts = os.path.relpath(folder, there).split(os.sep) if folder != there else []
+    # (a folder's most, or a file's: its temp's name is longer)
+    long = [(p, most) for p in parts if len(p) > most] + [(name, most - TEMP_SUFFIX)] * (len(name) > most - TEMP_SUFFIX)
+    if long:
+        raise UserError(f"{what} (a name of {len(long[0][0]):,} characters, past the {long[0][1]} this filesystem "
+                        f"takes): choose a shorter name")
 
 
 def check_output(path, overwrite=False, flag="--output", overwrite_flag="--overwrite"):
@@ -126,7 +137,7 @@ def check_output(path, overwrite=False, flag="--output", overwrite_flag="--overw
     folder writable (check_folder), and no file already there unless overwrite."""
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a directory: pass a file path")
-    check_folder(os.path.dirname(path) or ".", f"{flag} {path}")
+    check_folder(os.path.dirname(path) or ".", f"{flag} {path}", os.path.basename(path))
     # a checkpoint by its name, or a zip archive (what torch.save writes)
     if os.path.exists(path) and (path.endswith((".pt", ".pth", ".safetensors")) or zipfile.is_zipfile(path)):
         raise UserError(f"{flag} {path} is a checkpoint (or another archive): never replaced, not even with "
