@@ -39,7 +39,7 @@ from utils.cli import ArgParser, at_least, own_flags, typed  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import not_found  # noqa: E402
+from utils.fileio import not_found, refuse_twins  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 
@@ -147,6 +147,7 @@ def main(argv):
     p.add_argument("--orders", nargs="+", default=[], help="dev/order_nll.py --json files of the same split and "
                    "windows: each order's exact NLL (or the mixture's) paired against nanoGPT's too")
     args = p.parse_args(argv)
+    refuse_twins(args.against)  # a run paired against itself
     with own_flags(args):  # refusals name this script's flags
         score_all(args, argv)
 

@@ -20,7 +20,7 @@ from config import CHOICES  # noqa: E402
 from evals import REPORT, SPLITS  # noqa: E402
 from utils.cli import ArgParser, at_least, output, own_flags, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import require_checkpoints  # noqa: E402
+from utils.fileio import refuse_twins, require_checkpoints  # noqa: E402
 
 
 def parse_args(argv):
@@ -58,10 +58,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     # every checkpoint named, all at once, before any is read
     require_checkpoints([*args.checkpoints, *filter(None, [args.ar_checkpoint])], "give paths that exist")
-    for i, a in enumerate(args.checkpoints):  # one scored twice would be paired against itself
-        twin = next((b for b in args.checkpoints[:i] if os.path.samefile(a, b)), None)
-        if twin is not None:
-            raise UserError(f"{twin} and {a} are one checkpoint: give each once")
+    refuse_twins(args.checkpoints)  # one scored twice would be paired against itself
     return args
 
 

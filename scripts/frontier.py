@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config import Config  # noqa: E402
 from utils.cli import ArgParser, at_least, key_list, list_of, output, own_flags, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import require_checkpoints  # noqa: E402
+from utils.fileio import refuse_twins, require_checkpoints  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each)
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
@@ -76,6 +76,7 @@ def parse_args(argv):
     a.grid_values = dict(a.grid or map(GRID, DEFAULT_GRID))
     a.ar_grid_values = dict(a.ar_grid or map(GRID, DEFAULT_AR_GRID))
     require_checkpoints([*a.checkpoints, a.ar_checkpoint], "give paths that exist")  # all at once
+    refuse_twins(a.checkpoints)  # its curves twice, timed twice
     return a
 
 

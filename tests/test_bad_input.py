@@ -745,6 +745,10 @@ TABLE += [
     ("inference.py", ["--checkpoint", DM, "--viz-video", ""], "--viz-video '' is a path ending in .mp4", None),
     ("scripts/eval.py", [DM, f"./{DM}", "--n-windows", "2", "--n-samples", "0"], "dm/model.pt and ./dm/model.pt are one "
      "checkpoint: give each once", None),  # it was scored twice, the second paired against itself
+    # one checkpoint twice, on eval.py's siblings: timed and drawn twice, paired against itself
+    ("scripts/frontier.py", [AR, "ar/../ar/model.pt", *FR[1:]], "ar/model.pt and ar/../ar/model.pt are one checkpoint: "
+     "give each once", None),
+    ("dev/nanogpt_score.py", ["old.txt", "--against", DM, DM], "dm/model.pt and dm/model.pt are one checkpoint", None),
     # a name past what the filesystem takes: 'File name too long' with a traceback, after the sampling or the scoring
     ("inference.py", ["--checkpoint", DM, "--gen-len", "8", "--html", "n" * 300 + ".html"],
      ("--html", "a name of 305 characters, past the 223 this filesystem takes): choose a shorter name"), None),

@@ -191,6 +191,16 @@ def run_files(out_dir):
     return names + [os.path.basename(p) for _, p in numbered_checkpoints(out_dir)]
 
 
+def refuse_twins(paths, flag="checkpoint"):
+    """Refuse one file named twice (any spelling of its path): a run scored or raced against
+    itself, its row twice in a table."""
+    there = [p for p in paths if os.path.exists(p)]
+    for i, a in enumerate(there):
+        twin = next((b for b in there[:i] if os.path.samefile(a, b)), None)
+        if twin is not None:
+            raise UserError(f"{twin} and {a} are one {flag}: give each once")
+
+
 def check_run_files(out_dir):
     """Refuse, before any work, a folder where a run writes one of its files (RUN_FILES): the
     resumed log's trim, a save's replace, and --overwrite too would fail on it after the work."""
