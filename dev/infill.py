@@ -29,6 +29,9 @@ from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import require_checkpoints  # noqa: E402
 
 
+SPAN = 20  # --span's default: nanoDLM's held-out characters
+
+
 def span_starts(n, L, span, generator):
     """A held-out span start per window, uniform over the middle half: context on both sides."""
     lo, hi = L // 4, max(L // 4 + 1, 3 * L // 4 - span + 1)
@@ -55,7 +58,8 @@ def infill_recovery(model, windows, cfg, mask_id, span, generator=None, batch_si
 def parse_args(argv):
     p = ArgParser(prog="dev/infill.py", description="Held-out spans filled from both sides by a checkpoint's sampler.")
     p.add_argument("checkpoint", help="a model.pt written by train.py (masked or uniform-state diffusion)")
-    p.add_argument("--span", type=at_least(1), default=20, help="held-out tokens a window (nanoDLM: 20 chars)")
+    p.add_argument("--span", type=at_least(1), default=None, help="held-out tokens a window; default 20 (nanoDLM's "
+                   "chars), or half the context if that is less")
     p.add_argument("--n-infill", type=at_least(1), default=64, help="validation windows, one held-out span each")
     p.add_argument("--temperature", type=at_least(0.0), default=0.0, help="0 = the most likely fill")
     p.add_argument("--steps", type=at_least(1), default=None, help="reverse steps; default: the checkpoint's own")
@@ -84,6 +88,8 @@ def infill_all(args):
         raise UserError(f"{args.checkpoint} is {cfg.objective}, whose sampler only continues a prompt: give a "
                         f"masked or uniform-state diffusion checkpoint")
     L = cfg.block_size
+    if args.span is None:  # the default fits any context: a small one's middle half
+        args.span = min(SPAN, L // 2)
     if args.span > L // 2:  # past it a span ran off its window's end: fewer tokens scored than asked
         raise UserError(f"--span {args.span} does not fit the middle half of a {L}-token window, where a span has "
                         f"context on both sides: give --span {L // 2} or fewer")

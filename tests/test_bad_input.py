@@ -1443,6 +1443,7 @@ VALID = [
     # a valid --grid steps on a checkpoint that decodes by threshold: the grid's points run without it
     ("scripts/frontier.py", ["th/model.pt", "--ar-checkpoint", "ar_sh/model.pt", "--n-samples", "2", "--repeats", "0",
                              "--grid", "steps=4,8", "--grid", "temperature=1.0"], None),
+    ("dev/infill.py", [DM], None),  # its default span on a 32-token context: 16, not 20 refused
     ("dev/infill.py", [DM, "--data-path", str(real_text()), "--span", "16"], None),  # told --data_path, which it lacked
     # siblings: the page reads --gif-frame-ms as the MP4 does
     ("inference.py", ["--checkpoint", DM, "--viz-video", "off", "--html", "--gif-frame-ms", "100"], None),
