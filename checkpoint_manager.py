@@ -20,21 +20,23 @@ import torch.nn as nn
 
 from config import INT64_MAX, LIMITS
 from model import ModelArgs, Transformer
-from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, refuse_removed
+from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, removed_notes
 from utils.errors import UserError
 from utils.fileio import is_shipped, own_or_shipped, require_checkpoints
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
 EXPORT_BPE, EXPORT_CHARS = "tokenizer.json", "vocab.json"  # by tokenizer kind
+EXPORT_FORMAT = "micro-dllm export 1"  # config.json's format field
 EXPORT_AGAIN = "export it again with scripts/export.py"
 CHANGED = "it was changed after train.py or scripts/export.py wrote it; use the file they wrote"
 
 
 # ---------------------------------------------------------------------------- a trained model
 def check_model_args(ckpt, path):
-    """The checkpoint's model_args less removed options, checked before a layer is built."""
-    refuse_removed(ckpt["model_args"], f"checkpoint {path}")
+    """The checkpoint's model_args less removed options, checked before a layer is built; the
+    notes of those dropped join ckpt["notes"]."""
+    ckpt["notes"] += removed_notes(ckpt["model_args"], f"checkpoint {path}")
     args = {k: v for k, v in ckpt["model_args"].items() if k not in REMOVED}
     types = {f.name: f.type for f in fields(ModelArgs)}
     for key, value in args.items():
@@ -50,6 +52,27 @@ def check_model_args(ckpt, path):
         raise UserError(f"checkpoint {path}: its network reads vocab_size={args.get('vocab_size')} tokens, its "
                         f"tokenizer has {vocab}: {CHANGED}")
     return args
+
+
+def check_fields(ckpt, path, export=False):
+    """What a checkpoint or export holds beside its config and network, field by field as written:
+    its step, its text's chars per token, an export's format and EMA flag (configurator's
+    checkpoint_config checks the rest against the config)."""
+    where = f"checkpoint {path}: its"
+    if not (type(ckpt["iter"]) is int and ckpt["iter"] >= 0):
+        raise UserError(f"{where} iter={ckpt['iter']!r} is no step count: {CHANGED}")
+    meta = ckpt.get("meta", {})
+    cpt = meta.get("chars_per_token", 1.0) if isinstance(meta, dict) else None
+    if not (type(cpt) in (int, float) and 0 < cpt < float("inf")):
+        raise UserError(f"{where} meta={meta!r} holds no chars_per_token > 0: {CHANGED}")
+    if not export:  # the rest are an export's
+        return
+    where = f"exported model {path}: {EXPORT_CONFIG}'s"
+    if ckpt.get("format") != EXPORT_FORMAT:
+        raise UserError(f"{where} format={ckpt.get('format')!r} is not {EXPORT_FORMAT!r}: {CHANGED}")
+    if type(ckpt.get("ema_weights")) is not bool:
+        raise UserError(f"{where} ema_weights={ckpt.get('ema_weights')!r} is neither true nor false: {CHANGED}")
+
 
 
 def load_export(path):
@@ -94,13 +117,17 @@ def weights(ckpt):
     return ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
 
 
-def read_checkpoint(path, instead="pass --checkpoint PATH"):
-    """A model.pt's or export's dict, in this version's names; instead: how to give another. A
-    preset's own run not trained yet reads the weights the repo ships, and says so."""
+def read_checkpoint(path, instead="give the path of one that exists"):
+    """A model.pt's or export's dict, in this version's names; instead: how to give another.
+    A removed key that acted on the network is refused; ckpt["notes"] say which others were
+    dropped. A preset's own run not trained yet reads the weights the repo ships, and says so."""
     require_checkpoints([path], instead)
     path = own_or_shipped(path)
-    ckpt = load_export(path) if os.path.isdir(path) and os.listdir(path) else load_checkpoint(path)
+    export = os.path.isdir(path) and bool(os.listdir(path))
+    ckpt = load_export(path) if export else load_checkpoint(path)
+    ckpt["notes"] = removed_notes(ckpt["config"], f"checkpoint {path}")
     ckpt["model_args"] = check_model_args(ckpt, path)
+    check_fields(ckpt, path, export)
     if is_shipped(path):
         print(shipped_note(path, ckpt.get("about", {})))
     return ckpt
@@ -114,9 +141,12 @@ def shipped_note(path, about):
             f"{own} is read instead once you train it")
 
 
-def load_model(path, device):
-    """(model in eval mode on device, the checkpoint dict) of a model.pt or exported folder."""
-    ckpt = read_checkpoint(path)
+def load_model(path, device, ckpt=None):
+    """(model in eval mode on device, the checkpoint dict) of a model.pt or exported folder (ckpt:
+    read_checkpoint's, if read already); prints the notes of removed keys it dropped."""
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
+    for note in ckpt["notes"]:
+        print(note)
     try:
         model = Transformer(ModelArgs(**ckpt["model_args"]))
         model.load_state_dict(weights(ckpt))
@@ -139,7 +169,6 @@ CONVERSIONS = {("ar", "mdlm"), ("ar", "bd3"), ("mdlm", "bd3")}  # source -> targ
 def source_tokenizer(path, kind, objective, ckpt=None):
     """The source's tokenizer, checked against this run's kind and objective before data is read."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
-    refuse_removed(ckpt["config"], f"--init_from={path}")
     check_conversion(ckpt.get("config", {}).get("objective", "mdlm"), objective, path)  # before the key: all mdlm
     tok = tokenizer_from_state(ckpt["tokenizer"])
     if tok.kind != kind:

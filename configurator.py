@@ -27,6 +27,7 @@ from model import DECODERS, ModelArgs
 from utils.checkpoint import REMOVED, RENAMED
 from utils.errors import UserError
 from utils.fileio import read_text
+from utils.tokenizer import tokenizer_from_state
 
 # The objectives by config.py's name. Each module states the same names (diffusion.py's last section
 # lists them); the entry scripts call them and never ask which objective they hold.
@@ -51,6 +52,9 @@ def _coerce(name, typ, value, text=False):
         return str(value).lower()
     if text and typ is not str:
         text = value.strip()
+        if typ in (int, float) and len(text) > 100 and text.lstrip("+-").isdigit():  # past 4,300 digits: no int
+            most = "torch's integers are 64-bit" if typ is int else "a float holds at most ~1.8e308"
+            raise UserError(f"--{name} is a {len(text):,}-digit number: out of range ({most})")
         try:
             value = BOOLEANS[text.lower()] if typ is bool else ast.literal_eval(text)
         except (KeyError, ValueError, SyntaxError):
@@ -77,20 +81,29 @@ def _known_key(key):
 
 
 def _read_config_file(path):
-    """A config file's {key: value}: data, never run; each statement is `key = value`, a literal."""
+    """A config file's {key: value}: data, never run; each statement is `key = value`, a literal.
+    Read as a text file someone wrote: a UTF-8 BOM (Windows editors write one) and CRLF lines are
+    fine; a key set twice is refused naming both lines (which one meant it?)."""
     text = read_text(path, "config file", f"give a .py file of `key = value` lines, or a preset: {', '.join(PRESETS)}")
-    out = {}
+    text = text.removeprefix("\ufeff")
+    out, lines = {}, {}
     line = 1
     try:
         for node in ast.parse(text, path).body:
             line = node.lineno
             if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
                 raise ValueError(node)
-            out[_known_key(node.targets[0].id)] = ast.literal_eval(node.value)
+            key = _known_key(node.targets[0].id)
+            if key in lines:
+                raise UserError(f"config file {path} sets {key} twice, on lines {lines[key]} and {line}: keep one")
+            out[key] = ast.literal_eval(node.value)
+            lines[key] = line
     except (SyntaxError, ValueError) as e:  # a SyntaxError knows its own line
-        raise UserError(f"config file {path}, line {getattr(e, 'lineno', None) or line}: not `key = value` with a "
-                        f"literal value (a number, a 'string', True or False): a config file is data, nothing in it "
-                        f"runs") from None
+        where = f"config file {path}, line {getattr(e, 'lineno', None) or line}"
+        if "Exceeds the limit" in str(e):  # an int literal past 4,300 digits, which Python does not read
+            raise UserError(f"{where}: a number past 4,300 digits is out of range (torch's integers are 64-bit)")
+        raise UserError(f"{where}: not `key = value` with a literal value (a number, a 'string', True or False): a "
+                        f"config file is data, nothing in it runs") from None
     return out
 
 
@@ -127,7 +140,7 @@ def parse(argv, base=None, check=True):
             hint = f" (did you mean {close[0]}?)" if close else ""
             data = f": a text to train on goes in --data_path={arg}" if os.path.isfile(arg) else ""
             raise UserError(f"'{arg}' is neither a preset ({', '.join(PRESETS)}){hint} nor a .py config file nor a "
-                            f"--key=value flag{data}")
+                            f"--KEY=VALUE flag{data}")
     cfg = replace(cfg, **overrides)
     given |= set(overrides)
     # a text given here replaces a preset's (or a checkpoint's) prompt
@@ -363,6 +376,36 @@ def config_from_dict(d, where="a checkpoint"):
     return effective(cfg, given=set(d))
 
 
+def checkpoint_config(ckpt, where):
+    """A checkpoint's (or export's) Config, checked as config_from_dict checks it and against the
+    rest of what the file holds: its network (model_args, the network this config trains) and its
+    tokenizer's kind. An edit that one part does not share is refused in one line (config.json's
+    objective='ar' on a masked-diffusion network was an AssertionError deep in the forward)."""
+    cfg = config_from_dict(ckpt["config"], where)
+    have = ckpt["model_args"]
+    want = vars(model_args(cfg, have.get("vocab_size", 0)))
+    differ = [k for k in want if k in have and have[k] != want[k]]  # (a key an older file lacks: its default)
+    if differ:
+        said = ", ".join(f"{k}={want[k]!r}" for k in differ)
+        held = ", ".join(f"{k}={have[k]!r}" for k in differ)
+        raise UserError(f"{where}: its config (objective={cfg.objective!r}) describes a network with {said}, its "
+                        f"model_args hold {held}: it was changed after train.py or scripts/export.py wrote it; use "
+                        f"the file they wrote")
+    kind = ckpt["tokenizer"].get("kind")
+    if cfg.tokenizer != kind:
+        raise UserError(f"{where}: its config says tokenizer={cfg.tokenizer!r}, its tokenizer is {kind!r}: it was "
+                        f"changed after train.py or scripts/export.py wrote it; use the file they wrote")
+    if "format" in ckpt:  # an export's config.json: its own copies, which nothing else reads, must agree
+        copies = dict(objective=cfg.objective, schedule=cfg.schedule, diffusion_steps=cfg.diffusion_steps,
+                      mask_id=tokenizer_from_state(ckpt["tokenizer"]).mask_id)
+        for key, value in copies.items():
+            if ckpt.get(key) != value or type(ckpt.get(key)) is not type(value):
+                raise UserError(f"{where}: config.json's {key}={ckpt.get(key)!r} disagrees with its config and "
+                                f"tokenizer ({key}={value!r}): it was changed after scripts/export.py wrote it; export "
+                                f"it again")
+    return cfg
+
+
 def format_config(cfg, marks=None):
     """`key = value` lines: every key with marks ({key: '*' or '+'}), else those off defaults."""
     d, defaults = asdict(cfg), asdict(Config())
@@ -428,8 +471,9 @@ def help_text(prog, usage, from_checkpoint=False, argv=()):
 
     out = [f"usage: python {prog} {usage}", "",
            wrap("Layers, later wins: defaults <- presets and .py config files (in order) <- --key=value (or --key "
-                "value; dashes work as underscores; a bare --flag sets a bool). Unknown keys and wrong types are "
-                "refused.", ""), "", "presets:"]
+                "value; dashes work as underscores; a bare --flag sets a bool; a flag given twice takes its last "
+                "value, as every script's does). Unknown keys, wrong types and a key set twice in one config file "
+                "are refused.", ""), "", "presets:"]
     docs = _preset_docs()
     name_w = max(map(len, PRESETS)) + 2  # the longest name still leaves a gap before its text
     out += [wrap(docs.get(name, ""), f"  {name:<{name_w}}") for name in PRESETS]

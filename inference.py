@@ -26,20 +26,21 @@ from functools import partial
 import torch
 
 import configurator
-from checkpoint_manager import load_model
+from checkpoint_manager import load_model, read_checkpoint
 from config import SAMPLED, TRAINED
-from configurator import check_choices, config_from_dict, help_text, parse, refuse_changes, validate, wants_help
+from configurator import check_choices, checkpoint_config, help_text, parse, refuse_changes, validate, wants_help
 from diffusion import Schedule
 from model import DECODERS, compile_decode
 from sampling.canvas import build_canvas, fill, fit_gen_len
-from sampling.trace import (LiveView, StepBar, chain, check_trace_path, open_page, open_trace, print_written, run_name,
-                            trace_hook)
+from sampling.trace import (LiveView, StepBar, chain, check_media, check_trace_path, open_page, open_trace,
+                            print_written, run_name, trace_hook)
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
 from utils.fileio import own_or_shipped, read_text
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
 
 LIVE_FPS = 8.0  # --live's steps a second at most, so the canvas can be watched
+TRACE_KEYS = ("viz_video", "html", "trace_every", "gif_frame_ms", "overwrite")  # a sample's trace and its files
 USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
 
 
@@ -59,16 +60,32 @@ def main(argv):
         sample_once(cfg, run)
 
 
+def refuse_stream_clash(cfg, flags):
+    """A stream of prompts (--interactive, --prompts-file) supplies every prompt and records no
+    trace: a prompt, a canvas or a trace's flag given beside it is refused, naming it."""
+    if not (cfg.interactive or cfg.prompts_file):
+        return
+    what = "--interactive" if cfg.interactive else "--prompts-file"
+    clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", *TRACE_KEYS) if k in flags]
+    clash += ["prompts_file"] if cfg.interactive and cfg.prompts_file else []
+    if clash:
+        raise UserError(f"{what} supplies the prompts, one sample each, and records no trace: drop "
+                        f"--{clash[0].replace('_', '-')}")
+
+
 def load(argv):
     """(sampling config, run): argv read for the checkpoint, then over the checkpoint's config."""
     where, given = parse(argv, check=False)  # pass 1: only --checkpoint, --device and --viz-video are read
     check_choices(where)  # a --viz-video or --html that names no such file, say
-    if "viz_video" in given:  # its path, before the model is read
-        check_trace_path(where, where.overwrite)
+    if given & {"viz_video", "html"}:  # their paths, before the model is read
+        check_trace_path(replace(where, viz_video=where.viz_video if "viz_video" in given else "off"), where.overwrite)
+    if not (where.interactive or where.prompts_file):  # (a stream of prompts records no trace)
+        check_media(where)
     device = pick_device(where.device)
     where = replace(where, checkpoint=own_or_shipped(where.checkpoint))  # a fresh clone: the shipped weights
-    model, ckpt = load_model(where.checkpoint, device)
-    saved = config_from_dict(ckpt["config"], f"checkpoint {where.checkpoint}")
+    ckpt = read_checkpoint(where.checkpoint, "pass --checkpoint PATH")
+    saved = checkpoint_config(ckpt, f"checkpoint {where.checkpoint}")  # before a layer is built
+    model, ckpt = load_model(where.checkpoint, device, ckpt)
     cfg, flags = parse(argv, base=saved, check=False)  # pass 2: over the checkpoint's settings
     refuse_changes(cfg, flags & set(TRAINED), vars(saved), f"checkpoint {where.checkpoint}",
                    "drop those flags (sampling takes them from the checkpoint)")
@@ -80,6 +97,7 @@ def load(argv):
     cfg = replace(cfg, **kept)
     if "viz_video" not in flags:  # one trace a sample, named by the run; none for a stream of prompts
         cfg = replace(cfg, viz_video="off" if cfg.interactive or cfg.prompts_file else "auto")
+    refuse_stream_clash(cfg, flags)  # before validate, whose advice (give --viz-video) would clash here
     validate(cfg, flags - {"tokenizer_path"}, training=False)  # tokenizer_path: read below, against the checkpoint's
     if cfg.infill and "gen_len" in flags:  # the blanks set the length
         raise UserError("--infill's blanks set the tokens generated ([___] one per marker character, [___:N] N): "
@@ -97,11 +115,6 @@ def load(argv):
                             f"({tok.kind}, vocab {tok.vocab_size}, fingerprint {fingerprint(tok)}): drop "
                             f"--tokenizer_path to use the checkpoint's own")
     if cfg.interactive or cfg.prompts_file:
-        what = "--interactive" if cfg.interactive else "--prompts-file"
-        clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", "viz_video", "html") if k in flags]
-        clash += ["prompts_file"] if cfg.interactive and cfg.prompts_file else []
-        if clash:
-            raise UserError(f"{what} supplies the prompts, one sample each: drop --{clash[0].replace('_', '-')}")
         cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy

@@ -24,9 +24,10 @@ import torch
 
 import checkpoint_manager
 import configurator
-from config import RESUMABLE
+from config import RESUMABLE, Config
 from diffusion import Draw, Schedule
 from evals import bound, report
+from sampling.trace import check_media
 from model import ModelArgs, Transformer
 from utils import checkpoint, dataloader, dist, fileio, optim, tokenizer, train_log
 from utils.train_log import check_memory, estimate_line
@@ -85,7 +86,7 @@ class Run:
     skipped: int = 0          # steps skipped for a non-finite loss or gradient
     loss_acc: torch.Tensor = None  # sum of step losses since the last log line (on device: no sync per step)
     n_acc: int = 0            # the steps in loss_acc
-    bad_iter: torch.Tensor = None  # first step with a non-finite loss, -1 if none (on device: no sync)
+    bad_iter: torch.Tensor = None  # first step with a non-finite loss or gradient, -1 if none (on device)
     saved: str = ""           # the newest complete checkpoint: what a Ctrl-C leaves to --resume
     saved_iter: int = -1
     scaler: torch.amp.GradScaler = None  # loss scaling under fp16 autocast (utils.dist.grad_scaler); off otherwise
@@ -136,6 +137,7 @@ def setup(argv):
     if "data_path" in given and "prompt" not in given and not cfg.resume:  # your own text: not a preset's ROMEO:
         cfg = replace(cfg, prompt="")
     fileio.check_folder(cfg.out_dir, f"--out_dir={cfg.out_dir}")  # a checkpoint, say: never written over
+    fileio.check_run_files(cfg.out_dir)  # its log or a checkpoint's name taken by a folder
     if fileio.is_shipped(cfg.out_dir):
         raise UserError(f"--out_dir={cfg.out_dir} is inside the folder of weights the repo ships, which training "
                         f"never writes: choose another --out_dir (each preset's own is artifacts/models/PRESET)")
@@ -146,6 +148,8 @@ def setup(argv):
     cfg, resume, resumed_from = resumed_config(cfg, given)
     if cfg.viz_video not in ("auto", "off"):  # a typed trace path, before any work (a resumed run's is its own)
         fileio.check_trace(cfg.viz_video, replace=cfg.overwrite or cfg.resume or cfg.max_iters == 0)
+    if cfg.max_iters:  # and the folder an auto-named one goes in: not found after training
+        check_media(cfg)
     # accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
     micro_tokens = cfg.batch_size * cfg.block_size
     accum = dist.grad_accum_steps(cfg.total_batch_size, micro_tokens, world)
@@ -179,8 +183,11 @@ def resumed_config(cfg, given):
             fileio.refuse_earlier_run(cfg.out_dir)
         return cfg, None, ""
     resume, resumed_from = checkpoint.load_latest(cfg.out_dir, warn=print0)
-    checkpoint.refuse_removed(resume["config"], f"--resume: {resumed_from}")
-    saved = asdict(configurator.config_from_dict(resume["config"], resumed_from))
+    # a removed key that acted on its network or training: the run cannot go on as it was
+    for part in ("config", "model_args"):
+        for note in checkpoint.removed_notes(resume[part], f"--resume: {resumed_from}", ("network", "training")):
+            print0(note)
+    saved = asdict(configurator.checkpoint_config(resume, resumed_from))
     configurator.refuse_changes(cfg, given, saved, f"--resume: {resumed_from}",
                                 "drop those flags to continue the run, or train a new one in another --out_dir",
                                 RESUMABLE)
@@ -196,6 +203,8 @@ def load_data(cfg, env):
     source = None
     if cfg.init_from and not env.resume:
         source = checkpoint_manager.read_checkpoint(cfg.init_from, "give another --init_from")
+        for note in source["notes"]:  # its removed keys that acted on no network
+            print0(note)
         tok = checkpoint_manager.source_tokenizer(cfg.init_from, cfg.tokenizer, cfg.objective, source)
     if env.world > 1 and not env.master:
         torch.distributed.barrier()  # rank 0 encodes the token cache first; the others then read it
@@ -225,23 +234,31 @@ def load_data(cfg, env):
 def build(cfg, env, data):
     """Model and estimates, then optimizer, EMA, resumed state: the Run (None when max_iters=0)."""
     margs = configurator.model_args(cfg, data.tok.vocab_size)
+    # the estimates read a network on the meta device (shapes, no storage): a run that cannot fit is
+    # refused before its weights, optimizer or first batch take a byte
+    with torch.device("meta"):
+        shape = Transformer(margs)
+    obj = configurator.OBJECTIVES[cfg.objective]
+    flops_tok, seq = obj.flops(shape, cfg)
+    print0(f"model: {shape.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
+           f"{cfg.total_batch_size:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x "
+           f"{cfg.batch_size} x {cfg.block_size}")
+    shape.checkpointing = cfg.activation_checkpointing  # the estimate counts what it keeps
+    line, need = estimate_line(cfg, shape, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
+    print0(train_log.wrap(line))
+    check_memory(cfg, env.device, need, env.world)
+    if cfg.max_iters == 0 and not cfg.resume and not cfg.init_from:  # (--init_from's fit is checked on the model)
+        print0("max_iters=0: built data and tokenizer, sized the model; exiting without training")
+        return None
     model = Transformer(margs).to(env.device)
+    model.checkpointing = cfg.activation_checkpointing
     if data.source is not None:
         print0(checkpoint_manager.load_weights_into(model, cfg.init_from, data.tok, data.source))
         data.source = None  # its weights are the model's now: the checkpoint (optimizer, EMA) is not held all run
-    obj = configurator.OBJECTIVES[cfg.objective]
-    flops_tok, seq = obj.flops(model, cfg)
-    print0(f"model: {model.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
-           f"{cfg.total_batch_size:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x "
-           f"{cfg.batch_size} x {cfg.block_size}")
-    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
-    model.checkpointing = cfg.activation_checkpointing  # before the estimate, which counts what it keeps
-    line, need = estimate_line(cfg, model, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
-    print0(train_log.wrap(line))
-    check_memory(cfg, env.device, need, env.world)
     if cfg.max_iters == 0 and not cfg.resume:
         print0("max_iters=0: built data, tokenizer and model; exiting without training")
         return None
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     run = Run(model=model, raw_model=model, eval_model=model, opt=optim.build_optimizer(model, cfg, env.device),
               ema=None, margs=margs, schedule=schedule, flops_tok=flops_tok,
               loss_acc=torch.zeros((), device=env.device),
@@ -305,21 +322,45 @@ def run_eval(cfg, env, data, run, it, details=False):
     return res
 
 
-def check_finite(cfg, run, it, value):
-    """Stop on a non-finite loss (a mean over ranks: all stop together) before anything is saved."""
-    if not math.isfinite(value):
-        # the step that first went non-finite (bad_iter, if recorded), else the one that saw it
-        step = run.bad_iter.item() + 1 if run.bad_iter.item() >= 0 else it
-        raise UserError(f"loss became {value} at iter {step}: stopped; the last good checkpoint in {cfg.out_dir} "
-                        f"is kept. Try a lower --learning_rate, --grad_clip=1, --dtype=float32, or "
-                        f"--skip_nonfinite=N to skip up to N bad steps, then --resume")
+def check_finite(cfg, env, run, it, loss, eval_bad=False, weights=False):
+    """Stop, on every rank together, once a step's loss or gradients went non-finite (bad_iter), the
+    window's mean loss is, the eval figure was (eval_bad: rank 0's, shared) or, weights=True, a
+    weight is: checked at each log line and before every save, so nothing after it is saved."""
+    step = run.bad_iter.item()
+    if math.isfinite(loss) and step < 0 and not eval_bad:
+        if not weights or all(torch.isfinite(p).all() for p in run.raw_model.parameters()):
+            return
+        raise UserError(diverged(cfg, run, f"the weights became non-finite by iter {it}"))
+    if step >= 0:  # the step that first went non-finite, else the window's end that saw it
+        raise UserError(diverged(cfg, run, f"a non-finite loss or gradient at iter {step + 1}"))
+    what = f"the loss became {loss}" if not math.isfinite(loss) else "the dev figure became non-finite"
+    raise UserError(diverged(cfg, run, f"{what} by iter {it}"))
+
+
+def diverged(cfg, run, what):
+    """The line a diverged run stops with: what and when, the last finite checkpoint (a resume's
+    start; nothing after the step was saved) and the rate to lower (its default, or a tenth)."""
+    run.writer.wait()  # a checkpoint being written is finished first: the line names it
+    flag = "muon_lr" if cfg.optimizer == "muon" else "learning_rate"
+    rate = getattr(cfg, flag)
+    lower = getattr(Config, flag) if rate > getattr(Config, flag) else rate / 10
+    again = "a new run (without --resume)" if cfg.resume else "the run again"
+    advice = f"start {again} with e.g. --{flag}={lower:g} and --overwrite"
+    if not run.saved:
+        return f"{what}: stopped, no checkpoint saved; --{flag}={rate:g} is the first thing to lower: {advice}"
+    return (f"{what}: stopped; the last finite checkpoint is {run.saved} (iter {run.saved_iter}), nothing saved after "
+            f"it. --{flag}={rate:g} is the first thing to lower: {advice}, or continue that checkpoint with --resume "
+            f"--skip_nonfinite={max(10, 2 * cfg.skip_nonfinite)}, which skips such steps")
 
 
 def snapshot(cfg, env, data, run, it, val):
     """The checkpoint dict on rank 0 (None elsewhere). Every rank calls it: it gathers their RNG
-    states and averages the running loss, so a resume continues the log window exactly."""
-    dist.all_reduce_mean(run.loss_acc, env.world)
-    check_finite(cfg, run, it, run.loss_acc.item())
+    states and averages the running loss, so a resume continues the log window exactly; a
+    non-finite loss, gradient, weight or eval figure stops the run instead (check_finite)."""
+    eval_bad = float(val is not None and not math.isfinite(val["nats_per_token"]))
+    shared = dist.all_reduce_mean(torch.stack([run.loss_acc, torch.tensor(eval_bad, device=env.device)]), env.world)
+    run.loss_acc.copy_(shared[0])
+    check_finite(cfg, env, run, it, run.loss_acc.item(), eval_bad=shared[1].item() > 0, weights=True)
     rngs = dist.all_gather_objects(dist.rng_state(), env.world)
     if not env.master:
         return None
@@ -382,7 +423,7 @@ def train(cfg, env, data, run):
 def window_loss(cfg, env, run, done):
     """The mean training loss since the last log line, over ranks (the log line's one host sync)."""
     loss = dist.all_reduce_mean(run.loss_acc / max(run.n_acc, 1), env.world).item()
-    check_finite(cfg, run, done, loss)
+    check_finite(cfg, env, run, done, loss)
     run.loss_acc.zero_()
     run.n_acc = 0
     return loss
@@ -417,26 +458,27 @@ def train_step(cfg, env, data, run, it):
 def optimizer_step(cfg, env, run, it, step_loss):
     """Clip, step the optimizer and EMA, add the loss to the log window. A non-finite step: skipped
     at once with --skip_nonfinite (a host sync), else its iter waits on device (bad_iter) to log."""
-    if cfg.grad_clip > 0 or cfg.skip_nonfinite:
-        run.scaler.unscale_(run.opt)  # clip the true gradients (a no-op without fp16)
-        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")  # inf: the norm only, for the check below
-        norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), max_norm)
+    run.scaler.unscale_(run.opt)  # clip the true gradients (a no-op without fp16)
+    if cfg.grad_clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    else:  # the norm alone, for the check below
+        norm = torch.nn.utils.get_total_norm([p.grad for p in run.model.parameters() if p.grad is not None])
+    # under fp16 an overflowing gradient is the GradScaler's to skip (it lowers the scale); the norm
+    # of the all-reduced gradients is the same on every rank
+    ok = torch.isfinite(step_loss) & (torch.isfinite(norm) | run.scaler.is_enabled())
     update = True
-    if cfg.skip_nonfinite:  # one host sync per step; the norm of the all-reduced gradients is the same on every rank
-        # under fp16 an overflowing gradient is the GradScaler's to skip (it lowers the scale)
-        ok = (torch.isfinite(step_loss) & (torch.isfinite(norm) | run.scaler.is_enabled())).float()
-        update = dist.all_reduce_mean(ok, env.world).item() == 1.0
+    if cfg.skip_nonfinite:  # one host sync per step
+        update = dist.all_reduce_mean(ok.float(), env.world).item() == 1.0
         if not update:
             run.skipped += 1
             print0(f"warning: non-finite loss or gradient at iter {it + 1}: step skipped, no update "
                    f"({run.skipped} of at most {cfg.skip_nonfinite})")
             if run.skipped > cfg.skip_nonfinite:
-                raise UserError(f"{run.skipped} steps had a non-finite loss or gradient (the last at iter {it + 1}), "
-                                f"more than --skip_nonfinite={cfg.skip_nonfinite}: stopped; the last good checkpoint "
-                                f"in {cfg.out_dir} is kept. Try a lower --learning_rate or --dtype=float32, then "
-                                f"--resume")
+                raise UserError(diverged(cfg, run, f"{run.skipped} steps had a non-finite loss or gradient (the last "
+                                                   f"at iter {it + 1}), more than --skip_nonfinite="
+                                                   f"{cfg.skip_nonfinite}"))
     else:
-        run.bad_iter = torch.where(torch.isfinite(step_loss) | (run.bad_iter >= 0), run.bad_iter, it)
+        run.bad_iter = torch.where(ok | (run.bad_iter >= 0), run.bad_iter, it)
     if update:
         run.scaler.step(run.opt)  # opt.step(), skipped by an enabled scaler when a gradient is inf/NaN
         run.scaler.update()
@@ -452,10 +494,8 @@ def finish(cfg, env, data, run, log):
     """The final eval, the last checkpoint, then on rank 0 the test figure and the report."""
     eval_s = f", ~{train_log.fmt_time(log.eval_s)}" if log.eval_s else ""  # the last eval's time: this one's estimate
     print0(f"final eval: {len(data.val_windows)} windows x {EVAL_T} t{eval_s}")
-    # a diverged last update shows in no loss (none follows it): every rank checks its weights
-    if not all(torch.isfinite(p).all() for p in run.raw_model.parameters()):
-        raise UserError(f"the weights became non-finite in the last step: stopped before saving them; the last good "
-                        f"checkpoint in {cfg.out_dir} is kept. Try a lower --learning_rate or --dtype=float32")
+    # a diverged last update shows in no loss (none follows it): every rank checks its weights first
+    check_finite(cfg, env, run, cfg.max_iters, 0.0, weights=True)
     res = run_eval(cfg, env, data, run, cfg.max_iters, details=True) if env.master else None
     log.row(kind="eval", iter=cfg.max_iters, **{k: v for k, v in (res or {}).items() if k != "entropy_by_t"})
     save_checkpoints(cfg, env, data, run, cfg.max_iters, res)

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import configurator  # noqa: E402
-from configurator import config_from_dict  # noqa: E402
+from configurator import checkpoint_config  # noqa: E402
 from bd3 import bd3_loss, bd3_times  # noqa: E402
 from diffusion import Schedule, band_times, masking_draws  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
@@ -59,7 +59,7 @@ def main(argv):
                    "every band")
     a = p.parse_args(argv)
     model, ckpt = load_model(a.checkpoint, "cpu")
-    cfg = config_from_dict(ckpt["config"])
+    cfg = checkpoint_config(ckpt, f"checkpoint {a.checkpoint}")
     if not configurator.OBJECTIVES[cfg.objective].BLOCKS:  # not block diffusion: it has no blocks, no bands
         raise UserError(f"{a.checkpoint} is a {cfg.objective} model: give a bd3 checkpoint")
     tok = tokenizer_from_state(ckpt["tokenizer"])

@@ -37,6 +37,8 @@ from utils.cli import ArgParser, at_least  # noqa: E402
 from utils.checkpoint import RENAMED  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
+from utils.train_log import check_memory, estimate_line  # noqa: E402
+from train import ASSUMED_MFU  # noqa: E402
 
 
 # config.py's keys the timed step (one micro-batch of random tokens at peak LR, past the mask-rate
@@ -120,6 +122,18 @@ def make_step(cfg, vocab_size, device):
     return step, model, opt
 
 
+def check_rows_fit(rows, vocab_size, device, dtype_name):
+    """Refuse rows that together cannot fit (every row's model and optimizer are held at once), from
+    networks on the meta device: before a byte is allocated, as train.py does."""
+    need = 0
+    for _, c in rows:
+        with torch.device("meta"):
+            shape = Transformer(configurator.model_args(c, vocab_size))
+        flops, seq = configurator.OBJECTIVES[c.objective].flops(shape, c)
+        need += estimate_line(c, shape, device, dtype_name, flops, seq, ASSUMED_MFU)[1]
+    check_memory(rows[-1][1], device, need)
+
+
 def main(argv):
     ap = ArgParser(prog="dev/bench_train.py", description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=at_least(1), default=5, help="training steps timed a repeat (their mean)")
@@ -137,6 +151,9 @@ def main(argv):
     if unread:
         raise UserError(f"--{unread[0]} is not read by the timed step (one micro-batch of random tokens at the peak "
                         f"LR, no EMA, evals, checkpoints or samples): drop it")
+    if args.compare_compile and "compile" in given:  # each row sets its own
+        raise UserError(f"--compare_compile times every row eager and compiled, so --compile={cfg.compile} is never "
+                        f"read: drop one of the two")
     device = pick_device(cfg.device)
     CpuThreads(device)  # one thread on a CPU unless OMP_NUM_THREADS says more, held while timing: the rows compare
     _, dtype_name = autocast_for(device, cfg.dtype)  # and on CUDA TF32 outside autocast, as train.py
@@ -146,6 +163,7 @@ def main(argv):
         rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows
                 for tag, on in (("eager", "false"), ("compiled", "true"))]
     a = configurator.model_args(cfg, args.vocab_size)
+    check_rows_fit(rows, args.vocab_size, device, dtype_name)
     print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab "
           f"{a.vocab_size}, batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} "
           f"steps after {args.warmup} warm-up; {torch.get_num_threads()} thread(s) (OMP_NUM_THREADS=N times at N)")

@@ -25,8 +25,8 @@ def load_bd3_ar(path):
     """(model, its block) of a --bd3_ar block-diffusion checkpoint, else a one-line error naming what to give."""
     model, ck = load_model(path, "cpu")
     if ck["config"].get("objective") != "bd3" or not ck["config"].get("bd3_ar"):
-        raise UserError(f"{path} is not a --bd3_ar block-diffusion network (its clean half is the verifier): give one "
-                        "trained with --objective=bd3 --bd3_ar=1, e.g. baby_bd3's")
+        raise UserError(f"{path} is not a block-diffusion network trained with a next-token loss on its clean half (the "
+                        f"verifier): give one trained with --objective=bd3 --bd3_ar=1, e.g. baby_bd3's")
     return model.eval(), ck["config"]["bd3_block"]
 
 

@@ -17,7 +17,7 @@ Run from the repo root (one process at a time, one thread each on a shared CPU):
     python dev/plot_epochs.py artifacts/epochs/summary.json     # the plots (--x flops: vs training FLOPs)
 
 Writes artifacts/epochs/data/{val,train_N}.txt, a dir per run under artifacts/epochs/runs/ (train.log, eval.json) and
-artifacts/epochs/summary.json (rewritten after every run; another existing file is only replaced with --force). A run
+artifacts/epochs/summary.json (rewritten after every run; another existing file is only replaced with --overwrite). A run
 cut short resumes bit-exact (train.py --resume) when the driver starts again; --restart starts it from scratch.
 """
 import contextlib
@@ -133,7 +133,7 @@ def run_one(name, paths, restart, eval_iters):
             raise UserError(f"{name}: train.py failed, see {out}/train.log")
         print(f"{name}: trained in {time.time() - t0:.0f}s", flush=True)
     ev = [sys.executable, "scripts/eval.py", f"{out}/best.pt", "--n-samples", "0",
-          "--json", f"{out}/eval.json", "--force"]
+          "--json", f"{out}/eval.json", "--overwrite"]
     with open(f"{out}/eval.log", "w") as log:
         if subprocess.run(ev, stdout=log, stderr=subprocess.STDOUT).returncode:
             raise UserError(f"{name}: scripts/eval.py failed, see {out}/eval.log")

@@ -19,14 +19,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import configurator  # noqa: E402
 from diffusion import Schedule  # noqa: E402
-from configurator import validate  # noqa: E402
+from configurator import acts, validate  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from evals.samples import open_checkpoint  # noqa: E402
-from utils.cli import ArgParser, at_least, seed  # noqa: E402
+from utils.cli import ArgParser, at_least, own_flags, seed  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data, split_ids  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import require_checkpoints  # noqa: E402
+
+
+SPAN = 20  # --span's default: nanoDLM's held-out characters
 
 
 def span_starts(n, L, span, generator):
@@ -55,11 +58,14 @@ def infill_recovery(model, windows, cfg, mask_id, span, generator=None, batch_si
 def parse_args(argv):
     p = ArgParser(prog="dev/infill.py", description="Held-out spans filled from both sides by a checkpoint's sampler.")
     p.add_argument("checkpoint", help="a model.pt written by train.py (masked or uniform-state diffusion)")
-    p.add_argument("--span", type=at_least(1), default=20, help="held-out tokens a window (nanoDLM: 20 chars)")
+    p.add_argument("--span", type=at_least(1), default=None, help="held-out tokens a window; default 20 (nanoDLM's "
+                   "chars), or half the context if that is less")
     p.add_argument("--n-infill", type=at_least(1), default=64, help="validation windows, one held-out span each")
     p.add_argument("--temperature", type=at_least(0.0), default=0.0, help="0 = the most likely fill")
     p.add_argument("--steps", type=at_least(1), default=None, help="reverse steps; default: the checkpoint's own")
     p.add_argument("--split", choices=SPLITS, default="test", help="whose windows (scripts/eval.py's halves)")
+    p.add_argument("--data-path", default="", help="override the checkpoint's data_path (e.g. run from elsewhere)")
+    p.add_argument("--val-path", default=None, help="override the checkpoint's val_path ('' = split data_path)")
     p.add_argument("--batch-size", type=at_least(1), default=32, help="windows a pass")
     p.add_argument("--seed", type=seed, default=0, help="seeds the spans and the sampler")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
@@ -70,15 +76,27 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
+    with own_flags(args):  # refusals name this script's flags
+        infill_all(args)
+
+
+def infill_all(args):
+    """The checkpoint's spans filled and scored, one line."""
     device = pick_device(args.device)
-    model, _, cfg, tok = open_checkpoint(args.checkpoint, device)
+    model, _, cfg, tok = open_checkpoint(args.checkpoint, device, args.data_path, args.val_path)
     if configurator.OBJECTIVES[cfg.objective].CONTINUES_ONLY:
         raise UserError(f"{args.checkpoint} is {cfg.objective}, whose sampler only continues a prompt: give a "
                         f"masked or uniform-state diffusion checkpoint")
     L = cfg.block_size
-    if args.span >= L:
-        raise UserError(f"--span {args.span} must be shorter than the context {L}")
+    if args.span is None:  # the default fits any context: a small one's middle half
+        args.span = min(SPAN, L // 2)
+    if args.span > L // 2:  # past it a span ran off its window's end: fewer tokens scored than asked
+        raise UserError(f"--span {args.span} does not fit the middle half of a {L}-token window, where a span has "
+                        f"context on both sides: give --span {L // 2} or fewer")
     scfg = replace(cfg, temperature=args.temperature, steps=args.steps or cfg.steps)
+    if args.steps and not acts(scfg, "steps"):
+        raise UserError(f"{args.checkpoint} decodes by threshold ({cfg.threshold:g}: each step commits what it is "
+                        f"sure enough of), which reads no step count: drop --steps")
     validate(scfg, {"steps"} if args.steps else set(), training=False)
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     windows = fixed_windows(split_ids(train_ids, val_ids, args.split), args.n_infill, L).to(device)

@@ -29,17 +29,17 @@ import torch.nn.functional as F  # noqa: E402
 
 import configurator  # noqa: E402
 from diffusion import Schedule  # noqa: E402
-from configurator import config_from_dict  # noqa: E402
+from configurator import checkpoint_config, config_from_dict  # noqa: E402
 from dev.order_nll import windows_sha  # noqa: E402
 from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
 from scripts.eval import run_name  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from dev.readers import read_json  # noqa: E402
-from utils.cli import ArgParser, at_least, typed  # noqa: E402
+from utils.cli import ArgParser, at_least, own_flags, typed  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import not_found  # noqa: E402
+from utils.fileio import not_found, refuse_twins  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
 
@@ -107,9 +107,15 @@ def load_nanogpt(ck, model_py, meta_path, tok):
         raise UserError(f"{model_py} does not build the checkpoint's model ({str(e).splitlines()[0][:80]}): give "
                         f"the model.py of the nanoGPT clone that wrote it (--model-py)") from None
     stoi = read_meta(meta_path)
+    same = ("score a nanoGPT run prepared from the same text (data/shakespeare_char/prepare.py on "
+            "data/tinyshakespeare.txt)")
     if tok.kind != "char" or any(tok.stoi.get(c) != i for c, i in stoi.items()):
-        raise UserError(f"{meta_path}'s character ids differ from the checkpoint's tokenizer: score a nanoGPT run "
-                        f"prepared from the same text (data/shakespeare_char/prepare.py on data/tinyshakespeare.txt)")
+        raise UserError(f"{meta_path}'s character ids differ from the checkpoint's tokenizer: {same}")
+    # a text without some character: the ids agree, and a window holding it is past nanoGPT's embedding
+    lacking = [c for c in tok.chars if c not in stoi]
+    if lacking:
+        raise UserError(f"{meta_path} has no id for {len(lacking)} of the checkpoint's characters ({lacking[0]!r} "
+                        f"first): it was prepared from another text; {same}")
     return gpt.eval()
 
 
@@ -141,12 +147,20 @@ def main(argv):
     p.add_argument("--orders", nargs="+", default=[], help="dev/order_nll.py --json files of the same split and "
                    "windows: each order's exact NLL (or the mixture's) paired against nanoGPT's too")
     args = p.parse_args(argv)
+    refuse_twins(args.against)  # a run paired against itself
+    with own_flags(args):  # refusals name this script's flags
+        score_all(args, argv)
+
+
+def score_all(args, argv):
+    """nanoGPT's NLL and each --against run's on the same windows, paired."""
     orders = [(path, read_json(path, "a dev/order_nll.py --json file", ("checkpoint", "split", "n_windows", "orders"),
                                "give the --json that order_nll.py wrote (this version records its split)"))
               for path in args.orders]
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     runs = [load_model(path, "cpu") for path in args.against]
-    cfg, tok = config_from_dict(runs[0][1]["config"]), tokenizer_from_state(runs[0][1]["tokenizer"])
+    cfg = checkpoint_config(runs[0][1], f"checkpoint {args.against[0]}")
+    tok = tokenizer_from_state(runs[0][1]["tokenizer"])
     exact = [configurator.OBJECTIVES[config_from_dict(saved["config"]).objective].EXACT for _, saved in runs]
     if "--n-t" in typed(argv) and all(exact):  # an exact NLL draws no times
         raise UserError("--n-t sets the times of a diffusion bound, and every --against run is an AR (its NLL is "

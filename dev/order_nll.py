@@ -50,7 +50,7 @@ from evals.samples import open_checkpoint, write_json  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
-from utils.cli import ArgParser, at_least, list_of, output, seed, typed  # noqa: E402
+from utils.cli import ArgParser, at_least, list_of, output, own_flags, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 ORDERS = ("l2r", "r2l", "random", "causal", "mixture")
@@ -256,8 +256,8 @@ def check_flags(args, argv, cfg, model):
     S = cfg.bd3_block if blocks else L
     exact = semi or S <= EXACT_BLOCK
     if "causal" in args.orders and not cfg.dual_ar:
-        raise UserError(f"--orders causal reads the AR mode that --dual_ar trains; {args.checkpoint} is a "
-                        f"{cfg.objective} network trained without it: drop causal")
+        raise UserError(f"--orders causal reads the AR mode of a network trained with --dual_ar; {args.checkpoint} "
+                        f"is a {cfg.objective} network trained without it: drop causal")
     drawn = "random" in args.orders or ("mixture" in args.orders and not exact)  # what --seed seeds
     if "--seed" in typed(argv) and not drawn:
         raise UserError(f"--seed draws random orders, and --orders {','.join(args.orders)} draws none (l2r, r2l and "
@@ -318,6 +318,12 @@ def reading(quarters, semi, exact, k):
 
 def main(argv):
     args = parse_args(argv)
+    with own_flags(args):  # refusals name this script's flags
+        score_orders(args, argv)
+
+
+def score_orders(args, argv):
+    """Each order's exact NLL of the windows (and --json)."""
     for flag, v in (("--mixture-k", args.mixture_k), ("--semi-ar-length", args.semi_ar_length)):
         if v and "mixture" not in args.orders:
             raise UserError(f"{flag} {v} acts only with --orders mixture, and --orders {','.join(args.orders)} asks "

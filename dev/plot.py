@@ -4,7 +4,7 @@
     python dev/plot.py entropy artifacts/eval/cpu.json  # entropy per timestep
 
 `curves` reads run directories' metrics.jsonl, `entropy` scripts/eval.py's JSON. The other studies' plots
-(plot_frontier.py, plot_epochs.py) use its figure and save helpers. --force replaces an --out, never a checkpoint.
+(plot_frontier.py, plot_epochs.py) use its figure and save helpers. --overwrite replaces an --out, never a checkpoint.
 """
 import math
 import os
@@ -15,9 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dev.readers import read_json, read_jsonl  # noqa: E402
 from utils.cli import ArgParser, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import atomic_path, check_output  # noqa: E402
+from utils.fileio import atomic_path, drop_if_empty, fresh_path  # noqa: E402
 
-DEFAULT_OUT = {what: f"artifacts/plots/{what}.png" for what in ("curves", "entropy")}
+PLOTS = os.path.join("artifacts", "plots")  # where a plot goes unless --out names it
+WHATS = ("curves", "entropy")
 
 
 def read_eval_json(path):
@@ -51,6 +52,20 @@ def _figure(ncols=1, figsize=(8, 5), **kw):
     for ax in getattr(axes, "flat", [axes]):  # one axis, or an array of them
         ax.grid(alpha=0.3)
     return plt, fig, axes
+
+
+def plot_to(out, name, plot):
+    """Run plot(path) into --out (checked by utils.cli.output before any work: a .png, and an existing
+    file replaced only with --overwrite) or, out '', a new artifacts/plots/NAME_k.png that no earlier
+    plot holds (the same command run twice never collides), its placeholder removed if nothing came."""
+    if out and not out.lower().endswith(".png"):
+        raise UserError(f"--out {out} should end in .png")
+    path = out or fresh_path(PLOTS, name, ".png")
+    try:
+        plot(path)
+    finally:
+        if not out:
+            drop_if_empty(path)
 
 
 def _save(plt, fig, out):
@@ -113,16 +128,13 @@ def plot_entropy(paths, out):
 
 def main(argv):
     p = ArgParser(prog="dev/plot.py", description="Plot training curves and evaluations to PNG.")
-    p.add_argument("what", choices=tuple(DEFAULT_OUT), help="which plot: curves (train/val bits/char) or entropy (per "
+    p.add_argument("what", choices=WHATS, help="which plot: curves (train/val bits/char) or entropy (per "
                    "timestep)")
     p.add_argument("inputs", nargs="+", help="run dirs (curves) or eval.py --json files (entropy)")
-    p.add_argument("--out", type=output, default="", help="the PNG to write; '' = artifacts/plots/<what>.png")
+    p.add_argument("--out", type=output, default="", help="the PNG to write; '' = a new artifacts/plots/<what>_k.png")
     a = p.parse_args(argv)
-    out = a.out or DEFAULT_OUT[a.what]
-    check_output(out, a.force, "--out")  # the default path too
-    if not out.lower().endswith(".png"):
-        raise UserError(f"--out {out} should end in .png")
-    dict(curves=plot_curves, entropy=plot_entropy)[a.what](a.inputs, out)
+    plot = dict(curves=plot_curves, entropy=plot_entropy)[a.what]
+    plot_to(a.out, a.what, lambda path: plot(a.inputs, path))
 
 
 if __name__ == "__main__":

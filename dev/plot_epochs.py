@@ -9,10 +9,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dev.plot import _figure, _save  # noqa: E402
+from dev.plot import _figure, _save, plot_to  # noqa: E402
 from dev.readers import read_json  # noqa: E402
 from utils.cli import ArgParser, output  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 
 def is_ar(r):
@@ -65,13 +65,11 @@ def plot_epochs(paths, out, x=None):
 def main(argv):
     p = ArgParser(prog="dev/plot_epochs.py", description="Plot the data-constrained study's summary to PNG.")
     p.add_argument("inputs", nargs="+", help="dev/epochs.py summary JSON files (their runs drawn on one chart)")
-    p.add_argument("--out", type=output, default="artifacts/plots/epochs.png", help="the PNG to write")
+    p.add_argument("--out", type=output, default="", help="the PNG to write; '' = a new artifacts/plots/epochs_k.png")
     p.add_argument("--x", choices=("epochs", "flops"), default="epochs", help="the x axis: epochs over the data "
                    "slice, or training FLOPs (log scale)")
     a = p.parse_args(argv)
-    if not a.out.lower().endswith(".png"):
-        raise UserError(f"--out {a.out} should end in .png")
-    plot_epochs(a.inputs, a.out, a.x)
+    plot_to(a.out, "epochs", lambda path: plot_epochs(a.inputs, path, a.x))
 
 
 if __name__ == "__main__":

@@ -7,15 +7,15 @@ training curves and the entropy per timestep with the same figure and save helpe
     python dev/plot_frontier.py artifacts/eval/frontier_baby.json            # gen-PPL, n-gram JS vs entropy
     python dev/plot_frontier.py artifacts/eval/frontier_baby.json --x speed  # at the held-out entropy (or nfe)
 
---out names the PNG (artifacts/plots/frontier.png by default), written atomically; an existing file is only
-replaced with --force, a checkpoint never.
+--out names the PNG (by default a new artifacts/plots/frontier_k.png), written atomically; an existing file is
+only replaced with --overwrite, a checkpoint never.
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dev.plot import _figure, _save, read_eval_json  # noqa: E402
+from dev.plot import _figure, _save, plot_to, read_eval_json  # noqa: E402
 from utils.cli import ArgParser, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
@@ -111,13 +111,11 @@ def plot_frontier(paths, out, x=None):
 def main(argv):
     p = ArgParser(prog="dev/plot_frontier.py", description="Plot scripts/frontier.py's samplers to PNG.")
     p.add_argument("inputs", nargs="+", help="scripts/frontier.py --json files (their runs drawn on one chart)")
-    p.add_argument("--out", type=output, default="artifacts/plots/frontier.png", help="the PNG to write")
+    p.add_argument("--out", type=output, default="", help="the PNG to write; '' = a new artifacts/plots/frontier_k.png")
     p.add_argument("--x", choices=("entropy", "speed", "nfe"), default=None, help="the x axis: entropy (default), "
                    "speed (tokens/s at the held-out entropy) or nfe")
     a = p.parse_args(argv)
-    if not a.out.lower().endswith(".png"):
-        raise UserError(f"--out {a.out} should end in .png")
-    plot_frontier(a.inputs, a.out, a.x)
+    plot_to(a.out, "frontier", lambda path: plot_frontier(a.inputs, path, a.x))
 
 
 if __name__ == "__main__":

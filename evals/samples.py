@@ -14,9 +14,9 @@ import torch
 import configurator
 from sampling.canvas import start_token
 from diffusion import Schedule
-from configurator import config_from_dict
+from configurator import checkpoint_config
 from evals.metrics import distinct_n, gen_ppl, ngram_js, sample_entropy
-from checkpoint_manager import load_model
+from checkpoint_manager import load_model, read_checkpoint
 from utils.dataloader import fixed_windows
 from utils.dist import run_queue, timed
 from utils.errors import UserError
@@ -27,8 +27,9 @@ from utils.tokenizer import fingerprint, tokenizer_from_state
 def open_checkpoint(path, device, data_path="", val_path=None):
     """(model, checkpoint dict, config, tokenizer) of a model.pt or export; data_path and val_path
     override its text's (val_path None: the checkpoint's; '': split data_path)."""
-    model, ckpt = load_model(path, device)
-    cfg = config_from_dict(ckpt["config"], f"checkpoint {path}")
+    ckpt = read_checkpoint(path)
+    cfg = checkpoint_config(ckpt, f"checkpoint {path}")  # before a layer is built
+    model, ckpt = load_model(path, device, ckpt)
     cfg = replace(cfg, data_path=data_path or cfg.data_path, val_path=cfg.val_path if val_path is None else val_path)
     return model, ckpt, cfg, tokenizer_from_state(ckpt["tokenizer"])
 

@@ -15,7 +15,7 @@ import torch
 
 import configurator
 from config import LIMITS
-from utils.errors import UserError
+from utils.errors import UserError, clip
 from utils.fileio import read_text
 
 BLANK = re.compile(r"\[(_+)(?::(\d+))?\]")  # [___] or [___:12]
@@ -74,10 +74,16 @@ def parse_infill(text, tok):
     """--infill text -> Canvas; UserError without a blank or with an empty one."""
     pieces, pos = [], 0
     for m in BLANK.finditer(text):
-        n = int(m.group(2)) if m.group(2) is not None else len(m.group(0))
+        fix = f"use [___:N] with N from 1 to {LIMITS['gen_len'][0]:,} (gen_len's most)"
+        count = m.group(2)
+        if count is None:
+            n = len(m.group(0))
+        elif len(count.lstrip("0")) > 100:  # never read: 5,000 digits are past Python's int conversion
+            raise UserError(f"blank {clip(m.group(0))} asks for a {len(count):,}-digit count of tokens: {fix}")
+        else:
+            n = int(count)
         if not 1 <= n <= LIMITS["gen_len"][0]:  # 10^23 made a list past any memory
-            raise UserError(f"blank {m.group(0)} asks for {n:,} tokens: use [___:N] with N from 1 to "
-                            f"{LIMITS['gen_len'][0]:,} (gen_len's most)")
+            raise UserError(f"blank {m.group(0)} asks for {n:,} tokens: {fix}")
         pieces += [text[pos:m.start()], n]
         pos = m.end()
     pieces.append(text[pos:])

@@ -15,7 +15,7 @@ import configurator
 from diffusion import Step
 from sampling.page import PageWriter
 from sampling.video import TraceWriter
-from utils.fileio import check_output, check_trace, fresh_path, trace_paths
+from utils.fileio import check_folder, check_output, check_trace, fresh_path, trace_paths
 
 MEDIA = os.path.join("artifacts", "media")  # where a trace goes unless its path is given
 
@@ -92,10 +92,21 @@ def run_name(path):
 
 
 def check_trace_path(cfg, replace=False):
-    """Refuse, before any work, a typed --viz-video whose MP4 or GIF cannot be written or is taken
-    (replace off); 'auto' takes a new name and 'off' writes nothing."""
+    """Refuse, before any work, a typed --viz-video whose MP4 or GIF cannot be written or is
+    taken (replace off), and a typed --html page alike; 'auto' takes a new name, 'off' writes
+    nothing."""
     if cfg.viz_video not in ("auto", "off"):
         check_trace(cfg.viz_video, replace)
+    if cfg.html not in ("", "auto"):
+        check_output(cfg.html, replace, "--html")
+
+
+def check_media(cfg):
+    """Refuse, before any work, an auto-named trace or page (--viz-video auto, a bare --html) whose
+    folder, artifacts/media, cannot be made or written (a file named artifacts, say)."""
+    auto = [flag for flag, on in (("--viz-video", cfg.viz_video == "auto"), ("--html", cfg.html == "auto")) if on]
+    if auto:
+        check_folder(MEDIA, f"{auto[0]} names its new file in {MEDIA} (or give it a path)")
 
 
 def open_trace(cfg, name, replace=False):

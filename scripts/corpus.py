@@ -215,10 +215,10 @@ def sample_texts(texts, num=0, seed=1337):
     return reservoir
 
 
-def write_corpus(texts, path, force=False, single_document=False):
+def write_corpus(texts, path, overwrite=False, single_document=False):
     """Write texts to `path` atomically as they arrive: each stripped, empties skipped, + JOINER
     (single_document: the one text as is). Returns {stories, chars, distinct_chars, path}."""
-    check_output(path, force)
+    check_output(path, overwrite)
     stories, chars, seen = 0, 0, set()
     with atomic_open(path, newline="") as f:
         for text in texts:

@@ -99,7 +99,7 @@ def main(argv):
         texts = corpus.iter_hf_texts(args.dataset, args.split, args.text_field, args.seed,
                                      args.shuffle_buffer, args.num_stories, config=args.config)
         texts = progress(texts, total=args.num_stories, desc="streaming")
-    stats = corpus.write_corpus(texts, args.output, force=args.force, single_document=single)
+    stats = corpus.write_corpus(texts, args.output, overwrite=args.overwrite, single_document=single)
     dt = time.time() - t0
     if args.num_stories and not single and stats["stories"] < args.num_stories:
         print(f"note: only {stats['stories']:,} stories available, fewer than --num-stories "

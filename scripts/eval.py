@@ -18,9 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import CHOICES  # noqa: E402
 from evals import REPORT, SPLITS  # noqa: E402
-from utils.cli import ArgParser, at_least, output, seed, typed  # noqa: E402
+from utils.cli import ArgParser, at_least, output, own_flags, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import require_checkpoints  # noqa: E402
+from utils.fileio import refuse_twins, require_checkpoints  # noqa: E402
 
 
 def parse_args(argv):
@@ -58,6 +58,7 @@ def parse_args(argv):
     args = p.parse_args(argv)
     # every checkpoint named, all at once, before any is read
     require_checkpoints([*args.checkpoints, *filter(None, [args.ar_checkpoint])], "give paths that exist")
+    refuse_twins(args.checkpoints)  # one scored twice would be paired against itself
     return args
 
 
@@ -89,6 +90,9 @@ def load_run(path, args, device, given=()):
     # Sample as the preset and inference.py do; a given flag replaces its setting.
     # A checkpoint's remdm, which no flag names, yields only to a given --remask.
     scfg = replace(cfg, **sampler_flags(args))
+    if "--steps" in given and args.n_samples and not configurator.acts(scfg, "steps"):
+        raise UserError(f"{path} decodes by threshold ({cfg.threshold:g}: each step commits what it is sure enough "
+                        f"of), which reads no step count: drop --steps")
     if args.n_samples:
         # refuse what train.py and inference.py refuse (--steps > T too), of the flags it reads
         read = {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES}
@@ -119,13 +123,19 @@ def refuse_unread(runs, args, given):
         raise UserError(f"{unread[0]} acts on none of these checkpoints ({kinds}): drop {unread[0]}")
 
 
-def sample_plan(run, args):
-    """(start ids each sample continues, tokens per sample: --gen-len or what fills the context)."""
+def sample_plan(run, args, judge):
+    """(start ids each sample continues, tokens per sample: --gen-len or what fills the context),
+    checked against the run's context and the scorer's before any run is scored."""
     start = start_ids(run["tok"], args.prompt)
     if not args.gen_len and len(start) >= run["cfg"].block_size:  # nothing left to fill
         raise UserError(f"--prompt is {len(start)} tokens: it fills the context of {run['path']} "
                         f"({run['cfg'].block_size}); give a shorter --prompt")
-    return start, args.gen_len or run["cfg"].block_size - len(start)
+    gen_len = args.gen_len or run["cfg"].block_size - len(start)
+    L = run["cfg"].block_size
+    if len(start) + gen_len > L or (judge is not None and len(start) + gen_len - 1 > judge.args.block_size):
+        raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
+                        f"or of the scorer: use a shorter --gen-len")
+    return start, gen_len
 
 
 def label(cfg, obj):
@@ -160,10 +170,7 @@ def evaluate_run(run, args, judge, bar, threads):
         row["ar_mode"] = dict(nats_per_token=per.mean().item(), se=(per.std() / len(per) ** 0.5).item(),
                               per_window=per.tolist(), chars_per_token=cpt)
     g = torch.Generator().manual_seed(args.seed)
-    start, gen_len = sample_plan(run, args)
-    if len(start) + gen_len > L or (judge is not None and len(start) + gen_len - 1 > judge.args.block_size):
-        raise UserError(f"prompt ({len(start)} tokens) + --gen-len {gen_len} exceeds the context of {run['path']} "
-                        f"or of the scorer: use a shorter --gen-len")
+    start, gen_len = run["plan"]
     row["sampler"] = obj.describe(scfg)
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
@@ -248,6 +255,12 @@ def table(rows, judge="none"):
 
 def main(argv):
     args = parse_args(argv)
+    with own_flags(args):  # refusals name this script's flags
+        evaluate_all(args, argv)
+
+
+def evaluate_all(args, argv):
+    """Every checkpoint's row, then the table (and --json)."""
     device = pick_device(args.device)
     threads = CpuThreads(device)  # as train.py: by what the sampling passes measure, unless OMP_NUM_THREADS
     torch.manual_seed(args.seed)
@@ -255,6 +268,8 @@ def main(argv):
     runs = [load_run(p, args, device, given) for p in args.checkpoints]
     refuse_unread(runs, args, given)
     judge = load_judge(args.ar_checkpoint, device, {r["path"]: r["tok"] for r in runs}) if args.ar_checkpoint else None
+    for r in runs:  # every run's samples fit, before any run is scored
+        r["plan"] = sample_plan(r, args, judge)
     ctx, precision = autocast_for(device, args.dtype)  # training's policy (and TF32 on CUDA)
     print(f"device: {device}, {precision} forward passes (float64 draws); {args.split} split, {args.n_windows} windows "
           f"x {args.n_t} t; {args.n_samples} samples, each checkpoint's own sampler{overridden(args)}; "

@@ -2,12 +2,12 @@
 
     python scripts/export.py artifacts/models/cpu/model.pt artifacts/export/cpu
     python inference.py --checkpoint artifacts/export/cpu --seed 0  # same text as model.pt's
-    python scripts/export.py artifacts/models/cpu/best.pt artifacts/weights/cpu --force \
+    python scripts/export.py artifacts/models/cpu/best.pt artifacts/weights/cpu --overwrite \
         --about preset=cpu --about "command=python train.py cpu" --about "test=<= 1.8683 nats/char"
 
 OUT_DIR gets model.safetensors (the weights the checkpoint samples with, EMA's under --ema; no code
 runs on load), config.json (what they are; the run's sampling settings become the defaults) and
-tokenizer.json (BPE) or vocab.json (char). A non-empty OUT_DIR needs --force.
+tokenizer.json (BPE) or vocab.json (char). A non-empty OUT_DIR needs --overwrite.
 """
 import json
 import os
@@ -24,15 +24,17 @@ def parse_args(argv):
     p = ArgParser(prog="scripts/export.py", description="Export a checkpoint's weights, config and tokenizer.")
     p.add_argument("checkpoint", help="a model.pt written by train.py")
     p.add_argument("out_dir", help="folder to write model.safetensors, config.json and the tokenizer into")
-    p.add_argument("--force", action="store_true", help="write into OUT_DIR even if it holds files")
+    p.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                   help="write into OUT_DIR even if it holds files (--force: the same, its old name)")
     p.add_argument("--about", action="append", default=[], metavar="KEY=VALUE",
                    help="how the weights were made, kept in config.json's 'about' (preset=, command=, trained_at=, "
                         "test=); repeat it for each")
     args = p.parse_args(argv)
     args.about = about_of(args.about)
     check_folder(args.out_dir, f"OUT_DIR {args.out_dir} (a folder: it gets three files)")
-    if os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not args.force:
-        raise UserError(f"{args.out_dir} already holds files: pass --force to write into it, or choose another OUT_DIR")
+    if os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not args.overwrite:
+        raise UserError(f"{args.out_dir} already holds files: pass --overwrite to write into it, or choose another "
+                        f"OUT_DIR")
     if os.path.isdir(args.checkpoint):
         raise UserError(f"{args.checkpoint} is a folder: export a model.pt written by train.py")
     require_checkpoints([args.checkpoint], "give the path of one that exists")
@@ -54,7 +56,8 @@ def about_of(pairs):
 if __name__ == "__main__":  # flags and paths refused before torch is imported (seconds on a busy machine)
     run_cli(parse_args)
 
-from checkpoint_manager import EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_WEIGHTS, load_model  # noqa: E402
+from checkpoint_manager import (EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS,  # noqa: E402
+                                load_model)
 from utils.checkpoint import checksum  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
@@ -64,7 +67,7 @@ def export(ckpt, model, out_dir, about=None):
     how the weights were made (the repo's shipped weights say preset, command, commit and test)."""
     from safetensors.torch import save_file
     tok, cfg = tokenizer_from_state(ckpt["tokenizer"]), ckpt["config"]
-    meta = dict(format="micro-dllm export 1", model_args=ckpt["model_args"], tokenizer={"kind": tok.kind},
+    meta = dict(format=EXPORT_FORMAT, model_args=ckpt["model_args"], tokenizer={"kind": tok.kind},
                 tokenizer_fingerprint=fingerprint(tok), objective=cfg.get("objective", "mdlm"),
                 schedule=cfg.get("schedule", "cosine"), diffusion_steps=cfg.get("diffusion_steps"), mask_id=tok.mask_id,
                 iter=int(ckpt["iter"]), ema_weights=ckpt.get("ema") is not None, config=cfg,

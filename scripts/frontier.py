@@ -17,17 +17,17 @@ better there. AR and bd3 samples may run past the context (a sliding window).
 """
 import itertools
 import os
-import statistics
 import sys
 import time
 from dataclasses import fields, replace
+from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import Config  # noqa: E402
-from utils.cli import ArgParser, at_least, key_list, list_of, output, seed, typed  # noqa: E402
+from utils.cli import ArgParser, at_least, key_list, list_of, output, own_flags, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.fileio import require_checkpoints  # noqa: E402
+from utils.fileio import refuse_twins, require_checkpoints  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each)
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
@@ -75,6 +75,7 @@ def parse_args(argv):
     a.grid_values = dict(a.grid or map(GRID, DEFAULT_GRID))
     a.ar_grid_values = dict(a.ar_grid or map(GRID, DEFAULT_AR_GRID))
     require_checkpoints([*a.checkpoints, a.ar_checkpoint], "give paths that exist")  # all at once
+    refuse_twins(a.checkpoints)  # its curves twice, timed twice
     return a
 
 
@@ -85,18 +86,23 @@ import torch  # noqa: E402
 
 import configurator  # noqa: E402
 from configurator import acts, validate  # noqa: E402
-from model import DECODERS, compile_decode  # noqa: E402
+from model import compile_decode  # noqa: E402
 from evals.samples import (busy_note, draw, held_out_windows, load_judge, open_checkpoint, score,  # noqa: E402
                            speed_figures, start_ids, time_draws, write_json)
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import CpuThreads, pick_device  # noqa: E402
 
 
+# Unlike eval.py, a grid compares its samplers alone: these switches off unless the grid sets them
+# (a checkpoint's threshold decoding, say, which reads no --grid steps)
+ALONE = dict(tokens_per_step="schedule", threshold=0.0, semi_ar_length=0, top_k=0, top_p=1.0)
+
+
 def canonical(settings, obj, cfg):
     """The settings a sampler reads, so points differing only in unread keys are one sampler: all
     but IGNORES, keys its switches leave unread, keys whose partner is off (ReMDM's eta)."""
     s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
-    point = replace(cfg, **s)  # the point's values, else the checkpoint's
+    point = replace(cfg, **{**ALONE, **s})  # the point as it runs: its values, else the checkpoint's
     return {k: v for k, v in s.items() if k not in obj.unread(point) and acts(point, k)}
 
 
@@ -107,10 +113,10 @@ def grid_points(grid, cfg, obj):
         s = canonical(dict(zip(grid, values)), obj, cfg)
         key = tuple(sorted(s.items()))
         if key not in points:
-            # Unlike eval.py, compare the grid's samplers alone: other switches off (ReMDM's kept).
-            scfg = replace(cfg, **{**dict(tokens_per_step="schedule", threshold=0.0, semi_ar_length=0, top_k=0,
-                                          top_p=1.0), **s})
-            validate(scfg, given=set(s), training=False)
+            scfg = replace(cfg, **{**ALONE, **s})  # (ReMDM's kept)
+            flag = "--ar-grid" if obj.EXACT else "--grid"
+            with own_flags(SimpleNamespace(), {k: f"{flag} {k}" for k in GRID_KEYS}):  # a key's fix: its grid's
+                validate(scfg, given=set(s), training=False)
             points[key] = (s, scfg)
     return list(points.values())
 
@@ -200,8 +206,8 @@ def refuse_unread(runs, args, given):
     """Refuse --compile, --grid, --ar-grid or a KEY no checkpoint reads: it would act as unset."""
     if "--compile" in given and args.compile == "true" and not any(
             r["obj"].decodes(scfg, max(args.batch_size, *args.time_batches)) for r in runs for _, scfg in r["points"]):
-        raise UserError(f"--compile compiles the KV-cached decode step, and none of these samplers runs it "
-                        f"({DECODERS}): drop it")
+        raise UserError("--compile compiles the KV-cached decode step, and none of these samplers runs it (an AR's "
+                        "do, and a grid's dual_sample=true and bd3_speculate=true): drop it")
     for flag, exact, grid in (("--grid", False, args.grid_values), ("--ar-grid", True, args.ar_grid_values)):
         if flag not in given:
             continue
@@ -218,6 +224,12 @@ def refuse_unread(runs, args, given):
 
 def main(argv):
     args = parse_args(argv)
+    with own_flags(args):  # refusals name this script's flags
+        run_frontier(args, argv)
+
+
+def run_frontier(args, argv):
+    """Every checkpoint's points, timed, then their curves (and --json)."""
     device = pick_device(args.device)
     threads = CpuThreads(device)  # the scored draws': by what their passes measure, unless OMP_NUM_THREADS
     runs = [load(path, args, device) for path in args.checkpoints]  # every check before any work

@@ -27,8 +27,7 @@ LANES = ["artifacts/models/baby_ar/model.pt", "artifacts/models/baby_bd3/model.p
 
 
 def parse_args(argv):
-    p = ArgParser(prog="scripts/race.py", description="Samplers racing on one wall clock, drawn side by side.",
-                  replace="--overwrite")
+    p = ArgParser(prog="scripts/race.py", description="Samplers racing on one wall clock, drawn side by side.")
     p.add_argument("checkpoints", nargs="*", default=LANES, help="two or more model.pt files, one lane each")
     p.add_argument("--prompt", default="ROMEO:", help="the text every lane continues")
     p.add_argument("--gen-len", type=at_least(1), default=48, help="tokens each lane generates")

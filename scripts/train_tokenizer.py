@@ -38,7 +38,7 @@ def main(argv):
     tok = train_bpe(stories, args.vocab_size, args.min_frequency, show_progress=sys.stderr.isatty(),
                     length=len(stories))
     t_train = time.time() - t0
-    save_tokenizer(tok, args.output, force=args.force)
+    save_tokenizer(tok, args.output, overwrite=args.overwrite)
     t0 = time.time()
     n_tokens = len(tok.encode(text))
     t_enc = time.time() - t0

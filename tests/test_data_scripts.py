@@ -159,7 +159,7 @@ def test_refuses_to_overwrite_without_force(tmp_path):
     out = tmp_path / "out.txt"
     out.write_text("precious\n", encoding="utf-8")
     r = run_script("data.py", "--input-file", FIXTURE, "--output", out)
-    assert_user_error(r, "--force", str(out))
+    assert_user_error(r, "--overwrite", str(out))
     assert out.read_text(encoding="utf-8") == "precious\n"
     r = run_script("data.py", "--input-file", FIXTURE, "--output", out, "--force")
     assert r.returncode == 0, r.stderr
@@ -330,7 +330,7 @@ def test_train_tokenizer_cli(tmp_path, tok512):
     assert tok.vocab_size == 300 and tok.mask_id == 1
     assert tok.mask_id not in tok.tok.encode("[MASK]").ids
     before = out.read_bytes()
-    assert_user_error(run_script("train_tokenizer.py", "--input", src, "--output", out), "--force")
+    assert_user_error(run_script("train_tokenizer.py", "--input", src, "--output", out), "--overwrite")
     assert out.read_bytes() == before
     assert_user_error(run_script("train_tokenizer.py", "--input", tmp_path / "nope.txt", "--output",
                                  tmp_path / "t.json"), "not found")

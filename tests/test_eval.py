@@ -104,9 +104,9 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
     assert ar["paired_vs_first"] == pytest.approx([mean, se], rel=1e-9) and "paired_vs_first" not in dm
     row = next(l for l in text.splitlines() if "minus the first run's, paired" in l).split("|")
     assert row[1].strip() == "-" and row[2].strip() == f"{mean:+.4f} ± {se:.4f}"
-    # refuses to overwrite the JSON without --force, and leaves it as it was
+    # refuses to overwrite the JSON without --overwrite, and leaves it as it was
     before = out.read_bytes()
-    with pytest.raises(UserError, match="--force"):
+    with pytest.raises(UserError, match="--overwrite"):
         ev.main(args)
     assert out.read_bytes() == before
 

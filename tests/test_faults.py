@@ -181,9 +181,44 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(in_tmp, mo
     run_here(train_args(out, "--max_iters=10", "--eval_interval=10", "--keep_last=1"), in_tmp)
     before = _sha(out / "model.pt"), _sha(out / "best.pt")
     _nan_at(monkeypatch, {5})
-    with pytest.raises(UserError, match=r"loss became nan at iter 15: stopped; the last good checkpoint .* lower --learning_rate"):
+    with pytest.raises(UserError, match=r"non-finite loss or gradient at iter 15: stopped; the last finite checkpoint is "
+                                        r".*model.pt \(iter 10\), nothing saved after it. --learning_rate=0.003 is the "
+                                        r"first thing to lower: .* --learning_rate=0.0003 .* --resume --skip_nonfinite=10"):
         train.main(train_args(out, "--max_iters=40", "--eval_interval=10", "--keep_last=1", "--resume")[1:])
     assert (_sha(out / "model.pt"), _sha(out / "best.pt")) == before  # the NaN weights were never saved
+
+
+class NanGrad(torch.autograd.Function):
+    """The identity forward; NaN gradients backward: a step whose loss is finite and whose update is not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("nan")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip", ["--grad_clip=1", "--grad_clip=0"])
+def test_a_non_finite_gradient_stops_at_its_own_step_and_saves_nothing_after_it(clip, in_tmp, monkeypatch):
+    """Issue 90: only the loss was checked, so a NaN gradient showed a step later (the NaN weights' loss), and weights
+    made non-finite or huge in the step before a save were saved and called good. The step is named, its rate too."""
+    import diffusion
+    real, n = diffusion.loss_of, [0]
+
+    def loss(*args, **kwargs):
+        n[0] += 1
+        out = real(*args, **kwargs)
+        return NanGrad.apply(out) if n[0] == 7 else out
+    monkeypatch.setattr(diffusion, "loss_of", loss)
+    out = in_tmp / "out"
+    with pytest.raises(UserError, match=r"a non-finite loss or gradient at iter 7: stopped; the last finite checkpoint is "
+                                        r".*model.pt \(iter 5\)"):
+        train.main(train_args(out, "--max_iters=20", "--eval_interval=5", "--log_interval=10", "--keep_last=1", clip)[1:])
+    ck = load_checkpoint(out / "model.pt")
+    assert ck["iter"] == 5 and all(torch.isfinite(v).all() for v in ck["model"].values())
 
 
 @pytest.mark.slow

@@ -54,11 +54,12 @@ def by_hand(windows, T):
     return mean, (sum((v - mean) ** 2 for v in per) / (len(per) - 1) / len(per)) ** 0.5
 
 
-def clone(tmp_path, tok, swap=False):
-    """A nanoGPT clone holding model.py, data/shakespeare_char/meta.pkl (tok's ids; two swapped) and out/ckpt.pt."""
+def clone(tmp_path, tok, swap=False, drop_last=False):
+    """A nanoGPT clone holding model.py, data/shakespeare_char/meta.pkl (tok's ids; two swapped, or the last
+    character missing, as from a text without it) and out/ckpt.pt."""
     tmp_path.mkdir(exist_ok=True)
     (tmp_path / "model.py").write_text(MODEL_PY)
-    stoi = {c: i for c, i in tok.stoi.items() if i != tok.mask_id}
+    stoi = {c: i for c, i in tok.stoi.items() if i != tok.mask_id and not (drop_last and i == tok.mask_id - 1)}
     if swap:
         a, b = sorted(stoi)[:2]
         stoi[a], stoi[b] = stoi[b], stoi[a]
@@ -109,6 +110,9 @@ def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path,
     code, _, err = run_cli_here(ns.main, [str(clone(tmp_path / "swapped", tok, swap=True)), "--against",
                                           str(tiny_ckpt)], capsys)
     assert_one_line_error(code, err, "character ids differ")
+    code, _, err = run_cli_here(ns.main, [str(clone(tmp_path / "lacking", tok, drop_last=True)), "--against",
+                                          str(tiny_ckpt)], capsys)  # issue 90: an IndexError in the embedding
+    assert_one_line_error(code, err, "has no id for 1 of the checkpoint's characters", "prepared from another text")
     code, _, err = run_cli_here(ns.main, [str(tmp_path / "nope.pt"), "--against", str(tiny_ckpt)], capsys)
     assert_one_line_error(code, err, "nope.pt not found")
 

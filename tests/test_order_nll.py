@@ -332,7 +332,7 @@ def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_fac
     assert d["self_cond_read"] == "sampler"
     _check_figures(d, _by_hand(mdlm, 4, "sampler"))
     code, _, err = run_cli_here(order_nll.main, [mdlm, "--json", out, "--device", "cpu"], capsys)
-    assert_one_line_error(code, err, "--force")  # never overwrites a result it was not told to
+    assert_one_line_error(code, err, "--overwrite")  # never overwrites a result it was not told to
     code, _, err = run_cli_here(order_nll.main, [mdlm, "--orders", "sideways"], capsys)
     assert_one_line_error(code, err, "--orders", "l2r")
     code, _, err = run_cli_here(order_nll.main, [tiny_ckpt, "--device", "cpu"], capsys)  # reads t (time_cond=learned)

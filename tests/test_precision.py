@@ -88,9 +88,9 @@ def test_the_loss_scale_is_checkpointed_and_a_resume_goes_on_at_it():
     _, _, run = _step(torch.amp.GradScaler("cpu", init_scale=2.0 ** 127))
     run.margs, run.best_val, run.best_iter = run.raw_model.args, 9.0, 0
     cfg = get_config(["--device=cpu"])
-    env = SimpleNamespace(world=1, master=True)
+    env = SimpleNamespace(world=1, master=True, device=CPU)
     data = SimpleNamespace(tok=CharTokenizer(list("abcdefgh")), meta={})
-    ck = train.snapshot(cfg, env, data, run, 1, 9.0)
+    ck = train.snapshot(cfg, env, data, run, 1, dict(nats_per_token=9.0))
     assert ck["scaler"]["scale"] == 2.0 ** 126
     _, _, fresh = _step(grad_scaler(CPU, "float16"))
     assert fresh.scaler.get_scale() == 2.0 ** 16
@@ -102,7 +102,7 @@ def test_the_loss_scale_is_checkpointed_and_a_resume_goes_on_at_it():
     assert fresh.scaler.state_dict() == run.scaler.state_dict()
     _, _, fp32 = _step(grad_scaler(CPU, "float32"))
     fp32.margs, fp32.best_val, fp32.best_iter = fp32.raw_model.args, 9.0, 0
-    assert "scaler" not in train.snapshot(cfg, env, data, fp32, 1, 9.0)  # no scaler, nothing saved
+    assert "scaler" not in train.snapshot(cfg, env, data, fp32, 1, dict(nats_per_token=9.0))  # no scaler, nothing saved
 
 
 @pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),

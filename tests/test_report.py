@@ -143,6 +143,7 @@ def test_the_shared_cores_note_says_what_the_run_already_does(monkeypatch, torch
     assert "OMP_NUM_THREADS=1 python" not in contention_note(slow, cpu, one)
     auto = CpuThreads(cpu, environ={}, cores=2)
     assert "already takes 1 thread(s) (fewer when its steps slow)" in contention_note(slow, cpu, auto)
+    torch.set_num_threads(4)  # what OMP_NUM_THREADS=4 makes torch run, which CpuThreads reads (issue 90)
     four = CpuThreads(cpu, environ={"OMP_NUM_THREADS": "4"}, cores=2)
     assert "OMP_NUM_THREADS=1 python train.py" in contention_note(slow, cpu, four)
 
@@ -173,7 +174,7 @@ def test_the_memory_estimate_counts_every_pass_of_a_micro_batch_by_hand(argv, co
     assert f"({columns:,} columns in its passes)" in line or columns == 2 * 8
 
 
-def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_path):
+def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_path, torch_threads):
     """The shared-cores and long-run notes ran to ~190 characters on one line in a run's log; TrainLog.notes prints
     each wrapped at 120 columns, the whole sentence kept. The shared-cores note comes again when the steps slow again,
     at most every SHARED_EVERY_S (issue 82: it came once and never again)."""
@@ -186,6 +187,7 @@ def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_
     monkeypatch.setattr(train_log, "run_queue", lambda: 3)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     cfg = get_config(["baby", f"--out_dir={tmp_path}", "--max_iters=100000"])
+    torch.set_num_threads(2)  # what OMP_NUM_THREADS=2 makes torch run, which CpuThreads reads (issue 90)
     threads = CpuThreads(torch.device("cpu"), environ={"OMP_NUM_THREADS": "2"})
     env = SimpleNamespace(device=torch.device("cpu"), master=False, wandb=None, threads=threads)
     log = train_log.TrainLog(cfg, env, configurator.OBJECTIVES[cfg.objective], 0, flops_tok=1.0, n_windows=8, eval_t=4)

@@ -180,17 +180,49 @@ def test_a_pause_is_no_step_and_dearer_work_finds_its_count_again(monkeypatch):
 
 def test_a_count_the_user_gives_is_kept_and_a_bad_one_refused():
     before = torch.get_num_threads()
-    given = CpuThreads(CPU, environ={"OMP_NUM_THREADS": "1"}, cores=2)
-    assert not given.auto and given.given == 1 and given.line() == "threads: 1 (OMP_NUM_THREADS)"
+    given = CpuThreads(CPU, environ={"OMP_NUM_THREADS": str(before)}, cores=2)
+    assert not given.auto and given.given == before and given.line() == f"threads: {before} (OMP_NUM_THREADS={before})"
     assert given.tick() == given.tick() == "" and torch.get_num_threads() == before  # never changed
     accelerator = CpuThreads(torch.device("meta"), environ={}, cores=2)
     assert not accelerator.auto and accelerator.tick() == "" and "the device does the work" in accelerator.line()
     assert fixed_threads({}) is None and fixed_threads({"OMP_NUM_THREADS": ""}) is None
-    assert fixed_threads({"OMP_NUM_THREADS": " 2"}) == 2 and fixed_threads({"MKL_NUM_THREADS": "3"}) == 3
+    assert fixed_threads({"OMP_NUM_THREADS": " 2"}, runs=2) == (2, "OMP_NUM_THREADS=2")
+    assert fixed_threads({"MKL_NUM_THREADS": "3"}, runs=3) == (3, "MKL_NUM_THREADS=3")
     for bad in ("0", "abc", "1e3", "-1", "2.5"):
-        with pytest.raises(UserError, match=f"OMP_NUM_THREADS={bad} is not a positive integer"):
-            fixed_threads({"OMP_NUM_THREADS": bad})
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # either one: torch reads both
+            with pytest.raises(UserError, match=f"{name}={bad} is not a positive integer"):
+                fixed_threads({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", name: bad})
     assert CpuThreads(CPU, world=2, environ={}, cores=2).cores == 1  # two ranks share the cores
+
+
+def test_both_thread_variables_are_read_and_the_line_names_the_count_torch_runs():
+    """Issue 90: OMP_NUM_THREADS=1 MKL_NUM_THREADS=2 said 1 thread while torch ran 2 (it reads MKL's over OpenMP's),
+    and MKL keeps to the cores it finds (8 asked on 2 cores runs 2)."""
+    both = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "2"}
+    assert fixed_threads(both, runs=2) == (2, "MKL_NUM_THREADS=2, which torch reads over OMP_NUM_THREADS=1")
+    assert fixed_threads({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}, runs=1) == (
+        1, "MKL_NUM_THREADS=1 and OMP_NUM_THREADS=1")
+    assert fixed_threads({"OMP_NUM_THREADS": "8"}, runs=2) == (
+        2, "OMP_NUM_THREADS=8; torch runs 2: MKL keeps to the cores it finds")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("environ", [dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="2"), dict(OMP_NUM_THREADS="2",
+                                     MKL_NUM_THREADS="1"), dict(OMP_NUM_THREADS="64")])
+def test_the_start_up_line_says_what_torch_really_runs(environ):
+    """In a fresh process (torch reads the variables once, at import): the line's count is torch.get_num_threads()."""
+    import os
+    import subprocess
+    import sys
+    from helpers import ROOT
+    code = ("import torch; from utils.dist import CpuThreads; "
+            "print(CpuThreads(torch.device('cpu')).line(), '|', torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, **environ}, capture_output=True, text=True,
+                       timeout=120)
+    line, runs = r.stdout.strip().rsplit(" | ", 1)
+    assert r.returncode == 0 and line.startswith(f"threads: {runs} ("), r.stdout + r.stderr
+    assert all(f"{k}={v}" in line for k, v in environ.items()), line
 
 
 def test_a_bad_thread_count_is_refused_before_any_work(monkeypatch, capsys):

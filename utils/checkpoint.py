@@ -49,12 +49,35 @@ def migrate(ckpt):
     return ckpt
 
 
-def refuse_removed(d, what):
-    """Refuse d (config or model_args) using a REMOVED key at a value this version lacks."""
-    used = [k for k, v in d.items() if k in REMOVED and v not in REMOVED[k][1:]]
-    if used:
-        raise UserError(f"{what} was trained with {used[0]}={d[used[0]]!r}, which this version removed (dev/LOG.md "
-                        f"names its verdict): use it with the code that had it, git checkout {REMOVED[used[0]][0]}")
+# What each removed key acted on, which decides where an old run's value of it still matters: the
+# network (its weights mean something else: refused everywhere) or its training (refused by
+# --resume, which goes on training as it was). A sampler's setting, or one that changed nothing a
+# run computes (a display pace, a faster path to the same loss), is dropped with a note.
+REMOVED_ACTED_ON = dict(
+    network=("attn_scale", "value_residual"),
+    training=("time_beta", "mask_span", "mask_blocks", "mir_weight", "mir_mask_max", "bd3_suffix_mix", "cooldown",
+              "muon_ns_dtype"),
+    sampler=("dual_draft", "threshold_rule", "bd3_check", "remdm_schedule", "remdm_alpha_on", "remdm_t_on",
+             "remdm_t_off", "corrector_steps", "corrector_frac", "corrector_pick", "draft", "draft_len"),
+    nothing=("live_fps", "head_on_masked_only"))
+DROPPED = dict(training="a training setting: the weights are read as they are",
+               sampler="a sampler's setting: this version's sampler draws instead",
+               nothing="it changed neither the network, its loss nor a sample")
+
+
+def removed_notes(d, what, refused=("network",)):
+    """[note] for d's (config or model_args) REMOVED keys at a value this version lacks, each
+    dropped; a UserError for the first that acted on a kind in `refused` (REMOVED_ACTED_ON)."""
+    notes = []
+    for key, value in d.items():
+        if key not in REMOVED or value in REMOVED[key][1:]:
+            continue
+        kind = next(kind for kind, keys in REMOVED_ACTED_ON.items() if key in keys)
+        if kind in refused:
+            raise UserError(f"{what} was trained with {key}={value!r}, which this version removed (dev/LOG.md names "
+                            f"its verdict): use it with the code that had it, git checkout {REMOVED[key][0]}")
+        notes.append(f"note: {what} has {key}={value!r}, which this version removed: dropped ({DROPPED[kind]})")
+    return notes
 
 
 def checksum(obj):

@@ -2,43 +2,52 @@
 before any work, as one `error:` line and exit 2 (utils.errors.run_cli):
 
     p = ArgParser(prog="scripts/eval.py")
-    p.add_argument("--json", type=output, default="")  # adds --force; never replaces a checkpoint
+    p.add_argument("--json", type=output, default="")  # adds --overwrite (never a checkpoint)
     p.add_argument("--n-windows", type=at_least(2))    # '1' and 'x' refused
     p.add_argument("--bands", type=list_of(band))      # '0-1,0.3-0.8' -> [(0.0, 1.0), (0.3, 0.8)]
     p.add_argument("--grid", type=key_list({"steps": at_least(1)}))  # 'steps=8' -> ('steps', [8])
     p.add_argument("--steps", type=at_least(1), needs=("n_samples",))  # needs --n-samples
     p.add_argument("--seed", type=seed)                # '-1', '2**32' and 'x' refused
 
-Options match by whole name only (`--ar-check` is not --ar-checkpoint, which needs= would miss).
+Options match by whole name only (`--ar-check` is not --ar-checkpoint, which needs= would miss). An
+option given twice takes its last value, as train.py and inference.py take a --key given twice: a
+command line is composed (a base command, overrides appended); a KEY=V list names each key once.
 """
 import argparse
 import difflib
 import math
+import re
 import sys
+from contextlib import contextmanager
+from dataclasses import fields
 
-from config import BOOLEANS, INT64_MAX
+from config import BOOLEANS, INT64_MAX, Config
 from utils.errors import UserError
 from utils.fileio import check_output
 
+KEYS = {f.name for f in fields(Config)}
+# a command to run, or what to train another run with: train.py's flags, spelled as it takes them
+ELSEWHERE = r"python \S+\.py[^;:,)]*|train(?:ed|s|ing)?(?: it| them| a new one| one)? with [^;:,)]*"
+
 
 class ArgParser(argparse.ArgumentParser):
-    """argparse with one-line errors, no abbreviations and needs= (what is asked is what runs);
-    `replace`: the flag an output adds, which lets it replace a file (race.py's: --overwrite)."""
+    """argparse with one-line errors, no abbreviations and needs= (what is asked is what runs); an
+    output (type=output) adds --overwrite, which lets it replace a file (--force: its old name)."""
 
-    def __init__(self, *args, replace="--force", **kwargs):
+    def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
         self.needs = {}
-        self.replace = replace
 
     def add_argument(self, *args, needs=(), **kwargs):
         action = super().add_argument(*args, **kwargs)
         if needs:
             self.needs[action] = needs
-        if kwargs.get("type") is output and self.replace[2:] not in {a.dest for a in self._actions}:
-            super().add_argument(self.replace, action="store_true",
-                                 help="replace an existing output file (not a checkpoint)")
+        if kwargs.get("type") is output and "overwrite" not in {a.dest for a in self._actions}:
+            # --overwrite, as train.py and inference.py name it; --force (its old name) still works
+            super().add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                                 help="replace an existing output file (not a checkpoint); --force: the same")
         return action
 
     def parse_known_args(self, args=None, namespace=None):
@@ -51,8 +60,7 @@ class ArgParser(argparse.ArgumentParser):
                                 f"{act.option_strings[0]}")
         for act in self._actions:
             if act.type is output and getattr(a, act.dest):
-                check_output(getattr(a, act.dest), getattr(a, self.replace[2:], False),
-                             (act.option_strings or [act.dest])[0], self.replace)
+                check_output(getattr(a, act.dest), a.overwrite, (act.option_strings or [act.dest])[0])
         return a, rest
 
     def parse_args(self, args=None, namespace=None):
@@ -78,13 +86,35 @@ class ArgParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see python {self.prog} --help)")
 
 
+@contextmanager
+def own_flags(args, spelled=None):
+    """Refusals raised inside, in the script's own flags: configurator's and train.py's words name
+    config.py's --key, which a script takes as --key-with-dashes (args: its parsed namespace) or
+    not at all (then named as a setting, key=value, never as a flag it lacks); spelled: keys it
+    takes otherwise ({'steps': '--grid steps'}). A command to run (python train.py ...) and what
+    to train another run with keep train.py's flags (ELSEWHERE)."""
+    spelling = {dest: "--" + dest.replace("_", "-") for dest in vars(args) if dest in KEYS} | (spelled or {})
+
+    def spell(m):
+        if m[1] is None:  # ELSEWHERE's: another program's flags, as that program takes them
+            return m[0]
+        key = m[1].replace("-", "_")
+        if key not in KEYS:  # the script's own flag, or no config key
+            return m[0]
+        return spelling.get(key, key) + (m[2] or "")
+    try:
+        yield
+    except UserError as e:
+        raise UserError(re.sub(rf"{ELSEWHERE}|(?<![\w/-])--([a-z][\w-]*)(=[^\s,;:()]+)?", spell, str(e))) from None
+
+
 def typed(argv):
     """The options typed on a command line (`--n-t=4` -> '--n-t'), for needs= to check."""
     return {str(w).split("=")[0] for w in argv if str(w).startswith("--")}
 
 
 def output(path):
-    """An output file: refused if it exists unless --force, and if a checkpoint even then."""
+    """An output file: refused if it exists unless --overwrite, and if a checkpoint even then."""
     return path
 
 
@@ -94,6 +124,9 @@ def at_least(minimum, why="", most=None):
     kind = type(minimum)
 
     def count(text):
+        if kind is int and len(text) > 100 and text.strip().lstrip("+-").isdigit():  # past 4,300 digits: no int
+            raise argparse.ArgumentTypeError(f"must fit an int64 (at most {INT64_MAX:,} either way), got a "
+                                             f"{len(text.strip()):,}-digit number")
         try:
             v = kind(text)
         except ValueError:

@@ -58,7 +58,10 @@ class CpuThreads:
     busy core holds up the whole step (dev/LOG.md, "How many CPU threads a run wants")."""
 
     def __init__(self, device, world=1, environ=None, cores=None, clock=time.perf_counter, running=None):
-        self.given = fixed_threads(os.environ if environ is None else environ)
+        # (the count torch runs, the variables that fixed it) where OMP_NUM_THREADS or
+        # MKL_NUM_THREADS is set
+        fixed = fixed_threads(os.environ if environ is None else environ)
+        self.given, self.fixed_by = fixed if fixed else (None, "")
         self.auto = device.type == "cpu" and self.given is None
         self.cores = max(1, (cores or _torch_default_threads()) // world)
         self.clock = clock
@@ -82,7 +85,7 @@ class CpuThreads:
     def line(self):
         """The start-up line: the count, who chose it, how to change it."""
         if self.given is not None:
-            return f"threads: {self.given} (OMP_NUM_THREADS)"
+            return f"threads: {self.given} ({self.fixed_by})"
         if not self.auto:
             return f"threads: {self.n} (torch's default; the device does the work)"
         return f"threads: 1 of {self.cores} core(s), more while free and measured faster (OMP_NUM_THREADS=N fixes it)"
@@ -136,14 +139,31 @@ class CpuThreads:
         return ""
 
 
-def fixed_threads(environ):
-    """The count OMP_NUM_THREADS (or MKL_NUM_THREADS) fixes, None if unset. Anything but a positive
-    integer is a UserError: torch would run its own count while the start-up line named it."""
-    name = "OMP_NUM_THREADS" if environ.get("OMP_NUM_THREADS", "").strip() else "MKL_NUM_THREADS"
-    value = environ.get(name, "").strip()
-    if value and not (value.isdigit() and int(value) > 0):
-        raise UserError(f"{name}={value} is not a positive integer: give a thread count, or unset it (the run picks)")
-    return int(value) if value else None
+THREAD_VARS = ("MKL_NUM_THREADS", "OMP_NUM_THREADS")  # torch reads both, MKL's over OpenMP's
+
+
+def fixed_threads(environ, runs=None):
+    """(the count torch runs, what fixed it) when OMP_NUM_THREADS or MKL_NUM_THREADS is set,
+    None if neither. torch reads MKL_NUM_THREADS over OMP_NUM_THREADS and MKL keeps to the
+    cores, so the count is torch's own (runs: a test's), not either variable's. Anything but
+    a positive integer in either is a UserError: torch would fall back to another count while
+    the start-up line named it."""
+    given = {name: environ.get(name, "").strip() for name in THREAD_VARS}
+    for name, value in given.items():
+        if value and not (value.isdigit() and int(value) > 0):
+            raise UserError(f"{name}={value} is not a positive integer: give a thread count, or unset it (the run "
+                            f"picks)")
+    named = [f"{name}={value}" for name, value in given.items() if value]
+    if not named:
+        return None
+    n = torch.get_num_threads() if runs is None else runs  # (nothing sets it where a variable fixes it)
+    why = " and ".join(named)
+    if len(set(v for v in given.values() if v)) == 2:
+        why = f"{named[0]}, which torch reads over {named[1]}"
+    asked = int(given["MKL_NUM_THREADS"] or given["OMP_NUM_THREADS"])
+    if n != asked:
+        why += f"; torch runs {n}: MKL keeps to the cores it finds"
+    return n, why
 
 
 @functools.lru_cache(maxsize=1)
@@ -222,18 +242,22 @@ def print0(*args, **kwargs):
 
 
 TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+RANK_VARS = TORCHRUN_VARS[:3]  # a process's place; MASTER_ADDR and MASTER_PORT only say where rank 0 listens
 
 
 def torchrun_ranks():
-    """(rank, local_rank, world) from torchrun's environment, None outside it. A UserError names a
-    variable missing or inconsistent (a partial one would fail deep in init_process_group)."""
+    """(rank, local_rank, world) from torchrun's environment, None outside it. MASTER_ADDR
+    and MASTER_PORT alone, as a cluster profile sets them for every job, are one process. A
+    UserError names a variable missing or inconsistent (a partial set would fail deep in
+    init_process_group)."""
     given = [v for v in TORCHRUN_VARS if v in os.environ]
-    if not given:
+    if not any(v in os.environ for v in RANK_VARS):
         return None
     missing = [v for v in TORCHRUN_VARS if v not in os.environ]
     if missing:
+        ranks = ", ".join(v for v in given if v in RANK_VARS)
         raise UserError(f"{', '.join(given)} set but not {missing[0]}: start the run with torchrun (it sets "
-                        f"{', '.join(TORCHRUN_VARS)}), or unset {', '.join(given)} for a single process")
+                        f"{', '.join(TORCHRUN_VARS)}), or unset {ranks} for a single process")
     try:
         numbers = [int(os.environ[v]) for v in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")]
     except ValueError:

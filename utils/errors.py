@@ -14,27 +14,41 @@ class UserError(Exception):
     """Bad input from the user (flag, file, config). Printed as one line, exit 2."""
 
 
+def clip(text, most=40):
+    """A value as a message quotes it: past `most` characters, its start and its length (a
+    5,000-digit number is still one readable line)."""
+    text = str(text)
+    return text if len(text) <= most else f"{text[:most // 2]}... ({len(text):,} characters)"
+
+
+# what sizes a batch or a context, by entry point (main's module); elsewhere the words alone
+OOM_FIXES = dict(train="lower --batch_size or --block_size (or raise --total_batch_size to accumulate smaller "
+                       "micro-batches)", inference="lower --num-samples or --gen-len",
+                 **{"scripts.eval": "lower --batch-size (or --n-samples)", "scripts.frontier": "lower --batch-size"})
+
 _WRITE_FIXES = {
     errno.ENOSPC: "free some space or write somewhere else",
     errno.EDQUOT: "free some space (disk quota) or write somewhere else",
     **dict.fromkeys((errno.EACCES, errno.EPERM), "fix the permissions or choose a location you can write"),
     errno.EROFS: "the filesystem is read-only: choose another location",
+    errno.ENAMETOOLONG: "choose a shorter name",
 }
 
 
-def explain(e):
-    """The one-line message for an environmental failure; None for a bug, keeping its traceback."""
+def explain(e, program=""):
+    """The one-line message for an environmental failure; None for a bug, keeping its traceback.
+    program: main's module, whose flags an out-of-memory line names (OOM_FIXES)."""
     if isinstance(e, UserError):
         return str(e)
     if isinstance(e, OSError) and e.errno in _WRITE_FIXES:
         where = f": {e.filename}" if e.filename else ""
-        return f"{e.strerror}{where}; {_WRITE_FIXES[e.errno]} (--out_dir, or the script's output flag)"
+        return f"{e.strerror}{where}; {_WRITE_FIXES[e.errno]}"
     # a tensor too large to allocate, or to count the bytes of (past an int64: 'overflowed')
     too_large = ("can't allocate memory", "Storage size calculation overflowed")
     if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
             isinstance(e, RuntimeError) and any(t in str(e) for t in too_large)):
-        return ("out of memory: the requested batch/context does not fit; lower --batch_size, --block_size, "
-                "--num-samples or --gen-len (or raise total_batch_size to accumulate smaller micro-batches)")
+        fix = OOM_FIXES.get(program, "ask for fewer windows, samples or tokens at once")
+        return f"out of memory: the requested batch or context does not fit; {fix}"
     if isinstance(e, RuntimeError) and str(e).startswith("no law to draw from"):  # diffusion.draw's: non-finite logits
         return str(e)
     return None
@@ -51,11 +65,20 @@ def run_cli(main, argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
         sys.exit(141)  # 128 + SIGPIPE, as a shell reports it
     except Exception as e:
-        msg = explain(e)
+        msg = explain(e, getattr(main, "__module__", ""))
         if msg is None:
             raise
-        # under torchrun (its whole environment: a stray RANK is not one) rank 0 says it once
-        torchrun = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR"} <= set(os.environ)
-        if not (torchrun and os.environ["RANK"].isdigit() and int(os.environ["RANK"]) > 0):
-            print(f"error: {' '.join(msg.split())}", file=sys.stderr)  # always one line
+        if speaks(os.environ):
+            # always one line, a word past 200 characters (a 5,000-digit number echoed) clipped
+            words = [clip(w, 60) if len(w) > 200 else w for w in msg.split()]
+            print(f"error: {' '.join(words)}", file=sys.stderr)
         sys.exit(2)
+
+
+def speaks(environ):
+    """Whether this process prints its refusal: every one but torchrun's workers past the first of
+    their node, whose local rank 0 (started beside them by the same agent, which sets
+    TORCHELASTIC_RUN_ID) refuses alike in the same log. Rank variables alone (a lone process, a
+    hand-made launch, a worker node of several) name no process that would speak for this one."""
+    local = environ.get("LOCAL_RANK", "0")
+    return not ("TORCHELASTIC_RUN_ID" in environ and local.isdigit() and int(local) > 0)

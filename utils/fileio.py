@@ -18,6 +18,8 @@ from utils.errors import UserError
 
 _TEMP = re.compile(r"^(?P<name>.+)\.tmp(?P<pid>\d+)$")
 _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
+# what a temp adds to its file's name: atomic_path's .tmp<pid>, a trace's .NAME.<pid>-<id>.tmp
+TEMP_SUFFIX = 32
 RUN_FILES = ("model.pt", "best.pt", "metrics.jsonl")  # a run's files besides model_<iter>.pt
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 
@@ -136,28 +138,37 @@ def require_checkpoints(paths, instead):
                         f"README's Presets table gives the time), or {instead}")
 
 
-def check_folder(folder, what):
-    """UserError unless folder's nearest existing part is a folder this user can write."""
+def check_folder(folder, what, name=""):
+    """UserError unless folder's nearest existing part is a folder this user can write, and each
+    part still to make (and name, a file to write in it, with its temp's suffix) is a name its
+    filesystem takes: past it, the write after the work failed with 'File name too long'."""
     there = folder
     while not os.path.exists(there):
         there = os.path.dirname(there) or "."
     if not (os.path.isdir(there) and os.access(there, os.W_OK)):
         state = "not a folder you can write" if os.path.isdir(there) else "a file, not a folder"
         raise UserError(f"{what}: {there} is {state}: choose another path")
+    most = os.pathconf(there, "PC_NAME_MAX")
+    parts = os.path.relpath(folder, there).split(os.sep) if folder != there else []
+    # (a folder's most, or a file's: its temp's name is longer)
+    long = [(p, most) for p in parts if len(p) > most] + [(name, most - TEMP_SUFFIX)] * (len(name) > most - TEMP_SUFFIX)
+    if long:
+        raise UserError(f"{what} (a name of {len(long[0][0]):,} characters, past the {long[0][1]} this filesystem "
+                        f"takes): choose a shorter name")
 
 
-def check_output(path, force=False, flag="--output", force_flag="--force"):
+def check_output(path, overwrite=False, flag="--output", overwrite_flag="--overwrite"):
     """UserError unless path may be written now, before any work: not a folder or a checkpoint, its
-    folder writable (check_folder), and no file already there unless force."""
+    folder writable (check_folder), and no file already there unless overwrite."""
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a directory: pass a file path")
-    check_folder(os.path.dirname(path) or ".", f"{flag} {path}")
+    check_folder(os.path.dirname(path) or ".", f"{flag} {path}", os.path.basename(path))
     # a checkpoint by its name, or a zip archive (what torch.save writes)
     if os.path.exists(path) and (path.endswith((".pt", ".pth", ".safetensors")) or zipfile.is_zipfile(path)):
         raise UserError(f"{flag} {path} is a checkpoint (or another archive): never replaced, not even with "
-                        f"{force_flag}; choose another path")
-    if os.path.exists(path) and not force:
-        raise UserError(f"{path} already exists: pass {force_flag} to replace it, or choose another {flag} path")
+                        f"{overwrite_flag}; choose another path")
+    if os.path.exists(path) and not overwrite:
+        raise UserError(f"{path} already exists: pass {overwrite_flag} to replace it, or choose another {flag} path")
 
 
 def trace_paths(mp4):
@@ -184,7 +195,7 @@ def check_trace(mp4, replace=False):
     """Refuse, before any work, a trace's MP4 or the GIF beside it that cannot be written or is
     taken (replace off)."""
     for path in trace_paths(mp4):
-        check_output(path, replace, "--viz-video", "--overwrite")
+        check_output(path, replace, "--viz-video")
 
 
 def drop_if_empty(path):
@@ -203,6 +214,26 @@ def run_files(out_dir):
     """The run files out_dir holds, replaced only when told to (refuse_earlier_run)."""
     names = [n for n in RUN_FILES if os.path.lexists(os.path.join(out_dir, n))]
     return names + [os.path.basename(p) for _, p in numbered_checkpoints(out_dir)]
+
+
+def refuse_twins(paths, flag="checkpoint"):
+    """Refuse one file named twice (any spelling of its path): a run scored or raced against
+    itself, its row twice in a table."""
+    there = [p for p in paths if os.path.exists(p)]
+    for i, a in enumerate(there):
+        twin = next((b for b in there[:i] if os.path.samefile(a, b)), None)
+        if twin is not None:
+            raise UserError(f"{twin} and {a} are one {flag}: give each once")
+
+
+def check_run_files(out_dir):
+    """Refuse, before any work, a folder where a run writes one of its files (RUN_FILES): the
+    resumed log's trim, a save's replace, and --overwrite too would fail on it after the work."""
+    for name in RUN_FILES:
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path):
+            raise UserError(f"{path} is a folder where the run writes its {name}: move it away, or give "
+                            f"--out_dir=NEW_DIR")
 
 
 def refuse_earlier_run(out_dir):

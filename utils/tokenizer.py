@@ -150,8 +150,8 @@ def train_bpe(texts_iter, vocab_size=2048, min_frequency=2, show_progress=False,
     return BPETokenizer.from_json(json.dumps(spec), "the trained tokenizer")
 
 
-def save_tokenizer(tok, path, force=False):
-    check_output(path, force)
+def save_tokenizer(tok, path, overwrite=False):
+    check_output(path, overwrite)
     with atomic_open(path) as f:
         f.write(tok.tok.to_str(pretty=True))
 

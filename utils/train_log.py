@@ -89,7 +89,7 @@ def contention_note(window_s, device, threads=None):
     seen += [] if running is None or running <= cores else [f"{running} threads ready to run on {cores} cores"]
     note = f"note: {', '.join(seen)}: another process shares the cores; "
     if threads is not None and (threads.auto or threads.given == 1):  # no fix left in this run: fewer jobs
-        why = "fewer when its steps slow" if threads.auto else "OMP_NUM_THREADS=1"
+        why = "fewer when its steps slow" if threads.auto else threads.fixed_by
         return note + f"this run already takes {threads.n} thread(s) ({why}): run one job at a time for its speed"
     return note + "give each run one thread (OMP_NUM_THREADS=1 python train.py ...) or run one at a time"
 
@@ -141,10 +141,11 @@ def open_wandb(cfg):
 
 
 def trim_metrics(path, upto):
-    """Keep metrics.jsonl's rows up to iter `upto` (-1: none), dropping lines a kill cut."""
+    """Keep metrics.jsonl's rows up to iter `upto` (-1: none), dropping lines a kill cut (and
+    bytes that are no UTF-8, which no row of ours holds)."""
     keep = []
     if upto >= 0 and os.path.exists(path):
-        with open(path) as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     if json.loads(line)["iter"] <= upto:
