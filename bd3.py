@@ -14,7 +14,7 @@ training, so it equals the two-stream pass (tests/helpers.py).
 """
 import time
 from dataclasses import dataclass, replace
-from functools import lru_cache, wraps
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -27,21 +27,7 @@ from utils.errors import UserError
 
 
 # -------------------------------------------------------------------- attention masks
-def cached(maxsize):
-    """functools.lru_cache for a pure function of its arguments, skipped while torch.compile
-    traces it: dynamo ignores the cache anyway, and warns of 'silent incorrectness' when it meets
-    one (harmless here: each call returns what its arguments alone decide)."""
-    def wrap(fn):
-        hit = lru_cache(maxsize)(fn)
-
-        @wraps(fn)
-        def call(*args, **kwargs):
-            return fn(*args, **kwargs) if torch.compiler.is_compiling() else hit(*args, **kwargs)
-        return call
-    return wrap
-
-
-@cached(maxsize=16)
+@lru_cache(maxsize=16)
 def bd3_attn_mask(L, block, device, causal=False):
     """[x_t ; x_0]'s attention (2L, 2L) bool, True = may attend: a noisy query of block b sees its
     own block and the clean blocks < b; a clean one the clean blocks <= b (causal: up to itself)."""
@@ -71,10 +57,12 @@ def bd3_logits(model, xt, x0, block, mask_id, sc=None, clean=False):
     (B, L, V): self-conditioning's input. The last clean block, context for no one, is left out;
     clean=True (--bd3_ar) keeps it and also returns x0[:, 1:]'s next-token logits (B, L - 1, V)."""
     L, causal = x0.size(1), getattr(getattr(model, "args", None), "clean_causal", False)
+    # under torch.compile the mask is traced, not cached: dynamo ignores a cache and warns of it
+    attn_mask = bd3_attn_mask.__wrapped__ if torch.compiler.is_compiling() else bd3_attn_mask
     if clean:
         assert causal, "the next-token logits of the clean half need a clean_causal network (--bd3_ar)"
         sc = None if sc is None else torch.cat([sc, torch.zeros_like(sc)], 1)
-        out = model(torch.cat([xt, x0], 1), attn_mask=bd3_attn_mask(L, block, x0.device, True),
+        out = model(torch.cat([xt, x0], 1), attn_mask=attn_mask(L, block, x0.device, True),
                     rope_pos=torch.arange(L, device=x0.device).repeat(2), sc=sc)  # both halves at 0..L-1
         return no_mask_logit(out[:, :L], mask_id), no_mask_logit(out[:, L:-1], mask_id)
     if block == L:  # one block: no clean context, MDLM's pass
@@ -83,7 +71,7 @@ def bd3_logits(model, xt, x0, block, mask_id, sc=None, clean=False):
     rope = torch.arange(L, device=x0.device).repeat(2)[:n]
     if sc is not None:
         sc = torch.cat([sc, sc.new_zeros(sc.size(0), n - L, sc.size(2))], 1)  # (B, n, V)
-    mask = bd3_attn_mask(L, block, x0.device, causal)[:n, :n]
+    mask = attn_mask(L, block, x0.device, causal)[:n, :n]
     # head_cols: the head reads only the noisy half (no sync, no graph break)
     logits = model(torch.cat([xt, x0[:, :L - block]], 1), attn_mask=mask, rope_pos=rope, sc=sc, head_cols=L)
     return no_mask_logit(logits, mask_id)  # x0 is never [MASK]
@@ -164,7 +152,7 @@ class CleanCache:
         return self.k[i][:, :, :n + m], self.v[i][:, :, :n + m]
 
 
-@cached(maxsize=64)
+@lru_cache(maxsize=64)
 def pending_mask(n0, m, block, device, causal=False):
     """Attention (m + block, n0 + m + block) of [m pending clean columns ; a noisy block] after n0
     cached ones: the clean columns see what they would in training, the noisy block everything."""
