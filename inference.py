@@ -32,11 +32,11 @@ from configurator import check_choices, checkpoint_config, help_text, parse, ref
 from diffusion import Schedule
 from model import DECODERS, compile_decode
 from sampling.canvas import build_canvas, fill, fit_gen_len
-from sampling.trace import (LiveView, StepBar, chain, check_media, check_trace_path, open_page, open_trace,
+from sampling.trace import (LiveView, StepBar, chain, check_trace_path, open_page, open_trace,
                             print_written, run_name, trace_hook)
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
-from utils.fileio import own_or_shipped, read_text
+from utils.fileio import check_media, own_or_shipped, read_text
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
 
 LIVE_FPS = 8.0  # --live's steps a second at most, so the canvas can be watched

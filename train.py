@@ -27,7 +27,6 @@ import configurator
 from config import RESUMABLE, Config
 from diffusion import Draw, Schedule
 from evals import bound, report
-from sampling.trace import check_media
 from model import ModelArgs, Transformer
 from utils import checkpoint, dataloader, dist, fileio, optim, tokenizer, train_log
 from utils.train_log import check_memory, estimate_line
@@ -149,7 +148,7 @@ def setup(argv):
     if cfg.viz_video not in ("auto", "off"):  # a typed trace path, before any work (a resumed run's is its own)
         fileio.check_trace(cfg.viz_video, replace=cfg.overwrite or cfg.resume or cfg.max_iters == 0)
     if cfg.max_iters:  # and the folder an auto-named one goes in: not found after training
-        check_media(cfg)
+        fileio.check_media(cfg)
     # accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
     micro_tokens = cfg.batch_size * cfg.block_size
     accum = dist.grad_accum_steps(cfg.total_batch_size, micro_tokens, world)

@@ -15,9 +15,7 @@ import configurator
 from diffusion import Step
 from sampling.page import PageWriter
 from sampling.video import TraceWriter
-from utils.fileio import check_folder, check_output, check_trace, fresh_path, trace_paths
-
-MEDIA = os.path.join("artifacts", "media")  # where a trace goes unless its path is given
+from utils.fileio import MEDIA, check_output, check_trace, fresh_path, trace_paths
 
 
 def token_states(tok, ids, gen, revealed, remasked):
@@ -99,14 +97,6 @@ def check_trace_path(cfg, replace=False):
         check_trace(cfg.viz_video, replace)
     if cfg.html not in ("", "auto"):
         check_output(cfg.html, replace, "--html")
-
-
-def check_media(cfg):
-    """Refuse, before any work, an auto-named trace or page (--viz-video auto, a bare --html) whose
-    folder, artifacts/media, cannot be made or written (a file named artifacts, say)."""
-    auto = [flag for flag, on in (("--viz-video", cfg.viz_video == "auto"), ("--html", cfg.html == "auto")) if on]
-    if auto:
-        check_folder(MEDIA, f"{auto[0]} names its new file in {MEDIA} (or give it a path)")
 
 
 def open_trace(cfg, name, replace=False):

@@ -21,6 +21,7 @@ _NUMBERED = re.compile(r"^model_(\d+)\.pt$")
 # what a temp adds to its file's name: atomic_path's .tmp<pid>, a trace's .NAME.<pid>-<id>.tmp
 TEMP_SUFFIX = 32
 RUN_FILES = ("model.pt", "best.pt", "metrics.jsonl")  # a run's files besides model_<iter>.pt
+MEDIA = os.path.join("artifacts", "media")  # where a trace goes unless its path is given
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 
 
@@ -189,6 +190,14 @@ def fresh_path(folder, name, suffix, beside=None):
         except FileExistsError:
             continue
         return path
+
+
+def check_media(cfg):
+    """Refuse, before any work, an auto-named trace or page (--viz-video auto, a bare --html) whose
+    folder, artifacts/media, cannot be made or written (a file named artifacts, say)."""
+    auto = [flag for flag, on in (("--viz-video", cfg.viz_video == "auto"), ("--html", cfg.html == "auto")) if on]
+    if auto:
+        check_folder(MEDIA, f"{auto[0]} names its new file in {MEDIA} (or give it a path)")
 
 
 def check_trace(mp4, replace=False):
