@@ -121,7 +121,8 @@ def main(argv):
         if side == "ar" and cfg.objective != "ar":
             raise UserError(f"{path} is a {cfg.objective} model: give an AR checkpoint (baby_ar's) first")
         if side == "bd3" and not (cfg.objective == "bd3" and cfg.bd3_ar):
-            raise UserError(f"{path} is no --bd3_ar network: give baby_bd3's checkpoint second")
+            raise UserError(f"{path} is not a block diffusion network trained with bd3_ar=1 (baby_bd3 is): give "
+                            f"baby_bd3's checkpoint second")
         tok = tokenizer_from_state(ck["tokenizer"])
         model.compiler = lambda fn: clock.around(compile_fn(fn), steps_of)
         nets[side] = (model, replace(cfg, bd3_speculate=side == "bd3", prompt="ROMEO:"), tok)

@@ -9,8 +9,10 @@ Per checkpoint: the bound (diffusion) or exact NLL (AR) in bits/char ± se, and 
 distinct-2/-3, entropy and gen-PPL under --ar-checkpoint (bd3: --steps per block). Elsewhere:
 plots, dev/plot.py; infill recovery, dev/infill.py; samplers over temperature, scripts/frontier.py.
 """
+import math
 import os
 import sys
+import textwrap
 import time
 from dataclasses import replace
 
@@ -220,6 +222,10 @@ def paired_cell(r):
     return "n/a (other windows)" if r["paired_vs_first"] is None else "%+.4f ± %.4f" % r["paired_vs_first"]
 
 
+CELL = 44  # the widest a table cell runs before it wraps
+LN2 = math.log(2)
+
+
 def table(rows, judge="none"):
     """Metrics down, runs across: easier to read than 15 columns."""
     split = rows[0].get("split", "val")
@@ -229,10 +235,12 @@ def table(rows, judge="none"):
         ("sampler", lambda r: r.get("sampler", "n/a")),
         ("params", lambda r: f"{r['params']:,}"),
         ("tokens seen", lambda r: f"{r['tokens_seen']:,}"),
-        (f"{split} NLL/bound (bits/char)",
+        (f"{split} NLL/bound (nats/char)",  # README's and RESULTS' unit
+         lambda r: f"{'=' if r['exact'] else '<='} {r['bits_per_char'] * LN2:.4f} ± {r['bpc_se'] * LN2:.4f}"),
+        ("  the same in bits/char",
          lambda r: f"{'=' if r['exact'] else '<='} {r['bits_per_char']:.4f} ± {r['bpc_se']:.4f}"),
         ("  MC share of the ±, at most (bits/char)", lambda r: fmt(r.get("mc_bpc_max"), ".4f")),
-        (f"{split} NLL/bound (nats/token)", lambda r: f"{r['nats_per_token']:.4f}"),
+        ("  per token (nats/token)", lambda r: f"{r['nats_per_token']:.4f}"),
         ("  minus the first run's, paired (nats/char)", paired_cell),
         ("its AR mode: --dual_sample's, --bd3_speculate's law (nats/char)", ar_mode_cell),
         ("perplexity (per token)", lambda r: f"{r['ppl']:.3f}"),
@@ -246,10 +254,14 @@ def table(rows, judge="none"):
         (f"gen-PPL (per token; judge {judge})",
          lambda r: fmt(r.get("gen_ppl"), ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
     ]
-    cells = [[label] + [f(r) for r in rows] for label, f in lines]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(rows) + 1)]
-    out = [" | ".join(c[i].ljust(widths[i]) for i in range(len(c))) for c in cells]
-    out.insert(1, "-+-".join("-" * w for w in widths))
+    # a cell past CELL columns wraps onto the row's next lines: a sampler's description made it 308 wide
+    cells = [[textwrap.wrap(c, CELL) or [""] for c in [label] + [f(r) for r in rows]] for label, f in lines]
+    widths = [max(len(part) for row in cells for part in row[i]) for i in range(len(rows) + 1)]
+    out = []
+    for row in cells:
+        for k in range(max(map(len, row))):
+            out.append(" | ".join((cell[k] if k < len(cell) else "").ljust(w) for cell, w in zip(row, widths)))
+    out.insert(len(cells[0][1]), "-+-".join("-" * w for w in widths))  # under the run names
     return "\n".join(out)
 
 

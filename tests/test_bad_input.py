@@ -548,7 +548,7 @@ CLASS_ROWS = {
         directory=[(["empty_dir", AR, "--smoke"], "is a directory")],
         exists="writes no file: a table on stdout", checkpoint="writes no file: a table on stdout",
         json=[(["exp_cutjson", AR, "--smoke"], "unreadable config.json"), ([DM, AR, "--smoke"], "give an AR checkpoint"),
-              ([AR, DM, "--smoke"], "no --bd3_ar network")],
+              ([AR, DM, "--smoke"], "not a block diffusion network trained with bd3_ar=1")],
         list="its checkpoints are paths: no typed list", empty="both checkpoints are read: nothing to select",
         zero=[([*GS, "--tokens", "0"], ("--tokens", ">= 1")), ([*GS, "--k", "1"], ("--k", ">= 2")),
               ([*GS, "--deadline", "0"], ("--deadline", ">= 1"))],
@@ -1372,7 +1372,7 @@ WORK = {"train.py": "train.train", "inference.py": "inference.fill", "scripts/ev
         "dev.bd3_variance.band_stats", "dev/draft_ceiling.py": "bd3.sample_clean_ar", "dev/spec_rounds.py":
         "bd3.sample_clean_ar", "dev/two_pass.py": "dev.two_pass.sample_two_pass", "dev/plot_epochs.py":
         "dev.plot_epochs._save", "dev/plot_frontier.py": "dev.plot_frontier._save", "dev/epochs.py":
-        "dev.epochs.write_summary", "dev/threads.py": "dev.threads.child", "dev/gpu_sample.py": "dev.gpu_sample.get_config",
+        "dev.epochs.write_summary", "dev/threads.py": "dev.threads.child", "dev/gpu_sample.py": "dev.gpu_sample.load_model",
         "scripts/race.py": "scripts.race.run_lanes"}
 
 
@@ -1446,6 +1446,8 @@ def test_a_refusals_advice_runs(files, tmp_path, monkeypatch, capsys):
             if code == 2 and keys & {w.strip("-") for w in re.findall(r"[\w-]+", err2)}:
                 failed.append(f"{cli} {' '.join(map(str, argv))}: {err.strip()} -> {' '.join(map(str, again))}: "
                               f"{err2.strip()}")
+    import matplotlib.pyplot as plt
+    plt.close("all")  # the plots' refusals reached their work, _save, which closes each figure: here it raised
     assert tried >= 10 and not failed, "\n".join(failed)
 
 

@@ -25,16 +25,18 @@ from helpers import ROOT  # noqa: E402 (helpers puts the root on the path: confi
 from config import Config  # noqa: E402
 
 # Code lines of every .py outside tests/ and dev/: a fixed ceiling (issue 79), never today's count. A change makes room
-# for what it adds; how the count moved: dev/LOG.md, "The product's code-line budget".
-PRODUCT_CODE_LINES = 5_900
+# for what it adds; how the count moved: dev/LOG.md, "The product's code-line budget". Issue 86 set each ceiling about
+# 5 % above the tree after issues 86-90 (6,141 code, 1,438 on the reading path, 8,705 physical lines, 21,861 words):
+# a guard with room, not a target to fill (dev/LOG.md, "The shape the product promises").
+PRODUCT_CODE_LINES = 6_500
 READING_PATH = ("config.py", "model.py", "diffusion.py", "train.py")
-READING_CODE_LINES = 1_450
-PRODUCT_PHYSICAL_LINES = 8_300  # every line of the product's .py files: code, prose and blanks (issue 79)
-PRODUCT_PROSE_WORDS = 22_000  # docstring and comment words (issue 79: 28,628 before its prose rule)
+READING_CODE_LINES = 1_520
+PRODUCT_PHYSICAL_LINES = 9_200  # every line of the product's .py files: code, prose and blanks (issue 79)
+PRODUCT_PROSE_WORDS = 23_100  # docstring and comment words (issue 79: 28,628 before its prose rule)
 PROSE_COLUMNS = 100  # docstring and comment-only lines; code may use LINE_COLUMNS
 FILE_LINES = {"evals/report.py": 200}  # a file that grew nine jobs once
 PARAMETERS = 8  # the most a product function takes (self and cls left out)
-CONFIG_KEYS = 86  # 85 until issue 89's replay_steps (k steps a replay: a key the issue asks for)
+CONFIG_KEYS = 91  # 86 with issue 89's replay_steps (k steps a replay: a key the issue asks for); about 5 % of room
 FUNCTION_CODE_LINES = {"reading": 50, "product": 60}  # the longest function, in code lines (nested ones inside it)
 LINE_COLUMNS = 120
 # The documents are read for their sentences, not counted in lines (issue 86): the median words a sentence, the

@@ -160,7 +160,8 @@ def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_tr
     code, out, err = run_cli_here(inference.main, ["--checkpoint", str(ckpt), "--dual_sample", "--prompt", "ROMEO:",
                                                    "--gen_len", "12", "--viz_video", str(video)], capsys)
     assert code == 0, err
-    assert "ROMEO:" in out and "its AR mode" in out and "NFE 12 per sample" in out
+    # 12 tokens, and the prompt's pass before its last token: every network call
+    assert "ROMEO:" in out and "its AR mode" in out and "NFE 13 per sample" in out
     assert (video.with_suffix(".gif")).exists() and "13 frames" in out  # the start and one a token
     # scripts/eval.py reads its AR mode beside its bound: the figure order_nll.py --orders causal prints, same windows
     import json

@@ -78,7 +78,7 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
             "--json", str(out)]
     ev.main(args)
     text = capsys.readouterr().out
-    for label in ("objective", "params", "tokens seen", "test NLL/bound (bits/char)", "(nats/token)", "perplexity",
+    for label in ("objective", "params", "tokens seen", "test NLL/bound (nats/char)", "the same in bits/char", "(nats/token)", "perplexity",
                   "masked recon accuracy", "entropy by t", "reverse-step change rate", "distinct-2", "distinct-3",
                   f"gen-PPL (per token; judge {ar_ckpt.parent.name}/model.pt)"):
         assert label in text, label

@@ -108,7 +108,8 @@ def test_a_race_of_trained_checkpoints_draws_one_frame_a_tick(lanes, tmp_path, c
                                                "--gen-len", 8, "--seeds", 3, "--tick-ms", 1, "--out", out], capsys)
     assert code == 0, err
     ar, mdlm = [line for line in text.splitlines() if "tokens/s" in line]
-    assert "1.00 tokens a pass (1.00-1.00), p_cache 1.00" in ar  # a token a pass, one column a token
+    # a token a pass, and the prompt's pass before its last token (8 / 9 calls); one column a token
+    assert "0.89 tokens a pass (0.89-0.89), p_cache 1.00" in ar
     assert "2.00 tokens a pass (2.00-2.00)" in mdlm  # MICRO's --steps=4 for its 8 blanks
     frames = int(text.split("race: ")[1].split(" frames")[0])
     gif = Image.open(tmp_path / "race.gif")

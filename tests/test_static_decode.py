@@ -265,7 +265,8 @@ def test_the_compiled_drafting_rounds_are_one_graph(monkeypatch):
     monkeypatch.setattr(bd3, "decode", lambda *a: prefills.append(1) or decode(*a))
     for _ in range(2):
         out, stats = bd3.sample_clean_ar(m, prompt, 30, BLOCKS, opts, torch.Generator().manual_seed(3))
-        assert torch.equal(out, eager[0]) and stats["nfe"] == eager[1]["nfe"] < 30
+        # the eager rounds' tokens and kept drafts; its NFE adds the rounds a replay ran without room
+        assert torch.equal(out, eager[0]) and stats["kept"] == eager[1]["kept"] and eager[1]["nfe"] <= stats["nfe"] < 30
     rounds = 2 * stats["nfe"] - len(prefills)  # the calls that commit tokens (the NFE counts the prefills too)
     assert counter.frame_count == 1 and set(calls) == {4} and len(prefills) > 0
     assert rounds <= 4 * len(calls) < rounds + 4 * 8  # a read a call; some rounds idle at a jump
