@@ -254,7 +254,8 @@ def table(rows, judge="none"):
         (f"gen-PPL (per token; judge {judge})",
          lambda r: fmt(r.get("gen_ppl"), ".3f") + (" (self-scored)" if r.get("self_scored") else "")),
     ]
-    # a cell past CELL columns wraps onto the row's next lines: a sampler's description made it 308 wide
+    # a cell past CELL columns wraps onto the row's next lines (a sampler's description made the
+    # table 308 columns wide)
     cells = [[textwrap.wrap(c, CELL) or [""] for c in [label] + [f(r) for r in rows]] for label, f in lines]
     widths = [max(len(part) for row in cells for part in row[i]) for i in range(len(rows) + 1)]
     out = []
