@@ -1430,7 +1430,9 @@ def test_a_refusals_advice_runs(files, tmp_path, monkeypatch, capsys):
         module, name = WORK[cli].rsplit(".", 1)
         monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: (_ for _ in ()).throw(Checked()))
     tried, failed = 0, []
+    import matplotlib.pyplot as plt
     for cli, argv, *_ in ADVISED:
+        plt.close("all")  # a plot that reached its work (_save, which closes its figure) raised there instead
         try:
             _, _, err = run_cli_here(MAINS[cli](), argv, capsys)
         except Checked:  # refused in the work itself (non-finite logits): no advice before it
@@ -1446,8 +1448,6 @@ def test_a_refusals_advice_runs(files, tmp_path, monkeypatch, capsys):
             if code == 2 and keys & {w.strip("-") for w in re.findall(r"[\w-]+", err2)}:
                 failed.append(f"{cli} {' '.join(map(str, argv))}: {err.strip()} -> {' '.join(map(str, again))}: "
                               f"{err2.strip()}")
-    import matplotlib.pyplot as plt
-    plt.close("all")  # the plots' refusals reached their work, _save, which closes each figure: here it raised
     assert tried >= 10 and not failed, "\n".join(failed)
 
 
