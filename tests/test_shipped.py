@@ -106,3 +106,13 @@ def test_each_scores_its_test_figure_to_the_printed_digit(name, capsys):
     measured = float(row.split("|")[1].split()[1])  # '<= 1.8683 ± 0.0240'
     assert max(map(len, out.splitlines()[-20:])) <= 120  # the table: its widest cell wraps
     assert abs(measured - figure) <= 0.5e-4 + 1e-6, (measured, figure)
+
+
+def test_a_preset_run_from_another_folder_is_told_to_run_from_the_repository_root(tmp_path, monkeypatch):
+    """Run from elsewhere, a preset's own run is missing and no shipped weights stand in (they are the repo's):
+    the refusal says where to run, as it does for a data file."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(fileio.UserError, match="run from the repository root"):
+        fileio.require_checkpoints(["artifacts/models/cpu/model.pt"], "")
+    with pytest.raises(fileio.UserError, match="train it first"):  # nothing of that name, here or shipped
+        fileio.require_checkpoints(["artifacts/models/nope/model.pt"], "")

@@ -85,8 +85,10 @@ def read_text(path, what, fix="", allow_empty=True, newline=None):
 
 
 def not_found(path, what, fix=""):
-    """The UserError for a missing input; a relative path found under the repo says where to run."""
-    if not os.path.isabs(path) and os.path.exists(os.path.join(REPO, path)):
+    """The UserError for a missing input; a relative path found under the repo (or shipped there
+    in its stead) says where to run."""
+    here = os.path.join(REPO, path)  # the path read from the repository root (or the weights it ships there)
+    if not os.path.isabs(path) and os.path.exists(own_or_shipped(here)):
         fix = f"paths are relative to where you run: run from the repository root ({REPO}) or give the full path"
     return UserError(f"{what} {path} not found" + (f": {fix}" if fix else ""))
 
