@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import bd3  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from utils.cli import ArgParser, at_least, seed  # noqa: E402
+from utils.dist import hold_threads  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def main(argv):
     ap.add_argument("--no-ceiling", action="store_true", help="score the model and knows drafters only: the "
                     "ceiling's 65 branches a position are most of the run time")
     args = ap.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    hold_threads()  # OMP_NUM_THREADS (or another thread variable), else 1
     model, n = load_bd3_ar(args.checkpoint)
     L, M = model.args.block_size, model.args.vocab_size - 1
     g = torch.Generator().manual_seed(args.seed)

@@ -38,6 +38,7 @@ from dev.readers import read_json  # noqa: E402
 from utils.cli import ArgParser, at_least, own_flags, typed  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
+from utils.dist import hold_threads  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import not_found, refuse_twins  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402
@@ -157,7 +158,7 @@ def score_all(args, argv):
     orders = [(path, read_json(path, "a dev/order_nll.py --json file", ("checkpoint", "split", "n_windows", "orders"),
                                "give the --json that order_nll.py wrote (this version records its split)"))
               for path in args.orders]
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    hold_threads()  # OMP_NUM_THREADS (or another thread variable), else 1
     runs = [load_model(path, "cpu") for path in args.against]
     cfg = checkpoint_config(runs[0][1], f"checkpoint {args.against[0]}")
     tok = tokenizer_from_state(runs[0][1]["tokenizer"])

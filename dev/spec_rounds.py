@@ -24,6 +24,7 @@ from diffusion import SamplerOptions  # noqa: E402
 from draft_ceiling import load_bd3_ar  # noqa: E402
 from model import compile_decode  # noqa: E402
 from utils.cli import ArgParser, at_least, typed  # noqa: E402
+from utils.dist import hold_threads  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def main(argv):
     if "--k" in typed(argv) and not (args.ar or args.compile):
         raise UserError("--k sets the AR's tokens and the compiled rounds a call, and neither runs here: give --ar or "
                         "--compile, or drop --k")
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    hold_threads()  # OMP_NUM_THREADS (or another thread variable), else 1
     runs = []
     for path in args.checkpoints:
         model, block = load_bd3_ar(path)

@@ -22,6 +22,7 @@ from draft_ceiling import load_bd3_ar  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from diffusion import SamplerOptions  # noqa: E402
 from utils.cli import ArgParser, at_least  # noqa: E402
+from utils.dist import hold_threads  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
@@ -75,7 +76,7 @@ def main(argv):
                     "token (at most the context less one)")
     ap.add_argument("--rounds", type=at_least(1), default=5, help="timed rounds, in turns; the median is reported")
     args = ap.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    hold_threads()  # OMP_NUM_THREADS (or another thread variable), else 1
     model, n = load_bd3_ar(args.checkpoint)
     ar, ck = load_model(args.ar_checkpoint, "cpu")
     if not ar.args.causal:

@@ -59,8 +59,9 @@ def parse_args(argv):
     p.add_argument("--time-draws", type=at_least(1), default=1, needs=("repeats",),
                    help="draws of B samples each point makes in a timed round (its time: their mean; more: less noise "
                    "from samplers whose passes vary)")
-    p.add_argument("--threads", type=at_least(1, most=os.cpu_count() or 1), default=1,
-                   help="CPU threads of the timed draws, at most this machine's (the scored draws choose theirs)")
+    p.add_argument("--threads", type=at_least(1, most=os.cpu_count() or 1), default=None,
+                   help="CPU threads of the timed draws, at most this machine's (default: the count OMP_NUM_THREADS or "
+                   "another thread variable fixes, else 1; the scored draws choose theirs)")
     p.add_argument("--seed", type=seed, default=0, help="seeds the scored samples (and, after it, the timed ones)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
@@ -253,7 +254,8 @@ def run_frontier(args, argv):
     s = score(windows, 0, tok, reference=ref)
     held = dict(sample_entropy=s["sample_entropy"], js=s["js"], js_mean=s["js_mean"], n_windows=len(windows),
                 gen_len=gen_len, reference_chars=len(ref), split="dev", reference_split="test")
-    print(f"device: {device}; scored draws' {threads.line()}; timed draws: {args.threads} thread(s); judge "
+    timed_threads = args.threads or threads.given or 1
+    print(f"device: {device}; scored draws' {threads.line()}; timed draws: {timed_threads} thread(s); judge "
           f"{args.ar_checkpoint}; {args.n_samples} samples of {gen_len} tokens per point; held-out entropy "
           f"{held['sample_entropy']:.3f} (dev), n-gram JS of dev text from test's {held['js_mean']:.4f}")
     g = torch.Generator().manual_seed(args.seed)
@@ -262,7 +264,7 @@ def run_frontier(args, argv):
         r["rows"] = grid_of(r, args, judge, start, gen_len, ref, g, threads)
         r["seconds"] = time.time() - t0
     speed = [f"tokens_per_s_b{b}" for b in args.time_batches] if args.repeats else []
-    torch.set_num_threads(args.threads)  # held while timing, so the points compare
+    torch.set_num_threads(timed_threads)  # held while timing, so the points compare
     if speed:
         note = busy_note(time_points(runs, args, start, gen_len, device), device)
         if note:

@@ -38,8 +38,9 @@ def parse_args(argv):
     p.add_argument("--frame-ms", type=at_least(10, most=LIMITS["gif_frame_ms"][0]), default=100,
                    help="milliseconds a frame shows in the MP4 and GIF (--tick-ms: real time; 100 by default: 5x "
                    "slower, so a 0.3 s race can be watched)")
-    p.add_argument("--threads", type=at_least(1, most=os.cpu_count() or 1), default=1,
-                   help="CPU threads every lane samples with (scripts/frontier.py's default: 1)")
+    p.add_argument("--threads", type=at_least(1, most=os.cpu_count() or 1), default=None,
+                   help="CPU threads every lane samples with (default: the count OMP_NUM_THREADS or another thread "
+                   "variable fixes, else 1, as scripts/frontier.py times)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
     p.add_argument("--out", type=output, default="", help="the MP4, the GIF beside it (--overwrite replaces "
                    "them); none: a new artifacts/media/race_k.mp4, never an earlier race's")
@@ -172,10 +173,11 @@ def main(argv):
     import torch
     from evals.samples import busy_note, start_ids
     from sampling.trace import MEDIA
-    from utils.dist import pick_device
+    from utils.dist import hold_threads, pick_device
+    held = hold_threads()  # a bad thread variable: one line, before any work
     device = pick_device(args.device)
     lanes = open_lanes(args, device)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or held)
     start = start_ids(lanes[0]["tok"], args.prompt)
     note = busy_note(run_lanes(lanes, start, args, device), device)
     where = f"{machine()}, {torch.get_num_threads()} thread(s)" if device.type == "cpu" else str(device)

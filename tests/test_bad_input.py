@@ -39,6 +39,7 @@ from utils.checkpoint import save_checkpoint
 from helpers import ENV, FIXTURES, MICRO, ROOT, for_objective, real_text, run_cli_here, script
 from sampling import video
 from utils import fileio
+from utils.dist import THREAD_VARS
 from utils.errors import UserError, run_cli
 
 
@@ -180,7 +181,7 @@ def _spoil(case, monkeypatch, d):
             (d / "run" / name).write_bytes((d / "damaged.pt").read_bytes())
     elif case in ENVIRONMENTS:  # torchrun's variables as a stray shell or a hand-made launch leaves them
         for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
-                     "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                     *THREAD_VARS):
             monkeypatch.delenv(name, raising=False)
         for name, value in ENVIRONMENTS[case].items():
             monkeypatch.setenv(name, value)
@@ -912,7 +913,11 @@ ENVIRONMENTS = {"rank_alone": dict(RANK="1"),
                                      MASTER_PORT="29500"),
                 # a worker of a hand-made launch (or of a node past the first): its own refusal is its only line
                 "worker": dict(RANK="1", LOCAL_RANK="1", WORLD_SIZE="2", MASTER_ADDR="localhost", MASTER_PORT="29500"),
-                "mkl_bad": dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="two")}  # torch reads MKL's over OMP's
+                "mkl_bad": dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="two"),  # torch reads MKL's over OMP's
+                # issue 97: the variables of the other math libraries under torch (OpenBLAS, OpenMP's cap) were not
+                # read at all, so a run could take more threads than its start-up line named
+                "openblas_bad": dict(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="0"),
+                "limit_bad": dict(OMP_THREAD_LIMIT="-1")}
 
 
 def first_refusal(rows):
@@ -935,8 +940,14 @@ for cli in discover():
     ENVIRONMENT_ROWS.setdefault(cli, [])
     ENVIRONMENT_ROWS[cli].append((*first_refusal(CLASS_ROWS[cli]), "worker"))
 for cli, base in (("inference.py", ["--checkpoint", DM]), ("scripts/eval.py", EV), ("scripts/frontier.py", FR),
-                  ("dev/bench_train.py", BT)):
+                  ("dev/bench_train.py", BT), ("scripts/race.py", RC), ("dev/spec_rounds.py", [DM]),
+                  ("dev/two_pass.py", [DM, AR]), ("dev/draft_ceiling.py", [DM]),
+                  ("dev/nanogpt_score.py", ["old.txt", "--against", DM])):
     ENVIRONMENT_ROWS[cli].append((base, "MKL_NUM_THREADS=two is not a positive integer", "mkl_bad"))
+for cli, base in (("train.py", [*T, "--out_dir=x"]), ("inference.py", ["--checkpoint", DM]), ("scripts/eval.py", EV),
+                  ("scripts/race.py", RC), ("dev/bench_train.py", BT)):
+    ENVIRONMENT_ROWS[cli].append((base, "OPENBLAS_NUM_THREADS=0 is not a positive integer", "openblas_bad"))
+    ENVIRONMENT_ROWS[cli].append((base, "OMP_THREAD_LIMIT=-1 is not a positive integer", "limit_bad"))
 for cli, rows in ENVIRONMENT_ROWS.items():
     CLASS_ROWS[cli]["environment"] = rows
 CLASS_TABLE = [(cli, row[0], row[1], row[2] if len(row) > 2 else None, cls) for cli, classes in CLASS_ROWS.items()
@@ -1481,6 +1492,11 @@ VALID = [
     ("inference.py", ["--checkpoint", AR, "--viz-video", "ar.mp4"], None),  # all three alike on an AR
     # the environment a cluster sets, every thread variable: a positive count
     ("inference.py", ["--checkpoint", DM], dict(OMP_NUM_THREADS="4", MKL_NUM_THREADS="1")),
+    # issue 97: each math library's own variable, alone or as a cap, is a count the run keeps to
+    ("train.py", [*T, "--out_dir=x"], dict(OPENBLAS_NUM_THREADS="1")),
+    ("inference.py", ["--checkpoint", DM], dict(OMP_NUM_THREADS="2", OMP_THREAD_LIMIT="1")),
+    ("scripts/race.py", [*RC, "--gen-len", "8"], dict(VECLIB_MAXIMUM_THREADS="1")),
+    ("scripts/race.py", [*RC, "--gen-len", "8", "--threads", "1"], dict(OMP_NUM_THREADS="2")),
 ]
 
 
@@ -1496,8 +1512,7 @@ def reach_work(monkeypatch):
 def test_valid_input_reaches_the_work(cli, argv, environ, files, tmp_path, monkeypatch, capsys):
     shutil.copytree(files, tmp_path / "case")
     monkeypatch.chdir(tmp_path / "case")
-    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS",
-                 "MKL_NUM_THREADS"):
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", *THREAD_VARS):
         monkeypatch.delenv(name, raising=False)
     for name, value in (environ or {}).items():
         monkeypatch.setenv(name, value)

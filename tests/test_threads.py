@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from utils.dist import CpuThreads, fixed_threads
+from utils.dist import THREAD_VARS, CpuThreads, fixed_threads, hold_threads
 from utils.errors import UserError
 
 CPU = torch.device("cpu")
@@ -189,7 +189,7 @@ def test_a_count_the_user_gives_is_kept_and_a_bad_one_refused():
     assert fixed_threads({"OMP_NUM_THREADS": " 2"}, runs=2) == (2, "OMP_NUM_THREADS=2")
     assert fixed_threads({"MKL_NUM_THREADS": "3"}, runs=3) == (3, "MKL_NUM_THREADS=3")
     for bad in ("0", "abc", "1e3", "-1", "2.5"):
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # either one: torch reads both
+        for name in THREAD_VARS:  # every one: a library under torch reads each
             with pytest.raises(UserError, match=f"{name}={bad} is not a positive integer"):
                 fixed_threads({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", name: bad})
     assert CpuThreads(CPU, world=2, environ={}, cores=2).cores == 1  # two ranks share the cores
@@ -206,23 +206,60 @@ def test_both_thread_variables_are_read_and_the_line_names_the_count_torch_runs(
         2, "OMP_NUM_THREADS=8; torch runs 2: MKL keeps to the cores it finds")
 
 
+def test_every_math_librarys_variable_is_read_and_the_least_holds_them_all():
+    """Issue 97: OPENBLAS_NUM_THREADS, VECLIB_MAXIMUM_THREADS and OMP_THREAD_LIMIT were not read: OPENBLAS_NUM_THREADS=1
+    alone left the run to take more threads as cores came free, and a cap below OMP_NUM_THREADS was named nowhere.
+    Each is a count a user asked for; the run keeps to the least and says which."""
+    assert fixed_threads({"OPENBLAS_NUM_THREADS": "1"}, runs=2) == (1, "OPENBLAS_NUM_THREADS=1")
+    assert fixed_threads({"VECLIB_MAXIMUM_THREADS": "1"}, runs=2) == (1, "VECLIB_MAXIMUM_THREADS=1")
+    assert fixed_threads({"OMP_THREAD_LIMIT": "1"}, runs=2) == (1, "OMP_THREAD_LIMIT=1")
+    assert fixed_threads({"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1"}, runs=2) == (
+        1, "OMP_NUM_THREADS=2 and OPENBLAS_NUM_THREADS=1; every library held to the least, OPENBLAS_NUM_THREADS's")
+    assert fixed_threads({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "4"}, runs=1) == (
+        1, "OMP_NUM_THREADS=1 and OPENBLAS_NUM_THREADS=4")  # a cap above the count holds nothing
+    assert fixed_threads({"OPENBLAS_NUM_THREADS": "8"}, runs=2) == (
+        2, "OPENBLAS_NUM_THREADS=8; torch runs 2: the libraries keep to the cores they find")
+    assert fixed_threads({"OMP_THREAD_LIMIT": "1", "VECLIB_MAXIMUM_THREADS": "2"}, runs=2) == (
+        1, "VECLIB_MAXIMUM_THREADS=2 and OMP_THREAD_LIMIT=1; every library held to the least, OMP_THREAD_LIMIT's")
+    held = CpuThreads(CPU, environ={"OPENBLAS_NUM_THREADS": "1"}, cores=2)
+    assert not held.auto and held.n == 1 == torch.get_num_threads()  # set, not only named
+    assert held.line() == "threads: 1 (OPENBLAS_NUM_THREADS=1)"
+    assert hold_threads({}) == 1 and hold_threads({"OMP_THREAD_LIMIT": "1"}) == 1 == torch.get_num_threads()
+    with pytest.raises(UserError, match="OMP_THREAD_LIMIT=x is not a positive integer"):
+        hold_threads({"OMP_THREAD_LIMIT": "x"})
+
+
+# (environ, the count every library must run): torch's own variables, then each library's alone and as a cap
+LINES = [(dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="2"), None), (dict(OMP_NUM_THREADS="2", MKL_NUM_THREADS="1"), 1),
+         (dict(OMP_NUM_THREADS="64"), None), (dict(OPENBLAS_NUM_THREADS="1"), 1), (dict(OMP_THREAD_LIMIT="1"), 1),
+         (dict(VECLIB_MAXIMUM_THREADS="1"), 1), (dict(OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="1"), 1),
+         (dict(MKL_NUM_THREADS="2", OMP_THREAD_LIMIT="1"), 1)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("environ", [dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="2"), dict(OMP_NUM_THREADS="2",
-                                     MKL_NUM_THREADS="1"), dict(OMP_NUM_THREADS="64")])
-def test_the_start_up_line_says_what_torch_really_runs(environ):
-    """In a fresh process (torch reads the variables once, at import): the line's count is torch.get_num_threads()."""
+@pytest.mark.parametrize("environ, count", LINES)
+def test_the_start_up_line_says_what_every_library_really_runs(environ, count):
+    """In a fresh process (the libraries read their variables once, at load): the line's count is torch's, OpenMP's
+    and MKL's (torch.__config__.parallel_info: omp_get_max_threads, mkl_get_max_threads) after a matmul."""
     import os
+    import re
     import subprocess
     import sys
     from helpers import ROOT
-    code = ("import torch; from utils.dist import CpuThreads; "
-            "print(CpuThreads(torch.device('cpu')).line(), '|', torch.get_num_threads())")
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    code = ("import torch; from utils.dist import CpuThreads; line = CpuThreads(torch.device('cpu')).line(); "
+            "torch.ones(64, 64) @ torch.ones(64, 64); print(line, '|', torch.get_num_threads()); "
+            "print(torch.__config__.parallel_info())")
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, **environ}, capture_output=True, text=True,
                        timeout=120)
-    line, runs = r.stdout.strip().rsplit(" | ", 1)
-    assert r.returncode == 0 and line.startswith(f"threads: {runs} ("), r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    first, info = r.stdout.split("\n", 1)
+    line, runs = first.rsplit(" | ", 1)
+    assert line.startswith(f"threads: {runs} (") and (count is None or int(runs) == count), r.stdout
     assert all(f"{k}={v}" in line for k, v in environ.items()), line
+    for library in ("omp_get_max_threads", "mkl_get_max_threads"):  # every library torch drives runs the count
+        held = re.search(rf"{library}\(\) : (\d+)", info)
+        assert held is None or held[1] == runs, (library, info)
 
 
 def test_a_bad_thread_count_is_refused_before_any_work(monkeypatch, capsys):

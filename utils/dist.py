@@ -53,13 +53,13 @@ def pick_device(name):
 
 
 class CpuThreads:
-    """A CPU run's thread count unless OMP_NUM_THREADS fixes it: one at first, more tried when cores
-    stay free, kept only if steps run faster; fewer at once when steps slow. A thread waiting for a
-    busy core holds up the whole step (dev/LOG.md, "How many CPU threads a run wants")."""
+    """A CPU run's thread count unless a thread variable fixes it: one at first, more tried when
+    cores stay free, kept only if steps run faster; fewer at once when steps slow. A thread waiting
+    for a busy core holds up the whole step (dev/LOG.md, "How many CPU threads a run wants")."""
 
     def __init__(self, device, world=1, environ=None, cores=None, clock=time.perf_counter, running=None):
-        # (the count torch runs, the variables that fixed it) where OMP_NUM_THREADS or
-        # MKL_NUM_THREADS is set
+        # (the count every math library keeps to, the variables that fixed it) where a thread
+        # variable of THREAD_VARS is set
         fixed = fixed_threads(os.environ if environ is None else environ)
         self.given, self.fixed_by = fixed if fixed else (None, "")
         self.auto = device.type == "cpu" and self.given is None
@@ -74,6 +74,10 @@ class CpuThreads:
         self.wait = 10.0     # seconds before the next try up; a lost try doubles it, up to 320
         self.next_try = 0.0
         self.last = None     # when the last step ended; None: the next step is not timed
+        if self.given is not None:
+            # set, not only read: torch's set_num_threads holds OpenMP and MKL (over MKL's own
+            # variables) to it, where a library's variable alone would not
+            torch.set_num_threads(self.given)
         if self.auto:  # one thread to start: more only once measured faster
             self.n = 1
             torch.set_num_threads(1)
@@ -139,31 +143,64 @@ class CpuThreads:
         return ""
 
 
-THREAD_VARS = ("MKL_NUM_THREADS", "OMP_NUM_THREADS")  # torch reads both, MKL's over OpenMP's
+# The thread counts the math libraries under torch read, by what reads each. torch reads the first
+# two (MKL's over OpenMP's); the others are a library's own, and cap the count here: a user who set
+# OPENBLAS_NUM_THREADS=1 alone asked for one thread.
+TORCH_VARS = ("MKL_NUM_THREADS", "OMP_NUM_THREADS")
+THREAD_VARS = dict(
+    MKL_NUM_THREADS="Intel's MKL, torch's BLAS on x86",
+    OMP_NUM_THREADS="OpenMP, torch's own parallel loops",
+    OPENBLAS_NUM_THREADS="OpenBLAS, torch's BLAS on ARM Linux",
+    VECLIB_MAXIMUM_THREADS="Apple's Accelerate, torch's BLAS on macOS",
+    OMP_THREAD_LIMIT="OpenMP's cap on all its threads",
+)
 
 
 def fixed_threads(environ, runs=None):
-    """(the count torch runs, what fixed it) when OMP_NUM_THREADS or MKL_NUM_THREADS is set,
-    None if neither. torch reads MKL_NUM_THREADS over OMP_NUM_THREADS and MKL keeps to the
-    cores, so the count is torch's own (runs: a test's), not either variable's. Anything but
-    a positive integer in either is a UserError: torch would fall back to another count while
-    the start-up line named it."""
+    """(the count, what fixed it) when a variable of THREAD_VARS is set, None if none is. The count
+    is torch's own after OMP_NUM_THREADS and MKL_NUM_THREADS (runs: a test's; MKL keeps to the
+    cores), held to the least of the other variables, so that no library runs more threads than
+    the start-up line names (CpuThreads sets it). Anything but a positive integer in any of them
+    is a UserError: a library would fall back to another count while the line named it."""
     given = {name: environ.get(name, "").strip() for name in THREAD_VARS}
     for name, value in given.items():
         if value and not (value.isdigit() and int(value) > 0):
             raise UserError(f"{name}={value} is not a positive integer: give a thread count, or unset it (the run "
                             f"picks)")
-    named = [f"{name}={value}" for name, value in given.items() if value]
-    if not named:
+    counts = {name: int(value) for name, value in given.items() if value}
+    if not counts:
         return None
     n = torch.get_num_threads() if runs is None else runs  # (nothing sets it where a variable fixes it)
-    why = " and ".join(named)
-    if len(set(v for v in given.values() if v)) == 2:
-        why = f"{named[0]}, which torch reads over {named[1]}"
-    asked = int(given["MKL_NUM_THREADS"] or given["OMP_NUM_THREADS"])
+    own = [f"{name}={counts[name]}" for name in TORCH_VARS if name in counts]
+    why = " and ".join(own)
+    if len(own) == 2 and counts["MKL_NUM_THREADS"] != counts["OMP_NUM_THREADS"]:
+        why = f"{own[0]}, which torch reads over {own[1]}"
+    caps = {name: count for name, count in counts.items() if name not in TORCH_VARS}
+    if caps:
+        named = " and ".join(f"{name}={count}" for name, count in caps.items())
+        why = f"{why} and {named}" if why else named
+    # the count asked: torch's variable (MKL's over OpenMP's), held to the least cap
+    torch_asked = counts.get("MKL_NUM_THREADS", counts.get("OMP_NUM_THREADS"))
+    asked = min(count for count in (torch_asked, *caps.values()) if count is not None)
+    least = min(caps, key=caps.get) if caps else None
+    below_torch = torch_asked is not None and asked < torch_asked
+    if least and caps[least] == asked and (below_torch or len(caps) > 1):
+        why += f"; every library held to the least, {least}'s"
+    if asked < n:  # (torch's own count already keeps to the cores)
+        n = asked
     if n != asked:
-        why += f"; torch runs {n}: MKL keeps to the cores it finds"
+        keeps = "MKL keeps to the cores it finds" if own else "the libraries keep to the cores they find"
+        why += f"; torch runs {n}: {keeps}"
     return n, why
+
+
+def hold_threads(environ=None):
+    """A timing study's thread count, set and returned: what a thread variable fixes (fixed_threads,
+    a bad value refused), else one, so that its figures compare run to run."""
+    fixed = fixed_threads(os.environ if environ is None else environ)
+    n = fixed[0] if fixed else 1
+    torch.set_num_threads(n)
+    return n
 
 
 @functools.lru_cache(maxsize=1)
