@@ -21,7 +21,7 @@ import torch.nn as nn
 from config import INT64_MAX, LIMITS
 from model import ModelArgs, Transformer
 from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, removed_notes
-from utils.errors import UserError
+from utils.errors import UserError, shown
 from utils.fileio import is_shipped, own_or_shipped, require_checkpoints
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
@@ -42,7 +42,7 @@ def check_model_args(ckpt, path):
     for key, value in args.items():
         typ = types.get(key)
         if typ is None or not (type(value) is typ or typ is float and type(value) is int):
-            raise UserError(f"checkpoint {path}: its model_args hold {key}={value!r}, which is no ModelArgs "
+            raise UserError(f"checkpoint {path}: its model_args hold {key}={shown(value)}, which is no ModelArgs "
                             f"{typ.__name__ if typ else 'key'}: {CHANGED}")
         top = LIMITS.get(key, (INT64_MAX,))[0]
         if typ is int and not 1 <= value <= top:
@@ -60,18 +60,18 @@ def check_fields(ckpt, path, export=False):
     checkpoint_config checks the rest against the config)."""
     where = f"checkpoint {path}: its"
     if not (type(ckpt["iter"]) is int and ckpt["iter"] >= 0):
-        raise UserError(f"{where} iter={ckpt['iter']!r} is no step count: {CHANGED}")
+        raise UserError(f"{where} iter={shown(ckpt['iter'])} is no step count: {CHANGED}")
     meta = ckpt.get("meta", {})
     cpt = meta.get("chars_per_token", 1.0) if isinstance(meta, dict) else None
     if not (type(cpt) in (int, float) and 0 < cpt < float("inf")):
-        raise UserError(f"{where} meta={meta!r} holds no chars_per_token > 0: {CHANGED}")
+        raise UserError(f"{where} meta={shown(meta)} holds no chars_per_token > 0: {CHANGED}")
     if not export:  # the rest are an export's
         return
     where = f"exported model {path}: {EXPORT_CONFIG}'s"
     if ckpt.get("format") != EXPORT_FORMAT:
-        raise UserError(f"{where} format={ckpt.get('format')!r} is not {EXPORT_FORMAT!r}: {CHANGED}")
+        raise UserError(f"{where} format={shown(ckpt.get('format'))} is not {EXPORT_FORMAT!r}: {CHANGED}")
     if type(ckpt.get("ema_weights")) is not bool:
-        raise UserError(f"{where} ema_weights={ckpt.get('ema_weights')!r} is neither true nor false: {CHANGED}")
+        raise UserError(f"{where} ema_weights={shown(ckpt.get('ema_weights'))} is neither true nor false: {CHANGED}")
 
 
 
@@ -94,6 +94,9 @@ def load_export(path):
             raise ValueError("no vocabulary")
     except FileNotFoundError as e:
         raise UserError(f"exported model {path} lacks {os.path.basename(e.filename)}: {EXPORT_AGAIN}") from None
+    except RecursionError:  # [[[...]]] past Python's recursion: no config.json export.py writes
+        raise UserError(f"exported model {path}: its {EXPORT_CONFIG} nests values too deep to read: "
+                        f"{EXPORT_AGAIN}") from None
     except (ValueError, KeyError, TypeError, AttributeError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise UserError(f"exported model {path} has an unreadable {EXPORT_CONFIG} or vocabulary: "
                         f"{EXPORT_AGAIN}") from None

@@ -25,7 +25,7 @@ from config import (BOOLEANS, CHOICES, INT64_MAX, LIMITS, NEEDS, PRESETS, SAMPLI
                     Config)
 from model import DECODERS, ModelArgs
 from utils.checkpoint import REMOVED, RENAMED
-from utils.errors import UserError
+from utils.errors import UserError, shown
 from utils.fileio import read_text
 from utils.tokenizer import tokenizer_from_state
 
@@ -62,7 +62,7 @@ def _coerce(name, typ, value, text=False):
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not typ:
-        raise UserError(f"{name} must be {typ.__name__}, got {type(value).__name__} {value!r}: "
+        raise UserError(f"{name} must be {typ.__name__}, got {type(value).__name__} {shown(value)}: "
                         f"e.g. {name}={EXAMPLES[typ]}")
     return value
 
@@ -96,7 +96,7 @@ def _read_config_file(path):
             key = _known_key(node.targets[0].id)
             if key in lines:
                 raise UserError(f"config file {path} sets {key} twice, on lines {lines[key]} and {line}: keep one")
-            out[key] = ast.literal_eval(node.value)
+            out[key] = _literal(node.value, path, line)
             lines[key] = line
     except (SyntaxError, ValueError) as e:  # a SyntaxError knows its own line
         where = f"config file {path}, line {getattr(e, 'lineno', None) or line}"
@@ -104,7 +104,20 @@ def _read_config_file(path):
             raise UserError(f"{where}: a number past 4,300 digits is out of range (torch's integers are 64-bit)")
         raise UserError(f"{where}: not `key = value` with a literal value (a number, a 'string', True or False): a "
                         f"config file is data, nothing in it runs") from None
+    except (RecursionError, MemoryError):  # brackets or signs nested past what Python's parser holds
+        raise UserError(f"config file {path}: a value nested too deep to read: a key's value is one number, "
+                        f"'string', True or False") from None
     return out
+
+
+def _literal(node, path, line):
+    """A config file's value: the literal at node, or one line saying why it cannot be one."""
+    try:
+        return ast.literal_eval(node)
+    except (TypeError, RecursionError, MemoryError) as e:  # {[1]: 2} (unhashable), or nested past Python's reach
+        why = "nested too deep" if not isinstance(e, TypeError) else str(e)
+        raise UserError(f"config file {path}, line {line}: a literal that cannot become a value ({why}): a key's "
+                        f"value is one number, 'string', True or False") from None
 
 
 def get_config(argv):
@@ -229,7 +242,7 @@ def check_numbers(cfg):
             raise UserError(f"{key} must be a finite number, got {value}")
         top, why = LIMITS.get(key, (INT64_MAX, "torch's integers are 64-bit"))
         if typ is int and not -INT64_MAX - 1 <= value <= top:
-            raise UserError(f"{key}={value} is out of range (at most {top:,}: {why})")
+            raise UserError(f"{key}={shown(value)} is out of range (at most {top:,}: {why})")
 
 
 def check_ranges(cfg):

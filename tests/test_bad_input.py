@@ -129,6 +129,15 @@ def files(tmp_path_factory):
     (d / "bom_train.py").write_bytes(b"\xef\xbb\xbfn_layer = 1\r\nn_head = 2\r\n")
     (d / "twice.py").write_text("temperature = 0.5\nseed = 3\n# later\ntemperature = 0.7\n")
     (d / "long.py").write_text(f"seed = {'9' * 5000}\n")
+    # issue 97: literals that parse but cannot become a value (a traceback each, or an unreadable 600 KB line)
+    literals = dict(unhashable="n_layer = {[1]: 2}", set_of_sets="n_layer = {{1}}", deep_sum="n_layer = " + "+".join(
+        ["1"] * 100000), deep_sign="n_layer = " + "-" * 100000 + "1", hex_digits="seed = 0x" + "f" * 5000,
+        big_tuple="n_layer = (" + "1," * 200000 + ")", inf_int="n_layer = 1e999", bytes_str="prompt = b'x'",
+        a_set="n_layer = {1, 2}", a_complex="temperature = 1j", float_int="n_layer = 2.0",
+        # and their neighbours, which are values: hex, a sign, an int for a float, an underscore, nesting of 150
+        neighbours="n_head = 0x2\nn_layer = +1\nlearning_rate = 3e-3\nwarmup_iters = 1_0\ntemperature = 1\n")
+    for name, text in literals.items():
+        (d / f"{name}.py").write_text(text + "\n")
     # runs an older version wrote with keys this one removed (issue 90): a display pace and a sampler's setting, which
     # no network, loss or law of this version reads (dropped with a note); a training setting (--resume refuses it)
     raw = torch.load(d / "dm" / "model.pt", weights_only=True)
@@ -727,6 +736,23 @@ TABLE += [
     ("inference.py", ["twice.py", "--checkpoint", DM], "sets temperature twice, on lines 1 and 4", None),
     ("dev/bench_train.py", [*BT, "twice.py"], "sets temperature twice", None),
     ("train.py", [*T, "long.py", "--out_dir=x"], "long.py, line 1: a number past 4,300 digits is out of range", None),
+    # issue 97: a literal that parses but cannot become a value, each one line (a traceback, a 600 KB line before)
+    ("train.py", [*T, "unhashable.py", "--out_dir=x"], "unhashable.py, line 1: a literal that cannot become a value "
+     "(unhashable type: 'list')", None),
+    ("train.py", [*T, "set_of_sets.py", "--out_dir=x"], "(unhashable type: 'set')", None),
+    ("train.py", [*T, "deep_sum.py", "--out_dir=x"], "deep_sum.py: a value nested too deep to read", None),
+    ("train.py", [*T, "deep_sign.py", "--out_dir=x"], "deep_sign.py: a value nested too deep to read", None),
+    ("train.py", [*T, "hex_digits.py", "--out_dir=x"], "seed=(a 6,021-digit number) is out of range", None),
+    ("train.py", [*T, "big_tuple.py", "--out_dir=x"], "got tuple (1, 1, 1", None),  # one short line (its length)
+    ("train.py", [*T, "inf_int.py", "--out_dir=x"], "n_layer must be int, got float inf", None),
+    ("train.py", [*T, "bytes_str.py", "--out_dir=x"], "prompt must be str, got bytes b'x'", None),
+    ("train.py", [*T, "a_set.py", "--out_dir=x"], "n_layer must be int, got set {1, 2}", None),
+    ("train.py", [*T, "a_complex.py", "--out_dir=x"], "temperature must be float, got complex 1j", None),
+    ("train.py", [*T, "float_int.py", "--out_dir=x"], "n_layer must be int, got float 2.0", None),
+    ("inference.py", ["unhashable.py", "--checkpoint", DM], "a literal that cannot become a value", None),
+    ("inference.py", ["deep_sum.py", "--checkpoint", DM], "a value nested too deep to read", None),
+    ("inference.py", ["big_tuple.py", "--checkpoint", DM], "(600,000 characters)", None),
+    ("dev/bench_train.py", [*BT, "deep_sign.py"], "a value nested too deep to read", None),
     ("train.py", [*T, "--out_dir=x", "--max_iters=" + "9" * 5000], "--max_iters is a 5,000-digit number: out of "
      "range", None),
     ("train.py", [*T, "--out_dir=x", "--learning_rate=" + "9" * 5000], "a float holds at most", None),
@@ -1279,13 +1305,36 @@ def test_an_edited_checkpoint_is_refused_as_its_export_would_be(files, tmp_path,
     """The same checks on a model.pt whose checksum was recomputed after the edit: its config and its model_args."""
     from utils.checkpoint import save_checkpoint
     raw = torch.load(files / DM, weights_only=True)
-    for part, key, value, words in [(CFG, "n_layer", "1", "n_layer must be int"), (ARGS, "block_size", 2 ** 40,
-                                                                                   "outside 1 to 2,147,483,647")]:
+    edits = [(CFG, "n_layer", "1", "n_layer must be int"), (ARGS, "block_size", 2 ** 40, "outside 1 to 2,147,483,647"),
+             # issue 97: what a weights-only load still reads that no key can be, each one short line
+             (CFG, "n_layer", {1, 2}, "got set {1, 2}"), (CFG, "temperature", 1j, "got complex 1j"),
+             (CFG, "prompt", b"x", "got bytes b'x'"), (CFG, "n_layer", tuple(range(100000)), "(688,890 characters)"),
+             (ARGS, "n_layer", {1}, "n_layer={1}, which is no ModelArgs int")]
+    for part, key, value, words in edits:
         edited = {k: v for k, v in raw.items() if k != "checksum"}
         edited[part] = {**raw[part], key: value}
         save_checkpoint(tmp_path / "e.pt", edited)
         code, _, err = run_cli_here(inference.main, ["--checkpoint", tmp_path / "e.pt"], capsys)
         assert code == 2 and words in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("raw, words", [
+    ("[" * 100000 + "]" * 100000, "its config.json nests values too deep to read"),
+    ("1" + "0" * 5000, "has an unreadable config.json"),  # json reads no int past 4,300 digits
+    ("[" + "1, " * 200000 + "1]", "(600,003 characters)"),
+    ("1e999", "n_layer must be int, got float inf"),
+], ids=["deep", "digits", "long_list", "inf"])
+def test_an_export_whose_config_json_holds_what_no_value_can_be_is_one_line(raw, words, files, tmp_path, capsys):
+    """Issue 97: config.json as text (json.dumps cannot write these): n_layer nested 100,000 deep was a RecursionError
+    with a traceback; a list of 200,001 numbers a 600 KB line."""
+    d = tmp_path / "e"
+    shutil.copytree(files / "exp", d)
+    meta = json.loads((d / "config.json").read_text())
+    meta["config"]["n_layer"] = "@@"
+    (d / "config.json").write_text(json.dumps(meta).replace('"@@"', raw))
+    code, _, err = run_cli_here(inference.main, ["--checkpoint", d], capsys)
+    assert code == 2 and words in err and err.count("\n") == 1 and len(err) < 400, err[:500]
 
 
 BEFORE_WORK = [  # (cli, argv, the first piece of work: it must not start, words)
@@ -1474,6 +1523,7 @@ VALID = [
     ("inference.py", ["bom.py", "--checkpoint", DM], None),
     ("dev/bench_train.py", [*BT, "bom_train.py"], None),
     ("train.py", [*T, "bom_train.py", "--out_dir=x"], None),
+    ("train.py", [*T, "neighbours.py", "--out_dir=x"], None),  # issue 97: literals that are values, beside those refused
     # a removed key that changes neither the network, its loss nor a sample's law was refused on every path
     ("inference.py", ["--checkpoint", "old_display/model.pt"], None),
     ("train.py", [*T, "--out_dir=old_display", "--max_iters=8", "--resume"], None),

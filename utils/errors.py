@@ -6,6 +6,7 @@ non-finite-logit failures and Ctrl-C (exit 130) give one line; a closed pipe end
     python train.py --max_itters=3   # error: unknown config key 'max_itters' (did you mean ...?)
 """
 import errno
+import math
 import os
 import sys
 
@@ -19,6 +20,19 @@ def clip(text, most=40):
     5,000-digit number is still one readable line)."""
     text = str(text)
     return text if len(text) <= most else f"{text[:most // 2]}... ({len(text):,} characters)"
+
+
+def shown(value, most=60):
+    """A value read from a file as a message quotes it, in one readable line: its clipped repr; an
+    int past the 4,300 digits Python prints, or a nesting past its recursion, by what it is."""
+    if isinstance(value, int) and value.bit_length() > 14_000:  # (past ~4,200 digits: repr() raises)
+        digits = int(math.log10(abs(value))) + 1
+        return f"(a {digits:,}-digit number)"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # a huge int inside a list, or a list nested 1,000 deep
+        return f"(a {type(value).__name__} too large or deep to print)"
+    return clip(text, most)
 
 
 # what sizes a batch or a context, by entry point (main's module); elsewhere the words alone
