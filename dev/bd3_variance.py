@@ -22,7 +22,7 @@ from bd3 import bd3_loss, bd3_times  # noqa: E402
 from diffusion import Schedule, band_times, masking_draws  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data  # noqa: E402
-from utils.cli import ArgParser, at_least, band, list_of, seed  # noqa: E402
+from utils.cli import ArgParser, at_least, band, list_of, model_path, seed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402
 
@@ -49,7 +49,7 @@ def band_stats(model, x, schedule, mask_id, block, band, draws, seed):
 
 def main(argv):
     p = ArgParser(prog="dev/bd3_variance.py", description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", help="a bd3 model.pt (objective=bd3)")
+    p.add_argument("checkpoint", type=model_path, help="a bd3 model.pt (objective=bd3)")
     p.add_argument("--bands", type=list_of(band), default="0-1,0.3-0.8,0.5-1",
                    help="mask-rate bands lo-hi, comma-separated; 0-1 = the bound")
     p.add_argument("--draws", type=at_least(2, "a spread"), default=32, help="redraws of t and masks per band")

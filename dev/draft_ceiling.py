@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import bd3  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
-from utils.cli import ArgParser, at_least, seed  # noqa: E402
+from utils.cli import ArgParser, at_least, model_path, seed  # noqa: E402
 from utils.dist import hold_threads  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
@@ -33,7 +33,7 @@ def load_bd3_ar(path):
 
 def main(argv):
     ap = ArgParser(prog="dev/draft_ceiling.py", description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint", help="a --bd3_ar model.pt (baby_bd3's)")
+    ap.add_argument("checkpoint", type=model_path, help="a --bd3_ar model.pt (baby_bd3's)")
     ap.add_argument("--n", type=at_least(2, "a standard error"), default=24, help="sequences drawn from the clean half")
     ap.add_argument("--seed", type=seed, default=0, help="seeds the sequences drawn from the clean half")
     ap.add_argument("--no-ceiling", action="store_true", help="score the model and knows drafters only: the "

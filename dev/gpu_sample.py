@@ -31,7 +31,7 @@ from configurator import config_from_dict  # noqa: E402
 from evals.samples import draw  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from model import compile_decode  # noqa: E402
-from utils.cli import ArgParser, at_least, typed  # noqa: E402
+from utils.cli import ArgParser, at_least, model_path, typed  # noqa: E402
 from utils.dist import autocast_for  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.tokenizer import tokenizer_from_state  # noqa: E402
@@ -98,8 +98,8 @@ class ForwardGraphed(torch.nn.Module):
 
 def main(argv):
     ap = ArgParser(prog="dev/gpu_sample.py", description=__doc__.splitlines()[0])
-    ap.add_argument("ar", help="the AR's model.pt (baby_ar's)")
-    ap.add_argument("bd3", help="the --bd3_ar network's model.pt (baby_bd3's)")
+    ap.add_argument("ar", type=model_path, help="the AR's model.pt (baby_ar's)")
+    ap.add_argument("bd3", type=model_path, help="the --bd3_ar network's model.pt (baby_bd3's)")
     ap.add_argument("--k", type=at_least(2), default=4, help="steps a replay of the k rows")
     ap.add_argument("--tokens", type=at_least(1), default=250, help="tokens each sample generates after 'ROMEO:'")
     ap.add_argument("--deadline", type=at_least(1), default=170, help="seconds of work; later rows are skipped")

@@ -22,7 +22,7 @@ from diffusion import Schedule  # noqa: E402
 from configurator import acts, validate  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from evals.samples import open_checkpoint  # noqa: E402
-from utils.cli import ArgParser, at_least, own_flags, seed  # noqa: E402
+from utils.cli import ArgParser, at_least, model_path, own_flags, seed  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data, split_ids  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
@@ -57,7 +57,7 @@ def infill_recovery(model, windows, cfg, mask_id, span, generator=None, batch_si
 
 def parse_args(argv):
     p = ArgParser(prog="dev/infill.py", description="Held-out spans filled from both sides by a checkpoint's sampler.")
-    p.add_argument("checkpoint", help="a model.pt written by train.py (masked or uniform-state diffusion)")
+    p.add_argument("checkpoint", type=model_path, help="a model.pt written by train.py (masked or uniform-state diffusion)")
     p.add_argument("--span", type=at_least(1), default=None, help="held-out tokens a window; default 20 (nanoDLM's "
                    "chars), or half the context if that is less")
     p.add_argument("--n-infill", type=at_least(1), default=64, help="validation windows, one held-out span each")

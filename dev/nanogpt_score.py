@@ -35,7 +35,7 @@ from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_win
 from scripts.eval import run_name  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from dev.readers import read_json  # noqa: E402
-from utils.cli import ArgParser, at_least, own_flags, typed  # noqa: E402
+from utils.cli import ArgParser, at_least, model_path, own_flags, typed  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import hold_threads  # noqa: E402
@@ -137,7 +137,7 @@ def nanogpt_per_window(gpt, windows, batch_size):
 def main(argv):
     p = ArgParser(prog="dev/nanogpt_score.py", description=__doc__.split("\n\n")[0])
     p.add_argument("ckpt", help="nanoGPT's ckpt.pt (a character-level run, e.g. NANOGPT/out-baby/ckpt.pt)")
-    p.add_argument("--against", nargs="+", required=True, help="this repo's model.pt files, scored on the same windows")
+    p.add_argument("--against", nargs="+", required=True, type=model_path, help="this repo's model.pt files, scored on the same windows")
     p.add_argument("--model-py", default="", help="nanoGPT's model.py (default: the clone holding the ckpt's folder)")
     p.add_argument("--meta", default="", help="its meta.pkl (default: the clone's data/DATASET/meta.pkl)")
     p.add_argument("--split", choices=SPLITS, default=REPORT["split"], help="whose fixed windows (as scripts/eval.py)")

@@ -50,7 +50,7 @@ from evals.samples import open_checkpoint, write_json  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
-from utils.cli import ArgParser, at_least, list_of, output, own_flags, seed, typed  # noqa: E402
+from utils.cli import ArgParser, at_least, list_of, model_path, output, own_flags, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 ORDERS = ("l2r", "r2l", "random", "causal", "mixture")
@@ -204,7 +204,7 @@ READINGS = {
 def parse_args(argv):
     p = ArgParser(prog="dev/order_nll.py", description="Does the order a diffusion network (mdlm, bd3) decodes in "
                   "change how good its joint is? The exact NLL of its joint, reveal order by order.")
-    p.add_argument("checkpoint", help="an mdlm or bd3 model.pt written by train.py")
+    p.add_argument("checkpoint", type=model_path, help="an mdlm or bd3 model.pt written by train.py")
     p.add_argument("--orders", type=list_of(ORDERS), default="l2r,random",
                    help=f"comma-separated, each scored and paired against the first: {', '.join(ORDERS)}")
     p.add_argument("--n-windows", type=at_least(2, "a standard error"), default=128,

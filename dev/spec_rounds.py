@@ -23,19 +23,19 @@ from configurator import get_config  # noqa: E402
 from diffusion import SamplerOptions  # noqa: E402
 from draft_ceiling import load_bd3_ar  # noqa: E402
 from model import compile_decode  # noqa: E402
-from utils.cli import ArgParser, at_least, typed  # noqa: E402
+from utils.cli import ArgParser, at_least, model_path, typed  # noqa: E402
 from utils.dist import hold_threads  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 
 def main(argv):
     ap = ArgParser(prog="dev/spec_rounds.py", description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoints", nargs="+", help="--bd3_ar model.pt files (baby_bd3's)")
+    ap.add_argument("checkpoints", nargs="+", type=model_path, help="--bd3_ar model.pt files (baby_bd3's)")
     ap.add_argument("--n", type=at_least(1), default=32, help="samples drawn from each checkpoint, one at a time "
                     "(batch 1), seeds 1000, 1001, ...")
     ap.add_argument("--gen", type=at_least(1), default=63, help="tokens each sample generates after its one start "
                     "token")
-    ap.add_argument("--ar", help="an AR model.pt (baby_ar's), sampled in the same turns and seeds")
+    ap.add_argument("--ar", type=model_path, help="an AR model.pt (baby_ar's), sampled in the same turns and seeds")
     ap.add_argument("--compile", action="store_true", help="sample as --compile=true does (inductor on a CPU)")
     ap.add_argument("--k", type=at_least(1), default=4, help="--replay_steps: the AR's tokens, bd3's whole rounds "
                     "(under --compile) a call")

@@ -21,7 +21,7 @@ from diffusion import draw, no_mask_logit  # noqa: E402
 from draft_ceiling import load_bd3_ar  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from diffusion import SamplerOptions  # noqa: E402
-from utils.cli import ArgParser, at_least  # noqa: E402
+from utils.cli import ArgParser, at_least, model_path  # noqa: E402
 from utils.dist import hold_threads  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
@@ -68,8 +68,8 @@ def sample_two_pass(model, prompt, gen_len, n, mask_id, generator, opts=SamplerO
 
 def main(argv):
     ap = ArgParser(prog="dev/two_pass.py", description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint", help="a --bd3_ar model.pt (baby_bd3's)")
-    ap.add_argument("ar_checkpoint", help="the AR it is timed against (baby_ar's)")
+    ap.add_argument("checkpoint", type=model_path, help="a --bd3_ar model.pt (baby_bd3's)")
+    ap.add_argument("ar_checkpoint", type=model_path, help="the AR it is timed against (baby_ar's)")
     ap.add_argument("--n", type=at_least(1), default=32, help="samples each sampler draws in a timed round, one at a "
                     "time (batch 1), seeds 0, 1, ...")
     ap.add_argument("--gen", type=at_least(1), default=63, help="tokens each sample generates after its one start "

@@ -59,8 +59,11 @@ def parse_args(argv):
     p.add_argument("--json", type=output, default="", help="also write every figure here (dev/plot.py entropy)")
     args = p.parse_args(argv)
     # every checkpoint named, all at once, before any is read
-    require_checkpoints([*args.checkpoints, *filter(None, [args.ar_checkpoint])], "give paths that exist")
+    found = require_checkpoints([*args.checkpoints, *filter(None, [args.ar_checkpoint])], "give paths that exist")
     refuse_twins(args.checkpoints)  # one scored twice would be paired against itself
+    # from here each path is the one read: the shipped weights where a preset's run is not trained
+    args.checkpoints = found[:len(args.checkpoints)]
+    args.ar_checkpoint = found[-1] if args.ar_checkpoint else ""
     return args
 
 

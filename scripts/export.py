@@ -22,7 +22,7 @@ from utils.fileio import atomic_open, atomic_path, check_folder, require_checkpo
 
 def parse_args(argv):
     p = ArgParser(prog="scripts/export.py", description="Export a checkpoint's weights, config and tokenizer.")
-    p.add_argument("checkpoint", help="a model.pt written by train.py")
+    p.add_argument("checkpoint", help="a model.pt written by train.py, or a folder this script wrote")
     p.add_argument("out_dir", help="folder to write model.safetensors, config.json and the tokenizer into")
     p.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
                    help="write into OUT_DIR even if it holds files (--force: the same, its old name)")
@@ -35,10 +35,26 @@ def parse_args(argv):
     if os.path.isdir(args.out_dir) and os.listdir(args.out_dir) and not args.overwrite:
         raise UserError(f"{args.out_dir} already holds files: pass --overwrite to write into it, or choose another "
                         f"OUT_DIR")
-    if os.path.isdir(args.checkpoint):
-        raise UserError(f"{args.checkpoint} is a folder: export a model.pt written by train.py")
-    require_checkpoints([args.checkpoint], "give the path of one that exists")
+    if os.path.isdir(args.checkpoint) and not exported(args.checkpoint):
+        raise UserError(f"{args.checkpoint} is a folder: export a model.pt written by train.py (or a folder this "
+                        f"script wrote)")
+    # the path read from here on: the shipped weights where a preset's run is not trained
+    args.checkpoint = require_checkpoints([args.checkpoint], "give the path of one that exists")[0]
+    if os.path.isdir(args.out_dir) and os.path.samefile(args.checkpoint, args.out_dir):
+        raise UserError(f"OUT_DIR {args.out_dir} is the folder being exported: choose another OUT_DIR")
     return args
+
+
+def exported(path):
+    """Whether path is a folder this script wrote (checkpoint_manager's EXPORT_WEIGHTS and
+    EXPORT_CONFIG: named here, before torch is imported)."""
+    return all(os.path.isfile(os.path.join(path, name)) for name in ("model.safetensors", "config.json"))
+
+
+def size_mb(path):
+    """A checkpoint's size in MB: its file, or every file of an exported folder."""
+    files = [os.path.join(path, n) for n in os.listdir(path)] if os.path.isdir(path) else [path]
+    return sum(os.path.getsize(f) for f in files) / 1e6
 
 
 def about_of(pairs):
@@ -70,8 +86,10 @@ def export(ckpt, model, out_dir, about=None):
     meta = dict(format=EXPORT_FORMAT, model_args=ckpt["model_args"], tokenizer={"kind": tok.kind},
                 tokenizer_fingerprint=fingerprint(tok), objective=cfg.get("objective", "mdlm"),
                 schedule=cfg.get("schedule", "cosine"), diffusion_steps=cfg.get("diffusion_steps"), mask_id=tok.mask_id,
-                iter=int(ckpt["iter"]), ema_weights=ckpt.get("ema") is not None, config=cfg,
+                iter=int(ckpt["iter"]), ema_weights=ckpt.get("ema") is not None or bool(ckpt.get("ema_weights")),
+                config=cfg,
                 meta={k: v for k, v in ckpt.get("meta", {}).items() if k == "chars_per_token"})
+    about = about or ckpt.get("about")  # an export exported again keeps how it was made
     if about:
         meta["about"] = about
     vocab = EXPORT_BPE if tok.kind == "bpe" else EXPORT_CHARS
@@ -97,10 +115,11 @@ def main(argv):
     args = parse_args(argv)
     model, ckpt = load_model(args.checkpoint, "cpu")
     paths = export(ckpt, model, args.out_dir, args.about)
+    ema = ckpt.get("ema") is not None or ckpt.get("ema_weights")
     print(f"exported {args.checkpoint} (iter {ckpt['iter']}, {model.num_params():,} parameters"
-          f"{', EMA weights' if ckpt.get('ema') is not None else ''}) to {args.out_dir}: "
+          f"{', EMA weights' if ema else ''}) to {args.out_dir}: "
           + ", ".join(f"{os.path.basename(p)} {os.path.getsize(p) / 1e6:.2f} MB" for p in paths)
-          + f" (the checkpoint is {os.path.getsize(args.checkpoint) / 1e6:.2f} MB)")
+          + f" (the checkpoint is {size_mb(args.checkpoint):.2f} MB)")
     print(f"sample from it: python inference.py --checkpoint {args.out_dir}")
 
 

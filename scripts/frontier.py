@@ -75,8 +75,10 @@ def parse_args(argv):
             raise UserError(f"{flag} names a key twice: give it once, with all its values (KEY=V1,V2)")
     a.grid_values = dict(a.grid or map(GRID, DEFAULT_GRID))
     a.ar_grid_values = dict(a.ar_grid or map(GRID, DEFAULT_AR_GRID))
-    require_checkpoints([*a.checkpoints, a.ar_checkpoint], "give paths that exist")  # all at once
+    found = require_checkpoints([*a.checkpoints, a.ar_checkpoint], "give paths that exist")  # all at once
     refuse_twins(a.checkpoints)  # its curves twice, timed twice
+    # from here each path is the one read: the shipped weights where a preset's run is not trained
+    a.checkpoints, a.ar_checkpoint = found[:-1], found[-1]
     return a
 
 
@@ -91,6 +93,7 @@ from model import compile_decode  # noqa: E402
 from evals.samples import (busy_note, draw, held_out_windows, load_judge, open_checkpoint, score,  # noqa: E402
                            speed_figures, start_ids, time_draws, write_json)
 from utils.dataloader import prepare_data  # noqa: E402
+from sampling.trace import run_name  # noqa: E402
 from utils.dist import CpuThreads, pick_device  # noqa: E402
 
 
@@ -270,7 +273,7 @@ def run_frontier(args, argv):
         if note:
             print(note)
     rows = [dict(at_held_out=read_curves(r["rows"], held["sample_entropy"], ("gen_ppl", "js_mean", *speed)),
-                 path=r["path"], name=os.path.basename(os.path.dirname(os.path.abspath(r["path"]))),
+                 path=r["path"], name=run_name(r["path"]),
                  objective=r["cfg"].objective, exact=r["obj"].EXACT, seconds=r["seconds"],
                  self_scored=os.path.samefile(r["path"], args.ar_checkpoint), points=r["rows"]) for r in runs]
     if args.json:

@@ -312,6 +312,10 @@ TABLE = [
     ("inference.py", ["--checkpoint", DM, "--prompts-file", "prompts.txt", "--viz-video", "v.mp4"], "drop --viz-video", None),
     ("scripts/export.py", ["/etc/passwd", "out"], "is a text file, not a checkpoint", None),
     ("scripts/export.py", ["dm", "out"], "dm is a folder", None),
+    # issue 97: an exported folder is exported again (the shipped weights stand in for a preset's model.pt), never
+    # into itself
+    ("scripts/export.py", ["exp", "exp", "--overwrite"], "OUT_DIR exp is the folder being exported", None),
+    ("scripts/export.py", ["exp", "./exp/", "--overwrite"], "is the folder being exported", None),
     ("scripts/export.py", [DM, "old.txt"], "old.txt is a file", None),
     ("scripts/export.py", [DM, "ro/exp"], "Permission denied", "readonly"),
     ("scripts/data.py", ["--input-file", "text.txt", "--num-stories", "-1", "--output", "o.txt"], "--num-stories: must be >= 0", None),
@@ -1540,6 +1544,7 @@ VALID = [
     ("inference.py", ["--checkpoint", AR, "--viz-video", "off", "--html"], None),  # the AR's trace: a token a frame
     ("inference.py", ["--checkpoint", AR, "--live"], None),
     ("inference.py", ["--checkpoint", AR, "--viz-video", "ar.mp4"], None),  # all three alike on an AR
+    ("scripts/export.py", ["exp", "exp_again"], None),  # issue 97: an export exported again (the shipped weights' case)
     # the environment a cluster sets, every thread variable: a positive count
     ("inference.py", ["--checkpoint", DM], dict(OMP_NUM_THREADS="4", MKL_NUM_THREADS="1")),
     # issue 97: each math library's own variable, alone or as a cap, is a count the run keeps to

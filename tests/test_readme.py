@@ -73,11 +73,11 @@ def test_the_readme_commands_are_found_and_shrunk():
     assert any(c.startswith("python train.py") for c in cmds) and any("inference.py" in c for c in cmds)
 
 
-@pytest.mark.slow
-def test_every_readme_command_runs_in_order_on_a_fresh_copy(tmp_path):
+def fresh_copy(tmp_path):
+    """(a copy of the tracked files, what a fresh clone holds; the environment of an activated venv there)."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
     repo = tmp_path / "repo"
-    for rel in filter(None, files.split("\0")):  # the tracked files: what a fresh clone holds
+    for rel in filter(None, files.split("\0")):
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, repo / rel)
     bin_dir = tmp_path / "bin"  # `python` and `torchrun` are this interpreter's, as in an activated venv
@@ -87,6 +87,12 @@ def test_every_readme_command_runs_in_order_on_a_fresh_copy(tmp_path):
         (bin_dir / name).chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
                PYTHONDONTWRITEBYTECODE="1")
+    return repo, env
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs_in_order_on_a_fresh_copy(tmp_path):
+    repo, env = fresh_copy(tmp_path)
     for cmd, line in readme_lines((ROOT / "README.md").read_text()):
         caption = line[len(line.split("#")[0]):]
         # a caption that promises a trace names where it goes: in the caption, or through --viz-video in the command
@@ -116,3 +122,56 @@ def test_the_logs_index_lists_every_entry_in_order():
         assert rest.startswith(title) and rest.endswith(verdict), rest  # the heading's title, then its verdict
     dates = [e[0] for e in entries]
     assert dates == sorted(dates, reverse=True)  # newest first
+
+
+# what makes a line that reads checkpoints quick, appended where the line does not set the flag itself: its figures
+# then rest on fewer windows and times, its work on every path it had
+QUICK = {"scripts/eval.py": dict(n_windows=4, n_t=1), "scripts/frontier.py": dict(time_batches=1)}
+
+
+def quicken(cmd):
+    """Each scripts/eval.py or frontier.py invocation in a command line gets the QUICK flags it does not set."""
+    parts = []
+    for seg in cmd.split("&&"):
+        for script, flags in QUICK.items():
+            if script in seg:
+                given = set(re.findall(r"--([a-z-]+)", seg))
+                seg = seg.rstrip() + "".join(f" --{k.replace('_', '-')} {v}" for k, v in flags.items()
+                                             if k.replace("_", "-") not in given) + " "
+        parts.append(seg)
+    return "&&".join(parts)
+
+
+def stand_in_lines(text):
+    """README's lines that read a preset's checkpoint without training it first: its Evaluation section whole, and
+    every other line naming artifacts/models/ with no train.py or torchrun in it."""
+    section = text.split("## Evaluation", 1)[1].split("\n## ", 1)[0]
+    evaluation = readme_commands(section)
+    others = [c for c in readme_commands(text) if "artifacts/models/" in c and c not in evaluation
+              and not re.search(r"train\.py|torchrun", c)]
+    return evaluation + others
+
+
+def test_the_stand_in_lines_are_found_and_quickened():
+    lines = stand_in_lines((ROOT / "README.md").read_text())
+    assert len([c for c in lines if "scripts/eval.py" in c]) >= 2 and any("frontier.py" in c for c in lines)
+    assert any(c.startswith("python scripts/export.py artifacts/models/") for c in lines)
+    got = quicken("python scripts/eval.py a.pt --n-t 2 && python scripts/export.py a.pt b")
+    assert "--n-t 2" in got and "--n-t 1" not in got and "--n-windows 4" in got and got.endswith("a.pt b")
+
+
+@pytest.mark.slow
+def test_readmes_checkpoint_lines_run_on_a_fresh_clone_where_the_shipped_weights_stand_in(tmp_path):
+    """Issue 97: on a fresh clone (no artifacts/models: no run of one's own), README's Evaluation lines crashed with
+    FileNotFoundError from os.path.samefile after their work, and export.py's from os.path.getsize: each compared,
+    opened or printed the path typed, not the shipped weights read in its place. Each line runs as typed, QUICK
+    flags appended; what it prints names the weights it read."""
+    repo, env = fresh_copy(tmp_path)
+    assert not (repo / "artifacts" / "models").exists()
+    for cmd in stand_in_lines((ROOT / "README.md").read_text()):
+        r = subprocess.run(["bash", "-c", quicken(cmd)], cwd=repo, env=env, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=900)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+        if "artifacts/models/" in cmd:  # the weights read are named, not a path that is not there
+            assert "artifacts/weights/" in r.stdout, f"{cmd}\n{r.stdout[-2000:]}"
+    assert not (repo / "artifacts" / "models").exists()  # nothing written where a run of one's own goes

@@ -69,7 +69,15 @@ def test_a_presets_own_run_is_read_first_and_the_shipped_weights_only_in_its_pla
     assert fileio.own_or_shipped("artifacts/models/baby/model.pt") == "artifacts/models/baby/model.pt"  # your own
     for elsewhere in ("artifacts/models/cpu/best.pt", "runs/cpu/model.pt", "artifacts/models/baby_bd3/model.pt"):
         assert fileio.own_or_shipped(elsewhere) == elsewhere  # not a preset's run, or nothing shipped for it
-    fileio.require_checkpoints(["artifacts/models/cpu/model.pt"], "")  # found: it stands in
+    # found: it stands in, and what is read is the path returned (issue 97: the scripts compared, opened and printed
+    # the path typed, which is not there)
+    assert fileio.require_checkpoints(["artifacts/models/cpu/model.pt", "artifacts/models/baby/model.pt"], "") == [
+        shipped, "artifacts/models/baby/model.pt"]
+    with pytest.raises(fileio.UserError, match="artifacts/models/cpu and artifacts/weights/cpu are one checkpoint"):
+        fileio.refuse_twins(["artifacts/models/cpu", "artifacts/weights/cpu"])  # compared as read
+    fileio.refuse_twins(["artifacts/models/cpu/model.pt", "artifacts/models/baby/model.pt"])  # two runs: no twins
+    from utils.cli import model_path
+    assert model_path("artifacts/models/cpu/model.pt") == shipped and model_path("x.pt") == "x.pt"
     with pytest.raises(fileio.UserError, match="artifacts/models/baby_bd3/model.pt not found"):
         fileio.require_checkpoints(["artifacts/models/baby_bd3/model.pt"], "")
     assert fileio.is_shipped(shipped) and fileio.is_shipped("artifacts/weights")
@@ -116,3 +124,18 @@ def test_a_preset_run_from_another_folder_is_told_to_run_from_the_repository_roo
         fileio.require_checkpoints(["artifacts/models/cpu/model.pt"], "")
     with pytest.raises(fileio.UserError, match="train it first"):  # nothing of that name, here or shipped
         fileio.require_checkpoints(["artifacts/models/nope/model.pt"], "")
+
+
+def test_shipped_weights_exported_again_sample_their_pinned_text_and_keep_how_they_were_made(tmp_path, capsys):
+    """Issue 97: README's export line on a fresh clone reads the shipped folder in the preset's run's place, so an
+    exported folder is exported again: the same weights (its pinned text), its EMA flag and its 'about' kept."""
+    shipped = ROOT / "artifacts" / "weights" / "cpu"
+    code, out, err = run_cli_here(script("export").main, [shipped, tmp_path / "again"], capsys)
+    assert code == 0 and f"exported {shipped} " in out and "EMA weights" in out, err
+    made = json.loads((tmp_path / "again" / "config.json").read_text())
+    was = json.loads((shipped / "config.json").read_text())
+    assert made["about"] == was["about"] and made["ema_weights"] == was["ema_weights"] and made["iter"] == was["iter"]
+    code, out, err = run_cli_here(inference.main, [f"--checkpoint={tmp_path / 'again'}", "--prompt=JULIET:",
+                                                   "--gen_len=24", "--seed=0", "--device=cpu", "--viz-video=off"],
+                                  capsys)
+    assert code == 0 and out.split("\n", 1)[1].split("\n---- ")[0] == PINNED["cpu"], out

@@ -23,7 +23,7 @@ from dataclasses import fields
 
 from config import BOOLEANS, INT64_MAX, Config
 from utils.errors import UserError
-from utils.fileio import check_output
+from utils.fileio import check_output, own_or_shipped
 
 KEYS = {f.name for f in fields(Config)}
 # a command to run, or what to train another run with: train.py's flags, spelled as it takes them
@@ -116,6 +116,12 @@ def typed(argv):
 def output(path):
     """An output file: refused if it exists unless --overwrite, and if a checkpoint even then."""
     return path
+
+
+def model_path(path):
+    """A checkpoint path as the script then compares, opens and prints it: the shipped weights
+    where it names a preset's run not trained yet (utils.fileio.own_or_shipped), else as given."""
+    return own_or_shipped(path)
 
 
 def at_least(minimum, why="", most=None):

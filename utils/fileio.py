@@ -132,13 +132,15 @@ def is_shipped(path):
 
 
 def require_checkpoints(paths, instead):
-    """Refuse missing paths in one line: how to train each, or `instead` (the caller's way).
-    A preset's own run not trained yet counts as found where the repo ships its weights."""
+    """The paths to read (own_or_shipped's: what a script then compares, opens and prints), or a
+    one-line refusal of those missing: how to train each, or `instead` (the caller's way). A
+    preset's own run not trained yet counts as found where the repo ships its weights."""
     missing = [str(p) for p in paths if not os.path.exists(own_or_shipped(p))]
     if missing:
         how = "; ".join(dict.fromkeys(map(train_command, missing)))  # one command may write several
         raise not_found(", ".join(missing), "checkpoint", f"train {'them' if missing[1:] else 'it'} first ({how}; "
                         f"README's Presets table gives the time), or {instead}")
+    return [own_or_shipped(p) for p in paths]
 
 
 def check_folder(folder, what, name=""):
@@ -230,9 +232,10 @@ def run_files(out_dir):
 def refuse_twins(paths, flag="checkpoint"):
     """Refuse one file named twice (any spelling of its path): a run scored or raced against
     itself, its row twice in a table."""
-    there = [p for p in paths if os.path.exists(p)]
+    # (each as it is read: a preset's run not trained yet is the shipped folder standing in)
+    there = [p for p in paths if os.path.exists(own_or_shipped(p))]
     for i, a in enumerate(there):
-        twin = next((b for b in there[:i] if os.path.samefile(a, b)), None)
+        twin = next((b for b in there[:i] if os.path.samefile(own_or_shipped(a), own_or_shipped(b))), None)
         if twin is not None:
             raise UserError(f"{twin} and {a} are one {flag}: give each once")
 
