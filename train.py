@@ -24,13 +24,14 @@ import torch
 
 import checkpoint_manager
 import configurator
-from config import RESUMABLE, Config
+from config import NEEDS, RESUMABLE, Config
 from diffusion import Draw, Schedule
 from evals import bound, report
 from model import ModelArgs, Transformer
 from utils import checkpoint, dataloader, dist, fileio, optim, tokenizer, train_log
 from utils.train_log import check_memory, estimate_line
 from utils.dist import print0
+from utils.cli import command
 from utils.errors import UserError, run_cli
 
 ASSUMED_MFU = 0.4  # for the startup tokens/s estimate only; the log lines report the measured MFU
@@ -53,6 +54,7 @@ class Env:
     resume: dict = None       # the checkpoint being resumed, else None
     resumed_from: str = ""
     threads: dist.CpuThreads = None  # a CPU run's thread count: by what its steps measure, unless OMP_NUM_THREADS
+    argv: tuple = ()          # the command line, for the commands a stop advises
 
 
 @dataclass
@@ -115,17 +117,27 @@ def main(argv):
 
 
 def interrupted(cfg, run, argv):
-    """The line a Ctrl-C leaves: the newest complete checkpoint and the command that resumes it."""
-    prog = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"  # the path it was started by
-    again = shlex.join(["python", prog, *argv, *([] if cfg.resume else ["--resume"])])
+    """The line a Ctrl-C leaves: the newest complete checkpoint and the command that resumes it
+    (without the keys --resume refuses: --overwrite, --init_from)."""
+    again = command(started_as(), argv, drop=NOT_WITH_RESUME, add=dict(resume=True))
     if run.saved_iter >= cfg.max_iters:
         return (f"training had finished: {run.saved} (iter {run.saved_iter}) is complete; only the report was cut "
                 f"short (the report alone: {again})")
     if not run.saved:
         # its metrics.jsonl is there: a new run in out_dir is refused without --overwrite
+        start = command(started_as(), argv, add=dict(overwrite=True))
         return (f"before the first checkpoint (due at iter {min(cfg.eval_interval, cfg.max_iters)}): none was saved; "
-                f"run the same command{'' if cfg.overwrite else ' with --overwrite'} to start again")
+                f"start again with: {start}")
     return f"the last checkpoint is {run.saved} (iter {run.saved_iter}); continue it with: {again}"
+
+
+def started_as():
+    """train.py as it was started (its path), for the commands a line advises."""
+    return sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"
+
+
+# the keys --resume refuses beside it (config.NEEDS): a resumed run's advice drops them
+NOT_WITH_RESUME = tuple(k for k, need in NEEDS.items() if need == ("resume", (False,)))
 
 
 # ---------------------------------------------------------------- config, device, dist
@@ -171,7 +183,7 @@ def setup(argv):
     print0(threads.line())
     return cfg, Env(rank=rank, local_rank=local_rank, world=world, master=rank == 0, device=device, accum=accum,
                     ctx=ctx, dtype_name=dtype_name, wandb=wandb, resume=resume, resumed_from=resumed_from,
-                    threads=threads)
+                    threads=threads, argv=tuple(argv))
 
 
 def resumed_config(cfg, given):
@@ -179,7 +191,7 @@ def resumed_config(cfg, given):
     only resumable keys given again. A new run: (cfg, None, ""), refused if it replaces files."""
     if not cfg.resume:
         if not cfg.overwrite and cfg.max_iters > 0:  # max_iters=0 writes nothing
-            fileio.refuse_earlier_run(cfg.out_dir)
+            fileio.refuse_earlier_run(cfg.out_dir, cfg.init_from)
         return cfg, None, ""
     resume, resumed_from = checkpoint.load_latest(cfg.out_dir, warn=print0)
     # a removed key that acted on its network or training: the run cannot go on as it was
@@ -329,27 +341,32 @@ def check_finite(cfg, env, run, it, loss, eval_bad=False, weights=False):
     if math.isfinite(loss) and step < 0 and not eval_bad:
         if not weights or all(torch.isfinite(p).all() for p in run.raw_model.parameters()):
             return
-        raise UserError(diverged(cfg, run, f"the weights became non-finite by iter {it}"))
+        raise UserError(diverged(cfg, env, run, f"the weights became non-finite by iter {it}"))
     if step >= 0:  # the step that first went non-finite, else the window's end that saw it
-        raise UserError(diverged(cfg, run, f"a non-finite loss or gradient at iter {step + 1}"))
+        raise UserError(diverged(cfg, env, run, f"a non-finite loss or gradient at iter {step + 1}"))
     what = f"the loss became {loss}" if not math.isfinite(loss) else "the dev figure became non-finite"
-    raise UserError(diverged(cfg, run, f"{what} by iter {it}"))
+    raise UserError(diverged(cfg, env, run, f"{what} by iter {it}"))
 
 
-def diverged(cfg, run, what):
+def diverged(cfg, env, run, what):
     """The line a diverged run stops with: what and when, the last finite checkpoint (a resume's
-    start; nothing after the step was saved) and the rate to lower (its default, or a tenth)."""
+    start; nothing after the step was saved), the rate to lower (its default, or a tenth) and the
+    commands for each way on: a new run at that rate, or the checkpoint continued skipping such
+    steps."""
     run.writer.wait()  # a checkpoint being written is finished first: the line names it
     flag = "muon_lr" if cfg.optimizer == "muon" else "learning_rate"
     rate = getattr(cfg, flag)
     lower = getattr(Config, flag) if rate > getattr(Config, flag) else rate / 10
     again = "a new run (without --resume)" if cfg.resume else "the run again"
-    advice = f"start {again} with e.g. --{flag}={lower:g} and --overwrite"
+    fresh = command(started_as(), env.argv, drop=("resume",), add={flag: f"{lower:g}", "overwrite": True})
+    advice = f"start {again} with e.g. --{flag}={lower:g} and --overwrite: {fresh}"
     if not run.saved:
         return f"{what}: stopped, no checkpoint saved; --{flag}={rate:g} is the first thing to lower: {advice}"
+    skip = max(10, 2 * cfg.skip_nonfinite)
+    resume = command(started_as(), env.argv, drop=NOT_WITH_RESUME, add=dict(resume=True, skip_nonfinite=skip))
     return (f"{what}: stopped; the last finite checkpoint is {run.saved} (iter {run.saved_iter}), nothing saved after "
-            f"it. --{flag}={rate:g} is the first thing to lower: {advice}, or continue that checkpoint with --resume "
-            f"--skip_nonfinite={max(10, 2 * cfg.skip_nonfinite)}, which skips such steps")
+            f"it. --{flag}={rate:g} is the first thing to lower: {advice}; or continue that checkpoint, skipping "
+            f"such steps: {resume}")
 
 
 def snapshot(cfg, env, data, run, it, val):
@@ -473,9 +490,9 @@ def optimizer_step(cfg, env, run, it, step_loss):
             print0(f"warning: non-finite loss or gradient at iter {it + 1}: step skipped, no update "
                    f"({run.skipped} of at most {cfg.skip_nonfinite})")
             if run.skipped > cfg.skip_nonfinite:
-                raise UserError(diverged(cfg, run, f"{run.skipped} steps had a non-finite loss or gradient (the last "
-                                                   f"at iter {it + 1}), more than --skip_nonfinite="
-                                                   f"{cfg.skip_nonfinite}"))
+                what = (f"{run.skipped} steps had a non-finite loss or gradient (the last at iter {it + 1}), more "
+                        f"than --skip_nonfinite={cfg.skip_nonfinite}")
+                raise UserError(diverged(cfg, env, run, what))
     else:
         run.bad_iter = torch.where(ok | (run.bad_iter >= 0), run.bad_iter, it)
     if update:

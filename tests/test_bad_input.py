@@ -250,6 +250,9 @@ TABLE = [
     ("train.py", for_objective([*T, "--out_dir=dm", "--max_iters=8", "--resume", "--objective=ar", "--n_embd=64"]),
      "fixes n_embd, objective: given n_embd=64 (the checkpoint's: 32), objective='ar' (the checkpoint's: 'mdlm')", None),
     ("train.py", [*T, "--out_dir=dm", "--max_iters=8", "--resume", "--steps=2"], "steps=2 (the checkpoint's: 4)", None),
+    # issue 97: its advice, --resume, is refused beside --init_from: it says to drop it (VALID runs what it advises)
+    ("train.py", [*T, "--out_dir=dm", "--init_from=ar/model.pt"], "pass --resume to continue them (dropping "
+     "--init_from", None),
     ("inference.py", ["--checkpoint", DM, "--temperature", "-0.5"], "temperature must be >= 0", None),
     # an infinite or subnormal temperature makes rows with no law: the AR printed [MASK]s (RO________), bd3 asserted
     ("inference.py", ["--checkpoint", AR, "--temperature", "1e999"], "temperature must be a finite number, got inf",
@@ -1151,9 +1154,11 @@ def test_without_ffmpeg_the_gif_is_written_and_a_warning_says_why(files, tmp_pat
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_training_names_the_last_checkpoint_and_the_command_that_resumes_it(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--overwrite"]])
+def test_ctrl_c_in_training_names_the_last_checkpoint_and_the_command_that_resumes_it(extra, tmp_path):
+    """Issue 97: after --overwrite the advised command kept it, and --resume refuses the two together (exit 2)."""
     args = [str(ROOT / "train.py"), f"--data_path={real_text()}", "--out_dir=run", *MICRO, "--max_iters=100000",
-            "--eval_interval=5", "--log_interval=5"]
+            "--eval_interval=5", "--log_interval=5", *extra]
     # SIGINT at its default in the child: a shell starts background jobs (nohup ... &) with it ignored, and a Python
     # started that way never raises KeyboardInterrupt
     p = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -1545,6 +1550,7 @@ VALID = [
     ("inference.py", ["--checkpoint", AR, "--live"], None),
     ("inference.py", ["--checkpoint", AR, "--viz-video", "ar.mp4"], None),  # all three alike on an AR
     ("scripts/export.py", ["exp", "exp_again"], None),  # issue 97: an export exported again (the shipped weights' case)
+    ("train.py", [*T, "--out_dir=dm", "--max_iters=8", "--resume"], None),  # what the --init_from row above advises
     # the environment a cluster sets, every thread variable: a positive count
     ("inference.py", ["--checkpoint", DM], dict(OMP_NUM_THREADS="4", MKL_NUM_THREADS="1")),
     # issue 97: each math library's own variable, alone or as a cap, is a count the run keeps to

@@ -183,9 +183,19 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(in_tmp, mo
     _nan_at(monkeypatch, {5})
     with pytest.raises(UserError, match=r"non-finite loss or gradient at iter 15: stopped; the last finite checkpoint is "
                                         r".*model.pt \(iter 10\), nothing saved after it. --learning_rate=0.003 is the "
-                                        r"first thing to lower: .* --learning_rate=0.0003 .* --resume --skip_nonfinite=10"):
+                                        r"first thing to lower: .* --learning_rate=0.0003 .* --resume --skip_nonfinite=10") as e:
         train.main(train_args(out, "--max_iters=40", "--eval_interval=10", "--keep_last=1", "--resume")[1:])
     assert (_sha(out / "model.pt"), _sha(out / "best.pt")) == before  # the NaN weights were never saved
+    # issue 97: each command the line advises runs as printed, the fault gone (a new run at the lower rate, then the
+    # checkpoint continued skipping such steps)
+    import re
+    import shlex
+    fresh, resume = re.findall(r"python train\.py [^;]*", str(e.value))
+    assert "--overwrite" in fresh and "--resume" not in fresh and resume.rstrip().endswith("--resume --skip_nonfinite=10")
+    monkeypatch.undo()
+    for cmd in (resume, fresh):
+        train.main(shlex.split(cmd)[2:])
+        assert load_checkpoint(out / "model.pt")["iter"] == 40
 
 
 class NanGrad(torch.autograd.Function):
@@ -381,14 +391,26 @@ def test_a_dangling_numbered_checkpoint_is_skipped_when_naming_the_fall_back(in_
 
 def test_ctrl_c_before_the_first_checkpoint_names_the_command_that_starts_again(in_tmp):
     """Its metrics.jsonl is in out_dir: the same command alone would now be refused; the advice adds --overwrite (the
-    files there are this run's own), and says the command as it was when it had it already."""
+    files there are this run's own) once. Issue 97: after --overwrite, the resume advised kept it, which --resume
+    refuses; every command advised parses and validates as the program will read it."""
+    import shlex
     from types import SimpleNamespace
     from configurator import get_config
     run = SimpleNamespace(saved="", saved_iter=-1)
     said = train.interrupted(get_config(["--max_iters=50"]), run, ["--max_iters=50"])
-    assert said.endswith("none was saved; run the same command with --overwrite to start again")
+    assert said.endswith("none was saved; start again with: python train.py --max_iters=50 --overwrite")
     said = train.interrupted(get_config(["--overwrite"]), run, ["--overwrite"])
-    assert said.endswith("none was saved; run the same command to start again")
+    assert said.endswith("start again with: python train.py --overwrite")
+    saved = SimpleNamespace(saved="out/model.pt", saved_iter=10)
+    for argv in (["cpu", "--overwrite"], ["cpu", "--overwrite=true", "--max_iters=50"], ["cpu", "--overwrite", "true"],
+                 ["cpu", "--init_from", "a.pt"], ["cpu", "--init-from=a.pt", "--overwrite"]):
+        said = train.interrupted(get_config(argv), saved, argv)
+        again = said.split("continue it with: ")[1]
+        assert "overwrite" not in again and "init" not in again and again.endswith(" --resume"), said
+        get_config(shlex.split(again)[2:])  # refused here if --resume met a key it refuses
+    finished = SimpleNamespace(saved="out/model.pt", saved_iter=50)
+    said = train.interrupted(get_config(["--max_iters=50", "--overwrite"]), finished, ["--max_iters=50", "--overwrite"])
+    assert said.endswith("(the report alone: python train.py --max_iters=50 --resume)")
 
 
 def test_a_ctrl_c_inside_the_writers_join_leaves_the_write_to_the_next_join():

@@ -17,6 +17,7 @@ import argparse
 import difflib
 import math
 import re
+import shlex
 import sys
 from contextlib import contextmanager
 from dataclasses import fields
@@ -116,6 +117,23 @@ def typed(argv):
 def output(path):
     """An output file: refused if it exists unless --overwrite, and if a checkpoint even then."""
     return path
+
+
+def command(prog, argv, drop=(), add=None):
+    """`python PROG ARGV` as a shell reads it (quoted), each key of drop and of add (config keys,
+    either spelling) removed with its value as configurator.parse takes one, then add's keys set
+    (True: a bare --key): advice a user can paste and the program then runs."""
+    gone = {*drop, *(add or {})}
+    kept, args = [], list(argv)
+    while args:
+        arg = args.pop(0)
+        key, eq, _ = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if key.replace("-", "_") not in gone:
+            kept.append(arg)
+        elif not eq and args and not args[0].startswith("--"):
+            args.pop(0)  # its value, as the next word
+    kept += [f"--{k}" if v is True else f"--{k}={v}" for k, v in (add or {}).items()]
+    return shlex.join(["python", prog, *kept])
 
 
 def model_path(path):

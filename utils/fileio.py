@@ -250,11 +250,13 @@ def check_run_files(out_dir):
                             f"--out_dir=NEW_DIR")
 
 
-def refuse_earlier_run(out_dir):
-    """Refuse a new run over an earlier run's files (run_files): one line naming every way out."""
+def refuse_earlier_run(out_dir, init_from=""):
+    """Refuse a new run over an earlier run's files (run_files): one line naming every way out
+    (--resume without --init_from, which it refuses beside it: the checkpoints hold the weights)."""
     held = run_files(out_dir)
     if any(name == "model.pt" or iter_of(name) is not None for name in held):  # a checkpoint to resume
-        raise UserError(f"{out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "
+        drop = " (dropping --init_from: they hold its weights already)" if init_from else ""
+        raise UserError(f"{out_dir} already holds checkpoints: pass --resume to continue them{drop}, --overwrite to "
                         f"replace them, or --out_dir=NEW_DIR")
     if held:  # best.pt and the log of a run whose model.pt is gone (deleted as damaged, say): nothing to resume
         raise UserError(f"{out_dir} already holds an earlier run's {', '.join(held)} (no model.pt to --resume): "
