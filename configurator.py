@@ -419,10 +419,12 @@ def checkpoint_config(ckpt, where):
     return cfg
 
 
-def format_config(cfg, marks=None):
-    """`key = value` lines: every key with marks ({key: '*' or '+'}), else those off defaults."""
+def format_config(cfg, marks=None, only=None):
+    """`key = value` lines: every key (of only, if given) with marks ({key: '*' or '+'}), else
+    those off defaults."""
     d, defaults = asdict(cfg), asdict(Config())
     keys = list(d) if marks is not None else [k for k in d if d[k] != defaults[k]]
+    keys = [k for k in keys if only is None or k in only]
     width = max(map(len, keys), default=0)
     return "\n".join(f"{(marks or {}).get(k, ' ')} {k:<{width}} = {d[k]!r}" for k in keys)
 

@@ -17,6 +17,7 @@
 Model, tokenizer and schedule come from the checkpoint; sampling flags from the command line.
 Prompt k of --prompts-file or --interactive draws with seed --seed + k - 1, printed beside it.
 """
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -27,8 +28,9 @@ import torch
 
 import configurator
 from checkpoint_manager import load_model, read_checkpoint
-from config import SAMPLED, TRAINED
-from configurator import check_choices, checkpoint_config, help_text, parse, refuse_changes, validate, wants_help
+from config import PRESETS, SAMPLED, TRAINED, Config
+from configurator import (check_choices, checkpoint_config, format_config, help_text, parse, refuse_changes,
+                          validate, wants_help)
 from diffusion import Schedule
 from model import DECODERS, compile_decode
 from sampling.canvas import build_canvas, fill, fit_gen_len
@@ -46,7 +48,7 @@ USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
 
 def main(argv):
     if wants_help(argv):
-        print(help_text("inference.py", USAGE, from_checkpoint=True))
+        print(help_for(argv))
         return
     cfg, run = load(argv)
     if cfg.interactive:
@@ -73,6 +75,39 @@ def refuse_stream_clash(cfg, flags):
                         f"--{clash[0].replace('_', '-')}")
 
 
+def help_for(argv):
+    """--help: every key; with a preset, a config file or flags, the sampling settings the command
+    resolves to, marked as train.py marks its config ('*' the preset's, '+' a file's or flag's), the
+    rest its checkpoint's own (the defaults where none is trained yet)."""
+    rest = [a for a in argv if a not in ("-h", "--help")]
+    if not rest:
+        return help_text("inference.py", USAGE, from_checkpoint=True)
+    where, _ = parse(rest, check=False)
+    path = own_or_shipped(where.checkpoint)
+    saved, source = Config(), f"the defaults: {where.checkpoint} is not trained yet"
+    if os.path.exists(path):
+        saved = checkpoint_config(read_checkpoint(path), f"checkpoint {path}")
+        source = f"{path}'s own"
+    cfg, given = over_checkpoint(rest, saved)
+    cfg = replace(cfg, checkpoint=path)  # the one read
+    marks = {k: "*" for a in rest if a in PRESETS for k in PRESETS[a]} | dict.fromkeys(given, "+")
+    return (f"python inference.py {' '.join(rest)}: the sampling settings it resolves to ('*' a preset's key, '+' a "
+            f"file's or flag's; the rest: {source}; the network and its training are the checkpoint's; python "
+            f"inference.py --help documents every key)\n{format_config(cfg, marks, only=SAMPLED)}")
+
+
+def over_checkpoint(argv, saved):
+    """(cfg, the keys given) of argv read over a checkpoint's config `saved`: its sampling keys as
+    the command line sets them, every other key the checkpoint's own."""
+    cfg, flags = parse(argv, base=saved, check=False)
+    # a preset's model and training keys do not apply: the checkpoint's stay
+    kept = {k: getattr(saved, k) for k in vars(saved) if k not in SAMPLED and k != "tokenizer_path"}
+    cfg = replace(cfg, **kept)
+    if "viz_video" not in flags:  # one trace a sample, named by the run; none for a stream of prompts
+        cfg = replace(cfg, viz_video="off" if cfg.interactive or cfg.prompts_file else "auto")
+    return cfg, flags
+
+
 def load(argv):
     """(sampling config, run): argv read for the checkpoint, then over the checkpoint's config."""
     where, given = parse(argv, check=False)  # pass 1: only --checkpoint, --device and --viz-video are read
@@ -86,17 +121,13 @@ def load(argv):
     ckpt = read_checkpoint(where.checkpoint, "pass --checkpoint PATH")
     saved = checkpoint_config(ckpt, f"checkpoint {where.checkpoint}")  # before a layer is built
     model, ckpt = load_model(where.checkpoint, device, ckpt)
-    cfg, flags = parse(argv, base=saved, check=False)  # pass 2: over the checkpoint's settings
-    refuse_changes(cfg, flags & set(TRAINED), vars(saved), f"checkpoint {where.checkpoint}",
+    asked, flags = parse(argv, base=saved, check=False)  # pass 2: over the checkpoint's settings
+    refuse_changes(asked, flags & set(TRAINED), vars(saved), f"checkpoint {where.checkpoint}",
                    "drop those flags (sampling takes them from the checkpoint)")
     training = sorted(flags - set(SAMPLED) - set(TRAINED) - {"tokenizer_path"})
     if training:
         raise UserError(f"inference.py samples: --{training[0]} sets training, which sampling does not read; drop it")
-    # a preset's model and training keys do not apply either: the checkpoint's stay
-    kept = {k: getattr(saved, k) for k in vars(saved) if k not in SAMPLED and k != "tokenizer_path"}
-    cfg = replace(cfg, **kept)
-    if "viz_video" not in flags:  # one trace a sample, named by the run; none for a stream of prompts
-        cfg = replace(cfg, viz_video="off" if cfg.interactive or cfg.prompts_file else "auto")
+    cfg, _ = over_checkpoint(argv, saved)
     refuse_stream_clash(cfg, flags)  # before validate, whose advice (give --viz-video) would clash here
     validate(cfg, flags - {"tokenizer_path"}, training=False)  # tokenizer_path: read below, against the checkpoint's
     if cfg.infill and "gen_len" in flags:  # the blanks set the length

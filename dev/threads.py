@@ -200,6 +200,13 @@ def main(argv):
     p.add_argument("--iters", type=at_least(1), default=300, needs=("starts",), help="--max_iters of each run")
     p.add_argument("--gap", type=at_least(1), default=60, needs=("starts",),
                    help="seconds between the first run and the second in the 'then' case")
+    import configurator
+    presets = [word for word in argv if word in configurator.PRESETS]
+    if {"-h", "--help"} & set(argv) and presets:  # each preset's config, whose training step is timed
+        print(p.format_help())
+        for name in presets:
+            print(configurator.help_text("train.py", "", argv=[name, "--help"]))
+        return
     a = p.parse_args(argv)
     table_flags = sorted({"--threads", "--loads", "--steps", "--rounds"} & typed(argv))
     if a.starts and table_flags:

@@ -283,8 +283,7 @@ def test_a_removed_model_option_loads_when_off_and_is_named_when_on(tmp_path):
 @pytest.mark.parametrize("cli", ["train", "inference"])
 def test_help_lists_the_presets_then_every_key_with_type_default_and_comment(cli, capsys):
     import importlib
-    argv = ["cpu", "--help"] if cli == "inference" else ["--help"]  # train.py PRESET --help: the resolved config
-    code, out, err = run_cli_here(importlib.import_module(cli).main, argv, capsys)
+    code, out, err = run_cli_here(importlib.import_module(cli).main, ["--help"], capsys)  # PRESET --help: resolved
     assert code == 0 and not err
     assert out.index("presets:") < out.index("  --learning_rate=FLOAT") < out.index("  --temperature=FLOAT")
     assert all(f"  {name} " in out for name in PRESETS)
@@ -317,6 +316,50 @@ def test_a_presets_help_is_its_resolved_config_with_its_keys_marked(capsys):
     assert all(lines[k].startswith("* ") for k in PRESETS["baby"] if k != "max_iters")  # the preset's keys marked
     assert lines["max_iters"].startswith("+ ") and lines["max_iters"].endswith("= 10")  # a flag: given, its value
     assert lines["dropout"].startswith("  ") and lines["mask_draws"].endswith("= 4")  # a default unmarked; resolved
+
+
+def test_inference_presets_help_is_the_sampling_settings_it_resolves_to(capsys, tmp_path, monkeypatch):
+    """Issue 97: inference.py cpu --help was byte for byte inference.py --help (100 steps, refine, gen_len 256), though
+    README says --help shows each preset's settings: it shows them as train.py PRESET --help does, '*' the preset's,
+    '+' a flag's, the rest the checkpoint's own (here the shipped weights standing in), sampling keys only."""
+    import inference
+    from config import SAMPLED
+    from utils import fileio
+    monkeypatch.setattr(fileio, "REPO", str(tmp_path))  # a fresh clone's: no run of one's own (this checkout may hold)
+    monkeypatch.chdir(tmp_path)
+    shipped = os.path.relpath(ROOT / "artifacts" / "weights" / "cpu")
+    _, plain, _ = run_cli_here(inference.main, ["--help"], capsys)
+    code, out, err = run_cli_here(inference.main, ["cpu", "--temperature=0.5", "--help"], capsys)
+    assert code == 0 and not err and out != plain
+    assert "the sampling settings it resolves to" in out and f"{shipped}'s own" in out
+    lines = {ln[2:].split(" = ")[0].strip(): ln for ln in out.splitlines() if " = " in ln}
+    assert set(lines) == set(SAMPLED)  # a network's or training's key is the checkpoint's: not listed
+    assert lines["steps"] == "* steps                 = 64" and lines["gen_len"].endswith("= 96")
+    assert lines["remask"].startswith("* ") and lines["remask"].endswith("= 'remdm'")
+    assert lines["temperature"].startswith("+ ") and lines["temperature"].endswith("= 0.5")
+    assert lines["top_k"].startswith("  ") and lines["checkpoint"].endswith(f"= '{shipped}'")
+    # a checkpoint named, no preset: its own settings (baby_bd3's speculative sampler), not the defaults
+    code, out, _ = run_cli_here(inference.main, ["--checkpoint", str(ROOT / "artifacts/weights/baby_bd3"), "--help"],
+                                capsys)
+    lines = {ln[2:].split(" = ")[0].strip(): ln for ln in out.splitlines() if " = " in ln}
+    assert code == 0 and lines["bd3_speculate"].endswith("= True") and lines["checkpoint"].startswith("+ ")
+    # a preset not trained and not shipped: the defaults its run would save, said so
+    code, out, _ = run_cli_here(inference.main, ["tinystories_cpu", "--help"], capsys)
+    assert code == 0 and "the rest: the defaults: artifacts/models/tinystories_cpu/model.pt is not trained yet" in out
+
+
+@pytest.mark.parametrize("script_name, argv", [("dev/bench_train", ["baby", "--n_layer=2", "--iters=3", "--help"]),
+                                               ("dev/threads", ["cpu", "--loads", "quiet", "--help"])])
+def test_a_dev_script_that_takes_a_preset_shows_its_resolved_config(script_name, argv, capsys):
+    """Issue 97: bench_train.py baby --help and threads.py cpu --help printed argparse's help alone: the config they
+    time, as train.py resolves the preset, follows it."""
+    from helpers import script
+    code, out, err = run_cli_here(script(script_name).main, argv, capsys)
+    assert code == 0 and not err and "usage: " in out
+    lines = {ln[2:].split(" = ")[0].strip(): ln for ln in out.splitlines() if " = " in ln}
+    preset = argv[0]
+    assert all(lines[k].startswith(("* ", "+ ")) for k in PRESETS[preset]), out
+    assert ("+ n_layer" in out) == ("--n_layer=2" in argv)
 
 
 def test_the_readme_commands_read_the_shipped_corpus():
