@@ -3,10 +3,19 @@ or foreign file is one UserError naming the fix. Only dev/ reads these files, so
 
     from dev.readers import read_json, read_jsonl
 """
-import json
+import sys
 
-from utils.errors import UserError
-from utils.fileio import read_text
+if __name__ == "__main__":  # run as a file: a module, so it names the command that uses it (as --help asks)
+    said = ("dev/readers.py holds the JSON readers the studies share, not a command: run "
+            "python dev/plot.py --help (or dev/epochs.py, dev/plot_epochs.py, dev/nanogpt_score.py)")
+    asked = bool({"-h", "--help"} & set(sys.argv))
+    print(said if asked else f"error: {said}", file=sys.stdout if asked else sys.stderr)
+    sys.exit(0 if asked else 2)
+
+import json  # noqa: E402
+
+from utils.errors import UserError  # noqa: E402
+from utils.fileio import read_text  # noqa: E402
 
 
 def read_json(path, what, keys, fix, rows=()):

@@ -2,17 +2,26 @@
 Hugging Face hub or local files, writes one plain-text file.
 
     python scripts/data.py --input-file notes.txt --output data/notes.txt   # through this module"""
-import functools
-import gc
-import os
-import random
-import re
-import urllib.error
-import urllib.request
+import sys
 
-from utils.errors import UserError
-from utils.fileio import atomic_open, check_output, not_found
-from utils.tokenizer import EOT_TOKEN
+if __name__ == "__main__":  # run as a file: a module, so it names the command that uses it (as --help asks)
+    said = ("scripts/corpus.py is the corpus maker behind scripts/data.py, not a command: "
+            "run python scripts/data.py --help")
+    asked = bool({"-h", "--help"} & set(sys.argv))
+    print(said if asked else f"error: {said}", file=sys.stdout if asked else sys.stderr)
+    sys.exit(0 if asked else 2)
+
+import functools  # noqa: E402
+import gc  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+
+from utils.errors import UserError  # noqa: E402
+from utils.fileio import atomic_open, check_output, not_found  # noqa: E402
+from utils.tokenizer import EOT_TOKEN  # noqa: E402
 
 SEPARATOR = EOT_TOKEN  # "<|endoftext|>"
 JOINER = "\n" + SEPARATOR + "\n"  # between (and after) stories in the output
