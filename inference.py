@@ -64,11 +64,14 @@ def main(argv):
 
 def refuse_stream_clash(cfg, flags):
     """A stream of prompts (--interactive, --prompts-file) supplies every prompt and records no
-    trace: a prompt, a canvas or a trace's flag given beside it is refused, naming it."""
+    trace: a prompt, a canvas or a trace's flag given beside it is refused, naming it (but
+    --viz-video off, which says the same)."""
     if not (cfg.interactive or cfg.prompts_file):
         return
     what = "--interactive" if cfg.interactive else "--prompts-file"
-    clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", *TRACE_KEYS) if k in flags]
+    # --viz-video off asks for what a stream does anyway: no clash
+    off = {"viz_video"} if cfg.viz_video == "off" else set()
+    clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", *TRACE_KEYS) if k in flags - off]
     clash += ["prompts_file"] if cfg.interactive and cfg.prompts_file else []
     if clash:
         raise UserError(f"{what} supplies the prompts, one sample each, and records no trace: drop "
@@ -103,14 +106,22 @@ def over_checkpoint(argv, saved):
     # a preset's model and training keys do not apply: the checkpoint's stay
     kept = {k: getattr(saved, k) for k in vars(saved) if k not in SAMPLED and k != "tokenizer_path"}
     cfg = replace(cfg, **kept)
-    if "viz_video" not in flags:  # one trace a sample, named by the run; none for a stream of prompts
-        cfg = replace(cfg, viz_video="off" if cfg.interactive or cfg.prompts_file else "auto")
+    if "viz_video" not in flags:
+        cfg = replace(cfg, viz_video=default_trace(cfg))
     return cfg, flags
+
+
+def default_trace(cfg):
+    """--viz-video untyped: one MP4 and GIF a sample, named by the run; none where --html asks for
+    the page alone or a stream of prompts records none."""
+    return "off" if cfg.interactive or cfg.prompts_file or cfg.html else "auto"
 
 
 def load(argv):
     """(sampling config, run): argv read for the checkpoint, then over the checkpoint's config."""
     where, given = parse(argv, check=False)  # pass 1: only --checkpoint, --device and --viz-video are read
+    if "viz_video" not in given:
+        where = replace(where, viz_video=default_trace(where))
     check_choices(where)  # a --viz-video or --html that names no such file, say
     if given & {"viz_video", "html"}:  # their paths, before the model is read
         check_trace_path(replace(where, viz_video=where.viz_video if "viz_video" in given else "off"), where.overwrite)
@@ -220,12 +231,18 @@ def sample_once(cfg, run):
     live = LiveView(tok, passes, fps=LIVE_FPS) if cfg.live else None
     if live:
         live.start(*canvas.tensors(1, "cpu"))
-    t0 = time.time()
+    recording = [0.0]  # seconds the trace's hooks took inside the sampling
+    record = partial(timed_hook, spent=recording)
+    t0 = time.perf_counter()
     run["threads"].restart()  # no pass spans the time between prompts
-    hooks = chain(trace_hook(writer, tok, cfg), trace_hook(page, tok, cfg), live, run["threads"].tick)
+    hooks = chain(record(trace_hook(writer, tok, cfg)), record(trace_hook(page, tok, cfg)), live, run["threads"].tick)
     with writer or nullcontext(), page or nullcontext(), StepBar(passes, on=not live) as bar, run["ctx"]:
         texts, out, stats = fill(model, tok, canvas, cfg, run["schedule"], run["device"], g, chain(hooks, bar))
-    dt = time.time() - t0 - (live.slept if live else 0)  # --live's pauses left out
+        sampled = time.perf_counter()
+    # the sampling's own time: the trace's recording (its hooks, then its files written at
+    # close) and --live's pauses left out, so tokens/s reads alike with and without a trace
+    dt = sampled - t0 - recording[0] - (live.slept if live else 0)
+    recorded = recording[0] + time.perf_counter() - sampled
     nfes, seconds = stats["nfe_per_sample"], stats["seconds_per_sample"]
     for i, text in enumerate(stats["full_texts"]):
         if len(texts) > 1:
@@ -239,11 +256,24 @@ def sample_once(cfg, run):
     ran = obj.describe(replace(cfg, steps=passes)) if capped else sampler
     if ran != sampler:
         sampler = f"{ran} (--steps {cfg.steps}: one pass a blank at most)"
+    also = f"; recording the trace took {recorded:.2f}s more" if writer or page else ""
     print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched "
-          f"passes, {dt:.2f}s ({canvas.n_gen * len(texts) / dt:,.0f} tokens/s); sampler: {sampler}, "
+          f"passes, {dt:.2f}s sampling ({canvas.n_gen * len(texts) / dt:,.0f} tokens/s{also}); sampler: {sampler}, "
           f"temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}")
     print_written(writer)
     print_written(page)
+
+
+def timed_hook(hook, spent):
+    """hook (an on_step callback, or None), adding the seconds each call takes to spent[0]."""
+    if hook is None:
+        return None
+
+    def call(st):
+        t = time.perf_counter()
+        hook(st)
+        spent[0] += time.perf_counter() - t
+    return call
 
 
 if __name__ == "__main__":

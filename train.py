@@ -147,6 +147,9 @@ def setup(argv):
     configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
     if "data_path" in given and "prompt" not in given and not cfg.resume:  # your own text: not a preset's ROMEO:
         cfg = replace(cfg, prompt="")
+    if "data_path" in given and "out_dir" not in given:  # and its own run, never the preset's (resumed alike)
+        preset = next((a for a in reversed(argv) if a in configurator.PRESETS), "")
+        cfg = replace(cfg, out_dir=fileio.own_text_dir(preset, cfg.data_path))
     fileio.check_folder(cfg.out_dir, f"--out_dir={cfg.out_dir}")  # a checkpoint, say: never written over
     fileio.check_run_files(cfg.out_dir)  # its log or a checkpoint's name taken by a folder
     if fileio.is_shipped(cfg.out_dir):

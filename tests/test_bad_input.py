@@ -115,6 +115,7 @@ def files(tmp_path_factory):
     (d / "old.html").write_text("<p>a page someone cares about</p>\n")
     (d / "trace.gif").mkdir()  # the GIF trace.mp4 would write beside it
     (d / "prompts.txt").write_text("ROMEO:\ncaf\u00e9 \u2603\n")
+    (d / "prompts_ok.txt").write_text("ROMEO:\nTo be\n")
     # JSON: eval.py's kind with one AR run (nothing to plot per timestep), the same cut short, an export whose config.json is
     eval_json = json.dumps(dict(settings={}, runs=[dict(name="ar/model.pt", path="ar/model.pt", objective="ar")]))
     (d / "eval.json").write_text(eval_json)
@@ -784,6 +785,11 @@ TABLE += [
     ("inference.py", ["--checkpoint", DM, "--interactive", "--trace-every", "2"], "records no trace: drop --trace-every",
      None),
     ("inference.py", ["--checkpoint", DM, "--interactive", "--overwrite"], "records no trace: drop --overwrite", None),
+    # issue 97: --viz-video off beside a stream is accepted (VALID); a trace it would record is still refused
+    ("inference.py", ["--checkpoint", DM, "--interactive", "--viz-video", "v.mp4"], "records no trace: drop --viz-video",
+     None),
+    ("inference.py", ["--checkpoint", DM, "--prompts-file", "prompts_ok.txt", "--viz-video", "auto"],
+     "records no trace: drop --viz-video", None),
     # the auto-named trace's folder, artifacts/media, under a file: NotADirectoryError's traceback (after training)
     ("inference.py", ["--checkpoint", DM, "--gen-len", "8"], "--viz-video names its new file in artifacts/media (or "
      "give it a path): artifacts/media is a file, not a folder", "media_blocked"),
@@ -1522,7 +1528,7 @@ def test_a_refusals_advice_runs(files, tmp_path, monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------- valid input accepted
 # Issue 90: 6 of the 18 valid inputs of an outside set were refused. Each row must reach its entry point's work (WORK):
-# (cli, argv, environment variables set, or None)
+# (cli, argv, environment variables set, or None, or a _spoil case)
 CLUSTER = dict(MASTER_ADDR="10.0.0.1", MASTER_PORT="29500")  # what a cluster profile sets for every job
 VALID = [
     ("train.py", [*T, "--out_dir=x"], CLUSTER),
@@ -1551,6 +1557,11 @@ VALID = [
     ("inference.py", ["--checkpoint", AR, "--viz-video", "ar.mp4"], None),  # all three alike on an AR
     ("scripts/export.py", ["exp", "exp_again"], None),  # issue 97: an export exported again (the shipped weights' case)
     ("train.py", [*T, "--out_dir=dm", "--max_iters=8", "--resume"], None),  # what the --init_from row above advises
+    # issue 97: a stream with --viz-video off; --html alone writes no video, so a blocked artifacts/media (the video's
+    # default folder) is nothing to it; your own text without --out_dir (a run of its own, beside the preset's)
+    ("inference.py", ["--checkpoint", DM, "--prompts-file", "prompts_ok.txt", "--viz-video", "off"], None),
+    ("inference.py", ["--checkpoint", DM, "--html", "page.html"], "media_blocked"),
+    ("train.py", ["cpu", *T], None),
     # the environment a cluster sets, every thread variable: a positive count
     ("inference.py", ["--checkpoint", DM], dict(OMP_NUM_THREADS="4", MKL_NUM_THREADS="1")),
     # issue 97: each math library's own variable, alone or as a cap, is a count the run keeps to
@@ -1575,7 +1586,9 @@ def test_valid_input_reaches_the_work(cli, argv, environ, files, tmp_path, monke
     monkeypatch.chdir(tmp_path / "case")
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", *THREAD_VARS):
         monkeypatch.delenv(name, raising=False)
-    for name, value in (environ or {}).items():
+    if isinstance(environ, str):  # a spoiled environment (_spoil's case)
+        _spoil(environ, monkeypatch, tmp_path / "case")
+    for name, value in (environ if isinstance(environ, dict) else {}).items():
         monkeypatch.setenv(name, value)
     reach_work(monkeypatch)
     try:

@@ -221,3 +221,63 @@ def test_a_default_gen_len_is_fitted_to_the_context_a_typed_one_is_refused(objec
         assert f"---- 1 x {room} tokens" in out
     code, out, err = run_cli_here(inference.main, ["--checkpoint", ckpt, "--prompt", "ROMEO:", "--gen-len", L], capsys)
     assert (code == 0) == slides and ("exceeds the model's context" in err) != slides and "generating" not in out
+
+
+# ----------------------------------------------------------------------------- issue 97: what a trace writes and costs
+def _shipped(name="baby"):
+    from helpers import ROOT
+    return str(ROOT / "artifacts" / "weights" / name)
+
+
+@pytest.mark.parametrize("argv, written", [
+    (["--html"], {".html"}),  # the page asked for, alone (it wrote an MP4 and a GIF too, unsaid)
+    (["--html", "--viz-video", "auto"], {".html", ".mp4", ".gif"}),  # both, when both are asked for
+    ([], {".mp4", ".gif"}),  # the default trace
+    (["--viz-video", "off"], set()),
+])
+def test_a_sample_writes_the_traces_asked_for_and_says_each(argv, written, in_tmp, capsys):
+    code, out, err = run_cli_here(inference.main, ["--checkpoint", _shipped(), "--gen-len", "8", "--seed", "0", *argv],
+                                  capsys)
+    assert code == 0, err
+    media = in_tmp / "artifacts" / "media"
+    made = sorted(media.iterdir()) if media.exists() else []
+    assert {p.suffix for p in made} == written
+    said = " ".join(line for line in out.splitlines() if line.startswith("trace: "))
+    assert all(f"artifacts/media/{p.name}" in said for p in made)  # each file written is named in a line
+
+
+def test_tokens_per_second_times_the_sampling_apart_from_the_traces_recording(in_tmp, monkeypatch, capsys):
+    """148 tokens/s with --viz-video off read 42 with the trace: the recording (each step's frame, the files written
+    at close) was in the sampling's seconds. A recording made slow on purpose stays out of them and is said apart."""
+    import re
+    import time
+    from sampling import trace
+    real = trace.TraceHook.__call__
+
+    def slow(self, st):
+        time.sleep(0.05)
+        return real(self, st)
+    monkeypatch.setattr(trace.TraceHook, "__call__", slow)
+    code, out, err = run_cli_here(inference.main, ["--checkpoint", _shipped(), "--gen-len", "8", "--steps", "8",
+                                                   "--seed", "0"], capsys)
+    assert code == 0, err
+    sampling, recording = (float(x) for x in re.search(r"([\d.]+)s sampling \([\d,]+ tokens/s; recording the trace "
+                                                       r"took ([\d.]+)s more\)", out).groups())
+    steps = int(re.search(r"NFE (\d+) per sample", out)[1])
+    assert recording >= 0.05 * steps and sampling < 0.05 * steps, out
+
+
+def test_a_stream_of_prompts_takes_viz_video_off(in_tmp, monkeypatch, capsys):
+    """--interactive --viz-video off was refused (off is what a stream records anyway); another trace is still refused."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("ROMEO:\n"))
+    code, out, err = run_cli_here(inference.main, ["--checkpoint", _shipped(), "--interactive", "--viz-video", "off",
+                                                   "--gen-len", "8"], capsys)
+    assert code == 0 and "==== prompt 1: 'ROMEO:'" in out, err
+    (in_tmp / "p.txt").write_text("ROMEO:\n")
+    code, out, err = run_cli_here(inference.main, ["--checkpoint", _shipped(), "--prompts-file", "p.txt",
+                                                   "--viz-video", "off", "--gen-len", "8"], capsys)
+    assert code == 0 and "==== prompt 1/1" in out, err
+    code, _, err = run_cli_here(inference.main, ["--checkpoint", _shipped(), "--interactive", "--viz-video", "auto"],
+                                capsys)
+    assert code == 2 and "records no trace: drop --viz-video" in err
+    assert not (in_tmp / "artifacts" / "media").exists()

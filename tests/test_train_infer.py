@@ -65,6 +65,41 @@ def test_training_on_your_own_text_samples_from_nothing_not_after_the_presets_pr
     assert cfg.prompt == "ROMEO:"
 
 
+def test_your_own_text_trains_in_its_own_run_named_by_the_preset_and_the_file(in_tmp):
+    """Issue 97: python train.py cpu --data_path=mytext.txt was refused: the preset's run, artifacts/models/cpu, held
+    checkpoints. Without --out_dir a run on your own text goes to artifacts/models/PRESET_NAME (NAME: the file's),
+    resumed alike; an --out_dir given wins."""
+    def out_dir(*argv):
+        return train.setup([*argv, "--max_iters=0"])[0].out_dir
+    for path in ("notes/my text.txt", "mytext.txt", "data/tinyshakespeare.txt"):
+        (in_tmp / path).parent.mkdir(exist_ok=True)
+        (in_tmp / path).write_text(real_text().read_text()[:3000])
+    assert out_dir("cpu", "--data_path=notes/my text.txt") == "artifacts/models/cpu_my_text"
+    assert out_dir("--data_path=mytext.txt") == "artifacts/models/mytext"  # no preset: the file's name alone
+    assert out_dir("cpu", "baby", "--data_path=mytext.txt") == "artifacts/models/baby_mytext"  # the last preset wins
+    assert out_dir("cpu", "--data_path=mytext.txt", "--out_dir=mine") == "mine"
+    assert out_dir("cpu") == "artifacts/models/cpu"  # the preset's own text: its own run
+
+
+@pytest.mark.slow
+def test_the_first_try_on_your_own_text_runs_beside_the_presets_run_and_its_advice_resumes_it(in_tmp, capsys):
+    """The preset's run exists (it holds checkpoints); training on your text writes beside it, touches nothing there,
+    and a second try is refused with advice (--resume) that runs."""
+    from helpers import MICRO, run_cli_here
+    (in_tmp / "artifacts" / "models" / "cpu").mkdir(parents=True)
+    (in_tmp / "artifacts" / "models" / "cpu" / "model.pt").write_bytes(b"the preset's own run")
+    (in_tmp / "mytext.txt").write_text(real_text().read_text()[:30000])
+    argv = ["cpu", "--data_path=mytext.txt", *MICRO, "--max_iters=4", "--eval_interval=2", "--viz_video=off"]
+    code, out, err = run_cli_here(train.main, argv, capsys)
+    assert code == 0, err
+    assert load_checkpoint(in_tmp / "artifacts" / "models" / "cpu_mytext" / "model.pt")["iter"] == 4
+    assert (in_tmp / "artifacts" / "models" / "cpu" / "model.pt").read_bytes() == b"the preset's own run"
+    code, _, err = run_cli_here(train.main, argv, capsys)
+    assert code == 2 and "artifacts/models/cpu_mytext already holds checkpoints: pass --resume" in err
+    code, out, err = run_cli_here(train.main, [*argv[:-3], "--max_iters=6", "--eval_interval=2", "--resume"], capsys)
+    assert code == 0 and "resumed from artifacts/models/cpu_mytext/model.pt at iter 4" in out, err
+
+
 @pytest.mark.slow
 def test_refuses_to_overwrite_then_resumes(tiny_ckpt, in_tmp, capsys):
     out = in_tmp / "run"

@@ -107,6 +107,13 @@ def train_command(path):
     return f"python train.py PRESET --out_dir={os.path.dirname(want) or '.'}"
 
 
+def own_text_dir(preset, data_path):
+    """Where a run on your own text goes when no --out_dir is given: artifacts/models/PRESET_NAME
+    (NAME: the text file's, PRESET: the last preset named, if any), never the preset's own run."""
+    name = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(data_path))[0]) or "text"
+    return os.path.join(Config.out_dir, f"{preset}_{name}" if preset else name)
+
+
 # ------------------------------------------------------------------ the weights the repo ships
 # scripts/export.py's folders of cpu, baby, baby_bd3 and baby_ar, tracked in git
 # (artifacts/README.md): a fresh clone samples, races and scrubs before it trains.
