@@ -8,10 +8,12 @@ Each lane samples with its checkpoint's own sampler at batch 1, timed as frontie
 callback inside a timed draw). A lane's figures are medians over the seeds, with the lowest and
 highest. Its frames replay its median-time draw, stamped step by step on a separate, untimed
 draw of that seed, the stamps scaled to the timed draw's seconds. A frame is a tick of that
-clock (--tick-ms): each lane shows what it had committed by then.
+clock (--tick-ms): each lane shows what it had committed by then. Each lane after the first is also
+read as a ratio of the first's tokens/s, seed by seed: the figure another machine repeats.
 """
 import os
 import platform
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -107,7 +109,18 @@ def run_lanes(lanes, start, args, device):
                            f"{f['spread'][1]:,.0f}), {f['tokens_per_pass']:.2f} tokens a pass "
                            f"({f['pass_spread'][0]:.2f}-{f['pass_spread'][1]:.2f}), p_cache {f['p_cache']:.2f}")
         print(f"{lane['path']}: {lane['caption']}; median draw {lane['seconds']:.3f} s (seed {lane['seed']})")
+    for lane, timing in zip(lanes[1:], timings[1:]):
+        ratio, low, high = paired_ratio(timings[0]["seconds"], timing["seconds"])
+        print(f"{lane['name']} / {lanes[0]['name']}: {ratio:.2f}x the tokens/s ({low:.2f}-{high:.2f}: the ratio of "
+              f"each seed's two draws, median and lowest-highest over {args.seeds} seeds)")
     return ready
+
+
+def paired_ratio(first, other):
+    """(median, lowest, highest) of first[k] / other[k]: a lane's tokens/s over the first lane's,
+    each seed's draws side by side (the same round, the same load), so the machine's speed cancels."""
+    ratios = sorted(a / b for a, b in zip(first, other))
+    return statistics.median(ratios), ratios[0], ratios[-1]
 
 
 def stamp(lane, start, gen_len, seed, seconds):

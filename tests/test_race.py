@@ -57,6 +57,28 @@ def test_the_race_says_when_the_machine_was_too_busy_for_its_figures(ready, busy
     assert all("medians (lowest-highest) of 3 seeds" in c for c in captions)
 
 
+def test_each_lane_after_the_first_is_read_as_its_paired_ratio(toy_race, monkeypatch, capsys):
+    """Issue 97: one chip's tokens/s (314 / 315 on an AMD EPYC) read 196-200 / 229-233 on an Intel Xeon; the ratio to
+    the first lane, seed by seed (the two draws of one round, under one load), is what another machine repeats. The
+    median of the ratios, not the ratio of the medians; a slower lane reads below 1."""
+    assert race.paired_ratio([1.0, 2.0, 3.0], [0.5, 4.0, 3.0]) == (1.0, 0.5, 2.0)  # medians' ratio: 0.67
+    assert race.paired_ratio([1.0, 1.0, 1.0], [2.0, 2.0, 4.0]) == (0.5, 0.25, 0.5)  # twice as slow: 0.5x
+    from evals import samples
+    real = samples.time_draws
+
+    def fixed(jobs, *a, **k):  # the first lane 10 ms a draw, the others 5 and 20: 2x and 0.5x its tokens/s
+        timings, ready = real(jobs, *a, **k)
+        for row, ms in zip(timings, (10, 5, 20)):
+            row["seconds"] = [ms / 1000] * len(row["seconds"])
+        return timings, ready
+    monkeypatch.setattr(samples, "time_draws", fixed)
+    code, out, err = run_cli_here(race.main, toy_race, capsys)
+    assert code == 0, err
+    said = [line for line in out.splitlines() if "x the tokens/s (" in line]
+    assert [line.split(": ")[1].split("x")[0] for line in said] == ["2.00", "0.50"], said
+    assert all("over 3 seeds" in line for line in said)
+
+
 def test_a_lanes_frames_walk_its_stamps_on_the_timed_clock(toy_race, capsys):
     """Before the first stamp a lane shows all [MASK]; at its median seconds its text is whole and 'done'; a
     token a step revealed within the tick is new. Its caption leads each frame of it."""
