@@ -1,5 +1,4 @@
-"""The command line and config files -> a checked Config: parsing, validation and --help. Also the
-objectives by name (OBJECTIVES): the entry scripts find a config's objective here.
+"""The command line and config files -> a checked Config: parsing, validation and --help.
 
     cfg = configurator.get_config(["cpu", "--max_iters=200"])
     python train.py --help          # the presets, then every key by section
@@ -16,22 +15,15 @@ import textwrap
 import tokenize
 from dataclasses import asdict, fields, replace
 
-import ar
-import bd3
 import config
-import diffusion
-import uniform
 from config import (BOOLEANS, CHOICES, INT64_MAX, LIMITS, NEEDS, PRESETS, SAMPLING_ONLY, TRAINED, UNSCORED_ORDERS,
                     Config)
 from model import DECODERS, ModelArgs
+from objectives import OBJECTIVES
 from utils.checkpoint import REMOVED, RENAMED
 from utils.errors import UserError
 from utils.fileio import read_text
 from utils.tokenizer import tokenizer_from_state
-
-# The objectives by config.py's name. Each module states the same names (diffusion.py's last section
-# lists them); the entry scripts call them and never ask which objective they hold.
-OBJECTIVES = dict(mdlm=diffusion, uniform=uniform, ar=ar, bd3=bd3)
 
 TYPES = {f.name: f.type for f in fields(Config)}  # key -> its type
 EXAMPLES = {bool: "true", int: "100", float: "0.5", str: "text"}  # a valid value of each type, for the errors

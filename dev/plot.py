@@ -13,6 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dev.readers import read_json, read_jsonl  # noqa: E402
+from objectives import OBJECTIVES  # noqa: E402
 from utils.cli import ArgParser, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_path, drop_if_empty, fresh_path  # noqa: E402
@@ -38,7 +39,7 @@ def run_label(run_dir):
         from utils.train_log import loss_label
         ckpt = torch.load(os.path.join(run_dir, "model.pt"), map_location="cpu", weights_only=True, mmap=True)
         cfg = config_from_dict(ckpt["config"])
-        return name, cfg.objective, configurator.OBJECTIVES[cfg.objective].EXACT, loss_label(cfg)[0].split(" ", 1)[1]
+        return name, cfg.objective, OBJECTIVES[cfg.objective].EXACT, loss_label(cfg)[0].split(" ", 1)[1]
     except Exception:  # a label is not worth failing for
         return name, None, False, None
 

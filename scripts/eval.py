@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import CHOICES  # noqa: E402
 from evals import REPORT, SPLITS  # noqa: E402
+from objectives import OBJECTIVES  # noqa: E402
 from utils.cli import ArgParser, at_least, output, own_flags, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import refuse_twins, require_checkpoints  # noqa: E402
@@ -88,7 +89,7 @@ SAMPLER_FLAGS = {"--steps": "steps", "--temperature": "temperature", "--order": 
 def load_run(path, args, device, given=()):
     """A checkpoint's model, tokenizer and configs, checked before work; given: utils.cli.typed."""
     model, ckpt, cfg, tok = open_checkpoint(path, device, args.data_path, args.val_path)
-    obj = configurator.OBJECTIVES[cfg.objective]
+    obj = OBJECTIVES[cfg.objective]
     # Sample as the preset and inference.py do; a given flag replaces its setting.
     # A checkpoint's remdm, which no flag names, yields only to a given --remask.
     scfg = replace(cfg, **sampler_flags(args))

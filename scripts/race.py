@@ -19,6 +19,7 @@ from dataclasses import replace
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import LIMITS  # noqa: E402
+from objectives import OBJECTIVES  # noqa: E402
 from utils.cli import ArgParser, at_least, output, seed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import own_or_shipped  # noqa: E402
@@ -76,7 +77,7 @@ def open_lanes(args, device):
             raise UserError(f"{path} has another tokenizer than {lanes[0]['path']}: a race compares one text")
     P = len(start_ids(lanes[0]["tok"], args.prompt))
     for lane in lanes:
-        obj, cfg, W = configurator.OBJECTIVES[lane["cfg"].objective], lane["cfg"], lane["model"].args.block_size
+        obj, cfg, W = OBJECTIVES[lane["cfg"].objective], lane["cfg"], lane["model"].args.block_size
         windowed = obj.ANY_LENGTH or (obj.SEMI_AR and cfg.semi_ar_length)
         if P + args.gen_len > W and not windowed:  # the race sets only --prompt and --gen-len of a lane
             fix = f"use --gen-len {W - P} or less" if P < W else "give a shorter --prompt"

@@ -14,6 +14,7 @@ from config import PRESETS, Config
 from configurator import get_config
 from helpers import ENV, ROOT, run_cli_here
 from utils.errors import UserError
+from objectives import OBJECTIVES
 
 
 def test_defaults_are_the_reference_recipe():
@@ -186,7 +187,7 @@ def test_each_modules_choices_are_config_pys_own():
                               ("model", "TIME_CONDS", "time_cond")]:
         assert getattr(importlib.import_module(module), name) is config.CHOICES[key], (module, name)
     assert importlib.import_module("diffusion").UNSCORED_ORDERS is config.UNSCORED_ORDERS
-    assert tuple(configurator.OBJECTIVES) == config.CHOICES["objective"]
+    assert tuple(OBJECTIVES) == config.CHOICES["objective"]
     assert configurator.CHOICES is config.CHOICES and set(config.CHOICES) == {
         "tokenizer", "time_cond", "objective", "bd3_loss", "schedule", "loss_type", "optimizer", "order",
         "tokens_per_step", "remask", "dtype", "compile"}

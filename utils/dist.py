@@ -3,6 +3,7 @@
 
     torchrun --standalone --nproc_per_node=2 train.py cpu --device=cpu   # gloo on CPU
 """
+import copy
 import functools
 import os
 import random
@@ -182,15 +183,19 @@ def run_queue():
         return None
 
 
-def compile_step(loss_of, model, cfg, device, world=1):
-    """(loss_of, model) for the step, compiled where --compile says ('auto': on CUDA, where eager is
-    launch-bound; CPU: dev/LOG.md, "Compiled on a CPU"). One process compiles the pure loss whole,
-    CUDA graphs on CUDA (dev/LOG.md, "the first idle-GPU check"); DDP the model, as torch tests."""
+def compile_step(objective, model, cfg, device, world=1):
+    """(objective, model) for the step, compiled where --compile says ('auto': on CUDA, where
+    eager is launch-bound; CPU: dev/LOG.md, "Compiled on a CPU"). One process compiles the
+    objective's pure loss whole, CUDA graphs on CUDA (dev/LOG.md, "the first idle-GPU check"): a
+    copy of the objective whose loss is compiled, as nn.Module.compile does in place; DDP compiles
+    the model, as torch tests."""
     if not (cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")):
-        return loss_of, model
+        return objective, model
     if world > 1:
-        return loss_of, torch.compile(model)
-    return torch.compile(loss_of, mode="reduce-overhead" if device.type == "cuda" else None), model
+        return objective, torch.compile(model)
+    compiled = copy.copy(objective)
+    compiled.loss = torch.compile(objective.loss, mode="reduce-overhead" if device.type == "cuda" else None)
+    return compiled, model
 
 
 def precision(device, dtype="auto", bf16_supported=None, torch_version=torch.__version__):
