@@ -23,7 +23,8 @@ from diffusion import (REVEAL_KEYS, Drawn, LossOptions, Objective, SamplerOption
                        describe_denoise, masking_draws, no_mask_logit, repeat_draws, self_condition_input,
                        stratified_times)
 from model import KVCache, decode, decode_steps, new_kv_cache, replay
-from utils.draws import draw, draw_at, draw_device, filter_logits, on_device, uniforms
+from utils.dist import draw_device, on_device
+from utils.draws import draw, draw_at, filter_logits, uniforms
 from utils.errors import UserError
 from utils.steps import ordered_step, prompt_length
 

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from config import CHOICES, UNSCORED_ORDERS
 from model import sample_causal
-from utils.draws import draw, draw_device, drawn_law, filter_logits, on_device, sample_tokens, uniform_draws
+from utils.dist import draw_device, on_device
+from utils.draws import draw, drawn_law, filter_logits, sample_tokens, uniform_draws
 from utils.errors import UserError
 from utils.steps import Drew, StepRecord
 

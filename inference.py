@@ -25,9 +25,9 @@ from functools import partial
 
 import torch
 
-from checkpoint_manager import load_model, read_checkpoint
+from checkpoint_manager import checkpoint_config, load_model, read_checkpoint
 from config import SAMPLED, TRAINED
-from configurator import check_choices, checkpoint_config, help_text, parse, refuse_changes, validate, wants_help
+from configurator import check_values, help_text, parse, refuse_changes, validate, wants_help
 from diffusion import Schedule
 from model import DECODERS, compile_decode
 from objectives import OBJECTIVES
@@ -76,7 +76,7 @@ def refuse_stream_clash(cfg, flags):
 def load(argv):
     """(sampling config, run): argv read for the checkpoint, then over the checkpoint's config."""
     where, given = parse(argv, check=False)  # pass 1: only --checkpoint, --device and --viz-video are read
-    check_choices(where)  # a --viz-video or --html that names no such file, say
+    check_values(where)  # a --viz-video or --html that names no such file, say
     if given & {"viz_video", "html"}:  # their paths, before the model is read
         check_trace_path(replace(where, viz_video=where.viz_video if "viz_video" in given else "off"), where.overwrite)
     if not (where.interactive or where.prompts_file):  # (a stream of prompts records no trace)

@@ -136,11 +136,7 @@ def setup(argv):
     configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
     if "data_path" in given and "prompt" not in given and not cfg.resume:  # your own text: not a preset's ROMEO:
         cfg = replace(cfg, prompt="")
-    fileio.check_folder(cfg.out_dir, f"--out_dir={cfg.out_dir}")  # a checkpoint, say: never written over
-    fileio.check_run_files(cfg.out_dir)  # its log or a checkpoint's name taken by a folder
-    if fileio.is_shipped(cfg.out_dir):
-        raise UserError(f"--out_dir={cfg.out_dir} is inside the folder of weights the repo ships, which training "
-                        f"never writes: choose another --out_dir (each preset's own is artifacts/models/PRESET)")
+    fileio.check_run_folder(cfg)  # a folder it can write, not the shipped weights, no earlier run to replace
     rank, local_rank, world, device = dist.init_distributed(cfg.device)
     if rank == 0:
         for name in fileio.remove_stale_temps(cfg.out_dir):
@@ -156,7 +152,7 @@ def setup(argv):
     cfg = replace(cfg, total_batch_size=micro_tokens * accum * world)
     torch.manual_seed(cfg.seed + rank)
     ctx, dtype_name = dist.autocast_for(device, cfg.dtype)  # and TF32 on CUDA for what runs outside autocast
-    wandb = train_log.open_wandb(cfg) if rank == 0 else None  # before any work: a missing package fails now
+    wandb = train_log.open_wandb() if cfg.wandb_log and rank == 0 else None  # before any work: a missing package
     dataloader.check_inputs(cfg)  # a missing data file: one line, no config dump
     threads = dist.CpuThreads(device, world)  # a bad OMP_NUM_THREADS: one line too
     capped = ""
@@ -179,15 +175,13 @@ def resumed_config(cfg, given):
     """(cfg, checkpoint, path) of --resume: the run's settings from its newest intact checkpoint,
     only resumable keys given again. A new run: (cfg, None, ""), refused if it replaces files."""
     if not cfg.resume:
-        if not cfg.overwrite and cfg.max_iters > 0:  # max_iters=0 writes nothing
-            fileio.refuse_earlier_run(cfg.out_dir)
         return cfg, None, ""
     resume, resumed_from = checkpoint.load_latest(cfg.out_dir, warn=print0)
     # a removed key that acted on its network or training: the run cannot go on as it was
     for part in ("config", "model_args"):
         for note in checkpoint.removed_notes(resume[part], f"--resume: {resumed_from}", ("network", "training")):
             print0(note)
-    saved = asdict(configurator.checkpoint_config(resume, resumed_from))
+    saved = asdict(checkpoint_manager.checkpoint_config(resume, resumed_from))
     configurator.refuse_changes(cfg, given, saved, f"--resume: {resumed_from}",
                                 "drop those flags to continue the run, or train a new one in another --out_dir",
                                 RESUMABLE)

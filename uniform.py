@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from diffusion import REVEAL_KEYS, Drawn, Objective, SamplerOptions, no_mask_logit, put_at, stratified_times, time_grid
-from utils.draws import draw_device, drawn_law, filter_logits, on_device, sample_tokens
+from utils.dist import draw_device, on_device
+from utils.draws import drawn_law, filter_logits, sample_tokens
 from utils.errors import UserError
 from utils.steps import Step
 

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from configurator import checkpoint_config  # noqa: E402
+from checkpoint_manager import checkpoint_config  # noqa: E402
 from bd3 import bd3_loss, bd3_times, block_draws  # noqa: E402
 from diffusion import Schedule, band_times  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402

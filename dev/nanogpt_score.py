@@ -28,7 +28,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from diffusion import Schedule  # noqa: E402
-from configurator import checkpoint_config, config_from_dict  # noqa: E402
+from checkpoint_manager import checkpoint_config, config_from_dict  # noqa: E402
 from dev.order_nll import windows_sha  # noqa: E402
 from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
 from objectives import OBJECTIVES  # noqa: E402

@@ -35,7 +35,7 @@ def run_label(run_dir):
     try:
         import torch
         import configurator
-        from configurator import config_from_dict
+        from checkpoint_manager import config_from_dict
         from utils.train_log import loss_label
         ckpt = torch.load(os.path.join(run_dir, "model.pt"), map_location="cpu", weights_only=True, mmap=True)
         cfg = config_from_dict(ckpt["config"])

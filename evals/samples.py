@@ -14,7 +14,7 @@ import torch
 from objectives import OBJECTIVES
 from sampling.canvas import start_token
 from diffusion import Schedule
-from configurator import checkpoint_config
+from checkpoint_manager import checkpoint_config
 from evals.metrics import distinct_n, gen_ppl, ngram_js, sample_entropy
 from checkpoint_manager import load_model, read_checkpoint
 from utils.dataloader import fixed_windows

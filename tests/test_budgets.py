@@ -56,7 +56,8 @@ FLOORS = (
     ("diffusion",),                           # masked diffusion: schedule, draws, loss, bound, the reverse sampler
     ("ar", "bd3", "uniform"),                 # the objectives that build on both, siblings
     ("objectives",),                          # the objectives by name: the table above the four
-    ("configurator", "checkpoint_manager"),   # the command line -> a checked Config; a model from a checkpoint
+    ("configurator",),                        # the command line -> a checked Config, one pass over config.py's tables
+    ("checkpoint_manager",),                  # a model, and its checked config, from a checkpoint or an export
     ("sampling",),                            # what inference.py draws and shows: the canvas, the trace
     ("evals",),                               # the bound, sample metrics, the end-of-run report
     ("train", "inference", "scripts"),        # what a user runs

@@ -112,7 +112,7 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
     held = d["held_out"]
     assert d["threads"] == 1 and d["settings"]["time_batches"] == [1, 2]  # one thread unless --threads says more
     assert held["gen_len"] == 24 and 0 < held["sample_entropy"] and set(held["js"]) == {"1", "2", "3", "4"}
-    from configurator import config_from_dict
+    from checkpoint_manager import config_from_dict
     from evals.samples import held_out_windows, score
     from checkpoint_manager import load_model
     from utils.dataloader import prepare_data

@@ -56,7 +56,7 @@ def test_imports_have_no_cycle():
         if m not in state:
             visit(m, [m])
     assert graph["config"] == set() and graph["utils.errors"] == set()  # the bottom stays the bottom
-    ground = {"config", "utils.draws", "utils.errors", "utils.steps"}  # the keys, how a token is drawn, a Step
+    ground = {"config", "utils.dist", "utils.draws", "utils.errors", "utils.steps"}  # keys, where and how a draw runs, a Step
     assert graph["model"] <= ground  # the network and its generate import no sampler (issue 94)
     assert graph["diffusion"] <= ground | {"model"}  # masked diffusion: on the network and the ground
     for name in ("ar", "bd3", "uniform"):  # each builds on diffusion.py and model.py, never on a sibling

@@ -8,7 +8,7 @@ from configurator import get_config
 from diffusion import Schedule
 from evals.report import final_report
 from utils.train_log import first_step_line, fmt_eta, long_run_note, loss_label, projected_step_s
-from helpers import ToyModel
+from helpers import FIXTURES, ToyModel
 from utils.tokenizer import CharTokenizer
 from objectives import OBJECTIVES
 
@@ -211,15 +211,17 @@ def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_
     assert shared == [False, False, False, False, True, False]
 
 
-def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypatch):
-    """--wandb_log without the package: one line naming pip install wandb, from setup, before any work."""
+def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypatch, tmp_path):
+    """--wandb_log without the package: one line naming pip install wandb, from setup, before any work; without
+    --wandb_log setup never imports it."""
     import sys
-    from utils.train_log import open_wandb
+    import train
     from utils.errors import UserError
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
-    assert open_wandb(get_config([])) is None
+    argv = ["--device=cpu", f"--out_dir={tmp_path / 'run'}", f"--data_path={FIXTURES / 'tiny_stories.txt'}"]
+    assert train.setup(argv)[1].wandb is None
     with pytest.raises(UserError, match="pip install wandb"):
-        open_wandb(get_config(["--wandb_log"]))
+        train.setup([*argv, "--wandb_log"])
 
 
 def test_the_shared_cores_note_where_the_os_keeps_no_run_queue(monkeypatch):

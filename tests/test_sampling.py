@@ -416,7 +416,7 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     from sampling.canvas import fill
     from sampling.trace import trace_hook
     model, ckpt = load_model(tiny_ckpt, torch.device("cpu"))
-    from configurator import config_from_dict
+    from checkpoint_manager import config_from_dict
     cfg = replace(config_from_dict(ckpt["config"]), num_samples=2, trace_every=1, **extra)
     from utils.tokenizer import tokenizer_from_state
     tok = tokenizer_from_state(ckpt["tokenizer"])
@@ -480,7 +480,8 @@ def test_draws_stay_on_a_float64_device_and_follow_the_probabilities():
     """common.draw runs on the probabilities' device where it has float64 (CUDA), on the CPU otherwise (MPS has none).
     Its inverse-CDF draw: the frequencies match p (chi-square), a zero-mass entry (the filtered, [MASK] last) never
     comes, unnormalised rows are their normalised law, and a seed fixes the draws."""
-    from utils.draws import draw, draw_device
+    from utils.dist import draw_device
+    from utils.draws import draw
     assert draw_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
     assert draw_device(torch.device("mps")) == draw_device(torch.device("cpu")) == torch.device("cpu")
     p = torch.tensor([0.0, 0.5, 0.0, 0.2, 0.3, 0.0], dtype=torch.float64)

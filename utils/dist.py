@@ -320,6 +320,19 @@ def grad_accum_steps(total_batch_size, micro_tokens, world):
     return total // (micro_tokens * world)
 
 
+def draw_device(device):
+    """Where draws run: on the device if it has float64 (CUDA), else on the CPU (MPS has none)."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type in ("cpu", "mps") else device
+
+
+def on_device(generator, device):
+    """The generator for draws on `device`: `generator` on the CPU, else one it seeds (no sync)."""
+    if generator is None or torch.device(device).type in ("cpu", "meta"):
+        return generator
+    return torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (), generator=generator)))
+
+
 def keyed_generator(*key):
     """A CPU generator seeded by ints, e.g. (seed, stream, step, slot): stateless, so resumable."""
     entropy = [k & 0xFFFFFFFFFFFFFFFF for k in key]  # SeedSequence wants non-negative ints

@@ -1,6 +1,7 @@
 """How a token is drawn, for every sampler: the law (temperature, top-k, top-p) in float64, and
 exact inverse-CDF draws whose uniforms can be made ahead (so a CUDA graph replays a draw). Random
-draws run on the CPU's generator, or on the device's when it has float64 (CUDA; MPS has none).
+draws run where utils.dist.draw_device says: the CPU's generator, or the device's when it has
+float64 (CUDA; MPS has none).
 
     python -c "import torch, utils.draws as d; print(d.draw(torch.tensor([[0., 1., 3.]]), None))"
 """
@@ -8,24 +9,13 @@ import math
 
 import torch
 
+from utils.dist import draw_device, on_device
+
 DEGENERATE_ROW = ("no law to draw from: a row of probabilities has no mass or a NaN/inf entry, as the model's logits "
                   "were not finite (a damaged or diverged model) or a sampling setting validation refuses made them so")
 
 
-# ------------------------------------------------------------------------ where draws run
-def draw_device(device):
-    """Where draws run: on the device if it has float64 (CUDA), else on the CPU (MPS has none)."""
-    device = torch.device(device)
-    return torch.device("cpu") if device.type in ("cpu", "mps") else device
-
-
-def on_device(generator, device):
-    """The generator for draws on `device`: `generator` on the CPU, else one it seeds (no sync)."""
-    if generator is None or torch.device(device).type in ("cpu", "meta"):
-        return generator
-    return torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (), generator=generator)))
-
-
+# ------------------------------------------------------------------------ uniforms
 def uniforms(shape, generator, device):
     """U(0, 1) float64 draws (shape) on `device`'s draw device, in the order draw() takes them."""
     dev = draw_device(device)
