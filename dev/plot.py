@@ -13,7 +13,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dev.readers import read_json, read_jsonl  # noqa: E402
-from objectives import OBJECTIVES  # noqa: E402
 from utils.cli import ArgParser, output  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import atomic_path, drop_if_empty, fresh_path  # noqa: E402
@@ -34,7 +33,7 @@ def run_label(run_dir):
     name = os.path.basename(os.path.normpath(run_dir))
     try:
         import torch
-        import configurator
+        from objectives import OBJECTIVES
         from checkpoint_manager import config_from_dict
         from utils.train_log import loss_label
         ckpt = torch.load(os.path.join(run_dir, "model.pt"), map_location="cpu", weights_only=True, mmap=True)

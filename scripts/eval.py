@@ -20,7 +20,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import CHOICES  # noqa: E402
 from evals import REPORT, SPLITS  # noqa: E402
-from objectives import OBJECTIVES  # noqa: E402
 from utils.cli import ArgParser, at_least, output, own_flags, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import refuse_twins, require_checkpoints  # noqa: E402
@@ -76,6 +75,7 @@ from configurator import validate  # noqa: E402
 from evals.bound import ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
 from evals.metrics import ChangeRate  # noqa: E402
 from evals.samples import draw, load_judge, open_checkpoint, score, start_ids, write_json  # noqa: E402
+from objectives import OBJECTIVES  # noqa: E402
 from sampling.trace import StepBar, chain  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import CpuThreads, autocast_for, pick_device  # noqa: E402

@@ -25,7 +25,6 @@ from types import SimpleNamespace
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import Config  # noqa: E402
-from objectives import OBJECTIVES  # noqa: E402
 from utils.cli import ArgParser, at_least, key_list, list_of, output, own_flags, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import refuse_twins, require_checkpoints  # noqa: E402
@@ -87,6 +86,7 @@ import torch  # noqa: E402
 
 from configurator import acts, validate  # noqa: E402
 from model import compile_decode  # noqa: E402
+from objectives import OBJECTIVES  # noqa: E402
 from evals.samples import (busy_note, draw, held_out_windows, load_judge, open_checkpoint, score,  # noqa: E402
                            speed_figures, start_ids, time_draws, write_json)
 from utils.dataloader import prepare_data  # noqa: E402

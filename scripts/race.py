@@ -19,7 +19,6 @@ from dataclasses import replace
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import LIMITS  # noqa: E402
-from objectives import OBJECTIVES  # noqa: E402
 from utils.cli import ArgParser, at_least, output, seed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import own_or_shipped  # noqa: E402
@@ -62,7 +61,7 @@ def parse_args(argv):
 
 def open_lanes(args, device):
     """Each lane's model, sampling config and tokenizer (one for all), checked on the prompt."""
-    import configurator
+    from objectives import OBJECTIVES
     from sampling.canvas import build_canvas
     from sampling.trace import run_name
     from evals.samples import open_checkpoint, start_ids
