@@ -116,10 +116,10 @@ def test_each_block_pastes_at_the_python_prompt():
 
 def test_a_failing_block_is_named_by_its_heading_and_line():
     """The runner itself can fail: a block that raises, or whose assert no longer holds, is reported with its place."""
-    text = "# Guide\n\n## 2. The bound\n\n**The estimator.** Text.\n\n```python\nx = 1\n```\n\n```bash\nexit 1\n```\n\n" \
-           "```python\nassert x == 2, 'drifted'\n```\n"
-    with pytest.raises(AssertionError, match=r"learning.md:16 \(2. The bound › The estimator\) failed at line 16: "
-                                             r"AssertionError: drifted") as caught:
+    text = ("# Guide\n\n## 2. The bound\n\n**The estimator.** Text.\n\n"
+            "```python\nx = 1\n```\n\n```bash\nexit 1\n```\n\n```python\nassert x == 2, 'drifted'\n```\n")
+    named = r"learning.md:16 \(2. The bound › The estimator\) failed at line 16: AssertionError: drifted"
+    with pytest.raises(AssertionError, match=named) as caught:
         run_blocks(text)
     tb = caught.value.__cause__.__traceback__
     while tb.tb_next:
