@@ -16,7 +16,7 @@ estimated with t drawn from 1..T, the term times T. Per token: over L, not over 
     python train.py cpu                              # trains this objective
     python inference.py cpu --prompt "JULIET:"       # samples it (denoise)
 
-The plain sampler on the shipped weights (learning.md runs the same lines):
+The plain sampler on the shipped weights (learning.md's section 3 runs it too):
 
     import torch, diffusion, checkpoint_manager, utils.tokenizer
     model, ckpt = checkpoint_manager.load_model("artifacts/weights/cpu", "cpu")
