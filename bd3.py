@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -399,16 +398,6 @@ class Round:
     q: torch.Tensor = None   # the drafter's laws (B, n, V) for the block holding position S, or None
 
 
-def _outcomes(S, kd, e, end, n, lo, W):
-    """A round's outcomes (the newest token r after it, with kd drafts from S in the block ending at
-    e) that need a state: a token follows r, in this block or in a next one that fits the window
-    W from lo. States: those in the block, each known before r, [MASK] from r on (no state knows r:
-    the pass draws it); nxt: whether an outcome finishes the block (then the next block drafts)."""
-    outcomes = [r for r in range(S, S + kd + 1) if r + 1 < end and (r < e - 1 or e + n - lo <= W)]
-    states = tuple(r for r in outcomes if r < e - 1)
-    return outcomes, states, states != tuple(outcomes)
-
-
 def _draft_round(model, s, end, fill, mask_id, opts, generator):
     """One round, one pass: the newest token and s.q's drafts as clean columns, checked by their
     next-token laws, beside the noisy states the next round drafts from. Returns (kept, q, laws)."""
@@ -418,7 +407,11 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
     e = sb + n
     drafts = draw(s.q[:, S - sb:min(e, end) - sb], generator) if s.q is not None else s.seq[:, :0]
     kd = drafts.size(1)
-    outcomes, states, nxt = _outcomes(S, kd, e, end, n, s.lo, model.args.block_size)
+    # outcome r (the round's newest token) needs a state if a token follows, in this block or next
+    outcomes = [r for r in range(S, S + kd + 1) if r + 1 < end and (r < e - 1 or e + n - s.lo <= model.args.block_size)]
+    # state r: known before r, [MASK] from r on (no state knows r: this pass draws it)
+    states = tuple(r for r in outcomes if r < e - 1)
+    nxt = states != tuple(outcomes)  # an outcome finishes the block: the next block drafts
     n0 = S - 1 - s.lo
     s.kv.end += 1 + kd + n * (len(states) + nxt)  # the keys it reads: those cached and its own
     pos, mask, known = cached_layout(n0, sb - s.lo, (S - sb, kd, kd, len(states), nxt), n, model.args.block_size,
@@ -441,159 +434,6 @@ def _draft_round(model, s, end, fill, mask_id, opts, generator):
     return new, probs(logits[:, -n:], opts), law  # the next block's, all [MASK]
 
 
-# -------------------------------------------------------------------- the draft tree (--draft_tree)
-# A round proposes several tokens at its first drafted positions instead of one: the spine is
-# _draft_round's drafts, and beside each spine draft its siblings, drawn from the same law q
-# without replacement. A sibling is a clean column that sees the text, the newest token and the
-# spine before it (a tree attention mask, positions by depth), so one pass gives every candidate's
-# next-token law; the noisy states follow the spine alone. A kept sibling is a leaf: the round
-# ends with it and a token drawn from its own column's law.
-def accept_among(p, q, cands, u):
-    """Recursive rejection sampling over candidates drawn in turn from q without replacement
-    (Recursive Speculative Decoding, Jeon et al. 2024, Alg. 2; with replacement it is SpecInfer's
-    multi-step speculative sampling, Miao et al. 2023, Thm 4.2): candidate i is kept when
-    u_i q_i(c_i) < p_i(c_i), q_i being q without c_1..c_(i-1), renormalised; after a rejection
-    the target becomes p_(i+1) = max(0, p_i - q_i) / its sum. So the kept token, or one drawn
-    from the last residual, is p-distributed. p, q (V,) float64 numpy laws; cands: ints; u: floats.
-    Returns (the index kept or None, the law to draw from when none is)."""
-    for i, c in enumerate(cands):
-        if u[i] * q[c] < p[c]:
-            return i, None
-        resid = np.maximum(p - q, 0.0)
-        if resid.sum() > 0:  # (p = q keeps every candidate: no residual is ever drawn from)
-            p = resid / resid.sum()
-        q = q.copy()
-        q[c] = 0.0  # the next candidate's law: q without the ones drawn before it
-        if q.sum() > 0:
-            q = q / q.sum()
-    return None, p
-
-
-def tree_widths(k, kd):
-    """Candidates at each of kd drafted positions: k at the first, then half as many (rounded up)
-    each position further, so the tree branches where a draft is most often checked."""
-    return [max(1, -(-k // 2 ** j)) for j in range(kd)]
-
-
-def draw_siblings(q, drafts, k, generator):
-    """Each spine draft's siblings (tree_widths(k, kd)[j] - 1 at position j), drawn from its law
-    q (kd, V) numpy without replacement, the spine's draft excluded: the Gumbel-top-k trick (Vieira
-    2014; Kool et al. 2019), whose order is that of drawing one at a time. Fewer where q has fewer
-    tokens. drafts: the spine's (kd ints). Returns [[int]] a position."""
-    widths = tree_widths(k, len(drafts))
-    rest = q.copy()
-    rest[range(len(drafts)), drafts] = 0.0
-    u = uniforms(rest.shape, generator, "cpu").numpy()
-    with np.errstate(divide="ignore"):
-        keys = np.log(rest) - np.log(-np.log(u))  # log q + Gumbel noise; -inf where q is 0
-    order = np.argsort(-keys, -1)[:, :max(widths) - 1]
-    return [[int(c) for c in order[j, :w - 1] if keys[j, c] > -np.inf] for j, w in enumerate(widths)]
-
-
-@lru_cache(maxsize=1024)
-def tree_layout(n0, sb, cols, n, W, keys, device, depths):
-    """round_layout's (pos, mask, known) with siblings as clean columns after the spine's kd
-    drafts: the one at depth j (position n0 + 1 + j) sees what spine draft j sees but itself
-    instead of it, and no other column sees a sibling. depths: each sibling's j, in order."""
-    kd, ns = cols[1], len(depths)
-    pos, mask, known = cached_layout(n0, sb, cols, n, W, keys - ns, device)
-    at = 1 + kd  # the first sibling's column
-    C = len(pos) + ns
-    kept = torch.cat([torch.arange(at), torch.arange(at + ns, C)]).to(device)  # the round's columns, moved
-    full = torch.zeros(C, n0 + C, dtype=torch.bool, device=device)
-    full[kept[:, None], torch.cat([torch.arange(n0, device=device), n0 + kept])[None]] = mask
-    for i, j in enumerate(depths):
-        full[at + i] = full[1 + j]
-        full[at + i, n0 + 1 + j] = False
-        full[at + i, n0 + at + i] = True
-    sib_pos = n0 + 1 + torch.tensor(depths, dtype=torch.long, device=device)
-    return torch.cat([pos[:at], sib_pos, pos[at:]]), full, known
-
-
-def _tree_round(model, s, end, fill, mask_id, opts, generator, k):
-    """_draft_round with k candidates at the first drafted position (batch 1): the spine's drafts
-    and their siblings in one pass, checked by _walk_tree. Returns (kept, q, laws) as it does."""
-    if s.q is None:  # nothing to draft from: the plain round
-        return _draft_round(model, s, end, fill, mask_id, opts, generator)
-    S, n, W = s.seq.size(1), fill.size(1), model.args.block_size
-    sb = s.lo + (S - s.lo) // n * n
-    e = sb + n
-    q = s.q[:, S - sb:min(e, end) - sb]  # (1, kd, V) the drafts' laws
-    drafts = draw(q, generator)
-    kd = drafts.size(1)
-    q_host = q[0].cpu().numpy()
-    sibs = draw_siblings(q_host, drafts[0].tolist(), k, generator)
-    depths = tuple(j for j, cs in enumerate(sibs) for _ in cs)  # each sibling's position past S
-    outcomes, states, nxt = _outcomes(S, kd, e, end, n, s.lo, W)
-    n0, ns = S - 1 - s.lo, len(depths)
-    s.kv.end += 1 + kd + ns + n * (len(states) + nxt)
-    pos, mask, known = tree_layout(n0, sb - s.lo, (S - sb, kd, kd, len(states), nxt), n, W, s.kv.end,
-                                   fill.device, depths)
-    block = torch.cat([s.seq[:, sb:], drafts, fill], 1)[:, None, :n]
-    noisy = torch.where(known, block, mask_id).flatten(1)
-    sib_ids = torch.tensor([[c for cs in sibs for c in cs]], dtype=torch.long, device=fill.device)
-    ids = torch.cat([s.seq[:, -1:], drafts, sib_ids, noisy, fill[:, :n * nxt]], 1)
-    logits = no_mask_logit(model(ids, kv_cache=s.kv, rope_pos=pos, attn_mask=mask), mask_id)
-    p = probs(logits[0, :1 + kd + ns], opts)  # (1 + kd + ns, V): the newest's, the spine's, the siblings'
-    new, rows, sib = _walk_tree(p.cpu().numpy(), q_host, drafts[0].tolist(), sibs, end - S, generator)
-    if sib is not None and len(new) > sib[0] + 1:  # a kept sibling, then a token: its keys follow the spine's
-        _move_column(s.kv, n0 + 1 + kd + sib[1], n0 + 1 + sib[0])
-    s.kv.reset(n0 + len(new))  # the newest token and the kept candidates
-    law = p[rows][None]  # what each new token was drawn from
-    r = S + len(new) - 1  # the newest token: the next round drafts from its outcome's state
-    if sib is not None:
-        # a kept sibling has no state: the next round drafts from the spine's state that knows
-        # the text before the sibling, in its block, or else from the next block's, which saw the
-        # spine's draft where the sibling is (any law known before a round may draft: exact)
-        r = S + sib[0] if r + 1 < e else e - 1
-    new = torch.tensor([new], dtype=torch.long, device=fill.device)
-    if r not in outcomes:
-        return new, None, law
-    c = 1 + kd + ns + n * (r - S) if r in states else ids.size(1) - n  # (else the next block's, all [MASK])
-    return new, probs(logits[:, c:c + n], opts), law
-
-
-def _walk_tree(p, q, drafts, sibs, left, generator):
-    """A tree round's check from the newest token: at each drafted position j the spine's draft
-    and its siblings by accept_among against p[j]. The spine's draft kept walks on; a sibling kept
-    ends the round with a token from its own column's law; none kept, with one from the residual;
-    the spine kept to its end, with the bonus token from p[kd]. No token from `left` (end - S) on.
-    p (1 + kd + ns, V): the pass's clean laws, by column; q (kd, V). Returns (tokens, p's row each
-    was drawn from, (j, the kept sibling's index among all siblings) or None)."""
-    kd, k = len(drafts), 1 + max(map(len, sibs), default=0)
-    u = uniforms((kd * k + 1,), generator, "cpu").numpy()  # each check's, then the last token's
-    new, row = [], 1 + kd  # row: p's row of position j's first sibling
-    for j in range(kd):
-        cands = [drafts[j], *sibs[j]]
-        i, resid = accept_among(p[j], q[j], cands, u[j * k:j * k + len(cands)])
-        if i is None:
-            return new + [_draw_one(resid, u[-1])], list(range(j + 1)), None
-        new.append(cands[i])
-        if i > 0:  # a sibling, a leaf: the token after it from its own column's law
-            at = row + i - 1
-            if j + 1 < left:
-                return new + [_draw_one(p[at], u[-1])], [*range(j + 1), at], (j, at - 1 - kd)
-            return new, list(range(j + 1)), (j, at - 1 - kd)
-        row += len(sibs[j])
-    if kd < left:  # every draft kept: the bonus token
-        new.append(_draw_one(p[kd], u[-1]))
-    return new, list(range(len(new))), None
-
-
-def _draw_one(law, u):
-    """draw_at's token from a numpy law (V,) and its uniform u: the first index whose cumulative
-    mass passes u times the total (inverse CDF)."""
-    c = np.cumsum(law)
-    return min(int(np.searchsorted(c, u * c[-1], side="right")), len(law) - 1)
-
-
-def _move_column(kv, src, dst):
-    """The cache's keys and values at column src copied to column dst, in every layer."""
-    for k, v in zip(kv.k, kv.v):
-        k[:, :, dst] = k[:, :, src]
-        v[:, :, dst] = v[:, :, src]
-
-
 @torch.no_grad()
 def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, on_step=None, draft=None):
     """Continue prompt (B, P) by gen_len exact samples of a --bd3_ar network's clean half (an AR),
@@ -601,11 +441,9 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, o
     read a round); compiled (--compile), opts.replay_steps rounds a call of _rounds (fixed shapes,
     one CUDA graph replay, a host read a call). Rows advance by the slowest, so draft=None drafts
     at batch 1 only (dev/LOG.md, "`baby_bd3`'s sampler at batch 16"); undrafted, the clean half
-    decodes alone, opts.replay_steps tokens a call. draft=k > 1 (batch 1, --draft_tree): a tree of
-    k candidates at the first drafted position (_tree_round, eager). Returns (tokens, stats: nfe
-    (every network call, prefills included), nfe_per_sample, seconds, seconds_per_sample, kept:
-    drafts kept a round). opts: temperature, top_k, top_p, replay_steps (None: T = 1, no filter,
-    4)."""
+    decodes alone, opts.replay_steps tokens a call. Returns (tokens, stats: nfe (every network
+    call, prefills included), nfe_per_sample, seconds, seconds_per_sample, kept: drafts kept a
+    round). opts: temperature, top_k, top_p, replay_steps (None: T = 1, no filter, 4)."""
     t0 = time.perf_counter()
     opts = SamplerOptions(steps=1) if opts is None else opts
     B, P = prompt.shape
@@ -616,12 +454,9 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, o
     fill = torch.full((B, block), mask_id, device=prompt.device)  # a noisy block all [MASK]
     if draft is None:
         draft = B == 1
-    tree = int(draft)  # candidates a drafted position
-    assert tree <= 1 or B == 1, "a draft tree is checked at batch 1"
-    # the round whole, at fixed shapes (a tree's round runs eager)
-    whole = draft and tree == 1 and getattr(model, "compiler", None) is not None
+    whole = draft and getattr(model, "compiler", None) is not None  # the round whole, at fixed shapes
     s = Round(seq=prompt)
-    kv = _round_cache(model, B, block, prompt.device, tree) if draft else new_kv_cache(model, B, prompt.device)
+    kv = _round_cache(model, B, block, prompt.device) if draft else new_kv_cache(model, B, prompt.device)
     # calls: every network call (the NFE: prefills included); rounds: the calls that commit tokens
     calls, rounds = 0, 0
     conf = torch.zeros(B, end, dtype=torch.float64, device=prompt.device)  # each token's p when drawn (a Step's)
@@ -647,9 +482,6 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, o
         if whole:
             made, ran = _replayed_rounds(model, s, kv, opts, mask_id, generator)
             calls += ran - len(made)  # rounds with no room (the end, a window to move): passes, no tokens
-        elif tree > 1:
-            new, s.q, law = _tree_round(model, s, end, fill, mask_id, opts, generator, tree)
-            made = [(new, law)]
         elif draft:
             new, s.q, law = _draft_round(model, s, end, fill, mask_id, opts, generator)
             made = [(new, law)]
@@ -670,15 +502,15 @@ def sample_clean_ar(model, prompt, gen_len, blocks, opts=None, generator=None, o
                        kept=(end - P - (P == 0) - rounds) / max(rounds, 1))
 
 
-def _round_cache(model, batch, block, device, tree=1):
-    """The rounds' RoundCache (room for a window and the widest round, from past the window's end,
-    a tree's siblings too): static when compiled (not a tree's), and then kept as model.decode_cache
-    (a CUDA graph replays on the buffers it recorded)."""
-    static = getattr(model, "compiler", None) is not None and tree == 1  # (a toy network has none)
+def _round_cache(model, batch, block, device):
+    """The rounds' RoundCache (room for a window and the widest round, from past the window's end):
+    static when compiled, and then kept as model.decode_cache (a CUDA graph replays on the buffers
+    it recorded)."""
+    static = getattr(model, "compiler", None) is not None  # (a toy network has none)
     c = model.decode_cache if static else None
     a = model.args
     if not isinstance(c, RoundCache) or (len(c.k[0]), c.pos.device) != (batch, device):
-        c = RoundCache(a.n_layer, batch, a.block_size + block * block + (tree + 1) * block, device, static)
+        c = RoundCache(a.n_layer, batch, a.block_size + block * block + 2 * block, device, static)
     if static and c.text is None:
         c.hold_rounds(block, a.block_size, a.vocab_size)
         model.decode_cache = c
@@ -809,9 +641,8 @@ LOSS_KEY = "bd3_loss"  # its training loss is picked by bd3_loss (loss_type is m
 
 
 def unread(cfg):
-    """The sampler keys cfg leaves unread: under --bd3_speculate, steps and the reveal keys; else
-    draft_tree (nothing drafts)."""
-    return ("steps", *REVEAL_KEYS) if clean_check(cfg) else ("draft_tree",)
+    """The sampler keys cfg leaves unread: under --bd3_speculate, steps and the reveal keys."""
+    return ("steps", *REVEAL_KEYS) if clean_check(cfg) else ()
 
 
 def check(cfg, given=()):
@@ -884,8 +715,7 @@ def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=N
     opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
     blocks = Blocks(size=cfg.bd3_block, mask_id=mask_id)
     if clean_check(cfg):
-        tree = cfg.draft_tree if cfg.draft_tree > 1 and len(x) == 1 else None  # (None: batch 1 drafts one block)
-        return sample_clean_ar(model, x[:, :P], x.size(1) - P, blocks, opts, generator, on_step, tree)
+        return sample_clean_ar(model, x[:, :P], x.size(1) - P, blocks, opts, generator, on_step)
     return sample_bd3(model, x[:, :P], x.size(1) - P, blocks, schedule, opts, generator, on_step)
 
 
@@ -904,9 +734,8 @@ def passes(cfg, n_gen, n_prompt=0):
 
 def describe(cfg):
     if clean_check(cfg):
-        tree = f", {cfg.draft_tree} candidates at the first drafted position (a tree)" if cfg.draft_tree > 1 else ""
         return (f"block diffusion's clean half (its AR) + KV cache, drafted {cfg.bd3_block} a round by the noisy half "
-                f"at batch 1{tree} (self-speculative; alone at batch > 1)")
+                f"at batch 1 (self-speculative; alone at batch > 1)")
     opts, k = SamplerOptions.from_config(cfg), min(cfg.steps, cfg.bd3_block)
     steps = describe_denoise(replace(opts, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")
     steps = steps.replace("schedule counts", "linear counts")  # sample_bd3: no greedy last step per block

@@ -122,8 +122,6 @@ class Config:
                                         #   0 = off
     bd3_speculate: bool = False         # bd3, --bd3_ar nets: sample the clean half's AR exactly,
                                         #   the noisy half drafting
-    draft_tree: int = 1                 # --bd3_speculate at batch 1: candidates at the first
-                                        #   drafted position (a tree, one pass); 1 = one block
     dual_sample: bool = False           # mdlm, --dual_ar nets: exact samples of its AR mode (KV-cached);
                                         #   prompts only
     replay_steps: int = 4               # KV-cached decoding: tokens (bd3 at batch 1: drafting rounds)
@@ -154,8 +152,8 @@ RESUMABLE = ("max_iters", "activation_checkpointing", "eval_interval", "eval_ite
 SAMPLING_ONLY = ("checkpoint", "html", "infill", "prefix_file", "suffix_file", "live", "prompts_file", "interactive")
 SAMPLED = (*SAMPLING_ONLY, "overwrite", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k",
            "top_p", "num_samples", "viz_video", "trace_every", "gif_frame_ms", "order", "tokens_per_step", "remask",
-           "remask_eta", "threshold", "semi_ar_length", "bd3_speculate", "draft_tree", "dual_sample", "replay_steps",
-           "device", "dtype", "compile", "seed")
+           "remask_eta", "threshold", "semi_ar_length", "bd3_speculate", "dual_sample", "replay_steps", "device",
+           "dtype", "compile", "seed")
 
 # The values a key takes; the modules that implement them check against these.
 CHOICES = dict(
@@ -189,8 +187,7 @@ LIMITS = dict(
     # 1 - alpha(1) = 1 - cos(pi / 2T) in float64: off 1.7e-5 at T = 1e6, 0.1% at 1e7, 0 (NaN) at 1e9
     diffusion_steps=(10**6, "past it float64 cannot tell the chain's first steps apart"),
     gif_frame_ms=(655_350, "a GIF times a frame in hundredths of a second, in 16 bits"),
-    replay_steps=(64, "each step is written out in the compiled replay, whose compile time grows with them"),
-    draft_tree=(8, "each candidate is a column of every pass"))
+    replay_steps=(64, "each step is written out in the compiled replay, whose compile time grows with them"))
 
 # The words a bool flag takes (bool('false') is True): --live=off, --compile=yes.
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

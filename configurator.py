@@ -35,13 +35,6 @@ OBJECTIVES = dict(mdlm=diffusion, uniform=uniform, ar=ar, bd3=bd3)
 
 TYPES = {f.name: f.type for f in fields(Config)}  # key -> its type
 EXAMPLES = {bool: "true", int: "100", float: "0.5", str: "text"}  # a valid value of each type, for the errors
-
-
-def example(name, typ):
-    """A valid value of key `name` (of type typ) for the errors: its type's, within its LIMITS."""
-    if typ is int and name in LIMITS:
-        return str(min(int(EXAMPLES[int]), LIMITS[name][0]))
-    return EXAMPLES[typ]
 TRISTATE = ("auto", "true", "false")  # a key with these values takes a bare --flag (true) and a bool, as a bool does
 BARE = dict(html="auto")  # a path key whose bare --flag names its file itself
 
@@ -49,6 +42,13 @@ BARE = dict(html="auto")  # a path key whose bare --flag names its file itself
 def is_flag(key):
     """Whether a bare --key sets it: a bool, a tristate (then to 'true'), or a BARE path key."""
     return TYPES[key] is bool or CHOICES.get(key) == TRISTATE or key in BARE
+
+
+def example(name, typ):
+    """A valid value of key `name` (of type typ) for the errors: its type's, within its LIMITS."""
+    if typ is int and name in LIMITS:
+        return str(min(int(EXAMPLES[int]), LIMITS[name][0]))
+    return EXAMPLES[typ]
 
 
 def _coerce(name, typ, value, text=False):
@@ -201,7 +201,6 @@ def validate(cfg, given=(), training=True):
     """Refuse values that cannot work, before any work: the first problem is the user's one line.
     training=False: a sampler's config, whose optimiser settings no one reads (its checkpoint's)."""
     check_choices(cfg)
-    check_draft_tree(cfg, given)
     check_numbers(cfg)
     check_ranges(cfg)
     check_objective_keys(cfg, given)
@@ -263,33 +262,6 @@ def check_ranges(cfg):
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise UserError(f"beta1 and beta2 are AdamW's decays in [0, 1), got {cfg.beta1}, {cfg.beta2}")
-
-
-def drafts(cfg):
-    """Whether cfg's sampler drafts (reads --draft_tree): --bd3_speculate on a --bd3_ar net."""
-    return cfg.objective == "bd3" and bd3.clean_check(cfg)
-
-
-def check_draft_tree(cfg, given):
-    """--draft_tree (issue 95), checked here whole: its range, and a sampler that drafts (drafts(),
-    at batch 1, eager)."""
-    most = LIMITS["draft_tree"][0]
-    if not 1 <= cfg.draft_tree <= most:
-        raise UserError(f"--draft_tree={cfg.draft_tree} is out of range: give the candidates a drafted position, "
-                        f"1 to {most} (1 = one drafted block a round; {LIMITS['draft_tree'][1]})")
-    if "draft_tree" not in given:
-        return
-    if not drafts(cfg):
-        raise UserError(f"--draft_tree branches the drafts of bd3's self-speculative rounds (--bd3_speculate on a "
-                        f"network trained with --bd3_ar), and this sampler drafts none "
-                        f"(objective={cfg.objective}): drop --draft_tree")
-    if cfg.draft_tree > 1 and cfg.num_samples > 1:
-        raise UserError(f"--draft_tree={cfg.draft_tree} is checked at batch 1, where rounds draft; at "
-                        f"--num_samples={cfg.num_samples} the clean half decodes alone: drop --draft_tree, or give "
-                        f"--num_samples=1")
-    if cfg.draft_tree > 1 and cfg.compile == "true" and "compile" in given:
-        raise UserError(f"--draft_tree={cfg.draft_tree} runs the eager round; the compiled one drafts one block: "
-                        f"drop --compile, or give --draft_tree=1")
 
 
 def partners(key):

@@ -8,8 +8,8 @@ expected acceptance sum_y min(p, q) of that first draft against p = the clean ha
   knows   the noisy half's state with x_r known ([MASK] from r + 1): what a second, later pass would draft from
 Only in-block outcomes (r at most the block's second-last position, the sampler's per-outcome states); windows of 64
 from position 0, as the sampler's first window. With k drafts a round, tokens a round <= 1 + k * acceptance of the
-first. --tree K (issue 95's draft tree): for k = 1..K candidates at that position, the chance one is kept when they
-are drawn without replacement and checked by recursive rejection (bd3.accept_among, --trials draws a position), from
+first. --tree K (issue 95's draft tree, dev/draft_tree.py): for k = 1..K candidates at that position, the chance one is
+kept when they are drawn without replacement and checked by recursive rejection (--trials draws a position), from
 the model's state ('rsd k') and from q* ('rsd* k': the ceiling of k candidates no drafter in the pass can pass);
 when they are the state's top k, checked by matching, DDTree's rule ('top-q k': the sum of p over them); and when they
 are p's own top k ('top-p k'): the most k fixed candidates can keep, which the text's entropy sets (with 'entropy',
@@ -21,8 +21,10 @@ import sys
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path[:0] = [os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."),
+                os.path.dirname(os.path.abspath(__file__))]  # the repo, and dev/ (draft_tree)
 import bd3  # noqa: E402
+import draft_tree  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from utils.cli import ArgParser, at_least, seed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
@@ -97,8 +99,8 @@ def main(argv):
 
 def tree_rows(p, proposals, most, trials, g):
     """{row: (R,) each position's chance that a candidate is kept} for k = 1..most candidates: 'rsd k' ('rsd* k' from
-    q*) drawn from the proposal without replacement (bd3.draw_siblings after one bd3.draw), checked by
-    bd3.accept_among, `trials` draws a position; 'top-q k' the model's top k, matched (the sum of p over them);
+    q*) drawn from the proposal without replacement (draft_tree.draw_siblings after one bd3.draw), checked by
+    draft_tree.accept_among, `trials` draws a position; 'top-q k' the model's top k, matched (the sum of p over them);
     'top-p k' p's own top k; 'entropy' p's, nats. p (R, V); proposals: {'model': q, 'ceiling': q*} (R, V)."""
     rows = {"entropy": -(p * p.clamp(min=1e-300).log()).sum(-1)}
     p_np = p.numpy()
@@ -109,9 +111,9 @@ def tree_rows(p, proposals, most, trials, g):
             for j in range(len(p)):
                 for _ in range(trials):
                     spine = int(bd3.draw(q[j:j + 1], g)[0])
-                    cands = [spine, *bd3.draw_siblings(q_np[j:j + 1], [spine], k, g)[0]]
+                    cands = [spine, *draft_tree.draw_siblings(q_np[j:j + 1], [spine], k, g)[0]]
                     u = torch.rand(len(cands), generator=g, dtype=torch.float64).numpy()
-                    kept[j] += bd3.accept_among(p_np[j], q_np[j], cands, u)[0] is not None
+                    kept[j] += draft_tree.accept_among(p_np[j], q_np[j], cands, u)[0] is not None
             rows[f"rsd{'*' if name == 'ceiling' else ''} {k}"] = torch.from_numpy(kept / trials)
         rows[f"top-q {k}"] = p.gather(-1, proposals["model"].topk(k, -1).indices).sum(-1)
         rows[f"top-p {k}"] = p.topk(k, -1).values.sum(-1)

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config import CHOICES, LIMITS  # noqa: E402
+from config import CHOICES  # noqa: E402
 from evals import REPORT, SPLITS  # noqa: E402
 from utils.cli import ArgParser, at_least, output, own_flags, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
@@ -52,10 +52,6 @@ def parse_args(argv):
     p.add_argument("--remask", choices=("refine", "none"), default=None, needs=samples, help="mdlm's samples: "
                    "refine (the least sure committed tokens compete with new ones) or none (committed tokens stay); "
                    "default: each checkpoint's own")
-    p.add_argument("--draft-tree", type=at_least(1, most=LIMITS["draft_tree"][0]), default=None, needs=samples,
-                   help="bd3's self-speculative samples (--bd3_speculate): candidates a drafted position, checked in "
-                   "one pass (1 = one drafted block a round; the samples are drawn one at a time); default: each "
-                   "checkpoint's own")
     p.add_argument("--seed", type=seed, default=REPORT["seed"], help="seeds the bound's draws and the samples")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", choices=CHOICES["dtype"], default="auto", help="autocast of the forward passes, as "
@@ -86,8 +82,7 @@ from utils.tokenizer import fingerprint  # noqa: E402
 
 
 # each sampler flag and the config key it sets
-SAMPLER_FLAGS = {"--steps": "steps", "--temperature": "temperature", "--order": "order", "--remask": "remask",
-                 "--draft-tree": "draft_tree"}
+SAMPLER_FLAGS = {"--steps": "steps", "--temperature": "temperature", "--order": "order", "--remask": "remask"}
 
 
 def load_run(path, args, device, given=()):
@@ -182,8 +177,7 @@ def evaluate_run(run, args, judge, bar, threads):
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
         threads.restart()  # no pass spans the bound's evaluation
-        batch = 1 if scfg.draft_tree > 1 else args.batch_size  # a draft tree drafts at batch 1 only
-        out, _ = draw(model, replace(scfg, num_samples=batch), start, gen_len, args.n_samples, tok.mask_id,
+        out, _ = draw(model, replace(scfg, num_samples=args.batch_size), start, gen_len, args.n_samples, tok.mask_id,
                       g, on_step=chain(change, bar, threads.tick))
         row.update(score(out, len(start), tok, judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate

@@ -31,7 +31,7 @@ from utils.fileio import refuse_twins, require_checkpoints  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each)
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
-             "semi_ar_length", "temperature_end_share", "bd3_speculate", "draft_tree", "dual_sample", "replay_steps")
+             "semi_ar_length", "temperature_end_share", "bd3_speculate", "dual_sample", "replay_steps")
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "temperature=0.8,0.9,1.0"]
 DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]
 GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KEYS})  # 'key=v1,v2', typed as config.py

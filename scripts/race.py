@@ -19,7 +19,7 @@ from dataclasses import replace
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import LIMITS  # noqa: E402
-from utils.cli import ArgParser, at_least, output, own_flags, seed  # noqa: E402
+from utils.cli import ArgParser, at_least, output, seed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import own_or_shipped  # noqa: E402
 
@@ -34,9 +34,6 @@ def parse_args(argv):
     p.add_argument("--seed", type=seed, default=0, help="the warm-up's seed; the timed draws take the next --seeds")
     p.add_argument("--seeds", type=at_least(1), default=21, help="timed draws a lane, one seed each: its figures "
                    "are their medians (frontier.py's --repeats), its frames its median-time draw")
-    p.add_argument("--draft-tree", type=at_least(1, most=LIMITS["draft_tree"][0]), default=None,
-                   help="the lanes that draft (bd3's --bd3_speculate): candidates a drafted position, checked in one "
-                   "pass (1 = one drafted block a round); default: each lane's own")
     p.add_argument("--tick-ms", type=at_least(1), default=20, help="wall-clock milliseconds a frame")
     p.add_argument("--frame-ms", type=at_least(10, most=LIMITS["gif_frame_ms"][0]), default=100,
                    help="milliseconds a frame shows in the MP4 and GIF (--tick-ms: real time; 100 by default: 5x "
@@ -73,17 +70,10 @@ def open_lanes(args, device):
     for path in args.checkpoints:
         model, _, cfg, tok = open_checkpoint(path, device)
         cfg = replace(cfg, prompt=args.prompt, gen_len=args.gen_len, num_samples=1)
-        if args.draft_tree is not None and configurator.drafts(cfg):  # a lane that drafts
-            cfg = replace(cfg, draft_tree=args.draft_tree)
-            with own_flags(args):
-                configurator.validate(cfg, {"draft_tree"}, training=False)
         name = run_name(path)  # its run folder's or export's name
         lanes.append(dict(path=path, name=name, model=model, cfg=cfg, tok=tok))
         if fingerprint(tok) != fingerprint(lanes[0]["tok"]):
             raise UserError(f"{path} has another tokenizer than {lanes[0]['path']}: a race compares one text")
-    if args.draft_tree is not None and not any(configurator.drafts(lane["cfg"]) for lane in lanes):
-        raise UserError("--draft-tree branches the drafts of bd3's self-speculative rounds (a bd3 lane sampled with "
-                        "bd3_speculate), and no lane drafts: drop --draft-tree")
     P = len(start_ids(lanes[0]["tok"], args.prompt))
     for lane in lanes:
         obj, cfg, W = configurator.OBJECTIVES[lane["cfg"].objective], lane["cfg"], lane["model"].args.block_size

@@ -2,20 +2,16 @@
 half's AR drafted by the noisy half (bd3.sample_clean_ar), whose samples are that AR's own: greedy token for token
 (past the context too), and in distribution against its joint enumerated by hand, with a sampler that keeps every
 draft as the control the same test must catch; and at batch 1, where a round checks two or three drafts, against a toy
-whose two halves are known by hand. The draft tree (--draft_tree): its rule against its law enumerated on a tiny
-vocabulary, with the wrong rules a plausible slip gives; each candidate's column against the uncached pass; its samples
-at batch 1 against the toy's joint, and the i.i.d. rule caught. python -m pytest -q tests/test_speculative.py"""
-import contextlib
+whose two halves are known by hand. python -m pytest -q tests/test_speculative.py"""
 import functools
 import itertools
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
 import bd3
-from bd3 import Blocks, accept_among, bd3_logits, bd3_loss, draw_siblings, keep_or_redraw, probs, sample_clean_ar
+from bd3 import Blocks, bd3_logits, bd3_loss, keep_or_redraw, probs, sample_clean_ar
 from diffusion import LossOptions, Schedule, no_mask_logit
 from model import ModelArgs, Transformer
 from diffusion import SamplerOptions
@@ -227,32 +223,26 @@ def _markov_joint(prompt, n):
 
 # P = 1 alone catches every wrong check tried on this test (a column early, the first q in the residual, p / q
 # inverted, a redraw skipped, the bonus from the last draft's p, one u a round); P = 0 adds the first token's draw
-ROUNDS = dict(eager=(False, True), whole=(True, True), tree2=(False, 2), tree3=(False, 3))  # (whole, draft)
-
-
-@pytest.mark.parametrize("rounds", ROUNDS, ids=["eager rounds", "whole rounds", "a tree of 2", "a tree of 3"])
+@pytest.mark.parametrize("whole", [False, True], ids=["eager rounds", "whole rounds"])
 @pytest.mark.parametrize("P,n", [pytest.param(0, 5, marks=pytest.mark.slow), (1, 6)])
-def test_clean_ar_samples_at_batch_1_follow_the_clean_halfs_joint(P, n, rounds):
+def test_clean_ar_samples_at_batch_1_follow_the_clean_halfs_joint(P, n, whole):
     """At batch 1 (inference.py's) every row's drafts are its own, so a round checks two or three drafts: the second
     and third drafts' ratios p / q and the residual max(0, p_j - q_j) of a later rejection decide the law. 1,000
     independent draws (a generator each) against the toy's joint by hand, through a block boundary (its bonus token
     and the next block's drafts); the first 200 draws hold over 30 rounds that kept two drafts or more. P = 0: the
-    first token from the drafter, its block all [MASK]. The eager rounds (the columns they read), the whole rounds
-    (--compile's, here eager: fixed shapes, the check on the device, 3 a call), and a draft tree of 2 and 3
-    candidates (--draft_tree: three is every token of the toy), whose first 200 draws keep 30 siblings or more."""
-    whole, draft = ROUNDS[rounds]
+    first token from the drafter, its block all [MASK]. The eager rounds (the columns they read), and the whole
+    rounds (--compile's, here eager: fixed shapes, the check on the device, 3 a call)."""
     net, prompt = MarkovToy(), torch.tensor([[0, 1, 2][:P]], dtype=torch.long)
     net.compiler, net.compiled, net.decode_cache = ((lambda fn: fn) if whole else None), {}, None  # Transformer's
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # ~4,000 passes of a few columns: a second thread only waits (shared cores)
     try:
-        draws, late, siblings = [], 0, []
+        draws, late = [], 0
         for seed in range(1_000):
             rounds = []  # the first 200 draws' rounds, as the trace sees them
             hook = rounds.append if seed < 200 else None
-            with _siblings_counted(siblings if seed < 200 else []):
-                out, st = sample_clean_ar(net, prompt, n, BLOCKS, SamplerOptions(steps=1, replay_steps=3),
-                                          torch.Generator().manual_seed(seed), on_step=hook, draft=draft)
+            out, st = sample_clean_ar(net, prompt, n, BLOCKS, SamplerOptions(steps=1, replay_steps=3),
+                                      torch.Generator().manual_seed(seed), on_step=hook)
             assert out.shape == (1, P + n) and not (out == MASK).any()
             draws.append(out[0, P:].tolist())
             late += sum(int(s.revealed.sum()) >= 3 for s in rounds)  # a round that kept two drafts or more
@@ -260,166 +250,3 @@ def test_clean_ar_samples_at_batch_1_follow_the_clean_halfs_joint(P, n, rounds):
         torch.set_num_threads(threads)
     chi2, limit = _pooled_chi2(draws, _markov_joint(prompt[0].tolist(), n))
     assert chi2 < limit and late > 30, (chi2, limit, late)
-    assert draft is True or len(siblings) > 30, len(siblings)
-
-
-@contextlib.contextmanager
-def _siblings_counted(kept):
-    """Appends to `kept` each tree round's kept sibling ((position, index) from bd3._walk_tree)."""
-    real = bd3._walk_tree
-
-    def walk(*args):
-        out = real(*args)
-        if out[2] is not None:
-            kept.append(out[2])
-        return out
-    bd3._walk_tree = walk
-    try:
-        yield kept
-    finally:
-        bd3._walk_tree = real
-
-
-# ------------------------------------------------------------------------------------------ the draft tree
-def _without_replacement(q, k):
-    """{ordered k candidates drawn from q (V,) one at a time without replacement: their probability}."""
-    support = [int(c) for c in np.flatnonzero(q)]
-    out = {}
-    for cands in itertools.permutations(support, k):
-        prob, left = 1.0, 1.0
-        for c in cands:
-            prob *= q[c] / left
-            left -= q[c]
-        out[cands] = prob
-    return out
-
-
-def _kept_chances(p, q, cands, rule):
-    """By hand: the chance (given the ones before it rejected) that each candidate is kept, and the law drawn from when
-    none is. rule 'rsd': q_i is q without the candidates before i, renormalised, and p_(i+1) = max(0, p_i - q_i)
-    normalised (RSD); 'iid': q_i = q (SpecInfer's rule for candidates drawn with replacement); 'stale': the residual
-    never updated (p_i = p)."""
-    chances = []
-    for c in cands:
-        chances.append(min(1.0, p[c] / q[c]) if q[c] > 0 else 0.0)
-        if rule != "stale":
-            resid = np.maximum(p - q, 0)
-            p = resid / resid.sum() if resid.sum() > 0 else p
-        if rule != "iid":
-            q = q.copy()
-            q[c] = 0
-            q = q / q.sum() if q.sum() > 0 else q
-    return chances, p
-
-
-def _node_law(p, q, tuples, rule):
-    """The law of a tree node's token, exactly: each candidate tuple's probability times, for each candidate, the
-    chance the ones before it are rejected and it is kept, plus the chance all are rejected times the residual."""
-    law = np.zeros_like(p)
-    for cands, prob in tuples.items():
-        chances, resid = _kept_chances(p, q, cands, rule)
-        rejected = 1.0
-        for c, a in zip(cands, chances):
-            law[c] += prob * rejected * a
-            rejected *= 1 - a
-        law += prob * rejected * resid
-    return law
-
-
-P_NODE = np.array([0.40, 0.30, 0.15, 0.10, 0.05])
-Q_NODE = np.array([0.10, 0.20, 0.50, 0.20, 0.00])  # p has mass where q has none: only the residual reaches token 4
-
-
-@pytest.mark.parametrize("k", [2, 3, 4])
-def test_a_tree_nodes_token_is_p_distributed_by_its_law_enumerated_and_the_plausible_wrong_rules_are_not(k):
-    """Five tokens: k candidates drawn from q without replacement, checked by recursive rejection sampling (RSD, Jeon
-    et al. 2024), give a token whose law, enumerated over every ordered candidate tuple, is p to 1e-12; and
-    bd3.accept_among decides as that rule does (the candidate kept for each u, the residual). The plausible slips are
-    other laws: SpecInfer's i.i.d. rule (q in every ratio), a residual never updated, and deterministic top-k
-    candidates under the plain rule p / q."""
-    rng = np.random.default_rng(k)
-    for p, q in ((P_NODE, Q_NODE), (rng.dirichlet(np.ones(5)), rng.dirichlet(np.ones(5) * 0.5))):
-        tuples = _without_replacement(q, min(k, int((q > 0).sum())))
-        assert abs(sum(tuples.values()) - 1) < 1e-12
-        np.testing.assert_allclose(_node_law(p, q, tuples, "rsd"), p, rtol=0, atol=1e-12)
-        for wrong in ("iid", "stale"):
-            assert np.abs(_node_law(p, q, tuples, wrong) - p).max() > 1e-3, wrong
-        top = tuple(int(c) for c in np.argsort(-q)[:k] if q[c] > 0)
-        assert np.abs(_node_law(p, q, {top: 1.0}, "iid") - p).max() > 1e-3  # deterministic top-k, the plain rule
-        for cands in tuples:
-            chances, resid = _kept_chances(p, q, cands, "rsd")
-            for u in rng.random((20, len(cands))):
-                i, law = accept_among(p, q, cands, u)
-                want = next((j for j, a in enumerate(chances) if u[j] < a), None)
-                assert i == want, (cands, u, i, want)
-                if i is None:
-                    np.testing.assert_allclose(law, resid, rtol=0, atol=1e-12)
-
-
-def test_a_tree_nodes_drawn_token_follows_p_and_the_iid_rule_does_not(monkeypatch):
-    """End to end at one node: the spine's draft from q (bd3.draw), its siblings from bd3.draw_siblings (the
-    Gumbel-top-k draw without replacement), bd3.accept_among and a draw from its residual: 20,000 tokens follow p by
-    chi-square, for k = 2, 3, 4; SpecInfer's i.i.d. rule on the same candidates fails the same test."""
-    p_law = {(c,): float(v) for c, v in enumerate(P_NODE)}
-    q = torch.tensor(Q_NODE)[None, None]  # (1, 1, V): one drafted position
-
-    def tokens(k, g, n=20_000):
-        out = []
-        u = torch.rand(n, generator=g, dtype=torch.float64).numpy()
-        for i in range(n):
-            spine = int(bd3.draw(q[0], g)[0])
-            cands = [spine, *draw_siblings(Q_NODE[None], [spine], k, g)[0]]
-            j, resid = bd3.accept_among(P_NODE, Q_NODE, cands, torch.rand(k, generator=g, dtype=torch.float64).numpy())
-            out.append((cands[j] if j is not None else bd3._draw_one(resid, u[i]),))
-        return out
-    for k in (2, 3, 4):
-        chi2, limit = _pooled_chi2(tokens(k, torch.Generator().manual_seed(k)), p_law)
-        assert chi2 < limit, (k, chi2, limit)
-
-    def iid(p, q, cands, u):
-        for i, c in enumerate(cands):
-            if u[i] * q[c] < p[c]:
-                return i, None
-            resid = np.maximum(p - q, 0)
-            p = resid / resid.sum()
-        return None, p
-    monkeypatch.setattr(bd3, "accept_among", iid)
-    chi2, limit = _pooled_chi2(tokens(3, torch.Generator().manual_seed(3)), p_law)
-    assert chi2 > limit, (chi2, limit)
-
-
-def test_every_candidate_of_a_tree_round_reads_the_law_of_its_own_path(monkeypatch):
-    """The tree's attention mask, positions and cache: in every round of a drafted sample (batch 1, a tree of 3, the
-    trained toy network, 40 tokens through a context of 8), the law at each clean column (the newest token's, each
-    spine draft's, each sibling's) is the clean half's next-token law after its own path (the text, the spine before
-    it, itself) by the uncached two-stream pass, in the round's window; a kept sibling's keys, moved after the
-    spine's, make the next round's laws too."""
-    net, seen = _bd3_net(ar=True), []
-    real_round, real_walk = bd3._tree_round, bd3._walk_tree
-
-    def tree_round(model, s, *args):
-        seen.append(dict(seq=s.seq.clone(), lo=s.lo, drafted=s.q is not None))
-        return real_round(model, s, *args)
-
-    def walk(p, q, drafts, sibs, left, generator):
-        seen[-1].update(p=p, drafts=drafts, sibs=sibs)
-        return real_walk(p, q, drafts, sibs, left, generator)
-    monkeypatch.setattr(bd3, "_tree_round", tree_round)
-    monkeypatch.setattr(bd3, "_walk_tree", walk)
-    opts = SamplerOptions(steps=1, temperature=1.5)  # flatter laws: more siblings kept, more of them drawn
-    kept = []
-    for seed in range(4):
-        with _siblings_counted(kept):
-            sample_clean_ar(net, torch.tensor([[0]]), 40, BLOCKS, opts, torch.Generator().manual_seed(seed), draft=3)
-    rounds = [r for r in seen if r["drafted"]]
-    assert len(rounds) > 20 and sum(len(c) for r in rounds for c in r["sibs"]) > 20 and len(kept) > 3
-    for r in rounds:
-        paths = [r["drafts"][:j] for j in range(len(r["drafts"]) + 1)]  # the newest's column, then the spine's
-        paths += [r["drafts"][:j] + [c] for j, cs in enumerate(r["sibs"]) for c in cs]  # then the siblings'
-        for row, path in enumerate(paths):
-            x = torch.cat([r["seq"], torch.tensor([path], dtype=torch.long)], 1)[:, r["lo"]:]
-            L = x.size(1)  # the clean half alone, token-causal: its queries see no noisy column
-            with torch.no_grad():
-                logits = net(x, attn_mask=torch.ones(L, L, dtype=torch.bool).tril(), rope_pos=torch.arange(L))
-            want = probs(no_mask_logit(logits[:, -1], MASK), opts)[0].numpy()
-            np.testing.assert_allclose(r["p"][row], want, rtol=0, atol=1e-9)
