@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import bd3  # noqa: E402
-from diffusion import draw, no_mask_logit, uniforms  # noqa: E402
+from diffusion import no_mask_logit  # noqa: E402
+from utils.draws import draw, uniforms  # noqa: E402
 
 
 def accept_among(p, q, cands, u):
@@ -165,7 +166,7 @@ def walk_tree(p, q, drafts, sibs, left, generator):
 
 
 def draw_one(law, u):
-    """diffusion.draw_at's token from a numpy law (V,) and its uniform u: the first index whose
+    """utils.draws.draw_at's token from a numpy law (V,) and its uniform u: the first index whose
     cumulative mass passes u times the total (inverse CDF)."""
     c = np.cumsum(law)
     return min(int(np.searchsorted(c, u * c[-1], side="right")), len(law) - 1)

@@ -104,7 +104,7 @@ def test_a_nodes_token_is_p_distributed_by_its_law_enumerated_and_the_plausible_
 
 
 def test_a_nodes_drawn_token_follows_p_and_the_iid_rule_does_not(monkeypatch):
-    """End to end at one node: the spine's draft from q (diffusion.draw), its siblings from draw_siblings (Gumbel-top-k,
+    """End to end at one node: the spine's draft from q (utils.draws.draw), its siblings from draw_siblings (Gumbel-top-k,
     without replacement), accept_among and a draw from its residual: 20,000 tokens follow p by chi-square, for
     k = 2, 3, 4; the i.i.d. rule on the same candidates fails the same test."""
     p_law = {(c,): float(v) for c, v in enumerate(P_NODE)}
