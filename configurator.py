@@ -30,6 +30,13 @@ def is_flag(key):
     return TYPES[key] is bool or CHOICES.get(key) == TRISTATE or key in BARE
 
 
+def example(name, typ):
+    """A valid value of key `name` (of type typ) for the errors: its type's, within its LIMITS."""
+    if typ is int and name in LIMITS:
+        return str(min(int(EXAMPLES[int]), LIMITS[name][0]))
+    return EXAMPLES[typ]
+
+
 def coerce(name, typ, value, text=False):
     """A config file's or checkpoint's value as the field's type; text=True: a command-line string,
     read first (a file's value is a literal already: '4' is a string there). A tristate takes a
@@ -44,12 +51,12 @@ def coerce(name, typ, value, text=False):
         try:
             value = BOOLEANS[text.lower()] if typ is bool else ast.literal_eval(text)
         except (KeyError, ValueError, SyntaxError):
-            raise UserError(f"--{name}={value!r} is not a valid {typ.__name__}: e.g. --{name}={EXAMPLES[typ]}")
+            raise UserError(f"--{name}={value!r} is not a valid {typ.__name__}: e.g. --{name}={example(name, typ)}")
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not typ:
         raise UserError(f"{name} must be {typ.__name__}, got {type(value).__name__} {value!r}: "
-                        f"e.g. {name}={EXAMPLES[typ]}")
+                        f"e.g. {name}={example(name, typ)}")
     return value
 
 
@@ -113,7 +120,7 @@ def parse(argv, base=None, check=True):
                 elif args:
                     value = args.pop(0)
                 else:
-                    raise UserError(f"--{key} needs a value: e.g. --{key}={EXAMPLES[TYPES[key]]}")
+                    raise UserError(f"--{key} needs a value: e.g. --{key}={example(key, TYPES[key])}")
             overrides[key] = coerce(key, TYPES[key], value, text=True)
         elif arg.endswith(".py"):
             for k, v in _read_config_file(arg).items():
