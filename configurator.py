@@ -97,7 +97,7 @@ def _read_config_file(path):
             raise UserError(f"{where}: a number past 4,300 digits is out of range (torch's integers are 64-bit)")
         raise UserError(f"{where}: not `key = value` with a literal value (a number, a 'string', True or False): a "
                         f"config file is data, nothing in it runs") from None
-    except (RecursionError, MemoryError):  # brackets or signs nested past what Python's parser holds
+    except (RecursionError, MemoryError):  # nested past what Python's parser holds
         raise UserError(f"config file {path}: a value nested too deep to read: a key's value is one number, "
                         f"'string', True or False") from None
     return out
@@ -107,7 +107,7 @@ def _literal(node, path, line):
     """A config file's value: the literal at node, or one line saying why it cannot be one."""
     try:
         return ast.literal_eval(node)
-    except (TypeError, RecursionError, MemoryError) as e:  # {[1]: 2} (unhashable), or nested past Python's reach
+    except (TypeError, RecursionError, MemoryError) as e:  # {[1]: 2} (unhashable), or nested too deep
         why = "nested too deep" if not isinstance(e, TypeError) else str(e)
         raise UserError(f"config file {path}, line {line}: a literal that cannot become a value ({why}): a key's "
                         f"value is one number, 'string', True or False") from None

@@ -63,12 +63,11 @@ def main(argv):
 
 def refuse_stream_clash(cfg, flags):
     """A stream of prompts (--interactive, --prompts-file) supplies every prompt and records no
-    trace: a prompt, a canvas or a trace's flag given beside it is refused, naming it (but
-    --viz-video off, which says the same)."""
+    trace: a prompt, a canvas or a trace's flag given beside it is refused, naming it."""
     if not (cfg.interactive or cfg.prompts_file):
         return
     what = "--interactive" if cfg.interactive else "--prompts-file"
-    # --viz-video off asks for what a stream does anyway: no clash
+    # (--viz-video off asks for what a stream does anyway)
     off = {"viz_video"} if cfg.viz_video == "off" else set()
     clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", *TRACE_KEYS) if k in flags - off]
     clash += ["prompts_file"] if cfg.interactive and cfg.prompts_file else []
@@ -78,9 +77,8 @@ def refuse_stream_clash(cfg, flags):
 
 
 def help_for(argv):
-    """--help: every key; with a preset, a config file or flags, the sampling settings the command
-    resolves to, marked as train.py marks its config ('*' the preset's, '+' a file's or flag's), the
-    rest its checkpoint's own (the defaults where none is trained yet)."""
+    """--help: every key; with a preset or flags, the sampling settings they resolve to, marked as
+    train.py marks its config."""
     rest = [a for a in argv if a not in ("-h", "--help")]
     if not rest:
         return help_text("inference.py", USAGE, from_checkpoint=True)
@@ -99,8 +97,7 @@ def help_for(argv):
 
 
 def over_checkpoint(argv, saved):
-    """(cfg, the keys given) of argv read over a checkpoint's config `saved`: its sampling keys as
-    the command line sets them, every other key the checkpoint's own."""
+    """(cfg, the keys given) of argv read over a checkpoint's config: its sampling keys only."""
     cfg, flags = parse(argv, base=saved, check=False)
     # a preset's model and training keys do not apply: the checkpoint's stay
     kept = {k: getattr(saved, k) for k in vars(saved) if k not in SAMPLED and k != "tokenizer_path"}
@@ -111,8 +108,7 @@ def over_checkpoint(argv, saved):
 
 
 def default_trace(cfg):
-    """--viz-video untyped: one MP4 and GIF a sample, named by the run; none where --html asks for
-    the page alone or a stream of prompts records none."""
+    """--viz-video untyped: a new MP4 and GIF; none beside --html or a stream of prompts."""
     return "off" if cfg.interactive or cfg.prompts_file or cfg.html else "auto"
 
 
@@ -230,7 +226,7 @@ def sample_once(cfg, run):
     live = LiveView(tok, passes, fps=LIVE_FPS) if cfg.live else None
     if live:
         live.start(*canvas.tensors(1, "cpu"))
-    recording = [0.0]  # seconds the trace's hooks took inside the sampling
+    recording = [0.0]
     record = partial(timed_hook, spent=recording)
     t0 = time.perf_counter()
     run["threads"].restart()  # no pass spans the time between prompts
@@ -238,8 +234,7 @@ def sample_once(cfg, run):
     with writer or nullcontext(), page or nullcontext(), StepBar(passes, on=not live) as bar, run["ctx"]:
         texts, out, stats = fill(model, tok, canvas, cfg, run["schedule"], run["device"], g, chain(hooks, bar))
         sampled = time.perf_counter()
-    # the sampling's own time: the trace's recording (its hooks, then its files written at
-    # close) and --live's pauses left out, so tokens/s reads alike with and without a trace
+    # the sampling's own time: the trace's recording and --live's pauses left out
     dt = sampled - t0 - recording[0] - (live.slept if live else 0)
     recorded = recording[0] + time.perf_counter() - sampled
     nfes, seconds = stats["nfe_per_sample"], stats["seconds_per_sample"]
@@ -264,7 +259,7 @@ def sample_once(cfg, run):
 
 
 def timed_hook(hook, spent):
-    """hook (an on_step callback, or None), adding the seconds each call takes to spent[0]."""
+    """hook, adding the seconds each call takes to spent[0]."""
     if hook is None:
         return None
 

@@ -118,8 +118,7 @@ def main(argv):
 
 
 def interrupted(cfg, run, argv):
-    """The line a Ctrl-C leaves: the newest complete checkpoint and the command that resumes it
-    (without the keys --resume refuses: --overwrite, --init_from)."""
+    """The line a Ctrl-C leaves: the newest complete checkpoint and the command that resumes it."""
     again = command(started_as(), argv, drop=NOT_WITH_RESUME, add=dict(resume=True))
     if run.saved_iter >= cfg.max_iters:
         return (f"training had finished: {run.saved} (iter {run.saved_iter}) is complete; only the report was cut "
@@ -133,7 +132,7 @@ def interrupted(cfg, run, argv):
 
 
 def started_as():
-    """train.py as it was started (its path), for the commands a line advises."""
+    """train.py's path as it was started."""
     return sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"
 
 
@@ -148,7 +147,7 @@ def setup(argv):
     configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
     if "data_path" in given and "prompt" not in given and not cfg.resume:  # your own text: not a preset's ROMEO:
         cfg = replace(cfg, prompt="")
-    if "data_path" in given and "out_dir" not in given:  # and its own run, never the preset's (resumed alike)
+    if "data_path" in given and "out_dir" not in given:  # and its own run, not the preset's
         preset = next((a for a in reversed(argv) if a in PRESETS), "")
         cfg = replace(cfg, out_dir=fileio.own_text_dir(preset, cfg.data_path))
     fileio.check_run_folder(cfg)  # a folder it can write, not the shipped weights, no earlier run to replace
@@ -349,8 +348,7 @@ def check_finite(cfg, env, run, it, loss, eval_bad=False, weights=False):
 def diverged(cfg, env, run, what):
     """The line a diverged run stops with: what and when, the last finite checkpoint (a resume's
     start; nothing after the step was saved), the rate to lower (its default, or a tenth) and the
-    commands for each way on: a new run at that rate, or the checkpoint continued skipping such
-    steps."""
+    command of each way on."""
     run.writer.wait()  # a checkpoint being written is finished first: the line names it
     flag = "muon_lr" if cfg.optimizer == "muon" else "learning_rate"
     rate = getattr(cfg, flag)

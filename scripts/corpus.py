@@ -4,7 +4,7 @@ Hugging Face hub or local files, writes one plain-text file.
     python scripts/data.py --input-file notes.txt --output data/notes.txt   # through this module"""
 import sys
 
-if __name__ == "__main__":  # run as a file: a module, so it names the command that uses it (as --help asks)
+if __name__ == "__main__":  # a module: run as a file, it names its command
     said = ("scripts/corpus.py is the corpus maker behind scripts/data.py, not a command: "
             "run python scripts/data.py --help")
     asked = bool({"-h", "--help"} & set(sys.argv))

@@ -61,7 +61,6 @@ def parse_args(argv):
     # every checkpoint named, all at once, before any is read
     found = require_checkpoints([*args.checkpoints, *filter(None, [args.ar_checkpoint])], "give paths that exist")
     refuse_twins(args.checkpoints)  # one scored twice would be paired against itself
-    # from here each path is the one read: the shipped weights where a preset's run is not trained
     args.checkpoints = found[:len(args.checkpoints)]
     args.ar_checkpoint = found[-1] if args.ar_checkpoint else ""
     return args

@@ -38,7 +38,6 @@ def parse_args(argv):
     if os.path.isdir(args.checkpoint) and not exported(args.checkpoint):
         raise UserError(f"{args.checkpoint} is a folder: export a model.pt written by train.py (or a folder this "
                         f"script wrote)")
-    # the path read from here on: the shipped weights where a preset's run is not trained
     args.checkpoint = require_checkpoints([args.checkpoint], "give the path of one that exists")[0]
     if os.path.isdir(args.out_dir) and os.path.samefile(args.checkpoint, args.out_dir):
         raise UserError(f"OUT_DIR {args.out_dir} is the folder being exported: choose another OUT_DIR")
@@ -46,8 +45,7 @@ def parse_args(argv):
 
 
 def exported(path):
-    """Whether path is a folder this script wrote (checkpoint_manager's EXPORT_WEIGHTS and
-    EXPORT_CONFIG: named here, before torch is imported)."""
+    """Whether path is a folder this script wrote (named before torch is imported)."""
     return all(os.path.isfile(os.path.join(path, name)) for name in ("model.safetensors", "config.json"))
 
 

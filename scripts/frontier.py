@@ -77,7 +77,6 @@ def parse_args(argv):
     a.ar_grid_values = dict(a.ar_grid or map(GRID, DEFAULT_AR_GRID))
     found = require_checkpoints([*a.checkpoints, a.ar_checkpoint], "give paths that exist")  # all at once
     refuse_twins(a.checkpoints)  # its curves twice, timed twice
-    # from here each path is the one read: the shipped weights where a preset's run is not trained
     a.checkpoints, a.ar_checkpoint = found[:-1], found[-1]
     return a
 

@@ -8,8 +8,8 @@ Each lane samples with its checkpoint's own sampler at batch 1, timed as frontie
 callback inside a timed draw). A lane's figures are medians over the seeds, with the lowest and
 highest. Its frames replay its median-time draw, stamped step by step on a separate, untimed
 draw of that seed, the stamps scaled to the timed draw's seconds. A frame is a tick of that
-clock (--tick-ms): each lane shows what it had committed by then. Each lane after the first is also
-read as a ratio of the first's tokens/s, seed by seed: the figure another machine repeats.
+clock (--tick-ms): each lane shows what it had committed by then. A lane's ratio to the first lane's
+tokens/s, seed by seed, is the figure another machine repeats.
 """
 import os
 import platform
@@ -117,8 +117,8 @@ def run_lanes(lanes, start, args, device):
 
 
 def paired_ratio(first, other):
-    """(median, lowest, highest) of first[k] / other[k]: a lane's tokens/s over the first lane's,
-    each seed's draws side by side (one round, one load), so the machine's speed cancels."""
+    """(median, lowest, highest) of first[k] / other[k]: a lane's tokens/s over the first's, seed by
+    seed (one round, one load)."""
     ratios = sorted(a / b for a, b in zip(first, other))
     return statistics.median(ratios), ratios[0], ratios[-1]
 

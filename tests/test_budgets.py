@@ -33,7 +33,9 @@ PRODUCT_CODE_LINES = 6_500
 READING_PATH = ("config.py", "model.py", "diffusion.py", "train.py")
 READING_CODE_LINES = 1_520
 PRODUCT_PHYSICAL_LINES = 9_200  # every line of the product's .py files: code, prose and blanks (issue 79)
-PRODUCT_PROSE_WORDS = 23_100  # docstring and comment words (issue 79: 28,628 before its prose rule)
+# docstring and comment words (issue 79: 28,628 before its prose rule). Issue 97 met 22,989 of 23,100 and added its
+# edges' reasons (each refusal's why, the thread variables, the advised commands): +336 after a trim of 446
+PRODUCT_PROSE_WORDS = 23_400
 PROSE_COLUMNS = 100  # docstring and comment-only lines; code may use LINE_COLUMNS
 FILE_LINES = {"evals/report.py": 200}  # a file that grew nine jobs once
 PARAMETERS = 8  # the most a product function takes (self and cls left out)

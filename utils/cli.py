@@ -127,9 +127,8 @@ def output(path):
 
 
 def command(prog, argv, drop=(), add=None):
-    """`python PROG ARGV` as a shell reads it (quoted), each key of drop and of add (config keys,
-    either spelling) removed with its value as configurator.parse takes one, then add's keys set
-    (True: a bare --key): advice a user can paste and the program then runs."""
+    """`python PROG ARGV`, quoted, the keys of drop and add removed with their values (as
+    configurator.parse reads them), then add's set (True: a bare --key): advice that runs."""
     gone = {*drop, *(add or {})}
     kept, args = [], list(argv)
     while args:
@@ -144,8 +143,7 @@ def command(prog, argv, drop=(), add=None):
 
 
 def model_path(path):
-    """A checkpoint path as the script then compares, opens and prints it: the shipped weights
-    where it names a preset's run not trained yet (utils.fileio.own_or_shipped), else as given."""
+    """A checkpoint path as read: the shipped weights for a preset's run not trained yet."""
     return own_or_shipped(path)
 
 

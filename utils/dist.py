@@ -54,13 +54,11 @@ def pick_device(name):
 
 
 class CpuThreads:
-    """A CPU run's thread count unless a thread variable fixes it: one at first, more tried when
-    cores stay free, kept only if steps run faster; fewer at once when steps slow. A thread waiting
-    for a busy core holds up the whole step (dev/LOG.md, "How many CPU threads a run wants")."""
+    """A CPU run's thread count unless OMP_NUM_THREADS fixes it: one at first, more tried when cores
+    stay free, kept only if steps run faster; fewer at once when steps slow. A thread waiting for a
+    busy core holds up the whole step (dev/LOG.md, "How many CPU threads a run wants")."""
 
     def __init__(self, device, world=1, environ=None, cores=None, clock=time.perf_counter, running=None):
-        # (the count every math library keeps to, the variables that fixed it) where a thread
-        # variable of THREAD_VARS is set
         fixed = fixed_threads(os.environ if environ is None else environ)
         self.given, self.fixed_by = fixed if fixed else (None, "")
         self.auto = device.type == "cpu" and self.given is None
@@ -76,8 +74,7 @@ class CpuThreads:
         self.next_try = 0.0
         self.last = None     # when the last step ended; None: the next step is not timed
         if self.given is not None:
-            # set, not only read: torch's set_num_threads holds OpenMP and MKL (over MKL's own
-            # variables) to it, where a library's variable alone would not
+            # set: torch holds OpenMP and MKL to it
             torch.set_num_threads(self.given)
         if self.auto:  # one thread to start: more only once measured faster
             self.n = 1
@@ -144,9 +141,8 @@ class CpuThreads:
         return ""
 
 
-# The thread counts the math libraries under torch read, by what reads each. torch reads the first
-# two (MKL's over OpenMP's); the others are a library's own, and cap the count here: a user who set
-# OPENBLAS_NUM_THREADS=1 alone asked for one thread.
+# The thread counts the math libraries under torch read. torch reads the first two (MKL's over
+# OpenMP's); the others cap the count.
 TORCH_VARS = ("MKL_NUM_THREADS", "OMP_NUM_THREADS")
 THREAD_VARS = dict(
     MKL_NUM_THREADS="Intel's MKL, torch's BLAS on x86",
@@ -158,11 +154,9 @@ THREAD_VARS = dict(
 
 
 def fixed_threads(environ, runs=None):
-    """(the count, what fixed it) when a variable of THREAD_VARS is set, None if none is. The count
-    is torch's own after OMP_NUM_THREADS and MKL_NUM_THREADS (runs: a test's; MKL keeps to the
-    cores), held to the least of the other variables, so that no library runs more threads than
-    the start-up line names (CpuThreads sets it). Anything but a positive integer in any of them
-    is a UserError: a library would fall back to another count while the line named it."""
+    """(the count, what fixed it) when a variable of THREAD_VARS is set, else None: torch's own
+    count (runs: a test's), held to the least of the others, so no library runs more threads than
+    the start-up line names. Anything but a positive integer is a UserError."""
     given = {name: environ.get(name, "").strip() for name in THREAD_VARS}
     for name, value in given.items():
         if value and not (value.isdigit() and int(value) > 0):
@@ -180,14 +174,13 @@ def fixed_threads(environ, runs=None):
     if caps:
         named = " and ".join(f"{name}={count}" for name, count in caps.items())
         why = f"{why} and {named}" if why else named
-    # the count asked: torch's variable (MKL's over OpenMP's), held to the least cap
     torch_asked = counts.get("MKL_NUM_THREADS", counts.get("OMP_NUM_THREADS"))
     asked = min(count for count in (torch_asked, *caps.values()) if count is not None)
     least = min(caps, key=caps.get) if caps else None
     below_torch = torch_asked is not None and asked < torch_asked
     if least and caps[least] == asked and (below_torch or len(caps) > 1):
         why += f"; every library held to the least, {least}'s"
-    if asked < n:  # (torch's own count already keeps to the cores)
+    if asked < n:
         n = asked
     if n != asked:
         keeps = "MKL keeps to the cores it finds" if own else "the libraries keep to the cores they find"
@@ -196,8 +189,7 @@ def fixed_threads(environ, runs=None):
 
 
 def hold_threads(environ=None):
-    """A timing study's thread count, set and returned: what a thread variable fixes (fixed_threads,
-    a bad value refused), else one, so that its figures compare run to run."""
+    """A timing study's thread count, set and returned: what a thread variable fixes, else one."""
     fixed = fixed_threads(os.environ if environ is None else environ)
     n = fixed[0] if fixed else 1
     torch.set_num_threads(n)

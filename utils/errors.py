@@ -23,14 +23,13 @@ def clip(text, most=40):
 
 
 def shown(value, most=60):
-    """A value read from a file as a message quotes it, in one readable line: its clipped repr; an
-    int past the 4,300 digits Python prints, or a nesting past its recursion, by what it is."""
+    """A value as a message quotes it: its clipped repr, or what it is where repr fails."""
     if isinstance(value, int) and value.bit_length() > 14_000:  # (past ~4,200 digits: repr() raises)
         digits = int(math.log10(abs(value))) + 1
         return f"(a {digits:,}-digit number)"
     try:
         text = repr(value)
-    except (ValueError, RecursionError):  # a huge int inside a list, or a list nested 1,000 deep
+    except (ValueError, RecursionError):
         return f"(a {type(value).__name__} too large or deep to print)"
     return clip(text, most)
 

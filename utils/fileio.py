@@ -108,8 +108,7 @@ def train_command(path):
 
 
 def own_text_dir(preset, data_path):
-    """Where a run on your own text goes when no --out_dir is given: artifacts/models/PRESET_NAME
-    (NAME: the text file's, PRESET: the last preset named, if any), never the preset's own run."""
+    """A run on your own text without --out_dir: artifacts/models/PRESET_NAME (NAME: the file's)."""
     name = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(data_path))[0]) or "text"
     return os.path.join(Config.out_dir, f"{preset}_{name}" if preset else name)
 
@@ -139,9 +138,8 @@ def is_shipped(path):
 
 
 def require_checkpoints(paths, instead):
-    """The paths to read (own_or_shipped's: what a script then compares, opens and prints), or a
-    one-line refusal of those missing: how to train each, or `instead` (the caller's way). A
-    preset's own run not trained yet counts as found where the repo ships its weights."""
+    """The paths to read (own_or_shipped's), or a one-line refusal of those missing: how to train
+    each, or `instead` (the caller's way)."""
     missing = [str(p) for p in paths if not os.path.exists(own_or_shipped(p))]
     if missing:
         how = "; ".join(dict.fromkeys(map(train_command, missing)))  # one command may write several
@@ -239,7 +237,6 @@ def run_files(out_dir):
 def refuse_twins(paths, flag="checkpoint"):
     """Refuse one file named twice (any spelling of its path): a run scored or raced against
     itself, its row twice in a table."""
-    # (each as it is read: a preset's run not trained yet is the shipped folder standing in)
     there = [p for p in paths if os.path.exists(own_or_shipped(p))]
     for i, a in enumerate(there):
         twin = next((b for b in there[:i] if os.path.samefile(own_or_shipped(a), own_or_shipped(b))), None)
