@@ -12,13 +12,21 @@ from its own column's law. Every token is the clean half's (tests/test_draft_tre
     python dev/spec_rounds.py artifacts/weights/baby_bd3 --ar artifacts/weights/baby_ar --tree 1,2,3,4
     python dev/draft_ceiling.py artifacts/weights/baby_bd3 --tree 4
 """
-import contextlib
-import os
 import sys
-from functools import lru_cache
 
-import numpy as np
-import torch
+if __name__ == "__main__":  # a module: run as a file, it names its command
+    said = ("dev/draft_tree.py is the draft tree dev/spec_rounds.py and dev/draft_ceiling.py load, not a command: "
+            "run python dev/spec_rounds.py --help")
+    asked = bool({"-h", "--help"} & set(sys.argv))
+    print(said if asked else f"error: {said}", file=sys.stdout if asked else sys.stderr)
+    sys.exit(0 if asked else 2)
+
+import contextlib  # noqa: E402
+import os  # noqa: E402
+from functools import lru_cache  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import bd3  # noqa: E402

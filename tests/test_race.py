@@ -129,7 +129,8 @@ def test_a_race_of_trained_checkpoints_draws_one_frame_a_tick(lanes, tmp_path, c
     code, text, err = run_cli_here(race.main, [lanes / "ar/model.pt", lanes / "mdlm/model.pt", "--prompt", "ROMEO:",
                                                "--gen-len", 8, "--seeds", 3, "--tick-ms", 1, "--out", out], capsys)
     assert code == 0, err
-    ar, mdlm = [line for line in text.splitlines() if "tokens/s" in line]
+    ar, mdlm = [line for line in text.splitlines() if "tokens a pass" in line]
+    assert "mdlm / ar: " in text and "x the tokens/s (" in text  # the lane's ratio to the first
     # a token a pass, and the prompt's pass before its last token (8 / 9 calls); one column a token
     assert "0.89 tokens a pass (0.89-0.89), p_cache 1.00" in ar
     assert "2.00 tokens a pass (2.00-2.00)" in mdlm  # MICRO's --steps=4 for its 8 blanks
