@@ -58,9 +58,9 @@ def test_the_race_says_when_the_machine_was_too_busy_for_its_figures(ready, busy
 
 
 def test_each_lane_after_the_first_is_read_as_its_paired_ratio(toy_race, monkeypatch, capsys):
-    """Issue 97: one chip's tokens/s (AR 314, bd3 315 on an AMD EPYC) read 196-200 and 229-233 on an Intel Xeon; the ratio to
-    the first lane, seed by seed (the two draws of one round, under one load), is what another machine repeats. The
-    median of the ratios, not the ratio of the medians; a slower lane reads below 1."""
+    """Issue 97: one chip's tokens/s (AR 314, bd3 315 on an AMD EPYC) read 196-200 and 229-233 on an Intel Xeon; the
+    ratio to the first lane, seed by seed (the two draws of one round, under one load), is what another machine
+    repeats. The median of the ratios, not the ratio of the medians; a slower lane reads below 1."""
     assert race.paired_ratio([1.0, 2.0, 3.0], [0.5, 4.0, 3.0]) == (1.0, 0.5, 2.0)  # medians' ratio: 0.67
     assert race.paired_ratio([1.0, 1.0, 1.0], [2.0, 2.0, 4.0]) == (0.5, 0.25, 0.5)  # twice as slow: 0.5x
     from evals import samples
