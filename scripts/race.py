@@ -11,7 +11,6 @@ draw of that seed, the stamps scaled to the timed draw's seconds. A frame is a t
 clock (--tick-ms): each lane shows what it had committed by then.
 """
 import os
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -136,15 +135,6 @@ def lane_cells(lane, now, tick):
     return [*label, *(c for c, _ in cells), "\n\n"], ["label"] * len(label) + [s for _, s in cells] + ["label"]
 
 
-def machine():
-    """This CPU's model name (Linux's /proc/cpuinfo), else what Python knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def write_frames(lanes, args, where, path):
     """The race's frames, a tick of the clock each, into the MP4 at path and the GIF beside it."""
     from sampling.video import TraceWriter
@@ -172,7 +162,7 @@ def main(argv):
     import torch
     from evals.samples import busy_note, start_ids
     from sampling.trace import MEDIA
-    from utils.dist import pick_device
+    from utils.dist import machine, pick_device
     device = pick_device(args.device)
     lanes = open_lanes(args, device)
     torch.set_num_threads(args.threads)
