@@ -651,6 +651,22 @@ TABLE += [
     ("scripts/race.py", [*RC, "--prompt", "To be" * 8], ("exceeds its context of 32", "give a shorter --prompt"), None),
 ]
 
+# issue 97: the live server's flags, each refused before a model is read or a port taken (tests/test_serve.py holds
+# its requests, a port in use, a client that leaves and Ctrl-C mid-draw, with the neighbours that must run)
+TABLE += [
+    ("inference.py", ["--checkpoint", DM, "--serve", "--interactive"],
+     "--serve draws one sample at a time in the page and writes no file: drop --interactive", None),
+    ("inference.py", ["--checkpoint", DM, "--serve", "--port", "70000"], "--port 70000 is no TCP port", None),
+    ("inference.py", ["--checkpoint", DM, "--port", "8001"], "--port acts only with --serve", None),
+    ("inference.py", ["--checkpoint", DM, "--serve", "--port", "0", "--host", "192.0.2.1"],
+     "--host 192.0.2.1 is no address of this machine", None),
+    ("inference.py", ["--checkpoint", DM, "--serve", "--port", "0", "--race", AR],
+     ("--race ar/model.pt reads another tokenizer than dm", "or --race off"), None),
+    ("inference.py", ["--checkpoint", DM, "--serve", "--port", "0", "--race", "no/model.pt"],
+     ("no/model.pt not found", "or give --race off"), None),
+    ("train.py", [*T, "--out_dir=x", "--serve"], "--serve is inference.py's", None),
+]
+
 # issue 80, class 7: each flag acts or is refused. Each row ran before, the flag doing nothing (or, the blank, a list
 # past any memory)
 TABLE += [
