@@ -197,6 +197,44 @@ LIMITS = dict(
     gif_frame_ms=(655_350, "a GIF times a frame in hundredths of a second, in 16 bits"),
     replay_steps=(64, "each step is written out in the compiled replay, whose compile time grows with them"))
 
+# The range of each number, in interval notation; a value outside is refused with the line beside it
+# ({key} and {value}, or any key's name, fill it in), else "KEY must be >= LOW, got VALUE". One
+# validation pass reads it (configurator.validate), in this order, after CHOICES and LIMITS.
+AT_LEAST_1 = "[1, inf)"
+AT_LEAST_0 = "[0, inf)"
+RANGES = dict(
+    block_size=AT_LEAST_1, n_layer=AT_LEAST_1, n_head=AT_LEAST_1, n_embd=AT_LEAST_1, diffusion_steps=AT_LEAST_1,
+    batch_size=AT_LEAST_1, eval_interval=AT_LEAST_1, eval_iters=AT_LEAST_1, log_interval=AT_LEAST_1,
+    gen_len=AT_LEAST_1, steps=AT_LEAST_1, num_samples=AT_LEAST_1, trace_every=AT_LEAST_1, replay_steps=AT_LEAST_1,
+    max_iters=AT_LEAST_0, semi_ar_length=AT_LEAST_0, weight_decay=AT_LEAST_0, grad_clip=AT_LEAST_0,
+    warmup_iters=AT_LEAST_0, seed=AT_LEAST_0,
+    gif_frame_ms=("[10, inf)", "gif_frame_ms must be >= 10 (a GIF times its frames in hundredths of a second), got "
+                               "{value}"),
+    data_steps=(AT_LEAST_0, "data_steps must be >= 0 (0: a new batch every step), got {value}"),
+    keep_last=(AT_LEAST_1, "keep_last must be >= 1 and skip_nonfinite >= 0; got {keep_last}, {skip_nonfinite}"),
+    skip_nonfinite=(AT_LEAST_0, "keep_last must be >= 1 and skip_nonfinite >= 0; got {keep_last}, {skip_nonfinite}"),
+    val_fraction=("(0, 1)", "val_fraction must be in (0, 1), got {value}"),
+    learning_rate=("(0, inf)", "learning_rate must be > 0 and min_lr >= 0"),
+    min_lr=(AT_LEAST_0, "learning_rate must be > 0 and min_lr >= 0"),
+    beta1=("[0, 1)", "beta1 and beta2 are AdamW's decays in [0, 1), got {beta1}, {beta2}"),
+    beta2=("[0, 1)", "beta1 and beta2 are AdamW's decays in [0, 1), got {beta1}, {beta2}"),
+    muon_lr=("(0, inf)", "muon_lr must be > 0 and muon_momentum in [0, 1), got {muon_lr}, {muon_momentum}"),
+    muon_momentum=("[0, 1)", "muon_lr must be > 0 and muon_momentum in [0, 1), got {muon_lr}, {muon_momentum}"),
+    dropout=("[0, 1)", "dropout must be a probability in [0, 1), e.g. 0.2 (nanoGPT's shakespeare_char); got {value}"),
+    ema=("[0, 1)", "ema must be 0 (off) or a decay in (0, 1) such as 0.999, got {value}"),
+    temperature=(AT_LEAST_0, "temperature must be >= 0 (0 = argmax), got {value}"),
+    top_k=(AT_LEAST_0, "top_k must be >= 1, or 0 to turn it off; got {value}"),
+    top_p=("(0, 1]", "top_p must be in (0, 1], got {value}"),
+    threshold=("[0, 1]", "threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {value}"),
+    remask_eta=("[0, 1]", "remask_eta must be a probability in [0, 1], got {value}"),
+    # a draw's temperature is T (s + (1 - s) f) at the masked share f (diffusion.step_temperature):
+    # past s = 1e6 float64 can round its start (f = 1) to 0
+    temperature_end_share=("[0, 1e6]", "temperature_end_share is the share of --temperature the last draws keep: "
+                                       "give a number in [0, 1e6] (1 = constant, 0.5 = half) whose product with it is "
+                                       "finite, got {value}"),
+    port=("[0, 65535]", "--port {value} is no TCP port: give one from 1 to 65535, or 0 for any free one"),
+)
+
 # The words a bool flag takes (bool('false') is True): --live=off, --compile=yes.
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 

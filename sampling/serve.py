@@ -1,17 +1,13 @@
-"""Watch it think, in a browser: a local page where you type a prompt, press go and see the canvas
-fill a frame a denoising step, beside a second lane (the AR) continuing the same prompt.
+"""Watch it think, in a browser: a local page where you type a prompt and see the canvas fill a
+frame a denoising step, beside a second lane (the AR) continuing the same prompt.
 
     python inference.py cpu --serve                   # http://127.0.0.1:8000/, the shipped weights
-    python inference.py baby_bd3 --serve --port 8001  # its drafting rounds beside the AR
-    python inference.py cpu --serve --race off        # one lane
+    python inference.py baby_bd3 --serve --race off   # one lane
     python inference.py cpu --serve --host 0.0.0.0    # every interface (said in one line)
 
-Standard library only: http.server and server-sent events. The page (serve_page.html) posts its
-knobs as JSON to /draw and reads back an event stream: a 'start' and a 'frame' a step for each lane,
-then its 'done'. The lanes draw in turn, each alone on the machine as scripts/race.py times them,
-each frame stamped on its lane's own clock; the page replays both on one clock. One draw at a time;
-the server writes no file. inference.main hands over its load(), so a lane is any checkpoint,
-preset or shipped folder that inference.py samples.
+http.server and server-sent events: the page (serve_page.html) posts its knobs as JSON to /draw
+and reads a frame a step back. The lanes draw in turn, each alone on the machine as scripts/race.py
+times them; the page replays both on one clock. One draw at a time; no file is written.
 """
 import errno
 import ipaddress
@@ -27,9 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
-import configurator
 from config import CHOICES
-from configurator import parse, validate
+from configurator import check_values, parse, validate
+from objectives import OBJECTIVES
 from sampling.canvas import build_canvas, fill, fit_gen_len
 from sampling.trace import token_state, token_states
 from utils.dist import machine
@@ -39,23 +35,23 @@ from utils.tokenizer import fingerprint, normalize_prompt
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page.html")
 KNOBS = ("prompt", "steps", "temperature", "order", "seed", "gen_len")  # what the page sets, as flags
-SAMPLER_KNOBS = ("steps", "temperature", "order")  # the page greys out those the model does not read
-MOST_PROMPT = 2_000  # characters: past the contexts shipped here (64 and 128 tokens) many times over
-MOST_GEN_LEN = 512  # tokens: a windowed sampler could write 2^24, holding the server for hours
-MOST_BODY = 64 * 1024  # bytes of a request's JSON: the longest prompt, escaped, fits four times
-# a stream of prompts, a trace or a batch: the page draws one sample at a time and writes nothing
+SAMPLER_KNOBS = ("steps", "temperature", "order")  # greyed out where the model reads none
+MOST_PROMPT = 2_000  # characters: many times the shipped contexts (64 and 128)
+MOST_GEN_LEN = 512  # tokens: a windowed sampler could hold the server for hours
+MOST_BODY = 64 * 1024  # bytes: the longest prompt, escaped, fits
+# what the page does not do: a stream of prompts, a trace, a batch
 CLASHES = ("infill", "prefix_file", "suffix_file", "interactive", "prompts_file", "live", "num_samples", "viz_video",
            "html", "trace_every", "gif_frame_ms", "overwrite")
 RACE_LANES = ("artifacts/models/baby_ar/model.pt", "artifacts/models/baby_bd3/model.pt")  # --race auto, in order
-TIMEOUT = 30  # seconds a client may stall a read or write before its connection is dropped
+TIMEOUT = 30  # seconds a client may stall a read or a write
 
 
 class Stopped(Exception):
-    """Raised inside a draw when the server stops (Ctrl-C): the draw ends at its next step."""
+    """Ctrl-C: the draw ends at its next step."""
 
 
 class Lane:
-    """A model the page draws from: inference.load's (cfg, run), and its name."""
+    """A model the page draws from: inference.load's (cfg, run)."""
 
     def __init__(self, cfg, run):
         self.cfg, self.run, self.name = cfg, run, run["name"]
@@ -63,7 +59,7 @@ class Lane:
 
 # ---------------------------------------------------------------------------- start-up
 def main(argv, load):
-    """inference.py --serve: check the flags, listen, load the lanes, answer until Ctrl-C."""
+    """inference.py --serve: answer until Ctrl-C."""
     server = open_server(argv, load)
     try:
         host, port = server.server_address[:2]
@@ -76,8 +72,7 @@ def main(argv, load):
 
 
 def open_server(argv, load):
-    """The server listening with its lanes loaded (main serves it; a test, from a thread). The
-    flags and the port are checked before any model is read."""
+    """The server listening, its lanes loaded; the flags and the port checked before any model."""
     cfg, given = parse(argv, check=False)
     check_flags(cfg, given)
     server = listen(cfg.host, cfg.port)
@@ -94,13 +89,12 @@ def open_server(argv, load):
 
 
 def check_flags(cfg, given):
-    """Refuse, before any work, what the page cannot do beside --serve, and a port past 16 bits."""
+    """Refuse what the page cannot do, and each value the tables refuse (a port past 16 bits)."""
     clash = [k for k in CLASHES if k in given]
     if clash:
         raise UserError(f"--serve draws one sample at a time in the page and writes no file: drop "
                         f"--{clash[0].replace('_', '-')}")
-    if not 0 <= cfg.port <= 65535:
-        raise UserError(f"--port {cfg.port} is no TCP port: give one from 1 to 65535, or 0 for any free one")
+    check_values(cfg)
     if not cfg.host:
         raise UserError("--host is empty: give 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
     if cfg.race not in ("auto", "off"):  # its file, before the served model is read
@@ -108,7 +102,7 @@ def check_flags(cfg, given):
 
 
 def listen(host, port):
-    """A Server bound to host:port, or one line saying why not and a port or host that works."""
+    """A Server bound to host:port, or one line saying why not and what works."""
     no_host = (f"--host {host} is no address of this machine: give 127.0.0.1 (this machine only) or 0.0.0.0 (every "
                f"interface)")
     try:
@@ -118,7 +112,7 @@ def listen(host, port):
     except OSError as e:
         if e.errno == errno.EADDRNOTAVAIL:
             raise UserError(no_host) from None
-        # in use (another server, or an earlier one still running), or below 1024 without privileges
+        # in use, or below 1024 without privileges
         raise UserError(f"cannot listen on port {port} of {host} ({e.strerror}): give another, or --port 0 for "
                         f"any free one (the start-up line names it)") from None
 
@@ -133,9 +127,8 @@ def is_local(host):
 
 
 def open_lanes(argv, cfg, load):
-    """[the served model's lane, the race's]: each read by inference.load, as inference.py reads it.
-    --race auto takes the baby AR (your own run, else the shipped weights), or baby_bd3 where the AR
-    is the model served, and goes without a lane, saying so, where it reads another tokenizer."""
+    """[the served lane, the race's], each read by inference.load. --race auto goes without a second
+    lane, saying so, where it reads another tokenizer."""
     served = Lane(*load([*argv, "--viz-video=off"]))
     path = race_checkpoint(cfg, own_or_shipped(served.cfg.checkpoint))
     if path is None:
@@ -152,7 +145,8 @@ def open_lanes(argv, cfg, load):
 
 
 def race_checkpoint(cfg, served):
-    """The second lane's checkpoint, or None (--race off, or auto with no baby run nor weights)."""
+    """--race's checkpoint; auto: the baby AR's (your run, else the shipped weights), baby_bd3's
+    beside it; None for off."""
     if cfg.race == "off":
         return None
     if cfg.race != "auto":
@@ -165,10 +159,10 @@ def race_checkpoint(cfg, served):
 
 
 def page(lanes):
-    """The page's HTML: serve_page.html with the lanes, the knobs' defaults, which knobs the served
-    model reads (a refused one greyed out with the refusal) and the caps, as JSON."""
+    """serve_page.html with the lanes, the knobs' defaults, the unread ones (with the CLI's refusal)
+    and the caps."""
     cfg, run = lanes[0].cfg, lanes[0].run
-    fitted = fit_gen_len(cfg, run["tok"], run["model"].args.block_size)[0]  # an untyped --gen-len, as inference.py
+    fitted = fit_gen_len(cfg, run["tok"], run["model"].args.block_size)[0]  # as inference.py fits it
     knobs = {k: getattr(fitted, k) for k in KNOBS}
     knobs["gen_len"] = min(knobs["gen_len"], MOST_GEN_LEN)
     unread = {}
@@ -177,22 +171,19 @@ def page(lanes):
             validate(cfg, {key}, training=False)
         except UserError as e:
             unread[key] = str(e)
-    data = dict(lanes=[describe_lane(lane) for lane in lanes], knobs=knobs, orders=CHOICES["order"], unread=unread,
+    about = [dict(name=lane.name, about=f"{lane.cfg.objective}, {lane.run['model'].num_params():,} parameters")
+             for lane in lanes]
+    data = dict(lanes=about, knobs=knobs, orders=CHOICES["order"], unread=unread,
                 most=dict(prompt=MOST_PROMPT, gen_len=MOST_GEN_LEN), machine=machine())
     with open(PAGE, encoding="utf-8") as f:
         template = f.read()
     return template.replace("/*SERVE_DATA*/", json.dumps(data).replace("</", "<\\/")).encode("utf-8")
 
 
-def describe_lane(lane):
-    """The page's heading of a lane: its name, objective and size."""
-    return dict(name=lane.name, about=f"{lane.cfg.objective}, {lane.run['model'].num_params():,} parameters")
-
-
 # ---------------------------------------------------------------------------- a request
 def read_knobs(headers, rfile):
-    """The JSON object a POST /draw carries, checked for shape: every key a knob."""
-    if headers.get_content_type() != "application/json":  # (a form from another site cannot send one)
+    """A POST /draw's JSON object of knobs."""
+    if headers.get_content_type() != "application/json":  # which another site's form cannot send
         raise UserError(f"the request is {headers.get_content_type()}: send the knobs as JSON "
                         f"(Content-Type: application/json), as the page does")
     length = headers.get("Content-Length", "")
@@ -218,13 +209,11 @@ def read_knobs(headers, rfile):
 
 
 def check_prompt(prompt):
-    """The prompt the race continues: text, not empty, at most MOST_PROMPT characters, encodable."""
-    if prompt is None:
-        raise UserError("the request has no prompt: type one (the race continues a prompt)")
-    if not isinstance(prompt, str):
-        raise UserError(f"the prompt is a JSON {type(prompt).__name__}, not text: send it as a string")
+    """Refuse a prompt that is no text, empty, past MOST_PROMPT or not encodable."""
+    if not isinstance(prompt, str):  # missing (None), or a number
+        raise UserError('the request has no prompt as text: type one (JSON: {"prompt": "ROMEO:"})')
     if not prompt:
-        # an empty prompt is no common start: the AR reads a start token there, diffusion nothing
+        # no common start: the AR reads a start token there, diffusion nothing
         raise UserError("the prompt is empty: type some text for both lanes to continue")
     if len(prompt) > MOST_PROMPT:
         raise UserError(f"the prompt is {len(prompt):,} characters, past the {MOST_PROMPT:,} this page takes: "
@@ -236,9 +225,8 @@ def check_prompt(prompt):
 
 
 def jobs_for(lanes, knobs):
-    """[(lane, cfg, canvas)] of a request: the knobs over the served lane's settings, read as
-    inference.py reads its flags (configurator.parse, validate, build_canvas: the same refusals);
-    the race lane keeps its checkpoint's sampler and takes the prompt, length and seed."""
+    """[(lane, cfg, canvas)]: the knobs read as inference.py reads its flags (the same refusals);
+    the race lane keeps its own sampler and takes the prompt, length and seed, as race.py's do."""
     check_prompt(knobs.get("prompt"))
     first = lanes[0]
     flags = [f"--{key}={value}" for key, value in knobs.items()]  # KEY=VALUE: a value is never a flag
@@ -262,17 +250,15 @@ def jobs_for(lanes, knobs):
 
 
 def plan(cfg, canvas):
-    """(the sampler in one line, its passes or None where adaptive): the one place this module asks
-    the objective, as inference.sample_once does."""
-    obj = configurator.OBJECTIVES[cfg.objective]
+    """(the sampler in a line, its passes or None): this module's one call of the objective."""
+    obj = OBJECTIVES[cfg.objective]
     return obj.describe(cfg), obj.passes(cfg, canvas.n_gen, canvas.prefix_len)
 
 
 # ---------------------------------------------------------------------------- a draw
 class Frames:
-    """on_step: sample 0's step as a 'frame' event, the positions it changed with their text and
-    state (trace.token_state), the passes so far and the seconds since the draw began; the first
-    step first sends the canvas the sampler started from ([MASK]s, or uniform noise's tokens)."""
+    """on_step: a 'frame' event a step of sample 0 (the positions it changed, passes, seconds); the
+    first step sends the canvas it started from first ([MASK]s, or uniform noise)."""
 
     def __init__(self, send, lane, tok, stopping):
         self.send, self.lane, self.tok, self.stopping = send, lane, tok, stopping
@@ -300,8 +286,7 @@ class Frames:
 
 
 def draw(k, job, send, stopping):
-    """Lane k's sample as inference.sample_once draws it (its seed, its generator: the same text),
-    a frame a step; -> the 'done' event's figures (seconds include sending the frames)."""
+    """Lane k's sample as inference.py draws it (the same text), a frame a step; -> 'done' event."""
     lane, cfg, canvas = job
     run = lane.run
     sampler, passes = plan(cfg, canvas)
@@ -318,8 +303,7 @@ def draw(k, job, send, stopping):
 
 # ---------------------------------------------------------------------------- the server
 class Server(ThreadingHTTPServer):
-    """The HTTP server: its lanes, its page, a lock held by the one draw running, and the event that
-    ends it when the server stops."""
+    """Its lanes, its page, a lock held by the one draw running."""
     daemon_threads = True  # a connection's thread never holds up the exit
 
     def __init__(self, address):
@@ -329,8 +313,8 @@ class Server(ThreadingHTTPServer):
         self.busy, self.stopping = threading.Lock(), threading.Event()
 
     def stop(self):
-        """Ctrl-C: end the running draw at its next step, wait for its thread to end (one ending
-        inside torch as the process exits aborts it), close. -> whether a draw ran."""
+        """Ctrl-C: end a draw at its next step and wait for its thread (one inside torch at exit
+        aborts), close. -> whether a draw ran."""
         self.stopping.set()
         drawing = self.busy.locked()
         self.busy.acquire(timeout=10)  # held from here: no draw starts
@@ -346,7 +330,7 @@ class Server(ThreadingHTTPServer):
 
 
 class Handler(BaseHTTPRequestHandler):
-    """GET / is the page; POST /draw a draw's event stream; any other request a JSON error."""
+    """GET / is the page, POST /draw a draw's events; anything else a JSON error."""
     timeout = TIMEOUT
 
     def do_GET(self):
@@ -375,7 +359,7 @@ class Handler(BaseHTTPRequestHandler):
             self.server.busy.release()
 
     def stream(self, jobs):
-        """The draw's events, lane after lane; a client gone or a stopping server ends the draw."""
+        """The draw's events, lane after lane, until a client leaves or the server stops."""
         self.server.draws += 1
         self.server.drawer = threading.current_thread()
         n, prompt = self.server.draws, jobs[0][1].prompt
@@ -397,7 +381,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         except Exception as e:
             message = explain(e)
-            if message is None:  # a bug: its traceback on the terminal, one line in the page
+            if message is None:  # a bug: its traceback on the terminal
                 traceback.print_exc()
                 message = f"the server failed ({type(e).__name__}: {e}); its terminal shows where"
             print(f"draw {n}: error: {message}", flush=True)
@@ -408,7 +392,7 @@ class Handler(BaseHTTPRequestHandler):
         print(f"draw {n}: {prompt[:40]!r}, seed {jobs[0][1].seed}: {lanes}", flush=True)
 
     def event(self, name, data):
-        """One server-sent event: its name and a JSON line (ASCII: any text survives the wire)."""
+        """One server-sent event (ASCII JSON: any text survives)."""
         self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode("ascii"))
 
     def quietly(self, name, data):
@@ -419,7 +403,7 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
     def answer(self, status, message):
-        """A refusal as JSON {error}: the page shows its message."""
+        """A refusal: JSON {error}."""
         body = json.dumps(dict(error=message)).encode("ascii")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -428,4 +412,4 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format, *args):
-        """Quiet: a draw's outcome is its one line (stream), not a line a request."""
+        """Quiet: a draw prints its own line."""

@@ -60,7 +60,7 @@ def parse_args(argv):
 
 def open_lanes(args, device):
     """Each lane's model, sampling config and tokenizer (one for all), checked on the prompt."""
-    import configurator
+    from objectives import OBJECTIVES
     from sampling.canvas import build_canvas
     from sampling.trace import run_name
     from evals.samples import open_checkpoint, start_ids
@@ -75,7 +75,7 @@ def open_lanes(args, device):
             raise UserError(f"{path} has another tokenizer than {lanes[0]['path']}: a race compares one text")
     P = len(start_ids(lanes[0]["tok"], args.prompt))
     for lane in lanes:
-        obj, cfg, W = configurator.OBJECTIVES[lane["cfg"].objective], lane["cfg"], lane["model"].args.block_size
+        obj, cfg, W = OBJECTIVES[lane["cfg"].objective], lane["cfg"], lane["model"].args.block_size
         windowed = obj.ANY_LENGTH or (obj.SEMI_AR and cfg.semi_ar_length)
         if P + args.gen_len > W and not windowed:  # the race sets only --prompt and --gen-len of a lane
             fix = f"use --gen-len {W - P} or less" if P < W else "give a shorter --prompt"

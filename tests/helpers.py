@@ -44,15 +44,15 @@ def pick(out, positions):
 def loss(obj, model, x, cfg, schedule, tok, draw):
     """An objective's loss in one call: its draws, then its loss given them (train.py makes the two calls itself, to
     compile only the second)."""
-    return obj.loss_of(model, x, cfg, schedule, tok, obj.draws(x, cfg, schedule, tok, draw))
+    return obj.loss(model, x, cfg, schedule, tok, obj.draws(x, cfg, schedule, tok, draw))
 
 
 def for_objective(args):
     """args less the flags its (last) --objective=X does not read: MICRO and TINY set diffusion keys, which
     configurator.validate refuses for AR (the user's rule: a given key that cannot apply is an error)."""
-    import configurator
+    from objectives import OBJECTIVES
     name = next((str(a).split("=", 1)[1] for a in reversed(args) if str(a).startswith("--objective=")), "mdlm")
-    ignored = configurator.OBJECTIVES[name].IGNORES
+    ignored = OBJECTIVES[name].IGNORES
     return [a for a in args if not (str(a).startswith("--") and str(a)[2:].split("=")[0] in ignored)]
 
 
@@ -240,14 +240,13 @@ class WindowBlockModel:
 
 
 def bd3_drawn(x0, block, schedule, generator, t=None, allowed=None, share=0.0):
-    """bd3.bd3_loss's draws (common.Drawn) for x0 (B, L), made as it once made them itself: the times
+    """bd3.bd3_loss's draws (bd3.BlockDrawn) for x0 (B, L), made as it once made them itself: the times
     t (B, L // block), or one a block stratified over `allowed` (default 1..T), then the masks and
     self-conditioning's rows (share, the loss's self_cond) from generator; n_times = len(allowed)."""
-    from bd3 import bd3_times
-    from diffusion import masking_draws
+    from bd3 import bd3_times, block_draws
     allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
     t = bd3_times(len(x0), x0.size(1) // block, allowed, generator, x0.device) if t is None else t
-    return masking_draws(x0.shape, t, share, generator, x0.device, len(allowed))
+    return block_draws(x0.shape, t, share, generator, x0.device, len(allowed))
 
 
 @contextlib.contextmanager

@@ -682,6 +682,8 @@ TABLE += [
     ("inference.py", ["--checkpoint", DM, "--replay-steps", "8"], "--replay_steps paces KV-cached decoding", None),
     ("inference.py", ["--checkpoint", AR, "--replay-steps", "0"], "replay_steps must be >= 1", None),
     ("inference.py", ["--checkpoint", AR, "--replay-steps", "65"], "replay_steps=65 is out of range (at most 64", None),
+    # its example was out of range (e.g. --replay_steps=100): an int key's example keeps within its LIMITS
+    ("inference.py", ["--checkpoint", AR, "--replay-steps", "four"], "e.g. --replay_steps=64", None),
     ("inference.py", ["--checkpoint", DM, "--infill", "To [___:100000000000000000000000] be"],
      "asks for 100,000,000,000,000,000,000,000 tokens", None),
     # past the context: each refusal's advice runs (test_a_refusals_advice_runs). It advised --gen-len beside

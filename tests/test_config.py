@@ -14,6 +14,7 @@ from config import PRESETS, Config
 from configurator import get_config
 from helpers import ENV, ROOT, run_cli_here
 from utils.errors import UserError
+from objectives import OBJECTIVES
 
 
 def test_defaults_are_the_reference_recipe():
@@ -187,7 +188,7 @@ def test_each_modules_choices_are_config_pys_own():
                               ("model", "TIME_CONDS", "time_cond")]:
         assert getattr(importlib.import_module(module), name) is config.CHOICES[key], (module, name)
     assert importlib.import_module("diffusion").UNSCORED_ORDERS is config.UNSCORED_ORDERS
-    assert tuple(configurator.OBJECTIVES) == config.CHOICES["objective"]
+    assert tuple(OBJECTIVES) == config.CHOICES["objective"]
     assert configurator.CHOICES is config.CHOICES and set(config.CHOICES) == {
         "tokenizer", "time_cond", "objective", "bd3_loss", "schedule", "loss_type", "optimizer", "order",
         "tokens_per_step", "remask", "dtype", "compile"}
@@ -211,7 +212,7 @@ def test_a_bool_compile_from_a_config_file_or_an_older_checkpoint_reads_as_its_w
     import io
     import torch
     from dataclasses import asdict
-    from configurator import config_from_dict
+    from checkpoint_manager import config_from_dict
     f = tmp_path / "exp.py"
     f.write_text(f"compile = {given!r}\n")
     assert get_config([str(f)]).compile == value and config_from_dict(dict(compile=given)).compile == value
@@ -226,7 +227,7 @@ def test_a_bool_compile_from_a_config_file_or_an_older_checkpoint_reads_as_its_w
 
 
 def test_renamed_keys_keep_their_old_names(tmp_path):
-    from configurator import config_from_dict
+    from checkpoint_manager import config_from_dict
     new = get_config(["--semi-ar-length=8"])
     assert new.semi_ar_length == 8
     assert get_config(["--block-length", "8"]) == new  # old flags
@@ -426,7 +427,7 @@ def test_a_nan_is_refused_for_every_float_key(key, tmp_path):
     """nan compares False with every bound (0 < nan <= 1 is False, nan < 0 too): each range check alone would let
     it through. A config file cannot write one (float('nan') is a call, and nothing in the file runs); a checkpoint's
     config or an export's config.json (JSON's NaN) can, and is checked as a command line is."""
-    from configurator import config_from_dict
+    from checkpoint_manager import config_from_dict
     f = tmp_path / "nan.py"
     f.write_text(f"{key} = float('nan')\n")
     with pytest.raises(UserError, match="line 1: not `key = value` with a literal value"):

@@ -144,7 +144,7 @@ def test_a_draw_streams_a_frame_a_step_and_ends_with_the_text_inference_prints(s
 
 BAD = [
     # (body, content type, words of the message)
-    (b'{"seed": 0}', None, "has no prompt"),
+    (b'{"seed": 0}', None, "has no prompt as text: type one"),
     (b'{"prompt": ""}', None, "the prompt is empty"),
     (json.dumps({"prompt": "x" * 2001}).encode(), None, "2,001 characters, past the 2,000"),
     (b'{"prompt": "' + b"a" * 70_000 + b'"}', None, "70,014 bytes, past the 65,536"),
@@ -152,7 +152,7 @@ BAD = [
     (b'{"prompt": "\\ud800"}', None, "unpaired surrogate"),
     (b"prompt=ROMEO", None, "not JSON"),
     (b'["ROMEO:"]', None, "not an object of knobs"),
-    (b'{"prompt": 5}', None, "a JSON int, not text"),
+    (b'{"prompt": 5}', None, "has no prompt as text"),
     (b'{"prompt": "ROMEO:"}', "text/plain", "send the knobs as JSON"),
     (b'{"prompt": "ROMEO:", "top_k": 5}', None, "unknown knob 'top_k': the page sets prompt, steps"),
     (b'{"prompt": "ROMEO:", "steps": 0}', None, "steps must be >= 1, got 0"),
