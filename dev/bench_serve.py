@@ -11,8 +11,9 @@ Then, in this process: the served lane's draw timed with the page's frame hook (
 and without any hook, in turns over the same seeds: the share of a draw the frames cost, before the socket.
 
     OMP_NUM_THREADS=1 python dev/bench_serve.py cpu --starts 3 --draws 21
+
+Run it from the repository root (a preset's run is read there, or the shipped weights in its place).
 """
-import argparse
 import http.client
 import json
 import os
@@ -26,6 +27,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from config import PRESETS  # noqa: E402
+from utils.cli import ArgParser, at_least  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
+from utils.fileio import require_checkpoints  # noqa: E402
+
 
 def spread(values, fmt="{:.3f}"):
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
@@ -35,7 +41,7 @@ def start(preset):
     """(process, port, seconds to its serving line)."""
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, os.path.join(ROOT, "inference.py"), preset, "--serve", "--port", "0"],
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in p.stdout:
         if line.startswith("serving http://"):
             return p, int(re.search(r":(\d+)/", line)[1]), time.perf_counter() - t0
@@ -85,12 +91,13 @@ def frame_cost(preset, seeds):
     return with_hook, without
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("preset", nargs="?", default="cpu")
-    ap.add_argument("--starts", type=int, default=3)
-    ap.add_argument("--draws", type=int, default=21)
-    a = ap.parse_args()
+def main(argv):
+    ap = ArgParser(prog="dev/bench_serve.py", description=__doc__.split("\n")[0])
+    ap.add_argument("preset", choices=list(PRESETS), help="the preset served (its run, or the shipped weights)")
+    ap.add_argument("--starts", type=at_least(1), default=3, help="fresh processes timed to their serving line")
+    ap.add_argument("--draws", type=at_least(1), default=21, help="draws timed on one server, seeds 0, 1, ...")
+    a = ap.parse_args(argv)
+    require_checkpoints([PRESETS[a.preset]["checkpoint"]], "give a preset you trained or whose weights ship")
     from utils.dist import machine, run_queue
     starts, ttff, fps, ready = [], [], [], []
     for k in range(a.starts):
@@ -121,4 +128,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
