@@ -79,6 +79,7 @@ def open_server(argv, load):
     try:
         server.lanes = open_lanes(argv, cfg, load)
         server.page = page(server.lanes)
+        warm_up(server.lanes)
     except BaseException:
         server.server_close()
         raise
@@ -156,6 +157,18 @@ def race_checkpoint(cfg, served):
         if os.path.exists(found) and os.path.realpath(found) != os.path.realpath(served):
             return found
     return None
+
+
+def warm_up(lanes):
+    """An untimed draw a lane, as race.py's timing makes one: a model's first passes run slower
+    (allocations), which would put the first lane behind on the first draw."""
+    for lane in lanes:
+        run = lane.run
+        cfg = fit_gen_len(lane.cfg, run["tok"], run["model"].args.block_size)[0]
+        cfg = replace(cfg, gen_len=min(cfg.gen_len, MOST_GEN_LEN))
+        canvas = build_canvas(cfg, run["tok"], run["model"].args.block_size)
+        with run["ctx"]:
+            fill(run["model"], run["tok"], canvas, cfg, run["schedule"], run["device"], torch.Generator())
 
 
 def page(lanes):
