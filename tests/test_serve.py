@@ -109,12 +109,14 @@ def printed_sample(argv, capsys):
 
 
 def replay(evs, lane):
-    """A lane's canvas rebuilt from its start and its frames' changed cells, as the page rebuilds it."""
+    """A lane's canvas rebuilt from its start and its frames' changed cells, as the page rebuilds it; after each
+    frame, its [MASK]s are the ones the frame counts (a re-masked position left out would keep its old token)."""
     cells = next(d["cells"] for n, d in evs if n == "start" and d["lane"] == lane)
     for name, d in evs:
         if name == "frame" and d["lane"] == lane:
             for i, text, state in d["cells"]:
                 cells[i] = [text, state]
+            assert sum(text is None for text, _ in cells) == d["masked"], d
     return cells
 
 
@@ -164,7 +166,7 @@ BAD = [
     (b'{"prompt": "ROMEO:", "order": "sideways"}', None, "order='sideways' is not one of"),
     (b'{"prompt": "ROMEO:", "seed": -1}', None, "seed must be >= 0"),
     (b'{"prompt": "ROMEO:", "seed": ' + b"9" * 400 + b"}", None, "400-digit number"),
-    (b'{"prompt": "ROMEO:", "gen_len": 100000}', None, "past the 512 tokens this page draws"),
+    (b'{"prompt": "ROMEO:", "gen_len": 513}', None, "gen_len 513 is past the 512 tokens this page draws"),
     (b'{"prompt": "ROMEO:", "gen_len": 200}', None, ("exceeds the model's context of 128", "--gen-len 122")),
     (b'{"prompt": "ROMEO \\u2603"}', None, "not in the model's vocabulary"),
 ]
