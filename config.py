@@ -132,7 +132,7 @@ class Config:
     interactive: bool = False           # read prompts from stdin until Ctrl-D
     serve: bool = False                 # a local web page: type a prompt, watch the canvas fill a step a
                                         #   frame beside a second lane (--race); it writes no file
-    host: str = "127.0.0.1"             # --serve's address: this machine only; '0.0.0.0' = every interface
+    host: str = "127.0.0.1"             # --serve's address: 127.0.0.1 = this machine only, 0.0.0.0 = all
     port: int = 8000                    # --serve's port; 0 = any free one (the start-up line names it)
     race: str = "auto"                  # --serve's second lane: 'auto' (the baby AR; baby_bd3 beside
                                         #   an AR), a checkpoint on the same text, or 'off'
