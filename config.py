@@ -130,6 +130,12 @@ class Config:
     live: bool = False                  # redraw the canvas in the terminal
     prompts_file: str = ""              # sample once per non-blank line of this file
     interactive: bool = False           # read prompts from stdin until Ctrl-D
+    serve: bool = False                 # a local web page: type a prompt, watch the canvas fill a step a
+                                        #   frame beside a second lane (--race); it writes no file
+    host: str = "127.0.0.1"             # --serve's address: 127.0.0.1 = this machine only, 0.0.0.0 = all
+    port: int = 8000                    # --serve's port; 0 = any free one (the start-up line names it)
+    race: str = "auto"                  # --serve's second lane: 'auto' (the baby AR; baby_bd3 beside
+                                        #   an AR), a checkpoint on the same text, or 'off'
     # ---- system
     device: str = "auto"                # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
     dtype: str = "auto"                 # 'auto': bf16 autocast on CUDA, fp16 + GradScaler on a
@@ -149,7 +155,8 @@ TRAINED = ("data_path", "val_path", "tokenizer", "block_size", "n_layer", "n_hea
            "self_cond", "tie_weights", "objective", "bd3_block", "bd3_ar", "dual_ar", "diffusion_steps", "schedule")
 RESUMABLE = ("max_iters", "activation_checkpointing", "eval_interval", "eval_iters", "log_interval", "out_dir",
              "resume", "overwrite", "keep_last", "skip_nonfinite", "device", "compile", "wandb_log", "wandb_project")
-SAMPLING_ONLY = ("checkpoint", "html", "infill", "prefix_file", "suffix_file", "live", "prompts_file", "interactive")
+SAMPLING_ONLY = ("checkpoint", "html", "infill", "prefix_file", "suffix_file", "live", "prompts_file", "interactive",
+                 "serve", "host", "port", "race")
 SAMPLED = (*SAMPLING_ONLY, "overwrite", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k",
            "top_p", "num_samples", "viz_video", "trace_every", "gif_frame_ms", "order", "tokens_per_step", "remask",
            "remask_eta", "threshold", "semi_ar_length", "bd3_speculate", "dual_sample", "replay_steps", "device",
@@ -173,7 +180,8 @@ NEEDS = dict(
     init_from=("resume", (False,)), overwrite=("resume", (False,)), wandb_project=("wandb_log", None),
     top_k=("temperature", None), top_p=("temperature", None), temperature_end_share=("temperature", None),
     remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),
-    gif_frame_ms=(("viz_video", None), ("html", None)), steps=("threshold", (0.0,)))
+    gif_frame_ms=(("viz_video", None), ("html", None)), steps=("threshold", (0.0,)), host=("serve", None),
+    port=("serve", None), race=("serve", None))
 
 # The most a size or count may be: past it a 64-bit size overflows, or a loop builds for minutes.
 # Memory decides below (train.py refuses a run that won't fit); 2^31 keeps products in int64.
@@ -224,6 +232,7 @@ RANGES = dict(
     temperature_end_share=("[0, 1e6]", "temperature_end_share is the share of --temperature the last draws keep: "
                                        "give a number in [0, 1e6] (1 = constant, 0.5 = half) whose product with it is "
                                        "finite, got {value}"),
+    port=("[0, 65535]", "--port {value} is no TCP port: give one from 1 to 65535, or 0 for any free one"),
 )
 
 # The words a bool flag takes (bool('false') is True): --live=off, --compile=yes.

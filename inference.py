@@ -7,6 +7,7 @@
     python inference.py cpu --live                                # the canvas, in the terminal
     python inference.py cpu --interactive                         # a sample a prompt, to Ctrl-D
     python inference.py cpu --prompts-file data/prompts.txt       # a sample a line
+    python inference.py cpu --serve                               # a page: watch it think, live
     python inference.py --checkpoint artifacts/export/cpu         # from scripts/export.py
     python inference.py tinystories_bpe --gen-len 128 --viz-video artifacts/media/bpe.mp4  # tokens
     python inference.py cpu --infill "ROMEO: I [___:20] the night."
@@ -32,6 +33,7 @@ from configurator import check_values, format_config, help_text, parse, refuse_c
 from diffusion import Schedule
 from model import DECODERS, compile_decode
 from objectives import OBJECTIVES
+from sampling import serve
 from sampling.canvas import build_canvas, fill, fit_gen_len
 from sampling.trace import (LiveView, StepBar, chain, check_trace_path, open_page, open_trace,
                             print_written, run_name, trace_hook)
@@ -48,6 +50,9 @@ USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
 def main(argv):
     if wants_help(argv):
         print(help_for(argv))
+        return
+    if parse(argv, check=False)[0].serve:  # the page: its port checked before a model is read
+        serve.main(argv, load)
         return
     cfg, run = load(argv)
     if cfg.interactive:

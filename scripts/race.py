@@ -12,7 +12,6 @@ clock (--tick-ms): each lane shows what it had committed by then. A lane's ratio
 tokens/s, seed by seed, is the figure another machine repeats.
 """
 import os
-import platform
 import statistics
 import sys
 import time
@@ -150,15 +149,6 @@ def lane_cells(lane, now, tick):
     return [*label, *(c for c, _ in cells), "\n\n"], ["label"] * len(label) + [s for _, s in cells] + ["label"]
 
 
-def machine():
-    """This CPU's model name (Linux's /proc/cpuinfo), else what Python knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def write_frames(lanes, args, where, path):
     """The race's frames, a tick of the clock each, into the MP4 at path and the GIF beside it."""
     from sampling.video import TraceWriter
@@ -186,7 +176,7 @@ def main(argv):
     import torch
     from evals.samples import busy_note, start_ids
     from sampling.trace import MEDIA
-    from utils.dist import hold_threads, pick_device
+    from utils.dist import hold_threads, machine, pick_device
     held = hold_threads()  # a bad thread variable: one line, before any work
     device = pick_device(args.device)
     lanes = open_lanes(args, device)

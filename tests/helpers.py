@@ -12,6 +12,8 @@ import contextlib
 import importlib
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -94,6 +96,40 @@ def assert_one_line_error(code, err, *words):
     assert err.startswith("error: ") and err.endswith("\n") and err.count("\n") == 1, err
     assert "Traceback" not in err and all(w in err for w in words), (words, err)
     return err
+
+
+def fresh_copy(tmp_path):
+    """(a copy of the tracked files, what a fresh clone holds; an environment whose `python` and `torchrun` are this
+    interpreter's, as in an activated venv, at one thread)."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
+    repo = tmp_path / "repo"
+    for rel in filter(None, files.split("\0")):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, repo / rel)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, tail in (("python", ""), ("torchrun", " -m torch.distributed.run")):
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec "{sys.executable}"{tail} "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
+               PYTHONDONTWRITEBYTECODE="1")
+    return repo, env
+
+
+def serve_briefly(cmd, cwd, env, timeout=120):
+    """A documented `inference.py ... --serve` line run as typed (on a free port, --port 0): once it serves, its page
+    is fetched, then Ctrl-C. Returns (exit code, the page's status, stderr)."""
+    import urllib.request
+    p = subprocess.Popen(["bash", "-c", f"exec {cmd} --port 0"], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        url = next((line.split()[1] for line in p.stdout if line.startswith("serving http://")), None)
+        status = urllib.request.urlopen(url, timeout=30).status if url else None
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=timeout)
+    finally:
+        p.kill()
+    return p.returncode, status, err
 
 
 # ----------------------------------------------------------------------------- training runs

@@ -29,13 +29,15 @@ from objectives import OBJECTIVES  # noqa: E402
 # for what it adds; how the count moved: dev/LOG.md, "The product's code-line budget". Issue 86 set each ceiling about
 # 5 % above the tree after issues 86-90 (6,141 code, 1,438 on the reading path, 8,705 physical lines, 21,861 words):
 # a guard with room, not a target to fill (dev/LOG.md, "The shape the product promises").
-PRODUCT_CODE_LINES = 6_500
+# Issue 96 added the served page (sampling/serve.py: 314 code lines, 415 physical, ~630 prose words; its keys and
+# dispatch ~10 lines and ~90 words): each ceiling below rose by what it added, none of the room before it taken.
+PRODUCT_CODE_LINES = 6_850
 READING_PATH = ("config.py", "model.py", "diffusion.py", "train.py")
 READING_CODE_LINES = 1_520
-PRODUCT_PHYSICAL_LINES = 9_200  # every line of the product's .py files: code, prose and blanks (issue 79)
-# docstring and comment words (issue 79: 28,628 before its prose rule). Issue 97 met 22,989 of 23,100 and added its
-# edges' reasons (each refusal's why, the thread variables, the advised commands): +336 after a trim of 446
-PRODUCT_PROSE_WORDS = 23_400
+PRODUCT_PHYSICAL_LINES = 9_650  # every line of the product's .py files: code, prose and blanks (issue 79)
+# docstring and comment words (issue 79: 28,628 before its prose rule). Issue 97's edges add their reasons (each
+# refusal's why, the thread variables, the advised commands): +336 words after a trim of 446, the ceiling with them
+PRODUCT_PROSE_WORDS = 24_100
 PROSE_COLUMNS = 100  # docstring and comment-only lines; code may use LINE_COLUMNS
 FILE_LINES = {"evals/report.py": 200}  # a file that grew nine jobs once
 PARAMETERS = 8  # the most a product function takes (self and cls left out)

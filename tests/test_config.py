@@ -87,7 +87,8 @@ def test_sampling_reads_the_keys_its_fields_declare():
     sampling = {"checkpoint", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k", "top_p",
                 "num_samples", "viz_video", "trace_every", "gif_frame_ms", "infill", "prefix_file", "suffix_file",
                 "order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length", "bd3_speculate",
-                "dual_sample", "replay_steps", "live", "prompts_file", "interactive", "html"}
+                "dual_sample", "replay_steps", "live", "prompts_file", "interactive", "html", "serve", "host", "port",
+                "race"}
     assert set(SAMPLED) == sampling | {"device", "dtype", "seed", "compile", "overwrite"} and len(set(SAMPLED)) == len(SAMPLED)
     assert set(SAMPLING_ONLY) < set(SAMPLED) and set(SAMPLED) | set(RESUMABLE) <= {f.name for f in fields(Config)}
     for key in ("device", "compile", "overwrite"):  # a key may carry two roles
@@ -414,13 +415,14 @@ def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key(
     from configurator import partners
     with_it = dict(val_path="data/tinyshakespeare.txt", tokenizer="bpe", mask_ramp="0.5", optimizer="muon",
                    resume="false", wandb_log="true", temperature="0.8", remask="remdm", threshold="0.0",
-                   viz_video="v.mp4", html="p.html")
+                   viz_video="v.mp4", html="p.html", serve="true")
     value = dict(val_fraction="0.2", tokenizer_path="t.json", mask_ramp_from="0.5", muon_lr="0.01", muon_momentum="0.9",
                  init_from="a.pt", overwrite="true", wandb_project="p", top_k="5", top_p="0.9",
                  temperature_end_share="0.5", remask_eta="0.1", tokens_per_step="linear", trace_every="2",
-                 gif_frame_ms="100", steps="10")
+                 gif_frame_ms="100", steps="10", host="0.0.0.0", port="8001", race="off")
     off = dict(val_path="data/tinyshakespeare.txt", tokenizer="char", mask_ramp="0", optimizer="adamw", resume="true",
-               wandb_log="false", temperature="0", remask="none", threshold="0.5", viz_video="off", html="")
+               wandb_log="false", temperature="0", remask="none", threshold="0.5", viz_video="off", html="",
+               serve="false")
     assert set(value) == set(NEEDS)
     for key in NEEDS:
         others = [other for other, _ in partners(key)]

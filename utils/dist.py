@@ -6,6 +6,7 @@
 import copy
 import functools
 import os
+import platform
 import random
 import time
 from contextlib import nullcontext
@@ -210,6 +211,16 @@ def run_queue():
             return int(f.read().split()[3].split("/")[0])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def machine():
+    """This CPU's model name (Linux's /proc/cpuinfo), else what Python knows: the race's and the
+    served page's caption."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def compile_step(objective, model, cfg, device, world=1):
