@@ -11,16 +11,18 @@ thread, cheap first, stopping at the first failure:
     rest      the rest of the slow tier (only with --stages ...,rest: minutes a mutant)
 
 A mutant is killed at the first stage that fails (its first failing test is recorded), else it
-survives the stages run. A stage that runs past --limit-s kills too (a hang is a failure CI sees),
-and says so. One line a mutant, in a fixed format:
+survives the stages run, or is equivalent where the list says why no test can tell it from the
+code. A stage that runs past --limit-s kills too (a hang is a failure CI sees), and says so. One
+line a mutant, in a fixed format (status, the tier and stage that killed it, seconds, name, test):
 
-    [ 3/45] killed   fast      41.2s  bd3-idle-rounds  tests/test_replay.py::test_...
+    [ 3/84] killed   fast  targeted     3.6s  ar-prefill-uncounted               tests/test_replay.py::test_...
 
     python dev/mutants.py --check                 # every fragment found exactly once; nothing run
     python dev/mutants.py                         # all mutants: targeted, fast, slow
     python dev/mutants.py --only NAME [NAME ...]  # some of them
     python dev/mutants.py --verify                # the stages on the unmutated copy (must pass)
     python dev/mutants.py --json artifacts/mutants/baseline.json   # the results, for dev/LOG.md
+    python dev/mutants.py --only NAME --stages rest --at COMMIT     # the whole slow tier, at a commit
 
 Run it niced, alone on the machine: each mutant costs from seconds (killed by its own file) to
 minutes (a survivor runs the whole fast tier).
@@ -56,11 +58,16 @@ def repo_files(root):
     return [n for n in names if os.path.isfile(os.path.join(root, n))]
 
 
-def make_scratch(root):
-    """A temp copy of the worktree's files, a git repository of its own (tests read `git ls-files`)."""
+def make_scratch(root, at=""):
+    """A temp copy of the worktree's files (or of commit `at`'s), a git repository of its own (tests
+    read `git ls-files`)."""
     scratch = tempfile.mkdtemp(prefix="mutants-")
     repo = os.path.join(scratch, "repo")
-    for name in repo_files(root):
+    if at:  # the suite as it stood then: the before of a before-and-after
+        os.makedirs(repo)
+        tar = subprocess.run(["git", "archive", "--format=tar", at], cwd=root, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", repo], input=tar.stdout, check=True)
+    for name in [] if at else repo_files(root):
         dest = os.path.join(repo, name)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         shutil.copy2(os.path.join(root, name), dest)
@@ -129,10 +136,10 @@ def run_stage(repo, stage, m, log, limit_s):
     return "fail", first_failure(output), seconds
 
 
-def run_mutant(root, repo, m, stages, log, limit_s, mutate=True):
+def run_mutant(repo, m, stages, log, limit_s, mutate=True):
     """Apply m to the scratch copy, run the stages until one fails, restore the file: a result dict."""
     path = os.path.join(repo, m["file"])
-    text = check_fragment(root, m)
+    text = check_fragment(repo, m)  # the copy's own text: the worktree may change during a long run
     if mutate:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text.replace(m["old"], m["new"]))
@@ -147,6 +154,8 @@ def run_mutant(root, repo, m, stages, log, limit_s, mutate=True):
     finally:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
+    if result["status"] == "survived" and m.get("equivalent"):  # no test can tell it from the code: said why
+        result.update(status="equal", test=m["equivalent"])
     return result
 
 
@@ -158,12 +167,15 @@ def line(i, n, r):
 
 
 def summary(results):
-    """Counts: tried, killed by the fast tier, by the slow tier, surviving (hangs count as kills)."""
+    """Counts: tried, killed by the fast tier, by the slow tier, equivalent (no behaviour changed, each
+    with its reason in dev/mutants_list.py), surviving (hangs count as kills)."""
     dead = [r for r in results if r["status"] in ("killed", "hung")]
     fast = sum(TIER[r["stage"]] == "fast" for r in dead)
     slow = sum(TIER[r["stage"]] == "slow" for r in dead)
     alive = [r["name"] for r in results if r["status"] == "survived"]
-    return dict(tried=len(results), killed_fast=fast, killed_slow=slow, survived=len(alive), survivors=alive)
+    equal = sum(r["status"] == "equal" for r in results)
+    return dict(tried=len(results), killed_fast=fast, killed_slow=slow, equivalent=equal, survived=len(alive),
+                survivors=alive)
 
 
 def mutant_name(text):
@@ -173,7 +185,8 @@ def mutant_name(text):
     return text
 
 
-RUN_ONLY = ("--stages", "--limit-s", "--json", "--overwrite", "--force", "--verify", "--keep")  # read when tests run
+# the flags read only when tests run
+RUN_ONLY = ("--stages", "--limit-s", "--json", "--overwrite", "--force", "--verify", "--keep", "--at")
 
 
 def parse_args(argv):
@@ -188,9 +201,15 @@ def parse_args(argv):
     p.add_argument("--list", action="store_true", help="list the mutants and their reasons; run nothing")
     p.add_argument("--verify", action="store_true", help="run the stages unmutated, once, over the chosen mutants' "
                    "test files: each must pass")
-    p.add_argument("--json", type=output, default="", help="write the results here (after each mutant)")
+    p.add_argument("--json", type=output, default="", help="write the results here (after each mutant), "
+                   "and pytest's output beside it (NAME.pytest.log)")
     p.add_argument("--keep", action="store_true", help="keep the scratch copy (its path is printed)")
+    p.add_argument("--at", default="", metavar="COMMIT", help="test the code and suite of this commit (the "
+                   "mutants and the harness stay the worktree's): the before of a before-and-after")
     a = p.parse_args(argv)
+    if a.at and subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{a.at}^{{commit}}"], cwd=ROOT,
+                               capture_output=True).returncode:
+        raise UserError(f"--at {a.at}: no such commit in this repository: give a commit, e.g. --at HEAD")
     given = [f for f in RUN_ONLY if f in typed(argv)]
     if (a.check or a.list) and given:
         mode = "--check" if a.check else "--list"
@@ -201,7 +220,7 @@ def parse_args(argv):
 def main(argv):
     a = parse_args(argv)
     chosen = [m for m in MUTANTS if not a.only or m["name"] in a.only]
-    for m in chosen:
+    for m in chosen:  # (in the worktree; a run checks its copy's text again)
         check_fragment(ROOT, m)
     if a.list:
         for m in chosen:
@@ -209,9 +228,12 @@ def main(argv):
     if a.check or a.list:
         print(f"{len(chosen)} mutants, every fragment found once")
         return
-    scratch, repo = make_scratch(ROOT)
+    scratch, repo = make_scratch(ROOT, a.at)
     os.makedirs(os.path.join(ROOT, "artifacts", "mutants"), exist_ok=True)
+    # pytest's output: beside the JSON (NAME.pytest.log), else artifacts/mutants/last_run.log
     log_path = os.path.join(ROOT, "artifacts", "mutants", "last_run.log")
+    if a.json:
+        log_path = os.path.splitext(a.json)[0] + ".pytest.log"
     print(f"scratch copy {repo}; pytest output in {log_path}; stages {', '.join(a.stages)}", flush=True)
     results = []
     if a.verify:  # the stages once, unmutated, over every chosen mutant's test files: each must pass
@@ -221,7 +243,7 @@ def main(argv):
         with open(log_path, "w", encoding="utf-8") as log:
             for i, m in enumerate(chosen, 1):
                 log.write(f"==== {m['name']}: {m['file']}\n")
-                r = run_mutant(ROOT, repo, m, a.stages, log, a.limit_s, mutate=not a.verify)
+                r = run_mutant(repo, m, a.stages, log, a.limit_s, mutate=not a.verify)
                 if a.verify:
                     r["status"] = "clean" if r["status"] == "survived" else "BROKEN"
                 log.flush()
@@ -235,7 +257,8 @@ def main(argv):
             shutil.rmtree(scratch, ignore_errors=True)
     s = summary(results)
     print(f"tried {s['tried']}, killed by the fast tier {s['killed_fast']}, by the slow tier {s['killed_slow']}, "
-          f"surviving {s['survived']}" + (f": {', '.join(s['survivors'])}" if s["survivors"] else ""))
+          f"equivalent {s['equivalent']}, surviving {s['survived']}"
+          + (f": {', '.join(s['survivors'])}" if s["survivors"] else ""))
 
 
 if __name__ == "__main__":

@@ -3,20 +3,22 @@
 figures. Each: name, kind (the class of bug), file, old (an exact fragment, found once), new, tests (the test files
 that should catch it first: the harness runs them, then the rest of the fast tier, then their slow tests), why (the
 slip it models). Kinds: unit, off-by-one, stale value, first-instead-of-median, flag not forwarded, wrong folder,
-count, order, guard dropped, invariant.
+count, order, guard dropped, invariant. A mutant no test can tell from the code says why (equivalent).
 """
 
 REPLAY = ["tests/test_replay.py", "tests/test_speed.py", "tests/test_static_decode.py", "tests/test_model.py"]
 BD3 = ["tests/test_replay.py", "tests/test_speed.py", "tests/test_static_decode.py", "tests/test_speculative.py"]
 SAMPLER = ["tests/test_sampling.py", "tests/test_diffusion.py", "tests/test_remasking.py", "tests/test_sync_free.py"]
 SHIPPED = ["tests/test_shipped.py", "tests/test_inference_modes.py"]
-EXPORT = ["tests/test_inference_modes.py", "tests/test_shipped.py", "tests/test_init_from_rules.py", "tests/test_bpe.py"]
+EXPORT = ["tests/test_inference_modes.py", "tests/test_shipped.py", "tests/test_init_from_rules.py",
+          "tests/test_bpe.py"]
 TIMING = ["tests/test_speed.py", "tests/test_race.py", "tests/test_frontier.py"]
 FIGURES = ["tests/test_eval.py", "tests/test_diffusion.py", "tests/test_report.py", "tests/test_epochs.py"]
 
 
-def mutant(name, kind, file, old, new, tests, why):
-    return dict(name=name, kind=kind, file=file, old=old, new=new, tests=tests, why=why)
+def mutant(name, kind, file, old, new, tests, why, equivalent=""):
+    """equivalent: why the mutant changes no behaviour (found by the baseline; kept to show it was tried)."""
+    return dict(name=name, kind=kind, file=file, old=old, new=new, tests=tests, why=why, equivalent=equivalent)
 
 
 MUTANTS = [
@@ -63,7 +65,9 @@ MUTANTS = [
            "for _ in range(k - 1):\n        m, at, p = _whole_round", BD3,
            "a replay runs k - 1 rounds while the caller counts k"),
     mutant("bd3-live-past-end", "off-by-one", "bd3.py", "live = (S < c.stop) & (S < W)",
-           "live = (S <= c.stop) & (S < W)", BD3, "a round commits tokens when the text is already done"),
+           "live = (S <= c.stop) & (S < W)", BD3, "a round commits tokens when the text is already done",
+           equivalent="at S = stop no draft is drawn (kd = 0) and no bonus follows: the round commits 0 tokens "
+                      "and moves no uniform; what it writes lies past the end"),
     mutant("bd3-drafts-past-end", "off-by-one", "bd3.py", "torch.minimum(sb + n, c.stop) - S", "sb + n - S", BD3,
            "drafts drawn past the text's end (the block's end only)"),
     mutant("bd3-bonus-at-end", "off-by-one", "bd3.py", "bonus = S + kd < c.stop", "bonus = S + kd <= c.stop", BD3,
@@ -109,7 +113,8 @@ MUTANTS = [
            "--order=margin ranks by confidence"),
     mutant("order-entropy-reversed", "order", "diffusion.py", "return conf, torch.exp(-ent)",
            "return conf, torch.exp(ent)", SAMPLER, "--order=entropy reveals the most uncertain first"),
-    mutant("order-l2r-reversed", "order", "diffusion.py", "return conf, 1.0 / (1.0 + cols.to(logp.device, torch.float64))",
+    mutant("order-l2r-reversed", "order", "diffusion.py",
+           "return conf, 1.0 / (1.0 + cols.to(logp.device, torch.float64))",
            "return conf, cols.to(logp.device, torch.float64) / (1.0 + cols.to(logp.device, torch.float64))", SAMPLER,
            "--order=l2r reveals right to left"),
     mutant("remdm-sigma-off-by-one", "off-by-one", "diffusion.py", "(k / m.clamp(min=1)).clamp(max=1.0)",
@@ -122,7 +127,8 @@ MUTANTS = [
     mutant("told-time-off-by-one", "off-by-one", "diffusion.py", ".abs().argmin(1) + 1", ".abs().argmin(1)",
            SAMPLER + ["tests/test_self_cond.py"], "the model is told a time one step too early"),
     mutant("stay-one-too-many", "off-by-one", "diffusion.py",
-           "stay = score.argsort(1).argsort(1) < n_keep[:, None]", "stay = score.argsort(1).argsort(1) <= n_keep[:, None]",
+           "stay = score.argsort(1).argsort(1) < n_keep[:, None]",
+           "stay = score.argsort(1).argsort(1) <= n_keep[:, None]",
            SAMPLER, "a step keeps one [MASK] more than its plan"),
     mutant("temperature-fall-inverted", "order", "diffusion.py", "(end_share + (1.0 - end_share) * f))[at",
            "(end_share + (1.0 - end_share) * (1.0 - f)))[at", SAMPLER,
@@ -135,7 +141,8 @@ MUTANTS = [
            "return sum(p for p, n in zip(", SAMPLER + ["tests/test_objectives.py"],
            "the passes estimate ignores that a step reveals at least one position"),
     # ------------------------------------------------------------------ the bound and its figures
-    mutant("bound-weight-not-times-T", "unit", "diffusion.py", "w = (schedule.T * schedule.on(x0.device)[1][t]).float()",
+    mutant("bound-weight-not-times-T", "unit", "diffusion.py",
+           "w = (schedule.T * schedule.on(x0.device)[1][t]).float()",
            "w = schedule.on(x0.device)[1][t].float()", FIGURES, "the bound's weight w(t) not scaled by T: 1/T of it"),
     mutant("bound-per-masked-token", "unit", "diffusion.py", "nelbo = (w[:, None] * ce * masked).sum(1) / L",
            "nelbo = (w[:, None] * ce * masked).sum(1) / masked.sum(1).clamp(min=1)", FIGURES,
@@ -162,7 +169,8 @@ MUTANTS = [
            "± {m['se']:.4f}", FIGURES + ["tests/test_bpe.py"], "eval.py's nats/char cell gives a per-token ±"),
     mutant("eval-nats-se-unit", "unit", "scripts/eval.py", "± {r['bpc_se'] * LN2:.4f}", "± {r['se'] * LN2:.4f}",
            FIGURES + ["tests/test_bpe.py"], "the nats/char row's ± from the per-token se, times ln 2"),
-    mutant("eval-paired-per-token", "unit", "scripts/eval.py", "[w / r[\"chars_per_token\"] for w in r[\"per_window\"]]",
+    mutant("eval-paired-per-token", "unit", "scripts/eval.py",
+           "[w / r[\"chars_per_token\"] for w in r[\"per_window\"]]",
            "[w for w in r[\"per_window\"]]", FIGURES + ["tests/test_bpe.py"],
            "the paired difference in nats/token, labelled nats/char"),
     # ------------------------------------------------------------------ the race's timing and the speed figures
@@ -175,7 +183,8 @@ MUTANTS = [
            "spread=[b * gen_len / min(row[\"seconds\"]), b * gen_len / max(row[\"seconds\"])]", TIMING,
            "the range given highest first"),
     mutant("tokens-per-pass-times-batch", "unit", "evals/samples.py", "tokens_per_pass=gen_len / passes",
-           "tokens_per_pass=b * gen_len / passes", TIMING, "tokens a pass counts the batch's tokens, passes a sample's"),
+           "tokens_per_pass=b * gen_len / passes", TIMING,
+           "tokens a pass counts the batch's tokens, passes a sample's"),
     mutant("p-cache-per-sample", "unit", "evals/samples.py", "p_cache=b * gen_len / row[\"columns\"]",
            "p_cache=gen_len / row[\"columns\"]", TIMING, "p_cache's tokens a sample's, its columns the batch's"),
     mutant("round-time-not-per-draw", "unit", "evals/samples.py", "row[\"seconds\"].append(seconds / per_round)",
