@@ -137,12 +137,16 @@ def run_stage(repo, stage, m, log, limit_s):
 
 
 def run_mutant(repo, m, stages, log, limit_s, mutate=True):
-    """Apply m to the scratch copy, run the stages until one fails, restore the file: a result dict."""
-    path = os.path.join(repo, m["file"])
-    text = check_fragment(repo, m)  # the copy's own text: the worktree may change during a long run
-    if mutate:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text.replace(m["old"], m["new"]))
+    """Apply m (or, --together, each of m["group"]) to the scratch copy, run the stages until one
+    fails, restore the files: a result dict."""
+    originals = {}
+    for one in m.get("group", [m]):  # each fragment checked in the copy's own text, mutants before it applied
+        path = os.path.join(repo, one["file"])
+        text = check_fragment(repo, one)  # the copy's: the worktree may change during a long run
+        originals.setdefault(path, text)
+        if mutate:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text.replace(one["old"], one["new"]))
     result = dict(name=m["name"], kind=m["kind"], file=m["file"], status="survived", stage="", test="", seconds=0.0)
     try:
         for stage in stages:
@@ -152,8 +156,9 @@ def run_mutant(repo, m, stages, log, limit_s, mutate=True):
                 result.update(status="killed" if outcome == "fail" else "hung", stage=stage, test=test)
                 break
     finally:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        for path, text in originals.items():
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
     if result["status"] == "survived" and m.get("equivalent"):  # no test can tell it from the code: said why
         result.update(status="equal", test=m["equivalent"])
     return result
@@ -186,7 +191,7 @@ def mutant_name(text):
 
 
 # the flags read only when tests run
-RUN_ONLY = ("--stages", "--limit-s", "--json", "--overwrite", "--force", "--verify", "--keep", "--at")
+RUN_ONLY = ("--stages", "--limit-s", "--json", "--overwrite", "--force", "--verify", "--keep", "--at", "--together")
 
 
 def parse_args(argv):
@@ -204,6 +209,8 @@ def parse_args(argv):
     p.add_argument("--json", type=output, default="", help="write the results here (after each mutant), "
                    "and pytest's output beside it (NAME.pytest.log)")
     p.add_argument("--keep", action="store_true", help="keep the scratch copy (its path is printed)")
+    p.add_argument("--together", action="store_true", help="apply the chosen mutants at once, as one: a long "
+                   "stage (rest) paid once for mutants in different code; a failure names a test, not a mutant")
     p.add_argument("--at", default="", metavar="COMMIT", help="test the code and suite of this commit (the "
                    "mutants and the harness stay the worktree's): the before of a before-and-after")
     a = p.parse_args(argv)
@@ -236,9 +243,12 @@ def main(argv):
         log_path = os.path.splitext(a.json)[0] + ".pytest.log"
     print(f"scratch copy {repo}; pytest output in {log_path}; stages {', '.join(a.stages)}", flush=True)
     results = []
+    tests = sorted({t for m in chosen for t in m["tests"]})
     if a.verify:  # the stages once, unmutated, over every chosen mutant's test files: each must pass
-        tests = sorted({t for m in chosen for t in m["tests"]})
         chosen = [dict(chosen[0], name="unmutated", tests=tests)]
+    elif a.together:
+        # no files of its own: its stages run whole (each mutant's own slow tests ran with it alone, not the others')
+        chosen = [dict(name=f"together ({len(chosen)})", kind="", file="", tests=["tests"], group=chosen)]
     try:
         with open(log_path, "w", encoding="utf-8") as log:
             for i, m in enumerate(chosen, 1):
