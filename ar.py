@@ -4,7 +4,9 @@
 """
 import torch.nn.functional as F
 
-from diffusion import REVEAL_KEYS, prompt_length, sample_causal
+from diffusion import REVEAL_KEYS, Objective
+from model import sample_causal
+from utils.steps import prompt_length
 
 
 def ar_loss(model, x):
@@ -14,69 +16,42 @@ def ar_loss(model, x):
     return nll.mean(), nll.detach()
 
 
-# ---------------------------------------- the objective ar (diffusion.py lists the names)
-MODEL = dict(causal=True, time_cond="none", self_cond=False, clean_causal=False)
-WINDOW = 1  # a training window of L + 1 tokens scores its last L
-IGNORES = dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps", "steps",
-                         *REVEAL_KEYS, "bd3_block", "mask_min", "mask_max", "bd3_loss", "bd3_speculate", "bd3_ar",
-                         "dual_ar", "dual_sample", "mask_ramp", "mask_ramp_from", "self_cond", "mask_draws"),
-                        "an AR model predicts the next token: no noise, time, schedule or reverse steps")
-CONTINUES_ONLY = True  # continues a prompt
-ANY_LENGTH = True  # writes past the context
-NOISE_START = False
-EXACT = True  # scores the exact NLL
-STEP_CHAIN = False
-BLOCKS = False
-SEMI_AR = False
-LOSS_KEY = "loss_type"  # (the next-token CE whatever the key says: it refuses loss_type given)
+class AutoRegressive(Objective):
+    """--objective=ar: the exact NLL; samples a token a pass with model.generate."""
+    MODEL = dict(causal=True, time_cond="none", self_cond=False, clean_causal=False)
+    WINDOW = 1  # a training window of L + 1 tokens scores its last L
+    IGNORES = dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps", "steps",
+                             *REVEAL_KEYS, "bd3_block", "mask_min", "mask_max", "bd3_loss", "bd3_speculate", "bd3_ar",
+                             "dual_ar", "dual_sample", "mask_ramp", "mask_ramp_from", "self_cond", "mask_draws"),
+                            "an AR model predicts the next token: no noise, time, schedule or reverse steps")
+    CONTINUES_ONLY = True  # continues a prompt
+    ANY_LENGTH = True  # writes past the context
+    EXACT = True  # scores the exact NLL
+    # (its loss is the next-token CE whatever loss_type says: it refuses loss_type given)
 
+    def draws(self, x, cfg, schedule, tok, draw):
+        """None: the next-token loss draws no noise."""
+        return None
 
-def check(cfg, given=()):
-    return None  # IGNORES refuses what it cannot read
+    def loss(self, model, x, cfg, schedule, tok, drawn):
+        return ar_loss(model, x)[0]
 
+    def eval_times(self, cfg, L):
+        return 0  # exact: no t to draw
 
-def draws(x, cfg, schedule, tok, draw):
-    """None: the next-token loss draws no noise."""
-    return None
+    def bound(self, model, x, cfg, schedule, tok, t, generator):
+        """The exact NLL per window (B,) of x[:, 1:] given what precedes each token."""
+        return ar_loss(model, x)[1], None
 
+    def sample(self, model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
+        """Continue x's prefix (>= 1 token: the canvas adds a start token) over its blanks."""
+        return sample_causal(model, x, prompt_length(x, gen_mask), cfg, generator, mask_id, on_step)
 
-def loss_of(model, x, cfg, schedule, tok, drawn):
-    return ar_loss(model, x)[0]
+    def passes(self, cfg, n_gen, n_prompt=0):
+        return n_gen
 
+    def decodes(self, cfg, batch):
+        return True  # one token a pass through model.decode
 
-def eval_times(cfg, L):
-    return 0  # exact: no t to draw
-
-
-def bound(model, x, cfg, schedule, tok, t, generator):
-    """The exact NLL per window (B,) of x[:, 1:] given what precedes each token."""
-    return ar_loss(model, x)[1], None
-
-
-def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
-    """Continue x's prefix (>= 1 token: the canvas adds a start token) over its blanks."""
-    return sample_causal(model, x, prompt_length(x, gen_mask), cfg, generator, mask_id, on_step)
-
-
-def ar_nll(model, windows, cfg, mask_id):
-    return None  # bound() is its exact NLL already
-
-
-def flops(model, cfg):
-    return model.flops_per_token(), cfg.block_size
-
-
-def unread(cfg):
-    return ()
-
-
-def passes(cfg, n_gen, n_prompt=0):
-    return n_gen
-
-
-def decodes(cfg, batch):
-    return True  # one token a pass through model.decode
-
-
-def describe(cfg):
-    return "AR + KV cache"
+    def describe(self, cfg):
+        return "AR + KV cache"

@@ -19,11 +19,14 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from diffusion import (REVEAL_KEYS, LossOptions, SamplerOptions, band_times, check_band, denoise, describe_denoise,
-                       draw, draw_at, draw_device, filter_logits, masking_draws, no_mask_logit, on_device,
-                       ordered_step, prompt_length, repeat_draws, self_condition_input, stratified_times, uniforms)
+from diffusion import (REVEAL_KEYS, Drawn, LossOptions, Objective, SamplerOptions, band_times, check_band, denoise,
+                       describe_denoise, masking_draws, no_mask_logit, repeat_draws, self_condition_input,
+                       stratified_times)
 from model import KVCache, decode, decode_steps, new_kv_cache, replay
+from utils.dist import draw_device, on_device
+from utils.draws import draw, draw_at, filter_logits, uniforms
 from utils.errors import UserError
+from utils.steps import ordered_step, prompt_length
 
 
 # -------------------------------------------------------------------- attention masks
@@ -41,6 +44,17 @@ def bd3_attn_mask(L, block, device, causal=False):
 
 
 # -------------------------------------------------------------------- the noise and the bound
+
+
+@dataclass
+class BlockDrawn(Drawn):
+    """A pass's draws (diffusion.Drawn), t one a block (B, L // L'), and the band they came from."""
+    n_times: int = 0  # the times the band holds, k of the weight k * w(t_b): a host number
+
+
+def block_draws(shape, t, share, generator, device, n_times):
+    """BlockDrawn: diffusion.masking_draws' masks and self-conditioning rows, then n_times."""
+    return BlockDrawn(**vars(masking_draws(shape, t, share, generator, device)), n_times=n_times)
 
 
 def bd3_times(n, n_blocks, allowed, generator=None, device="cpu", offset=0, total=None, u=None):
@@ -622,121 +636,116 @@ def _read(u, at):
     return u[at.clamp(max=len(u) - 1).to(u.device)]
 
 
-# ---------------------------------------- the objective bd3 (diffusion.py lists the names)
-MODEL = dict(time_cond="none")  # each block has its own t, and its [MASK] count tells its rate
-IGNORES = {**dict.fromkeys(("time_cond", "loss_type"), "it trains the block-diffusion bound, with no time input"),
-           "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
-           **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective; block diffusion's "
-                                                         "next-token loss is --bd3_ar, its sampler --bd3_speculate"),
-           **dict.fromkeys(("mask_ramp", "mask_ramp_from"), "masked diffusion's curriculum on t: use --objective=mdlm")}
-WINDOW = 0
-CONTINUES_ONLY = True  # continues a prompt block by block,
-ANY_LENGTH = True  # past the context
-NOISE_START = False
-EXACT = False
-STEP_CHAIN = False  # blocks count their steps linearly: no chain on the schedule's grid
-BLOCKS = True
-SEMI_AR = False  # it decodes in its own blocks
-LOSS_KEY = "bd3_loss"  # its training loss is picked by bd3_loss (loss_type is mdlm's)
-
-
-def unread(cfg):
-    """The sampler keys cfg leaves unread: under --bd3_speculate, steps and the reveal keys."""
-    return ("steps", *REVEAL_KEYS) if clean_check(cfg) else ()
-
-
-def check(cfg, given=()):
-    if not 1 <= cfg.bd3_block <= cfg.block_size or cfg.block_size % cfg.bd3_block:
-        raise UserError(f"bd3_block={cfg.bd3_block} must divide block_size={cfg.block_size}: e.g. --bd3_block=4")
-    if cfg.bd3_ar < 0:
-        raise UserError(f"bd3_ar={cfg.bd3_ar} weighs the clean half's next-token loss: give 0 (off) or more, e.g. 1")
-    check_band(cfg)
-    if cfg.bd3_speculate and not cfg.bd3_ar and "bd3_speculate" in given:  # a preset's falls back to block sampling
-        raise UserError("--bd3_speculate samples the clean half's next-token model, which only a --bd3_ar network has "
-                        "trained: drop --bd3_speculate, or use a model trained with --bd3_ar=1")
-    if clean_check(cfg) and 2 * cfg.bd3_block > cfg.block_size:  # keep = 0: a moved window would hold no text
-        raise UserError(f"--bd3_speculate needs bd3_block <= block_size / 2 = {cfg.block_size // 2} (its window moves "
-                        f"by whole blocks and keeps half): e.g. --bd3_block=4")
-    clash = [k for k in unread(cfg) if k in given]
-    if clash:
-        raise UserError(f"--{clash[0]} does not apply with --bd3_speculate (it drafts and checks whole blocks, at "
-                        f"temperature, top_k and top_p only): drop one of them")
-    # no steps <= T limit: block counts are linear (or cosine), never on the schedule's grid
-
-
-def draws(x, cfg, schedule, tok, draw):
-    """x's draws (Drawn), eager, from the keyed generator: a t per block stratified over the
-    global batch in the band, then the masks and self-conditioning's rows, for mask_draws copies."""
-    # the schedule's tables on x's device now: a CUDA graph of loss_of would own a first copy
-    schedule.on(x.device)
-    n = len(x) * cfg.mask_draws  # the copies' sequences
-    draw = repeat_draws(draw, cfg.mask_draws, len(x))
-    band = band_times(schedule, cfg.mask_min, cfg.mask_max)
-    t = bd3_times(n, cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, draw.offset, draw.total, draw.u)
-    return masking_draws((n, x.size(1)), t, options(cfg).self_cond, draw.generator, x.device, len(band))
-
-
-def loss_of(model, x, cfg, schedule, tok, drawn):
-    copies = x.repeat(cfg.mask_draws, 1)
-    return bd3_loss(model, copies, schedule, tok.mask_id, cfg.bd3_block, drawn=drawn, opts=options(cfg))[0]
-
-
-def options(cfg):
-    """The loss's switches: self-conditioning feeds half the rows their first pass's prediction."""
-    return LossOptions(loss_type=cfg.bd3_loss, self_cond=0.5 if cfg.self_cond else 0.0, ar_weight=cfg.bd3_ar)
-
-
-def eval_times(cfg, L):
-    return L // cfg.bd3_block  # one t per block
-
-
-def bound(model, x, cfg, schedule, tok, t, generator):
-    opts = LossOptions(self_cond=1.0 if cfg.self_cond else 0.0)
-    drawn = masking_draws(x.shape, t, opts.self_cond, generator, x.device, schedule.T)  # every t allowed: k = T
-    _, nelbo, aux = bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, drawn, opts)
-    return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"], t_tok=aux["t_tok"])
-
-
-def flops(model, cfg):
-    """FLOPs per token of the two-stream pass over its n columns (x_t, and x_0 less its last block
-    unless bd3_ar; dense SDPA saves nothing on the mask) times n / L; self-conditioning adds a
-    forward (2 of 6 per weight) for half the rows; each of mask_draws is a pass."""
-    n, sc = 2 * cfg.block_size - (0 if cfg.bd3_ar else cfg.bd3_block), 7 / 6 if cfg.self_cond else 1
-    return model.flops_per_token(n) * n / cfg.block_size * sc * cfg.mask_draws, n
-
-
+# ---------------------------------------- the objective
 def clean_check(cfg):
     """Whether the clean half samples: --bd3_speculate on a --bd3_ar network (else blocks)."""
     return cfg.bd3_speculate and cfg.bd3_ar > 0
 
 
-def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
-    P = prompt_length(x, gen_mask)
-    opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
-    blocks = Blocks(size=cfg.bd3_block, mask_id=mask_id)
-    if clean_check(cfg):
-        return sample_clean_ar(model, x[:, :P], x.size(1) - P, blocks, opts, generator, on_step)
-    return sample_bd3(model, x[:, :P], x.size(1) - P, blocks, schedule, opts, generator, on_step)
+class BlockDiffusion(Objective):
+    """--objective=bd3: the block NELBO above, sampled block by block (sample_bd3), or by the clean
+    half's AR drafted by the noisy half (sample_clean_ar, --bd3_speculate)."""
+    MODEL = dict(time_cond="none")  # each block has its own t, and its [MASK] count tells its rate
+    IGNORES = {**dict.fromkeys(("time_cond", "loss_type"), "it trains the block-diffusion bound, with no time input"),
+               "semi_ar_length": "it decodes in its own blocks of bd3_block tokens",
+               **dict.fromkeys(("dual_ar", "dual_sample"),
+                               "masked diffusion's dual objective; block diffusion's next-token loss is --bd3_ar, its "
+                               "sampler --bd3_speculate"),
+               **dict.fromkeys(("mask_ramp", "mask_ramp_from"),
+                               "masked diffusion's curriculum on t: use --objective=mdlm")}
+    CONTINUES_ONLY = True  # continues a prompt block by block,
+    ANY_LENGTH = True  # past the context
+    BLOCKS = True
+    LOSS_KEY = "bd3_loss"  # its training loss is picked by bd3_loss (loss_type is mdlm's)
 
+    def unread(self, cfg):
+        """Under --bd3_speculate, steps and the reveal keys."""
+        return ("steps", *REVEAL_KEYS) if clean_check(cfg) else ()
 
-def decodes(cfg, batch):
-    return clean_check(cfg)  # the AR's step at batch > 1, the drafting round's pass at 1 (sample_clean_ar)
+    def check(self, cfg, given=()):
+        if not 1 <= cfg.bd3_block <= cfg.block_size or cfg.block_size % cfg.bd3_block:
+            raise UserError(f"bd3_block={cfg.bd3_block} must divide block_size={cfg.block_size}: e.g. --bd3_block=4")
+        if cfg.bd3_ar < 0:
+            raise UserError(f"bd3_ar={cfg.bd3_ar} weighs the clean half's next-token loss: give 0 (off) or more, e.g. "
+                            f"1")
+        check_band(cfg)
+        if cfg.bd3_speculate and not cfg.bd3_ar and "bd3_speculate" in given:  # a preset's falls back to blocks
+            raise UserError("--bd3_speculate samples the clean half's next-token model, which only a --bd3_ar network "
+                            "has trained: drop --bd3_speculate, or use a model trained with --bd3_ar=1")
+        if clean_check(cfg) and 2 * cfg.bd3_block > cfg.block_size:  # keep = 0: a moved window would hold no text
+            raise UserError(f"--bd3_speculate needs bd3_block <= block_size / 2 = {cfg.block_size // 2} (its window "
+                            f"moves by whole blocks and keeps half): e.g. --bd3_block=4")
+        clash = [k for k in self.unread(cfg) if k in given]
+        if clash:
+            raise UserError(f"--{clash[0]} does not apply with --bd3_speculate (it drafts and checks whole blocks, at "
+                            f"temperature, top_k and top_p only): drop one of them")
+        # no steps <= T limit: block counts are linear (or cosine), never on the schedule's grid
 
+    def options(self, cfg):
+        """The loss's switches: self-conditioning feeds half the rows their first pass's x0."""
+        return LossOptions(loss_type=cfg.bd3_loss, self_cond=0.5 if cfg.self_cond else 0.0, ar_weight=cfg.bd3_ar)
 
-def passes(cfg, n_gen, n_prompt=0):
-    """Forward passes a sample: min(steps, positions) per block (None: threshold, speculation)."""
-    if cfg.threshold or clean_check(cfg):
-        return None
-    k = cfg.bd3_block
-    end = -(-(n_prompt + n_gen) // k) * k  # the last block is generated whole, then cut
-    return sum(min(cfg.steps, b + k - max(b, n_prompt)) for b in range(n_prompt // k * k, end, k))
+    def draws(self, x, cfg, schedule, tok, draw):
+        """A t per block stratified over the global batch in the band, then the masks and
+        self-conditioning's rows, for mask_draws copies."""
+        # the schedule's tables on x's device now: a CUDA graph of loss() would own a first copy
+        schedule.on(x.device)
+        n = len(x) * cfg.mask_draws  # the copies' sequences
+        draw = repeat_draws(draw, cfg.mask_draws, len(x))
+        band = band_times(schedule, cfg.mask_min, cfg.mask_max)
+        t = bd3_times(n, cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, draw.offset, draw.total,
+                      draw.u)
+        return block_draws((n, x.size(1)), t, self.options(cfg).self_cond, draw.generator, x.device, len(band))
 
+    def loss(self, model, x, cfg, schedule, tok, drawn):
+        copies = x.repeat(cfg.mask_draws, 1)
+        return bd3_loss(model, copies, schedule, tok.mask_id, cfg.bd3_block, drawn=drawn, opts=self.options(cfg))[0]
 
-def describe(cfg):
-    if clean_check(cfg):
-        return (f"block diffusion's clean half (its AR) + KV cache, drafted {cfg.bd3_block} a round by the noisy half "
-                f"at batch 1 (self-speculative; alone at batch > 1)")
-    opts, k = SamplerOptions.from_config(cfg), min(cfg.steps, cfg.bd3_block)
-    steps = describe_denoise(replace(opts, steps=k, semi_ar_length=0)).replace(f"{k} steps", f"{k} steps per block")
-    steps = steps.replace("schedule counts", "linear counts")  # sample_bd3: no greedy last step per block
-    return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, {steps}"
+    def eval_times(self, cfg, L):
+        return L // cfg.bd3_block  # one t per block
+
+    def bound(self, model, x, cfg, schedule, tok, t, generator):
+        opts = LossOptions(self_cond=1.0 if cfg.self_cond else 0.0)
+        drawn = block_draws(x.shape, t, opts.self_cond, generator, x.device, schedule.T)  # every t allowed: k = T
+        _, nelbo, aux = bd3_loss(model, x, schedule, tok.mask_id, cfg.bd3_block, drawn, opts)
+        return nelbo, dict(scored=aux["masked"], pred=aux["logits"].argmax(-1), logits=aux["logits"],
+                           t_tok=aux["t_tok"])
+
+    def ar_nll(self, model, windows, cfg, mask_id):
+        return ar_nll(model, windows, cfg, mask_id)
+
+    def flops(self, model, cfg):
+        """FLOPs per token of the two-stream pass over its n columns (x_t, and x_0 less its last
+        block unless bd3_ar; dense SDPA saves nothing on the mask) times n / L; self-conditioning
+        adds a forward (2 of 6 per weight) for half the rows; each of mask_draws is a pass."""
+        n, sc = 2 * cfg.block_size - (0 if cfg.bd3_ar else cfg.bd3_block), 7 / 6 if cfg.self_cond else 1
+        return model.flops_per_token(n) * n / cfg.block_size * sc * cfg.mask_draws, n
+
+    def sample(self, model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
+        P = prompt_length(x, gen_mask)
+        opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
+        blocks = Blocks(size=cfg.bd3_block, mask_id=mask_id)
+        if clean_check(cfg):
+            return sample_clean_ar(model, x[:, :P], x.size(1) - P, blocks, opts, generator, on_step)
+        return sample_bd3(model, x[:, :P], x.size(1) - P, blocks, schedule, opts, generator, on_step)
+
+    def decodes(self, cfg, batch):
+        return clean_check(cfg)  # the AR's step at batch > 1, the drafting round's pass at 1 (sample_clean_ar)
+
+    def passes(self, cfg, n_gen, n_prompt=0):
+        """Passes a sample: min(steps, positions) per block (None: threshold, speculation)."""
+        if cfg.threshold or clean_check(cfg):
+            return None
+        k = cfg.bd3_block
+        end = -(-(n_prompt + n_gen) // k) * k  # the last block is generated whole, then cut
+        return sum(min(cfg.steps, b + k - max(b, n_prompt)) for b in range(n_prompt // k * k, end, k))
+
+    def describe(self, cfg):
+        if clean_check(cfg):
+            return (f"block diffusion's clean half (its AR) + KV cache, drafted {cfg.bd3_block} a round by the noisy "
+                    f"half at batch 1 (self-speculative; alone at batch > 1)")
+        opts, k = SamplerOptions.from_config(cfg), min(cfg.steps, cfg.bd3_block)
+        steps = describe_denoise(replace(opts, steps=k, semi_ar_length=0))
+        steps = steps.replace(f"{k} steps", f"{k} steps per block")
+        steps = steps.replace("schedule counts", "linear counts")  # sample_bd3: no greedy last step per block
+        return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, {steps}"

@@ -13,12 +13,13 @@ starts at zero and adaLN as the identity: the new model first computes what the 
 """
 import json
 import os
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import torch
 import torch.nn as nn
 
-from config import INT64_MAX, LIMITS
+from config import INT64_MAX, LIMITS, Config
+from configurator import TYPES, check_values, coerce, effective, known_key, model_args
 from model import ModelArgs, Transformer
 from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, removed_notes
 from utils.errors import UserError
@@ -30,6 +31,51 @@ EXPORT_BPE, EXPORT_CHARS = "tokenizer.json", "vocab.json"  # by tokenizer kind
 EXPORT_FORMAT = "micro-dllm export 1"  # config.json's format field
 EXPORT_AGAIN = "export it again with scripts/export.py"
 CHANGED = "it was changed after train.py or scripts/export.py wrote it; use the file they wrote"
+
+
+# ---------------------------------------------------------------------------- its config
+def config_from_dict(d, where="a checkpoint"):
+    """A checkpoint's config dict (migrate renamed old keys) as the Config its objective runs,
+    checked as a command line (one line naming `where`); removed keys dropped (refuse_removed)."""
+    try:
+        kept = {known_key(k): v for k, v in d.items() if k not in REMOVED}
+        cfg = replace(Config(), **{k: coerce(k, TYPES[k], v) for k, v in kept.items()})
+        check_values(cfg)
+    except UserError as e:
+        raise UserError(f"{where}'s config: {e}; it was changed after train.py wrote it: use the file it "
+                        f"wrote") from None
+    # every key of a checkpoint's config is what ran: given, never a preset's
+    return effective(cfg, given=set(d))
+
+
+def checkpoint_config(ckpt, where):
+    """A checkpoint's (or export's) Config, checked as config_from_dict checks it and against the
+    rest of what the file holds: its network (model_args, the network this config trains) and its
+    tokenizer's kind. An edit that one part does not share is refused in one line (config.json's
+    objective='ar' on a masked-diffusion network was an AssertionError deep in the forward)."""
+    cfg = config_from_dict(ckpt["config"], where)
+    have = ckpt["model_args"]
+    want = vars(model_args(cfg, have.get("vocab_size", 0)))
+    differ = [k for k in want if k in have and have[k] != want[k]]  # (a key an older file lacks: its default)
+    if differ:
+        said = ", ".join(f"{k}={want[k]!r}" for k in differ)
+        held = ", ".join(f"{k}={have[k]!r}" for k in differ)
+        raise UserError(f"{where}: its config (objective={cfg.objective!r}) describes a network with {said}, its "
+                        f"model_args hold {held}: it was changed after train.py or scripts/export.py wrote it; use "
+                        f"the file they wrote")
+    kind = ckpt["tokenizer"].get("kind")
+    if cfg.tokenizer != kind:
+        raise UserError(f"{where}: its config says tokenizer={cfg.tokenizer!r}, its tokenizer is {kind!r}: it was "
+                        f"changed after train.py or scripts/export.py wrote it; use the file they wrote")
+    if "format" in ckpt:  # an export's config.json: its own copies, which nothing else reads, must agree
+        copies = dict(objective=cfg.objective, schedule=cfg.schedule, diffusion_steps=cfg.diffusion_steps,
+                      mask_id=tokenizer_from_state(ckpt["tokenizer"]).mask_id)
+        for key, value in copies.items():
+            if ckpt.get(key) != value or type(ckpt.get(key)) is not type(value):
+                raise UserError(f"{where}: config.json's {key}={ckpt.get(key)!r} disagrees with its config and "
+                                f"tokenizer ({key}={value!r}): it was changed after scripts/export.py wrote it; export "
+                                f"it again")
+    return cfg
 
 
 # ---------------------------------------------------------------------------- a trained model

@@ -130,6 +130,12 @@ class Config:
     live: bool = False                  # redraw the canvas in the terminal
     prompts_file: str = ""              # sample once per non-blank line of this file
     interactive: bool = False           # read prompts from stdin until Ctrl-D
+    serve: bool = False                 # a local web page: type a prompt, watch the canvas fill a step a
+                                        #   frame beside a second lane (--race); it writes no file
+    host: str = "127.0.0.1"             # --serve's address: 127.0.0.1 = this machine only, 0.0.0.0 = all
+    port: int = 8000                    # --serve's port; 0 = any free one (the start-up line names it)
+    race: str = "auto"                  # --serve's second lane: 'auto' (the baby AR; baby_bd3 beside
+                                        #   an AR), a checkpoint on the same text, or 'off'
     # ---- system
     device: str = "auto"                # 'auto' (cuda -> mps -> cpu) | 'cpu' | 'cuda' | 'cuda:1' | 'mps'
     dtype: str = "auto"                 # 'auto': bf16 autocast on CUDA, fp16 + GradScaler on a
@@ -149,7 +155,8 @@ TRAINED = ("data_path", "val_path", "tokenizer", "block_size", "n_layer", "n_hea
            "self_cond", "tie_weights", "objective", "bd3_block", "bd3_ar", "dual_ar", "diffusion_steps", "schedule")
 RESUMABLE = ("max_iters", "activation_checkpointing", "eval_interval", "eval_iters", "log_interval", "out_dir",
              "resume", "overwrite", "keep_last", "skip_nonfinite", "device", "compile", "wandb_log", "wandb_project")
-SAMPLING_ONLY = ("checkpoint", "html", "infill", "prefix_file", "suffix_file", "live", "prompts_file", "interactive")
+SAMPLING_ONLY = ("checkpoint", "html", "infill", "prefix_file", "suffix_file", "live", "prompts_file", "interactive",
+                 "serve", "host", "port", "race")
 SAMPLED = (*SAMPLING_ONLY, "overwrite", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k",
            "top_p", "num_samples", "viz_video", "trace_every", "gif_frame_ms", "order", "tokens_per_step", "remask",
            "remask_eta", "threshold", "semi_ar_length", "bd3_speculate", "dual_sample", "replay_steps", "device",
@@ -173,7 +180,8 @@ NEEDS = dict(
     init_from=("resume", (False,)), overwrite=("resume", (False,)), wandb_project=("wandb_log", None),
     top_k=("temperature", None), top_p=("temperature", None), temperature_end_share=("temperature", None),
     remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),
-    gif_frame_ms=(("viz_video", None), ("html", None)), steps=("threshold", (0.0,)))
+    gif_frame_ms=(("viz_video", None), ("html", None)), steps=("threshold", (0.0,)), host=("serve", None),
+    port=("serve", None), race=("serve", None))
 
 # The most a size or count may be: past it a 64-bit size overflows, or a loop builds for minutes.
 # Memory decides below (train.py refuses a run that won't fit); 2^31 keeps products in int64.
@@ -188,6 +196,44 @@ LIMITS = dict(
     diffusion_steps=(10**6, "past it float64 cannot tell the chain's first steps apart"),
     gif_frame_ms=(655_350, "a GIF times a frame in hundredths of a second, in 16 bits"),
     replay_steps=(64, "each step is written out in the compiled replay, whose compile time grows with them"))
+
+# The range of each number, in interval notation; a value outside is refused with the line beside it
+# ({key} and {value}, or any key's name, fill it in), else "KEY must be >= LOW, got VALUE". One
+# validation pass reads it (configurator.validate), in this order, after CHOICES and LIMITS.
+AT_LEAST_1 = "[1, inf)"
+AT_LEAST_0 = "[0, inf)"
+RANGES = dict(
+    block_size=AT_LEAST_1, n_layer=AT_LEAST_1, n_head=AT_LEAST_1, n_embd=AT_LEAST_1, diffusion_steps=AT_LEAST_1,
+    batch_size=AT_LEAST_1, eval_interval=AT_LEAST_1, eval_iters=AT_LEAST_1, log_interval=AT_LEAST_1,
+    gen_len=AT_LEAST_1, steps=AT_LEAST_1, num_samples=AT_LEAST_1, trace_every=AT_LEAST_1, replay_steps=AT_LEAST_1,
+    max_iters=AT_LEAST_0, semi_ar_length=AT_LEAST_0, weight_decay=AT_LEAST_0, grad_clip=AT_LEAST_0,
+    warmup_iters=AT_LEAST_0, seed=AT_LEAST_0,
+    gif_frame_ms=("[10, inf)", "gif_frame_ms must be >= 10 (a GIF times its frames in hundredths of a second), got "
+                               "{value}"),
+    data_steps=(AT_LEAST_0, "data_steps must be >= 0 (0: a new batch every step), got {value}"),
+    keep_last=(AT_LEAST_1, "keep_last must be >= 1 and skip_nonfinite >= 0; got {keep_last}, {skip_nonfinite}"),
+    skip_nonfinite=(AT_LEAST_0, "keep_last must be >= 1 and skip_nonfinite >= 0; got {keep_last}, {skip_nonfinite}"),
+    val_fraction=("(0, 1)", "val_fraction must be in (0, 1), got {value}"),
+    learning_rate=("(0, inf)", "learning_rate must be > 0 and min_lr >= 0"),
+    min_lr=(AT_LEAST_0, "learning_rate must be > 0 and min_lr >= 0"),
+    beta1=("[0, 1)", "beta1 and beta2 are AdamW's decays in [0, 1), got {beta1}, {beta2}"),
+    beta2=("[0, 1)", "beta1 and beta2 are AdamW's decays in [0, 1), got {beta1}, {beta2}"),
+    muon_lr=("(0, inf)", "muon_lr must be > 0 and muon_momentum in [0, 1), got {muon_lr}, {muon_momentum}"),
+    muon_momentum=("[0, 1)", "muon_lr must be > 0 and muon_momentum in [0, 1), got {muon_lr}, {muon_momentum}"),
+    dropout=("[0, 1)", "dropout must be a probability in [0, 1), e.g. 0.2 (nanoGPT's shakespeare_char); got {value}"),
+    ema=("[0, 1)", "ema must be 0 (off) or a decay in (0, 1) such as 0.999, got {value}"),
+    temperature=(AT_LEAST_0, "temperature must be >= 0 (0 = argmax), got {value}"),
+    top_k=(AT_LEAST_0, "top_k must be >= 1, or 0 to turn it off; got {value}"),
+    top_p=("(0, 1]", "top_p must be in (0, 1], got {value}"),
+    threshold=("[0, 1]", "threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {value}"),
+    remask_eta=("[0, 1]", "remask_eta must be a probability in [0, 1], got {value}"),
+    # a draw's temperature is T (s + (1 - s) f) at the masked share f (diffusion.step_temperature):
+    # past s = 1e6 float64 can round its start (f = 1) to 0
+    temperature_end_share=("[0, 1e6]", "temperature_end_share is the share of --temperature the last draws keep: "
+                                       "give a number in [0, 1e6] (1 = constant, 0.5 = half) whose product with it is "
+                                       "finite, got {value}"),
+    port=("[0, 65535]", "--port {value} is no TCP port: give one from 1 to 65535, or 0 for any free one"),
+)
 
 # The words a bool flag takes (bool('false') is True): --live=off, --compile=yes.
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

@@ -1,37 +1,23 @@
-"""The command line and config files -> a checked Config: parsing, validation and --help. Also the
-objectives by name (OBJECTIVES): the entry scripts find a config's objective here.
+"""The command line and config files -> a checked Config: parsing, validation and --help.
 
     cfg = configurator.get_config(["cpu", "--max_iters=200"])
     python train.py --help          # the presets, then every key by section
 """
 import ast
 import difflib
-import inspect
-import io
 import math
 import os
 import re
-import shutil
-import textwrap
-import tokenize
 from dataclasses import asdict, fields, replace
 
-import ar
-import bd3
-import config
-import diffusion
-import uniform
-from config import (BOOLEANS, CHOICES, INT64_MAX, LIMITS, NEEDS, PRESETS, SAMPLING_ONLY, TRAINED, UNSCORED_ORDERS,
+from config import (BOOLEANS, CHOICES, INT64_MAX, LIMITS, NEEDS, PRESETS, RANGES, SAMPLING_ONLY, TRAINED,
+                    UNSCORED_ORDERS,
                     Config)
 from model import DECODERS, ModelArgs
+from objectives import OBJECTIVES
 from utils.checkpoint import REMOVED, RENAMED
 from utils.errors import UserError
 from utils.fileio import read_text
-from utils.tokenizer import tokenizer_from_state
-
-# The objectives by config.py's name. Each module states the same names (diffusion.py's last section
-# lists them); the entry scripts call them and never ask which objective they hold.
-OBJECTIVES = dict(mdlm=diffusion, uniform=uniform, ar=ar, bd3=bd3)
 
 TYPES = {f.name: f.type for f in fields(Config)}  # key -> its type
 EXAMPLES = {bool: "true", int: "100", float: "0.5", str: "text"}  # a valid value of each type, for the errors
@@ -44,7 +30,14 @@ def is_flag(key):
     return TYPES[key] is bool or CHOICES.get(key) == TRISTATE or key in BARE
 
 
-def _coerce(name, typ, value, text=False):
+def example(name, typ):
+    """A valid value of key `name` (of type typ) for the errors: its type's, within its LIMITS."""
+    if typ is int and name in LIMITS:
+        return str(min(int(EXAMPLES[int]), LIMITS[name][0]))
+    return EXAMPLES[typ]
+
+
+def coerce(name, typ, value, text=False):
     """A config file's or checkpoint's value as the field's type; text=True: a command-line string,
     read first (a file's value is a literal already: '4' is a string there). A tristate takes a
     bool as its word (an older checkpoint's compile=True is 'true')."""
@@ -58,16 +51,16 @@ def _coerce(name, typ, value, text=False):
         try:
             value = BOOLEANS[text.lower()] if typ is bool else ast.literal_eval(text)
         except (KeyError, ValueError, SyntaxError):
-            raise UserError(f"--{name}={value!r} is not a valid {typ.__name__}: e.g. --{name}={EXAMPLES[typ]}")
+            raise UserError(f"--{name}={value!r} is not a valid {typ.__name__}: e.g. --{name}={example(name, typ)}")
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not typ:
         raise UserError(f"{name} must be {typ.__name__}, got {type(value).__name__} {value!r}: "
-                        f"e.g. {name}={EXAMPLES[typ]}")
+                        f"e.g. {name}={example(name, typ)}")
     return value
 
 
-def _known_key(key):
+def known_key(key):
     """key under its current name (RENAMED maps old names); an unknown or removed key is refused."""
     key = RENAMED.get(key, key)
     if key in REMOVED:
@@ -93,7 +86,7 @@ def _read_config_file(path):
             line = node.lineno
             if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
                 raise ValueError(node)
-            key = _known_key(node.targets[0].id)
+            key = known_key(node.targets[0].id)
             if key in lines:
                 raise UserError(f"config file {path} sets {key} twice, on lines {lines[key]} and {line}: keep one")
             out[key] = ast.literal_eval(node.value)
@@ -120,18 +113,18 @@ def parse(argv, base=None, check=True):
         arg = args.pop(0)
         if arg.startswith("--"):
             key, eq, value = arg[2:].partition("=")
-            key = _known_key(key.replace("-", "_"))  # --gen-len == --gen_len
+            key = known_key(key.replace("-", "_"))  # --gen-len == --gen_len
             if not eq:
                 if is_flag(key) and (not args or args[0].startswith("--")):
                     value = BARE.get(key, "true")  # bare --flag
                 elif args:
                     value = args.pop(0)
                 else:
-                    raise UserError(f"--{key} needs a value: e.g. --{key}={EXAMPLES[TYPES[key]]}")
-            overrides[key] = _coerce(key, TYPES[key], value, text=True)
+                    raise UserError(f"--{key} needs a value: e.g. --{key}={example(key, TYPES[key])}")
+            overrides[key] = coerce(key, TYPES[key], value, text=True)
         elif arg.endswith(".py"):
             for k, v in _read_config_file(arg).items():
-                cfg = replace(cfg, **{k: _coerce(k, TYPES[k], v)})
+                cfg = replace(cfg, **{k: coerce(k, TYPES[k], v)})
                 given.add(k)
         elif arg in PRESETS:
             cfg = replace(cfg, **PRESETS[arg])
@@ -170,14 +163,6 @@ def model_args(cfg, vocab_size):
     return ModelArgs.from_config(cfg, vocab_size, **OBJECTIVES[cfg.objective].MODEL)
 
 
-def refuse_changes(cfg, given, saved, what, fix, allowed=()):
-    """Refuses, naming both values, a given key set other than `saved` (the checkpoint's config)."""
-    bad = [k for k in sorted(given) if k in saved and k not in allowed and getattr(cfg, k) != saved[k]]
-    if bad:
-        pairs = ", ".join(f"{k}={getattr(cfg, k)!r} (the checkpoint's: {saved[k]!r})" for k in bad)
-        raise UserError(f"{what} fixes {', '.join(bad)}: given {pairs}; {fix}")
-
-
 def refuse_sampling_only(given):
     """train.py refuses a key only inference.py reads: it would act on nothing."""
     unread = [k for k in SAMPLING_ONLY if k in given]
@@ -186,24 +171,44 @@ def refuse_sampling_only(given):
                         f"and sample the trained model with python inference.py --{unread[0]} ...")
 
 
+def refuse_changes(cfg, given, saved, what, fix, allowed=()):
+    """Refuses, naming both values, a given key set other than `saved` (the checkpoint's config)."""
+    bad = [k for k in sorted(given) if k in saved and k not in allowed and getattr(cfg, k) != saved[k]]
+    if bad:
+        pairs = ", ".join(f"{k}={getattr(cfg, k)!r} (the checkpoint's: {saved[k]!r})" for k in bad)
+        raise UserError(f"{what} fixes {', '.join(bad)}: given {pairs}; {fix}")
+
+
+# ---------------------------------------------------------------------- validation
 # The least temperature above 0: at 1e-6 a draw is already the argmax; a subnormal T overflows.
 MIN_TEMPERATURE = 1e-6
 
 
 def validate(cfg, given=(), training=True):
-    """Refuse values that cannot work, before any work: the first problem is the user's one line.
-    training=False: a sampler's config, whose optimiser settings no one reads (its checkpoint's)."""
-    check_choices(cfg)
-    check_numbers(cfg)
-    check_ranges(cfg)
-    check_objective_keys(cfg, given)
-    check_sampling(cfg)
-    if training:
-        check_optimisation(cfg, given)
+    """Refuse values that cannot work, before any work, in one pass over config.py's tables: each
+    key's values alone (check_values), the keys the objective never reads (its IGNORES) and the
+    keys each needs (NEEDS); then the rules that tie keys together. The first problem is the
+    user's one line. training=False: a sampler's config (inference.py), whose optimiser settings
+    no one reads (its checkpoint's)."""
+    check_values(cfg)
+    obj = OBJECTIVES[cfg.objective]
+    unread = [k for k in obj.IGNORES if k in given]
+    if unread:
+        raise UserError(f"objective={cfg.objective} does not read --{unread[0]}: {obj.IGNORES[unread[0]]}; drop it")
+    if "replay_steps" in given and not obj.decodes(cfg, cfg.num_samples):
+        raise UserError(f"--replay_steps paces KV-cached decoding, and this sampler runs none ({DECODERS}): drop it")
+    lacking = sorted(k for k in given if not acts(cfg, k))  # the first in name order is named
+    if lacking:
+        refuse_alone(cfg, lacking[0])
+    obj.check(cfg, given)
+    check_together(cfg, given, training)
 
 
-def check_choices(cfg):
-    """Refuses a value outside its key's choices, a device this code cannot use, an empty path."""
+def check_values(cfg):
+    """Each key's value alone, by the tables: its choices (CHOICES), a finite float, an int within
+    its LIMITS, a number within its RANGES; a device this code can use, no empty path, a trace's
+    path of its kind (inference.py asks these first, before reading the checkpoint); and heads of
+    even size (a checkpoint's config too)."""
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
@@ -218,43 +223,28 @@ def check_choices(cfg):
     if cfg.html not in ("", "auto") and not cfg.html.lower().endswith((".html", ".htm")):
         raise UserError(f"--html {cfg.html!r} is a path ending in .html (one page a browser opens), or a bare --html "
                         f"(a new page under artifacts/media/)")
-
-
-def check_numbers(cfg):
-    """Refuses a non-finite float (nan, inf from 1e999) and an int past 64 bits or its LIMITS. A
-    seed is >= 0 (check_ranges): SeedSequence takes no negative one; seeds are added below 2^63."""
     for key, typ in TYPES.items():
         value = getattr(cfg, key)
         if typ is float and not math.isfinite(value):
             raise UserError(f"{key} must be a finite number, got {value}")
+        # a seed is >= 0 (RANGES): SeedSequence takes no negative one; seeds are added below 2^63
         top, why = LIMITS.get(key, (INT64_MAX, "torch's integers are 64-bit"))
         if typ is int and not -INT64_MAX - 1 <= value <= top:
             raise UserError(f"{key}={value} is out of range (at most {top:,}: {why})")
-
-
-def check_ranges(cfg):
-    """Refuses a size, count, rate or decay outside its range, and heads of odd or unequal size."""
-    positive = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "batch_size", "eval_interval",
-                "eval_iters", "log_interval", "gen_len", "steps", "num_samples", "trace_every", "replay_steps")
-    at_least_0 = ("max_iters", "semi_ar_length", "weight_decay", "grad_clip", "warmup_iters", "seed")
-    for key, low in [(k, 1) for k in positive] + [(k, 0) for k in at_least_0]:
-        if getattr(cfg, key) < low:
-            raise UserError(f"{key} must be >= {low}, got {getattr(cfg, key)}")
-    if cfg.gif_frame_ms < 10:
-        raise UserError(f"gif_frame_ms must be >= 10 (a GIF times its frames in hundredths of a second), got "
-                        f"{cfg.gif_frame_ms}")
-    if cfg.data_steps < 0:
-        raise UserError(f"data_steps must be >= 0 (0: a new batch every step), got {cfg.data_steps}")
-    if cfg.keep_last < 1 or cfg.skip_nonfinite < 0:
-        raise UserError(f"keep_last must be >= 1 and skip_nonfinite >= 0; got {cfg.keep_last}, {cfg.skip_nonfinite}")
+    for key, allowed in RANGES.items():
+        interval, line = allowed if isinstance(allowed, tuple) else (allowed, "{key} must be >= {low}, got {value}")
+        if not within(getattr(cfg, key), interval):
+            raise UserError(line.format(key=key, value=getattr(cfg, key), low=interval[1:].split(",")[0], **vars(cfg)))
     if cfg.n_embd % cfg.n_head or (cfg.n_embd // cfg.n_head) % 2:
         raise UserError(f"n_embd={cfg.n_embd} must split into n_head={cfg.n_head} heads of even size (RoPE)")
-    if not 0 < cfg.val_fraction < 1:
-        raise UserError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
-    if cfg.learning_rate <= 0 or cfg.min_lr < 0:
-        raise UserError("learning_rate must be > 0 and min_lr >= 0")
-    if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
-        raise UserError(f"beta1 and beta2 are AdamW's decays in [0, 1), got {cfg.beta1}, {cfg.beta2}")
+
+
+def within(value, interval):
+    """Whether value lies in an interval written as RANGES writes it: '[0, 1)', '(0, inf)'."""
+    low, high = (float(end) for end in interval[1:-1].split(","))
+    above = value >= low if interval[0] == "[" else value > low
+    below = value <= high if interval[-1] == "]" else value < high
+    return above and below
 
 
 def partners(key):
@@ -273,69 +263,41 @@ def acts(cfg, key):
     return any(on)
 
 
-def check_objective_keys(cfg, given):
-    """Refuses given keys its objective ignores or whose partner is off (NEEDS); then its check."""
-    obj = OBJECTIVES[cfg.objective]
-    unread = [k for k in obj.IGNORES if k in given]
-    if unread:
-        raise UserError(f"objective={cfg.objective} does not read --{unread[0]}: {obj.IGNORES[unread[0]]}; drop it")
-    if "replay_steps" in given and not obj.decodes(cfg, cfg.num_samples):
-        raise UserError(f"--replay_steps paces KV-cached decoding, and this sampler runs none ({DECODERS}): drop it")
-    lacking = sorted(k for k in given if not acts(cfg, k))  # the first in name order is named
-    if lacking:
-        key = lacking[0]
-        pairs = partners(key)
-        if pairs[0][1] == (False,):  # a switch that must be off: nothing to give
-            raise UserError(f"--{key} acts only without --{pairs[0][0]}: drop one of the two")
-        want = " or ".join(f"--{other}" if values is None else " or ".join(f"--{other}={v!r}" for v in values)
-                           for other, values in pairs)
-        here = ", ".join(f"{other}={getattr(cfg, other)!r}" for other, _ in pairs)
-        raise UserError(f"--{key} acts only with {want} (here {here}): give that too, or drop --{key}")
-    obj.check(cfg, given)
+def refuse_alone(cfg, key):
+    """The line for a key given without the key it needs (NEEDS), naming what would make it act."""
+    pairs = partners(key)
+    if pairs[0][1] == (False,):  # a switch that must be off: nothing to give
+        raise UserError(f"--{key} acts only without --{pairs[0][0]}: drop one of the two")
+    want = " or ".join(f"--{other}" if values is None else " or ".join(f"--{other}={v!r}" for v in values)
+                       for other, values in pairs)
+    here = ", ".join(f"{other}={getattr(cfg, other)!r}" for other, _ in pairs)
+    raise UserError(f"--{key} acts only with {want} (here {here}): give that too, or drop --{key}")
 
 
-def check_sampling(cfg):
-    """Refuses sampler settings out of range or that cannot run together, and two texts at once."""
-    if cfg.temperature < 0:
-        raise UserError(f"temperature must be >= 0 (0 = argmax), got {cfg.temperature}")
+def check_together(cfg, given, training):
+    """The rules between keys, which no table of one key's values can say."""
     if 0 < cfg.temperature < MIN_TEMPERATURE:
         raise UserError(f"temperature={cfg.temperature} is below {MIN_TEMPERATURE:g}, where a draw is already the "
                         f"argmax (a tiny one overflows the logits): give 0 for the argmax, or {MIN_TEMPERATURE:g}+")
-    if cfg.top_k < 0:
-        raise UserError(f"top_k must be >= 1, or 0 to turn it off; got {cfg.top_k}")
-    if not 0 < cfg.top_p <= 1:
-        raise UserError(f"top_p must be in (0, 1], got {cfg.top_p}")
-    if not 0 <= cfg.threshold <= 1:
-        raise UserError(f"threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {cfg.threshold}")
     if cfg.threshold and cfg.order in UNSCORED_ORDERS:
         raise UserError(f"threshold decoding commits by the model's score: use --order confidence, margin or entropy, "
                         f"not {cfg.order}")
     if cfg.threshold and cfg.remask == "remdm":
         raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
-    if not 0 <= cfg.remask_eta <= 1:
-        raise UserError(f"remask_eta must be a probability in [0, 1], got {cfg.remask_eta}")
-    # a draw's temperature is T (s + (1 - s) f) at the masked share f (diffusion.py's _temperature):
-    # past s = 1e6 float64 can round its start (f = 1) to 0, and T s must not overflow
-    if not 0 <= cfg.temperature_end_share <= 1e6 or not math.isfinite(cfg.temperature * cfg.temperature_end_share):
-        raise UserError(f"temperature_end_share is the share of --temperature the last draws keep: give a number in "
-                        f"[0, 1e6] (1 = constant, 0.5 = half) whose product with it is finite, got "
-                        f"{cfg.temperature_end_share}")
+    if not math.isfinite(cfg.temperature * cfg.temperature_end_share):  # T s must not overflow
+        raise UserError(RANGES["temperature_end_share"][1].format(value=cfg.temperature_end_share))
     if cfg.infill and (cfg.prompt or cfg.prefix_file or cfg.suffix_file):
         raise UserError("--infill holds the whole text (given parts and [___] blanks): "
                         "drop --prompt/--prefix_file/--suffix_file")
     if cfg.prompt and cfg.prefix_file:
         raise UserError("give the start of the sample once: --prompt TEXT or --prefix_file FILE, not both")
-
-
-def check_optimisation(cfg, given):
-    """Refuses a batch, LR, Muon, decay, dropout or EMA setting that cannot run or cannot act."""
+    if not training:  # the optimiser's rules: its settings are the checkpoint's
+        return
     micro = cfg.batch_size * cfg.block_size  # tokens in one micro-batch of one rank
     if cfg.total_batch_size < 0 or cfg.total_batch_size % micro:
         up = max(1, -(-cfg.total_batch_size // micro)) * micro
         raise UserError(f"total_batch_size={cfg.total_batch_size} is not a multiple of batch_size*block_size = {micro} "
                         f"tokens: use --total_batch_size={up} (or 0 for no accumulation)")
-    if cfg.muon_lr <= 0 or not 0 <= cfg.muon_momentum < 1:
-        raise UserError(f"muon_lr must be > 0 and muon_momentum in [0, 1), got {cfg.muon_lr}, {cfg.muon_momentum}")
     first = dict(learning_rate=cfg.learning_rate / (1 - cfg.beta1), muon_lr=cfg.muon_lr)  # each optimizer's first step
     for key, step in first.items():  # a float32 holds < 3.4e38 (Muon scales by its matrices' shapes)
         if step > 1e37:
@@ -346,11 +308,6 @@ def check_optimisation(cfg, given):
     if cfg.learning_rate * cfg.weight_decay >= 1:  # AdamW's decoupled decay scales each weight by 1 - lr * wd
         raise UserError(f"learning_rate x weight_decay = {cfg.learning_rate * cfg.weight_decay:g} >= 1: each step's "
                         f"decay would zero or flip every weight; lower one of them (e.g. --weight_decay=0.1)")
-    if not 0 <= cfg.dropout < 1:
-        raise UserError(f"dropout must be a probability in [0, 1), e.g. 0.2 (nanoGPT's shakespeare_char); "
-                        f"got {cfg.dropout}")
-    if not 0 <= cfg.ema < 1:
-        raise UserError(f"ema must be 0 (off) or a decay in (0, 1) such as 0.999, got {cfg.ema}")
     # validation imports the EMA's rule (parsing a flag does not)
     from utils.optim import EMA
     reach = EMA.ramp(cfg.max_iters - 1)  # the EMA's warm-up rule (1+n)/(10+n) at its last update
@@ -358,52 +315,6 @@ def check_optimisation(cfg, given):
         raise UserError(f"--ema={cfg.ema} cannot act in {cfg.max_iters:,} steps: the EMA's warm-up rule (1+n)/(10+n) "
                         f"stays below {reach:.4f} until the end, so every decay above that averages alike; give --ema "
                         f"below {reach:.4f} or more --max_iters")
-
-
-def config_from_dict(d, where="a checkpoint"):
-    """A checkpoint's config dict (migrate renamed old keys) as the Config its objective runs,
-    checked as a command line (one line naming `where`); removed keys dropped (refuse_removed)."""
-    try:
-        kept = {_known_key(k): v for k, v in d.items() if k not in REMOVED}
-        cfg = replace(Config(), **{k: _coerce(k, TYPES[k], v) for k, v in kept.items()})
-        check_choices(cfg)
-        check_numbers(cfg)
-        check_ranges(cfg)
-    except UserError as e:
-        raise UserError(f"{where}'s config: {e}; it was changed after train.py wrote it: use the file it "
-                        f"wrote") from None
-    # every key of a checkpoint's config is what ran: given, never a preset's
-    return effective(cfg, given=set(d))
-
-
-def checkpoint_config(ckpt, where):
-    """A checkpoint's (or export's) Config, checked as config_from_dict checks it and against the
-    rest of what the file holds: its network (model_args, the network this config trains) and its
-    tokenizer's kind. An edit that one part does not share is refused in one line (config.json's
-    objective='ar' on a masked-diffusion network was an AssertionError deep in the forward)."""
-    cfg = config_from_dict(ckpt["config"], where)
-    have = ckpt["model_args"]
-    want = vars(model_args(cfg, have.get("vocab_size", 0)))
-    differ = [k for k in want if k in have and have[k] != want[k]]  # (a key an older file lacks: its default)
-    if differ:
-        said = ", ".join(f"{k}={want[k]!r}" for k in differ)
-        held = ", ".join(f"{k}={have[k]!r}" for k in differ)
-        raise UserError(f"{where}: its config (objective={cfg.objective!r}) describes a network with {said}, its "
-                        f"model_args hold {held}: it was changed after train.py or scripts/export.py wrote it; use "
-                        f"the file they wrote")
-    kind = ckpt["tokenizer"].get("kind")
-    if cfg.tokenizer != kind:
-        raise UserError(f"{where}: its config says tokenizer={cfg.tokenizer!r}, its tokenizer is {kind!r}: it was "
-                        f"changed after train.py or scripts/export.py wrote it; use the file they wrote")
-    if "format" in ckpt:  # an export's config.json: its own copies, which nothing else reads, must agree
-        copies = dict(objective=cfg.objective, schedule=cfg.schedule, diffusion_steps=cfg.diffusion_steps,
-                      mask_id=tokenizer_from_state(ckpt["tokenizer"]).mask_id)
-        for key, value in copies.items():
-            if ckpt.get(key) != value or type(ckpt.get(key)) is not type(value):
-                raise UserError(f"{where}: config.json's {key}={ckpt.get(key)!r} disagrees with its config and "
-                                f"tokenizer ({key}={value!r}): it was changed after scripts/export.py wrote it; export "
-                                f"it again")
-    return cfg
 
 
 def format_config(cfg, marks=None):
@@ -414,78 +325,19 @@ def format_config(cfg, marks=None):
     return "\n".join(f"{(marks or {}).get(k, ' ')} {k:<{width}} = {d[k]!r}" for k in keys)
 
 
-# ---------------------------------------------------------------------- --help, read off config.py
+# ---------------------------------------------------------------------- --help
 def wants_help(argv):
     return any(a in ("-h", "--help") for a in argv)
 
 
-def _source_lines(obj):
-    """[(line, its comment's text or "")] of obj's source (tokenize: a '#' in a string is none)."""
-    src = inspect.getsource(obj)
-    toks = tokenize.generate_tokens(io.StringIO(src).readline)
-    comments = {t.start[0]: t.string.lstrip("#").strip() for t in toks if t.type == tokenize.COMMENT}
-    return [(line, comments.get(n, "")) for n, line in enumerate(src.splitlines(), 1)]
-
-
-def _key_docs():
-    """[(section, [(key, comment)])] of Config: '# ---- section' lines, each field's comments."""
-    sections, last = [("general", [])], None
-    for line, text in _source_lines(Config):
-        m = re.match(r"\s+(\w+)\s*:", line)
-        if m and m[1] in TYPES:
-            last = [m[1], text]
-            sections[-1][1].append(last)
-        elif text.startswith("----"):
-            sections.append((text.strip("- "), []))
-        elif text and last is not None and line.strip().startswith("#"):
-            last[1] = f"{last[1]} {text}".strip()
-    return [(name, keys) for name, keys in sections if keys]
-
-
-def _preset_docs():
-    """{preset: the comment lines above it in PRESETS}."""
-    lines, docs, above = _source_lines(config), {}, []
-    start = next(i for i, (line, _) in enumerate(lines) if line.startswith("PRESETS = {")) + 1
-    for line, text in lines[start:]:
-        m = re.match(r'\s+"(\w+)":', line)
-        if m and m[1] in PRESETS:
-            docs[m[1]], above = " ".join(above), []
-        elif line.strip().startswith("#"):
-            above.append(text)
-    return docs
-
-
 def help_text(prog, usage, from_checkpoint=False, argv=()):
-    """The presets, then every key by section: --key=TYPE, comment, default (from_checkpoint:
+    """--help: the presets, then every key by section (utils.cli.config_help; from_checkpoint:
     trained keys marked); with argv, the config it resolves to (preset keys '*', given '+')."""
     rest = [a for a in argv if a not in ("-h", "--help")]
-    if rest:
-        cfg, given = parse(rest, check=False)
-        marks = {k: "*" for a in rest if a in PRESETS for k in PRESETS[a]} | dict.fromkeys(given, "+")
-        return (f"python {prog} {' '.join(rest)}: the resolved config ('*' a preset's key, '+' a file's or flag's; "
-                f"the rest are the defaults; python {prog} --help documents every key)\n{format_config(cfg, marks)}")
-    width = min(shutil.get_terminal_size((100, 24)).columns, 120)
-
-    def wrap(text, indent):
-        return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=" " * len(indent))
-
-    out = [f"usage: python {prog} {usage}", "",
-           wrap("Layers, later wins: defaults <- presets and .py config files (in order) <- --key=value (or --key "
-                "value; dashes work as underscores; a bare --flag sets a bool; a flag given twice takes its last "
-                "value, as every script's does). Unknown keys, wrong types and a key set twice in one config file "
-                "are refused.", ""), "", "presets:"]
-    docs = _preset_docs()
-    name_w = max(map(len, PRESETS)) + 2  # the longest name still leaves a gap before its text
-    out += [wrap(docs.get(name, ""), f"  {name:<{name_w}}") for name in PRESETS]
-    defaults = asdict(Config())
-    col = max(len(f"--{k}={t.__name__.upper()}") for k, t in TYPES.items()) + 4
-    for section, keys in _key_docs():
-        out += ["", f"{section}:"]
-        for key, text in keys:
-            tag = " [from the checkpoint]" if from_checkpoint and key in TRAINED else ""
-            listed = key in CHOICES and all(f"'{c}'" in text for c in CHOICES[key])
-            choice = f" (one of {', '.join(CHOICES[key])})" if key in CHOICES and not listed else ""
-            head = f"  --{key}={TYPES[key].__name__.upper()}"
-            out.append(wrap(f"{text}{choice}{'; ' if text or choice else ''}default {defaults[key]!r}{tag}",
-                            f"{head:<{col}}"))
-    return "\n".join(out)
+    if not rest:
+        from utils.cli import config_help  # the scripts' command-line module: read for --help only
+        return config_help(prog, usage, from_checkpoint)
+    cfg, given = parse(rest, check=False)
+    marks = {k: "*" for a in rest if a in PRESETS for k in PRESETS[a]} | dict.fromkeys(given, "+")
+    return (f"python {prog} {' '.join(rest)}: the resolved config ('*' a preset's key, '+' a file's or flag's; "
+            f"the rest are the defaults; python {prog} --help documents every key)\n{format_config(cfg, marks)}")

@@ -7,6 +7,7 @@
     python inference.py cpu --live                                # the canvas, in the terminal
     python inference.py cpu --interactive                         # a sample a prompt, to Ctrl-D
     python inference.py cpu --prompts-file data/prompts.txt       # a sample a line
+    python inference.py cpu --serve                               # a page: watch it think, live
     python inference.py --checkpoint artifacts/export/cpu         # from scripts/export.py
     python inference.py tinystories_bpe --gen-len 128 --viz-video artifacts/media/bpe.mp4  # tokens
     python inference.py cpu --infill "ROMEO: I [___:20] the night."
@@ -25,12 +26,13 @@ from functools import partial
 
 import torch
 
-import configurator
-from checkpoint_manager import load_model, read_checkpoint
+from checkpoint_manager import checkpoint_config, load_model, read_checkpoint
 from config import SAMPLED, TRAINED
-from configurator import check_choices, checkpoint_config, help_text, parse, refuse_changes, validate, wants_help
+from configurator import check_values, help_text, parse, refuse_changes, validate, wants_help
 from diffusion import Schedule
 from model import DECODERS, compile_decode
+from objectives import OBJECTIVES
+from sampling import serve
 from sampling.canvas import build_canvas, fill, fit_gen_len
 from sampling.trace import (LiveView, StepBar, chain, check_trace_path, open_page, open_trace,
                             print_written, run_name, trace_hook)
@@ -47,6 +49,9 @@ USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
 def main(argv):
     if wants_help(argv):
         print(help_text("inference.py", USAGE, from_checkpoint=True))
+        return
+    if parse(argv, check=False)[0].serve:  # the page: its port checked before a model is read
+        serve.main(argv, load)
         return
     cfg, run = load(argv)
     if cfg.interactive:
@@ -76,7 +81,7 @@ def refuse_stream_clash(cfg, flags):
 def load(argv):
     """(sampling config, run): argv read for the checkpoint, then over the checkpoint's config."""
     where, given = parse(argv, check=False)  # pass 1: only --checkpoint, --device and --viz-video are read
-    check_choices(where)  # a --viz-video or --html that names no such file, say
+    check_values(where)  # a --viz-video or --html that names no such file, say
     if given & {"viz_video", "html"}:  # their paths, before the model is read
         check_trace_path(replace(where, viz_video=where.viz_video if "viz_video" in given else "off"), where.overwrite)
     if not (where.interactive or where.prompts_file):  # (a stream of prompts records no trace)
@@ -118,7 +123,7 @@ def load(argv):
         cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
     cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy
-    if configurator.OBJECTIVES[cfg.objective].decodes(cfg, cfg.num_samples):
+    if OBJECTIVES[cfg.objective].decodes(cfg, cfg.num_samples):
         compile_decode(model, cfg, device)  # --compile: the KV-cached decoding steps, bd3's drafting rounds
     elif "compile" in flags and cfg.compile == "true":
         raise UserError(f"--compile compiles the KV-cached decode step, and this sampler runs none ({DECODERS}): "
@@ -177,7 +182,7 @@ def interactive(cfg, run):
 
 def sample_once(cfg, run):
     """One batch of cfg.num_samples samples; prints the texts and a line of figures."""
-    model, tok, obj = run["model"], run["tok"], configurator.OBJECTIVES[cfg.objective]
+    model, tok, obj = run["model"], run["tok"], OBJECTIVES[cfg.objective]
     cfg, canvas, note = canvas_for(cfg, run)
     if note:
         print(note)

@@ -15,7 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config import CHOICES
-from diffusion import draw_at, filter_logits, uniforms
+from utils.draws import draw_at, drawn_law, filter_logits, uniforms
+from utils.steps import ordered_step
 
 TIME_CONDS = CHOICES["time_cond"]
 
@@ -372,6 +373,23 @@ def decode_steps(model, newest, cache, u, law, mask_id=None):
         tokens.append(newest)
         laws.append(logp)
     return torch.cat(tokens, 1), torch.stack(laws, 1)
+
+
+def sample_causal(model, x, P, opts, generator=None, mask_id=None, on_step=None):
+    """Continue x (B, L) after its P given tokens with model.generate, a token a pass (a KV cache),
+    an ordered Step a token for the trace: exact samples of the network's left-to-right law (the
+    AR's sampler, and --dual_sample's). Returns (x filled, stats: nfe, nfe_per_sample)."""
+    B, L = x.shape
+    conf = torch.zeros(B, L, dtype=torch.float64, device=x.device)
+
+    def token_done(seq, filtered):  # a Step of the canvas so far
+        # filtered: log-probs at the temperature already (model.generate drew from them)
+        p = drawn_law(filtered, opts.temperature == 0).exp()
+        on_step(ordered_step(seq[:, :-1], seq, P, L, seq.size(1) - P, mask_id, p[:, None], conf))
+
+    counts = {}  # every network call: a token's, and the prompt's pass before its last token
+    out = model.generate(x[:, :P], L - P, opts, generator, mask_id, token_done if on_step else None, counts)
+    return out, dict(nfe=counts["calls"], nfe_per_sample=[counts["calls"]] * B)
 
 
 DECODERS = "the AR, --dual_sample and bd3's --bd3_speculate run it"  # an objective's decodes(): True

@@ -28,6 +28,7 @@ from config import RESUMABLE, Config
 from diffusion import Draw, Schedule
 from evals import bound, report
 from model import ModelArgs, Transformer
+from objectives import OBJECTIVES, AnyObjective
 from utils import checkpoint, dataloader, dist, fileio, optim, tokenizer, train_log
 from utils.train_log import check_memory, estimate_line
 from utils.dist import print0
@@ -90,7 +91,7 @@ class Run:
     saved_iter: int = -1
     scaler: torch.amp.GradScaler = None  # loss scaling under fp16 autocast (utils.dist.grad_scaler); off otherwise
     writer: fileio.BackgroundWriter = field(default_factory=fileio.BackgroundWriter)
-    loss_of: object = None    # the objective's pure loss, compiled with the model where --compile says (compile_step)
+    objective: AnyObjective = None  # its loss compiled with the model where --compile says (compile_step)
 
 
 def main(argv):
@@ -135,11 +136,7 @@ def setup(argv):
     configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
     if "data_path" in given and "prompt" not in given and not cfg.resume:  # your own text: not a preset's ROMEO:
         cfg = replace(cfg, prompt="")
-    fileio.check_folder(cfg.out_dir, f"--out_dir={cfg.out_dir}")  # a checkpoint, say: never written over
-    fileio.check_run_files(cfg.out_dir)  # its log or a checkpoint's name taken by a folder
-    if fileio.is_shipped(cfg.out_dir):
-        raise UserError(f"--out_dir={cfg.out_dir} is inside the folder of weights the repo ships, which training "
-                        f"never writes: choose another --out_dir (each preset's own is artifacts/models/PRESET)")
+    fileio.check_run_folder(cfg)  # a folder it can write, not the shipped weights, no earlier run to replace
     rank, local_rank, world, device = dist.init_distributed(cfg.device)
     if rank == 0:
         for name in fileio.remove_stale_temps(cfg.out_dir):
@@ -155,7 +152,7 @@ def setup(argv):
     cfg = replace(cfg, total_batch_size=micro_tokens * accum * world)
     torch.manual_seed(cfg.seed + rank)
     ctx, dtype_name = dist.autocast_for(device, cfg.dtype)  # and TF32 on CUDA for what runs outside autocast
-    wandb = train_log.open_wandb(cfg) if rank == 0 else None  # before any work: a missing package fails now
+    wandb = train_log.open_wandb() if cfg.wandb_log and rank == 0 else None  # before any work: a missing package
     dataloader.check_inputs(cfg)  # a missing data file: one line, no config dump
     threads = dist.CpuThreads(device, world)  # a bad OMP_NUM_THREADS: one line too
     capped = ""
@@ -178,15 +175,13 @@ def resumed_config(cfg, given):
     """(cfg, checkpoint, path) of --resume: the run's settings from its newest intact checkpoint,
     only resumable keys given again. A new run: (cfg, None, ""), refused if it replaces files."""
     if not cfg.resume:
-        if not cfg.overwrite and cfg.max_iters > 0:  # max_iters=0 writes nothing
-            fileio.refuse_earlier_run(cfg.out_dir)
         return cfg, None, ""
     resume, resumed_from = checkpoint.load_latest(cfg.out_dir, warn=print0)
     # a removed key that acted on its network or training: the run cannot go on as it was
     for part in ("config", "model_args"):
         for note in checkpoint.removed_notes(resume[part], f"--resume: {resumed_from}", ("network", "training")):
             print0(note)
-    saved = asdict(configurator.checkpoint_config(resume, resumed_from))
+    saved = asdict(checkpoint_manager.checkpoint_config(resume, resumed_from))
     configurator.refuse_changes(cfg, given, saved, f"--resume: {resumed_from}",
                                 "drop those flags to continue the run, or train a new one in another --out_dir",
                                 RESUMABLE)
@@ -210,7 +205,7 @@ def load_data(cfg, env):
     tok, train_ids, val_ids, meta = dataloader.prepare_data(cfg, tok, verbose=env.master)
     if env.world > 1 and env.master:
         torch.distributed.barrier()
-    window = cfg.block_size + configurator.OBJECTIVES[cfg.objective].WINDOW  # AR predicts L tokens from a window of L+1
+    window = cfg.block_size + OBJECTIVES[cfg.objective].WINDOW  # AR predicts L tokens from a window of L+1
     dataloader.check_fits(train_ids, window, "train")
     dev_ids = dataloader.split_ids(train_ids, val_ids, "dev")  # choices read dev; the test half is eval.py's
     dataloader.check_fits(dev_ids, cfg.block_size + 1, "dev (the first half of validation)")
@@ -237,7 +232,7 @@ def build(cfg, env, data):
     # refused before its weights, optimizer or first batch take a byte
     with torch.device("meta"):
         shape = Transformer(margs)
-    obj = configurator.OBJECTIVES[cfg.objective]
+    obj = OBJECTIVES[cfg.objective]
     flops_tok, seq = obj.flops(shape, cfg)
     print0(f"model: {shape.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
            f"{cfg.total_batch_size:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x "
@@ -276,7 +271,7 @@ def build(cfg, env, data):
     # DDP wraps before compile (the compiled backward overlaps the all-reduce)
     if env.world > 1:
         run.model = dist.wrap_ddp(run.model, env.device, env.local_rank)
-    run.loss_of, run.model = dist.compile_step(obj.loss_of, run.model, cfg, env.device, env.world)
+    run.objective, run.model = dist.compile_step(obj, run.model, cfg, env.device, env.world)
     if env.master:
         os.makedirs(cfg.out_dir, exist_ok=True)
     return run
@@ -316,7 +311,7 @@ def run_eval(cfg, env, data, run, it, details=False):
     with env.ctx:
         res = bound.evaluate(run.eval_model, data.val_windows, cfg, data.tok, n_t=EVAL_T, seed=cfg.seed,
                              chars_per_token=data.val_cpt, details=details)
-    what = "NLL" if configurator.OBJECTIVES[cfg.objective].EXACT else "bound"
+    what = "NLL" if OBJECTIVES[cfg.objective].EXACT else "bound"
     print0(f"eval {it}: dev {what} {report.units(res)}{' (EMA weights)' if run.ema else ''}")
     return res
 
@@ -400,7 +395,7 @@ def save_checkpoints(cfg, env, data, run, it, res):
 def train(cfg, env, data, run):
     """nanoGPT's loop: every eval_interval steps evaluate and save; step; log. -> the TrainLog."""
     run.model.train()
-    obj = configurator.OBJECTIVES[cfg.objective]
+    obj = OBJECTIVES[cfg.objective]
     log = train_log.TrainLog(cfg, env, obj, run.start_iter, run.flops_tok, len(data.val_windows), EVAL_T)
     for it in range(run.start_iter, cfg.max_iters):
         if it % cfg.eval_interval == 0 and it > run.start_iter:
@@ -428,10 +423,11 @@ def window_loss(cfg, env, run, done):
     return loss
 
 
-def train_step(cfg, env, data, run, it):
+def train_step(cfg, env, data, run: Run, it):
     """One optimizer step over accum micro-batches. Draws are keyed by (seed, stream, step, rank *
-    accum + micro): a resume or any rank/micro-step split sees the same data, masks and t."""
-    accum, world, model, obj = env.accum, env.world, run.model, configurator.OBJECTIVES[cfg.objective]
+    accum + micro): a resume or any rank/micro-step split sees the same data, masks and t. (run is
+    annotated so that an editor's go-to-definition from obj.loss lands on each objective's loss.)"""
+    accum, world, model, obj = env.accum, env.world, run.model, run.objective
     # stratified t over the global batch (B * accum * world sequences, MDLM): one u per step
     u = torch.rand((), generator=dist.keyed_generator(cfg.seed, STREAM_TIME, it), dtype=torch.float64)
     step_loss = torch.zeros((), device=env.device)
@@ -448,7 +444,7 @@ def train_step(cfg, env, data, run, it):
                             offset=slot * cfg.batch_size, total=cfg.batch_size * accum * world,
                             progress=it / cfg.max_iters)
                 drawn = obj.draws(x, cfg, run.schedule, data.tok, draw)
-                loss = run.loss_of(model, x, cfg, run.schedule, data.tok, drawn)
+                loss = obj.loss(model, x, cfg, run.schedule, data.tok, drawn)
             run.scaler.scale(loss / accum).backward()  # mean over micro-steps; DDP's all-reduce: the global mean
         step_loss += loss.detach() / accum
     optimizer_step(cfg, env, run, it, step_loss)

@@ -18,12 +18,15 @@ stratified over 1..T, the term times T; derivation: learning.md), the NELBO >= -
 """
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
-from diffusion import (REVEAL_KEYS, Drawn, SamplerOptions, Step, draw_device, drawn_law, filter_logits, no_mask_logit,
-                       on_device, put_at, sample_tokens, stratified_times, time_grid)
+from diffusion import REVEAL_KEYS, Drawn, Objective, SamplerOptions, no_mask_logit, put_at, stratified_times, time_grid
+from utils.dist import draw_device, on_device
+from utils.draws import drawn_law, filter_logits, sample_tokens
 from utils.errors import UserError
+from utils.steps import Step
 
 
 def real_ids(vocab_size, mask_id, device="cpu"):
@@ -36,14 +39,21 @@ def compact(x, real):
     return torch.searchsorted(real.to(x.device), x.contiguous())
 
 
+@dataclass
+class NoiseDrawn(Drawn):
+    """A pass's draws (diffusion.Drawn) and the noise's own: random tokens, the prior term."""
+    noise: torch.Tensor = None  # (B, L) random tokens, indices into the real vocabulary
+    prior: float = 0.0          # the prior term per token (prior_kl): a host number, which a compiled pass cannot read
+
+
 def noise_draws(shape, t, schedule, V, generator=None, device="cpu"):
-    """One pass's noise (diffusion.Drawn), made ahead as a compiled step needs: per token a U[0, 1)
+    """One pass's noise (NoiseDrawn), made ahead as a compiled step needs: per token a U[0, 1)
     draw (kept under alpha(t)), then a random real index, on the device; and the prior term."""
     dev = draw_device(device)
     g = on_device(generator, dev)
     uniform = torch.rand(shape, generator=g, device=dev)
     noise = torch.randint(0, V, shape, generator=g, device=dev)
-    return Drawn(t, uniform.to(device), noise=noise.to(device), prior=prior_kl(schedule, V))
+    return NoiseDrawn(t, uniform.to(device), noise=noise.to(device), prior=prior_kl(schedule, V))
 
 
 def uniform_corrupt(x0, t, schedule, real, generator=None, drawn=None):
@@ -157,78 +167,48 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
     return x, dict(nfe=steps, nfe_per_sample=[steps] * B, seconds=secs, seconds_per_sample=[secs] * B, blocks=1)
 
 
-# ---------------------------------------- the objective uniform (diffusion.py lists the names)
-MODEL = dict(self_cond=False, clean_causal=False)  # no [MASK] to feed a prediction to
-IGNORES = {**dict.fromkeys(("loss_type", *REVEAL_KEYS, "bd3_block", "mask_min",
-                           "mask_max", "bd3_loss", "bd3_speculate", "bd3_ar"),
-                          "it trains its NELBO at every position and redraws every position each step, with no [MASK]"),
-           **dict.fromkeys(("mask_ramp", "mask_ramp_from"),
-                           "masked diffusion's training-time draws of t: use --objective=mdlm"),
-           "self_cond": "masked diffusion's self-conditioning: use --objective=mdlm",
-           "mask_draws": "the masks drawn of each window (mdlm, bd3): it has no [MASK]",
-           **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective: use --objective=mdlm")}
-WINDOW = 0
-CONTINUES_ONLY = False
-ANY_LENGTH = False
-NOISE_START = True  # starts from random tokens
-EXACT = False
-STEP_CHAIN = True  # walks the schedule's grid
-BLOCKS = False
-SEMI_AR = False
-LOSS_KEY = "loss_type"  # (it trains its NELBO whatever the key says: it refuses loss_type given)
+# ---------------------------------------- the objective
+class UniformDiffusion(Objective):
+    """--objective=uniform: the NELBO above, sampled by sample_uniform's ancestral steps."""
+    MODEL = dict(self_cond=False, clean_causal=False)  # no [MASK] to feed a prediction to
+    IGNORES = {**dict.fromkeys(("loss_type", *REVEAL_KEYS, "bd3_block", "mask_min",
+                               "mask_max", "bd3_loss", "bd3_speculate", "bd3_ar"),
+                              "it trains its NELBO at every position and redraws every position each step, with no "
+                              "[MASK]"),
+               **dict.fromkeys(("mask_ramp", "mask_ramp_from"),
+                               "masked diffusion's training-time draws of t: use --objective=mdlm"),
+               "self_cond": "masked diffusion's self-conditioning: use --objective=mdlm",
+               "mask_draws": "the masks drawn of each window (mdlm, bd3): it has no [MASK]",
+               **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective: use --objective=mdlm")}
+    NOISE_START = True  # starts from random tokens
+    # (it trains its NELBO whatever loss_type says: it refuses loss_type given)
 
+    def check(self, cfg, given=()):
+        if cfg.steps > cfg.diffusion_steps:
+            raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: "
+                            f"use --steps={cfg.diffusion_steps} or fewer")
 
-def check(cfg, given=()):
-    if cfg.steps > cfg.diffusion_steps:
-        raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: "
-                        f"use --steps={cfg.diffusion_steps} or fewer")
+    def draws(self, x, cfg, schedule, tok, draw):
+        """Stratified t over the global batch, keyed noise_draws."""
+        schedule.on(x.device)  # tables on x's device now: a CUDA graph of loss() would own a first copy
+        t = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u)
+        return noise_draws(x.shape, t, schedule, len(real_ids(tok.vocab_size, tok.mask_id)), draw.generator, x.device)
 
+    def loss(self, model, x, cfg, schedule, tok, drawn):
+        return uniform_loss(model, x, schedule, tok.mask_id, vocab_size=tok.vocab_size, drawn=drawn)[0]
 
-def draws(x, cfg, schedule, tok, draw):
-    """x's draws (diffusion.Drawn), eager: stratified t over the global batch, keyed noise_draws."""
-    schedule.on(x.device)  # tables on x's device now: a CUDA graph of loss_of would own a first copy
-    t = stratified_times(len(x), schedule.T, device=x.device, offset=draw.offset, total=draw.total, u=draw.u)
-    return noise_draws(x.shape, t, schedule, len(real_ids(tok.vocab_size, tok.mask_id)), draw.generator, x.device)
+    def bound(self, model, x, cfg, schedule, tok, t, generator):
+        """The NELBO per window (B,) and evaluate's details (scored: where the noise changed x)."""
+        _, nelbo, aux = uniform_loss(model, x, schedule, tok.mask_id, generator, t[:, 0], tok.vocab_size)
+        return nelbo, dict(scored=aux["noised"], pred=aux["real"][aux["logits"].argmax(-1)], logits=aux["logits"],
+                           t_tok=t.expand_as(x))
 
+    def sample(self, model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
+        return sample_uniform(model, x, gen_mask, schedule, mask_id, SamplerOptions.from_config(cfg), generator,
+                              on_step)
 
-def loss_of(model, x, cfg, schedule, tok, drawn):
-    return uniform_loss(model, x, schedule, tok.mask_id, vocab_size=tok.vocab_size, drawn=drawn)[0]
+    def passes(self, cfg, n_gen, n_prompt=0):
+        return cfg.steps
 
-
-def bound(model, x, cfg, schedule, tok, t, generator):
-    """The NELBO per window (B,) and evaluate's details (scored: where the noise changed x)."""
-    _, nelbo, aux = uniform_loss(model, x, schedule, tok.mask_id, generator, t[:, 0], tok.vocab_size)
-    return nelbo, dict(scored=aux["noised"], pred=aux["real"][aux["logits"].argmax(-1)], logits=aux["logits"],
-                       t_tok=t.expand_as(x))
-
-
-def sample(model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
-    return sample_uniform(model, x, gen_mask, schedule, mask_id, SamplerOptions.from_config(cfg), generator, on_step)
-
-
-def eval_times(cfg, L):
-    return 1
-
-
-def ar_nll(model, windows, cfg, mask_id):
-    return None  # no AR mode
-
-
-def flops(model, cfg):
-    return model.flops_per_token(), cfg.block_size
-
-
-def unread(cfg):
-    return ()
-
-
-def passes(cfg, n_gen, n_prompt=0):
-    return cfg.steps
-
-
-def decodes(cfg, batch):
-    return False
-
-
-def describe(cfg):
-    return f"{cfg.steps} ancestral uniform-noise steps (every position redrawn each step)"
+    def describe(self, cfg):
+        return f"{cfg.steps} ancestral uniform-noise steps (every position redrawn each step)"

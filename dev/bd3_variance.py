@@ -16,11 +16,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-import configurator  # noqa: E402
-from configurator import checkpoint_config  # noqa: E402
-from bd3 import bd3_loss, bd3_times  # noqa: E402
-from diffusion import Schedule, band_times, masking_draws  # noqa: E402
+from checkpoint_manager import checkpoint_config  # noqa: E402
+from bd3 import bd3_loss, bd3_times, block_draws  # noqa: E402
+from diffusion import Schedule, band_times  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
+from objectives import OBJECTIVES  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data  # noqa: E402
 from utils.cli import ArgParser, at_least, band, list_of, seed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
@@ -35,7 +35,7 @@ def band_stats(model, x, schedule, mask_id, block, band, draws, seed):
     for k in range(draws):
         g = torch.Generator().manual_seed(seed + k)
         t = bd3_times(len(x), x.size(1) // block, allowed, g)
-        drawn = masking_draws(x.shape, t, 0.0, g, x.device, len(allowed))  # the masks, then k = the band's times
+        drawn = block_draws(x.shape, t, 0.0, g, x.device, len(allowed))  # the masks, then k = the band's times
         loss, _, _ = bd3_loss(model, x, schedule, mask_id, block, drawn)
         model.zero_grad(set_to_none=True)
         loss.backward()
@@ -60,7 +60,7 @@ def main(argv):
     a = p.parse_args(argv)
     model, ckpt = load_model(a.checkpoint, "cpu")
     cfg = checkpoint_config(ckpt, f"checkpoint {a.checkpoint}")
-    if not configurator.OBJECTIVES[cfg.objective].BLOCKS:  # not block diffusion: it has no blocks, no bands
+    if not OBJECTIVES[cfg.objective].BLOCKS:  # not block diffusion: it has no blocks, no bands
         raise UserError(f"{a.checkpoint} is a {cfg.objective} model: give a bd3 checkpoint")
     tok = tokenizer_from_state(ckpt["tokenizer"])
     _, train_ids, _, _ = prepare_data(cfg, tok, verbose=False)

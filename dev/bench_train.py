@@ -31,6 +31,7 @@ from diffusion import Draw, Schedule  # noqa: E402
 from config import SAMPLED  # noqa: E402
 from configurator import TYPES, parse  # noqa: E402
 from model import Transformer  # noqa: E402
+from objectives import OBJECTIVES  # noqa: E402
 from utils.dist import (CpuThreads, autocast_for, compile_step, keyed_generator, peak_flops, pick_device,  # noqa: E402
                         run_queue, timed)
 from utils.cli import ArgParser, at_least  # noqa: E402
@@ -97,10 +98,10 @@ def make_step(cfg, vocab_size, device):
     """(step, model, optimizer); step() is cfg's next training step as in train.py: draws eagerly,
     then the loss compiled with the model per --compile (compile_step: CUDA graphs on CUDA)."""
     torch.manual_seed(cfg.seed)
-    obj = configurator.OBJECTIVES[cfg.objective]
+    obj = OBJECTIVES[cfg.objective]
     model = Transformer(configurator.model_args(cfg, vocab_size)).to(device).train()
     opt = build_optimizer(model, cfg, device)
-    loss_of, step_model = compile_step(obj.loss_of, model, cfg, device)
+    obj, step_model = compile_step(obj, model, cfg, device)
     ctx, _ = autocast_for(device, cfg.dtype)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     vocab = SimpleNamespace(vocab_size=vocab_size, mask_id=vocab_size - 1)  # all a loss reads of a tokenizer
@@ -113,7 +114,7 @@ def make_step(cfg, vocab_size, device):
         u = torch.rand((), generator=keyed_generator(cfg.seed, 2, i), dtype=torch.float64)
         with ctx:
             drawn = obj.draws(x, cfg, schedule, vocab, Draw(keyed_generator(cfg.seed, 1, i), u))
-            loss = loss_of(step_model, x, cfg, schedule, vocab, drawn)
+            loss = obj.loss(step_model, x, cfg, schedule, vocab, drawn)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -129,7 +130,7 @@ def check_rows_fit(rows, vocab_size, device, dtype_name):
     for _, c in rows:
         with torch.device("meta"):
             shape = Transformer(configurator.model_args(c, vocab_size))
-        flops, seq = configurator.OBJECTIVES[c.objective].flops(shape, c)
+        flops, seq = OBJECTIVES[c.objective].flops(shape, c)
         need += estimate_line(c, shape, device, dtype_name, flops, seq, ASSUMED_MFU)[1]
     check_memory(rows[-1][1], device, need)
 
@@ -199,7 +200,7 @@ def print_results(steps, times, configs, tokens, peak, memory):
     results = {}
     for name, (_, model, _) in steps.items():
         sec = results[name] = statistics.median(times[name])
-        flops = configurator.OBJECTIVES[configs[name].objective].flops(model, configs[name])[0]
+        flops = OBJECTIVES[configs[name].objective].flops(model, configs[name])[0]
         mfu = f"{flops * tokens / sec / peak * 100:6.1f}%" if peak else "     -"
         print(f"{name:<24} {sec * 1000:9.1f} {tokens / sec:11,.0f} {mfu} {memory[name][0]:9,.0f}")
     print(f"peak MiB: {next(iter(memory.values()))[1]}")

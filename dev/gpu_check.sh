@@ -31,6 +31,7 @@ import bd3, configurator, diffusion
 from diffusion import Draw, SamplerOptions, Schedule
 from configurator import get_config
 from model import Transformer
+from objectives import OBJECTIVES
 from utils.dist import autocast_for, keyed_generator, peak_flops
 from utils.optim import build_optimizer
 import dev.bench_train as bt
@@ -166,7 +167,7 @@ if section("attention kernels", 60, "attention"): guard(attention)
 def make_step(flags, vocab=66, mode=None):
     cfg = get_config(flags + TOY + ["--device=" + dev.type])
     torch.manual_seed(cfg.seed)
-    obj = configurator.OBJECTIVES[cfg.objective]
+    obj = OBJECTIVES[cfg.objective]
     model = Transformer(configurator.model_args(cfg, vocab)).to(dev).train()
     model.checkpointing = cfg.activation_checkpointing  # as train.py sets it
     opt = build_optimizer(model, cfg, dev)
@@ -180,7 +181,7 @@ def make_step(flags, vocab=66, mode=None):
         u = torch.rand((), generator=keyed_generator(cfg.seed, 2, i), dtype=torch.float64)
         with ctx:
             drawn = obj.draws(x, cfg, sch, tok, Draw(keyed_generator(cfg.seed, 1, i), u))
-            loss = obj.loss_of(net, x, cfg, sch, tok, drawn)
+            loss = obj.loss(net, x, cfg, sch, tok, drawn)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step(); opt.zero_grad(set_to_none=True)
@@ -316,7 +317,7 @@ def bench_row(key, name, flags, compile_="true", graphs=True, vocab=66, n=20, re
             skips = counters["inductor"]["cudagraph_skips"] - skips  # graphs inductor declined (gpu_check.log says why)
             ms = timeit(step, 2 if SMOKE else n, 1 if SMOKE else rep)
             peak, what = bt.peak_memory(step, model, opt, dev)
-        flops = configurator.OBJECTIVES[cfg.objective].flops(model, cfg)[0] * cfg.batch_size * cfg.block_size
+        flops = OBJECTIVES[cfg.objective].flops(model, cfg)[0] * cfg.batch_size * cfg.block_size
         r = dict(ms=ms, mtok=cfg.batch_size * cfg.block_size / ms / 1e3, mfu=flops / (ms / 1e3) / PEAK * 100, peak_mib=peak,
                  peak_is=what, note=f"{skips} CUDA-graph skips (gpu_check.log: why)" if skips else "")
     except Exception as e:

@@ -27,7 +27,7 @@ from dataclasses import replace
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from configurator import config_from_dict  # noqa: E402
+from checkpoint_manager import config_from_dict  # noqa: E402
 from evals.samples import draw  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from model import compile_decode  # noqa: E402

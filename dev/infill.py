@@ -17,11 +17,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import configurator  # noqa: E402
 from diffusion import Schedule  # noqa: E402
 from configurator import acts, validate  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from evals.samples import open_checkpoint  # noqa: E402
+from objectives import OBJECTIVES  # noqa: E402
 from utils.cli import ArgParser, at_least, own_flags, seed  # noqa: E402
 from utils.dataloader import fixed_windows, prepare_data, split_ids  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
@@ -49,7 +49,7 @@ def infill_recovery(model, windows, cfg, mask_id, span, generator=None, batch_si
     gen_mask, schedule, hits, exact = gen_mask.to(windows.device), Schedule(cfg.diffusion_steps, cfg.schedule), 0, 0
     for i in range(0, N, batch_size):
         x, gm = windows[i:i + batch_size], gen_mask[i:i + batch_size]
-        out, _ = configurator.OBJECTIVES[cfg.objective].sample(model, x.clone(), gm, cfg, schedule, mask_id, generator)
+        out, _ = OBJECTIVES[cfg.objective].sample(model, x.clone(), gm, cfg, schedule, mask_id, generator)
         hits += ((out == x) & gm).sum().item()
         exact += ((out == x) | ~gm).all(1).sum().item()  # fixed text counts as right: a row is exact iff its span is
     return dict(infill_exact=exact / N, infill_acc=hits / (N * span), infill_span=span, infill_n=N)
@@ -84,7 +84,7 @@ def infill_all(args):
     """The checkpoint's spans filled and scored, one line."""
     device = pick_device(args.device)
     model, _, cfg, tok = open_checkpoint(args.checkpoint, device, args.data_path, args.val_path)
-    if configurator.OBJECTIVES[cfg.objective].CONTINUES_ONLY:
+    if OBJECTIVES[cfg.objective].CONTINUES_ONLY:
         raise UserError(f"{args.checkpoint} is {cfg.objective}, whose sampler only continues a prompt: give a "
                         f"masked or uniform-state diffusion checkpoint")
     L = cfg.block_size
@@ -110,7 +110,7 @@ def infill_all(args):
 
 def obj_line(cfg):
     """The sampler in force, as inference.py names it, and its temperature."""
-    return f"{configurator.OBJECTIVES[cfg.objective].describe(cfg)}, temperature {cfg.temperature:g}"
+    return f"{OBJECTIVES[cfg.objective].describe(cfg)}, temperature {cfg.temperature:g}"
 
 
 if __name__ == "__main__":

@@ -27,11 +27,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import configurator  # noqa: E402
 from diffusion import Schedule  # noqa: E402
-from configurator import checkpoint_config, config_from_dict  # noqa: E402
+from checkpoint_manager import checkpoint_config, config_from_dict  # noqa: E402
 from dev.order_nll import windows_sha  # noqa: E402
 from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
+from objectives import OBJECTIVES  # noqa: E402
 from scripts.eval import run_name  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from dev.readers import read_json  # noqa: E402
@@ -161,7 +161,7 @@ def score_all(args, argv):
     runs = [load_model(path, "cpu") for path in args.against]
     cfg = checkpoint_config(runs[0][1], f"checkpoint {args.against[0]}")
     tok = tokenizer_from_state(runs[0][1]["tokenizer"])
-    exact = [configurator.OBJECTIVES[config_from_dict(saved["config"]).objective].EXACT for _, saved in runs]
+    exact = [OBJECTIVES[config_from_dict(saved["config"]).objective].EXACT for _, saved in runs]
     if "--n-t" in typed(argv) and all(exact):  # an exact NLL draws no times
         raise UserError("--n-t sets the times of a diffusion bound, and every --against run is an AR (its NLL is "
                         "exact): drop --n-t")

@@ -41,13 +41,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-import configurator  # noqa: E402
 from bd3 import bd3_logits  # noqa: E402
 from diffusion import predict_logits, self_condition_input  # noqa: E402
 from diffusion import causal_nll  # noqa: E402
 from evals.bound import report_windows  # noqa: E402
 from evals.samples import open_checkpoint, write_json  # noqa: E402
 from evals import SPLITS  # noqa: E402
+from objectives import OBJECTIVES  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import pick_device  # noqa: E402
 from utils.cli import ArgParser, at_least, list_of, output, own_flags, seed, typed  # noqa: E402
@@ -252,7 +252,7 @@ def check_flags(args, argv, cfg, model):
     """Refuse what the network cannot be scored by (check_network) and a flag that cannot apply to it; returns whether
     the mixture is summed exactly."""
     semi, L = args.semi_ar_length, cfg.block_size
-    blocks = configurator.OBJECTIVES[cfg.objective].BLOCKS  # bd3: its own blocks, read side by side
+    blocks = OBJECTIVES[cfg.objective].BLOCKS  # bd3: its own blocks, read side by side
     S = cfg.bd3_block if blocks else L
     exact = semi or S <= EXACT_BLOCK
     if "causal" in args.orders and not cfg.dual_ar:

@@ -33,12 +33,12 @@ def run_label(run_dir):
     name = os.path.basename(os.path.normpath(run_dir))
     try:
         import torch
-        import configurator
-        from configurator import config_from_dict
+        from objectives import OBJECTIVES
+        from checkpoint_manager import config_from_dict
         from utils.train_log import loss_label
         ckpt = torch.load(os.path.join(run_dir, "model.pt"), map_location="cpu", weights_only=True, mmap=True)
         cfg = config_from_dict(ckpt["config"])
-        return name, cfg.objective, configurator.OBJECTIVES[cfg.objective].EXACT, loss_label(cfg)[0].split(" ", 1)[1]
+        return name, cfg.objective, OBJECTIVES[cfg.objective].EXACT, loss_label(cfg)[0].split(" ", 1)[1]
     except Exception:  # a label is not worth failing for
         return name, None, False, None
 

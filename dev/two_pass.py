@@ -17,7 +17,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(HERE, ".."), HERE]  # the repo, and dev/ (draft_ceiling's loader)
 import bd3  # noqa: E402
 from bd3 import keep_or_redraw, probs  # noqa: E402
-from diffusion import draw, no_mask_logit  # noqa: E402
+from diffusion import no_mask_logit  # noqa: E402
+from utils.draws import draw  # noqa: E402
 from draft_ceiling import load_bd3_ar  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from diffusion import SamplerOptions  # noqa: E402

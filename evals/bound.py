@@ -14,9 +14,9 @@ from dataclasses import replace
 
 import torch
 
-import configurator
 from diffusion import Schedule, stratum_time
 from evals import REPORT
+from objectives import OBJECTIVES
 from utils.dataloader import chars_per_token, check_fits, fixed_windows, split_ids
 
 LN2 = math.log(2)  # nats in a bit
@@ -41,7 +41,7 @@ def report_windows(tok, train_ids, val_ids, split, n_windows, L):
 @torch.no_grad()
 def ar_mode(model, cfg, windows, mask_id, batch_size):
     """Mean NLL per window (N,), on the host, under the AR mode (--dual_sample's law), or None."""
-    obj, dev = configurator.OBJECTIVES[cfg.objective], next(model.parameters()).device
+    obj, dev = OBJECTIVES[cfg.objective], next(model.parameters()).device
     parts = [obj.ar_nll(model, windows[i:i + batch_size].to(dev), cfg, mask_id)
              for i in range(0, len(windows), batch_size)]
     return None if parts[0] is None else torch.cat(parts).cpu()
@@ -60,7 +60,7 @@ def evaluate(model, windows, cfg, tok, n_t=1, seed=0, chars_per_token=1.0, detai
     """Score the last L tokens of windows (N, L + 1) with cfg's objective, the AR reading the first
     as context (~0.015 nats/char in its favour at L = 64: dev/LOG.md, "From AR to diffusion at the
     baby budget"). Returns summary()'s dict; details adds recon_acc and entropy_by_t by time bin."""
-    obj, device = configurator.OBJECTIVES[cfg.objective], next(model.parameters()).device
+    obj, device = OBJECTIVES[cfg.objective], next(model.parameters()).device
     windows = windows[:, 1 - obj.WINDOW:].contiguous()  # an AR window keeps its first token as context
     was_training = model.training
     model.eval()

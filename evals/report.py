@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import torch
 
-import configurator
 from evals.bound import LN2
 from evals.metrics import ChangeRate, distinct_n
+from objectives import OBJECTIVES
 from sampling.canvas import continuation, fill
 from sampling.trace import StepBar, chain, open_trace, print_written, run_name, trace_hook
 from utils.errors import UserError
@@ -23,14 +23,14 @@ def units(res):
 
 def revisits(cfg):
     """Whether the sampler can change a committed token (else its change rate is 0 by design)."""
-    obj = configurator.OBJECTIVES[cfg.objective]
+    obj = OBJECTIVES[cfg.objective]
     return obj.NOISE_START or (not obj.EXACT and cfg.remask != "none" and not cfg.threshold)
 
 
 def report_samples(cfg, tok):
     """(prompt tokens, tokens generated) of the end-of-run samples: gen_len, cut to the context."""
     prompt_len = len(tok.encode(cfg.prompt))
-    return prompt_len, min(cfg.gen_len, cfg.block_size - prompt_len - configurator.OBJECTIVES[cfg.objective].WINDOW)
+    return prompt_len, min(cfg.gen_len, cfg.block_size - prompt_len - OBJECTIVES[cfg.objective].WINDOW)
 
 
 def check_report(cfg, tok):
@@ -43,7 +43,7 @@ def check_report(cfg, tok):
                         f"the end-of-run samples; give a shorter prompt")
     if cfg.dual_sample and not prompt_len:
         raise UserError("--dual_sample continues a prompt left to right: give the end-of-run samples one (--prompt)")
-    semi_ar = configurator.OBJECTIVES[cfg.objective].SEMI_AR and cfg.semi_ar_length
+    semi_ar = OBJECTIVES[cfg.objective].SEMI_AR and cfg.semi_ar_length
     blocks = -(-gen_len // cfg.semi_ar_length) if semi_ar else 1
     if cfg.steps < blocks and not cfg.threshold:
         raise UserError(f"--steps {cfg.steps} is fewer than the {blocks} blocks of --semi-ar-length "
@@ -53,7 +53,7 @@ def check_report(cfg, tok):
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):
     """Final metrics (res: dev eval; test: bound.REPORT's) and >= 4 samples (for distinct-2)."""
     g = torch.Generator().manual_seed(cfg.seed)
-    obj = configurator.OBJECTIVES[cfg.objective]
+    obj = OBJECTIVES[cfg.objective]
     change = ChangeRate(tok.mask_id)  # the fraction of committed tokens a reverse step changes
     n = max(cfg.num_samples, 4)
     prompt_len, gen_len = report_samples(cfg, tok)

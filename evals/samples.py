@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import torch
 
-import configurator
+from objectives import OBJECTIVES
 from sampling.canvas import start_token
 from diffusion import Schedule
-from configurator import checkpoint_config
+from checkpoint_manager import checkpoint_config
 from evals.metrics import distinct_n, gen_ppl, ngram_js, sample_entropy
 from checkpoint_manager import load_model, read_checkpoint
 from utils.dataloader import fixed_windows
@@ -49,7 +49,7 @@ def start_ids(tok, prompt):
 def load_judge(path, device, tokenizers):
     """The AR judge of gen-PPL, checked: exact, on each checkpoint's tokenizer (it reads ids)."""
     judge, _, cfg, judge_tok = open_checkpoint(path, device)
-    if not configurator.OBJECTIVES[cfg.objective].EXACT:
+    if not OBJECTIVES[cfg.objective].EXACT:
         raise UserError(f"--ar-checkpoint {path} is a {cfg.objective} model: give an AR checkpoint "
                         f"(python train.py ... --objective=ar)")
     fp = fingerprint(judge_tok)
@@ -63,7 +63,7 @@ def load_judge(path, device, tokenizers):
 def draw(model, cfg, start, gen_len, n, mask_id, generator, on_step=None):
     """n samples of gen_len tokens after start by cfg's sampler, num_samples a batch, on the model's
     device: (tokens (n, len(start) + gen_len) on the CPU, forward passes per sample)."""
-    obj = configurator.OBJECTIVES[cfg.objective]
+    obj = OBJECTIVES[cfg.objective]
     schedule, out, nfe = Schedule(cfg.diffusion_steps, cfg.schedule), [], []
     device = next(model.parameters()).device
     for i in range(0, n, cfg.num_samples):

@@ -13,8 +13,8 @@ from dataclasses import replace
 
 import torch
 
-import configurator
 from config import LIMITS
+from objectives import OBJECTIVES
 from utils.errors import UserError, clip
 from utils.fileio import read_text
 
@@ -94,7 +94,7 @@ def parse_infill(text, tok):
 
 def build_canvas(cfg, tok, block_size):
     """The canvas a config asks for, checked against the model (cfg.objective's) before any work."""
-    obj = configurator.OBJECTIVES[cfg.objective]
+    obj = OBJECTIVES[cfg.objective]
     if cfg.infill:
         c = parse_infill(cfg.infill, tok)
     else:
@@ -139,7 +139,7 @@ def build_canvas(cfg, tok, block_size):
 
 def fit_gen_len(cfg, tok, block_size):
     """(cfg, note or ""): an untyped --gen-len cut to the room a window leaves after the prompt."""
-    obj = configurator.OBJECTIVES[cfg.objective]
+    obj = OBJECTIVES[cfg.objective]
     if cfg.infill or obj.ANY_LENGTH or (obj.SEMI_AR and cfg.semi_ar_length):
         return cfg, ""
     c = build_canvas(replace(cfg, gen_len=1, semi_ar_length=0), tok, 2**62)
@@ -176,7 +176,7 @@ def check_no_mask(rows, canvas, tok, objective):
 def fill(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):
     """Fill `canvas` with cfg.objective's sampler. Returns (texts after the leading given text,
     tokens (B, L), stats: the sampler's, with seconds and full_texts)."""
-    B, obj, t0 = cfg.num_samples, configurator.OBJECTIVES[cfg.objective], time.time()
+    B, obj, t0 = cfg.num_samples, OBJECTIVES[cfg.objective], time.time()
     model.eval()
     x, gen_mask = canvas.tensors(B, device)
     start = obj.EXACT and not canvas.prefix_len  # AR conditions on a start token when the prompt is empty

@@ -1,4 +1,4 @@
-"""Watching the sampler's steps (diffusion.Step): MP4 + GIF frames (video.py), an HTML page
+"""Watching the sampler's steps (utils.steps.Step): MP4 + GIF frames (video.py), an HTML page
 (page.py), --live, a bar. inference.sample_once chains them into canvas.fill's on_step.
 
     python inference.py cpu --prompt "JULIET:"   # a new MP4 and GIF in artifacts/media/
@@ -11,8 +11,8 @@ from itertools import groupby
 
 import torch
 
-import configurator
-from diffusion import Step
+from objectives import OBJECTIVES
+from utils.steps import Step
 from sampling.page import PageWriter
 from sampling.video import TraceWriter
 from utils.fileio import MEDIA, check_output, check_trace, fresh_path, trace_paths
@@ -113,7 +113,7 @@ def open_trace(cfg, name, replace=False):
 
 def trace_title(cfg, cols=64):
     """A cols-cell header: settings off their defaults, led by 'micro-dllm  T=100  ' if it fits."""
-    obj, th = configurator.OBJECTIVES[cfg.objective], cfg.threshold
+    obj, th = OBJECTIVES[cfg.objective], cfg.threshold
     block = [f"{cfg.objective} L'={cfg.bd3_block}"] if obj.BLOCKS else []
     if obj.EXACT or cfg.dual_sample:  # a token a pass: no chain, no reveal setting
         how = ["AR, a token a pass" if obj.EXACT else "its AR mode (--dual_sample)"]
@@ -157,7 +157,7 @@ def open_page(cfg, name, replace=False):
     else:
         path = cfg.html
         check_output(path, replace, "--html", "--overwrite")
-    settings = f"{configurator.OBJECTIVES[cfg.objective].describe(cfg)}, temperature {cfg.temperature:g}"
+    settings = f"{OBJECTIVES[cfg.objective].describe(cfg)}, temperature {cfg.temperature:g}"
     return PageWriter(path, title=trace_title(cfg, 200), settings=settings, frame_ms=cfg.gif_frame_ms, reserved=auto)
 
 

@@ -75,6 +75,7 @@ from configurator import validate  # noqa: E402
 from evals.bound import ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
 from evals.metrics import ChangeRate  # noqa: E402
 from evals.samples import draw, load_judge, open_checkpoint, score, start_ids, write_json  # noqa: E402
+from objectives import OBJECTIVES  # noqa: E402
 from sampling.trace import StepBar, chain  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import CpuThreads, autocast_for, pick_device  # noqa: E402
@@ -88,7 +89,7 @@ SAMPLER_FLAGS = {"--steps": "steps", "--temperature": "temperature", "--order": 
 def load_run(path, args, device, given=()):
     """A checkpoint's model, tokenizer and configs, checked before work; given: utils.cli.typed."""
     model, ckpt, cfg, tok = open_checkpoint(path, device, args.data_path, args.val_path)
-    obj = configurator.OBJECTIVES[cfg.objective]
+    obj = OBJECTIVES[cfg.objective]
     # Sample as the preset and inference.py do; a given flag replaces its setting.
     # A checkpoint's remdm, which no flag names, yields only to a given --remask.
     scfg = replace(cfg, **sampler_flags(args))

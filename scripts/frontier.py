@@ -84,9 +84,9 @@ if __name__ == "__main__":  # flags and paths refused before torch is imported (
 
 import torch  # noqa: E402
 
-import configurator  # noqa: E402
 from configurator import acts, validate  # noqa: E402
 from model import compile_decode  # noqa: E402
+from objectives import OBJECTIVES  # noqa: E402
 from evals.samples import (busy_note, draw, held_out_windows, load_judge, open_checkpoint, score,  # noqa: E402
                            speed_figures, start_ids, time_draws, write_json)
 from utils.dataloader import prepare_data  # noqa: E402
@@ -197,7 +197,7 @@ def load(path, args, device):
     """Open a checkpoint, checking its grid first: {path, model, cfg, tok, obj, points}."""
     model, _, cfg, tok = open_checkpoint(path, device, args.data_path)
     compile_decode(model, replace(cfg, compile=args.compile), device)  # as inference.py samples
-    obj = configurator.OBJECTIVES[cfg.objective]
+    obj = OBJECTIVES[cfg.objective]
     points = grid_points(args.ar_grid_values if obj.EXACT else args.grid_values, cfg, obj)
     return dict(path=str(path), model=model, cfg=cfg, tok=tok, obj=obj, points=points)
 

@@ -11,7 +11,6 @@ draw of that seed, the stamps scaled to the timed draw's seconds. A frame is a t
 clock (--tick-ms): each lane shows what it had committed by then.
 """
 import os
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -61,7 +60,7 @@ def parse_args(argv):
 
 def open_lanes(args, device):
     """Each lane's model, sampling config and tokenizer (one for all), checked on the prompt."""
-    import configurator
+    from objectives import OBJECTIVES
     from sampling.canvas import build_canvas
     from sampling.trace import run_name
     from evals.samples import open_checkpoint, start_ids
@@ -76,7 +75,7 @@ def open_lanes(args, device):
             raise UserError(f"{path} has another tokenizer than {lanes[0]['path']}: a race compares one text")
     P = len(start_ids(lanes[0]["tok"], args.prompt))
     for lane in lanes:
-        obj, cfg, W = configurator.OBJECTIVES[lane["cfg"].objective], lane["cfg"], lane["model"].args.block_size
+        obj, cfg, W = OBJECTIVES[lane["cfg"].objective], lane["cfg"], lane["model"].args.block_size
         windowed = obj.ANY_LENGTH or (obj.SEMI_AR and cfg.semi_ar_length)
         if P + args.gen_len > W and not windowed:  # the race sets only --prompt and --gen-len of a lane
             fix = f"use --gen-len {W - P} or less" if P < W else "give a shorter --prompt"
@@ -136,15 +135,6 @@ def lane_cells(lane, now, tick):
     return [*label, *(c for c, _ in cells), "\n\n"], ["label"] * len(label) + [s for _, s in cells] + ["label"]
 
 
-def machine():
-    """This CPU's model name (Linux's /proc/cpuinfo), else what Python knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def write_frames(lanes, args, where, path):
     """The race's frames, a tick of the clock each, into the MP4 at path and the GIF beside it."""
     from sampling.video import TraceWriter
@@ -172,7 +162,7 @@ def main(argv):
     import torch
     from evals.samples import busy_note, start_ids
     from sampling.trace import MEDIA
-    from utils.dist import pick_device
+    from utils.dist import machine, pick_device
     device = pick_device(args.device)
     lanes = open_lanes(args, device)
     torch.set_num_threads(args.threads)

@@ -12,6 +12,8 @@ import contextlib
 import importlib
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,15 +44,15 @@ def pick(out, positions):
 def loss(obj, model, x, cfg, schedule, tok, draw):
     """An objective's loss in one call: its draws, then its loss given them (train.py makes the two calls itself, to
     compile only the second)."""
-    return obj.loss_of(model, x, cfg, schedule, tok, obj.draws(x, cfg, schedule, tok, draw))
+    return obj.loss(model, x, cfg, schedule, tok, obj.draws(x, cfg, schedule, tok, draw))
 
 
 def for_objective(args):
     """args less the flags its (last) --objective=X does not read: MICRO and TINY set diffusion keys, which
     configurator.validate refuses for AR (the user's rule: a given key that cannot apply is an error)."""
-    import configurator
+    from objectives import OBJECTIVES
     name = next((str(a).split("=", 1)[1] for a in reversed(args) if str(a).startswith("--objective=")), "mdlm")
-    ignored = configurator.OBJECTIVES[name].IGNORES
+    ignored = OBJECTIVES[name].IGNORES
     return [a for a in args if not (str(a).startswith("--") and str(a)[2:].split("=")[0] in ignored)]
 
 
@@ -94,6 +96,40 @@ def assert_one_line_error(code, err, *words):
     assert err.startswith("error: ") and err.endswith("\n") and err.count("\n") == 1, err
     assert "Traceback" not in err and all(w in err for w in words), (words, err)
     return err
+
+
+def fresh_copy(tmp_path):
+    """(a copy of the tracked files, what a fresh clone holds; an environment whose `python` and `torchrun` are this
+    interpreter's, as in an activated venv, at one thread)."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
+    repo = tmp_path / "repo"
+    for rel in filter(None, files.split("\0")):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, repo / rel)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, tail in (("python", ""), ("torchrun", " -m torch.distributed.run")):
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec "{sys.executable}"{tail} "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
+               PYTHONDONTWRITEBYTECODE="1")
+    return repo, env
+
+
+def serve_briefly(cmd, cwd, env, timeout=120):
+    """A documented `inference.py ... --serve` line run as typed (on a free port, --port 0): once it serves, its page
+    is fetched, then Ctrl-C. Returns (exit code, the page's status, stderr)."""
+    import urllib.request
+    p = subprocess.Popen(["bash", "-c", f"exec {cmd} --port 0"], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        url = next((line.split()[1] for line in p.stdout if line.startswith("serving http://")), None)
+        status = urllib.request.urlopen(url, timeout=30).status if url else None
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=timeout)
+    finally:
+        p.kill()
+    return p.returncode, status, err
 
 
 # ----------------------------------------------------------------------------- training runs
@@ -204,14 +240,13 @@ class WindowBlockModel:
 
 
 def bd3_drawn(x0, block, schedule, generator, t=None, allowed=None, share=0.0):
-    """bd3.bd3_loss's draws (common.Drawn) for x0 (B, L), made as it once made them itself: the times
+    """bd3.bd3_loss's draws (bd3.BlockDrawn) for x0 (B, L), made as it once made them itself: the times
     t (B, L // block), or one a block stratified over `allowed` (default 1..T), then the masks and
     self-conditioning's rows (share, the loss's self_cond) from generator; n_times = len(allowed)."""
-    from bd3 import bd3_times
-    from diffusion import masking_draws
+    from bd3 import bd3_times, block_draws
     allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
     t = bd3_times(len(x0), x0.size(1) // block, allowed, generator, x0.device) if t is None else t
-    return masking_draws(x0.shape, t, share, generator, x0.device, len(allowed))
+    return block_draws(x0.shape, t, share, generator, x0.device, len(allowed))
 
 
 @contextlib.contextmanager

@@ -553,6 +553,14 @@ CLASS_ROWS = {
         zero=[([*GS, "--tokens", "0"], ("--tokens", ">= 1")), ([*GS, "--k", "1"], ("--k", ">= 2")),
               ([*GS, "--deadline", "0"], ("--deadline", ">= 1"))],
         root=[(["data/prompts.txt", AR, "--smoke"], "run from the repository root")]),
+    # issue 96: the served page timed; it reads a preset's run (or the shipped weights) by name, through inference.py
+    "dev/bench_serve.py": dict(
+        missing=[(["cpu_bd3"], "artifacts/models/cpu_bd3/model.pt not found: train it first")],
+        directory="its one input is a preset, by name: no path", exists="writes no file: figures on stdout",
+        checkpoint="writes no file: figures on stdout", json="reads no JSON", list="no list flag",
+        empty="a preset names one run: nothing to select",
+        zero=[(["cpu", "--starts", "0"], ("--starts", ">= 1")), (["cpu", "--draws", "0"], ("--draws", ">= 1"))],
+        root=[(["cpu"], "run from the repository root")]),
 }
 NO_CKPT = "reads no checkpoint"
 DAMAGED = ("is damaged", "checksum")
@@ -572,7 +580,8 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         "dev/two_pass.py": [(["damaged.pt", AR], DAMAGED)], "dev/gpu_sample.py": [(["damaged.pt", AR, "--smoke"], DAMAGED)],
         **dict.fromkeys(("dev/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
                          "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/threads.py"), NO_CKPT),
-        "dev/epochs.py": "reads no checkpoint: its runs are train.py's, their scores eval.py's"},
+        "dev/epochs.py": "reads no checkpoint: its runs are train.py's, their scores eval.py's",
+        "dev/bench_serve.py": "reads a preset's run by name, through inference.py, whose damaged rows are above"},
     "depends": {
         "train.py": [([*T, "--out_dir=x", "--mask_ramp_from=0.6"], "--mask_ramp_from acts only with --mask_ramp"),
                      ([*T, "--out_dir=x", "--muon_lr=0.01"], "--muon_lr acts only with --optimizer='muon'"),
@@ -592,7 +601,7 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         **dict.fromkeys(("dev/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
                          "dev/plot_epochs.py", "dev/plot_frontier.py", "scripts/export.py", "dev/nanogpt_score.py",
                          "dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/gpu_sample.py",
-                         "dev/two_pass.py", "dev/threads.py"),
+                         "dev/two_pass.py", "dev/threads.py", "dev/bench_serve.py"),
                         "no flag of it acts only with another")},
     "pickle": {
         "train.py": [([*T, "--out_dir=x", "--init_from=evil.pt"], "a weights-only load refuses")],
@@ -612,7 +621,8 @@ MORE_ROWS = {  # the classes added with the checksum and the plain-data unpickle
         **dict.fromkeys(("dev/bench_train.py", "scripts/data.py", "scripts/train_tokenizer.py", "dev/plot.py",
                          "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/threads.py"),
                         "unpickles nothing: text, JSON and checkpoints read weights-only"),
-        "dev/epochs.py": "unpickles nothing: its runs are train.py's"},
+        "dev/epochs.py": "unpickles nothing: its runs are train.py's",
+        "dev/bench_serve.py": "reads a preset's run through inference.py, weights-only (its pickle row is above)"},
 }
 for cls, per_cli in MORE_ROWS.items():
     for cli, rows in per_cli.items():
@@ -651,6 +661,22 @@ TABLE += [
     ("scripts/race.py", [*RC, "--prompt", "To be" * 8], ("exceeds its context of 32", "give a shorter --prompt"), None),
 ]
 
+# issue 97: the live server's flags, each refused before a model is read or a port taken (tests/test_serve.py holds
+# its requests, a port in use, a client that leaves and Ctrl-C mid-draw, with the neighbours that must run)
+TABLE += [
+    ("inference.py", ["--checkpoint", DM, "--serve", "--interactive"],
+     "--serve draws one sample at a time in the page and writes no file: drop --interactive", None),
+    ("inference.py", ["--checkpoint", DM, "--serve", "--port", "70000"], "--port 70000 is no TCP port", None),
+    ("inference.py", ["--checkpoint", DM, "--port", "8001"], "--port acts only with --serve", None),
+    ("inference.py", ["--checkpoint", DM, "--serve", "--port", "0", "--host", "192.0.2.1"],
+     "--host 192.0.2.1 is no address of this machine", None),
+    ("inference.py", ["--checkpoint", DM, "--serve", "--port", "0", "--race", AR],
+     ("--race ar/model.pt reads another tokenizer than dm", "or --race off"), None),
+    ("inference.py", ["--checkpoint", DM, "--serve", "--port", "0", "--race", "no/model.pt"],
+     ("no/model.pt not found", "or give --race off"), None),
+    ("train.py", [*T, "--out_dir=x", "--serve"], "--serve is inference.py's", None),
+]
+
 # issue 80, class 7: each flag acts or is refused. Each row ran before, the flag doing nothing (or, the blank, a list
 # past any memory)
 TABLE += [
@@ -666,6 +692,8 @@ TABLE += [
     ("inference.py", ["--checkpoint", DM, "--replay-steps", "8"], "--replay_steps paces KV-cached decoding", None),
     ("inference.py", ["--checkpoint", AR, "--replay-steps", "0"], "replay_steps must be >= 1", None),
     ("inference.py", ["--checkpoint", AR, "--replay-steps", "65"], "replay_steps=65 is out of range (at most 64", None),
+    # its example was out of range (e.g. --replay_steps=100): an int key's example keeps within its LIMITS
+    ("inference.py", ["--checkpoint", AR, "--replay-steps", "four"], "e.g. --replay_steps=64", None),
     ("inference.py", ["--checkpoint", DM, "--infill", "To [___:100000000000000000000000] be"],
      "asks for 100,000,000,000,000,000,000,000 tokens", None),
     # past the context: each refusal's advice runs (test_a_refusals_advice_runs). It advised --gen-len beside
@@ -824,7 +852,8 @@ ISSUE_71_ROWS = {
                          "dev/plot_epochs.py", "dev/plot_frontier.py", "dev/nanogpt_score.py", "dev/bd3_variance.py",
                          "dev/draft_ceiling.py", "dev/spec_rounds.py", "dev/two_pass.py", "dev/threads.py"), NO_DEVICE),
         "dev/epochs.py": "no --device: its runs are train.py's, on the CPU",
-        "dev/gpu_sample.py": "no --device: a CUDA GPU, or the CPU with --smoke"},
+        "dev/gpu_sample.py": "no --device: a CUDA GPU, or the CPU with --smoke",
+        "dev/bench_serve.py": "no --device: inference.py --serve picks it"},
     "unread": {
         "train.py": [([*T, "--out_dir=x", "--live"], "--live is inference.py's"),
                      ([*T, "--out_dir=x", "--infill=To [___] be"], "--infill is inference.py's"),
@@ -860,6 +889,7 @@ ISSUE_71_ROWS = {
         **dict.fromkeys(("dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/two_pass.py"),
                         "every flag acts in every call"),
         "dev/spec_rounds.py": [([DM, "--k", "2"], "drop --k")],
+        "dev/bench_serve.py": "every flag acts in every call",
         "dev/threads.py": [(["cpu", "--gap", "5"], "--gap acts only with --starts"),
                            (["cpu", "--starts", "--loads", "quiet"], "--loads acts only on the step table")]},
 }
@@ -909,7 +939,7 @@ OUTPUT_ROWS = {
     "dev/mutants.py": [(["--json", "folder.mp4"], "is a directory"), (["--json", "old.txt/m.json"], UNDER)],
     **dict.fromkeys(("dev/nanogpt_score.py", "dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py",
                      "dev/two_pass.py", "dev/gpu_sample.py"), NO_OUTPUT),
-    "dev/threads.py": NO_FILES}
+    "dev/threads.py": NO_FILES, "dev/bench_serve.py": NO_OUTPUT}
 for cli, rows in OUTPUT_ROWS.items():
     CLASS_ROWS[cli]["output"] = rows
 
@@ -1010,7 +1040,7 @@ BASE = {"scripts/eval.py": [DM], "scripts/frontier.py": [AR, "--ar-checkpoint", 
         "dev/nanogpt_score.py": ["old.txt", "--against", DM], "dev/bd3_variance.py": [DM], "dev/draft_ceiling.py": [DM],
         "dev/spec_rounds.py": [DM], "dev/two_pass.py": [DM, AR], "dev/threads.py": ["cpu"], "dev/epochs.py": [],
         "dev/plot_epochs.py": ["s.json"], "dev/plot_frontier.py": ["eval.json"], "dev/gpu_sample.py": GS,
-        "scripts/race.py": RC, "dev/mutants.py": []}
+        "scripts/race.py": RC, "dev/bench_serve.py": ["cpu"], "dev/mutants.py": []}
 
 
 def range_rows(flag, kind):
@@ -1386,7 +1416,8 @@ WORK = {"train.py": "train.train", "inference.py": "inference.fill", "scripts/ev
         "bd3.sample_clean_ar", "dev/two_pass.py": "dev.two_pass.sample_two_pass", "dev/plot_epochs.py":
         "dev.plot_epochs._save", "dev/plot_frontier.py": "dev.plot_frontier._save", "dev/epochs.py":
         "dev.epochs.write_summary", "dev/threads.py": "dev.threads.child", "dev/gpu_sample.py": "dev.gpu_sample.load_model",
-        "scripts/race.py": "scripts.race.run_lanes", "dev/mutants.py": "dev.mutants.make_scratch"}
+        "scripts/race.py": "scripts.race.run_lanes", "dev/bench_serve.py": "dev.bench_serve.start",
+        "dev/mutants.py": "dev.mutants.make_scratch"}
 
 
 class Checked(BaseException):

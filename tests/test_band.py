@@ -3,11 +3,11 @@ that raises its top (mask_ramp). python -m pytest -q tests/test_band.py"""
 import pytest
 import torch
 
-import configurator
 from diffusion import Draw, Schedule, band_times, band_top
 from configurator import get_config
 from helpers import MICRO, ToyModel, for_objective, loss
 from utils.errors import UserError
+from objectives import OBJECTIVES
 
 
 class Recorder(ToyModel):
@@ -28,7 +28,7 @@ def test_the_band_trains_mdlm_on_its_mask_rates_only_stratified_and_the_old_key_
     sch, x = Schedule(20), torch.randint(0, 10, (40, 16), generator=torch.Generator().manual_seed(1))
     cfg = get_config([*MICRO, "--mask_min=0.3", "--mask_max=0.8"])
     assert get_config([*MICRO, "--bd3_mask_min=0.3", "--bd3_mask_max=0.8"]) == cfg  # the old names, aliases now
-    loss(configurator.OBJECTIVES["mdlm"], Recorder(seen), x, cfg, sch, type("Tok", (), {"mask_id": 10}),
+    loss(OBJECTIVES["mdlm"], Recorder(seen), x, cfg, sch, type("Tok", (), {"mask_id": 10}),
          Draw(torch.Generator().manual_seed(5), torch.tensor(0.25, dtype=torch.float64), 0, 40))
     band = band_times(sch, 0.3, 0.8)
     p = sch.mask_prob(seen[0])
@@ -54,7 +54,7 @@ def test_the_curriculum_draws_early_times_from_the_easy_band_and_is_off_by_defau
     ramp = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8", "--mask_ramp=0.5", "--mask_ramp_from=0.5"])
     band = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8"])
     for cfg, progress in ((ramp, 0.0), (ramp, 0.6), (band, 0.0), (band, 0.6)):
-        loss(configurator.OBJECTIVES["mdlm"], Recorder(seen), x, cfg, sch, tok, draw(progress))
+        loss(OBJECTIVES["mdlm"], Recorder(seen), x, cfg, sch, tok, draw(progress))
     early, late, b0, b1 = (sch.mask_prob(t) for t in seen)
     assert (early >= 0.2 - 1e-9).all() and (early <= 0.5 + 1e-9).all()  # step 0: the easy band [0.2, 0.5] only
     assert torch.equal(late, b0) and torch.equal(b0, b1)  # past the ramp, and with no ramp at all: the plain band
@@ -79,13 +79,13 @@ def test_training_tells_the_loss_how_far_it_is(monkeypatch):
     from types import SimpleNamespace
     seen, model = [], torch.nn.Linear(2, 1)
     fake = SimpleNamespace(draws=lambda x, cfg, sch, tok, draw: seen.append(draw.progress),
-                           loss_of=lambda model, x, cfg, sch, tok, drawn: model.weight.sum() * 0)
+                           loss=lambda model, x, cfg, sch, tok, drawn: model.weight.sum() * 0)
     cfg = get_config([*MICRO, "--max_iters=8"])
-    monkeypatch.setitem(configurator.OBJECTIVES, cfg.objective, fake)
+    monkeypatch.setitem(OBJECTIVES, cfg.objective, fake)
     env = SimpleNamespace(accum=1, world=1, rank=0, device=torch.device("cpu"), ctx=torch.autocast("cpu", enabled=False))
     data = SimpleNamespace(train_ids=torch.randint(0, 8, (500,)), window=cfg.block_size, tok=None)
     run = SimpleNamespace(model=model, raw_model=model, opt=torch.optim.SGD(model.parameters(), lr=0.0), ema=None,
                           schedule=None, loss_acc=torch.zeros(()), n_acc=0, skipped=0, bad_iter=torch.full((), -1),
-                          scaler=torch.amp.GradScaler("cpu", enabled=False), loss_of=fake.loss_of)
+                          scaler=torch.amp.GradScaler("cpu", enabled=False), objective=fake)
     train.train_step(cfg, env, data, run, 6)
     assert seen == [6 / 8]

@@ -433,7 +433,7 @@ def bd3_ckpt(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_tiny_bd3_run_learns_and_writes_past_its_context(bd3_ckpt, tmp_path):
-    from configurator import config_from_dict
+    from checkpoint_manager import config_from_dict
     from checkpoint_manager import load_model
     from utils.checkpoint import load_checkpoint
     from sampling.canvas import continuation, fill

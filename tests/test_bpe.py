@@ -314,7 +314,7 @@ def test_bad_input_exits_2_and_overwrites_nothing(bpe_run, corpus, capsys, tmp_p
 def test_eval_divides_by_the_characters_of_the_scored_windows(bpe_run):
     """scripts/eval.py's bits/char = bound / (characters the scored windows decode to), not the whole split's
     chars/token, which differs from the windows' (1.07 % on the 10k-story recipe)."""
-    from configurator import config_from_dict
+    from checkpoint_manager import config_from_dict
     from helpers import script
     from checkpoint_manager import load_model
     from utils.dataloader import fixed_windows

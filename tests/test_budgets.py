@@ -23,16 +23,19 @@ import pytest
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))  # helpers, when run as a script
 from helpers import ROOT  # noqa: E402 (helpers puts the root on the path: config below)
 from config import Config  # noqa: E402
+from objectives import OBJECTIVES  # noqa: E402
 
 # Code lines of every .py outside tests/ and dev/: a fixed ceiling (issue 79), never today's count. A change makes room
 # for what it adds; how the count moved: dev/LOG.md, "The product's code-line budget". Issue 86 set each ceiling about
 # 5 % above the tree after issues 86-90 (6,141 code, 1,438 on the reading path, 8,705 physical lines, 21,861 words):
 # a guard with room, not a target to fill (dev/LOG.md, "The shape the product promises").
-PRODUCT_CODE_LINES = 6_500
+# Issue 96 added the served page (sampling/serve.py: 314 code lines, 415 physical, ~630 prose words; its keys and
+# dispatch ~10 lines and ~90 words): each ceiling below rose by what it added, none of the room before it taken.
+PRODUCT_CODE_LINES = 6_850
 READING_PATH = ("config.py", "model.py", "diffusion.py", "train.py")
 READING_CODE_LINES = 1_520
-PRODUCT_PHYSICAL_LINES = 9_200  # every line of the product's .py files: code, prose and blanks (issue 79)
-PRODUCT_PROSE_WORDS = 23_100  # docstring and comment words (issue 79: 28,628 before its prose rule)
+PRODUCT_PHYSICAL_LINES = 9_650  # every line of the product's .py files: code, prose and blanks (issue 79)
+PRODUCT_PROSE_WORDS = 23_850  # docstring and comment words (issue 79: 28,628 before its prose rule)
 PROSE_COLUMNS = 100  # docstring and comment-only lines; code may use LINE_COLUMNS
 FILE_LINES = {"evals/report.py": 200}  # a file that grew nine jobs once
 PARAMETERS = 8  # the most a product function takes (self and cls left out)
@@ -44,17 +47,19 @@ LINE_COLUMNS = 120
 # a median of 15 words a sentence, nanochat's 17 (doc_stats below, their count).
 DOCS = {"README.md": dict(median=18, over45=2, hashes=0, dates=0), "RESULTS.md": dict(median=20, over45=3, hashes=12),
         "learning.md": dict(median=22, over45=10, hashes=15)}
-OBJECTIVES = ("ar", "diffusion", "bd3", "uniform")  # configurator.OBJECTIVES: one module each
+OBJECTIVES = ("ar", "diffusion", "bd3", "uniform")  # OBJECTIVES: one module each
 
 # The floors of the house, lowest first: a module imports only from floors below its own (siblings on one floor never
 # import each other, except within utils/, the ground, and evals/ and scripts/, each one package).
 FLOORS = (
     ("config",),                              # the keys, their choices and the presets: data
     ("utils",),                               # helpers that know nothing of the model
+    ("model",),                               # the network and its KV-cached generate: it imports no sampler
     ("diffusion",),                           # masked diffusion: schedule, draws, loss, bound, the reverse sampler
-    ("model",),                               # the network and its KV-cached generate
     ("ar", "bd3", "uniform"),                 # the objectives that build on both, siblings
-    ("configurator", "checkpoint_manager"),   # the command line -> a checked Config, the objectives by name; a model
+    ("objectives",),                          # the objectives by name: the table above the four
+    ("configurator",),                        # the command line -> a checked Config, one pass over config.py's tables
+    ("checkpoint_manager",),                  # a model, and its checked config, from a checkpoint or an export
     ("sampling",),                            # what inference.py draws and shows: the canvas, the trace
     ("evals",),                               # the bound, sample metrics, the end-of-run report
     ("train", "inference", "scripts"),        # what a user runs
@@ -377,7 +382,7 @@ def test_no_objective_module_imports_another():
     for name in OBJECTIVES:
         tops = {n.split(".")[0] for n in imported(ROOT / f"{name}.py")}
         assert not tops & (set(OBJECTIVES) - {name, "diffusion"}), name
-        assert "configurator" not in tops, name  # the table sits above the modules it lists
+        assert not {"configurator", "objectives"} & tops, name  # the table sits above the modules it lists
     assert not {n.split(".")[0] for n in imported(ROOT / "diffusion.py")} & set(OBJECTIVES)
 
 
@@ -387,14 +392,16 @@ def test_every_import_points_down_the_floors():
     assert not unplaced, f"give each product module a floor in FLOORS: {unplaced}"
     assert not upward_imports(files)
     project = {top for floor in FLOORS for top in floor}
-    # masked diffusion, which the other objectives build on, stands on the ground floors alone
-    assert {n.split(".")[0] for n in imported(ROOT / "diffusion.py")} & project <= {"config", "utils"}
+    # the network imports no sampler: it stands on the ground floors alone (issue 94)
+    assert {n.split(".")[0] for n in imported(ROOT / "model.py")} & project <= {"config", "utils"}
+    # masked diffusion, which the other objectives build on, stands on the network and the ground
+    assert {n.split(".")[0] for n in imported(ROOT / "diffusion.py")} & project <= {"config", "utils", "model"}
 
 
 def test_the_floor_check_catches_an_arrow_up():
-    assert arrows_up("diffusion", {"model", "torch"}) == [("diffusion", "model")]
+    assert arrows_up("model", {"diffusion", "torch"}) == [("model", "diffusion")]
     assert arrows_up("ar", {"bd3"}) == [("ar", "bd3")]  # siblings share a floor
-    assert arrows_up("model", {"diffusion", "utils.errors"}) == []
+    assert arrows_up("diffusion", {"model", "utils.errors"}) == []
     assert arrows_up("config", {"utils.errors"}) == [("config", "utils.errors")]  # the keys stand below utils/
     assert arrows_up("utils.checkpoint", {"utils.fileio"}) == []  # the ground floor is one package
 

@@ -1,5 +1,5 @@
 """The training loss compiled with the model (issue 74): each objective's loss is split into its random draws (draws,
-eager, from the keyed generator) and a pure function of the model, the batch and those draws (loss_of), which
+eager, from the keyed generator) and a pure function of the model, the batch and those draws (Objective.loss), which
 train.py compiles whole (utils.dist.compile_step: CUDA graphs on one CUDA GPU). Here: the split gives the losses and
 gradients of the loss before it (pinned at that commit, to 1e-6 relative); the whole pure loss of every objective
 traces as one graph with no break (dynamo's explain, CPU), which a run's later steps reuse; inductor's compiled step
@@ -15,6 +15,7 @@ from diffusion import Draw, Schedule
 from configurator import get_config
 from helpers import Tok, for_objective
 from model import Transformer
+from objectives import OBJECTIVES
 
 SMALL = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4", "--device=cpu"]
 CASES = {  # each objective at its preset's settings, and the switches the presets leave off
@@ -47,7 +48,7 @@ def setting(name, flags=()):
     """(obj, model, x, cfg, schedule, tok, draw) of a case: a seeded model, a batch, and the Draw of a micro-batch
     that is slot 1 of a global batch of 16 sequences, 30 % into training (the band's ramp reads it)."""
     cfg = get_config(for_objective([*CASES[name], *SMALL, *flags]))
-    obj, tok = configurator.OBJECTIVES[cfg.objective], Tok(19)
+    obj, tok = OBJECTIVES[cfg.objective], Tok(19)
     torch.manual_seed(0)
     model = Transformer(configurator.model_args(cfg, tok.vocab_size))
     x = torch.randint(0, 19, (cfg.batch_size, cfg.block_size + obj.WINDOW), generator=torch.Generator().manual_seed(1))
@@ -65,13 +66,13 @@ def loss_and_grads(model, loss):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_the_split_loss_is_the_loss_before_it(name):
-    """train.py's step, draws() eagerly then loss_of(), against BEFORE: the loss, gradient norm and gradient checksum
+    """train.py's step, draws() eagerly then loss(), against BEFORE: the loss, gradient norm and gradient checksum
     that the loss had before the split, pinned from that commit, never from the code under test. Exact on the machine
     and thread count they were measured at; elsewhere float32 sums run in another order and move them by ~1e-8
     relative (2e-9 to 1.2e-8 on an AMD EPYC), far inside the 1e-6 that a changed draw, weight or formula exceeds."""
     obj, model, x, cfg, schedule, tok, draw = setting(name)
     drawn = obj.draws(x, cfg, schedule, tok, draw)
-    split = loss_and_grads(model, obj.loss_of(model, x, cfg, schedule, tok, drawn))
+    split = loss_and_grads(model, obj.loss(model, x, cfg, schedule, tok, drawn))
     assert split == pytest.approx(BEFORE[name], rel=1e-6, abs=0)
 
 
@@ -82,13 +83,13 @@ def test_the_split_loss_is_the_loss_before_it(name):
                                          ("bd3 self_cond elbo", []), ("uniform", []), ("ar", [])],
                          ids=lambda v: " ".join(v) if isinstance(v, list) else v)
 def test_the_whole_pure_loss_of_every_objective_is_one_graph(name, flags):
-    """Everything loss_of does, the model's calls included (self-conditioning's first pass, the dual objective's causal
+    """Everything loss() does, the model's calls included (self-conditioning's first pass, the dual objective's causal
     pass, bd3's two-stream pass and its clean half's loss, the masking, the weights, the cross-entropies), traced by
     dynamo as one graph: no break, so no host sync."""
     obj, model, x, cfg, schedule, tok, draw = setting(name, flags)
     drawn = obj.draws(x, cfg, schedule, tok, draw)
     torch._dynamo.reset()
-    out = torch._dynamo.explain(obj.loss_of)(model, x, cfg, schedule, tok, drawn)
+    out = torch._dynamo.explain(obj.loss)(model, x, cfg, schedule, tok, drawn)
     assert (out.graph_count, out.graph_break_count) == (1, 0), [str(b.reason)[:300] for b in out.break_reasons]
 
 
@@ -101,11 +102,11 @@ def test_steps_of_a_run_reuse_one_graph():
     obj, model, x, cfg, schedule, tok, _ = setting("mdlm baby")
     torch._dynamo.reset()
     counters.clear()
-    loss_of = torch.compile(obj.loss_of, backend="eager")
+    loss = torch.compile(obj.loss, backend="eager")
     for step in range(5):
         draw = Draw(torch.Generator().manual_seed(step), torch.tensor(step / 5, dtype=torch.float64), step % 2 * 4, 8,
                     step / 4)
-        loss_of(model, x, cfg, schedule, tok, obj.draws(x, cfg, schedule, tok, draw)).backward()
+        loss(model, x, cfg, schedule, tok, obj.draws(x, cfg, schedule, tok, draw)).backward()
     assert counters["stats"]["unique_graphs"] == 1  # a Python number the graph read, changing, would make a second
 
 
@@ -116,11 +117,11 @@ def test_inductor_compiles_the_loss_with_the_model_to_eagers_loss_and_gradients(
     got = {}
     for name in ("eager", "compiled"):
         obj, model, x, cfg, schedule, tok, _ = setting("mdlm reference", ["--n_layer=1", "--n_embd=16"])
-        loss_of = torch.compile(obj.loss_of) if name == "compiled" else obj.loss_of
+        loss_fn = torch.compile(obj.loss) if name == "compiled" else obj.loss
         got[name] = []
         for step in range(2):
             draw = Draw(torch.Generator().manual_seed(step), torch.tensor(0.1 + step / 2, dtype=torch.float64), 0, 4)
-            loss = loss_of(model, x, cfg, schedule, tok, obj.draws(x, cfg, schedule, tok, draw))
+            loss = loss_fn(model, x, cfg, schedule, tok, obj.draws(x, cfg, schedule, tok, draw))
             grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
             got[name].append((loss.detach(), [g for g in grads if g is not None]))
     for (eager, eager_grads), (compiled, compiled_grads) in zip(got["eager"], got["compiled"]):
@@ -137,9 +138,15 @@ def test_one_process_compiles_the_loss_with_the_model_and_ddp_the_model_alone(mo
     from utils.dist import compile_step
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append((fn, kw.get("mode"))) or fn)
-    loss_of, model = configurator.OBJECTIVES["mdlm"].loss_of, torch.nn.Linear(2, 2)
+    obj, model = OBJECTIVES["mdlm"], torch.nn.Linear(2, 2)
+    out = {}
     for flag, device, world in (("auto", "cuda", 1), ("auto", "cuda", 2), ("auto", "cpu", 1), ("true", "cpu", 1),
                                 ("false", "cuda", 1)):
-        assert compile_step(loss_of, model, get_config([f"--compile={flag}"]), torch.device(device), world) == (
-            loss_of, model)
-    assert seen == [(loss_of, "reduce-overhead"), (model, None), (loss_of, None)]
+        out[flag, device, world] = compile_step(obj, model, get_config([f"--compile={flag}"]), torch.device(device),
+                                                world)
+        assert out[flag, device, world][1] is model
+    assert seen == [(obj.loss, "reduce-overhead"), (model, None), (obj.loss, None)]
+    for key in (("auto", "cuda", 2), ("auto", "cpu", 1), ("false", "cuda", 1)):
+        assert out[key][0] is obj  # uncompiled: the table's own objective
+    compiled = out["auto", "cuda", 1][0]  # a copy whose loss is compiled: the table's objective untouched
+    assert compiled is not obj and type(compiled) is type(obj) and "loss" in vars(compiled) and "loss" not in vars(obj)

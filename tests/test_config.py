@@ -14,6 +14,7 @@ from config import PRESETS, Config
 from configurator import get_config
 from helpers import ENV, ROOT, run_cli_here
 from utils.errors import UserError
+from objectives import OBJECTIVES
 
 
 def test_defaults_are_the_reference_recipe():
@@ -86,7 +87,8 @@ def test_sampling_reads_the_keys_its_fields_declare():
     sampling = {"checkpoint", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k", "top_p",
                 "num_samples", "viz_video", "trace_every", "gif_frame_ms", "infill", "prefix_file", "suffix_file",
                 "order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length", "bd3_speculate",
-                "dual_sample", "replay_steps", "live", "prompts_file", "interactive", "html"}
+                "dual_sample", "replay_steps", "live", "prompts_file", "interactive", "html", "serve", "host", "port",
+                "race"}
     assert set(SAMPLED) == sampling | {"device", "dtype", "seed", "compile", "overwrite"} and len(set(SAMPLED)) == len(SAMPLED)
     assert set(SAMPLING_ONLY) < set(SAMPLED) and set(SAMPLED) | set(RESUMABLE) <= {f.name for f in fields(Config)}
     for key in ("device", "compile", "overwrite"):  # a key may carry two roles
@@ -186,7 +188,7 @@ def test_each_modules_choices_are_config_pys_own():
                               ("model", "TIME_CONDS", "time_cond")]:
         assert getattr(importlib.import_module(module), name) is config.CHOICES[key], (module, name)
     assert importlib.import_module("diffusion").UNSCORED_ORDERS is config.UNSCORED_ORDERS
-    assert tuple(configurator.OBJECTIVES) == config.CHOICES["objective"]
+    assert tuple(OBJECTIVES) == config.CHOICES["objective"]
     assert configurator.CHOICES is config.CHOICES and set(config.CHOICES) == {
         "tokenizer", "time_cond", "objective", "bd3_loss", "schedule", "loss_type", "optimizer", "order",
         "tokens_per_step", "remask", "dtype", "compile"}
@@ -210,7 +212,7 @@ def test_a_bool_compile_from_a_config_file_or_an_older_checkpoint_reads_as_its_w
     import io
     import torch
     from dataclasses import asdict
-    from configurator import config_from_dict
+    from checkpoint_manager import config_from_dict
     f = tmp_path / "exp.py"
     f.write_text(f"compile = {given!r}\n")
     assert get_config([str(f)]).compile == value and config_from_dict(dict(compile=given)).compile == value
@@ -225,7 +227,7 @@ def test_a_bool_compile_from_a_config_file_or_an_older_checkpoint_reads_as_its_w
 
 
 def test_renamed_keys_keep_their_old_names(tmp_path):
-    from configurator import config_from_dict
+    from checkpoint_manager import config_from_dict
     new = get_config(["--semi-ar-length=8"])
     assert new.semi_ar_length == 8
     assert get_config(["--block-length", "8"]) == new  # old flags
@@ -370,13 +372,14 @@ def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key(
     from configurator import partners
     with_it = dict(val_path="data/tinyshakespeare.txt", tokenizer="bpe", mask_ramp="0.5", optimizer="muon",
                    resume="false", wandb_log="true", temperature="0.8", remask="remdm", threshold="0.0",
-                   viz_video="v.mp4", html="p.html")
+                   viz_video="v.mp4", html="p.html", serve="true")
     value = dict(val_fraction="0.2", tokenizer_path="t.json", mask_ramp_from="0.5", muon_lr="0.01", muon_momentum="0.9",
                  init_from="a.pt", overwrite="true", wandb_project="p", top_k="5", top_p="0.9",
                  temperature_end_share="0.5", remask_eta="0.1", tokens_per_step="linear", trace_every="2",
-                 gif_frame_ms="100", steps="10")
+                 gif_frame_ms="100", steps="10", host="0.0.0.0", port="8001", race="off")
     off = dict(val_path="data/tinyshakespeare.txt", tokenizer="char", mask_ramp="0", optimizer="adamw", resume="true",
-               wandb_log="false", temperature="0", remask="none", threshold="0.5", viz_video="off", html="")
+               wandb_log="false", temperature="0", remask="none", threshold="0.5", viz_video="off", html="",
+               serve="false")
     assert set(value) == set(NEEDS)
     for key in NEEDS:
         others = [other for other, _ in partners(key)]
@@ -424,7 +427,7 @@ def test_a_nan_is_refused_for_every_float_key(key, tmp_path):
     """nan compares False with every bound (0 < nan <= 1 is False, nan < 0 too): each range check alone would let
     it through. A config file cannot write one (float('nan') is a call, and nothing in the file runs); a checkpoint's
     config or an export's config.json (JSON's NaN) can, and is checked as a command line is."""
-    from configurator import config_from_dict
+    from checkpoint_manager import config_from_dict
     f = tmp_path / "nan.py"
     f.write_text(f"{key} = float('nan')\n")
     with pytest.raises(UserError, match="line 1: not `key = value` with a literal value"):

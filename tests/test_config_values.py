@@ -4,7 +4,7 @@ train.py's parse + validate and, for the keys sampling reads, inference.py's (th
 config, then validate). A value is accepted where ACCEPTED says it is legal, else refused with a UserError: never
 another exception, and never silently. The values come in a config file, written as Python literals (a file is data:
 2 ** 62 is written out, inf as 1e999); a nan comes only in a checkpoint's config (or an export's config.json), walked
-through configurator.config_from_dict. Paths are checked where they are read (tests/test_bad_input.py's rows).
+through checkpoint_manager.config_from_dict. Paths are checked where they are read (tests/test_bad_input.py's rows).
 python -m pytest -q tests/test_config_values.py"""
 import math
 from dataclasses import fields
@@ -15,6 +15,7 @@ import configurator
 from config import NEEDS, SAMPLED, Config
 from configurator import TYPES, parse, validate
 from utils.errors import UserError
+from objectives import OBJECTIVES
 
 WORST = {float: ["float('inf')", "-float('inf')", "-1.0", "0.0", "1e-320", "2.0 ** 64"],
          int: ["-1", "0", "2 ** 62", "2 ** 63", "2 ** 64", "-2 ** 63 - 1"], str: ["''", "'nonsense'"], bool: [],
@@ -51,7 +52,7 @@ CASES = [(key, value) for key in TYPES for value in worst(key)]
 
 def _objective(key):
     """An objective that reads key (the others refuse it, given, whatever its value)."""
-    return next(name for name in configurator.OBJECTIVES if key not in configurator.OBJECTIVES[name].IGNORES)
+    return next(name for name in OBJECTIVES if key not in OBJECTIVES[name].IGNORES)
 
 
 def _given(key, value, tmp_path):

@@ -1,15 +1,17 @@
 """The diffusion maths against hand computations and invariants. python -m pytest -q tests/test_diffusion.py"""
+import functools
 import math
 
 import pytest
 import torch
 
-import configurator
 from ar import ar_loss
-from diffusion import LossOptions, Schedule, filter_logits, reveal_plan, sample_tokens, stratified_times, time_grid
+from diffusion import LossOptions, Schedule, reveal_plan, stratified_times, time_grid
+from utils.draws import filter_logits, sample_tokens
 from diffusion import corrupt, diffusion_loss
 from diffusion import SamplerOptions, denoise
 from helpers import ConstModel, ToyModel, loss
+from objectives import OBJECTIVES
 
 
 def test_schedule_endpoints_and_weights_by_hand():
@@ -67,7 +69,7 @@ def test_mask_draws_give_k_masks_of_the_same_windows_stratified_over_k_times_the
                                         "--mask_min=0.2", "--mask_max=0.8", "--bd3_block=4", f"--mask_draws={k}"]))
         seen.clear()
         for offset in (0, 4):  # two micro-batches (or ranks) of 4 in a global batch of 8
-            loss(configurator.OBJECTIVES[objective], None, x, cfg, schedule, type("Tok", (), dict(mask_id=7)),
+            loss(OBJECTIVES[objective], None, x, cfg, schedule, type("Tok", (), dict(mask_id=7)),
                  Draw(torch.Generator().manual_seed(offset), u, offset, 8))
         assert all(torch.equal(xs, x.repeat(k, 1)) for xs, _ in seen)  # k copies of each window, its own noise each
         # the k * 8 copies of the global batch hold one time in each of k * 8 * n strata, as one batch of k * 8 would
@@ -191,3 +193,110 @@ def test_sampler_is_deterministic_for_a_seed():
     run = lambda seed: denoise(model, x.clone(), gm, s, 11, SamplerOptions(20), torch.Generator().manual_seed(seed))[0]
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
+
+
+# ----------------------------------------------------------------------------- the plain sampler, and denoise beside it
+class Stop(Exception):
+    """Raised by Recorder at the network's k-th call: the canvas it reads is the result of the steps before."""
+
+
+class Recorder(torch.nn.Module):
+    """A tiny time-blind network whose predictions depend on the context (so a law is not one table), stopping the
+    sampler at its k-th pass with the canvas it was handed."""
+
+    def __init__(self, k=2):
+        super().__init__()
+        self.net = _net()
+        self.args, self.calls, self.k = self.net.args, 0, k
+
+    def forward(self, idx, t=None, **kw):
+        self.calls += 1
+        if self.calls == self.k:
+            raise Stop(idx.clone())
+        return self.net(idx, t, **kw)
+
+
+@functools.lru_cache(maxsize=1)
+def _net():
+    from model import ModelArgs, Transformer
+    torch.manual_seed(4)
+    net = Transformer(ModelArgs(vocab_size=4, block_size=8, n_layer=1, n_head=2, n_embd=16, time_cond="none")).eval()
+    with torch.no_grad():
+        net.head.weight.mul_(20)  # peaked laws, far from uniform: a wrong law shows
+    return net
+
+
+def _first_steps(sampler, n, k=2):
+    """n runs of `sampler(model, generator)` at batch 1: the canvas after each one's first k - 1 steps."""
+    out = []
+    for seed in range(n):
+        model = Recorder(k=k)
+        try:
+            sampler(model, torch.Generator().manual_seed(seed))
+        except Stop as canvas:
+            out.append(canvas.args[0][0])
+    return torch.stack(out)
+
+
+def test_the_plain_sampler_and_a_step_of_denoise_draw_each_revealed_token_from_the_same_law():
+    """Issue 94: with the options off (random order, no remasking, no threshold), a step of denoise() draws each token
+    it reveals from the law sample_ancestral's step draws from, p(x0_i | x_t) at temperature 1; the one difference is
+    the count: the plain step reveals each [MASK] w.p. (alpha(s) - alpha(t)) / (1 - alpha(t)), a Binomial count,
+    where denoise reveals the schedule's count exactly. Checked at batch 1 by chi-square, on the first of two steps
+    (schedule counts end in the reference's greedy step into t = 0)."""
+    from diffusion import sample_ancestral
+    from helpers import pooled_chi2
+    MASK, T, n = 3, 10, 1500
+    x = torch.tensor([[0, 2, MASK, MASK, MASK]])
+    gen = x == MASK
+    schedule = Schedule(T)
+    with torch.no_grad():
+        law = torch.softmax(Recorder().net(x).double()[0, 2:, :MASK], -1)  # (3 blanks, 3 tokens): p(x0 | x_T), no [MASK]
+    plain = _first_steps(lambda m, g: sample_ancestral(m, x.clone(), gen, schedule, MASK, 2, g), n)[:, 2:]
+    opts = SamplerOptions(2, order="random", remask="none")
+    steps = _first_steps(lambda m, g: denoise(m, x.clone(), gen, schedule, MASK, opts, g), n)[:, 2:]
+    reveal = schedule.alpha[5].item()  # t = 10 -> s = 5: (alpha(5) - alpha(10)) / (1 - alpha(10)) = alpha(5)
+    for canvas in (plain, steps):
+        for i in range(3):  # each blank's revealed tokens against p(x0_i | x_T)
+            drawn = canvas[:, i][canvas[:, i] != MASK]
+            chi2, limit = pooled_chi2([(int(t),) for t in drawn], {(k,): law[i, k].item() for k in range(MASK)})
+            assert chi2 < limit, (i, chi2, limit)
+    counts = (plain != MASK).sum(1)
+    binomial = {(k,): math.comb(3, k) * reveal ** k * (1 - reveal) ** (3 - k) for k in range(4)}
+    chi2, limit = pooled_chi2([(int(c),) for c in counts], binomial)
+    assert chi2 < limit and len(set(counts.tolist())) > 1, (chi2, limit)  # the plain step: a Binomial count
+    assert ((steps != MASK).sum(1) == 3 - round(3 * (1 - reveal))).all()  # denoise: the schedule's count, exactly
+
+
+def test_the_plain_sampler_keeps_the_forward_marginal_after_each_step():
+    """After the steps T -> ... -> s, each blank is still [MASK] w.p. 1 - alpha(s), the forward process's marginal:
+    the reveal chances (alpha(s) - alpha(t)) / (1 - alpha(t)) telescope (MDLM). Counted after 2 of 3 steps."""
+    from diffusion import sample_ancestral
+    from helpers import pooled_chi2
+    MASK, schedule = 3, Schedule(10)
+    x = torch.tensor([[0, 2, MASK, MASK, MASK]])
+    canvas = _first_steps(lambda m, g: sample_ancestral(m, x.clone(), x == MASK, schedule, MASK, 3, g), 1500, k=3)
+    s = time_grid(10, 3)[2]
+    masked = 1 - schedule.alpha[s].item()  # 1 - alpha(3)
+    law = {(k,): math.comb(3, k) * masked ** k * (1 - masked) ** (3 - k) for k in range(4)}
+    chi2, limit = pooled_chi2([(int(c),) for c in (canvas[:, 2:] == MASK).sum(1)], law)
+    assert chi2 < limit, (chi2, limit)
+
+
+def test_a_wrong_law_fails_the_tie():
+    """The control: draws from the law at temperature 2 (what a unit slip would do) fail the same chi-square."""
+    from helpers import pooled_chi2
+    MASK = 3
+    with torch.no_grad():
+        logits = Recorder().net(torch.tensor([[0, 2, MASK, MASK, MASK]])).double()[0, 2, :MASK]
+    hot = torch.multinomial(torch.softmax(logits / 2, -1), 1500, replacement=True, generator=torch.Generator().manual_seed(0))
+    chi2, limit = pooled_chi2([(int(t),) for t in hot], {(k,): p for k, p in enumerate(torch.softmax(logits, -1).tolist())})
+    assert chi2 > limit
+
+
+@pytest.mark.parametrize("steps", [1, 3, 10])
+def test_the_plain_sampler_fills_every_blank_and_never_touches_given_text(steps):
+    from diffusion import sample_ancestral
+    model, x, gm = ToyModel(), *_canvas()
+    out = sample_ancestral(model, x.clone(), gm, Schedule(20), 11, steps, torch.Generator().manual_seed(0))
+    assert torch.equal(out[~gm], x[~gm]) and not (out == 11).any()

@@ -11,13 +11,13 @@ import torch.nn.functional as F
 
 import ar
 import diffusion
-import configurator
 from diffusion import Draw, Schedule
 from configurator import get_config
 from helpers import MICRO, for_objective, loss as objective_loss
 from model import ModelArgs, Transformer
 from diffusion import SamplerOptions
 from utils.errors import UserError
+from objectives import OBJECTIVES
 
 V, MASK = 12, 11
 ARGS = dict(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=16, time_cond="none")
@@ -61,7 +61,7 @@ def test_loss_is_the_diffusion_loss_plus_the_weight_times_the_causal_term_on_the
                           f"--dual_ar={weight}"])
         tok = type("Tok", (), dict(mask_id=MASK))
         draw = Draw(torch.Generator().manual_seed(3), torch.tensor(0.25))
-        return objective_loss(configurator.OBJECTIVES["mdlm"], bidir, x, cfg, schedule, tok, draw)
+        return objective_loss(OBJECTIVES["mdlm"], bidir, x, cfg, schedule, tok, draw)
 
     assert base.dual_ar == 0
     expect = loss(0) + 0.5 * diffusion.dual_ar_loss(bidir, x, MASK)
@@ -98,13 +98,13 @@ def test_dual_sample_draws_the_causal_networks_samples_exactly_and_keeps_the_pro
     bidir, causal = nets()
     x, gen = _canvas()
     steps = []
-    out, stats = diffusion.sample(bidir, x, gen, _cfg("--dual_sample", "--temperature=0.9", "--top_k=8"), Schedule(100),
+    out, stats = diffusion.MaskedDiffusion().sample(bidir, x, gen, _cfg("--dual_sample", "--temperature=0.9", "--top_k=8"), Schedule(100),
                                   MASK, torch.Generator().manual_seed(5), on_step=steps.append)
     expect = causal.generate(x[:, :4], 10, SamplerOptions(1, temperature=0.9, top_k=8),
                       torch.Generator().manual_seed(5), MASK)
     assert torch.equal(out, expect) and torch.equal(out[:, :4], x[:, :4]) and not (out == MASK).any()
     # a Step a token; the NFE counts the prompt's pass before its last token too (every network call)
-    assert stats["nfe"] == 11 and diffusion.passes(_cfg("--dual_sample"), 10) == len(steps) == 10
+    assert stats["nfe"] == 11 and diffusion.MaskedDiffusion().passes(_cfg("--dual_sample"), 10) == len(steps) == 10
     assert all(s.revealed.sum(1).tolist() == [1] * 3 and s.revealed[:, 4 + i].all() for i, s in enumerate(steps))
     assert steps[-1].finished == [True] * 3 and not any(steps[0].finished)
 
@@ -122,7 +122,7 @@ def test_dual_sample_is_refused_where_it_cannot_apply():
     x, gen = _canvas()
     gen[:, -2:] = False  # given text after the blanks: an infill, which only the diffusion sampler can do
     with pytest.raises(UserError, match="infill needs the diffusion sampler"):
-        diffusion.sample(bidir, x, gen, _cfg("--dual_sample"), Schedule(100), MASK)
+        diffusion.MaskedDiffusion().sample(bidir, x, gen, _cfg("--dual_sample"), Schedule(100), MASK)
 
 
 def test_dual_sample_refuses_a_canvas_it_cannot_continue_before_sampling(tmp_path):
@@ -185,7 +185,7 @@ def test_the_bound_is_the_diffusion_nelbo_whatever_the_dual_weight():
     tok = type("Tok", (), dict(mask_id=MASK))
     x = torch.randint(0, MASK, (6, 16), generator=torch.Generator().manual_seed(4))
     t = torch.tensor([[3], [7], [10], [15], [18], [20]])
-    figures = [diffusion.bound(bidir, x, _cfg(f"--dual_ar={w}", "--steps=8"), Schedule(20), tok, t, torch.Generator().manual_seed(5))[0]
+    figures = [diffusion.MaskedDiffusion().bound(bidir, x, _cfg(f"--dual_ar={w}", "--steps=8"), Schedule(20), tok, t, torch.Generator().manual_seed(5))[0]
                for w in (0.0, 0.25, 1.0)]
     _, nelbo, _ = diffusion.diffusion_loss(bidir, x, Schedule(20), MASK, generator=torch.Generator().manual_seed(5),
                                            t=t[:, 0])

@@ -163,16 +163,16 @@ def test_a_checkpoint_damaged_in_place_is_refused_and_resume_skips_it(in_tmp, ca
 
 
 def _nan_at(monkeypatch, calls):
-    """The objective's training loss (its pure part, loss_of, what train_step runs) is NaN on these (1-based) training
+    """The objective's training loss (its pure part, Objective.loss, what train_step runs) is NaN on these (1-based) training
     calls: a fault on those exact steps."""
     import diffusion
-    real, n = diffusion.loss_of, [0]
+    real, n = diffusion.MaskedDiffusion.loss, [0]
 
     def loss(*args, **kwargs):
         n[0] += 1
         out = real(*args, **kwargs)
         return out * float("nan") if n[0] in calls else out
-    monkeypatch.setattr(diffusion, "loss_of", loss)
+    monkeypatch.setattr(diffusion.MaskedDiffusion, "loss", loss)
 
 
 @pytest.mark.slow
@@ -206,13 +206,13 @@ def test_a_non_finite_gradient_stops_at_its_own_step_and_saves_nothing_after_it(
     """Issue 90: only the loss was checked, so a NaN gradient showed a step later (the NaN weights' loss), and weights
     made non-finite or huge in the step before a save were saved and called good. The step is named, its rate too."""
     import diffusion
-    real, n = diffusion.loss_of, [0]
+    real, n = diffusion.MaskedDiffusion.loss, [0]
 
     def loss(*args, **kwargs):
         n[0] += 1
         out = real(*args, **kwargs)
         return NanGrad.apply(out) if n[0] == 7 else out
-    monkeypatch.setattr(diffusion, "loss_of", loss)
+    monkeypatch.setattr(diffusion.MaskedDiffusion, "loss", loss)
     out = in_tmp / "out"
     with pytest.raises(UserError, match=r"a non-finite loss or gradient at iter 7: stopped; the last finite checkpoint is "
                                         r".*model.pt \(iter 5\)"):

@@ -15,6 +15,7 @@ from configurator import get_config
 from evals.metrics import char_ngrams, js_divergence, ngram_js
 from helpers import MICRO, assert_one_line_error, real_text, run_cli_here, script, for_objective
 from utils.errors import UserError
+from objectives import OBJECTIVES
 
 frontier = script("frontier")
 
@@ -51,7 +52,7 @@ def test_the_grid_holds_each_distinct_sampler_once():
     g = grid("remask=none,remdm", "remask_eta=0.05,0.1", "temperature=0.8,1", "steps=8")
     assert g == dict(remask=["none", "remdm"], remask_eta=[0.05, 0.1], temperature=[0.8, 1.0], steps=[8])
     cfg = get_config([*MICRO, "--remask=none"])
-    pts = frontier.grid_points(g, cfg, configurator.OBJECTIVES["mdlm"])
+    pts = frontier.grid_points(g, cfg, OBJECTIVES["mdlm"])
     # remask none: eta is not read (2 temperatures); remdm: two etas (2 x 2)
     assert len(pts) == 6 and sum(s.get("remask") == "none" for s, _ in pts) == 2
     assert all("remask_eta" not in s for s, _ in pts if s["remask"] == "none")
@@ -60,10 +61,10 @@ def test_the_grid_holds_each_distinct_sampler_once():
     # an AR checkpoint reads only temperature and top-p of it
     ar_cfg = get_config(for_objective([*MICRO, "--objective=ar"]))
     ar_pts = frontier.grid_points(grid("order=random,confidence", "temperature=0.8,1", "top_p=0.9,1", flag="--ar-grid"),
-                                  ar_cfg, configurator.OBJECTIVES["ar"])
+                                  ar_cfg, OBJECTIVES["ar"])
     assert [s for s, _ in ar_pts] == [dict(temperature=t, top_p=p) for t in (0.8, 1.0) for p in (0.9, 1.0)]
     with pytest.raises(UserError, match="steps"):  # a point the objective refuses: steps > diffusion_steps (20)
-        frontier.grid_points(dict(steps=[40]), cfg, configurator.OBJECTIVES["mdlm"])
+        frontier.grid_points(dict(steps=[40]), cfg, OBJECTIVES["mdlm"])
     for bad in ("epochs=3", "temperature=hot", "steps=", "bd3_speculate=maybe"):
         with pytest.raises(UserError, match="--grid"):
             grid(bad)
@@ -73,14 +74,14 @@ def test_the_grid_holds_each_distinct_sampler_once():
         with pytest.raises(UserError, match="names a value twice"):
             grid(twice)
     bd3_cfg = get_config([*MICRO, "--objective=bd3", "--bd3_ar=1"])
-    assert [s for s, _ in frontier.grid_points(grid("bd3_speculate=false,true"), bd3_cfg, configurator.OBJECTIVES["bd3"])] == \
+    assert [s for s, _ in frontier.grid_points(grid("bd3_speculate=false,true"), bd3_cfg, OBJECTIVES["bd3"])] == \
         [dict(bd3_speculate=False), dict(bd3_speculate=True)]
     # baby_bd3 samples its clean half's AR (--bd3_speculate): the default grid's orders are one sampler there (it
     # refused the checkpoint with "--order does not apply with --bd3_speculate"), its temperatures three
-    baby_bd3 = frontier.grid_points(grid(*frontier.DEFAULT_GRID), get_config(["baby_bd3"]), configurator.OBJECTIVES["bd3"])
+    baby_bd3 = frontier.grid_points(grid(*frontier.DEFAULT_GRID), get_config(["baby_bd3"]), OBJECTIVES["bd3"])
     assert [s for s, _ in baby_bd3] == [dict(temperature=t) for t in (0.8, 0.9, 1.0)]
     # a key that acts only with another, off at a point, is not that point's (config.NEEDS): top_p at argmax
-    pts = frontier.grid_points(grid("temperature=0,1", "top_p=0.9,1"), cfg, configurator.OBJECTIVES["mdlm"])
+    pts = frontier.grid_points(grid("temperature=0,1", "top_p=0.9,1"), cfg, OBJECTIVES["mdlm"])
     assert [s for s, _ in pts] == [dict(temperature=0.0), dict(temperature=1.0, top_p=0.9),
                                    dict(temperature=1.0, top_p=1.0)]
 
@@ -111,7 +112,7 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
     held = d["held_out"]
     assert d["threads"] == 1 and d["settings"]["time_batches"] == [1, 2]  # one thread unless --threads says more
     assert held["gen_len"] == 24 and 0 < held["sample_entropy"] and set(held["js"]) == {"1", "2", "3", "4"}
-    from configurator import config_from_dict
+    from checkpoint_manager import config_from_dict
     from evals.samples import held_out_windows, score
     from checkpoint_manager import load_model
     from utils.dataloader import prepare_data

@@ -12,7 +12,7 @@ import torch
 
 from conftest import train_tiny
 from helpers import assert_one_line_error, run_cli_here, script
-from configurator import config_from_dict
+from checkpoint_manager import config_from_dict
 from evals.bound import report_windows
 from checkpoint_manager import load_model
 from utils.dataloader import prepare_data

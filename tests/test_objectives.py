@@ -1,13 +1,13 @@
-"""The shape of the house: one objective per module behind one table of plain imports (configurator.OBJECTIVES), every
-module stating the whole interface itself, imports that only point down, a config.py that imports nothing from the
-project, and a fifth objective that is one module, its name and one table line.
+"""The shape of the house: one objective per module, each a class on diffusion.Objective's contract, behind one
+table of plain instances (objectives.OBJECTIVES) that an editor's go-to-definition follows; imports that only point
+down (the network imports no sampler), a config.py that imports nothing from the project, and a fifth objective that
+is one class, its name and one table line.
 
     python -m pytest -q tests/test_objectives.py
 """
 import ast
 import inspect
 import re
-import types
 
 import pytest
 import torch
@@ -16,9 +16,10 @@ import configurator
 from config import CHOICES
 from helpers import MICRO, ROOT, for_objective, real_text, run_cli_here
 from model import Transformer
+from objectives import OBJECTIVES
 
 FLAGS = dict(MODEL=dict, WINDOW=int, IGNORES=dict, CONTINUES_ONLY=bool, ANY_LENGTH=bool, NOISE_START=bool,
-             EXACT=bool, STEP_CHAIN=bool, BLOCKS=bool, SEMI_AR=bool, LOSS_KEY=str)  # the interface's values, by type
+             EXACT=bool, BLOCKS=bool, SEMI_AR=bool, LOSS_KEY=str)  # the interface's values, by type
 PRODUCT = sorted(p for folder in ("", "utils/", "scripts/", "sampling/", "evals/") for p in ROOT.glob(f"{folder}*.py"))
 
 
@@ -55,10 +56,12 @@ def test_imports_have_no_cycle():
         if m not in state:
             visit(m, [m])
     assert graph["config"] == set() and graph["utils.errors"] == set()  # the bottom stays the bottom
-    assert graph["diffusion"] <= {"config", "utils.errors"}  # masked diffusion stands on the ground alone
-    assert graph["model"] <= {"config", "diffusion"}  # the network, and its generate's draws
+    ground = {"config", "utils.dist", "utils.draws", "utils.errors", "utils.steps"}  # keys, where and how a draw runs, a Step
+    assert graph["model"] <= ground  # the network and its generate import no sampler (issue 94)
+    assert graph["diffusion"] <= ground | {"model"}  # masked diffusion: on the network and the ground
     for name in ("ar", "bd3", "uniform"):  # each builds on diffusion.py and model.py, never on a sibling
-        assert graph[name] <= {"config", "diffusion", "model", "utils.errors"}, name
+        assert graph[name] <= ground | {"diffusion", "model"}, name
+    assert graph["objectives"] == {"ar", "bd3", "diffusion", "uniform"}  # the table, above the four
 
 
 def test_config_imports_nothing_from_the_project():
@@ -68,26 +71,26 @@ def test_config_imports_nothing_from_the_project():
 
 # the interface's functions: each one's leading parameters, in the order every caller passes them
 SIGNATURES = dict(check=("cfg", "given"), draws=("x", "cfg", "schedule", "tok", "draw"),
-                  loss_of=("model", "x", "cfg", "schedule", "tok", "drawn"),
+                  loss=("model", "x", "cfg", "schedule", "tok", "drawn"),
                   eval_times=("cfg", "L"), bound=("model", "x", "cfg", "schedule", "tok", "t", "generator"), flops=("model", "cfg"),
                   sample=("model", "x", "gen_mask", "cfg", "schedule", "mask_id", "generator", "on_step"),
                   passes=("cfg", "n_gen", "n_prompt"), describe=("cfg",), ar_nll=("model", "windows", "cfg", "mask_id"),
                   unread=("cfg",), decodes=("cfg", "batch"))
 
 
-@pytest.mark.parametrize("name", list(configurator.OBJECTIVES))
+@pytest.mark.parametrize("name", list(OBJECTIVES))
 def test_every_objective_offers_the_interface(name):
-    """Every name of the interface stated by the module itself (no defaults filled in, no function borrowed from
-    another module), each function taking what its callers pass, and the answers of a MICRO config agreeing with the
+    """Every objective an instance of the contract (diffusion.Objective) in its own module, defining what has no
+    default itself, each method taking what its callers pass, and the answers of a MICRO config agreeing with the
     flags (an exact score has no times)."""
     from configurator import get_config
+    from diffusion import Objective
     from model import Transformer
-    obj = configurator.OBJECTIVES[name]
-    assert obj.__name__ == {"mdlm": "diffusion"}.get(name, name)  # a module, imported plainly
-    for k in SIGNATURES:
-        assert getattr(obj, k).__module__ == obj.__name__, k  # its own function
-    for k in FLAGS:
-        assert k in vars(obj), k
+    obj = OBJECTIVES[name]
+    assert isinstance(obj, Objective) and type(obj).__module__ == {"mdlm": "diffusion"}.get(name, name)
+    for k in ("draws", "loss", "bound", "sample", "passes", "describe"):  # the contract's without a default
+        assert getattr(type(obj), k) is not getattr(Objective, k), k
+        assert getattr(type(obj), k).__module__ == type(obj).__module__, k  # its own, not a sibling's
     for k, params in SIGNATURES.items():
         assert tuple(inspect.signature(getattr(obj, k)).parameters)[:len(params)] == params, k
     for k, kind in FLAGS.items():
@@ -122,31 +125,27 @@ def test_longest_product_function_fits_on_a_screen():
 
 
 @pytest.mark.slow
-def test_a_fifth_objective_is_one_module_and_one_table_line(tmp_path, monkeypatch, capsys):
+def test_a_fifth_objective_is_one_class_and_one_table_line(tmp_path, monkeypatch, capsys):
     """A toy objective registered in the table (and named among config.py's choices) trains, evaluates,
     checkpoints and samples through the same entry points, which reach it only through the table (it counts its
     calls)."""
-    import diffusion
     import inference
     import train
-    calls = {"draws": 0, "loss_of": 0, "bound": 0, "sample": 0}
-    toy = types.ModuleType("toy")  # masked diffusion under another name, counting its calls
-    for k in (*FLAGS, *SIGNATURES):
-        setattr(toy, k, getattr(diffusion, k))
+    from diffusion import MaskedDiffusion
+    calls = {"draws": 0, "loss": 0, "bound": 0, "sample": 0}
 
     def counted(name):
-        def call(*args, **kwargs):
+        def call(self, *args, **kwargs):
             calls[name] += 1
-            return getattr(diffusion, name)(*args, **kwargs)
+            return getattr(MaskedDiffusion, name)(self, *args, **kwargs)
         return call
-    for name in calls:
-        setattr(toy, name, counted(name))
-    monkeypatch.setitem(configurator.OBJECTIVES, "toy", toy)  # its line in the table
+    toy = type("Toy", (MaskedDiffusion,), {name: counted(name) for name in calls})()  # masked diffusion, counted
+    monkeypatch.setitem(OBJECTIVES, "toy", toy)  # its line in the table
     monkeypatch.setitem(CHOICES, "objective", (*CHOICES["objective"], "toy"))  # config.py lists it
     out = tmp_path / "out"
     train.main([f"--data_path={real_text()}", f"--out_dir={out}", *MICRO, "--objective=toy", "--max_iters=6",
                 "--eval_interval=3"])
-    assert calls["draws"] == calls["loss_of"] == 6 and calls["bound"] > 0 and calls["sample"] == 1
+    assert calls["draws"] == calls["loss"] == 6 and calls["bound"] > 0 and calls["sample"] == 1
     code, text, err = run_cli_here(inference.main, [f"--checkpoint={out / 'model.pt'}", "--prompt=ROMEO:", "--gen_len=8",
                                                     "--device=cpu"], capsys)
     assert code == 0 and "toy," in text and calls["sample"] == 2, err
@@ -158,13 +157,13 @@ def _flag(key):
     return f"--{key}={getattr(Config(), key)}"  # its default value: refused for being given, not for its value
 
 
-@pytest.mark.parametrize("name", list(configurator.OBJECTIVES))
+@pytest.mark.parametrize("name", list(OBJECTIVES))
 def test_every_objective_refuses_every_given_key_it_does_not_read(name, tmp_path):
     """One mechanism for all (configurator.validate over the objective's IGNORES): by flag or config file, a key the
     objective does not read is refused in a message naming the key, the objective and why."""
     from configurator import get_config
     from utils.errors import UserError
-    ignored = configurator.OBJECTIVES[name].IGNORES
+    ignored = OBJECTIVES[name].IGNORES
     assert ignored and all(isinstance(why, str) and why for why in ignored.values()), name
     for key in ignored:
         with pytest.raises(UserError, match=rf"objective={name} does not read --{key}: {re.escape(ignored[key])}; drop"):
@@ -225,7 +224,7 @@ def test_the_training_flops_of_every_objective_by_hand(argv, passes):
     from configurator import get_config
     cfg = get_config(for_objective([*MICRO, *argv]))
     model = Transformer(configurator.model_args(cfg, 12))
-    flops, columns = configurator.OBJECTIVES[cfg.objective].flops(model, cfg)
+    flops, columns = OBJECTIVES[cfg.objective].flops(model, cfg)
     assert columns == cfg.block_size and flops == pytest.approx(model.flops_per_token() * passes, rel=1e-12)
 
 
@@ -241,7 +240,7 @@ def test_bd3s_training_flops_by_hand(argv, columns, passes):
     from configurator import get_config
     cfg = get_config([*MICRO, "--objective=bd3", *argv])
     model = Transformer(configurator.model_args(cfg, 12))
-    flops, cols = configurator.OBJECTIVES["bd3"].flops(model, cfg)
+    flops, cols = OBJECTIVES["bd3"].flops(model, cfg)
     assert cols == columns and flops == pytest.approx(model.flops_per_token(columns) * columns / 32 * passes, rel=1e-12)
 
 
@@ -264,7 +263,7 @@ def test_every_sampler_returns_a_canvas_without_a_blank_unchanged(argv):
     cfg = _sampler_cfg(argv)
     model = Transformer(configurator.model_args(cfg, 5)).eval()
     x = torch.randint(0, 4, (2, 10), generator=torch.Generator().manual_seed(0))
-    out, _ = configurator.OBJECTIVES[cfg.objective].sample(model, x.clone(), torch.zeros_like(x, dtype=torch.bool), cfg,
+    out, _ = OBJECTIVES[cfg.objective].sample(model, x.clone(), torch.zeros_like(x, dtype=torch.bool), cfg,
                                                   Schedule(cfg.diffusion_steps), 4, torch.Generator().manual_seed(0))
     assert torch.equal(out, x), argv
 
@@ -282,7 +281,7 @@ def test_every_sampler_keeps_each_rows_given_tokens_or_refuses_the_layout(argv):
     ragged[0, 3:], ragged[1, 7:], suffix[:, 3:9] = True, True, True
     for gen_mask in (ragged, suffix):
         try:
-            out, _ = configurator.OBJECTIVES[cfg.objective].sample(model, x.clone(), gen_mask, cfg, Schedule(20), 4,
+            out, _ = OBJECTIVES[cfg.objective].sample(model, x.clone(), gen_mask, cfg, Schedule(20), 4,
                                                           torch.Generator().manual_seed(0))
         except (AssertionError, UserError):  # a left-to-right sampler continues one prompt length
             assert cfg.objective in ("ar", "bd3") or cfg.dual_sample, argv
@@ -303,6 +302,6 @@ def test_every_sampler_runs_without_autograd(argv):
     calls = []
     model.register_forward_pre_hook(lambda m, a: calls.append(torch.is_grad_enabled()))
     x, gen_mask = build_canvas(cfg, tok, cfg.block_size).tensors(2, "cpu")  # the interface, as the scripts call it
-    configurator.OBJECTIVES[cfg.objective].sample(model, x, gen_mask, cfg, Schedule(cfg.diffusion_steps), tok.mask_id,
+    OBJECTIVES[cfg.objective].sample(model, x, gen_mask, cfg, Schedule(cfg.diffusion_steps), tok.mask_id,
                                          torch.Generator().manual_seed(0))
     assert calls and not any(calls), argv

@@ -12,7 +12,7 @@ import torch
 
 from bd3 import bd3_logits, bd3_loss
 from diffusion import LossOptions, Schedule, predict_logits, self_condition_input
-from configurator import config_from_dict
+from checkpoint_manager import config_from_dict
 from conftest import train_tiny
 from diffusion import diffusion_loss, self_condition
 from helpers import Args, ToyModel, assert_one_line_error, bd3_drawn, run_cli_here, script

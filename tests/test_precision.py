@@ -14,6 +14,7 @@ from model import Transformer
 from utils.dist import PEAK_FLOPS, autocast_for, grad_scaler, peak_flops_of, precision
 from utils.errors import UserError
 from utils.tokenizer import CharTokenizer
+from objectives import OBJECTIVES
 
 CUDA, CPU, MPS = torch.device("cuda"), torch.device("cpu"), torch.device("mps")
 
@@ -60,7 +61,7 @@ def _step(scaler, flags=()):
                            window=cfg.block_size, tok=tok)
     run = SimpleNamespace(model=model, raw_model=model, opt=opt, ema=None, schedule=Schedule(cfg.diffusion_steps),
                           loss_acc=torch.zeros(()), n_acc=0, skipped=0, bad_iter=torch.full((), -1), scaler=scaler,
-                          loss_of=configurator.OBJECTIVES[cfg.objective].loss_of)
+                          objective=OBJECTIVES[cfg.objective])
     train.train_step(cfg, env, data, run, 0)
     return before, [p.detach().clone() for p in model.parameters()], run
 

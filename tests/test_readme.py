@@ -6,16 +6,13 @@ command itself are not re-run.
 
     python -m pytest -q tests/test_readme.py
 """
-import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, fresh_copy, serve_briefly
 
 TINY = dict(max_iters=6, eval_interval=3, eval_iters=1, log_interval=3, warmup_iters=1, batch_size=4, n_layer=1,
             n_head=2, n_embd=32, device="cpu", keep_last=1)
@@ -75,22 +72,15 @@ def test_the_readme_commands_are_found_and_shrunk():
 
 @pytest.mark.slow
 def test_every_readme_command_runs_in_order_on_a_fresh_copy(tmp_path):
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
-    repo = tmp_path / "repo"
-    for rel in filter(None, files.split("\0")):  # the tracked files: what a fresh clone holds
-        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, repo / rel)
-    bin_dir = tmp_path / "bin"  # `python` and `torchrun` are this interpreter's, as in an activated venv
-    bin_dir.mkdir()
-    for name, tail in (("python", ""), ("torchrun", " -m torch.distributed.run")):
-        (bin_dir / name).write_text(f'#!/bin/sh\nexec "{sys.executable}"{tail} "$@"\n')
-        (bin_dir / name).chmod(0o755)
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
-               PYTHONDONTWRITEBYTECODE="1")
+    repo, env = fresh_copy(tmp_path)
     for cmd, line in readme_lines((ROOT / "README.md").read_text()):
         caption = line[len(line.split("#")[0]):]
         # a caption that promises a trace names where it goes: in the caption, or through --viz-video in the command
         assert "trace" not in caption or promised_files(line), line
+        if "--serve" in cmd:  # it serves until Ctrl-C: its page is fetched, then it is stopped
+            code, status, err = serve_briefly(cmd, repo, env)
+            assert (code, status) == (130, 200), (cmd, err)
+            continue
         started = time.time()
         r = subprocess.run(["bash", "-c", shrink(cmd)], cwd=repo, env=env, capture_output=True, text=True,
                            stdin=subprocess.DEVNULL, timeout=600)

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 import bd3
-import configurator
 import diffusion
 from bd3 import Blocks, sample_bd3
 from configurator import get_config
@@ -12,6 +11,7 @@ from diffusion import Schedule
 from helpers import MICRO, ToyModel, for_objective
 from diffusion import SamplerOptions, denoise, sigma
 from utils.errors import UserError
+from objectives import OBJECTIVES
 
 MASK = 11
 REMDM = dict(remask="remdm", remask_eta=0.5)
@@ -52,7 +52,7 @@ def test_given_text_never_changes_no_mask_is_left_and_nfe_is_as_counted(mode):
         assert not ((info.remasked | info.revealed) & ~gm).any() and torch.equal(info.x[~gm], x[~gm])
     cfg = get_config([*MICRO, "--steps=12", *[f"--{k}={v}" for k, v in mode.items()]])
     n_gen = int(gm.sum(1).max())
-    assert st["nfe"] == len(steps) == diffusion.passes(cfg, n_gen) == max(st["nfe_per_sample"])
+    assert st["nfe"] == len(steps) == diffusion.MaskedDiffusion().passes(cfg, n_gen) == max(st["nfe_per_sample"])
     assert steps[-1].finished == [True] * 3
 
 
@@ -80,8 +80,8 @@ def test_bd3_remasks_only_inside_the_current_block_and_counts_its_passes():
     assert sum(f.remasked.sum().item() for f in frames) > 0
     cfg = get_config([*MICRO, "--objective=bd3", "--bd3_block=4", "--steps=4",
                       *[f"--{k}={v}" for k, v in opts.items()]])
-    assert st["nfe"] == len(frames) == bd3.passes(cfg, 18, 6)
-    assert "4 steps per block" in bd3.describe(cfg)
+    assert st["nfe"] == len(frames) == bd3.BlockDiffusion().passes(cfg, 18, 6)
+    assert "4 steps per block" in bd3.BlockDiffusion().describe(cfg)
 
 
 def test_keys_are_checked_and_refused_where_they_cannot_apply():
@@ -92,4 +92,4 @@ def test_keys_are_checked_and_refused_where_they_cannot_apply():
     for objective in ("ar", "uniform"):
         with pytest.raises(UserError, match="remask_eta"):
             get_config([*for_objective([*MICRO, f"--objective={objective}"]), "--remask_eta=0.1"])
-        assert "remask_eta" in configurator.OBJECTIVES[objective].IGNORES
+        assert "remask_eta" in OBJECTIVES[objective].IGNORES

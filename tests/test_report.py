@@ -8,8 +8,9 @@ from configurator import get_config
 from diffusion import Schedule
 from evals.report import final_report
 from utils.train_log import first_step_line, fmt_eta, long_run_note, loss_label, projected_step_s
-from helpers import ToyModel
+from helpers import FIXTURES, ToyModel
 from utils.tokenizer import CharTokenizer
+from objectives import OBJECTIVES
 
 
 @pytest.mark.parametrize("argv, name, says", [
@@ -26,7 +27,7 @@ from utils.tokenizer import CharTokenizer
     (["baby", "--mask_draws=1"], "train all_ce+ar", "while the dev bound falls plus 0.25"),
 ])
 def test_the_log_names_the_training_loss_apart_from_the_validation_figure(argv, name, says):
-    label, legend = loss_label(get_config(argv), configurator.OBJECTIVES[get_config(argv).objective])
+    label, legend = loss_label(get_config(argv), OBJECTIVES[get_config(argv).objective])
     assert label == name and f"'{name}' is" in legend and says in legend
     assert ("'dev NLL'" if "--objective=ar" in argv else "'dev bound'") in legend
 
@@ -85,7 +86,7 @@ def test_the_long_run_note_is_revised_when_the_steps_slow_or_speed_up_by_half(mo
     cfg = get_config(["baby", f"--out_dir={tmp_path}"])
     threads = CpuThreads(torch.device("meta"), environ={})
     env = SimpleNamespace(device=torch.device("cpu"), master=False, wandb=None, threads=threads)
-    log = TrainLog(cfg, env, configurator.OBJECTIVES[cfg.objective], 0, flops_tok=1.0, n_windows=8, eval_t=4)
+    log = TrainLog(cfg, env, OBJECTIVES[cfg.objective], 0, flops_tok=1.0, n_windows=8, eval_t=4)
     capsys.readouterr()
     for eta, step_s in (([7000], 0.5), ([7200], 0.6), ([14000, 7000], 1.0), ([14000], 1.0), ([3000], 0.3)):
         log.notes(eta, step_s, settled=True)
@@ -168,7 +169,7 @@ def test_the_memory_estimate_counts_every_pass_of_a_micro_batch_by_hand(argv, co
     cfg = get_config(["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=8", "--batch_size=2",
                       "--diffusion_steps=20", "--steps=20", *argv])
     model = Transformer(configurator.model_args(cfg, 20))
-    flops_tok, seq = configurator.OBJECTIVES[cfg.objective].flops(model, cfg)
+    flops_tok, seq = OBJECTIVES[cfg.objective].flops(model, cfg)
     line, need = estimate_line(cfg, model, torch.device("meta"), "float32", flops_tok, seq, 0.4)
     assert need == model.num_params() * 16 + columns * 2_416  # weights, grads and AdamW's two moments: 16 bytes each
     assert f"({columns:,} columns in its passes)" in line or columns == 2 * 8
@@ -190,7 +191,7 @@ def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_
     torch.set_num_threads(2)  # what OMP_NUM_THREADS=2 makes torch run, which CpuThreads reads (issue 90)
     threads = CpuThreads(torch.device("cpu"), environ={"OMP_NUM_THREADS": "2"})
     env = SimpleNamespace(device=torch.device("cpu"), master=False, wandb=None, threads=threads)
-    log = train_log.TrainLog(cfg, env, configurator.OBJECTIVES[cfg.objective], 0, flops_tok=1.0, n_windows=8, eval_t=4)
+    log = train_log.TrainLog(cfg, env, OBJECTIVES[cfg.objective], 0, flops_tok=1.0, n_windows=8, eval_t=4)
     capsys.readouterr()
     log.window_s = [0.5, 0.25, 0.26, 4.0]
     log.notes([20 * 3600], 4.0, settled=True)
@@ -210,15 +211,17 @@ def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_
     assert shared == [False, False, False, False, True, False]
 
 
-def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypatch):
-    """--wandb_log without the package: one line naming pip install wandb, from setup, before any work."""
+def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypatch, tmp_path):
+    """--wandb_log without the package: one line naming pip install wandb, from setup, before any work; without
+    --wandb_log setup never imports it."""
     import sys
-    from utils.train_log import open_wandb
+    import train
     from utils.errors import UserError
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
-    assert open_wandb(get_config([])) is None
+    argv = ["--device=cpu", f"--out_dir={tmp_path / 'run'}", f"--data_path={FIXTURES / 'tiny_stories.txt'}"]
+    assert train.setup(argv)[1].wandb is None
     with pytest.raises(UserError, match="pip install wandb"):
-        open_wandb(get_config(["--wandb_log"]))
+        train.setup([*argv, "--wandb_log"])
 
 
 def test_the_shared_cores_note_where_the_os_keeps_no_run_queue(monkeypatch):

@@ -13,6 +13,7 @@ from diffusion import SamplerOptions, denoise, denoise_passes, position_scores, 
 from utils.errors import UserError
 from sampling.canvas import Canvas, build_canvas, parse_infill
 from utils.tokenizer import CharTokenizer
+from objectives import OBJECTIVES
 
 MASK = 11
 
@@ -417,7 +418,7 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     from sampling.canvas import fill
     from sampling.trace import trace_hook
     model, ckpt = load_model(tiny_ckpt, torch.device("cpu"))
-    from configurator import config_from_dict
+    from checkpoint_manager import config_from_dict
     cfg = replace(config_from_dict(ckpt["config"]), num_samples=2, trace_every=1, **extra)
     from utils.tokenizer import tokenizer_from_state
     tok = tokenizer_from_state(ckpt["tokenizer"])
@@ -481,7 +482,8 @@ def test_draws_stay_on_a_float64_device_and_follow_the_probabilities():
     """common.draw runs on the probabilities' device where it has float64 (CUDA), on the CPU otherwise (MPS has none).
     Its inverse-CDF draw: the frequencies match p (chi-square), a zero-mass entry (the filtered, [MASK] last) never
     comes, unnormalised rows are their normalised law, and a seed fixes the draws."""
-    from diffusion import draw, draw_device
+    from utils.dist import draw_device
+    from utils.draws import draw
     assert draw_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
     assert draw_device(torch.device("mps")) == draw_device(torch.device("cpu")) == torch.device("cpu")
     p = torch.tensor([0.0, 0.5, 0.0, 0.2, 0.3, 0.0], dtype=torch.float64)
@@ -505,7 +507,7 @@ def test_draws_stay_on_a_float64_device_and_follow_the_probabilities():
 def test_a_row_with_no_mass_or_a_nan_or_inf_entry_is_refused_not_drawn(bad):
     """The inverse CDF of such a row would return its last index ([MASK] for a character vocabulary): the draw raises,
     whichever row of the batch it is, and draws the good rows as before."""
-    from diffusion import draw
+    from utils.draws import draw
     good = torch.tensor([[0.1, 0.5, 0.4]] * 3, dtype=torch.float64)
     for i in range(3):
         p = good.clone()
@@ -531,7 +533,7 @@ def test_no_sampler_returns_text_with_mask_in_it(objective, monkeypatch):
         out = torch.where(gen_mask, 0, x)
         out[-1, gen_mask[-1].nonzero()[-1]] = tok.mask_id  # the last sample's last blank
         return out, dict(nfe=1, nfe_per_sample=[1] * len(x))
-    monkeypatch.setattr(configurator.OBJECTIVES[objective], "sample", leaves_one)
+    monkeypatch.setattr(OBJECTIVES[objective], "sample", leaves_one)
     canvas = build_canvas(cfg, tok, 64)
     with pytest.raises(UserError, match=rf"sample 1 came back with 1 \[MASK\] token\(s\) .* {objective} sampler"):
         fill(ToyModel(), tok, canvas, replace(cfg, num_samples=2), Schedule(20), "cpu")

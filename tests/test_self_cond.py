@@ -122,14 +122,14 @@ def test_a_preset_with_it_builds_no_input_for_other_objectives(objective):
 def test_its_training_flops_count_the_extra_pass():
     cfg = get_config(["--self_cond=true"])
     m = net()
-    assert diffusion.flops(m, cfg)[0] == pytest.approx(m.flops_per_token() * 7 / 6)
+    assert diffusion.MaskedDiffusion().flops(m, cfg)[0] == pytest.approx(m.flops_per_token() * 7 / 6)
 
 
 def test_bd3_reads_it_and_counts_the_extra_pass():
     cfg = get_config(["--objective=bd3", "--self_cond=true", "--block_size=16", "--bd3_block=4"])
     assert configurator.model_args(cfg, V).self_cond is True
     m = net()
-    assert bd3.flops(m, cfg) == (pytest.approx(m.flops_per_token(28) * 28 / 16 * 7 / 6), 28)  # 2L - L' columns
+    assert bd3.BlockDiffusion().flops(m, cfg) == (pytest.approx(m.flops_per_token(28) * 28 / 16 * 7 / 6), 28)  # 2L - L' columns
 
 
 @pytest.mark.parametrize("block", [4, 16])

@@ -37,8 +37,51 @@ def about(name):
 
 def test_the_shipped_weights_fit_in_sixteen_megabytes():
     sizes = [os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ROOT / "artifacts" / "weights") for f in fs]
-    assert len(sizes) == 3 * len(NAMES)  # model.safetensors, config.json, vocab.json each
+    assert len(sizes) == 4 * len(NAMES)  # model.safetensors, config.json, vocab.json and the card (README.md) each
     assert sum(sizes) <= 16e6
+
+
+# ---------------------------------------------------------------------------- the cards
+FIGURE = re.compile(r"(≤|<=|=) ([0-9]+\.[0-9]{4}) ± ([0-9]+\.[0-9]{4})")  # a card's '≤ 1.8683 ± 0.0238', eval's '<='
+
+
+def card(name):
+    return (ROOT / "artifacts" / "weights" / name / "README.md").read_text(encoding="utf-8")
+
+
+def card_figures(text):
+    """[(bound or exact, figure, its se)] of a card's table of what it scores, in order."""
+    table = text.split("\n## What it scores\n")[1].split("\n## ")[0]
+    return [("=" if sign == "=" else "<=", float(v), float(se)) for sign, v, se in FIGURE.findall(table)]
+
+
+def eval_figures(out):
+    """The same of scripts/eval.py's table: its test bound (or NLL) row, then its AR mode's where it has one."""
+    rows = [line for line in out.splitlines() if line.startswith(("test NLL/bound (nats/char)", "its AR mode"))]
+    return [(sign, float(v), float(se)) for row in rows for sign, v, se in FIGURE.findall(row)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_has_a_card_in_the_hubs_shape_whose_figures_are_its_own(name):
+    """Front matter (language, licence, model-index), the sections a hub card has, the command of config.json's
+    'about', and the figures: the table's equal the model-index's and config.json's (the slow test: eval.py's)."""
+    text = card(name)
+    front, body = text.split("\n---\n", 1)
+    assert front.startswith("---\nlanguage: en\nlicense:") and "model-index:" in front
+    sections = re.findall(r"^## (.*)$", body, re.M)
+    assert sections == ["The network", "Data and training", "What it scores", "Sample, race and serve it", "Limits",
+                        "Licence"]
+    made = about(name)
+    assert f"```bash\n{made['command']}\n" in body and made["trained_at"] in body
+    figures = card_figures(text)
+    assert [v for _, v, _ in figures] == [float(v) for v in re.findall(r"value: ([0-9.]+)\}", front)]
+    assert figures[0][1] == float(re.search(r"[0-9]+\.[0-9]{4}", made["test"]).group())
+    assert f"{model_params(name):,}" in body and "public domain" in body and "It does not write sense." in body
+
+
+def model_params(name):
+    model, _ = load_model(str(ROOT / "artifacts" / "weights" / name), "cpu")
+    return model.num_params()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -98,7 +141,8 @@ def test_each_samples_its_pinned_text(name, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_each_scores_its_test_figure_to_the_printed_digit(name, capsys):
-    """scripts/eval.py's test bound (128 windows x 8 times), the figure config.json and RESULTS give."""
+    """scripts/eval.py's test bound (128 windows x 8 times), the figure config.json and RESULTS give; and every
+    figure of its card, with its error bar."""
     code, out, err = run_cli_here(script("eval").main, [str(ROOT / "artifacts" / "weights" / name), "--n-samples=0",
                                                      "--device=cpu"], capsys)
     assert code == 0, err
@@ -107,6 +151,7 @@ def test_each_scores_its_test_figure_to_the_printed_digit(name, capsys):
     measured = float(row.split("|")[1].split()[1])  # '<= 1.8683 ± 0.0240'
     assert max(map(len, out.splitlines()[-20:])) <= 120  # the table: its widest cell wraps
     assert abs(measured - figure) <= 0.5e-4 + 1e-6, (measured, figure)
+    assert card_figures(card(name)) == eval_figures(out)  # each figure of its card, its ± too, as eval.py prints
 
 
 def test_a_preset_run_from_another_folder_is_told_to_run_from_the_repository_root(tmp_path, monkeypatch):
@@ -117,6 +162,28 @@ def test_a_preset_run_from_another_folder_is_told_to_run_from_the_repository_roo
         fileio.require_checkpoints(["artifacts/models/cpu/model.pt"], "")
     with pytest.raises(fileio.UserError, match="train it first"):  # nothing of that name, here or shipped
         fileio.require_checkpoints(["artifacts/models/nope/model.pt"], "")
+
+
+@pytest.mark.slow
+def test_each_cards_commands_run_as_written_on_a_fresh_copy(tmp_path):
+    """Each card's 'Sample, race and serve it' lines, on a copy of what a fresh clone holds (its training lines are
+    README's, which tests/test_readme.py runs); a line two cards share runs once. A --serve line serves its page."""
+    import subprocess
+    from helpers import fresh_copy, serve_briefly
+    repo, env = fresh_copy(tmp_path)
+    lines = []
+    for name in NAMES:
+        block = card(name).split("\n## Sample, race and serve it\n")[1].split("```bash\n")[1].split("```")[0]
+        lines += [line for line in block.splitlines() if line and line not in lines]
+    assert len(lines) == 10
+    for line in lines:
+        if "--serve" in line:
+            code, status, err = serve_briefly(line, repo, env)
+            assert (code, status) == (130, 200), (line, err)
+            continue
+        r = subprocess.run(["bash", "-c", line], cwd=repo, env=env, capture_output=True, text=True, timeout=600,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 0 and "the weights this repo ships" in r.stdout, (line, r.stderr[-2000:])
 
 
 @pytest.fixture

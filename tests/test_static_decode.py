@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import bd3
-from diffusion import filter_logits, sample_tokens
+from utils.draws import filter_logits, sample_tokens
 from configurator import get_config
 import model as model_py
 from model import compile_decode, decode, decode_steps

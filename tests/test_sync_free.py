@@ -18,6 +18,7 @@ from helpers import Tok, for_objective
 from model import Transformer
 from utils import dataloader
 from utils.optim import build_optimizer, EMA
+from objectives import OBJECTIVES
 
 aten = torch.ops.aten
 SMALL = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4",
@@ -63,10 +64,10 @@ def training_step(objective, monkeypatch, device):
     run = train.Run(model=model, raw_model=model, eval_model=model, opt=build_optimizer(model, cfg, device), ema=None,
                     margs=model.args, schedule=schedule, flops_tok=1.0,
                     loss_acc=torch.zeros((), device=device), bad_iter=torch.full((), -1, device=device, dtype=torch.long),
-                    scaler=torch.amp.GradScaler("cpu", enabled=False), loss_of=configurator.OBJECTIVES[objective].loss_of)
+                    scaler=torch.amp.GradScaler("cpu", enabled=False), objective=OBJECTIVES[objective])
     run.ema = EMA(model, 0.999) if cfg.ema else None
     env = train.Env(0, 0, 1, True, device, 1, nullcontext(), "float32")
-    window = cfg.block_size + configurator.OBJECTIVES[objective].WINDOW
+    window = cfg.block_size + OBJECTIVES[objective].WINDOW
     data = train.Data(tok, None, None, None, 1.0, {}, window)
     batch = torch.randint(0, 19, (cfg.batch_size, window), device="cpu").to(device)
     monkeypatch.setattr(dataloader, "get_batch", lambda *a: batch)
@@ -115,24 +116,28 @@ def test_a_denoising_pass_makes_no_host_sync(preset):
     """Every pass of a block of denoise() at a preset's sampler (baby: random order, the falling temperature; cpu:
     ReMDM; shakespeare_char: confidence, refine; and l2r in semi-AR blocks), self-conditioning included: the call's
     state is built on the CPU (its one read of the layout and copy of the plan), then moved to meta for the passes."""
-    from diffusion import SamplerOptions, _Denoiser
+    from diffusion import Blocks, Denoising, SamplerOptions, fill_by_plan
+    from utils.steps import StepRecord
     cfg = get_config(for_objective([*SAMPLERS[preset], *SMALL]))
     tok, meta = Tok(19), torch.device("meta")
     model = Transformer(configurator.model_args(cfg, tok.vocab_size)).eval()
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     gen_mask = torch.ones(2, cfg.block_size, dtype=torch.bool)
     gen_mask[:, :4] = False  # a prompt of 4
-    d = _Denoiser(model, torch.zeros_like(gen_mask, dtype=torch.long), gen_mask, schedule, tok.mask_id,
-                  SamplerOptions.from_config(cfg), torch.Generator().manual_seed(0), None)
+    opts = SamplerOptions.from_config(cfg)
+    blocks = Blocks(gen_mask, schedule, opts)  # the call's setup: the layout read, the plans made
+    state = Denoising(model, schedule, tok.mask_id, opts, torch.Generator().manual_seed(0),
+                      torch.where(gen_mask, tok.mask_id, 0))
+    record = StepRecord(gen_mask, tok.mask_id, blocks.last, None)
     model.to(meta), schedule.on(meta)
-    for name in ("x", "gen_mask", "block_of", "mask_tok", "conf", "kept", "sc"):
-        if getattr(d, name) is not None:
-            setattr(d, name, getattr(d, name).to(meta))
-    d.plans_d = [p.to(meta) for p in d.plans_d]
+    for name in ("x", "kept", "sc"):
+        if getattr(state, name) is not None:
+            setattr(state, name, getattr(state, name).to(meta))
+    blocks.of, blocks.plans_d = blocks.of.to(meta), [p.to(meta) for p in blocks.plans_d]
     with NoHostSync(), torch.no_grad():
-        for b in range(d.n_blocks):
-            d.reveal(b, d.block_of == b, 0, cfg.block_size, greedy_end=b == d.n_blocks - 1)
-    assert d.steps == sum(p.size(1) for p in d.plans) and d.steps > 1
+        for b in range(blocks.n):
+            fill_by_plan(state, record, blocks, blocks.block(b, cfg.block_size), greedy_end=b == blocks.n - 1)
+    assert record.steps == sum(p.size(1) for p in blocks.plans) and record.steps > 1
 
 
 def checked_from_the_first_pass(model):

@@ -147,7 +147,7 @@ TEMPERATURES = {"T=0": ["--temperature=0"], "T=0.5": ["--temperature=0.5"], "T=1
 def _drawn_from(logits, cfg, greedy=False):
     """The law (..., V) a sampler draws from logits at cfg's temperature, top-k and top-p: a point mass on the
     argmax at T = 0 (or a greedy step), by the test's own hand."""
-    from diffusion import filter_logits
+    from utils.draws import filter_logits
     if cfg.temperature == 0 or greedy:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).double()
     return filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p).exp()

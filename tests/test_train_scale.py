@@ -27,6 +27,7 @@ from utils.dist import grad_accum_steps, keyed_generator
 from utils.errors import UserError, run_cli
 from helpers import B, L, MICRO, finish, popen, rows, run_here, train_args
 from utils.optim import EMA, build_optimizer, newton_schulz, ns_dtype, set_lr
+from objectives import OBJECTIVES
 
 @pytest.mark.slow
 def test_two_rank_ddp_matches_one_rank_with_two_micro_steps(tmp_path):
@@ -230,13 +231,13 @@ def test_compile_smoke_matches_eager(preset):
     import configurator
     from diffusion import Draw
     cfg = get_config([preset, "--n_layer=1", "--n_head=2", "--n_embd=32", f"--block_size={L}", "--batch_size=2"])
-    obj, tok = configurator.OBJECTIVES[cfg.objective], type("Tok", (), dict(vocab_size=50, mask_id=49))
+    obj, tok = OBJECTIVES[cfg.objective], type("Tok", (), dict(vocab_size=50, mask_id=49))
     torch.manual_seed(0)
     m = Transformer(configurator.model_args(cfg, 50))
     x, s = torch.randint(0, 49, (2, L + obj.WINDOW)), Schedule(cfg.diffusion_steps, cfg.schedule)
     drawn = obj.draws(x, cfg, s, tok, Draw(torch.Generator().manual_seed(1), torch.tensor(0.4, dtype=torch.float64)))
-    eager = obj.loss_of(m, x, cfg, s, tok, drawn)
-    comp = torch.compile(obj.loss_of, backend="aot_eager")(m, x, cfg, s, tok, drawn)
+    eager = obj.loss(m, x, cfg, s, tok, drawn)
+    comp = torch.compile(obj.loss, backend="aot_eager")(m, x, cfg, s, tok, drawn)
     torch.testing.assert_close(comp, eager)
     for a, b in zip(torch.autograd.grad(eager, list(m.parameters())), torch.autograd.grad(comp, list(m.parameters()))):
         torch.testing.assert_close(a, b)

@@ -300,7 +300,7 @@ def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     row = json.loads((in_tmp / "eval.json").read_text())["runs"][0]
     assert row["objective"] == "uniform" and row["n_windows"] == 4 and row["n_t"] == 2
     # eval.py's figure is the trained network's bound on its 4 windows, recomputed here (same windows, times, noise)
-    from configurator import config_from_dict
+    from checkpoint_manager import config_from_dict
     from checkpoint_manager import load_model
     from evals.bound import evaluate
     from utils.dataloader import fixed_windows, prepare_data

@@ -15,17 +15,24 @@ command line is composed (a base command, overrides appended); a KEY=V list name
 """
 import argparse
 import difflib
+import inspect
+import io
 import math
 import re
+import shutil
 import sys
+import textwrap
+import tokenize
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import asdict, fields
 
-from config import BOOLEANS, INT64_MAX, Config
+import config
+from config import BOOLEANS, CHOICES, INT64_MAX, PRESETS, TRAINED, Config
 from utils.errors import UserError
 from utils.fileio import check_output
 
 KEYS = {f.name for f in fields(Config)}
+_TYPES = {f.name: f.type for f in fields(Config)}  # key -> its type, for --help
 # a command to run, or what to train another run with: train.py's flags, spelled as it takes them
 ELSEWHERE = r"python \S+\.py[^;:,)]*|train(?:ed|s|ing)?(?: it| them| a new one| one)? with [^;:,)]*"
 
@@ -207,3 +214,70 @@ def band(text):
     if not 0 <= lo < hi <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} selects nothing: a band lo-hi needs 0 <= lo < hi <= 1")
     return lo, hi
+
+
+# ------------------------------------------------------------ train.py's and inference.py's --help
+def config_help(prog, usage, from_checkpoint=False):
+    """The presets, then every key of config.py by section: --key=TYPE, its comment, its default
+    (from_checkpoint: trained keys marked), read off config.py's own source."""
+    width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+
+    def wrap(text, indent):
+        return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=" " * len(indent))
+
+    out = [f"usage: python {prog} {usage}", "",
+           wrap("Layers, later wins: defaults <- presets and .py config files (in order) <- --key=value (or --key "
+                "value; dashes work as underscores; a bare --flag sets a bool; a flag given twice takes its last "
+                "value, as every script's does). Unknown keys, wrong types and a key set twice in one config file "
+                "are refused.", ""), "", "presets:"]
+    docs = _preset_docs()
+    name_w = max(map(len, PRESETS)) + 2  # the longest name still leaves a gap before its text
+    out += [wrap(docs.get(name, ""), f"  {name:<{name_w}}") for name in PRESETS]
+    defaults = asdict(Config())
+    col = max(len(f"--{k}={t.__name__.upper()}") for k, t in _TYPES.items()) + 4
+    for section, keys in _key_docs():
+        out += ["", f"{section}:"]
+        for key, text in keys:
+            tag = " [from the checkpoint]" if from_checkpoint and key in TRAINED else ""
+            listed = key in CHOICES and all(f"'{c}'" in text for c in CHOICES[key])
+            choice = f" (one of {', '.join(CHOICES[key])})" if key in CHOICES and not listed else ""
+            head = f"  --{key}={_TYPES[key].__name__.upper()}"
+            out.append(wrap(f"{text}{choice}{'; ' if text or choice else ''}default {defaults[key]!r}{tag}",
+                            f"{head:<{col}}"))
+    return "\n".join(out)
+
+
+def _source_lines(obj):
+    """[(line, its comment's text or "")] of obj's source (tokenize: a '#' in a string is none)."""
+    src = inspect.getsource(obj)
+    toks = tokenize.generate_tokens(io.StringIO(src).readline)
+    comments = {t.start[0]: t.string.lstrip("#").strip() for t in toks if t.type == tokenize.COMMENT}
+    return [(line, comments.get(n, "")) for n, line in enumerate(src.splitlines(), 1)]
+
+
+def _key_docs():
+    """[(section, [(key, comment)])] of Config: '# ---- section' lines, each field's comments."""
+    sections, last = [("general", [])], None
+    for line, text in _source_lines(Config):
+        m = re.match(r"\s+(\w+)\s*:", line)
+        if m and m[1] in _TYPES:
+            last = [m[1], text]
+            sections[-1][1].append(last)
+        elif text.startswith("----"):
+            sections.append((text.strip("- "), []))
+        elif text and last is not None and line.strip().startswith("#"):
+            last[1] = f"{last[1]} {text}".strip()
+    return [(name, keys) for name, keys in sections if keys]
+
+
+def _preset_docs():
+    """{preset: the comment lines above it in PRESETS}."""
+    lines, docs, above = _source_lines(config), {}, []
+    start = next(i for i, (line, _) in enumerate(lines) if line.startswith("PRESETS = {")) + 1
+    for line, text in lines[start:]:
+        m = re.match(r'\s+"(\w+)":', line)
+        if m and m[1] in PRESETS:
+            docs[m[1]], above = " ".join(above), []
+        elif line.strip().startswith("#"):
+            above.append(text)
+    return docs

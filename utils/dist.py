@@ -3,8 +3,10 @@
 
     torchrun --standalone --nproc_per_node=2 train.py cpu --device=cpu   # gloo on CPU
 """
+import copy
 import functools
 import os
+import platform
 import random
 import time
 from contextlib import nullcontext
@@ -182,15 +184,29 @@ def run_queue():
         return None
 
 
-def compile_step(loss_of, model, cfg, device, world=1):
-    """(loss_of, model) for the step, compiled where --compile says ('auto': on CUDA, where eager is
-    launch-bound; CPU: dev/LOG.md, "Compiled on a CPU"). One process compiles the pure loss whole,
-    CUDA graphs on CUDA (dev/LOG.md, "the first idle-GPU check"); DDP the model, as torch tests."""
+def machine():
+    """This CPU's model name (Linux's /proc/cpuinfo), else what Python knows: the race's and the
+    served page's caption."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def compile_step(objective, model, cfg, device, world=1):
+    """(objective, model) for the step, compiled where --compile says ('auto': on CUDA, where
+    eager is launch-bound; CPU: dev/LOG.md, "Compiled on a CPU"). One process compiles the
+    objective's pure loss whole, CUDA graphs on CUDA (dev/LOG.md, "the first idle-GPU check"): a
+    copy of the objective whose loss is compiled, as nn.Module.compile does in place; DDP compiles
+    the model, as torch tests."""
     if not (cfg.compile == "true" or (cfg.compile == "auto" and device.type == "cuda")):
-        return loss_of, model
+        return objective, model
     if world > 1:
-        return loss_of, torch.compile(model)
-    return torch.compile(loss_of, mode="reduce-overhead" if device.type == "cuda" else None), model
+        return objective, torch.compile(model)
+    compiled = copy.copy(objective)
+    compiled.loss = torch.compile(objective.loss, mode="reduce-overhead" if device.type == "cuda" else None)
+    return compiled, model
 
 
 def precision(device, dtype="auto", bf16_supported=None, torch_version=torch.__version__):
@@ -313,6 +329,19 @@ def grad_accum_steps(total_batch_size, micro_tokens, world):
         raise UserError(f"{why}: run with a world size in {fits[:8]} or set --total_batch_size to a multiple of "
                         f"{micro_tokens * world}")
     return total // (micro_tokens * world)
+
+
+def draw_device(device):
+    """Where draws run: on the device if it has float64 (CUDA), else on the CPU (MPS has none)."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type in ("cpu", "mps") else device
+
+
+def on_device(generator, device):
+    """The generator for draws on `device`: `generator` on the CPU, else one it seeds (no sync)."""
+    if generator is None or torch.device(device).type in ("cpu", "meta"):
+        return generator
+    return torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (), generator=generator)))
 
 
 def keyed_generator(*key):

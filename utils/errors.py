@@ -49,7 +49,7 @@ def explain(e, program=""):
             isinstance(e, RuntimeError) and any(t in str(e) for t in too_large)):
         fix = OOM_FIXES.get(program, "ask for fewer windows, samples or tokens at once")
         return f"out of memory: the requested batch or context does not fit; {fix}"
-    if isinstance(e, RuntimeError) and str(e).startswith("no law to draw from"):  # diffusion.draw's: non-finite logits
+    if isinstance(e, RuntimeError) and str(e).startswith("no law to draw from"):  # draw's: non-finite logits
         return str(e)
     return None
 

@@ -222,7 +222,7 @@ def iter_of(path):
 
 
 def run_files(out_dir):
-    """The run files out_dir holds, replaced only when told to (refuse_earlier_run)."""
+    """The run files out_dir holds, replaced only when told to (check_run_folder)."""
     names = [n for n in RUN_FILES if os.path.lexists(os.path.join(out_dir, n))]
     return names + [os.path.basename(p) for _, p in numbered_checkpoints(out_dir)]
 
@@ -237,18 +237,23 @@ def refuse_twins(paths, flag="checkpoint"):
             raise UserError(f"{twin} and {a} are one {flag}: give each once")
 
 
-def check_run_files(out_dir):
-    """Refuse, before any work, a folder where a run writes one of its files (RUN_FILES): the
-    resumed log's trim, a save's replace, and --overwrite too would fail on it after the work."""
+def check_run_folder(cfg):
+    """What a training run may do with its folder, checked before any work: one it can write and
+    name (check_folder), not the weights the repo ships, no folder where it writes one of its files
+    (RUN_FILES: the resumed log's trim, a save's replace and --overwrite would fail on it after the
+    work), and a new run over an earlier run's files refused, one line naming every way out."""
+    out_dir = cfg.out_dir
+    check_folder(out_dir, f"--out_dir={out_dir}")  # a checkpoint, say: never written over
+    if is_shipped(out_dir):
+        raise UserError(f"--out_dir={out_dir} is inside the folder of weights the repo ships, which training never "
+                        f"writes: choose another --out_dir (each preset's own is artifacts/models/PRESET)")
     for name in RUN_FILES:
         path = os.path.join(out_dir, name)
         if os.path.isdir(path):
             raise UserError(f"{path} is a folder where the run writes its {name}: move it away, or give "
                             f"--out_dir=NEW_DIR")
-
-
-def refuse_earlier_run(out_dir):
-    """Refuse a new run over an earlier run's files (run_files): one line naming every way out."""
+    if cfg.resume or cfg.overwrite or cfg.max_iters == 0:  # (max_iters=0 writes nothing)
+        return
     held = run_files(out_dir)
     if any(name == "model.pt" or iter_of(name) is not None for name in held):  # a checkpoint to resume
         raise UserError(f"{out_dir} already holds checkpoints: pass --resume to continue them, --overwrite to "

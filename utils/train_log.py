@@ -129,10 +129,8 @@ def loss_label(cfg, obj):
                              f"README's unit, too)")
 
 
-def open_wandb(cfg):
-    """The wandb module (imported only then: optional) when --wandb_log, else None; rank 0 logs."""
-    if not cfg.wandb_log:
-        return None
+def open_wandb():
+    """The wandb module, imported only for --wandb_log (optional); rank 0 logs."""
     try:
         import wandb
     except ImportError:
@@ -170,7 +168,10 @@ class TrainLog:
         self.metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
         if env.master:
             # a resumed run logs again what came after its checkpoint; a new run starts it empty
-            trim_metrics(self.metrics_path, start_iter if cfg.resume else -1)
+            if cfg.resume:
+                trim_metrics(self.metrics_path, start_iter)
+            else:
+                open(self.metrics_path, "w").close()
             if env.wandb is not None:
                 name = os.path.basename(os.path.normpath(cfg.out_dir))
                 env.wandb.init(project=cfg.wandb_project, name=name, config=asdict(cfg))

@@ -1,0 +1,376 @@
+"""inference.py --serve (sampling/serve.py): the page's server, spoken to over HTTP as a browser does. A draw
+streams a frame a step and ends with the text inference.py prints for that seed; every bad request is one message
+and the server keeps answering; a second draw while one runs is answered at once; a client that leaves stops its
+draw; a port in use, a bad host or a clashing flag is one line before any model is read; nothing is written.
+The slow tier drives the page in headless Chromium (Playwright) where both are installed, and stops a server
+with Ctrl-C mid-draw.
+
+    python -m pytest -q tests/test_serve.py -m "not slow"
+    python -m pytest -q tests/test_serve.py          # with the browser (CONTRIBUTING.md: how to install it)
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import configurator
+import inference
+import train
+from helpers import ENV, ROOT, assert_one_line_error, run_cli_here
+from sampling import serve
+
+WEIGHTS = ROOT / "artifacts" / "weights"
+SERVED = ["--checkpoint", str(WEIGHTS / "cpu"), "--serve", "--port", "0", "--device", "cpu"]
+RACE = ["--race", str(WEIGHTS / "baby_ar")]
+LONG = {"prompt": "ROMEO:", "seed": 0, "gen_len": 120, "steps": 120}  # 120 steps: time to interrupt it
+
+
+@pytest.fixture
+def slow_steps(monkeypatch):
+    """Each step of a draw 20 ms longer: a long draw lasts 2.4 s on any machine."""
+    real = serve.Frames.__call__
+
+    def slower(self, st):
+        time.sleep(0.02)
+        return real(self, st)
+    monkeypatch.setattr(serve.Frames, "__call__", slower)
+
+
+@pytest.fixture(scope="module")
+def where(tmp_path_factory):
+    """An empty folder the server runs in: it must stay empty."""
+    d = tmp_path_factory.mktemp("serve_cwd")
+    old = os.getcwd()
+    os.chdir(d)
+    yield d
+    os.chdir(old)
+
+
+@pytest.fixture(scope="module")
+def server(where):
+    """The shipped cpu weights racing the shipped baby AR, on a free port, served from a thread."""
+    s = serve.open_server([*SERVED, *RACE], inference.load)
+    thread = threading.Thread(target=s.serve_forever, daemon=True)
+    thread.start()
+    yield s
+    s.shutdown()
+    s.stop()  # a draw still running ends at its next step
+
+
+def post(port, body, content_type="application/json"):
+    """POST /draw: the open connection and its response."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    conn.request("POST", "/draw", data, {"Content-Type": content_type})
+    return conn, conn.getresponse()
+
+
+def events(response):
+    """The stream's (name, data) events, read as they arrive."""
+    name = None
+    for raw in iter(response.readline, b""):
+        line = raw.decode("ascii").rstrip("\n")
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            yield name, json.loads(line[6:])
+
+
+def draw(port, knobs):
+    conn, response = post(port, knobs)
+    assert response.status == 200, response.read()
+    out = list(events(response))
+    conn.close()
+    return out
+
+
+def idle(server, seconds=20):
+    """Wait until no draw holds the server (its last line printed): True, or False after `seconds`."""
+    end = time.time() + seconds
+    while server.busy.locked() and time.time() < end:
+        time.sleep(0.02)
+    return not server.busy.locked()
+
+
+def printed_sample(argv, capsys):
+    """The text inference.py prints for argv (between its checkpoint line and its figures)."""
+    code, out, err = run_cli_here(inference.main, [*argv, "--viz-video=off", "--device=cpu"], capsys)
+    assert code == 0, err
+    return out.split("\ncheckpoint ", 1)[1].split("\n", 1)[1].split("\n---- ")[0]
+
+
+def replay(evs, lane):
+    """A lane's canvas rebuilt from its start and its frames' changed cells, as the page rebuilds it; after each
+    frame, its [MASK]s are the ones the frame counts (a re-masked position left out would keep its old token)."""
+    cells = next(d["cells"] for n, d in evs if n == "start" and d["lane"] == lane)
+    for name, d in evs:
+        if name == "frame" and d["lane"] == lane:
+            for i, text, state in d["cells"]:
+                cells[i] = [text, state]
+            assert sum(text is None for text, _ in cells) == d["masked"], d
+    return cells
+
+
+def test_a_draw_streams_a_frame_a_step_and_ends_with_the_text_inference_prints(server, capsys):
+    knobs = {"prompt": "JULIET:", "seed": 3, "gen_len": 24, "steps": 12, "temperature": 0.9, "order": "confidence"}
+    evs = draw(server.server_address[1], knobs)
+    assert [n for n, _ in evs if n in ("lane", "done", "end")] == ["lane", "done", "lane", "done", "end"]
+    done = [d for n, d in evs if n == "done"]
+    for lane in (0, 1):
+        frames = [d for n, d in evs if n == "frame" and d["lane"] == lane]
+        passes = [f["passes"] for f in frames]
+        assert passes == sorted(set(passes)) and frames[-1]["masked"] == 0 < frames[0]["masked"]
+        assert [f["seconds"] for f in frames] == sorted(f["seconds"] for f in frames)
+        assert done[lane]["frames"] == len(frames) and done[lane]["seconds"] >= frames[-1]["seconds"]
+        cells = replay(evs, lane)
+        assert "".join(text for text, _ in cells) == done[lane]["text"]  # the frames add up to the text
+        assert {state for _, state in cells} <= {"prompt", "kept", "new"}
+    assert len([n for n, d in evs if n == "frame" and d["lane"] == 0]) == 12 == done[0]["passes"]  # a frame a step
+    assert idle(server)
+    capsys.readouterr()
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in knobs.items()]
+    assert done[0]["text"] == printed_sample(["--checkpoint", str(WEIGHTS / "cpu"), *flags], capsys)
+    # the race lane: its checkpoint's own sampler, the prompt, length and seed the page gave
+    assert done[1]["text"] == printed_sample(["--checkpoint", str(WEIGHTS / "baby_ar"), "--prompt=JULIET:", "--seed=3",
+                                              "--gen-len=24"], capsys)
+
+
+BAD = [
+    # (body, content type, words of the message)
+    (b'{"seed": 0}', None, "has no prompt as text: type one"),
+    (b'{"prompt": ""}', None, "the prompt is empty"),
+    (json.dumps({"prompt": "x" * 2001}).encode(), None, "2,001 characters, past the 2,000"),
+    (b'{"prompt": "' + b"a" * 70_000 + b'"}', None, "70,014 bytes, past the 65,536"),
+    (b'{"prompt": "\xff\xfeROMEO"}', None, "not UTF-8"),
+    (b'{"prompt": "\\ud800"}', None, "unpaired surrogate"),
+    (b"prompt=ROMEO", None, "not JSON"),
+    (b'["ROMEO:"]', None, "not an object of knobs"),
+    (b'{"prompt": 5}', None, "has no prompt as text"),
+    (b'{"prompt": "ROMEO:"}', "text/plain", "send the knobs as JSON"),
+    (b'{"prompt": "ROMEO:", "top_k": 5}', None, "unknown knob 'top_k': the page sets prompt, steps"),
+    (b'{"prompt": "ROMEO:", "steps": 0}', None, "steps must be >= 1, got 0"),
+    (b'{"prompt": "ROMEO:", "steps": 5000}', None, "steps=5000 exceeds diffusion_steps=1000"),
+    (b'{"prompt": "ROMEO:", "steps": "abc"}', None, "--steps='abc' is not a valid int"),
+    (b'{"prompt": "ROMEO:", "steps": 1.5}', None, "steps must be int"),
+    (b'{"prompt": "ROMEO:", "temperature": -1}', None, "temperature must be >= 0"),
+    (b'{"prompt": "ROMEO:", "temperature": "hot"}', None, "--temperature='hot' is not a valid float"),
+    (b'{"prompt": "ROMEO:", "order": "sideways"}', None, "order='sideways' is not one of"),
+    (b'{"prompt": "ROMEO:", "seed": -1}', None, "seed must be >= 0"),
+    (b'{"prompt": "ROMEO:", "seed": ' + b"9" * 400 + b"}", None, "400-digit number"),
+    (b'{"prompt": "ROMEO:", "gen_len": 513}', None, "gen_len 513 is past the 512 tokens this page draws"),
+    (b'{"prompt": "ROMEO:", "gen_len": 200}', None, ("exceeds the model's context of 128", "--gen-len 122")),
+    (b'{"prompt": "ROMEO \\u2603"}', None, "not in the model's vocabulary"),
+]
+
+
+def test_each_bad_request_is_one_message_and_the_server_answers_after_it(server):
+    port = server.server_address[1]
+    for body, content_type, words in BAD:
+        conn, response = post(port, body, content_type or "application/json")
+        answer = json.loads(response.read())
+        conn.close()
+        assert response.status == 400 and set(answer) == {"error"}, (body[:60], answer)
+        assert all(w in answer["error"] for w in ([words] if isinstance(words, str) else words)), answer
+        assert "Traceback" not in answer["error"] and "\n" not in answer["error"]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/nowhere")
+    response = conn.getresponse()
+    assert response.status == 404 and "the page is /" in json.loads(response.read())["error"]
+    assert draw(port, {"prompt": "ROMEO:", "gen_len": 8, "steps": 4})[-1][0] == "end"
+
+
+@pytest.mark.parametrize("knobs", [
+    # the neighbour of each refusal above, which must draw
+    {"prompt": "R"}, {"prompt": "x" * 100, "gen_len": 28}, {"prompt": "ROMEO:", "steps": 1},
+    {"prompt": "ROMEO:", "steps": "8"}, {"prompt": "ROMEO:", "temperature": 0}, {"prompt": "ROMEO:", "order": "l2r"},
+    {"prompt": "ROMEO:", "seed": 0}, {"prompt": "ROMEO:", "gen_len": 122}, {"prompt": "ROMEO:", "gen_len": 1},
+])
+def test_the_neighbours_of_the_refusals_draw(server, knobs):
+    evs = draw(server.server_address[1], {"gen_len": 8, "steps": 4, **knobs} if "gen_len" not in knobs else knobs)
+    assert evs[-1][0] == "end" and all(d["text"] for n, d in evs if n == "done")
+
+
+def test_a_second_draw_while_one_runs_is_answered_at_once_and_the_first_goes_on(server, slow_steps):
+    port = server.server_address[1]
+    conn, response = post(port, LONG)
+    stream = events(response)
+    assert next(stream)[0] == "lane"
+    conn2, second = post(port, {"prompt": "ROMEO:", "gen_len": 8, "steps": 4})
+    assert second.status == 409 and "a draw is running" in json.loads(second.read())["error"]
+    conn2.close()
+    assert [n for n, _ in stream][-1] == "end"  # the first ran to its end
+    conn.close()
+
+
+def test_a_client_that_leaves_mid_draw_stops_it_and_the_server_answers_the_next(server, slow_steps, capsys):
+    port = server.server_address[1]
+    body = json.dumps(LONG).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as client:
+        client.sendall(b"POST /draw HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: "
+                       + str(len(body)).encode() + b"\r\n\r\n" + body)
+        received = b""
+        while b"event: frame" not in received:
+            received += client.recv(4096)
+    assert idle(server, seconds=1.5)  # its draw, 2.4 s whole, stopped at once
+    assert "the client left mid-draw; the draw stopped" in capsys.readouterr().out
+    assert draw(port, {"prompt": "ROMEO:", "gen_len": 8, "steps": 4})[-1][0] == "end"
+
+
+def test_the_page_holds_the_knobs_and_greys_out_those_the_model_does_not_read(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    conn.request("GET", "/")
+    html = conn.getresponse().read().decode("utf-8")
+    data = json.loads(re.search(r'<script id="serve-data" type="application/json">(.*?)</script>', html, re.S)[1])
+    assert [lane["name"] for lane in data["lanes"]] == ["cpu", "baby_ar"]
+    assert data["knobs"] == dict(prompt="ROMEO:", steps=64, temperature=1.0, order="random", seed=1337, gen_len=96)
+    assert data["unread"] == {} and data["most"] == dict(prompt=2000, gen_len=512)
+    ar = serve.page([server.lanes[1]]).decode("utf-8")  # the AR served: no steps, no order; the CLI's refusal says why
+    unread = json.loads(re.search(r'application/json">(.*?)</script>', ar, re.S)[1])["unread"]
+    assert sorted(unread) == ["order", "steps"] and "objective=ar does not read --steps" in unread["steps"]
+
+
+def test_a_port_in_use_is_one_line_before_any_model_is_read_and_its_advice_serves(where, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = run_cli_here(inference.main, ["cpu", "--serve", "--port", str(port)], capsys)
+        assert_one_line_error(code, err, f"cannot listen on port {port} of 127.0.0.1 (Address already in use)",
+                              "give another, or --port 0 for any free one")
+        assert "checkpoint" not in out  # refused before the model was read
+        s = serve.open_server([*SERVED[:3], "--port", "0", "--race", "off"], inference.load)  # the advice
+        assert s.server_address[1] not in (0, port)
+        s.server_close()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--interactive"], "--serve draws one sample at a time in the page and writes no file: drop --interactive"),
+    (["--viz-video", "x.mp4"], "drop --viz-video"),
+    (["--num-samples", "4"], "drop --num-samples"),
+    (["--port", "70000"], "--port 70000 is no TCP port: give one from 1 to 65535, or 0"),
+    (["--port", "-1"], "--port -1 is no TCP port"),
+    (["--host", "192.0.2.1"], "--host 192.0.2.1 is no address of this machine"),
+    (["--host", "no such host"], "--host no such host is no address of this machine"),
+    (["--race", "nowhere/model.pt"], ("nowhere/model.pt not found", "or give --race off")),
+])
+def test_a_flag_the_page_cannot_take_is_one_line_before_any_model_is_read(argv, words, where, capsys):
+    code, out, err = run_cli_here(inference.main, [*SERVED, *argv], capsys)
+    assert_one_line_error(code, err, *([words] if isinstance(words, str) else words))
+    assert "checkpoint" not in out
+
+
+def test_the_keys_of_serve_are_refused_where_they_act_on_nothing(where, capsys):
+    code, _, err = run_cli_here(inference.main, ["--checkpoint", str(WEIGHTS / "cpu"), "--port", "8001"], capsys)
+    assert_one_line_error(code, err, "--port acts only with --serve")
+    code, _, err = run_cli_here(train.main, ["cpu", "--serve"], capsys)
+    assert_one_line_error(code, err, "--serve is inference.py's")
+
+
+def test_a_host_beyond_this_machine_is_said_in_one_line(where, capsys):
+    s = serve.open_server([*SERVED, "--host", "0.0.0.0", "--race", "off"], inference.load)
+    s.server_close()
+    out = capsys.readouterr().out
+    warned = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "--host 0.0.0.0 serves every client" in warned[0]
+    assert s.server_address[0] == "0.0.0.0"
+
+
+def test_the_race_lane_auto_is_the_baby_ar_and_baby_bd3_where_the_ar_is_served(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    if any(os.path.exists(f"artifacts/models/{name}/model.pt") for name in ("baby_ar", "baby_bd3")):
+        pytest.skip("a run of your own stands in for the shipped weights here")
+    cfg = configurator.parse(["--serve"], check=False)[0]
+    ar, bd3 = (os.path.join("artifacts", "weights", name) for name in ("baby_ar", "baby_bd3"))
+    assert serve.race_checkpoint(cfg, os.path.join("artifacts", "weights", "cpu")) == ar
+    assert serve.race_checkpoint(cfg, ar) == bd3
+    assert serve.race_checkpoint(configurator.parse(["--serve", "--race", "off"], check=False)[0], ar) is None
+
+
+def test_the_server_wrote_nothing(server, where):
+    assert idle(server) and not os.listdir(where)
+
+
+# ----------------------------------------------------------------------------- the slow tier
+def start(argv):
+    """inference.py --serve in a subprocess: (process, port), once it serves."""
+    p = subprocess.Popen([sys.executable, str(ROOT / "inference.py"), *argv], cwd=ROOT, env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if line.startswith("serving http://"):
+            return p, int(re.search(r":(\d+)/", line)[1])
+    raise AssertionError(p.stderr.read())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mid_draw", [True, False])
+def test_ctrl_c_stops_the_server_in_one_line_mid_draw_or_idle(mid_draw):
+    p, port = start([*SERVED, "--race", "off"])
+    try:
+        if mid_draw:
+            conn, response = post(port, LONG)
+            stream = events(response)
+            while next(stream)[0] != "frame":
+                pass
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+        if mid_draw:
+            assert [d for n, d in stream if n == "error"] == [dict(message="the server stopped (Ctrl-C on its "
+                                                                           "terminal)")]
+    finally:
+        p.kill()
+    said = "interrupted: the server stopped" + (", its draw ended mid-way" if mid_draw else "")
+    assert p.returncode == 130 and err == said + "\n", err
+
+
+def chromium():
+    """The path of a Chromium to drive, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.slow
+def test_the_page_in_a_browser_shows_frames_arrive_and_the_text_inference_prints(server, capsys):
+    """Headless Chromium types a prompt, presses go, sees each lane's frames and its final text."""
+    sync = pytest.importorskip("playwright.sync_api", reason="no playwright: pip install playwright (CONTRIBUTING.md)")
+    if chromium() is None:
+        pytest.skip("no Chromium installed: apt-get install chromium (CONTRIBUTING.md)")
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"]
+    with sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=args)
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        page.fill("#prompt", "JULIET:")
+        page.fill("#seed", "5")
+        page.fill("#gen_len", "40")
+        page.fill("#steps", "20")
+        page.click("#go")
+        page.wait_for_function("document.querySelector('#lane0').dataset.frames > 0")  # a frame arrived, drawn
+        page.wait_for_function("document.querySelector('#lane1 .text').textContent.length > 0", timeout=60_000)
+        texts = [page.text_content(f"#lane{k} .text") for k in (0, 1)]
+        frames = [int(page.get_attribute(f"#lane{k}", "data-frames")) for k in (0, 1)]
+        assert page.text_content("#message") == "" and not page.is_disabled("#replay")
+        page.fill("#steps", "0")  # a bad knob: the CLI's refusal, in the page
+        page.click("#go")
+        page.wait_for_function("document.querySelector('#message').textContent.length > 0")
+        message = page.text_content("#message")
+        browser.close()
+    assert frames[0] == 20 and frames[1] == 40  # a frame a denoising step; the AR's a token
+    assert idle(server)
+    capsys.readouterr()
+    assert texts[0] == printed_sample(["--checkpoint", str(WEIGHTS / "cpu"), "--prompt=JULIET:", "--seed=5",
+                                       "--gen-len=40", "--steps=20"], capsys)
+    assert texts[1] == printed_sample(["--checkpoint", str(WEIGHTS / "baby_ar"), "--prompt=JULIET:", "--seed=5",
+                                       "--gen-len=40"], capsys)
+    assert message == "steps must be >= 1, got 0"
