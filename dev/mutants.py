@@ -90,8 +90,8 @@ def check_fragment(root, m):
 
 # ---------------------------------------------------------------------------- running the tests
 def pytest_args(stage, m):
-    """The pytest command line of one stage of mutant m (None: the stage has nothing to run)."""
-    own = [t for t in m["tests"]]
+    """The pytest command line of one stage of mutant m (its own tests: files or test ids)."""
+    own = m["tests"]
     own_files = sorted({t.split("::")[0] for t in own})
     base = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
     if stage == "targeted":
@@ -128,6 +128,9 @@ def run_stage(repo, stage, m, log, limit_s):
         output, _ = proc.communicate()
         log.write(f"---- {stage} (past {limit_s} s): {' '.join(args)}\n{output}\n")
         return "hang", f"(past {limit_s} s)", time.time() - t0
+    except BaseException:  # a Ctrl-C here reaches only this process (the stage has a session of its own)
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     seconds = time.time() - t0
     log.write(f"---- {stage} rc={proc.returncode} {seconds:.1f}s: {' '.join(args)}\n{output}\n")
     # 0: passed; 5: no test selected (a file with no slow test, say)
