@@ -933,6 +933,18 @@ ISSUE_71_ROWS = {
         "dev/threads.py": [(["cpu", "--gap", "5"], "--gap acts only with --starts"),
                            (["cpu", "--starts", "--loads", "quiet"], "--loads acts only on the step table")]},
 }
+# issue 98: the mutation harness (a dev/ CLI: its rows here, its mutants in dev/mutants_list.py)
+CLASS_ROWS["dev/mutants.py"] = dict(
+    missing="reads no input path: its mutants are dev/mutants_list.py's",
+    directory=[(["--json", "empty_dir"], "--json empty_dir is a directory")],
+    exists=[(["--json", "old.txt"], "old.txt already exists: pass --overwrite")],
+    checkpoint=[(["--json", DM, "--overwrite"], "is a checkpoint")],
+    json="reads no JSON", list=DERIVED, zero=DERIVED,
+    empty=[(["--stages", ","], ("--stages", "names no value"))],
+    root="its paths are its own repository's: any folder runs it",
+    damaged=NO_CKPT, pickle="unpickles nothing: its results are JSON",
+    depends=[(["--check", "--keep"], "--keep acts only when mutants run, and --check runs nothing")],
+    device=NO_DEVICE, unread=[(["--list", "--stages", "fast"], "--stages acts only when mutants run")])
 for cls, per_cli in ISSUE_71_ROWS.items():
     for cli, rows in per_cli.items():
         CLASS_ROWS[cli][cls] = rows
@@ -964,6 +976,7 @@ OUTPUT_ROWS = {
     "dev/epochs.py": [(["--summary-only", "--summary", "old.txt/s.json"], UNDER)],
     "dev/order_nll.py": [([DM, "--json", "old.txt/o.json"], UNDER)],
     "dev/infill.py": NO_OUTPUT,
+    "dev/mutants.py": [(["--json", "folder.mp4"], "is a directory"), (["--json", "old.txt/m.json"], UNDER)],
     **dict.fromkeys(("dev/nanogpt_score.py", "dev/bd3_variance.py", "dev/draft_ceiling.py", "dev/spec_rounds.py",
                      "dev/two_pass.py", "dev/gpu_sample.py"), NO_OUTPUT),
     "dev/threads.py": NO_FILES, "dev/bench_serve.py": NO_OUTPUT}
@@ -1077,7 +1090,7 @@ BASE = {"scripts/eval.py": [DM], "scripts/frontier.py": [AR, "--ar-checkpoint", 
         "dev/nanogpt_score.py": ["old.txt", "--against", DM], "dev/bd3_variance.py": [DM], "dev/draft_ceiling.py": [DM],
         "dev/spec_rounds.py": [DM], "dev/two_pass.py": [DM, AR], "dev/threads.py": ["cpu"], "dev/epochs.py": [],
         "dev/plot_epochs.py": ["s.json"], "dev/plot_frontier.py": ["eval.json"], "dev/gpu_sample.py": GS,
-        "scripts/race.py": RC, "dev/bench_serve.py": ["cpu"]}
+        "scripts/race.py": RC, "dev/bench_serve.py": ["cpu"], "dev/mutants.py": []}
 
 
 def range_rows(flag, kind):
@@ -1478,7 +1491,8 @@ WORK = {"train.py": "train.train", "inference.py": "inference.fill", "scripts/ev
         "bd3.sample_clean_ar", "dev/two_pass.py": "dev.two_pass.sample_two_pass", "dev/plot_epochs.py":
         "dev.plot_epochs._save", "dev/plot_frontier.py": "dev.plot_frontier._save", "dev/epochs.py":
         "dev.epochs.write_summary", "dev/threads.py": "dev.threads.child", "dev/gpu_sample.py": "dev.gpu_sample.load_model",
-        "scripts/race.py": "scripts.race.run_lanes", "dev/bench_serve.py": "dev.bench_serve.start"}
+        "scripts/race.py": "scripts.race.run_lanes", "dev/bench_serve.py": "dev.bench_serve.start",
+        "dev/mutants.py": "dev.mutants.make_scratch"}
 
 
 class Checked(BaseException):

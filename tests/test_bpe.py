@@ -154,6 +154,36 @@ def test_the_char_tinystories_preset_builds_offline_from_the_shipped_excerpt(in_
     assert "exiting without training" in capsys.readouterr().out
 
 
+def test_the_report_reads_chars_per_token_over_the_scored_tokens_only(corpus):
+    """evals.bound.report_windows: the chars a token of a window's last L tokens, the ones scored (the first is the
+    AR's context), not of all L + 1; they differ on BPE, where tokens hold unequal characters."""
+    from evals.bound import report_windows
+    text, tok, _ = corpus
+    ids = torch.tensor(tok.encode(text[:40_000]))
+    windows, cpt = report_windows(tok, ids, ids, "test", 8, 32)
+    assert windows.shape == (8, 33) and cpt == chars_per_token(tok, windows[:, 1:])
+    assert cpt != chars_per_token(tok, windows)
+
+
+def test_an_export_carries_its_bpe_tokenizer(corpus, tmp_path, capsys):
+    """A BPE checkpoint (built by hand, untrained) exported: tokenizer.json is the run's, and the export loads with
+    the tokenizer it was trained with (the fast twin of the slow test on a trained run)."""
+    from checkpoint_manager import load_model
+    from utils.checkpoint import save_checkpoint
+    _, tok, path = corpus
+    a = ModelArgs(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16, time_cond="none")
+    state = dict(kind="bpe", json=path.read_text(encoding="utf-8"))
+    config = dict(objective="mdlm", block_size=16, n_layer=1, n_head=2, n_embd=16, time_cond="none", tokenizer="bpe")
+    save_checkpoint(tmp_path / "m.pt", dict(model=Transformer(a).state_dict(), config=config, model_args=vars(a),
+                                            iter=0, tokenizer=state))
+    out = tmp_path / "export"
+    assert run_cli_here(script("export").main, [tmp_path / "m.pt", out], capsys)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    _, ckpt = load_model(str(out), "cpu")
+    assert ckpt["tokenizer"]["kind"] == "bpe" and fingerprint(BPETokenizer.from_json(ckpt["tokenizer"]["json"])) == \
+        fingerprint(tok)
+
+
 def test_prompt_normalisation(corpus):
     tok = corpus[1]
     assert normalize_prompt(tok, "Once upon a time \t ") == "Once upon a time"

@@ -315,3 +315,29 @@ def test_a_split_too_short_for_the_windows_asked_is_said(adaln_ckpt, tmp_path, c
     ev.main([str(adaln_ckpt), "--data-path", str(short), "--val-path", "", "--n-windows", "15", "--n-t", "1",
              "--n-samples", "0", "--device", "cpu"])
     assert "disjoint windows" not in capsys.readouterr().out  # as many as asked: nothing to say
+
+
+def test_the_table_reads_every_figure_per_character():
+    """eval.py's table at 2.5 characters a token (a BPE run): the bound, its ±, the AR mode's figure and the paired
+    difference all in nats/char (and bits/char), each cell by hand from per-window figures in nats/token; a figure
+    left per token passes a char run's test (1 character a token) and fails here."""
+    from evals.bound import summary
+    ev = _script("eval")
+    cpt, a, b = 2.5, [2.0, 3.0, 4.0, 7.0], [1.0, 3.0, 3.5, 4.5]
+    rows = []
+    for name, per_window in (("first", a), ("second", b)):
+        row = summary(torch.tensor(per_window, dtype=torch.float64), [], 1, cpt)
+        row.update(name=name, label="mdlm", params=1, tokens_seen=1, exact=False, chars_per_token=cpt)
+        row["ar_mode"] = dict(nats_per_token=sum(per_window) / 4, se=row["se"], per_window=per_window,
+                              chars_per_token=cpt)
+        rows.append(row)
+    ev.paired_with_first(rows)
+    table = {line.split("|")[0].strip(): [c.strip() for c in line.split("|")[1:]] for line in
+             ev.table(rows).splitlines() if "|" in line}
+    se_a = math.sqrt(sum((v - 4.0) ** 2 for v in a) / 3 / 4)  # the mean's standard error, nats/token
+    d = [(y - x) / cpt for x, y in zip(a, b)]  # the paired differences, nats/char
+    d_se = math.sqrt(sum((v - sum(d) / 4) ** 2 for v in d) / 3 / 4)
+    assert table["val NLL/bound (nats/char)"][0] == f"<= {4.0 / cpt:.4f} ± {se_a / cpt:.4f}"
+    assert table["the same in bits/char"][0] == f"<= {4.0 / cpt / math.log(2):.4f} ± {se_a / cpt / math.log(2):.4f}"
+    assert ev.ar_mode_cell(rows[0]) == f"= {4.0 / cpt:.4f} ± {se_a / cpt:.4f}"  # its row's cells, unwrapped
+    assert ev.paired_cell(rows[1]) == f"{sum(d) / 4:+.4f} ± {d_se:.4f}"

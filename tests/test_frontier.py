@@ -269,6 +269,8 @@ def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):
             assert row[f"p_cache_b{b}"] == pytest.approx(b * 5 / 20)  # B x 5 tokens over the counted draw's 20 columns
     # passes: the median of the timed draws only (seeds 13..18: 15.5), not the warm-up's (seed 10: with it, 15)
     assert rows[0]["passes_b1"] == pytest.approx(15.5) and rows[1]["passes_b4"] == pytest.approx(15.5)
+    # tokens a pass: a sample's tokens over a sample's passes, whatever B (not B x 5 over them)
+    assert rows[1]["tokens_per_pass_b4"] == pytest.approx(5 / 15.5)
 
 
 @pytest.mark.parametrize("B", [1, 3])

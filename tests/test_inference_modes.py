@@ -104,6 +104,31 @@ def test_export_holds_weights_only_and_samples_exactly_like_the_checkpoint(tiny_
     assert _samples(from_ckpt[1]) == _samples(from_export[1]) and len(_samples(from_ckpt[1])) == 2
 
 
+def test_export_writes_the_weights_a_run_samples_with_and_what_they_are(tmp_path, capsys):
+    """A checkpoint trained with --ema (built by hand: its EMA weights apart from its raw ones) and of 2.5 characters
+    a token: the export's weights are the EMA's (what the checkpoint samples with), config.json says so, keeps the
+    chars per token an export's bits/char divides by, and the --about it was given."""
+    from checkpoint_manager import read_checkpoint
+    from model import ModelArgs, Transformer
+    from utils.checkpoint import save_checkpoint
+    a = ModelArgs(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16, time_cond="none")
+    raw = Transformer(a).state_dict()
+    ema = {k: v + 0.5 for k, v in raw.items()}
+    config = dict(objective="mdlm", block_size=16, n_layer=1, n_head=2, n_embd=16, time_cond="none")
+    tok = dict(kind="char", chars="abcdefghij")
+    save_checkpoint(tmp_path / "m.pt", dict(model=raw, ema=ema, config=config, model_args=vars(a), iter=7,
+                                            meta=dict(chars_per_token=2.5), tokenizer=tok))
+    out_dir = tmp_path / "export"
+    code, out, err = run_cli_here(script("export").main, [tmp_path / "m.pt", out_dir, "--about", "preset=toy"], capsys)
+    assert code == 0, err
+    meta = json.loads((out_dir / "config.json").read_text())
+    assert meta["ema_weights"] is True and meta["about"] == {"preset": "toy"}
+    assert meta["meta"] == {"chars_per_token": 2.5}
+    exported, ckpt = load_model(out_dir, torch.device("cpu"))
+    assert all(torch.equal(v, ema[k]) for k, v in exported.state_dict().items())
+    assert read_checkpoint(str(out_dir))["meta"]["chars_per_token"] == 2.5 == ckpt["meta"]["chars_per_token"]
+
+
 def _bodies(out):
     """[(prompt header, its sample)]: the '==== prompt' lines of a session and the text after each (a sample may
     hold newlines: Tiny Shakespeare's text does)."""

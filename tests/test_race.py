@@ -99,6 +99,47 @@ def test_a_lanes_frames_walk_its_stamps_on_the_timed_clock(toy_race, capsys):
         assert states.count("new") == int(st.revealed[0].sum())
 
 
+def test_an_even_number_of_seeds_shows_the_lower_middle_draw(monkeypatch):
+    """With 4 seeds, on a fake clock (tests/test_speed.py's), each lane's frames replay the lower of its two middle
+    draws (the second fastest), as the docstring says, not the third."""
+    from types import SimpleNamespace
+    from evals import samples
+    from test_speed import Clock
+    lanes, timed, real = _lanes(), [], samples.time_draws
+    Clock(monkeypatch, [lane["model"] for lane in lanes])
+    monkeypatch.setattr(samples, "time_draws", lambda *a: timed.append(real(*a)) or timed[-1])
+    race.run_lanes(lanes, [1, 2, 3], SimpleNamespace(gen_len=10, seeds=4, seed=16), torch.device("cpu"))
+    timings = timed[0][0]
+    assert any(sorted(t["seconds"])[1] < sorted(t["seconds"])[2] for t in timings)  # the two middles differ
+    for lane, t in zip(lanes, timings):
+        lower = sorted(range(4), key=lambda i: t["seconds"][i])[1]
+        assert (lane["seed"], lane["seconds"]) == (t["seeds"][lower], t["seconds"][lower])
+
+
+def test_the_frames_run_until_the_slowest_lane_is_done_at_the_threads_asked(toy_race, monkeypatch, capsys):
+    """On a fake clock, a frame a millisecond: the last frame shows every lane's text whole (the race's clock runs to
+    its slowest lane's median draw, not its fastest's), and every caption names the --threads the lanes drew with."""
+    from sampling import video
+    from test_speed import Clock
+    lanes, frames = _lanes(), []
+    Clock(monkeypatch, [lane["model"] for lane in lanes])
+    monkeypatch.setattr(race, "open_lanes", lambda args, device: lanes)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    real = video.TraceWriter.add_frame
+    monkeypatch.setattr(video.TraceWriter, "add_frame", lambda self, texts, states, *a, caption="", **k:
+                        frames.append((states, caption)) or real(self, texts, states, *a, caption=caption, **k))
+    threads = torch.get_num_threads()
+    try:
+        code, out, err = run_cli_here(race.main, [*toy_race, "--tick-ms", "1", "--threads", "2"], capsys)
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, err
+    seconds = sorted(lane["seconds"] for lane in lanes)
+    assert int(seconds[0] * 1000) < int(seconds[-1] * 1000)  # the lanes end at different ticks
+    assert frames[-1][0].count("mask") == 0 and [s.count("mask") > 0 for s, _ in frames].count(True) >= 1
+    assert all("2 thread(s)" in caption for _, caption in frames)
+
+
 def test_a_lane_too_long_for_its_context_is_told_a_gen_len_the_race_has(monkeypatch, capsys):
     """The refusal came from inference.py's canvas check, which advises --semi-ar-length: race.py has no such flag."""
     import evals.samples

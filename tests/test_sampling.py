@@ -9,7 +9,7 @@ import inference
 from conftest import train_tiny
 from helpers import FIXTURES, Args, ToyModel, run_cli_here
 from diffusion import Schedule, reveal_plan, time_grid
-from diffusion import SamplerOptions, denoise, position_scores, time_for_fraction
+from diffusion import SamplerOptions, denoise, denoise_passes, position_scores, time_for_fraction
 from utils.errors import UserError
 from sampling.canvas import Canvas, build_canvas, parse_infill
 from utils.tokenizer import CharTokenizer
@@ -203,7 +203,8 @@ def test_reveal_plan_by_hand():
                                   dict(tokens_per_step="cosine"), dict(semi_ar_length=8)], ids=str)
 def test_every_pass_reveals_a_token_and_nfe_counts_the_passes(mode):
     """16 tokens at 48 steps: 16 passes (the schedule's counts used to run out 3-9 steps early: 48 NFE),
-    and with fewer steps than tokens, every requested step reveals at least one."""
+    and with fewer steps than tokens, every requested step reveals at least one; denoise_passes (the passes
+    eval.py and inference.py estimate) says as many."""
     x, gm = torch.randint(0, 11, (2, 24)), torch.zeros(2, 24, dtype=torch.bool)
     gm[:, 8:] = True
     for steps, nfe in ((48, 16), (12, 12), (16, 16)):
@@ -213,6 +214,7 @@ def test_every_pass_reveals_a_token_and_nfe_counts_the_passes(mode):
                              on_step=lambda info: before.append(((info.prev == MASK) & gm).sum(1) -
                                                                 ((info.x == MASK) & gm).sum(1)))
         assert stats["nfe"] == nfe == len(before) and stats["nfe_per_sample"] == [nfe, nfe]
+        assert denoise_passes(SamplerOptions(steps, 1.0, **mode), 16) == nfe
         assert all((d >= 1).all() for d in before) and not (out == MASK).any()
 
 

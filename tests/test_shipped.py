@@ -14,7 +14,7 @@ import pytest
 
 import configurator
 import inference
-from checkpoint_manager import load_model, shipped_note
+from checkpoint_manager import load_model, read_checkpoint, shipped_note
 from helpers import ROOT, run_cli_here, script
 from utils import fileio
 from utils.tokenizer import CharTokenizer, fingerprint, tokenizer_from_state
@@ -101,6 +101,7 @@ def test_each_is_the_network_and_tokenizer_its_command_trains_today(name):
 
 def test_a_presets_own_run_is_read_first_and_the_shipped_weights_only_in_its_place(tmp_path, monkeypatch):
     (tmp_path / "artifacts" / "weights" / "cpu").mkdir(parents=True)
+    (tmp_path / "artifacts" / "weights" / "baby").mkdir()  # shipped, and your own run of it too: yours is read
     (tmp_path / "artifacts" / "models" / "baby").mkdir(parents=True)
     (tmp_path / "artifacts" / "models" / "baby" / "model.pt").write_bytes(b"")
     monkeypatch.setattr(fileio, "REPO", str(tmp_path))
@@ -206,3 +207,32 @@ def test_each_cards_commands_run_as_written_on_a_fresh_copy(tmp_path):
         r = subprocess.run(["bash", "-c", line], cwd=repo, env=env, capture_output=True, text=True, timeout=600,
                            stdin=subprocess.DEVNULL)
         assert r.returncode == 0 and "the weights this repo ships" in r.stdout, (line, r.stderr[-2000:])
+
+
+@pytest.fixture
+def fresh_clone(tmp_path, monkeypatch):
+    """A repository root with no run trained and the shipped weights (links to this repo's), run from there."""
+    weights = tmp_path / "artifacts" / "weights"
+    weights.mkdir(parents=True)
+    for name in NAMES:
+        (weights / name).symlink_to(ROOT / "artifacts" / "weights" / name)
+    monkeypatch.setattr(fileio, "REPO", str(tmp_path))
+    monkeypatch.setattr(fileio, "SHIPPED", str(weights))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_command_names_the_shipped_folder_it_reads_in_a_presets_place(fresh_clone, capsys):
+    """inference.py cpu on a fresh clone reads artifacts/weights/cpu and names that folder on its checkpoint line (not
+    the run not trained yet); every other reader (read_checkpoint: eval.py, frontier.py, export, --init_from) reads
+    the shipped folder too; the race sees a preset's run and its shipped folder as one checkpoint given twice."""
+    code, out, err = run_cli_here(inference.main, ["cpu", "--prompt=JULIET:", "--gen_len=4", "--seed=0",
+                                                   "--device=cpu", "--viz-video=off"], capsys)
+    assert code == 0, err
+    note, line = out.splitlines()[:2]
+    assert note.startswith("reading artifacts/weights/cpu, ") and line.startswith("checkpoint artifacts/weights/cpu: ")
+    ckpt = read_checkpoint("artifacts/models/baby_ar/model.pt")
+    assert ckpt["config"]["objective"] == "ar"
+    assert capsys.readouterr().out.startswith("reading artifacts/weights/baby_ar")
+    with pytest.raises(fileio.UserError, match="artifacts/weights/baby is given twice"):
+        script("race").parse_args(["artifacts/models/baby/model.pt", "artifacts/weights/baby"])
