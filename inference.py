@@ -118,47 +118,15 @@ def default_trace(cfg):
 
 
 def load(argv):
-    """(sampling config, run): argv read for the checkpoint, then over the checkpoint's config."""
-    where, given = parse(argv, check=False)  # pass 1: only --checkpoint, --device and --viz-video are read
-    if "viz_video" not in given:
-        where = replace(where, viz_video=default_trace(where))
-    check_values(where)  # a --viz-video or --html that names no such file, say
-    if given & {"viz_video", "html"}:  # their paths, before the model is read
-        check_trace_path(replace(where, viz_video=where.viz_video if "viz_video" in given else "off"), where.overwrite)
-    if not (where.interactive or where.prompts_file):  # (a stream of prompts records no trace)
-        check_media(where)
+    """(sampling config, run): the flags checked, the checkpoint read, its model built, the flags
+    read over its settings and checked again; nanoGPT's sample.py with the checks named."""
+    where = check_flags(argv)  # pass 1: what can be refused before the checkpoint is read
     device = pick_device(where.device)
-    where = replace(where, checkpoint=own_or_shipped(where.checkpoint))  # a fresh clone: the shipped weights
     ckpt = read_checkpoint(where.checkpoint, "pass --checkpoint PATH")
     saved = checkpoint_config(ckpt, f"checkpoint {where.checkpoint}")  # before a layer is built
     model, ckpt = load_model(where.checkpoint, device, ckpt)
-    asked, flags = parse(argv, base=saved, check=False)  # pass 2: over the checkpoint's settings
-    refuse_changes(asked, flags & set(TRAINED), vars(saved), f"checkpoint {where.checkpoint}",
-                   "drop those flags (sampling takes them from the checkpoint)")
-    training = sorted(flags - set(SAMPLED) - set(TRAINED) - {"tokenizer_path"})
-    if training:
-        raise UserError(f"inference.py samples: --{training[0]} sets training, which sampling does not read; drop it")
-    cfg, _ = over_checkpoint(argv, saved)
-    refuse_stream_clash(cfg, flags)  # before validate, whose advice (give --viz-video) would clash here
-    validate(cfg, flags - {"tokenizer_path"}, training=False)  # tokenizer_path: read below, against the checkpoint's
-    if cfg.infill and "gen_len" in flags:  # the blanks set the length
-        raise UserError("--infill's blanks set the tokens generated ([___] one per marker character, [___:N] N): "
-                        "drop --gen-len")
-    typed = cfg.viz_video not in ("auto", "off") or cfg.html not in ("", "auto")  # a path the user chose
-    if "overwrite" in flags and not typed:
-        raise UserError("--overwrite lets the --viz-video or --html path you give replace an existing file (their "
-                        "default names are new each time): give one, or drop --overwrite")
     tok = tokenizer_from_state(ckpt["tokenizer"])
-    if "tokenizer_path" in flags:
-        other = BPETokenizer.from_file(cfg.tokenizer_path)  # UserError if missing or not ours
-        if fingerprint(other) != fingerprint(tok):
-            raise UserError(f"tokenizer {cfg.tokenizer_path} (bpe, vocab {other.vocab_size}, fingerprint "
-                            f"{fingerprint(other)}) differs from the one {where.checkpoint} was trained with "
-                            f"({tok.kind}, vocab {tok.vocab_size}, fingerprint {fingerprint(tok)}): drop "
-                            f"--tokenizer_path to use the checkpoint's own")
-    if cfg.interactive or cfg.prompts_file:
-        cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
-    cfg = replace(cfg, prompt=normalize_prompt(tok, cfg.prompt))  # BPE: NFC, no trailing spaces
+    cfg, flags = sampling_config(argv, saved, tok, where.checkpoint)  # pass 2: over the checkpoint's settings
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy
     if OBJECTIVES[cfg.objective].decodes(cfg, cfg.num_samples):
         compile_decode(model, cfg, device)  # --compile: the KV-cached decoding steps, bd3's drafting rounds
@@ -173,6 +141,52 @@ def load(argv):
     return cfg, dict(model=model, tok=tok, schedule=Schedule(cfg.diffusion_steps, cfg.schedule), device=device, ctx=ctx,
                      cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0), fit_gen_len="gen_len" not in flags,
                      threads=threads, name=run_name(where.checkpoint))
+
+
+def check_flags(argv):
+    """argv read alone, before the checkpoint: its values (a --viz-video or --html of the wrong
+    kind, say), a trace's typed paths, the media folder. Returns it, --checkpoint the path read (a
+    fresh clone's: the shipped weights)."""
+    where, given = parse(argv, check=False)  # only --checkpoint, --device and the trace's paths are read
+    if "viz_video" not in given:
+        where = replace(where, viz_video=default_trace(where))
+    check_values(where)
+    if given & {"viz_video", "html"}:  # their paths, before the model is read
+        check_trace_path(replace(where, viz_video=where.viz_video if "viz_video" in given else "off"), where.overwrite)
+    if not (where.interactive or where.prompts_file):  # (a stream of prompts records no trace)
+        check_media(where)
+    return replace(where, checkpoint=own_or_shipped(where.checkpoint))
+
+
+def sampling_config(argv, saved, tok, path):
+    """(cfg, the keys given): argv over the checkpoint's config `saved`, checked: no trained key
+    changed, no training key given, the sampler's keys validated, the prompt normalised by `tok`."""
+    asked, flags = parse(argv, base=saved, check=False)
+    refuse_changes(asked, flags & set(TRAINED), vars(saved), f"checkpoint {path}",
+                   "drop those flags (sampling takes them from the checkpoint)")
+    training = sorted(flags - set(SAMPLED) - set(TRAINED) - {"tokenizer_path"})
+    if training:
+        raise UserError(f"inference.py samples: --{training[0]} sets training, which sampling does not read; drop it")
+    cfg, _ = over_checkpoint(argv, saved)
+    refuse_stream_clash(cfg, flags)  # before validate, whose advice (give --viz-video) would clash here
+    validate(cfg, flags - {"tokenizer_path"}, training=False)  # tokenizer_path: read below, against the checkpoint's
+    if cfg.infill and "gen_len" in flags:  # the blanks set the length
+        raise UserError("--infill's blanks set the tokens generated ([___] one per marker character, [___:N] N): "
+                        "drop --gen-len")
+    typed = cfg.viz_video not in ("auto", "off") or cfg.html not in ("", "auto")  # a path the user chose
+    if "overwrite" in flags and not typed:
+        raise UserError("--overwrite lets the --viz-video or --html path you give replace an existing file (their "
+                        "default names are new each time): give one, or drop --overwrite")
+    if "tokenizer_path" in flags:
+        other = BPETokenizer.from_file(cfg.tokenizer_path)  # UserError if missing or not ours
+        if fingerprint(other) != fingerprint(tok):
+            raise UserError(f"tokenizer {cfg.tokenizer_path} (bpe, vocab {other.vocab_size}, fingerprint "
+                            f"{fingerprint(other)}) differs from the one {path} was trained with ({tok.kind}, vocab "
+                            f"{tok.vocab_size}, fingerprint {fingerprint(tok)}): drop --tokenizer_path to use the "
+                            f"checkpoint's own")
+    if cfg.interactive or cfg.prompts_file:
+        cfg = replace(cfg, prompt="")  # not the checkpoint's default prompt
+    return replace(cfg, prompt=normalize_prompt(tok, cfg.prompt)), flags  # BPE: NFC, no trailing spaces
 
 
 def canvas_for(cfg, run):
