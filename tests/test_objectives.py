@@ -305,3 +305,22 @@ def test_every_sampler_runs_without_autograd(argv):
     OBJECTIVES[cfg.objective].sample(model, x, gen_mask, cfg, Schedule(cfg.diffusion_steps), tok.mask_id,
                                          torch.Generator().manual_seed(0))
     assert calls and not any(calls), argv
+
+
+def test_an_unknown_objective_is_refused_with_the_known_ones(tmp_path):
+    """Issue 97, the restructured contract's edge: an objective name the table does not hold, in a config file or in a
+    checkpoint's config, is refused in one line listing every known one (the table's names are config.py's CHOICES);
+    a known one beside it runs."""
+    from checkpoint_manager import config_from_dict
+    from configurator import get_config
+    from utils.errors import UserError
+    known = ", ".join(OBJECTIVES)
+    f = tmp_path / "c.py"
+    f.write_text("objective = 'masked'\n")
+    with pytest.raises(UserError, match=f"objective='masked' is not one of {known}"):
+        get_config([str(f)])
+    with pytest.raises(UserError, match=f"a checkpoint's config: objective='masked' is not one of {known}"):
+        config_from_dict(dict(objective="masked"))
+    f.write_text("objective = 'bd3'\n")
+    assert get_config([str(f)]).objective == "bd3" and config_from_dict(dict(objective="ar")).objective == "ar"
+    assert tuple(OBJECTIVES) == CHOICES["objective"]  # one list of names, never two
