@@ -5,6 +5,14 @@ that should catch it first: the harness runs them, then the rest of the fast tie
 slip it models). Kinds: unit, off-by-one, stale value, first-instead-of-median, flag not forwarded, wrong folder,
 count, order, guard dropped, invariant. A mutant no test can tell from the code says why (equivalent).
 """
+import sys
+
+if __name__ == "__main__":  # a module: run as a file, it names its command
+    said = ("dev/mutants_list.py is the list of one-line bugs dev/mutants.py applies, not a command: "
+            "run python dev/mutants.py --help")
+    asked = bool({"-h", "--help"} & set(sys.argv))
+    print(said if asked else f"error: {said}", file=sys.stdout if asked else sys.stderr)
+    sys.exit(0 if asked else 2)
 
 REPLAY = ["tests/test_replay.py", "tests/test_speed.py", "tests/test_static_decode.py", "tests/test_model.py"]
 BD3 = ["tests/test_replay.py", "tests/test_speed.py", "tests/test_static_decode.py", "tests/test_speculative.py"]
@@ -211,7 +219,8 @@ MUTANTS = [
            "int(max(lane[\"seconds\"] for lane in lanes) * 1000", "int(min(lane[\"seconds\"] for lane in lanes) * 1000",
            TIMING, "the race's frames stop when the fastest lane is done"),
     mutant("race-threads-not-forwarded", "flag not forwarded", "scripts/race.py",
-           "    torch.set_num_threads(args.threads)\n", "", TIMING, "--threads parsed and never applied"),
+           "torch.set_num_threads(args.threads or held)",
+           "torch.set_num_threads(held)", TIMING, "--threads parsed and never applied"),
     # ------------------------------------------------------------------ the shipped-weights fallback: which folder
     mutant("own-run-ignored", "wrong folder", "utils/fileio.py",
            "    if os.path.exists(path):\n        return path\n    asked", "    asked", SHIPPED,
