@@ -70,7 +70,7 @@ def test_the_readme_commands_are_found_and_shrunk():
     assert any(c.startswith("python train.py") for c in cmds) and any("inference.py" in c for c in cmds)
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_every_readme_command_runs_in_order_on_a_fresh_copy(tmp_path):
     repo, env = fresh_copy(tmp_path)
     for cmd, line in readme_lines((ROOT / "README.md").read_text()):
@@ -144,7 +144,7 @@ def test_the_stand_in_lines_are_found_and_quickened():
     assert "--n-t 2" in got and "--n-t 1" not in got and "--n-windows 4" in got and got.endswith("a.pt b")
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_readmes_checkpoint_lines_run_on_a_fresh_clone_where_the_shipped_weights_stand_in(tmp_path):
     """Issue 97: on a fresh clone (no artifacts/models: no run of one's own), README's Evaluation lines crashed with
     FileNotFoundError from os.path.samefile after their work, and export.py's from os.path.getsize: each compared,

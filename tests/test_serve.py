@@ -310,7 +310,7 @@ def start(argv):
     raise AssertionError(p.stderr.read())
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 @pytest.mark.parametrize("mid_draw", [True, False])
 def test_ctrl_c_stops_the_server_in_one_line_mid_draw_or_idle(mid_draw):
     p, port = start([*SERVED, "--race", "off"])
@@ -339,7 +339,7 @@ def chromium():
     return None
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_the_page_in_a_browser_shows_frames_arrive_and_the_text_inference_prints(server, capsys):
     """Headless Chromium types a prompt, presses go, sees each lane's frames and its final text."""
     sync = pytest.importorskip("playwright.sync_api", reason="no playwright: pip install playwright (CONTRIBUTING.md)")
