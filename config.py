@@ -118,6 +118,8 @@ class Config:
                                         #   min(eta, sigma_max)
     threshold: float = 0.0              # Fast-dLLM: commit every position with confidence > this,
                                         #   >= 1 a step; 0 = off
+    entropy_bound: float = 0.0          # EB-Sampler: reveal, in --order, the most [MASK]s whose entropies'
+                                        #   sum minus max <= this (nats), >= 1 a step; 0 = off
     semi_ar_length: int = 0             # decode left to right this many tokens at a time, past block_size;
                                         #   0 = off
     bd3_speculate: bool = False         # bd3, --bd3_ar nets: sample the clean half's AR exactly,
@@ -152,8 +154,8 @@ RESUMABLE = ("max_iters", "activation_checkpointing", "eval_interval", "eval_ite
 SAMPLING_ONLY = ("checkpoint", "html", "infill", "prefix_file", "suffix_file", "live", "prompts_file", "interactive")
 SAMPLED = (*SAMPLING_ONLY, "overwrite", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k",
            "top_p", "num_samples", "viz_video", "trace_every", "gif_frame_ms", "order", "tokens_per_step", "remask",
-           "remask_eta", "threshold", "semi_ar_length", "bd3_speculate", "dual_sample", "replay_steps", "device",
-           "dtype", "compile", "seed")
+           "remask_eta", "threshold", "entropy_bound", "semi_ar_length", "bd3_speculate", "dual_sample", "replay_steps",
+           "device", "dtype", "compile", "seed")
 
 # The values a key takes; the modules that implement them check against these.
 CHOICES = dict(
@@ -162,7 +164,7 @@ CHOICES = dict(
     optimizer=("adamw", "muon"), order=("confidence", "margin", "entropy", "random", "l2r"),
     tokens_per_step=("schedule", "linear", "cosine"), remask=("refine", "none", "remdm"),
     dtype=("auto", "float32", "bfloat16", "float16"), compile=("auto", "true", "false"))
-UNSCORED_ORDERS = ("random", "l2r")  # orders no model score ranks: no threshold decoding
+UNSCORED_ORDERS = ("random", "l2r")  # orders no model score ranks: no threshold or entropy bound
 
 # A key that acts only with another: {key: (that key, the values it acts with; None: any but off,
 # which is False, 0, '' or 'off')}, or a tuple of such pairs (any one will do). Given alone,
@@ -174,6 +176,9 @@ NEEDS = dict(
     top_k=("temperature", None), top_p=("temperature", None), temperature_end_share=("temperature", None),
     remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),
     gif_frame_ms=(("viz_video", None), ("html", None)), steps=("threshold", (0.0,)))
+# A switch that, on, decides what other keys would: {switch: the keys it leaves unread}. Given with
+# it, validation refuses them; scripts/frontier.py drops them where it is on.
+UNREAD_WITH = dict(entropy_bound=("steps", "tokens_per_step"))
 
 # The most a size or count may be: past it a 64-bit size overflows, or a loop builds for minutes.
 # Memory decides below (train.py refuses a run that won't fit); 2^31 keeps products in int64.

@@ -16,8 +16,8 @@ import tokenize
 from dataclasses import asdict, fields, replace
 
 import config
-from config import (BOOLEANS, CHOICES, INT64_MAX, LIMITS, NEEDS, PRESETS, SAMPLING_ONLY, TRAINED, UNSCORED_ORDERS,
-                    Config)
+from config import (BOOLEANS, CHOICES, INT64_MAX, LIMITS, NEEDS, PRESETS, SAMPLING_ONLY, TRAINED, UNREAD_WITH,
+                    UNSCORED_ORDERS, Config)
 from model import DECODERS, ModelArgs
 from objectives import OBJECTIVES
 from utils.checkpoint import REMOVED, RENAMED
@@ -190,6 +190,7 @@ def validate(cfg, given=(), training=True):
     check_ranges(cfg)
     check_objective_keys(cfg, given)
     check_sampling(cfg)
+    check_entropy_bound(cfg, given)
     if training:
         check_optimisation(cfg, given)
 
@@ -255,9 +256,16 @@ def partners(key):
     return need if isinstance(need[0], tuple) else (need,)
 
 
+def unread_with(cfg, key):
+    """The switch on in cfg that leaves key unread (config.UNREAD_WITH), or None."""
+    return next((switch for switch, keys in UNREAD_WITH.items() if key in keys and getattr(cfg, switch)), None)
+
+
 def acts(cfg, key):
     """Whether key acts in cfg, by config.NEEDS: one of its partners at a value it acts with (None:
-    any but off, which is False, 0, '' or 'off')."""
+    any but off, which is False, 0, '' or 'off'), and no switch on that leaves it unread."""
+    if unread_with(cfg, key):
+        return False
     if key not in NEEDS:
         return True
     on = [getattr(cfg, other) not in (False, "", "off") if values is None else getattr(cfg, other) in values
@@ -276,6 +284,9 @@ def check_objective_keys(cfg, given):
     lacking = sorted(k for k in given if not acts(cfg, k))  # the first in name order is named
     if lacking:
         key = lacking[0]
+        switch = unread_with(cfg, key)
+        if switch:
+            raise UserError(f"--{key} does not act with --{switch}, which decides it: drop one of the two")
         pairs = partners(key)
         if pairs[0][1] == (False,):  # a switch that must be off: nothing to give
             raise UserError(f"--{key} acts only without --{pairs[0][0]}: drop one of the two")
@@ -317,6 +328,23 @@ def check_sampling(cfg):
                         "drop --prompt/--prefix_file/--suffix_file")
     if cfg.prompt and cfg.prefix_file:
         raise UserError("give the start of the sample once: --prompt TEXT or --prefix_file FILE, not both")
+
+
+def check_entropy_bound(cfg, given):
+    """Refuses an entropy bound (diffusion.entropy_bound_stay) out of range or beside what it
+    cannot run with: a threshold, an unscored order, re-masking."""
+    bound = cfg.entropy_bound
+    if bound < 0:
+        raise UserError(f"entropy_bound is a budget in nats, >= 0 (0 = off; e.g. 0.5), got {bound}")
+    if not bound:
+        return
+    if cfg.threshold:
+        raise UserError("--entropy_bound and --threshold each decide how many tokens a pass reveals: give one of them")
+    if cfg.order in UNSCORED_ORDERS:
+        raise UserError(f"--entropy_bound reveals in the order of a model score: use --order entropy (or confidence, "
+                        f"margin), not {cfg.order}; or --entropy_bound 0 (off)")
+    if cfg.remask == "remdm" or (cfg.remask == "refine" and "remask" in given):
+        raise UserError(f"--entropy_bound commits tokens for good: use --remask none, not {cfg.remask}")
 
 
 def check_optimisation(cfg, given):
