@@ -258,7 +258,7 @@ def sample_bd3(model, prompt, gen_len, blocks, schedule, opts, generator=None, o
     block = blocks.size
     if W % block or opts.semi_ar_length:
         raise ValueError(f"block {block} must divide the context {W}; semi-AR blocks do not apply to bd3")
-    if opts.tokens_per_step == "schedule" and not opts.threshold:
+    if opts.tokens_per_step == "schedule" and not opts.adaptive:
         # schedule counts end each call greedily: every L'-th token an argmax (all at L' = 1)
         opts = replace(opts, tokens_per_step="linear")
     keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks
@@ -733,8 +733,8 @@ class BlockDiffusion(Objective):
         return clean_check(cfg)  # the AR's step at batch > 1, the drafting round's pass at 1 (sample_clean_ar)
 
     def passes(self, cfg, n_gen, n_prompt=0):
-        """Passes a sample: min(steps, positions) per block (None: threshold, speculation)."""
-        if cfg.threshold or clean_check(cfg):
+        """Passes a sample: min(steps, positions) per block (None: adaptive, or speculation)."""
+        if cfg.threshold or cfg.entropy_bound or clean_check(cfg):
             return None
         k = cfg.bd3_block
         end = -(-(n_prompt + n_gen) // k) * k  # the last block is generated whole, then cut

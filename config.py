@@ -118,6 +118,8 @@ class Config:
                                         #   min(eta, sigma_max)
     threshold: float = 0.0              # Fast-dLLM: commit every position with confidence > this,
                                         #   >= 1 a step; 0 = off
+    entropy_bound: float = 0.0          # EB-Sampler: reveal, in --order, the most [MASK]s whose entropies'
+                                        #   sum minus max <= this (nats), >= 1 a step; 0 = off
     semi_ar_length: int = 0             # decode left to right this many tokens at a time, past block_size;
                                         #   0 = off
     bd3_speculate: bool = False         # bd3, --bd3_ar nets: sample the clean half's AR exactly,
@@ -159,8 +161,8 @@ SAMPLING_ONLY = ("checkpoint", "html", "infill", "prefix_file", "suffix_file", "
                  "serve", "host", "port", "race")
 SAMPLED = (*SAMPLING_ONLY, "overwrite", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k",
            "top_p", "num_samples", "viz_video", "trace_every", "gif_frame_ms", "order", "tokens_per_step", "remask",
-           "remask_eta", "threshold", "semi_ar_length", "bd3_speculate", "dual_sample", "replay_steps", "device",
-           "dtype", "compile", "seed")
+           "remask_eta", "threshold", "entropy_bound", "semi_ar_length", "bd3_speculate", "dual_sample", "replay_steps",
+           "device", "dtype", "compile", "seed")
 
 # The values a key takes; the modules that implement them check against these.
 CHOICES = dict(
@@ -169,7 +171,7 @@ CHOICES = dict(
     optimizer=("adamw", "muon"), order=("confidence", "margin", "entropy", "random", "l2r"),
     tokens_per_step=("schedule", "linear", "cosine"), remask=("refine", "none", "remdm"),
     dtype=("auto", "float32", "bfloat16", "float16"), compile=("auto", "true", "false"))
-UNSCORED_ORDERS = ("random", "l2r")  # orders no model score ranks: no threshold decoding
+UNSCORED_ORDERS = ("random", "l2r")  # orders no model score ranks: no threshold or entropy bound
 
 # A key that acts only with another: {key: (that key, the values it acts with; None: any but off,
 # which is False, 0, '' or 'off')}, or a tuple of such pairs (any one will do). Given alone,
@@ -182,6 +184,9 @@ NEEDS = dict(
     remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),
     gif_frame_ms=(("viz_video", None), ("html", None)), steps=("threshold", (0.0,)), host=("serve", None),
     port=("serve", None), race=("serve", None))
+# A switch that, on, decides what other keys would: {switch: the keys it leaves unread}. Given with
+# it, validation refuses them; scripts/frontier.py drops them where it is on.
+UNREAD_WITH = dict(entropy_bound=("steps", "tokens_per_step"))
 
 # The most a size or count may be: past it a 64-bit size overflows, or a loop builds for minutes.
 # Memory decides below (train.py refuses a run that won't fit); 2^31 keeps products in int64.
@@ -227,6 +232,7 @@ RANGES = dict(
     top_p=("(0, 1]", "top_p must be in (0, 1], got {value}"),
     threshold=("[0, 1]", "threshold must be in (0, 1] (a confidence), or 0 to turn it off; got {value}"),
     remask_eta=("[0, 1]", "remask_eta must be a probability in [0, 1], got {value}"),
+    entropy_bound=(AT_LEAST_0, "entropy_bound is a budget in nats, >= 0 (0 = off; e.g. 0.5), got {value}"),
     # a draw's temperature is T (s + (1 - s) f) at the masked share f (diffusion.step_temperature):
     # past s = 1e6 float64 can round its start (f = 1) to 0
     temperature_end_share=("[0, 1e6]", "temperature_end_share is the share of --temperature the last draws keep: "

@@ -11,8 +11,7 @@ import re
 from dataclasses import asdict, fields, replace
 
 from config import (BOOLEANS, CHOICES, INT64_MAX, LIMITS, NEEDS, PRESETS, RANGES, SAMPLING_ONLY, TRAINED,
-                    UNSCORED_ORDERS,
-                    Config)
+                    UNREAD_WITH, UNSCORED_ORDERS, Config)
 from model import DECODERS, ModelArgs
 from objectives import OBJECTIVES
 from utils.checkpoint import REMOVED, RENAMED
@@ -266,9 +265,16 @@ def partners(key):
     return need if isinstance(need[0], tuple) else (need,)
 
 
+def unread_with(cfg, key):
+    """The switch on in cfg that leaves key unread (config.UNREAD_WITH), or None."""
+    return next((switch for switch, keys in UNREAD_WITH.items() if key in keys and getattr(cfg, switch)), None)
+
+
 def acts(cfg, key):
     """Whether key acts in cfg, by config.NEEDS: one of its partners at a value it acts with (None:
-    any but off, which is False, 0, '' or 'off')."""
+    any but off, which is False, 0, '' or 'off'), and no switch on that leaves it unread."""
+    if unread_with(cfg, key):
+        return False
     if key not in NEEDS:
         return True
     on = [getattr(cfg, other) not in (False, "", "off") if values is None else getattr(cfg, other) in values
@@ -277,7 +283,11 @@ def acts(cfg, key):
 
 
 def refuse_alone(cfg, key):
-    """The line for a key given without the key it needs (NEEDS), naming what would make it act."""
+    """The line for a key given without the key it needs (NEEDS), or beside a switch that decides
+    it (UNREAD_WITH), naming what would make it act."""
+    switch = unread_with(cfg, key)
+    if switch:
+        raise UserError(f"--{key} does not act with --{switch}, which decides it: drop one of the two")
     pairs = partners(key)
     if pairs[0][1] == (False,):  # a switch that must be off: nothing to give
         raise UserError(f"--{key} acts only without --{pairs[0][0]}: drop one of the two")
@@ -297,6 +307,13 @@ def check_together(cfg, given, training):
                         f"not {cfg.order}")
     if cfg.threshold and cfg.remask == "remdm":
         raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
+    if cfg.entropy_bound and cfg.threshold:  # (diffusion.entropy_bound_stay)
+        raise UserError("--entropy_bound and --threshold each decide how many tokens a pass reveals: give one of them")
+    if cfg.entropy_bound and cfg.order in UNSCORED_ORDERS:
+        raise UserError(f"--entropy_bound reveals in the order of a model score: use --order entropy (or confidence, "
+                        f"margin), not {cfg.order}; or --entropy_bound 0 (off)")
+    if cfg.entropy_bound and (cfg.remask == "remdm" or (cfg.remask == "refine" and "remask" in given)):
+        raise UserError(f"--entropy_bound commits tokens for good: use --remask none, not {cfg.remask}")
     if not math.isfinite(cfg.temperature * cfg.temperature_end_share):  # T s must not overflow
         raise UserError(RANGES["temperature_end_share"][1].format(value=cfg.temperature_end_share))
     if cfg.infill and (cfg.prompt or cfg.prefix_file or cfg.suffix_file):

@@ -261,6 +261,7 @@ class SamplerOptions:
     remask: str = "refine"             # refine | none (LLaDA) | remdm
     remask_eta: float = 0.0            # remdm's eta
     threshold: float = 0.0             # Fast-dLLM: commit every position above it, >= 1 per step
+    entropy_bound: float = 0.0         # EB-Sampler: reveal while the entropies' sum - max <= it, >= 1 per step
     semi_ar_length: int = 0            # blocks left to right (LLaDA); a sliding window past the context
     temperature_end_share: float = 1.0  # T falls to this share as the block fills (step_temperature)
     replay_steps: int = 4              # decoders: tokens (bd3 at batch 1: rounds) a call (model.decode_steps)
@@ -269,7 +270,7 @@ class SamplerOptions:
     def from_config(cls, cfg):
         return cls(steps=cfg.steps, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, order=cfg.order,
                    tokens_per_step=cfg.tokens_per_step, remask=cfg.remask, remask_eta=cfg.remask_eta,
-                   threshold=cfg.threshold, semi_ar_length=cfg.semi_ar_length,
+                   threshold=cfg.threshold, entropy_bound=cfg.entropy_bound, semi_ar_length=cfg.semi_ar_length,
                    temperature_end_share=cfg.temperature_end_share, replay_steps=cfg.replay_steps)
 
     def __post_init__(self):  # domains only asserted: the configurator words user errors
@@ -278,19 +279,26 @@ class SamplerOptions:
         assert self.temperature >= 0 and 0 <= self.remask_eta <= 1 and 0 <= self.threshold <= 1 and self.steps >= 1
         assert self.semi_ar_length >= 0 and self.temperature_end_share >= 0, self  # f > 0 at a draw: T stays > 0
         assert self.replay_steps >= 1, self
-        assert not (self.threshold > 0 and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
-            "threshold ranks by the model's score, never re-masks"
+        assert not (self.adaptive and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
+            "threshold and entropy_bound rank by the model's score, never re-mask"
+        assert self.entropy_bound >= 0 and not (self.threshold and self.entropy_bound), self
+
+    @property
+    def adaptive(self):
+        """Whether each pass sets its own count (threshold, entropy_bound): no plan."""
+        return self.threshold > 0 or self.entropy_bound > 0
 
 
 # the switches of revealing [MASK]s, which ar and uniform refuse
-REVEAL_KEYS = ("order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length",
+REVEAL_KEYS = ("order", "tokens_per_step", "remask", "remask_eta", "threshold", "entropy_bound", "semi_ar_length",
                "temperature_end_share")
 
 
 @torch.no_grad()
 def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
     """sample_ancestral's loop with its options (SamplerOptions), each one unit on the plain step:
-    how many stay masked after a step (tokens_per_step's plan, or --threshold), which positions go
+    how many stay masked after a step (tokens_per_step's plan, or adaptive: --threshold,
+    --entropy_bound), which positions go
     first (order), whether committed tokens may return to [MASK] (remask), the law's temperature,
     self-conditioning, and semi-AR blocks left to right (a window past the context). With random
     order and remask='none' a step draws each revealed token as sample_ancestral does, but
@@ -306,11 +314,11 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
     state = Denoising(model, schedule, mask_id, opts, generator, torch.where(gen_mask, mask_id, x))
     record = StepRecord(gen_mask, mask_id, blocks.last, on_step)
     # the greedy step into t = 0 ends the sample, not each block (else each block ends in an argmax)
-    greedy_end = opts.tokens_per_step == "schedule" and not opts.threshold
+    greedy_end = opts.tokens_per_step == "schedule" and not opts.adaptive
     for b in range(blocks.n):
         block = blocks.block(b, W)
-        if opts.threshold:
-            fill_by_threshold(state, record, block)
+        if opts.adaptive:
+            fill_adaptive(state, record, block)
         else:
             fill_by_plan(state, record, blocks, block, greedy_end and b == blocks.n - 1)
     assert not ((state.x == mask_id) & gen_mask).any(), "sampler left a [MASK]"
@@ -353,9 +361,9 @@ def fill_by_plan(state, record, blocks, block, greedy_end):
         record.after(block.index, prev, state.x, drew, todo, i == S - 1, masked.tolist())
 
 
-def fill_by_threshold(state, record, block):
-    """Fill a block by Fast-dLLM's threshold: each pass commits every [MASK] scored above it, and at
-    least each sample's best. Adaptive: the [MASK]s left are read on the host each pass."""
+def fill_adaptive(state, record, block):
+    """Fill a block pass by pass, each setting its own count (threshold or entropy bound: see
+    stay_masked). The [MASK]s left are read on the host each pass."""
     left = (state.x == state.mask_id) & block.now
     while left.any():
         prev = state.x
@@ -380,7 +388,8 @@ def reverse_step(state, block, n_keep, todo, n, greedy=False, remdm=False):
     cand = sample_tokens(logp, 0.0 if greedy else opts.temperature, state.generator)  # (n,)
     _, new_score = position_scores(logp, cand, opts.order, state.generator, cols=d.at % x.size(1))
     score = put_at(torch.full_like(state.kept, math.inf), d.at, new_score)  # (B, L) +inf: never stays masked
-    stay = stay_masked(opts, d, score, state.kept, n_keep, remdm, state.generator)
+    h = put_at(torch.zeros_like(state.kept), d.at, entropy(logp)) if opts.entropy_bound else None  # (B, L) nats
+    stay = stay_masked(opts, d, score, state.kept, n_keep, remdm, state.generator, h)
     revealed = d.is_masked & ~stay
     remasked = d.committed & stay
     x = torch.where(revealed, put_at(x, d.at, cand), x)
@@ -453,21 +462,29 @@ def position_scores(logp, cand, order, generator=None, cols=None):
         top = p.topk(min(2, p.size(-1)), dim=-1).values
         return conf, top[:, 0] - (top[:, 1] if top.size(1) > 1 else 0.0)
     if order == "entropy":  # exp(-H): 1 for a certain prediction, 1/V for a uniform one (Dream 7B)
-        ent = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
-        return conf, torch.exp(-ent)
+        return conf, torch.exp(-entropy(logp))
     # random, with schedule counts and remask='none': MDLM's ancestral sampling, the count fixed
     return conf, uniform_draws(len(cand), generator=generator, device=logp.device)
 
 
-def stay_masked(opts, d, score, kept, n_keep, remdm=False, generator=None):
-    """tokens_per_step, threshold and remask: the positions [MASK] after the step (B, L), by score:
-    the n_keep lowest (B,), or Fast-dLLM's threshold (n_keep None). 'refine' lets committed tokens
-    compete on their kept score; ReMDM re-masks each w.p. sigma (at most n_keep of them)."""
+def entropy(logp):
+    """H (N,) in nats of each law logp (N, V), log-probs."""
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+
+
+def stay_masked(opts, d, score, kept, n_keep, remdm=False, generator=None, h=None):
+    """tokens_per_step, threshold, entropy_bound and remask: the positions [MASK] after the step
+    (B, L), by score: the n_keep lowest (B,), or (n_keep None) Fast-dLLM's threshold or the bound
+    on entropies h. 'refine' lets committed tokens compete on their kept score; ReMDM re-masks
+    each w.p. sigma (at most n_keep of them)."""
     if opts.threshold and n_keep is None:  # every position above the threshold, at least each sample's best
         commit = d.is_masked & (score > opts.threshold)
         best = score.masked_fill(~d.is_masked, -1.0).argmax(1)
         commit[d.rows, best[d.rows]] = True
         return d.is_masked & ~commit
+    if opts.entropy_bound and n_keep is None:
+        return entropy_bound_stay(d.is_masked, score, h, opts.entropy_bound)
     if opts.remask == "refine":  # committed tokens compete on their kept score
         score = torch.where(d.committed, kept, score)
     elif remdm and opts.remask == "remdm":
@@ -479,6 +496,21 @@ def stay_masked(opts, d, score, kept, n_keep, remdm=False, generator=None):
         score = score.masked_fill(forced, -math.inf)
     stay = score.argsort(1).argsort(1) < n_keep[:, None]  # rank 0 = lowest score
     return torch.where(d.taking_part[:, None], stay, d.is_masked)  # sat out: unchanged
+
+
+def entropy_bound_stay(is_masked, score, h, bound):
+    """The EB-Sampler (Ben-Hamu et al. 2025, arXiv 2505.24857): rank each sample's [MASK]s by
+    score, best first, and reveal the largest prefix U within the bound; h (B, L): entropies.
+    Returns the [MASK]s that stay (B, L)."""
+    # (B, L) [MASK]s first (the last line leaves the rest as they are)
+    ranked = score.masked_fill(~is_masked, -math.inf).argsort(dim=1, descending=True, stable=True)
+    h_ranked = h.gather(1, ranked)
+    # EB's rule, sum_U H - max_U H <= gamma: it bounds the cost of drawing U independently (a
+    # joint's entropy is at least its max); it never falls as U grows, and is 0 for U of one
+    fits = h_ranked.cumsum(1) - h_ranked.cummax(1).values <= bound
+    revealed_ranked = torch.arange(score.size(1), device=score.device) < fits.sum(1, keepdim=True)
+    revealed = torch.zeros_like(revealed_ranked).scatter(1, ranked, revealed_ranked)
+    return is_masked & ~revealed
 
 
 def sigma(eta, committed, n_keep):
@@ -523,10 +555,10 @@ class Blocks:
         self.on_host = self.of.cpu()  # the call's one read of the layout
         self.last = self.on_host.max(1).values.tolist()  # per sample
         self.n = max(self.last) + 1
-        if not opts.threshold and opts.steps < self.n:
+        if not opts.adaptive and opts.steps < self.n:
             raise ValueError(f"{opts.steps} steps cannot decode {self.n} blocks: need one step per block")
         self.sizes = [(self.on_host == b).sum(1) for b in range(self.n)]  # (B,) positions of each block
-        if not opts.threshold and self.n:  # step mode's plans (none without a blank), host and device
+        if not opts.adaptive and self.n:  # step mode's plans (none without a blank), host and device
             self.plans = [_plan(n, k, schedule, opts) for n, k in zip(self.sizes, split_steps(opts.steps, self.n))]
             self.plans_d = torch.cat(self.plans, 1).to(gen_mask.device).split([p.size(1) for p in self.plans], 1)
 
@@ -689,8 +721,8 @@ def causal_nll(model, w, mask_id):
 
 
 def denoise_passes(opts, n_gen):
-    """denoise()'s passes per sample over n_gen positions (None: threshold, adaptive)."""
-    if opts.threshold:
+    """denoise()'s passes per sample over n_gen positions (None: adaptive)."""
+    if opts.adaptive:
         return None
     blen = opts.semi_ar_length or n_gen
     sizes = [min(blen, n_gen - s) for s in range(0, n_gen, blen)]
@@ -701,6 +733,9 @@ def describe_denoise(opts):
     """denoise() with `opts` in one line, as inference.py and eval.py print it."""
     if opts.threshold:
         how = f"threshold {opts.threshold:g} (NFE adaptive, committed tokens final), order {opts.order}"
+    elif opts.entropy_bound:
+        how = (f"entropy bound {opts.entropy_bound:g} nats (EB-Sampler: NFE adaptive, committed tokens final), "
+               f"order {opts.order}")
     else:
         remask = f"remdm cap eta={opts.remask_eta:g}" if opts.remask == "remdm" else opts.remask
         how = f"{opts.steps} steps, {opts.tokens_per_step} counts, order {opts.order}, remask {remask}"
@@ -737,7 +772,7 @@ class MaskedDiffusion(Objective):
                                 f"mask_max={cfg.mask_max}")
             check_band(replace(cfg, mask_max=cfg.mask_ramp_from))  # the first step's band must hold a time
         if (cfg.steps > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold
-                and not cfg.dual_sample):
+                and not cfg.entropy_bound and not cfg.dual_sample):
             raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use "
                             f"--steps={cfg.diffusion_steps} or fewer, or --tokens_per_step=linear (its step count is "
                             f"free)")

@@ -95,8 +95,10 @@ def infill_all(args):
                         f"context on both sides: give --span {L // 2} or fewer")
     scfg = replace(cfg, temperature=args.temperature, steps=args.steps or cfg.steps)
     if args.steps and not acts(scfg, "steps"):
-        raise UserError(f"{args.checkpoint} decodes by threshold ({cfg.threshold:g}: each step commits what it is "
-                        f"sure enough of), which reads no step count: drop --steps")
+        rule = f"threshold ({cfg.threshold:g}: each step commits what it is sure enough of)"
+        if cfg.entropy_bound:
+            rule = f"entropy bound ({cfg.entropy_bound:g}: each step reveals what fits under it)"
+        raise UserError(f"{args.checkpoint} decodes by {rule}, which reads no step count: drop --steps")
     validate(scfg, {"steps"} if args.steps else set(), training=False)
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     windows = fixed_windows(split_ids(train_ids, val_ids, args.split), args.n_infill, L).to(device)

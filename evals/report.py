@@ -24,7 +24,14 @@ def units(res):
 def revisits(cfg):
     """Whether the sampler can change a committed token (else its change rate is 0 by design)."""
     obj = OBJECTIVES[cfg.objective]
-    return obj.NOISE_START or (not obj.EXACT and cfg.remask != "none" and not cfg.threshold)
+    return obj.NOISE_START or (not obj.EXACT and cfg.remask != "none" and not cfg.threshold and not cfg.entropy_bound)
+
+
+def final_because(cfg):
+    """The setting that keeps a sampler's committed tokens final."""
+    if cfg.threshold:
+        return "threshold"
+    return "entropy bound" if cfg.entropy_bound else "remask none"
 
 
 def report_samples(cfg, tok):
@@ -45,7 +52,7 @@ def check_report(cfg, tok):
         raise UserError("--dual_sample continues a prompt left to right: give the end-of-run samples one (--prompt)")
     semi_ar = OBJECTIVES[cfg.objective].SEMI_AR and cfg.semi_ar_length
     blocks = -(-gen_len // cfg.semi_ar_length) if semi_ar else 1
-    if cfg.steps < blocks and not cfg.threshold:
+    if cfg.steps < blocks and not cfg.threshold and not cfg.entropy_bound:
         raise UserError(f"--steps {cfg.steps} is fewer than the {blocks} blocks of --semi-ar-length "
                         f"{cfg.semi_ar_length}: use --steps {blocks} or more, or a longer --semi-ar-length")
 
@@ -85,7 +92,7 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
             print(f"  reverse-step token change rate (fraction of committed tokens a step changes): {change.rate:.4f}")
         else:
             print(f"  reverse-step token change rate: 0 by construction "
-                  f"({'threshold' if cfg.threshold else 'remask none'}: committed tokens are final)")
+                  f"({final_because(cfg)}: committed tokens are final)")
     print(f"  distinct-2 (unique / all word bigrams of the {n} samples drawn, prompt excluded; all below): "
           f"{distinct_n(texts, 2):.4f}; {stats['nfe']} NFE (model calls), {stats['seconds']:.2f}s")
     for i, text in enumerate(texts):  # sample 0's text is the one the README and records pin

@@ -78,7 +78,10 @@ class TraceHook:
         done = bool(st.finished[0])  # always a frame, drawn once
         self.seen_nfe, self.drawn_done = nfe, done
         if nfe % self.every == 0 or done:
-            caption = f"block {st.block + 1}/{st.n_blocks}" if st.n_blocks > 1 else ""
+            # the pass's count: the plan's, or what the threshold or bound let through
+            caption = f"{int(st.revealed[0].sum())} revealed"
+            if st.n_blocks > 1:
+                caption = f"block {st.block + 1}/{st.n_blocks}, {caption}"
             self.frame(st, 0 if done else int(st.time[0]), nfe, caption)
 
 
@@ -113,7 +116,7 @@ def open_trace(cfg, name, replace=False):
 
 def trace_title(cfg, cols=64):
     """A cols-cell header: settings off their defaults, led by 'micro-dllm  T=100  ' if it fits."""
-    obj, th = OBJECTIVES[cfg.objective], cfg.threshold
+    obj, th = OBJECTIVES[cfg.objective], cfg.threshold or cfg.entropy_bound
     block = [f"{cfg.objective} L'={cfg.bd3_block}"] if obj.BLOCKS else []
     if obj.EXACT or cfg.dual_sample:  # a token a pass: no chain, no reveal setting
         how = ["AR, a token a pass" if obj.EXACT else "its AR mode (--dual_sample)"]
@@ -123,7 +126,7 @@ def trace_title(cfg, cols=64):
         how = block + ["drafts checked by its AR"]
     else:  # blocks count steps per block
         steps = f"{min(cfg.steps, cfg.bd3_block)} steps/block" if obj.BLOCKS else f"{cfg.steps} steps"
-        how = block + [f"threshold {th:g}" if th else steps]
+        how = block + [adaptive_title(cfg) if th else steps]
         how += [] if th or cfg.tokens_per_step == "schedule" else [f"{cfg.tokens_per_step} counts"]
         how += [] if cfg.order == "confidence" else [f"order {cfg.order}"]
         if not th and cfg.remask != "refine":  # ReMDM is max-capped
@@ -135,6 +138,13 @@ def trace_title(cfg, cols=64):
     how = ", ".join(how + [temp])
     head = "micro-dllm  " if obj.EXACT else f"micro-dllm  T={cfg.diffusion_steps}  "
     return head + how if len(head + how) <= cols else how
+
+
+def adaptive_title(cfg):
+    """The title's word for an adaptive sampler: its threshold or entropy bound."""
+    if cfg.threshold:
+        return f"threshold {cfg.threshold:g}"
+    return f"entropy bound {cfg.entropy_bound:g}"
 
 
 def trace_hook(writer, tok, cfg):

@@ -96,8 +96,10 @@ def load_run(path, args, device, given=()):
     # A checkpoint's remdm, which no flag names, yields only to a given --remask.
     scfg = replace(cfg, **sampler_flags(args))
     if "--steps" in given and args.n_samples and not configurator.acts(scfg, "steps"):
-        raise UserError(f"{path} decodes by threshold ({cfg.threshold:g}: each step commits what it is sure enough "
-                        f"of), which reads no step count: drop --steps")
+        rule = f"threshold ({cfg.threshold:g}: each step commits what it is sure enough of)"
+        if cfg.entropy_bound:
+            rule = f"entropy bound ({cfg.entropy_bound:g}: each step reveals what fits under it)"
+        raise UserError(f"{path} decodes by {rule}, which reads no step count: drop --steps")
     if args.n_samples:
         # refuse what train.py and inference.py refuse (--steps > T too), of the flags it reads
         read = {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES}

@@ -24,14 +24,14 @@ from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config import Config  # noqa: E402
+from config import UNSCORED_ORDERS, Config  # noqa: E402
 from utils.cli import ArgParser, at_least, key_list, list_of, output, own_flags, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import refuse_twins, require_checkpoints  # noqa: E402
 
 # the sampling keys a grid may vary (config.py documents each)
 GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
-             "semi_ar_length", "temperature_end_share", "bd3_speculate", "dual_sample", "replay_steps")
+             "entropy_bound", "semi_ar_length", "temperature_end_share", "bd3_speculate", "dual_sample", "replay_steps")
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "temperature=0.8,0.9,1.0"]
 DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]
 GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KEYS})  # 'key=v1,v2', typed as config.py
@@ -98,13 +98,15 @@ from utils.dist import CpuThreads, pick_device  # noqa: E402
 
 # Unlike eval.py, a grid compares its samplers alone: these switches off unless the grid sets them
 # (a checkpoint's threshold decoding, say, which reads no --grid steps)
-ALONE = dict(tokens_per_step="schedule", threshold=0.0, semi_ar_length=0, top_k=0, top_p=1.0)
+ALONE = dict(tokens_per_step="schedule", threshold=0.0, entropy_bound=0.0, semi_ar_length=0, top_k=0, top_p=1.0)
 
 
 def canonical(settings, obj, cfg):
     """The settings a sampler reads, so points differing only in unread keys are one sampler: all
     but IGNORES, keys its switches leave unread, keys whose partner is off (ReMDM's eta)."""
     s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
+    if replace(cfg, **{**ALONE, **s}).order in UNSCORED_ORDERS:  # no score to rank by: no entropy bound
+        s.pop("entropy_bound", None)
     point = replace(cfg, **{**ALONE, **s})  # the point as it runs: its values, else the checkpoint's
     return {k: v for k, v in s.items() if k not in obj.unread(point) and acts(point, k)}
 

@@ -76,6 +76,9 @@ def files(tmp_path_factory):
         train.main([f"--data_path={real_text()}", "--out_dir=th", "--threshold=0.5",
                     *[a for a in common if not a.startswith("--steps=")]])
         train.main(for_objective([f"--data_path={real_text()}", "--out_dir=ar_sh", "--objective=ar", *common]))
+        # issue 95: a checkpoint that decodes by the entropy bound (the EB-Sampler), no --steps of its own
+        train.main([f"--data_path={real_text()}", "--out_dir=eb", "--entropy_bound=0.5", "--order=entropy",
+                    "--remask=none", *[a for a in common if not a.startswith("--steps=")]])
     finally:
         os.chdir(cwd)
     (d / "empty.txt").write_text("")
@@ -751,6 +754,54 @@ TABLE += [
      "--html 'v.mp4' is a path ending in .html", None),
     ("inference.py", ["--checkpoint", DM, "--html", "dm/metrics.jsonl", "--overwrite"], "is a path ending in .html",
      None),
+]
+
+# issue 95: the entropy bound (--entropy_bound, the EB-Sampler) out of its range, beside what it cannot run with (a
+# threshold, an unscored order, re-masking, a step count it sets itself), or given where no sampler reads it
+TABLE += [
+    ("inference.py", ["--checkpoint", DM, "--entropy_bound", "-0.5"], "entropy_bound is a budget in nats, >= 0 (0 = "
+     "off; e.g. 0.5), got -0.5", None),
+    ("inference.py", ["--checkpoint", DM, "--entropy_bound", "1e999"], "entropy_bound must be a finite number, got inf",
+     None),
+    ("inference.py", ["--checkpoint", DM, "--entropy_bound", "nan"], "--entropy_bound='nan' is not a valid float", None),
+    ("inference.py", ["--checkpoint", DM, "--entropy_bound", "much"], "is not a valid float: e.g. --entropy_bound=0.5",
+     None),
+    ("train.py", [*T, "--out_dir=x", "--entropy_bound=" + "9" * 5000], "a float holds at most", None),
+    ("inference.py", ["--checkpoint", DM, "--entropy_bound", "0.5", "--threshold", "0.9"],
+     "--entropy_bound and --threshold each decide how many tokens a pass reveals: give one of them", None),
+    ("inference.py", ["--checkpoint", DM, "--entropy_bound", "0.5", "--order", "random"],
+     "use --order entropy (or confidence, margin), not random; or --entropy_bound 0 (off)", None),
+    ("inference.py", ["--checkpoint", DM, "--entropy_bound", "0.5", "--order", "l2r"], "not l2r", None),
+    ("inference.py", ["--checkpoint", "eb/model.pt", "--order", "random"],  # the checkpoint's bound, an order given
+     "--entropy_bound reveals in the order of a model score: use --order entropy (or confidence, margin), not random",
+     None),
+    ("inference.py", ["--checkpoint", DM, "--entropy_bound", "0.5", "--remask", "remdm"],
+     "--entropy_bound commits tokens for good: use --remask none, not remdm", None),
+    ("inference.py", ["--checkpoint", DM, "--entropy_bound", "0.5", "--remask", "refine"], "use --remask none, not "
+     "refine", None),
+    ("inference.py", ["--checkpoint", DM, "--entropy_bound", "0.5", "--steps", "3"],
+     "--steps does not act with --entropy_bound, which decides it: drop one of the two", None),
+    ("inference.py", ["--checkpoint", "eb/model.pt", "--tokens_per_step", "linear"], "--tokens_per_step does not act "
+     "with --entropy_bound", None),
+    ("train.py", [*T, "--out_dir=x", "--entropy_bound=0.5"], "--steps does not act with --entropy_bound", None),
+    ("inference.py", ["--checkpoint", AR, "--entropy_bound", "0.5"], "objective=ar does not read --entropy_bound", None),
+    ("inference.py", ["--checkpoint", "uni/model.pt", "--entropy_bound", "0.5"],
+     "objective=uniform does not read --entropy_bound", None),
+    ("inference.py", ["--checkpoint", "dual/model.pt", "--dual_sample", "--prompt", "To", "--entropy_bound", "0.5"],
+     "--entropy_bound sets the diffusion sampler; drop one of the two", None),
+    ("train.py", [*[a for a in T if not a.startswith("--steps=")], "--out_dir=x", "--objective=bd3", "--bd3_block=4",
+                  "--bd3_ar=1", "--bd3_speculate", "--entropy_bound=0.5"],
+     "--entropy_bound does not apply with --bd3_speculate", None),
+    ("scripts/eval.py", ["eb/model.pt", "--n-windows", "2", "--n-samples", "1", "--steps", "4"],
+     "eb/model.pt decodes by entropy bound (0.5: each step reveals what fits under it), which reads no step count: "
+     "drop --steps", None),
+    ("scripts/eval.py", ["eb/model.pt", "--n-windows", "2", "--n-samples", "1", "--order", "l2r"],
+     "use --order entropy (or confidence, margin), not l2r", None),
+    ("dev/infill.py", ["eb/model.pt", "--steps", "4", "--span", "8"], "decodes by entropy bound (0.5", None),
+    ("scripts/frontier.py", [DM, "--ar-checkpoint", "ar_sh/model.pt", "--n-samples", "2", "--repeats", "0", "--grid",
+                             "entropy_bound=-1"], "entropy_bound is a budget in nats, >= 0", None),
+    ("scripts/frontier.py", [DM, "--ar-checkpoint", "ar_sh/model.pt", "--n-samples", "2", "--repeats", "0", "--grid",
+                             "entropy_bound=0.5", "--grid", "remask=remdm"], "use --grid remask none, not remdm", None),
 ]
 
 # issue 90: each estimate before what it prices is allocated; a run that diverges saves nothing after it (--muon_lr=1e30
@@ -1582,6 +1633,18 @@ VALID = [
     # a valid --grid steps on a checkpoint that decodes by threshold: the grid's points run without it
     ("scripts/frontier.py", ["th/model.pt", "--ar-checkpoint", "ar_sh/model.pt", "--n-samples", "2", "--repeats", "0",
                              "--grid", "steps=4,8", "--grid", "temperature=1.0"], None),
+    # issue 95: the entropy bound beside the fixed-step sampler it is measured against, and each edge of its range
+    ("scripts/frontier.py", [DM, "--ar-checkpoint", "ar_sh/model.pt", "--n-samples", "2", "--repeats", "0", "--grid",
+                             "order=random,entropy", "--grid", "entropy_bound=0,0.5,1e300", "--grid", "steps=2,4",
+                             "--grid", "remask=none"], None),
+    ("inference.py", ["--checkpoint", DM, "--entropy_bound", "0.5", "--order", "entropy", "--remask", "none"], None),
+    ("inference.py", ["--checkpoint", DM, "--entropy_bound", "1e300", "--order", "margin"], None),  # one pass
+    ("inference.py", ["--checkpoint", DM, "--entropy_bound", "1e-320"], None),  # a token a pass
+    ("inference.py", ["--checkpoint", "eb/model.pt", "--order", "random", "--entropy_bound", "0", "--steps", "4"], None),
+    ("inference.py", ["--checkpoint", "eb/model.pt", "--html", "--viz-video", "off"], None),
+    ("scripts/eval.py", ["eb/model.pt", "--n-windows", "2", "--n-samples", "1", "--order", "confidence"], None),
+    ("scripts/race.py", ["eb/model.pt", DM, "--seeds", "1", "--gen-len", "20"], None),
+    ("dev/infill.py", ["eb/model.pt"], None),
     ("dev/infill.py", [DM], None),  # its default span on a 32-token context: 16, not 20 refused
     ("dev/infill.py", [DM, "--data-path", str(real_text()), "--span", "16"], None),  # told --data_path, which it lacked
     # siblings: the page reads --gif-frame-ms as the MP4 does

@@ -253,7 +253,8 @@ def test_cached_block_logits_equal_the_uncached_pass(block, n_ctx, clean_causal)
 
 
 SAMPLER_OPTIONS = [dict(), dict(remask="none", order="margin", tokens_per_step="linear"), dict(remask="none", order="l2r"),
-                   dict(threshold=0.3, remask="none"), dict(remask="remdm", remask_eta=0.3),
+                   dict(threshold=0.3, remask="none"), dict(entropy_bound=0.5, order="entropy", remask="none"),
+                   dict(remask="remdm", remask_eta=0.3),
                    dict(order="random", remask="none", temperature=0.8, top_k=5, top_p=0.9)]
 
 
@@ -275,7 +276,7 @@ def test_cached_decode_equals_uncached_past_the_context(block, opts):
     for info in frames:  # the trace's view: the whole output, prompt never touched
         assert info.x.shape == (3, 46) and torch.equal(info.x[:, :6], prompt)
     assert torch.equal(frames[-1].x, out) and all(frames[-1].finished) and frames[-1].block == frames[-1].n_blocks - 1
-    if not opts.get("threshold"):  # whole blocks up to ceil(46 / L') * L', each min(steps, its generated tokens)
+    if not opts.get("threshold") and not opts.get("entropy_bound"):  # whole blocks up to ceil(46 / L') * L', each min(steps, its generated tokens)
         end = -(-46 // block) * block
         assert st["nfe"] == sum(min(3, b + block - max(b, 6)) for b in range(6 // block * block, end, block))
 

@@ -86,9 +86,9 @@ def test_sampling_reads_the_keys_its_fields_declare():
     from config import RESUMABLE, SAMPLED, SAMPLING_ONLY
     sampling = {"checkpoint", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k", "top_p",
                 "num_samples", "viz_video", "trace_every", "gif_frame_ms", "infill", "prefix_file", "suffix_file",
-                "order", "tokens_per_step", "remask", "remask_eta", "threshold", "semi_ar_length", "bd3_speculate",
-                "dual_sample", "replay_steps", "live", "prompts_file", "interactive", "html", "serve", "host", "port",
-                "race"}
+                "order", "tokens_per_step", "remask", "remask_eta", "threshold", "entropy_bound", "semi_ar_length",
+                "bd3_speculate", "dual_sample", "replay_steps", "live", "prompts_file", "interactive", "html", "serve",
+                "host", "port", "race"}
     assert set(SAMPLED) == sampling | {"device", "dtype", "seed", "compile", "overwrite"} and len(set(SAMPLED)) == len(SAMPLED)
     assert set(SAMPLING_ONLY) < set(SAMPLED) and set(SAMPLED) | set(RESUMABLE) <= {f.name for f in fields(Config)}
     for key in ("device", "compile", "overwrite"):  # a key may carry two roles

@@ -41,7 +41,7 @@ ACCEPTED = dict(
     temperature=("0.0", "2.0 ** 64"), temperature_end_share=("0.0", "1e-320"), top_k=("0", "2 ** 62"),
     top_p=("1e-320",), viz_video=(), html=("''",), trace_every=("2 ** 62",), infill=("''", "'nonsense'"),
     prefix_file=("''", "'nonsense'"), suffix_file=("''", "'nonsense'"), remask_eta=("0.0", "1e-320"),
-    threshold=("0.0", "1e-320"), semi_ar_length=("0", "2 ** 62"), prompts_file=("''", "'nonsense'"),
+    threshold=("0.0", "1e-320"), entropy_bound=("0.0", "1e-320", "2.0 ** 64"), semi_ar_length=("0", "2 ** 62"), prompts_file=("''", "'nonsense'"),
     seed=("0", "2 ** 62"), compile=("True",))
 def worst(key):
     return WORST["tristate" if key == "compile" else TYPES[key]]

@@ -21,6 +21,7 @@ RUNS = {  # objective -> (extra training flags, sampling flags)
     "uniform": (["--objective=uniform"], ["--steps=8"]),
     "ar": (["--objective=ar"], []),
     "bd3 speculate": (["--objective=bd3", "--bd3_block=4", "--bd3_ar=1"], ["--bd3_speculate=true"]),  # batch 1: drafts
+    "mdlm entropy bound": ([], ["--entropy_bound=0.5", "--order=entropy", "--remask=none"]),  # issue 95's EB-Sampler
 }
 # pinned 2026-11-28, torch 2.13.0 CPU, AMD EPYC; the same at 1 and 2 threads and under other CPUs' kernels
 # (ATEN_CPU_CAPABILITY=default, avx2, avx512 with MKL_ENABLE_INSTRUCTIONS=SSE4_2 or AVX2)
@@ -30,6 +31,7 @@ PINNED = {
     "uniform": "ROMEO:VbVAuAyP&hafbhVr\nSfVfRfV",
     "ar": "ROMEO:!JdFdcHXXjFSSOs,!Zv.dc'H",
     "bd3 speculate": "ROMEO:!?3;:pBT\n;kRWnEQ& z3WWnF",  # pinned 2026-11-28 at a18cdd5 (before issue 78's round)
+    "mdlm entropy bound": "ROMEO:HBvRhH;WfaRVVwvL\nHWHhmqP",  # pinned 2026-11-29, torch 2.13.0 CPU, AMD EPYC
 }
 
 

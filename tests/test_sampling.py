@@ -49,7 +49,8 @@ MODES = [dict(), dict(order="margin"), dict(order="entropy"), dict(order="random
          dict(tokens_per_step="linear", remask="none"), dict(tokens_per_step="cosine"),
          dict(remask="remdm", remask_eta=0.3), dict(threshold=0.5), dict(threshold=0.999, order="margin"),
          dict(semi_ar_length=7), dict(semi_ar_length=7, threshold=0.9, order="entropy"),
-         dict(semi_ar_length=5, remask="remdm", remask_eta=0.3, tokens_per_step="linear")]
+         dict(semi_ar_length=5, remask="remdm", remask_eta=0.3, tokens_per_step="linear"),
+         dict(entropy_bound=0.5, order="entropy", remask="none"), dict(semi_ar_length=7, entropy_bound=2.0)]
 
 
 def _run(model, x, gm, mode, steps=12, temperature=1.0, seed=0, on_step=None, **kw):

@@ -197,6 +197,7 @@ def test_parent_dirs_created_and_zero_frames(tmp_path):
      "64 steps, linear counts, remdm cap eta 0.05, temp 0.8"),
     (["cpu", "--remask_eta=0.02"], "64 steps, order random, remdm cap eta 0.02, temp 1"),
     (["cpu", "--order=margin", "--remask=none", "--threshold=0.9", "--semi_ar_length=32"], "threshold 0.9, order margin, semi-AR 32, temp 1"),
+    (["baby", "--order=entropy", "--entropy_bound=0.5"], "entropy bound 0.5, order entropy, temp 1 to 0.1"),
     (["cpu", "--order=confidence", "--remask=refine"], "micro-dllm  T=1000  64 steps, temp 1"),  # the reference sampler
 ])
 def test_the_trace_header_names_each_sampler_setting(argv, title):
