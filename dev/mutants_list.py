@@ -14,15 +14,6 @@ if __name__ == "__main__":  # a module: run as a file, it names its command
     print(said if asked else f"error: {said}", file=sys.stdout if asked else sys.stderr)
     sys.exit(0 if asked else 2)
 
-import sys
-
-if __name__ == "__main__":  # run as a file: a module, so it names the command that uses it (as --help asks)
-    said = ("dev/mutants_list.py holds the mutants dev/mutants.py applies, not a command: "
-            "run python dev/mutants.py --help")
-    asked = bool({"-h", "--help"} & set(sys.argv))
-    print(said if asked else f"error: {said}", file=sys.stdout if asked else sys.stderr)
-    sys.exit(0 if asked else 2)
-
 
 REPLAY = ["tests/test_replay.py", "tests/test_speed.py", "tests/test_static_decode.py", "tests/test_model.py"]
 BD3 = ["tests/test_replay.py", "tests/test_speed.py", "tests/test_static_decode.py", "tests/test_speculative.py"]

@@ -159,3 +159,14 @@ def test_readmes_checkpoint_lines_run_on_a_fresh_clone_where_the_shipped_weights
         if "artifacts/models/" in cmd:  # the weights read are named, not a path that is not there
             assert "artifacts/weights/" in r.stdout, f"{cmd}\n{r.stdout[-2000:]}"
     assert not (repo / "artifacts" / "models").exists()  # nothing written where a run of one's own goes
+
+
+def test_ci_runs_readmes_test_command_and_then_the_slower_tier():
+    """.ci/run's test lines are README's first test line, then its slower-tier line: together every tier (issue 98).
+    A tier README names that CI leaves out, or a CI line README does not show, fails here."""
+    tests = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text().split("## Tests", 1)[1], re.S)[0]
+    shown = [re.sub(r"\s+#.*$", "", line).strip() for line in tests.splitlines() if line.strip()]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.startswith("python -m pytest")]
+    assert ci == [shown[0], shown[2]] and shown[0] == 'python -m pytest -q -m "not slower" tests', (ci, shown)
+    assert shown[1] == "python -m pytest -q -m core tests" and shown[2] == "python -m pytest -q -m slower tests"

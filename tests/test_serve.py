@@ -2,10 +2,10 @@
 streams a frame a step and ends with the text inference.py prints for that seed; every bad request is one message
 and the server keeps answering; a second draw while one runs is answered at once; a client that leaves stops its
 draw; a port in use, a bad host or a clashing flag is one line before any model is read; nothing is written.
-The slow tier drives the page in headless Chromium (Playwright) where both are installed, and stops a server
-with Ctrl-C mid-draw.
+The slower tier (pytest.ini) drives the page in headless Chromium (Playwright) where both are installed, and stops
+a server with Ctrl-C mid-draw.
 
-    python -m pytest -q tests/test_serve.py -m "not slow"
+    python -m pytest -q tests/test_serve.py -m "not slower"
     python -m pytest -q tests/test_serve.py          # with the browser (CONTRIBUTING.md: how to install it)
 """
 import http.client

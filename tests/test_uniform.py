@@ -1,5 +1,5 @@
 """Uniform-state diffusion (uniform.py) against brute force, closed forms and invariants, and its wiring.
-OMP_NUM_THREADS=1 python -m pytest -q tests/test_uniform.py   (-m "not slow": the maths only, ~3 s)"""
+OMP_NUM_THREADS=1 python -m pytest -q tests/test_uniform.py"""
 import itertools
 import math
 from dataclasses import replace
