@@ -5,10 +5,10 @@ bug and why it is plausible) is applied alone to a scratch copy of the repositor
 tracked and untracked-but-not-ignored files, never the worktree itself), and tests run there at one
 thread, cheap first, stopping at the first failure:
 
-    targeted  the mutant's own test files, fast tier (-m "not slow")
-    fast      the rest of the fast tier (every other test file, -m "not slow")
-    slow      the slow tests of the mutant's own test files (-m slow)
-    rest      the rest of the slow tier (only with --stages ...,rest: minutes a mutant)
+    targeted  the mutant's own test files, README's tier (-m "not slower", pytest.ini)
+    fast      the rest of README's tier (every other test file, -m "not slower")
+    slow      the slower tier's tests of the mutant's own test files (-m slower)
+    rest      the rest of the slower tier (only with --stages ...,rest: minutes a mutant)
 
 A mutant is killed at the first stage that fails (its first failing test is recorded), else it
 survives the stages run, or is equivalent where the list says why no test can tell it from the
@@ -95,13 +95,13 @@ def pytest_args(stage, m):
     own_files = sorted({t.split("::")[0] for t in own})
     base = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
     if stage == "targeted":
-        return [*base, "-m", "not slow", *own]
+        return [*base, "-m", "not slower", *own]
     ignore = [f"--ignore={f}" for f in own_files]
     if stage == "fast":
-        return [*base, "-m", "not slow", "tests", *ignore]
+        return [*base, "-m", "not slower", "tests", *ignore]
     if stage == "slow":
-        return [*base, "-m", "slow", *own]
-    return [*base, "-m", "slow", "tests", *ignore]
+        return [*base, "-m", "slower", *own]
+    return [*base, "-m", "slower", "tests", *ignore]
 
 
 def first_failure(output):
@@ -175,7 +175,7 @@ def line(i, n, r):
 
 
 def summary(results):
-    """Counts: tried, killed by the fast tier, by the slow tier, equivalent (no behaviour changed, each
+    """Counts: tried, killed by README's tier (fast), by the slower tier (slow), equivalent (no behaviour changed, each
     with its reason in dev/mutants_list.py), surviving (hangs count as kills)."""
     dead = [r for r in results if r["status"] in ("killed", "hung")]
     fast = sum(TIER[r["stage"]] == "fast" for r in dead)

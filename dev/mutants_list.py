@@ -5,11 +5,10 @@ that should catch it first: the harness runs them, then the rest of the fast tie
 slip it models). Kinds: unit, off-by-one, stale value, first-instead-of-median, flag not forwarded, wrong folder,
 count, order, guard dropped, invariant. A mutant no test can tell from the code says why (equivalent).
 """
-
 import sys
 
-if __name__ == "__main__":  # run as a file: a module, so it names the command that uses it (as --help asks)
-    said = ("dev/mutants_list.py holds the mutants dev/mutants.py applies, not a command: "
+if __name__ == "__main__":  # a module: run as a file, it names its command
+    said = ("dev/mutants_list.py is the list of one-line bugs dev/mutants.py applies, not a command: "
             "run python dev/mutants.py --help")
     asked = bool({"-h", "--help"} & set(sys.argv))
     print(said if asked else f"error: {said}", file=sys.stdout if asked else sys.stderr)
@@ -24,6 +23,7 @@ EXPORT = ["tests/test_inference_modes.py", "tests/test_shipped.py", "tests/test_
           "tests/test_bpe.py"]
 TIMING = ["tests/test_speed.py", "tests/test_race.py", "tests/test_frontier.py"]
 FIGURES = ["tests/test_eval.py", "tests/test_diffusion.py", "tests/test_report.py", "tests/test_epochs.py"]
+CHECKS = ["tests/test_config_values.py", "tests/test_config.py", "tests/test_bad_input.py", "tests/test_sampling.py"]
 
 
 def mutant(name, kind, file, old, new, tests, why, equivalent=""):
@@ -121,8 +121,8 @@ MUTANTS = [
     mutant("order-margin-is-confidence", "order", "diffusion.py",
            "return conf, top[:, 0] - (top[:, 1] if top.size(1) > 1 else 0.0)", "return conf, top[:, 0]", SAMPLER,
            "--order=margin ranks by confidence"),
-    mutant("order-entropy-reversed", "order", "diffusion.py", "return conf, torch.exp(-ent)",
-           "return conf, torch.exp(ent)", SAMPLER, "--order=entropy reveals the most uncertain first"),
+    mutant("order-entropy-reversed", "order", "diffusion.py", "return conf, torch.exp(-entropy(logp))",
+           "return conf, torch.exp(entropy(logp))", SAMPLER, "--order=entropy reveals the most uncertain first"),
     mutant("order-l2r-reversed", "order", "diffusion.py",
            "return conf, 1.0 / (1.0 + cols.to(logp.device, torch.float64))",
            "return conf, cols.to(logp.device, torch.float64) / (1.0 + cols.to(logp.device, torch.float64))", SAMPLER,
@@ -221,7 +221,63 @@ MUTANTS = [
            "int(max(lane[\"seconds\"] for lane in lanes) * 1000", "int(min(lane[\"seconds\"] for lane in lanes) * 1000",
            TIMING, "the race's frames stop when the fastest lane is done"),
     mutant("race-threads-not-forwarded", "flag not forwarded", "scripts/race.py",
-           "    torch.set_num_threads(args.threads)\n", "", TIMING, "--threads parsed and never applied"),
+           "torch.set_num_threads(args.threads or held)",
+           "torch.set_num_threads(held)", TIMING, "--threads parsed and never applied"),
+    # ------------------------------------------------------------------ the refusals (issue 98, part 2): the code
+    # guarded by the tests folded into test_bad_input.py's table or deleted as repeats (test_sampling.py's CLI rows,
+    # test_eval.py's, test_train_infer.py's missing and corrupt checkpoints, test_config.py's and
+    # test_data_scripts.py's subprocess refusals, test_race.py's refusals): each tried before and after the move
+    mutant("range-low-end-open", "off-by-one", "configurator.py",
+           'above = value >= low if interval[0] == "[" else value > low',
+           'above = value > low if interval[0] == "[" else value > low', CHECKS,
+           "a closed interval's low end read as open: temperature 0 (the argmax), top_k 0 (off), seed 0 refused"),
+    mutant("threshold-l2r-accepted", "guard dropped", "config.py", 'UNSCORED_ORDERS = ("random", "l2r")',
+           'UNSCORED_ORDERS = ("random",)', CHECKS,
+           "threshold decoding accepted with --order l2r, which no model score ranks"),
+    mutant("end-share-negative-accepted", "off-by-one", "config.py", 'temperature_end_share=("[0, 1e6]"',
+           'temperature_end_share=("[-1e6, 1e6]"', CHECKS,
+           "a negative --temperature-end-share accepted: the last draws' temperature below 0"),
+    mutant("semi-ar-advice-half-window", "unit", "sampling/canvas.py",
+           "length = max(1, block_size // 4)  # a quarter window",
+           "length = max(1, block_size // 2)  # a quarter window", CHECKS,
+           "the advised --semi-ar-length half the window, not a quarter"),
+    mutant("semi-ar-advice-floor", "off-by-one", "sampling/canvas.py", "length = max(length, -(-c.n_gen // cfg.steps))",
+           "length = max(length, c.n_gen // cfg.steps)", CHECKS,
+           "the advised --semi-ar-length rounded down: its blocks then outnumber --steps, and the advice is refused"),
+    mutant("context-check-off-by-one", "off-by-one", "sampling/canvas.py",
+           "if len(c) > block_size and not (c.is_continuation and semi_ar):",
+           "if len(c) >= block_size and not (c.is_continuation and semi_ar):", CHECKS,
+           "a canvas exactly the context's length refused as past it"),
+    mutant("steps-past-T-accepted", "off-by-one", "diffusion.py", "if (cfg.steps > cfg.diffusion_steps and",
+           "if (cfg.steps > cfg.diffusion_steps + 1 and", CHECKS + ["tests/test_eval.py"],
+           "--steps one past the chain's T accepted (a step then reads no time of the schedule's grid)"),
+    mutant("eval-sampler-flags-unchecked", "guard dropped", "scripts/eval.py",
+           "read = {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES}",
+           "read = set()", ["tests/test_eval.py", "tests/test_bad_input.py"],
+           "eval.py's sampler flags never validated as inference.py's: --steps past T samples"),
+    mutant("scorer-tokenizer-by-size", "guard dropped", "evals/samples.py", "if fingerprint(tok) != fp:",
+           "if tok.vocab_size != judge_tok.vocab_size:", ["tests/test_eval.py", "tests/test_bad_input.py"],
+           "the scorer's tokenizer compared by size: another vocabulary of the same size scores gen-PPL on other ids"),
+    mutant("binary-read-as-text", "guard dropped", "utils/checkpoint.py", 'is_text = b"\\0" not in head',
+           "is_text = True", ["tests/test_train_infer.py", "tests/test_bad_input.py"],
+           "a binary file that decodes as UTF-8 (NUL bytes) called a text file, not a corrupt checkpoint"),
+    mutant("num-stories-unchecked", "guard dropped", "scripts/data.py",
+           'p.add_argument("--num-stories", type=at_least(0)', 'p.add_argument("--num-stories", type=int',
+           ["tests/test_data_scripts.py", "tests/test_bad_input.py"],
+           "--num-stories -3 taken as a count (a negative sample size)"),
+    mutant("unknown-key-no-suggestion", "off-by-one", "configurator.py",
+           "get_close_matches(key, TYPES, n=3, cutoff=0.6)", "get_close_matches(key, TYPES, n=3, cutoff=0.95)", CHECKS,
+           "an unknown key's did-you-mean left out for a one-letter slip (max_itters)"),
+    mutant("race-gif-unchecked", "guard dropped", "scripts/race.py", "for path in trace_paths(args.out):",
+           "for path in trace_paths(args.out)[:1]:", ["tests/test_race.py", "tests/test_bad_input.py"],
+           "only the race's MP4 checked: the GIF beside it replaced without --overwrite"),
+    mutant("race-tokenizer-unchecked", "guard dropped", "scripts/race.py",
+           'if fingerprint(tok) != fingerprint(lanes[0]["tok"]):', 'if tok.vocab_size != lanes[0]["tok"].vocab_size:',
+           ["tests/test_race.py", "tests/test_bad_input.py"],
+           "lanes of another vocabulary of the same size raced on one prompt's ids"),
+    mutant("train-without-run-cli", "guard dropped", "train.py", 'if __name__ == "__main__":\n    run_cli(main)',
+           'if __name__ == "__main__":\n    main(sys.argv[1:])', CHECKS,
+           "train.py run as a command without run_cli: a refusal is a traceback, exit 1"),
     # ------------------------------------------------------------------ the shipped-weights fallback: which folder
     mutant("own-run-ignored", "wrong folder", "utils/fileio.py",
            "    if os.path.exists(path):\n        return path\n    asked", "    asked", SHIPPED,

@@ -1,5 +1,6 @@
-"""Shared fixtures (helpers: tests/helpers.py). Run the suite from the repo root: python -m pytest -q tests
-The fast tier, for the edit-run loop: python -m pytest -q -m "not slow" tests"""
+"""Shared fixtures (helpers: tests/helpers.py), and the check that each test is in one tier (pytest.ini names them).
+Run from the repo root: python -m pytest -q -m core tests (the edit-run loop), -m "not slower" (README's command),
+-m slower (CI's second line)."""
 import os
 
 import pytest
@@ -14,6 +15,13 @@ from helpers import TINY, for_objective, real_text
 # environment.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(items):
+    """Each test in one tier: marked core, marked slower, or neither (README's command runs the first and the last)."""
+    both = [item.nodeid for item in items if item.get_closest_marker("core") and item.get_closest_marker("slower")]
+    if both:
+        raise pytest.UsageError(f"marked core and slower, two tiers: {', '.join(both[:3])}: keep one (pytest.ini)")
 
 
 @pytest.fixture

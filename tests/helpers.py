@@ -1,9 +1,10 @@
 """What the tests share: paths and real text, the two tiny model sizes, running the CLIs (in this process,
 as subprocesses, under torchrun), and toy models whose answers are known by hand.
-The fixtures (in_tmp, tiny_ckpt) are in conftest.py. Run the suite from the repo root:
+The fixtures (in_tmp, tiny_ckpt) are in conftest.py. Run the suite from the repo root (pytest.ini: the tiers):
 
-    python -m pytest -q tests                # everything (what CI runs)
-    python -m pytest -q -m "not slow" tests  # the fast tier: no trained runs, for the edit-run loop
+    python -m pytest -q -m core tests          # the edit-run loop
+    python -m pytest -q -m "not slower" tests  # README's command, CI's first line
+    python -m pytest -q -m slower tests        # CI's second line
 
 Subprocesses run with OMP_NUM_THREADS=1; run_here(..., threads=1) is the in-process run to compare
 them with bit for bit (one process start less).

@@ -1216,7 +1216,6 @@ def test_every_output_flag_goes_through_the_shared_check_and_has_its_rows():
 ROWS = [(*r, "") for r in TABLE] + CLASS_TABLE + derived_rows()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("cli, argv, words, spoiler, cls", ROWS,
                          ids=[f"{i:03d}-{r[0]}{'-' + r[4] if r[4] else ''}" for i, r in enumerate(ROWS)])
 def test_bad_input_exits_2_with_one_line_and_changes_nothing(cli, argv, words, spoiler, cls, files, tmp_path,
@@ -1243,7 +1242,6 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(cli, argv, words, s
     assert not (d / "PWNED").exists()
 
 
-@pytest.mark.slow
 def test_without_ffmpeg_the_gif_is_written_and_a_warning_says_why(files, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(video, "_find_ffmpeg", lambda: None)
@@ -1253,7 +1251,7 @@ def test_without_ffmpeg_the_gif_is_written_and_a_warning_says_why(files, tmp_pat
     assert "no ffmpeg found" in out.out + out.err
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 @pytest.mark.parametrize("extra", [[], ["--overwrite"]])
 def test_ctrl_c_in_training_names_the_last_checkpoint_and_the_command_that_resumes_it(extra, tmp_path):
     """Issue 97: after --overwrite the advised command kept it, and --resume refuses the two together (exit 2)."""
@@ -1279,7 +1277,6 @@ def test_ctrl_c_in_training_names_the_last_checkpoint_and_the_command_that_resum
     assert r.returncode == 0 and f"resumed from run/model.pt at iter {it}" in r.stdout, r.stderr
 
 
-@pytest.mark.slow
 def test_ctrl_c_in_sampling_is_one_line_and_leaves_no_half_video(files, tmp_path, monkeypatch, capsys):
     from sampling import trace
     real, calls = trace.TraceHook.__call__, []
@@ -1298,7 +1295,7 @@ def test_ctrl_c_in_sampling_is_one_line_and_leaves_no_half_video(files, tmp_path
     assert not list(tmp_path.iterdir())  # no MP4, no GIF, no temp file
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_output_cut_short_by_its_reader_ends_quietly(files):
     """python inference.py ... | head -1: ~200 KB of samples into a pipe whose reader leaves after one line."""
     p = subprocess.Popen([sys.executable, str(ROOT / "inference.py"), "--checkpoint", str(files / DM), "--num-samples",
@@ -1382,7 +1379,6 @@ EDITS = [  # (part, key, value or an edit of (meta, folder), words): model_args 
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("part, key, value, words", EDITS, ids=[f"{p or 'top'}-{k}-{i}" for i, (p, k, *_) in
                                                              enumerate(EDITS)])
 def test_an_edited_export_is_refused_in_one_line_as_a_command_line_would_be(part, key, value, words, files, tmp_path,
@@ -1409,7 +1405,6 @@ def test_an_edited_export_is_refused_in_one_line_as_a_command_line_would_be(part
     assert all(w in err for w in ([words] if isinstance(words, str) else words)), err
 
 
-@pytest.mark.slow
 def test_an_edited_checkpoint_is_refused_as_its_export_would_be(files, tmp_path, capsys):
     """The same checks on a model.pt whose checksum was recomputed after the edit: its config and its model_args."""
     from utils.checkpoint import save_checkpoint
@@ -1427,7 +1422,6 @@ def test_an_edited_checkpoint_is_refused_as_its_export_would_be(files, tmp_path,
         assert code == 2 and words in err and err.count("\n") == 1, err
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("raw, words", [
     ("[" * 100000 + "]" * 100000, "its config.json nests values too deep to read"),
     ("1" + "0" * 5000, "has an unreadable config.json"),  # json reads no int past 4,300 digits
@@ -1475,7 +1469,6 @@ BEFORE_WORK = [  # (cli, argv, the first piece of work: it must not start, words
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("cli, argv, work, words, spoiler", [(*r, None)[:5] for r in BEFORE_WORK],
                          ids=[f"{r[0]}-{i}" for i, r in enumerate(BEFORE_WORK)])
 def test_outputs_are_checked_before_the_work(cli, argv, work, words, spoiler, files, tmp_path, monkeypatch, capsys):
@@ -1491,7 +1484,6 @@ def test_outputs_are_checked_before_the_work(cli, argv, work, words, spoiler, fi
     assert code == 2 and words in err and err.count("\n") == 1, err
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["--n_layer=64", "--n_embd=65536", "--n_head=64"], ["--batch_size=100000000"],
                                   ["--optimizer=muon", "--n_embd=32768", "--n_layer=32", "--n_head=32", "--ema=0.5"]])
 def test_a_run_past_the_machines_memory_is_refused_before_its_model_is_built(argv, tmp_path, monkeypatch, capsys):
@@ -1509,7 +1501,6 @@ def test_a_run_past_the_machines_memory_is_refused_before_its_model_is_built(arg
     assert "estimate: ~" in out and not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow
 def test_a_checkpoints_own_compile_true_samples_and_the_start_up_line_names_no_step_it_did_not_compile(files, tmp_path,
                                                                                                       capsys):
     """--compile=true saved by a run (gpt200m's) is no flag typed here: a masked-diffusion sampler runs no decode
@@ -1588,7 +1579,6 @@ def test_advice_is_read_with_its_value():
 ADVISED = [r for r in ROWS if r[0] in WORK and not r[3]]  # the product's entry points, no spoiled environment
 
 
-@pytest.mark.slow
 def test_a_refusals_advice_runs(files, tmp_path, monkeypatch, capsys):
     """Every refusal that advises a flag's value: the same command with that value is not refused for that flag
     (it was: past the context, the advised --gen-len beside --infill, --semi-ar-length beside --dual_sample)."""
@@ -1686,7 +1676,6 @@ def reach_work(monkeypatch):
         monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: (_ for _ in ()).throw(Checked()))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("cli, argv, environ", VALID, ids=[f"{i:02d}-{r[0]}" for i, r in enumerate(VALID)])
 def test_valid_input_reaches_the_work(cli, argv, environ, files, tmp_path, monkeypatch, capsys):
     shutil.copytree(files, tmp_path / "case")
@@ -1717,7 +1706,7 @@ def test_a_flag_given_twice_takes_its_last_value_on_every_entry_point_and_a_conf
     assert p.parse_args(["--n-t", "2", "--n-t=4"]).n_t == 4
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_under_torchrun_a_refusal_is_said_once_by_local_rank_0(tmp_path):
     from helpers import popen
     p = popen([str(ROOT / "train.py"), "--batch_size=0", "--device=cpu", "--max_iters=0"], tmp_path, torchrun=2)
@@ -1725,7 +1714,6 @@ def test_under_torchrun_a_refusal_is_said_once_by_local_rank_0(tmp_path):
     assert p.returncode != 0 and err.count("error: batch_size must be >= 1") == 1, err[-3000:]
 
 
-@pytest.mark.slow
 def test_a_removed_key_that_acted_on_no_network_is_dropped_with_a_note(files, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(files)
     code, out, err = run_cli_here(inference.main, ["--checkpoint", "old_display/model.pt", "--viz-video", "off"], capsys)
@@ -1738,7 +1726,6 @@ def test_a_removed_key_that_acted_on_no_network_is_dropped_with_a_note(files, tm
     assert sorted(named) == sorted(REMOVED)  # every removed key says what it acted on
 
 
-@pytest.mark.slow
 def test_a_default_output_never_collides_and_a_typed_one_is_refused_unless_overwrite(files, tmp_path, monkeypatch,
                                                                                         capsys):
     """Issue 90: the same plot command run twice was refused (artifacts/plots/curves.png existed): a default path is
@@ -1807,7 +1794,7 @@ def test_who_prints_a_refusal_and_when_torchruns_variables_mean_a_process_group(
         dist.torchrun_ranks()
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 @pytest.mark.parametrize("cli, argv", [("scripts/eval.py", ["--help"]), ("scripts/eval.py", ["a.pt", "b.pt"]),
                                        ("scripts/frontier.py", ["--help"]), ("scripts/export.py", ["a.pt", "out"])])
 def test_help_and_a_refused_path_answer_before_torch_is_imported(cli, argv, tmp_path):

@@ -9,6 +9,8 @@ from helpers import MICRO, ToyModel, for_objective, loss
 from utils.errors import UserError
 from objectives import OBJECTIVES
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 
 class Recorder(ToyModel):
     """A toy denoiser that keeps the times t it is called with."""

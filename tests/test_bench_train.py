@@ -10,6 +10,8 @@ import torch
 
 from helpers import run_cli_here, script
 
+pytestmark = pytest.mark.slower  # the slower tier (pytest.ini): a dev/ script's test
+
 bench_train = script("dev/bench_train")
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2", "--iters=1", "--repeats=1",

@@ -230,7 +230,6 @@ def bpe_run(corpus, tmp_path_factory):
     return d, out.getvalue()
 
 
-@pytest.mark.slow
 def test_tiny_bpe_run_learns_and_records_its_tokenizer(bpe_run, corpus):
     d, out = bpe_run
     assert "encoded train:" in out and "M chars/s" in out and "M tokens/s" in out
@@ -245,7 +244,6 @@ def test_tiny_bpe_run_learns_and_records_its_tokenizer(bpe_run, corpus):
     assert ck["config"]["prompt"] == "Once upon a time"  # normalised before training started
 
 
-@pytest.mark.slow
 def test_inference_samples_bpe_with_a_token_level_trace(bpe_run):
     d, _ = bpe_run
     video = d / "media" / "trace.mp4"
@@ -264,7 +262,6 @@ def test_inference_samples_bpe_with_a_token_level_trace(bpe_run):
         assert gif.n_frames == frames >= 1 + 20 // 4  # the all-[MASK] start, then every 4th step
 
 
-@pytest.mark.slow
 def test_bpe_export_carries_its_tokenizer_and_samples_the_same(bpe_run, tmp_path, capsys):
     d, _ = bpe_run
     ckpt, out = d / "artifacts/models/tinystories_bpe/model.pt", tmp_path / "export"
@@ -286,7 +283,6 @@ def _cli_error(capsys, main, argv):
     return err
 
 
-@pytest.mark.slow
 def test_bad_input_exits_2_and_overwrites_nothing(bpe_run, corpus, capsys, tmp_path, monkeypatch):
     d, _ = bpe_run
     monkeypatch.chdir(d)
@@ -310,7 +306,6 @@ def test_bad_input_exits_2_and_overwrites_nothing(bpe_run, corpus, capsys, tmp_p
     assert (d / ckpt).read_bytes() == before and not video.exists() and not video.with_suffix(".gif").exists()
 
 
-@pytest.mark.slow
 def test_eval_divides_by_the_characters_of_the_scored_windows(bpe_run):
     """scripts/eval.py's bits/char = bound / (characters the scored windows decode to), not the whole split's
     chars/token, which differs from the windows' (1.07 % on the 10k-story recipe)."""

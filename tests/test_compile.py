@@ -3,19 +3,30 @@ eager, from the keyed generator) and a pure function of the model, the batch and
 train.py compiles whole (utils.dist.compile_step: CUDA graphs on one CUDA GPU). Here: the split gives the losses and
 gradients of the loss before it (pinned at that commit, to 1e-6 relative); the whole pure loss of every objective
 traces as one graph with no break (dynamo's explain, CPU), which a run's later steps reuse; inductor's compiled step
-gives eager's loss; and compile_step's policy.
+gives eager's loss; and compile_step's policy. Then sampling's compiled steps (tests/test_static_decode.py's, eager
+there): the AR's k tokens are two graphs per batch size, bd3's k drafting rounds one, each drawing the eager tokens.
 
     python -m pytest -q tests/test_compile.py
 """
+import functools
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
+import bd3
 import configurator
 from diffusion import Draw, Schedule
 from configurator import get_config
 from helpers import Tok, for_objective
-from model import Transformer
+from model import ModelArgs, Transformer, decode
 from objectives import OBJECTIVES
+from diffusion import SamplerOptions
+from test_static_decode import BLOCKS, MASK, V, _drafting, _net
+
+pytestmark = pytest.mark.slower  # the slower tier (pytest.ini): compilation
 
 SMALL = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4", "--device=cpu"]
 CASES = {  # each objective at its preset's settings, and the switches the presets leave off
@@ -76,7 +87,6 @@ def test_the_split_loss_is_the_loss_before_it(name):
     assert split == pytest.approx(BEFORE[name], rel=1e-6, abs=0)
 
 
-@pytest.mark.slow  # ~3 s each: dynamo's first trace
 @pytest.mark.parametrize("name, flags", [("mdlm baby", []), ("mdlm reference", []),
                                          ("mdlm reference", ["--time_cond=adaln"]),
                                          ("mdlm masked_ce self_cond", []), ("bd3 baby_bd3", []),
@@ -93,7 +103,6 @@ def test_the_whole_pure_loss_of_every_objective_is_one_graph(name, flags):
     assert (out.graph_count, out.graph_break_count) == (1, 0), [str(b.reason)[:300] for b in out.break_reasons]
 
 
-@pytest.mark.slow  # ~5 s: dynamo's first trace
 def test_steps_of_a_run_reuse_one_graph():
     """Five steps as a run takes them (other keys, other u, other slots, the band's top rising under baby's mask_ramp)
     run the one graph traced at the first: nothing that moves from step to step is a Python value the graph reads
@@ -110,7 +119,6 @@ def test_steps_of_a_run_reuse_one_graph():
     assert counters["stats"]["unique_graphs"] == 1  # a Python number the graph read, changing, would make a second
 
 
-@pytest.mark.slow  # a cold inductor compile: ~1 min on 2 shared cores
 def test_inductor_compiles_the_loss_with_the_model_to_eagers_loss_and_gradients():
     """torch.compile (inductor, CPU) of mdlm's whole loss (the reference recipe's objective) at one layer: two steps
     (the second runs the cached graphs) give eager's loss and gradients to float rounding."""
@@ -150,3 +158,92 @@ def test_one_process_compiles_the_loss_with_the_model_and_ddp_the_model_alone(mo
         assert out[key][0] is obj  # uncompiled: the table's own objective
     compiled = out["auto", "cuda", 1][0]  # a copy whose loss is compiled: the table's objective untouched
     assert compiled is not obj and type(compiled) is type(obj) and "loss" in vars(compiled) and "loss" not in vars(obj)
+
+
+# ----------------------------------------------------------------------------- sampling's compiled steps
+# (tests/test_static_decode.py holds the static decode eager; here what dynamo traces of it, and that eager never
+# imports the compiler)
+
+def test_the_compiled_steps_are_two_graphs_per_batch_size():
+    """decode_steps compiled as compile_decode does (fullgraph, static shapes) on a counting backend: two graphs for a
+    whole decode past the context (k tokens a call, and one token before the window moves or the text ends), none
+    more for a second call at that batch, two for another batch, and its tokens are the eager decode's. The AR, then
+    bd3's clean half at batch > 1 (the same steps)."""
+    from torch._dynamo.testing import CompileCounter
+    torch._dynamo.reset()
+    for model, sample in ((_net(0), lambda m, x, g: m.generate(x, 30, generator=g, mask_id=MASK)),
+                          (_net(1, False, True), lambda m, x, g: bd3.sample_clean_ar(m, x, 30, BLOCKS, generator=g,
+                                                                                     draft=False)[0])):
+        counter = CompileCounter()
+        eager = [sample(model, x, torch.Generator().manual_seed(3)) for x in (torch.zeros(2, 3, dtype=torch.long),
+                                                                             torch.ones(1, 2, dtype=torch.long))]
+        model.compiler = functools.partial(torch.compile, backend=counter, fullgraph=True, dynamic=False)
+        got = [sample(model, x, torch.Generator().manual_seed(3)) for x in (torch.zeros(2, 3, dtype=torch.long),
+                                                                           torch.zeros(2, 3, dtype=torch.long))]
+        assert counter.frame_count == 2 and torch.equal(got[0], eager[0]) and torch.equal(got[1], eager[0])
+        assert torch.equal(sample(model, torch.ones(1, 2, dtype=torch.long), torch.Generator().manual_seed(3)),
+                           eager[1]) and counter.frame_count == 4
+        torch._dynamo.reset()
+
+
+def test_inference_samples_the_same_tokens_with_the_decode_step_compiled(tmp_path, capsys, monkeypatch):
+    """inference.py --compile=true on an AR checkpoint: the step compiled (here traced by dynamo on its eager backend,
+    no inductor on this CPU), said on the checkpoint line, and the sample the eager decode draws."""
+    import inference
+    from helpers import run_cli_here
+    from utils.checkpoint import save_checkpoint
+    a = ModelArgs(vocab_size=V, block_size=16, n_layer=1, n_head=2, n_embd=16, causal=True, time_cond="none")
+    config = dict(objective="ar", block_size=16, n_layer=1, n_head=2, n_embd=16, time_cond="none")
+    save_checkpoint(tmp_path / "m.pt", dict(model=_net(0).__class__(a).state_dict(), config=config,
+                                            model_args=vars(a), iter=0, tokenizer=dict(kind="char", chars="abcdefghij")))
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend="eager", fullgraph=True, dynamic=False))
+    texts = {}
+    for flag in ("false", "true"):
+        code, out, err = run_cli_here(inference.main, [f"--checkpoint={tmp_path / 'm.pt'}", "--prompt=abc",
+                                                       "--gen_len=30", "--num_samples=2", "--seed=3",
+                                                       f"--compile={flag}", "--viz-video=off"], capsys)
+        assert code == 0, err
+        assert ("decoding compiled" in out.splitlines()[0]) == (flag == "true")
+        texts[flag] = [line for line in out.splitlines()[1:] if not line.startswith("---- ")]  # the samples
+    assert texts["true"] == texts["false"] and len(texts["true"]) == 2 and texts["true"][1].startswith("abc")
+    torch._dynamo.reset()
+
+
+def test_the_compiled_drafting_rounds_are_one_graph(monkeypatch):
+    """k = 4 whole rounds compiled as compile_decode does (fullgraph, static shapes) on a counting backend: every call
+    of a drafted sample past the context, and of a second sample, runs the one graph traced at the first (a changing
+    Python number it read, or a host read inside, would make a second or break it), the host reads once a call, and
+    the tokens are the eager rounds'."""
+    from torch._dynamo.testing import CompileCounter
+    torch._dynamo.reset()
+    prompt, opts = torch.randint(0, 10, (1, 3), generator=torch.Generator().manual_seed(5)), SamplerOptions(1)
+    eager = bd3.sample_clean_ar(_drafting(1, False), prompt, 30, BLOCKS, opts, torch.Generator().manual_seed(3))
+    m, counter, calls = _net(1, False, True), CompileCounter(), []
+
+    def compiler(fn):
+        compiled = torch.compile(fn, backend=counter, fullgraph=True, dynamic=False)
+        return lambda *args: calls.append(args[3]) or compiled(*args)  # (model, cache, uniforms, k, ...)
+    m.compiler = compiler
+    prefills = []  # the eager passes of the text before the newest token, at each window's start
+    monkeypatch.setattr(bd3, "decode", lambda *a: prefills.append(1) or decode(*a))
+    for _ in range(2):
+        out, stats = bd3.sample_clean_ar(m, prompt, 30, BLOCKS, opts, torch.Generator().manual_seed(3))
+        # the eager rounds' tokens and kept drafts; its NFE adds the rounds a replay ran without room
+        assert torch.equal(out, eager[0]) and stats["kept"] == eager[1]["kept"] and eager[1]["nfe"] <= stats["nfe"] < 30
+    rounds = 2 * stats["nfe"] - len(prefills)  # the calls that commit tokens (the NFE counts the prefills too)
+    assert counter.frame_count == 1 and set(calls) == {4} and len(prefills) > 0
+    assert rounds <= 4 * len(calls) < rounds + 4 * 8  # a read a call; some rounds idle at a jump
+    torch._dynamo.reset()
+
+
+def test_eager_decoding_never_imports_the_compiler():
+    """The AR's decode and bd3's drafting rounds, eager (no --compile), run without importing torch._dynamo: the
+    static cache's marks are for torch.compile, and their import alone cost an eager sample ~2 s."""
+    code = ("import sys, torch; sys.path.insert(0, 'tests'); import bd3, test_static_decode as t; "
+            "from diffusion import SamplerOptions; "
+            "t._net(0).generate(torch.zeros(1, 3, dtype=torch.long), 20, SamplerOptions(1)); "
+            "bd3.sample_clean_ar(t._net(0, False, True), torch.zeros(1, 3, dtype=torch.long), 20, t.BLOCKS); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "False", out.stderr[-2000:]

@@ -59,7 +59,7 @@ def test_config_file_typo_is_rejected(tmp_path):
         get_config([str(f)])
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_cli_exits_2_with_one_line_and_no_traceback():
     r = subprocess.run([sys.executable, "train.py", "--max_itters=3"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2
@@ -160,7 +160,7 @@ def _what_the_config_means(folder):
     return meaning
 
 
-@pytest.mark.slow  # starts two interpreters a case (each imports torch)
+@pytest.mark.slower  # starts two interpreters a case (each imports torch)
 @pytest.mark.parametrize("edit", [_without_comments, _headings_moved])
 def test_editing_or_moving_a_comment_in_config_py_changes_no_behaviour(edit, tmp_path):
     """config.py is the file users edit: its comments are prose for the reader and --help. With every comment gone,

@@ -46,7 +46,7 @@ def fixture_stories():
 
 # ----------------------------------------------------------------------------- data.py: local text
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_local_txt_all_in_order(tmp_path):
     out = tmp_path / "all.txt"
     r = run_script("data.py", "--input-file", FIXTURE, "--output", out)
@@ -55,7 +55,7 @@ def test_local_txt_all_in_order(tmp_path):
     assert stories_of(out) == fixture_stories()  # stripped, original order, same format
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_local_txt_sampling_is_seeded(tmp_path):
     src = fixture_stories()
     out = tmp_path / "cli.txt"
@@ -92,7 +92,7 @@ def test_split_on_chunk_boundaries(tmp_path, monkeypatch):
     assert list(corpus.iter_local_texts(str(q))) == [q.read_text(encoding="utf-8")]  # one document
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_stories_file_sample(tmp_path):
     src_file, out = tmp_path / "stories_src.txt", tmp_path / "s.txt"
     src_file.write_text(stories(100_000), encoding="utf-8")  # ~200 stories
@@ -106,7 +106,7 @@ def test_stories_file_sample(tmp_path):
     assert "“" in out.read_text(encoding="utf-8")  # Unicode typography survives
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_shakespeare_is_one_document_unchanged(tmp_path):
     out = tmp_path / "shakespeare.txt"
     r = run_script("data.py", "--input-file", SHAKESPEARE, "--output", out)
@@ -125,7 +125,7 @@ def test_single_document_fallback_unchanged(tmp_path):
 
 # ----------------------------------------------------------------------------- data.py: datasets path
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_jsonl_and_parquet_through_datasets(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
@@ -154,7 +154,7 @@ def test_jsonl_and_parquet_through_datasets(tmp_path):
 
 # ----------------------------------------------------------------------------- data.py: errors
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_refuses_to_overwrite_without_force(tmp_path):
     out = tmp_path / "out.txt"
     out.write_text("precious\n", encoding="utf-8")
@@ -167,7 +167,7 @@ def test_refuses_to_overwrite_without_force(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temp files left
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_bad_inputs_are_one_line_errors(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("", encoding="utf-8")
@@ -190,7 +190,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_negative_num_and_no_source(tmp_path):
     out = tmp_path / "o.txt"
     assert_user_error(run_script("data.py", "--input-file", FIXTURE, "--num-stories", "-3", "--output", out),
@@ -257,7 +257,7 @@ def test_hub_error_messages():
     assert "--split" in str(e)
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_hub_unreachable_is_fast_one_line(tmp_path):
     out = tmp_path / "o.txt"
     args = ("--dataset", "roneneldan/TinyStories", "--split", "train", "--num-stories", 10000,
@@ -317,7 +317,7 @@ def test_tokenizer_never_emits_mask(tok512):
     assert m not in tok.encode(text)
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_train_tokenizer_cli(tmp_path, tok512):
     _, text = tok512
     src = tmp_path / "train.txt"

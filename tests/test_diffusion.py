@@ -13,6 +13,8 @@ from diffusion import SamplerOptions, denoise
 from helpers import ConstModel, ToyModel, loss
 from objectives import OBJECTIVES
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 
 def test_schedule_endpoints_and_weights_by_hand():
     s = Schedule(4, "cosine")

@@ -18,6 +18,8 @@ from diffusion import SamplerOptions, no_mask_logit
 from helpers import pooled_chi2, script
 from test_speculative import BLOCKS, MASK, MarkovToy, _bd3_net, _markov_joint
 
+pytestmark = pytest.mark.slower  # the slower tier (pytest.ini): a dev/ script's test
+
 tree = script("dev/draft_tree")
 
 
@@ -188,7 +190,6 @@ def _toy_draws(k, n_draws, P=1, n=6):
     return draws, sum(siblings), _markov_joint(prompt[0].tolist(), n)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("k", [2, 3])  # 3: every token of the toy at the first drafted position
 def test_a_draft_trees_samples_at_batch_1_follow_the_clean_halfs_joint(k):
     """1,000 independent batch-1 draws (a generator each) of 6 tokens after one, through a block boundary, against the
@@ -199,7 +200,6 @@ def test_a_draft_trees_samples_at_batch_1_follow_the_clean_halfs_joint(k):
     assert chi2 < limit and siblings > 100, (chi2, limit, siblings)
 
 
-@pytest.mark.slow
 def test_the_iid_rule_on_a_draft_trees_samples_fails_the_same_test(monkeypatch):
     """The control: SpecInfer's i.i.d. rule checking the siblings drawn without replacement (q in every ratio) draws
     another law, which 2,000 draws of the same test catch."""

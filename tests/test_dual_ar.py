@@ -19,6 +19,8 @@ from diffusion import SamplerOptions
 from utils.errors import UserError
 from objectives import OBJECTIVES
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 V, MASK = 12, 11
 ARGS = dict(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=16, time_cond="none")
 
@@ -148,7 +150,6 @@ def test_a_presets_falling_temperature_is_not_the_ar_modes():
     assert (get_config(["baby"]).temperature, get_config(["baby"]).temperature_end_share) == (1.0, 0.1)
 
 
-@pytest.mark.slow
 def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_trace(tmp_path_factory, tmp_path, capsys):
     """train.py --dual_ar, then inference.py --dual_sample: the prompt kept, one trace frame a token, the sampler named."""
     import inference

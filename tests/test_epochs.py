@@ -8,6 +8,8 @@ import pytest
 
 from helpers import run_cli_here, script
 
+pytestmark = pytest.mark.slower  # the slower tier (pytest.ini): a dev/ script's test
+
 STEPS = 75_000 / 768  # one epoch of the 75k slice in steps
 
 

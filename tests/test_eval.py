@@ -51,7 +51,6 @@ def adaln_ckpt(tmp_path_factory):
 
 # ---------------------------------------------------------------------------------------- eval.py
 
-@pytest.mark.slow
 def test_samples_come_from_each_checkpoints_own_sampler_unless_a_flag_says(adaln_ckpt, tmp_path):
     """Issue 73: eval.py sampled the `cpu` checkpoint by confidence / refine (its own defaults) where the preset and
     inference.py sample random / ReMDM capped. Now a checkpoint's own sampler, each flag given replacing one setting."""
@@ -69,7 +68,6 @@ def test_samples_come_from_each_checkpoints_own_sampler_unless_a_flag_says(adaln
     assert (s.order, s.remask, s.steps, s.temperature) == ("confidence", "none", 12, 0.9)
 
 
-@pytest.mark.slow
 def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsys):
     ev = _script("eval")
     out = in_tmp / "eval.json"
@@ -119,7 +117,7 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
             assert im.format == "PNG" and im.size[0] > 500
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_mismatched_tokenizer_scorer_exits_2_with_one_line(adaln_ckpt, ar_ckpt, tmp_path):
     ck = load_checkpoint(ar_ckpt)
     ck["tokenizer"] = dict(ck["tokenizer"], chars=ck["tokenizer"]["chars"][::-1])  # same size, other ids
@@ -131,7 +129,6 @@ def test_mismatched_tokenizer_scorer_exits_2_with_one_line(adaln_ckpt, ar_ckpt, 
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("extra, words", [
     (["--n-windows", "1"], "--n-windows: must be >= 2"),
     (["--steps", "50"], "exceeds diffusion_steps=20"),
@@ -241,7 +238,6 @@ def test_mc_part_of_the_error_bar_is_conservative_but_close():
 
 # ---------------------------------------------------------------------------------------- adaLN
 
-@pytest.mark.slow
 def test_adaln_model_trains_and_its_output_depends_on_t(adaln_ckpt):
     rows = [json.loads(l) for l in open(adaln_ckpt.parent / "metrics.jsonl")]
     train = [r["loss"] for r in rows if r["kind"] == "train"]
@@ -301,7 +297,6 @@ def test_the_mc_share_is_in_the_units_of_its_error_bar():
     assert res["bpc_se"] == pytest.approx(res["se"] / 4.0 / math.log(2))
 
 
-@pytest.mark.slow
 def test_a_split_too_short_for_the_windows_asked_is_said(adaln_ckpt, tmp_path, capsys):
     """eval.py scored every disjoint window a short split holds where --n-windows asked for more, and
     said nothing (the start-up line names the count asked): the row's line now says how many were scored."""

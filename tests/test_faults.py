@@ -50,7 +50,7 @@ def uninterrupted(tmp_path_factory):
     return d / "out"
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_kill_halfway_through_a_checkpoint_write_loses_nothing(tmp_path, uninterrupted, capsys):
     out = tmp_path / "out"
     p = subprocess.Popen([sys.executable, str(ROOT / "tests" / "kill_mid_save.py"), "3", *train_args(out, *COMMON)],
@@ -70,7 +70,7 @@ def test_kill_halfway_through_a_checkpoint_write_loses_nothing(tmp_path, uninter
     _same_run(out, uninterrupted)
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_random_kills_then_resume_equal_the_uninterrupted_run(tmp_path, uninterrupted):
     """Three SIGKILLs at random moments (seeded), each followed by --resume from whatever is on disk."""
     rng, out, kills = random.Random(7), tmp_path / "out", 0
@@ -92,7 +92,6 @@ def test_random_kills_then_resume_equal_the_uninterrupted_run(tmp_path, uninterr
     _same_run(out, uninterrupted)
 
 
-@pytest.mark.slow
 def test_keep_last_k_best_and_a_replaced_runs_leftovers(in_tmp, capsys):
     out = in_tmp / "out"
     run_here(train_args(out, "--max_iters=50", "--eval_interval=10", "--keep_last=3"), in_tmp)
@@ -113,7 +112,6 @@ def test_keep_last_k_best_and_a_replaced_runs_leftovers(in_tmp, capsys):
     assert numbered_checkpoints(out) == [] and load_checkpoint(out / "model.pt")["iter"] == 30
 
 
-@pytest.mark.slow
 def test_resume_reads_the_newest_complete_checkpoint(in_tmp, capsys):
     out = in_tmp / "out"
     run_here(train_args(out, "--max_iters=30", "--eval_interval=10", "--keep_last=3"), in_tmp)
@@ -137,7 +135,6 @@ def test_resume_reads_the_newest_complete_checkpoint(in_tmp, capsys):
         load_latest(out)
 
 
-@pytest.mark.slow
 def test_a_checkpoint_damaged_in_place_is_refused_and_resume_skips_it(in_tmp, capsys):
     """4 KB zeroed inside the newest checkpoint's tensor data (torch loads it without complaint: it does not check its
     archive): every reader refuses it in one line naming the run's intact checkpoint to fall back to, and --resume
@@ -175,7 +172,6 @@ def _nan_at(monkeypatch, calls):
     monkeypatch.setattr(diffusion.MaskedDiffusion, "loss", loss)
 
 
-@pytest.mark.slow
 def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(in_tmp, monkeypatch):
     out = in_tmp / "out"
     run_here(train_args(out, "--max_iters=10", "--eval_interval=10", "--keep_last=1"), in_tmp)
@@ -210,7 +206,6 @@ class NanGrad(torch.autograd.Function):
         return g * float("nan")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("clip", ["--grad_clip=1", "--grad_clip=0"])
 def test_a_non_finite_gradient_stops_at_its_own_step_and_saves_nothing_after_it(clip, in_tmp, monkeypatch):
     """Issue 90: only the loss was checked, so a NaN gradient showed a step later (the NaN weights' loss), and weights
@@ -231,7 +226,6 @@ def test_a_non_finite_gradient_stops_at_its_own_step_and_saves_nothing_after_it(
     assert ck["iter"] == 5 and all(torch.isfinite(v).all() for v in ck["model"].values())
 
 
-@pytest.mark.slow
 def test_nan_steps_are_skipped_up_to_the_cap(in_tmp, monkeypatch, capsys):
     _nan_at(monkeypatch, {5, 9})
     run_here(train_args(in_tmp / "a", "--max_iters=20", "--eval_interval=10", "--skip_nonfinite=2"), in_tmp)
@@ -269,7 +263,6 @@ def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path):
     assert (tmp_path / f"model.pt.tmp{os.getpid()}").exists()
 
 
-@pytest.mark.slow
 def test_a_copied_run_resumes_into_its_new_directory(in_tmp):
     run_here(train_args(in_tmp / "a", "--max_iters=10", "--eval_interval=10"), in_tmp)
     shutil.copytree(in_tmp / "a", in_tmp / "b")
@@ -351,7 +344,6 @@ def test_a_default_trace_never_takes_an_earlier_runs_name(in_tmp):
     assert (media / "out_1.mp4").read_bytes() == b"an earlier run's"
 
 
-@pytest.mark.slow
 def test_the_damaged_checkpoints_advice_never_leads_into_replacing_the_runs_files(in_tmp, capsys):
     """The issue's path: model.pt damaged, the refusal says fall back to best.pt; the user deletes model.pt, --resume
     then finds no checkpoint and says to drop --resume; the new run that follows must not replace best.pt and empty

@@ -98,7 +98,6 @@ def ar_judge(tmp_path_factory):
     return train_tiny(tmp_path_factory, "frontier_ar", "--objective=ar", "--max_iters=30", "--eval_interval=30")
 
 
-@pytest.mark.slow
 def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
     out = in_tmp / "f.json"
     code, text, err = run_cli_here(frontier.main, [
@@ -159,7 +158,6 @@ def _read_by_hand(points, entropy):
             if k in ("gen_ppl", "js_mean") or k.startswith("tokens_per_s")}
 
 
-@pytest.mark.slow
 def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, in_tmp, capsys, monkeypatch):
     """A frontier made by hand (draw and score replaced: each point's figures set by its settings, relative to the
     real held-out entropy H) so the reading at H is known: remask=none brackets H a quarter of the way up, remdm

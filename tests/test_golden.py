@@ -11,6 +11,8 @@ import torch
 
 from helpers import ROOT, for_objective, run_here
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 ARGS = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--max_iters=10",
         "--log_interval=1", "--eval_interval=10", "--eval_iters=2", "--learning_rate=3e-3", "--warmup_iters=2",
         "--diffusion_steps=20", "--steps=4", "--gen_len=8", "--device=cpu", "--seed=1337",

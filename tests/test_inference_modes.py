@@ -79,7 +79,6 @@ def _samples(out):
     return [line for line in out.splitlines() if not line.startswith(("checkpoint ", "---- "))]
 
 
-@pytest.mark.slow
 def test_export_holds_weights_only_and_samples_exactly_like_the_checkpoint(tiny_ckpt, tmp_path, capsys):
     out_dir = tmp_path / "export"
     code, out, err = run_cli_here(script("export").main, [tiny_ckpt, out_dir], capsys)
@@ -146,7 +145,6 @@ def _one(out):
     return ["\n".join(_samples(out))]
 
 
-@pytest.mark.slow
 def test_each_prompt_of_a_session_gets_its_own_seed_and_the_seed_reproduces_the_session(tiny_ckpt, tmp_path, capsys,
                                                                                          monkeypatch):
     common = ["--checkpoint", tiny_ckpt, "--gen-len", 16, "--steps", 10, "--order", "random", "--remask", "none"]
@@ -169,7 +167,6 @@ def test_each_prompt_of_a_session_gets_its_own_seed_and_the_seed_reproduces_the_
     assert err.count("\n") == 1 and err.startswith("error: 1 character(s) not in the model's vocabulary")
 
 
-@pytest.mark.slow
 def test_the_readme_prompts_file_ships_and_samples(tiny_ckpt, capsys):
     import re
     from helpers import ROOT
@@ -183,7 +180,6 @@ def test_the_readme_prompts_file_ships_and_samples(tiny_ckpt, capsys):
     assert "NFE 4 per sample (model calls), 4 batched passes" in out  # each figure says what it counts
 
 
-@pytest.mark.slow
 def test_a_presets_sampling_settings_apply_to_a_checkpoint_trained_at_other_batch_settings(tiny_ckpt, capsys):
     """inference.py cpu --checkpoint X: the preset's sampler over X's model; its batch and optimiser keys are training's,
     which sampling does not read, so X's stay (X's total batch is no multiple of the preset's batch)."""
@@ -193,7 +189,6 @@ def test_a_presets_sampling_settings_apply_to_a_checkpoint_trained_at_other_batc
     assert "sampler: 8 steps, schedule counts, order random, remask remdm cap eta=0.05" in out  # the preset's sampler
 
 
-@pytest.mark.slow
 def test_live_through_the_cli(tiny_ckpt, capsys):
     code, out, _ = run_cli_here(inference.main, ["--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 16,
                                                  "--steps", 8, "--live"], capsys)
@@ -224,7 +219,6 @@ def test_a_missing_checkpoint_names_the_command_that_trains_it(in_tmp, monkeypat
             inference.load(argv)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["mdlm", "ar"])
 def test_a_default_gen_len_is_fitted_to_the_context_a_typed_one_is_refused(objective, tmp_path, capsys):
     """README's GPU line, `python inference.py --prompt "ROMEO:"`, samples the reference recipe, whose default gen_len

@@ -11,8 +11,6 @@ from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
 from utils.tokenizer import CharTokenizer, tokenizer_from_state
 
-pytestmark = pytest.mark.slow  # every test reads a trained AR checkpoint
-
 
 @pytest.fixture(scope="module")
 def ar_ckpt(tmp_path_factory):

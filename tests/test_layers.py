@@ -5,6 +5,9 @@ python -m pytest -q tests/test_layers.py"""
 import ast
 
 from helpers import ROOT
+import pytest
+
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
 
 FLOOR_MAY_IMPORT = {"utils", "config"}
 

@@ -18,6 +18,8 @@ import bd3
 from diffusion import SamplerOptions, Schedule, causal_logits
 from model import KVCache, ModelArgs, Transformer, decode
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 V, MASK = 11, 10
 CPU = torch.device("cpu")
 

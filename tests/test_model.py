@@ -5,6 +5,8 @@ import torch
 from model import decode, new_kv_cache
 from model import ModelArgs, Transformer
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 
 def test_reference_char_model_has_exactly_10_706_304_parameters():
     assert Transformer(ModelArgs(vocab_size=66)).num_params() == 10_706_304

@@ -18,6 +18,8 @@ from checkpoint_manager import load_model
 from utils.dataloader import prepare_data
 from utils.tokenizer import tokenizer_from_state
 
+pytestmark = pytest.mark.slower  # the slower tier (pytest.ini): a dev/ script's test
+
 ns = script("dev/nanogpt_score")
 MODEL_PY = '''
 from dataclasses import dataclass
@@ -72,7 +74,6 @@ def clone(tmp_path, tok, swap=False, drop_last=False):
     return tmp_path / "out" / "ckpt.pt"
 
 
-@pytest.mark.slow
 def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path, tmp_path_factory, capsys):
     tok = tokenizer_from_state(load_model(tiny_ckpt, "cpu")[1]["tokenizer"])
     ckpt, V = clone(tmp_path, tok), tok.vocab_size - 1  # [MASK] is not nanoGPT's

@@ -18,6 +18,8 @@ from helpers import MICRO, ROOT, for_objective, real_text, run_cli_here
 from model import Transformer
 from objectives import OBJECTIVES
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 FLAGS = dict(MODEL=dict, WINDOW=int, IGNORES=dict, CONTINUES_ONLY=bool, ANY_LENGTH=bool, NOISE_START=bool,
              EXACT=bool, BLOCKS=bool, SEMI_AR=bool, LOSS_KEY=str)  # the interface's values, by type
 PRODUCT = sorted(p for folder in ("", "utils/", "scripts/", "sampling/", "evals/") for p in ROOT.glob(f"{folder}*.py"))
@@ -124,7 +126,6 @@ def test_longest_product_function_fits_on_a_screen():
     assert longest[0] <= 80, longest
 
 
-@pytest.mark.slow
 def test_a_fifth_objective_is_one_class_and_one_table_line(tmp_path, monkeypatch, capsys):
     """A toy objective registered in the table (and named among config.py's choices) trains, evaluates,
     checkpoints and samples through the same entry points, which reach it only through the table (it counts its

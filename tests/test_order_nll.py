@@ -21,6 +21,8 @@ from checkpoint_manager import load_model
 from utils.dataloader import fixed_windows, prepare_data
 from utils.tokenizer import tokenizer_from_state
 
+pytestmark = pytest.mark.slower  # the slower tier (pytest.ini): a dev/ script's test
+
 order_nll = script("dev/order_nll")
 MASK = 11
 
@@ -311,7 +313,6 @@ def _check_figures(d, by_hand):
             assert r["paired_vs_l2r"][0] == pytest.approx(r["nats_per_token"] - l2r["nats_per_token"], abs=1e-9)
 
 
-@pytest.mark.slow
 def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_factory, tmp_path, capsys):
     mdlm = train_tiny(tmp_path_factory, "order_mdlm", "--time_cond=none", "--self_cond", "--max_iters=10",
                       "--eval_interval=10")

@@ -60,7 +60,6 @@ def integer_checkpoint(objective, tmp_path):
     return path
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("objective", list(RUNS))
 def test_a_fixed_seed_gives_the_pinned_sample(objective, tmp_path, capsys):
     path = integer_checkpoint(objective, tmp_path)
@@ -72,7 +71,7 @@ def test_a_fixed_seed_gives_the_pinned_sample(objective, tmp_path, capsys):
     assert sample == PINNED[objective], repr(sample)
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_bd3s_compiled_drafting_round_gives_the_pinned_sample(tmp_path, capsys, monkeypatch):
     """--compile=true on --bd3_speculate at batch 1 (issue 78): the drafting round's pass compiled whole at fixed
     shapes (traced by dynamo's eager backend: no inductor on this CPU) samples the eager round's pinned text."""

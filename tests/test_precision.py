@@ -16,6 +16,8 @@ from utils.errors import UserError
 from utils.tokenizer import CharTokenizer
 from objectives import OBJECTIVES
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 CUDA, CPU, MPS = torch.device("cuda"), torch.device("cpu"), torch.device("mps")
 
 

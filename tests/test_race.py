@@ -164,7 +164,6 @@ def lanes(tmp_path_factory):
     return d
 
 
-@pytest.mark.slow
 def test_a_race_of_trained_checkpoints_draws_one_frame_a_tick(lanes, tmp_path, capsys):
     out = tmp_path / "race.mp4"
     code, text, err = run_cli_here(race.main, [lanes / "ar/model.pt", lanes / "mdlm/model.pt", "--prompt", "ROMEO:",
@@ -180,7 +179,6 @@ def test_a_race_of_trained_checkpoints_draws_one_frame_a_tick(lanes, tmp_path, c
     assert gif.n_frames == frames >= 2 and "frames of 1 ms" in text
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("argv, words", [
     (["ar/model.pt", "other/model.pt"], "has another tokenizer than"),
     (["ar/model.pt", "mdlm/model.pt", "--gen-len", "100"], "mdlm/model.pt cannot race on this prompt"),

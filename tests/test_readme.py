@@ -70,7 +70,7 @@ def test_the_readme_commands_are_found_and_shrunk():
     assert any(c.startswith("python train.py") for c in cmds) and any("inference.py" in c for c in cmds)
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_every_readme_command_runs_in_order_on_a_fresh_copy(tmp_path):
     repo, env = fresh_copy(tmp_path)
     for cmd, line in readme_lines((ROOT / "README.md").read_text()):
@@ -144,7 +144,7 @@ def test_the_stand_in_lines_are_found_and_quickened():
     assert "--n-t 2" in got and "--n-t 1" not in got and "--n-windows 4" in got and got.endswith("a.pt b")
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_readmes_checkpoint_lines_run_on_a_fresh_clone_where_the_shipped_weights_stand_in(tmp_path):
     """Issue 97: on a fresh clone (no artifacts/models: no run of one's own), README's Evaluation lines crashed with
     FileNotFoundError from os.path.samefile after their work, and export.py's from os.path.getsize: each compared,
@@ -159,3 +159,14 @@ def test_readmes_checkpoint_lines_run_on_a_fresh_clone_where_the_shipped_weights
         if "artifacts/models/" in cmd:  # the weights read are named, not a path that is not there
             assert "artifacts/weights/" in r.stdout, f"{cmd}\n{r.stdout[-2000:]}"
     assert not (repo / "artifacts" / "models").exists()  # nothing written where a run of one's own goes
+
+
+def test_ci_runs_readmes_test_command_and_then_the_slower_tier():
+    """.ci/run's test lines are README's first test line, then its slower-tier line: together every tier (issue 98).
+    A tier README names that CI leaves out, or a CI line README does not show, fails here."""
+    tests = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text().split("## Tests", 1)[1], re.S)[0]
+    shown = [re.sub(r"\s+#.*$", "", line).strip() for line in tests.splitlines() if line.strip()]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.startswith("python -m pytest")]
+    assert ci == [shown[0], shown[2]] and shown[0] == 'python -m pytest -q -m "not slower" tests', (ci, shown)
+    assert shown[1] == "python -m pytest -q -m core tests" and shown[2] == "python -m pytest -q -m slower tests"

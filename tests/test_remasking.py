@@ -13,6 +13,8 @@ from diffusion import SamplerOptions, denoise, sigma
 from utils.errors import UserError
 from objectives import OBJECTIVES
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 MASK = 11
 REMDM = dict(remask="remdm", remask_eta=0.5)
 

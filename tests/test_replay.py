@@ -17,6 +17,8 @@ from diffusion import SamplerOptions
 from model import ModelArgs, Transformer, decode
 from test_pinned_samples import integer_weights
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 V, MASK = 11, 10  # ten tokens and [MASK]: a token is one digit below
 BLOCKS = bd3.Blocks(size=4, mask_id=MASK)
 OPTS = {"T1": SamplerOptions(steps=1), "T0.8 k4": SamplerOptions(steps=1, temperature=0.8, top_k=4),

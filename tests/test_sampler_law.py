@@ -20,6 +20,8 @@ from helpers import pooled_chi2, script
 from model import Transformer
 from utils.tokenizer import CharTokenizer
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 order_nll = script("dev/order_nll")
 TOK = CharTokenizer("abc")  # three characters, [MASK] = 3
 PROMPT = "abca"

@@ -15,6 +15,8 @@ from sampling.canvas import Canvas, build_canvas, parse_infill
 from utils.tokenizer import CharTokenizer
 from objectives import OBJECTIVES
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 MASK = 11
 
 
@@ -360,7 +362,6 @@ def _sample_text(stdout):
     return "\n".join(lines[1:end])
 
 
-@pytest.mark.slow
 def test_cli_infill_and_prefix_suffix_keep_the_given_text(tiny_ckpt, tmp_path, tmp_path_factory, capsys):
     code, out, err = _inference(["--checkpoint", tiny_ckpt, "--infill", "the [___:6] and [___] of", "--seed", 1], capsys)
     assert code == 0, err
@@ -385,7 +386,6 @@ def test_cli_infill_and_prefix_suffix_keep_the_given_text(tiny_ckpt, tmp_path, t
         assert t.startswith("First Citizen:\n") and t.endswith("\nSecond Citizen:\n") and len(t) == 15 + 20 + 17
 
 
-@pytest.mark.slow
 def test_cli_semi_ar_beyond_the_context(tiny_ckpt, capsys):
     code, out, err = _inference(["--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 100, "--block-length", 16,
                                  "--steps", 14, "--tokens-per-step", "linear", "--remask", "none"], capsys)
@@ -409,7 +409,6 @@ class _Frames:
         pass
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("extra", [dict(remask="remdm", remask_eta=0.5, semi_ar_length=4, steps=12),
                                    dict(threshold=0.3, remask="none")])
 def test_trace_of_an_infill(tiny_ckpt, extra):
@@ -437,7 +436,6 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
         assert any("remasked" in f["states"] for f in w.frames) and any("block 3/3" in f["caption"] for f in w.frames)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["--temperature", -1], "temperature"),
     (["--top-p", 0], "top_p"),

@@ -39,7 +39,7 @@ def test_every_file_the_documents_name_is_tried():
     assert named <= set(FILES), named - set(FILES)  # each named file exists, so its --help is run below
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_every_script_answers_help_from_the_repository_root():
     with ThreadPoolExecutor(2) as pool:  # two at a time: each imports torch
         results = dict(zip(FILES, pool.map(lambda rel: run(rel, "--help"), FILES)))

@@ -20,6 +20,8 @@ from model import ModelArgs, Transformer
 from utils.errors import UserError
 from helpers import bd3_drawn, pick, uncached_bd3
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 V, MASK = 12, 11
 
 

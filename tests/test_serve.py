@@ -2,10 +2,10 @@
 streams a frame a step and ends with the text inference.py prints for that seed; every bad request is one message
 and the server keeps answering; a second draw while one runs is answered at once; a client that leaves stops its
 draw; a port in use, a bad host or a clashing flag is one line before any model is read; nothing is written.
-The slow tier drives the page in headless Chromium (Playwright) where both are installed, and stops a server
-with Ctrl-C mid-draw.
+The slower tier (pytest.ini) drives the page in headless Chromium (Playwright) where both are installed, and stops
+a server with Ctrl-C mid-draw.
 
-    python -m pytest -q tests/test_serve.py -m "not slow"
+    python -m pytest -q tests/test_serve.py -m "not slower"
     python -m pytest -q tests/test_serve.py          # with the browser (CONTRIBUTING.md: how to install it)
 """
 import http.client
@@ -310,7 +310,7 @@ def start(argv):
     raise AssertionError(p.stderr.read())
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 @pytest.mark.parametrize("mid_draw", [True, False])
 def test_ctrl_c_stops_the_server_in_one_line_mid_draw_or_idle(mid_draw):
     p, port = start([*SERVED, "--race", "off"])
@@ -339,7 +339,7 @@ def chromium():
     return None
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_the_page_in_a_browser_shows_frames_arrive_and_the_text_inference_prints(server, capsys):
     """Headless Chromium types a prompt, presses go, sees each lane's frames and its final text."""
     sync = pytest.importorskip("playwright.sync_api", reason="no playwright: pip install playwright (CONTRIBUTING.md)")

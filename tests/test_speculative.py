@@ -224,7 +224,7 @@ def _markov_joint(prompt, n):
 # P = 1 alone catches every wrong check tried on this test (a column early, the first q in the residual, p / q
 # inverted, a redraw skipped, the bonus from the last draft's p, one u a round); P = 0 adds the first token's draw
 @pytest.mark.parametrize("whole", [False, True], ids=["eager rounds", "whole rounds"])
-@pytest.mark.parametrize("P,n", [pytest.param(0, 5, marks=pytest.mark.slow), (1, 6)])
+@pytest.mark.parametrize("P,n", [(0, 5), (1, 6)])
 def test_clean_ar_samples_at_batch_1_follow_the_clean_halfs_joint(P, n, whole):
     """At batch 1 (inference.py's) every row's drafts are its own, so a round checks two or three drafts: the second
     and third drafts' ratios p / q and the residual max(0, p_j - q_j) of a later rejection decide the law. 1,000

@@ -20,6 +20,8 @@ from evals.samples import busy_note, columns_counted, draw, speed_figures, time_
 from helpers import for_objective, script
 from model import Transformer
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 V, MASK = 12, 11  # a toy vocabulary: 11 tokens and [MASK]
 SMALL = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--diffusion_steps=8", "--device=cpu"]
 SAMPLERS = {  # name -> (flags, tokens generated): past the context of 16, the windows move

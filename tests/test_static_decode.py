@@ -2,20 +2,14 @@
 KVCache (preallocated to the context, its position a device tensor, attention over the whole cache masked to the
 keys written) draws the same tokens as the eager cache (the keys written, counted on the host) and as a full pass
 over the window without any cache, for the AR, --dual_sample's AR mode of a bidirectional network and bd3's clean
-half at batch > 1, past the context, over several seeds; compiled whole (fullgraph) k tokens are one graph per batch
-size (and one token before the window moves), which no token, window slide or second call recompiles. bd3's drafting
-round at batch 1 (issues 78, 89) likewise: whole at fixed shapes (every draft slot and noisy state, the static
-cache, the check and the next drafts on the device: bd3._whole_round) it draws the tokens of the round that passes
-only the columns it reads, k rounds compile to one graph, and the host reads once a call. On the CPU, with no GPU,
-torch.compile runs dynamo's tracing on a counting backend: what breaks a graph or recompiles shows there as it would
-on CUDA.
+half at batch > 1, past the context, over several seeds. bd3's drafting round at batch 1 (issues 78, 89) likewise:
+whole at fixed shapes (every draft slot and noisy state, the static cache, the check and the next drafts on the
+device: bd3._whole_round) it draws the tokens of the round that passes only the columns it reads, and the host reads
+once a call. All eager here; what dynamo traces of these steps (one graph per batch size, k rounds one graph) is in
+tests/test_compile.py, the slower tier.
 
     python -m pytest -q tests/test_static_decode.py
 """
-import functools
-import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -28,6 +22,8 @@ import model as model_py
 from model import compile_decode, decode, decode_steps
 from model import ModelArgs, Transformer
 from diffusion import SamplerOptions
+
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
 
 V, MASK = 11, 10  # ten tokens and [MASK]
 BLOCKS = bd3.Blocks(size=4, mask_id=MASK)  # bd3 networks below: blocks of 4
@@ -135,29 +131,6 @@ def test_a_static_step_keeps_its_shapes_and_buffers():
     assert len(ptrs) == 1, ptrs
 
 
-@pytest.mark.slow  # dynamo traces the steps (seconds)
-def test_the_compiled_steps_are_two_graphs_per_batch_size():
-    """decode_steps compiled as compile_decode does (fullgraph, static shapes) on a counting backend: two graphs for a
-    whole decode past the context (k tokens a call, and one token before the window moves or the text ends), none
-    more for a second call at that batch, two for another batch, and its tokens are the eager decode's. The AR, then
-    bd3's clean half at batch > 1 (the same steps)."""
-    from torch._dynamo.testing import CompileCounter
-    torch._dynamo.reset()
-    for model, sample in ((_net(0), lambda m, x, g: m.generate(x, 30, generator=g, mask_id=MASK)),
-                          (_net(1, False, True), lambda m, x, g: bd3.sample_clean_ar(m, x, 30, BLOCKS, generator=g,
-                                                                                     draft=False)[0])):
-        counter = CompileCounter()
-        eager = [sample(model, x, torch.Generator().manual_seed(3)) for x in (torch.zeros(2, 3, dtype=torch.long),
-                                                                             torch.ones(1, 2, dtype=torch.long))]
-        model.compiler = functools.partial(torch.compile, backend=counter, fullgraph=True, dynamic=False)
-        got = [sample(model, x, torch.Generator().manual_seed(3)) for x in (torch.zeros(2, 3, dtype=torch.long),
-                                                                           torch.zeros(2, 3, dtype=torch.long))]
-        assert counter.frame_count == 2 and torch.equal(got[0], eager[0]) and torch.equal(got[1], eager[0])
-        assert torch.equal(sample(model, torch.ones(1, 2, dtype=torch.long), torch.Generator().manual_seed(3)),
-                           eager[1]) and counter.frame_count == 4
-        torch._dynamo.reset()
-
-
 def test_compile_decode_compiles_the_step_where_compile_says(monkeypatch):
     """--compile for sampling: 'auto' compiles the decoding steps (the AR's k tokens, bd3's k drafting rounds) on CUDA
     only, with CUDA graphs (mode 'reduce-overhead'); 'true' on a CPU too (no graphs there); 'false' never. Always
@@ -173,31 +146,6 @@ def test_compile_decode_compiles_the_step_where_compile_says(monkeypatch):
         assert (m.compiler is not None) == compiled, (flag, device)
         assert model_py.replay(m, decode_steps) is decode_steps and model_py.replay(m, decode) is decode
         assert len(seen) == 2 * compiled and all(kw == dict(mode=mode, fullgraph=True, dynamic=False) for kw in seen)
-
-
-@pytest.mark.slow  # dynamo traces the step
-def test_inference_samples_the_same_tokens_with_the_decode_step_compiled(tmp_path, capsys, monkeypatch):
-    """inference.py --compile=true on an AR checkpoint: the step compiled (here traced by dynamo on its eager backend,
-    no inductor on this CPU), said on the checkpoint line, and the sample the eager decode draws."""
-    import inference
-    from helpers import run_cli_here
-    from utils.checkpoint import save_checkpoint
-    a = ModelArgs(vocab_size=V, block_size=16, n_layer=1, n_head=2, n_embd=16, causal=True, time_cond="none")
-    config = dict(objective="ar", block_size=16, n_layer=1, n_head=2, n_embd=16, time_cond="none")
-    save_checkpoint(tmp_path / "m.pt", dict(model=_net(0).__class__(a).state_dict(), config=config,
-                                            model_args=vars(a), iter=0, tokenizer=dict(kind="char", chars="abcdefghij")))
-    compile_ = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend="eager", fullgraph=True, dynamic=False))
-    texts = {}
-    for flag in ("false", "true"):
-        code, out, err = run_cli_here(inference.main, [f"--checkpoint={tmp_path / 'm.pt'}", "--prompt=abc",
-                                                       "--gen_len=30", "--num_samples=2", "--seed=3",
-                                                       f"--compile={flag}", "--viz-video=off"], capsys)
-        assert code == 0, err
-        assert ("decoding compiled" in out.splitlines()[0]) == (flag == "true")
-        texts[flag] = [line for line in out.splitlines()[1:] if not line.startswith("---- ")]  # the samples
-    assert texts["true"] == texts["false"] and len(texts["true"]) == 2 and texts["true"][1].startswith("abc")
-    torch._dynamo.reset()
 
 
 def test_the_static_decode_makes_no_host_sync():
@@ -245,34 +193,6 @@ def test_bd3s_drafting_rounds_draw_the_same_tokens_whole_at_fixed_shapes(seed):
     assert min(passes) < 40  # drafts were kept: the rounds' later columns were read
 
 
-@pytest.mark.slow  # dynamo traces four rounds (seconds)
-def test_the_compiled_drafting_rounds_are_one_graph(monkeypatch):
-    """k = 4 whole rounds compiled as compile_decode does (fullgraph, static shapes) on a counting backend: every call
-    of a drafted sample past the context, and of a second sample, runs the one graph traced at the first (a changing
-    Python number it read, or a host read inside, would make a second or break it), the host reads once a call, and
-    the tokens are the eager rounds'."""
-    from torch._dynamo.testing import CompileCounter
-    torch._dynamo.reset()
-    prompt, opts = torch.randint(0, 10, (1, 3), generator=torch.Generator().manual_seed(5)), SamplerOptions(1)
-    eager = bd3.sample_clean_ar(_drafting(1, False), prompt, 30, BLOCKS, opts, torch.Generator().manual_seed(3))
-    m, counter, calls = _net(1, False, True), CompileCounter(), []
-
-    def compiler(fn):
-        compiled = torch.compile(fn, backend=counter, fullgraph=True, dynamic=False)
-        return lambda *args: calls.append(args[3]) or compiled(*args)  # (model, cache, uniforms, k, ...)
-    m.compiler = compiler
-    prefills = []  # the eager passes of the text before the newest token, at each window's start
-    monkeypatch.setattr(bd3, "decode", lambda *a: prefills.append(1) or decode(*a))
-    for _ in range(2):
-        out, stats = bd3.sample_clean_ar(m, prompt, 30, BLOCKS, opts, torch.Generator().manual_seed(3))
-        # the eager rounds' tokens and kept drafts; its NFE adds the rounds a replay ran without room
-        assert torch.equal(out, eager[0]) and stats["kept"] == eager[1]["kept"] and eager[1]["nfe"] <= stats["nfe"] < 30
-    rounds = 2 * stats["nfe"] - len(prefills)  # the calls that commit tokens (the NFE counts the prefills too)
-    assert counter.frame_count == 1 and set(calls) == {4} and len(prefills) > 0
-    assert rounds <= 4 * len(calls) < rounds + 4 * 8  # a read a call; some rounds idle at a jump
-    torch._dynamo.reset()
-
-
 def test_the_whole_rounds_read_nothing_on_the_host():
     """bd3._rounds (k = 3 whole rounds, what a replay runs) on the meta device under the sync check
     (tests/test_sync_free.py's): no device value read on the host, no output sized by device values, no copy."""
@@ -316,13 +236,3 @@ def test_an_eager_drafting_round_reads_one_number_on_the_host(monkeypatch):
     assert reads == drafting and len(drafting) > 10 and stats["nfe"] == len(rounds) + len(prefills) > len(rounds)
 
 
-def test_eager_decoding_never_imports_the_compiler():
-    """The AR's decode and bd3's drafting rounds, eager (no --compile), run without importing torch._dynamo: the
-    static cache's marks are for torch.compile, and their import alone cost an eager sample ~2 s."""
-    code = ("import sys, torch; sys.path.insert(0, 'tests'); import bd3, test_static_decode as t; "
-            "from diffusion import SamplerOptions; "
-            "t._net(0).generate(torch.zeros(1, 3, dtype=torch.long), 20, SamplerOptions(1)); "
-            "bd3.sample_clean_ar(t._net(0, False, True), torch.zeros(1, 3, dtype=torch.long), 20, t.BLOCKS); "
-            "print('torch._dynamo' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert out.stdout.strip() == "False", out.stderr[-2000:]

@@ -20,6 +20,8 @@ from utils import dataloader
 from utils.optim import build_optimizer, EMA
 from objectives import OBJECTIVES
 
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
+
 aten = torch.ops.aten
 SMALL = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4",
          "--device=cpu", "--warmup_iters=1", "--max_iters=10"]

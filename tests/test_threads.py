@@ -236,7 +236,7 @@ LINES = [(dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="2"), None), (dict(OMP_NUM_T
          (dict(MKL_NUM_THREADS="2", OMP_THREAD_LIMIT="1"), 1)]
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 @pytest.mark.parametrize("environ, count", LINES)
 def test_the_start_up_line_says_what_every_library_really_runs(environ, count):
     """In a fresh process (the libraries read their variables once, at load): the line's count is torch's, OpenMP's

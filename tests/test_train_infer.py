@@ -17,7 +17,6 @@ from utils.errors import UserError
 
 
 
-@pytest.mark.slow
 def test_training_drives_the_bound_well_below_uniform(tiny_ckpt):
     rows = [json.loads(l) for l in open(tiny_ckpt.parent / "metrics.jsonl")]
     evals = [r for r in rows if r["kind"] == "eval"]
@@ -32,7 +31,6 @@ def test_training_drives_the_bound_well_below_uniform(tiny_ckpt):
     assert (tiny_ckpt.parent / "best.pt").is_file()
 
 
-@pytest.mark.slow
 def test_checkpoint_round_trip_gives_identical_logits(tiny_ckpt, tmp_path):
     model, ckpt = load_model(tiny_ckpt, torch.device("cpu"))
     x, t = torch.randint(0, 20, (2, 64)), torch.tensor([3, 17])
@@ -81,7 +79,6 @@ def test_your_own_text_trains_in_its_own_run_named_by_the_preset_and_the_file(in
     assert out_dir("cpu") == "artifacts/models/cpu"  # the preset's own text: its own run
 
 
-@pytest.mark.slow
 def test_the_first_try_on_your_own_text_runs_beside_the_presets_run_and_its_advice_resumes_it(in_tmp, capsys):
     """The preset's run exists (it holds checkpoints); training on your text writes beside it, touches nothing there,
     and a second try is refused with advice (--resume) that runs."""
@@ -100,7 +97,6 @@ def test_the_first_try_on_your_own_text_runs_beside_the_presets_run_and_its_advi
     assert code == 0 and "resumed from artifacts/models/cpu_mytext/model.pt at iter 4" in out, err
 
 
-@pytest.mark.slow
 def test_refuses_to_overwrite_then_resumes(tiny_ckpt, in_tmp, capsys):
     out = in_tmp / "run"
     args = [f"--data_path={real_text()}", f"--out_dir={out}", "--eval_interval=20", "--gen_len=16", *TINY]
@@ -122,7 +118,6 @@ def test_refuses_to_overwrite_then_resumes(tiny_ckpt, in_tmp, capsys):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files  # nothing written
 
 
-@pytest.mark.slow
 def test_inference_cli_writes_text_mp4_and_gif(tiny_ckpt, tmp_path):
     video = tmp_path / "media" / "trace.mp4"
     r = run_script("inference.py", "--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20,
@@ -142,7 +137,7 @@ def test_inference_cli_writes_text_mp4_and_gif(tiny_ckpt, tmp_path):
     assert r2.stdout.splitlines()[1] == text
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_missing_and_corrupt_checkpoints(tmp_path):
     r = run_script("inference.py", "--checkpoint", tmp_path / "nope.pt")
     assert r.returncode == 2 and "not found" in r.stderr
@@ -288,7 +283,6 @@ def test_a_short_run_caps_the_presets_warmup_at_a_tenth_of_its_steps():
     assert cap_warmup(*parse(["cpu", "--max_iters=5"]))[0].warmup_iters == 1
 
 
-@pytest.mark.slow
 def test_the_capped_warmup_is_saved_and_a_resume_keeps_it(in_tmp, capsys):
     from helpers import MICRO, rows
     micro = [a for a in MICRO if not a.startswith("--warmup_iters")]  # the default 100 steps, capped

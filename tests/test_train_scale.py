@@ -29,7 +29,7 @@ from helpers import B, L, MICRO, finish, popen, rows, run_here, train_args
 from utils.optim import EMA, build_optimizer, newton_schulz, ns_dtype, set_lr
 from objectives import OBJECTIVES
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_two_rank_ddp_matches_one_rank_with_two_micro_steps(tmp_path):
     """Equivalence tested: global batch 2 x (8 x 32) tokens per step. Run 1 = torchrun, 2 gloo ranks x 1
     micro-step; run 2 = one process x 2 micro-steps. Each micro-batch's data, mask and t are keyed by its
@@ -54,7 +54,7 @@ def test_two_rank_ddp_matches_one_rank_with_two_micro_steps(tmp_path):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=2e-5)
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path):
     """SIGKILL right after the first checkpoint lands, then --resume: the metrics rows (train losses, LR,
     evals) and the final weights, EMA included, equal the uninterrupted run's bit for bit. log_interval 7
@@ -83,7 +83,6 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path):
     assert a["ema_updates"] == b["ema_updates"] == 80
 
 
-@pytest.mark.slow
 def test_ema_round_trips_through_a_checkpoint_and_is_what_inference_loads(in_tmp):
     train.main([f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--max_iters=4", "--eval_interval=100",
                 "--log_interval=2", "--ema=0.2"])
@@ -203,7 +202,6 @@ def test_muon_state_dict_round_trips_exactly():
         opt2.load_state_dict(dict(state={}, param_groups=[]))
 
 
-@pytest.mark.slow
 def test_muon_keeps_the_loss_finite_and_falling(in_tmp):
     train.main([f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--max_iters=40", "--eval_interval=100",
                 "--log_interval=10", "--optimizer=muon", "--muon_lr=0.02"])
@@ -220,7 +218,7 @@ def test_muon_keeps_the_loss_finite_and_falling(in_tmp):
     assert opt.param_groups == opt.muon.param_groups + opt.adamw.param_groups  # what set_lr and train.py see
 
 
-@pytest.mark.slow  # dynamo + AOT autograd trace the loss (seconds each)
+@pytest.mark.slower  # dynamo + AOT autograd trace the loss (seconds each)
 @pytest.mark.parametrize("preset", ["baby", "baby_bd3"])
 def test_compile_smoke_matches_eager(preset):
     """train.py --compile compiles the objective's whole loss with the model (utils.dist.compile_step) with the default
@@ -316,7 +314,7 @@ def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(in_tmp):
     assert "wandb" not in sys.modules
 
 
-@pytest.mark.slow
+@pytest.mark.slower
 @pytest.mark.skipif(os.environ.get("MICRO_DLLM_COMPILE_TEST") != "1",
                     reason="a cold inductor compile took 48-72 s here (2 shared cores), over this file's budget; "
                            "MICRO_DLLM_COMPILE_TEST=1 runs it")

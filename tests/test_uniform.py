@@ -1,5 +1,5 @@
 """Uniform-state diffusion (uniform.py) against brute force, closed forms and invariants, and its wiring.
-OMP_NUM_THREADS=1 python -m pytest -q tests/test_uniform.py   (-m "not slow": the maths only, ~3 s)"""
+OMP_NUM_THREADS=1 python -m pytest -q tests/test_uniform.py"""
 import itertools
 import math
 from dataclasses import replace
@@ -13,6 +13,8 @@ from helpers import Tok, real_text, script
 from diffusion import SamplerOptions
 from uniform import (bound_terms, compact, prior_kl, real_ids, reverse_log_probs, sample_uniform, uniform_corrupt,
                      uniform_loss)
+
+pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
 
 
 class Sched:
@@ -283,7 +285,6 @@ def test_config_refuses_masked_only_options(flag):
         get_config(TINY_U + [flag])
 
 
-@pytest.mark.slow
 def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     import json
     import train
@@ -325,7 +326,6 @@ def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     assert 0 < row["change_rate"] < 1  # uniform noise revisits positions: tokens change between steps
 
 
-@pytest.mark.slow
 def test_uniform_run_resumes_exactly(tmp_path):
     """The uniform noise is drawn from the same keyed per-step generator as the masks, so 20 steps + --resume
     to 40 equal 40 uninterrupted steps bit for bit (losses, evals and weights)."""
