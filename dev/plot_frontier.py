@@ -66,7 +66,7 @@ def plot_at_held_out(docs, out, x):
     """Each run's at_held_out: a marker per sampler, its gen-PPL at the held-out entropy against wall-clock tokens/s
     (x = speed: log x, a panel per timed batch size) or NFE (x = nfe); the AR a black star; none where not reached."""
     if x == "nfe":
-        panels = [("nfe", "NFE: forward passes per sample (mean over the curve's points)", "quality vs NFE")]
+        panels = [("nfe", "NFE: forward passes per sample, at the crossing", "quality vs NFE")]
     else:
         batches = sorted({int(k.split("_b")[1]) for d in docs for r in d["runs"] for v in r["at_held_out"].values()
                           if v for k in v if k.startswith("tokens_per_s_b")})
@@ -79,7 +79,7 @@ def plot_at_held_out(docs, out, x):
                 pts = [q for q in r["points"] if q["curve"] == curve]
                 style = dict(color="k", marker="*", ms=14) if r["exact"] else dict(marker="o", ms=7)
                 for m, (key, _, _) in zip(marks, panels):
-                    xv = sum(q["nfe"] for q in pts) / len(pts) if key == "nfe" else v and v.get(key)
+                    xv = v and v.get(key, sum(q["nfe"] for q in pts) / len(pts))  # NFE: older JSONs read none
                     if v and xv:
                         m.append((xv, v["gen_ppl"], f"{r['name']} ({r['objective']}): {curve}", style))
     if not any(marks):

@@ -183,13 +183,14 @@ def time_points(runs, args, start, gen_len, device):
 
 
 def read_curves(points, target, keys):
-    """Each curve read at the held-out entropy, printed: {curve: at_entropy's reading or None}."""
+    """Each curve read at the held-out entropy, printed: {curve: at_entropy's reading (NFE with keys) or None}."""
     curves = {}
     for pt in points:
         curves.setdefault(pt["curve"], []).append(pt)
-    at_held = {c: at_entropy(pts, target, keys) for c, pts in curves.items()}
+    # NFE too: an adaptive sampler's (--threshold, --entropy_bound) passes change with the temperature
+    at_held = {c: at_entropy(pts, target, ("nfe", *keys)) for c, pts in curves.items()}
     for c, v in at_held.items():
-        nfe = sum(q["nfe"] for q in curves[c]) / len(curves[c])
+        nfe = v["nfe"] if v else sum(q["nfe"] for q in curves[c]) / len(curves[c])
         speed = "".join(f", {v[k]:,.0f} tokens/s at batch {k.split('_b')[1]}" for k in keys
                         if k.startswith("tokens") and v)
         print(f"  at the held-out entropy, [{c}] (NFE {nfe:.1f}): " + (

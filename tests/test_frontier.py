@@ -155,7 +155,7 @@ def _read_by_hand(points, entropy):
         return None
     w = (entropy - ea) / (eb - ea) if eb > ea else 0.0
     return {k: pytest.approx(a[k] + w * (b[k] - a[k]), rel=1e-12) for k in a
-            if k in ("gen_ppl", "js_mean") or k.startswith("tokens_per_s")}
+            if k in ("nfe", "gen_ppl", "js_mean") or k.startswith("tokens_per_s")}
 
 
 def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, in_tmp, capsys, monkeypatch):
@@ -167,6 +167,9 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
             ("remdm", 0.8): (0.2, 5.0, 0.2), ("remdm", 1.0): (0.4, 6.0, 0.2),
             ("ar", 0.8): (0.0, 4.0, 0.15), ("ar", 1.0): (1.0, 8.0, 0.25)}
 
+    # passes that change with the temperature, as --entropy_bound's do: read at H a quarter of the way up, 8 (the
+    # curve's mean, 12, was printed before)
+    nfes = {("none", 0.8): 4.0, ("none", 1.0): 20.0}
     real_score = frontier.score
     drawn, rounds = [], {}
     per_sample_s = {("none", 0.8): 0.1, ("none", 1.0): 0.3, ("remdm", 0.8): 0.2, ("remdm", 1.0): 0.2,
@@ -177,7 +180,7 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
 
     def fake_draw(model, cfg, start, gen_len, n, *args, on_step=None):  # on_step: the thread count's tick
         drawn.append((key_of(cfg), n))
-        return cfg, [8.0]  # the settings ride along as the 'samples'
+        return cfg, [nfes.get(key_of(cfg), 8.0)]  # the settings ride along as the 'samples'
 
     def fake_timed(fn, device):  # round k of a point at batch n takes (1, 5, 2)[k] x n x its seconds per sample
         out = fn()
@@ -215,9 +218,11 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
     # tokens/s = B x 24 / (the median round, 2 x B x seconds per sample) = 12 / seconds per sample, read at H like
     # gen-PPL: a quarter of the way from 120 (T 0.8) to 40 (T 1.0) = 100; the AR's at its T 0.8 point, 240
     speed = dict(tokens_per_s_b1=100.0, tokens_per_s_b2=100.0)
-    assert mdlm == {"order=random, remask=none, steps=8": pytest.approx(dict(gen_ppl=15.0, js_mean=0.25, **speed)),
+    assert mdlm == {"order=random, remask=none, steps=8": pytest.approx(dict(nfe=8.0, gen_ppl=15.0, js_mean=0.25,
+                                                                             **speed)),
                     "order=random, remask=remdm, steps=8": None}
-    assert ar == {"default": pytest.approx(dict(gen_ppl=4.0, js_mean=0.15, tokens_per_s_b1=240.0, tokens_per_s_b2=240.0))}
+    assert ar == {"default": pytest.approx(dict(nfe=8.0, gen_ppl=4.0, js_mean=0.15, tokens_per_s_b1=240.0,
+                                                tokens_per_s_b2=240.0))}
     for b in (1, 2):
         assert [p[f"seconds_b{b}"] for p in d["runs"][0]["points"]] == pytest.approx([2 * b * per_sample_s[k]
                                                                                      for k in points[:4]])
