@@ -183,11 +183,12 @@ def time_points(runs, args, start, gen_len, device):
 
 
 def read_curves(points, target, keys):
-    """Each curve read at the held-out entropy, printed: {curve: at_entropy's reading (NFE with keys) or None}."""
+    """Each curve read at the held-out entropy, printed: {curve: at_entropy's reading, NFE and keys,
+    or None}."""
     curves = {}
     for pt in points:
         curves.setdefault(pt["curve"], []).append(pt)
-    # NFE too: an adaptive sampler's (--threshold, --entropy_bound) passes change with the temperature
+    # NFE too: an adaptive sampler's passes (--threshold, --entropy_bound) move with the temperature
     at_held = {c: at_entropy(pts, target, ("nfe", *keys)) for c, pts in curves.items()}
     for c, v in at_held.items():
         nfe = v["nfe"] if v else sum(q["nfe"] for q in curves[c]) / len(curves[c])

@@ -726,6 +726,8 @@ TABLE += [
      ("exceeds the model's context of 32 tokens", "use --gen-len 30"), None),  # it continues a prompt only
     ("inference.py", ["--checkpoint", DM, "--gen-len", "500"], "or use --gen-len 32", None),  # no block fits 4 steps
     ("inference.py", ["--checkpoint", DM, "--gen-len", "60"], "--semi-ar-length 15", None),  # 4 steps, 4 blocks
+    # 62 tokens in 4 steps: blocks of 16 (rounded up); blocks of 15 would be 5, more than the steps, and refused
+    ("inference.py", ["--checkpoint", DM, "--gen-len", "62"], "--semi-ar-length 16", None),
     ("inference.py", ["--checkpoint", DM, "--threshold", "0.9", "--gen-len", "500"], "exceeds the model's context",
      None),
     ("inference.py", ["--checkpoint", DM, "--prompt", "To be, or not to be, that is the question:", "--gen-len", "9"],
