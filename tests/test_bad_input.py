@@ -728,6 +728,8 @@ TABLE += [
     ("inference.py", ["--checkpoint", DM, "--gen-len", "60"], "--semi-ar-length 15", None),  # 4 steps, 4 blocks
     # 62 tokens in 4 steps: blocks of 16 (rounded up); blocks of 15 would be 5, more than the steps, and refused
     ("inference.py", ["--checkpoint", DM, "--gen-len", "62"], "--semi-ar-length 16", None),
+    # the chain's T is 20: a 21st step reads no time of its grid (the 20th runs: VALID)
+    ("inference.py", ["--checkpoint", DM, "--steps", "21"], "steps=21 exceeds diffusion_steps=20", None),
     ("inference.py", ["--checkpoint", DM, "--threshold", "0.9", "--gen-len", "500"], "exceeds the model's context",
      None),
     ("inference.py", ["--checkpoint", DM, "--prompt", "To be, or not to be, that is the question:", "--gen-len", "9"],
@@ -1620,6 +1622,7 @@ CLUSTER = dict(MASTER_ADDR="10.0.0.1", MASTER_PORT="29500")  # what a cluster pr
 VALID = [
     ("train.py", [*T, "--out_dir=x"], CLUSTER),
     ("inference.py", ["--checkpoint", DM], CLUSTER),
+    ("inference.py", ["--checkpoint", DM, "--steps", "20"], None),  # the chain's T: every step on its grid
     ("train.py", [*T, "--out_dir=x"], dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="2")),
     # a config file with a UTF-8 BOM and CRLF lines (what Windows editors write) was refused at line 1
     ("inference.py", ["bom.py", "--checkpoint", DM], None),
