@@ -795,6 +795,9 @@ TABLE += [
     ("train.py", [*[a for a in T if not a.startswith("--steps=")], "--out_dir=x", "--objective=bd3", "--bd3_block=4",
                   "--bd3_ar=1", "--bd3_speculate", "--entropy_bound=0.5"],
      "--entropy_bound does not apply with --bd3_speculate", None),
+    # eval.py's sampler flags are checked as given, as inference.py's: --remask refine typed beside a checkpoint's bound
+    ("scripts/eval.py", ["eb/model.pt", "--n-windows", "2", "--n-samples", "1", "--remask", "refine"],
+     "entropy_bound commits tokens for good: use --remask none, not refine", None),  # a key: eval.py has no such flag
     ("scripts/eval.py", ["eb/model.pt", "--n-windows", "2", "--n-samples", "1", "--steps", "4"],
      "eb/model.pt decodes by entropy bound (0.5: each step reveals what fits under it), which reads no step count: "
      "drop --steps", None),
@@ -1635,6 +1638,7 @@ VALID = [
     ("train.py", [*T, "--out_dir=x"], CLUSTER),
     ("inference.py", ["--checkpoint", DM], CLUSTER),
     ("inference.py", ["--checkpoint", DM, "--steps", "20"], None),  # the chain's T: every step on its grid
+    ("scripts/eval.py", ["eb/model.pt", "--n-windows", "2", "--n-samples", "1", "--remask", "none"], None),  # bound
     ("train.py", [*T, "--out_dir=x"], dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="2")),
     # a config file with a UTF-8 BOM and CRLF lines (what Windows editors write) was refused at line 1
     ("inference.py", ["bom.py", "--checkpoint", DM], None),
