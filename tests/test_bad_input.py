@@ -86,6 +86,7 @@ def files(tmp_path_factory):
     (d / "old.txt").write_text("a file someone cares about\n")
     good = (d / "dm" / "model.pt").read_bytes()
     (d / "truncated.pt").write_bytes(good[: len(good) // 2])
+    (d / "nul.pt").write_bytes(b"weights\0\0\0\x01\x02 and more" * 50)  # UTF-8, yet binary: NUL bytes
     torch.save({"weights": torch.zeros(3)}, d / "foreign.pt")
     torch.save({"model": {}, "model_args": {}}, d / "nanogpt.pt")  # the keys of nanoGPT's ckpt.pt, for its model.py
     (d / "broken.py").write_text("import a_module_nobody_has\n")
@@ -298,6 +299,7 @@ TABLE = [
     ("inference.py", ["--checkpoint", DM, "--prompt", "caf\u00e9 \u2603"], "not in the model's vocabulary", None),
     ("inference.py", ["--checkpoint", DM, "--viz-video", "x.gif"], "is a path ending in .mp4", None),
     ("inference.py", ["--checkpoint", "truncated.pt"], "is corrupt, truncated", None),
+    ("inference.py", ["--checkpoint", "nul.pt"], "is corrupt, truncated", None),  # not "a text file": it holds NULs
     ("inference.py", ["--checkpoint", "foreign.pt"], "not a micro-dllm checkpoint (missing keys)", None),
     ("inference.py", ["--checkpoint", "evil.pt"], "a weights-only load refuses", None),
     ("inference.py", ["--checkpoint", DM, "--num-samples", "1000000000"], "out of memory", None),
