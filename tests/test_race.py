@@ -155,12 +155,18 @@ def test_a_lane_too_long_for_its_context_is_told_a_gen_len_the_race_has(monkeypa
 
 @pytest.fixture(scope="module")
 def lanes(tmp_path_factory):
-    """Two tiny checkpoints on one text (an AR and masked diffusion), and one on another text (another vocabulary)."""
+    """Two tiny checkpoints on one text (an AR and masked diffusion), one on another text (another vocabulary), and
+    the diffusion one with its characters in another order (a vocabulary of the same size, other ids)."""
+    from utils.checkpoint import load_checkpoint, save_checkpoint
     d = tmp_path_factory.mktemp("lanes")
     for name, text, flags in (("ar", real_text(), ["--objective=ar"]), ("mdlm", real_text(), []),
                               ("other", FIXTURES / "tiny_stories.txt", [])):
         run_here(for_objective(["train.py", f"--data_path={text}", f"--out_dir={d / name}", *MICRO, "--max_iters=2",
                                 "--eval_interval=100", *flags]), d, threads=1)
+    ck = load_checkpoint(d / "mdlm" / "model.pt")
+    ck["tokenizer"] = dict(ck["tokenizer"], chars=ck["tokenizer"]["chars"][::-1])
+    (d / "flipped").mkdir()
+    save_checkpoint(d / "flipped" / "model.pt", ck)
     return d
 
 
@@ -181,6 +187,7 @@ def test_a_race_of_trained_checkpoints_draws_one_frame_a_tick(lanes, tmp_path, c
 
 @pytest.mark.parametrize("argv, words", [
     (["ar/model.pt", "other/model.pt"], "has another tokenizer than"),
+    (["ar/model.pt", "flipped/model.pt"], "has another tokenizer than"),  # its size the same: compared whole
     (["ar/model.pt", "mdlm/model.pt", "--gen-len", "100"], "mdlm/model.pt cannot race on this prompt"),
     (["ar/model.pt"], "a race needs two or more checkpoints"),
     (["ar/model.pt", "./ar/model.pt"], "is given twice"),
