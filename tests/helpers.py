@@ -99,6 +99,12 @@ def assert_one_line_error(code, err, *words):
     return err
 
 
+def ctrl_c_default():
+    """A started process's Ctrl-C as a terminal gives it: a suite run as a background job (nohup, `&` without job
+    control) starts its children with SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def fresh_copy(tmp_path):
     """(a copy of the tracked files, what a fresh clone holds; an environment whose `python` and `torchrun` are this
     interpreter's, as in an activated venv, at one thread)."""
@@ -121,8 +127,8 @@ def serve_briefly(cmd, cwd, env, timeout=120):
     """A documented `inference.py ... --serve` line run as typed (on a free port, --port 0): once it serves, its page
     is fetched, then Ctrl-C. Returns (exit code, the page's status, stderr)."""
     import urllib.request
-    p = subprocess.Popen(["bash", "-c", f"exec {cmd} --port 0"], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    p = subprocess.Popen(["bash", "-c", f"exec {cmd} --port 0"], cwd=cwd, env=env, preexec_fn=ctrl_c_default,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         url = next((line.split()[1] for line in p.stdout if line.startswith("serving http://")), None)
         status = urllib.request.urlopen(url, timeout=30).status if url else None
@@ -149,7 +155,8 @@ def popen(args, cwd, torchrun=None):
             port = s.getsockname()[1]
         pre += ["-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={torchrun}",
                 "--master_addr=127.0.0.1", f"--master_port={port}"]
-    return subprocess.Popen(pre + args, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(pre + args, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_default)
 
 
 def finish(p, timeout=60):

@@ -25,7 +25,7 @@ import pytest
 import configurator
 import inference
 import train
-from helpers import ENV, ROOT, assert_one_line_error, run_cli_here
+from helpers import ENV, ROOT, assert_one_line_error, ctrl_c_default, run_cli_here
 from sampling import serve
 
 WEIGHTS = ROOT / "artifacts" / "weights"
@@ -303,7 +303,7 @@ def test_the_server_wrote_nothing(server, where):
 def start(argv):
     """inference.py --serve in a subprocess: (process, port), once it serves."""
     p = subprocess.Popen([sys.executable, str(ROOT / "inference.py"), *argv], cwd=ROOT, env=ENV,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_default)
     for line in p.stdout:
         if line.startswith("serving http://"):
             return p, int(re.search(r":(\d+)/", line)[1])
