@@ -68,7 +68,11 @@ def main(argv, load):
         server.serve_forever()
     except KeyboardInterrupt:
         drawing = server.stop()
-        raise KeyboardInterrupt("the server stopped" + (", its draw ended mid-way" if drawing else "")) from None
+        # run_cli's line, then no teardown: torch's, beside our threads, aborted now and then
+        print("interrupted: the server stopped" + (", its draw ended mid-way" if drawing else ""), file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
 
 def open_server(argv, load):
