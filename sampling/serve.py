@@ -29,7 +29,7 @@ from objectives import OBJECTIVES
 from sampling.canvas import build_canvas, fill, fit_gen_len
 from sampling.trace import token_state, token_states
 from utils.dist import machine
-from utils.errors import UserError, explain
+from utils.errors import UserError, explain, say_interrupted
 from utils.fileio import own_or_shipped, require_checkpoints
 from utils.tokenizer import fingerprint, normalize_prompt
 
@@ -69,7 +69,7 @@ def main(argv, load):
     except KeyboardInterrupt:
         drawing = server.stop()
         # run_cli's line, then no teardown: torch's, beside our threads, aborted now and then
-        print("interrupted: the server stopped" + (", its draw ended mid-way" if drawing else ""), file=sys.stderr)
+        say_interrupted("the server stopped" + (", its draw ended mid-way" if drawing else ""))
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)

@@ -67,12 +67,17 @@ def explain(e, program=""):
     return None
 
 
+def say_interrupted(why=""):
+    """Ctrl-C's one line on stderr: 'interrupted', then why."""
+    print(f"interrupted{': ' if why else ''}{' '.join(why.split())}", file=sys.stderr)
+
+
 def run_cli(main, argv=None):
     try:
         main(sys.argv[1:] if argv is None else argv)
         sys.stdout.flush()  # a reader that went away shows here, not at exit
     except KeyboardInterrupt as e:
-        print(f"interrupted{': ' if str(e) else ''}{' '.join(str(e).split())}", file=sys.stderr)
+        say_interrupted(str(e))
         sys.exit(130)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
