@@ -24,11 +24,6 @@ TRISTATE = ("auto", "true", "false")  # a key with these values takes a bare --f
 BARE = dict(html="auto")  # a path key whose bare --flag names its file itself
 
 
-def is_flag(key):
-    """Whether a bare --key sets it: a bool, a tristate (then to 'true'), or a BARE path key."""
-    return TYPES[key] is bool or CHOICES.get(key) == TRISTATE or key in BARE
-
-
 def example(name, typ):
     """A valid value of key `name` (of type typ) for the errors: its type's, within its LIMITS."""
     if typ is int and name in LIMITS:
@@ -127,7 +122,9 @@ def parse(argv, base=None, check=True):
             key, eq, value = arg[2:].partition("=")
             key = known_key(key.replace("-", "_"))  # --gen-len == --gen_len
             if not eq:
-                if is_flag(key) and (not args or args[0].startswith("--")):
+                # a bare --key sets a bool, a tristate (then to 'true'), or a BARE path key
+                bare = TYPES[key] is bool or CHOICES.get(key) == TRISTATE or key in BARE
+                if bare and (not args or args[0].startswith("--")):
                     value = BARE.get(key, "true")  # bare --flag
                 elif args:
                     value = args.pop(0)
@@ -175,14 +172,6 @@ def model_args(cfg, vocab_size):
     return ModelArgs.from_config(cfg, vocab_size, **OBJECTIVES[cfg.objective].MODEL)
 
 
-def refuse_sampling_only(given):
-    """train.py refuses a key only inference.py reads: it would act on nothing."""
-    unread = [k for k in SAMPLING_ONLY if k in given]
-    if unread:
-        raise UserError(f"--{unread[0]} is inference.py's: train.py's end-of-run samples continue --prompt; drop it, "
-                        f"and sample the trained model with python inference.py --{unread[0]} ...")
-
-
 def refuse_changes(cfg, given, saved, what, fix, allowed=()):
     """Refuses, naming both values, a given key set other than `saved` (the checkpoint's config)."""
     bad = [k for k in sorted(given) if k in saved and k not in allowed and getattr(cfg, k) != saved[k]]
@@ -201,7 +190,7 @@ def validate(cfg, given=(), training=True):
     key's values alone (check_values), the keys the objective never reads (its IGNORES) and the
     keys each needs (NEEDS); then the rules that tie keys together. The first problem is the
     user's one line. training=False: a sampler's config (inference.py), whose optimiser settings
-    no one reads (its checkpoint's)."""
+    no one reads (its checkpoint's); training=True refuses the keys only inference.py reads."""
     check_values(cfg)
     obj = OBJECTIVES[cfg.objective]
     unread = [k for k in obj.IGNORES if k in given]
@@ -209,11 +198,15 @@ def validate(cfg, given=(), training=True):
         raise UserError(f"objective={cfg.objective} does not read --{unread[0]}: {obj.IGNORES[unread[0]]}; drop it")
     if "replay_steps" in given and not obj.decodes(cfg, cfg.num_samples):
         raise UserError(f"--replay_steps paces KV-cached decoding, and this sampler runs none ({DECODERS}): drop it")
-    lacking = sorted(k for k in given if not acts(cfg, k))  # the first in name order is named
-    if lacking:
-        refuse_alone(cfg, lacking[0])
+    lacking = [idle(cfg, k) for k in sorted(given)]  # the first in name order is named
+    if any(lacking):
+        raise UserError(next(line for line in lacking if line))
     obj.check(cfg, given)
     check_together(cfg, given, training)
+    training_only = [k for k in SAMPLING_ONLY if k in given] if training else []
+    if training_only:  # train.py: a key only inference.py reads would act on nothing
+        raise UserError(f"--{training_only[0]} is inference.py's: train.py's end-of-run samples continue --prompt; "
+                        f"drop it, and sample the trained model with python inference.py --{training_only[0]} ...")
 
 
 def check_values(cfg):
@@ -245,18 +238,15 @@ def check_values(cfg):
             raise UserError(f"{key}={shown(value)} is out of range (at most {top:,}: {why})")
     for key, allowed in RANGES.items():
         interval, line = allowed if isinstance(allowed, tuple) else (allowed, "{key} must be >= {low}, got {value}")
-        if not within(getattr(cfg, key), interval):
-            raise UserError(line.format(key=key, value=getattr(cfg, key), low=interval[1:].split(",")[0], **vars(cfg)))
+        # the interval as RANGES writes it: '[0, 1)', '(0, inf)'
+        value = getattr(cfg, key)
+        low, high = (float(end) for end in interval[1:-1].split(","))
+        above = value >= low if interval[0] == "[" else value > low
+        below = value <= high if interval[-1] == "]" else value < high
+        if not (above and below):
+            raise UserError(line.format(key=key, value=value, low=interval[1:].split(",")[0], **vars(cfg)))
     if cfg.n_embd % cfg.n_head or (cfg.n_embd // cfg.n_head) % 2:
         raise UserError(f"n_embd={cfg.n_embd} must split into n_head={cfg.n_head} heads of even size (RoPE)")
-
-
-def within(value, interval):
-    """Whether value lies in an interval written as RANGES writes it: '[0, 1)', '(0, inf)'."""
-    low, high = (float(end) for end in interval[1:-1].split(","))
-    above = value >= low if interval[0] == "[" else value > low
-    below = value <= high if interval[-1] == "]" else value < high
-    return above and below
 
 
 def partners(key):
@@ -265,36 +255,26 @@ def partners(key):
     return need if isinstance(need[0], tuple) else (need,)
 
 
-def unread_with(cfg, key):
-    """The switch on in cfg that leaves key unread (config.UNREAD_WITH), or None."""
-    return next((switch for switch, keys in UNREAD_WITH.items() if key in keys and getattr(cfg, switch)), None)
-
-
-def acts(cfg, key):
-    """Whether key acts in cfg, by config.NEEDS: one of its partners at a value it acts with (None:
-    any but off, which is False, 0, '' or 'off'), and no switch on that leaves it unread."""
-    if unread_with(cfg, key):
-        return False
-    if key not in NEEDS:
-        return True
-    on = [getattr(cfg, other) not in (False, "", "off") if values is None else getattr(cfg, other) in values
-          for other, values in partners(key)]
-    return any(on)
-
-
-def refuse_alone(cfg, key):
-    """The line for a key given without the key it needs (NEEDS), or beside a switch that decides
-    it (UNREAD_WITH), naming what would make it act."""
-    switch = unread_with(cfg, key)
+def idle(cfg, key):
+    """Why key acts on nothing in cfg, as the user's line naming what would make it act; "" when
+    it acts. It acts by config.NEEDS (one of its partners at a value it acts with; None: any but
+    off, which is False, 0, '' or 'off') with no switch on that leaves it unread (UNREAD_WITH)."""
+    switch = next((switch for switch, keys in UNREAD_WITH.items() if key in keys and getattr(cfg, switch)), None)
     if switch:
-        raise UserError(f"--{key} does not act with --{switch}, which decides it: drop one of the two")
+        return f"--{key} does not act with --{switch}, which decides it: drop one of the two"
+    if key not in NEEDS:
+        return ""
     pairs = partners(key)
+    on = [getattr(cfg, other) not in (False, "", "off") if values is None else getattr(cfg, other) in values
+          for other, values in pairs]
+    if any(on):
+        return ""
     if pairs[0][1] == (False,):  # a switch that must be off: nothing to give
-        raise UserError(f"--{key} acts only without --{pairs[0][0]}: drop one of the two")
+        return f"--{key} acts only without --{pairs[0][0]}: drop one of the two"
     want = " or ".join(f"--{other}" if values is None else " or ".join(f"--{other}={v!r}" for v in values)
                        for other, values in pairs)
     here = ", ".join(f"{other}={getattr(cfg, other)!r}" for other, _ in pairs)
-    raise UserError(f"--{key} acts only with {want} (here {here}): give that too, or drop --{key}")
+    return f"--{key} acts only with {want} (here {here}): give that too, or drop --{key}"
 
 
 def check_together(cfg, given, training):
@@ -358,10 +338,6 @@ def format_config(cfg, marks=None, only=None):
 
 
 # ---------------------------------------------------------------------- --help
-def wants_help(argv):
-    return any(a in ("-h", "--help") for a in argv)
-
-
 def help_text(prog, usage, from_checkpoint=False, argv=()):
     """--help: the presets, then every key by section (utils.cli.config_help; from_checkpoint:
     trained keys marked); with argv, the config it resolves to (preset keys '*', given '+')."""

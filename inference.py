@@ -29,7 +29,7 @@ import torch
 
 from checkpoint_manager import checkpoint_config, load_model, read_checkpoint
 from config import PRESETS, SAMPLED, TRAINED, Config
-from configurator import check_values, format_config, help_text, parse, refuse_changes, validate, wants_help
+from configurator import check_values, format_config, help_text, parse, refuse_changes, validate
 from diffusion import Schedule
 from model import DECODERS, compile_decode
 from objectives import OBJECTIVES
@@ -48,7 +48,7 @@ USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
 
 
 def main(argv):
-    if wants_help(argv):
+    if "-h" in argv or "--help" in argv:
         print(help_for(argv))
         return
     if parse(argv, check=False)[0].serve:  # the page: its port checked before a model is read
@@ -137,7 +137,7 @@ def load(argv):
     threads = CpuThreads(device)  # as train.py: by what the passes measure, unless OMP_NUM_THREADS
     print(f"checkpoint {where.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
           f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes{compiled}, float64 draws; "
-          f"{threads.line()}")
+          f"{threads.line}")
     return cfg, dict(model=model, tok=tok, schedule=Schedule(cfg.diffusion_steps, cfg.schedule), device=device, ctx=ctx,
                      cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0), fit_gen_len="gen_len" not in flags,
                      threads=threads, name=run_name(where.checkpoint))

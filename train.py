@@ -97,7 +97,7 @@ class Run:
 
 
 def main(argv):
-    if configurator.wants_help(argv):
+    if "-h" in argv or "--help" in argv:
         print(configurator.help_text("train.py", "[PRESET | CONFIG.py]... [--key=value]...", argv=argv))
         return
     cfg, env = setup(argv)
@@ -144,7 +144,6 @@ NOT_WITH_RESUME = tuple(k for k, need in NEEDS.items() if need == ("resume", (Fa
 def setup(argv):
     """The checked config (a resumed run's own), device and rank; prints the start-up lines."""
     cfg, given = configurator.parse(argv)
-    configurator.refuse_sampling_only(given)  # what only sampling from a checkpoint reads acts on nothing here
     if "data_path" in given and "prompt" not in given and not cfg.resume:  # your own text: not a preset's ROMEO:
         cfg = replace(cfg, prompt="")
     if "data_path" in given and "out_dir" not in given:  # and its own run, not the preset's
@@ -179,7 +178,7 @@ def setup(argv):
         print0(capped)
     print0(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}), "
            f"dtype: {dtype_name}, world size: {world}, {accum} micro-step(s) per optimizer step")
-    print0(threads.line())
+    print0(threads.line)
     return cfg, Env(rank=rank, local_rank=local_rank, world=world, master=rank == 0, device=device, accum=accum,
                     ctx=ctx, dtype_name=dtype_name, wandb=wandb, resume=resume, resumed_from=resumed_from,
                     threads=threads, argv=tuple(argv))

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
 from diffusion import Draw, Schedule  # noqa: E402
 from config import SAMPLED  # noqa: E402
-from configurator import TYPES, help_text, parse, wants_help  # noqa: E402
+from configurator import TYPES, help_text, parse  # noqa: E402
 from model import Transformer  # noqa: E402
 from objectives import OBJECTIVES  # noqa: E402
 from utils.dist import (CpuThreads, autocast_for, compile_step, keyed_generator, peak_flops, pick_device,  # noqa: E402
@@ -142,7 +142,7 @@ def main(argv):
     ap.add_argument("--warmup", type=at_least(0), default=2, help="untimed steps first (compilation happens here)")
     ap.add_argument("--vocab_size", type=at_least(2), default=66, help="with [MASK]: 66 = Shakespeare's, 2048 = BPE")
     ap.add_argument("--compare_compile", action="store_true", help="time every row eager and torch.compile'd")
-    if wants_help(argv) and any(a not in ("-h", "--help") for a in argv):  # what a preset or flag resolves to
+    if ("-h" in argv or "--help" in argv) and any(a not in ("-h", "--help") for a in argv):  # what a preset or flag resolves to
         _, rest = ap.parse_known_args([a for a in argv if a not in ("-h", "--help")])
         print(ap.format_help())
         print("the config its rows time (each objective's, at these dimensions), as train.py resolves it:")

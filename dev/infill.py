@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from diffusion import Schedule  # noqa: E402
-from configurator import acts, validate  # noqa: E402
+from configurator import idle, validate  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from evals.samples import open_checkpoint  # noqa: E402
 from objectives import OBJECTIVES  # noqa: E402
@@ -94,7 +94,7 @@ def infill_all(args):
         raise UserError(f"--span {args.span} does not fit the middle half of a {L}-token window, where a span has "
                         f"context on both sides: give --span {L // 2} or fewer")
     scfg = replace(cfg, temperature=args.temperature, steps=args.steps or cfg.steps)
-    if args.steps and not acts(scfg, "steps"):
+    if args.steps and idle(scfg, "steps"):
         rule = f"threshold ({cfg.threshold:g}: each step commits what it is sure enough of)"
         if cfg.entropy_bound:
             rule = f"entropy bound ({cfg.entropy_bound:g}: each step reveals what fits under it)"

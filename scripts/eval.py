@@ -95,7 +95,7 @@ def load_run(path, args, device, given=()):
     # Sample as the preset and inference.py do; a given flag replaces its setting.
     # A checkpoint's remdm, which no flag names, yields only to a given --remask.
     scfg = replace(cfg, **sampler_flags(args))
-    if "--steps" in given and args.n_samples and not configurator.acts(scfg, "steps"):
+    if "--steps" in given and args.n_samples and configurator.idle(scfg, "steps"):
         rule = f"threshold ({cfg.threshold:g}: each step commits what it is sure enough of)"
         if cfg.entropy_bound:
             rule = f"entropy bound ({cfg.entropy_bound:g}: each step reveals what fits under it)"
@@ -291,7 +291,7 @@ def evaluate_all(args, argv):
     ctx, precision = autocast_for(device, args.dtype)  # training's policy (and TF32 on CUDA)
     print(f"device: {device}, {precision} forward passes (float64 draws); {args.split} split, {args.n_windows} windows "
           f"x {args.n_t} t; {args.n_samples} samples, each checkpoint's own sampler{overridden(args)}; "
-          f"scorer: {args.ar_checkpoint or 'none'}; {threads.line()}")
+          f"scorer: {args.ar_checkpoint or 'none'}; {threads.line}")
     rows, t0 = [], time.time()
     # the samples' passes as they run (a count, a rate); each checkpoint's line says what is left
     with StepBar(None, on=args.n_samples > 0, desc="eval: sampling", unit="pass") as bar:

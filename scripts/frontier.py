@@ -86,7 +86,7 @@ if __name__ == "__main__":  # flags and paths refused before torch is imported (
 
 import torch  # noqa: E402
 
-from configurator import acts, validate  # noqa: E402
+from configurator import idle, validate  # noqa: E402
 from model import compile_decode  # noqa: E402
 from objectives import OBJECTIVES  # noqa: E402
 from evals.samples import (busy_note, draw, held_out_windows, load_judge, open_checkpoint, score,  # noqa: E402
@@ -108,7 +108,7 @@ def canonical(settings, obj, cfg):
     if replace(cfg, **{**ALONE, **s}).order in UNSCORED_ORDERS:  # no score to rank by: no entropy bound
         s.pop("entropy_bound", None)
     point = replace(cfg, **{**ALONE, **s})  # the point as it runs: its values, else the checkpoint's
-    return {k: v for k, v in s.items() if k not in obj.unread(point) and acts(point, k)}
+    return {k: v for k, v in s.items() if k not in obj.unread(point) and not idle(point, k)}
 
 
 def grid_points(grid, cfg, obj):
@@ -261,7 +261,7 @@ def run_frontier(args, argv):
     held = dict(sample_entropy=s["sample_entropy"], js=s["js"], js_mean=s["js_mean"], n_windows=len(windows),
                 gen_len=gen_len, reference_chars=len(ref), split="dev", reference_split="test")
     timed_threads = args.threads or threads.given or 1
-    print(f"device: {device}; scored draws' {threads.line()}; timed draws: {timed_threads} thread(s); judge "
+    print(f"device: {device}; scored draws' {threads.line}; timed draws: {timed_threads} thread(s); judge "
           f"{args.ar_checkpoint}; {args.n_samples} samples of {gen_len} tokens per point; held-out entropy "
           f"{held['sample_entropy']:.3f} (dev), n-gram JS of dev text from test's {held['js_mean']:.4f}")
     g = torch.Generator().manual_seed(args.seed)

@@ -412,6 +412,12 @@ def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key(
     """config.NEEDS, by construction: each key that acts only with another is refused given without it (every partner
     off) and read given with any one of them; a preset's value never trips it (only what the user gives is checked)."""
     from config import NEEDS
+    from configurator import parse, validate
+
+    def get_config(argv):  # validated as inference.py validates: train.py refuses the keys only sampling reads
+        cfg, given = parse(argv, check=False)
+        validate(cfg, given, training=False)
+        return cfg
     from configurator import partners
     with_it = dict(val_path="data/tinyshakespeare.txt", tokenizer="bpe", mask_ramp="0.5", optimizer="muon",
                    resume="false", wandb_log="true", temperature="0.8", remask="remdm", threshold="0.0",

@@ -181,10 +181,10 @@ def test_a_pause_is_no_step_and_dearer_work_finds_its_count_again(monkeypatch):
 def test_a_count_the_user_gives_is_kept_and_a_bad_one_refused():
     before = torch.get_num_threads()
     given = CpuThreads(CPU, environ={"OMP_NUM_THREADS": str(before)}, cores=2)
-    assert not given.auto and given.given == before and given.line() == f"threads: {before} (OMP_NUM_THREADS={before})"
+    assert not given.auto and given.given == before and given.line == f"threads: {before} (OMP_NUM_THREADS={before})"
     assert given.tick() == given.tick() == "" and torch.get_num_threads() == before  # never changed
     accelerator = CpuThreads(torch.device("meta"), environ={}, cores=2)
-    assert not accelerator.auto and accelerator.tick() == "" and "the device does the work" in accelerator.line()
+    assert not accelerator.auto and accelerator.tick() == "" and "the device does the work" in accelerator.line
     assert fixed_threads({}) is None and fixed_threads({"OMP_NUM_THREADS": ""}) is None
     assert fixed_threads({"OMP_NUM_THREADS": " 2"}, runs=2) == (2, "OMP_NUM_THREADS=2")
     assert fixed_threads({"MKL_NUM_THREADS": "3"}, runs=3) == (3, "MKL_NUM_THREADS=3")
@@ -223,7 +223,7 @@ def test_every_math_librarys_variable_is_read_and_the_least_holds_them_all():
         1, "VECLIB_MAXIMUM_THREADS=2 and OMP_THREAD_LIMIT=1; every library held to the least, OMP_THREAD_LIMIT's")
     held = CpuThreads(CPU, environ={"OPENBLAS_NUM_THREADS": "1"}, cores=2)
     assert not held.auto and held.n == 1 == torch.get_num_threads()  # set, not only named
-    assert held.line() == "threads: 1 (OPENBLAS_NUM_THREADS=1)"
+    assert held.line == "threads: 1 (OPENBLAS_NUM_THREADS=1)"
     assert hold_threads({}) == 1 and hold_threads({"OMP_THREAD_LIMIT": "1"}) == 1 == torch.get_num_threads()
     with pytest.raises(UserError, match="OMP_THREAD_LIMIT=x is not a positive integer"):
         hold_threads({"OMP_THREAD_LIMIT": "x"})
@@ -246,7 +246,7 @@ def test_the_start_up_line_says_what_every_library_really_runs(environ, count):
     import subprocess
     import sys
     from helpers import ROOT
-    code = ("import torch; from utils.dist import CpuThreads; line = CpuThreads(torch.device('cpu')).line(); "
+    code = ("import torch; from utils.dist import CpuThreads; line = CpuThreads(torch.device('cpu')).line; "
             "torch.ones(64, 64) @ torch.ones(64, 64); print(line, '|', torch.get_num_threads()); "
             "print(torch.__config__.parallel_info())")
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}

@@ -26,7 +26,7 @@ from utils.checkpoint import load_checkpoint
 from utils.dist import grad_accum_steps, keyed_generator
 from utils.errors import UserError, run_cli
 from helpers import B, L, MICRO, finish, popen, rows, run_here, train_args
-from utils.optim import EMA, build_optimizer, newton_schulz, ns_dtype, set_lr
+from utils.optim import EMA, build_optimizer, newton_schulz, set_lr
 from objectives import OBJECTIVES
 
 @pytest.mark.slower
@@ -158,11 +158,11 @@ def test_muon_orthogonalises_in_fp32_off_cuda(device, want):
     the device's dtype (bf16 on CUDA only; a CPU's bf16 matmuls are ~10x slower than fp32), and leaves torch's own
     function in place after the step."""
     import torch.optim._muon as torch_muon
-    assert ns_dtype(torch.device(device)) == want
+    model, opt = tiny_muon("--muon_momentum=0", "--muon_lr=0.1")
+    assert build_optimizer(model, get_config(["--optimizer=muon"]), torch.device(device)).ns == want
     if device != "cpu":
         return
     own = torch_muon._zeropower_via_newtonschulz
-    model, opt = tiny_muon("--muon_momentum=0", "--muon_lr=0.1")
     fc = dict(model.named_parameters())["layers.0.mlp.fc.weight"]  # (128, 32): tall, lr x 2
     fc.grad = torch.randn(fc.shape, generator=torch.Generator().manual_seed(1))
     start = fc.detach().clone()

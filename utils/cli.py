@@ -180,8 +180,12 @@ def fits(v, text):
     return v
 
 
-# numpy's and the hub's shuffles take seeds in [0, 2**32)
-seed = at_least(0, most=2 ** 32 - 1)
+def seed(text):
+    """A seed: numpy's and the hub's shuffles take seeds in [0, 2**32)."""
+    return at_least(0, most=2 ** 32 - 1)(text)
+
+
+seed.minimum, seed.most = 0, 2 ** 32 - 1  # as at_least's, for the tests
 
 
 def list_of(element):

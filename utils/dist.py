@@ -80,18 +80,18 @@ class CpuThreads:
         if self.auto:  # one thread to start: more only once measured faster
             self.n = 1
             torch.set_num_threads(1)
+        # the start-up line: the count, who chose it, how to change it
+        if self.given is not None:
+            self.line = f"threads: {self.given} ({self.fixed_by})"
+        elif not self.auto:
+            self.line = f"threads: {self.n} (torch's default; the device does the work)"
+        else:
+            self.line = (f"threads: 1 of {self.cores} core(s), more while free and measured faster (OMP_NUM_THREADS=N "
+                         f"fixes it)")
 
     def set(self, n):
         self.n = n
         torch.set_num_threads(n)
-
-    def line(self):
-        """The start-up line: the count, who chose it, how to change it."""
-        if self.given is not None:
-            return f"threads: {self.given} ({self.fixed_by})"
-        if not self.auto:
-            return f"threads: {self.n} (torch's default; the device does the work)"
-        return f"threads: 1 of {self.cores} core(s), more while free and measured faster (OMP_NUM_THREADS=N fixes it)"
 
     def restart(self):
         """After a pause (an eval, a prompt being typed, other work): the next step is untimed."""

@@ -20,12 +20,6 @@ from utils.errors import UserError
 OPTIMIZERS = CHOICES["optimizer"]  # see build_optimizer
 
 
-def ns_dtype(device):
-    """Muon's Newton-Schulz precision: bf16 on CUDA, fp32 elsewhere, where bf16 is slower
-    (dev/LOG.md, "Muon's Newton–Schulz on a CPU: bf16 against fp32")."""
-    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-
-
 def newton_schulz(grad, ns_coefficients, ns_steps, eps, dtype=torch.float32):
     """torch.optim.Muon's orthogonalisation, step for step, in `dtype` instead of bf16:
     G / |G|_F, then X <- a X + (b A + c A^2) X with A = X X^T, on the wide orientation."""
@@ -42,7 +36,8 @@ def newton_schulz(grad, ns_coefficients, ns_steps, eps, dtype=torch.float32):
 
 
 class MuonAdamW:
-    """torch's Muon on the hidden matrices and AdamW on the rest as one optimizer; ns: ns_dtype."""
+    """torch's Muon on the hidden matrices and AdamW on the rest as one optimizer; ns: the
+    Newton-Schulz dtype (build_optimizer)."""
 
     def __init__(self, muon, adamw, ns):
         self.muon, self.adamw, self.ns = muon, adamw, ns
@@ -91,7 +86,10 @@ def build_optimizer(model, cfg, device):
     # max(1, rows/cols)**0.5: 1/sqrt(fan_in) for all shapes. Newton-Schulz drops momentum's scale.
     muon = torch.optim.Muon([dict(params=hidden, base_lr=cfg.muon_lr)], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
                             nesterov=True, weight_decay=0.0, adjust_lr_fn="original")  # no decay, as in the original
-    return MuonAdamW(muon, adamw, ns_dtype(device))
+    # Newton-Schulz's precision: bf16 on CUDA, fp32 elsewhere, where bf16 is slower (dev/LOG.md, "Muon's
+    # Newton–Schulz on a CPU: bf16 against fp32")
+    ns = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return MuonAdamW(muon, adamw, ns)
 
 
 def lr_at(it, cfg):
