@@ -66,21 +66,6 @@ def main(argv):
         sample_once(cfg, run)
 
 
-def refuse_stream_clash(cfg, flags):
-    """A stream of prompts (--interactive, --prompts-file) supplies every prompt and records no
-    trace: a prompt, a canvas or a trace's flag given beside it is refused, naming it."""
-    if not (cfg.interactive or cfg.prompts_file):
-        return
-    what = "--interactive" if cfg.interactive else "--prompts-file"
-    # (--viz-video off asks for what a stream does anyway)
-    off = {"viz_video"} if cfg.viz_video == "off" else set()
-    clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", *TRACE_KEYS) if k in flags - off]
-    clash += ["prompts_file"] if cfg.interactive and cfg.prompts_file else []
-    if clash:
-        raise UserError(f"{what} supplies the prompts, one sample each, and records no trace: drop "
-                        f"--{clash[0].replace('_', '-')}")
-
-
 def help_for(argv):
     """--help: every key; with a preset or flags, the sampling settings they resolve to, marked as
     train.py marks its config."""
@@ -168,7 +153,16 @@ def sampling_config(argv, saved, tok, path):
     if training:
         raise UserError(f"inference.py samples: --{training[0]} sets training, which sampling does not read; drop it")
     cfg, _ = over_checkpoint(argv, saved)
-    refuse_stream_clash(cfg, flags)  # before validate, whose advice (give --viz-video) would clash here
+    # A stream of prompts (--interactive, --prompts-file) supplies every prompt and records no trace: a
+    # prompt, a canvas or a trace's flag beside it is refused, naming it; before validate, whose advice
+    # (give --viz-video) would clash here. (--viz-video off asks for what a stream does anyway.)
+    stream = "--interactive" if cfg.interactive else "--prompts-file" if cfg.prompts_file else ""
+    off = {"viz_video"} if cfg.viz_video == "off" else set()
+    clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", *TRACE_KEYS) if k in flags - off]
+    clash += ["prompts_file"] if cfg.interactive and cfg.prompts_file else []
+    if stream and clash:
+        raise UserError(f"{stream} supplies the prompts, one sample each, and records no trace: drop "
+                        f"--{clash[0].replace('_', '-')}")
     validate(cfg, flags - {"tokenizer_path"}, training=False)  # tokenizer_path: read below, against the checkpoint's
     if cfg.infill and "gen_len" in flags:  # the blanks set the length
         raise UserError("--infill's blanks set the tokens generated ([___] one per marker character, [___:N] N): "

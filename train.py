@@ -154,7 +154,9 @@ def setup(argv):
     if rank == 0:
         for name in fileio.remove_stale_temps(cfg.out_dir):
             print(f"removed {os.path.join(cfg.out_dir, name)}: a partial write of a killed run")
-    cfg, resume, resumed_from = resumed_config(cfg, given)
+    resume, resumed_from = None, ""
+    if cfg.resume:  # the run's own settings, from its newest intact checkpoint
+        cfg, resume, resumed_from = resumed_config(cfg, given)
     if cfg.viz_video not in ("auto", "off"):  # a typed trace path, before any work (a resumed run's is its own)
         fileio.check_trace(cfg.viz_video, replace=cfg.overwrite or cfg.resume or cfg.max_iters == 0)
     if cfg.max_iters:  # and the folder an auto-named one goes in: not found after training
@@ -186,9 +188,7 @@ def setup(argv):
 
 def resumed_config(cfg, given):
     """(cfg, checkpoint, path) of --resume: the run's settings from its newest intact checkpoint,
-    only resumable keys given again. A new run: (cfg, None, ""), refused if it replaces files."""
-    if not cfg.resume:
-        return cfg, None, ""
+    only resumable keys given again."""
     resume, resumed_from = checkpoint.load_latest(cfg.out_dir, warn=print0)
     # a removed key that acted on its network or training: the run cannot go on as it was
     for part in ("config", "model_args"):
@@ -219,9 +219,8 @@ def load_data(cfg, env):
     if env.world > 1 and env.master:
         torch.distributed.barrier()
     window = cfg.block_size + OBJECTIVES[cfg.objective].WINDOW  # AR predicts L tokens from a window of L+1
-    dataloader.check_fits(train_ids, window, "train")
-    dev_ids = dataloader.split_ids(train_ids, val_ids, "dev")  # choices read dev; the test half is eval.py's
-    dataloader.check_fits(dev_ids, cfg.block_size + 1, "dev (the first half of validation)")
+    dataloader.split_ids(train_ids, val_ids, "train", window)  # a window fits
+    dev_ids = dataloader.split_ids(train_ids, val_ids, "dev", cfg.block_size + 1)  # choices read dev; test is eval.py's
     # every objective scores the last block_size tokens of these windows (AR: the first is context)
     asked = cfg.eval_iters * cfg.batch_size
     val_windows = dataloader.fixed_windows(dev_ids, asked, cfg.block_size + 1)

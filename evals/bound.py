@@ -17,7 +17,7 @@ import torch
 from diffusion import Schedule, stratum_time
 from evals import REPORT
 from objectives import OBJECTIVES
-from utils.dataloader import chars_per_token, check_fits, fixed_windows, split_ids
+from utils.dataloader import chars_per_token, fixed_windows, split_ids
 
 LN2 = math.log(2)  # nats in a bit
 ENTROPY_BINS = 10  # time bins of evaluate's entropy_by_t
@@ -32,8 +32,7 @@ def paired_difference(a, b):
 
 def report_windows(tok, train_ids, val_ids, split, n_windows, L):
     """A split's fixed windows (n, L + 1), and chars per scored token of those (BPE's: ~1 % off)."""
-    ids = split_ids(train_ids, val_ids, split)
-    check_fits(ids, L + 1, split)
+    ids = split_ids(train_ids, val_ids, split, L + 1)
     windows = fixed_windows(ids, n_windows, L + 1)  # every objective scores the same last L tokens of each
     return windows, chars_per_token(tok, windows[:, 1:])
 

@@ -12,7 +12,7 @@ from dataclasses import fields
 import pytest
 
 import configurator
-from config import NEEDS, SAMPLED, Config
+from config import NEEDS, SAMPLED, SAMPLING_ONLY, Config
 from configurator import TYPES, parse, validate
 from utils.errors import UserError
 from objectives import OBJECTIVES
@@ -75,8 +75,9 @@ def _outcome(check):
 
 @pytest.mark.parametrize("key, value", CASES, ids=[f"{k}={v}" for k, v in CASES])
 def test_train_takes_or_refuses_every_value_in_one_line(key, value, tmp_path):
+    """train.py's parse: a key only inference.py reads (config.SAMPLING_ONLY) is refused whatever its value."""
     outcome = _outcome(lambda: parse(_given(key, value, tmp_path)))
-    assert outcome == ("accepted" if value in ACCEPTED.get(key, ()) else "refused")
+    assert outcome == ("accepted" if value in ACCEPTED.get(key, ()) and key not in SAMPLING_ONLY else "refused")
 
 
 SAMPLED_CASES = [(key, value) for key, value in CASES if key in SAMPLED]
@@ -87,7 +88,7 @@ def test_inference_takes_or_refuses_every_value_it_reads_in_one_line(key, value,
     """inference.load's reading: the command line over the checkpoint's config (here the defaults), then validate."""
     def check():
         cfg, flags = parse(_given(key, value, tmp_path), base=Config(), check=False)
-        validate(cfg, flags)
+        validate(cfg, flags, training=False)
     assert _outcome(check) == ("accepted" if value in ACCEPTED.get(key, ()) else "refused")
 
 

@@ -121,11 +121,20 @@ def prepare_data(cfg, tokenizer=None, verbose=True):
     return tok, train, val, meta
 
 
-def split_ids(train_ids, val_ids, split):
-    """The ids a split names. val's first half, dev, is what every choice reads (evals, best.pt,
-    lever searches); the second, test, is what records report and no choice reads."""
+SPLITS = dict(train="train", val="val", dev="dev (the first half of validation)",
+              test="test (the second half of validation)")  # as a refusal names them
+
+
+def split_ids(train_ids, val_ids, split, length=0):
+    """The ids a split names, refused if they hold no window of `length` tokens. val's first half,
+    dev, is what every choice reads (evals, best.pt, lever searches); the second, test, is what
+    records report and no choice reads."""
     half = len(val_ids) // 2
-    return {"train": train_ids, "val": val_ids, "dev": val_ids[:half], "test": val_ids[half:]}[split]
+    ids = {"train": train_ids, "val": val_ids, "dev": val_ids[:half], "test": val_ids[half:]}[split]
+    if len(ids) < length + 1:
+        raise UserError(f"the {SPLITS[split]} split has {len(ids):,} tokens, too few for one window ({length + 1:,} "
+                        f"needed): use more data or a smaller --block_size")
+    return ids
 
 
 def chars_per_token(tok, windows):
@@ -133,12 +142,6 @@ def chars_per_token(tok, windows):
     (mean nats/token) / this = summed ELBO / characters scored."""
     counts = torch.tensor(tok.char_counts(), dtype=torch.float64)
     return (counts[windows].sum() / windows.numel()).item()
-
-
-def check_fits(ids, length, split):
-    if len(ids) < length + 1:
-        raise UserError(f"the {split} split has {len(ids):,} tokens, too few for one window ({length + 1:,} needed): "
-                        f"use more data or a smaller --block_size")
 
 
 def get_batch(ids, batch_size, length, generator, device):
