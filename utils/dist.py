@@ -4,7 +4,6 @@
     torchrun --standalone --nproc_per_node=2 train.py cpu --device=cpu   # gloo on CPU
 """
 import copy
-import functools
 import os
 import platform
 import random
@@ -59,11 +58,15 @@ class CpuThreads:
     stay free, kept only if steps run faster; fewer at once when steps slow. A thread waiting for a
     busy core holds up the whole step (dev/LOG.md, "How many CPU threads a run wants")."""
 
+    torch_default = None  # torch's own thread count, read by the first, before anything sets another
+
     def __init__(self, device, world=1, environ=None, cores=None, clock=time.perf_counter, running=None):
         fixed = fixed_threads(os.environ if environ is None else environ)
         self.given, self.fixed_by = fixed if fixed else (None, "")
         self.auto = device.type == "cpu" and self.given is None
-        self.cores = max(1, (cores or _torch_default_threads()) // world)
+        if not cores and CpuThreads.torch_default is None:
+            CpuThreads.torch_default = torch.get_num_threads()
+        self.cores = max(1, (cores or CpuThreads.torch_default) // world)
         self.clock = clock
         self.running = running or run_queue  # (a test passes its own clock and run queue)
         self.n = self.given or torch.get_num_threads()
@@ -195,12 +198,6 @@ def hold_threads(environ=None):
     n = fixed[0] if fixed else 1
     torch.set_num_threads(n)
     return n
-
-
-@functools.lru_cache(maxsize=1)
-def _torch_default_threads():
-    """torch's own thread count, read once, before anything sets another."""
-    return torch.get_num_threads()
 
 
 def run_queue():
