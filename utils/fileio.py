@@ -228,12 +228,6 @@ def iter_of(path):
     return int(m[1]) if m else None
 
 
-def run_files(out_dir):
-    """The run files out_dir holds, replaced only when told to (check_run_folder)."""
-    names = [n for n in RUN_FILES if os.path.lexists(os.path.join(out_dir, n))]
-    return names + [os.path.basename(p) for _, p in numbered_checkpoints(out_dir)]
-
-
 def refuse_twins(paths, flag="checkpoint"):
     """Refuse one file named twice (any spelling of its path): a run scored or raced against
     itself, its row twice in a table."""
@@ -261,7 +255,9 @@ def check_run_folder(cfg):
                             f"--out_dir=NEW_DIR")
     if cfg.resume or cfg.overwrite or cfg.max_iters == 0:  # (max_iters=0 writes nothing)
         return
-    held = run_files(out_dir)
+    # the run files out_dir holds, replaced only when told to
+    held = [n for n in RUN_FILES if os.path.lexists(os.path.join(out_dir, n))]
+    held += [os.path.basename(p) for _, p in numbered_checkpoints(out_dir)]
     if any(name == "model.pt" or iter_of(name) is not None for name in held):  # a checkpoint to resume
         drop = " (dropping --init_from: they hold its weights already)" if cfg.init_from else ""
         raise UserError(f"{out_dir} already holds checkpoints: pass --resume to continue them{drop}, --overwrite to "
