@@ -348,6 +348,20 @@ def test_dev_and_test_are_disjoint_halves_of_validation_and_training_evals_read_
     assert fixed_windows(dev, 10, 5).max() < test[0]
 
 
+def test_a_split_holding_one_window_is_taken_and_one_token_fewer_is_refused():
+    """split_ids(..., length): a window of `length` tokens is drawn with its next token beside it, so a split needs
+    length + 1. At exactly that, a batch and a fixed window are drawn from it; at one fewer, one line refuses it
+    (randint's range would be empty at the first step, and a fixed window would start before the split)."""
+    import numpy as np
+    from utils.dataloader import fixed_windows, get_batch, split_ids
+    ids = np.arange(9)
+    with pytest.raises(UserError, match="the train split has 9 tokens, too few for one window \\(10 needed\\)"):
+        split_ids(ids, ids, "train", 9)
+    taken = split_ids(ids, ids, "train", 8)
+    assert get_batch(taken, 2, 8, torch.Generator().manual_seed(0), torch.device("cpu")).tolist() == [list(range(8))] * 2
+    assert fixed_windows(split_ids(ids, ids, "val", 8), 4, 9).tolist() == [list(range(9))]
+
+
 def test_the_final_report_prints_the_figure_scripts_eval_py_gives_the_same_checkpoint(in_tmp, capsys):
     """One model, one reported bound: train.py's last 'test bound' line is what scripts/eval.py model.pt reports
     (evals.bound.REPORT: 128 windows x 8 t of the test half), to the printed digits, beside the dev figure."""
