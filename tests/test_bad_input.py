@@ -231,6 +231,8 @@ TABLE = [
     ("train.py", ["nope_preset"], "is neither a preset", None),
     ("train.py", [*T, "--data_path=empty.txt"], "data_path empty.txt is empty", None),
     ("train.py", [*T, "--data_path=short.txt"], "too few for one window", None),
+    # the training text alone too short, its validation text long enough: the train split is named
+    ("train.py", [*T, "--data_path=short.txt", f"--val_path={real_text()}"], "the train split has", None),
     # issue 81: an accepted extreme that left no text to validate on died in np.memmap ("cannot mmap an empty file")
     ("train.py", [*T, "--out_dir=x", "--val_fraction=1e-320"], "leaves no validation text", None),
     ("train.py", [*T, "--out_dir=x", "--val_fraction=0.99999999999"], "leaves no training text", None),

@@ -193,6 +193,9 @@ def test_a_count_the_user_gives_is_kept_and_a_bad_one_refused():
             with pytest.raises(UserError, match=f"{name}={bad} is not a positive integer"):
                 fixed_threads({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", name: bad})
     assert CpuThreads(CPU, world=2, environ={}, cores=2).cores == 1  # two ranks share the cores
+    # the start-up line of a count the run picks: one thread, of the cores it may grow to
+    assert CpuThreads(CPU, environ={}, cores=2).line == ("threads: 1 of 2 core(s), more while free and measured "
+                                                         "faster (OMP_NUM_THREADS=N fixes it)")
 
 
 def test_both_thread_variables_are_read_and_the_line_names_the_count_torch_runs():
