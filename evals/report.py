@@ -69,8 +69,8 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
     # a gen_len past the context is cut to what it holds after the prompt, and said so
     cut = f" (gen_len={cfg.gen_len}: what the context holds after the prompt)" if gen_len < cfg.gen_len else ""
-    to = f", tracing sample 0 to {trace.video.paths['mp4']}" if trace.video else ""
-    print(f"sampling {n} x {gen_len} tokens{cut}{to}")
+    traced = f", tracing sample 0 to {trace.video.paths['mp4']}" if trace.video else ""
+    print(f"sampling {n} x {gen_len} tokens{cut}{traced}")
     bar = tqdm(total=obj.passes(cfg, gen_len, prompt_len), desc="sampling", unit="step", leave=False,
                dynamic_ncols=True, disable=None)
     with trace, bar:
