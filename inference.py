@@ -21,11 +21,11 @@ Prompt k of --prompts-file or --interactive draws with seed --seed + k - 1, prin
 import os
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 
 import torch
+from tqdm import tqdm
 
 from checkpoint_manager import checkpoint_config, load_model, read_checkpoint
 from config import PRESETS, SAMPLED, TRAINED, Config
@@ -34,9 +34,8 @@ from diffusion import Schedule
 from model import DECODERS, compile_decode
 from objectives import OBJECTIVES
 from sampling import serve
-from sampling.canvas import build_canvas, fill, fit_gen_len
-from sampling.trace import (LiveView, StepBar, chain, check_trace_path, open_page, open_trace,
-                            print_written, run_name, trace_hook)
+from sampling.canvas import build_canvas, fill
+from sampling.trace import LiveView, check_trace_path, open_trace, print_written, run_name
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
 from utils.fileio import check_media, own_or_shipped, read_text
@@ -183,14 +182,6 @@ def sampling_config(argv, saved, tok, path):
     return replace(cfg, prompt=normalize_prompt(tok, cfg.prompt)), flags  # BPE: NFC, no trailing spaces
 
 
-def canvas_for(cfg, run):
-    """(cfg, its canvas, a note or ""): build_canvas, after fit_gen_len for an untyped --gen-len."""
-    note = ""
-    if run["fit_gen_len"]:
-        cfg, note = fit_gen_len(cfg, run["tok"], run["model"].args.block_size)
-    return cfg, build_canvas(cfg, run["tok"], run["model"].args.block_size), note
-
-
 def read_prompts(cfg, run):
     text = read_text(cfg.prompts_file, "--prompts-file", "give a text file with one prompt per line")
     prompts = [normalize_prompt(run["tok"], line) for line in text.splitlines() if line.strip()]
@@ -198,7 +189,7 @@ def read_prompts(cfg, run):
         raise UserError(f"--prompts-file {cfg.prompts_file} has no prompts: write one prompt per line")
     for i, p in enumerate(prompts):
         try:
-            canvas_for(replace(cfg, prompt=p), run)
+            build_canvas(replace(cfg, prompt=p), run["tok"], run["model"].args.block_size, run["fit_gen_len"])
         except UserError as e:
             raise UserError(f"--prompts-file {cfg.prompts_file}, prompt {i + 1}: {e}") from None
     return prompts
@@ -216,7 +207,8 @@ def interactive(cfg, run):
             return
         try:
             prompt = normalize_prompt(run["tok"], line.rstrip("\r\n"))
-            canvas_for(replace(cfg, prompt=prompt), run)  # refused here: no seed used
+            # refused here: no seed used
+            build_canvas(replace(cfg, prompt=prompt), run["tok"], run["model"].args.block_size, run["fit_gen_len"])
             k += 1
             print(f"==== prompt {k}: {prompt!r} (seed {cfg.seed + k - 1})")
             sample_once(replace(cfg, prompt=prompt, seed=cfg.seed + k - 1), run)
@@ -228,28 +220,29 @@ def interactive(cfg, run):
 def sample_once(cfg, run):
     """One batch of cfg.num_samples samples; prints the texts and a line of figures."""
     model, tok, obj = run["model"], run["tok"], OBJECTIVES[cfg.objective]
-    cfg, canvas, note = canvas_for(cfg, run)
-    if note:
-        print(note)
-    writer = open_trace(cfg, run["name"], cfg.overwrite)  # checks a --viz-video path before any sampling
-    page = open_page(cfg, run["name"], cfg.overwrite)  # and an --html path
+    canvas = build_canvas(cfg, tok, model.args.block_size, fit=run["fit_gen_len"])
+    if canvas.note:
+        print(canvas.note)
+    trace = open_trace(cfg, run["name"], tok, cfg.overwrite)  # checks a --viz-video or --html path before sampling
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     passes = obj.passes(cfg, canvas.n_gen, canvas.prefix_len)
     live = LiveView(tok, passes, fps=LIVE_FPS) if cfg.live else None
     if live:
-        live.start(*canvas.tensors(1, "cpu"))
-    recording = [0.0]
-    record = partial(timed_hook, spent=recording)
+        live.start(canvas.ids, canvas.gen)
+    # an ETA on a terminal's stderr, where --live draws instead
+    bar = tqdm(total=passes, desc="sampling", unit="step", leave=False, disable=True if live else None,
+               dynamic_ncols=True)
+    hooks = [hook for hook in (trace, live, run["threads"].tick, lambda st: bar.update()) if hook is not None]
     t0 = time.perf_counter()
     run["threads"].restart()  # no pass spans the time between prompts
-    hooks = chain(record(trace_hook(writer, tok, cfg)), record(trace_hook(page, tok, cfg)), live, run["threads"].tick)
-    with writer or nullcontext(), page or nullcontext(), StepBar(passes, on=not live) as bar, run["ctx"]:
-        texts, out, stats = fill(model, tok, canvas, cfg, run["schedule"], run["device"], g, chain(hooks, bar))
+    with trace, bar, run["ctx"]:
+        texts, out, stats = fill(model, tok, canvas, cfg, run["schedule"], run["device"], g,
+                                 lambda st: [hook(st) for hook in hooks])
         sampled = time.perf_counter()
     # the sampling's own time: the trace's recording and --live's pauses left out
-    dt = sampled - t0 - recording[0] - (live.slept if live else 0)
-    recorded = recording[0] + time.perf_counter() - sampled
+    dt = sampled - t0 - trace.seconds - (live.slept if live else 0)
+    recorded = trace.seconds + time.perf_counter() - sampled
     nfes, seconds = stats["nfe_per_sample"], stats["seconds_per_sample"]
     for i, text in enumerate(stats["full_texts"]):
         if len(texts) > 1:
@@ -263,24 +256,11 @@ def sample_once(cfg, run):
     ran = obj.describe(replace(cfg, steps=passes)) if capped else sampler
     if ran != sampler:
         sampler = f"{ran} (--steps {cfg.steps}: one pass a blank at most)"
-    also = f"; recording the trace took {recorded:.2f}s more" if writer or page else ""
+    also = f"; recording the trace took {recorded:.2f}s more" if trace.writers else ""
     print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched "
           f"passes, {dt:.2f}s sampling ({canvas.n_gen * len(texts) / dt:,.0f} tokens/s{also}); sampler: {sampler}, "
           f"temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}")
-    print_written(writer)
-    print_written(page)
-
-
-def timed_hook(hook, spent):
-    """hook, adding the seconds each call takes to spent[0]."""
-    if hook is None:
-        return None
-
-    def call(st):
-        t = time.perf_counter()
-        hook(st)
-        spent[0] += time.perf_counter() - t
-    return call
+    print_written(trace)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def plot_to(out, name, plot):
     plot holds (the same command run twice never collides), its placeholder removed if nothing came."""
     if out and not out.lower().endswith(".png"):
         raise UserError(f"--out {out} should end in .png")
-    path = out or fresh_path(PLOTS, name, ".png")
+    path = out or fresh_path(PLOTS, name, ".png")[0]
     try:
         plot(path)
     finally:

@@ -2,16 +2,16 @@
 
     python train.py cpu --max_iters=20 --eval_interval=10   # ends with this report
 """
-from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
+from tqdm import tqdm
 
 from evals.bound import LN2
 from evals.metrics import ChangeRate, distinct_n
 from objectives import OBJECTIVES
 from sampling.canvas import continuation, fill
-from sampling.trace import StepBar, chain, open_trace, print_written, run_name, trace_hook
+from sampling.trace import open_trace, print_written, run_name
 from utils.errors import UserError
 
 
@@ -65,15 +65,17 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
     n = max(cfg.num_samples, 4)
     prompt_len, gen_len = report_samples(cfg, tok)
     # sample 0's trace: a typed path was checked before step 1, 'auto' takes a new name now
-    writer = open_trace(cfg, run_name(cfg.out_dir), replace=True)
+    trace = open_trace(cfg, run_name(cfg.out_dir), tok, replace=True)
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
     # a gen_len past the context is cut to what it holds after the prompt, and said so
     cut = f" (gen_len={cfg.gen_len}: what the context holds after the prompt)" if gen_len < cfg.gen_len else ""
-    print(f"sampling {n} x {gen_len} tokens{cut}" + (f", tracing sample 0 to {writer.paths['mp4']}" if writer else ""))
-    hooks = chain(trace_hook(writer, tok, cfg), change)
-    with writer or nullcontext(), StepBar(obj.passes(cfg, gen_len, prompt_len)) as bar:
+    traced = f", tracing sample 0 to {trace.video.paths['mp4']}" if trace.video else ""
+    print(f"sampling {n} x {gen_len} tokens{cut}{traced}")
+    bar = tqdm(total=obj.passes(cfg, gen_len, prompt_len), desc="sampling", unit="step", leave=False,
+               dynamic_ncols=True, disable=None)
+    with trace, bar:
         texts, _, stats = fill(model, tok, canvas, replace(cfg, num_samples=n), schedule, device, g,
-                                   chain(hooks, bar))
+                               lambda st: (trace(st), change(st), bar.update()))
     print("---- final validation metrics")
     what, t = ("NLL", "") if obj.EXACT else ("bound (NELBO)", " x %d t")
     print(f"  dev {what}, the figure that picks best.pt: {units(res)} ({res['n_windows']} windows"
@@ -97,4 +99,4 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
           f"{distinct_n(texts, 2):.4f}; {stats['nfe']} NFE (model calls), {stats['seconds']:.2f}s")
     for i, text in enumerate(texts):  # sample 0's text is the one the README and records pin
         print(f"---- sample {i} (prompt {cfg.prompt!r})\n{cfg.prompt + text}")
-    print_written(writer)
+    print_written(trace)

@@ -25,21 +25,7 @@ BLANK_HELP = "mark each gap with [___] (one token per marker character) or [___:
 class Canvas:
     """Given text and blanks in order: (text, ids) for given text, (None, n) for a blank."""
 
-    def __init__(self, parts):
-        self.parts = parts
-        self.ids = [i for text, p in parts for i in (p if text is not None else [0] * p)]
-        self.gen = [text is None for text, p in parts for _ in range(p if text is None else len(p))]
-        self.n_gen = sum(self.gen)
-        first = next(k for k, (text, _) in enumerate(parts) if text is None) if self.n_gen else len(parts)
-        self.prefix = "".join(text for text, _ in parts[:first])  # the given text before the first blank
-        self.prefix_len = sum(len(p) for _, p in parts[:first])  # in tokens
-        self.is_continuation = len(parts) == first + 1  # given text, then one blank: all an AR can do
-
-    def __len__(self):
-        return len(self.ids)
-
-    @classmethod
-    def from_parts(cls, tok, pieces):
+    def __init__(self, tok, pieces, note=""):
         """pieces, in order: str (given text) or int (a blank of that many tokens, >= 1)."""
         parts = []
         for p in pieces:
@@ -48,12 +34,14 @@ class Canvas:
                     parts.append((p, list(tok.encode(p))))
             else:  # a count the checks before kept within 1 and LIMITS' gen_len
                 parts.append((None, p))
-        return cls(parts)
-
-    def tensors(self, batch, device):
-        """(x, gen_mask), (batch, L) each: the given ids (0 at blanks), True at blanks."""
-        return (torch.tensor(self.ids, dtype=torch.long, device=device).repeat(batch, 1),
-                torch.tensor(self.gen, dtype=torch.bool, device=device).repeat(batch, 1))
+        self.parts, self.note = parts, note
+        self.ids = [i for text, p in parts for i in (p if text is not None else [0] * p)]  # 0 at blanks
+        self.gen = [text is None for text, p in parts for _ in range(p if text is None else len(p))]  # True at blanks
+        self.n_gen = sum(self.gen)
+        first = next(k for k, (text, _) in enumerate(parts) if text is None) if self.n_gen else len(parts)
+        self.prefix = "".join(text for text, _ in parts[:first])  # the given text before the first blank
+        self.prefix_len = sum(len(p) for _, p in parts[:first])  # in tokens
+        self.is_continuation = len(parts) == first + 1  # given text, then one blank: all an AR can do
 
     def fills(self, row, tok):
         """Each blank's decoded text, from one generated row (a list of L ids)."""
@@ -89,12 +77,14 @@ def parse_infill(text, tok):
     pieces.append(text[pos:])
     if len(pieces) == 1:
         raise UserError(f"--infill text has no blank: {BLANK_HELP}")
-    return Canvas.from_parts(tok, pieces)
+    return Canvas(tok, pieces)
 
 
-def build_canvas(cfg, tok, block_size):
-    """The canvas a config asks for, checked against the model (cfg.objective's) before any work."""
+def build_canvas(cfg, tok, block_size, fit=False):
+    """The canvas a config asks for, checked against the model (cfg.objective's) before any work;
+    fit: an untyped --gen-len cut to the room the context leaves, said in canvas.note."""
     obj = OBJECTIVES[cfg.objective]
+    semi_ar = obj.SEMI_AR and cfg.semi_ar_length
     if cfg.infill:
         c = parse_infill(cfg.infill, tok)
     else:
@@ -102,7 +92,14 @@ def build_canvas(cfg, tok, block_size):
         hint = "give a UTF-8 text file"
         prefix = read_text(cfg.prefix_file, "--prefix_file", hint) if cfg.prefix_file else cfg.prompt
         suffix = read_text(cfg.suffix_file, "--suffix_file", hint) if cfg.suffix_file else ""
-        c = Canvas.from_parts(tok, [prefix, cfg.gen_len, suffix])
+        c = Canvas(tok, [prefix, cfg.gen_len, suffix])
+        given = len(c.ids) - c.n_gen
+        room = block_size - given
+        # (a sliding window needs no cut; no room: refused below)
+        if fit and not (obj.ANY_LENGTH or semi_ar) and 1 <= room < c.n_gen:
+            note = (f"note: {given} given token(s) + --gen-len {cfg.gen_len} (the default) exceed the model's "
+                    f"context of {block_size}: generating {room} (give --gen-len to choose)")
+            c = Canvas(tok, [prefix, room, suffix], note)
     if obj.CONTINUES_ONLY and not c.is_continuation:
         kind = "an AR model" if obj.EXACT else f"objective={cfg.objective}"
         raise UserError(f"infilling and --suffix_file need a masked diffusion checkpoint (mdlm or uniform): {kind} "
@@ -111,9 +108,9 @@ def build_canvas(cfg, tok, block_size):
         raise UserError("--dual_sample continues a prompt left to right: give one, and no given text after the blank")
     if obj.ANY_LENGTH:
         return c  # its sampler slides a window past the context
-    semi_ar = obj.SEMI_AR and cfg.semi_ar_length
-    if len(c) > block_size and not (c.is_continuation and semi_ar):
-        given = len(c) - c.n_gen
+    size = len(c.ids)  # given tokens and blanks
+    if size > block_size and not (c.is_continuation and semi_ar):
+        given = size - c.n_gen
         what = (f"prompt ({given} tokens) + --gen-len {c.n_gen}" if c.is_continuation else
                 f"given text ({given} tokens) + blanks ({c.n_gen} tokens)")
         # each way out one the same command then takes (--infill sets its own length)
@@ -126,8 +123,8 @@ def build_canvas(cfg, tok, block_size):
                 length = max(length, -(-c.n_gen // cfg.steps))
             if length < block_size:
                 fixes.append(f"decode in blocks with --semi-ar-length {length}")
-        raise UserError(f"{what} = {len(c)} exceeds the model's context of {block_size} tokens: {', or '.join(fixes)}")
-    if len(c) > block_size and cfg.semi_ar_length >= block_size:
+        raise UserError(f"{what} = {size} exceeds the model's context of {block_size} tokens: {', or '.join(fixes)}")
+    if size > block_size and cfg.semi_ar_length >= block_size:
         raise UserError(f"--semi-ar-length {cfg.semi_ar_length} leaves no context in a window of {block_size} tokens: "
                         f"use --semi-ar-length {max(1, block_size // 4)}")
     n_blocks = -(-c.n_gen // cfg.semi_ar_length) if semi_ar else 1
@@ -135,21 +132,6 @@ def build_canvas(cfg, tok, block_size):
         raise UserError(f"--steps {cfg.steps} is fewer than the {n_blocks} blocks of --semi-ar-length "
                         f"{cfg.semi_ar_length}: use --steps {n_blocks} or more, or a longer --semi-ar-length")
     return c
-
-
-def fit_gen_len(cfg, tok, block_size):
-    """(cfg, note or ""): an untyped --gen-len cut to the room a window leaves after the prompt."""
-    obj = OBJECTIVES[cfg.objective]
-    if cfg.infill or obj.ANY_LENGTH or (obj.SEMI_AR and cfg.semi_ar_length):
-        return cfg, ""
-    c = build_canvas(replace(cfg, gen_len=1, semi_ar_length=0), tok, 2**62)
-    given = len(c) - 1
-    room = block_size - given
-    if cfg.gen_len <= room or room < 1:
-        return cfg, ""  # fits, or no room: build_canvas refuses it with advice
-    note = (f"note: {given} given token(s) + --gen-len {cfg.gen_len} (the default) exceed the model's context of "
-            f"{block_size}: generating {room} (give --gen-len to choose)")
-    return replace(cfg, gen_len=room), note
 
 
 def continuation(cfg, tok, prompt, gen_len, block_size):
@@ -178,7 +160,8 @@ def fill(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None
     tokens (B, L), stats: the sampler's, with seconds and full_texts)."""
     B, obj, t0 = cfg.num_samples, OBJECTIVES[cfg.objective], time.time()
     model.eval()
-    x, gen_mask = canvas.tensors(B, device)
+    x = torch.tensor(canvas.ids, dtype=torch.long, device=device).repeat(B, 1)  # (B, L)
+    gen_mask = torch.tensor(canvas.gen, dtype=torch.bool, device=device).repeat(B, 1)
     start = obj.EXACT and not canvas.prefix_len  # AR conditions on a start token when the prompt is empty
     if start:  # its window slides: the extra position needs no room
         x = torch.cat([torch.full((B, 1), start_token(tok), dtype=x.dtype, device=device), x], 1)

@@ -14,7 +14,7 @@ TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trace_page.
 
 class PageWriter:
     """video.TraceWriter's twin whose frames become one HTML file at close (on an error, none)."""
-    candidates = 5  # the top candidates kept per predicted position (TraceHook reads it)
+    candidates = 5  # the top candidates kept per predicted position (Trace reads it)
 
     def __init__(self, path, title="", settings="", frame_ms=180, reserved=False):
         self.path, self.title, self.settings, self.frame_ms = path, title, settings, frame_ms

@@ -26,7 +26,7 @@ import torch
 from config import CHOICES
 from configurator import check_values, parse, validate
 from objectives import OBJECTIVES
-from sampling.canvas import build_canvas, fill, fit_gen_len
+from sampling.canvas import build_canvas, fill
 from sampling.trace import token_state, token_states
 from utils.dist import machine
 from utils.errors import UserError, explain, say_interrupted
@@ -168,9 +168,8 @@ def warm_up(lanes):
     (allocations), which would put the first lane behind on the first draw."""
     for lane in lanes:
         run = lane.run
-        cfg = fit_gen_len(lane.cfg, run["tok"], run["model"].args.block_size)[0]
-        cfg = replace(cfg, gen_len=min(cfg.gen_len, MOST_GEN_LEN))
-        canvas = build_canvas(cfg, run["tok"], run["model"].args.block_size)
+        cfg = replace(lane.cfg, gen_len=min(lane.cfg.gen_len, MOST_GEN_LEN))
+        canvas = build_canvas(cfg, run["tok"], run["model"].args.block_size, fit=True)
         with run["ctx"]:
             fill(run["model"], run["tok"], canvas, cfg, run["schedule"], run["device"], torch.Generator())
 
@@ -179,9 +178,10 @@ def page(lanes):
     """serve_page.html with the lanes, the knobs' defaults, the unread ones (with the CLI's refusal)
     and the caps."""
     cfg, run = lanes[0].cfg, lanes[0].run
-    fitted = fit_gen_len(cfg, run["tok"], run["model"].args.block_size)[0]  # as inference.py fits it
-    knobs = {k: getattr(fitted, k) for k in KNOBS}
-    knobs["gen_len"] = min(knobs["gen_len"], MOST_GEN_LEN)
+    capped = replace(cfg, gen_len=min(cfg.gen_len, MOST_GEN_LEN))
+    knobs = {k: getattr(cfg, k) for k in KNOBS}
+    # as inference.py fits it
+    knobs["gen_len"] = build_canvas(capped, run["tok"], run["model"].args.block_size, fit=True).n_gen
     unread = {}
     for key in SAMPLER_KNOBS:
         try:

@@ -1,5 +1,5 @@
-"""Watching the sampler's steps (utils.steps.Step): MP4 + GIF frames (video.py), an HTML page
-(page.py), --live, a bar. inference.sample_once chains them into canvas.fill's on_step.
+"""Watching the sampler's steps (utils.steps.Step): MP4 + GIF frames (video.py) and an HTML page
+(page.py), recorded by one Trace; --live. inference.sample_once calls them from fill's on_step.
 
     python inference.py cpu --prompt "JULIET:"   # a new MP4 and GIF in artifacts/media/
     python inference.py cpu --live --html        # the canvas in the terminal; a page to scrub"""
@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from itertools import groupby
 
 import torch
@@ -35,41 +36,58 @@ def token_state(text, generated, revealed, remasked):
     return "new" if revealed else "kept"
 
 
-class TraceHook:
-    """Sample 0's steps as trace frames: tokens coloured by confidence, NFE and block on top."""
+class Trace(ExitStack):
+    """on_step: sample 0's steps as frames (tokens coloured by confidence, NFE and block on top)
+    for a video (every cfg.trace_every passes) and a page (every step: scrubbed, not played), either
+    None.
+    seconds: the time spent recording. Sample in `with trace:` (no files on error)."""
 
-    def __init__(self, writer, tok, every, T):
-        self.writer, self.tok, self.every, self.T, self.frames = writer, tok, every, T, 0
-        self.drawn_done, self.seen_nfe = False, 0
+    def __init__(self, tok, cfg, video=None, page=None):
+        super().__init__()
+        self.tok, self.T, self.video, self.page = tok, cfg.diffusion_steps, video, page
+        self.writers = [(w, every) for w, every in ((video, cfg.trace_every), (page, 1)) if w is not None]
+        for writer, _ in self.writers:
+            self.push(writer)  # its __exit__: closed as `with` ends
+        self.frames, self.drawn_done, self.seen_nfe, self.seconds = 0, False, 0, 0.0
 
-    def frame(self, st, t, nfe, caption=""):
-        """Sample 0 of st as one frame (t: its header's time); a page also gets top candidates."""
+    def frame(self, st, t, nfe, caption, writers):
+        """Sample 0 of st as one frame (t: its header's time); a page gets top candidates too."""
         cells = token_states(self.tok, st.x[0].tolist(), st.gen_mask[0].tolist(), st.revealed[0].tolist(),
                              st.remasked[0].tolist())
         confidence = [c if state != "prompt" and text is not None else None
                       for (text, state), c in zip(cells, st.conf[0].tolist())]
-        top = {"top": self.top(st)} if getattr(self.writer, "candidates", 0) else {}
-        self.writer.add_frame([text for text, _ in cells], [state for _, state in cells], step=st.step,
-                              t=t / self.T, nfe=nfe, confidence=confidence, caption=caption, **top)
+        for writer in writers:
+            top = {"top": self.top(st, writer.candidates)} if getattr(writer, "candidates", 0) else {}
+            writer.add_frame([text for text, _ in cells], [state for _, state in cells], step=st.step,
+                             t=t / self.T, nfe=nfe, confidence=confidence, caption=caption, **top)
         self.frames += 1
 
-    def top(self, st):
-        """{position: [(text, probability)]}: sample 0's most likely tokens where the step drew."""
+    def top(self, st, k):
+        """{position: [(text, probability)]}: sample 0's k likeliest tokens where the step drew."""
         if st.law is None:
             return {}
         at, logp = st.law
         mine = at < st.x.size(1)  # sample 0's rows
-        p, ids = logp[mine].exp().topk(min(self.writer.candidates, logp.size(-1)), -1)
+        p, ids = logp[mine].exp().topk(min(k, logp.size(-1)), -1)
         return {int(i): [(self.tok.token_text(t), round(q, 4)) for t, q in zip(row_ids, row_p) if q > 0]
                 for i, row_ids, row_p in zip(at[mine].tolist(), ids.tolist(), p.tolist())}
 
     def start(self, x, gen_mask):
-        """The first frame: x (B, L) as the sampler starts from it."""
+        """The first frame, every writer's: x (B, L) as the sampler starts from it."""
         z = torch.zeros_like(gen_mask)
-        self.frame(Step(step=0, nfe=None, time=None, x=x, prev=x, gen_mask=gen_mask, revealed=z, remasked=z,
-                        conf=torch.zeros(x.shape, dtype=torch.float64), finished=[False]), self.T, 0)
+        first = Step(step=0, nfe=None, time=None, x=x, prev=x, gen_mask=gen_mask, revealed=z, remasked=z,
+                     conf=torch.zeros(x.shape, dtype=torch.float64), finished=[False])
+        self.frame(first, self.T, 0, "", [w for w, _ in self.writers])
 
     def __call__(self, st):
+        if not self.writers:
+            return
+        # timed apart: the sampling's tokens/s leaves the recording out
+        began = time.perf_counter()
+        self.record(st)
+        self.seconds += time.perf_counter() - began
+
+    def record(self, st):
         if self.frames == 0:  # step 1's prev is where the sampler starts: [MASK]s, or uniform noise's x_T
             self.start(st.prev, st.gen_mask)
         nfe = int(st.nfe[0])
@@ -77,12 +95,13 @@ class TraceHook:
             return  # its final frame is drawn, or it sat the step out (threshold decoding)
         done = bool(st.finished[0])  # always a frame, drawn once
         self.seen_nfe, self.drawn_done = nfe, done
-        if nfe % self.every == 0 or done:
+        writers = [w for w, every in self.writers if nfe % every == 0 or done]
+        if writers:
             # the pass's count: the plan's, or what the threshold or bound let through
             caption = f"{int(st.revealed[0].sum())} revealed"
             if st.n_blocks > 1:
                 caption = f"block {st.block + 1}/{st.n_blocks}, {caption}"
-            self.frame(st, 0 if done else int(st.time[0]), nfe, caption)
+            self.frame(st, 0 if done else int(st.time[0]), nfe, caption, writers)
 
 
 def run_name(path):
@@ -102,16 +121,24 @@ def check_trace_path(cfg, replace=False):
         check_output(cfg.html, replace, "--html")
 
 
-def open_trace(cfg, name, replace=False):
-    """A TraceWriter for cfg.viz_video (the GIF beside it): its path, or for 'auto' a new
-    artifacts/media/NAME_k.mp4 no earlier trace holds; None for 'off'. Frames sized at close."""
-    if cfg.viz_video == "off":
-        return None
+def open_trace(cfg, name, tok, replace=False):
+    """The Trace cfg asks for, its paths checked before any sampling: a TraceWriter for
+    cfg.viz_video (the GIF beside it) unless 'off', a PageWriter for --html; 'auto' (a bare --html)
+    takes a new artifacts/media/NAME_k file no earlier trace holds. Frames sized at close."""
     check_trace_path(cfg, replace)
-    auto = cfg.viz_video == "auto"
-    mp4, gif = trace_paths(fresh_path(MEDIA, name, ".mp4", beside=trace_paths) if auto else cfg.viz_video)
-    cols = 64 if cfg.tokenizer == "char" else 72
-    return TraceWriter(mp4, gif, frame_ms=cfg.gif_frame_ms, cols=cols, title=trace_title(cfg, cols), reserved=auto)
+    video = page = None
+    if cfg.viz_video != "off":
+        auto = cfg.viz_video == "auto"
+        mp4, gif = fresh_path(MEDIA, name, ".mp4", ".gif") if auto else trace_paths(cfg.viz_video)
+        cols = 64 if cfg.tokenizer == "char" else 72
+        video = TraceWriter(mp4, gif, frame_ms=cfg.gif_frame_ms, cols=cols, title=trace_title(cfg, cols), reserved=auto)
+    if cfg.html:
+        auto = cfg.html == "auto"
+        path = fresh_path(MEDIA, name, ".html")[0] if auto else cfg.html
+        settings = f"{OBJECTIVES[cfg.objective].describe(cfg)}, temperature {cfg.temperature:g}"
+        page = PageWriter(path, title=trace_title(cfg, 200), settings=settings, frame_ms=cfg.gif_frame_ms,
+                          reserved=auto)
+    return Trace(tok, cfg, video, page)
 
 
 def trace_title(cfg, cols=64):
@@ -147,33 +174,9 @@ def adaptive_title(cfg):
     return f"entropy bound {cfg.entropy_bound:g}"
 
 
-def trace_hook(writer, tok, cfg):
-    """The on_step hook recording sample 0's steps into writer (None without), the start first.
-    Sample in `with writer:` (no files on error). A page keeps every step: scrubbed, not played."""
-    if writer is None:
-        return None
-    every = 1 if isinstance(writer, PageWriter) else cfg.trace_every
-    return TraceHook(writer, tok, every, cfg.diffusion_steps)
-
-
-def open_page(cfg, name, replace=False):
-    """--html: a PageWriter for cfg.html, its path checked before any sampling, or for 'auto' (a
-    bare --html) a new artifacts/media/NAME_k.html; None without."""
-    if not cfg.html:
-        return None
-    auto = cfg.html == "auto"
-    if auto:
-        path = fresh_path(MEDIA, name, ".html")
-    else:
-        path = cfg.html
-        check_output(path, replace, "--html", "--overwrite")
-    settings = f"{OBJECTIVES[cfg.objective].describe(cfg)}, temperature {cfg.temperature:g}"
-    return PageWriter(path, title=trace_title(cfg, 200), settings=settings, frame_ms=cfg.gif_frame_ms, reserved=auto)
-
-
-def print_written(writer):
-    """What a closed trace wrote, after its warnings; nothing without a writer."""
-    if writer is not None:
+def print_written(trace):
+    """What a closed trace's writers wrote, after their warnings."""
+    for writer, _ in trace.writers:
         res = writer.result
         for w in res["warnings"]:
             print(f"warning: {w}")
@@ -202,9 +205,10 @@ class LiveView:
             self.slept += wait
         self.shown = time.perf_counter()
 
-    def start(self, x, gen_mask):
-        z = [False] * x.size(1)
-        self.draw(x[0].masked_fill(gen_mask[0], self.tok.mask_id).tolist(), gen_mask[0].tolist(), z, z, "step 0")
+    def start(self, ids, gen):
+        """Step 0: the canvas's ids (lists), [MASK] where gen (a blank)."""
+        z = [False] * len(ids)
+        self.draw([self.tok.mask_id if blank else i for i, blank in zip(ids, gen)], gen, z, z, "step 0")
 
     def __call__(self, st):
         nfe = int(st.nfe[0])
@@ -246,30 +250,3 @@ class LiveView:
         self.out.write(f"{up}\x1b[1m{header[:cols - 1]}\x1b[0m\n{legend}\n{body}\n")
         self.out.flush()
         self.lines = len(lines) + 2
-
-
-# ---------------------------------------------------------------------------- progress
-class StepBar:
-    """An on_step tqdm bar with ETA, on a terminal's stderr (if on), closed however `with` ends."""
-
-    def __init__(self, total, on=True, desc="sampling", unit="step"):
-        from tqdm import tqdm
-        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, disable=None if on else True,
-                        dynamic_ncols=True)
-
-    def __call__(self, st=None, n=1):
-        self.bar.update(n)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.bar.close()
-
-
-def chain(*hooks):
-    """One on_step hook calling each given one (None left out); None if there are none."""
-    hooks = [h for h in hooks if h is not None]
-    if len(hooks) <= 1:
-        return hooks[0] if hooks else None
-    return lambda st: [h(st) for h in hooks]

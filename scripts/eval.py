@@ -70,6 +70,7 @@ if __name__ == "__main__":  # flags and paths refused before torch is imported (
     run_cli(parse_args)
 
 import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 import configurator  # noqa: E402
 from diffusion import Schedule  # noqa: E402
@@ -78,7 +79,6 @@ from evals.bound import ar_mode, evaluate, paired_difference, report_windows  # 
 from evals.metrics import ChangeRate  # noqa: E402
 from evals.samples import draw, load_judge, open_checkpoint, score, start_ids, write_json  # noqa: E402
 from objectives import OBJECTIVES  # noqa: E402
-from sampling.trace import StepBar, chain  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import CpuThreads, autocast_for, pick_device  # noqa: E402
 from utils.tokenizer import fingerprint  # noqa: E402
@@ -182,8 +182,9 @@ def evaluate_run(run, args, judge, bar, threads):
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
         threads.restart()  # no pass spans the bound's evaluation
+        hooks = [hook for hook in (change, lambda st: bar.update(), threads.tick) if hook is not None]
         out, _ = draw(model, replace(scfg, num_samples=args.batch_size), start, gen_len, args.n_samples, tok.mask_id,
-                      g, on_step=chain(change, bar, threads.tick))
+                      g, on_step=lambda st: [hook(st) for hook in hooks])
         row.update(score(out, len(start), tok, judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
     row["seconds"] = time.time() - t0
@@ -294,7 +295,8 @@ def evaluate_all(args, argv):
           f"scorer: {args.ar_checkpoint or 'none'}; {threads.line}")
     rows, t0 = [], time.time()
     # the samples' passes as they run (a count, a rate); each checkpoint's line says what is left
-    with StepBar(None, on=args.n_samples > 0, desc="eval: sampling", unit="pass") as bar:
+    with tqdm(desc="eval: sampling", unit="pass", leave=False, disable=None if args.n_samples else True,
+              dynamic_ncols=True) as bar:
         for i, r in enumerate(runs):
             with ctx:
                 row = evaluate_run(r, args, judge, bar, threads)

@@ -189,7 +189,7 @@ def main(argv):
         where += ", a busy machine (not its speed)"
     path = args.out
     if not path:  # a name no earlier race holds, taken once the lanes are timed
-        path = fresh_path(MEDIA, "race", ".mp4", beside=trace_paths)
+        path = fresh_path(MEDIA, "race", ".mp4", ".gif")[0]
     write_frames(lanes, args, where, path)
 
 

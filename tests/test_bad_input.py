@@ -1302,7 +1302,7 @@ def test_ctrl_c_in_training_names_the_last_checkpoint_and_the_command_that_resum
 
 def test_ctrl_c_in_sampling_is_one_line_and_leaves_no_half_video(files, tmp_path, monkeypatch, capsys):
     from sampling import trace
-    real, calls = trace.TraceHook.__call__, []
+    real, calls = trace.Trace.__call__, []
 
     def interrupt_at_step_2(self, info):
         calls.append(1)
@@ -1310,7 +1310,7 @@ def test_ctrl_c_in_sampling_is_one_line_and_leaves_no_half_video(files, tmp_path
             raise KeyboardInterrupt
         return real(self, info)
 
-    monkeypatch.setattr(trace.TraceHook, "__call__", interrupt_at_step_2)
+    monkeypatch.setattr(trace.Trace, "__call__", interrupt_at_step_2)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
         run_cli(inference.main, ["--checkpoint", str(files / DM), "--viz-video", "v.mp4"])

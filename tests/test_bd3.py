@@ -389,10 +389,10 @@ def test_bd3_only_continues_a_prompt():
     with pytest.raises(UserError, match="only continues a prompt"):
         build_canvas(cfg, tok, 16)
     long = build_canvas(get_config(["--objective=bd3", "--prompt=ab", "--gen_len=100"]), tok, 16)
-    assert len(long) == 102  # past the context: the block sampler slides its window
+    assert len(long.ids) == 102  # past the context: the block sampler slides its window
     from helpers import for_objective
     ar_long = build_canvas(get_config(for_objective(["--objective=ar", "--prompt=ab", "--gen_len=100"])), tok, 16)
-    assert len(ar_long) == 102  # and the AR's, decode.generate
+    assert len(ar_long.ids) == 102  # and the AR's, decode.generate
     with pytest.raises(UserError, match="exceeds the model's context of 16"):  # masked diffusion has no window to slide
         build_canvas(get_config(["--prompt=ab", "--gen_len=100"]), tok, 16)
 

@@ -68,11 +68,11 @@ def test_eval_counts_the_passes_bd3_samples_run(bd3_ckpt, tmp_path_factory, caps
     ev = script("eval")
     counted = {}
 
-    class Counting(ev.StepBar):
-        def __call__(self, st=None, n=1):
+    class Counting(ev.tqdm):
+        def update(self, n=1):
             counted["done"] += n
 
-    monkeypatch.setattr(ev, "StepBar", Counting)
+    monkeypatch.setattr(ev, "tqdm", Counting)
     # the start token + 22 tokens are 6 blocks of 4, the first holding the start token and the last generated whole,
     # then cut (3, 4, 4, 4, 4, 4 generated): 23 passes at 30 steps (one token per step), 12 at 2 steps per block; not
     # 30 passes per batch

@@ -198,7 +198,8 @@ def test_bpe_trace_frame_fits_a_full_generation(corpus, tmp_path):
     text, tok, _ = corpus
     cfg = get_config(["--tokenizer=bpe", f"--viz_video={tmp_path / 't.mp4'}"])
     ids = tok.encode(text)
-    with open_trace(cfg, "bpe") as writer:
+    with open_trace(cfg, "bpe", tok) as trace:
+        writer = trace.video
         for start in range(0, len(ids) - 256, len(ids) // 12):  # 256-token stretches of the corpus
             tokens = [tok.token_text(i) for i in ids[start:start + 256]]
             writer.add_frame(tokens, ["kept"] * 256, step=0, t=0.0, nfe=0)

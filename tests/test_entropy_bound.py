@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from bd3 import Blocks, sample_bd3
+from config import Config
 from configurator import get_config
 from diffusion import SamplerOptions, Schedule, denoise, entropy_bound_stay
 from helpers import Args, ToyModel, pick, script
 from model import ModelArgs, Transformer
 from objectives import OBJECTIVES
-from sampling.trace import TraceHook
+from sampling.trace import Trace
 
 MASK = 11
 EB = dict(entropy_bound=0.5, order="entropy", remask="none")
@@ -210,5 +211,5 @@ def test_the_trace_captions_each_frame_with_what_its_pass_revealed():
     x, gm = torch.zeros(1, 6, dtype=torch.long), torch.ones(1, 6, dtype=torch.bool)
     denoise(model, x, gm, Schedule(10), MASK, SamplerOptions(1, entropy_bound=2.5 * math.log(2), order="entropy",
                                                              remask="none"),
-            torch.Generator().manual_seed(0), on_step=TraceHook(w, Tok(), 1, 10))
+            torch.Generator().manual_seed(0), on_step=Trace(Tok(), Config(diffusion_steps=10, trace_every=1), video=w))
     assert w.frames == ["", "4 revealed", "2 revealed"]

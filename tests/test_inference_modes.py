@@ -27,7 +27,7 @@ def _live(stream, steps=6, fps=0.0):
     x = torch.tensor([[0, 1, 2] + [11] * 9])
     gm = x == 11
     view = LiveView(tok, steps, stream=stream, fps=fps)
-    view.start(x, gm)
+    view.start([0, 1, 2] + [0] * 9, gm[0].tolist())  # as a canvas holds them: 0 at a blank, shown as [MASK]
     denoise(ToyModel(), x, gm, Schedule(20), 11, SamplerOptions(steps), on_step=view)
     return stream.getvalue()
 
@@ -220,11 +220,11 @@ def test_a_missing_checkpoint_names_the_command_that_trains_it(in_tmp, monkeypat
 
 
 @pytest.mark.parametrize("objective", ["mdlm", "ar"])
-def test_a_default_gen_len_is_fitted_to_the_context_a_typed_one_is_refused(objective, tmp_path, capsys):
+def test_a_default_gen_len_is_fitted_to_the_context_a_typed_one_is_refused(objective, tmp_path, capsys, monkeypatch):
     """README's GPU line, `python inference.py --prompt "ROMEO:"`, samples the reference recipe, whose default gen_len
     (256) fills its 256-token context: the default shrinks to the room the prompt leaves; a --gen-len the user typed is
     never changed, it is refused. The AR's window slides past the context: its length is never fitted, and its start
-    token (an empty prompt) needs no room either."""
+    token (an empty prompt) needs no room either. A stream of prompts checks and fits each one alike."""
     from helpers import MICRO, L, for_objective, real_text, run_here
     args = for_objective([f"--data_path={real_text()}", *MICRO, f"--gen_len={L}", "--max_iters=2",
                           "--eval_interval=100", f"--objective={objective}"])
@@ -240,6 +240,11 @@ def test_a_default_gen_len_is_fitted_to_the_context_a_typed_one_is_refused(objec
         assert f"---- 1 x {room} tokens" in out
     code, out, err = run_cli_here(inference.main, ["--checkpoint", ckpt, "--prompt", "ROMEO:", "--gen-len", L], capsys)
     assert (code == 0) == slides and ("exceeds the model's context" in err) != slides and "generating" not in out
+    (tmp_path / "p.txt").write_text("ROMEO:\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("ROMEO:\n"))
+    for stream in (["--prompts-file", tmp_path / "p.txt"], ["--interactive"]):
+        code, out, err = run_cli_here(inference.main, ["--checkpoint", ckpt, *stream], capsys)
+        assert code == 0 and f"---- 1 x {L if slides else L - 6} tokens" in out, err
 
 
 # ----------------------------------------------------------------------------- issue 97: what a trace writes and costs
@@ -271,12 +276,12 @@ def test_tokens_per_second_times_the_sampling_apart_from_the_traces_recording(in
     import re
     import time
     from sampling import trace
-    real = trace.TraceHook.__call__
+    real = trace.Trace.record
 
     def slow(self, st):
         time.sleep(0.05)
         return real(self, st)
-    monkeypatch.setattr(trace.TraceHook, "__call__", slow)
+    monkeypatch.setattr(trace.Trace, "record", slow)
     code, out, err = run_cli_here(inference.main, ["--checkpoint", _shipped(), "--gen-len", "8", "--steps", "8",
                                                    "--seed", "0"], capsys)
     assert code == 0, err

@@ -302,7 +302,8 @@ def test_every_sampler_runs_without_autograd(argv):
     model = Transformer(configurator.model_args(cfg, tok.vocab_size)).eval()
     calls = []
     model.register_forward_pre_hook(lambda m, a: calls.append(torch.is_grad_enabled()))
-    x, gen_mask = build_canvas(cfg, tok, cfg.block_size).tensors(2, "cpu")  # the interface, as the scripts call it
+    canvas = build_canvas(cfg, tok, cfg.block_size)  # the interface, as the scripts call it
+    x, gen_mask = torch.tensor(canvas.ids).repeat(2, 1), torch.tensor(canvas.gen).repeat(2, 1)  # as fill builds them
     OBJECTIVES[cfg.objective].sample(model, x, gen_mask, cfg, Schedule(cfg.diffusion_steps), tok.mask_id,
                                          torch.Generator().manual_seed(0))
     assert calls and not any(calls), argv

@@ -324,11 +324,11 @@ def test_infill_output_keeps_every_given_character(tok_kind):
         given = ["  Once up\u00f6n ", " time,\n\tthey  ", "."]
     else:
         tok, given = TOK, ["the cat ", " on the mat\n", "."]
-    c = Canvas.from_parts(tok, [given[0], 4, given[1], 3, given[2]])
+    c = Canvas(tok, [given[0], 4, given[1], 3, given[2]])
     assert c.n_gen == 7
     g = torch.Generator().manual_seed(0)
     for _ in range(20):  # whatever fills the blanks, the given text comes back verbatim
-        x, gm = c.tensors(1, "cpu")
+        x, gm = torch.tensor([c.ids]), torch.tensor([c.gen])
         x[gm] = torch.randint(0, tok.vocab_size, (7,), generator=g)
         x[x == tok.mask_id] = 2
         text, fills = c.render(x[0].tolist(), tok), c.fills(x[0].tolist(), tok)
@@ -342,7 +342,7 @@ def test_build_canvas_checks_sizes():
     with pytest.raises(UserError, match="--semi-ar-length 4"):
         build_canvas(Config(prompt="ab", gen_len=40, steps=10), TOK, 16)
     c = build_canvas(Config(prompt="ab", gen_len=40, steps=10, semi_ar_length=8), TOK, 16)  # a sliding window
-    assert len(c) == 42
+    assert len(c.ids) == 42
     with pytest.raises(UserError, match="fewer than the 5 blocks"):
         build_canvas(Config(prompt="ab", gen_len=40, steps=4, semi_ar_length=8), TOK, 16)
     with pytest.raises(UserError, match="AR model only continues"):
@@ -416,7 +416,7 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
 
     from checkpoint_manager import load_model
     from sampling.canvas import fill
-    from sampling.trace import trace_hook
+    from sampling.trace import Trace
     model, ckpt = load_model(tiny_ckpt, torch.device("cpu"))
     from checkpoint_manager import config_from_dict
     cfg = replace(config_from_dict(ckpt["config"]), num_samples=2, trace_every=1, **extra)
@@ -425,7 +425,7 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     canvas = parse_infill("the [___:5] and [___:4] of", tok)
     w = _Frames()
     _, _, stats = fill(model, tok, canvas, cfg, Schedule(cfg.diffusion_steps), "cpu",
-                           torch.Generator().manual_seed(0), trace_hook(w, tok, cfg))
+                           torch.Generator().manual_seed(0), Trace(tok, cfg, video=w))
     given = [not g for g in canvas.gen]
     for f in w.frames:  # infill context is shown as given text in every frame
         assert [s == "prompt" for s in f["states"]] == given

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -236,6 +237,12 @@ def test_the_page_holds_the_knobs_and_greys_out_those_the_model_does_not_read(se
     ar = serve.page([server.lanes[1]]).decode("utf-8")  # the AR served: no steps, no order; the CLI's refusal says why
     unread = json.loads(re.search(r'application/json">(.*?)</script>', ar, re.S)[1])["unread"]
     assert sorted(unread) == ["order", "steps"] and "objective=ar does not read --steps" in unread["steps"]
+    # a default gen_len past the context (and the page's cap) is what inference.py draws: the room after the prompt
+    cpu = server.lanes[0]
+    long = serve.Lane(replace(cpu.cfg, gen_len=600), cpu.run)
+    knobs = json.loads(re.search(r'application/json">(.*?)</script>', serve.page([long]).decode("utf-8"), re.S)[1])
+    assert knobs["knobs"]["gen_len"] == 128 - len("ROMEO:")
+    serve.warm_up([long])  # the warm-up draws that length too (the whole 600 is refused)
 
 
 def test_a_port_in_use_is_one_line_before_any_model_is_read_and_its_advice_serves(where, capsys):

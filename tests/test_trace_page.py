@@ -19,7 +19,7 @@ from diffusion import Schedule
 from configurator import get_config
 from helpers import for_objective
 from model import Transformer
-from sampling.trace import trace_hook
+from sampling.trace import Trace
 from sampling.page import PageWriter
 from utils.tokenizer import CharTokenizer
 
@@ -76,7 +76,7 @@ def _page_data(html):
 def test_the_page_embeds_every_step_with_its_candidates_and_round_trips(name, tmp_path):
     cfg, canvas, model = _setup(SAMPLERS[name])
     page, steps = PageWriter(tmp_path / "t.html", title="<title></script>", settings="s"), []
-    hook = trace_hook(page, TOK, cfg)
+    hook = Trace(TOK, cfg, page=page)
     with page:
         fill(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
                  torch.Generator().manual_seed(0), lambda st: (steps.append(st), hook(st)))
@@ -93,13 +93,36 @@ def test_the_page_embeds_every_step_with_its_candidates_and_round_trips(name, tm
             assert 1 <= len(top) <= 5 and all(a[1] >= b[1] for a, b in zip(top, top[1:]))
 
 
+def test_one_trace_gives_the_video_every_nth_pass_and_the_page_every_step(tmp_path):
+    """--trace-every 3 beside --html: one Trace records both; the video's frames are the start, every third pass and
+    the last, the page's the start and every pass, with its candidates; `with trace` closes both."""
+    cfg, canvas, model = _setup(["--steps=8", "--trace_every=3"])
+    nfes, closed = [], []
+
+    class Video:  # a TraceWriter's add_frame and __exit__
+        def add_frame(self, tokens, states, step, t, nfe, confidence=None, caption=""):
+            nfes.append(nfe)
+
+        def __exit__(self, *exc):
+            closed.append(exc)
+
+    page = PageWriter(tmp_path / "t.html", title="t", settings="s")
+    with Trace(TOK, cfg, video=Video(), page=page) as trace:
+        _, _, stats = fill(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
+                           torch.Generator().manual_seed(0), trace)
+    assert stats["nfe_per_sample"][0] == 8 and nfes == [0, 3, 6, 8] and closed == [(None, None, None)]
+    steps = _page_data((tmp_path / "t.html").read_text())["steps"]
+    assert [s["nfe"] for s in steps] == list(range(9)) and all(s["top"] for s in steps[1:])
+    assert trace.seconds > 0
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 def test_a_real_browser_loads_the_page_and_its_slider_moves_the_canvas(tmp_path):
     cfg, canvas, model = _setup(SAMPLERS["mdlm"])
     page = PageWriter(tmp_path / "t.html", title="t", settings="s")
     with page:
         fill(model, TOK, canvas, cfg, Schedule(8), "cpu", torch.Generator().manual_seed(0),
-                 trace_hook(page, TOK, cfg))
+                 Trace(TOK, cfg, page=page))
     probe = """<script>
 window.__errors = [];
 window.addEventListener("error", (e) => window.__errors.push(String(e.message)));
@@ -194,7 +217,7 @@ def test_the_page_shows_the_law_each_token_was_drawn_from(name, temperature, tmp
     model = Transformer(configurator.model_args(cfg, TOK.vocab_size)).eval()
     canvas = build_canvas(cfg, TOK, model.args.block_size)
     page, steps = PageWriter(tmp_path / "t.html", title="t", settings="s"), []
-    hook = trace_hook(page, TOK, cfg)
+    hook = Trace(TOK, cfg, page=page)
     with page:
         fill(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
              torch.Generator().manual_seed(1), lambda st: (steps.append(st), hook(st)))

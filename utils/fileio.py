@@ -186,19 +186,19 @@ def trace_paths(mp4):
     return mp4, os.path.splitext(mp4)[0] + ".gif"
 
 
-def fresh_path(folder, name, suffix, beside=None):
-    """folder/name_k.suffix for the first k whose file (and beside(path)'s, if given) is free,
-    created empty at once (O_EXCL), so two runs started together never take one name."""
+def fresh_path(folder, name, *suffixes):
+    """[folder/name_k + suffix, for each suffix] for the first k whose files are all free; the first
+    is created empty at once (O_EXCL), so two runs started together never take one name."""
     os.makedirs(folder, exist_ok=True)
     for k in itertools.count(1):
-        path = os.path.join(folder, f"{name}_{k}{suffix}")
-        if beside is not None and any(os.path.exists(p) for p in beside(path)):
+        paths = [os.path.join(folder, f"{name}_{k}{suffix}") for suffix in suffixes]
+        if any(os.path.exists(p) for p in paths[1:]):
             continue
         try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            os.close(os.open(paths[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             continue
-        return path
+        return paths
 
 
 def check_media(cfg):
