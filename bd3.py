@@ -105,8 +105,7 @@ def bd3_loss(model, x0, schedule, mask_id, block, drawn, opts=LossOptions()):
     xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
     sc = None
     if opts.self_cond:  # the first pass: the same two-stream pass, without sc
-        sc = self_condition_input(lambda r: bd3_logits(model, xt if r is None else xt[r], x0 if r is None else x0[r],
-                                                       block, mask_id), masked, opts.self_cond, rows=drawn.rows)
+        sc = self_condition_input(lambda r: bd3_logits(model, xt[r], x0[r], block, mask_id), masked, drawn.rows)
     out = bd3_logits(model, xt, x0, block, mask_id, sc=sc, clean=opts.ar_weight > 0)
     logits, nxt = out if opts.ar_weight > 0 else (out, None)
     ce = F.cross_entropy(logits.reshape(B * L, -1), x0.view(-1), reduction="none").view(B, L)

@@ -132,18 +132,15 @@ class Drawn:
 
 
 def masking_draws(shape, t, share, generator=None, device="cpu"):
-    """Drawn for masked diffusion: t, the masks' uniforms, self-conditioning's rows, in order."""
+    """Drawn for masked diffusion: t, the masks' uniforms, then self-conditioning's rows:
+    round(share * B) random sequences (R,), or None if share >= 1 (every one) or 0 (none)."""
     dev = draw_device(device)
     uniform = torch.rand(shape, generator=on_device(generator, dev), device=dev).to(device)
-    return Drawn(t, uniform, self_condition_rows(shape[0], share, generator, device))
-
-
-def self_condition_rows(n, share, generator=None, device="cpu"):
-    """round(share * n) random rows of n (R,) for self-conditioning; None if share >= 1 or 0."""
-    if not 0 < share < 1:
-        return None
-    dev = draw_device(device)
-    return torch.randperm(n, generator=on_device(generator, dev), device=dev)[:round(share * n)].to(device)
+    rows = None
+    if 0 < share < 1:
+        rows = torch.randperm(shape[0], generator=on_device(generator, dev), device=dev)[:round(share * shape[0])]
+        rows = rows.to(device)
+    return Drawn(t, uniform, rows)
 
 
 # ------------------------------------------------------------------------ q(x_t | x_0)
@@ -176,22 +173,16 @@ def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
     return no_mask_logit(model(xt, t, **kw), mask_id)
 
 
-def self_condition_input(logits_of, masked, share, generator=None, rows=None):
+def self_condition_input(logits_of, masked, rows=None):
     """Self-conditioning's input (B, L, V) (Chen et al. 2022): a no-grad first pass's x0 prediction
-    at the masked positions of a random `share` of sequences, zeros elsewhere (as a sampler's first
-    step). logits_of(rows): (R, L, V), None = all. A function of x_t: the NELBO stays a bound."""
-    rows = self_condition_rows(masked.size(0), share, generator, masked.device) if rows is None else rows
+    at the masked positions of the sequences `rows` (R,) (masking_draws draws them; None: every
+    one), zeros elsewhere (as a sampler's first step). logits_of(r): the logits (R, L, V) of rows r
+    (an index, or slice(None) for all). A function of x_t: the NELBO stays a bound."""
     with torch.no_grad():
-        if rows is None:  # share >= 1: every sequence
-            return torch.softmax(logits_of(None), -1) * masked[..., None]
+        if rows is None:  # every sequence
+            return torch.softmax(logits_of(slice(None)), -1) * masked[..., None]
         probs = torch.softmax(logits_of(rows), -1) * masked[rows][..., None]
         return torch.zeros(*masked.shape, probs.size(-1), device=masked.device).index_copy_(0, rows, probs)
-
-
-def self_condition(model, xt, t, masked, mask_id, share, generator=None, rows=None):
-    """Self-conditioning's input (B, L, V): self_condition_input over xt's own pass."""
-    return self_condition_input(lambda r: predict_logits(model, xt if r is None else xt[r], t if r is None else t[r],
-                                                         mask_id), masked, share, generator, rows)
 
 
 def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None, drawn=None):
@@ -203,7 +194,9 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
         drawn = masking_draws(x0.shape, t, opts.self_cond, generator, x0.device)
     t = drawn.t
     xt, masked = corrupt(x0, t, schedule, mask_id, uniform=drawn.uniform)
-    sc = self_condition(model, xt, t, masked, mask_id, opts.self_cond, rows=drawn.rows) if opts.self_cond else None
+    sc = None
+    if opts.self_cond:  # the first pass, over the same x_t's rows drawn for it
+        sc = self_condition_input(lambda r: predict_logits(model, xt[r], t[r], mask_id), masked, drawn.rows)
     logits = predict_logits(model, xt, t, mask_id, sc=sc)
     ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
     w = (schedule.T * schedule.on(x0.device)[1][t]).float()  # (B,) T * w(t)
