@@ -66,9 +66,6 @@ class Schedule:
             self._on[device] = (self.alpha.to(device, dtype), self.weight.to(device, dtype))
         return self._on[device]
 
-    def mask_prob(self, t):
-        return 1.0 - self.on(t.device)[0][t]
-
 
 # ------------------------------------------------------------------------ time draws
 def stratum_time(i, u, total, T):
@@ -98,14 +95,6 @@ def band_times(schedule, lo=0.0, hi=1.0):
     return t
 
 
-def band_top(cfg, progress):
-    """The band's top at `progress` (0..1) of training: mask_max, or rising from mask_ramp_from over
-    the first mask_ramp of the run: easy, less-masked windows first (Quokka 2025)."""
-    if cfg.mask_ramp <= 0:
-        return cfg.mask_max
-    return cfg.mask_ramp_from + (cfg.mask_max - cfg.mask_ramp_from) * min(1.0, progress / cfg.mask_ramp)
-
-
 @dataclass
 class Draw:
     """One micro-batch's randomness, keyed (bit-exact on resume and DDP): `generator` draws masks or
@@ -115,11 +104,6 @@ class Draw:
     offset: int = 0
     total: int = None
     progress: float = 1.0  # step / max_iters, for a curriculum on t
-
-
-def repeat_draws(draw, k, n):
-    """The Draw of k copies of n windows (--mask_draws): copy j of window i is row j * n + i."""
-    return replace(draw, offset=draw.offset * k, total=(draw.total or n) * k)
 
 
 @dataclass
@@ -132,8 +116,8 @@ class Drawn:
 
 
 def masking_draws(shape, t, share, generator=None, device="cpu"):
-    """Drawn for masked diffusion: t, the masks' uniforms, then self-conditioning's rows:
-    round(share * B) random sequences (R,), or None if share >= 1 (every one) or 0 (none)."""
+    """Drawn for masked diffusion: t, the masks' uniforms, self-conditioning's rows, in order: a
+    random round(share * B) of B (R,), None if share >= 1 or 0."""
     dev = draw_device(device)
     uniform = torch.rand(shape, generator=on_device(generator, dev), device=dev).to(device)
     rows = None
@@ -148,7 +132,7 @@ def corrupt(x0, t, schedule, mask_id, generator=None, uniform=None):
     """q(xt | x0): each token becomes [MASK] w.p. 1 - alpha(t). x0 (B, L), t (B,); uniform (B, L):
     the deciding U[0, 1) draws (masking_draws), else from generator. Returns (xt, mask)."""
     uniform = masking_draws(x0.shape, t, 0.0, generator, x0.device).uniform if uniform is None else uniform
-    p = schedule.mask_prob(t).to(torch.float32)[:, None]  # (B, 1)
+    p = (1.0 - schedule.on(t.device)[0][t]).to(torch.float32)[:, None]  # (B, 1) the mask rate 1 - alpha(t)
     masked = uniform < p
     return torch.where(masked, torch.full_like(x0, mask_id), x0), masked
 
@@ -175,9 +159,9 @@ def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
 
 def self_condition_input(logits_of, masked, rows=None):
     """Self-conditioning's input (B, L, V) (Chen et al. 2022): a no-grad first pass's x0 prediction
-    at the masked positions of the sequences `rows` (R,) (masking_draws draws them; None: every
-    one), zeros elsewhere (as a sampler's first step). logits_of(r): the logits (R, L, V) of rows r
-    (an index, or slice(None) for all). A function of x_t: the NELBO stays a bound."""
+    at the masked positions of sequences `rows` (R,) (None: all), zeros elsewhere (as a sampler's
+    first step). logits_of(r): (R, L, V), r rows or slice(None). A function of x_t: the NELBO stays
+    a bound."""
     with torch.no_grad():
         if rows is None:  # every sequence
             return torch.softmax(logits_of(slice(None)), -1) * masked[..., None]
@@ -195,7 +179,7 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
     t = drawn.t
     xt, masked = corrupt(x0, t, schedule, mask_id, uniform=drawn.uniform)
     sc = None
-    if opts.self_cond:  # the first pass, over the same x_t's rows drawn for it
+    if opts.self_cond:  # a first pass over x_t
         sc = self_condition_input(lambda r: predict_logits(model, xt[r], t[r], mask_id), masked, drawn.rows)
     logits = predict_logits(model, xt, t, mask_id, sc=sc)
     ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
@@ -774,25 +758,26 @@ class MaskedDiffusion(Objective):
         """--dual_sample's: it reads no diffusion sampler key."""
         return ("steps", *REVEAL_KEYS) if cfg.dual_sample else ()
 
-    def options(self, cfg):
-        """The loss's switches: self-conditioning feeds half the rows their first pass's x0."""
-        return LossOptions(cfg.loss_type, 0.5 if cfg.self_cond else 0.0)
-
     def draws(self, x, cfg, schedule, tok, draw):
         """Per mask_draws copy a t stratified over BD3-LM's clipped band (less noisy, biased: eval
         scores the full bound), masks, self-conditioning rows."""
         schedule.on(x.device)  # tables on x's device now: a CUDA graph of loss() would own a first copy
-        n = len(x) * cfg.mask_draws  # the copies' sequences
-        draw = repeat_draws(draw, cfg.mask_draws, len(x))
-        band = band_times(schedule, cfg.mask_min, band_top(cfg, draw.progress))  # on the host: band[0] + i
-        t = stratified_times(n, len(band), None, x.device, draw.offset, draw.total, draw.u) - 1 + int(band[0])
-        return masking_draws((n, x.size(1)), t, self.options(cfg).self_cond, draw.generator, x.device)
+        n = len(x) * cfg.mask_draws  # the copies' sequences: copy j of window i is row j * len(x) + i
+        offset, total = draw.offset * cfg.mask_draws, (draw.total or len(x)) * cfg.mask_draws
+        top = cfg.mask_max
+        if cfg.mask_ramp > 0:  # the curriculum: easy, less-masked windows first (Quokka 2025)
+            top = cfg.mask_ramp_from + (cfg.mask_max - cfg.mask_ramp_from) * min(1.0, draw.progress / cfg.mask_ramp)
+        band = band_times(schedule, cfg.mask_min, top)  # on the host: band[0] + i
+        t = stratified_times(n, len(band), None, x.device, offset, total, draw.u) - 1 + int(band[0])
+        share = 0.5 if cfg.self_cond else 0.0  # self-conditioning feeds half the rows their first pass's x0
+        return masking_draws((n, x.size(1)), t, share, draw.generator, x.device)
 
     def loss(self, model, x, cfg, schedule, tok, drawn):
         """diffusion_loss of each mask_draws copy at its own mask and t; the dual objective reads
         each window once."""
         copies = x.repeat(cfg.mask_draws, 1)
-        loss = diffusion_loss(model, copies, schedule, tok.mask_id, self.options(cfg), t=drawn.t, drawn=drawn)[0]
+        opts = LossOptions(cfg.loss_type, 0.5 if cfg.self_cond else 0.0)
+        loss = diffusion_loss(model, copies, schedule, tok.mask_id, opts, t=drawn.t, drawn=drawn)[0]
         if cfg.dual_ar:
             loss = loss + cfg.dual_ar * dual_ar_loss(model, x, tok.mask_id)
         return loss
