@@ -288,7 +288,11 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {W}: decode it in blocks "
                          f"(semi_ar_length) with the same generated positions in every row")
     blocks = Blocks(gen_mask, schedule, opts)
-    state = Denoising(model, schedule, mask_id, opts, generator, torch.where(gen_mask, mask_id, x))
+    x = torch.where(gen_mask, mask_id, x)
+    sc = None  # self-conditioning's input: zeros before the first prediction
+    if getattr(model.args, "self_cond", False):
+        sc = torch.zeros(*x.shape, model.args.vocab_size, device=x.device)
+    state = Denoising(model, schedule, mask_id, opts, generator, x, torch.zeros_like(x, dtype=torch.float64), sc)
     record = StepRecord(gen_mask, mask_id, blocks.last, on_step)
     # the greedy step into t = 0 ends the sample, not each block (else each block ends in an argmax)
     greedy_end = opts.tokens_per_step == "schedule" and not opts.adaptive
@@ -310,15 +314,9 @@ class Denoising:
     mask_id: int
     opts: SamplerOptions
     generator: torch.Generator
-    x: torch.Tensor           # (B, L) the canvas: given text, committed tokens, [MASK]s
-    kept: torch.Tensor = None  # (B, L) float64 each committed token's ranking score: what 'refine' compares
-    sc: torch.Tensor = None   # (B, L, V) self-conditioning: each position's latest x0 prediction
-
-    def __post_init__(self):
-        self.kept = torch.zeros(self.x.shape, dtype=torch.float64, device=self.x.device)
-        args = getattr(self.model, "args", None)
-        if getattr(args, "self_cond", False):
-            self.sc = torch.zeros(*self.x.shape, args.vocab_size, device=self.x.device)
+    x: torch.Tensor     # (B, L) the canvas: given text, committed tokens, [MASK]s
+    kept: torch.Tensor  # (B, L) float64 each committed token's ranking score: what 'refine' compares
+    sc: torch.Tensor    # (B, L, V) self-conditioning: each position's latest x0 prediction (None: off)
 
 
 def fill_by_plan(state, record, blocks, block, greedy_end):
@@ -396,8 +394,16 @@ def decide(x, now, todo, lo, hi, n, mask_id):
     is_masked = (x == mask_id) & now
     decided = is_masked if everyone else is_masked & todo.to(x.device)[:, None]  # (B, L)
     sub = slice(None) if everyone else rows.to(x.device)
+    flat = decided.flatten()  # (B * L)
+    flat_window = decided[sub, lo:hi].flatten()  # (R * W)
+    if flat.is_cpu:
+        at = flat.nonzero().squeeze(1)
+        at_window = flat_window.nonzero().squeeze(1)
+    else:  # in nonzero()'s order with no GPU sync: a stable sort puts the n known True first
+        at = flat.to(torch.uint8).argsort(descending=True, stable=True)[:n]
+        at_window = flat_window.to(torch.uint8).argsort(descending=True, stable=True)[:n]
     return Decided(everyone=everyone, rows=rows, sub=sub, is_masked=is_masked, committed=(x != mask_id) & now,
-                   taking_part=decided.any(1), at=_where(decided, n), at_window=_where(decided[sub, lo:hi], n))
+                   taking_part=decided.any(1), at=at, at_window=at_window)
 
 
 def predict(state, d, lo, hi):
@@ -407,7 +413,9 @@ def predict(state, d, lo, hi):
     window = state.x[d.sub, lo:hi]  # (R, W)
     # t means the training mask rate: of the whole window the model sees, given text included
     win_masked = window == state.mask_id  # (R, W)
-    told = time_for_fraction(state.schedule, win_masked.double().mean(1))
+    share = win_masked.double().mean(1)  # (R,)
+    mask_rate = 1.0 - state.schedule.on(share.device)[0][1:]  # (T,) increasing in t, already on the device
+    told = (mask_rate[None, :] - share.to(mask_rate.dtype)[:, None]).abs().argmin(1) + 1  # the nearest t
     sc = None if state.sc is None else state.sc[d.sub, lo:hi] * win_masked[..., None]
     logits = predict_logits(state.model, window, told, state.mask_id, positions=d.at_window, sc=sc)
     if logits.dim() == 3:  # a model without the positions= shortcut returned (R, W, V)
@@ -417,12 +425,6 @@ def predict(state, d, lo, hi):
     if not d.everyone:
         told = torch.zeros_like(state.x[:, 0]).index_copy_(0, d.sub, told)
     return logits, told
-
-
-def time_for_fraction(schedule, frac):
-    """The t (B,) whose training mask rate 1 - alpha(t) is nearest the masked fraction frac (B,)."""
-    mp = 1.0 - schedule.on(frac.device)[0][1:]  # (T,) increasing in t, already on the device
-    return (mp[None, :] - frac.to(mp.dtype)[:, None]).abs().argmin(1) + 1
 
 
 # ---- the options, one unit each
@@ -535,27 +537,34 @@ class Blocks:
         if not opts.adaptive and opts.steps < self.n:
             raise ValueError(f"{opts.steps} steps cannot decode {self.n} blocks: need one step per block")
         self.sizes = [(self.on_host == b).sum(1) for b in range(self.n)]  # (B,) positions of each block
-        if not opts.adaptive and self.n:  # step mode's plans (none without a blank), host and device
-            self.plans = [_plan(n, k, schedule, opts) for n, k in zip(self.sizes, split_steps(opts.steps, self.n))]
-            self.plans_d = torch.cat(self.plans, 1).to(gen_mask.device).split([p.size(1) for p in self.plans], 1)
+        if opts.adaptive or not self.n:  # each pass sets its own count, or no blank: no plan
+            return
+        # step mode's plans, host and device: the [MASK]s left after each step of a block (B, S)
+        self.plans = []
+        for n, steps in zip(self.sizes, split_steps(opts.steps, self.n)):
+            S = min(steps, int(n.max()))  # no step without a token to reveal
+            done = [(j + 1) / S for j in range(S)]  # the share of the S steps taken after step j
+            if opts.tokens_per_step == "schedule":  # the share still masked: 1 - alpha(t) at the grid's next time
+                masked = [1.0 - schedule.alpha[t].item() for t in time_grid(schedule.T, S)[1:]]
+            elif opts.tokens_per_step == "linear":  # LLaDA
+                masked = [1.0 - r for r in done]
+            else:  # cosine: MaskGIT (Chang et al. 2022), few early, many late
+                masked = [math.cos(0.5 * math.pi * r) for r in done]
+            self.plans.append(reveal_plan(n, masked))
+        self.plans_d = torch.cat(self.plans, 1).to(gen_mask.device).split([p.size(1) for p in self.plans], 1)
 
     def block(self, b, W):
-        """Block b, seen through the window of the model's context W that ends with it."""
-        lo, hi = _window(self.on_host == b, self.of.size(1), W)
-        return Block(b, self.of == b, lo, hi)
-
-
-def _plan(n, steps, schedule, opts):
-    """Step mode's plan for a block of n (B,) positions: the [MASK]s left after each step (B, S)."""
-    S = min(steps, int(n.max()))  # no step without a token to reveal
-    done = [(j + 1) / S for j in range(S)]  # the share of the S steps taken after step j
-    if opts.tokens_per_step == "schedule":  # the share still masked: 1 - alpha(t) at the grid's next time
-        masked = [1.0 - schedule.alpha[t].item() for t in time_grid(schedule.T, S)[1:]]
-    elif opts.tokens_per_step == "linear":  # LLaDA
-        masked = [1.0 - r for r in done]
-    else:  # cosine: MaskGIT (Chang et al. 2022), few early, many late
-        masked = [math.cos(0.5 * math.pi * r) for r in done]
-    return reveal_plan(n, masked)
+        """Block b, seen through the window of the model's context W that ends with it: the columns
+        [lo, hi) the model sees are all of them, or the W up to the block's last."""
+        L = self.of.size(1)
+        if L <= W:
+            return Block(b, self.of == b, 0, L)
+        cols = (self.on_host == b).any(0).nonzero().squeeze(1)
+        first, last = cols.min().item(), cols.max().item() + 1
+        lo = max(0, last - W)
+        if first < lo:
+            raise ValueError(f"a block spans {last - first} positions, more than the model's context of {W}")
+        return Block(b, self.of == b, lo, lo + W)
 
 
 def reveal_plan(n, fractions):
@@ -576,27 +585,9 @@ def split_steps(steps, n_blocks):
     return [steps // max(n_blocks, 1) + (b < steps % max(n_blocks, 1)) for b in range(n_blocks)]
 
 
-def _window(now, L, W):
-    """Columns [lo, hi) the model sees for block `now` (B, L, host): all, or W up to its last."""
-    if L <= W:
-        return 0, L
-    cols = now.any(0).nonzero().squeeze(1)
-    first, last = cols.min().item(), cols.max().item() + 1
-    lo = max(0, last - W)
-    if first < lo:
-        raise ValueError(f"a block spans {last - first} positions, more than the model's context of {W}")
-    return lo, lo + W
-
-
 def put_at(base, at, values):
     """A copy of base, flat positions `at` (n,) set to values (n,): masked_scatter with no sync."""
     return base.flatten().scatter(0, at, values).view_as(base)
-
-
-def _where(mask, n):
-    """The flat indices of mask's n True entries, as nonzero() lists them, with no GPU sync."""
-    flat = mask.flatten()
-    return flat.nonzero().squeeze(1) if flat.is_cpu else flat.to(torch.uint8).argsort(descending=True, stable=True)[:n]
 
 
 # ------------------------------------------------------------------------ the objective contract
@@ -695,15 +686,6 @@ def causal_nll(model, w, mask_id):
     """NLL (B, L) float64 of w[:, 1:] by the AR mode reading w (B, L + 1): --dual_sample's law."""
     logp = torch.log_softmax(causal_logits(model, w[:, :-1], mask_id).double(), -1)
     return -logp.gather(-1, w[:, 1:, None]).squeeze(-1)
-
-
-def denoise_passes(opts, n_gen):
-    """denoise()'s passes per sample over n_gen positions (None: adaptive)."""
-    if opts.adaptive:
-        return None
-    blen = opts.semi_ar_length or n_gen
-    sizes = [min(blen, n_gen - s) for s in range(0, n_gen, blen)]
-    return sum(min(p, n) for p, n in zip(split_steps(opts.steps, len(sizes)), sizes))  # at most one a position
 
 
 def describe_denoise(opts):
@@ -820,10 +802,15 @@ class MaskedDiffusion(Objective):
         return sample_causal(model, x, P, cfg, generator, mask_id, on_step)
 
     def passes(self, cfg, n_gen, n_prompt=0):
-        """One a token under --dual_sample, else denoise()'s (None: adaptive)."""
+        """One a token under --dual_sample, else denoise()'s per sample (None: adaptive)."""
         if cfg.dual_sample:
             return n_gen
-        return denoise_passes(SamplerOptions.from_config(cfg), n_gen)
+        opts = SamplerOptions.from_config(cfg)
+        if opts.adaptive:
+            return None
+        blen = opts.semi_ar_length or n_gen
+        sizes = [min(blen, n_gen - s) for s in range(0, n_gen, blen)]  # the semi-AR blocks' positions
+        return sum(min(p, n) for p, n in zip(split_steps(opts.steps, len(sizes)), sizes))  # at most one a position
 
     def decodes(self, cfg, batch):
         """The AR mode runs model.compile_decode's cached step."""
