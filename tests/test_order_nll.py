@@ -213,7 +213,8 @@ def _self_conditioned(L, seed=0):
 
 def _bound_ce(model, xt, x, block, mask_id):
     """CE (B, L) of x at every position given the canvas xt, the network read as its bound reads it: diffusion.py's
-    self_condition_input and predict_logits (mdlm, block 0), bd3_loss's first two-stream pass feeding the second (bd3)."""
+    self_condition_input and predict_logits (mdlm, block 0), bd3_loss's first two-stream pass feeding the second
+    (bd3)."""
     masked = xt == mask_id
     with torch.no_grad():
         if block:

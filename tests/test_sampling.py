@@ -232,8 +232,14 @@ def nearest_time(s, frac):
 
 def told_times(model, s, x, gm, opts):
     """Each pass's (t told (B,), masked share of the window the model saw (B,)) in one denoise() call."""
-    told, forward = [], model.forward
-    model.forward = lambda idx, t=None, **kw: (told.append((t.clone(), (idx == MASK).double().mean(1))), forward(idx, t, **kw))[1]
+    told = []
+    forward = model.forward
+
+    def recording(idx, t=None, **kw):
+        told.append((t.clone(), (idx == MASK).double().mean(1)))
+        return forward(idx, t, **kw)
+
+    model.forward = recording
     denoise(model, x, gm, s, MASK, opts, generator=torch.Generator().manual_seed(0))
     return told
 
