@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from diffusion import (REVEAL_KEYS, Drawn, LossOptions, Objective, SamplerOptions, band_times, check_band, denoise,
-                       describe_denoise, masking_draws, no_mask_logit, repeat_draws, self_condition_input,
-                       stratified_times)
+                       describe_denoise, masking_draws, no_mask_logit, self_condition_input, stratified_times)
 from model import KVCache, decode, decode_steps, new_kv_cache, replay
 from utils.dist import draw_device, on_device
 from utils.draws import draw, draw_at, filter_logits, uniforms
@@ -100,13 +99,12 @@ def bd3_loss(model, x0, schedule, mask_id, block, drawn, opts=LossOptions()):
     assert L % block == 0, f"block {block} must divide the window {L}"
     t = drawn.t
     t_tok = t.repeat_interleave(block, 1)  # (B, L) each token's block time
-    p = schedule.mask_prob(t_tok).to(torch.float32)
+    p = (1.0 - schedule.on(t_tok.device)[0][t_tok]).to(torch.float32)  # the mask rate 1 - alpha(t_b)
     masked = drawn.uniform < p
     xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
     sc = None
     if opts.self_cond:  # the first pass: the same two-stream pass, without sc
-        sc = self_condition_input(lambda r: bd3_logits(model, xt if r is None else xt[r], x0 if r is None else x0[r],
-                                                       block, mask_id), masked, opts.self_cond, rows=drawn.rows)
+        sc = self_condition_input(lambda r: bd3_logits(model, xt[r], x0[r], block, mask_id), masked, drawn.rows)
     out = bd3_logits(model, xt, x0, block, mask_id, sc=sc, clean=opts.ar_weight > 0)
     logits, nxt = out if opts.ar_weight > 0 else (out, None)
     ce = F.cross_entropy(logits.reshape(B * L, -1), x0.view(-1), reduction="none").view(B, L)
@@ -258,7 +256,7 @@ def sample_bd3(model, prompt, gen_len, blocks, schedule, opts, generator=None, o
     block = blocks.size
     if W % block or opts.semi_ar_length:
         raise ValueError(f"block {block} must divide the context {W}; semi-AR blocks do not apply to bd3")
-    if opts.tokens_per_step == "schedule" and not opts.adaptive:
+    if opts.tokens_per_step == "schedule" and not (opts.threshold or opts.entropy_bound):
         # schedule counts end each call greedily: every L'-th token an argmax (all at L' = 1)
         opts = replace(opts, tokens_per_step="linear")
     keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks
@@ -691,10 +689,9 @@ class BlockDiffusion(Objective):
         # the schedule's tables on x's device now: a CUDA graph of loss() would own a first copy
         schedule.on(x.device)
         n = len(x) * cfg.mask_draws  # the copies' sequences
-        draw = repeat_draws(draw, cfg.mask_draws, len(x))
+        offset, total = draw.offset * cfg.mask_draws, (draw.total or len(x)) * cfg.mask_draws
         band = band_times(schedule, cfg.mask_min, cfg.mask_max)
-        t = bd3_times(n, cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, draw.offset, draw.total,
-                      draw.u)
+        t = bd3_times(n, cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, offset, total, draw.u)
         return block_draws((n, x.size(1)), t, self.options(cfg).self_cond, draw.generator, x.device, len(band))
 
     def loss(self, model, x, cfg, schedule, tok, drawn):

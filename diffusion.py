@@ -66,9 +66,6 @@ class Schedule:
             self._on[device] = (self.alpha.to(device, dtype), self.weight.to(device, dtype))
         return self._on[device]
 
-    def mask_prob(self, t):
-        return 1.0 - self.on(t.device)[0][t]
-
 
 # ------------------------------------------------------------------------ time draws
 def stratum_time(i, u, total, T):
@@ -98,14 +95,6 @@ def band_times(schedule, lo=0.0, hi=1.0):
     return t
 
 
-def band_top(cfg, progress):
-    """The band's top at `progress` (0..1) of training: mask_max, or rising from mask_ramp_from over
-    the first mask_ramp of the run: easy, less-masked windows first (Quokka 2025)."""
-    if cfg.mask_ramp <= 0:
-        return cfg.mask_max
-    return cfg.mask_ramp_from + (cfg.mask_max - cfg.mask_ramp_from) * min(1.0, progress / cfg.mask_ramp)
-
-
 @dataclass
 class Draw:
     """One micro-batch's randomness, keyed (bit-exact on resume and DDP): `generator` draws masks or
@@ -115,11 +104,6 @@ class Draw:
     offset: int = 0
     total: int = None
     progress: float = 1.0  # step / max_iters, for a curriculum on t
-
-
-def repeat_draws(draw, k, n):
-    """The Draw of k copies of n windows (--mask_draws): copy j of window i is row j * n + i."""
-    return replace(draw, offset=draw.offset * k, total=(draw.total or n) * k)
 
 
 @dataclass
@@ -132,18 +116,15 @@ class Drawn:
 
 
 def masking_draws(shape, t, share, generator=None, device="cpu"):
-    """Drawn for masked diffusion: t, the masks' uniforms, self-conditioning's rows, in order."""
+    """Drawn for masked diffusion: t, the masks' uniforms, self-conditioning's rows, in order: a
+    random round(share * B) of B (R,), None if share >= 1 or 0."""
     dev = draw_device(device)
     uniform = torch.rand(shape, generator=on_device(generator, dev), device=dev).to(device)
-    return Drawn(t, uniform, self_condition_rows(shape[0], share, generator, device))
-
-
-def self_condition_rows(n, share, generator=None, device="cpu"):
-    """round(share * n) random rows of n (R,) for self-conditioning; None if share >= 1 or 0."""
-    if not 0 < share < 1:
-        return None
-    dev = draw_device(device)
-    return torch.randperm(n, generator=on_device(generator, dev), device=dev)[:round(share * n)].to(device)
+    rows = None
+    if 0 < share < 1:
+        rows = torch.randperm(shape[0], generator=on_device(generator, dev), device=dev)[:round(share * shape[0])]
+        rows = rows.to(device)
+    return Drawn(t, uniform, rows)
 
 
 # ------------------------------------------------------------------------ q(x_t | x_0)
@@ -151,7 +132,7 @@ def corrupt(x0, t, schedule, mask_id, generator=None, uniform=None):
     """q(xt | x0): each token becomes [MASK] w.p. 1 - alpha(t). x0 (B, L), t (B,); uniform (B, L):
     the deciding U[0, 1) draws (masking_draws), else from generator. Returns (xt, mask)."""
     uniform = masking_draws(x0.shape, t, 0.0, generator, x0.device).uniform if uniform is None else uniform
-    p = schedule.mask_prob(t).to(torch.float32)[:, None]  # (B, 1)
+    p = (1.0 - schedule.on(t.device)[0][t]).to(torch.float32)[:, None]  # (B, 1) the mask rate 1 - alpha(t)
     masked = uniform < p
     return torch.where(masked, torch.full_like(x0, mask_id), x0), masked
 
@@ -176,22 +157,16 @@ def predict_logits(model, xt, t, mask_id, positions=None, sc=None):
     return no_mask_logit(model(xt, t, **kw), mask_id)
 
 
-def self_condition_input(logits_of, masked, share, generator=None, rows=None):
+def self_condition_input(logits_of, masked, rows=None):
     """Self-conditioning's input (B, L, V) (Chen et al. 2022): a no-grad first pass's x0 prediction
-    at the masked positions of a random `share` of sequences, zeros elsewhere (as a sampler's first
-    step). logits_of(rows): (R, L, V), None = all. A function of x_t: the NELBO stays a bound."""
-    rows = self_condition_rows(masked.size(0), share, generator, masked.device) if rows is None else rows
+    at the masked positions of sequences `rows` (R,) (None: all), zeros elsewhere (as a sampler's
+    first step). logits_of(r): (R, L, V), r rows or slice(None). A function of x_t: the NELBO stays
+    a bound."""
     with torch.no_grad():
-        if rows is None:  # share >= 1: every sequence
-            return torch.softmax(logits_of(None), -1) * masked[..., None]
+        if rows is None:  # every sequence
+            return torch.softmax(logits_of(slice(None)), -1) * masked[..., None]
         probs = torch.softmax(logits_of(rows), -1) * masked[rows][..., None]
         return torch.zeros(*masked.shape, probs.size(-1), device=masked.device).index_copy_(0, rows, probs)
-
-
-def self_condition(model, xt, t, masked, mask_id, share, generator=None, rows=None):
-    """Self-conditioning's input (B, L, V): self_condition_input over xt's own pass."""
-    return self_condition_input(lambda r: predict_logits(model, xt if r is None else xt[r], t if r is None else t[r],
-                                                         mask_id), masked, share, generator, rows)
 
 
 def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=None, t=None, drawn=None):
@@ -203,7 +178,9 @@ def diffusion_loss(model, x0, schedule, mask_id, opts=LossOptions(), generator=N
         drawn = masking_draws(x0.shape, t, opts.self_cond, generator, x0.device)
     t = drawn.t
     xt, masked = corrupt(x0, t, schedule, mask_id, uniform=drawn.uniform)
-    sc = self_condition(model, xt, t, masked, mask_id, opts.self_cond, rows=drawn.rows) if opts.self_cond else None
+    sc = None
+    if opts.self_cond:  # a first pass over x_t
+        sc = self_condition_input(lambda r: predict_logits(model, xt[r], t[r], mask_id), masked, drawn.rows)
     logits = predict_logits(model, xt, t, mask_id, sc=sc)
     ce = F.cross_entropy(logits.view(B * L, -1), x0.view(-1), reduction="none").view(B, L)
     w = (schedule.T * schedule.on(x0.device)[1][t]).float()  # (B,) T * w(t)
@@ -279,14 +256,10 @@ class SamplerOptions:
         assert self.temperature >= 0 and 0 <= self.remask_eta <= 1 and 0 <= self.threshold <= 1 and self.steps >= 1
         assert self.semi_ar_length >= 0 and self.temperature_end_share >= 0, self  # f > 0 at a draw: T stays > 0
         assert self.replay_steps >= 1, self
-        assert not (self.adaptive and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
+        adaptive = self.threshold > 0 or self.entropy_bound > 0  # each pass sets its own count
+        assert not (adaptive and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
             "threshold and entropy_bound rank by the model's score, never re-mask"
         assert self.entropy_bound >= 0 and not (self.threshold and self.entropy_bound), self
-
-    @property
-    def adaptive(self):
-        """Whether each pass sets its own count (threshold, entropy_bound): no plan."""
-        return self.threshold > 0 or self.entropy_bound > 0
 
 
 # the switches of revealing [MASK]s, which ar and uniform refuse
@@ -311,13 +284,18 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {W}: decode it in blocks "
                          f"(semi_ar_length) with the same generated positions in every row")
     blocks = Blocks(gen_mask, schedule, opts)
-    state = Denoising(model, schedule, mask_id, opts, generator, torch.where(gen_mask, mask_id, x))
+    x = torch.where(gen_mask, mask_id, x)
+    sc = None  # self-conditioning's input: zeros before the first prediction
+    if getattr(model.args, "self_cond", False):
+        sc = torch.zeros(*x.shape, model.args.vocab_size, device=x.device)
+    state = Denoising(model, schedule, mask_id, opts, generator, x, torch.zeros_like(x, dtype=torch.float64), sc)
     record = StepRecord(gen_mask, mask_id, blocks.last, on_step)
+    adaptive = opts.threshold > 0 or opts.entropy_bound > 0  # each pass sets its own count: no plan
     # the greedy step into t = 0 ends the sample, not each block (else each block ends in an argmax)
-    greedy_end = opts.tokens_per_step == "schedule" and not opts.adaptive
+    greedy_end = opts.tokens_per_step == "schedule" and not adaptive
     for b in range(blocks.n):
         block = blocks.block(b, W)
-        if opts.adaptive:
+        if adaptive:
             fill_adaptive(state, record, block)
         else:
             fill_by_plan(state, record, blocks, block, greedy_end and b == blocks.n - 1)
@@ -333,15 +311,9 @@ class Denoising:
     mask_id: int
     opts: SamplerOptions
     generator: torch.Generator
-    x: torch.Tensor           # (B, L) the canvas: given text, committed tokens, [MASK]s
-    kept: torch.Tensor = None  # (B, L) float64 each committed token's ranking score: what 'refine' compares
-    sc: torch.Tensor = None   # (B, L, V) self-conditioning: each position's latest x0 prediction
-
-    def __post_init__(self):
-        self.kept = torch.zeros(self.x.shape, dtype=torch.float64, device=self.x.device)
-        args = getattr(self.model, "args", None)
-        if getattr(args, "self_cond", False):
-            self.sc = torch.zeros(*self.x.shape, args.vocab_size, device=self.x.device)
+    x: torch.Tensor     # (B, L) the canvas: given text, committed tokens, [MASK]s
+    kept: torch.Tensor  # (B, L) float64 each committed token's ranking score: what 'refine' compares
+    sc: torch.Tensor    # (B, L, V) self-conditioning: each position's latest x0 prediction (None: off)
 
 
 def fill_by_plan(state, record, blocks, block, greedy_end):
@@ -419,8 +391,16 @@ def decide(x, now, todo, lo, hi, n, mask_id):
     is_masked = (x == mask_id) & now
     decided = is_masked if everyone else is_masked & todo.to(x.device)[:, None]  # (B, L)
     sub = slice(None) if everyone else rows.to(x.device)
+    flat = decided.flatten()  # (B * L)
+    flat_window = decided[sub, lo:hi].flatten()  # (R * W)
+    if flat.is_cpu:
+        at = flat.nonzero().squeeze(1)
+        at_window = flat_window.nonzero().squeeze(1)
+    else:  # in nonzero()'s order with no GPU sync: a stable sort puts the n known True first
+        at = flat.to(torch.uint8).argsort(descending=True, stable=True)[:n]
+        at_window = flat_window.to(torch.uint8).argsort(descending=True, stable=True)[:n]
     return Decided(everyone=everyone, rows=rows, sub=sub, is_masked=is_masked, committed=(x != mask_id) & now,
-                   taking_part=decided.any(1), at=_where(decided, n), at_window=_where(decided[sub, lo:hi], n))
+                   taking_part=decided.any(1), at=at, at_window=at_window)
 
 
 def predict(state, d, lo, hi):
@@ -430,7 +410,9 @@ def predict(state, d, lo, hi):
     window = state.x[d.sub, lo:hi]  # (R, W)
     # t means the training mask rate: of the whole window the model sees, given text included
     win_masked = window == state.mask_id  # (R, W)
-    told = time_for_fraction(state.schedule, win_masked.double().mean(1))
+    share = win_masked.double().mean(1)  # (R,)
+    mask_rate = 1.0 - state.schedule.on(share.device)[0][1:]  # (T,) increasing in t, already on the device
+    told = (mask_rate[None, :] - share.to(mask_rate.dtype)[:, None]).abs().argmin(1) + 1  # the nearest t
     sc = None if state.sc is None else state.sc[d.sub, lo:hi] * win_masked[..., None]
     logits = predict_logits(state.model, window, told, state.mask_id, positions=d.at_window, sc=sc)
     if logits.dim() == 3:  # a model without the positions= shortcut returned (R, W, V)
@@ -440,12 +422,6 @@ def predict(state, d, lo, hi):
     if not d.everyone:
         told = torch.zeros_like(state.x[:, 0]).index_copy_(0, d.sub, told)
     return logits, told
-
-
-def time_for_fraction(schedule, frac):
-    """The t (B,) whose training mask rate 1 - alpha(t) is nearest the masked fraction frac (B,)."""
-    mp = 1.0 - schedule.on(frac.device)[0][1:]  # (T,) increasing in t, already on the device
-    return (mp[None, :] - frac.to(mp.dtype)[:, None]).abs().argmin(1) + 1
 
 
 # ---- the options, one unit each
@@ -555,30 +531,38 @@ class Blocks:
         self.on_host = self.of.cpu()  # the call's one read of the layout
         self.last = self.on_host.max(1).values.tolist()  # per sample
         self.n = max(self.last) + 1
-        if not opts.adaptive and opts.steps < self.n:
+        adaptive = opts.threshold > 0 or opts.entropy_bound > 0  # each pass sets its own count: no plan
+        if not adaptive and opts.steps < self.n:
             raise ValueError(f"{opts.steps} steps cannot decode {self.n} blocks: need one step per block")
         self.sizes = [(self.on_host == b).sum(1) for b in range(self.n)]  # (B,) positions of each block
-        if not opts.adaptive and self.n:  # step mode's plans (none without a blank), host and device
-            self.plans = [_plan(n, k, schedule, opts) for n, k in zip(self.sizes, split_steps(opts.steps, self.n))]
-            self.plans_d = torch.cat(self.plans, 1).to(gen_mask.device).split([p.size(1) for p in self.plans], 1)
+        if adaptive or not self.n:  # no plan (none without a blank either)
+            return
+        # step mode's plans, host and device: the [MASK]s left after each step of a block (B, S)
+        self.plans = []
+        for n, steps in zip(self.sizes, split_steps(opts.steps, self.n)):
+            S = min(steps, int(n.max()))  # no step without a token to reveal
+            done = [(j + 1) / S for j in range(S)]  # the share of the S steps taken after step j
+            if opts.tokens_per_step == "schedule":  # the share still masked: 1 - alpha(t) at the grid's next time
+                masked = [1.0 - schedule.alpha[t].item() for t in time_grid(schedule.T, S)[1:]]
+            elif opts.tokens_per_step == "linear":  # LLaDA
+                masked = [1.0 - r for r in done]
+            else:  # cosine: MaskGIT (Chang et al. 2022), few early, many late
+                masked = [math.cos(0.5 * math.pi * r) for r in done]
+            self.plans.append(reveal_plan(n, masked))
+        self.plans_d = torch.cat(self.plans, 1).to(gen_mask.device).split([p.size(1) for p in self.plans], 1)
 
     def block(self, b, W):
-        """Block b, seen through the window of the model's context W that ends with it."""
-        lo, hi = _window(self.on_host == b, self.of.size(1), W)
-        return Block(b, self.of == b, lo, hi)
-
-
-def _plan(n, steps, schedule, opts):
-    """Step mode's plan for a block of n (B,) positions: the [MASK]s left after each step (B, S)."""
-    S = min(steps, int(n.max()))  # no step without a token to reveal
-    done = [(j + 1) / S for j in range(S)]  # the share of the S steps taken after step j
-    if opts.tokens_per_step == "schedule":  # the share still masked: 1 - alpha(t) at the grid's next time
-        masked = [1.0 - schedule.alpha[t].item() for t in time_grid(schedule.T, S)[1:]]
-    elif opts.tokens_per_step == "linear":  # LLaDA
-        masked = [1.0 - r for r in done]
-    else:  # cosine: MaskGIT (Chang et al. 2022), few early, many late
-        masked = [math.cos(0.5 * math.pi * r) for r in done]
-    return reveal_plan(n, masked)
+        """Block b, seen through the window of the model's context W that ends with it: the columns
+        [lo, hi) the model sees are all of them, or the W up to the block's last."""
+        L = self.of.size(1)
+        if L <= W:
+            return Block(b, self.of == b, 0, L)
+        cols = (self.on_host == b).any(0).nonzero().squeeze(1)
+        first, last = cols.min().item(), cols.max().item() + 1
+        lo = max(0, last - W)
+        if first < lo:
+            raise ValueError(f"a block spans {last - first} positions, more than the model's context of {W}")
+        return Block(b, self.of == b, lo, lo + W)
 
 
 def reveal_plan(n, fractions):
@@ -599,27 +583,9 @@ def split_steps(steps, n_blocks):
     return [steps // max(n_blocks, 1) + (b < steps % max(n_blocks, 1)) for b in range(n_blocks)]
 
 
-def _window(now, L, W):
-    """Columns [lo, hi) the model sees for block `now` (B, L, host): all, or W up to its last."""
-    if L <= W:
-        return 0, L
-    cols = now.any(0).nonzero().squeeze(1)
-    first, last = cols.min().item(), cols.max().item() + 1
-    lo = max(0, last - W)
-    if first < lo:
-        raise ValueError(f"a block spans {last - first} positions, more than the model's context of {W}")
-    return lo, lo + W
-
-
 def put_at(base, at, values):
     """A copy of base, flat positions `at` (n,) set to values (n,): masked_scatter with no sync."""
     return base.flatten().scatter(0, at, values).view_as(base)
-
-
-def _where(mask, n):
-    """The flat indices of mask's n True entries, as nonzero() lists them, with no GPU sync."""
-    flat = mask.flatten()
-    return flat.nonzero().squeeze(1) if flat.is_cpu else flat.to(torch.uint8).argsort(descending=True, stable=True)[:n]
 
 
 # ------------------------------------------------------------------------ the objective contract
@@ -720,15 +686,6 @@ def causal_nll(model, w, mask_id):
     return -logp.gather(-1, w[:, 1:, None]).squeeze(-1)
 
 
-def denoise_passes(opts, n_gen):
-    """denoise()'s passes per sample over n_gen positions (None: adaptive)."""
-    if opts.adaptive:
-        return None
-    blen = opts.semi_ar_length or n_gen
-    sizes = [min(blen, n_gen - s) for s in range(0, n_gen, blen)]
-    return sum(min(p, n) for p, n in zip(split_steps(opts.steps, len(sizes)), sizes))  # at most one a position
-
-
 def describe_denoise(opts):
     """denoise() with `opts` in one line, as inference.py and eval.py print it."""
     if opts.threshold:
@@ -781,25 +738,26 @@ class MaskedDiffusion(Objective):
         """--dual_sample's: it reads no diffusion sampler key."""
         return ("steps", *REVEAL_KEYS) if cfg.dual_sample else ()
 
-    def options(self, cfg):
-        """The loss's switches: self-conditioning feeds half the rows their first pass's x0."""
-        return LossOptions(cfg.loss_type, 0.5 if cfg.self_cond else 0.0)
-
     def draws(self, x, cfg, schedule, tok, draw):
         """Per mask_draws copy a t stratified over BD3-LM's clipped band (less noisy, biased: eval
         scores the full bound), masks, self-conditioning rows."""
         schedule.on(x.device)  # tables on x's device now: a CUDA graph of loss() would own a first copy
-        n = len(x) * cfg.mask_draws  # the copies' sequences
-        draw = repeat_draws(draw, cfg.mask_draws, len(x))
-        band = band_times(schedule, cfg.mask_min, band_top(cfg, draw.progress))  # on the host: band[0] + i
-        t = stratified_times(n, len(band), None, x.device, draw.offset, draw.total, draw.u) - 1 + int(band[0])
-        return masking_draws((n, x.size(1)), t, self.options(cfg).self_cond, draw.generator, x.device)
+        n = len(x) * cfg.mask_draws  # the copies' sequences: copy j of window i is row j * len(x) + i
+        offset, total = draw.offset * cfg.mask_draws, (draw.total or len(x)) * cfg.mask_draws
+        top = cfg.mask_max
+        if cfg.mask_ramp > 0:  # the curriculum: easy, less-masked windows first (Quokka 2025)
+            top = cfg.mask_ramp_from + (cfg.mask_max - cfg.mask_ramp_from) * min(1.0, draw.progress / cfg.mask_ramp)
+        band = band_times(schedule, cfg.mask_min, top)  # on the host: band[0] + i
+        t = stratified_times(n, len(band), None, x.device, offset, total, draw.u) - 1 + int(band[0])
+        share = 0.5 if cfg.self_cond else 0.0  # self-conditioning feeds half the rows their first pass's x0
+        return masking_draws((n, x.size(1)), t, share, draw.generator, x.device)
 
     def loss(self, model, x, cfg, schedule, tok, drawn):
         """diffusion_loss of each mask_draws copy at its own mask and t; the dual objective reads
         each window once."""
         copies = x.repeat(cfg.mask_draws, 1)
-        loss = diffusion_loss(model, copies, schedule, tok.mask_id, self.options(cfg), t=drawn.t, drawn=drawn)[0]
+        opts = LossOptions(cfg.loss_type, 0.5 if cfg.self_cond else 0.0)
+        loss = diffusion_loss(model, copies, schedule, tok.mask_id, opts, t=drawn.t, drawn=drawn)[0]
         if cfg.dual_ar:
             loss = loss + cfg.dual_ar * dual_ar_loss(model, x, tok.mask_id)
         return loss
@@ -842,10 +800,15 @@ class MaskedDiffusion(Objective):
         return sample_causal(model, x, P, cfg, generator, mask_id, on_step)
 
     def passes(self, cfg, n_gen, n_prompt=0):
-        """One a token under --dual_sample, else denoise()'s (None: adaptive)."""
+        """One a token under --dual_sample, else denoise()'s per sample (None: adaptive)."""
         if cfg.dual_sample:
             return n_gen
-        return denoise_passes(SamplerOptions.from_config(cfg), n_gen)
+        opts = SamplerOptions.from_config(cfg)
+        if opts.threshold or opts.entropy_bound:  # each pass sets its own count
+            return None
+        blen = opts.semi_ar_length or n_gen
+        sizes = [min(blen, n_gen - s) for s in range(0, n_gen, blen)]  # the semi-AR blocks' positions
+        return sum(min(p, n) for p, n in zip(split_steps(opts.steps, len(sizes)), sizes))  # at most one a position
 
     def decodes(self, cfg, batch):
         """The AR mode runs model.compile_decode's cached step."""

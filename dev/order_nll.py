@@ -86,7 +86,7 @@ def ordered_nll(logits_of, x, perm, mask_id, vocab_size, self_cond=None):
         masked = xt == mask_id
         sc = None
         if self_cond == "bound":
-            sc = self_condition_input(lambda r: logits_of(xt, None), masked, 1.0)
+            sc = self_condition_input(lambda r: logits_of(xt, None), masked)
         elif self_cond == "sampler":  # the latest prediction of each still-masked position
             sc = last * masked[..., None]
         logits = logits_of(xt, sc)
@@ -168,7 +168,7 @@ def reveal_sets_nll(logits_of, x, base, cols, mask_id, self_cond=None):
         shown = cols[:, [i for i in range(S) if R >> i & 1]].reshape(-1)
         xt = base.clone()
         xt[:, shown] = x[:, shown]
-        sc = self_condition_input(lambda r: logits_of(xt, None), xt == mask_id, 1.0) if self_cond == "bound" else None
+        sc = self_condition_input(lambda r: logits_of(xt, None), xt == mask_id) if self_cond == "bound" else None
         logp = torch.log_softmax(logits_of(xt, sc).double(), -1).gather(-1, x[..., None]).squeeze(-1)[:, cols]
         for i in range(S):
             if not R >> i & 1:

@@ -3,7 +3,7 @@ that raises its top (mask_ramp). python -m pytest -q tests/test_band.py"""
 import pytest
 import torch
 
-from diffusion import Draw, Schedule, band_times, band_top
+from diffusion import Draw, Schedule, band_times
 from configurator import get_config
 from helpers import MICRO, ToyModel, for_objective, loss
 from utils.errors import UserError
@@ -33,7 +33,7 @@ def test_the_band_trains_mdlm_on_its_mask_rates_only_stratified_and_the_old_key_
     loss(OBJECTIVES["mdlm"], Recorder(seen), x, cfg, sch, type("Tok", (), {"mask_id": 10}),
          Draw(torch.Generator().manual_seed(5), torch.tensor(0.25, dtype=torch.float64), 0, 40))
     band = band_times(sch, 0.3, 0.8)
-    p = sch.mask_prob(seen[0])
+    p = 1 - sch.alpha[seen[0]]  # the mask rate of each t drawn
     assert ((p >= 0.3 - 1e-9) & (p <= 0.8 + 1e-9)).all()  # every draw inside the band
     counts = torch.bincount(seen[0], minlength=21)[band]  # 40 strata over the band's times: each 40/len(band) +- 1
     assert (counts - 40 / len(band)).abs().max() <= 1
@@ -42,10 +42,22 @@ def test_the_band_trains_mdlm_on_its_mask_rates_only_stratified_and_the_old_key_
 
 
 def test_the_curriculum_raises_the_bands_top_from_ramp_from_to_mask_max_by_hand():
+    """The band's top at progress p is ramp_from + (max - ramp_from) * min(1, p / ramp): 0.5, 0.65, 0.8, 0.8 here.
+    64 strata over a band of at most 60 times reach each of its times, so the latest time drawn is the band's end."""
+    sch, x, tok = Schedule(100), torch.zeros(64, 4, dtype=torch.long), type("Tok", (), {"mask_id": 10})
+
+    def latest(cfg, progress):
+        draw = Draw(torch.Generator().manual_seed(0), torch.tensor(0.5, dtype=torch.float64), 0, 64, progress)
+        t = OBJECTIVES["mdlm"].draws(x, cfg, sch, tok, draw).t
+        return t.min().item(), t.max().item()
+
     cfg = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8", "--mask_ramp=0.5", "--mask_ramp_from=0.5"])
-    assert [band_top(cfg, p) for p in (0.0, 0.25, 0.5, 1.0)] == pytest.approx([0.5, 0.65, 0.8, 0.8])
+    for progress, top in ((0.0, 0.5), (0.25, 0.65), (0.5, 0.8), (1.0, 0.8)):
+        band = band_times(sch, 0.2, top)
+        assert latest(cfg, progress) == (band[0].item(), band[-1].item())
     off = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8"])
-    assert band_top(off, 0.0) == band_top(off, 0.7) == 0.8
+    full = band_times(sch, 0.2, 0.8)
+    assert latest(off, 0.0) == latest(off, 0.7) == (full[0].item(), full[-1].item())
 
 
 def test_the_curriculum_draws_early_times_from_the_easy_band_and_is_off_by_default():
@@ -57,7 +69,7 @@ def test_the_curriculum_draws_early_times_from_the_easy_band_and_is_off_by_defau
     band = get_config([*MICRO, "--mask_min=0.2", "--mask_max=0.8"])
     for cfg, progress in ((ramp, 0.0), (ramp, 0.6), (band, 0.0), (band, 0.6)):
         loss(OBJECTIVES["mdlm"], Recorder(seen), x, cfg, sch, tok, draw(progress))
-    early, late, b0, b1 = (sch.mask_prob(t) for t in seen)
+    early, late, b0, b1 = (1 - sch.alpha[t] for t in seen)  # mask rates
     assert (early >= 0.2 - 1e-9).all() and (early <= 0.5 + 1e-9).all()  # step 0: the easy band [0.2, 0.5] only
     assert torch.equal(late, b0) and torch.equal(b0, b1)  # past the ramp, and with no ramp at all: the plain band
     assert (late > 0.5).any()

@@ -14,7 +14,7 @@ from bd3 import bd3_logits, bd3_loss
 from diffusion import LossOptions, Schedule, predict_logits, self_condition_input
 from checkpoint_manager import config_from_dict
 from conftest import train_tiny
-from diffusion import diffusion_loss, self_condition
+from diffusion import diffusion_loss
 from helpers import Args, ToyModel, assert_one_line_error, bd3_drawn, run_cli_here, script
 from model import ModelArgs, Transformer
 from checkpoint_manager import load_model
@@ -213,14 +213,15 @@ def _self_conditioned(L, seed=0):
 
 def _bound_ce(model, xt, x, block, mask_id):
     """CE (B, L) of x at every position given the canvas xt, the network read as its bound reads it: diffusion.py's
-    self_condition and predict_logits (mdlm, block 0), bd3_loss's first two-stream pass feeding the second (bd3)."""
+    self_condition_input and predict_logits (mdlm, block 0), bd3_loss's first two-stream pass feeding the second
+    (bd3)."""
     masked = xt == mask_id
     with torch.no_grad():
         if block:
-            sc = self_condition_input(lambda r: bd3_logits(model, xt, x, block, mask_id), masked, 1.0)
+            sc = self_condition_input(lambda r: bd3_logits(model, xt, x, block, mask_id), masked)
             logits = bd3_logits(model, xt, x, block, mask_id, sc=sc)
         else:
-            sc = self_condition(model, xt, None, masked, mask_id, 1.0)
+            sc = self_condition_input(lambda r: predict_logits(model, xt, None, mask_id), masked)
             logits = predict_logits(model, xt, None, mask_id, sc=sc)
     return -logits.double().log_softmax(-1).gather(-1, x[..., None]).squeeze(-1)
 

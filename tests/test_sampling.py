@@ -2,6 +2,9 @@
 python -m pytest -q tests/test_sampling.py   (the float64 chi-square test lives in tests/test_diffusion.py)"""
 import math
 import re
+from dataclasses import asdict
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -9,7 +12,7 @@ import inference
 from conftest import train_tiny
 from helpers import FIXTURES, Args, ToyModel, run_cli_here
 from diffusion import Schedule, reveal_plan, time_grid
-from diffusion import SamplerOptions, denoise, denoise_passes, position_scores, time_for_fraction
+from diffusion import MaskedDiffusion, SamplerOptions, denoise, position_scores
 from utils.errors import UserError
 from sampling.canvas import Canvas, build_canvas, parse_infill
 from utils.tokenizer import CharTokenizer
@@ -206,8 +209,8 @@ def test_reveal_plan_by_hand():
                                   dict(tokens_per_step="cosine"), dict(semi_ar_length=8)], ids=str)
 def test_every_pass_reveals_a_token_and_nfe_counts_the_passes(mode):
     """16 tokens at 48 steps: 16 passes (the schedule's counts used to run out 3-9 steps early: 48 NFE),
-    and with fewer steps than tokens, every requested step reveals at least one; denoise_passes (the passes
-    eval.py and inference.py estimate) says as many."""
+    and with fewer steps than tokens, every requested step reveals at least one; MaskedDiffusion.passes (the
+    passes eval.py and inference.py estimate) says as many."""
     x, gm = torch.randint(0, 11, (2, 24)), torch.zeros(2, 24, dtype=torch.bool)
     gm[:, 8:] = True
     for steps, nfe in ((48, 16), (12, 12), (16, 16)):
@@ -217,30 +220,49 @@ def test_every_pass_reveals_a_token_and_nfe_counts_the_passes(mode):
                              on_step=lambda info: before.append(((info.prev == MASK) & gm).sum(1) -
                                                                 ((info.x == MASK) & gm).sum(1)))
         assert stats["nfe"] == nfe == len(before) and stats["nfe_per_sample"] == [nfe, nfe]
-        assert denoise_passes(SamplerOptions(steps, 1.0, **mode), 16) == nfe
+        cfg = SimpleNamespace(**asdict(SamplerOptions(steps, 1.0, **mode)), dual_sample=False)
+        assert MaskedDiffusion().passes(cfg, 16) == nfe
         assert all((d >= 1).all() for d in before) and not (out == MASK).any()
+
+
+def nearest_time(s, frac):
+    """By hand: the t in 1..T whose mask rate 1 - alpha(t) is nearest frac (the first of a tie)."""
+    return min(range(1, s.T + 1), key=lambda t: abs(1 - s.alpha[t].item() - frac))
+
+
+def told_times(model, s, x, gm, opts):
+    """Each pass's (t told (B,), masked share of the window the model saw (B,)) in one denoise() call."""
+    told = []
+    forward = model.forward
+
+    def recording(idx, t=None, **kw):
+        told.append((t.clone(), (idx == MASK).double().mean(1)))
+        return forward(idx, t, **kw)
+
+    model.forward = recording
+    denoise(model, x, gm, s, MASK, opts, generator=torch.Generator().manual_seed(0))
+    return told
 
 
 def test_the_time_index_is_the_mask_rate_of_the_whole_window():
     """An infill of 20 tokens in a 128-token window: 15.6 % of what the model sees is masked, so it is told
     t = 36 of 100 (cosine), not t = 100 (all masked, as the grid of the generated positions would say)."""
-    s, told = Schedule(100), []
-    model = ToyModel(block_size=128)
-    forward = model.forward
-    model.forward = lambda idx, t=None, **kw: (told.append((t.clone(), (idx == MASK).double().mean(1))), forward(idx, t, **kw))[1]
+    s = Schedule(100)
     x, gm = torch.randint(0, 11, (1, 128)), torch.zeros(1, 128, dtype=torch.bool)
     gm[:, 60:80] = True
-    denoise(model, x, gm, s, MASK, SamplerOptions(10, 1.0), generator=torch.Generator().manual_seed(0))
-    assert told[0][0].item() == 36 == time_for_fraction(s, torch.tensor([20 / 128])).item()
+    told = told_times(ToyModel(block_size=128), s, x, gm, SamplerOptions(10, 1.0))
+    assert told[0][0].item() == 36 == nearest_time(s, 20 / 128)
     for t, frac in told:  # every step: the t whose mask rate is nearest the window's masked fraction
-        assert torch.equal(t, time_for_fraction(s, frac))
+        assert t.tolist() == [nearest_time(s, f) for f in frac.tolist()]
 
 
-def test_time_for_fraction_inverts_the_schedule():
-    for kind in ("cosine", "linear"):
-        s = Schedule(20, kind)
-        t = torch.arange(1, 21)
-        assert torch.equal(time_for_fraction(s, 1 - s.alpha[t]), t)
+def test_the_time_told_inverts_the_schedule():
+    """On the linear schedule of T = 20 a window of 20 blanks with m still masked has mask rate m / 20 = 1 - alpha(m):
+    one token a pass, the passes are told t = 20, 19, ..., 1."""
+    s = Schedule(20, "linear")
+    x, gm = torch.zeros(2, 20, dtype=torch.long), torch.ones(2, 20, dtype=torch.bool)
+    told = told_times(ToyModel(block_size=20), s, x, gm, SamplerOptions(20, 1.0, tokens_per_step="linear"))
+    assert [t.tolist() for t, _ in told] == [[m, m] for m in range(20, 0, -1)]
 
 
 def test_l2r_reveals_the_leftmost_masked_position_each_step():

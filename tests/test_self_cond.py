@@ -14,7 +14,7 @@ import diffusion
 import configurator
 from diffusion import LossOptions, Schedule, no_mask_logit
 from configurator import get_config
-from diffusion import diffusion_loss, self_condition
+from diffusion import diffusion_loss, predict_logits, self_condition_input
 from diffusion import SamplerOptions, denoise
 from model import ModelArgs, Transformer
 from utils.errors import UserError
@@ -48,14 +48,38 @@ def test_self_condition_is_the_first_pass_at_masked_positions_for_a_share_of_row
     masked = torch.rand(8, 16) < 0.5
     xt[masked] = MASK
     t = torch.full((8,), 5)
-    full = self_condition(m, xt, t, masked, MASK, 1.0)
+    full = self_condition_input(lambda r: predict_logits(m, xt[r], t[r], MASK), masked)
     by_hand = torch.softmax(no_mask_logit(m(xt), MASK), -1) * masked[..., None]
     assert torch.allclose(full, by_hand)
     assert (full[~masked] == 0).all() and torch.allclose(full[masked].sum(-1), torch.ones(int(masked.sum())))
-    half = self_condition(m, xt, t, masked, MASK, 0.5, torch.Generator().manual_seed(0))
+    rows = diffusion.masking_draws(xt.shape, t, 0.5, torch.Generator().manual_seed(0)).rows
+    assert len(rows) == 4 and len(set(rows.tolist())) == 4  # exactly half the rows, each once
+    half = self_condition_input(lambda r: predict_logits(m, xt[r], t[r], MASK), masked, rows)
     fed = half.flatten(1).abs().sum(1) > 0
-    assert int(fed.sum()) == 4  # exactly half the rows, the others zeros
+    assert fed.nonzero().squeeze(1).tolist() == sorted(rows.tolist())  # the rows drawn, the others zeros
     assert torch.allclose(half[fed], full[fed], atol=1e-6)  # the same prediction (a row's pass does not see the others)
+
+
+def test_training_feeds_the_first_pass_to_the_rows_drawn_and_scores_the_second():
+    """diffusion_loss at share 0.5: the rows masking_draws drew read their first pass's prediction, the others zeros
+    (by hand, from the same draws)."""
+    m = net(1)
+    torch.nn.init.normal_(m.sc_proj.weight, std=0.2)
+    sched = Schedule(10, "cosine")
+    x0 = torch.randint(0, MASK, (8, 16))
+    t = torch.tensor([2, 4, 7, 10, 3, 5, 8, 9])
+    drawn = diffusion.masking_draws(x0.shape, t, 0.5, torch.Generator().manual_seed(3))
+    _, nelbo, aux = diffusion_loss(m, x0, sched, MASK, LossOptions(self_cond=0.5), drawn=drawn)
+    xt = torch.where(aux["masked"], torch.full_like(x0, MASK), x0)
+    first = torch.softmax(no_mask_logit(m(xt), MASK), -1) * aux["masked"][..., None]
+    sc = torch.zeros_like(first)
+    sc[drawn.rows] = first[drawn.rows]
+    ce = F.cross_entropy(no_mask_logit(m(xt, sc=sc), MASK).transpose(1, 2), x0, reduction="none")
+    expect = (10 * sched.weight[t].float()[:, None] * ce * aux["masked"]).sum(1) / 16
+    assert torch.allclose(nelbo, expect, atol=1e-5)
+    every = first.clone()
+    ce_every = F.cross_entropy(no_mask_logit(m(xt, sc=every), MASK).transpose(1, 2), x0, reduction="none")
+    assert not torch.allclose(nelbo, (10 * sched.weight[t].float()[:, None] * ce_every * aux["masked"]).sum(1) / 16)
 
 
 def test_the_bound_is_the_weighted_ce_of_the_second_pass():

@@ -128,8 +128,10 @@ def test_a_denoising_pass_makes_no_host_sync(preset):
     gen_mask[:, :4] = False  # a prompt of 4
     opts = SamplerOptions.from_config(cfg)
     blocks = Blocks(gen_mask, schedule, opts)  # the call's setup: the layout read, the plans made
-    state = Denoising(model, schedule, tok.mask_id, opts, torch.Generator().manual_seed(0),
-                      torch.where(gen_mask, tok.mask_id, 0))
+    x = torch.where(gen_mask, tok.mask_id, 0)
+    sc = torch.zeros(*x.shape, model.args.vocab_size) if model.args.self_cond else None  # as denoise() starts it
+    state = Denoising(model, schedule, tok.mask_id, opts, torch.Generator().manual_seed(0), x,
+                      torch.zeros_like(x, dtype=torch.float64), sc)
     record = StepRecord(gen_mask, tok.mask_id, blocks.last, None)
     model.to(meta), schedule.on(meta)
     for name in ("x", "kept", "sc"):
