@@ -19,8 +19,9 @@ import torch
 import torch.nn as nn
 
 from config import INT64_MAX, LIMITS, Config
-from configurator import TYPES, check_values, coerce, effective, known_key, model_args
+from configurator import TYPES, check_values, coerce, effective, known_key
 from model import ModelArgs, Transformer
+from objectives import OBJECTIVES
 from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, removed_notes
 from utils.errors import UserError, shown
 from utils.fileio import is_shipped, own_or_shipped, require_checkpoints
@@ -55,7 +56,7 @@ def checkpoint_config(ckpt, where):
     objective='ar' on a masked-diffusion network was an AssertionError deep in the forward)."""
     cfg = config_from_dict(ckpt["config"], where)
     have = ckpt["model_args"]
-    want = vars(model_args(cfg, have.get("vocab_size", 0)))
+    want = vars(ModelArgs.from_config(cfg, have.get("vocab_size", 0), **OBJECTIVES[cfg.objective].MODEL))
     differ = [k for k in want if k in have and have[k] != want[k]]  # (a key an older file lacks: its default)
     if differ:
         said = ", ".join(f"{k}={want[k]!r}" for k in differ)

@@ -39,7 +39,7 @@ class ModelArgs:
 
     @classmethod
     def from_config(cls, cfg, vocab_size, **fixed):
-        """The model a config describes; fixed: its objective's (configurator.model_args)."""
+        """The model a config describes; fixed: its objective's MODEL (what it fixes)."""
         return cls(**{**dict(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                              n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps, time_cond=cfg.time_cond,
                              dropout=cfg.dropout, qk_norm=cfg.qk_norm, self_cond=cfg.self_cond,

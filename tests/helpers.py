@@ -282,3 +282,10 @@ def pooled_chi2(samples, joint, least=5.0):
     chi2 = sum((o - e) ** 2 / e for o, e in cells) + (rest[0] if rest[1] < least else 0)  # ~0 expected: each counts
     df = len(cells) - 1
     return chi2, df + 5 * (2 * df) ** 0.5
+
+
+def model_args(cfg, vocab_size):
+    """The network a config trains, as train.py and checkpoint_manager build it: its objective fixes some keys."""
+    from model import ModelArgs
+    from objectives import OBJECTIVES
+    return ModelArgs.from_config(cfg, vocab_size, **OBJECTIVES[cfg.objective].MODEL)

@@ -12,7 +12,7 @@ import pytest
 
 from config import PRESETS, Config
 from configurator import get_config
-from helpers import ENV, ROOT, run_cli_here
+from helpers import ENV, ROOT, model_args, run_cli_here
 from utils.errors import UserError
 from objectives import OBJECTIVES
 
@@ -390,7 +390,7 @@ def test_the_readme_states_the_parameter_count_train_py_cpu_prints():
     from model import Transformer
     m = re.search(r"`python train.py cpu` trains .*?, an ([\d,]+)-parameter model", (ROOT / "README.md").read_text(), re.S)
     vocab = len(set((ROOT / "data/tinyshakespeare.txt").read_text())) + 1  # the chars + [MASK]
-    n = Transformer(configurator.model_args(get_config(["cpu"]), vocab)).num_params()
+    n = Transformer(model_args(get_config(["cpu"]), vocab)).num_params()
     assert m and int(m[1].replace(",", "")) == n
 
 
@@ -505,7 +505,7 @@ def test_past_validation_an_infinite_temperature_raises_in_the_draw_instead_of_r
     from model import Transformer
     from diffusion import SamplerOptions
     cfg = get_config(["--objective=ar", "--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=16"])
-    model = Transformer(configurator.model_args(cfg, 12)).eval()
+    model = Transformer(model_args(cfg, 12)).eval()
     with pytest.raises(RuntimeError, match="no mass or a NaN/inf entry"):
         model.generate(torch.zeros(1, 2, dtype=torch.long), 4, SamplerOptions(1, temperature=float("inf")),
                  torch.Generator().manual_seed(0), mask_id=11)

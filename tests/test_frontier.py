@@ -7,13 +7,12 @@ import json
 import pytest
 import torch
 
-import configurator
 from conftest import train_tiny
 from evals import samples
 from config import Config
 from configurator import get_config
 from evals.metrics import char_ngrams, js_divergence, ngram_js
-from helpers import MICRO, assert_one_line_error, real_text, run_cli_here, script, for_objective
+from helpers import MICRO, assert_one_line_error, for_objective, model_args, real_text, run_cli_here, script
 from utils.errors import UserError
 from objectives import OBJECTIVES
 
@@ -288,7 +287,7 @@ def test_p_cache_counts_the_columns_each_sampler_reads_past_the_prompt(B):
         cfg = get_config(for_objective(["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16",
                                         "--diffusion_steps=8", f"--num_samples={B}", "--device=cpu", *flags]))
         torch.manual_seed(0)
-        model = Transformer(configurator.model_args(cfg, 12)).eval()
+        model = Transformer(model_args(cfg, 12)).eval()
         with columns_counted(model, [0, 1, 2]) as seen:
             _, passes = draw(model, cfg, [0, 1, 2], G, B, 11, torch.Generator().manual_seed(0))
         assert seen["columns"] == columns, (flags, seen)

@@ -15,7 +15,7 @@ import pytest
 import configurator
 import inference
 from checkpoint_manager import load_model, read_checkpoint, shipped_note
-from helpers import ROOT, run_cli_here, script
+from helpers import ROOT, model_args, run_cli_here, script
 from utils import fileio
 from utils.tokenizer import CharTokenizer, fingerprint, tokenizer_from_state
 
@@ -95,7 +95,7 @@ def test_each_is_the_network_and_tokenizer_its_command_trains_today(name):
     tok = tokenizer_from_state(ckpt["tokenizer"])
     text = (ROOT / cfg.data_path).read_text(encoding="utf-8")
     assert fingerprint(tok) == fingerprint(CharTokenizer.from_text(text))
-    assert ckpt["model_args"] == vars(configurator.model_args(cfg, tok.vocab_size))
+    assert ckpt["model_args"] == vars(model_args(cfg, tok.vocab_size))
     assert ckpt["config"]["objective"] == cfg.objective and model.num_params() < 850_000
 
 

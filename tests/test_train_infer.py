@@ -10,7 +10,7 @@ import torch
 import train
 from checkpoint_manager import load_model
 from utils import train_log
-from helpers import ROOT, TINY, real_text, run_script
+from helpers import ROOT, TINY, model_args, real_text, run_script
 from utils import dataloader
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
@@ -207,12 +207,11 @@ def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
     """On CPU the peak RSS is ~1.7x the activations saved for backward + 0.3 GiB (measured: 4.42 GiB for the reference
     recipe, whose saved tensors are 2.56 GiB); elsewhere the line is the tensors alone and says so."""
     import torch
-    import configurator
     from configurator import get_config
     from model import Transformer
     from utils.train_log import estimate_line
     cfg = get_config([])
-    model = Transformer(configurator.model_args(cfg, 66))
+    model = Transformer(model_args(cfg, 66))
     line, _ = estimate_line(cfg, model, torch.device("cpu"), "float32", 70.9e6, 256, 0.4)
     assert line.startswith("estimate: ~4.5 GiB peak RSS on CPU = 0.2 weights+grads+adamw + 4.1 activations")
     line, _ = estimate_line(cfg, model, torch.device("meta"), "float32", 70.9e6, 256, 0.4)
