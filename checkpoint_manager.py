@@ -22,7 +22,7 @@ from config import INT64_MAX, LIMITS, Config
 from configurator import TYPES, check_values, coerce, effective, known_key
 from model import ModelArgs, Transformer
 from objectives import OBJECTIVES
-from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, removed_notes
+from utils.checkpoint import REMOVED, REQUIRED, USE_INSTEAD, checksum, load_checkpoint, migrate, removed_notes
 from utils.errors import UserError, shown
 from utils.fileio import is_shipped, own_or_shipped, require_checkpoints
 from utils.tokenizer import fingerprint, tokenizer_from_state
@@ -132,7 +132,8 @@ def load_export(path):
     try:
         with open(os.path.join(path, EXPORT_CONFIG), encoding="utf-8") as f:
             meta = json.load(f)
-        if lacks_keys(meta, but="model"):
+        # REQUIRED but the weights (model.safetensors)
+        if any(not isinstance(meta.get(k), t) for k, t in REQUIRED.items() if k != "model"):
             raise ValueError("missing keys")
         bpe = meta["tokenizer"].get("kind") == "bpe"
         with open(os.path.join(path, EXPORT_BPE if bpe else EXPORT_CHARS), encoding="utf-8") as f:
