@@ -35,26 +35,22 @@ CHANGED = "it was changed after train.py or scripts/export.py wrote it; use the 
 
 
 # ---------------------------------------------------------------------------- its config
-def config_from_dict(d, where="a checkpoint"):
-    """A checkpoint's config dict (migrate renamed old keys) as the Config its objective runs,
-    checked as a command line (one line naming `where`); removed keys dropped (refuse_removed)."""
+def checkpoint_config(ckpt, where):
+    """A checkpoint's (or export's) config dict (migrate renamed old keys) as the Config its
+    objective runs: checked as a command line (one line naming `where`), removed keys dropped, then
+    against the rest of what the file holds: its network (model_args, the network this config
+    trains) and its tokenizer's kind. An edit that one part does not share is refused in one line
+    (config.json's objective='ar' on a masked-diffusion network was an AssertionError deep in the
+    forward)."""
     try:
-        kept = {known_key(k): v for k, v in d.items() if k not in REMOVED}
+        kept = {known_key(k): v for k, v in ckpt["config"].items() if k not in REMOVED}
         cfg = replace(Config(), **{k: coerce(k, TYPES[k], v) for k, v in kept.items()})
         check_values(cfg)
     except UserError as e:
         raise UserError(f"{where}'s config: {e}; it was changed after train.py wrote it: use the file it "
                         f"wrote") from None
     # every key of a checkpoint's config is what ran: given, never a preset's
-    return effective(cfg, given=set(d))
-
-
-def checkpoint_config(ckpt, where):
-    """A checkpoint's (or export's) Config, checked as config_from_dict checks it and against the
-    rest of what the file holds: its network (model_args, the network this config trains) and its
-    tokenizer's kind. An edit that one part does not share is refused in one line (config.json's
-    objective='ar' on a masked-diffusion network was an AssertionError deep in the forward)."""
-    cfg = config_from_dict(ckpt["config"], where)
+    cfg = effective(cfg, given=set(ckpt["config"]))
     have = ckpt["model_args"]
     want = vars(ModelArgs.from_config(cfg, have.get("vocab_size", 0), **OBJECTIVES[cfg.objective].MODEL))
     differ = [k for k in want if k in have and have[k] != want[k]]  # (a key an older file lacks: its default)

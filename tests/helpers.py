@@ -289,3 +289,10 @@ def model_args(cfg, vocab_size):
     from model import ModelArgs
     from objectives import OBJECTIVES
     return ModelArgs.from_config(cfg, vocab_size, **OBJECTIVES[cfg.objective].MODEL)
+
+
+def saved_config(config, where="a checkpoint"):
+    """checkpoint_config of a file that holds only `config`: no network or vocabulary to check it against."""
+    from checkpoint_manager import checkpoint_config
+    tokenizer = dict(kind=config.get("tokenizer", "char"))
+    return checkpoint_config(dict(config=config, model_args={}, tokenizer=tokenizer), where)

@@ -309,7 +309,7 @@ def test_bad_input_exits_2_and_overwrites_nothing(bpe_run, corpus, capsys, tmp_p
 def test_eval_divides_by_the_characters_of_the_scored_windows(bpe_run):
     """scripts/eval.py's bits/char = bound / (characters the scored windows decode to), not the whole split's
     chars/token, which differs from the windows' (1.07 % on the 10k-story recipe)."""
-    from checkpoint_manager import config_from_dict
+    from checkpoint_manager import checkpoint_config
     from helpers import script
     from checkpoint_manager import load_model
     from utils.dataloader import fixed_windows
@@ -324,7 +324,7 @@ def test_eval_divides_by_the_characters_of_the_scored_windows(bpe_run):
                              "--device", "cpu", "--json", str(out)])
         row = json.loads(out.read_text())["runs"][0]
         model, ck = load_model(str(ckpt), "cpu")
-        tok, _, val, meta = prepare_data(config_from_dict(ck["config"]), tokenizer_from_state(ck["tokenizer"]), verbose=False)
+        tok, _, val, meta = prepare_data(checkpoint_config(ck, "a checkpoint"), tokenizer_from_state(ck["tokenizer"]), verbose=False)
     finally:
         os.chdir(cwd)
     cpt = chars_per_token(tok, fixed_windows(val[len(val) // 2:], 8, model.args.block_size + 1)[:, 1:])  # test half: last L of L + 1

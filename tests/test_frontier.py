@@ -110,14 +110,14 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
     held = d["held_out"]
     assert d["threads"] == 1 and d["settings"]["time_batches"] == [1, 2]  # one thread unless --threads says more
     assert held["gen_len"] == 24 and 0 < held["sample_entropy"] and set(held["js"]) == {"1", "2", "3", "4"}
-    from checkpoint_manager import config_from_dict
+    from checkpoint_manager import checkpoint_config
     from evals.samples import held_out_windows, score
     from checkpoint_manager import load_model
     from utils.dataloader import prepare_data
     from utils.tokenizer import tokenizer_from_state
     ck = load_model(tiny_ckpt, "cpu")[1]  # the entropy every curve is read at: dev's windows (a choice reads dev)
     tok = tokenizer_from_state(ck["tokenizer"])
-    val = prepare_data(config_from_dict(ck["config"]), tok, verbose=False)[2]
+    val = prepare_data(checkpoint_config(ck, "a checkpoint"), tok, verbose=False)[2]
     by_hand = score(held_out_windows(val[:len(val) // 2], 4, 24), 0, tok, reference=tok.decode(val[len(val) // 2:].tolist()))
     assert held["split"] == "dev" and held["sample_entropy"] == pytest.approx(by_hand["sample_entropy"], rel=1e-12)
     assert held["js_mean"] == pytest.approx(by_hand["js_mean"], rel=1e-12)  # dev's windows against test's n-grams

@@ -14,7 +14,7 @@ import torch
 
 import configurator
 from config import CHOICES
-from helpers import MICRO, ROOT, for_objective, model_args, real_text, run_cli_here
+from helpers import MICRO, ROOT, for_objective, model_args, real_text, run_cli_here, saved_config
 from model import Transformer
 from objectives import OBJECTIVES
 
@@ -312,7 +312,6 @@ def test_an_unknown_objective_is_refused_with_the_known_ones(tmp_path):
     """Issue 97, the restructured contract's edge: an objective name the table does not hold, in a config file or in a
     checkpoint's config, is refused in one line listing every known one (the table's names are config.py's CHOICES);
     a known one beside it runs."""
-    from checkpoint_manager import config_from_dict
     from configurator import get_config
     from utils.errors import UserError
     known = ", ".join(OBJECTIVES)
@@ -321,7 +320,7 @@ def test_an_unknown_objective_is_refused_with_the_known_ones(tmp_path):
     with pytest.raises(UserError, match=f"objective='masked' is not one of {known}"):
         get_config([str(f)])
     with pytest.raises(UserError, match=f"a checkpoint's config: objective='masked' is not one of {known}"):
-        config_from_dict(dict(objective="masked"))
+        saved_config(dict(objective="masked"))
     f.write_text("objective = 'bd3'\n")
-    assert get_config([str(f)]).objective == "bd3" and config_from_dict(dict(objective="ar")).objective == "ar"
+    assert get_config([str(f)]).objective == "bd3" and saved_config(dict(objective="ar")).objective == "ar"
     assert tuple(OBJECTIVES) == CHOICES["objective"]  # one list of names, never two

@@ -301,7 +301,7 @@ def test_a_checkpoint_holding_a_removed_key_that_changed_no_loss_samples_resumes
     """head_on_masked_only (removed, dev/LOG.md) ran the head on the masked rows only: the same network and the same
     NELBO. A checkpoint holding it samples, resumes and starts an --init_from run either way; on, each says in one
     note that it was dropped (issue 90: it was refused, though nothing the run computes depends on it)."""
-    from checkpoint_manager import config_from_dict
+    from checkpoint_manager import checkpoint_config
     from helpers import MICRO
     args = [f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--eval_interval=2", "--log_interval=1"]
     train.main([*args, "--max_iters=2"])
@@ -311,7 +311,7 @@ def test_a_checkpoint_holding_a_removed_key_that_changed_no_loss_samples_resumes
     save_checkpoint(path, {k: v for k, v in old.items() if k != "checksum"})
     capsys.readouterr()
     model, ckpt = load_model(path, "cpu")  # what inference.py and scripts/eval.py do with it
-    assert config_from_dict(ckpt["config"]).max_iters == 2
+    assert checkpoint_config(ckpt, "a checkpoint").max_iters == 2
     note = "head_on_masked_only=True, which this version removed: dropped (it changed neither the network"
     assert (note in capsys.readouterr().out) == value
     train.main([*args, "--out_dir=new", f"--init_from={path}", "--max_iters=2"])
