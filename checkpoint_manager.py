@@ -24,7 +24,7 @@ from model import ModelArgs, Transformer
 from objectives import OBJECTIVES
 from utils.checkpoint import REMOVED, REQUIRED, USE_INSTEAD, checksum, load_checkpoint, migrate, removed_notes
 from utils.errors import UserError, shown
-from utils.fileio import is_shipped, require_checkpoints
+from utils.fileio import SHIPPED, require_checkpoints
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
@@ -163,7 +163,8 @@ def read_checkpoint(path, instead="give the path of one that exists"):
     export = os.path.isdir(path) and bool(os.listdir(path))
     ckpt = load_export(path) if export else load_checkpoint(path)
     check_contents(ckpt, path, export)
-    if is_shipped(path):  # one line: which weights, how they were made, how to train your own
+    # one line for the shipped weights: which they are, how they were made, how to train your own
+    if os.path.commonpath([os.path.abspath(path), SHIPPED]) == SHIPPED:
         about = ckpt.get("about", {})
         made = f"made by `{about['command']}`, test {about['test']}" if {"command", "test"} <= about.keys() else ""
         own = os.path.join("artifacts", "models", os.path.basename(os.path.normpath(path)), "model.pt")

@@ -9,11 +9,15 @@ import json
 import os
 import re
 import shlex
+import shutil
+from dataclasses import replace
 
 import pytest
 
+import checkpoint_manager
 import configurator
 import inference
+from config import Config
 from checkpoint_manager import load_model, read_checkpoint
 from helpers import ROOT, model_args, run_cli_here, script
 from utils import fileio
@@ -124,12 +128,23 @@ def test_a_presets_own_run_is_read_first_and_the_shipped_weights_only_in_its_pla
     assert model_path("artifacts/models/cpu/model.pt") == shipped and model_path("x.pt") == "x.pt"
     with pytest.raises(fileio.UserError, match="artifacts/models/baby_bd3/model.pt not found"):
         fileio.require_checkpoints(["artifacts/models/baby_bd3/model.pt"], "")
-    assert fileio.is_shipped(shipped) and fileio.is_shipped("artifacts/weights")
-    assert not fileio.is_shipped("artifacts/weightsX/cpu") and not fileio.is_shipped("artifacts/models/cpu")
+    for inside in (shipped, "artifacts/weights"):  # training never writes the shipped weights
+        with pytest.raises(fileio.UserError, match="inside the folder of weights the repo ships"):
+            fileio.check_run_folder(replace(Config(), out_dir=inside))
+    for beside in ("artifacts/weightsX/cpu", "artifacts/models/cpu"):  # a name that starts alike is another folder
+        fileio.check_run_folder(replace(Config(), out_dir=beside))
 
 
-def test_the_note_says_which_weights_are_read_how_they_were_made_and_how_to_train_your_own(capsys, monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_the_note_says_which_weights_are_read_how_they_were_made_and_how_to_train_your_own(capsys, monkeypatch,
+                                                                                          tmp_path):
+    for folder in ("weights", "weightsX"):  # the shipped folder, and one whose name only starts alike
+        shutil.copytree(ROOT / "artifacts" / "weights" / "baby_ar", tmp_path / "artifacts" / folder / "baby_ar")
+    monkeypatch.setattr(fileio, "REPO", str(tmp_path))
+    monkeypatch.setattr(fileio, "SHIPPED", str(tmp_path / "artifacts" / "weights"))
+    monkeypatch.setattr(checkpoint_manager, "SHIPPED", fileio.SHIPPED)
+    monkeypatch.chdir(tmp_path)
+    read_checkpoint("artifacts/weightsX/baby_ar")
+    assert capsys.readouterr().out == ""  # not the weights the repo ships: no note
     read_checkpoint("artifacts/weights/baby_ar")
     note = capsys.readouterr().out.strip()
     assert "\n" not in note
@@ -223,6 +238,7 @@ def fresh_clone(tmp_path, monkeypatch):
         (weights / name).symlink_to(ROOT / "artifacts" / "weights" / name)
     monkeypatch.setattr(fileio, "REPO", str(tmp_path))
     monkeypatch.setattr(fileio, "SHIPPED", str(weights))
+    monkeypatch.setattr(checkpoint_manager, "SHIPPED", str(weights))  # read_checkpoint's note
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
