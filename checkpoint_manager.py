@@ -19,11 +19,12 @@ import torch
 import torch.nn as nn
 
 from config import INT64_MAX, LIMITS, Config
-from configurator import TYPES, check_values, coerce, effective, known_key, model_args
+from configurator import TYPES, check_values, coerce, effective, known_key
 from model import ModelArgs, Transformer
-from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, removed_notes
+from objectives import OBJECTIVES
+from utils.checkpoint import REMOVED, REQUIRED, USE_INSTEAD, checksum, load_checkpoint, migrate, removed_notes
 from utils.errors import UserError, shown
-from utils.fileio import is_shipped, own_or_shipped, require_checkpoints
+from utils.fileio import SHIPPED, require_checkpoints
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
@@ -34,28 +35,24 @@ CHANGED = "it was changed after train.py or scripts/export.py wrote it; use the 
 
 
 # ---------------------------------------------------------------------------- its config
-def config_from_dict(d, where="a checkpoint"):
-    """A checkpoint's config dict (migrate renamed old keys) as the Config its objective runs,
-    checked as a command line (one line naming `where`); removed keys dropped (refuse_removed)."""
+def checkpoint_config(ckpt, where):
+    """A checkpoint's (or export's) config dict (migrate renamed old keys) as the Config its
+    objective runs: checked as a command line (one line naming `where`), removed keys dropped, then
+    against the rest of what the file holds: its network (model_args, the network this config
+    trains) and its tokenizer's kind. An edit that one part does not share is refused in one line
+    (config.json's objective='ar' on a masked-diffusion network was an AssertionError deep in the
+    forward)."""
     try:
-        kept = {known_key(k): v for k, v in d.items() if k not in REMOVED}
+        kept = {known_key(k): v for k, v in ckpt["config"].items() if k not in REMOVED}
         cfg = replace(Config(), **{k: coerce(k, TYPES[k], v) for k, v in kept.items()})
         check_values(cfg)
     except UserError as e:
         raise UserError(f"{where}'s config: {e}; it was changed after train.py wrote it: use the file it "
                         f"wrote") from None
     # every key of a checkpoint's config is what ran: given, never a preset's
-    return effective(cfg, given=set(d))
-
-
-def checkpoint_config(ckpt, where):
-    """A checkpoint's (or export's) Config, checked as config_from_dict checks it and against the
-    rest of what the file holds: its network (model_args, the network this config trains) and its
-    tokenizer's kind. An edit that one part does not share is refused in one line (config.json's
-    objective='ar' on a masked-diffusion network was an AssertionError deep in the forward)."""
-    cfg = config_from_dict(ckpt["config"], where)
+    cfg = effective(cfg, given=set(ckpt["config"]))
     have = ckpt["model_args"]
-    want = vars(model_args(cfg, have.get("vocab_size", 0)))
+    want = vars(ModelArgs.from_config(cfg, have.get("vocab_size", 0), **OBJECTIVES[cfg.objective].MODEL))
     differ = [k for k in want if k in have and have[k] != want[k]]  # (a key an older file lacks: its default)
     if differ:
         said = ", ".join(f"{k}={want[k]!r}" for k in differ)
@@ -79,9 +76,12 @@ def checkpoint_config(ckpt, where):
 
 
 # ---------------------------------------------------------------------------- a trained model
-def check_model_args(ckpt, path):
-    """The checkpoint's model_args less removed options, checked before a layer is built; the
-    notes of those dropped join ckpt["notes"]."""
+def check_contents(ckpt, path, export=False):
+    """What a checkpoint or export holds beside its config, field by field as written, before a
+    layer is built: removed options (their notes in ckpt["notes"]; model_args less them), its
+    network's ModelArgs and vocabulary, its step, its text's chars per token, an export's format
+    and EMA flag (checkpoint_config checks the config against the rest)."""
+    ckpt["notes"] = removed_notes(ckpt["config"], f"checkpoint {path}")
     ckpt["notes"] += removed_notes(ckpt["model_args"], f"checkpoint {path}")
     args = {k: v for k, v in ckpt["model_args"].items() if k not in REMOVED}
     types = {f.name: f.type for f in fields(ModelArgs)}
@@ -97,13 +97,7 @@ def check_model_args(ckpt, path):
     if args.get("vocab_size") != vocab:
         raise UserError(f"checkpoint {path}: its network reads vocab_size={args.get('vocab_size')} tokens, its "
                         f"tokenizer has {vocab}: {CHANGED}")
-    return args
-
-
-def check_fields(ckpt, path, export=False):
-    """What a checkpoint or export holds beside its config and network, field by field as written:
-    its step, its text's chars per token, an export's format and EMA flag (configurator's
-    checkpoint_config checks the rest against the config)."""
+    ckpt["model_args"] = args
     where = f"checkpoint {path}: its"
     if not (type(ckpt["iter"]) is int and ckpt["iter"] >= 0):
         raise UserError(f"{where} iter={shown(ckpt['iter'])} is no step count: {CHANGED}")
@@ -120,7 +114,6 @@ def check_fields(ckpt, path, export=False):
         raise UserError(f"{where} ema_weights={shown(ckpt.get('ema_weights'))} is neither true nor false: {CHANGED}")
 
 
-
 def load_export(path):
     """The checkpoint-shaped dict of a scripts/export.py folder."""
     from safetensors import SafetensorError
@@ -131,7 +124,8 @@ def load_export(path):
     try:
         with open(os.path.join(path, EXPORT_CONFIG), encoding="utf-8") as f:
             meta = json.load(f)
-        if lacks_keys(meta, but="model"):
+        # REQUIRED but the weights (model.safetensors)
+        if any(not isinstance(meta.get(k), t) for k, t in REQUIRED.items() if k != "model"):
             raise ValueError("missing keys")
         bpe = meta["tokenizer"].get("kind") == "bpe"
         with open(os.path.join(path, EXPORT_BPE if bpe else EXPORT_CHARS), encoding="utf-8") as f:
@@ -161,33 +155,22 @@ def load_export(path):
     return ckpt
 
 
-def weights(ckpt):
-    """The state_dict a checkpoint runs with: the EMA weights if trained with --ema."""
-    return ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
-
-
 def read_checkpoint(path, instead="give the path of one that exists"):
     """A model.pt's or export's dict, in this version's names; instead: how to give another.
     A removed key that acted on the network is refused; ckpt["notes"] say which others were
     dropped. A preset's own run not trained yet reads the weights the repo ships, and says so."""
-    require_checkpoints([path], instead)
-    path = own_or_shipped(path)
+    path = require_checkpoints([path], instead)[0]  # (a preset's run not trained yet: the shipped weights)
     export = os.path.isdir(path) and bool(os.listdir(path))
     ckpt = load_export(path) if export else load_checkpoint(path)
-    ckpt["notes"] = removed_notes(ckpt["config"], f"checkpoint {path}")
-    ckpt["model_args"] = check_model_args(ckpt, path)
-    check_fields(ckpt, path, export)
-    if is_shipped(path):
-        print(shipped_note(path, ckpt.get("about", {})))
+    check_contents(ckpt, path, export)
+    # one line for the shipped weights: which they are, how they were made, how to train your own
+    if os.path.commonpath([os.path.abspath(path), SHIPPED]) == SHIPPED:
+        about = ckpt.get("about", {})
+        made = f"made by `{about['command']}`, test {about['test']}" if {"command", "test"} <= about.keys() else ""
+        own = os.path.join("artifacts", "models", os.path.basename(os.path.normpath(path)), "model.pt")
+        print(f"reading {path}, the weights this repo ships{f' ({made})' if made else ''}: a run of your own at "
+              f"{own} is read instead once you train it")
     return ckpt
-
-
-def shipped_note(path, about):
-    """One line: which shipped weights are read, how they were made, how to train your own."""
-    made = f"made by `{about['command']}`, test {about['test']}" if {"command", "test"} <= about.keys() else ""
-    own = os.path.join("artifacts", "models", os.path.basename(os.path.normpath(path)), "model.pt")
-    return (f"reading {path}, the weights this repo ships{f' ({made})' if made else ''}: a run of your own at "
-            f"{own} is read instead once you train it")
 
 
 def load_model(path, device, ckpt=None):
@@ -198,7 +181,7 @@ def load_model(path, device, ckpt=None):
         print(note)
     try:
         model = Transformer(ModelArgs(**ckpt["model_args"]))
-        model.load_state_dict(weights(ckpt))
+        model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])  # trained with --ema
     except (RuntimeError, TypeError, ValueError) as e:
         raise UserError(f"checkpoint {path} does not match its own model description "
                         f"({str(e).splitlines()[0][:100]}): the file is damaged")
@@ -257,8 +240,9 @@ def load_weights_into(model, path, tok, ckpt=None):
     if differ:
         raise UserError(f"--init_from={path} has {', '.join(differ)} {fix}")
     own = model.state_dict()
-    extra = {k for k in weights(ckpt) if k.startswith(INPUT_PREFIXES) and k not in own}  # inputs this model lacks
-    state = {k: v for k, v in weights(ckpt).items() if k not in extra}
+    source = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]  # the EMA weights, if kept
+    extra = {k for k in source if k.startswith(INPUT_PREFIXES) and k not in own}  # inputs this model lacks
+    state = {k: v for k, v in source.items() if k not in extra}
     src_t, own_t = state.get("time_emb.weight"), own.get("time_emb.weight")
     if src_t is not None and own_t is not None and src_t.shape != own_t.shape:
         raise UserError(f"--init_from={path} has a learned time embedding for diffusion_steps="

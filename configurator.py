@@ -12,7 +12,7 @@ from dataclasses import asdict, fields, replace
 
 from config import (BOOLEANS, CHOICES, INT64_MAX, LIMITS, NEEDS, PRESETS, RANGES, SAMPLING_ONLY, TRAINED,
                     UNREAD_WITH, UNSCORED_ORDERS, Config)
-from model import DECODERS, ModelArgs
+from model import DECODERS
 from objectives import OBJECTIVES
 from utils.checkpoint import REMOVED, RENAMED
 from utils.errors import UserError, shown
@@ -165,11 +165,6 @@ def effective(cfg, given=()):
         # a preset's temperature falls from a hot start: where the fall is unread, so is its start
         cooled = dict(temperature=Config.temperature, temperature_end_share=1.0)
     return replace(cfg, **{**unread, **fixed, **cooled})  # a key unread and fixed (bd3's time_cond) is fixed
-
-
-def model_args(cfg, vocab_size):
-    """The network a config trains: its dimensions, and what its objective fixes."""
-    return ModelArgs.from_config(cfg, vocab_size, **OBJECTIVES[cfg.objective].MODEL)
 
 
 def refuse_changes(cfg, given, saved, what, fix, allowed=()):

@@ -39,27 +39,15 @@ class ModelArgs:
 
     @classmethod
     def from_config(cls, cfg, vocab_size, **fixed):
-        """The model a config describes; fixed: its objective's (configurator.model_args)."""
+        """The model a config describes; fixed: its objective's MODEL (what it fixes)."""
         return cls(**{**dict(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                              n_embd=cfg.n_embd, diffusion_steps=cfg.diffusion_steps, time_cond=cfg.time_cond,
                              dropout=cfg.dropout, qk_norm=cfg.qk_norm, self_cond=cfg.self_cond,
                              tie_weights=cfg.tie_weights, clean_causal=cfg.bd3_ar > 0), **fixed})
 
 
-def dropout(p):
-    """nn.Dropout(p), off in eval mode; p = 0 builds nothing (an identity: no draw, no op)."""
-    return nn.Dropout(p) if p > 0 else nn.Identity()
-
-
 def rms_norm(x):
     return F.rms_norm(x, (x.size(-1),))  # no learnable gain, as in the reference
-
-
-def rope_tables(seq_len, head_dim, base=10000.0):
-    """cos/sin tables of shape (seq_len, head_dim/2) for rotary embeddings (Su et al. 2021)."""
-    inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
-    return angles.cos(), angles.sin()
 
 
 def apply_rope(x, cos, sin):
@@ -73,7 +61,7 @@ class Attention(nn.Module):
         self.n_head, self.causal, self.p_attn, self.qk_norm = a.n_head, a.causal, a.dropout, a.qk_norm
         self.qkv = nn.Linear(a.n_embd, 3 * a.n_embd, bias=False)
         self.proj = nn.Linear(a.n_embd, a.n_embd, bias=False)
-        self.drop = dropout(a.dropout)
+        self.drop = nn.Dropout(a.dropout) if a.dropout > 0 else nn.Identity()
 
     def forward(self, x, cos, sin, kv_cache=None, attn_mask=None):
         B, L, C = x.shape
@@ -95,7 +83,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(a.n_embd, 4 * a.n_embd, bias=False)
         self.proj = nn.Linear(4 * a.n_embd, a.n_embd, bias=False)
-        self.drop = dropout(a.dropout)
+        self.drop = nn.Dropout(a.dropout) if a.dropout > 0 else nn.Identity()
 
     def forward(self, x):
         return self.drop(self.proj(F.relu(self.fc(x)).square()))  # relu^2 (Primer, So et al. 2021)
@@ -161,26 +149,28 @@ class Transformer(nn.Module):
         self.adaln = AdaLN(a) if a.time_cond == "adaln" else None
         # self-conditioning: E[x0's embedding] under the last prediction, by a projection from 0
         self.sc_proj = nn.Linear(a.n_embd, a.n_embd, bias=False) if a.self_cond else None
-        self.drop = dropout(a.dropout)  # on the input embeddings' sum
+        # on the input embeddings' sum; p = 0: an identity (no draw), here and in each layer
+        self.drop = nn.Dropout(a.dropout) if a.dropout > 0 else nn.Identity()
         self.layers = nn.ModuleList(Layer(a) for _ in range(a.n_layer))
         # tied: logits = x @ tok_emb.weight.T, [MASK]'s row too (its logit is -inf downstream)
         self.head = None if a.tie_weights else nn.Linear(a.n_embd, a.vocab_size, bias=False)
-        cos, sin = rope_tables(a.block_size, a.n_embd // a.n_head)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
-        self.apply(self._init_weights)
+        # RoPE's cos/sin tables (block_size, head_dim/2) (Su et al. 2021)
+        head_dim = a.n_embd // a.n_head
+        inv_freq = 1.0 / 10000.0 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(a.block_size, dtype=torch.float32), inv_freq)
+        self.register_buffer("rope_cos", angles.cos(), persistent=False)
+        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+        # matrices and embeddings ~ N(0, 0.02) (GPT-2)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, mean=0.0, std=0.02)
         for name, p in self.named_parameters():  # scaled init of residual projections (GPT-2)
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * a.n_layer))
         if self.adaln is not None:
-            self.adaln.zero_init()  # after self.apply, which would overwrite it
+            self.adaln.zero_init()  # after the N(0, 0.02) loop, which would overwrite it
         if self.sc_proj is not None:
             nn.init.zeros_(self.sc_proj.weight)  # reads nothing at first: the network without it
-
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
     def forward(self, idx, t=None, kv_cache=None, positions=None, attn_mask=None, rope_pos=None, head_cols=None,
                 sc=None):

@@ -239,7 +239,7 @@ def load_data(cfg, env):
 # ---------------------------------------------------------------- model, optimizer, resume
 def build(cfg, env, data):
     """Model and estimates, then optimizer, EMA, resumed state: the Run (None when max_iters=0)."""
-    margs = configurator.model_args(cfg, data.tok.vocab_size)
+    margs = ModelArgs.from_config(cfg, data.tok.vocab_size, **OBJECTIVES[cfg.objective].MODEL)
     # the estimates read a network on the meta device (shapes, no storage): a run that cannot fit is
     # refused before its weights, optimizer or first batch take a byte
     with torch.device("meta"):

@@ -27,7 +27,8 @@ from dataclasses import replace
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from checkpoint_manager import config_from_dict  # noqa: E402
+from checkpoint_manager import checkpoint_config  # noqa: E402
+from config import Config  # noqa: E402
 from evals.samples import draw  # noqa: E402
 from checkpoint_manager import load_model  # noqa: E402
 from model import compile_decode  # noqa: E402
@@ -74,7 +75,7 @@ def compiler(device, smoke):
     if smoke:
         return functools.partial(torch.compile, backend="eager", fullgraph=True, dynamic=False)
     probe = torch.nn.Module()
-    compile_decode(probe, config_from_dict({"compile": "true"}), device)
+    compile_decode(probe, replace(Config(), compile="true"), device)
     return probe.compiler
 
 
@@ -117,7 +118,7 @@ def main(argv):
     nets = {}
     for side, path in (("ar", args.ar), ("bd3", args.bd3)):
         model, ck = load_model(path, dev)
-        cfg = replace(config_from_dict(ck["config"], f"checkpoint {path}"), device=dev.type)
+        cfg = replace(checkpoint_config(ck, f"checkpoint {path}"), device=dev.type)
         if side == "ar" and cfg.objective != "ar":
             raise UserError(f"{path} is a {cfg.objective} model: give an AR checkpoint (baby_ar's) first")
         if side == "bd3" and not (cfg.objective == "bd3" and cfg.bd3_ar):

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from diffusion import Schedule  # noqa: E402
-from checkpoint_manager import checkpoint_config, config_from_dict  # noqa: E402
+from checkpoint_manager import checkpoint_config  # noqa: E402
 from dev.order_nll import windows_sha  # noqa: E402
 from evals.bound import REPORT, ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
 from objectives import OBJECTIVES  # noqa: E402
@@ -162,7 +162,8 @@ def score_all(args, argv):
     runs = [load_model(path, "cpu") for path in args.against]
     cfg = checkpoint_config(runs[0][1], f"checkpoint {args.against[0]}")
     tok = tokenizer_from_state(runs[0][1]["tokenizer"])
-    exact = [OBJECTIVES[config_from_dict(saved["config"]).objective].EXACT for _, saved in runs]
+    exact = [OBJECTIVES[checkpoint_config(saved, f"checkpoint {path}").objective].EXACT
+             for path, (_, saved) in zip(args.against, runs)]
     if "--n-t" in typed(argv) and all(exact):  # an exact NLL draws no times
         raise UserError("--n-t sets the times of a diffusion bound, and every --against run is an AR (its NLL is "
                         "exact): drop --n-t")
@@ -186,7 +187,7 @@ def score_all(args, argv):
     print(f"  nanoGPT {args.ckpt} (iter {ck.get('iter_num', '?')}): = {statistics.mean(base):.4f} ± "
           f"{statistics.stdev(base) / len(base) ** 0.5:.4f}")
     for path, (model, saved) in zip(args.against, runs):
-        c = config_from_dict(saved["config"])  # the first run's is cfg
+        c = checkpoint_config(saved, f"checkpoint {path}")  # the first run's is cfg
         if c.block_size != cfg.block_size or c.data_path != cfg.data_path or c.tokenizer != cfg.tokenizer:
             raise UserError(f"{path} reads other windows than {args.against[0]} (block size, data or tokenizer): score "
                             f"it in its own call")

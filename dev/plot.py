@@ -34,10 +34,10 @@ def run_label(run_dir):
     try:
         import torch
         from objectives import OBJECTIVES
-        from checkpoint_manager import config_from_dict
+        from checkpoint_manager import checkpoint_config
         from utils.train_log import loss_label
         ckpt = torch.load(os.path.join(run_dir, "model.pt"), map_location="cpu", weights_only=True, mmap=True)
-        cfg = config_from_dict(ckpt["config"])
+        cfg = checkpoint_config(ckpt, run_dir)
         return name, cfg.objective, OBJECTIVES[cfg.objective].EXACT, loss_label(cfg)[0].split(" ", 1)[1]
     except Exception:  # a label is not worth failing for
         return name, None, False, None

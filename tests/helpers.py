@@ -282,3 +282,17 @@ def pooled_chi2(samples, joint, least=5.0):
     chi2 = sum((o - e) ** 2 / e for o, e in cells) + (rest[0] if rest[1] < least else 0)  # ~0 expected: each counts
     df = len(cells) - 1
     return chi2, df + 5 * (2 * df) ** 0.5
+
+
+def model_args(cfg, vocab_size):
+    """The network a config trains, as train.py and checkpoint_manager build it: its objective fixes some keys."""
+    from model import ModelArgs
+    from objectives import OBJECTIVES
+    return ModelArgs.from_config(cfg, vocab_size, **OBJECTIVES[cfg.objective].MODEL)
+
+
+def saved_config(config, where="a checkpoint"):
+    """checkpoint_config of a file that holds only `config`: no network or vocabulary to check it against."""
+    from checkpoint_manager import checkpoint_config
+    tokenizer = dict(kind=config.get("tokenizer", "char"))
+    return checkpoint_config(dict(config=config, model_args={}, tokenizer=tokenizer), where)

@@ -384,7 +384,7 @@ def test_bd3_only_continues_a_prompt():
     from utils.errors import UserError
     from sampling.canvas import build_canvas
     from utils.tokenizer import CharTokenizer
-    tok = CharTokenizer.from_text("abc ")
+    tok = CharTokenizer(sorted(set("abc ")))
     cfg = replace(get_config(["--objective=bd3"]), infill="a [___:3] b")  # (train.py refuses --infill: inference.py's)
     with pytest.raises(UserError, match="only continues a prompt"):
         build_canvas(cfg, tok, 16)

@@ -23,7 +23,7 @@ def bd3_ckpt(tmp_path_factory):
 
 
 def test_a_tiny_bd3_run_learns_and_writes_past_its_context(bd3_ckpt, tmp_path):
-    from checkpoint_manager import config_from_dict
+    from checkpoint_manager import checkpoint_config
     from checkpoint_manager import load_model
     from utils.checkpoint import load_checkpoint
     from sampling.canvas import continuation, fill
@@ -32,7 +32,7 @@ def test_a_tiny_bd3_run_learns_and_writes_past_its_context(bd3_ckpt, tmp_path):
     tok = tokenizer_from_state(ck["tokenizer"])
     assert ck["val"]["nats_per_token"] < math.log(tok.vocab_size - 1) - 1.0  # well below a uniform guess
     model, _ = load_model(bd3_ckpt, "cpu")
-    cfg = config_from_dict(ck["config"])
+    cfg = checkpoint_config(ck, "a checkpoint")
     canvas = continuation(cfg, tok, "ROMEO:", 150, model.args.block_size)  # 156 tokens from a context of 64
     texts, out, stats = fill(model, tok, canvas, replace(cfg, num_samples=2),
                                  Schedule(cfg.diffusion_steps, cfg.schedule), "cpu", torch.Generator().manual_seed(0))

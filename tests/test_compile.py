@@ -17,10 +17,9 @@ import pytest
 import torch
 
 import bd3
-import configurator
 from diffusion import Draw, Schedule
 from configurator import get_config
-from helpers import Tok, for_objective
+from helpers import Tok, for_objective, model_args
 from model import ModelArgs, Transformer, decode
 from objectives import OBJECTIVES
 from diffusion import SamplerOptions
@@ -61,7 +60,7 @@ def setting(name, flags=()):
     cfg = get_config(for_objective([*CASES[name], *SMALL, *flags]))
     obj, tok = OBJECTIVES[cfg.objective], Tok(19)
     torch.manual_seed(0)
-    model = Transformer(configurator.model_args(cfg, tok.vocab_size))
+    model = Transformer(model_args(cfg, tok.vocab_size))
     x = torch.randint(0, 19, (cfg.batch_size, cfg.block_size + obj.WINDOW), generator=torch.Generator().manual_seed(1))
     draw = Draw(torch.Generator().manual_seed(5), torch.tensor(0.37, dtype=torch.float64), 4, 16, 0.3)
     return obj, model, x, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), tok, draw

@@ -12,7 +12,7 @@ import pytest
 
 from config import PRESETS, Config
 from configurator import get_config
-from helpers import ENV, ROOT, run_cli_here
+from helpers import ENV, ROOT, model_args, run_cli_here, saved_config
 from utils.errors import UserError
 from objectives import OBJECTIVES
 
@@ -212,10 +212,9 @@ def test_a_bool_compile_from_a_config_file_or_an_older_checkpoint_reads_as_its_w
     import io
     import torch
     from dataclasses import asdict
-    from checkpoint_manager import config_from_dict
     f = tmp_path / "exp.py"
     f.write_text(f"compile = {given!r}\n")
-    assert get_config([str(f)]).compile == value and config_from_dict(dict(compile=given)).compile == value
+    assert get_config([str(f)]).compile == value and saved_config(dict(compile=given)).compile == value
     saved = asdict(get_config([str(f)]))
     assert type(saved["compile"]) is str
     buf = io.BytesIO()
@@ -227,7 +226,6 @@ def test_a_bool_compile_from_a_config_file_or_an_older_checkpoint_reads_as_its_w
 
 
 def test_renamed_keys_keep_their_old_names(tmp_path):
-    from checkpoint_manager import config_from_dict
     new = get_config(["--semi-ar-length=8"])
     assert new.semi_ar_length == 8
     assert get_config(["--block-length", "8"]) == new  # old flags
@@ -237,7 +235,7 @@ def test_renamed_keys_keep_their_old_names(tmp_path):
     from utils.checkpoint import migrate
     old_ckpt_config = {k: v for k, v in vars(new).items() if k != "semi_ar_length"}
     old_ckpt = dict(config=dict(old_ckpt_config, block_length=8), model={})
-    assert config_from_dict(migrate(old_ckpt)["config"]) == new  # old checkpoints, through the one migration
+    assert saved_config(migrate(old_ckpt)["config"]) == new  # old checkpoints, through the one migration
     with pytest.raises(UserError, match="semi_ar_length must be >= 0"):
         get_config(["--block_length=-1"])
 
@@ -390,7 +388,7 @@ def test_the_readme_states_the_parameter_count_train_py_cpu_prints():
     from model import Transformer
     m = re.search(r"`python train.py cpu` trains .*?, an ([\d,]+)-parameter model", (ROOT / "README.md").read_text(), re.S)
     vocab = len(set((ROOT / "data/tinyshakespeare.txt").read_text())) + 1  # the chars + [MASK]
-    n = Transformer(configurator.model_args(get_config(["cpu"]), vocab)).num_params()
+    n = Transformer(model_args(get_config(["cpu"]), vocab)).num_params()
     assert m and int(m[1].replace(",", "")) == n
 
 
@@ -476,13 +474,12 @@ def test_a_nan_is_refused_for_every_float_key(key, tmp_path):
     """nan compares False with every bound (0 < nan <= 1 is False, nan < 0 too): each range check alone would let
     it through. A config file cannot write one (float('nan') is a call, and nothing in the file runs); a checkpoint's
     config or an export's config.json (JSON's NaN) can, and is checked as a command line is."""
-    from checkpoint_manager import config_from_dict
     f = tmp_path / "nan.py"
     f.write_text(f"{key} = float('nan')\n")
     with pytest.raises(UserError, match="line 1: not `key = value` with a literal value"):
         get_config([str(f)])
     with pytest.raises(UserError, match=f"checkpoint c.pt's config: {key} must be a finite number, got nan"):
-        config_from_dict({key: float("nan")}, "checkpoint c.pt")
+        saved_config({key: float("nan")}, "checkpoint c.pt")
 
 
 def test_a_config_file_is_data_read_line_by_line_and_nothing_in_it_runs(tmp_path, monkeypatch):
@@ -511,7 +508,7 @@ def test_past_validation_an_infinite_temperature_raises_in_the_draw_instead_of_r
     from model import Transformer
     from diffusion import SamplerOptions
     cfg = get_config(["--objective=ar", "--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=16"])
-    model = Transformer(configurator.model_args(cfg, 12)).eval()
+    model = Transformer(model_args(cfg, 12)).eval()
     with pytest.raises(RuntimeError, match="no mass or a NaN/inf entry"):
         model.generate(torch.zeros(1, 2, dtype=torch.long), 4, SamplerOptions(1, temperature=float("inf")),
                  torch.Generator().manual_seed(0), mask_id=11)

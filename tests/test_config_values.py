@@ -4,7 +4,7 @@ train.py's parse + validate and, for the keys sampling reads, inference.py's (th
 config, then validate). A value is accepted where ACCEPTED says it is legal, else refused with a UserError: never
 another exception, and never silently. The values come in a config file, written as Python literals (a file is data:
 2 ** 62 is written out, inf as 1e999); a nan comes only in a checkpoint's config (or an export's config.json), walked
-through checkpoint_manager.config_from_dict. Paths are checked where they are read (tests/test_bad_input.py's rows).
+through checkpoint_manager.checkpoint_config. Paths are checked where they are read (tests/test_bad_input.py's rows).
 python -m pytest -q tests/test_config_values.py"""
 import math
 from dataclasses import fields

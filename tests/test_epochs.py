@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from helpers import run_cli_here, script
+from helpers import model_args, run_cli_here, script
 
 pytestmark = pytest.mark.slower  # the slower tier (pytest.ini): a dev/ script's test
 
@@ -105,13 +105,12 @@ def test_a_larger_diffusion_run_is_also_paired_with_the_best_ar_of_its_own_size(
 def test_every_study_run_resolves_to_the_recipe_it_was_measured_with():
     """The study's commands start from the baby preset, which has gained levers since: each run must still parse
     and train what the study measured (AdamW, no EMA, no QK-norm, no self-conditioning, the 10 % floor, T = 100)."""
-    import configurator
     from configurator import get_config
     epochs = script("dev/epochs")
     paths = {f"train_{n}": f"train_{n}.txt" for n in {r[1] for r in epochs.RUNS.values()}} | {"val": "val.txt"}
     for name in epochs.RUNS:
         cfg = get_config(epochs.train_command(name, paths, 10, "out")[2:])
-        net = configurator.model_args(cfg, 66)  # the AR fixes self-conditioning off in its network, whatever the preset says
+        net = model_args(cfg, 66)  # the AR fixes self-conditioning off in its network, whatever the preset says
         assert (cfg.optimizer, cfg.ema, net.qk_norm, net.self_cond, cfg.min_lr) == ("adamw", 0.0, False, False, 1e-4), name
         assert cfg.objective != "mdlm" or (cfg.mask_ramp, cfg.dual_ar) == (0, 0), name
         assert cfg.objective == "ar" or cfg.mask_draws == 1, name  # one mask a window, as the study ran

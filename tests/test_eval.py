@@ -206,7 +206,7 @@ def test_infill_recovery_on_toys_with_known_answers():
 def test_samples_are_scored_by_hand():
     """evals/samples.score reads the generated part only: its texts, entropy and n-grams, and its gen-PPL given the
     P tokens before it (P = 0: given the AR start token, a newline for chars)."""
-    tok = CharTokenizer.from_text("\n ab")  # ids: '\n' 0, ' ' 1, 'a' 2, 'b' 3
+    tok = CharTokenizer(sorted(set("\n ab")))  # ids: '\n' 0, ' ' 1, 'a' 2, 'b' 3
     probs = [0.4, 0.1, 0.2, 0.3]
     samples = torch.tensor([[2, 3, 2, 1, 3], [3, 3, 3, 3, 3]])  # 'aba b', 'bbbbb'
     s = score(samples, 1, tok, ConstAR(probs), batch_size=1, reference="ba ab")

@@ -7,13 +7,12 @@ import json
 import pytest
 import torch
 
-import configurator
 from conftest import train_tiny
 from evals import samples
 from config import Config
 from configurator import get_config
 from evals.metrics import char_ngrams, js_divergence, ngram_js
-from helpers import MICRO, assert_one_line_error, real_text, run_cli_here, script, for_objective
+from helpers import MICRO, assert_one_line_error, for_objective, model_args, real_text, run_cli_here, script
 from utils.errors import UserError
 from objectives import OBJECTIVES
 
@@ -111,14 +110,14 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
     held = d["held_out"]
     assert d["threads"] == 1 and d["settings"]["time_batches"] == [1, 2]  # one thread unless --threads says more
     assert held["gen_len"] == 24 and 0 < held["sample_entropy"] and set(held["js"]) == {"1", "2", "3", "4"}
-    from checkpoint_manager import config_from_dict
+    from checkpoint_manager import checkpoint_config
     from evals.samples import held_out_windows, score
     from checkpoint_manager import load_model
     from utils.dataloader import prepare_data
     from utils.tokenizer import tokenizer_from_state
     ck = load_model(tiny_ckpt, "cpu")[1]  # the entropy every curve is read at: dev's windows (a choice reads dev)
     tok = tokenizer_from_state(ck["tokenizer"])
-    val = prepare_data(config_from_dict(ck["config"]), tok, verbose=False)[2]
+    val = prepare_data(checkpoint_config(ck, "a checkpoint"), tok, verbose=False)[2]
     by_hand = score(held_out_windows(val[:len(val) // 2], 4, 24), 0, tok, reference=tok.decode(val[len(val) // 2:].tolist()))
     assert held["split"] == "dev" and held["sample_entropy"] == pytest.approx(by_hand["sample_entropy"], rel=1e-12)
     assert held["js_mean"] == pytest.approx(by_hand["js_mean"], rel=1e-12)  # dev's windows against test's n-grams
@@ -288,7 +287,7 @@ def test_p_cache_counts_the_columns_each_sampler_reads_past_the_prompt(B):
         cfg = get_config(for_objective(["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16",
                                         "--diffusion_steps=8", f"--num_samples={B}", "--device=cpu", *flags]))
         torch.manual_seed(0)
-        model = Transformer(configurator.model_args(cfg, 12)).eval()
+        model = Transformer(model_args(cfg, 12)).eval()
         with columns_counted(model, [0, 1, 2]) as seen:
             _, passes = draw(model, cfg, [0, 1, 2], G, B, 11, torch.Generator().manual_seed(0))
         assert seen["columns"] == columns, (flags, seen)

@@ -39,6 +39,17 @@ def test_ar_to_mdlm_keeps_every_weight_and_zeroes_the_new_time_embedding(ar_ckpt
     assert "time_emb dropped" in load_weights_into(bd3, str(ar_ckpt.parent / "as_mdlm.pt"), tokenizer_from_state(ck["tokenizer"]))
 
 
+def test_a_source_trained_with_ema_starts_the_run_from_its_ema_weights(ar_ckpt):
+    """The weights inference samples (load_model): a source's EMA, when it kept one, not its raw weights."""
+    ck = load_checkpoint(ar_ckpt)
+    ema = {k: v + 1.0 for k, v in ck["model"].items()}
+    save_checkpoint(ar_ckpt.parent / "ema.pt", dict(ck, ema=ema))
+    model = _target(ck, time_cond="none")
+    load_weights_into(model, str(ar_ckpt.parent / "ema.pt"), tokenizer_from_state(ck["tokenizer"]))
+    own = model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in ema.items())
+
+
 def test_a_self_conditioned_target_starts_with_its_input_at_zero_and_a_source_with_one_drops_it(ar_ckpt):
     ck = load_checkpoint(ar_ckpt)
     tok = tokenizer_from_state(ck["tokenizer"])

@@ -12,7 +12,7 @@ import torch
 
 from conftest import train_tiny
 from helpers import assert_one_line_error, run_cli_here, script
-from checkpoint_manager import config_from_dict
+from checkpoint_manager import checkpoint_config
 from evals.bound import report_windows
 from checkpoint_manager import load_model
 from utils.dataloader import prepare_data
@@ -80,7 +80,7 @@ def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path,
     code, out, err = run_cli_here(ns.main, [str(ckpt), "--against", str(tiny_ckpt), "--split", "dev",
                                             "--n-windows", "16", "--n-t", "2"], capsys)
     assert code == 0, err
-    cfg = config_from_dict(load_model(tiny_ckpt, "cpu")[1]["config"])
+    cfg = checkpoint_config(load_model(tiny_ckpt, "cpu")[1], "a checkpoint")
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     windows, _ = report_windows(tok, train_ids, val_ids, "dev", 16, cfg.block_size)  # eval.py's own windows
     mean, se = by_hand(windows, table(V))

@@ -14,7 +14,7 @@ import torch
 
 import configurator
 from config import CHOICES
-from helpers import MICRO, ROOT, for_objective, real_text, run_cli_here
+from helpers import MICRO, ROOT, for_objective, model_args, real_text, run_cli_here, saved_config
 from model import Transformer
 from objectives import OBJECTIVES
 
@@ -103,7 +103,7 @@ def test_every_objective_offers_the_interface(name):
     obj.check(cfg, set())  # MICRO is valid for every objective
     n_times = obj.eval_times(cfg, cfg.block_size)
     assert isinstance(n_times, int) and n_times >= 0 and (n_times == 0) == obj.EXACT
-    model = Transformer(configurator.model_args(cfg, 12))
+    model = Transformer(model_args(cfg, 12))
     assert all(getattr(model.args, k) == v for k, v in obj.MODEL.items())
     flops, columns = obj.flops(model, cfg)
     assert flops >= model.flops_per_token() and columns >= cfg.block_size
@@ -224,7 +224,7 @@ def test_the_training_flops_of_every_objective_by_hand(argv, passes):
     dual objective's causal pass), each 6 FLOPs a weight plus attention (model.flops_per_token). bd3 by hand below."""
     from configurator import get_config
     cfg = get_config(for_objective([*MICRO, *argv]))
-    model = Transformer(configurator.model_args(cfg, 12))
+    model = Transformer(model_args(cfg, 12))
     flops, columns = OBJECTIVES[cfg.objective].flops(model, cfg)
     assert columns == cfg.block_size and flops == pytest.approx(model.flops_per_token() * passes, rel=1e-12)
 
@@ -240,7 +240,7 @@ def test_bd3s_training_flops_by_hand(argv, columns, passes):
     columns / 32, once per pass."""
     from configurator import get_config
     cfg = get_config([*MICRO, "--objective=bd3", *argv])
-    model = Transformer(configurator.model_args(cfg, 12))
+    model = Transformer(model_args(cfg, 12))
     flops, cols = OBJECTIVES["bd3"].flops(model, cfg)
     assert cols == columns and flops == pytest.approx(model.flops_per_token(columns) * columns / 32 * passes, rel=1e-12)
 
@@ -262,7 +262,7 @@ def test_every_sampler_returns_a_canvas_without_a_blank_unchanged(argv):
     (argmax of an all-False gen_mask) and raised an IndexError; the others returned x."""
     from diffusion import Schedule
     cfg = _sampler_cfg(argv)
-    model = Transformer(configurator.model_args(cfg, 5)).eval()
+    model = Transformer(model_args(cfg, 5)).eval()
     x = torch.randint(0, 4, (2, 10), generator=torch.Generator().manual_seed(0))
     out, _ = OBJECTIVES[cfg.objective].sample(model, x.clone(), torch.zeros_like(x, dtype=torch.bool), cfg,
                                                   Schedule(cfg.diffusion_steps), 4, torch.Generator().manual_seed(0))
@@ -276,7 +276,7 @@ def test_every_sampler_keeps_each_rows_given_tokens_or_refuses_the_layout(argv):
     from diffusion import Schedule
     from utils.errors import UserError
     cfg = _sampler_cfg(argv)
-    model = Transformer(configurator.model_args(cfg, 5)).eval()
+    model = Transformer(model_args(cfg, 5)).eval()
     x = torch.randint(0, 4, (2, 12), generator=torch.Generator().manual_seed(0))
     ragged, suffix = torch.zeros_like(x, dtype=torch.bool), torch.zeros_like(x, dtype=torch.bool)
     ragged[0, 3:], ragged[1, 7:], suffix[:, 3:9] = True, True, True
@@ -299,7 +299,7 @@ def test_every_sampler_runs_without_autograd(argv):
     from utils.tokenizer import CharTokenizer
     cfg = _sampler_cfg(argv)
     tok = CharTokenizer("abcd")
-    model = Transformer(configurator.model_args(cfg, tok.vocab_size)).eval()
+    model = Transformer(model_args(cfg, tok.vocab_size)).eval()
     calls = []
     model.register_forward_pre_hook(lambda m, a: calls.append(torch.is_grad_enabled()))
     canvas = build_canvas(cfg, tok, cfg.block_size)  # the interface, as the scripts call it
@@ -313,7 +313,6 @@ def test_an_unknown_objective_is_refused_with_the_known_ones(tmp_path):
     """Issue 97, the restructured contract's edge: an objective name the table does not hold, in a config file or in a
     checkpoint's config, is refused in one line listing every known one (the table's names are config.py's CHOICES);
     a known one beside it runs."""
-    from checkpoint_manager import config_from_dict
     from configurator import get_config
     from utils.errors import UserError
     known = ", ".join(OBJECTIVES)
@@ -322,7 +321,7 @@ def test_an_unknown_objective_is_refused_with_the_known_ones(tmp_path):
     with pytest.raises(UserError, match=f"objective='masked' is not one of {known}"):
         get_config([str(f)])
     with pytest.raises(UserError, match=f"a checkpoint's config: objective='masked' is not one of {known}"):
-        config_from_dict(dict(objective="masked"))
+        saved_config(dict(objective="masked"))
     f.write_text("objective = 'bd3'\n")
-    assert get_config([str(f)]).objective == "bd3" and config_from_dict(dict(objective="ar")).objective == "ar"
+    assert get_config([str(f)]).objective == "bd3" and saved_config(dict(objective="ar")).objective == "ar"
     assert tuple(OBJECTIVES) == CHOICES["objective"]  # one list of names, never two

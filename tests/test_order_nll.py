@@ -12,7 +12,7 @@ import torch
 
 from bd3 import bd3_logits, bd3_loss
 from diffusion import LossOptions, Schedule, predict_logits, self_condition_input
-from checkpoint_manager import config_from_dict
+from checkpoint_manager import checkpoint_config
 from conftest import train_tiny
 from diffusion import diffusion_loss
 from helpers import Args, ToyModel, assert_one_line_error, bd3_drawn, run_cli_here, script
@@ -277,7 +277,7 @@ def _by_hand(path, n, read="bound"):
     the bound reads it (or as the sampler does: the previous pass's prediction), pass k scoring the k-th token of the
     window (of every block, for bd3) with the tokens before it visible."""
     model, ck = load_model(path, "cpu")
-    cfg, tok = config_from_dict(ck["config"]), tokenizer_from_state(ck["tokenizer"])
+    cfg, tok = checkpoint_config(ck, "a checkpoint"), tokenizer_from_state(ck["tokenizer"])
     L, M = cfg.block_size, tok.mask_id
     val = prepare_data(cfg, tok, verbose=False)[2]
     x = fixed_windows(val[len(val) // 2:], n, L + 1)[:, 1:]  # the script's default split: test, the second half
@@ -348,7 +348,7 @@ def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_fac
     assert d["objective"] == "bd3" and d["block"] == 4
     _check_figures(d, _by_hand(bd3, 4))
     model, ck = load_model(bd3, "cpu")  # the mixture against the 24 orders taken one by one on the script's windows
-    cfg, tok = config_from_dict(ck["config"]), tokenizer_from_state(ck["tokenizer"])
+    cfg, tok = checkpoint_config(ck, "a checkpoint"), tokenizer_from_state(ck["tokenizer"])
     val = prepare_data(cfg, tok, verbose=False)[2]
     x = fixed_windows(val[len(val) // 2:], 4, cfg.block_size + 1)[:, 1:]
     logits_of, _ = order_nll.bd3_pass(model, cfg, x, tok.mask_id)

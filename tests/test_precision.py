@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import configurator
 import train
 from configurator import get_config
 from diffusion import Schedule
+from helpers import model_args
 from model import Transformer
 from utils.dist import PEAK_FLOPS, autocast_for, grad_scaler, peak_flops_of, precision
 from utils.errors import UserError
@@ -55,7 +55,7 @@ def _step(scaler, flags=()):
                       "--device=cpu", *flags])
     tok = CharTokenizer(list("abcdefgh"))
     torch.manual_seed(0)
-    model = Transformer(configurator.model_args(cfg, tok.vocab_size))
+    model = Transformer(model_args(cfg, tok.vocab_size))
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     env = SimpleNamespace(accum=1, world=1, rank=0, device=CPU, ctx=torch.autocast("cpu", enabled=False))

@@ -3,12 +3,11 @@ and the final metrics block with a unit or a meaning for every figure. python -m
 import pytest
 import torch
 
-import configurator
 from configurator import get_config
 from diffusion import Schedule
 from evals.report import final_report
 from utils.train_log import first_step_line, fmt_eta, long_run_note, loss_label, projected_step_s
-from helpers import FIXTURES, ToyModel
+from helpers import FIXTURES, ToyModel, model_args
 from utils.tokenizer import CharTokenizer
 from objectives import OBJECTIVES
 
@@ -163,12 +162,11 @@ def test_the_memory_estimate_counts_every_pass_of_a_micro_batch_by_hand(argv, co
     bytes in fp32, and the head 12 bytes per logit of a 20-token vocabulary, 240: 2,416 bytes a column, over every
     column the micro-batch's passes read (batch 2: mask_draws passes of the objective's columns, plus the dual
     objective's causal pass)."""
-    import configurator
     from utils.train_log import estimate_line
     from model import Transformer
     cfg = get_config(["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=8", "--batch_size=2",
                       "--diffusion_steps=20", "--steps=20", *argv])
-    model = Transformer(configurator.model_args(cfg, 20))
+    model = Transformer(model_args(cfg, 20))
     flops_tok, seq = OBJECTIVES[cfg.objective].flops(model, cfg)
     line, need = estimate_line(cfg, model, torch.device("meta"), "float32", flops_tok, seq, 0.4)
     assert need == model.num_params() * 16 + columns * 2_416  # weights, grads and AdamW's two moments: 16 bytes each

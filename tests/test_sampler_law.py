@@ -12,11 +12,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-import configurator
 from sampling.canvas import build_canvas, fill
 from diffusion import Schedule
 from configurator import get_config
-from helpers import pooled_chi2, script
+from helpers import model_args, pooled_chi2, script
 from model import Transformer
 from utils.tokenizer import CharTokenizer
 
@@ -31,7 +30,7 @@ def _net(objective):
     """A random self-conditioned network whose self-conditioning input moves its logits (sc_proj is zero at init) and
     whose distributions are peaked, so that orders, and how a pass reads the last one, make different laws."""
     torch.manual_seed(1 if objective == "bd3" else 0)
-    m = Transformer(configurator.model_args(get_config(_flags(objective)), TOK.vocab_size)).eval()
+    m = Transformer(model_args(get_config(_flags(objective)), TOK.vocab_size)).eval()
     with torch.no_grad():
         m.sc_proj.weight.normal_(0, 3.0)
         m.head.weight.mul_(8)
@@ -101,7 +100,7 @@ def _sc_net():
     embedding x 0.1), so that where the network reads it changes the law: read at the decided positions too, the
     sampler's law moves by 0.10 in total variation (_net's by 0.005, which 20,000 draws cannot see)."""
     torch.manual_seed(3)
-    m = Transformer(configurator.model_args(get_config(_flags("mdlm")), TOK.vocab_size)).eval()
+    m = Transformer(model_args(get_config(_flags("mdlm")), TOK.vocab_size)).eval()
     with torch.no_grad():
         m.sc_proj.weight.normal_(0, 1.0)
         m.tok_emb.weight.mul_(0.1)
@@ -136,7 +135,7 @@ def test_the_ar_mode_scored_is_the_law_bd3_speculate_draws(whole):
              "--bd3_block=2", "--bd3_ar=1.0", "--bd3_speculate", "--device=cpu"]
     cfg = get_config(flags)
     torch.manual_seed(3)
-    model = Transformer(configurator.model_args(cfg, TOK.vocab_size)).eval()
+    model = Transformer(model_args(cfg, TOK.vocab_size)).eval()
     model.compiler = (lambda fn: fn) if whole else None
     with torch.no_grad():
         model.head.weight.mul_(6)  # peaked: the drafts are often wrong, the check decides

@@ -440,8 +440,8 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     from sampling.canvas import fill
     from sampling.trace import Trace
     model, ckpt = load_model(tiny_ckpt, torch.device("cpu"))
-    from checkpoint_manager import config_from_dict
-    cfg = replace(config_from_dict(ckpt["config"]), num_samples=2, trace_every=1, **extra)
+    from checkpoint_manager import checkpoint_config
+    cfg = replace(checkpoint_config(ckpt, "a checkpoint"), num_samples=2, trace_every=1, **extra)
     from utils.tokenizer import tokenizer_from_state
     tok = tokenizer_from_state(ckpt["tokenizer"])
     canvas = parse_infill("the [___:5] and [___:4] of", tok)

@@ -11,14 +11,13 @@ import torch.nn.functional as F
 
 import bd3
 import diffusion
-import configurator
 from diffusion import LossOptions, Schedule, no_mask_logit
 from configurator import get_config
 from diffusion import diffusion_loss, predict_logits, self_condition_input
 from diffusion import SamplerOptions, denoise
 from model import ModelArgs, Transformer
 from utils.errors import UserError
-from helpers import bd3_drawn, pick, uncached_bd3
+from helpers import bd3_drawn, model_args, pick, uncached_bd3
 
 pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
 
@@ -142,7 +141,7 @@ def test_other_objectives_refuse_it(objective):
 def test_a_preset_with_it_builds_no_input_for_other_objectives(objective):
     """A preset's values for keys an objective does not read are not read: the network must not grow sc_proj."""
     cfg = replace(get_config(["--self_cond=true"]), objective=objective)
-    assert configurator.model_args(cfg, V).self_cond is False
+    assert model_args(cfg, V).self_cond is False
 
 
 def test_its_training_flops_count_the_extra_pass():
@@ -153,7 +152,7 @@ def test_its_training_flops_count_the_extra_pass():
 
 def test_bd3_reads_it_and_counts_the_extra_pass():
     cfg = get_config(["--objective=bd3", "--self_cond=true", "--block_size=16", "--bd3_block=4"])
-    assert configurator.model_args(cfg, V).self_cond is True
+    assert model_args(cfg, V).self_cond is True
     m = net()
     assert bd3.BlockDiffusion().flops(m, cfg) == (pytest.approx(m.flops_per_token(28) * 28 / 16 * 7 / 6), 28)  # 2L - L' columns
 

@@ -9,13 +9,17 @@ import json
 import os
 import re
 import shlex
+import shutil
+from dataclasses import replace
 
 import pytest
 
+import checkpoint_manager
 import configurator
 import inference
-from checkpoint_manager import load_model, read_checkpoint, shipped_note
-from helpers import ROOT, run_cli_here, script
+from config import Config
+from checkpoint_manager import load_model, read_checkpoint
+from helpers import ROOT, model_args, run_cli_here, script
 from utils import fileio
 from utils.tokenizer import CharTokenizer, fingerprint, tokenizer_from_state
 
@@ -94,8 +98,8 @@ def test_each_is_the_network_and_tokenizer_its_command_trains_today(name):
     cfg, _ = configurator.parse(argv[2:])
     tok = tokenizer_from_state(ckpt["tokenizer"])
     text = (ROOT / cfg.data_path).read_text(encoding="utf-8")
-    assert fingerprint(tok) == fingerprint(CharTokenizer.from_text(text))
-    assert ckpt["model_args"] == vars(configurator.model_args(cfg, tok.vocab_size))
+    assert fingerprint(tok) == fingerprint(CharTokenizer(sorted(set(text))))
+    assert ckpt["model_args"] == vars(model_args(cfg, tok.vocab_size))
     assert ckpt["config"]["objective"] == cfg.objective and model.num_params() < 850_000
 
 
@@ -124,12 +128,26 @@ def test_a_presets_own_run_is_read_first_and_the_shipped_weights_only_in_its_pla
     assert model_path("artifacts/models/cpu/model.pt") == shipped and model_path("x.pt") == "x.pt"
     with pytest.raises(fileio.UserError, match="artifacts/models/baby_bd3/model.pt not found"):
         fileio.require_checkpoints(["artifacts/models/baby_bd3/model.pt"], "")
-    assert fileio.is_shipped(shipped) and fileio.is_shipped("artifacts/weights")
-    assert not fileio.is_shipped("artifacts/weightsX/cpu") and not fileio.is_shipped("artifacts/models/cpu")
+    for inside in (shipped, "artifacts/weights"):  # training never writes the shipped weights
+        with pytest.raises(fileio.UserError, match="inside the folder of weights the repo ships"):
+            fileio.check_run_folder(replace(Config(), out_dir=inside))
+    for beside in ("artifacts/weightsX/cpu", "artifacts/models/cpu"):  # a name that starts alike is another folder
+        fileio.check_run_folder(replace(Config(), out_dir=beside))
 
 
-def test_the_note_says_which_weights_are_read_how_they_were_made_and_how_to_train_your_own():
-    note = shipped_note("artifacts/weights/baby_ar", about("baby_ar"))
+def test_the_note_says_which_weights_are_read_how_they_were_made_and_how_to_train_your_own(capsys, monkeypatch,
+                                                                                          tmp_path):
+    for folder in ("weights", "weightsX"):  # the shipped folder, and one whose name only starts alike
+        shutil.copytree(ROOT / "artifacts" / "weights" / "baby_ar", tmp_path / "artifacts" / folder / "baby_ar")
+    monkeypatch.setattr(fileio, "REPO", str(tmp_path))
+    monkeypatch.setattr(fileio, "SHIPPED", str(tmp_path / "artifacts" / "weights"))
+    monkeypatch.setattr(checkpoint_manager, "SHIPPED", fileio.SHIPPED)
+    monkeypatch.chdir(tmp_path)
+    read_checkpoint("artifacts/weightsX/baby_ar")
+    assert capsys.readouterr().out == ""  # not the weights the repo ships: no note
+    read_checkpoint("artifacts/weights/baby_ar")
+    note = capsys.readouterr().out.strip()
+    assert "\n" not in note
     assert note.startswith("reading artifacts/weights/baby_ar, the weights this repo ships")
     assert f"`{about('baby_ar')['command']}`" in note and about("baby_ar")["test"] in note
     assert "artifacts/models/baby_ar/model.pt is read instead once you train it" in note
@@ -220,6 +238,7 @@ def fresh_clone(tmp_path, monkeypatch):
         (weights / name).symlink_to(ROOT / "artifacts" / "weights" / name)
     monkeypatch.setattr(fileio, "REPO", str(tmp_path))
     monkeypatch.setattr(fileio, "SHIPPED", str(weights))
+    monkeypatch.setattr(checkpoint_manager, "SHIPPED", str(weights))  # read_checkpoint's note
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -13,11 +13,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import configurator
 from bd3 import Blocks, sample_clean_ar
 from configurator import get_config
 from evals.samples import busy_note, columns_counted, draw, speed_figures, time_draws
-from helpers import for_objective, script
+from helpers import for_objective, model_args, script
 from model import Transformer
 
 pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
@@ -40,7 +39,7 @@ def _net(flags, seed=0):
     """(sampling config, a random tiny network) of a sampler's flags."""
     cfg = get_config(for_objective([*SMALL, *flags]))
     torch.manual_seed(seed)
-    return cfg, Transformer(configurator.model_args(cfg, V)).eval()
+    return cfg, Transformer(model_args(cfg, V)).eval()
 
 
 class Calls:

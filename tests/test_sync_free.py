@@ -10,11 +10,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-import configurator
 import train
 from diffusion import Schedule
 from configurator import get_config
-from helpers import Tok, for_objective
+from helpers import Tok, for_objective, model_args
 from model import Transformer
 from utils import dataloader
 from utils.optim import build_optimizer, EMA
@@ -60,7 +59,7 @@ def training_step(objective, monkeypatch, device):
     pipeline's copy is its own: pinned, async); returns a function running step `it`."""
     cfg = get_config(for_objective([*PRESETS[objective], *SMALL]))
     tok = Tok(19)  # 19 characters and [MASK]
-    model = Transformer(configurator.model_args(cfg, tok.vocab_size)).to(device)
+    model = Transformer(model_args(cfg, tok.vocab_size)).to(device)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     schedule.on(device)  # the tables are copied to the device once, before the first step
     run = train.Run(model=model, raw_model=model, eval_model=model, opt=build_optimizer(model, cfg, device), ema=None,
@@ -122,7 +121,7 @@ def test_a_denoising_pass_makes_no_host_sync(preset):
     from utils.steps import StepRecord
     cfg = get_config(for_objective([*SAMPLERS[preset], *SMALL]))
     tok, meta = Tok(19), torch.device("meta")
-    model = Transformer(configurator.model_args(cfg, tok.vocab_size)).eval()
+    model = Transformer(model_args(cfg, tok.vocab_size)).eval()
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     gen_mask = torch.ones(2, cfg.block_size, dtype=torch.bool)
     gen_mask[:, :4] = False  # a prompt of 4
@@ -165,7 +164,7 @@ def test_a_uniform_step_and_a_kv_cached_ar_token_make_no_host_sync(objective):
     from diffusion import SamplerOptions
     cfg = get_config(for_objective([*PRESETS[objective], *SMALL]))
     tok, meta = Tok(19), torch.device("meta")
-    model = Transformer(configurator.model_args(cfg, tok.vocab_size)).eval().to(meta)
+    model = Transformer(model_args(cfg, tok.vocab_size)).eval().to(meta)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
     schedule.on(meta)
     x, gen_mask = torch.zeros(2, cfg.block_size, dtype=torch.long, device=meta), torch.ones(2, cfg.block_size).bool()
@@ -187,7 +186,7 @@ def test_bd3_clean_half_decoding_at_batch_2_makes_no_host_sync():
     import bd3
     cfg = get_config(for_objective([*PRESETS["bd3"], *SMALL, "--bd3_ar=true"]))
     tok, meta = Tok(19), torch.device("meta")
-    model = Transformer(configurator.model_args(cfg, tok.vocab_size)).eval().to(meta)
+    model = Transformer(model_args(cfg, tok.vocab_size)).eval().to(meta)
     leave = checked_from_the_first_pass(model)
     try:
         seq, stats = bd3.sample_clean_ar(model, torch.zeros(2, 5, dtype=torch.long, device=meta), 9,

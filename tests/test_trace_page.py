@@ -13,11 +13,10 @@ import subprocess
 import pytest
 import torch
 
-import configurator
 from sampling.canvas import build_canvas, fill
 from diffusion import Schedule
 from configurator import get_config
-from helpers import for_objective
+from helpers import for_objective, model_args
 from model import Transformer
 from sampling.trace import Trace
 from sampling.page import PageWriter
@@ -39,7 +38,7 @@ def _setup(flags, seed=0):
     """(cfg, canvas, model): flags' sampler over 2 canvases of a random tiny network."""
     cfg = get_config(for_objective([*SMALL, *flags, "--num_samples=2"]))
     torch.manual_seed(seed)
-    model = Transformer(configurator.model_args(cfg, TOK.vocab_size)).eval()
+    model = Transformer(model_args(cfg, TOK.vocab_size)).eval()
     return cfg, build_canvas(cfg, TOK, model.args.block_size), model
 
 
@@ -214,7 +213,7 @@ def test_the_page_shows_the_law_each_token_was_drawn_from(name, temperature, tmp
     flags, B = LAWS[name]
     cfg = get_config(for_objective([*SMALL, *flags, *TEMPERATURES[temperature], f"--num_samples={B}"]))
     torch.manual_seed(0)
-    model = Transformer(configurator.model_args(cfg, TOK.vocab_size)).eval()
+    model = Transformer(model_args(cfg, TOK.vocab_size)).eval()
     canvas = build_canvas(cfg, TOK, model.args.block_size)
     page, steps = PageWriter(tmp_path / "t.html", title="t", settings="s"), []
     hook = Trace(TOK, cfg, page=page)

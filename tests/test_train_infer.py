@@ -10,7 +10,7 @@ import torch
 import train
 from checkpoint_manager import load_model
 from utils import train_log
-from helpers import ROOT, TINY, real_text, run_script
+from helpers import ROOT, TINY, model_args, real_text, run_script
 from utils import dataloader
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
@@ -207,12 +207,11 @@ def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
     """On CPU the peak RSS is ~1.7x the activations saved for backward + 0.3 GiB (measured: 4.42 GiB for the reference
     recipe, whose saved tensors are 2.56 GiB); elsewhere the line is the tensors alone and says so."""
     import torch
-    import configurator
     from configurator import get_config
     from model import Transformer
     from utils.train_log import estimate_line
     cfg = get_config([])
-    model = Transformer(configurator.model_args(cfg, 66))
+    model = Transformer(model_args(cfg, 66))
     line, _ = estimate_line(cfg, model, torch.device("cpu"), "float32", 70.9e6, 256, 0.4)
     assert line.startswith("estimate: ~4.5 GiB peak RSS on CPU = 0.2 weights+grads+adamw + 4.1 activations")
     line, _ = estimate_line(cfg, model, torch.device("meta"), "float32", 70.9e6, 256, 0.4)
@@ -302,7 +301,7 @@ def test_a_checkpoint_holding_a_removed_key_that_changed_no_loss_samples_resumes
     """head_on_masked_only (removed, dev/LOG.md) ran the head on the masked rows only: the same network and the same
     NELBO. A checkpoint holding it samples, resumes and starts an --init_from run either way; on, each says in one
     note that it was dropped (issue 90: it was refused, though nothing the run computes depends on it)."""
-    from checkpoint_manager import config_from_dict
+    from checkpoint_manager import checkpoint_config
     from helpers import MICRO
     args = [f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--eval_interval=2", "--log_interval=1"]
     train.main([*args, "--max_iters=2"])
@@ -312,7 +311,7 @@ def test_a_checkpoint_holding_a_removed_key_that_changed_no_loss_samples_resumes
     save_checkpoint(path, {k: v for k, v in old.items() if k != "checksum"})
     capsys.readouterr()
     model, ckpt = load_model(path, "cpu")  # what inference.py and scripts/eval.py do with it
-    assert config_from_dict(ckpt["config"]).max_iters == 2
+    assert checkpoint_config(ckpt, "a checkpoint").max_iters == 2
     note = "head_on_masked_only=True, which this version removed: dropped (it changed neither the network"
     assert (note in capsys.readouterr().out) == value
     train.main([*args, "--out_dir=new", f"--init_from={path}", "--max_iters=2"])

@@ -18,7 +18,7 @@ import torch
 import train
 from checkpoint_manager import load_model
 from configurator import get_config
-from helpers import real_text
+from helpers import model_args, real_text
 from diffusion import Schedule
 from diffusion import diffusion_loss
 from model import ModelArgs, Transformer
@@ -226,12 +226,11 @@ def test_compile_smoke_matches_eager(preset):
     over the budget (tests/test_compile.py has one, marked slow), so this test traces the same step at the presets'
     settings (self-conditioning's first pass, the dual objective's causal pass, bd3's two streams and clean half, k
     masks a window) with dynamo + AOT autograd (backend aot_eager, ~seconds) and checks it against eager."""
-    import configurator
     from diffusion import Draw
     cfg = get_config([preset, "--n_layer=1", "--n_head=2", "--n_embd=32", f"--block_size={L}", "--batch_size=2"])
     obj, tok = OBJECTIVES[cfg.objective], type("Tok", (), dict(vocab_size=50, mask_id=49))
     torch.manual_seed(0)
-    m = Transformer(configurator.model_args(cfg, 50))
+    m = Transformer(model_args(cfg, 50))
     x, s = torch.randint(0, 49, (2, L + obj.WINDOW)), Schedule(cfg.diffusion_steps, cfg.schedule)
     drawn = obj.draws(x, cfg, s, tok, Draw(torch.Generator().manual_seed(1), torch.tensor(0.4, dtype=torch.float64)))
     eager = obj.loss(m, x, cfg, s, tok, drawn)

@@ -301,13 +301,13 @@ def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     row = json.loads((in_tmp / "eval.json").read_text())["runs"][0]
     assert row["objective"] == "uniform" and row["n_windows"] == 4 and row["n_t"] == 2
     # eval.py's figure is the trained network's bound on its 4 windows, recomputed here (same windows, times, noise)
-    from checkpoint_manager import config_from_dict
+    from checkpoint_manager import checkpoint_config
     from checkpoint_manager import load_model
     from evals.bound import evaluate
     from utils.dataloader import fixed_windows, prepare_data
     from utils.tokenizer import tokenizer_from_state
     model, ck = load_model(in_tmp / "out" / "model.pt", "cpu")
-    cfg, tok = config_from_dict(ck["config"]), tokenizer_from_state(ck["tokenizer"])
+    cfg, tok = checkpoint_config(ck, "a checkpoint"), tokenizer_from_state(ck["tokenizer"])
     val = prepare_data(cfg, tok, verbose=False)[2]
     windows = fixed_windows(val[len(val) // 2:], 4, cfg.block_size + 1)  # eval.py's default split: test, the second half
     res = evaluate(model, windows, replace(cfg, batch_size=32), tok, n_t=2, seed=0,

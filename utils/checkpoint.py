@@ -83,23 +83,23 @@ def removed_notes(d, what, refused=("network",)):
 def checksum(obj):
     """A digest of all obj holds but 'checksum': tensors' dtype, shape, bytes; others' repr."""
     h = hashlib.blake2b(digest_size=16)
-
-    def walk(x):
+    # (bytes to hash first, value), popped in order: a key's repr just before its value
+    stack = [(b"", obj)]
+    while stack:
+        before, x = stack.pop()
+        h.update(before)
         if isinstance(x, dict):
-            for k in sorted((k for k in x if k != "checksum"), key=lambda k: (type(k).__name__, str(k))):
-                h.update(repr(k).encode())
-                walk(x[k])
+            keys = sorted((k for k in x if k != "checksum"), key=lambda k: (type(k).__name__, str(k)))
+            stack.extend((repr(k).encode(), x[k]) for k in reversed(keys))
         elif isinstance(x, (list, tuple)):
             h.update(f"{type(x).__name__}{len(x)}".encode())
-            for v in x:
-                walk(v)
+            stack.extend((b"", v) for v in reversed(x))
         elif isinstance(x, torch.Tensor):
             t = x.detach().cpu().contiguous()
             h.update(f"{t.dtype}{tuple(t.shape)}".encode())
             h.update(t.reshape(-1).view(torch.uint8).numpy())
         else:
             h.update(repr(x).encode())
-    walk(obj)
     return h.hexdigest()
 
 
@@ -213,17 +213,12 @@ def load_checkpoint(path):
                             f"classes; it was not written by train.py and may be unsafe): nothing in it was run; use a "
                             f"checkpoint from train.py") from None
         raise UserError(_not_a_checkpoint(path, e)) from None
-    if lacks_keys(ckpt):
+    if not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), t) for k, t in REQUIRED.items()):
         raise UserError(f"checkpoint {path} is not a micro-dllm checkpoint (missing keys); {USE_INSTEAD}")
     if "checksum" in ckpt and ckpt["checksum"] != checksum(ckpt):  # checkpoints written before it have none
         raise UserError(f"checkpoint {path} is damaged: what it holds does not match the checksum it was written "
                         f"with; {fall_back(path)}")
     return migrate(ckpt)
-
-
-def lacks_keys(ckpt, but=None):
-    """Whether ckpt is not a dict of REQUIRED's keys and types (but: a key an export lacks)."""
-    return not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), t) for k, t in REQUIRED.items() if k != but)
 
 
 def _not_a_checkpoint(path, e):

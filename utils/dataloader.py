@@ -63,7 +63,7 @@ def split_texts(cfg):
 def build_tokenizer(cfg, train_text, val_text):
     """The run's tokenizer; a BPE not trained yet is trained on data_path and saved."""
     if cfg.tokenizer == "char":
-        return CharTokenizer.from_text(train_text + val_text)  # vocab from all the text, as nanoGPT
+        return CharTokenizer(sorted(set(train_text + val_text)))  # vocab: all the text's characters, as nanoGPT
     path, src = cfg.tokenizer_path, cfg.data_path
     if os.path.isfile(path):
         return BPETokenizer.from_file(path, text=src)

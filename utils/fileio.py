@@ -132,11 +132,6 @@ def own_or_shipped(path):
     return os.path.relpath(shipped)
 
 
-def is_shipped(path):
-    """Whether path lies in the folder of shipped weights (training never writes there)."""
-    return os.path.abspath(path) == SHIPPED or os.path.abspath(path).startswith(SHIPPED + os.sep)
-
-
 def require_checkpoints(paths, instead):
     """The paths to read (own_or_shipped's), or a one-line refusal of those missing: how to train
     each, or `instead` (the caller's way)."""
@@ -245,7 +240,7 @@ def check_run_folder(cfg):
     work), and a new run over an earlier run's files refused, one line naming every way out."""
     out_dir = cfg.out_dir
     check_folder(out_dir, f"--out_dir={out_dir}")  # a checkpoint, say: never written over
-    if is_shipped(out_dir):
+    if os.path.commonpath([os.path.abspath(out_dir), SHIPPED]) == SHIPPED:  # that folder, or one in it
         raise UserError(f"--out_dir={out_dir} is inside the folder of weights the repo ships, which training never "
                         f"writes: choose another --out_dir (each preset's own is artifacts/models/PRESET)")
     for name in RUN_FILES:

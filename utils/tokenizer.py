@@ -4,7 +4,8 @@ Both store as plain values (`state()`) in every checkpoint.
 BPE id 0, "<|endoftext|>", separates stories (an added token). Id 1, "[MASK]", is not added: added
 tokens match in raw text first, so a user's "[MASK]" would become the mask.
 
-    tok = BPETokenizer.from_file("artifacts/tokenizer/tokenizer.json")  # or CharTokenizer.from_text
+    tok = BPETokenizer.from_file("artifacts/tokenizer/tokenizer.json")
+    tok = CharTokenizer(sorted(set(text)))  # or a token a character
     python scripts/train_tokenizer.py --input data/tinystories_train_head.txt --output t.json
 """
 import hashlib
@@ -31,10 +32,6 @@ class CharTokenizer:
         self.stoi = {c: i for i, c in enumerate(self.chars)}
         self.mask_id = len(self.chars)  # the last id (66 on Shakespeare)
         self.vocab_size = len(self.chars) + 1
-
-    @classmethod
-    def from_text(cls, text):
-        return cls(sorted(set(text)))
 
     def encode(self, text):
         unknown = sorted(set(text) - self.stoi.keys())
