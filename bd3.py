@@ -256,7 +256,7 @@ def sample_bd3(model, prompt, gen_len, blocks, schedule, opts, generator=None, o
     block = blocks.size
     if W % block or opts.semi_ar_length:
         raise ValueError(f"block {block} must divide the context {W}; semi-AR blocks do not apply to bd3")
-    if opts.tokens_per_step == "schedule" and not (opts.threshold or opts.entropy_bound):
+    if opts.tokens_per_step == "schedule" and not opts.adaptive:
         # schedule counts end each call greedily: every L'-th token an argmax (all at L' = 1)
         opts = replace(opts, tokens_per_step="linear")
     keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks

@@ -256,10 +256,14 @@ class SamplerOptions:
         assert self.temperature >= 0 and 0 <= self.remask_eta <= 1 and 0 <= self.threshold <= 1 and self.steps >= 1
         assert self.semi_ar_length >= 0 and self.temperature_end_share >= 0, self  # f > 0 at a draw: T stays > 0
         assert self.replay_steps >= 1, self
-        adaptive = self.threshold > 0 or self.entropy_bound > 0  # each pass sets its own count
-        assert not (adaptive and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
+        assert not (self.adaptive and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
             "threshold and entropy_bound rank by the model's score, never re-mask"
         assert self.entropy_bound >= 0 and not (self.threshold and self.entropy_bound), self
+
+    @property
+    def adaptive(self):
+        """Whether each pass sets its own count (threshold, entropy_bound): no plan."""
+        return self.threshold > 0 or self.entropy_bound > 0
 
 
 # the switches of revealing [MASK]s, which ar and uniform refuse
@@ -290,12 +294,11 @@ def denoise(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step
         sc = torch.zeros(*x.shape, model.args.vocab_size, device=x.device)
     state = Denoising(model, schedule, mask_id, opts, generator, x, torch.zeros_like(x, dtype=torch.float64), sc)
     record = StepRecord(gen_mask, mask_id, blocks.last, on_step)
-    adaptive = opts.threshold > 0 or opts.entropy_bound > 0  # each pass sets its own count: no plan
     # the greedy step into t = 0 ends the sample, not each block (else each block ends in an argmax)
-    greedy_end = opts.tokens_per_step == "schedule" and not adaptive
+    greedy_end = opts.tokens_per_step == "schedule" and not opts.adaptive
     for b in range(blocks.n):
         block = blocks.block(b, W)
-        if adaptive:
+        if opts.adaptive:
             fill_adaptive(state, record, block)
         else:
             fill_by_plan(state, record, blocks, block, greedy_end and b == blocks.n - 1)
@@ -531,11 +534,10 @@ class Blocks:
         self.on_host = self.of.cpu()  # the call's one read of the layout
         self.last = self.on_host.max(1).values.tolist()  # per sample
         self.n = max(self.last) + 1
-        adaptive = opts.threshold > 0 or opts.entropy_bound > 0  # each pass sets its own count: no plan
-        if not adaptive and opts.steps < self.n:
+        if not opts.adaptive and opts.steps < self.n:
             raise ValueError(f"{opts.steps} steps cannot decode {self.n} blocks: need one step per block")
         self.sizes = [(self.on_host == b).sum(1) for b in range(self.n)]  # (B,) positions of each block
-        if adaptive or not self.n:  # no plan (none without a blank either)
+        if opts.adaptive or not self.n:  # each pass sets its own count, or no blank: no plan
             return
         # step mode's plans, host and device: the [MASK]s left after each step of a block (B, S)
         self.plans = []
@@ -804,7 +806,7 @@ class MaskedDiffusion(Objective):
         if cfg.dual_sample:
             return n_gen
         opts = SamplerOptions.from_config(cfg)
-        if opts.threshold or opts.entropy_bound:  # each pass sets its own count
+        if opts.adaptive:
             return None
         blen = opts.semi_ar_length or n_gen
         sizes = [min(blen, n_gen - s) for s in range(0, n_gen, blen)]  # the semi-AR blocks' positions
