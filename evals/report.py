@@ -34,17 +34,13 @@ def final_because(cfg):
     return "entropy bound" if cfg.entropy_bound else "remask none"
 
 
-def report_samples(cfg, tok):
-    """(prompt tokens, tokens generated) of the end-of-run samples: gen_len, cut to the context."""
-    prompt_len = len(tok.encode(cfg.prompt))
-    return prompt_len, min(cfg.gen_len, cfg.block_size - prompt_len - OBJECTIVES[cfg.objective].WINDOW)
-
-
 def check_report(cfg, tok):
-    """Refuse before step 1, not after training, what would refuse the end-of-run samples' canvas
+    """(prompt tokens, tokens generated) of the end-of-run samples (gen_len, cut to the context),
+    refusing before step 1, not after training, what would refuse their canvas
     (sampling.canvas.build_canvas, where the report builds it): a prompt that leaves no room,
     --dual_sample with no prompt to continue, fewer --steps than the semi-AR blocks."""
-    prompt_len, gen_len = report_samples(cfg, tok)
+    prompt_len = len(tok.encode(cfg.prompt))
+    gen_len = min(cfg.gen_len, cfg.block_size - prompt_len - OBJECTIVES[cfg.objective].WINDOW)
     if gen_len < 1:
         raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for "
                         f"the end-of-run samples; give a shorter prompt")
@@ -55,6 +51,7 @@ def check_report(cfg, tok):
     if cfg.steps < blocks and not cfg.threshold and not cfg.entropy_bound:
         raise UserError(f"--steps {cfg.steps} is fewer than the {blocks} blocks of --semi-ar-length "
                         f"{cfg.semi_ar_length}: use --steps {blocks} or more, or a longer --semi-ar-length")
+    return prompt_len, gen_len
 
 
 def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):
@@ -63,7 +60,7 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
     obj = OBJECTIVES[cfg.objective]
     change = ChangeRate(tok.mask_id)  # the fraction of committed tokens a reverse step changes
     n = max(cfg.num_samples, 4)
-    prompt_len, gen_len = report_samples(cfg, tok)
+    prompt_len, gen_len = check_report(cfg, tok)  # (checked before step 1: it passes)
     # sample 0's trace: a typed path was checked before step 1, 'auto' takes a new name now
     trace = open_trace(cfg, run_name(cfg.out_dir), tok, replace=True)
     canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)

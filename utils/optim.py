@@ -9,7 +9,7 @@ Nesterov momentum whose update of each hidden matrix becomes the nearest semi-or
 import copy
 import functools
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.optim._muon as _torch_muon
@@ -35,12 +35,12 @@ def newton_schulz(grad, ns_coefficients, ns_steps, eps, dtype=torch.float32):
     return x.T if tall else x
 
 
+@dataclass(eq=False)  # one optimizer is itself, not its fields
 class MuonAdamW:
-    """torch's Muon on the hidden matrices and AdamW on the rest as one optimizer; ns: the
-    Newton-Schulz dtype (build_optimizer)."""
-
-    def __init__(self, muon, adamw, ns):
-        self.muon, self.adamw, self.ns = muon, adamw, ns
+    """torch's Muon on the hidden matrices and AdamW on the rest as one optimizer."""
+    muon: torch.optim.Muon
+    adamw: torch.optim.AdamW
+    ns: torch.dtype  # the Newton-Schulz dtype (build_optimizer)
 
     @property
     def param_groups(self):
