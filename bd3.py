@@ -660,13 +660,14 @@ class BlockDiffusion(Objective):
         """Under --bd3_speculate, steps and the reveal keys."""
         return ("steps", *REVEAL_KEYS) if clean_check(cfg) else ()
 
-    def check(self, cfg, given=()):
+    def check(self, cfg, given=(), training=True):
         if not 1 <= cfg.bd3_block <= cfg.block_size or cfg.block_size % cfg.bd3_block:
             raise UserError(f"bd3_block={cfg.bd3_block} must divide block_size={cfg.block_size}: e.g. --bd3_block=4")
         if cfg.bd3_ar < 0:
             raise UserError(f"bd3_ar={cfg.bd3_ar} weighs the clean half's next-token loss: give 0 (off) or more, e.g. "
                             f"1")
-        check_band(cfg)
+        if training:  # the training draws' band (a sampler reads none of it)
+            check_band(cfg)
         if cfg.bd3_speculate and not cfg.bd3_ar and "bd3_speculate" in given:  # a preset's falls back to blocks
             raise UserError("--bd3_speculate samples the clean half's next-token model, which only a --bd3_ar network "
                             "has trained: drop --bd3_speculate, or use a model trained with --bd3_ar=1")

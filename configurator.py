@@ -196,7 +196,7 @@ def validate(cfg, given=(), training=True):
     lacking = [idle(cfg, k) for k in sorted(given)]  # the first in name order is named
     if any(lacking):
         raise UserError(next(line for line in lacking if line))
-    obj.check(cfg, given)
+    obj.check(cfg, given, training)
     check_together(cfg, given, training)
     training_only = [k for k in SAMPLING_ONLY if k in given] if training else []
     if training_only:  # train.py: a key only inference.py reads would act on nothing

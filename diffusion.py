@@ -607,8 +607,9 @@ class Objective:
     SEMI_AR = False  # its sampler can decode semi-autoregressive blocks (--semi_ar_length)
     LOSS_KEY = "loss_type"  # the config key that picks its training loss
 
-    def check(self, cfg, given=()):
-        """Refuse values that cannot apply (given: the keys the user set)."""
+    def check(self, cfg, given=(), training=True):
+        """Refuse values that cannot apply (given: the keys the user set; training=False: a
+        sampler's config, whose training draws no one reads)."""
 
     def unread(self, cfg):
         """The sampler keys cfg's own switches leave unread (refused given)."""
@@ -711,7 +712,7 @@ class MaskedDiffusion(Objective):
                             "block diffusion's keys: use --objective=bd3")
     SEMI_AR = True
 
-    def check(self, cfg, given=()):
+    def check(self, cfg, given=(), training=True):
         if cfg.dual_ar < 0 or (cfg.dual_ar and cfg.time_cond != "none"):
             raise UserError(f"dual_ar={cfg.dual_ar} with time_cond={cfg.time_cond}: the dual objective's causal pass "
                             f"reads clean text with no time; give dual_ar >= 0 (e.g. 1) with --time_cond=none, or 0 "
@@ -723,8 +724,9 @@ class MaskedDiffusion(Objective):
         if clash:
             raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: "
                             f"--{clash[0]} sets the diffusion sampler; drop one of the two")
-        check_band(cfg)
-        if cfg.mask_ramp:
+        if training:  # the training draws' band and its ramp (a sampler reads neither)
+            check_band(cfg)
+        if training and cfg.mask_ramp:
             if not 0 < cfg.mask_ramp <= 1 or not cfg.mask_min < cfg.mask_ramp_from <= cfg.mask_max:
                 raise UserError(f"mask_ramp={cfg.mask_ramp}, mask_ramp_from={cfg.mask_ramp_from}: need 0 < mask_ramp "
                                 f"<= 1 (a fraction of max_iters) and mask_min={cfg.mask_min} < mask_ramp_from <= "

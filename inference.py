@@ -152,14 +152,15 @@ def sampling_config(argv, saved, tok, path):
     if training:
         raise UserError(f"inference.py samples: --{training[0]} sets training, which sampling does not read; drop it")
     cfg, _ = over_checkpoint(argv, saved)
-    # A stream of prompts (--interactive, --prompts-file) supplies every prompt and records no trace: a
-    # prompt, a canvas or a trace's flag beside it is refused, naming it; before validate, whose advice
-    # (give --viz-video) would clash here. (--viz-video off asks for what a stream does anyway.)
-    stream = "--interactive" if cfg.interactive else "--prompts-file" if cfg.prompts_file else ""
+    # A stream of prompts (--interactive, --prompts-file) supplies every prompt and records no
+    # trace: a prompt, a canvas or a trace's flag beside it is refused, naming it; before validate,
+    # whose advice (give --viz-video) would clash here. (--viz-video off asks for what a stream
+    # does anyway.)
     off = {"viz_video"} if cfg.viz_video == "off" else set()
     clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", *TRACE_KEYS) if k in flags - off]
     clash += ["prompts_file"] if cfg.interactive and cfg.prompts_file else []
-    if stream and clash:
+    if (cfg.interactive or cfg.prompts_file) and clash:
+        stream = "--interactive" if cfg.interactive else "--prompts-file"
         raise UserError(f"{stream} supplies the prompts, one sample each, and records no trace: drop "
                         f"--{clash[0].replace('_', '-')}")
     validate(cfg, flags - {"tokenizer_path"}, training=False)  # tokenizer_path: read below, against the checkpoint's

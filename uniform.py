@@ -183,7 +183,7 @@ class UniformDiffusion(Objective):
     NOISE_START = True  # starts from random tokens
     # (it trains its NELBO whatever loss_type says: it refuses loss_type given)
 
-    def check(self, cfg, given=()):
+    def check(self, cfg, given=(), training=True):
         if cfg.steps > cfg.diffusion_steps:
             raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: "
                             f"use --steps={cfg.diffusion_steps} or fewer")

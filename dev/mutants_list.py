@@ -384,7 +384,10 @@ MUTANTS = [
     mutant("seed-bound-past-numpy", "off-by-one", "utils/cli.py", "return at_least(0, most=2 ** 32 - 1)(text)",
            "return at_least(0, most=2 ** 32)(text)", ["tests/test_bad_input.py"],
            "--seed 4294967296 taken: numpy's SeedSequence shuffles refuse it after the work started"),
-    mutant("stream-clash-without-stream", "guard dropped", "inference.py", "    if stream and clash:",
-           "    if clash:", ["tests/test_bad_input.py", "tests/test_inference_modes.py"],
+    mutant("stream-clash-without-stream", "guard dropped", "inference.py",
+           "    if (cfg.interactive or cfg.prompts_file) and clash:", "    if clash:", ["tests/test_bad_input.py", "tests/test_inference_modes.py"],
            "a prompt refused beside no stream of prompts: every plain sample refused"),
+    mutant("band-read-as-sampling", "flag not forwarded", "configurator.py", "    obj.check(cfg, given, training)",
+           "    obj.check(cfg, given, False)", CHECKS + ["tests/test_band.py"],
+           "train.py's validation told it samples: an empty training band passes until the first batch"),
 ]

@@ -86,8 +86,8 @@ def build_optimizer(model, cfg, device):
     # max(1, rows/cols)**0.5: 1/sqrt(fan_in) for all shapes. Newton-Schulz drops momentum's scale.
     muon = torch.optim.Muon([dict(params=hidden, base_lr=cfg.muon_lr)], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
                             nesterov=True, weight_decay=0.0, adjust_lr_fn="original")  # no decay, as in the original
-    # Newton-Schulz's precision: bf16 on CUDA, fp32 elsewhere, where bf16 is slower (dev/LOG.md, "Muon's
-    # Newton–Schulz on a CPU: bf16 against fp32")
+    # Newton-Schulz's precision: bf16 on CUDA, fp32 elsewhere, where bf16 is slower (dev/LOG.md,
+    # "Muon's Newton–Schulz on a CPU: bf16 against fp32")
     ns = torch.bfloat16 if device.type == "cuda" else torch.float32
     return MuonAdamW(muon, adamw, ns)
 
