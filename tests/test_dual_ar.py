@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import ar
 import diffusion
 from diffusion import Draw, Schedule
-from configurator import get_config
+from configurator import get_config, parse, validate
 from helpers import MICRO, for_objective, loss as objective_loss
 from model import ModelArgs, Transformer
 from diffusion import SamplerOptions
@@ -91,7 +91,11 @@ NO_STEPS = [f for f in MICRO if not f.startswith("--steps")]  # a given --steps 
 
 
 def _cfg(*flags):
-    return get_config([*NO_STEPS, "--objective=mdlm", "--block_size=16", "--time_cond=none", "--dual_ar=0.25", *flags])
+    """A dual network's sampling config, validated as inference.py validates it (train.py refuses --infill)."""
+    cfg, given = parse([*NO_STEPS, "--objective=mdlm", "--block_size=16", "--time_cond=none", "--dual_ar=0.25", *flags],
+                       check=False)
+    validate(cfg, given, training=False)
+    return cfg
 
 
 def test_dual_sample_draws_the_causal_networks_samples_exactly_and_keeps_the_prompt():
