@@ -19,8 +19,9 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from diffusion import (REVEAL_KEYS, Drawn, LossOptions, Objective, SamplerOptions, band_times, check_band, denoise,
-                       describe_denoise, masking_draws, no_mask_logit, self_condition_input, stratified_times)
+from diffusion import (REVEAL_KEYS, SELF_COND_SHARE, Drawn, LossOptions, Objective, SamplerOptions, band_times,
+                       check_band, denoise, describe_denoise, masking_draws, no_mask_logit, self_condition_input,
+                       stratified_times)
 from model import KVCache, decode, decode_steps, new_kv_cache, replay
 from utils.dist import draw_device, on_device
 from utils.draws import draw, draw_at, filter_logits, uniforms
@@ -681,8 +682,9 @@ class BlockDiffusion(Objective):
         # no steps <= T limit: block counts are linear (or cosine), never on the schedule's grid
 
     def options(self, cfg):
-        """The loss's switches: self-conditioning feeds half the rows their first pass's x0."""
-        return LossOptions(loss_type=cfg.bd3_loss, self_cond=0.5 if cfg.self_cond else 0.0, ar_weight=cfg.bd3_ar)
+        """The loss's switches."""
+        share = SELF_COND_SHARE if cfg.self_cond else 0.0
+        return LossOptions(loss_type=cfg.bd3_loss, self_cond=share, ar_weight=cfg.bd3_ar)
 
     def draws(self, x, cfg, schedule, tok, draw):
         """A t per block stratified over the global batch in the band, then the masks and

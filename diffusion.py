@@ -138,6 +138,9 @@ def corrupt(x0, t, schedule, mask_id, generator=None, uniform=None):
 
 
 # ------------------------------------------------------------------------ the loss and the bound
+SELF_COND_SHARE = 0.5  # --self_cond feeds half the rows their first pass's x0, the rest train the plain pass
+
+
 @dataclass(frozen=True)
 class LossOptions:
     """The training loss's switches (diffusion_loss, bd3.bd3_loss)."""
@@ -753,14 +756,14 @@ class MaskedDiffusion(Objective):
             top = cfg.mask_ramp_from + (cfg.mask_max - cfg.mask_ramp_from) * min(1.0, draw.progress / cfg.mask_ramp)
         band = band_times(schedule, cfg.mask_min, top)  # on the host: band[0] + i
         t = stratified_times(n, len(band), None, x.device, offset, total, draw.u) - 1 + int(band[0])
-        share = 0.5 if cfg.self_cond else 0.0  # self-conditioning feeds half the rows their first pass's x0
+        share = SELF_COND_SHARE if cfg.self_cond else 0.0
         return masking_draws((n, x.size(1)), t, share, draw.generator, x.device)
 
     def loss(self, model, x, cfg, schedule, tok, drawn):
         """diffusion_loss of each mask_draws copy at its own mask and t; the dual objective reads
         each window once."""
         copies = x.repeat(cfg.mask_draws, 1)
-        opts = LossOptions(cfg.loss_type, 0.5 if cfg.self_cond else 0.0)
+        opts = LossOptions(cfg.loss_type, SELF_COND_SHARE if cfg.self_cond else 0.0)
         loss = diffusion_loss(model, copies, schedule, tok.mask_id, opts, t=drawn.t, drawn=drawn)[0]
         if cfg.dual_ar:
             loss = loss + cfg.dual_ar * dual_ar_loss(model, x, tok.mask_id)
