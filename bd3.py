@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from diffusion import (REVEAL_KEYS, SELF_COND_SHARE, Drawn, LossOptions, Objective, SamplerOptions, band_times,
-                       check_band, denoise, describe_denoise, masking_draws, no_mask_logit, self_condition_input,
-                       stratified_times)
+                       check_band, denoise, describe_denoise, masking_draws, no_mask_logit, repeat_draws,
+                       self_condition_input, stratified_times)
 from model import KVCache, decode, decode_steps, new_kv_cache, replay
 from utils.dist import draw_device, on_device
 from utils.draws import draw, draw_at, filter_logits, uniforms
@@ -100,7 +100,7 @@ def bd3_loss(model, x0, schedule, mask_id, block, drawn, opts=LossOptions()):
     assert L % block == 0, f"block {block} must divide the window {L}"
     t = drawn.t
     t_tok = t.repeat_interleave(block, 1)  # (B, L) each token's block time
-    p = (1.0 - schedule.on(t_tok.device)[0][t_tok]).to(torch.float32)  # the mask rate 1 - alpha(t_b)
+    p = schedule.mask_prob(t_tok).to(torch.float32)
     masked = drawn.uniform < p
     xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
     sc = None
@@ -692,9 +692,10 @@ class BlockDiffusion(Objective):
         # the schedule's tables on x's device now: a CUDA graph of loss() would own a first copy
         schedule.on(x.device)
         n = len(x) * cfg.mask_draws  # the copies' sequences
-        offset, total = draw.offset * cfg.mask_draws, (draw.total or len(x)) * cfg.mask_draws
+        draw = repeat_draws(draw, cfg.mask_draws, len(x))
         band = band_times(schedule, cfg.mask_min, cfg.mask_max)
-        t = bd3_times(n, cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, offset, total, draw.u)
+        t = bd3_times(n, cfg.block_size // cfg.bd3_block, band, draw.generator, x.device, draw.offset, draw.total,
+                      draw.u)
         return block_draws((n, x.size(1)), t, self.options(cfg).self_cond, draw.generator, x.device, len(band))
 
     def loss(self, model, x, cfg, schedule, tok, drawn):

@@ -19,12 +19,11 @@ import torch
 import torch.nn as nn
 
 from config import INT64_MAX, LIMITS, Config
-from configurator import TYPES, check_values, coerce, effective, known_key
+from configurator import TYPES, check_values, coerce, effective, known_key, model_args
 from model import ModelArgs, Transformer
-from objectives import OBJECTIVES
-from utils.checkpoint import REMOVED, REQUIRED, USE_INSTEAD, checksum, load_checkpoint, migrate, removed_notes
+from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, removed_notes
 from utils.errors import UserError, shown
-from utils.fileio import SHIPPED, require_checkpoints
+from utils.fileio import is_shipped, require_checkpoints
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
@@ -52,7 +51,7 @@ def checkpoint_config(ckpt, where):
     # every key of a checkpoint's config is what ran: given, never a preset's
     cfg = effective(cfg, given=set(ckpt["config"]))
     have = ckpt["model_args"]
-    want = vars(ModelArgs.from_config(cfg, have.get("vocab_size", 0), **OBJECTIVES[cfg.objective].MODEL))
+    want = vars(model_args(cfg, have.get("vocab_size", 0)))
     differ = [k for k in want if k in have and have[k] != want[k]]  # (a key an older file lacks: its default)
     if differ:
         said = ", ".join(f"{k}={want[k]!r}" for k in differ)
@@ -124,8 +123,7 @@ def load_export(path):
     try:
         with open(os.path.join(path, EXPORT_CONFIG), encoding="utf-8") as f:
             meta = json.load(f)
-        # REQUIRED but the weights (model.safetensors)
-        if any(not isinstance(meta.get(k), t) for k, t in REQUIRED.items() if k != "model"):
+        if lacks_keys(meta, but="model"):  # REQUIRED but the weights (model.safetensors)
             raise ValueError("missing keys")
         bpe = meta["tokenizer"].get("kind") == "bpe"
         with open(os.path.join(path, EXPORT_BPE if bpe else EXPORT_CHARS), encoding="utf-8") as f:
@@ -155,6 +153,11 @@ def load_export(path):
     return ckpt
 
 
+def weights(ckpt):
+    """The state_dict a checkpoint runs with: the EMA weights if trained with --ema."""
+    return ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
+
+
 def read_checkpoint(path, instead="give the path of one that exists"):
     """A model.pt's or export's dict, in this version's names; instead: how to give another.
     A removed key that acted on the network is refused; ckpt["notes"] say which others were
@@ -164,7 +167,7 @@ def read_checkpoint(path, instead="give the path of one that exists"):
     ckpt = load_export(path) if export else load_checkpoint(path)
     check_contents(ckpt, path, export)
     # one line for the shipped weights: which they are, how they were made, how to train your own
-    if os.path.commonpath([os.path.abspath(path), SHIPPED]) == SHIPPED:
+    if is_shipped(path):
         about = ckpt.get("about", {})
         made = f"made by `{about['command']}`, test {about['test']}" if {"command", "test"} <= about.keys() else ""
         own = os.path.join("artifacts", "models", os.path.basename(os.path.normpath(path)), "model.pt")
@@ -181,7 +184,7 @@ def load_model(path, device, ckpt=None):
         print(note)
     try:
         model = Transformer(ModelArgs(**ckpt["model_args"]))
-        model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])  # trained with --ema
+        model.load_state_dict(weights(ckpt))
     except (RuntimeError, TypeError, ValueError) as e:
         raise UserError(f"checkpoint {path} does not match its own model description "
                         f"({str(e).splitlines()[0][:100]}): the file is damaged")
@@ -240,7 +243,7 @@ def load_weights_into(model, path, tok, ckpt=None):
     if differ:
         raise UserError(f"--init_from={path} has {', '.join(differ)} {fix}")
     own = model.state_dict()
-    source = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]  # the EMA weights, if kept
+    source = weights(ckpt)  # the EMA weights, if kept
     extra = {k for k in source if k.startswith(INPUT_PREFIXES) and k not in own}  # inputs this model lacks
     state = {k: v for k, v in source.items() if k not in extra}
     src_t, own_t = state.get("time_emb.weight"), own.get("time_emb.weight")

@@ -12,7 +12,7 @@ from dataclasses import asdict, fields, replace
 
 from config import (BOOLEANS, CHOICES, INT64_MAX, LIMITS, NEEDS, PRESETS, RANGES, SAMPLING_ONLY, TRAINED,
                     UNREAD_WITH, UNSCORED_ORDERS, Config)
-from model import DECODERS
+from model import DECODERS, ModelArgs
 from objectives import OBJECTIVES
 from utils.checkpoint import REMOVED, RENAMED
 from utils.errors import UserError, shown
@@ -165,6 +165,11 @@ def effective(cfg, given=()):
         # a preset's temperature falls from a hot start: where the fall is unread, so is its start
         cooled = dict(temperature=Config.temperature, temperature_end_share=1.0)
     return replace(cfg, **{**unread, **fixed, **cooled})  # a key unread and fixed (bd3's time_cond) is fixed
+
+
+def model_args(cfg, vocab_size):
+    """The network a config trains: its dimensions, and what its objective fixes."""
+    return ModelArgs.from_config(cfg, vocab_size, **OBJECTIVES[cfg.objective].MODEL)
 
 
 def refuse_changes(cfg, given, saved, what, fix, allowed=()):
@@ -333,6 +338,10 @@ def format_config(cfg, marks=None, only=None):
 
 
 # ---------------------------------------------------------------------- --help
+def wants_help(argv):
+    return any(a in ("-h", "--help") for a in argv)
+
+
 def help_text(prog, usage, from_checkpoint=False, argv=()):
     """--help: the presets, then every key by section (utils.cli.config_help; from_checkpoint:
     trained keys marked); with argv, the config it resolves to (preset keys '*', given '+')."""

@@ -66,6 +66,9 @@ class Schedule:
             self._on[device] = (self.alpha.to(device, dtype), self.weight.to(device, dtype))
         return self._on[device]
 
+    def mask_prob(self, t):
+        return 1.0 - self.on(t.device)[0][t]
+
 
 # ------------------------------------------------------------------------ time draws
 def stratum_time(i, u, total, T):
@@ -106,6 +109,11 @@ class Draw:
     progress: float = 1.0  # step / max_iters, for a curriculum on t
 
 
+def repeat_draws(draw, k, n):
+    """The Draw of k copies of n windows (--mask_draws): copy j of window i is row j * n + i."""
+    return replace(draw, offset=draw.offset * k, total=(draw.total or n) * k)
+
+
 @dataclass
 class Drawn:
     """A pass's draws on the device, made ahead so that a compiled, CUDA-graphed loss is pure
@@ -132,7 +140,7 @@ def corrupt(x0, t, schedule, mask_id, generator=None, uniform=None):
     """q(xt | x0): each token becomes [MASK] w.p. 1 - alpha(t). x0 (B, L), t (B,); uniform (B, L):
     the deciding U[0, 1) draws (masking_draws), else from generator. Returns (xt, mask)."""
     uniform = masking_draws(x0.shape, t, 0.0, generator, x0.device).uniform if uniform is None else uniform
-    p = (1.0 - schedule.on(t.device)[0][t]).to(torch.float32)[:, None]  # (B, 1) the mask rate 1 - alpha(t)
+    p = schedule.mask_prob(t).to(torch.float32)[:, None]  # (B, 1)
     masked = uniform < p
     return torch.where(masked, torch.full_like(x0, mask_id), x0), masked
 
@@ -416,9 +424,7 @@ def predict(state, d, lo, hi):
     window = state.x[d.sub, lo:hi]  # (R, W)
     # t means the training mask rate: of the whole window the model sees, given text included
     win_masked = window == state.mask_id  # (R, W)
-    share = win_masked.double().mean(1)  # (R,)
-    mask_rate = 1.0 - state.schedule.on(share.device)[0][1:]  # (T,) increasing in t, already on the device
-    told = (mask_rate[None, :] - share.to(mask_rate.dtype)[:, None]).abs().argmin(1) + 1  # the nearest t
+    told = time_for_fraction(state.schedule, win_masked.double().mean(1))
     sc = None if state.sc is None else state.sc[d.sub, lo:hi] * win_masked[..., None]
     logits = predict_logits(state.model, window, told, state.mask_id, positions=d.at_window, sc=sc)
     if logits.dim() == 3:  # a model without the positions= shortcut returned (R, W, V)
@@ -428,6 +434,12 @@ def predict(state, d, lo, hi):
     if not d.everyone:
         told = torch.zeros_like(state.x[:, 0]).index_copy_(0, d.sub, told)
     return logits, told
+
+
+def time_for_fraction(schedule, frac):
+    """The t (B,) whose training mask rate 1 - alpha(t) is nearest the masked fraction frac (B,)."""
+    mp = 1.0 - schedule.on(frac.device)[0][1:]  # (T,) increasing in t, already on the device
+    return (mp[None, :] - frac.to(mp.dtype)[:, None]).abs().argmin(1) + 1
 
 
 # ---- the options, one unit each
@@ -750,12 +762,12 @@ class MaskedDiffusion(Objective):
         scores the full bound), masks, self-conditioning rows."""
         schedule.on(x.device)  # tables on x's device now: a CUDA graph of loss() would own a first copy
         n = len(x) * cfg.mask_draws  # the copies' sequences: copy j of window i is row j * len(x) + i
-        offset, total = draw.offset * cfg.mask_draws, (draw.total or len(x)) * cfg.mask_draws
+        draw = repeat_draws(draw, cfg.mask_draws, len(x))
         top = cfg.mask_max
         if cfg.mask_ramp > 0:  # the curriculum: easy, less-masked windows first (Quokka 2025)
             top = cfg.mask_ramp_from + (cfg.mask_max - cfg.mask_ramp_from) * min(1.0, draw.progress / cfg.mask_ramp)
         band = band_times(schedule, cfg.mask_min, top)  # on the host: band[0] + i
-        t = stratified_times(n, len(band), None, x.device, offset, total, draw.u) - 1 + int(band[0])
+        t = stratified_times(n, len(band), None, x.device, draw.offset, draw.total, draw.u) - 1 + int(band[0])
         share = SELF_COND_SHARE if cfg.self_cond else 0.0
         return masking_draws((n, x.size(1)), t, share, draw.generator, x.device)
 

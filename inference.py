@@ -29,13 +29,13 @@ from tqdm import tqdm
 
 from checkpoint_manager import checkpoint_config, load_model, read_checkpoint
 from config import PRESETS, SAMPLED, TRAINED, Config
-from configurator import check_values, format_config, help_text, parse, refuse_changes, validate
+from configurator import check_values, format_config, help_text, parse, refuse_changes, validate, wants_help
 from diffusion import Schedule
 from model import DECODERS, compile_decode
 from objectives import OBJECTIVES
 from sampling import serve
 from sampling.canvas import build_canvas, fill
-from sampling.trace import LiveView, check_trace_path, open_trace, print_written, run_name
+from sampling.trace import LiveView, chain, check_trace_path, open_trace, print_written, run_name
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
 from utils.fileio import check_media, own_or_shipped, read_text
@@ -47,7 +47,7 @@ USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
 
 
 def main(argv):
-    if "-h" in argv or "--help" in argv:
+    if wants_help(argv):
         print(help_for(argv))
         return
     if parse(argv, check=False)[0].serve:  # the page: its port checked before a model is read
@@ -234,12 +234,11 @@ def sample_once(cfg, run):
     # an ETA on a terminal's stderr, where --live draws instead
     bar = tqdm(total=passes, desc="sampling", unit="step", leave=False, disable=True if live else None,
                dynamic_ncols=True)
-    hooks = [hook for hook in (trace, live, run["threads"].tick, lambda st: bar.update()) if hook is not None]
+    hooks = chain(trace, live, run["threads"].tick, lambda st: bar.update())
     t0 = time.perf_counter()
     run["threads"].restart()  # no pass spans the time between prompts
     with trace, bar, run["ctx"]:
-        texts, out, stats = fill(model, tok, canvas, cfg, run["schedule"], run["device"], g,
-                                 lambda st: [hook(st) for hook in hooks])
+        texts, out, stats = fill(model, tok, canvas, cfg, run["schedule"], run["device"], g, hooks)
         sampled = time.perf_counter()
     # the sampling's own time: the trace's recording and --live's pauses left out
     dt = sampled - t0 - trace.seconds - (live.slept if live else 0)

@@ -46,6 +46,11 @@ class ModelArgs:
                              tie_weights=cfg.tie_weights, clean_causal=cfg.bd3_ar > 0), **fixed})
 
 
+def dropout(p):
+    """nn.Dropout(p), off in eval mode; p = 0 builds nothing (an identity: no draw, no op)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 def rms_norm(x):
     return F.rms_norm(x, (x.size(-1),))  # no learnable gain, as in the reference
 
@@ -61,7 +66,7 @@ class Attention(nn.Module):
         self.n_head, self.causal, self.p_attn, self.qk_norm = a.n_head, a.causal, a.dropout, a.qk_norm
         self.qkv = nn.Linear(a.n_embd, 3 * a.n_embd, bias=False)
         self.proj = nn.Linear(a.n_embd, a.n_embd, bias=False)
-        self.drop = nn.Dropout(a.dropout) if a.dropout > 0 else nn.Identity()
+        self.drop = dropout(a.dropout)
 
     def forward(self, x, cos, sin, kv_cache=None, attn_mask=None):
         B, L, C = x.shape
@@ -83,7 +88,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(a.n_embd, 4 * a.n_embd, bias=False)
         self.proj = nn.Linear(4 * a.n_embd, a.n_embd, bias=False)
-        self.drop = nn.Dropout(a.dropout) if a.dropout > 0 else nn.Identity()
+        self.drop = dropout(a.dropout)
 
     def forward(self, x):
         return self.drop(self.proj(F.relu(self.fc(x)).square()))  # relu^2 (Primer, So et al. 2021)
@@ -150,7 +155,7 @@ class Transformer(nn.Module):
         # self-conditioning: E[x0's embedding] under the last prediction, by a projection from 0
         self.sc_proj = nn.Linear(a.n_embd, a.n_embd, bias=False) if a.self_cond else None
         # on the input embeddings' sum; p = 0: an identity (no draw), here and in each layer
-        self.drop = nn.Dropout(a.dropout) if a.dropout > 0 else nn.Identity()
+        self.drop = dropout(a.dropout)
         self.layers = nn.ModuleList(Layer(a) for _ in range(a.n_layer))
         # tied: logits = x @ tok_emb.weight.T, [MASK]'s row too (its logit is -inf downstream)
         self.head = None if a.tie_weights else nn.Linear(a.n_embd, a.vocab_size, bias=False)

@@ -97,7 +97,7 @@ class Run:
 
 
 def main(argv):
-    if "-h" in argv or "--help" in argv:
+    if configurator.wants_help(argv):
         print(configurator.help_text("train.py", "[PRESET | CONFIG.py]... [--key=value]...", argv=argv))
         return
     cfg, env = setup(argv)
@@ -239,7 +239,7 @@ def load_data(cfg, env):
 # ---------------------------------------------------------------- model, optimizer, resume
 def build(cfg, env, data):
     """Model and estimates, then optimizer, EMA, resumed state: the Run (None when max_iters=0)."""
-    margs = ModelArgs.from_config(cfg, data.tok.vocab_size, **OBJECTIVES[cfg.objective].MODEL)
+    margs = configurator.model_args(cfg, data.tok.vocab_size)
     # the estimates read a network on the meta device (shapes, no storage): a run that cannot fit is
     # refused before its weights, optimizer or first batch take a byte
     with torch.device("meta"):

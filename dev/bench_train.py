@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configurator  # noqa: E402
 from diffusion import Draw, Schedule  # noqa: E402
 from config import SAMPLED  # noqa: E402
-from configurator import TYPES, help_text, parse  # noqa: E402
-from model import ModelArgs, Transformer  # noqa: E402
+from configurator import TYPES, help_text, parse, wants_help  # noqa: E402
+from model import Transformer  # noqa: E402
 from objectives import OBJECTIVES  # noqa: E402
 from utils.dist import (CpuThreads, autocast_for, compile_step, keyed_generator, peak_flops, pick_device,  # noqa: E402
                         run_queue, timed)
@@ -99,7 +99,7 @@ def make_step(cfg, vocab_size, device):
     then the loss compiled with the model per --compile (compile_step: CUDA graphs on CUDA)."""
     torch.manual_seed(cfg.seed)
     obj = OBJECTIVES[cfg.objective]
-    model = Transformer(ModelArgs.from_config(cfg, vocab_size, **obj.MODEL)).to(device).train()
+    model = Transformer(configurator.model_args(cfg, vocab_size)).to(device).train()
     opt = build_optimizer(model, cfg, device)
     obj, step_model = compile_step(obj, model, cfg, device)
     ctx, _ = autocast_for(device, cfg.dtype)
@@ -129,7 +129,7 @@ def check_rows_fit(rows, vocab_size, device, dtype_name):
     need = 0
     for _, c in rows:
         with torch.device("meta"):
-            shape = Transformer(ModelArgs.from_config(c, vocab_size, **OBJECTIVES[c.objective].MODEL))
+            shape = Transformer(configurator.model_args(c, vocab_size))
         flops, seq = OBJECTIVES[c.objective].flops(shape, c)
         need += estimate_line(c, shape, device, dtype_name, flops, seq, ASSUMED_MFU)[1]
     check_memory(rows[-1][1], device, need)
@@ -142,7 +142,7 @@ def main(argv):
     ap.add_argument("--warmup", type=at_least(0), default=2, help="untimed steps first (compilation happens here)")
     ap.add_argument("--vocab_size", type=at_least(2), default=66, help="with [MASK]: 66 = Shakespeare's, 2048 = BPE")
     ap.add_argument("--compare_compile", action="store_true", help="time every row eager and torch.compile'd")
-    if ("-h" in argv or "--help" in argv) and any(a not in ("-h", "--help") for a in argv):  # what a preset or flag resolves to
+    if wants_help(argv) and any(a not in ("-h", "--help") for a in argv):  # what a preset or flag resolves to
         _, rest = ap.parse_known_args([a for a in argv if a not in ("-h", "--help")])
         print(ap.format_help())
         print("the config its rows time (each objective's, at these dimensions), as train.py resolves it:")
@@ -169,7 +169,7 @@ def main(argv):
     if args.compare_compile:
         rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows
                 for tag, on in (("eager", "false"), ("compiled", "true"))]
-    a = ModelArgs.from_config(cfg, args.vocab_size, **OBJECTIVES[cfg.objective].MODEL)
+    a = configurator.model_args(cfg, args.vocab_size)
     check_rows_fit(rows, args.vocab_size, device, dtype_name)
     print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab "
           f"{a.vocab_size}, batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} "

@@ -11,7 +11,7 @@ from evals.bound import LN2
 from evals.metrics import ChangeRate, distinct_n
 from objectives import OBJECTIVES
 from sampling.canvas import continuation, fill
-from sampling.trace import open_trace, print_written, run_name
+from sampling.trace import chain, open_trace, print_written, run_name
 from utils.errors import UserError
 
 
@@ -72,7 +72,7 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
                dynamic_ncols=True, disable=None)
     with trace, bar:
         texts, _, stats = fill(model, tok, canvas, replace(cfg, num_samples=n), schedule, device, g,
-                               lambda st: (trace(st), change(st), bar.update()))
+                               chain(trace, change, lambda st: bar.update()))
     print("---- final validation metrics")
     what, t = ("NLL", "") if obj.EXACT else ("bound (NELBO)", " x %d t")
     print(f"  dev {what}, the figure that picks best.pt: {units(res)} ({res['n_windows']} windows"

@@ -104,6 +104,14 @@ class Trace(ExitStack):
             self.frame(st, 0 if done else int(st.time[0]), nfe, caption, writers)
 
 
+def chain(*hooks):
+    """One on_step hook calling each given one (None left out); None if there are none."""
+    hooks = [h for h in hooks if h is not None]
+    if len(hooks) <= 1:
+        return hooks[0] if hooks else None
+    return lambda st: [h(st) for h in hooks]
+
+
 def run_name(path):
     """The name a run's traces take: its folder's (artifacts/models/cpu/model.pt and an exported
     artifacts/export/cpu: cpu)."""

@@ -79,6 +79,7 @@ from evals.bound import ar_mode, evaluate, paired_difference, report_windows  # 
 from evals.metrics import ChangeRate  # noqa: E402
 from evals.samples import draw, load_judge, open_checkpoint, score, start_ids, write_json  # noqa: E402
 from objectives import OBJECTIVES  # noqa: E402
+from sampling.trace import chain  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import CpuThreads, autocast_for, pick_device  # noqa: E402
 from utils.tokenizer import fingerprint  # noqa: E402
@@ -182,9 +183,9 @@ def evaluate_run(run, args, judge, bar, threads):
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
         threads.restart()  # no pass spans the bound's evaluation
-        hooks = [hook for hook in (change, lambda st: bar.update(), threads.tick) if hook is not None]
+        hooks = chain(change, lambda st: bar.update(), threads.tick)
         out, _ = draw(model, replace(scfg, num_samples=args.batch_size), start, gen_len, args.n_samples, tok.mask_id,
-                      g, on_step=lambda st: [hook(st) for hook in hooks])
+                      g, on_step=hooks)
         row.update(score(out, len(start), tok, judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
     row["seconds"] = time.time() - t0

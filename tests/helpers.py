@@ -286,9 +286,8 @@ def pooled_chi2(samples, joint, least=5.0):
 
 def model_args(cfg, vocab_size):
     """The network a config trains, as train.py and checkpoint_manager build it: its objective fixes some keys."""
-    from model import ModelArgs
-    from objectives import OBJECTIVES
-    return ModelArgs.from_config(cfg, vocab_size, **OBJECTIVES[cfg.objective].MODEL)
+    from configurator import model_args as trains
+    return trains(cfg, vocab_size)
 
 
 def saved_config(config, where="a checkpoint"):

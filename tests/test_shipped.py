@@ -14,7 +14,6 @@ from dataclasses import replace
 
 import pytest
 
-import checkpoint_manager
 import configurator
 import inference
 from config import Config
@@ -141,7 +140,6 @@ def test_the_note_says_which_weights_are_read_how_they_were_made_and_how_to_trai
         shutil.copytree(ROOT / "artifacts" / "weights" / "baby_ar", tmp_path / "artifacts" / folder / "baby_ar")
     monkeypatch.setattr(fileio, "REPO", str(tmp_path))
     monkeypatch.setattr(fileio, "SHIPPED", str(tmp_path / "artifacts" / "weights"))
-    monkeypatch.setattr(checkpoint_manager, "SHIPPED", fileio.SHIPPED)
     monkeypatch.chdir(tmp_path)
     read_checkpoint("artifacts/weightsX/baby_ar")
     assert capsys.readouterr().out == ""  # not the weights the repo ships: no note
@@ -238,7 +236,6 @@ def fresh_clone(tmp_path, monkeypatch):
         (weights / name).symlink_to(ROOT / "artifacts" / "weights" / name)
     monkeypatch.setattr(fileio, "REPO", str(tmp_path))
     monkeypatch.setattr(fileio, "SHIPPED", str(weights))
-    monkeypatch.setattr(checkpoint_manager, "SHIPPED", str(weights))  # read_checkpoint's note
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -213,12 +213,17 @@ def load_checkpoint(path):
                             f"classes; it was not written by train.py and may be unsafe): nothing in it was run; use a "
                             f"checkpoint from train.py") from None
         raise UserError(_not_a_checkpoint(path, e)) from None
-    if not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), t) for k, t in REQUIRED.items()):
+    if lacks_keys(ckpt):
         raise UserError(f"checkpoint {path} is not a micro-dllm checkpoint (missing keys); {USE_INSTEAD}")
     if "checksum" in ckpt and ckpt["checksum"] != checksum(ckpt):  # checkpoints written before it have none
         raise UserError(f"checkpoint {path} is damaged: what it holds does not match the checksum it was written "
                         f"with; {fall_back(path)}")
     return migrate(ckpt)
+
+
+def lacks_keys(ckpt, but=None):
+    """Whether ckpt is not a dict of REQUIRED's keys and types (but: a key an export lacks)."""
+    return not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k), t) for k, t in REQUIRED.items() if k != but)
 
 
 def _not_a_checkpoint(path, e):

@@ -143,6 +143,11 @@ def require_checkpoints(paths, instead):
     return [own_or_shipped(p) for p in paths]
 
 
+def is_shipped(path):
+    """Whether path is the folder of shipped weights or lies in it (training never writes there)."""
+    return os.path.commonpath([os.path.abspath(path), SHIPPED]) == SHIPPED
+
+
 def check_folder(folder, what, name=""):
     """UserError unless folder's nearest existing part is a folder this user can write, and each
     part still to make (and name, a file to write in it, with its temp's suffix) is a name its
@@ -240,7 +245,7 @@ def check_run_folder(cfg):
     work), and a new run over an earlier run's files refused, one line naming every way out."""
     out_dir = cfg.out_dir
     check_folder(out_dir, f"--out_dir={out_dir}")  # a checkpoint, say: never written over
-    if os.path.commonpath([os.path.abspath(out_dir), SHIPPED]) == SHIPPED:  # that folder, or one in it
+    if is_shipped(out_dir):
         raise UserError(f"--out_dir={out_dir} is inside the folder of weights the repo ships, which training never "
                         f"writes: choose another --out_dir (each preset's own is artifacts/models/PRESET)")
     for name in RUN_FILES:
