@@ -35,10 +35,10 @@ from model import DECODERS, compile_decode
 from objectives import OBJECTIVES
 from sampling import serve
 from sampling.canvas import build_canvas, fill
-from sampling.trace import LiveView, chain, check_trace_path, open_trace, print_written, run_name
+from sampling.trace import LiveView, chain, open_trace, print_written, run_name
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
-from utils.fileio import check_media, own_or_shipped, read_text
+from utils.fileio import check_trace, own_or_shipped, read_text
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
 
 LIVE_FPS = 8.0  # --live's steps a second at most, so the canvas can be watched
@@ -91,26 +91,25 @@ def over_checkpoint(argv, saved):
     # a preset's model and training keys do not apply: the checkpoint's stay
     kept = {k: getattr(saved, k) for k in vars(saved) if k not in SAMPLED and k != "tokenizer_path"}
     cfg = replace(cfg, **kept)
-    if "viz_video" not in flags:
-        cfg = replace(cfg, viz_video=default_trace(cfg))
+    if "viz_video" not in flags:  # untyped: a new MP4 and GIF; none beside --html or a stream of prompts
+        cfg = replace(cfg, viz_video="off" if cfg.interactive or cfg.prompts_file or cfg.html else "auto")
     return cfg, flags
 
 
-def default_trace(cfg):
-    """--viz-video untyped: a new MP4 and GIF; none beside --html or a stream of prompts."""
-    return "off" if cfg.interactive or cfg.prompts_file or cfg.html else "auto"
-
-
 def load(argv):
-    """(sampling config, run): the flags checked, the checkpoint read, its model built, the flags
-    read over its settings and checked again; nanoGPT's sample.py with the checks named."""
-    where = check_flags(argv)  # pass 1: what can be refused before the checkpoint is read
-    device = pick_device(where.device)
-    ckpt = read_checkpoint(where.checkpoint, "pass --checkpoint PATH")
-    saved = checkpoint_config(ckpt, f"checkpoint {where.checkpoint}")  # before a layer is built
-    model, ckpt = load_model(where.checkpoint, device, ckpt)
+    """(sampling config, run): nanoGPT's sample.py with the checks named. Each value alone and the
+    trace's outputs are checked first; then the checkpoint is read, the flags are read over its
+    settings and checked (sampling_config), and only then is its model built."""
+    where, _ = over_checkpoint(argv, Config())  # argv alone, before the checkpoint is read
+    check_values(where)  # a value no key takes (a --viz-video of the wrong kind, say)
+    check_trace(where, where.overwrite)  # the outputs: a typed path that cannot be written, or artifacts/media
+    path = own_or_shipped(where.checkpoint)  # a fresh clone's: the shipped weights
+    ckpt = read_checkpoint(path, "pass --checkpoint PATH")
+    saved = checkpoint_config(ckpt, f"checkpoint {path}")
     tok = tokenizer_from_state(ckpt["tokenizer"])
-    cfg, flags = sampling_config(argv, saved, tok, where.checkpoint)  # pass 2: over the checkpoint's settings
+    cfg, flags = sampling_config(argv, saved, tok, path)
+    device = pick_device(where.device)  # this machine's, not the one it trained on
+    model, ckpt = load_model(path, device, ckpt)
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy
     if OBJECTIVES[cfg.objective].decodes(cfg, cfg.num_samples):
         compile_decode(model, cfg, device)  # --compile: the KV-cached decoding steps, bd3's drafting rounds
@@ -119,27 +118,12 @@ def load(argv):
                         f"drop it")
     compiled = "" if model.compiler is None else f", decoding compiled ({cfg.replay_steps} steps a replay)"
     threads = CpuThreads(device)  # as train.py: by what the passes measure, unless OMP_NUM_THREADS
-    print(f"checkpoint {where.checkpoint}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
+    print(f"checkpoint {path}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
           f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes{compiled}, float64 draws; "
           f"{threads.line}")
     return cfg, dict(model=model, tok=tok, schedule=Schedule(cfg.diffusion_steps, cfg.schedule), device=device, ctx=ctx,
                      cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0), fit_gen_len="gen_len" not in flags,
-                     threads=threads, name=run_name(where.checkpoint))
-
-
-def check_flags(argv):
-    """argv read alone, before the checkpoint: its values (a --viz-video or --html of the wrong
-    kind, say), a trace's typed paths, the media folder. Returns it, --checkpoint the path read (a
-    fresh clone's: the shipped weights)."""
-    where, given = parse(argv, check=False)  # only --checkpoint, --device and the trace's paths are read
-    if "viz_video" not in given:
-        where = replace(where, viz_video=default_trace(where))
-    check_values(where)
-    if given & {"viz_video", "html"}:  # their paths, before the model is read
-        check_trace_path(replace(where, viz_video=where.viz_video if "viz_video" in given else "off"), where.overwrite)
-    if not (where.interactive or where.prompts_file):  # (a stream of prompts records no trace)
-        check_media(where)
-    return replace(where, checkpoint=own_or_shipped(where.checkpoint))
+                     threads=threads, name=run_name(path))
 
 
 def sampling_config(argv, saved, tok, path):

@@ -157,10 +157,10 @@ def setup(argv):
     resume, resumed_from = None, ""
     if cfg.resume:  # the run's own settings, from its newest intact checkpoint
         cfg, resume, resumed_from = resumed_config(cfg, given)
-    if cfg.viz_video not in ("auto", "off"):  # a typed trace path, before any work (a resumed run's is its own)
-        fileio.check_trace(cfg.viz_video, replace=cfg.overwrite or cfg.resume or cfg.max_iters == 0)
-    if cfg.max_iters:  # and the folder an auto-named one goes in: not found after training
-        fileio.check_media(cfg)
+    # the trace written after training, checked before any work: its typed path (a resumed
+    # run's is its own), or the folder an auto-named one goes in (max_iters=0 writes none)
+    if cfg.max_iters:
+        fileio.check_trace(cfg, replace=cfg.overwrite or cfg.resume)
     # accumulation from the global batch in tokens (saved: a resume on another world size keeps it)
     micro_tokens = cfg.batch_size * cfg.block_size
     accum = dist.grad_accum_steps(cfg.total_batch_size, micro_tokens, world)

@@ -23,6 +23,7 @@ EXPORT = ["tests/test_inference_modes.py", "tests/test_shipped.py", "tests/test_
           "tests/test_bpe.py"]
 TIMING = ["tests/test_speed.py", "tests/test_race.py", "tests/test_frontier.py"]
 FIGURES = ["tests/test_eval.py", "tests/test_diffusion.py", "tests/test_report.py", "tests/test_epochs.py"]
+TRACE = ["tests/test_bad_input.py", "tests/test_trace.py", "tests/test_faults.py", "tests/test_inference_modes.py"]
 CHECKS = ["tests/test_config_values.py", "tests/test_config.py", "tests/test_bad_input.py", "tests/test_sampling.py"]
 
 
@@ -302,7 +303,7 @@ MUTANTS = [
            "return os.path.abspath(path).startswith(SHIPPED)", SHIPPED,
            "artifacts/weightsX counts as the shipped folder: training refuses it, its weights called the repo's"),
     mutant("inference-shipped-not-mapped", "wrong folder", "inference.py",
-           "checkpoint=own_or_shipped(where.checkpoint))", "checkpoint=where.checkpoint)", SHIPPED,
+           "path = own_or_shipped(where.checkpoint)  # a fresh", "path = where.checkpoint  # a fresh", SHIPPED,
            "inference.py names (and traces as) the run not trained yet, while reading the shipped weights"),
     mutant("race-shipped-not-mapped", "wrong folder", "scripts/race.py",
            "a.checkpoints = [own_or_shipped(path) for path in a.checkpoints]", "a.checkpoints = list(a.checkpoints)",
@@ -380,4 +381,32 @@ MUTANTS = [
     mutant("band-read-as-sampling", "flag not forwarded", "configurator.py", "    obj.check(cfg, given, training)",
            "    obj.check(cfg, given, False)", CHECKS + ["tests/test_band.py"],
            "train.py's validation told it samples: an empty training band passes until the first batch"),
+    # ------------------------------------------------------------------ issue 98, part 4: inference's one pass
+    mutant("trace-gif-unchecked", "guard dropped", "utils/fileio.py", "        for path in trace_paths(cfg.viz_video):",
+           "        for path in trace_paths(cfg.viz_video)[:1]:", TRACE,
+           "the GIF beside a typed MP4 not checked: a taken or unwritable GIF fails after the sampling"),
+    mutant("trace-html-unchecked", "guard dropped", "utils/fileio.py",
+           "    if cfg.html not in (\"\", \"auto\"):\n        check_output", "    if False:\n        check_output", TRACE,
+           "a typed --html path not checked before the work"),
+    mutant("trace-media-unchecked", "guard dropped", "utils/fileio.py", "    if auto:\n        check_folder(MEDIA",
+           "    if False:\n        check_folder(MEDIA", TRACE,
+           "an auto-named trace's folder not checked: a file named artifacts fails after the sampling"),
+    mutant("trace-replace-not-forwarded", "flag not forwarded", "utils/fileio.py",
+           "check_output(path, replace, \"--viz-video\")", "check_output(path, False, \"--viz-video\")", TRACE,
+           "--overwrite (train.py: --resume) does not let a typed trace replace its file"),
+    mutant("inference-trace-unchecked", "guard dropped", "inference.py",
+           "    check_trace(where, where.overwrite)  # the outputs", "    pass  # the outputs", TRACE,
+           "inference checks no trace path before the checkpoint: a taken --viz-video is found after the model is "
+           "built"),
+    mutant("inference-values-after-read", "order", "inference.py",
+           "    check_values(where)  # a value", "    where  # a value", TRACE,
+           "a value no key takes is refused only after the checkpoint is read (or a missing one named first)"),
+    mutant("inference-device-of-checkpoint", "stale value", "inference.py", "device = pick_device(where.device)",
+           "device = pick_device(cfg.device)", ["tests/test_bad_input.py"] + SHIPPED,
+           "the device the checkpoint trained on, not this machine's: a GPU run's checkpoint refused on a laptop"),
+    mutant("train-trace-resume-refused", "flag not forwarded", "train.py",
+           "fileio.check_trace(cfg, replace=cfg.overwrite or cfg.resume)",
+           "fileio.check_trace(cfg, replace=cfg.overwrite)",
+           ["tests/test_bad_input.py", "tests/test_train_infer.py", "tests/test_faults.py"],
+           "--resume of a run with a typed --viz-video refused: its own trace is taken"),
 ]

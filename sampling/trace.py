@@ -16,7 +16,7 @@ from objectives import OBJECTIVES
 from utils.steps import Step
 from sampling.page import PageWriter
 from sampling.video import TraceWriter
-from utils.fileio import MEDIA, check_output, check_trace, fresh_path, trace_paths
+from utils.fileio import MEDIA, check_trace, fresh_path, trace_paths
 
 
 def token_states(tok, ids, gen, revealed, remasked):
@@ -119,21 +119,11 @@ def run_name(path):
     return os.path.basename(path if os.path.isdir(path) else os.path.dirname(path))
 
 
-def check_trace_path(cfg, replace=False):
-    """Refuse, before any work, a typed --viz-video whose MP4 or GIF cannot be written or is
-    taken (replace off), and a typed --html page alike; 'auto' takes a new name, 'off' writes
-    nothing."""
-    if cfg.viz_video not in ("auto", "off"):
-        check_trace(cfg.viz_video, replace)
-    if cfg.html not in ("", "auto"):
-        check_output(cfg.html, replace, "--html")
-
-
 def open_trace(cfg, name, tok, replace=False):
     """The Trace cfg asks for, its paths checked before any sampling: a TraceWriter for
     cfg.viz_video (the GIF beside it) unless 'off', a PageWriter for --html; 'auto' (a bare --html)
     takes a new artifacts/media/NAME_k file no earlier trace holds. Frames sized at close."""
-    check_trace_path(cfg, replace)
+    check_trace(cfg, replace)
     video = page = None
     if cfg.viz_video != "off":
         auto = cfg.viz_video == "auto"

@@ -1445,6 +1445,18 @@ def test_an_edited_checkpoint_is_refused_as_its_export_would_be(files, tmp_path,
         assert code == 2 and words in err and err.count("\n") == 1, err
 
 
+def test_a_checkpoint_trained_on_a_gpu_samples_on_this_machines_device(files, tmp_path, capsys):
+    """A neighbour of the refusals: --device is a sampling key, so the device a run trained on (its config's
+    device='cuda:7') is not the one inference.py picks; this machine's is, unless --device is typed here."""
+    from utils.checkpoint import save_checkpoint
+    raw = torch.load(files / DM, weights_only=True)
+    save_checkpoint(tmp_path / "g.pt", {**{k: v for k, v in raw.items() if k != "checksum"},
+                                        CFG: {**raw[CFG], "device": "cuda:7"}})
+    code, out, err = run_cli_here(inference.main, ["--checkpoint", tmp_path / "g.pt", "--gen-len", "4", "--steps", "2",
+                                                   "--viz-video", "off"], capsys)
+    assert code == 0 and "; device cpu," in out, err
+
+
 @pytest.mark.parametrize("raw, words", [
     ("[" * 100000 + "]" * 100000, "its config.json nests values too deep to read"),
     ("1" + "0" * 5000, "has an unreadable config.json"),  # json reads no int past 4,300 digits
@@ -1502,7 +1514,10 @@ def test_outputs_are_checked_before_the_work(cli, argv, work, words, spoiler, fi
     monkeypatch.chdir(tmp_path / "case")
     _spoil(spoiler, monkeypatch, tmp_path / "case")
     module, name = work.rsplit(".", 1)
-    monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: pytest.fail(f"{work} ran first"))
+    original, ran = getattr(importlib.import_module(module), name), lambda *a, **k: pytest.fail(f"{work} ran first")
+    for m in list(sys.modules.values()):  # the module's name, and each `from module import name` of it
+        if getattr(m, "__dict__", {}).get(name) is original:
+            monkeypatch.setattr(m, name, ran)
     code, _, err = run_cli_here(MAINS[cli](), argv, capsys)
     assert code == 2 and words in err and err.count("\n") == 1, err
 

@@ -37,10 +37,10 @@ READING_CODE_LINES = 1_520
 PRODUCT_PHYSICAL_LINES = 9_650  # every line of the product's .py files: code, prose and blanks (issue 79)
 # docstring and comment words (issue 79: 28,628 before its prose rule). Issue 97's edges add their reasons (each
 # refusal's why, the thread variables, the advised commands): +336 words after a trim of 446, the ceiling with them.
-# Issue 98's inference.load, read as nanoGPT's sample.py with its two passes named (check_flags, sampling_config):
-# +60 words of what each pass refuses. Issue 95's entropy-bounded reveal (EB-Sampler, a published method kept even
-# when level): +210 words of its rule and its refusals. Issue 98's merges (part 3) keep the helpers two or more
-# callers share (dropout, model_args, weights, is_shipped, lacks_keys, repeat_draws, mask_prob, chain,
+# Issue 98's inference.load, read as nanoGPT's sample.py with its checks named (values and outputs first, then
+# sampling_config): +60 words of what each check refuses. Issue 95's entropy-bounded reveal (EB-Sampler, a published
+# method kept even when level): +210 words of its rule and its refusals. Issue 98's merges (part 3) keep the helpers
+# two or more callers share (dropout, model_args, weights, is_shipped, lacks_keys, repeat_draws, mask_prob, chain,
 # time_for_fraction) where writing each inline would copy a rule: +65 words of their docstrings
 PRODUCT_PROSE_WORDS = 24_520
 PROSE_COLUMNS = 100  # docstring and comment-only lines; code may use LINE_COLUMNS

@@ -328,6 +328,16 @@ def test_a_new_run_replaces_no_file_an_earlier_run_wrote(name, words, in_tmp):
     assert path.read_bytes() == b"an earlier run's"
 
 
+def test_a_resumed_run_replaces_its_own_trace(in_tmp):
+    """The trace a run wrote at its end (a typed --viz_video) is its own, not an earlier run's file to keep: --resume
+    with more steps goes on, and replaces it when the run ends again."""
+    argv = [a.replace(f"={in_tmp / 'out'}", "=out") for a in train_args(in_tmp / "out", "--max_iters=2")[1:]]
+    train.main([*argv, "--viz_video=media/t.mp4", "--eval_interval=2"])
+    assert (in_tmp / "media" / "t.mp4").stat().st_size > 0
+    cfg, _ = train.setup([*argv, "--max_iters=4", "--resume"])  # its trace path is the run's own, from its checkpoint
+    assert (cfg.max_iters, cfg.viz_video) == (4, "media/t.mp4")
+
+
 def test_a_default_trace_never_takes_an_earlier_runs_name(in_tmp):
     """--viz_video's default ('auto') is a new artifacts/media/RUN_k.mp4: an earlier run's MP4 or GIF (or a
     placeholder another run holds) moves k on, and a trace that writes nothing leaves no placeholder behind."""

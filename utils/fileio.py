@@ -201,19 +201,19 @@ def fresh_path(folder, name, *suffixes):
         return paths
 
 
-def check_media(cfg):
-    """Refuse, before any work, an auto-named trace or page (--viz-video auto, a bare --html) whose
-    folder, artifacts/media, cannot be made or written (a file named artifacts, say)."""
+def check_trace(cfg, replace=False):
+    """Refuse, before any work, a trace or page that cannot be written: a typed --viz-video whose
+    MP4 or the GIF beside it cannot be written or is taken (replace off), a typed --html alike, and
+    an auto-named one (--viz-video auto, a bare --html) whose folder, artifacts/media, cannot be
+    made or written (a file named artifacts, say). 'off' writes nothing."""
+    if cfg.viz_video not in ("auto", "off"):
+        for path in trace_paths(cfg.viz_video):
+            check_output(path, replace, "--viz-video")
+    if cfg.html not in ("", "auto"):
+        check_output(cfg.html, replace, "--html")
     auto = [flag for flag, on in (("--viz-video", cfg.viz_video == "auto"), ("--html", cfg.html == "auto")) if on]
     if auto:
         check_folder(MEDIA, f"{auto[0]} names its new file in {MEDIA} (or give it a path)")
-
-
-def check_trace(mp4, replace=False):
-    """Refuse, before any work, a trace's MP4 or the GIF beside it that cannot be written or is
-    taken (replace off)."""
-    for path in trace_paths(mp4):
-        check_output(path, replace, "--viz-video")
 
 
 def drop_if_empty(path):
