@@ -19,12 +19,13 @@ import torch
 import torch.nn as nn
 
 from config import INT64_MAX, LIMITS, Config
-from configurator import TYPES, check_values, coerce, effective, known_key, model_args
 from model import ModelArgs, Transformer
+from objectives import effective, model_args
 from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, removed_notes
 from utils.errors import UserError, shown
 from utils.fileio import is_shipped, require_checkpoints
 from utils.tokenizer import fingerprint, tokenizer_from_state
+from utils.values import check_values, coerce, known_key
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
 EXPORT_BPE, EXPORT_CHARS = "tokenizer.json", "vocab.json"  # by tokenizer kind
@@ -43,7 +44,7 @@ def checkpoint_config(ckpt, where):
     forward)."""
     try:
         kept = {known_key(k): v for k, v in ckpt["config"].items() if k not in REMOVED}
-        cfg = replace(Config(), **{k: coerce(k, TYPES[k], v) for k, v in kept.items()})
+        cfg = replace(Config(), **{k: coerce(k, v) for k, v in kept.items()})
         check_values(cfg)
     except UserError as e:
         raise UserError(f"{where}'s config: {e}; it was changed after train.py wrote it: use the file it "

@@ -24,7 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import torch
 
 from config import CHOICES
-from configurator import check_values, parse, validate
+from configurator import parse, validate
+from diffusion import SamplerOptions
 from objectives import OBJECTIVES
 from sampling.canvas import build_canvas, fill
 from sampling.trace import token_state, token_states
@@ -32,10 +33,10 @@ from utils.dist import machine
 from utils.errors import UserError, explain, say_interrupted
 from utils.fileio import own_or_shipped, require_checkpoints
 from utils.tokenizer import fingerprint, normalize_prompt
+from utils.values import check_values
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page.html")
-KNOBS = ("prompt", "steps", "temperature", "order", "seed", "gen_len")  # what the page sets, as flags
-SAMPLER_KNOBS = ("steps", "temperature", "order")  # greyed out where the model reads none
+KNOBS = ("prompt", "steps", "temperature", "order", "seed", "gen_len")  # the page's fields: what it sets, as flags
 MOST_PROMPT = 2_000  # characters: many times the shipped contexts (64 and 128)
 MOST_GEN_LEN = 512  # tokens: a windowed sampler could hold the server for hours
 MOST_BODY = 64 * 1024  # bytes: the longest prompt, escaped, fits
@@ -58,9 +59,9 @@ class Lane:
 
 
 # ---------------------------------------------------------------------------- start-up
-def main(argv, load):
-    """inference.py --serve: answer until Ctrl-C."""
-    server = open_server(argv, load)
+def main(cmd, load):
+    """inference.py --serve: answer until Ctrl-C (cmd: its command line, configurator.parse's)."""
+    server = open_server(cmd, load)
     try:
         host, port = server.server_address[:2]
         host = f"[{host}]" if ":" in host else host
@@ -75,13 +76,13 @@ def main(argv, load):
         os._exit(130)
 
 
-def open_server(argv, load):
+def open_server(cmd, load):
     """The server listening, its lanes loaded; the flags and the port checked before any model."""
-    cfg, given = parse(argv, check=False)
+    cfg, given = cmd.over()
     check_flags(cfg, given)
     server = listen(cfg.host, cfg.port)
     try:
-        server.lanes = open_lanes(argv, cfg, load)
+        server.lanes = open_lanes(cmd, cfg, load)
         server.page = page(server.lanes)
         warm_up(server.lanes)
     except BaseException:
@@ -131,15 +132,15 @@ def is_local(host):
     return all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
 
 
-def open_lanes(argv, cfg, load):
+def open_lanes(cmd, cfg, load):
     """[the served lane, the race's], each read by inference.load. --race auto goes without a second
     lane, saying so, where it reads another tokenizer."""
-    served = Lane(*load([*argv, "--viz-video=off"]))
+    served = Lane(*load(cmd.plus(viz_video="off")))
     path = race_checkpoint(cfg, own_or_shipped(served.cfg.checkpoint))
     if path is None:
         return [served]
     device = ["--device", cfg.device, "--dtype", cfg.dtype]
-    race = Lane(*load(["--checkpoint", path, "--viz-video=off", *device]))
+    race = Lane(*load(parse(["--checkpoint", path, "--viz-video=off", *device])))
     if fingerprint(race.run["tok"]) != fingerprint(served.run["tok"]):
         why = f"{path} reads another tokenizer than {served.name}: a race continues one text"
         if cfg.race != "auto":
@@ -169,9 +170,9 @@ def warm_up(lanes):
     for lane in lanes:
         run = lane.run
         cfg = replace(lane.cfg, gen_len=min(lane.cfg.gen_len, MOST_GEN_LEN))
-        canvas = build_canvas(cfg, run["tok"], run["model"].args.block_size, fit=True)
+        canvas = build_canvas(cfg, run["opts"], run["tok"], run["model"].args.block_size, fit=True)
         with run["ctx"]:
-            fill(run["model"], run["tok"], canvas, cfg, run["schedule"], run["device"], torch.Generator())
+            fill(run["model"], run["tok"], canvas, cfg, run["opts"], run["device"], torch.Generator())
 
 
 def page(lanes):
@@ -181,9 +182,9 @@ def page(lanes):
     capped = replace(cfg, gen_len=min(cfg.gen_len, MOST_GEN_LEN))
     knobs = {k: getattr(cfg, k) for k in KNOBS}
     # as inference.py fits it
-    knobs["gen_len"] = build_canvas(capped, run["tok"], run["model"].args.block_size, fit=True).n_gen
+    knobs["gen_len"] = build_canvas(capped, run["opts"], run["tok"], run["model"].args.block_size, fit=True).n_gen
     unread = {}
-    for key in SAMPLER_KNOBS:
+    for key in (k for k in KNOBS if k in SamplerOptions.keys()):  # greyed out where the model reads none
         try:
             validate(cfg, {key}, training=False)
         except UserError as e:
@@ -247,7 +248,7 @@ def jobs_for(lanes, knobs):
     check_prompt(knobs.get("prompt"))
     first = lanes[0]
     flags = [f"--{key}={value}" for key, value in knobs.items()]  # KEY=VALUE: a value is never a flag
-    cfg, given = parse(flags, base=first.cfg, check=False)
+    cfg, given = parse(flags).over(first.cfg)
     validate(cfg, given, training=False)
     if cfg.gen_len > MOST_GEN_LEN:
         raise UserError(f"gen_len {cfg.gen_len:,} is past the {MOST_GEN_LEN} tokens this page draws: give "
@@ -258,18 +259,19 @@ def jobs_for(lanes, knobs):
         if k > 0:
             cfg = replace(lane.cfg, gen_len=cfg.gen_len, seed=cfg.seed, num_samples=1)
         cfg = replace(cfg, prompt=normalize_prompt(tok, knobs["prompt"]))
+        opts = SamplerOptions.from_config(cfg)  # the page's sampler, built once a request
         try:
-            canvas = build_canvas(cfg, tok, lane.run["model"].args.block_size)
+            canvas = build_canvas(cfg, opts, tok, lane.run["model"].args.block_size)
         except UserError as e:
             raise UserError(f"{lane.name} cannot continue this prompt: {e}") from None
-        jobs.append((lane, cfg, canvas))
+        jobs.append((lane, cfg, opts, canvas))
     return jobs
 
 
-def plan(cfg, canvas):
+def plan(cfg, opts, canvas):
     """(the sampler in a line, its passes or None): this module's one call of the objective."""
     obj = OBJECTIVES[cfg.objective]
-    return obj.describe(cfg), obj.passes(cfg, canvas.n_gen, canvas.prefix_len)
+    return obj.describe(cfg, opts), obj.passes(cfg, opts, canvas.n_gen, canvas.prefix_len)
 
 
 # ---------------------------------------------------------------------------- a draw
@@ -304,15 +306,15 @@ class Frames:
 
 def draw(k, job, send, stopping):
     """Lane k's sample as inference.py draws it (the same text), a frame a step; -> 'done' event."""
-    lane, cfg, canvas = job
+    lane, cfg, opts, canvas = job
     run = lane.run
-    sampler, passes = plan(cfg, canvas)
+    sampler, passes = plan(cfg, opts, canvas)
     send("lane", dict(lane=k, sampler=sampler, passes=passes, n_gen=canvas.n_gen))
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     frames = Frames(send, k, run["tok"], stopping)  # its clock starts here
     with run["ctx"]:
-        _, _, stats = fill(run["model"], run["tok"], canvas, cfg, run["schedule"], run["device"], g, frames)
+        _, _, stats = fill(run["model"], run["tok"], canvas, cfg, opts, run["device"], g, frames)
     seconds = time.perf_counter() - frames.t0
     return dict(lane=k, text=stats["full_texts"][0], seconds=seconds, passes=stats["nfe_per_sample"][0],
                 frames=frames.frames, tokens_per_s=canvas.n_gen / seconds, n_gen=canvas.n_gen)

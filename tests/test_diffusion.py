@@ -7,7 +7,7 @@ import torch
 
 from ar import ar_loss
 from diffusion import LossOptions, Schedule, reveal_plan, stratified_times, time_grid
-from utils.draws import filter_logits, sample_tokens
+from utils.draws import Law, sample_tokens
 from diffusion import corrupt, diffusion_loss
 from diffusion import SamplerOptions, denoise
 from helpers import ConstModel, ToyModel, loss
@@ -140,12 +140,12 @@ def test_float64_sampling_matches_the_target_distribution():
 
 def test_top_k_top_p_and_temperature():
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0]])
-    assert torch.equal(sample_tokens(filter_logits(logits, 1.0, top_k=1), 1.0, torch.Generator().manual_seed(0)), logits.argmax(-1))
-    lp = filter_logits(logits, 1.0, top_p=0.5)  # p = [.61, .22, .14, .03]: the top token alone reaches 0.5
+    assert torch.equal(sample_tokens(Law(top_k=1).log_probs(logits), 1.0, torch.Generator().manual_seed(0)), logits.argmax(-1))
+    lp = Law(top_p=0.5).log_probs(logits)  # p = [.61, .22, .14, .03]: the top token alone reaches 0.5
     assert torch.isinf(lp[0, 1:]).all() and lp[0, 0].item() == pytest.approx(0.0)
-    lp = filter_logits(logits, 1.0, top_p=0.7)
+    lp = Law(top_p=0.7).log_probs(logits)
     assert torch.isfinite(lp[0, :2]).all() and torch.isinf(lp[0, 2:]).all()
-    assert filter_logits(logits, 0.5).exp()[0, 0] > filter_logits(logits, 1.0).exp()[0, 0]
+    assert Law(0.5).log_probs(logits).exp()[0, 0] > Law(1.0).log_probs(logits).exp()[0, 0]
 
 
 def test_time_grid():
@@ -178,7 +178,7 @@ def test_sampler_never_touches_fixed_tokens_and_leaves_no_mask(remask, temperatu
             before = (info.prev != 11) & gm
             assert torch.equal(info.x[before], info.prev[before])
 
-    out, stats = denoise(model, x.clone(), gm, s, 11, SamplerOptions(10, temperature, remask=remask),
+    out, stats = denoise(model, x.clone(), gm, s, 11, SamplerOptions(10, Law(temperature), remask=remask),
                          generator=torch.Generator().manual_seed(0), on_step=on_step)
     assert torch.equal(out[~gm], x[~gm])
     assert not (out == 11).any() and stats["nfe"] == 10

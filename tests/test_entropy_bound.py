@@ -14,6 +14,7 @@ from bd3 import Blocks, sample_bd3
 from config import Config
 from configurator import get_config
 from diffusion import SamplerOptions, Schedule, denoise, entropy_bound_stay
+from utils.draws import Law
 from helpers import Args, ToyModel, pick, script
 from model import ModelArgs, Transformer
 from objectives import OBJECTIVES
@@ -111,8 +112,9 @@ def test_given_text_never_changes_every_pass_reveals_and_committed_tokens_stay(m
         assert torch.equal(st.x[st.prev != MASK], st.prev[st.prev != MASK])  # committed tokens final
         seen.append(st.revealed.sum(1))
 
-    out, stats = denoise(ToyModel(), torch.where(gm, MASK, x), gm, Schedule(20), MASK,
-                         SamplerOptions(1, temperature, **mode), torch.Generator().manual_seed(0), on_step)
+    opts = SamplerOptions(1, law=Law(temperature=temperature), **mode)
+    out, stats = denoise(ToyModel(), torch.where(gm, MASK, x), gm, Schedule(20), MASK, opts,
+                         torch.Generator().manual_seed(0), on_step)
     assert torch.equal(out[~gm], x[~gm]) and not (out == MASK).any()
     assert torch.equal(torch.stack(seen).sum(0), gm.sum(1))  # each blank revealed once
     assert stats["nfe_per_sample"] == [int((c > 0).sum()) for c in torch.stack(seen).T]
@@ -138,8 +140,8 @@ def test_a_bound_near_zero_is_the_entropy_order_one_token_a_pass(temperature):
     n = int(gm.sum(1)[0])
 
     def run(**mode):
-        return denoise(TiltedModel(), x.clone(), gm, Schedule(100), MASK, SamplerOptions(n, temperature, **mode),
-                       torch.Generator().manual_seed(3))
+        opts = SamplerOptions(n, law=Law(temperature=temperature), **mode)
+        return denoise(TiltedModel(), x.clone(), gm, Schedule(100), MASK, opts, torch.Generator().manual_seed(3))
 
     eb, eb_stats = run(entropy_bound=1e-12, order="entropy", remask="none")
     fixed, fixed_stats = run(order="entropy", remask="none", tokens_per_step="linear")
@@ -175,10 +177,13 @@ def test_block_diffusion_bounds_each_block():
 
 def test_the_objectives_say_what_runs():
     cfg = get_config(["baby", "--entropy_bound=0.5", "--order=entropy"])
-    assert OBJECTIVES["mdlm"].passes(cfg, 48) is None  # adaptive
-    assert "entropy bound 0.5 nats (EB-Sampler" in OBJECTIVES["mdlm"].describe(cfg)
+    opts = SamplerOptions.from_config(cfg)
+    assert OBJECTIVES["mdlm"].passes(cfg, opts, 48) is None  # adaptive
+    assert "entropy bound 0.5 nats (EB-Sampler" in OBJECTIVES["mdlm"].describe(cfg, opts)
     bd3 = get_config(["baby_bd3", "--bd3_speculate=false", "--entropy_bound=0.5", "--order=entropy"])
-    assert OBJECTIVES["bd3"].passes(bd3, 48) is None and "entropy bound 0.5" in OBJECTIVES["bd3"].describe(bd3)
+    bd3_opts = SamplerOptions.from_config(bd3)
+    assert OBJECTIVES["bd3"].passes(bd3, bd3_opts, 48) is None
+    assert "entropy bound 0.5" in OBJECTIVES["bd3"].describe(bd3, bd3_opts)
 
 
 def test_a_frontier_grid_drops_what_the_bound_leaves_unread():
@@ -187,7 +192,7 @@ def test_a_frontier_grid_drops_what_the_bound_leaves_unread():
     frontier = script("frontier")
     cfg = get_config(["baby"])
     grid = dict(order=["random", "entropy"], entropy_bound=[0.0, 0.5], steps=[24, 48])
-    points = [s for s, _ in frontier.grid_points(grid, cfg, OBJECTIVES["mdlm"])]
+    points = [s for s, _, _ in frontier.grid_points(grid, cfg, OBJECTIVES["mdlm"])]
     assert points == [dict(order="random", steps=24), dict(order="random", steps=48),
                       dict(order="entropy", entropy_bound=0.0, steps=24), dict(order="entropy", entropy_bound=0.0, steps=48),
                       dict(order="entropy", entropy_bound=0.5)]

@@ -7,6 +7,7 @@ import struct
 import pytest
 import torch
 
+import configurator
 import inference
 from checkpoint_manager import load_model
 from diffusion import Schedule
@@ -216,7 +217,7 @@ def test_a_missing_checkpoint_names_the_command_that_trains_it(in_tmp, monkeypat
     for argv, command in ((["baby"], "python train.py baby"), (["baby_bd3"], "python train.py baby_bd3"),
                           (["--checkpoint", "runs/x/model.pt"], "python train.py PRESET --out_dir=runs/x")):
         with pytest.raises(UserError, match=f"not found: train it first \\({command};"):
-            inference.load(argv)
+            inference.load(configurator.parse(argv))
 
 
 @pytest.mark.parametrize("objective", ["mdlm", "ar"])

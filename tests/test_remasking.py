@@ -10,6 +10,7 @@ from configurator import get_config
 from diffusion import Schedule
 from helpers import MICRO, ToyModel, for_objective
 from diffusion import SamplerOptions, denoise, sigma
+from utils.draws import Law
 from utils.errors import UserError
 from objectives import OBJECTIVES
 
@@ -30,7 +31,7 @@ def _canvas(B=3, P=6, L=40, V=12):
 
 
 def _run(x, gm, steps=12, seed=0, on_step=None, **kw):
-    return denoise(ToyModel(), x.clone(), gm, Schedule(20), MASK, SamplerOptions(steps, 1.0, **kw),
+    return denoise(ToyModel(), x.clone(), gm, Schedule(20), MASK, SamplerOptions(steps, law=Law(temperature=1.0), **kw),
                    generator=torch.Generator().manual_seed(seed), on_step=on_step)
 
 
@@ -54,7 +55,8 @@ def test_given_text_never_changes_no_mask_is_left_and_nfe_is_as_counted(mode):
         assert not ((info.remasked | info.revealed) & ~gm).any() and torch.equal(info.x[~gm], x[~gm])
     cfg = get_config([*MICRO, "--steps=12", *[f"--{k}={v}" for k, v in mode.items()]])
     n_gen = int(gm.sum(1).max())
-    assert st["nfe"] == len(steps) == diffusion.MaskedDiffusion().passes(cfg, n_gen) == max(st["nfe_per_sample"])
+    passes = diffusion.MaskedDiffusion().passes(cfg, SamplerOptions.from_config(cfg), n_gen)
+    assert st["nfe"] == len(steps) == passes == max(st["nfe_per_sample"])
     assert steps[-1].finished == [True] * 3
 
 
@@ -82,8 +84,9 @@ def test_bd3_remasks_only_inside_the_current_block_and_counts_its_passes():
     assert sum(f.remasked.sum().item() for f in frames) > 0
     cfg = get_config([*MICRO, "--objective=bd3", "--bd3_block=4", "--steps=4",
                       *[f"--{k}={v}" for k, v in opts.items()]])
-    assert st["nfe"] == len(frames) == bd3.BlockDiffusion().passes(cfg, 18, 6)
-    assert "4 steps per block" in bd3.BlockDiffusion().describe(cfg)
+    sampler = SamplerOptions.from_config(cfg)
+    assert st["nfe"] == len(frames) == bd3.BlockDiffusion().passes(cfg, sampler, 18, 6)
+    assert "4 steps per block" in bd3.BlockDiffusion().describe(cfg, sampler)
 
 
 def test_keys_are_checked_and_refused_where_they_cannot_apply():

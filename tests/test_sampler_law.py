@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sampling.canvas import build_canvas, fill
-from diffusion import Schedule
+from diffusion import SamplerOptions
 from configurator import get_config
 from helpers import model_args, pooled_chi2, script
 from model import Transformer
@@ -60,9 +60,10 @@ def test_inference_draws_the_law_order_nll_scores_read_as_the_sampler_reads_it(o
     model, cfg = _net(objective), get_config(_flags(objective))
     law, bound_read = _law(model, objective, "sampler"), _law(model, objective, "bound")
     assert abs(sum(law.values()) - 1) < 1e-9 and abs(sum(bound_read.values()) - 1) < 1e-9  # exact: laws
-    canvas, g = build_canvas(cfg, TOK, 8), torch.Generator().manual_seed(2)
+    opts = SamplerOptions.from_config(cfg)
+    canvas, g = build_canvas(cfg, opts, TOK, 8), torch.Generator().manual_seed(2)
     draws = [row[4:] for _ in range(10) for row in
-             fill(model, TOK, canvas, replace(cfg, num_samples=2000), Schedule(cfg.diffusion_steps), "cpu", g)[1]
+             fill(model, TOK, canvas, replace(cfg, num_samples=2000), opts, "cpu", g)[1]
              .tolist()]
     chi2, limit = pooled_chi2(draws, law)
     assert chi2 < limit, (chi2, limit)
@@ -116,9 +117,10 @@ def test_the_sampler_and_the_scorer_read_self_conditioning_at_masked_positions_o
     law = _law_by_hand(model)
     mixture = _law(model, "mdlm", "sampler")
     assert abs(sum(law.values()) - 1) < 1e-12 and max(abs(law[y] - mixture[y]) for y in law) < 1e-12
-    canvas, g = build_canvas(cfg, TOK, 8), torch.Generator().manual_seed(5)
+    opts = SamplerOptions.from_config(cfg)
+    canvas, g = build_canvas(cfg, opts, TOK, 8), torch.Generator().manual_seed(5)
     draws = [row[4:] for _ in range(10) for row in
-             fill(model, TOK, canvas, replace(cfg, num_samples=2000), Schedule(cfg.diffusion_steps), "cpu", g)[1]
+             fill(model, TOK, canvas, replace(cfg, num_samples=2000), opts, "cpu", g)[1]
              .tolist()]
     chi2, limit = pooled_chi2(draws, law)
     assert chi2 < limit, (chi2, limit)

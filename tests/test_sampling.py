@@ -2,9 +2,6 @@
 python -m pytest -q tests/test_sampling.py   (the float64 chi-square test lives in tests/test_diffusion.py)"""
 import math
 import re
-from dataclasses import asdict
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -13,6 +10,8 @@ from conftest import train_tiny
 from helpers import FIXTURES, Args, ToyModel, run_cli_here
 from diffusion import Schedule, reveal_plan, time_grid
 from diffusion import MaskedDiffusion, SamplerOptions, denoise, position_scores
+from config import Config
+from utils.draws import Law
 from utils.errors import UserError
 from sampling.canvas import Canvas, build_canvas, parse_infill
 from utils.tokenizer import CharTokenizer
@@ -56,8 +55,13 @@ MODES = [dict(), dict(order="margin"), dict(order="entropy"), dict(order="random
          dict(entropy_bound=0.5, order="entropy", remask="none"), dict(semi_ar_length=7, entropy_bound=2.0)]
 
 
+def _opts(steps, temperature=1.0, top_k=0, top_p=1.0, **kw):
+    """SamplerOptions of `steps` steps, its law (temperature, top_k, top_p) and the rest by name."""
+    return SamplerOptions(steps=steps, law=Law(temperature=temperature, top_k=top_k, top_p=top_p), **kw)
+
+
 def _run(model, x, gm, mode, steps=12, temperature=1.0, seed=0, on_step=None, **kw):
-    return denoise(model, x.clone(), gm, Schedule(20), MASK, SamplerOptions(steps, temperature, **kw, **mode),
+    return denoise(model, x.clone(), gm, Schedule(20), MASK, _opts(steps, temperature, **kw, **mode),
                    generator=torch.Generator().manual_seed(seed), on_step=on_step)
 
 
@@ -215,13 +219,12 @@ def test_every_pass_reveals_a_token_and_nfe_counts_the_passes(mode):
     gm[:, 8:] = True
     for steps, nfe in ((48, 16), (12, 12), (16, 16)):
         before = []
-        out, stats = denoise(ToyModel(), x.clone(), gm, Schedule(100), MASK, SamplerOptions(steps, 1.0, **mode),
+        out, stats = denoise(ToyModel(), x.clone(), gm, Schedule(100), MASK, _opts(steps, 1.0, **mode),
                              generator=torch.Generator().manual_seed(0),
                              on_step=lambda info: before.append(((info.prev == MASK) & gm).sum(1) -
                                                                 ((info.x == MASK) & gm).sum(1)))
         assert stats["nfe"] == nfe == len(before) and stats["nfe_per_sample"] == [nfe, nfe]
-        cfg = SimpleNamespace(**asdict(SamplerOptions(steps, 1.0, **mode)), dual_sample=False)
-        assert MaskedDiffusion().passes(cfg, 16) == nfe
+        assert MaskedDiffusion().passes(Config(), _opts(steps, 1.0, **mode), 16) == nfe
         assert all((d >= 1).all() for d in before) and not (out == MASK).any()
 
 
@@ -250,7 +253,7 @@ def test_the_time_index_is_the_mask_rate_of_the_whole_window():
     s = Schedule(100)
     x, gm = torch.randint(0, 11, (1, 128)), torch.zeros(1, 128, dtype=torch.bool)
     gm[:, 60:80] = True
-    told = told_times(ToyModel(block_size=128), s, x, gm, SamplerOptions(10, 1.0))
+    told = told_times(ToyModel(block_size=128), s, x, gm, _opts(10, 1.0))
     assert told[0][0].item() == 36 == nearest_time(s, 20 / 128)
     for t, frac in told:  # every step: the t whose mask rate is nearest the window's masked fraction
         assert t.tolist() == [nearest_time(s, f) for f in frac.tolist()]
@@ -261,7 +264,7 @@ def test_the_time_told_inverts_the_schedule():
     one token a pass, the passes are told t = 20, 19, ..., 1."""
     s = Schedule(20, "linear")
     x, gm = torch.zeros(2, 20, dtype=torch.long), torch.ones(2, 20, dtype=torch.bool)
-    told = told_times(ToyModel(block_size=20), s, x, gm, SamplerOptions(20, 1.0, tokens_per_step="linear"))
+    told = told_times(ToyModel(block_size=20), s, x, gm, _opts(20, 1.0, tokens_per_step="linear"))
     assert [t.tolist() for t, _ in told] == [[m, m] for m in range(20, 0, -1)]
 
 
@@ -358,17 +361,18 @@ def test_infill_output_keeps_every_given_character(tok_kind):
 
 
 def test_build_canvas_checks_sizes():
-    from config import Config
+    def build(cfg, block_size):
+        return build_canvas(cfg, SamplerOptions.from_config(cfg), TOK, block_size)
     with pytest.raises(UserError, match="blanks .* exceeds the model's context of 16"):
-        build_canvas(Config(infill="ab [___:20] c"), TOK, 16)
+        build(Config(infill="ab [___:20] c"), 16)
     with pytest.raises(UserError, match="--semi-ar-length 4"):
-        build_canvas(Config(prompt="ab", gen_len=40, steps=10), TOK, 16)
-    c = build_canvas(Config(prompt="ab", gen_len=40, steps=10, semi_ar_length=8), TOK, 16)  # a sliding window
+        build(Config(prompt="ab", gen_len=40, steps=10), 16)
+    c = build(Config(prompt="ab", gen_len=40, steps=10, semi_ar_length=8), 16)  # a sliding window
     assert len(c.ids) == 42
     with pytest.raises(UserError, match="fewer than the 5 blocks"):
-        build_canvas(Config(prompt="ab", gen_len=40, steps=4, semi_ar_length=8), TOK, 16)
+        build(Config(prompt="ab", gen_len=40, steps=4, semi_ar_length=8), 16)
     with pytest.raises(UserError, match="AR model only continues"):
-        build_canvas(Config(infill="a [___] b", objective="ar"), TOK, 64)
+        build(Config(infill="a [___] b", objective="ar"), 64)
 
 
 # ----------------------------------------------------------------------------- the CLI (tiny trained model)
@@ -446,7 +450,7 @@ def test_trace_of_an_infill(tiny_ckpt, extra):
     tok = tokenizer_from_state(ckpt["tokenizer"])
     canvas = parse_infill("the [___:5] and [___:4] of", tok)
     w = _Frames()
-    _, _, stats = fill(model, tok, canvas, cfg, Schedule(cfg.diffusion_steps), "cpu",
+    _, _, stats = fill(model, tok, canvas, cfg, SamplerOptions.from_config(cfg), "cpu",
                            torch.Generator().manual_seed(0), Trace(tok, cfg, video=w))
     given = [not g for g in canvas.gen]
     for f in w.frames:  # infill context is shown as given text in every frame
@@ -555,6 +559,7 @@ def test_no_sampler_returns_text_with_mask_in_it(objective, monkeypatch):
         out[-1, gen_mask[-1].nonzero()[-1]] = tok.mask_id  # the last sample's last blank
         return out, dict(nfe=1, nfe_per_sample=[1] * len(x))
     monkeypatch.setattr(OBJECTIVES[objective], "sample", leaves_one)
-    canvas = build_canvas(cfg, tok, 64)
+    opts = SamplerOptions.from_config(cfg)
+    canvas = build_canvas(cfg, opts, tok, 64)
     with pytest.raises(UserError, match=rf"sample 1 came back with 1 \[MASK\] token\(s\) .* {objective} sampler"):
-        fill(ToyModel(), tok, canvas, replace(cfg, num_samples=2), Schedule(20), "cpu")
+        fill(ToyModel(), tok, canvas, replace(cfg, num_samples=2), opts, "cpu")

@@ -59,7 +59,7 @@ def where(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(where):
     """The shipped cpu weights racing the shipped baby AR, on a free port, served from a thread."""
-    s = serve.open_server([*SERVED, *RACE], inference.load)
+    s = serve.open_server(configurator.parse([*SERVED, *RACE]), inference.load)
     thread = threading.Thread(target=s.serve_forever, daemon=True)
     thread.start()
     yield s
@@ -254,7 +254,8 @@ def test_a_port_in_use_is_one_line_before_any_model_is_read_and_its_advice_serve
         assert_one_line_error(code, err, f"cannot listen on port {port} of 127.0.0.1 (Address already in use)",
                               "give another, or --port 0 for any free one")
         assert "checkpoint" not in out  # refused before the model was read
-        s = serve.open_server([*SERVED[:3], "--port", "0", "--race", "off"], inference.load)  # the advice
+        advice = configurator.parse([*SERVED[:3], "--port", "0", "--race", "off"])  # the advice
+        s = serve.open_server(advice, inference.load)
         assert s.server_address[1] not in (0, port)
         s.server_close()
 
@@ -283,7 +284,7 @@ def test_the_keys_of_serve_are_refused_where_they_act_on_nothing(where, capsys):
 
 
 def test_a_host_beyond_this_machine_is_said_in_one_line(where, capsys):
-    s = serve.open_server([*SERVED, "--host", "0.0.0.0", "--race", "off"], inference.load)
+    s = serve.open_server(configurator.parse([*SERVED, "--host", "0.0.0.0", "--race", "off"]), inference.load)
     s.server_close()
     out = capsys.readouterr().out
     warned = [line for line in out.splitlines() if line.startswith("warning:")]
@@ -295,11 +296,11 @@ def test_the_race_lane_auto_is_the_baby_ar_and_baby_bd3_where_the_ar_is_served(m
     monkeypatch.chdir(ROOT)
     if any(os.path.exists(f"artifacts/models/{name}/model.pt") for name in ("baby_ar", "baby_bd3")):
         pytest.skip("a run of your own stands in for the shipped weights here")
-    cfg = configurator.parse(["--serve"], check=False)[0]
+    cfg = configurator.parse(["--serve"]).over()[0]
     ar, bd3 = (os.path.join("artifacts", "weights", name) for name in ("baby_ar", "baby_bd3"))
     assert serve.race_checkpoint(cfg, os.path.join("artifacts", "weights", "cpu")) == ar
     assert serve.race_checkpoint(cfg, ar) == bd3
-    assert serve.race_checkpoint(configurator.parse(["--serve", "--race", "off"], check=False)[0], ar) is None
+    assert serve.race_checkpoint(configurator.parse(["--serve", "--race", "off"]).over()[0], ar) is None
 
 
 def test_the_server_wrote_nothing(server, where):

@@ -94,7 +94,7 @@ def test_each_is_the_network_and_tokenizer_its_command_trains_today(name):
     assert made["preset"] in configurator.PRESETS and re.fullmatch(r"[0-9a-f]{7,40}", made["trained_at"])
     argv = shlex.split(made["command"])
     assert argv[:3] == ["python", "train.py", made["preset"]]
-    cfg, _ = configurator.parse(argv[2:])
+    cfg = configurator.get_config(argv[2:])  # the command, read and checked
     tok = tokenizer_from_state(ckpt["tokenizer"])
     text = (ROOT / cfg.data_path).read_text(encoding="utf-8")
     assert fingerprint(tok) == fingerprint(CharTokenizer(sorted(set(text))))
