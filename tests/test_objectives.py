@@ -68,6 +68,15 @@ def test_imports_have_no_cycle():
     assert graph["objectives"] - {"config", "model"} == {"ar", "bd3", "diffusion", "uniform"}
 
 
+def test_the_product_never_imports_the_laboratory():
+    """dev/ holds the studies: a product module that imported one would ship an experiment to every user."""
+    known = {module_name(p) for p in PRODUCT}
+    offenders = [p.name for p in PRODUCT if any(n.split(".")[0] == "dev" for n in project_imports(p, known | {"dev"}))]
+    dev = {f"dev.{p.stem}" for p in (ROOT / "dev").glob("*.py")}
+    offenders += [p.name for p in PRODUCT if project_imports(p, dev)]
+    assert not offenders
+
+
 def test_config_imports_nothing_from_the_project():
     known = {module_name(p) for p in PRODUCT} | {"utils", "scripts"}
     assert project_imports(ROOT / "config.py", known) == set()
