@@ -66,11 +66,16 @@ def eval_figures(out):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_each_has_a_card_in_the_hubs_shape_whose_figures_are_its_own(name):
-    """Front matter (language, licence, model-index), the sections a hub card has, the command of config.json's
+    """Front matter (language, the repository's licence, model-index), the sections a hub card has, the command of config.json's
     'about', and the figures: the table's equal the model-index's and config.json's (the slow test: eval.py's)."""
     text = card(name)
     front, body = text.split("\n---\n", 1)
     assert front.startswith("---\nlanguage: en\nlicense:") and "model-index:" in front
+    # the repository's licence, by the hub's own identifier for it, and a link to its text that resolves
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License\n")
+    assert re.search(r"^license: (.*)$", front, re.M)[1] == "mit"
+    link = re.search(r"\]\(([^)]*LICENSE)\)", body.split("\n## Licence\n")[1])[1]
+    assert (ROOT / "artifacts" / "weights" / name / link).resolve() == ROOT / "LICENSE"
     sections = re.findall(r"^## (.*)$", body, re.M)
     assert sections == ["The network", "Data and training", "What it scores", "Sample, race and serve it", "Limits",
                         "Licence"]
