@@ -374,8 +374,9 @@ def test_build_canvas_checks_sizes():
 # ----------------------------------------------------------------------------- the CLI (tiny trained model)
 
 def _inference(argv, capsys):
-    """inference.py in-process: (exit code, stdout, stderr)."""
-    return run_cli_here(inference.main, argv, capsys)
+    """inference.py in-process, no trace (these tests read the text: a trace would go to the repo's artifacts/media/):
+    (exit code, stdout, stderr)."""
+    return run_cli_here(inference.main, [*argv, "--viz-video=off"], capsys)
 
 
 def _sample_text(stdout):
