@@ -38,11 +38,10 @@ from sampling.canvas import build_canvas, fill
 from sampling.trace import LiveView, chain, open_trace, print_written, run_name
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
-from utils.fileio import check_trace, own_or_shipped, read_text
+from utils.fileio import check_trace, own_or_shipped, read_text, trace_asked
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
 
 LIVE_FPS = 8.0  # --live's steps a second at most, so the canvas can be watched
-TRACE_KEYS = ("viz_video", "html", "trace_every", "gif_frame_ms", "overwrite")  # a sample's trace and its files
 USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
 
 
@@ -140,8 +139,7 @@ def sampling_config(argv, saved, tok, path):
     # trace: a prompt, a canvas or a trace's flag beside it is refused, naming it; before validate,
     # whose advice (give --viz-video) would clash here. (--viz-video off asks for what a stream
     # does anyway.)
-    off = {"viz_video"} if cfg.viz_video == "off" else set()
-    clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", *TRACE_KEYS) if k in flags - off]
+    clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file") if k in flags] + trace_asked(cfg, flags)
     clash += ["prompts_file"] if cfg.interactive and cfg.prompts_file else []
     if (cfg.interactive or cfg.prompts_file) and clash:
         stream = "--interactive" if cfg.interactive else "--prompts-file"

@@ -216,6 +216,15 @@ def check_trace(cfg, replace=False):
         check_folder(MEDIA, f"{auto[0]} names its new file in {MEDIA} (or give it a path)")
 
 
+TRACE_KEYS = ("viz_video", "html", "trace_every", "gif_frame_ms", "overwrite")  # a sample's trace and its files
+
+
+def trace_asked(cfg, given):
+    """The trace keys given (in order) that ask for a file: each but --viz-video off, which asks for
+    none. What --serve, --interactive and --prompts-file refuse alike: they record no trace."""
+    return [k for k in TRACE_KEYS if k in given and not (k == "viz_video" and cfg.viz_video == "off")]
+
+
 def drop_if_empty(path):
     """Remove path if it is an empty file (fresh_path's placeholder, when nothing was written)."""
     if path and os.path.isfile(path) and os.path.getsize(path) == 0:
