@@ -18,7 +18,7 @@ from dataclasses import fields, replace
 import torch
 import torch.nn as nn
 
-from config import INT64_MAX, LIMITS, Config
+from config import CHOICES, INT64_MAX, LIMITS, Config
 from configurator import TYPES, check_values, coerce, effective, known_key, model_args
 from model import ModelArgs, Transformer
 from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, removed_notes
@@ -213,6 +213,10 @@ def source_tokenizer(path, kind, objective, ckpt=None):
 
 
 def check_conversion(src, dst, path):
+    known = CHOICES["objective"]
+    if src not in known:  # advise only what this version takes
+        raise UserError(f"--init_from={path} names objective={shown(src)}, which this version does not know (it "
+                        f"knows {', '.join(known)}): {CHANGED}, or train {dst} from scratch")
     if src != dst and (src, dst) not in CONVERSIONS:
         pairs = ", ".join(f"{a} -> {b}" for a, b in sorted(CONVERSIONS))
         raise UserError(f"--init_from={path} is a {src} model and this run trains {dst}: --init_from converts only "

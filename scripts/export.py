@@ -71,7 +71,7 @@ if __name__ == "__main__":  # flags and paths refused before torch is imported (
     run_cli(parse_args)
 
 from checkpoint_manager import (EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS,  # noqa: E402
-                                load_model)
+                                checkpoint_config, load_model, read_checkpoint)
 from utils.checkpoint import checksum  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
@@ -111,7 +111,11 @@ def export(ckpt, model, out_dir, about=None):
 
 def main(argv):
     args = parse_args(argv)
-    model, ckpt = load_model(args.checkpoint, "cpu")
+    ckpt = read_checkpoint(args.checkpoint)
+    # what every reader checks (an objective this version lacks, a config its network does not
+    # match), refused before a file is written: else the folder would be one no reader takes
+    checkpoint_config(ckpt, f"checkpoint {args.checkpoint}")
+    model, ckpt = load_model(args.checkpoint, "cpu", ckpt)
     paths = export(ckpt, model, args.out_dir, args.about)
     ema = ckpt.get("ema") is not None or ckpt.get("ema_weights")
     print(f"exported {args.checkpoint} (iter {ckpt['iter']}, {model.num_params():,} parameters"
