@@ -23,7 +23,7 @@ from configurator import TYPES, check_values, coerce, effective, known_key, mode
 from model import ModelArgs, Transformer
 from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, removed_notes
 from utils.errors import UserError, shown
-from utils.fileio import is_shipped, require_checkpoints
+from utils.fileio import is_shipped, require_checkpoints, shipped_for
 from utils.tokenizer import fingerprint, tokenizer_from_state
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
@@ -173,7 +173,18 @@ def read_checkpoint(path, instead="give the path of one that exists"):
         own = os.path.join("artifacts", "models", os.path.basename(os.path.normpath(path)), "model.pt")
         print(f"reading {path}, the weights this repo ships{f' ({made})' if made else ''}: a run of your own at "
               f"{own} is read instead once you train it")
+    say_if_unfinished(path, ckpt)
     return ckpt
+
+
+def say_if_unfinished(path, ckpt):
+    """One line where path is a preset's own run, read in place of its shipped weights, whose
+    checkpoint is not its last step (iter < its max_iters): training still, or stopped early."""
+    shipped = shipped_for(path)
+    last = ckpt["config"].get("max_iters")
+    if shipped is not None and type(last) is int and ckpt["iter"] < last:
+        print(f"reading {path}, your run at step {ckpt['iter']:,} of its {last:,} (still training, or stopped "
+              f"before its end), in place of {shipped}, the weights this repo ships: give {shipped} to read those")
 
 
 def load_model(path, device, ckpt=None):

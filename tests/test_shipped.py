@@ -259,3 +259,38 @@ def test_a_command_names_the_shipped_folder_it_reads_in_a_presets_place(fresh_cl
     assert capsys.readouterr().out.startswith("reading artifacts/weights/baby_ar")
     with pytest.raises(fileio.UserError, match="artifacts/weights/baby is given twice"):
         script("race").parse_args(["artifacts/models/baby/model.pt", "artifacts/weights/baby"])
+
+
+def own_run(at, ckpt, step):
+    """The preset run's model.pt at `at`, as train.py leaves it at `step`: the shipped weights' tensors and config."""
+    import torch
+    at.parent.mkdir(parents=True, exist_ok=True)
+    keep = ("model", "config", "model_args", "tokenizer", "meta")
+    torch.save({**{k: ckpt[k] for k in keep}, "iter": step}, at)
+
+
+def test_a_run_in_progress_is_read_in_the_shipped_weights_place_and_said_so_with_its_step(fresh_clone, capsys):
+    """Issue 105: while `python train.py cpu` runs, its model.pt (step 250) stood in for the shipped weights and
+    nothing said so. Every reader (read_checkpoint: inference, eval, race, export) now says which step of how many it
+    reads and how to read the shipped ones; a finished run (its last step) is read as before, without a word."""
+    shipped = read_checkpoint("artifacts/weights/cpu")
+    capsys.readouterr()
+    run = fresh_clone / "artifacts" / "models" / "cpu" / "model.pt"
+    own_run(run, shipped, 250)
+    code, out, err = run_cli_here(inference.main, ["cpu", "--prompt=JULIET:", "--gen_len=4", "--seed=0",
+                                                   "--device=cpu", "--viz-video=off"], capsys)
+    assert code == 0, err
+    note, line = out.splitlines()[:2]
+    assert note == ("reading artifacts/models/cpu/model.pt, your run at step 250 of its 2,000 (still training, or "
+                    "stopped before its end), in place of artifacts/weights/cpu, the weights this repo ships: give "
+                    "artifacts/weights/cpu to read those")
+    assert line.startswith("checkpoint artifacts/models/cpu/model.pt: ")
+    code, out, err = run_cli_here(inference.main, ["--checkpoint=artifacts/weights/cpu", "--prompt=JULIET:",
+                                                   "--gen_len=4", "--device=cpu", "--viz-video=off"], capsys)
+    assert code == 0 and out.startswith("reading artifacts/weights/cpu, the weights this repo ships"), err  # the advice
+    own_run(run, shipped, 2000)  # finished
+    read_checkpoint("artifacts/models/cpu/model.pt")
+    assert capsys.readouterr().out == ""
+    own_run(fresh_clone / "runs" / "cpu" / "model.pt", shipped, 250)  # no shipped weights stand in for it: no word
+    read_checkpoint("runs/cpu/model.pt")
+    assert capsys.readouterr().out == ""

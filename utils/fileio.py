@@ -124,11 +124,17 @@ def own_or_shipped(path):
     folder) and the repo ships NAME's weights: then that shipped folder, relative to here."""
     if os.path.exists(path):
         return path
+    return shipped_for(path) or path
+
+
+def shipped_for(path):
+    """The shipped folder that stands in for path where path is a preset's own run (its model.pt or
+    folder) and the repo ships that preset's weights, relative to here; else None."""
     asked = os.path.abspath(path)
     run = os.path.dirname(asked) if os.path.basename(asked) == "model.pt" else asked
     shipped = os.path.join(SHIPPED, os.path.basename(run))
     if os.path.dirname(run) != os.path.join(REPO, "artifacts", "models") or not os.path.isdir(shipped):
-        return path
+        return None
     return os.path.relpath(shipped)
 
 
