@@ -1540,10 +1540,12 @@ def test_a_run_past_the_machines_memory_is_refused_before_its_model_is_built(arg
 
 
 def test_a_checkpoints_own_compile_true_samples_and_the_start_up_line_names_no_step_it_did_not_compile(files, tmp_path,
-                                                                                                      capsys):
+                                                                                                      capsys,
+                                                                                                      monkeypatch):
     """--compile=true saved by a run (gpt200m's) is no flag typed here: a masked-diffusion sampler runs no decode
     step, so nothing is compiled and the line says none (it said 'the decode step compiled')."""
     from utils.checkpoint import save_checkpoint
+    monkeypatch.chdir(tmp_path)  # its trace goes to artifacts/media/ here
     raw = torch.load(files / DM, weights_only=True)
     save_checkpoint(tmp_path / "c.pt", {**{k: v for k, v in raw.items() if k != "checksum"},
                                         "config": {**raw["config"], "compile": "true"}})
