@@ -149,6 +149,16 @@ def require_checkpoints(paths, instead):
     return [own_or_shipped(p) for p in paths]
 
 
+def shipped_checksums():
+    """{folder name: its config.json's config_checksum} of the weights the repo ships, as
+    artifacts/weights/checksums.txt lists them ('CHECKSUM  NAME' a line); {} if it is unreadable."""
+    try:
+        with open(os.path.join(SHIPPED, "checksums.txt"), encoding="utf-8") as f:
+            return {name: digest for digest, name in (line.split() for line in f if line.strip())}
+    except (OSError, ValueError):
+        return {}
+
+
 def is_shipped(path):
     """Whether path is the folder of shipped weights or lies in it (training never writes there)."""
     return os.path.commonpath([os.path.abspath(path), SHIPPED]) == SHIPPED
