@@ -28,24 +28,22 @@ import torch
 from tqdm import tqdm
 
 from checkpoint_manager import checkpoint_config, load_model, read_checkpoint
-from config import PRESETS, SAMPLED, TRAINED, Config
+from config import PRESETS, TRAINED, Config
 from configurator import format_config, help_text, parse, refuse_changes, validate, wants_help
 from diffusion import SamplerOptions
 from model import DECODERS, compile_decode
-from objectives import OBJECTIVES
+from objectives import OBJECTIVES, SAMPLED_KEYS
 from sampling import serve
 from sampling.canvas import build_canvas, fill
 from sampling.trace import LiveView, chain, open_trace, print_written, run_name
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
-from utils.fileio import check_trace, own_or_shipped, read_text
+from utils.fileio import check_trace, own_or_shipped, read_text, trace_asked
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
 from utils.values import check_values
 
 LIVE_FPS = 8.0  # --live's steps a second at most, so the canvas can be watched
-TRACE_KEYS = ("viz_video", "html", "trace_every", "gif_frame_ms", "overwrite")  # a sample's trace and its files
 USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
-SAMPLED_KEYS = (*SAMPLED, *SamplerOptions.keys())  # the keys it takes from its command line
 
 
 def main(argv):
@@ -148,8 +146,7 @@ def sampling_config(cmd, saved, tok, path):
     # trace: a prompt, a canvas or a trace's flag beside it is refused, naming it; before validate,
     # whose advice (give --viz-video) would clash here. (--viz-video off asks for what a stream
     # does anyway.)
-    off = {"viz_video"} if cfg.viz_video == "off" else set()
-    clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", *TRACE_KEYS) if k in flags - off]
+    clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file") if k in flags] + trace_asked(cfg, flags)
     clash += ["prompts_file"] if cfg.interactive and cfg.prompts_file else []
     if (cfg.interactive or cfg.prompts_file) and clash:
         stream = "--interactive" if cfg.interactive else "--prompts-file"

@@ -8,7 +8,7 @@ from dataclasses import fields, replace
 
 from ar import AutoRegressive
 from bd3 import BlockDiffusion
-from config import Config
+from config import SAMPLED, Config
 from diffusion import MaskedDiffusion, SamplerOptions
 from model import ModelArgs
 from uniform import UniformDiffusion
@@ -18,6 +18,8 @@ OBJECTIVES = dict(mdlm=MaskedDiffusion(), uniform=UniformDiffusion(), ar=AutoReg
 # Their type, for the one annotation that holds a run's objective (train.py's Run): an editor's
 # go-to-definition from a call on it lands on each objective's method, not only on the contract's.
 AnyObjective = MaskedDiffusion | UniformDiffusion | AutoRegressive | BlockDiffusion
+
+SAMPLED_KEYS = (*SAMPLED, *SamplerOptions.keys())  # the keys inference.py takes from its command line
 
 
 def effective(cfg, given=()):

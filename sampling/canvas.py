@@ -62,7 +62,7 @@ def parse_infill(text, tok):
     """--infill text -> Canvas; UserError without a blank or with an empty one."""
     pieces, pos = [], 0
     for m in BLANK.finditer(text):
-        fix = f"use [___:N] with N from 1 to {LIMITS['gen_len'][0]:,} (gen_len's most)"
+        fix = f"use [___:N] with N from 1 to {LIMITS['gen_len'][0]:,}"
         count = m.group(2)
         if count is None:
             n = len(m.group(0))
@@ -112,7 +112,8 @@ def build_canvas(cfg, opts, tok, block_size, fit=False):
     size = len(c.ids)  # given tokens and blanks
     if size > block_size and not (c.is_continuation and semi_ar):
         given = size - c.n_gen
-        what = (f"prompt ({given} tokens) + --gen-len {c.n_gen}" if c.is_continuation else
+        # (--infill's own words: its blanks, never --gen-len, which it refuses)
+        what = (f"prompt ({given} tokens) + --gen-len {c.n_gen}" if c.is_continuation and not cfg.infill else
                 f"given text ({given} tokens) + blanks ({c.n_gen} tokens)")
         # each way out one the same command then takes (--infill sets its own length)
         fixes = ["shorten the text or the blanks" if cfg.infill else "shorten the given text"]

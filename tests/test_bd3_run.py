@@ -66,6 +66,7 @@ def test_eval_counts_the_passes_bd3_samples_run(bd3_ckpt, tmp_path_factory, caps
     many steps each block takes, and the progress bar counts the passes the block sampler really runs."""
     from helpers import run_cli_here, script
     judge = train_tiny(tmp_path_factory, "bd3_judge", "--objective=ar", "--max_iters=20", "--eval_interval=20")
+    monkeypatch.chdir(tmp_path_factory.mktemp("bd3_eval"))  # eval.py encodes its data into artifacts/data/ here
     ev = script("eval")
     counted = {}
 

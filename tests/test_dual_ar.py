@@ -162,8 +162,10 @@ def test_a_presets_falling_temperature_is_not_the_ar_modes():
     assert (get_config(["baby"]).temperature, get_config(["baby"]).temperature_end_share) == (1.0, 0.1)
 
 
-def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_trace(tmp_path_factory, tmp_path, capsys):
-    """train.py --dual_ar, then inference.py --dual_sample: the prompt kept, one trace frame a token, the sampler named."""
+def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_trace(tmp_path_factory, in_tmp, capsys):
+    """train.py --dual_ar, then inference.py --dual_sample: the prompt kept, one trace frame a token, the sampler named.
+    Run in a temp folder: eval.py and order_nll.py encode the data there."""
+    tmp_path = in_tmp
     import inference
     from conftest import train_tiny
     from helpers import run_cli_here

@@ -301,9 +301,10 @@ def test_the_mc_share_is_in_the_units_of_its_error_bar():
     assert res["bpc_se"] == pytest.approx(res["se"] / 4.0 / math.log(2))
 
 
-def test_a_split_too_short_for_the_windows_asked_is_said(adaln_ckpt, tmp_path, capsys):
+def test_a_split_too_short_for_the_windows_asked_is_said(adaln_ckpt, in_tmp, capsys):
     """eval.py scored every disjoint window a short split holds where --n-windows asked for more, and
     said nothing (the start-up line names the count asked): the row's line now says how many were scored."""
+    tmp_path = in_tmp  # its encoded data goes to artifacts/data/ here
     ev = _script("eval")
     short = tmp_path / "short.txt"
     short.write_text(real_text().read_text()[:20_000])  # test half of validation: 1,000 chars, 15 windows of 65

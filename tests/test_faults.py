@@ -189,6 +189,7 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(in_tmp, mo
     fresh, resume = re.findall(r"python train\.py [^;]*", str(e.value))
     assert "--overwrite" in fresh and "--resume" not in fresh and resume.rstrip().endswith("--resume --skip_nonfinite=10")
     monkeypatch.undo()
+    monkeypatch.chdir(in_tmp)  # undo() left it: the runs' traces go to artifacts/media/ here
     for cmd in (resume, fresh):
         train.main(shlex.split(cmd)[2:])
         assert load_checkpoint(out / "model.pt")["iter"] == 40

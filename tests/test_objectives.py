@@ -146,6 +146,7 @@ def test_a_fifth_objective_is_one_class_and_one_table_line(tmp_path, monkeypatch
     import train
     from diffusion import MaskedDiffusion
     calls = {"draws": 0, "loss": 0, "bound": 0, "sample": 0}
+    monkeypatch.chdir(tmp_path)  # the end-of-run sample's trace and inference's go to artifacts/media/ here
 
     def counted(name):
         def call(self, *args, **kwargs):
@@ -204,8 +205,10 @@ def test_mdlm_and_ar_refuse_block_diffusion_keys_on_the_command_line(capsys):
         assert_one_line_error(code, err, f"objective={name}", "--bd3_block")
 
 
-def test_sampling_an_ar_checkpoint_refuses_diffusion_flags(tmp_path, capsys):
-    """inference.py reads the checkpoint's objective: --steps means nothing to an AR model."""
+def test_sampling_an_ar_checkpoint_refuses_diffusion_flags(in_tmp, capsys):
+    """inference.py reads the checkpoint's objective: --steps means nothing to an AR model. (In a temp folder: the
+    traces go to its artifacts/media/.)"""
+    tmp_path = in_tmp
     import inference
     import train
     from helpers import assert_one_line_error

@@ -1093,7 +1093,8 @@ EDITS = [  # (part, key, value or an edit of (meta, folder), words): model_args 
 def test_an_edited_export_is_refused_in_one_line_as_a_command_line_would_be(part, key, value, words, files, tmp_path,
                                                                             monkeypatch, capsys):
     """An exported folder's config.json goes through the command line's checks: a type, an unknown key, a size past
-    utils.cli.LIMITS, a vocabulary that is not the network's; a model_args problem before any layer is built."""
+    utils.cli.LIMITS, a vocabulary that is not the network's; a model_args problem before any layer is built. (Its
+    checksum recomputed, as a forger would: an edit that keeps it is refused by it first, tests/test_shipped.py.)"""
     import checkpoint_manager
     d = tmp_path / "e"
     shutil.copytree(files / "exp", d)
@@ -1104,6 +1105,7 @@ def test_an_edited_export_is_refused_in_one_line_as_a_command_line_would_be(part
         meta[key] = value
     else:
         meta[part][key] = value
+    meta["config_checksum"] = checkpoint_manager.config_checksum(meta)
     (d / "config.json").write_text(json.dumps(meta))
     if part == ARGS:
         monkeypatch.setattr(checkpoint_manager, "Transformer", lambda *a: pytest.fail("a layer was built"))
@@ -1154,7 +1156,13 @@ def test_an_export_whose_config_json_holds_what_no_value_can_be_is_one_line(raw,
     shutil.copytree(files / "exp", d)
     meta = json.loads((d / "config.json").read_text())
     meta["config"]["n_layer"] = "@@"
-    (d / "config.json").write_text(json.dumps(meta).replace('"@@"', raw))
+    text = json.dumps(meta).replace('"@@"', raw)
+    from checkpoint_manager import config_checksum
+    try:  # its checksum recomputed where the text reads, as a forger would (test_shipped.py: the checksum's own test)
+        text = text.replace(meta["config_checksum"], config_checksum(json.loads(text)))
+    except (ValueError, RecursionError):
+        pass
+    (d / "config.json").write_text(text)
     code, _, err = run_cli_here(inference.main, ["--checkpoint", d], capsys)
     assert code == 2 and words in err and err.count("\n") == 1 and len(err) < 400, err[:500]
 
@@ -1224,9 +1232,11 @@ def test_a_run_past_the_machines_memory_is_refused_before_its_model_is_built(arg
 
 
 def test_a_checkpoints_own_compile_true_samples_and_the_start_up_line_names_no_step_it_did_not_compile(files, tmp_path,
-                                                                                                      capsys):
+                                                                                                      capsys,
+                                                                                                      monkeypatch):
     """--compile=true saved by a run (gpt200m's) is no flag typed here: a masked-diffusion sampler runs no decode
     step, so nothing is compiled and the line says none (it said 'the decode step compiled')."""
+    monkeypatch.chdir(tmp_path)  # its trace goes to artifacts/media/ here
     raw = torch.load(files / DM, weights_only=True)
     save_checkpoint(tmp_path / "c.pt", {**{k: v for k, v in raw.items() if k != "checksum"},
                                         "config": {**raw["config"], "compile": "true"}})

@@ -7,6 +7,8 @@ reads it (a fresh first pass a canvas), which no sampler draws from, fails the s
     python -m pytest -q tests/test_sampler_law.py
 """
 import itertools
+import re
+import shlex
 from dataclasses import replace
 
 import pytest
@@ -15,7 +17,7 @@ import torch
 from sampling.canvas import build_canvas, fill
 from diffusion import SamplerOptions
 from configurator import get_config
-from helpers import model_args, pooled_chi2, script
+from helpers import ROOT, model_args, pooled_chi2, script
 from model import Transformer
 from utils.tokenizer import CharTokenizer
 
@@ -154,3 +156,23 @@ def test_the_ar_mode_scored_is_the_law_bd3_speculate_draws(whole):
     assert chi2 < limit, (chi2, limit)
     flat = {y: 1 / 81 for y in law}  # the control: a law it does not draw
     assert pooled_chi2(draws, flat)[0] > pooled_chi2(draws, flat)[1]
+
+
+def test_readmes_semi_ar_row_names_the_sampler_whose_law_its_figure_is():
+    """README's table gives `baby`'s semi-AR law (RESULTS: order_nll's mixture, blocks of 4), which is not the law its
+    preset samples (random order at a falling temperature). The row names flags; read over the preset, they are the
+    sampler whose law the test above ties to that mixture: blocks of 4, one random position a pass, temperature 1, no
+    remasking. And the row says "not its preset's" exactly when the preset alone samples another law."""
+    from configurator import parse
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines()
+               if line.startswith("| `baby` |") and "semi-AR" in line)
+    flags = shlex.split(re.search(r"`(--[^`]+)`", row.split("|")[2])[1])
+    tied = dict(semi_ar_length=4, order="random", remask="none", tokens_per_step="linear", temperature=1.0,
+                temperature_end_share=1.0, top_k=0, top_p=1.0)
+    assert {k: getattr(get_config(_flags("mdlm")), k) for k in tied} == tied  # what the test above draws
+
+    def draws_the_tied_law(cfg):
+        return all(getattr(cfg, k) == v for k, v in tied.items()) and cfg.steps == cfg.gen_len  # a token a pass
+
+    assert draws_the_tied_law(parse(["baby", *flags])[0])
+    assert ("not its preset's" in row) == (not draws_the_tied_law(parse(["baby"])[0]))

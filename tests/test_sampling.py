@@ -360,6 +360,24 @@ def test_infill_output_keeps_every_given_character(tok_kind):
         assert text == given[0] + fills[0] + given[1] + fills[1] + given[2]
 
 
+@pytest.mark.parametrize("keys", [
+    dict(infill="ab [___:20]"),  # given text, then a blank: a continuation, which --gen-len was named for
+    dict(infill="ab [___:20] c"),
+    dict(infill="ab [___:40]", steps=4, semi_ar_length=8),
+    dict(infill="a [___:99999999999] b"),
+])
+def test_an_infill_refusal_speaks_of_its_text_and_blanks_and_each_fix_it_advises_is_taken(keys):
+    """--infill sets its length by its blanks and refuses --gen-len (and a prompt or files beside it): its refusals
+    say text and blanks, and each flag they advise, given, makes the canvas (issue 105: "--gen-len 20")."""
+    from config import Config
+    with pytest.raises(UserError) as refused:
+        build_canvas(Config(**keys), TOK, 16)
+    said = str(refused.value)
+    assert not re.search(r"gen[-_]len|--prompt|prefix|suffix", said), said
+    for flag, value in re.findall(r"(?:use|with) (--[a-z-]+) (\d+)", said):  # the fixes advised
+        build_canvas(Config(**{**keys, flag[2:].replace("-", "_"): int(value)}), TOK, 16)
+
+
 def test_build_canvas_checks_sizes():
     def build(cfg, block_size):
         return build_canvas(cfg, SamplerOptions.from_config(cfg), TOK, block_size)
@@ -378,8 +396,9 @@ def test_build_canvas_checks_sizes():
 # ----------------------------------------------------------------------------- the CLI (tiny trained model)
 
 def _inference(argv, capsys):
-    """inference.py in-process: (exit code, stdout, stderr)."""
-    return run_cli_here(inference.main, argv, capsys)
+    """inference.py in-process, no trace (these tests read the text: a trace would go to the repo's artifacts/media/):
+    (exit code, stdout, stderr)."""
+    return run_cli_here(inference.main, [*argv, "--viz-video=off"], capsys)
 
 
 def _sample_text(stdout):

@@ -133,7 +133,8 @@ def test_inference_cli_writes_text_mp4_and_gif(tiny_ckpt, tmp_path):
     hold = math.ceil(1500 / 100)  # the last frame is held 1.5 s: 14 extra frames in the MP4
     assert imageio_ffmpeg.count_frames_and_secs(str(video))[0] == n_frames + hold - 1
     # the same seed gives the same text
-    r2 = run_script("inference.py", "--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20, "--seed", 0)
+    r2 = run_script("inference.py", "--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20, "--seed", 0,
+                    "--viz-video", "off")  # no trace: it would go to the repo's artifacts/media/
     assert r2.stdout.splitlines()[1] == text
 
 
