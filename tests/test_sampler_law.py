@@ -174,5 +174,5 @@ def test_readmes_semi_ar_row_names_the_sampler_whose_law_its_figure_is():
     def draws_the_tied_law(cfg):
         return all(getattr(cfg, k) == v for k, v in tied.items()) and cfg.steps == cfg.gen_len  # a token a pass
 
-    assert draws_the_tied_law(parse(["baby", *flags])[0])
-    assert ("not its preset's" in row) == (not draws_the_tied_law(parse(["baby"])[0]))
+    assert draws_the_tied_law(parse(["baby", *flags]).over()[0])
+    assert ("not its preset's" in row) == (not draws_the_tied_law(parse(["baby"]).over()[0]))

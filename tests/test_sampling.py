@@ -370,12 +370,15 @@ def test_an_infill_refusal_speaks_of_its_text_and_blanks_and_each_fix_it_advises
     """--infill sets its length by its blanks and refuses --gen-len (and a prompt or files beside it): its refusals
     say text and blanks, and each flag they advise, given, makes the canvas (issue 105: "--gen-len 20")."""
     from config import Config
+
+    def build(cfg):
+        return build_canvas(cfg, SamplerOptions.from_config(cfg), TOK, 16)
     with pytest.raises(UserError) as refused:
-        build_canvas(Config(**keys), TOK, 16)
+        build(Config(**keys))
     said = str(refused.value)
     assert not re.search(r"gen[-_]len|--prompt|prefix|suffix", said), said
     for flag, value in re.findall(r"(?:use|with) (--[a-z-]+) (\d+)", said):  # the fixes advised
-        build_canvas(Config(**{**keys, flag[2:].replace("-", "_"): int(value)}), TOK, 16)
+        build(Config(**{**keys, flag[2:].replace("-", "_"): int(value)}))
 
 
 def test_build_canvas_checks_sizes():
