@@ -206,7 +206,7 @@ def revealed_sets(mu, cand, rule, keep):
     reveals, and that set's chance when it is drawn apart from the tuple (random order, ancestral
     coins). rule: dict(kind=order|threshold|entropy_bound|ancestral, ...); keep: [MASK]s left."""
     N, m = cand.shape
-    kind = rule["kind"]
+    kind = "random" if rule.get("order") == "random" else rule["kind"]
     if kind in ("random", "ancestral"):
         out = []
         for bits in itertools.product((False, True), repeat=m):
@@ -236,18 +236,25 @@ def reveal_law(chain, last, n, rule, plan=None, after=()):
     posterior given the visible symbols, reveals the rule's positions with their candidates, and the
     next pass reads them. plan: [MASK]s left after each pass (a fixed count, as denoise's plan);
     None: adaptive (threshold, entropy_bound) or ancestral (rule['p'] per pass, a list). Enumerated
-    pass by pass over the V ** m candidate tuples of the m [MASK]s."""
+    pass by pass over the V ** m candidate tuples of the m [MASK]s. Returns (the law, the expected
+    passes: the chance each pass runs, summed)."""
     V, mask = chain.V, chain.V
     level = {(mask,) * n: 1.0}
     law = torch.zeros(V ** n, dtype=torch.float64)
-    step = 0
+    digit = V ** torch.arange(n - 1, -1, -1)  # a sequence's index in the law: its symbols as base-V digits
+    step, passes = 0, 0.0
     while level:
         nodes = list(level)
+        passes += sum(level.values())  # the chance this pass runs
         post = chain.posterior(torch.tensor([[last, *v, *after] for v in nodes]), mask)[:, 1:n + 1]  # (nodes, n, V)
         nxt = {}
         for node, mu_all in zip(nodes, post):
             masked = [i for i in range(n) if node[i] == mask]
             mu = mu_all[masked]  # (m, V)
+            if len(masked) == 1 and rule["kind"] != "ancestral":  # every rule reveals the last one: its marginal
+                base = sum(s * int(digit[i]) for i, s in enumerate(node) if s != mask)
+                law[base + torch.arange(V) * digit[masked[0]]] += mu[0] * level[node]
+                continue
             cand = torch.tensor(list(itertools.product(range(V), repeat=len(masked))))  # (N, m)
             w = mu[torch.arange(len(masked)), cand].prod(1) * level[node]  # (N,) each tuple's chance
             one = dict(rule, p=rule["p"][step]) if rule["kind"] == "ancestral" else rule
@@ -259,9 +266,9 @@ def reveal_law(chain, last, n, rule, plan=None, after=()):
             if mask in node:
                 level[node] = weight
             else:
-                law[sum(s * V ** (n - 1 - i) for i, s in enumerate(node))] += weight
+                law[int((torch.tensor(node) * digit).sum())] += weight
         step += 1
-    return law
+    return law, passes
 
 
 def _move(nxt, node, masked, cand, shown, w):
@@ -283,13 +290,13 @@ def _move(nxt, node, masked, cand, shown, w):
 
 
 def distances(law, joint, n):
-    """Per symbol: TV(q, p), KL(q || p), H(p) - H(q) (the entropy deficit), and the excess NLL
-    E_q[-log p] - H(p) = KL - deficit, of a sampler's law q against the chain's p (V ** n,)."""
+    """TV(q, p) of the n symbols, and per symbol KL(q || p), H(p) - H(q) (the entropy deficit) and
+    the excess NLL E_q[-log p] - H(p) = KL - deficit, of a sampler's law q against the chain's p."""
     q, p = law, joint
     h_p = float(-(p * p.log()).sum())
     h_q = float(-(q[q > 0] * q[q > 0].log()).sum())
     kl = float((q[q > 0] * (q[q > 0].log() - p[q > 0].log())).sum())
-    return dict(tv=float((q - p).abs().sum()) / 2 / n, kl=kl / n, deficit=(h_p - h_q) / n,
+    return dict(tv=float((q - p).abs().sum()) / 2, kl=kl / n, deficit=(h_p - h_q) / n,
                 excess=float(-(q * p.log()).sum() - h_p) / n)
 
 
