@@ -72,6 +72,15 @@ def _drafted(g):
                                           draft=True)[0][:, 1:] for _ in range(N // 2000)])
 
 
+def _whole_rounds(g):
+    """The drafting rounds at fixed shapes (--compile's _whole_round, here eager), 2 rounds a call."""
+    net = oracle.Oracle(CHAIN, block_size=8, clean_causal=True)
+    net.compiler = lambda fn: fn  # the Transformer's switch to the whole rounds; identity: no compilation
+    prompt, opts = torch.full((2000, 1), PROMPT), SamplerOptions(steps=1, replay_steps=2)
+    return torch.cat([bd3.sample_clean_ar(net, prompt, 4, bd3.Blocks(4, MASK), opts, g, draft=True)[0][:, 1:]
+                      for _ in range(N // 2000)])
+
+
 def _ancestral(steps):
     def run(g):
         x, gen = _canvas()
@@ -87,17 +96,21 @@ EXACT = {"random": _denoise(order="random"), "l2r": _denoise(order="l2r"), "marg
          "semi-AR blocks of 2, random": _denoise(order="random", semi_ar_length=2),
          "semi-AR blocks of 2, entropy": _denoise(order="entropy", semi_ar_length=2),
          "bd3 blocks, random": _bd3(order="random"), "bd3 blocks, margin": _bd3(order="margin"),
-         "AR generate": _ar, "AR sample_causal": _causal, "bd3 drafting rounds": _drafted}
-CONTINUES = ("bd3 blocks, random", "bd3 blocks, margin", "AR generate", "AR sample_causal", "bd3 drafting rounds")
+         "AR generate": _ar, "AR sample_causal": _causal, "bd3 drafting rounds": _drafted,
+         "bd3 whole rounds": _whole_rounds}
+CONTINUES = ("bd3 blocks, random", "bd3 blocks, margin", "AR generate", "AR sample_causal", "bd3 drafting rounds",
+             "bd3 whole rounds")
 INFILL = CHAIN.joint(PROMPT, 4, END)
 
 
 CORE = ("random", "margin", "bd3 blocks, margin", "AR generate", "bd3 drafting rounds", "confidence",
         "ancestral, 4 steps", "2 a pass, confidence")  # the core tier's cases (pytest.ini); the rest in README's
+SLOWER = ("bd3 whole rounds",)  # ~20 s on a busy core: CI's second line
 
 
 def _tiers(names):
-    return [pytest.param(n, marks=pytest.mark.core) if n in CORE else n for n in names]
+    tier = {**dict.fromkeys(CORE, pytest.mark.core), **dict.fromkeys(SLOWER, pytest.mark.slower)}
+    return [pytest.param(n, marks=tier[n]) if n in tier else n for n in names]
 
 
 @pytest.mark.parametrize("name", _tiers(EXACT))
@@ -162,6 +175,19 @@ def test_schedule_counts_and_remdm_are_not_exact_even_one_token_a_pass(name):
     draws = _denoise(order="random", **kw)(torch.Generator().manual_seed(3)).tolist()
     chi2, limit = pooled_chi2(draws, _law(INFILL))
     assert chi2 > limit, (chi2, limit)
+
+
+@pytest.mark.slower
+def test_the_drafting_rounds_at_batch_1_draw_the_chains_joint():
+    """inference.py's case: one sample, so every round drafts and checks its own block (2,000 draws, a generator
+    each; the batched cases above advance all rows by the slowest)."""
+    net, draws = oracle.Oracle(CHAIN, block_size=8, clean_causal=True), []
+    for s in range(2000):
+        g = torch.Generator().manual_seed(s)
+        draws.append(bd3.sample_clean_ar(net, torch.full((1, 1), PROMPT), 4, bd3.Blocks(4, MASK),
+                                         SamplerOptions(steps=1), g)[0][0, 1:].tolist())
+    chi2, limit = pooled_chi2(draws, _law(CHAIN.joint(PROMPT, 4)))
+    assert chi2 < limit, (chi2, limit)
 
 
 @pytest.mark.core
