@@ -145,6 +145,8 @@ def run_model(name, nets, objective, args, start, chain):
     for sampler, spec in SAMPLERS:
         if spec["kind"] not in kinds or (spec["kind"] == "drafted" and "drafted" not in nets):
             continue
+        if args.samplers and sampler not in args.samplers:
+            continue
         net = nets.get(spec["kind"], nets["plain"])
         n = min(args.n_samples, args.drafted_samples) if spec["kind"] == "drafted" else args.n_samples
         for k in tokens_a_pass(spec, args.tokens_a_pass, args.gen_len):
@@ -257,6 +259,8 @@ def main(argv):
     ap.add_argument("--checkpoints", nargs="*", default=[], help="networks scored beside the oracle (their own "
                     "objective's samplers): shipped exports or model.pt files of Tiny Shakespeare's characters")
     ap.add_argument("--no-oracle", action="store_true", help="the networks alone")
+    ap.add_argument("--samplers", default="", help="';'-separated names of the samplers to run (their names hold "
+                    "commas; default: all; a network runs those of its objective)")
     ap.add_argument("--tokens-a-pass", type=list_of(at_least(1)), default="1,2,4,8,16,48", help="k, comma-"
                     "separated: gen_len / k passes (bd3: a block's 4 / k; semi-AR: k <= its block); each must divide "
                     "--gen-len")
@@ -271,6 +275,11 @@ def main(argv):
     ap.add_argument("--short-prompt", default="ROMEO: ", help="the exact laws' text before (its last character)")
     ap.add_argument("--seed", type=seed, default=0, help="seeds each point's samples")
     args = ap.parse_args(argv)
+    args.samplers = [name.strip() for name in args.samplers.split(";") if name.strip()]
+    unknown = [name for name in args.samplers if name not in dict(SAMPLERS)]
+    if unknown:
+        raise UserError(f"--samplers {unknown[0]!r} is not a sampler here: give names from "
+                        f"{'; '.join(name for name, _ in SAMPLERS)}")
     if args.tables:
         return print(tables(read_json(args.tables, "a dev/limit.py --json file", ("rows", "short"),
                                       "run python dev/limit.py --json FILE")))
