@@ -274,6 +274,8 @@ def main(argv):
                     "n outcomes); 0: none")
     ap.add_argument("--short-prompt", default="ROMEO: ", help="the exact laws' text before (its last character)")
     ap.add_argument("--seed", type=seed, default=0, help="seeds each point's samples")
+    ap.add_argument("--alphas", type=list_of(float), default=None, help="print the held-out NLL of the chain smoothed "
+                    "by each alpha (dev/oracle.py's ALPHA is the best of 3,1,0.3,0.1,0.03), and stop")
     args = ap.parse_args(argv)
     args.samplers = [name.strip() for name in args.samplers.split(";") if name.strip()]
     unknown = [name for name in args.samplers if name not in dict(SAMPLERS)]
@@ -283,8 +285,14 @@ def main(argv):
     if args.tables:
         return print(tables(read_json(args.tables, "a dev/limit.py --json file", ("rows", "short"),
                                       "run python dev/limit.py --json FILE")))
+    if args.alphas:
+        for alpha in args.alphas:
+            chain, _, held = oracle.shakespeare(alpha)
+            print(f"alpha {alpha:g}: held-out NLL {float(chain.nll(held[None], 1)) / (len(held) - 1):.4f} nats/char, "
+                  f"entropy rate {chain.entropy_rate():.4f}")
+        return
     if not args.json:
-        raise UserError("give --json FILE (where the rows go), or --tables FILE (an earlier run's)")
+        raise UserError("give --json FILE (where the rows go), --tables FILE (an earlier run's) or --alphas")
     chain, tok, _ = oracle.shakespeare()
     bad = [k for k in args.tokens_a_pass if args.gen_len % k]
     if bad:

@@ -4,7 +4,7 @@ behind the interface the samplers call on a network. Every sampler of the repo r
 so what its samples get wrong is the sampler's alone (Tang et al. 2026, arXiv 2602.19619, "Is your
 diffusion sampler actually correct?": an exact HMM posterior in place of the network).
 
-    python dev/oracle.py                      # the chain's entropy rate, and a sample of each sampler
+    python dev/limit.py --help                # the limit it measures
     python -m pytest -q tests/test_oracle.py  # every sampler against the chain's joint
 
 Three parts. MarkovChain: the chain, its exact joint, NLL, entropies and posteriors. Oracle: the
@@ -18,12 +18,20 @@ samplers to at k tokens a pass, and dev/limit.py's exact distances.
 Placement: an instrument of the laboratory, as dev/order_nll.py is (issue 104 asks to keep it out of
 the product's path); tests/test_oracle.py imports it, no user command needs it.
 """
-import itertools
-import math
-import os
 import sys
 
-import torch
+if __name__ == "__main__":  # a module: run as a file, it names its command
+    said = ("dev/oracle.py is the perfect denoiser dev/limit.py and tests/test_oracle.py load, not a command: run "
+            "python dev/limit.py --help")
+    asked = bool({"-h", "--help"} & set(sys.argv))
+    print(said if asked else f"error: {said}", file=sys.stdout if asked else sys.stderr)
+    sys.exit(0 if asked else 2)
+
+import itertools  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -33,7 +41,7 @@ from utils.tokenizer import CharTokenizer  # noqa: E402
 SHAKESPEARE = "data/tinyshakespeare.txt"
 # add-alpha smoothing of the bigram counts: every transition possible (a network's sample is scored
 # finitely), alpha chosen as the one of 3, 1, 0.3, 0.1, 0.03 that gives held-out text the lowest
-# NLL (python dev/oracle.py prints it)
+# NLL (python dev/limit.py --alphas 3,1,0.3,0.1,0.03 prints each)
 ALPHA = 1.0  # add-one (Laplace): held-out NLL 2.4819 nats/char, 0.6 the same, 0.1 2.4838, 3 2.4843
 
 
@@ -298,22 +306,3 @@ def distances(law, joint, n):
     kl = float((q[q > 0] * (q[q > 0].log() - p[q > 0].log())).sum())
     return dict(tv=float((q - p).abs().sum()) / 2, kl=kl / n, deficit=(h_p - h_q) / n,
                 excess=float(-(q * p.log()).sum() - h_p) / n)
-
-
-def main():
-    chain, tok, held = shakespeare()
-    print(f"Tiny Shakespeare's training split as a bigram chain over {chain.V} characters (+ [MASK] = "
-          f"{tok.mask_id}): entropy rate {chain.entropy_rate():.4f} nats/char")
-    for alpha in (3.0, 1.0, 0.3, 0.1, 0.03):
-        c = shakespeare(alpha)[0]
-        print(f"  alpha {alpha:g}: held-out NLL {float(c.nll(held[None], 1).mean()) / (len(held) - 1):.4f} nats/char")
-    import diffusion
-    oracle = Oracle(chain)
-    x = torch.tensor([tok.encode("ROMEO:") + [tok.mask_id] * 48])
-    g = torch.Generator().manual_seed(0)
-    y = diffusion.sample_ancestral(oracle, x, x == tok.mask_id, diffusion.Schedule(1000), tok.mask_id, 48, g)
-    print("sample_ancestral, 48 steps:", repr(tok.decode(y[0].tolist())))
-
-
-if __name__ == "__main__":
-    main()
