@@ -204,6 +204,7 @@ def test_the_posterior_is_the_joint_conditioned_on_what_is_visible():
         want = torch.stack([torch.bincount(seqs[fits, i], p[fits], 3) / p[fits].sum() for i in range(6)])
         assert torch.allclose(CHAIN.posterior(x, MASK)[0], want, atol=1e-12)
     net, x = oracle.Oracle(CHAIN), torch.tensor([[0, 2, 1, 1, MASK, 2, MASK, MASK]])
+    assert net(x).dtype == torch.float32 and net(x)[..., MASK].eq(float("-inf")).all()  # [MASK] is never drawn
     cached = bd3.CachedBlockModel(net, bd3.CleanCache(1), 4)
     assert torch.equal(cached(x)[:, 4:], net(x)[:, 4:])  # the context enters the cache on the first pass
     assert torch.equal(cached(x)[:, 4:], net(x)[:, 4:])  # and is read from it after
