@@ -41,10 +41,11 @@ import oracle  # noqa: E402
 from diffusion import SamplerOptions, Schedule  # noqa: E402
 from evals.metrics import sample_entropy  # noqa: E402
 from evals.samples import write_json  # noqa: E402
-from readers import read_json  # noqa: E402
-from utils.cli import ArgParser, at_least, list_of, output, seed  # noqa: E402
+from utils.cli import ArgParser, at_least, list_of, output, seed, typed  # noqa: E402
 from utils.dist import hold_threads  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.fileio import require_checkpoints  # noqa: E402
+from utils.tokenizer import fingerprint  # noqa: E402
 
 # (name, how it samples): the repo's samplers at temperature 1, linear counts (k tokens every pass;
 # the default schedule counts end in an argmax), committed tokens final unless the name says
@@ -232,31 +233,29 @@ def tables(doc):
     return "\n\n".join(out)
 
 
-def networks(paths, tok):
-    """[(name, {kind: the network}, objective)] of each checkpoint, checked to read the chain's
-    characters (the same ids and [MASK])."""
+def networks(paths):
+    """[(name, {kind: the network}, objective, its tokenizer)] of each checkpoint (one-line refusals
+    of a path missing, damaged or unsafe, before any text is read)."""
     from checkpoint_manager import load_model
-    from utils.tokenizer import fingerprint, tokenizer_from_state
+    from utils.tokenizer import tokenizer_from_state
     out = []
-    for path in paths:
+    for path in require_checkpoints(paths, "give the shipped exports (artifacts/weights/baby, ...)"):
         model, ck = load_model(path, "cpu")
-        if fingerprint(tokenizer_from_state(ck["tokenizer"])) != fingerprint(tok):
-            raise UserError(f"{path} reads another vocabulary than Tiny Shakespeare's characters: give a char model "
-                            f"trained on data/tinyshakespeare.txt (the shipped baby, cpu, baby_bd3 or baby_ar)")
         model.eval()
         model.schedule = Schedule(ck["diffusion_steps"], ck["schedule"])  # the grid it was trained on
         nets = dict(plain=model)
         if ck["config"].get("bd3_ar"):
             nets["drafted"] = model
-        out.append((os.path.basename(os.path.normpath(path)), nets, ck["objective"]))
+        out.append((os.path.basename(os.path.normpath(path)), nets, ck["objective"],
+                    tokenizer_from_state(ck["tokenizer"])))
     return out
 
 
-def main(argv):
+def parse_args(argv):
     ap = ArgParser(prog="dev/limit.py", description=__doc__.splitlines()[0])
-    ap.add_argument("--json", type=output, default="", help="write every row here (dev/plot_limit.py reads it)")
-    ap.add_argument("--tables", default="", help="print the markdown tables of an earlier run's JSON, and stop")
-    ap.add_argument("--checkpoints", nargs="*", default=[], help="networks scored beside the oracle (their own "
+    ap.add_argument("--json", type=output, required=True, help="write every row here (dev/plot_limit.py reads it; "
+                    "the tables are printed at the end)")
+    ap.add_argument("--checkpoints", nargs="+", default=[], help="networks scored beside the oracle (their own "
                     "objective's samplers): shipped exports or model.pt files of Tiny Shakespeare's characters")
     ap.add_argument("--no-oracle", action="store_true", help="the networks alone")
     ap.add_argument("--samplers", default="", help="';'-separated names of the samplers to run (their names hold "
@@ -270,39 +269,49 @@ def main(argv):
     ap.add_argument("--drafted-samples", type=at_least(2), default=256, help="samples of the drafted rounds, drawn "
                     "one at a time (batch 1, where each round drafts)")
     ap.add_argument("--batch-size", type=at_least(1), default=256, help="samples a sampler call")
-    ap.add_argument("--short-len", type=at_least(0, most=3), default=3, help="characters of the exact laws (65 ** "
-                    "n outcomes); 0: none")
+    ap.add_argument("--short-len", type=at_least(0, most=3), default=3, help="characters of the oracle's exact laws "
+                    "(65 ** n outcomes); 0: none")
     ap.add_argument("--short-prompt", default="ROMEO: ", help="the exact laws' text before (its last character)")
     ap.add_argument("--seed", type=seed, default=0, help="seeds each point's samples")
-    ap.add_argument("--alphas", type=list_of(float), default=None, help="print the held-out NLL of the chain smoothed "
-                    "by each alpha (dev/oracle.py's ALPHA is the best of 3,1,0.3,0.1,0.03), and stop")
     args = ap.parse_args(argv)
-    args.samplers = [name.strip() for name in args.samplers.split(";") if name.strip()]
-    unknown = [name for name in args.samplers if name not in dict(SAMPLERS)]
-    if unknown:
-        raise UserError(f"--samplers {unknown[0]!r} is not a sampler here: give names from "
-                        f"{'; '.join(name for name, _ in SAMPLERS)}")
-    if args.tables:
-        return print(tables(read_json(args.tables, "a dev/limit.py --json file", ("rows", "short"),
-                                      "run python dev/limit.py --json FILE")))
-    if args.alphas:
-        for alpha in args.alphas:
-            chain, _, held = oracle.shakespeare(alpha)
-            print(f"alpha {alpha:g}: held-out NLL {float(chain.nll(held[None], 1)) / (len(held) - 1):.4f} nats/char, "
-                  f"entropy rate {chain.entropy_rate():.4f}")
-        return
-    if not args.json:
-        raise UserError("give --json FILE (where the rows go), --tables FILE (an earlier run's) or --alphas")
-    chain, tok, _ = oracle.shakespeare()
+    check(args, typed(argv))
+    return args
+
+
+def check(args, given):
+    """Refuse, before any work, what would run nothing or be ignored where it is given."""
+    raw, names = args.samplers, dict(SAMPLERS)
+    args.samplers = [name.strip() for name in raw.split(";") if name.strip()]
+    unknown = [name for name in args.samplers if name not in names]
+    if unknown or ("--samplers" in given and not args.samplers):
+        raise UserError(f"--samplers {(unknown or [raw])[0]!r} names no sampler here: give names from "
+                        f"{'; '.join(names)}")
+    if args.no_oracle and not args.checkpoints:
+        raise UserError("--no-oracle with no --checkpoints runs nothing: drop --no-oracle, or give --checkpoints")
     bad = [k for k in args.tokens_a_pass if args.gen_len % k]
     if bad:
-        raise UserError(f"--tokens-a-pass {bad[0]} does not divide --gen-len {args.gen_len}: give divisors (e.g. "
-                        f"1,2,4,8,16 of 48)")
+        raise UserError(f"--tokens-a-pass {bad[0]} does not divide --gen-len {args.gen_len}: give divisors of it")
+    if not args.prompt:
+        raise UserError("--prompt is empty: give text to continue (the AR and bd3 continue a prompt), e.g. ROMEO:")
+    if args.no_oracle and "--short-len" in given:
+        raise UserError("--short-len sets the oracle's exact laws, and --no-oracle draws none: drop one of them")
+    if "--short-prompt" in given and (args.no_oracle or not args.short_len):
+        raise UserError("--short-prompt acts only with the oracle's exact laws (--short-len 1 to 3): drop it")
+    drafted = [name for name, spec in SAMPLERS if spec["kind"] == "drafted"]
+    if "--drafted-samples" in given and args.samplers and not set(drafted) & set(args.samplers):
+        raise UserError("--drafted-samples acts only when --samplers runs the bd3 drafting rounds: drop it")
+
+
+def main(argv):
+    args = parse_args(argv)
+    nets = networks(args.checkpoints)  # a bad checkpoint refused before the text is read
+    chain, tok, _ = oracle.shakespeare()
+    for name, _, _, net_tok in nets:
+        if fingerprint(net_tok) != fingerprint(tok):
+            raise UserError(f"{name} reads another vocabulary than Tiny Shakespeare's characters: give a char model "
+                            f"trained on data/tinyshakespeare.txt (the shipped baby, cpu, baby_bd3 or baby_ar)")
     start = tok.encode(args.prompt)  # refuses a character not in the text
     tok.encode(args.short_prompt)
-    if not start:
-        raise UserError("--prompt is empty: give text to continue (the AR and bd3 continue a prompt), e.g. ROMEO:")
-    nets = networks(args.checkpoints, tok)  # every refusal before the work
     hold_threads()  # OMP_NUM_THREADS (or another thread variable), else 1
     entropy = chain.entropy(start[-1], args.gen_len) / args.gen_len
     print(f"chain: Tiny Shakespeare's training split, bigram, add-one; entropy rate {chain.entropy_rate():.4f} "
@@ -315,7 +324,7 @@ def main(argv):
             net.schedule = Schedule(1000)  # the oracle reads no time: the shipped models' grid
         rows += run_model("oracle", full, "oracle", args, start, chain)
         short = short_rows(chain, tok, args) if args.short_len else []
-    for name, nets_of, objective in nets:
+    for name, nets_of, objective, _ in nets:
         rows += run_model(name, nets_of, objective, args, start, chain)
     doc = dict(settings=vars(args), entropy_rate=chain.entropy_rate(), alpha=oracle.ALPHA, entropy=entropy,
                rows=rows, short=short, threads=torch.get_num_threads(), torch=torch.__version__)

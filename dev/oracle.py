@@ -36,12 +36,13 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from model import ModelArgs, Transformer  # noqa: E402
+from utils.fileio import read_text  # noqa: E402
 from utils.tokenizer import CharTokenizer  # noqa: E402
 
 SHAKESPEARE = "data/tinyshakespeare.txt"
 # add-alpha smoothing of the bigram counts: every transition possible (a network's sample is scored
 # finitely), alpha chosen as the one of 3, 1, 0.3, 0.1, 0.03 that gives held-out text the lowest
-# NLL (python dev/limit.py --alphas 3,1,0.3,0.1,0.03 prints each)
+# NLL (dev/LOG.md, "The limit", gives the command that prints each)
 ALPHA = 1.0  # add-one (Laplace): held-out NLL 2.4819 nats/char, 0.6 the same, 0.1 2.4838, 3 2.4843
 
 
@@ -129,12 +130,17 @@ def shakespeare(alpha=ALPHA, path=SHAKESPEARE, val_fraction=0.1):
     """(the chain of the training split, the char tokenizer, the held-out ids): the split and the
     vocabulary as utils/dataloader.py makes them (the last val_fraction held out; every character
     of the text), so ids and [MASK] (the last id) match the shipped models'."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = read_text(path, "the chain's text", f"give the path of {SHAKESPEARE}, or run from the repository root")
     cut = int(len(text) * (1 - val_fraction))
     tok = CharTokenizer(sorted(set(text)))
     ids = torch.tensor(tok.encode(text))
     return MarkovChain.fit(ids[:cut], len(tok.chars), alpha), tok, ids[cut:]
+
+
+def held_out_nll(alpha):
+    """The held-out text's NLL (nats/char) under the chain smoothed by alpha: how ALPHA was chosen."""
+    chain, _, held = shakespeare(alpha)
+    return float(chain.nll(held[None], 1)) / (len(held) - 1)
 
 
 # ------------------------------------------------------------------------ the chain as a network

@@ -103,6 +103,12 @@ def main(argv):
                    "for docs/assets")
     a = p.parse_args(argv)
     keep = tuple(name.strip() for name in a.samplers.split(";") if name.strip())
+    from dev.limit import SAMPLERS
+    curves_there = list(dict.fromkeys(family(name) for name, _ in SAMPLERS))
+    unknown = [name for name in keep if name not in curves_there]
+    if unknown or (a.samplers and not keep):
+        raise UserError(f"--samplers {(unknown or [a.samplers])[0]!r} names no curve: give names from "
+                        f"{'; '.join(curves_there)}")
     plot_to(a.out, "limit", lambda path: plot_limit(a.inputs, path, keep, a.dpi))
 
 

@@ -1006,6 +1006,36 @@ CLASS_ROWS["dev/mutants.py"] = dict(
     damaged=NO_CKPT, pickle="unpickles nothing: its results are JSON",
     depends=[(["--check", "--keep"], "--keep acts only when mutants run, and --check runs nothing")],
     device=NO_DEVICE, unread=[(["--list", "--stages", "fast"], "--stages acts only when mutants run")])
+# issue 104: the limit (every sampler on a perfect denoiser) and its plot, two dev/ CLIs
+LM, UNDER_TXT = ["--json", "l.json"], "old.txt is a file, not a folder"
+CLASS_ROWS["dev/limit.py"] = dict(
+    missing=[([*LM, "--checkpoints", "missing.pt"], "checkpoint missing.pt not found")],
+    directory=[([*LM, "--checkpoints", "empty_dir"], "is a directory"), (["--json", "empty_dir"], "is a directory")],
+    exists=[(["--json", "old.txt"], "old.txt already exists: pass --overwrite")],
+    checkpoint=[(["--json", DM, "--overwrite"], "is a checkpoint")],
+    json=[([*LM, "--checkpoints", "exp_cutjson"], "unreadable config.json")], list=DERIVED,
+    empty=[([*LM, "--no-oracle"], "runs nothing"), ([*LM, "--samplers", ";"], ("--samplers", "names no sampler"))],
+    zero=[([*LM, "--n-samples", "1"], ("--n-samples", ">= 2")), ([*LM, "--tokens-a-pass", "5"], "does not divide")],
+    root=[(LM, "run from the repository root")],  # the chain's text, data/tinyshakespeare.txt
+    damaged=[([*LM, "--checkpoints", "damaged.pt"], DAMAGED)],
+    pickle=[([*LM, "--checkpoints", "evil.pt"], "a weights-only load refuses")],
+    depends=[([*LM, "--short-len", "0", "--short-prompt", "x"], "--short-prompt acts only with")],
+    device=NO_DEVICE,
+    unread=[([*LM, "--no-oracle", "--checkpoints", DM, "--short-len", "2"], "--short-len sets the oracle's"),
+            ([*LM, "--samplers", "AR", "--drafted-samples", "8"], "--drafted-samples acts only")],
+    output=[(["--json", "folder.mp4"], "is a directory"), (["--json", "old.txt/l.json"], UNDER_TXT)])
+CLASS_ROWS["dev/plot_limit.py"] = dict(
+    missing=[(["missing.json"], "missing.json not found")],
+    directory=[(["empty_dir"], "is a directory"), (["eval.json", "--out", "empty_dir"], ("--out", "empty_dir"))],
+    exists=[(["eval.json", "--out", "old.png"], "old.png already exists: pass --overwrite")],
+    checkpoint=[(["eval.json", "--out", DM, "--overwrite"], "is a checkpoint")],
+    json=[(["cut.json"], ("cut.json", "JSON")), (["eval.json"], "'rows'")],
+    list=[(["eval.json", "--samplers", "nope"], ("--samplers", "'nope'"))],
+    empty=[(["eval.json", "--samplers", ";"], ("--samplers", "names no curve"))], zero=DERIVED,
+    root=[(["data/prompts.txt"], "run from the repository root")],
+    damaged=NO_CKPT, pickle="unpickles nothing: its inputs are JSON", depends="no flag of it acts only with another",
+    device=NO_DEVICE, unread="--samplers, --dpi and --out act in every call",
+    output=[(["eval.json", "--out", "old.txt/p.png"], UNDER_TXT)])
 for cls, per_cli in ISSUE_71_ROWS.items():
     for cli, rows in per_cli.items():
         CLASS_ROWS[cli][cls] = rows
@@ -1151,7 +1181,8 @@ BASE = {"scripts/eval.py": [DM], "scripts/frontier.py": [AR, "--ar-checkpoint", 
         "dev/nanogpt_score.py": ["old.txt", "--against", DM], "dev/bd3_variance.py": [DM], "dev/draft_ceiling.py": [DM],
         "dev/spec_rounds.py": [DM], "dev/two_pass.py": [DM, AR], "dev/threads.py": ["cpu"], "dev/epochs.py": [],
         "dev/plot_epochs.py": ["s.json"], "dev/plot_frontier.py": ["eval.json"], "dev/gpu_sample.py": GS,
-        "scripts/race.py": RC, "dev/bench_serve.py": ["cpu"], "dev/mutants.py": []}
+        "scripts/race.py": RC, "dev/bench_serve.py": ["cpu"], "dev/mutants.py": [], "dev/limit.py": LM,
+        "dev/plot_limit.py": ["eval.json"]}
 
 
 def range_rows(flag, kind):
