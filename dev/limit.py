@@ -1,13 +1,14 @@
 """The limit: how many tokens a pass can each sampler reveal before its samples go wrong, with a
 perfect network? Every sampler of the repo runs unchanged on dev/oracle.py's perfect denoiser (Tiny
-Shakespeare's bigram chain, its exact posterior), at 1 to 16 tokens a pass (and the adaptive rules
+Shakespeare's bigram chain, its exact posterior), at 1 to 48 tokens a pass (and the adaptive rules
 at their own), and its samples are scored by the true chain (Tang et al. 2026, arXiv 2602.19619).
 
-    python dev/limit.py --json artifacts/eval/limit.json       # the oracle: ~10 min on one busy core
-    python dev/limit.py --json artifacts/eval/limit_nets.json --short-len 0 \\
-        --checkpoints artifacts/weights/baby artifacts/weights/cpu artifacts/weights/baby_bd3 \\
-        artifacts/weights/baby_ar --n-samples 256               # the networks, scored by the same chain
+    python dev/limit.py --json artifacts/eval/limit.json       # the oracle: ~1 hour on a busy core
+    python dev/limit.py --json artifacts/eval/limit_nets.json --no-oracle --n-samples 256 \\
+        --checkpoints artifacts/weights/baby artifacts/weights/baby_bd3 artifacts/weights/baby_ar
     python dev/plot_limit.py artifacts/eval/limit.json artifacts/eval/limit_nets.json
+
+RESULTS.md ("The limit") gives the runs it reports. The tables are printed at the end of a run.
 
 Three readings a sampler and tokens a pass, over --n-samples samples of --gen-len characters after
 --prompt:
