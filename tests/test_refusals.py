@@ -255,7 +255,8 @@ BASE = {"train.py": [*TRAIN, f"--init_from={DM}"], "inference.py": INFER,
         "dev/nanogpt_score.py": ["old.txt", "--against", DM], "dev/bd3_variance.py": [DM], "dev/draft_ceiling.py": [DM],
         "dev/spec_rounds.py": [DM], "dev/two_pass.py": [DM, AR], "dev/threads.py": ["cpu"], "dev/epochs.py": [],
         "dev/plot_epochs.py": ["s.json"], "dev/plot_frontier.py": ["eval.json"], "dev/gpu_sample.py": GS,
-        "scripts/race.py": RC, "dev/bench_serve.py": ["cpu"], "dev/mutants.py": []}
+        "scripts/race.py": RC, "dev/bench_serve.py": ["cpu"], "dev/mutants.py": [],
+        "dev/limit.py": ["--json", "l.json", "--checkpoints", DM], "dev/plot_limit.py": ["eval.json"]}
 
 
 # ----------------------------------------------------------------------------- rows from config.py's tables
@@ -745,6 +746,16 @@ HAND = [
     ("dev/mutants.py", ["--check", "--keep"], "--keep acts only when mutants run, and --check runs nothing"),
     ("dev/mutants.py", ["--list", "--stages", "fast"], "--stages acts only when mutants run"),
     ("dev/mutants.py", ["--stages", ","], ("--stages", "names no value")),
+    ("dev/limit.py", ["--json", "l.json", "--no-oracle"], "runs nothing"),
+    ("dev/limit.py", ["--json", "l.json", "--samplers", ";"], ("--samplers", "names no sampler")),
+    ("dev/limit.py", ["--json", "l.json", "--tokens-a-pass", "5"], "does not divide"),
+    ("dev/limit.py", ["--json", "l.json"], "run from the repository root"),  # the chain's text, data/tinyshakespeare.txt
+    ("dev/limit.py", ["--json", "l.json", "--short-len", "0", "--short-prompt", "x"], "--short-prompt acts only with"),
+    ("dev/limit.py", ["--json", "l.json", "--no-oracle", "--checkpoints", DM, "--short-len", "2"],
+     "--short-len sets the oracle's"),
+    ("dev/limit.py", ["--json", "l.json", "--samplers", "AR", "--drafted-samples", "8"], "--drafted-samples acts only"),
+    ("dev/plot_limit.py", ["eval.json"], "'rows'"),
+    ("dev/plot_limit.py", ["eval.json", "--samplers", "nope"], ("--samplers", "'nope'")),
     ("dev/bench_train.py", [*BT, "--activation_checkpointing"], "--activation_checkpointing is not read"),
     ("dev/draft_ceiling.py", [DM], "not a block-diffusion network trained with a next-token loss"),
     ("dev/spec_rounds.py", [DM], "not a block-diffusion network trained with a next-token loss"),
