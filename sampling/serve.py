@@ -37,10 +37,12 @@ from utils.dist import machine
 from utils.errors import UserError, explain, say_interrupted
 from utils.fileio import own_or_shipped, require_checkpoints, trace_asked
 from utils.tokenizer import fingerprint, normalize_prompt
-from utils.values import check_values
+from utils.cli import key_help
+from utils.values import TYPES, check_values
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page.html")
-KNOBS = ("prompt", "steps", "temperature", "order", "seed", "gen_len")  # the page's fields: what it sets, as flags
+# the page's fields, what it sets as flags: the prompt, a seed, the tokens, and every sampler key (its own row)
+KNOBS = ("prompt", "seed", "gen_len", *SamplerOptions.keys())
 MOST_PROMPT = 2_000  # characters: many times the shipped contexts (64 and 128)
 MOST_GEN_LEN = 512  # tokens: a windowed sampler could hold the server for hours
 MOST_BODY = 64 * 1024  # bytes: the longest prompt, escaped, fits
@@ -179,22 +181,26 @@ def warm_up(lanes):
 
 
 def page(lanes):
-    """serve_page.html with the lanes, the knobs' defaults, the unread ones (with the CLI's refusal)
-    and the caps."""
+    """serve_page.html with the lanes, the knobs' defaults, the caps, and a field a sampler key (its
+    kind, choices and comment; greyed out, with the CLI's refusal, where the model reads none)."""
     cfg, run = lanes[0].cfg, lanes[0].run
     capped = replace(cfg, gen_len=min(cfg.gen_len, MOST_GEN_LEN))
     knobs = {k: getattr(cfg, k) for k in KNOBS}
     # as inference.py fits it
     knobs["gen_len"] = build_canvas(capped, run["opts"], run["tok"], run["model"].args.block_size, fit=True).n_gen
+    obj = OBJECTIVES[cfg.objective]
+    never = {*obj.IGNORES, *obj.unread(cfg, run["opts"])}  # its switches aside: those are refused as typed
     unread = {}
-    for key in (k for k in KNOBS if k in SamplerOptions.keys()):  # greyed out where the model reads none
+    for key in (k for k in SamplerOptions.keys() if k in never or k == "replay_steps"):
         try:
             validate(cfg, {key}, training=False)
         except UserError as e:
             unread[key] = str(e)
+    sampler = [dict(key=k, kind=TYPES[k].__name__, choices=CHOICES.get(k), help=key_help(k))
+               for k in SamplerOptions.keys()]
     about = [dict(name=lane.name, about=f"{lane.cfg.objective}, {lane.run['model'].num_params():,} parameters")
              for lane in lanes]
-    data = dict(lanes=about, knobs=knobs, orders=CHOICES["order"], unread=unread,
+    data = dict(lanes=about, knobs=knobs, sampler=sampler, unread=unread,
                 most=dict(prompt=MOST_PROMPT, gen_len=MOST_GEN_LEN), machine=machine(), context=context_of(lanes[0]))
     with open(PAGE, encoding="utf-8") as f:
         template = f.read()

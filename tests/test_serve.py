@@ -25,6 +25,7 @@ from dataclasses import replace
 import pytest
 
 import configurator
+from diffusion import SamplerOptions
 import inference
 import train
 from helpers import ENV, ROOT, assert_one_line_error, ctrl_c_default, run_cli_here
@@ -158,10 +159,10 @@ BAD = [
     (b'["ROMEO:"]', None, "not an object of knobs"),
     (b'{"prompt": 5}', None, "has no prompt as text"),
     (b'{"prompt": "ROMEO:"}', "text/plain", "send the knobs as JSON"),
-    (b'{"prompt": "ROMEO:", "top_k": 5}', None, "unknown knob 'top_k': the page sets prompt, steps"),
+    (b'{"prompt": "ROMEO:", "n_layer": 5}', None, "unknown knob 'n_layer': the page sets prompt, seed, gen_len, steps"),
     (b'{"prompt": "ROMEO:", "steps": 0}', None, "steps must be >= 1, got 0"),
     (b'{"prompt": "ROMEO:", "steps": 5000}', None, ("steps=5000 exceeds diffusion_steps=1000",
-                                                   "or the server's --tokens_per_step=linear")),
+                                                   "or tokens_per_step=linear")),
     (b'{"prompt": "ROMEO:", "steps": "abc"}', None, "steps='abc' is not a valid int"),
     (b'{"prompt": "ROMEO:", "steps": 1.5}', None, "steps must be int"),
     (b'{"prompt": "ROMEO:", "temperature": -1}', None, "temperature must be >= 0"),
@@ -371,11 +372,15 @@ def test_the_page_holds_the_knobs_and_greys_out_those_the_model_does_not_read(se
     html = conn.getresponse().read().decode("utf-8")
     data = json.loads(re.search(r'<script id="serve-data" type="application/json">(.*?)</script>', html, re.S)[1])
     assert [lane["name"] for lane in data["lanes"]] == ["cpu", "baby_ar"]
-    assert data["knobs"] == dict(prompt="ROMEO:", steps=64, temperature=1.0, order="random", seed=1337, gen_len=96)
-    assert data["unread"] == {} and data["most"] == dict(prompt=2000, gen_len=512)
+    shown = dict(prompt="ROMEO:", steps=64, temperature=1.0, order="random", remask="remdm", seed=1337, gen_len=96)
+    assert {k: data["knobs"][k] for k in shown} == shown and data["most"] == dict(prompt=2000, gen_len=512)
+    assert [s["key"] for s in data["sampler"]] == SamplerOptions.keys()  # a field for every key of the sampler
+    assert "steps" not in data["unread"] and "objective=mdlm does not read --bd3_speculate" in data["unread"][
+        "bd3_speculate"]
     ar = serve.page([server.lanes[1]]).decode("utf-8")  # the AR served: no steps, no order; the CLI's refusal says why
     unread = json.loads(re.search(r'application/json">(.*?)</script>', ar, re.S)[1])["unread"]
-    assert sorted(unread) == ["order", "steps"] and "objective=ar does not read --steps" in unread["steps"]
+    assert {"order", "steps"} <= set(unread) and "temperature" not in unread
+    assert "objective=ar does not read --steps" in unread["steps"]
     # a default gen_len past the context (and the page's cap) is what inference.py draws: the room after the prompt
     cpu = server.lanes[0]
     long = serve.Lane(replace(cpu.cfg, gen_len=600), cpu.run)
