@@ -1,6 +1,5 @@
-"""A tiny block-diffusion run end to end: trained on real text (blocks of 4), it learns, writes past its context
-through inference.py, and scripts/eval.py counts the passes its sampler runs; dev/bd3_variance.py ranks its bands
-(the slower tier). tests/test_bd3.py holds bd3's maths and sampler, on untrained networks (the core tier).
+"""A tiny block-diffusion run end to end (tests/test_bd3.py: the maths and sampler, untrained): it learns, writes
+past its context through inference.py, eval.py counts its sampler's passes, dev/bd3_variance.py ranks its bands.
 
     python -m pytest -q tests/test_bd3_run.py
 """
@@ -47,23 +46,23 @@ def test_a_tiny_bd3_run_learns_and_writes_past_its_context(bd3_ckpt, tmp_path):
 
 
 @pytest.mark.slower  # a dev/ script's test
-def test_variance_script_ranks_the_bands(bd3_ckpt, capsys):
+def test_variance_script_ranks_the_bands(bd3_ckpt, in_tmp, capsys):
+    """dev/bd3_variance.py in a temp folder: it encodes the text into artifacts/data/ where it runs."""
     from helpers import run_cli_here, script
     code, out, err = run_cli_here(script("dev/bd3_variance").main, [bd3_ckpt, "--bands", "0-1,0.5-1", "--draws", 4, "--batch", 4],
                                   capsys)
     assert code == 0, err
     rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in out.splitlines()[-2:]}
     assert set(rows) == {"0-1", "0.5-1"} and all(v > 0 for r in rows.values() for v in r)
-    # (mean loss, its sd / mean, gradient variance / |E g|^2). Clipping the band to the high mask rates leaves out the
-    # near-clean blocks, whose large weights make the gradient noisy (BD3-LM): its relative gradient variance ranks
-    # below the full range's (0.70 against 1.15 here; lower on every one of 6 seeds of the draws, 0.50-0.70 against
-    # 1.09-2.54). Its loss is the band's share of the bound, a part of the full range's sum: smaller.
+    # (mean loss, its sd / mean, gradient variance / |E g|^2). The high-mask band leaves out the near-clean blocks,
+    # whose large weights make the gradient noisy (BD3-LM): a lower relative variance (0.70 against 1.15 here; lower
+    # on 6 of 6 seeds), and a loss that is the band's share of the bound: smaller.
     assert rows["0.5-1"][2] < rows["0-1"][2] and rows["0.5-1"][0] < rows["0-1"][0], rows
 
 
 def test_eval_counts_the_passes_bd3_samples_run(bd3_ckpt, tmp_path_factory, capsys, monkeypatch):
-    """scripts/eval.py on a bd3 checkpoint: --steps past T is allowed (steps are per block), the sampler row says how
-    many steps each block takes, and the progress bar counts the passes the block sampler really runs."""
+    """--steps past T is allowed (steps are per block), the sampler row says the steps a block, the progress bar counts
+    the passes the block sampler runs."""
     from helpers import run_cli_here, script
     judge = train_tiny(tmp_path_factory, "bd3_judge", "--objective=ar", "--max_iters=20", "--eval_interval=20")
     monkeypatch.chdir(tmp_path_factory.mktemp("bd3_eval"))  # eval.py encodes its data into artifacts/data/ here

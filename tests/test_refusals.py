@@ -32,6 +32,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -1016,10 +1017,12 @@ def test_ctrl_c_in_sampling_is_one_line_and_leaves_no_half_video(files, tmp_path
 
 
 @pytest.mark.slower
-def test_output_cut_short_by_its_reader_ends_quietly(files):
+def test_output_cut_short_by_its_reader_ends_quietly(files, tmp_path):
     """python inference.py ... | head -1: ~200 KB of samples into a pipe whose reader leaves after one line."""
+    # in a temp folder: its trace goes to artifacts/media/ under the folder it runs in
     p = subprocess.Popen([sys.executable, str(ROOT / "inference.py"), "--checkpoint", str(files / DM), "--num-samples",
-                          "3000", "--gen-len", "24"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          "3000", "--gen-len", "24"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
     first = p.stdout.readline()
     p.stdout.close()
     err = p.stderr.read()
