@@ -15,12 +15,11 @@ if __name__ == "__main__":  # a module: run as a file, it names its command
     sys.exit(0 if asked else 2)
 
 
-REPLAY = ["tests/test_replay.py", "tests/test_speed.py", "tests/test_static_decode.py", "tests/test_model.py"]
-BD3 = ["tests/test_replay.py", "tests/test_speed.py", "tests/test_static_decode.py", "tests/test_speculative.py"]
-SAMPLER = ["tests/test_sampling.py", "tests/test_diffusion.py", "tests/test_remasking.py", "tests/test_sync_free.py"]
+REPLAY = ["tests/test_replay.py", "tests/test_speed.py", "tests/test_model.py"]
+BD3 = ["tests/test_replay.py", "tests/test_speed.py", "tests/test_speculative.py", "tests/test_sync_free.py"]
+SAMPLER = ["tests/test_sampling.py", "tests/test_diffusion.py", "tests/test_sync_free.py"]
 SHIPPED = ["tests/test_shipped.py", "tests/test_inference_modes.py"]
-EXPORT = ["tests/test_inference_modes.py", "tests/test_shipped.py", "tests/test_init_from_rules.py",
-          "tests/test_bpe.py"]
+EXPORT = ["tests/test_inference_modes.py", "tests/test_shipped.py", "tests/test_init_from.py", "tests/test_bpe.py"]
 TIMING = ["tests/test_speed.py", "tests/test_race.py", "tests/test_frontier.py"]
 FIGURES = ["tests/test_eval.py", "tests/test_diffusion.py", "tests/test_report.py", "tests/test_epochs.py"]
 TRACE = ["tests/test_refusals.py", "tests/test_trace.py", "tests/test_faults.py", "tests/test_inference_modes.py"]
@@ -54,7 +53,7 @@ MUTANTS = [
            REPLAY, "every step of a replay draws with the first step's uniform"),
     mutant("ar-trace-law-stale", "stale value", "model.py",
            "on_token(torch.cat([seq, new[:, :i + 1]], 1), laws[:, i])",
-           "on_token(torch.cat([seq, new[:, :i + 1]], 1), laws[:, 0])", REPLAY + ["tests/test_sampler_law.py"],
+           "on_token(torch.cat([seq, new[:, :i + 1]], 1), laws[:, 0])", REPLAY + ["tests/test_sampling.py"],
            "each token of a replay reported with the first token's law (the trace page's candidates)"),
     mutant("ar-prefill-empty", "off-by-one", "model.py", "if S - 1 > lo:", "if S - 1 >= lo:", REPLAY,
            "a prefill of no tokens run (and counted) when the window holds only the newest token"),
@@ -282,7 +281,8 @@ MUTANTS = [
            "train.py run as a command without run_cli: a refusal is a traceback, exit 1"),
     # ------------------------------------------------------------------ the shipped-weights fallback: which folder
     mutant("own-run-ignored", "wrong folder", "utils/fileio.py",
-           "    if os.path.exists(path):\n        return path\n    asked", "    asked", SHIPPED,
+           "    if os.path.exists(path):\n        return path\n    return shipped_for", "    return shipped_for",
+           SHIPPED,
            "the shipped weights read even where your own run of the preset exists"),
     mutant("fallback-any-models-folder", "wrong folder", "utils/fileio.py",
            "if os.path.dirname(run) != os.path.join(REPO, \"artifacts\", \"models\") or",
@@ -320,7 +320,7 @@ MUTANTS = [
     # ------------------------------------------------------------------ export and loading an export
     mutant("load-ignores-ema", "flag not forwarded", "checkpoint_manager.py",
            "return ckpt[\"ema\"] if ckpt.get(\"ema\") is not None else ckpt[\"model\"]", "return ckpt[\"model\"]",
-           EXPORT + ["tests/test_train_infer.py", "tests/test_init_from.py"],
+           EXPORT + ["tests/test_train_infer.py"],
            "a run trained with --ema samples (and --init_from starts from) its raw weights"),
     mutant("network-unfixed", "flag not forwarded", "objectives.py",
            "return ModelArgs.from_config(cfg, vocab_size, **OBJECTIVES[cfg.objective].MODEL)",
@@ -382,7 +382,7 @@ MUTANTS = [
            "a prompt refused beside no stream of prompts: every plain sample refused"),
     mutant("band-read-as-sampling", "flag not forwarded", "configurator.py",
            "    obj.check(cfg, opts, given, training)",
-           "    obj.check(cfg, opts, given, False)", CHECKS + ["tests/test_band.py"],
+           "    obj.check(cfg, opts, given, False)", CHECKS + ["tests/test_diffusion.py"],
            "train.py's validation told it samples: an empty training band passes until the first batch"),
     # ------------------------------------------------------------------ issue 98, part 4: inference's one pass
     mutant("trace-gif-unchecked", "guard dropped", "utils/fileio.py", "        for path in trace_paths(cfg.viz_video):",
