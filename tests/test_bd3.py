@@ -8,15 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import bd3 as bd3_py
 from bd3 import (Blocks, CachedBlockModel, CleanCache, RoundCache, bd3_attn_mask, bd3_logits, bd3_loss, round_layout,
                  bd3_times, pending_mask, sample_bd3)
-from diffusion import LossOptions, Schedule, band_times, stratified_times
-from model import decode
-from diffusion import diffusion_loss
-from diffusion import SamplerOptions
+from configurator import get_config
+from diffusion import LossOptions, SamplerOptions, Schedule, band_times, diffusion_loss, stratified_times
+from helpers import MICRO, ConstModel, WindowBlockModel, bd3_drawn, for_objective, uncached_bd3
+from model import ModelArgs, Transformer, decode
 from utils.draws import Law
-from model import ModelArgs, Transformer
-from helpers import WindowBlockModel, bd3_drawn, pick, uncached_bd3
 from utils.errors import UserError
 
 pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
@@ -152,18 +151,6 @@ def test_one_block_is_mdlm():
     torch.testing.assert_close(bd3, mdlm)
 
 
-class ConstModel(torch.nn.Module):
-    """The same logits everywhere, whatever it sees; honours positions= and head_cols= as Transformer does."""
-
-    def __init__(self, logits):
-        super().__init__()
-        self.logits = torch.tensor(logits, dtype=torch.float32)
-
-    def forward(self, idx, t=None, positions=None, head_cols=None, **kw):
-        out = self.logits.expand(*idx.shape, -1).clone()
-        return out[:, :head_cols] if positions is None else pick(out, positions)
-
-
 def test_bd3_bound_equals_hand_computation():
     model = ConstModel([math.log(0.7), math.log(0.3), 5.0])  # token 2 is [MASK]: its big logit is ignored
     x0, s = torch.tensor([[0, 1, 0, 0]]), Schedule(4)
@@ -186,17 +173,6 @@ def test_bd3_all_ce_trains_the_plain_ce_of_every_noisy_position_and_reports_the_
     want = (3 * -math.log(0.7) - math.log(0.3)) / 4  # every noisy position, masked or not, weight 1, / L
     assert ce[0].item() == pytest.approx(want, rel=1e-6) and ce[0].item() != pytest.approx(elbo[0].item())
     assert torch.equal(ce[1], elbo[1])  # the bound it reports does not depend on what is trained
-
-
-def test_bd3_loss_key_is_checked_and_only_bd3_reads_it():
-    from configurator import get_config
-    from utils.errors import UserError
-    assert get_config(["--objective=bd3", "--bd3_loss=all_ce"]).bd3_loss == "all_ce"
-    with pytest.raises(UserError, match="bd3_loss"):
-        get_config(["--objective=bd3", "--bd3_loss=masked_ce"])
-    for objective in ("mdlm", "uniform", "ar"):
-        with pytest.raises(UserError, match="bd3_loss"):
-            get_config([f"--objective={objective}", "--bd3_loss=all_ce"])
 
 
 def test_block_times_are_stratified_and_band_limited():
@@ -245,6 +221,9 @@ def test_cached_block_logits_equal_the_uncached_pass(block, n_ctx, clean_causal)
     for rows in ([0, 1, 2], [0, 1, 2], [2, 0]):  # threshold decoding drops finished rows: they find their cache rows
         torch.testing.assert_close(cached(window[rows])[:, -block:, :MASK], ref[rows], atol=1e-5, rtol=1e-5)
     assert len(cached.cache) == n_ctx
+    if n_ctx:  # the first call, nothing cached: the window's width, the context riding along as zeros
+        wide = CachedBlockModel(m, CleanCache(m.args.n_layer), block)(window)
+        assert wide.shape == (3, n_ctx + block, V) and (wide[:, :n_ctx] == 0).all()
     # the block finishes; the next block's first step puts it in the cache
     done = torch.where(window[:, -block:] == MASK, 3, window[:, -block:])
     window = torch.cat([window[:, :-block], done, noisy()], 1)
@@ -255,13 +234,15 @@ def test_cached_block_logits_equal_the_uncached_pass(block, n_ctx, clean_causal)
 
 SAMPLER_OPTIONS = [dict(), dict(remask="none", order="margin", tokens_per_step="linear"), dict(remask="none", order="l2r"),
                    dict(threshold=0.3, remask="none"), dict(entropy_bound=0.5, order="entropy", remask="none"),
-                   dict(remask="remdm", remask_eta=0.3),
+                   dict(remask="remdm", remask_eta=0.3), dict(remask="remdm", remask_eta=0.5),
                    dict(order="random", remask="none", law=Law(temperature=0.8, top_k=5, top_p=0.9))]
 
 
 @pytest.mark.parametrize("block", [1, 4, 16])
 @pytest.mark.parametrize("opts", SAMPLER_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "reference")
 def test_cached_decode_equals_uncached_past_the_context(block, opts):
+    """Each sampler option, decoded with the KV cache and without: the same tokens; the prompt kept; each step
+    re-masks and draws in the block being decoded only; the NFE is every pass (passes() says as many)."""
     m, s = _tiny(), Schedule(10)
     prompt = torch.randint(0, 10, (3, 6), generator=torch.Generator().manual_seed(0))
     outs = []
@@ -274,12 +255,19 @@ def test_cached_decode_equals_uncached_past_the_context(block, opts):
     assert torch.equal(outs[0], outs[1])
     out = outs[0]
     assert out.shape == (3, 46) and torch.equal(out[:, :6], prompt) and not (out == MASK).any()
-    for info in frames:  # the trace's view: the whole output, prompt never touched
+    for info in frames:  # the trace's view: the whole output, prompt never touched, changes inside the block
         assert info.x.shape == (3, 46) and torch.equal(info.x[:, :6], prompt)
+        assert not ((info.remasked | info.revealed) & (torch.arange(46) // block != 6 // block + info.block)).any()
     assert torch.equal(frames[-1].x, out) and all(frames[-1].finished) and frames[-1].block == frames[-1].n_blocks - 1
-    if not opts.get("threshold") and not opts.get("entropy_bound"):  # whole blocks up to ceil(46 / L') * L', each min(steps, its generated tokens)
+    assert st["nfe"] == len(frames)
+    if opts.get("remask") == "remdm" and block > 1:  # a block of 1 holds nothing committed to re-mask
+        assert sum(f.remasked.sum().item() for f in frames) > 0
+    if not opts.get("threshold") and not opts.get("entropy_bound"):  # whole blocks up to ceil(46 / L') * L'
         end = -(-46 // block) * block
         assert st["nfe"] == sum(min(3, b + block - max(b, 6)) for b in range(6 // block * block, end, block))
+        cfg = get_config([*MICRO, "--objective=bd3", f"--bd3_block={block}", "--steps=3", "--block_size=48"])
+        assert st["nfe"] == bd3_py.BlockDiffusion().passes(cfg, SamplerOptions(3, **opts), 40, 6)
+        assert f"{min(3, block)} steps per block" in bd3_py.BlockDiffusion().describe(cfg, SamplerOptions(3, **opts))
 
 
 @pytest.mark.parametrize("static", [False, True], ids=["read columns", "fixed shapes"])
@@ -343,46 +331,20 @@ def test_schedule_counts_leave_no_greedy_token_per_block():
     assert len(set(outs)) > 1 and all(o != greedy for o in outs)
 
 
-def test_ar_decode_is_the_uncached_one_within_the_context_and_slides_past_it():
-    m = _tiny(causal=True)
-    prompt = torch.randint(0, 10, (2, 3))
-    seq = prompt  # the reference: the whole sequence through the network for every token, no cache
-    with torch.no_grad():
-        for _ in range(12):
-            seq = torch.cat([seq, m(seq)[:, -1].argmax(-1, keepdim=True)], 1)
-    assert torch.equal(m.generate(prompt, 12, SamplerOptions(1, law=Law(temperature=0))), seq)
-    a = m.generate(prompt, 12, generator=torch.Generator().manual_seed(5))
-    long = m.generate(prompt, 50, generator=torch.Generator().manual_seed(5))
-    assert long.shape == (2, 53) and torch.equal(long[:, :15], a)
-
-
 @pytest.mark.parametrize("argv,words", [
-    (["--objective=bd3", "--bd3_block=5"], "must divide block_size"),
-    (["--objective=bd3", "--bd3_block=0"], "must divide block_size"),
-    (["--objective=bd3", "--loss_type=masked_ce"], "block-diffusion bound"),
-    (["--objective=bd3", "--semi_ar_length=8"], "its own blocks"),
-    (["--objective=bd3", "--bd3_mask_min=0.8", "--bd3_mask_max=0.3"], "mask_min < mask_max"),
-    (["--objective=bd3", "--bd3_mask_min=0.00001", "--bd3_mask_max=0.0001"], "no diffusion time"),  # t=1 masks 1.2e-4
-    (["--objective=bd3", "--bd3_ar=1", "--bd3_speculate", "--order=l2r"], "--order does not apply with --bd3_speculate"),
-    (["--objective=bd3", "--bd3_ar=1", "--bd3_speculate", "--steps=4"], "--steps does not apply with --bd3_speculate"),
-    (["--objective=mdlm", "--bd3_speculate"], "does not read --bd3_speculate"),
-    (["--objective=bd3", "--bd3_speculate"], "only a --bd3_ar network"),
-    (["--objective=bd3", "--bd3_ar=1", "--bd3_speculate", "--block_size=16", "--bd3_block=16"],
-     "bd3_block <= block_size / 2"),
-    (["--objective=bd3", "--bd3_ar=-1"], "bd3_ar=-1.0 weighs"),
-    (["--objective=mdlm", "--bd3_ar=1"], "does not read --bd3_ar"),
-    (["--objective=uniform", "--bd3_ar=1"], "does not read --bd3_ar"),
-])
-def test_bad_bd3_settings_are_refused_before_any_work(argv, words):
-    from configurator import get_config
-    from utils.errors import UserError
+    (["--bd3_block=5"], "must divide block_size"), (["--bd3_block=0"], "must divide block_size"),
+    (["--bd3_mask_min=0.00001", "--bd3_mask_max=0.0001"], "no diffusion time"),  # t=1 masks 1.2e-4
+    (["--bd3_ar=1", "--bd3_speculate", "--order=l2r"], "--order does not apply with --bd3_speculate"),
+    (["--bd3_ar=1", "--bd3_speculate", "--steps=4"], "--steps does not apply with --bd3_speculate"),
+    (["--bd3_speculate"], "only a --bd3_ar network"),
+    (["--bd3_ar=1", "--bd3_speculate", "--block_size=16", "--bd3_block=16"], "bd3_block <= block_size / 2"),
+    (["--bd3_ar=-1"], "bd3_ar=-1.0 weighs")])
+def test_bd3s_own_rules_are_refused_before_any_work(argv, words):
     with pytest.raises(UserError, match=words):
-        get_config(argv)
+        get_config(["--objective=bd3", *argv])
 
 
 def test_bd3_only_continues_a_prompt():
-    from configurator import get_config
-    from utils.errors import UserError
     from sampling.canvas import build_canvas
     from utils.tokenizer import CharTokenizer
     tok = CharTokenizer(sorted(set("abc ")))
@@ -392,7 +354,6 @@ def test_bd3_only_continues_a_prompt():
         canvas(cfg)
     long = canvas(get_config(["--objective=bd3", "--prompt=ab", "--gen_len=100"]))
     assert len(long.ids) == 102  # past the context: the block sampler slides its window
-    from helpers import for_objective
     ar_long = canvas(get_config(for_objective(["--objective=ar", "--prompt=ab", "--gen_len=100"])))
     assert len(ar_long.ids) == 102  # and the AR's, decode.generate
     with pytest.raises(UserError, match="exceeds the model's context of 16"):  # masked diffusion has no window to slide
@@ -411,16 +372,6 @@ def test_the_trace_keeps_every_earlier_blocks_confidences():
     assert last.block == last.n_blocks - 1 and (last.conf[:, 3:] > 0).all() and (last.conf[:, :3] == 0).all()
 
 
-def test_the_cached_block_model_returns_the_windows_width_with_context_riding_along():
-    m = _tiny()
-    idx = torch.randint(0, 10, (2, 12), generator=torch.Generator().manual_seed(0))  # 8 clean tokens, then a block of 4
-    cached = CachedBlockModel(m, CleanCache(m.args.n_layer), 4)(idx)  # nothing cached yet: the context rides along
-    reference = WindowBlockModel(m, 4, MASK)(idx)
-    assert cached.shape == reference.shape == (2, 12, V)
-    assert torch.allclose(cached[:, 8:, :MASK], reference[:, 8:, :MASK], atol=1e-5) and (cached[:, :8] == 0).all()
-
-
 def test_steps_per_block_have_no_limit_of_T():
     """The block sampler's counts are linear, never on the schedule's grid: steps > T is no error for bd3."""
-    from configurator import get_config
     assert get_config(["--objective=bd3", "--diffusion_steps=10", "--steps=50", "--bd3_block=16"]).steps == 50

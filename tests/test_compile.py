@@ -1,10 +1,8 @@
-"""The training loss compiled with the model (issue 74): each objective's loss is split into its random draws (draws,
-eager, from the keyed generator) and a pure function of the model, the batch and those draws (Objective.loss), which
-train.py compiles whole (utils.dist.compile_step: CUDA graphs on one CUDA GPU). Here: the split gives the losses and
-gradients of the loss before it (pinned at that commit, to 1e-6 relative); the whole pure loss of every objective
-traces as one graph with no break (dynamo's explain, CPU), which a run's later steps reuse; inductor's compiled step
-gives eager's loss; and compile_step's policy. Then sampling's compiled steps (tests/test_static_decode.py's, eager
-there): the AR's k tokens are two graphs per batch size, bd3's k drafting rounds one, each drawing the eager tokens.
+"""The training loss compiled with the model (issue 74): each objective's loss split into its random draws (eager)
+and a pure function of the model, the batch and those draws (Objective.loss), which train.py compiles whole. The split
+gives the loss before it (pinned); every objective's pure loss is one graph with no break, reused by a run's later
+steps; inductor gives eager's loss; compile_step's policy. Then sampling's compiled steps (tests/test_replay.py's,
+eager there): the AR's k tokens are two graphs per batch size, bd3's k drafting rounds one, each drawing eager's tokens.
 
     python -m pytest -q tests/test_compile.py
 """
@@ -23,7 +21,7 @@ from helpers import Tok, for_objective, model_args
 from model import ModelArgs, Transformer, decode
 from objectives import OBJECTIVES
 from diffusion import SamplerOptions
-from test_static_decode import BLOCKS, MASK, V, _drafting, _net
+from test_replay import BLOCKS, MASK, V, _drafting, _net
 
 pytestmark = pytest.mark.slower  # the slower tier (pytest.ini): compilation
 
@@ -38,11 +36,8 @@ CASES = {  # each objective at its preset's settings, and the switches the prese
     "ar": ["baby", "--objective=ar"],
 }
 # (loss, gradient norm, sum over parameters i of (i + 1) * sum |grad_i| in float64) of obj.loss at 6ce747a, before
-# the split, measured with torch 2.13.0 on one CPU at one thread (OMP_NUM_THREADS=1). Any change to a draw, a
-# weight or the maths moves them by far more than 1e-6 relative (a changed mask draw moves the loss in its third
-# digit); another thread count or CPU changes the order of float32 sums and so their last digits (CI's two threads:
-# the gradient norm of a bd3 case, "bd3 head_on_masked_only", removed with its key, by 4e-9 relative). Measure them
-# again at 6ce747a, never re-pin them from the code under test
+# the split, torch 2.13.0, one CPU thread. A changed draw, weight or formula moves them by far more than 1e-6 relative;
+# another thread count or CPU only their last digits. Measure them again at 6ce747a, never from the code under test
 BEFORE = {
     "mdlm baby": (3.7050867080688477, 1.3927828428439983, 501.2563893518705),
     "mdlm reference": (2.9946043491363525, 2.3756014967305887, 644.2090341848018),
@@ -76,10 +71,7 @@ def loss_and_grads(model, loss):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_the_split_loss_is_the_loss_before_it(name):
-    """train.py's step, draws() eagerly then loss(), against BEFORE: the loss, gradient norm and gradient checksum
-    that the loss had before the split, pinned from that commit, never from the code under test. Exact on the machine
-    and thread count they were measured at; elsewhere float32 sums run in another order and move them by ~1e-8
-    relative (2e-9 to 1.2e-8 on an AMD EPYC), far inside the 1e-6 that a changed draw, weight or formula exceeds."""
+    """train.py's step, draws() eagerly then loss(): the loss, gradient norm and checksum of BEFORE."""
     obj, model, x, cfg, schedule, tok, draw = setting(name)
     drawn = obj.draws(x, cfg, schedule, tok, draw)
     split = loss_and_grads(model, obj.loss(model, x, cfg, schedule, tok, drawn))
@@ -92,9 +84,7 @@ def test_the_split_loss_is_the_loss_before_it(name):
                                          ("bd3 self_cond elbo", []), ("uniform", []), ("ar", [])],
                          ids=lambda v: " ".join(v) if isinstance(v, list) else v)
 def test_the_whole_pure_loss_of_every_objective_is_one_graph(name, flags):
-    """Everything loss() does, the model's calls included (self-conditioning's first pass, the dual objective's causal
-    pass, bd3's two-stream pass and its clean half's loss, the masking, the weights, the cross-entropies), traced by
-    dynamo as one graph: no break, so no host sync."""
+    """Everything loss() does, the model's calls included, traced by dynamo as one graph: no break, no host sync."""
     obj, model, x, cfg, schedule, tok, draw = setting(name, flags)
     drawn = obj.draws(x, cfg, schedule, tok, draw)
     torch._dynamo.reset()
@@ -103,9 +93,8 @@ def test_the_whole_pure_loss_of_every_objective_is_one_graph(name, flags):
 
 
 def test_steps_of_a_run_reuse_one_graph():
-    """Five steps as a run takes them (other keys, other u, other slots, the band's top rising under baby's mask_ramp)
-    run the one graph traced at the first: nothing that moves from step to step is a Python value the graph reads
-    (a recompile would be a new graph, and under CUDA graphs a new capture)."""
+    """Five steps as a run takes them (other keys, u, slots, the band's top rising under baby's mask_ramp) run the one
+    graph traced at the first: nothing that moves from step to step is a Python value the graph reads."""
     from torch._dynamo.utils import counters
     obj, model, x, cfg, schedule, tok, _ = setting("mdlm baby")
     torch._dynamo.reset()
@@ -138,10 +127,8 @@ def test_inductor_compiles_the_loss_with_the_model_to_eagers_loss_and_gradients(
 
 
 def test_one_process_compiles_the_loss_with_the_model_and_ddp_the_model_alone(monkeypatch):
-    """compile_step's policy (dev/LOG.md, cbeb8ba: a reference-recipe step 11.9 -> 6.3 ms on an H200 with CUDA graphs):
-    --compile=auto compiles on CUDA only; one process compiles the objective's whole loss (mode 'reduce-overhead' on
-    a CUDA GPU, the plain compile on a CPU given --compile=true); under DDP the wrapped model alone, plainly;
-    --compile=false never."""
+    """--compile=auto compiles on CUDA only; one process compiles the objective's whole loss ('reduce-overhead' on a
+    CUDA GPU, plainly on a CPU given --compile=true); under DDP the wrapped model alone, plainly; false never."""
     from utils.dist import compile_step
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append((fn, kw.get("mode"))) or fn)
@@ -160,14 +147,11 @@ def test_one_process_compiles_the_loss_with_the_model_and_ddp_the_model_alone(mo
 
 
 # ----------------------------------------------------------------------------- sampling's compiled steps
-# (tests/test_static_decode.py holds the static decode eager; here what dynamo traces of it, and that eager never
-# imports the compiler)
 
 def test_the_compiled_steps_are_two_graphs_per_batch_size():
-    """decode_steps compiled as compile_decode does (fullgraph, static shapes) on a counting backend: two graphs for a
-    whole decode past the context (k tokens a call, and one token before the window moves or the text ends), none
-    more for a second call at that batch, two for another batch, and its tokens are the eager decode's. The AR, then
-    bd3's clean half at batch > 1 (the same steps)."""
+    """decode_steps compiled as compile_decode does on a counting backend: two graphs for a decode past the context
+    (k tokens a call; one token before the window moves or the text ends), none more at that batch, two for another,
+    the eager decode's tokens. The AR, then bd3's clean half at batch > 1."""
     from torch._dynamo.testing import CompileCounter
     torch._dynamo.reset()
     for model, sample in ((_net(0), lambda m, x, g: m.generate(x, 30, generator=g, mask_id=MASK)),
@@ -210,10 +194,8 @@ def test_inference_samples_the_same_tokens_with_the_decode_step_compiled(tmp_pat
 
 
 def test_the_compiled_drafting_rounds_are_one_graph(monkeypatch):
-    """k = 4 whole rounds compiled as compile_decode does (fullgraph, static shapes) on a counting backend: every call
-    of a drafted sample past the context, and of a second sample, runs the one graph traced at the first (a changing
-    Python number it read, or a host read inside, would make a second or break it), the host reads once a call, and
-    the tokens are the eager rounds'."""
+    """k = 4 whole rounds compiled on a counting backend: every call of a drafted sample past the context, and of a
+    second sample, runs the one graph traced at the first; the host reads once a call; the eager rounds' tokens."""
     from torch._dynamo.testing import CompileCounter
     torch._dynamo.reset()
     prompt, opts = torch.randint(0, 10, (1, 3), generator=torch.Generator().manual_seed(5)), SamplerOptions(1)
@@ -237,9 +219,8 @@ def test_the_compiled_drafting_rounds_are_one_graph(monkeypatch):
 
 
 def test_eager_decoding_never_imports_the_compiler():
-    """The AR's decode and bd3's drafting rounds, eager (no --compile), run without importing torch._dynamo: the
-    static cache's marks are for torch.compile, and their import alone cost an eager sample ~2 s."""
-    code = ("import sys, torch; sys.path.insert(0, 'tests'); import bd3, test_static_decode as t; "
+    """The AR's decode and bd3's drafting rounds, eager, run without importing torch._dynamo (~2 s an eager sample)."""
+    code = ("import sys, torch; sys.path.insert(0, 'tests'); import bd3, test_replay as t; "
             "from diffusion import SamplerOptions; "
             "t._net(0).generate(torch.zeros(1, 3, dtype=torch.long), 20, SamplerOptions(1)); "
             "bd3.sample_clean_ar(t._net(0, False, True), torch.zeros(1, 3, dtype=torch.long), 20, t.BLOCKS); "

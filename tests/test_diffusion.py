@@ -14,6 +14,7 @@ from diffusion import (Draw, LossOptions, SamplerOptions, Schedule, band_times, 
 from helpers import MICRO, ConstModel, ToyModel, for_objective, loss, pooled_chi2
 from objectives import OBJECTIVES
 from utils.draws import Law, draw, sample_tokens
+from utils.errors import UserError
 
 pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
 
@@ -64,6 +65,8 @@ def test_mask_draws_give_k_masks_of_the_same_windows_stratified_over_k_times_the
         # the k * 8 copies of the global batch hold one time in each of k * 8 * n strata, as one batch of k * 8 would
         drawn = sorted(torch.cat([t.reshape(-1) for _, t in seen]).tolist())
         assert drawn == sorted(band[stratified_times(k * 8 * n, len(band), u=u) - 1].tolist())
+    with pytest.raises(UserError, match="mask_draws=0"):
+        get_config(for_objective([*MICRO, f"--objective={objective}", "--mask_draws=0"]))
 
 
 class TimeRecorder(ToyModel):
@@ -129,7 +132,6 @@ def test_the_curriculum_draws_early_times_from_the_easy_band_and_is_off_by_defau
 
 
 def test_the_band_and_its_curriculum_are_refused_where_they_cannot_apply():
-    from utils.errors import UserError
     for bad in (["--mask_min=0.8", "--mask_max=0.3"], ["--mask_max=0.8", "--mask_ramp=0.5", "--mask_ramp_from=0.9"],
                 ["--mask_min=0.3", "--mask_ramp=0.5", "--mask_ramp_from=0.3"]):
         with pytest.raises(UserError, match="mask_min|mask_ramp"):

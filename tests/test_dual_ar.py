@@ -1,7 +1,6 @@
-"""Masked diffusion's dual objective (--dual_ar): a second pass of the same network, attending causally over the clean
-window, learns the next token beside the diffusion loss. Its causal pass is the AR network of the same weights; the
-training loss is the diffusion loss plus the weight times that term on the same draws; the bound (what eval.py
-scores) does not read it; the key is checked and only mdlm reads it.
+"""Masked diffusion's dual objective (--dual_ar): a second, causal pass of the same network over the clean window
+learns the next token beside the diffusion loss (the loss plus the weight times that term, on the same draws); the
+bound does not read it; --dual_sample samples that AR mode.
 
     python -m pytest -q tests/test_dual_ar.py
 """
@@ -11,14 +10,13 @@ import torch.nn.functional as F
 
 import ar
 import diffusion
-from diffusion import Draw, Schedule
 from configurator import get_config, parse, validate
+from diffusion import Draw, SamplerOptions, Schedule
 from helpers import MICRO, for_objective, loss as objective_loss
 from model import ModelArgs, Transformer
-from diffusion import SamplerOptions
+from objectives import OBJECTIVES
 from utils.draws import Law
 from utils.errors import UserError
-from objectives import OBJECTIVES
 
 pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
 
@@ -56,30 +54,15 @@ def test_the_causal_pass_is_the_ar_network_of_the_same_weights():
 
 def test_loss_is_the_diffusion_loss_plus_the_weight_times_the_causal_term_on_the_same_draws():
     bidir, _ = nets()
-    x, schedule = batch(), Schedule(100)
-    base = get_config([*MICRO, "--objective=mdlm", "--block_size=16", "--mask_min=0.2", "--mask_max=0.8", "--time_cond=none"])
+    x, schedule, tok = batch(), Schedule(100), type("Tok", (), dict(mask_id=MASK))
 
-    def loss(weight):
-        cfg = get_config([*MICRO, "--objective=mdlm", "--block_size=16", "--mask_min=0.2", "--mask_max=0.8", "--time_cond=none",
-                          f"--dual_ar={weight}"])
-        tok = type("Tok", (), dict(mask_id=MASK))
+    def loss(*flags):
+        cfg = get_config([*MICRO, "--block_size=16", "--mask_min=0.2", "--mask_max=0.8", "--time_cond=none", *flags])
         draw = Draw(torch.Generator().manual_seed(3), torch.tensor(0.25))
         return objective_loss(OBJECTIVES["mdlm"], bidir, x, cfg, schedule, tok, draw)
 
-    assert base.dual_ar == 0
-    expect = loss(0) + 0.5 * diffusion.dual_ar_loss(bidir, x, MASK)
-    assert torch.allclose(loss(0.5), expect, rtol=0, atol=1e-6) and loss(0.5) > loss(0) + 0.1
-
-
-def test_the_key_is_checked_and_only_mdlm_reads_it():
-    base = for_objective([*MICRO, "--objective=mdlm", "--time_cond=none"])
-    assert get_config([*base, "--dual_ar=1"]).dual_ar == 1.0
-    for bad in ("--dual_ar=-1", "--dual_ar=1 --time_cond=learned"):
-        with pytest.raises(UserError, match="dual_ar"):
-            get_config([*base, *bad.split()])
-    for objective, fix in (("bd3", "--bd3_ar"), ("uniform", "--objective=mdlm"), ("ar", "next token")):
-        with pytest.raises(UserError, match=f"dual_ar.*{fix}"):  # refused, never dropped
-            get_config([*for_objective([*MICRO, f"--objective={objective}"]), "--dual_ar=1"])
+    expect = loss() + 0.5 * diffusion.dual_ar_loss(bidir, x, MASK)  # off by default
+    assert torch.allclose(loss("--dual_ar=0.5"), expect, rtol=0, atol=1e-6) and loss("--dual_ar=0.5") > loss() + 0.1
 
 
 def _canvas(P=4, L=14, B=3):
@@ -106,8 +89,8 @@ def _sampler(*flags):
 
 
 def test_dual_sample_draws_the_causal_networks_samples_exactly_and_keeps_the_prompt():
-    """--dual_sample is the AR mode the dual objective trains: the causal network of the same weights, sampled with a
-    KV cache, draws the same tokens from the same generator; the prompt is never changed; one Step a token."""
+    """The causal network of the same weights, KV-cached, draws the same tokens from the same generator; one Step a
+    token."""
     bidir, causal = nets()
     x, gen = _canvas()
     steps = []
@@ -123,15 +106,16 @@ def test_dual_sample_draws_the_causal_networks_samples_exactly_and_keeps_the_pro
     assert steps[-1].finished == [True] * 3 and not any(steps[0].finished)
 
 
-def test_dual_sample_is_refused_where_it_cannot_apply():
+def test_dual_ar_and_dual_sample_are_refused_where_they_cannot_apply():
+    base = for_objective([*MICRO, "--objective=mdlm", "--time_cond=none"])
+    for bad in ("--dual_ar=-1", "--dual_ar=1 --time_cond=learned"):
+        with pytest.raises(UserError, match="dual_ar"):
+            get_config([*base, *bad.split()])
     with pytest.raises(UserError, match="trained without it"):  # no causal mode was trained
         get_config([*NO_STEPS, "--objective=mdlm", "--time_cond=none", "--dual_sample"])
     for flag in ("--order=l2r", "--steps=8", "--temperature_end_share=0.5", "--remask=remdm"):
         with pytest.raises(UserError, match=f"{flag.split('=')[0]} sets the diffusion sampler"):
             _cfg("--dual_sample", flag)
-    for objective in ("bd3", "uniform", "ar"):
-        with pytest.raises(UserError, match="dual_sample"):
-            get_config([*for_objective([*MICRO, f"--objective={objective}"]), "--dual_sample"])
     bidir, _ = nets()
     x, gen = _canvas()
     gen[:, -2:] = False  # given text after the blanks: an infill, which only the diffusion sampler can do
@@ -140,8 +124,7 @@ def test_dual_sample_is_refused_where_it_cannot_apply():
 
 
 def test_dual_sample_refuses_a_canvas_it_cannot_continue_before_sampling(tmp_path):
-    """The canvas is refused when built, not at sampling: --interactive's empty line took a seed and printed its header
-    (prompt 3 drew with seed + 2), as its bad lines do not; --prompt '' and an infill were refused only at sampling."""
+    """When the canvas is built, not at sampling (--interactive's empty line took a seed and printed its header)."""
     from sampling.canvas import build_canvas
     from utils.tokenizer import CharTokenizer
     tok, suffix = CharTokenizer("abc "), tmp_path / "end.txt"
@@ -154,8 +137,7 @@ def test_dual_sample_refuses_a_canvas_it_cannot_continue_before_sampling(tmp_pat
 
 
 def test_a_presets_falling_temperature_is_not_the_ar_modes():
-    """baby's temperature falls as its canvas fills (1.0 to 0.1x); its AR mode draws at a constant default unless given
-    one."""
+    """baby's temperature falls as its canvas fills (to 0.1x); its AR mode draws at a constant one unless given one."""
     c = get_config(["baby", "--dual_sample"])
     assert (c.temperature, c.temperature_end_share) == (1.0, 1.0)
     assert get_config(["baby", "--dual_sample", "--temperature=0.9"]).temperature == 0.9
@@ -163,8 +145,8 @@ def test_a_presets_falling_temperature_is_not_the_ar_modes():
 
 
 def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_trace(tmp_path_factory, in_tmp, capsys):
-    """train.py --dual_ar, then inference.py --dual_sample: the prompt kept, one trace frame a token, the sampler named.
-    Run in a temp folder: eval.py and order_nll.py encode the data there."""
+    """train.py --dual_ar, then inference.py --dual_sample: the prompt kept, one trace frame a token, the sampler named;
+    eval.py's AR mode is order_nll.py --orders causal's figure."""
     tmp_path = in_tmp
     import inference
     from conftest import train_tiny
@@ -193,9 +175,7 @@ def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_tr
 
 
 def test_the_bound_is_the_diffusion_nelbo_whatever_the_dual_weight():
-    """The dual objective changes what is trained, never what is reported: diffusion.bound (what evaluation and every
-    record read) of a network trained with --dual_ar is its masked-diffusion NELBO alone, the same figure at any
-    weight, with no trace of the causal pass's CE (which is far from it on this network)."""
+    """It changes what is trained, never what is reported: diffusion.bound is the masked-diffusion NELBO at any weight."""
     bidir, _ = nets()
     tok = type("Tok", (), dict(mask_id=MASK))
     x = torch.randint(0, MASK, (6, 16), generator=torch.Generator().manual_seed(4))

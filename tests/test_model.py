@@ -1,29 +1,34 @@
-"""Model invariants: parameter counts, attention direction, KV cache. python -m pytest -q tests/test_model.py"""
+"""The network's invariants: parameter counts, attention direction, time input, KV-cached decoding, dropout, qk-norm,
+the tied head, the CPU load's layout, and no attention mask this project builds leaving a query with nothing to attend
+to (issue 89: a softmax over no keys is NaN on MPS, and flows through a KV cache into later passes).
+
+    python -m pytest -q tests/test_model.py
+"""
+import itertools
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from model import decode, new_kv_cache
-from model import ModelArgs, Transformer
+import bd3
+from diffusion import SamplerOptions, Schedule, causal_logits
+from model import KVCache, ModelArgs, Transformer, decode, new_kv_cache
 
 pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
 
+V, MASK = 11, 10
+CPU = torch.device("cpu")
 
-def test_reference_char_model_has_exactly_10_706_304_parameters():
+
+def test_the_reference_models_parameter_counts():
     assert Transformer(ModelArgs(vocab_size=66)).num_params() == 10_706_304
-
-
-def test_parameter_count_formula_bpe_and_ablations():
-    L, d, T = 6, 384, 100
-    blocks = L * (4 * d * d + 8 * d * d)  # attention qkv+proj, MLP 4x up and down; no biases, no norm gains
-    for V in (66, 2048):
-        assert Transformer(ModelArgs(vocab_size=V)).num_params() == blocks + 2 * V * d + (T + 1) * d
     assert Transformer(ModelArgs(vocab_size=2048)).num_params() == 12_228_480  # the reference's "~12.23M" BPE model
     assert Transformer(ModelArgs(vocab_size=66, time_cond="none")).num_params() == 10_706_304 - 101 * 384
 
 
 def _tiny(**kw):
     torch.manual_seed(0)
-    return Transformer(ModelArgs(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, diffusion_steps=10, **kw))
+    return Transformer(ModelArgs(vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=32, diffusion_steps=10, **kw))
 
 
 def test_bidirectional_model_sees_the_future_and_causal_does_not():
@@ -48,9 +53,8 @@ def test_time_conditioning_changes_the_output_only_when_on():
 
 @pytest.mark.parametrize("static", [False, True])
 def test_kv_cache_decoding_matches_full_forward(static):
-    """decode over a KV cache, five columns in one pass then one a pass, gives the full causal forward's
-    logits: on the cache eager decoding reads (the keys written) and on the static one a CUDA graph replays (the whole
-    cache, masked)."""
+    """Five columns in one pass, then one a pass, on the eager cache (the keys written) and the static one (the whole
+    cache, masked): the full causal forward's logits."""
     m = _tiny(causal=True, time_cond="none")
     m.compiler = (lambda fn: fn) if static else None  # the static cache, eager
     x = torch.randint(0, 10, (3, 16))
@@ -60,6 +64,20 @@ def test_kv_cache_decoding_matches_full_forward(static):
     torch.testing.assert_close(torch.stack(parts, 1), m(x)[:, 4:], atol=1e-5, rtol=1e-5)
 
 
+def test_the_ar_never_emits_mask():
+    """[MASK] is in an AR's vocabulary but never a target; a head that favours it must still never draw it."""
+    torch.manual_seed(7)
+    ar = Transformer(ModelArgs(vocab_size=4, block_size=16, n_layer=2, n_head=2, n_embd=16, causal=True,
+                               time_cond="none")).double().eval()
+    with torch.no_grad():
+        ar.head.weight.mul_(20)
+        ar.head.weight[3] = ar.head.weight[:3].mean(0) + 0.5 * ar.tok_emb.weight.mean(0)
+        ar.head.weight[3] *= 5  # a large [MASK] logit at many positions
+    prompt, g = torch.zeros(64, 1, dtype=torch.long), torch.Generator().manual_seed(9)
+    assert (ar.generate(prompt, 20, generator=g) == 3).any()  # the control: unfiltered, it is drawn
+    assert not (ar.generate(prompt, 20, generator=g, mask_id=3) == 3).any()
+
+
 def test_flops_per_token_matches_the_6n_plus_attention_estimate():
     m = Transformer(ModelArgs(vocab_size=66))
     n = 10_706_304 - 66 * 384 - 101 * 384  # embedding lookups do no matmul
@@ -67,21 +85,16 @@ def test_flops_per_token_matches_the_6n_plus_attention_estimate():
     assert 70e6 < m.flops_per_token() < 72e6  # REFERENCE.md: ~71 MFLOP for the default model
 
 
-def test_dropout_only_in_training_mode():
-    """dropout > 0 makes two training-mode passes differ; in eval mode the model is the dropout-free one."""
+def test_dropout_acts_only_in_training_mode_and_zero_adds_no_module():
     x, t = torch.randint(0, 10, (2, 16)), torch.tensor([3, 7])
     drop, plain = _tiny(dropout=0.2), _tiny()
     plain.load_state_dict(drop.state_dict())  # same weights: nn.Dropout holds none
     drop.train()
     assert not torch.allclose(drop(x, t), drop(x, t))
     drop.eval(), plain.eval()
-    assert torch.equal(drop(x, t), plain(x, t))
-    assert torch.equal(drop(x, t), drop(x, t))
-
-
-def test_dropout_zero_adds_no_module():
-    assert not any(isinstance(m, torch.nn.Dropout) for m in _tiny().modules())
-    assert sum(isinstance(m, torch.nn.Dropout) for m in _tiny(dropout=0.1).modules()) == 1 + 2 * 2  # embeddings; attn + MLP per layer
+    assert torch.equal(drop(x, t), plain(x, t)) and torch.equal(drop(x, t), drop(x, t))
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
+    assert sum(isinstance(m, torch.nn.Dropout) for m in _tiny(dropout=0.1).modules()) == 1 + 2 * 2  # emb; attn + MLP
 
 
 def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
@@ -114,8 +127,8 @@ def test_tied_head_is_the_embedding_matrix_and_trains_it():
 
 
 def test_a_cpu_load_lays_each_matmul_weight_out_transposed_with_the_same_values_and_logits(tmp_path):
-    """checkpoint_manager.load_model on the CPU keeps every Linear weight (in, out) in memory (MKL multiplies a few rows
-    by it ~2x faster: decoding, dev/LOG.md): the state_dict, the logits and a seeded KV-cached decode are the model's."""
+    """load_model on the CPU keeps every Linear weight (in, out) in memory (MKL multiplies a few rows by it ~2x
+    faster): the state_dict, the logits and a seeded KV-cached decode are the model's."""
     from checkpoint_manager import load_model
     from utils.checkpoint import save_checkpoint
     torch.manual_seed(0)
@@ -132,3 +145,76 @@ def test_a_cpu_load_lays_each_matmul_weight_out_transposed_with_the_same_values_
         assert torch.allclose(got(idx), m(idx), atol=1e-5)
     seeded = [x.generate(idx[:, :2], 6, generator=torch.Generator().manual_seed(1), mask_id=10) for x in (got, m)]
     assert torch.equal(*seeded)
+
+
+# ----------------------------------------------------------------------------- no attention mask leaves a query empty
+def _empty_rows(mask):
+    """The query rows of a boolean mask (..., queries, keys) that attend to nothing."""
+    return (~mask.any(-1)).nonzero().tolist()
+
+
+def test_no_mask_builder_leaves_a_query_with_nothing_to_attend_to():
+    """Over their arguments: bd3_attn_mask and the slice bd3_logits passes; pending_mask; round_layout at every (cached
+    columns, drafts read) a drafting round meets in a context of 16, at the columns an eager round reads and at fixed
+    shapes (the unread slots masked); decode's mask over a static cache."""
+    for (L, block), causal in itertools.product([(8, 1), (8, 2), (8, 4), (8, 8), (16, 4)], (False, True)):
+        full, n = bd3.bd3_attn_mask(L, block, CPU, causal), 2 * L - block  # bd3_logits leaves the last block out
+        assert _empty_rows(full) == [] and _empty_rows(full[:n, :n]) == [], (L, block, causal)
+    for n0, m, block, causal in itertools.product((0, 4, 8), (4, 8), (2, 4), (False, True)):
+        assert _empty_rows(bd3.pending_mask(n0, m, block, CPU, causal)) == [], (n0, m, block, causal)
+    W, n = 16, 4
+    for n0 in range(W - 1):
+        S = n0 + 1
+        sb = S // n * n
+        e = sb + n
+        for kd in range(e - S + 1):
+            fixed = bd3.round_layout(n0, sb, (0, kd, n, n - 1, True), n, W, W + n * n + 2 * n, CPU)[1]
+            # the eager round's columns (_draft_round): the states its outcomes need, the next block if one needs it
+            outcomes = [r for r in range(S, S + kd + 1) if r < e - 1 or e + n <= W]
+            states = [r for r in outcomes if r < e - 1]
+            nxt = len(states) != len(outcomes)
+            keys = n0 + 1 + kd + n * (len(states) + nxt)
+            read = bd3.round_layout(n0, sb, (S - sb, kd, kd, len(states), nxt), n, W, keys, CPU)[1]
+            assert _empty_rows(fixed) == [] and _empty_rows(read) == [], (n0, kd)
+    cache = KVCache(1, 1, 1, 16, 2, CPU, torch.float32, static=False)
+    cache.static, cache.end = True, 16  # the mask decode builds over a static cache's whole buffer
+    for pos in range(16):
+        cache.pos.fill_(pos)
+        for n in range(1, 16 - pos + 1):
+            assert _empty_rows(cache.cols[:cache.end] <= (cache.pos + cache.cols[:n])[:, None]) == [], (pos, n)
+
+
+def test_every_mask_the_samplers_and_losses_pass_has_no_empty_row(monkeypatch):
+    """Recorded at the attention call: the AR's decode and --dual_sample's (eager and static), bd3's drafting rounds
+    (eager and whole), its clean half alone, its block sampler, and the training passes of bd3 and --dual_ar."""
+    seen, sdpa = [], F.scaled_dot_product_attention
+
+    def recorded(q, k, v, attn_mask=None, **kw):
+        if attn_mask is not None:
+            seen.append(attn_mask)
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recorded)
+    g, opts, blocks = torch.Generator().manual_seed(0), SamplerOptions(steps=2), bd3.Blocks(size=4, mask_id=MASK)
+    prompt = torch.randint(0, MASK, (1, 3), generator=g)
+
+    def net(**kw):
+        torch.manual_seed(0)
+        return Transformer(ModelArgs(vocab_size=V, block_size=16, n_layer=1, n_head=2, n_embd=16, time_cond="none",
+                                     **kw)).eval()
+    with torch.no_grad():
+        for static in (False, True):  # the eager caches, and the static ones compiled replays run (here eager)
+            ar, dual, clean = net(causal=True), net(), net(clean_causal=True)
+            for m in (ar, dual, clean):
+                m.compiler = (lambda fn: fn) if static else None
+            ar.generate(prompt, 20, opts, g, MASK)
+            dual.generate(prompt, 10, opts, g, MASK)  # --dual_sample: the AR mode of a bidirectional network
+            bd3.sample_clean_ar(clean, prompt, 20, blocks, opts, g)  # drafting rounds, batch 1
+            bd3.sample_clean_ar(clean, prompt[:, :0], 20, blocks, opts, g)  # no prompt
+            bd3.sample_clean_ar(clean, prompt.expand(2, -1), 20, blocks, opts, g)  # the clean half alone
+        bd3.sample_bd3(net(), prompt, 20, blocks, Schedule(10), opts, g)  # block diffusion, its cached context
+        x = torch.randint(0, MASK, (2, 16), generator=g)
+        bd3.bd3_logits(clean, torch.full_like(x, MASK), x, 4, MASK, clean=True)  # --bd3_ar's training pass
+        bd3.bd3_logits(net(), torch.full_like(x, MASK), x, 4, MASK)
+        causal_logits(dual, x, MASK)  # --dual_ar's
+    assert len(seen) > 100 and all(m.dtype == torch.bool for m in seen)
+    assert [i for i, m in enumerate(seen) if _empty_rows(m)] == []

@@ -1,10 +1,7 @@
 """Pinned samples: each objective's sampler, run by inference.py with a fixed seed on a checkpoint whose weights are
-small integers over 8 (drawn by torch's CPU generator, the same on every machine); the sample text is pinned. A silent
-change to a sampler, its random draws, the canvas or the checkpoint path fails here, the way tests/test_golden.py pins
-the training losses. The weights come from integers, not from training: a trained model's floats differ by CPU
-(an AMD EPYC machine sampled another mdlm text from a 40-step run than an Intel one), while these differ at most in
-the forward pass's last bits, which a float64 draw crosses once in ~10^7. If a change is meant to move them, re-pin
-and say why. bd3's --bd3_speculate drafts at batch 1; its round compiled at fixed shapes samples the same text.
+small integers over 8 (a trained model's floats differ by CPU; these at most in the forward's last bits, which a
+float64 draw crosses once in ~10^7): a silent change to a sampler, its draws, the canvas or the checkpoint path fails
+here, as tests/test_golden.py pins the training losses. If a change is meant to move them, re-pin and say why.
 
     python -m pytest -q tests/test_pinned_samples.py
 """
@@ -74,9 +71,10 @@ def test_a_fixed_seed_gives_the_pinned_sample(objective, tmp_path, capsys, monke
 
 @pytest.mark.slower
 def test_bd3s_compiled_drafting_round_gives_the_pinned_sample(tmp_path, capsys, monkeypatch):
-    """--compile=true on --bd3_speculate at batch 1 (issue 78): the drafting round's pass compiled whole at fixed
-    shapes (traced by dynamo's eager backend: no inductor on this CPU) samples the eager round's pinned text."""
+    """--compile=true on --bd3_speculate at batch 1 (issue 78): the drafting round compiled whole at fixed shapes
+    (dynamo's eager backend) samples the eager round's pinned text."""
     path = integer_checkpoint("bd3 speculate", tmp_path)
+    monkeypatch.chdir(tmp_path)  # its trace goes to artifacts/media/ here, not the repository's
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend="eager", fullgraph=True, dynamic=False))
     capsys.readouterr()

@@ -32,8 +32,7 @@ def test_auto_picks_bf16_only_on_a_gpu_that_has_it():
 
 
 def test_half_precision_on_mps_is_refused_before_torch_2_13():
-    """MPS's attention let queries see later tokens in fp16/bf16 before torch 2.13 (issue 89): refused in one line,
-    as train.py and inference.py ask for their precision before any work; fp32 (auto) runs; 2.13 on allows it."""
+    """MPS's attention let queries see later tokens in fp16/bf16 before torch 2.13 (issue 89): refused; fp32 runs."""
     for dtype in ("float16", "bfloat16"):
         with pytest.raises(UserError, match=f"--dtype={dtype} on MPS needs torch 2.13 or newer"):
             precision(MPS, dtype, torch_version="2.12.1+cpu")
@@ -86,8 +85,7 @@ def test_an_overflowing_scaled_step_is_skipped_and_the_scale_backs_off(flags):
 
 
 def test_the_loss_scale_is_checkpointed_and_a_resume_goes_on_at_it():
-    """fp16's GradScaler state (the scale it backed off to, its count of good steps) rides in the checkpoint; a resume
-    that restarted at 2^16 would overflow again and skip the steps the first run had learned to avoid."""
+    """fp16's GradScaler state (the scale it backed off to, its good steps) rides in the checkpoint and resumes."""
     _, _, run = _step(torch.amp.GradScaler("cpu", init_scale=2.0 ** 127))
     run.margs, run.best_val, run.best_iter = run.raw_model.args, 9.0, 0
     cfg = get_config(["--device=cpu"])
@@ -108,10 +106,8 @@ def test_the_loss_scale_is_checkpointed_and_a_resume_goes_on_at_it():
     assert "scaler" not in train.snapshot(cfg, env, data, fp32, 1, dict(nats_per_token=9.0))  # no scaler, nothing saved
 
 
-@pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
-                                        ("NVIDIA GeForce RTX 3090", 71e12), ("NVIDIA A100-SXM4-80GB", 312e12),
-                                        ("NVIDIA H200", 989e12), ("NVIDIA H100 NVL", None), ("Tesla V100-SXM2-16GB", None),
-                                        ("Some Future GPU", None), ("H100", None)])
-def test_peak_flops_by_exact_device_name(name, peak):
-    assert peak_flops_of(name) == peak
+def test_peak_flops_by_exact_device_name():
+    assert peak_flops_of("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops_of("NVIDIA H100 PCIe") == 756e12
+    for near in ("NVIDIA H100 NVL", "Tesla V100-SXM2-16GB", "Some Future GPU", "H100"):  # no MFU rather than a guess
+        assert peak_flops_of(near) is None
     assert all(v < 1e15 for v in PEAK_FLOPS.values())  # dense figures: none of the sparse 2x ones

@@ -1,9 +1,9 @@
-"""The tokens the samplers that decode (the AR's KV-cached generate, bd3's clean half drafted at batch 1 and alone at
-batch > 1) drew before issue 89 made their steps replayable, pinned for fixed seeds: whatever path runs them now must
-draw these, the eager one and the replayed one (--compile's, k steps a call: here eager, and on CUDA as CUDA graphs
-where a GPU is present). The networks' weights are small integers over 8 (tests/test_pinned_samples.py's), so a
-CPU's kernels move a logit in its last bits at most; three laws (T = 1; T = 0.8 with top-k 4; greedy), one and three
-rows, a prompt longer than the context, no prompt; 40 tokens through a context of 16 (the window moves).
+"""The decoders' replayable steps (issues 74, 78, 89): the AR's KV-cached generate, --dual_sample's AR mode, bd3's
+clean half (drafted at batch 1, alone at batch > 1). The tokens drawn before the steps were made replayable, pinned
+for fixed seeds, drawn by the eager path and the replayed one (--compile's, k steps a call: here eager, on CUDA as CUDA
+graphs); the static cache (a CUDA graph's: preallocated, its position on the device) against the eager cache and the
+uncached pass; a step's fixed shapes and buffers; compile_decode's policy; bd3's whole drafting rounds at fixed shapes.
+What dynamo traces of these steps is tests/test_compile.py's (the slower tier); their host syncs tests/test_sync_free.py's.
 
     python -m pytest -q tests/test_replay.py
 """
@@ -13,9 +13,11 @@ import pytest
 import torch
 
 import bd3
+import model as model_py
+from configurator import get_config
 from diffusion import SamplerOptions
-from model import ModelArgs, Transformer, decode
-from utils.draws import Law
+from model import ModelArgs, Transformer, compile_decode, decode, decode_steps
+from utils.draws import Law, sample_tokens
 from test_pinned_samples import integer_weights
 
 pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
@@ -24,8 +26,9 @@ V, MASK = 11, 10  # ten tokens and [MASK]: a token is one digit below
 BLOCKS = bd3.Blocks(size=4, mask_id=MASK)
 OPTS = {"T1": SamplerOptions(steps=1), "T0.8 k4": SamplerOptions(steps=1, law=Law(temperature=0.8, top_k=4)),
         "T0": SamplerOptions(steps=1, law=Law(temperature=0))}
-# (sampler, law, batch, prompt length): the 40 tokens of each row, rows joined by '/'; drawn at 91a1a5c (before
-# issue 89), torch 2.13.0 CPU. 'drafted' is sample_clean_ar(draft=True), 'clean' the clean half alone (draft=False)
+# (sampler, law, batch, prompt length): the 40 tokens after the prompt (integer weights: a CPU's kernels move a logit in
+# its last bits at most) of each row, rows joined by '/'; drawn at 91a1a5c (before issue 89), torch 2.13.0 CPU.
+# 'drafted' is sample_clean_ar(draft=True), 'clean' the clean half alone (draft=False)
 PINNED = {
     ("ar", "T1", 1, 3): "9060378660316023248390028030478835904559",
     ("ar", "T1", 3, 3): "9255849270625550400600333006556904260062/6060242006786060060620620023060056000006/"
@@ -101,15 +104,6 @@ def sample(kind, opts, prompt, model=None):
     return "/".join("".join(map(str, row)) for row in out[:, P:].tolist()), rounds
 
 
-@pytest.mark.parametrize("key", list(PINNED), ids=lambda k: " ".join(map(str, k)))
-def test_a_fixed_seed_draws_the_tokens_drawn_before_the_replay(key):
-    kind, law, B, P = key
-    prompt = torch.randint(0, 10, (B, P), generator=torch.Generator().manual_seed(P))
-    tokens, passes = sample(kind, OPTS[law], prompt)
-    assert tokens == PINNED[key]
-    assert passes == (PASSES[law, B, P] if kind == "drafted" else 40)  # the AR and the clean half: a pass a token
-
-
 def replayed(model):
     """model whose decoding runs as --compile runs it, here eager: the static cache, decode_steps k tokens a call,
     bd3's whole rounds (bd3._rounds) k a call (model.compiler returns each function unchanged)."""
@@ -117,14 +111,15 @@ def replayed(model):
     return model
 
 
-@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("k", [0, 1, 4], ids=["eager", "replayed k=1", "replayed k=4"])
 @pytest.mark.parametrize("key", list(PINNED), ids=lambda k: " ".join(map(str, k)))
-def test_the_replayed_steps_draw_the_pinned_tokens_whatever_k(key, k):
-    """The replayed path (fixed shapes, the check and the next drafts on the device, uniforms drawn ahead into a
-    buffer) draws the pinned tokens in the pinned passes, k steps a call or one."""
+def test_a_fixed_seed_draws_the_tokens_drawn_before_the_replay(key, k):
+    """Eager, and replayed (fixed shapes, the check and the next drafts on the device, uniforms drawn ahead into a
+    buffer) k steps a call or one: the pinned tokens in the pinned passes (the AR and the clean half: a pass a token)."""
     kind, law, B, P = key
     prompt = torch.randint(0, 10, (B, P), generator=torch.Generator().manual_seed(P))
-    tokens, passes = sample(kind, replace(OPTS[law], replay_steps=k), prompt, replayed(net(kind == "ar")))
+    model = replayed(net(kind == "ar")) if k else None
+    tokens, passes = sample(kind, replace(OPTS[law], replay_steps=k) if k else OPTS[law], prompt, model)
     assert tokens == PINNED[key]
     assert passes == (PASSES[law, B, P] if kind == "drafted" else 40)
 
@@ -135,8 +130,6 @@ def test_on_cuda_the_replays_are_graphs_that_draw_the_eager_tokens():
     none skipped (torch._dynamo's cudagraph_skips), their tokens the pinned ones at T = 0 and, at T = 1, those of the
     same steps run eagerly on CUDA (the uniforms are CUDA's there, not the CPU pins')."""
     from torch._dynamo.utils import counters
-    from configurator import get_config
-    from model import compile_decode
     cuda = torch.device("cuda")
     torch._dynamo.reset()
     skips = counters["inductor"]["cudagraph_skips"]
@@ -150,3 +143,138 @@ def test_on_cuda_the_replays_are_graphs_that_draw_the_eager_tokens():
         assert got[0][0] == got[1][0] == want, key
     assert counters["inductor"]["cudagraph_skips"] == skips
     torch._dynamo.reset()
+
+
+# ----------------------------------------------------------------------------- the static cache against the eager one
+def _net(seed, causal=True, clean_causal=False, block=16):
+    """A random network (qk_norm on odd seeds): the AR, a bidirectional one (--dual_sample), or a --bd3_ar one."""
+    torch.manual_seed(seed)
+    return Transformer(ModelArgs(vocab_size=V, block_size=block, n_layer=2, n_head=2, n_embd=32, causal=causal,
+                                 time_cond="none", qk_norm=seed % 2 == 1, clean_causal=clean_causal)).eval()
+
+
+def _static(model, on=True):
+    """model with the static cache (what a compiled step reads), run eager: the steps stand in for their graph."""
+    model.compiler = (lambda fn: fn) if on else None
+    return model
+
+
+def _uncached(model, prompt, n, generator, temperature=0.9):
+    """generate's law without a cache: each token from a full causal pass over the window, which keeps its last half
+    when the next token does not fit. Returns (tokens (B, P + n), the filtered logits of each draw)."""
+    W, seq, seen = model.args.block_size, prompt, []
+    lo = max(0, prompt.size(1) - W)
+    for _ in range(n):
+        L = seq.size(1) - lo
+        logits = model(seq[:, lo:], attn_mask=torch.ones(L, L, dtype=torch.bool).tril())[:, -1]
+        logits[:, MASK] = float("-inf")
+        seen.append(Law(temperature=temperature).log_probs(logits))
+        seq = torch.cat([seq, sample_tokens(seen[-1], temperature, generator)[:, None]], 1)
+        if seq.size(1) - lo > W:
+            lo = seq.size(1) - W // 2
+    return seq, seen
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("causal", [True, False], ids=["ar", "dual_sample"])
+def test_the_static_decode_draws_the_eager_decodes_and_the_uncached_tokens(seed, causal):
+    """Batch 3, 40 tokens in a 16-token context (three slides of the window), and a prompt longer than the context:
+    the static cache and the eager one give the uncached passes' tokens, their logits allclose."""
+    for prompt in (torch.randint(0, 10, (3, 5)), torch.randint(0, 10, (1, 20))):
+        ref, ref_logits = _uncached(_net(seed, causal), prompt, 40, torch.Generator().manual_seed(seed))
+        for static in (False, True):
+            got = []
+            out = _static(_net(seed, causal), static).generate(prompt, 40, SamplerOptions(1, law=Law(temperature=0.9)),
+                           torch.Generator().manual_seed(seed), MASK, on_token=lambda seq, filtered: got.append(filtered))
+            assert torch.equal(out, ref), (static, seed)
+            torch.testing.assert_close(torch.stack(got), torch.stack(ref_logits), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bd3s_clean_half_at_batch_above_1_draws_the_same_tokens_on_the_static_cache(seed):
+    """sample_clean_ar at batch 4 (the clean half alone): the static cache and the eager one give the uncached clean
+    half's tokens past the context (blocks aligned to the window's start; one that does not fit keeps the last half),
+    the same laws token by token, and an NFE of every network call."""
+    opts, prompt = SamplerOptions(steps=1, law=Law(temperature=1.0, top_k=5)), torch.randint(0, 10, (4, 3))
+    model, g = _net(seed, False, True), torch.Generator().manual_seed(seed)
+    W, seq, lo = model.args.block_size, prompt, 0
+    while seq.size(1) < 40:
+        S = seq.size(1)
+        if (S - lo) // 4 * 4 + 4 > W:
+            lo = S - min((W // 2) // 4 * 4, W - 4)
+        logits = model(seq[:, lo:], attn_mask=torch.ones(S - lo, S - lo, dtype=torch.bool).tril())[:, -1]
+        logits[:, MASK] = float("-inf")
+        seq = torch.cat([seq, bd3.draw(bd3.probs(logits, opts), g)[:, None]], 1)
+    laws = {}
+    for static in (False, True):
+        seen, calls = [], []
+        m = _static(_net(seed, False, True), static)
+        hook = m.register_forward_pre_hook(lambda *a: calls.append(1))
+        out, stats = bd3.sample_clean_ar(m, prompt, 37, BLOCKS, opts, torch.Generator().manual_seed(seed),
+                                         on_step=lambda st: seen.append(st.laws[1]))
+        hook.remove()
+        assert torch.equal(out, seq) and stats["nfe"] == len(calls) > 37, static
+        laws[static] = torch.cat(seen)
+    torch.testing.assert_close(laws[True], laws[False], atol=1e-5, rtol=1e-5)
+
+
+def test_a_static_step_keeps_its_shapes_and_buffers():
+    """What a CUDA graph needs of decode_steps: the same shapes at every call (k = --replay_steps tokens, here 3; or
+    one before the window moves and at the end), past the context too, and the same cache buffers, into the next
+    decode of the batch."""
+    m = _static(_net(0))
+    shapes, ptrs = set(), set()
+
+    def recording(fn):  # model.compiler's place: the function as a graph would see each call
+        def steps(model, newest, cache, u, law, mask_id):
+            out = fn(model, newest, cache, u, law, mask_id)
+            shapes.add((tuple(newest.shape), tuple(u.shape), *(tuple(t.shape) for t in (*out, *cache.k, *cache.v))))
+            ptrs.add(tuple(t.data_ptr() for t in (*cache.k, *cache.v, cache.pos)))
+            return out
+        return steps
+    m.compiler = recording
+    for seed in (0, 1):
+        m.generate(torch.randint(0, 10, (2, 3)), 40, SamplerOptions(1, replay_steps=3),
+                   torch.Generator().manual_seed(seed), mask_id=MASK)
+    assert {s[:2] for s in shapes} == {((2, 1), (3, 2)), ((2, 1), (1, 2))} and len(shapes) == 2, shapes
+    assert len(ptrs) == 1, ptrs
+
+
+def test_compile_decode_compiles_the_step_where_compile_says(monkeypatch):
+    """'auto' compiles the decoding steps on CUDA only, with CUDA graphs (mode 'reduce-overhead'); 'true' on a CPU
+    too (no graphs there); 'false' never. Always whole (fullgraph) at static shapes, once a model and function."""
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw) or fn)
+    for flag, device, mode in (("auto", "cuda", "reduce-overhead"), ("auto", "cpu", None), ("true", "cpu", None),
+                               ("true", "cuda", "reduce-overhead"), ("false", "cuda", None)):
+        seen.clear()
+        m = _net(0)
+        compile_decode(m, get_config([f"--compile={flag}"]), device)
+        compiled = flag == "true" or (flag == "auto" and device == "cuda")
+        assert (m.compiler is not None) == compiled, (flag, device)
+        assert model_py.replay(m, decode_steps) is decode_steps and model_py.replay(m, decode) is decode
+        assert len(seen) == 2 * compiled and all(kw == dict(mode=mode, fullgraph=True, dynamic=False) for kw in seen)
+
+
+def _drafting(seed, static):
+    """A --bd3_ar network (blocks of 4, context 16) whose rounds are whole at fixed shapes if static (k a call)."""
+    return _static(_net(seed, False, True), static)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bd3s_drafting_rounds_draw_the_same_tokens_whole_at_fixed_shapes(seed):
+    """40 tokens through a context of 16: the whole round at fixed shapes (every draft slot and noisy state; the
+    check, the redraw and the next drafts on the device), 1 or 3 rounds a call, draws the tokens of the round that
+    passes only the columns it reads, in the same passes, at T = 1 and filtered, at batch 1 and 3."""
+    passes = []
+    for opts in (SamplerOptions(steps=1, replay_steps=3), SamplerOptions(steps=1, law=Law(temperature=0.8, top_k=4))):
+        for B, k in ((1, 1), (1, 3), (3, 3)):
+            prompt = torch.randint(0, 10, (B, 3), generator=torch.Generator().manual_seed(seed))
+            got = [bd3.sample_clean_ar(_drafting(seed, static), prompt, 40, BLOCKS, replace(opts, replay_steps=k),
+                                       torch.Generator().manual_seed(seed), draft=True) for static in (False, True)]
+            # the same rounds commit the same tokens; a replay of k rounds may run some without room (the end, a
+            # window to move): passes that commit nothing, in its NFE
+            assert torch.equal(got[0][0], got[1][0]) and got[0][1]["kept"] == got[1][1]["kept"], (opts, B)
+            assert got[0][1]["nfe"] <= got[1][1]["nfe"] <= got[0][1]["nfe"] + (k - 1) * 5, (opts, B, k)
+            passes.append(got[0][1]["nfe"])
+    assert min(passes) < 40  # drafts were kept: the rounds' later columns were read

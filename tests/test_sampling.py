@@ -94,22 +94,30 @@ CURVES = {"schedule": lambda r: 1 - Schedule(20).alpha[time_grid(20, 12)[round(r
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: ",".join(f"{k}={v}" for k, v in m.items()) or "reference")
 def test_every_mode_keeps_given_text_fills_every_blank_and_counts_its_passes(mode, temperature):
-    """At every pass the given text stays and nothing outside the blanks is re-masked or drawn; no [MASK] is left; the
-    NFE is the passes run (MaskedDiffusion.passes says as many); a plan's count of [MASK]s left after each step is
-    reveal_plan's of its curve (within one of it); with remask none each blank is revealed once, for good, at least one
-    a pass; a canvas without a blank comes back unchanged, at no pass; a seed fixes the draws."""
+    """At every pass the given text stays and nothing outside the blanks is re-masked or drawn; semi-AR blocks go left
+    to right; l2r takes the leftmost blanks; no [MASK] is left; the NFE is the passes run (MaskedDiffusion.passes says
+    as many); a plan's count of [MASK]s left after each step is reveal_plan's of its curve (within one); with remask
+    none each blank is revealed once, for good, at least one a pass; no blank: no pass; a seed fixes the draws."""
     x, gm = _canvas()
     opts = _opts(12, temperature, **mode)
-    steps = []
+    steps, block_of = [], torch.where(gm, (gm.long().cumsum(1) - 1) // max(opts.semi_ar_length, 1), -1)
 
     def on_step(info):
         assert torch.equal(info.x[~gm], x[~gm]) and not ((info.remasked | info.revealed) & ~gm).any()
+        if opts.semi_ar_length:  # earlier blocks done, later ones untouched
+            masked = (info.x == MASK) & gm
+            assert not (masked & (block_of < info.block) & (block_of >= 0)).any() and masked[block_of > info.block].all()
+        if opts.order == "l2r":  # the leftmost blanks first, whatever the model prefers
+            before = gm & (info.prev == MASK)
+            assert torch.equal(info.revealed, before & (before.long().cumsum(1) <= info.revealed.sum(1, keepdim=True)))
         steps.append(info)
 
     out, stats = _run(ToyModel(), x, gm, mode, temperature=temperature, on_step=on_step)
     assert torch.equal(out[~gm], x[~gm]) and not (out == MASK).any()
     n_gen = gm.sum(1)
     assert stats["nfe"] == len(steps) == max(stats["nfe_per_sample"]) and steps[-1].finished == [True] * 3
+    assert [info.block for info in steps] == sorted(info.block for info in steps)
+    assert steps[-1].block == (math.ceil(34 / opts.semi_ar_length) - 1 if opts.semi_ar_length else 0)
     assert all(1 <= n <= g for n, g in zip(stats["nfe_per_sample"], n_gen.tolist()))
     if not opts.adaptive:
         assert stats["nfe"] == MaskedDiffusion().passes(Config(), opts, int(n_gen.max()))
@@ -144,10 +152,9 @@ def test_top_k_1_emits_the_argmax_at_every_position(mode):
     assert torch.equal(out[gm], best.argmax(-1).expand(3, -1)[gm])
 
 
-OFF = [(dict(m), dict(m, semi_ar_length=bl)) for m in (dict(), dict(order="random", remask="none"),
-                                                        dict(tokens_per_step="linear"), dict(remask="remdm",
-                                                                                             remask_eta=0.3),
-                                                        dict(threshold=0.6)) for bl in (34, 1000)]
+OFF = [(m, dict(m, semi_ar_length=bl)) for bl in (34, 1000) for m in (
+    dict(), dict(order="random", remask="none"), dict(tokens_per_step="linear"), dict(REMDM, remask_eta=0.3),
+    dict(threshold=0.6))]
 OFF += [(dict(order="random", remask="none"), dict(order="random", remask="remdm", remask_eta=0.0)),
         (dict(order="random", remask="none"), dict(order="random", remask="none", temperature_end_share=1.0))]
 
@@ -157,7 +164,7 @@ def test_an_option_at_its_neutral_value_is_the_sampler_without_it(plain, off):
     """One semi-AR block holding every blank, ReMDM at eta 0, a temperature that ends at its whole share: the same
     draws and passes."""
     x, gm = _canvas()
-    (a, sa), (b, sb) = (_run(ToyModel(), x, gm, m, seed=4) for m in (plain, off))
+    (a, sa), (b, sb) = (_run(ToyModel(), x, gm, m, seed=4, temperature=1.5) for m in (plain, off))
     assert torch.equal(a, b) and sa["nfe_per_sample"] == sb["nfe_per_sample"] and sa["blocks"] == sb["blocks"] == 1
 
 
@@ -233,21 +240,6 @@ def test_the_threshold_commits_every_position_above_it_and_at_least_the_best():
     assert counts == [2, 1, 1, 1, 1, 1, 1] and stats["nfe"] == 7, counts
 
 
-def test_blocks_decode_left_to_right():
-    x, gm = _canvas()
-    block_of = torch.where(gm, (gm.long().cumsum(1) - 1) // 8, -1)
-    seen = []
-
-    def on_step(info):
-        b, masked = info.block, (info.x == MASK) & gm
-        assert not (masked & (block_of < b) & (block_of >= 0)).any()  # earlier blocks: done
-        assert masked[block_of > b].all()  # later blocks: untouched
-        seen.append(b)
-
-    _run(ToyModel(), x, gm, dict(semi_ar_length=8), steps=15, on_step=on_step)
-    assert seen == sorted(seen) and seen[-1] == 4  # 34 generated positions in row 0 -> 5 blocks
-
-
 def test_sliding_window_generates_past_the_context():
     model = ToyModel(block_size=16)  # asserts every input is <= 16 tokens
     x, gm = torch.randint(0, 11, (2, 50)), torch.zeros(2, 50, dtype=torch.bool)
@@ -267,9 +259,11 @@ def test_remdm_remasks_committed_tokens_only_and_sigma_is_eta_capped_by_hand():
     # sigma_max = min(1, (1 - alpha_s) / alpha_t) = min(1, n_keep / m): 0.5, 1 (capped), 0 (nothing committed), 0.1
     assert sigma(0.3, m, k).tolist() == pytest.approx([0.3, 0.3, 0.0, 0.1])
     x, gm = _canvas()
-    remasked = []
+    remasked, s = [], Schedule(20)
+    plan = reveal_plan(gm.sum(1), [1 - s.alpha[t].item() for t in time_grid(20, 10)[1:]])  # the schedule's counts
 
     def on_step(info):
+        assert torch.equal(_masked(info, gm), plan[:, info.step - 1])  # re-masking keeps the counts on schedule
         assert not (info.remasked & (info.prev == MASK)).any()  # only committed tokens go back
         remasked.append(info.remasked.sum().item())
 
@@ -304,22 +298,6 @@ def test_the_time_told_is_the_mask_rate_of_the_whole_window():
     x, gm = torch.zeros(2, 20, dtype=torch.long), torch.ones(2, 20, dtype=torch.bool)
     told = _told_times(ToyModel(block_size=20), Schedule(20, "linear"), x, gm, _opts(20, tokens_per_step="linear"))
     assert [t.tolist() for t, _ in told] == [[m, m] for m in range(20, 0, -1)]
-
-
-def test_l2r_reveals_the_leftmost_masked_position_each_step():
-    """Whatever the model prefers, stepping over given text (row 1's island)."""
-    x, gm = _canvas()
-    n = gm.sum(1)
-
-    def on_step(info):
-        for r in range(3):
-            if info.revealed[r].any():
-                cols = info.revealed[r].nonzero().squeeze(1)
-                assert len(cols) == 1 and cols.item() == (gm[r] & (info.prev[r] == MASK)).nonzero().min().item()
-
-    out, stats = _run(PositionModel(), x, gm, dict(order="l2r", remask="none", tokens_per_step="linear"),
-                      steps=int(n.max()), on_step=on_step)
-    assert stats["nfe_per_sample"] == n.tolist() and not (out == MASK).any()
 
 
 def test_the_temperature_falls_with_the_share_of_the_block_still_masked():

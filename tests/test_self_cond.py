@@ -1,8 +1,7 @@
 """Self-conditioning for masked and block diffusion (--self_cond): the network also reads its own first prediction
-of x0. The bound must stay a bound (the prediction is still a function of x_t), the input must start at zero,
-training feeds it to half the sequences, and the sampler reads each masked position's latest prediction (for bd3,
-the cached block decode equals the uncached two-stream pass with it).
-python -m pytest -q tests/test_self_cond.py"""
+of x0. The bound stays a bound (the prediction is a function of x_t), the input starts at zero, training feeds it to
+a share of the sequences, the sampler reads each masked position's latest prediction (bd3: its cached decode equals
+the uncached two-stream pass with it). python -m pytest -q tests/test_self_cond.py"""
 from dataclasses import replace
 
 import pytest
@@ -11,13 +10,11 @@ import torch.nn.functional as F
 
 import bd3
 import diffusion
-from diffusion import LossOptions, Schedule, no_mask_logit
 from configurator import get_config
-from diffusion import diffusion_loss, predict_logits, self_condition_input
-from diffusion import SamplerOptions, denoise
-from model import ModelArgs, Transformer
-from utils.errors import UserError
+from diffusion import (LossOptions, SamplerOptions, Schedule, denoise, diffusion_loss, no_mask_logit, predict_logits,
+                       self_condition_input)
 from helpers import bd3_drawn, model_args, pick, uncached_bd3
+from model import ModelArgs, Transformer
 
 pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
 
@@ -59,45 +56,31 @@ def test_self_condition_is_the_first_pass_at_masked_positions_for_a_share_of_row
     assert torch.allclose(half[fed], full[fed], atol=1e-6)  # the same prediction (a row's pass does not see the others)
 
 
-def test_training_feeds_the_first_pass_to_the_rows_drawn_and_scores_the_second():
-    """diffusion_loss at share 0.5: the rows masking_draws drew read their first pass's prediction, the others zeros
-    (by hand, from the same draws)."""
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_the_bound_is_the_weighted_ce_of_the_second_pass_fed_the_first_at_the_rows_drawn(share):
+    """By hand: NELBO = (1/L) sum over masked positions of T w(t) CE(second pass), the second pass reading the first
+    pass's softmax at the masked positions of the rows drawn (all at share 1, masking_draws' at 0.5), zeros elsewhere."""
     m = net(1)
     torch.nn.init.normal_(m.sc_proj.weight, std=0.2)
-    sched = Schedule(10, "cosine")
-    x0 = torch.randint(0, MASK, (8, 16))
-    t = torch.tensor([2, 4, 7, 10, 3, 5, 8, 9])
-    drawn = diffusion.masking_draws(x0.shape, t, 0.5, torch.Generator().manual_seed(3))
-    _, nelbo, aux = diffusion_loss(m, x0, sched, MASK, LossOptions(self_cond=0.5), drawn=drawn)
+    sched, x0, t = Schedule(10, "cosine"), torch.randint(0, MASK, (8, 16)), torch.tensor([2, 4, 7, 10, 3, 5, 8, 9])
+    if share == 1.0:
+        _, nelbo, aux = diffusion_loss(m, x0, sched, MASK, LossOptions(self_cond=1.0), torch.Generator().manual_seed(3),
+                                       t=t)
+        rows = torch.arange(8)
+    else:
+        drawn = diffusion.masking_draws(x0.shape, t, 0.5, torch.Generator().manual_seed(3))
+        _, nelbo, aux = diffusion_loss(m, x0, sched, MASK, LossOptions(self_cond=0.5), drawn=drawn)
+        rows = drawn.rows
     xt = torch.where(aux["masked"], torch.full_like(x0, MASK), x0)
     first = torch.softmax(no_mask_logit(m(xt), MASK), -1) * aux["masked"][..., None]
+
+    def bound(sc):
+        ce = F.cross_entropy(no_mask_logit(m(xt, sc=sc), MASK).transpose(1, 2), x0, reduction="none")
+        return (10 * sched.weight[t].float()[:, None] * ce * aux["masked"]).sum(1) / 16
     sc = torch.zeros_like(first)
-    sc[drawn.rows] = first[drawn.rows]
-    ce = F.cross_entropy(no_mask_logit(m(xt, sc=sc), MASK).transpose(1, 2), x0, reduction="none")
-    expect = (10 * sched.weight[t].float()[:, None] * ce * aux["masked"]).sum(1) / 16
-    assert torch.allclose(nelbo, expect, atol=1e-5)
-    every = first.clone()
-    ce_every = F.cross_entropy(no_mask_logit(m(xt, sc=every), MASK).transpose(1, 2), x0, reduction="none")
-    assert not torch.allclose(nelbo, (10 * sched.weight[t].float()[:, None] * ce_every * aux["masked"]).sum(1) / 16)
-
-
-def test_the_bound_is_the_weighted_ce_of_the_second_pass():
-    """By hand: NELBO = (1/L) sum over masked positions of T w(t) CE(second pass), the second pass reading the
-    first pass's softmax at masked positions: a function of x_t, so the bound's derivation holds unchanged."""
-    m = net(1)
-    torch.nn.init.normal_(m.sc_proj.weight, std=0.2)
-    sched = Schedule(10, "cosine")
-    x0 = torch.randint(0, MASK, (4, 16))
-    t = torch.tensor([2, 4, 7, 10])
-    _, nelbo, aux = diffusion_loss(m, x0, sched, MASK, LossOptions(self_cond=1.0), torch.Generator().manual_seed(3), t=t)
-    xt = torch.where(aux["masked"], torch.full_like(x0, MASK), x0)
-    first = torch.softmax(no_mask_logit(m(xt), MASK), -1) * aux["masked"][..., None]
-    logits = no_mask_logit(m(xt, sc=first), MASK)
-    ce = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")
-    expect = (10 * sched.weight[t].float()[:, None] * ce * aux["masked"]).sum(1) / 16
-    assert torch.allclose(nelbo, expect, atol=1e-5)
-    _, plain, _ = diffusion_loss(m, x0, sched, MASK, t=t, generator=torch.Generator().manual_seed(3))
-    assert not torch.allclose(nelbo, plain)  # the second pass is what is scored
+    sc[rows] = first[rows]
+    assert torch.allclose(nelbo, bound(sc), atol=1e-5)
+    assert not torch.allclose(nelbo, bound(first if share < 1 else torch.zeros_like(first)))  # the wrong rows fed
 
 
 class Spy(torch.nn.Module):
@@ -132,12 +115,6 @@ def test_the_sampler_feeds_each_masked_positions_latest_prediction_and_keeps_fix
 
 
 @pytest.mark.parametrize("objective", ["ar", "uniform"])
-def test_other_objectives_refuse_it(objective):
-    with pytest.raises(UserError, match="does not read --self_cond"):
-        get_config([f"--objective={objective}", "--self_cond=true"])
-
-
-@pytest.mark.parametrize("objective", ["ar", "uniform"])
 def test_a_preset_with_it_builds_no_input_for_other_objectives(objective):
     """A preset's values for keys an objective does not read are not read: the network must not grow sc_proj."""
     cfg = replace(get_config(["--self_cond=true"]), objective=objective)
@@ -145,16 +122,12 @@ def test_a_preset_with_it_builds_no_input_for_other_objectives(objective):
 
 
 def test_its_training_flops_count_the_extra_pass():
-    cfg = get_config(["--self_cond=true"])
     m = net()
-    assert diffusion.MaskedDiffusion().flops(m, cfg)[0] == pytest.approx(m.flops_per_token() * 7 / 6)
-
-
-def test_bd3_reads_it_and_counts_the_extra_pass():
+    assert diffusion.MaskedDiffusion().flops(m, get_config(["--self_cond=true"]))[0] == pytest.approx(
+        m.flops_per_token() * 7 / 6)
     cfg = get_config(["--objective=bd3", "--self_cond=true", "--block_size=16", "--bd3_block=4"])
     assert model_args(cfg, V).self_cond is True
-    m = net()
-    assert bd3.BlockDiffusion().flops(m, cfg) == (pytest.approx(m.flops_per_token(28) * 28 / 16 * 7 / 6), 28)  # 2L - L' columns
+    assert bd3.BlockDiffusion().flops(m, cfg) == (pytest.approx(m.flops_per_token(28) * 28 / 16 * 7 / 6), 28)  # 2L - L'
 
 
 @pytest.mark.parametrize("block", [4, 16])

@@ -1,7 +1,7 @@
-"""A training step never waits for the host (issue 63): one step of every objective at its preset's settings (the
-loss, backward, clipping, the optimizer and the EMA) runs on the meta device under a dispatch mode that refuses what
-would make a GPU wait: a device value read on the host (.item(), bool(), .tolist()), a data-dependent shape (nonzero,
-boolean-mask indexing) and a copy between the host and the device. The meta device holds no numbers, so the test
+"""Nothing waits for the host (issue 63): a training step of every objective at its preset's settings, a denoising
+pass, a uniform step, the decoders' tokens and bd3's drafting rounds run on the meta device under a dispatch mode that
+refuses what would make a GPU wait: a device value read on the host (.item(), bool(), .tolist()), a data-dependent
+shape (nonzero, boolean-mask indexing) and a copy between the host and the device. Meta holds no numbers: the test
 reads the code's shape of work, not its values. python -m pytest -q tests/test_sync_free.py"""
 from contextlib import nullcontext
 
@@ -10,14 +10,17 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+import bd3
 import train
-from diffusion import Schedule
 from configurator import get_config
+from diffusion import SamplerOptions, Schedule
 from helpers import Tok, for_objective, model_args
-from model import Transformer
-from utils import dataloader
-from utils.optim import build_optimizer, EMA
+from model import Transformer, decode
 from objectives import OBJECTIVES
+from test_replay import BLOCKS, MASK, V, _net
+from utils import dataloader
+from utils.draws import Law
+from utils.optim import build_optimizer, EMA
 
 pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
 
@@ -117,7 +120,7 @@ def test_a_denoising_pass_makes_no_host_sync(preset):
     """Every pass of a block of denoise() at a preset's sampler (baby: random order, the falling temperature; cpu:
     ReMDM; shakespeare_char: confidence, refine; and l2r in semi-AR blocks), self-conditioning included: the call's
     state is built on the CPU (its one read of the layout and copy of the plan), then moved to meta for the passes."""
-    from diffusion import Blocks, Denoising, SamplerOptions, fill_by_plan
+    from diffusion import Blocks, Denoising, fill_by_plan
     from utils.steps import StepRecord
     cfg = get_config(for_objective([*SAMPLERS[preset], *SMALL]))
     tok, meta = Tok(19), torch.device("meta")
@@ -157,13 +160,9 @@ def checked_from_the_first_pass(model):
     return lambda: mode.__exit__(None, None, None) if getattr(mode, "entered", False) else None
 
 
-@pytest.mark.parametrize("objective", ["uniform", "ar"])
-def test_a_uniform_step_and_a_kv_cached_ar_token_make_no_host_sync(objective):
-    """Every step of the uniform sampler and every token of the AR's KV-cached decode (decode.generate) on meta."""
+def test_a_uniform_step_makes_no_host_sync():
     import uniform
-    from diffusion import SamplerOptions
-    from utils.draws import Law
-    cfg = get_config(for_objective([*PRESETS[objective], *SMALL]))
+    cfg = get_config(for_objective([*PRESETS["uniform"], *SMALL]))
     tok, meta = Tok(19), torch.device("meta")
     model = Transformer(model_args(cfg, tok.vocab_size)).eval().to(meta)
     schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
@@ -172,28 +171,67 @@ def test_a_uniform_step_and_a_kv_cached_ar_token_make_no_host_sync(objective):
     gen_mask[:, :4] = False  # given text; on the CPU, as the call's one read of the layout would bring it
     leave = checked_from_the_first_pass(model)
     try:
-        if objective == "uniform":
-            opts = SamplerOptions(steps=4, law=Law(temperature=1.0, top_p=0.9))
-            uniform.sample_uniform(model, x, gen_mask, schedule, tok.mask_id, opts, torch.Generator().manual_seed(0))
-        else:
-            model.generate(x[:, :4], 12, SamplerOptions(1, law=Law(top_k=5)), torch.Generator().manual_seed(0),
-                           tok.mask_id)
+        opts = SamplerOptions(steps=4, law=Law(temperature=1.0, top_p=0.9))
+        uniform.sample_uniform(model, x, gen_mask, schedule, tok.mask_id, opts, torch.Generator().manual_seed(0))
     finally:
         leave()
 
 
-def test_bd3_clean_half_decoding_at_batch_2_makes_no_host_sync():
-    """--bd3_speculate at batch > 1 (the clean half decodes alone, one token a pass): every pass on meta, its draws
-    on the device (at batch 1 a round reads one number on the host: how many drafts it kept)."""
-    import bd3
-    cfg = get_config(for_objective([*PRESETS["bd3"], *SMALL, "--bd3_ar=true"]))
-    tok, meta = Tok(19), torch.device("meta")
-    model = Transformer(model_args(cfg, tok.vocab_size)).eval().to(meta)
-    leave = checked_from_the_first_pass(model)
-    try:
-        seq, stats = bd3.sample_clean_ar(model, torch.zeros(2, 5, dtype=torch.long, device=meta), 9,
-                                         bd3.Blocks(size=cfg.bd3_block, mask_id=tok.mask_id),
-                                         generator=torch.Generator().manual_seed(0))
-    finally:
-        leave()
-    assert seq.shape == (2, 14) and stats["nfe"] == 1 + 9  # the prompt's prefill, then a pass a token
+@pytest.mark.parametrize("static", [False, True], ids=["eager cache", "static cache"])
+def test_the_ars_decode_and_bd3s_clean_half_at_batch_2_make_no_host_sync(static):
+    """Every token of the AR's KV-cached decode and of bd3's clean half at batch 2 (--bd3_speculate, a token a pass,
+    its draws on the device), past the context; the static cache keeps its position on the device."""
+    meta = torch.device("meta")
+    for model, sample in ((_net(0), lambda m, x: m.generate(x, 20, SamplerOptions(1, law=Law(top_k=5)),
+                                                          torch.Generator().manual_seed(0), MASK)),
+                          (_net(1, False, True), lambda m, x: bd3.sample_clean_ar(m, x, 20, BLOCKS, draft=False,
+                                                                                  generator=torch.Generator()))):
+        model = model.to(meta)
+        model.compiler = (lambda fn: fn) if static else None
+        leave = checked_from_the_first_pass(model)
+        try:
+            sample(model, torch.zeros(2, 3, dtype=torch.long, device=meta))
+        finally:
+            leave()
+        assert model.decode_cache.static == static and model.decode_cache.k[0].device == meta
+
+
+def test_the_whole_rounds_read_nothing_on_the_host():
+    """bd3._rounds (k = 3 whole rounds, what a replay runs): no device value read on the host, no output sized by
+    device values, no copy."""
+    meta = torch.device("meta")
+    model = _net(0, False, True).to(meta)
+    model.compiler = lambda fn: fn
+    c = bd3._round_cache(model, 1, 4, meta)
+    decode(model, torch.zeros(1, 2, dtype=torch.long, device=meta), c)  # the window before the newest token
+    c.new_window(torch.zeros(1, 3, dtype=torch.long, device=meta), 40)
+    u = torch.zeros(3 * 9, dtype=torch.float64, device=meta)
+    with NoHostSync():
+        counts, used, laws = bd3._rounds(model, c, u, 3, SamplerOptions(1, law=Law(top_k=5)), MASK)
+    assert counts.shape == (3,) and used.shape == () and [tuple(p.shape) for p in laws] == [(1, 5, V)] * 3
+
+
+def test_an_eager_drafting_round_reads_one_number_on_the_host(monkeypatch):
+    """Every pass of sample_clean_ar at batch 1, past the context: no copy, no output sized by device values, and one
+    device value read on the host a drafting round (the drafts it kept; meta has no numbers: 0, 1, 0, ... here)."""
+    reads, rounds, real = [], [], bd3.keep_or_redraw
+
+    class OneRead(NoHostSync):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten._local_scalar_dense:
+                reads.append(len(rounds))
+                return len(reads) % 2  # a count every drafting round can keep (it drafts one or more)
+            return super().__torch_dispatch__(func, types, args, kwargs)
+
+    def counted(p, q, drafts, generator):
+        rounds.append(drafts.size(1))
+        return real(p, q, drafts, generator)
+    monkeypatch.setattr(bd3, "keep_or_redraw", counted)
+    prefills = []  # the text before the newest token, passed at each window's start: a call of its own
+    monkeypatch.setattr(bd3, "decode", lambda *a: prefills.append(1) or decode(*a))
+    model = _net(0, False, True).to(torch.device("meta"))
+    with OneRead():  # the call's setup too: it builds its cache and [MASK] block on the device
+        out, stats = bd3.sample_clean_ar(model, torch.zeros(1, 3, dtype=torch.long, device="meta"), 40, BLOCKS,
+                                         SamplerOptions(1, law=Law(top_k=5)), torch.Generator().manual_seed(0))
+    drafting = [i + 1 for i, k in enumerate(rounds) if k]  # rounds read so far when each drafting round reads
+    assert reads == drafting and len(drafting) > 10 and stats["nfe"] == len(rounds) + len(prefills) > len(rounds)
