@@ -18,9 +18,11 @@ TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_
         "--warmup=0", "--device=cpu"]
 
 
-@pytest.mark.parametrize("objective, flags", [("mdlm", []), ("bd3", ["--objective=bd3", "--bd3_block=4"])])
+@pytest.mark.parametrize("objective, flags", [("mdlm", []), ("bd3", ["--objective=bd3", "--bd3_block=4"]),
+                                             ("mdlm", ["--compile=false"])])
 def test_every_row_prints_its_peak_memory_beside_its_speed(objective, flags, capsys):
-    """The AR row and the config's objective's (masked diffusion, block diffusion), each with its own peak."""
+    """The AR row and the config's objective's (masked diffusion, block diffusion), each with its own peak; --compile
+    is read by the timed step (utils.dist.compile_step), so it is taken."""
     code, out, err = run_cli_here(bench_train.main, [*TINY, *flags], capsys)
     assert code == 0, err
     lines = out.splitlines()
@@ -45,11 +47,3 @@ def test_without_proc_the_peak_is_the_processs_so_far(monkeypatch):
     ran = []
     mib, what = bench_train.peak_memory(lambda: ran.append(1), torch.nn.Linear(2, 2), None, torch.device("cpu"))
     assert mib > 0 and ran == [1] and "so far" in what
-
-
-def test_compile_is_read_by_the_timed_step(capsys):
-    """--compile is a key sampling reads too (it left bench_train's unread set refusing it: 'not read by the timed
-    step'), and the timed step reads it through utils.dist.compile_step: accepted."""
-    code, out, err = run_cli_here(bench_train.main, [*TINY, "--compile=false"], capsys)
-    assert code == 0, err
-    assert "not read" not in err and "peak MiB" in out

@@ -1,9 +1,6 @@
-"""The draft tree of dev/draft_tree.py (issue 95, part 2; level on a CPU, so an instrument, not a product option),
-exact in law as the figures in dev/LOG.md need it: one node's rule against its law enumerated on five tokens, with
-the wrong rules a plausible slip gives (SpecInfer's i.i.d. rule on candidates drawn without replacement, a residual
-never updated, deterministic top-k candidates under the plain ratio); its draws by chi-square; each candidate
-column's law against the uncached pass (the tree mask, positions by depth, a kept sibling's keys moved); the samples at
-batch 1 against the Markov toy's joint (tests/test_speculative.py's), the i.i.d. rule caught by the same test.
+"""dev/draft_tree.py's draft tree, exact in law: one node's rule against its law enumerated on five tokens (and
+the plausible wrong rules against it), its draws by chi-square, each candidate column's law against the uncached
+pass, the samples at batch 1 against the Markov toy's joint (tests/test_speculative.py's).
 
     python -m pytest -q tests/test_draft_tree.py
 """
@@ -84,10 +81,9 @@ def _iid(p, q, cands, u):
 
 @pytest.mark.parametrize("k", [2, 3, 4])
 def test_a_nodes_token_is_p_distributed_by_its_law_enumerated_and_the_plausible_wrong_rules_are_not(k):
-    """Five tokens: k candidates drawn from q without replacement, checked by recursive rejection sampling (RSD, Jeon
-    et al. 2024), give a token whose law, enumerated over every ordered candidate tuple, is p to 1e-12; and
-    accept_among decides as that rule does (the candidate kept for each u, the residual). The plausible slips are
-    other laws: the i.i.d. rule, a residual never updated, and deterministic top-k candidates under the plain ratio."""
+    """k candidates drawn from q without replacement, checked by recursive rejection sampling (RSD, Jeon et al. 2024),
+    give a token whose law, enumerated over every ordered candidate tuple, is p to 1e-12; accept_among decides as
+    that rule does. The i.i.d. rule, a residual never updated and deterministic top-k candidates are other laws."""
     rng = np.random.default_rng(k)
     for p, q in ((P_NODE, Q_NODE), (rng.dirichlet(np.ones(5)), rng.dirichlet(np.ones(5) * 0.5))):
         tuples = _without_replacement(q, min(k, int((q > 0).sum())))
@@ -107,9 +103,8 @@ def test_a_nodes_token_is_p_distributed_by_its_law_enumerated_and_the_plausible_
 
 
 def test_a_nodes_drawn_token_follows_p_and_the_iid_rule_does_not(monkeypatch):
-    """End to end at one node: the spine's draft from q (utils.draws.draw), its siblings from draw_siblings (Gumbel-top-k,
-    without replacement), accept_among and a draw from its residual: 20,000 tokens follow p by chi-square, for
-    k = 2, 3, 4; the i.i.d. rule on the same candidates fails the same test."""
+    """One node end to end (the spine's draft, draw_siblings' Gumbel-top-k, accept_among, a draw from the residual):
+    20,000 tokens follow p by chi-square for k = 2, 3, 4; the i.i.d. rule on the same candidates fails the test."""
     p_law = {(c,): float(v) for c, v in enumerate(P_NODE)}
     q = torch.tensor(Q_NODE)[None]  # (1, V): one drafted position
 
@@ -130,11 +125,9 @@ def test_a_nodes_drawn_token_follows_p_and_the_iid_rule_does_not(monkeypatch):
 
 
 def test_every_candidate_of_a_tree_round_reads_the_law_of_its_own_path(monkeypatch):
-    """The tree's attention mask, positions and cache: in every round of a drafted sample (batch 1, a tree of 3, the
-    trained toy network, 40 tokens through a context of 8), the law at each clean column (the newest token's, each
-    spine draft's, each sibling's) is the clean half's next-token law after its own path (the text, the spine before
-    it, itself) by a plain causal pass over the clean half, in the round's window; a kept sibling's keys, moved after
-    the spine's, make the next round's laws too."""
+    """The tree's attention mask, positions and cache: in every round of a drafted sample (a tree of 3, 40 tokens
+    through a context of 8), the law at each clean column (the newest token's, each spine draft's, each sibling's)
+    is a plain causal pass's after its own path, in the round's window; a kept sibling's keys make the next round's."""
     net, seen = _bd3_net(ar=True), []
     real_round, real_walk = tree.tree_round, tree.walk_tree
 
@@ -193,17 +186,16 @@ def _toy_draws(k, n_draws, P=1, n=6):
 
 @pytest.mark.parametrize("k", [2, 3])  # 3: every token of the toy at the first drafted position
 def test_a_draft_trees_samples_at_batch_1_follow_the_clean_halfs_joint(k):
-    """1,000 independent batch-1 draws (a generator each) of 6 tokens after one, through a block boundary, against the
-    toy's joint by hand (the test the one-draft rounds pass in tests/test_speculative.py), with 100 rounds or more that
-    kept a sibling."""
+    """1,000 batch-1 draws of 6 tokens after one, through a block boundary, against the toy's joint by hand, with 100
+    rounds or more that kept a sibling."""
     draws, siblings, joint = _toy_draws(k, 1_000)
     chi2, limit = pooled_chi2(draws, joint)
     assert chi2 < limit and siblings > 100, (chi2, limit, siblings)
 
 
 def test_the_iid_rule_on_a_draft_trees_samples_fails_the_same_test(monkeypatch):
-    """The control: SpecInfer's i.i.d. rule checking the siblings drawn without replacement (q in every ratio) draws
-    another law, which 2,000 draws of the same test catch."""
+    """The control: SpecInfer's i.i.d. rule on siblings drawn without replacement draws another law, which 2,000 draws
+    of the same test catch."""
     monkeypatch.setattr(tree, "accept_among", _iid)
     draws, _, joint = _toy_draws(2, 2_000)
     chi2, limit = pooled_chi2(draws, joint)

@@ -1,17 +1,135 @@
-"""--init_from (checkpoint_manager.py): a run starts from another checkpoint's weights. Tiny models only.
+"""--init_from (checkpoint_manager.py): a run starts from another checkpoint's weights. Which conversions are
+allowed and the one-line refusals of the others, on hand-made checkpoints; what each conversion keeps, zeroes and
+drops, on a tiny trained AR; and export.py, which refuses what every reader refuses before it writes a file.
 python -m pytest -q tests/test_init_from.py"""
+from dataclasses import asdict
+
 import pytest
 import torch
 
-from checkpoint_manager import load_weights_into
+import train
+from checkpoint_manager import CONVERSIONS, check_conversion, load_model, load_weights_into, source_tokenizer
 from conftest import train_tiny
-from helpers import TINY, assert_one_line_error, real_text, run_cli_here
+from helpers import MICRO, TINY, assert_one_line_error, real_text, run_cli_here, script
 from model import ModelArgs, Transformer
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
 from utils.tokenizer import CharTokenizer, tokenizer_from_state
 
+TOK = CharTokenizer(sorted(set(real_text().read_text())))  # the text train.py will read
 
+
+def fake_ckpt(path, objective, **args):
+    """A checkpoint as train.py writes it, of a random tiny model whose every weight is non-zero (a trained source)."""
+    a = ModelArgs(**{**dict(vocab_size=TOK.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32,
+                            diffusion_steps=20), **args})
+    torch.manual_seed(0)
+    model = Transformer(a)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    keys = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "time_cond", "qk_norm", "self_cond",
+            "tie_weights")  # the config that describes this network, as train.py saves it (readers check the two agree)
+    config = dict(objective=objective, **{k: getattr(a, k) for k in keys})
+    torch.save(dict(model=model.state_dict(), config=config, model_args=asdict(a), tokenizer=TOK.state(), iter=7), path)
+    return model
+
+
+def edited(path, out, **config):
+    """A copy of checkpoint path with config keys edited, saved to out as a hand-edited model.pt is."""
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"].update(config)
+    torch.save(ckpt, out)
+    return out
+
+
+def test_only_the_documented_conversions_pass_and_train_refuses_the_others_in_one_line(in_tmp, capsys):
+    for src in ("mdlm", "uniform", "ar", "bd3"):
+        check_conversion(src, src, "x.pt")  # the same objective: fine-tuning with a new optimizer
+    for src, dst in CONVERSIONS:
+        check_conversion(src, dst, "x.pt")
+    for src, dst in [("uniform", "mdlm"), ("mdlm", "ar"), ("bd3", "mdlm"), ("ar", "uniform"), ("mdlm", "uniform")]:
+        with pytest.raises(UserError, match=f"is a {src} model and this run trains {dst}.*ar -> mdlm"):
+            check_conversion(src, dst, "x.pt")
+    fake_ckpt(in_tmp / "u.pt", "uniform")
+    args = [f"--data_path={real_text()}", f"--out_dir={in_tmp / 'out'}", "--max_iters=1"]
+    code, _, err = run_cli_here(train.main, [*args, f"--init_from={in_tmp / 'u.pt'}", "--objective=mdlm"], capsys)
+    assert_one_line_error(code, err, "--init_from", "uniform model", "trains mdlm")
+    assert not (in_tmp / "out").exists()
+    fake_ckpt(in_tmp / "m.pt", "mdlm")
+    assert source_tokenizer(str(in_tmp / "m.pt"), "char", "bd3").vocab_size == TOK.vocab_size
+    edited(in_tmp / "m.pt", in_tmp / "edm.pt", objective="edm")  # an objective this version lacks
+    code, _, err = run_cli_here(train.main, [*args, f"--init_from={in_tmp / 'edm.pt'}"], capsys)
+    assert_one_line_error(code, err, "objective='edm', which this version does not know (it knows mdlm, uniform, ar, "
+                                     "bd3)", "train mdlm from scratch")
+    assert "--objective=edm" not in err and not (in_tmp / "out").exists()
+
+
+def test_a_learned_time_embedding_of_another_T_is_refused_in_one_line(in_tmp, capsys):
+    fake_ckpt(in_tmp / "m.pt", "mdlm", time_cond="learned", diffusion_steps=20)
+    target = Transformer(ModelArgs(vocab_size=TOK.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32,
+                                   diffusion_steps=50))
+    with pytest.raises(UserError, match="diffusion_steps=20 \\(this run 50\\): pass --diffusion_steps=20"):
+        load_weights_into(target, str(in_tmp / "m.pt"), TOK)
+    code, _, err = run_cli_here(train.main, [f"--data_path={real_text()}", f"--out_dir={in_tmp / 'out'}", *MICRO,
+                                             "--n_layer=2", "--diffusion_steps=50", "--max_iters=1",
+                                             f"--init_from={in_tmp / 'm.pt'}"], capsys)
+    assert_one_line_error(code, err, "--init_from", "diffusion_steps=20", "this run 50")
+
+
+@pytest.mark.parametrize("src_objective, src_args", [("ar", dict(causal=True, time_cond="none")),
+                                                     ("bd3", dict(time_cond="none"))])
+def test_adaln_target_first_computes_what_the_source_did(tmp_path, src_objective, src_args):
+    """adaLN-Zero closes every gate; a converted model opens them, so at step 0 its logits are the source's with
+    the target's attention (bidirectional), at any t; and the modulation weights get a gradient (it learns t)."""
+    src = fake_ckpt(tmp_path / "s.pt", src_objective, **src_args)
+    target = Transformer(ModelArgs(**{**asdict(src.args), "causal": False, "time_cond": "adaln"}))
+    assert "adaLN starts as the identity" in load_weights_into(target, str(tmp_path / "s.pt"), TOK)
+    bidir = Transformer(ModelArgs(**{**asdict(src.args), "causal": False}))
+    bidir.load_state_dict(src.state_dict())
+    x = torch.randint(0, TOK.vocab_size, (3, 32), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = bidir.eval()(x)
+        for t in (1, 10, 20):
+            got = target.eval()(x, torch.full((3,), t))
+            assert torch.allclose(got, want, atol=1e-5), (t, (got - want).abs().max())
+    target.train()(x, torch.full((3,), 5)).logsumexp(-1).mean().backward()
+    assert target.adaln.layers[0].weight.grad.abs().sum() > 0
+
+
+def test_a_tied_head_exports_and_loads_and_init_from_refuses_a_mismatch(in_tmp, capsys):
+    src = fake_ckpt(in_tmp / "t.pt", "mdlm", time_cond="none", tie_weights=True)
+    assert "head.weight" not in src.state_dict()
+    code, _, err = run_cli_here(script("export").main, [in_tmp / "t.pt", in_tmp / "exp"], capsys)
+    assert code == 0, err
+    x = torch.randint(0, TOK.vocab_size - 1, (2, 32))
+    for path in (in_tmp / "t.pt", in_tmp / "exp"):
+        torch.testing.assert_close(load_model(path, "cpu")[0](x), src.eval()(x), rtol=0, atol=0)
+    untied = Transformer(ModelArgs(vocab_size=TOK.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32,
+                                   diffusion_steps=20, time_cond="none"))
+    with pytest.raises(UserError, match="tie_weights=True \\(this run False\\)"):
+        load_weights_into(untied, str(in_tmp / "t.pt"), TOK)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (dict(objective="edm"), "objective='edm' is not one of"),
+    (dict(block_size=64), "describes a network with block_size=64"),
+    (dict(tokenizer="bpe"), "its config says tokenizer='bpe', its tokenizer is 'char'"),
+])
+def test_export_refuses_before_writing_what_every_reader_refuses(edit, words, in_tmp, capsys):
+    import inference
+    export = script("export")
+    fake_ckpt(in_tmp / "m.pt", "mdlm", time_cond="none")
+    bad = edited(in_tmp / "m.pt", in_tmp / "bad.pt", **edit)
+    code, _, err = run_cli_here(export.main, [bad, in_tmp / "exp"], capsys)
+    said = assert_one_line_error(code, err, words)
+    assert not (in_tmp / "exp").exists()  # nothing written
+    code, _, err = run_cli_here(inference.main, ["--checkpoint", bad, "--device=cpu", "--viz-video=off"], capsys)
+    assert assert_one_line_error(code, err, words) == said  # the reader's own refusal, word for word
+    code, _, err = run_cli_here(export.main, [in_tmp / "m.pt", in_tmp / "exp"], capsys)
+    assert code == 0 and (in_tmp / "exp" / "config.json").is_file(), err  # the file as written exports
+
+
+# ----------------------------------------------------------------------------- from a trained AR
 @pytest.fixture(scope="module")
 def ar_ckpt(tmp_path_factory):
     """A tiny AR model trained for 200 steps on real text."""
@@ -19,24 +137,23 @@ def ar_ckpt(tmp_path_factory):
 
 
 def _target(ckpt, **kw):
-    a = {**ckpt["model_args"], "causal": False, **kw}
     torch.manual_seed(1)
-    return Transformer(ModelArgs(**a))
+    return Transformer(ModelArgs(**{**ckpt["model_args"], "causal": False, **kw}))
 
 
 def test_ar_to_mdlm_keeps_every_weight_and_zeroes_the_new_time_embedding(ar_ckpt):
     ck = load_checkpoint(ar_ckpt)
+    tok = tokenizer_from_state(ck["tokenizer"])
     model = _target(ck, time_cond="learned")
-    msg = load_weights_into(model, str(ar_ckpt), tokenizer_from_state(ck["tokenizer"]))
+    msg = load_weights_into(model, str(ar_ckpt), tok)
     assert "time_emb starts at zero" in msg and "bidirectional" in msg
     own = model.state_dict()
     assert all(torch.equal(own[k], v) for k, v in ck["model"].items())
     assert torch.count_nonzero(own["time_emb.weight"]) == 0
     # mdlm -> bd3 (no time input): the time embedding is dropped, the rest loads
-    bd3 = _target(ck, time_cond="none")
-    src = dict(ck, model=own)
-    save_checkpoint(ar_ckpt.parent / "as_mdlm.pt", src)
-    assert "time_emb dropped" in load_weights_into(bd3, str(ar_ckpt.parent / "as_mdlm.pt"), tokenizer_from_state(ck["tokenizer"]))
+    save_checkpoint(ar_ckpt.parent / "as_mdlm.pt", dict(ck, model=own))
+    assert "time_emb dropped" in load_weights_into(_target(ck, time_cond="none"), str(ar_ckpt.parent / "as_mdlm.pt"),
+                                                   tok)
 
 
 def test_a_source_trained_with_ema_starts_the_run_from_its_ema_weights(ar_ckpt):
@@ -46,8 +163,7 @@ def test_a_source_trained_with_ema_starts_the_run_from_its_ema_weights(ar_ckpt):
     save_checkpoint(ar_ckpt.parent / "ema.pt", dict(ck, ema=ema))
     model = _target(ck, time_cond="none")
     load_weights_into(model, str(ar_ckpt.parent / "ema.pt"), tokenizer_from_state(ck["tokenizer"]))
-    own = model.state_dict()
-    assert all(torch.equal(own[k], v) for k, v in ema.items())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ema.items())
 
 
 def test_a_self_conditioned_target_starts_with_its_input_at_zero_and_a_source_with_one_drops_it(ar_ckpt):
@@ -59,42 +175,30 @@ def test_a_self_conditioned_target_starts_with_its_input_at_zero_and_a_source_wi
     torch.nn.init.normal_(sc.sc_proj.weight)
     save_checkpoint(ar_ckpt.parent / "sc.pt",
                     dict(ck, model=sc.state_dict(), model_args={**ck["model_args"], "self_cond": True}))
-    plain = _target(ck, time_cond="none")
-    assert "sc_proj dropped" in load_weights_into(plain, str(ar_ckpt.parent / "sc.pt"), tok)
+    assert "sc_proj dropped" in load_weights_into(_target(ck, time_cond="none"), str(ar_ckpt.parent / "sc.pt"), tok)
 
 
 def test_converted_ar_starts_below_a_fresh_mdlm(ar_ckpt):
     """The first mdlm bound of AR weights is well below a fresh model's (~ln V): measured 3.75 vs 4.20 nats/token.
-    Not more: the AR head at position i predicts token i+1, mdlm's predicts token i (no logit shift here), so
-    what carries over is the representation, not the head."""
-    from diffusion import Schedule
-    from diffusion import diffusion_loss
+    Not more: the AR head at position i predicts token i+1, mdlm's predicts token i, so what carries over is the
+    representation, not the head."""
+    from diffusion import Schedule, diffusion_loss
     ck = load_checkpoint(ar_ckpt)
     tok = tokenizer_from_state(ck["tokenizer"])
-    with open(real_text()) as f:
-        ids = torch.tensor(tok.encode(f.read()[:20000]))
-    x = ids[:64 * 32].view(32, 64)
-    sched = Schedule(20, "cosine")
+    x = torch.tensor(tok.encode(real_text().read_text()[:20000]))[:64 * 32].view(32, 64)
     conv, fresh = _target(ck, time_cond="none"), _target(ck, time_cond="none")
     load_weights_into(conv, str(ar_ckpt), tok)
     with torch.no_grad():
         t = torch.arange(1, 33) * 20 // 33 + 1
-        bound = [diffusion_loss(m.eval(), x, sched, tok.mask_id, generator=torch.Generator().manual_seed(0), t=t)[1].mean().item()
-                 for m in (conv, fresh)]
+        bound = [diffusion_loss(m.eval(), x, Schedule(20, "cosine"), tok.mask_id,
+                                generator=torch.Generator().manual_seed(0), t=t)[1].mean().item() for m in (conv, fresh)]
     assert bound[0] < bound[1] - 0.3, bound
 
 
-def test_mismatched_width_and_tokenizer_are_refused(ar_ckpt):
+def test_a_mismatched_width_or_tokenizer_is_refused_in_one_line(ar_ckpt, in_tmp, capsys):
     ck = load_checkpoint(ar_ckpt)
-    with pytest.raises(UserError, match="n_embd=64"):
-        load_weights_into(_target(ck, n_embd=32), str(ar_ckpt), tokenizer_from_state(ck["tokenizer"]))
-    other = CharTokenizer(sorted(set("abcdefghij")))
     with pytest.raises(UserError, match="another tokenizer"):
-        load_weights_into(_target(ck), str(ar_ckpt), other)
-
-
-def test_train_refuses_a_mismatched_width_or_tokenizer_with_one_line(ar_ckpt, in_tmp, capsys):
-    import train
+        load_weights_into(_target(ck), str(ar_ckpt), CharTokenizer(sorted(set("abcdefghij"))))
     args = [f"--data_path={real_text()}", f"--out_dir={in_tmp / 'out'}", *TINY, "--max_iters=2",
             f"--init_from={ar_ckpt}"]
     code, _, err = run_cli_here(train.main, [*args, "--n_embd=32"], capsys)
@@ -104,7 +208,6 @@ def test_train_refuses_a_mismatched_width_or_tokenizer_with_one_line(ar_ckpt, in
 
 
 def test_train_from_ar_weights_names_the_source(ar_ckpt, in_tmp, capsys):
-    import train
     out = in_tmp / "out"
     code, stdout, err = run_cli_here(train.main, [f"--data_path={real_text()}", f"--out_dir={out}", *TINY,
                                                   "--max_iters=2", "--eval_interval=2", f"--init_from={ar_ckpt}"], capsys)

@@ -1,6 +1,5 @@
 """dev/nanogpt_score.py: a nanoGPT checkpoint (its own model.py) scored on eval.py's windows, this repo's runs
-beside it, paired. A stand-in nanoGPT clone in a temp dir (a bigram model with unequal logits), so the figures are
-written out by hand on eval.py's own windows; and its refusals, one line each.
+beside it, paired; a stand-in nanoGPT clone (a bigram model with unequal logits) scored by hand; its refusals.
 
     python -m pytest -q tests/test_nanogpt_score.py
 """
@@ -119,9 +118,8 @@ def test_scores_nanogpt_on_evals_windows_and_pairs_each_run(tiny_ckpt, tmp_path,
 
 
 def test_meta_pkl_is_read_as_plain_data_and_a_pickle_that_would_run_code_runs_nothing(tmp_path):
-    """nanoGPT's meta.pkl is a pickle a user hands over: it is read with an unpickler that builds builtins only. A
-    pickle that would run a shell command (os.system through REDUCE) is refused in one line and the command never runs;
-    a text file and a pickle of something else are refused the same way; nanoGPT's own meta.pkl reads."""
+    """meta.pkl is read with an unpickler that builds builtins only: a pickle that would run a shell command, a text
+    file or a pickle of something else is refused in one line and nothing runs; nanoGPT's own meta.pkl reads."""
     from utils.errors import UserError
     good = tmp_path / "meta.pkl"
     with open(good, "wb") as f:

@@ -1,15 +1,20 @@
 """What train.py prints beside its loop (utils/train_log.py, evals/report.py): the training loss named for what it is,
 and the final metrics block with a unit or a meaning for every figure. python -m pytest -q tests/test_report.py"""
+import os
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from configurator import get_config
 from diffusion import SamplerOptions
 from evals.report import final_report
-from utils.train_log import first_step_line, fmt_eta, long_run_note, loss_label, projected_step_s
 from helpers import FIXTURES, ToyModel, model_args
-from utils.tokenizer import CharTokenizer
 from objectives import OBJECTIVES
+from utils import train_log
+from utils.dist import CpuThreads
+from utils.tokenizer import CharTokenizer
+from utils.train_log import contention_note, first_step_line, fmt_eta, long_run_note, loss_label, projected_step_s
 
 
 @pytest.mark.parametrize("argv, name, says", [
@@ -62,13 +67,13 @@ def test_the_final_metrics_block_labels_every_figure_and_drops_what_the_sampler_
 
 
 def test_the_eta_projects_from_the_runs_history_and_gives_a_range_when_recent_windows_disagree():
-    # the issue's run: a slow first window (setup, a shared machine), then steadier ones
+    # a slow first window (setup, a shared machine), then steadier ones
     assert projected_step_s([6.4]) == (6.4, 6.4, False)  # only the first window: all there is, settling
     assert projected_step_s([6.4, 1.5]) == (1.5, 1.5, False)  # the first left out once another is timed
     assert projected_step_s([6.4, 1.5, 2.0, 1.6]) == (1.6, 1.6, True)  # settled
     assert projected_step_s([6.4, 1.5, 2.0, 1.6, 9.0, 1.7]) == (1.7, 1.7, True)  # one slow window moves it not
-    # issue 82: windows at 0.55 s, then another job halves the speed: the history holds the ETA, the recent
-    # windows move first, and the line shows both
+    # windows at 0.55 s, then another job halves the speed: the history holds the ETA, the recent windows move
+    # first, and the line shows both
     assert projected_step_s([2.0] + [0.55] * 20 + [1.1] * 3) == (0.55, 1.1, True)
     assert fmt_eta([3500], False) == "eta ~58m20s (settling)" and fmt_eta([3500, 3600], True) == "eta 58m20s"
     assert fmt_eta([3500, 7000], True) == "eta 58m20s-1h56m" and fmt_eta([7000, 3500], True) == "eta 58m20s-1h56m"
@@ -76,16 +81,16 @@ def test_the_eta_projects_from_the_runs_history_and_gives_a_range_when_recent_wi
     assert first_step_line(cfg, 1, 6.4, 12840) == "iter 1/2000 | 6.40 s/step (the first, setup included) | eta ~3h34m (settling)"
 
 
-def test_the_long_run_note_is_revised_when_the_steps_slow_or_speed_up_by_half(monkeypatch, capsys, tmp_path):
-    """Issue 82: "this run needs ~2h01m" was printed once and never corrected while the steps ran 2x slower."""
-    from types import SimpleNamespace
-    from utils.train_log import TrainLog
-    from utils.dist import CpuThreads
-    monkeypatch.setattr("utils.train_log.run_queue", lambda: 1)
-    cfg = get_config(["baby", f"--out_dir={tmp_path}"])
-    threads = CpuThreads(torch.device("meta"), environ={})
+def _train_log(cfg, threads):
+    """A TrainLog of a CPU run of cfg, its threads as given."""
     env = SimpleNamespace(device=torch.device("cpu"), master=False, wandb=None, threads=threads)
-    log = TrainLog(cfg, env, OBJECTIVES[cfg.objective], 0, flops_tok=1.0, n_windows=8, eval_t=4)
+    return train_log.TrainLog(cfg, env, OBJECTIVES[cfg.objective], 0, flops_tok=1.0, n_windows=8, eval_t=4)
+
+
+def test_the_long_run_note_is_revised_when_the_steps_slow_or_speed_up_by_half(monkeypatch, capsys, tmp_path):
+    """The long-run note is said again when the steps run half as fast, or twice as fast, as at the last note."""
+    monkeypatch.setattr(train_log, "run_queue", lambda: 1)
+    log = _train_log(get_config(["baby", f"--out_dir={tmp_path}"]), CpuThreads(torch.device("meta"), environ={}))
     capsys.readouterr()
     for eta, step_s in (([7000], 0.5), ([7200], 0.6), ([14000, 7000], 1.0), ([14000], 1.0), ([3000], 0.3)):
         log.notes(eta, step_s, settled=True)
@@ -107,15 +112,16 @@ def test_the_long_run_note_names_the_laptop_preset_only_to_a_bigger_run():
 
 def test_a_shared_machine_is_named_with_its_fix(monkeypatch):
     """Steps several times slower than the run's fastest (a second torch process on the cores), or more threads
-    ready to run than cores: one note naming the fix; a quiet machine, another device or too few windows: none."""
-    import os
-    from utils.train_log import contention_note
+    ready to run than cores: one note naming the fix; a quiet machine, another device or too few windows: none.
+    Where the OS keeps no run queue (macOS, Windows) the note reads the slow steps alone."""
     cpu = torch.device("cpu")
-    monkeypatch.setattr("utils.train_log.run_queue", lambda: 1)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert contention_note([0.5, 0.25, 0.26, 0.25], cpu) == ""
-    note = contention_note([0.5, 0.25, 0.26, 4.0], cpu)
-    assert "16.0x slower" in note and "OMP_NUM_THREADS=1" in note
+    for queue in (1, None):
+        monkeypatch.setattr("utils.train_log.run_queue", lambda: queue)
+        assert contention_note([0.5, 0.25, 0.26, 0.25], cpu) == ""
+        note = contention_note([0.5, 0.25, 0.26, 4.0], cpu)
+        assert note.startswith("note: steps run 16.0x slower than this run's fastest: another process shares the cores")
+        assert "OMP_NUM_THREADS=1" in note
     monkeypatch.setattr("utils.train_log.run_queue", lambda: 4)
     assert "4 threads ready to run on 2 cores" in contention_note([0.5, 0.25, 0.26, 0.27], cpu)
     assert contention_note([0.5, 0.25, 0.26, 4.0], torch.device("meta")) == "" and contention_note([1, 4], cpu) == ""
@@ -130,10 +136,7 @@ def torch_threads():
 
 
 def test_the_shared_cores_note_says_what_the_run_already_does(monkeypatch, torch_threads):
-    """Issue 73: the note repeated advice already followed (OMP_NUM_THREADS=1 when it was set)."""
-    import os
-    from utils.train_log import contention_note
-    from utils.dist import CpuThreads
+    """The note never repeats advice the run already follows (OMP_NUM_THREADS=1 when it is set)."""
     cpu = torch.device("cpu")
     monkeypatch.setattr("utils.train_log.run_queue", lambda: 3)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
@@ -143,7 +146,7 @@ def test_the_shared_cores_note_says_what_the_run_already_does(monkeypatch, torch
     assert "OMP_NUM_THREADS=1 python" not in contention_note(slow, cpu, one)
     auto = CpuThreads(cpu, environ={}, cores=2)
     assert "already takes 1 thread(s) (fewer when its steps slow)" in contention_note(slow, cpu, auto)
-    torch.set_num_threads(4)  # what OMP_NUM_THREADS=4 makes torch run, which CpuThreads reads (issue 90)
+    torch.set_num_threads(4)  # what OMP_NUM_THREADS=4 makes torch run, which CpuThreads reads
     four = CpuThreads(cpu, environ={"OMP_NUM_THREADS": "4"}, cores=2)
     assert "OMP_NUM_THREADS=1 python train.py" in contention_note(slow, cpu, four)
 
@@ -162,8 +165,8 @@ def test_the_memory_estimate_counts_every_pass_of_a_micro_batch_by_hand(argv, co
     bytes in fp32, and the head 12 bytes per logit of a 20-token vocabulary, 240: 2,416 bytes a column, over every
     column the micro-batch's passes read (batch 2: mask_draws passes of the objective's columns, plus the dual
     objective's causal pass)."""
-    from utils.train_log import estimate_line
     from model import Transformer
+    from utils.train_log import estimate_line
     cfg = get_config(["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=8", "--batch_size=2",
                       "--diffusion_steps=20", "--steps=20", *argv])
     model = Transformer(model_args(cfg, 20))
@@ -174,22 +177,15 @@ def test_the_memory_estimate_counts_every_pass_of_a_micro_batch_by_hand(argv, co
 
 
 def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_path, torch_threads):
-    """The shared-cores and long-run notes ran to ~190 characters on one line in a run's log; TrainLog.notes prints
-    each wrapped at 120 columns, the whole sentence kept. The shared-cores note comes again when the steps slow again,
-    at most every SHARED_EVERY_S (issue 82: it came once and never again)."""
-    import os
-    from types import SimpleNamespace
-    from utils import train_log
-    from utils.dist import CpuThreads
+    """TrainLog.notes prints each note wrapped at 120 columns, the whole sentence kept; the shared-cores note comes
+    again when the steps slow again, at most every SHARED_EVERY_S."""
     clock = [1000.0]
     monkeypatch.setattr(train_log, "time", SimpleNamespace(time=lambda: clock[0]))
     monkeypatch.setattr(train_log, "run_queue", lambda: 3)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     cfg = get_config(["baby", f"--out_dir={tmp_path}", "--max_iters=100000"])
-    torch.set_num_threads(2)  # what OMP_NUM_THREADS=2 makes torch run, which CpuThreads reads (issue 90)
-    threads = CpuThreads(torch.device("cpu"), environ={"OMP_NUM_THREADS": "2"})
-    env = SimpleNamespace(device=torch.device("cpu"), master=False, wandb=None, threads=threads)
-    log = train_log.TrainLog(cfg, env, OBJECTIVES[cfg.objective], 0, flops_tok=1.0, n_windows=8, eval_t=4)
+    torch.set_num_threads(2)  # what OMP_NUM_THREADS=2 makes torch run, which CpuThreads reads
+    log = _train_log(cfg, CpuThreads(torch.device("cpu"), environ={"OMP_NUM_THREADS": "2"}))
     capsys.readouterr()
     log.window_s = [0.5, 0.25, 0.26, 4.0]
     log.notes([20 * 3600], 4.0, settled=True)
@@ -220,13 +216,3 @@ def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypat
     assert train.setup(argv)[1].wandb is None
     with pytest.raises(UserError, match="pip install wandb"):
         train.setup([*argv, "--wandb_log"])
-
-
-def test_the_shared_cores_note_where_the_os_keeps_no_run_queue(monkeypatch):
-    """No /proc/loadavg (macOS, Windows): the note then reads the slow steps alone, never an error."""
-    from utils.train_log import contention_note
-    monkeypatch.setattr("utils.train_log.run_queue", lambda: None)
-    cpu = torch.device("cpu")
-    assert contention_note([0.5, 0.25, 0.26, 0.27], cpu) == ""
-    note = contention_note([0.5, 0.25, 0.26, 4.0], cpu)
-    assert note.startswith("note: steps run 16.0x slower than this run's fastest: another process shares the cores")

@@ -1,25 +1,26 @@
-"""End to end on real text: train a tiny model, check it learns, resume, sample, render the trace.
+"""End to end on real text: train a tiny model, check it learns, resume, sample, render the trace; the loop's
+clock, memory check, learning rate and splits.
 python -m pytest -q tests/test_train_infer.py"""
 import json
 import math
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import train
 from checkpoint_manager import load_model
-from utils import train_log
-from helpers import ROOT, TINY, model_args, real_text, run_script
-from utils import dataloader
+from configurator import get_config
+from helpers import MICRO, TINY, for_objective, model_args, real_text, rows, run_cli_here, run_here, script
+from utils import dataloader, train_log
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.errors import UserError
-
+from utils.train_log import check_memory
 
 
 def test_training_drives_the_bound_well_below_uniform(tiny_ckpt):
-    rows = [json.loads(l) for l in open(tiny_ckpt.parent / "metrics.jsonl")]
-    evals = [r for r in rows if r["kind"] == "eval"]
+    evals = [r for r in rows(tiny_ckpt.parent) if r["kind"] == "eval"]
     ckpt = load_checkpoint(tiny_ckpt)
     V = len(ckpt["tokenizer"]["chars"])  # characters the model can emit ([MASK] excluded)
     uniform = math.log(V)  # the bound of a uniform guess is ln V nats/char exactly
@@ -51,141 +52,93 @@ def test_max_iters_zero_builds_and_exits_without_writing(in_tmp, capsys):
     assert not (in_tmp / "out").exists()
 
 
-def test_training_on_your_own_text_samples_from_nothing_not_after_the_presets_prompt(in_tmp, monkeypatch):
-    """A preset's prompt (cpu's ROMEO:) is its text's: given another --data_path, the end-of-run sample
-    starts from nothing unless --prompt says otherwise."""
-    cfg, _ = train.setup(["cpu", f"--data_path={real_text()}", "--out_dir=out", "--max_iters=0"])
-    assert cfg.prompt == ""
-    cfg, _ = train.setup(["cpu", f"--data_path={real_text()}", "--out_dir=out", "--max_iters=0", "--prompt=the "])
-    assert cfg.prompt == "the "
-    monkeypatch.chdir(ROOT)  # the preset's own text, data/tinyshakespeare.txt
-    cfg, _ = train.setup(["cpu", f"--out_dir={in_tmp / 'out'}", "--max_iters=0"])
-    assert cfg.prompt == "ROMEO:"
-
-
-def test_your_own_text_trains_in_its_own_run_named_by_the_preset_and_the_file(in_tmp):
-    """Issue 97: python train.py cpu --data_path=mytext.txt was refused: the preset's run, artifacts/models/cpu, held
-    checkpoints. Without --out_dir a run on your own text goes to artifacts/models/PRESET_NAME (NAME: the file's),
-    resumed alike; an --out_dir given wins."""
-    def out_dir(*argv):
-        return train.setup([*argv, "--max_iters=0"])[0].out_dir
+def test_your_own_text_trains_in_its_own_run_from_no_prompt_of_the_presets(in_tmp):
+    """Without --out_dir a run on your own text goes to artifacts/models/PRESET_NAME (NAME: the file's); an --out_dir
+    given wins. A preset's prompt (cpu's ROMEO:) is its text's: on another text the sample starts from nothing
+    unless --prompt says otherwise."""
+    def setup(*argv):
+        return train.setup([*argv, "--max_iters=0"])[0]
     for path in ("notes/my text.txt", "mytext.txt", "data/tinyshakespeare.txt"):
         (in_tmp / path).parent.mkdir(exist_ok=True)
         (in_tmp / path).write_text(real_text().read_text()[:3000])
-    assert out_dir("cpu", "--data_path=notes/my text.txt") == "artifacts/models/cpu_my_text"
-    assert out_dir("--data_path=mytext.txt") == "artifacts/models/mytext"  # no preset: the file's name alone
-    assert out_dir("cpu", "baby", "--data_path=mytext.txt") == "artifacts/models/baby_mytext"  # the last preset wins
-    assert out_dir("cpu", "--data_path=mytext.txt", "--out_dir=mine") == "mine"
-    assert out_dir("cpu") == "artifacts/models/cpu"  # the preset's own text: its own run
+    assert setup("cpu", "--data_path=notes/my text.txt").out_dir == "artifacts/models/cpu_my_text"
+    assert setup("--data_path=mytext.txt").out_dir == "artifacts/models/mytext"  # no preset: the file's name alone
+    assert setup("cpu", "baby", "--data_path=mytext.txt").out_dir == "artifacts/models/baby_mytext"  # the last preset
+    assert setup("cpu", "--data_path=mytext.txt", "--out_dir=mine").out_dir == "mine"
+    assert setup("cpu").out_dir == "artifacts/models/cpu" and setup("cpu").prompt == "ROMEO:"  # the preset's own text
+    assert setup("cpu", "--data_path=mytext.txt").prompt == ""
+    assert setup("cpu", "--data_path=mytext.txt", "--prompt=the ").prompt == "the "
 
 
-def test_the_first_try_on_your_own_text_runs_beside_the_presets_run_and_its_advice_resumes_it(in_tmp, capsys):
-    """The preset's run exists (it holds checkpoints); training on your text writes beside it, touches nothing there,
-    and a second try is refused with advice (--resume) that runs."""
-    from helpers import MICRO, run_cli_here
+def test_a_run_beside_the_presets_refuses_a_second_try_and_its_advice_resumes_it(in_tmp, capsys):
+    """Training on your text writes beside the preset's run and touches nothing there; a second try is refused with
+    advice (--resume) that runs; a resume with no step left prints its report alone and writes nothing."""
     (in_tmp / "artifacts" / "models" / "cpu").mkdir(parents=True)
     (in_tmp / "artifacts" / "models" / "cpu" / "model.pt").write_bytes(b"the preset's own run")
     (in_tmp / "mytext.txt").write_text(real_text().read_text()[:30000])
-    argv = ["cpu", "--data_path=mytext.txt", *MICRO, "--max_iters=4", "--eval_interval=2", "--viz_video=off"]
-    code, out, err = run_cli_here(train.main, argv, capsys)
-    assert code == 0, err
-    assert load_checkpoint(in_tmp / "artifacts" / "models" / "cpu_mytext" / "model.pt")["iter"] == 4
+    argv = ["cpu", "--data_path=mytext.txt", *MICRO, "--eval_interval=2", "--viz_video=off"]
+    run = in_tmp / "artifacts" / "models" / "cpu_mytext"
+    code, out, err = run_cli_here(train.main, [*argv, "--max_iters=4"], capsys)
+    assert code == 0 and load_checkpoint(run / "model.pt")["iter"] == 4, err
     assert (in_tmp / "artifacts" / "models" / "cpu" / "model.pt").read_bytes() == b"the preset's own run"
-    code, _, err = run_cli_here(train.main, argv, capsys)
+    before = (run / "model.pt").read_bytes()
+    code, _, err = run_cli_here(train.main, [*argv, "--max_iters=4"], capsys)
     assert code == 2 and "artifacts/models/cpu_mytext already holds checkpoints: pass --resume" in err
-    code, out, err = run_cli_here(train.main, [*argv[:-3], "--max_iters=6", "--eval_interval=2", "--resume"], capsys)
+    assert (run / "model.pt").read_bytes() == before  # nothing lost
+    code, out, err = run_cli_here(train.main, [*argv, "--max_iters=6", "--resume"], capsys)
     assert code == 0 and "resumed from artifacts/models/cpu_mytext/model.pt at iter 4" in out, err
+    ck = load_checkpoint(run / "model.pt")
+    assert ck["iter"] == 6 and ck["config"]["max_iters"] == 6
+    files = {p.name: p.read_bytes() for p in run.iterdir()}
+    code, text, err = run_cli_here(train.main, [*argv, "--max_iters=4", "--resume"], capsys)
+    assert code == 0 and "is at iter 6 >= max_iters=4: no step to train, so only its end-of-run report follows" in text
+    assert "---- final validation metrics" in text and "  test bound" in text and "iter 7" not in text
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == files  # nothing written
 
 
-def test_refuses_to_overwrite_then_resumes(tiny_ckpt, in_tmp, capsys):
-    out = in_tmp / "run"
-    args = [f"--data_path={real_text()}", f"--out_dir={out}", "--eval_interval=20", "--gen_len=16", *TINY]
-    train.main([*args, "--max_iters=20"])
-    before = (out / "model.pt").read_bytes()
-    with pytest.raises(UserError, match="--resume"):
-        train.main([*args, "--max_iters=20"])
-    assert (out / "model.pt").read_bytes() == before  # nothing lost
-    train.main([*args, "--max_iters=30", "--resume"])
-    ck = load_checkpoint(out / "model.pt")
-    assert ck["iter"] == 30 and ck["config"]["max_iters"] == 30
-    # a run with no step left (finished, or --max_iters lowered to where it was cut): its report alone
-    files = {p.name: p.read_bytes() for p in out.iterdir()}
-    capsys.readouterr()
-    train.main([*args, "--max_iters=20", "--resume"])
-    text = capsys.readouterr().out
-    assert "is at iter 30 >= max_iters=20: no step to train, so only its end-of-run report follows" in text
-    assert "---- final validation metrics" in text and "  test bound" in text and "iter 31" not in text
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == files  # nothing written
-
-
-def test_inference_cli_writes_text_mp4_and_gif(tiny_ckpt, tmp_path):
-    video = tmp_path / "media" / "trace.mp4"
-    r = run_script("inference.py", "--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20,
-             "--temperature", 1.0, "--seed", 0, "--viz-video", video, "--trace-every", 2, "--gif-frame-ms", 100)
-    assert r.returncode == 0, r.stderr
-    text = r.stdout.splitlines()[1]
-    assert text.startswith("the ") and len(text) >= 40 and "_" not in text[4:]
+def test_inference_writes_text_mp4_and_gif_and_the_same_seed_gives_the_same_text(tiny_ckpt, tmp_path, capsys):
+    import inference
     from PIL import Image
     import imageio_ffmpeg
+    video = tmp_path / "media" / "trace.mp4"
+    argv = ["--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20, "--seed", 0]
+    code, out, err = run_cli_here(inference.main, [*argv, "--temperature", 1.0, "--viz-video", video, "--trace-every",
+                                                   2, "--gif-frame-ms", 100], capsys)
+    assert code == 0, err
+    text = out.splitlines()[1]
+    assert text.startswith("the ") and len(text) >= 40 and "_" not in text[4:]
     n_frames = 1 + 20 // 2  # the all-[MASK] start, then every 2nd of 20 steps
     with Image.open(video.with_suffix(".gif")) as gif:
         assert gif.n_frames == n_frames
     hold = math.ceil(1500 / 100)  # the last frame is held 1.5 s: 14 extra frames in the MP4
     assert imageio_ffmpeg.count_frames_and_secs(str(video))[0] == n_frames + hold - 1
-    # the same seed gives the same text
-    r2 = run_script("inference.py", "--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20, "--seed", 0,
-                    "--viz-video", "off")  # no trace: it would go to the repo's artifacts/media/
-    assert r2.stdout.splitlines()[1] == text
+    assert run_cli_here(inference.main, [*argv, "--viz-video", "off"], capsys)[1].splitlines()[1] == text
 
 
-@pytest.mark.slower
-def test_missing_and_corrupt_checkpoints(tmp_path):
-    r = run_script("inference.py", "--checkpoint", tmp_path / "nope.pt")
-    assert r.returncode == 2 and "not found" in r.stderr
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"\x00\x01 not a checkpoint at all")  # bytes; a text file is told it is one
-    r = run_script("inference.py", "--checkpoint", bad)
-    assert r.returncode == 2 and "corrupt" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_the_log_clock_counts_steps_and_stops_during_evals(in_tmp, monkeypatch):
-    """ms/it, tok/s, the ETA and metrics.jsonl's seconds count training time only: on a fake clock where a step takes
-    1 s and an eval 100 s, 12 steps are 12 s, also when evals fall between two log lines (eval_interval < log_interval)."""
-    import types
+def _fake_clock_run(monkeypatch, step_s, *argv, eval_s=0.0):
+    """train.main on a fake clock where a step takes step_s seconds and an eval eval_s."""
     clock = [0.0]
     real_step, real_eval = train.train_step, train.run_eval
 
     def step(*a, **k):
-        clock[0] += 1.0
+        clock[0] += step_s
         return real_step(*a, **k)
 
     def evaluate(*a, **k):
-        clock[0] += 100.0
+        clock[0] += eval_s
         return real_eval(*a, **k)
     monkeypatch.setattr(train, "train_step", step)
     monkeypatch.setattr(train, "run_eval", evaluate)
-    monkeypatch.setattr(train_log, "time", types.SimpleNamespace(time=lambda: clock[0]))  # the log's clock
-    from helpers import MICRO, rows
-    train.main([f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--max_iters=12", "--eval_interval=5",
-                "--log_interval=6"])
-    logged = [r["seconds"] for r in rows(in_tmp / "out") if r["kind"] == "train"]
-    assert logged == [6.0, 12.0], logged
-
-
-def _fake_clock_run(monkeypatch, step_s, *argv):
-    """train.main on a fake clock where a step takes step_s seconds; returns stdout."""
-    import types
-    clock = [0.0]
-    real_step = train.train_step
-
-    def step(*a, **k):
-        clock[0] += step_s
-        return real_step(*a, **k)
-    monkeypatch.setattr(train, "train_step", step)
-    monkeypatch.setattr(train_log, "time", types.SimpleNamespace(time=lambda: clock[0]))  # the log's clock
+    monkeypatch.setattr(train_log, "time", SimpleNamespace(time=lambda: clock[0]))  # the log's clock
     monkeypatch.setattr(train_log, "run_queue", lambda: 1)  # a quiet machine: no shared-cores note
-    from helpers import MICRO
     train.main([f"--data_path={real_text()}", "--out_dir=out", "--overwrite", *MICRO, "--eval_interval=100", *argv])
+
+
+def test_the_log_clock_counts_steps_and_stops_during_evals(in_tmp, monkeypatch):
+    """ms/it, tok/s, the ETA and metrics.jsonl's seconds count training time only, also when evals fall between two
+    log lines (eval_interval < log_interval)."""
+    _fake_clock_run(monkeypatch, 1.0, "--max_iters=12", "--eval_interval=5", "--log_interval=6", eval_s=100.0)
+    assert [r["seconds"] for r in rows(in_tmp / "out") if r["kind"] == "train"] == [6.0, 12.0]
 
 
 def test_the_first_step_prints_a_settling_eta_and_a_long_run_notes_it_once_settled(in_tmp, monkeypatch, capsys):
@@ -207,8 +160,6 @@ def test_the_first_step_prints_a_settling_eta_and_a_long_run_notes_it_once_settl
 def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
     """On CPU the peak RSS is ~1.7x the activations saved for backward + 0.3 GiB (measured: 4.42 GiB for the reference
     recipe, whose saved tensors are 2.56 GiB); elsewhere the line is the tensors alone and says so."""
-    import torch
-    from configurator import get_config
     from model import Transformer
     from utils.train_log import estimate_line
     cfg = get_config([])
@@ -221,13 +172,8 @@ def test_the_cpu_memory_estimate_counts_what_a_cpu_process_holds():
 
 def test_a_cpu_run_past_the_machines_ram_is_refused_only_when_it_would_train(monkeypatch):
     """check_memory on a CPU: a need past the RAM (sysconf's pages, shared by its ranks) is refused with the keys, in
-    GiB to a tenth (whole GiB hid a GB-for-GiB slip, 7 %); a need equal to the RAM passes, as at max_iters=0 (the
-    estimate alone, as gpt200m's line)."""
+    GiB to a tenth; a need equal to the RAM passes, as any need at max_iters=0."""
     import os
-    import torch
-    from configurator import get_config
-    from utils.train_log import check_memory
-    from utils.errors import UserError
     monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**20}[name])  # 4 GiB
     cpu, run = torch.device("cpu"), get_config(["--max_iters=10"])
     with pytest.raises(UserError, match=r"needs ~5\.0 GiB a rank, cpu has 4\.0 GiB a rank: add --activation_check"):
@@ -244,11 +190,6 @@ def test_a_cpu_run_past_the_machines_ram_is_refused_only_when_it_would_train(mon
 def test_a_gpu_run_past_its_memory_is_refused_before_step_1(monkeypatch):
     """check_memory on CUDA, torch.cuda's properties stood in: 95 % of the GPU's memory is what a rank has (each rank
     its own GPU: ranks do not divide it), in GiB to a tenth; a need within it passes."""
-    import torch
-    from types import SimpleNamespace
-    from configurator import get_config
-    from utils.train_log import check_memory
-    from utils.errors import UserError
     total = 80 * 2**30  # an 80 GiB GPU: 76.0 GiB to use
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=total))
     gpu, run = torch.device("cuda", 0), get_config(["--max_iters=10"])
@@ -262,21 +203,21 @@ def test_a_gpu_run_past_its_memory_is_refused_before_step_1(monkeypatch):
 
 
 def test_the_lr_warms_up_linearly_then_falls_by_a_cosine_to_the_floor():
-    from configurator import get_config
     from utils.optim import lr_at
     c = get_config(["--max_iters=1000", "--warmup_iters=100", "--learning_rate=1e-3", "--min_lr=1e-4"])
     assert lr_at(0, c) == 1e-5 and lr_at(99, c) == 1e-3  # (it + 1) / warmup of the peak
     assert abs(lr_at(550, c) - 5.5e-4) < 1e-12  # half way through the decay: the mid point of peak and floor
     assert abs(lr_at(1000, c) - 1e-4) < 1e-12 and abs(lr_at(1100, c) - 1e-4) < 1e-12  # the floor, and past max_iters
 
+
 def test_a_short_run_caps_the_presets_warmup_at_a_tenth_of_its_steps():
     from configurator import parse as read, validate
+    from utils.optim import cap_warmup, lr_at
 
     def parse(argv):  # the command line read and checked, as train.py's setup
         cfg, given = read(argv).over()
         validate(cfg, given)
         return cfg, given
-    from utils.optim import cap_warmup, lr_at
     cfg, given = parse(["cpu", "--max_iters=40"])  # the preset's 100 warm-up steps would never reach the peak LR
     capped, note = cap_warmup(cfg, given)
     assert capped.warmup_iters == 4 and "warmup_iters=100 capped at 10% of max_iters=40" in note
@@ -288,49 +229,36 @@ def test_a_short_run_caps_the_presets_warmup_at_a_tenth_of_its_steps():
     assert cap_warmup(*parse(["cpu", "--max_iters=5"]))[0].warmup_iters == 1
 
 
-def test_the_capped_warmup_is_saved_and_a_resume_keeps_it(in_tmp, capsys):
-    from helpers import MICRO, rows
+def test_a_resume_keeps_the_capped_warmup_and_drops_a_removed_key_that_changed_no_loss(in_tmp, capsys):
+    """The capped warm-up is saved and a resume keeps it. head_on_masked_only (removed) changed neither the network
+    nor the NELBO: a checkpoint holding it samples, starts an --init_from run and resumes, each saying in one note
+    that it was dropped, and the resumed checkpoint no longer holds it."""
+    from checkpoint_manager import checkpoint_config
     micro = [a for a in MICRO if not a.startswith("--warmup_iters")]  # the default 100 steps, capped
     args = [f"--data_path={real_text()}", "--out_dir=out", *micro, "--eval_interval=10", "--log_interval=1"]
     train.main([*args, "--max_iters=20"])
     assert "warm-up: 2 steps" in capsys.readouterr().out
-    assert load_checkpoint(in_tmp / "out" / "model.pt")["config"]["warmup_iters"] == 2
-    lrs = {r["iter"]: r["lr"] for r in rows(in_tmp / "out") if r["kind"] == "train"}
-    assert lrs[2] == 3e-3 > lrs[1]  # the peak at the capped warm-up's end
-    train.main([*args, "--max_iters=40", "--resume"])  # 10 % of 40 would be 4: the run keeps its 2
-    assert "warm-up:" not in capsys.readouterr().out
-    assert load_checkpoint(in_tmp / "out" / "model.pt")["config"]["warmup_iters"] == 2
-
-
-@pytest.mark.parametrize("value", [False, True])
-def test_a_checkpoint_holding_a_removed_key_that_changed_no_loss_samples_resumes_and_starts_runs(in_tmp, value, capsys):
-    """head_on_masked_only (removed, dev/LOG.md) ran the head on the masked rows only: the same network and the same
-    NELBO. A checkpoint holding it samples, resumes and starts an --init_from run either way; on, each says in one
-    note that it was dropped (issue 90: it was refused, though nothing the run computes depends on it)."""
-    from checkpoint_manager import checkpoint_config
-    from helpers import MICRO
-    args = [f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--eval_interval=2", "--log_interval=1"]
-    train.main([*args, "--max_iters=2"])
     path = in_tmp / "out" / "model.pt"
     old = load_checkpoint(path)
-    old["config"]["head_on_masked_only"] = value
+    assert old["config"]["warmup_iters"] == 2
+    lrs = {r["iter"]: r["lr"] for r in rows(in_tmp / "out") if r["kind"] == "train"}
+    assert lrs[2] == 3e-3 > lrs[1]  # the peak at the capped warm-up's end
+    old["config"]["head_on_masked_only"] = True
     save_checkpoint(path, {k: v for k, v in old.items() if k != "checksum"})
-    capsys.readouterr()
-    model, ckpt = load_model(path, "cpu")  # what inference.py and scripts/eval.py do with it
-    assert checkpoint_config(ckpt, "a checkpoint").max_iters == 2
     note = "head_on_masked_only=True, which this version removed: dropped (it changed neither the network"
-    assert (note in capsys.readouterr().out) == value
+    model, ckpt = load_model(path, "cpu")  # what inference.py and scripts/eval.py do with it
+    assert checkpoint_config(ckpt, "a checkpoint").max_iters == 20 and note in capsys.readouterr().out
     train.main([*args, "--out_dir=new", f"--init_from={path}", "--max_iters=2"])
-    assert (note in capsys.readouterr().out) == value
-    train.main([*args, "--max_iters=3", "--resume"])
-    assert (note in capsys.readouterr().out) == value
-    assert load_checkpoint(path)["iter"] == 3 and "head_on_masked_only" not in load_checkpoint(path)["config"]
+    assert note in capsys.readouterr().out
+    train.main([*args, "--max_iters=40", "--resume"])  # 10 % of 40 would be 4: the run keeps its 2
+    out = capsys.readouterr().out
+    assert note in out and "warm-up:" not in out
+    ck = load_checkpoint(path)
+    assert ck["iter"] == 40 and ck["config"]["warmup_iters"] == 2 and "head_on_masked_only" not in ck["config"]
 
 
 def test_every_eval_scores_the_same_way_so_best_pt_is_picked_among_like_figures(in_tmp, capsys):
-    """The final eval used 4 t per window and the periodic ones 1: best.pt compared figures of two estimators
-    (baby: 2.1991 at 1 t beat the final 2.2126 at 4 t, though the same 4 t give 2.2721 at that step)."""
-    from helpers import MICRO, rows
+    """Every eval (the periodic ones and the final) draws EVAL_T times a window: best.pt compares like figures."""
     train.main([f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--max_iters=12", "--eval_interval=4"])
     out = capsys.readouterr().out
     evals = [r for r in rows(in_tmp / "out") if r["kind"] == "eval"]
@@ -342,23 +270,17 @@ def test_every_eval_scores_the_same_way_so_best_pt_is_picked_among_like_figures(
     assert "best.pt: the lowest dev figure of the evals (" in out
 
 
-def test_dev_and_test_are_disjoint_halves_of_validation_and_training_evals_read_only_dev():
+def test_dev_and_test_are_disjoint_halves_of_validation_and_a_split_holds_at_least_one_window():
+    """Training's evals read only dev: evenly spaced windows over it, no token of the test half. A window of `length`
+    tokens is drawn with its next token beside it, so a split needs length + 1: at exactly that a batch and a fixed
+    window are drawn from it; at one fewer, one line refuses it."""
     import numpy as np
-    from utils.dataloader import fixed_windows, split_ids
+    from utils.dataloader import fixed_windows, get_batch, split_ids
     train_ids, val_ids = np.arange(100), np.arange(100, 151)
     dev, test = split_ids(train_ids, val_ids, "dev"), split_ids(train_ids, val_ids, "test")
     assert list(dev) + list(test) == list(val_ids) and len(dev) == 25 and not set(dev) & set(test)
     assert split_ids(train_ids, val_ids, "val") is val_ids and split_ids(train_ids, val_ids, "train") is train_ids
-    # train.py's windows: evenly spaced over dev, so no token of the test half is ever read by a choice
     assert fixed_windows(dev, 10, 5).max() < test[0]
-
-
-def test_a_split_holding_one_window_is_taken_and_one_token_fewer_is_refused():
-    """split_ids(..., length): a window of `length` tokens is drawn with its next token beside it, so a split needs
-    length + 1. At exactly that, a batch and a fixed window are drawn from it; at one fewer, one line refuses it
-    (randint's range would be empty at the first step, and a fixed window would start before the split)."""
-    import numpy as np
-    from utils.dataloader import fixed_windows, get_batch, split_ids
     ids = np.arange(9)
     with pytest.raises(UserError, match="the train split has 9 tokens, too few for one window \\(10 needed\\)"):
         split_ids(ids, ids, "train", 9)
@@ -370,7 +292,6 @@ def test_a_split_holding_one_window_is_taken_and_one_token_fewer_is_refused():
 def test_the_final_report_prints_the_figure_scripts_eval_py_gives_the_same_checkpoint(in_tmp, capsys):
     """One model, one reported bound: train.py's last 'test bound' line is what scripts/eval.py model.pt reports
     (evals.bound.REPORT: 128 windows x 8 t of the test half), to the printed digits, beside the dev figure."""
-    from helpers import MICRO, run_here, script
     run_here([f"--data_path={real_text()}", "--out_dir=out", *MICRO, "--max_iters=6", "--eval_interval=100"], in_tmp)
     out = capsys.readouterr().out
     assert "  dev bound (NELBO), the figure that picks best.pt: " in out and "of the dev half; ± one standard error)" in out
@@ -388,7 +309,6 @@ def test_the_final_report_prints_the_figure_scripts_eval_py_gives_the_same_check
 def test_data_steps_repeats_the_same_batches_epoch_after_epoch(in_tmp, monkeypatch):
     """--data_steps=k: step i trains on step i % k's batch (the equal-FLOPs AR's k passes over the same tokens); 0 (the
     default) draws a new batch every step."""
-    from helpers import MICRO, for_objective
     seen, real = [], dataloader.get_batch
     monkeypatch.setattr(dataloader, "get_batch", lambda *a: seen.append(real(*a)) or seen[-1])
     for steps in (0, 2):
@@ -397,5 +317,3 @@ def test_data_steps_repeats_the_same_batches_epoch_after_epoch(in_tmp, monkeypat
                                   "--eval_interval=100", "--objective=ar", f"--data_steps={steps}"]))
         same = [torch.equal(seen[i], seen[i + 2]) for i in range(3)]
         assert same == ([True] * 3 if steps else [False] * 3) and not torch.equal(seen[0], seen[1])
-    with pytest.raises(UserError, match="data_steps must be >= 0"):
-        train.main(["--data_steps=-1"])
