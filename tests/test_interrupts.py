@@ -1,7 +1,9 @@
 """Ctrl-C in training, as a terminal sends it: a real SIGINT to a started train.py, sent once the run has said it
 reached a step (its eval line), never after a wait; the line it leaves names the newest checkpoint and the command
-that resumes it, and that command does. Moved here from tests/test_bad_input.py (issue 106): it failed there at a
-load of 12-15, where a deadline of 60 s, and then 120 s, ran out while the run still worked.
+that resumes it, and that command does. Moved here from tests/test_bad_input.py (issue 106). It failed there on a
+busy machine: its line named iter 5 while model.pt held iter 10 (the SIGINT landed inside the checkpoint writer's
+submit: utils/fileio.ctrl_c_held), and its deadlines of 60 s and 120 s were near (29 s from SIGINT to exit at a
+load of 17, 5 s alone).
 
     python -m pytest -q tests/test_interrupts.py
 """
