@@ -145,9 +145,8 @@ def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
 
 
 def point_seed(seed, settings):
-    """The seed of one point's scored draws: --seed and the point's settings (canonical's), as sorted
-    key=value text through sha256 (Python's hash() is salted per process). A point then draws the
-    same samples alone, in a larger grid or beside other checkpoints, so any row re-runs alone."""
+    """A point's seed, sha256 of --seed and its sorted key=value settings (hash() is salted per
+    process): a point draws the same samples alone as in any grid."""
     text = " ".join([f"seed={seed}", *(f"{k}={v}" for k, v in sorted(settings.items()))])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 

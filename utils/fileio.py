@@ -277,8 +277,8 @@ def numbered_checkpoints(out_dir):
 
 @contextmanager
 def ctrl_c_held():
-    """A Ctrl-C inside the block is raised at its end, not halfway through it. Only where SIGINT
-    raises KeyboardInterrupt (Python's default) in the main thread; elsewhere the block runs as is."""
+    """A Ctrl-C inside the block raised at its end (BackgroundWriter.submit: a write queued is
+    owned). Only where SIGINT raises KeyboardInterrupt, in the main thread."""
     main = threading.current_thread() is threading.main_thread()
     if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
@@ -301,8 +301,6 @@ class BackgroundWriter:
 
     def submit(self, write):
         self.wait()
-        # queued and owned at once: a Ctrl-C inside pool.submit, after it queued the write, left the write
-        # running unowned, and the interrupt's line named the checkpoint before the one it wrote
         with ctrl_c_held():
             self.pending = self.pool.submit(write)
 
