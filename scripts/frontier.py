@@ -15,6 +15,7 @@ character 1-4-grams from held-out text's. A curve is one sampler over temperatur
 crosses the held-out entropy (dev; the divergence on test, its floor dev text's own): lower is
 better there. AR and bd3 samples may run past the context (a sliding window).
 """
+import hashlib
 import itertools
 import os
 import sys
@@ -61,7 +62,8 @@ def parse_args(argv):
     p.add_argument("--threads", type=at_least(1, most=os.cpu_count() or 1), default=None,
                    help="CPU threads of the timed draws, at most this machine's (default: the count OMP_NUM_THREADS or "
                    "another thread variable fixes, else 1; the scored draws choose theirs)")
-    p.add_argument("--seed", type=seed, default=0, help="seeds the scored samples (and, after it, the timed ones)")
+    p.add_argument("--seed", type=seed, default=0, help="seeds the scored samples (each point's from it and the "
+                   "point's settings, so a point draws the same samples alone or in any grid) and the timed ones")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
                    help="inference.py's --compile: the KV-cached decode step and bd3's drafting round compiled (auto: "
@@ -152,11 +154,19 @@ def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
     return None
 
 
-def grid_of(r, args, judge, start, gen_len, ref, generator, threads):
+def point_seed(seed, settings):
+    """A point's seed, sha256 of --seed and its sorted key=value settings (hash() is salted per
+    process): a point draws the same samples alone as in any grid."""
+    text = " ".join([f"seed={seed}", *(f"{k}={v}" for k, v in sorted(settings.items()))])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def grid_of(r, args, judge, start, gen_len, ref, threads):
     """Draw, score and print every point of checkpoint r's grid: a row each (settings, figures)."""
     points = []
     for settings, scfg, opts in r["points"]:
         threads.restart()  # no pass spans the scoring
+        generator = torch.Generator().manual_seed(point_seed(args.seed, settings))
         job = Job(r["model"], replace(scfg, num_samples=args.batch_size), opts, r["tok"].mask_id)
         samples, nfe = draw(job, start, gen_len, args.n_samples, generator,
                             on_step=threads.tick if threads.auto else None)
@@ -290,10 +300,9 @@ def run_frontier(args, argv):
     print(f"device: {device}; scored draws' {threads.line}; timed draws: {timed_threads} thread(s); judge "
           f"{args.ar_checkpoint}; {args.n_samples} samples of {gen_len} tokens per point; held-out entropy "
           f"{held['sample_entropy']:.3f} (dev), n-gram JS of dev text from test's {held['js_mean']:.4f}")
-    g = torch.Generator().manual_seed(args.seed)
     for r in runs:
         t0 = time.time()
-        r["rows"] = grid_of(r, args, judge, start, gen_len, ref, g, threads)
+        r["rows"] = grid_of(r, args, judge, start, gen_len, ref, threads)
         r["seconds"] = time.time() - t0
     speed = [f"tokens_per_s_b{b}" for b in args.time_batches] if args.repeats else []
     torch.set_num_threads(timed_threads)  # held while timing, so the points compare

@@ -18,6 +18,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -27,6 +29,11 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 FIXTURES = ROOT / "tests" / "fixtures"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+
+# A guard against a hang, never a verdict (issue 106). Each wait in the suite is for an event: a line printed, a file
+# written, a process ended. HANG bounds only a wait that would never end. Beside other work (a load of 15 on 2 cores)
+# a test runs 10-30x slower than alone, so no timeout it can meet while it works may decide it.
+HANG = 1800
 
 # Two sizes, for two jobs. TINY learns within a few hundred steps (tests that check a model learned);
 # MICRO is the smallest that runs every code path (plumbing: resume, DDP, faults), where only exactness counts.
@@ -85,7 +92,7 @@ def run_cli_here(main, argv, capsys):
     return code, out.out, out.err
 
 
-def run_script(path, *args, cwd=ROOT, env=None, timeout=120):
+def run_script(path, *args, cwd=ROOT, env=None, timeout=HANG):
     """python <path relative to the repo> ARGS in a subprocess: a CompletedProcess with text output."""
     return subprocess.run([sys.executable, str(ROOT / path), *map(str, args)], cwd=cwd, env={**os.environ, **(env or {})},
                           capture_output=True, text=True, timeout=timeout)
@@ -123,7 +130,7 @@ def fresh_copy(tmp_path):
     return repo, env
 
 
-def serve_briefly(cmd, cwd, env, timeout=120):
+def serve_briefly(cmd, cwd, env, timeout=HANG):
     """A documented `inference.py ... --serve` line run as typed (on a free port, --port 0): once it serves, its page
     is fetched, then Ctrl-C. Returns (exit code, the page's status, stderr)."""
     import urllib.request
@@ -131,12 +138,42 @@ def serve_briefly(cmd, cwd, env, timeout=120):
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         url = next((line.split()[1] for line in p.stdout if line.startswith("serving http://")), None)
-        status = urllib.request.urlopen(url, timeout=30).status if url else None
+        status = urllib.request.urlopen(url, timeout=timeout).status if url else None
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=timeout)
     finally:
         p.kill()
     return p.returncode, status, err
+
+
+# ----------------------------------------------------------------------------- waiting for an event
+
+def wait_for(event, what, hang=HANG):
+    """Poll event() until it holds. Fails, naming `what`, only after `hang` seconds: a hang, not a slow machine."""
+    end = time.monotonic() + hang
+    while not event():
+        assert time.monotonic() < end, f"no {what} after {hang} s: hung"
+        time.sleep(0.005)
+
+
+def read_until(p, start, times=1, hang=HANG):
+    """Read a started process's stdout (text) line by line until the `times`-th line that starts with `start`: the
+    event a test acts on, such as a signal sent once the child has said it reached a step. Returns the lines read.
+    Fails if the child ends first; a timer kills a child still short of it after `hang` seconds."""
+    guard = threading.Timer(hang, p.kill)
+    guard.start()
+    seen, found = [], 0
+    try:
+        for line in p.stdout:
+            seen.append(line)
+            found += line.startswith(start)
+            if found == times:
+                return seen
+    finally:
+        guard.cancel()
+    p.wait()
+    raise AssertionError(f"the child ended (exit {p.returncode}) before line {times} starting {start!r}: "
+                         f"{''.join(seen[-5:])}{p.stderr.read()[-3000:] if p.stderr else ''}")
 
 
 # ----------------------------------------------------------------------------- training runs
@@ -159,7 +196,7 @@ def popen(args, cwd, torchrun=None):
                             preexec_fn=ctrl_c_default)
 
 
-def finish(p, timeout=60):
+def finish(p, timeout=HANG):
     out, err = p.communicate(timeout=timeout)
     assert p.returncode == 0, err[-8000:]  # a torchrun worker's own error sits above the launcher's summary
     return out

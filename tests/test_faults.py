@@ -22,7 +22,7 @@ import torch
 
 import train
 from helpers import ROOT
-from helpers import ENV, for_objective, popen, rows, run_here, train_args
+from helpers import ENV, HANG, for_objective, popen, read_until, rows, run_here, train_args, wait_for
 from utils.checkpoint import load_checkpoint, load_latest
 from utils.fileio import numbered_checkpoints
 from utils.errors import UserError
@@ -55,7 +55,7 @@ def test_kill_halfway_through_a_checkpoint_write_loses_nothing(tmp_path, uninter
     out = tmp_path / "out"
     p = subprocess.Popen([sys.executable, str(ROOT / "tests" / "kill_mid_save.py"), "3", *train_args(out, *COMMON)],
                          cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, err = p.communicate(timeout=120)
+    _, err = p.communicate(timeout=HANG)
     assert p.returncode == -signal.SIGKILL, err[-2000:]
     partial = [n for n in os.listdir(out) if ".tmp" in n]
     assert partial == [f"model_0000030.pt.tmp{p.pid}"]  # half of the 3rd checkpoint, never renamed into place
@@ -72,17 +72,19 @@ def test_kill_halfway_through_a_checkpoint_write_loses_nothing(tmp_path, uninter
 
 @pytest.mark.slower
 def test_random_kills_then_resume_equal_the_uninterrupted_run(tmp_path, uninterrupted):
-    """Three SIGKILLs at random moments (seeded), each followed by --resume from whatever is on disk."""
+    """Three SIGKILLs at random moments (seeded), each followed by --resume from whatever is on disk. A moment is one
+    of the run's first log lines, read however slow the machine is, then a random pause: each kill lands inside the
+    loop, and may land while a checkpoint is written. (It waited for metrics.jsonl for at most 60 s: at a load of 15 a run
+    still starting was killed before its loop.)"""
     rng, out, kills = random.Random(7), tmp_path / "out", 0
     for _ in range(3):
         started = bool(numbered_checkpoints(out)) or (out / "model.pt").exists()
-        p = popen(train_args(out, *COMMON, *(["--resume"] if started else [])), tmp_path)
-        deadline = time.time() + 60
-        while not (out / "metrics.jsonl").exists() and p.poll() is None and time.time() < deadline:
-            time.sleep(0.005)  # the loop has begun
-        time.sleep(rng.uniform(0.0, 0.6))
+        # before a first checkpoint a killed run leaves its metrics.jsonl: a new start replaces it
+        p = popen(train_args(out, *COMMON, "--resume" if started else "--overwrite"), tmp_path)
+        read_until(p, "iter ", times=rng.randint(1, 4))
+        time.sleep(rng.uniform(0.0, 0.3))
         p.send_signal(signal.SIGKILL)
-        p.communicate()
+        p.communicate(timeout=HANG)
         kills += p.returncode == -signal.SIGKILL
         if numbered_checkpoints(out):  # what is on disk after a kill always loads
             assert load_latest(out)[0]["iter"] % 10 == 0
@@ -418,28 +420,70 @@ def test_ctrl_c_before_the_first_checkpoint_names_the_command_that_starts_again(
     assert said.endswith("(the report alone: python train.py --max_iters=50 --resume)")
 
 
+def test_a_ctrl_c_inside_the_writers_submit_leaves_the_queued_write_owned():
+    """Issue 106: a SIGINT that landed inside BackgroundWriter.submit, after the pool had queued the write, left the
+    write running unowned: train.py's line named the checkpoint before it while the write put the next one on disk
+    (the Ctrl-C-in-training test, at a load of 16: "iter 5", and model.pt at iter 10). A real SIGINT is sent there;
+    it is raised once the write is owned, and the join finishes it."""
+    import threading
+    from utils.fileio import BackgroundWriter
+    go, saved, writer = threading.Event(), [], BackgroundWriter()
+    queue = writer.pool.submit
+
+    def queued_then_interrupted(fn):
+        future = queue(fn)
+        os.kill(os.getpid(), signal.SIGINT)  # Python raises it at its next check, before this returns
+        return future
+    writer.pool.submit = queued_then_interrupted
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)  # a suite run as a background job ignores SIGINT
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            writer.submit(lambda: (go.wait(HANG), saved.append("model.pt")))
+        owned = writer.pending is not None
+    finally:
+        signal.signal(signal.SIGINT, old)
+        go.set()  # never a write held past the test
+    assert owned  # train.py's handler joins it before naming the checkpoint
+    writer.wait()
+    assert saved == ["model.pt"] and writer.pending is None
+
+
 def test_a_ctrl_c_inside_the_writers_join_leaves_the_write_to_the_next_join():
     """Issue 80: a SIGINT that lands while train.py joins the background write (BackgroundWriter.wait) must not drop
     the write: train.py's Ctrl-C handler joins again, and its line then names the checkpoint the write made. A real
-    signal (SIGALRM raising KeyboardInterrupt, as SIGINT does) arrives while the write is held on an event."""
+    signal (SIGALRM raising KeyboardInterrupt, as SIGINT does) arrives while the write is held on an event. The write
+    sends it once the main thread's stack shows it inside the join (a timer of 0.2 s could fire before the join on a
+    busy machine, and a write held 10 s could end before the signal)."""
     import threading
     from utils.fileio import BackgroundWriter
+    main = threading.main_thread().ident
+
+    def joining():
+        frame = sys._current_frames().get(main)
+        while frame is not None and frame.f_code is not BackgroundWriter.wait.__code__:
+            frame = frame.f_back
+        return frame is not None
+
+    def write():
+        wait_for(joining, "join on the main thread")
+        signal.pthread_kill(main, signal.SIGALRM)
+        go.wait(HANG)
+        saved.append("model.pt")
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
     go, saved, writer = threading.Event(), [], BackgroundWriter()
-    writer.submit(lambda: (go.wait(10), saved.append("model.pt")))
     old = signal.signal(signal.SIGALRM, interrupt)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        writer.submit(write)
         with pytest.raises(KeyboardInterrupt):
             writer.wait()  # blocked in the join until the signal
+        in_flight = (list(saved), writer.pending is not None)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-    assert saved == [] and writer.pending is not None  # the write still in flight, still owned
-    go.set()
+        go.set()  # never a write held past the test
+    assert in_flight == ([], True)  # the write still in flight, still owned
     writer.wait()  # the handler's join: the checkpoint is there when its line is printed
     assert saved == ["model.pt"] and writer.pending is None
     writer.submit(lambda: 1 / 0)

@@ -2,6 +2,7 @@
 against hand computations and against repetition, and the JSON of a run on tiny checkpoints (slow).
 python -m pytest -q tests/test_frontier.py"""
 import contextlib
+import hashlib
 import json
 
 import pytest
@@ -143,6 +144,34 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
         assert (code, (in_tmp / f"{x}.png").exists()) == ((0, True) if x == "entropy" or reached else (2, False)), err
     code, _, err = run_cli_here(frontier.main, [tiny_ckpt, "--ar-checkpoint", tiny_ckpt, "--device", "cpu"], capsys)
     assert_one_line_error(code, err, "mdlm model")
+
+
+def test_a_point_reads_the_same_figures_alone_and_inside_a_larger_grid(tiny_ckpt, ar_judge, in_tmp, capsys):
+    """Issue 106: every point drew from one generator down the grid, so its figures hung on the points drawn before
+    it, and a row of RESULTS could not be re-read alone (a cut grid gave 8.22, not the row's figure). Seeded by its
+    own settings, a point reads the same digits alone as in a larger grid beside another checkpoint."""
+    def diffusion_points(name, *argv):
+        code, _, err = run_cli_here(frontier.main, [
+            *argv, "--ar-checkpoint", ar_judge, "--n-samples", "4", "--gen-len", "24", "--device", "cpu",
+            "--repeats", "0", "--grid", "order=random", "--grid", "remask=none", "--json", in_tmp / name], capsys)
+        assert code == 0, err
+        runs = json.loads((in_tmp / name).read_text())["runs"]
+        return {json.dumps(p["settings"], sort_keys=True): p for r in runs if not r["exact"] for p in r["points"]}
+    # the AR's points first, then four of the tiny model's: the point alone was the grid's last
+    grid = diffusion_points("grid.json", ar_judge, tiny_ckpt, "--grid", "steps=8,6", "--grid", "temperature=0.8,1.0")
+    [(key, point)] = diffusion_points("alone.json", tiny_ckpt, "--grid", "steps=6", "--grid", "temperature=1.0").items()
+    assert len(grid) == 4 and point == grid[key]  # every figure, and the first sample's text
+    assert len({p["sample_text"] for p in grid.values()}) == 4  # each point its own draw
+
+
+def test_a_points_seed_is_its_settings_own():
+    """--seed and the point's settings as sorted key=value text through sha256: the same in every process, whatever
+    order the grid names the keys in (Python's hash() of a str is salted per process)."""
+    seed = frontier.point_seed(0, dict(temperature=1.0, steps=8))
+    assert seed == frontier.point_seed(0, dict(steps=8, temperature=1.0))
+    assert seed == int.from_bytes(hashlib.sha256(b"seed=0 steps=8 temperature=1.0").digest()[:8], "big")
+    assert seed not in (frontier.point_seed(1, dict(steps=8, temperature=1.0)),
+                        frontier.point_seed(0, dict(steps=8, temperature=0.9)), frontier.point_seed(0, dict(steps=8)))
 
 
 def _read_by_hand(points, entropy):

@@ -274,23 +274,26 @@ def test_a_sample_writes_the_traces_asked_for_and_says_each(argv, written, in_tm
 
 def test_tokens_per_second_times_the_sampling_apart_from_the_traces_recording(in_tmp, monkeypatch, capsys):
     """148 tokens/s with --viz-video off read 42 with the trace: the recording (each step's frame, the files written
-    at close) was in the sampling's seconds. A recording made slow on purpose stays out of them and is said apart."""
+    at close) was in the sampling's seconds. A recording made slow on purpose stays out of them and is said apart.
+    Slow on a clock of its own: each step's recording moves time.perf_counter on by 1000 s and costs nothing, so the
+    verdict holds however long the real sampling takes (a real 50 ms a step was once compared with it)."""
     import re
     import time
     from sampling import trace
-    real = trace.Trace.record
+    real, real_clock, ahead = trace.Trace.record, time.perf_counter, [0.0]
 
     def slow(self, st):
-        time.sleep(0.05)
+        ahead[0] += 1000.0
         return real(self, st)
     monkeypatch.setattr(trace.Trace, "record", slow)
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + ahead[0])
     code, out, err = run_cli_here(inference.main, ["--checkpoint", _shipped(), "--gen-len", "8", "--steps", "8",
                                                    "--seed", "0"], capsys)
     assert code == 0, err
     sampling, recording = (float(x) for x in re.search(r"([\d.]+)s sampling \([\d,]+ tokens/s; recording the trace "
                                                        r"took ([\d.]+)s more\)", out).groups())
     steps = int(re.search(r"NFE (\d+) per sample", out)[1])
-    assert recording >= 0.05 * steps and sampling < 0.05 * steps, out
+    assert recording >= 1000.0 * steps and sampling < 1000.0, out
 
 
 def test_a_stream_of_prompts_takes_viz_video_off(in_tmp, monkeypatch, capsys):

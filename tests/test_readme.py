@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import ROOT, fresh_copy, serve_briefly
+from helpers import HANG, ROOT, fresh_copy, serve_briefly
 
 TINY = dict(max_iters=6, eval_interval=3, eval_iters=1, log_interval=3, warmup_iters=1, batch_size=4, n_layer=1,
             n_head=2, n_embd=32, device="cpu", keep_last=1)
@@ -90,7 +90,7 @@ def test_every_readme_command_runs_in_order_on_a_fresh_copy(tmp_path):
             continue
         started = time.time()
         r = subprocess.run(["bash", "-c", shrink(cmd)], cwd=repo, env=env, capture_output=True, text=True,
-                           stdin=subprocess.DEVNULL, timeout=600)
+                           stdin=subprocess.DEVNULL, timeout=HANG)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
         for path in promised_files(line):  # what the caption says the command writes, written by this command
             if path.endswith("/"):  # a new MP4 and GIF in the folder
@@ -161,7 +161,7 @@ def test_readmes_checkpoint_lines_run_on_a_fresh_clone_where_the_shipped_weights
     assert not (repo / "artifacts" / "models").exists()
     for cmd in stand_in_lines((ROOT / "README.md").read_text()):
         r = subprocess.run(["bash", "-c", quicken(cmd)], cwd=repo, env=env, capture_output=True, text=True,
-                           stdin=subprocess.DEVNULL, timeout=900)
+                           stdin=subprocess.DEVNULL, timeout=HANG)
         assert r.returncode == 0 and "Traceback" not in r.stderr, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
         if "artifacts/models/" in cmd:  # the weights read are named, not a path that is not there
             assert "artifacts/weights/" in r.stdout, f"{cmd}\n{r.stdout[-2000:]}"

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers import ENV, ROOT
+from helpers import ENV, HANG, ROOT
 
 # every Python file a reader may run: the scripts and the studies (a package's __init__ is none)
 FILES = sorted(str(p.relative_to(ROOT)) for folder in ("scripts", "dev") for p in (ROOT / folder).glob("*.py")
@@ -29,7 +29,7 @@ def named_in_docs():
 
 
 def run(rel, *argv):
-    return subprocess.run([sys.executable, rel, *argv], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, rel, *argv], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=HANG)
 
 
 def test_every_file_the_documents_name_is_tried():

@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import replace
 
 import pytest
@@ -28,7 +27,7 @@ import configurator
 from diffusion import SamplerOptions
 import inference
 import train
-from helpers import ENV, ROOT, assert_one_line_error, ctrl_c_default, run_cli_here
+from helpers import ENV, HANG, ROOT, assert_one_line_error, ctrl_c_default, run_cli_here, wait_for
 from sampling import serve
 
 WEIGHTS = ROOT / "artifacts" / "weights"
@@ -38,14 +37,22 @@ LONG = {"prompt": "ROMEO:", "seed": 0, "gen_len": 120, "steps": 120}  # 120 step
 
 
 @pytest.fixture
-def slow_steps(monkeypatch):
-    """Each step of a draw 20 ms longer: a long draw lasts 2.4 s on any machine."""
-    real = serve.Frames.__call__
+def held(monkeypatch):
+    """A draw held after its first frame until the test lets it go (held.set()), so that the test acts while a draw
+    runs however slow the machine (each step 20 ms longer gave a draw 2.4 s, and a busy machine took longer to act).
+    held.frames counts the frames sent."""
+    gate, real = threading.Event(), serve.Frames.__call__
+    gate.frames = 0
 
-    def slower(self, st):
-        time.sleep(0.02)
-        return real(self, st)
-    monkeypatch.setattr(serve.Frames, "__call__", slower)
+    def gated(self, st):
+        out = real(self, st)
+        gate.frames += 1
+        if gate.frames == 1:
+            assert gate.wait(HANG), "the test never let the draw go"
+        return out
+    monkeypatch.setattr(serve.Frames, "__call__", gated)
+    yield gate
+    gate.set()  # never a draw held past its test
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +78,7 @@ def server(where):
 
 def post(port, body, content_type="application/json"):
     """POST /draw: the open connection and its response."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HANG)
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     conn.request("POST", "/draw", data, {"Content-Type": content_type})
     return conn, conn.getresponse()
@@ -96,12 +103,10 @@ def draw(port, knobs):
     return out
 
 
-def idle(server, seconds=20):
-    """Wait until no draw holds the server (its last line printed): True, or False after `seconds`."""
-    end = time.time() + seconds
-    while server.busy.locked() and time.time() < end:
-        time.sleep(0.02)
-    return not server.busy.locked()
+def idle(server):
+    """Wait until no draw holds the server (its last line printed), however long: True."""
+    wait_for(lambda: not server.busy.locked(), "end of the draw")
+    return True
 
 
 def printed_sample(argv, capsys):
@@ -191,7 +196,7 @@ def test_each_bad_request_is_one_message_and_the_server_answers_after_it(server)
         # server's command line's, and said so
         assert not re.search(r"(?<!the server's )--[a-z]", answer["error"]), answer
         assert "unknown knob" in words or not re.search("gen_len|gen-len", answer["error"]), answer  # JSON's own key
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HANG)
     conn.request("GET", "/nowhere")
     response = conn.getresponse()
     assert response.status == 404 and "the page is /" in json.loads(response.read())["error"]
@@ -200,7 +205,7 @@ def test_each_bad_request_is_one_message_and_the_server_answers_after_it(server)
 
 def request(port, method, path, headers, body=None, host="127.0.0.1"):
     """(status, body) of one request with exactly these headers: http.client adds no Host of its own here."""
-    conn = http.client.HTTPConnection(host, port, timeout=60)
+    conn = http.client.HTTPConnection(host, port, timeout=HANG)
     conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
     for key, value in headers.items():
         conn.putheader(key, value)
@@ -314,7 +319,7 @@ def test_the_page_knows_the_models_context_and_fits_the_tokens_left_as_shown(ser
     """The page reads cpu's context (128, the prompt's tokens and those written) and caps its tokens box there. The
     box left as shown, a long prompt is answered by fewer tokens, said beside the sampler, as inference.py cuts an
     untyped --gen-len; typed, a count past the room is refused in the page's words (BAD above)."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=HANG)
     conn.request("GET", "/")
     html = conn.getresponse().read().decode("utf-8")
     data = json.loads(re.search(r'<script id="serve-data" type="application/json">(.*?)</script>', html, re.S)[1])
@@ -340,34 +345,39 @@ def test_the_neighbours_of_the_refusals_draw(server, knobs):
     assert evs[-1][0] == "end" and all(d["text"] for n, d in evs if n == "done")
 
 
-def test_a_second_draw_while_one_runs_is_answered_at_once_and_the_first_goes_on(server, slow_steps):
+def test_a_second_draw_while_one_runs_is_answered_at_once_and_the_first_goes_on(server, held):
     port = server.server_address[1]
     conn, response = post(port, LONG)
     stream = events(response)
-    assert next(stream)[0] == "lane"
+    assert next(stream)[0] == "lane"  # the first draw has begun; held after its first frame, it runs on
     conn2, second = post(port, {"prompt": "ROMEO:", "gen_len": 8, "steps": 4})
     assert second.status == 409 and "a draw is running" in json.loads(second.read())["error"]
     conn2.close()
+    held.set()
     assert [n for n, _ in stream][-1] == "end"  # the first ran to its end
     conn.close()
 
 
-def test_a_client_that_leaves_mid_draw_stops_it_and_the_server_answers_the_next(server, slow_steps, capsys):
+def test_a_client_that_leaves_mid_draw_stops_it_and_the_server_answers_the_next(server, held, capsys):
     port = server.server_address[1]
     body = json.dumps(LONG).encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as client:
+    with socket.create_connection(("127.0.0.1", port), timeout=HANG) as client:
         client.sendall(b"POST /draw HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: "
                        + str(len(body)).encode() + b"\r\n\r\n" + body)
         received = b""
         while b"event: frame" not in received:
             received += client.recv(4096)
-    assert idle(server, seconds=1.5)  # its draw, 2.4 s whole, stopped at once
+    left = held.frames  # the client is gone; the draw, held after its first frame, goes on now
+    held.set()
+    # stopped at once, counted in steps, not seconds: the first frames sent after the client left find it gone (the
+    # draw had 120 steps to go; the test once read 1.5 s of a 2.4 s draw, which a busy machine could overrun)
+    assert idle(server) and held.frames - left <= 10
     assert "the client left mid-draw; the draw stopped" in capsys.readouterr().out
     assert draw(port, {"prompt": "ROMEO:", "gen_len": 8, "steps": 4})[-1][0] == "end"
 
 
 def test_the_page_holds_the_knobs_and_greys_out_those_the_model_does_not_read(server):
-    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=HANG)
     conn.request("GET", "/")
     html = conn.getresponse().read().decode("utf-8")
     data = json.loads(re.search(r'<script id="serve-data" type="application/json">(.*?)</script>', html, re.S)[1])
@@ -498,7 +508,7 @@ def test_ctrl_c_stops_the_server_in_one_line_mid_draw_or_idle(mid_draw):
             while next(stream)[0] != "frame":
                 pass
         p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=30)
+        _, err = p.communicate(timeout=HANG)
         if mid_draw:
             assert [d for n, d in stream if n == "error"] == [dict(message="the server stopped (Ctrl-C on its "
                                                                            "terminal)")]
@@ -525,8 +535,9 @@ def test_the_page_in_a_browser_shows_frames_arrive_and_the_text_inference_prints
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"]
     with sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium(), args=args)
+        browser = pw.chromium.launch(executable_path=chromium(), args=args, timeout=HANG * 1000)
         page = browser.new_page()
+        page.set_default_timeout(HANG * 1000)  # every wait below is for an event in the page; this bounds a hang
         page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
         page.fill("#prompt", "JULIET:")
         page.fill("#seed", "5")
@@ -534,7 +545,7 @@ def test_the_page_in_a_browser_shows_frames_arrive_and_the_text_inference_prints
         page.fill("#steps", "20")
         page.click("#go")
         page.wait_for_function("document.querySelector('#lane0').dataset.frames > 0")  # a frame arrived, drawn
-        page.wait_for_function("document.querySelector('#lane1 .text').textContent.length > 0", timeout=60_000)
+        page.wait_for_function("document.querySelector('#lane1 .text').textContent.length > 0")
         texts = [page.text_content(f"#lane{k} .text") for k in (0, 1)]
         frames = [int(page.get_attribute(f"#lane{k}", "data-frames")) for k in (0, 1)]
         assert page.text_content("#message") == "" and not page.is_disabled("#replay")

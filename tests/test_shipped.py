@@ -18,7 +18,7 @@ import configurator
 import inference
 from config import Config
 from checkpoint_manager import load_model, read_checkpoint
-from helpers import ROOT, assert_one_line_error, model_args, run_cli_here, script
+from helpers import HANG, ROOT, assert_one_line_error, model_args, run_cli_here, script
 from utils import fileio
 from utils.tokenizer import CharTokenizer, fingerprint, tokenizer_from_state
 
@@ -232,7 +232,7 @@ def test_each_cards_commands_run_as_written_on_a_fresh_copy(tmp_path):
             code, status, err = serve_briefly(line, repo, env)
             assert (code, status) == (130, 200), (line, err)
             continue
-        r = subprocess.run(["bash", "-c", line], cwd=repo, env=env, capture_output=True, text=True, timeout=600,
+        r = subprocess.run(["bash", "-c", line], cwd=repo, env=env, capture_output=True, text=True, timeout=HANG,
                            stdin=subprocess.DEVNULL)
         assert r.returncode == 0 and "the weights this repo ships" in r.stdout, (line, r.stderr[-2000:])
 

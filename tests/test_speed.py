@@ -6,6 +6,7 @@ through evals.samples.time_draws (a fake clock that advances with the network's 
     python -m pytest -q tests/test_speed.py
 """
 import statistics
+import threading
 import time
 from dataclasses import replace
 from types import SimpleNamespace
@@ -108,10 +109,12 @@ def test_p_cache_counts_every_column_but_the_prompts_by_hand(name, every_call):
 # ---------------------------------------------------------------------------------------- one timing
 class Clock:
     """A fake time.perf_counter: 1 ms a network call and 10 us a column it reads (forward hooks), and 1 us a
-    reading of the clock itself, so a callback that reads it inside a timed draw shows in the draw's time."""
+    reading of the clock itself, so a callback that reads it inside a timed draw shows in the draw's time. Only
+    the test's own thread advances it: a thread an earlier test left running (which a busy machine keeps alive
+    longer) reads the time without moving a timed draw's seconds."""
 
     def __init__(self, monkeypatch, models):
-        self.now = 0.0
+        self.now, self.owner = 0.0, threading.get_ident()
         monkeypatch.setattr(time, "perf_counter", self.read)
         for m in models:
             m.register_forward_pre_hook(lambda mod, args: self.advance(1e-3 + 1e-5 * args[0].numel()))
@@ -120,7 +123,8 @@ class Clock:
         self.now += s
 
     def read(self):
-        self.now += 1e-6
+        if threading.get_ident() == self.owner:
+            self.now += 1e-6
         return self.now
 
 

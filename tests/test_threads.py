@@ -248,13 +248,13 @@ def test_the_start_up_line_says_what_every_library_really_runs(environ, count):
     import re
     import subprocess
     import sys
-    from helpers import ROOT
+    from helpers import HANG, ROOT
     code = ("import torch; from utils.dist import CpuThreads; line = CpuThreads(torch.device('cpu')).line; "
             "torch.ones(64, 64) @ torch.ones(64, 64); print(line, '|', torch.get_num_threads()); "
             "print(torch.__config__.parallel_info())")
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, **environ}, capture_output=True, text=True,
-                       timeout=120)
+                       timeout=HANG)
     assert r.returncode == 0, r.stdout + r.stderr
     first, info = r.stdout.split("\n", 1)
     line, runs = first.rsplit(" | ", 1)

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 from PIL import Image
 
+from helpers import HANG
 from sampling import video as trace
 from sampling.video import STYLE, TraceWriter
 
@@ -19,7 +20,7 @@ needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="no ffmpeg (install ima
 def mp4_info(path):
     """Decode the whole video with the same ffmpeg (proves it plays); return (frames, stderr)."""
     p = subprocess.run([FFMPEG, "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=HANG)
     assert p.returncode == 0, p.stderr
     return int(re.findall(r"frame=\s*(\d+)", p.stderr)[-1]), p.stderr
 

@@ -16,7 +16,7 @@ import torch
 from sampling.canvas import build_canvas, fill
 from diffusion import SamplerOptions
 from configurator import get_config
-from helpers import for_objective, model_args
+from helpers import HANG, for_objective, model_args
 from model import Transformer
 from sampling.trace import Trace
 from sampling.page import PageWriter
@@ -135,7 +135,7 @@ window.addEventListener("load", () => {
     html = (tmp_path / "t.html").read_text().replace('<script id="trace-data"', probe + '<script id="trace-data"', 1)
     (tmp_path / "probe.html").write_text(html)
     out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                          (tmp_path / "probe.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+                          (tmp_path / "probe.html").as_uri()], capture_output=True, text=True, timeout=HANG).stdout
     seen = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', out, re.S)[1].replace("&quot;", '"'))
     assert seen["errors"] == [] and seen["before"] != seen["after"]
     assert seen["before"].startswith("abc") and "_" in seen["before"] and "_" not in seen["after"]
@@ -269,7 +269,7 @@ def test_the_pages_counter_newlines_blanks_and_tooltip(tmp_path):
     html = page.page()
     script = re.search(r'<script>\n(.*?)</script>', html, re.S)[1]
     data = json.dumps(_page_data(html))
-    out = subprocess.run(["node", "-e", NODE_PROBE, script, data], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(["node", "-e", NODE_PROBE, script, data], capture_output=True, text=True, timeout=HANG)
     seen = json.loads(out.stdout)
     assert seen["first"] == [["prompt", "a"], *[["mask", "_"]] * 3]  # the page opens at the start
     assert seen["pos"] == "2 / 2" and seen["head"].startswith("step 2 ")

@@ -10,7 +10,6 @@ import io
 import os
 import signal
 import sys
-import time
 
 import pytest
 import torch
@@ -25,7 +24,7 @@ from model import ModelArgs, Transformer
 from utils.checkpoint import load_checkpoint
 from utils.dist import grad_accum_steps, keyed_generator
 from utils.errors import UserError, run_cli
-from helpers import B, L, MICRO, finish, popen, rows, run_here, train_args
+from helpers import B, HANG, L, MICRO, finish, popen, rows, run_here, train_args, wait_for
 from utils.optim import EMA, build_optimizer, newton_schulz, set_lr
 from objectives import OBJECTIVES
 
@@ -39,7 +38,7 @@ def test_two_rank_ddp_matches_one_rank_with_two_micro_steps(tmp_path):
     common = ["--max_iters=12", "--eval_interval=100", "--log_interval=3", f"--total_batch_size={2 * B * L}"]
     ddp = popen(train_args(tmp_path / "ddp", *common), tmp_path / "a", torchrun=2)
     run_here(train_args(tmp_path / "one", *common), tmp_path)  # the single-process run, while the two ranks start
-    out, err = ddp.communicate(timeout=120)
+    out, err = ddp.communicate(timeout=HANG)
     assert ddp.returncode == 0, err[-8000:]
     assert "world size: 2, 1 micro-step(s)" in out
     assert "deprecated" not in err  # DDP's buffer flag under torch 2.13's name (utils/dist.wrap_ddp)
@@ -62,9 +61,7 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path):
     common = ["--max_iters=80", "--eval_interval=20", "--log_interval=7", "--ema=0.8", f"--total_batch_size={2 * B * L}"]
     killed = popen(train_args(tmp_path / "cut", *common), tmp_path / "b")
     ckpt = tmp_path / "cut" / "model.pt"
-    deadline = time.time() + 60
-    while not ckpt.exists() and killed.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
+    wait_for(lambda: ckpt.exists() or killed.poll() is not None, "first checkpoint")  # the event, however long
     killed.send_signal(signal.SIGKILL)
     killed.communicate()
     assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"

@@ -9,6 +9,8 @@ fsynced, only if the block finished. remove_stale_temps(dir) deletes those a SIG
 import itertools
 import os
 import re
+import signal
+import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -298,6 +300,24 @@ def numbered_checkpoints(out_dir):
     return sorted((iter_of(name), os.path.join(out_dir, name)) for name in names if _NUMBERED.match(name))
 
 
+@contextmanager
+def ctrl_c_held():
+    """A Ctrl-C inside the block raised at its end (BackgroundWriter.submit: a write queued is
+    owned). Only where SIGINT raises KeyboardInterrupt, in the main thread."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    held = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
+
+
 class BackgroundWriter:
     """Writes checkpoints on a thread, one at a time: DDP ranks wait only for rank 0's host copy."""
 
@@ -306,7 +326,8 @@ class BackgroundWriter:
 
     def submit(self, write):
         self.wait()
-        self.pending = self.pool.submit(write)
+        with ctrl_c_held():
+            self.pending = self.pool.submit(write)
 
     def wait(self):
         """Join the write in flight, raising its error. A Ctrl-C here leaves it pending, so the
