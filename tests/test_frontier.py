@@ -14,7 +14,7 @@ from config import Config
 from configurator import get_config
 from diffusion import SamplerOptions
 from evals.metrics import char_ngrams, js_divergence, ngram_js
-from helpers import MICRO, assert_one_line_error, for_objective, model_args, real_text, run_cli_here, script
+from helpers import MICRO, assert_one_line_error, for_objective, real_text, run_cli_here, script
 from utils.errors import UserError
 from objectives import OBJECTIVES
 
@@ -147,9 +147,7 @@ def test_frontier_json_and_plot_end_to_end(tiny_ckpt, ar_judge, in_tmp, capsys):
 
 
 def test_a_point_reads_the_same_figures_alone_and_inside_a_larger_grid(tiny_ckpt, ar_judge, in_tmp, capsys):
-    """Issue 106: every point drew from one generator down the grid, so its figures hung on the points drawn before
-    it, and a row of RESULTS could not be re-read alone (a cut grid gave 8.22, not the row's figure). Seeded by its
-    own settings, a point reads the same digits alone as in a larger grid beside another checkpoint."""
+    """Seeded by its own settings, a point reads the same digits alone as in a larger grid beside another checkpoint."""
     def diffusion_points(name, *argv):
         code, _, err = run_cli_here(frontier.main, [
             *argv, "--ar-checkpoint", ar_judge, "--n-samples", "4", "--gen-len", "24", "--device", "cpu",
@@ -165,8 +163,7 @@ def test_a_point_reads_the_same_figures_alone_and_inside_a_larger_grid(tiny_ckpt
 
 
 def test_a_points_seed_is_its_settings_own():
-    """--seed and the point's settings as sorted key=value text through sha256: the same in every process, whatever
-    order the grid names the keys in (Python's hash() of a str is salted per process)."""
+    """--seed and the point's settings as sorted key=value text through sha256: the same in every process and order."""
     seed = frontier.point_seed(0, dict(temperature=1.0, steps=8))
     assert seed == frontier.point_seed(0, dict(steps=8, temperature=1.0))
     assert seed == int.from_bytes(hashlib.sha256(b"seed=0 steps=8 temperature=1.0").digest()[:8], "big")
@@ -188,16 +185,14 @@ def _read_by_hand(points, entropy):
 
 
 def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, in_tmp, capsys, monkeypatch):
-    """A frontier made by hand (draw and score replaced: each point's figures set by its settings, relative to the
-    real held-out entropy H) so the reading at H is known: remask=none brackets H a quarter of the way up, remdm
-    stays above it (not reached), the AR's curve starts at H exactly."""
+    """A frontier made by hand (draw and score replaced, figures relative to the real held-out entropy H): remask=none
+    brackets H a quarter of the way up, remdm stays above it (not reached), the AR's curve starts at H exactly."""
     H = {}
     made = {("none", 0.8): (-0.5, 10.0, 0.30), ("none", 1.0): (1.5, 30.0, 0.10),
             ("remdm", 0.8): (0.2, 5.0, 0.2), ("remdm", 1.0): (0.4, 6.0, 0.2),
             ("ar", 0.8): (0.0, 4.0, 0.15), ("ar", 1.0): (1.0, 8.0, 0.25)}
 
-    # passes that change with the temperature, as --entropy_bound's do: read at H a quarter of the way up, 8 (the
-    # curve's mean, 12, was printed before)
+    # passes that change with the temperature, as --entropy_bound's do: read at H a quarter of the way up, 8
     nfes = {("none", 0.8): 4.0, ("none", 1.0): 20.0}
     real_score = frontier.score
     drawn, rounds = [], {}
@@ -303,24 +298,3 @@ def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):
     assert rows[0]["passes_b1"] == pytest.approx(15.5) and rows[1]["passes_b4"] == pytest.approx(15.5)
     # tokens a pass: a sample's tokens over a sample's passes, whatever B (not B x 5 over them)
     assert rows[1]["tokens_per_pass_b4"] == pytest.approx(5 / 15.5)
-
-
-@pytest.mark.parametrize("B", [1, 3])
-def test_p_cache_counts_the_columns_each_sampler_reads_past_the_prompt(B):
-    """columns_counted, p_cache's denominator, by hand: the AR reads one column a token (its prompt's last predicts the
-    first): p_cache 1; masked diffusion reads the whole canvas every pass: (gen_len + 1) columns a row a pass."""
-    from diffusion import Schedule  # noqa: F401 (draw builds its own)
-    from evals.samples import Job, columns_counted, draw
-    from model import Transformer
-    P, G, S = 3, 8, 4
-    for flags, columns in ((["--objective=ar"], B * G), ([f"--steps={S}"], B * S * (G + 1))):
-        cfg = get_config(for_objective(["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16",
-                                        "--diffusion_steps=8", f"--num_samples={B}", "--device=cpu", *flags]))
-        torch.manual_seed(0)
-        model = Transformer(model_args(cfg, 12)).eval()
-        with columns_counted(model, [0, 1, 2]) as seen:
-            _, passes = draw(Job(model, cfg, SamplerOptions.from_config(cfg), 11), [0, 1, 2], G, B,
-                             torch.Generator().manual_seed(0))
-        assert seen["columns"] == columns, (flags, seen)
-        # the AR: a call a token, and the prompt's pass before its last token (the first step passes that token)
-        assert passes == [G + 1 if "--objective=ar" in flags else S] * B

@@ -105,9 +105,8 @@ def test_export_holds_weights_only_and_samples_exactly_like_the_checkpoint(tiny_
 
 
 def test_export_writes_the_weights_a_run_samples_with_and_what_they_are(tmp_path, capsys):
-    """A checkpoint trained with --ema (built by hand: its EMA weights apart from its raw ones) and of 2.5 characters
-    a token: the export's weights are the EMA's (what the checkpoint samples with), config.json says so, keeps the
-    chars per token an export's bits/char divides by, and the --about it was given."""
+    """A checkpoint with EMA weights apart from its raw ones, 2.5 characters a token: the export's weights are the
+    EMA's (what it samples with), and config.json says so, keeps chars_per_token and the --about it was given."""
     from checkpoint_manager import read_checkpoint
     from model import ModelArgs, Transformer
     from utils.checkpoint import save_checkpoint
@@ -159,6 +158,7 @@ def test_each_prompt_of_a_session_gets_its_own_seed_and_the_seed_reproduces_the_
     assert code == 0 and [h for h, _ in session] == ["==== prompt 1/2: 'the ' (seed 2)", "==== prompt 2/2: 'and ' (seed 3)"]
     assert [s for _, s in session] == alone[0] + alone[1]
     assert session[0][1][len("the "):] != session[1][1][len("and "):]  # two prompts, two continuations
+    assert "NFE 10 per sample (model calls), 10 batched passes" in out  # each figure says what it counts
     again = run_cli_here(inference.main, [*common, "--seed", 2, "--prompts-file", f], capsys)[1]
     assert _bodies(again) == session  # --seed: the same session
     monkeypatch.setattr("sys.stdin", io.StringIO("the \n\u2603\nand \n"))  # a bad line says why, takes no seed, goes on
@@ -168,22 +168,9 @@ def test_each_prompt_of_a_session_gets_its_own_seed_and_the_seed_reproduces_the_
     assert err.count("\n") == 1 and err.startswith("error: 1 character(s) not in the model's vocabulary")
 
 
-def test_the_readme_prompts_file_ships_and_samples(tiny_ckpt, capsys):
-    import re
-    from helpers import ROOT
-    files = re.findall(r"inference\.py \S+ --prompts-file (\S+)", (ROOT / "README.md").read_text())
-    assert files and all((ROOT / f).is_file() for f in files)  # the README's command names a file the repo has
-    # the tiny model reads Tiny Shakespeare's characters, as the cpu preset's does
-    code, out, err = run_cli_here(inference.main, ["--checkpoint", tiny_ckpt, "--gen-len", 8, "--steps", 4,
-                                                   "--prompts-file", ROOT / files[0]], capsys)
-    n = len((ROOT / files[0]).read_text().split("\n")) - 1
-    assert code == 0 and err == "" and f"==== prompt {n}/{n}: " in out
-    assert "NFE 4 per sample (model calls), 4 batched passes" in out  # each figure says what it counts
-
-
 def test_a_presets_sampling_settings_apply_to_a_checkpoint_trained_at_other_batch_settings(tiny_ckpt, in_tmp, capsys):
-    """inference.py cpu --checkpoint X: the preset's sampler over X's model; its batch and optimiser keys are training's,
-    which sampling does not read, so X's stay (X's total batch is no multiple of the preset's batch)."""
+    """inference.py cpu --checkpoint X: the preset's sampler over X's model; X's training keys stay (X's total batch
+    is no multiple of the preset's batch)."""
     code, out, err = run_cli_here(inference.main, ["cpu", "--checkpoint", tiny_ckpt, "--gen-len", 8, "--steps", 8],
                                   capsys)  # (the checkpoint's chain has T = 20: the preset's 64 steps would not fit)
     assert code == 0, err
@@ -199,9 +186,8 @@ def test_live_through_the_cli(tiny_ckpt, in_tmp, capsys):
 
 
 def test_a_missing_checkpoint_names_the_command_that_trains_it(in_tmp, monkeypatch):
-    """Issue 73: `inference.py baby` (and eval.py on baby's checkpoint) said "train one (python train.py cpu ...)".
-    The repository is pointed at the empty folder: a checkout that has trained baby keeps this test green, and no
-    weights are shipped there (tests/test_shipped.py: where they are, they stand in)."""
+    """Every preset's checkpoint, missing, names its own training command (the repository pointed at an empty folder,
+    where no weights are shipped)."""
     import utils.fileio
     from utils.fileio import train_command
     monkeypatch.setattr(utils.fileio, "REPO", str(in_tmp))
@@ -222,10 +208,8 @@ def test_a_missing_checkpoint_names_the_command_that_trains_it(in_tmp, monkeypat
 
 @pytest.mark.parametrize("objective", ["mdlm", "ar"])
 def test_a_default_gen_len_is_fitted_to_the_context_a_typed_one_is_refused(objective, tmp_path, capsys, monkeypatch):
-    """README's GPU line, `python inference.py --prompt "ROMEO:"`, samples the reference recipe, whose default gen_len
-    (256) fills its 256-token context: the default shrinks to the room the prompt leaves; a --gen-len the user typed is
-    never changed, it is refused. The AR's window slides past the context: its length is never fitted, and its start
-    token (an empty prompt) needs no room either. A stream of prompts checks and fits each one alike."""
+    """A default gen_len that fills the context shrinks to the room the prompt leaves; a typed one is refused. The AR's
+    window slides: its length is never fitted. A stream of prompts checks and fits each one alike."""
     from helpers import MICRO, L, for_objective, real_text, run_here
     args = for_objective([f"--data_path={real_text()}", *MICRO, f"--gen_len={L}", "--max_iters=2",
                           "--eval_interval=100", f"--objective={objective}"])
@@ -249,14 +233,14 @@ def test_a_default_gen_len_is_fitted_to_the_context_a_typed_one_is_refused(objec
         assert code == 0 and f"---- 1 x {L if slides else L - 6} tokens" in out, err
 
 
-# ----------------------------------------------------------------------------- issue 97: what a trace writes and costs
+# ----------------------------------------------------------------------------- what a trace writes and costs
 def _shipped(name="baby"):
     from helpers import ROOT
     return str(ROOT / "artifacts" / "weights" / name)
 
 
 @pytest.mark.parametrize("argv, written", [
-    (["--html"], {".html"}),  # the page asked for, alone (it wrote an MP4 and a GIF too, unsaid)
+    (["--html"], {".html"}),  # the page asked for, alone
     (["--html", "--viz-video", "auto"], {".html", ".mp4", ".gif"}),  # both, when both are asked for
     ([], {".mp4", ".gif"}),  # the default trace
     (["--viz-video", "off"], set()),
@@ -273,10 +257,8 @@ def test_a_sample_writes_the_traces_asked_for_and_says_each(argv, written, in_tm
 
 
 def test_tokens_per_second_times_the_sampling_apart_from_the_traces_recording(in_tmp, monkeypatch, capsys):
-    """148 tokens/s with --viz-video off read 42 with the trace: the recording (each step's frame, the files written
-    at close) was in the sampling's seconds. A recording made slow on purpose stays out of them and is said apart.
-    Slow on a clock of its own: each step's recording moves time.perf_counter on by 1000 s and costs nothing, so the
-    verdict holds however long the real sampling takes (a real 50 ms a step was once compared with it)."""
+    """A recording made slow on purpose (each step's moves time.perf_counter on by 1000 s) stays out of the
+    sampling's seconds and is said apart."""
     import re
     import time
     from sampling import trace
@@ -297,7 +279,7 @@ def test_tokens_per_second_times_the_sampling_apart_from_the_traces_recording(in
 
 
 def test_a_stream_of_prompts_takes_viz_video_off(in_tmp, monkeypatch, capsys):
-    """--interactive --viz-video off was refused (off is what a stream records anyway); another trace is still refused."""
+    """A stream of prompts takes --viz-video off (what it records anyway); another trace is refused."""
     monkeypatch.setattr("sys.stdin", io.StringIO("ROMEO:\n"))
     code, out, err = run_cli_here(inference.main, ["--checkpoint", _shipped(), "--interactive", "--viz-video", "off",
                                                    "--gen-len", "8"], capsys)

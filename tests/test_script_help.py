@@ -1,6 +1,5 @@
-"""Every script answers --help as a reader types it from the repository root: python scripts/NAME.py --help and
-python dev/NAME.py --help print their usage (a module that is no command names the one that uses it), exit 0, no
-traceback. Issue 97: python scripts/corpus.py --help died with ModuleNotFoundError: No module named 'utils'.
+"""Every script answers --help from the repository root: scripts/NAME.py and dev/NAME.py print their usage (a module
+that is no command names the one that uses it), exit 0, no traceback.
 
     python -m pytest -q tests/test_script_help.py
 """

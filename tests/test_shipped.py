@@ -1,7 +1,6 @@
-"""The weights the repo ships (artifacts/weights: cpu, baby, baby_bd3 and the baby AR): each loads, says how it was
-made, is the network and tokenizer its command trains today, samples its pinned text, and scores the test figure
-its config.json gives (RESULTS' for its preset). A change to the network's shape, its parameter names or the
-tokenizer fails here until the weights are exported again (scripts/export.py, artifacts/README.md says when).
+"""The weights the repo ships (artifacts/weights): each loads, says how it was made, is the network and tokenizer its
+command trains today, samples its pinned text and scores its config.json's test figure. A change to the network or
+the tokenizer fails here until the weights are exported again (artifacts/README.md says when).
 
     python -m pytest -q tests/test_shipped.py
 """
@@ -67,8 +66,8 @@ def eval_figures(out):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_each_has_a_card_in_the_hubs_shape_whose_figures_are_its_own(name):
-    """Front matter (language, the repository's licence, model-index), the sections a hub card has, the command of config.json's
-    'about', and the figures: the table's equal the model-index's and config.json's (the slow test: eval.py's)."""
+    """Front matter (language, licence, model-index), a hub card's sections, config.json's command, and the figures:
+    the table's equal the model-index's and config.json's."""
     text = card(name)
     front, body = text.split("\n---\n", 1)
     assert front.startswith("---\nlanguage: en\nlicense:") and "model-index:" in front
@@ -122,8 +121,7 @@ def test_a_presets_own_run_is_read_first_and_the_shipped_weights_only_in_its_pla
     assert fileio.own_or_shipped("artifacts/models/baby/model.pt") == "artifacts/models/baby/model.pt"  # your own
     for elsewhere in ("artifacts/models/cpu/best.pt", "runs/cpu/model.pt", "artifacts/models/baby_bd3/model.pt"):
         assert fileio.own_or_shipped(elsewhere) == elsewhere  # not a preset's run, or nothing shipped for it
-    # found: it stands in, and what is read is the path returned (issue 97: the scripts compared, opened and printed
-    # the path typed, which is not there)
+    # found: it stands in, and what is read is the path returned
     assert fileio.require_checkpoints(["artifacts/models/cpu/model.pt", "artifacts/models/baby/model.pt"], "") == [
         shipped, "artifacts/models/baby/model.pt"]
     with pytest.raises(fileio.UserError, match="artifacts/models/cpu and artifacts/weights/cpu are one checkpoint"):
@@ -169,14 +167,12 @@ def test_each_samples_its_pinned_text(name, capsys):
     assert sample == PINNED[name], repr(sample)
 
 
-# one code path four times: baby's and baby_ar's (4 s) in README's command, the two that take 10 s each in the slower
-# tier (pytest.ini); the pinned samples above fail at once when any shipped weights change
+# baby's and baby_ar's (4 s) in README's tier, the two of 10 s in the slower tier
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slower) if n in ("cpu", "baby_bd3") else n
                                   for n in NAMES])
 def test_each_scores_its_test_figure_to_the_printed_digit(name, tmp_path, monkeypatch, capsys):
-    """scripts/eval.py's test bound (128 windows x 8 times), the figure config.json and RESULTS give; and every
-    figure of its card, with its error bar. (In a temp folder, which reads the repository's data/: eval.py encodes it
-    into artifacts/data/ there.)"""
+    """scripts/eval.py's test bound, the figure config.json and RESULTS give, and every figure of its card with its
+    error bar (run in a temp folder reading the repository's data/)."""
     (tmp_path / "data").symlink_to(ROOT / "data")
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli_here(script("eval").main, [str(ROOT / "artifacts" / "weights" / name), "--n-samples=0",
@@ -191,8 +187,7 @@ def test_each_scores_its_test_figure_to_the_printed_digit(name, tmp_path, monkey
 
 
 def test_a_preset_run_from_another_folder_is_told_to_run_from_the_repository_root(tmp_path, monkeypatch):
-    """Run from elsewhere, a preset's own run is missing and no shipped weights stand in (they are the repo's):
-    the refusal says where to run, as it does for a data file."""
+    """Run from elsewhere, no shipped weights stand in: the refusal says where to run, as for a data file."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(fileio.UserError, match="run from the repository root"):
         fileio.require_checkpoints(["artifacts/models/cpu/model.pt"], "")
@@ -201,8 +196,7 @@ def test_a_preset_run_from_another_folder_is_told_to_run_from_the_repository_roo
 
 
 def test_shipped_weights_exported_again_sample_their_pinned_text_and_keep_how_they_were_made(tmp_path, capsys):
-    """Issue 97: README's export line on a fresh clone reads the shipped folder in the preset's run's place, so an
-    exported folder is exported again: the same weights (its pinned text), its EMA flag and its 'about' kept."""
+    """An exported folder exported again: the same weights (its pinned text), its EMA flag and its 'about' kept."""
     shipped = ROOT / "artifacts" / "weights" / "cpu"
     code, out, err = run_cli_here(script("export").main, [shipped, tmp_path / "again"], capsys)
     assert code == 0 and f"exported {shipped} " in out and "EMA weights" in out, err
@@ -217,8 +211,7 @@ def test_shipped_weights_exported_again_sample_their_pinned_text_and_keep_how_th
 
 @pytest.mark.slower
 def test_each_cards_commands_run_as_written_on_a_fresh_copy(tmp_path):
-    """Each card's 'Sample, race and serve it' lines, on a copy of what a fresh clone holds (its training lines are
-    README's, which tests/test_readme.py runs); a line two cards share runs once. A --serve line serves its page."""
+    """Each card's 'Sample, race and serve it' lines on a fresh copy, a shared line once; a --serve line serves."""
     import subprocess
     from helpers import fresh_copy, serve_briefly
     repo, env = fresh_copy(tmp_path)
@@ -251,9 +244,8 @@ def fresh_clone(tmp_path, monkeypatch):
 
 
 def test_a_command_names_the_shipped_folder_it_reads_in_a_presets_place(fresh_clone, capsys):
-    """inference.py cpu on a fresh clone reads artifacts/weights/cpu and names that folder on its checkpoint line (not
-    the run not trained yet); every other reader (read_checkpoint: eval.py, frontier.py, export, --init_from) reads
-    the shipped folder too; the race sees a preset's run and its shipped folder as one checkpoint given twice."""
+    """On a fresh clone inference.py cpu reads and names artifacts/weights/cpu; read_checkpoint reads the shipped
+    folder too; the race sees a preset's run and its shipped folder as one checkpoint given twice."""
     code, out, err = run_cli_here(inference.main, ["cpu", "--prompt=JULIET:", "--gen_len=4", "--seed=0",
                                                    "--device=cpu", "--viz-video=off"], capsys)
     assert code == 0, err
@@ -275,9 +267,8 @@ def own_run(at, ckpt, step):
 
 
 def test_a_run_in_progress_is_read_in_the_shipped_weights_place_and_said_so_with_its_step(fresh_clone, capsys):
-    """Issue 105: while `python train.py cpu` runs, its model.pt (step 250) stood in for the shipped weights and
-    nothing said so. Every reader (read_checkpoint: inference, eval, race, export) now says which step of how many it
-    reads and how to read the shipped ones; a finished run (its last step) is read as before, without a word."""
+    """A preset's unfinished run, read in the shipped weights' place, is said with its step and how to read the
+    shipped ones; a finished run, or one no shipped weights stand for, without a word."""
     shipped = read_checkpoint("artifacts/weights/cpu")
     capsys.readouterr()
     run = fresh_clone / "artifacts" / "models" / "cpu" / "model.pt"
@@ -299,7 +290,6 @@ def test_a_run_in_progress_is_read_in_the_shipped_weights_place_and_said_so_with
     own_run(fresh_clone / "runs" / "cpu" / "model.pt", shipped, 250)  # no shipped weights stand in for it: no word
     read_checkpoint("runs/cpu/model.pt")
     assert capsys.readouterr().out == ""
-
 
 
 @pytest.fixture
@@ -329,7 +319,7 @@ def both(key, value):
     return change
 
 
-EDITS = {  # issue 105: each was read as found, and the first two still called the shipped weights
+EDITS = {
     "the test figure": lambda meta: meta["about"].update(test="<= 1.2345 nats/char"),
     "baby's schedule": both("schedule", "linear"),
     "its objective": both("objective", "uniform"),
@@ -344,8 +334,7 @@ EDITS = {  # issue 105: each was read as found, and the first two still called t
 
 @pytest.mark.parametrize("what", EDITS)
 def test_a_config_json_changed_where_the_networks_meaning_lies_is_refused(what, shipped_copy, capsys):
-    """What a model means is in its config.json as much as in its tensors: the export's checksum covers both (all but
-    the sampling defaults), so an edit there is refused in one line, never read as the shipped model."""
+    """The export's checksum covers config.json but its sampling defaults: an edit there is refused in one line."""
     edit_config(shipped_copy / "baby", EDITS[what])
     code, out, err = run_cli_here(inference.main, ["--checkpoint=artifacts/weights/baby", "--device=cpu",
                                                    "--viz-video=off"], capsys)
@@ -362,8 +351,8 @@ def test_a_sampling_default_is_the_users_to_edit_and_the_weights_stay_the_shippe
 
 
 def test_only_the_files_the_repo_ships_are_called_its_shipped_weights(shipped_copy, tmp_path, capsys):
-    """A folder of artifacts/weights exported again (the card's own export line, say, with a run of your own) holds
-    valid files that are not the shipped ones: it is read, and said not to be them (checksums.txt lists each)."""
+    """A folder of artifacts/weights exported again holds valid files that are not the shipped ones (checksums.txt):
+    it is read, and said not to be them."""
     code, _, err = run_cli_here(script("export").main, [shipped_copy / "baby_ar", shipped_copy / "cpu",
                                                         "--overwrite"], capsys)
     assert code == 0, err

@@ -1,7 +1,6 @@
-"""inference.py --html: the trace as one HTML page. Every sampler's Steps say where they drew and
-from what law (Step.laws), the page embeds every step with sample 0's top candidates, its data
-round-trips, and (where Debian's chromium is installed) a real browser loads it without a console
-error and its slider moves the canvas.
+"""inference.py --html: the trace as one HTML page. Every sampler's Steps say where they drew and from what law
+(Step.laws), the page shows each step's candidates, the law's top by hand, and a real browser (where chromium is
+installed) loads it and its slider moves the canvas.
 
     python -m pytest -q tests/test_trace_page.py
 """
@@ -34,9 +33,9 @@ SAMPLERS = {  # name -> the flags of one sampler of each objective
     "ar": ["--objective=ar"]}
 
 
-def _setup(flags, seed=0):
-    """(cfg, opts, canvas, model): flags' sampler over 2 canvases of a random tiny network."""
-    cfg = get_config(for_objective([*SMALL, *flags, "--num_samples=2"]))
+def _setup(flags, seed=0, B=2):
+    """(cfg, opts, canvas, model): flags' sampler over B canvases of a random tiny network."""
+    cfg = get_config(for_objective([*SMALL, *flags, f"--num_samples={B}"]))
     torch.manual_seed(seed)
     model = Transformer(model_args(cfg, TOK.vocab_size)).eval()
     opts = SamplerOptions.from_config(cfg)
@@ -49,11 +48,19 @@ def _run(flags, hooks, seed=0):
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
-def test_every_samplers_steps_say_where_they_drew_and_from_what_law(name):
-    """Step.laws (at, logp): each position a step changed (revealed) has a row there; each row is a law (sums to 1
-    in float64) under which the token drawn has mass; positions it names are the canvas's, never given text."""
-    steps = []
-    _run(SAMPLERS[name], steps.append)
+def test_every_samplers_steps_say_where_they_drew_and_from_what_law_and_show_mask_until_drawn(name):
+    """Step.laws (at, logp): a row at each position a step revealed, never at given text; each row a law (sums to
+    1) under which the token drawn has mass. A Step's x (what the trace draws) holds [MASK] wherever no step so far
+    drew a token or a step remasked it (uniform noise starts from no [MASK])."""
+    steps, drawn = [], []
+
+    def check(st):
+        steps.append(st)
+        before = drawn[-1] if drawn else torch.zeros_like(st.revealed)
+        drawn.append((st.revealed | before) & ~st.remasked)
+        if name != "uniform":
+            assert torch.equal(st.gen_mask & (st.x != TOK.mask_id), st.gen_mask & drawn[-1])
+    _run(SAMPLERS[name], check)
     assert steps
     for st in steps:
         at, logp = st.laws
@@ -63,38 +70,16 @@ def test_every_samplers_steps_say_where_they_drew_and_from_what_law(name):
         assert set(st.revealed.flatten().nonzero().squeeze(1).tolist()) <= set(at.tolist()), "a change with no law"
         p = logp.exp()
         assert torch.allclose(p.sum(-1), torch.ones(len(at), dtype=p.dtype), atol=1e-6)
-        drawn = st.revealed.flatten()[at]
-        assert (p[drawn].gather(-1, st.x.flatten()[at][drawn][:, None]) > 0).all(), "a token drawn with no mass"
+        hit = st.revealed.flatten()[at]
+        assert (p[hit].gather(-1, st.x.flatten()[at][hit][:, None]) > 0).all(), "a token drawn with no mass"
 
 
 def _page_data(html):
     return json.loads(re.search(r'<script id="trace-data" type="application/json">(.*?)</script>', html, re.S)[1])
 
 
-@pytest.mark.parametrize("name", ["mdlm", "bd3 speculate", "ar"])
-def test_the_page_embeds_every_step_with_its_candidates_and_round_trips(name, tmp_path):
-    cfg, opts, canvas, model = _setup(SAMPLERS[name])
-    page, steps = PageWriter(tmp_path / "t.html", title="<title></script>", settings="s"), []
-    hook = Trace(TOK, cfg, page=page)
-    with page:
-        fill(model, TOK, canvas, cfg, opts, "cpu", torch.Generator().manual_seed(0),
-             lambda st: (steps.append(st), hook(st)))
-    data = _page_data((tmp_path / "t.html").read_text())
-    assert data["title"] == "<title></script>"  # escaped in the page, itself after the round trip
-    assert len(data["steps"]) == 1 + len({int(st.nfe[0]) for st in steps})  # the start, then every step of sample 0
-    assert all(state != "mask" for _, state, _ in data["steps"][-1]["cells"])
-    for st, shown in zip(steps, data["steps"][1:]):
-        assert len(shown["cells"]) == st.x.size(1) and shown["nfe"] == int(st.nfe[0])
-        changed = st.revealed[0].nonzero().squeeze(1).tolist()
-        assert set(changed) <= {int(i) for i in shown["top"]}, "a token revealed with no candidates"
-        for i in changed:
-            top = shown["top"][str(i)]
-            assert 1 <= len(top) <= 5 and all(a[1] >= b[1] for a, b in zip(top, top[1:]))
-
-
 def test_one_trace_gives_the_video_every_nth_pass_and_the_page_every_step(tmp_path):
-    """--trace-every 3 beside --html: one Trace records both; the video's frames are the start, every third pass and
-    the last, the page's the start and every pass, with its candidates; `with trace` closes both."""
+    """--trace-every 3 beside --html: the video gets the start, every third pass and the last; the page every pass."""
     cfg, opts, canvas, model = _setup(["--steps=8", "--trace_every=3"])
     nfes, closed = [], []
 
@@ -141,20 +126,6 @@ window.addEventListener("load", () => {
     assert seen["before"].startswith("abc") and "_" in seen["before"] and "_" not in seen["after"]
 
 
-@pytest.mark.parametrize("name", [n for n in SAMPLERS if n != "uniform"])  # uniform noise starts from no [MASK]
-def test_a_generated_position_shows_mask_until_a_step_reveals_it(name):
-    """What a Step's x holds is what the trace draws: [MASK] wherever no step so far drew a token, or a step sent it
-    back (remasked: refine, ReMDM); the AR's and --dual_sample's Steps showed the canvas's placeholder 0s there."""
-    drawn = []
-
-    def check(st):
-        before = drawn[-1] if drawn else torch.zeros_like(st.revealed)
-        drawn.append((st.revealed | before) & ~st.remasked)
-        assert torch.equal(st.gen_mask & (st.x != TOK.mask_id), st.gen_mask & drawn[-1])
-    _run(SAMPLERS[name], check)
-    assert drawn
-
-
 # ---------------------------------------------------------------------------------------------- the page's laws
 LAWS = {  # name -> (flags, the number of samples drawn): bd3's rounds draft at batch 1 only
     "ar": (["--objective=ar"], 2), "mdlm dual_sample": (["--dual_ar=0.5", "--time_cond=none", "--dual_sample"], 2),
@@ -174,9 +145,8 @@ def _drawn_from(logits, cfg, greedy=False):
 
 
 def _laws_by_hand(name, cfg, model, steps):
-    """Per Step: {position of sample 0: the law it was drawn from}, recomputed from the tokens and the network alone:
-    the causal pass over the final text (AR, --dual_sample, bd3's clean half: a token's law reads the text before it)
-    or the pass over the canvas before the step (mdlm's and bd3's reverse steps; mdlm's last schedule step greedy)."""
+    """Per Step: {position of sample 0: the law it was drawn from}, from the tokens and the network alone: the causal
+    pass over the final text (AR, --dual_sample, bd3's clean half) or the pass over the canvas before the step."""
     from bd3 import bd3_logits
     from diffusion import causal_logits, no_mask_logit, predict_logits
     final = steps[-1].x
@@ -204,23 +174,20 @@ def _laws_by_hand(name, cfg, model, steps):
 @pytest.mark.parametrize("temperature", list(TEMPERATURES))
 @pytest.mark.parametrize("name", list(LAWS))
 def test_the_page_shows_the_law_each_token_was_drawn_from(name, temperature, tmp_path):
-    """Position by position and step by step, the page's candidates are the top of the law the sampler drew that
-    position from, recomputed by hand: normalised, at the step's own input, tempered once (the AR's and
-    --dual_sample's were tempered twice: at T = 0.5 a top-1 of 0.88 shown for a draw at 0.78), a point mass where
-    the draw is an argmax; and each token revealed is one the law gives mass."""
+    """Step by step, the page's candidates are the top of the law the sampler drew each position from, by hand:
+    normalised, at the step's own input, tempered once, a point mass at an argmax; a token revealed has mass there.
+    The page's data round-trips (its title escaped) and its last frame holds no [MASK]."""
     flags, B = LAWS[name]
-    cfg = get_config(for_objective([*SMALL, *flags, *TEMPERATURES[temperature], f"--num_samples={B}"]))
-    torch.manual_seed(0)
-    model = Transformer(model_args(cfg, TOK.vocab_size)).eval()
-    opts = SamplerOptions.from_config(cfg)
-    canvas = build_canvas(cfg, opts, TOK, model.args.block_size)
-    page, steps = PageWriter(tmp_path / "t.html", title="t", settings="s"), []
+    cfg, opts, canvas, model = _setup([*flags, *TEMPERATURES[temperature]], B=B)
+    page, steps = PageWriter(tmp_path / "t.html", title="<title></script>", settings="s"), []
     hook = Trace(TOK, cfg, page=page)
     with page:
         fill(model, TOK, canvas, cfg, opts, "cpu",
              torch.Generator().manual_seed(1), lambda st: (steps.append(st), hook(st)))
-    shown = _page_data((tmp_path / "t.html").read_text())["steps"][1:]  # the start frame, then a frame a step
-    assert len(shown) == len(steps)
+    data = _page_data((tmp_path / "t.html").read_text())
+    shown = data["steps"][1:]  # the start frame, then a frame a step
+    assert len(shown) == len(steps) and data["title"] == "<title></script>"
+    assert all(state != "mask" for _, state, _ in shown[-1]["cells"])
     ids = {TOK.token_text(i): i for i in range(TOK.vocab_size)}
     for st, frame, laws in zip(steps, shown, _laws_by_hand(name, cfg, model, steps)):
         assert {int(i) for i in frame["top"]} == set(laws)
@@ -258,10 +225,8 @@ console.log(JSON.stringify({first, pos: $("pos").textContent, head: $("head").te
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="no node to run the page's script")
 def test_the_pages_counter_newlines_blanks_and_tooltip(tmp_path):
-    """The page's own script, run by node on a stand-in DOM: the counter reads '2 / 2' beside step 2 (it read
-    '3 / 3'), a newline is an arrow one can point at (it was a bare break), each blank its own span with a gap after
-    it (a run of them drew as one underline), the tooltip sits above the line pointed at (it covered the next), and
-    the page says how to start."""
+    """The page's own script, run by node on a stand-in DOM: the counter, a newline an arrow, each blank its own span
+    with a gap after it, the tooltip above the line pointed at, and the page says how to start."""
     page = PageWriter(tmp_path / "t.html", title="t", settings="s")
     page.add_frame(["a", None, None, None], ["prompt", "mask", "mask", "mask"], 0, 1.0, 0)
     page.add_frame(["a", "\n", None, None], ["prompt", "new", "mask", "mask"], 1, 0.5, 1, top={1: [("\n", 0.9)]})
