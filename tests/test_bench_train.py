@@ -1,8 +1,5 @@
-"""dev/bench_train.py's table: ms/iter, tokens/s, MFU and peak memory for every row (issue 74, build 3), at tiny
-dims on the CPU, where the peak is the process's RSS over the row's own untimed step.
-
-    python -m pytest -q tests/test_bench_train.py
-"""
+"""dev/bench_train.py's table: every row's peak memory (the RSS over its own untimed step) beside its speed.
+python -m pytest -q tests/test_bench_train.py"""
 import builtins
 
 import pytest
@@ -21,8 +18,7 @@ TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_
 @pytest.mark.parametrize("objective, flags", [("mdlm", []), ("bd3", ["--objective=bd3", "--bd3_block=4"]),
                                              ("mdlm", ["--compile=false"])])
 def test_every_row_prints_its_peak_memory_beside_its_speed(objective, flags, capsys):
-    """The AR row and the config's objective's (masked diffusion, block diffusion), each with its own peak; --compile
-    is read by the timed step (utils.dist.compile_step), so it is taken."""
+    """The AR row and the config's objective's, each with its own peak; --compile (read by the timed step) is taken."""
     code, out, err = run_cli_here(bench_train.main, [*TINY, *flags], capsys)
     assert code == 0, err
     lines = out.splitlines()

@@ -1,10 +1,5 @@
-"""BPE end to end: the tokenizer wrapper, chunked data preparation, bits/char accounting, the presets that build
-offline, a tiny BPE training run, its export and sampling, and bad input. Every test runs on text the repo has
-(tests/fixtures/tiny_stories.txt and ~120 KB of stories tests/story_grammar.py generates); tokenizer basics are in
-tests/test_data_scripts.py.
-
-    python -m pytest -q tests/test_bpe.py
-"""
+"""BPE end to end on text the repo has: the wrapper, chunked preparation, bits/char accounting, the offline presets,
+a tiny run, its export and sampling, bad input. python -m pytest -q tests/test_bpe.py"""
 import contextlib
 import io
 import json
@@ -20,13 +15,11 @@ import torch
 import inference
 import train
 from configurator import get_config
-from diffusion import SamplerOptions
-from helpers import FIXTURES, ROOT, TINY, run_cli_here, script
+from helpers import FIXTURES, ROOT, TINY, assert_one_line_error, run_cli_here, script
 from scripts.train_tokenizer import save_tokenizer, train_bpe
 from story_grammar import stories
-from sampling.trace import open_trace
 from utils.dataloader import chars_per_token, prepare_data
-from utils.errors import UserError, run_cli
+from utils.errors import UserError
 from utils.tokenizer import (EOT_TOKEN, BPETokenizer, CharTokenizer, fingerprint, normalize_prompt, split_for_encoding,
                              split_stories, symbol_to_byte)
 
@@ -43,8 +36,6 @@ def corpus(tmp_path_factory):
     return text, BPETokenizer.from_file(str(path)), path
 
 
-# ----------------------------------------------------------------------------- encoding
-
 def test_wrapper_round_trips_stories_byte_exactly(corpus):
     text, tok, _ = corpus
     ids = tok.encode(text)
@@ -55,8 +46,7 @@ def test_wrapper_round_trips_stories_byte_exactly(corpus):
 
 
 def test_safe_cuts_on_random_strings(corpus):
-    """Cut points (split_for_encoding: the chunker's cuts inside a text without separators) never change the ids,
-    whatever the whitespace and punctuation around them, and the pieces join to the string."""
+    """split_for_encoding's cuts never change the ids, whatever is around them, and the pieces join to the string."""
     tok = corpus[1].tok
     rng = random.Random(0)
     alphabet = ["a", "Bc", " ", "  ", "\n", "\n\n", ".", "“", "”", "\t", "é", "7", "'s", "'", "\r\n",
@@ -81,8 +71,6 @@ def test_mask_never_comes_out_of_encode_or_prepared_data(corpus, in_tmp):
     assert list(train_ids) == tok.encode((tricky * 3)[:cut]) and list(val_ids) == tok.encode((tricky * 3)[cut:])
 
 
-# ----------------------------------------------------------------------------- bits/char accounting
-
 def test_char_counts_are_exact(corpus):
     text, tok, _ = corpus
     from tokenizers import pre_tokenizers
@@ -95,8 +83,7 @@ def test_char_counts_are_exact(corpus):
     assert counts[tok.mask_id] == 0 and counts[tok.eot_id] == len(SEP)
     ids = tok.encode(text)
     assert sum(counts[i] for i in ids) == len(text)  # additive and exact over the whole text
-    # windows: chars_per_token(windows) = characters the windows decode to / tokens (windows that
-    # cut a multi-byte character decode to '\ufffd' and are left out of this comparison)
+    # chars_per_token(windows) = characters the windows decode to / tokens (a cut multi-byte character left out)
     rows = [ids[s:s + 64] for s in range(0, 64 * 60, 64)]
     rows = [r for r in rows if "\ufffd" not in tok.decode(r)]
     assert len(rows) > 30
@@ -106,12 +93,9 @@ def test_char_counts_are_exact(corpus):
     assert chars_per_token(ch, torch.tensor([[0, 1, 2, 3]])) == 1.0
 
 
-# ----------------------------------------------------------------------------- model size, prompts, traces
-
 @pytest.mark.parametrize("preset", ["tinystories_bpe_cpu", "tinystories_cpu"])
 def test_a_tinystories_laptop_preset_builds_offline_from_the_shipped_excerpt(preset, in_tmp, capsys):
-    """Data, tokenizer, windows and model with no network; the BPE preset trains its missing tokenizer, the same one
-    README's command makes from the same file, and a second run reads it."""
+    """No network needed; the BPE preset trains its missing tokenizer as README's command does, once."""
     cfg = get_config([preset])
     (in_tmp / "data").mkdir()
     shutil.copy(ROOT / cfg.data_path, in_tmp / cfg.data_path)  # ships with the repo: a fresh clone has it
@@ -128,17 +112,6 @@ def test_a_tinystories_laptop_preset_builds_offline_from_the_shipped_excerpt(pre
     assert "does not exist" not in capsys.readouterr().out and (in_tmp / cfg.tokenizer_path).read_text() == made
 
 
-def test_the_report_reads_chars_per_token_over_the_scored_tokens_only(corpus):
-    """evals.bound.report_windows: the chars a token of a window's last L tokens, the ones scored (the first is the
-    AR's context), not of all L + 1; they differ on BPE, where tokens hold unequal characters."""
-    from evals.bound import report_windows
-    text, tok, _ = corpus
-    ids = torch.tensor(tok.encode(text[:40_000]))
-    windows, cpt = report_windows(tok, ids, ids, "test", 8, 32)
-    assert windows.shape == (8, 33) and cpt == chars_per_token(tok, windows[:, 1:])
-    assert cpt != chars_per_token(tok, windows)
-
-
 def test_prompt_normalisation(corpus):
     tok = corpus[1]
     assert normalize_prompt(tok, "Once upon a time \t ") == "Once upon a time"
@@ -148,22 +121,6 @@ def test_prompt_normalisation(corpus):
         normalize_prompt(tok, " \t ")
     assert normalize_prompt(CharTokenizer(sorted(set("ab "))), "a ") == "a "  # char: every character counts
 
-
-def test_bpe_trace_frame_fits_a_full_generation(corpus, tmp_path):
-    text, tok, _ = corpus
-    cfg = get_config(["--tokenizer=bpe", f"--viz_video={tmp_path / 't.mp4'}"])
-    ids = tok.encode(text)
-    with open_trace(cfg, SamplerOptions.from_config(cfg), "bpe", tok) as trace:
-        writer = trace.video
-        for start in range(0, len(ids) - 256, len(ids) // 12):  # 256-token stretches of the corpus
-            tokens = [tok.token_text(i) for i in ids[start:start + 256]]
-            writer.add_frame(tokens, ["kept"] * 256, step=0, t=0.0, nfe=0)
-    assert writer.result["frames"] > 1 and writer.rows >= max(  # every frame fits the grid the trace closed with
-        writer._layout([tok.token_text(i) for i in ids[s:s + 256]], ["kept"] * 256)[-1][0] + 1
-        for s in range(0, len(ids) - 256, len(ids) // 12))
-
-
-# ----------------------------------------------------------------------------- end to end
 
 @pytest.fixture(scope="module")
 def bpe_run(corpus, tmp_path_factory):
@@ -213,34 +170,23 @@ def test_bpe_export_carries_its_tokenizer_and_samples_the_same_bpe_tokens(bpe_ru
     assert "bpe vocab 512" in a[0] and "1 x 20 BPE tokens (--gen-len counts tokens" in "\n".join(a)
 
 
-def _cli_error(capsys, main, argv):
-    """Run an entry point the way its __main__ does; return its one stderr line (exit 2)."""
-    with pytest.raises(SystemExit) as e:
-        run_cli(main, [str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
-    return err
-
-
 def test_bad_input_exits_2_and_overwrites_nothing(bpe_run, capsys, tmp_path, monkeypatch):
-    """A BPE checkpoint's own refusals (test_refusals.py's table holds the char ones): its tokenizer missing, a prompt
-    empty once normalised; no trace written."""
+    """A BPE checkpoint's own refusals (its tokenizer missing, a prompt empty once normalised); no trace written."""
     d, _ = bpe_run
     monkeypatch.chdir(d)
     ckpt = "artifacts/models/tinystories_bpe/model.pt"
     before = (d / ckpt).read_bytes()
     video = tmp_path / "v.mp4"
     args = ["--checkpoint", ckpt, "--viz-video", video]
-    err = _cli_error(capsys, inference.main, [*args, "--tokenizer_path", tmp_path / "missing.json"])
-    assert "tokenizer not found" in err and "train_tokenizer.py" in err
-    err = _cli_error(capsys, inference.main, [*args, "--prompt", " \t "])
-    assert "empty after normalisation" in err
+    code, _, err = run_cli_here(inference.main, [*args, "--tokenizer_path", tmp_path / "missing.json"], capsys)
+    assert_one_line_error(code, err, "tokenizer not found", "train_tokenizer.py")
+    code, _, err = run_cli_here(inference.main, [*args, "--prompt", " \t "], capsys)
+    assert_one_line_error(code, err, "empty after normalisation")
     assert (d / ckpt).read_bytes() == before and not video.exists() and not video.with_suffix(".gif").exists()
 
 
 def test_eval_divides_by_the_characters_of_the_scored_windows(bpe_run):
-    """scripts/eval.py's bits/char = bound / (characters the scored windows decode to), not the whole split's
-    chars/token, which differs from the windows'."""
+    """eval.py's bits/char divides by the scored tokens' chars a token, not all L + 1's, nor the whole split's."""
     from checkpoint_manager import checkpoint_config, load_model
     from utils.dataloader import fixed_windows
     from utils.tokenizer import tokenizer_from_state
@@ -257,7 +203,8 @@ def test_eval_divides_by_the_characters_of_the_scored_windows(bpe_run):
         tok, _, val, meta = prepare_data(checkpoint_config(ck, "a checkpoint"), tokenizer_from_state(ck["tokenizer"]), verbose=False)
     finally:
         os.chdir(cwd)
-    cpt = chars_per_token(tok, fixed_windows(val[len(val) // 2:], 8, model.args.block_size + 1)[:, 1:])  # test half: last L of L + 1
-    assert row["chars_per_token"] == pytest.approx(cpt, rel=1e-12)
+    windows = fixed_windows(val[len(val) // 2:], 8, model.args.block_size + 1)  # the test half's
+    cpt = chars_per_token(tok, windows[:, 1:])  # the scored last L of each L + 1
+    assert row["chars_per_token"] == pytest.approx(cpt, rel=1e-12) != chars_per_token(tok, windows)
     assert row["bits_per_char"] == pytest.approx(row["nats_per_token"] / cpt / math.log(2), rel=1e-9)
     assert cpt != pytest.approx(meta["val_chars"] / meta["val_tokens"], rel=1e-4)  # the split's figure differs

@@ -1,6 +1,5 @@
-"""The config: presets, files and flags laid in order, config files as data, ranges, the keys a key acts with, old
-names and old checkpoints, --help, the README's figures of the config; what a fresh clone needs.
-python -m pytest -q tests/test_config.py"""
+"""The config: presets, files and flags in order, config files as data, ranges, NEEDS, old names and checkpoints,
+--help, README's figures of the config. python -m pytest -q tests/test_config.py"""
 import io
 import json
 import math
@@ -51,7 +50,6 @@ def test_inference_reads_the_device_the_dtype_the_seed_and_compile_from_its_comm
 
 
 def _without_comments(source):
-    """source with every comment cut out (tokenize: a '#' inside a string stays)."""
     lines = source.splitlines(keepends=True)
     for tok in reversed(list(tokenize.generate_tokens(io.StringIO(source).readline))):
         if tok.type == tokenize.COMMENT:
@@ -61,8 +59,6 @@ def _without_comments(source):
 
 
 def _headings_moved(source):
-    """source with every `# ---- section` heading of Config moved to the top of the class: every key then sits
-    under the last heading (system), where --help lists it."""
     lines = source.splitlines(keepends=True)
     headings = [line for line in lines if line.strip().startswith("# ----")]
     rest = [line for line in lines if not line.strip().startswith("# ----")]
@@ -71,8 +67,7 @@ def _headings_moved(source):
 
 
 def _what_the_config_means(folder):
-    """In a fresh interpreter whose config.py is folder's: the roles of the keys, the defaults, NEEDS, the presets
-    and each preset resolved, the choices (what the program does with the config, never its prose)."""
+    """What a fresh interpreter with folder's config.py does with the config: roles, defaults, presets, choices."""
     code = ("import json, config, configurator as c; from dataclasses import asdict; "
             "print(json.dumps(dict(file=config.__file__, sampled=sorted(config.SAMPLED), trained=config.TRAINED, "
             "resumable=config.RESUMABLE, defaults=asdict(config.Config()), needs=config.NEEDS, presets=config.PRESETS, "
@@ -88,8 +83,7 @@ def _what_the_config_means(folder):
 @pytest.mark.slower  # starts two interpreters a case (each imports torch)
 @pytest.mark.parametrize("edit", [_without_comments, _headings_moved])
 def test_editing_or_moving_a_comment_in_config_py_changes_no_behaviour(edit, tmp_path):
-    """config.py's comments are prose for the reader and --help: with every comment gone, or the section headings
-    moved, the keys' roles, the defaults, the presets and the choices stay what they are."""
+    """config.py's comments are prose: cut them, or move the headings, and the config means the same."""
     source = (ROOT / "config.py").read_text()
     edited = edit(source)
     assert edited != source
@@ -111,7 +105,6 @@ def test_compile_is_a_tristate_a_bare_flag_sets_true(argv, value):
 
 @pytest.mark.parametrize("given, value", [(True, "true"), (False, "false"), ("auto", "auto")])
 def test_a_bool_compile_from_a_config_file_or_an_older_checkpoint_reads_as_its_word(given, value, tmp_path):
-    """A tristate key takes a bool as its word; a checkpoint's config holds a plain str (torch.load weights_only)."""
     from dataclasses import asdict
     f = tmp_path / "exp.py"
     f.write_text(f"compile = {given!r}\n")
@@ -140,8 +133,7 @@ def test_renamed_keys_keep_their_old_names(tmp_path):
 
 
 def test_an_old_checkpoint_loads_and_a_removed_option_in_use_is_named(tmp_path):
-    """Through utils.checkpoint.migrate: the layers' old names (blocks.N, adaln.blocks.N) load, as does a removed
-    network option left off (it changed nothing); one in use is named with the commit that had it, not 'damaged'."""
+    """Old layer names load, a removed option left off loads; one in use is named with the commit that had it."""
     from checkpoint_manager import load_model
     from utils.checkpoint import REMOVED
     torch.manual_seed(0)
@@ -187,20 +179,28 @@ def test_a_removed_key_is_named_as_removed_with_where_its_verdict_is(capsys):
     assert_one_line_error(code, err, "--head_on_masked_only was removed", "dev/LOG.md names its verdict")
 
 
-def test_a_presets_help_is_its_resolved_config_with_its_keys_marked(capsys):
-    import train
-    code, out, err = run_cli_here(train.main, ["baby", "--max_iters=10", "--help"], capsys)
-    assert code == 0 and not err
-    lines = {ln[2:].split(" = ")[0].strip(): ln for ln in out.splitlines()[1:]}
-    assert set(lines) == {f.name for f in fields(Config)}  # every key, once
-    assert all(lines[k].startswith("* ") for k in PRESETS["baby"] if k != "max_iters")  # the preset's keys marked
-    assert lines["max_iters"].startswith("+ ") and lines["max_iters"].endswith("= 10")  # a flag: given, its value
-    assert lines["dropout"].startswith("  ") and lines["mask_draws"].endswith("= 4")  # a default unmarked; resolved
+@pytest.mark.parametrize("script_name, argv, flag", [
+    ("train", ["baby", "--max_iters=10", "--help"], ("max_iters", "10")),
+    ("dev/bench_train", ["baby", "--n_layer=2", "--iters=3", "--help"], ("n_layer", "2")),
+    ("dev/threads", ["cpu", "--loads", "quiet", "--help"], None)])
+def test_a_presets_help_is_its_resolved_config_with_its_keys_marked(script_name, argv, flag, capsys):
+    """PRESET --help (train.py's, a dev script's after its usage): every key resolved, '*' the preset's, '+' a flag."""
+    import importlib
+    from helpers import script
+    main = importlib.import_module(script_name).main if script_name == "train" else script(script_name).main
+    code, out, err = run_cli_here(main, argv, capsys)
+    assert code == 0 and not err and ("usage: " in out) == (script_name != "train")
+    lines = {ln[2:].split(" = ")[0].strip(): ln for ln in out.splitlines() if " = " in ln}
+    assert {f.name for f in fields(Config)} <= set(lines)
+    assert all(lines[k].startswith("* ") for k in PRESETS[argv[0]] if not flag or k != flag[0])
+    if flag:
+        assert lines[flag[0]].startswith("+ ") and lines[flag[0]].endswith(f"= {flag[1]}")
+    draws = PRESETS[argv[0]].get("mask_draws", 1)  # resolved
+    assert lines["dropout"].startswith("  ") and lines["mask_draws"].endswith(f"= {draws}")
 
 
 def test_inference_presets_help_is_the_sampling_settings_it_resolves_to(capsys, tmp_path, monkeypatch):
-    """inference.py PRESET --help shows the sampling settings it resolves to, as train.py PRESET --help does: '*' the
-    preset's, '+' a flag's, the rest the checkpoint's own (here the shipped weights standing in)."""
+    """inference.py PRESET --help: the sampling settings it resolves to, the rest the checkpoint's (or the defaults)."""
     import inference
     from utils import fileio
     monkeypatch.setattr(fileio, "REPO", str(tmp_path))  # a fresh clone's: no run of one's own (this checkout may hold)
@@ -226,21 +226,8 @@ def test_inference_presets_help_is_the_sampling_settings_it_resolves_to(capsys, 
     assert code == 0 and "the rest: the defaults: artifacts/models/tinystories_cpu/model.pt is not trained yet" in out
 
 
-@pytest.mark.parametrize("script_name, argv", [("dev/bench_train", ["baby", "--n_layer=2", "--iters=3", "--help"]),
-                                               ("dev/threads", ["cpu", "--loads", "quiet", "--help"])])
-def test_a_dev_script_that_takes_a_preset_shows_its_resolved_config(script_name, argv, capsys):
-    """A dev script's PRESET --help: argparse's help, then the config it times, as train.py resolves the preset."""
-    from helpers import script
-    code, out, err = run_cli_here(script(script_name).main, argv, capsys)
-    assert code == 0 and not err and "usage: " in out
-    lines = {ln[2:].split(" = ")[0].strip(): ln for ln in out.splitlines() if " = " in ln}
-    preset = argv[0]
-    assert all(lines[k].startswith(("* ", "+ ")) for k in PRESETS[preset]), out
-    assert ("+ n_layer" in out) == ("--n_layer=2" in argv)
-
-
 def test_the_readme_commands_read_the_shipped_corpus():
-    """python train.py (cpu) needs no file from outside the repo; a preset that does names the command that makes it."""
+    """python train.py (cpu) reads the shipped corpus; another preset's file exists or has a command that makes it."""
     from utils.dataloader import MAKE_DATA
     for argv in ([], ["cpu"], ["shakespeare_char"]):
         assert get_config(argv).data_path == "data/tinyshakespeare.txt" and (ROOT / "data/tinyshakespeare.txt").is_file()
@@ -252,7 +239,6 @@ def test_the_readme_commands_read_the_shipped_corpus():
 
 
 def test_the_readme_states_the_parameter_counts_train_py_and_train_py_cpu_print():
-    """`python train.py cpu`'s model to the parameter; `python train.py`'s, the reference recipe, to 0.1M."""
     import re
     readme = (ROOT / "README.md").read_text()
     vocab = len(set((ROOT / "data/tinyshakespeare.txt").read_text())) + 1  # the chars + [MASK]
@@ -263,9 +249,7 @@ def test_the_readme_states_the_parameter_counts_train_py_and_train_py_cpu_print(
 
 
 def test_a_presets_keys_for_another_objective_are_left_unread_and_its_falling_temperature_goes_with_them():
-    """A preset sets keys for its own objective: switching the objective leaves them unread, not refused. baby's
-    sampler starts at 1.0 and cools as the canvas fills (end share 0.1): a pair. The AR and uniform read no fall,
-    so baby --objective=ar samples at a constant default temperature unless one is given."""
+    """Another objective leaves a preset's keys unread, and its falling temperature (a pair) goes with them."""
     assert get_config(["cpu_bd3", "--objective=mdlm"]).bd3_block == 4
     assert get_config(["cpu", "--objective=ar"]).objective == "ar"
     assert (get_config(["baby"]).temperature, get_config(["baby"]).temperature_end_share) == (1.0, 0.1)
@@ -283,8 +267,6 @@ def test_a_presets_keys_for_another_objective_are_left_unread_and_its_falling_te
     (["--temperature=1e305", "--temperature_end_share=1e5"], "whose product with it is finite, got 100000.0"),
 ])
 def test_a_temperature_that_can_make_a_row_with_no_law_is_refused(argv, words):
-    """Below the floor (utils.draws.MIN_TEMPERATURE) a draw is already an argmax; a temperature whose fall overflows
-    float64 leaves a row with no mass: each refused in one line, the floor and 0 (the argmax) taken."""
     with pytest.raises(UserError) as e:
         get_config(argv)
     assert words in str(e.value)
@@ -293,8 +275,7 @@ def test_a_temperature_that_can_make_a_row_with_no_law_is_refused(argv, words):
 
 @pytest.mark.parametrize("key", [k for k, t in TYPES.items() if t is float])
 def test_a_nan_is_refused_for_every_float_key(key, tmp_path):
-    """nan passes every range check (each comparison is False): a config file cannot write one (a call, not a
-    literal); a checkpoint's config can, and is refused as a command line is."""
+    """nan passes every range check: a config file cannot write one; a checkpoint's config can, and is refused."""
     f = tmp_path / "nan.py"
     f.write_text(f"{key} = float('nan')\n")
     with pytest.raises(UserError, match="line 1: not `key = value` with a literal value"):
@@ -304,8 +285,7 @@ def test_a_nan_is_refused_for_every_float_key(key, tmp_path):
 
 
 def test_a_config_file_is_data_read_line_by_line_and_nothing_in_it_runs(tmp_path, monkeypatch):
-    """Each statement is `key = value` with a Python literal; anything else (a call that would run a command) is one
-    line naming its line number, before any of it acts; a key's typo is named with the key it means."""
+    """Each statement is `key = value` with a literal; anything else is refused by line number before any acts."""
     monkeypatch.chdir(tmp_path)
     ok = tmp_path / "ok.py"
     ok.write_text("# a comment\n\nmax_iters = 7  # why\nprompt = 'Hi'\nqk_norm = True\nlearning_rate = 1e-3\n")
@@ -324,22 +304,9 @@ def test_a_config_file_is_data_read_line_by_line_and_nothing_in_it_runs(tmp_path
         get_config([str(tmp_path / "typo.py")])
 
 
-def test_past_validation_an_infinite_temperature_raises_in_the_draw_instead_of_returning_mask():
-    """What validation refuses, forced past it: the AR's draw at temperature inf (a NaN row) raises, never returns
-    [MASK] for every token."""
-    from diffusion import SamplerOptions
-    from utils.draws import Law
-    cfg = get_config(["--objective=ar", "--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=16"])
-    model = Transformer(model_args(cfg, 12)).eval()
-    with pytest.raises(RuntimeError, match="no mass or a NaN/inf entry"):
-        model.generate(torch.zeros(1, 2, dtype=torch.long), 4, SamplerOptions(1, Law(temperature=float("inf"))),
-                 torch.Generator().manual_seed(0), mask_id=11)
-
-
 @pytest.mark.parametrize("key", sorted(RANGES))
 def test_each_range_holds_its_ends_as_config_py_writes_them(key):
-    """RANGES' interval at its edges: a closed end taken and the number past it refused, an open end refused and the
-    number just inside taken; check_values reads the same range."""
+    """RANGES at its edges: a closed end taken and just past it refused, an open end refused and just inside taken."""
     from dataclasses import replace
     low, high, low_in, high_in = interval(key)
     typ = TYPES[key]
@@ -355,8 +322,7 @@ def test_each_range_holds_its_ends_as_config_py_writes_them(key):
 
 @pytest.mark.parametrize("key", sorted(NEEDS))
 def test_a_key_with_the_key_it_acts_with_is_read(key):
-    """config.NEEDS' valid side (its refusals: test_refusals.py's needs_rows): given with each key it acts with, at
-    a value it acts with, a key passes validation."""
+    """NEEDS' valid side (test_refusals.py holds the refusals): beside what it acts with, a key passes."""
     from configurator import parse, validate
     need = NEEDS[key]
     paths = dict(viz_video="p.mp4", html="p.html")  # a path key's value names its kind of file

@@ -1,9 +1,6 @@
-"""dev/draft_tree.py's draft tree, exact in law: one node's rule against its law enumerated on five tokens (and
-the plausible wrong rules against it), its draws by chi-square, each candidate column's law against the uncached
-pass, the samples at batch 1 against the Markov toy's joint (tests/test_speculative.py's).
-
-    python -m pytest -q tests/test_draft_tree.py
-"""
+"""dev/draft_tree.py's draft tree, exact in law: a node's rule against its law enumerated (and the wrong rules), its
+draws and samples by chi-square, each column's law against the uncached pass.
+python -m pytest -q tests/test_draft_tree.py"""
 import itertools
 
 import numpy as np
@@ -34,10 +31,8 @@ def _without_replacement(q, k):
 
 
 def _kept_chances(p, q, cands, rule):
-    """By hand: the chance (given the ones before it rejected) that each candidate is kept, and the law drawn from when
-    none is. rule 'rsd': q_i is q without the candidates before i, renormalised, and p_(i+1) = max(0, p_i - q_i)
-    normalised (RSD); 'iid': q_i = q (SpecInfer's rule for candidates drawn with replacement); 'stale': the residual
-    never updated (p_i = p)."""
+    """Each candidate's chance to be kept (the ones before rejected), and the residual. 'rsd': q without the candidates
+    before, p_(i+1) = max(0, p_i - q_i) normalised; 'iid': q_i = q (SpecInfer); 'stale': p_i = p."""
     chances = []
     for c in cands:
         chances.append(min(1.0, p[c] / q[c]) if q[c] > 0 else 0.0)
@@ -52,8 +47,7 @@ def _kept_chances(p, q, cands, rule):
 
 
 def _node_law(p, q, tuples, rule):
-    """The law of a node's token, exactly: each candidate tuple's probability times, for each candidate, the chance the
-    ones before it are rejected and it is kept, plus the chance all are rejected times the residual."""
+    """The law of a node's token, exactly, over every candidate tuple."""
     law = np.zeros_like(p)
     for cands, prob in tuples.items():
         chances, resid = _kept_chances(p, q, cands, rule)
@@ -70,7 +64,7 @@ Q_NODE = np.array([0.10, 0.20, 0.50, 0.20, 0.00])  # p has mass where q has none
 
 
 def _iid(p, q, cands, u):
-    """SpecInfer's rule (the proposal q in every ratio), a plausible slip for candidates drawn without replacement."""
+    """SpecInfer's rule (q in every ratio): a plausible slip for candidates drawn without replacement."""
     for i, c in enumerate(cands):
         if u[i] * q[c] < p[c]:
             return i, None
@@ -81,9 +75,8 @@ def _iid(p, q, cands, u):
 
 @pytest.mark.parametrize("k", [2, 3, 4])
 def test_a_nodes_token_is_p_distributed_by_its_law_enumerated_and_the_plausible_wrong_rules_are_not(k):
-    """k candidates drawn from q without replacement, checked by recursive rejection sampling (RSD, Jeon et al. 2024),
-    give a token whose law, enumerated over every ordered candidate tuple, is p to 1e-12; accept_among decides as
-    that rule does. The i.i.d. rule, a residual never updated and deterministic top-k candidates are other laws."""
+    """RSD over k candidates drawn without replacement gives p to 1e-12 and accept_among decides as it does; the i.i.d.
+    rule, a stale residual and deterministic top-k give other laws."""
     rng = np.random.default_rng(k)
     for p, q in ((P_NODE, Q_NODE), (rng.dirichlet(np.ones(5)), rng.dirichlet(np.ones(5) * 0.5))):
         tuples = _without_replacement(q, min(k, int((q > 0).sum())))
@@ -103,8 +96,7 @@ def test_a_nodes_token_is_p_distributed_by_its_law_enumerated_and_the_plausible_
 
 
 def test_a_nodes_drawn_token_follows_p_and_the_iid_rule_does_not(monkeypatch):
-    """One node end to end (the spine's draft, draw_siblings' Gumbel-top-k, accept_among, a draw from the residual):
-    20,000 tokens follow p by chi-square for k = 2, 3, 4; the i.i.d. rule on the same candidates fails the test."""
+    """One node end to end: 20,000 tokens follow p by chi-square for k = 2, 3, 4; the i.i.d. rule fails the test."""
     p_law = {(c,): float(v) for c, v in enumerate(P_NODE)}
     q = torch.tensor(Q_NODE)[None]  # (1, V): one drafted position
 
@@ -125,9 +117,7 @@ def test_a_nodes_drawn_token_follows_p_and_the_iid_rule_does_not(monkeypatch):
 
 
 def test_every_candidate_of_a_tree_round_reads_the_law_of_its_own_path(monkeypatch):
-    """The tree's attention mask, positions and cache: in every round of a drafted sample (a tree of 3, 40 tokens
-    through a context of 8), the law at each clean column (the newest token's, each spine draft's, each sibling's)
-    is a plain causal pass's after its own path, in the round's window; a kept sibling's keys make the next round's."""
+    """In every tree round, each clean column's law is a plain causal pass's after its own path."""
     net, seen = _bd3_net(ar=True), []
     real_round, real_walk = tree.tree_round, tree.walk_tree
 
@@ -160,8 +150,7 @@ def test_every_candidate_of_a_tree_round_reads_the_law_of_its_own_path(monkeypat
 
 
 def _toy_draws(k, n_draws, P=1, n=6):
-    """n_draws batch-1 samples of the Markov toy's clean half (tests/test_speculative.py), drafted by a tree of k, and
-    the tree rounds that kept a sibling."""
+    """n_draws batch-1 samples of the Markov toy drafted by a tree of k, the rounds that kept a sibling, the joint."""
     net, prompt = MarkovToy(), torch.tensor([[0, 1, 2][:P]], dtype=torch.long)
     net.compiler, net.compiled, net.decode_cache = None, {}, None  # eager rounds
     real_walk, siblings = tree.walk_tree, []
@@ -186,16 +175,14 @@ def _toy_draws(k, n_draws, P=1, n=6):
 
 @pytest.mark.parametrize("k", [2, 3])  # 3: every token of the toy at the first drafted position
 def test_a_draft_trees_samples_at_batch_1_follow_the_clean_halfs_joint(k):
-    """1,000 batch-1 draws of 6 tokens after one, through a block boundary, against the toy's joint by hand, with 100
-    rounds or more that kept a sibling."""
+    """1,000 batch-1 draws of 6 tokens through a block boundary follow the toy's joint, 100+ rounds kept a sibling."""
     draws, siblings, joint = _toy_draws(k, 1_000)
     chi2, limit = pooled_chi2(draws, joint)
     assert chi2 < limit and siblings > 100, (chi2, limit, siblings)
 
 
 def test_the_iid_rule_on_a_draft_trees_samples_fails_the_same_test(monkeypatch):
-    """The control: SpecInfer's i.i.d. rule on siblings drawn without replacement draws another law, which 2,000 draws
-    of the same test catch."""
+    """The control: the i.i.d. rule draws another law, which 2,000 draws of the same test catch."""
     monkeypatch.setattr(tree, "accept_among", _iid)
     draws, _, joint = _toy_draws(2, 2_000)
     chi2, limit = pooled_chi2(draws, joint)

@@ -1,7 +1,5 @@
-"""dev/order_nll.py: the exact NLL of a diffusion network's joint in a fixed reveal order (one token a pass, per
-block for bd3): what each pass sees, the orders, a hand computation, block diffusion's blocks sharing a pass, and the
-script on tiny checkpoints (slow).
-python -m pytest -q tests/test_order_nll.py"""
+"""dev/order_nll.py: the exact NLL of a network's joint in a fixed reveal order, against hand computations, and the
+script on tiny checkpoints. python -m pytest -q tests/test_order_nll.py"""
 import itertools
 import json
 import math
@@ -11,13 +9,11 @@ import pytest
 import torch
 
 from bd3 import bd3_logits, bd3_loss
-from diffusion import LossOptions, Schedule, predict_logits, self_condition_input
-from checkpoint_manager import checkpoint_config
+from checkpoint_manager import checkpoint_config, load_model
 from conftest import train_tiny
-from diffusion import diffusion_loss
+from diffusion import LossOptions, Schedule, diffusion_loss, predict_logits, self_condition_input
 from helpers import Args, ToyModel, assert_one_line_error, bd3_drawn, run_cli_here, script
 from model import ModelArgs, Transformer
-from checkpoint_manager import load_model
 from utils.dataloader import fixed_windows, prepare_data
 from utils.tokenizer import tokenizer_from_state
 
@@ -28,8 +24,7 @@ MASK = 11
 
 
 class Recorder(ToyModel):
-    """ToyModel (its logits depend on the tokens) that keeps every input it was given. The script tells a network no
-    time (it scores only networks that read none), so the toy, which needs one, reads a constant t = 1."""
+    """ToyModel that keeps every input it was given; told no time by the script, it reads t = 1."""
 
     def __init__(self):
         super().__init__()
@@ -54,7 +49,7 @@ def test_each_token_is_scored_by_the_pass_that_sees_exactly_the_tokens_revealed_
             visible = (xt[b] != MASK).nonzero().squeeze(1).tolist()
             assert sorted(visible) == sorted(perm[b, :k].tolist())  # the tokens revealed before, no others
             assert torch.equal(xt[b, visible], x[b, visible])
-        # by hand: the pass's log-softmax over the real tokens ([MASK] excluded) at the position it reveals
+        # by hand: the log-softmax over the real tokens at the position the pass reveals
         assert t is None  # told no time
         logits = ToyModel()(xt, torch.ones(3, dtype=torch.long)).double()
         logits[..., MASK] = float("-inf")
@@ -98,9 +93,8 @@ def _mixture_by_enumeration(logits_of, x, block, read=None, mask=MASK, vocab=12)
 
 
 def test_the_mixture_is_the_mean_over_every_order_of_its_joint_and_below_the_mean_orders_nll(monkeypatch):
-    """--orders mixture scores the sampler that reveals one uniformly random position a pass: summed over the 2^S
-    reveal sets it equals the mean over the S! orders taken one by one, lies at or below the mean order's NLL (Jensen's
-    gap, the NELBO's slack), and has no gap for a network whose logits ignore the canvas."""
+    """--orders mixture equals the mean over the S! orders' joints, lies below the mean order's NLL (Jensen's gap),
+    and has no gap for a network whose logits ignore the canvas."""
     g = torch.Generator().manual_seed(0)
     for L, block in ((4, 0), (8, 4), (8, 2)):
         x = torch.randint(0, MASK, (3, L), generator=g)
@@ -128,8 +122,7 @@ def test_the_mixture_is_the_mean_over_every_order_of_its_joint_and_below_the_mea
 
 
 def test_the_semi_autoregressive_mixture_reads_each_block_after_the_ones_before_it():
-    """--semi-ar-length S: blocks of S left to right, one uniformly random position of the block a pass. Block j's NLL
-    is the mixture over its S! orders with the blocks before it revealed and the ones after it masked."""
+    """--semi-ar-length S: block j's NLL is the mixture over its S! orders, the blocks before it revealed."""
     x = torch.randint(0, MASK, (3, 6), generator=torch.Generator().manual_seed(3))
     logits_of, _ = order_nll.mdlm_pass(Recorder(), None, x, MASK)
     got = order_nll.mixture_nll(logits_of, x, 0, MASK, 12, semi_ar=3)
@@ -144,10 +137,8 @@ def test_the_semi_autoregressive_mixture_reads_each_block_after_the_ones_before_
 
 
 def test_the_sampler_read_mixture_is_the_mean_over_every_order_of_the_samplers_joint():
-    """--self-cond-read sampler: each pass reads the previous pass's prediction, so an order's chance depends on the
-    whole order: the mixture is -log mean over the permutations of ordered_nll's sampler joint, differs from the
-    bound reading's on a network whose self-conditioning matters, and reads a semi-AR block's first pass with no
-    prediction (zeros), as diffusion.denoise keeps none off the block it decides."""
+    """--self-cond-read sampler: the mixture over the sampler's joints, another law than the bound reading's; a semi-AR
+    block's first pass reads no prediction (zeros), as diffusion.denoise keeps none off its block."""
     M, V = 8, 9
     x = torch.randint(0, M, (3, 6), generator=torch.Generator().manual_seed(4))
     model = _self_conditioned(6)
@@ -177,8 +168,7 @@ def test_the_sampler_read_mixture_is_the_mean_over_every_order_of_the_samplers_j
 
 @pytest.mark.parametrize("order", [o for o in order_nll.ORDERS if o != "mixture"])
 def test_block_diffusion_blocks_share_a_pass_and_each_is_read_after_the_clean_blocks_before_it(order):
-    """bd3: every block takes its k-th token in the same two-stream pass. Under the block mask a noisy block sees only
-    itself and the clean blocks before it, so that must equal scoring each block alone, the others all [MASK]."""
+    """bd3: every block takes its k-th token in one pass, equal to scoring each block alone, the others [MASK]."""
     V, M, block, L = 11, 10, 4, 12
     torch.manual_seed(0)
     model = Transformer(ModelArgs(vocab_size=V, block_size=L, n_layer=2, n_head=2, n_embd=32, diffusion_steps=10,
@@ -201,8 +191,7 @@ def test_block_diffusion_blocks_share_a_pass_and_each_is_read_after_the_clean_bl
 
 
 def _self_conditioned(L, seed=0):
-    """A tiny time-free self-conditioned network whose self-conditioning matters (sc_proj starts at zero: reading
-    nothing, both readings would be one)."""
+    """A tiny time-free network whose self-conditioning matters (sc_proj not zero)."""
     torch.manual_seed(seed)
     model = Transformer(ModelArgs(vocab_size=9, block_size=L, n_layer=1, n_head=2, n_embd=32, time_cond="none",
                                   self_cond=True)).eval()
@@ -211,9 +200,7 @@ def _self_conditioned(L, seed=0):
 
 
 def _bound_ce(model, xt, x, block, mask_id):
-    """CE (B, L) of x at every position given the canvas xt, the network read as its bound reads it: diffusion.py's
-    self_condition_input and predict_logits (mdlm, block 0), bd3_loss's first two-stream pass feeding the second
-    (bd3)."""
+    """CE (B, L) of x given the canvas xt, the network read as its bound reads it (self_condition_input)."""
     masked = xt == mask_id
     with torch.no_grad():
         if block:
@@ -226,9 +213,7 @@ def _bound_ce(model, xt, x, block, mask_id):
 
 
 def _continuous_nelbo(model, x, block, mask_id):
-    """The continuous-time NELBO (B,) nats/token, exactly: given k of a block's S tokens masked the time integral
-    weighs each k-subset 1 / (k C(S, k)) (learning.md). Blocks read only themselves and the clean blocks before them,
-    so every block takes the same subset in one pass (block 0: the whole window, MDLM)."""
+    """The continuous-time NELBO (B,) nats/token exactly: each k-subset of a block's S tokens weighs 1 / (k C(S, k))."""
     B, L = x.shape
     S, total = block or L, torch.zeros(B, dtype=torch.float64)
     for k in range(1, S + 1):
@@ -242,9 +227,7 @@ def _continuous_nelbo(model, x, block, mask_id):
 
 @pytest.mark.parametrize("block", [0, 3], ids=["mdlm", "bd3"])
 def test_random_orders_estimate_a_self_conditioned_networks_bound_read_as_the_bound_reads_it(block):
-    """On a tiny self-conditioned network the random order's figure (the default, bound reading) matches the exact
-    continuous-time NELBO within its standard error; the sampler's reading (the previous pass's prediction) does not.
-    The exact figure reads the network through the bound's own code: it equals diffusion_loss's / bd3_loss's CE."""
+    """The random order's figure (bound reading) is the exact NELBO within its se; the sampler's reading is not."""
     L, M, R = 6, 8, 256  # 4 windows x 256 random orders each
     model = _self_conditioned(L)
     x = torch.randint(0, M, (4, L), generator=torch.Generator().manual_seed(1))
@@ -272,9 +255,7 @@ def test_random_orders_estimate_a_self_conditioned_networks_bound_read_as_the_bo
 
 
 def _by_hand(path, n, read="bound"):
-    """A checkpoint's left-to-right NLL per window (n,), written out here: the script's windows, the network read as
-    the bound reads it (or as the sampler does: the previous pass's prediction), pass k scoring the k-th token of the
-    window (of every block, for bd3) with the tokens before it visible."""
+    """A checkpoint's left-to-right NLL per window (n,) on the script's windows, written out here."""
     model, ck = load_model(path, "cpu")
     cfg, tok = checkpoint_config(ck, "a checkpoint"), tokenizer_from_state(ck["tokenizer"])
     L, M = cfg.block_size, tok.mask_id
@@ -297,9 +278,7 @@ def _by_hand(path, n, read="bound"):
 
 
 def _check_figures(d, by_hand):
-    """The JSON's figures against the hand computation of l2r and the invariants that tie the others to theirs. The
-    hand computation runs the same float32 passes on the same batch: it agrees to rounding in the float64 sums (a
-    10-step network's two readings of self-conditioning differ by ~1e-6 relative: the tolerance tells them apart)."""
+    """The JSON's l2r figures against the hand computation (to rounding), and the invariants tying the others."""
     ln2, l2r = 0.6931471805599453, d["orders"]["l2r"]
     assert l2r["nats_per_token"] == pytest.approx(by_hand.mean().item(), rel=1e-9)
     assert l2r["se"] == pytest.approx(by_hand.std().item() / math.sqrt(len(by_hand)), rel=1e-9)
@@ -332,8 +311,6 @@ def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_fac
     d = json.loads((tmp_path / "s.json").read_text())
     assert d["self_cond_read"] == "sampler"
     _check_figures(d, _by_hand(mdlm, 4, "sampler"))
-    code, _, err = run_cli_here(order_nll.main, [tiny_ckpt, "--device", "cpu"], capsys)  # reads t (time_cond=learned)
-    assert_one_line_error(code, err, "time_cond=learned", "--time_cond=none")
     bd3 = train_tiny(tmp_path_factory, "order_bd3", "--objective=bd3", "--bd3_block=4", "--self_cond", "--max_iters=10",
                      "--eval_interval=10")
     code, text, err = run_cli_here(order_nll.main, [bd3, "--orders", "l2r,random,mixture", "--n-windows", "4", "--device",
@@ -350,16 +327,16 @@ def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_fac
     want = _mixture_by_enumeration(logits_of, x, 4, "bound", tok.mask_id, model.args.vocab_size)[0].sum(1)
     want = want / cfg.block_size
     assert d["orders"]["mixture"]["per_window"] == pytest.approx(want.tolist(), rel=1e-6)
-    code, _, err = run_cli_here(order_nll.main, [mdlm, "--orders", "mixture", "--self-cond-read", "sampler"], capsys)
-    assert_one_line_error(code, err, "--orders mixture", "--self-cond-read sampler")
-    for argv, words in ((["--orders", "l2r", "--semi-ar-length", "2"], ("--orders mixture",)),
-                        (["--orders", "mixture", "--semi-ar-length", "5"], ("divisor", "--semi-ar-length 5"))):
-        code, _, err = run_cli_here(order_nll.main, [mdlm, *argv], capsys)
+    ar = train_tiny(tmp_path_factory, "order_ar", "--objective=ar", "--max_iters=10", "--eval_interval=10")
+    for argv, words in (([tiny_ckpt], ("time_cond=learned", "--time_cond=none")), ([ar], ("ar model", "bd3")),
+                        ([mdlm, "--orders", "mixture", "--self-cond-read", "sampler"],
+                         ("--orders mixture", "--self-cond-read sampler")),
+                        ([mdlm, "--orders", "l2r", "--semi-ar-length", "2"], ("--orders mixture",)),
+                        ([mdlm, "--orders", "mixture", "--semi-ar-length", "5"], ("divisor", "--semi-ar-length 5")),
+                        ([bd3, "--orders", "mixture", "--semi-ar-length", "2"], ("bd3 has its blocks",)),
+                        ([bd3, "--orders", "mixture", "--mixture-k", "4"], ("--mixture-k 4", "exactly"))):
+        code, _, err = run_cli_here(order_nll.main, [*argv, "--device", "cpu"], capsys)
         assert_one_line_error(code, err, *words)
-    code, _, err = run_cli_here(order_nll.main, [bd3, "--orders", "mixture", "--semi-ar-length", "2"], capsys)
-    assert_one_line_error(code, err, "bd3 has its blocks")
-    code, _, err = run_cli_here(order_nll.main, [bd3, "--orders", "mixture", "--mixture-k", "4"], capsys)
-    assert_one_line_error(code, err, "--mixture-k 4", "exactly")  # a flag that cannot apply is refused
     code, text, err = run_cli_here(order_nll.main, [mdlm, "--orders", "mixture", "--mixture-k", "2", "--n-windows", "2",
                                                     "--device", "cpu", "--json", tmp_path / "k.json"], capsys)
     assert code == 0 and "a bound over 2 random orders" in text, err
@@ -368,15 +345,10 @@ def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_fac
                                                     "2", "--device", "cpu", "--json", tmp_path / "m.json"], capsys)
     assert code == 0 and "exact, semi-autoregressive blocks of 4" in text, err
     assert json.loads((tmp_path / "m.json").read_text())["semi_ar_length"] == 4
-    ar = train_tiny(tmp_path_factory, "order_ar", "--objective=ar", "--max_iters=10", "--eval_interval=10")
-    code, _, err = run_cli_here(order_nll.main, [ar, "--device", "cpu"], capsys)
-    assert_one_line_error(code, err, "ar model", "bd3")
 
 
 def test_the_causal_order_is_the_ar_network_of_the_same_weights_read_as_the_ar_reads_a_window():
-    """--orders causal (a --dual_ar network's AR mode): each of the window's last L tokens is scored by the causal
-    network of the same weights reading everything before it, the window's first token included (as the AR reads)."""
-    order_nll = script("dev/order_nll")
+    """--orders causal: each of the window's last L tokens scored by the causal network of the same weights."""
     torch.manual_seed(0)
     a = dict(vocab_size=9, block_size=12, n_layer=2, n_head=2, n_embd=16, time_cond="none")
     bidir, causal = Transformer(ModelArgs(**a)).eval(), Transformer(ModelArgs(**a, causal=True)).eval()

@@ -1,5 +1,5 @@
-"""What train.py prints beside its loop (utils/train_log.py, evals/report.py): the training loss named for what it is,
-and the final metrics block with a unit or a meaning for every figure. python -m pytest -q tests/test_report.py"""
+"""What train.py prints beside its loop: the training loss named for what it is, the final metrics with a unit for
+every figure, the ETA and its notes. python -m pytest -q tests/test_report.py"""
 import os
 from types import SimpleNamespace
 
@@ -67,13 +67,11 @@ def test_the_final_metrics_block_labels_every_figure_and_drops_what_the_sampler_
 
 
 def test_the_eta_projects_from_the_runs_history_and_gives_a_range_when_recent_windows_disagree():
-    # a slow first window (setup, a shared machine), then steadier ones
     assert projected_step_s([6.4]) == (6.4, 6.4, False)  # only the first window: all there is, settling
     assert projected_step_s([6.4, 1.5]) == (1.5, 1.5, False)  # the first left out once another is timed
     assert projected_step_s([6.4, 1.5, 2.0, 1.6]) == (1.6, 1.6, True)  # settled
     assert projected_step_s([6.4, 1.5, 2.0, 1.6, 9.0, 1.7]) == (1.7, 1.7, True)  # one slow window moves it not
-    # windows at 0.55 s, then another job halves the speed: the history holds the ETA, the recent windows move
-    # first, and the line shows both
+    # another job halves the speed: the history holds the ETA, the recent windows move first, the line shows both
     assert projected_step_s([2.0] + [0.55] * 20 + [1.1] * 3) == (0.55, 1.1, True)
     assert fmt_eta([3500], False) == "eta ~58m20s (settling)" and fmt_eta([3500, 3600], True) == "eta 58m20s"
     assert fmt_eta([3500, 7000], True) == "eta 58m20s-1h56m" and fmt_eta([7000, 3500], True) == "eta 58m20s-1h56m"
@@ -82,13 +80,12 @@ def test_the_eta_projects_from_the_runs_history_and_gives_a_range_when_recent_wi
 
 
 def _train_log(cfg, threads):
-    """A TrainLog of a CPU run of cfg, its threads as given."""
     env = SimpleNamespace(device=torch.device("cpu"), master=False, wandb=None, threads=threads)
     return train_log.TrainLog(cfg, env, OBJECTIVES[cfg.objective], 0, flops_tok=1.0, n_windows=8, eval_t=4)
 
 
 def test_the_long_run_note_is_revised_when_the_steps_slow_or_speed_up_by_half(monkeypatch, capsys, tmp_path):
-    """The long-run note is said again when the steps run half as fast, or twice as fast, as at the last note."""
+    """The long-run note is said again when the steps run half or twice as fast as at the last note."""
     monkeypatch.setattr(train_log, "run_queue", lambda: 1)
     log = _train_log(get_config(["baby", f"--out_dir={tmp_path}"]), CpuThreads(torch.device("meta"), environ={}))
     capsys.readouterr()
@@ -111,9 +108,7 @@ def test_the_long_run_note_names_the_laptop_preset_only_to_a_bigger_run():
 
 
 def test_a_shared_machine_is_named_with_its_fix(monkeypatch):
-    """Steps several times slower than the run's fastest (a second torch process on the cores), or more threads
-    ready to run than cores: one note naming the fix; a quiet machine, another device or too few windows: none.
-    Where the OS keeps no run queue (macOS, Windows) the note reads the slow steps alone."""
+    """Slow steps or more threads ready than cores: one note naming the fix; none on a quiet machine."""
     cpu = torch.device("cpu")
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     for queue in (1, None):
@@ -129,14 +124,13 @@ def test_a_shared_machine_is_named_with_its_fix(monkeypatch):
 
 @pytest.fixture
 def torch_threads():
-    """torch's thread count as the test found it, put back after (CpuThreads sets it)."""
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
 
 
 def test_the_shared_cores_note_says_what_the_run_already_does(monkeypatch, torch_threads):
-    """The note never repeats advice the run already follows (OMP_NUM_THREADS=1 when it is set)."""
+    """The note never repeats advice the run already follows."""
     cpu = torch.device("cpu")
     monkeypatch.setattr("utils.train_log.run_queue", lambda: 3)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
@@ -152,8 +146,7 @@ def test_the_shared_cores_note_says_what_the_run_already_does(monkeypatch, torch
 
 
 @pytest.mark.parametrize("argv, columns", [
-    # mdlm: 3 masks of each window, each a pass of L = 8 columns, and the dual objective's causal pass over L - 1:
-    # 2 x (3 x 8 + 7) = 62 columns a micro-batch
+    # mdlm: batch 2 x (3 masks x L = 8 columns + the dual causal pass over L - 1) = 62
     (["--mask_draws=3", "--dual_ar=0.5", "--time_cond=none"], 62),
     (["--mask_draws=3"], 48),  # 2 x 3 x 8: no causal pass
     (["--dual_ar=0.5", "--time_cond=none"], 30),  # 2 x (8 + 7)
@@ -161,10 +154,7 @@ def test_the_shared_cores_note_says_what_the_run_already_does(monkeypatch, torch
     (["--objective=bd3", "--bd3_block=4", "--mask_draws=2"], 48),
 ])
 def test_the_memory_estimate_counts_every_pass_of_a_micro_batch_by_hand(argv, columns):
-    """The start-up estimate's activations, counted by hand: per column, one layer of width 32 saves 68 x 32 = 2,176
-    bytes in fp32, and the head 12 bytes per logit of a 20-token vocabulary, 240: 2,416 bytes a column, over every
-    column the micro-batch's passes read (batch 2: mask_draws passes of the objective's columns, plus the dual
-    objective's causal pass)."""
+    """The estimate by hand: a layer of width 32 saves 68 x 32 bytes a column, the head 12 x 20: 2,416 a column."""
     from model import Transformer
     from utils.train_log import estimate_line
     cfg = get_config(["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=8", "--batch_size=2",
@@ -177,8 +167,7 @@ def test_the_memory_estimate_counts_every_pass_of_a_micro_batch_by_hand(argv, co
 
 
 def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_path, torch_threads):
-    """TrainLog.notes prints each note wrapped at 120 columns, the whole sentence kept; the shared-cores note comes
-    again when the steps slow again, at most every SHARED_EVERY_S."""
+    """Notes wrap at 120 columns; the shared-cores note comes again when steps slow again, at most every 10 min."""
     clock = [1000.0]
     monkeypatch.setattr(train_log, "time", SimpleNamespace(time=lambda: clock[0]))
     monkeypatch.setattr(train_log, "run_queue", lambda: 3)
@@ -206,8 +195,7 @@ def test_the_log_notes_print_in_lines_a_terminal_holds(monkeypatch, capsys, tmp_
 
 
 def test_wandb_is_imported_only_when_asked_and_its_absence_is_one_line(monkeypatch, tmp_path):
-    """--wandb_log without the package: one line naming pip install wandb, from setup, before any work; without
-    --wandb_log setup never imports it."""
+    """--wandb_log without the package: one line from setup naming pip install wandb; without it, never imported."""
     import sys
     import train
     from utils.errors import UserError
