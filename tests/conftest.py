@@ -8,11 +8,8 @@ import torch
 
 from helpers import ROOT, TINY, for_objective, real_text
 
-# One thread for this process, as for the runs it starts (helpers.ENV): a suite beside other work then never waits on a
-# busy core (a step at 2 threads runs 10-20x slower while another job holds one of 2 cores), in-process runs keep one
-# count whatever the load (utils.dist.CpuThreads follows it only where OMP_NUM_THREADS is unset), and the pinned
-# figures were measured at one thread. OMP_NUM_THREADS=N given to pytest keeps N; the tests of the rule pass their own
-# environment.
+# One thread, as for the runs it starts (helpers.ENV): beside other work no step waits on a busy core, and the pinned
+# figures were measured at one. OMP_NUM_THREADS=N given to pytest keeps N.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
@@ -47,9 +44,8 @@ def artifacts_touched(before, after):
 
 @pytest.fixture(autouse=True)
 def stays_out_of_the_repos_artifacts(request):
-    """The rule, not a habit: a test that writes, changes or removes anything under the repository's artifacts/ (a
-    user's runs, traces and the shipped weights live there) fails, naming what it touched. Tests write in their temp
-    folders (in_tmp, tmp_path)."""
+    """A test that writes, changes or removes anything under the repository's artifacts/ (a user's runs, the shipped
+    weights) fails, naming what it touched: tests write in their temp folders (in_tmp, tmp_path)."""
     before = artifacts_files()
     yield
     touched = artifacts_touched(before, artifacts_files())
@@ -62,8 +58,7 @@ def stays_out_of_the_repos_artifacts(request):
 
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
-    """Run inside a temp dir so artifacts/ (data cache, checkpoints) never touch the repo
-    (stays_out_of_the_repos_artifacts fails a test that does)."""
+    """Run inside a temp dir, where artifacts/ (data cache, checkpoints) is the test's own."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

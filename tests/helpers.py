@@ -1,13 +1,6 @@
-"""What the tests share: paths and real text, the two tiny model sizes, running the CLIs (in this process,
-as subprocesses, under torchrun), and toy models whose answers are known by hand.
-The fixtures (in_tmp, tiny_ckpt) are in conftest.py. Run the suite from the repo root (pytest.ini: the tiers):
-
-    python -m pytest -q -m core tests          # the edit-run loop
-    python -m pytest -q -m "not slower" tests  # README's command, CI's first line
-    python -m pytest -q -m slower tests        # CI's second line
-
-Subprocesses run with OMP_NUM_THREADS=1; run_here(..., threads=1) is the in-process run to compare
-them with bit for bit (one process start less).
+"""What the tests share: paths and real text, the two tiny model sizes, running the CLIs (in this process, as
+subprocesses, under torchrun), waiting for an event, and toy models whose answers are known by hand. The fixtures
+are in conftest.py. Subprocesses run at one thread; run_here(..., threads=1) is the in-process run to compare them with.
 """
 import contextlib
 import importlib
@@ -30,9 +23,8 @@ SHARED = ROOT.parent / "shared" / "data"
 FIXTURES = ROOT / "tests" / "fixtures"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
 
-# A guard against a hang, never a verdict (issue 106). Each wait in the suite is for an event: a line printed, a file
-# written, a process ended. HANG bounds only a wait that would never end. Beside other work (a load of 15 on 2 cores)
-# a test runs 10-30x slower than alone, so no timeout it can meet while it works may decide it.
+# A guard against a hang, never a verdict: each wait is for an event (a line, a file, an exit); beside other work a
+# test runs 10-30x slower than alone, so no timeout it can meet while it works may decide it.
 HANG = 1800
 
 # Two sizes, for two jobs. TINY learns within a few hundred steps (tests that check a model learned);
@@ -50,14 +42,12 @@ def pick(out, positions):
 
 
 def loss(obj, model, x, cfg, schedule, tok, draw):
-    """An objective's loss in one call: its draws, then its loss given them (train.py makes the two calls itself, to
-    compile only the second)."""
+    """An objective's loss in one call: its draws, then its loss given them."""
     return obj.loss(model, x, cfg, schedule, tok, obj.draws(x, cfg, schedule, tok, draw))
 
 
 def for_objective(args):
-    """args less the flags its (last) --objective=X does not read: MICRO and TINY set diffusion keys, which
-    configurator.validate refuses for AR (the user's rule: a given key that cannot apply is an error)."""
+    """args less the flags its (last) --objective=X does not read (MICRO and TINY set keys AR refuses)."""
     from objectives import OBJECTIVES
     name = next((str(a).split("=", 1)[1] for a in reversed(args) if str(a).startswith("--objective=")), "mdlm")
     ignored = OBJECTIVES[name].IGNORES
@@ -107,8 +97,8 @@ def assert_one_line_error(code, err, *words):
 
 
 def ctrl_c_default():
-    """A started process's Ctrl-C as a terminal gives it: a suite run as a background job (nohup, `&` without job
-    control) starts its children with SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    """A started process's Ctrl-C as a terminal gives it (a suite run as a background job starts its children with
+    SIGINT ignored)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
@@ -285,9 +275,8 @@ class WindowBlockModel:
 
 
 def bd3_drawn(x0, block, schedule, generator, t=None, allowed=None, share=0.0):
-    """bd3.bd3_loss's draws (bd3.BlockDrawn) for x0 (B, L), made as it once made them itself: the times
-    t (B, L // block), or one a block stratified over `allowed` (default 1..T), then the masks and
-    self-conditioning's rows (share, the loss's self_cond) from generator; n_times = len(allowed)."""
+    """bd3.bd3_loss's draws (bd3.BlockDrawn) for x0 (B, L): the times t (B, L // block), or one a block stratified over
+    `allowed` (default 1..T), then the masks and self-conditioning's rows (share) from generator."""
     from bd3 import bd3_times, block_draws
     allowed = torch.arange(1, schedule.T + 1) if allowed is None else allowed
     t = bd3_times(len(x0), x0.size(1) // block, allowed, generator, x0.device) if t is None else t

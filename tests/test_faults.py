@@ -1,11 +1,5 @@
-"""Crash safety and numerical faults: nothing a kill or a NaN does may cost a run.
-python -m pytest -q tests/test_faults.py
-
-Fault cases: SIGKILL halfway through writing a checkpoint; SIGKILL at random moments (3 kills, then
-finish); a stale partial write removed on resume; model.pt unreadable or older than a numbered
-checkpoint (resume picks the newest complete one); keep-last-K pruning and a replaced run's leftovers;
-a NaN loss that stops training (step named, last good checkpoint untouched); NaN steps skipped up to
-a cap, and the cap exceeded; atomic writes that fail halfway.
+"""Crash safety and numerical faults: nothing a kill, a damaged file, a NaN or a Ctrl-C does may cost a run, and no
+new run replaces an earlier run's files.   python -m pytest -q tests/test_faults.py
 """
 import hashlib
 import math
@@ -21,12 +15,10 @@ import pytest
 import torch
 
 import train
-from helpers import ROOT
-from helpers import ENV, HANG, for_objective, popen, read_until, rows, run_here, train_args, wait_for
+from helpers import ENV, HANG, ROOT, for_objective, popen, read_until, rows, run_here, train_args, wait_for
 from utils.checkpoint import load_checkpoint, load_latest
-from utils.fileio import numbered_checkpoints
 from utils.errors import UserError
-from utils.fileio import atomic_open, atomic_path, remove_stale_temps
+from utils.fileio import atomic_open, atomic_path, numbered_checkpoints, remove_stale_temps
 
 COMMON = ["--max_iters=300", "--eval_interval=10", "--log_interval=7", "--keep_last=2"]
 KEYS = ("kind", "iter", "loss", "lr", "nats_per_token")
@@ -72,10 +64,8 @@ def test_kill_halfway_through_a_checkpoint_write_loses_nothing(tmp_path, uninter
 
 @pytest.mark.slower
 def test_random_kills_then_resume_equal_the_uninterrupted_run(tmp_path, uninterrupted):
-    """Three SIGKILLs at random moments (seeded), each followed by --resume from whatever is on disk. A moment is one
-    of the run's first log lines, read however slow the machine is, then a random pause: each kill lands inside the
-    loop, and may land while a checkpoint is written. (It waited for metrics.jsonl for at most 60 s: at a load of 15 a run
-    still starting was killed before its loop.)"""
+    """Three SIGKILLs at random moments (seeded: one of the first log lines, then a random pause), each followed by
+    --resume from whatever is on disk."""
     rng, out, kills = random.Random(7), tmp_path / "out", 0
     for _ in range(3):
         started = bool(numbered_checkpoints(out)) or (out / "model.pt").exists()
@@ -101,9 +91,7 @@ def test_keep_last_k_best_and_a_replaced_runs_leftovers(in_tmp, capsys):
     assert os.path.samefile(out / "model.pt", out / "model_0000050.pt")  # a hard link: no second copy
     best = load_checkpoint(out / "best.pt")
     assert best["val"]["nats_per_token"] == best["best_val"] == load_checkpoint(out / "model.pt")["best_val"]
-    # a new run into the same dir needs --overwrite; the old run's files stay until the new run has its own
-    with pytest.raises(UserError, match="already holds checkpoints"):
-        train.main(train_args(out, "--max_iters=20")[1:])
+    # --overwrite: the old run's files stay until the new run has its own
     capsys.readouterr()
     run_here(train_args(out, "--max_iters=20", "--eval_interval=10", "--keep_last=2", "--overwrite"), in_tmp)
     log = capsys.readouterr().out
@@ -138,9 +126,8 @@ def test_resume_reads_the_newest_complete_checkpoint(in_tmp, capsys):
 
 
 def test_a_checkpoint_damaged_in_place_is_refused_and_resume_skips_it(in_tmp, capsys):
-    """4 KB zeroed inside the newest checkpoint's tensor data (torch loads it without complaint: it does not check its
-    archive): every reader refuses it in one line naming the run's intact checkpoint to fall back to, and --resume
-    continues from the newest intact one, bit for bit as if the damaged one had never been written."""
+    """4 KB zeroed inside the newest checkpoint's tensors (torch loads it): every reader refuses it, naming the intact
+    one to fall back to, and --resume continues from that one bit for bit."""
     out = in_tmp / "out"
     run_here(train_args(out, "--max_iters=30", "--eval_interval=10", "--keep_last=3"), in_tmp)
     newest = out / "model_0000030.pt"  # model.pt is the same file (a hard link)
@@ -161,16 +148,16 @@ def test_a_checkpoint_damaged_in_place_is_refused_and_resume_skips_it(in_tmp, ca
     assert a["iter"] == 30 and all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
 
 
-def _nan_at(monkeypatch, calls):
-    """The objective's training loss (its pure part, Objective.loss, what train_step runs) is NaN on these (1-based) training
-    calls: a fault on those exact steps."""
+def _nan_at(monkeypatch, calls, fault=lambda out: out * float("nan")):
+    """The objective's training loss (Objective.loss, what train_step runs) goes through `fault` on these (1-based)
+    calls: a NaN loss, by default, on those exact steps."""
     import diffusion
     real, n = diffusion.MaskedDiffusion.loss, [0]
 
     def loss(*args, **kwargs):
         n[0] += 1
         out = real(*args, **kwargs)
-        return out * float("nan") if n[0] in calls else out
+        return fault(out) if n[0] in calls else out
     monkeypatch.setattr(diffusion.MaskedDiffusion, "loss", loss)
 
 
@@ -184,8 +171,7 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(in_tmp, mo
                                         r"first thing to lower: .* --learning_rate=0.0003 .* --resume --skip_nonfinite=10") as e:
         train.main(train_args(out, "--max_iters=40", "--eval_interval=10", "--keep_last=1", "--resume")[1:])
     assert (_sha(out / "model.pt"), _sha(out / "best.pt")) == before  # the NaN weights were never saved
-    # issue 97: each command the line advises runs as printed, the fault gone (a new run at the lower rate, then the
-    # checkpoint continued skipping such steps)
+    # each command the line advises runs as printed, the fault gone
     import re
     import shlex
     fresh, resume = re.findall(r"python train\.py [^;]*", str(e.value))
@@ -211,16 +197,8 @@ class NanGrad(torch.autograd.Function):
 
 @pytest.mark.parametrize("clip", ["--grad_clip=1", "--grad_clip=0"])
 def test_a_non_finite_gradient_stops_at_its_own_step_and_saves_nothing_after_it(clip, in_tmp, monkeypatch):
-    """Issue 90: only the loss was checked, so a NaN gradient showed a step later (the NaN weights' loss), and weights
-    made non-finite or huge in the step before a save were saved and called good. The step is named, its rate too."""
-    import diffusion
-    real, n = diffusion.MaskedDiffusion.loss, [0]
-
-    def loss(*args, **kwargs):
-        n[0] += 1
-        out = real(*args, **kwargs)
-        return NanGrad.apply(out) if n[0] == 7 else out
-    monkeypatch.setattr(diffusion.MaskedDiffusion, "loss", loss)
+    """A NaN gradient under a finite loss stops at its own step; nothing non-finite is saved."""
+    _nan_at(monkeypatch, {7}, NanGrad.apply)
     out = in_tmp / "out"
     with pytest.raises(UserError, match=r"a non-finite loss or gradient at iter 7: stopped; the last finite checkpoint is "
                                         r".*model.pt \(iter 5\)"):
@@ -275,9 +253,7 @@ def test_a_copied_run_resumes_into_its_new_directory(in_tmp):
 
 
 def test_where_hard_links_fail_the_copy_is_flushed_before_it_replaces(tmp_path, monkeypatch):
-    """best.pt is model.pt's hard link; on a filesystem without links it is a copy, which must reach the disk before
-    it replaces the old best.pt (a crash then leaves the old file or the whole new one)."""
-    import os
+    """best.pt is model.pt's hard link; without links, a copy that reaches the disk before it replaces the old one."""
     from utils import checkpoint
     src, dst = tmp_path / "model.pt", tmp_path / "best.pt"
     src.write_bytes(b"new weights")
@@ -315,9 +291,8 @@ def _stub_checkpoint(path, damaged=False):
     ("media/t.gif", "media/t.gif already exists: pass --overwrite"),
 ])
 def test_a_new_run_replaces_no_file_an_earlier_run_wrote(name, words, in_tmp):
-    """Every file a run writes (model.pt, model_<iter>.pt, best.pt, metrics.jsonl; the end-of-run trace and its GIF)
-    found where a new run would write it: refused in one line naming the ways that keep it, the file untouched; with
-    --overwrite the run goes on (setup passes), and --max_iters=0, which writes nothing, is not refused."""
+    """Every file a run writes, found where a new run would write it: refused, the file untouched; --overwrite goes
+    on, and --max_iters=0, which writes nothing, is not refused."""
     path = in_tmp / ("" if name.startswith("media") else "out") / name
     path.parent.mkdir(parents=True)
     path.write_bytes(b"an earlier run's")
@@ -332,8 +307,7 @@ def test_a_new_run_replaces_no_file_an_earlier_run_wrote(name, words, in_tmp):
 
 
 def test_a_resumed_run_replaces_its_own_trace(in_tmp):
-    """The trace a run wrote at its end (a typed --viz_video) is its own, not an earlier run's file to keep: --resume
-    with more steps goes on, and replaces it when the run ends again."""
+    """The trace a run wrote at its end is its own: --resume with more steps goes on and replaces it."""
     argv = [a.replace(f"={in_tmp / 'out'}", "=out") for a in train_args(in_tmp / "out", "--max_iters=2")[1:]]
     train.main([*argv, "--viz_video=media/t.mp4", "--eval_interval=2"])
     assert (in_tmp / "media" / "t.mp4").stat().st_size > 0
@@ -342,8 +316,8 @@ def test_a_resumed_run_replaces_its_own_trace(in_tmp):
 
 
 def test_a_default_trace_never_takes_an_earlier_runs_name(in_tmp):
-    """--viz_video's default ('auto') is a new artifacts/media/RUN_k.mp4: an earlier run's MP4 or GIF (or a
-    placeholder another run holds) moves k on, and a trace that writes nothing leaves no placeholder behind."""
+    """--viz_video auto is a new artifacts/media/RUN_k.mp4: an earlier MP4 or GIF (or a held placeholder) moves k on,
+    and a trace that writes nothing leaves no placeholder."""
     from sampling.trace import open_trace
     media = in_tmp / "artifacts" / "media"
     media.mkdir(parents=True)
@@ -360,9 +334,8 @@ def test_a_default_trace_never_takes_an_earlier_runs_name(in_tmp):
 
 
 def test_the_damaged_checkpoints_advice_never_leads_into_replacing_the_runs_files(in_tmp, capsys):
-    """The issue's path: model.pt damaged, the refusal says fall back to best.pt; the user deletes model.pt, --resume
-    then finds no checkpoint and says to drop --resume; the new run that follows must not replace best.pt and empty
-    metrics.jsonl: it is refused, naming --overwrite."""
+    """model.pt damaged -> fall back to best.pt; model.pt deleted -> drop --resume; the new run that follows is
+    refused (naming --overwrite), not let replace best.pt and metrics.jsonl."""
     out = in_tmp / "out"
     run_here(train_args(out, "--max_iters=8", "--eval_interval=4", "--keep_last=1"), in_tmp)
     os.remove(out / "model.pt")  # best.pt stays a file of its own (model.pt was its hard link)
@@ -379,8 +352,7 @@ def test_the_damaged_checkpoints_advice_never_leads_into_replacing_the_runs_file
 
 
 def test_a_dangling_numbered_checkpoint_is_skipped_when_naming_the_fall_back(in_tmp):
-    """A model_<iter>.pt that is a link to nothing (or was removed after the folder was listed) is no checkpoint to
-    fall back to: a damaged model.pt beside it is refused in one line by inference's load_model and by --resume."""
+    """A model_<iter>.pt linked to nothing is no checkpoint to fall back to, for load_model and for --resume."""
     from checkpoint_manager import load_model
     out = in_tmp / "out"
     out.mkdir()
@@ -397,9 +369,8 @@ def test_a_dangling_numbered_checkpoint_is_skipped_when_naming_the_fall_back(in_
 
 
 def test_ctrl_c_before_the_first_checkpoint_names_the_command_that_starts_again(in_tmp):
-    """Its metrics.jsonl is in out_dir: the same command alone would now be refused; the advice adds --overwrite (the
-    files there are this run's own) once. Issue 97: after --overwrite, the resume advised kept it, which --resume
-    refuses; every command advised parses and validates as the program will read it."""
+    """Before a checkpoint the advice adds --overwrite (once); after one it advises --resume without --overwrite or
+    --init_from; every command advised parses and validates."""
     import shlex
     from types import SimpleNamespace
     from configurator import get_config
@@ -421,10 +392,8 @@ def test_ctrl_c_before_the_first_checkpoint_names_the_command_that_starts_again(
 
 
 def test_a_ctrl_c_inside_the_writers_submit_leaves_the_queued_write_owned():
-    """Issue 106: a SIGINT that landed inside BackgroundWriter.submit, after the pool had queued the write, left the
-    write running unowned: train.py's line named the checkpoint before it while the write put the next one on disk
-    (the Ctrl-C-in-training test, at a load of 16: "iter 5", and model.pt at iter 10). A real SIGINT is sent there;
-    it is raised once the write is owned, and the join finishes it."""
+    """A real SIGINT inside BackgroundWriter.submit, after the pool queued the write, is raised once the write is
+    owned, and the join finishes it (else train.py's line names the checkpoint before the one on disk)."""
     import threading
     from utils.fileio import BackgroundWriter
     go, saved, writer = threading.Event(), [], BackgroundWriter()
@@ -449,11 +418,8 @@ def test_a_ctrl_c_inside_the_writers_submit_leaves_the_queued_write_owned():
 
 
 def test_a_ctrl_c_inside_the_writers_join_leaves_the_write_to_the_next_join():
-    """Issue 80: a SIGINT that lands while train.py joins the background write (BackgroundWriter.wait) must not drop
-    the write: train.py's Ctrl-C handler joins again, and its line then names the checkpoint the write made. A real
-    signal (SIGALRM raising KeyboardInterrupt, as SIGINT does) arrives while the write is held on an event. The write
-    sends it once the main thread's stack shows it inside the join (a timer of 0.2 s could fire before the join on a
-    busy machine, and a write held 10 s could end before the signal)."""
+    """A signal raising KeyboardInterrupt inside BackgroundWriter.wait's join leaves the write owned: the handler's
+    join finishes it. The write sends the signal once the main thread's stack shows it inside the join."""
     import threading
     from utils.fileio import BackgroundWriter
     main = threading.main_thread().ident

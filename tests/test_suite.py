@@ -35,8 +35,7 @@ def marker_expressions(text):
 
 
 def test_every_tier_a_document_names_is_one_pytest_ini_declares():
-    """A reader who types a tier from README, CONTRIBUTING, learning.md, .ci/run or a test's docstring gets that tier:
-    pytest refuses a marker pytest.ini does not declare (learning.md named "not slow", whose marker is slower)."""
+    """A tier typed from README, CONTRIBUTING, learning.md, .ci/run or a test's docstring is one pytest.ini declares."""
     ini = (ROOT / "pytest.ini").read_text(encoding="utf-8")
     declared = set(re.findall(r"^    (\w+):", ini.split("markers =", 1)[1], re.M))
     assert {"core", "slower"} <= declared
@@ -57,8 +56,7 @@ DURATION = re.compile(r"\b(about|under|in) (a|an|\d+) (minute|minutes|seconds|s)
 
 
 def test_each_time_given_for_the_suite_names_the_machine_it_assumes():
-    """The suite's times (README, CONTRIBUTING, pytest.ini) hold on a quiet machine; the line that gives one says so,
-    as the race and the bench say when the machine was busy (issue 105: "2 cores" named no load)."""
+    """The suite's times (README, CONTRIBUTING, pytest.ini) hold on a quiet machine: each line giving one says so."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Tests\n", 1)[1].split("\n## ", 1)[0]
     contributing = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8").split("\n## Tests\n", 1)[1]
     ini = (ROOT / "pytest.ini").read_text(encoding="utf-8")

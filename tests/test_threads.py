@@ -1,6 +1,6 @@
 """How many threads a CPU run takes (utils.dist.CpuThreads), driven by a fake clock, fake step times and a fake run
-queue: no real timing. The case of issue 82: two jobs on 2 cores, where a second thread wins ~1.8x alone and loses
-10-20x beside another job. python -m pytest -q tests/test_threads.py"""
+queue: no real timing. On 2 cores a second thread wins ~1.8x alone and loses 10-20x beside another job.
+python -m pytest -q tests/test_threads.py"""
 import random
 
 import pytest
@@ -15,8 +15,9 @@ SHARED = {1: 0.60, 2: 6.0}    # beside another job at one thread: the second thr
 
 
 @pytest.fixture(autouse=True)
-def torch_threads():
-    """torch's thread count as the test found it, put back after (CpuThreads sets it)."""
+def two_cores(monkeypatch):
+    """A 2-core machine; torch's thread count as the test found it, put back after (CpuThreads sets it)."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
@@ -47,8 +48,7 @@ class Machine:
         return counts, lines
 
 
-def test_a_run_alone_starts_at_one_thread_and_keeps_two_once_measured_faster(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+def test_a_run_alone_starts_at_one_thread_and_keeps_two_once_measured_faster():
     m = Machine(QUIET)
     assert m.threads.n == 1 == torch.get_num_threads()
     counts, lines = m.steps(30)
@@ -59,10 +59,8 @@ def test_a_run_alone_starts_at_one_thread_and_keeps_two_once_measured_faster(mon
     assert torch.get_num_threads() == 2
 
 
-def test_a_second_job_starting_drops_the_count_within_one_slow_step(monkeypatch):
-    """Issue 82's failure the other way round: at 2 threads when another job starts, the next step runs 20x slower;
-    the count drops after that one step (within 10 s), not a window or a log line later."""
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+def test_a_second_job_starting_drops_the_count_within_one_slow_step():
+    """At 2 threads when another job starts, the next step runs 20x slower: the count drops after that one step."""
     m = Machine(QUIET)
     m.steps(30)
     assert m.threads.n == 2
@@ -78,10 +76,8 @@ def test_a_second_job_starting_drops_the_count_within_one_slow_step(monkeypatch)
 
 
 class Pair:
-    """Two jobs on one fake 2-core machine, each with its own CpuThreads, the second started `gap` seconds after the
-    first: each sees the other only through the shared run queue (their thread counts as they are), and a step costs
-    what both jobs' counts make it as it starts (QUIET alone; beside the other, SHARED, 0.9 s at one thread beside
-    two)."""
+    """Two jobs on one fake 2-core machine, the second started `gap` s after the first, each seeing the other only
+    through the run queue; a step costs what both jobs' counts make it (0.9 s at one thread beside two)."""
 
     def __init__(self, gap):
         self.now, self.starts = 0.0, [0.0, gap]
@@ -112,23 +108,18 @@ class Pair:
 
 
 @pytest.mark.parametrize("gap", [0.0, 1.0, 2.5])
-def test_two_jobs_started_together_stay_at_one_thread_each(gap, monkeypatch):
-    """Issue 82's start-up race, really started together (dev/threads.py --starts starts them 1 s apart): each job
-    starts at one thread and tries a second only after two windows with a core free (>= 4 s), by which time the
-    other shows in the run queue; so neither tries, and each runs a step at the pair's fixed one-thread pace.
-    A rule that read one free window, or the queue without itself, would try a second thread here and stall."""
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+def test_two_jobs_started_together_stay_at_one_thread_each(gap):
+    """Each job tries a second thread only after two windows with a core free (>= 4 s), by which time the other shows
+    in the run queue: neither tries, and each steps at the one-thread pace."""
     torch.set_num_threads(2)  # torch's own count on 2 cores (the suite runs at 1): each job must start at one
     pair = Pair(gap).run(300.0)
     assert [set(c) for c in pair.counts] == [{1}, {1}] and pair.lines == []
     assert all(len(c) >= 300 / 0.6 - 10 for c in pair.counts)  # every step at 0.6 s: none waited for a busy core
 
 
-def test_a_long_shared_stretch_tries_nothing_so_a_freed_core_is_taken_at_once(monkeypatch):
-    """Ten minutes beside another job at one thread each: the run queue fills the 2 cores, so no second thread is
-    tried (a try there would be at the same count and, lost, double the wait towards 320 s). When the other job
-    ends, the run takes its second thread within two windows, as a fresh run would."""
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+def test_a_long_shared_stretch_tries_nothing_so_a_freed_core_is_taken_at_once():
+    """Ten minutes beside another job: no second thread is tried; when the other ends, it is taken within two
+    windows, as a fresh run would."""
     m = Machine(SHARED, others=1)
     counts, lines = m.steps(1000)  # ~600 s
     assert set(counts) == {1} and lines == [] and m.threads.wait == 10.0
@@ -137,10 +128,9 @@ def test_a_long_shared_stretch_tries_nothing_so_a_freed_core_is_taken_at_once(mo
     assert counts[-1] == 2 and lines == ["threads: 1 -> 2 (its steps measured 1.8x faster)"]
 
 
-def test_free_cores_raise_the_count_only_when_its_steps_measure_faster(monkeypatch):
-    """A machine whose second thread gains nothing (a small model): the run queue says free, every try is
-    measured and undone, and the tries thin out (the wait doubles): no flapping."""
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+def test_free_cores_raise_the_count_only_when_its_steps_measure_faster():
+    """A second thread that gains nothing: every try is measured and undone, and the tries thin out (the wait
+    doubles)."""
     m = Machine({1: 0.5, 2: 0.48})
     counts, lines = m.steps(2000)  # ~1000 s
     tries = sum(1 for a, b in zip(counts, counts[1:]) if (a, b) == (1, 2))
@@ -149,9 +139,8 @@ def test_free_cores_raise_the_count_only_when_its_steps_measure_faster(monkeypat
     assert sum(c == 2 for c in counts) < 0.05 * len(counts)  # the tries cost under 5 % of the steps
 
 
-def test_noisy_steps_do_not_flap_the_count(monkeypatch):
+def test_noisy_steps_do_not_flap_the_count():
     """Steps that vary by +-20 % and an odd slow one (GC, a checkpoint written beside): the count stays put."""
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
     rng = random.Random(0)
 
     def noisy(n):
@@ -163,10 +152,8 @@ def test_noisy_steps_do_not_flap_the_count(monkeypatch):
     assert counts[-1] == 2 and changes == 1 and len(lines) == 1
 
 
-def test_a_pause_is_no_step_and_dearer_work_finds_its_count_again(monkeypatch):
-    """restart(): an eval or a prompt being typed is not a slow step. Passes of a dearer sampler look like a slowdown:
-    the count drops, and a try measures its way back."""
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+def test_a_pause_is_no_step_and_dearer_work_finds_its_count_again():
+    """restart(): a pause is not a slow step; dearer passes drop the count, and a try measures its way back."""
     m = Machine(QUIET)
     m.steps(30)
     m.now += 600  # an eval, ten minutes
@@ -178,6 +165,29 @@ def test_a_pause_is_no_step_and_dearer_work_finds_its_count_again(monkeypatch):
     assert counts[:2] == [2, 1] and counts[-1] == 2 and len(lines) == 2  # (the first step after a restart: untimed)
 
 
+@pytest.mark.parametrize("environ, runs, said", [
+    ({}, 2, None), ({"OMP_NUM_THREADS": ""}, 2, None), ({"OMP_NUM_THREADS": " 2"}, 2, (2, "OMP_NUM_THREADS=2")),
+    ({"MKL_NUM_THREADS": "3"}, 3, (3, "MKL_NUM_THREADS=3")),
+    # torch reads MKL's over OpenMP's, and MKL keeps to the cores it finds
+    (dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="2"), 2, (2, "MKL_NUM_THREADS=2, which torch reads over OMP_NUM_THREADS=1")),
+    (dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"), 1, (1, "MKL_NUM_THREADS=1 and OMP_NUM_THREADS=1")),
+    (dict(OMP_NUM_THREADS="8"), 2, (2, "OMP_NUM_THREADS=8; torch runs 2: MKL keeps to the cores it finds")),
+    # every math library's variable, alone or as a cap: the least holds them all
+    (dict(OPENBLAS_NUM_THREADS="1"), 2, (1, "OPENBLAS_NUM_THREADS=1")),
+    (dict(VECLIB_MAXIMUM_THREADS="1"), 2, (1, "VECLIB_MAXIMUM_THREADS=1")),
+    (dict(OMP_THREAD_LIMIT="1"), 2, (1, "OMP_THREAD_LIMIT=1")),
+    (dict(OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="1"), 2,
+     (1, "OMP_NUM_THREADS=2 and OPENBLAS_NUM_THREADS=1; every library held to the least, OPENBLAS_NUM_THREADS's")),
+    (dict(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="4"), 1, (1, "OMP_NUM_THREADS=1 and OPENBLAS_NUM_THREADS=4")),
+    (dict(OPENBLAS_NUM_THREADS="8"), 2, (2, "OPENBLAS_NUM_THREADS=8; torch runs 2: the libraries keep to the cores they "
+                                           "find")),
+    (dict(OMP_THREAD_LIMIT="1", VECLIB_MAXIMUM_THREADS="2"), 2,
+     (1, "VECLIB_MAXIMUM_THREADS=2 and OMP_THREAD_LIMIT=1; every library held to the least, OMP_THREAD_LIMIT's")),
+])
+def test_a_count_the_user_gives_is_the_least_every_variable_asks_and_the_line_names_it(environ, runs, said):
+    assert fixed_threads(environ, runs=runs) == said
+
+
 def test_a_count_the_user_gives_is_kept_and_a_bad_one_refused():
     before = torch.get_num_threads()
     given = CpuThreads(CPU, environ={"OMP_NUM_THREADS": str(before)}, cores=2)
@@ -185,9 +195,6 @@ def test_a_count_the_user_gives_is_kept_and_a_bad_one_refused():
     assert given.tick() == given.tick() == "" and torch.get_num_threads() == before  # never changed
     accelerator = CpuThreads(torch.device("meta"), environ={}, cores=2)
     assert not accelerator.auto and accelerator.tick() == "" and "the device does the work" in accelerator.line
-    assert fixed_threads({}) is None and fixed_threads({"OMP_NUM_THREADS": ""}) is None
-    assert fixed_threads({"OMP_NUM_THREADS": " 2"}, runs=2) == (2, "OMP_NUM_THREADS=2")
-    assert fixed_threads({"MKL_NUM_THREADS": "3"}, runs=3) == (3, "MKL_NUM_THREADS=3")
     for bad in ("0", "abc", "1e3", "-1", "2.5"):
         for name in THREAD_VARS:  # every one: a library under torch reads each
             with pytest.raises(UserError, match=f"{name}={bad} is not a positive integer"):
@@ -196,34 +203,6 @@ def test_a_count_the_user_gives_is_kept_and_a_bad_one_refused():
     # the start-up line of a count the run picks: one thread, of the cores it may grow to
     assert CpuThreads(CPU, environ={}, cores=2).line == ("threads: 1 of 2 core(s), more while free and measured "
                                                          "faster (OMP_NUM_THREADS=N fixes it)")
-
-
-def test_both_thread_variables_are_read_and_the_line_names_the_count_torch_runs():
-    """Issue 90: OMP_NUM_THREADS=1 MKL_NUM_THREADS=2 said 1 thread while torch ran 2 (it reads MKL's over OpenMP's),
-    and MKL keeps to the cores it finds (8 asked on 2 cores runs 2)."""
-    both = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "2"}
-    assert fixed_threads(both, runs=2) == (2, "MKL_NUM_THREADS=2, which torch reads over OMP_NUM_THREADS=1")
-    assert fixed_threads({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}, runs=1) == (
-        1, "MKL_NUM_THREADS=1 and OMP_NUM_THREADS=1")
-    assert fixed_threads({"OMP_NUM_THREADS": "8"}, runs=2) == (
-        2, "OMP_NUM_THREADS=8; torch runs 2: MKL keeps to the cores it finds")
-
-
-def test_every_math_librarys_variable_is_read_and_the_least_holds_them_all():
-    """Issue 97: OPENBLAS_NUM_THREADS, VECLIB_MAXIMUM_THREADS and OMP_THREAD_LIMIT were not read: OPENBLAS_NUM_THREADS=1
-    alone left the run to take more threads as cores came free, and a cap below OMP_NUM_THREADS was named nowhere.
-    Each is a count a user asked for; the run keeps to the least and says which."""
-    assert fixed_threads({"OPENBLAS_NUM_THREADS": "1"}, runs=2) == (1, "OPENBLAS_NUM_THREADS=1")
-    assert fixed_threads({"VECLIB_MAXIMUM_THREADS": "1"}, runs=2) == (1, "VECLIB_MAXIMUM_THREADS=1")
-    assert fixed_threads({"OMP_THREAD_LIMIT": "1"}, runs=2) == (1, "OMP_THREAD_LIMIT=1")
-    assert fixed_threads({"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1"}, runs=2) == (
-        1, "OMP_NUM_THREADS=2 and OPENBLAS_NUM_THREADS=1; every library held to the least, OPENBLAS_NUM_THREADS's")
-    assert fixed_threads({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "4"}, runs=1) == (
-        1, "OMP_NUM_THREADS=1 and OPENBLAS_NUM_THREADS=4")  # a cap above the count holds nothing
-    assert fixed_threads({"OPENBLAS_NUM_THREADS": "8"}, runs=2) == (
-        2, "OPENBLAS_NUM_THREADS=8; torch runs 2: the libraries keep to the cores they find")
-    assert fixed_threads({"OMP_THREAD_LIMIT": "1", "VECLIB_MAXIMUM_THREADS": "2"}, runs=2) == (
-        1, "VECLIB_MAXIMUM_THREADS=2 and OMP_THREAD_LIMIT=1; every library held to the least, OMP_THREAD_LIMIT's")
     held = CpuThreads(CPU, environ={"OPENBLAS_NUM_THREADS": "1"}, cores=2)
     assert not held.auto and held.n == 1 == torch.get_num_threads()  # set, not only named
     assert held.line == "threads: 1 (OPENBLAS_NUM_THREADS=1)"
@@ -242,8 +221,8 @@ LINES = [(dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="2"), None), (dict(OMP_NUM_T
 @pytest.mark.slower
 @pytest.mark.parametrize("environ, count", LINES)
 def test_the_start_up_line_says_what_every_library_really_runs(environ, count):
-    """In a fresh process (the libraries read their variables once, at load): the line's count is torch's, OpenMP's
-    and MKL's (torch.__config__.parallel_info: omp_get_max_threads, mkl_get_max_threads) after a matmul."""
+    """In a fresh process (the libraries read their variables at load): the line's count is torch's, OpenMP's and
+    MKL's after a matmul."""
     import os
     import re
     import subprocess
@@ -266,7 +245,7 @@ def test_the_start_up_line_says_what_every_library_really_runs(environ, count):
 
 
 def test_a_bad_thread_count_is_refused_before_any_work(monkeypatch, capsys):
-    """OMP_NUM_THREADS=abc was silently replaced by the automatic count while the start-up line named it."""
+    """A bad OMP_NUM_THREADS is refused before the config is printed."""
     import train
     from helpers import script
     bench_train = script("dev/bench_train")
@@ -279,12 +258,10 @@ def test_a_bad_thread_count_is_refused_before_any_work(monkeypatch, capsys):
 
 @pytest.mark.parametrize("ready, busy", [(2, False), (9, True)])
 def test_the_benchmark_says_when_the_machine_was_too_busy_for_its_figures(ready, busy, monkeypatch, capsys):
-    """Issue 82: bench_train printed a 1.7x ratio and 48 % MFU at load 10 with no word. It holds one thread while
-    timing and, when more threads were ready to run than cores, says its figures are not the machine's speed."""
+    """The benchmark holds one thread while timing and, when more threads were ready than cores, says so."""
     from helpers import run_cli_here, script
     bench_train = script("dev/bench_train")
     monkeypatch.setattr(bench_train, "run_queue", lambda: ready)
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
     monkeypatch.delenv("OMP_NUM_THREADS")
     argv = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2", "--iters=1",
             "--repeats=3", "--warmup=0", "--device=cpu"]
