@@ -3,10 +3,8 @@
     from story_grammar import stories
     text = stories(120_000)   # ~120 KB: the same text on every machine and every run
 
-A small grammar of TinyStories-style sentences drawn with a fixed seed: a few hundred distinct words (so a
-512-token BPE fills its vocab), dialogue in curly quotes, apostrophes, dashes and a few accented names (multi-byte
-UTF-8), stories separated by <|endoftext|> lines as scripts/data.py writes them. Repetitive on purpose: a tiny
-model learns it within a few hundred steps.
+A seeded grammar of TinyStories-style sentences: a few hundred words (a 512-token BPE fills its vocab), curly quotes,
+dashes, accented names (multi-byte UTF-8), stories separated by <|endoftext|> lines as scripts/data.py writes them.
 """
 import random
 

@@ -1,8 +1,6 @@
-"""Block diffusion (BD3-LM): the attention mask, the bound against hand computations and its AR / MDLM ends,
-the block sampler's KV cache against the uncached pass, on untrained networks (a trained run: tests/test_bd3_run.py).
-python -m pytest -q tests/test_bd3.py"""
+"""Block diffusion (BD3-LM) on untrained networks: the attention mask, the bound by hand and at its AR / MDLM ends,
+the block sampler's KV cache against the uncached pass. python -m pytest -q tests/test_bd3.py"""
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ from bd3 import (Blocks, CachedBlockModel, CleanCache, RoundCache, bd3_attn_mask
                  bd3_times, pending_mask, sample_bd3)
 from configurator import get_config
 from diffusion import LossOptions, SamplerOptions, Schedule, band_times, diffusion_loss, stratified_times
-from helpers import MICRO, ConstModel, WindowBlockModel, bd3_drawn, for_objective, uncached_bd3
+from helpers import MICRO, ConstModel, WindowBlockModel, bd3_drawn, uncached_bd3
 from model import ModelArgs, Transformer, decode
 from utils.draws import Law
 from utils.errors import UserError
@@ -107,20 +105,6 @@ def test_perturbing_clean_block_b_changes_no_noisy_logit_of_blocks_up_to_b(block
         assert torch.equal(out[:, :upto], base[:, :upto]), f"clean block {b} leaked into noisy blocks <= {b}"
         if upto < L:
             assert not torch.allclose(out[:, upto:], base[:, upto:]), "later blocks should see clean block b"
-
-
-def test_at_block_1_the_clean_stream_is_causal():
-    m, L = _tiny(), 16
-    x0 = torch.randint(0, 10, (2, L))
-    xt = torch.full_like(x0, MASK)
-    mask, rope = bd3_attn_mask(L, 1, CPU), torch.arange(L).repeat(2)
-    base = m(torch.cat([xt, x0], 1), attn_mask=mask, rope_pos=rope)  # (B, 2L, V): both halves' logits
-    for j in (3, 9, 15):
-        y0 = x0.clone()
-        y0[:, j] = (y0[:, j] + 1) % 10
-        out = m(torch.cat([xt, y0], 1), attn_mask=mask, rope_pos=rope)
-        assert torch.equal(out[:, L:L + j], base[:, L:L + j])  # clean positions before j
-        assert torch.equal(out[:, :j + 1], base[:, :j + 1])  # noisy positions up to j (they see x0 < position)
 
 
 def test_block_1_bound_equals_the_exact_ar_nll_in_expectation():
@@ -238,12 +222,16 @@ SAMPLER_OPTIONS = [dict(), dict(remask="none", order="margin", tokens_per_step="
                    dict(order="random", remask="none", law=Law(temperature=0.8, top_k=5, top_p=0.9))]
 
 
-@pytest.mark.parametrize("block", [1, 4, 16])
+@pytest.mark.parametrize("block, net", [(1, {}), (4, {}), (16, {}), (4, dict(clean_causal=True)),
+                                        (4, dict(self_cond=True))], ids=["1", "4", "16", "4-bd3_ar", "4-self_cond"])
 @pytest.mark.parametrize("opts", SAMPLER_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "reference")
-def test_cached_decode_equals_uncached_past_the_context(block, opts):
-    """Each sampler option, decoded with the KV cache and without: the same tokens; the prompt kept; each step
-    re-masks and draws in the block being decoded only; the NFE is every pass (passes() says as many)."""
-    m, s = _tiny(), Schedule(10)
+def test_cached_decode_equals_uncached_past_the_context(block, net, opts):
+    """Each sampler option, decoded with the KV cache and without (a --bd3_ar network, a self-conditioned one): the
+    same tokens; the prompt kept; each step re-masks and draws in the block being decoded only; the trace keeps every
+    earlier block's confidences; the NFE is every pass (passes() says as many)."""
+    m, s = _tiny(**net), Schedule(10)
+    if m.args.self_cond:
+        torch.nn.init.normal_(m.sc_proj.weight, std=0.5)  # its input moves the logits (zero-initialised: unread)
     prompt = torch.randint(0, 10, (3, 6), generator=torch.Generator().manual_seed(0))
     outs = []
     for cache in (True, False):
@@ -259,14 +247,17 @@ def test_cached_decode_equals_uncached_past_the_context(block, opts):
         assert info.x.shape == (3, 46) and torch.equal(info.x[:, :6], prompt)
         assert not ((info.remasked | info.revealed) & (torch.arange(46) // block != 6 // block + info.block)).any()
     assert torch.equal(frames[-1].x, out) and all(frames[-1].finished) and frames[-1].block == frames[-1].n_blocks - 1
+    assert (frames[-1].conf[:, 6:] > 0).all() and (frames[-1].conf[:, :6] == 0).all()
     assert st["nfe"] == len(frames)
     if opts.get("remask") == "remdm" and block > 1:  # a block of 1 holds nothing committed to re-mask
         assert sum(f.remasked.sum().item() for f in frames) > 0
-    if not opts.get("threshold") and not opts.get("entropy_bound"):  # whole blocks up to ceil(46 / L') * L'
+    cfg = get_config([*MICRO, "--objective=bd3", f"--bd3_block={block}", "--steps=3", "--block_size=48"])
+    passes = bd3_py.BlockDiffusion().passes(cfg, SamplerOptions(3, **opts), 40, 6)
+    if opts.get("threshold") or opts.get("entropy_bound"):  # adaptive: no count ahead
+        assert passes is None
+    else:  # whole blocks up to ceil(46 / L') * L'
         end = -(-46 // block) * block
-        assert st["nfe"] == sum(min(3, b + block - max(b, 6)) for b in range(6 // block * block, end, block))
-        cfg = get_config([*MICRO, "--objective=bd3", f"--bd3_block={block}", "--steps=3", "--block_size=48"])
-        assert st["nfe"] == bd3_py.BlockDiffusion().passes(cfg, SamplerOptions(3, **opts), 40, 6)
+        assert st["nfe"] == passes == sum(min(3, b + block - max(b, 6)) for b in range(6 // block * block, end, block))
         assert f"{min(3, block)} steps per block" in bd3_py.BlockDiffusion().describe(cfg, SamplerOptions(3, **opts))
 
 
@@ -306,21 +297,8 @@ def test_a_clean_ar_round_reads_what_the_two_stream_pass_reads(static):
         assert torch.allclose(got[:, :4, :MASK], nxt[:, 4:8, :MASK], atol=1e-5)
 
 
-def test_a_bd3_ar_network_decodes_with_its_cache_as_without_past_the_context():
-    m, s = _tiny(clean_causal=True), Schedule(10)
-    prompt = torch.randint(0, 10, (3, 6), generator=torch.Generator().manual_seed(0))
-    outs = []
-    for cache in (True, False):
-        with uncached_bd3(MASK, uncached=not cache):
-            outs.append(sample_bd3(m, prompt, 40, Blocks(size=4, mask_id=MASK), s,
-                                   SamplerOptions(4, remask="none", order="l2r"), torch.Generator().manual_seed(1))[0])
-    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0][:, :6], prompt) and not (outs[0] == MASK).any()
-
-
 def test_schedule_counts_leave_no_greedy_token_per_block():
-    # sample()'s schedule counts end with a greedy pass; per block of 1 that would be greedy decoding: same text
-    # for every seed. bd3 samples every token instead: schedule counts decode as linear ones (no greedy step), draw
-    # for draw, and a block's tokens are not the argmax that greedy decoding (temperature 0) writes.
+    """Schedule counts decode as linear ones, draw for draw (no greedy last step a block): not greedy decoding."""
     m, s = _tiny(), Schedule(10)
     prompt = torch.randint(0, 10, (1, 4), generator=torch.Generator().manual_seed(0))
     draw = lambda k, **kw: tuple(sample_bd3(m, prompt, 12, Blocks(size=1, mask_id=MASK), s, SamplerOptions(1, **kw),
@@ -331,45 +309,15 @@ def test_schedule_counts_leave_no_greedy_token_per_block():
     assert len(set(outs)) > 1 and all(o != greedy for o in outs)
 
 
-@pytest.mark.parametrize("argv,words", [
+@pytest.mark.parametrize("argv,words", [  # (the sampler's rules: tests/test_options.py)
     (["--bd3_block=5"], "must divide block_size"), (["--bd3_block=0"], "must divide block_size"),
     (["--bd3_mask_min=0.00001", "--bd3_mask_max=0.0001"], "no diffusion time"),  # t=1 masks 1.2e-4
-    (["--bd3_ar=1", "--bd3_speculate", "--order=l2r"], "--order does not apply with --bd3_speculate"),
-    (["--bd3_ar=1", "--bd3_speculate", "--steps=4"], "--steps does not apply with --bd3_speculate"),
     (["--bd3_speculate"], "only a --bd3_ar network"),
     (["--bd3_ar=1", "--bd3_speculate", "--block_size=16", "--bd3_block=16"], "bd3_block <= block_size / 2"),
     (["--bd3_ar=-1"], "bd3_ar=-1.0 weighs")])
 def test_bd3s_own_rules_are_refused_before_any_work(argv, words):
     with pytest.raises(UserError, match=words):
         get_config(["--objective=bd3", *argv])
-
-
-def test_bd3_only_continues_a_prompt():
-    from sampling.canvas import build_canvas
-    from utils.tokenizer import CharTokenizer
-    tok = CharTokenizer(sorted(set("abc ")))
-    canvas = lambda cfg: build_canvas(cfg, SamplerOptions.from_config(cfg), tok, 16)
-    cfg = replace(get_config(["--objective=bd3"]), infill="a [___:3] b")  # (train.py refuses --infill: inference.py's)
-    with pytest.raises(UserError, match="only continues a prompt"):
-        canvas(cfg)
-    long = canvas(get_config(["--objective=bd3", "--prompt=ab", "--gen_len=100"]))
-    assert len(long.ids) == 102  # past the context: the block sampler slides its window
-    ar_long = canvas(get_config(for_objective(["--objective=ar", "--prompt=ab", "--gen_len=100"])))
-    assert len(ar_long.ids) == 102  # and the AR's, decode.generate
-    with pytest.raises(UserError, match="exceeds the model's context of 16"):  # masked diffusion has no window to slide
-        canvas(get_config(["--prompt=ab", "--gen_len=100"]))
-
-
-def test_the_trace_keeps_every_earlier_blocks_confidences():
-    """Each Step colours every committed token by the probability it was drawn with: earlier blocks keep theirs
-    when the window moves on (they were overwritten with zeros, the colour of 'unsure')."""
-    m, s = _tiny(), Schedule(10)
-    prompt = torch.randint(0, 10, (2, 3), generator=torch.Generator().manual_seed(0))
-    steps = []
-    out, _ = sample_bd3(m, prompt, 37, Blocks(size=4, mask_id=MASK), s, SamplerOptions(4),
-                        torch.Generator().manual_seed(1), steps.append)
-    last = steps[-1]
-    assert last.block == last.n_blocks - 1 and (last.conf[:, 3:] > 0).all() and (last.conf[:, :3] == 0).all()
 
 
 def test_steps_per_block_have_no_limit_of_T():

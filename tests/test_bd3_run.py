@@ -54,15 +54,13 @@ def test_variance_script_ranks_the_bands(bd3_ckpt, in_tmp, capsys):
     assert code == 0, err
     rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in out.splitlines()[-2:]}
     assert set(rows) == {"0-1", "0.5-1"} and all(v > 0 for r in rows.values() for v in r)
-    # (mean loss, its sd / mean, gradient variance / |E g|^2). The high-mask band leaves out the near-clean blocks,
-    # whose large weights make the gradient noisy (BD3-LM): a lower relative variance (0.70 against 1.15 here; lower
-    # on 6 of 6 seeds), and a loss that is the band's share of the bound: smaller.
+    # (mean loss, its sd / mean, gradient variance / |E g|^2): the high-mask band leaves out the near-clean blocks'
+    # large weights (BD3-LM): a lower relative variance, and a smaller loss (the band's share of the bound)
     assert rows["0.5-1"][2] < rows["0-1"][2] and rows["0.5-1"][0] < rows["0-1"][0], rows
 
 
 def test_eval_counts_the_passes_bd3_samples_run(bd3_ckpt, tmp_path_factory, capsys, monkeypatch):
-    """--steps past T is allowed (steps are per block), the sampler row says the steps a block, the progress bar counts
-    the passes the block sampler runs."""
+    """--steps past T is allowed (per block), the sampler row says the steps a block, the bar counts the passes."""
     from helpers import run_cli_here, script
     judge = train_tiny(tmp_path_factory, "bd3_judge", "--objective=ar", "--max_iters=20", "--eval_interval=20")
     monkeypatch.chdir(tmp_path_factory.mktemp("bd3_eval"))  # eval.py encodes its data into artifacts/data/ here
@@ -74,9 +72,7 @@ def test_eval_counts_the_passes_bd3_samples_run(bd3_ckpt, tmp_path_factory, caps
             counted["done"] += n
 
     monkeypatch.setattr(ev, "tqdm", Counting)
-    # the start token + 22 tokens are 6 blocks of 4, the first holding the start token and the last generated whole,
-    # then cut (3, 4, 4, 4, 4, 4 generated): 23 passes at 30 steps (one token per step), 12 at 2 steps per block; not
-    # 30 passes per batch
+    # the start token + 22 tokens: 6 blocks of 4 (3, 4, 4, 4, 4, 4 generated): 23 passes at 30 steps, 12 at 2 a block
     for steps, per_block, passes in ((30, 4, 23), (2, 2, 12)):
         counted["done"] = 0
         code, out, err = run_cli_here(ev.main, [bd3_ckpt, "--ar-checkpoint", judge, "--n-windows", 8, "--n-t", 2,

@@ -1,13 +1,11 @@
-"""Golden losses: a seeded 10-step tiny run of each objective, its per-step training losses pinned (llm.c's
-expected-loss habit). A silent change to the maths, the masking draws, the data order or the init fails here.
-If a change is meant to move them, re-pin with the printed values and say why in the commit.
+"""Golden losses: a seeded 10-step tiny run's per-step training losses, pinned. If a change is meant to move them,
+re-pin with the printed values and say why in the commit.
 
     python -m pytest -q tests/test_golden.py
 """
 import json
 
 import pytest
-import torch
 
 from helpers import ROOT, for_objective, run_here
 

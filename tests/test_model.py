@@ -1,6 +1,6 @@
-"""The network's invariants: parameter counts, attention direction, time input, KV-cached decoding, dropout, qk-norm,
-the tied head, the CPU load's layout, and no attention mask this project builds leaving a query with nothing to attend
-to (issue 89: a softmax over no keys is NaN on MPS, and flows through a KV cache into later passes).
+"""The network's invariants (each option's shapes, gradients and parameter count: tests/test_options.py; KV-cached
+decoding: tests/test_replay.py): attention direction, time input, dropout, qk-norm, the tied head, the CPU load's
+layout, and no attention mask leaving a query with nothing to attend to (a softmax over no keys is NaN on MPS).
 
     python -m pytest -q tests/test_model.py
 """
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import bd3
 from diffusion import SamplerOptions, Schedule, causal_logits
-from model import KVCache, ModelArgs, Transformer, decode, new_kv_cache
+from model import KVCache, ModelArgs, Transformer
 
 pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
 
@@ -49,19 +49,6 @@ def test_time_conditioning_changes_the_output_only_when_on():
     assert not torch.allclose(m(x, torch.tensor([1])), m(x, torch.tensor([9])))
     m0 = _tiny(time_cond="none")
     torch.testing.assert_close(m0(x, torch.tensor([1])), m0(x, torch.tensor([9])))
-
-
-@pytest.mark.parametrize("static", [False, True])
-def test_kv_cache_decoding_matches_full_forward(static):
-    """Five columns in one pass, then one a pass, on the eager cache (the keys written) and the static one (the whole
-    cache, masked): the full causal forward's logits."""
-    m = _tiny(causal=True, time_cond="none")
-    m.compiler = (lambda fn: fn) if static else None  # the static cache, eager
-    x = torch.randint(0, 10, (3, 16))
-    cache = new_kv_cache(m, 3, "cpu")
-    assert cache.static == static
-    parts = [decode(m, x[:, :5], cache)] + [decode(m, x[:, i:i + 1], cache) for i in range(5, 16)]
-    torch.testing.assert_close(torch.stack(parts, 1), m(x)[:, 4:], atol=1e-5, rtol=1e-5)
 
 
 def test_the_ar_never_emits_mask():
@@ -101,7 +88,6 @@ def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
     x, t = torch.randint(0, 10, (2, 16)), torch.tensor([3, 7])
     for causal in (False, True):
         plain, normed = _tiny(causal=causal), _tiny(causal=causal, qk_norm=True)
-        assert plain.num_params() == normed.num_params()  # parameter-free
         with torch.no_grad():
             before = (plain(x, t), normed(x, t))
             for m in (plain, normed):
@@ -115,7 +101,7 @@ def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
 
 def test_tied_head_is_the_embedding_matrix_and_trains_it():
     m = _tiny(time_cond="none", tie_weights=True)
-    assert m.head is None and m.num_params() == _tiny(time_cond="none").num_params() - 11 * 32  # one V x d matrix less
+    assert m.head is None
     x = torch.randint(0, 10, (2, 16))
     h = {}
     m.layers[-1].register_forward_hook(lambda mod, i, o: h.update(x=o))

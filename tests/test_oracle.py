@@ -1,9 +1,6 @@
-"""The strongest sampler test the repo has: every sampler run unchanged on a perfect denoiser (dev/oracle.py: a
-Markov chain's exact posterior). One token a pass, a sampler whose choice of position reads only the law (random,
-l2r, margin, entropy, blocks, the AR, bd3's blocks and its drafting rounds) draws the chain's joint exactly; one that
-reads the drawn token (confidence) or reveals several at once (the ancestral sampler's Binomial counts, k tokens a
-pass) draws another law, dev/oracle.reveal_law's, and each is held to that law too. Chi-square over 20,000 draws of
-4 tokens of a 3-symbol chain; a one-line slip in a sampler's law fails here (dev/LOG.md, "The limit").
+"""Every sampler run on a perfect denoiser (dev/oracle.py: a Markov chain's exact posterior). One token a pass, a
+choice of position that reads only the law draws the chain's joint exactly; one that reads the drawn token or reveals
+several at once draws dev/oracle.reveal_law's law. Chi-square over 20,000 draws of 4 tokens of a 3-symbol chain.
 
     python -m pytest -q tests/test_oracle.py
 """
@@ -64,8 +61,7 @@ def _causal(g):
 
 
 def _drafted(g):
-    """bd3's self-speculative rounds: the noisy half (the posterior given the clean context) drafts a block, the
-    clean half (the next symbol's law) checks it; every row drafts (draft=True), 2,000 a batch."""
+    """bd3's self-speculative rounds, every row drafting (draft=True), 2,000 a batch."""
     net = oracle.Oracle(CHAIN, block_size=8, clean_causal=True)
     prompt = torch.full((2000, 1), PROMPT)
     return torch.cat([bd3.sample_clean_ar(net, prompt, 4, bd3.Blocks(4, MASK), SamplerOptions(steps=1), g,
@@ -179,8 +175,7 @@ def test_schedule_counts_and_remdm_are_not_exact_even_one_token_a_pass(name):
 
 @pytest.mark.slower
 def test_the_drafting_rounds_at_batch_1_draw_the_chains_joint():
-    """inference.py's case: one sample, so every round drafts and checks its own block (2,000 draws, a generator
-    each; the batched cases above advance all rows by the slowest)."""
+    """inference.py's case: one sample, every round drafting its own block (2,000 draws, a generator each)."""
     net, draws = oracle.Oracle(CHAIN, block_size=8, clean_causal=True), []
     for s in range(2000):
         g = torch.Generator().manual_seed(s)
@@ -211,10 +206,8 @@ def test_the_posterior_is_the_joint_conditioned_on_what_is_visible():
 
 
 def test_the_limit_readings_are_zero_on_the_chains_own_samples_and_not_on_a_collapse():
-    """dev/limit.py's readings (what dev/plot_limit.py draws): on 2,000 texts drawn from the Shakespeare chain itself
-    the excess NLL is 0 within 4 se and the transition KL at its finite-sample floor; on its greedy text (each
-    character the likeliest after the last) the excess is far below 0, the samples likelier than the chain's own,
-    and the transition KL far above the floor: the reading that says wrong."""
+    """dev/limit.py's readings: on 2,000 texts drawn from the Shakespeare chain the excess NLL is 0 within 4 se and the
+    transition KL at its floor; on its greedy text the excess is far below 0 and the KL far above."""
     limit = script("dev/limit")
     chain, tok, _ = oracle.shakespeare()
     g = torch.Generator().manual_seed(0)

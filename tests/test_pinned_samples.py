@@ -1,7 +1,5 @@
-"""Pinned samples: each objective's sampler, run by inference.py with a fixed seed on a checkpoint whose weights are
-small integers over 8 (a trained model's floats differ by CPU; these at most in the forward's last bits, which a
-float64 draw crosses once in ~10^7): a silent change to a sampler, its draws, the canvas or the checkpoint path fails
-here, as tests/test_golden.py pins the training losses. If a change is meant to move them, re-pin and say why.
+"""Pinned samples: each objective's sampler, run by inference.py with a fixed seed on a checkpoint of small integer
+weights over 8 (exact on any CPU). If a change is meant to move them, re-pin and say why.
 
     python -m pytest -q tests/test_pinned_samples.py
 """
@@ -71,8 +69,7 @@ def test_a_fixed_seed_gives_the_pinned_sample(objective, tmp_path, capsys, monke
 
 @pytest.mark.slower
 def test_bd3s_compiled_drafting_round_gives_the_pinned_sample(tmp_path, capsys, monkeypatch):
-    """--compile=true on --bd3_speculate at batch 1 (issue 78): the drafting round compiled whole at fixed shapes
-    (dynamo's eager backend) samples the eager round's pinned text."""
+    """--compile=true on --bd3_speculate at batch 1 (dynamo's eager backend): the eager round's pinned text."""
     path = integer_checkpoint("bd3 speculate", tmp_path)
     monkeypatch.chdir(tmp_path)  # its trace goes to artifacts/media/ here, not the repository's
     compile_ = torch.compile

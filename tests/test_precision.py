@@ -32,7 +32,7 @@ def test_auto_picks_bf16_only_on_a_gpu_that_has_it():
 
 
 def test_half_precision_on_mps_is_refused_before_torch_2_13():
-    """MPS's attention let queries see later tokens in fp16/bf16 before torch 2.13 (issue 89): refused; fp32 runs."""
+    """MPS's fp16/bf16 attention let queries see later tokens before torch 2.13: refused; fp32 runs."""
     for dtype in ("float16", "bfloat16"):
         with pytest.raises(UserError, match=f"--dtype={dtype} on MPS needs torch 2.13 or newer"):
             precision(MPS, dtype, torch_version="2.12.1+cpu")
@@ -77,8 +77,7 @@ def test_a_step_with_the_scaler_updates_the_weights_as_without_it():
 
 @pytest.mark.parametrize("flags", [[], ["--skip_nonfinite=3"]])
 def test_an_overflowing_scaled_step_is_skipped_and_the_scale_backs_off(flags):
-    """A loss scale at float32's edge (2^127): every scaled gradient overflows, the scaler skips the update and
-    halves the scale; with --skip_nonfinite that is not counted as a bad step."""
+    """At a loss scale of 2^127 every gradient overflows: the update skipped, the scale halved, no bad step counted."""
     before, after, run = _step(torch.amp.GradScaler("cpu", init_scale=2.0 ** 127), flags)
     assert all(torch.equal(a, b) for a, b in zip(before, after)) and run.n_acc == 1
     assert run.scaler.get_scale() == 2.0 ** 126 and run.skipped == 0

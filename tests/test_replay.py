@@ -1,9 +1,6 @@
-"""The decoders' replayable steps (issues 74, 78, 89): the AR's KV-cached generate, --dual_sample's AR mode, bd3's
-clean half (drafted at batch 1, alone at batch > 1). The tokens drawn before the steps were made replayable, pinned
-for fixed seeds, drawn by the eager path and the replayed one (--compile's, k steps a call: here eager, on CUDA as CUDA
-graphs); the static cache (a CUDA graph's: preallocated, its position on the device) against the eager cache and the
-uncached pass; a step's fixed shapes and buffers; compile_decode's policy; bd3's whole drafting rounds at fixed shapes.
-What dynamo traces of these steps is tests/test_compile.py's (the slower tier); their host syncs tests/test_sync_free.py's.
+"""The decoders' replayable steps (the AR's generate, --dual_sample's AR mode, bd3's clean half): pinned tokens drawn
+eagerly and replayed k steps a call (--compile's path, here eager); the static cache against the eager one and the
+uncached pass; a step's fixed shapes; compile_decode's policy; bd3's whole drafting rounds at fixed shapes.
 
     python -m pytest -q tests/test_replay.py
 """
@@ -26,9 +23,8 @@ V, MASK = 11, 10  # ten tokens and [MASK]: a token is one digit below
 BLOCKS = bd3.Blocks(size=4, mask_id=MASK)
 OPTS = {"T1": SamplerOptions(steps=1), "T0.8 k4": SamplerOptions(steps=1, law=Law(temperature=0.8, top_k=4)),
         "T0": SamplerOptions(steps=1, law=Law(temperature=0))}
-# (sampler, law, batch, prompt length): the 40 tokens after the prompt (integer weights: a CPU's kernels move a logit in
-# its last bits at most) of each row, rows joined by '/'; drawn at 91a1a5c (before issue 89), torch 2.13.0 CPU.
-# 'drafted' is sample_clean_ar(draft=True), 'clean' the clean half alone (draft=False)
+# (sampler, law, batch, prompt length): the 40 tokens after the prompt of each row (integer weights), rows joined by
+# '/'; pinned at 91a1a5c, torch 2.13.0 CPU. 'drafted': sample_clean_ar(draft=True); 'clean': the clean half alone
 PINNED = {
     ("ar", "T1", 1, 3): "9060378660316023248390028030478835904559",
     ("ar", "T1", 3, 3): "9255849270625550400600333006556904260062/6060242006786060060620620023060056000006/"
@@ -75,9 +71,8 @@ def net(causal):
 
 
 def sample(kind, opts, prompt, model=None):
-    """(the 40 tokens after prompt as PINNED writes them, passes: the rounds that commit tokens) of one sampler,
-    seed 5. The NFE it reports is every network call (a forward hook counts them): those rounds, the prefills of
-    the window's text before its newest token, and a replay's rounds without room."""
+    """(the 40 tokens after prompt as PINNED writes them, the rounds that commit tokens) of one sampler, seed 5; its
+    NFE is every network call: those rounds, the prefills, and a replay's rounds without room."""
     g, P, model = torch.Generator().manual_seed(5), prompt.size(1), model or net(kind == "ar")
     calls, prefills = [], []
     hook = model.register_forward_pre_hook(lambda m, args, kw: calls.append(args[0].size(1)), with_kwargs=True)
@@ -95,9 +90,7 @@ def sample(kind, opts, prompt, model=None):
         bd3.decode = decode
         hook.remove()
     assert nfe == len(calls) and len(prefills) >= (P > 1), (nfe, calls)
-    # the rounds that committed tokens: the rest of the NFE, less the rounds a replay ran without room (the end, a
-    # window to move), which only whole rounds k a call have
-    # (with no prompt, the noisy half's first token is a pass of its own)
+    # the rounds that committed tokens (with no prompt the first token is a pass of its own); only whole rounds idle
     rounds = 40 if kind == "ar" else round((40 - (P == 0)) / (st["kept"] + 1)) + (P == 0)
     idle = nfe - len(prefills) - rounds
     assert idle == 0 if kind != "drafted" or getattr(model, "compiler", None) is None else idle >= 0, (kind, P, idle, calls)
@@ -105,8 +98,7 @@ def sample(kind, opts, prompt, model=None):
 
 
 def replayed(model):
-    """model whose decoding runs as --compile runs it, here eager: the static cache, decode_steps k tokens a call,
-    bd3's whole rounds (bd3._rounds) k a call (model.compiler returns each function unchanged)."""
+    """model decoding as --compile runs it, here eager: the static cache, k tokens (or whole rounds) a call."""
     model.compiler, model.compiled = (lambda fn: fn), {}
     return model
 
@@ -114,8 +106,8 @@ def replayed(model):
 @pytest.mark.parametrize("k", [0, 1, 4], ids=["eager", "replayed k=1", "replayed k=4"])
 @pytest.mark.parametrize("key", list(PINNED), ids=lambda k: " ".join(map(str, k)))
 def test_a_fixed_seed_draws_the_tokens_drawn_before_the_replay(key, k):
-    """Eager, and replayed (fixed shapes, the check and the next drafts on the device, uniforms drawn ahead into a
-    buffer) k steps a call or one: the pinned tokens in the pinned passes (the AR and the clean half: a pass a token)."""
+    """Eager, and replayed k steps a call: the pinned tokens in the pinned passes (the AR and the clean half: a pass a
+    token)."""
     kind, law, B, P = key
     prompt = torch.randint(0, 10, (B, P), generator=torch.Generator().manual_seed(P))
     model = replayed(net(kind == "ar")) if k else None
@@ -126,9 +118,8 @@ def test_a_fixed_seed_draws_the_tokens_drawn_before_the_replay(key, k):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 def test_on_cuda_the_replays_are_graphs_that_draw_the_eager_tokens():
-    """compile_decode on CUDA (mode reduce-overhead): the AR's 4 tokens and bd3's 4 whole rounds a CUDA graph replay,
-    none skipped (torch._dynamo's cudagraph_skips), their tokens the pinned ones at T = 0 and, at T = 1, those of the
-    same steps run eagerly on CUDA (the uniforms are CUDA's there, not the CPU pins')."""
+    """compile_decode on CUDA: CUDA graph replays, none skipped, drawing the pinned tokens at T = 0 and the eager CUDA
+    steps' at T = 1 (CUDA's uniforms there)."""
     from torch._dynamo.utils import counters
     cuda = torch.device("cuda")
     torch._dynamo.reset()
@@ -160,8 +151,7 @@ def _static(model, on=True):
 
 
 def _uncached(model, prompt, n, generator, temperature=0.9):
-    """generate's law without a cache: each token from a full causal pass over the window, which keeps its last half
-    when the next token does not fit. Returns (tokens (B, P + n), the filtered logits of each draw)."""
+    """generate's law without a cache, the window keeping its last half when full: (tokens, each draw's log-probs)."""
     W, seq, seen = model.args.block_size, prompt, []
     lo = max(0, prompt.size(1) - W)
     for _ in range(n):
@@ -178,8 +168,7 @@ def _uncached(model, prompt, n, generator, temperature=0.9):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("causal", [True, False], ids=["ar", "dual_sample"])
 def test_the_static_decode_draws_the_eager_decodes_and_the_uncached_tokens(seed, causal):
-    """Batch 3, 40 tokens in a 16-token context (three slides of the window), and a prompt longer than the context:
-    the static cache and the eager one give the uncached passes' tokens, their logits allclose."""
+    """40 tokens through a 16-token context, and a prompt longer than it: both caches give the uncached tokens."""
     for prompt in (torch.randint(0, 10, (3, 5)), torch.randint(0, 10, (1, 20))):
         ref, ref_logits = _uncached(_net(seed, causal), prompt, 40, torch.Generator().manual_seed(seed))
         for static in (False, True):
@@ -192,9 +181,8 @@ def test_the_static_decode_draws_the_eager_decodes_and_the_uncached_tokens(seed,
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bd3s_clean_half_at_batch_above_1_draws_the_same_tokens_on_the_static_cache(seed):
-    """sample_clean_ar at batch 4 (the clean half alone): the static cache and the eager one give the uncached clean
-    half's tokens past the context (blocks aligned to the window's start; one that does not fit keeps the last half),
-    the same laws token by token, and an NFE of every network call."""
+    """sample_clean_ar at batch 4: both caches give the uncached clean half's tokens past the context, the same laws
+    token by token, and an NFE of every network call."""
     opts, prompt = SamplerOptions(steps=1, law=Law(temperature=1.0, top_k=5)), torch.randint(0, 10, (4, 3))
     model, g = _net(seed, False, True), torch.Generator().manual_seed(seed)
     W, seq, lo = model.args.block_size, prompt, 0
@@ -219,9 +207,8 @@ def test_bd3s_clean_half_at_batch_above_1_draws_the_same_tokens_on_the_static_ca
 
 
 def test_a_static_step_keeps_its_shapes_and_buffers():
-    """What a CUDA graph needs of decode_steps: the same shapes at every call (k = --replay_steps tokens, here 3; or
-    one before the window moves and at the end), past the context too, and the same cache buffers, into the next
-    decode of the batch."""
+    """What a CUDA graph needs of decode_steps: the same shapes at every call (k tokens, or one before the window moves
+    and at the end) and the same cache buffers, into the next decode of the batch."""
     m = _static(_net(0))
     shapes, ptrs = set(), set()
 
@@ -241,8 +228,7 @@ def test_a_static_step_keeps_its_shapes_and_buffers():
 
 
 def test_compile_decode_compiles_the_step_where_compile_says(monkeypatch):
-    """'auto' compiles the decoding steps on CUDA only, with CUDA graphs (mode 'reduce-overhead'); 'true' on a CPU
-    too (no graphs there); 'false' never. Always whole (fullgraph) at static shapes, once a model and function."""
+    """'auto' compiles on CUDA only, with CUDA graphs; 'true' on a CPU too; 'false' never; whole, at static shapes."""
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw) or fn)
     for flag, device, mode in (("auto", "cuda", "reduce-overhead"), ("auto", "cpu", None), ("true", "cpu", None),
@@ -263,17 +249,15 @@ def _drafting(seed, static):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bd3s_drafting_rounds_draw_the_same_tokens_whole_at_fixed_shapes(seed):
-    """40 tokens through a context of 16: the whole round at fixed shapes (every draft slot and noisy state; the
-    check, the redraw and the next drafts on the device), 1 or 3 rounds a call, draws the tokens of the round that
-    passes only the columns it reads, in the same passes, at T = 1 and filtered, at batch 1 and 3."""
+    """40 tokens through a context of 16: whole rounds at fixed shapes, 1 or 3 a call, draw the eager rounds' tokens in
+    the same passes, at T = 1 and filtered, at batch 1 and 3."""
     passes = []
     for opts in (SamplerOptions(steps=1, replay_steps=3), SamplerOptions(steps=1, law=Law(temperature=0.8, top_k=4))):
         for B, k in ((1, 1), (1, 3), (3, 3)):
             prompt = torch.randint(0, 10, (B, 3), generator=torch.Generator().manual_seed(seed))
             got = [bd3.sample_clean_ar(_drafting(seed, static), prompt, 40, BLOCKS, replace(opts, replay_steps=k),
                                        torch.Generator().manual_seed(seed), draft=True) for static in (False, True)]
-            # the same rounds commit the same tokens; a replay of k rounds may run some without room (the end, a
-            # window to move): passes that commit nothing, in its NFE
+            # a replay of k rounds may run some without room: passes that commit nothing, in its NFE
             assert torch.equal(got[0][0], got[1][0]) and got[0][1]["kept"] == got[1][1]["kept"], (opts, B)
             assert got[0][1]["nfe"] <= got[1][1]["nfe"] <= got[0][1]["nfe"] + (k - 1) * 5, (opts, B, k)
             passes.append(got[0][1]["nfe"])

@@ -6,6 +6,7 @@ import math
 import re
 import shlex
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from conftest import train_tiny
 from config import Config
 from configurator import get_config
 from diffusion import (MaskedDiffusion, SamplerOptions, Schedule, denoise, entropy_bound_stay, position_scores,
-                       reveal_plan, sigma, time_grid)
+                       reveal_plan, sigma, stay_masked, time_grid)
 from helpers import FIXTURES, ROOT, Args, ToyModel, model_args, pick, pooled_chi2, run_cli_here, script
 from model import ModelArgs, Transformer
 from objectives import OBJECTIVES
@@ -119,8 +120,7 @@ def test_every_mode_keeps_given_text_fills_every_blank_and_counts_its_passes(mod
     assert [info.block for info in steps] == sorted(info.block for info in steps)
     assert steps[-1].block == (math.ceil(34 / opts.semi_ar_length) - 1 if opts.semi_ar_length else 0)
     assert all(1 <= n <= g for n, g in zip(stats["nfe_per_sample"], n_gen.tolist()))
-    if not opts.adaptive:
-        assert stats["nfe"] == MaskedDiffusion().passes(Config(), opts, int(n_gen.max()))
+    assert MaskedDiffusion().passes(Config(), opts, int(n_gen.max())) == (None if opts.adaptive else stats["nfe"])
     if not opts.adaptive and not opts.semi_ar_length:
         curve = CURVES[opts.tokens_per_step]
         plan = reveal_plan(n_gen, [curve((i + 1) / 12) for i in range(12)])
@@ -269,6 +269,24 @@ def test_remdm_remasks_committed_tokens_only_and_sigma_is_eta_capped_by_hand():
 
     _run(ToyModel(), x, gm, REMDM, steps=10, on_step=on_step)
     assert sum(remasked) > 0 and remasked[-1] == 0
+
+
+def test_remdm_remasks_a_random_subset_of_at_most_the_count_kept_masked():
+    """6 committed, 2 left [MASK], eta 1: each committed token w.p. sigma = 1/3, then at most 2 of them (a uniform
+    subset): by chi-square against that law enumerated (k ~ Binomial(6, 1/3) capped at 2, a uniform k-subset)."""
+    B, g = 20000, torch.Generator().manual_seed(0)
+    committed = torch.zeros(B, 8, dtype=torch.bool)
+    committed[:, :6] = True
+    d = SimpleNamespace(is_masked=~committed, committed=committed, taking_part=torch.ones(B, dtype=torch.bool))
+    score = torch.where(committed, math.inf, torch.rand(B, 8, generator=g, dtype=torch.float64))  # as reverse_step's
+    stay = stay_masked(SamplerOptions(remask="remdm", remask_eta=1.0), d, score, None, torch.full((B,), 2), True, g)
+    assert stay.sum(1).eq(2).all()
+    law = {}
+    for k in range(3):
+        pk = sum(math.comb(6, j) * 3.0 ** -j * (2 / 3) ** (6 - j) for j in (range(2, 7) if k == 2 else [k]))
+        law.update({s: pk / math.comb(6, k) for s in itertools.combinations(range(6), k)})
+    chi2, limit = pooled_chi2([tuple(r.nonzero().squeeze(1).tolist()) for r in stay & committed], law)
+    assert chi2 < limit, (chi2, limit)
 
 
 def _told_times(model, s, x, gm, opts):
@@ -423,21 +441,6 @@ def test_block_diffusion_bounds_each_block_by_entropy():
     tiny, st_tiny = run(**dict(EB, entropy_bound=1e-12))
     fixed, st_fixed = run(order="entropy", remask="none", tokens_per_step="linear")
     assert torch.equal(tiny, fixed) and st_tiny["nfe"] == st_fixed["nfe"] == 26  # a pass a token
-
-
-def test_the_objectives_and_the_frontier_say_what_the_entropy_bound_runs():
-    """Adaptive: no pass count; described; a frontier point drops what it leaves unread (steps at a bounded point,
-    the bound at a random-order point)."""
-    cfg = get_config(["baby", "--entropy_bound=0.5", "--order=entropy"])
-    bd3 = get_config(["baby_bd3", "--bd3_speculate=false", "--entropy_bound=0.5", "--order=entropy"])
-    for objective, c, words in (("mdlm", cfg, "entropy bound 0.5 nats (EB-Sampler"), ("bd3", bd3, "entropy bound 0.5")):
-        opts = SamplerOptions.from_config(c)
-        assert OBJECTIVES[objective].passes(c, opts, 48) is None and words in OBJECTIVES[objective].describe(c, opts)
-    grid = dict(order=["random", "entropy"], entropy_bound=[0.0, 0.5], steps=[24, 48])
-    points = [s for s, _, _ in script("frontier").grid_points(grid, get_config(["baby"]), OBJECTIVES["mdlm"])]
-    assert points == [dict(order="random", steps=24), dict(order="random", steps=48),
-                      dict(order="entropy", entropy_bound=0.0, steps=24), dict(order="entropy", entropy_bound=0.0, steps=48),
-                      dict(order="entropy", entropy_bound=0.5)]
 
 
 # ----------------------------------------------------------------------------- the samplers' laws (issue 61, 94)
@@ -631,6 +634,10 @@ def test_build_canvas_checks_sizes():
         _build(Config(prompt="ab", gen_len=40, steps=4, semi_ar_length=8))
     with pytest.raises(UserError, match="AR model only continues"):
         _build(Config(infill="a [___] b", objective="ar"), 64)
+    with pytest.raises(UserError, match="only continues a prompt"):
+        _build(Config(infill="a [___:3] b", objective="bd3"))
+    for objective in ("bd3", "ar"):  # past the context: the block sampler and decode.generate slide their windows
+        assert len(_build(Config(prompt="ab", gen_len=100, objective=objective)).ids) == 102
 
 
 @pytest.mark.parametrize("objective", ["mdlm", "ar", "uniform", "bd3"])

@@ -1,7 +1,7 @@
-"""Self-conditioning for masked and block diffusion (--self_cond): the network also reads its own first prediction
-of x0. The bound stays a bound (the prediction is a function of x_t), the input starts at zero, training feeds it to
-a share of the sequences, the sampler reads each masked position's latest prediction (bd3: its cached decode equals
-the uncached two-stream pass with it). python -m pytest -q tests/test_self_cond.py"""
+"""Self-conditioning (--self_cond): the input starts at zero, training feeds the first pass's prediction to a share
+of the rows, the bound by hand (mdlm, bd3). (The samplers' law with it: tests/test_sampling.py; bd3's cached decode
+with it: tests/test_bd3.py.)
+python -m pytest -q tests/test_self_cond.py"""
 from dataclasses import replace
 
 import pytest
@@ -11,9 +11,8 @@ import torch.nn.functional as F
 import bd3
 import diffusion
 from configurator import get_config
-from diffusion import (LossOptions, SamplerOptions, Schedule, denoise, diffusion_loss, no_mask_logit, predict_logits,
-                       self_condition_input)
-from helpers import bd3_drawn, model_args, pick, uncached_bd3
+from diffusion import LossOptions, Schedule, diffusion_loss, no_mask_logit, predict_logits, self_condition_input
+from helpers import bd3_drawn, model_args
 from model import ModelArgs, Transformer
 
 pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
@@ -83,37 +82,6 @@ def test_the_bound_is_the_weighted_ce_of_the_second_pass_fed_the_first_at_the_ro
     assert not torch.allclose(nelbo, bound(first if share < 1 else torch.zeros_like(first)))  # the wrong rows fed
 
 
-class Spy(torch.nn.Module):
-    """Wraps a self-conditioned net; records the sc input of every call and the softmax it then returned."""
-
-    def __init__(self, m):
-        super().__init__()
-        self.m, self.args, self.calls = m, m.args, []
-
-    def forward(self, idx, t=None, positions=None, sc=None, **kw):
-        out = self.m(idx, t, sc=sc, **kw)
-        self.calls.append((idx.clone(), sc.clone(), out.clone()))
-        return out if positions is None else pick(out, positions)
-
-
-def test_the_sampler_feeds_each_masked_positions_latest_prediction_and_keeps_fixed_tokens():
-    m = net(2)
-    torch.nn.init.normal_(m.sc_proj.weight, std=0.2)
-    spy = Spy(m)
-    x = torch.randint(0, MASK, (2, 16))
-    gen_mask = torch.zeros(2, 16, dtype=torch.bool)
-    gen_mask[:, 4:] = True
-    out, _ = denoise(spy, x, gen_mask, Schedule(10, "cosine"), MASK, SamplerOptions(6, order="random", remask="none"),
-                     generator=torch.Generator().manual_seed(0))
-    assert torch.equal(out[:, :4], x[:, :4]) and (out != MASK).all()
-    assert (spy.calls[0][1] == 0).all()  # nothing predicted before the first step
-    for (idx0, _, out0), (idx1, sc1, _) in zip(spy.calls, spy.calls[1:]):
-        still = idx1 == MASK  # masked at both steps (masks only shrink without re-masking)
-        expect = torch.softmax(no_mask_logit(out0, MASK), -1)[still]
-        assert torch.allclose(sc1[still], expect, atol=1e-6)
-        assert (sc1[~still] == 0).all()  # visible positions read nothing
-
-
 @pytest.mark.parametrize("objective", ["ar", "uniform"])
 def test_a_preset_with_it_builds_no_input_for_other_objectives(objective):
     """A preset's values for keys an objective does not read are not read: the network must not grow sc_proj."""
@@ -155,23 +123,3 @@ def test_the_bd3_bound_is_the_weighted_ce_of_the_second_two_stream_pass(block):
     expect = (10 * sched.weight[aux["t_tok"]].float() * ce * masked).sum(1) / 16
     torch.testing.assert_close(nelbo, expect, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(nelbo, plain)
-
-
-def test_bd3_cached_decode_with_it_equals_the_uncached_pass_and_reads_it():
-    m, sched = net(2), Schedule(10, "cosine")
-    torch.nn.init.normal_(m.sc_proj.weight, std=0.5)
-    prompt = torch.randint(0, MASK, (3, 6), generator=torch.Generator().manual_seed(0))
-
-    def draw(model, cache):
-        with uncached_bd3(MASK, uncached=not cache):
-            return bd3.sample_bd3(model, prompt, 30, bd3.Blocks(size=4, mask_id=MASK), sched,
-                                  SamplerOptions(4, order="random", remask="none"),
-                                  generator=torch.Generator().manual_seed(1))[0]
-
-    spy = Spy(m)
-    cached = draw(spy, True)
-    assert torch.equal(cached, draw(m, False)) and torch.equal(cached[:, :6], prompt) and (cached != MASK).all()
-    fed = [(idx, sc) for idx, sc, _ in spy.calls if sc.abs().sum() > 0]
-    assert len(fed) >= 30 // 4  # every block's later steps read the block's earlier predictions
-    for idx, sc in fed:
-        assert (sc[idx != MASK] == 0).all()  # the clean context and revealed tokens read nothing

@@ -1,7 +1,6 @@
-"""Speculative sampling (bd3.keep_or_redraw) by hand, and bd3's self-speculative decoding (the clean half's AR drafted
-by the noisy half, bd3.sample_clean_ar): greedy token for token past the context, and by chi-square against the joint
-enumerated by hand (a sampler that keeps every draft, the control, fails it), at batch 1 against a toy whose halves
-are known by hand. python -m pytest -q tests/test_speculative.py"""
+"""Speculative sampling (bd3.keep_or_redraw) by hand, and bd3's self-speculative decoding (bd3.sample_clean_ar): greedy
+token for token past the context, and by chi-square against joints enumerated by hand (keeping every draft fails).
+python -m pytest -q tests/test_speculative.py"""
 import functools
 import itertools
 from dataclasses import replace
@@ -47,8 +46,8 @@ def test_a_round_keeps_drafts_by_the_ratio_and_redraws_from_the_residual():
 
 @functools.lru_cache(maxsize=2)
 def _bd3_net(ar=False):
-    """A bd3 network (blocks of 4, context 8; ar: --bd3_ar's clean half too) trained 200 steps on cycles through 0, 1, 2
-    that skip one w.p. 0.2, so each masked column of a block predicts differently (a test that swaps columns sees it)."""
+    """A bd3 network (blocks of 4, context 8; ar: --bd3_ar) trained 200 steps on cycles through 0, 1, 2 skipping one
+    w.p. 0.2, so each masked column of a block predicts differently."""
     torch.manual_seed(0)
     net = Transformer(ModelArgs(vocab_size=V, block_size=8, n_layer=2, n_head=2, n_embd=16, time_cond="none",
                                 clean_causal=ar)).double()
@@ -99,8 +98,8 @@ def _clean_joint(net, prompt, n, opts):
                                       (0, 4, SamplerOptions(steps=1, law=Law(top_p=0.8))),
                                       (5, 4, SamplerOptions(steps=1))])  # P = 5: the window restarts after one token
 def test_clean_ar_samples_follow_the_clean_halfs_joint_and_keeping_every_draft_does_not(P, n, opts, monkeypatch):
-    """2,400 draws against the clean half's joint by the uncached two-stream pass (across a block boundary and past the
-    context): the eager rounds, the whole rounds (2 a call) and the clean half alone; keeping every draft fails it."""
+    """2,400 draws (eager rounds, whole rounds, the clean half alone) against the uncached clean half's joint, across a
+    block boundary and past the context; keeping every draft fails it."""
     net, prompt = _bd3_net(ar=True), torch.tensor([[0, 1, 2, 0, 1][:P]], dtype=torch.long)
     joint, g = _clean_joint(net, prompt, n, opts), torch.Generator().manual_seed(13)
 
@@ -144,10 +143,8 @@ def test_clean_ar_greedy_is_the_clean_halfs_greedy_text_in_fewer_passes_past_the
 
 
 # ------------------------------------------------------------------------------------------ batch 1, by hand
-# An order-2 Markov chain as the clean half: p(next | a, b), b the newest token and a the one before it (P1[b] when b
-# has none before it). The drafter: a [MASK] column d = 1, 2, 3+ positions after the last token a it sees draws from
-# Q[a, d - 1] (Q0 when it sees none), a different law at each column, so a check that reads a draft's q or p in the
-# wrong column changes the law.
+# An order-2 Markov chain as the clean half: p(next | a, b) (P1[b] with nothing before b). The drafter: a [MASK] column
+# d = 1, 2, 3+ after the last token a it sees draws from Q[a, d - 1] (Q0 when none): a law a column.
 P1 = torch.tensor([[.6, .3, .1], [.2, .5, .3], [.3, .1, .6]], dtype=torch.float64)
 P2 = torch.tensor([[[.7, .2, .1], [.1, .6, .3], [.2, .2, .6]],
                    [[.3, .5, .2], [.5, .1, .4], [.1, .7, .2]],
@@ -159,11 +156,8 @@ Q0 = torch.tensor([.5, .3, .2], dtype=torch.float64)
 
 
 class MarkovToy(torch.nn.Module):
-    """A --bd3_ar network whose halves are P2 and Q above, read through the attention mask and the KV cache the
-    sampler hands it: a column sees the cached columns and this pass's where attn_mask allows (all of them without
-    one). A clean column (its token not [MASK]) predicts from its own token and the one it sees a position before;
-    a [MASK] column from the last token it sees before its position. The cache stores each column's token as its key
-    and its RoPE position as its value, so the positions of cached tokens are the sampler's own."""
+    """A --bd3_ar network whose halves are P2 and Q above, read through the sampler's attention mask and KV cache (a
+    column's token as its key, its RoPE position as its value)."""
 
     def __init__(self, block_size=8):
         super().__init__()
@@ -204,14 +198,11 @@ def _markov_joint(prompt, n):
     return joint
 
 
-# P = 1 alone catches every wrong check tried on this test (a column early, the first q in the residual, p / q
-# inverted, a redraw skipped, the bonus from the last draft's p, one u a round); P = 0 adds the first token's draw
 @pytest.mark.parametrize("whole", [False, True], ids=["eager rounds", "whole rounds"])
 @pytest.mark.parametrize("P,n", [(0, 5), (1, 6)])
 def test_clean_ar_samples_at_batch_1_follow_the_clean_halfs_joint(P, n, whole):
-    """At batch 1 a round checks two or three drafts (their ratios p / q and a later rejection's residual decide the
-    law): 1,000 draws against the toy's joint by hand through a block boundary, 30+ rounds keeping two drafts or more;
-    P = 0: the first token from the drafter. Eager rounds, and whole ones (fixed shapes, 3 a call)."""
+    """At batch 1, 1,000 draws against the toy's joint by hand through a block boundary, 30+ rounds keeping two drafts
+    or more (P = 0: the first token from the drafter); eager rounds and whole ones."""
     net, prompt = MarkovToy(), torch.tensor([[0, 1, 2][:P]], dtype=torch.long)
     net.compiler, net.compiled, net.decode_cache = ((lambda fn: fn) if whole else None), {}, None  # Transformer's
     threads = torch.get_num_threads()

@@ -1,8 +1,6 @@
-"""Nothing waits for the host (issue 63): a training step of every objective at its preset's settings, a denoising
-pass, a uniform step, the decoders' tokens and bd3's drafting rounds run on the meta device under a dispatch mode that
-refuses what would make a GPU wait: a device value read on the host (.item(), bool(), .tolist()), a data-dependent
-shape (nonzero, boolean-mask indexing) and a copy between the host and the device. Meta holds no numbers: the test
-reads the code's shape of work, not its values. python -m pytest -q tests/test_sync_free.py"""
+"""Nothing waits for the host: training steps, denoising passes, uniform steps, the decoders and bd3's drafting rounds
+run on the meta device under a dispatch mode refusing a device value read on the host, a data-dependent shape and a
+host-device copy. python -m pytest -q tests/test_sync_free.py"""
 from contextlib import nullcontext
 
 import pytest
@@ -33,9 +31,7 @@ PRESETS = {"mdlm": ["baby"], "bd3": ["baby_bd3"], "ar": ["baby", "--objective=ar
 
 class NoHostSync(TorchDispatchMode):
     """Raises on an op that reads a device tensor's values on the host, sizes its output by them, or copies between
-    the host and the device ('meta' is the device here), a 0-dim tensor's copy included: torch.tensor(it).to(device)
-    a step is a host-to-device copy a step. A CPU scalar given as an operand (t * u, u a 0-dim CPU tensor) is no copy:
-    the op reads it on the host and passes its value to the kernel, and dispatch shows no _to_copy."""
+    the host and the device ('meta' here), a 0-dim tensor's included; a CPU scalar operand is no copy."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -58,8 +54,7 @@ class NoHostSync(TorchDispatchMode):
 
 
 def training_step(objective, monkeypatch, device):
-    """One train.train_step of the objective's preset at SMALL sizes on `device`, its batch fixed (the input
-    pipeline's copy is its own: pinned, async); returns a function running step `it`."""
+    """A function running train.train_step `it` of the objective's preset at SMALL sizes on `device`, batch fixed."""
     cfg = get_config(for_objective([*PRESETS[objective], *SMALL]))
     tok = Tok(19)  # 19 characters and [MASK]
     model = Transformer(model_args(cfg, tok.vocab_size)).to(device)
@@ -117,9 +112,8 @@ SAMPLERS = {"baby": ["baby"], "cpu": ["cpu"], "shakespeare_char": ["shakespeare_
 
 @pytest.mark.parametrize("preset", list(SAMPLERS))
 def test_a_denoising_pass_makes_no_host_sync(preset):
-    """Every pass of a block of denoise() at a preset's sampler (baby: random order, the falling temperature; cpu:
-    ReMDM; shakespeare_char: confidence, refine; and l2r in semi-AR blocks), self-conditioning included: the call's
-    state is built on the CPU (its one read of the layout and copy of the plan), then moved to meta for the passes."""
+    """Every pass of denoise()'s blocks at a preset's sampler, self-conditioning included (the call's state built on
+    the CPU, then moved to meta)."""
     from diffusion import Blocks, Denoising, fill_by_plan
     from utils.steps import StepRecord
     cfg = get_config(for_objective([*SAMPLERS[preset], *SMALL]))
@@ -147,8 +141,7 @@ def test_a_denoising_pass_makes_no_host_sync(preset):
 
 
 def checked_from_the_first_pass(model):
-    """The model, with the sync check entered at its first forward (after the call's setup: its one read of the
-    canvas's layout); returns a function that leaves it."""
+    """The model, the sync check entered at its first forward; returns a function that leaves it."""
     mode, forward = NoHostSync(), model.forward
 
     def first(*args, **kw):
@@ -179,8 +172,7 @@ def test_a_uniform_step_makes_no_host_sync():
 
 @pytest.mark.parametrize("static", [False, True], ids=["eager cache", "static cache"])
 def test_the_ars_decode_and_bd3s_clean_half_at_batch_2_make_no_host_sync(static):
-    """Every token of the AR's KV-cached decode and of bd3's clean half at batch 2 (--bd3_speculate, a token a pass,
-    its draws on the device), past the context; the static cache keeps its position on the device."""
+    """Every token of the AR's decode and bd3's clean half at batch 2, past the context, on either cache."""
     meta = torch.device("meta")
     for model, sample in ((_net(0), lambda m, x: m.generate(x, 20, SamplerOptions(1, law=Law(top_k=5)),
                                                           torch.Generator().manual_seed(0), MASK)),
@@ -197,8 +189,7 @@ def test_the_ars_decode_and_bd3s_clean_half_at_batch_2_make_no_host_sync(static)
 
 
 def test_the_whole_rounds_read_nothing_on_the_host():
-    """bd3._rounds (k = 3 whole rounds, what a replay runs): no device value read on the host, no output sized by
-    device values, no copy."""
+    """bd3._rounds (k = 3 whole rounds, what a replay runs) read nothing on the host."""
     meta = torch.device("meta")
     model = _net(0, False, True).to(meta)
     model.compiler = lambda fn: fn
@@ -212,8 +203,8 @@ def test_the_whole_rounds_read_nothing_on_the_host():
 
 
 def test_an_eager_drafting_round_reads_one_number_on_the_host(monkeypatch):
-    """Every pass of sample_clean_ar at batch 1, past the context: no copy, no output sized by device values, and one
-    device value read on the host a drafting round (the drafts it kept; meta has no numbers: 0, 1, 0, ... here)."""
+    """sample_clean_ar at batch 1, past the context: no copy, no output sized by device values, one host read a
+    drafting round (the drafts it kept)."""
     reads, rounds, real = [], [], bd3.keep_or_redraw
 
     class OneRead(NoHostSync):

@@ -2,15 +2,12 @@
 python -m pytest -q tests/test_uniform.py"""
 import itertools
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 
-from diffusion import Schedule
-from config import Config
-from helpers import Tok, real_text, script
-from diffusion import SamplerOptions
+from diffusion import SamplerOptions, Schedule
+from helpers import real_text, script
 from utils.draws import Law
 from uniform import (bound_terms, compact, prior_kl, real_ids, reverse_log_probs, sample_uniform, uniform_corrupt,
                      uniform_loss)
@@ -260,14 +257,6 @@ TINY_U = ["--objective=uniform", "--n_layer=1", "--n_head=2", "--n_embd=32", "--
           "--warmup_iters=5", "--log_interval=20"]
 
 
-def test_its_steps_are_on_the_schedules_grid_so_at_most_T():
-    from configurator import get_config
-    from utils.errors import UserError
-    assert get_config([*TINY_U, "--steps=20"]).steps == 20
-    with pytest.raises(UserError, match="steps=21 exceeds diffusion_steps=20: use --steps=20 or fewer"):
-        get_config([*TINY_U, "--steps=21"])
-
-
 def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     import json
     import train
@@ -282,31 +271,14 @@ def test_train_samples_traces_and_evaluates(in_tmp, capsys):
     script("eval").main(["out/model.pt", "--n-windows", "4", "--n-t", "2", "--n-samples", "2", "--steps", "4",
              "--device", "cpu", "--data-path", str(real_text()), "--json", "eval.json"])
     row = json.loads((in_tmp / "eval.json").read_text())["runs"][0]
-    assert row["objective"] == "uniform" and row["n_windows"] == 4 and row["n_t"] == 2
-    # eval.py's figure is the trained network's bound on its 4 windows, recomputed here (same windows, times, noise)
-    from checkpoint_manager import checkpoint_config
-    from checkpoint_manager import load_model
-    from evals.bound import evaluate
-    from utils.dataloader import fixed_windows, prepare_data
-    from utils.tokenizer import tokenizer_from_state
-    model, ck = load_model(in_tmp / "out" / "model.pt", "cpu")
-    cfg, tok = checkpoint_config(ck, "a checkpoint"), tokenizer_from_state(ck["tokenizer"])
-    val = prepare_data(cfg, tok, verbose=False)[2]
-    windows = fixed_windows(val[len(val) // 2:], 4, cfg.block_size + 1)  # eval.py's default split: test, the second half
-    res = evaluate(model, windows, replace(cfg, batch_size=32), tok, n_t=2, seed=0,
-                   chars_per_token=row["chars_per_token"])
-    assert row["nats_per_token"] == pytest.approx(res["nats_per_token"], rel=1e-9)
-    assert row["se"] == pytest.approx(res["se"], rel=1e-9)
-    assert row["bits_per_char"] == pytest.approx(row["nats_per_token"] / row["chars_per_token"] / math.log(2))
-    # dev/infill.py over 2 spans of 4 tokens: whole tokens right out of 8, whole spans out of 2; a span right is
-    # 4 tokens right
+    assert row["objective"] == "uniform" and row["n_windows"] == 4 and row["n_t"] == 2 and 0 < row["change_rate"] < 1
+    # dev/infill.py over 2 spans of 4 tokens: whole tokens right out of 8, whole spans out of 2
     capsys.readouterr()
     script("dev/infill").main(["out/model.pt", "--span", "4", "--n-infill", "2", "--steps", "4"])
     line = capsys.readouterr().out.strip().splitlines()[-1]
     exact, acc = float(line.split("exact ")[1].split(",")[0]), float(line.split("tokens right ")[1])
     assert "2 spans of 4 tokens (test)" in line and (8 * acc).is_integer() and (2 * exact).is_integer()
     assert acc >= exact
-    assert 0 < row["change_rate"] < 1  # uniform noise revisits positions: tokens change between steps
 
 
 def test_uniform_run_resumes_exactly(tmp_path):
