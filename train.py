@@ -24,6 +24,7 @@ import torch
 
 import checkpoint_manager
 import configurator
+import distill
 from config import NEEDS, PRESETS, RESUMABLE, Config
 from diffusion import Draw, Schedule
 from evals import bound, report
@@ -93,7 +94,7 @@ class Run:
     saved_iter: int = -1
     scaler: torch.amp.GradScaler = None  # loss scaling under fp16 autocast (utils.dist.grad_scaler); off otherwise
     writer: fileio.BackgroundWriter = field(default_factory=fileio.BackgroundWriter)
-    objective: AnyObjective = None  # its loss compiled with the model where --compile says (compile_step)
+    objective: AnyObjective | distill.SelfDistillation = None  # its loss compiled with the model where --compile says
 
 
 def main(argv):
@@ -208,11 +209,12 @@ def load_data(cfg, env):
     tok = tokenizer.tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
     # the --init_from checkpoint, read once (its weights are build's); a resumed run has its own
     source = None
-    if cfg.init_from and not env.resume:
-        source = checkpoint_manager.read_checkpoint(cfg.init_from, "give another --init_from")
+    init = cfg.init_from or cfg.distill_from  # a distilled student starts as its teacher
+    if init and not env.resume:
+        source = checkpoint_manager.read_checkpoint(init, "give another --init_from")
         for note in source["notes"]:  # its removed keys that acted on no network
             print0(note)
-        tok = checkpoint_manager.source_tokenizer(cfg.init_from, cfg.tokenizer, cfg.objective, source)
+        tok = checkpoint_manager.source_tokenizer(init, cfg.tokenizer, cfg.objective, source)
     if env.world > 1 and not env.master:
         torch.distributed.barrier()  # rank 0 encodes the token cache first; the others then read it
     tok, train_ids, val_ids, meta = dataloader.prepare_data(cfg, tok, verbose=env.master)
@@ -244,7 +246,7 @@ def build(cfg, env, data):
     # refused before its weights, optimizer or first batch take a byte
     with torch.device("meta"):
         shape = Transformer(margs)
-    obj = OBJECTIVES[cfg.objective]
+    obj = distill.objective(OBJECTIVES[cfg.objective], cfg, data.tok, env.device)  # --distill_from's loss, or its own
     flops_tok, seq = obj.flops(shape, cfg)
     print0(f"model: {shape.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
            f"{cfg.total_batch_size:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x "
@@ -259,7 +261,7 @@ def build(cfg, env, data):
     model = Transformer(margs).to(env.device)
     model.checkpointing = cfg.activation_checkpointing
     if data.source is not None:
-        print0(checkpoint_manager.load_weights_into(model, cfg.init_from, data.tok, data.source))
+        print0(checkpoint_manager.load_weights_into(model, cfg.init_from or cfg.distill_from, data.tok, data.source))
         data.source = None  # its weights are the model's now: the checkpoint (optimizer, EMA) is not held all run
     if cfg.max_iters == 0 and not cfg.resume:
         print0("max_iters=0: built data, tokenizer and model; exiting without training")
