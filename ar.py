@@ -4,7 +4,7 @@
 """
 import torch.nn.functional as F
 
-from diffusion import REVEAL_KEYS, Objective
+from diffusion import LAW_KEYS, Objective, sampler_keys_but
 from model import sample_causal
 from utils.steps import prompt_length
 
@@ -20,9 +20,10 @@ class AutoRegressive(Objective):
     """--objective=ar: the exact NLL; samples a token a pass with model.generate."""
     MODEL = dict(causal=True, time_cond="none", self_cond=False, clean_causal=False)
     WINDOW = 1  # a training window of L + 1 tokens scores its last L
-    IGNORES = dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps", "steps",
-                             *REVEAL_KEYS, "bd3_block", "mask_min", "mask_max", "bd3_loss", "bd3_speculate", "bd3_ar",
-                             "dual_ar", "dual_sample", "mask_ramp", "mask_ramp_from", "self_cond", "mask_draws"),
+    # of its sampler's keys it reads the law and the replay's pace: a token a pass
+    IGNORES = dict.fromkeys(("time_cond", "loss_type", "schedule", "diffusion_steps",
+                             *sampler_keys_but(*LAW_KEYS, "replay_steps"), "bd3_block", "mask_min", "mask_max",
+                             "bd3_loss", "bd3_ar", "dual_ar", "mask_ramp", "mask_ramp_from", "self_cond", "mask_draws"),
                             "an AR model predicts the next token: no noise, time, schedule or reverse steps")
     CONTINUES_ONLY = True  # continues a prompt
     ANY_LENGTH = True  # writes past the context
@@ -43,15 +44,15 @@ class AutoRegressive(Objective):
         """The exact NLL per window (B,) of x[:, 1:] given what precedes each token."""
         return ar_loss(model, x)[1], None
 
-    def sample(self, model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
+    def sample(self, model, x, gen_mask, cfg, opts, mask_id, generator=None, on_step=None):
         """Continue x's prefix (>= 1 token: the canvas adds a start token) over its blanks."""
-        return sample_causal(model, x, prompt_length(x, gen_mask), cfg, generator, mask_id, on_step)
+        return sample_causal(model, x, prompt_length(x, gen_mask), opts, generator, mask_id, on_step)
 
-    def passes(self, cfg, n_gen, n_prompt=0):
+    def passes(self, cfg, opts, n_gen, n_prompt=0):
         return n_gen
 
-    def decodes(self, cfg, batch):
+    def decodes(self, cfg, opts, batch):
         return True  # one token a pass through model.decode
 
-    def describe(self, cfg):
-        return "AR + KV cache"
+    def describe(self, cfg, opts, brief=False):
+        return "AR, a token a pass" if brief else "AR + KV cache"

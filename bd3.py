@@ -19,12 +19,12 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from diffusion import (REVEAL_KEYS, SELF_COND_SHARE, Drawn, LossOptions, Objective, SamplerOptions, band_times,
-                       check_band, denoise, describe_denoise, masking_draws, no_mask_logit, repeat_draws,
+from diffusion import (LAW_KEYS, SELF_COND_SHARE, Drawn, LossOptions, Objective, SamplerOptions, Schedule,
+                       band_times, check_band, denoise, masking_draws, no_mask_logit, repeat_draws, sampler_keys_but,
                        self_condition_input, stratified_times)
 from model import KVCache, decode, decode_steps, new_kv_cache, replay
 from utils.dist import draw_device, on_device
-from utils.draws import draw, draw_at, filter_logits, uniforms
+from utils.draws import draw, draw_at, uniforms
 from utils.errors import UserError
 from utils.steps import ordered_step, prompt_length
 
@@ -237,7 +237,7 @@ class BlockOutput:
 
         zeros = torch.zeros_like(self.gen)
         n_blocks = len(self.starts)
-        at, logp = st.law
+        at, logp = st.laws
         col = lo + at % (hi - lo)  # the window's flat positions as the output's
         kept = col < self.width
         self.conf[:, hi - self.block:hi] = st.conf[:, -self.block:]  # this block's; the context keeps its blocks'
@@ -245,7 +245,17 @@ class BlockOutput:
                        remasked=put(zeros, st.remasked), gen_mask=self.gen[:, :self.width],
                        conf=self.conf[:, :self.width].clone(), step=self.steps + st.step, nfe=self.nfe + st.nfe,
                        block=b, n_blocks=n_blocks, finished=[f and b == n_blocks - 1 for f in st.finished],
-                       law=((at // (hi - lo) * self.width + col)[kept], logp[kept]))
+                       laws=((at // (hi - lo) * self.width + col)[kept], logp[kept]))
+
+
+def block_options(opts, block):
+    """denoise()'s options for one block: at most a step a position, no semi-AR blocks, and linear
+    counts for schedule ones, a checkpoint's from before bd3 took linear as its default (schedule
+    counts end each call greedily: every L'-th token an argmax, all of them at L' = 1)."""
+    opts = replace(opts, steps=min(opts.steps, block), semi_ar_length=0)
+    if opts.tokens_per_step == "schedule" and not opts.adaptive:
+        opts = replace(opts, tokens_per_step="linear")
+    return opts
 
 
 @torch.no_grad()
@@ -255,11 +265,9 @@ def sample_bd3(model, prompt, gen_len, blocks, schedule, opts, generator=None, o
     t0 = time.perf_counter()
     W = model.args.block_size
     block = blocks.size
-    if W % block or opts.semi_ar_length:
-        raise ValueError(f"block {block} must divide the context {W}; semi-AR blocks do not apply to bd3")
-    if opts.tokens_per_step == "schedule" and not opts.adaptive:
-        # schedule counts end each call greedily: every L'-th token an argmax (all at L' = 1)
-        opts = replace(opts, tokens_per_step="linear")
+    if W % block:
+        raise ValueError(f"block {block} must divide the context {W}")
+    opts = block_options(opts, block)  # (semi-AR blocks: its own blocks instead)
     keep = min((W // 2) // block * block, W - block)  # kept when the window jumps: half of it, in whole blocks
     o = BlockOutput(prompt, gen_len, block, blocks.mask_id)
     lo = 0  # the window's start, blocks aligned to it as in training
@@ -284,9 +292,7 @@ def sample_bd3(model, prompt, gen_len, blocks, schedule, opts, generator=None, o
 # -------------------------------------------------------------------- self-speculative decoding
 def probs(logits, opts):
     """The float64 law (..., V) drawn from (one-hot at T = 0): the check's p and q must be these."""
-    if opts.temperature == 0:
-        return F.one_hot(logits.argmax(-1), logits.size(-1)).double()
-    return filter_logits(logits, opts.temperature, opts.top_k, opts.top_p).exp()
+    return opts.law.probs(logits)
 
 
 def keep_or_redraw(p, q, drafts, generator):
@@ -538,8 +544,7 @@ def _clean_steps(model, s, k, mask_id, opts, generator):
     # a copy, not contiguous(): a view's strides grow with seq, and new strides recompile the step
     newest = s.seq[:, -1:].clone(memory_format=torch.contiguous_format)
     u = uniforms((k, len(newest)), generator, newest.device)
-    law = (opts.temperature, opts.top_k, opts.top_p)
-    new, logp = replay(model, decode_steps)(model, newest, s.kv, u, law, mask_id)
+    new, logp = replay(model, decode_steps)(model, newest, s.kv, u, opts.law, mask_id)
     return [(new[:, i:i + 1], logp[:, i:i + 1].exp()) for i in range(k)]
 
 
@@ -636,9 +641,9 @@ def _read(u, at):
 
 
 # ---------------------------------------- the objective
-def clean_check(cfg):
+def clean_check(cfg, opts):
     """Whether the clean half samples: --bd3_speculate on a --bd3_ar network (else blocks)."""
-    return cfg.bd3_speculate and cfg.bd3_ar > 0
+    return opts.bd3_speculate and cfg.bd3_ar > 0
 
 
 class BlockDiffusion(Objective):
@@ -656,12 +661,15 @@ class BlockDiffusion(Objective):
     ANY_LENGTH = True  # past the context
     BLOCKS = True
     LOSS_KEY = "bd3_loss"  # its training loss is picked by bd3_loss (loss_type is mdlm's)
+    # schedule counts would end each block's denoise() in an argmax: a block reveals linearly
+    SAMPLER_DEFAULTS = dict(tokens_per_step="linear")
 
-    def unread(self, cfg):
-        """Under --bd3_speculate, steps and the reveal keys."""
-        return ("steps", *REVEAL_KEYS) if clean_check(cfg) else ()
+    def unread(self, cfg, opts):
+        """Under --bd3_speculate, all but the law and the replay's pace: it drafts and checks whole
+        blocks."""
+        return sampler_keys_but(*LAW_KEYS, "replay_steps", "bd3_speculate") if clean_check(cfg, opts) else ()
 
-    def check(self, cfg, given=(), training=True):
+    def check(self, cfg, opts, given=(), training=True):
         if not 1 <= cfg.bd3_block <= cfg.block_size or cfg.block_size % cfg.bd3_block:
             raise UserError(f"bd3_block={cfg.bd3_block} must divide block_size={cfg.block_size}: e.g. --bd3_block=4")
         if cfg.bd3_ar < 0:
@@ -669,18 +677,20 @@ class BlockDiffusion(Objective):
                             f"1")
         if training:  # the training draws' band (a sampler reads none of it)
             check_band(cfg)
-        if cfg.bd3_speculate and not cfg.bd3_ar and "bd3_speculate" in given:  # a preset's falls back to blocks
+        if opts.bd3_speculate and not cfg.bd3_ar and "bd3_speculate" in given:  # a preset's falls back to blocks
             raise UserError("--bd3_speculate samples the clean half's next-token model, which only a --bd3_ar network "
                             "has trained: drop --bd3_speculate, or use a model trained with --bd3_ar=1")
-        if clean_check(cfg) and 2 * cfg.bd3_block > cfg.block_size:  # keep = 0: a moved window would hold no text
+        if clean_check(cfg, opts) and 2 * cfg.bd3_block > cfg.block_size:  # keep = 0: a moved window holds no text
             raise UserError(f"--bd3_speculate needs bd3_block <= block_size / 2 = {cfg.block_size // 2} (its window "
                             f"moves by whole blocks and keeps half): e.g. --bd3_block=4")
-        clash = [k for k in self.unread(cfg) if k in given]
+        clash = [k for k in self.unread(cfg, opts) if k in given]
         if clash:
             raise UserError(f"--{clash[0]} does not apply with --bd3_speculate (it drafts and checks whole blocks, at "
                             f"temperature, top_k and top_p only): drop one of them")
+        if "tokens_per_step" in given and opts.tokens_per_step == "schedule" and not opts.adaptive:
+            raise UserError("--tokens_per_step schedule would end each of block diffusion's blocks in an argmax: "
+                            "give linear (its default) or cosine")
         # no steps <= T limit: block counts are linear (or cosine), never on the schedule's grid
-
     def options(self, cfg):
         """The loss's switches."""
         share = SELF_COND_SHARE if cfg.self_cond else 0.0
@@ -722,31 +732,34 @@ class BlockDiffusion(Objective):
         n, sc = 2 * cfg.block_size - (0 if cfg.bd3_ar else cfg.bd3_block), 7 / 6 if cfg.self_cond else 1
         return model.flops_per_token(n) * n / cfg.block_size * sc * cfg.mask_draws, n
 
-    def sample(self, model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
+    def sample(self, model, x, gen_mask, cfg, opts, mask_id, generator=None, on_step=None):
         P = prompt_length(x, gen_mask)
-        opts = replace(SamplerOptions.from_config(cfg), semi_ar_length=0)  # it decodes in its own blocks
         blocks = Blocks(size=cfg.bd3_block, mask_id=mask_id)
-        if clean_check(cfg):
+        if clean_check(cfg, opts):
             return sample_clean_ar(model, x[:, :P], x.size(1) - P, blocks, opts, generator, on_step)
+        schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
         return sample_bd3(model, x[:, :P], x.size(1) - P, blocks, schedule, opts, generator, on_step)
 
-    def decodes(self, cfg, batch):
-        return clean_check(cfg)  # the AR's step at batch > 1, the drafting round's pass at 1 (sample_clean_ar)
+    def decodes(self, cfg, opts, batch):
+        return clean_check(cfg, opts)  # the AR's step at batch > 1, the drafting round's pass at 1 (sample_clean_ar)
 
-    def passes(self, cfg, n_gen, n_prompt=0):
+    def passes(self, cfg, opts, n_gen, n_prompt=0):
         """Passes a sample: min(steps, positions) per block (None: adaptive, or speculation)."""
-        if cfg.threshold or cfg.entropy_bound or clean_check(cfg):
+        if opts.adaptive or clean_check(cfg, opts):
             return None
         k = cfg.bd3_block
         end = -(-(n_prompt + n_gen) // k) * k  # the last block is generated whole, then cut
-        return sum(min(cfg.steps, b + k - max(b, n_prompt)) for b in range(n_prompt // k * k, end, k))
+        return sum(min(opts.steps, b + k - max(b, n_prompt)) for b in range(n_prompt // k * k, end, k))
 
-    def describe(self, cfg):
-        if clean_check(cfg):
-            return (f"block diffusion's clean half (its AR) + KV cache, drafted {cfg.bd3_block} a round by the noisy "
-                    f"half at batch 1 (self-speculative; alone at batch > 1)")
-        opts, k = SamplerOptions.from_config(cfg), min(cfg.steps, cfg.bd3_block)
-        steps = describe_denoise(replace(opts, steps=k, semi_ar_length=0))
-        steps = steps.replace(f"{k} steps", f"{k} steps per block")
-        steps = steps.replace("schedule counts", "linear counts")  # sample_bd3: no greedy last step per block
-        return f"block diffusion, blocks of {cfg.bd3_block} with a KV cache, {steps}"
+    def describe(self, cfg, opts, brief=False):
+        k = cfg.bd3_block
+        if clean_check(cfg, opts) and brief:
+            return f"bd3 L'={k}, drafts checked by its AR"
+        if clean_check(cfg, opts):
+            return (f"block diffusion's clean half (its AR) + KV cache, drafted {k} a round by the noisy half at "
+                    f"batch 1 (self-speculative; alone at batch > 1)")
+        if brief:  # the settings off its defaults (SAMPLER_DEFAULTS: its own)
+            own = {key: getattr(SamplerOptions(), key) for key, v in self.SAMPLER_DEFAULTS.items()
+                   if getattr(opts, key) == v}
+            return f"bd3 L'={k}, " + replace(opts, steps=min(opts.steps, k), **own).describe(brief, per="/block")
+        return f"block diffusion, blocks of {k} with a KV cache, " + block_options(opts, k).describe(per=" per block")

@@ -18,13 +18,14 @@ from dataclasses import fields, replace
 import torch
 import torch.nn as nn
 
-from config import INT64_MAX, LIMITS, Config
-from configurator import TYPES, check_values, coerce, effective, known_key, model_args
+from config import CHOICES, INT64_MAX, LIMITS, Config
 from model import ModelArgs, Transformer
+from objectives import SAMPLED_KEYS, effective, model_args
 from utils.checkpoint import REMOVED, USE_INSTEAD, checksum, lacks_keys, load_checkpoint, migrate, removed_notes
 from utils.errors import UserError, shown
-from utils.fileio import is_shipped, require_checkpoints
+from utils.fileio import is_shipped, require_checkpoints, shipped_checksums, shipped_for
 from utils.tokenizer import fingerprint, tokenizer_from_state
+from utils.values import check_values, coerce, known_key
 
 EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"
 EXPORT_BPE, EXPORT_CHARS = "tokenizer.json", "vocab.json"  # by tokenizer kind
@@ -43,7 +44,7 @@ def checkpoint_config(ckpt, where):
     forward)."""
     try:
         kept = {known_key(k): v for k, v in ckpt["config"].items() if k not in REMOVED}
-        cfg = replace(Config(), **{k: coerce(k, TYPES[k], v) for k, v in kept.items()})
+        cfg = replace(Config(), **{k: coerce(k, v) for k, v in kept.items()})
         check_values(cfg)
     except UserError as e:
         raise UserError(f"{where}'s config: {e}; it was changed after train.py wrote it: use the file it "
@@ -113,6 +114,15 @@ def check_contents(ckpt, path, export=False):
         raise UserError(f"{where} ema_weights={shown(ckpt.get('ema_weights'))} is neither true nor false: {CHANGED}")
 
 
+def config_checksum(meta):
+    """The digest of an export's config.json (meta: its JSON) over what the network means: all but
+    this digest and the sampling defaults (the keys inference.py takes: objectives.SAMPLED_KEYS, the
+    user's to edit)."""
+    covered = {k: v for k, v in meta.items() if k != "config_checksum"}
+    covered["config"] = {k: v for k, v in meta.get("config", {}).items() if k not in SAMPLED_KEYS}
+    return checksum(covered)
+
+
 def load_export(path):
     """The checkpoint-shaped dict of a scripts/export.py folder."""
     from safetensors import SafetensorError
@@ -146,6 +156,10 @@ def load_export(path):
     if "weights_checksum" in meta and meta["weights_checksum"] != checksum(tensors):
         raise UserError(f"{os.path.join(path, EXPORT_WEIGHTS)} is damaged: its weights do not match the checksum "
                         f"{EXPORT_CONFIG} holds: {EXPORT_AGAIN}")
+    if "config_checksum" in meta and meta["config_checksum"] != config_checksum(meta):
+        raise UserError(f"exported model {path}: its {EXPORT_CONFIG} was changed after scripts/export.py wrote it (a "
+                        f"trained key, the network, the tokenizer, its step or its 'about' figures; only the sampling "
+                        f"defaults may change): restore the file as written, or {EXPORT_AGAIN}")
     ckpt = migrate({**meta, "model": tensors, "tokenizer": tokenizer})
     if fingerprint(tokenizer_from_state(tokenizer)) != meta.get("tokenizer_fingerprint"):
         raise UserError(f"the tokenizer in {path} is not the one its model was trained with (fingerprints differ): "
@@ -166,14 +180,38 @@ def read_checkpoint(path, instead="give the path of one that exists"):
     export = os.path.isdir(path) and bool(os.listdir(path))
     ckpt = load_export(path) if export else load_checkpoint(path)
     check_contents(ckpt, path, export)
+    if export and "config_checksum" not in ckpt:  # written before it: read as found
+        ckpt["notes"].append(f"note: exported model {path} predates {EXPORT_CONFIG}'s checksum: an edit to its "
+                             f"trained keys goes unseen; {EXPORT_AGAIN} to have them checked")
     # one line for the shipped weights: which they are, how they were made, how to train your own
-    if is_shipped(path):
+    if is_shipped(path) and not is_as_shipped(path, ckpt):
+        print(f"reading {path}: its files are not the ones this repo ships (artifacts/weights/checksums.txt lists "
+              f"another checksum for {os.path.basename(os.path.normpath(path))}); they were exported there since")
+    elif is_shipped(path):
         about = ckpt.get("about", {})
         made = f"made by `{about['command']}`, test {about['test']}" if {"command", "test"} <= about.keys() else ""
         own = os.path.join("artifacts", "models", os.path.basename(os.path.normpath(path)), "model.pt")
         print(f"reading {path}, the weights this repo ships{f' ({made})' if made else ''}: a run of your own at "
               f"{own} is read instead once you train it")
+    say_if_unfinished(path, ckpt)
     return ckpt
+
+
+def is_as_shipped(path, ckpt):
+    """Whether the export at path is the one the repo ships: its config checksum (covering the
+    weights' own; load_export checked both) is the one listed for its folder."""
+    name = os.path.basename(os.path.normpath(path))
+    return ckpt.get("config_checksum") is not None and shipped_checksums().get(name) == ckpt["config_checksum"]
+
+
+def say_if_unfinished(path, ckpt):
+    """One line where path is a preset's own run, read in place of its shipped weights, whose
+    checkpoint is not its last step (iter < its max_iters): training still, or stopped early."""
+    shipped = shipped_for(path)
+    last = ckpt["config"].get("max_iters")
+    if shipped is not None and type(last) is int and ckpt["iter"] < last:
+        print(f"reading {path}, your run at step {ckpt['iter']:,} of its {last:,} (still training, or stopped "
+              f"before its end), in place of {shipped}, the weights this repo ships: give {shipped} to read those")
 
 
 def load_model(path, device, ckpt=None):
@@ -213,6 +251,10 @@ def source_tokenizer(path, kind, objective, ckpt=None):
 
 
 def check_conversion(src, dst, path):
+    known = CHOICES["objective"]
+    if src not in known:  # advise only what this version takes
+        raise UserError(f"--init_from={path} names objective={shown(src)}, which this version does not know (it "
+                        f"knows {', '.join(known)}): {CHANGED}, or train {dst} from scratch")
     if src != dst and (src, dst) not in CONVERSIONS:
         pairs = ", ".join(f"{a} -> {b}" for a, b in sorted(CONVERSIONS))
         raise UserError(f"--init_from={path} is a {src} model and this run trains {dst}: --init_from converts only "

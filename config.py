@@ -155,16 +155,16 @@ class Config:
 
 # Each key's role. Trained: a setting of the trained model or its data, which sampling takes from
 # the checkpoint. Resumable: a resumed run may change it (the rest come from its checkpoint).
-# Sampled: inference.py takes it from its command line; sampling only: train.py refuses it.
+# Sampled: inference.py takes it from its command line, as it does every key of the sampler
+# (diffusion.SamplerOptions, whose fields are the sampler's keys); sampling only: train.py
+# refuses it.
 TRAINED = ("data_path", "val_path", "tokenizer", "block_size", "n_layer", "n_head", "n_embd", "time_cond", "qk_norm",
            "self_cond", "tie_weights", "objective", "bd3_block", "bd3_ar", "dual_ar", "diffusion_steps", "schedule")
 RESUMABLE = ("max_iters", "activation_checkpointing", "eval_interval", "eval_iters", "log_interval", "out_dir",
              "resume", "overwrite", "keep_last", "skip_nonfinite", "device", "compile", "wandb_log", "wandb_project")
 SAMPLING_ONLY = ("checkpoint", "html", "infill", "prefix_file", "suffix_file", "live", "prompts_file", "interactive",
                  "serve", "host", "port", "race")
-SAMPLED = (*SAMPLING_ONLY, "overwrite", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k",
-           "top_p", "num_samples", "viz_video", "trace_every", "gif_frame_ms", "order", "tokens_per_step", "remask",
-           "remask_eta", "threshold", "entropy_bound", "semi_ar_length", "bd3_speculate", "dual_sample", "replay_steps",
+SAMPLED = (*SAMPLING_ONLY, "overwrite", "prompt", "gen_len", "num_samples", "viz_video", "trace_every", "gif_frame_ms",
            "device", "dtype", "compile", "seed")
 
 # The values a key takes; the modules that implement them check against these.
@@ -178,20 +178,15 @@ UNSCORED_ORDERS = ("random", "l2r")  # orders no model score ranks: no threshold
 
 # A key that acts only with another: {key: (that key, the values it acts with; None: any but off,
 # which is False, 0, '' or 'off')}, or a tuple of such pairs (any one will do). Given alone,
-# validation refuses it; scripts/frontier.py drops it where it does not act.
+# validation refuses it. (The sampler's keys: diffusion.SamplerOptions.unread says which its own
+# switches leave unread.)
 NEEDS = dict(
     val_fraction=("val_path", ("",)), tokenizer_path=("tokenizer", ("bpe",)), mask_ramp_from=("mask_ramp", None),
     muon_lr=("optimizer", ("muon",)), muon_momentum=("optimizer", ("muon",)),
     init_from=("resume", (False,)), overwrite=("resume", (False,)), wandb_project=("wandb_log", None),
     distill_from=("objective", ("mdlm",)), distill_steps=("distill_from", None),
-    top_k=("temperature", None), top_p=("temperature", None), temperature_end_share=("temperature", None),
-    remask_eta=("remask", ("remdm",)), tokens_per_step=("threshold", (0.0,)), trace_every=("viz_video", None),
-    gif_frame_ms=(("viz_video", None), ("html", None)), steps=("threshold", (0.0,)), host=("serve", None),
+    trace_every=("viz_video", None), gif_frame_ms=(("viz_video", None), ("html", None)), host=("serve", None),
     port=("serve", None), race=("serve", None))
-# A switch that, on, decides what other keys would: {switch: the keys it leaves unread}. Given with
-# it, validation refuses them; scripts/frontier.py drops them where it is on.
-UNREAD_WITH = dict(entropy_bound=("steps", "tokens_per_step"))
-
 # The most a size or count may be: past it a 64-bit size overflows, or a loop builds for minutes.
 # Memory decides below (train.py refuses a run that won't fit); 2^31 keeps products in int64.
 INT64_MAX = 2 ** 63 - 1  # the largest tensor size or index
@@ -273,11 +268,11 @@ PRESETS = {
         temperature_end_share=0.1),
     # baby distilled (distill.py, SDTT): the student learns in one pass what baby does in three, over
     # every mask rate, four draws of the teacher's passes averaged a state; it samples baby's way in
-    # 16 passes. Its teacher: your baby run, else the shipped weights.
+    # 16 passes. Its teacher: the shipped baby weights (--distill_from=artifacts/models/baby/model.pt: yours).
     "baby_fast": dict(
         data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
         time_cond="none", self_cond=True, diffusion_steps=1000, dual_ar=0.25, mask_draws=2,
-        distill_from="artifacts/models/baby/model.pt", distill_steps=16,
+        distill_from="artifacts/weights/baby", distill_steps=16,
         batch_size=12, max_iters=1000, learning_rate=1e-4, min_lr=3e-5, warmup_iters=50, weight_decay=0.0,
         optimizer="muon", muon_lr=5e-4, muon_momentum=0.9, ema=0.99,
         eval_interval=250, eval_iters=10, log_interval=50,

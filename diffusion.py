@@ -27,32 +27,37 @@ The plain sampler on the shipped weights (learning.md's section 3 runs it too):
     print(tok.decode(y[0].tolist()))
 """
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 
-from config import CHOICES, UNSCORED_ORDERS
+from config import RANGES, UNSCORED_ORDERS
 from model import sample_causal
 from utils.dist import draw_device, on_device
-from utils.draws import draw, drawn_law, filter_logits, sample_tokens, uniform_draws
+from utils.draws import Law, draw, drawn_law, sample_tokens, uniform_draws
 from utils.errors import UserError
 from utils.steps import Drew, StepRecord
 
 
 # ------------------------------------------------------------------------ the schedule alpha(t)
+def survival(kind, u):
+    """alpha at u = t / T in [0, 1] (float64): config.py's schedule by name. A new schedule is a
+    branch here (alpha(0) = 1, falling to alpha(1) = 0: tests/test_options.py) and its name
+    there."""
+    if kind == "cosine":
+        return torch.cos(0.5 * math.pi * u)
+    if kind == "linear":
+        return 1.0 - u
+    raise ValueError(f"unknown schedule {kind!r}")
+
+
 class Schedule:
     """alpha(t), a token's chance to be still clean (1 at t = 0, 0 at T), and the ELBO weight
     w(t) = (alpha(t-1) - alpha(t)) / (1 - alpha(t)), tabulated for t = 0..T in float64."""
 
     def __init__(self, T, kind="cosine"):
-        t = torch.arange(T + 1, dtype=torch.float64)
-        if kind == "cosine":
-            alpha = torch.cos(0.5 * math.pi * t / T)
-        elif kind == "linear":
-            alpha = 1.0 - t / T
-        else:
-            raise ValueError(f"unknown schedule {kind!r}")
+        alpha = survival(kind, torch.arange(T + 1, dtype=torch.float64) / T)
         alpha[0], alpha[T] = 1.0, 0.0  # exact endpoints (cos(pi/2) is 6e-17, not 0)
         self.T, self.kind, self.alpha, self._on = T, kind, alpha, {}
         self.weight = torch.zeros(T + 1, dtype=torch.float64)  # w(0) unused
@@ -239,47 +244,147 @@ def sample_ancestral(model, x, gen_mask, schedule, mask_id, steps, generator=Non
 # ---------------------------------------------------------------- the reverse process, its options
 @dataclass(frozen=True)
 class SamplerOptions:
-    """The reverse sampler's switches: config.py's sampling keys (documented there)."""
-    steps: int                         # forward passes, split over the semi-AR blocks (bd3: per block)
-    temperature: float = 1.0           # 0 = argmax
-    top_k: int = 0
-    top_p: float = 1.0
-    order: str = "confidence"          # which position is revealed first
+    """Every sampler's options and their rules: config.py's sampling keys (documented there, with
+    these defaults), read once at the entry script (from_config) and handed down; no module below
+    it reads them off a config. The law a token is drawn from (Law: temperature, top_k, top_p) is
+    one value every sampler takes. A new option is a field here, its key in config.py, its rule in
+    check."""
+    steps: int = 100                  # forward passes, split over the semi-AR blocks (bd3: per block)
+    law: Law = Law()                  # temperature, top_k, top_p (utils/draws.py)
+    order: str = "confidence"         # which position is revealed first
     tokens_per_step: str = "schedule"  # schedule (1 - alpha(t)) | linear (LLaDA) | cosine (MaskGIT)
-    remask: str = "refine"             # refine | none (LLaDA) | remdm
-    remask_eta: float = 0.0            # remdm's eta
-    threshold: float = 0.0             # Fast-dLLM: commit every position above it, >= 1 per step
-    entropy_bound: float = 0.0         # EB-Sampler: reveal while the entropies' sum - max <= it, >= 1 per step
-    semi_ar_length: int = 0            # blocks left to right (LLaDA); a sliding window past the context
+    remask: str = "refine"            # refine | none (LLaDA) | remdm
+    remask_eta: float = 0.02          # remdm's eta
+    threshold: float = 0.0            # Fast-dLLM: commit every position above it, >= 1 per step
+    entropy_bound: float = 0.0        # EB-Sampler: reveal while the entropies' sum - max <= it, >= 1 per step
+    semi_ar_length: int = 0           # blocks left to right (LLaDA); a sliding window past the context
     temperature_end_share: float = 1.0  # T falls to this share as the block fills (step_temperature)
-    replay_steps: int = 4              # decoders: tokens (bd3 at batch 1: rounds) a call (model.decode_steps)
+    replay_steps: int = 4             # decoders: tokens (bd3 at batch 1: rounds) a call (model.decode_steps)
+    bd3_speculate: bool = False       # bd3: the clean half's AR, the noisy half drafting
+    dual_sample: bool = False         # mdlm: the dual objective's AR mode
+
+    @classmethod
+    def keys(cls):
+        """The config keys a sampler reads: every field's, the law's in its place."""
+        return [k for f in fields(cls) for k in ([g.name for g in fields(Law)] if f.name == "law" else [f.name])]
 
     @classmethod
     def from_config(cls, cfg):
-        return cls(steps=cfg.steps, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, order=cfg.order,
-                   tokens_per_step=cfg.tokens_per_step, remask=cfg.remask, remask_eta=cfg.remask_eta,
-                   threshold=cfg.threshold, entropy_bound=cfg.entropy_bound, semi_ar_length=cfg.semi_ar_length,
-                   temperature_end_share=cfg.temperature_end_share, replay_steps=cfg.replay_steps)
-
-    def __post_init__(self):  # domains only asserted: the configurator words user errors
-        assert self.order in CHOICES["order"] and self.remask in CHOICES["remask"], self
-        assert self.tokens_per_step in CHOICES["tokens_per_step"], self
-        assert self.temperature >= 0 and 0 <= self.remask_eta <= 1 and 0 <= self.threshold <= 1 and self.steps >= 1
-        assert self.semi_ar_length >= 0 and self.temperature_end_share >= 0, self  # f > 0 at a draw: T stays > 0
-        assert self.replay_steps >= 1, self
-        assert not (self.adaptive and (self.order in UNSCORED_ORDERS or self.remask == "remdm")), \
-            "threshold and entropy_bound rank by the model's score, never re-mask"
-        assert self.entropy_bound >= 0 and not (self.threshold and self.entropy_bound), self
+        """The options a config's keys of the same names set."""
+        return cls(law=Law.from_config(cfg), **{f.name: getattr(cfg, f.name) for f in fields(cls) if f.name != "law"})
 
     @property
     def adaptive(self):
         """Whether each pass sets its own count (threshold, entropy_bound): no plan."""
         return self.threshold > 0 or self.entropy_bound > 0
 
+    def unread(self):
+        """{key: the user's line} of the keys these options' own switches leave unread: an argmax
+        filters and cools no law, only ReMDM reads its eta, an adaptive rule sets each pass's count
+        itself. Given, validation refuses each; a frontier's grid drops it."""
+        lines = {}
+        if self.law.temperature == 0:
+            lines.update({k: _acts_only_with(k, "--temperature", "temperature=0.0")
+                          for k in ("top_k", "top_p", "temperature_end_share")})
+        if self.remask != "remdm":
+            lines["remask_eta"] = _acts_only_with("remask_eta", "--remask='remdm'", f"remask={self.remask!r}")
+        for key in ("steps", "tokens_per_step"):
+            if self.threshold:
+                lines[key] = f"--{key} acts only without --threshold: drop one of the two"
+            elif self.entropy_bound:
+                lines[key] = f"--{key} does not act with --entropy_bound, which decides it: drop one of the two"
+        return lines
 
-# the switches of revealing [MASK]s, which ar and uniform refuse
-REVEAL_KEYS = ("order", "tokens_per_step", "remask", "remask_eta", "threshold", "entropy_bound", "semi_ar_length",
-               "temperature_end_share")
+    def check(self, given=()):
+        """The rules between the options, in the user's words (given: the keys the user set). Each
+        value alone is checked before (utils.values.check_values); an objective's own rules, by
+        it."""
+        self.law.check()
+        if self.threshold and self.order in UNSCORED_ORDERS:
+            raise UserError(f"threshold decoding commits by the model's score: use --order confidence, margin or "
+                            f"entropy, not {self.order}")
+        if self.threshold and self.remask == "remdm":
+            raise UserError("threshold decoding commits tokens for good: use --remask none (or refine), not remdm")
+        if self.entropy_bound and self.threshold:  # (entropy_bound_stay)
+            raise UserError("--entropy_bound and --threshold each decide how many tokens a pass reveals: give one of "
+                            "them")
+        if self.entropy_bound and self.order in UNSCORED_ORDERS:
+            raise UserError(f"--entropy_bound reveals in the order of a model score: use --order entropy (or "
+                            f"confidence, margin), not {self.order}; or --entropy_bound 0 (off)")
+        if self.entropy_bound and (self.remask == "remdm" or (self.remask == "refine" and "remask" in given)):
+            raise UserError(f"--entropy_bound commits tokens for good: use --remask none, not {self.remask}")
+        if not math.isfinite(self.law.temperature * self.temperature_end_share):  # T s must not overflow
+            raise UserError(RANGES["temperature_end_share"][1].format(value=self.temperature_end_share))
+
+    def n_blocks(self, n_gen):
+        """The semi-AR blocks of n_gen blanks, decoded left to right (1 without semi_ar_length)."""
+        return -(-n_gen // self.semi_ar_length) if self.semi_ar_length else 1
+
+    def check_blocks(self, n_blocks):
+        """Refuses fewer steps than blocks: each block takes a pass at least (an adaptive rule
+        sets its own)."""
+        if not self.adaptive and self.steps < n_blocks:
+            raise UserError(f"--steps {self.steps} is fewer than the {n_blocks} blocks of --semi-ar-length "
+                            f"{self.semi_ar_length}: use --steps {n_blocks} or more, or a longer --semi-ar-length")
+
+    def passes(self, n_gen):
+        """denoise()'s passes a sample over n_gen blanks: the steps split over the semi-AR
+        blocks, at most one a position (None: adaptive, each pass sets its count)."""
+        if self.adaptive:
+            return None
+        blen = self.semi_ar_length or n_gen
+        sizes = [min(blen, n_gen - s) for s in range(0, n_gen, blen)]  # the semi-AR blocks' positions
+        return sum(min(p, n) for p, n in zip(split_steps(self.steps, len(sizes)), sizes))
+
+    def final(self):
+        """What keeps committed tokens final ('threshold', 'entropy bound', 'remask none'), or ''
+        where a pass may change them (refine, remdm)."""
+        if self.threshold:
+            return "threshold"
+        if self.entropy_bound:
+            return "entropy bound"
+        return "remask none" if self.remask == "none" else ""
+
+    def describe(self, brief=False, per=""):
+        """denoise() with these options in one line, as inference.py, eval.py, frontier.py and the
+        trace's page print it; brief: only what is off the defaults (a video's 64-cell title, which
+        adds the temperature itself). per: the steps' unit (bd3: ' per block')."""
+        if brief:
+            return ", ".join(self._brief(per))
+        if self.threshold:
+            how = f"threshold {self.threshold:g} (NFE adaptive, committed tokens final), order {self.order}"
+        elif self.entropy_bound:
+            how = (f"entropy bound {self.entropy_bound:g} nats (EB-Sampler: NFE adaptive, committed tokens final), "
+                   f"order {self.order}")
+        else:
+            remask = f"remdm cap eta={self.remask_eta:g}" if self.remask == "remdm" else self.remask
+            how = f"{self.steps} steps{per}, {self.tokens_per_step} counts, order {self.order}, remask {remask}"
+        if self.temperature_end_share != 1.0:
+            how += f", temperature falling to {self.temperature_end_share:g}x"
+        return how + (f", blocks of {self.semi_ar_length}" if self.semi_ar_length else "")
+
+    def _brief(self, per):
+        """describe(brief=True)'s parts: the settings off their defaults, the step count always."""
+        if self.threshold:
+            how = [f"threshold {self.threshold:g}"]
+        elif self.entropy_bound:
+            how = [f"entropy bound {self.entropy_bound:g}"]
+        else:
+            how = [f"{self.steps} steps{per}"]
+        if not self.adaptive and self.tokens_per_step != "schedule":
+            how.append(f"{self.tokens_per_step} counts")
+        if self.order != "confidence":
+            how.append(f"order {self.order}")
+        if not self.adaptive and self.remask == "remdm":  # ReMDM is max-capped
+            how.append(f"remdm cap eta {self.remask_eta:g}")
+        elif not self.adaptive and self.remask != "refine":
+            how.append(f"remask {self.remask}")
+        return how + ([f"semi-AR {self.semi_ar_length}"] if self.semi_ar_length else [])
+
+
+def _acts_only_with(key, want, here):
+    """The line refusing `key` given where its partner is off, in configurator.idle's words."""
+    return f"--{key} acts only with {want} (here {here}): give that too, or drop --{key}"
 
 
 @torch.no_grad()
@@ -369,9 +474,9 @@ def reverse_step(state, block, n_keep, todo, n, greedy=False, remdm=False):
     d = decide(x, now, todo, block.lo, block.hi, n, state.mask_id)
     logits, told = predict(state, d, block.lo, block.hi)  # (n, V) at the decided positions
     temperature = step_temperature(opts, d.is_masked, now, d.at)
-    logp = filter_logits(logits, temperature, opts.top_k, opts.top_p)  # (n, V) float64
-    greedy = greedy or opts.temperature == 0
-    cand = sample_tokens(logp, 0.0 if greedy else opts.temperature, state.generator)  # (n,)
+    logp = opts.law.log_probs(logits, temperature)  # (n, V) float64
+    greedy = greedy or opts.law.temperature == 0
+    cand = sample_tokens(logp, 0.0 if greedy else opts.law.temperature, state.generator)  # (n,)
     _, new_score = position_scores(logp, cand, opts.order, state.generator, cols=d.at % x.size(1))
     score = put_at(torch.full_like(state.kept, math.inf), d.at, new_score)  # (B, L) +inf: never stays masked
     h = put_at(torch.zeros_like(state.kept), d.at, entropy(logp)) if opts.entropy_bound else None  # (B, L) nats
@@ -381,7 +486,7 @@ def reverse_step(state, block, n_keep, todo, n, greedy=False, remdm=False):
     x = torch.where(revealed, put_at(x, d.at, cand), x)
     state.x = torch.where(stay, state.mask_id, x)
     state.kept = torch.where(revealed, score, state.kept)
-    return Drew(at=d.at, law=drawn_law(logp, greedy), cand=cand, revealed=revealed, remasked=remasked, told=told)
+    return Drew(at=d.at, laws=drawn_law(logp, greedy), cand=cand, revealed=revealed, remasked=remasked, told=told)
 
 
 @dataclass
@@ -522,7 +627,7 @@ def step_temperature(opts, is_masked, now, at):
     """temperature_end_share: the draws' temperature, a number, or (n, 1) at `at`: T (s + (1 - s) f)
     at masked share f, s = temperature_end_share (dev/LOG.md, "Reveal order and a falling
     temperature")."""
-    temperature, end_share = opts.temperature, opts.temperature_end_share
+    temperature, end_share = opts.law.temperature, opts.temperature_end_share
     if end_share == 1.0 or temperature == 0:
         return temperature
     f = is_masked.sum(1).double() / now.sum(1).clamp(min=1)  # (B,)
@@ -549,8 +654,7 @@ class Blocks:
         self.on_host = self.of.cpu()  # the call's one read of the layout
         self.last = self.on_host.max(1).values.tolist()  # per sample
         self.n = max(self.last) + 1
-        if not opts.adaptive and opts.steps < self.n:
-            raise ValueError(f"{opts.steps} steps cannot decode {self.n} blocks: need one step per block")
+        opts.check_blocks(self.n)  # a pass a block at least
         self.sizes = [(self.on_host == b).sum(1) for b in range(self.n)]  # (B,) positions of each block
         if opts.adaptive or not self.n:  # each pass sets its own count, or no blank: no plan
             return
@@ -614,6 +718,7 @@ class Objective:
     MODEL = {}  # the ModelArgs it fixes
     WINDOW = 0  # tokens a training window needs beyond block_size
     IGNORES = {}  # {config key it never reads: why}, refused given
+    SAMPLER_DEFAULTS = {}  # {sampler key: its own default}, where the config's cannot apply
     CONTINUES_ONLY = False  # its samples only continue a prompt
     ANY_LENGTH = False  # its sampler writes past the model's context
     NOISE_START = False  # its reverse process starts from random tokens, not [MASK]
@@ -622,12 +727,13 @@ class Objective:
     SEMI_AR = False  # its sampler can decode semi-autoregressive blocks (--semi_ar_length)
     LOSS_KEY = "loss_type"  # the config key that picks its training loss
 
-    def check(self, cfg, given=(), training=True):
-        """Refuse values that cannot apply (given: the keys the user set; training=False: a
-        sampler's config, whose training draws no one reads)."""
+    def check(self, cfg, opts, given=(), training=True):
+        """Refuse values that cannot apply: cfg's trained and training keys, opts
+        (SamplerOptions) its sampler's (given: the keys the user set; training=False: a sampler's
+        config, whose training draws no one reads)."""
 
-    def unread(self, cfg):
-        """The sampler keys cfg's own switches leave unread (refused given)."""
+    def unread(self, cfg, opts):
+        """The sampler keys opts's own switches leave unread (refused given)."""
         return ()
 
     def draws(self, x, cfg, schedule, tok, draw):
@@ -654,21 +760,32 @@ class Objective:
         """The mean NLL (B,) of windows[:, 1:] under the network's own AR mode, or None (none)."""
         return None
 
-    def sample(self, model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
-        """Fill x's (B, L) gen_mask positions: (x, stats with nfe and nfe_per_sample)."""
+    def sample(self, model, x, gen_mask, cfg, opts, mask_id, generator=None, on_step=None):
+        """Fill x's (B, L) gen_mask positions by opts (SamplerOptions), the network and its schedule
+        being cfg's: (x, stats with nfe and nfe_per_sample)."""
         raise NotImplementedError
 
-    def passes(self, cfg, n_gen, n_prompt=0):
+    def passes(self, cfg, opts, n_gen, n_prompt=0):
         """Network passes a sample over n_gen blanks (None: adaptive)."""
         raise NotImplementedError
 
-    def decodes(self, cfg, batch):
+    def decodes(self, cfg, opts, batch):
         """Whether its sampler runs model.compile_decode's KV-cached steps."""
         return False
 
-    def describe(self, cfg):
-        """The sampler settings in force, in one line."""
+    def describe(self, cfg, opts, brief=False):
+        """The sampler settings in force, in one line (brief: a video's title, its defaults left
+        out: SamplerOptions.describe)."""
         raise NotImplementedError
+
+
+LAW_KEYS = tuple(f.name for f in fields(Law))  # the draw's law: every sampler reads it
+
+
+def sampler_keys_but(*read):
+    """The sampler's keys (SamplerOptions.keys()) but `read`: those a sampler that reads only
+    `read` leaves unread, whatever the next option is."""
+    return tuple(k for k in SamplerOptions.keys() if k not in read)
 
 
 # ------------------------------------------------------------------------ the objective mdlm
@@ -704,21 +821,6 @@ def causal_nll(model, w, mask_id):
     return -logp.gather(-1, w[:, 1:, None]).squeeze(-1)
 
 
-def describe_denoise(opts):
-    """denoise() with `opts` in one line, as inference.py and eval.py print it."""
-    if opts.threshold:
-        how = f"threshold {opts.threshold:g} (NFE adaptive, committed tokens final), order {opts.order}"
-    elif opts.entropy_bound:
-        how = (f"entropy bound {opts.entropy_bound:g} nats (EB-Sampler: NFE adaptive, committed tokens final), "
-               f"order {opts.order}")
-    else:
-        remask = f"remdm cap eta={opts.remask_eta:g}" if opts.remask == "remdm" else opts.remask
-        how = f"{opts.steps} steps, {opts.tokens_per_step} counts, order {opts.order}, remask {remask}"
-    if opts.temperature_end_share != 1.0:
-        how += f", temperature falling to {opts.temperature_end_share:g}x"
-    return how + (f", blocks of {opts.semi_ar_length}" if opts.semi_ar_length else "")
-
-
 class MaskedDiffusion(Objective):
     """--objective=mdlm: the NELBO above, sampled by denoise() (or, with --dual_sample, the
     network's AR mode, which --dual_ar trains beside it)."""
@@ -727,15 +829,15 @@ class MaskedDiffusion(Objective):
                             "block diffusion's keys: use --objective=bd3")
     SEMI_AR = True
 
-    def check(self, cfg, given=(), training=True):
+    def check(self, cfg, opts, given=(), training=True):
         if cfg.dual_ar < 0 or (cfg.dual_ar and cfg.time_cond != "none"):
             raise UserError(f"dual_ar={cfg.dual_ar} with time_cond={cfg.time_cond}: the dual objective's causal pass "
                             f"reads clean text with no time; give dual_ar >= 0 (e.g. 1) with --time_cond=none, or 0 "
                             f"(off)")
-        if cfg.dual_sample and not cfg.dual_ar:
+        if opts.dual_sample and not cfg.dual_ar:
             raise UserError("--dual_sample draws from the AR mode that --dual_ar trains, and this network was trained "
                             "without it (dual_ar=0): drop --dual_sample, or train with --dual_ar=0.25")
-        clash = sorted(set(given) & set(self.unread(cfg)))  # unread keys given on the command line
+        clash = sorted(set(given) & set(self.unread(cfg, opts)))  # unread keys given on the command line
         if clash:
             raise UserError(f"--dual_sample draws left to right from the network's AR mode, one token a pass: "
                             f"--{clash[0]} sets the diffusion sampler; drop one of the two")
@@ -747,15 +849,15 @@ class MaskedDiffusion(Objective):
                                 f"<= 1 (a fraction of max_iters) and mask_min={cfg.mask_min} < mask_ramp_from <= "
                                 f"mask_max={cfg.mask_max}")
             check_band(replace(cfg, mask_max=cfg.mask_ramp_from))  # the first step's band must hold a time
-        if (cfg.steps > cfg.diffusion_steps and cfg.tokens_per_step == "schedule" and not cfg.threshold
-                and not cfg.entropy_bound and not cfg.dual_sample):
-            raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use "
+        on_grid = opts.tokens_per_step == "schedule" and not opts.adaptive and not opts.dual_sample
+        if on_grid and opts.steps > cfg.diffusion_steps:  # the steps are times of the chain
+            raise UserError(f"steps={opts.steps} exceeds diffusion_steps={cfg.diffusion_steps}: use "
                             f"--steps={cfg.diffusion_steps} or fewer, or --tokens_per_step=linear (its step count is "
                             f"free)")
 
-    def unread(self, cfg):
-        """--dual_sample's: it reads no diffusion sampler key."""
-        return ("steps", *REVEAL_KEYS) if cfg.dual_sample else ()
+    def unread(self, cfg, opts):
+        """--dual_sample's: it reads the law and the replay's pace, no diffusion sampler key."""
+        return sampler_keys_but(*LAW_KEYS, "replay_steps", "dual_sample") if opts.dual_sample else ()
 
     def draws(self, x, cfg, schedule, tok, draw):
         """Per mask_draws copy a t stratified over BD3-LM's clipped band (less noisy, biased: eval
@@ -799,13 +901,14 @@ class MaskedDiffusion(Objective):
         """Under the AR mode (--dual_sample's law at T = 1), or None without --dual_ar."""
         return causal_nll(model, windows, mask_id).mean(1) if cfg.dual_ar else None
 
-    def sample(self, model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
+    def sample(self, model, x, gen_mask, cfg, opts, mask_id, generator=None, on_step=None):
         """denoise(), or --dual_sample's AR mode."""
-        if cfg.dual_sample:
-            return self.sample_dual(model, x, gen_mask, cfg, mask_id, generator, on_step)
-        return denoise(model, x, gen_mask, schedule, mask_id, SamplerOptions.from_config(cfg), generator, on_step)
+        if opts.dual_sample:
+            return self.sample_dual(model, x, gen_mask, opts, mask_id, generator, on_step)
+        schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+        return denoise(model, x, gen_mask, schedule, mask_id, opts, generator, on_step)
 
-    def sample_dual(self, model, x, gen_mask, cfg, mask_id, generator=None, on_step=None):
+    def sample_dual(self, model, x, gen_mask, opts, mask_id, generator=None, on_step=None):
         """--dual_sample: continue the prompt of x (B, L) over its blank suffix from the AR mode,
         KV-cached, one token a pass: exact samples of causal_nll's joint. Returns (x, stats)."""
         (B, L), dev = x.shape, x.device
@@ -816,24 +919,19 @@ class MaskedDiffusion(Objective):
         if L > model.args.block_size:
             raise UserError(f"--dual_sample reads the whole canvas in one context: prompt + gen_len = {L} tokens "
                             f"exceeds block_size {model.args.block_size}; give a shorter --gen_len")
-        return sample_causal(model, x, P, cfg, generator, mask_id, on_step)
+        return sample_causal(model, x, P, opts, generator, mask_id, on_step)
 
-    def passes(self, cfg, n_gen, n_prompt=0):
+    def passes(self, cfg, opts, n_gen, n_prompt=0):
         """One a token under --dual_sample, else denoise()'s per sample (None: adaptive)."""
-        if cfg.dual_sample:
-            return n_gen
-        opts = SamplerOptions.from_config(cfg)
-        if opts.adaptive:
-            return None
-        blen = opts.semi_ar_length or n_gen
-        sizes = [min(blen, n_gen - s) for s in range(0, n_gen, blen)]  # the semi-AR blocks' positions
-        return sum(min(p, n) for p, n in zip(split_steps(opts.steps, len(sizes)), sizes))  # at most one a position
+        return n_gen if opts.dual_sample else opts.passes(n_gen)
 
-    def decodes(self, cfg, batch):
+    def decodes(self, cfg, opts, batch):
         """The AR mode runs model.compile_decode's cached step."""
-        return cfg.dual_sample
+        return opts.dual_sample
 
-    def describe(self, cfg):
-        if cfg.dual_sample:
+    def describe(self, cfg, opts, brief=False):
+        if opts.dual_sample and brief:
+            return "its AR mode (--dual_sample)"
+        if opts.dual_sample:
             return "its AR mode (the dual objective's causal pass) + KV cache, one token a pass"
-        return describe_denoise(SamplerOptions.from_config(cfg))
+        return opts.describe(brief)

@@ -28,21 +28,21 @@ import torch
 from tqdm import tqdm
 
 from checkpoint_manager import checkpoint_config, load_model, read_checkpoint
-from config import PRESETS, SAMPLED, TRAINED, Config
-from configurator import check_values, format_config, help_text, parse, refuse_changes, validate, wants_help
-from diffusion import Schedule
+from config import PRESETS, TRAINED, Config
+from configurator import format_config, help_text, parse, refuse_changes, validate, wants_help
+from diffusion import SamplerOptions
 from model import DECODERS, compile_decode
-from objectives import OBJECTIVES
+from objectives import OBJECTIVES, SAMPLED_KEYS
 from sampling import serve
 from sampling.canvas import build_canvas, fill
 from sampling.trace import LiveView, chain, open_trace, print_written, run_name
 from utils.dist import CpuThreads, autocast_for, pick_device
 from utils.errors import UserError, run_cli
-from utils.fileio import check_trace, own_or_shipped, read_text
+from utils.fileio import check_trace, own_or_shipped, read_text, trace_asked
 from utils.tokenizer import BPETokenizer, fingerprint, normalize_prompt, tokenizer_from_state
+from utils.values import check_values
 
 LIVE_FPS = 8.0  # --live's steps a second at most, so the canvas can be watched
-TRACE_KEYS = ("viz_video", "html", "trace_every", "gif_frame_ms", "overwrite")  # a sample's trace and its files
 USAGE = "[PRESET] [--checkpoint MODEL.pt | EXPORT_DIR] [--key=value]..."
 
 
@@ -50,10 +50,11 @@ def main(argv):
     if wants_help(argv):
         print(help_for(argv))
         return
-    if parse(argv, check=False)[0].serve:  # the page: its port checked before a model is read
-        serve.main(argv, load)
+    cmd = parse(argv)  # the command line, read once
+    if cmd.over()[0].serve:  # the page: its port checked before a model is read
+        serve.main(cmd, load)
         return
-    cfg, run = load(argv)
+    cfg, run = load(cmd)
     if cfg.interactive:
         interactive(cfg, run)
     elif cfg.prompts_file:
@@ -71,77 +72,81 @@ def help_for(argv):
     rest = [a for a in argv if a not in ("-h", "--help")]
     if not rest:
         return help_text("inference.py", USAGE, from_checkpoint=True)
-    where, _ = parse(rest, check=False)
+    cmd = parse(rest)
+    where, _ = cmd.over()
     path = own_or_shipped(where.checkpoint)
     saved, source = Config(), f"the defaults: {where.checkpoint} is not trained yet"
     if os.path.exists(path):
         saved = checkpoint_config(read_checkpoint(path), f"checkpoint {path}")
         source = f"{path}'s own"
-    cfg, given = over_checkpoint(rest, saved)
+    cfg, given = over_checkpoint(cmd, saved)
     cfg = replace(cfg, checkpoint=path)  # the one read
     marks = {k: "*" for a in rest if a in PRESETS for k in PRESETS[a]} | dict.fromkeys(given, "+")
     return (f"python inference.py {' '.join(rest)}: the sampling settings it resolves to ('*' a preset's key, '+' a "
             f"file's or flag's; the rest: {source}; the network and its training are the checkpoint's; python "
-            f"inference.py --help documents every key)\n{format_config(cfg, marks, only=SAMPLED)}")
+            f"inference.py --help documents every key)\n{format_config(cfg, marks, only=SAMPLED_KEYS)}")
 
 
-def over_checkpoint(argv, saved):
-    """(cfg, the keys given) of argv read over a checkpoint's config: its sampling keys only."""
-    cfg, flags = parse(argv, base=saved, check=False)
+def over_checkpoint(cmd, saved):
+    """(cfg, the keys given) of the command line (configurator.CommandLine) laid over a
+    checkpoint's config: its sampling keys only."""
+    cfg, flags = cmd.over(saved)
     # a preset's model and training keys do not apply: the checkpoint's stay
-    kept = {k: getattr(saved, k) for k in vars(saved) if k not in SAMPLED and k != "tokenizer_path"}
+    kept = {k: getattr(saved, k) for k in vars(saved) if k not in SAMPLED_KEYS and k != "tokenizer_path"}
     cfg = replace(cfg, **kept)
     if "viz_video" not in flags:  # untyped: a new MP4 and GIF; none beside --html or a stream of prompts
         cfg = replace(cfg, viz_video="off" if cfg.interactive or cfg.prompts_file or cfg.html else "auto")
     return cfg, flags
 
 
-def load(argv):
-    """(sampling config, run): nanoGPT's sample.py with the checks named. Each value alone and the
-    trace's outputs are checked first; then the checkpoint is read, the flags are read over its
-    settings and checked (sampling_config), and only then is its model built."""
-    where, _ = over_checkpoint(argv, Config())  # argv alone, before the checkpoint is read
+def load(cmd):
+    """(sampling config, run) of a command line read once (configurator.parse): nanoGPT's
+    sample.py with the checks named. Each value alone and the trace's outputs are checked first;
+    then the checkpoint is read, the flags are laid over its settings and checked
+    (sampling_config), and only then is its model built. run["opts"]: the sampler, built once."""
+    where, _ = over_checkpoint(cmd, Config())  # the flags alone, before the checkpoint is read
     check_values(where)  # a value no key takes (a --viz-video of the wrong kind, say)
     check_trace(where, where.overwrite)  # the outputs: a typed path that cannot be written, or artifacts/media
     path = own_or_shipped(where.checkpoint)  # a fresh clone's: the shipped weights
     ckpt = read_checkpoint(path, "pass --checkpoint PATH")
     saved = checkpoint_config(ckpt, f"checkpoint {path}")
     tok = tokenizer_from_state(ckpt["tokenizer"])
-    cfg, flags = sampling_config(argv, saved, tok, path)
+    cfg, flags = sampling_config(cmd, saved, tok, path)
+    opts = SamplerOptions.from_config(cfg)
     device = pick_device(where.device)  # this machine's, not the one it trained on
     model, ckpt = load_model(path, device, ckpt)
     ctx, precision = autocast_for(device, cfg.dtype)  # training's policy
-    if OBJECTIVES[cfg.objective].decodes(cfg, cfg.num_samples):
+    if OBJECTIVES[cfg.objective].decodes(cfg, opts, cfg.num_samples):
         compile_decode(model, cfg, device)  # --compile: the KV-cached decoding steps, bd3's drafting rounds
     elif "compile" in flags and cfg.compile == "true":
         raise UserError(f"--compile compiles the KV-cached decode step, and this sampler runs none ({DECODERS}): "
                         f"drop it")
-    compiled = "" if model.compiler is None else f", decoding compiled ({cfg.replay_steps} steps a replay)"
+    compiled = "" if model.compiler is None else f", decoding compiled ({opts.replay_steps} steps a replay)"
     threads = CpuThreads(device)  # as train.py: by what the passes measure, unless OMP_NUM_THREADS
     print(f"checkpoint {path}: {cfg.objective}, {model.num_params():,} params, iter {ckpt['iter']}, "
           f"{tok.kind} vocab {tok.vocab_size}; device {device}, {precision} forward passes{compiled}, float64 draws; "
           f"{threads.line}")
-    return cfg, dict(model=model, tok=tok, schedule=Schedule(cfg.diffusion_steps, cfg.schedule), device=device, ctx=ctx,
+    return cfg, dict(model=model, tok=tok, opts=opts, device=device, ctx=ctx,
                      cpt=ckpt.get("meta", {}).get("chars_per_token", 4.0), fit_gen_len="gen_len" not in flags,
                      threads=threads, name=run_name(path))
 
 
-def sampling_config(argv, saved, tok, path):
-    """(cfg, the keys given): argv over the checkpoint's config `saved`, checked: no trained key
-    changed, no training key given, the sampler's keys validated, the prompt normalised by `tok`."""
-    asked, flags = parse(argv, base=saved, check=False)
+def sampling_config(cmd, saved, tok, path):
+    """(cfg, the keys given): the command line over the checkpoint's config `saved`, checked: no
+    trained key changed, no training key given, the sampler's keys validated, the prompt normalised
+    by `tok`."""
+    asked, flags = cmd.over(saved)
     refuse_changes(asked, flags & set(TRAINED), vars(saved), f"checkpoint {path}",
                    "drop those flags (sampling takes them from the checkpoint)")
-    training = sorted(flags - set(SAMPLED) - set(TRAINED) - {"tokenizer_path"})
+    training = sorted(flags - set(SAMPLED_KEYS) - set(TRAINED) - {"tokenizer_path"})
     if training:
         raise UserError(f"inference.py samples: --{training[0]} sets training, which sampling does not read; drop it")
-    cfg, _ = over_checkpoint(argv, saved)
+    cfg, _ = over_checkpoint(cmd, saved)
     # A stream of prompts (--interactive, --prompts-file) supplies every prompt and records no
     # trace: a prompt, a canvas or a trace's flag beside it is refused, naming it; before validate,
     # whose advice (give --viz-video) would clash here. (--viz-video off asks for what a stream
     # does anyway.)
-    off = {"viz_video"} if cfg.viz_video == "off" else set()
-    clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file", *TRACE_KEYS) if k in flags - off]
+    clash = [k for k in ("prompt", "infill", "prefix_file", "suffix_file") if k in flags] + trace_asked(cfg, flags)
     clash += ["prompts_file"] if cfg.interactive and cfg.prompts_file else []
     if (cfg.interactive or cfg.prompts_file) and clash:
         stream = "--interactive" if cfg.interactive else "--prompts-file"
@@ -174,7 +179,8 @@ def read_prompts(cfg, run):
         raise UserError(f"--prompts-file {cfg.prompts_file} has no prompts: write one prompt per line")
     for i, p in enumerate(prompts):
         try:
-            build_canvas(replace(cfg, prompt=p), run["tok"], run["model"].args.block_size, run["fit_gen_len"])
+            build_canvas(replace(cfg, prompt=p), run["opts"], run["tok"], run["model"].args.block_size,
+                         run["fit_gen_len"])
         except UserError as e:
             raise UserError(f"--prompts-file {cfg.prompts_file}, prompt {i + 1}: {e}") from None
     return prompts
@@ -193,7 +199,8 @@ def interactive(cfg, run):
         try:
             prompt = normalize_prompt(run["tok"], line.rstrip("\r\n"))
             # refused here: no seed used
-            build_canvas(replace(cfg, prompt=prompt), run["tok"], run["model"].args.block_size, run["fit_gen_len"])
+            build_canvas(replace(cfg, prompt=prompt), run["opts"], run["tok"], run["model"].args.block_size,
+                         run["fit_gen_len"])
             k += 1
             print(f"==== prompt {k}: {prompt!r} (seed {cfg.seed + k - 1})")
             sample_once(replace(cfg, prompt=prompt, seed=cfg.seed + k - 1), run)
@@ -204,14 +211,15 @@ def interactive(cfg, run):
 
 def sample_once(cfg, run):
     """One batch of cfg.num_samples samples; prints the texts and a line of figures."""
-    model, tok, obj = run["model"], run["tok"], OBJECTIVES[cfg.objective]
-    canvas = build_canvas(cfg, tok, model.args.block_size, fit=run["fit_gen_len"])
+    model, tok, opts, obj = run["model"], run["tok"], run["opts"], OBJECTIVES[cfg.objective]
+    canvas = build_canvas(cfg, opts, tok, model.args.block_size, fit=run["fit_gen_len"])
     if canvas.note:
         print(canvas.note)
-    trace = open_trace(cfg, run["name"], tok, cfg.overwrite)  # checks a --viz-video or --html path before sampling
+    # checks a --viz-video or --html path before sampling
+    trace = open_trace(cfg, opts, run["name"], tok, cfg.overwrite)
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    passes = obj.passes(cfg, canvas.n_gen, canvas.prefix_len)
+    passes = obj.passes(cfg, opts, canvas.n_gen, canvas.prefix_len)
     live = LiveView(tok, passes, fps=LIVE_FPS) if cfg.live else None
     if live:
         live.start(canvas.ids, canvas.gen)
@@ -222,7 +230,7 @@ def sample_once(cfg, run):
     t0 = time.perf_counter()
     run["threads"].restart()  # no pass spans the time between prompts
     with trace, bar, run["ctx"]:
-        texts, out, stats = fill(model, tok, canvas, cfg, run["schedule"], run["device"], g, hooks)
+        texts, out, stats = fill(model, tok, canvas, cfg, opts, run["device"], g, hooks)
         sampled = time.perf_counter()
     # the sampling's own time: the trace's recording and --live's pauses left out
     dt = sampled - t0 - trace.seconds - (live.slept if live else 0)
@@ -235,15 +243,15 @@ def sample_once(cfg, run):
             print(text)
     unit = "BPE tokens (--gen-len counts tokens, not characters)" if tok.kind == "bpe" else "tokens"
     nfe = f"{nfes[0]}" if min(nfes) == max(nfes) else f"{sum(nfes) / len(nfes):.1f} (min {min(nfes)}, max {max(nfes)})"
-    sampler = obj.describe(cfg)
-    capped = passes is not None and passes < cfg.steps and not obj.BLOCKS  # fewer blanks than --steps (bd3: blocks)
-    ran = obj.describe(replace(cfg, steps=passes)) if capped else sampler
+    sampler = obj.describe(cfg, opts)
+    capped = passes is not None and passes < opts.steps and not obj.BLOCKS  # fewer blanks than --steps (bd3: blocks)
+    ran = obj.describe(cfg, replace(opts, steps=passes)) if capped else sampler
     if ran != sampler:
-        sampler = f"{ran} (--steps {cfg.steps}: one pass a blank at most)"
+        sampler = f"{ran} (--steps {opts.steps}: one pass a blank at most)"
     also = f"; recording the trace took {recorded:.2f}s more" if trace.writers else ""
     print(f"---- {len(texts)} x {canvas.n_gen} {unit}, NFE {nfe} per sample (model calls), {stats['nfe']} batched "
           f"passes, {dt:.2f}s sampling ({canvas.n_gen * len(texts) / dt:,.0f} tokens/s{also}); sampler: {sampler}, "
-          f"temperature {cfg.temperature:g}, top_k {cfg.top_k}, top_p {cfg.top_p:g}")
+          f"{opts.law.describe()}")
     print_written(trace)
 
 

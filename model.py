@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config import CHOICES
-from utils.draws import draw_at, drawn_law, filter_logits, uniforms
+from utils.draws import Law, draw_at, drawn_law, uniforms
 from utils.steps import ordered_step
 
 TIME_CONDS = CHOICES["time_cond"]
@@ -216,11 +216,12 @@ class Transformer(nn.Module):
         """Sample gen_len tokens after prompt (B, P >= 1) with a KV cache, as nanoGPT's generate:
         one pass a token, opts.replay_steps of them a call of decode_steps (one CUDA graph replay
         when compiled: no host read between). Past the context, keep the window's last half and
-        recompute its cache. opts: temperature, top_k, top_p (None: T = 1, no filter); mask_id:
-        never drawn; on_token(seq, the log-probs drawn from) a token; counts, a dict given, gets
-        'calls': every network call, the window's text passed before its newest token included.
-        Returns (B, P + gen_len)."""
-        law = (1.0, 0, 1.0) if opts is None else (opts.temperature, opts.top_k, opts.top_p)
+        recompute its cache. opts: the sampler's options, of which it reads the law
+        (utils.draws.Law) and replay_steps (None: T = 1, no filter, 4); mask_id: never drawn;
+        on_token(seq, the log-probs drawn from) a token; counts, a dict given, gets 'calls': every
+        network call, the window's text passed before its newest token included. Returns (B, P +
+        gen_len)."""
+        law = Law() if opts is None else opts.law
         every = 4 if opts is None else opts.replay_steps
         (B, P), W = prompt.shape, self.args.block_size
         seq, lo, end = prompt, max(0, P - W), P + gen_len
@@ -354,17 +355,16 @@ def decode(model, idx, cache):
 def decode_steps(model, newest, cache, u, law, mask_id=None):
     """len(u) tokens, a causal pass each: the newest token (B, 1) passes into the cache, the next
     is drawn from its logits with the uniforms u[i] (B,) (draw's inverse CDF; the argmax at T = 0)
-    and passes in turn. law: (temperature, top_k, top_p). No host read, static shapes on a static
-    cache: compiled, the k tokens are one graph (replay). Returns (tokens (B, k), the log-probs each
-    was drawn from (B, k, V))."""
-    temperature, top_k, top_p = law
+    and passes in turn by `law` (utils.draws.Law). No host read, static shapes on a static cache:
+    compiled, the k tokens are one graph (replay). Returns (tokens (B, k), the log-probs each was
+    drawn from (B, k, V))."""
     tokens, laws = [], []
     for i in range(len(u)):
         logits = decode(model, newest, cache)
         if mask_id is not None:
             logits[:, mask_id] = float("-inf")  # never a target, yet ~2e-5 of an AR's draws
-        logp = filter_logits(logits, temperature, top_k, top_p)
-        newest = (logp.argmax(-1) if temperature == 0 else draw_at(logp.exp(), u[i]))[:, None]
+        logp = law.log_probs(logits)
+        newest = (logp.argmax(-1) if law.temperature == 0 else draw_at(logp.exp(), u[i]))[:, None]
         tokens.append(newest)
         laws.append(logp)
     return torch.cat(tokens, 1), torch.stack(laws, 1)
@@ -379,7 +379,7 @@ def sample_causal(model, x, P, opts, generator=None, mask_id=None, on_step=None)
 
     def token_done(seq, filtered):  # a Step of the canvas so far
         # filtered: log-probs at the temperature already (model.generate drew from them)
-        p = drawn_law(filtered, opts.temperature == 0).exp()
+        p = drawn_law(filtered, opts.law.temperature == 0).exp()
         on_step(ordered_step(seq[:, :-1], seq, P, L, seq.size(1) - P, mask_id, p[:, None], conf))
 
     counts = {}  # every network call: a token's, and the prompt's pass before its last token

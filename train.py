@@ -26,10 +26,10 @@ import checkpoint_manager
 import configurator
 import distill
 from config import NEEDS, PRESETS, RESUMABLE, Config
-from diffusion import Draw, Schedule
+from diffusion import Draw, SamplerOptions, Schedule
 from evals import bound, report
 from model import ModelArgs, Transformer
-from objectives import OBJECTIVES, AnyObjective
+from objectives import OBJECTIVES, AnyObjective, model_args
 from utils import checkpoint, dataloader, dist, fileio, optim, tokenizer, train_log
 from utils.train_log import check_memory, estimate_line
 from utils.dist import print0
@@ -57,6 +57,7 @@ class Env:
     resumed_from: str = ""
     threads: dist.CpuThreads = None  # a CPU run's thread count: by what its steps measure, unless OMP_NUM_THREADS
     argv: tuple = ()          # the command line, for the commands a stop advises
+    sampler: SamplerOptions = None  # the end-of-run samples' sampler, built once from the config
 
 
 @dataclass
@@ -144,7 +145,8 @@ NOT_WITH_RESUME = tuple(k for k, need in NEEDS.items() if need == ("resume", (Fa
 # ---------------------------------------------------------------- config, device, dist
 def setup(argv):
     """The checked config (a resumed run's own), device and rank; prints the start-up lines."""
-    cfg, given = configurator.parse(argv)
+    cfg, given = configurator.parse(argv).over()  # the command line, read once
+    configurator.validate(cfg, given)
     if "data_path" in given and "prompt" not in given and not cfg.resume:  # your own text: not a preset's ROMEO:
         cfg = replace(cfg, prompt="")
     if "data_path" in given and "out_dir" not in given:  # and its own run, not the preset's
@@ -184,7 +186,7 @@ def setup(argv):
     print0(threads.line)
     return cfg, Env(rank=rank, local_rank=local_rank, world=world, master=rank == 0, device=device, accum=accum,
                     ctx=ctx, dtype_name=dtype_name, wandb=wandb, resume=resume, resumed_from=resumed_from,
-                    threads=threads, argv=tuple(argv))
+                    threads=threads, argv=tuple(argv), sampler=SamplerOptions.from_config(cfg))
 
 
 def resumed_config(cfg, given):
@@ -229,7 +231,7 @@ def load_data(cfg, env):
     # bits/char = summed ELBO / chars the scored tokens decode to (exact for BPE too; 1.0 for char)
     val_cpt = dataloader.chars_per_token(tok, val_windows[:, 1:])
     cfg = replace(cfg, prompt=tokenizer.normalize_prompt(tok, cfg.prompt))  # a bad prompt fails now, not after training
-    report.check_report(cfg, tok)  # and so do the end-of-run samples' canvas and trace path
+    report.check_report(cfg, env.sampler, tok)  # and so do the end-of-run samples' canvas and trace path
     fewer = "" if len(val_windows) == asked else f", all the split holds of the {asked} asked"
     line = (f"data: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, vocab {tok.vocab_size} "
             f"({tok.kind}, [MASK]={tok.mask_id}), {meta['chars_per_token']:.3f} chars/token on val ({val_cpt:.3f} in "
@@ -241,7 +243,7 @@ def load_data(cfg, env):
 # ---------------------------------------------------------------- model, optimizer, resume
 def build(cfg, env, data):
     """Model and estimates, then optimizer, EMA, resumed state: the Run (None when max_iters=0)."""
-    margs = configurator.model_args(cfg, data.tok.vocab_size)
+    margs = model_args(cfg, data.tok.vocab_size)
     # the estimates read a network on the meta device (shapes, no storage): a run that cannot fit is
     # refused before its weights, optimizer or first batch take a byte
     with torch.device("meta"):
@@ -523,8 +525,7 @@ def report_and_close(cfg, env, data, run, res):
     """On rank 0 the test figure and the report (res: the last dev eval); then every rank closes."""
     if env.master:
         test = bound.reported(run.eval_model, cfg, data.tok, data.train_ids, data.val_ids, env.ctx)
-        report.final_report(run.eval_model, data.tok, cfg, run.schedule, env.device, res, data.meta["chars_per_token"],
-                            test)
+        report.final_report(run.eval_model, data.tok, cfg, env.sampler, env.device, res, test)
         if env.wandb is not None:
             env.wandb.finish()
     if torch.distributed.is_initialized():  # torchrun started one, even for a single rank

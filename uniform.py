@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
-from diffusion import REVEAL_KEYS, Drawn, Objective, SamplerOptions, no_mask_logit, put_at, stratified_times, time_grid
+from diffusion import (LAW_KEYS, Drawn, Objective, Schedule, no_mask_logit, put_at, sampler_keys_but,
+                       stratified_times, time_grid)
 from utils.dist import draw_device, on_device
-from utils.draws import drawn_law, filter_logits, sample_tokens
+from utils.draws import drawn_law, sample_tokens
 from utils.errors import UserError
 from utils.steps import Step
 
@@ -137,7 +138,7 @@ def uniform_loss(model, x0, schedule, mask_id, generator=None, t=None, vocab_siz
 def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, on_step=None):
     """(x, stats) by ancestral sampling: x's (B, L) gen_mask positions start random (x_T), all
     redrawn from p(x_s | x_t) each step; Step.revealed: changed tokens, conf: their probability."""
-    (B, L), dev, t0, steps, temperature = x.shape, x.device, time.perf_counter(), opts.steps, opts.temperature
+    (B, L), dev, t0, steps, temperature = x.shape, x.device, time.perf_counter(), opts.steps, opts.law.temperature
     if L > model.args.block_size:
         raise ValueError(f"a canvas of {L} tokens exceeds the model's context of {model.args.block_size}")
     at = gen_mask.flatten().nonzero().squeeze(1).to(dev)  # read once a call: no sync a step
@@ -150,7 +151,7 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
     for i, (t, s) in enumerate(zip(grid, grid[1:])):
         tt = torch.full((B,), t, dtype=torch.long, device=dev)
         logits = no_mask_logit(model(x, tt), mask_id).index_select(-1, real)  # (B, L, V)
-        logp0 = filter_logits(logits, temperature, opts.top_k, opts.top_p)  # float64, -inf outside top-k/top-p
+        logp0 = opts.law.log_probs(logits)  # float64, -inf outside top-k/top-p
         log_p = reverse_log_probs(logp0, compact(x, real), alpha[torch.full_like(tt, s)], alpha[tt], V)
         log_p = log_p.flatten(0, 1)[at]  # (N, V) generated positions only
         draw = sample_tokens(log_p, temperature, generator)  # (N,)
@@ -162,7 +163,7 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
             full = log_p.new_full((len(at), model.args.vocab_size), -math.inf).index_copy(1, real, law)
             on_step(Step(step=i + 1, nfe=torch.full((B,), i + 1), time=tt, x=x, prev=prev, gen_mask=gen_mask,
                          revealed=(x != prev) & gen_mask, remasked=none, conf=conf, finished=[i + 1 == steps] * B,
-                         law=(at, full)))
+                         laws=(at, full)))
     secs = time.perf_counter() - t0
     return x, dict(nfe=steps, nfe_per_sample=[steps] * B, seconds=secs, seconds_per_sample=[secs] * B, blocks=1)
 
@@ -171,8 +172,9 @@ def sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator=None, 
 class UniformDiffusion(Objective):
     """--objective=uniform: the NELBO above, sampled by sample_uniform's ancestral steps."""
     MODEL = dict(self_cond=False, clean_causal=False)  # no [MASK] to feed a prediction to
-    IGNORES = {**dict.fromkeys(("loss_type", *REVEAL_KEYS, "bd3_block", "mask_min",
-                               "mask_max", "bd3_loss", "bd3_speculate", "bd3_ar"),
+    # it reads steps and the law of its sampler's keys (replay_steps: refused as no decoder's)
+    IGNORES = {**dict.fromkeys(("loss_type", *sampler_keys_but("steps", *LAW_KEYS, "replay_steps"), "bd3_block",
+                                "mask_min", "mask_max", "bd3_loss", "bd3_ar"),
                               "it trains its NELBO at every position and redraws every position each step, with no "
                               "[MASK]"),
                **dict.fromkeys(("mask_ramp", "mask_ramp_from"),
@@ -183,9 +185,9 @@ class UniformDiffusion(Objective):
     NOISE_START = True  # starts from random tokens
     # (it trains its NELBO whatever loss_type says: it refuses loss_type given)
 
-    def check(self, cfg, given=(), training=True):
-        if cfg.steps > cfg.diffusion_steps:
-            raise UserError(f"steps={cfg.steps} exceeds diffusion_steps={cfg.diffusion_steps}: "
+    def check(self, cfg, opts, given=(), training=True):
+        if opts.steps > cfg.diffusion_steps:  # the steps are times of the chain
+            raise UserError(f"steps={opts.steps} exceeds diffusion_steps={cfg.diffusion_steps}: "
                             f"use --steps={cfg.diffusion_steps} or fewer")
 
     def draws(self, x, cfg, schedule, tok, draw):
@@ -203,12 +205,14 @@ class UniformDiffusion(Objective):
         return nelbo, dict(scored=aux["noised"], pred=aux["real"][aux["logits"].argmax(-1)], logits=aux["logits"],
                            t_tok=t.expand_as(x))
 
-    def sample(self, model, x, gen_mask, cfg, schedule, mask_id, generator=None, on_step=None):
-        return sample_uniform(model, x, gen_mask, schedule, mask_id, SamplerOptions.from_config(cfg), generator,
-                              on_step)
+    def sample(self, model, x, gen_mask, cfg, opts, mask_id, generator=None, on_step=None):
+        schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+        return sample_uniform(model, x, gen_mask, schedule, mask_id, opts, generator, on_step)
 
-    def passes(self, cfg, n_gen, n_prompt=0):
-        return cfg.steps
+    def passes(self, cfg, opts, n_gen, n_prompt=0):
+        return opts.steps
 
-    def describe(self, cfg):
-        return f"{cfg.steps} ancestral uniform-noise steps (every position redrawn each step)"
+    def describe(self, cfg, opts, brief=False):
+        if brief:
+            return f"{cfg.objective} noise, {opts.steps} steps"
+        return f"{opts.steps} ancestral uniform-noise steps (every position redrawn each step)"

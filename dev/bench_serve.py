@@ -75,18 +75,18 @@ def frame_cost(preset, seeds):
     import inference
     from sampling import serve
     argv = [preset, "--serve", "--race", "off"]
-    lanes = serve.open_lanes(argv, inference.parse(argv, check=False)[0], inference.load)
+    cmd = inference.parse(argv)  # the command line, read once
+    lanes = serve.open_lanes(cmd, cmd.over()[0], inference.load)
     with_hook, without = [], []
     for seed in seeds:
         knobs = dict(prompt=lanes[0].cfg.prompt or "ROMEO:", seed=seed)
-        lane, cfg, canvas = serve.jobs_for(lanes, knobs)[0]
+        lane, cfg, opts, canvas = serve.jobs_for(lanes, knobs)[0]
         for hooked in (True, False):
             g = inference.torch.Generator().manual_seed(seed)
             hook = serve.Frames(lambda *a: None, 0, lane.run["tok"], threading.Event()) if hooked else None
             t0 = time.perf_counter()
             with lane.run["ctx"]:
-                inference.fill(lane.run["model"], lane.run["tok"], canvas, cfg, lane.run["schedule"],
-                               lane.run["device"], g, hook)
+                inference.fill(lane.run["model"], lane.run["tok"], canvas, cfg, opts, lane.run["device"], g, hook)
             (with_hook if hooked else without).append(time.perf_counter() - t0)
     return with_hook, without
 

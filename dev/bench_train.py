@@ -26,18 +26,18 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import configurator  # noqa: E402
-from diffusion import Draw, Schedule  # noqa: E402
+from diffusion import Draw, SamplerOptions, Schedule  # noqa: E402
 from config import SAMPLED  # noqa: E402
-from configurator import TYPES, help_text, parse, wants_help  # noqa: E402
+from configurator import help_text, parse, validate, wants_help  # noqa: E402
 from model import Transformer  # noqa: E402
-from objectives import OBJECTIVES  # noqa: E402
+from objectives import OBJECTIVES, model_args  # noqa: E402
 from utils.dist import (CpuThreads, autocast_for, compile_step, keyed_generator, peak_flops, pick_device,  # noqa: E402
                         run_queue, timed)
 from utils.cli import ArgParser, at_least  # noqa: E402
 from utils.checkpoint import RENAMED  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.optim import build_optimizer  # noqa: E402
+from utils.values import TYPES  # noqa: E402
 from utils.train_log import check_memory, estimate_line  # noqa: E402
 from train import ASSUMED_MFU  # noqa: E402
 
@@ -48,7 +48,8 @@ from train import ASSUMED_MFU  # noqa: E402
 UNREAD = {"data_path", "val_path", "val_fraction", "tokenizer", "tokenizer_path", "max_iters", "data_steps", "min_lr",
           "warmup_iters", "total_batch_size", "ema", "activation_checkpointing", "mask_ramp", "mask_ramp_from",
           "eval_interval", "eval_iters", "log_interval", "out_dir", "resume", "init_from", "overwrite", "keep_last",
-          "skip_nonfinite", "wandb_log", "wandb_project", *(set(SAMPLED) - {"device", "dtype", "seed", "compile"})}
+          "skip_nonfinite", "wandb_log", "wandb_project",
+          *({*SAMPLED, *SamplerOptions.keys()} - {"device", "dtype", "seed", "compile"})}  # the sampler's keys too
 
 
 def matmul_rate(a, batch_tokens, device):
@@ -99,7 +100,7 @@ def make_step(cfg, vocab_size, device):
     then the loss compiled with the model per --compile (compile_step: CUDA graphs on CUDA)."""
     torch.manual_seed(cfg.seed)
     obj = OBJECTIVES[cfg.objective]
-    model = Transformer(configurator.model_args(cfg, vocab_size)).to(device).train()
+    model = Transformer(model_args(cfg, vocab_size)).to(device).train()
     opt = build_optimizer(model, cfg, device)
     obj, step_model = compile_step(obj, model, cfg, device)
     ctx, _ = autocast_for(device, cfg.dtype)
@@ -129,7 +130,7 @@ def check_rows_fit(rows, vocab_size, device, dtype_name):
     need = 0
     for _, c in rows:
         with torch.device("meta"):
-            shape = Transformer(configurator.model_args(c, vocab_size))
+            shape = Transformer(model_args(c, vocab_size))
         flops, seq = OBJECTIVES[c.objective].flops(shape, c)
         need += estimate_line(c, shape, device, dtype_name, flops, seq, ASSUMED_MFU)[1]
     check_memory(rows[-1][1], device, need)
@@ -153,7 +154,8 @@ def main(argv):
         key = word[2:].split("=")[0].replace("-", "_") if word.startswith("--") else None
         if key is not None and key not in TYPES and key not in RENAMED and ap.close_options(word):
             ap.error(ap.unrecognized([word]))
-    cfg, given = parse(rest)
+    cfg, given = parse(rest).over()  # the command line, read once, then checked as train.py's
+    validate(cfg, given)
     unread = sorted(given & UNREAD)
     if unread:
         raise UserError(f"--{unread[0]} is not read by the timed step (one micro-batch of random tokens at the peak "
@@ -169,7 +171,7 @@ def main(argv):
     if args.compare_compile:
         rows = [(f"{name} {tag}", replace(c, compile=on)) for name, c in rows
                 for tag, on in (("eager", "false"), ("compiled", "true"))]
-    a = configurator.model_args(cfg, args.vocab_size)
+    a = model_args(cfg, args.vocab_size)
     check_rows_fit(rows, args.vocab_size, device, dtype_name)
     print(f"device {device} ({dtype_name}), {a.n_layer}L/{a.n_head}H/{a.n_embd}d, ctx {a.block_size}, vocab "
           f"{a.vocab_size}, batch {cfg.batch_size}: {tokens:,} tokens/step; median of {args.repeats} x {args.iters} "

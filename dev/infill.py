@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from diffusion import Schedule  # noqa: E402
-from configurator import idle, validate  # noqa: E402
+from diffusion import SamplerOptions  # noqa: E402
+from configurator import validate  # noqa: E402
 from evals import SPLITS  # noqa: E402
 from evals.samples import open_checkpoint  # noqa: E402
 from objectives import OBJECTIVES  # noqa: E402
@@ -39,17 +39,18 @@ def span_starts(n, L, span, generator):
 
 
 @torch.no_grad()
-def infill_recovery(model, windows, cfg, mask_id, span, generator=None, batch_size=32):
-    """Hold out `span` tokens of each window (N, L), filled from both sides: infill_exact (whole
-    span right), infill_acc (a token's), infill_span, infill_n."""
+def infill_recovery(model, windows, cfg, opts, mask_id, span, generator=None, batch_size=32):
+    """Hold out `span` tokens of each window (N, L), filled from both sides by cfg's objective run
+    by opts (diffusion.SamplerOptions): infill_exact (whole span right), infill_acc (a token's),
+    infill_span, infill_n."""
     N, L = windows.shape
     assert span < L, f"infill span {span} must be shorter than the window {L}"
     starts = span_starts(N, L, span, generator)
     gen_mask = (torch.arange(L)[None] >= starts[:, None]) & (torch.arange(L)[None] < starts[:, None] + span)  # (N, L)
-    gen_mask, schedule, hits, exact = gen_mask.to(windows.device), Schedule(cfg.diffusion_steps, cfg.schedule), 0, 0
+    gen_mask, hits, exact = gen_mask.to(windows.device), 0, 0
     for i in range(0, N, batch_size):
         x, gm = windows[i:i + batch_size], gen_mask[i:i + batch_size]
-        out, _ = OBJECTIVES[cfg.objective].sample(model, x.clone(), gm, cfg, schedule, mask_id, generator)
+        out, _ = OBJECTIVES[cfg.objective].sample(model, x.clone(), gm, cfg, opts, mask_id, generator)
         hits += ((out == x) & gm).sum().item()
         exact += ((out == x) | ~gm).all(1).sum().item()  # fixed text counts as right: a row is exact iff its span is
     return dict(infill_exact=exact / N, infill_acc=hits / (N * span), infill_span=span, infill_n=N)
@@ -94,25 +95,26 @@ def infill_all(args):
         raise UserError(f"--span {args.span} does not fit the middle half of a {L}-token window, where a span has "
                         f"context on both sides: give --span {L // 2} or fewer")
     scfg = replace(cfg, temperature=args.temperature, steps=args.steps or cfg.steps)
-    if args.steps and idle(scfg, "steps"):
-        rule = f"threshold ({cfg.threshold:g}: each step commits what it is sure enough of)"
-        if cfg.entropy_bound:
-            rule = f"entropy bound ({cfg.entropy_bound:g}: each step reveals what fits under it)"
+    opts = SamplerOptions.from_config(scfg)  # the sampler, built once
+    if args.steps and opts.adaptive:
+        rule = f"threshold ({opts.threshold:g}: each step commits what it is sure enough of)"
+        if opts.entropy_bound:
+            rule = f"entropy bound ({opts.entropy_bound:g}: each step reveals what fits under it)"
         raise UserError(f"{args.checkpoint} decodes by {rule}, which reads no step count: drop --steps")
     validate(scfg, {"steps"} if args.steps else set(), training=False)
     _, train_ids, val_ids, _ = prepare_data(cfg, tok, verbose=False)
     windows = fixed_windows(split_ids(train_ids, val_ids, args.split), args.n_infill, L).to(device)
     g = torch.Generator().manual_seed(args.seed)
-    res = infill_recovery(model, windows, scfg, tok.mask_id, args.span, g, args.batch_size)
+    res = infill_recovery(model, windows, scfg, opts, tok.mask_id, args.span, g, args.batch_size)
     if res["infill_n"] < args.n_infill:
         print(f"--n-infill {args.n_infill}, but the {args.split} split holds {res['infill_n']} disjoint windows")
-    print(f"{args.checkpoint}: {res['infill_n']} spans of {args.span} tokens ({args.split}), {obj_line(scfg)}: "
+    print(f"{args.checkpoint}: {res['infill_n']} spans of {args.span} tokens ({args.split}), {obj_line(scfg, opts)}: "
           f"exact {res['infill_exact']:.4f}, tokens right {res['infill_acc']:.4f}")
 
 
-def obj_line(cfg):
+def obj_line(cfg, opts):
     """The sampler in force, as inference.py names it, and its temperature."""
-    return f"{OBJECTIVES[cfg.objective].describe(cfg)}, temperature {cfg.temperature:g}"
+    return f"{OBJECTIVES[cfg.objective].describe(cfg, opts)}, temperature {opts.law.temperature:g}"
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from utils.errors import UserError, run_cli  # noqa: E402
 @torch.no_grad()
 def sample_two_pass(model, prompt, gen_len, n, mask_id, generator, opts=SamplerOptions(steps=1)):
     """(tokens (1, P + gen_len), passes, drafts kept a round by offset) of the clean half's AR, two passes a round.
-    opts: the SamplerOptions whose temperature, top_k and top_p shape p and q (default: temperature 1, unfiltered)."""
+    opts: the SamplerOptions whose law (temperature, top_k, top_p) shapes p and q (default: T = 1, unfiltered)."""
     (B, P), dev = prompt.shape, prompt.device
     assert B == 1 and P >= 1 and P + gen_len <= model.args.block_size
     W = model.args.block_size

@@ -21,20 +21,13 @@ def units(res):
             f"{res['bpc_se'] * LN2:.4f} nats/char = {res['bits_per_char']:.4f} ± {res['bpc_se']:.4f} bits/char")
 
 
-def revisits(cfg):
+def revisits(cfg, opts):
     """Whether the sampler can change a committed token (else its change rate is 0 by design)."""
     obj = OBJECTIVES[cfg.objective]
-    return obj.NOISE_START or (not obj.EXACT and cfg.remask != "none" and not cfg.threshold and not cfg.entropy_bound)
+    return obj.NOISE_START or (not obj.EXACT and not opts.final())
 
 
-def final_because(cfg):
-    """The setting that keeps a sampler's committed tokens final."""
-    if cfg.threshold:
-        return "threshold"
-    return "entropy bound" if cfg.entropy_bound else "remask none"
-
-
-def check_report(cfg, tok):
+def check_report(cfg, opts, tok):
     """(prompt tokens, tokens generated) of the end-of-run samples (gen_len, cut to the context),
     refusing before step 1, not after training, what would refuse their canvas
     (sampling.canvas.build_canvas, where the report builds it): a prompt that leaves no room,
@@ -44,34 +37,31 @@ def check_report(cfg, tok):
     if gen_len < 1:
         raise UserError(f"--prompt is {prompt_len} tokens: it leaves no room in the context of {cfg.block_size} for "
                         f"the end-of-run samples; give a shorter prompt")
-    if cfg.dual_sample and not prompt_len:
+    if opts.dual_sample and not prompt_len:
         raise UserError("--dual_sample continues a prompt left to right: give the end-of-run samples one (--prompt)")
-    semi_ar = OBJECTIVES[cfg.objective].SEMI_AR and cfg.semi_ar_length
-    blocks = -(-gen_len // cfg.semi_ar_length) if semi_ar else 1
-    if cfg.steps < blocks and not cfg.threshold and not cfg.entropy_bound:
-        raise UserError(f"--steps {cfg.steps} is fewer than the {blocks} blocks of --semi-ar-length "
-                        f"{cfg.semi_ar_length}: use --steps {blocks} or more, or a longer --semi-ar-length")
+    opts.check_blocks(opts.n_blocks(gen_len))
     return prompt_len, gen_len
 
 
-def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, test=None):
-    """Final metrics (res: dev eval; test: bound.REPORT's) and >= 4 samples (for distinct-2)."""
+def final_report(model, tok, cfg, opts, device, res, test=None):
+    """Final metrics (res: dev eval; test: bound.REPORT's) and >= 4 samples (for distinct-2) drawn
+    by opts (diffusion.SamplerOptions)."""
     g = torch.Generator().manual_seed(cfg.seed)
     obj = OBJECTIVES[cfg.objective]
     change = ChangeRate(tok.mask_id)  # the fraction of committed tokens a reverse step changes
     n = max(cfg.num_samples, 4)
-    prompt_len, gen_len = check_report(cfg, tok)  # (checked before step 1: it passes)
+    prompt_len, gen_len = check_report(cfg, opts, tok)  # (checked before step 1: it passes)
     # sample 0's trace: a typed path was checked before step 1, 'auto' takes a new name now
-    trace = open_trace(cfg, run_name(cfg.out_dir), tok, replace=True)
-    canvas = continuation(cfg, tok, cfg.prompt, gen_len, model.args.block_size)
+    trace = open_trace(cfg, opts, run_name(cfg.out_dir), tok, replace=True)
+    canvas = continuation(cfg, opts, tok, cfg.prompt, gen_len, model.args.block_size)
     # a gen_len past the context is cut to what it holds after the prompt, and said so
     cut = f" (gen_len={cfg.gen_len}: what the context holds after the prompt)" if gen_len < cfg.gen_len else ""
     traced = f", tracing sample 0 to {trace.video.paths['mp4']}" if trace.video else ""
     print(f"sampling {n} x {gen_len} tokens{cut}{traced}")
-    bar = tqdm(total=obj.passes(cfg, gen_len, prompt_len), desc="sampling", unit="step", leave=False,
+    bar = tqdm(total=obj.passes(cfg, opts, gen_len, prompt_len), desc="sampling", unit="step", leave=False,
                dynamic_ncols=True, disable=None)
     with trace, bar:
-        texts, _, stats = fill(model, tok, canvas, replace(cfg, num_samples=n), schedule, device, g,
+        texts, _, stats = fill(model, tok, canvas, replace(cfg, num_samples=n), opts, device, g,
                                chain(trace, change, lambda st: bar.update()))
     print("---- final validation metrics")
     what, t = ("NLL", "") if obj.EXACT else ("bound (NELBO)", " x %d t")
@@ -87,11 +77,11 @@ def final_report(model, tok, cfg, schedule, device, res, chars_per_token=1.0, te
         print(f"  reconstruction accuracy (fraction of {where} whose argmax is the true token): {res['recon_acc']:.4f}")
         print(f"  prediction entropy (nats, mean over {where}) by time step t of T={cfg.diffusion_steps}: " +
               "  ".join(f"t{lo}-{hi}:{e:.2f}" for lo, hi, e in res["entropy_by_t"]))
-        if revisits(cfg):
+        if revisits(cfg, opts):
             print(f"  reverse-step token change rate (fraction of committed tokens a step changes): {change.rate:.4f}")
         else:
             print(f"  reverse-step token change rate: 0 by construction "
-                  f"({final_because(cfg)}: committed tokens are final)")
+                  f"({opts.final()}: committed tokens are final)")
     print(f"  distinct-2 (unique / all word bigrams of the {n} samples drawn, prompt excluded; all below): "
           f"{distinct_n(texts, 2):.4f}; {stats['nfe']} NFE (model calls), {stats['seconds']:.2f}s")
     for i, text in enumerate(texts):  # sample 0's text is the one the README and records pin

@@ -7,13 +7,13 @@ import json
 import os
 import statistics
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 
 from objectives import OBJECTIVES
 from sampling.canvas import start_token
-from diffusion import Schedule
+from diffusion import SamplerOptions
 from checkpoint_manager import checkpoint_config
 from evals.metrics import distinct_n, gen_ppl, ngram_js, sample_entropy
 from checkpoint_manager import load_model, read_checkpoint
@@ -60,18 +60,28 @@ def load_judge(path, device, tokenizers):
     return judge
 
 
-def draw(model, cfg, start, gen_len, n, mask_id, generator, on_step=None):
-    """n samples of gen_len tokens after start by cfg's sampler, num_samples a batch, on the model's
-    device: (tokens (n, len(start) + gen_len) on the CPU, forward passes per sample)."""
-    obj = OBJECTIVES[cfg.objective]
-    schedule, out, nfe = Schedule(cfg.diffusion_steps, cfg.schedule), [], []
+@dataclass(frozen=True)
+class Job:
+    """What draws samples: a model, its config (its objective and schedule; num_samples: a batch)
+    and the sampler run on it (built once by the script: SamplerOptions.from_config)."""
+    model: object
+    cfg: object
+    opts: SamplerOptions
+    mask_id: int
+
+
+def draw(job, start, gen_len, n, generator, on_step=None):
+    """n samples of gen_len tokens after start by the job's sampler, job.cfg.num_samples a batch, on
+    the model's device: (tokens (n, len(start) + gen_len) on the CPU, forward passes per sample)."""
+    model, cfg, mask_id = job.model, job.cfg, job.mask_id
+    obj, out, nfe = OBJECTIVES[cfg.objective], [], []
     device = next(model.parameters()).device
     for i in range(0, n, cfg.num_samples):
         B = min(cfg.num_samples, n - i)
         x = torch.cat([torch.tensor(start, dtype=torch.long, device=device).repeat(B, 1),
                        torch.full((B, gen_len), mask_id, device=device)], 1)
         gen_mask = torch.arange(x.size(1), device=device).expand_as(x) >= len(start)
-        x, stats = obj.sample(model, x, gen_mask, cfg, schedule, mask_id, generator, on_step=on_step)
+        x, stats = obj.sample(model, x, gen_mask, cfg, job.opts, mask_id, generator, on_step=on_step)
         out.append(x.cpu())
         nfe += stats["nfe_per_sample"]
     return torch.cat(out), nfe
@@ -105,31 +115,32 @@ def columns_counted(model, start):
 
 
 def time_draws(jobs, start, gen_len, b, rounds, seed, device, per_round=1):
-    """Time samplers as frontier.py and race.py report them. Each job (model, sampling config, its
-    [MASK] id) makes an untimed warm-up draw of b samples and one whose calls and columns are
-    counted, both at `seed`; then, in each of `rounds` rounds, every job in turn makes `per_round`
-    timed draws (seeds seed + per_round * k + j, k = 1..rounds), with no callback inside: a load
-    that drifts slows every job alike. Returns ([per job: dict(seconds=[a draw's seconds, a round
-    each], passes=[a timed draw's passes a sample], seeds, columns, calls)], [threads ready to run
-    at each timed draw's start: run_queue, None where the OS keeps none])."""
+    """Time samplers as frontier.py and race.py report them. Each job (a Job) makes an untimed
+    warm-up draw of b samples and one whose calls and columns are counted, both at `seed`; then,
+    in each of `rounds` rounds, every job in turn makes `per_round` timed draws (seeds seed +
+    per_round * k + j, k = 1..rounds), with no callback inside: a load that drifts slows every job
+    alike. Returns ([per job: dict(seconds=[a draw's seconds, a round each], passes=[a timed
+    draw's passes a sample], seeds, columns, calls)], [threads ready to run at each timed draw's
+    start: run_queue, None where the OS keeps none])."""
     out = [dict(seconds=[], passes=[], seeds=[]) for _ in jobs]
     ready = []
 
-    def call(model, cfg, mask_id, s, row=None):  # row: collects the draw's passes a sample
-        nfe = draw(model, replace(cfg, num_samples=b), start, gen_len, b, mask_id, torch.Generator().manual_seed(s))[1]
+    def call(job, s, row=None):  # row: collects the draw's passes a sample
+        batch = replace(job, cfg=replace(job.cfg, num_samples=b))
+        nfe = draw(batch, start, gen_len, b, torch.Generator().manual_seed(s))[1]
         if row is not None:
             row["passes"].append(statistics.mean(nfe))
             row["seeds"].append(s)
-    for (model, cfg, mask_id), row in zip(jobs, out):
-        call(model, cfg, mask_id, seed)
-        with columns_counted(model, start) as seen:
-            call(model, cfg, mask_id, seed)
+    for job, row in zip(jobs, out):
+        call(job, seed)
+        with columns_counted(job.model, start) as seen:
+            call(job, seed)
         row.update(columns=seen["columns"], calls=seen["calls"])
     for k in range(1, rounds + 1):
-        for (model, cfg, mask_id), row in zip(jobs, out):
+        for job, row in zip(jobs, out):
             ready.append(run_queue())
             seeds = [seed + per_round * k + j for j in range(per_round)]
-            seconds = timed(lambda: [call(model, cfg, mask_id, s, row) for s in seeds], device)[0]
+            seconds = timed(lambda: [call(job, s, row) for s in seeds], device)[0]
             row["seconds"].append(seconds / per_round)
     return out, ready
 

@@ -62,7 +62,7 @@ def parse_infill(text, tok):
     """--infill text -> Canvas; UserError without a blank or with an empty one."""
     pieces, pos = [], 0
     for m in BLANK.finditer(text):
-        fix = f"use [___:N] with N from 1 to {LIMITS['gen_len'][0]:,} (gen_len's most)"
+        fix = f"use [___:N] with N from 1 to {LIMITS['gen_len'][0]:,}"
         count = m.group(2)
         if count is None:
             n = len(m.group(0))
@@ -80,11 +80,12 @@ def parse_infill(text, tok):
     return Canvas(tok, pieces)
 
 
-def build_canvas(cfg, tok, block_size, fit=False):
-    """The canvas a config asks for, checked against the model (cfg.objective's) before any work;
-    fit: an untyped --gen-len cut to the room the context leaves, said in canvas.note."""
+def build_canvas(cfg, opts, tok, block_size, fit=False):
+    """The canvas a config asks for (its text keys; opts: the sampler, diffusion.SamplerOptions),
+    checked against the model (cfg.objective's) before any work; fit: an untyped --gen-len cut to
+    the room the context leaves, said in canvas.note."""
     obj = OBJECTIVES[cfg.objective]
-    semi_ar = obj.SEMI_AR and cfg.semi_ar_length
+    semi_ar = obj.SEMI_AR and opts.semi_ar_length
     if cfg.infill:
         c = parse_infill(cfg.infill, tok)
     else:
@@ -104,40 +105,39 @@ def build_canvas(cfg, tok, block_size, fit=False):
         kind = "an AR model" if obj.EXACT else f"objective={cfg.objective}"
         raise UserError(f"infilling and --suffix_file need a masked diffusion checkpoint (mdlm or uniform): {kind} "
                         f"only continues a prompt")
-    if cfg.dual_sample and not (c.is_continuation and c.prefix_len):  # refused here, before any seed is drawn
+    if opts.dual_sample and not (c.is_continuation and c.prefix_len):  # refused here, before any seed is drawn
         raise UserError("--dual_sample continues a prompt left to right: give one, and no given text after the blank")
     if obj.ANY_LENGTH:
         return c  # its sampler slides a window past the context
     size = len(c.ids)  # given tokens and blanks
     if size > block_size and not (c.is_continuation and semi_ar):
         given = size - c.n_gen
-        what = (f"prompt ({given} tokens) + --gen-len {c.n_gen}" if c.is_continuation else
+        # (--infill's own words: its blanks, never --gen-len, which it refuses)
+        what = (f"prompt ({given} tokens) + --gen-len {c.n_gen}" if c.is_continuation and not cfg.infill else
                 f"given text ({given} tokens) + blanks ({c.n_gen} tokens)")
         # each way out one the same command then takes (--infill sets its own length)
         fixes = ["shorten the text or the blanks" if cfg.infill else "shorten the given text"]
         if given < block_size and not cfg.infill:
             fixes.append(f"use --gen-len {block_size - given}")
-        if c.is_continuation and obj.SEMI_AR and "semi_ar_length" not in obj.unread(cfg):
+        if c.is_continuation and obj.SEMI_AR and "semi_ar_length" not in obj.unread(cfg, opts):
             length = max(1, block_size // 4)  # a quarter window
-            if obj.passes(cfg, c.n_gen) is not None:  # longer where --steps are fewer than its blocks
-                length = max(length, -(-c.n_gen // cfg.steps))
+            if obj.passes(cfg, opts, c.n_gen) is not None:  # longer where --steps are fewer than its blocks
+                length = max(length, -(-c.n_gen // opts.steps))
             if length < block_size:
                 fixes.append(f"decode in blocks with --semi-ar-length {length}")
         raise UserError(f"{what} = {size} exceeds the model's context of {block_size} tokens: {', or '.join(fixes)}")
-    if size > block_size and cfg.semi_ar_length >= block_size:
-        raise UserError(f"--semi-ar-length {cfg.semi_ar_length} leaves no context in a window of {block_size} tokens: "
-                        f"use --semi-ar-length {max(1, block_size // 4)}")
-    n_blocks = -(-c.n_gen // cfg.semi_ar_length) if semi_ar else 1
-    if obj.passes(cfg, c.n_gen, c.prefix_len) is not None and cfg.steps < n_blocks:
-        raise UserError(f"--steps {cfg.steps} is fewer than the {n_blocks} blocks of --semi-ar-length "
-                        f"{cfg.semi_ar_length}: use --steps {n_blocks} or more, or a longer --semi-ar-length")
+    if size > block_size and opts.semi_ar_length >= block_size:
+        raise UserError(f"--semi-ar-length {opts.semi_ar_length} leaves no context in a window of {block_size} "
+                        f"tokens: use --semi-ar-length {max(1, block_size // 4)}")
+    if obj.passes(cfg, opts, c.n_gen, c.prefix_len) is not None:  # its steps split over the blocks
+        opts.check_blocks(opts.n_blocks(c.n_gen))
     return c
 
 
-def continuation(cfg, tok, prompt, gen_len, block_size):
+def continuation(cfg, opts, tok, prompt, gen_len, block_size):
     """The canvas of a plain continuation: prompt, then gen_len tokens."""
     plain = replace(cfg, prompt=prompt, gen_len=gen_len, infill="", prefix_file="", suffix_file="")
-    return build_canvas(plain, tok, block_size)
+    return build_canvas(plain, opts, tok, block_size)
 
 
 def start_token(tok):
@@ -155,9 +155,10 @@ def check_no_mask(rows, canvas, tok, objective):
 
 
 @torch.no_grad()
-def fill(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None):
-    """Fill `canvas` with cfg.objective's sampler. Returns (texts after the leading given text,
-    tokens (B, L), stats: the sampler's, with seconds and full_texts)."""
+def fill(model, tok, canvas, cfg, opts, device, generator=None, on_step=None):
+    """Fill `canvas` with cfg.objective's sampler, run by opts (diffusion.SamplerOptions), a batch
+    of cfg.num_samples. Returns (texts after the leading given text, tokens (B, L), stats: the
+    sampler's, with seconds and full_texts)."""
     B, obj, t0 = cfg.num_samples, OBJECTIVES[cfg.objective], time.time()
     model.eval()
     x = torch.tensor(canvas.ids, dtype=torch.long, device=device).repeat(B, 1)  # (B, L)
@@ -166,7 +167,7 @@ def fill(model, tok, canvas, cfg, schedule, device, generator=None, on_step=None
     if start:  # its window slides: the extra position needs no room
         x = torch.cat([torch.full((B, 1), start_token(tok), dtype=x.dtype, device=device), x], 1)
         gen_mask = torch.cat([torch.zeros_like(gen_mask[:, :1]), gen_mask], 1)
-    out, stats = obj.sample(model, x, gen_mask, cfg, schedule, tok.mask_id, generator, on_step)
+    out, stats = obj.sample(model, x, gen_mask, cfg, opts, tok.mask_id, generator, on_step)
     rows = out[:, int(start):].tolist()
     check_no_mask(rows, canvas, tok, cfg.objective)
     full = [canvas.render(row, tok) for row in rows]

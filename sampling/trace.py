@@ -64,9 +64,9 @@ class Trace(ExitStack):
 
     def top(self, st, k):
         """{position: [(text, probability)]}: sample 0's k likeliest tokens where the step drew."""
-        if st.law is None:
+        if st.laws is None:
             return {}
-        at, logp = st.law
+        at, logp = st.laws
         mine = at < st.x.size(1)  # sample 0's rows
         p, ids = logp[mine].exp().topk(min(k, logp.size(-1)), -1)
         return {int(i): [(self.tok.token_text(t), round(q, 4)) for t, q in zip(row_ids, row_p) if q > 0]
@@ -119,8 +119,9 @@ def run_name(path):
     return os.path.basename(path if os.path.isdir(path) else os.path.dirname(path))
 
 
-def open_trace(cfg, name, tok, replace=False):
-    """The Trace cfg asks for, its paths checked before any sampling: a TraceWriter for
+def open_trace(cfg, opts, name, tok, replace=False):
+    """The Trace cfg asks for (its titles name opts, the sampler), its paths checked before any
+    sampling: a TraceWriter for
     cfg.viz_video (the GIF beside it) unless 'off', a PageWriter for --html; 'auto' (a bare --html)
     takes a new artifacts/media/NAME_k file no earlier trace holds. Frames sized at close."""
     check_trace(cfg, replace)
@@ -129,47 +130,27 @@ def open_trace(cfg, name, tok, replace=False):
         auto = cfg.viz_video == "auto"
         mp4, gif = fresh_path(MEDIA, name, ".mp4", ".gif") if auto else trace_paths(cfg.viz_video)
         cols = 64 if cfg.tokenizer == "char" else 72
-        video = TraceWriter(mp4, gif, frame_ms=cfg.gif_frame_ms, cols=cols, title=trace_title(cfg, cols), reserved=auto)
+        title = trace_title(cfg, opts, cols)
+        video = TraceWriter(mp4, gif, frame_ms=cfg.gif_frame_ms, cols=cols, title=title, reserved=auto)
     if cfg.html:
         auto = cfg.html == "auto"
         path = fresh_path(MEDIA, name, ".html")[0] if auto else cfg.html
-        settings = f"{OBJECTIVES[cfg.objective].describe(cfg)}, temperature {cfg.temperature:g}"
-        page = PageWriter(path, title=trace_title(cfg, 200), settings=settings, frame_ms=cfg.gif_frame_ms,
+        settings = f"{OBJECTIVES[cfg.objective].describe(cfg, opts)}, temperature {opts.law.temperature:g}"
+        page = PageWriter(path, title=trace_title(cfg, opts, 200), settings=settings, frame_ms=cfg.gif_frame_ms,
                           reserved=auto)
     return Trace(tok, cfg, video, page)
 
 
-def trace_title(cfg, cols=64):
-    """A cols-cell header: settings off their defaults, led by 'micro-dllm  T=100  ' if it fits."""
-    obj, th = OBJECTIVES[cfg.objective], cfg.threshold or cfg.entropy_bound
-    block = [f"{cfg.objective} L'={cfg.bd3_block}"] if obj.BLOCKS else []
-    if obj.EXACT or cfg.dual_sample:  # a token a pass: no chain, no reveal setting
-        how = ["AR, a token a pass" if obj.EXACT else "its AR mode (--dual_sample)"]
-    elif obj.NOISE_START:
-        how = [f"{cfg.objective} noise", f"{cfg.steps} steps"]
-    elif obj.BLOCKS and cfg.bd3_speculate and cfg.bd3_ar:  # drafted, checked by the AR: no reveal setting
-        how = block + ["drafts checked by its AR"]
-    else:  # blocks count steps per block
-        steps = f"{min(cfg.steps, cfg.bd3_block)} steps/block" if obj.BLOCKS else f"{cfg.steps} steps"
-        how = block + [adaptive_title(cfg) if th else steps]
-        how += [] if th or cfg.tokens_per_step == "schedule" else [f"{cfg.tokens_per_step} counts"]
-        how += [] if cfg.order == "confidence" else [f"order {cfg.order}"]
-        if not th and cfg.remask != "refine":  # ReMDM is max-capped
-            how += [f"remdm cap eta {cfg.remask_eta:g}" if cfg.remask == "remdm" else f"remask {cfg.remask}"]
-        how += [f"semi-AR {cfg.semi_ar_length}"] if cfg.semi_ar_length else []
-    temp = f"temp {cfg.temperature:g}"
-    if cfg.temperature_end_share != 1.0:  # falling as the canvas fills: name the last draws' too
-        temp += f" to {cfg.temperature * cfg.temperature_end_share:.3g}"
-    how = ", ".join(how + [temp])
+def trace_title(cfg, opts, cols=64):
+    """A cols-cell header: the sampler's settings off their defaults (its objective's brief
+    describe) and the temperature, led by 'micro-dllm  T=100  ' if it fits."""
+    obj = OBJECTIVES[cfg.objective]
+    temp = f"temp {opts.law.temperature:g}"
+    if opts.temperature_end_share != 1.0:  # falling as the canvas fills: name the last draws' too
+        temp += f" to {opts.law.temperature * opts.temperature_end_share:.3g}"
+    how = f"{obj.describe(cfg, opts, brief=True)}, {temp}"
     head = "micro-dllm  " if obj.EXACT else f"micro-dllm  T={cfg.diffusion_steps}  "
     return head + how if len(head + how) <= cols else how
-
-
-def adaptive_title(cfg):
-    """The title's word for an adaptive sampler: its threshold or entropy bound."""
-    if cfg.threshold:
-        return f"threshold {cfg.threshold:g}"
-    return f"entropy bound {cfg.entropy_bound:g}"
 
 
 def print_written(trace):

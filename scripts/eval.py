@@ -20,13 +20,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import CHOICES  # noqa: E402
 from evals import REPORT, SPLITS  # noqa: E402
-from utils.cli import ArgParser, at_least, output, own_flags, seed, typed  # noqa: E402
+from utils.cli import ArgParser, at_least, config_flags, output, own_flags, seed, typed  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import refuse_twins, require_checkpoints  # noqa: E402
 
 
 def parse_args(argv):
-    p = ArgParser(prog="scripts/eval.py", description="Evaluate diffusion and AR checkpoints into one table.")
+    p = ArgParser(prog="scripts/eval.py", description="Evaluate diffusion and AR checkpoints into one table. The "
+                  "samples' sampler takes any of its keys as inference.py does (--steps 8, --top-p 0.9, --order "
+                  "random: python inference.py --help documents each); where not given, each checkpoint's own.")
     p.add_argument("checkpoints", nargs="+", help="model.pt files written by train.py (diffusion or AR)")
     p.add_argument("--ar-checkpoint", default="", needs=("n_samples",), help="the AR model that scores the samples "
                    "(gen-PPL); same tokenizer")
@@ -43,21 +45,14 @@ def parse_args(argv):
     samples = ("n_samples",)  # flags that act only with samples
     p.add_argument("--gen-len", type=at_least(0), default=0, needs=samples, help="tokens per sample; 0 = fill context")
     p.add_argument("--prompt", default="", needs=samples, help="text every sample starts from; '' = the AR start token")
-    p.add_argument("--steps", type=at_least(1), default=None, needs=samples,
-                   help="reverse steps (NFE) of the samples; default: each checkpoint's own")
-    p.add_argument("--temperature", type=at_least(0.0), default=None, needs=samples,
-                   help="the samples' sampling temperature (0 = argmax); default: each checkpoint's own")
-    p.add_argument("--order", choices=CHOICES["order"], default=None, needs=samples,
-                   help="mdlm's reveal order (random + --remask none = MDLM's ancestral sampler)")
-    p.add_argument("--remask", choices=("refine", "none"), default=None, needs=samples, help="mdlm's samples: "
-                   "refine (the least sure committed tokens compete with new ones) or none (committed tokens stay); "
-                   "default: each checkpoint's own")
     p.add_argument("--seed", type=seed, default=REPORT["seed"], help="seeds the bound's draws and the samples")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", choices=CHOICES["dtype"], default="auto", help="autocast of the forward passes, as "
                    "train.py's --dtype: auto = bf16 on a CUDA GPU that has it (else fp16), fp32 elsewhere")
     p.add_argument("--json", type=output, default="", help="also write every figure here (dev/plot.py entropy)")
+    keys = config_flags(p, samples)  # the sampler's keys: which config keys those are, checked once it is imported
     args = p.parse_args(argv)
+    args.config_keys = keys
     # every checkpoint named, all at once, before any is read
     found = require_checkpoints([*args.checkpoints, *filter(None, [args.ar_checkpoint])], "give paths that exist")
     refuse_twins(args.checkpoints)  # one scored twice would be paired against itself
@@ -66,27 +61,23 @@ def parse_args(argv):
     return args
 
 
-if __name__ == "__main__":  # flags and paths refused before torch is imported (seconds on a busy machine)
+if __name__ == "__main__":  # flags and paths refused before the rest is imported
     run_cli(parse_args)
 
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-import configurator  # noqa: E402
-from diffusion import Schedule  # noqa: E402
 from configurator import validate  # noqa: E402
+from objectives import effective  # noqa: E402
+from diffusion import SamplerOptions  # noqa: E402
 from evals.bound import ar_mode, evaluate, paired_difference, report_windows  # noqa: E402
 from evals.metrics import ChangeRate  # noqa: E402
-from evals.samples import draw, load_judge, open_checkpoint, score, start_ids, write_json  # noqa: E402
+from evals.samples import Job, draw, load_judge, open_checkpoint, score, start_ids, write_json  # noqa: E402
 from objectives import OBJECTIVES  # noqa: E402
 from sampling.trace import chain  # noqa: E402
 from utils.dataloader import prepare_data  # noqa: E402
 from utils.dist import CpuThreads, autocast_for, pick_device  # noqa: E402
 from utils.tokenizer import fingerprint  # noqa: E402
-
-
-# each sampler flag and the config key it sets
-SAMPLER_FLAGS = {"--steps": "steps", "--temperature": "temperature", "--order": "order", "--remask": "remask"}
 
 
 def load_run(path, args, device, given=()):
@@ -95,23 +86,44 @@ def load_run(path, args, device, given=()):
     obj = OBJECTIVES[cfg.objective]
     # Sample as the preset and inference.py do; a given flag replaces its setting.
     # A checkpoint's remdm, which no flag names, yields only to a given --remask.
-    scfg = replace(cfg, **sampler_flags(args))
-    if "--steps" in given and args.n_samples and configurator.idle(scfg, "steps"):
-        rule = f"threshold ({cfg.threshold:g}: each step commits what it is sure enough of)"
-        if cfg.entropy_bound:
-            rule = f"entropy bound ({cfg.entropy_bound:g}: each step reveals what fits under it)"
+    # a flag its objective never reads (others' runs do) stays unset for it: every key is the
+    # checkpoint's
+    scfg = effective(replace(cfg, **sampler_flags(args)), given=set(vars(cfg)))
+    opts = SamplerOptions.from_config(scfg)  # the samples' sampler, built once
+    if "steps" in given_sampler_keys(given) and args.n_samples and opts.adaptive:
+        rule = f"threshold ({opts.threshold:g}: each step commits what it is sure enough of)"
+        if opts.entropy_bound:
+            rule = f"entropy bound ({opts.entropy_bound:g}: each step reveals what fits under it)"
         raise UserError(f"{path} decodes by {rule}, which reads no step count: drop --steps")
     if args.n_samples:
         # refuse what train.py and inference.py refuse (--steps > T too), of the flags it reads
-        read = {key for flag, key in SAMPLER_FLAGS.items() if flag in given and key not in obj.IGNORES}
+        read = {key for key in given_sampler_keys(given) if key not in obj.IGNORES}
         validate(scfg, read, training=False)
-    return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, obj=obj, tok=tok, fp=fingerprint(tok),
-                schedule=Schedule(cfg.diffusion_steps, cfg.schedule))
+    return dict(path=path, model=model, ckpt=ckpt, cfg=cfg, scfg=scfg, opts=opts, obj=obj, tok=tok,
+                fp=fingerprint(tok))
 
 
 def sampler_flags(args):
     """{key: value} of the sampler settings given on the command line."""
-    return {key: getattr(args, key) for key in SAMPLER_FLAGS.values() if getattr(args, key) is not None}
+    return {key: getattr(args, key) for key in SamplerOptions.keys() if getattr(args, key) is not None}
+
+
+def given_sampler_keys(given):
+    """The sampler keys set by a flag typed on the command line (utils.cli.typed's)."""
+    return {key for key in SamplerOptions.keys() if {f"--{key}", f"--{key.replace('_', '-')}"} & set(given)}
+
+
+def keep_sampler_keys(args):
+    """Refuse a config key given that no sampler reads (utils.cli.config_flags took every key of
+    config.py), then drop the others from args: the rest are each checkpoint's own."""
+    stray = [key for key in args.config_keys if key not in SamplerOptions.keys() and getattr(args, key) is not None]
+    if stray:
+        flag = f"--{stray[0].replace('_', '-')}"
+        raise UserError(f"{flag} is no sampler key: eval.py's flags of config.py's keys set the samples' sampler "
+                        f"({', '.join(SamplerOptions.keys())}); the rest are each checkpoint's own: drop it")
+    for key in args.config_keys:
+        if key not in SamplerOptions.keys():
+            delattr(args, key)
 
 
 def overridden(args):
@@ -122,7 +134,8 @@ def overridden(args):
 
 def refuse_unread(runs, args, given):
     """Refuse a flag no run reads (all ignore it; --n-t: all exact); needs= covers the rest."""
-    unread = [f for f, key in SAMPLER_FLAGS.items() if all(key in r["obj"].IGNORES for r in runs)]
+    keys = [key for key in given_sampler_keys(given) if all(key in r["obj"].IGNORES for r in runs)]
+    unread = sorted(f for f in given if f.lstrip("-").replace("-", "_") in keys)
     if all(r["obj"].EXACT for r in runs):
         unread.append("--n-t")
     unread = [f for f in unread if f in given]
@@ -179,13 +192,13 @@ def evaluate_run(run, args, judge, bar, threads):
                               per_window=per.tolist(), chars_per_token=cpt)
     g = torch.Generator().manual_seed(args.seed)
     start, gen_len = run["plan"]
-    row["sampler"] = obj.describe(scfg)
+    row["sampler"] = obj.describe(scfg, run["opts"])
     if args.n_samples:
         change = None if obj.EXACT else ChangeRate(tok.mask_id)
         threads.restart()  # no pass spans the bound's evaluation
         hooks = chain(change, lambda st: bar.update(), threads.tick)
-        out, _ = draw(model, replace(scfg, num_samples=args.batch_size), start, gen_len, args.n_samples, tok.mask_id,
-                      g, on_step=hooks)
+        job = Job(model, replace(scfg, num_samples=args.batch_size), run["opts"], tok.mask_id)
+        out, _ = draw(job, start, gen_len, args.n_samples, g, on_step=hooks)
         row.update(score(out, len(start), tok, judge, args.batch_size), gen_len=gen_len, n_samples=args.n_samples)
         row["change_rate"] = None if obj.EXACT else change.rate
     row["seconds"] = time.time() - t0
@@ -275,6 +288,7 @@ def table(rows, judge="none"):
 
 def main(argv):
     args = parse_args(argv)
+    keep_sampler_keys(args)
     with own_flags(args):  # refusals name this script's flags
         evaluate_all(args, argv)
 

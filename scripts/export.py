@@ -6,8 +6,9 @@
         --about preset=cpu --about "command=python train.py cpu" --about "test=<= 1.8683 nats/char"
 
 OUT_DIR gets model.safetensors (the weights the checkpoint samples with, EMA's under --ema; no code
-runs on load), config.json (what they are; the run's sampling settings become the defaults) and
-tokenizer.json (BPE) or vocab.json (char). A non-empty OUT_DIR needs --overwrite.
+runs on load), config.json (what they are, under a checksum; the run's sampling settings become the
+defaults, the user's to edit) and tokenizer.json (BPE) or vocab.json (char). A non-empty OUT_DIR
+needs --overwrite.
 """
 import json
 import os
@@ -71,7 +72,7 @@ if __name__ == "__main__":  # flags and paths refused before torch is imported (
     run_cli(parse_args)
 
 from checkpoint_manager import (EXPORT_BPE, EXPORT_CHARS, EXPORT_CONFIG, EXPORT_FORMAT, EXPORT_WEIGHTS,  # noqa: E402
-                                load_model)
+                                checkpoint_config, config_checksum, load_model, read_checkpoint)
 from utils.checkpoint import checksum  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
@@ -94,6 +95,8 @@ def export(ckpt, model, out_dir, about=None):
     paths = [os.path.join(out_dir, n) for n in (EXPORT_WEIGHTS, vocab, EXPORT_CONFIG)]
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta["weights_checksum"] = checksum(weights)  # load_export refuses weights damaged after export
+    meta = json.loads(json.dumps(meta))  # as config.json reads back (a tuple is a list there)
+    meta["config_checksum"] = config_checksum(meta)  # and a config.json changed after it
     with atomic_path(paths[0]) as tmp:
         save_file(weights, tmp, metadata={"format": "pt"})
         umask = os.umask(0)
@@ -111,7 +114,11 @@ def export(ckpt, model, out_dir, about=None):
 
 def main(argv):
     args = parse_args(argv)
-    model, ckpt = load_model(args.checkpoint, "cpu")
+    ckpt = read_checkpoint(args.checkpoint)
+    # what every reader checks (an objective this version lacks, a config its network does not
+    # match), refused before a file is written: else the folder would be one no reader takes
+    checkpoint_config(ckpt, f"checkpoint {args.checkpoint}")
+    model, ckpt = load_model(args.checkpoint, "cpu", ckpt)
     paths = export(ckpt, model, args.out_dir, args.about)
     ema = ckpt.get("ema") is not None or ckpt.get("ema_weights")
     print(f"exported {args.checkpoint} (iter {ckpt['iter']}, {model.num_params():,} parameters"

@@ -29,12 +29,11 @@ from utils.cli import ArgParser, at_least, key_list, list_of, output, own_flags,
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fileio import refuse_twins, require_checkpoints  # noqa: E402
 
-# the sampling keys a grid may vary (config.py documents each)
-GRID_KEYS = ("steps", "temperature", "top_k", "top_p", "order", "tokens_per_step", "remask", "remask_eta", "threshold",
-             "entropy_bound", "semi_ar_length", "temperature_end_share", "bd3_speculate", "dual_sample", "replay_steps")
 DEFAULT_GRID = ["order=random,confidence", "remask=none,remdm", "temperature=0.8,0.9,1.0"]
 DEFAULT_AR_GRID = ["temperature=0.7,0.8,0.9,1.0", "top_p=0.9,1.0"]
-GRID = key_list({k: {f.name: f.type for f in fields(Config)}[k] for k in GRID_KEYS})  # 'key=v1,v2', typed as config.py
+# 'key=v1,v2', typed as config.py types it; that it is a sampler's key (a grid varies the
+# sampler) is checked once the sampler is imported (sampler_grid)
+GRID = key_list({f.name: f.type for f in fields(Config)})
 
 
 def parse_args(argv):
@@ -87,42 +86,53 @@ if __name__ == "__main__":  # flags and paths refused before torch is imported (
 import torch  # noqa: E402
 
 from configurator import idle, validate  # noqa: E402
+from diffusion import SamplerOptions  # noqa: E402
 from model import compile_decode  # noqa: E402
 from objectives import OBJECTIVES  # noqa: E402
-from evals.samples import (busy_note, draw, held_out_windows, load_judge, open_checkpoint, score,  # noqa: E402
-                           speed_figures, start_ids, time_draws, write_json)
+from evals.samples import (Job, busy_note, draw, held_out_windows, load_judge, open_checkpoint,  # noqa: E402
+                           score, speed_figures, start_ids, time_draws, write_json)
 from utils.dataloader import prepare_data  # noqa: E402
 from sampling.trace import run_name  # noqa: E402
 from utils.dist import CpuThreads, pick_device  # noqa: E402
 
 
-# Unlike eval.py, a grid compares its samplers alone: these switches off unless the grid sets them
-# (a checkpoint's threshold decoding, say, which reads no --grid steps)
-ALONE = dict(tokens_per_step="schedule", threshold=0.0, entropy_bound=0.0, semi_ar_length=0, top_k=0, top_p=1.0)
+GRID_KEYS = SamplerOptions.keys()  # the keys a grid may vary: every sampler key (config.py documents each)
+
+
+def sampler_grid(args):
+    """Refuse a --grid or --ar-grid key no sampler reads (a grid varies the sampler's keys)."""
+    for flag, grid in (("--grid", args.grid_values), ("--ar-grid", args.ar_grid_values)):
+        stray = [k for k in grid if k not in GRID_KEYS]
+        if stray:
+            raise UserError(f"{flag} {stray[0]}=...: {stray[0]} is no sampler key; a grid varies the sampler's: "
+                            f"{', '.join(GRID_KEYS)}")
 
 
 def canonical(settings, obj, cfg):
     """The settings a sampler reads, so points differing only in unread keys are one sampler: all
     but IGNORES, keys its switches leave unread, keys whose partner is off (ReMDM's eta)."""
     s = {k: v for k, v in settings.items() if k not in obj.IGNORES}
-    if replace(cfg, **{**ALONE, **s}).order in UNSCORED_ORDERS:  # no score to rank by: no entropy bound
+    if replace(cfg, **s).order in UNSCORED_ORDERS:  # no score to rank by: no entropy bound
         s.pop("entropy_bound", None)
-    point = replace(cfg, **{**ALONE, **s})  # the point as it runs: its values, else the checkpoint's
-    return {k: v for k, v in s.items() if k not in obj.unread(point) and not idle(point, k)}
+    point = replace(cfg, **s)  # the point as it runs: its values, else the checkpoint's
+    opts = SamplerOptions.from_config(point)
+    unread = {*obj.unread(point, opts), *opts.unread()}
+    return {k: v for k, v in s.items() if k not in unread and not idle(point, k)}
 
 
 def grid_points(grid, cfg, obj):
-    """Every distinct sampler of a grid: [(settings it reads, config)], each one validated."""
-    points = {}  # sorted settings -> (settings, sampling config), in grid order
+    """Every distinct sampler of a grid: [(settings it reads, config, its sampler)], each one
+    validated. A point is the checkpoint's sampler with the grid's settings, as eval.py's flags."""
+    points = {}  # sorted settings -> (settings, sampling config, sampler), in grid order
     for values in itertools.product(*grid.values()):
         s = canonical(dict(zip(grid, values)), obj, cfg)
         key = tuple(sorted(s.items()))
         if key not in points:
-            scfg = replace(cfg, **{**ALONE, **s})  # (ReMDM's kept)
+            scfg = replace(cfg, **s)
             flag = "--ar-grid" if obj.EXACT else "--grid"
             with own_flags(SimpleNamespace(), {k: f"{flag} {k}" for k in GRID_KEYS}):  # a key's fix: its grid's
                 validate(scfg, given=set(s), training=False)
-            points[key] = (s, scfg)
+            points[key] = (s, scfg, SamplerOptions.from_config(scfg))
     return list(points.values())
 
 
@@ -145,15 +155,16 @@ def at_entropy(points, target, keys=("gen_ppl", "js_mean")):
 def grid_of(r, args, judge, start, gen_len, ref, generator, threads):
     """Draw, score and print every point of checkpoint r's grid: a row each (settings, figures)."""
     points = []
-    for settings, scfg in r["points"]:
+    for settings, scfg, opts in r["points"]:
         threads.restart()  # no pass spans the scoring
-        samples, nfe = draw(r["model"], replace(scfg, num_samples=args.batch_size), start, gen_len, args.n_samples,
-                            r["tok"].mask_id, generator, on_step=threads.tick if threads.auto else None)
+        job = Job(r["model"], replace(scfg, num_samples=args.batch_size), opts, r["tok"].mask_id)
+        samples, nfe = draw(job, start, gen_len, args.n_samples, generator,
+                            on_step=threads.tick if threads.auto else None)
         nfe = sum(nfe) / len(nfe)
         s = score(samples, len(start), r["tok"], judge, args.batch_size, reference=ref)
-        points.append(dict(curve=curve_label(settings), settings=settings, sampler=r["obj"].describe(scfg), nfe=nfe,
-                           temperature=scfg.temperature, gen_len=gen_len, n_samples=args.n_samples, **s))
-        print(f"  {r['path']} [{points[-1]['curve']}] T={scfg.temperature:g}: NFE {nfe:.1f}, entropy "
+        points.append(dict(curve=curve_label(settings), settings=settings, sampler=r["obj"].describe(scfg, opts),
+                           nfe=nfe, temperature=opts.law.temperature, gen_len=gen_len, n_samples=args.n_samples, **s))
+        print(f"  {r['path']} [{points[-1]['curve']}] T={opts.law.temperature:g}: NFE {nfe:.1f}, entropy "
               f"{s['sample_entropy']:.3f}, gen-PPL {s['gen_ppl']:.2f}, JS {s['js_mean']:.4f}, "
               f"distinct-2 {s['distinct_2']:.3f}")
     return points
@@ -164,7 +175,7 @@ def time_points(runs, args, start, gen_len, device):
     reads too): seconds_bB (a draw of B), tokens_per_s_bB and its spread_bB, passes_bB,
     tokens_per_pass_bB and its pass_spread_bB, p_cache_bB (on an untimed, counted draw): medians of
     --repeats rounds in which every point draws in turn. Returns the threads ready to run then."""
-    jobs = [(r["model"], scfg, r["tok"].mask_id) for r in runs for _, scfg in r["points"]]
+    jobs = [Job(r["model"], scfg, opts, r["tok"].mask_id) for r in runs for _, scfg, opts in r["points"]]
     rows = [pt for r in runs for pt in r["rows"]]
     paths = [r["path"] for r in runs for _ in r["points"]]
     ready = []
@@ -212,7 +223,8 @@ def load(path, args, device):
 def refuse_unread(runs, args, given):
     """Refuse --compile, --grid, --ar-grid or a KEY no checkpoint reads: it would act as unset."""
     if "--compile" in given and args.compile == "true" and not any(
-            r["obj"].decodes(scfg, max(args.batch_size, *args.time_batches)) for r in runs for _, scfg in r["points"]):
+            r["obj"].decodes(scfg, opts, max(args.batch_size, *args.time_batches))
+            for r in runs for _, scfg, opts in r["points"]):
         raise UserError("--compile compiles the KV-cached decode step, and none of these samplers runs it (an AR's "
                         "do, and a grid's dual_sample=true and bd3_speculate=true): drop it")
     for flag, exact, grid in (("--grid", False, args.grid_values), ("--ar-grid", True, args.ar_grid_values)):
@@ -222,15 +234,29 @@ def refuse_unread(runs, args, given):
         if not mine:
             kind = "AR" if exact else "diffusion"
             raise UserError(f"{flag} sets the grid of {kind} checkpoints, and none is given: drop {flag}")
-        unread = [k for k in grid if not any(k in settings for r in mine for settings, _ in r["points"])]
+        unread = [k for k in grid if not any(k in settings for r in mine for settings, _, _ in r["points"])]
         if unread:  # canonical dropped it from every point
-            raise UserError(f"{flag} {unread[0]}=...: no sampler of these checkpoints reads {unread[0]} (their "
-                            f"objectives ignore it, or it acts only with remask=remdm, or not under dual_sample): "
-                            f"drop it")
+            why = why_unread(mine[0], unread[0])
+            with own_flags(SimpleNamespace(), {k: f"{flag} {k}" for k in GRID_KEYS}):  # a key's fix: its grid's
+                raise UserError(f"{flag} {unread[0]}=...: no sampler of these checkpoints reads {unread[0]} "
+                                f"({mine[0]['path']}: {why}): drop it, or give the grid what it acts with")
+
+
+def why_unread(run, key):
+    """Why run's first point leaves `key` unread, in validation's words (the reason canonical
+    dropped it)."""
+    _, point, opts = run["points"][0]
+    obj = run["obj"]
+    if key in obj.IGNORES:
+        return f"objective={point.objective} does not read {key}: {obj.IGNORES[key]}"
+    if key in obj.unread(point, opts):
+        return f"its {'dual_sample' if opts.dual_sample else 'bd3_speculate'} reads no {key}"
+    return opts.unread().get(key) or idle(point, key) or f"{key} acts only with a scored --order"
 
 
 def main(argv):
     args = parse_args(argv)
+    sampler_grid(args)
     with own_flags(args):  # refusals name this script's flags
         run_frontier(args, argv)
 

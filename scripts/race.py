@@ -62,7 +62,9 @@ def parse_args(argv):
 
 
 def open_lanes(args, device):
-    """Each lane's model, sampling config and tokenizer (one for all), checked on the prompt."""
+    """Each lane's model, sampling config, its sampler (built once) and tokenizer (one for all),
+    checked on the prompt."""
+    from diffusion import SamplerOptions
     from objectives import OBJECTIVES
     from sampling.canvas import build_canvas
     from sampling.trace import run_name
@@ -73,19 +75,19 @@ def open_lanes(args, device):
         model, _, cfg, tok = open_checkpoint(path, device)
         cfg = replace(cfg, prompt=args.prompt, gen_len=args.gen_len, num_samples=1)
         name = run_name(path)  # its run folder's or export's name
-        lanes.append(dict(path=path, name=name, model=model, cfg=cfg, tok=tok))
+        lanes.append(dict(path=path, name=name, model=model, cfg=cfg, opts=SamplerOptions.from_config(cfg), tok=tok))
         if fingerprint(tok) != fingerprint(lanes[0]["tok"]):
             raise UserError(f"{path} has another tokenizer than {lanes[0]['path']}: a race compares one text")
     P = len(start_ids(lanes[0]["tok"], args.prompt))
     for lane in lanes:
         obj, cfg, W = OBJECTIVES[lane["cfg"].objective], lane["cfg"], lane["model"].args.block_size
-        windowed = obj.ANY_LENGTH or (obj.SEMI_AR and cfg.semi_ar_length)
+        windowed = obj.ANY_LENGTH or (obj.SEMI_AR and lane["opts"].semi_ar_length)
         if P + args.gen_len > W and not windowed:  # the race sets only --prompt and --gen-len of a lane
             fix = f"use --gen-len {W - P} or less" if P < W else "give a shorter --prompt"
             raise UserError(f"{lane['path']} cannot race on this prompt: the prompt ({P} tokens) + --gen-len "
                             f"{args.gen_len} exceeds its context of {W} tokens: {fix}")
         try:
-            build_canvas(cfg, lane["tok"], W)
+            build_canvas(cfg, lane["opts"], lane["tok"], W)
         except UserError as e:
             raise UserError(f"{lane['path']} cannot race with its saved sampler settings: {e}") from None
     return lanes
@@ -96,7 +98,7 @@ def run_lanes(lanes, start, args, device):
     draw of that seed. Each lane gains figures (speed_figures), seed, seconds, stamps [(seconds,
     Step of sample 0)] and its caption. Returns the threads ready to run at each timed draw."""
     from evals.samples import speed_figures, time_draws
-    jobs = [(lane["model"], lane["cfg"], lane["tok"].mask_id) for lane in lanes]
+    jobs = [job(lane) for lane in lanes]
     timings, ready = time_draws(jobs, start, args.gen_len, 1, args.seeds, args.seed, device)
     for lane, timing in zip(lanes, timings):
         f = speed_figures(timing, 1, args.gen_len)
@@ -122,13 +124,19 @@ def paired_ratio(first, other):
     return statistics.median(ratios), ratios[0], ratios[-1]
 
 
+def job(lane):
+    """The lane's evals.samples.Job: its model, config and sampler."""
+    from evals.samples import Job
+    return Job(lane["model"], lane["cfg"], lane["opts"], lane["tok"].mask_id)
+
+
 def stamp(lane, start, gen_len, seed, seconds):
     """[(seconds, Step of sample 0)] of an untimed draw of `seed` with a callback each step, its
     times scaled so that it ends at `seconds`, the timed draw's: the callbacks cost it nothing."""
     import torch
     from evals.samples import draw
     stamps, t0 = [], time.perf_counter()
-    draw(lane["model"], lane["cfg"], start, gen_len, 1, lane["tok"].mask_id, torch.Generator().manual_seed(seed),
+    draw(job(lane), start, gen_len, 1, torch.Generator().manual_seed(seed),
          on_step=lambda st: stamps.append((time.perf_counter() - t0, st)))
     total = time.perf_counter() - t0
     return [(t * seconds / total, st) for t, st in stamps]

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from helpers import TINY, for_objective, real_text
+from helpers import ROOT, TINY, for_objective, real_text
 
 # One thread for this process, as for the runs it starts (helpers.ENV): a suite beside other work then never waits on a
 # busy core (a step at 2 threads runs 10-20x slower while another job holds one of 2 cores), in-process runs keep one
@@ -24,9 +24,46 @@ def pytest_collection_modifyitems(items):
         raise pytest.UsageError(f"marked core and slower, two tiers: {', '.join(both[:3])}: keep one (pytest.ini)")
 
 
+def artifacts_files():
+    """{path: (size, mtime_ns), or None for a folder} of everything under the repository's artifacts/ (the shipped
+    weights, and a user's runs, data and media)."""
+    found = {}
+    for folder, dirs, files in os.walk(ROOT / "artifacts"):
+        found.update((os.path.join(folder, d), None) for d in dirs)
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:  # gone between the listing and the look
+                continue
+            found[path] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def artifacts_touched(before, after):
+    """The paths of two artifacts_files() that differ: new, changed or gone, sorted."""
+    return sorted({p for p in after if before.get(p, "new") != after[p]} | (set(before) - set(after)))
+
+
+@pytest.fixture(autouse=True)
+def stays_out_of_the_repos_artifacts(request):
+    """The rule, not a habit: a test that writes, changes or removes anything under the repository's artifacts/ (a
+    user's runs, traces and the shipped weights live there) fails, naming what it touched. Tests write in their temp
+    folders (in_tmp, tmp_path)."""
+    before = artifacts_files()
+    yield
+    touched = artifacts_touched(before, artifacts_files())
+    if touched:
+        shown = ", ".join(os.path.relpath(p, ROOT) for p in touched[:4]) + (" ..." if touched[4:] else "")
+        pytest.fail(f"{request.node.nodeid} touched the repository's artifacts/ ({len(touched)}: {shown}): write in "
+                    f"a temp folder (tmp_path, in_tmp); a run of your own writing there meanwhile shows here too",
+                    pytrace=False)
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
-    """Run inside a temp dir so artifacts/ (data cache, checkpoints) never touch the repo."""
+    """Run inside a temp dir so artifacts/ (data cache, checkpoints) never touch the repo
+    (stays_out_of_the_repos_artifacts fails a test that does)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -286,7 +286,7 @@ def pooled_chi2(samples, joint, least=5.0):
 
 def model_args(cfg, vocab_size):
     """The network a config trains, as train.py and checkpoint_manager build it: its objective fixes some keys."""
-    from configurator import model_args as trains
+    from objectives import model_args as trains
     return trains(cfg, vocab_size)
 
 
@@ -295,3 +295,24 @@ def saved_config(config, where="a checkpoint"):
     from checkpoint_manager import checkpoint_config
     tokenizer = dict(kind=config.get("tokenizer", "char"))
     return checkpoint_config(dict(config=config, model_args={}, tokenizer=tokenizer), where)
+
+
+def acting_value(key, default):
+    """Values of a config key other than its default, by config.py's tables: its other choices; the other bool; a
+    number halfway to its range's low end, or just above it (an int's next one); a text with a letter more."""
+    import math
+    from config import CHOICES, RANGES
+    from utils.values import TYPES, interval
+    if key in CHOICES:
+        return [c for c in CHOICES[key] if c != default]
+    if TYPES[key] is bool:
+        return [not default]
+    if TYPES[key] is str:
+        return [f"{default}x"]
+    low, high = interval(key)[:2] if key in RANGES else (0, math.inf)
+    if TYPES[key] is int:
+        return [int((low + default) // 2) if default > low + 1 else default + 1]
+    return [(low + default) / 2 if default > low else min(default + 0.5, (default + high) / 2)]
+
+
+PACING = ("replay_steps",)  # sampler keys that pace decoding: the samples do not depend on them (config.py says so)

@@ -14,6 +14,7 @@ from diffusion import LossOptions, Schedule, band_times, stratified_times
 from model import decode
 from diffusion import diffusion_loss
 from diffusion import SamplerOptions
+from utils.draws import Law
 from model import ModelArgs, Transformer
 from helpers import WindowBlockModel, bd3_drawn, pick, uncached_bd3
 from utils.errors import UserError
@@ -255,7 +256,7 @@ def test_cached_block_logits_equal_the_uncached_pass(block, n_ctx, clean_causal)
 SAMPLER_OPTIONS = [dict(), dict(remask="none", order="margin", tokens_per_step="linear"), dict(remask="none", order="l2r"),
                    dict(threshold=0.3, remask="none"), dict(entropy_bound=0.5, order="entropy", remask="none"),
                    dict(remask="remdm", remask_eta=0.3),
-                   dict(order="random", remask="none", temperature=0.8, top_k=5, top_p=0.9)]
+                   dict(order="random", remask="none", law=Law(temperature=0.8, top_k=5, top_p=0.9))]
 
 
 @pytest.mark.parametrize("block", [1, 4, 16])
@@ -338,7 +339,7 @@ def test_schedule_counts_leave_no_greedy_token_per_block():
                                             generator=torch.Generator().manual_seed(k))[0][0].tolist())
     outs = [draw(k, tokens_per_step="schedule") for k in range(4)]
     assert outs == [draw(k, tokens_per_step="linear") for k in range(4)]
-    greedy = draw(0, tokens_per_step="linear", temperature=0.0)
+    greedy = draw(0, tokens_per_step="linear", law=Law(temperature=0.0))
     assert len(set(outs)) > 1 and all(o != greedy for o in outs)
 
 
@@ -349,7 +350,7 @@ def test_ar_decode_is_the_uncached_one_within_the_context_and_slides_past_it():
     with torch.no_grad():
         for _ in range(12):
             seq = torch.cat([seq, m(seq)[:, -1].argmax(-1, keepdim=True)], 1)
-    assert torch.equal(m.generate(prompt, 12, SamplerOptions(1, temperature=0)), seq)
+    assert torch.equal(m.generate(prompt, 12, SamplerOptions(1, law=Law(temperature=0))), seq)
     a = m.generate(prompt, 12, generator=torch.Generator().manual_seed(5))
     long = m.generate(prompt, 50, generator=torch.Generator().manual_seed(5))
     assert long.shape == (2, 53) and torch.equal(long[:, :15], a)
@@ -385,16 +386,17 @@ def test_bd3_only_continues_a_prompt():
     from sampling.canvas import build_canvas
     from utils.tokenizer import CharTokenizer
     tok = CharTokenizer(sorted(set("abc ")))
+    canvas = lambda cfg: build_canvas(cfg, SamplerOptions.from_config(cfg), tok, 16)
     cfg = replace(get_config(["--objective=bd3"]), infill="a [___:3] b")  # (train.py refuses --infill: inference.py's)
     with pytest.raises(UserError, match="only continues a prompt"):
-        build_canvas(cfg, tok, 16)
-    long = build_canvas(get_config(["--objective=bd3", "--prompt=ab", "--gen_len=100"]), tok, 16)
+        canvas(cfg)
+    long = canvas(get_config(["--objective=bd3", "--prompt=ab", "--gen_len=100"]))
     assert len(long.ids) == 102  # past the context: the block sampler slides its window
     from helpers import for_objective
-    ar_long = build_canvas(get_config(for_objective(["--objective=ar", "--prompt=ab", "--gen_len=100"])), tok, 16)
+    ar_long = canvas(get_config(for_objective(["--objective=ar", "--prompt=ab", "--gen_len=100"])))
     assert len(ar_long.ids) == 102  # and the AR's, decode.generate
     with pytest.raises(UserError, match="exceeds the model's context of 16"):  # masked diffusion has no window to slide
-        build_canvas(get_config(["--prompt=ab", "--gen_len=100"]), tok, 16)
+        canvas(get_config(["--prompt=ab", "--gen_len=100"]))
 
 
 def test_the_trace_keeps_every_earlier_blocks_confidences():

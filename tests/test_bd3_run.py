@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from diffusion import Schedule
+from diffusion import SamplerOptions
 from helpers import ENV, run_script
 from conftest import train_tiny
 
@@ -33,9 +33,10 @@ def test_a_tiny_bd3_run_learns_and_writes_past_its_context(bd3_ckpt, tmp_path):
     assert ck["val"]["nats_per_token"] < math.log(tok.vocab_size - 1) - 1.0  # well below a uniform guess
     model, _ = load_model(bd3_ckpt, "cpu")
     cfg = checkpoint_config(ck, "a checkpoint")
-    canvas = continuation(cfg, tok, "ROMEO:", 150, model.args.block_size)  # 156 tokens from a context of 64
-    texts, out, stats = fill(model, tok, canvas, replace(cfg, num_samples=2),
-                                 Schedule(cfg.diffusion_steps, cfg.schedule), "cpu", torch.Generator().manual_seed(0))
+    opts = SamplerOptions.from_config(cfg)
+    canvas = continuation(cfg, opts, tok, "ROMEO:", 150, model.args.block_size)  # 156 tokens from a context of 64
+    texts, out, stats = fill(model, tok, canvas, replace(cfg, num_samples=2), opts, "cpu",
+                             torch.Generator().manual_seed(0))
     prompt = torch.tensor(tok.encode("ROMEO:"))
     assert out.shape == (2, 156) and (out[:, :6] == prompt).all() and not (out == tok.mask_id).any()
     assert all(f.startswith("ROMEO:") and len(t) == 150 for f, t in zip(stats["full_texts"], texts))
@@ -65,6 +66,7 @@ def test_eval_counts_the_passes_bd3_samples_run(bd3_ckpt, tmp_path_factory, caps
     many steps each block takes, and the progress bar counts the passes the block sampler really runs."""
     from helpers import run_cli_here, script
     judge = train_tiny(tmp_path_factory, "bd3_judge", "--objective=ar", "--max_iters=20", "--eval_interval=20")
+    monkeypatch.chdir(tmp_path_factory.mktemp("bd3_eval"))  # eval.py encodes its data into artifacts/data/ here
     ev = script("eval")
     counted = {}
 

@@ -25,6 +25,7 @@ import torch
 import inference
 import train
 from configurator import get_config
+from diffusion import SamplerOptions
 from helpers import FIXTURES, ROOT, TINY, run_cli_here, script
 from model import ModelArgs, Transformer
 from scripts.train_tokenizer import save_tokenizer, train_bpe
@@ -198,7 +199,7 @@ def test_bpe_trace_frame_fits_a_full_generation(corpus, tmp_path):
     text, tok, _ = corpus
     cfg = get_config(["--tokenizer=bpe", f"--viz_video={tmp_path / 't.mp4'}"])
     ids = tok.encode(text)
-    with open_trace(cfg, "bpe", tok) as trace:
+    with open_trace(cfg, SamplerOptions.from_config(cfg), "bpe", tok) as trace:
         writer = trace.video
         for start in range(0, len(ids) - 256, len(ids) // 12):  # 256-token stretches of the corpus
             tokens = [tok.token_text(i) for i in ids[start:start + 256]]

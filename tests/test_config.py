@@ -2,6 +2,7 @@
 python -m pytest -q tests/test_config.py"""
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -10,10 +11,11 @@ from dataclasses import fields
 
 import pytest
 
-from config import PRESETS, Config
+from config import NEEDS, PRESETS, RANGES, Config
 from configurator import get_config
-from helpers import ENV, ROOT, model_args, run_cli_here, saved_config
+from helpers import ENV, ROOT, acting_value, model_args, run_cli_here, saved_config
 from utils.errors import UserError
+from utils.values import TYPES, check_values, interval, within
 from objectives import OBJECTIVES
 
 
@@ -31,27 +33,6 @@ def test_layers_apply_in_order(tmp_path):
     assert c.gen_len == 12 and c.resume is True and c.prompt == "Hi there"
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--n_layers=4"], ["unknown config key 'n_layers'", "n_layer"]),
-    (["--batch_size=big"], ["batch_size", "int"]),
-    (["--learning_rate=fast"], ["learning_rate", "float"]),
-    (["--schedule=sqrt"], ["schedule", "cosine"]),
-    (["--n_embd=100", "--n_head=3"], ["n_embd=100"]),
-    (["--temperature=-1"], ["temperature"]),
-    (["--top_p=0"], ["top_p"]),
-    (["--top_k=-2"], ["top_k"]),
-    (["--steps=0"], ["steps must be >= 1"]),
-    (["shakespear_char"], ["did you mean shakespeare_char"]),
-    (["missing.py"], ["config file missing.py not found"]),
-    (["--gen_len"], ["needs a value"]),
-])
-def test_bad_config_is_one_clear_error(argv, words):
-    with pytest.raises(UserError) as e:
-        get_config(argv)
-    for w in words:
-        assert w in str(e.value)
-
-
 def test_config_file_typo_is_rejected(tmp_path):
     f = tmp_path / "exp.py"
     f.write_text("learnig_rate = 1e-3\n")
@@ -67,34 +48,6 @@ def test_cli_exits_2_with_one_line_and_no_traceback():
     assert "unknown config key 'max_itters'" in r.stderr and "max_iters" in r.stderr
 
 
-def test_trained_and_resumable_keys_are_named_in_config_py():
-    from config import CHOICES, RESUMABLE, TRAINED
-    assert set(TRAINED) == {"objective", "diffusion_steps", "schedule", "block_size", "n_layer", "n_head", "n_embd",
-                                 "time_cond", "tokenizer", "data_path", "val_path", "bd3_block", "qk_norm", "self_cond",
-                                 "tie_weights", "bd3_ar", "dual_ar"}
-    assert set(RESUMABLE) == {"max_iters", "eval_interval", "log_interval", "device", "resume", "overwrite", "compile",
-                                   "activation_checkpointing",
-                                   "eval_iters", "wandb_log", "wandb_project", "keep_last",
-                                   "skip_nonfinite", "out_dir"}
-    assert CHOICES["schedule"] == ("cosine", "linear")
-
-
-def test_sampling_reads_the_keys_its_fields_declare():
-    """config.SAMPLED: inference.py takes these from the command line. Of the system keys, sampling reads the
-    device, the dtype, the seed and compile (its decode step's), and overwrite (--viz-video's files); Weights & Biases
-    are training's (inference.py refuses them)."""
-    from config import RESUMABLE, SAMPLED, SAMPLING_ONLY
-    sampling = {"checkpoint", "prompt", "gen_len", "steps", "temperature", "temperature_end_share", "top_k", "top_p",
-                "num_samples", "viz_video", "trace_every", "gif_frame_ms", "infill", "prefix_file", "suffix_file",
-                "order", "tokens_per_step", "remask", "remask_eta", "threshold", "entropy_bound", "semi_ar_length",
-                "bd3_speculate", "dual_sample", "replay_steps", "live", "prompts_file", "interactive", "html", "serve",
-                "host", "port", "race"}
-    assert set(SAMPLED) == sampling | {"device", "dtype", "seed", "compile", "overwrite"} and len(set(SAMPLED)) == len(SAMPLED)
-    assert set(SAMPLING_ONLY) < set(SAMPLED) and set(SAMPLED) | set(RESUMABLE) <= {f.name for f in fields(Config)}
-    for key in ("device", "compile", "overwrite"):  # a key may carry two roles
-        assert key in SAMPLED and key in RESUMABLE
-
-
 def _tiny_checkpoint(path):
     import torch
     from model import ModelArgs, Transformer
@@ -107,21 +60,13 @@ def _tiny_checkpoint(path):
     return path
 
 
-@pytest.mark.parametrize("flag", ["--wandb_log", "--wandb_project=p"])
-def test_inference_refuses_the_system_keys_only_training_reads(flag, tmp_path, capsys):
-    import inference
-    ckpt = _tiny_checkpoint(tmp_path / "model.pt")
-    code, out, err = run_cli_here(inference.main, [f"--checkpoint={ckpt}", flag], capsys)
-    key = flag[2:].split("=")[0]
-    assert code == 2 and f"--{key} sets training, which sampling does not read" in err
-
-
 def test_inference_reads_the_device_the_dtype_the_seed_and_compile_from_its_command_line(tmp_path):
     import inference
     ckpt = _tiny_checkpoint(tmp_path / "model.pt")
-    cfg, run = inference.load([f"--checkpoint={ckpt}", "--device=cpu", "--dtype=float32", "--seed=7", "--steps=5",
-                               "--compile=false"])
-    assert (cfg.device, cfg.dtype, cfg.seed, cfg.steps, cfg.compile) == ("cpu", "float32", 7, 5, "false")
+    from configurator import parse
+    cfg, run = inference.load(parse([f"--checkpoint={ckpt}", "--device=cpu", "--dtype=float32", "--seed=7", "--steps=5",
+                                     "--compile=false"]))
+    assert (cfg.device, cfg.dtype, cfg.seed, cfg.compile, run["opts"].steps) == ("cpu", "float32", 7, "false", 5)
     assert run["device"].type == "cpu" and run["model"].compiler is None
 
 
@@ -188,15 +133,7 @@ def test_each_modules_choices_are_config_pys_own():
                               ("model", "TIME_CONDS", "time_cond")]:
         assert getattr(importlib.import_module(module), name) is config.CHOICES[key], (module, name)
     assert importlib.import_module("diffusion").UNSCORED_ORDERS is config.UNSCORED_ORDERS
-    assert tuple(OBJECTIVES) == config.CHOICES["objective"]
-    assert configurator.CHOICES is config.CHOICES and set(config.CHOICES) == {
-        "tokenizer", "time_cond", "objective", "bd3_loss", "schedule", "loss_type", "optimizer", "order",
-        "tokens_per_step", "remask", "dtype", "compile"}
-
-
-def test_bd3_loss_is_checked_against_its_choices_like_every_other_key():
-    with pytest.raises(UserError, match="bd3_loss='mse' is not one of elbo, all_ce"):
-        get_config(["--objective=bd3", "--bd3_loss=mse"])
+    assert tuple(OBJECTIVES) == config.CHOICES["objective"] and configurator.CHOICES is config.CHOICES
 
 
 @pytest.mark.parametrize("argv, value", [
@@ -296,9 +233,9 @@ def test_help_lists_the_presets_then_every_key_with_type_default_and_comment(cli
 
 def test_a_removed_key_is_named_as_removed_with_where_its_verdict_is(capsys):
     import train
-    from configurator import REMOVED
+    from utils.checkpoint import REMOVED
     from helpers import assert_one_line_error
-    assert len(REMOVED) == 24 and not set(REMOVED) & {f.name for f in fields(Config)}
+    assert not set(REMOVED) & {f.name for f in fields(Config)}  # a removed key is no key
     for key in ("time_beta", "corrector_steps", "bd3_check", "head_on_masked_only"):
         with pytest.raises(UserError, match=f"--{key} was removed.*dev/LOG.md"):
             get_config([f"--{key}=1"])
@@ -323,7 +260,6 @@ def test_inference_presets_help_is_the_sampling_settings_it_resolves_to(capsys, 
     README says --help shows each preset's settings: it shows them as train.py PRESET --help does, '*' the preset's,
     '+' a flag's, the rest the checkpoint's own (here the shipped weights standing in), sampling keys only."""
     import inference
-    from config import SAMPLED
     from utils import fileio
     monkeypatch.setattr(fileio, "REPO", str(tmp_path))  # a fresh clone's: no run of one's own (this checkout may hold)
     monkeypatch.chdir(tmp_path)
@@ -333,7 +269,7 @@ def test_inference_presets_help_is_the_sampling_settings_it_resolves_to(capsys, 
     assert code == 0 and not err and out != plain
     assert "the sampling settings it resolves to" in out and f"{shipped}'s own" in out
     lines = {ln[2:].split(" = ")[0].strip(): ln for ln in out.splitlines() if " = " in ln}
-    assert set(lines) == set(SAMPLED)  # a network's or training's key is the checkpoint's: not listed
+    assert set(lines) == set(inference.SAMPLED_KEYS)  # a network's or training's key is the checkpoint's: not listed
     assert lines["steps"] == "* steps                 = 64" and lines["gen_len"].endswith("= 96")
     assert lines["remask"].startswith("* ") and lines["remask"].endswith("= 'remdm'")
     assert lines["temperature"].startswith("+ ") and lines["temperature"].endswith("= 0.5")
@@ -406,49 +342,6 @@ def test_a_presets_falling_temperature_does_not_leave_its_hot_start_to_an_object
     assert (c.temperature, c.temperature_end_share) == (1.0, 1.0)
 
 
-def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key():
-    """config.NEEDS, by construction: each key that acts only with another is refused given without it (every partner
-    off) and read given with any one of them; a preset's value never trips it (only what the user gives is checked)."""
-    from config import NEEDS
-    from configurator import parse, validate
-
-    def get_config(argv):  # validated as inference.py validates: train.py refuses the keys only sampling reads
-        cfg, given = parse(argv, check=False)
-        validate(cfg, given, training=False)
-        return cfg
-    from configurator import partners
-    with_it = dict(val_path="data/tinyshakespeare.txt", tokenizer="bpe", mask_ramp="0.5", optimizer="muon",
-                   resume="false", wandb_log="true", temperature="0.8", remask="remdm", threshold="0.0",
-                   viz_video="v.mp4", html="p.html", serve="true")
-    value = dict(val_fraction="0.2", tokenizer_path="t.json", mask_ramp_from="0.5", muon_lr="0.01", muon_momentum="0.9",
-                 init_from="a.pt", overwrite="true", wandb_project="p", top_k="5", top_p="0.9",
-                 temperature_end_share="0.5", remask_eta="0.1", tokens_per_step="linear", trace_every="2",
-                 gif_frame_ms="100", steps="10", host="0.0.0.0", port="8001", race="off")
-    off = dict(val_path="data/tinyshakespeare.txt", tokenizer="char", mask_ramp="0", optimizer="adamw", resume="true",
-               wandb_log="false", temperature="0", remask="none", threshold="0.5", viz_video="off", html="",
-               serve="false")
-    assert set(value) == set(NEEDS)
-    for key in NEEDS:
-        others = [other for other, _ in partners(key)]
-        other = others[0]
-        base = ["--mask_min=0.2", "--mask_max=0.8"] if other == "mask_ramp" else []
-        base += [f"--{o}={off[o]}" for o in others[1:]]  # the other partners off too
-        if key == "val_fraction":  # it acts with no --val_path: the 'off' case gives one
-            with pytest.raises(UserError, match=f"--{key} acts only with --{other}"):
-                get_config([f"--{other}={off[other]}", f"--{key}={value[key]}"])
-            assert get_config([f"--{key}={value[key]}"]).val_fraction == 0.2
-            continue
-        with pytest.raises(UserError, match=f"--{key} acts only with(out)? --{other}"):  # without: a switch off
-            get_config([*base, f"--{other}={off[other]}", f"--{key}={value[key]}"])
-        for o in others:  # with any one partner: read
-            assert get_config([*base, f"--{o}={with_it[o]}", f"--{key}={value[key]}"]) is not None
-    assert get_config(["baby"]).temperature_end_share == 0.1  # the preset's own pair is not "given"
-    with pytest.raises(UserError, match="weight_decay must be >= 0"):
-        get_config(["--weight_decay=-0.1"])
-    with pytest.raises(UserError, match="beta1 and beta2"):
-        get_config(["--beta2=1.5"])
-
-
 @pytest.mark.parametrize("argv, words", [
     (["--temperature=1e999"], "temperature must be a finite number, got inf"),
     (["baby_bd3", "--temperature=1e999"], "temperature must be a finite number, got inf"),  # bd3 ended in an assert
@@ -462,14 +355,14 @@ def test_a_key_given_without_the_key_it_acts_with_is_refused_for_every_such_key(
 ])
 def test_a_temperature_or_filter_that_can_make_a_row_with_no_law_is_refused(argv, words):
     """Each would leave the draw a row with no mass or a NaN/inf (logits / T overflowing float64): refused at
-    validation in one line; the floor, 1e-6, is where a draw is already an argmax (configurator.MIN_TEMPERATURE)."""
+    validation in one line; the floor, 1e-6, is where a draw is already an argmax (utils.draws.MIN_TEMPERATURE)."""
     with pytest.raises(UserError) as e:
         get_config(argv)
     assert words in str(e.value)
     assert get_config(["--temperature=1e-6"]).temperature == 1e-6 and get_config(["--temperature=0"]).temperature == 0
 
 
-@pytest.mark.parametrize("key", ["temperature", "top_p", "temperature_end_share", "mask_max", "ema"])
+@pytest.mark.parametrize("key", [k for k, t in TYPES.items() if t is float])
 def test_a_nan_is_refused_for_every_float_key(key, tmp_path):
     """nan compares False with every bound (0 < nan <= 1 is False, nan < 0 too): each range check alone would let
     it through. A config file cannot write one (float('nan') is a call, and nothing in the file runs); a checkpoint's
@@ -507,8 +400,40 @@ def test_past_validation_an_infinite_temperature_raises_in_the_draw_instead_of_r
     import configurator
     from model import Transformer
     from diffusion import SamplerOptions
+    from utils.draws import Law
     cfg = get_config(["--objective=ar", "--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=16"])
     model = Transformer(model_args(cfg, 12)).eval()
     with pytest.raises(RuntimeError, match="no mass or a NaN/inf entry"):
-        model.generate(torch.zeros(1, 2, dtype=torch.long), 4, SamplerOptions(1, temperature=float("inf")),
+        model.generate(torch.zeros(1, 2, dtype=torch.long), 4, SamplerOptions(1, Law(temperature=float("inf"))),
                  torch.Generator().manual_seed(0), mask_id=11)
+
+
+@pytest.mark.parametrize("key", sorted(RANGES))
+def test_each_range_holds_its_ends_as_config_py_writes_them(key):
+    """RANGES' interval notation read at its edges: a closed end is taken and the number past it refused, an open end
+    refused and the number just inside taken (an off-by-one at '[' or ')' is caught on every key at once)."""
+    from dataclasses import replace
+    low, high, low_in, high_in = interval(key)
+    typ = TYPES[key]
+    for end, inside_step, closed in ((low, 1, low_in), (high, -1, high_in)):
+        if not math.isfinite(end):
+            continue
+        step = 1 if typ is int else max(abs(end), 1.0) * 1e-9
+        taken, refused = (end, end - inside_step * step) if closed else (end + inside_step * step, end)
+        assert within(key, typ(taken)) and not within(key, typ(refused)), (key, taken, refused)
+        with pytest.raises(UserError):  # and check_values reads the same range
+            check_values(replace(Config(), **{key: typ(refused)}))
+
+
+@pytest.mark.parametrize("key", sorted(NEEDS))
+def test_a_key_with_the_key_it_acts_with_is_read(key):
+    """config.NEEDS' other side (its refusals: tests/test_refusals.py's needs_rows): given with each key it acts with
+    at a value it acts with, a key passes validation."""
+    from configurator import parse, validate
+    need = NEEDS[key]
+    paths = dict(viz_video="p.mp4", html="p.html")  # a path key's value names its kind of file
+    for other, values in need if isinstance(need[0], tuple) else (need,):
+        on = acting_value(other, getattr(Config, other))[0] if values is None else values[0]
+        flags = [f"--{other}={paths.get(other, on)}"] if values != (False,) else []  # (False,): its default is on
+        cfg, given = parse([*flags, f"--{key}={acting_value(key, getattr(Config, key))[0]}"]).over()
+        validate(cfg, given, training=False)

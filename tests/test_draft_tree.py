@@ -17,6 +17,7 @@ import bd3
 from diffusion import SamplerOptions, no_mask_logit
 from helpers import pooled_chi2, script
 from test_speculative import BLOCKS, MASK, MarkovToy, _bd3_net, _markov_joint
+from utils.draws import Law
 
 pytestmark = pytest.mark.slower  # the slower tier (pytest.ini): a dev/ script's test
 
@@ -147,7 +148,7 @@ def test_every_candidate_of_a_tree_round_reads_the_law_of_its_own_path(monkeypat
         return out
     monkeypatch.setattr(tree, "tree_round", tree_round)
     monkeypatch.setattr(tree, "walk_tree", walk)
-    opts = SamplerOptions(steps=1, temperature=1.5)  # flatter laws: more siblings drawn, more of them kept
+    opts = SamplerOptions(steps=1, law=Law(temperature=1.5))  # flatter laws: more siblings drawn, more of them kept
     with tree.tree_rounds(3):
         for seed in range(4):
             bd3.sample_clean_ar(net, torch.tensor([[0]]), 40, BLOCKS, opts, torch.Generator().manual_seed(seed))

@@ -16,6 +16,7 @@ from configurator import get_config, parse, validate
 from helpers import MICRO, for_objective, loss as objective_loss
 from model import ModelArgs, Transformer
 from diffusion import SamplerOptions
+from utils.draws import Law
 from utils.errors import UserError
 from objectives import OBJECTIVES
 
@@ -92,10 +93,16 @@ NO_STEPS = [f for f in MICRO if not f.startswith("--steps")]  # a given --steps 
 
 def _cfg(*flags):
     """A dual network's sampling config, validated as inference.py validates it (train.py refuses --infill)."""
-    cfg, given = parse([*NO_STEPS, "--objective=mdlm", "--block_size=16", "--time_cond=none", "--dual_ar=0.25", *flags],
-                       check=False)
+    cfg, given = parse([*NO_STEPS, "--objective=mdlm", "--block_size=16", "--time_cond=none", "--dual_ar=0.25",
+                        *flags]).over()
     validate(cfg, given, training=False)
     return cfg
+
+
+def _sampler(*flags):
+    """(_cfg(*flags), its sampler: the SamplerOptions inference.py builds from it)."""
+    cfg = _cfg(*flags)
+    return cfg, SamplerOptions.from_config(cfg)
 
 
 def test_dual_sample_draws_the_causal_networks_samples_exactly_and_keeps_the_prompt():
@@ -104,13 +111,14 @@ def test_dual_sample_draws_the_causal_networks_samples_exactly_and_keeps_the_pro
     bidir, causal = nets()
     x, gen = _canvas()
     steps = []
-    out, stats = diffusion.MaskedDiffusion().sample(bidir, x, gen, _cfg("--dual_sample", "--temperature=0.9", "--top_k=8"), Schedule(100),
-                                  MASK, torch.Generator().manual_seed(5), on_step=steps.append)
-    expect = causal.generate(x[:, :4], 10, SamplerOptions(1, temperature=0.9, top_k=8),
-                      torch.Generator().manual_seed(5), MASK)
+    cfg, opts = _sampler("--dual_sample", "--temperature=0.9", "--top_k=8")
+    out, stats = diffusion.MaskedDiffusion().sample(bidir, x, gen, cfg, opts, MASK, torch.Generator().manual_seed(5),
+                                                    on_step=steps.append)
+    expect = causal.generate(x[:, :4], 10, SamplerOptions(1, law=Law(temperature=0.9, top_k=8)),
+                             torch.Generator().manual_seed(5), MASK)
     assert torch.equal(out, expect) and torch.equal(out[:, :4], x[:, :4]) and not (out == MASK).any()
     # a Step a token; the NFE counts the prompt's pass before its last token too (every network call)
-    assert stats["nfe"] == 11 and diffusion.MaskedDiffusion().passes(_cfg("--dual_sample"), 10) == len(steps) == 10
+    assert stats["nfe"] == 11 and diffusion.MaskedDiffusion().passes(*_sampler("--dual_sample"), 10) == len(steps) == 10
     assert all(s.revealed.sum(1).tolist() == [1] * 3 and s.revealed[:, 4 + i].all() for i, s in enumerate(steps))
     assert steps[-1].finished == [True] * 3 and not any(steps[0].finished)
 
@@ -128,7 +136,7 @@ def test_dual_sample_is_refused_where_it_cannot_apply():
     x, gen = _canvas()
     gen[:, -2:] = False  # given text after the blanks: an infill, which only the diffusion sampler can do
     with pytest.raises(UserError, match="infill needs the diffusion sampler"):
-        diffusion.MaskedDiffusion().sample(bidir, x, gen, _cfg("--dual_sample"), Schedule(100), MASK)
+        diffusion.MaskedDiffusion().sample(bidir, x, gen, *_sampler("--dual_sample"), MASK)
 
 
 def test_dual_sample_refuses_a_canvas_it_cannot_continue_before_sampling(tmp_path):
@@ -140,9 +148,9 @@ def test_dual_sample_refuses_a_canvas_it_cannot_continue_before_sampling(tmp_pat
     suffix.write_text("c")
     for flags in (["--prompt="], ["--infill=ab[___:3]c"], ["--prompt=ab", f"--suffix_file={suffix}"]):
         with pytest.raises(UserError, match="--dual_sample continues a prompt"):
-            build_canvas(_cfg("--dual_sample", "--gen_len=4", *flags), tok, 16)
-    assert build_canvas(_cfg("--dual_sample", "--prompt=ab", "--gen_len=4"), tok, 16).n_gen == 4
-    assert build_canvas(_cfg("--prompt=", "--gen_len=4", "--steps=4"), tok, 16).n_gen == 4  # diffusion needs none
+            build_canvas(*_sampler("--dual_sample", "--gen_len=4", *flags), tok, 16)
+    assert build_canvas(*_sampler("--dual_sample", "--prompt=ab", "--gen_len=4"), tok, 16).n_gen == 4
+    assert build_canvas(*_sampler("--prompt=", "--gen_len=4", "--steps=4"), tok, 16).n_gen == 4  # diffusion needs none
 
 
 def test_a_presets_falling_temperature_is_not_the_ar_modes():
@@ -154,8 +162,10 @@ def test_a_presets_falling_temperature_is_not_the_ar_modes():
     assert (get_config(["baby"]).temperature, get_config(["baby"]).temperature_end_share) == (1.0, 0.1)
 
 
-def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_trace(tmp_path_factory, tmp_path, capsys):
-    """train.py --dual_ar, then inference.py --dual_sample: the prompt kept, one trace frame a token, the sampler named."""
+def test_a_dual_trained_checkpoint_samples_its_ar_mode_through_the_cli_with_a_trace(tmp_path_factory, in_tmp, capsys):
+    """train.py --dual_ar, then inference.py --dual_sample: the prompt kept, one trace frame a token, the sampler named.
+    Run in a temp folder: eval.py and order_nll.py encode the data there."""
+    tmp_path = in_tmp
     import inference
     from conftest import train_tiny
     from helpers import run_cli_here

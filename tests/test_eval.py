@@ -12,7 +12,7 @@ import torch
 
 from config import Config
 from helpers import TINY, ConstModel, Tok, for_objective, real_text, script as _script
-from diffusion import Schedule
+from diffusion import SamplerOptions, Schedule
 from evals.bound import evaluate
 from dev.infill import infill_recovery, span_starts
 from evals.metrics import ar_nll, distinct_n, gen_ppl, ngram_js, sample_entropy
@@ -60,7 +60,8 @@ def test_samples_come_from_each_checkpoints_own_sampler_unless_a_flag_says(adaln
     run = ev.load_run(str(own), ev.parse_args([str(own), "--n-samples", "2"]), torch.device("cpu"))
     s = run["scfg"]
     assert (s.order, s.remask, s.remask_eta, s.steps, s.temperature) == ("random", "remdm", 0.05, 12, 0.9)
-    assert run["obj"].describe(s) == run["obj"].describe(run["cfg"])  # the table names the sampler it ran
+    own_sampler = run["obj"].describe(run["cfg"], SamplerOptions.from_config(run["cfg"]))
+    assert run["obj"].describe(s, run["opts"]) == own_sampler  # the table names the sampler it ran
     argv = [str(own), "--n-samples", "2", "--order", "confidence", "--remask", "none"]
     s = ev.load_run(str(own), ev.parse_args(argv), torch.device("cpu"), {"--order", "--remask"})["scfg"]
     assert (s.order, s.remask, s.steps, s.temperature) == ("confidence", "none", 12, 0.9)
@@ -133,7 +134,7 @@ def test_mismatched_tokenizer_scorer_exits_2_with_one_line(adaln_ckpt, ar_ckpt, 
 @pytest.mark.parametrize("extra, words", [
     (["--n-windows", "1"], "--n-windows: must be >= 2"),
     (["--steps", "50"], "exceeds diffusion_steps=20"),
-    (["--temperature", "-1"], "--temperature: must be >= 0.0"),
+    (["--temperature", "-1"], "temperature must be >= 0 (0 = argmax), got -1.0"),  # as inference.py words it
 ])
 def test_eval_bad_input_is_one_line_user_error(adaln_ckpt, extra, words):
     with pytest.raises(UserError, match=re.escape(words)):
@@ -190,12 +191,14 @@ class PositionOracle(torch.nn.Module):
 def test_infill_recovery_on_toys_with_known_answers():
     windows = (torch.arange(40) % 7).repeat(6, 1)  # (6, 40) exactly what the oracle predicts
     cfg = Config(steps=10, temperature=0.0, diffusion_steps=10)
-    res = infill_recovery(PositionOracle(), windows, cfg, 7, span=5, generator=torch.Generator().manual_seed(0))
+    opts = SamplerOptions.from_config(cfg)
+    res = infill_recovery(PositionOracle(), windows, cfg, opts, 7, span=5, generator=torch.Generator().manual_seed(0))
     assert res["infill_exact"] == 1.0 and res["infill_acc"] == 1.0
     # always guessing token 0: right exactly where the held-out span holds a 0
     g = torch.Generator().manual_seed(3)
     windows = torch.randint(0, 2, (50, 40), generator=g)
-    res = infill_recovery(PositionOracle(const=0), windows, cfg, 7, span=3, generator=torch.Generator().manual_seed(1))
+    res = infill_recovery(PositionOracle(const=0), windows, cfg, opts, 7, span=3,
+                          generator=torch.Generator().manual_seed(1))
     starts = span_starts(50, 40, 3, torch.Generator().manual_seed(1))
     spans = torch.stack([w[a:a + 3] for w, a in zip(windows, starts.tolist())])
     assert res["infill_acc"] == pytest.approx((spans == 0).float().mean().item())
@@ -298,9 +301,10 @@ def test_the_mc_share_is_in_the_units_of_its_error_bar():
     assert res["bpc_se"] == pytest.approx(res["se"] / 4.0 / math.log(2))
 
 
-def test_a_split_too_short_for_the_windows_asked_is_said(adaln_ckpt, tmp_path, capsys):
+def test_a_split_too_short_for_the_windows_asked_is_said(adaln_ckpt, in_tmp, capsys):
     """eval.py scored every disjoint window a short split holds where --n-windows asked for more, and
     said nothing (the start-up line names the count asked): the row's line now says how many were scored."""
+    tmp_path = in_tmp  # its encoded data goes to artifacts/data/ here
     ev = _script("eval")
     short = tmp_path / "short.txt"
     short.write_text(real_text().read_text()[:20_000])  # test half of validation: 1,000 chars, 15 windows of 65

@@ -189,6 +189,7 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(in_tmp, mo
     fresh, resume = re.findall(r"python train\.py [^;]*", str(e.value))
     assert "--overwrite" in fresh and "--resume" not in fresh and resume.rstrip().endswith("--resume --skip_nonfinite=10")
     monkeypatch.undo()
+    monkeypatch.chdir(in_tmp)  # undo() left it: the runs' traces go to artifacts/media/ here
     for cmd in (resume, fresh):
         train.main(shlex.split(cmd)[2:])
         assert load_checkpoint(out / "model.pt")["iter"] == 40
@@ -346,9 +347,10 @@ def test_a_default_trace_never_takes_an_earlier_runs_name(in_tmp):
     media.mkdir(parents=True)
     (media / "out_1.mp4").write_bytes(b"an earlier run's")
     (media / "out_2.gif").write_bytes(b"an earlier run's")
-    cfg, _ = train.setup(for_objective(["cpu", *train_args(in_tmp / "out", "--max_iters=5", "--objective=ar")[1:]]))
+    cfg, env = train.setup(for_objective(["cpu", *train_args(in_tmp / "out", "--max_iters=5", "--objective=ar")[1:]]))
     assert cfg.viz_video == "auto"  # the AR's trace too: its tokens drawn one a pass
-    with open_trace(cfg, "out", None) as first, open_trace(cfg, "out", None) as second:  # two runs at once: two names
+    opts = env.sampler  # the end-of-run samples' sampler
+    with open_trace(cfg, opts, "out", None) as first, open_trace(cfg, opts, "out", None) as second:  # two at once
         assert (first.video.paths["mp4"], second.video.paths["mp4"]) == ("artifacts/media/out_3.mp4",
                                                                          "artifacts/media/out_4.mp4")
     assert not (media / "out_3.mp4").exists() and not (media / "out_4.mp4").exists()  # no frames: nothing written

@@ -11,6 +11,7 @@ from conftest import train_tiny
 from evals import samples
 from config import Config
 from configurator import get_config
+from diffusion import SamplerOptions
 from evals.metrics import char_ngrams, js_divergence, ngram_js
 from helpers import MICRO, assert_one_line_error, for_objective, model_args, real_text, run_cli_here, script
 from utils.errors import UserError
@@ -53,15 +54,15 @@ def test_the_grid_holds_each_distinct_sampler_once():
     cfg = get_config([*MICRO, "--remask=none"])
     pts = frontier.grid_points(g, cfg, OBJECTIVES["mdlm"])
     # remask none: eta is not read (2 temperatures); remdm: two etas (2 x 2)
-    assert len(pts) == 6 and sum(s.get("remask") == "none" for s, _ in pts) == 2
-    assert all("remask_eta" not in s for s, _ in pts if s["remask"] == "none")
-    assert {(c.remask, c.remask_eta, c.temperature, c.steps) for _, c in pts} >= {("remdm", 0.1, 0.8, 8)}
+    assert len(pts) == 6 and sum(s.get("remask") == "none" for s, _, _ in pts) == 2
+    assert all("remask_eta" not in s for s, _, _ in pts if s["remask"] == "none")
+    assert {(o.remask, o.remask_eta, o.law.temperature, o.steps) for _, _, o in pts} >= {("remdm", 0.1, 0.8, 8)}
     assert frontier.curve_label(pts[0][0]) == "remask=none, steps=8"
     # an AR checkpoint reads only temperature and top-p of it
     ar_cfg = get_config(for_objective([*MICRO, "--objective=ar"]))
     ar_pts = frontier.grid_points(grid("order=random,confidence", "temperature=0.8,1", "top_p=0.9,1", flag="--ar-grid"),
                                   ar_cfg, OBJECTIVES["ar"])
-    assert [s for s, _ in ar_pts] == [dict(temperature=t, top_p=p) for t in (0.8, 1.0) for p in (0.9, 1.0)]
+    assert [s for s, _, _ in ar_pts] == [dict(temperature=t, top_p=p) for t in (0.8, 1.0) for p in (0.9, 1.0)]
     with pytest.raises(UserError, match="steps"):  # a point the objective refuses: steps > diffusion_steps (20)
         frontier.grid_points(dict(steps=[40]), cfg, OBJECTIVES["mdlm"])
     for bad in ("epochs=3", "temperature=hot", "steps=", "bd3_speculate=maybe"):
@@ -73,15 +74,15 @@ def test_the_grid_holds_each_distinct_sampler_once():
         with pytest.raises(UserError, match="names a value twice"):
             grid(twice)
     bd3_cfg = get_config([*MICRO, "--objective=bd3", "--bd3_ar=1"])
-    assert [s for s, _ in frontier.grid_points(grid("bd3_speculate=false,true"), bd3_cfg, OBJECTIVES["bd3"])] == \
+    assert [s for s, _, _ in frontier.grid_points(grid("bd3_speculate=false,true"), bd3_cfg, OBJECTIVES["bd3"])] == \
         [dict(bd3_speculate=False), dict(bd3_speculate=True)]
     # baby_bd3 samples its clean half's AR (--bd3_speculate): the default grid's orders are one sampler there (it
     # refused the checkpoint with "--order does not apply with --bd3_speculate"), its temperatures three
     baby_bd3 = frontier.grid_points(grid(*frontier.DEFAULT_GRID), get_config(["baby_bd3"]), OBJECTIVES["bd3"])
-    assert [s for s, _ in baby_bd3] == [dict(temperature=t) for t in (0.8, 0.9, 1.0)]
+    assert [s for s, _, _ in baby_bd3] == [dict(temperature=t) for t in (0.8, 0.9, 1.0)]
     # a key that acts only with another, off at a point, is not that point's (config.NEEDS): top_p at argmax
     pts = frontier.grid_points(grid("temperature=0,1", "top_p=0.9,1"), cfg, OBJECTIVES["mdlm"])
-    assert [s for s, _ in pts] == [dict(temperature=0.0), dict(temperature=1.0, top_p=0.9),
+    assert [s for s, _, _ in pts] == [dict(temperature=0.0), dict(temperature=1.0, top_p=0.9),
                                    dict(temperature=1.0, top_p=1.0)]
 
 
@@ -177,9 +178,9 @@ def test_frontier_reads_each_curve_at_the_held_out_entropy(tiny_ckpt, ar_judge, 
     def key_of(cfg):
         return "ar" if cfg.objective == "ar" else cfg.remask, cfg.temperature
 
-    def fake_draw(model, cfg, start, gen_len, n, *args, on_step=None):  # on_step: the thread count's tick
-        drawn.append((key_of(cfg), n))
-        return cfg, [nfes.get(key_of(cfg), 8.0)]  # the settings ride along as the 'samples'
+    def fake_draw(job, start, gen_len, n, *args, on_step=None):  # on_step: the thread count's tick
+        drawn.append((key_of(job.cfg), n))
+        return job.cfg, [nfes.get(key_of(job.cfg), 8.0)]  # the settings ride along as the 'samples'
 
     def fake_timed(fn, device):  # round k of a point at batch n takes (1, 5, 2)[k] x n x its seconds per sample
         out = fn()
@@ -256,10 +257,10 @@ def test_time_draws_times_k_batches_a_round_each_its_own_seed(monkeypatch):
     # seconds are a draw's: the round's time / K; the warm-up draw (seed itself) is not timed
     calls = []
     monkeypatch.setattr(samples, "columns_counted", _columns(20))
-    monkeypatch.setattr(samples, "draw", lambda model, scfg, start, gen_len, n, mask_id, g: calls.append(
-        (scfg.prompt, n, g.initial_seed())) or (None, [g.initial_seed()] * n))  # passes a sample: its seed, say
+    monkeypatch.setattr(samples, "draw", lambda job, start, gen_len, n, g: calls.append(
+        (job.cfg.prompt, n, g.initial_seed())) or (None, [g.initial_seed()] * n))  # passes a sample: its seed, say
     rows = [dict(curve="c", temperature=1.0), dict(curve="c", temperature=0.8)]
-    points = [(None, Config(prompt="a")), (None, Config(prompt="b"))]  # the points, told apart by a field
+    points = [(None, Config(prompt=p), SamplerOptions()) for p in "ab"]  # the points, told apart by a field
     runs = [dict(model=None, tok=type("T", (), dict(mask_id=0)), rows=rows, points=points, path="x")]
     args = type("A", (), dict(time_batches=[1, 4], time_draws=3, repeats=2, seed=10))
     frontier.time_points(runs, args, [0], 5, torch.device("cpu"))
@@ -280,7 +281,7 @@ def test_p_cache_counts_the_columns_each_sampler_reads_past_the_prompt(B):
     """columns_counted, p_cache's denominator, by hand: the AR reads one column a token (its prompt's last predicts the
     first): p_cache 1; masked diffusion reads the whole canvas every pass: (gen_len + 1) columns a row a pass."""
     from diffusion import Schedule  # noqa: F401 (draw builds its own)
-    from evals.samples import columns_counted, draw
+    from evals.samples import Job, columns_counted, draw
     from model import Transformer
     P, G, S = 3, 8, 4
     for flags, columns in ((["--objective=ar"], B * G), ([f"--steps={S}"], B * S * (G + 1))):
@@ -289,7 +290,8 @@ def test_p_cache_counts_the_columns_each_sampler_reads_past_the_prompt(B):
         torch.manual_seed(0)
         model = Transformer(model_args(cfg, 12)).eval()
         with columns_counted(model, [0, 1, 2]) as seen:
-            _, passes = draw(model, cfg, [0, 1, 2], G, B, 11, torch.Generator().manual_seed(0))
+            _, passes = draw(Job(model, cfg, SamplerOptions.from_config(cfg), 11), [0, 1, 2], G, B,
+                             torch.Generator().manual_seed(0))
         assert seen["columns"] == columns, (flags, seen)
         # the AR: a call a token, and the prompt's pass before its last token (the first step passes that token)
         assert passes == [G + 1 if "--objective=ar" in flags else S] * B

@@ -7,6 +7,7 @@ import struct
 import pytest
 import torch
 
+import configurator
 import inference
 from checkpoint_manager import load_model
 from diffusion import Schedule
@@ -180,7 +181,7 @@ def test_the_readme_prompts_file_ships_and_samples(tiny_ckpt, capsys):
     assert "NFE 4 per sample (model calls), 4 batched passes" in out  # each figure says what it counts
 
 
-def test_a_presets_sampling_settings_apply_to_a_checkpoint_trained_at_other_batch_settings(tiny_ckpt, capsys):
+def test_a_presets_sampling_settings_apply_to_a_checkpoint_trained_at_other_batch_settings(tiny_ckpt, in_tmp, capsys):
     """inference.py cpu --checkpoint X: the preset's sampler over X's model; its batch and optimiser keys are training's,
     which sampling does not read, so X's stay (X's total batch is no multiple of the preset's batch)."""
     code, out, err = run_cli_here(inference.main, ["cpu", "--checkpoint", tiny_ckpt, "--gen-len", 8, "--steps", 8],
@@ -189,7 +190,7 @@ def test_a_presets_sampling_settings_apply_to_a_checkpoint_trained_at_other_batc
     assert "sampler: 8 steps, schedule counts, order random, remask remdm cap eta=0.05" in out  # the preset's sampler
 
 
-def test_live_through_the_cli(tiny_ckpt, capsys):
+def test_live_through_the_cli(tiny_ckpt, in_tmp, capsys):
     code, out, _ = run_cli_here(inference.main, ["--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 16,
                                                  "--steps", 8, "--live"], capsys)
     assert code == 0 and out.count("\n-- step ") == 9 and "-- step 8/8: 0 of 16 generated positions masked" in out
@@ -216,7 +217,7 @@ def test_a_missing_checkpoint_names_the_command_that_trains_it(in_tmp, monkeypat
     for argv, command in ((["baby"], "python train.py baby"), (["baby_bd3"], "python train.py baby_bd3"),
                           (["--checkpoint", "runs/x/model.pt"], "python train.py PRESET --out_dir=runs/x")):
         with pytest.raises(UserError, match=f"not found: train it first \\({command};"):
-            inference.load(argv)
+            inference.load(configurator.parse(argv))
 
 
 @pytest.mark.parametrize("objective", ["mdlm", "ar"])
@@ -230,6 +231,7 @@ def test_a_default_gen_len_is_fitted_to_the_context_a_typed_one_is_refused(objec
                           "--eval_interval=100", f"--objective={objective}"])
     run_here(["train.py", *args, "--out_dir=run"], tmp_path, threads=1)
     ckpt = str(tmp_path / "run" / "model.pt")
+    monkeypatch.chdir(tmp_path)  # the samples' traces go to artifacts/media/ here
     capsys.readouterr()
     slides = objective == "ar"
     for prompt, room in (("ROMEO:", L if slides else L - 6), ("", L)):

@@ -1,5 +1,6 @@
 """--init_from's rules, on hand-made checkpoints (no training): which conversions are allowed, the one-line errors
-for the others, and that a converted adaLN model first computes what its source did.
+for the others, and that a converted adaLN model first computes what its source did; and that export.py, like
+--init_from and inference.py, refuses a checkpoint no reader takes before it writes a file.
 python -m pytest -q tests/test_init_from_rules.py"""
 from dataclasses import asdict
 
@@ -23,8 +24,10 @@ def fake_ckpt(path, objective, **args):
     model = Transformer(a)
     for p in model.parameters():  # every weight non-zero, adaLN's included: a trained source
         torch.nn.init.normal_(p, std=0.05)
-    torch.save(dict(model=model.state_dict(), config=dict(objective=objective), model_args=asdict(a),
-                    tokenizer=TOK.state(), iter=7), path)
+    keys = ("block_size", "n_layer", "n_head", "n_embd", "diffusion_steps", "time_cond", "qk_norm", "self_cond",
+            "tie_weights")  # the config that describes this network, as train.py saves it (readers check the two agree)
+    config = dict(objective=objective, **{k: getattr(a, k) for k in keys})
+    torch.save(dict(model=model.state_dict(), config=config, model_args=asdict(a), tokenizer=TOK.state(), iter=7), path)
     return model
 
 
@@ -101,3 +104,41 @@ def test_a_tied_head_exports_and_loads_and_init_from_refuses_a_mismatch(in_tmp, 
                                    diffusion_steps=20, time_cond="none"))
     with pytest.raises(UserError, match="tie_weights=True \\(this run False\\)"):
         load_weights_into(untied, str(in_tmp / "t.pt"), TOK)
+
+
+def edited(path, out, **config):
+    """A copy of checkpoint path with config keys edited, saved to out as a hand-edited model.pt is."""
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"].update(config)
+    torch.save(ckpt, out)
+    return out
+
+
+@pytest.mark.parametrize("edit, words", [
+    (dict(objective="edm"), "objective='edm' is not one of"),  # issue 105: exported, exit 0
+    (dict(block_size=64), "describes a network with block_size=64"),
+    (dict(tokenizer="bpe"), "its config says tokenizer='bpe', its tokenizer is 'char'"),
+])
+def test_export_refuses_before_writing_what_every_reader_refuses(edit, words, in_tmp, capsys):
+    import inference
+    export = __import__("helpers").script("export")
+    fake_ckpt(in_tmp / "m.pt", "mdlm", time_cond="none")
+    bad = edited(in_tmp / "m.pt", in_tmp / "bad.pt", **edit)
+    code, _, err = run_cli_here(export.main, [bad, in_tmp / "exp"], capsys)
+    said = assert_one_line_error(code, err, words)
+    assert not (in_tmp / "exp").exists()  # nothing written
+    code, _, err = run_cli_here(inference.main, ["--checkpoint", bad, "--device=cpu", "--viz-video=off"], capsys)
+    assert assert_one_line_error(code, err, words) == said  # the reader's own refusal, word for word
+    code, _, err = run_cli_here(export.main, [in_tmp / "m.pt", in_tmp / "exp"], capsys)
+    assert code == 0 and (in_tmp / "exp" / "config.json").is_file(), err  # the file as written exports
+
+
+def test_init_from_an_objective_this_version_lacks_lists_those_it_knows_and_advises_none_it_refuses(in_tmp, capsys):
+    import train
+    fake_ckpt(in_tmp / "m.pt", "mdlm")
+    edited(in_tmp / "m.pt", in_tmp / "edm.pt", objective="edm")
+    args = [f"--data_path={real_text()}", f"--out_dir={in_tmp / 'out'}", "--max_iters=1", f"--init_from={in_tmp / 'edm.pt'}"]
+    code, _, err = run_cli_here(train.main, args, capsys)
+    assert_one_line_error(code, err, "objective='edm', which this version does not know (it knows mdlm, uniform, ar, "
+                                     "bd3)", "train mdlm from scratch")
+    assert "--objective=edm" not in err and not (in_tmp / "out").exists()

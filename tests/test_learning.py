@@ -84,6 +84,21 @@ def test_every_python_block_of_the_guide_runs(monkeypatch):
           ", ".join(f"{n} {s:.2f} s" for n, s in slowest))
 
 
+def test_the_first_block_keeps_torch_to_one_thread_as_the_guide_says(monkeypatch):
+    """The guide's "a few seconds on one CPU thread" holds in a plain session too (two threads there; beside other work,
+    the blocks took 130 s at two threads, 13.5 s at one: issue 105): its first block sets the one thread."""
+    import torch
+    monkeypatch.chdir(ROOT)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # a plain `python` on two cores
+    try:
+        _, _, _, source = blocks(GUIDE.read_text(encoding="utf-8"))[0]
+        exec(compile(source, "learning.md", "exec"), {"__name__": "__learning__"})
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_each_teaching_section_shows_code():
     found = {heading.split()[0] for _, heading, _, _ in blocks(GUIDE.read_text(encoding="utf-8"))}
     missing = [s for s in TAUGHT if s not in found]

@@ -14,6 +14,7 @@ import torch
 
 import configurator
 from config import CHOICES
+from diffusion import SamplerOptions
 from helpers import MICRO, ROOT, for_objective, model_args, real_text, run_cli_here, saved_config
 from model import Transformer
 from objectives import OBJECTIVES
@@ -63,7 +64,17 @@ def test_imports_have_no_cycle():
     assert graph["diffusion"] <= ground | {"model"}  # masked diffusion: on the network and the ground
     for name in ("ar", "bd3", "uniform"):  # each builds on diffusion.py and model.py, never on a sibling
         assert graph[name] <= ground | {"diffusion", "model"}, name
-    assert graph["objectives"] == {"ar", "bd3", "diffusion", "uniform"}  # the table, above the four
+    # the table, above the four (and a config as its objective runs it: config.py's keys, model.py's ModelArgs)
+    assert graph["objectives"] - {"config", "model"} == {"ar", "bd3", "diffusion", "uniform"}
+
+
+def test_the_product_never_imports_the_laboratory():
+    """dev/ holds the studies: a product module that imported one would ship an experiment to every user."""
+    known = {module_name(p) for p in PRODUCT}
+    offenders = [p.name for p in PRODUCT if any(n.split(".")[0] == "dev" for n in project_imports(p, known | {"dev"}))]
+    dev = {f"dev.{p.stem}" for p in (ROOT / "dev").glob("*.py")}
+    offenders += [p.name for p in PRODUCT if project_imports(p, dev)]
+    assert not offenders
 
 
 def test_config_imports_nothing_from_the_project():
@@ -72,12 +83,12 @@ def test_config_imports_nothing_from_the_project():
 
 
 # the interface's functions: each one's leading parameters, in the order every caller passes them
-SIGNATURES = dict(check=("cfg", "given"), draws=("x", "cfg", "schedule", "tok", "draw"),
+SIGNATURES = dict(check=("cfg", "opts", "given"), draws=("x", "cfg", "schedule", "tok", "draw"),
                   loss=("model", "x", "cfg", "schedule", "tok", "drawn"),
                   eval_times=("cfg", "L"), bound=("model", "x", "cfg", "schedule", "tok", "t", "generator"), flops=("model", "cfg"),
-                  sample=("model", "x", "gen_mask", "cfg", "schedule", "mask_id", "generator", "on_step"),
-                  passes=("cfg", "n_gen", "n_prompt"), describe=("cfg",), ar_nll=("model", "windows", "cfg", "mask_id"),
-                  unread=("cfg",), decodes=("cfg", "batch"))
+                  sample=("model", "x", "gen_mask", "cfg", "opts", "mask_id", "generator", "on_step"),
+                  passes=("cfg", "opts", "n_gen", "n_prompt"), describe=("cfg", "opts", "brief"),
+                  ar_nll=("model", "windows", "cfg", "mask_id"), unread=("cfg", "opts"), decodes=("cfg", "opts", "batch"))
 
 
 @pytest.mark.parametrize("name", list(OBJECTIVES))
@@ -100,16 +111,17 @@ def test_every_objective_offers_the_interface(name):
     assert set(obj.MODEL) <= {"causal", "time_cond", "self_cond", "clean_causal"} and obj.WINDOW in (0, 1)
     cfg = get_config(for_objective([*MICRO, f"--objective={name}"]))
     assert hasattr(cfg, obj.LOSS_KEY) and all(hasattr(cfg, k) and why for k, why in obj.IGNORES.items())
-    obj.check(cfg, set())  # MICRO is valid for every objective
+    opts = SamplerOptions.from_config(cfg)
+    obj.check(cfg, opts, set())  # MICRO is valid for every objective
     n_times = obj.eval_times(cfg, cfg.block_size)
     assert isinstance(n_times, int) and n_times >= 0 and (n_times == 0) == obj.EXACT
     model = Transformer(model_args(cfg, 12))
     assert all(getattr(model.args, k) == v for k, v in obj.MODEL.items())
     flops, columns = obj.flops(model, cfg)
     assert flops >= model.flops_per_token() and columns >= cfg.block_size
-    n = obj.passes(cfg, 8)
+    n = obj.passes(cfg, opts, 8)
     assert n is None or (isinstance(n, int) and n >= 1)
-    assert isinstance(obj.describe(cfg), str) and obj.describe(cfg)
+    assert isinstance(obj.describe(cfg, opts), str) and obj.describe(cfg, opts)
 
 
 def test_objective_branches_outside_the_table_are_few_and_say_why():
@@ -134,6 +146,7 @@ def test_a_fifth_objective_is_one_class_and_one_table_line(tmp_path, monkeypatch
     import train
     from diffusion import MaskedDiffusion
     calls = {"draws": 0, "loss": 0, "bound": 0, "sample": 0}
+    monkeypatch.chdir(tmp_path)  # the end-of-run sample's trace and inference's go to artifacts/media/ here
 
     def counted(name):
         def call(self, *args, **kwargs):
@@ -192,8 +205,10 @@ def test_mdlm_and_ar_refuse_block_diffusion_keys_on_the_command_line(capsys):
         assert_one_line_error(code, err, f"objective={name}", "--bd3_block")
 
 
-def test_sampling_an_ar_checkpoint_refuses_diffusion_flags(tmp_path, capsys):
-    """inference.py reads the checkpoint's objective: --steps means nothing to an AR model."""
+def test_sampling_an_ar_checkpoint_refuses_diffusion_flags(in_tmp, capsys):
+    """inference.py reads the checkpoint's objective: --steps means nothing to an AR model. (In a temp folder: the
+    traces go to its artifacts/media/.)"""
+    tmp_path = in_tmp
     import inference
     import train
     from helpers import assert_one_line_error
@@ -260,12 +275,11 @@ def _sampler_cfg(argv):
 def test_every_sampler_returns_a_canvas_without_a_blank_unchanged(argv):
     """The neighbour of a canvas with blanks, through objective.sample: ar.sample read its prompt as 0 tokens long
     (argmax of an all-False gen_mask) and raised an IndexError; the others returned x."""
-    from diffusion import Schedule
     cfg = _sampler_cfg(argv)
     model = Transformer(model_args(cfg, 5)).eval()
     x = torch.randint(0, 4, (2, 10), generator=torch.Generator().manual_seed(0))
     out, _ = OBJECTIVES[cfg.objective].sample(model, x.clone(), torch.zeros_like(x, dtype=torch.bool), cfg,
-                                                  Schedule(cfg.diffusion_steps), 4, torch.Generator().manual_seed(0))
+                                              SamplerOptions.from_config(cfg), 4, torch.Generator().manual_seed(0))
     assert torch.equal(out, x), argv
 
 
@@ -273,7 +287,6 @@ def test_every_sampler_returns_a_canvas_without_a_blank_unchanged(argv):
 def test_every_sampler_keeps_each_rows_given_tokens_or_refuses_the_layout(argv):
     """Through objective.sample, prompts of different lengths in one batch, and given text after the blanks: ar and
     bd3 read row 0's prompt length for every row and overwrote the other rows' prompts and any suffix."""
-    from diffusion import Schedule
     from utils.errors import UserError
     cfg = _sampler_cfg(argv)
     model = Transformer(model_args(cfg, 5)).eval()
@@ -282,8 +295,8 @@ def test_every_sampler_keeps_each_rows_given_tokens_or_refuses_the_layout(argv):
     ragged[0, 3:], ragged[1, 7:], suffix[:, 3:9] = True, True, True
     for gen_mask in (ragged, suffix):
         try:
-            out, _ = OBJECTIVES[cfg.objective].sample(model, x.clone(), gen_mask, cfg, Schedule(20), 4,
-                                                          torch.Generator().manual_seed(0))
+            out, _ = OBJECTIVES[cfg.objective].sample(model, x.clone(), gen_mask, cfg, SamplerOptions.from_config(cfg),
+                                                      4, torch.Generator().manual_seed(0))
         except (AssertionError, UserError):  # a left-to-right sampler continues one prompt length
             assert cfg.objective in ("ar", "bd3") or cfg.dual_sample, argv
             continue
@@ -295,17 +308,16 @@ def test_every_sampler_runs_without_autograd(argv):
     """A sampler that keeps autograd on builds a graph at every pass (a decorator lost in a refactor costs time and
     memory, never a wrong token): every network call of every sampler runs with gradients off."""
     from sampling.canvas import build_canvas
-    from diffusion import Schedule
     from utils.tokenizer import CharTokenizer
     cfg = _sampler_cfg(argv)
     tok = CharTokenizer("abcd")
     model = Transformer(model_args(cfg, tok.vocab_size)).eval()
     calls = []
     model.register_forward_pre_hook(lambda m, a: calls.append(torch.is_grad_enabled()))
-    canvas = build_canvas(cfg, tok, cfg.block_size)  # the interface, as the scripts call it
+    opts = SamplerOptions.from_config(cfg)
+    canvas = build_canvas(cfg, opts, tok, cfg.block_size)  # the interface, as the scripts call it
     x, gen_mask = torch.tensor(canvas.ids).repeat(2, 1), torch.tensor(canvas.gen).repeat(2, 1)  # as fill builds them
-    OBJECTIVES[cfg.objective].sample(model, x, gen_mask, cfg, Schedule(cfg.diffusion_steps), tok.mask_id,
-                                         torch.Generator().manual_seed(0))
+    OBJECTIVES[cfg.objective].sample(model, x, gen_mask, cfg, opts, tok.mask_id, torch.Generator().manual_seed(0))
     assert calls and not any(calls), argv
 
 

@@ -1,8 +1,9 @@
 """Every command README.md shows runs as written, in the order shown, on a fresh copy of the repository (issue 62):
 each ```bash block's lines, continuation lines joined and comments dropped. Training commands get a tiny model and a
 few steps appended (keys the command sets itself are left as written), so that the chain of files the README walks
-through (train -> sample -> export -> evaluate) is the one a reader's run makes. Setup lines (venv, pip) and the test
-command itself are not re-run.
+through (train -> sample -> export -> evaluate) is the one a reader's run makes. Setup lines (venv, pip), the test
+command itself and the lines for several machines (torchrun --nnodes=2: each waits for the others) are not re-run; the
+last are read by torchrun's own parser instead.
 
     python -m pytest -q tests/test_readme.py
 """
@@ -26,9 +27,15 @@ def readme_lines(text):
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             cmd = re.sub(r"\s+#.*$", "", line).strip()
-            if cmd and not cmd.startswith("#") and not cmd.startswith(SKIP):
+            if cmd and not cmd.startswith("#") and not cmd.startswith(SKIP) and not for_machines(cmd):
                 lines.append((cmd, line))
     return lines
+
+
+def for_machines(cmd):
+    """Whether cmd is a torchrun line for one of several machines (--nnodes=N, N > 1)."""
+    nodes = re.search(r"--nnodes[= ](\d+)", cmd)
+    return cmd.startswith("torchrun ") and nodes is not None and int(nodes[1]) > 1
 
 
 def readme_commands(text):
@@ -170,3 +177,32 @@ def test_ci_runs_readmes_test_command_and_then_the_slower_tier():
           if line.startswith("python -m pytest")]
     assert ci == [shown[0], shown[2]] and shown[0] == 'python -m pytest -q -m "not slower" tests', (ci, shown)
     assert shown[1] == "python -m pytest -q -m core tests" and shown[2] == "python -m pytest -q -m slower tests"
+
+
+def test_readmes_lines_for_several_machines_start_one_run_and_fsdp_is_sized_by_the_model_it_would_shard():
+    """README's torchrun lines for several machines wait for each other, so they are read, not run: by torchrun's own
+    parser, one line a machine (node ranks 0..N-1), each the same run with the same rendezvous, a run whose batch the
+    world of N x nproc ranks divides. The figure beside them: that preset's training state, as model.py estimates it."""
+    import torch
+    from torch.distributed.run import get_args_parser
+    import configurator
+    from objectives import model_args
+    from model import Transformer
+    from utils.dist import grad_accum_steps
+    text = (ROOT / "README.md").read_text()
+    lines = [re.sub(r"\s+#.*$", "", line).strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+             for line in block.splitlines()]
+    runs = [get_args_parser().parse_args(line.split()[1:]) for line in lines if for_machines(line)]
+    assert len(runs) >= 2 and [int(r.node_rank) for r in runs] == list(range(int(runs[0].nnodes)))
+    same = [(r.nnodes, r.nproc_per_node, r.master_addr, r.master_port, r.training_script, r.training_script_args)
+            for r in runs]
+    assert len(set(map(str, same))) == 1 and not runs[0].standalone
+    assert runs[0].training_script == "train.py"
+    cfg, _ = configurator.parse(runs[0].training_script_args).over()
+    world = int(runs[0].nnodes) * int(runs[0].nproc_per_node)
+    grad_accum_steps(cfg.total_batch_size, cfg.batch_size * cfg.block_size, world)  # a world it divides
+    preset = runs[0].training_script_args[0]
+    said = re.search(rf"`{preset}`'s weights, gradients and AdamW moments take ([0-9.]+) GB in fp32", text)
+    with torch.device("meta"):
+        model = Transformer(model_args(cfg, 2048))  # its BPE's 2,048 tokens (config.py)
+    assert said and float(said[1]) == round(model.estimate_memory(1, bf16=True)[0] / 1e9, 1)

@@ -15,14 +15,15 @@ import torch
 import bd3
 from diffusion import SamplerOptions
 from model import ModelArgs, Transformer, decode
+from utils.draws import Law
 from test_pinned_samples import integer_weights
 
 pytestmark = pytest.mark.core  # the core tier (pytest.ini): the maths, the loop, the samplers
 
 V, MASK = 11, 10  # ten tokens and [MASK]: a token is one digit below
 BLOCKS = bd3.Blocks(size=4, mask_id=MASK)
-OPTS = {"T1": SamplerOptions(steps=1), "T0.8 k4": SamplerOptions(steps=1, temperature=0.8, top_k=4),
-        "T0": SamplerOptions(steps=1, temperature=0)}
+OPTS = {"T1": SamplerOptions(steps=1), "T0.8 k4": SamplerOptions(steps=1, law=Law(temperature=0.8, top_k=4)),
+        "T0": SamplerOptions(steps=1, law=Law(temperature=0))}
 # (sampler, law, batch, prompt length): the 40 tokens of each row, rows joined by '/'; drawn at 91a1a5c (before
 # issue 89), torch 2.13.0 CPU. 'drafted' is sample_clean_ar(draft=True), 'clean' the clean half alone (draft=False)
 PINNED = {

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from configurator import get_config
-from diffusion import Schedule
+from diffusion import SamplerOptions
 from evals.report import final_report
 from utils.train_log import first_step_line, fmt_eta, long_run_note, loss_label, projected_step_s
 from helpers import FIXTURES, ToyModel, model_args
@@ -38,7 +38,7 @@ RES = dict(nats_per_token=2.0, se=0.01, bits_per_char=2.9, bpc_se=0.02, ppl=7.4,
 def _report(capsys, *flags):
     steps = [] if "--threshold=0.5" in flags else ["--steps=8"]  # threshold decoding reads no --steps: refused beside it
     cfg = get_config(["--block_size=64", "--diffusion_steps=20", *steps, "--gen_len=12", "--viz_video=off", *flags])
-    final_report(ToyModel(), CharTokenizer("abcdefghijk"), cfg, Schedule(20), "cpu", RES)
+    final_report(ToyModel(), CharTokenizer("abcdefghijk"), cfg, SamplerOptions.from_config(cfg), "cpu", RES)
     return capsys.readouterr().out
 
 

@@ -18,7 +18,7 @@ import configurator
 import inference
 from config import Config
 from checkpoint_manager import load_model, read_checkpoint
-from helpers import ROOT, model_args, run_cli_here, script
+from helpers import ROOT, assert_one_line_error, model_args, run_cli_here, script
 from utils import fileio
 from utils.tokenizer import CharTokenizer, fingerprint, tokenizer_from_state
 
@@ -40,7 +40,8 @@ def about(name):
 
 def test_the_shipped_weights_fit_in_sixteen_megabytes():
     sizes = [os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ROOT / "artifacts" / "weights") for f in fs]
-    assert len(sizes) == 4 * len(NAMES)  # model.safetensors, config.json, vocab.json and the card (README.md) each
+    # model.safetensors, config.json, vocab.json and the card (README.md) each; checksums.txt lists them
+    assert len(sizes) == 4 * len(NAMES) + 1
     assert sum(sizes) <= 16e6
 
 
@@ -66,11 +67,16 @@ def eval_figures(out):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_each_has_a_card_in_the_hubs_shape_whose_figures_are_its_own(name):
-    """Front matter (language, licence, model-index), the sections a hub card has, the command of config.json's
+    """Front matter (language, the repository's licence, model-index), the sections a hub card has, the command of config.json's
     'about', and the figures: the table's equal the model-index's and config.json's (the slow test: eval.py's)."""
     text = card(name)
     front, body = text.split("\n---\n", 1)
     assert front.startswith("---\nlanguage: en\nlicense:") and "model-index:" in front
+    # the repository's licence, by the hub's own identifier for it, and a link to its text that resolves
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License\n")
+    assert re.search(r"^license: (.*)$", front, re.M)[1] == "mit"
+    link = re.search(r"\]\(([^)]*LICENSE)\)", body.split("\n## Licence\n")[1])[1]
+    assert (ROOT / "artifacts" / "weights" / name / link).resolve() == ROOT / "LICENSE"
     sections = re.findall(r"^## (.*)$", body, re.M)
     assert sections == ["The network", "Data and training", "What it scores", "Sample, race and serve it", "Limits",
                         "Licence"]
@@ -94,7 +100,7 @@ def test_each_is_the_network_and_tokenizer_its_command_trains_today(name):
     assert made["preset"] in configurator.PRESETS and re.fullmatch(r"[0-9a-f]{7,40}", made["trained_at"])
     argv = shlex.split(made["command"])
     assert argv[:3] == ["python", "train.py", made["preset"]]
-    cfg, _ = configurator.parse(argv[2:])
+    cfg = configurator.get_config(argv[2:])  # the command, read and checked
     tok = tokenizer_from_state(ckpt["tokenizer"])
     text = (ROOT / cfg.data_path).read_text(encoding="utf-8")
     assert fingerprint(tok) == fingerprint(CharTokenizer(sorted(set(text))))
@@ -138,6 +144,7 @@ def test_the_note_says_which_weights_are_read_how_they_were_made_and_how_to_trai
                                                                                           tmp_path):
     for folder in ("weights", "weightsX"):  # the shipped folder, and one whose name only starts alike
         shutil.copytree(ROOT / "artifacts" / "weights" / "baby_ar", tmp_path / "artifacts" / folder / "baby_ar")
+        shutil.copy(ROOT / "artifacts" / "weights" / "checksums.txt", tmp_path / "artifacts" / folder)
     monkeypatch.setattr(fileio, "REPO", str(tmp_path))
     monkeypatch.setattr(fileio, "SHIPPED", str(tmp_path / "artifacts" / "weights"))
     monkeypatch.chdir(tmp_path)
@@ -166,9 +173,12 @@ def test_each_samples_its_pinned_text(name, capsys):
 # tier (pytest.ini); the pinned samples above fail at once when any shipped weights change
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slower) if n in ("cpu", "baby_bd3") else n
                                   for n in NAMES])
-def test_each_scores_its_test_figure_to_the_printed_digit(name, capsys):
+def test_each_scores_its_test_figure_to_the_printed_digit(name, tmp_path, monkeypatch, capsys):
     """scripts/eval.py's test bound (128 windows x 8 times), the figure config.json and RESULTS give; and every
-    figure of its card, with its error bar."""
+    figure of its card, with its error bar. (In a temp folder, which reads the repository's data/: eval.py encodes it
+    into artifacts/data/ there.)"""
+    (tmp_path / "data").symlink_to(ROOT / "data")
+    monkeypatch.chdir(tmp_path)
     code, out, err = run_cli_here(script("eval").main, [str(ROOT / "artifacts" / "weights" / name), "--n-samples=0",
                                                      "--device=cpu"], capsys)
     assert code == 0, err
@@ -232,7 +242,7 @@ def fresh_clone(tmp_path, monkeypatch):
     """A repository root with no run trained and the shipped weights (links to this repo's), run from there."""
     weights = tmp_path / "artifacts" / "weights"
     weights.mkdir(parents=True)
-    for name in NAMES:
+    for name in (*NAMES, "checksums.txt"):
         (weights / name).symlink_to(ROOT / "artifacts" / "weights" / name)
     monkeypatch.setattr(fileio, "REPO", str(tmp_path))
     monkeypatch.setattr(fileio, "SHIPPED", str(weights))
@@ -254,3 +264,124 @@ def test_a_command_names_the_shipped_folder_it_reads_in_a_presets_place(fresh_cl
     assert capsys.readouterr().out.startswith("reading artifacts/weights/baby_ar")
     with pytest.raises(fileio.UserError, match="artifacts/weights/baby is given twice"):
         script("race").parse_args(["artifacts/models/baby/model.pt", "artifacts/weights/baby"])
+
+
+def own_run(at, ckpt, step):
+    """The preset run's model.pt at `at`, as train.py leaves it at `step`: the shipped weights' tensors and config."""
+    import torch
+    at.parent.mkdir(parents=True, exist_ok=True)
+    keep = ("model", "config", "model_args", "tokenizer", "meta")
+    torch.save({**{k: ckpt[k] for k in keep}, "iter": step}, at)
+
+
+def test_a_run_in_progress_is_read_in_the_shipped_weights_place_and_said_so_with_its_step(fresh_clone, capsys):
+    """Issue 105: while `python train.py cpu` runs, its model.pt (step 250) stood in for the shipped weights and
+    nothing said so. Every reader (read_checkpoint: inference, eval, race, export) now says which step of how many it
+    reads and how to read the shipped ones; a finished run (its last step) is read as before, without a word."""
+    shipped = read_checkpoint("artifacts/weights/cpu")
+    capsys.readouterr()
+    run = fresh_clone / "artifacts" / "models" / "cpu" / "model.pt"
+    own_run(run, shipped, 250)
+    code, out, err = run_cli_here(inference.main, ["cpu", "--prompt=JULIET:", "--gen_len=4", "--seed=0",
+                                                   "--device=cpu", "--viz-video=off"], capsys)
+    assert code == 0, err
+    note, line = out.splitlines()[:2]
+    assert note == ("reading artifacts/models/cpu/model.pt, your run at step 250 of its 2,000 (still training, or "
+                    "stopped before its end), in place of artifacts/weights/cpu, the weights this repo ships: give "
+                    "artifacts/weights/cpu to read those")
+    assert line.startswith("checkpoint artifacts/models/cpu/model.pt: ")
+    code, out, err = run_cli_here(inference.main, ["--checkpoint=artifacts/weights/cpu", "--prompt=JULIET:",
+                                                   "--gen_len=4", "--device=cpu", "--viz-video=off"], capsys)
+    assert code == 0 and out.startswith("reading artifacts/weights/cpu, the weights this repo ships"), err  # the advice
+    own_run(run, shipped, 2000)  # finished
+    read_checkpoint("artifacts/models/cpu/model.pt")
+    assert capsys.readouterr().out == ""
+    own_run(fresh_clone / "runs" / "cpu" / "model.pt", shipped, 250)  # no shipped weights stand in for it: no word
+    read_checkpoint("runs/cpu/model.pt")
+    assert capsys.readouterr().out == ""
+
+
+
+@pytest.fixture
+def shipped_copy(tmp_path, monkeypatch):
+    """A repository root whose artifacts/weights are copies of the shipped folders (and their list), to edit."""
+    shutil.copytree(ROOT / "artifacts" / "weights", tmp_path / "artifacts" / "weights")
+    monkeypatch.setattr(fileio, "REPO", str(tmp_path))
+    monkeypatch.setattr(fileio, "SHIPPED", str(tmp_path / "artifacts" / "weights"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "artifacts" / "weights"
+
+
+def edit_config(folder, change):
+    """config.json of folder, changed by change(its JSON) and written back as export.py writes it."""
+    path = folder / "config.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta, indent=1))
+
+
+def both(key, value):
+    """A trained key changed in config and in config.json's own copy of it, where it has one (they must agree)."""
+    def change(meta):
+        meta["config"][key] = value
+        if key in meta:
+            meta[key] = value
+    return change
+
+
+EDITS = {  # issue 105: each was read as found, and the first two still called the shipped weights
+    "the test figure": lambda meta: meta["about"].update(test="<= 1.2345 nats/char"),
+    "baby's schedule": both("schedule", "linear"),
+    "its objective": both("objective", "uniform"),
+    "its block_size": lambda meta: (both("block_size", 32)(meta), meta["model_args"].update(block_size=32)),
+    "its diffusion_steps": lambda meta: (both("diffusion_steps", 100)(meta),
+                                         meta["model_args"].update(diffusion_steps=100)),
+    "its tokenizer's fingerprint": lambda meta: meta.update(tokenizer_fingerprint="0" * 16),
+    "its step": lambda meta: meta.update(iter=4000),
+    "the command that made it": lambda meta: meta["about"].update(command="python train.py baby --max_iters=9"),
+}
+
+
+@pytest.mark.parametrize("what", EDITS)
+def test_a_config_json_changed_where_the_networks_meaning_lies_is_refused(what, shipped_copy, capsys):
+    """What a model means is in its config.json as much as in its tensors: the export's checksum covers both (all but
+    the sampling defaults), so an edit there is refused in one line, never read as the shipped model."""
+    edit_config(shipped_copy / "baby", EDITS[what])
+    code, out, err = run_cli_here(inference.main, ["--checkpoint=artifacts/weights/baby", "--device=cpu",
+                                                   "--viz-video=off"], capsys)
+    assert_one_line_error(code, err, "config.json was changed after scripts/export.py wrote it")
+    assert "the weights this repo ships" not in out
+
+
+def test_a_sampling_default_is_the_users_to_edit_and_the_weights_stay_the_shipped_ones(shipped_copy, capsys):
+    edit_config(shipped_copy / "baby", lambda meta: meta["config"].update(prompt="JULIET:", gen_len=24))
+    code, out, err = run_cli_here(inference.main, ["--checkpoint=artifacts/weights/baby", "--seed=0", "--device=cpu",
+                                                   "--viz-video=off"], capsys)
+    assert code == 0 and out.startswith("reading artifacts/weights/baby, the weights this repo ships"), err
+    assert out.split("\n", 2)[2].split("\n---- ")[0] == PINNED["baby"]  # its new defaults, sampled
+
+
+def test_only_the_files_the_repo_ships_are_called_its_shipped_weights(shipped_copy, tmp_path, capsys):
+    """A folder of artifacts/weights exported again (the card's own export line, say, with a run of your own) holds
+    valid files that are not the shipped ones: it is read, and said not to be them (checksums.txt lists each)."""
+    code, _, err = run_cli_here(script("export").main, [shipped_copy / "baby_ar", shipped_copy / "cpu",
+                                                        "--overwrite"], capsys)
+    assert code == 0, err
+    read_checkpoint("artifacts/weights/cpu")
+    said = capsys.readouterr().out
+    assert said.startswith("reading artifacts/weights/cpu: its files are not the ones this repo ships") and "\n" == \
+        said[-1] and said.count("\n") == 1
+    assert "the weights this repo ships (" not in said
+
+
+def test_a_users_export_with_a_trained_key_changed_is_refused_and_one_written_before_the_checksum_is_said(
+        shipped_copy, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    code, _, err = run_cli_here(script("export").main, [shipped_copy / "baby", mine], capsys)
+    assert code == 0, err
+    edit_config(mine, both("schedule", "linear"))
+    code, _, err = run_cli_here(inference.main, [f"--checkpoint={mine}", "--device=cpu", "--viz-video=off"], capsys)
+    assert_one_line_error(code, err, f"exported model {mine}: its config.json was changed")
+    edit_config(mine, lambda meta: (both("schedule", "cosine")(meta), meta.pop("config_checksum")))  # an older export
+    code, out, err = run_cli_here(inference.main, [f"--checkpoint={mine}", "--device=cpu", "--viz-video=off"], capsys)
+    assert code == 0 and f"note: exported model {mine} predates config.json's checksum" in out, err

@@ -15,6 +15,7 @@ from bd3 import Blocks, bd3_logits, bd3_loss, keep_or_redraw, probs, sample_clea
 from diffusion import LossOptions, Schedule, no_mask_logit
 from model import ModelArgs, Transformer
 from diffusion import SamplerOptions
+from utils.draws import Law
 from helpers import bd3_drawn, pooled_chi2 as _pooled_chi2
 
 V, MASK = 4, 3  # three tokens and [MASK]
@@ -109,8 +110,8 @@ def _clean_joint(net, prompt, n, opts):
 
 
 @pytest.mark.parametrize("P,n,opts", [(3, 5, SamplerOptions(steps=1)),
-                                      (2, 5, SamplerOptions(steps=1, temperature=0.7, top_k=2)),
-                                      (0, 4, SamplerOptions(steps=1, top_p=0.8)),
+                                      (2, 5, SamplerOptions(steps=1, law=Law(temperature=0.7, top_k=2))),
+                                      (0, 4, SamplerOptions(steps=1, law=Law(top_p=0.8))),
                                       (5, 4, SamplerOptions(steps=1))])  # P = 5: the window restarts after one token
 def test_clean_ar_samples_follow_the_clean_halfs_joint_and_keeping_every_draft_does_not(P, n, opts, monkeypatch):
     """Drafted by the noisy half, checked by the clean half: 2,400 draws against the clean half's joint enumerated
@@ -142,7 +143,7 @@ def test_clean_ar_samples_follow_the_clean_halfs_joint_and_keeping_every_draft_d
 def test_clean_ar_greedy_is_the_clean_halfs_greedy_text_in_fewer_passes_past_the_context():
     """At temperature 0 every token is the clean half's argmax after the text before it (the uncached pass, in the
     same windows), 40 tokens through a context of 8; drafts are kept, so fewer passes than tokens."""
-    net, greedy = _bd3_net(ar=True), SamplerOptions(steps=1, temperature=0)
+    net, greedy = _bd3_net(ar=True), SamplerOptions(steps=1, law=Law(temperature=0))
     for P in (1, 3, 6):
         prompt = torch.randint(0, MASK, (2, P), generator=torch.Generator().manual_seed(P))
         got, st = sample_clean_ar(net, prompt, 40, BLOCKS, greedy, torch.Generator().manual_seed(1), draft=True)

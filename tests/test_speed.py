@@ -15,7 +15,8 @@ import torch
 
 from bd3 import Blocks, sample_clean_ar
 from configurator import get_config
-from evals.samples import busy_note, columns_counted, draw, speed_figures, time_draws
+from diffusion import SamplerOptions
+from evals.samples import Job, busy_note, columns_counted, draw, speed_figures, time_draws
 from helpers import for_objective, model_args, script
 from model import Transformer
 
@@ -42,6 +43,11 @@ def _net(flags, seed=0):
     return cfg, Transformer(model_args(cfg, V)).eval()
 
 
+def _job(model, cfg, B):
+    """The Job that draws cfg's samples B a batch: its sampler built from cfg, as the scripts build it."""
+    return Job(model, replace(cfg, num_samples=B), SamplerOptions.from_config(cfg), MASK)
+
+
 class Calls:
     """A forward hook on the network: its calls and every column they read, per call."""
 
@@ -65,7 +71,7 @@ def test_every_samplers_passes_are_its_network_calls(name, B):
     cfg, model = _net(flags)
     start = [1, 2, 3, 4, 5] if "bd3" in name else [1, 2, 3]
     with Calls(model) as calls:
-        _, nfe = draw(model, replace(cfg, num_samples=B), start, G, B, MASK, torch.Generator().manual_seed(0))
+        _, nfe = draw(_job(model, cfg, B), start, G, B, torch.Generator().manual_seed(0))
     assert len(nfe) == B and max(nfe) == len(calls.columns) > 0  # threshold: the slowest sample takes part in each
 
 
@@ -91,7 +97,7 @@ def test_p_cache_counts_every_column_but_the_prompts_by_hand(name, every_call):
     cfg, model = _net(flags)
     start = [1, 2, 3, 4, 5] if "bd3" in name else [1, 2, 3]  # bd3: the prompt's last token starts a block
     with Calls(model) as calls, columns_counted(model, start) as seen:
-        draw(model, replace(cfg, num_samples=2), start, G, 2, MASK, torch.Generator().manual_seed(0))
+        draw(_job(model, cfg, 2), start, G, 2, torch.Generator().manual_seed(0))
     reads_prompt = len(calls.columns) if every_call else 1
     assert seen["columns"] == sum(calls.columns) - 2 * (len(start) - 1) * reads_prompt
     assert seen["calls"] == len(calls.columns)
@@ -126,7 +132,8 @@ def _lanes():
     # bd3's network 9 draws seeds 17..21 in 6, 4, 5, 4, 6 passes: the first, the fastest and the median all differ
     for name, seed in (("ar", 0), ("bd3 speculate", 9), ("mdlm", 0)):
         cfg, model = _net(SAMPLERS[name][0], seed)
-        lanes.append(dict(path=f"{name}/model.pt", name=name, model=model, tok=tok, cfg=replace(cfg, num_samples=1)))
+        lanes.append(dict(path=f"{name}/model.pt", name=name, model=model, tok=tok, cfg=replace(cfg, num_samples=1),
+                          opts=SamplerOptions.from_config(cfg)))
     return lanes
 
 
@@ -136,7 +143,7 @@ def test_time_draws_reads_the_median_of_its_rounds_every_call_on_the_clock(monke
     passes, each with its lowest and highest; seeds follow the warm-up's."""
     lanes = _lanes()
     clock = Clock(monkeypatch, [lane["model"] for lane in lanes])
-    jobs = [(lane["model"], lane["cfg"], MASK) for lane in lanes]
+    jobs = [_job(lane["model"], lane["cfg"], 1) for lane in lanes]
     timings, ready = time_draws(jobs, [1, 2, 3], 10, 1, 5, 16, torch.device("cpu"))
     assert len(ready) == 3 * 5
     for lane, t in zip(lanes, timings):
@@ -144,7 +151,7 @@ def test_time_draws_reads_the_median_of_its_rounds_every_call_on_the_clock(monke
         for s, seconds, passes in zip(t["seeds"], t["seconds"], t["passes"]):
             with Calls(lane["model"]) as calls:  # the same draw again, its calls priced by hand
                 before = clock.now
-                _, nfe = draw(lane["model"], lane["cfg"], [1, 2, 3], 10, 1, MASK, torch.Generator().manual_seed(s))
+                _, nfe = draw(_job(lane["model"], lane["cfg"], 1), [1, 2, 3], 10, 1, torch.Generator().manual_seed(s))
                 reads = round((clock.now - before - 1e-3 * len(calls.columns) - 1e-5 * sum(calls.columns)) / 1e-6)
             assert nfe == [passes] == [len(calls.columns)]
             assert seconds == pytest.approx(1e-3 * len(calls.columns) + 1e-5 * sum(calls.columns) + 1e-6 * (reads + 1))
@@ -170,7 +177,7 @@ def test_the_race_and_frontier_read_the_same_figures_for_the_same_draws(monkeypa
     start, G, n = [1, 2, 3], 10, 5
     args = SimpleNamespace(gen_len=G, seeds=n, seed=16)
     race.run_lanes(lanes, start, args, torch.device("cpu"))
-    runs = [dict(path=lane["path"], model=lane["model"], tok=lane["tok"], points=[(None, lane["cfg"])],
+    runs = [dict(path=lane["path"], model=lane["model"], tok=lane["tok"], points=[(None, lane["cfg"], lane["opts"])],
                  rows=[dict(curve="c", temperature=1.0)]) for lane in lanes]
     fargs = SimpleNamespace(time_batches=[1], repeats=n, seed=16, time_draws=1)
     frontier.time_points(runs, fargs, start, G, torch.device("cpu"))
@@ -193,12 +200,13 @@ def test_time_draws_times_a_draw_when_a_round_makes_several(monkeypatch):
     the round's over K: on the fake clock, the mean of the K draws' own costs."""
     lanes = _lanes()[:1]
     clock = Clock(monkeypatch, [lanes[0]["model"]])
-    [t], _ = time_draws([(lanes[0]["model"], lanes[0]["cfg"], MASK)], [1, 2, 3], 10, 1, 2, 0, torch.device("cpu"), 3)
+    job = _job(lanes[0]["model"], lanes[0]["cfg"], 1)
+    [t], _ = time_draws([job], [1, 2, 3], 10, 1, 2, 0, torch.device("cpu"), 3)
     assert t["seeds"] == [3, 4, 5, 6, 7, 8] and len(t["seconds"]) == 2
     costs = []
     for s in t["seeds"]:
         before = clock.now
-        draw(lanes[0]["model"], lanes[0]["cfg"], [1, 2, 3], 10, 1, MASK, torch.Generator().manual_seed(s))
+        draw(job, [1, 2, 3], 10, 1, torch.Generator().manual_seed(s))
         costs.append(clock.now - before)
     assert t["seconds"] == pytest.approx([sum(costs[:3]) / 3, sum(costs[3:]) / 3], rel=1e-3)
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import bd3
-from utils.draws import filter_logits, sample_tokens
+from utils.draws import Law, sample_tokens
 from configurator import get_config
 import model as model_py
 from model import compile_decode, decode, decode_steps
@@ -50,7 +50,7 @@ def _uncached(model, prompt, n, generator, temperature=0.9, top_k=0):
         L = seq.size(1) - lo
         logits = model(seq[:, lo:], attn_mask=torch.ones(L, L, dtype=torch.bool).tril())[:, -1]
         logits[:, MASK] = float("-inf")
-        seen.append(filter_logits(logits, temperature, top_k))
+        seen.append(Law(temperature=temperature, top_k=top_k).log_probs(logits))
         seq = torch.cat([seq, sample_tokens(seen[-1], temperature, generator)[:, None]], 1)
         if seq.size(1) - lo > W:
             lo = seq.size(1) - W // 2
@@ -67,7 +67,7 @@ def test_the_static_decode_draws_the_eager_decodes_and_the_uncached_tokens(seed,
         ref, ref_logits = _uncached(_net(seed, causal), prompt, 40, torch.Generator().manual_seed(seed))
         for static in (False, True):
             got = []
-            out = _static(_net(seed, causal), static).generate(prompt, 40, SamplerOptions(1, temperature=0.9),
+            out = _static(_net(seed, causal), static).generate(prompt, 40, SamplerOptions(1, law=Law(temperature=0.9)),
                            torch.Generator().manual_seed(seed), MASK, on_token=lambda seq, filtered: got.append(filtered))
             assert torch.equal(out, ref), (static, seed)
             torch.testing.assert_close(torch.stack(got), torch.stack(ref_logits), atol=1e-5, rtol=1e-5)
@@ -93,7 +93,7 @@ def test_bd3s_clean_half_at_batch_above_1_draws_the_same_tokens_on_the_static_ca
     """sample_clean_ar at batch 4 (the clean half alone, in the AR's loop): the static cache and the eager one give
     the tokens of the uncached clean half past the context (blocks of 4, context 16), and the same laws token by
     token."""
-    opts, prompt = SamplerOptions(steps=1, temperature=1.0, top_k=5), torch.randint(0, 10, (4, 3))
+    opts, prompt = SamplerOptions(steps=1, law=Law(temperature=1.0, top_k=5)), torch.randint(0, 10, (4, 3))
     ref = _bd3_uncached(_net(seed, False, True), prompt, 37, 4, torch.Generator().manual_seed(seed), opts)
     laws = {}
     for static in (False, True):
@@ -101,7 +101,7 @@ def test_bd3s_clean_half_at_batch_above_1_draws_the_same_tokens_on_the_static_ca
         m = _static(_net(seed, False, True), static)
         hook = m.register_forward_pre_hook(lambda *a: calls.append(1))  # every network call
         out, stats = bd3.sample_clean_ar(m, prompt, 37, BLOCKS, opts, torch.Generator().manual_seed(seed),
-                                         on_step=lambda st: seen.append(st.law[1]))
+                                         on_step=lambda st: seen.append(st.laws[1]))
         hook.remove()
         # a pass a token, and one for the text before the newest token each time the window moves: every call
         assert torch.equal(out, ref) and stats["nfe"] == len(calls) > 37, static
@@ -153,7 +153,7 @@ def test_the_static_decode_makes_no_host_sync():
     meta device under the sync check (tests/test_sync_free.py's): the position stays on the device."""
     from test_sync_free import checked_from_the_first_pass
     meta = torch.device("meta")
-    for model, sample in ((_net(0), lambda m, x: m.generate(x, 20, SamplerOptions(1, top_k=5),
+    for model, sample in ((_net(0), lambda m, x: m.generate(x, 20, SamplerOptions(1, law=Law(top_k=5)),
                                                           torch.Generator().manual_seed(0), MASK)),
                           (_net(1, False, True), lambda m, x: bd3.sample_clean_ar(m, x, 20, BLOCKS, draft=False,
                                                                                   generator=torch.Generator()))):
@@ -180,7 +180,7 @@ def test_bd3s_drafting_rounds_draw_the_same_tokens_whole_at_fixed_shapes(seed):
     the device), 1 or 3 rounds a call, draws the tokens of the round that passes only the columns it reads, in the
     same passes, at T = 1 and filtered, at batch 1 and at batch 3 (rows advance together)."""
     passes = []
-    for opts in (SamplerOptions(steps=1, replay_steps=3), SamplerOptions(steps=1, temperature=0.8, top_k=4)):
+    for opts in (SamplerOptions(steps=1, replay_steps=3), SamplerOptions(steps=1, law=Law(temperature=0.8, top_k=4))):
         for B, k in ((1, 1), (1, 3), (3, 3)):
             prompt = torch.randint(0, 10, (B, 3), generator=torch.Generator().manual_seed(seed))
             got = [bd3.sample_clean_ar(_drafting(seed, static), prompt, 40, BLOCKS, replace(opts, replay_steps=k),
@@ -204,7 +204,7 @@ def test_the_whole_rounds_read_nothing_on_the_host():
     c.new_window(torch.zeros(1, 3, dtype=torch.long, device=meta), 40)
     u = torch.zeros(3 * 9, dtype=torch.float64, device=meta)
     with NoHostSync():
-        counts, used, laws = bd3._rounds(model, c, u, 3, SamplerOptions(1, top_k=5), MASK)
+        counts, used, laws = bd3._rounds(model, c, u, 3, SamplerOptions(1, law=Law(top_k=5)), MASK)
     assert counts.shape == (3,) and used.shape == () and [tuple(p.shape) for p in laws] == [(1, 5, V)] * 3
 
 
@@ -231,7 +231,7 @@ def test_an_eager_drafting_round_reads_one_number_on_the_host(monkeypatch):
     model = _drafting(0, False).to(torch.device("meta"))
     with OneRead():  # the call's setup too: it builds its cache and [MASK] block on the device
         out, stats = bd3.sample_clean_ar(model, torch.zeros(1, 3, dtype=torch.long, device="meta"), 40, BLOCKS,
-                                         SamplerOptions(1, top_k=5), torch.Generator().manual_seed(0))
+                                         SamplerOptions(1, law=Law(top_k=5)), torch.Generator().manual_seed(0))
     drafting = [i + 1 for i, k in enumerate(rounds) if k]  # rounds read so far when each drafting round reads
     assert reads == drafting and len(drafting) > 10 and stats["nfe"] == len(rounds) + len(prefills) > len(rounds)
 

@@ -162,6 +162,7 @@ def test_a_uniform_step_and_a_kv_cached_ar_token_make_no_host_sync(objective):
     """Every step of the uniform sampler and every token of the AR's KV-cached decode (decode.generate) on meta."""
     import uniform
     from diffusion import SamplerOptions
+    from utils.draws import Law
     cfg = get_config(for_objective([*PRESETS[objective], *SMALL]))
     tok, meta = Tok(19), torch.device("meta")
     model = Transformer(model_args(cfg, tok.vocab_size)).eval().to(meta)
@@ -172,10 +173,11 @@ def test_a_uniform_step_and_a_kv_cached_ar_token_make_no_host_sync(objective):
     leave = checked_from_the_first_pass(model)
     try:
         if objective == "uniform":
-            opts = SamplerOptions(steps=4, temperature=1.0, top_p=0.9)
+            opts = SamplerOptions(steps=4, law=Law(temperature=1.0, top_p=0.9))
             uniform.sample_uniform(model, x, gen_mask, schedule, tok.mask_id, opts, torch.Generator().manual_seed(0))
         else:
-            model.generate(x[:, :4], 12, SamplerOptions(1, top_k=5), torch.Generator().manual_seed(0), tok.mask_id)
+            model.generate(x[:, :4], 12, SamplerOptions(1, law=Law(top_k=5)), torch.Generator().manual_seed(0),
+                           tok.mask_id)
     finally:
         leave()
 

@@ -202,8 +202,10 @@ def test_parent_dirs_created_and_zero_frames(tmp_path):
 ])
 def test_the_trace_header_names_each_sampler_setting(argv, title):
     from configurator import get_config
+    from diffusion import SamplerOptions
     from sampling.trace import trace_title
-    got = trace_title(get_config(argv))
+    cfg = get_config(argv)
+    got = trace_title(cfg, SamplerOptions.from_config(cfg))
     assert got.endswith(title) and len(got) <= 64  # one line of the 64-cell char frame
 
 

@@ -1,5 +1,5 @@
 """inference.py --html: the trace as one HTML page. Every sampler's Steps say where they drew and
-from what law (Step.law), the page embeds every step with sample 0's top candidates, its data
+from what law (Step.laws), the page embeds every step with sample 0's top candidates, its data
 round-trips, and (where Debian's chromium is installed) a real browser loads it without a console
 error and its slider moves the canvas.
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sampling.canvas import build_canvas, fill
-from diffusion import Schedule
+from diffusion import SamplerOptions
 from configurator import get_config
 from helpers import for_objective, model_args
 from model import Transformer
@@ -35,28 +35,28 @@ SAMPLERS = {  # name -> the flags of one sampler of each objective
 
 
 def _setup(flags, seed=0):
-    """(cfg, canvas, model): flags' sampler over 2 canvases of a random tiny network."""
+    """(cfg, opts, canvas, model): flags' sampler over 2 canvases of a random tiny network."""
     cfg = get_config(for_objective([*SMALL, *flags, "--num_samples=2"]))
     torch.manual_seed(seed)
     model = Transformer(model_args(cfg, TOK.vocab_size)).eval()
-    return cfg, build_canvas(cfg, TOK, model.args.block_size), model
+    opts = SamplerOptions.from_config(cfg)
+    return cfg, opts, build_canvas(cfg, opts, TOK, model.args.block_size), model
 
 
 def _run(flags, hooks, seed=0):
-    cfg, canvas, model = _setup(flags, seed)
-    return fill(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
-                    torch.Generator().manual_seed(seed), hooks)
+    cfg, opts, canvas, model = _setup(flags, seed)
+    return fill(model, TOK, canvas, cfg, opts, "cpu", torch.Generator().manual_seed(seed), hooks)
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_every_samplers_steps_say_where_they_drew_and_from_what_law(name):
-    """Step.law (at, logp): each position a step changed (revealed) has a row there; each row is a law (sums to 1
+    """Step.laws (at, logp): each position a step changed (revealed) has a row there; each row is a law (sums to 1
     in float64) under which the token drawn has mass; positions it names are the canvas's, never given text."""
     steps = []
     _run(SAMPLERS[name], steps.append)
     assert steps
     for st in steps:
-        at, logp = st.law
+        at, logp = st.laws
         B, L = st.x.shape
         assert at.dtype == torch.long and (at >= 0).all() and (at < B * L).all()
         assert st.gen_mask.flatten()[at].all(), "a law at given text"
@@ -73,12 +73,12 @@ def _page_data(html):
 
 @pytest.mark.parametrize("name", ["mdlm", "bd3 speculate", "ar"])
 def test_the_page_embeds_every_step_with_its_candidates_and_round_trips(name, tmp_path):
-    cfg, canvas, model = _setup(SAMPLERS[name])
+    cfg, opts, canvas, model = _setup(SAMPLERS[name])
     page, steps = PageWriter(tmp_path / "t.html", title="<title></script>", settings="s"), []
     hook = Trace(TOK, cfg, page=page)
     with page:
-        fill(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
-                 torch.Generator().manual_seed(0), lambda st: (steps.append(st), hook(st)))
+        fill(model, TOK, canvas, cfg, opts, "cpu", torch.Generator().manual_seed(0),
+             lambda st: (steps.append(st), hook(st)))
     data = _page_data((tmp_path / "t.html").read_text())
     assert data["title"] == "<title></script>"  # escaped in the page, itself after the round trip
     assert len(data["steps"]) == 1 + len({int(st.nfe[0]) for st in steps})  # the start, then every step of sample 0
@@ -95,7 +95,7 @@ def test_the_page_embeds_every_step_with_its_candidates_and_round_trips(name, tm
 def test_one_trace_gives_the_video_every_nth_pass_and_the_page_every_step(tmp_path):
     """--trace-every 3 beside --html: one Trace records both; the video's frames are the start, every third pass and
     the last, the page's the start and every pass, with its candidates; `with trace` closes both."""
-    cfg, canvas, model = _setup(["--steps=8", "--trace_every=3"])
+    cfg, opts, canvas, model = _setup(["--steps=8", "--trace_every=3"])
     nfes, closed = [], []
 
     class Video:  # a TraceWriter's add_frame and __exit__
@@ -107,8 +107,7 @@ def test_one_trace_gives_the_video_every_nth_pass_and_the_page_every_step(tmp_pa
 
     page = PageWriter(tmp_path / "t.html", title="t", settings="s")
     with Trace(TOK, cfg, video=Video(), page=page) as trace:
-        _, _, stats = fill(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
-                           torch.Generator().manual_seed(0), trace)
+        _, _, stats = fill(model, TOK, canvas, cfg, opts, "cpu", torch.Generator().manual_seed(0), trace)
     assert stats["nfe_per_sample"][0] == 8 and nfes == [0, 3, 6, 8] and closed == [(None, None, None)]
     steps = _page_data((tmp_path / "t.html").read_text())["steps"]
     assert [s["nfe"] for s in steps] == list(range(9)) and all(s["top"] for s in steps[1:])
@@ -117,11 +116,10 @@ def test_one_trace_gives_the_video_every_nth_pass_and_the_page_every_step(tmp_pa
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 def test_a_real_browser_loads_the_page_and_its_slider_moves_the_canvas(tmp_path):
-    cfg, canvas, model = _setup(SAMPLERS["mdlm"])
+    cfg, opts, canvas, model = _setup(SAMPLERS["mdlm"])
     page = PageWriter(tmp_path / "t.html", title="t", settings="s")
     with page:
-        fill(model, TOK, canvas, cfg, Schedule(8), "cpu", torch.Generator().manual_seed(0),
-                 Trace(TOK, cfg, page=page))
+        fill(model, TOK, canvas, cfg, opts, "cpu", torch.Generator().manual_seed(0), Trace(TOK, cfg, page=page))
     probe = """<script>
 window.__errors = [];
 window.addEventListener("error", (e) => window.__errors.push(String(e.message)));
@@ -169,10 +167,10 @@ TEMPERATURES = {"T=0": ["--temperature=0"], "T=0.5": ["--temperature=0.5"], "T=1
 def _drawn_from(logits, cfg, greedy=False):
     """The law (..., V) a sampler draws from logits at cfg's temperature, top-k and top-p: a point mass on the
     argmax at T = 0 (or a greedy step), by the test's own hand."""
-    from utils.draws import filter_logits
+    from utils.draws import Law
     if cfg.temperature == 0 or greedy:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).double()
-    return filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p).exp()
+    return Law.from_config(cfg).log_probs(logits).exp()
 
 
 def _laws_by_hand(name, cfg, model, steps):
@@ -191,7 +189,7 @@ def _laws_by_hand(name, cfg, model, steps):
             logits = bd3_logits(model, torch.full_like(final, TOK.mask_id), final, 4, TOK.mask_id, clean=True)[1]
         laws = []
         for k, st in enumerate(steps):
-            at = st.law[0][st.law[0] < st.x.size(1)].tolist()  # sample 0's positions, flat = its columns
+            at = st.laws[0][st.laws[0] < st.x.size(1)].tolist()  # sample 0's positions, flat = its columns
             if name == "mdlm":
                 greedy = k == len(steps) - 1 and cfg.tokens_per_step == "schedule"
                 rows = _drawn_from(predict_logits(model, st.prev, st.time, TOK.mask_id)[0], cfg, greedy)
@@ -214,11 +212,12 @@ def test_the_page_shows_the_law_each_token_was_drawn_from(name, temperature, tmp
     cfg = get_config(for_objective([*SMALL, *flags, *TEMPERATURES[temperature], f"--num_samples={B}"]))
     torch.manual_seed(0)
     model = Transformer(model_args(cfg, TOK.vocab_size)).eval()
-    canvas = build_canvas(cfg, TOK, model.args.block_size)
+    opts = SamplerOptions.from_config(cfg)
+    canvas = build_canvas(cfg, opts, TOK, model.args.block_size)
     page, steps = PageWriter(tmp_path / "t.html", title="t", settings="s"), []
     hook = Trace(TOK, cfg, page=page)
     with page:
-        fill(model, TOK, canvas, cfg, Schedule(cfg.diffusion_steps, cfg.schedule), "cpu",
+        fill(model, TOK, canvas, cfg, opts, "cpu",
              torch.Generator().manual_seed(1), lambda st: (steps.append(st), hook(st)))
     shown = _page_data((tmp_path / "t.html").read_text())["steps"][1:]  # the start frame, then a frame a step
     assert len(shown) == len(steps)

@@ -133,7 +133,8 @@ def test_inference_cli_writes_text_mp4_and_gif(tiny_ckpt, tmp_path):
     hold = math.ceil(1500 / 100)  # the last frame is held 1.5 s: 14 extra frames in the MP4
     assert imageio_ffmpeg.count_frames_and_secs(str(video))[0] == n_frames + hold - 1
     # the same seed gives the same text
-    r2 = run_script("inference.py", "--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20, "--seed", 0)
+    r2 = run_script("inference.py", "--checkpoint", tiny_ckpt, "--prompt", "the ", "--gen-len", 40, "--steps", 20, "--seed", 0,
+                    "--viz-video", "off")  # no trace: it would go to the repo's artifacts/media/
     assert r2.stdout.splitlines()[1] == text
 
 
@@ -269,7 +270,12 @@ def test_the_lr_warms_up_linearly_then_falls_by_a_cosine_to_the_floor():
     assert abs(lr_at(1000, c) - 1e-4) < 1e-12 and abs(lr_at(1100, c) - 1e-4) < 1e-12  # the floor, and past max_iters
 
 def test_a_short_run_caps_the_presets_warmup_at_a_tenth_of_its_steps():
-    from configurator import parse
+    from configurator import parse as read, validate
+
+    def parse(argv):  # the command line read and checked, as train.py's setup
+        cfg, given = read(argv).over()
+        validate(cfg, given)
+        return cfg, given
     from utils.optim import cap_warmup, lr_at
     cfg, given = parse(["cpu", "--max_iters=40"])  # the preset's 100 warm-up steps would never reach the peak LR
     capped, note = cap_warmup(cfg, given)

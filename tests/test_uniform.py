@@ -11,6 +11,7 @@ from diffusion import Schedule
 from config import Config
 from helpers import Tok, real_text, script
 from diffusion import SamplerOptions
+from utils.draws import Law
 from uniform import (bound_terms, compact, prior_kl, real_ids, reverse_log_probs, sample_uniform, uniform_corrupt,
                      uniform_loss)
 
@@ -228,7 +229,7 @@ def test_sampler_keeps_fixed_text_and_never_emits_mask(temperature, top_k):
         assert not (info.x == 1).any()
         seen.append(info.revealed.sum().item())
 
-    out, stats = sample_uniform(model, x.clone(), gm, Schedule(20), 1, SamplerOptions(8, temperature, top_k),
+    out, stats = sample_uniform(model, x.clone(), gm, Schedule(20), 1, SamplerOptions(8, Law(temperature, top_k)),
                                 generator=torch.Generator().manual_seed(0), on_step=on_step)
     assert torch.equal(out[~gm], x[~gm]) and not (out == 1).any()
     assert stats["nfe"] == 8 and len(seen) == 8 and sum(seen) > 0  # positions do change between steps

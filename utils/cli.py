@@ -214,12 +214,32 @@ def boolean(text):
     return BOOLEANS[text.lower()]
 
 
+def config_flags(p, needs=()):
+    """--KEY VALUE (dashes or underscores) for every config.py key the script does not take itself,
+    typed as config.py types it and left out of --help (its description names them): a script's
+    flags for a sampler's keys, known before torch is imported. Which keys a sampler reads is
+    checked once it is (scripts/eval.py). Returns the keys it added."""
+    own = {a.dest for a in p._actions}
+    added = [key for key in _TYPES if key not in own]
+    for key in added:
+        typ = _TYPES[key]
+        kind = dict(type=boolean if typ is bool else typ)
+        if key in CHOICES:
+            kind = dict(choices=CHOICES[key])
+        names = sorted({f"--{key.replace('_', '-')}", f"--{key}"})
+        p.add_argument(*names, dest=key, default=None, needs=needs, help=argparse.SUPPRESS, **kind)
+    return added
+
+
 def key_list(types):
     """'key=v1,v2' -> (key, [values]) by `types` (key -> list_of element); no value twice."""
     def pair(text):
         key, eq, values = text.partition("=")
         if not eq or key not in types:
-            raise argparse.ArgumentTypeError(f"{text!r}: give KEY=V1,V2 with KEY one of {', '.join(types)}")
+            close = difflib.get_close_matches(key, types, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close and eq else ""
+            keys = ", ".join(types) if len(types) <= 20 else "a key of config.py"
+            raise argparse.ArgumentTypeError(f"{text!r}: give KEY=V1,V2 with KEY {keys}{hint}")
         try:
             parsed = list_of(boolean if types[key] is bool else types[key])(values)
         except argparse.ArgumentTypeError as e:
@@ -271,6 +291,11 @@ def config_help(prog, usage, from_checkpoint=False):
             out.append(wrap(f"{text}{choice}{'; ' if text or choice else ''}default {defaults[key]!r}{tag}",
                             f"{head:<{col}}"))
     return "\n".join(out)
+
+
+def key_help(key):
+    """config.py's comment on key (its --help text)."""
+    return next(text for _, keys in _key_docs() for k, text in keys if k == key)
 
 
 def _source_lines(obj):

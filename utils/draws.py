@@ -1,4 +1,4 @@
-"""How a token is drawn, for every sampler: the law (temperature, top-k, top-p) in float64, and
+"""How a token is drawn, for every sampler: the law (Law: temperature, top-k, top-p) in float64, and
 exact inverse-CDF draws whose uniforms can be made ahead (so a CUDA graph replays a draw). Random
 draws run where utils.dist.draw_device says: the CPU's generator, or the device's when it has
 float64 (CUDA; MPS has none).
@@ -6,10 +6,12 @@ float64 (CUDA; MPS has none).
     python -c "import torch, utils.draws as d; print(d.draw(torch.tensor([[0., 1., 3.]]), None))"
 """
 import math
+from dataclasses import dataclass, fields
 
 import torch
 
 from utils.dist import draw_device, on_device
+from utils.errors import UserError
 
 DEGENERATE_ROW = ("no law to draw from: a row of probabilities has no mass or a NaN/inf entry, as the model's logits "
                   "were not finite (a damaged or diverged model) or a sampling setting validation refuses made them so")
@@ -28,22 +30,59 @@ def uniform_draws(*shape, generator, device):
 
 
 # ------------------------------------------------------------------------ the law
-def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
-    """Temperature, top-k, top-p on float64 logits (..., V) -> log-probs, -inf outside top-k/p.
-    temperature: a number (0: unscaled, for an argmax) or a positive (..., 1) tensor."""
-    logits = logits.double()
-    if torch.is_tensor(temperature) or temperature > 0:
-        logits = logits / temperature
-    if top_k and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        p = sorted_logits.softmax(-1)
-        drop = p.cumsum(-1) - p >= top_p  # keep the smallest prefix whose mass reaches top_p
-        drop[..., 0] = False
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return logits.log_softmax(-1)
+# The least temperature above 0: at 1e-6 a draw is already the argmax; a subnormal T overflows.
+MIN_TEMPERATURE = 1e-6
+
+
+@dataclass(frozen=True)
+class Law:
+    """How every sampler draws a token from the network's logits: the masked sampler, the AR's
+    generate, bd3's rounds and uniform's step all take this one value, so a new filter is a field
+    here and its lines in log_probs (config.py gives each field's key, with its comment)."""
+    temperature: float = 1.0  # 0 = argmax
+    top_k: int = 0            # 0 = off
+    top_p: float = 1.0        # 1.0 = off
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The law a config's keys of the same names set."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+
+    def log_probs(self, logits, temperature=None):
+        """float64 log-probs (..., V) of float logits: divided by the temperature (temperature=
+        overrides it: a number, or a positive (..., 1) tensor; 0 leaves them as they are, for an
+        argmax), then -inf outside top-k and top-p."""
+        temperature = self.temperature if temperature is None else temperature
+        logits = logits.double()
+        if torch.is_tensor(temperature) or temperature > 0:
+            logits = logits / temperature
+        if self.top_k and self.top_k < logits.size(-1):
+            kth = torch.topk(logits, self.top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+            p = sorted_logits.softmax(-1)
+            drop = p.cumsum(-1) - p >= self.top_p  # keep the smallest prefix whose mass reaches top_p
+            drop[..., 0] = False
+            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        return logits.log_softmax(-1)
+
+    def probs(self, logits):
+        """The float64 law (..., V) a token is drawn from: log_probs' exp, one-hot at T = 0."""
+        if self.temperature == 0:
+            return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).double()
+        return self.log_probs(logits).exp()
+
+    def check(self):
+        """Refuses, in the user's words, a law no draw can follow."""
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise UserError(f"temperature={self.temperature} is below {MIN_TEMPERATURE:g}, where a draw is already "
+                            f"the argmax (a tiny one overflows the logits): give 0 for the argmax, or "
+                            f"{MIN_TEMPERATURE:g}+")
+
+    def describe(self):
+        """The law in the words of its flags."""
+        return f"temperature {self.temperature:g}, top_k {self.top_k}, top_p {self.top_p:g}"
 
 
 def drawn_law(logp, greedy):

@@ -124,11 +124,17 @@ def own_or_shipped(path):
     folder) and the repo ships NAME's weights: then that shipped folder, relative to here."""
     if os.path.exists(path):
         return path
+    return shipped_for(path) or path
+
+
+def shipped_for(path):
+    """The shipped folder that stands in for path where path is a preset's own run (its model.pt or
+    folder) and the repo ships that preset's weights, relative to here; else None."""
     asked = os.path.abspath(path)
     run = os.path.dirname(asked) if os.path.basename(asked) == "model.pt" else asked
     shipped = os.path.join(SHIPPED, os.path.basename(run))
     if os.path.dirname(run) != os.path.join(REPO, "artifacts", "models") or not os.path.isdir(shipped):
-        return path
+        return None
     return os.path.relpath(shipped)
 
 
@@ -141,6 +147,16 @@ def require_checkpoints(paths, instead):
         raise not_found(", ".join(missing), "checkpoint", f"train {'them' if missing[1:] else 'it'} first ({how}; "
                         f"README's Presets table gives the time), or {instead}")
     return [own_or_shipped(p) for p in paths]
+
+
+def shipped_checksums():
+    """{folder name: its config.json's config_checksum} of the weights the repo ships, as
+    artifacts/weights/checksums.txt lists them ('CHECKSUM  NAME' a line); {} if it is unreadable."""
+    try:
+        with open(os.path.join(SHIPPED, "checksums.txt"), encoding="utf-8") as f:
+            return {name: digest for digest, name in (line.split() for line in f if line.strip())}
+    except (OSError, ValueError):
+        return {}
 
 
 def is_shipped(path):
@@ -214,6 +230,15 @@ def check_trace(cfg, replace=False):
     auto = [flag for flag, on in (("--viz-video", cfg.viz_video == "auto"), ("--html", cfg.html == "auto")) if on]
     if auto:
         check_folder(MEDIA, f"{auto[0]} names its new file in {MEDIA} (or give it a path)")
+
+
+TRACE_KEYS = ("viz_video", "html", "trace_every", "gif_frame_ms", "overwrite")  # a sample's trace and its files
+
+
+def trace_asked(cfg, given):
+    """The trace keys given (in order) that ask for a file: each but --viz-video off, which asks for
+    none. What --serve, --interactive and --prompts-file refuse alike: they record no trace."""
+    return [k for k in TRACE_KEYS if k in given and not (k == "viz_video" and cfg.viz_video == "off")]
 
 
 def drop_if_empty(path):

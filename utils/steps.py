@@ -27,7 +27,7 @@ class Step:
     finished: list            # (B,) bool: the sample takes part in no further step
     block: int = 0            # the semi-AR or bd3 block being decoded, of n_blocks
     n_blocks: int = 1
-    law: tuple = None         # (at (n,) flat positions of the canvas, logp (n, V)): what the step drew from there
+    laws: tuple = None        # (at (n,) flat positions of the canvas, logp (n, V)): what the step drew from there
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Drew:
     log-probs there (n, V) (a point mass where it took the argmax), the tokens drawn (n,), the
     (B, L) masks of positions revealed and re-masked, and the time told (B,)."""
     at: torch.Tensor
-    law: torch.Tensor
+    laws: torch.Tensor
     cand: torch.Tensor
     revealed: torch.Tensor
     remasked: torch.Tensor
@@ -73,13 +73,13 @@ class StepRecord:
                 self.done_at[r] = time.perf_counter() - self.t0
         if self.on_step is None:
             return
-        new_conf = drew.law.gather(-1, drew.cand[:, None]).squeeze(-1).exp()  # p(cand) under the law it was drawn from
+        new_conf = drew.laws.gather(-1, drew.cand[:, None]).squeeze(-1).exp()  # p(cand) under the law it was drawn from
         conf = self.conf.flatten().scatter(0, drew.at, new_conf).view_as(self.conf)
         self.conf = torch.where(drew.revealed, conf, self.conf).masked_fill(drew.remasked, 0.0)
         finished = [block_done and not any_left for any_left in left]
         self.on_step(Step(step=self.steps, nfe=self.nfe.clone(), time=drew.told, x=x, prev=prev,
                           gen_mask=self.gen_mask, revealed=drew.revealed, remasked=drew.remasked, conf=self.conf,
-                          block=b, n_blocks=self.n_blocks, finished=finished, law=(drew.at, drew.law)))
+                          block=b, n_blocks=self.n_blocks, finished=finished, laws=(drew.at, drew.laws)))
 
     def stats(self, blocks):
         """denoise()'s stats: passes (batched and per sample) and seconds."""
@@ -109,4 +109,4 @@ def ordered_step(prev, seq, P, L, n, mask_id, p, conf):
     conf[:, cols] = law.gather(-1, seq[:, cols, None]).squeeze(-1).double()
     return Step(step=n, nfe=torch.full((B,), n), time=torch.zeros(B, dtype=torch.long), x=x, prev=before,
                 gen_mask=gen, revealed=x != before, remasked=torch.zeros_like(gen), conf=conf.clone(),
-                finished=[S >= L] * B, law=(at, law.flatten(0, 1).log()))
+                finished=[S >= L] * B, laws=(at, law.flatten(0, 1).log()))

@@ -1,16 +1,16 @@
-"""The budgets that keep the product small enough to read, counted in what costs a reader: code lines (Python's
-tokenizer: no docstrings, no comment-only lines, no blanks), so that a reason written down never competes with a line
-of code (issue 70). Beside the counts, shape caps that packing would break: no long function, no long line, no
-conditional expression inside another, no `;`, no walrus but the `while (x := ...)` idiom (none on the reading path).
-Then the house: the objectives side by side (none imports another), imports only pointing down the floors, the
-configurator learning what a flag accepts without importing the modules that implement it, the laboratory (dev/)
-never imported by the product; figures named by date and commit, never by the team's calendar.
+"""The budgets that keep the product small enough to read, reported, never a failing test (issue 103: a ceiling a
+new key or a wrapped line crosses is no bug): code lines (Python's tokenizer: no docstrings, no comment-only lines,
+no blanks), so that a reason written down never competes with a line of code. Beside the counts, shape caps that
+packing would break: no long function, no long line, no conditional expression inside another, no `;`, no walrus
+but the `while (x := ...)` idiom (none on the reading path); imports only pointing down the floors; the documents'
+sentence lengths; prose wrapped and dated nowhere. The suite keeps the rules a slip breaks for real (tests/
+test_objectives.py: no import cycle, the network imports no sampler, the product never imports dev/).
 
-    python -m pytest -q tests/test_budgets.py
-    python tests/test_budgets.py        # the counts, the longest functions and every cap's offenders, printed
+    python dev/budgets.py        # every count against its ceiling, and every cap's offenders
 """
 import ast
 import dataclasses
+from dataclasses import fields
 import io
 import re
 import statistics
@@ -18,12 +18,9 @@ import subprocess
 import sys
 import tokenize
 
-import pytest
-
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))  # helpers, when run as a script
-from helpers import ROOT  # noqa: E402 (helpers puts the root on the path: config below)
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from config import Config  # noqa: E402
-from objectives import OBJECTIVES  # noqa: E402
 
 # Code lines of every .py outside tests/ and dev/: a fixed ceiling (issue 79), never today's count. A change makes room
 # for what it adds; how the count moved: dev/LOG.md, "The product's code-line budget". Issue 86 set each ceiling about
@@ -31,10 +28,13 @@ from objectives import OBJECTIVES  # noqa: E402
 # a guard with room, not a target to fill (dev/LOG.md, "The shape the product promises").
 # Issue 96 added the served page (sampling/serve.py: 314 code lines, 415 physical, ~630 prose words; its keys and
 # dispatch ~10 lines and ~90 words): each ceiling below rose by what it added, none of the room before it taken.
-PRODUCT_CODE_LINES = 6_850
+# Issue 105's edges rose them the same way: the server's Host and Origin checks and the page's fit to the model's
+# context, the export's config checksum and the list of shipped files, the line for a run in progress (+133 code
+# lines, +207 physical, +625 prose words).
+PRODUCT_CODE_LINES = 6_983
 READING_PATH = ("config.py", "model.py", "diffusion.py", "train.py")
 READING_CODE_LINES = 1_520
-PRODUCT_PHYSICAL_LINES = 9_650  # every line of the product's .py files: code, prose and blanks (issue 79)
+PRODUCT_PHYSICAL_LINES = 9_857  # every line of the product's .py files: code, prose and blanks (issue 79)
 # docstring and comment words (issue 79: 28,628 before its prose rule). Issue 97's edges add their reasons (each
 # refusal's why, the thread variables, the advised commands): +336 words after a trim of 446, the ceiling with them.
 # Issue 98's inference.load, read as nanoGPT's sample.py with its checks named (values and outputs first, then
@@ -42,7 +42,7 @@ PRODUCT_PHYSICAL_LINES = 9_650  # every line of the product's .py files: code, p
 # method kept even when level): +210 words of its rule and its refusals. Issue 98's merges (part 3) keep the helpers
 # two or more callers share (dropout, model_args, weights, is_shipped, lacks_keys, repeat_draws, mask_prob, chain,
 # time_for_fraction) where writing each inline would copy a rule: +65 words of their docstrings
-PRODUCT_PROSE_WORDS = 24_520
+PRODUCT_PROSE_WORDS = 25_145
 PROSE_COLUMNS = 100  # docstring and comment-only lines; code may use LINE_COLUMNS
 FILE_LINES = {"evals/report.py": 200}  # a file that grew nine jobs once
 PARAMETERS = 8  # the most a product function takes (self and cls left out)
@@ -52,8 +52,8 @@ LINE_COLUMNS = 120
 # The documents are read for their sentences, not counted in lines (issue 86): the median words a sentence, the
 # sentences past 45 words, commit hashes and dates in the prose (history belongs in dev/LOG.md). nanoGPT's README has
 # a median of 15 words a sentence, nanochat's 17 (doc_stats below, their count). RESULTS names one commit a measured
-# table group, under it: 13 with the entropy bound's (issue 95).
-DOCS = {"README.md": dict(median=18, over45=2, hashes=0, dates=0), "RESULTS.md": dict(median=20, over45=3, hashes=13),
+# table group, under it: 13 with the entropy bound's (issue 95), 14 with the limit's (issue 104).
+DOCS = {"README.md": dict(median=18, over45=2, hashes=0, dates=0), "RESULTS.md": dict(median=20, over45=3, hashes=14),
         "learning.md": dict(median=22, over45=10, hashes=15)}
 OBJECTIVES = ("ar", "diffusion", "bd3", "uniform")  # OBJECTIVES: one module each
 
@@ -254,107 +254,7 @@ def upward_imports(paths):
     return [arrow for p in paths for arrow in arrows_up(module_name(p), imported(p))]
 
 
-# ---------------------------------------------------------------------------- the tests
-def test_the_product_and_its_reading_path_stay_within_their_code_line_budgets():
-    files = product()
-    total = sum(count(p) for p in files)
-    assert len(files) > 20 and total <= PRODUCT_CODE_LINES, (total, sorted((count(p), str(p)) for p in files)[-5:])
-    reading = {name: count(ROOT / name) for name in READING_PATH}
-    assert sum(reading.values()) <= READING_CODE_LINES, reading
-
-
-def test_the_products_physical_lines_prose_and_file_sizes_stay_within_their_ceilings():
-    files = product()
-    physical = sum(len(p.read_text().splitlines()) for p in files)
-    words = sum(prose(p)[0] for p in files)
-    assert physical <= PRODUCT_PHYSICAL_LINES and words <= PRODUCT_PROSE_WORDS, (physical, words)
-    for name, cap in FILE_LINES.items():
-        assert len((ROOT / name).read_text().splitlines()) <= cap, name
-
-
-def test_prose_is_wrapped_dated_nowhere_and_no_function_takes_too_many_parameters():
-    files = product()
-    assert not [hit for p in files for hit in wide_prose(p)]
-    assert not [hit for p in files for hit in dated_prose(p)]
-    assert not [hit for p in files for hit in many_parameters(p)]
-
-
-def test_the_prose_checks_catch_what_they_name(tmp_path):
-    bad = tmp_path / "prose.py"
-    bad.write_text('"""A module, measured 2026-11-27 at f40e528."""\n# ' + "x" * PROSE_COLUMNS + "\n"
-                   "def f(a, b, c, d, e, f, g, h, i):\n    return a  # fine\n")
-    probe = _as_product(bad)
-    assert prose(probe)[0] == 6 + 1 + 1 and len(wide_prose(probe)) == 1  # the docstring, the long and the short comment
-    assert [h.split(": ")[1] for h in dated_prose(probe)] == ["2026-11-27", "f40e528"]
-    assert many_parameters(probe) == [f"{probe.relative_to(ROOT)}:f (9)"]
-
-
-def test_code_lines_count_code_only():
-    """A docstring, a comment line and a blank cost nothing; a statement spread over two lines costs two."""
-    source = '"""Module doc."""\n\n# a reason\ndef f(a,\n      b):\n    """Doc,\n    two lines."""\n    return a  # why\n'
-    assert code_lines(source) == {4, 5, 8}
-
-
-def test_no_function_runs_past_its_cap():
-    reading = [ROOT / name for name in READING_PATH]
-    assert not long_functions(reading, FUNCTION_CODE_LINES["reading"])
-    assert not long_functions([p for p in product() if p not in reading], FUNCTION_CODE_LINES["product"])
-
-
-def test_no_line_runs_past_120_columns():
-    assert not [hit for p in product() for hit in long_lines(p)]
-
-
-def test_no_conditional_expression_is_chained():
-    assert not [hit for p in product() for hit in chained_conditionals(p)]
-
-
-def test_no_statement_shares_a_line():
-    assert not [hit for p in product() for hit in semicolons(p)]
-
-
-def test_walrus_only_as_a_while_loops_test_and_never_on_the_reading_path():
-    reading = {ROOT / name for name in READING_PATH}
-    assert not [hit for p in product() for hit in walruses(p, idiom_allowed=p not in reading)]
-
-
-def test_the_caps_catch_what_they_name(tmp_path):
-    """Each check finds its own offence (a test that could not fail would hold nothing)."""
-    bad = tmp_path / "bad.py"
-    bad.write_text("x = 1 if a else 2 if b else 3\ny = 1; z = 2\nif (n := 3):\n    pass\n"
-                   "while (m := f()):\n    pass\n" + f"w = '{'x' * LINE_COLUMNS}'\n"
-                   "def g():\n" + "    v = 1\n" * 61)
-    probe = _as_product(bad)
-    assert [h.split(":")[1] for h in chained_conditionals(probe)] == ["1"]
-    assert [h.split(":")[1] for h in semicolons(probe)] == ["2"]
-    assert [h.split(":")[1] for h in walruses(probe, idiom_allowed=True)] == ["3"]
-    assert len(walruses(probe, idiom_allowed=False)) == 2
-    assert [h.split(":")[1] for h in long_lines(probe)] == ["7"]
-    assert [n for _, n in functions(probe)] == [62]  # its def line too
-
-
-def _as_product(path):
-    """A copy of a test file under the root's tests/ folder (the checks name files relative to the root)."""
-    target = ROOT / "tests" / f"_budget_probe_{path.name}"
-    target.write_text(path.read_text())
-    _PROBES.append(target)
-    return target
-
-
-_PROBES = []
-
-
-@pytest.fixture(autouse=True)
-def _remove_probes():
-    yield
-    while _PROBES:
-        _PROBES.pop().unlink(missing_ok=True)
-
-
-def test_the_config_keeps_at_most_its_budget_of_keys():
-    assert len(dataclasses.fields(Config)) <= CONFIG_KEYS
-
-
+# ---------------------------------------------------------------------------- the documents
 def doc_stats(text):
     """{median, over45, hashes, dates} of a markdown document's prose: sentences of 3 words or more, with tables, code
     blocks, headings and images left out, inline code one word, a link its text; hashes outside code blocks."""
@@ -371,66 +271,9 @@ def doc_stats(text):
                 hashes=hashes, dates=dates)
 
 
-@pytest.mark.parametrize("name", sorted(DOCS))
-def test_each_document_reads_in_short_sentences_without_history(name):
-    stats = doc_stats((ROOT / name).read_text())
-    assert all(stats[k] <= cap for k, cap in DOCS[name].items()), (name, stats, DOCS[name])
-
-
-def test_the_document_statistics_count_what_they_name():
-    text = ("# A title of many words that is not a sentence at all\n\nOne two three four. Five six seven, at "
-            "`a very long inline code span` eight.\n\n| a table row | 2026-11-27 |\n\n```\nf40e528 in code\n```\n"
-            "Measured at f40e528 on 2026-11-28, [a link](x.md) here.\n")
-    assert doc_stats(text) == dict(median=6, over45=0, hashes=1, dates=2)  # sentences of 4, 6 and 8 words
-
-
-def test_no_objective_module_imports_another():
-    """bd3.py, uniform.py and ar.py build on diffusion.py (masked diffusion) and model.py, never on each other; no
-    objective imports the table that lists it."""
-    for name in OBJECTIVES:
-        tops = {n.split(".")[0] for n in imported(ROOT / f"{name}.py")}
-        assert not tops & (set(OBJECTIVES) - {name, "diffusion"}), name
-        assert not {"configurator", "objectives"} & tops, name  # the table sits above the modules it lists
-    assert not {n.split(".")[0] for n in imported(ROOT / "diffusion.py")} & set(OBJECTIVES)
-
-
-def test_every_import_points_down_the_floors():
-    files = product()
-    unplaced = sorted(module_name(p) for p in files if floor_of(module_name(p)) is None)
-    assert not unplaced, f"give each product module a floor in FLOORS: {unplaced}"
-    assert not upward_imports(files)
-    project = {top for floor in FLOORS for top in floor}
-    # the network imports no sampler: it stands on the ground floors alone (issue 94)
-    assert {n.split(".")[0] for n in imported(ROOT / "model.py")} & project <= {"config", "utils"}
-    # masked diffusion, which the other objectives build on, stands on the network and the ground
-    assert {n.split(".")[0] for n in imported(ROOT / "diffusion.py")} & project <= {"config", "utils", "model"}
-
-
-def test_the_floor_check_catches_an_arrow_up():
-    assert arrows_up("model", {"diffusion", "torch"}) == [("model", "diffusion")]
-    assert arrows_up("ar", {"bd3"}) == [("ar", "bd3")]  # siblings share a floor
-    assert arrows_up("diffusion", {"model", "utils.errors"}) == []
-    assert arrows_up("config", {"utils.errors"}) == [("config", "utils.errors")]  # the keys stand below utils/
-    assert arrows_up("utils.checkpoint", {"utils.fileio"}) == []  # the ground floor is one package
-
-
-def test_nothing_outside_dev_and_tests_imports_the_laboratory():
-    offenders = [str(p.relative_to(ROOT)) for p in product() if "dev" in {n.split(".")[0] for n in imported(p)}]
-    assert not offenders
-    assert (ROOT / "dev" / "LOG.md").is_file() and list((ROOT / "dev").glob("*.py"))  # the room exists
-
-
-def test_figures_are_named_by_date_and_commit_not_by_the_teams_calendar():
-    """The word for a working session appears in no tracked text but the corpora (Shakespeare may sit down)."""
-    word = re.compile(r"\bsit" + r"tings?\b", re.I)  # (spelled apart: this file names it)
-    offenders = [str(p.relative_to(ROOT)) for p in tracked("*") if p.is_file() and p.relative_to(ROOT).parts[0] != "data"
-                 and p.suffix in (".py", ".md", ".txt", ".ini", ".toml", ".cfg", ".yml", ".yaml", "")
-                 and word.search(p.read_text(errors="replace"))]
-    assert not offenders
-
 
 def summary():
-    """Every count and offender, for the edit loop (python tests/test_budgets.py)."""
+    """Every count against its ceiling and every offender, for the edit loop and the hook."""
     files = product()
     reading = [ROOT / name for name in READING_PATH]
     print(f"product code lines {sum(count(p) for p in files):,} (<= {PRODUCT_CODE_LINES:,}); reading path "
@@ -450,7 +293,20 @@ def summary():
     print("walruses:", [h for p in files for h in walruses(p, p not in reading)])
     print("upward imports:", upward_imports(files))
     print("modules without a floor:", sorted(module_name(p) for p in files if floor_of(module_name(p)) is None))
+    keys = len(fields(Config))
+    print(f"config keys {keys} (<= {CONFIG_KEYS})")
+    for name, caps in DOCS.items():
+        stats = doc_stats((ROOT / name).read_text())
+        print(f"{name}: " + ", ".join(f"{k} {stats[k]} (<= {v})" for k, v in caps.items()))
+
+
+def main(argv):
+    from utils.cli import ArgParser
+    ArgParser(prog="dev/budgets.py", description="Every budget's count against its ceiling, and every shape cap's "
+              "offenders: a report, never a failing test.").parse_args(argv)
+    summary()
 
 
 if __name__ == "__main__":
-    summary()
+    from utils.errors import run_cli
+    run_cli(main)
