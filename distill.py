@@ -143,7 +143,7 @@ def objective(base, cfg, tok, device):
     mode, no gradient), on device."""
     if not cfg.distill_from:
         return base
-    if sub_step(cfg) < 1:
+    if cfg.diffusion_steps < SUBSTEPS * cfg.distill_steps:
         raise UserError(f"distill_steps={cfg.distill_steps} with diffusion_steps={cfg.diffusion_steps}: the teacher's "
                         f"sub-step T / ({SUBSTEPS} x distill_steps) is under one step of the chain; give "
                         f"--distill_steps={cfg.diffusion_steps // SUBSTEPS} or fewer")

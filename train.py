@@ -257,7 +257,7 @@ def build(cfg, env, data):
     line, need = estimate_line(cfg, shape, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
     print0(train_log.wrap(line))
     check_memory(cfg, env.device, need, env.world)
-    if cfg.max_iters == 0 and not cfg.resume and not cfg.init_from:  # (--init_from's fit is checked on the model)
+    if cfg.max_iters == 0 and not cfg.resume and not (cfg.init_from or cfg.distill_from):  # (their fit: on the model)
         print0("max_iters=0: built data and tokenizer, sized the model; exiting without training")
         return None
     model = Transformer(margs).to(env.device)

@@ -144,7 +144,9 @@ class IdealStudent(torch.nn.Module):
 def print_ideal(a, teacher, cfg, tok, schedule):
     """--ideal M: gen-PPL at the held-out entropy of the teacher at S, 2S and 3S passes and of the
     ideal student (IdealStudent) at S, the preset's sampler otherwise (scripts/frontier.py's reading)."""
-    from evals.samples import draw, held_out_windows, load_judge, score, start_ids
+    from diffusion import SamplerOptions
+    from evals.samples import Job, draw, held_out_windows, load_judge, score, start_ids
+    from utils.draws import Law
     from scripts.frontier import at_entropy
     _, _, val_ids, _ = dataloader.prepare_data(cfg, tok, verbose=False)
     windows = held_out_windows(val_ids[:len(val_ids) // 2], a.n_samples, cfg.gen_len, "dev")
@@ -161,9 +163,10 @@ def print_ideal(a, teacher, cfg, tok, schedule):
     for name, model, steps in rows:
         points = []
         for temp in a.temperatures:
-            scfg = replace(cfg, steps=steps, temperature=temp, num_samples=64, order="random", remask="none")
-            samples, _ = draw(model, scfg, start, cfg.gen_len, a.n_samples, tok.mask_id,
-                              torch.Generator().manual_seed(a.seed))
+            opts = replace(SamplerOptions.from_config(cfg), steps=steps, law=Law(temperature=temp), order="random",
+                           remask="none")
+            job = Job(model, replace(cfg, num_samples=64), opts, tok.mask_id)
+            samples, _ = draw(job, start, cfg.gen_len, a.n_samples, torch.Generator().manual_seed(a.seed))
             points.append(score(samples, len(start), tok, judge, reference=ref))
             print(f"  {name}, T={temp:g}: entropy {points[-1]['sample_entropy']:.3f}, gen-PPL "
                   f"{points[-1]['gen_ppl']:.2f}, JS {points[-1]['js_mean']:.4f}", flush=True)

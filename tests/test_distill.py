@@ -1,9 +1,11 @@
 """Self-distillation through time (distill.py, --distill_from): the KL against a hand computation, with no NaN in its
-gradient where a law is 0; the teacher's k-step target against its law worked by hand on a toy whose prediction
-counts the visible tokens; the target is the teacher's own pass where a step reveals everything; a teacher whose law
-ignores the canvas gives a student equal to it a loss of 0; the refusals, before any work; and, training (the slower
-tier): a student that starts elsewhere learns its teacher (the logged loss drops), a cut run resumes bit for bit, and
-the student's checkpoint samples through inference.py in its own passes.
+gradient where a law is 0; the teacher's target at one sub-step is its one pass; its k-step target against its law
+worked by hand on a toy whose prediction counts the visible tokens, revealing at the chance the schedule gives; the
+target is the teacher's own pass where a step reveals everything; the loss a mean KL over the masked positions, 0 for
+a student equal to a teacher whose law ignores the canvas; a run's student starts as its teacher's weights; the
+refusals, in one line, before any step; and, training (the slower tier): a student that starts elsewhere learns its
+teacher (the logged loss drops), a cut run resumes bit for bit, and the student's checkpoint samples through
+inference.py in its own passes.
 
     python -m pytest -q tests/test_distill.py
 """
@@ -16,8 +18,8 @@ import torch
 import distill
 import inference
 import train
-from diffusion import Draw, MaskedDiffusion, Schedule
-from helpers import assert_one_line_error, rows, run_cli_here, run_here, train_args
+from diffusion import Draw, MaskedDiffusion, Schedule, predict_logits
+from helpers import FIXTURES, assert_one_line_error, for_objective, rows, run_cli_here, run_here, train_args
 from model import ModelArgs
 from utils.checkpoint import load_checkpoint
 
@@ -61,6 +63,37 @@ def test_the_kl_matches_a_hand_computation_and_its_gradient_has_no_nan_where_a_l
 
 
 @pytest.mark.core
+def test_at_one_sub_step_the_target_is_one_pass_of_the_teacher():
+    """k = 1 (no sub-step uniforms): the target and the first pass are the teacher's own law at x_t, at every
+    position, as predict_logits reads it ([MASK] never predicted)."""
+    schedule = Schedule(100)
+    xt = torch.tensor([[0, MASK, MASK, 3, MASK, 1], [MASK] * 6])
+    t = torch.tensor([30, 100])
+    none = torch.zeros((0, 2, 6))
+    target, first = distill.teacher_target(CountToy(), xt, t, None, schedule, MASK, 20, none, none.double())
+    one = torch.log_softmax(predict_logits(CountToy(), xt, t, MASK), -1)
+    assert torch.equal(target, one) and torch.equal(first, one)
+    assert torch.allclose(target[0, 1], law(3)) and torch.allclose(target[1, 0], law(0))
+
+
+@pytest.mark.core
+def test_a_sub_step_reveals_at_the_chance_the_schedule_gives():
+    """From t to s = t - h a masked position is revealed with chance (alpha(s) - alpha(t)) / (1 - alpha(t)), as
+    diffusion.sample_ancestral reveals: a uniform just under it reveals (the next pass sees one more token), one just
+    over it does not."""
+    schedule = Schedule(100)
+    alpha = schedule.on(torch.device("cpu"))[0]
+    chance = ((alpha[40] - alpha[60]) / (1 - alpha[60])).item()
+    xt = torch.tensor([[0, MASK, MASK], [0, MASK, MASK]])
+    t = torch.tensor([60, 60])
+    reveal_u = torch.tensor([[[1.0, chance - 1e-4, 1.0], [1.0, chance + 1e-4, 1.0]]])
+    token_u = torch.full((1, 2, 3), 0.5, dtype=torch.float64)
+    target, _ = distill.teacher_target(CountToy(), xt, t, None, schedule, MASK, 20, reveal_u, token_u)
+    assert torch.allclose(target[0, 2], law(2))  # pass 2 read position 1's reveal
+    assert torch.allclose(target[1, 2], law(1))  # nothing revealed: pass 2 saw what pass 1 saw
+
+
+@pytest.mark.core
 def test_the_target_is_each_positions_law_where_it_was_revealed_worked_by_hand():
     """Two sub-steps and three: a position revealed at sub-step j takes pass j's law, one never revealed the last
     pass's; each pass reads the reveals before it (the toy's law moves with the visible count)."""
@@ -97,7 +130,7 @@ def test_where_the_step_reveals_everything_the_target_is_the_teachers_own_pass()
 
 
 @pytest.mark.core
-def test_a_student_equal_to_a_teacher_whose_law_ignores_the_canvas_has_loss_0_and_another_does_not():
+def test_the_loss_is_the_mean_kl_over_masked_positions_0_for_a_student_equal_to_a_canvas_blind_teacher():
     """The loss as train.py calls it (draws, then loss): the teacher's k-step target is its one pass at every draw."""
     schedule = Schedule(100)
     cfg = SimpleNamespace(mask_draws=2, self_cond=False, dual_ar=0.0, diffusion_steps=100, distill_steps=4,
@@ -111,7 +144,11 @@ def test_a_student_equal_to_a_teacher_whose_law_ignores_the_canvas_has_loss_0_an
     other = CountToy(slope=torch.zeros(V))
     with torch.no_grad():
         other.bias[0] = 1.0
-    assert obj.loss(other, x, cfg, schedule, tok, drawn).item() > 0.01
+    # every masked position has the same two laws: the mean over them is their one KL, by hand
+    p = law(0).exp()
+    q = torch.log_softmax(C.masked_fill(torch.arange(V) == MASK, -math.inf) + other.bias.detach(), -1).exp()
+    hand = sum(p[i] * math.log(p[i] / q[i]) for i in range(MASK))
+    assert obj.loss(other, x, cfg, schedule, tok, drawn).item() == pytest.approx(hand.item(), rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- runs (the slower tier)
@@ -163,14 +200,55 @@ def test_the_students_checkpoint_samples_through_inference_in_its_own_passes(tea
     assert code == 0 and "NFE 4 per sample" in text, err
 
 
-@pytest.mark.slower
+# ----------------------------------------------------------------------------- runs in this process
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """Three MICRO runs of 3 steps: a masked-diffusion teacher, an AR model, and a masked-diffusion model of another
+    text (another character set: another tokenizer)."""
+    d = tmp_path_factory.mktemp("teachers")
+    run_here(train_args(d / "mdlm", "--max_iters=3", "--eval_interval=3", "--self_cond"), d, threads=1)
+    run_here(for_objective(train_args(d / "ar", "--max_iters=3", "--eval_interval=3", "--objective=ar")), d,
+             threads=1)
+    other = train_args(d / "other", "--max_iters=3", "--eval_interval=3")
+    other[1] = f"--data_path={FIXTURES / 'tiny_stories.txt'}"
+    run_here(other, d, threads=1)
+    return d
+
+
+def test_the_student_starts_as_its_teacher(teachers, in_tmp, monkeypatch, capsys):
+    """At the first step's loss the student's weights are the teacher's, bit for bit (build loads them), and the
+    teacher takes no gradient."""
+    seen = []
+    loss = distill.SelfDistillation.loss
+
+    def spy(self, model, *args):
+        teacher = self.teacher.state_dict()
+        seen.append(all(torch.equal(v, teacher[k]) for k, v in model.state_dict().items()))
+        seen.append(not any(p.requires_grad for p in self.teacher.parameters()))
+        return loss(self, model, *args)
+
+    monkeypatch.setattr(distill.SelfDistillation, "loss", spy)
+    argv = train_args(in_tmp / "s", "--max_iters=1", "--eval_interval=1", "--self_cond", "--distill_steps=4",
+                      f"--distill_from={teachers / 'mdlm' / 'model.pt'}")
+    code, _, err = run_cli_here(train.main, argv[1:], capsys)
+    assert code == 0, err
+    assert seen[:2] == [True, True], seen
+
+
 @pytest.mark.parametrize("extra, words", [
     (["--objective=bd3"], ["--distill_from acts only with --objective='mdlm'"]),
-    (["--distill_steps=400"], ["distill_steps=400", "sub-step"]),
+    (["--distill_steps=7"], ["distill_steps=7", "sub-step", "--distill_steps=6"]),
     (["--distill_from=NOWHERE/model.pt"], ["NOWHERE/model.pt"]),
+    (["--distill_from={ar}"], ["is a ar model", "give an mdlm checkpoint"]),
+    (["--distill_from={other}"], ["not in the model's vocabulary"]),  # --init_from's check, the teacher's text
 ])
-def test_a_distillation_that_cannot_work_is_refused_in_one_line(teacher, tmp_path, capsys, extra, words):
-    argv = train_args(tmp_path / "s", *DISTIL, f"--distill_from={teacher / 'model.pt'}", *extra)[1:]
+def test_a_distillation_that_cannot_work_is_refused_in_one_line(teachers, in_tmp, capsys, extra, words):
+    """Each before a step: a student of another objective, passes the chain cannot split, a teacher missing, an AR
+    teacher, a teacher of another text's tokenizer."""
+    paths = dict(ar=teachers / "ar" / "model.pt", other=teachers / "other" / "model.pt")
+    extra = [e.format(**paths) for e in extra]
+    argv = train_args(in_tmp / "s", "--max_iters=2", "--self_cond", "--distill_steps=4",
+                      f"--distill_from={teachers / 'mdlm' / 'model.pt'}", *extra)[1:]
     code, _, err = run_cli_here(train.main, argv, capsys)
     assert_one_line_error(code, err, *words)
-    assert not (tmp_path / "s" / "model.pt").exists()
+    assert not (in_tmp / "s" / "metrics.jsonl").exists()
