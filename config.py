@@ -79,8 +79,8 @@ class Config:
     resume: bool = False                # continue from out_dir/model.pt (step, optimizer, LR schedule)
     init_from: str = ""                 # a model.pt's (or export's) weights to start from:
                                         #   AR -> mdlm/bd3, mdlm -> bd3
-    distill_from: str = ""              # mdlm: a trained mdlm (model.pt or export) to distil (distill.py): the
-                                        #   student starts as its weights, learns in a pass what it does in 3
+    distill_from: str = ""              # a trained mdlm (model.pt or export) to distil
+                                        #   (distill.py): the student learns in a pass its 3
     distill_steps: int = 16             # with distill_from: the student's passes S (the teacher's: 3 S)
     overwrite: bool = False             # allow replacing an earlier run's checkpoints,
                                         #   metrics.jsonl, trace (inference.py: --viz-video's files)
@@ -266,9 +266,10 @@ PRESETS = {
         out_dir="artifacts/models/baby", checkpoint="artifacts/models/baby/model.pt",
         prompt="ROMEO:", gen_len=48, steps=48, order="random", remask="none", temperature=1.0,
         temperature_end_share=0.1),
-    # baby distilled (distill.py, SDTT): the student learns in one pass what baby does in three, over
-    # every mask rate, four draws of the teacher's passes averaged a state; it samples baby's way in
-    # 16 passes. Its teacher: the shipped baby weights (--distill_from=artifacts/models/baby/model.pt: yours).
+    # baby distilled (distill.py, SDTT): the student learns in one pass what baby does in three,
+    # over every mask rate, four draws of the teacher's passes averaged a state; it samples baby's
+    # way in 16 passes. Its teacher: the shipped baby weights (yours:
+    # --distill_from=artifacts/models/baby/model.pt).
     "baby_fast": dict(
         data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
         time_cond="none", self_cond=True, diffusion_steps=1000, dual_ar=0.25, mask_draws=2,

@@ -9,13 +9,13 @@ samples in fewer passes. train.py runs this loss in place of the NELBO under --d
 
 A window is masked at a time t over every rate a sampler visits, x_t. From x_t the teacher takes k
 ancestral sub-steps, t -> t - h -> ... -> t - (k - 1) h, h = T / (k S) for a student of S passes,
-revealing as diffusion.sample_ancestral reveals. The target at a masked position is the teacher's law
-at the sub-step that revealed it, or the last sub-step's where none did. The student reads x_t once
-and matches the target's mean over m draws of the sub-steps (the forward KL, whose optimum is that
-mean; m draws divide the noise of its gradient by m). The teacher runs without gradient. The student
-starts as the teacher's weights, so it begins where one pass of the teacher is. Its checkpoint is a
-masked-diffusion model every script reads; its sampler takes S steps. Why k = 3 and m = 4, and what
-it gained: dev/LOG.md, "Fewer passes by self-distillation".
+revealing as diffusion.sample_ancestral reveals. The target at a masked position is the teacher's
+law at the sub-step that revealed it, or the last sub-step's where none did. The student reads x_t
+once and matches the target's mean over m draws of the sub-steps (the forward KL, whose optimum is
+that mean; m draws divide the noise of its gradient by m). The teacher runs without gradient. The
+student starts as the teacher's weights, so it begins where one pass of the teacher is. Its
+checkpoint is a masked-diffusion model every script reads; its sampler takes S steps. What it
+gained: dev/LOG.md, "Fewer passes by self-distillation".
 """
 import math
 from dataclasses import dataclass
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 import checkpoint_manager
-from diffusion import Drawn, corrupt, dual_ar_loss, predict_logits, self_condition_input
+from diffusion import Drawn, Schedule, corrupt, dual_ar_loss, predict_logits, self_condition_input
 from utils.dist import draw_device, on_device
 from utils.draws import draw_at, uniforms
 from utils.errors import UserError
@@ -41,42 +41,55 @@ def masked_kl(logp, logq):
     return (p * (logp.masked_fill(zero, 0.0) - logq.masked_fill(zero, 0.0))).sum(-1)
 
 
+@dataclass(frozen=True)
+class Teacher:
+    """The trained network a student learns from, run on its chain: its schedule, [MASK]'s id and
+    h, its sub-step in the chain's T steps."""
+    net: torch.nn.Module
+    schedule: Schedule
+    mask_id: int
+    h: int
+
+
 @torch.no_grad()
-def teacher_target(teacher, xt, t, sc, schedule, mask_id, h, reveal_u, token_u, first=None):
+def teacher_target(teacher, xt, t, sc, reveal_u, token_u, first=None):
     """The teacher's k ancestral sub-steps from x_t (B, L) at t (B,), k = len(reveal_u) + 1:
     log-probs (B, L, V), at each position the law of the pass that revealed it, the last pass's
     where none did; and the first pass's law (B, L, V). reveal_u, token_u (k - 1, B, L): each
     sub-step's uniforms, drawn ahead. first: the first pass's law, if read already. sc: the first
-    pass's self-conditioning input; each later pass reads the pass before it, as denoise feeds it."""
-    alpha = schedule.on(xt.device)[0]
+    pass's self-conditioning input; each later pass reads the pass before it, as denoise feeds
+    it."""
+    alpha = teacher.schedule.on(xt.device)[0]
     x, now, sc_now, target = xt, t, sc, None
     for j in range(len(reveal_u) + 1):
         logp = first
         if j > 0 or first is None:
-            logp = torch.log_softmax(predict_logits(teacher, x, now, mask_id, sc=sc_now), -1)  # (B, L, V)
-        masked = x == mask_id
+            logits = predict_logits(teacher.net, x, now, teacher.mask_id, sc=sc_now)
+            logp = torch.log_softmax(logits, -1)  # (B, L, V)
+        masked = x == teacher.mask_id
         target = logp if target is None else torch.where(masked[..., None], logp, target)
         first = logp if j == 0 else first
         if j == len(reveal_u):
             break
-        nxt = (now - h).clamp(min=0)
-        # q(x_s = x0 | x_t = [MASK]) = (alpha(s) - alpha(t)) / (1 - alpha(t)), 1 at s = 0 (sample_ancestral's)
+        nxt = (now - teacher.h).clamp(min=0)
+        # q(x_s = x0 | x_t = [MASK]) = (alpha(s) - alpha(t)) / (1 - alpha(t)), 1 at s = 0
+        # (sample_ancestral's)
         reveal = ((alpha[nxt] - alpha[now]) / (1 - alpha[now])).float()  # (B,)
         revealed = masked & (reveal_u[j] < reveal[:, None])
         x = torch.where(revealed, draw_at(logp.exp(), token_u[j]), x)  # drawn at temperature 1
         if sc is not None:  # the last prediction, at the positions still masked
-            sc_now = logp.exp() * (x == mask_id)[..., None]
+            sc_now = logp.exp() * (x == teacher.mask_id)[..., None]
         now = nxt
     return target, first
 
 
 @torch.no_grad()
-def mean_target(teacher, xt, t, sc, schedule, mask_id, h, reveal_u, token_u):
+def mean_target(teacher, xt, t, sc, reveal_u, token_u):
     """log E[target] (B, L, V) over m draws of teacher_target (reveal_u, token_u (m, k - 1, B, L)),
     one first pass shared; and that first pass's law."""
     first, targets = None, []
     for r, u in zip(reveal_u, token_u):
-        target, first = teacher_target(teacher, xt, t, sc, schedule, mask_id, h, r, u, first)
+        target, first = teacher_target(teacher, xt, t, sc, r, u, first)
         targets.append(target)
     return torch.logsumexp(torch.stack(targets), 0) - math.log(len(targets)), first
 
@@ -100,7 +113,7 @@ class SelfDistillation:
     base's, so every other call goes to base."""
 
     def __init__(self, base, teacher):
-        self.base, self.teacher = base, teacher
+        self.base, self.teacher = base, teacher  # teacher: a Teacher
 
     def draws(self, x, cfg, schedule, tok, draw):
         """base's draws (mask_draws copies, their t, masks and self-conditioning rows), then the
@@ -108,7 +121,8 @@ class SelfDistillation:
         d = self.base.draws(x, cfg, schedule, tok, draw)
         shape = (TARGETS, SUBSTEPS - 1, *d.uniform.shape)
         dev = draw_device(x.device)
-        reveal_u = torch.rand(shape, generator=on_device(draw.generator, dev), device=dev).to(x.device)
+        g = on_device(draw.generator, dev)
+        reveal_u = torch.rand(shape, generator=g, device=dev).to(x.device)
         token_u = uniforms(shape, draw.generator, x.device)
         return DistillDrawn(d.t, d.uniform, d.rows, reveal_u=reveal_u, token_u=token_u)
 
@@ -119,10 +133,9 @@ class SelfDistillation:
         sc = None
         if cfg.self_cond:  # the teacher's first reading of x_t, for the rows training's rule picks
             def read(rows):
-                return predict_logits(self.teacher, xt[rows], drawn.t[rows], tok.mask_id)
+                return predict_logits(self.teacher.net, xt[rows], drawn.t[rows], tok.mask_id)
             sc = self_condition_input(read, masked, drawn.rows)
-        target, _ = mean_target(self.teacher, xt, drawn.t, sc, schedule, tok.mask_id, sub_step(cfg), drawn.reveal_u,
-                                drawn.token_u)
+        target, _ = mean_target(self.teacher, xt, drawn.t, sc, drawn.reveal_u, drawn.token_u)
         logq = torch.log_softmax(predict_logits(model, xt, drawn.t, tok.mask_id, sc=sc), -1)  # (B, L, V)
         loss = (masked_kl(target, logq) * masked).sum() / masked.sum().clamp(min=1)
         if cfg.dual_ar:
@@ -144,16 +157,17 @@ def objective(base, cfg, tok, device):
     if not cfg.distill_from:
         return base
     if cfg.diffusion_steps < SUBSTEPS * cfg.distill_steps:
-        raise UserError(f"distill_steps={cfg.distill_steps} with diffusion_steps={cfg.diffusion_steps}: the teacher's "
-                        f"sub-step T / ({SUBSTEPS} x distill_steps) is under one step of the chain; give "
-                        f"--distill_steps={cfg.diffusion_steps // SUBSTEPS} or fewer")
+        raise UserError(f"distill_steps={cfg.distill_steps} with diffusion_steps={cfg.diffusion_steps}: the "
+                        f"teacher's sub-step T / ({SUBSTEPS} x distill_steps) is under one step of the chain; "
+                        f"give --distill_steps={cfg.diffusion_steps // SUBSTEPS} or fewer")
     ckpt = checkpoint_manager.read_checkpoint(cfg.distill_from, "give --distill_from a trained masked-diffusion model")
     what = ckpt["config"].get("objective", "mdlm")
     if what != "mdlm":
-        raise UserError(f"--distill_from={cfg.distill_from} is a {what} model: self-distillation through time distils "
-                        f"masked diffusion; give an mdlm checkpoint (python train.py baby)")
+        raise UserError(f"--distill_from={cfg.distill_from} is a {what} model: self-distillation through time "
+                        f"distils masked diffusion; give an mdlm checkpoint (python train.py baby)")
     if fingerprint(tokenizer_from_state(ckpt["tokenizer"])) != fingerprint(tok):
-        raise UserError(f"--distill_from={cfg.distill_from} reads another tokenizer than this run: give a teacher "
-                        f"trained on this run's text and tokenizer")
-    teacher, _ = checkpoint_manager.load_model(cfg.distill_from, device, ckpt)
-    return SelfDistillation(base, teacher.requires_grad_(False))
+        raise UserError(f"--distill_from={cfg.distill_from} reads another tokenizer than this run: give a "
+                        f"teacher trained on this run's text and tokenizer")
+    net, _ = checkpoint_manager.load_model(cfg.distill_from, device, ckpt)
+    schedule = Schedule(cfg.diffusion_steps, cfg.schedule)
+    return SelfDistillation(base, Teacher(net.requires_grad_(False), schedule, tok.mask_id, sub_step(cfg)))

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 import checkpoint_manager  # noqa: E402
 from diffusion import (SELF_COND_SHARE, Schedule, corrupt, dual_ar_loss, masking_draws, predict_logits,  # noqa: E402
                        self_condition_input, stratified_times)
-from distill import masked_kl, mean_target, teacher_target  # noqa: E402
+from distill import Teacher, masked_kl, mean_target, teacher_target  # noqa: E402
 from model import ModelArgs, Transformer  # noqa: E402
 from utils import dataloader, optim  # noqa: E402
 from utils.checkpoint import save_checkpoint  # noqa: E402
@@ -68,7 +68,7 @@ def sdtt_loss(student, teacher, x0, draws, schedule, mask_id, h, direction="forw
     sc = None
     if self_cond:  # the teacher's reading of x_t, for half the rows (training's rule)
         sc = self_condition_input(lambda r: predict_logits(teacher, xt[r], drawn.t[r], mask_id), masked, drawn.rows)
-    target, one_pass = mean_target(teacher, xt, drawn.t, sc, schedule, mask_id, h, reveal_u, token_u)
+    target, one_pass = mean_target(Teacher(teacher, schedule, mask_id, h), xt, drawn.t, sc, reveal_u, token_u)
     logq = torch.log_softmax(predict_logits(student, xt, drawn.t, mask_id, sc=sc), -1)
     pair = (target, logq) if direction == "forward" else (logq, target)
     kl = masked_kl(*pair)  # (B, L)
@@ -96,7 +96,7 @@ def reducible_gap(teacher, x0, schedule, mask_id, h, substeps, m, generator, sel
     for _ in range(m):
         reveal_u = torch.rand((substeps - 1, n, L), generator=generator)
         token_u = uniforms((substeps - 1, n, L), generator, torch.device("cpu"))
-        target, first = teacher_target(teacher, xt, drawn.t, sc, schedule, mask_id, h, reveal_u, token_u)
+        target, first = teacher_target(Teacher(teacher, schedule, mask_id, h), xt, drawn.t, sc, reveal_u, token_u)
         targets.append(target)
     mean = torch.stack(targets).exp().mean(0).log()  # (n, L, V)
     gain = masked_kl(mean, first)[masked]
@@ -137,7 +137,8 @@ class IdealStudent(torch.nn.Module):
         B, L = idx.shape
         reveal_u = torch.rand((self.m, self.k - 1, B, L), generator=self.g)
         token_u = uniforms((self.m, self.k - 1, B, L), self.g, torch.device("cpu"))
-        mean = mean_target(self.teacher, idx, t, sc, self.schedule, self.mask_id, self.h, reveal_u, token_u)[0]
+        chain = Teacher(self.teacher, self.schedule, self.mask_id, self.h)
+        mean = mean_target(chain, idx, t, sc, reveal_u, token_u)[0]
         return mean if positions is None else mean.flatten(0, 1)[positions]  # (B, L, V) log E[target]
 
 

@@ -45,6 +45,11 @@ class CountToy(torch.nn.Module):
         return logits if positions is None else logits.flatten(0, 1)[positions]
 
 
+def toy_teacher(slope=W, h=20):
+    """The toy as a teacher on a chain of 100 steps, its sub-step h."""
+    return distill.Teacher(CountToy(slope), Schedule(100), MASK, h)
+
+
 def law(n):
     """The toy's log-probs at n visible tokens, [MASK] never drawn."""
     return torch.log_softmax(C.masked_fill(torch.arange(V) == MASK, -math.inf) + n * W, -1)
@@ -66,11 +71,10 @@ def test_the_kl_matches_a_hand_computation_and_its_gradient_has_no_nan_where_a_l
 def test_at_one_sub_step_the_target_is_one_pass_of_the_teacher():
     """k = 1 (no sub-step uniforms): the target and the first pass are the teacher's own law at x_t, at every
     position, as predict_logits reads it ([MASK] never predicted)."""
-    schedule = Schedule(100)
     xt = torch.tensor([[0, MASK, MASK, 3, MASK, 1], [MASK] * 6])
     t = torch.tensor([30, 100])
     none = torch.zeros((0, 2, 6))
-    target, first = distill.teacher_target(CountToy(), xt, t, None, schedule, MASK, 20, none, none.double())
+    target, first = distill.teacher_target(toy_teacher(), xt, t, None, none, none.double())
     one = torch.log_softmax(predict_logits(CountToy(), xt, t, MASK), -1)
     assert torch.equal(target, one) and torch.equal(first, one)
     assert torch.allclose(target[0, 1], law(3)) and torch.allclose(target[1, 0], law(0))
@@ -88,7 +92,7 @@ def test_a_sub_step_reveals_at_the_chance_the_schedule_gives():
     t = torch.tensor([60, 60])
     reveal_u = torch.tensor([[[1.0, chance - 1e-4, 1.0], [1.0, chance + 1e-4, 1.0]]])
     token_u = torch.full((1, 2, 3), 0.5, dtype=torch.float64)
-    target, _ = distill.teacher_target(CountToy(), xt, t, None, schedule, MASK, 20, reveal_u, token_u)
+    target, _ = distill.teacher_target(toy_teacher(), xt, t, None, reveal_u, token_u)
     assert torch.allclose(target[0, 2], law(2))  # pass 2 read position 1's reveal
     assert torch.allclose(target[1, 2], law(1))  # nothing revealed: pass 2 saw what pass 1 saw
 
@@ -97,34 +101,32 @@ def test_a_sub_step_reveals_at_the_chance_the_schedule_gives():
 def test_the_target_is_each_positions_law_where_it_was_revealed_worked_by_hand():
     """Two sub-steps and three: a position revealed at sub-step j takes pass j's law, one never revealed the last
     pass's; each pass reads the reveals before it (the toy's law moves with the visible count)."""
-    schedule = Schedule(100)
     xt = torch.tensor([[0, MASK, MASK, MASK, 1, MASK]])  # 2 visible, 4 masked
     t = torch.tensor([60])  # h = 20: reveal chances 0.54 (60 -> 40), then 0.74 (40 -> 20)
     # sub-step 1 reveals positions 1 and 3 (uniform 0), not 2 and 5 (~1); sub-step 2 reveals position 2
     reveal_u = torch.tensor([[[0.0, 0.0, 0.999, 0.0, 0.0, 0.999]], [[0.0, 0.0, 0.0, 0.0, 0.0, 0.999]]])
     token_u = torch.full((2, 1, 6), 0.5, dtype=torch.float64)
-    target, first = distill.teacher_target(CountToy(), xt, t, None, schedule, MASK, 20, reveal_u[:1], token_u[:1])
+    target, first = distill.teacher_target(toy_teacher(), xt, t, None, reveal_u[:1], token_u[:1])
     assert torch.allclose(first[0], law(2).expand(6, V))
     for i, n in ((1, 2), (3, 2), (2, 4), (5, 4)):  # revealed by pass 1 (2 visible), or not (pass 2 sees 4)
         assert torch.allclose(target[0, i], law(n)), i
-    target, _ = distill.teacher_target(CountToy(), xt, t, None, schedule, MASK, 20, reveal_u, token_u)
+    target, _ = distill.teacher_target(toy_teacher(), xt, t, None, reveal_u, token_u)
     for i, n in ((1, 2), (3, 2), (2, 4), (5, 5)):  # pass 3 sees 5: position 2 revealed by pass 2
         assert torch.allclose(target[0, i], law(n)), i
     # the mean of two targets, one first pass shared: the mean of their laws, position by position
-    mean, _ = distill.mean_target(CountToy(), xt, t, None, schedule, MASK, 20, torch.stack([reveal_u, reveal_u * 0]),
+    mean, _ = distill.mean_target(toy_teacher(), xt, t, None, torch.stack([reveal_u, reveal_u * 0]),
                                   torch.stack([token_u, token_u]))
-    everything = distill.teacher_target(CountToy(), xt, t, None, schedule, MASK, 20, reveal_u * 0, token_u)[0]
+    everything = distill.teacher_target(toy_teacher(), xt, t, None, reveal_u * 0, token_u)[0]
     assert torch.allclose(mean.exp(), (target.exp() + everything.exp()) / 2)
 
 
 @pytest.mark.core
 def test_where_the_step_reveals_everything_the_target_is_the_teachers_own_pass():
-    schedule = Schedule(100)
     xt = torch.tensor([[0, MASK, MASK, 2, MASK, MASK]] * 3)
     t = torch.tensor([5, 10, 20])  # h = 20: the first sub-step ends at t = 0, where alpha = 1 reveals every [MASK]
     g = torch.Generator().manual_seed(0)
     reveal_u, token_u = torch.rand((2, 3, 6), generator=g), torch.rand((2, 3, 6), generator=g, dtype=torch.float64)
-    target, first = distill.teacher_target(CountToy(), xt, t, None, schedule, MASK, 20, reveal_u, token_u)
+    target, first = distill.teacher_target(toy_teacher(), xt, t, None, reveal_u, token_u)
     masked = xt == MASK
     assert torch.equal(target[masked], first[masked])
 
@@ -136,7 +138,7 @@ def test_the_loss_is_the_mean_kl_over_masked_positions_0_for_a_student_equal_to_
     cfg = SimpleNamespace(mask_draws=2, self_cond=False, dual_ar=0.0, diffusion_steps=100, distill_steps=4,
                           mask_min=0.0, mask_max=1.0, mask_ramp=0.0, block_size=8)
     tok = SimpleNamespace(mask_id=MASK)
-    obj = distill.SelfDistillation(MaskedDiffusion(), CountToy(slope=torch.zeros(V)))
+    obj = distill.SelfDistillation(MaskedDiffusion(), toy_teacher(slope=torch.zeros(V), h=8))
     x = torch.randint(0, MASK, (3, 8), generator=torch.Generator().manual_seed(1))
     drawn = obj.draws(x, cfg, schedule, tok, Draw(generator=torch.Generator().manual_seed(2), u=torch.tensor(0.3)))
     assert drawn.reveal_u.shape == (distill.TARGETS, distill.SUBSTEPS - 1, 6, 8)
@@ -222,9 +224,9 @@ def test_the_student_starts_as_its_teacher(teachers, in_tmp, monkeypatch, capsys
     loss = distill.SelfDistillation.loss
 
     def spy(self, model, *args):
-        teacher = self.teacher.state_dict()
+        teacher = self.teacher.net.state_dict()
         seen.append(all(torch.equal(v, teacher[k]) for k, v in model.state_dict().items()))
-        seen.append(not any(p.requires_grad for p in self.teacher.parameters()))
+        seen.append(not any(p.requires_grad for p in self.teacher.net.parameters()))
         return loss(self, model, *args)
 
     monkeypatch.setattr(distill.SelfDistillation, "loss", spy)

@@ -40,7 +40,7 @@ def test_the_ideal_student_is_the_mean_of_the_teachers_targets():
     g = torch.Generator().manual_seed(5)  # the draws the ideal student makes, in its order
     reveal_u = torch.rand((4, 2, 2, 6), generator=g)
     token_u = torch.rand((4, 2, 2, 6), generator=g, dtype=torch.float64)
-    mean, _ = distill.mean_target(CountToy(), xt, t, None, schedule, MASK, 10, reveal_u, token_u)
+    mean, _ = distill.mean_target(distill.Teacher(CountToy(), schedule, MASK, 10), xt, t, None, reveal_u, token_u)
     assert torch.allclose(out, mean)
     again = study.IdealStudent(CountToy(), schedule, MASK, 10, 3, 4, seed=5)  # a sampler's positions= shortcut
     assert torch.equal(again(xt, t, positions=torch.tensor([1, 7])), out.flatten(0, 1)[[1, 7]])
