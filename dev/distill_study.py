@@ -22,7 +22,6 @@ dual objective's causal loss stays at the checkpoint's weight, so its AR mode st
 
 A study in dev/: its verdict in dev/LOG.md ("Fewer passes by self-distillation").
 """
-import argparse
 import copy
 import os
 import sys
@@ -42,6 +41,8 @@ from utils import dataloader, optim  # noqa: E402
 from utils.checkpoint import save_checkpoint  # noqa: E402
 from utils.dist import keyed_generator  # noqa: E402
 from utils.draws import uniforms  # noqa: E402
+from utils.cli import ArgParser, at_least, list_of, model_path, seed  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 from utils.tokenizer import fingerprint, tokenizer_from_state  # noqa: E402
 
 STREAM_DATA, STREAM_MASK, STREAM_TIME = 0, 1, 2  # train.py's keys
@@ -179,35 +180,35 @@ def print_ideal(a, teacher, cfg, tok, schedule):
 
 # ---------------------------------------------------------------- the loop
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("teacher", help="a masked-diffusion model.pt or exported folder")
+    p = ArgParser(prog="dev/distill_study.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("teacher", type=model_path, help="a masked-diffusion model.pt or exported folder")
     p.add_argument("--out", required=True, help="folder for the student's model.pt")
-    p.add_argument("--student-steps", type=int, default=16, help="S: the student's passes; the teacher's k S")
-    p.add_argument("--substeps", type=int, default=2, help="k: the teacher's passes a student pass (SDTT: 2)")
-    p.add_argument("--rounds", type=int, default=1, help="rounds of --iters steps, S halved after each")
-    p.add_argument("--iters", type=int, default=600, help="steps a round")
-    p.add_argument("--batch-size", type=int, default=12)
-    p.add_argument("--copies", type=int, default=2, help="masks (and times) of each window a step")
-    p.add_argument("--targets", type=int, default=1, help="m: targets averaged a state (SDTT: 1)")
+    p.add_argument("--student-steps", type=at_least(1), default=16, help="S: the student's passes; the teacher's k S")
+    p.add_argument("--substeps", type=at_least(2), default=2, help="k: the teacher's passes a student pass (SDTT: 2)")
+    p.add_argument("--rounds", type=at_least(1), default=1, help="rounds of --iters steps, S halved after each")
+    p.add_argument("--iters", type=at_least(1), default=600, help="steps a round")
+    p.add_argument("--batch-size", type=at_least(1), default=12)
+    p.add_argument("--copies", type=at_least(1), default=2, help="masks (and times) of each window a step")
+    p.add_argument("--targets", type=at_least(1), default=1, help="m: targets averaged a state (SDTT: 1)")
     p.add_argument("--direction", default="forward", choices=("forward", "reverse"))
-    p.add_argument("--optimizer", default="", help="'' = the checkpoint's (muon | adamw)")
-    p.add_argument("--muon-lr", type=float, default=0.003)
-    p.add_argument("--lr", type=float, default=5e-4, help="AdamW's (embeddings, head)")
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--ema", type=float, default=0.99)
+    p.add_argument("--optimizer", default="", choices=("", "muon", "adamw"), help="'' = the checkpoint's")
+    p.add_argument("--muon-lr", type=at_least(0.0), default=0.003)
+    p.add_argument("--lr", type=at_least(0.0), default=5e-4, help="AdamW's (embeddings, head)")
+    p.add_argument("--warmup", type=at_least(0), default=50)
+    p.add_argument("--ema", type=at_least(0.0, most=0.9999), default=0.99)
     p.add_argument("--dual-ar", type=float, default=-1.0, help="the causal loss's weight; -1: the checkpoint's")
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--log", type=int, default=50)
-    p.add_argument("--gap", type=lambda v: [int(k) for k in v.split(",")], default=None,
+    p.add_argument("--seed", type=seed, default=1337)
+    p.add_argument("--log", type=at_least(1), default=50)
+    p.add_argument("--gap", type=list_of(at_least(1)), default=None,
                    help="k1,k2,...: print reducible_gap for each k instead of training")
-    p.add_argument("--draws", type=int, default=16, help="--gap: draws of the sub-steps a state")
-    p.add_argument("--ideal", type=int, default=0, help="M > 0: print the ideal student's frontier reading (M "
+    p.add_argument("--draws", type=at_least(1), default=16, help="--gap: draws of the sub-steps a state")
+    p.add_argument("--ideal", type=at_least(0), default=0, help="M > 0: print the ideal student's frontier reading (M "
                    "targets a pass) beside the teacher's, instead of training")
-    p.add_argument("--judge", default="artifacts/weights/baby_ar", help="--ideal: the AR judge of gen-PPL")
-    p.add_argument("--n-samples", type=int, default=256, help="--ideal: samples a point")
-    p.add_argument("--temperatures", type=lambda v: [float(x) for x in v.split(",")], default=[0.6, 0.8, 1.0])
-    p.add_argument("--teacher-passes", type=lambda v: [int(x) for x in v.split(",") if x], default=None,
-                   help="--ideal: the teacher's rows (default S, 2S, 3S; '' for none)")
+    p.add_argument("--judge", type=model_path, default="artifacts/weights/baby_ar", help="--ideal: the AR judge")
+    p.add_argument("--n-samples", type=at_least(2), default=256, help="--ideal: samples a point")
+    p.add_argument("--temperatures", type=list_of(float), default=[0.6, 0.8, 1.0], help="--ideal: each curve's")
+    p.add_argument("--teacher-passes", type=list_of(at_least(1)), default=None,
+                   help="--ideal: the teacher's rows (default S, 2S, 3S)")
     return p.parse_args(argv)
 
 
@@ -215,7 +216,9 @@ def build(path, device):
     """(student, teacher, checkpoint dict, config) from a checkpoint: both start as its weights."""
     ckpt = checkpoint_manager.read_checkpoint(path)
     cfg = checkpoint_manager.checkpoint_config(ckpt, path)
-    assert cfg.objective == "mdlm", "SDTT here distils masked diffusion"
+    if cfg.objective != "mdlm":
+        raise UserError(f"{path} is a {cfg.objective} model: SDTT here distils masked diffusion; give an mdlm "
+                        f"checkpoint (artifacts/weights/baby)")
     student = Transformer(ModelArgs(**ckpt["model_args"]))
     student.load_state_dict(checkpoint_manager.weights(ckpt))
     teacher = copy.deepcopy(student).eval().requires_grad_(False)
@@ -288,4 +291,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(main)
