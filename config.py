@@ -184,7 +184,7 @@ NEEDS = dict(
     val_fraction=("val_path", ("",)), tokenizer_path=("tokenizer", ("bpe",)), mask_ramp_from=("mask_ramp", None),
     muon_lr=("optimizer", ("muon",)), muon_momentum=("optimizer", ("muon",)),
     init_from=("resume", (False,)), overwrite=("resume", (False,)), wandb_project=("wandb_log", None),
-    distill_from=("objective", ("mdlm",)), distill_steps=("distill_from", None),
+    distill_steps=("distill_from", None),
     trace_every=("viz_video", None), gif_frame_ms=(("viz_video", None), ("html", None)), host=("serve", None),
     port=("serve", None), race=("serve", None))
 # The most a size or count may be: past it a 64-bit size overflows, or a loop builds for minutes.

@@ -3,7 +3,7 @@ part 2). Does a student that learns in one pass what its teacher does in two sam
 passes, read at matched entropy?
 
     OMP_NUM_THREADS=1 python dev/distill_study.py artifacts/weights/baby --student-steps 16 --iters 600 \
-        --out artifacts/models/sdtt16
+        --out-dir artifacts/models/sdtt16
     python scripts/frontier.py artifacts/weights/baby artifacts/models/sdtt16/model.pt \
         --ar-checkpoint artifacts/weights/baby_ar --gen-len 48 --grid steps=16 --grid order=random ...
 
@@ -114,7 +114,8 @@ def print_gap(a, teacher, cfg, tok, train_ids, schedule):
         h = round(schedule.T / (k * a.student_steps))
         gain, rest, rate = reducible_gap(teacher, x0, schedule, tok.mask_id, h, k, a.draws, g, cfg.self_cond)
         by = [(lo, hi) for lo, hi in ((0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.01))]
-        parts = ", ".join(f"rate {lo:.2f}-{min(hi, 1):.2f}: {gain[(rate >= lo) & (rate < hi)].mean():.4f}" for lo, hi in by)
+        parts = ", ".join(f"rate {lo:.2f}-{min(hi, 1):.2f}: {gain[(rate >= lo) & (rate < hi)].mean():.4f}"
+                          for lo, hi in by)
         print(f"S={a.student_steps}, k={k} (the teacher at {k * a.student_steps} passes): the most a round can gain "
               f"{gain.mean():.4f} +- {gain.std() / len(gain) ** 0.5:.4f} nats a masked position ({parts}); the "
               f"loss no student removes {rest.mean():.4f}; {len(gain)} positions, {a.draws} draws each", flush=True)
@@ -182,7 +183,7 @@ def print_ideal(a, teacher, cfg, tok, schedule):
 def parse_args(argv):
     p = ArgParser(prog="dev/distill_study.py", description=__doc__.split("\n\n")[0])
     p.add_argument("teacher", type=model_path, help="a masked-diffusion model.pt or exported folder")
-    p.add_argument("--out", required=True, help="folder for the student's model.pt")
+    p.add_argument("--out-dir", required=True, help="folder for the student's model.pt")
     p.add_argument("--student-steps", type=at_least(1), default=16, help="S: the student's passes; the teacher's k S")
     p.add_argument("--substeps", type=at_least(2), default=2, help="k: the teacher's passes a student pass (SDTT: 2)")
     p.add_argument("--rounds", type=at_least(1), default=1, help="rounds of --iters steps, S halved after each")
@@ -252,7 +253,8 @@ def main(argv):
     opt = optim.build_optimizer(student, ocfg, device)
     ema = optim.EMA(student, a.ema) if a.ema else None
     steps = a.student_steps
-    print(f"teacher {a.teacher}; student {steps} passes (teacher {a.substeps * steps}); {a.rounds} round(s) x {a.iters}; "
+    print(f"teacher {a.teacher}; student {steps} passes (teacher {a.substeps * steps}); {a.rounds} round(s) x "
+          f"{a.iters}; "
           f"batch {a.batch_size} x {a.copies}; {a.direction} KL; dual AR {dual}; threads {torch.get_num_threads()}")
     t0, acc, base, ent, nacc = time.time(), 0.0, 0.0, 0.0, 0
     for it in range(total):
@@ -285,9 +287,9 @@ def main(argv):
             acc, base, ent, nacc = 0.0, 0.0, 0.0, 0
     state = (ema.model if ema else student).state_dict()
     # its sampler's default: the passes it learned (the teacher's other settings kept)
-    own = replace(cfg, max_iters=total, out_dir=a.out, checkpoint=os.path.join(a.out, "model.pt"), steps=steps)
-    save(a.out, state, ckpt, own, total, vars(a))
-    print(f"saved {os.path.join(a.out, 'model.pt')} in {time.time() - t0:.0f} s")
+    own = replace(cfg, max_iters=total, out_dir=a.out_dir, checkpoint=os.path.join(a.out_dir, "model.pt"), steps=steps)
+    save(a.out_dir, state, ckpt, own, total, vars(a))
+    print(f"saved {os.path.join(a.out_dir, 'model.pt')} in {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

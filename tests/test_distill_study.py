@@ -48,7 +48,7 @@ def test_the_ideal_student_is_the_mean_of_the_teachers_targets():
 
 def test_the_studys_checkpoint_samples_through_inference(tiny_ckpt, in_tmp, capsys):
     out = in_tmp / "student"
-    study.main([str(tiny_ckpt), "--out", str(out), "--iters", "2", "--log", "1", "--student-steps", "4",
+    study.main([str(tiny_ckpt), "--out-dir", str(out), "--iters", "2", "--log", "1", "--student-steps", "4",
                 "--batch-size", "2", "--copies", "1"])
     code, text, err = run_cli_here(inference.main, ["--checkpoint", out / "model.pt", "--viz-video", "off",
                                                     "--seed", "0"], capsys)
