@@ -25,6 +25,8 @@ class AutoRegressive(Objective):
                              *sampler_keys_but(*LAW_KEYS, "replay_steps"), "bd3_block", "mask_min", "mask_max",
                              "bd3_loss", "bd3_ar", "dual_ar", "mask_ramp", "mask_ramp_from", "self_cond", "mask_draws"),
                             "an AR model predicts the next token: no noise, time, schedule or reverse steps")
+    IGNORES.update(dict.fromkeys(("distill_from", "distill_steps"), "distill.py distils masked diffusion: use "
+                                 "--objective=mdlm"))
     CONTINUES_ONLY = True  # continues a prompt
     ANY_LENGTH = True  # writes past the context
     EXACT = True  # scores the exact NLL

@@ -656,7 +656,9 @@ class BlockDiffusion(Objective):
                                "masked diffusion's dual objective; block diffusion's next-token loss is --bd3_ar, its "
                                "sampler --bd3_speculate"),
                **dict.fromkeys(("mask_ramp", "mask_ramp_from"),
-                               "masked diffusion's curriculum on t: use --objective=mdlm")}
+                               "masked diffusion's curriculum on t: use --objective=mdlm"),
+               **dict.fromkeys(("distill_from", "distill_steps"), "distill.py distils masked diffusion: use "
+                               "--objective=mdlm")}
     CONTINUES_ONLY = True  # continues a prompt block by block,
     ANY_LENGTH = True  # past the context
     BLOCKS = True

@@ -79,6 +79,9 @@ class Config:
     resume: bool = False                # continue from out_dir/model.pt (step, optimizer, LR schedule)
     init_from: str = ""                 # a model.pt's (or export's) weights to start from:
                                         #   AR -> mdlm/bd3, mdlm -> bd3
+    distill_from: str = ""              # a trained mdlm (model.pt or export) to distil
+                                        #   (distill.py): the student learns in a pass its 3
+    distill_steps: int = 16             # with distill_from: the student's passes S (the teacher's: 3 S)
     overwrite: bool = False             # allow replacing an earlier run's checkpoints,
                                         #   metrics.jsonl, trace (inference.py: --viz-video's files)
     keep_last: int = 2                  # the newest K checkpoints kept;
@@ -181,6 +184,7 @@ NEEDS = dict(
     val_fraction=("val_path", ("",)), tokenizer_path=("tokenizer", ("bpe",)), mask_ramp_from=("mask_ramp", None),
     muon_lr=("optimizer", ("muon",)), muon_momentum=("optimizer", ("muon",)),
     init_from=("resume", (False,)), overwrite=("resume", (False,)), wandb_project=("wandb_log", None),
+    distill_steps=("distill_from", None),
     trace_every=("viz_video", None), gif_frame_ms=(("viz_video", None), ("html", None)), host=("serve", None),
     port=("serve", None), race=("serve", None))
 # The most a size or count may be: past it a 64-bit size overflows, or a loop builds for minutes.
@@ -206,6 +210,7 @@ RANGES = dict(
     block_size=AT_LEAST_1, n_layer=AT_LEAST_1, n_head=AT_LEAST_1, n_embd=AT_LEAST_1, diffusion_steps=AT_LEAST_1,
     batch_size=AT_LEAST_1, eval_interval=AT_LEAST_1, eval_iters=AT_LEAST_1, log_interval=AT_LEAST_1,
     gen_len=AT_LEAST_1, steps=AT_LEAST_1, num_samples=AT_LEAST_1, trace_every=AT_LEAST_1, replay_steps=AT_LEAST_1,
+    distill_steps=AT_LEAST_1,
     max_iters=AT_LEAST_0, semi_ar_length=AT_LEAST_0, weight_decay=AT_LEAST_0, grad_clip=AT_LEAST_0,
     warmup_iters=AT_LEAST_0, seed=AT_LEAST_0,
     gif_frame_ms=("[10, inf)", "gif_frame_ms must be >= 10 (a GIF times its frames in hundredths of a second), got "
@@ -260,6 +265,20 @@ PRESETS = {
         eval_interval=500, eval_iters=10, log_interval=100,  # 120 windows x 4 t: +- 0.005 between evals
         out_dir="artifacts/models/baby", checkpoint="artifacts/models/baby/model.pt",
         prompt="ROMEO:", gen_len=48, steps=48, order="random", remask="none", temperature=1.0,
+        temperature_end_share=0.1),
+    # baby distilled (distill.py, SDTT): the student learns in one pass what baby does in three,
+    # over every mask rate, four draws of the teacher's passes averaged a state; it samples baby's
+    # way in 16 passes. Its teacher: the shipped baby weights (yours:
+    # --distill_from=artifacts/models/baby/model.pt).
+    "baby_fast": dict(
+        data_path="data/tinyshakespeare.txt", block_size=64, n_layer=4, n_head=4, n_embd=128, qk_norm=True,
+        time_cond="none", self_cond=True, diffusion_steps=1000, dual_ar=0.25, mask_draws=2,
+        distill_from="artifacts/weights/baby", distill_steps=16,
+        batch_size=12, max_iters=1000, learning_rate=1e-4, min_lr=3e-5, warmup_iters=50, weight_decay=0.0,
+        optimizer="muon", muon_lr=5e-4, muon_momentum=0.9, ema=0.99,
+        eval_interval=250, eval_iters=10, log_interval=50,
+        out_dir="artifacts/models/baby_fast", checkpoint="artifacts/models/baby_fast/model.pt",
+        prompt="ROMEO:", gen_len=48, steps=16, order="random", remask="none", temperature=1.0,
         temperature_end_share=0.1),
     # The best diffusion at the baby budget: blocks of 4, mask rates in [0.3, 1], plain CE, the
     # clean half on the next token, two masks a window, a tied head; it samples the clean half's AR,

@@ -24,6 +24,7 @@ import torch
 
 import checkpoint_manager
 import configurator
+import distill
 from config import NEEDS, PRESETS, RESUMABLE, Config
 from diffusion import Draw, SamplerOptions, Schedule
 from evals import bound, report
@@ -94,7 +95,7 @@ class Run:
     saved_iter: int = -1
     scaler: torch.amp.GradScaler = None  # loss scaling under fp16 autocast (utils.dist.grad_scaler); off otherwise
     writer: fileio.BackgroundWriter = field(default_factory=fileio.BackgroundWriter)
-    objective: AnyObjective = None  # its loss compiled with the model where --compile says (compile_step)
+    objective: AnyObjective | distill.SelfDistillation = None  # its loss compiled with the model where --compile says
 
 
 def main(argv):
@@ -210,11 +211,12 @@ def load_data(cfg, env):
     tok = tokenizer.tokenizer_from_state(env.resume["tokenizer"]) if env.resume else None
     # the --init_from checkpoint, read once (its weights are build's); a resumed run has its own
     source = None
-    if cfg.init_from and not env.resume:
-        source = checkpoint_manager.read_checkpoint(cfg.init_from, "give another --init_from")
+    init = cfg.init_from or cfg.distill_from  # a distilled student starts as its teacher
+    if init and not env.resume:
+        source = checkpoint_manager.read_checkpoint(init, "give another --init_from")
         for note in source["notes"]:  # its removed keys that acted on no network
             print0(note)
-        tok = checkpoint_manager.source_tokenizer(cfg.init_from, cfg.tokenizer, cfg.objective, source)
+        tok = checkpoint_manager.source_tokenizer(init, cfg.tokenizer, cfg.objective, source)
     if env.world > 1 and not env.master:
         torch.distributed.barrier()  # rank 0 encodes the token cache first; the others then read it
     tok, train_ids, val_ids, meta = dataloader.prepare_data(cfg, tok, verbose=env.master)
@@ -246,7 +248,7 @@ def build(cfg, env, data):
     # refused before its weights, optimizer or first batch take a byte
     with torch.device("meta"):
         shape = Transformer(margs)
-    obj = OBJECTIVES[cfg.objective]
+    obj = distill.objective(OBJECTIVES[cfg.objective], cfg, data.tok, env.device)  # --distill_from's loss, or its own
     flops_tok, seq = obj.flops(shape, cfg)
     print0(f"model: {shape.num_params():,} parameters, {flops_tok / 1e6:.1f} MFLOP/token (training), "
            f"{cfg.total_batch_size:,} tokens/step = {env.world} rank(s) x {env.accum} micro-step(s) x "
@@ -255,13 +257,13 @@ def build(cfg, env, data):
     line, need = estimate_line(cfg, shape, env.device, env.dtype_name, flops_tok, seq, ASSUMED_MFU)
     print0(train_log.wrap(line))
     check_memory(cfg, env.device, need, env.world)
-    if cfg.max_iters == 0 and not cfg.resume and not cfg.init_from:  # (--init_from's fit is checked on the model)
+    if cfg.max_iters == 0 and not cfg.resume and not (cfg.init_from or cfg.distill_from):  # (their fit: on the model)
         print0("max_iters=0: built data and tokenizer, sized the model; exiting without training")
         return None
     model = Transformer(margs).to(env.device)
     model.checkpointing = cfg.activation_checkpointing
     if data.source is not None:
-        print0(checkpoint_manager.load_weights_into(model, cfg.init_from, data.tok, data.source))
+        print0(checkpoint_manager.load_weights_into(model, cfg.init_from or cfg.distill_from, data.tok, data.source))
         data.source = None  # its weights are the model's now: the checkpoint (optimizer, EMA) is not held all run
     if cfg.max_iters == 0 and not cfg.resume:
         print0("max_iters=0: built data, tokenizer and model; exiting without training")

@@ -179,6 +179,8 @@ class UniformDiffusion(Objective):
                               "[MASK]"),
                **dict.fromkeys(("mask_ramp", "mask_ramp_from"),
                                "masked diffusion's training-time draws of t: use --objective=mdlm"),
+               **dict.fromkeys(("distill_from", "distill_steps"), "distill.py distils masked diffusion: use "
+                               "--objective=mdlm"),
                "self_cond": "masked diffusion's self-conditioning: use --objective=mdlm",
                "mask_draws": "the masks drawn of each window (mdlm, bd3): it has no [MASK]",
                **dict.fromkeys(("dual_ar", "dual_sample"), "masked diffusion's dual objective: use --objective=mdlm")}

@@ -24,6 +24,7 @@ TIMING = ["tests/test_speed.py", "tests/test_race.py", "tests/test_frontier.py"]
 FIGURES = ["tests/test_eval.py", "tests/test_diffusion.py", "tests/test_report.py", "tests/test_epochs.py"]
 TRACE = ["tests/test_refusals.py", "tests/test_trace.py", "tests/test_faults.py", "tests/test_inference_modes.py"]
 CHECKS = ["tests/test_config.py", "tests/test_refusals.py", "tests/test_sampling.py"]
+DISTILL = ["tests/test_distill.py"]
 
 
 def mutant(name, kind, file, old, new, tests, why, equivalent=""):
@@ -412,4 +413,34 @@ MUTANTS = [
            "fileio.check_trace(cfg, replace=cfg.overwrite)",
            ["tests/test_refusals.py", "tests/test_train_infer.py", "tests/test_faults.py"],
            "--resume of a run with a typed --viz-video refused: its own trace is taken"),
+    # ------------------------------------------------------------------ issue 104, part 2: distillation (distill.py)
+    mutant("distill-kl-reversed", "order", "distill.py",
+           "return (p * (logp.masked_fill(zero, 0.0) - logq.masked_fill(zero, 0.0))).sum(-1)",
+           "return (p * (logq.masked_fill(zero, 0.0) - logp.masked_fill(zero, 0.0))).sum(-1)", DISTILL,
+           "the KL's log-ratio the wrong way round: the loss is minus a KL"),
+    mutant("distill-target-keeps-first", "order", "distill.py", "torch.where(masked[..., None], logp, target)",
+           "torch.where(masked[..., None], target, logp)", DISTILL,
+           "a position still masked keeps an earlier pass's law; one revealed takes the later pass's"),
+    mutant("distill-reveal-chance-stale", "stale value", "distill.py", "/ (1 - alpha[now])).float()",
+           "/ (1 - alpha[nxt])).float()", DISTILL,
+           "the reveal chance divided by the next time's masked share, not this one's"),
+    mutant("distill-mean-unnormalised", "unit", "distill.py", "- math.log(len(targets)), first", ", first",
+           DISTILL, "the m targets summed, not averaged: a law whose mass is m"),
+    mutant("distill-loss-over-all-positions", "unit", "distill.py",
+           "(masked_kl(target, logq) * masked).sum() / masked.sum().clamp(min=1)",
+           "(masked_kl(target, logq) * masked).sum() / masked.numel()", DISTILL,
+           "the KL summed over masked positions but divided by every position"),
+    mutant("distill-teacher-trains", "guard dropped", "distill.py", "Teacher(net.requires_grad_(False),",
+           "Teacher(net,", DISTILL, "the teacher's weights left trainable (its gradient computed, its memory held)"),
+    mutant("distill-substep-doubled", "off-by-one", "distill.py", "nxt = (now - teacher.h).clamp(min=0)",
+           "nxt = (now - 2 * teacher.h).clamp(min=0)", DISTILL, "the teacher's sub-step twice its h"),
+    mutant("distill-reveals-every-mask", "invariant", "distill.py",
+           "x = torch.where(revealed, draw_at(logp.exp(), token_u[j]), x)",
+           "x = torch.where(masked, draw_at(logp.exp(), token_u[j]), x)", DISTILL,
+           "a sub-step reveals every [MASK], not those its chance picks"),
+    mutant("distill-student-starts-random", "flag not forwarded", "train.py",
+           "    init = cfg.init_from or cfg.distill_from", "    init = cfg.init_from", DISTILL,
+           "the student starts from random weights, not its teacher's"),
+    mutant("distill-bd3-teacher-only-refused", "guard dropped", "distill.py", "    if what != \"mdlm\":",
+           "    if what == \"bd3\":", DISTILL, "an AR (or uniform) checkpoint accepted as a teacher"),
 ]

@@ -41,7 +41,8 @@ from utils.cli import key_help
 from utils.values import TYPES, check_values
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page.html")
-# the page's fields, what it sets as flags: the prompt, a seed, the tokens, and every sampler key (its own row)
+# the page's fields, what it sets as flags: the prompt, a seed, the tokens, and every sampler key
+# (its own row)
 KNOBS = ("prompt", "seed", "gen_len", *SamplerOptions.keys())
 MOST_PROMPT = 2_000  # characters: many times the shipped contexts (64 and 128)
 MOST_GEN_LEN = 512  # tokens: a windowed sampler could hold the server for hours

@@ -230,7 +230,8 @@ BASE = {"train.py": [*TRAIN, f"--init_from={DM}"], "inference.py": INFER,
         "dev/spec_rounds.py": [DM], "dev/two_pass.py": [DM, AR], "dev/threads.py": ["cpu"], "dev/epochs.py": [],
         "dev/plot_epochs.py": ["s.json"], "dev/plot_frontier.py": ["eval.json"], "dev/gpu_sample.py": GS,
         "scripts/race.py": RC, "dev/bench_serve.py": ["cpu"], "dev/mutants.py": [],
-        "dev/limit.py": ["--json", "l.json", "--checkpoints", DM], "dev/plot_limit.py": ["eval.json"]}
+        "dev/limit.py": ["--json", "l.json", "--checkpoints", DM], "dev/plot_limit.py": ["eval.json"],
+        "dev/distill_study.py": [DM, "--out-dir", "o"]}
 
 
 # ----------------------------------------------------------------------------- rows from config.py's tables

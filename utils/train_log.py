@@ -22,7 +22,8 @@ from utils.errors import UserError
 # what each training loss measures (train.py's log lines), beside the eval lines' validation bound
 LOSSES = dict(elbo="the weighted NELBO on training batches", ce="the next-token CE on training batches",
               masked_ce="the unweighted CE over masked positions (no bound)",
-              all_ce="the CE over every position, visible ones too (no bound)")
+              all_ce="the CE over every position, visible ones too (no bound)",
+              kl="the student's KL to its teacher's passes over masked positions (distill.py; no bound)")
 
 
 
@@ -112,6 +113,8 @@ def loss_label(cfg, obj):
     """(the log line's name for its training loss, a line saying what it measures); cfg as its
     objective `obj` runs it (configurator.effective: another objective's keys off)."""
     name = "ce" if obj.EXACT else getattr(cfg, obj.LOSS_KEY)
+    if cfg.distill_from:  # distill.py's loss in place of the objective's
+        name = "kl"
     # bd3_ar: the clean half's next token, in the same pass; dual_ar: in a second, causal pass
     ar, who = (cfg.bd3_ar, "the clean half") if cfg.bd3_ar else (cfg.dual_ar, "a causal pass")
     band = (f" on mask rates in [{cfg.mask_min:g}, {cfg.mask_max:g}] (the bound scores every rate: not comparable "
