@@ -94,6 +94,20 @@ def test_eval_table_json_and_plots_end_to_end(adaln_ckpt, ar_ckpt, in_tmp, capsy
             assert im.format == "PNG" and im.size[0] > 500
 
 
+def test_a_scorer_whose_vocabulary_has_the_size_but_other_ids_is_refused(adaln_ckpt, ar_ckpt, tmp_path,
+                                                                         monkeypatch, capsys):
+    """Compared by size, such a judge scored gen-PPL on other characters (the mutant scorer-tokenizer-by-size)."""
+    from helpers import run_cli_here
+    ck = load_checkpoint(ar_ckpt)
+    ck["tokenizer"] = dict(ck["tokenizer"], chars=ck["tokenizer"]["chars"][::-1])  # same size, other ids
+    other = tmp_path / "other_ar.pt"
+    save_checkpoint(other, ck)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli_here(_script("eval").main, [adaln_ckpt, "--ar-checkpoint", other, "--steps", "20",
+                                                        "--device", "cpu"], capsys)
+    assert code == 2 and "differs from the scorer" in err and err.count("\n") == 1, err
+
+
 def ConstAR(probs, block_size=32):
     """The same next-token distribution after every prefix."""
     return ConstModel(torch.tensor(probs).log().tolist(), block_size)
