@@ -265,6 +265,7 @@ def test_a_presets_keys_for_another_objective_are_left_unread_and_its_falling_te
 @pytest.mark.parametrize("argv, words", [
     (["--temperature=1e-7"], "give 0 for the argmax, or 1e-06+"),
     (["--temperature=1e305", "--temperature_end_share=1e5"], "whose product with it is finite, got 100000.0"),
+    (["--temperature_end_share=-0.5"], "got -0.5"),  # the last draws' temperature below 0
 ])
 def test_a_temperature_that_can_make_a_row_with_no_law_is_refused(argv, words):
     with pytest.raises(UserError) as e:
