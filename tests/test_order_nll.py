@@ -292,7 +292,8 @@ def _check_figures(d, by_hand):
             assert r["paired_vs_l2r"][0] == pytest.approx(r["nats_per_token"] - l2r["nats_per_token"], abs=1e-9)
 
 
-def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, tmp_path_factory, tmp_path, capsys):
+def test_the_script_on_tiny_checkpoints_and_its_refusals(tiny_ckpt, in_tmp, tmp_path_factory, tmp_path, capsys):
+    """In a temp folder: dev/order_nll.py encodes its data into artifacts/data/ where it runs."""
     mdlm = train_tiny(tmp_path_factory, "order_mdlm", "--time_cond=none", "--self_cond", "--max_iters=10",
                       "--eval_interval=10")
     out = tmp_path / "o.json"
