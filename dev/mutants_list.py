@@ -225,7 +225,7 @@ MUTANTS = [
            "torch.set_num_threads(args.threads or held)",
            "torch.set_num_threads(held)", TIMING, "--threads parsed and never applied"),
     # ------------------------------------------------------------------ the refusals (issue 98, part 2): the code
-    # guarded by the tests folded into test_bad_input.py's table or deleted as repeats (test_sampling.py's CLI rows,
+    # guarded by the tests folded into test_refusals.py's table or deleted as repeats (test_sampling.py's CLI rows,
     # test_eval.py's, test_train_infer.py's missing and corrupt checkpoints, test_config.py's and
     # test_data_scripts.py's subprocess refusals, test_race.py's refusals): each tried before and after the move
     mutant("range-low-end-open", "off-by-one", "utils/values.py",

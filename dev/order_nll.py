@@ -29,7 +29,8 @@ diffusion has no [MASK] to reveal.
 
 A study's instrument, in dev/ (issue 70): it answers a question about the networks and backs RESULTS' sampler-law
 rows (the law of `baby`'s semi-AR sampler, of `baby_bd3`'s random order inside blocks), as dev/nanogpt_score.py backs
-nanoGPT's; no user command needs it. Its tests: tests/test_order_nll.py, tests/test_sampler_law.py.
+nanoGPT's; no user command needs it. Its tests: tests/test_order_nll.py, tests/test_sampling.py (its
+law against inference's draws).
 """
 import hashlib
 import math
